@@ -1,0 +1,216 @@
+"""A partner system that speaks the CERTEX-style quantity API of :mod:`partner_sim`.
+
+One call per quoted document (a declaration's position on a document is restated as a
+whole, summing its goods items), mapped to the hub's verdicts. Partner failures become
+UNAVAILABLE, never a pass; an answer the adapter does not understand is a failure too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from gun_hub.model.exchange import (
+    AuthorityRequest,
+    DocumentAnswer,
+    Operation,
+    RequestedDocument,
+    RequestedItem,
+)
+from gun_hub.model.verdicts import Verdict
+from gun_hub.settings import AdapterSettings
+
+log = logging.getLogger(__name__)
+
+# CERTEX reservation refusal reasons (domain.md) to the hub's verdicts.
+REFUSAL_VERDICTS: dict[str, Verdict] = {
+    "01": Verdict.MISMATCH,  # document cannot be used as a base for this operation
+    "02": Verdict.ALREADY_USED,
+    "03": Verdict.MISMATCH,  # commodity code
+    "04": Verdict.INVALID_STATUS,
+    "05": Verdict.QUANTITY_INSUFFICIENT,
+    "06": Verdict.ALREADY_USED,  # a write-off for this declaration already exists
+    "07": Verdict.MISMATCH,  # line number
+    "08": Verdict.MISMATCH,  # country of destination
+    "09": Verdict.MISMATCH,  # licence holder
+    "10": Verdict.MISMATCH,  # measurement unit
+    "11": Verdict.MISMATCH,  # quantities cannot be validated
+}
+# Write-off and deletion outcomes. 02 on a deletion and 03 on a write-off are what a
+# redelivered request finds once the first delivery went through: success, not failure.
+CLEARANCE_VERDICTS: dict[Operation, dict[str, Verdict]] = {
+    Operation.WRITE_OFF: {
+        "01": Verdict.VALID,
+        "02": Verdict.MISMATCH,
+        "03": Verdict.VALID,
+        "04": Verdict.VALID,
+        "05": Verdict.MISMATCH,
+    },
+    Operation.DELETE: {
+        "01": Verdict.VALID,
+        "02": Verdict.VALID,
+        "03": Verdict.ALREADY_USED,
+        "04": Verdict.VALID,
+        "05": Verdict.MISMATCH,
+    },
+}
+
+
+class PartnerUnavailable(Exception):
+    """The partner did not give a usable answer (down, slow, erroring, or nonsense)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Quoted:
+    item: RequestedItem
+    document: RequestedDocument
+
+
+class CertexHttpPartner:
+    """HTTP client for one partner system; a single pooled session per adapter."""
+
+    def __init__(self, settings: AdapterSettings, *, attempts: int = 3) -> None:
+        self._base = settings.partner_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=settings.partner_timeout_s)
+        self._attempts = attempts
+        self._session: aiohttp.ClientSession | None = None
+        self._random = random.Random()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=64),
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
+        by_document: dict[tuple[str, str], list[_Quoted]] = defaultdict(list)
+        for item in request.items:
+            for document in item.documents:
+                by_document[(document.code, document.reference)].append(_Quoted(item, document))
+        results = await asyncio.gather(
+            *(self._answer_document(request, quoted) for quoted in by_document.values())
+        )
+        return tuple(answer for answers in results for answer in answers)
+
+    async def _answer_document(
+        self, request: AuthorityRequest, quoted: list[_Quoted]
+    ) -> list[DocumentAnswer]:
+        document = quoted[0].document
+        try:
+            verdict, code, detail = await self._ask(request, quoted)
+        except PartnerUnavailable as err:
+            verdict, code, detail = Verdict.UNAVAILABLE, None, str(err)
+        return [
+            DocumentAnswer(
+                goods_item=q.item.number,
+                code=document.code,
+                reference=document.reference,
+                verdict=verdict,
+                partner_code=code,
+                detail=detail,
+            )
+            for q in quoted
+        ]
+
+    async def _ask(
+        self, request: AuthorityRequest, quoted: list[_Quoted]
+    ) -> tuple[Verdict, str | None, str | None]:
+        document = quoted[0].document
+        url = f"{self._base}/api/v1/documents/{document.reference}"
+        declaration = request.reference
+        if request.operation is Operation.WRITE_OFF:
+            method, url, body = "POST", f"{url}/reservations/{declaration}/write-off", None
+        elif request.operation is Operation.DELETE:
+            method, url, body = "DELETE", f"{url}/reservations/{declaration}", None
+        else:
+            body = {
+                "document_type": document.code,
+                "declarant_eori": request.declarant_eori,
+                "country_of_destination": request.country_of_destination,
+                "lines": [
+                    {
+                        "goods_item": q.item.number,
+                        "line": q.document.line,
+                        "quantity": str(q.document.quantity)
+                        if q.document.quantity is not None
+                        else None,
+                        "unit": q.document.unit,
+                        "commodity_code": q.item.commodity_code,
+                    }
+                    for q in quoted
+                ],
+            }
+            if request.operation is Operation.CHECK:
+                method, url = "POST", f"{url}/checks/{declaration}"
+            else:
+                method, url = "PUT", f"{url}/reservations/{declaration}"
+        status, payload = await self._call(method, url, body)
+        return _map_answer(request.operation, status, payload)
+
+    async def _call(
+        self, method: str, url: str, body: dict[str, Any] | None
+    ) -> tuple[int, dict[str, Any]]:
+        """One idempotent call, retried with exponential backoff and full jitter.
+
+        Every operation here is safe to repeat: checks read, reservations restate the
+        whole position, write-offs and deletions answer "already done" the second time.
+        """
+        last_error = "no attempt made"
+        for attempt in range(self._attempts):
+            if attempt:
+                await asyncio.sleep(self._random.uniform(0, 0.05 * 2**attempt))
+            try:
+                async with self._client().request(method, url, json=body) as response:
+                    if response.status >= 500:
+                        last_error = f"partner answered HTTP {response.status}"
+                        continue
+                    payload = await response.json(content_type=None)
+                    if not isinstance(payload, dict):
+                        raise PartnerUnavailable("partner answer is not a JSON object")
+                    return response.status, payload
+            except (TimeoutError, aiohttp.ClientError) as err:
+                last_error = f"partner unreachable: {type(err).__name__}"
+            except ValueError:
+                raise PartnerUnavailable("partner answer is not JSON") from None
+        raise PartnerUnavailable(last_error)
+
+
+def _map_answer(
+    operation: Operation, status: int, payload: dict[str, Any]
+) -> tuple[Verdict, str | None, str | None]:
+    result = payload.get("result")
+    message = payload.get("message")
+    detail = str(message) if message is not None else None
+    if status == 404 and result == "NOT_FOUND":
+        return Verdict.NOT_FOUND, None, "unknown to the partner system"
+    if status != 200:
+        raise PartnerUnavailable(f"partner answered HTTP {status}")
+    if operation in CLEARANCE_VERDICTS:
+        code = str(payload.get("code"))
+        verdict = CLEARANCE_VERDICTS[operation].get(code)
+        if result != "DONE" or verdict is None:
+            raise PartnerUnavailable(f"unknown {operation.value} outcome {code!r}")
+        return verdict, code, detail
+    if result == "ACCEPTED":
+        return Verdict.VALID, None, None
+    if result == "REFUSED":
+        code = str(payload.get("code"))
+        verdict = REFUSAL_VERDICTS.get(code)
+        if verdict is None:
+            raise PartnerUnavailable(f"unknown refusal code {code!r}")
+        return verdict, code, detail
+    raise PartnerUnavailable(f"unknown answer {result!r}")

@@ -1,0 +1,186 @@
+"""The adapter loop: consume requests, ask the partner, answer, commit (aiokafka).
+
+Processing guarantee: at-least-once. Offsets are committed only after every answer of a
+batch is acknowledged by the broker; a crash in between redelivers the batch, which is
+harmless because every partner operation is idempotent (a reservation restates the whole
+position) and the hub ignores an answer it already has.
+
+Order: records of one declaration (one key) are handled one after the other, so a newer
+version's reservation never overtakes an older one; different declarations run
+concurrently up to ``max_in_flight``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+
+from adapters.base.spec import AdapterSpec, PartnerPort
+from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_headers
+from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected
+from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse
+from gun_hub.outbox import Outbox
+from gun_hub.pipeline.context import HUB_PARTY
+from gun_hub.settings import Settings
+from gun_hub.topics import TopicRegistry
+
+log = logging.getLogger(__name__)
+
+
+def consumer_group(authority: str) -> str:
+    return f"gun-adapter-{authority}"
+
+
+class AdapterRunner:
+    """Runs one authority's adapter until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        spec: AdapterSpec,
+        settings: Settings,
+        topics: TopicRegistry,
+        envelope: Envelope,
+        partner: PartnerPort,
+    ) -> None:
+        self._spec = spec
+        self._settings = settings
+        self._topics = topics
+        self._envelope = envelope
+        self._partner = partner
+        self._request_topic = topics.requests(spec.authority)
+        self._response_topic = topics.responses(spec.authority)
+        self._in_flight = asyncio.Semaphore(settings.adapter.max_in_flight)
+        self._stopping = asyncio.Event()
+        self.component = f"adapter.{spec.authority}"
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        servers = self._settings.kafka.bootstrap_servers
+        consumer = AIOKafkaConsumer(
+            self._request_topic,
+            bootstrap_servers=servers,
+            group_id=consumer_group(self._spec.authority),
+            client_id=self.component,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=500,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=servers,
+            client_id=self.component,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+        )
+        await producer.start()
+        await consumer.start()
+        log.info("adapter %s consuming %s", self._spec.authority, self._request_topic)
+        if ready is not None:
+            ready.set()
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=250, max_records=500)
+                if batches:
+                    await self._process(batches, consumer, producer)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            await self._partner.close()
+
+    async def _process(
+        self,
+        batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+    ) -> None:
+        by_key: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
+        for records in batches.values():
+            for record in records:
+                by_key[record.key].append(record)
+        outboxes = await asyncio.gather(*(self._handle_in_order(r) for r in by_key.values()))
+        deliveries = [
+            await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
+            for outbox in outboxes
+            for record in outbox.records
+        ]
+        await asyncio.gather(*deliveries)
+        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+
+    async def _handle_in_order(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Outbox:
+        outbox = Outbox()
+        async with self._in_flight:
+            for record in records:
+                await self._handle(record, outbox)
+        return outbox
+
+    async def _handle(self, record: ConsumerRecord[bytes, bytes], outbox: Outbox) -> None:
+        source = SourcePosition(record.topic, record.partition, record.offset)
+        data = record.value or b""
+        try:
+            opened = self._envelope.open(data, topic=record.topic)
+        except EnvelopeRejected as rejection:
+            self._dead_letter(outbox, data, source, ErrorClass.SECURITY, rejection.kind, rejection)
+            return
+        try:
+            request = AuthorityRequest.model_validate_json(opened.payload)
+        except ValidationError as err:
+            self._dead_letter(outbox, data, source, ErrorClass.PERMANENT, "REQUEST_INVALID", err)
+            return
+        if request.authority != self._spec.authority or opened.sender != HUB_PARTY:
+            self._dead_letter(
+                outbox,
+                data,
+                source,
+                ErrorClass.SECURITY,
+                "REQUEST_MISADDRESSED",
+                ValueError(f"request for {request.authority!r} from {opened.sender!r}"),
+            )
+            return
+        answers = await self._partner.answer(request)
+        response = AuthorityResponse(
+            request_id=request.request_id,
+            authority=self._spec.authority,
+            operation=request.operation,
+            reference=request.reference,
+            version=request.version,
+            answers=answers,
+            answered_at=datetime.now(UTC),
+        )
+        sealed = self._envelope.seal(
+            response.model_dump_json().encode(),
+            recipient=HUB_PARTY,
+            topic=self._response_topic,
+            content_type=ContentType.JSON,
+        )
+        outbox.add(self._response_topic, request.reference.encode(), sealed)
+
+    def _dead_letter(
+        self,
+        outbox: Outbox,
+        data: bytes,
+        source: SourcePosition,
+        error_class: ErrorClass,
+        kind: str,
+        error: Exception,
+    ) -> None:
+        log.warning("dead-lettering %s record at %s: %s", kind, source, type(error).__name__)
+        outbox.add(
+            self._topics.dlq,
+            None,
+            data,
+            dead_letter_headers(
+                error_class=error_class,
+                kind=str(kind),
+                reason=str(error),
+                source=source,
+                component=self.component,
+            ),
+        )

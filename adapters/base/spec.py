@@ -1,0 +1,51 @@
+"""What an authority's adapter package provides, and how the CLI finds it."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gun_hub.model.exchange import AuthorityRequest, DocumentAnswer
+from gun_hub.settings import AdapterSettings
+
+
+class PartnerPort(Protocol):
+    """Asks the partner administration's system about one request's documents.
+
+    Implementations never raise for a partner failure: a document they could not get an
+    answer for is answered UNAVAILABLE, so the hub can go to degraded mode promptly.
+    """
+
+    async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterSpec:
+    """An authority's adapter: its identity, its guarantee, and how to reach its partner."""
+
+    authority: str
+    partner_name: str
+    processing_guarantee: str
+    build_partner: Callable[[AdapterSettings], PartnerPort]
+
+
+_AUTHORITY = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+
+
+def load_adapter(authority: str) -> AdapterSpec:
+    """The ``ADAPTER`` of package ``adapters.<authority>``."""
+    if not _AUTHORITY.match(authority) or authority == "base":
+        raise LookupError(f"{authority!r} is not an authority id")
+    try:
+        module = importlib.import_module(f"adapters.{authority}")
+    except ModuleNotFoundError:
+        raise LookupError(f"no adapter package adapters/{authority}/") from None
+    spec = getattr(module, "ADAPTER", None)
+    if not isinstance(spec, AdapterSpec) or spec.authority != authority:
+        raise LookupError(f"adapters.{authority} does not define ADAPTER for {authority!r}")
+    return spec

@@ -1,0 +1,3 @@
+from gun_hub.cli import main
+
+main()

@@ -1,0 +1,134 @@
+"""The hub's faust application: topics, the cases table, and two thin agents.
+
+Agents only turn events into calls on :mod:`gun_hub.pipeline` and send what comes back.
+Processing is at-least-once (faust's exactly-once mode has open bugs, see docs/kafka.md):
+the pipeline is idempotent by declaration version and by authority answer, and the case
+is written to the table (changelog) before the records it causes are sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from gun_hub.dead_letter import SourcePosition
+from gun_hub.envelope import PlainEnvelope
+from gun_hub.outbox import Outbox
+from gun_hub.pipeline.context import HUB_PARTY, HubContext
+from gun_hub.pipeline.correlation import Correlation
+from gun_hub.pipeline.intake import Intake
+from gun_hub.routing import RoutingTable, load_routing_table
+from gun_hub.settings import Settings
+from gun_hub.topics import TopicRegistry, topic_registry
+from gun_hub.xml.declaration_codec import DeclarationCodec
+from gun_hub.xml.safe_parse import XmlLimits
+
+log = logging.getLogger(__name__)
+
+CASES_TABLE = "cases"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _TableStore:
+    """Adapts a faust table holding raw bytes to the pipeline's ``CaseStore``."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._table.get(key)
+        return value if isinstance(value, bytes) else None
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._table[key] = value
+
+
+@dataclass(slots=True)
+class Hub:
+    """A configured faust app and what its agents use."""
+
+    app: faust.App
+    topics: TopicRegistry
+    routing: RoutingTable
+
+
+def build_hub(settings: Settings) -> Hub:
+    """Create the faust app for these settings; nothing connects until the worker starts."""
+    routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
+    topics = topic_registry(settings.kafka.topic_prefix, routing.authorities)
+    app = faust.App(
+        settings.hub.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        store=settings.hub.store,
+        datadir=str(settings.hub.data_dir),
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        processing_guarantee="at_least_once",
+        web_enabled=settings.hub.web_enabled,
+        web_host=settings.hub.web_host,
+        web_port=settings.hub.web_port,
+        web_bind=settings.hub.web_host,
+        # The built-in /table endpoints would publish case contents: never.
+        table_standby_replicas=0,
+        producer_linger_ms=5,
+        producer_max_batch_size=256 * 1024,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=8192,
+        consumer_auto_offset_reset="earliest",
+        logging_config=None,
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    declarations = app.topic(topics.declarations, **raw)
+    responses = app.topic(*topics.all_responses(), **raw)
+    cases = app.Table(CASES_TABLE, default=None, partitions=settings.kafka.partitions)
+    # faust derives a table's codecs from its key/value *types* and falls back to JSON for
+    # anything but a faust Record; the changelog, the store and recovery all read these
+    # two attributes lazily, so setting them before the worker starts makes them raw.
+    cases.key_serializer = "raw"
+    cases.value_serializer = "raw"
+    context = HubContext(
+        topics=topics,
+        routing=routing,
+        envelope=PlainEnvelope(HUB_PARTY),
+        request_deadline_s=settings.hub.request_deadline_s,
+        clock=utc_now,
+    )
+    store = _TableStore(cases)
+    codec = DeclarationCodec(XmlLimits(max_bytes=settings.hub.max_declaration_bytes))
+    intake = Intake(context, codec, store)
+    correlation = Correlation(context, store)
+
+    async def send(outbox: Outbox) -> None:
+        for record in outbox.records:
+            await app.producer.send(
+                record.topic,
+                record.key,
+                record.value,
+                partition=None,
+                timestamp=None,
+                headers=record.headers,
+            )
+
+    @app.agent(declarations, name="intake", concurrency=1)
+    async def intake_agent(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            source = SourcePosition(message.topic, message.partition, message.offset)
+            await send(intake.handle(bytes(event.value or b""), source))
+
+    @app.agent(responses, name="correlation", concurrency=1)
+    async def correlation_agent(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            source = SourcePosition(message.topic, message.partition, message.offset)
+            await send(correlation.handle(bytes(event.value or b""), source))
+
+    return Hub(app=app, topics=topics, routing=routing)

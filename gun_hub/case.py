@@ -1,0 +1,110 @@
+"""A case: the hub's memory of one declaration while its answers come in.
+
+Stored in a faust table keyed by reference (one live case per declaration: a new version
+replaces the previous one). Serialised as JSON bytes with pydantic, which is several times
+faster than faust's own record codec.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from gun_hub.model.decision import DocumentResult
+from gun_hub.model.declaration import Stage
+from gun_hub.model.exchange import AuthorityResponse
+from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.routing import RoutedDeclaration
+
+
+class ExpectedAnswer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    goods_item: int
+    code: str
+    reference: str
+    authority: str
+
+
+class Case(BaseModel):
+    """State of the latest version of one declaration."""
+
+    reference: str
+    version: int
+    stage: Stage
+    opened_at: datetime
+    deadline: datetime
+    awaiting: list[str]
+    expected: list[ExpectedAnswer]
+    results: list[DocumentResult]
+    outcome: Outcome | None = None
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        reference: str,
+        version: int,
+        stage: Stage,
+        routed: RoutedDeclaration,
+        opened_at: datetime,
+        deadline: datetime,
+    ) -> Case:
+        return cls(
+            reference=reference,
+            version=version,
+            stage=stage,
+            opened_at=opened_at,
+            deadline=deadline,
+            awaiting=list(routed.authorities),
+            expected=[
+                ExpectedAnswer(
+                    goods_item=d.goods_item,
+                    code=d.code,
+                    reference=d.reference,
+                    authority=d.authority,
+                )
+                for d in routed.documents
+                if d.authority is not None
+            ],
+            results=routed.local_results(),
+        )
+
+    @property
+    def decided(self) -> bool:
+        return self.outcome is not None
+
+    @property
+    def complete(self) -> bool:
+        return not self.awaiting
+
+    def record(self, response: AuthorityResponse) -> bool:
+        """Take one authority's answers in; False if they were not awaited (duplicate)."""
+        if response.authority not in self.awaiting:
+            return False
+        self.awaiting.remove(response.authority)
+        answers = {(a.goods_item, a.code, a.reference): a for a in response.answers}
+        for expected in self.expected:
+            if expected.authority != response.authority:
+                continue
+            answer = answers.get((expected.goods_item, expected.code, expected.reference))
+            self.results.append(
+                DocumentResult(
+                    goods_item=expected.goods_item,
+                    code=expected.code,
+                    reference=expected.reference,
+                    authority=expected.authority,
+                    # An adapter that skips a document has not vouched for it.
+                    verdict=answer.verdict if answer else Verdict.UNAVAILABLE,
+                    partner_code=answer.partner_code if answer else None,
+                )
+            )
+        return True
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Case:
+        return cls.model_validate_json(data)

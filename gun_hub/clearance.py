@@ -1,0 +1,108 @@
+"""The clearance system's side of the contract: submit declarations, read decisions.
+
+Used by ``gun-hub submit``, ``gun-hub decisions``, the demo and the end-to-end tests; it
+is a plain Kafka client of the external contract, nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from gun_hub.envelope import Envelope, EnvelopeRejected, OpenedMessage
+from gun_hub.kafka.admin import topic_partitions
+from gun_hub.model.decision import Decision
+from gun_hub.xml.decision_codec import DecisionCodec
+from gun_hub.xml.declaration_codec import sniff_identity
+
+
+async def submit_declarations(
+    bootstrap_servers: str, topic: str, declarations: Iterable[bytes]
+) -> list[str]:
+    """Publish declaration XML keyed by reference; return the references sent."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, enable_idempotence=True
+    )
+    await producer.start()
+    references = []
+    try:
+        deliveries = []
+        for data in declarations:
+            identity = sniff_identity(data)
+            reference = identity.reference if identity else ""
+            references.append(reference)
+            deliveries.append(
+                await producer.send(topic, data, key=reference.encode() if reference else None)
+            )
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
+    return references
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedDecision:
+    decision: Decision
+    envelope: OpenedMessage
+    partition: int
+    offset: int
+
+
+class DecisionReader:
+    """Reads ``gun.decisions`` from a position, opening and validating each decision."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, envelope: Envelope) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None
+        )
+        self._bootstrap_servers = bootstrap_servers
+        self._topic = topic
+        self._envelope = envelope
+        self._codec = DecisionCodec()
+
+    async def start(self, *, from_beginning: bool = False) -> None:
+        """Assign every partition, at the end (only new decisions) or the beginning."""
+        partitions = await topic_partitions(self._bootstrap_servers, self._topic)
+        await self._consumer.start()
+        assigned = [TopicPartition(self._topic, p) for p in partitions]
+        self._consumer.assign(assigned)
+        if from_beginning:
+            await self._consumer.seek_to_beginning(*assigned)
+        else:
+            await self._consumer.seek_to_end(*assigned)
+            for tp in assigned:  # resolve the lazy seek now, before anything is submitted
+                await self._consumer.position(tp)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def collect(
+        self, *, expected: int, timeout_s: float, references: set[str] | None = None
+    ) -> list[ReceivedDecision]:
+        """Read until ``expected`` decisions (about ``references`` if given) or timeout."""
+        received: list[ReceivedDecision] = []
+        deadline = time.monotonic() + timeout_s
+        while len(received) < expected and time.monotonic() < deadline:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    decided = self._open(record.value or b"", record.partition, record.offset)
+                    if references is None or decided.decision.reference in references:
+                        received.append(decided)
+        return received
+
+    def _open(self, data: bytes, partition: int, offset: int) -> ReceivedDecision:
+        opened = self._envelope.open(data, topic=self._topic)
+        return ReceivedDecision(self._codec.decode(opened.payload), opened, partition, offset)
+
+
+__all__ = [
+    "DecisionReader",
+    "EnvelopeRejected",
+    "ReceivedDecision",
+    "submit_declarations",
+]

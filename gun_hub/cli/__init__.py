@@ -1,0 +1,24 @@
+"""The ``gun-hub`` command: one entry point for every process and operator task."""
+
+from __future__ import annotations
+
+import typer
+
+from gun_hub.cli import components, demo, io, kafka
+
+app = typer.Typer(
+    name="gun-hub",
+    help="Integration hub for a customs single window (GUN).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(kafka.app, name="kafka")
+app.add_typer(kafka.topics_app, name="topics")
+components.register(app)
+io.register(app)
+demo.register(app)
+
+
+def main() -> None:
+    app()

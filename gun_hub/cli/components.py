@@ -1,0 +1,123 @@
+"""Long-running processes: ``gun-hub hub``, ``gun-hub adapter``, ``gun-hub partner-sim``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import tempfile
+from pathlib import Path
+
+import typer
+
+from gun_hub.cli.kafka import registry_for
+from gun_hub.envelope import PlainEnvelope
+from gun_hub.kafka.admin import ensure_topics, wait_for_cluster
+from gun_hub.logs import configure_logging
+from gun_hub.settings import Settings, load_settings
+
+
+def _prepare_cluster(settings: Settings) -> None:
+    async def prepare() -> None:
+        await wait_for_cluster(settings.kafka.bootstrap_servers, timeout_s=60)
+        await ensure_topics(
+            settings.kafka.bootstrap_servers,
+            registry_for(settings),
+            settings.kafka.partitions,
+            settings.kafka.replication_factor,
+        )
+
+    asyncio.run(prepare())
+
+
+def hub() -> None:
+    """Run the hub worker (faust): intake, routing, correlation, decisions."""
+    from faust.worker import Worker
+
+    from gun_hub.app import build_hub
+
+    settings = load_settings()
+    configure_logging(settings.log_level, component="hub")
+    _prepare_cluster(settings)
+    settings.hub.data_dir.mkdir(parents=True, exist_ok=True)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    built = build_hub(settings)
+    worker = Worker(
+        built.app,
+        loop=loop,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,
+    )
+    worker.execute_from_commandline()
+
+
+def adapter(
+    authority: str = typer.Argument(help="Authority id, as in the routing table (dgal, ...)."),
+) -> None:
+    """Run one authority's adapter: its requests in, the partner asked, answers out."""
+    from adapters.base import load_adapter
+    from adapters.base.runner import AdapterRunner
+
+    settings = load_settings()
+    configure_logging(settings.log_level, component=f"adapter.{authority}")
+    try:
+        spec = load_adapter(authority)
+    except LookupError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    _prepare_cluster(settings)
+
+    async def run() -> None:
+        runner = AdapterRunner(
+            spec,
+            settings,
+            registry_for(settings),
+            PlainEnvelope(authority),
+            spec.build_partner(settings.adapter),
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, runner.stop)
+        await runner.run()
+
+    asyncio.run(run())
+
+
+def partner_sim(
+    authority: str = typer.Argument(help="Authority whose partner system to simulate."),
+    documents: Path = typer.Option(..., exists=True, dir_okay=False, help="Documents file."),
+    port: int = typer.Option(8701, help="HTTP port."),
+    host: str = typer.Option("127.0.0.1", help="HTTP address."),
+    db: Path | None = typer.Option(None, help="SQLite ledger (default: a fresh temp file)."),
+) -> None:
+    """Run a simulated partner system (its own documents, ledger and HTTP API)."""
+    from aiohttp import web
+
+    from partner_sim.documents import load_documents
+    from partner_sim.server import build_app
+    from partner_sim.store import LedgerStore
+
+    settings = load_settings()
+    configure_logging(settings.log_level, component=f"partner-sim.{authority}")
+    try:
+        loaded = load_documents(documents)
+    except ValueError as err:
+        typer.echo(f"{documents}: {err}", err=True)
+        raise typer.Exit(2) from None
+    if db is None:
+        db = Path(tempfile.mkdtemp(prefix=f"gun-partner-{authority}-")) / "ledger.sqlite"
+    store = LedgerStore(db)
+    store.load(loaded)
+    typer.echo(
+        f"partner system {authority}: {len(loaded)} documents, ledger {db}, http://{host}:{port}",
+        err=True,
+    )
+    web.run_app(build_app(store), host=host, port=port, print=None, access_log=None)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(hub)
+    app.command()(adapter)
+    app.command("partner-sim")(partner_sim)

@@ -1,0 +1,85 @@
+"""``gun-hub kafka start|stop|status`` and ``gun-hub topics create|list``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import typer
+
+from gun_hub.kafka.admin import ensure_topics
+from gun_hub.kafka.local_broker import BrokerError, LocalBroker
+from gun_hub.routing import load_routing_table
+from gun_hub.settings import Settings, load_settings
+from gun_hub.topics import TopicRegistry, topic_registry
+
+app = typer.Typer(help="The embedded local Kafka broker (no Docker needed).", no_args_is_help=True)
+topics_app = typer.Typer(help="The hub's topics, from the topic registry.", no_args_is_help=True)
+
+
+def registry_for(settings: Settings) -> TopicRegistry:
+    routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
+    return topic_registry(settings.kafka.topic_prefix, routing.authorities)
+
+
+@app.command()
+def start() -> None:
+    """Fetch the jars once, format storage once, start the broker and wait until it answers."""
+    settings = load_settings()
+    broker = LocalBroker(settings.broker, settings.kafka.partitions)
+    if (pid := broker.running_pid()) is not None:
+        typer.echo(f"Kafka is already running (pid {pid}) on {broker.bootstrap_servers}")
+        return
+    began = time.monotonic()
+    try:
+        status = broker.start()
+    except BrokerError as err:
+        typer.echo(f"Kafka did not start: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"Kafka {settings.broker.kafka_version} started in {time.monotonic() - began:.1f}s: "
+        f"{status.describe()}"
+    )
+
+
+@app.command()
+def stop() -> None:
+    """Shut the broker down cleanly (SIGTERM, controlled shutdown)."""
+    settings = load_settings()
+    broker = LocalBroker(settings.broker)
+    if broker.stop():
+        typer.echo("Kafka stopped")
+    else:
+        typer.echo("Kafka was not running")
+
+
+@app.command()
+def status() -> None:
+    """Say whether the local broker runs, where, and where its log is."""
+    settings = load_settings()
+    state = LocalBroker(settings.broker).status()
+    typer.echo(f"Kafka is {state.describe()}")
+    if not state.running:
+        raise typer.Exit(3)
+
+
+@topics_app.command("create")
+def create_topics() -> None:
+    """Create every topic of the registry that does not exist yet."""
+    settings = load_settings()
+    created = asyncio.run(
+        ensure_topics(
+            settings.kafka.bootstrap_servers,
+            registry_for(settings),
+            settings.kafka.partitions,
+            settings.kafka.replication_factor,
+        )
+    )
+    typer.echo(f"created {len(created)} topic(s)" + (f": {', '.join(created)}" if created else ""))
+
+
+@topics_app.command("list")
+def list_topics() -> None:
+    """Print the registry: name, producer, consumer, payload."""
+    for spec in registry_for(load_settings()).specs():
+        typer.echo(f"{spec.name:<28} {spec.producer:>18} -> {spec.consumer:<28} {spec.payload}")

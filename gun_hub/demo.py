@@ -1,0 +1,138 @@
+"""The main job on one machine: broker, partner system, adapter, hub, sample declarations.
+
+Each run gives the sample declarations fresh references and the simulated partner a fresh
+ledger, so runs never collide with what earlier runs left on the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
+from gun_hub.envelope import PlainEnvelope
+from gun_hub.kafka.admin import ensure_topics
+from gun_hub.kafka.local_broker import LocalBroker
+from gun_hub.pipeline.context import CLEARANCE_PARTY
+from gun_hub.processes import ProcessGroup, free_port, wait_http_ok
+from gun_hub.routing import load_routing_table
+from gun_hub.settings import Settings
+from gun_hub.topics import topic_registry
+
+_FIRST_REFERENCE = re.compile(rb"<Reference>[^<]*</Reference>")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoResult:
+    decisions: list[ReceivedDecision]
+    expected: int
+    elapsed_s: float
+
+
+def samples_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "samples"
+
+
+def with_reference(declaration: bytes, reference: str) -> bytes:
+    """The same declaration under another reference (its first ``<Reference>``)."""
+    return _FIRST_REFERENCE.sub(
+        b"<Reference>" + reference.encode() + b"</Reference>", declaration, count=1
+    )
+
+
+def run_demo(
+    settings: Settings, work_dir: Path, say: Callable[[str], None], *, keep_broker: bool
+) -> DemoResult:
+    began = time.monotonic()
+    broker = LocalBroker(settings.broker, settings.kafka.partitions)
+    broker_was_running = broker.running_pid() is not None
+    say("starting the local Kafka broker..." if not broker_was_running else "Kafka is running")
+    broker.start()
+    bootstrap = broker.bootstrap_servers
+    routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
+    topics = topic_registry(settings.kafka.topic_prefix, routing.authorities)
+    asyncio.run(
+        ensure_topics(
+            bootstrap, topics, settings.kafka.partitions, settings.kafka.replication_factor
+        )
+    )
+    run_id = time.strftime("%H%M%S")
+    partner_port = free_port()
+    base_env = {
+        "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "GUN_HUB_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+    }
+    try:
+        with ProcessGroup(work_dir / "logs", base_env) as group:
+            say(f"starting the simulated DGAL partner system on port {partner_port}...")
+            group.start(
+                "partner-sim-dgal",
+                [
+                    "partner-sim",
+                    "dgal",
+                    "--documents",
+                    str(samples_dir() / "partners" / "dgal-documents.json"),
+                    "--port",
+                    str(partner_port),
+                    "--db",
+                    str(work_dir / "dgal-ledger.sqlite"),
+                ],
+            )
+            wait_http_ok(f"http://127.0.0.1:{partner_port}/health", 30, group)
+            say("starting the DGAL adapter and the hub worker...")
+            group.start(
+                "adapter-dgal",
+                ["adapter", "dgal"],
+                {"GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{partner_port}"},
+            )
+            group.start(
+                "hub",
+                ["hub"],
+                {
+                    "GUN_HUB_HUB__DATA_DIR": str(work_dir / "hub"),
+                    "GUN_HUB_HUB__WEB_PORT": str(free_port()),
+                },
+            )
+            files = sorted((samples_dir() / "declarations").glob("*.xml"))
+            declarations = [
+                with_reference(path.read_bytes(), f"26FRDEMO{run_id}{index:04d}")
+                for index, path in enumerate(files, start=1)
+            ]
+            say(f"submitting {len(declarations)} sample declarations...")
+            decisions = asyncio.run(
+                _exchange(bootstrap, topics.declarations, topics.decisions, declarations, group)
+            )
+            ordered = sorted(decisions, key=lambda d: d.decision.reference)
+            return DemoResult(ordered, len(declarations), time.monotonic() - began)
+    finally:
+        if not broker_was_running and not keep_broker:
+            broker.stop()
+
+
+async def _exchange(
+    bootstrap: str,
+    declarations_topic: str,
+    decisions_topic: str,
+    declarations: list[bytes],
+    group: ProcessGroup,
+) -> list[ReceivedDecision]:
+    reader = DecisionReader(bootstrap, decisions_topic, PlainEnvelope(CLEARANCE_PARTY))
+    await reader.start(from_beginning=False)
+    try:
+        references = await submit_declarations(bootstrap, declarations_topic, declarations)
+        received: list[ReceivedDecision] = []
+        deadline = time.monotonic() + 120
+        while len(received) < len(declarations) and time.monotonic() < deadline:
+            group.check_alive()
+            received += await reader.collect(
+                expected=len(declarations) - len(received),
+                timeout_s=1.0,
+                references=set(references),
+            )
+        return received
+    finally:
+        await reader.stop()

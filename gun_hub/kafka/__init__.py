@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by every component: the local broker launcher, topic admin."""

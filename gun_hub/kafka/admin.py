@@ -1,0 +1,90 @@
+"""Topic administration: create every registry topic with its layout, idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from gun_hub.topics import TopicRegistry
+
+log = logging.getLogger(__name__)
+
+
+async def wait_for_cluster(bootstrap_servers: str, timeout_s: float = 30.0) -> None:
+    """Return once the cluster answers a metadata request; raise TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+        except (KafkaError, OSError) as err:
+            last_error = err
+            await asyncio.sleep(0.25)
+        else:
+            return
+        finally:
+            await admin.close()
+    raise TimeoutError(f"Kafka at {bootstrap_servers} did not answer: {last_error}")
+
+
+async def ensure_topics(
+    bootstrap_servers: str, registry: TopicRegistry, partitions: int, replication_factor: int
+) -> list[str]:
+    """Create the registry's topics that do not exist yet; return the names created.
+
+    Topics are created explicitly, never auto-created by a producer: an auto-created topic
+    would get the broker's default partition count and break the co-partitioning that the
+    hub's tables rely on.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [spec for spec in registry.specs() if spec.name not in existing]
+        if not wanted:
+            return []
+        new_topics = [
+            NewTopic(
+                spec.name,
+                num_partitions=partitions if spec.keyed else 1,
+                replication_factor=replication_factor,
+                topic_configs=spec.broker_config(),
+            )
+            for spec in wanted
+        ]
+        try:
+            await admin.create_topics(new_topics)
+        except TopicAlreadyExistsError:
+            log.info("another process created some topics concurrently")
+        await _wait_until_visible(admin, {spec.name for spec in wanted})
+        return [spec.name for spec in wanted]
+    finally:
+        await admin.close()
+
+
+async def topic_partitions(bootstrap_servers: str, topic: str) -> list[int]:
+    """Partition numbers of an existing topic; ``LookupError`` if there is no such topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [p["partition"] for d in described if d["topic"] == topic for p in d["partitions"]]
+    if not partitions:
+        raise LookupError(f"topic {topic} does not exist")
+    return sorted(partitions)
+
+
+async def _wait_until_visible(admin: AIOKafkaAdminClient, names: set[str]) -> None:
+    for _ in range(100):
+        if names <= set(await admin.list_topics()):
+            return
+        await asyncio.sleep(0.1)
+    raise KafkaConnectionError(f"topics not visible after creation: {sorted(names)}")

@@ -1,0 +1,331 @@
+"""The embedded default broker: Apache Kafka from Maven Central jars, KRaft, one node.
+
+No Docker is needed: the jars are resolved once with Maven into ``<home>/libs-<version>``,
+storage is formatted once, and the broker runs as a detached JVM whose pid and log are
+kept under ``<home>``. Ports, heap and folder come from :class:`BrokerSettings`, so a
+test broker never collides with one a user already runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from gun_hub.kafka.admin import wait_for_cluster
+from gun_hub.resources import kafka_launcher_path
+from gun_hub.settings import BrokerSettings
+
+_LOG_TAIL_LINES = 25
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be fetched, started or stopped; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap_servers: str
+    log_file: Path
+
+    def describe(self) -> str:
+        if self.running:
+            return f"running (pid {self.pid}) on {self.bootstrap_servers}; log {self.log_file}"
+        return f"not running (would listen on {self.bootstrap_servers})"
+
+
+class LocalBroker:
+    """Start, stop and inspect one local single-node broker."""
+
+    def __init__(self, settings: BrokerSettings, partitions: int = 4) -> None:
+        self._settings = settings
+        self._partitions = partitions
+        self.home = settings.home.resolve()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self._settings.host}:{self._settings.port}"
+
+    @property
+    def libs_dir(self) -> Path:
+        return self.home / f"libs-{self._settings.kafka_version}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.logs_dir / "server.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    # -- status -------------------------------------------------------------------------
+
+    def running_pid(self) -> int | None:
+        """The pid of our broker if it is alive; a stale pid file is removed."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            cmdline = b""
+        # A recycled pid must never be mistaken for our broker (and then killed).
+        if b"kafka.Kafka" not in cmdline or str(self.home).encode() not in cmdline:
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        return pid
+
+    def status(self) -> BrokerStatus:
+        pid = self.running_pid()
+        return BrokerStatus(pid is not None, pid, self.bootstrap_servers, self.log_file)
+
+    # -- start --------------------------------------------------------------------------
+
+    def start(self) -> BrokerStatus:
+        """Start the broker and wait until it answers; return at once if it already runs."""
+        if (pid := self.running_pid()) is not None:
+            return BrokerStatus(True, pid, self.bootstrap_servers, self.log_file)
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError(
+                "Java 17 or later is needed to run the local Kafka broker and was not found "
+                "on PATH (Debian: apt-get install openjdk-17-jre-headless)"
+            )
+        self._check_ports_free()
+        self.fetch_jars()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        properties = self._write_configuration()
+        self._format_storage(java, properties)
+        process = self._spawn(java, properties)
+        self.pid_file.write_text(f"{process.pid}\n")
+        try:
+            self._wait_ready(process)
+        except BrokerError:
+            self._terminate(process.pid)
+            self.pid_file.unlink(missing_ok=True)
+            raise
+        return BrokerStatus(True, process.pid, self.bootstrap_servers, self.log_file)
+
+    def fetch_jars(self) -> Path:
+        """Resolve the broker's runtime classpath from Maven Central, once."""
+        marker = self.libs_dir / ".complete"
+        if marker.exists():
+            return self.libs_dir
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError(
+                "Maven is needed once to fetch the Kafka jars and was not found on PATH "
+                "(Debian: apt-get install maven)"
+            )
+        staging = self.libs_dir.with_suffix(".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        command = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(kafka_launcher_path("pom.xml")),
+            f"-Dkafka.version={self._settings.kafka_version}",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging}",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+            raise BrokerError(
+                f"could not fetch Apache Kafka {self._settings.kafka_version} from Maven "
+                f"Central (exit {result.returncode}):\n{_tail(result.stdout + result.stderr)}"
+            )
+        (staging / ".complete").write_text(self._settings.kafka_version)
+        shutil.rmtree(self.libs_dir, ignore_errors=True)
+        staging.rename(self.libs_dir)
+        return self.libs_dir
+
+    def _check_ports_free(self) -> None:
+        for port in (self._settings.port, self._settings.controller_port):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self._settings.host, port))
+                except OSError as err:
+                    raise BrokerError(
+                        f"port {port} on {self._settings.host} is taken ({err.strerror}); "
+                        "stop what uses it or choose other ports with "
+                        "GUN_HUB_BROKER__PORT / GUN_HUB_BROKER__CONTROLLER_PORT"
+                    ) from None
+
+    def _write_configuration(self) -> Path:
+        template = Template(kafka_launcher_path("server.properties.template").read_text())
+        properties = self.home / "server.properties"
+        properties.write_text(
+            template.substitute(
+                host=self._settings.host,
+                port=self._settings.port,
+                controller_port=self._settings.controller_port,
+                data_dir=self.data_dir,
+                partitions=self._partitions,
+            )
+        )
+        return properties
+
+    def _classpath(self) -> str:
+        return f"{self.libs_dir}/*"
+
+    def _format_storage(self, java: str, properties: Path) -> None:
+        cluster_id_file = self.home / "cluster.id"
+        if not cluster_id_file.exists():
+            result = subprocess.run(
+                [java, "-cp", self._classpath(), "kafka.tools.StorageTool", "random-uuid"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise BrokerError(f"could not make a cluster id:\n{_tail(result.stderr)}")
+            cluster_id_file.write_text(result.stdout.strip().splitlines()[-1])
+        command = [
+            java,
+            f"-Dlog4j.configuration=file:{kafka_launcher_path('log4j.properties')}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            "-cp",
+            self._classpath(),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id_file.read_text().strip(),
+            "-c",
+            str(properties),
+            "--ignore-formatted",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BrokerError(f"could not format Kafka storage:\n{_tail(result.stdout)}")
+
+    def _spawn(self, java: str, properties: Path) -> subprocess.Popen[bytes]:
+        heap = self._settings.heap
+        command = [
+            java,
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{kafka_launcher_path('log4j.properties')}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            "-cp",
+            self._classpath(),
+            "kafka.Kafka",
+            str(properties),
+        ]
+        stdout = (self.logs_dir / "stdout.log").open("ab")
+        try:
+            # A session of its own: the broker outlives the command that started it and
+            # is not hit by the terminal's Ctrl-C.
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.home,
+            )
+        finally:
+            stdout.close()
+
+    def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + self._settings.start_timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise BrokerError(
+                    f"the broker exited with code {process.returncode} while starting; "
+                    f"last lines of {self.log_file}:\n{self.log_tail()}"
+                )
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.settimeout(0.5)
+                if probe.connect_ex((self._settings.host, self._settings.port)) == 0:
+                    break
+            time.sleep(0.1)
+        else:
+            raise BrokerError(
+                f"the broker did not open port {self._settings.port} within "
+                f"{self._settings.start_timeout_s:.0f}s; last lines of {self.log_file}:\n"
+                f"{self.log_tail()}"
+            )
+        remaining = max(1.0, deadline - time.monotonic())
+        try:
+            asyncio.run(wait_for_cluster(self.bootstrap_servers, remaining))
+        except TimeoutError as err:
+            raise BrokerError(f"{err}; last lines of the log:\n{self.log_tail()}") from None
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        for candidate in (self.log_file, self.logs_dir / "stdout.log"):
+            with contextlib.suppress(OSError):
+                text = candidate.read_text(errors="replace")
+                if text.strip():
+                    return _tail(text, lines)
+        return "(no log written)"
+
+    # -- stop ---------------------------------------------------------------------------
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Controlled shutdown (SIGTERM), SIGKILL after ``timeout_s``; False if not running."""
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        self._terminate(pid, timeout_s)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    @staticmethod
+    def _terminate(pid: int, timeout_s: float = 30.0) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of this very process still answers kill(0): reap it.
+    with contextlib.suppress(ChildProcessError):
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished == pid:
+            return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])

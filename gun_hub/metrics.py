@@ -1,0 +1,41 @@
+"""Prometheus metrics of the hub process: counts in ``_total``, durations in seconds.
+
+Labels are low-cardinality by rule: an outcome, an error kind, an authority; never a
+reference or a document number.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+DECLARATIONS_RECEIVED = Counter(
+    "gun_hub_declarations_received_total", "Declarations read from the declarations topic."
+)
+DECLARATIONS_REJECTED = Counter(
+    "gun_hub_declarations_rejected_total",
+    "Declarations refused before routing (malformed, hostile, invalid), by reason kind.",
+    ["kind"],
+)
+STALE_VERSIONS = Counter(
+    "gun_hub_stale_versions_total",
+    "Declaration versions ignored because an equal or higher version was already known.",
+)
+DEAD_LETTERS = Counter(
+    "gun_hub_dead_letters_total", "Records sent to the dead-letter topic.", ["kind"]
+)
+ENVELOPE_REJECTIONS = Counter(
+    "gun_hub_envelope_rejections_total",
+    "Sealed messages that failed verification and were not acted on.",
+    ["kind"],
+)
+DECISIONS = Counter("gun_hub_decisions_total", "Decisions emitted, by outcome.", ["outcome"])
+LATE_ANSWERS = Counter(
+    "gun_hub_late_answers_total",
+    "Authority answers that arrived for a decided or superseded version.",
+    ["authority"],
+)
+DECISION_SECONDS = Histogram(
+    "gun_hub_decision_latency_seconds",
+    "Time from receiving a declaration to emitting its decision.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)

@@ -1,0 +1,31 @@
+"""What a handler wants sent: records for topics, built by pure code, sent by the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Records to send, in order, once the handler has updated its state."""
+
+    records: list[OutgoingRecord] = field(default_factory=list)
+
+    def add(
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+    ) -> None:
+        self.records.append(OutgoingRecord(topic, key, value, headers or []))
+
+    def to(self, topic: str) -> list[OutgoingRecord]:
+        """The records bound for one topic (mostly for tests)."""
+        return [record for record in self.records if record.topic == topic]

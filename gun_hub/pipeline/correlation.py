@@ -1,0 +1,106 @@
+"""Correlation: an authority answers; record it and decide once every answer is in."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from gun_hub import metrics
+from gun_hub.case import Case
+from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_headers
+from gun_hub.envelope import EnvelopeRejected
+from gun_hub.model.exchange import AuthorityResponse
+from gun_hub.outbox import Outbox
+from gun_hub.pipeline.context import CaseStore, HubContext
+from gun_hub.status_events import StatusKind
+
+COMPONENT = "hub.correlation"
+
+
+class Correlation:
+    """Handles one record of any authority's response topic."""
+
+    def __init__(self, context: HubContext, cases: CaseStore) -> None:
+        self._ctx = context
+        self._cases = cases
+
+    def handle(self, data: bytes, source: SourcePosition) -> Outbox:
+        outbox = Outbox()
+        try:
+            opened = self._ctx.envelope.open(data, topic=source.topic)
+        except EnvelopeRejected as rejection:
+            metrics.ENVELOPE_REJECTIONS.labels(kind=rejection.kind.value).inc()
+            self._dead_letter(outbox, data, source, ErrorClass.SECURITY, rejection.kind, rejection)
+            return outbox
+        try:
+            response = AuthorityResponse.model_validate_json(opened.payload)
+        except ValidationError as err:
+            self._dead_letter(outbox, data, source, ErrorClass.PERMANENT, "RESPONSE_INVALID", err)
+            return outbox
+        if opened.sender != response.authority or source.topic != self._ctx.topics.responses(
+            response.authority
+        ):
+            self._dead_letter(
+                outbox,
+                data,
+                source,
+                ErrorClass.SECURITY,
+                "RESPONSE_WRONG_SENDER",
+                ValueError(
+                    f"{opened.sender!r} answered for {response.authority!r} on {source.topic}"
+                ),
+            )
+            return outbox
+        self._record(outbox, response)
+        return outbox
+
+    def _record(self, outbox: Outbox, response: AuthorityResponse) -> None:
+        key = response.reference.encode()
+        stored = self._cases.get(key)
+        case = Case.from_bytes(stored) if stored is not None else None
+        if case is None or case.version != response.version or case.decided:
+            metrics.LATE_ANSWERS.labels(authority=response.authority).inc()
+            self._ctx.emit_status(
+                outbox,
+                response.reference,
+                response.version,
+                StatusKind.LATE_ANSWER_IGNORED,
+                "the answer concerns a version that is decided, superseded or unknown",
+                authority=response.authority,
+            )
+            return
+        if not case.record(response):
+            return  # a redelivered answer already taken into account
+        self._ctx.emit_status(
+            outbox,
+            response.reference,
+            response.version,
+            StatusKind.ANSWER_RECEIVED,
+            ", ".join(sorted({a.verdict.value for a in response.answers})),
+            authority=response.authority,
+        )
+        if case.complete:
+            self._ctx.decide_case(outbox, case)
+        self._cases[key] = case.to_bytes()
+
+    def _dead_letter(
+        self,
+        outbox: Outbox,
+        data: bytes,
+        source: SourcePosition,
+        error_class: ErrorClass,
+        kind: str,
+        error: Exception,
+    ) -> None:
+        metrics.DEAD_LETTERS.labels(kind=str(kind)).inc()
+        outbox.add(
+            self._ctx.topics.dlq,
+            None,
+            data,
+            dead_letter_headers(
+                error_class=error_class,
+                kind=str(kind),
+                reason=str(error),
+                source=source,
+                component=COMPONENT,
+            ),
+        )

@@ -1,0 +1,121 @@
+"""Starting gun-hub components as child processes (demo, end-to-end tests, benchmarks).
+
+Each child is ``python -m gun_hub <command>`` with its own environment and log file, in a
+session of its own so that stopping it stops everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_file: Path
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class ProcessGroup:
+    """Children started together and stopped together (in reverse order)."""
+
+    log_dir: Path
+    base_env: Mapping[str, str] = field(default_factory=dict)
+    children: dict[str, Child] = field(default_factory=dict)
+
+    def start(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_file = self.log_dir / f"{name}.log"
+        full_env = {**os.environ, **self.base_env, **(env or {})}
+        with log_file.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gun_hub", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                start_new_session=True,
+            )
+        child = Child(name, process, log_file)
+        self.children[name] = child
+        return child
+
+    def check_alive(self) -> None:
+        """Raise with the child's log if any child has died."""
+        for child in self.children.values():
+            if child.process.poll() is not None:
+                raise RuntimeError(
+                    f"{child.name} exited with code {child.process.returncode}:\n{child.log_tail()}"
+                )
+
+    def stop(self, name: str, *, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
+        """Signal one child (SIGTERM: graceful; SIGKILL: a crash) and reap it."""
+        child = self.children.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.process.pid, sig)
+        try:
+            return child.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+            return child.process.wait(timeout_s)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.children)):
+            self.stop(name)
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def wait_http_ok(url: str, timeout_s: float, group: ProcessGroup | None = None) -> None:
+    """Poll ``url`` until it answers 200, failing early if a child of ``group`` died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if group is not None:
+            group.check_alive()
+        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our loopback URL
+                if response.status == 200:
+                    return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
+
+
+@contextlib.contextmanager
+def process_group(log_dir: Path, base_env: Mapping[str, str]) -> Iterator[ProcessGroup]:
+    group = ProcessGroup(log_dir, base_env)
+    try:
+        yield group
+    finally:
+        group.stop_all()

@@ -1,0 +1,109 @@
+"""Configuration, read once at start-up from ``GUN_HUB_*`` environment variables.
+
+Nested groups use ``__``: ``GUN_HUB_KAFKA__BOOTSTRAP_SERVERS=host:9092``. Nothing reads the
+environment at import time; entry points call :func:`load_settings` and pass the result
+down, so tests build their own :class:`Settings` without touching the process environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gun_hub.resources import config_path
+
+DEFAULT_STATE_DIR = Path(".gun-hub")
+
+
+class KafkaSettings(BaseModel):
+    """How every component reaches the cluster."""
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of the brokers."
+    )
+    topic_prefix: str = Field(
+        "gun", pattern=r"^[A-Za-z0-9_-]+$", description="Prefix of every topic name."
+    )
+    partitions: PositiveInt = Field(
+        4,
+        description="Partitions of every keyed topic. The hub's tables need all its input "
+        "topics co-partitioned, so one number serves them all.",
+    )
+    replication_factor: PositiveInt = Field(1, description="Replicas of every topic.")
+
+
+class BrokerSettings(BaseModel):
+    """The embedded single-node broker started by ``gun-hub kafka start``."""
+
+    kafka_version: str = Field("3.9.2", description="Apache Kafka release fetched from Maven.")
+    home: Path = Field(
+        DEFAULT_STATE_DIR / "kafka",
+        description="Folder for the jars cache, data, logs and pid file.",
+    )
+    host: str = Field("127.0.0.1", description="Address the broker listens on.")
+    port: PositiveInt = Field(9092, description="Client (PLAINTEXT) port.")
+    controller_port: PositiveInt = Field(9093, description="KRaft controller port.")
+    heap: str = Field("512m", description="JVM heap (-Xms and -Xmx).")
+    start_timeout_s: float = Field(60.0, description="How long `start` waits for readiness.")
+
+
+class HubSettings(BaseModel):
+    """The faust worker that validates, routes, correlates and decides."""
+
+    app_id: str = Field("gun-hub", description="faust application id (consumer group).")
+    store: str = Field(
+        "rocksdb://",
+        description="faust table store: rocksdb:// in production, memory:// for tests.",
+    )
+    data_dir: Path = Field(DEFAULT_STATE_DIR / "hub", description="faust data directory.")
+    web_enabled: bool = Field(True, description="Serve health, metrics and status pages.")
+    web_host: str = Field("127.0.0.1", description="Address of the hub's web server.")
+    web_port: PositiveInt = Field(6066, description="Port of the hub's web server.")
+    max_declaration_bytes: PositiveInt = Field(
+        1024 * 1024, description="Declarations larger than this are refused before parsing."
+    )
+    routing_table: Path = Field(
+        default_factory=lambda: config_path("routing.toml"),
+        description="TOML file mapping document codes to authorities.",
+    )
+    extra_routes: dict[str, str] = Field(
+        default_factory=dict,
+        description='Routes added to the table at run time, as JSON: {"E999": "dga"}. '
+        "The way to set the war-material licence code(s) without editing the file.",
+    )
+    request_deadline_s: float = Field(
+        30.0, description="Time an authority has to answer before degraded mode."
+    )
+
+
+class AdapterSettings(BaseModel):
+    """A partner adapter: consumes its authority's requests, answers on its response topic."""
+
+    partner_url: str = Field(
+        "http://127.0.0.1:8701", description="Base URL of the partner administration's API."
+    )
+    partner_timeout_s: float = Field(5.0, description="Deadline of one partner HTTP call.")
+    max_in_flight: PositiveInt = Field(
+        64, description="Requests handled concurrently (different declarations only)."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything configurable, grouped by component."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GUN_HUB_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)  # type: ignore[arg-type]
+    hub: HubSettings = Field(default_factory=HubSettings)  # type: ignore[arg-type]
+    adapter: AdapterSettings = Field(default_factory=AdapterSettings)  # type: ignore[arg-type]
+    log_level: str = Field("INFO", description="Log level of every component.")
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (called by entry points only)."""
+    return Settings()

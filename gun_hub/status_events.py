@@ -1,0 +1,37 @@
+"""Status events on ``gun.status``: the dated history of each declaration.
+
+They carry no confidential content: verdicts and outcomes, never a licence's details.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StatusKind(StrEnum):
+    RECEIVED = "RECEIVED"
+    REJECTED = "REJECTED"  # the declaration could not be accepted as sent
+    IGNORED_STALE_VERSION = "IGNORED_STALE_VERSION"  # equal or lower version than known
+    SUPERSEDED = "SUPERSEDED"  # a pending version replaced by a higher one
+    REQUESTS_SENT = "REQUESTS_SENT"
+    ANSWER_RECEIVED = "ANSWER_RECEIVED"
+    LATE_ANSWER_IGNORED = "LATE_ANSWER_IGNORED"
+    DECIDED = "DECIDED"
+
+
+class StatusEvent(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    reference: str
+    version: int
+    kind: StatusKind
+    at: datetime
+    detail: str = ""
+    authority: str | None = None
+    outcome: str | None = None
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()

@@ -1,0 +1,180 @@
+"""The topic registry: every topic of the hub, declared once.
+
+Names, partitioning, retention and compaction are decided here and nowhere else; the topic
+creation command, the faust app, the adapters and the AsyncAPI document all read this
+module. Keys are the declaration reference (UTF-8) so that every event of one declaration
+lands on the same partition number of every topic and stays in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Payload(StrEnum):
+    """What a topic's record values are."""
+
+    DECLARATION_XML = "declaration XML (plain)"
+    ENVELOPE = "sealed envelope"
+    JSON = "JSON"
+    ORIGINAL_BYTES = "original bytes, error in headers"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic: its full name and how it is laid out on the cluster."""
+
+    name: str
+    producer: str
+    consumer: str
+    payload: Payload
+    description: str
+    keyed: bool = True
+    compacted: bool = False
+    retention_ms: int | None = None
+    config: dict[str, str] = field(default_factory=dict)
+
+    def broker_config(self) -> dict[str, str]:
+        """Topic-level configuration to create the topic with."""
+        config = dict(self.config)
+        config["cleanup.policy"] = "compact" if self.compacted else "delete"
+        if self.retention_ms is not None:
+            config["retention.ms"] = str(self.retention_ms)
+        return config
+
+
+_SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
+_THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRegistry:
+    """Topic names for one prefix and set of authorities."""
+
+    prefix: str
+    authorities: tuple[str, ...]
+
+    @property
+    def declarations(self) -> str:
+        return f"{self.prefix}.declarations"
+
+    @property
+    def decisions(self) -> str:
+        return f"{self.prefix}.decisions"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}.status"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}.audit"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    @property
+    def ops_lag(self) -> str:
+        return f"{self.prefix}.ops.lag"
+
+    def requests(self, authority: str) -> str:
+        """Topic on which the hub asks ``authority`` (encrypted to it alone)."""
+        return f"{self.prefix}.requests.{authority}"
+
+    def responses(self, authority: str) -> str:
+        """Topic on which ``authority``'s adapter answers the hub."""
+        return f"{self.prefix}.responses.{authority}"
+
+    def all_responses(self) -> list[str]:
+        return [self.responses(a) for a in self.authorities]
+
+    def specs(self) -> list[TopicSpec]:
+        """Every topic, in the order they appear in the documentation."""
+        specs = [
+            TopicSpec(
+                self.declarations,
+                "clearance system",
+                "hub",
+                Payload.DECLARATION_XML,
+                "Customs declarations to check, one record per declaration version.",
+                retention_ms=_SEVEN_DAYS_MS,
+            )
+        ]
+        for authority in self.authorities:
+            specs.append(
+                TopicSpec(
+                    self.requests(authority),
+                    "hub",
+                    f"adapter {authority}",
+                    Payload.ENVELOPE,
+                    f"Check, reserve, write-off and delete requests for {authority}.",
+                    retention_ms=_SEVEN_DAYS_MS,
+                )
+            )
+            specs.append(
+                TopicSpec(
+                    self.responses(authority),
+                    f"adapter {authority}",
+                    "hub",
+                    Payload.ENVELOPE,
+                    f"Per-document verdicts from {authority}.",
+                    retention_ms=_SEVEN_DAYS_MS,
+                )
+            )
+        specs += [
+            TopicSpec(
+                self.decisions,
+                "hub",
+                "clearance system",
+                Payload.ENVELOPE,
+                "One release or control decision per declaration version.",
+                retention_ms=_THIRTY_DAYS_MS,
+            ),
+            TopicSpec(
+                self.status,
+                "hub",
+                "status and statistics views",
+                Payload.JSON,
+                "Per-declaration status history (no confidential data).",
+                retention_ms=_THIRTY_DAYS_MS,
+            ),
+            TopicSpec(
+                self.audit,
+                "hub",
+                "auditors",
+                Payload.JSON,
+                "Hash-chained record of every decision.",
+                # The audit trail is evidence: it is never deleted by retention.
+                retention_ms=-1,
+            ),
+            TopicSpec(
+                self.dlq,
+                "any component",
+                "operations",
+                Payload.ORIGINAL_BYTES,
+                "Messages that could not be processed: original bytes, error kind and "
+                "text in headers.",
+                retention_ms=_THIRTY_DAYS_MS,
+            ),
+            TopicSpec(
+                self.ops_lag,
+                "lag monitor",
+                "operations",
+                Payload.JSON,
+                "Consumer lag snapshots of every group.",
+                keyed=False,
+                retention_ms=_SEVEN_DAYS_MS,
+            ),
+        ]
+        return specs
+
+    def names(self) -> list[str]:
+        return [spec.name for spec in self.specs()]
+
+
+def topic_registry(prefix: str, authorities: Iterable[str]) -> TopicRegistry:
+    """Build the registry for a prefix and the authorities of the routing table."""
+    return TopicRegistry(prefix=prefix, authorities=tuple(sorted(set(authorities))))

@@ -1,0 +1,1 @@
+"""XML at the edges: safe parsing of declarations, rendering of decisions."""

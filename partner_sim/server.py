@@ -1,0 +1,229 @@
+"""HTTP API of a simulated partner system (aiohttp), with run-time fault injection.
+
+Routes (JSON bodies, quantities as decimal strings):
+
+* ``POST   /api/v1/documents/{ref}/checks/{declaration}``           check a position
+* ``PUT    /api/v1/documents/{ref}/reservations/{declaration}``     reserve (restate)
+* ``POST   /api/v1/documents/{ref}/reservations/{declaration}/write-off``
+* ``DELETE /api/v1/documents/{ref}/reservations/{declaration}``
+* ``GET    /api/v1/documents/{ref}``                                 document and balances
+* ``GET|PUT /admin/faults``                                          latency, errors, outage
+* ``GET    /health``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from partner_sim.ledger import PositionRequest, Refusal, RequestedLine
+from partner_sim.store import LedgerStore, UnknownDocument
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Faults(BaseModel):
+    """What the simulator does wrong on purpose, switchable while it runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: float = Field(0, ge=0, description="Added to every API call.")
+    error_rate: float = Field(0, ge=0, le=1, description="Share of calls answered 500.")
+    outage: bool = Field(False, description="Every API call answered 503.")
+
+
+class _LineBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    goods_item: int
+    line: int | None = None
+    quantity: Decimal | None = None
+    unit: str | None = None
+    commodity_code: str
+
+
+class _PositionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    document_type: str
+    declarant_eori: str
+    country_of_destination: str | None = None
+    lines: list[_LineBody]
+
+
+STORE_KEY = web.AppKey("store", LedgerStore)
+
+
+class FaultSwitch:
+    """Holds the current faults; swapped while the app runs (app state itself is frozen)."""
+
+    def __init__(self, faults: Faults) -> None:
+        self.current = faults
+
+
+FAULTS_KEY = web.AppKey("faults", FaultSwitch)
+RANDOM_KEY = web.AppKey("random", random.Random)
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+async def _position(request: web.Request) -> PositionRequest:
+    try:
+        body = _PositionBody.model_validate_json(await request.read())
+    except ValidationError as err:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "invalid body", "detail": str(err)}),
+            content_type="application/json",
+        ) from None
+    return PositionRequest(
+        declaration=request.match_info["declaration"],
+        document_type=body.document_type,
+        declarant_eori=body.declarant_eori,
+        country_of_destination=body.country_of_destination,
+        lines=tuple(
+            RequestedLine(
+                goods_item=line.goods_item,
+                line=line.line,
+                quantity=line.quantity,
+                unit=line.unit,
+                commodity_code=line.commodity_code,
+            )
+            for line in body.lines
+        ),
+    )
+
+
+def _verdict(refusal: Refusal | None) -> web.Response:
+    if refusal is None:
+        return web.json_response({"result": "ACCEPTED"})
+    return web.json_response(
+        {"result": "REFUSED", "code": refusal.code.value, "message": refusal.message}
+    )
+
+
+def _not_found(reference: str) -> web.Response:
+    return web.json_response({"result": "NOT_FOUND", "document": reference}, status=404)
+
+
+async def check(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    reference = request.match_info["reference"]
+    position = await _position(request)
+    try:
+        return _verdict(store.check(reference, position, _today()))
+    except UnknownDocument:
+        return _not_found(reference)
+
+
+async def reserve(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    reference = request.match_info["reference"]
+    position = await _position(request)
+    try:
+        return _verdict(store.reserve(reference, position, _today()))
+    except UnknownDocument:
+        return _not_found(reference)
+
+
+async def write_off(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    reference = request.match_info["reference"]
+    try:
+        code = store.write_off(reference, request.match_info["declaration"])
+    except UnknownDocument:
+        return _not_found(reference)
+    return web.json_response({"result": "DONE", "code": code.value})
+
+
+async def delete(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    reference = request.match_info["reference"]
+    try:
+        code = store.delete(reference, request.match_info["declaration"])
+    except UnknownDocument:
+        return _not_found(reference)
+    return web.json_response({"result": "DONE", "code": code.value})
+
+
+async def document(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    reference = request.match_info["reference"]
+    try:
+        found = store.document(reference)
+    except UnknownDocument:
+        return _not_found(reference)
+    return web.json_response(
+        {
+            "document": found.model_dump(mode="json"),
+            "balances": [
+                {
+                    "line": b.line,
+                    "unit": b.unit,
+                    "authorised": str(b.authorised),
+                    "reserved": str(b.reserved),
+                    "written_off": str(b.written_off),
+                    "remaining": str(b.remaining),
+                }
+                for b in store.balances(reference)
+            ],
+        }
+    )
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    return web.json_response(request.app[FAULTS_KEY].current.model_dump())
+
+
+async def put_faults(request: web.Request) -> web.Response:
+    try:
+        faults = Faults.model_validate_json(await request.read())
+    except ValidationError as err:
+        return web.json_response({"error": str(err)}, status=400)
+    request.app[FAULTS_KEY].current = faults
+    return web.json_response(faults.model_dump())
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@web.middleware
+async def fault_injection(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Latency, errors and outage apply to the partner API, never to admin routes."""
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    faults = request.app[FAULTS_KEY].current
+    if faults.latency_ms:
+        await asyncio.sleep(faults.latency_ms / 1000)
+    if faults.outage:
+        return web.json_response({"error": "service unavailable (simulated outage)"}, status=503)
+    if faults.error_rate and request.app[RANDOM_KEY].random() < faults.error_rate:
+        return web.json_response({"error": "internal error (simulated)"}, status=500)
+    return await handler(request)
+
+
+def build_app(store: LedgerStore, faults: Faults | None = None, seed: int = 0) -> web.Application:
+    app = web.Application(middlewares=[fault_injection], client_max_size=1024 * 1024)
+    # The app's state is mutable on purpose: faults are switched while it runs.
+    app[STORE_KEY] = store
+    app[FAULTS_KEY] = FaultSwitch(faults or Faults())
+    app[RANDOM_KEY] = random.Random(seed)
+    base = "/api/v1/documents/{reference}"
+    app.router.add_post(base + "/checks/{declaration}", check)
+    app.router.add_put(base + "/reservations/{declaration}", reserve)
+    app.router.add_post(base + "/reservations/{declaration}/write-off", write_off)
+    app.router.add_delete(base + "/reservations/{declaration}", delete)
+    app.router.add_get(base, document)
+    app.router.add_get("/admin/faults", get_faults)
+    app.router.add_put("/admin/faults", put_faults)
+    app.router.add_get("/health", health)
+    return app

@@ -1,3 +1,5 @@
+# faust's decorators are untyped; the agents they wrap are typed where it matters.
+# mypy: disable-error-code="untyped-decorator"
 """The hub's faust application: topics, the cases table, and two thin agents.
 
 Agents only turn events into calls on :mod:`gun_hub.pipeline` and send what comes back.

@@ -104,10 +104,12 @@ def wait_http_ok(url: str, timeout_s: float, group: ProcessGroup | None = None) 
     while time.monotonic() < deadline:
         if group is not None:
             group.check_alive()
-        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our loopback URL
-                if response.status == 200:
-                    return
+        with (
+            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+            urllib.request.urlopen(url, timeout=1) as response,  # noqa: S310 - loopback URL
+        ):
+            if response.status == 200:
+                return
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
 

@@ -40,7 +40,12 @@ class BrokerSettings(BaseModel):
     kafka_version: str = Field("3.9.2", description="Apache Kafka release fetched from Maven.")
     home: Path = Field(
         DEFAULT_STATE_DIR / "kafka",
-        description="Folder for the jars cache, data, logs and pid file.",
+        description="Folder for the broker's data, logs, configuration and pid file.",
+    )
+    jars_cache: Path = Field(
+        DEFAULT_STATE_DIR / "cache",
+        description="Folder where the Kafka jars fetched from Maven Central are kept; "
+        "brokers with different homes (tests) share it.",
     )
     host: str = Field("127.0.0.1", description="Address the broker listens on.")
     port: PositiveInt = Field(9092, description="Client (PLAINTEXT) port.")
@@ -97,10 +102,10 @@ class Settings(BaseSettings):
         env_prefix="GUN_HUB_", env_nested_delimiter="__", extra="ignore"
     )
 
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
-    broker: BrokerSettings = Field(default_factory=BrokerSettings)  # type: ignore[arg-type]
-    hub: HubSettings = Field(default_factory=HubSettings)  # type: ignore[arg-type]
-    adapter: AdapterSettings = Field(default_factory=AdapterSettings)  # type: ignore[arg-type]
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    hub: HubSettings = Field(default_factory=HubSettings)
+    adapter: AdapterSettings = Field(default_factory=AdapterSettings)
     log_level: str = Field("INFO", description="Log level of every component.")
 
 

@@ -80,7 +80,7 @@ class CertexHttpPartner:
         self._timeout = aiohttp.ClientTimeout(total=settings.partner_timeout_s)
         self._attempts = attempts
         self._session: aiohttp.ClientSession | None = None
-        self._random = random.Random()
+        self._random = random.Random()  # noqa: S311 - retry jitter, not cryptography
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:

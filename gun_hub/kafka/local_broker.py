@@ -58,7 +58,7 @@ class LocalBroker:
 
     @property
     def libs_dir(self) -> Path:
-        return self.home / f"libs-{self._settings.kafka_version}"
+        return self._settings.jars_cache.resolve() / f"kafka-{self._settings.kafka_version}"
 
     @property
     def data_dir(self) -> Path:
@@ -137,7 +137,7 @@ class LocalBroker:
                 "Maven is needed once to fetch the Kafka jars and was not found on PATH "
                 "(Debian: apt-get install maven)"
             )
-        staging = self.libs_dir.with_suffix(".partial")
+        staging = self.libs_dir.with_name(self.libs_dir.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         command = [
             mvn,
@@ -158,6 +158,7 @@ class LocalBroker:
             )
         (staging / ".complete").write_text(self._settings.kafka_version)
         shutil.rmtree(self.libs_dir, ignore_errors=True)
+        self.libs_dir.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(self.libs_dir)
         return self.libs_dir
 

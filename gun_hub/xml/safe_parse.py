@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, cast
 
 from lxml import etree
 
@@ -119,13 +120,14 @@ class _LocalOnlyResolver(etree.Resolver):
         super().__init__()
         self._folder = folder.resolve()
 
-    def resolve(self, system_url: str, public_id: str, context: object) -> object:
+    def resolve(self, system_url: str, public_id: str, context: Any = None) -> Any:
         candidate = Path(system_url.removeprefix("file:")).resolve()
         if candidate.parent != self._folder or not candidate.is_file():
             raise XmlRejected(
                 XmlRejectionKind.SCHEMA, f"schema tried to load {system_url!r}, refused"
             )
-        return self.resolve_filename(str(candidate), context)
+        # lxml-stubs lack resolve_filename; lxml always passes the context argument.
+        return self.resolve_filename(str(candidate), context)  # type: ignore[attr-defined]
 
 
 def load_schema(xsd: Path) -> etree.XMLSchema:
@@ -226,7 +228,7 @@ class SafeXmlParser:
         if root is None:
             raise XmlRejected(XmlRejectionKind.MALFORMED, "no root element")
         docinfo = root.getroottree().docinfo
-        if docinfo.doctype or docinfo.internalDTD is not None:
+        if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
             # Belt and braces: the prolog scan above should already have refused it.
             raise XmlRejected(XmlRejectionKind.DTD_FORBIDDEN, "a DOCTYPE is not allowed")
         return root
@@ -237,7 +239,7 @@ class SafeXmlParser:
                 XmlRejectionKind.TOO_DEEP,
                 f"elements are nested deeper than {self._limits.max_depth} levels",
             )
-        count = int(self._count(root))
+        count = int(cast(float, self._count(root)))
         if count > self._limits.max_elements:
             raise XmlRejected(
                 XmlRejectionKind.TOO_MANY_ELEMENTS,
@@ -252,7 +254,7 @@ class SafeXmlParser:
                 f"expected {self._namespace!r}",
                 "/" + etree.QName(root).localname,
             )
-        foreign = self._foreign(root, ns=self._namespace)
+        foreign = cast(list[etree._Element], self._foreign(root, ns=self._namespace))
         if foreign:
             element = foreign[0]
             qname = etree.QName(element)
@@ -272,7 +274,8 @@ class SafeXmlParser:
     def _validate(self, root: etree._Element) -> None:
         if self._schema.validate(root):
             return
-        error = self._schema.error_log[0]  # the first fault is the one to fix first
+        # The first fault is the one to fix first (lxml-stubs do not declare indexing).
+        error = cast(Any, self._schema.error_log)[0]
         path = None
         if error.path:
             found = root.getroottree().xpath(error.path)

@@ -1,0 +1,74 @@
+"""Small builders for test data: a valid declaration by default, changed where a test says."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from gun_hub.model.declaration import (
+    Declarant,
+    Declaration,
+    Direction,
+    DocumentRef,
+    GoodsItem,
+    Quantity,
+    Stage,
+)
+from gun_hub.xml.declaration_codec import encode_declaration
+
+EORI = "FR12345678901234"
+
+
+def document(
+    code: str = "N853",
+    reference: str = "CHEDP.FR.2026.0001234",
+    line: int | None = 1,
+    quantity: str | None = "1200.5",
+    unit: str = "KGM",
+) -> DocumentRef:
+    return DocumentRef(
+        code=code,
+        reference=reference,
+        line=line,
+        quantity=Quantity(value=Decimal(quantity), unit=unit) if quantity is not None else None,
+    )
+
+
+def goods_item(
+    number: int = 1,
+    documents: tuple[DocumentRef, ...] | None = None,
+    commodity_code: str = "0302130000",
+) -> GoodsItem:
+    return GoodsItem(
+        number=number,
+        commodity_code=commodity_code,
+        description="Fresh Atlantic salmon",
+        country_of_origin="NO",
+        net_mass=Quantity(value=Decimal("1200.5"), unit="KGM"),
+        documents=documents if documents is not None else (document(),),
+    )
+
+
+def declaration(
+    reference: str = "26FR000690I0000012",
+    version: int = 1,
+    stage: Stage = Stage.LODGED,
+    items: tuple[GoodsItem, ...] | None = None,
+) -> Declaration:
+    return Declaration(
+        reference=reference,
+        version=version,
+        stage=stage,
+        direction=Direction.IMPORT,
+        procedure="4000",
+        lodged_at=datetime(2026, 11, 22, 10, 0, tzinfo=UTC),
+        customs_office="FR000690",
+        declarant=Declarant(eori=EORI, name="Example SARL"),
+        country_of_dispatch="NO",
+        country_of_destination="FR",
+        goods_items=items if items is not None else (goods_item(),),
+    )
+
+
+def declaration_xml(**kwargs: object) -> bytes:
+    return encode_declaration(declaration(**kwargs))  # type: ignore[arg-type]

@@ -1,0 +1,102 @@
+"""Shared fixtures: the real Kafka broker of the test session, and isolated topic sets.
+
+The broker is the project's own embedded broker (:class:`LocalBroker`) on free ports with
+a throw-away data folder, started once per session by the first test that needs it. A
+broker that cannot start fails those tests, locally and in CI alike: never a skip. To run
+against a broker you already have, set ``GUN_HUB_TEST_BOOTSTRAP=host:port``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gun_hub.kafka.admin import ensure_topics
+from gun_hub.kafka.local_broker import BrokerError, LocalBroker
+from gun_hub.processes import free_port
+from gun_hub.routing import RoutingTable, load_routing_table
+from gun_hub.settings import BrokerSettings, HubSettings, KafkaSettings, Settings
+from gun_hub.topics import TopicRegistry, topic_registry
+
+REPO = Path(__file__).resolve().parent.parent
+PARTITIONS = 4
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of a real broker for the whole session."""
+    external = os.environ.get("GUN_HUB_TEST_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    home = tmp_path_factory.mktemp("kafka")
+    broker = LocalBroker(
+        BrokerSettings(
+            home=home,
+            jars_cache=REPO / ".gun-hub" / "cache",
+            port=free_port(),
+            controller_port=free_port(),
+            heap="512m",
+            start_timeout_s=90,
+        ),
+        partitions=PARTITIONS,
+    )
+    try:
+        broker.start()
+    except BrokerError as err:
+        pytest.fail(f"the test Kafka broker did not start: {err}", pytrace=False)
+    yield broker.bootstrap_servers
+    broker.stop()
+
+
+@dataclass(frozen=True)
+class KafkaEnv:
+    """A broker plus a topic prefix of the test's own, with every topic created."""
+
+    bootstrap: str
+    prefix: str
+    topics: TopicRegistry
+    routing: RoutingTable
+
+    def settings(self, **hub: object) -> Settings:
+        return Settings(
+            kafka=KafkaSettings(
+                bootstrap_servers=self.bootstrap, topic_prefix=self.prefix, partitions=PARTITIONS
+            ),
+            hub=HubSettings(**hub),  # type: ignore[arg-type]
+        )
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point a child process at this broker and prefix."""
+        return {
+            "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "GUN_HUB_KAFKA__TOPIC_PREFIX": self.prefix,
+            "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
+            "GUN_HUB_HUB__APP_ID": f"{self.prefix}-hub",
+        }
+
+
+@pytest.fixture
+def kafka_env(kafka_bootstrap: str) -> KafkaEnv:
+    """Fresh topics (own prefix) on the session broker, so tests never see each other."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    routing = load_routing_table(REPO / "config" / "routing.toml")
+    topics = topic_registry(prefix, routing.authorities)
+    asyncio.run(ensure_topics(kafka_bootstrap, topics, PARTITIONS, 1))
+    return KafkaEnv(kafka_bootstrap, prefix, topics, routing)
+
+
+@pytest.fixture(scope="session")
+def routing_table() -> RoutingTable:
+    return load_routing_table(REPO / "config" / "routing.toml")
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return REPO / "samples"

@@ -1,0 +1,65 @@
+"""Declarations are parsed and validated against declaration.xsd, or refused with a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gun_hub.model.declaration import Stage
+from gun_hub.xml.declaration_codec import DeclarationCodec, encode_declaration, sniff_identity
+from gun_hub.xml.safe_parse import XmlLimits, XmlRejected, XmlRejectionKind
+from tests.builders import declaration, declaration_xml, document, goods_item
+
+
+@pytest.fixture(scope="module")
+def codec() -> DeclarationCodec:
+    return DeclarationCodec(XmlLimits(max_bytes=64 * 1024))
+
+
+def test_the_contract_example_parses_into_the_model(codec: DeclarationCodec) -> None:
+    parsed = codec.decode(declaration_xml())
+    assert parsed == declaration()
+    assert parsed.goods_items[0].documents[0].quantity is not None
+    assert str(parsed.goods_items[0].documents[0].quantity.value) == "1200.5"
+
+
+def test_every_valid_sample_parses(codec: DeclarationCodec, samples: Path) -> None:
+    valid = [
+        p for p in sorted((samples / "declarations").glob("*.xml")) if "negative" not in p.name
+    ]
+    assert len(valid) >= 7
+    stages = {codec.decode(path.read_bytes()).stage for path in valid}
+    assert stages == {Stage.LODGED, Stage.PRELODGED}
+
+
+def test_encoding_then_decoding_gives_back_the_same_declaration(codec: DeclarationCodec) -> None:
+    original = declaration(
+        items=(
+            goods_item(1, (document(), document("Y900", "EXEMPT-1", None, None))),
+            goods_item(2, (document("C640", "CHEDA.FR.2026.0000042", 1, "3", "NAR"),)),
+        )
+    )
+    assert codec.decode(encode_declaration(original)) == original
+
+
+def test_a_negative_quantity_is_refused_with_the_path_of_the_element(
+    codec: DeclarationCodec,
+) -> None:
+    data = declaration_xml(items=(goods_item(1, (document(quantity="-10"),)),))
+    with pytest.raises(XmlRejected) as refused:
+        codec.decode(data)
+    assert refused.value.kind is XmlRejectionKind.SCHEMA
+    assert refused.value.path == "/Declaration/GoodsItem/Document/Quantity"
+    assert "-10" in refused.value.message
+
+
+def test_the_reference_of_a_broken_declaration_can_still_be_read() -> None:
+    data = declaration_xml(reference="26FR000690I0000099", version=3)[:-40]
+    identity = sniff_identity(data)
+    assert identity is not None
+    assert (identity.reference, identity.version) == ("26FR000690I0000099", 3)
+
+
+def test_no_identity_is_invented_for_garbage() -> None:
+    assert sniff_identity(b"\x00\x01 not xml at all") is None

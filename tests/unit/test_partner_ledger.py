@@ -1,0 +1,151 @@
+"""A partner system's quantity rules and its durable ledger (CERTEX codes, domain.md)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from partner_sim.documents import DocumentLine, DocumentStatus, PartnerDocument
+from partner_sim.ledger import ClearanceCode, PositionRequest, RefusalCode, RequestedLine
+from partner_sim.store import LedgerStore
+
+TODAY = date(2026, 11, 22)
+HOLDER = "FR12345678901234"
+
+
+def ched(status: DocumentStatus = DocumentStatus.VALIDATED, **changes: object) -> PartnerDocument:
+    fields: dict[str, object] = {
+        "reference": "CHEDP.FR.2026.0001234",
+        "type": "N853",
+        "status": status,
+        "holder": HOLDER,
+        "country_of_destination": "FR",
+        "valid_from": date(2026, 1, 1),
+        "valid_until": date(2026, 12, 31),
+        "lines": (DocumentLine(line=1, commodity_code="0302", quantity=Decimal(1000), unit="KGM"),),
+    }
+    fields.update(changes)
+    return PartnerDocument.model_validate(fields)
+
+
+def position(
+    declaration: str = "DECL-1",
+    quantity: str | None = "400",
+    *,
+    line: int | None = 1,
+    unit: str | None = "KGM",
+    commodity: str = "0302130000",
+    holder: str = HOLDER,
+    destination: str = "FR",
+    document_type: str = "N853",
+) -> PositionRequest:
+    return PositionRequest(
+        declaration=declaration,
+        document_type=document_type,
+        declarant_eori=holder,
+        country_of_destination=destination,
+        lines=(
+            RequestedLine(
+                goods_item=1,
+                line=line,
+                quantity=Decimal(quantity) if quantity is not None else None,
+                unit=unit,
+                commodity_code=commodity,
+            ),
+        ),
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LedgerStore:
+    ledger = LedgerStore(tmp_path / "ledger.sqlite")
+    ledger.load([ched()])
+    return ledger
+
+
+REF = "CHEDP.FR.2026.0001234"
+
+
+def test_a_covered_quantity_is_reserved(store: LedgerStore) -> None:
+    assert store.reserve(REF, position(quantity="400"), TODAY) is None
+    [line] = store.balances(REF)
+    assert (line.reserved, line.remaining) == (Decimal(400), Decimal(600))
+
+
+def test_reserving_twice_restates_instead_of_adding(store: LedgerStore) -> None:
+    store.reserve(REF, position(quantity="400"), TODAY)
+    store.reserve(REF, position(quantity="400"), TODAY)
+    store.reserve(REF, position(quantity="300"), TODAY)
+    assert store.balances(REF)[0].reserved == Decimal(300)
+
+
+def test_quantity_beyond_the_balance_is_refused_with_code_05(store: LedgerStore) -> None:
+    store.reserve(REF, position("DECL-1", "700"), TODAY)
+    refusal = store.reserve(REF, position("DECL-2", "400"), TODAY)
+    assert refusal is not None and refusal.code is RefusalCode.QUANTITY_INSUFFICIENT
+    assert store.balances(REF)[0].reserved == Decimal(700)
+
+
+def test_a_fully_used_document_is_refused_with_code_02(store: LedgerStore) -> None:
+    store.reserve(REF, position("DECL-1", "1000"), TODAY)
+    refusal = store.reserve(REF, position("DECL-2", "1"), TODAY)
+    assert refusal is not None and refusal.code is RefusalCode.ALREADY_USED
+
+
+@pytest.mark.parametrize(
+    ("request_", "document", "code"),
+    [
+        (position(document_type="C640"), ched(), RefusalCode.NOT_A_BASE),
+        (position(commodity="0101210000"), ched(), RefusalCode.COMMODITY_MISMATCH),
+        (position(), ched(DocumentStatus.CANCELLED), RefusalCode.INAPPROPRIATE_STATUS),
+        (position(), ched(valid_until=date(2026, 1, 31)), RefusalCode.INAPPROPRIATE_STATUS),
+        (position(line=2), ched(), RefusalCode.LINE_MISMATCH),
+        (position(destination="DE"), ched(), RefusalCode.DESTINATION_MISMATCH),
+        (position(holder="FR99999999999999"), ched(), RefusalCode.HOLDER_MISMATCH),
+        (position(unit="NAR"), ched(), RefusalCode.UNIT_MISMATCH),
+        (position(unit=None), ched(), RefusalCode.QUANTITY_NOT_VALIDATABLE),
+        (position(line=None), ched(), RefusalCode.QUANTITY_NOT_VALIDATABLE),
+    ],
+)
+def test_each_refusal_reason_has_its_code(
+    tmp_path: Path, request_: PositionRequest, document: PartnerDocument, code: RefusalCode
+) -> None:
+    ledger = LedgerStore(tmp_path / "l.sqlite")
+    ledger.load([document])
+    refusal = ledger.reserve(REF, request_, TODAY)
+    assert refusal is not None and refusal.code is code
+    assert ledger.balances(REF)[0].reserved == 0
+
+
+def test_a_check_never_reserves(store: LedgerStore) -> None:
+    assert store.check(REF, position(quantity="900"), TODAY) is None
+    assert store.balances(REF)[0].reserved == 0
+
+
+def test_write_off_consumes_then_reports_already_consumed(store: LedgerStore) -> None:
+    store.reserve(REF, position(quantity="250"), TODAY)
+    assert store.write_off(REF, "DECL-1") is ClearanceCode.EXECUTED
+    assert store.write_off(REF, "DECL-1") is ClearanceCode.ALREADY_CONSUMED
+    [line] = store.balances(REF)
+    assert (line.reserved, line.written_off, line.remaining) == (0, 250, 750)
+    refusal = store.reserve(REF, position(quantity="250"), TODAY)
+    assert refusal is not None and refusal.code is RefusalCode.WRITE_OFF_EXISTS
+
+
+def test_delete_gives_the_quantity_back(store: LedgerStore) -> None:
+    store.reserve(REF, position(quantity="1000"), TODAY)
+    assert store.delete(REF, "DECL-1") is ClearanceCode.EXECUTED
+    assert store.delete(REF, "DECL-1") is ClearanceCode.NO_RECORD
+    assert store.balances(REF)[0].remaining == 1000
+
+
+def test_the_ledger_survives_a_restart(tmp_path: Path) -> None:
+    first = LedgerStore(tmp_path / "l.sqlite")
+    first.load([ched()])
+    first.reserve(REF, position(quantity="123.5"), TODAY)
+    first.close()
+    again = LedgerStore(tmp_path / "l.sqlite")
+    assert again.balances(REF)[0].reserved == Decimal("123.5")

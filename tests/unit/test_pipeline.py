@@ -1,0 +1,181 @@
+"""Intake and correlation, driven directly (no Kafka): state in, records out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from gun_hub.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
+from gun_hub.envelope import ContentType, PlainEnvelope
+from gun_hub.model.declaration import Stage
+from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
+from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.outbox import Outbox
+from gun_hub.pipeline.context import CLEARANCE_PARTY, HUB_PARTY, HubContext
+from gun_hub.pipeline.correlation import Correlation
+from gun_hub.pipeline.intake import Intake
+from gun_hub.routing import RoutingTable
+from gun_hub.status_events import StatusEvent, StatusKind
+from gun_hub.topics import topic_registry
+from gun_hub.xml.decision_codec import DecisionCodec
+from gun_hub.xml.declaration_codec import DeclarationCodec
+from tests.builders import declaration_xml, document, goods_item
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+SOURCE = SourcePosition("gun.declarations", 0, 0)
+
+
+class Hub:
+    """The two processing steps sharing one dict as their case store."""
+
+    def __init__(self, routing: RoutingTable) -> None:
+        self.topics = topic_registry("gun", routing.authorities)
+        self.cases: dict[bytes, bytes] = {}
+        context = HubContext(
+            topics=self.topics,
+            routing=routing,
+            envelope=PlainEnvelope(HUB_PARTY),
+            request_deadline_s=30,
+            clock=lambda: NOW,
+        )
+        self.intake = Intake(context, DeclarationCodec(), self.cases)
+        self.correlation = Correlation(context, self.cases)
+
+    def answer(self, outbox: Outbox, authority: str, verdict: Verdict) -> Outbox:
+        """What ``authority``'s adapter would reply to the request in ``outbox``."""
+        [record] = outbox.to(self.topics.requests(authority))
+        adapter = PlainEnvelope(authority)
+        request = AuthorityRequest.model_validate_json(
+            adapter.open(record.value, topic=self.topics.requests(authority)).payload
+        )
+        response = AuthorityResponse(
+            request_id=request.request_id,
+            authority=authority,
+            operation=request.operation,
+            reference=request.reference,
+            version=request.version,
+            answers=tuple(
+                DocumentAnswer(
+                    goods_item=i.number, code=d.code, reference=d.reference, verdict=verdict
+                )
+                for i in request.items
+                for d in i.documents
+            ),
+            answered_at=NOW,
+        )
+        sealed = adapter.seal(
+            response.model_dump_json().encode(),
+            recipient=HUB_PARTY,
+            topic=self.topics.responses(authority),
+            content_type=ContentType.JSON,
+        )
+        return self.correlation.handle(
+            sealed, SourcePosition(self.topics.responses(authority), 0, 0)
+        )
+
+    def decisions(self, outbox: Outbox) -> list[tuple[str, int, Outcome]]:
+        clearance = PlainEnvelope(CLEARANCE_PARTY)
+        codec = DecisionCodec()
+        found = []
+        for record in outbox.to(self.topics.decisions):
+            decision = codec.decode(
+                clearance.open(record.value, topic=self.topics.decisions).payload
+            )
+            found.append((decision.reference, decision.version, decision.outcome))
+        return found
+
+    def status_kinds(self, outbox: Outbox) -> list[StatusKind]:
+        return [
+            StatusEvent.model_validate_json(r.value).kind for r in outbox.to(self.topics.status)
+        ]
+
+
+@pytest.fixture
+def hub(routing_table: RoutingTable) -> Hub:
+    return Hub(routing_table)
+
+
+def test_a_valid_answer_releases_the_declaration(hub: Hub) -> None:
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    assert hub.decisions(sent) == []
+    assert len(sent.to(hub.topics.requests("dgal"))) == 1
+    decided = hub.answer(sent, "dgal", Verdict.VALID)
+    assert hub.decisions(decided) == [("26FR000690I0000012", 1, Outcome.RELEASE)]
+
+
+def test_one_refusal_among_three_authorities_refuses(hub: Hub) -> None:
+    xml = declaration_xml(
+        items=(
+            goods_item(1, (document("N853", "CHEDP-1"), document("C638", "CITES-1"))),
+            goods_item(2, (document("LEMG", "LIC-1", 1, "2", "NAR"),)),
+        )
+    )
+    sent = hub.intake.handle(xml, SOURCE)
+    assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == []
+    assert hub.decisions(hub.answer(sent, "dga", Verdict.VALID)) == []
+    final = hub.answer(sent, "cites", Verdict.NOT_FOUND)
+    assert hub.decisions(final) == [("26FR000690I0000012", 1, Outcome.REFUSE)]
+
+
+def test_a_redelivered_answer_does_not_decide_twice(hub: Hub) -> None:
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    assert len(hub.decisions(hub.answer(sent, "dgal", Verdict.VALID))) == 1
+    again = hub.answer(sent, "dgal", Verdict.VALID)
+    assert hub.decisions(again) == []
+    assert hub.status_kinds(again) == [StatusKind.LATE_ANSWER_IGNORED]
+
+
+def test_a_redelivered_declaration_is_ignored_and_recorded(hub: Hub) -> None:
+    hub.intake.handle(declaration_xml(), SOURCE)
+    again = hub.intake.handle(declaration_xml(), SOURCE)
+    assert again.to(hub.topics.requests("dgal")) == []
+    assert hub.status_kinds(again) == [StatusKind.IGNORED_STALE_VERSION]
+
+
+def test_a_lower_version_after_a_higher_one_is_ignored(hub: Hub) -> None:
+    hub.intake.handle(declaration_xml(version=3), SOURCE)
+    late = hub.intake.handle(declaration_xml(version=2), SOURCE)
+    assert hub.status_kinds(late) == [StatusKind.IGNORED_STALE_VERSION]
+    assert hub.decisions(late) == []
+
+
+def test_a_higher_version_supersedes_a_pending_one(hub: Hub) -> None:
+    first = hub.intake.handle(declaration_xml(version=1), SOURCE)
+    second = hub.intake.handle(declaration_xml(version=2), SOURCE)
+    assert StatusKind.SUPERSEDED in hub.status_kinds(second)
+    # The answer for version 1 arrives late: it must not decide anything.
+    assert hub.decisions(hub.answer(first, "dgal", Verdict.VALID)) == []
+    assert hub.decisions(hub.answer(second, "dgal", Verdict.VALID)) == [
+        ("26FR000690I0000012", 2, Outcome.RELEASE)
+    ]
+
+
+def test_prelodged_asks_for_a_check_and_gives_advice(hub: Hub) -> None:
+    sent = hub.intake.handle(declaration_xml(stage=Stage.PRELODGED), SOURCE)
+    [record] = sent.to(hub.topics.requests("dgal"))
+    request = AuthorityRequest.model_validate_json(
+        PlainEnvelope("dgal").open(record.value, topic=record.topic).payload
+    )
+    assert request.operation.value == "CHECK"
+    assert hub.decisions(hub.answer(sent, "dgal", Verdict.QUANTITY_INSUFFICIENT)) == [
+        ("26FR000690I0000012", 1, Outcome.ADVICE)
+    ]
+
+
+def test_a_malformed_declaration_is_refused_and_dead_lettered(hub: Hub) -> None:
+    broken = declaration_xml(items=(goods_item(1, (document(quantity="-5"),)),))
+    out = hub.intake.handle(broken, SOURCE)
+    assert hub.decisions(out) == [("26FR000690I0000012", 1, Outcome.REFUSE)]
+    [dead] = out.to(hub.topics.dlq)
+    assert dead.value == broken
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == "XML_SCHEMA"
+
+
+def test_a_tampered_response_is_dead_lettered_not_acted_on(hub: Hub) -> None:
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    out = hub.correlation.handle(b"not-an-envelope", SourcePosition("gun.responses.dgal", 0, 0))
+    assert hub.decisions(out) == []
+    [dead] = out.to(hub.topics.dlq)
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == "ENVELOPE_MALFORMED"
+    assert len(hub.decisions(hub.answer(sent, "dgal", Verdict.VALID))) == 1

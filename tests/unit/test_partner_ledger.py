@@ -85,14 +85,16 @@ def test_reserving_twice_restates_instead_of_adding(store: LedgerStore) -> None:
 def test_quantity_beyond_the_balance_is_refused_with_code_05(store: LedgerStore) -> None:
     store.reserve(REF, position("DECL-1", "700"), TODAY)
     refusal = store.reserve(REF, position("DECL-2", "400"), TODAY)
-    assert refusal is not None and refusal.code is RefusalCode.QUANTITY_INSUFFICIENT
+    assert refusal is not None
+    assert refusal.code is RefusalCode.QUANTITY_INSUFFICIENT
     assert store.balances(REF)[0].reserved == Decimal(700)
 
 
 def test_a_fully_used_document_is_refused_with_code_02(store: LedgerStore) -> None:
     store.reserve(REF, position("DECL-1", "1000"), TODAY)
     refusal = store.reserve(REF, position("DECL-2", "1"), TODAY)
-    assert refusal is not None and refusal.code is RefusalCode.ALREADY_USED
+    assert refusal is not None
+    assert refusal.code is RefusalCode.ALREADY_USED
 
 
 @pytest.mark.parametrize(
@@ -116,7 +118,8 @@ def test_each_refusal_reason_has_its_code(
     ledger = LedgerStore(tmp_path / "l.sqlite")
     ledger.load([document])
     refusal = ledger.reserve(REF, request_, TODAY)
-    assert refusal is not None and refusal.code is code
+    assert refusal is not None
+    assert refusal.code is code
     assert ledger.balances(REF)[0].reserved == 0
 
 
@@ -132,7 +135,8 @@ def test_write_off_consumes_then_reports_already_consumed(store: LedgerStore) ->
     [line] = store.balances(REF)
     assert (line.reserved, line.written_off, line.remaining) == (0, 250, 750)
     refusal = store.reserve(REF, position(quantity="250"), TODAY)
-    assert refusal is not None and refusal.code is RefusalCode.WRITE_OFF_EXISTS
+    assert refusal is not None
+    assert refusal.code is RefusalCode.WRITE_OFF_EXISTS
 
 
 def test_delete_gives_the_quantity_back(store: LedgerStore) -> None:

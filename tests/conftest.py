@@ -29,11 +29,10 @@ PARTITIONS = 4
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap servers of a real broker for the whole session."""
-    external = os.environ.get("GUN_HUB_TEST_BOOTSTRAP")
-    if external:
-        yield external
+def local_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker | None]:
+    """The session's own broker (None when GUN_HUB_TEST_BOOTSTRAP names another one)."""
+    if os.environ.get("GUN_HUB_TEST_BOOTSTRAP"):
+        yield None
         return
     home = tmp_path_factory.mktemp("kafka")
     broker = LocalBroker(
@@ -51,8 +50,16 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker.start()
     except BrokerError as err:
         pytest.fail(f"the test Kafka broker did not start: {err}", pytrace=False)
-    yield broker.bootstrap_servers
+    yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(local_broker: LocalBroker | None) -> str:
+    """Bootstrap servers of the real broker of this test session."""
+    if local_broker is None:
+        return os.environ["GUN_HUB_TEST_BOOTSTRAP"]
+    return local_broker.bootstrap_servers
 
 
 @dataclass(frozen=True)

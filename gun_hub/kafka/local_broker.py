@@ -51,6 +51,8 @@ class LocalBroker:
         self._settings = settings
         self._partitions = partitions
         self.home = settings.home.resolve()
+        # Kept so that the child is reaped by whoever started it (no zombie, no warning).
+        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -117,11 +119,14 @@ class LocalBroker:
         properties = self._write_configuration()
         self._format_storage(java, properties)
         process = self._spawn(java, properties)
+        self._process = process
         self.pid_file.write_text(f"{process.pid}\n")
         try:
             self._wait_ready(process)
         except BrokerError:
             self._terminate(process.pid)
+            process.wait()
+            self._process = None
             self.pid_file.unlink(missing_ok=True)
             raise
         return BrokerStatus(True, process.pid, self.bootstrap_servers, self.log_file)
@@ -296,6 +301,9 @@ class LocalBroker:
             return False
         self._terminate(pid, timeout_s)
         self.pid_file.unlink(missing_ok=True)
+        if self._process is not None and self._process.pid == pid:
+            self._process.wait(timeout_s)
+            self._process = None
         return True
 
     @staticmethod

@@ -1,0 +1,404 @@
+"""Hostile and malformed declarations, each with the reason it must be refused for.
+
+One corpus drives both the parser's unit tests and the end-to-end test that proves the
+worker survives all of them and then decides a valid declaration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gun_hub.xml.safe_parse import XmlRejectionKind as Kind
+from tests.builders import declaration_xml
+
+NS = "urn:gun-hub:declaration:v1"
+
+
+@dataclass(frozen=True)
+class HostileCase:
+    name: str
+    data: bytes
+    kind: Kind
+    reason: str  # a fragment the refusal message must contain
+    identifiable: bool  # whether the reference can be read to address a REFUSE
+    path: str | None = None  # the element path the refusal must name, when it names one
+
+
+def _valid(reference: str) -> str:
+    return declaration_xml(reference=reference).decode()
+
+
+def _replace(reference: str, old: str, new: str, count: int = 1) -> bytes:
+    text = _valid(reference)
+    assert old in text, old
+    return text.replace(old, new, count).encode()
+
+
+def _with_doctype(
+    reference: str, doctype: str, body_change: tuple[str, str] | None = None
+) -> bytes:
+    text = _valid(reference)
+    if body_change:
+        text = text.replace(*body_change, 1)
+    head, rest = text.split("\n", 1)
+    return f"{head}\n{doctype}\n{rest}".encode()
+
+
+def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
+    """The corpus; references are ``prefix`` plus a number so each case is its own."""
+    cases: list[HostileCase] = []
+
+    def ref(n: int) -> str:
+        return f"{prefix}{n:04d}"
+
+    def add(
+        name: str,
+        data: bytes,
+        kind: Kind,
+        reason: str,
+        identifiable: bool = True,
+        path: str | None = None,
+    ) -> None:
+        cases.append(HostileCase(name, data, kind, reason, identifiable, path))
+
+    dtd = "DOCTYPE or ENTITY declaration is not allowed"
+    n = 0
+
+    def nxt() -> str:
+        nonlocal n
+        n += 1
+        return ref(n)
+
+    r = nxt()
+    add(
+        "xxe-file",
+        _with_doctype(
+            r,
+            '<!DOCTYPE d [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>',
+            ("<Name>Example SARL</Name>", "<Name>&xxe;</Name>"),
+        ),
+        Kind.DTD_FORBIDDEN,
+        dtd,
+    )
+    r = nxt()
+    add(
+        "xxe-network",
+        _with_doctype(
+            r,
+            '<!DOCTYPE d [<!ENTITY xxe SYSTEM "http://127.0.0.1:9/x">]>',
+            ("<Name>Example SARL</Name>", "<Name>&xxe;</Name>"),
+        ),
+        Kind.DTD_FORBIDDEN,
+        dtd,
+    )
+    r = nxt()
+    add(
+        "xxe-parameter-entity",
+        _with_doctype(r, '<!DOCTYPE d [<!ENTITY % p SYSTEM "http://127.0.0.1:9/evil.dtd"> %p;]>'),
+        Kind.DTD_FORBIDDEN,
+        dtd,
+    )
+    r = nxt()
+    laughs = "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10))
+    add(
+        "billion-laughs",
+        _with_doctype(
+            r,
+            f'<!DOCTYPE d [<!ENTITY l0 "lol">{laughs}]>',
+            ("<Name>Example SARL</Name>", "<Name>&l9;</Name>"),
+        ),
+        Kind.DTD_FORBIDDEN,
+        dtd,
+    )
+    r = nxt()
+    add(
+        "quadratic-blowup",
+        _with_doctype(
+            r,
+            f'<!DOCTYPE d [<!ENTITY a "{"x" * 2000}">]>',
+            ("<Name>Example SARL</Name>", "<Name>" + "&a;" * 300 + "</Name>"),
+        ),
+        Kind.DTD_FORBIDDEN,
+        dtd,
+    )
+    r = nxt()
+    add(
+        "external-dtd",
+        _with_doctype(r, '<!DOCTYPE Declaration SYSTEM "http://127.0.0.1:9/d.dtd">'),
+        Kind.DTD_FORBIDDEN,
+        dtd,
+    )
+    r = nxt()
+    add(
+        "doctype-after-comment",
+        _with_doctype(r, "<!-- hello --><!DOCTYPE Declaration>"),
+        Kind.DTD_FORBIDDEN,
+        dtd,
+    )
+    r = nxt()
+    add(
+        "entity-declared-late",
+        _replace(r, "<Version>", "<!ENTITY x 'y'><Version>"),
+        Kind.DTD_FORBIDDEN,
+        dtd,
+    )
+    r = nxt()
+    add(
+        "xinclude",
+        _replace(
+            r,
+            "<Name>Example SARL</Name>",
+            '<Name>Example SARL</Name><xi:include xmlns:xi="http://www.w3.org/2001/XInclude" '
+            'href="file:///etc/passwd" parse="text"/>',
+        ),
+        Kind.XINCLUDE_FORBIDDEN,
+        "XInclude is not allowed",
+        path="/Declaration/Declarant/include",
+    )
+    r = nxt()
+    add(
+        "wrong-namespace",
+        _replace(r, NS, "urn:someone-else:v1"),
+        Kind.NAMESPACE,
+        "expected 'urn:gun-hub:declaration:v1'",
+        path="/Declaration",
+    )
+    r = nxt()
+    add(
+        "missing-namespace",
+        _replace(r, f' xmlns="{NS}"', ""),
+        Kind.NAMESPACE,
+        "has no namespace",
+        path="/Declaration",
+    )
+    r = nxt()
+    add(
+        "foreign-element",
+        _replace(r, "<Version>", '<x:Evil xmlns:x="urn:evil">1</x:Evil><Version>'),
+        Kind.NAMESPACE,
+        "namespace 'urn:evil'",
+        path="/Declaration/Evil",
+    )
+    r = nxt()
+    add(
+        "utf16-bom",
+        "\ufeff".encode("utf-16-le") + _valid(r).replace("UTF-8", "UTF-16").encode("utf-16-le"),
+        Kind.ENCODING,
+        "only UTF-8 is accepted",
+        identifiable=False,
+    )
+    r = nxt()
+    add(
+        "declared-latin1",
+        _replace(r, 'encoding="UTF-8"', 'encoding="ISO-8859-1"'),
+        Kind.ENCODING,
+        "declared encoding 'ISO-8859-1' is not accepted",
+    )
+    r = nxt()
+    add(
+        "declared-utf16-but-utf8",
+        _replace(r, 'encoding="UTF-8"', 'encoding="UTF-16"'),
+        Kind.ENCODING,
+        "declared encoding 'UTF-16'",
+    )
+    r = nxt()
+    add(
+        "invalid-utf8-bytes",
+        _replace(r, "Example SARL", "Example @@ SARL").replace(b"@@", b"\xff\xfe"),
+        Kind.ENCODING,
+        "not valid UTF-8",
+    )
+    r = nxt()
+    add("malformed-unclosed", _replace(r, "</Stage>", ""), Kind.MALFORMED, "not well-formed")
+    r = nxt()
+    add("truncated", _valid(r).encode()[:-30], Kind.MALFORMED, "not well-formed")
+    r = nxt()
+    add(
+        "undefined-entity", _replace(r, "Example SARL", "&boom;"), Kind.MALFORMED, "not well-formed"
+    )
+    add("empty", b"", Kind.EMPTY, "empty", identifiable=False)
+    add("whitespace-only", b"   \n\t ", Kind.EMPTY, "empty", identifiable=False)
+    add(
+        "json-not-xml",
+        b'{"Reference": "26FRJSON000000001"}',
+        Kind.MALFORMED,
+        "not well-formed",
+        identifiable=False,
+    )
+    r = nxt()
+    add(
+        "oversized",
+        _replace(r, "Fresh Atlantic salmon", "x" * 600_000),
+        Kind.OVERSIZED,
+        "over the limit of",
+    )
+    r = nxt()
+    add(
+        "too-deep",
+        _replace(
+            r,
+            "<Name>Example SARL</Name>",
+            "<Name>" + "<Name>" * 40 + "x" + "</Name>" * 40 + "</Name>",
+        ),
+        Kind.TOO_DEEP,
+        "nested deeper than",
+    )
+    r = nxt()
+    add(
+        "too-many-elements",
+        _replace(r, "<Name>Example SARL</Name>", "<Name>Example SARL</Name>" + "<X/>" * 60_000),
+        Kind.TOO_MANY_ELEMENTS,
+        "over the limit of",
+    )
+    r = nxt()
+    add(
+        "negative-quantity",
+        _replace(r, '<Quantity unit="KGM">1200.5', '<Quantity unit="KGM">-5'),
+        Kind.SCHEMA,
+        "must be greater than '0'",
+        path="/Declaration/GoodsItem/Document/Quantity",
+    )
+    r = nxt()
+    add(
+        "zero-quantity",
+        _replace(r, '<Quantity unit="KGM">1200.5', '<Quantity unit="KGM">0'),
+        Kind.SCHEMA,
+        "must be greater than '0'",
+        path="/Declaration/GoodsItem/Document/Quantity",
+    )
+    r = nxt()
+    add(
+        "unknown-unit",
+        _replace(r, '<Quantity unit="KGM">', '<Quantity unit="BARREL">'),
+        Kind.SCHEMA,
+        "'BARREL'",
+        path="/Declaration/GoodsItem/Document/Quantity",
+    )
+    r = nxt()
+    add(
+        "missing-unit",
+        _replace(r, '<Quantity unit="KGM">', "<Quantity>"),
+        Kind.SCHEMA,
+        "The attribute 'unit' is required",
+        path="/Declaration/GoodsItem/Document/Quantity",
+    )
+    r = nxt()
+    add(
+        "bad-document-code",
+        _replace(r, "<Code>N853</Code>", "<Code>n8-3</Code>"),
+        Kind.SCHEMA,
+        "'n8-3'",
+        path="/Declaration/GoodsItem/Document/Code",
+    )
+    r = nxt()
+    dup = _valid(r)
+    item = dup[dup.index("<GoodsItem>") : dup.index("</GoodsItem>") + len("</GoodsItem>")]
+    add(
+        "duplicate-goods-item-numbers",
+        dup.replace(item, item + item).encode(),
+        Kind.SCHEMA,
+        "Duplicate key-sequence ['1']",
+        path="/Declaration/GoodsItem[2]",
+    )
+    r = nxt()
+    add(
+        "too-many-fraction-digits",
+        _replace(r, '<Quantity unit="KGM">1200.5', '<Quantity unit="KGM">1.1234567'),
+        Kind.SCHEMA,
+        "fractionDigits",
+        path="/Declaration/GoodsItem/Document/Quantity",
+    )
+    r = nxt()
+    add(
+        "unknown-stage",
+        _replace(r, "<Stage>LODGED</Stage>", "<Stage>RELEASED</Stage>"),
+        Kind.SCHEMA,
+        "'RELEASED'",
+        path="/Declaration/Stage",
+    )
+    r = nxt()
+    add(
+        "version-zero",
+        _replace(r, "<Version>1</Version>", "<Version>0</Version>"),
+        Kind.SCHEMA,
+        "'0'",
+        path="/Declaration/Version",
+    )
+    r = nxt()
+    add(
+        "date-without-offset",
+        _replace(r, "2026-11-22T10:00:00Z", "2026-11-22T10:00:00"),
+        Kind.SCHEMA,
+        "'2026-11-22T10:00:00'",
+        path="/Declaration/LodgedAt",
+    )
+    r = nxt()
+    add(
+        "impossible-date",
+        _replace(r, "2026-11-22T10:00:00Z", "2026-02-30T10:00:00Z"),
+        Kind.SCHEMA,
+        "2026-02-30",
+        path="/Declaration/LodgedAt",
+    )
+    r = nxt()
+    add(
+        "country-not-iso",
+        _replace(
+            r, "<CountryOfOrigin>NO</CountryOfOrigin>", "<CountryOfOrigin>ZZ</CountryOfOrigin>"
+        ),
+        Kind.SCHEMA,
+        "'ZZ'",
+        path="/Declaration/GoodsItem/CountryOfOrigin",
+    )
+    r = nxt()
+    add(
+        "commodity-code-length",
+        _replace(
+            r, "<CommodityCode>0302130000</CommodityCode>", "<CommodityCode>0302</CommodityCode>"
+        ),
+        Kind.SCHEMA,
+        "'0302'",
+        path="/Declaration/GoodsItem/CommodityCode",
+    )
+    r = nxt()
+    add(
+        "missing-declarant",
+        _replace(
+            r, "<Declarant><Eori>FR12345678901234</Eori><Name>Example SARL</Name></Declarant>", ""
+        ),
+        Kind.SCHEMA,
+        "Expected is ( Declarant )",
+        path="/Declaration/CountryOfDispatch",
+    )
+    r = nxt()
+    add(
+        "unknown-element",
+        _replace(r, "<Version>1</Version>", "<Version>1</Version><Priority>HIGH</Priority>"),
+        Kind.SCHEMA,
+        "Priority",
+        path="/Declaration/Priority",
+    )
+    r = nxt()
+    text = _valid(r)
+    item = text[text.index("<GoodsItem>") : text.index("</Declaration>")]
+    many = "".join(
+        item.replace("<Number>1</Number>", f"<Number>{i}</Number>") for i in range(1, 1001)
+    )
+    add(
+        "too-many-goods-items",
+        text.replace(item, many).encode(),
+        Kind.SCHEMA,
+        "This element is not expected",
+        path="/Declaration/GoodsItem[1000]",
+    )
+    r = nxt()
+    text = _valid(r)
+    doc = text[text.index("<Document>") : text.index("</Document>") + len("</Document>")]
+    add(
+        "too-many-documents-on-an-item",
+        text.replace(doc, doc * 100).encode(),
+        Kind.SCHEMA,
+        "This element is not expected",
+        path="/Declaration/GoodsItem/Document[100]",
+    )
+    return cases

@@ -26,6 +26,7 @@ from gun_hub.pipeline.intake import Intake
 from gun_hub.routing import RoutingTable, load_routing_table
 from gun_hub.settings import Settings
 from gun_hub.topics import TopicRegistry, topic_registry
+from gun_hub.web import register_web_views
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_hub.xml.safe_parse import XmlLimits
 
@@ -78,6 +79,9 @@ def build_hub(settings: Settings) -> Hub:
         web_port=settings.hub.web_port,
         web_bind=settings.hub.web_host,
         # The built-in /table endpoints would publish case contents: never.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_metrics_enabled=False,
         table_standby_replicas=0,
         producer_linger_ms=5,
         producer_max_batch_size=256 * 1024,
@@ -133,4 +137,5 @@ def build_hub(settings: Settings) -> Hub:
             source = SourcePosition(message.topic, message.partition, message.offset)
             await send(correlation.handle(bytes(event.value or b""), source))
 
+    register_web_views(app)
     return Hub(app=app, topics=topics, routing=routing)

@@ -246,7 +246,7 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
     r = nxt()
     add(
         "too-many-elements",
-        _replace(r, "<Name>Example SARL</Name>", "<Name>Example SARL</Name>" + "<X/>" * 60_000),
+        _replace(r, "<Name>Example SARL</Name>", "<Name>Example SARL</Name>" + "<X/>" * 120_000),
         Kind.TOO_MANY_ELEMENTS,
         "over the limit of",
     )

@@ -1,0 +1,146 @@
+"""End-to-end fixtures: the hub (and the DGAL side) as real processes on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
+from gun_hub.envelope import PlainEnvelope
+from gun_hub.pipeline.context import CLEARANCE_PARTY
+from gun_hub.processes import ProcessGroup, free_port, wait_http_ok
+from gun_hub.status_events import StatusEvent
+from tests.conftest import KafkaEnv
+
+
+@dataclass
+class Pipeline:
+    """Running components, and the clearance system's view of them."""
+
+    kafka: KafkaEnv
+    group: ProcessGroup
+    hub_port: int
+    partner_port: int | None = None
+    decisions_seen: list[ReceivedDecision] = field(default_factory=list)
+
+    async def submit(self, declarations: list[bytes]) -> list[str]:
+        return await submit_declarations(
+            self.kafka.bootstrap, self.kafka.topics.declarations, declarations
+        )
+
+    async def decisions(self, expected: int, *, settle_s: float = 2.0) -> list[ReceivedDecision]:
+        """Every decision on the topic once ``expected`` are there, plus any that follow
+        within ``settle_s`` (which would be duplicates)."""
+        reader = DecisionReader(
+            self.kafka.bootstrap, self.kafka.topics.decisions, PlainEnvelope(CLEARANCE_PARTY)
+        )
+        await reader.start(from_beginning=True)
+        received: list[ReceivedDecision] = []
+        try:
+            async with asyncio.timeout(120):
+                while len(received) < expected:
+                    self.group.check_alive()
+                    received += await reader.collect(expected=expected - len(received), timeout_s=1)
+            received += await reader.collect(expected=1, timeout_s=settle_s)
+        finally:
+            await reader.stop()
+        return received
+
+    async def records(self, topic: str, expected: int = 0) -> list[ConsumerRecord[bytes, bytes]]:
+        """All records of ``topic``: waits for ``expected`` of them, then one idle second."""
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=self.kafka.bootstrap, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        found: list[ConsumerRecord[bytes, bytes]] = []
+        try:
+            async with asyncio.timeout(120):
+                while True:
+                    batches = await consumer.getmany(timeout_ms=1000)
+                    for records in batches.values():
+                        found += records
+                    if not batches and len(found) >= expected:
+                        break
+        finally:
+            await consumer.stop()
+        return found
+
+    async def statuses(self, expected: int = 0) -> list[StatusEvent]:
+        return [
+            StatusEvent.model_validate_json(r.value or b"")
+            for r in await self.records(self.kafka.topics.status, expected)
+        ]
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.hub_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+
+def start_pipeline(
+    kafka_env: KafkaEnv,
+    work: Path,
+    samples: Path,
+    *,
+    with_dgal: bool,
+    hub_env: dict[str, str] | None = None,
+) -> Iterator[Pipeline]:
+    hub_port = free_port()
+    with ProcessGroup(work / "logs", kafka_env.env()) as group:
+        partner_port = None
+        if with_dgal:
+            partner_port = free_port()
+            group.start(
+                "partner-sim-dgal",
+                [
+                    "partner-sim",
+                    "dgal",
+                    "--documents",
+                    str(samples / "partners" / "dgal-documents.json"),
+                    "--port",
+                    str(partner_port),
+                    "--db",
+                    str(work / "ledger.sqlite"),
+                ],
+            )
+            wait_http_ok(f"http://127.0.0.1:{partner_port}/health", 30, group)
+            group.start(
+                "adapter-dgal",
+                ["adapter", "dgal"],
+                {"GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{partner_port}"},
+            )
+        group.start(
+            "hub",
+            ["hub"],
+            {
+                "GUN_HUB_HUB__DATA_DIR": str(work / "hub"),
+                "GUN_HUB_HUB__WEB_PORT": str(hub_port),
+                **(hub_env or {}),
+            },
+        )
+        wait_http_ok(f"http://127.0.0.1:{hub_port}/livez", 60, group)
+        yield Pipeline(kafka_env, group, hub_port, partner_port)
+
+
+@pytest.fixture
+def pipeline(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    """Hub, DGAL adapter and simulated TRACES."""
+    yield from start_pipeline(kafka_env, tmp_path, samples, with_dgal=True)
+
+
+@pytest.fixture
+def hub_only(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    """The hub alone: requests stay on their topics, unanswered."""
+    yield from start_pipeline(
+        kafka_env,
+        tmp_path,
+        samples,
+        with_dgal=False,
+        hub_env={"GUN_HUB_HUB__MAX_DECLARATION_BYTES": str(512 * 1024)},
+    )

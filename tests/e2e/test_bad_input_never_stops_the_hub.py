@@ -1,0 +1,74 @@
+"""Every hostile declaration is refused with its reason and dead-lettered; the hub goes on.
+
+The whole hostile corpus goes through the real broker to a real hub worker, followed by a
+valid declaration, which must still be decided.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gun_hub.dead_letter import (
+    HEADER_ERROR_KIND,
+    HEADER_ERROR_REASON,
+    HEADER_REFERENCE,
+    HEADER_SOURCE_TOPIC,
+    header_value,
+)
+from gun_hub.model.verdicts import Outcome
+from gun_hub.xml.declaration_codec import sniff_identity
+from tests.builders import declaration_xml, document, goods_item
+from tests.e2e.conftest import Pipeline
+from tests.hostile_corpus import hostile_cases
+
+pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+
+
+async def test_the_hostile_corpus_is_refused_and_a_valid_declaration_still_decided(
+    hub_only: Pipeline,
+) -> None:
+    cases = hostile_cases("26FRBAD")
+    valid = declaration_xml(
+        reference="26FRGOOD0000000001",
+        items=(goods_item(1, (document("Y900", "EXEMPT-1", None, None),)),),
+    )
+    await hub_only.submit([case.data for case in cases] + [valid])
+
+    references = {
+        identity.reference: case
+        for case in cases
+        if (identity := sniff_identity(case.data)) is not None
+    }
+    assert len(references) == sum(case.identifiable for case in cases)
+    received = await hub_only.decisions(len(references) + 1)
+
+    decisions = {r.decision.reference: r.decision for r in received}
+    assert len(decisions) == len(received), "no reference decided twice"
+    assert decisions.pop("26FRGOOD0000000001").outcome is Outcome.RELEASE
+    assert sorted(decisions) == sorted(references)
+    for reference, decision in decisions.items():
+        case = references[reference]
+        assert decision.outcome is Outcome.REFUSE, case.name
+        [reason] = decision.reasons
+        assert reason.code == f"XML_{case.kind.value}", case.name
+        assert case.reason in reason.text, case.name
+        if case.path:
+            assert case.path in reason.text, case.name
+
+    dead = await hub_only.records(hub_only.kafka.topics.dlq, expected=len(cases))
+    assert len(dead) == len(cases)
+    by_value = {record.value: list(record.headers) for record in dead}
+    for case in cases:
+        headers = by_value[case.data]  # the original bytes, untouched
+        assert header_value(headers, HEADER_ERROR_KIND) == f"XML_{case.kind.value}", case.name
+        assert case.reason in (header_value(headers, HEADER_ERROR_REASON) or ""), case.name
+        assert header_value(headers, HEADER_SOURCE_TOPIC) == hub_only.kafka.topics.declarations
+        assert (header_value(headers, HEADER_REFERENCE) is not None) is case.identifiable
+
+    metrics = hub_only.metrics()
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("gun_hub_declarations_rejected_total{")
+    )
+    assert counted == len(cases)

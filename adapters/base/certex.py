@@ -145,7 +145,7 @@ class CertexHttpPartner:
                     {
                         "goods_item": q.item.number,
                         "line": q.document.line,
-                        "quantity": str(q.document.quantity)
+                        "quantity": format(q.document.quantity, "f")
                         if q.document.quantity is not None
                         else None,
                         "unit": q.document.unit,

@@ -153,6 +153,11 @@ def _to_declaration(root: etree._Element) -> Declaration:
     )
 
 
+def _plain(amount: Decimal) -> str:
+    """A decimal in the notation xs:decimal accepts (never ``3.125E+4``)."""
+    return format(amount, "f")
+
+
 def _element(tag: str, value: object, **attributes: str) -> str:
     attrs = "".join(f" {k}={quoteattr(v)}" for k, v in attributes.items())
     return f"<{tag}{attrs}>{escape(str(value))}</{tag}>"
@@ -188,7 +193,7 @@ def encode_declaration(declaration: Declaration) -> bytes:
         if item.country_of_origin:
             parts.append(_element("CountryOfOrigin", item.country_of_origin))
         if item.net_mass:
-            parts.append(_element("NetMass", item.net_mass.value, unit=item.net_mass.unit))
+            parts.append(_element("NetMass", _plain(item.net_mass.value), unit=item.net_mass.unit))
         for document in item.documents:
             parts += [
                 "<Document>",
@@ -199,7 +204,9 @@ def encode_declaration(declaration: Declaration) -> bytes:
                 parts.append(_element("Line", document.line))
             if document.quantity is not None:
                 parts.append(
-                    _element("Quantity", document.quantity.value, unit=document.quantity.unit)
+                    _element(
+                        "Quantity", _plain(document.quantity.value), unit=document.quantity.unit
+                    )
                 )
             parts.append("</Document>")
         parts.append("</GoodsItem>")

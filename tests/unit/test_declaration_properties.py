@@ -106,8 +106,11 @@ declarations = st.builds(
     stage=st.sampled_from(Stage),
     direction=st.sampled_from(Direction),
     procedure=st.text("0123456789", min_size=4, max_size=4),
-    lodged_at=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31)).map(
-        lambda d: d.replace(tzinfo=UTC)
+    # hypothesis takes naive bounds and adds the time zone itself.
+    lodged_at=st.datetimes(
+        min_value=datetime(2000, 1, 1),  # noqa: DTZ001
+        max_value=datetime(2099, 12, 31),  # noqa: DTZ001
+        timezones=st.just(UTC),
     ),
     customs_office=st.just("FR000690"),
     declarant=st.builds(

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
+from pydantic import ValidationError
 
-from gun_hub.model.declaration import (
-    Declarant,
-    Declaration,
-    Direction,
-    DocumentRef,
-    GoodsItem,
-    Quantity,
-    Stage,
-)
+from gun_hub.model.declaration import Declaration
 from gun_hub.resources import schema_path
 from gun_hub.xml.safe_parse import (
     SafeXmlParser,
@@ -26,7 +18,6 @@ from gun_hub.xml.safe_parse import (
     XmlRejected,
     XmlRejectionKind,
     load_schema,
-    readable_path,
 )
 
 DECLARATION_NS = "urn:gun-hub:declaration:v1"
@@ -83,74 +74,107 @@ class DeclarationCodec:
         return _to_declaration(root)
 
 
-def _text(element: etree._Element, tag: str) -> str:
-    child = element.find(_NS + tag)
-    if child is None or child.text is None:  # the schema makes this unreachable
-        raise XmlRejected(XmlRejectionKind.SCHEMA, f"missing {tag}", readable_path(element))
-    return child.text.strip()
+_NS_LEN = len(_NS)
+# Model field -> contract element, to point a late (post-XSD) value error at its element.
+_ELEMENT_OF_FIELD = {
+    "lodged_at": "LodgedAt",
+    "version": "Version",
+    "goods_items": "GoodsItem",
+    "documents": "Document",
+    "quantity": "Quantity",
+    "net_mass": "NetMass",
+}
 
 
-def _optional_text(element: etree._Element, tag: str) -> str | None:
-    child = element.find(_NS + tag)
-    return None if child is None or child.text is None else child.text.strip()
+def _text(element: etree._Element) -> str:
+    return (element.text or "").strip()
 
 
-def _quantity(element: etree._Element | None) -> Quantity | None:
-    if element is None:
-        return None
-    try:
-        value = Decimal((element.text or "").strip())
-    except InvalidOperation:  # the schema makes this unreachable
-        raise XmlRejected(
-            XmlRejectionKind.VALUE, "quantity is not a decimal", readable_path(element)
-        ) from None
-    return Quantity(value=value, unit=element.get("unit", ""))
+def _quantity(element: etree._Element) -> dict[str, str | None]:
+    return {"value": _text(element), "unit": element.get("unit")}
 
 
-def _document(element: etree._Element) -> DocumentRef:
-    line = _optional_text(element, "Line")
-    return DocumentRef(
-        code=_text(element, "Code"),
-        reference=_text(element, "Reference"),
-        line=int(line) if line is not None else None,
-        quantity=_quantity(element.find(_NS + "Quantity")),
-    )
+def _document(element: etree._Element) -> dict[str, object]:
+    document: dict[str, object] = {}
+    for child in element:
+        tag = child.tag[_NS_LEN:]
+        if tag == "Code":
+            document["code"] = _text(child)
+        elif tag == "Reference":
+            document["reference"] = _text(child)
+        elif tag == "Line":
+            document["line"] = _text(child)
+        elif tag == "Quantity":
+            document["quantity"] = _quantity(child)
+    return document
 
 
-def _goods_item(element: etree._Element) -> GoodsItem:
-    return GoodsItem(
-        number=int(_text(element, "Number")),
-        commodity_code=_text(element, "CommodityCode"),
-        description=_text(element, "Description"),
-        country_of_origin=_optional_text(element, "CountryOfOrigin"),
-        net_mass=_quantity(element.find(_NS + "NetMass")),
-        documents=tuple(_document(d) for d in element.iterfind(_NS + "Document")),
-    )
+def _goods_item(element: etree._Element) -> dict[str, object]:
+    item: dict[str, object] = {}
+    documents: list[dict[str, object]] = []
+    for child in element:
+        tag = child.tag[_NS_LEN:]
+        if tag == "Document":
+            documents.append(_document(child))
+        elif tag == "NetMass":
+            item["net_mass"] = _quantity(child)
+        elif tag == "Number":
+            item["number"] = _text(child)
+        elif tag == "CommodityCode":
+            item["commodity_code"] = _text(child)
+        elif tag == "Description":
+            item["description"] = _text(child)
+        elif tag == "CountryOfOrigin":
+            item["country_of_origin"] = _text(child)
+    item["documents"] = documents
+    return item
+
+
+_TOP_LEVEL_FIELDS = {
+    "Reference": "reference",
+    "Version": "version",
+    "Stage": "stage",
+    "Direction": "direction",
+    "Procedure": "procedure",
+    "LodgedAt": "lodged_at",
+    "CustomsOffice": "customs_office",
+    "CountryOfDispatch": "country_of_dispatch",
+    "CountryOfDestination": "country_of_destination",
+}
 
 
 def _to_declaration(root: etree._Element) -> Declaration:
-    lodged_at_element = root.find(_NS + "LodgedAt")
+    """One pass over the validated tree into plain data, then one pydantic validation.
+
+    Building nested models one constructor at a time costs three times as much; the XSD
+    has already checked every value, so pydantic only converts types here.
+    """
+    fields: dict[str, object] = {}
+    items: list[dict[str, object]] = []
+    for child in root:
+        tag = child.tag[_NS_LEN:]
+        if tag == "GoodsItem":
+            items.append(_goods_item(child))
+        elif tag == "Declarant":
+            fields["declarant"] = {part.tag[_NS_LEN:].lower(): _text(part) for part in child}
+        else:
+            fields[_TOP_LEVEL_FIELDS[tag]] = _text(child)
+    fields["goods_items"] = items
     try:
-        lodged_at = datetime.fromisoformat(_text(root, "LodgedAt"))
-    except ValueError as err:  # e.g. 2026-02-30, which the XSD pattern lets through
-        path = readable_path(lodged_at_element) if lodged_at_element is not None else None
-        raise XmlRejected(XmlRejectionKind.VALUE, f"LodgedAt is not a date: {err}", path) from None
-    declarant = root.find(_NS + "Declarant")
-    if declarant is None:  # the schema makes this unreachable
-        raise XmlRejected(XmlRejectionKind.SCHEMA, "missing Declarant", "/Declaration")
-    return Declaration(
-        reference=_text(root, "Reference"),
-        version=int(_text(root, "Version")),
-        stage=Stage(_text(root, "Stage")),
-        direction=Direction(_text(root, "Direction")),
-        procedure=_text(root, "Procedure"),
-        lodged_at=lodged_at,
-        customs_office=_text(root, "CustomsOffice"),
-        declarant=Declarant(eori=_text(declarant, "Eori"), name=_text(declarant, "Name")),
-        country_of_dispatch=_optional_text(root, "CountryOfDispatch"),
-        country_of_destination=_optional_text(root, "CountryOfDestination"),
-        goods_items=tuple(_goods_item(g) for g in root.iterfind(_NS + "GoodsItem")),
-    )
+        return Declaration.model_validate(fields)
+    except ValidationError as err:  # e.g. 2026-02-30, which the XSD pattern lets through
+        first = err.errors()[0]
+        steps = [_ELEMENT_OF_FIELD.get(str(step), str(step)) for step in first["loc"]]
+        path = "/Declaration/" + "/".join(
+            f"{steps[i]}[{int(steps[i + 1]) + 1}]"
+            if i + 1 < len(steps) and steps[i + 1].isdigit()
+            else step
+            for i, step in enumerate(steps)
+            if not step.isdigit()
+        )
+        raise XmlRejected(
+            XmlRejectionKind.VALUE, f"{first['msg']}: {first.get('input')!r}", path
+        ) from None
 
 
 def _plain(amount: Decimal) -> str:

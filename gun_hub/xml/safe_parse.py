@@ -254,6 +254,8 @@ class SafeXmlParser:
                 f"expected {self._namespace!r}",
                 "/" + etree.QName(root).localname,
             )
+
+    def _refuse_foreign_elements(self, root: etree._Element) -> None:
         foreign = cast(list[etree._Element], self._foreign(root, ns=self._namespace))
         if foreign:
             element = foreign[0]
@@ -274,6 +276,9 @@ class SafeXmlParser:
     def _validate(self, root: etree._Element) -> None:
         if self._schema.validate(root):
             return
+        # The XSD admits no foreign element, so this scan only runs on failure: it turns
+        # "element not expected" into the precise reason (XInclude, foreign namespace).
+        self._refuse_foreign_elements(root)
         # The first fault is the one to fix first (lxml-stubs do not declare indexing).
         error = cast(Any, self._schema.error_log)[0]
         path = None

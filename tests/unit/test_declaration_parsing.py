@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from gun_hub.model.declaration import Stage
-from gun_hub.xml.declaration_codec import DeclarationCodec, encode_declaration, sniff_identity
+from gun_hub.xml.declaration_codec import (
+    DeclarationCodec,
+    _to_declaration,
+    encode_declaration,
+    sniff_identity,
+)
 from gun_hub.xml.safe_parse import XmlLimits, XmlRejected, XmlRejectionKind
 from tests.builders import declaration, declaration_xml, document, goods_item
 
@@ -63,3 +69,15 @@ def test_the_reference_of_a_broken_declaration_can_still_be_read() -> None:
 
 def test_no_identity_is_invented_for_garbage() -> None:
     assert sniff_identity(b"\x00\x01 not xml at all") is None
+
+
+def test_a_value_the_schema_lets_through_is_still_refused_with_its_path() -> None:
+    # Bypasses the XSD on purpose: the conversion step must still refuse, not crash.
+    root = etree.fromstring(declaration_xml())
+    lodged_at = root.find("{urn:gun-hub:declaration:v1}LodgedAt")
+    assert lodged_at is not None
+    lodged_at.text = "2026-13-45T10:00:00Z"
+    with pytest.raises(XmlRejected) as refused:
+        _to_declaration(root)
+    assert refused.value.kind is XmlRejectionKind.VALUE
+    assert refused.value.path == "/Declaration/LodgedAt"

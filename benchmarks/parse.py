@@ -1,0 +1,101 @@
+"""Parse plus validate time of declarations (safe parser, precompiled XSD).
+
+Run: ./tasks bench-parse
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from benchmarks.common import save, summary_us, time_per_call
+from gun_hub.decide import decide
+from gun_hub.model.decision import DocumentResult
+from gun_hub.model.declaration import (
+    Declarant,
+    Declaration,
+    Direction,
+    DocumentRef,
+    GoodsItem,
+    Quantity,
+    Stage,
+)
+from gun_hub.model.verdicts import Verdict
+from gun_hub.xml.decision_codec import encode_decision
+from gun_hub.xml.declaration_codec import DeclarationCodec, encode_declaration
+
+
+def declaration_with(items: int, documents_per_item: int) -> Declaration:
+    return Declaration(
+        reference="26FR000690I0000012",
+        version=1,
+        stage=Stage.LODGED,
+        direction=Direction.IMPORT,
+        procedure="4000",
+        lodged_at=datetime(2026, 11, 22, 10, tzinfo=UTC),
+        customs_office="FR000690",
+        declarant=Declarant(eori="FR12345678901234", name="Example SARL"),
+        country_of_dispatch="NO",
+        country_of_destination="FR",
+        goods_items=tuple(
+            GoodsItem(
+                number=n,
+                commodity_code="0302130000",
+                description="Fresh Atlantic salmon, whole, gutted, on ice",
+                country_of_origin="NO",
+                net_mass=Quantity(value=Decimal("1200.5"), unit="KGM"),
+                documents=tuple(
+                    DocumentRef(
+                        code="N853",
+                        reference=f"CHEDP.FR.2026.{n:03d}{d:04d}",
+                        line=d + 1,
+                        quantity=Quantity(value=Decimal("1200.5"), unit="KGM"),
+                    )
+                    for d in range(documents_per_item)
+                ),
+            )
+            for n in range(1, items + 1)
+        ),
+    )
+
+
+def main() -> None:
+    codec = DeclarationCodec()
+    shapes = {
+        "typical (3 items, 2 documents each)": (3, 2),
+        "large (99 items, 3 documents each)": (99, 3),
+    }
+    result: dict[str, object] = {}
+    for label, (items, documents) in shapes.items():
+        data = encode_declaration(declaration_with(items, documents))
+        calls = 2000 if items < 10 else 40
+        figures = time_per_call(lambda data=data: codec.decode(data), calls=calls)
+        result[label] = {"bytes": len(data), **summary_us(figures)}
+        print(
+            f"parse + validate, {label}: {len(data)} bytes, {result[label]['median_us']} us median"
+        )
+    decision = decide(
+        reference="26FR000690I0000012",
+        version=1,
+        stage=Stage.LODGED,
+        results=[
+            DocumentResult(
+                goods_item=n,
+                code="N853",
+                reference=f"R{n}",
+                authority="dgal",
+                verdict=Verdict.VALID,
+            )
+            for n in range(1, 7)
+        ],
+        decided_at=datetime.now(UTC),
+    )
+    figures = time_per_call(lambda: encode_decision(decision), calls=5000)
+    rendering = summary_us(figures)
+    result["render decision (6 documents)"] = rendering
+    print(f"render decision XML (6 documents): {rendering['median_us']} us median")
+    print(f"saved {save('parse', result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from gun_hub.cli.kafka import registry_for
+from gun_hub.cli.kafka import registry_for, routing_for
 from gun_hub.envelope import PlainEnvelope
 from gun_hub.kafka.admin import ensure_topics, wait_for_cluster
 from gun_hub.logs import configure_logging
@@ -37,6 +37,7 @@ def hub() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level, component="hub")
+    routing_for(settings)  # a bad routing table stops here with its reason
     _prepare_cluster(settings)
     settings.hub.data_dir.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()

@@ -9,7 +9,7 @@ import typer
 
 from gun_hub.kafka.admin import ensure_topics
 from gun_hub.kafka.local_broker import BrokerError, LocalBroker
-from gun_hub.routing import load_routing_table
+from gun_hub.routing import RoutingTable, RoutingTableError, load_routing_table
 from gun_hub.settings import Settings, load_settings
 from gun_hub.topics import TopicRegistry, topic_registry
 
@@ -17,9 +17,17 @@ app = typer.Typer(help="The embedded local Kafka broker (no Docker needed).", no
 topics_app = typer.Typer(help="The hub's topics, from the topic registry.", no_args_is_help=True)
 
 
+def routing_for(settings: Settings) -> RoutingTable:
+    """The validated routing table, or a clear message and exit code 2."""
+    try:
+        return load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
+    except RoutingTableError as err:
+        typer.echo(f"cannot start: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
 def registry_for(settings: Settings) -> TopicRegistry:
-    routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
-    return topic_registry(settings.kafka.topic_prefix, routing.authorities)
+    return topic_registry(settings.kafka.topic_prefix, routing_for(settings).authorities)
 
 
 @app.command()

@@ -89,15 +89,31 @@ def build_hub(settings: Settings) -> Hub:
         broker_commit_interval=1.0,
         stream_buffer_maxsize=8192,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.hub.session_timeout_s,
+        broker_heartbeat_interval=settings.hub.session_timeout_s / 5,
         logging_config=None,
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     declarations = app.topic(topics.declarations, **raw)
     responses = app.topic(*topics.all_responses(), **raw)
-    cases = app.Table(CASES_TABLE, default=None, partitions=settings.kafka.partitions)
     # faust derives a table's codecs from its key/value *types* and falls back to JSON for
-    # anything but a faust Record; the changelog, the store and recovery all read these
-    # two attributes lazily, so setting them before the worker starts makes them raw.
+    # anything but a faust Record (ADR 0002). The changelog topic (which recovery reads
+    # with) is given raw codecs explicitly, and so are the table's write and store paths.
+    changelog = app.topic(
+        f"{settings.hub.app_id}-{CASES_TABLE}-changelog",
+        partitions=settings.kafka.partitions,
+        compacting=True,
+        deleting=False,
+        acks=False,
+        internal=True,
+        **raw,
+    )
+    cases = app.Table(
+        CASES_TABLE,
+        default=None,
+        partitions=settings.kafka.partitions,
+        changelog_topic=changelog,
+    )
     cases.key_serializer = "raw"
     cases.value_serializer = "raw"
     context = HubContext(

@@ -73,6 +73,11 @@ class HubSettings(BaseModel):
         default_factory=lambda: config_path("routing.toml"),
         description="TOML file mapping document codes to authorities.",
     )
+    session_timeout_s: float = Field(
+        10.0,
+        description="Consumer-group session timeout: how long a crashed worker holds its "
+        "partitions before another (or its restart) takes them over.",
+    )
     extra_routes: dict[str, str] = Field(
         default_factory=dict,
         description='Routes added to the table at run time, as JSON: {"E999": "dga"}. '

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,23 @@ class Pipeline:
     kafka: KafkaEnv
     group: ProcessGroup
     hub_port: int
+    hub_env: dict[str, str]
     partner_port: int | None = None
-    decisions_seen: list[ReceivedDecision] = field(default_factory=list)
+
+    def start_hub(self) -> None:
+        self.group.start("hub", ["hub"], self.hub_env)
+        wait_http_ok(f"http://127.0.0.1:{self.hub_port}/livez", 60, self.group)
+
+    def restart_hub(self, *, sig: int, wipe_local_state: bool) -> None:
+        """Stop the hub (SIGTERM: clean; SIGKILL: a crash) and start it again; without
+        its local state it must rebuild its tables from the changelog."""
+        self.group.stop("hub", sig=sig)
+        if wipe_local_state:
+            shutil.rmtree(self.hub_env["GUN_HUB_HUB__DATA_DIR"], ignore_errors=True)
+        self.start_hub()
+
+    def hub_log(self) -> str:
+        return (self.group.log_dir / "hub.log").read_text(errors="replace")
 
     async def submit(self, declarations: list[bytes]) -> list[str]:
         return await submit_declarations(
@@ -115,17 +131,19 @@ def start_pipeline(
                 ["adapter", "dgal"],
                 {"GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{partner_port}"},
             )
-        group.start(
-            "hub",
-            ["hub"],
+        pipeline = Pipeline(
+            kafka_env,
+            group,
+            hub_port,
             {
                 "GUN_HUB_HUB__DATA_DIR": str(work / "hub"),
                 "GUN_HUB_HUB__WEB_PORT": str(hub_port),
                 **(hub_env or {}),
             },
+            partner_port,
         )
-        wait_http_ok(f"http://127.0.0.1:{hub_port}/livez", 60, group)
-        yield Pipeline(kafka_env, group, hub_port, partner_port)
+        pipeline.start_hub()
+        yield pipeline
 
 
 @pytest.fixture

@@ -1,0 +1,69 @@
+"""The hub's cases survive a restart: tables are rebuilt from their changelog topic."""
+
+from __future__ import annotations
+
+import signal
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from gun_hub.envelope import ContentType, PlainEnvelope
+from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
+from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.pipeline.context import HUB_PARTY
+from tests.builders import declaration_xml
+from tests.e2e.conftest import Pipeline
+
+pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+
+
+async def answer_valid(pipeline: Pipeline, request: AuthorityRequest) -> None:
+    """Stand in for the DGAL adapter: one VALID answer per requested document."""
+    topic = pipeline.kafka.topics.responses("dgal")
+    response = AuthorityResponse(
+        request_id=request.request_id,
+        authority="dgal",
+        operation=request.operation,
+        reference=request.reference,
+        version=request.version,
+        answers=tuple(
+            DocumentAnswer(
+                goods_item=item.number, code=d.code, reference=d.reference, verdict=Verdict.VALID
+            )
+            for item in request.items
+            for d in item.documents
+        ),
+        answered_at=datetime.now(UTC),
+    )
+    sealed = PlainEnvelope("dgal").seal(
+        response.model_dump_json().encode(),
+        recipient=HUB_PARTY,
+        topic=topic,
+        content_type=ContentType.JSON,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=pipeline.kafka.bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, sealed, key=request.reference.encode())
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["clean", "killed"])
+async def test_an_answer_after_a_restart_without_local_state_still_decides(
+    hub_only: Pipeline, sig: int
+) -> None:
+    await hub_only.submit([declaration_xml(reference="26FRRESTART0000001")])
+    [record] = await hub_only.records(hub_only.kafka.topics.requests("dgal"), expected=1)
+    request = AuthorityRequest.model_validate_json(
+        PlainEnvelope("dgal").open(record.value or b"", topic=record.topic).payload
+    )
+
+    hub_only.restart_hub(sig=sig, wipe_local_state=True)
+    await answer_valid(hub_only, request)
+
+    [received] = await hub_only.decisions(1)
+    assert received.decision.reference == "26FRRESTART0000001"
+    assert received.decision.outcome is Outcome.RELEASE
+    assert "Error in recovery" not in hub_only.hub_log()

@@ -18,12 +18,14 @@ from typing import Any
 import faust
 
 from gun_hub.dead_letter import SourcePosition
-from gun_hub.envelope import PlainEnvelope
 from gun_hub.outbox import Outbox
-from gun_hub.pipeline.context import HUB_PARTY, HubContext
+from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.intake import Intake
 from gun_hub.routing import RoutingTable, load_routing_table
+from gun_hub.security.entitlements import HUB_PARTY
+from gun_hub.security.factory import build_envelope
+from gun_hub.security.replay import TableReplayGuard
 from gun_hub.settings import Settings
 from gun_hub.topics import TopicRegistry, topic_registry
 from gun_hub.web import register_web_views
@@ -33,6 +35,8 @@ from gun_hub.xml.safe_parse import XmlLimits
 log = logging.getLogger(__name__)
 
 CASES_TABLE = "cases"
+SEEN_MESSAGES_TABLE = "seen-messages"
+_RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 
 
 def utc_now() -> datetime:
@@ -51,6 +55,30 @@ class _TableStore:
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._table[key] = value
+
+
+def _raw_table(app: faust.App, settings: Settings, name: str) -> Any:
+    """A table of raw bytes keyed by raw bytes (ADR 0002).
+
+    faust derives a table's codecs from its key/value *types* and falls back to JSON for
+    anything but a faust Record. The changelog topic (which recovery decodes with) is
+    given raw codecs explicitly, and so are the table's write and store paths.
+    """
+    changelog = app.topic(
+        f"{settings.hub.app_id}-{name}-changelog",
+        partitions=settings.kafka.partitions,
+        compacting=True,
+        deleting=False,
+        acks=False,
+        internal=True,
+        **_RAW,
+    )
+    table = app.Table(
+        name, default=None, partitions=settings.kafka.partitions, changelog_topic=changelog
+    )
+    table.key_serializer = "raw"
+    table.value_serializer = "raw"
+    return table
 
 
 @dataclass(slots=True)
@@ -93,33 +121,16 @@ def build_hub(settings: Settings) -> Hub:
         broker_heartbeat_interval=settings.hub.session_timeout_s / 5,
         logging_config=None,
     )
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    declarations = app.topic(topics.declarations, **raw)
-    responses = app.topic(*topics.all_responses(), **raw)
-    # faust derives a table's codecs from its key/value *types* and falls back to JSON for
-    # anything but a faust Record (ADR 0002). The changelog topic (which recovery reads
-    # with) is given raw codecs explicitly, and so are the table's write and store paths.
-    changelog = app.topic(
-        f"{settings.hub.app_id}-{CASES_TABLE}-changelog",
-        partitions=settings.kafka.partitions,
-        compacting=True,
-        deleting=False,
-        acks=False,
-        internal=True,
-        **raw,
-    )
-    cases = app.Table(
-        CASES_TABLE,
-        default=None,
-        partitions=settings.kafka.partitions,
-        changelog_topic=changelog,
-    )
-    cases.key_serializer = "raw"
-    cases.value_serializer = "raw"
+    declarations = app.topic(topics.declarations, **_RAW)
+    responses = app.topic(*topics.all_responses(), **_RAW)
+    cases = _raw_table(app, settings, CASES_TABLE)
+    seen_messages = _raw_table(app, settings, SEEN_MESSAGES_TABLE)
     context = HubContext(
         topics=topics,
         routing=routing,
-        envelope=PlainEnvelope(HUB_PARTY),
+        envelope=build_envelope(
+            settings.security, HUB_PARTY, topics, TableReplayGuard(seen_messages)
+        ),
         request_deadline_s=settings.hub.request_deadline_s,
         clock=utc_now,
     )
@@ -143,14 +154,14 @@ def build_hub(settings: Settings) -> Hub:
     async def intake_agent(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            source = SourcePosition(message.topic, message.partition, message.offset)
+            source = SourcePosition(message.topic, message.partition, message.offset, event.key)
             await send(intake.handle(bytes(event.value or b""), source))
 
     @app.agent(responses, name="correlation", concurrency=1)
     async def correlation_agent(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            source = SourcePosition(message.topic, message.partition, message.offset)
+            source = SourcePosition(message.topic, message.partition, message.offset, event.key)
             await send(correlation.handle(bytes(event.value or b""), source))
 
     register_web_views(app)

@@ -53,12 +53,29 @@ class ReceivedDecision:
 
 
 class DecisionReader:
-    """Reads ``gun.decisions`` from a position, opening and validating each decision."""
+    """Reads ``gun.decisions``, verifying and decrypting each decision before use.
 
-    def __init__(self, bootstrap_servers: str, topic: str, envelope: Envelope) -> None:
+    Without ``group_id`` it reads every partition from a position (tests, the demo);
+    with one it is a consumer-group member that commits what it has read, as a clearance
+    system would (then its replay memory must be durable too).
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        envelope: Envelope,
+        *,
+        group_id: str | None = None,
+    ) -> None:
+        self._group_id = group_id
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None
+            bootstrap_servers=bootstrap_servers,
+            enable_auto_commit=False,
+            group_id=group_id,
+            auto_offset_reset="earliest",
         )
+        self.rejected: list[EnvelopeRejected] = []
         self._bootstrap_servers = bootstrap_servers
         self._topic = topic
         self._envelope = envelope
@@ -66,6 +83,10 @@ class DecisionReader:
 
     async def start(self, *, from_beginning: bool = False) -> None:
         """Assign every partition, at the end (only new decisions) or the beginning."""
+        if self._group_id is not None:
+            self._consumer.subscribe([self._topic])
+            await self._consumer.start()
+            return
         partitions = await topic_partitions(self._bootstrap_servers, self._topic)
         await self._consumer.start()
         assigned = [TopicPartition(self._topic, p) for p in partitions]
@@ -90,9 +111,15 @@ class DecisionReader:
             batches = await self._consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
-                    decided = self._open(record.value or b"", record.partition, record.offset)
+                    try:
+                        decided = self._open(record.value or b"", record.partition, record.offset)
+                    except EnvelopeRejected as rejection:
+                        self.rejected.append(rejection)  # never acted on
+                        continue
                     if references is None or decided.decision.reference in references:
                         received.append(decided)
+            if batches and self._group_id is not None:
+                await self._consumer.commit()
         return received
 
     def _open(self, data: bytes, partition: int, offset: int) -> ReceivedDecision:

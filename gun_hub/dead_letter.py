@@ -39,6 +39,7 @@ class SourcePosition:
     topic: str
     partition: int
     offset: int
+    key: bytes | None = None
 
 
 def dead_letter_headers(

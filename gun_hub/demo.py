@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
-from gun_hub.envelope import PlainEnvelope
 from gun_hub.kafka.admin import ensure_topics
 from gun_hub.kafka.local_broker import LocalBroker
-from gun_hub.pipeline.context import CLEARANCE_PARTY
 from gun_hub.processes import ProcessGroup, free_port, wait_http_ok
 from gun_hub.routing import load_routing_table
-from gun_hub.settings import Settings
-from gun_hub.topics import topic_registry
+from gun_hub.security.entitlements import CLEARANCE_PARTY, parties
+from gun_hub.security.factory import build_envelope
+from gun_hub.security.keystore import KeystoreFolder
+from gun_hub.security.replay import MemoryReplayGuard
+from gun_hub.settings import SecuritySettings, Settings
+from gun_hub.topics import TopicRegistry, topic_registry
 
 _FIRST_REFERENCE = re.compile(rb"<Reference>[^<]*</Reference>")
 
@@ -62,9 +64,15 @@ def run_demo(
     )
     run_id = time.strftime("%H%M%S")
     partner_port = free_port()
+    # Keys are made for this run only: nothing secret is shipped or reused.
+    security = SecuritySettings(keys_dir=work_dir / "keys", state_dir=work_dir / "state")
+    KeystoreFolder(security.keys_dir).init(parties(topics))
+    say(f"generated signing and encryption keys for {', '.join(parties(topics))}")
     base_env = {
         "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "GUN_HUB_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "GUN_HUB_SECURITY__KEYS_DIR": str(security.keys_dir),
+        "GUN_HUB_SECURITY__STATE_DIR": str(security.state_dir),
     }
     try:
         with ProcessGroup(work_dir / "logs", base_env) as group:
@@ -103,9 +111,7 @@ def run_demo(
                 for index, path in enumerate(files, start=1)
             ]
             say(f"submitting {len(declarations)} sample declarations...")
-            decisions = asyncio.run(
-                _exchange(bootstrap, topics.declarations, topics.decisions, declarations, group)
-            )
+            decisions = asyncio.run(_exchange(bootstrap, topics, security, declarations, group))
             ordered = sorted(decisions, key=lambda d: d.decision.reference)
             return DemoResult(ordered, len(declarations), time.monotonic() - began)
     finally:
@@ -115,15 +121,16 @@ def run_demo(
 
 async def _exchange(
     bootstrap: str,
-    declarations_topic: str,
-    decisions_topic: str,
+    topics: TopicRegistry,
+    security: SecuritySettings,
     declarations: list[bytes],
     group: ProcessGroup,
 ) -> list[ReceivedDecision]:
-    reader = DecisionReader(bootstrap, decisions_topic, PlainEnvelope(CLEARANCE_PARTY))
+    envelope = build_envelope(security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
+    reader = DecisionReader(bootstrap, topics.decisions, envelope)
     await reader.start(from_beginning=False)
     try:
-        references = await submit_declarations(bootstrap, declarations_topic, declarations)
+        references = await submit_declarations(bootstrap, topics.declarations, declarations)
         received: list[ReceivedDecision] = []
         deadline = time.monotonic() + 120
         while len(received) < len(declarations) and time.monotonic() < deadline:

@@ -100,6 +100,25 @@ class AdapterSettings(BaseModel):
     )
 
 
+class SecuritySettings(BaseModel):
+    """Keys and envelope rules (contract section 5, docs/security.md)."""
+
+    keys_dir: Path = Field(
+        DEFAULT_STATE_DIR / "keys",
+        description="Keystore folder: <party>.jwk private keys (mode 0600) and jwks.json.",
+    )
+    message_lifetime_s: PositiveInt = Field(
+        3600, description="How long a sealed message stays acceptable after it is issued."
+    )
+    max_clock_skew_s: PositiveInt = Field(
+        300, description="Allowed difference between a message's iat and the local clock."
+    )
+    state_dir: Path = Field(
+        DEFAULT_STATE_DIR / "state",
+        description="Where adapters and readers keep their replay memory (SQLite).",
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable, grouped by component."""
 
@@ -111,6 +130,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     hub: HubSettings = Field(default_factory=HubSettings)
     adapter: AdapterSettings = Field(default_factory=AdapterSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     log_level: str = Field("INFO", description="Log level of every component.")
 
 

@@ -21,7 +21,17 @@ from gun_hub.kafka.admin import ensure_topics
 from gun_hub.kafka.local_broker import BrokerError, LocalBroker
 from gun_hub.processes import free_port
 from gun_hub.routing import RoutingTable, load_routing_table
-from gun_hub.settings import BrokerSettings, HubSettings, KafkaSettings, Settings
+from gun_hub.security.entitlements import Entitlements
+from gun_hub.security.jose_envelope import JoseEnvelope
+from gun_hub.security.keystore import KeystoreFolder, PartyKeys
+from gun_hub.security.replay import MemoryReplayGuard
+from gun_hub.settings import (
+    BrokerSettings,
+    HubSettings,
+    KafkaSettings,
+    SecuritySettings,
+    Settings,
+)
 from gun_hub.topics import TopicRegistry, topic_registry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,6 +72,24 @@ def kafka_bootstrap(local_broker: LocalBroker | None) -> str:
     return local_broker.bootstrap_servers
 
 
+PARTIES = ["hub", "clearance", "cites", "dga", "dgal"]
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keys of every party, generated for this test session only."""
+    folder = tmp_path_factory.mktemp("keys")
+    KeystoreFolder(folder).init(PARTIES, force=True)
+    return folder
+
+
+def envelope_of(party: str, topics: TopicRegistry, keys_dir: Path) -> JoseEnvelope:
+    """``party``'s envelope with in-memory replay memory (a fresh one per call)."""
+    return JoseEnvelope(
+        PartyKeys.load(keys_dir, party), Entitlements.from_registry(topics), MemoryReplayGuard()
+    )
+
+
 @dataclass(frozen=True)
 class KafkaEnv:
     """A broker plus a topic prefix of the test's own, with every topic created."""
@@ -70,6 +98,8 @@ class KafkaEnv:
     prefix: str
     topics: TopicRegistry
     routing: RoutingTable
+    keys_dir: Path
+    state_dir: Path
 
     def settings(self, **hub: object) -> Settings:
         return Settings(
@@ -77,7 +107,11 @@ class KafkaEnv:
                 bootstrap_servers=self.bootstrap, topic_prefix=self.prefix, partitions=PARTITIONS
             ),
             hub=HubSettings(**hub),  # type: ignore[arg-type]
+            security=SecuritySettings(keys_dir=self.keys_dir, state_dir=self.state_dir),
         )
+
+    def envelope(self, party: str) -> JoseEnvelope:
+        return envelope_of(party, self.topics, self.keys_dir)
 
     def env(self) -> dict[str, str]:
         """Environment variables that point a child process at this broker and prefix."""
@@ -86,17 +120,19 @@ class KafkaEnv:
             "GUN_HUB_KAFKA__TOPIC_PREFIX": self.prefix,
             "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
             "GUN_HUB_HUB__APP_ID": f"{self.prefix}-hub",
+            "GUN_HUB_SECURITY__KEYS_DIR": str(self.keys_dir),
+            "GUN_HUB_SECURITY__STATE_DIR": str(self.state_dir),
         }
 
 
 @pytest.fixture
-def kafka_env(kafka_bootstrap: str) -> KafkaEnv:
+def kafka_env(kafka_bootstrap: str, keys_dir: Path, tmp_path: Path) -> KafkaEnv:
     """Fresh topics (own prefix) on the session broker, so tests never see each other."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     routing = load_routing_table(REPO / "config" / "routing.toml")
     topics = topic_registry(prefix, routing.authorities)
     asyncio.run(ensure_topics(kafka_bootstrap, topics, PARTITIONS, 1))
-    return KafkaEnv(kafka_bootstrap, prefix, topics, routing)
+    return KafkaEnv(kafka_bootstrap, prefix, topics, routing, keys_dir, tmp_path / "state")
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_headers
 from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected
 from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse
 from gun_hub.outbox import Outbox
-from gun_hub.pipeline.context import HUB_PARTY
+from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.settings import Settings
 from gun_hub.topics import TopicRegistry
 
@@ -122,7 +122,7 @@ class AdapterRunner:
         return outbox
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes], outbox: Outbox) -> None:
-        source = SourcePosition(record.topic, record.partition, record.offset)
+        source = SourcePosition(record.topic, record.partition, record.offset, record.key)
         data = record.value or b""
         try:
             opened = self._envelope.open(data, topic=record.topic)
@@ -133,6 +133,16 @@ class AdapterRunner:
             request = AuthorityRequest.model_validate_json(opened.payload)
         except ValidationError as err:
             self._dead_letter(outbox, data, source, ErrorClass.PERMANENT, "REQUEST_INVALID", err)
+            return
+        if record.key is not None and record.key != request.reference.encode():
+            self._dead_letter(
+                outbox,
+                data,
+                source,
+                ErrorClass.SECURITY,
+                "REQUEST_KEY_MISMATCH",
+                ValueError(f"request about {request.reference!r} under another record key"),
+            )
             return
         if request.authority != self._spec.authority or opened.sender != HUB_PARTY:
             self._dead_letter(

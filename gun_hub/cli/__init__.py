@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gun_hub.cli import components, demo, io, kafka
+from gun_hub.cli import components, demo, io, kafka, keys
 
 app = typer.Typer(
     name="gun-hub",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(kafka.app, name="kafka")
 app.add_typer(kafka.topics_app, name="topics")
+app.add_typer(keys.app, name="keys")
 components.register(app)
 io.register(app)
 demo.register(app)

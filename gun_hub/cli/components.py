@@ -10,9 +10,9 @@ from pathlib import Path
 import typer
 
 from gun_hub.cli.kafka import registry_for, routing_for
-from gun_hub.envelope import PlainEnvelope
 from gun_hub.kafka.admin import ensure_topics, wait_for_cluster
 from gun_hub.logs import configure_logging
+from gun_hub.security.factory import build_envelope
 from gun_hub.settings import Settings, load_settings
 
 
@@ -71,11 +71,12 @@ def adapter(
     _prepare_cluster(settings)
 
     async def run() -> None:
+        topics = registry_for(settings)
         runner = AdapterRunner(
             spec,
             settings,
-            registry_for(settings),
-            PlainEnvelope(authority),
+            topics,
+            build_envelope(settings.security, authority, topics),
             spec.build_partner(settings.adapter),
         )
         loop = asyncio.get_running_loop()

@@ -9,8 +9,8 @@ import typer
 
 from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
 from gun_hub.cli.kafka import registry_for
-from gun_hub.envelope import PlainEnvelope
-from gun_hub.pipeline.context import CLEARANCE_PARTY
+from gun_hub.security.entitlements import CLEARANCE_PARTY
+from gun_hub.security.factory import build_envelope
 from gun_hub.settings import load_settings
 
 
@@ -47,24 +47,34 @@ def submit(
 def decisions(
     count: int = typer.Option(10, help="Stop after this many decisions."),
     timeout: float = typer.Option(30.0, help="Stop after this many seconds."),
-    from_beginning: bool = typer.Option(True, help="Read the topic from its start."),
+    group: str = typer.Option(
+        "gun-clearance", help="Consumer group: each decision is read once per group."
+    ),
 ) -> None:
-    """Read, verify and print decisions, as the clearance system would."""
+    """Verify, decrypt and print new decisions, as the clearance system would.
+
+    The reader holds the clearance system's private key, commits what it has read and
+    remembers message ids durably, so a replayed decision is refused.
+    """
     settings = load_settings()
     topics = registry_for(settings)
 
-    async def read() -> list[ReceivedDecision]:
+    async def read() -> tuple[list[ReceivedDecision], int]:
+        envelope = build_envelope(settings.security, CLEARANCE_PARTY, topics)
         reader = DecisionReader(
-            settings.kafka.bootstrap_servers, topics.decisions, PlainEnvelope(CLEARANCE_PARTY)
+            settings.kafka.bootstrap_servers, topics.decisions, envelope, group_id=group
         )
-        await reader.start(from_beginning=from_beginning)
+        await reader.start()
         try:
-            return await reader.collect(expected=count, timeout_s=timeout)
+            return await reader.collect(expected=count, timeout_s=timeout), len(reader.rejected)
         finally:
             await reader.stop()
 
-    for received in asyncio.run(read()):
-        typer.echo(format_decision(received))
+    received, rejected = asyncio.run(read())
+    for decision in received:
+        typer.echo(format_decision(decision))
+    if rejected:
+        typer.echo(f"{rejected} message(s) failed verification and were ignored", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,12 +14,10 @@ from gun_hub.envelope import ContentType, Envelope
 from gun_hub.model.decision import Decision
 from gun_hub.outbox import Outbox
 from gun_hub.routing import RoutingTable
+from gun_hub.security.entitlements import CLEARANCE_PARTY
 from gun_hub.status_events import StatusEvent, StatusKind
 from gun_hub.topics import TopicRegistry
 from gun_hub.xml.decision_codec import encode_decision
-
-CLEARANCE_PARTY = "clearance"
-HUB_PARTY = "hub"
 
 
 class CaseStore(Protocol):

@@ -36,6 +36,18 @@ class Correlation:
         except ValidationError as err:
             self._dead_letter(outbox, data, source, ErrorClass.PERMANENT, "RESPONSE_INVALID", err)
             return outbox
+        if source.key is not None and source.key != response.reference.encode():
+            # Records of a declaration share a key (and so a partition, where its case
+            # and replay memory live); an answer moved to another key is a forgery.
+            self._dead_letter(
+                outbox,
+                data,
+                source,
+                ErrorClass.SECURITY,
+                "RESPONSE_KEY_MISMATCH",
+                ValueError(f"answer about {response.reference!r} under another record key"),
+            )
+            return outbox
         if opened.sender != response.authority or source.topic != self._ctx.topics.responses(
             response.authority
         ):

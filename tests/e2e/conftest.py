@@ -13,8 +13,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
-from gun_hub.envelope import PlainEnvelope
-from gun_hub.pipeline.context import CLEARANCE_PARTY
 from gun_hub.processes import ProcessGroup, free_port, wait_http_ok
 from gun_hub.status_events import StatusEvent
 from tests.conftest import KafkaEnv
@@ -54,7 +52,7 @@ class Pipeline:
         """Every decision on the topic once ``expected`` are there, plus any that follow
         within ``settle_s`` (which would be duplicates)."""
         reader = DecisionReader(
-            self.kafka.bootstrap, self.kafka.topics.decisions, PlainEnvelope(CLEARANCE_PARTY)
+            self.kafka.bootstrap, self.kafka.topics.decisions, self.kafka.envelope("clearance")
         )
         await reader.start(from_beginning=True)
         received: list[ReceivedDecision] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from gun_hub.envelope import PlainEnvelope
 from gun_hub.model.declaration import Stage
 from gun_hub.model.exchange import AuthorityRequest, Operation
 from gun_hub.model.verdicts import Outcome
@@ -36,7 +35,7 @@ async def test_three_authorities_get_exactly_one_request_each_with_only_their_it
     for authority, items in expected_items.items():
         [record] = await hub_only.records(topics.requests(authority), expected=1)
         assert record.key == b"26FRFAN00000000001"
-        opened = PlainEnvelope(authority).open(record.value or b"", topic=record.topic)
+        opened = hub_only.kafka.envelope(authority).open(record.value or b"", topic=record.topic)
         request = AuthorityRequest.model_validate_json(opened.payload)
         assert request.operation is Operation.RESERVE
         assert [item.number for item in request.items] == items
@@ -76,7 +75,7 @@ async def test_a_cancellation_asks_each_authority_to_delete(hub_only: Pipeline) 
     records = await hub_only.records(hub_only.kafka.topics.requests("dgal"), expected=2)
     operations = [
         AuthorityRequest.model_validate_json(
-            PlainEnvelope("dgal").open(r.value or b"", topic=r.topic).payload
+            hub_only.kafka.envelope("dgal").open(r.value or b"", topic=r.topic).payload
         ).operation
         for r in records
     ]

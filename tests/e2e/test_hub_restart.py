@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from gun_hub.envelope import ContentType, PlainEnvelope
+from gun_hub.envelope import ContentType
 from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
 from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.pipeline.context import HUB_PARTY
+from gun_hub.security.entitlements import HUB_PARTY
 from tests.builders import declaration_xml
 from tests.e2e.conftest import Pipeline
 
@@ -36,7 +36,7 @@ async def answer_valid(pipeline: Pipeline, request: AuthorityRequest) -> None:
         ),
         answered_at=datetime.now(UTC),
     )
-    sealed = PlainEnvelope("dgal").seal(
+    sealed = pipeline.kafka.envelope("dgal").seal(
         response.model_dump_json().encode(),
         recipient=HUB_PARTY,
         topic=topic,
@@ -57,7 +57,7 @@ async def test_an_answer_after_a_restart_without_local_state_still_decides(
     await hub_only.submit([declaration_xml(reference="26FRRESTART0000001")])
     [record] = await hub_only.records(hub_only.kafka.topics.requests("dgal"), expected=1)
     request = AuthorityRequest.model_validate_json(
-        PlainEnvelope("dgal").open(record.value or b"", topic=record.topic).payload
+        hub_only.kafka.envelope("dgal").open(record.value or b"", topic=record.topic).payload
     )
 
     hub_only.restart_hub(sig=sig, wipe_local_state=True)

@@ -14,11 +14,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from adapters.base import load_adapter
 from adapters.base.runner import AdapterRunner
 from gun_hub.dead_letter import HEADER_ERROR_KIND, header_value
-from gun_hub.envelope import ContentType, PlainEnvelope
+from gun_hub.envelope import ContentType
 from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, Operation
 from gun_hub.model.verdicts import Verdict
-from gun_hub.pipeline.context import HUB_PARTY
 from gun_hub.routing import build_requests, route_documents
+from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.settings import AdapterSettings
 from tests.builders import declaration, document, goods_item
 from tests.conftest import KafkaEnv
@@ -44,7 +44,7 @@ async def adapter(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator
         spec,
         settings,
         kafka_env.topics,
-        PlainEnvelope("dgal"),
+        kafka_env.envelope("dgal"),
         spec.build_partner(settings.adapter),
     )
     ready = asyncio.Event()
@@ -78,7 +78,7 @@ async def send(kafka_env: KafkaEnv, *values: bytes) -> None:
 
 
 def seal(kafka_env: KafkaEnv, request: AuthorityRequest) -> bytes:
-    return PlainEnvelope(HUB_PARTY).seal(
+    return kafka_env.envelope(HUB_PARTY).seal(
         request.model_dump_json().encode(),
         recipient="dgal",
         topic=kafka_env.topics.requests("dgal"),
@@ -103,7 +103,7 @@ async def read(kafka_env: KafkaEnv, topic: str, count: int) -> list[ConsumerReco
 
 
 def response_of(kafka_env: KafkaEnv, record: ConsumerRecord[bytes, bytes]) -> AuthorityResponse:
-    opened = PlainEnvelope(HUB_PARTY).open(record.value or b"", topic=record.topic)
+    opened = kafka_env.envelope(HUB_PARTY).open(record.value or b"", topic=record.topic)
     assert opened.sender == "dgal"
     return AuthorityResponse.model_validate_json(opened.payload)
 

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from gun_hub.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
-from gun_hub.envelope import ContentType, PlainEnvelope
+from gun_hub.envelope import ContentType
 from gun_hub.model.declaration import Stage
 from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
 from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.outbox import Outbox
-from gun_hub.pipeline.context import CLEARANCE_PARTY, HUB_PARTY, HubContext
+from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.intake import Intake
 from gun_hub.routing import RoutingTable
+from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
 from gun_hub.status_events import StatusEvent, StatusKind
 from gun_hub.topics import topic_registry
 from gun_hub.xml.decision_codec import DecisionCodec
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import declaration_xml, document, goods_item
+from tests.conftest import envelope_of
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 SOURCE = SourcePosition("gun.declarations", 0, 0)
@@ -29,13 +32,14 @@ SOURCE = SourcePosition("gun.declarations", 0, 0)
 class Hub:
     """The two processing steps sharing one dict as their case store."""
 
-    def __init__(self, routing: RoutingTable) -> None:
+    def __init__(self, routing: RoutingTable, keys_dir: Path) -> None:
         self.topics = topic_registry("gun", routing.authorities)
+        self.keys_dir = keys_dir
         self.cases: dict[bytes, bytes] = {}
         context = HubContext(
             topics=self.topics,
             routing=routing,
-            envelope=PlainEnvelope(HUB_PARTY),
+            envelope=envelope_of(HUB_PARTY, self.topics, keys_dir),
             request_deadline_s=30,
             clock=lambda: NOW,
         )
@@ -45,7 +49,7 @@ class Hub:
     def answer(self, outbox: Outbox, authority: str, verdict: Verdict) -> Outbox:
         """What ``authority``'s adapter would reply to the request in ``outbox``."""
         [record] = outbox.to(self.topics.requests(authority))
-        adapter = PlainEnvelope(authority)
+        adapter = envelope_of(authority, self.topics, self.keys_dir)
         request = AuthorityRequest.model_validate_json(
             adapter.open(record.value, topic=self.topics.requests(authority)).payload
         )
@@ -75,7 +79,7 @@ class Hub:
         )
 
     def decisions(self, outbox: Outbox) -> list[tuple[str, int, Outcome]]:
-        clearance = PlainEnvelope(CLEARANCE_PARTY)
+        clearance = envelope_of(CLEARANCE_PARTY, self.topics, self.keys_dir)
         codec = DecisionCodec()
         found = []
         for record in outbox.to(self.topics.decisions):
@@ -92,8 +96,8 @@ class Hub:
 
 
 @pytest.fixture
-def hub(routing_table: RoutingTable) -> Hub:
-    return Hub(routing_table)
+def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
+    return Hub(routing_table, keys_dir)
 
 
 def test_a_valid_answer_releases_the_declaration(hub: Hub) -> None:
@@ -155,7 +159,7 @@ def test_prelodged_asks_for_a_check_and_gives_advice(hub: Hub) -> None:
     sent = hub.intake.handle(declaration_xml(stage=Stage.PRELODGED), SOURCE)
     [record] = sent.to(hub.topics.requests("dgal"))
     request = AuthorityRequest.model_validate_json(
-        PlainEnvelope("dgal").open(record.value, topic=record.topic).payload
+        envelope_of("dgal", hub.topics, hub.keys_dir).open(record.value, topic=record.topic).payload
     )
     assert request.operation.value == "CHECK"
     assert hub.decisions(hub.answer(sent, "dgal", Verdict.QUANTITY_INSUFFICIENT)) == [
@@ -178,4 +182,5 @@ def test_a_tampered_response_is_dead_lettered_not_acted_on(hub: Hub) -> None:
     assert hub.decisions(out) == []
     [dead] = out.to(hub.topics.dlq)
     assert header_value(dead.headers, HEADER_ERROR_KIND) == "ENVELOPE_MALFORMED"
+    assert dead.value == b"not-an-envelope"
     assert len(hub.decisions(hub.answer(sent, "dgal", Verdict.VALID))) == 1

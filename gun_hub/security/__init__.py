@@ -1,0 +1,1 @@
+"""Security: keys, the signed-then-encrypted envelope, replay memory, entitlements, audit."""

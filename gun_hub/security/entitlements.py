@@ -1,0 +1,42 @@
+"""Who may send on which topic, and to whom each topic's messages are addressed.
+
+Derived from the topic registry, so adding an authority adds its rules: the hub alone
+writes requests and decisions; an authority alone answers on its own response topic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gun_hub.topics import TopicRegistry
+
+HUB_PARTY = "hub"
+CLEARANCE_PARTY = "clearance"
+
+
+@dataclass(frozen=True, slots=True)
+class Entitlements:
+    senders: dict[str, str]
+    recipients: dict[str, str]
+
+    @classmethod
+    def from_registry(cls, topics: TopicRegistry) -> Entitlements:
+        senders = {topics.decisions: HUB_PARTY}
+        recipients = {topics.decisions: CLEARANCE_PARTY}
+        for authority in topics.authorities:
+            senders[topics.requests(authority)] = HUB_PARTY
+            recipients[topics.requests(authority)] = authority
+            senders[topics.responses(authority)] = authority
+            recipients[topics.responses(authority)] = HUB_PARTY
+        return cls(senders, recipients)
+
+    def may_send(self, party: str, topic: str) -> bool:
+        return self.senders.get(topic) == party
+
+    def recipient_of(self, topic: str) -> str | None:
+        return self.recipients.get(topic)
+
+
+def parties(topics: TopicRegistry) -> list[str]:
+    """Every party that holds keys: the hub, the clearance system, each authority."""
+    return [HUB_PARTY, CLEARANCE_PARTY, *topics.authorities]

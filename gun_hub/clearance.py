@@ -123,7 +123,9 @@ class DecisionReader:
         return received
 
     def _open(self, data: bytes, partition: int, offset: int) -> ReceivedDecision:
-        opened = self._envelope.open(data, topic=self._topic)
+        opened = self._envelope.open(
+            data, topic=self._topic, position=f"{self._topic}/{partition}/{offset}"
+        )
         return ReceivedDecision(self._codec.decode(opened.payload), opened, partition, offset)
 
 

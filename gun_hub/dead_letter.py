@@ -41,6 +41,10 @@ class SourcePosition:
     offset: int
     key: bytes | None = None
 
+    def describe(self) -> str:
+        """``topic/partition/offset``: where a record sits in the log."""
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
 
 def dead_letter_headers(
     *,

@@ -125,7 +125,7 @@ class AdapterRunner:
         source = SourcePosition(record.topic, record.partition, record.offset, record.key)
         data = record.value or b""
         try:
-            opened = self._envelope.open(data, topic=record.topic)
+            opened = self._envelope.open(data, topic=record.topic, position=source.describe())
         except EnvelopeRejected as rejection:
             self._dead_letter(outbox, data, source, ErrorClass.SECURITY, rejection.kind, rejection)
             return

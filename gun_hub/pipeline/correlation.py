@@ -26,7 +26,7 @@ class Correlation:
     def handle(self, data: bytes, source: SourcePosition) -> Outbox:
         outbox = Outbox()
         try:
-            opened = self._ctx.envelope.open(data, topic=source.topic)
+            opened = self._ctx.envelope.open(data, topic=source.topic, position=source.describe())
         except EnvelopeRejected as rejection:
             metrics.ENVELOPE_REJECTIONS.labels(kind=rejection.kind.value).inc()
             self._dead_letter(outbox, data, source, ErrorClass.SECURITY, rejection.kind, rejection)

@@ -122,10 +122,10 @@ class JoseEnvelope:
         )
         return sealed.encode("ascii")
 
-    def open(self, sealed: bytes, *, topic: str) -> OpenedMessage:
+    def open(self, sealed: bytes, *, topic: str, position: str | None = None) -> OpenedMessage:
         signed = self._decrypt(sealed)
         header, payload = self._verify(signed)
-        return self._check_claims(header, payload, topic)
+        return self._check_claims(header, payload, topic, position)
 
     # -- outer layer: confidentiality ----------------------------------------------------
 
@@ -187,7 +187,9 @@ class JoseEnvelope:
             )
         return dict(verified.headers()), bytes(verified.payload)
 
-    def _check_claims(self, header: dict[str, Any], payload: bytes, topic: str) -> OpenedMessage:
+    def _check_claims(
+        self, header: dict[str, Any], payload: bytes, topic: str, position: str | None
+    ) -> OpenedMessage:
         sender = str(header["iss"])
         if header.get("topic") != topic:
             raise EnvelopeRejected(
@@ -215,7 +217,9 @@ class JoseEnvelope:
             )
         if expires_at - issued_at > self._policy.lifetime_s + skew:
             raise EnvelopeRejected(Kind.EXPIRED, "lifetime longer than policy allows")
-        if not self._replay.first_sighting(message_id, expires_at + skew):
+        # Without a position every second sighting is a replay.
+        where = position or uuid.uuid4().hex
+        if not self._replay.first_sighting(message_id, expires_at + skew, where):
             raise EnvelopeRejected(Kind.REPLAY, f"message {message_id} was already received")
         return OpenedMessage(
             payload=payload,

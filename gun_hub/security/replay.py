@@ -1,4 +1,9 @@
-"""Replay memory: a message id (``jti``) is accepted once while its message can be valid.
+"""Replay memory: a message id (``jti``) is accepted at one position of the log only.
+
+A *replay* is a copy of a message published again (at another topic, partition or
+offset): refused. A *redelivery* is the same record read again after a consumer crashed
+before committing: accepted, because at-least-once processing depends on it and every
+handler is idempotent. So each id is remembered with the position it was first read at.
 
 An envelope is acceptable only until ``exp`` (plus the allowed clock skew), so an id
 needs remembering only that long. The hub keeps ids in a faust table (changelog-backed,
@@ -14,8 +19,9 @@ from typing import Any, Protocol
 
 
 class ReplayGuard(Protocol):
-    def first_sighting(self, message_id: str, expires_at: int) -> bool:
-        """Record ``message_id``; False if it was already recorded (a replay)."""
+    def first_sighting(self, message_id: str, expires_at: int, position: str) -> bool:
+        """Record ``message_id`` read at ``position``; False if it was already read
+        elsewhere (a replay). The same position again is a redelivery: True."""
         ...
 
 
@@ -23,13 +29,10 @@ class MemoryReplayGuard:
     """For one-shot readers and unit tests: forgets everything at exit."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, int] = {}
+        self._seen: dict[str, str] = {}
 
-    def first_sighting(self, message_id: str, expires_at: int) -> bool:
-        if message_id in self._seen:
-            return False
-        self._seen[message_id] = expires_at
-        return True
+    def first_sighting(self, message_id: str, expires_at: int, position: str) -> bool:
+        return self._seen.setdefault(message_id, position) == position
 
 
 class SqliteReplayGuard:
@@ -43,36 +46,41 @@ class SqliteReplayGuard:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS seen (jti TEXT PRIMARY KEY, expires_at INTEGER)"
+            "CREATE TABLE IF NOT EXISTS seen "
+            "(jti TEXT PRIMARY KEY, expires_at INTEGER, position TEXT)"
         )
         self._keep_s = keep_after_expiry_s
         self._inserts = 0
 
-    def first_sighting(self, message_id: str, expires_at: int) -> bool:
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO seen (jti, expires_at) VALUES (?, ?)",
-            (message_id, expires_at),
+    def first_sighting(self, message_id: str, expires_at: int, position: str) -> bool:
+        self._db.execute(
+            "INSERT OR IGNORE INTO seen (jti, expires_at, position) VALUES (?, ?, ?)",
+            (message_id, expires_at, position),
         )
+        (first_position,) = self._db.execute(
+            "SELECT position FROM seen WHERE jti = ?", (message_id,)
+        ).fetchone()
         self._inserts += 1
         if self._inserts % self._PRUNE_EVERY == 0:
             self._db.execute(
                 "DELETE FROM seen WHERE expires_at < ?", (int(time.time()) - self._keep_s,)
             )
-        return cursor.rowcount == 1
+        return bool(first_position == position)
 
     def close(self) -> None:
         self._db.close()
 
 
 class TableReplayGuard:
-    """Backed by a faust table of raw bytes (``jti`` -> expiry), read in event context."""
+    """Backed by a faust table of raw bytes (``jti`` -> position), read in event context."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
 
-    def first_sighting(self, message_id: str, expires_at: int) -> bool:
+    def first_sighting(self, message_id: str, expires_at: int, position: str) -> bool:
         key = message_id.encode()
-        if self._table.get(key) is not None:
-            return False
-        self._table[key] = str(expires_at).encode()
+        first = self._table.get(key)
+        if first is not None:
+            return bool(first == position.encode())
+        self._table[key] = position.encode()
         return True

@@ -67,18 +67,20 @@ def request_for(kafka_env: KafkaEnv, quantity: str, reference: str) -> Authority
     return request
 
 
-async def send(kafka_env: KafkaEnv, *values: bytes) -> None:
+async def send(kafka_env: KafkaEnv, *records: tuple[bytes, bytes]) -> None:
+    """Publish ``(key, value)`` records on DGAL's request topic, in order."""
     producer = AIOKafkaProducer(bootstrap_servers=kafka_env.bootstrap)
     await producer.start()
     try:
-        for value in values:
-            await producer.send_and_wait(kafka_env.topics.requests("dgal"), value, key=b"k")
+        for key, value in records:
+            await producer.send_and_wait(kafka_env.topics.requests("dgal"), value, key=key)
     finally:
         await producer.stop()
 
 
-def seal(kafka_env: KafkaEnv, request: AuthorityRequest) -> bytes:
-    return kafka_env.envelope(HUB_PARTY).seal(
+def seal(kafka_env: KafkaEnv, request: AuthorityRequest) -> tuple[bytes, bytes]:
+    """The record the hub would publish for ``request``: keyed by reference, sealed."""
+    return request.reference.encode(), kafka_env.envelope(HUB_PARTY).seal(
         request.model_dump_json().encode(),
         recipient="dgal",
         topic=kafka_env.topics.requests("dgal"),
@@ -119,14 +121,31 @@ async def test_a_covered_reservation_is_answered_valid_and_reserved(
     assert partner.store.balances("CHEDP.FR.2026.0001234")[0].reserved == Decimal(400)
 
 
-async def test_a_redelivered_request_gives_the_same_answer_and_reserves_once(
+async def test_a_request_sent_again_gives_the_same_answer_and_reserves_once(
     kafka_env: KafkaEnv, adapter: AdapterRunner, partner: RunningPartner
 ) -> None:
-    sealed = seal(kafka_env, request_for(kafka_env, "700", "26FR000690I0000102"))
-    await send(kafka_env, sealed, sealed)
+    # What a hub restarted mid-batch does: the same request in a new envelope.
+    request = request_for(kafka_env, "700", "26FR000690I0000102")
+    await send(kafka_env, seal(kafka_env, request), seal(kafka_env, request))
     records = await read(kafka_env, kafka_env.topics.responses("dgal"), 2)
-    assert [response_of(kafka_env, r).answers[0].verdict for r in records] == [Verdict.VALID] * 2
+    responses = [response_of(kafka_env, r) for r in records]
+    assert [r.answers[0].verdict for r in responses] == [Verdict.VALID] * 2
+    assert {r.request_id for r in responses} == {request.request_id}
     assert partner.store.balances("CHEDP.FR.2026.0001234")[0].reserved == Decimal(700)
+
+
+async def test_a_replayed_record_is_dead_lettered_and_not_acted_on(
+    kafka_env: KafkaEnv, adapter: AdapterRunner, partner: RunningPartner
+) -> None:
+    first = seal(kafka_env, request_for(kafka_env, "300", "26FR000690I0000106"))
+    await send(kafka_env, first)
+    await read(kafka_env, kafka_env.topics.responses("dgal"), 1)
+    partner.store.delete("CHEDP.FR.2026.0001234", "26FR000690I0000106")  # a clean ledger
+    await send(kafka_env, first)  # the very same bytes, published again
+    [dead] = await read(kafka_env, kafka_env.topics.dlq, 1)
+    assert header_value(list(dead.headers), HEADER_ERROR_KIND) == "ENVELOPE_REPLAY"
+    assert partner.store.balances("CHEDP.FR.2026.0001234")[0].reserved == 0
+    assert len(await read(kafka_env, kafka_env.topics.responses("dgal"), 1)) == 1
 
 
 async def test_an_unknown_refusal_ends_as_the_partners_code(
@@ -143,7 +162,7 @@ async def test_garbage_goes_to_the_dead_letter_topic_and_the_adapter_goes_on(
     kafka_env: KafkaEnv, adapter: AdapterRunner
 ) -> None:
     good = seal(kafka_env, request_for(kafka_env, "1", "26FR000690I0000104"))
-    await send(kafka_env, b"\x00garbage", good)
+    await send(kafka_env, (b"26FR000690I0000104", b"\x00garbage"), good)
     [dead] = await read(kafka_env, kafka_env.topics.dlq, 1)
     assert dead.value == b"\x00garbage"
     assert header_value(list(dead.headers), HEADER_ERROR_KIND) == "ENVELOPE_MALFORMED"

@@ -96,8 +96,20 @@ def test_another_authority_cannot_decrypt_a_request(keys_dir: Path) -> None:
 def test_a_replayed_message_is_refused(keys_dir: Path) -> None:
     dgal = envelope_of("dgal", TOPICS, keys_dir)
     sealed = seal_request(keys_dir)
-    dgal.open(sealed, topic=REQUESTS_DGAL)
-    assert refused(dgal, sealed) is Kind.REPLAY
+    dgal.open(sealed, topic=REQUESTS_DGAL, position=f"{REQUESTS_DGAL}/0/7")
+    with pytest.raises(EnvelopeRejected) as rejection:
+        dgal.open(sealed, topic=REQUESTS_DGAL, position=f"{REQUESTS_DGAL}/0/8")
+    assert rejection.value.kind is Kind.REPLAY
+
+
+def test_the_same_record_read_again_after_a_crash_is_a_redelivery_not_a_replay(
+    keys_dir: Path,
+) -> None:
+    dgal = envelope_of("dgal", TOPICS, keys_dir)
+    sealed = seal_request(keys_dir)
+    first = dgal.open(sealed, topic=REQUESTS_DGAL, position=f"{REQUESTS_DGAL}/0/7")
+    again = dgal.open(sealed, topic=REQUESTS_DGAL, position=f"{REQUESTS_DGAL}/0/7")
+    assert again.message_id == first.message_id
 
 
 def test_a_message_read_from_another_topic_is_refused(keys_dir: Path) -> None:

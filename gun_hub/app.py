@@ -19,12 +19,16 @@ import faust
 
 from gun_hub.dead_letter import SourcePosition
 from gun_hub.outbox import Outbox
+from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.intake import Intake
 from gun_hub.routing import RoutingTable, load_routing_table
-from gun_hub.security.entitlements import HUB_PARTY
-from gun_hub.security.factory import build_envelope
+from gun_hub.security.audit import AuditTrail
+from gun_hub.security.entitlements import HUB_PARTY, Entitlements
+from gun_hub.security.factory import policy_from
+from gun_hub.security.jose_envelope import JoseEnvelope
+from gun_hub.security.keystore import PartyKeys
 from gun_hub.security.replay import TableReplayGuard
 from gun_hub.settings import Settings
 from gun_hub.topics import TopicRegistry, topic_registry
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CASES_TABLE = "cases"
 SEEN_MESSAGES_TABLE = "seen-messages"
+AUDIT_HEADS_TABLE = "audit-heads"
 _RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 
 
@@ -123,13 +128,24 @@ def build_hub(settings: Settings) -> Hub:
     )
     declarations = app.topic(topics.declarations, **_RAW)
     responses = app.topic(*topics.all_responses(), **_RAW)
+    dead_letters = app.topic(topics.dlq, **_RAW)
     cases = _raw_table(app, settings, CASES_TABLE)
     seen_messages = _raw_table(app, settings, SEEN_MESSAGES_TABLE)
+    audit_heads = _raw_table(app, settings, AUDIT_HEADS_TABLE)
+    keys = PartyKeys.load(settings.security.keys_dir, HUB_PARTY)
     context = HubContext(
         topics=topics,
         routing=routing,
-        envelope=build_envelope(
-            settings.security, HUB_PARTY, topics, TableReplayGuard(seen_messages)
+        envelope=JoseEnvelope(
+            keys,
+            Entitlements.from_registry(topics),
+            TableReplayGuard(seen_messages),
+            policy_from(settings.security),
+        ),
+        audit=AuditTrail(
+            _TableStore(audit_heads),
+            keys.signing_key,
+            checkpoint_every=settings.hub.audit_checkpoint_every,
         ),
         request_deadline_s=settings.hub.request_deadline_s,
         clock=utc_now,
@@ -138,6 +154,7 @@ def build_hub(settings: Settings) -> Hub:
     codec = DeclarationCodec(XmlLimits(max_bytes=settings.hub.max_declaration_bytes))
     intake = Intake(context, codec, store)
     correlation = Correlation(context, store)
+    audit_keeper = AuditKeeper(context)
 
     async def send(outbox: Outbox) -> None:
         for record in outbox.records:
@@ -145,7 +162,7 @@ def build_hub(settings: Settings) -> Hub:
                 record.topic,
                 record.key,
                 record.value,
-                partition=None,
+                partition=record.partition,
                 timestamp=None,
                 headers=record.headers,
             )
@@ -163,6 +180,13 @@ def build_hub(settings: Settings) -> Hub:
             message = event.message
             source = SourcePosition(message.topic, message.partition, message.offset, event.key)
             await send(correlation.handle(bytes(event.value or b""), source))
+
+    @app.agent(dead_letters, name="audit-keeper", concurrency=1)
+    async def audit_keeper_agent(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            source = SourcePosition(message.topic, message.partition, message.offset, event.key)
+            await send(audit_keeper.handle(list(event.headers or []), source))
 
     register_web_views(app)
     return Hub(app=app, topics=topics, routing=routing)

@@ -13,6 +13,7 @@ class OutgoingRecord:
     key: bytes | None
     value: bytes
     headers: Headers = field(default_factory=list)
+    partition: int | None = None  # None: the key's partition (the default partitioner)
 
 
 @dataclass(slots=True)
@@ -22,9 +23,15 @@ class Outbox:
     records: list[OutgoingRecord] = field(default_factory=list)
 
     def add(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers | None = None,
+        *,
+        partition: int | None = None,
     ) -> None:
-        self.records.append(OutgoingRecord(topic, key, value, headers or []))
+        self.records.append(OutgoingRecord(topic, key, value, headers or [], partition))
 
     def to(self, topic: str) -> list[OutgoingRecord]:
         """The records bound for one topic (mostly for tests)."""

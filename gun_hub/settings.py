@@ -73,6 +73,9 @@ class HubSettings(BaseModel):
         default_factory=lambda: config_path("routing.toml"),
         description="TOML file mapping document codes to authorities.",
     )
+    audit_checkpoint_every: PositiveInt = Field(
+        100, description="Audit records between two checkpoints signed by the hub."
+    )
     session_timeout_s: float = Field(
         10.0,
         description="Consumer-group session timeout: how long a crashed worker holds its "

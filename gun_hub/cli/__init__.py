@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gun_hub.cli import components, demo, io, kafka, keys
+from gun_hub.cli import audit, components, demo, io, kafka, keys
 
 app = typer.Typer(
     name="gun-hub",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.add_typer(kafka.app, name="kafka")
 app.add_typer(kafka.topics_app, name="topics")
 app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
 components.register(app)
 io.register(app)
 demo.register(app)

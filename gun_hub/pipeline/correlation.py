@@ -62,10 +62,10 @@ class Correlation:
                 ),
             )
             return outbox
-        self._record(outbox, response)
+        self._record(outbox, response, source.partition)
         return outbox
 
-    def _record(self, outbox: Outbox, response: AuthorityResponse) -> None:
+    def _record(self, outbox: Outbox, response: AuthorityResponse, partition: int) -> None:
         key = response.reference.encode()
         stored = self._cases.get(key)
         case = Case.from_bytes(stored) if stored is not None else None
@@ -91,7 +91,7 @@ class Correlation:
             authority=response.authority,
         )
         if case.complete:
-            self._ctx.decide_case(outbox, case)
+            self._ctx.decide_case(outbox, case, partition)
         self._cases[key] = case.to_bytes()
 
     def _dead_letter(

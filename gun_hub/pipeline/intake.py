@@ -37,7 +37,7 @@ class Intake:
         except XmlRejected as rejection:
             self._reject(outbox, data, source, rejection)
             return outbox
-        self._accept(outbox, declaration)
+        self._accept(outbox, declaration, source.partition)
         return outbox
 
     def _reject(
@@ -88,7 +88,7 @@ class Intake:
         self._ctx.emit_status(
             outbox, identity.reference, identity.version, StatusKind.REJECTED, kind
         )
-        self._ctx.emit_decision(outbox, decision)
+        self._ctx.emit_decision(outbox, decision, source.partition)
 
     def _ignore_stale(self, outbox: Outbox, reference: str, version: int) -> None:
         metrics.STALE_VERSIONS.inc()
@@ -100,7 +100,7 @@ class Intake:
             "an equal or higher version of this declaration was already received",
         )
 
-    def _accept(self, outbox: Outbox, declaration: Declaration) -> None:
+    def _accept(self, outbox: Outbox, declaration: Declaration, partition: int) -> None:
         ctx = self._ctx
         key = declaration.reference.encode()
         known_bytes = self._cases.get(key)
@@ -130,7 +130,7 @@ class Intake:
         )
         if case.complete:
             # Nothing to ask anyone (no documents, or only exempt/unrouted ones).
-            ctx.decide_case(outbox, case)
+            ctx.decide_case(outbox, case, partition)
             self._cases[key] = case.to_bytes()
             return
         # The case is stored before the requests leave, so an answer can never find none.

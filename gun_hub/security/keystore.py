@@ -63,6 +63,7 @@ class PublicKey:
     status: KeyStatus
     created: str
     key: ECKey
+    retired: str = ""
 
 
 def _new_kid(party: str, use: KeyUse) -> str:
@@ -243,6 +244,7 @@ def _public_keys(jwks: dict[str, Any]) -> list[PublicKey]:
                 status=KeyStatus(entry.get("status", KeyStatus.ACTIVE.value)),
                 created=str(entry.get("created", "")),
                 key=ECKey.import_key(material),
+                retired=str(entry.get("retired", "")),
             )
         )
     return keys

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,11 +15,14 @@ from gun_hub.model.declaration import Stage
 from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
 from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.outbox import Outbox
+from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.intake import Intake
 from gun_hub.routing import RoutingTable
+from gun_hub.security.audit import AuditTrail
 from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.security.keystore import PartyKeys
 from gun_hub.status_events import StatusEvent, StatusKind
 from gun_hub.topics import topic_registry
 from gun_hub.xml.decision_codec import DecisionCodec
@@ -36,15 +41,18 @@ class Hub:
         self.topics = topic_registry("gun", routing.authorities)
         self.keys_dir = keys_dir
         self.cases: dict[bytes, bytes] = {}
+        self.audit_heads: dict[bytes, bytes] = {}
         context = HubContext(
             topics=self.topics,
             routing=routing,
             envelope=envelope_of(HUB_PARTY, self.topics, keys_dir),
+            audit=AuditTrail(self.audit_heads, PartyKeys.load(keys_dir, HUB_PARTY).signing_key),
             request_deadline_s=30,
             clock=lambda: NOW,
         )
         self.intake = Intake(context, DeclarationCodec(), self.cases)
         self.correlation = Correlation(context, self.cases)
+        self.audit_keeper = AuditKeeper(context)
 
     def answer(self, outbox: Outbox, authority: str, verdict: Verdict) -> Outbox:
         """What ``authority``'s adapter would reply to the request in ``outbox``."""
@@ -184,3 +192,21 @@ def test_a_tampered_response_is_dead_lettered_not_acted_on(hub: Hub) -> None:
     assert header_value(dead.headers, HEADER_ERROR_KIND) == "ENVELOPE_MALFORMED"
     assert dead.value == b"not-an-envelope"
     assert len(hub.decisions(hub.answer(sent, "dgal", Verdict.VALID))) == 1
+
+
+def test_every_decision_is_appended_to_the_audit_chain_of_its_partition(hub: Hub) -> None:
+    sent = hub.intake.handle(declaration_xml(), SourcePosition("gun.declarations", 2, 40))
+    decided = hub.answer(sent, "dgal", Verdict.VALID)
+    [audit] = decided.to(hub.topics.audit)
+    record = json.loads(audit.value)
+    assert audit.partition == 0  # the answer's partition in Hub.answer
+    assert (record["kind"], record["reference"], record["outcome"]) == (
+        "DECISION",
+        "26FR000690I0000012",
+        "RELEASE",
+    )
+    [sealed] = decided.to(hub.topics.decisions)
+    plain = envelope_of(CLEARANCE_PARTY, hub.topics, hub.keys_dir).open(
+        sealed.value, topic=hub.topics.decisions
+    )
+    assert record["decision_sha256"] == hashlib.sha256(plain.payload).hexdigest()

@@ -1,0 +1,84 @@
+"""``gun-hub audit verify``: replay the audit topic and check every chain and checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from gun_hub.cli.kafka import registry_for
+from gun_hub.kafka.admin import topic_partitions
+from gun_hub.security.audit import AuditReport, LoggedRecord, verify_chain
+from gun_hub.security.entitlements import HUB_PARTY
+from gun_hub.security.keystore import KeystoreError, PartyKeys
+from gun_hub.settings import load_settings
+
+app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+
+
+async def read_topic(bootstrap_servers: str, topic: str) -> list[LoggedRecord]:
+    """Every record of ``topic`` from its beginning to its end at the time of the call."""
+    partitions = [
+        TopicPartition(topic, p) for p in await topic_partitions(bootstrap_servers, topic)
+    ]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[LoggedRecord] = []
+
+        async def behind() -> bool:
+            for tp in partitions:
+                if await consumer.position(tp) < ends[tp]:
+                    return True
+            return False
+
+        while await behind():
+            for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+                records += [
+                    LoggedRecord(tp.partition, r.offset, r.value or b"")
+                    for r in batch
+                    if r.offset < ends[tp]
+                ]
+        return records
+    finally:
+        await consumer.stop()
+
+
+def print_report(report: AuditReport) -> None:
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(report.by_kind.items()))
+    typer.echo(f"{report.records} audit records read: {kinds or 'none'}")
+    typer.echo(f"{report.checkpoints} signed checkpoints verified")
+    if report.unsigned_tail:
+        tail = ", ".join(f"partition {p}: {n}" for p, n in sorted(report.unsigned_tail.items()))
+        typer.echo(f"records after the last checkpoint (chained, not yet signed): {tail}")
+    if report.orphans:
+        typer.echo(f"{report.orphans} intact record(s) left by a crash (orphans, not breaks)")
+    if report.intact:
+        typer.echo("audit trail intact")
+    else:
+        typer.echo(f"AUDIT TRAIL BROKEN: first broken link at {report.broken[0].describe()}")
+        for broken in report.broken[1:]:
+            typer.echo(f"  also: {broken.describe()}")
+
+
+@app.command()
+def verify(
+    topic: str | None = typer.Option(None, help="Audit topic (default: the registry's)."),
+) -> None:
+    """Check every chain link and checkpoint signature; exit 1 on any break."""
+    settings = load_settings()
+    topic = topic or registry_for(settings).audit
+    try:
+        keys = PartyKeys.load(settings.security.keys_dir, HUB_PARTY).public
+    except KeystoreError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    records = asyncio.run(read_topic(settings.kafka.bootstrap_servers, topic))
+    report = verify_chain(records, keys)
+    print_report(report)
+    if not report.intact:
+        raise typer.Exit(1)

@@ -167,9 +167,7 @@ def test_an_unverified_answer_is_refused_and_never_acted_on(
     assert rejections(kind) == before + 1
     assert out.to(hub.topics.decisions) == []
     assert out.to(hub.topics.status) == []  # not even recorded as an answer
-    audited = AuditKeeper(hub.correlation._ctx).handle(
-        dead.headers, SourcePosition("gun.dlq", 0, 0)
-    )
+    audited = hub.audit_keeper.handle(dead.headers, SourcePosition("gun.dlq", 0, 0))
     [audit] = audited.to(hub.topics.audit)
     entry = json.loads(audit.value)
     assert (entry["kind"], entry["rejection"]) == ("SECURITY_REJECTION", kind)

@@ -11,6 +11,7 @@ is written to the table (changelog) before the records it causes are sent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import faust
 
 from gun_hub.dead_letter import SourcePosition
-from gun_hub.outbox import Outbox
+from gun_hub.outbox import Headers, Outbox
 from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
@@ -84,6 +85,15 @@ def _raw_table(app: faust.App, settings: Settings, name: str) -> Any:
     table.key_serializer = "raw"
     table.value_serializer = "raw"
     return table
+
+
+def _header_list(headers: Any) -> Headers:
+    """faust gives headers as a mapping or a list of pairs, depending on the path."""
+    if not headers:
+        return []
+    if isinstance(headers, Mapping):
+        return [(str(k), bytes(v)) for k, v in headers.items()]
+    return [(str(k), bytes(v)) for k, v in headers]
 
 
 @dataclass(slots=True)
@@ -186,7 +196,7 @@ def build_hub(settings: Settings) -> Hub:
         async for event in stream.events():
             message = event.message
             source = SourcePosition(message.topic, message.partition, message.offset, event.key)
-            await send(audit_keeper.handle(list(event.headers or []), source))
+            await send(audit_keeper.handle(_header_list(event.headers), source))
 
     register_web_views(app)
     return Hub(app=app, topics=topics, routing=routing)

@@ -11,8 +11,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_headers
 from gun_hub.envelope import Envelope, EnvelopeRejected, OpenedMessage
 from gun_hub.kafka.admin import topic_partitions
 from gun_hub.model.decision import Decision
@@ -67,8 +68,11 @@ class DecisionReader:
         envelope: Envelope,
         *,
         group_id: str | None = None,
+        dlq_topic: str | None = None,
     ) -> None:
         self._group_id = group_id
+        self._dlq_topic = dlq_topic
+        self._dead_letters: AIOKafkaProducer | None = None
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             enable_auto_commit=False,
@@ -100,6 +104,8 @@ class DecisionReader:
 
     async def stop(self) -> None:
         await self._consumer.stop()
+        if self._dead_letters is not None:
+            await self._dead_letters.stop()
 
     async def collect(
         self, *, expected: int, timeout_s: float, references: set[str] | None = None
@@ -115,12 +121,34 @@ class DecisionReader:
                         decided = self._open(record.value or b"", record.partition, record.offset)
                     except EnvelopeRejected as rejection:
                         self.rejected.append(rejection)  # never acted on
+                        await self._dead_letter(record, rejection)
                         continue
                     if references is None or decided.decision.reference in references:
                         received.append(decided)
             if batches and self._group_id is not None:
                 await self._consumer.commit()
         return received
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], rejection: EnvelopeRejected
+    ) -> None:
+        if self._dlq_topic is None:
+            return
+        if self._dead_letters is None:
+            self._dead_letters = AIOKafkaProducer(bootstrap_servers=self._bootstrap_servers)
+            await self._dead_letters.start()
+        await self._dead_letters.send_and_wait(
+            self._dlq_topic,
+            record.value,
+            key=record.key,
+            headers=dead_letter_headers(
+                error_class=ErrorClass.SECURITY,
+                kind=rejection.kind.value,
+                reason=str(rejection),
+                source=SourcePosition(record.topic, record.partition, record.offset, record.key),
+                component="clearance.reader",
+            ),
+        )
 
     def _open(self, data: bytes, partition: int, offset: int) -> ReceivedDecision:
         opened = self._envelope.open(

@@ -98,6 +98,9 @@ class AdapterSettings(BaseModel):
         "http://127.0.0.1:8701", description="Base URL of the partner administration's API."
     )
     partner_timeout_s: float = Field(5.0, description="Deadline of one partner HTTP call.")
+    metrics_port: int = Field(
+        0, ge=0, description="Port serving /metrics for Prometheus; 0 turns it off."
+    )
     max_in_flight: PositiveInt = Field(
         64, description="Requests handled concurrently (different declarations only)."
     )

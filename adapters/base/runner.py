@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
+from adapters.base import metrics
 from adapters.base.spec import AdapterSpec, PartnerPort
 from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_headers
 from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected
@@ -127,6 +128,7 @@ class AdapterRunner:
         try:
             opened = self._envelope.open(data, topic=record.topic, position=source.describe())
         except EnvelopeRejected as rejection:
+            metrics.ENVELOPE_REJECTIONS.labels(self._spec.authority, rejection.kind.value).inc()
             self._dead_letter(outbox, data, source, ErrorClass.SECURITY, rejection.kind, rejection)
             return
         try:
@@ -154,7 +156,9 @@ class AdapterRunner:
                 ValueError(f"request for {request.authority!r} from {opened.sender!r}"),
             )
             return
-        answers = await self._partner.answer(request)
+        with metrics.PARTNER_SECONDS.labels(self._spec.authority).time():
+            answers = await self._partner.answer(request)
+        metrics.REQUESTS.labels(self._spec.authority).inc()
         response = AuthorityResponse(
             request_id=request.request_id,
             authority=self._spec.authority,
@@ -181,7 +185,10 @@ class AdapterRunner:
         kind: str,
         error: Exception,
     ) -> None:
-        log.warning("dead-lettering %s record at %s: %s", kind, source, type(error).__name__)
+        log.warning(
+            "dead-lettering %s record at %s: %s", kind, source.describe(), type(error).__name__
+        )
+        metrics.DEAD_LETTERS.labels(self._spec.authority, str(kind)).inc()
         outbox.add(
             self._topics.dlq,
             None,

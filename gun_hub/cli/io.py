@@ -62,7 +62,11 @@ def decisions(
     async def read() -> tuple[list[ReceivedDecision], int]:
         envelope = build_envelope(settings.security, CLEARANCE_PARTY, topics)
         reader = DecisionReader(
-            settings.kafka.bootstrap_servers, topics.decisions, envelope, group_id=group
+            settings.kafka.bootstrap_servers,
+            topics.decisions,
+            envelope,
+            group_id=group,
+            dlq_topic=topics.dlq,
         )
         await reader.start()
         try:

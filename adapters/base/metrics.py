@@ -1,0 +1,23 @@
+"""Prometheus metrics of an adapter process (served on ``GUN_HUB_ADAPTER__METRICS_PORT``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter("gun_adapter_requests_total", "Requests answered, by authority.", ["authority"])
+DEAD_LETTERS = Counter(
+    "gun_adapter_dead_letters_total",
+    "Records dead-lettered by an adapter, by authority and kind.",
+    ["authority", "kind"],
+)
+ENVELOPE_REJECTIONS = Counter(
+    "gun_adapter_envelope_rejections_total",
+    "Sealed requests that failed verification and were not acted on.",
+    ["authority", "kind"],
+)
+PARTNER_SECONDS = Histogram(
+    "gun_adapter_partner_call_seconds",
+    "Time to get every answer of one request from the partner system.",
+    ["authority"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

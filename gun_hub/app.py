@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiokafka.helpers import create_ssl_context
 
 from gun_hub.dead_letter import SourcePosition
+from gun_hub.kafka.client import SCRAM, from_settings
 from gun_hub.outbox import Headers, Outbox
 from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.context import HubContext
@@ -87,6 +89,18 @@ def _raw_table(app: faust.App, settings: Settings, name: str) -> Any:
     return table
 
 
+def _credentials(settings: Settings) -> faust.SASLCredentials | None:
+    connect = from_settings(settings.kafka)
+    if not connect.secured:
+        return None
+    return faust.SASLCredentials(
+        username=connect.username,
+        password=connect.password,
+        mechanism=SCRAM,
+        ssl_context=create_ssl_context(cafile=str(connect.ca_file) if connect.ca_file else None),
+    )
+
+
 def _header_list(headers: Any) -> Headers:
     """faust gives headers as a mapping or a list of pairs, depending on the path."""
     if not headers:
@@ -135,6 +149,7 @@ def build_hub(settings: Settings) -> Hub:
         broker_session_timeout=settings.hub.session_timeout_s,
         broker_heartbeat_interval=settings.hub.session_timeout_s / 5,
         logging_config=None,
+        broker_credentials=_credentials(settings),
     )
     declarations = app.topic(topics.declarations, **_RAW)
     responses = app.topic(*topics.all_responses(), **_RAW)

@@ -16,17 +16,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_headers
 from gun_hub.envelope import Envelope, EnvelopeRejected, OpenedMessage
 from gun_hub.kafka.admin import topic_partitions
+from gun_hub.kafka.client import Connect, client_options
 from gun_hub.model.decision import Decision
 from gun_hub.xml.decision_codec import DecisionCodec
 from gun_hub.xml.declaration_codec import sniff_identity
 
 
 async def submit_declarations(
-    bootstrap_servers: str, topic: str, declarations: Iterable[bytes]
+    connect: Connect, topic: str, declarations: Iterable[bytes]
 ) -> list[str]:
     """Publish declaration XML keyed by reference; return the references sent."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, enable_idempotence=True
+        **client_options(connect), acks="all", linger_ms=5, enable_idempotence=True
     )
     await producer.start()
     references = []
@@ -63,7 +64,7 @@ class DecisionReader:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        connect: Connect,
         topic: str,
         envelope: Envelope,
         *,
@@ -73,14 +74,14 @@ class DecisionReader:
         self._group_id = group_id
         self._dlq_topic = dlq_topic
         self._dead_letters: AIOKafkaProducer | None = None
+        self._connect = connect
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+            **client_options(connect),
             enable_auto_commit=False,
             group_id=group_id,
             auto_offset_reset="earliest",
         )
         self.rejected: list[EnvelopeRejected] = []
-        self._bootstrap_servers = bootstrap_servers
         self._topic = topic
         self._envelope = envelope
         self._codec = DecisionCodec()
@@ -91,7 +92,7 @@ class DecisionReader:
             self._consumer.subscribe([self._topic])
             await self._consumer.start()
             return
-        partitions = await topic_partitions(self._bootstrap_servers, self._topic)
+        partitions = await topic_partitions(self._connect, self._topic)
         await self._consumer.start()
         assigned = [TopicPartition(self._topic, p) for p in partitions]
         self._consumer.assign(assigned)
@@ -135,7 +136,7 @@ class DecisionReader:
         if self._dlq_topic is None:
             return
         if self._dead_letters is None:
-            self._dead_letters = AIOKafkaProducer(bootstrap_servers=self._bootstrap_servers)
+            self._dead_letters = AIOKafkaProducer(**client_options(self._connect))
             await self._dead_letters.start()
         await self._dead_letters.send_and_wait(
             self._dlq_topic,

@@ -8,8 +8,9 @@ down, so tests build their own :class:`Settings` without touching the process en
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field, PositiveInt
+from pydantic import BaseModel, Field, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gun_hub.resources import config_path
@@ -32,6 +33,14 @@ class KafkaSettings(BaseModel):
         "topics co-partitioned, so one number serves them all.",
     )
     replication_factor: PositiveInt = Field(1, description="Replicas of every topic.")
+    security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT locally; SASL_SSL (SCRAM-SHA-512) when secured."
+    )
+    sasl_username: str | None = Field(None, description="SCRAM user (the party's principal).")
+    sasl_password: SecretStr | None = Field(None, description="SCRAM password.")
+    ssl_cafile: Path | None = Field(
+        None, description="CA certificate the broker's is checked with."
+    )
 
 
 class BrokerSettings(BaseModel):
@@ -52,6 +61,11 @@ class BrokerSettings(BaseModel):
     controller_port: PositiveInt = Field(9093, description="KRaft controller port.")
     heap: str = Field("512m", description="JVM heap (-Xms and -Xmx).")
     start_timeout_s: float = Field(60.0, description="How long `start` waits for readiness.")
+    secure: bool = Field(
+        False,
+        description="Secured profile: SASL_SSL with SCRAM-SHA-512, TLS, ACLs required "
+        "(docs/security.md). Credentials are generated under <home>/secure.",
+    )
 
 
 class HubSettings(BaseModel):

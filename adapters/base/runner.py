@@ -25,6 +25,7 @@ from adapters.base import metrics
 from adapters.base.spec import AdapterSpec, PartnerPort
 from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_headers
 from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected
+from gun_hub.kafka.client import client_options, from_settings
 from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse
 from gun_hub.outbox import Outbox
 from gun_hub.security.entitlements import HUB_PARTY
@@ -64,10 +65,10 @@ class AdapterRunner:
         self._stopping.set()
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        servers = self._settings.kafka.bootstrap_servers
+        connect = client_options(from_settings(self._settings.kafka))
         consumer = AIOKafkaConsumer(
             self._request_topic,
-            bootstrap_servers=servers,
+            **connect,
             group_id=consumer_group(self._spec.authority),
             client_id=self.component,
             enable_auto_commit=False,
@@ -75,7 +76,7 @@ class AdapterRunner:
             max_poll_records=500,
         )
         producer = AIOKafkaProducer(
-            bootstrap_servers=servers,
+            **connect,
             client_id=self.component,
             acks="all",
             enable_idempotence=True,

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gun_hub.cli.kafka import registry_for
 from gun_hub.kafka.admin import topic_partitions
+from gun_hub.kafka.client import Connect, client_options, from_settings
 from gun_hub.security.audit import AuditReport, LoggedRecord, verify_chain
 from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.security.keystore import KeystoreError, PartyKeys
@@ -17,12 +18,10 @@ from gun_hub.settings import load_settings
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
 
-async def read_topic(bootstrap_servers: str, topic: str) -> list[LoggedRecord]:
+async def read_topic(connect: Connect, topic: str) -> list[LoggedRecord]:
     """Every record of ``topic`` from its beginning to its end at the time of the call."""
-    partitions = [
-        TopicPartition(topic, p) for p in await topic_partitions(bootstrap_servers, topic)
-    ]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for p in await topic_partitions(connect, topic)]
+    consumer = AIOKafkaConsumer(**client_options(connect), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -77,7 +76,7 @@ def verify(
     except KeystoreError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
-    records = asyncio.run(read_topic(settings.kafka.bootstrap_servers, topic))
+    records = asyncio.run(read_topic(from_settings(settings.kafka), topic))
     report = verify_chain(records, keys)
     print_report(report)
     if not report.intact:

@@ -12,6 +12,7 @@ from prometheus_client import start_http_server
 
 from gun_hub.cli.kafka import registry_for, routing_for
 from gun_hub.kafka.admin import ensure_topics, wait_for_cluster
+from gun_hub.kafka.client import from_settings
 from gun_hub.logs import configure_logging
 from gun_hub.security.factory import build_envelope
 from gun_hub.settings import Settings, load_settings
@@ -19,9 +20,12 @@ from gun_hub.settings import Settings, load_settings
 
 def _prepare_cluster(settings: Settings) -> None:
     async def prepare() -> None:
-        await wait_for_cluster(settings.kafka.bootstrap_servers, timeout_s=60)
+        connect = from_settings(settings.kafka)
+        await wait_for_cluster(connect, timeout_s=60)
+        if settings.kafka.security_protocol == "SASL_SSL":
+            return  # on a secured cluster topics are created by the admin (secure-setup)
         await ensure_topics(
-            settings.kafka.bootstrap_servers,
+            connect,
             registry_for(settings),
             settings.kafka.partitions,
             settings.kafka.replication_factor,

@@ -9,6 +9,7 @@ import typer
 
 from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
 from gun_hub.cli.kafka import registry_for
+from gun_hub.kafka.client import from_settings
 from gun_hub.security.entitlements import CLEARANCE_PARTY
 from gun_hub.security.factory import build_envelope
 from gun_hub.settings import load_settings
@@ -36,7 +37,7 @@ def submit(
     topics = registry_for(settings)
     sent = asyncio.run(
         submit_declarations(
-            settings.kafka.bootstrap_servers,
+            from_settings(settings.kafka),
             topics.declarations,
             [path.read_bytes() for path in files],
         )
@@ -62,7 +63,7 @@ def decisions(
     async def read() -> tuple[list[ReceivedDecision], int]:
         envelope = build_envelope(settings.security, CLEARANCE_PARTY, topics)
         reader = DecisionReader(
-            settings.kafka.bootstrap_servers,
+            from_settings(settings.kafka),
             topics.decisions,
             envelope,
             group_id=group,

@@ -9,17 +9,18 @@ import time
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from gun_hub.kafka.client import Connect, client_config, client_options
 from gun_hub.topics import TopicRegistry
 
 log = logging.getLogger(__name__)
 
 
-async def wait_for_cluster(bootstrap_servers: str, timeout_s: float = 30.0) -> None:
+async def wait_for_cluster(connect: Connect, timeout_s: float = 30.0) -> None:
     """Return once the cluster answers a metadata request; raise TimeoutError otherwise."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(**client_options(connect), request_timeout_ms=3000)
         try:
             await admin.start()
             await admin.list_topics()
@@ -30,11 +31,12 @@ async def wait_for_cluster(bootstrap_servers: str, timeout_s: float = 30.0) -> N
             return
         finally:
             await admin.close()
-    raise TimeoutError(f"Kafka at {bootstrap_servers} did not answer: {last_error}")
+    where = client_config(connect).bootstrap_servers
+    raise TimeoutError(f"Kafka at {where} did not answer: {last_error}")
 
 
 async def ensure_topics(
-    bootstrap_servers: str, registry: TopicRegistry, partitions: int, replication_factor: int
+    connect: Connect, registry: TopicRegistry, partitions: int, replication_factor: int
 ) -> list[str]:
     """Create the registry's topics that do not exist yet; return the names created.
 
@@ -42,7 +44,7 @@ async def ensure_topics(
     would get the broker's default partition count and break the co-partitioning that the
     hub's tables rely on.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(connect))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -68,9 +70,9 @@ async def ensure_topics(
         await admin.close()
 
 
-async def topic_partitions(bootstrap_servers: str, topic: str) -> list[int]:
+async def topic_partitions(connect: Connect, topic: str) -> list[int]:
     """Partition numbers of an existing topic; ``LookupError`` if there is no such topic."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(connect))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

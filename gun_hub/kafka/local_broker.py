@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from gun_hub.kafka.admin import wait_for_cluster
+from gun_hub.kafka.client import ClientConfig
+from gun_hub.kafka.tls import BrokerTls, make_broker_tls
 from gun_hub.resources import kafka_launcher_path
 from gun_hub.settings import BrokerSettings
 
@@ -47,9 +52,15 @@ class BrokerStatus:
 class LocalBroker:
     """Start, stop and inspect one local single-node broker."""
 
-    def __init__(self, settings: BrokerSettings, partitions: int = 4) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        partitions: int = 4,
+        principals: Sequence[str] = ("hub", "clearance"),
+    ) -> None:
         self._settings = settings
         self._partitions = partitions
+        self._principals = tuple(principals)
         self.home = settings.home.resolve()
         # Kept so that the child is reaped by whoever started it (no zombie, no warning).
         self._process: subprocess.Popen[bytes] | None = None
@@ -77,6 +88,65 @@ class LocalBroker:
     @property
     def pid_file(self) -> Path:
         return self.home / "broker.pid"
+
+    @property
+    def secure(self) -> bool:
+        return self._settings.secure
+
+    @property
+    def secure_dir(self) -> Path:
+        return self.home / "secure"
+
+    # -- secured profile: credentials and TLS, generated here, never in the repository ---
+
+    def credentials(self) -> dict[str, str]:
+        """SCRAM passwords of ``admin`` and every principal (generated once, mode 0600)."""
+        path = self.secure_dir / "credentials.json"
+        known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        wanted = {"admin", "keystore", *self._principals}
+        if not wanted <= set(known):
+            for name in sorted(wanted - set(known)):
+                known[name] = secrets.token_urlsafe(24)
+            self.secure_dir.mkdir(parents=True, exist_ok=True)
+            self.secure_dir.chmod(0o700)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(known, handle, indent=2)
+        return known
+
+    def tls(self) -> BrokerTls:
+        return make_broker_tls(self.secure_dir, self._settings.host, self.credentials()["keystore"])
+
+    def client_config(self, principal: str = "admin") -> ClientConfig:
+        """How ``principal`` connects to this broker (plain when the profile is not secure)."""
+        if not self.secure:
+            return ClientConfig(self.bootstrap_servers)
+        return ClientConfig(
+            self.bootstrap_servers,
+            principal,
+            self.credentials()[principal],
+            self.tls().ca_file,
+        )
+
+    def admin_properties(self) -> Path:
+        """Client properties for Kafka's own admin tools (AclCommand), as ``admin``."""
+        path = self.secure_dir / "admin.properties"
+        password = self.credentials()["admin"]
+        text = (
+            "security.protocol=SASL_SSL\n"
+            "sasl.mechanism=SCRAM-SHA-512\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule "
+            f'required username="admin" password="{password}";\n'
+            "ssl.truststore.type=PEM\n"
+            f"ssl.truststore.location={self.tls().ca_file}\n"
+        )
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        return path
+
+    def java_classpath(self) -> str:
+        return self._classpath()
 
     # -- status -------------------------------------------------------------------------
 
@@ -181,17 +251,28 @@ class LocalBroker:
                     ) from None
 
     def _write_configuration(self) -> Path:
-        template = Template(kafka_launcher_path("server.properties.template").read_text())
-        properties = self.home / "server.properties"
-        properties.write_text(
-            template.substitute(
-                host=self._settings.host,
-                port=self._settings.port,
-                controller_port=self._settings.controller_port,
-                data_dir=self.data_dir,
-                partitions=self._partitions,
+        values: dict[str, object] = {
+            "host": self._settings.host,
+            "port": self._settings.port,
+            "controller_port": self._settings.controller_port,
+            "data_dir": self.data_dir,
+            "partitions": self._partitions,
+        }
+        name = "server.properties.template"
+        if self.secure:
+            name = "server-secure.properties.template"
+            tls = self.tls()
+            values.update(
+                admin_password=self.credentials()["admin"],
+                keystore=tls.keystore,
+                keystore_password=tls.keystore_password,
+                ca_file=tls.ca_file,
             )
-        )
+        template = Template(kafka_launcher_path(name).read_text())
+        properties = self.home / "server.properties"
+        descriptor = os.open(properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(template.substitute(values))
         return properties
 
     def _classpath(self) -> str:
@@ -223,6 +304,11 @@ class LocalBroker:
             str(properties),
             "--ignore-formatted",
         ]
+        if self.secure:
+            # SCRAM users are bootstrapped with the metadata (KRaft): admin and each party.
+            for name, password in self.credentials().items():
+                if name != "keystore":
+                    command += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise BrokerError(f"could not format Kafka storage:\n{_tail(result.stdout)}")
@@ -280,7 +366,7 @@ class LocalBroker:
             )
         remaining = max(1.0, deadline - time.monotonic())
         try:
-            asyncio.run(wait_for_cluster(self.bootstrap_servers, remaining))
+            asyncio.run(wait_for_cluster(self.client_config("admin"), remaining))
         except TimeoutError as err:
             raise BrokerError(f"{err}; last lines of the log:\n{self.log_tail()}") from None
 

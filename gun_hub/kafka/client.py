@@ -1,0 +1,68 @@
+"""How every Kafka client of the project connects: one place for address and security.
+
+Plain (the local default) or SASL_SSL with SCRAM-SHA-512 against a broker whose CA the
+client trusts (the secured profile and production). Producers, consumers, admin clients
+and the faust app all take their options from :func:`client_options`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka.helpers import create_ssl_context
+
+from gun_hub.settings import KafkaSettings
+
+SCRAM = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    bootstrap_servers: str
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+
+    @property
+    def secured(self) -> bool:
+        return self.username is not None
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaAdminClient."""
+        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers}
+        if self.secured:
+            options.update(
+                security_protocol="SASL_SSL",
+                sasl_mechanism=SCRAM,
+                sasl_plain_username=self.username,
+                sasl_plain_password=self.password,
+                ssl_context=create_ssl_context(cafile=str(self.ca_file) if self.ca_file else None),
+            )
+        return options
+
+    def __repr__(self) -> str:  # never print the password
+        return f"ClientConfig({self.bootstrap_servers!r}, user={self.username!r})"
+
+
+Connect = ClientConfig | str
+
+
+def client_config(connect: Connect) -> ClientConfig:
+    return connect if isinstance(connect, ClientConfig) else ClientConfig(connect)
+
+
+def from_settings(kafka: KafkaSettings) -> ClientConfig:
+    if kafka.security_protocol == "SASL_SSL":
+        return ClientConfig(
+            kafka.bootstrap_servers,
+            kafka.sasl_username,
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            kafka.ssl_cafile,
+        )
+    return ClientConfig(kafka.bootstrap_servers)
+
+
+def client_options(connect: Connect) -> dict[str, Any]:
+    return client_config(connect).options()

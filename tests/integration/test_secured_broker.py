@@ -1,0 +1,199 @@
+"""The secured broker profile: SASL_SSL with SCRAM-SHA-512, TLS, and least-privilege ACLs.
+
+A broker of its own (secured profile, free ports, throw-away home) with the ACLs of
+``gun-hub kafka secure-setup``. CITES's principal must be refused DGA's requests and
+DGAL's responses, and its own flow must work end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
+
+from adapters.base import load_adapter
+from adapters.base.runner import AdapterRunner
+from gun_hub.envelope import ContentType
+from gun_hub.kafka.acls import acl_plan, apply_acls
+from gun_hub.kafka.admin import ensure_topics
+from gun_hub.kafka.client import ClientConfig
+from gun_hub.kafka.local_broker import BrokerError, LocalBroker
+from gun_hub.model.exchange import AuthorityResponse, Operation
+from gun_hub.model.verdicts import Verdict
+from gun_hub.processes import free_port
+from gun_hub.routing import build_requests, load_routing_table, route_documents
+from gun_hub.settings import (
+    AdapterSettings,
+    BrokerSettings,
+    KafkaSettings,
+    SecuritySettings,
+    Settings,
+)
+from gun_hub.topics import TopicRegistry, topic_registry
+from tests.builders import declaration, document, goods_item
+from tests.conftest import PARTIES, PARTITIONS, REPO, envelope_of
+from tests.partner_fixtures import running_partner
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture(scope="module")
+def secured(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalBroker, TopicRegistry]]:
+    broker = LocalBroker(
+        BrokerSettings(
+            home=tmp_path_factory.mktemp("secure-kafka"),
+            jars_cache=REPO / ".gun-hub" / "cache",
+            port=free_port(),
+            controller_port=free_port(),
+            secure=True,
+            start_timeout_s=90,
+        ),
+        PARTITIONS,
+        PARTIES,
+    )
+    try:
+        broker.start()
+    except BrokerError as err:
+        pytest.fail(f"the secured test broker did not start: {err}", pytrace=False)
+    routing = load_routing_table(REPO / "config" / "routing.toml")
+    topics = topic_registry("gun", routing.authorities)
+    asyncio.run(ensure_topics(broker.client_config("admin"), topics, PARTITIONS, 1))
+    apply_acls(broker, acl_plan(topics, "gun-hub", "gun-clearance"))
+    yield broker, topics
+    broker.stop()
+
+
+async def produce(config: ClientConfig, topic: str, value: bytes, key: bytes) -> None:
+    producer = AIOKafkaProducer(**config.options(), request_timeout_ms=10_000)
+    try:
+        await producer.start()
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def consume(config: ClientConfig, topic: str, group: str, count: int) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic, **config.options(), group_id=group, auto_offset_reset="earliest"
+    )
+    values: list[bytes] = []
+    try:
+        await consumer.start()
+        async with asyncio.timeout(30):
+            while len(values) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    values += [r.value or b"" for r in batch]
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def test_cites_is_refused_reading_the_dga_requests(
+    secured: tuple[LocalBroker, TopicRegistry],
+) -> None:
+    broker, topics = secured
+    with pytest.raises(TopicAuthorizationFailedError):
+        await consume(broker.client_config("cites"), topics.requests("dga"), "gun-adapter-cites", 1)
+
+
+async def test_cites_is_refused_writing_the_dgal_responses(
+    secured: tuple[LocalBroker, TopicRegistry],
+) -> None:
+    broker, topics = secured
+    with pytest.raises(TopicAuthorizationFailedError):
+        await produce(broker.client_config("cites"), topics.responses("dgal"), b"x", b"k")
+
+
+async def test_a_wrong_password_does_not_get_in(
+    secured: tuple[LocalBroker, TopicRegistry],
+) -> None:
+    broker, topics = secured
+    good = broker.client_config("cites")
+    impostor = ClientConfig(good.bootstrap_servers, "cites", "not-the-password", good.ca_file)
+    with pytest.raises((KafkaError, KafkaConnectionError)):
+        await produce(impostor, topics.responses("cites"), b"x", b"k")
+
+
+@pytest.fixture
+async def cites_adapter(
+    secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path, samples: Path, tmp_path: Path
+) -> AsyncIterator[None]:
+    broker, topics = secured
+    cites = broker.client_config("cites")
+    async with running_partner(
+        samples / "partners" / "cites-documents.json", tmp_path / "l.db"
+    ) as partner:
+        settings = Settings(
+            kafka=KafkaSettings(
+                bootstrap_servers=cites.bootstrap_servers,
+                security_protocol="SASL_SSL",
+                sasl_username="cites",
+                sasl_password=cites.password,  # type: ignore[arg-type]
+                ssl_cafile=cites.ca_file,
+            ),
+            adapter=AdapterSettings(partner_url=partner.url),
+            security=SecuritySettings(keys_dir=keys_dir, state_dir=tmp_path / "state"),
+        )
+        spec = load_adapter("cites")
+        runner = AdapterRunner(
+            spec,
+            settings,
+            topics,
+            envelope_of("cites", topics, keys_dir),
+            spec.build_partner(settings.adapter),
+        )
+        ready = asyncio.Event()
+        task = asyncio.create_task(runner.run(ready))
+        await asyncio.wait_for(ready.wait(), 30)
+        yield
+        runner.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_the_cites_flow_works_with_its_own_rights(
+    secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path, cites_adapter: None
+) -> None:
+    broker, topics = secured
+    routing = load_routing_table(REPO / "config" / "routing.toml")
+    decl = declaration(
+        reference="26FRSECURE00000001",
+        items=(
+            goods_item(
+                1,
+                (document("C638", "CITES.FR.2026.555", 1, "2", "NAR"),),
+                commodity_code="0106190000",
+            ),
+        ),
+    )
+    [request] = build_requests(
+        decl,
+        routing,
+        route_documents(decl, routing).authorities,
+        Operation.RESERVE,
+        datetime.now(UTC),
+    )
+    sealed = envelope_of("hub", topics, keys_dir).seal(
+        request.model_dump_json().encode(),
+        recipient="cites",
+        topic=topics.requests("cites"),
+        content_type=ContentType.JSON,
+    )
+    await produce(
+        broker.client_config("hub"), topics.requests("cites"), sealed, b"26FRSECURE00000001"
+    )
+
+    [answer] = await consume(broker.client_config("hub"), topics.responses("cites"), "gun-hub", 1)
+    opened = envelope_of("hub", topics, keys_dir).open(answer, topic=topics.responses("cites"))
+    response = AuthorityResponse.model_validate_json(opened.payload)
+    assert [a.verdict for a in response.answers] == [Verdict.VALID]

@@ -1,0 +1,70 @@
+"""Cost of sealing (sign then encrypt) and opening (decrypt then verify) one message.
+
+Run: ./tasks bench-envelope
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from benchmarks.common import save, summary_us, time_per_call
+from gun_hub.envelope import ContentType
+from gun_hub.security.entitlements import Entitlements
+from gun_hub.security.jose_envelope import JoseEnvelope
+from gun_hub.security.keystore import KeystoreFolder, PartyKeys
+from gun_hub.security.replay import MemoryReplayGuard
+from gun_hub.topics import topic_registry
+
+TOPICS = topic_registry("gun", ["cites", "dga", "dgal"])
+
+
+def envelope(keys: Path, party: str) -> JoseEnvelope:
+    return JoseEnvelope(
+        PartyKeys.load(keys, party), Entitlements.from_registry(TOPICS), MemoryReplayGuard()
+    )
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        keys = Path(folder)
+        KeystoreFolder(keys).init(["hub", "clearance", "cites", "dga", "dgal"])
+        hub, dgal = envelope(keys, "hub"), envelope(keys, "dgal")
+        result: dict[str, object] = {}
+        for size in (1500, 8000):
+            payload = b"x" * size
+            topic = TOPICS.requests("dgal")
+
+            def seal(payload: bytes = payload, topic: str = topic) -> bytes:
+                return hub.seal(
+                    payload, recipient="dgal", topic=topic, content_type=ContentType.JSON
+                )
+
+            sealed = [seal() for _ in range(3000)]
+            counter = iter(range(len(sealed)))
+
+            def open_one(
+                topic: str = topic,
+                sealed: list[bytes] = sealed,
+                counter: Iterator[int] = counter,
+            ) -> None:
+                index = next(counter)
+                dgal.open(sealed[index], topic=topic, position=f"{topic}/0/{index}")
+
+            seal_figures = summary_us(time_per_call(seal, calls=400))
+            open_figures = summary_us(time_per_call(open_one, calls=400, repeats=5))
+            result[f"{size} bytes"] = {
+                "seal": seal_figures,
+                "open": open_figures,
+                "sealed_bytes": len(sealed[0]),
+            }
+            print(
+                f"{size}-byte payload: seal {seal_figures['median_us']} us, "
+                f"open {open_figures['median_us']} us (median), sealed size {len(sealed[0])} bytes"
+            )
+        print(f"saved {save('envelope', result)}")
+
+
+if __name__ == "__main__":
+    main()

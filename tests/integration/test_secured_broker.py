@@ -22,6 +22,7 @@ from aiokafka.errors import (
 
 from adapters.base import load_adapter
 from adapters.base.runner import AdapterRunner
+from gun_hub.clearance import DecisionReader, submit_declarations
 from gun_hub.envelope import ContentType
 from gun_hub.kafka.acls import acl_plan, apply_acls
 from gun_hub.kafka.admin import ensure_topics
@@ -29,7 +30,7 @@ from gun_hub.kafka.client import ClientConfig
 from gun_hub.kafka.local_broker import BrokerError, LocalBroker
 from gun_hub.model.exchange import AuthorityResponse, Operation
 from gun_hub.model.verdicts import Verdict
-from gun_hub.processes import free_port
+from gun_hub.processes import ProcessGroup, free_port
 from gun_hub.routing import build_requests, load_routing_table, route_documents
 from gun_hub.settings import (
     AdapterSettings,
@@ -39,7 +40,7 @@ from gun_hub.settings import (
     Settings,
 )
 from gun_hub.topics import TopicRegistry, topic_registry
-from tests.builders import declaration, document, goods_item
+from tests.builders import declaration, declaration_xml, document, goods_item
 from tests.conftest import PARTIES, PARTITIONS, REPO, envelope_of
 from tests.partner_fixtures import running_partner
 
@@ -197,3 +198,51 @@ async def test_the_cites_flow_works_with_its_own_rights(
     opened = envelope_of("hub", topics, keys_dir).open(answer, topic=topics.responses("cites"))
     response = AuthorityResponse.model_validate_json(opened.payload)
     assert [a.verdict for a in response.answers] == [Verdict.VALID]
+
+
+async def test_the_hub_works_on_the_secured_broker_with_its_own_rights(
+    secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path, tmp_path: Path
+) -> None:
+    broker, topics = secured
+    hub = broker.client_config("hub")
+    env = {
+        "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": hub.bootstrap_servers,
+        "GUN_HUB_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+        "GUN_HUB_KAFKA__SASL_USERNAME": "hub",
+        "GUN_HUB_KAFKA__SASL_PASSWORD": str(hub.password),
+        "GUN_HUB_KAFKA__SSL_CAFILE": str(hub.ca_file),
+        "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
+        "GUN_HUB_SECURITY__KEYS_DIR": str(keys_dir),
+        "GUN_HUB_SECURITY__STATE_DIR": str(tmp_path / "state"),
+        "GUN_HUB_HUB__DATA_DIR": str(tmp_path / "hub"),
+        "GUN_HUB_HUB__WEB_PORT": str(free_port()),
+    }
+    clearance = broker.client_config("clearance")
+    with ProcessGroup(tmp_path / "logs", env) as group:
+        group.start("hub", ["hub"])
+        reader = DecisionReader(
+            clearance,
+            topics.decisions,
+            envelope_of("clearance", topics, keys_dir),
+            group_id="gun-clearance",
+        )
+        await reader.start()
+        try:
+            await submit_declarations(
+                clearance,
+                topics.declarations,
+                [
+                    declaration_xml(
+                        reference="26FRSECHUB00000001",
+                        items=(goods_item(1, (document("Y900", "EX-1", None, None),)),),
+                    )
+                ],
+            )
+            received = []
+            async with asyncio.timeout(90):
+                while not received:
+                    group.check_alive()
+                    received = await reader.collect(expected=1, timeout_s=1)
+        finally:
+            await reader.stop()
+    assert [r.decision.reference for r in received] == ["26FRSECHUB00000001"]

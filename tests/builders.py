@@ -14,6 +14,8 @@ from gun_hub.model.declaration import (
     Quantity,
     Stage,
 )
+from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
+from gun_hub.model.verdicts import Verdict
 from gun_hub.xml.declaration_codec import encode_declaration
 
 EORI = "FR12345678901234"
@@ -72,3 +74,24 @@ def declaration(
 
 def declaration_xml(**kwargs: object) -> bytes:
     return encode_declaration(declaration(**kwargs))  # type: ignore[arg-type]
+
+
+def answer_to(
+    request: AuthorityRequest, verdict: Verdict = Verdict.VALID, authority: str | None = None
+) -> AuthorityResponse:
+    """An authority's answer giving ``verdict`` to every document of ``request``."""
+    return AuthorityResponse(
+        request_id=request.request_id,
+        authority=authority or request.authority,
+        operation=request.operation,
+        reference=request.reference,
+        version=request.version,
+        answers=tuple(
+            DocumentAnswer(
+                goods_item=item.number, code=d.code, reference=d.reference, verdict=verdict
+            )
+            for item in request.items
+            for d in item.documents
+        ),
+        answered_at=datetime.now(UTC),
+    )

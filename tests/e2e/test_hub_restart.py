@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import signal
-from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from gun_hub.envelope import ContentType
-from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
-from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.model.exchange import AuthorityRequest
+from gun_hub.model.verdicts import Outcome
 from gun_hub.security.entitlements import HUB_PARTY
-from tests.builders import declaration_xml
+from tests.builders import answer_to, declaration_xml
 from tests.e2e.conftest import Pipeline
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
@@ -21,21 +20,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 async def answer_valid(pipeline: Pipeline, request: AuthorityRequest) -> None:
     """Stand in for the DGAL adapter: one VALID answer per requested document."""
     topic = pipeline.kafka.topics.responses("dgal")
-    response = AuthorityResponse(
-        request_id=request.request_id,
-        authority="dgal",
-        operation=request.operation,
-        reference=request.reference,
-        version=request.version,
-        answers=tuple(
-            DocumentAnswer(
-                goods_item=item.number, code=d.code, reference=d.reference, verdict=Verdict.VALID
-            )
-            for item in request.items
-            for d in item.documents
-        ),
-        answered_at=datetime.now(UTC),
-    )
+    response = answer_to(request)
     sealed = pipeline.kafka.envelope("dgal").seal(
         response.model_dump_json().encode(),
         recipient=HUB_PARTY,

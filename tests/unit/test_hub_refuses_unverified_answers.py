@@ -7,7 +7,6 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,11 @@ from joserfc.jwk import ECKey, OctKey
 from prometheus_client import REGISTRY
 
 from gun_hub.dead_letter import HEADER_ERROR_CLASS, HEADER_ERROR_KIND, SourcePosition, header_value
-from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
-from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.model.exchange import AuthorityRequest
+from gun_hub.model.verdicts import Outcome
 from gun_hub.routing import RoutingTable
 from gun_hub.security.keystore import KeystoreFolder
-from tests.builders import declaration_xml
+from tests.builders import answer_to, declaration_xml
 from tests.conftest import envelope_of
 from tests.forgery import b64, claims, encrypt, encryption_key, flip_byte, sign, signing_key
 from tests.unit.test_pipeline import Hub
@@ -126,21 +125,7 @@ def pending_case(hub: Hub) -> tuple[AuthorityRequest, bytes]:
     request = AuthorityRequest.model_validate_json(
         envelope_of("dgal", hub.topics, hub.keys_dir).open(record.value, topic=record.topic).payload
     )
-    answer = AuthorityResponse(
-        request_id=request.request_id,
-        authority="dgal",
-        operation=request.operation,
-        reference=request.reference,
-        version=request.version,
-        answers=tuple(
-            DocumentAnswer(
-                goods_item=i.number, code=d.code, reference=d.reference, verdict=Verdict.VALID
-            )
-            for i in request.items
-            for d in i.documents
-        ),
-        answered_at=datetime.now(UTC),
-    )
+    answer = answer_to(request)
     return request, answer.model_dump_json().encode()
 
 

@@ -12,7 +12,7 @@ import pytest
 from gun_hub.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
 from gun_hub.envelope import ContentType
 from gun_hub.model.declaration import Stage
-from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
+from gun_hub.model.exchange import AuthorityRequest
 from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.outbox import Outbox
 from gun_hub.pipeline.audit_keeper import AuditKeeper
@@ -27,7 +27,7 @@ from gun_hub.status_events import StatusEvent, StatusKind
 from gun_hub.topics import topic_registry
 from gun_hub.xml.decision_codec import DecisionCodec
 from gun_hub.xml.declaration_codec import DeclarationCodec
-from tests.builders import declaration_xml, document, goods_item
+from tests.builders import answer_to, declaration_xml, document, goods_item
 from tests.conftest import envelope_of
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -61,21 +61,7 @@ class Hub:
         request = AuthorityRequest.model_validate_json(
             adapter.open(record.value, topic=self.topics.requests(authority)).payload
         )
-        response = AuthorityResponse(
-            request_id=request.request_id,
-            authority=authority,
-            operation=request.operation,
-            reference=request.reference,
-            version=request.version,
-            answers=tuple(
-                DocumentAnswer(
-                    goods_item=i.number, code=d.code, reference=d.reference, verdict=verdict
-                )
-                for i in request.items
-                for d in i.documents
-            ),
-            answered_at=NOW,
-        )
+        response = answer_to(request, verdict)
         sealed = adapter.seal(
             response.model_dump_json().encode(),
             recipient=HUB_PARTY,

@@ -1,5 +1,3 @@
-# faust's decorators are untyped; the agents they wrap are typed where it matters.
-# mypy: disable-error-code="untyped-decorator"
 """The hub's faust application: topics, the cases table, and two thin agents.
 
 Agents only turn events into calls on :mod:`gun_hub.pipeline` and send what comes back.
@@ -11,7 +9,7 @@ is written to the table (changelog) before the records it causes are sent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -99,6 +97,10 @@ def _credentials(settings: Settings) -> faust.SASLCredentials | None:
         mechanism=SCRAM,
         ssl_context=create_ssl_context(cafile=str(connect.ca_file) if connect.ca_file else None),
     )
+
+
+def _value(event: Any) -> bytes:
+    return bytes(event.value or b"")
 
 
 def _header_list(headers: Any) -> Headers:
@@ -192,26 +194,24 @@ def build_hub(settings: Settings) -> Hub:
                 headers=record.headers,
             )
 
-    @app.agent(declarations, name="intake", concurrency=1)
-    async def intake_agent(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            source = SourcePosition(message.topic, message.partition, message.offset, event.key)
-            await send(intake.handle(bytes(event.value or b""), source))
+    def agent(topic: Any, name: str, handle: Callable[[Any, SourcePosition], Outbox]) -> None:
+        """One event at a time per partition (order), handled, then its records sent."""
 
-    @app.agent(responses, name="correlation", concurrency=1)
-    async def correlation_agent(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            source = SourcePosition(message.topic, message.partition, message.offset, event.key)
-            await send(correlation.handle(bytes(event.value or b""), source))
+        async def process(stream: Any) -> None:
+            async for event in stream.events():
+                message = event.message
+                source = SourcePosition(message.topic, message.partition, message.offset, event.key)
+                await send(handle(event, source))
 
-    @app.agent(dead_letters, name="audit-keeper", concurrency=1)
-    async def audit_keeper_agent(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            source = SourcePosition(message.topic, message.partition, message.offset, event.key)
-            await send(audit_keeper.handle(_header_list(event.headers), source))
+        app.agent(topic, name=name, concurrency=1)(process)
+
+    agent(declarations, "intake", lambda event, source: intake.handle(_value(event), source))
+    agent(responses, "correlation", lambda event, source: correlation.handle(_value(event), source))
+    agent(
+        dead_letters,
+        "audit-keeper",
+        lambda event, source: audit_keeper.handle(_header_list(event.headers), source),
+    )
 
     register_web_views(app)
     return Hub(app=app, topics=topics, routing=routing)

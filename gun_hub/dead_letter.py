@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gun_hub.outbox import Headers
+from gun_hub.outbox import Headers, Outbox
 
 HEADER_ERROR_CLASS = "gun.error.class"
 HEADER_ERROR_KIND = "gun.error.kind"
@@ -68,6 +68,35 @@ def dead_letter_headers(
     if reference is not None:
         headers.append((HEADER_REFERENCE, reference.encode()))
     return headers
+
+
+def add_dead_letter(
+    outbox: Outbox,
+    dlq_topic: str,
+    data: bytes,
+    *,
+    error_class: ErrorClass,
+    kind: str,
+    reason: str,
+    source: SourcePosition,
+    component: str,
+    reference: str | None = None,
+) -> None:
+    """Queue the original bytes for the dead-letter topic, under the source record's key
+    (so a declaration's dead letters share its partition)."""
+    outbox.add(
+        dlq_topic,
+        reference.encode() if reference else source.key,
+        data,
+        dead_letter_headers(
+            error_class=error_class,
+            kind=kind,
+            reason=reason,
+            source=source,
+            component=component,
+            reference=reference,
+        ),
+    )
 
 
 def header_value(headers: Headers | None, name: str) -> str | None:

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from adapters.base import metrics
 from adapters.base.spec import AdapterSpec, PartnerPort
-from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_headers
+from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected
 from gun_hub.kafka.client import client_options, from_settings
 from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse
@@ -190,15 +190,13 @@ class AdapterRunner:
             "dead-lettering %s record at %s: %s", kind, source.describe(), type(error).__name__
         )
         metrics.DEAD_LETTERS.labels(self._spec.authority, str(kind)).inc()
-        outbox.add(
+        add_dead_letter(
+            outbox,
             self._topics.dlq,
-            None,
             data,
-            dead_letter_headers(
-                error_class=error_class,
-                kind=str(kind),
-                reason=str(error),
-                source=source,
-                component=self.component,
-            ),
+            error_class=error_class,
+            kind=str(kind),
+            reason=str(error),
+            source=source,
+            component=self.component,
         )

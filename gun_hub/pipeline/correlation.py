@@ -6,7 +6,7 @@ from pydantic import ValidationError
 
 from gun_hub import metrics
 from gun_hub.case import Case
-from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_headers
+from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.envelope import EnvelopeRejected
 from gun_hub.model.exchange import AuthorityResponse
 from gun_hub.outbox import Outbox
@@ -104,15 +104,13 @@ class Correlation:
         error: Exception,
     ) -> None:
         metrics.DEAD_LETTERS.labels(kind=str(kind)).inc()
-        outbox.add(
+        add_dead_letter(
+            outbox,
             self._ctx.topics.dlq,
-            None,
             data,
-            dead_letter_headers(
-                error_class=error_class,
-                kind=str(kind),
-                reason=str(error),
-                source=source,
-                component=COMPONENT,
-            ),
+            error_class=error_class,
+            kind=str(kind),
+            reason=str(error),
+            source=source,
+            component=COMPONENT,
         )

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from gun_hub import metrics
 from gun_hub.case import Case
-from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_headers
+from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.decide import refuse_unreadable
 from gun_hub.envelope import ContentType
 from gun_hub.model.decision import Reason
@@ -47,18 +47,16 @@ class Intake:
         metrics.DECLARATIONS_REJECTED.labels(kind=kind).inc()
         metrics.DEAD_LETTERS.labels(kind=kind).inc()
         identity = sniff_identity(data)
-        outbox.add(
+        add_dead_letter(
+            outbox,
             self._ctx.topics.dlq,
-            identity.reference.encode() if identity else None,
             data,
-            dead_letter_headers(
-                error_class=ErrorClass.PERMANENT,
-                kind=kind,
-                reason=str(rejection),
-                source=source,
-                component=COMPONENT,
-                reference=identity.reference if identity else None,
-            ),
+            error_class=ErrorClass.PERMANENT,
+            kind=kind,
+            reason=str(rejection),
+            source=source,
+            component=COMPONENT,
+            reference=identity.reference if identity else None,
         )
         if identity is None:
             return

@@ -1,4 +1,4 @@
-"""The hub's faust application: topics, the cases table, and two thin agents.
+"""The hub's faust application: topics, tables, and three thin agents.
 
 Agents only turn events into calls on :mod:`gun_hub.pipeline` and send what comes back.
 Processing is at-least-once (faust's exactly-once mode has open bugs, see docs/kafka.md):

@@ -112,6 +112,18 @@ class AdapterSettings(BaseModel):
         "http://127.0.0.1:8701", description="Base URL of the partner administration's API."
     )
     partner_timeout_s: float = Field(5.0, description="Deadline of one partner HTTP call.")
+    retry_attempts: PositiveInt = Field(
+        3, description="Attempts per partner call (exponential backoff with full jitter)."
+    )
+    circuit_failure_threshold: PositiveInt = Field(
+        5, description="Consecutive partner failures that open the circuit breaker."
+    )
+    circuit_reset_s: float = Field(
+        5.0, description="Pause before a trial call to a partner whose circuit is open."
+    )
+    replay_interval_s: float = Field(
+        2.0, description="How often write-offs and deletions pending on a down partner retry."
+    )
     metrics_port: int = Field(
         0, ge=0, description="Port serving /metrics for Prometheus; 0 turns it off."
     )

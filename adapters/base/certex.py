@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from adapters.base.resilience import CircuitBreaker
 from gun_hub.model.exchange import (
     AuthorityRequest,
     DocumentAnswer,
@@ -75,12 +76,16 @@ class _Quoted:
 class CertexHttpPartner:
     """HTTP client for one partner system; a single pooled session per adapter."""
 
-    def __init__(self, settings: AdapterSettings, *, attempts: int = 3) -> None:
+    def __init__(self, settings: AdapterSettings) -> None:
         self._base = settings.partner_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=settings.partner_timeout_s)
-        self._attempts = attempts
+        self._attempts = settings.retry_attempts
         self._session: aiohttp.ClientSession | None = None
         self._random = random.Random()  # noqa: S311 - retry jitter, not cryptography
+        self.circuit = CircuitBreaker(
+            failure_threshold=settings.circuit_failure_threshold,
+            reset_after_s=settings.circuit_reset_s,
+        )
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -173,19 +178,27 @@ class CertexHttpPartner:
         for attempt in range(self._attempts):
             if attempt:
                 await asyncio.sleep(self._random.uniform(0, 0.05 * 2**attempt))
+            if not self.circuit.allow():
+                raise PartnerUnavailable(f"circuit open: partner failing ({last_error})")
             try:
                 async with self._client().request(method, url, json=body) as response:
                     if response.status >= 500:
                         last_error = f"partner answered HTTP {response.status}"
+                        self.circuit.record_failure()
                         continue
                     payload = await response.json(content_type=None)
-                    if not isinstance(payload, dict):
-                        raise PartnerUnavailable("partner answer is not a JSON object")
-                    return response.status, payload
             except (TimeoutError, aiohttp.ClientError) as err:
                 last_error = f"partner unreachable: {type(err).__name__}"
+                self.circuit.record_failure()
+                continue
             except ValueError:
+                self.circuit.record_failure()
                 raise PartnerUnavailable("partner answer is not JSON") from None
+            if not isinstance(payload, dict):
+                self.circuit.record_failure()
+                raise PartnerUnavailable("partner answer is not a JSON object")
+            self.circuit.record_success()
+            return response.status, payload
         raise PartnerUnavailable(last_error)
 
 

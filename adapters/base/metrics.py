@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("gun_adapter_requests_total", "Requests answered, by authority.", ["authority"])
 DEAD_LETTERS = Counter(
@@ -14,6 +14,11 @@ ENVELOPE_REJECTIONS = Counter(
     "gun_adapter_envelope_rejections_total",
     "Sealed requests that failed verification and were not acted on.",
     ["authority", "kind"],
+)
+PENDING = Gauge(
+    "gun_adapter_pending_operations",
+    "Write-offs and deletions waiting for a partner that was down.",
+    ["authority"],
 )
 PARTNER_SECONDS = Histogram(
     "gun_adapter_partner_call_seconds",

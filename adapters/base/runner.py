@@ -13,6 +13,7 @@ concurrently up to ``max_in_flight``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -22,17 +23,23 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from pydantic import ValidationError
 
 from adapters.base import metrics
+from adapters.base.pending import PendingOperations
 from adapters.base.spec import AdapterSpec, PartnerPort
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected
 from gun_hub.kafka.client import client_options, from_settings
-from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse
+from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer, Operation
+from gun_hub.model.verdicts import Verdict
 from gun_hub.outbox import Outbox
 from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.settings import Settings
 from gun_hub.topics import TopicRegistry
 
 log = logging.getLogger(__name__)
+
+
+# A write-off or a deletion must reach the partner's ledger even after an outage.
+REPLAYED_OPERATIONS = frozenset({Operation.WRITE_OFF, Operation.DELETE})
 
 
 def consumer_group(authority: str) -> str:
@@ -60,6 +67,9 @@ class AdapterRunner:
         self._in_flight = asyncio.Semaphore(settings.adapter.max_in_flight)
         self._stopping = asyncio.Event()
         self.component = f"adapter.{spec.authority}"
+        self.pending = PendingOperations(
+            settings.security.state_dir / f"{topics.prefix}-{spec.authority}-pending.sqlite"
+        )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -87,15 +97,45 @@ class AdapterRunner:
         log.info("adapter %s consuming %s", self._spec.authority, self._request_topic)
         if ready is not None:
             ready.set()
+        replaying = asyncio.create_task(self._replay_pending(producer))
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=250, max_records=500)
                 if batches:
                     await self._process(batches, consumer, producer)
         finally:
+            replaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replaying
             await consumer.stop()
             await producer.stop()
             await self._partner.close()
+            self.pending.close()
+
+    async def _replay_pending(self, producer: AIOKafkaProducer) -> None:
+        """Retry write-offs and deletions that met a down partner, oldest first."""
+        interval = self._settings.adapter.replay_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._replay_once(producer)
+            except Exception:  # one bad round (a bug, logged) must not end replaying for good
+                log.exception("replaying pending operations failed; will retry")
+
+    async def _replay_once(self, producer: AIOKafkaProducer) -> None:
+        for request in self.pending.oldest():
+            answers = await self._partner.answer(request)
+            if any(a.verdict is Verdict.UNAVAILABLE for a in answers):
+                break  # still down: keep the order, try again later
+            self.pending.done(request)
+            log.info("replayed %s after the partner came back", request.request_id)
+            outbox = Outbox()
+            self._answer(outbox, request, answers)
+            for record in outbox.records:
+                await producer.send_and_wait(
+                    record.topic, record.value, key=record.key, headers=record.headers
+                )
+        metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
 
     async def _process(
         self,
@@ -160,6 +200,16 @@ class AdapterRunner:
         with metrics.PARTNER_SECONDS.labels(self._spec.authority).time():
             answers = await self._partner.answer(request)
         metrics.REQUESTS.labels(self._spec.authority).inc()
+        if request.operation in REPLAYED_OPERATIONS and any(
+            a.verdict is Verdict.UNAVAILABLE for a in answers
+        ):
+            self.pending.add(request)
+            metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
+        self._answer(outbox, request, answers)
+
+    def _answer(
+        self, outbox: Outbox, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]
+    ) -> None:
         response = AuthorityResponse(
             request_id=request.request_id,
             authority=self._spec.authority,

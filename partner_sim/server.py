@@ -7,7 +7,12 @@ Routes (JSON bodies, quantities as decimal strings):
 * ``POST   /api/v1/documents/{ref}/reservations/{declaration}/write-off``
 * ``DELETE /api/v1/documents/{ref}/reservations/{declaration}``
 * ``GET    /api/v1/documents/{ref}``                                 document and balances
-* ``GET|PUT /admin/faults``                                          latency, errors, outage
+* ``PUT    /admin/documents``                                        load or replace documents
+* ``PATCH  /admin/documents/{ref}``                                  amend status or quantities
+* ``PUT    /admin/documents/{ref}/reservations/{declaration}/force`` force a reservation
+* ``DELETE /admin/documents/{ref}/write-offs/{declaration}``         cancel a write-off
+* ``GET|PUT /admin/faults``                                          latency, errors, timeouts,
+                                                                     outage, garbage answers
 * ``GET    /health``
 """
 
@@ -23,6 +28,7 @@ from decimal import Decimal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from partner_sim.documents import DocumentsFile, DocumentStatus
 from partner_sim.ledger import PositionRequest, Refusal, RequestedLine
 from partner_sim.store import LedgerStore, UnknownDocument
 
@@ -36,7 +42,12 @@ class Faults(BaseModel):
 
     latency_ms: float = Field(0, ge=0, description="Added to every API call.")
     error_rate: float = Field(0, ge=0, le=1, description="Share of calls answered 500.")
+    timeout_rate: float = Field(
+        0, ge=0, le=1, description="Share of calls that hang for hang_s before answering."
+    )
+    hang_s: float = Field(30, ge=0, description="How long a timed-out call hangs.")
     outage: bool = Field(False, description="Every API call answered 503.")
+    garbage: bool = Field(False, description="Answers carry a result no client knows.")
 
 
 class _LineBody(BaseModel):
@@ -192,6 +203,64 @@ async def put_faults(request: web.Request) -> web.Response:
     return web.json_response(faults.model_dump())
 
 
+class _ForceBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lines: dict[int, Decimal]
+
+
+class _AmendBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: DocumentStatus | None = None
+    quantities: dict[int, Decimal] | None = None
+
+
+async def load_documents_view(request: web.Request) -> web.Response:
+    try:
+        documents = DocumentsFile.model_validate_json(await request.read()).documents
+    except ValidationError as err:
+        return web.json_response({"error": str(err)}, status=400)
+    request.app[STORE_KEY].load(documents)
+    return web.json_response({"loaded": len(documents)})
+
+
+async def force(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    reference = request.match_info["reference"]
+    try:
+        body = _ForceBody.model_validate_json(await request.read())
+        store.force(reference, request.match_info["declaration"], body.lines)
+    except UnknownDocument:
+        return _not_found(reference)
+    except ValueError as err:
+        return web.json_response({"error": str(err)}, status=400)
+    return web.json_response({"result": "DONE", "code": "01"})
+
+
+async def amend(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    reference = request.match_info["reference"]
+    try:
+        body = _AmendBody.model_validate_json(await request.read())
+        amended = store.amend(reference, status=body.status, quantities=body.quantities)
+    except UnknownDocument:
+        return _not_found(reference)
+    except ValueError as err:
+        return web.json_response({"error": str(err)}, status=400)
+    return web.json_response({"document": amended.model_dump(mode="json")})
+
+
+async def delete_write_off(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    reference = request.match_info["reference"]
+    try:
+        code = store.delete_write_off(reference, request.match_info["declaration"])
+    except UnknownDocument:
+        return _not_found(reference)
+    return web.json_response({"result": "DONE", "code": code.value})
+
+
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -206,8 +275,13 @@ async def fault_injection(request: web.Request, handler: Handler) -> web.StreamR
         await asyncio.sleep(faults.latency_ms / 1000)
     if faults.outage:
         return web.json_response({"error": "service unavailable (simulated outage)"}, status=503)
-    if faults.error_rate and request.app[RANDOM_KEY].random() < faults.error_rate:
+    dice = request.app[RANDOM_KEY]
+    if faults.error_rate and dice.random() < faults.error_rate:
         return web.json_response({"error": "internal error (simulated)"}, status=500)
+    if faults.timeout_rate and dice.random() < faults.timeout_rate:
+        await asyncio.sleep(faults.hang_s)
+    if faults.garbage:
+        return web.json_response({"result": "MAYBE", "code": "99"})
     return await handler(request)
 
 
@@ -223,6 +297,11 @@ def build_app(store: LedgerStore, faults: Faults | None = None, seed: int = 0) -
     app.router.add_post(base + "/reservations/{declaration}/write-off", write_off)
     app.router.add_delete(base + "/reservations/{declaration}", delete)
     app.router.add_get(base, document)
+    admin = "/admin/documents/{reference}"
+    app.router.add_put("/admin/documents", load_documents_view)
+    app.router.add_patch(admin, amend)
+    app.router.add_put(admin + "/reservations/{declaration}/force", force)
+    app.router.add_delete(admin + "/write-offs/{declaration}", delete_write_off)
     app.router.add_get("/admin/faults", get_faults)
     app.router.add_put("/admin/faults", put_faults)
     app.router.add_get("/health", health)

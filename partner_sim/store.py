@@ -15,7 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 
-from partner_sim.documents import PartnerDocument
+from partner_sim.documents import DocumentStatus, PartnerDocument
 from partner_sim.ledger import ClearanceCode, PositionRequest, Refusal, evaluate, requested_per_line
 
 _SCHEMA = """
@@ -147,7 +147,7 @@ class LedgerStore:
                 "UPDATE reservations SET state = ? WHERE document = ? AND declaration = ?",
                 (ReservationState.WRITTEN_OFF.value, reference, declaration),
             )
-        if document.status.value != "VALIDATED":
+        if document.status is not DocumentStatus.VALIDATED:
             return ClearanceCode.EXECUTED_STATUS_CHANGED
         return ClearanceCode.EXECUTED
 
@@ -160,6 +160,66 @@ class LedgerStore:
                 return ClearanceCode.NO_RECORD
             if state is ReservationState.WRITTEN_OFF:
                 return ClearanceCode.ALREADY_CONSUMED
+            self._db.execute(
+                "DELETE FROM holdings WHERE document = ? AND declaration = ?",
+                (reference, declaration),
+            )
+            self._db.execute(
+                "DELETE FROM reservations WHERE document = ? AND declaration = ?",
+                (reference, declaration),
+            )
+        return ClearanceCode.EXECUTED
+
+    # -- manual intervention by the administration's officers -----------------------------
+
+    def force(self, reference: str, declaration: str, lines: dict[int, Decimal]) -> None:
+        """Set a reservation by hand, bypassing every check (an officer's decision)."""
+        document = self.document(reference)
+        unknown = [line for line in lines if document.line(line) is None]
+        if unknown:
+            raise ValueError(f"document {reference} has no line(s) {unknown}")
+        with self._transaction():
+            self._db.execute(
+                "DELETE FROM holdings WHERE document = ? AND declaration = ?",
+                (reference, declaration),
+            )
+            self._db.executemany(
+                "INSERT INTO holdings VALUES (?, ?, ?, ?, '0')",
+                [(reference, declaration, line, str(q)) for line, q in lines.items()],
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?)",
+                (reference, declaration, ReservationState.ACTIVE.value),
+            )
+
+    def amend(
+        self,
+        reference: str,
+        *,
+        status: DocumentStatus | None = None,
+        quantities: dict[int, Decimal] | None = None,
+    ) -> PartnerDocument:
+        """Change a document's status or authorised quantities (an amended certificate)."""
+        document = self.document(reference)
+        lines = [
+            line.model_copy(update={"quantity": (quantities or {}).get(line.line, line.quantity)})
+            for line in document.lines
+        ]
+        amended = document.model_copy(
+            update={"status": status or document.status, "lines": tuple(lines)}
+        )
+        self.load([PartnerDocument.model_validate(amended.model_dump())])
+        return amended
+
+    def delete_write_off(self, reference: str, declaration: str) -> ClearanceCode:
+        """Cancel a write-off by hand (goods did not leave after all)."""
+        self.document(reference)
+        with self._transaction():
+            state = self._state(reference, declaration)
+            if state is None:
+                return ClearanceCode.NO_RECORD
+            if state is ReservationState.ACTIVE:
+                return ClearanceCode.ACTIVE_RESERVATION_EXISTS
             self._db.execute(
                 "DELETE FROM holdings WHERE document = ? AND declaration = ?",
                 (reference, declaration),

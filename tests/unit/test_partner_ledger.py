@@ -153,3 +153,40 @@ def test_the_ledger_survives_a_restart(tmp_path: Path) -> None:
     first.close()
     again = LedgerStore(tmp_path / "l.sqlite")
     assert again.balances(REF)[0].reserved == Decimal("123.5")
+
+
+def test_an_officer_can_force_a_reservation_beyond_the_balance(store: LedgerStore) -> None:
+    store.reserve(REF, position("DECL-1", "900"), TODAY)
+    store.force(REF, "DECL-2", {1: Decimal(300)})
+    [line] = store.balances(REF)
+    assert line.reserved == Decimal(1200)
+    assert line.remaining == Decimal(-200)  # visible, and every further claim is refused
+    refusal = store.reserve(REF, position("DECL-3", "1"), TODAY)
+    assert refusal is not None
+    assert refusal.code is RefusalCode.ALREADY_USED
+
+
+def test_an_amended_certificate_changes_what_can_be_reserved(store: LedgerStore) -> None:
+    store.amend(REF, quantities={1: Decimal(2000)})
+    assert store.reserve(REF, position(quantity="1500"), TODAY) is None
+    store.amend(REF, status=DocumentStatus.SUSPENDED)
+    refusal = store.reserve(REF, position("DECL-2", "1"), TODAY)
+    assert refusal is not None
+    assert refusal.code is RefusalCode.INAPPROPRIATE_STATUS
+
+
+def test_a_write_off_can_be_deleted_by_hand_but_not_an_active_reservation(
+    store: LedgerStore,
+) -> None:
+    assert store.delete_write_off(REF, "DECL-1") is ClearanceCode.NO_RECORD
+    store.reserve(REF, position(quantity="100"), TODAY)
+    assert store.delete_write_off(REF, "DECL-1") is ClearanceCode.ACTIVE_RESERVATION_EXISTS
+    store.write_off(REF, "DECL-1")
+    assert store.delete_write_off(REF, "DECL-1") is ClearanceCode.EXECUTED
+    assert store.balances(REF)[0].remaining == 1000
+
+
+def test_a_write_off_on_a_document_whose_status_changed_says_so(store: LedgerStore) -> None:
+    store.reserve(REF, position(quantity="100"), TODAY)
+    store.amend(REF, status=DocumentStatus.REPLACED)
+    assert store.write_off(REF, "DECL-1") is ClearanceCode.EXECUTED_STATUS_CHANGED

@@ -48,6 +48,7 @@ class Faults(BaseModel):
     hang_s: float = Field(30, ge=0, description="How long a timed-out call hangs.")
     outage: bool = Field(False, description="Every API call answered 503.")
     garbage: bool = Field(False, description="Answers carry a result no client knows.")
+    fail_next: int = Field(0, ge=0, description="The next N calls are answered 500.")
 
 
 class _LineBody(BaseModel):
@@ -275,6 +276,9 @@ async def fault_injection(request: web.Request, handler: Handler) -> web.StreamR
         await asyncio.sleep(faults.latency_ms / 1000)
     if faults.outage:
         return web.json_response({"error": "service unavailable (simulated outage)"}, status=503)
+    if faults.fail_next:
+        faults.fail_next -= 1
+        return web.json_response({"error": "internal error (simulated)"}, status=500)
     dice = request.app[RANDOM_KEY]
     if faults.error_rate and dice.random() < faults.error_rate:
         return web.json_response({"error": "internal error (simulated)"}, status=500)

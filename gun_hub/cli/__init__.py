@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gun_hub.cli import audit, components, demo, io, kafka, keys
+from gun_hub.cli import audit, components, conformance, demo, io, kafka, keys
 
 app = typer.Typer(
     name="gun-hub",
@@ -20,6 +20,7 @@ app.add_typer(audit.app, name="audit")
 components.register(app)
 io.register(app)
 demo.register(app)
+conformance.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,59 @@
+"""``gun-hub conformance <authority>``: certify a running adapter and partner system."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+
+from adapters.conformance.harness import Harness
+from adapters.conformance.kit import run_kit, table
+from gun_hub.cli.kafka import registry_for, routing_for
+from gun_hub.kafka.client import from_settings
+from gun_hub.security.entitlements import HUB_PARTY
+from gun_hub.security.factory import build_envelope
+from gun_hub.security.replay import MemoryReplayGuard
+from gun_hub.settings import load_settings
+
+
+def conformance(
+    authority: str = typer.Argument(help="Authority whose adapter to certify."),
+    partner_url: str = typer.Option(..., help="Base URL of the partner system (test API on)."),
+    partner_timeout: float = typer.Option(
+        5.0,
+        help="The adapter's deadline for one partner call (GUN_HUB_ADAPTER__PARTNER_TIMEOUT_S).",
+    ),
+    answer_timeout: float = typer.Option(30.0, help="How long to wait for each answer."),
+    only: str | None = typer.Option(None, help="Run only scenarios whose name contains this."),
+) -> None:
+    """Run the scenario suite as the hub would; exit 1 if any scenario fails."""
+    settings = load_settings()
+    routing = routing_for(settings)
+    entry = routing.authorities.get(authority)
+    if entry is None:
+        typer.echo(f"{authority!r} is not in the routing table", err=True)
+        raise typer.Exit(2)
+    topics = registry_for(settings)
+    harness = Harness(
+        authority=authority,
+        document_type=entry.codes[0],
+        connect=from_settings(settings.kafka),
+        topics=topics,
+        hub_envelope=build_envelope(settings.security, HUB_PARTY, topics, MemoryReplayGuard()),
+        partner_url=partner_url,
+        answer_timeout_s=answer_timeout,
+        partner_timeout_s=partner_timeout,
+    )
+
+    def progress(outcome: object) -> None:
+        typer.echo(".", nl=False)
+
+    outcomes = asyncio.run(run_kit(harness, only=only, progress=progress))
+    typer.echo("")
+    typer.echo(table(authority, outcomes))
+    if not outcomes or not all(o.passed for o in outcomes):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(conformance)

@@ -8,6 +8,7 @@ Routes (JSON bodies, quantities as decimal strings):
 * ``DELETE /api/v1/documents/{ref}/reservations/{declaration}``
 * ``GET    /api/v1/documents/{ref}``                                 document and balances
 * ``PUT    /admin/documents``                                        load or replace documents
+* ``GET    /admin/documents/{ref}``                                  the same, never faulted
 * ``PATCH  /admin/documents/{ref}``                                  amend status or quantities
 * ``PUT    /admin/documents/{ref}/reservations/{declaration}/force`` force a reservation
 * ``DELETE /admin/documents/{ref}/write-offs/{declaration}``         cancel a write-off
@@ -304,6 +305,8 @@ def build_app(store: LedgerStore, faults: Faults | None = None, seed: int = 0) -
     admin = "/admin/documents/{reference}"
     app.router.add_put("/admin/documents", load_documents_view)
     app.router.add_patch(admin, amend)
+    # The same view outside the fault injection: tests read the ledger during an outage.
+    app.router.add_get(admin, document)
     app.router.add_put(admin + "/reservations/{declaration}/force", force)
     app.router.add_delete(admin + "/write-offs/{declaration}", delete_write_off)
     app.router.add_get("/admin/faults", get_faults)

@@ -182,7 +182,7 @@ class Harness:
 
     async def ledger(self, reference: str, line: int = 1) -> tuple[Decimal, Decimal]:
         """(reserved, written off) on one line of a document."""
-        body = await self._partner("GET", f"/api/v1/documents/{reference}")
+        body = await self._partner("GET", f"/admin/documents/{reference}")
         [balance] = [b for b in body["balances"] if b["line"] == line]
         return Decimal(balance["reserved"]), Decimal(balance["written_off"])
 

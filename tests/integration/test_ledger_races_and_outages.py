@@ -1,0 +1,157 @@
+"""The exact ledger under racing declarations, and a partner outage with its replay.
+
+A real adapter (in this process) on the real broker, asking a real partner simulator
+over HTTP; the conformance harness plays the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from adapters.base import load_adapter
+from adapters.base.runner import AdapterRunner
+from adapters.conformance.harness import Harness, Quote
+from gun_hub.model.exchange import AuthorityResponse, Operation
+from gun_hub.model.verdicts import Verdict
+from gun_hub.settings import AdapterSettings
+from tests.conftest import KafkaEnv
+from tests.partner_fixtures import RunningPartner, running_partner
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+async def partner(samples: Path, tmp_path: Path) -> AsyncIterator[RunningPartner]:
+    async with running_partner(
+        samples / "partners" / "dgal-documents.json", tmp_path / "l.db"
+    ) as p:
+        yield p
+
+
+@pytest.fixture
+async def hub(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Harness]:
+    """The DGAL adapter running, and a harness playing the hub in front of it."""
+    settings = kafka_env.settings()
+    settings.adapter = AdapterSettings(
+        partner_url=partner.url,
+        partner_timeout_s=1,
+        retry_attempts=2,
+        circuit_failure_threshold=2,
+        circuit_reset_s=1,
+        replay_interval_s=0.5,
+    )
+    spec = load_adapter("dgal")
+    runner = AdapterRunner(
+        spec,
+        settings,
+        kafka_env.topics,
+        kafka_env.envelope("dgal"),
+        spec.build_partner(settings.adapter),
+    )
+    ready = asyncio.Event()
+    task = asyncio.create_task(runner.run(ready))
+    await asyncio.wait_for(ready.wait(), 30)
+    harness = Harness(
+        authority="dgal",
+        document_type="N853",
+        connect=settings.kafka.bootstrap_servers,  # type: ignore[arg-type]
+        topics=kafka_env.topics,
+        hub_envelope=kafka_env.envelope("hub"),
+        partner_url=partner.url,
+        answer_timeout_s=30,
+        partner_timeout_s=1,
+    )
+    await harness.start()
+    yield harness
+    await harness.stop()
+    runner.stop()
+    await asyncio.wait_for(task, 30)
+
+
+async def ask_all(hub: Harness, requests: list) -> list[AuthorityResponse]:  # type: ignore[type-arg]
+    for request in requests:
+        await hub.publish(request.reference, hub.seal(request))
+    return [(await hub.answers(r.request_id, 1, 60))[0] for r in requests]
+
+
+async def test_racing_declarations_reserve_exactly_what_the_document_covers(hub: Harness) -> None:
+    doc = await hub.seed("race")  # one line of 100 KGM
+    requests = [hub.request(Operation.RESERVE, [Quote(doc, "7")]) for _ in range(60)]
+    answers = await ask_all(hub, requests)
+    verdicts = [a.answers[0].verdict for a in answers]
+    assert verdicts.count(Verdict.VALID) == 14  # 14 x 7 = 98: the fifteenth does not fit
+    assert verdicts.count(Verdict.QUANTITY_INSUFFICIENT) == 46
+    assert await hub.ledger(doc) == (Decimal(98), Decimal(0))
+
+
+async def test_racing_uneven_claims_never_overdraw_and_refuse_only_what_cannot_fit(
+    hub: Harness,
+) -> None:
+    doc = await hub.seed("uneven")
+    dice = random.Random(7)
+    quantities = [str(dice.randint(1, 25)) for _ in range(40)]
+    requests = [hub.request(Operation.RESERVE, [Quote(doc, q)]) for q in quantities]
+    answers = await ask_all(hub, requests)
+    accepted = [
+        Decimal(q)
+        for q, a in zip(quantities, answers, strict=True)
+        if a.answers[0].verdict is Verdict.VALID
+    ]
+    refused = [
+        Decimal(q)
+        for q, a in zip(quantities, answers, strict=True)
+        if a.answers[0].verdict is not Verdict.VALID
+    ]
+    reserved, _ = await hub.ledger(doc)
+    assert reserved == sum(accepted) <= 100
+    # The balance only shrinks, so a refused claim cannot fit in what is left at the end.
+    assert all(q > 100 - reserved for q in refused)
+    assert {
+        a.answers[0].partner_code for a in answers if a.answers[0].verdict is not Verdict.VALID
+    } <= {"05", "02"}
+
+
+async def test_an_outage_answers_unavailable_promptly_then_replays_write_offs(
+    hub: Harness,
+) -> None:
+    docs = [await hub.seed(f"outage-{n}") for n in range(4)]
+    reservations = [hub.request(Operation.RESERVE, [Quote(d, "30")]) for d in docs]
+    assert all(a.answers[0].verdict is Verdict.VALID for a in await ask_all(hub, reservations))
+
+    await hub.faults(outage=True)
+    began = time.monotonic()
+    during = await ask_all(
+        hub, [hub.request(Operation.RESERVE, [Quote(docs[0], "5")]) for _ in range(5)]
+    )
+    elapsed = time.monotonic() - began
+    assert all(a.answers[0].verdict is Verdict.UNAVAILABLE for a in during)
+    assert elapsed < 10  # five requests: the open circuit answers without waiting
+    write_offs = [
+        hub.request(Operation.WRITE_OFF, [Quote(d, "30")], reference=r.reference)
+        for d, r in zip(docs[:3], reservations[:3], strict=True)
+    ]
+    deletion = hub.request(
+        Operation.DELETE,
+        [Quote(docs[3], None, line=None, unit=None)],
+        reference=reservations[3].reference,
+    )
+    assert all(
+        a.answers[0].verdict is Verdict.UNAVAILABLE
+        for a in await ask_all(hub, [*write_offs, deletion])
+    )
+    assert await hub.ledger(docs[0]) == (Decimal(30), Decimal(0))  # nothing reached it
+
+    await hub.faults()  # the partner is back: pending operations are replayed in order
+    for request in [*write_offs, deletion]:
+        *_, replayed = await hub.answers(request.request_id, 2, 30)
+        assert replayed.answers[0].verdict is Verdict.VALID
+    for doc in docs[:3]:
+        assert await hub.ledger(doc) == (Decimal(0), Decimal(30))
+    assert await hub.ledger(docs[3]) == (Decimal(0), Decimal(0))

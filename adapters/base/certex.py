@@ -13,6 +13,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -135,8 +136,9 @@ class CertexHttpPartner:
         self, request: AuthorityRequest, quoted: list[_Quoted]
     ) -> tuple[Verdict, str | None, str | None]:
         document = quoted[0].document
-        url = f"{self._base}/api/v1/documents/{document.reference}"
-        declaration = request.reference
+        # References may hold "/" (the contract allows it): each is one path segment.
+        url = f"{self._base}/api/v1/documents/{quote(document.reference, safe='')}"
+        declaration = quote(request.reference, safe="")
         if request.operation is Operation.WRITE_OFF:
             method, url, body = "POST", f"{url}/reservations/{declaration}/write-off", None
         elif request.operation is Operation.DELETE:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote as url_segment
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -182,7 +183,7 @@ class Harness:
 
     async def ledger(self, reference: str, line: int = 1) -> tuple[Decimal, Decimal]:
         """(reserved, written off) on one line of a document."""
-        body = await self._partner("GET", f"/admin/documents/{reference}")
+        body = await self._partner("GET", f"/admin/documents/{url_segment(reference, safe='')}")
         [balance] = [b for b in body["balances"] if b["line"] == line]
         return Decimal(balance["reserved"]), Decimal(balance["written_off"])
 

@@ -266,6 +266,12 @@ async def tampered_request_not_acted_on(h: Harness) -> None:
     await expect_ledger(h, doc, "0")
 
 
+async def reference_with_a_slash(h: Harness) -> None:
+    doc = await h.seed("slash/2026.1")
+    expect(await reserve(h, doc, "3"), Verdict.VALID)
+    await expect_ledger(h, doc, "3")
+
+
 async def expired_document(h: Harness) -> None:
     doc = await h.seed("expired", valid_until=(today() - timedelta(days=1)).isoformat())
     expect(await reserve(h, doc, "1"), Verdict.INVALID_STATUS, codes=("04",))
@@ -318,6 +324,7 @@ def scenarios() -> list[Scenario]:
             for name, verdict, code, seed, quote in refusals
         ),
         Scenario("expired document", expired_document),
+        Scenario("a document reference holding a slash", reference_with_a_slash),
         Scenario("check reads and never reserves", check_never_reserves),
         Scenario("partial quantities across declarations", partial_quantities),
         Scenario("a reservation restates, never adds", restated_not_added),

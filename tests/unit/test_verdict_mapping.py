@@ -1,0 +1,58 @@
+"""A partner's coded answers map to verdicts; anything unknown is an error, never a pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from adapters.base.certex import (
+    CLEARANCE_VERDICTS,
+    REFUSAL_VERDICTS,
+    PartnerUnavailable,
+    _map_answer,
+)
+from gun_hub.model.exchange import Operation
+from gun_hub.model.verdicts import Verdict
+
+
+def test_every_certex_refusal_code_has_a_verdict_and_none_is_valid() -> None:
+    assert sorted(REFUSAL_VERDICTS) == [f"{n:02d}" for n in range(1, 12)]
+    assert Verdict.VALID not in REFUSAL_VERDICTS.values()
+
+
+@pytest.mark.parametrize(("code", "verdict"), sorted(REFUSAL_VERDICTS.items()))
+def test_a_refusal_keeps_the_partners_code(code: str, verdict: Verdict) -> None:
+    assert _map_answer(Operation.RESERVE, 200, {"result": "REFUSED", "code": code}) == (
+        verdict,
+        code,
+        None,
+    )
+
+
+def test_write_off_outcomes_cover_codes_01_to_05() -> None:
+    for operation in (Operation.WRITE_OFF, Operation.DELETE):
+        assert sorted(CLEARANCE_VERDICTS[operation]) == ["01", "02", "03", "04", "05"]
+
+
+@pytest.mark.parametrize(
+    ("status", "payload"),
+    [
+        (200, {"result": "REFUSED", "code": "12"}),
+        (200, {"result": "REFUSED"}),
+        (200, {"result": "MAYBE"}),
+        (200, {}),
+        (404, {"error": "no such route"}),
+        (418, {"result": "ACCEPTED"}),
+    ],
+)
+def test_an_answer_the_adapter_does_not_know_is_unavailable_never_a_pass(
+    status: int, payload: dict[str, Any]
+) -> None:
+    with pytest.raises(PartnerUnavailable):
+        _map_answer(Operation.RESERVE, status, payload)
+
+
+def test_an_unknown_write_off_outcome_is_unavailable() -> None:
+    with pytest.raises(PartnerUnavailable):
+        _map_answer(Operation.WRITE_OFF, 200, {"result": "DONE", "code": "09"})

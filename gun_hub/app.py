@@ -24,6 +24,7 @@ from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.intake import Intake
+from gun_hub.risk import load_risk_rules
 from gun_hub.routing import RoutingTable, load_routing_table
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.entitlements import HUB_PARTY, Entitlements
@@ -174,6 +175,7 @@ def build_hub(settings: Settings) -> Hub:
             keys.signing_key,
             checkpoint_every=settings.hub.audit_checkpoint_every,
         ),
+        risk_rules=load_risk_rules(settings.hub.risk_rules, routing.authorities),
         request_deadline_s=settings.hub.request_deadline_s,
         clock=utc_now,
     )

@@ -15,6 +15,7 @@ from gun_hub.model.decision import DocumentResult
 from gun_hub.model.declaration import Stage
 from gun_hub.model.exchange import AuthorityResponse
 from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.risk import RiskHit
 from gun_hub.routing import RoutedDeclaration
 
 
@@ -25,6 +26,19 @@ class ExpectedAnswer(BaseModel):
     code: str
     reference: str
     authority: str
+
+
+class RiskFinding(BaseModel):
+    """A risk hit as stored in the case (evaluated at intake, applied at decision)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    action: Outcome
+    text: str
+
+    def hit(self) -> RiskHit:
+        return RiskHit(self.code, self.action, self.text)
 
 
 class Case(BaseModel):
@@ -38,6 +52,7 @@ class Case(BaseModel):
     awaiting: list[str]
     expected: list[ExpectedAnswer]
     results: list[DocumentResult]
+    risk: list[RiskFinding] = []
     outcome: Outcome | None = None
 
     @classmethod

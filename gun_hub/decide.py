@@ -14,6 +14,7 @@ from datetime import datetime
 from gun_hub.model.decision import Decision, DocumentResult, Reason
 from gun_hub.model.declaration import Stage
 from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.risk import RiskHit
 
 
 def _describe(result: DocumentResult) -> str:
@@ -55,8 +56,12 @@ def decide(
     results: Sequence[DocumentResult],
     decided_at: datetime,
     extra_reasons: Sequence[Reason] = (),
+    risk: Sequence[RiskHit] = (),
 ) -> Decision:
-    """The decision for one declaration version, its reasons and per-document results."""
+    """The decision for one declaration version, its reasons and per-document results.
+
+    Risk hits only ever raise a RELEASE to a control (the strongest one asked for).
+    """
     outcome = outcome_for(stage, results)
     reasons = [*extra_reasons, *document_reasons(results)]
     if outcome is Outcome.CONTROL_DOCUMENTARY:
@@ -67,6 +72,10 @@ def decide(
                 text="some documents could not be checked automatically: check them at the office",
             ),
         )
+    if outcome is Outcome.RELEASE and risk:
+        physical = any(hit.action is Outcome.CONTROL_PHYSICAL for hit in risk)
+        outcome = Outcome.CONTROL_PHYSICAL if physical else Outcome.CONTROL_DOCUMENTARY
+        reasons += [Reason(code=hit.code, text=hit.text) for hit in risk]
     ordered = sorted(results, key=lambda r: (r.goods_item, r.code, r.reference))
     return Decision(
         reference=reference,

@@ -95,6 +95,10 @@ class HubSettings(BaseModel):
         description="Consumer-group session timeout: how long a crashed worker holds its "
         "partitions before another (or its restart) takes them over.",
     )
+    risk_rules: Path = Field(
+        default_factory=lambda: config_path("risk-rules.toml"),
+        description="TOML file of risk-targeting rules and sampling rates.",
+    )
     extra_routes: dict[str, str] = Field(
         default_factory=dict,
         description='Routes added to the table at run time, as JSON: {"E999": "dga"}. '

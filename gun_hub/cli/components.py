@@ -14,6 +14,7 @@ from gun_hub.cli.kafka import registry_for, routing_for
 from gun_hub.kafka.admin import ensure_topics, wait_for_cluster
 from gun_hub.kafka.client import from_settings
 from gun_hub.logs import configure_logging
+from gun_hub.risk import RiskRulesError, load_risk_rules
 from gun_hub.security.factory import build_envelope
 from gun_hub.settings import Settings, load_settings
 
@@ -42,7 +43,12 @@ def hub() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level, component="hub")
-    routing_for(settings)  # a bad routing table stops here with its reason
+    routing = routing_for(settings)  # a bad routing table stops here with its reason
+    try:
+        load_risk_rules(settings.hub.risk_rules, routing.authorities)
+    except RiskRulesError as err:
+        typer.echo(f"cannot start: {err}", err=True)
+        raise typer.Exit(2) from None
     _prepare_cluster(settings)
     settings.hub.data_dir.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()

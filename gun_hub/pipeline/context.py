@@ -14,6 +14,7 @@ from gun_hub.decide import decide
 from gun_hub.envelope import ContentType, Envelope
 from gun_hub.model.decision import Decision
 from gun_hub.outbox import Outbox
+from gun_hub.risk import RiskRules
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.entitlements import CLEARANCE_PARTY
@@ -36,6 +37,7 @@ class HubContext:
     routing: RoutingTable
     envelope: Envelope
     audit: AuditTrail
+    risk_rules: RiskRules
     request_deadline_s: float
     clock: Callable[[], datetime]
 
@@ -74,6 +76,7 @@ class HubContext:
             stage=case.stage,
             results=case.results,
             decided_at=self.clock(),
+            risk=[finding.hit() for finding in case.risk],
         )
         case.outcome = decision.outcome
         self.emit_decision(outbox, decision, partition)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from gun_hub import metrics
-from gun_hub.case import Case
+from gun_hub.case import Case, RiskFinding
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.decide import refuse_unreadable
 from gun_hub.envelope import ContentType
@@ -13,6 +13,7 @@ from gun_hub.model.decision import Reason
 from gun_hub.model.declaration import Declaration, Stage
 from gun_hub.outbox import Outbox
 from gun_hub.pipeline.context import CaseStore, HubContext
+from gun_hub.risk import assess_risk
 from gun_hub.routing import OPERATION_FOR_STAGE, build_requests, route_documents
 from gun_hub.status_events import StatusKind
 from gun_hub.xml.declaration_codec import DeclarationCodec, sniff_identity
@@ -126,6 +127,10 @@ class Intake:
             opened_at=now,
             deadline=now + timedelta(seconds=ctx.request_deadline_s),
         )
+        case.risk = [
+            RiskFinding(code=hit.code, action=hit.action, text=hit.text)
+            for hit in assess_risk(declaration, routed.authorities, ctx.risk_rules)
+        ]
         if case.complete:
             # Nothing to ask anyone (no documents, or only exempt/unrouted ones).
             ctx.decide_case(outbox, case, partition)

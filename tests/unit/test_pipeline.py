@@ -19,6 +19,7 @@ from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.intake import Intake
+from gun_hub.risk import RiskRules
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
@@ -47,6 +48,7 @@ class Hub:
             routing=routing,
             envelope=envelope_of(HUB_PARTY, self.topics, keys_dir),
             audit=AuditTrail(self.audit_heads, PartyKeys.load(keys_dir, HUB_PARTY).signing_key),
+            risk_rules=RiskRules(),
             request_deadline_s=30,
             clock=lambda: NOW,
         )

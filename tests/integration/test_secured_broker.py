@@ -78,8 +78,10 @@ def secured(
 async def produce(config: ClientConfig, topic: str, value: bytes, key: bytes) -> None:
     producer = AIOKafkaProducer(**config.options(), request_timeout_ms=10_000)
     try:
-        await producer.start()
-        await producer.send_and_wait(topic, value, key=key)
+        # Bounded: a refused client must fail, never hang the suite.
+        async with asyncio.timeout(45):
+            await producer.start()
+            await producer.send_and_wait(topic, value, key=key)
     finally:
         await producer.stop()
 
@@ -122,7 +124,7 @@ async def test_a_wrong_password_does_not_get_in(
     broker, topics = secured
     good = broker.client_config("cites")
     impostor = ClientConfig(good.bootstrap_servers, "cites", "not-the-password", good.ca_file)
-    with pytest.raises((KafkaError, KafkaConnectionError)):
+    with pytest.raises((KafkaError, KafkaConnectionError, TimeoutError)):
         await produce(impostor, topics.responses("cites"), b"x", b"k")
 
 

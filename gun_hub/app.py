@@ -9,6 +9,7 @@ is written to the table (changelog) before the records it causes are sent.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,8 +22,9 @@ from gun_hub.dead_letter import SourcePosition
 from gun_hub.kafka.client import SCRAM, from_settings
 from gun_hub.outbox import Headers, Outbox
 from gun_hub.pipeline.audit_keeper import AuditKeeper
-from gun_hub.pipeline.context import HubContext
+from gun_hub.pipeline.context import HubContext, parse_open_case_entry
 from gun_hub.pipeline.correlation import Correlation
+from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.intake import Intake
 from gun_hub.risk import load_risk_rules
 from gun_hub.routing import RoutingTable, load_routing_table
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 CASES_TABLE = "cases"
 SEEN_MESSAGES_TABLE = "seen-messages"
 AUDIT_HEADS_TABLE = "audit-heads"
+OPEN_CASES_TABLE = "open-cases"
 _RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 
 
@@ -62,6 +65,13 @@ class _TableStore:
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._table[key] = value
+
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        if self._table.get(key) is None:
+            return default
+        value = self._table[key]
+        del self._table[key]  # a tombstone in the changelog
+        return value if isinstance(value, bytes) else default
 
 
 def _raw_table(app: faust.App, settings: Settings, name: str) -> Any:
@@ -160,6 +170,8 @@ def build_hub(settings: Settings) -> Hub:
     cases = _raw_table(app, settings, CASES_TABLE)
     seen_messages = _raw_table(app, settings, SEEN_MESSAGES_TABLE)
     audit_heads = _raw_table(app, settings, AUDIT_HEADS_TABLE)
+    open_cases = _raw_table(app, settings, OPEN_CASES_TABLE)
+    deadline_ticks = app.topic(topics.deadlines, **_RAW)
     keys = PartyKeys.load(settings.security.keys_dir, HUB_PARTY)
     context = HubContext(
         topics=topics,
@@ -175,6 +187,7 @@ def build_hub(settings: Settings) -> Hub:
             keys.signing_key,
             checkpoint_every=settings.hub.audit_checkpoint_every,
         ),
+        open_cases=_TableStore(open_cases),
         risk_rules=load_risk_rules(settings.hub.risk_rules, routing.authorities),
         request_deadline_s=settings.hub.request_deadline_s,
         clock=utc_now,
@@ -184,6 +197,7 @@ def build_hub(settings: Settings) -> Hub:
     intake = Intake(context, codec, store)
     correlation = Correlation(context, store)
     audit_keeper = AuditKeeper(context)
+    deadlines = Deadlines(context, store)
 
     async def send(outbox: Outbox) -> None:
         for record in outbox.records:
@@ -214,6 +228,30 @@ def build_hub(settings: Settings) -> Hub:
         "audit-keeper",
         lambda event, source: audit_keeper.handle(_header_list(event.headers), source),
     )
+    agent(
+        deadline_ticks,
+        "deadlines",
+        lambda event, source: deadlines.handle(
+            bytes(event.key).decode(), int(_value(event) or b"0"), source
+        ),
+    )
+    ticked: dict[bytes, float] = {}
+
+    async def sweep_deadlines() -> None:
+        """Tick every due case of this worker's partitions (reads only: the decision is
+        taken by the deadlines agent, in event context)."""
+        now = time.time()
+        for key, value in list(open_cases.items()):
+            version, due = parse_open_case_entry(value)
+            if due <= now and ticked.get(key, 0.0) < now - 5:
+                ticked[key] = now
+                await app.producer.send(
+                    topics.deadlines, key, str(version).encode(), None, None, None
+                )
+        for key in [k for k, at in ticked.items() if at < now - 60]:
+            del ticked[key]
+
+    app.timer(interval=settings.hub.deadline_sweep_s)(sweep_deadlines)
 
     register_web_views(app)
     return Hub(app=app, topics=topics, routing=routing)

@@ -12,7 +12,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from gun_hub.model.decision import DocumentResult
-from gun_hub.model.declaration import Stage
+from gun_hub.model.declaration import Declaration, Direction, Stage
 from gun_hub.model.exchange import AuthorityResponse
 from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.risk import RiskHit
@@ -26,6 +26,7 @@ class ExpectedAnswer(BaseModel):
     code: str
     reference: str
     authority: str
+    commodity_code: str = ""
 
 
 class RiskFinding(BaseModel):
@@ -47,6 +48,9 @@ class Case(BaseModel):
     reference: str
     version: int
     stage: Stage
+    direction: Direction = Direction.IMPORT
+    procedure: str = ""
+    declarant_eori: str = ""
     opened_at: datetime
     deadline: datetime
     awaiting: list[str]
@@ -59,17 +63,18 @@ class Case(BaseModel):
     def open(
         cls,
         *,
-        reference: str,
-        version: int,
-        stage: Stage,
+        declaration: Declaration,
         routed: RoutedDeclaration,
         opened_at: datetime,
         deadline: datetime,
     ) -> Case:
         return cls(
-            reference=reference,
-            version=version,
-            stage=stage,
+            reference=declaration.reference,
+            version=declaration.version,
+            stage=declaration.stage,
+            direction=declaration.direction,
+            procedure=declaration.procedure,
+            declarant_eori=declaration.declarant.eori,
             opened_at=opened_at,
             deadline=deadline,
             awaiting=list(routed.authorities),
@@ -79,6 +84,7 @@ class Case(BaseModel):
                     code=d.code,
                     reference=d.reference,
                     authority=d.authority,
+                    commodity_code=d.commodity_code,
                 )
                 for d in routed.documents
                 if d.authority is not None
@@ -116,6 +122,21 @@ class Case(BaseModel):
                 )
             )
         return True
+
+    def time_out(self) -> None:
+        """The deadline passed: every awaited answer becomes UNAVAILABLE."""
+        for expected in self.expected:
+            if expected.authority in self.awaiting:
+                self.results.append(
+                    DocumentResult(
+                        goods_item=expected.goods_item,
+                        code=expected.code,
+                        reference=expected.reference,
+                        authority=expected.authority,
+                        verdict=Verdict.UNAVAILABLE,
+                    )
+                )
+        self.awaiting = []
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()

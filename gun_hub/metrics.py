@@ -34,6 +34,16 @@ LATE_ANSWERS = Counter(
     "Authority answers that arrived for a decided or superseded version.",
     ["authority"],
 )
+DEADLINES = Counter(
+    "gun_hub_deadlines_passed_total",
+    "Cases decided in degraded mode because an authority did not answer in time.",
+    ["authority"],
+)
+POST_RELEASE_ALERTS = Counter(
+    "gun_hub_post_release_alerts_total",
+    "Negative answers to a post-release check (war material), for post-clearance control.",
+    ["authority"],
+)
 DECISION_SECONDS = Histogram(
     "gun_hub_decision_latency_seconds",
     "Time from receiving a declaration to emitting its decision.",

@@ -41,6 +41,9 @@ class AuthorityEntry(BaseModel):
     name: str = Field(min_length=1)
     codes: tuple[str, ...] = Field(min_length=1)
     confidential: bool = False
+    # The write-off after release is a check of its own (war material): a negative
+    # answer raises a post-clearance alert instead of passing silently.
+    post_release_check: bool = False
 
     @field_validator("codes")
     @classmethod
@@ -75,6 +78,10 @@ class RoutingTable:
     def is_confidential(self, authority: str) -> bool:
         entry = self.authorities.get(authority)
         return entry is not None and entry.confidential
+
+    def checks_after_release(self, authority: str) -> bool:
+        entry = self.authorities.get(authority)
+        return entry is not None and entry.post_release_check
 
 
 def build_routing_table(
@@ -131,6 +138,7 @@ class ExpectedDocument:
     reference: str
     authority: str | None
     local_verdict: Verdict | None = None
+    commodity_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +172,13 @@ def route_documents(declaration: Declaration, table: RoutingTable) -> RoutedDecl
             if authority is not None:
                 authorities.add(authority)
                 documents.append(
-                    ExpectedDocument(item.number, document.code, document.reference, authority)
+                    ExpectedDocument(
+                        item.number,
+                        document.code,
+                        document.reference,
+                        authority,
+                        commodity_code=item.commodity_code,
+                    )
                 )
             else:
                 verdict = Verdict.EXEMPT if table.is_exempt(document.code) else Verdict.UNROUTED

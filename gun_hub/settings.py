@@ -107,6 +107,9 @@ class HubSettings(BaseModel):
     request_deadline_s: float = Field(
         30.0, description="Time an authority has to answer before degraded mode."
     )
+    deadline_sweep_s: float = Field(
+        1.0, description="How often the hub looks for cases whose deadline has passed."
+    )
 
 
 class AdapterSettings(BaseModel):

@@ -20,6 +20,13 @@ class StatusKind(StrEnum):
     ANSWER_RECEIVED = "ANSWER_RECEIVED"
     LATE_ANSWER_IGNORED = "LATE_ANSWER_IGNORED"
     DECIDED = "DECIDED"
+    DEADLINE_PASSED = "DEADLINE_PASSED"  # an authority stayed silent: degraded mode
+    FOLLOW_UP_SENT = "FOLLOW_UP_SENT"  # write-offs after release, deletions after refusal
+    WRITTEN_OFF = "WRITTEN_OFF"
+    RESERVATION_DELETED = "RESERVATION_DELETED"
+    FOLLOW_UP_PENDING = "FOLLOW_UP_PENDING"  # the partner is down; the adapter replays it
+    FOLLOW_UP_FAILED = "FOLLOW_UP_FAILED"
+    POST_RELEASE_ALERT = "POST_RELEASE_ALERT"  # for post-clearance control, not a block
 
 
 class StatusEvent(BaseModel):

@@ -80,6 +80,11 @@ class TopicRegistry:
     def ops_lag(self) -> str:
         return f"{self.prefix}.ops.lag"
 
+    @property
+    def deadlines(self) -> str:
+        """Internal to the hub: ticks of cases whose deadline has passed."""
+        return f"{self.prefix}.hub.deadlines"
+
     def requests(self, authority: str) -> str:
         """Topic on which the hub asks ``authority`` (encrypted to it alone)."""
         return f"{self.prefix}.requests.{authority}"
@@ -158,6 +163,14 @@ class TopicRegistry:
                 "Messages that could not be processed: original bytes, error kind and "
                 "text in headers.",
                 retention_ms=_THIRTY_DAYS_MS,
+            ),
+            TopicSpec(
+                self.deadlines,
+                "hub (deadline timer)",
+                "hub",
+                Payload.JSON,
+                "Internal: a case's deadline has passed; decided in degraded mode.",
+                retention_ms=24 * 3600 * 1000,
             ),
             TopicSpec(
                 self.ops_lag,

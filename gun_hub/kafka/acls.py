@@ -68,7 +68,7 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
         Grant(
             "hub",
             ("Read", "Describe"),
-            (topics.declarations, *topics.all_responses(), topics.dlq),
+            (topics.declarations, *topics.all_responses(), topics.dlq, topics.deadlines),
             (hub_app_id,),
         ),
         Grant(
@@ -80,6 +80,7 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 topics.status,
                 topics.audit,
                 topics.dlq,
+                topics.deadlines,
             ),
         ),
         # faust's own topics (changelogs, leader election) and group prefix.

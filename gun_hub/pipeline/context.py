@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -12,8 +12,10 @@ from gun_hub import metrics
 from gun_hub.case import Case
 from gun_hub.decide import decide
 from gun_hub.envelope import ContentType, Envelope
-from gun_hub.model.decision import Decision
+from gun_hub.model.decision import Decision, Reason
+from gun_hub.model.exchange import AuthorityRequest
 from gun_hub.outbox import Outbox
+from gun_hub.pipeline.lifecycle import follow_up_requests
 from gun_hub.risk import RiskRules
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
@@ -31,12 +33,30 @@ class CaseStore(Protocol):
     def __setitem__(self, key: bytes, value: bytes) -> None: ...
 
 
+class OpenCases(Protocol):
+    """Undecided cases and their deadlines: what the deadline timer looks at."""
+
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None: ...
+
+
+def open_case_entry(case: Case) -> bytes:
+    return f"{case.version}|{case.deadline.timestamp()}".encode()
+
+
+def parse_open_case_entry(value: bytes) -> tuple[int, float]:
+    version, due = value.decode().split("|", 1)
+    return int(version), float(due)
+
+
 @dataclass(frozen=True, slots=True)
 class HubContext:
     topics: TopicRegistry
     routing: RoutingTable
     envelope: Envelope
     audit: AuditTrail
+    open_cases: OpenCases
     risk_rules: RiskRules
     request_deadline_s: float
     clock: Callable[[], datetime]
@@ -68,22 +88,54 @@ class HubContext:
         )
         outbox.add(self.topics.status, reference.encode(), event.to_bytes())
 
-    def decide_case(self, outbox: Outbox, case: Case, partition: int) -> Decision:
-        """Decide a case whose answers are all in, record the outcome on it, emit it."""
+    def decide_case(
+        self,
+        outbox: Outbox,
+        case: Case,
+        partition: int,
+        extra_reasons: Sequence[Reason] = (),
+    ) -> Decision:
+        """Decide a case whose answers are all in (or whose deadline passed), record the
+        outcome on it, emit it, and start the quantity follow-up (lifecycle.py)."""
         decision = decide(
             reference=case.reference,
             version=case.version,
             stage=case.stage,
             results=case.results,
             decided_at=self.clock(),
+            extra_reasons=extra_reasons,
             risk=[finding.hit() for finding in case.risk],
         )
         case.outcome = decision.outcome
+        self.open_cases.pop(case.reference.encode(), None)
         self.emit_decision(outbox, decision, partition)
+        follow_ups = follow_up_requests(case, self.clock())
+        self.send_requests(outbox, follow_ups)
+        if follow_ups:
+            self.emit_status(
+                outbox,
+                case.reference,
+                case.version,
+                StatusKind.FOLLOW_UP_SENT,
+                f"{follow_ups[0].operation.value} sent to "
+                + ", ".join(r.authority for r in follow_ups),
+            )
         metrics.DECISION_SECONDS.observe(
             max(0.0, (decision.decided_at - case.opened_at).total_seconds())
         )
         return decision
+
+    def send_requests(self, outbox: Outbox, requests: Sequence[AuthorityRequest]) -> None:
+        """Each request sealed to its authority alone, on that authority's topic."""
+        for request in requests:
+            topic = self.topics.requests(request.authority)
+            sealed = self.envelope.seal(
+                request.model_dump_json().encode(),
+                recipient=request.authority,
+                topic=topic,
+                content_type=ContentType.JSON,
+            )
+            outbox.add(topic, request.reference.encode(), sealed)
 
     def emit_decision(self, outbox: Outbox, decision: Decision, partition: int) -> None:
         """The decision sealed to the clearance system, its audit record, its status."""

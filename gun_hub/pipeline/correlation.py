@@ -8,12 +8,14 @@ from gun_hub import metrics
 from gun_hub.case import Case
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.envelope import EnvelopeRejected
-from gun_hub.model.exchange import AuthorityResponse
+from gun_hub.model.exchange import AuthorityResponse, Operation
+from gun_hub.model.verdicts import Verdict
 from gun_hub.outbox import Outbox
 from gun_hub.pipeline.context import CaseStore, HubContext
 from gun_hub.status_events import StatusKind
 
 COMPONENT = "hub.correlation"
+FOLLOW_UP_OPERATIONS = frozenset({Operation.WRITE_OFF, Operation.DELETE})
 
 
 class Correlation:
@@ -69,6 +71,15 @@ class Correlation:
         key = response.reference.encode()
         stored = self._cases.get(key)
         case = Case.from_bytes(stored) if stored is not None else None
+        awaited = (
+            case is not None
+            and case.version == response.version
+            and not case.decided
+            and response.authority in case.awaiting
+        )
+        if response.operation in FOLLOW_UP_OPERATIONS and not awaited:
+            self._follow_up_answered(outbox, response)
+            return
         if case is None or case.version != response.version or case.decided:
             metrics.LATE_ANSWERS.labels(authority=response.authority).inc()
             self._ctx.emit_status(
@@ -76,7 +87,9 @@ class Correlation:
                 response.reference,
                 response.version,
                 StatusKind.LATE_ANSWER_IGNORED,
-                "the answer concerns a version that is decided, superseded or unknown",
+                # Kept in the history for the officer: the decision stands (deadlines.py).
+                "the answer concerns a version that is decided, superseded or unknown; "
+                f"verdicts: {', '.join(sorted({a.verdict.value for a in response.answers}))}",
                 authority=response.authority,
             )
             return
@@ -93,6 +106,39 @@ class Correlation:
         if case.complete:
             self._ctx.decide_case(outbox, case, partition)
         self._cases[key] = case.to_bytes()
+
+    def _follow_up_answered(self, outbox: Outbox, response: AuthorityResponse) -> None:
+        """An answer to a write-off or deletion sent after a decision (lifecycle.py)."""
+        verdicts = sorted({a.verdict for a in response.answers})
+        detail = ", ".join(f"{a.code} {a.reference}: {a.verdict.value}" for a in response.answers)
+        ctx = self._ctx
+        if Verdict.UNAVAILABLE in verdicts:
+            kind = StatusKind.FOLLOW_UP_PENDING  # the adapter replays it when the partner is back
+        elif verdicts == [Verdict.VALID]:
+            kind = (
+                StatusKind.WRITTEN_OFF
+                if response.operation is Operation.WRITE_OFF
+                else StatusKind.RESERVATION_DELETED
+            )
+        elif response.operation is Operation.WRITE_OFF and ctx.routing.checks_after_release(
+            response.authority
+        ):
+            # War material: what left is not covered by the licence. The goods are gone,
+            # so this is an alert for post-clearance control, never a block.
+            kind = StatusKind.POST_RELEASE_ALERT
+            metrics.POST_RELEASE_ALERTS.labels(authority=response.authority).inc()
+        else:
+            kind = StatusKind.FOLLOW_UP_FAILED
+        if ctx.routing.is_confidential(response.authority):
+            detail = ", ".join(v.value for v in verdicts)  # verdicts only, never the licence
+        ctx.emit_status(
+            outbox,
+            response.reference,
+            response.version,
+            kind,
+            f"{response.operation.value}: {detail}",
+            authority=response.authority,
+        )
 
     def _dead_letter(
         self,

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from gun_hub import metrics
 from gun_hub.case import Case, RiskFinding
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.decide import refuse_unreadable
-from gun_hub.envelope import ContentType
 from gun_hub.model.decision import Reason
 from gun_hub.model.declaration import Declaration, Stage
+from gun_hub.model.exchange import Operation
 from gun_hub.outbox import Outbox
-from gun_hub.pipeline.context import CaseStore, HubContext
+from gun_hub.pipeline.context import CaseStore, HubContext, open_case_entry
+from gun_hub.pipeline.lifecycle import dropped_documents, requests_for
 from gun_hub.risk import assess_risk
-from gun_hub.routing import OPERATION_FOR_STAGE, build_requests, route_documents
+from gun_hub.routing import (
+    OPERATION_FOR_STAGE,
+    RoutedDeclaration,
+    build_requests,
+    route_documents,
+)
 from gun_hub.status_events import StatusKind
 from gun_hub.xml.declaration_codec import DeclarationCodec, sniff_identity
 from gun_hub.xml.safe_parse import XmlRejected
@@ -103,8 +109,8 @@ class Intake:
         ctx = self._ctx
         key = declaration.reference.encode()
         known_bytes = self._cases.get(key)
-        if known_bytes is not None:
-            known = Case.from_bytes(known_bytes)
+        known = Case.from_bytes(known_bytes) if known_bytes is not None else None
+        if known is not None:
             if declaration.version <= known.version:
                 self._ignore_stale(outbox, declaration.reference, declaration.version)
                 return
@@ -120,9 +126,7 @@ class Intake:
         ctx.emit_status(outbox, declaration.reference, declaration.version, StatusKind.RECEIVED)
         routed = route_documents(declaration, ctx.routing)
         case = Case.open(
-            reference=declaration.reference,
-            version=declaration.version,
-            stage=declaration.stage,
+            declaration=declaration,
             routed=routed,
             opened_at=now,
             deadline=now + timedelta(seconds=ctx.request_deadline_s),
@@ -131,6 +135,8 @@ class Intake:
             RiskFinding(code=hit.code, action=hit.action, text=hit.text)
             for hit in assess_risk(declaration, routed.authorities, ctx.risk_rules)
         ]
+        if known is not None:
+            self._release_dropped_documents(outbox, known, routed, now)
         if case.complete:
             # Nothing to ask anyone (no documents, or only exempt/unrouted ones).
             ctx.decide_case(outbox, case, partition)
@@ -138,20 +144,34 @@ class Intake:
             return
         # The case is stored before the requests leave, so an answer can never find none.
         self._cases[key] = case.to_bytes()
+        ctx.open_cases[key] = open_case_entry(case)
         operation = OPERATION_FOR_STAGE[declaration.stage]
-        for request in build_requests(declaration, ctx.routing, routed.authorities, operation, now):
-            topic = ctx.topics.requests(request.authority)
-            sealed = ctx.envelope.seal(
-                request.model_dump_json().encode(),
-                recipient=request.authority,
-                topic=topic,
-                content_type=ContentType.JSON,
-            )
-            outbox.add(topic, key, sealed)
+        ctx.send_requests(
+            outbox, build_requests(declaration, ctx.routing, routed.authorities, operation, now)
+        )
         ctx.emit_status(
             outbox,
             declaration.reference,
             declaration.version,
             StatusKind.REQUESTS_SENT,
             f"{operation.value} sent to {', '.join(routed.authorities)}",
+        )
+
+    def _release_dropped_documents(
+        self, outbox: Outbox, previous: Case, routed: RoutedDeclaration, now: datetime
+    ) -> None:
+        """A new version restates the documents it quotes; those it dropped are deleted."""
+        kept = {(d.authority, d.reference) for d in routed.documents if d.authority}
+        dropped = dropped_documents(previous, kept)
+        if not dropped:
+            return
+        requests = requests_for(previous, dropped, Operation.DELETE, previous.version, now)
+        self._ctx.send_requests(outbox, requests)
+        self._ctx.emit_status(
+            outbox,
+            previous.reference,
+            previous.version,
+            StatusKind.FOLLOW_UP_SENT,
+            f"DELETE of {len(dropped)} document(s) no longer quoted sent to "
+            + ", ".join(r.authority for r in requests),
         )

@@ -11,6 +11,7 @@ import pytest
 
 from gun_hub.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
 from gun_hub.envelope import ContentType
+from gun_hub.model.decision import Decision
 from gun_hub.model.declaration import Stage
 from gun_hub.model.exchange import AuthorityRequest
 from gun_hub.model.verdicts import Outcome, Verdict
@@ -18,11 +19,13 @@ from gun_hub.outbox import Outbox
 from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
+from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.intake import Intake
 from gun_hub.risk import RiskRules
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.security.jose_envelope import JoseEnvelope
 from gun_hub.security.keystore import PartyKeys
 from gun_hub.status_events import StatusEvent, StatusKind
 from gun_hub.topics import topic_registry
@@ -43,18 +46,22 @@ class Hub:
         self.keys_dir = keys_dir
         self.cases: dict[bytes, bytes] = {}
         self.audit_heads: dict[bytes, bytes] = {}
+        self.open_cases: dict[bytes, bytes] = {}
+        self.now = NOW
         context = HubContext(
             topics=self.topics,
             routing=routing,
             envelope=envelope_of(HUB_PARTY, self.topics, keys_dir),
             audit=AuditTrail(self.audit_heads, PartyKeys.load(keys_dir, HUB_PARTY).signing_key),
+            open_cases=self.open_cases,
             risk_rules=RiskRules(),
             request_deadline_s=30,
-            clock=lambda: NOW,
+            clock=lambda: self.now,
         )
         self.intake = Intake(context, DeclarationCodec(), self.cases)
         self.correlation = Correlation(context, self.cases)
         self.audit_keeper = AuditKeeper(context)
+        self.deadlines = Deadlines(context, self.cases)
 
     def answer(self, outbox: Outbox, authority: str, verdict: Verdict) -> Outbox:
         """What ``authority``'s adapter would reply to the request in ``outbox``."""
@@ -85,10 +92,21 @@ class Hub:
             found.append((decision.reference, decision.version, decision.outcome))
         return found
 
-    def status_kinds(self, outbox: Outbox) -> list[StatusKind]:
+    def decision_objects(self, outbox: Outbox) -> list[Decision]:
+        clearance = envelope_of(CLEARANCE_PARTY, self.topics, self.keys_dir)
         return [
-            StatusEvent.model_validate_json(r.value).kind for r in outbox.to(self.topics.status)
+            DecisionCodec().decode(clearance.open(r.value, topic=self.topics.decisions).payload)
+            for r in outbox.to(self.topics.decisions)
         ]
+
+    def statuses(self, outbox: Outbox) -> list[StatusEvent]:
+        return [StatusEvent.model_validate_json(r.value) for r in outbox.to(self.topics.status)]
+
+    def status_kinds(self, outbox: Outbox) -> list[StatusKind]:
+        return [status.kind for status in self.statuses(outbox)]
+
+    def envelope(self, party: str) -> JoseEnvelope:
+        return envelope_of(party, self.topics, self.keys_dir)
 
 
 @pytest.fixture

@@ -160,3 +160,15 @@ def hub_only(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pip
         with_dgal=False,
         hub_env={"GUN_HUB_HUB__MAX_DECLARATION_BYTES": str(512 * 1024)},
     )
+
+
+@pytest.fixture
+def impatient_hub(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    """Hub and the DGAL side, nobody for CITES or DGA, and a 2-second deadline."""
+    yield from start_pipeline(
+        kafka_env,
+        tmp_path,
+        samples,
+        with_dgal=True,
+        hub_env={"GUN_HUB_HUB__REQUEST_DEADLINE_S": "2", "GUN_HUB_HUB__DEADLINE_SWEEP_S": "0.5"},
+    )

@@ -8,6 +8,7 @@ is written to the table (changelog) before the records it causes are sent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -143,7 +144,7 @@ def build_hub(settings: Settings) -> Hub:
         datadir=str(settings.hub.data_dir),
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,
-        processing_guarantee="at_least_once",
+        processing_guarantee=settings.hub.processing_guarantee,
         web_enabled=settings.hub.web_enabled,
         web_host=settings.hub.web_host,
         web_port=settings.hub.web_port,
@@ -187,6 +188,7 @@ def build_hub(settings: Settings) -> Hub:
             keys.signing_key,
             checkpoint_every=settings.hub.audit_checkpoint_every,
         ),
+        cases=_TableStore(cases),
         open_cases=_TableStore(open_cases),
         risk_rules=load_risk_rules(settings.hub.risk_rules, routing.authorities),
         request_deadline_s=settings.hub.request_deadline_s,
@@ -200,7 +202,7 @@ def build_hub(settings: Settings) -> Hub:
     deadlines = Deadlines(context, store)
 
     async def send(outbox: Outbox) -> None:
-        for record in outbox.records:
+        deliveries = [
             await app.producer.send(
                 record.topic,
                 record.key,
@@ -209,6 +211,13 @@ def build_hub(settings: Settings) -> Hub:
                 timestamp=None,
                 headers=record.headers,
             )
+            for record in outbox.records
+        ]
+        if outbox.after_delivery:
+            # A decision is marked announced only once the broker has it (see case.py).
+            await asyncio.gather(*deliveries)
+            for confirm in outbox.after_delivery:
+                confirm()
 
     def agent(topic: Any, name: str, handle: Callable[[Any, SourcePosition], Outbox]) -> None:
         """One event at a time per partition (order), handled, then its records sent."""

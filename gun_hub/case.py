@@ -11,7 +11,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from gun_hub.model.decision import DocumentResult
+from gun_hub.model.decision import Decision, DocumentResult
 from gun_hub.model.declaration import Declaration, Direction, Stage
 from gun_hub.model.exchange import AuthorityResponse
 from gun_hub.model.verdicts import Outcome, Verdict
@@ -58,6 +58,12 @@ class Case(BaseModel):
     results: list[DocumentResult]
     risk: list[RiskFinding] = []
     outcome: Outcome | None = None
+    # The decision as emitted, and whether the broker is known to have it. A worker
+    # killed between writing "decided" and the decision reaching the broker finds the
+    # case decided but unannounced when the triggering event is redelivered, and
+    # announces it again: a decision can be repeated in that window, never lost.
+    decision: Decision | None = None
+    announced: bool = True
 
     @classmethod
     def open(

@@ -80,6 +80,8 @@ class DecisionReader:
             enable_auto_commit=False,
             group_id=group_id,
             auto_offset_reset="earliest",
+            # Only decisions of committed transactions (the hub may run exactly-once).
+            isolation_level="read_committed",
         )
         self.rejected: list[EnvelopeRejected] = []
         self._topic = topic

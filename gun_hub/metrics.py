@@ -44,6 +44,10 @@ POST_RELEASE_ALERTS = Counter(
     "Negative answers to a post-release check (war material), for post-clearance control.",
     ["authority"],
 )
+DECISIONS_ANNOUNCED_AGAIN = Counter(
+    "gun_hub_decisions_announced_again_total",
+    "Decisions emitted again because a worker died before the broker confirmed them.",
+)
 DECISION_SECONDS = Histogram(
     "gun_hub_decision_latency_seconds",
     "Time from receiving a declaration to emitting its decision.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 Headers = list[tuple[str, bytes]]
@@ -18,9 +19,14 @@ class OutgoingRecord:
 
 @dataclass(slots=True)
 class Outbox:
-    """Records to send, in order, once the handler has updated its state."""
+    """Records to send, in order, once the handler has updated its state.
+
+    ``after_delivery`` runs once every record is acknowledged by the broker (still in the
+    event's context): what must only be recorded once it is certain it left.
+    """
 
     records: list[OutgoingRecord] = field(default_factory=list)
+    after_delivery: list[Callable[[], None]] = field(default_factory=list)
 
     def add(
         self,

@@ -90,6 +90,11 @@ class HubSettings(BaseModel):
     audit_checkpoint_every: PositiveInt = Field(
         100, description="Audit records between two checkpoints signed by the hub."
     )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="faust's processing guarantee; exactly_once uses Kafka transactions "
+        "(readers of the hub's outputs must then read committed records only).",
+    )
     session_timeout_s: float = Field(
         10.0,
         description="Consumer-group session timeout: how long a crashed worker holds its "

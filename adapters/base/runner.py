@@ -84,6 +84,7 @@ class AdapterRunner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=500,
+            isolation_level="read_committed",
         )
         producer = AIOKafkaProducer(
             **connect,

@@ -56,6 +56,7 @@ class HubContext:
     routing: RoutingTable
     envelope: Envelope
     audit: AuditTrail
+    cases: CaseStore
     open_cases: OpenCases
     risk_rules: RiskRules
     request_deadline_s: float
@@ -107,8 +108,20 @@ class HubContext:
             risk=[finding.hit() for finding in case.risk],
         )
         case.outcome = decision.outcome
+        case.decision = decision
         self.open_cases.pop(case.reference.encode(), None)
-        self.emit_decision(outbox, decision, partition)
+        self.announce(outbox, case, partition)
+        metrics.DECISION_SECONDS.observe(
+            max(0.0, (decision.decided_at - case.opened_at).total_seconds())
+        )
+        return decision
+
+    def announce(self, outbox: Outbox, case: Case, partition: int) -> None:
+        """Emit a decided case's decision and follow-ups; once the broker has them, mark
+        the case announced. Called again for a case found decided but unannounced."""
+        assert case.decision is not None  # noqa: S101 - only decided cases are announced
+        case.announced = False
+        self.emit_decision(outbox, case.decision, partition)
         follow_ups = follow_up_requests(case, self.clock())
         self.send_requests(outbox, follow_ups)
         if follow_ups:
@@ -120,10 +133,21 @@ class HubContext:
                 f"{follow_ups[0].operation.value} sent to "
                 + ", ".join(r.authority for r in follow_ups),
             )
-        metrics.DECISION_SECONDS.observe(
-            max(0.0, (decision.decided_at - case.opened_at).total_seconds())
-        )
-        return decision
+        outbox.after_delivery.append(lambda: self._mark_announced(case))
+
+    def announce_again_if_lost(self, outbox: Outbox, case: Case, partition: int) -> bool:
+        """A decided case the broker may not have the decision of (the worker died in
+        between): announce it again. True if it did."""
+        if not case.decided or case.announced or case.decision is None:
+            return False
+        metrics.DECISIONS_ANNOUNCED_AGAIN.inc()
+        self.announce(outbox, case, partition)
+        self.cases[case.reference.encode()] = case.to_bytes()
+        return True
+
+    def _mark_announced(self, case: Case) -> None:
+        case.announced = True
+        self.cases[case.reference.encode()] = case.to_bytes()
 
     def send_requests(self, outbox: Outbox, requests: Sequence[AuthorityRequest]) -> None:
         """Each request sealed to its authority alone, on that authority's topic."""

@@ -80,6 +80,8 @@ class Correlation:
         if response.operation in FOLLOW_UP_OPERATIONS and not awaited:
             self._follow_up_answered(outbox, response)
             return
+        if case is not None and self._ctx.announce_again_if_lost(outbox, case, partition):
+            return
         if case is None or case.version != response.version or case.decided:
             metrics.LATE_ANSWERS.labels(authority=response.authority).inc()
             self._ctx.emit_status(

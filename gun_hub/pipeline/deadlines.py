@@ -36,6 +36,8 @@ class Deadlines:
         if stored is None:
             return outbox
         case = Case.from_bytes(stored)
+        if self._ctx.announce_again_if_lost(outbox, case, source.partition):
+            return outbox
         if case.version != version or case.decided or self._ctx.clock() < case.deadline:
             return outbox  # a stale or early tick: nothing is due
         silent = sorted(case.awaiting)

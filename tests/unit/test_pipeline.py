@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,6 +54,7 @@ class Hub:
             routing=routing,
             envelope=envelope_of(HUB_PARTY, self.topics, keys_dir),
             audit=AuditTrail(self.audit_heads, PartyKeys.load(keys_dir, HUB_PARTY).signing_key),
+            cases=self.cases,
             open_cases=self.open_cases,
             risk_rules=RiskRules(),
             request_deadline_s=30,
@@ -62,6 +64,21 @@ class Hub:
         self.correlation = Correlation(context, self.cases)
         self.audit_keeper = AuditKeeper(context)
         self.deadlines = Deadlines(context, self.cases)
+        # The broker acknowledges everything at once, unless a test plays a crash.
+        self.broker_up = True
+        self.intake.handle = self._delivered(self.intake.handle)  # type: ignore[method-assign]
+        self.correlation.handle = self._delivered(self.correlation.handle)  # type: ignore[method-assign]
+        self.deadlines.handle = self._delivered(self.deadlines.handle)  # type: ignore[method-assign]
+
+    def _delivered(self, handle: Callable[..., Outbox]) -> Callable[..., Outbox]:
+        def handled(*args: object) -> Outbox:
+            outbox = handle(*args)
+            if self.broker_up:
+                for confirm in outbox.after_delivery:
+                    confirm()
+            return outbox
+
+        return handled
 
     def answer(self, outbox: Outbox, authority: str, verdict: Verdict) -> Outbox:
         """What ``authority``'s adapter would reply to the request in ``outbox``."""
@@ -216,3 +233,16 @@ def test_every_decision_is_appended_to_the_audit_chain_of_its_partition(hub: Hub
         sealed.value, topic=hub.topics.decisions
     )
     assert record["decision_sha256"] == hashlib.sha256(plain.payload).hexdigest()
+
+
+def test_a_decision_lost_with_a_dying_worker_is_announced_again_never_lost(hub: Hub) -> None:
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    hub.broker_up = False  # the worker dies before the broker confirms the decision
+    first = hub.answer(sent, "dgal", Verdict.VALID)
+    assert hub.decisions(first) == [("26FR000690I0000012", 1, Outcome.RELEASE)]
+    hub.broker_up = True  # restarted: the answer is redelivered
+    again = hub.answer(sent, "dgal", Verdict.VALID)
+    assert hub.decisions(again) == [("26FR000690I0000012", 1, Outcome.RELEASE)]
+    assert hub.decision_objects(again)[0].decided_at == hub.decision_objects(first)[0].decided_at
+    # Once confirmed, a further redelivery decides nothing.
+    assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == []

@@ -154,7 +154,8 @@ def build_hub(settings: Settings) -> Hub:
         web_router_enabled=False,
         web_metrics_enabled=False,
         table_standby_replicas=0,
-        producer_linger_ms=5,
+        # Decisions wait for the broker's acknowledgement (case.py): no lingering.
+        producer_linger_ms=0,
         producer_max_batch_size=256 * 1024,
         broker_commit_every=1000,
         broker_commit_interval=1.0,

@@ -1,0 +1,180 @@
+"""End-to-end throughput: declarations in, signed and encrypted decisions out.
+
+A broker of its own, the simulated TRACES, the DGAL adapter and the hub as processes,
+N lodged declarations each quoting one CHED-P line (reserve, decide, write off).
+
+Run: ./tasks bench-pipeline [COUNT]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from benchmarks.common import save
+from gun_hub.clearance import DecisionReader, submit_declarations
+from gun_hub.kafka.admin import ensure_topics
+from gun_hub.kafka.local_broker import LocalBroker
+from gun_hub.processes import ProcessGroup, free_port, wait_http_ok
+from gun_hub.resources import config_path
+from gun_hub.routing import load_routing_table
+from gun_hub.security.entitlements import Entitlements, parties
+from gun_hub.security.jose_envelope import JoseEnvelope
+from gun_hub.security.keystore import KeystoreFolder, PartyKeys
+from gun_hub.security.replay import MemoryReplayGuard
+from gun_hub.settings import BrokerSettings
+from gun_hub.topics import topic_registry
+
+REPO = Path(__file__).resolve().parent.parent
+DOCUMENT = "CHEDP.BENCH.2026.1"
+
+
+def declaration(reference: str) -> bytes:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<Declaration xmlns="urn:gun-hub:declaration:v1"><Reference>{reference}</Reference>
+<Version>1</Version><Stage>LODGED</Stage><Direction>IMPORT</Direction>
+<Procedure>4000</Procedure><LodgedAt>2026-11-22T10:00:00Z</LodgedAt>
+<CustomsOffice>FR000690</CustomsOffice><Declarant><Eori>FR12345678901234</Eori>
+<Name>Example SARL</Name></Declarant><CountryOfDispatch>NO</CountryOfDispatch>
+<CountryOfDestination>FR</CountryOfDestination><GoodsItem><Number>1</Number>
+<CommodityCode>0302130000</CommodityCode><Description>Fresh salmon</Description>
+<CountryOfOrigin>NO</CountryOfOrigin><NetMass unit="KGM">10</NetMass><Document>
+<Code>N853</Code><Reference>{DOCUMENT}</Reference><Line>1</Line>
+<Quantity unit="KGM">10</Quantity></Document></GoodsItem></Declaration>""".encode()
+
+
+async def run(count: int, work: Path, broker: LocalBroker) -> dict[str, object]:
+    routing = load_routing_table(config_path("routing.toml"))
+    topics = topic_registry("bench", routing.authorities)
+    await ensure_topics(broker.bootstrap_servers, topics, 4, 1)
+    keys = work / "keys"
+    KeystoreFolder(keys).init(parties(topics))
+    port = free_port()
+    env = {
+        "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "GUN_HUB_KAFKA__TOPIC_PREFIX": "bench",
+        "GUN_HUB_SECURITY__KEYS_DIR": str(keys),
+        "GUN_HUB_SECURITY__STATE_DIR": str(work / "state"),
+        "GUN_HUB_LOG_LEVEL": "WARNING",
+    }
+    with ProcessGroup(work / "logs", env) as group:
+        group.start(
+            "partner-sim-dgal",
+            [
+                "partner-sim",
+                "dgal",
+                "--documents",
+                str(REPO / "samples" / "partners" / "dgal-documents.json"),
+                "--port",
+                str(port),
+                "--db",
+                str(work / "ledger.sqlite"),
+            ],
+        )
+        wait_http_ok(f"http://127.0.0.1:{port}/health", 30, group)
+        async with aiohttp.ClientSession() as http:
+            await http.put(
+                f"http://127.0.0.1:{port}/admin/documents",
+                json={
+                    "documents": [
+                        {
+                            "reference": DOCUMENT,
+                            "type": "N853",
+                            "status": "VALIDATED",
+                            "lines": [
+                                {
+                                    "line": 1,
+                                    "commodity_code": "0302",
+                                    "quantity": "100000000",
+                                    "unit": "KGM",
+                                }
+                            ],
+                        }
+                    ]
+                },
+            )
+        group.start(
+            "adapter-dgal",
+            ["adapter", "dgal"],
+            {"GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{port}"},
+        )
+        hub_port = free_port()
+        group.start(
+            "hub",
+            ["hub"],
+            {"GUN_HUB_HUB__DATA_DIR": str(work / "hub"), "GUN_HUB_HUB__WEB_PORT": str(hub_port)},
+        )
+        wait_http_ok(f"http://127.0.0.1:{hub_port}/livez", 60, group)
+        envelope = JoseEnvelope(
+            PartyKeys.load(keys, "clearance"),
+            Entitlements.from_registry(topics),
+            MemoryReplayGuard(),
+        )
+        reader = DecisionReader(broker.bootstrap_servers, topics.decisions, envelope)
+        await reader.start(from_beginning=True)
+        # Warm-up: the first declarations pay for group joins and JIT of everything.
+        await submit_declarations(
+            broker.bootstrap_servers,
+            topics.declarations,
+            [declaration(f"26FRWARM{n:010d}") for n in range(20)],
+        )
+        await reader.collect(expected=20, timeout_s=60)
+        references = [f"26FRBENCH{n:09d}" for n in range(count)]
+        began = time.monotonic()
+        submitted = asyncio.create_task(
+            submit_declarations(
+                broker.bootstrap_servers, topics.declarations, [declaration(r) for r in references]
+            )
+        )
+        arrivals: list[float] = []
+        seen: set[str] = set()
+        while len(seen) < count and time.monotonic() - began < 600:
+            group.check_alive()
+            for received in await reader.collect(expected=count, timeout_s=0.5):
+                if received.decision.reference not in seen:
+                    seen.add(received.decision.reference)
+                    arrivals.append(time.monotonic() - began)
+        await submitted
+        await reader.stop()
+    elapsed = arrivals[-1] if arrivals else float("nan")
+    return {
+        "declarations": count,
+        "decided": len(seen),
+        "seconds": round(elapsed, 2),
+        "declarations_per_second": round(len(seen) / elapsed, 1),
+        "median_time_to_decision_s": round(statistics.median(arrivals), 2) if arrivals else None,
+    }
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        broker = LocalBroker(
+            BrokerSettings(
+                home=work / "kafka",
+                jars_cache=REPO / ".gun-hub" / "cache",
+                port=free_port(),
+                controller_port=free_port(),
+            )
+        )
+        broker.start()
+        try:
+            result = asyncio.run(run(count, work, broker))
+        finally:
+            broker.stop()
+    print(
+        f"{result['decided']} of {count} declarations decided in {result['seconds']} s: "
+        f"{result['declarations_per_second']} declarations/s end to end (signed, encrypted)"
+    )
+    print(f"saved {save('pipeline', result)}")
+
+
+if __name__ == "__main__":
+    main()

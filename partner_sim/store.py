@@ -160,14 +160,7 @@ class LedgerStore:
                 return ClearanceCode.NO_RECORD
             if state is ReservationState.WRITTEN_OFF:
                 return ClearanceCode.ALREADY_CONSUMED
-            self._db.execute(
-                "DELETE FROM holdings WHERE document = ? AND declaration = ?",
-                (reference, declaration),
-            )
-            self._db.execute(
-                "DELETE FROM reservations WHERE document = ? AND declaration = ?",
-                (reference, declaration),
-            )
+            self._drop(reference, declaration)
         return ClearanceCode.EXECUTED
 
     # -- manual intervention by the administration's officers -----------------------------
@@ -220,14 +213,7 @@ class LedgerStore:
                 return ClearanceCode.NO_RECORD
             if state is ReservationState.ACTIVE:
                 return ClearanceCode.ACTIVE_RESERVATION_EXISTS
-            self._db.execute(
-                "DELETE FROM holdings WHERE document = ? AND declaration = ?",
-                (reference, declaration),
-            )
-            self._db.execute(
-                "DELETE FROM reservations WHERE document = ? AND declaration = ?",
-                (reference, declaration),
-            )
+            self._drop(reference, declaration)
         return ClearanceCode.EXECUTED
 
     def balances(self, reference: str) -> list[LineBalance]:
@@ -246,6 +232,14 @@ class LedgerStore:
             )
             for line in document.lines
         ]
+
+    def _drop(self, reference: str, declaration: str) -> None:
+        """Forget the declaration's position on the document (inside a transaction)."""
+        for table in ("holdings", "reservations"):
+            self._db.execute(
+                f"DELETE FROM {table} WHERE document = ? AND declaration = ?",  # noqa: S608 - fixed names
+                (reference, declaration),
+            )
 
     def _held_by_others(self, reference: str, declaration: str) -> dict[int, Decimal]:
         held: dict[int, Decimal] = defaultdict(Decimal)

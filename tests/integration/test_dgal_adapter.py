@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -22,17 +21,9 @@ from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.settings import AdapterSettings
 from tests.builders import declaration, document, goods_item
 from tests.conftest import KafkaEnv
-from tests.partner_fixtures import RunningPartner, running_partner
+from tests.partner_fixtures import RunningPartner
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-async def partner(samples: Path, tmp_path: Path) -> AsyncIterator[RunningPartner]:
-    async with running_partner(
-        samples / "partners" / "dgal-documents.json", tmp_path / "l.db"
-    ) as p:
-        yield p
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import random
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -22,17 +21,9 @@ from gun_hub.model.exchange import AuthorityResponse, Operation
 from gun_hub.model.verdicts import Verdict
 from gun_hub.settings import AdapterSettings
 from tests.conftest import KafkaEnv
-from tests.partner_fixtures import RunningPartner, running_partner
+from tests.partner_fixtures import RunningPartner
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-async def partner(samples: Path, tmp_path: Path) -> AsyncIterator[RunningPartner]:
-    async with running_partner(
-        samples / "partners" / "dgal-documents.json", tmp_path / "l.db"
-    ) as p:
-        yield p
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from gun_hub.pipeline.context import HubContext, parse_open_case_entry
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.intake import Intake
+from gun_hub.publisher import DecisionPublisher
 from gun_hub.risk import load_risk_rules
 from gun_hub.routing import RoutingTable, load_routing_table
 from gun_hub.security.audit import AuditTrail
@@ -262,6 +263,15 @@ def build_hub(settings: Settings) -> Hub:
             del ticked[key]
 
     app.timer(interval=settings.hub.deadline_sweep_s)(sweep_deadlines)
+
+    publisher = DecisionPublisher(
+        from_settings(settings.kafka), topics.decision_outbox, topics.decisions, settings.hub.app_id
+    )
+
+    async def publish_decisions() -> None:
+        await publisher.run()
+
+    app.task(publish_decisions)
 
     register_web_views(app)
     return Hub(app=app, topics=topics, routing=routing)

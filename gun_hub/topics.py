@@ -81,6 +81,11 @@ class TopicRegistry:
         return f"{self.prefix}.ops.lag"
 
     @property
+    def decision_outbox(self) -> str:
+        """Internal to the hub: sealed decisions waiting for the transactional publisher."""
+        return f"{self.prefix}.hub.decision-outbox"
+
+    @property
     def deadlines(self) -> str:
         """Internal to the hub: ticks of cases whose deadline has passed."""
         return f"{self.prefix}.hub.deadlines"
@@ -163,6 +168,14 @@ class TopicRegistry:
                 "Messages that could not be processed: original bytes, error kind and "
                 "text in headers.",
                 retention_ms=_THIRTY_DAYS_MS,
+            ),
+            TopicSpec(
+                self.decision_outbox,
+                "hub (agents)",
+                "hub (decision publisher)",
+                Payload.ENVELOPE,
+                "Internal: decisions announced at least once, published exactly once.",
+                retention_ms=_SEVEN_DAYS_MS,
             ),
             TopicSpec(
                 self.deadlines,

@@ -33,6 +33,7 @@ class Grant:
     operations: tuple[str, ...]
     topics: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    transactional_ids: tuple[str, ...] = ()
     prefixed: bool = False
 
     def arguments(self) -> list[str]:
@@ -43,6 +44,8 @@ class Grant:
             args += ["--topic", topic]
         for group in self.groups:
             args += ["--group", group]
+        for transactional_id in self.transactional_ids:
+            args += ["--transactional-id", transactional_id]
         if self.prefixed:
             args += ["--resource-pattern-type", "prefixed"]
         return args
@@ -68,7 +71,13 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
         Grant(
             "hub",
             ("Read", "Describe"),
-            (topics.declarations, *topics.all_responses(), topics.dlq, topics.deadlines),
+            (
+                topics.declarations,
+                *topics.all_responses(),
+                topics.dlq,
+                topics.deadlines,
+                topics.decision_outbox,
+            ),
             (hub_app_id,),
         ),
         Grant(
@@ -81,10 +90,13 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 topics.audit,
                 topics.dlq,
                 topics.deadlines,
+                topics.decision_outbox,
             ),
         ),
         # faust's own topics (changelogs, leader election) and group prefix.
         Grant("hub", ("All",), (f"{hub_app_id}-",), (hub_app_id,), prefixed=True),
+        # The decision publisher's transactions (publisher.py).
+        Grant("hub", ("Write", "Describe"), transactional_ids=(hub_app_id,), prefixed=True),
         Grant("clearance", ("Write", "Describe"), (topics.declarations, topics.dlq)),
         Grant("clearance", ("Read", "Describe"), (topics.decisions,), (clearance_group,)),
     ]

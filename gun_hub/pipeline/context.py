@@ -16,6 +16,7 @@ from gun_hub.model.decision import Decision, Reason
 from gun_hub.model.exchange import AuthorityRequest
 from gun_hub.outbox import Outbox
 from gun_hub.pipeline.lifecycle import follow_up_requests
+from gun_hub.publisher import HEADER_VERSION
 from gun_hub.risk import RiskRules
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
@@ -170,7 +171,13 @@ class HubContext:
             topic=self.topics.decisions,
             content_type=ContentType.XML,
         )
-        outbox.add(self.topics.decisions, decision.reference.encode(), sealed)
+        # Through the outbox: the publisher makes it exactly one per (reference, version).
+        outbox.add(
+            self.topics.decision_outbox,
+            decision.reference.encode(),
+            sealed,
+            [(HEADER_VERSION, str(decision.version).encode())],
+        )
         self.record_audit(
             outbox,
             partition,

@@ -150,7 +150,7 @@ def test_an_unverified_answer_is_refused_and_never_acted_on(
     assert header_value(dead.headers, HEADER_ERROR_KIND) == kind
     assert header_value(dead.headers, HEADER_ERROR_CLASS) == "security"
     assert rejections(kind) == before + 1
-    assert out.to(hub.topics.decisions) == []
+    assert out.to(hub.topics.decision_outbox) == []
     assert out.to(hub.topics.status) == []  # not even recorded as an answer
     audited = hub.audit_keeper.handle(dead.headers, SourcePosition("gun.dlq", 0, 0))
     [audit] = audited.to(hub.topics.audit)
@@ -194,4 +194,4 @@ def test_an_answer_signed_with_a_retired_key_is_refused(
     out = hub.correlation.handle(stale, SourcePosition(RESPONSES, 0, 3, request.reference.encode()))
     [dead] = out.to(hub.topics.dlq)
     assert header_value(dead.headers, HEADER_ERROR_KIND) == "ENVELOPE_RETIRED_KEY"
-    assert out.to(hub.topics.decisions) == []
+    assert out.to(hub.topics.decision_outbox) == []

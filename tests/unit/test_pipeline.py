@@ -102,7 +102,7 @@ class Hub:
         clearance = envelope_of(CLEARANCE_PARTY, self.topics, self.keys_dir)
         codec = DecisionCodec()
         found = []
-        for record in outbox.to(self.topics.decisions):
+        for record in outbox.to(self.topics.decision_outbox):
             decision = codec.decode(
                 clearance.open(record.value, topic=self.topics.decisions).payload
             )
@@ -113,7 +113,7 @@ class Hub:
         clearance = envelope_of(CLEARANCE_PARTY, self.topics, self.keys_dir)
         return [
             DecisionCodec().decode(clearance.open(r.value, topic=self.topics.decisions).payload)
-            for r in outbox.to(self.topics.decisions)
+            for r in outbox.to(self.topics.decision_outbox)
         ]
 
     def statuses(self, outbox: Outbox) -> list[StatusEvent]:
@@ -228,7 +228,7 @@ def test_every_decision_is_appended_to_the_audit_chain_of_its_partition(hub: Hub
         "26FR000690I0000012",
         "RELEASE",
     )
-    [sealed] = decided.to(hub.topics.decisions)
+    [sealed] = decided.to(hub.topics.decision_outbox)
     plain = envelope_of(CLEARANCE_PARTY, hub.topics, hub.keys_dir).open(
         sealed.value, topic=hub.topics.decisions
     )

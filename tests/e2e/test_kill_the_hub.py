@@ -16,9 +16,7 @@ from gun_hub.model.verdicts import Outcome
 from tests.builders import declaration_xml, document, goods_item
 from tests.e2e.conftest import Pipeline
 
-# A chaos test with its own command (./tasks chaos): it currently shows the one gap of
-# at-least-once processing (a decision repeated, about one run in three) that the
-# transactional publisher planned for issue 6 closes; see docs/decisions.md.
+# Part of ./tasks test; ./tasks chaos runs it (and only it) again and again.
 pytestmark = [pytest.mark.broker, pytest.mark.e2e, pytest.mark.chaos]
 
 COUNT = 500

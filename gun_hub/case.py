@@ -116,16 +116,11 @@ class Case(BaseModel):
             if expected.authority != response.authority:
                 continue
             answer = answers.get((expected.goods_item, expected.code, expected.reference))
-            self.results.append(
-                DocumentResult(
-                    goods_item=expected.goods_item,
-                    code=expected.code,
-                    reference=expected.reference,
-                    authority=expected.authority,
-                    # An adapter that skips a document has not vouched for it.
-                    verdict=answer.verdict if answer else Verdict.UNAVAILABLE,
-                    partner_code=answer.partner_code if answer else None,
-                )
+            # An adapter that skips a document has not vouched for it.
+            self._record_result(
+                expected,
+                answer.verdict if answer else Verdict.UNAVAILABLE,
+                answer.partner_code if answer else None,
             )
         return True
 
@@ -133,16 +128,22 @@ class Case(BaseModel):
         """The deadline passed: every awaited answer becomes UNAVAILABLE."""
         for expected in self.expected:
             if expected.authority in self.awaiting:
-                self.results.append(
-                    DocumentResult(
-                        goods_item=expected.goods_item,
-                        code=expected.code,
-                        reference=expected.reference,
-                        authority=expected.authority,
-                        verdict=Verdict.UNAVAILABLE,
-                    )
-                )
+                self._record_result(expected, Verdict.UNAVAILABLE, None)
         self.awaiting = []
+
+    def _record_result(
+        self, expected: ExpectedAnswer, verdict: Verdict, partner_code: str | None
+    ) -> None:
+        self.results.append(
+            DocumentResult(
+                goods_item=expected.goods_item,
+                code=expected.code,
+                reference=expected.reference,
+                authority=expected.authority,
+                verdict=verdict,
+                partner_code=partner_code,
+            )
+        )
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,12 +112,3 @@ def wait_http_ok(url: str, timeout_s: float, group: ProcessGroup | None = None) 
                 return
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
-
-
-@contextlib.contextmanager
-def process_group(log_dir: Path, base_env: Mapping[str, str]) -> Iterator[ProcessGroup]:
-    group = ProcessGroup(log_dir, base_env)
-    try:
-        yield group
-    finally:
-        group.stop_all()

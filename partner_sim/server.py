@@ -30,7 +30,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from partner_sim.documents import DocumentsFile, DocumentStatus
-from partner_sim.ledger import PositionRequest, Refusal, RequestedLine
+from partner_sim.ledger import ClearanceCode, PositionRequest, Refusal, RequestedLine
 from partner_sim.store import LedgerStore, UnknownDocument
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -147,24 +147,26 @@ async def reserve(request: web.Request) -> web.Response:
         return _not_found(reference)
 
 
-async def write_off(request: web.Request) -> web.Response:
-    store = request.app[STORE_KEY]
-    reference = request.match_info["reference"]
-    try:
-        code = store.write_off(reference, request.match_info["declaration"])
-    except UnknownDocument:
-        return _not_found(reference)
-    return web.json_response({"result": "DONE", "code": code.value})
+def _clearance_view(operation: Callable[[LedgerStore, str, str], ClearanceCode]) -> Handler:
+    """A view for one ledger operation on (document, declaration) answered with a
+    CERTEX clearance code: write off, delete, delete a write-off."""
+
+    async def view(request: web.Request) -> web.Response:
+        store = request.app[STORE_KEY]
+        reference = request.match_info["reference"]
+        try:
+            code = operation(store, reference, request.match_info["declaration"])
+        except UnknownDocument:
+            return _not_found(reference)
+        return web.json_response({"result": "DONE", "code": code.value})
+
+    return view
 
 
-async def delete(request: web.Request) -> web.Response:
-    store = request.app[STORE_KEY]
-    reference = request.match_info["reference"]
-    try:
-        code = store.delete(reference, request.match_info["declaration"])
-    except UnknownDocument:
-        return _not_found(reference)
-    return web.json_response({"result": "DONE", "code": code.value})
+write_off = _clearance_view(LedgerStore.write_off)
+
+
+delete = _clearance_view(LedgerStore.delete)
 
 
 async def document(request: web.Request) -> web.Response:
@@ -253,14 +255,7 @@ async def amend(request: web.Request) -> web.Response:
     return web.json_response({"document": amended.model_dump(mode="json")})
 
 
-async def delete_write_off(request: web.Request) -> web.Response:
-    store = request.app[STORE_KEY]
-    reference = request.match_info["reference"]
-    try:
-        code = store.delete_write_off(reference, request.match_info["declaration"])
-    except UnknownDocument:
-        return _not_found(reference)
-    return web.json_response({"result": "DONE", "code": code.value})
+delete_write_off = _clearance_view(LedgerStore.delete_write_off)
 
 
 async def health(request: web.Request) -> web.Response:

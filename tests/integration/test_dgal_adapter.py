@@ -10,7 +10,6 @@ from decimal import Decimal
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from adapters.base import load_adapter
 from adapters.base.runner import AdapterRunner
 from gun_hub.dead_letter import HEADER_ERROR_KIND, header_value
 from gun_hub.envelope import ContentType
@@ -19,6 +18,7 @@ from gun_hub.model.verdicts import Verdict
 from gun_hub.routing import build_requests, route_documents
 from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.settings import AdapterSettings
+from tests.adapter_fixtures import running_adapter
 from tests.builders import declaration, document, goods_item
 from tests.conftest import KafkaEnv
 from tests.partner_fixtures import RunningPartner
@@ -28,22 +28,12 @@ pytestmark = pytest.mark.broker
 
 @pytest.fixture
 async def adapter(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[AdapterRunner]:
-    spec = load_adapter("dgal")
     settings = kafka_env.settings()
     settings.adapter = AdapterSettings(partner_url=partner.url, partner_timeout_s=2)
-    runner = AdapterRunner(
-        spec,
-        settings,
-        kafka_env.topics,
-        kafka_env.envelope("dgal"),
-        spec.build_partner(settings.adapter),
-    )
-    ready = asyncio.Event()
-    task = asyncio.create_task(runner.run(ready))
-    await asyncio.wait_for(ready.wait(), 30)
-    yield runner
-    runner.stop()
-    await asyncio.wait_for(task, 30)
+    async with running_adapter(
+        "dgal", settings, kafka_env.topics, kafka_env.envelope("dgal")
+    ) as runner:
+        yield runner
 
 
 def request_for(kafka_env: KafkaEnv, quantity: str, reference: str) -> AuthorityRequest:

@@ -6,7 +6,6 @@ over HTTP; the conformance harness plays the hub.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
@@ -14,12 +13,11 @@ from decimal import Decimal
 
 import pytest
 
-from adapters.base import load_adapter
-from adapters.base.runner import AdapterRunner
 from adapters.conformance.harness import Harness, Quote
 from gun_hub.model.exchange import AuthorityResponse, Operation
 from gun_hub.model.verdicts import Verdict
 from gun_hub.settings import AdapterSettings
+from tests.adapter_fixtures import running_adapter
 from tests.conftest import KafkaEnv
 from tests.partner_fixtures import RunningPartner
 
@@ -38,17 +36,6 @@ async def hub(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Har
         circuit_reset_s=1,
         replay_interval_s=0.5,
     )
-    spec = load_adapter("dgal")
-    runner = AdapterRunner(
-        spec,
-        settings,
-        kafka_env.topics,
-        kafka_env.envelope("dgal"),
-        spec.build_partner(settings.adapter),
-    )
-    ready = asyncio.Event()
-    task = asyncio.create_task(runner.run(ready))
-    await asyncio.wait_for(ready.wait(), 30)
     harness = Harness(
         authority="dgal",
         document_type="N853",
@@ -59,11 +46,10 @@ async def hub(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Har
         answer_timeout_s=30,
         partner_timeout_s=1,
     )
-    await harness.start()
-    yield harness
-    await harness.stop()
-    runner.stop()
-    await asyncio.wait_for(task, 30)
+    async with running_adapter("dgal", settings, kafka_env.topics, kafka_env.envelope("dgal")):
+        await harness.start()
+        yield harness
+        await harness.stop()
 
 
 async def ask_all(hub: Harness, requests: list) -> list[AuthorityResponse]:  # type: ignore[type-arg]

@@ -20,8 +20,6 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from adapters.base import load_adapter
-from adapters.base.runner import AdapterRunner
 from gun_hub.clearance import DecisionReader, submit_declarations
 from gun_hub.envelope import ContentType
 from gun_hub.kafka.acls import acl_plan, apply_acls
@@ -40,6 +38,7 @@ from gun_hub.settings import (
     Settings,
 )
 from gun_hub.topics import TopicRegistry, topic_registry
+from tests.adapter_fixtures import running_adapter
 from tests.builders import declaration, declaration_xml, document, goods_item
 from tests.conftest import PARTIES, PARTITIONS, REPO, envelope_of
 from tests.partner_fixtures import running_partner
@@ -148,20 +147,10 @@ async def cites_adapter(
             adapter=AdapterSettings(partner_url=partner.url),
             security=SecuritySettings(keys_dir=keys_dir, state_dir=tmp_path / "state"),
         )
-        spec = load_adapter("cites")
-        runner = AdapterRunner(
-            spec,
-            settings,
-            topics,
-            envelope_of("cites", topics, keys_dir),
-            spec.build_partner(settings.adapter),
-        )
-        ready = asyncio.Event()
-        task = asyncio.create_task(runner.run(ready))
-        await asyncio.wait_for(ready.wait(), 30)
-        yield
-        runner.stop()
-        await asyncio.wait_for(task, 30)
+        async with running_adapter(
+            "cites", settings, topics, envelope_of("cites", topics, keys_dir)
+        ):
+            yield
 
 
 async def test_the_cites_flow_works_with_its_own_rights(

@@ -8,6 +8,7 @@ DGAL's responses, and its own flow must work end to end.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +44,27 @@ from tests.builders import declaration, declaration_xml, document, goods_item
 from tests.conftest import PARTIES, PARTITIONS, REPO, envelope_of
 from tests.partner_fixtures import running_partner
 
-pytestmark = pytest.mark.broker
+pytestmark = [
+    pytest.mark.broker,
+    # aiokafka closes a TLS connection without awaiting asyncio's TLS shutdown; when the
+    # test's event loop closes first, the socket under it is only reclaimed by the garbage
+    # collector, which reports it as unclosed. Not ours to fix; kept to this module by
+    # collecting at each test's teardown (see below).
+    pytest.mark.filterwarnings(
+        r"ignore:Exception ignored in. <(function _SelectorTransport.__del__|socket.socket)"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def reclaim_tls_sockets() -> Iterator[None]:
+    """Reclaim this test's abandoned TLS sockets now, not during some later test.
+
+    Autouse, so set up before and torn down after the test's event loop.
+    """
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")

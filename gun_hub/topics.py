@@ -81,6 +81,15 @@ class TopicRegistry:
         return f"{self.prefix}.ops.lag"
 
     @property
+    def ops_health(self) -> str:
+        return f"{self.prefix}.ops.health"
+
+    @property
+    def facts(self) -> str:
+        """Internal to the hub: what the statistics are made of (declarant, documents)."""
+        return f"{self.prefix}.hub.facts"
+
+    @property
     def decision_outbox(self) -> str:
         """Internal to the hub: sealed decisions waiting for the transactional publisher."""
         return f"{self.prefix}.hub.decision-outbox"
@@ -193,6 +202,22 @@ class TopicRegistry:
                 "Consumer lag snapshots of every group.",
                 keyed=False,
                 retention_ms=_SEVEN_DAYS_MS,
+            ),
+            TopicSpec(
+                self.ops_health,
+                "adapters",
+                "operations (hub dashboard)",
+                Payload.JSON,
+                "Each adapter's heartbeat: partner circuit state and pending operations.",
+                retention_ms=24 * 3600 * 1000,
+            ),
+            TopicSpec(
+                self.facts,
+                "hub (agents)",
+                "hub (statistics view)",
+                Payload.JSON,
+                "Internal: per-decision and per-write-off facts for the statistics.",
+                retention_ms=_THIRTY_DAYS_MS,
             ),
         ]
         return specs

@@ -1,10 +1,11 @@
 """Least-privilege ACLs of every principal, derived from the topic registry.
 
 * an authority's adapter: read its request topic (with its consumer group), write its
-  response topic, write dead letters;
+  response topic, dead letters and its heartbeat (``ops.health``);
 * the hub: read declarations, every response topic and dead letters (with its group);
   write requests, decisions, status, audit and dead letters; everything on its own
-  internal topics (faust changelogs, prefixed with its app id);
+  internal topics (faust changelogs, prefixed with its app id); read the status, facts,
+  health and lag topics for the operations views; describe the other groups (lag);
 * the clearance system: write declarations; read decisions (with its group); write dead
   letters.
 
@@ -65,7 +66,11 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 (topics.requests(authority),),
                 (adapter_group(authority),),
             ),
-            Grant(authority, ("Write", "Describe"), (topics.responses(authority), topics.dlq)),
+            Grant(
+                authority,
+                ("Write", "Describe"),
+                (topics.responses(authority), topics.dlq, topics.ops_health),
+            ),
         ]
     grants += [
         Grant(
@@ -77,6 +82,11 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 topics.dlq,
                 topics.deadlines,
                 topics.decision_outbox,
+                # The operations views (ops/view.py) read these without a group.
+                topics.status,
+                topics.facts,
+                topics.ops_health,
+                topics.ops_lag,
             ),
             (hub_app_id,),
         ),
@@ -91,7 +101,15 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 topics.dlq,
                 topics.deadlines,
                 topics.decision_outbox,
+                topics.facts,
+                topics.ops_lag,
             ),
+        ),
+        # The lag monitor reads (never joins) the other groups' committed offsets.
+        Grant(
+            "hub",
+            ("Describe",),
+            groups=(*(adapter_group(a) for a in topics.authorities), clearance_group),
         ),
         # faust's own topics (changelogs, leader election) and group prefix.
         Grant("hub", ("All",), (f"{hub_app_id}-",), (hub_app_id,), prefixed=True),

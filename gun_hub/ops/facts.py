@@ -1,0 +1,76 @@
+"""Facts on the hub's internal ``hub.facts`` topic: what the statistics are made of.
+
+The status topic is for the trader's eyes and carries no declarant or document numbers;
+these facts do, for customs officers' statistics. A war-material licence (a confidential
+authority's document) is counted by its code but its reference and quantities are never
+written here: the statistics never hold what the status lookup must not show.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class DocumentUse(BaseModel):
+    """A document quoted by a decided declaration and the verdict it got."""
+
+    model_config = ConfigDict(frozen=True)
+
+    goods_item: int
+    code: str
+    reference: str | None  # None for a confidential authority's document
+    authority: str | None  # None: exempt or unrouted (checked by no authority)
+    verdict: str
+
+
+class DecisionFact(BaseModel):
+    """One decision of one declaration version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["DECIDED"] = "DECIDED"
+    reference: str
+    version: int
+    declarant_eori: str
+    stage: str
+    outcome: str
+    decided_at: datetime
+    authorities: list[str]
+    documents: list[DocumentUse]
+
+
+class WrittenOff(BaseModel):
+    """Quantity written off one document (line) after a release."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    reference: str
+    line: int | None = None
+    quantity: Decimal | None = None  # None: the declaration gave no quantity
+    unit: str | None = None
+
+
+class WriteOffFact(BaseModel):
+    """An authority confirmed the write-off of a released declaration's documents."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["WRITTEN_OFF"] = "WRITTEN_OFF"
+    reference: str
+    version: int
+    authority: str
+    at: datetime
+    documents: list[WrittenOff]
+
+
+Fact = Annotated[DecisionFact | WriteOffFact, Field(discriminator="kind")]
+FACT = TypeAdapter(Fact)
+
+
+def fact_bytes(fact: DecisionFact | WriteOffFact) -> bytes:
+    return fact.model_dump_json().encode()

@@ -1,0 +1,32 @@
+"""Adapter heartbeats on ``gun.ops.health``: is each partner system reachable?"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class CircuitStatus(StrEnum):
+    """The adapter's circuit breaker towards its partner system (resilience.py)."""
+
+    CLOSED = "closed"  # the partner answers
+    HALF_OPEN = "half_open"  # trying again after an outage
+    OPEN = "open"  # the partner is down: the adapter answers UNAVAILABLE
+
+
+class PartnerHealth(BaseModel):
+    """One adapter's heartbeat, keyed by authority."""
+
+    model_config = ConfigDict(frozen=True)
+
+    authority: str
+    adapter: str  # the adapter process's client id
+    circuit: CircuitStatus
+    pending_operations: int  # write-offs and deletions waiting for the partner
+    at: datetime
+    every_s: float  # heartbeat period: older than a few periods means the adapter is gone
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()

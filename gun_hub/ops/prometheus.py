@@ -1,0 +1,112 @@
+"""Lag and partner health as Prometheus metrics, named as kafka_exporter names them.
+
+A collector reads the latest snapshot at scrape time, so a group or partition that
+disappears from the cluster disappears from ``/metrics`` too (gauges set once would stay
+forever). Labels are bounded: groups, topics, partitions and authorities, never a
+reference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+from gun_hub.ops.health import CircuitStatus, PartnerHealth
+from gun_hub.ops.lag import LagSnapshot
+
+LAG = "kafka_consumergroup_lag"
+LAG_SUM = "kafka_consumergroup_lag_sum"
+GROUP_OFFSET = "kafka_consumergroup_current_offset"
+TOPIC_OFFSET = "kafka_topic_partition_current_offset"
+LAG_GROWING = "gun_hub_consumergroup_lag_growing"
+CIRCUIT = "gun_hub_partner_circuit_state"
+PENDING = "gun_hub_partner_pending_operations"
+HEARTBEAT_AGE = "gun_hub_partner_heartbeat_age_seconds"
+
+
+@dataclass
+class OpsState:
+    """What the lag monitor and the health reader last saw (one per hub process)."""
+
+    lag: LagSnapshot | None = None
+    partners: dict[str, PartnerHealth] = field(default_factory=dict)
+
+
+class OpsCollector(Collector):
+    def __init__(self, state: OpsState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._lag()
+        yield from self._partners()
+
+    def _lag(self) -> Iterator[GaugeMetricFamily]:
+        lag = GaugeMetricFamily(
+            LAG, "Consumer group lag in messages.", labels=["consumergroup", "topic", "partition"]
+        )
+        lag_sum = GaugeMetricFamily(
+            LAG_SUM, "Consumer group lag summed over partitions.", labels=["consumergroup", "topic"]
+        )
+        offset = GaugeMetricFamily(
+            GROUP_OFFSET,
+            "Committed offset of a consumer group.",
+            labels=["consumergroup", "topic", "partition"],
+        )
+        end = GaugeMetricFamily(
+            TOPIC_OFFSET,
+            "End offset (high watermark) of a partition.",
+            labels=["topic", "partition"],
+        )
+        growing = GaugeMetricFamily(
+            LAG_GROWING,
+            "1 when a group's lag rose at each of its last measurements.",
+            labels=["consumergroup"],
+        )
+        snapshot = self._state.lag
+        if snapshot is not None:
+            sums: dict[tuple[str, str], int] = {}
+            ends: dict[tuple[str, str], int] = {}
+            for p in snapshot.partitions:
+                lag.add_metric([p.group, p.topic, str(p.partition)], p.lag)
+                if p.committed is not None:
+                    offset.add_metric([p.group, p.topic, str(p.partition)], p.committed)
+                sums[(p.group, p.topic)] = sums.get((p.group, p.topic), 0) + p.lag
+                ends[(p.topic, str(p.partition))] = p.end
+            for (group, topic), total in sorted(sums.items()):
+                lag_sum.add_metric([group, topic], total)
+            for (topic, partition), value in sorted(ends.items()):
+                end.add_metric([topic, partition], value)
+            for g in snapshot.groups:
+                growing.add_metric([g.group], 1 if g.growing else 0)
+        yield from (lag, lag_sum, offset, end, growing)
+
+    def _partners(self) -> Iterator[GaugeMetricFamily]:
+        circuit = GaugeMetricFamily(
+            CIRCUIT,
+            "1 for the current state of an adapter's circuit towards its partner system.",
+            labels=["authority", "state"],
+        )
+        pending = GaugeMetricFamily(
+            PENDING,
+            "Write-offs and deletions an adapter holds for a partner that was down.",
+            labels=["authority"],
+        )
+        age = GaugeMetricFamily(
+            HEARTBEAT_AGE, "Seconds since an adapter's last heartbeat.", labels=["authority"]
+        )
+        now = time.time()
+        for authority, health in sorted(self._state.partners.items()):
+            for state in CircuitStatus:
+                circuit.add_metric([authority, state.value], 1 if health.circuit is state else 0)
+            pending.add_metric([authority], health.pending_operations)
+            age.add_metric([authority], max(0.0, now - health.at.timestamp()))
+        yield from (circuit, pending, age)
+
+
+def register_ops_metrics(state: OpsState) -> None:
+    """Expose ``state`` on the process's default registry (once per process)."""
+    REGISTRY.register(OpsCollector(state))

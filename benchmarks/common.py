@@ -11,17 +11,37 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gun_hub.progress import HIDDEN, ProgressBar
+
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 
 
-def time_per_call(action: Callable[[], object], *, calls: int, repeats: int = 5) -> list[float]:
-    """Seconds per call, one figure per repeat (after one warm-up repeat)."""
+REPEATS = 5
+
+
+def calls_made(calls: int, repeats: int = REPEATS) -> int:
+    """How many calls :func:`time_per_call` makes, warm-up included (a progress total)."""
+    return calls * (repeats + 1)
+
+
+def time_per_call(
+    action: Callable[[], object],
+    *,
+    calls: int,
+    repeats: int = REPEATS,
+    progress: ProgressBar = HIDDEN,
+) -> list[float]:
+    """Seconds per call, one figure per repeat (after one warm-up repeat).
+
+    ``progress`` advances once per repeat, outside the timed loop.
+    """
     figures = []
     for attempt in range(repeats + 1):
         began = time.perf_counter()
         for _ in range(calls):
             action()
         elapsed = (time.perf_counter() - began) / calls
+        progress.advance(calls)
         if attempt:
             figures.append(elapsed)
     return figures

@@ -9,8 +9,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.common import save, summary_us, time_per_call
+from benchmarks.common import calls_made, save, summary_us, time_per_call
 from gun_hub.envelope import ContentType
+from gun_hub.progress import ProgressBar, progress_bar
 from gun_hub.security.entitlements import Entitlements
 from gun_hub.security.jose_envelope import JoseEnvelope
 from gun_hub.security.keystore import KeystoreFolder, PartyKeys
@@ -26,44 +27,51 @@ def envelope(keys: Path, party: str) -> JoseEnvelope:
     )
 
 
+PRESEALED = 3000  # messages sealed beforehand for the open benchmark (one open each)
+CALLS = 400
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         keys = Path(folder)
         KeystoreFolder(keys).init(["hub", "clearance", "cites", "dga", "dgal"])
         hub, dgal = envelope(keys, "hub"), envelope(keys, "dgal")
         result: dict[str, object] = {}
-        for size in (1500, 8000):
-            payload = b"x" * size
-            topic = TOPICS.requests("dgal")
-
-            def seal(payload: bytes = payload, topic: str = topic) -> bytes:
-                return hub.seal(
-                    payload, recipient="dgal", topic=topic, content_type=ContentType.JSON
-                )
-
-            sealed = [seal() for _ in range(3000)]
-            counter = iter(range(len(sealed)))
-
-            def open_one(
-                topic: str = topic,
-                sealed: list[bytes] = sealed,
-                counter: Iterator[int] = counter,
-            ) -> None:
-                index = next(counter)
-                dgal.open(sealed[index], topic=topic, position=f"{topic}/0/{index}")
-
-            seal_figures = summary_us(time_per_call(seal, calls=400))
-            open_figures = summary_us(time_per_call(open_one, calls=400, repeats=5))
-            result[f"{size} bytes"] = {
-                "seal": seal_figures,
-                "open": open_figures,
-                "sealed_bytes": len(sealed[0]),
-            }
-            print(
-                f"{size}-byte payload: seal {seal_figures['median_us']} us, "
-                f"open {open_figures['median_us']} us (median), sealed size {len(sealed[0])} bytes"
-            )
+        sizes = (1500, 8000)
+        total = len(sizes) * (PRESEALED + 2 * calls_made(CALLS))
+        with progress_bar("bench-envelope", total=total, unit="messages") as bar:
+            for size in sizes:
+                result[f"{size} bytes"] = measure(hub, dgal, size, bar)
         print(f"saved {save('envelope', result)}")
+
+
+def measure(hub: JoseEnvelope, dgal: JoseEnvelope, size: int, bar: ProgressBar) -> object:
+    """Seal and open figures for one payload size."""
+    payload = b"x" * size
+    topic = TOPICS.requests("dgal")
+
+    def seal(payload: bytes = payload, topic: str = topic) -> bytes:
+        return hub.seal(payload, recipient="dgal", topic=topic, content_type=ContentType.JSON)
+
+    sealed = [seal() for _ in range(PRESEALED)]
+    bar.advance(PRESEALED)
+    counter = iter(range(len(sealed)))
+
+    def open_one(
+        topic: str = topic,
+        sealed: list[bytes] = sealed,
+        counter: Iterator[int] = counter,
+    ) -> None:
+        index = next(counter)
+        dgal.open(sealed[index], topic=topic, position=f"{topic}/0/{index}")
+
+    seal_figures = summary_us(time_per_call(seal, calls=CALLS, progress=bar))
+    open_figures = summary_us(time_per_call(open_one, calls=CALLS, progress=bar))
+    print(
+        f"{size}-byte payload: seal {seal_figures['median_us']} us, "
+        f"open {open_figures['median_us']} us (median), sealed size {len(sealed[0])} bytes"
+    )
+    return {"seal": seal_figures, "open": open_figures, "sealed_bytes": len(sealed[0])}
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 
-from benchmarks.common import save, summary_us, time_per_call
+from benchmarks.common import calls_made, save, summary_us, time_per_call
 from gun_hub.decide import decide
 from gun_hub.model.decision import DocumentResult
 from gun_hub.model.declaration import (
@@ -21,6 +22,7 @@ from gun_hub.model.declaration import (
     Stage,
 )
 from gun_hub.model.verdicts import Verdict
+from gun_hub.progress import progress_bar
 from gun_hub.xml.decision_codec import encode_decision
 from gun_hub.xml.declaration_codec import DeclarationCodec, encode_declaration
 
@@ -59,41 +61,46 @@ def declaration_with(items: int, documents_per_item: int) -> Declaration:
     )
 
 
+# label: (goods items, documents per item, calls per repeat)
+SHAPES = {
+    "typical (3 items, 2 documents each)": (3, 2, 2000),
+    "large (99 items, 3 documents each)": (99, 3, 40),
+}
+RENDER_CALLS = 5000
+
+
 def main() -> None:
     codec = DeclarationCodec()
-    shapes = {
-        "typical (3 items, 2 documents each)": (3, 2),
-        "large (99 items, 3 documents each)": (99, 3),
-    }
     result: dict[str, object] = {}
-    for label, (items, documents) in shapes.items():
-        data = encode_declaration(declaration_with(items, documents))
-        calls = 2000 if items < 10 else 40
-        figures = time_per_call(lambda data=data: codec.decode(data), calls=calls)
-        result[label] = {"bytes": len(data), **summary_us(figures)}
-        print(
-            f"parse + validate, {label}: {len(data)} bytes, {result[label]['median_us']} us median"
-        )
-    decision = decide(
-        reference="26FR000690I0000012",
-        version=1,
-        stage=Stage.LODGED,
-        results=[
-            DocumentResult(
-                goods_item=n,
-                code="N853",
-                reference=f"R{n}",
-                authority="dgal",
-                verdict=Verdict.VALID,
+    total = sum(calls_made(calls) for _, _, calls in SHAPES.values()) + calls_made(RENDER_CALLS)
+    with progress_bar("bench-parse", total=total, unit="calls") as bar:
+        for label, (items, documents, calls) in SHAPES.items():
+            data = encode_declaration(declaration_with(items, documents))
+            parsing = summary_us(
+                time_per_call(partial(codec.decode, data), calls=calls, progress=bar)
             )
-            for n in range(1, 7)
-        ],
-        decided_at=datetime.now(UTC),
-    )
-    figures = time_per_call(lambda: encode_decision(decision), calls=5000)
-    rendering = summary_us(figures)
-    result["render decision (6 documents)"] = rendering
-    print(f"render decision XML (6 documents): {rendering['median_us']} us median")
+            result[label] = {"bytes": len(data), **parsing}
+            print(f"parse + validate, {label}: {len(data)} bytes, {parsing['median_us']} us median")
+        decision = decide(
+            reference="26FR000690I0000012",
+            version=1,
+            stage=Stage.LODGED,
+            results=[
+                DocumentResult(
+                    goods_item=n,
+                    code="N853",
+                    reference=f"R{n}",
+                    authority="dgal",
+                    verdict=Verdict.VALID,
+                )
+                for n in range(1, 7)
+            ],
+            decided_at=datetime.now(UTC),
+        )
+        figures = time_per_call(lambda: encode_decision(decision), calls=RENDER_CALLS, progress=bar)
+        rendering = summary_us(figures)
+        result["render decision (6 documents)"] = rendering
+        print(f"render decision XML (6 documents): {rendering['median_us']} us median")
     print(f"saved {save('parse', result)}")
 
 

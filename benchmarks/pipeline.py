@@ -22,6 +22,7 @@ from gun_hub.clearance import DecisionReader, submit_declarations
 from gun_hub.kafka.admin import ensure_topics
 from gun_hub.kafka.local_broker import LocalBroker
 from gun_hub.processes import ProcessGroup, free_port, wait_http_ok
+from gun_hub.progress import progress_bar
 from gun_hub.resources import config_path
 from gun_hub.routing import load_routing_table
 from gun_hub.security.entitlements import Entitlements, parties
@@ -134,12 +135,15 @@ async def run(count: int, work: Path, broker: LocalBroker) -> dict[str, object]:
         )
         arrivals: list[float] = []
         seen: set[str] = set()
-        while len(seen) < count and time.monotonic() - began < 600:
-            group.check_alive()
-            for received in await reader.collect(expected=count, timeout_s=0.5):
-                if received.decision.reference not in seen:
-                    seen.add(received.decision.reference)
-                    arrivals.append(time.monotonic() - began)
+        with progress_bar("decisions", total=count, unit="declarations") as bar:
+            while len(seen) < count and time.monotonic() - began < 600:
+                group.check_alive()
+                before = len(seen)
+                for received in await reader.collect(expected=count, timeout_s=0.5):
+                    if received.decision.reference not in seen:
+                        seen.add(received.decision.reference)
+                        arrivals.append(time.monotonic() - began)
+                bar.advance(len(seen) - before)
         await submitted
         await reader.stop()
     elapsed = arrivals[-1] if arrivals else float("nan")

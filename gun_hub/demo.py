@@ -17,6 +17,7 @@ from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarati
 from gun_hub.kafka.admin import ensure_topics
 from gun_hub.kafka.local_broker import LocalBroker
 from gun_hub.processes import ProcessGroup, free_port, wait_http_ok
+from gun_hub.progress import progress_bar
 from gun_hub.routing import load_routing_table
 from gun_hub.security.entitlements import CLEARANCE_PARTY, parties
 from gun_hub.security.factory import build_envelope
@@ -130,16 +131,22 @@ async def _exchange(
     reader = DecisionReader(bootstrap, topics.decisions, envelope)
     await reader.start(from_beginning=False)
     try:
-        references = await submit_declarations(bootstrap, topics.declarations, declarations)
+        references = set(await submit_declarations(bootstrap, topics.declarations, declarations))
         received: list[ReceivedDecision] = []
         deadline = time.monotonic() + 120
-        while len(received) < len(declarations) and time.monotonic() < deadline:
-            group.check_alive()
-            received += await reader.collect(
-                expected=len(declarations) - len(received),
-                timeout_s=1.0,
-                references=set(references),
-            )
+        with progress_bar(
+            "waiting for decisions", total=len(declarations), unit="decisions"
+        ) as bar:
+            while len(received) < len(declarations) and time.monotonic() < deadline:
+                group.check_alive()
+                # Short rounds: the bar moves as decisions arrive, not once a second.
+                arrived = await reader.collect(
+                    expected=len(declarations) - len(received),
+                    timeout_s=0.25,
+                    references=references,
+                )
+                bar.advance(len(arrived))
+                received += arrived
         return received
     finally:
         await reader.stop()

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gun_hub.logs import LogFormat
 from gun_hub.resources import config_path
 
 DEFAULT_STATE_DIR = Path(".gun-hub")
@@ -176,6 +177,11 @@ class Settings(BaseSettings):
     adapter: AdapterSettings = Field(default_factory=AdapterSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     log_level: str = Field("INFO", description="Log level of every component.")
+    log_format: LogFormat = Field(
+        "auto",
+        description="Log lines: json (one object per line, for log shippers; production), "
+        "text (readable), or auto: text when stderr is a terminal, json otherwise.",
+    )
 
 
 def load_settings() -> Settings:

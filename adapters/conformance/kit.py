@@ -18,6 +18,11 @@ class Outcome:
     detail: str = ""
 
 
+def selected_scenarios(only: str | None = None) -> list[Scenario]:
+    """Every scenario, or those whose name contains ``only``, in the order they run."""
+    return [s for s in scenarios() if only is None or only in s.name]
+
+
 async def run_kit(
     harness: Harness,
     *,
@@ -26,7 +31,7 @@ async def run_kit(
 ) -> list[Outcome]:
     """Run every scenario (or those whose name contains ``only``), in order."""
     outcomes = []
-    selected: list[Scenario] = [s for s in scenarios() if only is None or only in s.name]
+    selected = selected_scenarios(only)
     await harness.start()
     try:
         for scenario in selected:

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from gun_hub.cli.kafka import registry_for
 from gun_hub.kafka.admin import topic_partitions
 from gun_hub.kafka.client import Connect, client_options, from_settings
+from gun_hub.progress import HIDDEN, ProgressBar, progress_bar
 from gun_hub.security.audit import AuditReport, LoggedRecord, verify_chain
 from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.security.keystore import KeystoreError, PartyKeys
@@ -18,22 +19,28 @@ from gun_hub.settings import load_settings
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
 
-async def read_topic(connect: Connect, topic: str) -> list[LoggedRecord]:
-    """Every record of ``topic`` from its beginning to its end at the time of the call."""
+async def read_topic(
+    connect: Connect, topic: str, progress: ProgressBar = HIDDEN
+) -> list[LoggedRecord]:
+    """Every record of ``topic`` from its beginning to its end at the time of the call.
+
+    ``progress`` counts offsets read out of those between the beginnings and the ends.
+    """
     partitions = [TopicPartition(topic, p) for p in await topic_partitions(connect, topic)]
     consumer = AIOKafkaConsumer(**client_options(connect), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
+        progress.set_total(sum(ends[tp] - starts[tp] for tp in partitions))
         records: list[LoggedRecord] = []
 
         async def behind() -> bool:
-            for tp in partitions:
-                if await consumer.position(tp) < ends[tp]:
-                    return True
-            return False
+            positions = {tp: min(await consumer.position(tp), ends[tp]) for tp in partitions}
+            progress.set_completed(sum(positions[tp] - starts[tp] for tp in partitions))
+            return any(positions[tp] < ends[tp] for tp in partitions)
 
         while await behind():
             for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
@@ -76,7 +83,8 @@ def verify(
     except KeystoreError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
-    records = asyncio.run(read_topic(from_settings(settings.kafka), topic))
+    with progress_bar(f"replaying {topic}", unit="records") as bar:
+        records = asyncio.run(read_topic(from_settings(settings.kafka), topic, bar))
     report = verify_chain(records, keys)
     print_report(report)
     if not report.intact:

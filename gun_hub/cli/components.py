@@ -42,7 +42,7 @@ def hub() -> None:
     from gun_hub.app import build_hub
 
     settings = load_settings()
-    configure_logging(settings.log_level, component="hub")
+    configure_logging(settings.log_level, component="hub", log_format=settings.log_format)
     routing = routing_for(settings)  # a bad routing table stops here with its reason
     try:
         load_risk_rules(settings.hub.risk_rules, routing.authorities)
@@ -73,7 +73,9 @@ def adapter(
     from adapters.base.runner import AdapterRunner
 
     settings = load_settings()
-    configure_logging(settings.log_level, component=f"adapter.{authority}")
+    configure_logging(
+        settings.log_level, component=f"adapter.{authority}", log_format=settings.log_format
+    )
     try:
         spec = load_adapter(authority)
     except LookupError as err:
@@ -115,7 +117,9 @@ def partner_sim(
     from partner_sim.store import LedgerStore
 
     settings = load_settings()
-    configure_logging(settings.log_level, component=f"partner-sim.{authority}")
+    configure_logging(
+        settings.log_level, component=f"partner-sim.{authority}", log_format=settings.log_format
+    )
     try:
         loaded = load_documents(documents)
     except ValueError as err:

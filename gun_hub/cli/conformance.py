@@ -7,9 +7,10 @@ import asyncio
 import typer
 
 from adapters.conformance.harness import Harness
-from adapters.conformance.kit import run_kit, table
+from adapters.conformance.kit import run_kit, selected_scenarios, table
 from gun_hub.cli.kafka import registry_for, routing_for
 from gun_hub.kafka.client import from_settings
+from gun_hub.progress import progress_bar
 from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.security.factory import build_envelope
 from gun_hub.security.replay import MemoryReplayGuard
@@ -45,11 +46,9 @@ def conformance(
         partner_timeout_s=partner_timeout,
     )
 
-    def progress(outcome: object) -> None:
-        typer.echo(".", nl=False)
-
-    outcomes = asyncio.run(run_kit(harness, only=only, progress=progress))
-    typer.echo("")
+    total = len(selected_scenarios(only))
+    with progress_bar(f"conformance {authority}", total=total, unit="scenarios") as bar:
+        outcomes = asyncio.run(run_kit(harness, only=only, progress=lambda _: bar.advance()))
     typer.echo(table(authority, outcomes))
     if not outcomes or not all(o.passed for o in outcomes):
         raise typer.Exit(1)

@@ -21,6 +21,11 @@ from aiokafka.helpers import create_ssl_context
 
 from gun_hub.dead_letter import SourcePosition
 from gun_hub.kafka.client import SCRAM, from_settings
+from gun_hub.ops.feed import OpsFeed
+from gun_hub.ops.lag import LagSnapshot
+from gun_hub.ops.lag_monitor import LagMonitor, watched_groups
+from gun_hub.ops.prometheus import OpsState, register_ops_metrics
+from gun_hub.ops.view import FeedTopics, OpsView
 from gun_hub.outbox import Headers, Outbox
 from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.context import HubContext, parse_open_case_entry
@@ -273,5 +278,68 @@ def build_hub(settings: Settings) -> Hub:
 
     app.task(publish_decisions)
 
-    register_web_views(app)
+    ops_state = OpsState()
+    register_ops_metrics(ops_state)
+    view = _operations_view(app, settings, topics, ops_state)
+    if settings.ops.lag_monitor_enabled:
+
+        async def monitor_lag() -> None:
+            monitor = LagMonitor(
+                from_settings(settings.kafka),
+                watched_groups(topics, settings.hub.app_id, settings.ops.clearance_group),
+                growing_after=settings.ops.lag_growing_samples,
+            )
+            await monitor.start()
+
+            async def publish(measured: LagSnapshot) -> None:
+                await app.producer.send(topics.ops_lag, None, measured.to_bytes(), None, None, None)
+
+            try:
+                await monitor.run(ops_state, settings.ops.lag_interval_s, publish)
+            finally:
+                await monitor.stop()
+
+        app.task(monitor_lag)
+
+    register_web_views(
+        app, view, ops_state, ready=lambda: _readiness(app, publisher), dashboard=True
+    )
     return Hub(app=app, topics=topics, routing=routing)
+
+
+def _operations_view(
+    app: faust.App, settings: Settings, topics: TopicRegistry, state: OpsState
+) -> OpsView | None:
+    """The status and statistics view, fed by its own task (ops/feed.py)."""
+    if not settings.ops.view_enabled:
+        return None
+    settings.hub.data_dir.mkdir(parents=True, exist_ok=True)
+    view = OpsView(
+        settings.hub.data_dir / "ops-view.sqlite3",
+        FeedTopics(
+            status=topics.status, facts=topics.facts, dlq=topics.dlq, health=topics.ops_health
+        ),
+    )
+    feed = OpsFeed(from_settings(settings.kafka), view, state)
+
+    async def feed_view() -> None:
+        await feed.run()
+
+    app.task(feed_view)
+    return view
+
+
+def _readiness(app: faust.App, publisher: DecisionPublisher) -> list[str]:
+    """What keeps the hub from processing now (empty: ready)."""
+    waiting = []
+    if not app.consumer.assignment():
+        waiting.append("no partitions assigned yet")
+    if app.rebalancing:
+        waiting.append("consumer group rebalancing")
+    if app.in_recovery:
+        waiting.append("tables recovering from their changelogs")
+    if not app.producer.started:
+        waiting.append("producer not started")
+    if not publisher.ready.is_set():
+        waiting.append("decision publisher not started")
+    return waiting

@@ -8,6 +8,7 @@ faster than faust's own record codec.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,6 +28,9 @@ class ExpectedAnswer(BaseModel):
     reference: str
     authority: str
     commodity_code: str = ""
+    line: int | None = None
+    quantity: Decimal | None = None
+    unit: str | None = None
 
 
 class RiskFinding(BaseModel):
@@ -91,6 +95,9 @@ class Case(BaseModel):
                     reference=d.reference,
                     authority=d.authority,
                     commodity_code=d.commodity_code,
+                    line=d.line,
+                    quantity=d.quantity,
+                    unit=d.unit,
                 )
                 for d in routed.documents
                 if d.authority is not None

@@ -42,6 +42,7 @@ class DecisionPublisher:
         self._transactional_id = f"{app_id}-publisher"
         self._published: set[tuple[bytes, bytes]] = set()
         self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()  # its transactional producer is up (readiness)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -66,11 +67,13 @@ class DecisionPublisher:
         try:
             await self._remember_published()
             await consumer.start()
+            self.ready.set()
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=100, max_records=500)
                 if batches:
                     await self._publish(producer, batches)
         finally:
+            self.ready.clear()
             await consumer.stop()
             await producer.stop()
 

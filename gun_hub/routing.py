@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -139,6 +140,10 @@ class ExpectedDocument:
     authority: str | None
     local_verdict: Verdict | None = None
     commodity_code: str = ""
+    # What the declaration charges to the document (statistics of quantities written off).
+    line: int | None = None
+    quantity: Decimal | None = None
+    unit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +183,9 @@ def route_documents(declaration: Declaration, table: RoutingTable) -> RoutedDecl
                         document.reference,
                         authority,
                         commodity_code=item.commodity_code,
+                        line=document.line,
+                        quantity=document.quantity.value if document.quantity else None,
+                        unit=document.quantity.unit if document.quantity else None,
                     )
                 )
             else:

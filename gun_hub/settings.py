@@ -138,10 +138,34 @@ class AdapterSettings(BaseModel):
         2.0, description="How often write-offs and deletions pending on a down partner retry."
     )
     metrics_port: int = Field(
-        0, ge=0, description="Port serving /metrics for Prometheus; 0 turns it off."
+        0, ge=0, description="Port serving /livez, /readyz and /metrics; 0 turns it off."
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address of that server (0.0.0.0 in a container)."
     )
     max_in_flight: PositiveInt = Field(
         64, description="Requests handled concurrently (different declarations only)."
+    )
+
+
+class OpsSettings(BaseModel):
+    """What operators see: the status/statistics view, the lag monitor, heartbeats."""
+
+    view_enabled: bool = Field(
+        True, description="Keep the status and statistics view (SQLite in the hub data dir)."
+    )
+    lag_monitor_enabled: bool = Field(
+        True, description="Measure consumer lag, publish it on ops.lag and /metrics."
+    )
+    lag_interval_s: float = Field(5.0, gt=0, description="Seconds between lag measurements.")
+    lag_growing_samples: PositiveInt = Field(
+        3, description="Consecutive rising measurements after which a group's lag is flagged."
+    )
+    clearance_group: str = Field(
+        "gun-clearance", description="Consumer group of the clearance system (lag watched)."
+    )
+    heartbeat_s: float = Field(
+        5.0, gt=0, description="Seconds between an adapter's heartbeats on ops.health."
     )
 
 
@@ -176,6 +200,7 @@ class Settings(BaseSettings):
     hub: HubSettings = Field(default_factory=HubSettings)
     adapter: AdapterSettings = Field(default_factory=AdapterSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
     log_level: str = Field("INFO", description="Log level of every component.")
     log_format: LogFormat = Field(
         "auto",

@@ -26,6 +26,7 @@ from gun_hub.model.exchange import (
     RequestedItem,
 )
 from gun_hub.model.verdicts import Verdict
+from gun_hub.ops.health import CircuitStatus
 from gun_hub.settings import AdapterSettings
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,10 @@ class CertexHttpPartner:
             failure_threshold=settings.circuit_failure_threshold,
             reset_after_s=settings.circuit_reset_s,
         )
+
+    @property
+    def circuit_state(self) -> CircuitStatus:
+        return CircuitStatus(self.circuit.state.value)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:

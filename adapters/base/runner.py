@@ -19,10 +19,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from adapters.base import metrics
+from adapters.base.health_server import serve_health
 from adapters.base.pending import PendingOperations
 from adapters.base.spec import AdapterSpec, PartnerPort
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
@@ -30,6 +32,7 @@ from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected
 from gun_hub.kafka.client import client_options, from_settings
 from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer, Operation
 from gun_hub.model.verdicts import Verdict
+from gun_hub.ops.health import PartnerHealth
 from gun_hub.outbox import Outbox
 from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.settings import Settings
@@ -96,22 +99,65 @@ class AdapterRunner:
         await producer.start()
         await consumer.start()
         log.info("adapter %s consuming %s", self._spec.authority, self._request_topic)
+        health = await self._serve_health(consumer)
         if ready is not None:
             ready.set()
-        replaying = asyncio.create_task(self._replay_pending(producer))
+        background = [
+            asyncio.create_task(self._replay_pending(producer)),
+            asyncio.create_task(self._heartbeat(producer)),
+        ]
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=250, max_records=500)
                 if batches:
                     await self._process(batches, consumer, producer)
         finally:
-            replaying.cancel()
+            for task in background:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await replaying
+                await asyncio.gather(*background)
+            if health is not None:
+                await health.cleanup()
             await consumer.stop()
             await producer.stop()
             await self._partner.close()
             self.pending.close()
+
+    async def _serve_health(self, consumer: AIOKafkaConsumer) -> web.AppRunner | None:
+        port = self._settings.adapter.metrics_port
+        if not port:
+            return None
+
+        def waiting() -> list[str]:
+            if self._stopping.is_set():
+                return ["stopping"]
+            return [] if consumer.assignment() else ["no partitions assigned yet"]
+
+        return await serve_health(self._settings.adapter.metrics_host, port, waiting)
+
+    def health(self) -> PartnerHealth:
+        """This adapter's heartbeat: its partner's circuit and what waits for it."""
+        return PartnerHealth(
+            authority=self._spec.authority,
+            adapter=self.component,
+            circuit=self._partner.circuit_state,
+            pending_operations=len(self.pending),
+            at=datetime.now(UTC),
+            every_s=self._settings.ops.heartbeat_s,
+        )
+
+    async def _heartbeat(self, producer: AIOKafkaProducer) -> None:
+        """Tell operations, on ops.health, whether the partner answers (dashboard)."""
+        while True:
+            try:
+                await producer.send(
+                    self._topics.ops_health,
+                    self.health().to_bytes(),
+                    key=self._spec.authority.encode(),
+                )
+            except Exception:
+                log.warning("heartbeat not sent", exc_info=True)
+            await asyncio.sleep(self._settings.ops.heartbeat_s)
 
     async def _replay_pending(self, producer: AIOKafkaProducer) -> None:
         """Retry write-offs and deletions that met a down partner, oldest first."""

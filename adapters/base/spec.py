@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gun_hub.model.exchange import AuthorityRequest, DocumentAnswer
+from gun_hub.ops.health import CircuitStatus
 from gun_hub.settings import AdapterSettings
 
 
@@ -22,6 +23,11 @@ class PartnerPort(Protocol):
     async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]: ...
 
     async def close(self) -> None: ...
+
+    @property
+    def circuit_state(self) -> CircuitStatus:
+        """Whether the partner is being called (closed), tried again, or given up on."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gun_hub.cli import audit, components, conformance, demo, io, kafka, keys
+from gun_hub.cli import asyncapi, audit, components, conformance, demo, io, kafka, keys, ops
 
 app = typer.Typer(
     name="gun-hub",
@@ -21,6 +21,8 @@ components.register(app)
 io.register(app)
 demo.register(app)
 conformance.register(app)
+asyncapi.register(app)
+ops.register(app)
 
 
 def main() -> None:

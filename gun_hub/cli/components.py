@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 import typer
-from prometheus_client import start_http_server
 
 from gun_hub.cli.kafka import registry_for, routing_for
 from gun_hub.kafka.admin import ensure_topics, wait_for_cluster
@@ -82,8 +81,6 @@ def adapter(
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
     _prepare_cluster(settings)
-    if settings.adapter.metrics_port:
-        start_http_server(settings.adapter.metrics_port, addr="127.0.0.1")
 
     async def run() -> None:
         topics = registry_for(settings)

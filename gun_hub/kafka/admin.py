@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
@@ -75,13 +76,26 @@ async def topic_partitions(connect: Connect, topic: str) -> list[int]:
     admin = AIOKafkaAdminClient(**client_options(connect))
     await admin.start()
     try:
-        described = await admin.describe_topics([topic])
+        partitions = (await partitions_of(admin, [topic])).get(topic)
     finally:
         await admin.close()
-    partitions = [p["partition"] for d in described if d["topic"] == topic for p in d["partitions"]]
     if not partitions:
         raise LookupError(f"topic {topic} does not exist")
-    return sorted(partitions)
+    return partitions
+
+
+async def partitions_of(admin: AIOKafkaAdminClient, topics: Iterable[str]) -> dict[str, list[int]]:
+    """Partition numbers of each existing topic among ``topics`` (absent ones left out).
+
+    Asked of the cluster each time: a client's metadata cache only knows the topics it
+    has subscribed to or produced to.
+    """
+    described = await admin.describe_topics(sorted(set(topics)))
+    return {
+        d["topic"]: sorted(p["partition"] for p in d["partitions"])
+        for d in described
+        if d.get("partitions")
+    }
 
 
 async def _wait_until_visible(admin: AIOKafkaAdminClient, names: set[str]) -> None:

@@ -13,7 +13,9 @@ from gun_hub.case import Case
 from gun_hub.decide import decide
 from gun_hub.envelope import ContentType, Envelope
 from gun_hub.model.decision import Decision, Reason
+from gun_hub.model.declaration import Stage
 from gun_hub.model.exchange import AuthorityRequest
+from gun_hub.ops.facts import DecisionFact, DocumentUse, WriteOffFact, fact_bytes
 from gun_hub.outbox import Outbox
 from gun_hub.pipeline.lifecycle import follow_up_requests
 from gun_hub.publisher import HEADER_VERSION
@@ -122,7 +124,9 @@ class HubContext:
         the case announced. Called again for a case found decided but unannounced."""
         assert case.decision is not None  # noqa: S101 - only decided cases are announced
         case.announced = False
-        self.emit_decision(outbox, case.decision, partition)
+        self.emit_decision(
+            outbox, case.decision, partition, declarant_eori=case.declarant_eori, stage=case.stage
+        )
         follow_ups = follow_up_requests(case, self.clock())
         self.send_requests(outbox, follow_ups)
         if follow_ups:
@@ -162,8 +166,17 @@ class HubContext:
             )
             outbox.add(topic, request.reference.encode(), sealed)
 
-    def emit_decision(self, outbox: Outbox, decision: Decision, partition: int) -> None:
-        """The decision sealed to the clearance system, its audit record, its status."""
+    def emit_decision(
+        self,
+        outbox: Outbox,
+        decision: Decision,
+        partition: int,
+        *,
+        declarant_eori: str = "",
+        stage: Stage = Stage.LODGED,
+    ) -> None:
+        """The decision sealed to the clearance system, its audit record, its status, and
+        the fact the statistics count it from."""
         document = encode_decision(decision)
         sealed = self.envelope.seal(
             document,
@@ -200,3 +213,30 @@ class HubContext:
             "; ".join(reason.code for reason in decision.reasons),
             outcome=decision.outcome.value,
         )
+        self.emit_fact(
+            outbox,
+            DecisionFact(
+                reference=decision.reference,
+                version=decision.version,
+                declarant_eori=declarant_eori,
+                stage=stage.value,
+                outcome=decision.outcome.value,
+                decided_at=decision.decided_at,
+                authorities=sorted({d.authority for d in decision.documents if d.authority}),
+                documents=[
+                    DocumentUse(
+                        goods_item=d.goods_item,
+                        code=d.code,
+                        reference=None
+                        if d.authority and self.routing.is_confidential(d.authority)
+                        else d.reference,
+                        authority=d.authority,
+                        verdict=d.verdict.value,
+                    )
+                    for d in decision.documents
+                ],
+            ),
+        )
+
+    def emit_fact(self, outbox: Outbox, fact: DecisionFact | WriteOffFact) -> None:
+        outbox.add(self.topics.facts, fact.reference.encode(), fact_bytes(fact))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import ValidationError
 
 from gun_hub import metrics
@@ -10,6 +12,7 @@ from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.envelope import EnvelopeRejected
 from gun_hub.model.exchange import AuthorityResponse, Operation
 from gun_hub.model.verdicts import Verdict
+from gun_hub.ops.facts import WriteOffFact, WrittenOff
 from gun_hub.outbox import Outbox
 from gun_hub.pipeline.context import CaseStore, HubContext
 from gun_hub.status_events import StatusKind
@@ -78,7 +81,7 @@ class Correlation:
             and response.authority in case.awaiting
         )
         if response.operation in FOLLOW_UP_OPERATIONS and not awaited:
-            self._follow_up_answered(outbox, response)
+            self._follow_up_answered(outbox, response, case)
             return
         if case is not None and self._ctx.announce_again_if_lost(outbox, case, partition):
             return
@@ -109,7 +112,9 @@ class Correlation:
             self._ctx.decide_case(outbox, case, partition)
         self._cases[key] = case.to_bytes()
 
-    def _follow_up_answered(self, outbox: Outbox, response: AuthorityResponse) -> None:
+    def _follow_up_answered(
+        self, outbox: Outbox, response: AuthorityResponse, case: Case | None
+    ) -> None:
         """An answer to a write-off or deletion sent after a decision (lifecycle.py)."""
         verdicts = sorted({a.verdict for a in response.answers})
         detail = ", ".join(f"{a.code} {a.reference}: {a.verdict.value}" for a in response.answers)
@@ -141,6 +146,8 @@ class Correlation:
             f"{response.operation.value}: {detail}",
             authority=response.authority,
         )
+        if kind is StatusKind.WRITTEN_OFF and not ctx.routing.is_confidential(response.authority):
+            ctx.emit_fact(outbox, written_off(response, case, ctx.clock()))
 
     def _dead_letter(
         self,
@@ -162,3 +169,32 @@ class Correlation:
             source=source,
             component=COMPONENT,
         )
+
+
+def written_off(response: AuthorityResponse, case: Case | None, at: datetime) -> WriteOffFact:
+    """What a confirmed write-off took off each document, from what the case declared
+    (a case of another version knows no quantities: they are left unknown)."""
+    declared = {
+        (e.goods_item, e.code, e.reference): e
+        for e in (case.expected if case is not None and case.version == response.version else [])
+        if e.authority == response.authority
+    }
+    documents = []
+    for answer in response.answers:
+        quoted = declared.get((answer.goods_item, answer.code, answer.reference))
+        documents.append(
+            WrittenOff(
+                code=answer.code,
+                reference=answer.reference,
+                line=quoted.line if quoted else None,
+                quantity=quoted.quantity if quoted else None,
+                unit=quoted.unit if quoted else None,
+            )
+        )
+    return WriteOffFact(
+        reference=response.reference,
+        version=response.version,
+        authority=response.authority,
+        at=at,
+        documents=documents,
+    )

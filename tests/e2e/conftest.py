@@ -6,7 +6,7 @@ import asyncio
 import shutil
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,8 @@ class Pipeline:
     group: ProcessGroup
     hub_port: int
     hub_env: dict[str, str]
-    partner_port: int | None = None
+    partner_port: int | None = None  # DGAL's
+    partner_ports: dict[str, int] = field(default_factory=dict)
 
     def start_hub(self) -> None:
         self.group.start("hub", ["hub"], self.hub_env)
@@ -97,38 +98,48 @@ class Pipeline:
             return str(response.read().decode())
 
 
+def start_partner(
+    group: ProcessGroup, authority: str, samples: Path, work: Path, **adapter_env: str
+) -> int:
+    """Start ``authority``'s simulated partner system and its adapter; the partner's port."""
+    port = free_port()
+    group.start(
+        f"partner-sim-{authority}",
+        [
+            "partner-sim",
+            authority,
+            "--documents",
+            str(samples / "partners" / f"{authority}-documents.json"),
+            "--port",
+            str(port),
+            "--db",
+            str(work / f"ledger-{authority}.sqlite"),
+        ],
+    )
+    wait_http_ok(f"http://127.0.0.1:{port}/health", 30, group)
+    start_adapter(group, authority, port, **adapter_env)
+    return port
+
+
+def start_adapter(group: ProcessGroup, authority: str, partner_port: int, **env: str) -> None:
+    group.start(
+        f"adapter-{authority}",
+        ["adapter", authority],
+        {"GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{partner_port}", **env},
+    )
+
+
 def start_pipeline(
     kafka_env: KafkaEnv,
     work: Path,
     samples: Path,
     *,
-    with_dgal: bool,
+    partners: tuple[str, ...],
     hub_env: dict[str, str] | None = None,
 ) -> Iterator[Pipeline]:
     hub_port = free_port()
     with ProcessGroup(work / "logs", kafka_env.env()) as group:
-        partner_port = None
-        if with_dgal:
-            partner_port = free_port()
-            group.start(
-                "partner-sim-dgal",
-                [
-                    "partner-sim",
-                    "dgal",
-                    "--documents",
-                    str(samples / "partners" / "dgal-documents.json"),
-                    "--port",
-                    str(partner_port),
-                    "--db",
-                    str(work / "ledger.sqlite"),
-                ],
-            )
-            wait_http_ok(f"http://127.0.0.1:{partner_port}/health", 30, group)
-            group.start(
-                "adapter-dgal",
-                ["adapter", "dgal"],
-                {"GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{partner_port}"},
-            )
+        ports = {name: start_partner(group, name, samples, work) for name in partners}
         pipeline = Pipeline(
             kafka_env,
             group,
@@ -138,7 +149,8 @@ def start_pipeline(
                 "GUN_HUB_HUB__WEB_PORT": str(hub_port),
                 **(hub_env or {}),
             },
-            partner_port,
+            ports.get("dgal"),
+            ports,
         )
         pipeline.start_hub()
         yield pipeline
@@ -147,7 +159,13 @@ def start_pipeline(
 @pytest.fixture
 def pipeline(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
     """Hub, DGAL adapter and simulated TRACES."""
-    yield from start_pipeline(kafka_env, tmp_path, samples, with_dgal=True)
+    yield from start_pipeline(kafka_env, tmp_path, samples, partners=("dgal",))
+
+
+@pytest.fixture
+def every_partner(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    """Hub, and the DGAL, CITES and DGA adapters with their simulated partner systems."""
+    yield from start_pipeline(kafka_env, tmp_path, samples, partners=("dgal", "cites", "dga"))
 
 
 @pytest.fixture
@@ -157,7 +175,7 @@ def hub_only(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pip
         kafka_env,
         tmp_path,
         samples,
-        with_dgal=False,
+        partners=(),
         hub_env={"GUN_HUB_HUB__MAX_DECLARATION_BYTES": str(512 * 1024)},
     )
 
@@ -169,6 +187,6 @@ def impatient_hub(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterato
         kafka_env,
         tmp_path,
         samples,
-        with_dgal=True,
+        partners=("dgal",),
         hub_env={"GUN_HUB_HUB__REQUEST_DEADLINE_S": "2", "GUN_HUB_HUB__DEADLINE_SWEEP_S": "0.5"},
     )

@@ -1,0 +1,92 @@
+// gun-hub operations dashboard: polls /api/dashboard and redraws. Values are written with
+// textContent only, never as markup.
+"use strict";
+
+const REFRESH_MS = 1000;
+
+function cell(row, text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  row.appendChild(td);
+  return td;
+}
+
+function badge(td, text, kind) {
+  td.textContent = "";
+  const span = document.createElement("span");
+  span.className = "badge badge-" + kind;
+  span.textContent = text;
+  td.appendChild(span);
+}
+
+function fill(tableId, rows, draw) {
+  const body = document.querySelector("#" + tableId + " tbody");
+  body.replaceChildren();
+  for (const item of rows) {
+    const tr = document.createElement("tr");
+    draw(tr, item);
+    body.appendChild(tr);
+  }
+}
+
+function render(data) {
+  const set = (id, text) => { document.getElementById(id).textContent = text; };
+  set("updated-at", new Date(data.at).toLocaleTimeString());
+  set("decisions-total", String(data.decisions_total ?? "–"));
+  set("throughput", String(data.throughput_per_s ?? "–"));
+  set("dead-letters-total", String(data.dead_letters ? data.dead_letters.total : "–"));
+  const groups = data.lag ? data.lag.groups : [];
+  set("lag-total", data.lag ? String(groups.reduce((sum, g) => sum + g.lag, 0)) : "–");
+
+  const outcomes = Object.entries(data.decisions || {});
+  const most = Math.max(1, ...outcomes.map(([, n]) => n));
+  fill("outcomes", outcomes, (tr, [outcome, count]) => {
+    tr.dataset.outcome = outcome;
+    cell(tr, outcome);
+    cell(tr, String(count), "num");
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.style.width = Math.round((100 * count) / most) + "%";
+    cell(tr, "").appendChild(bar);
+  });
+  fill("lag", groups, (tr, g) => {
+    tr.dataset.group = g.group;
+    cell(tr, g.group);
+    cell(tr, String(g.lag), "num");
+    badge(cell(tr, ""), g.growing ? "growing" : g.lag > 0 ? "behind" : "ok",
+          g.growing ? "bad" : g.lag > 0 ? "warn" : "ok");
+  });
+  fill("partners", data.partners || [], (tr, p) => {
+    tr.dataset.authority = p.authority;
+    cell(tr, p.authority);
+    const kind = p.stale ? "wait" : p.circuit === "closed" ? "ok" : p.circuit === "open" ? "bad" : "warn";
+    badge(cell(tr, ""), p.stale ? "no heartbeat" : p.circuit, kind);
+    cell(tr, String(p.pending_operations), "num");
+    cell(tr, p.heartbeat_age_s + " s ago");
+  });
+  fill("dead-letters", data.recent_dead_letters || [], (tr, d) => {
+    cell(tr, new Date(d.at).toLocaleTimeString());
+    cell(tr, d.kind);
+    cell(tr, d.component);
+    cell(tr, d.reason);
+  });
+}
+
+async function refresh() {
+  const status = document.getElementById("connection");
+  try {
+    const response = await fetch("/api/dashboard", { cache: "no-store" });
+    if (!response.ok) throw new Error("HTTP " + response.status);
+    render(await response.json());
+    status.textContent = "live";
+    status.className = "badge badge-ok";
+  } catch (err) {
+    status.textContent = "hub unreachable";
+    status.className = "badge badge-bad";
+  } finally {
+    setTimeout(refresh, REFRESH_MS);
+  }
+}
+
+refresh();

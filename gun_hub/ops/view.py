@@ -1,0 +1,464 @@
+"""The operations read model: status per declaration and statistics, in SQLite.
+
+Fed from Kafka by :mod:`gun_hub.ops.feed` (status events, facts, dead letters, adapter
+heartbeats). Each batch of records is applied in one SQLite transaction together with the
+offsets it reaches, so the model is exact across restarts: nothing applied twice, nothing
+skipped. Records that arrive twice anyway (a status event or a fact emitted again after a
+worker crash, see case.py) are absorbed by the primary keys: a decision counts once per
+(reference, version), a write-off once per document line.
+
+Why SQLite beside faust's tables: the statistics are global (every partition, every
+day) while faust tables are partitioned across workers; each hub worker keeps its own
+full copy of this small model and answers any question alone (ADR 0004).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gun_hub.dead_letter import HEADER_COMPONENT, HEADER_ERROR_KIND, HEADER_ERROR_REASON
+from gun_hub.ops.facts import FACT, DecisionFact, WriteOffFact
+from gun_hub.ops.health import PartnerHealth
+from gun_hub.status_events import StatusEvent, StatusKind
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS offsets (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, next INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition));
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    reference TEXT NOT NULL, version INTEGER NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL,
+    detail TEXT NOT NULL, authority TEXT NOT NULL, outcome TEXT NOT NULL,
+    UNIQUE (reference, version, kind, authority, outcome, detail));
+CREATE INDEX IF NOT EXISTS events_by_reference ON events (reference, seq);
+CREATE TABLE IF NOT EXISTS decisions (
+    reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
+    stage TEXT NOT NULL, outcome TEXT NOT NULL, day TEXT NOT NULL, decided_at REAL NOT NULL,
+    PRIMARY KEY (reference, version));
+CREATE INDEX IF NOT EXISTS decisions_by_day ON decisions (day);
+CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at);
+CREATE INDEX IF NOT EXISTS decisions_by_declarant ON decisions (declarant);
+CREATE TABLE IF NOT EXISTS decision_documents (
+    reference TEXT NOT NULL, version INTEGER NOT NULL, goods_item INTEGER NOT NULL,
+    code TEXT NOT NULL, document TEXT NOT NULL, authority TEXT NOT NULL, verdict TEXT NOT NULL,
+    PRIMARY KEY (reference, version, goods_item, code, document));
+CREATE TABLE IF NOT EXISTS write_offs (
+    reference TEXT NOT NULL, version INTEGER NOT NULL, authority TEXT NOT NULL,
+    code TEXT NOT NULL, document TEXT NOT NULL, line INTEGER NOT NULL,
+    quantity TEXT NOT NULL, unit TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (reference, version, authority, code, document, line));
+CREATE INDEX IF NOT EXISTS write_offs_by_document ON write_offs (document);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, topic_partition TEXT NOT NULL,
+    kind TEXT NOT NULL, component TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS partners (authority TEXT PRIMARY KEY, health TEXT NOT NULL);
+"""
+
+# A confidential authority's document is stored under this reference (facts.py).
+CONFIDENTIAL = "(confidential)"
+_NO_LINE = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRecord:
+    """One Kafka record as the view needs it (no aiokafka type in the model)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    value: bytes
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FeedTopics:
+    status: str
+    facts: str
+    dlq: str
+    health: str
+
+    def all(self) -> list[str]:
+        return [self.status, self.facts, self.dlq, self.health]
+
+
+class OpsView:
+    """SQLite-backed answers to "where is my declaration" and "how many, of what"."""
+
+    def __init__(self, path: Path | str, topics: FeedTopics) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self.topics = topics
+        self.skipped = 0  # records of the wrong shape (never expected: the hub wrote them)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- feeding -------------------------------------------------------------------------
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        """Next offset to read per (topic, partition), as last applied."""
+        rows = self._db.execute("SELECT topic, partition, next FROM offsets")
+        return {(topic, partition): nxt for topic, partition, nxt in rows}
+
+    def apply(self, records: Iterable[FeedRecord]) -> int:
+        """Apply a batch and the offsets it reaches, atomically. Returns records applied."""
+        count = 0
+        reached: dict[tuple[str, int], int] = {}
+        with self._transaction():
+            for record in records:
+                self._apply_one(record)
+                reached[(record.topic, record.partition)] = record.offset + 1
+                count += 1
+            self._db.executemany(
+                "INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT (topic, partition) "
+                "DO UPDATE SET next = MAX(next, excluded.next)",
+                [(topic, partition, nxt) for (topic, partition), nxt in reached.items()],
+            )
+        return count
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def _apply_one(self, record: FeedRecord) -> None:
+        topics = self.topics
+        try:
+            if record.topic == topics.status:
+                self._status(StatusEvent.model_validate_json(record.value))
+            elif record.topic == topics.facts:
+                fact = FACT.validate_json(record.value)
+                if isinstance(fact, DecisionFact):
+                    self._decision(fact)
+                else:
+                    self._write_off(fact)
+            elif record.topic == topics.dlq:
+                self._dead_letter(record)
+            elif record.topic == topics.health:
+                health = PartnerHealth.model_validate_json(record.value)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO partners VALUES (?, ?)",
+                    (health.authority, health.model_dump_json()),
+                )
+        except ValidationError:
+            self.skipped += 1
+
+    def _status(self, event: StatusEvent) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO events "
+            "(reference, version, kind, at, detail, authority, outcome) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.reference,
+                event.version,
+                event.kind.value,
+                event.at.isoformat(),
+                event.detail,
+                event.authority or "",
+                event.outcome or "",
+            ),
+        )
+
+    def _decision(self, fact: DecisionFact) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                fact.reference,
+                fact.version,
+                fact.declarant_eori,
+                fact.stage,
+                fact.outcome,
+                fact.decided_at.date().isoformat(),
+                fact.decided_at.timestamp(),
+            ),
+        )
+        self._db.executemany(
+            "INSERT OR REPLACE INTO decision_documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    fact.reference,
+                    fact.version,
+                    d.goods_item,
+                    d.code,
+                    d.reference if d.reference is not None else CONFIDENTIAL,
+                    d.authority or "",
+                    d.verdict,
+                )
+                for d in fact.documents
+            ],
+        )
+
+    def _write_off(self, fact: WriteOffFact) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO write_offs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    fact.reference,
+                    fact.version,
+                    fact.authority,
+                    d.code,
+                    d.reference,
+                    d.line if d.line is not None else _NO_LINE,
+                    str(d.quantity) if d.quantity is not None else "",
+                    d.unit or "",
+                    fact.at.isoformat(),
+                )
+                for d in fact.documents
+            ],
+        )
+
+    def _dead_letter(self, record: FeedRecord) -> None:
+        headers = dict(record.headers)
+
+        def header(name: str) -> str:
+            return headers.get(name, b"").decode("utf-8", "replace")
+
+        self._db.execute(
+            "INSERT INTO dead_letters (topic_partition, kind, component, reason, at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                f"{record.topic}/{record.partition}",
+                header(HEADER_ERROR_KIND) or "UNKNOWN",
+                header(HEADER_COMPONENT) or "unknown",
+                header(HEADER_ERROR_REASON)[:300],
+                record.timestamp_ms / 1000,
+            ),
+        )
+
+    # -- status lookup ------------------------------------------------------------------
+
+    def declaration(self, reference: str) -> dict[str, Any] | None:
+        """Current state and dated history of one declaration; None if never seen."""
+        rows = self._db.execute(
+            "SELECT version, kind, at, detail, authority, outcome FROM events "
+            "WHERE reference = ? ORDER BY seq",
+            (reference,),
+        ).fetchall()
+        if not rows:
+            return None
+        history = [
+            {
+                "version": version,
+                "kind": kind,
+                "at": at,
+                "detail": detail,
+                **({"authority": authority} if authority else {}),
+                **({"outcome": outcome} if outcome else {}),
+            }
+            for version, kind, at, detail, authority, outcome in rows
+        ]
+        return {"reference": reference, **current_state(history), "history": history}
+
+    # -- statistics ---------------------------------------------------------------------
+
+    def statistics(self, since: date | None = None, until: date | None = None) -> dict[str, Any]:
+        """Decisions by outcome, day, authority and document code, and dead letters."""
+        where, args = _day_range(since, until, "day")
+        joined, _ = _day_range(since, until, "d.day", "dd.authority != ''")
+        by_outcome = dict(
+            self._db.execute(
+                f"SELECT outcome, COUNT(*) FROM decisions {where} GROUP BY outcome", args
+            ).fetchall()
+        )
+        by_day: dict[str, dict[str, int]] = defaultdict(dict)
+        for day, outcome, count in self._db.execute(
+            f"SELECT day, outcome, COUNT(*) FROM decisions {where} GROUP BY day, outcome", args
+        ):
+            by_day[day][outcome] = count
+        by_authority: dict[str, dict[str, int]] = defaultdict(dict)
+        for authority, outcome, count in self._db.execute(
+            "SELECT dd.authority, d.outcome, COUNT(DISTINCT d.reference || '/' || d.version) "
+            f"FROM decisions d JOIN decision_documents dd {_SAME_DECISION} {joined} "
+            "GROUP BY dd.authority, d.outcome",
+            args,
+        ):
+            by_authority[authority][outcome] = count
+        by_code: dict[str, dict[str, Any]] = {}
+        for code, verdict, count in self._db.execute(
+            "SELECT dd.code, dd.verdict, COUNT(*) FROM decision_documents dd "
+            f"JOIN decisions d {_SAME_DECISION} {_day_range(since, until, 'd.day')[0]} "
+            "GROUP BY dd.code, dd.verdict",
+            args,
+        ):
+            entry = by_code.setdefault(code, {"uses": 0, "by_verdict": {}})
+            entry["uses"] += count
+            entry["by_verdict"][verdict] = count
+        return {
+            "from": since.isoformat() if since else None,
+            "to": until.isoformat() if until else None,
+            "decisions": {
+                "total": sum(by_outcome.values()),
+                "by_outcome": dict(sorted(by_outcome.items())),
+                "by_day": {day: dict(sorted(v.items())) for day, v in sorted(by_day.items())},
+                "by_authority": {
+                    authority: dict(sorted(v.items()))
+                    for authority, v in sorted(by_authority.items())
+                },
+                "by_document_code": dict(sorted(by_code.items())),
+            },
+            "dead_letters": self.dead_letter_counts(),
+        }
+
+    def documents_of_declarant(self, eori: str) -> list[dict[str, Any]]:
+        """Every document a declarant quoted, with how often and when it was last used."""
+        rows = self._db.execute(
+            "SELECT dd.code, dd.document, dd.authority, COUNT(DISTINCT d.reference), "
+            f"MAX(d.decided_at) FROM decision_documents dd JOIN decisions d {_SAME_DECISION} "
+            "WHERE d.declarant = ? GROUP BY dd.code, dd.document, dd.authority "
+            "ORDER BY dd.code, dd.document",
+            (eori,),
+        ).fetchall()
+        return [
+            {
+                "code": code,
+                "document": document,
+                "authority": authority or None,
+                "declarations": declarations,
+                "last_used": datetime.fromtimestamp(last).astimezone().isoformat(),
+            }
+            for code, document, authority, declarations, last in rows
+        ]
+
+    def written_off(self, document: str | None = None) -> list[dict[str, Any]]:
+        """Quantity written off per document line and unit, summed exactly."""
+        sql = "SELECT authority, code, document, line, unit, quantity, reference FROM write_offs"
+        args: tuple[str, ...] = ()
+        if document is not None:
+            sql += " WHERE document = ?"
+            args = (document,)
+        totals: dict[tuple[str, str, str, int, str], Decimal] = defaultdict(Decimal)
+        declarations: dict[tuple[str, str, str, int, str], set[str]] = defaultdict(set)
+        unknown: dict[tuple[str, str, str, int, str], int] = defaultdict(int)
+        for authority, code, doc, line, unit, quantity, reference in self._db.execute(sql, args):
+            key = (authority, code, doc, line, unit)
+            declarations[key].add(reference)
+            if quantity:
+                totals[key] += Decimal(quantity)
+            else:
+                unknown[key] += 1
+        return [
+            {
+                "authority": authority,
+                "code": code,
+                "document": doc,
+                "line": line if line != _NO_LINE else None,
+                "unit": unit or None,
+                "quantity": str(totals[key]) if unit else None,
+                "declarations": len(declarations[key]),
+                "without_quantity": unknown[key],
+            }
+            for key in sorted(declarations)
+            for authority, code, doc, line, unit in [key]
+        ]
+
+    def dead_letter_counts(self) -> dict[str, Any]:
+        by_kind = dict(
+            self._db.execute("SELECT kind, COUNT(*) FROM dead_letters GROUP BY kind").fetchall()
+        )
+        return {"total": sum(by_kind.values()), "by_kind": dict(sorted(by_kind.items()))}
+
+    def recent_dead_letters(self, limit: int = 10) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT kind, component, reason, at FROM dead_letters ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            {
+                "kind": kind,
+                "component": component,
+                "reason": reason,
+                "at": datetime.fromtimestamp(at).astimezone().isoformat(),
+            }
+            for kind, component, reason, at in rows
+        ]
+
+    def decisions_since(self, timestamp: float) -> int:
+        [(count,)] = self._db.execute(
+            "SELECT COUNT(*) FROM decisions WHERE decided_at >= ?", (timestamp,)
+        ).fetchall()
+        return int(count)
+
+    def partners(self) -> dict[str, PartnerHealth]:
+        return {
+            authority: PartnerHealth.model_validate_json(health)
+            for authority, health in self._db.execute("SELECT authority, health FROM partners")
+        }
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN")
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        self._db.execute("COMMIT" if error is None else "ROLLBACK")
+
+
+_SAME_DECISION = "ON dd.reference = d.reference AND dd.version = d.version"
+
+
+def _day_range(
+    since: date | None, until: date | None, column: str, *also: str
+) -> tuple[str, tuple[str, ...]]:
+    """A WHERE clause on a day column (ISO dates compare as text), and its arguments."""
+    clauses, args = list(also), []
+    if since is not None:
+        clauses.append(f"{column} >= ?")
+        args.append(since.isoformat())
+    if until is not None:
+        clauses.append(f"{column} <= ?")
+        args.append(until.isoformat())
+    return ("WHERE " + " AND ".join(clauses) if clauses else "", tuple(args))
+
+
+# Where a declaration stands, from the last significant event of its latest version.
+_DECIDED = {StatusKind.DECIDED.value}
+_FINISHED_FOLLOW_UPS = {StatusKind.WRITTEN_OFF.value, StatusKind.RESERVATION_DELETED.value}
+
+
+def current_state(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Summarise a declaration's history for the trader.
+
+    The latest version is the highest one that was not ignored as stale; its state is
+    CHECKING until a decision, then DECIDED with the outcome (and, for a release, whether
+    the quantities are written off yet). Post-release alerts are flagged, never detailed.
+    """
+    live = [e for e in history if e["kind"] != StatusKind.IGNORED_STALE_VERSION.value]
+    version = max(e["version"] for e in (live or history))
+    events = [e for e in history if e["version"] == version]
+    decided = [e for e in events if e["kind"] in _DECIDED]
+    answered = sorted(
+        {e["authority"] for e in events if e["kind"] == StatusKind.ANSWER_RECEIVED.value}
+    )
+    state: dict[str, Any] = {
+        "version": version,
+        "state": "DECIDED" if decided else "CHECKING" if live else "IGNORED",
+        "updated_at": events[-1]["at"],
+        "last_event": events[-1]["kind"],
+        "answered_by": answered,
+    }
+    if decided:
+        state["outcome"] = decided[-1].get("outcome")
+        follow_ups = {e["kind"] for e in events} & _FINISHED_FOLLOW_UPS
+        if follow_ups:
+            state["quantities"] = sorted(follow_ups)
+    if any(e["kind"] == StatusKind.POST_RELEASE_ALERT.value for e in events):
+        state["post_release_alert"] = True
+    return state
+
+
+def statistics_json(stats: dict[str, Any]) -> bytes:
+    return json.dumps(stats, ensure_ascii=False).encode()

@@ -1,0 +1,725 @@
+"""Deployment files say what the code does: real commands, real settings, real metrics.
+
+Pure checks of ``docker-compose.kafka.yml``, ``deploy/Dockerfile``, ``deploy/k8s/`` and
+``deploy/grafana/`` against the code they deploy (the CLI, the settings, the topic
+registry, the ACL plan, the exported metrics); no Docker, no cluster, no broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import typer.main
+import yaml
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import REGISTRY
+from pydantic import BaseModel
+
+import adapters.base.metrics
+import gun_hub.metrics
+from gun_hub.cli import app
+from gun_hub.cli.kafka import CLEARANCE_GROUP
+from gun_hub.deploy_manifests import manifests
+from gun_hub.kafka.acls import Grant, acl_plan
+from gun_hub.ops.health import CircuitStatus
+from gun_hub.ops.prometheus import OpsCollector, OpsState
+from gun_hub.resources import config_path
+from gun_hub.routing import load_routing_table
+from gun_hub.settings import Settings
+from gun_hub.topics import TopicRegistry, topic_registry
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.kafka.yml"
+DOCKERFILE = REPO / "deploy" / "Dockerfile"
+K8S = REPO / "deploy" / "k8s"
+DASHBOARD = REPO / "deploy" / "grafana" / "gun-hub-dashboard.json"
+AUTHORITIES = ("cites", "dga", "dgal")
+IMAGE = "gun-hub:local"
+
+# The default single broker as it was before the cluster profile: users rely on it.
+DEFAULT_BROKER = {
+    "image": "apache/kafka:3.9.1",
+    "container_name": "gun-hub-kafka",
+    "ports": ["127.0.0.1:9092:9092"],
+    "environment": {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": "PLAINTEXT://127.0.0.1:9092",
+        "KAFKA_INTER_BROKER_LISTENER_NAME": "PLAINTEXT",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_NUM_PARTITIONS": "4",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS": "10",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "4",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_LOG_RETENTION_HOURS": "168",
+    },
+    "volumes": ["kafka-data:/var/lib/kafka/data"],
+    "healthcheck": {
+        "test": [
+            "CMD-SHELL",
+            "/opt/kafka/bin/kafka-topics.sh --bootstrap-server localhost:9092 --list >/dev/null",
+        ],
+        "interval": "5s",
+        "timeout": "10s",
+        "retries": 20,
+    },
+}
+
+Doc = dict[str, Any]
+
+
+# ---- helpers -----------------------------------------------------------------------------
+
+
+def parse_cli(args: Sequence[str]) -> dict[str, Any]:
+    """Parse ``gun-hub ARGS`` as the real CLI would, without running it: an unknown
+    command or option, a missing argument or a missing file raises."""
+    command = typer.main.get_command(app)
+    words, name = list(args), "gun-hub"
+    while hasattr(command, "get_command"):  # a group (typer ships its own click)
+        assert words, f"{list(args)} stops at the group {name}"
+        name, *words = words
+        sub = command.get_command(command.context_class(command), name)
+        assert sub is not None, f"gun-hub has no command {name!r} ({list(args)})"
+        command = sub
+    return dict(command.make_context(name, words).params)
+
+
+def setting_exists(variable: str) -> bool:
+    """Whether ``GUN_HUB_A__B`` names a field of :class:`Settings` (unknown ones are ignored
+    silently at start-up, so a misspelt variable would never show)."""
+    if not variable.startswith("GUN_HUB_"):
+        return False
+    model: type[BaseModel] = Settings
+    *groups, leaf = variable.removeprefix("GUN_HUB_").lower().split("__")
+    for group in groups:
+        field = model.model_fields.get(group)
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
+            return False
+        model = field.annotation
+    return leaf in model.model_fields
+
+
+def settings_from(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a process gets from exactly ``env`` (validated by pydantic)."""
+    for name in [n for n in os.environ if n.startswith("GUN_HUB_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def shipped_registry() -> TopicRegistry:
+    return topic_registry("gun", load_routing_table(config_path("routing.toml")).authorities)
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name the hub and adapter processes can expose on ``/metrics``."""
+    assert gun_hub.metrics.DECISIONS is not None  # imported: registered on REGISTRY
+    assert adapters.base.metrics.REQUESTS is not None
+    families: list[Metric] = [*REGISTRY.collect(), *OpsCollector(OpsState()).collect()]
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "summary": ("", "_sum", "_count", "_created"),
+        "gauge": ("",),
+        "info": ("_info",),
+    }
+    names: set[str] = set()
+    for family in families:
+        names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+_PROMQL_WORDS = {
+    "sum", "max", "min", "avg", "count", "rate", "irate", "increase", "histogram_quantile",
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+    "offset", "bool", "topk", "bottomk", "abs", "clamp_min", "clamp_max", "delta", "time",
+    "vector", "scalar", "absent", "changes", "max_over_time", "min_over_time", "avg_over_time",
+}  # fmt: skip
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names of a PromQL expression (strings, matchers, ranges, groupings removed)."""
+    expr = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    words = re.findall(r"(?<![\w$.])[A-Za-z_:][A-Za-z0-9_:]*", expr)
+    return {word for word in words if word not in _PROMQL_WORDS}
+
+
+def gun_hub_invocations(service: Doc) -> list[list[str]]:
+    """The ``gun-hub`` argument lists a compose service runs (directly or from ``sh -c``)."""
+    if "entrypoint" not in service:
+        return [list(service["command"])]
+    assert service["entrypoint"] == ["/bin/sh", "-c"], service["entrypoint"]
+    (script,) = service["command"]
+    lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    runs, current = [], []
+    for token in [*lexer, ";"]:
+        if token in {";", "&&", "||", "|"}:
+            if "gun-hub" in current:
+                runs.append(current[current.index("gun-hub") + 1 :])
+            current = []
+        else:
+            current.append(token)
+    return runs
+
+
+def env_list(container: Doc) -> dict[str, Doc]:
+    return {entry["name"]: entry for entry in container.get("env", [])}
+
+
+# ---- docker-compose.kafka.yml ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> Doc:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: Doc) -> dict[str, Doc]:
+    return dict(compose["services"])
+
+
+def gun_hub_services(services: Mapping[str, Doc]) -> dict[str, Doc]:
+    return {name: s for name, s in services.items() if s.get("image") == IMAGE}
+
+
+def kafka_nodes(services: Mapping[str, Doc]) -> dict[str, Doc]:
+    return {
+        name: s
+        for name, s in services.items()
+        if s.get("image", "").startswith("apache/kafka:") and "cluster" in s.get("profiles", [])
+    }
+
+
+def command_of(services: Mapping[str, Doc], *words: str) -> dict[str, list[str]]:
+    """Services whose command starts with ``words``, with their full command."""
+    return {
+        name: run
+        for name, service in gun_hub_services(services).items()
+        for run in gun_hub_invocations(service)
+        if run[: len(words)] == list(words)
+    }
+
+
+def option(run: Sequence[str], name: str) -> str:
+    return run[run.index(name) + 1]
+
+
+def test_the_default_single_broker_is_unchanged(services: dict[str, Doc]) -> None:
+    assert services["kafka"] == DEFAULT_BROKER
+
+
+def test_every_other_service_belongs_to_the_cluster_profile(services: dict[str, Doc]) -> None:
+    others = {name: s.get("profiles") for name, s in services.items() if name != "kafka"}
+    assert others, "the cluster profile has no services"
+    assert all(profiles == ["cluster"] for profiles in others.values()), others
+
+
+def test_the_cluster_has_three_kraft_nodes_replicating_three_ways(
+    services: dict[str, Doc],
+) -> None:
+    nodes = kafka_nodes(services)
+    assert len(nodes) == 3
+    envs = {name: node["environment"] for name, node in nodes.items()}
+    ids = {name: env["KAFKA_NODE_ID"] for name, env in envs.items()}
+    assert sorted(ids.values()) == ["1", "2", "3"]
+    voters = {f"{ids[name]}@{name}:9093" for name in nodes}
+    for name, env in envs.items():
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters
+        assert f"INTERNAL://{name}:19092" in env["KAFKA_ADVERTISED_LISTENERS"]
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert len({env["CLUSTER_ID"] for env in envs.values()}) == 1, "one cluster id"
+    host_ports = [p.split(":")[1] for node in nodes.values() for p in node["ports"]]
+    assert len(set(host_ports)) == 3, host_ports
+    assert "9092" not in host_ports, "9092 is the default broker's"
+
+
+def test_kafka_ui_and_every_client_reach_all_three_nodes(
+    services: dict[str, Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    internal = {f"{name}:19092" for name in kafka_nodes(services)}
+    ui = services["kafka-ui"]
+    assert ui["image"].split(":")[0] in {"kafbat/kafka-ui", "provectuslabs/kafka-ui"}
+    assert set(ui["environment"]["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"].split(",")) == internal
+    for name, service in gun_hub_services(services).items():
+        if "environment" not in service:
+            continue
+        settings = settings_from(service["environment"], monkeypatch)
+        assert set(settings.kafka.bootstrap_servers.split(",")) == internal, name
+        assert settings.kafka.replication_factor == 3, name
+
+
+def test_services_run_real_gun_hub_commands(services: dict[str, Doc]) -> None:
+    checked = 0
+    for name, service in gun_hub_services(services).items():
+        binds = {
+            target: REPO / source
+            for source, target, *_ in (v.split(":") for v in service.get("volumes", []))
+            if source.startswith(".")
+        }
+        runs = gun_hub_invocations(service)
+        assert runs, f"{name} runs no gun-hub command"
+        for run in runs:
+            local = [
+                next((str(b / w[len(t) + 1 :]) for t, b in binds.items() if w.startswith(t)), w)
+                for w in run
+            ]
+            parse_cli(local)
+            checked += 1
+    assert checked >= 8
+
+
+def test_the_hub_every_adapter_and_every_partner_simulator_are_services(
+    services: dict[str, Doc],
+) -> None:
+    assert len(command_of(services, "hub")) == 1
+    assert len(command_of(services, "keys", "init")) == 1
+    for authority in AUTHORITIES:
+        assert len(command_of(services, "adapter", authority)) == 1, authority
+        assert len(command_of(services, "partner-sim", authority)) == 1, authority
+
+
+def test_each_adapter_calls_the_simulator_of_its_own_authority(
+    services: dict[str, Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, run in command_of(services, "adapter").items():
+        url = urlsplit(
+            settings_from(services[name]["environment"], monkeypatch).adapter.partner_url
+        )
+        sim = command_of(services, "partner-sim")[str(url.hostname)]
+        assert sim[1] == run[1], f"{name} calls the {sim[1]} partner"
+        assert option(sim, "--port") == str(url.port)
+        assert option(sim, "--host") == "0.0.0.0"
+        assert url.hostname in services[name]["depends_on"]
+
+
+def test_dependencies_exist_and_keys_are_made_before_anyone_uses_them(
+    services: dict[str, Doc],
+) -> None:
+    (keys_service,) = command_of(services, "keys", "init")
+    for name, service in services.items():
+        for target, condition in dict(service.get("depends_on", {})).items():
+            assert target in services, f"{name} depends on unknown {target}"
+            if condition["condition"] == "service_healthy":
+                assert "healthcheck" in services[target], f"{target} has no healthcheck"
+    for name in [*command_of(services, "hub"), *command_of(services, "adapter")]:
+        depends = services[name]["depends_on"]
+        assert depends[keys_service] == {"condition": "service_completed_successfully"}, name
+        assert all(
+            depends[node]["condition"] == "service_healthy" for node in kafka_nodes(services)
+        )
+
+
+def test_volumes_are_declared_and_bind_sources_exist(compose: Doc) -> None:
+    declared = set(compose["volumes"])
+    used = set()
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith((".", "/")):
+                assert (REPO / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in declared, f"{name} mounts undeclared volume {source}"
+                used.add(source)
+    assert used == declared, f"declared but unused: {declared - used}"
+
+
+def test_hub_and_adapters_read_the_keys_the_one_shot_service_writes(
+    services: dict[str, Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ((keys_service, run),) = command_of(services, "keys", "init").items()
+    keys_dir = option(run, "--dir")
+    (volume,) = [v.split(":")[0] for v in services[keys_service]["volumes"] if f":{keys_dir}" in v]
+    for name in [*command_of(services, "hub"), *command_of(services, "adapter")]:
+        settings = settings_from(services[name]["environment"], monkeypatch)
+        assert f"{volume}:{settings.security.keys_dir}:ro" in services[name]["volumes"], name
+
+
+def test_compose_sets_only_real_settings(services: dict[str, Doc]) -> None:
+    variables = {
+        variable
+        for service in gun_hub_services(services).values()
+        for variable in service.get("environment", {})
+    }
+    assert len(variables) >= 8
+    assert [v for v in sorted(variables) if not setting_exists(v)] == []
+
+
+def test_healthchecks_ask_readyz_on_the_port_each_process_serves(
+    services: dict[str, Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [*command_of(services, "hub"), *command_of(services, "adapter")]:
+        settings = settings_from(services[name]["environment"], monkeypatch)
+        if name in command_of(services, "hub"):
+            host, port = settings.hub.web_host, settings.hub.web_port
+        else:
+            host, port = settings.adapter.metrics_host, settings.adapter.metrics_port
+        assert host == "0.0.0.0", f"{name} must listen beyond its container's loopback"
+        assert f"http://127.0.0.1:{port}/readyz" in " ".join(services[name]["healthcheck"]["test"])
+        assert any(p.endswith(f":{port}") for p in services[name]["ports"]), name
+
+
+def test_the_image_installs_the_locked_hashes_then_the_project() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.findall(r"^FROM (\S+)", text, re.MULTILINE)[0] == "python:3.11-slim"
+    assert "--require-hashes -r /src/requirements.lock" in text
+    assert re.search(r'^ENTRYPOINT \["gun-hub"\]$', text, re.MULTILINE)
+    user = re.findall(r"^USER (\S+)", text, re.MULTILINE)[-1]
+    assert user.split(":")[0] not in {"0", "root"}
+    sources = [s for line in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.MULTILINE)
+               for s in line.split()]  # fmt: skip
+    assert all((REPO / source).exists() for source in sources), sources
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wheel = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]
+    needed = {
+        *wheel["packages"],
+        *wheel["force-include"],
+        pyproject["project"]["readme"],
+        "pyproject.toml",
+        "requirements.lock",
+    }
+    assert needed <= set(sources), needed - set(sources)
+    # The build context is cut down to what is copied (BuildKit's per-Dockerfile ignore).
+    lines = (REPO / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
+    ignore = [line for line in lines if line and not line.startswith("#")]
+    kept = {f"!{s}/" if (REPO / s).is_dir() else f"!{s}" for s in sources}
+    assert ignore[0] == "*"
+    assert kept <= set(ignore), kept - set(ignore)
+
+
+# ---- deploy/k8s ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def k8s() -> list[Doc]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        loaded = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+        assert loaded, f"{path.name} holds no document"
+        docs += loaded
+    return docs
+
+
+def of_kind(docs: list[Doc], kind: str) -> dict[str, Doc]:
+    return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
+
+
+def workloads(k8s: list[Doc]) -> Iterator[tuple[str, Doc, Doc]]:
+    """(deployment name, pod spec, main container) of every Deployment."""
+    for name, deployment in of_kind(k8s, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        yield name, pod, container
+
+
+def test_every_manifest_names_its_api_kind_and_name(k8s: list[Doc]) -> None:
+    assert len(k8s) >= 30
+    for doc in k8s:
+        assert doc.get("apiVersion"), doc
+        assert doc.get("kind"), doc
+        assert doc["metadata"].get("name"), doc
+
+
+def test_the_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == files
+    assert {image["name"] for image in kustomization["images"]} == {"gun-hub"}
+
+
+def test_generated_topics_and_users_are_up_to_date() -> None:
+    for name, content in manifests().items():
+        assert (K8S / name).read_text() == content, (
+            f"deploy/k8s/{name} is stale: run python -m gun_hub.deploy_manifests"
+        )
+
+
+def test_every_registry_topic_has_a_kafka_topic_with_its_layout(k8s: list[Doc]) -> None:
+    registry = shipped_registry()
+    assert registry.authorities == AUTHORITIES
+    (cluster,) = of_kind(k8s, "Kafka")
+    topics = {doc["spec"]["topicName"]: doc for doc in of_kind(k8s, "KafkaTopic").values()}
+    assert set(topics) == set(registry.names())
+    for spec in registry.specs():
+        topic = topics[spec.name]
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+        assert topic["spec"]["config"] == spec.broker_config(), spec.name
+        assert topic["spec"]["partitions"] == (4 if spec.keyed else 1), spec.name
+        assert topic["spec"]["replicas"] == 3
+
+
+def acl_command_entries(grant: Grant) -> set[tuple[str, str, str, str, str]]:
+    """(principal, resource type, name, pattern, operation) from the AclCommand arguments
+    that the secured local broker is given, read back independently of the generator."""
+    words = iter(grant.arguments())
+    principal, pattern, operations, resources = "", "literal", [], []
+    kinds = {"--topic": "topic", "--group": "group", "--transactional-id": "transactionalId"}
+    for word in words:
+        if word == "--allow-principal":
+            principal = next(words).removeprefix("User:")
+        elif word == "--operation":
+            operations.append(next(words))
+        elif word in kinds:
+            resources.append((kinds[word], next(words)))
+        elif word == "--resource-pattern-type":
+            pattern = {"prefixed": "prefix"}[next(words)]
+    return {(principal, k, n, pattern, op) for k, n in resources for op in operations}
+
+
+def test_kafka_user_acls_are_exactly_the_acl_plan(k8s: list[Doc]) -> None:
+    registry = shipped_registry()
+    plan = set().union(
+        *(acl_command_entries(g) for g in acl_plan(registry, "gun-hub", CLEARANCE_GROUP))
+    )
+    users = of_kind(k8s, "KafkaUser")
+    assert set(users) == {"hub", "clearance", *AUTHORITIES}
+    granted = set()
+    for name, user in users.items():
+        assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+        assert user["spec"]["authorization"]["type"] == "simple"
+        for acl in user["spec"]["authorization"]["acls"]:
+            assert acl["type"] == "allow"
+            resource = acl["resource"]
+            granted |= {
+                (name, resource["type"], resource["name"], resource["patternType"], operation)
+                for operation in acl["operations"]
+            }
+    assert granted == plan
+
+
+def test_the_kafka_cluster_is_kraft_with_three_replicas_and_scram_over_tls(
+    k8s: list[Doc],
+) -> None:
+    ((name, kafka),) = of_kind(k8s, "Kafka").items()
+    (pool,) = of_kind(k8s, "KafkaNodePool").values()
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == name
+    assert pool["spec"]["replicas"] == 3
+    assert set(pool["spec"]["roles"]) == {"broker", "controller"}
+    assert kafka["metadata"]["annotations"]["strimzi.io/kraft"] == "enabled"
+    spec = kafka["spec"]["kafka"]
+    assert str(spec["version"]).startswith("3.9.")
+    assert spec["config"]["default.replication.factor"] == 3
+    assert spec["config"]["min.insync.replicas"] == 2
+    assert spec["authorization"]["type"] == "simple"
+    assert [listener["authentication"]["type"] for listener in spec["listeners"]] == [
+        "scram-sha-512"
+    ]
+    assert all(listener["tls"] for listener in spec["listeners"])
+
+
+def test_deployments_run_the_hub_and_every_adapter_but_no_simulator(k8s: list[Doc]) -> None:
+    runs = sorted(tuple(container["args"]) for _, _, container in workloads(k8s))
+    assert runs == sorted([("hub",), *(("adapter", a) for a in AUTHORITIES)])
+    for run in runs:
+        parse_cli(run)
+
+
+def test_every_deployment_probes_livez_and_readyz_on_a_declared_port(k8s: list[Doc]) -> None:
+    for name, _, container in workloads(k8s):
+        ports = {p["name"] for p in container["ports"]} | {
+            p["containerPort"] for p in container["ports"]
+        }
+        for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
+            get = container[probe]["httpGet"]
+            assert get["path"] == path, f"{name} {probe}"
+            assert get["port"] in ports, f"{name} {probe} port {get['port']}"
+
+
+def test_every_pod_runs_non_root_read_only_with_resources(k8s: list[Doc]) -> None:
+    for name, deployment in of_kind(k8s, "Deployment").items():
+        spec = deployment["spec"]
+        assert (
+            spec["selector"]["matchLabels"].items()
+            <= spec["template"]["metadata"]["labels"].items()
+        )
+        pod = spec["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            where = f"{name}/{container['name']}"
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][bound]), where
+            declared = {volume["name"] for volume in pod["volumes"]}
+            assert {m["name"] for m in container["volumeMounts"]} <= declared, where
+
+
+def test_deployment_env_is_real_settings_from_configmaps_and_user_secrets(
+    k8s: list[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_maps = {name: doc["data"] for name, doc in of_kind(k8s, "ConfigMap").items()}
+    users = of_kind(k8s, "KafkaUser")
+    for name, _, container in workloads(k8s):
+        env: dict[str, str] = {}
+        for source in container["envFrom"]:
+            env |= config_maps[source["configMapRef"]["name"]]
+        for variable, entry in env_list(container).items():
+            ref = entry.get("valueFrom", {})
+            if "secretKeyRef" in ref:
+                assert ref["secretKeyRef"]["name"] in users, f"{name}: {variable}"
+                assert ref["secretKeyRef"]["key"] == "password"
+                env[variable] = "from-the-secret"
+            elif "configMapKeyRef" in ref:
+                env[variable] = config_maps[ref["configMapKeyRef"]["name"]][
+                    ref["configMapKeyRef"]["key"]
+                ]
+            else:
+                env[variable] = entry["value"]
+        assert [v for v in sorted(env) if not setting_exists(v)] == [], name
+        settings = settings_from(env, monkeypatch)
+        principal = settings.kafka.sasl_username
+        password = env_list(container)["GUN_HUB_KAFKA__SASL_PASSWORD"]["valueFrom"]
+        assert password["secretKeyRef"]["name"] == principal, name
+        assert settings.kafka.security_protocol == "SASL_SSL"
+        assert settings.kafka.replication_factor == 3
+        assert principal == ("hub" if container["args"] == ["hub"] else container["args"][1])
+
+
+def test_pods_hold_their_own_key_and_the_cluster_ca_where_settings_look(
+    k8s: list[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = of_kind(k8s, "ConfigMap")["gun-hub-config"]["data"]
+    settings = settings_from(config, monkeypatch)
+    ((cluster, kafka),) = of_kind(k8s, "Kafka").items()
+    (tls_port,) = [listener["port"] for listener in kafka["spec"]["kafka"]["listeners"]]
+    assert settings.kafka.bootstrap_servers == f"{cluster}-kafka-bootstrap:{tls_port}"
+    for name, pod, container in workloads(k8s):
+        party = env_list(container)["GUN_HUB_KAFKA__SASL_USERNAME"]["value"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert mounts[str(settings.security.keys_dir)] == "keys", name
+        assert volumes["keys-secret"]["secret"]["secretName"] == f"gun-keys-{party}", name
+        (init,) = pod["initContainers"]
+        assert f"cp /run/secrets/gun-keys/{party}.jwk" in init["command"][-1], name
+        keys_dir = settings.security.keys_dir
+        assert f"chmod 0600 {keys_dir}/{party}.jwk" in init["command"][-1], name
+        assert settings.kafka.ssl_cafile is not None
+        ca = volumes[mounts[str(settings.kafka.ssl_cafile.parent)]]
+        assert ca["secret"]["secretName"] == f"{cluster}-cluster-ca-cert", name
+        assert str(settings.hub.data_dir).startswith("/var/lib/gun-hub")
+        # Everything the process writes lands on a volume: the root fs is read-only.
+        assert {"/var/lib/gun-hub", "/tmp"} <= set(mounts), name  # noqa: S108
+
+
+def test_the_hub_service_exposes_the_web_port(
+    k8s: list[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from(of_kind(k8s, "ConfigMap")["gun-hub-config"]["data"], monkeypatch)
+    service = of_kind(k8s, "Service")["gun-hub"]
+    hub = of_kind(k8s, "Deployment")["gun-hub"]
+    assert (
+        service["spec"]["selector"].items() <= hub["spec"]["template"]["metadata"]["labels"].items()
+    )
+    (container,) = hub["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    (port,) = service["spec"]["ports"]
+    assert ports[port["targetPort"]] == settings.hub.web_port == port["port"]
+
+
+# ---- deploy/grafana -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> Doc:
+    loaded = json.loads(DASHBOARD.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def panel_exprs(dashboard: Doc) -> dict[str, list[str]]:
+    return {
+        panel["title"]: [target["expr"] for target in panel["targets"]]
+        for panel in dashboard["panels"]
+        if panel["type"] != "row"
+    }
+
+
+def test_the_dashboard_has_unique_panels_on_a_prometheus_variable(dashboard: Doc) -> None:
+    assert dashboard["schemaVersion"] >= 36
+    (variable,) = dashboard["templating"]["list"]
+    assert (variable["type"], variable["query"]) == ("datasource", "prometheus")
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids)) >= 9
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${" + variable["name"] + "}", panel["title"]
+            assert panel["targets"], panel["title"]
+
+
+def test_the_metric_name_reader_skips_functions_labels_and_ranges() -> None:
+    expr = 'histogram_quantile(0.95, sum by (le) (rate(a_bucket{s="x y"}[$__rate_interval])))'
+    assert promql_metric_names(expr) == {"a_bucket"}
+    assert promql_metric_names("max by (g) (b) + on (g) c") == {"b", "c"}
+
+
+def test_the_dashboard_queries_only_metrics_the_processes_export(dashboard: Doc) -> None:
+    exported = exported_metric_names()
+    used = {
+        name for exprs in panel_exprs(dashboard).values() for e in exprs
+        for name in promql_metric_names(e)
+    }  # fmt: skip
+    assert sorted(used - exported) == []
+    assert {
+        "gun_hub_decisions_total",
+        "gun_hub_decision_latency_seconds_bucket",
+        "kafka_consumergroup_lag_sum",
+        "gun_hub_consumergroup_lag_growing",
+        "gun_hub_partner_circuit_state",
+        "gun_hub_partner_pending_operations",
+        "gun_hub_dead_letters_total",
+        "gun_adapter_dead_letters_total",
+        "gun_hub_envelope_rejections_total",
+    } <= used
+
+
+def test_the_dashboard_selects_label_values_that_exist(dashboard: Doc) -> None:
+    states = {
+        state for exprs in panel_exprs(dashboard).values() for e in exprs
+        for state in re.findall(r'gun_hub_partner_circuit_state\{state="([^"]+)"\}', e)
+    }  # fmt: skip
+    assert states == {CircuitStatus.OPEN.value}
+    quantiles = {
+        float(q) for exprs in panel_exprs(dashboard).values() for e in exprs
+        for q in re.findall(r"histogram_quantile\(([0-9.]+),", e)
+    }  # fmt: skip
+    assert {0.5, 0.95} <= quantiles

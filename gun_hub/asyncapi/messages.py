@@ -1,0 +1,293 @@
+"""What each topic carries, for the AsyncAPI document: record keys, headers and payloads.
+
+:func:`messages_by_topic` gives one :class:`Message` per topic of the registry. A topic
+missing here, or described with another payload kind than the registry's, stops the
+generation of the document (``document.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gun_hub.asyncapi import examples
+from gun_hub.asyncapi.examples import example
+from gun_hub.asyncapi.payloads import BYTES, JOSE, JSON, XML, JsonObject, ref, text
+from gun_hub.dead_letter import (
+    HEADER_COMPONENT,
+    HEADER_ERROR_CLASS,
+    HEADER_ERROR_KIND,
+    HEADER_ERROR_REASON,
+    HEADER_REFERENCE,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+    ErrorClass,
+)
+from gun_hub.publisher import HEADER_VERSION
+from gun_hub.topics import Payload, TopicRegistry
+
+KAFKA_BINDING_VERSION = "0.5.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One kind of record: what a reader of its topic finds in key, headers and value."""
+
+    id: str
+    payload_kind: Payload  # must be what the registry says the topic carries
+    title: str
+    summary: str
+    content_type: str
+    payload: JsonObject
+    key: JsonObject
+    headers: JsonObject | None = None
+    examples: tuple[JsonObject, ...] = ()
+
+    def to_asyncapi(self) -> JsonObject:
+        message: JsonObject = {
+            "name": self.id,
+            "title": self.title,
+            "summary": self.summary,
+            "contentType": self.content_type,
+        }
+        if self.headers is not None:
+            message["headers"] = self.headers
+        message["payload"] = self.payload
+        message["bindings"] = {"kafka": {"key": self.key, "bindingVersion": KAFKA_BINDING_VERSION}}
+        if self.examples:
+            message["examples"] = list(self.examples)
+        return message
+
+
+# -- record keys ------------------------------------------------------------------------
+
+REFERENCE_KEY: JsonObject = {
+    "type": "string",
+    "pattern": r"^[0-9A-Z][0-9A-Z._/\-]{5,34}$",  # ReferenceType, schemas/common-types.xsd
+    "description": "The declaration reference (MRN or LRN), UTF-8: every record of one "
+    "declaration lands on the same partition number of every topic, in order.",
+    "examples": [examples.REFERENCE],
+}
+
+_NO_KEY: JsonObject = {
+    "type": "null",
+    "description": "No key: the records are not about one declaration.",
+}
+
+_AUDIT_KEY: JsonObject = {
+    "type": "null",
+    "description": "No key: the hub writes each record to an explicit partition, the one "
+    "whose hash chain it extends (the partition of the declaration's other records).",
+}
+
+_DEAD_LETTER_KEY: JsonObject = {
+    "type": ["string", "null"],
+    "description": "The declaration reference (UTF-8) when it could be read, otherwise the "
+    "failed record's own key, unchanged (possibly none).",
+}
+
+
+def _authority_key(authorities: tuple[str, ...]) -> JsonObject:
+    return {
+        "type": "string",
+        "enum": list(authorities),
+        "description": "The authority id of the adapter (UTF-8): one partner per key.",
+    }
+
+
+# -- headers ----------------------------------------------------------------------------
+
+_DEAD_LETTER_HEADERS: JsonObject = {
+    "type": "object",
+    "description": "Why the record failed and where it came from; every value is UTF-8 text.",
+    "properties": {
+        HEADER_ERROR_CLASS: text(
+            "How the failure is handled: permanent (the message itself is wrong), security "
+            "(it failed verification: also audited), retriable.",
+            enum=[error_class.value for error_class in ErrorClass],
+        ),
+        HEADER_ERROR_KIND: text("Stable code of the fault, e.g. XML_SCHEMA."),
+        HEADER_ERROR_REASON: text("What exactly was wrong (at most 2048 bytes)."),
+        HEADER_SOURCE_TOPIC: text("Topic of the failed record."),
+        HEADER_SOURCE_PARTITION: text("Its partition, in decimal.", pattern=r"^[0-9]+$"),
+        HEADER_SOURCE_OFFSET: text("Its offset, in decimal.", pattern=r"^[0-9]+$"),
+        HEADER_COMPONENT: text("The component that gave up on it, e.g. hub.intake."),
+        HEADER_REFERENCE: text("The declaration reference, when it could be read."),
+    },
+    "required": [
+        HEADER_ERROR_CLASS,
+        HEADER_ERROR_KIND,
+        HEADER_ERROR_REASON,
+        HEADER_SOURCE_TOPIC,
+        HEADER_SOURCE_PARTITION,
+        HEADER_SOURCE_OFFSET,
+        HEADER_COMPONENT,
+    ],
+}
+
+_DECISION_HEADERS: JsonObject = {
+    "type": "object",
+    "description": "Read without opening the envelope; the value is UTF-8 text.",
+    "properties": {
+        HEADER_VERSION: text(
+            "The declaration version decided, in decimal: with the key, the identity the "
+            "decision publisher keeps exactly one decision of.",
+            pattern=r"^[0-9]{1,6}$",
+        )
+    },
+    "required": [HEADER_VERSION],
+}
+
+
+# -- the messages -----------------------------------------------------------------------
+
+
+def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
+    """The message of every topic this module knows how to describe, by topic name."""
+    request = Message(
+        "AuthorityRequest",
+        Payload.ENVELOPE,
+        "Request to an authority",
+        "Check, reserve, write off or delete: one question about one declaration version, "
+        "holding only that authority's goods items and documents; sealed to it.",
+        JOSE,
+        ref("SealedAuthorityRequest"),
+        REFERENCE_KEY,
+    )
+    response = Message(
+        "AuthorityResponse",
+        Payload.ENVELOPE,
+        "Answer of an authority",
+        "Per-document verdicts on one request, signed by the authority's adapter and "
+        "sealed to the hub.",
+        JOSE,
+        ref("SealedAuthorityResponse"),
+        REFERENCE_KEY,
+    )
+    decision = Message(
+        "Decision",
+        Payload.ENVELOPE,
+        "Decision",
+        "The release or control decision of one declaration version, signed by the hub "
+        "and sealed to the clearance system.",
+        JOSE,
+        ref("SealedDecision"),
+        REFERENCE_KEY,
+        _DECISION_HEADERS,
+        (example("version", "The header of a version 1 decision.", headers={HEADER_VERSION: "1"}),),
+    )
+    by_topic = {
+        registry.declarations: Message(
+            "Declaration",
+            Payload.DECLARATION_XML,
+            "Customs declaration",
+            "One version of a customs declaration, plain XML, from the clearance system.",
+            XML,
+            ref("DeclarationXml"),
+            REFERENCE_KEY,
+        ),
+        registry.decisions: decision,
+        registry.status: Message(
+            "StatusEvent",
+            Payload.JSON,
+            "Status event",
+            "One step of a declaration's history; no confidential content.",
+            JSON,
+            ref("StatusEvent"),
+            REFERENCE_KEY,
+            examples=(
+                example("decided", "Version 1 was released.", payload=examples.status_event()),
+            ),
+        ),
+        registry.audit: Message(
+            "AuditRecord",
+            Payload.JSON,
+            "Audit record",
+            "A link of the tamper-evident hash chain of a partition: a decision, a security "
+            "rejection, or a checkpoint signed by the hub.",
+            JSON,
+            ref("AuditRecord"),
+            _AUDIT_KEY,
+            examples=(
+                example(
+                    "decision", "The first link of partition 0.", payload=examples.audit_record()
+                ),
+            ),
+        ),
+        registry.dlq: Message(
+            "DeadLetter",
+            Payload.ORIGINAL_BYTES,
+            "Dead letter",
+            "A record that could not be processed: its original bytes, and why in headers.",
+            BYTES,
+            ref("OriginalBytes"),
+            _DEAD_LETTER_KEY,
+            _DEAD_LETTER_HEADERS,
+            (examples.dead_letter(registry.declarations),),
+        ),
+        registry.decision_outbox: decision,
+        registry.deadlines: Message(
+            "DeadlineTick",
+            Payload.JSON,
+            "Deadline tick",
+            "A case's deadline has passed: the deadlines agent decides it in degraded mode "
+            "(a stale or early tick is ignored).",
+            JSON,
+            ref("DeadlineTick"),
+            REFERENCE_KEY,
+            examples=(example("version-1", "Version 1's deadline has passed.", payload=1),),
+        ),
+        registry.ops_lag: Message(
+            "LagSnapshot",
+            Payload.JSON,
+            "Lag snapshot",
+            "Consumer lag of every watched group, per group and per partition.",
+            JSON,
+            ref("LagSnapshot"),
+            _NO_KEY,
+            examples=(
+                example(
+                    "behind",
+                    "The hub is 45 records behind.",
+                    payload=examples.lag_snapshot(registry.declarations),
+                ),
+            ),
+        ),
+        registry.ops_health: Message(
+            "PartnerHealth",
+            Payload.JSON,
+            "Partner health",
+            "An adapter's heartbeat: its partner's circuit state and pending operations.",
+            JSON,
+            ref("PartnerHealth"),
+            _authority_key(registry.authorities),
+            examples=(
+                example(
+                    "up",
+                    "The partner answers; nothing is pending.",
+                    payload=examples.partner_health(),
+                ),
+            ),
+        ),
+        registry.facts: Message(
+            "Fact",
+            Payload.JSON,
+            "Statistics fact",
+            "A decision, or a write-off confirmed by an authority, with the declarant and "
+            "documents the statistics count (never a confidential authority's reference).",
+            JSON,
+            ref("Fact"),
+            REFERENCE_KEY,
+            examples=(
+                example(
+                    "decided",
+                    "A released declaration quoting one DGAL document.",
+                    payload=examples.decision_fact(),
+                ),
+            ),
+        ),
+    }
+    for authority in registry.authorities:
+        by_topic[registry.requests(authority)] = request
+        by_topic[registry.responses(authority)] = response
+    return by_topic

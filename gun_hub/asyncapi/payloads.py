@@ -1,0 +1,242 @@
+"""The schemas of the AsyncAPI document (``components/schemas``): what record values are.
+
+JSON payloads are the JSON Schemas of the pydantic models that write them (serialization
+mode: what is on the wire), their ``$defs`` hoisted here and their references rewritten.
+Audit records have no model (the audit chain writes dicts), so their schema is written
+here, as are the XML documents (the XSDs are the authority) and the sealed envelopes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from gun_hub.asyncapi import examples
+from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse
+from gun_hub.model.verdicts import Outcome
+from gun_hub.ops.facts import FACT
+from gun_hub.ops.health import PartnerHealth
+from gun_hub.ops.lag import LagSnapshot
+from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.security.keystore import CONTENT_ALG, CURVE, KEY_WRAP_ALG, SIGNING_ALG
+from gun_hub.status_events import StatusEvent
+from gun_hub.xml.decision_codec import DECISION_NS
+from gun_hub.xml.declaration_codec import DECLARATION_NS
+
+JsonObject = dict[str, Any]
+
+SCHEMA_REF = "#/components/schemas/{model}"
+
+JSON = "application/json"
+XML = "application/xml"
+JOSE = "application/jose"
+BYTES = "application/octet-stream"
+
+_JWE_COMPACT = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$"
+_JWS_COMPACT = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+$"
+_SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
+def ref(name: str) -> JsonObject:
+    """A reference to the schema ``name`` of the document."""
+    return {"$ref": SCHEMA_REF.format(model=name)}
+
+
+def text(description: str, **constraints: Any) -> JsonObject:
+    """A string, described."""
+    return {"type": "string", **constraints, "description": description}
+
+
+def _xml_document(title: str, namespace: str, root: str, xsd: str) -> JsonObject:
+    return {
+        "title": title,
+        "type": "string",
+        "contentMediaType": XML,
+        "description": f"An XML document, root element `{root}` in namespace `{namespace}`, "
+        f"valid against `schemas/{xsd}` (the authority on types and bounds; it sits next "
+        "to this document). UTF-8.",
+        "x-xsd": xsd,
+        "x-xml-namespace": namespace,
+    }
+
+
+def _sealed(title: str, sender: str, recipient: str, plaintext: str, what: str) -> JsonObject:
+    return {
+        "title": title,
+        "type": "string",
+        "contentMediaType": JOSE,
+        "pattern": _JWE_COMPACT,
+        "description": f"From {sender} to {recipient}. A JWE compact serialization "
+        f"({KEY_WRAP_ALG}, {CONTENT_ALG}, curve {CURVE}; `kid` of the recipient's encryption "
+        f"key) whose plaintext is a JWS compact serialization ({SIGNING_ALG}, `kid` of the "
+        "sender's signing key; protected header `typ`, `cty`, `iss` the sender, `aud` the "
+        "recipient, `iat`, `exp`, a unique `jti` and `topic` the topic it is meant for) whose "
+        f"payload is the exact bytes of {what}: `x-plaintext`. Receivers verify the signature "
+        "before using anything (docs/security.md).",
+        "x-plaintext": ref(plaintext),
+    }
+
+
+def _audit_record_schemas() -> dict[str, JsonObject]:
+    """The hash-chained records of ``security/audit.py`` (written as dicts, no model)."""
+    chain: JsonObject = {
+        "partition": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Partition of the audit topic: one chain per partition.",
+        },
+        "seq": {"type": "integer", "minimum": 1, "description": "Position in the chain."},
+        "prev": text("`hash` of the previous record (64 zeros first).", pattern=_SHA256_HEX),
+        "at": text("When the hub appended the record (UTC).", format="date-time"),
+        "hash": text(
+            "SHA-256 of the record's canonical JSON (sorted keys, no spaces) without `hash`.",
+            pattern=_SHA256_HEX,
+        ),
+    }
+    optional_text: JsonObject = {"type": ["string", "null"]}
+
+    def record(kind: str, description: str, body: JsonObject) -> JsonObject:
+        return {
+            "title": f"Audit{kind.title().replace('_', '')}",
+            "description": description,
+            "type": "object",
+            "properties": {"kind": {"type": "string", "const": kind}, **body, **chain},
+            "required": ["kind", *body, *chain],
+            # Evidence: its fields are fixed; a new one is a deliberate change of format.
+            "additionalProperties": False,
+        }
+
+    return {
+        "AuditDecision": record(
+            "DECISION",
+            "A decision announced to the clearance system.",
+            {
+                "reference": {"type": "string"},
+                "version": {"type": "integer", "minimum": 0},
+                "outcome": {"type": "string", "enum": [outcome.value for outcome in Outcome]},
+                "reasons": {"type": "array", "items": {"type": "string"}},
+                "decision_sha256": text(
+                    "SHA-256 of the decision XML inside the envelope.", pattern=_SHA256_HEX
+                ),
+            },
+        ),
+        "AuditSecurityRejection": record(
+            "SECURITY_REJECTION",
+            "A message that failed verification, from its dead letter's headers.",
+            {
+                "rejection": optional_text,
+                "reason": optional_text,
+                "component": optional_text,
+                "origin": text("topic/partition/offset of the rejected message."),
+                "reference": optional_text,
+                "dead_letter": text("topic/partition/offset of its dead letter."),
+            },
+        ),
+        "AuditCheckpoint": record(
+            "CHECKPOINT",
+            "Seals the chain so far: rewriting history would need the hub's private key.",
+            {
+                "signature": text(
+                    f"JWS compact serialization ({SIGNING_ALG}, the hub's signing key) over "
+                    'the canonical JSON of {"partition", "seq", "prev"} of this record.',
+                    pattern=_JWS_COMPACT,
+                )
+            },
+        ),
+        "AuditRecord": {
+            "title": "AuditRecord",
+            "description": "One link of the audit hash chain of a partition.",
+            "oneOf": [ref("AuditDecision"), ref("AuditSecurityRejection"), ref("AuditCheckpoint")],
+        },
+    }
+
+
+def _without_openapi_discriminators(schema: Any) -> Any:
+    """pydantic writes OpenAPI's discriminator object; AsyncAPI's is a property name whose
+    values are schema names. The ``oneOf`` alternatives fix ``kind`` already: drop it."""
+    if isinstance(schema, dict):
+        return {
+            key: _without_openapi_discriminators(value)
+            for key, value in schema.items()
+            if not (key == "discriminator" and isinstance(value, dict))
+        }
+    if isinstance(schema, list):
+        return [_without_openapi_discriminators(item) for item in schema]
+    return schema
+
+
+def payload_schemas() -> dict[str, JsonObject]:
+    """Every schema the messages refer to, by name (``components/schemas``)."""
+    models: list[tuple[str, TypeAdapter[Any]]] = [
+        ("AuthorityRequest", TypeAdapter(AuthorityRequest)),
+        ("AuthorityResponse", TypeAdapter(AuthorityResponse)),
+        ("StatusEvent", TypeAdapter(StatusEvent)),
+        ("LagSnapshot", TypeAdapter(LagSnapshot)),
+        ("PartnerHealth", TypeAdapter(PartnerHealth)),
+        ("Fact", FACT),
+    ]
+    # What the records are when written (serialization mode: decimals as strings).
+    tops, definitions = TypeAdapter.json_schemas(
+        [(name, "serialization", adapter) for name, adapter in models],
+        ref_template=SCHEMA_REF,
+    )
+    schemas: dict[str, JsonObject] = dict(definitions.get("$defs", {}))
+    for name, _ in models:
+        top = tops[(name, "serialization")]
+        if top != ref(name):  # a union, not a model: it is its own schema
+            schemas[name] = {"title": name, **top}
+    schemas["AuthorityRequest"] = {
+        **schemas["AuthorityRequest"],
+        "examples": [examples.authority_request()],
+    }
+    schemas["AuthorityResponse"] = {
+        **schemas["AuthorityResponse"],
+        "examples": [examples.authority_response()],
+    }
+    written_here: dict[str, JsonObject] = {
+        "DeclarationXml": _xml_document(
+            "DeclarationXml", DECLARATION_NS, "Declaration", "declaration.xsd"
+        ),
+        "DecisionXml": _xml_document("DecisionXml", DECISION_NS, "Decision", "decision.xsd"),
+        "SealedAuthorityRequest": _sealed(
+            "SealedAuthorityRequest",
+            f"the {HUB_PARTY}",
+            "the authority of the topic",
+            "AuthorityRequest",
+            "an AuthorityRequest in JSON (`cty` application/json)",
+        ),
+        "SealedAuthorityResponse": _sealed(
+            "SealedAuthorityResponse",
+            "the authority of the topic's adapter",
+            f"the {HUB_PARTY}",
+            "AuthorityResponse",
+            "an AuthorityResponse in JSON (`cty` application/json)",
+        ),
+        "SealedDecision": _sealed(
+            "SealedDecision",
+            f"the {HUB_PARTY}",
+            f"the clearance system (party `{CLEARANCE_PARTY}`)",
+            "DecisionXml",
+            "the decision XML (`cty` application/xml; `topic` is the decisions topic, also "
+            "while the record waits on the hub's decision outbox)",
+        ),
+        "DeadlineTick": {
+            "title": "DeadlineTick",
+            "type": "integer",
+            "minimum": 0,
+            "description": "The version of the declaration whose case is due, as decimal "
+            "text (a JSON number).",
+        },
+        "OriginalBytes": {
+            "title": "OriginalBytes",
+            "description": "The failed record's value, byte for byte: any content, possibly "
+            "not UTF-8, possibly hostile. Never parse it without the care of its source.",
+        },
+        **_audit_record_schemas(),
+    }
+    clash = sorted(set(schemas) & set(written_here))
+    if clash:
+        raise ValueError(f"schema names {clash} are both a model and written by hand")
+    schemas.update(written_here)
+    return {name: _without_openapi_discriminators(schemas[name]) for name in sorted(schemas)}

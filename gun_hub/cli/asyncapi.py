@@ -1,0 +1,60 @@
+"""``gun-hub asyncapi``: write the AsyncAPI document of every topic, or check it is current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gun_hub.asyncapi import Deployment, build_document, render_yaml
+from gun_hub.asyncapi.payloads import JsonObject
+from gun_hub.cli.kafka import CLEARANCE_GROUP, registry_for
+from gun_hub.resources import schema_path
+from gun_hub.settings import Settings, load_settings
+
+
+def deployment_of(settings: Settings) -> Deployment:
+    return Deployment(
+        broker=f"{settings.broker.host}:{settings.broker.port}",
+        kafka_version=settings.broker.kafka_version,
+        partitions=settings.kafka.partitions,
+        replication_factor=settings.kafka.replication_factor,
+        hub_group=settings.hub.app_id,
+        clearance_group=CLEARANCE_GROUP,
+    )
+
+
+def document_for(settings: Settings) -> JsonObject:
+    """The document of this configuration (the committed one is that of the defaults)."""
+    return build_document(registry_for(settings), deployment_of(settings))
+
+
+def asyncapi(
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Where to write it [default: schemas/asyncapi.yaml]."
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Write nothing; exit 1 if the file differs from the registry's."
+    ),
+) -> None:
+    """Generate the AsyncAPI 3.0 document of every topic from the topic registry."""
+    path = output or schema_path("asyncapi.yaml")
+    document = document_for(load_settings())
+    text = render_yaml(document)
+    if check:
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current != text:
+            state = "is missing" if current is None else "is out of date"
+            typer.echo(f"{path} {state}: regenerate it with `gun-hub asyncapi`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{path} is up to date")
+        return
+    path.write_text(text, encoding="utf-8")
+    typer.echo(
+        f"wrote {path}: {len(document['channels'])} channels, "
+        f"{len(document['operations'])} operations"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(asyncapi)

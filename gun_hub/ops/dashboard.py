@@ -19,4 +19,5 @@ DASHBOARD_ASSETS: dict[str, tuple[str, bytes]] = {
         (_ASSETS / "dashboard.js").read_bytes(),
     ),
     "/dashboard.css": ("text/css; charset=utf-8", (_ASSETS / "dashboard.css").read_bytes()),
+    "/dashboard-icon.svg": ("image/svg+xml", (_ASSETS / "icon.svg").read_bytes()),
 }

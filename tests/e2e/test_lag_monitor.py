@@ -1,0 +1,153 @@
+"""The lag monitor on the real broker: an adapter stops, its lag rises, it comes back.
+
+The hub measures every group's lag twice a second and publishes each snapshot on
+``ops.lag`` and in ``/metrics``. While the DGAL adapter is stopped, declarations keep
+arriving: its lag must rise (and be flagged as growing) on both; once restarted it must
+drain its queue and the lag must return to zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from gun_hub.kafka.acls import adapter_group
+from gun_hub.ops.lag import LagSnapshot
+from tests.builders import declaration_xml
+from tests.conftest import KafkaEnv
+from tests.e2e.conftest import Pipeline, start_adapter, start_pipeline
+
+pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+
+DGAL_GROUP = adapter_group("dgal")
+
+
+@pytest.fixture
+def watched_pipeline(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    yield from start_pipeline(
+        kafka_env,
+        tmp_path,
+        samples,
+        partners=("dgal",),
+        hub_env={"GUN_HUB_OPS__LAG_INTERVAL_S": "0.5", "GUN_HUB_OPS__LAG_GROWING_SAMPLES": "2"},
+    )
+
+
+class LagTopic:
+    """Tails ``ops.lag`` and waits for a snapshot that satisfies a condition."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:
+        self._consumer = consumer
+        self._pipeline = pipeline
+
+    async def until(self, condition: Callable[[LagSnapshot], bool]) -> LagSnapshot:
+        async with asyncio.timeout(90):
+            while True:
+                self._pipeline.group.check_alive()
+                for records in (await self._consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        measured = LagSnapshot.model_validate_json(record.value or b"")
+                        if condition(measured):
+                            return measured
+
+
+@contextlib.asynccontextmanager
+async def lag_topic(pipeline: Pipeline) -> AsyncIterator[LagTopic]:
+    consumer = AIOKafkaConsumer(
+        pipeline.kafka.topics.ops_lag,
+        bootstrap_servers=pipeline.kafka.bootstrap,
+        auto_offset_reset="latest",
+    )
+    await consumer.start()
+    try:
+        yield LagTopic(consumer, pipeline)
+    finally:
+        await consumer.stop()
+
+
+def metric_lag(pipeline: Pipeline) -> int | None:
+    """``kafka_consumergroup_lag_sum`` of the DGAL adapter on its request topic."""
+    pattern = (
+        rf'^kafka_consumergroup_lag_sum\{{consumergroup="{DGAL_GROUP}",'
+        rf'topic="{re.escape(pipeline.kafka.topics.requests("dgal"))}"\}} (\S+)$'
+    )
+    found = re.search(pattern, pipeline.metrics(), re.MULTILINE)
+    return int(float(found.group(1))) if found else None
+
+
+async def metric_until(pipeline: Pipeline, condition: Callable[[int | None], bool]) -> int | None:
+    """Scrape ``/metrics`` (as Prometheus would) until the DGAL lag satisfies ``condition``."""
+    deadline = time.monotonic() + 60
+    value = metric_lag(pipeline)
+    while not condition(value) and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        value = metric_lag(pipeline)
+    return value
+
+
+def dgal_lag(measured: LagSnapshot) -> int:
+    group = measured.group(DGAL_GROUP)
+    return group.lag if group is not None else -1
+
+
+async def test_a_stopped_adapter_shows_growing_lag_that_returns_to_zero_once_restarted(
+    watched_pipeline: Pipeline,
+) -> None:
+    pipeline = watched_pipeline
+    async with lag_topic(pipeline) as snapshots:
+        await snapshots.until(lambda s: dgal_lag(s) == 0)
+        pipeline.group.stop("adapter-dgal")
+
+        # Declarations keep coming while the adapter is away: a steady stream, so that
+        # every measurement sees more waiting than the one before.
+        async def keep_submitting() -> None:
+            for n in range(1, 1000):
+                await pipeline.submit([declaration_xml(reference=f"26FRLAGTEST{n:07d}")])
+                await asyncio.sleep(0.1)
+
+        stream = asyncio.create_task(keep_submitting())
+        try:
+            growing = await snapshots.until(
+                lambda s: (g := s.group(DGAL_GROUP)) is not None and g.growing and g.lag >= 10
+            )
+        finally:
+            stream.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stream
+        assert any(p.lag > 0 for p in growing.partitions if p.group == DGAL_GROUP)
+        scraped = await metric_until(pipeline, lambda v: v is not None and v >= 10)
+        assert scraped is not None
+        assert scraped >= 10
+        assert 'gun_hub_consumergroup_lag_growing{consumergroup="gun-adapter-dgal"} 1.0' in (
+            pipeline.metrics()
+        )
+        peak = dgal_lag(growing)
+
+        table = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "gun_hub", "lag"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, **pipeline.group.base_env},
+        )
+        assert table.returncode == 0, table.stderr
+        [row] = [line for line in table.stdout.splitlines() if line.startswith(DGAL_GROUP)]
+        assert int(row.split()[2]) >= peak
+
+        assert pipeline.partner_port is not None
+        start_adapter(pipeline.group, "dgal", pipeline.partner_port)
+        drained = await snapshots.until(lambda s: dgal_lag(s) == 0)
+        assert drained.group(DGAL_GROUP).growing is False  # type: ignore[union-attr]
+        assert await metric_until(pipeline, lambda v: v == 0) == 0

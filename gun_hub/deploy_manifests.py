@@ -20,12 +20,11 @@ from typing import Any
 
 import yaml
 
-from gun_hub.cli.kafka import CLEARANCE_GROUP
 from gun_hub.kafka.acls import Grant, acl_plan
 from gun_hub.resources import config_path
 from gun_hub.routing import load_routing_table
 from gun_hub.security.entitlements import parties
-from gun_hub.settings import HubSettings, KafkaSettings
+from gun_hub.settings import HubSettings, KafkaSettings, OpsSettings
 from gun_hub.topics import TopicRegistry, topic_registry
 
 STRIMZI_API = "kafka.strimzi.io/v1beta2"
@@ -127,7 +126,7 @@ def render(documents: Sequence[dict[str, Any]], source: str) -> str:
 def manifests() -> dict[str, str]:
     """File name (in ``deploy/k8s/``) to content, for the shipped defaults."""
     registry = shipped_registry()
-    grants = acl_plan(registry, HubSettings().app_id, CLEARANCE_GROUP)
+    grants = acl_plan(registry, HubSettings().app_id, OpsSettings().clearance_group)
     return {
         TOPICS_FILE: render(
             kafka_topics(registry, KafkaSettings().partitions, REPLICAS),

@@ -8,7 +8,7 @@ import typer
 
 from gun_hub.asyncapi import Deployment, build_document, render_yaml
 from gun_hub.asyncapi.payloads import JsonObject
-from gun_hub.cli.kafka import CLEARANCE_GROUP, registry_for
+from gun_hub.cli.kafka import registry_for
 from gun_hub.resources import schema_path
 from gun_hub.settings import Settings, load_settings
 
@@ -20,7 +20,7 @@ def deployment_of(settings: Settings) -> Deployment:
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
         hub_group=settings.hub.app_id,
-        clearance_group=CLEARANCE_GROUP,
+        clearance_group=settings.ops.clearance_group,
     )
 
 

@@ -48,8 +48,10 @@ def submit(
 def decisions(
     count: int = typer.Option(10, help="Stop after this many decisions."),
     timeout: float = typer.Option(30.0, help="Stop after this many seconds."),
-    group: str = typer.Option(
-        "gun-clearance", help="Consumer group: each decision is read once per group."
+    group: str | None = typer.Option(
+        None,
+        help="Consumer group: each decision is read once per group "
+        "(default: GUN_HUB_OPS__CLEARANCE_GROUP, whose lag is watched).",
     ),
 ) -> None:
     """Verify, decrypt and print new decisions, as the clearance system would.
@@ -66,7 +68,7 @@ def decisions(
             from_settings(settings.kafka),
             topics.decisions,
             envelope,
-            group_id=group,
+            group_id=group or settings.ops.clearance_group,
             dlq_topic=topics.dlq,
         )
         await reader.start()

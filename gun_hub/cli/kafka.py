@@ -18,8 +18,6 @@ from gun_hub.security.entitlements import parties
 from gun_hub.settings import Settings, load_settings
 from gun_hub.topics import TopicRegistry, topic_registry
 
-CLEARANCE_GROUP = "gun-clearance"
-
 app = typer.Typer(help="The embedded local Kafka broker (no Docker needed).", no_args_is_help=True)
 topics_app = typer.Typer(help="The hub's topics, from the topic registry.", no_args_is_help=True)
 
@@ -103,7 +101,7 @@ def secure_setup() -> None:
             settings.kafka.replication_factor,
         )
     )
-    grants = acl_plan(registry, settings.hub.app_id, CLEARANCE_GROUP)
+    grants = acl_plan(registry, settings.hub.app_id, settings.ops.clearance_group)
     try:
         apply_acls(broker, grants)
     except BrokerError as err:

@@ -32,6 +32,8 @@ class Pipeline:
     def start_hub(self) -> None:
         self.group.start("hub", ["hub"], self.hub_env)
         wait_http_ok(f"http://127.0.0.1:{self.hub_port}/livez", 60, self.group)
+        # Ready: partitions assigned, tables recovered, producers up (web.py).
+        wait_http_ok(f"http://127.0.0.1:{self.hub_port}/readyz", 60, self.group)
 
     def restart_hub(self, *, sig: int, wipe_local_state: bool) -> None:
         """Stop the hub (SIGTERM: clean; SIGKILL: a crash) and start it again; without
@@ -121,12 +123,20 @@ def start_partner(
     return port
 
 
-def start_adapter(group: ProcessGroup, authority: str, partner_port: int, **env: str) -> None:
+def start_adapter(group: ProcessGroup, authority: str, partner_port: int, **env: str) -> int:
+    """Start ``authority``'s adapter and wait until it is ready; its health port."""
+    health_port = free_port()
     group.start(
         f"adapter-{authority}",
         ["adapter", authority],
-        {"GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{partner_port}", **env},
+        {
+            "GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{partner_port}",
+            "GUN_HUB_ADAPTER__METRICS_PORT": str(health_port),
+            **env,
+        },
     )
+    wait_http_ok(f"http://127.0.0.1:{health_port}/readyz", 60, group)
+    return health_port
 
 
 def start_pipeline(

@@ -27,14 +27,13 @@ from pydantic import BaseModel
 import adapters.base.metrics
 import gun_hub.metrics
 from gun_hub.cli import app
-from gun_hub.cli.kafka import CLEARANCE_GROUP
 from gun_hub.deploy_manifests import manifests
 from gun_hub.kafka.acls import Grant, acl_plan
 from gun_hub.ops.health import CircuitStatus
 from gun_hub.ops.prometheus import OpsCollector, OpsState
 from gun_hub.resources import config_path
 from gun_hub.routing import load_routing_table
-from gun_hub.settings import Settings
+from gun_hub.settings import OpsSettings, Settings
 from gun_hub.topics import TopicRegistry, topic_registry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -503,9 +502,8 @@ def acl_command_entries(grant: Grant) -> set[tuple[str, str, str, str, str]]:
 
 def test_kafka_user_acls_are_exactly_the_acl_plan(k8s: list[Doc]) -> None:
     registry = shipped_registry()
-    plan = set().union(
-        *(acl_command_entries(g) for g in acl_plan(registry, "gun-hub", CLEARANCE_GROUP))
-    )
+    grants = acl_plan(registry, "gun-hub", OpsSettings().clearance_group)
+    plan = set().union(*(acl_command_entries(g) for g in grants))
     users = of_kind(k8s, "KafkaUser")
     assert set(users) == {"hub", "clearance", *AUTHORITIES}
     granted = set()

@@ -23,7 +23,7 @@ from gun_hub.dead_letter import SourcePosition
 from gun_hub.kafka.client import SCRAM, from_settings
 from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.lag import LagSnapshot
-from gun_hub.ops.lag_monitor import LagMonitor, watched_groups
+from gun_hub.ops.lag_monitor import LagMonitor
 from gun_hub.ops.prometheus import OpsState, register_ops_metrics
 from gun_hub.ops.view import FeedTopics, OpsView
 from gun_hub.outbox import Headers, Outbox
@@ -284,11 +284,7 @@ def build_hub(settings: Settings) -> Hub:
     if settings.ops.lag_monitor_enabled:
 
         async def monitor_lag() -> None:
-            monitor = LagMonitor(
-                from_settings(settings.kafka),
-                watched_groups(topics, settings.hub.app_id, settings.ops.clearance_group),
-                growing_after=settings.ops.lag_growing_samples,
-            )
+            monitor = LagMonitor.for_settings(settings, topics)
             await monitor.start()
 
             async def publish(measured: LagSnapshot) -> None:

@@ -17,9 +17,8 @@ from typing import Any
 import typer
 
 from gun_hub.cli.kafka import registry_for
-from gun_hub.kafka.client import from_settings
 from gun_hub.ops.lag import LagSnapshot
-from gun_hub.ops.lag_monitor import LagMonitor, watched_groups
+from gun_hub.ops.lag_monitor import LagMonitor
 from gun_hub.settings import load_settings
 
 
@@ -173,11 +172,7 @@ def lag(
     topics = registry_for(settings)
 
     async def measure() -> None:
-        monitor = LagMonitor(
-            from_settings(settings.kafka),
-            watched_groups(topics, settings.hub.app_id, settings.ops.clearance_group),
-            growing_after=settings.ops.lag_growing_samples,
-        )
+        monitor = LagMonitor.for_settings(settings, topics)
         await monitor.start()
         try:
             while True:

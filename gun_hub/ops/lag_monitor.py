@@ -19,9 +19,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from gun_hub.kafka.acls import adapter_group
 from gun_hub.kafka.admin import partitions_of
-from gun_hub.kafka.client import ClientConfig
+from gun_hub.kafka.client import ClientConfig, from_settings
 from gun_hub.ops.lag import GrowthWatch, LagSnapshot, PartitionLag, partition_lags, snapshot
 from gun_hub.ops.prometheus import OpsState
+from gun_hub.settings import Settings
 from gun_hub.topics import TopicRegistry
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,15 @@ class LagMonitor:
         # consumer for the partitions' ends.
         self._admin = AIOKafkaAdminClient(**options, client_id="gun-hub-lag-monitor")
         self._offsets = AIOKafkaConsumer(**options, client_id="gun-hub-lag-monitor", group_id=None)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, topics: TopicRegistry) -> LagMonitor:
+        """The monitor of every group of this deployment (inside a running event loop)."""
+        return cls(
+            from_settings(settings.kafka),
+            watched_groups(topics, settings.hub.app_id, settings.ops.clearance_group),
+            growing_after=settings.ops.lag_growing_samples,
+        )
 
     async def start(self) -> None:
         await self._admin.start()

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.processes import ProcessGroup, free_port, wait_http_ok
+from gun_hub.processes import ProcessGroup
 from tests.conftest import KafkaEnv
+from tests.e2e.conftest import start_partner
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
@@ -33,27 +34,8 @@ ADAPTER_TUNING = {
 def test_the_adapter_passes_the_conformance_kit(
     kafka_env: KafkaEnv, samples: Path, tmp_path: Path, authority: str
 ) -> None:
-    port = free_port()
     with ProcessGroup(tmp_path / "logs", kafka_env.env()) as group:
-        group.start(
-            f"partner-sim-{authority}",
-            [
-                "partner-sim",
-                authority,
-                "--documents",
-                str(samples / "partners" / f"{authority}-documents.json"),
-                "--port",
-                str(port),
-                "--db",
-                str(tmp_path / "ledger.sqlite"),
-            ],
-        )
-        wait_http_ok(f"http://127.0.0.1:{port}/health", 30, group)
-        group.start(
-            f"adapter-{authority}",
-            ["adapter", authority],
-            {"GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{port}", **ADAPTER_TUNING},
-        )
+        port = start_partner(group, authority, samples, tmp_path, **ADAPTER_TUNING)
         kit = subprocess.run(
             [
                 sys.executable,

@@ -16,7 +16,7 @@ from pathlib import Path
 from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
 from gun_hub.kafka.admin import ensure_topics
 from gun_hub.kafka.local_broker import LocalBroker
-from gun_hub.processes import ProcessGroup, free_port, wait_http_ok
+from gun_hub.processes import ProcessGroup, free_port, start_adapter, start_partner_system
 from gun_hub.progress import progress_bar
 from gun_hub.routing import load_routing_table
 from gun_hub.security.entitlements import CLEARANCE_PARTY, parties
@@ -64,7 +64,6 @@ def run_demo(
         )
     )
     run_id = time.strftime("%H%M%S")
-    partner_port = free_port()
     # Keys are made for this run only: nothing secret is shipped or reused.
     security = SecuritySettings(keys_dir=work_dir / "keys", state_dir=work_dir / "state")
     KeystoreFolder(security.keys_dir).init(parties(topics))
@@ -77,27 +76,15 @@ def run_demo(
     }
     try:
         with ProcessGroup(work_dir / "logs", base_env) as group:
-            say(f"starting the simulated DGAL partner system on port {partner_port}...")
-            group.start(
-                "partner-sim-dgal",
-                [
-                    "partner-sim",
-                    "dgal",
-                    "--documents",
-                    str(samples_dir() / "partners" / "dgal-documents.json"),
-                    "--port",
-                    str(partner_port),
-                    "--db",
-                    str(work_dir / "dgal-ledger.sqlite"),
-                ],
+            say("starting the simulated DGAL partner system...")
+            partner_port = start_partner_system(
+                group,
+                "dgal",
+                samples_dir() / "partners" / "dgal-documents.json",
+                work_dir / "dgal-ledger.sqlite",
             )
-            wait_http_ok(f"http://127.0.0.1:{partner_port}/health", 30, group)
             say("starting the DGAL adapter and the hub worker...")
-            group.start(
-                "adapter-dgal",
-                ["adapter", "dgal"],
-                {"GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{partner_port}"},
-            )
+            start_adapter(group, "dgal", partner_port)
             group.start(
                 "hub",
                 ["hub"],

@@ -112,3 +112,41 @@ def wait_http_ok(url: str, timeout_s: float, group: ProcessGroup | None = None) 
                 return
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
+
+
+def start_partner_system(group: ProcessGroup, authority: str, documents: Path, ledger: Path) -> int:
+    """Start ``authority``'s simulated partner system and wait until it answers; its port."""
+    port = free_port()
+    group.start(
+        f"partner-sim-{authority}",
+        [
+            "partner-sim",
+            authority,
+            "--documents",
+            str(documents),
+            "--port",
+            str(port),
+            "--db",
+            str(ledger),
+        ],
+    )
+    wait_http_ok(f"http://127.0.0.1:{port}/health", 30, group)
+    return port
+
+
+def start_adapter(
+    group: ProcessGroup, authority: str, partner_port: int, env: Mapping[str, str] | None = None
+) -> int:
+    """Start ``authority``'s adapter and wait until it is ready; its health port."""
+    health_port = free_port()
+    group.start(
+        f"adapter-{authority}",
+        ["adapter", authority],
+        {
+            "GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{partner_port}",
+            "GUN_HUB_ADAPTER__METRICS_PORT": str(health_port),
+            **(env or {}),
+        },
+    )
+    wait_http_ok(f"http://127.0.0.1:{health_port}/readyz", 60, group)
+    return health_port

@@ -130,8 +130,12 @@ async def headless_page(
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
+    draining: asyncio.Task[None] | None = None
     try:
         browser_url = await asyncio.wait_for(_devtools_url(process), 60)
+        # Chromium keeps writing to stderr: drain it so it never blocks on a full pipe.
+        assert process.stderr is not None
+        draining = asyncio.create_task(_drain(process.stderr))
         host = browser_url.split("://", 1)[1].split("/", 1)[0]
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://{host}/json/list") as response:
@@ -144,6 +148,8 @@ async def headless_page(
                 finally:
                     await page.close()
     finally:
+        if draining is not None:
+            draining.cancel()
         if process.returncode is None:
             process.terminate()
             try:
@@ -161,8 +167,6 @@ async def _devtools_url(process: asyncio.subprocess.Process) -> str:
         seen.append(line)
         found = _LISTENING.search(line)
         if found:
-            # Chromium keeps writing to stderr: drain it so it never blocks on a full pipe.
-            asyncio.get_running_loop().create_task(_drain(process.stderr))
             return found.group(1)
     raise BrowserError("Chromium exited before it listened:\n" + "".join(seen[-20:]))
 

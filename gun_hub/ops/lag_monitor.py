@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from gun_hub.kafka.acls import adapter_group
@@ -144,7 +144,3 @@ class LagMonitor:
 
 def _by_name(offsets: Mapping[TopicPartition, int]) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
-
-
-async def publish_on(producer: AIOKafkaProducer, topic: str, measured: LagSnapshot) -> None:
-    await producer.send(topic, measured.to_bytes())

@@ -14,10 +14,10 @@ full copy of this small model and answers any question alone (ADR 0004).
 
 from __future__ import annotations
 
-import json
+import contextlib
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -129,8 +129,15 @@ class OpsView:
             )
         return count
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _apply_one(self, record: FeedRecord) -> None:
         topics = self.topics
@@ -266,11 +273,7 @@ class OpsView:
         """Decisions by outcome, day, authority and document code, and dead letters."""
         where, args = _day_range(since, until, "day")
         joined, _ = _day_range(since, until, "d.day", "dd.authority != ''")
-        by_outcome = dict(
-            self._db.execute(
-                f"SELECT outcome, COUNT(*) FROM decisions {where} GROUP BY outcome", args
-            ).fetchall()
-        )
+        by_outcome = self.outcome_counts(where, args)
         by_day: dict[str, dict[str, int]] = defaultdict(dict)
         for day, outcome, count in self._db.execute(
             f"SELECT day, outcome, COUNT(*) FROM decisions {where} GROUP BY day, outcome", args
@@ -309,6 +312,14 @@ class OpsView:
             },
             "dead_letters": self.dead_letter_counts(),
         }
+
+    def outcome_counts(self, where: str = "", args: tuple[str, ...] = ()) -> dict[str, int]:
+        """Decisions by outcome (``where``: a clause of :func:`_day_range`)."""
+        rows = self._db.execute(
+            f"SELECT outcome, COUNT(*) FROM decisions {where} GROUP BY outcome ORDER BY outcome",
+            args,
+        )
+        return dict(rows.fetchall())
 
     def documents_of_declarant(self, eori: str) -> list[dict[str, Any]]:
         """Every document a declarant quoted, with how often and when it was last used."""
@@ -396,17 +407,6 @@ class OpsView:
         }
 
 
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN")
-
-    def __exit__(self, kind: object, error: object, trace: object) -> None:
-        self._db.execute("COMMIT" if error is None else "ROLLBACK")
-
-
 _SAME_DECISION = "ON dd.reference = d.reference AND dd.version = d.version"
 
 
@@ -458,7 +458,3 @@ def current_state(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if any(e["kind"] == StatusKind.POST_RELEASE_ALERT.value for e in events):
         state["post_release_alert"] = True
     return state
-
-
-def statistics_json(stats: dict[str, Any]) -> bytes:
-    return json.dumps(stats, ensure_ascii=False).encode()

@@ -13,7 +13,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
-from gun_hub.processes import ProcessGroup, free_port, wait_http_ok
+from gun_hub.processes import (
+    ProcessGroup,
+    free_port,
+    start_adapter,
+    start_partner_system,
+    wait_http_ok,
+)
 from gun_hub.status_events import StatusEvent
 from tests.conftest import KafkaEnv
 
@@ -26,8 +32,12 @@ class Pipeline:
     group: ProcessGroup
     hub_port: int
     hub_env: dict[str, str]
-    partner_port: int | None = None  # DGAL's
     partner_ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def partner_port(self) -> int | None:
+        """The DGAL partner system's port, when it runs."""
+        return self.partner_ports.get("dgal")
 
     def start_hub(self) -> None:
         self.group.start("hub", ["hub"], self.hub_env)
@@ -104,39 +114,14 @@ def start_partner(
     group: ProcessGroup, authority: str, samples: Path, work: Path, **adapter_env: str
 ) -> int:
     """Start ``authority``'s simulated partner system and its adapter; the partner's port."""
-    port = free_port()
-    group.start(
-        f"partner-sim-{authority}",
-        [
-            "partner-sim",
-            authority,
-            "--documents",
-            str(samples / "partners" / f"{authority}-documents.json"),
-            "--port",
-            str(port),
-            "--db",
-            str(work / f"ledger-{authority}.sqlite"),
-        ],
+    port = start_partner_system(
+        group,
+        authority,
+        samples / "partners" / f"{authority}-documents.json",
+        work / f"ledger-{authority}.sqlite",
     )
-    wait_http_ok(f"http://127.0.0.1:{port}/health", 30, group)
-    start_adapter(group, authority, port, **adapter_env)
+    start_adapter(group, authority, port, adapter_env)
     return port
-
-
-def start_adapter(group: ProcessGroup, authority: str, partner_port: int, **env: str) -> int:
-    """Start ``authority``'s adapter and wait until it is ready; its health port."""
-    health_port = free_port()
-    group.start(
-        f"adapter-{authority}",
-        ["adapter", authority],
-        {
-            "GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{partner_port}",
-            "GUN_HUB_ADAPTER__METRICS_PORT": str(health_port),
-            **env,
-        },
-    )
-    wait_http_ok(f"http://127.0.0.1:{health_port}/readyz", 60, group)
-    return health_port
 
 
 def start_pipeline(
@@ -159,7 +144,6 @@ def start_pipeline(
                 "GUN_HUB_HUB__WEB_PORT": str(hub_port),
                 **(hub_env or {}),
             },
-            ports.get("dgal"),
             ports,
         )
         pipeline.start_hub()
@@ -170,12 +154,6 @@ def start_pipeline(
 def pipeline(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
     """Hub, DGAL adapter and simulated TRACES."""
     yield from start_pipeline(kafka_env, tmp_path, samples, partners=("dgal",))
-
-
-@pytest.fixture
-def every_partner(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
-    """Hub, and the DGAL, CITES and DGA adapters with their simulated partner systems."""
-    yield from start_pipeline(kafka_env, tmp_path, samples, partners=("dgal", "cites", "dga"))
 
 
 @pytest.fixture

@@ -23,9 +23,10 @@ from aiokafka import AIOKafkaConsumer
 
 from gun_hub.kafka.acls import adapter_group
 from gun_hub.ops.lag import LagSnapshot
+from gun_hub.processes import start_adapter
 from tests.builders import declaration_xml
 from tests.conftest import KafkaEnv
-from tests.e2e.conftest import Pipeline, start_adapter, start_pipeline
+from tests.e2e.conftest import Pipeline, start_pipeline
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

@@ -35,13 +35,21 @@ class RefusalCode(StrEnum):
 
 
 class ClearanceCode(StrEnum):
-    """CERTEX write-off (clearance) outcomes (domain.md)."""
+    """CERTEX write-off (clearance) outcomes (domain.md), also used for deletions and
+    give-backs: 03 is "already done" for a write-off (consumed) and a give-back (given
+    back), 05 "an active reservation exists" for a give-back of what was never written off.
+    """
 
     EXECUTED = "01"
     NO_RECORD = "02"
     ALREADY_CONSUMED = "03"
     EXECUTED_STATUS_CHANGED = "04"
     ACTIVE_RESERVATION_EXISTS = "05"
+
+
+STALE_VERSION = "STALE_VERSION"
+"""Refusal code of an operation older than the newest version this partner has seen for
+the declaration's position on the document (not a CERTEX code: the hub's contract)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +70,7 @@ class PositionRequest:
     declarant_eori: str
     country_of_destination: str | None
     lines: tuple[RequestedLine, ...]
+    version: int | None = None  # the declaration version; None: not judged (a legacy client)
 
 
 @dataclass(frozen=True, slots=True)

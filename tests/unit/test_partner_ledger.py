@@ -10,7 +10,7 @@ import pytest
 
 from partner_sim.documents import DocumentLine, DocumentStatus, PartnerDocument
 from partner_sim.ledger import ClearanceCode, PositionRequest, RefusalCode, RequestedLine
-from partner_sim.store import LedgerStore
+from partner_sim.store import Answer, IdempotencyKeyReused, LedgerStore, StaleVersion
 
 TODAY = date(2026, 11, 22)
 HOLDER = "FR12345678901234"
@@ -133,7 +133,7 @@ def test_write_off_consumes_then_reports_already_consumed(store: LedgerStore) ->
     assert store.write_off(REF, "DECL-1") is ClearanceCode.EXECUTED
     assert store.write_off(REF, "DECL-1") is ClearanceCode.ALREADY_CONSUMED
     [line] = store.balances(REF)
-    assert (line.reserved, line.written_off, line.remaining) == (0, 250, 750)
+    assert (line.reserved, line.written_off, line.remaining) == tuple(map(Decimal, (0, 250, 750)))
     refusal = store.reserve(REF, position(quantity="250"), TODAY)
     assert refusal is not None
     assert refusal.code is RefusalCode.WRITE_OFF_EXISTS
@@ -190,3 +190,135 @@ def test_a_write_off_on_a_document_whose_status_changed_says_so(store: LedgerSto
     store.reserve(REF, position(quantity="100"), TODAY)
     store.amend(REF, status=DocumentStatus.REPLACED)
     assert store.write_off(REF, "DECL-1") is ClearanceCode.EXECUTED_STATUS_CHANGED
+
+
+# -- versions, give-back and the ledger view (defects 7 and 12) --------------------------------
+
+OTHER = "CHEDP.FR.2026.0009999"
+
+
+def versioned(declaration: str, quantity: str, version: int) -> PositionRequest:
+    request = position(declaration, quantity)
+    return PositionRequest(
+        declaration=request.declaration,
+        document_type=request.document_type,
+        declarant_eori=request.declarant_eori,
+        country_of_destination=request.country_of_destination,
+        lines=request.lines,
+        version=version,
+    )
+
+
+def test_an_operation_older_than_the_newest_version_seen_is_refused_as_stale(
+    store: LedgerStore,
+) -> None:
+    assert store.reserve(REF, versioned("DECL-1", "400", 2), TODAY) is None
+    for stale in (
+        lambda: store.delete(REF, "DECL-1", version=1),
+        lambda: store.write_off(REF, "DECL-1", version=1),
+        lambda: store.reserve(REF, versioned("DECL-1", "900", 1), TODAY),
+        lambda: store.give_back(REF, "DECL-1", version=1),
+    ):
+        with pytest.raises(StaleVersion) as refused:
+            stale()
+        assert (refused.value.newest, refused.value.version) == (2, 1)
+    assert store.balances(REF)[0].reserved == Decimal(400)
+    # The same version and newer ones go through.
+    assert store.write_off(REF, "DECL-1", version=2) is ClearanceCode.EXECUTED
+    assert store.give_back(REF, "DECL-1", version=3) is ClearanceCode.EXECUTED
+
+
+def test_versions_are_judged_per_document_position(store: LedgerStore) -> None:
+    # v2 no longer quotes the other document: v1's deletion there is not stale.
+    store.load([ched(reference=OTHER)])
+    store.reserve(REF, versioned("DECL-1", "100", 1), TODAY)
+    store.reserve(OTHER, versioned("DECL-1", "100", 1), TODAY)
+    store.reserve(REF, versioned("DECL-1", "200", 2), TODAY)
+    assert store.delete(OTHER, "DECL-1", version=1) is ClearanceCode.EXECUTED
+    assert store.balances(OTHER)[0].reserved == 0
+
+
+def test_a_deleted_reservation_still_remembers_its_newest_version(store: LedgerStore) -> None:
+    store.reserve(REF, versioned("DECL-1", "100", 1), TODAY)
+    assert store.delete(REF, "DECL-1", version=2) is ClearanceCode.EXECUTED
+    with pytest.raises(StaleVersion):
+        store.reserve(REF, versioned("DECL-1", "100", 1), TODAY)  # a late v1 reservation
+    assert store.balances(REF)[0].reserved == 0
+
+
+def test_give_back_returns_a_write_off_to_the_balance_once(store: LedgerStore) -> None:
+    store.reserve(REF, position("DECL-1", "600"), TODAY)
+    store.write_off(REF, "DECL-1")
+    refusal = store.reserve(REF, position("DECL-2", "500"), TODAY)
+    assert refusal is not None
+    assert refusal.code is RefusalCode.QUANTITY_INSUFFICIENT
+    assert store.give_back(REF, "DECL-1") is ClearanceCode.EXECUTED
+    assert store.give_back(REF, "DECL-1") is ClearanceCode.ALREADY_CONSUMED  # a redelivery
+    [line] = store.balances(REF)
+    assert (line.reserved, line.written_off, line.given_back, line.remaining) == tuple(
+        map(Decimal, (0, 0, 600, 1000))
+    )
+    assert store.reserve(REF, position("DECL-2", "1000"), TODAY) is None
+
+
+def test_give_back_needs_a_write_off(store: LedgerStore) -> None:
+    assert store.give_back(REF, "DECL-1") is ClearanceCode.NO_RECORD
+    store.reserve(REF, position("DECL-1", "10"), TODAY)
+    assert store.give_back(REF, "DECL-1") is ClearanceCode.ACTIVE_RESERVATION_EXISTS
+    assert store.balances(REF)[0].reserved == 10
+
+
+def test_a_repeated_idempotency_key_is_applied_once_and_answers_the_same(
+    store: LedgerStore,
+) -> None:
+    store.reserve(REF, position("DECL-1", "300"), TODAY)
+    calls: list[ClearanceCode] = []
+
+    def write_off() -> Answer:
+        code = store.write_off(REF, "DECL-1")
+        calls.append(code)
+        return Answer(200, {"result": "DONE", "code": code.value})
+
+    first = store.idempotent(REF, "DECL-1/1/dgal/WRITE_OFF", "fp", write_off)
+    again = store.idempotent(REF, "DECL-1/1/dgal/WRITE_OFF", "fp", write_off)
+    assert first == again == Answer(200, {"result": "DONE", "code": "01"})
+    assert calls == [ClearanceCode.EXECUTED]  # the retry was not applied again
+    assert store.balances(REF)[0].written_off == 300
+    with pytest.raises(IdempotencyKeyReused):
+        store.idempotent(REF, "DECL-1/1/dgal/WRITE_OFF", "another body", write_off)
+    # Keys are scoped to a document: the same request on another document is its own call.
+    store.load([ched(reference=OTHER)])
+    assert store.idempotent(OTHER, "DECL-1/1/dgal/WRITE_OFF", "fp", write_off) is not None
+    assert len(calls) == 2
+
+
+def test_idempotency_survives_a_restart(tmp_path: Path) -> None:
+    first = LedgerStore(tmp_path / "l.sqlite")
+    first.load([ched()])
+    first.idempotent(REF, "K", "fp", lambda: Answer(200, {"result": "ACCEPTED"}))
+    first.close()
+    again = LedgerStore(tmp_path / "l.sqlite")
+    answer = again.idempotent(REF, "K", "fp", lambda: Answer(500, {"never": "called"}))
+    assert answer == Answer(200, {"result": "ACCEPTED"})
+
+
+def test_positions_show_each_declaration_and_version_per_line(store: LedgerStore) -> None:
+    store.reserve(REF, versioned("DECL-1", "100", 2), TODAY)
+    store.reserve(REF, versioned("DECL-2", "50", 1), TODAY)
+    store.write_off(REF, "DECL-2", version=1)
+    store.reserve(REF, versioned("DECL-3", "30", 1), TODAY)
+    store.write_off(REF, "DECL-3", version=1)
+    store.give_back(REF, "DECL-3", version=2)
+    positions = {(p.declaration, p.line): p for p in store.positions(REF)}
+    assert positions["DECL-1", 1].version == 2
+    assert (positions["DECL-1", 1].reserved, positions["DECL-1", 1].state) == (
+        Decimal(100),
+        "ACTIVE",
+    )
+    assert positions["DECL-2", 1].written_off == 50
+    assert positions["DECL-3", 1].given_back == 30
+    assert positions["DECL-3", 1].state == "GIVEN_BACK"
+    [line] = store.balances(REF)
+    assert (line.authorised, line.reserved, line.written_off, line.given_back) == tuple(
+        map(Decimal, (1000, 100, 50, 30))
+    )

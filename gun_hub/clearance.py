@@ -7,19 +7,27 @@ is a plain Kafka client of the external contract, nothing more.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_headers
-from gun_hub.envelope import Envelope, EnvelopeRejected, OpenedMessage
+from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_record
+from gun_hub.envelope import Envelope, EnvelopeRejected, OpenedMessage, broker_accepted_at
 from gun_hub.kafka.admin import topic_partitions
 from gun_hub.kafka.client import Connect, client_options
+from gun_hub.limits import max_sealed_payload_bytes
 from gun_hub.model.decision import Decision
+from gun_hub.outbox import OutgoingRecord
 from gun_hub.xml.decision_codec import DecisionCodec
 from gun_hub.xml.declaration_codec import sniff_identity
+from gun_hub.xml.safe_parse import XmlLimits, XmlRejected
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "clearance.reader"
 
 
 async def submit_declarations(
@@ -54,12 +62,32 @@ class ReceivedDecision:
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A record of the decisions topic that is no usable decision, and why."""
+
+    error_class: ErrorClass
+    kind: str
+    reason: str
+
+
+# A decision lists every document its declaration quoted: a declaration at the intake
+# limit can give a decision larger than the parser's default limits (limits.py).
+_DECISION_LIMITS = XmlLimits(max_bytes=max_sealed_payload_bytes(), max_elements=1_000_000)
+
+
 class DecisionReader:
     """Reads ``gun.decisions``, verifying and decrypting each decision before use.
 
     Without ``group_id`` it reads every partition from a position (tests, the demo);
     with one it is a consumer-group member that commits what it has read, as a clearance
     system would (then its replay memory must be durable too).
+
+    Freshness is judged at the time the broker accepted each decision (its log-append
+    time), so a reader that comes back after hours acts on every waiting decision. Any
+    record it cannot open or decode (a rejected envelope, XML that is not a decision,
+    whatever the libraries raise) is dead-lettered with its reason and skipped: nothing a
+    party writes on the topic stops the reader.
     """
 
     def __init__(
@@ -75,38 +103,41 @@ class DecisionReader:
         self._dlq_topic = dlq_topic
         self._dead_letters: AIOKafkaProducer | None = None
         self._connect = connect
-        self._consumer = AIOKafkaConsumer(
-            **client_options(connect),
+        self._consumer: AIOKafkaConsumer | None = None  # made by start(), in its event loop
+        self.rejected: list[EnvelopeRejected] = []  # envelopes refused (security)
+        self.unreadable: list[Unreadable] = []  # every record skipped, rejections included
+        self._topic = topic
+        self._envelope = envelope
+        self._codec = DecisionCodec(_DECISION_LIMITS)
+
+    async def start(self, *, from_beginning: bool = False) -> None:
+        """Assign every partition, at the end (only new decisions) or the beginning."""
+        consumer = self._consumer = AIOKafkaConsumer(
+            **client_options(self._connect),
             enable_auto_commit=False,
-            group_id=group_id,
+            group_id=self._group_id,
             auto_offset_reset="earliest",
             # Only decisions of committed transactions (the hub may run exactly-once).
             isolation_level="read_committed",
         )
-        self.rejected: list[EnvelopeRejected] = []
-        self._topic = topic
-        self._envelope = envelope
-        self._codec = DecisionCodec()
-
-    async def start(self, *, from_beginning: bool = False) -> None:
-        """Assign every partition, at the end (only new decisions) or the beginning."""
         if self._group_id is not None:
-            self._consumer.subscribe([self._topic])
-            await self._consumer.start()
+            consumer.subscribe([self._topic])
+            await consumer.start()
             return
         partitions = await topic_partitions(self._connect, self._topic)
-        await self._consumer.start()
+        await consumer.start()
         assigned = [TopicPartition(self._topic, p) for p in partitions]
-        self._consumer.assign(assigned)
+        consumer.assign(assigned)
         if from_beginning:
-            await self._consumer.seek_to_beginning(*assigned)
+            await consumer.seek_to_beginning(*assigned)
         else:
-            await self._consumer.seek_to_end(*assigned)
+            await consumer.seek_to_end(*assigned)
             for tp in assigned:  # resolve the lazy seek now, before anything is submitted
-                await self._consumer.position(tp)
+                await consumer.position(tp)
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
         if self._dead_letters is not None:
             await self._dead_letters.stop()
 
@@ -114,55 +145,94 @@ class DecisionReader:
         self, *, expected: int, timeout_s: float, references: set[str] | None = None
     ) -> list[ReceivedDecision]:
         """Read until ``expected`` decisions (about ``references`` if given) or timeout."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("DecisionReader.start() was not called")
         received: list[ReceivedDecision] = []
         deadline = time.monotonic() + timeout_s
         while len(received) < expected and time.monotonic() < deadline:
-            batches = await self._consumer.getmany(timeout_ms=200)
+            batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
-                    try:
-                        decided = self._open(record.value or b"", record.partition, record.offset)
-                    except EnvelopeRejected as rejection:
-                        self.rejected.append(rejection)  # never acted on
-                        await self._dead_letter(record, rejection)
-                        continue
-                    if references is None or decided.decision.reference in references:
-                        received.append(decided)
+                    examined = self.examine(record)
+                    if isinstance(examined, Unreadable):
+                        await self._send_dead_letter(record, examined)  # never acted on
+                    elif references is None or examined.decision.reference in references:
+                        received.append(examined)
             if batches and self._group_id is not None:
-                await self._consumer.commit()
+                await consumer.commit()
         return received
 
-    async def _dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], rejection: EnvelopeRejected
+    def examine(self, record: ConsumerRecord[bytes, bytes]) -> ReceivedDecision | Unreadable:
+        """Open and decode one record; never raises for anything the record holds."""
+        try:
+            return self._open(record)
+        except EnvelopeRejected as rejection:
+            self.rejected.append(rejection)
+            unreadable = Unreadable(ErrorClass.SECURITY, rejection.kind.value, str(rejection))
+        except XmlRejected as refusal:
+            unreadable = Unreadable(ErrorClass.PERMANENT, f"XML_{refusal.kind.value}", str(refusal))
+        except Exception as error:  # noqa: BLE001 - whatever a record makes a library raise
+            unreadable = Unreadable(
+                ErrorClass.PERMANENT,
+                "DECISION_UNREADABLE",
+                f"{type(error).__name__}: {str(error)[:500]}",
+            )
+        self.unreadable.append(unreadable)
+        return unreadable
+
+    def dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], unreadable: Unreadable
+    ) -> OutgoingRecord:
+        """The dead letter of a record that is no usable decision (always fits)."""
+        return dead_letter_record(
+            self._dlq_topic or "",
+            record.value or b"",
+            error_class=unreadable.error_class,
+            kind=unreadable.kind,
+            reason=unreadable.reason,
+            source=SourcePosition(record.topic, record.partition, record.offset, record.key),
+            component=COMPONENT,
+        )
+
+    async def _send_dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], unreadable: Unreadable
     ) -> None:
+        log.warning(
+            "decision at %s/%d/%d not used: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            unreadable.kind,
+        )
         if self._dlq_topic is None:
             return
         if self._dead_letters is None:
             self._dead_letters = AIOKafkaProducer(**client_options(self._connect))
             await self._dead_letters.start()
+        letter = self.dead_letter(record, unreadable)
+        # A failure to send is the broker's, not the record's: it raises before the
+        # commit, so the record is read again.
         await self._dead_letters.send_and_wait(
-            self._dlq_topic,
-            record.value,
-            key=record.key,
-            headers=dead_letter_headers(
-                error_class=ErrorClass.SECURITY,
-                kind=rejection.kind.value,
-                reason=str(rejection),
-                source=SourcePosition(record.topic, record.partition, record.offset, record.key),
-                component="clearance.reader",
-            ),
+            letter.topic, letter.value, key=letter.key, headers=letter.headers
         )
 
-    def _open(self, data: bytes, partition: int, offset: int) -> ReceivedDecision:
+    def _open(self, record: ConsumerRecord[bytes, bytes]) -> ReceivedDecision:
+        where = f"{record.topic}/{record.partition}/{record.offset}"
         opened = self._envelope.open(
-            data, topic=self._topic, position=f"{self._topic}/{partition}/{offset}"
+            record.value or b"",
+            topic=self._topic,
+            position=where,
+            accepted_at=broker_accepted_at(record.timestamp, record.timestamp_type),
         )
-        return ReceivedDecision(self._codec.decode(opened.payload), opened, partition, offset)
+        decision = self._codec.decode(opened.payload)
+        return ReceivedDecision(decision, opened, record.partition, record.offset)
 
 
 __all__ = [
     "DecisionReader",
     "EnvelopeRejected",
     "ReceivedDecision",
+    "Unreadable",
     "submit_declarations",
 ]

@@ -1,36 +1,38 @@
 """HTTP API of a simulated partner system (aiohttp), with run-time fault injection.
 
-Routes (JSON bodies, quantities as decimal strings):
+Routes (JSON bodies, quantities as decimal strings; the partner API itself, with its
+versions and idempotency keys, is :mod:`partner_sim.api`):
 
 * ``POST   /api/v1/documents/{ref}/checks/{declaration}``           check a position
 * ``PUT    /api/v1/documents/{ref}/reservations/{declaration}``     reserve (restate)
 * ``POST   /api/v1/documents/{ref}/reservations/{declaration}/write-off``
+* ``POST   /api/v1/documents/{ref}/reservations/{declaration}/give-back``
 * ``DELETE /api/v1/documents/{ref}/reservations/{declaration}``
 * ``GET    /api/v1/documents/{ref}``                                 document and balances
 * ``PUT    /admin/documents``                                        load or replace documents
 * ``GET    /admin/documents/{ref}``                                  the same, never faulted
+* ``GET    /admin/ledger``                                           every document's ledger
 * ``PATCH  /admin/documents/{ref}``                                  amend status or quantities
 * ``PUT    /admin/documents/{ref}/reservations/{declaration}/force`` force a reservation
 * ``DELETE /admin/documents/{ref}/write-offs/{declaration}``         cancel a write-off
 * ``GET|PUT /admin/faults``                                          latency, errors, timeouts,
-                                                                     outage, garbage answers
+                                                                     outage, garbage, lost answers
 * ``GET    /health``
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from partner_sim import api
+from partner_sim.api import STORE_KEY
 from partner_sim.documents import DocumentsFile, DocumentStatus
-from partner_sim.ledger import ClearanceCode, PositionRequest, Refusal, RequestedLine
 from partner_sim.store import LedgerStore, UnknownDocument
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,28 +52,12 @@ class Faults(BaseModel):
     outage: bool = Field(False, description="Every API call answered 503.")
     garbage: bool = Field(False, description="Answers carry a result no client knows.")
     fail_next: int = Field(0, ge=0, description="The next N calls are answered 500.")
-
-
-class _LineBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    goods_item: int
-    line: int | None = None
-    quantity: Decimal | None = None
-    unit: str | None = None
-    commodity_code: str
-
-
-class _PositionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    document_type: str
-    declarant_eori: str
-    country_of_destination: str | None = None
-    lines: list[_LineBody]
-
-
-STORE_KEY = web.AppKey("store", LedgerStore)
+    lose_next: int = Field(
+        0,
+        ge=0,
+        description="The next N calls are applied, then their answer is held for hang_s "
+        "(the caller times out not knowing the call went through).",
+    )
 
 
 class FaultSwitch:
@@ -85,113 +71,8 @@ FAULTS_KEY = web.AppKey("faults", FaultSwitch)
 RANDOM_KEY = web.AppKey("random", random.Random)
 
 
-def _today() -> date:
-    return datetime.now(UTC).date()
-
-
-async def _position(request: web.Request) -> PositionRequest:
-    try:
-        body = _PositionBody.model_validate_json(await request.read())
-    except ValidationError as err:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "invalid body", "detail": str(err)}),
-            content_type="application/json",
-        ) from None
-    return PositionRequest(
-        declaration=request.match_info["declaration"],
-        document_type=body.document_type,
-        declarant_eori=body.declarant_eori,
-        country_of_destination=body.country_of_destination,
-        lines=tuple(
-            RequestedLine(
-                goods_item=line.goods_item,
-                line=line.line,
-                quantity=line.quantity,
-                unit=line.unit,
-                commodity_code=line.commodity_code,
-            )
-            for line in body.lines
-        ),
-    )
-
-
-def _verdict(refusal: Refusal | None) -> web.Response:
-    if refusal is None:
-        return web.json_response({"result": "ACCEPTED"})
-    return web.json_response(
-        {"result": "REFUSED", "code": refusal.code.value, "message": refusal.message}
-    )
-
-
 def _not_found(reference: str) -> web.Response:
     return web.json_response({"result": "NOT_FOUND", "document": reference}, status=404)
-
-
-async def check(request: web.Request) -> web.Response:
-    store = request.app[STORE_KEY]
-    reference = request.match_info["reference"]
-    position = await _position(request)
-    try:
-        return _verdict(store.check(reference, position, _today()))
-    except UnknownDocument:
-        return _not_found(reference)
-
-
-async def reserve(request: web.Request) -> web.Response:
-    store = request.app[STORE_KEY]
-    reference = request.match_info["reference"]
-    position = await _position(request)
-    try:
-        return _verdict(store.reserve(reference, position, _today()))
-    except UnknownDocument:
-        return _not_found(reference)
-
-
-def _clearance_view(operation: Callable[[LedgerStore, str, str], ClearanceCode]) -> Handler:
-    """A view for one ledger operation on (document, declaration) answered with a
-    CERTEX clearance code: write off, delete, delete a write-off."""
-
-    async def view(request: web.Request) -> web.Response:
-        store = request.app[STORE_KEY]
-        reference = request.match_info["reference"]
-        try:
-            code = operation(store, reference, request.match_info["declaration"])
-        except UnknownDocument:
-            return _not_found(reference)
-        return web.json_response({"result": "DONE", "code": code.value})
-
-    return view
-
-
-write_off = _clearance_view(LedgerStore.write_off)
-
-
-delete = _clearance_view(LedgerStore.delete)
-
-
-async def document(request: web.Request) -> web.Response:
-    store = request.app[STORE_KEY]
-    reference = request.match_info["reference"]
-    try:
-        found = store.document(reference)
-    except UnknownDocument:
-        return _not_found(reference)
-    return web.json_response(
-        {
-            "document": found.model_dump(mode="json"),
-            "balances": [
-                {
-                    "line": b.line,
-                    "unit": b.unit,
-                    "authorised": str(b.authorised),
-                    "reserved": str(b.reserved),
-                    "written_off": str(b.written_off),
-                    "remaining": str(b.remaining),
-                }
-                for b in store.balances(reference)
-            ],
-        }
-    )
 
 
 async def get_faults(request: web.Request) -> web.Response:
@@ -255,7 +136,14 @@ async def amend(request: web.Request) -> web.Response:
     return web.json_response({"document": amended.model_dump(mode="json")})
 
 
-delete_write_off = _clearance_view(LedgerStore.delete_write_off)
+async def delete_write_off(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    reference = request.match_info["reference"]
+    try:
+        code = store.delete_write_off(reference, request.match_info["declaration"])
+    except UnknownDocument:
+        return _not_found(reference)
+    return web.json_response({"result": "DONE", "code": code.value})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -282,6 +170,11 @@ async def fault_injection(request: web.Request, handler: Handler) -> web.StreamR
         await asyncio.sleep(faults.hang_s)
     if faults.garbage:
         return web.json_response({"result": "MAYBE", "code": "99"})
+    if faults.lose_next:
+        faults.lose_next -= 1
+        answer = await handler(request)
+        await asyncio.sleep(faults.hang_s)
+        return answer
     return await handler(request)
 
 
@@ -292,16 +185,18 @@ def build_app(store: LedgerStore, faults: Faults | None = None, seed: int = 0) -
     app[FAULTS_KEY] = FaultSwitch(faults or Faults())
     app[RANDOM_KEY] = random.Random(seed)
     base = "/api/v1/documents/{reference}"
-    app.router.add_post(base + "/checks/{declaration}", check)
-    app.router.add_put(base + "/reservations/{declaration}", reserve)
-    app.router.add_post(base + "/reservations/{declaration}/write-off", write_off)
-    app.router.add_delete(base + "/reservations/{declaration}", delete)
-    app.router.add_get(base, document)
+    app.router.add_post(base + "/checks/{declaration}", api.check)
+    app.router.add_put(base + "/reservations/{declaration}", api.reserve)
+    app.router.add_post(base + "/reservations/{declaration}/write-off", api.write_off)
+    app.router.add_post(base + "/reservations/{declaration}/give-back", api.give_back)
+    app.router.add_delete(base + "/reservations/{declaration}", api.delete)
+    app.router.add_get(base, api.document)
     admin = "/admin/documents/{reference}"
     app.router.add_put("/admin/documents", load_documents_view)
     app.router.add_patch(admin, amend)
     # The same view outside the fault injection: tests read the ledger during an outage.
-    app.router.add_get(admin, document)
+    app.router.add_get(admin, api.document)
+    app.router.add_get("/admin/ledger", api.ledger)
     app.router.add_put(admin + "/reservations/{declaration}/force", force)
     app.router.add_delete(admin + "/write-offs/{declaration}", delete_write_off)
     app.router.add_get("/admin/faults", get_faults)

@@ -68,6 +68,13 @@ class Case(BaseModel):
     # announces it again: a decision can be repeated in that window, never lost.
     decision: Decision | None = None
     announced: bool = True
+    # Where the declaration record that opened this case sits in the log: the same
+    # record read again is a redelivery (its effects are sent again), a copy elsewhere is
+    # a duplicate (ignored).
+    opened_from: str = ""
+    # Decided earlier versions whose decision the broker had not confirmed when this
+    # version replaced them: announced again with it, until confirmed (defect 4).
+    pending_announcements: list[Case] = []
 
     @classmethod
     def open(
@@ -108,6 +115,17 @@ class Case(BaseModel):
     @property
     def decided(self) -> bool:
         return self.outcome is not None
+
+    def unconfirmed(self) -> list[Case]:
+        """Decided versions (this one included) whose decision the broker may not have."""
+        own = [self] if self.decided and not self.announced and self.decision else []
+        return [*self.pending_announcements, *own]
+
+    def superseding_state(self) -> list[Case]:
+        """What a newer version must keep of this case: its unconfirmed decisions."""
+        return [
+            case.model_copy(update={"pending_announcements": []}) for case in self.unconfirmed()
+        ]
 
     @property
     def complete(self) -> bool:

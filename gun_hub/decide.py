@@ -3,7 +3,8 @@
 * LODGED: every document VALID or EXEMPT: RELEASE. Any refusal verdict: REFUSE. Otherwise
   any UNAVAILABLE or UNROUTED (degraded mode): CONTROL_DOCUMENTARY.
 * PRELODGED: ADVICE, whatever the verdicts; they are warnings.
-* CANCELLED: CANCELLED.
+* CANCELLED and INVALIDATED: CANCELLED (after the deletions or give-backs were asked).
+* RELEASED_AFTER_CONTROL: RELEASE (the office released the goods; risk does not apply again).
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ def document_reasons(results: Sequence[DocumentResult]) -> list[Reason]:
 
 def outcome_for(stage: Stage, results: Sequence[DocumentResult]) -> Outcome:
     """The outcome the verdicts call for, before any risk targeting."""
-    if stage is Stage.CANCELLED:
+    if stage in (Stage.CANCELLED, Stage.INVALIDATED):
         return Outcome.CANCELLED
+    if stage is Stage.RELEASED_AFTER_CONTROL:
+        # The office released the goods after its control: the hub records it; a write-off
+        # the partner could not confirm is replayed by the adapter.
+        return Outcome.RELEASE
     if stage is Stage.PRELODGED:
         return Outcome.ADVICE
     if any(result.verdict.is_refusal for result in results):
@@ -72,7 +77,7 @@ def decide(
                 text="some documents could not be checked automatically: check them at the office",
             ),
         )
-    if outcome is Outcome.RELEASE and risk:
+    if outcome is Outcome.RELEASE and risk and stage is not Stage.RELEASED_AFTER_CONTROL:
         physical = any(hit.action is Outcome.CONTROL_PHYSICAL for hit in risk)
         outcome = Outcome.CONTROL_PHYSICAL if physical else Outcome.CONTROL_DOCUMENTARY
         reasons += [Reason(code=hit.code, text=hit.text) for hit in risk]

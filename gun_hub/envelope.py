@@ -71,7 +71,35 @@ class Envelope(Protocol):
         self, payload: bytes, *, recipient: str, topic: str, content_type: ContentType
     ) -> bytes: ...
 
-    def open(self, sealed: bytes, *, topic: str, position: str | None = None) -> OpenedMessage:
+    def open(
+        self,
+        sealed: bytes,
+        *,
+        topic: str,
+        position: str | None = None,
+        accepted_at: float | None = None,
+    ) -> OpenedMessage:
         """Verify and decrypt a message read from ``topic`` at ``position``
-        (``topic/partition/offset``; a replay is the same message at another one)."""
+        (``topic/partition/offset``; a replay is the same message at another one).
+
+        ``accepted_at`` is when the broker accepted the record (its log-append time, in
+        seconds): freshness is judged against it, so a backlog read hours later still
+        opens. ``None`` (no broker time known) judges against the reader's clock.
+        """
         ...
+
+
+# Kafka's record timestamp types: 0 is the producer's CreateTime, 1 the broker's
+# LogAppendTime (the envelope topics are created with the latter, topics.py).
+LOG_APPEND_TIME = 1
+
+
+def broker_accepted_at(timestamp_ms: int | None, timestamp_type: int | None) -> float | None:
+    """The time the broker accepted a record, when the record says so; else ``None``.
+
+    A producer chooses a CreateTime freely, so only a LogAppendTime is evidence of when
+    the record entered the log.
+    """
+    if timestamp_ms is None or timestamp_type != LOG_APPEND_TIME or timestamp_ms < 0:
+        return None
+    return timestamp_ms / 1000.0

@@ -34,6 +34,10 @@ LATE_ANSWERS = Counter(
     "Authority answers that arrived for a decided or superseded version.",
     ["authority"],
 )
+CONTROLS_OVERDUE = Counter(
+    "gun_hub_controls_overdue_total",
+    "Reservations kept for a control that had no result within the configured period.",
+)
 DEADLINES = Counter(
     "gun_hub_deadlines_passed_total",
     "Cases decided in degraded mode because an authority did not answer in time.",

@@ -200,6 +200,8 @@ OPERATION_FOR_STAGE = {
     Stage.PRELODGED: Operation.CHECK,
     Stage.LODGED: Operation.RESERVE,
     Stage.CANCELLED: Operation.DELETE,
+    Stage.RELEASED_AFTER_CONTROL: Operation.WRITE_OFF,
+    Stage.INVALIDATED: Operation.GIVE_BACK,
 }
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gun_hub.limits import MAX_DECLARATION_BYTES
 from gun_hub.logs import LogFormat
 from gun_hub.resources import config_path
 
@@ -82,7 +83,8 @@ class HubSettings(BaseModel):
     web_host: str = Field("127.0.0.1", description="Address of the hub's web server.")
     web_port: PositiveInt = Field(6066, description="Port of the hub's web server.")
     max_declaration_bytes: PositiveInt = Field(
-        1024 * 1024, description="Declarations larger than this are refused before parsing."
+        MAX_DECLARATION_BYTES,
+        description="Declarations larger than this are refused before parsing (limits.py).",
     )
     routing_table: Path = Field(
         default_factory=lambda: config_path("routing.toml"),
@@ -90,11 +92,6 @@ class HubSettings(BaseModel):
     )
     audit_checkpoint_every: PositiveInt = Field(
         100, description="Audit records between two checkpoints signed by the hub."
-    )
-    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
-        "at_least_once",
-        description="faust's processing guarantee; exactly_once uses Kafka transactions "
-        "(readers of the hub's outputs must then read committed records only).",
     )
     session_timeout_s: float = Field(
         10.0,
@@ -115,6 +112,11 @@ class HubSettings(BaseModel):
     )
     deadline_sweep_s: float = Field(
         1.0, description="How often the hub looks for cases whose deadline has passed."
+    )
+    control_report_after_s: float = Field(
+        7 * 24 * 3600.0,
+        description="A reservation kept for a control with no result (no later version: "
+        "RELEASED_AFTER_CONTROL or CANCELLED) after this long is reported to operations.",
     )
 
 

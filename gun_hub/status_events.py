@@ -27,6 +27,9 @@ class StatusKind(StrEnum):
     FOLLOW_UP_PENDING = "FOLLOW_UP_PENDING"  # the partner is down; the adapter replays it
     FOLLOW_UP_FAILED = "FOLLOW_UP_FAILED"
     POST_RELEASE_ALERT = "POST_RELEASE_ALERT"  # for post-clearance control, not a block
+    # A reservation kept for a control has had no result (RELEASED_AFTER_CONTROL or
+    # CANCELLED) within the configured period: reported once to operations.
+    CONTROL_RESULT_OVERDUE = "CONTROL_RESULT_OVERDUE"
 
 
 class StatusEvent(BaseModel):

@@ -14,7 +14,12 @@ class Stage(StrEnum):
 
     PRELODGED = "PRELODGED"  # coherence checks only: warnings, nothing reserved
     LODGED = "LODGED"  # blocking checks: documents must be valid and quantities reserved
-    CANCELLED = "CANCELLED"  # reservations are given back
+    CANCELLED = "CANCELLED"  # reservations are deleted at each partner
+    # The office released goods it had held for a control: what the control kept
+    # reserved is written off, then RELEASE.
+    RELEASED_AFTER_CONTROL = "RELEASED_AFTER_CONTROL"
+    # Invalidated after release: the written-off quantities are given back, then CANCELLED.
+    INVALIDATED = "INVALIDATED"
 
 
 class Direction(StrEnum):

@@ -23,6 +23,9 @@ class Operation(StrEnum):
     RESERVE = "RESERVE"  # restate this declaration's whole position on the document
     WRITE_OFF = "WRITE_OFF"  # consume the reservation at release
     DELETE = "DELETE"  # drop the reservation (refused, cancelled, superseded)
+    # Give a write-off back (declaration invalidated after release): the quantity
+    # returns to the document's balance.
+    GIVE_BACK = "GIVE_BACK"
 
 
 class RequestedDocument(BaseModel):
@@ -62,6 +65,13 @@ class AuthorityRequest(BaseModel):
     country_of_destination: str | None = None
     items: tuple[RequestedItem, ...]
     sent_at: datetime
+
+    @property
+    def idempotency_key(self) -> str:
+        """Names this operation for the partner: a retried or replayed call carries the
+        same key and is applied once (the request id is deterministic per reference,
+        version, authority and operation)."""
+        return self.request_id
 
 
 class DocumentAnswer(BaseModel):

@@ -17,7 +17,7 @@ from gun_hub.model.declaration import Stage
 from gun_hub.model.exchange import AuthorityRequest
 from gun_hub.ops.facts import DecisionFact, DocumentUse, WriteOffFact, fact_bytes
 from gun_hub.outbox import Outbox
-from gun_hub.pipeline.lifecycle import follow_up_requests
+from gun_hub.pipeline.lifecycle import follow_up_requests, kept_for_control
 from gun_hub.publisher import HEADER_VERSION
 from gun_hub.risk import RiskRules
 from gun_hub.routing import RoutingTable
@@ -41,16 +41,45 @@ class OpenCases(Protocol):
 
     def __setitem__(self, key: bytes, value: bytes) -> None: ...
 
+    def get(self, key: bytes) -> bytes | None: ...
+
     def pop(self, key: bytes, default: bytes | None = None) -> bytes | None: ...
 
 
-def open_case_entry(case: Case) -> bytes:
-    return f"{case.version}|{case.deadline.timestamp()}".encode()
+@dataclass(frozen=True, slots=True)
+class OpenCaseEntry:
+    """What the deadline sweep needs of a case that waits for something.
+
+    ``partition`` is the partition its declaration arrived on: the producer chose it
+    (contract section 2), so the tick is sent there, never to a partition re-derived
+    from the key. ``due`` is a POSIX time: the request deadline of an undecided case, or
+    when a reservation kept for a control becomes overdue (``waits_for_control``).
+    """
+
+    version: int
+    due: float
+    partition: int | None
+    waits_for_control: bool = False
+
+    def to_bytes(self) -> bytes:
+        partition = "" if self.partition is None else str(self.partition)
+        kind = "control" if self.waits_for_control else "answers"
+        return f"{self.version}|{self.due}|{partition}|{kind}".encode()
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> OpenCaseEntry:
+        """Also reads the ``version|due`` entries written before partitions were kept."""
+        version, due, *rest = value.decode().split("|")
+        partition = int(rest[0]) if rest and rest[0] else None
+        return cls(int(version), float(due), partition, len(rest) > 1 and rest[1] == "control")
 
 
-def parse_open_case_entry(value: bytes) -> tuple[int, float]:
-    version, due = value.decode().split("|", 1)
-    return int(version), float(due)
+def open_case_entry(case: Case, partition: int | None) -> bytes:
+    return OpenCaseEntry(case.version, case.deadline.timestamp(), partition).to_bytes()
+
+
+def _all_read(partition: int, deadline: datetime) -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +93,10 @@ class HubContext:
     risk_rules: RiskRules
     request_deadline_s: float
     clock: Callable[[], datetime]
+    # Whether every answer the broker accepted on ``partition`` before ``deadline`` has
+    # been read (answer_progress.py); a deadline waits until it is (defect 10).
+    answers_read: Callable[[int, datetime], bool] = _all_read
+    control_report_after_s: float = 7 * 24 * 3600.0
 
     def record_audit(self, outbox: Outbox, partition: int, body: dict[str, Any]) -> None:
         """Append to the audit chain of ``partition`` (the partition being processed)."""
@@ -113,6 +146,12 @@ class HubContext:
         case.outcome = decision.outcome
         case.decision = decision
         self.open_cases.pop(case.reference.encode(), None)
+        if kept_for_control(case):
+            # Its reservations wait for the control's result: report it if none comes.
+            due = decision.decided_at.timestamp() + self.control_report_after_s
+            self.open_cases[case.reference.encode()] = OpenCaseEntry(
+                case.version, due, partition, waits_for_control=True
+            ).to_bytes()
         self.announce(outbox, case, partition)
         metrics.DECISION_SECONDS.observe(
             max(0.0, (decision.decided_at - case.opened_at).total_seconds())
@@ -138,21 +177,34 @@ class HubContext:
                 f"{follow_ups[0].operation.value} sent to "
                 + ", ".join(r.authority for r in follow_ups),
             )
-        outbox.after_delivery.append(lambda: self._mark_announced(case))
+        reference, version = case.reference, case.version
+        outbox.after_delivery.append(lambda: self._mark_announced(reference, version))
 
     def announce_again_if_lost(self, outbox: Outbox, case: Case, partition: int) -> bool:
-        """A decided case the broker may not have the decision of (the worker died in
-        between): announce it again. True if it did."""
-        if not case.decided or case.announced or case.decision is None:
-            return False
-        metrics.DECISIONS_ANNOUNCED_AGAIN.inc()
-        self.announce(outbox, case, partition)
-        self.cases[case.reference.encode()] = case.to_bytes()
-        return True
+        """Decisions the broker may not have (the worker died in between): this case's
+        own and those of earlier versions it replaced. Announce them again (the publisher
+        keeps one per version). True if there were any."""
+        lost = case.unconfirmed()
+        for unconfirmed in lost:
+            metrics.DECISIONS_ANNOUNCED_AGAIN.inc()
+            self.announce(outbox, unconfirmed, partition)
+        return bool(lost)
 
-    def _mark_announced(self, case: Case) -> None:
-        case.announced = True
-        self.cases[case.reference.encode()] = case.to_bytes()
+    def _mark_announced(self, reference: str, version: int) -> None:
+        """The broker has the decision of ``version``: record it on the case as stored
+        now, which may be a newer version than the one announced (defect 13)."""
+        key = reference.encode()
+        stored = self.cases.get(key)
+        if stored is None:
+            return
+        case = Case.from_bytes(stored)
+        if case.version == version and case.decided:
+            case.announced = True
+        else:
+            case.pending_announcements = [
+                p for p in case.pending_announcements if p.version != version
+            ]
+        self.cases[key] = case.to_bytes()
 
     def send_requests(self, outbox: Outbox, requests: Sequence[AuthorityRequest]) -> None:
         """Each request sealed to its authority alone, on that authority's topic."""

@@ -1,14 +1,22 @@
 """Deadlines: a case whose authorities stay silent is decided in degraded mode.
 
 A timer in the hub looks at the open cases of its partitions and publishes a tick, keyed
-by reference, on the hub's internal deadlines topic when one is due; this step handles
-the tick like any other event (so the case is written from an event, with its
-changelog). Missing answers become UNAVAILABLE, the decision says which partner was
-silent, and the outcome is CONTROL_DOCUMENTARY (or REFUSE when another authority
-refused: a refusal is certain, silence is not).
+by reference, on the hub's internal deadlines topic (on the partition the declaration
+arrived on) when one is due; this step handles the tick like any other event (so the case
+is written from an event, with its changelog). Missing answers become UNAVAILABLE, the
+decision says which partner was silent, and the outcome is CONTROL_DOCUMENTARY (or REFUSE
+when another authority refused: a refusal is certain, silence is not).
+
+A deadline never fires while answers the broker accepted before it may still be unread
+(a worker back from a long stop reads its backlog first: answer_progress.py); the next
+sweep ticks again.
 
 An answer arriving after that decision changes nothing: it is recorded in the status
 history (LATE_ANSWER_IGNORED, with its verdicts) for the officer doing the control.
+
+The same ticks report a reservation kept for a control that has had no result (no
+RELEASED_AFTER_CONTROL or CANCELLED version) for ``control_report_after_s``: once, as a
+CONTROL_RESULT_OVERDUE status and a metric, so that operations can chase the office.
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from gun_hub.case import Case
 from gun_hub.dead_letter import SourcePosition
 from gun_hub.model.decision import Reason
 from gun_hub.outbox import Outbox
-from gun_hub.pipeline.context import CaseStore, HubContext
+from gun_hub.pipeline.context import CaseStore, HubContext, OpenCaseEntry
+from gun_hub.pipeline.lifecycle import kept_for_control
 from gun_hub.status_events import StatusKind
 
 
@@ -37,9 +46,16 @@ class Deadlines:
             return outbox
         case = Case.from_bytes(stored)
         if self._ctx.announce_again_if_lost(outbox, case, source.partition):
+            self._cases[key] = case.to_bytes()
             return outbox
-        if case.version != version or case.decided or self._ctx.clock() < case.deadline:
-            return outbox  # a stale or early tick: nothing is due
+        if case.version != version:
+            return outbox  # a stale tick: nothing is due
+        if case.decided:
+            self._report_overdue_control(outbox, case)
+            return outbox
+        now = self._ctx.clock()
+        if now < case.deadline or not self._ctx.answers_read(source.partition, case.deadline):
+            return outbox  # early, or answers may wait unread: a later sweep ticks again
         silent = sorted(case.awaiting)
         case.time_out()
         metrics.DEADLINES.labels(authority=",".join(silent)).inc()
@@ -51,3 +67,25 @@ class Deadlines:
         )
         self._cases[key] = case.to_bytes()
         return outbox
+
+    def _report_overdue_control(self, outbox: Outbox, case: Case) -> None:
+        key = case.reference.encode()
+        entry = self._ctx.open_cases.get(key)
+        if entry is None or not kept_for_control(case) or case.decision is None:
+            return
+        waiting = OpenCaseEntry.from_bytes(entry)
+        if not waiting.waits_for_control or waiting.version != case.version:
+            return
+        if self._ctx.clock().timestamp() < waiting.due:
+            return
+        self._ctx.open_cases.pop(key, None)  # reported once
+        metrics.CONTROLS_OVERDUE.inc()
+        days = self._ctx.control_report_after_s / 86400
+        self._ctx.emit_status(
+            outbox,
+            case.reference,
+            case.version,
+            StatusKind.CONTROL_RESULT_OVERDUE,
+            f"reservations kept for a {case.decision.outcome.value} have had no result for "
+            f"{days:g} days: the office should send RELEASED_AFTER_CONTROL or CANCELLED",
+        )

@@ -1,19 +1,31 @@
-"""Intake: a declaration arrives; validate it, route it, open its case, ask the authorities."""
+"""Intake: a declaration arrives; validate it, route it, open its case, ask the authorities.
+
+Versions (contract section 4): a higher version supersedes, a lower or equal one is
+ignored and recorded. The same record read again (same log position) is a redelivery
+after a crash: its effects are sent again, because the case may have reached the
+changelog while its requests did not (issue 10, defect 9); the partner operations are
+idempotent and the hub ignores an answer it already has. Decisions of earlier versions
+the broker had not confirmed are announced again and carried by the newer case until
+confirmed, never dropped (defect 4).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from enum import Enum, auto
 
 from gun_hub import metrics
 from gun_hub.case import Case, RiskFinding
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.decide import refuse_unreadable
-from gun_hub.model.decision import Reason
+from gun_hub.limits import MAX_RECORD_BYTES, sealed_size
+from gun_hub.model.decision import Decision, DocumentResult, Reason
 from gun_hub.model.declaration import Declaration, Stage
 from gun_hub.model.exchange import Operation
+from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.outbox import Outbox
 from gun_hub.pipeline.context import CaseStore, HubContext, open_case_entry
-from gun_hub.pipeline.lifecycle import dropped_documents, requests_for
+from gun_hub.pipeline.lifecycle import dropped_documents, held_reservations, requests_for
 from gun_hub.risk import assess_risk
 from gun_hub.routing import (
     OPERATION_FOR_STAGE,
@@ -22,10 +34,20 @@ from gun_hub.routing import (
     route_documents,
 )
 from gun_hub.status_events import StatusKind
+from gun_hub.xml.decision_codec import encode_decision
 from gun_hub.xml.declaration_codec import DeclarationCodec, sniff_identity
 from gun_hub.xml.safe_parse import XmlRejected
 
 COMPONENT = "hub.intake"
+TOO_LARGE_TO_DECIDE = "DECLARATION_TOO_LARGE_TO_DECIDE"
+
+
+class _Arrival(Enum):
+    """How a version relates to what the hub already holds for its reference."""
+
+    NEW = auto()  # first or higher version
+    REDELIVERED = auto()  # the record that opened the known case, read again
+    STALE = auto()  # lower, or equal from another record
 
 
 class Intake:
@@ -42,15 +64,57 @@ class Intake:
         try:
             declaration = self._codec.decode(data)
         except XmlRejected as rejection:
-            self._reject(outbox, data, source, rejection)
+            self._reject(outbox, data, source, f"XML_{rejection.kind.value}", str(rejection))
             return outbox
-        self._accept(outbox, declaration, source.partition)
+        too_large = _too_large_to_decide(declaration)
+        if too_large is not None:
+            self._reject(outbox, data, source, TOO_LARGE_TO_DECIDE, too_large)
+            return outbox
+        self._accept(outbox, declaration, source)
         return outbox
 
+    # -- what the hub already holds ----------------------------------------------------
+
+    def _known(self, reference: str) -> Case | None:
+        stored = self._cases.get(reference.encode())
+        return Case.from_bytes(stored) if stored is not None else None
+
+    def _arrival(
+        self, outbox: Outbox, known: Case | None, version: int, source: SourcePosition
+    ) -> _Arrival:
+        """Classify the arriving version; announce again any decision the broker may
+        not have, whatever the arrival turns out to be."""
+        if known is None:
+            return _Arrival.NEW
+        self._ctx.announce_again_if_lost(outbox, known, source.partition)
+        if version > known.version:
+            return _Arrival.NEW
+        if version == known.version and known.opened_from == source.describe():
+            return _Arrival.REDELIVERED
+        self._ignore_stale(outbox, known.reference, version)
+        return _Arrival.STALE
+
+    def _supersede(self, outbox: Outbox, known: Case | None, version: int) -> list[Case]:
+        """``known`` is replaced by ``version``: say so, stop its deadline, and return the
+        unconfirmed decisions the new case must carry."""
+        if known is None:
+            return []
+        if not known.decided:
+            self._ctx.emit_status(
+                outbox,
+                known.reference,
+                known.version,
+                StatusKind.SUPERSEDED,
+                f"superseded by version {version} before a decision",
+            )
+        self._ctx.open_cases.pop(known.reference.encode(), None)
+        return known.superseding_state()
+
+    # -- a declaration that cannot be accepted as sent ---------------------------------
+
     def _reject(
-        self, outbox: Outbox, data: bytes, source: SourcePosition, rejection: XmlRejected
+        self, outbox: Outbox, data: bytes, source: SourcePosition, kind: str, reason: str
     ) -> None:
-        kind = f"XML_{rejection.kind.value}"
         metrics.DECLARATIONS_REJECTED.labels(kind=kind).inc()
         metrics.DEAD_LETTERS.labels(kind=kind).inc()
         identity = sniff_identity(data)
@@ -60,40 +124,47 @@ class Intake:
             data,
             error_class=ErrorClass.PERMANENT,
             kind=kind,
-            reason=str(rejection),
+            reason=reason,
             source=source,
             component=COMPONENT,
             reference=identity.reference if identity else None,
         )
         if identity is None:
             return
-        key = identity.reference.encode()
-        known = self._cases.get(key)
-        if known is not None and Case.from_bytes(known).version >= identity.version:
-            self._ignore_stale(outbox, identity.reference, identity.version)
-            return
+        known = self._known(identity.reference)
+        if self._arrival(outbox, known, identity.version, source) is not _Arrival.NEW:
+            return  # a redelivery was announced again above if it needed to be
         now = self._ctx.clock()
-        decision = refuse_unreadable(
-            reference=identity.reference,
-            version=identity.version,
-            reason=Reason(code=kind, text=str(rejection)),
-            decided_at=now,
-        )
-        self._cases[key] = Case(
+        carried = self._supersede(outbox, known, identity.version)
+        # Whatever the previous version still holds is deleted with the refusal (defect 6).
+        held = held_reservations(known) if known is not None else []
+        case = Case(
             reference=identity.reference,
             version=identity.version,
             stage=Stage.LODGED,
             opened_at=now,
             deadline=now,
             awaiting=[],
-            expected=[],
+            expected=held,
             results=[],
-            outcome=decision.outcome,
-        ).to_bytes()
+            opened_from=source.describe(),
+            pending_announcements=carried,
+        )
+        decision = refuse_unreadable(
+            reference=identity.reference,
+            version=identity.version,
+            reason=Reason(code=kind, text=reason),
+            decided_at=now,
+        )
+        case.outcome = decision.outcome
+        case.decision = decision
         self._ctx.emit_status(
             outbox, identity.reference, identity.version, StatusKind.REJECTED, kind
         )
-        self._ctx.emit_decision(outbox, decision, source.partition)
+        # Announced like any decision: marked confirmed only once the broker has it, so a
+        # crash in between announces it again on redelivery (defect 5).
+        self._ctx.announce(outbox, case, source.partition)
+        self._cases[identity.reference.encode()] = case.to_bytes()
 
     def _ignore_stale(self, outbox: Outbox, reference: str, version: int) -> None:
         metrics.STALE_VERSIONS.inc()
@@ -105,26 +176,22 @@ class Intake:
             "an equal or higher version of this declaration was already received",
         )
 
-    def _accept(self, outbox: Outbox, declaration: Declaration, partition: int) -> None:
+    # -- a readable declaration --------------------------------------------------------
+
+    def _accept(self, outbox: Outbox, declaration: Declaration, source: SourcePosition) -> None:
         ctx = self._ctx
         key = declaration.reference.encode()
-        known_bytes = self._cases.get(key)
-        known = Case.from_bytes(known_bytes) if known_bytes is not None else None
-        if known is not None:
-            if self._ctx.announce_again_if_lost(outbox, known, partition):
-                return
-            if declaration.version <= known.version:
-                self._ignore_stale(outbox, declaration.reference, declaration.version)
-                return
+        known = self._known(declaration.reference)
+        arrival = self._arrival(outbox, known, declaration.version, source)
+        if arrival is _Arrival.STALE:
+            return
+        if arrival is _Arrival.REDELIVERED:
+            assert known is not None  # noqa: S101 - a redelivery has a known case
             if not known.decided:
-                ctx.emit_status(
-                    outbox,
-                    known.reference,
-                    known.version,
-                    StatusKind.SUPERSEDED,
-                    f"superseded by version {declaration.version} before a decision",
-                )
+                self._ask(outbox, declaration, known, source.partition, again=True)
+            return
         now = ctx.clock()
+        carried = self._supersede(outbox, known, declaration.version)
         ctx.emit_status(outbox, declaration.reference, declaration.version, StatusKind.RECEIVED)
         routed = route_documents(declaration, ctx.routing)
         case = Case.open(
@@ -133,47 +200,107 @@ class Intake:
             opened_at=now,
             deadline=now + timedelta(seconds=ctx.request_deadline_s),
         )
+        case.opened_from = source.describe()
+        case.pending_announcements = carried
         case.risk = [
             RiskFinding(code=hit.code, action=hit.action, text=hit.text)
             for hit in assess_risk(declaration, routed.authorities, ctx.risk_rules)
         ]
         if known is not None:
-            self._release_dropped_documents(outbox, known, routed, now)
+            self._release_dropped_documents(outbox, known, routed, declaration.version, now)
         if case.complete:
             # Nothing to ask anyone (no documents, or only exempt/unrouted ones).
-            ctx.decide_case(outbox, case, partition)
+            ctx.decide_case(outbox, case, source.partition)
             self._cases[key] = case.to_bytes()
             return
         # The case is stored before the requests leave, so an answer can never find none.
         self._cases[key] = case.to_bytes()
-        ctx.open_cases[key] = open_case_entry(case)
+        ctx.open_cases[key] = open_case_entry(case, source.partition)
+        self._ask(outbox, declaration, case, source.partition, again=False)
+
+    def _ask(
+        self, outbox: Outbox, declaration: Declaration, case: Case, partition: int, *, again: bool
+    ) -> None:
+        """Send the case's requests to the authorities it still waits for."""
+        ctx = self._ctx
         operation = OPERATION_FOR_STAGE[declaration.stage]
+        authorities = tuple(a for a in sorted(set(case.awaiting)))
+        if again:
+            ctx.open_cases[declaration.reference.encode()] = open_case_entry(case, partition)
         ctx.send_requests(
-            outbox, build_requests(declaration, ctx.routing, routed.authorities, operation, now)
+            outbox,
+            build_requests(declaration, ctx.routing, authorities, operation, ctx.clock()),
         )
         ctx.emit_status(
             outbox,
             declaration.reference,
             declaration.version,
             StatusKind.REQUESTS_SENT,
-            f"{operation.value} sent to {', '.join(routed.authorities)}",
+            f"{operation.value} {'sent again' if again else 'sent'} to {', '.join(authorities)}",
         )
 
     def _release_dropped_documents(
-        self, outbox: Outbox, previous: Case, routed: RoutedDeclaration, now: datetime
+        self,
+        outbox: Outbox,
+        previous: Case,
+        routed: RoutedDeclaration,
+        version: int,
+        now: datetime,
     ) -> None:
         """A new version restates the documents it quotes; those it dropped are deleted."""
         kept = {(d.authority, d.reference) for d in routed.documents if d.authority}
         dropped = dropped_documents(previous, kept)
         if not dropped:
             return
-        requests = requests_for(previous, dropped, Operation.DELETE, previous.version, now)
+        # Under the new version: the partner refuses an operation older than the newest
+        # version it has seen of the declaration.
+        requests = requests_for(previous, dropped, Operation.DELETE, version, now)
         self._ctx.send_requests(outbox, requests)
         self._ctx.emit_status(
             outbox,
             previous.reference,
-            previous.version,
+            version,
             StatusKind.FOLLOW_UP_SENT,
             f"DELETE of {len(dropped)} document(s) no longer quoted sent to "
             + ", ".join(r.authority for r in requests),
         )
+
+
+def _too_large_to_decide(declaration: Declaration) -> str | None:
+    """Why the decision on ``declaration`` could not travel, or None when it can.
+
+    A decision lists every quoted document; its sealed size is bounded by encoding the
+    longest result each document can get (limits.py). Refused at intake, with this
+    reason, rather than decided and lost at the publisher.
+    """
+    documents = [
+        DocumentResult(
+            goods_item=item.number,
+            code=document.code,
+            reference=document.reference,
+            authority="x" * 16,
+            verdict=Verdict.QUANTITY_INSUFFICIENT,
+            partner_code="x" * 16,
+        )
+        for item in declaration.goods_items
+        for document in item.documents
+    ]
+    if len(documents) < 1000:
+        return None  # far below the limit: no need to measure
+    probe = Decision(
+        reference=declaration.reference,
+        version=declaration.version,
+        outcome=Outcome.CONTROL_DOCUMENTARY,
+        decided_at=datetime.now().astimezone(),
+        reasons=tuple(
+            Reason(code=Verdict.QUANTITY_INSUFFICIENT.value, text="x" * 200) for _ in documents
+        ),
+        documents=tuple(documents),
+    )
+    size = sealed_size(len(encode_decision(probe)))
+    if size <= MAX_RECORD_BYTES:
+        return None
+    return (
+        f"its decision on {len(documents)} documents would take {size} bytes sealed, "
+        f"over the {MAX_RECORD_BYTES}-byte record limit: split the declaration"
+    )

@@ -6,9 +6,15 @@
   version (which restates them) or a cancellation (which deletes them).
 * ADVICE (pre-lodged): nothing was reserved.
 * CANCELLED: the deletions were the case's own requests.
+* RELEASED_AFTER_CONTROL: the write-offs were the case's own requests (what the control
+  kept reserved), then RELEASE.
+* INVALIDATED: the give-backs of the written-off quantities were the case's own
+  requests, then CANCELLED.
 
 A new version restates every document it quotes; a document the new version no longer
-quotes gets its reservation deleted (:func:`dropped_documents`).
+quotes gets its reservation deleted (:func:`dropped_documents`). A version that cannot be
+read is refused, and whatever the previous version held is deleted with it
+(:func:`held_reservations`).
 """
 
 from __future__ import annotations
@@ -38,14 +44,31 @@ def follow_up_requests(case: Case, now: datetime) -> list[AuthorityRequest]:
     return requests_for(case, case.expected, FOLLOW_UP[case.outcome], case.version, now)
 
 
+# Outcomes of a lodged declaration after which its reservations are still held.
+_HOLDING = frozenset({None, Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL})
+
+
+def held_reservations(case: Case) -> list[ExpectedAnswer]:
+    """What ``case`` holds reserved at its partners (undecided, or kept for a control)."""
+    if case.stage is not Stage.LODGED or case.outcome not in _HOLDING:
+        return []  # nothing reserved (advice, cancellation...), written off or deleted
+    return list(case.expected)
+
+
+def kept_for_control(case: Case) -> bool:
+    """A lodged declaration decided for a control: its reservations wait for the result."""
+    return case.stage is Stage.LODGED and case.outcome in (
+        Outcome.CONTROL_DOCUMENTARY,
+        Outcome.CONTROL_PHYSICAL,
+    )
+
+
 def dropped_documents(previous: Case, kept: set[tuple[str, str]]) -> list[ExpectedAnswer]:
     """Documents ``previous`` reserved that a new version no longer quotes.
 
     ``kept`` holds the (authority, document reference) pairs the new version quotes.
     """
-    if previous.stage is not Stage.LODGED or previous.outcome is Outcome.REFUSE:
-        return []  # nothing reserved, or already deleted
-    return [e for e in previous.expected if (e.authority, e.reference) not in kept]
+    return [e for e in held_reservations(previous) if (e.authority, e.reference) not in kept]
 
 
 def requests_for(

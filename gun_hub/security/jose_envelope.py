@@ -29,6 +29,7 @@ from joserfc.registry import HeaderParameter
 
 from gun_hub.envelope import ContentType, EnvelopeRejected, OpenedMessage
 from gun_hub.envelope import EnvelopeRejectionKind as Kind
+from gun_hub.limits import MAX_RECORD_BYTES
 from gun_hub.security.entitlements import Entitlements
 from gun_hub.security.keystore import (
     CONTENT_ALG,
@@ -48,6 +49,11 @@ _JWS_REGISTRY = JWSRegistry(
     algorithms=[SIGNING_ALG],
 )
 _JWE_REGISTRY = JWERegistry(algorithms=[KEY_WRAP_ALG, CONTENT_ALG])
+# joserfc's default caps (128 kB signed payload, 64 kB ciphertext) are far below what the
+# contract lets travel; the caps follow the record limit instead (limits.py), so whatever
+# seal() produces, open() accepts.
+_JWS_REGISTRY.max_payload_length = MAX_RECORD_BYTES
+_JWE_REGISTRY.max_ciphertext_length = MAX_RECORD_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +64,18 @@ class EnvelopePolicy:
     max_clock_skew_s: int = 300
 
 
+_MAX_HEADER_BYTES = 2048  # a protected header of ours is about 400 bytes
+
+
 def _header_of(compact: bytes) -> dict[str, Any]:
     """Decode the protected header of a compact serialization, without trusting it."""
+    encoded = compact.split(b".", 1)[0]
+    if len(encoded) > _MAX_HEADER_BYTES:
+        raise EnvelopeRejected(Kind.MALFORMED, f"protected header over {_MAX_HEADER_BYTES} bytes")
     try:
-        encoded = compact.split(b".", 1)[0]
         header = json.loads(base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        # RecursionError: deeply nested brackets must be a rejection, never a crash.
         raise EnvelopeRejected(Kind.MALFORMED, "not a compact JOSE serialization") from None
     if not isinstance(header, dict):
         raise EnvelopeRejected(Kind.MALFORMED, "protected header is not a JSON object")
@@ -117,15 +129,21 @@ class JoseEnvelope:
             {"alg": KEY_WRAP_ALG, "enc": CONTENT_ALG, "kid": recipient_key.kid, "cty": TYPE},
             signed,
             recipient_key.key,
-            algorithms=[KEY_WRAP_ALG, CONTENT_ALG],
             registry=_JWE_REGISTRY,
         )
         return sealed.encode("ascii")
 
-    def open(self, sealed: bytes, *, topic: str, position: str | None = None) -> OpenedMessage:
+    def open(
+        self,
+        sealed: bytes,
+        *,
+        topic: str,
+        position: str | None = None,
+        accepted_at: float | None = None,
+    ) -> OpenedMessage:
         signed = self._decrypt(sealed)
         header, payload = self._verify(signed)
-        return self._check_claims(header, payload, topic, position)
+        return self._check_claims(header, payload, topic, position, accepted_at)
 
     # -- outer layer: confidentiality ----------------------------------------------------
 
@@ -145,10 +163,10 @@ class JoseEnvelope:
                 Kind.UNKNOWN_KID, f"encrypted to key {kid!r}, not an active key of {self.party}"
             )
         try:
-            decrypted = jwe.decrypt_compact(
-                sealed, key, algorithms=[KEY_WRAP_ALG, CONTENT_ALG], registry=_JWE_REGISTRY
-            )
-        except (JoseError, ValueError):
+            # The allow-list is the registry's: joserfc builds a default-capped registry of
+            # its own when ``algorithms`` is passed, which refused anything above 64 kB.
+            decrypted = jwe.decrypt_compact(sealed, key, registry=_JWE_REGISTRY)
+        except (JoseError, ValueError, RecursionError):
             raise EnvelopeRejected(
                 Kind.DECRYPTION_FAILED, f"cannot decrypt with {kid!r} (tampered or corrupt)"
             ) from None
@@ -176,7 +194,7 @@ class JoseEnvelope:
             verified = jws.deserialize_compact(
                 signed, public.key, algorithms=[public.alg], registry=_JWS_REGISTRY
             )
-        except (JoseError, ValueError):
+        except (JoseError, ValueError, RecursionError):
             raise EnvelopeRejected(
                 Kind.BAD_SIGNATURE, f"signature by {kid!r} does not verify"
             ) from None
@@ -188,7 +206,12 @@ class JoseEnvelope:
         return dict(verified.headers()), bytes(verified.payload)
 
     def _check_claims(
-        self, header: dict[str, Any], payload: bytes, topic: str, position: str | None
+        self,
+        header: dict[str, Any],
+        payload: bytes,
+        topic: str,
+        position: str | None,
+        accepted_at: float | None,
     ) -> OpenedMessage:
         sender = str(header["iss"])
         if header.get("topic") != topic:
@@ -207,13 +230,20 @@ class JoseEnvelope:
             content_type = ContentType(header["cty"])
         except (KeyError, TypeError, ValueError):
             raise EnvelopeRejected(Kind.MALFORMED, "protected header lacks a claim") from None
-        now = time.time()
+        # Freshness is judged when the broker accepted the record (its log-append time),
+        # not when this reader reads it: a backlog read an hour or days later is as fresh
+        # as when it was written. Without a broker time, the reader's clock stands in.
+        now = accepted_at if accepted_at is not None else time.time()
+        when = "accepted by the broker" if accepted_at is not None else "read"
         skew = self._policy.max_clock_skew_s
         if expires_at + skew < now:
-            raise EnvelopeRejected(Kind.EXPIRED, f"expired {int(now - expires_at)}s ago")
+            raise EnvelopeRejected(
+                Kind.EXPIRED, f"expired {int(now - expires_at)}s before it was {when}"
+            )
         if abs(issued_at - now) > skew:
             raise EnvelopeRejected(
-                Kind.IAT_SKEW, f"issued {int(now - issued_at)}s from now, beyond {skew}s"
+                Kind.IAT_SKEW,
+                f"issued {int(now - issued_at)}s before it was {when}, beyond {skew}s",
             )
         if expires_at - issued_at > self._policy.lifetime_s + skew:
             raise EnvelopeRejected(Kind.EXPIRED, "lifetime longer than policy allows")

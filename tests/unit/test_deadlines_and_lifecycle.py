@@ -12,6 +12,7 @@ from gun_hub.model.declaration import Stage
 from gun_hub.model.exchange import AuthorityRequest, Operation
 from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.outbox import Outbox
+from gun_hub.pipeline.context import OpenCaseEntry
 from gun_hub.routing import RoutingTable
 from gun_hub.status_events import StatusKind
 from tests.builders import declaration_xml, document, goods_item
@@ -54,12 +55,13 @@ def test_a_silent_partner_gives_documentary_control_naming_it(hub: Hub) -> None:
     decision = hub.decision_objects(out)[0]
     assert [r.code for r in decision.reasons][:2] == ["DEGRADED_MODE", "DEADLINE"]
     assert "no answer from cites" in decision.reasons[1].text
+    # The control keeps the reservations; the case now waits for the control's result.
+    assert OpenCaseEntry.from_bytes(hub.open_cases[REF.encode()]).waits_for_control
     assert {(d.authority, d.verdict) for d in decision.documents} == {
         ("dgal", Verdict.VALID),
         ("cites", Verdict.UNAVAILABLE),
     }
     assert StatusKind.DEADLINE_PASSED in hub.status_kinds(out)
-    assert REF.encode() not in hub.open_cases
     # Controls keep the reservations: nothing is written off or deleted.
     assert requests(hub, out, "dgal") == []
 
@@ -130,12 +132,12 @@ def test_advice_reserves_nothing_and_follows_up_nothing(hub: Hub) -> None:
 
 def test_a_new_version_deletes_the_documents_it_no_longer_quotes(hub: Hub) -> None:
     sent = hub.intake.handle(TWO_AUTHORITIES, SOURCE)
-    hub.answer(sent, "dgal", Verdict.VALID)
-    hub.answer(sent, "cites", Verdict.VALID)
+    hub.answer(sent, "dgal", Verdict.VALID)  # CITES has not answered: both still reserved
     only_dgal = declaration_xml(version=2, items=(goods_item(1, (document("N853", "CHEDP-1"),)),))
-    out = hub.intake.handle(only_dgal, SOURCE)
+    out = hub.intake.handle(only_dgal, SourcePosition("gun.declarations", 0, 1))
     [delete] = requests(hub, out, "cites")
-    assert (delete.operation, delete.version) == (Operation.DELETE, 1)
+    # Under the new version: an operation of an older version is stale at the partner.
+    assert (delete.operation, delete.version) == (Operation.DELETE, 2)
     assert [d.reference for i in delete.items for d in i.documents] == ["CITES-1"]
     [restate] = requests(hub, out, "dgal")
     assert restate.operation is Operation.RESERVE

@@ -49,6 +49,9 @@ class Hub:
         self.audit_heads: dict[bytes, bytes] = {}
         self.open_cases: dict[bytes, bytes] = {}
         self.now = NOW
+        self.control_report_after_s = 3 * 24 * 3600.0
+        # Whether the answers on the response partitions are all read (defect 10).
+        self.answers_read = True
         context = HubContext(
             topics=self.topics,
             routing=routing,
@@ -59,6 +62,8 @@ class Hub:
             risk_rules=RiskRules(),
             request_deadline_s=30,
             clock=lambda: self.now,
+            answers_read=lambda partition, deadline: self.answers_read,
+            control_report_after_s=self.control_report_after_s,
         )
         self.intake = Intake(context, DeclarationCodec(), self.cases)
         self.correlation = Correlation(context, self.cases)
@@ -81,8 +86,9 @@ class Hub:
         return handled
 
     def answer(self, outbox: Outbox, authority: str, verdict: Verdict) -> Outbox:
-        """What ``authority``'s adapter would reply to the request in ``outbox``."""
-        [record] = outbox.to(self.topics.requests(authority))
+        """What ``authority``'s adapter would reply to the last request in ``outbox`` (a
+        decision announced again comes first, with its follow-ups)."""
+        record = outbox.to(self.topics.requests(authority))[-1]
         adapter = envelope_of(authority, self.topics, self.keys_dir)
         request = AuthorityRequest.model_validate_json(
             adapter.open(record.value, topic=self.topics.requests(authority)).payload
@@ -161,9 +167,11 @@ def test_a_redelivered_answer_does_not_decide_twice(hub: Hub) -> None:
     assert hub.status_kinds(again) == [StatusKind.LATE_ANSWER_IGNORED]
 
 
-def test_a_redelivered_declaration_is_ignored_and_recorded(hub: Hub) -> None:
+def test_a_copy_of_a_known_version_is_ignored_and_recorded(hub: Hub) -> None:
+    """A copy at another position; the same record read again is a redelivery
+    (tests/unit/test_versions_and_recovery.py)."""
     hub.intake.handle(declaration_xml(), SOURCE)
-    again = hub.intake.handle(declaration_xml(), SOURCE)
+    again = hub.intake.handle(declaration_xml(), SourcePosition("gun.declarations", 0, 1))
     assert again.to(hub.topics.requests("dgal")) == []
     assert hub.status_kinds(again) == [StatusKind.IGNORED_STALE_VERSION]
 

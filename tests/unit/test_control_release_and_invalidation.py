@@ -1,0 +1,90 @@
+"""Issue 10, defect 12: quantities after a control and after an invalidation.
+
+Contract section 4: RELEASED_AFTER_CONTROL writes off what the control kept reserved,
+then RELEASE; INVALIDATED gives the written-off quantities back, then CANCELLED; a
+reservation kept for a control with no result after a configurable period is reported.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from gun_hub.dead_letter import SourcePosition
+from gun_hub.model.declaration import Stage
+from gun_hub.model.exchange import Operation
+from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.routing import RoutingTable
+from gun_hub.status_events import StatusKind
+from tests.builders import declaration_xml
+from tests.unit.test_pipeline import Hub
+from tests.unit.test_versions_and_recovery import REF, at, requests
+
+
+@pytest.fixture
+def hub(routing_table: RoutingTable, keys_dir: object) -> Hub:
+    return Hub(routing_table, keys_dir)  # type: ignore[arg-type]
+
+
+def held_for_control(hub: Hub) -> None:
+    """Version 1 lodged; DGAL stays silent, so the deadline gives a documentary control."""
+    hub.intake.handle(declaration_xml(version=1), at(0))
+    hub.now += timedelta(seconds=31)
+    ticked = hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 0))
+    assert hub.decisions(ticked) == [(REF, 1, Outcome.CONTROL_DOCUMENTARY)]
+    assert requests(hub, ticked) == []  # a control keeps its reservations
+
+
+def test_released_after_control_writes_off_what_the_control_kept_then_releases(hub: Hub) -> None:
+    held_for_control(hub)
+    after = hub.intake.handle(declaration_xml(version=2, stage=Stage.RELEASED_AFTER_CONTROL), at(1))
+    [write_off] = requests(hub, after)
+    assert (write_off.operation, write_off.version) == (Operation.WRITE_OFF, 2)
+    decided = hub.answer(after, "dgal", Verdict.VALID)
+    assert hub.decisions(decided) == [(REF, 2, Outcome.RELEASE)]
+    assert requests(hub, decided) == []  # the write-off was the case's own request
+
+
+def test_released_after_control_releases_even_when_the_partner_cannot_confirm(hub: Hub) -> None:
+    """The office already released the goods: the decision records it, the adapter
+    replays the write-off when the partner is back."""
+    held_for_control(hub)
+    after = hub.intake.handle(declaration_xml(version=2, stage=Stage.RELEASED_AFTER_CONTROL), at(1))
+    [decision] = hub.decision_objects(hub.answer(after, "dgal", Verdict.UNAVAILABLE))
+    assert decision.outcome is Outcome.RELEASE
+    assert decision.documents[0].verdict is Verdict.UNAVAILABLE
+
+
+def test_an_invalidated_declaration_gives_its_write_offs_back_then_is_cancelled(hub: Hub) -> None:
+    first = hub.intake.handle(declaration_xml(version=1), at(0))
+    released = hub.answer(first, "dgal", Verdict.VALID)
+    assert [r.operation for r in requests(hub, released)] == [Operation.WRITE_OFF]
+    invalidated = hub.intake.handle(declaration_xml(version=2, stage=Stage.INVALIDATED), at(1))
+    [give_back] = requests(hub, invalidated)
+    assert (give_back.operation, give_back.version) == (Operation.GIVE_BACK, 2)
+    decided = hub.answer(invalidated, "dgal", Verdict.VALID)
+    assert hub.decisions(decided) == [(REF, 2, Outcome.CANCELLED)]
+    assert requests(hub, decided) == []
+
+
+def test_a_control_with_no_result_after_the_period_is_reported_once(hub: Hub) -> None:
+    held_for_control(hub)
+    hub.now += timedelta(seconds=hub.control_report_after_s - 1)
+    early = hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 1))
+    assert StatusKind.CONTROL_RESULT_OVERDUE not in hub.status_kinds(early)
+    hub.now += timedelta(seconds=2)
+    late = hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 2))
+    assert hub.status_kinds(late) == [StatusKind.CONTROL_RESULT_OVERDUE]
+    assert REF.encode() not in hub.open_cases  # reported once, not every sweep
+    again = hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 3))
+    assert hub.status_kinds(again) == []
+
+
+def test_a_control_that_ends_is_not_reported(hub: Hub) -> None:
+    held_for_control(hub)
+    hub.intake.handle(declaration_xml(version=2, stage=Stage.CANCELLED), at(1))
+    assert REF.encode() in hub.open_cases  # the cancellation's own deadline
+    hub.now += timedelta(seconds=hub.control_report_after_s + 1)
+    late = hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 2))
+    assert StatusKind.CONTROL_RESULT_OVERDUE not in hub.status_kinds(late)

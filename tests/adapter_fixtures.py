@@ -5,10 +5,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
 
 from adapters.base import load_adapter
 from adapters.base.runner import AdapterRunner
 from gun_hub.envelope import Envelope
+from gun_hub.model.declaration import Direction, Stage
+from gun_hub.model.exchange import (
+    AuthorityRequest,
+    Operation,
+    RequestedDocument,
+    RequestedItem,
+    request_id_for,
+)
 from gun_hub.settings import Settings
 from gun_hub.topics import TopicRegistry
 
@@ -28,3 +38,44 @@ async def running_adapter(
     finally:
         runner.stop()
         await asyncio.wait_for(task, 30)
+
+
+def partner_request(
+    operation: Operation,
+    *,
+    reference: str = "26FR000690I0000401",
+    version: int = 1,
+    document: str = "CHEDP.FR.2026.0001234",
+    quantity: str | None = "300",
+    authority: str = "dgal",
+) -> AuthorityRequest:
+    """A request of the hub to ``authority`` quoting one line of one N853 document
+    (``quantity`` None: a follow-up that quotes the document only, as the hub sends)."""
+    return AuthorityRequest(
+        request_id=request_id_for(reference, version, authority, operation),
+        authority=authority,
+        operation=operation,
+        reference=reference,
+        version=version,
+        stage=Stage.LODGED,
+        direction=Direction.IMPORT,
+        procedure="4000",
+        declarant_eori="FR12345678901234",
+        country_of_destination="FR",
+        items=(
+            RequestedItem(
+                number=1,
+                commodity_code="0302130000",
+                documents=(
+                    RequestedDocument(
+                        code="N853",
+                        reference=document,
+                        line=1 if quantity else None,
+                        quantity=Decimal(quantity) if quantity else None,
+                        unit="KGM" if quantity else None,
+                    ),
+                ),
+            ),
+        ),
+        sent_at=datetime.now(UTC),
+    )

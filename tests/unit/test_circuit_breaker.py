@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
-from adapters.base.resilience import CircuitBreaker, CircuitState
+import asyncio
+import random
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from adapters.base.certex import CertexHttpPartner
+from adapters.base.resilience import (
+    RETRY_BACKOFF_BASE_S,
+    RETRY_BACKOFF_CAP_S,
+    Backoff,
+    CircuitBreaker,
+    CircuitState,
+)
+from gun_hub.model.exchange import Operation
+from gun_hub.model.verdicts import Verdict
+from gun_hub.processes import free_port
+from gun_hub.settings import AdapterSettings
+from tests.adapter_fixtures import partner_request
+from tests.partner_fixtures import running_partner
 
 
 class Clock:
@@ -46,3 +68,102 @@ def test_after_the_pause_one_trial_goes_through_and_decides() -> None:
     breaker.record_success()
     assert breaker.state is CircuitState.CLOSED
     assert breaker.allow()
+
+
+# -- defect 13: a cancelled trial, and backoff that is more than nominal ----------------------
+
+
+def test_a_trial_that_ends_without_a_verdict_gives_its_slot_back() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=5, clock=clock)
+    breaker.record_failure()
+    clock.now += 5
+    assert breaker.allow()
+    breaker.release()  # the trial call was cancelled: neither a success nor a failure
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.allow()  # another call may try at once
+    breaker.record_success()
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_a_trial_slot_lost_by_a_caller_is_taken_back_after_the_trial_deadline() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=5, trial_timeout_s=10, clock=clock)
+    breaker.record_failure()
+    clock.now += 5
+    assert breaker.allow()
+    clock.now += 9
+    assert not breaker.allow()
+    clock.now += 1
+    assert breaker.allow()  # the first trial never reported: it is presumed dead
+
+
+async def test_a_partner_call_cancelled_during_the_trial_does_not_stick_the_circuit_open() -> None:
+    hanging = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        hanging.set()
+        await asyncio.sleep(30)
+        return web.json_response({"result": "ACCEPTED"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    partner = CertexHttpPartner(
+        AdapterSettings(
+            partner_url=f"http://127.0.0.1:{port}",
+            partner_timeout_s=10,
+            retry_attempts=1,
+            circuit_failure_threshold=1,
+            circuit_reset_s=0.05,
+        )
+    )
+    try:
+        partner.circuit.record_failure()  # opened by an earlier failure
+        await asyncio.sleep(0.06)
+        assert partner.circuit.state is CircuitState.HALF_OPEN
+        trial = asyncio.create_task(partner.answer(partner_request(Operation.RESERVE)))
+        await asyncio.wait_for(hanging.wait(), 5)
+        trial.cancel()  # e.g. the adapter stops, or an outer deadline
+        with pytest.raises(asyncio.CancelledError):
+            await trial
+        assert partner.circuit.allow(), "the cancelled trial kept the only trial slot"
+    finally:
+        await partner.close()
+        await runner.cleanup()
+
+
+def test_retry_delays_grow_exponentially_with_full_jitter_up_to_a_cap() -> None:
+    highest = Backoff(base_s=0.25, cap_s=4, draw=lambda low, high: high)
+    assert [highest.delay(attempt) for attempt in range(1, 8)] == [0.25, 0.5, 1, 2, 4, 4, 4]
+    lowest = Backoff(base_s=0.25, cap_s=4, draw=lambda low, high: low)
+    assert {lowest.delay(attempt) for attempt in range(1, 8)} == {0}
+    jittered = Backoff(base_s=0.25, cap_s=4, draw=random.Random(7).uniform)
+    delays = [jittered.delay(3) for _ in range(200)]
+    assert all(0 <= d <= 1 for d in delays)
+    assert len(set(delays)) == 200  # full jitter: retries of many callers spread out
+
+
+def test_the_default_backoff_is_more_than_nominal() -> None:
+    assert RETRY_BACKOFF_BASE_S >= 0.2
+    assert RETRY_BACKOFF_CAP_S >= 10 * RETRY_BACKOFF_BASE_S
+
+
+async def test_the_partner_client_waits_between_attempts(samples: Path, tmp_path: Path) -> None:
+    async with running_partner(
+        samples / "partners" / "dgal-documents.json", tmp_path / "l.db"
+    ) as running:
+        async with aiohttp.ClientSession() as http:
+            await http.put(f"{running.url}/admin/faults", json={"fail_next": 2})
+        partner = CertexHttpPartner(AdapterSettings(partner_url=running.url, retry_attempts=3))
+        partner.backoff = Backoff(base_s=0.25, cap_s=4, draw=lambda low, high: high)
+        began = time.monotonic()
+        try:
+            [answer] = await partner.answer(partner_request(Operation.RESERVE))
+        finally:
+            await partner.close()
+    assert answer.verdict is Verdict.VALID
+    assert time.monotonic() - began >= 0.75  # 0.25 s, then 0.5 s

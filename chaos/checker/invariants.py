@@ -1,0 +1,678 @@
+"""The invariants, as pure functions of what was submitted and what was observed.
+
+Input: the manifest (every declaration version produced, in production order), the
+partner documents that were loaded, the orchestrator's events (faults, process exits,
+the held-back clearance reader's result) and the :class:`Observations`. Output: one
+:class:`Row` per invariant and the run's figures. Nothing here knows the hub's code: the
+rules are the contract's (``architecture.md`` section 4).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from chaos.checker.model import (
+    ADVICE,
+    CANCELLED,
+    CONTROL_DOCUMENTARY,
+    CONTROLS,
+    DEGRADED,
+    EXEMPT,
+    EXEMPTION,
+    INVALIDATED,
+    LODGED,
+    NO_ROUTE,
+    PRELODGED,
+    REFUSALS,
+    REFUSE,
+    RELEASE,
+    RELEASED_AFTER_CONTROL,
+    ROUTED,
+    UNAVAILABLE,
+    UNROUTED,
+    VALID,
+    AnswerSeen,
+    DecisionSeen,
+    Event,
+    Observations,
+    Submission,
+)
+
+Key = tuple[str, int]  # (reference, version)
+LineKey = tuple[str, str, int]  # (authority, document, line)
+_ZERO = Decimal(0)
+_DEADLINE_AUTHORITIES = re.compile(r"no answer from (.+?) within")
+RISK_PREFIXES = ("RISK.", "SAMPLING.")
+# How far before a deadline decision an answer must have been in the log to count as
+# "beaten by the deadline" (clock resolution of the two timestamps).
+DEADLINE_MARGIN_S = 1.0
+MAX_DETAIL = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the table: an invariant (``ok`` True/False) or a figure (None)."""
+
+    name: str
+    ok: bool | None
+    measured: str
+    detail: tuple[str, ...] = ()
+
+
+@dataclass
+class CheckReport:
+    rows: list[Row] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(row.ok is not False for row in self.rows)
+
+    @property
+    def failed(self) -> list[Row]:
+        return [row for row in self.rows if row.ok is False]
+
+
+def _sample(items: Iterable[str], limit: int = MAX_DETAIL) -> tuple[str, ...]:
+    listed = list(items)
+    if len(listed) > limit:
+        return (*listed[:limit], f"... and {len(listed) - limit} more")
+    return tuple(listed)
+
+
+# -- what was submitted ---------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """The manifest, classified: which versions count, which are stale."""
+
+    submissions: list[Submission]
+    live: dict[Key, Submission] = field(default_factory=dict)  # non-stale, first sending
+    stale: dict[Key, Submission] = field(default_factory=dict)  # only ever sent stale
+    by_reference: dict[str, list[Submission]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, submissions: Sequence[Submission]) -> Plan:
+        plan = cls(sorted(submissions, key=lambda s: s.seq))
+        highest: dict[str, int] = {}
+        stale_keys: dict[Key, Submission] = {}
+        for sub in plan.submissions:
+            key = (sub.reference, sub.version)
+            if sub.version <= highest.get(sub.reference, -1):
+                stale_keys.setdefault(key, sub)
+            else:
+                plan.live[key] = sub
+                plan.by_reference.setdefault(sub.reference, []).append(sub)
+            highest[sub.reference] = max(highest.get(sub.reference, -1), sub.version)
+        plan.stale = {k: s for k, s in stale_keys.items() if k not in plan.live}
+        return plan
+
+
+def quantities(sub: Submission) -> dict[LineKey, Decimal]:
+    """What ``sub`` claims per partner document line (goods items summed)."""
+    claimed: dict[LineKey, Decimal] = defaultdict(Decimal)
+    if sub.unreadable or sub.oversized:
+        return {}
+    for doc in sub.documents:
+        if doc.kind == ROUTED and doc.authority and doc.line is not None and doc.quantity:
+            claimed[(doc.authority, doc.reference, doc.line)] += Decimal(doc.quantity)
+    return dict(claimed)
+
+
+# -- decisions against the rules ----------------------------------------------------------
+
+
+def deadline_authorities(decision: DecisionSeen) -> set[str]:
+    named: set[str] = set()
+    for code, text in decision.reasons:
+        if code == "DEADLINE":
+            match = _DEADLINE_AUTHORITIES.search(text)
+            if match:
+                named |= {a.strip() for a in match.group(1).split(",")}
+    return named
+
+
+def has_risk_reason(decision: DecisionSeen) -> bool:
+    return any(code.startswith(RISK_PREFIXES) for code in decision.reason_codes())
+
+
+def rule_outcome(stage: str, verdicts: Iterable[str]) -> str:
+    """Contract section 4, before risk targeting."""
+    if stage == PRELODGED:
+        return ADVICE
+    if stage in (CANCELLED, INVALIDATED):
+        return CANCELLED
+    if stage == RELEASED_AFTER_CONTROL:
+        return RELEASE
+    listed = list(verdicts)
+    if any(v in REFUSALS for v in listed):
+        return REFUSE
+    if any(v in DEGRADED for v in listed):
+        return CONTROL_DOCUMENTARY
+    return RELEASE
+
+
+@dataclass
+class Judgement:
+    problems: list[str] = field(default_factory=list)
+    beaten_by_deadline: list[str] = field(default_factory=list)
+
+
+class AnswerIndex:
+    def __init__(self, answers: Iterable[AnswerSeen]) -> None:
+        self._by: dict[tuple[str, int, str], list[AnswerSeen]] = defaultdict(list)
+        for answer in answers:
+            self._by[(answer.reference, answer.version, answer.authority)].append(answer)
+
+    def of(
+        self, reference: str, version: int, authority: str, operations: set[str]
+    ) -> list[AnswerSeen]:
+        found = self._by.get((reference, version, authority), [])
+        return [a for a in found if a.operation in operations]
+
+
+def judge(sub: Submission, decision: DecisionSeen, answers: AnswerIndex) -> Judgement:
+    """Does ``decision`` follow from the partner answers and the rules?"""
+    judgement = Judgement()
+    where = f"{sub.reference} v{sub.version}"
+    if sub.unreadable or sub.oversized:
+        if decision.outcome != REFUSE:
+            what = "unreadable" if sub.unreadable else "oversized"
+            judgement.problems.append(f"{where}: {what} version decided {decision.outcome}")
+        return judgement
+    if sub.stage not in (LODGED, PRELODGED):
+        expected = rule_outcome(sub.stage, ())
+        if decision.outcome != expected:
+            judgement.problems.append(
+                f"{where}: stage {sub.stage} decided {decision.outcome}, expected {expected}"
+                + _reason_hint(decision)
+            )
+        return judgement
+    quoted = {d.key: d for d in sub.documents}
+    results = {r.key: r for r in decision.documents}
+    if set(quoted) != set(results):
+        missing = len(set(quoted) - set(results))
+        extra = len(set(results) - set(quoted))
+        judgement.problems.append(
+            f"{where}: decision lists {len(results)} document results, {len(quoted)} quoted "
+            f"({missing} missing, {extra} unknown)"
+        )
+    silent = deadline_authorities(decision)
+    operations = {"RESERVE"} if sub.stage == LODGED else {"CHECK"}
+    for key, doc in quoted.items():
+        result = results.get(key)
+        if result is None:
+            continue
+        label = f"{where} item {key[0]} {key[1]} {key[2]}"
+        if doc.kind == EXEMPTION:
+            if result.verdict != EXEMPT:
+                judgement.problems.append(f"{label}: {result.verdict}, a Y code is EXEMPT")
+            continue
+        if doc.kind == NO_ROUTE:
+            if result.verdict != UNROUTED:
+                judgement.problems.append(f"{label}: {result.verdict}, unrouted code")
+            continue
+        said = answers.of(sub.reference, sub.version, doc.authority or "", operations)
+        verdicts = {v for a in said if (v := a.verdict_of(key)) is not None}
+        if result.verdict == UNAVAILABLE:
+            by_deadline = doc.authority in silent
+            if UNAVAILABLE not in verdicts and not by_deadline:
+                judgement.problems.append(
+                    f"{label}: UNAVAILABLE without a deadline reason or such an answer "
+                    f"(partner said {sorted(verdicts) or 'nothing'})"
+                )
+            if by_deadline:
+                early = [
+                    a
+                    for a in said
+                    if (v := a.verdict_of(key)) is not None
+                    and v != UNAVAILABLE
+                    and 0 < a.timestamp < decision.decided_at - DEADLINE_MARGIN_S
+                ]
+                if early:
+                    ahead = decision.decided_at - min(a.timestamp for a in early)
+                    judgement.beaten_by_deadline.append(
+                        f"{label}: {early[0].verdict_of(key)} answer was in the log "
+                        f"{ahead:.1f}s before the deadline decision"
+                    )
+        elif result.verdict not in verdicts:
+            judgement.problems.append(
+                f"{label}: {result.verdict}, partner said {sorted(verdicts) or 'nothing'}"
+            )
+    expected = rule_outcome(sub.stage, (r.verdict for r in decision.documents))
+    raised = expected == RELEASE and decision.outcome in CONTROLS and has_risk_reason(decision)
+    if decision.outcome != expected and not raised:
+        judgement.problems.append(
+            f"{where}: outcome {decision.outcome}, the verdicts call for {expected}"
+            + _reason_hint(decision)
+        )
+    return judgement
+
+
+def _reason_hint(decision: DecisionSeen) -> str:
+    codes = sorted(decision.reason_codes())
+    return f" (reasons: {', '.join(codes)})" if codes else ""
+
+
+# -- the partner ledgers ----------------------------------------------------------------
+
+
+@dataclass
+class Position:
+    """What one declaration should hold on one line: intervals [lo, hi]."""
+
+    reserved_lo: Decimal = _ZERO
+    reserved_hi: Decimal = _ZERO
+    written_lo: Decimal = _ZERO
+    written_hi: Decimal = _ZERO
+
+    def clear_reservation(self) -> None:
+        self.reserved_lo = self.reserved_hi = _ZERO
+
+
+class Lifecycle:
+    """Replays one declaration's versions to what its positions must be once quiet."""
+
+    def __init__(self) -> None:
+        self.positions: dict[LineKey, Position] = defaultdict(Position)
+        self.determined = True
+
+    def _clear_all_reservations(self) -> None:
+        for position in self.positions.values():
+            position.clear_reservation()
+
+    def apply(self, sub: Submission, decision: DecisionSeen | None) -> None:
+        claimed = quantities(sub)
+        if decision is None:
+            if sub.may_be_superseded:
+                for key, q in claimed.items():  # the next version restates these lines
+                    p = self.positions[key]
+                    p.reserved_lo, p.reserved_hi = _ZERO, max(p.reserved_hi, q)
+                return
+            self.determined = False  # a lost decision: anything between nothing and all
+            for key, q in claimed.items():
+                p = self.positions[key]
+                p.reserved_lo, p.reserved_hi = _ZERO, max(p.reserved_hi, q)
+                p.written_hi += q
+            return
+        if sub.unreadable or sub.oversized:
+            self._clear_all_reservations()  # refused: what earlier versions held is deleted
+            return
+        if sub.stage == PRELODGED:
+            return  # checks only, nothing reserved
+        if sub.stage == CANCELLED:
+            self._clear_all_reservations()
+            return
+        if sub.stage == INVALIDATED:
+            for position in self.positions.values():
+                position.clear_reservation()
+                position.written_lo = position.written_hi = _ZERO  # given back
+            return
+        if sub.stage == RELEASED_AFTER_CONTROL:
+            for position in self.positions.values():  # what the control kept is written off
+                position.written_lo += position.reserved_lo
+                position.written_hi += position.reserved_hi
+                position.clear_reservation()
+            return
+        # LODGED: what the partners answered decides.
+        for key, position in self.positions.items():
+            if key not in claimed:
+                position.clear_reservation()  # a document no longer quoted is deleted
+        if decision.outcome == RELEASE:
+            for key, q in claimed.items():
+                p = self.positions[key]
+                p.clear_reservation()
+                p.written_lo += q
+                p.written_hi += q
+        elif decision.outcome in CONTROLS:
+            verdict_of = {
+                (r.goods_item, r.code, r.reference): r.verdict for r in decision.documents
+            }
+            for doc in sub.documents:
+                if doc.kind != ROUTED or not doc.authority or doc.line is None:
+                    continue
+                key = (doc.authority, doc.reference, doc.line)
+                if key not in claimed:
+                    continue
+                p = self.positions[key]
+                if verdict_of.get(doc.key) == VALID:
+                    p.reserved_lo = p.reserved_hi = claimed[key]
+                else:  # not vouched for: a partner may or may not have taken it
+                    p.reserved_lo, p.reserved_hi = _ZERO, max(p.reserved_hi, claimed[key])
+        else:  # REFUSE (or anything else): every reservation is deleted
+            self._clear_all_reservations()
+
+
+@dataclass
+class LineCheck:
+    key: LineKey
+    authorised: Decimal
+    reserved: Decimal
+    written_off: Decimal
+    expected: Position
+
+    @property
+    def reserved_deviation(self) -> Decimal:
+        return _outside(self.reserved, self.expected.reserved_lo, self.expected.reserved_hi)
+
+    @property
+    def written_deviation(self) -> Decimal:
+        return _outside(self.written_off, self.expected.written_lo, self.expected.written_hi)
+
+    def describe(self) -> str:
+        e = self.expected
+        return (
+            f"{self.key[0]} {self.key[1]} line {self.key[2]}: reserved {self.reserved} "
+            f"(expected {_interval(e.reserved_lo, e.reserved_hi)}), written off "
+            f"{self.written_off} (expected {_interval(e.written_lo, e.written_hi)})"
+        )
+
+
+def _outside(actual: Decimal, lo: Decimal, hi: Decimal) -> Decimal:
+    if actual < lo:
+        return actual - lo
+    if actual > hi:
+        return actual - hi
+    return _ZERO
+
+
+def _interval(lo: Decimal, hi: Decimal) -> str:
+    return str(lo) if lo == hi else f"{lo}..{hi}"
+
+
+# -- the whole check ------------------------------------------------------------------
+
+
+def check(
+    submissions: Sequence[Submission],
+    observations: Observations,
+    events: Sequence[Event],
+    *,
+    required_faults: Sequence[str] = (),
+    elapsed_s: float | None = None,
+) -> CheckReport:
+    plan = Plan.of(submissions)
+    report = CheckReport()
+    rows = report.rows
+    decisions: dict[Key, list[DecisionSeen]] = defaultdict(list)
+    for decision in observations.decisions:
+        decisions[(decision.reference, decision.version)].append(decision)
+    answers = AnswerIndex(observations.answers)
+
+    # Faults.
+    faults = [e for e in events if e.kind == "fault"]
+    injected = Counter(e.name for e in faults if e.detail.get("ok", True))
+    missing_faults = [f for f in required_faults if injected[f] == 0]
+    failed_faults = [
+        f"{e.name}: {e.detail.get('error')}" for e in faults if not e.detail.get("ok", True)
+    ]
+    rows.append(
+        Row(
+            "fault schedule executed (each fault at least once)",
+            not missing_faults,
+            f"{sum(injected.values())} faults, {len(injected)} kinds",
+            _sample(
+                [f"never injected: {f}" for f in missing_faults]
+                + [f"failed to inject {f}" for f in failed_faults]
+                + [f"{name} x{n}" for name, n in sorted(injected.items())]
+            ),
+        )
+    )
+
+    # Exactly one decision per live version.
+    lost = [
+        sub
+        for key, sub in plan.live.items()
+        if not decisions.get(key) and not sub.may_be_superseded
+    ]
+    lost_by_client = Counter(sub.client for sub in lost)
+    sent_by_client = Counter(sub.client for sub in plan.live.values())
+    rows.append(
+        Row(
+            "every submitted version decided (none lost)",
+            not lost,
+            f"{len(lost)} lost of {len(plan.live)}",
+            _sample(
+                [
+                    f"{client}: {lost_by_client[client]} lost of {sent_by_client[client]} sent"
+                    for client in sorted(sent_by_client)
+                ]
+                + [
+                    f"lost: {s.reference} v{s.version} {s.stage} ({s.client}, {s.story}, "
+                    f"partition {s.partition})"
+                    for s in lost
+                ]
+            ),
+        )
+    )
+    superseded_undecided = [
+        s for key, s in plan.live.items() if s.may_be_superseded and not decisions.get(key)
+    ]
+    rows.append(
+        Row(
+            "versions superseded in flight, left undecided (allowed)",
+            None,
+            str(len(superseded_undecided)),
+        )
+    )
+    duplicates = {key: len(found) for key, found in decisions.items() if len(found) > 1}
+    rows.append(
+        Row(
+            "no duplicate decision",
+            not duplicates,
+            f"{len(duplicates)} versions decided more than once",
+            _sample(f"{ref} v{version}: {n} decisions" for (ref, version), n in duplicates.items()),
+        )
+    )
+    stale_decided = [key for key in plan.stale if decisions.get(key)]
+    rows.append(
+        Row(
+            "no decision for a stale version",
+            not stale_decided,
+            f"{len(stale_decided)} of {len(plan.stale)} stale versions decided",
+            _sample(f"{ref} v{version}" for ref, version in stale_decided),
+        )
+    )
+    known = {s.reference for s in plan.submissions}
+    unknown = sorted({d.reference for d in observations.decisions if d.reference not in known})
+    rows.append(
+        Row(
+            "decisions about references never submitted (info)",
+            None,
+            str(len(unknown)),
+            _sample(unknown),
+        )
+    )
+    unreadable_decisions = [u for u in observations.unreadable if u.topic.endswith(".decisions")]
+    rows.append(
+        Row(
+            "every decision opens and verifies (independent JOSE, jwcrypto)",
+            not unreadable_decisions,
+            f"{len(unreadable_decisions)} unreadable",
+            _sample(f"{u.partition}/{u.offset}: {u.reason}" for u in unreadable_decisions),
+        )
+    )
+    unreadable_answers = [u for u in observations.unreadable if not u.topic.endswith(".decisions")]
+    rows.append(
+        Row(
+            "answers the checker could not open (planted poison expected here)",
+            None,
+            str(len(unreadable_answers)),
+        )
+    )
+
+    # Outcomes.
+    problems: list[str] = []
+    beaten: list[str] = []
+    judged = 0
+    for key, found in decisions.items():
+        sub = plan.live.get(key)
+        if sub is None:
+            continue
+        for decision in found:
+            judged += 1
+            verdict = judge(sub, decision, answers)
+            problems += verdict.problems
+            beaten += verdict.beaten_by_deadline
+    rows.append(
+        Row(
+            "every outcome follows from the partner answers and the rules",
+            not problems,
+            f"{len(problems)} problems in {judged} decisions",
+            _sample(problems),
+        )
+    )
+    rows.append(
+        Row(
+            "no deadline decision while the answer was already in the log",
+            not beaten,
+            f"{len(beaten)} documents",
+            _sample(beaten),
+        )
+    )
+
+    # Ledgers.
+    expected: dict[LineKey, Position] = defaultdict(Position)
+    undetermined = 0
+    for subs in plan.by_reference.values():
+        life = Lifecycle()
+        for sub in subs:
+            first = decisions.get((sub.reference, sub.version))
+            life.apply(sub, first[0] if first else None)
+        undetermined += not life.determined
+        for line_key, position in life.positions.items():
+            total = expected[line_key]
+            total.reserved_lo += position.reserved_lo
+            total.reserved_hi += position.reserved_hi
+            total.written_lo += position.written_lo
+            total.written_hi += position.written_hi
+    lines = [
+        LineCheck(
+            (x.authority, x.document, x.line),
+            x.authorised,
+            x.reserved,
+            x.written_off,
+            expected.get((x.authority, x.document, x.line), Position()),
+        )
+        for x in observations.ledger
+    ]
+    reserved_off = [x for x in lines if x.reserved_deviation]
+    written_off = [x for x in lines if x.written_deviation]
+    leaked = sum((x.reserved_deviation for x in reserved_off if x.reserved_deviation > 0), _ZERO)
+    deviation = sum((abs(x.reserved_deviation) + abs(x.written_deviation) for x in lines), _ZERO)
+    rows.append(
+        Row(
+            "released quantities written off exactly once",
+            not written_off,
+            f"{len(written_off)} lines off, deviation "
+            f"{sum((abs(x.written_deviation) for x in written_off), _ZERO)}",
+            _sample(x.describe() for x in written_off),
+        )
+    )
+    rows.append(
+        Row(
+            "no reservation left held (refused, cancelled, superseded, unreadable)",
+            not reserved_off,
+            f"{len(reserved_off)} lines off, {leaked} held too much",
+            _sample(x.describe() for x in reserved_off),
+        )
+    )
+    over = [x for x in lines if x.reserved + x.written_off > x.authorised]
+    rows.append(
+        Row(
+            "no partner line over-committed",
+            not over,
+            f"{len(over)} of {len(lines)} lines",
+            _sample(x.describe() for x in over),
+        )
+    )
+    rows.append(
+        Row(
+            "ledger deviation (expected minus actual, all lines)",
+            deviation == 0,
+            str(deviation),
+            (f"{undetermined} declarations with a lost decision counted as uncertain",)
+            if undetermined
+            else (),
+        )
+    )
+
+    # Components.
+    exits = [e for e in events if e.kind == "process_exit" and not e.detail.get("expected")]
+    restarts = Counter(e.name for e in exits)
+    rows.append(
+        Row(
+            "nothing a party may write crashed a component",
+            not exits,
+            f"{len(exits)} unexpected exits",
+            _sample(
+                f"{name} exited {n} time(s) on its own (last code "
+                f"{[e for e in exits if e.name == name][-1].detail.get('code')})"
+                for name, n in restarts.items()
+            ),
+        )
+    )
+    readers = [e for e in events if e.kind == "clearance_reader"]
+    committed = len(observations.decisions) + len(unreadable_decisions)
+    if not readers:
+        rows.append(Row("held-back clearance reader acted on every decision", False, "not run"))
+    else:
+        result = readers[-1].detail
+        opened = int(result.get("opened", 0))
+        rejected = int(result.get("rejected", 0))
+        rows.append(
+            Row(
+                "held-back clearance reader acted on every decision",
+                rejected == 0 and opened >= committed,
+                f"{opened} opened, {rejected} rejected of {committed}, "
+                f"read {result.get('age', '?')} after",
+                _sample(f"{kind}: {n}" for kind, n in dict(result.get("kinds", {})).items()),
+            )
+        )
+    audit = observations.audit
+    rows.append(
+        Row(
+            "audit chain verifies (gun-hub audit verify)",
+            audit is not None and audit.exit_code == 0,
+            "not run" if audit is None else f"exit {audit.exit_code}",
+            tuple(audit.output.splitlines()[-4:]) if audit is not None else (),
+        )
+    )
+
+    report.figures = {
+        "declarations": len(plan.by_reference),
+        "versions_submitted": len(plan.submissions),
+        "versions_to_decide": len(plan.live),
+        "stale_versions": len(plan.stale),
+        "by_client": dict(sent_by_client),
+        "decisions": len(observations.decisions),
+        "outcomes": dict(Counter(d.outcome for d in observations.decisions)),
+        "lost": len(lost),
+        "lost_by_client": dict(lost_by_client),
+        "duplicates": len(duplicates),
+        "stale_decided": len(stale_decided),
+        "outcome_problems": len(problems),
+        "deadline_beat_answer": len(beaten),
+        "ledger_deviation": str(deviation),
+        "ledger_lines": len(lines),
+        "reservations_leaked": str(leaked),
+        "faults": dict(injected),
+        "unexpected_exits": len(exits),
+        "audit_exit": None if audit is None else audit.exit_code,
+        "time_s": elapsed_s,
+        "invariants_failed": [row.name for row in rows if row.ok is False],
+    }
+    return report
+
+
+def partner_document_references(
+    documents: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> dict[str, list[str]]:
+    """Authority -> references, from the partner documents files' contents."""
+    return {a: [str(d["reference"]) for d in docs] for a, docs in documents.items()}

@@ -1,0 +1,225 @@
+"""What the checker is given and what it observes, as plain data (no hub types).
+
+The orchestrator writes :class:`Submission` lines (``manifest.jsonl``) and
+:class:`Event` lines (``events.jsonl``); a :class:`~chaos.checker.sources.Source` supplies
+the :class:`Observations` (decisions, partner answers, ledgers, audit verdict).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+# Stages and outcomes of the contract (architecture.md sections 3 and 4), spelled here
+# again on purpose: the checker shares no code with the hub.
+LODGED = "LODGED"
+PRELODGED = "PRELODGED"
+CANCELLED = "CANCELLED"
+RELEASED_AFTER_CONTROL = "RELEASED_AFTER_CONTROL"
+INVALIDATED = "INVALIDATED"
+
+RELEASE = "RELEASE"
+CONTROL_DOCUMENTARY = "CONTROL_DOCUMENTARY"
+CONTROL_PHYSICAL = "CONTROL_PHYSICAL"
+REFUSE = "REFUSE"
+ADVICE = "ADVICE"
+CONTROLS = frozenset({CONTROL_DOCUMENTARY, CONTROL_PHYSICAL})
+
+VALID = "VALID"
+EXEMPT = "EXEMPT"
+UNAVAILABLE = "UNAVAILABLE"
+UNROUTED = "UNROUTED"
+REFUSALS = frozenset(
+    {"NOT_FOUND", "INVALID_STATUS", "ALREADY_USED", "QUANTITY_INSUFFICIENT", "MISMATCH"}
+)
+DEGRADED = frozenset({UNAVAILABLE, UNROUTED})
+
+# How a quoted document is handled: sent to an authority, a declared exemption (a "Y"
+# code), or a code no authority is configured for.
+ROUTED = "routed"
+EXEMPTION = "exempt"
+NO_ROUTE = "unrouted"
+
+
+@dataclass(frozen=True, slots=True)
+class QuotedDocument:
+    """One document quoted by one goods item of a submitted declaration version."""
+
+    goods_item: int
+    code: str
+    reference: str
+    kind: str = ROUTED
+    authority: str | None = None
+    line: int | None = None
+    quantity: str | None = None  # decimal string, as in the XML
+    unit: str | None = None
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        return (self.goods_item, self.code, self.reference)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One declaration version as the orchestrator produced it (one manifest line)."""
+
+    seq: int
+    reference: str
+    version: int
+    stage: str
+    client: str  # the producing client library: "aiokafka" or "confluent"
+    documents: tuple[QuotedDocument, ...] = ()
+    unreadable: bool = False  # deliberately malformed (Reference and Version readable)
+    oversized: bool = False  # above the intake limit (sent compressed)
+    large: bool = False  # >= 100 kB, valid
+    size: int = 0
+    # Sent right behind a previous version: a newer version may supersede this one
+    # before it is decided, so it may get no decision (never two).
+    may_be_superseded: bool = False
+    story: str = ""
+    submitted_at: float = 0.0
+    partition: int | None = None  # where the broker put it (from the delivery report)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> Submission:
+        data = json.loads(line)
+        data["documents"] = tuple(QuotedDocument(**d) for d in data.get("documents", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the orchestrator did or saw: a fault, a process exit, a reader's result."""
+
+    t: float  # seconds since the run started
+    kind: str  # fault | process_exit | process_start | clearance_reader | note
+    name: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_json(cls, line: str) -> Event:
+        return cls(**json.loads(line))
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentResultSeen:
+    goods_item: int
+    code: str
+    reference: str
+    authority: str | None
+    verdict: str
+    partner_code: str | None = None
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        return (self.goods_item, self.code, self.reference)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionSeen:
+    """One committed record of the decisions topic, opened and parsed by the checker."""
+
+    reference: str
+    version: int
+    outcome: str
+    decided_at: float  # epoch seconds
+    reasons: tuple[tuple[str, str], ...] = ()  # (code, text)
+    documents: tuple[DocumentResultSeen, ...] = ()
+    partition: int = 0
+    offset: int = 0
+
+    def reason_codes(self) -> set[str]:
+        return {code for code, _ in self.reasons}
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSeen:
+    """One adapter answer read from a responses topic and opened with the hub's key."""
+
+    reference: str
+    version: int
+    authority: str
+    operation: str
+    verdicts: tuple[tuple[int, str, str, str], ...]  # (goods_item, code, reference, verdict)
+    timestamp: float = 0.0  # record timestamp, epoch seconds
+    partition: int = 0
+    offset: int = 0
+
+    def verdict_of(self, key: tuple[int, str, str]) -> str | None:
+        for goods_item, code, reference, verdict in self.verdicts:
+            if (goods_item, code, reference) == key:
+                return verdict
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerLine:
+    """One line of one partner document as the partner's admin API shows it."""
+
+    authority: str
+    document: str
+    line: int
+    authorised: Decimal
+    reserved: Decimal
+    written_off: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class AuditResult:
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A record of an envelope topic the checker could not open, and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Observations:
+    """Everything read from the running (quiet) stack."""
+
+    decisions: list[DecisionSeen] = field(default_factory=list)
+    answers: list[AnswerSeen] = field(default_factory=list)
+    ledger: list[LedgerLine] = field(default_factory=list)
+    audit: AuditResult | None = None
+    unreadable: list[Unreadable] = field(default_factory=list)
+    # Records on the decisions topic that were not committed (aborted transactions) are
+    # invisible to read_committed: counted for information only.
+    notes: list[str] = field(default_factory=list)
+
+
+def read_jsonl(path: Path) -> Iterator[str]:
+    with path.open() as handle:
+        for line in handle:
+            if line.strip():
+                yield line
+
+
+def load_manifest(path: Path) -> list[Submission]:
+    return [Submission.from_json(line) for line in read_jsonl(path)]
+
+
+def load_events(path: Path) -> list[Event]:
+    return [Event.from_json(line) for line in read_jsonl(path)] if path.exists() else []
+
+
+def write_jsonl(path: Path, items: Iterable[Submission | Event]) -> None:
+    with path.open("w") as handle:
+        for item in items:
+            handle.write(item.to_json() + "\n")

@@ -1,0 +1,276 @@
+"""Where the checker's observations come from.
+
+:class:`LiveSource` reads a running stack through its public interfaces only: the Kafka
+topics (confluent-kafka, ``read_committed``), the partner simulators' documented admin API
+(HTTP), and ``gun-hub audit verify`` run as a separate process. :class:`MemorySource`
+holds synthetic observations, so the invariants can be tested without a broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from chaos.checker.codecs import PayloadError, parse_answer, parse_decision
+from chaos.checker.jose import EnvelopeError, EnvelopeOpener, KeyFolder
+from chaos.checker.model import (
+    AnswerSeen,
+    AuditResult,
+    DecisionSeen,
+    LedgerLine,
+    Observations,
+    Unreadable,
+)
+
+HUB = "hub"
+CLEARANCE = "clearance"
+
+
+class Source(Protocol):
+    """What the checker reads; each call reads the whole current state."""
+
+    def decisions(self) -> tuple[list[DecisionSeen], list[Unreadable]]: ...
+
+    def answers(self, authority: str) -> tuple[list[AnswerSeen], list[Unreadable]]: ...
+
+    def ledger(self, authority: str, documents: Iterable[str]) -> list[LedgerLine]: ...
+
+    def audit(self) -> AuditResult: ...
+
+
+def observe(source: Source, documents: Mapping[str, Iterable[str]]) -> Observations:
+    """Read everything: ``documents`` maps each authority to its partner documents."""
+    seen = Observations()
+    seen.decisions, unreadable = source.decisions()
+    seen.unreadable += unreadable
+    for authority, references in sorted(documents.items()):
+        answers, unreadable = source.answers(authority)
+        seen.answers += answers
+        seen.unreadable += unreadable
+        seen.ledger += source.ledger(authority, references)
+    seen.audit = source.audit()
+    return seen
+
+
+@dataclass
+class MemorySource:
+    """Synthetic observations (unit tests of the checker, planted faults)."""
+
+    decided: list[DecisionSeen] = field(default_factory=list)
+    answered: list[AnswerSeen] = field(default_factory=list)
+    lines: list[LedgerLine] = field(default_factory=list)
+    audit_result: AuditResult = field(default_factory=lambda: AuditResult(0, "audit trail intact"))
+
+    def decisions(self) -> tuple[list[DecisionSeen], list[Unreadable]]:
+        return list(self.decided), []
+
+    def answers(self, authority: str) -> tuple[list[AnswerSeen], list[Unreadable]]:
+        return [a for a in self.answered if a.authority == authority], []
+
+    def ledger(self, authority: str, documents: Iterable[str]) -> list[LedgerLine]:
+        wanted = set(documents)
+        return [x for x in self.lines if x.authority == authority and x.document in wanted]
+
+    def audit(self) -> AuditResult:
+        return self.audit_result
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp: float
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, timeout_s: float = 120.0, idle_s: float = 3.0
+) -> list[RawRecord]:
+    """Every committed record of ``topic``, from the beginning to the end of each partition.
+
+    Bounded: gives up after ``timeout_s`` (a transaction left open would hold the
+    ``read_committed`` end back), returning what it has.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"chaos-checker-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "receive.message.max.bytes": 100 * 1024 * 1024,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+        }
+    )
+    records: list[RawRecord] = []
+    try:
+        metadata = consumer.list_topics(topic, timeout=30)
+        partitions = sorted(metadata.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        last_activity = time.monotonic()
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                if len(at_end) == len(partitions) and time.monotonic() - last_activity > idle_s:
+                    break
+                continue
+            last_activity = time.monotonic()
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(message.partition())
+                    continue
+                raise RuntimeError(f"reading {topic}: {error}")
+            at_end.discard(message.partition())
+            _, stamp = message.timestamp()
+            records.append(
+                RawRecord(
+                    topic,
+                    message.partition(),
+                    message.offset(),
+                    message.key(),
+                    message.value() or b"",
+                    stamp / 1000.0 if stamp and stamp > 0 else 0.0,
+                )
+            )
+    finally:
+        consumer.close()
+    return records
+
+
+class LiveSource:
+    """A running stack: topics under ``prefix`` on ``bootstrap``, partners over HTTP."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        prefix: str,
+        keys_dir: Path,
+        partner_urls: Mapping[str, str],
+        audit_env: Mapping[str, str] | None = None,
+        read_timeout_s: float = 180.0,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._prefix = prefix
+        self._keys = KeyFolder(keys_dir)
+        self._keys_dir = keys_dir
+        self._partner_urls = dict(partner_urls)
+        self._audit_env = dict(audit_env or {})
+        self._read_timeout_s = read_timeout_s
+
+    def decisions(self) -> tuple[list[DecisionSeen], list[Unreadable]]:
+        topic = f"{self._prefix}.decisions"
+        opener = EnvelopeOpener(self._keys, sender=HUB, recipient=CLEARANCE, topic=topic)
+        decided: list[DecisionSeen] = []
+        unreadable: list[Unreadable] = []
+        for record in read_topic(self._bootstrap, topic, timeout_s=self._read_timeout_s):
+            try:
+                opened = opener.open(record.value)
+                decided.append(
+                    parse_decision(opened.payload, partition=record.partition, offset=record.offset)
+                )
+            except (EnvelopeError, PayloadError) as err:
+                unreadable.append(Unreadable(topic, record.partition, record.offset, str(err)))
+        return decided, unreadable
+
+    def answers(self, authority: str) -> tuple[list[AnswerSeen], list[Unreadable]]:
+        topic = f"{self._prefix}.responses.{authority}"
+        opener = EnvelopeOpener(self._keys, sender=authority, recipient=HUB, topic=topic)
+        answered: list[AnswerSeen] = []
+        unreadable: list[Unreadable] = []
+        for record in read_topic(self._bootstrap, topic, timeout_s=self._read_timeout_s):
+            try:
+                opened = opener.open(record.value)
+                answered.append(
+                    parse_answer(
+                        opened.payload,
+                        timestamp=record.timestamp,
+                        partition=record.partition,
+                        offset=record.offset,
+                    )
+                )
+            except (EnvelopeError, PayloadError) as err:
+                # Poisoned records planted by the chaos run land here too: not the hub's.
+                unreadable.append(Unreadable(topic, record.partition, record.offset, str(err)))
+        return answered, unreadable
+
+    def ledger(self, authority: str, documents: Iterable[str]) -> list[LedgerLine]:
+        base = self._partner_urls[authority].rstrip("/")
+        lines: list[LedgerLine] = []
+        for reference in documents:
+            view = _get_json(f"{base}/admin/documents/{quote(reference, safe='')}")
+            if view is None:
+                continue  # the partner does not know it (a NOT_FOUND document on purpose)
+            for balance in view.get("balances", []):
+                lines.append(
+                    LedgerLine(
+                        authority=authority,
+                        document=reference,
+                        line=int(balance["line"]),
+                        authorised=Decimal(str(balance["authorised"])),
+                        reserved=Decimal(str(balance["reserved"])),
+                        written_off=Decimal(str(balance["written_off"])),
+                    )
+                )
+        return lines
+
+    def audit(self) -> AuditResult:
+        """``gun-hub audit verify`` as its own process (its exit code is the verdict)."""
+        env = {
+            **os.environ,
+            **self._audit_env,
+            "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": self._bootstrap,
+            "GUN_HUB_KAFKA__TOPIC_PREFIX": self._prefix,
+            "GUN_HUB_SECURITY__KEYS_DIR": str(self._keys_dir),
+            "GUN_HUB_LOG_FORMAT": "text",
+        }
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "gun_hub", "audit", "verify"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return AuditResult(-1, "gun-hub audit verify did not finish within 300 s")
+        output = (done.stdout + done.stderr).strip()
+        return AuditResult(done.returncode, "\n".join(output.splitlines()[-12:]))
+
+
+def _get_json(url: str, attempts: int = 5) -> dict[str, Any] | None:
+    last: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+                data: dict[str, Any] = json.loads(response.read())
+                return data
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return None
+            last = err
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+            last = err
+        time.sleep(0.5 * (attempt + 1))
+    raise RuntimeError(f"partner admin API unreachable at {url}: {last}")

@@ -206,7 +206,8 @@ def test_the_checker_opens_envelopes_with_jwcrypto_and_refuses_the_wrong_sender(
     """The hub seals with joserfc; the checker opens with jwcrypto from the key files."""
     from gun_hub.envelope import ContentType
     from gun_hub.security.keystore import KeystoreFolder
-    from tests.conftest import envelope_of, topic_registry
+    from gun_hub.topics import topic_registry
+    from tests.conftest import envelope_of
 
     KeystoreFolder(tmp_path).init(["hub", "clearance", "dgal"])
     topics = topic_registry("chaos", ["dgal"])

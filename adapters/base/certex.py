@@ -3,13 +3,17 @@
 One call per quoted document (a declaration's position on a document is restated as a
 whole, summing its goods items), mapped to the hub's verdicts. Partner failures become
 UNAVAILABLE, never a pass; an answer the adapter does not understand is a failure too.
+
+Every call carries the declaration version (``declaration_version`` in its JSON body)
+and the request's idempotency key (``Idempotency-Key`` header; the partner scopes it to
+the document of the URL): a retried or replayed call is applied once, and an operation
+older than the newest version the partner has seen is refused ``STALE_VERSION``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +21,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from adapters.base.resilience import CircuitBreaker
+from adapters.base.resilience import Backoff, CircuitBreaker
 from gun_hub.model.exchange import (
     AuthorityRequest,
     DocumentAnswer,
@@ -62,6 +66,28 @@ CLEARANCE_VERDICTS: dict[Operation, dict[str, Verdict]] = {
         "04": Verdict.VALID,
         "05": Verdict.MISMATCH,
     },
+    # Give a write-off back (invalidated after release). 03 (given back already) is what a
+    # redelivery finds; 02 (no write-off) and 05 (never written off, still reserved) mean
+    # the partner's ledger disagrees with the hub: operations must look.
+    Operation.GIVE_BACK: {
+        "01": Verdict.VALID,
+        "02": Verdict.MISMATCH,
+        "03": Verdict.VALID,
+        "04": Verdict.VALID,
+        "05": Verdict.MISMATCH,
+    },
+}
+# Refusals of the hub's contract rather than CERTEX's, for any operation. STALE_VERSION:
+# the partner has seen a newer version of the declaration on this document, so this
+# operation is superseded and changed nothing; a refusal, never a pass.
+STALE_VERSION = "STALE_VERSION"
+CONTRACT_REFUSALS: dict[str, Verdict] = {STALE_VERSION: Verdict.MISMATCH}
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Operations that change the partner's ledger without a body of their own.
+_CLEARANCE_PATHS = {
+    Operation.WRITE_OFF: ("POST", "/write-off"),
+    Operation.DELETE: ("DELETE", ""),
+    Operation.GIVE_BACK: ("POST", "/give-back"),
 }
 
 
@@ -83,10 +109,12 @@ class CertexHttpPartner:
         self._timeout = aiohttp.ClientTimeout(total=settings.partner_timeout_s)
         self._attempts = settings.retry_attempts
         self._session: aiohttp.ClientSession | None = None
-        self._random = random.Random()  # noqa: S311 - retry jitter, not cryptography
+        self.backoff = Backoff()
         self.circuit = CircuitBreaker(
             failure_threshold=settings.circuit_failure_threshold,
             reset_after_s=settings.circuit_reset_s,
+            # A trial outlives one call's deadline only if its caller was lost.
+            trial_timeout_s=2 * settings.partner_timeout_s + 1,
         )
 
     @property
@@ -144,12 +172,12 @@ class CertexHttpPartner:
         # References may hold "/" (the contract allows it): each is one path segment.
         url = f"{self._base}/api/v1/documents/{quote(document.reference, safe='')}"
         declaration = quote(request.reference, safe="")
-        if request.operation is Operation.WRITE_OFF:
-            method, url, body = "POST", f"{url}/reservations/{declaration}/write-off", None
-        elif request.operation is Operation.DELETE:
-            method, url, body = "DELETE", f"{url}/reservations/{declaration}", None
+        body: dict[str, Any] = {"declaration_version": request.version}
+        if request.operation in _CLEARANCE_PATHS:
+            method, suffix = _CLEARANCE_PATHS[request.operation]
+            url = f"{url}/reservations/{declaration}{suffix}"
         else:
-            body = {
+            body |= {
                 "document_type": document.code,
                 "declarant_eori": request.declarant_eori,
                 "country_of_destination": request.country_of_destination,
@@ -170,25 +198,28 @@ class CertexHttpPartner:
                 method, url = "POST", f"{url}/checks/{declaration}"
             else:
                 method, url = "PUT", f"{url}/reservations/{declaration}"
-        status, payload = await self._call(method, url, body)
+        headers = {IDEMPOTENCY_HEADER: request.idempotency_key}
+        status, payload = await self._call(method, url, body, headers)
         return _map_answer(request.operation, status, payload)
 
     async def _call(
-        self, method: str, url: str, body: dict[str, Any] | None
+        self, method: str, url: str, body: dict[str, Any], headers: dict[str, str]
     ) -> tuple[int, dict[str, Any]]:
         """One idempotent call, retried with exponential backoff and full jitter.
 
-        Every operation here is safe to repeat: checks read, reservations restate the
-        whole position, write-offs and deletions answer "already done" the second time.
+        Every attempt carries the same idempotency key, so the partner applies the call
+        once even when an earlier attempt went through and only its answer was lost.
         """
         last_error = "no attempt made"
         for attempt in range(self._attempts):
             if attempt:
-                await asyncio.sleep(self._random.uniform(0, 0.05 * 2**attempt))
+                await asyncio.sleep(self.backoff.delay(attempt))
             if not self.circuit.allow():
                 raise PartnerUnavailable(f"circuit open: partner failing ({last_error})")
             try:
-                async with self._client().request(method, url, json=body) as response:
+                async with self._client().request(
+                    method, url, json=body, headers=headers
+                ) as response:
                     if response.status >= 500:
                         last_error = f"partner answered HTTP {response.status}"
                         self.circuit.record_failure()
@@ -201,6 +232,11 @@ class CertexHttpPartner:
             except ValueError:
                 self.circuit.record_failure()
                 raise PartnerUnavailable("partner answer is not JSON") from None
+            except BaseException:
+                # Cancelled (the adapter stops, an outer deadline) or a bug: no verdict on
+                # the partner, but the call must not keep the circuit's trial slot.
+                self.circuit.release()
+                raise
             if not isinstance(payload, dict):
                 self.circuit.record_failure()
                 raise PartnerUnavailable("partner answer is not a JSON object")
@@ -219,6 +255,9 @@ def _map_answer(
         return Verdict.NOT_FOUND, None, "unknown to the partner system"
     if status != 200:
         raise PartnerUnavailable(f"partner answered HTTP {status}")
+    if result == "REFUSED" and payload.get("code") in CONTRACT_REFUSALS:
+        code = str(payload["code"])
+        return CONTRACT_REFUSALS[code], code, detail
     if operation in CLEARANCE_VERDICTS:
         code = str(payload.get("code"))
         verdict = CLEARANCE_VERDICTS[operation].get(code)

@@ -1,16 +1,29 @@
-"""Circuit breaker: stop calling a partner that is down, try again after a pause.
+"""Circuit breaker and retry backoff: stop calling a partner that is down, try again after
+a pause, and space retries so they do not add to a partner's congestion.
 
 Closed: calls go through; ``failure_threshold`` consecutive failures open it. Open: calls
 fail at once (the adapter answers UNAVAILABLE promptly instead of holding its queue while
 every request times out). After ``reset_after_s`` it lets one trial call through
-(half-open): success closes it, failure opens it again.
+(half-open): success closes it, failure opens it again. A trial that ends with neither
+(cancelled: the adapter stops, an outer deadline) gives its slot back with
+:meth:`CircuitBreaker.release`; a slot whose caller never reports is taken back after
+``trial_timeout_s``, so the circuit can never stick open.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from enum import StrEnum
+
+RETRY_BACKOFF_BASE_S = 0.25
+"""Upper bound of the first retry's delay; each further retry doubles it (full jitter)."""
+RETRY_BACKOFF_CAP_S = 4.0
+"""No retry waits longer than this. With the default 5 s deadline and 3 attempts, one
+request takes at most about 16 s, well inside the hub's 30 s answer deadline."""
+TRIAL_TIMEOUT_S = 30.0
+"""A half-open trial that has not reported after this long is presumed lost."""
 
 
 class CircuitState(StrEnum):
@@ -25,14 +38,16 @@ class CircuitBreaker:
         *,
         failure_threshold: int = 5,
         reset_after_s: float = 5.0,
+        trial_timeout_s: float = TRIAL_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._threshold = failure_threshold
         self._reset_after_s = reset_after_s
+        self._trial_timeout_s = trial_timeout_s
         self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
-        self._trial_in_flight = False
+        self._trial_started_at: float | None = None
 
     @property
     def state(self) -> CircuitState:
@@ -43,22 +58,55 @@ class CircuitBreaker:
         return CircuitState.OPEN
 
     def allow(self) -> bool:
-        """Whether a call may go to the partner now."""
+        """Whether a call may go to the partner now. A call allowed must end in
+        :meth:`record_success`, :meth:`record_failure` or :meth:`release`."""
         state = self.state
         if state is CircuitState.CLOSED:
             return True
-        if state is CircuitState.HALF_OPEN and not self._trial_in_flight:
-            self._trial_in_flight = True
+        if state is CircuitState.HALF_OPEN and not self._trial_in_flight():
+            self._trial_started_at = self._clock()
             return True
         return False
 
     def record_success(self) -> None:
         self._failures = 0
         self._opened_at = None
-        self._trial_in_flight = False
+        self._trial_started_at = None
 
     def record_failure(self) -> None:
         self._failures += 1
-        if self._trial_in_flight or self._failures >= self._threshold:
+        if self._trial_started_at is not None or self._failures >= self._threshold:
             self._opened_at = self._clock()
-        self._trial_in_flight = False
+        self._trial_started_at = None
+
+    def release(self) -> None:
+        """An allowed call ended with no verdict on the partner (cancelled): free the
+        trial slot, so the next call may try."""
+        self._trial_started_at = None
+
+    def _trial_in_flight(self) -> bool:
+        if self._trial_started_at is None:
+            return False
+        return self._clock() - self._trial_started_at < self._trial_timeout_s
+
+
+class Backoff:
+    """Exponential backoff with full jitter: the delay before retry ``n`` (1, 2, ...) is
+    drawn uniformly from 0 to ``min(cap_s, base_s * 2 ** (n - 1))``, so callers that failed
+    together do not retry together."""
+
+    def __init__(
+        self,
+        *,
+        base_s: float = RETRY_BACKOFF_BASE_S,
+        cap_s: float = RETRY_BACKOFF_CAP_S,
+        draw: Callable[[float, float], float] | None = None,
+    ) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        # Jitter, not cryptography.
+        self._draw = draw or random.Random().uniform  # noqa: S311
+
+    def delay(self, retry: int) -> float:
+        ceiling = min(self.cap_s, self.base_s * 2 ** min(max(retry - 1, 0), 62))
+        return self._draw(0.0, ceiling)

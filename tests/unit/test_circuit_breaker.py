@@ -35,13 +35,18 @@ class Clock:
         return self.now
 
 
+def state(breaker: CircuitBreaker) -> CircuitState:
+    """Read afresh each time (mypy would narrow ``breaker.state`` across calls)."""
+    return breaker.state
+
+
 def test_consecutive_failures_open_the_circuit_and_calls_stop() -> None:
     breaker = CircuitBreaker(failure_threshold=3, reset_after_s=5, clock=Clock())
     for _ in range(2):
         breaker.record_failure()
     assert breaker.allow()
     breaker.record_failure()
-    assert breaker.state is CircuitState.OPEN
+    assert state(breaker) is CircuitState.OPEN
     assert not breaker.allow()
 
 
@@ -50,7 +55,7 @@ def test_a_success_resets_the_count() -> None:
     breaker.record_failure()
     breaker.record_success()
     breaker.record_failure()
-    assert breaker.state is CircuitState.CLOSED
+    assert state(breaker) is CircuitState.CLOSED
 
 
 def test_after_the_pause_one_trial_goes_through_and_decides() -> None:
@@ -58,15 +63,15 @@ def test_after_the_pause_one_trial_goes_through_and_decides() -> None:
     breaker = CircuitBreaker(failure_threshold=1, reset_after_s=5, clock=clock)
     breaker.record_failure()
     clock.now += 5
-    assert breaker.state is CircuitState.HALF_OPEN
+    assert state(breaker) is CircuitState.HALF_OPEN
     assert breaker.allow()
     assert not breaker.allow()  # only one trial at a time
     breaker.record_failure()
-    assert breaker.state is CircuitState.OPEN
+    assert state(breaker) is CircuitState.OPEN
     clock.now += 5
     assert breaker.allow()
     breaker.record_success()
-    assert breaker.state is CircuitState.CLOSED
+    assert state(breaker) is CircuitState.CLOSED
     assert breaker.allow()
 
 
@@ -80,10 +85,10 @@ def test_a_trial_that_ends_without_a_verdict_gives_its_slot_back() -> None:
     clock.now += 5
     assert breaker.allow()
     breaker.release()  # the trial call was cancelled: neither a success nor a failure
-    assert breaker.state is CircuitState.HALF_OPEN
+    assert state(breaker) is CircuitState.HALF_OPEN
     assert breaker.allow()  # another call may try at once
     breaker.record_success()
-    assert breaker.state is CircuitState.CLOSED
+    assert state(breaker) is CircuitState.CLOSED
 
 
 def test_a_trial_slot_lost_by_a_caller_is_taken_back_after_the_trial_deadline() -> None:

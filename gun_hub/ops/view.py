@@ -7,6 +7,14 @@ skipped. Records that arrive twice anyway (a status event or a fact emitted agai
 worker crash, see case.py) are absorbed by the primary keys: a decision counts once per
 (reference, version), a write-off once per document line.
 
+Nothing written on these topics stops the view (issue 10, defect 3): adapters may write the
+dead-letter and health topics, so anything can be there. A record that cannot be applied
+(wrong shape, a number beyond SQLite's integers, text that is not valid Unicode, a value or
+header of any size) is skipped and counted, its partial writes undone (a savepoint where a
+record writes more than one statement), and the rest of its batch applied with it; it is
+logged once per topic and fault, not per record. A failure of the database itself still
+fails the whole batch, which the feed reads again.
+
 Why SQLite beside faust's tables: the statistics are global (every partition, every
 day) while faust tables are partitioned across workers; each hub worker keeps its own
 full copy of this small model and answers any question alone (ADR 0004).
@@ -15,18 +23,25 @@ full copy of this small model and answers any question alone (ADR 0004).
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from gun_hub.dead_letter import HEADER_COMPONENT, HEADER_ERROR_KIND, HEADER_ERROR_REASON
+from gun_hub.dead_letter import (
+    HEADER_COMPONENT,
+    HEADER_ERROR_KIND,
+    HEADER_ERROR_REASON,
+    header_value,
+)
+from gun_hub.limits import MAX_RECORD_BYTES
 from gun_hub.ops.facts import FACT, DecisionFact, WriteOffFact
 from gun_hub.ops.health import PartnerHealth
 from gun_hub.status_events import StatusEvent, StatusKind
@@ -64,9 +79,34 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE TABLE IF NOT EXISTS partners (authority TEXT PRIMARY KEY, health TEXT NOT NULL);
 """
 
+log = logging.getLogger(__name__)
+
 # A confidential authority's document is stored under this reference (facts.py).
 CONFIDENTIAL = "(confidential)"
 _NO_LINE = 0
+
+# Larger values are no record of ours: skipped before parsing. A decision fact lists every
+# document of its declaration, so facts may be as large as any record.
+_MAX_EVENT_BYTES = 64 * 1024
+_MAX_FACT_BYTES = MAX_RECORD_BYTES
+# What a dead letter's headers may put in the model (the rest is cut).
+_MAX_KIND_CHARS = 128
+_MAX_COMPONENT_CHARS = 128
+_MAX_REASON_CHARS = 300
+# An authority id as the routing table names them; a heartbeat naming anything else is not
+# an adapter's (and would become a metric label).
+_AUTHORITY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Quantities are summed exactly: a quantity beyond this magnitude is no real quantity.
+_MAX_QUANTITY_DIGITS = 30
+# Year 1 to 9999 in milliseconds since the epoch: a producer's CreateTime can be anything.
+_TIMESTAMP_MS = range(-62_135_596_800_000 + 86_400_000, 253_402_300_799_000 - 86_400_000)
+# A failure of the database itself (a full disk, a lock, corruption): the batch fails and
+# is read again; never a reason to skip a record.
+_DATABASE_FAULTS = (sqlite3.OperationalError, sqlite3.InternalError, MemoryError)
+
+
+class Unusable(ValueError):
+    """A record of the right topic that is no record the view can use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +141,9 @@ class OpsView:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self.topics = topics
-        self.skipped = 0  # records of the wrong shape (never expected: the hub wrote them)
+        self.skipped = 0  # records that could not be applied (skipped, counted, logged once)
+        self.skipped_by_topic: dict[str, int] = defaultdict(int)
+        self._logged: set[tuple[str, str]] = set()  # (topic, fault) already logged
 
     def close(self) -> None:
         self._db.close()
@@ -119,7 +161,7 @@ class OpsView:
         reached: dict[tuple[str, int], int] = {}
         with self._transaction():
             for record in records:
-                self._apply_one(record)
+                self._apply_or_skip(record)
                 reached[(record.topic, record.partition)] = record.offset + 1
                 count += 1
             self._db.executemany(
@@ -139,27 +181,64 @@ class OpsView:
             raise
         self._db.execute("COMMIT")
 
+    def _apply_or_skip(self, record: FeedRecord) -> None:
+        """Apply one record, or undo what it wrote and count it as skipped.
+
+        One statement is atomic by itself; a fact writes several, so it gets a savepoint
+        (only there: a savepoint per record would triple the cost of a batch).
+        """
+        several = record.topic == self.topics.facts
+        if several:
+            self._db.execute("SAVEPOINT record")
+        try:
+            self._apply_one(record)
+        except _DATABASE_FAULTS:
+            raise
+        except Exception as fault:  # noqa: BLE001 - whatever a record makes the model raise
+            if several:
+                self._db.execute("ROLLBACK TO SAVEPOINT record")
+            self._skip(record, fault)
+        finally:
+            if several:
+                self._db.execute("RELEASE SAVEPOINT record")
+
+    def _skip(self, record: FeedRecord, fault: Exception) -> None:
+        self.skipped += 1
+        self.skipped_by_topic[record.topic] += 1
+        kind = type(fault).__name__
+        if (record.topic, kind) in self._logged:
+            return
+        self._logged.add((record.topic, kind))
+        log.warning(
+            "operations view: skipped the record at %s/%d/%d (%s: %s); further records of "
+            "this topic skipped for the same fault are counted, not logged",
+            record.topic,
+            record.partition,
+            record.offset,
+            kind,
+            str(fault)[:200],
+        )
+
     def _apply_one(self, record: FeedRecord) -> None:
         topics = self.topics
-        try:
-            if record.topic == topics.status:
-                self._status(StatusEvent.model_validate_json(record.value))
-            elif record.topic == topics.facts:
-                fact = FACT.validate_json(record.value)
-                if isinstance(fact, DecisionFact):
-                    self._decision(fact)
-                else:
-                    self._write_off(fact)
-            elif record.topic == topics.dlq:
-                self._dead_letter(record)
-            elif record.topic == topics.health:
-                health = PartnerHealth.model_validate_json(record.value)
-                self._db.execute(
-                    "INSERT OR REPLACE INTO partners VALUES (?, ?)",
-                    (health.authority, health.model_dump_json()),
-                )
-        except ValidationError:
-            self.skipped += 1
+        if record.topic == topics.status:
+            self._status(StatusEvent.model_validate_json(_sized(record, _MAX_EVENT_BYTES)))
+        elif record.topic == topics.facts:
+            fact = FACT.validate_json(_sized(record, _MAX_FACT_BYTES))
+            if isinstance(fact, DecisionFact):
+                self._decision(fact)
+            else:
+                self._write_off(fact)
+        elif record.topic == topics.dlq:
+            self._dead_letter(record)
+        elif record.topic == topics.health:
+            health = PartnerHealth.model_validate_json(_sized(record, _MAX_EVENT_BYTES))
+            if not _AUTHORITY.fullmatch(health.authority):
+                raise Unusable("a heartbeat names no authority id")
+            self._db.execute(
+                "INSERT OR REPLACE INTO partners VALUES (?, ?)",
+                (health.authority, health.model_dump_json()),
+            )
 
     def _status(self, event: StatusEvent) -> None:
         self._db.execute(
@@ -207,6 +286,12 @@ class OpsView:
         )
 
     def _write_off(self, fact: WriteOffFact) -> None:
+        for document in fact.documents:
+            quantity = document.quantity
+            if quantity is not None and (
+                not quantity.is_finite() or quantity.adjusted() >= _MAX_QUANTITY_DIGITS
+            ):
+                raise Unusable(f"quantity {quantity} cannot be summed exactly")
         self._db.executemany(
             "INSERT OR REPLACE INTO write_offs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -226,20 +311,21 @@ class OpsView:
         )
 
     def _dead_letter(self, record: FeedRecord) -> None:
-        headers = dict(record.headers)
+        """Count a dead letter by its headers; whatever they hold, it is counted."""
 
-        def header(name: str) -> str:
-            return headers.get(name, b"").decode("utf-8", "replace")
+        def header(name: str, limit: int) -> str:
+            return (header_value(record.headers, name) or "")[:limit]
 
+        at_ms = record.timestamp_ms
         self._db.execute(
             "INSERT INTO dead_letters (topic_partition, kind, component, reason, at) "
             "VALUES (?, ?, ?, ?, ?)",
             (
                 f"{record.topic}/{record.partition}",
-                header(HEADER_ERROR_KIND) or "UNKNOWN",
-                header(HEADER_COMPONENT) or "unknown",
-                header(HEADER_ERROR_REASON)[:300],
-                record.timestamp_ms / 1000,
+                _text(header(HEADER_ERROR_KIND, _MAX_KIND_CHARS)) or "UNKNOWN",
+                _text(header(HEADER_COMPONENT, _MAX_COMPONENT_CHARS)) or "unknown",
+                _text(header(HEADER_ERROR_REASON, _MAX_REASON_CHARS)),
+                at_ms / 1000 if at_ms in _TIMESTAMP_MS else time.time(),
             ),
         )
 
@@ -336,7 +422,7 @@ class OpsView:
                 "document": document,
                 "authority": authority or None,
                 "declarations": declarations,
-                "last_used": datetime.fromtimestamp(last).astimezone().isoformat(),
+                "last_used": _local_time(last),
             }
             for code, document, authority, declarations, last in rows
         ]
@@ -389,7 +475,7 @@ class OpsView:
                 "kind": kind,
                 "component": component,
                 "reason": reason,
-                "at": datetime.fromtimestamp(at).astimezone().isoformat(),
+                "at": _local_time(at),
             }
             for kind, component, reason, at in rows
         ]
@@ -408,6 +494,34 @@ class OpsView:
 
 
 _SAME_DECISION = "ON dd.reference = d.reference AND dd.version = d.version"
+
+
+def _local_time(seconds: float) -> str:
+    """ISO local time of a stored timestamp; near the ends of the calendar (a fact decided
+    in year 1) it reads in UTC, and it never fails a query."""
+    try:
+        return datetime.fromtimestamp(seconds).astimezone().isoformat()
+    except (OverflowError, ValueError, OSError):
+        pass
+    try:
+        return (_EPOCH + timedelta(seconds=seconds)).isoformat()
+    except (OverflowError, ValueError):
+        return "unknown"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _sized(record: FeedRecord, limit: int) -> bytes:
+    if len(record.value) > limit:
+        raise Unusable(f"a value of {len(record.value)} bytes (at most {limit})")
+    return record.value
+
+
+def _text(text: str) -> str:
+    """Text SQLite can store: lone surrogates (never produced by a UTF-8 decode, but
+    possible in a header given as text) replaced."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _day_range(

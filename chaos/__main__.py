@@ -1,0 +1,50 @@
+"""``python -m chaos run --declarations N --seed S --out DIR``: one chaos run; exit 1 when an
+invariant fails (``docs/chaos.md``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from chaos.orchestrator import execute
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the stack under faults and check it")
+    run.add_argument("--declarations", type=int, default=5000)
+    run.add_argument("--seed", type=int, default=1)
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default .gun-hub/chaos/<time>)",
+    )
+    run.add_argument(
+        "--profile",
+        choices=("auto", "short", "full"),
+        default="auto",
+        help="fault schedule and timings (auto: full from 2,000 declarations)",
+    )
+    args = parser.parse_args()
+    out = args.out or Path(".gun-hub/chaos") / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(out / "chaos.log")],
+    )
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    report = asyncio.run(execute(out, args.declarations, args.seed, args.profile))
+    print(f"results: {out / 'results.json'}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,15 +4,21 @@ Watches the groups the topology defines (the hub, its decision publisher, each a
 the clearance system), each on the topics it reads, plus whatever else those groups have
 committed on. A group that never committed counts its whole backlog as lag: an adapter
 that has not started yet is behind, not "unknown".
+
+A group or a topic the monitor cannot describe (an ACL, a topic deleted between two
+requests, a broker refusing one question) is left out of that measurement and logged once
+until it can be described again; every other group is still measured, and the periodic
+loop outlives any failed measurement or publication.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -26,6 +32,7 @@ from gun_hub.settings import Settings
 from gun_hub.topics import TopicRegistry
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +66,24 @@ class LagMonitor:
         *,
         growing_after: int = 3,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        admin: AIOKafkaAdminClient | None = None,
+        offsets: AIOKafkaConsumer | None = None,
     ) -> None:
         self._connect = connect
         self._groups = groups
         self._growth = GrowthWatch(growing_after)
         self._clock = clock
-        options = connect.options()
         # Reads offsets only: the admin client for the groups' commits, a group-less
-        # consumer for the partitions' ends.
-        self._admin = AIOKafkaAdminClient(**options, client_id="gun-hub-lag-monitor")
-        self._offsets = AIOKafkaConsumer(**options, client_id="gun-hub-lag-monitor", group_id=None)
+        # consumer for the partitions' ends (made here unless given, as in tests).
+        if admin is None or offsets is None:
+            options = connect.options()
+            admin = admin or AIOKafkaAdminClient(**options, client_id="gun-hub-lag-monitor")
+            offsets = offsets or AIOKafkaConsumer(
+                **options, client_id="gun-hub-lag-monitor", group_id=None
+            )
+        self._admin = admin
+        self._offsets = offsets
+        self._failing: set[str] = set()  # what is logged as not describable, until it is
 
     @classmethod
     def for_settings(cls, settings: Settings, topics: TopicRegistry) -> LagMonitor:
@@ -88,37 +103,73 @@ class LagMonitor:
         await self._admin.close()
 
     async def measure(self) -> LagSnapshot:
-        committed_by_group = {
-            watched.group: await self._admin.list_consumer_group_offsets(watched.group)
-            for watched in self._groups
-        }
-        read = {
-            watched.group: set(watched.topics)
-            | {tp.topic for tp in committed_by_group[watched.group]}
-            for watched in self._groups
-        }
-        existing = await partitions_of(self._admin, set().union(*read.values()))
-        wanted = {
-            group: {
-                TopicPartition(topic, partition)
-                for topic in topics
-                for partition in existing.get(topic, ())
-            }
-            for group, topics in read.items()
-        }
-        every = sorted(set().union(*wanted.values()))
-        ends = await self._offsets.end_offsets(every)
-        starts = await self._offsets.beginning_offsets(every)
-        lags: list[PartitionLag] = []
+        committed_by_group: dict[str, dict[TopicPartition, Any]] = {}
         for watched in self._groups:
-            committed = committed_by_group[watched.group]
+            committed = await self._attempt(
+                f"group {watched.group}",
+                self._admin.list_consumer_group_offsets(watched.group),
+            )
+            if committed is not None:
+                committed_by_group[watched.group] = committed
+        read = {
+            group: {*watched_topics(self._groups, group), *(tp.topic for tp in committed)}
+            for group, committed in committed_by_group.items()
+        }
+        existing = await self._partitions(set().union(*read.values()))
+        ends: dict[TopicPartition, int] = {}
+        starts: dict[TopicPartition, int] = {}
+        for topic, numbers in sorted(existing.items()):
+            tps = [TopicPartition(topic, p) for p in numbers]
+            topic_ends = await self._attempt(f"topic {topic}", self._offsets.end_offsets(tps))
+            topic_starts = await self._attempt(
+                f"topic {topic}", self._offsets.beginning_offsets(tps)
+            )
+            if topic_ends is not None and topic_starts is not None:
+                ends.update(topic_ends)
+                starts.update(topic_starts)
+        lags: list[PartitionLag] = []
+        for group, committed in committed_by_group.items():
+            wanted = [tp for tp in ends if tp.topic in read[group]]
             lags += partition_lags(
-                watched.group,
+                group,
                 _by_name({tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}),
-                _by_name({tp: ends[tp] for tp in wanted[watched.group]}),
-                _by_name({tp: starts[tp] for tp in wanted[watched.group]}),
+                _by_name({tp: ends[tp] for tp in wanted}),
+                _by_name({tp: starts[tp] for tp in wanted}),
             )
         return snapshot(self._clock(), lags, self._growth)
+
+    async def _partitions(self, topics: set[str]) -> dict[str, list[int]]:
+        """Partitions of the existing topics; one that cannot be described is left out."""
+        every = await self._attempt("topics", partitions_of(self._admin, topics), quiet=True)
+        if every is not None:
+            return every
+        found: dict[str, list[int]] = {}
+        for topic in sorted(topics):  # one of them spoils the question: ask one by one
+            one = await self._attempt(f"topic {topic}", partitions_of(self._admin, [topic]))
+            found.update(one or {})
+        return found
+
+    async def _attempt(
+        self, what: str, question: Awaitable[_T], *, quiet: bool = False
+    ) -> _T | None:
+        """The answer to ``question``, or None when the cluster cannot give it (logged
+        once until ``what`` answers again)."""
+        try:
+            answer = await question
+        except Exception as err:  # noqa: BLE001 - one unanswerable question is not a crash
+            if not quiet and what not in self._failing:
+                self._failing.add(what)
+                log.warning(
+                    "lag monitor: cannot describe %s (%s: %s); measuring the rest",
+                    what,
+                    type(err).__name__,
+                    err,
+                )
+            return None
+        if what in self._failing:
+            self._failing.discard(what)
+            log.info("lag monitor: %s can be described again", what)
+        return answer
 
     async def run(
         self,
@@ -131,15 +182,19 @@ class LagMonitor:
         while True:
             try:
                 measured = await self.measure()
-            except Exception as err:  # noqa: BLE001 - the monitor must outlive a broker hiccup
-                log.warning("lag measurement failed: %s", err)
-            else:
                 state.lag = measured
                 for group in measured.groups:
                     if group.growing:
                         log.warning("group %s: lag keeps growing (%d)", group.group, group.lag)
                 await publish(measured)
+            except Exception as err:  # noqa: BLE001 - the monitor must outlive a broker hiccup
+                log.warning("lag measurement or its publication failed: %s", err)
             await asyncio.sleep(interval_s)
+
+
+def watched_topics(groups: Iterable[WatchedGroup], group: str) -> tuple[str, ...]:
+    """The topics ``group`` is meant to read."""
+    return next((w.topics for w in groups if w.group == group), ())
 
 
 def _by_name(offsets: Mapping[TopicPartition, int]) -> dict[tuple[str, int], int]:

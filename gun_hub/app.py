@@ -8,7 +8,6 @@ is written to the table (changelog) before the records it causes are sent.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -19,16 +18,21 @@ from typing import Any
 import faust
 from aiokafka.helpers import create_ssl_context
 
-from gun_hub.dead_letter import SourcePosition
+from gun_hub import metrics
+from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
+from gun_hub.deadline_sweep import DeadlineSweep
+from gun_hub.delivery import deliver
+from gun_hub.envelope import LOG_APPEND_TIME
 from gun_hub.kafka.client import SCRAM, from_settings
 from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.lag import LagSnapshot
 from gun_hub.ops.lag_monitor import LagMonitor
 from gun_hub.ops.prometheus import OpsState, register_ops_metrics
 from gun_hub.ops.view import FeedTopics, OpsView
-from gun_hub.outbox import Headers, Outbox
+from gun_hub.outbox import Headers, Outbox, OutgoingRecord
+from gun_hub.pipeline.answer_progress import AnswerProgress
 from gun_hub.pipeline.audit_keeper import AuditKeeper
-from gun_hub.pipeline.context import HubContext, parse_open_case_entry
+from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.intake import Intake
@@ -40,9 +44,9 @@ from gun_hub.security.entitlements import HUB_PARTY, Entitlements
 from gun_hub.security.factory import policy_from
 from gun_hub.security.jose_envelope import JoseEnvelope
 from gun_hub.security.keystore import PartyKeys
-from gun_hub.security.replay import TableReplayGuard
+from gun_hub.security.replay import NoReplayMemory, TableReplayGuard
 from gun_hub.settings import Settings
-from gun_hub.topics import TopicRegistry, topic_registry
+from gun_hub.topics import TOPIC_MAX_MESSAGE_BYTES, TopicRegistry, topic_registry
 from gun_hub.web import register_web_views
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_hub.xml.safe_parse import XmlLimits
@@ -54,6 +58,7 @@ SEEN_MESSAGES_TABLE = "seen-messages"
 AUDIT_HEADS_TABLE = "audit-heads"
 OPEN_CASES_TABLE = "open-cases"
 _RAW = {"key_serializer": "raw", "value_serializer": "raw"}
+UNHANDLED = "UNHANDLED_ERROR"
 
 
 def utc_now() -> datetime:
@@ -95,6 +100,8 @@ def _raw_table(app: faust.App, settings: Settings, name: str) -> Any:
         deleting=False,
         acks=False,
         internal=True,
+        # A case holds every quoted document: as large as a record may be (limits.py).
+        config={"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)},
         **_RAW,
     )
     table = app.Table(
@@ -118,7 +125,40 @@ def _credentials(settings: Settings) -> faust.SASLCredentials | None:
 
 
 def _value(event: Any) -> bytes:
-    return bytes(event.value or b"")
+    value = event.value
+    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else b""
+
+
+Handler = Callable[[Any, SourcePosition, float | None], Outbox]
+Processed = Callable[[SourcePosition, float | None], None]
+
+
+def _accepted_at(message: Any) -> float | None:
+    """The broker's log-append time of a record, in seconds (faust gives seconds)."""
+    if message.timestamp_type != LOG_APPEND_TIME or message.timestamp is None:
+        return None
+    return float(message.timestamp)
+
+
+def _unhandled(
+    dlq: str, data: bytes, source: SourcePosition, agent: str, error: Exception
+) -> Outbox:
+    """A record a handler could not deal with: dead-lettered with its reason, and the
+    worker goes on (nothing a party writes may stop it)."""
+    log.exception("agent %s could not handle %s: dead-lettered", agent, source.describe())
+    metrics.DEAD_LETTERS.labels(kind=UNHANDLED).inc()
+    outbox = Outbox()
+    add_dead_letter(
+        outbox,
+        dlq,
+        data,
+        error_class=ErrorClass.PERMANENT,
+        kind=UNHANDLED,
+        reason=f"{type(error).__name__}: {error}",
+        source=source,
+        component=f"hub.{agent}",
+    )
+    return outbox
 
 
 def _header_list(headers: Any) -> Headers:
@@ -150,7 +190,9 @@ def build_hub(settings: Settings) -> Hub:
         datadir=str(settings.hub.data_dir),
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,
-        processing_guarantee=settings.hub.processing_guarantee,
+        # At-least-once with idempotent handling (ADR 0001): faust's exactly_once mode
+        # was measured to duplicate decisions and is not offered.
+        processing_guarantee="at_least_once",
         web_enabled=settings.hub.web_enabled,
         web_host=settings.hub.web_host,
         web_port=settings.hub.web_port,
@@ -163,6 +205,9 @@ def build_hub(settings: Settings) -> Hub:
         # Decisions wait for the broker's acknowledgement (case.py): no lingering.
         producer_linger_ms=0,
         producer_max_batch_size=256 * 1024,
+        # Every record the contract allows travels (limits.py).
+        producer_max_request_size=TOPIC_MAX_MESSAGE_BYTES,
+        consumer_max_fetch_size=TOPIC_MAX_MESSAGE_BYTES,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=8192,
@@ -181,6 +226,8 @@ def build_hub(settings: Settings) -> Hub:
     open_cases = _raw_table(app, settings, OPEN_CASES_TABLE)
     deadline_ticks = app.topic(topics.deadlines, **_RAW)
     keys = PartyKeys.load(settings.security.keys_dir, HUB_PARTY)
+    progress = AnswerProgress()
+    sweep = DeadlineSweep(app, topics, open_cases, progress)
     context = HubContext(
         topics=topics,
         routing=routing,
@@ -200,6 +247,8 @@ def build_hub(settings: Settings) -> Hub:
         risk_rules=load_risk_rules(settings.hub.risk_rules, routing.authorities),
         request_deadline_s=settings.hub.request_deadline_s,
         clock=utc_now,
+        answers_read=sweep.answers_read,
+        control_report_after_s=settings.hub.control_report_after_s,
     )
     store = _TableStore(cases)
     codec = DeclarationCodec(XmlLimits(max_bytes=settings.hub.max_declaration_bytes))
@@ -208,69 +257,76 @@ def build_hub(settings: Settings) -> Hub:
     audit_keeper = AuditKeeper(context)
     deadlines = Deadlines(context, store)
 
-    async def send(outbox: Outbox) -> None:
-        deliveries = [
-            await app.producer.send(
-                record.topic,
-                record.key,
-                record.value,
-                partition=record.partition,
-                timestamp=None,
-                headers=record.headers,
-            )
-            for record in outbox.records
-        ]
-        if outbox.after_delivery:
-            # A decision is marked announced only once the broker has it (see case.py).
-            await asyncio.gather(*deliveries)
-            for confirm in outbox.after_delivery:
-                confirm()
+    async def send_record(record: OutgoingRecord) -> Any:
+        return await app.producer.send(
+            record.topic,
+            record.key,
+            record.value,
+            partition=record.partition,
+            timestamp=None,
+            headers=record.headers,
+        )
 
-    def agent(topic: Any, name: str, handle: Callable[[Any, SourcePosition], Outbox]) -> None:
-        """One event at a time per partition (order), handled, then its records sent."""
+    def agent(topic: Any, name: str, handle: Handler, after: Processed | None = None) -> None:
+        """One event at a time per partition (order), handled, then its records sent on
+        the event's partition and acknowledged (delivery.py). Any record is survivable:
+        whatever a handler cannot deal with is dead-lettered with its reason (defect 3)."""
 
         async def process(stream: Any) -> None:
             async for event in stream.events():
                 message = event.message
                 source = SourcePosition(message.topic, message.partition, message.offset, event.key)
-                await send(handle(event, source))
+                accepted_at = _accepted_at(message)
+                try:
+                    outbox = handle(event, source, accepted_at)
+                except Exception as error:  # noqa: BLE001 - dead-lettered with its reason
+                    outbox = _unhandled(topics.dlq, _value(event), source, name, error)
+                await deliver(send_record, outbox, source, topics.dlq)
+                if after is not None:
+                    after(source, accepted_at)
 
         app.agent(topic, name=name, concurrency=1)(process)
 
-    agent(declarations, "intake", lambda event, source: intake.handle(_value(event), source))
-    agent(responses, "correlation", lambda event, source: correlation.handle(_value(event), source))
+    def answered(source: SourcePosition, accepted_at: float | None) -> None:
+        progress.processed(
+            source.topic,
+            source.partition,
+            offset=source.offset,
+            accepted_at=accepted_at if accepted_at is not None else time.time(),
+        )
+
+    agent(declarations, "intake", lambda event, source, _at: intake.handle(_value(event), source))
+    agent(
+        responses,
+        "correlation",
+        lambda event, source, at: correlation.handle(_value(event), source, at),
+        after=answered,
+    )
     agent(
         dead_letters,
         "audit-keeper",
-        lambda event, source: audit_keeper.handle(_header_list(event.headers), source),
+        lambda event, source, _at: audit_keeper.handle(_header_list(event.headers), source),
     )
     agent(
         deadline_ticks,
         "deadlines",
-        lambda event, source: deadlines.handle(
-            bytes(event.key).decode(), int(_value(event) or b"0"), source
+        lambda event, source, _at: deadlines.handle(
+            bytes(event.key or b"").decode(), int(_value(event) or b"0"), source
         ),
     )
-    ticked: dict[bytes, float] = {}
-
-    async def sweep_deadlines() -> None:
-        """Tick every due case of this worker's partitions (reads only: the decision is
-        taken by the deadlines agent, in event context)."""
-        now = time.time()
-        for key, value in list(open_cases.items()):
-            version, due = parse_open_case_entry(value)
-            if due <= now and ticked.get(key, 0.0) < now - 5:
-                ticked[key] = now
-                await app.producer.send(
-                    topics.deadlines, key, str(version).encode(), None, None, None
-                )
-        for key in [k for k, at in ticked.items() if at < now - 60]:
-            del ticked[key]
-
-    app.timer(interval=settings.hub.deadline_sweep_s)(sweep_deadlines)
+    app.timer(interval=settings.hub.deadline_sweep_s)(sweep.run)
 
     publisher = DecisionPublisher(
-        from_settings(settings.kafka), topics.decision_outbox, topics.decisions, settings.hub.app_id
+        from_settings(settings.kafka),
+        topics.decision_outbox,
+        topics.decisions,
+        settings.hub.app_id,
+        JoseEnvelope(
+            keys,
+            Entitlements.from_registry(topics),
+            NoReplayMemory(),
+            policy_from(settings.security),
+        ),
     )
 
     async def publish_decisions() -> None:

@@ -167,7 +167,7 @@ def add_dead_letter(
     outbox.add(record.topic, record.key, record.value, record.headers)
 
 
-def header_value(headers: Iterable[tuple[str, bytes]] | None, name: str) -> str | None:
+def header_value(headers: Iterable[tuple[str, bytes | None]] | None, name: str) -> str | None:
     """Read one header as text (readers and tests); never fails on what a foreign producer
     wrote: a null value reads as absent, undecodable bytes as replacement characters."""
     for key, value in headers or []:

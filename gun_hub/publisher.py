@@ -9,6 +9,12 @@ After a crash the new producer (same transactional id) aborts the dead one's ope
 transaction, the set of published pairs is rebuilt from the committed decisions, and
 consumption resumes from the committed outbox offsets: nothing is lost, nothing doubled,
 for readers that read committed records only (``isolation_level="read_committed"``).
+
+The agents seal each decision to the hub itself; the publisher opens it and seals it to
+the clearance system as it publishes. The envelope's ``iat`` is thus the time the
+decision enters ``gun.decisions``, and the clearance system's freshness check (against
+the broker's log-append time) holds however long a decision waited in the outbox: a
+publisher that was down for an hour publishes an hour of decisions that all open.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected, broker_accepted_at
 from gun_hub.kafka.admin import topic_partitions
-from gun_hub.kafka.client import Connect, client_options
+from gun_hub.kafka.client import Connect, consumer_options, producer_options
 from gun_hub.outbox import Headers
+from gun_hub.security.entitlements import CLEARANCE_PARTY
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +41,15 @@ def _version_of(headers: Headers) -> bytes:
 
 class DecisionPublisher:
     def __init__(
-        self, connect: Connect, outbox_topic: str, decisions_topic: str, app_id: str
+        self,
+        connect: Connect,
+        outbox_topic: str,
+        decisions_topic: str,
+        app_id: str,
+        envelope: Envelope,
     ) -> None:
         self._connect = connect
+        self._envelope = envelope
         self._outbox = outbox_topic
         self._decisions = decisions_topic
         self._group = f"{app_id}-publisher"
@@ -49,7 +63,7 @@ class DecisionPublisher:
 
     async def run(self) -> None:
         producer = AIOKafkaProducer(
-            **client_options(self._connect),
+            **producer_options(self._connect),
             transactional_id=self._transactional_id,
             enable_idempotence=True,
             acks="all",
@@ -58,7 +72,7 @@ class DecisionPublisher:
         await producer.start()
         consumer = AIOKafkaConsumer(
             self._outbox,
-            **client_options(self._connect),
+            **consumer_options(self._connect),
             group_id=self._group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -84,7 +98,7 @@ class DecisionPublisher:
             for p in await topic_partitions(self._connect, self._decisions)
         ]
         reader = AIOKafkaConsumer(
-            **client_options(self._connect),
+            **consumer_options(self._connect),
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
@@ -114,11 +128,40 @@ class DecisionPublisher:
                     identity = (record.key or b"", _version_of(headers))
                     if identity in self._published or identity in sent:
                         continue  # announced again after a crash: published already
-                    await producer.send(
-                        self._decisions, record.value, key=record.key, headers=headers
-                    )
+                    sealed = self._seal_for_clearance(record)
+                    if sealed is None:
+                        continue
+                    await producer.send(self._decisions, sealed, key=record.key, headers=headers)
                     sent.add(identity)
             await producer.send_offsets_to_transaction(
                 {tp: records[-1].offset + 1 for tp, records in batches.items()}, self._group
             )
         self._published |= sent  # only once the transaction is committed
+
+    def _seal_for_clearance(self, record: ConsumerRecord[bytes, bytes]) -> bytes | None:
+        """The decision the agents sealed to the hub, sealed now to the clearance system.
+
+        The outbox is written by the hub's agents alone; a record that does not open is
+        logged and skipped (nothing else could have written it, so it is a bug, not data).
+        """
+        try:
+            opened = self._envelope.open(
+                record.value or b"",
+                topic=self._outbox,
+                position=f"{record.topic}/{record.partition}/{record.offset}",
+                accepted_at=broker_accepted_at(record.timestamp, record.timestamp_type),
+            )
+        except EnvelopeRejected:
+            log.exception(
+                "publisher: outbox record %s/%d/%d does not open; skipped",
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+            return None
+        return self._envelope.seal(
+            opened.payload,
+            recipient=CLEARANCE_PARTY,
+            topic=self._decisions,
+            content_type=ContentType.XML,
+        )

@@ -12,6 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from gun_hub.limits import MAX_RECORD_BYTES, RECORD_OVERHEAD_BYTES
+
+TOPIC_MAX_MESSAGE_BYTES = MAX_RECORD_BYTES + RECORD_OVERHEAD_BYTES
+
 
 class Payload(StrEnum):
     """What a topic's record values are."""
@@ -37,8 +41,16 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
     def broker_config(self) -> dict[str, str]:
-        """Topic-level configuration to create the topic with."""
-        config = dict(self.config)
+        """Topic-level configuration to create the topic with.
+
+        Every topic takes records up to the size limit of limits.py. Envelope topics are
+        stamped with the broker's log-append time: freshness is judged against it, a time
+        the producer cannot choose and the reader's clock does not change (contract 5).
+        """
+        config = {"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)}
+        if self.payload is Payload.ENVELOPE:
+            config["message.timestamp.type"] = "LogAppendTime"
+        config.update(self.config)
         config["cleanup.policy"] = "compact" if self.compacted else "delete"
         if self.retention_ms is not None:
             config["retention.ms"] = str(self.retention_ms)
@@ -120,6 +132,8 @@ class TopicRegistry:
                 Payload.DECLARATION_XML,
                 "Customs declarations to check, one record per declaration version.",
                 retention_ms=_SEVEN_DAYS_MS,
+                # Sealed declarations are judged fresh by the broker's time (contract 5).
+                config={"message.timestamp.type": "LogAppendTime"},
             )
         ]
         for authority in self.authorities:

@@ -218,8 +218,9 @@ def payload_schemas() -> dict[str, JsonObject]:
             f"the {HUB_PARTY}",
             f"the clearance system (party `{CLEARANCE_PARTY}`)",
             "DecisionXml",
-            "the decision XML (`cty` application/xml; `topic` is the decisions topic, also "
-            "while the record waits on the hub's decision outbox)",
+            "the decision XML (`cty` application/xml; `topic` is the decisions topic; while "
+            "it waits on the hub's decision outbox it is sealed to the hub itself, and the "
+            "publisher seals it to the clearance system as it publishes it)",
         ),
         "DeadlineTick": {
             "title": "DeadlineTick",

@@ -8,10 +8,11 @@ import time
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from gun_hub.kafka.client import Connect, client_config, client_options
-from gun_hub.topics import TopicRegistry
+from gun_hub.topics import TopicRegistry, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ async def ensure_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        await _align_configs(admin, [spec for spec in registry.specs() if spec.name in existing])
         wanted = [spec for spec in registry.specs() if spec.name not in existing]
         if not wanted:
             return []
@@ -69,6 +71,34 @@ async def ensure_topics(
         return [spec.name for spec in wanted]
     finally:
         await admin.close()
+
+
+# Settings a topic must have for the contract to hold: a topic created by an earlier
+# release, or by hand, is brought in line at start-up.
+_ALIGNED = ("max.message.bytes", "message.timestamp.type")
+
+
+async def _align_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Set the contract's settings on existing topics where they differ."""
+    if not specs:
+        return
+    resources = [ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs]
+    described = await admin.describe_configs(resources)
+    current: dict[str, dict[str, str]] = {}
+    for response in described:
+        for _code, _message, _type, name, entries in response.resources:
+            current[name] = {entry[0]: entry[1] for entry in entries}
+    changes = []
+    for spec in specs:
+        wanted = spec.broker_config()
+        have = current.get(spec.name, {})
+        if all(have.get(key) == wanted[key] for key in _ALIGNED if key in wanted):
+            continue
+        # alter_configs replaces a topic's overrides: send the whole wanted set.
+        log.info("aligning the configuration of %s", spec.name)
+        changes.append(ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=wanted))
+    if changes:
+        await admin.alter_configs(changes)
 
 
 async def topic_partitions(connect: Connect, topic: str) -> list[int]:

@@ -14,6 +14,7 @@ from typing import Any
 from aiokafka.helpers import create_ssl_context
 
 from gun_hub.settings import KafkaSettings
+from gun_hub.topics import TOPIC_MAX_MESSAGE_BYTES
 
 SCRAM = "SCRAM-SHA-512"
 
@@ -66,3 +67,17 @@ def from_settings(kafka: KafkaSettings) -> ClientConfig:
 
 def client_options(connect: Connect) -> dict[str, Any]:
     return client_config(connect).options()
+
+
+def producer_options(connect: Connect) -> dict[str, Any]:
+    """A producer's options: it may send every record the topics accept (limits.py)."""
+    return {**client_options(connect), "max_request_size": TOPIC_MAX_MESSAGE_BYTES}
+
+
+def consumer_options(connect: Connect) -> dict[str, Any]:
+    """A consumer's options: it fetches every record the topics accept (limits.py)."""
+    return {
+        **client_options(connect),
+        "max_partition_fetch_bytes": TOPIC_MAX_MESSAGE_BYTES,
+        "fetch_max_bytes": 4 * TOPIC_MAX_MESSAGE_BYTES,
+    }

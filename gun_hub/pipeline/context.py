@@ -22,7 +22,7 @@ from gun_hub.publisher import HEADER_VERSION
 from gun_hub.risk import RiskRules
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
-from gun_hub.security.entitlements import CLEARANCE_PARTY
+from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.status_events import StatusEvent, StatusKind
 from gun_hub.topics import TopicRegistry
 from gun_hub.xml.decision_codec import encode_decision
@@ -230,10 +230,12 @@ class HubContext:
         """The decision sealed to the clearance system, its audit record, its status, and
         the fact the statistics count it from."""
         document = encode_decision(decision)
+        # Sealed to the hub itself: the publisher seals it to the clearance system when
+        # it publishes it, so its freshness dates from then (publisher.py).
         sealed = self.envelope.seal(
             document,
-            recipient=CLEARANCE_PARTY,
-            topic=self.topics.decisions,
+            recipient=HUB_PARTY,
+            topic=self.topics.decision_outbox,
             content_type=ContentType.XML,
         )
         # Through the outbox: the publisher makes it exactly one per (reference, version).

@@ -28,10 +28,15 @@ class Correlation:
         self._ctx = context
         self._cases = cases
 
-    def handle(self, data: bytes, source: SourcePosition) -> Outbox:
+    def handle(
+        self, data: bytes, source: SourcePosition, accepted_at: float | None = None
+    ) -> Outbox:
+        """``accepted_at``: the broker's log-append time of the record (freshness)."""
         outbox = Outbox()
         try:
-            opened = self._ctx.envelope.open(data, topic=source.topic, position=source.describe())
+            opened = self._ctx.envelope.open(
+                data, topic=source.topic, position=source.describe(), accepted_at=accepted_at
+            )
         except EnvelopeRejected as rejection:
             metrics.ENVELOPE_REJECTIONS.labels(kind=rejection.kind.value).inc()
             self._dead_letter(outbox, data, source, ErrorClass.SECURITY, rejection.kind, rejection)

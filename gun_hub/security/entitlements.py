@@ -21,8 +21,10 @@ class Entitlements:
 
     @classmethod
     def from_registry(cls, topics: TopicRegistry) -> Entitlements:
-        senders = {topics.decisions: HUB_PARTY}
-        recipients = {topics.decisions: CLEARANCE_PARTY}
+        senders = {topics.decisions: HUB_PARTY, topics.decision_outbox: HUB_PARTY}
+        # The agents seal decisions to the hub itself; its publisher seals them to the
+        # clearance system as it publishes them (publisher.py).
+        recipients = {topics.decisions: CLEARANCE_PARTY, topics.decision_outbox: HUB_PARTY}
         for authority in topics.authorities:
             senders[topics.requests(authority)] = HUB_PARTY
             recipients[topics.requests(authority)] = authority

@@ -35,6 +35,14 @@ class MemoryReplayGuard:
         return self._seen.setdefault(message_id, position) == position
 
 
+class NoReplayMemory:
+    """For a topic only the reader's own party writes, whose records are deduplicated by
+    content downstream (the hub's decision outbox: publisher.py). Accepts every sighting."""
+
+    def first_sighting(self, message_id: str, expires_at: int, position: str) -> bool:
+        return True
+
+
 class SqliteReplayGuard:
     """Durable memory for a process without faust tables (adapters, clearance reader)."""
 

@@ -459,12 +459,12 @@ def test_records_the_hub_writes_match_their_channel(
         payload = resolve(document, message["payload"]["$ref"])
         xml = value
         if "x-plaintext" in payload:
-            sealed_for = (
-                topics.decisions if record.topic == topics.decision_outbox else record.topic
-            )
-            recipient = entitlements.recipient_of(sealed_for)
+            # Decisions wait in the outbox sealed to the hub (publisher.py).
+            recipient = entitlements.recipient_of(record.topic)
             assert recipient is not None
-            opened = envelope_of(recipient, topics, keys_dir).open(record.value, topic=sealed_for)
+            opened = envelope_of(recipient, topics, keys_dir).open(
+                record.value, topic=record.topic
+            )
             plaintext = resolve(document, payload["x-plaintext"]["$ref"])
             xml = _decoded(opened.payload, opened.content_type.value)
             assert errors(schema_validator(document, plaintext), xml) == [], where

@@ -25,7 +25,7 @@ from gun_hub.pipeline.intake import Intake
 from gun_hub.risk import RiskRules
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
-from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.security.jose_envelope import JoseEnvelope
 from gun_hub.security.keystore import PartyKeys
 from gun_hub.status_events import StatusEvent, StatusKind
@@ -105,20 +105,15 @@ class Hub:
         )
 
     def decisions(self, outbox: Outbox) -> list[tuple[str, int, Outcome]]:
-        clearance = envelope_of(CLEARANCE_PARTY, self.topics, self.keys_dir)
-        codec = DecisionCodec()
-        found = []
-        for record in outbox.to(self.topics.decision_outbox):
-            decision = codec.decode(
-                clearance.open(record.value, topic=self.topics.decisions).payload
-            )
-            found.append((decision.reference, decision.version, decision.outcome))
-        return found
+        return [(d.reference, d.version, d.outcome) for d in self.decision_objects(outbox)]
 
     def decision_objects(self, outbox: Outbox) -> list[Decision]:
-        clearance = envelope_of(CLEARANCE_PARTY, self.topics, self.keys_dir)
+        """Decisions in the outbox, sealed to the hub (the publisher seals them on)."""
+        publisher = envelope_of(HUB_PARTY, self.topics, self.keys_dir)
         return [
-            DecisionCodec().decode(clearance.open(r.value, topic=self.topics.decisions).payload)
+            DecisionCodec().decode(
+                publisher.open(r.value, topic=self.topics.decision_outbox).payload
+            )
             for r in outbox.to(self.topics.decision_outbox)
         ]
 
@@ -237,8 +232,8 @@ def test_every_decision_is_appended_to_the_audit_chain_of_its_partition(hub: Hub
         "RELEASE",
     )
     [sealed] = decided.to(hub.topics.decision_outbox)
-    plain = envelope_of(CLEARANCE_PARTY, hub.topics, hub.keys_dir).open(
-        sealed.value, topic=hub.topics.decisions
+    plain = envelope_of(HUB_PARTY, hub.topics, hub.keys_dir).open(
+        sealed.value, topic=hub.topics.decision_outbox
     )
     assert record["decision_sha256"] == hashlib.sha256(plain.payload).hexdigest()
 

@@ -1,0 +1,103 @@
+"""The deadline timer: ticks the due cases of this worker's partitions.
+
+It only reads: the tick goes to the hub's deadlines topic, on the partition the
+declaration arrived on, and the deadlines agent decides in event context
+(pipeline/deadlines.py). A case waiting for answers is ticked only once every response
+partition of its partition has been read past its deadline (pipeline/answer_progress.py):
+after a long stop, the backlog of answers is read before any deadline fires. A case
+waiting for a control's result is ticked when the report falls due.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from faust.types import TP
+
+from gun_hub.pipeline.answer_progress import AnswerProgress
+from gun_hub.pipeline.context import OpenCaseEntry
+from gun_hub.topics import TopicRegistry
+
+log = logging.getLogger(__name__)
+
+_RETICK_S = 5.0  # a tick not yet acted on is sent again after this long
+_FORGET_S = 60.0
+
+
+class DeadlineSweep:
+    def __init__(
+        self, app: Any, topics: TopicRegistry, open_cases: Any, progress: AnswerProgress
+    ) -> None:
+        self._app = app
+        self._topics = topics
+        self._open_cases = open_cases
+        self._progress = progress
+        self._ticked: dict[bytes, float] = {}
+
+    def answers_read(self, partition: int, deadline: datetime) -> bool:
+        """No answer the broker accepted before ``deadline`` waits unread on ``partition``."""
+        when = deadline.timestamp()
+        return all(
+            self._progress.read_until(self._topics.responses(authority), partition, when)
+            for authority in self._topics.authorities
+        )
+
+    async def run(self) -> None:
+        now = time.time()
+        due: list[tuple[bytes, OpenCaseEntry]] = []
+        for key, value in list(self._open_cases.items()):
+            try:
+                entry = OpenCaseEntry.from_bytes(bytes(value))
+            except (ValueError, UnicodeDecodeError):
+                log.exception("unreadable open-case entry for %r: ignored", key)
+                continue
+            if entry.due <= now and self._ticked.get(key, 0.0) < now - _RETICK_S:
+                due.append((bytes(key), entry))
+        for key in [k for k, at in self._ticked.items() if at < now - _FORGET_S]:
+            del self._ticked[key]
+        if not due:
+            return
+        await self._refresh_progress(
+            {e.partition for _, e in due if e.partition is not None and not e.waits_for_control}
+        )
+        for key, entry in due:
+            if (
+                not entry.waits_for_control
+                and entry.partition is not None
+                and not self.answers_read(entry.partition, datetime.fromtimestamp(entry.due, UTC))
+            ):
+                continue  # answers may wait unread: read them first
+            self._ticked[key] = now
+            await self._app.producer.send(
+                self._topics.deadlines,
+                key,
+                str(entry.version).encode(),
+                entry.partition,
+                None,
+                None,
+            )
+
+    async def _refresh_progress(self, partitions: set[int]) -> None:
+        """Ask the broker where each response partition ends, and take the group's
+        committed offsets (read at assignment) as read."""
+        if not partitions:
+            return
+        tps = [
+            TP(self._topics.responses(authority), partition)
+            for authority in self._topics.authorities
+            for partition in sorted(partitions)
+        ]
+        consumer = self._app.consumer
+        ends = await consumer.highwaters(*tps)
+        # faust keeps the committed offsets it read at assignment here; no public accessor.
+        committed = getattr(consumer, "_committed_offset", {})
+        for tp in tps:
+            end = ends.get(tp)
+            if end is not None:
+                self._progress.set_end(tp.topic, tp.partition, int(end))
+            offset = committed.get(tp)
+            if offset is not None:
+                self._progress.set_committed(tp.topic, tp.partition, int(offset))

@@ -331,7 +331,6 @@ async def execute(out: Path, declarations: int, seed: int, profile_name: str) ->
     documents = await asyncio.to_thread(prepare, out, workload, topics)
 
     run: Run
-    exits: list[tuple[str, int, bool]] = []
 
     def on_exit(name: str, code: int, during_broker_restart: bool) -> None:
         run.event(
@@ -342,7 +341,6 @@ async def execute(out: Path, declarations: int, seed: int, profile_name: str) ->
             during_broker_restart=during_broker_restart,
             log=str(out / "logs" / f"{name}.log"),
         )
-        exits.append((name, code, during_broker_restart))
 
     stack = Stack(
         out,
@@ -394,7 +392,6 @@ async def execute(out: Path, declarations: int, seed: int, profile_name: str) ->
             asyncio.create_task(run.resend_failed(stop)),
         ]
         t0 = time.monotonic()
-        submitted = time.monotonic()
         await asyncio.gather(run.submit_all(), run.run_schedule(schedule, t0))
         submitted = time.monotonic() - t0
         log.info("[%7.1fs] all sent and faults injected; waiting for quiet", run.now())
@@ -410,6 +407,7 @@ async def execute(out: Path, declarations: int, seed: int, profile_name: str) ->
         await asyncio.gather(*background, return_exceptions=True)
         for producer in run.producers.values():
             await producer.stop()
+        run.producers.clear()
         write_jsonl(
             out / MANIFEST,
             [dataclasses.replace(s, partition=run.partitions.get(s.seq)) for s in run.submissions],

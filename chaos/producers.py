@@ -93,6 +93,7 @@ class ConfluentProducer:
             "linger.ms": 5,
             "message.timeout.ms": 300_000,
             "message.max.bytes": 2 * 1024 * 1024,
+            "log_level": 2,  # reconnection chatter during the broker restart: not news
         }
         self._plain = RdProducer(common)
         self._gzip = RdProducer({**common, "compression.type": "gzip", "message.max.bytes": BIG})

@@ -27,6 +27,8 @@ log = logging.getLogger("chaos.stack")
 REPO = Path(__file__).resolve().parent.parent
 AUTHORITIES = ("cites", "dga", "dgal")
 PARTITIONS = 4
+# An exit this soon after the broker came back is put down to the restart.
+BROKER_GRACE_S = 30.0
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Stack:
     hub_port: int = 0
     stopping: set[str] = field(default_factory=set)  # killed on purpose, not a crash
     broker_down_since: float | None = None
+    broker_back_at: float = 0.0
 
     def _broker(self) -> LocalBroker:
         if self.broker is None:
@@ -110,6 +113,7 @@ class Stack:
         else:
             raise RuntimeError("the broker did not come back")
         self.broker_down_since = None
+        self.broker_back_at = time.time()
         return time.monotonic() - began
 
     # -- components -------------------------------------------------------------------
@@ -198,7 +202,10 @@ class Stack:
                 if code is None or name in self.stopping:
                     continue
                 group.children.pop(name)
-                during_broker_restart = self.broker_down_since is not None
+                during_broker_restart = (
+                    self.broker_down_since is not None
+                    or time.time() - self.broker_back_at < BROKER_GRACE_S
+                )
                 self.on_exit(name, code, during_broker_restart)
                 log.warning("%s exited with code %s on its own; restarting it", name, code)
                 await asyncio.sleep(1)

@@ -238,8 +238,8 @@ def judge(sub: Submission, decision: DecisionSeen, answers: AnswerIndex) -> Judg
                 if early:
                     ahead = decision.decided_at - min(a.timestamp for a in early)
                     judgement.beaten_by_deadline.append(
-                        f"{label}: {early[0].verdict_of(key)} answer was in the log "
-                        f"{ahead:.1f}s before the deadline decision"
+                        f"{where} {doc.authority}: {early[0].verdict_of(key)} answer was in "
+                        f"the log {ahead:.1f}s before the deadline decision"
                     )
         elif result.verdict not in verdicts:
             judgement.problems.append(
@@ -351,11 +351,15 @@ class Lifecycle:
 
 @dataclass
 class LineCheck:
+    """A document line (all declarations) or one declaration's position on it."""
+
     key: LineKey
     authorised: Decimal
     reserved: Decimal
     written_off: Decimal
     expected: Position
+    declaration: str = ""
+    history: str = ""
 
     @property
     def reserved_deviation(self) -> Decimal:
@@ -367,10 +371,12 @@ class LineCheck:
 
     def describe(self) -> str:
         e = self.expected
+        who = f"{self.declaration} on " if self.declaration else ""
+        history = f" [{self.history}]" if self.history else ""
         return (
-            f"{self.key[0]} {self.key[1]} line {self.key[2]}: reserved {self.reserved} "
+            f"{who}{self.key[0]} {self.key[1]} line {self.key[2]}: reserved {self.reserved} "
             f"(expected {_interval(e.reserved_lo, e.reserved_hi)}), written off "
-            f"{self.written_off} (expected {_interval(e.written_lo, e.written_hi)})"
+            f"{self.written_off} (expected {_interval(e.written_lo, e.written_hi)}){history}"
         )
 
 
@@ -384,6 +390,54 @@ def _outside(actual: Decimal, lo: Decimal, hi: Decimal) -> Decimal:
 
 def _interval(lo: Decimal, hi: Decimal) -> str:
     return str(lo) if lo == hi else f"{lo}..{hi}"
+
+
+def history(plan: Plan, decisions: Mapping[Key, list[DecisionSeen]], reference: str) -> str:
+    """``v1 LODGED>CONTROL_DOCUMENTARY, v2 RELEASED_AFTER_CONTROL>RELEASE`` (``?``: none)."""
+    steps = []
+    for sub in plan.by_reference.get(reference, []):
+        found = decisions.get((sub.reference, sub.version))
+        stage = "UNREADABLE" if sub.unreadable else "OVERSIZED" if sub.oversized else sub.stage
+        steps.append(f"v{sub.version} {stage}>{found[0].outcome if found else '?'}")
+    return ", ".join(steps) or "never submitted"
+
+
+def declaration_checks(
+    observations: Observations,
+    per_reference: Mapping[str, Mapping[LineKey, Position]],
+    plan: Plan,
+    decisions: Mapping[Key, list[DecisionSeen]],
+) -> list[LineCheck]:
+    """Each declaration's position on each line against what its versions call for."""
+    actual: dict[tuple[str, LineKey], tuple[Decimal, Decimal]] = {}
+    authorised: dict[LineKey, Decimal] = {}
+    for x in observations.ledger:
+        key = (x.authority, x.document, x.line)
+        authorised[key] = x.authorised
+        for holding in x.positions or ():
+            r, w = actual.get((holding.declaration, key), (_ZERO, _ZERO))
+            actual[(holding.declaration, key)] = (r + holding.reserved, w + holding.written_off)
+    wanted = {
+        (reference, key)
+        for reference, positions in per_reference.items()
+        for key in positions
+        if key in authorised
+    }
+    checks = []
+    for reference, key in sorted(wanted | set(actual)):
+        reserved, written = actual.get((reference, key), (_ZERO, _ZERO))
+        checks.append(
+            LineCheck(
+                key,
+                authorised[key],
+                reserved,
+                written,
+                per_reference.get(reference, {}).get(key, Position()),
+                reference,
+                history(plan, decisions, reference),
+            )
+        )
+    return checks
 
 
 # -- the whole check ------------------------------------------------------------------
@@ -519,7 +573,7 @@ def check(
             judged += 1
             verdict = judge(sub, decision, answers)
             problems += verdict.problems
-            beaten += verdict.beaten_by_deadline
+            beaten += sorted(set(verdict.beaten_by_deadline))
     rows.append(
         Row(
             "every outcome follows from the partner answers and the rules",
@@ -532,21 +586,24 @@ def check(
         Row(
             "no deadline decision while the answer was already in the log",
             not beaten,
-            f"{len(beaten)} documents",
+            f"{len(beaten)} answers of {len({b.split(' ')[0] for b in beaten})} declarations",
             _sample(beaten),
         )
     )
 
     # Ledgers.
-    expected: dict[LineKey, Position] = defaultdict(Position)
+    per_reference: dict[str, dict[LineKey, Position]] = {}
     undetermined = 0
-    for subs in plan.by_reference.values():
+    for reference, subs in plan.by_reference.items():
         life = Lifecycle()
         for sub in subs:
             first = decisions.get((sub.reference, sub.version))
             life.apply(sub, first[0] if first else None)
         undetermined += not life.determined
-        for line_key, position in life.positions.items():
+        per_reference[reference] = dict(life.positions)
+    expected: dict[LineKey, Position] = defaultdict(Position)
+    for positions in per_reference.values():
+        for line_key, position in positions.items():
             total = expected[line_key]
             total.reserved_lo += position.reserved_lo
             total.reserved_hi += position.reserved_hi
@@ -562,15 +619,22 @@ def check(
         )
         for x in observations.ledger
     ]
-    reserved_off = [x for x in lines if x.reserved_deviation]
-    written_off = [x for x in lines if x.written_deviation]
+    checks: list[LineCheck] = lines
+    per_declaration = bool(observations.ledger) and all(
+        x.positions is not None for x in observations.ledger
+    )
+    if per_declaration:
+        checks = declaration_checks(observations, per_reference, plan, decisions)
+    reserved_off = [x for x in checks if x.reserved_deviation]
+    written_off = [x for x in checks if x.written_deviation]
     leaked = sum((x.reserved_deviation for x in reserved_off if x.reserved_deviation > 0), _ZERO)
-    deviation = sum((abs(x.reserved_deviation) + abs(x.written_deviation) for x in lines), _ZERO)
+    deviation = sum((abs(x.reserved_deviation) + abs(x.written_deviation) for x in checks), _ZERO)
+    scope = "declaration positions" if per_declaration else "document lines"
     rows.append(
         Row(
             "released quantities written off exactly once",
             not written_off,
-            f"{len(written_off)} lines off, deviation "
+            f"{len(written_off)} {scope} off, deviation "
             f"{sum((abs(x.written_deviation) for x in written_off), _ZERO)}",
             _sample(x.describe() for x in written_off),
         )
@@ -579,7 +643,7 @@ def check(
         Row(
             "no reservation left held (refused, cancelled, superseded, unreadable)",
             not reserved_off,
-            f"{len(reserved_off)} lines off, {leaked} held too much",
+            f"{len(reserved_off)} {scope} off, {leaked} held too much",
             _sample(x.describe() for x in reserved_off),
         )
     )
@@ -594,9 +658,9 @@ def check(
     )
     rows.append(
         Row(
-            "ledger deviation (expected minus actual, all lines)",
+            "ledger deviation (expected minus actual)",
             deviation == 0,
-            str(deviation),
+            f"{deviation} over {len(checks)} {scope}",
             (f"{undetermined} declarations with a lost decision counted as uncertain",)
             if undetermined
             else (),
@@ -605,17 +669,23 @@ def check(
 
     # Components.
     exits = [e for e in events if e.kind == "process_exit" and not e.detail.get("expected")]
-    restarts = Counter(e.name for e in exits)
+    crashes = [e for e in exits if not e.detail.get("during_broker_restart")]
     rows.append(
         Row(
             "nothing a party may write crashed a component",
-            not exits,
-            f"{len(exits)} unexpected exits",
-            _sample(
-                f"{name} exited {n} time(s) on its own (last code "
-                f"{[e for e in exits if e.name == name][-1].detail.get('code')})"
-                for name, n in restarts.items()
-            ),
+            not crashes,
+            f"{len(crashes)} unexpected exits",
+            _exits(crashes),
+        )
+    )
+    infrastructure = [e for e in exits if e.detail.get("during_broker_restart")]
+    looping = [name for name, n in Counter(e.name for e in infrastructure).items() if n >= 3]
+    rows.append(
+        Row(
+            "components ride out the broker restart (no crash-loop)",
+            False if looping else None,
+            f"{len(infrastructure)} exits while the broker restarted",
+            _exits(infrastructure),
         )
     )
     readers = [e for e in events if e.kind == "clearance_reader"]
@@ -663,12 +733,23 @@ def check(
         "ledger_lines": len(lines),
         "reservations_leaked": str(leaked),
         "faults": dict(injected),
-        "unexpected_exits": len(exits),
+        "unexpected_exits": len(crashes),
+        "exits_during_broker_restart": len(infrastructure),
         "audit_exit": None if audit is None else audit.exit_code,
         "time_s": elapsed_s,
         "invariants_failed": [row.name for row in rows if row.ok is False],
     }
     return report
+
+
+def _exits(exits: Sequence[Event]) -> tuple[str, ...]:
+    by_name = Counter(e.name for e in exits)
+    return _sample(
+        f"{name} exited {n} time(s) on its own (last code "
+        f"{[e for e in exits if e.name == name][-1].detail.get('code')}, log "
+        f"{[e for e in exits if e.name == name][-1].detail.get('log', '?')})"
+        for name, n in by_name.items()
+    )
 
 
 def partner_document_references(

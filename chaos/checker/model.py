@@ -163,8 +163,18 @@ class AnswerSeen:
 
 
 @dataclass(frozen=True, slots=True)
+class Holding:
+    """What one declaration holds on one line, as the partner's admin API shows it."""
+
+    declaration: str
+    reserved: Decimal
+    written_off: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerLine:
-    """One line of one partner document as the partner's admin API shows it."""
+    """One line of one partner document as the partner's admin API shows it; with the
+    per-declaration positions when the API gives them (``GET /admin/ledger``)."""
 
     authority: str
     document: str
@@ -172,6 +182,7 @@ class LedgerLine:
     authorised: Decimal
     reserved: Decimal
     written_off: Decimal
+    positions: tuple[Holding, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from chaos.checker.model import (
     AnswerSeen,
     AuditResult,
     DecisionSeen,
+    Holding,
     LedgerLine,
     Observations,
     Unreadable,
@@ -215,24 +216,20 @@ class LiveSource:
         return answered, unreadable
 
     def ledger(self, authority: str, documents: Iterable[str]) -> list[LedgerLine]:
+        """``GET /admin/ledger`` (every document, per-declaration positions) when the
+        partner has it, else ``GET /admin/documents/{ref}`` per document (balances only)."""
         base = self._partner_urls[authority].rstrip("/")
-        lines: list[LedgerLine] = []
-        for reference in documents:
-            view = _get_json(f"{base}/admin/documents/{quote(reference, safe='')}")
-            if view is None:
-                continue  # the partner does not know it (a NOT_FOUND document on purpose)
-            for balance in view.get("balances", []):
-                lines.append(
-                    LedgerLine(
-                        authority=authority,
-                        document=reference,
-                        line=int(balance["line"]),
-                        authorised=Decimal(str(balance["authorised"])),
-                        reserved=Decimal(str(balance["reserved"])),
-                        written_off=Decimal(str(balance["written_off"])),
-                    )
-                )
-        return lines
+        wanted = list(documents)
+        everything = _get_json(f"{base}/admin/ledger")
+        if everything is not None:
+            views = [v for v in everything.get("documents", []) if v.get("reference") in wanted]
+        else:
+            views = []
+            for reference in wanted:
+                view = _get_json(f"{base}/admin/documents/{quote(reference, safe='')}")
+                if view is not None:  # None: unknown to the partner (NOT_FOUND on purpose)
+                    views.append({**view, "reference": reference})
+        return [line for view in views for line in _lines(authority, view)]
 
     def audit(self) -> AuditResult:
         """``gun-hub audit verify`` as its own process (its exit code is the verdict)."""
@@ -257,6 +254,33 @@ class LiveSource:
             return AuditResult(-1, "gun-hub audit verify did not finish within 300 s")
         output = (done.stdout + done.stderr).strip()
         return AuditResult(done.returncode, "\n".join(output.splitlines()[-12:]))
+
+
+def _lines(authority: str, view: dict[str, Any]) -> list[LedgerLine]:
+    lines = []
+    for balance in view.get("balances", []):
+        positions = balance.get("positions")
+        lines.append(
+            LedgerLine(
+                authority=authority,
+                document=str(view["reference"]),
+                line=int(balance["line"]),
+                authorised=Decimal(str(balance["authorised"])),
+                reserved=Decimal(str(balance["reserved"])),
+                written_off=Decimal(str(balance["written_off"])),
+                positions=None
+                if positions is None
+                else tuple(
+                    Holding(
+                        str(p["declaration"]),
+                        Decimal(str(p.get("reserved", "0"))),
+                        Decimal(str(p.get("written_off", "0"))),
+                    )
+                    for p in positions
+                ),
+            )
+        )
+    return lines
 
 
 def _get_json(url: str, attempts: int = 5) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from adapters.base import load_adapter
+from adapters.base import PartnerPort, load_adapter
 from adapters.base.runner import AdapterRunner
 from gun_hub.envelope import Envelope
 from gun_hub.model.declaration import Direction, Stage
@@ -25,11 +25,18 @@ from gun_hub.topics import TopicRegistry
 
 @asynccontextmanager
 async def running_adapter(
-    authority: str, settings: Settings, topics: TopicRegistry, envelope: Envelope
+    authority: str,
+    settings: Settings,
+    topics: TopicRegistry,
+    envelope: Envelope,
+    partner: PartnerPort | None = None,
 ) -> AsyncIterator[AdapterRunner]:
-    """Start ``authority``'s adapter, wait until it consumes, stop it cleanly after."""
+    """Start ``authority``'s adapter, wait until it consumes, stop it cleanly after
+    (``partner``: another client of the partner system than the package's own)."""
     spec = load_adapter(authority)
-    runner = AdapterRunner(spec, settings, topics, envelope, spec.build_partner(settings.adapter))
+    runner = AdapterRunner(
+        spec, settings, topics, envelope, partner or spec.build_partner(settings.adapter)
+    )
     ready = asyncio.Event()
     task = asyncio.create_task(runner.run(ready))
     await asyncio.wait_for(ready.wait(), 30)

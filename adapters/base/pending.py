@@ -1,18 +1,42 @@
-"""Write-offs and deletions the partner could not take while it was down, kept durably.
+"""Write-offs, deletions and give-backs the partner could not take while it was down,
+kept durably (SQLite) until they are replayed (:mod:`adapters.base.replay`).
 
 Checks and reservations are answered UNAVAILABLE and the hub goes to degraded mode; a
-write-off or a deletion, though, must eventually reach the partner's ledger (the goods
-left, or the declaration was cancelled). They wait here, in SQLite, and are replayed in
-order once the partner answers again. Replaying is safe: both operations answer "already
-done" the second time.
+write-off, a deletion or a give-back, though, must eventually reach the partner's ledger
+(the goods left, the declaration was refused or cancelled, or invalidated after release).
+The queue is ordered per declaration (record key): operations of one reference are
+replayed in the order they were asked, and references are independent of each other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 
 from gun_hub.model.exchange import AuthorityRequest
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    operation_key TEXT UNIQUE NOT NULL,
+    request_id TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    request TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_reference ON queue (reference, id);
+"""
+
+
+def operation_key(request: AuthorityRequest) -> str:
+    """The request id and the documents it concerns: one version's deletion of some
+    documents is not the same operation as its deletion of others."""
+    documents = sorted(
+        f"{d.code}\x1f{d.reference}" for item in request.items for d in item.documents
+    )
+    digest = hashlib.sha256("\x1e".join(documents).encode()).hexdigest()[:16]
+    return f"{request.request_id}#{digest}"
 
 
 class PendingOperations:
@@ -20,30 +44,60 @@ class PendingOperations:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS pending ("
-            " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-            " request_id TEXT UNIQUE NOT NULL,"
-            " request TEXT NOT NULL)"
-        )
+        self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Move a queue written before it was kept per reference (table ``pending``)."""
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
+        if "pending" not in tables:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        for (body,) in self._db.execute("SELECT request FROM pending ORDER BY id").fetchall():
+            self.add(AuthorityRequest.model_validate_json(body))
+        self._db.execute("DROP TABLE pending")
+        self._db.execute("COMMIT")
 
     def add(self, request: AuthorityRequest) -> None:
+        """Queue ``request`` behind its reference's earlier operations (once: a
+        redelivered request keeps its first place)."""
         self._db.execute(
-            "INSERT OR IGNORE INTO pending (request_id, request) VALUES (?, ?)",
-            (request.request_id, request.model_dump_json()),
+            "INSERT OR IGNORE INTO queue (operation_key, request_id, reference, version, request)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                operation_key(request),
+                request.request_id,
+                request.reference,
+                request.version,
+                request.model_dump_json(),
+            ),
         )
 
-    def oldest(self, limit: int = 100) -> list[AuthorityRequest]:
+    def references(self) -> list[str]:
+        """References with queued operations, the one waiting longest first."""
         rows = self._db.execute(
-            "SELECT request FROM pending ORDER BY id LIMIT ?", (limit,)
+            "SELECT reference FROM queue GROUP BY reference ORDER BY MIN(id)"
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def queued(self, reference: str) -> list[AuthorityRequest]:
+        """``reference``'s queued operations, in the order they were asked."""
+        rows = self._db.execute(
+            "SELECT request FROM queue WHERE reference = ? ORDER BY id", (reference,)
         ).fetchall()
         return [AuthorityRequest.model_validate_json(row[0]) for row in rows]
 
+    def has(self, reference: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM queue WHERE reference = ? LIMIT 1", (reference,)
+        ).fetchone()
+        return row is not None
+
     def done(self, request: AuthorityRequest) -> None:
-        self._db.execute("DELETE FROM pending WHERE request_id = ?", (request.request_id,))
+        self._db.execute("DELETE FROM queue WHERE operation_key = ?", (operation_key(request),))
 
     def __len__(self) -> int:
-        (count,) = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()
+        (count,) = self._db.execute("SELECT COUNT(*) FROM queue").fetchone()
         return int(count)
 
     def close(self) -> None:

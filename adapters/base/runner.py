@@ -7,7 +7,13 @@ position) and the hub ignores an answer it already has.
 
 Order: records of one declaration (one key) are handled one after the other, so a newer
 version's reservation never overtakes an older one; different declarations run
-concurrently up to ``max_in_flight``.
+concurrently up to ``max_in_flight``. Operations a down partner could not take are queued
+and replayed in the same per-declaration order (:mod:`adapters.base.replay`).
+
+Every record is survivable: whatever handling one record raises (a rejected envelope, an
+invalid request, a bug) dead-letters that record with its reason, and the adapter goes on
+and commits. Freshness is judged at the broker's log-append time of the record, so a
+backlog read hours later still opens (contract section 5).
 """
 
 from __future__ import annotations
@@ -26,12 +32,13 @@ from pydantic import ValidationError
 from adapters.base import metrics
 from adapters.base.health_server import serve_health
 from adapters.base.pending import PendingOperations
+from adapters.base.replay import REPLAYED_OPERATIONS, Replayer
 from adapters.base.spec import AdapterSpec, PartnerPort
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
-from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected
+from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected, broker_accepted_at
 from gun_hub.kafka.client import client_options, from_settings
-from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer, Operation
-from gun_hub.model.verdicts import Verdict
+from gun_hub.limits import MAX_RECORD_BYTES, RECORD_OVERHEAD_BYTES
+from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
 from gun_hub.ops.health import PartnerHealth
 from gun_hub.outbox import Outbox
 from gun_hub.security.entitlements import HUB_PARTY
@@ -40,9 +47,11 @@ from gun_hub.topics import TopicRegistry
 
 log = logging.getLogger(__name__)
 
+__all__ = ["REPLAYED_OPERATIONS", "AdapterRunner", "consumer_group"]
 
-# A write-off or a deletion must reach the partner's ledger even after an outage.
-REPLAYED_OPERATIONS = frozenset({Operation.WRITE_OFF, Operation.DELETE})
+# Every record the topics accept can be fetched, and every answer sent (limits.py).
+_RECORD_BYTES = MAX_RECORD_BYTES + RECORD_OVERHEAD_BYTES
+UNHANDLED_ERROR = "UNHANDLED_ERROR"
 
 
 def consumer_group(authority: str) -> str:
@@ -73,6 +82,8 @@ class AdapterRunner:
         self.pending = PendingOperations(
             settings.security.state_dir / f"{topics.prefix}-{spec.authority}-pending.sqlite"
         )
+        self._producer: AIOKafkaProducer | None = None
+        self._replayer = Replayer(self.pending, partner, self._publish_replayed)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -88,6 +99,8 @@ class AdapterRunner:
             auto_offset_reset="earliest",
             max_poll_records=500,
             isolation_level="read_committed",
+            max_partition_fetch_bytes=_RECORD_BYTES,
+            fetch_max_bytes=4 * _RECORD_BYTES,
         )
         producer = AIOKafkaProducer(
             **connect,
@@ -95,8 +108,10 @@ class AdapterRunner:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            max_request_size=_RECORD_BYTES,
         )
         await producer.start()
+        self._producer = producer
         await consumer.start()
         log.info("adapter %s consuming %s", self._spec.authority, self._request_topic)
         health = await self._serve_health(consumer)
@@ -160,7 +175,7 @@ class AdapterRunner:
             await asyncio.sleep(self._settings.ops.heartbeat_s)
 
     async def _replay_pending(self, producer: AIOKafkaProducer) -> None:
-        """Retry write-offs and deletions that met a down partner, oldest first."""
+        """Retry the operations that met a down partner, each declaration in order."""
         interval = self._settings.adapter.replay_interval_s
         while True:
             await asyncio.sleep(interval)
@@ -170,19 +185,20 @@ class AdapterRunner:
                 log.exception("replaying pending operations failed; will retry")
 
     async def _replay_once(self, producer: AIOKafkaProducer) -> None:
-        for request in self.pending.oldest():
-            answers = await self._partner.answer(request)
-            if any(a.verdict is Verdict.UNAVAILABLE for a in answers):
-                break  # still down: keep the order, try again later
-            self.pending.done(request)
-            log.info("replayed %s after the partner came back", request.request_id)
-            outbox = Outbox()
-            self._answer(outbox, request, answers)
-            for record in outbox.records:
-                await producer.send_and_wait(
-                    record.topic, record.value, key=record.key, headers=record.headers
-                )
+        await self._replayer.replay_all()
         metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
+
+    async def _publish_replayed(
+        self, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]
+    ) -> None:
+        """Send the answer of a replayed operation now, acknowledged by the broker."""
+        assert self._producer is not None  # noqa: S101 - replays start after the producer
+        outbox = Outbox()
+        self._answer(outbox, request, answers)
+        for record in outbox.records:
+            await self._producer.send_and_wait(
+                record.topic, record.value, key=record.key, headers=record.headers
+            )
 
     async def _process(
         self,
@@ -207,14 +223,42 @@ class AdapterRunner:
         outbox = Outbox()
         async with self._in_flight:
             for record in records:
-                await self._handle(record, outbox)
+                await self._handle_survivably(record, outbox)
         return outbox
+
+    async def _handle_survivably(
+        self, record: ConsumerRecord[bytes, bytes], outbox: Outbox
+    ) -> None:
+        """Handle one record; whatever it raises dead-letters it, and the batch goes on."""
+        answered = len(outbox.records)
+        try:
+            await self._handle(record, outbox)
+        except Exception as err:  # dead-lettered with its reason and logged: never swallowed
+            del outbox.records[answered:]  # nothing half-done of this record leaves
+            source = SourcePosition(record.topic, record.partition, record.offset, record.key)
+            log.exception(
+                "unexpected %s handling the record at %s", type(err).__name__, source.describe()
+            )
+            self._dead_letter(
+                outbox,
+                record.value or b"",
+                source,
+                ErrorClass.PERMANENT,
+                UNHANDLED_ERROR,
+                err,
+                reason=f"{type(err).__name__}: {err}",
+            )
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes], outbox: Outbox) -> None:
         source = SourcePosition(record.topic, record.partition, record.offset, record.key)
         data = record.value or b""
         try:
-            opened = self._envelope.open(data, topic=record.topic, position=source.describe())
+            opened = self._envelope.open(
+                data,
+                topic=record.topic,
+                position=source.describe(),
+                accepted_at=broker_accepted_at(record.timestamp, record.timestamp_type),
+            )
         except EnvelopeRejected as rejection:
             metrics.ENVELOPE_REJECTIONS.labels(self._spec.authority, rejection.kind.value).inc()
             self._dead_letter(outbox, data, source, ErrorClass.SECURITY, rejection.kind, rejection)
@@ -245,12 +289,9 @@ class AdapterRunner:
             )
             return
         with metrics.PARTNER_SECONDS.labels(self._spec.authority).time():
-            answers = await self._partner.answer(request)
+            answers = await self._replayer.ask(request)
         metrics.REQUESTS.labels(self._spec.authority).inc()
-        if request.operation in REPLAYED_OPERATIONS and any(
-            a.verdict is Verdict.UNAVAILABLE for a in answers
-        ):
-            self.pending.add(request)
+        if request.operation in REPLAYED_OPERATIONS:
             metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
         self._answer(outbox, request, answers)
 
@@ -282,6 +323,8 @@ class AdapterRunner:
         error_class: ErrorClass,
         kind: str,
         error: Exception,
+        *,
+        reason: str | None = None,
     ) -> None:
         log.warning(
             "dead-lettering %s record at %s: %s", kind, source.describe(), type(error).__name__
@@ -293,7 +336,7 @@ class AdapterRunner:
             data,
             error_class=error_class,
             kind=str(kind),
-            reason=str(error),
+            reason=reason if reason is not None else str(error),
             source=source,
             component=self.component,
         )

@@ -190,7 +190,12 @@ class Harness:
     # -- asking the adapter -----------------------------------------------------------------
 
     def request(
-        self, operation: Operation, quotes: list[Quote], *, reference: str | None = None
+        self,
+        operation: Operation,
+        quotes: list[Quote],
+        *,
+        reference: str | None = None,
+        version: int = 1,
     ) -> AuthorityRequest:
         reference = reference or self.declaration_reference()
         items: dict[int, list[RequestedDocument]] = defaultdict(list)
@@ -207,11 +212,11 @@ class Harness:
             )
             commodity[quote.goods_item] = quote.commodity_code
         return AuthorityRequest(
-            request_id=request_id_for(reference, 1, self.authority, operation),
+            request_id=request_id_for(reference, version, self.authority, operation),
             authority=self.authority,
             operation=operation,
             reference=reference,
-            version=1,
+            version=version,
             stage=Stage.PRELODGED if operation is Operation.CHECK else Stage.LODGED,
             direction=Direction.IMPORT,
             procedure="4000",

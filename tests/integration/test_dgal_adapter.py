@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import random
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -10,12 +13,16 @@ from decimal import Decimal
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from adapters.base.certex import CertexHttpPartner
 from adapters.base.runner import AdapterRunner
-from gun_hub.dead_letter import HEADER_ERROR_KIND, header_value
+from adapters.base.spec import PartnerPort
+from gun_hub.dead_letter import HEADER_ERROR_KIND, HEADER_ERROR_REASON, header_value
 from gun_hub.envelope import ContentType
-from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, Operation
+from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer, Operation
 from gun_hub.model.verdicts import Verdict
+from gun_hub.ops.health import CircuitStatus
 from gun_hub.routing import build_requests, route_documents
+from gun_hub.security import jose_envelope
 from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.settings import AdapterSettings
 from tests.adapter_fixtures import running_adapter
@@ -164,3 +171,131 @@ async def test_a_partner_that_is_down_is_answered_unavailable_promptly(
     assert answer.verdict is Verdict.UNAVAILABLE
     assert answer.detail is not None
     assert "503" in answer.detail
+
+
+# -- defects 1 and 3: a backlog read late opens; no record stops the adapter -----------------
+
+
+def header_bomb() -> bytes:
+    """A compact JWE whose protected header decodes to 3000 nested brackets."""
+    header = base64.urlsafe_b64encode(b"[" * 3000).rstrip(b"=")
+    return header + b".AAAA.AAAAAAAAAAAAAAAA.AAAA.AAAAAAAAAAAAAAAAAAAAAA"
+
+
+def sealed_payload(kafka_env: KafkaEnv, payload: bytes) -> bytes:
+    """A genuine envelope from the hub around a payload that is not a request."""
+    return kafka_env.envelope(HUB_PARTY).seal(
+        payload,
+        recipient="dgal",
+        topic=kafka_env.topics.requests("dgal"),
+        content_type=ContentType.JSON,
+    )
+
+
+async def send_raw(kafka_env: KafkaEnv, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_env.bootstrap, max_request_size=8 * 1024 * 1024
+    )
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(kafka_env.topics.requests("dgal"), value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def test_every_poisoned_record_is_dead_lettered_with_a_reason_and_the_adapter_goes_on(
+    kafka_env: KafkaEnv, adapter: AdapterRunner, partner: RunningPartner
+) -> None:
+    dice = random.Random(3)
+    key = b"26FR000690I0000110"
+    poison: list[tuple[bytes | None, bytes | None]] = [
+        (key, dice.randbytes(2048)),
+        (key, b"[" * 3000),
+        (key, header_bomb()),
+        (key, b""),
+        (key, None),  # a tombstone
+        (None, b"\xff\xfe not even text"),
+        (None, b""),
+        (key, dice.randbytes(6 * 1024 * 1024)),  # far above any request, below the topic limit
+        (key, sealed_payload(kafka_env, b"[" * 3000)),  # signed, but a JSON bomb inside
+        (key, sealed_payload(kafka_env, b"\xc3\x28 invalid utf-8")),
+        (key, sealed_payload(kafka_env, b'{"request_id": 1}')),
+    ]
+    await send_raw(kafka_env, poison)
+    await send(kafka_env, seal(kafka_env, request_for(kafka_env, "5", "26FR000690I0000111")))
+    [answered] = await read(kafka_env, kafka_env.topics.responses("dgal"), 1)
+    assert response_of(kafka_env, answered).reference == "26FR000690I0000111"
+    dead = await read(kafka_env, kafka_env.topics.dlq, len(poison))
+    assert len(dead) == len(poison)
+    for record in dead:
+        headers = list(record.headers)
+        assert header_value(headers, HEADER_ERROR_KIND), headers
+        assert header_value(headers, HEADER_ERROR_REASON), headers
+    assert partner.store.balances("CHEDP.FR.2026.0001234")[0].reserved == Decimal(5)
+
+
+class BuggyPartner:
+    """The real client, with a bug that raises for one declaration."""
+
+    def __init__(self, inner: PartnerPort, broken: str) -> None:
+        self._inner = inner
+        self._broken = broken
+
+    async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
+        if request.reference == self._broken:
+            raise RecursionError("maximum recursion depth exceeded (a bug)")
+        return await self._inner.answer(request)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    @property
+    def circuit_state(self) -> CircuitStatus:
+        return self._inner.circuit_state
+
+
+async def test_an_unexpected_error_on_one_record_dead_letters_it_and_the_next_is_answered(
+    kafka_env: KafkaEnv, partner: RunningPartner
+) -> None:
+    settings = kafka_env.settings()
+    settings.adapter = AdapterSettings(partner_url=partner.url, partner_timeout_s=2)
+    buggy = BuggyPartner(CertexHttpPartner(settings.adapter), "26FR000690I0000112")
+    async with running_adapter(
+        "dgal", settings, kafka_env.topics, kafka_env.envelope("dgal"), partner=buggy
+    ):
+        await send(
+            kafka_env,
+            seal(kafka_env, request_for(kafka_env, "5", "26FR000690I0000112")),
+            seal(kafka_env, request_for(kafka_env, "6", "26FR000690I0000113")),
+        )
+        [answered] = await read(kafka_env, kafka_env.topics.responses("dgal"), 1)
+        [dead] = await read(kafka_env, kafka_env.topics.dlq, 1)
+    assert response_of(kafka_env, answered).reference == "26FR000690I0000113"
+    headers = list(dead.headers)
+    assert header_value(headers, HEADER_ERROR_KIND) == "UNHANDLED_ERROR"
+    reason = header_value(headers, HEADER_ERROR_REASON) or ""
+    assert "RecursionError" in reason
+    assert "a bug" in reason
+
+
+async def test_a_request_read_hours_after_the_broker_accepted_it_still_opens(
+    kafka_env: KafkaEnv, partner: RunningPartner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog: the adapter reads the request three hours after it was written."""
+    waiting = seal(kafka_env, request_for(kafka_env, "7", "26FR000690I0000114"))
+    await send(kafka_env, waiting)
+
+    class ThreeHoursLater:
+        @staticmethod
+        def time() -> float:
+            return time.time() + 3 * 3600
+
+    monkeypatch.setattr(jose_envelope, "time", ThreeHoursLater)
+    settings = kafka_env.settings()
+    settings.adapter = AdapterSettings(partner_url=partner.url, partner_timeout_s=2)
+    async with running_adapter("dgal", settings, kafka_env.topics, kafka_env.envelope("dgal")):
+        [record] = await read(kafka_env, kafka_env.topics.responses("dgal"), 1)
+    [answer] = response_of(kafka_env, record).answers
+    assert answer.verdict is Verdict.VALID
+    assert partner.store.balances("CHEDP.FR.2026.0001234")[0].reserved == Decimal(7)

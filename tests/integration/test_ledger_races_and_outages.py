@@ -6,9 +6,11 @@ over HTTP; the conformance harness plays the hub.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import pytest
@@ -24,17 +26,22 @@ from tests.partner_fixtures import RunningPartner
 pytestmark = pytest.mark.broker
 
 
-@pytest.fixture
-async def hub(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Harness]:
+@asynccontextmanager
+async def adapter_and_hub(
+    kafka_env: KafkaEnv,
+    partner: RunningPartner,
+    replay_interval_s: float,
+    circuit_failure_threshold: int = 2,
+) -> AsyncIterator[Harness]:
     """The DGAL adapter running, and a harness playing the hub in front of it."""
     settings = kafka_env.settings()
     settings.adapter = AdapterSettings(
         partner_url=partner.url,
         partner_timeout_s=1,
         retry_attempts=2,
-        circuit_failure_threshold=2,
+        circuit_failure_threshold=circuit_failure_threshold,
         circuit_reset_s=1,
-        replay_interval_s=0.5,
+        replay_interval_s=replay_interval_s,
     )
     harness = Harness(
         authority="dgal",
@@ -48,8 +55,26 @@ async def hub(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Har
     )
     async with running_adapter("dgal", settings, kafka_env.topics, kafka_env.envelope("dgal")):
         await harness.start()
+        try:
+            yield harness
+        finally:
+            await harness.stop()
+
+
+@pytest.fixture
+async def hub(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Harness]:
+    async with adapter_and_hub(kafka_env, partner, replay_interval_s=0.5) as harness:
         yield harness
-        await harness.stop()
+
+
+@pytest.fixture
+async def hub_slow_replay(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Harness]:
+    """Replay rounds 3 s apart and a circuit that stays closed: a new version reaches the
+    partner through the adapter before the next replay round."""
+    async with adapter_and_hub(
+        kafka_env, partner, replay_interval_s=3, circuit_failure_threshold=50
+    ) as harness:
+        yield harness
 
 
 async def ask_all(hub: Harness, requests: list) -> list[AuthorityResponse]:  # type: ignore[type-arg]
@@ -132,3 +157,46 @@ async def test_an_outage_answers_unavailable_promptly_then_replays_write_offs(
     for doc in docs[:3]:
         assert await hub.ledger(doc) == (Decimal(0), Decimal(30))
     assert await hub.ledger(docs[3]) == (Decimal(0), Decimal(0))
+
+
+async def test_a_deletion_queued_in_an_outage_never_wipes_the_next_versions_reservation(
+    hub_slow_replay: Harness, partner: RunningPartner
+) -> None:
+    """Defect 7: v1 refused, its DELETE met an outage and was queued; v2 (an amendment)
+    reserves once the partner is back. Replaying v1's DELETE after v2's RESERVE would
+    wipe v2's reservation and v2's release would then write nothing off."""
+    hub = hub_slow_replay
+    doc = await hub.seed("order")
+    v1 = hub.request(Operation.RESERVE, [Quote(doc, "60")])
+    [answer] = (await ask_all(hub, [v1]))[0].answers
+    assert answer.verdict is Verdict.VALID
+    reference = v1.reference
+
+    await hub.faults(outage=True)
+    delete_v1 = hub.request(
+        Operation.DELETE, [Quote(doc, None, line=None, unit=None)], reference=reference
+    )
+    [answer] = (await ask_all(hub, [delete_v1]))[0].answers
+    assert answer.verdict is Verdict.UNAVAILABLE  # queued for replay
+    await hub.faults()
+
+    reserve_v2 = hub.request(Operation.RESERVE, [Quote(doc, "40")], reference=reference, version=2)
+    [answer] = (await ask_all(hub, [reserve_v2]))[0].answers
+    assert answer.verdict is Verdict.VALID
+    assert await hub.ledger(doc) == (Decimal(40), Decimal(0))
+    await asyncio.sleep(4)  # more than a replay round: nothing may wipe v2's reservation
+    assert await hub.ledger(doc) == (Decimal(40), Decimal(0))
+
+    write_off_v2 = hub.request(
+        Operation.WRITE_OFF,
+        [Quote(doc, None, line=None, unit=None)],
+        reference=reference,
+        version=2,
+    )
+    [answer] = (await ask_all(hub, [write_off_v2]))[0].answers
+    assert (answer.verdict, answer.partner_code) == (Verdict.VALID, "01")
+    assert await hub.ledger(doc) == (Decimal(0), Decimal(40))  # exactly v2's quantity
+    positions = partner.store.positions(doc)
+    assert [(p.declaration, p.version, p.state) for p in positions] == [
+        (reference, 2, "WRITTEN_OFF")
+    ]

@@ -1,0 +1,179 @@
+"""Replaying what a down partner could not take, in each declaration's order.
+
+The adapter's live path and its replay rounds both go through :class:`Replayer`, which
+holds one lock per declaration reference, so the partner sees one declaration's
+operations in the order the hub asked them:
+
+* a new request first replays what its declaration has queued; a write-off, deletion or
+  give-back that would overtake a queued one still failing is queued behind it instead
+  (answered UNAVAILABLE), never sent out of order;
+* a replay round walks every declaration's queue concurrently; a declaration whose head
+  still meets an UNAVAILABLE partner stops there and blocks no other; any definitive
+  answer (a refusal too) ends the operation, which is answered and leaves the queue;
+* when a newer version's operation got a definitive answer on the same documents, older
+  queued operations are stale (the partner refuses them by version anyway): they are
+  dropped, with a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from adapters.base.certex import STALE_VERSION
+from adapters.base.pending import PendingOperations
+from adapters.base.spec import PartnerPort
+from gun_hub.model.exchange import AuthorityRequest, DocumentAnswer, Operation
+from gun_hub.model.verdicts import Verdict
+
+log = logging.getLogger(__name__)
+
+# A write-off, a deletion or a give-back must reach the partner's ledger even after an
+# outage; checks and reservations are answered UNAVAILABLE (degraded mode) and not kept.
+REPLAYED_OPERATIONS = frozenset({Operation.WRITE_OFF, Operation.DELETE, Operation.GIVE_BACK})
+# Operations whose version the partner records (a check changes nothing).
+_VERSIONED = frozenset({Operation.RESERVE, *REPLAYED_OPERATIONS})
+REPLAY_CONCURRENCY = 8
+"""Declarations replayed at once in a round (each one's operations stay in order)."""
+
+Publish = Callable[[AuthorityRequest, tuple[DocumentAnswer, ...]], Awaitable[None]]
+
+
+class KeyedLocks:
+    """One asyncio lock per key, forgotten when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+def unavailable(answers: tuple[DocumentAnswer, ...]) -> bool:
+    return any(a.verdict is Verdict.UNAVAILABLE for a in answers)
+
+
+def _documents(request: AuthorityRequest) -> set[tuple[str, str]]:
+    return {(d.code, d.reference) for item in request.items for d in item.documents}
+
+
+def _answered_unavailable(request: AuthorityRequest, detail: str) -> tuple[DocumentAnswer, ...]:
+    return tuple(
+        DocumentAnswer(
+            goods_item=item.number,
+            code=document.code,
+            reference=document.reference,
+            verdict=Verdict.UNAVAILABLE,
+            detail=detail,
+        )
+        for item in request.items
+        for document in item.documents
+    )
+
+
+class Replayer:
+    """Asks the partner, keeping each declaration's order across outages."""
+
+    def __init__(
+        self,
+        pending: PendingOperations,
+        partner: PartnerPort,
+        publish: Publish,
+        *,
+        concurrency: int = REPLAY_CONCURRENCY,
+    ) -> None:
+        self._pending = pending
+        self._partner = partner
+        self._publish = publish
+        self._concurrency = concurrency
+        self._locks = KeyedLocks()
+
+    async def ask(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
+        """The partner's answers to a request read from the log (the live path)."""
+        async with self._locks.hold(request.reference):
+            clear = not self._pending.has(request.reference) or await self._replay(
+                request.reference
+            )
+            if not clear and request.operation in REPLAYED_OPERATIONS:
+                self._pending.add(request)
+                return _answered_unavailable(
+                    request,
+                    "queued behind an earlier operation of this declaration that the "
+                    "partner has not taken yet",
+                )
+            answers = await self._partner.answer(request)
+            if unavailable(answers):
+                if request.operation in REPLAYED_OPERATIONS:
+                    self._pending.add(request)
+            elif request.operation in _VERSIONED:
+                self._drop_superseded(request)
+            return answers
+
+    async def replay_all(self) -> None:
+        """One replay round over every declaration with queued operations."""
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def replay(reference: str) -> None:
+            async with slots, self._locks.hold(reference):
+                await self._replay(reference)
+
+        references = self._pending.references()
+        results = await asyncio.gather(
+            *(replay(reference) for reference in references), return_exceptions=True
+        )
+        for reference, result in zip(references, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                # One declaration's bad round (a bug, a broker hiccup) blocks no other.
+                log.error(
+                    "replaying the operations of %s failed; will retry",
+                    reference,
+                    exc_info=result,
+                )
+
+    async def _replay(self, reference: str) -> bool:
+        """Replay ``reference``'s queue in order, until its head still meets an
+        UNAVAILABLE partner; True when the queue is empty. Holds the reference's lock."""
+        for request in self._pending.queued(reference):
+            answers = await self._partner.answer(request)
+            if unavailable(answers):
+                return False
+            # Answer first, then forget: a crash in between replays it again, and the
+            # partner answers a repeated idempotency key as the first time.
+            await self._publish(request, answers)
+            self._pending.done(request)
+            if any(a.partner_code == STALE_VERSION for a in answers):
+                log.info(
+                    "dropped %s: stale, the partner has seen a newer version", request.request_id
+                )
+            else:
+                log.info("replayed %s after the partner came back", request.request_id)
+        return True
+
+    def _drop_superseded(self, newer: AuthorityRequest) -> None:
+        covered = _documents(newer)
+        for older in self._pending.queued(newer.reference):
+            if older.version < newer.version and _documents(older) <= covered:
+                self._pending.done(older)
+                log.info(
+                    "dropped %s: stale, superseded by %s which the partner took",
+                    older.request_id,
+                    newer.request_id,
+                )

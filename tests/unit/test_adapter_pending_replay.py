@@ -1,0 +1,271 @@
+"""Operations met by an outage are replayed in each declaration's order; a definitive
+answer leaves the queue, a declaration still failing blocks no other, and an operation a
+newer version superseded is dropped (defect 7)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from adapters.base.pending import PendingOperations
+from adapters.base.replay import Replayer
+from gun_hub.model.exchange import AuthorityRequest, DocumentAnswer, Operation
+from gun_hub.model.verdicts import Verdict
+from gun_hub.ops.health import CircuitStatus
+from tests.adapter_fixtures import partner_request
+
+R1 = "26FR000690I0000501"
+R2 = "26FR000690I0000502"
+DOC = "CHEDP.FR.2026.0001234"
+OTHER_DOC = "CHEDP.FR.2026.0009999"
+
+Rule = Callable[[AuthorityRequest], Verdict]
+
+
+class FakePartner:
+    """Answers by a rule that tests switch; records every request it is asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.rule: Rule = lambda request: Verdict.VALID
+
+    async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
+        self.asked.append(request.request_id)
+        verdict = self.rule(request)
+        return tuple(
+            DocumentAnswer(
+                goods_item=item.number,
+                code=document.code,
+                reference=document.reference,
+                verdict=verdict,
+                detail="partner down" if verdict is Verdict.UNAVAILABLE else None,
+            )
+            for item in request.items
+            for document in item.documents
+        )
+
+    async def close(self) -> None:
+        return None
+
+    @property
+    def circuit_state(self) -> CircuitStatus:
+        return CircuitStatus.CLOSED
+
+
+def down(request: AuthorityRequest) -> Verdict:
+    return Verdict.UNAVAILABLE
+
+
+def op(
+    operation: Operation, reference: str = R1, version: int = 1, document: str = DOC
+) -> AuthorityRequest:
+    return partner_request(
+        operation, reference=reference, version=version, document=document, quantity=None
+    )
+
+
+@pytest.fixture
+async def pending(tmp_path: Path) -> AsyncIterator[PendingOperations]:
+    queue = PendingOperations(tmp_path / "pending.sqlite")
+    yield queue
+    queue.close()
+
+
+@pytest.fixture
+def partner() -> FakePartner:
+    return FakePartner()
+
+
+@pytest.fixture
+def published() -> list[tuple[str, Verdict]]:
+    return []
+
+
+@pytest.fixture
+def replayer(
+    pending: PendingOperations, partner: FakePartner, published: list[tuple[str, Verdict]]
+) -> Replayer:
+    async def publish(request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]) -> None:
+        published.append((request.request_id, answers[0].verdict))
+
+    return Replayer(pending, partner, publish)
+
+
+def queued(pending: PendingOperations) -> list[str]:
+    return [r.request_id for ref in pending.references() for r in pending.queued(ref)]
+
+
+async def test_the_queue_keeps_each_declarations_order_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    first = PendingOperations(tmp_path / "p.sqlite")
+    for request in (op(Operation.DELETE), op(Operation.WRITE_OFF, R2), op(Operation.WRITE_OFF)):
+        first.add(request)
+    first.add(op(Operation.DELETE))  # a redelivery keeps its first place
+    first.close()
+    again = PendingOperations(tmp_path / "p.sqlite")
+    assert again.references() == [R1, R2]
+    assert [r.operation for r in again.queued(R1)] == [Operation.DELETE, Operation.WRITE_OFF]
+    assert len(again) == 3
+    again.close()
+
+
+def test_a_queue_written_before_references_were_kept_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE pending (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " request_id TEXT UNIQUE NOT NULL, request TEXT NOT NULL)"
+    )
+    request = op(Operation.WRITE_OFF, R2)
+    old.execute(
+        "INSERT INTO pending (request_id, request) VALUES (?, ?)",
+        (request.request_id, request.model_dump_json()),
+    )
+    old.commit()
+    old.close()
+    queue = PendingOperations(path)
+    assert queue.queued(R2) == [request]
+    queue.close()
+
+
+async def test_replay_keeps_each_declarations_order(
+    pending: PendingOperations, partner: FakePartner, replayer: Replayer
+) -> None:
+    pending.add(op(Operation.DELETE, version=1))
+    pending.add(op(Operation.WRITE_OFF, R2))
+    pending.add(op(Operation.WRITE_OFF, version=2))
+    await replayer.replay_all()
+    r1 = [request for request in partner.asked if request.startswith(R1)]
+    assert r1 == [op(Operation.DELETE).request_id, op(Operation.WRITE_OFF, version=2).request_id]
+    assert len(pending) == 0
+
+
+async def test_a_definitive_answer_leaves_the_queue_and_the_next_one_goes_on(
+    pending: PendingOperations,
+    partner: FakePartner,
+    replayer: Replayer,
+    published: list[tuple[str, Verdict]],
+) -> None:
+    refused = op(Operation.WRITE_OFF, version=1)
+    after = op(Operation.DELETE, version=2)
+    pending.add(refused)
+    pending.add(after)
+    partner.rule = lambda r: (
+        Verdict.MISMATCH if r.operation is Operation.WRITE_OFF else Verdict.VALID
+    )
+    await replayer.replay_all()
+    assert published == [
+        (refused.request_id, Verdict.MISMATCH),  # answered, and never asked again
+        (after.request_id, Verdict.VALID),
+    ]
+    assert len(pending) == 0
+
+
+async def test_a_declaration_still_failing_blocks_no_other(
+    pending: PendingOperations,
+    partner: FakePartner,
+    replayer: Replayer,
+    published: list[tuple[str, Verdict]],
+) -> None:
+    pending.add(op(Operation.DELETE, R1))
+    pending.add(op(Operation.WRITE_OFF, R1, version=2))
+    pending.add(op(Operation.WRITE_OFF, R2))
+    partner.rule = lambda r: Verdict.UNAVAILABLE if r.reference == R1 else Verdict.VALID
+    await replayer.replay_all()
+    assert published == [(op(Operation.WRITE_OFF, R2).request_id, Verdict.VALID)]
+    # R1's head failed: its second operation was not tried out of order.
+    assert op(Operation.WRITE_OFF, R1, version=2).request_id not in partner.asked
+    assert queued(pending) == [
+        op(Operation.DELETE, R1).request_id,
+        op(Operation.WRITE_OFF, R1, version=2).request_id,
+    ]
+
+
+async def test_a_new_request_first_replays_what_its_declaration_has_queued(
+    pending: PendingOperations,
+    partner: FakePartner,
+    replayer: Replayer,
+    published: list[tuple[str, Verdict]],
+) -> None:
+    pending.add(op(Operation.DELETE, version=1))
+    answers = await replayer.ask(op(Operation.RESERVE, version=2))
+    assert partner.asked == [
+        op(Operation.DELETE, version=1).request_id,
+        op(Operation.RESERVE, version=2).request_id,
+    ]
+    assert published == [(op(Operation.DELETE, version=1).request_id, Verdict.VALID)]
+    assert [a.verdict for a in answers] == [Verdict.VALID]
+    assert len(pending) == 0
+
+
+async def test_a_follow_up_waits_behind_its_declarations_queued_operation(
+    pending: PendingOperations, partner: FakePartner, replayer: Replayer
+) -> None:
+    pending.add(op(Operation.WRITE_OFF, version=1))
+    partner.rule = down
+    answers = await replayer.ask(op(Operation.GIVE_BACK, version=2))
+    assert [a.verdict for a in answers] == [Verdict.UNAVAILABLE]
+    assert answers[0].detail is not None
+    assert "queued" in answers[0].detail
+    assert partner.asked == [op(Operation.WRITE_OFF).request_id]  # never out of order
+    assert queued(pending) == [
+        op(Operation.WRITE_OFF, version=1).request_id,
+        op(Operation.GIVE_BACK, version=2).request_id,
+    ]
+
+
+async def test_an_operation_that_met_a_down_partner_is_queued(
+    pending: PendingOperations, partner: FakePartner, replayer: Replayer
+) -> None:
+    partner.rule = down
+    for operation in Operation:
+        await replayer.ask(op(operation, R2))
+    assert [r.operation for r in pending.queued(R2)] == [
+        Operation.WRITE_OFF,
+        Operation.DELETE,
+        Operation.GIVE_BACK,
+    ]  # checks and reservations are not replayed: the hub goes to degraded mode
+
+
+async def test_an_older_operation_a_newer_version_superseded_is_dropped_as_stale(
+    pending: PendingOperations,
+    partner: FakePartner,
+    replayer: Replayer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    superseded = op(Operation.DELETE, version=1)
+    elsewhere = op(Operation.DELETE, version=1, document=OTHER_DOC)
+    pending.add(superseded)
+    pending.add(elsewhere)
+    # The partner still fails the deletions but takes v2's reservation of DOC.
+    partner.rule = lambda r: (
+        Verdict.VALID if r.operation is Operation.RESERVE else Verdict.UNAVAILABLE
+    )
+    with caplog.at_level(logging.INFO, logger="adapters.base.replay"):
+        answers = await replayer.ask(op(Operation.RESERVE, version=2))
+    assert [a.verdict for a in answers] == [Verdict.VALID]
+    # v2 restated DOC: v1's deletion there is stale. OTHER_DOC, which v2 no longer quotes,
+    # keeps its deletion (it frees what v1 held there).
+    assert queued(pending) == [elsewhere.request_id]
+    assert any(
+        "stale" in record.getMessage() and superseded.request_id in record.getMessage()
+        for record in caplog.records
+    )
+
+
+async def test_a_stale_version_answer_on_replay_ends_the_operation(
+    pending: PendingOperations,
+    partner: FakePartner,
+    replayer: Replayer,
+    published: list[tuple[str, Verdict]],
+) -> None:
+    pending.add(op(Operation.DELETE, version=1))
+    partner.rule = lambda r: Verdict.MISMATCH  # what STALE_VERSION maps to
+    await replayer.replay_all()
+    assert published == [(op(Operation.DELETE, version=1).request_id, Verdict.MISMATCH)]
+    assert len(pending) == 0

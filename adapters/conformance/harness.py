@@ -183,9 +183,15 @@ class Harness:
 
     async def ledger(self, reference: str, line: int = 1) -> tuple[Decimal, Decimal]:
         """(reserved, written off) on one line of a document."""
+        balance = await self.balance(reference, line)
+        return Decimal(balance["reserved"]), Decimal(balance["written_off"])
+
+    async def balance(self, reference: str, line: int = 1) -> dict[str, Any]:
+        """One line of a document as the partner's test API shows it (given back, and
+        every declaration's position with its version, included)."""
         body = await self._partner("GET", f"/admin/documents/{url_segment(reference, safe='')}")
         [balance] = [b for b in body["balances"] if b["line"] == line]
-        return Decimal(balance["reserved"]), Decimal(balance["written_off"])
+        return dict(balance)
 
     # -- asking the adapter -----------------------------------------------------------------
 

@@ -6,6 +6,7 @@ through Kafka as the hub would, and checks both the answer and the partner's led
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.conformance.harness import Harness, Quote, ScenarioFailed, today
-from gun_hub.model.exchange import AuthorityResponse, Operation
+from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, Operation
 from gun_hub.model.verdicts import Verdict
 
 Run = Callable[[Harness], Awaitable[None]]
@@ -96,7 +97,7 @@ async def write_off_exists_06(h: Harness) -> None:
     expect(await h.ask(request), Verdict.VALID)
     write_off = h.request(Operation.WRITE_OFF, [Quote(doc, "10")], reference=request.reference)
     expect(await h.ask(write_off), Verdict.VALID, codes=("01",))
-    again = h.request(Operation.RESERVE, [Quote(doc, "20")], reference=request.reference)
+    again = h.request(Operation.RESERVE, [Quote(doc, "20")], reference=request.reference, version=2)
     expect(await h.ask(again, copies=1), Verdict.ALREADY_USED, codes=("06",))
     await expect_ledger(h, doc, "0", "10")
 
@@ -124,8 +125,10 @@ async def partial_quantities(h: Harness) -> None:
 async def restated_not_added(h: Harness) -> None:
     doc = await h.seed("restate")
     reference = h.declaration_reference()
-    for quantity in ("40", "60", "25"):
-        request = h.request(Operation.RESERVE, [Quote(doc, quantity)], reference=reference)
+    for version, quantity in enumerate(("40", "60", "25"), start=1):
+        request = h.request(
+            Operation.RESERVE, [Quote(doc, quantity)], reference=reference, version=version
+        )
         expect(await h.ask(request), Verdict.VALID)
     await expect_ledger(h, doc, "25")
 
@@ -149,7 +152,8 @@ async def write_off_consumes(h: Harness) -> None:
     write_off = h.request(Operation.WRITE_OFF, [Quote(doc, "35")], reference=request.reference)
     expect(await h.ask(write_off), Verdict.VALID, codes=("01",))
     await expect_ledger(h, doc, "0", "35")
-    expect(await h.ask(write_off), Verdict.VALID, codes=("03",))  # redelivered: done already
+    # Redelivered: the same idempotency key, so the same answer, and nothing written twice.
+    expect(await h.ask(write_off), Verdict.VALID, codes=("01",))
     await expect_ledger(h, doc, "0", "35")
 
 
@@ -256,6 +260,79 @@ async def write_off_replayed_after_outage(h: Harness) -> None:
     await expect_ledger(h, doc, "0", "15")
 
 
+def follow_up(
+    h: Harness, operation: Operation, doc: str, reference: str, version: int = 1
+) -> AuthorityRequest:
+    """A write-off, deletion or give-back as the hub sends it: the document, no quantity."""
+    return h.request(
+        operation,
+        [Quote(doc, None, line=None, unit=None)],
+        reference=reference,
+        version=version,
+    )
+
+
+async def lost_answer_retried_once(h: Harness) -> None:
+    doc = await h.seed("lost")
+    request = h.request(Operation.RESERVE, [Quote(doc, "25")])
+    expect(await h.ask(request), Verdict.VALID)
+    # The partner writes off, then its answer is lost: the adapter times out and retries
+    # with the same idempotency key, and gets the first answer, not a second write-off.
+    await h.faults(lose_next=1, hang_s=h.slow_ms / 1000)
+    try:
+        write_off = follow_up(h, Operation.WRITE_OFF, doc, request.reference)
+        expect(await h.ask(write_off), Verdict.VALID, codes=("01",))
+    finally:
+        await h.faults()
+    await expect_ledger(h, doc, "0", "25")
+
+
+async def stale_version_refused(h: Harness) -> None:
+    doc = await h.seed("stale")
+    v2 = h.request(Operation.RESERVE, [Quote(doc, "20")], version=2)
+    expect(await h.ask(v2), Verdict.VALID)
+    late = follow_up(h, Operation.DELETE, doc, v2.reference, version=1)  # v1's, arriving late
+    expect(await h.ask(late), Verdict.MISMATCH, codes=("STALE_VERSION",))
+    await expect_ledger(h, doc, "20")
+    [position] = (await h.balance(doc))["positions"]
+    if position["version"] != 2:
+        raise ScenarioFailed(f"the partner shows version {position['version']}, expected 2")
+
+
+async def give_back_after_invalidation(h: Harness) -> None:
+    doc = await h.seed("giveback")
+    request = h.request(Operation.RESERVE, [Quote(doc, "100")])
+    expect(await h.ask(request), Verdict.VALID)
+    expect(await h.ask(follow_up(h, Operation.WRITE_OFF, doc, request.reference)), Verdict.VALID)
+    give_back = follow_up(h, Operation.GIVE_BACK, doc, request.reference, version=2)
+    expect(await h.ask(give_back, copies=2), Verdict.VALID, codes=("01",))  # applied once
+    await expect_ledger(h, doc, "0", "0")
+    given_back = (await h.balance(doc))["given_back"]
+    if Decimal(given_back) != 100:
+        raise ScenarioFailed(f"given back {given_back}, expected 100")
+    expect(await reserve(h, doc, "100"), Verdict.VALID)  # the certificate is usable again
+
+
+async def queued_deletion_never_overtakes_next_version(h: Harness) -> None:
+    doc = await h.seed("order")
+    v1 = h.request(Operation.RESERVE, [Quote(doc, "60")])
+    expect(await h.ask(v1), Verdict.VALID)
+    await h.faults(outage=True)
+    try:
+        delete_v1 = follow_up(h, Operation.DELETE, doc, v1.reference)
+        expect(await h.ask(delete_v1), Verdict.UNAVAILABLE)  # queued for replay
+    finally:
+        await h.faults()
+    await h.until_partner_answers(doc)
+    v2 = h.request(Operation.RESERVE, [Quote(doc, "40")], reference=v1.reference, version=2)
+    expect(await h.ask(v2), Verdict.VALID)
+    await asyncio.sleep(2)  # replay rounds run: v1's deletion must not wipe v2's position
+    await expect_ledger(h, doc, "40")
+    write_off = follow_up(h, Operation.WRITE_OFF, doc, v1.reference, version=2)
+    expect(await h.ask(write_off), Verdict.VALID, codes=("01",))
+    await expect_ledger(h, doc, "0", "40")
+
+
 async def tampered_request_not_acted_on(h: Harness) -> None:
     doc = await h.seed("tampered")
     request = h.request(Operation.RESERVE, [Quote(doc, "50")])
@@ -340,5 +417,12 @@ def scenarios() -> list[Scenario]:
         Scenario("partner slower than the deadline", partner_slower_than_deadline),
         Scenario("unknown partner answer is never a pass", nonsense_is_never_a_pass),
         Scenario("write-off during an outage is replayed", write_off_replayed_after_outage),
+        Scenario("write-off whose answer was lost is applied once", lost_answer_retried_once),
+        Scenario("an older version's operation is refused as stale", stale_version_refused),
+        Scenario("give-back returns a written-off quantity", give_back_after_invalidation),
+        Scenario(
+            "a queued deletion never overtakes the next version",
+            queued_deletion_never_overtakes_next_version,
+        ),
     ]
     return found

@@ -227,10 +227,17 @@ class Run:
             return {"down_s": round(down, 1)}
         if fault.kind == faults.POISON:
             live = [s.reference.encode() for s in self.submissions[-50:]]
-            batch = await poison_batch(
-                stack.bootstrap, self.topics, stack.keys_dir, random.Random(self.seed), live
-            )
-            return {"records": await send_poison(stack.bootstrap, batch)}
+            for attempt in range(12):  # the broker may be restarting: poison when it is back
+                try:
+                    batch = await poison_batch(
+                        stack.bootstrap, self.topics, stack.keys_dir, random.Random(self.seed), live
+                    )
+                    return {"records": await send_poison(stack.bootstrap, batch)}
+                except Exception:
+                    if attempt == 11:
+                        raise
+                    log.info("poison: broker unavailable, retrying in 10 s")
+                    await asyncio.sleep(10)
         settings: dict[str, dict[str, Any]] = {
             faults.PARTNER_OUTAGE: {"outage": True},
             faults.PARTNER_TIMEOUTS: {
@@ -263,9 +270,14 @@ class Run:
             last: dict[TopicPartition, int] | None = None
             still_since = time.monotonic()
             deadline = time.monotonic() + self.profile.drain_max_s
+            reported = time.monotonic()
             while time.monotonic() < deadline:
                 ends = await consumer.end_offsets(partitions)
                 if ends != last or self.retries:
+                    if last is not None and time.monotonic() - reported > 10:
+                        moving = sorted({tp.topic for tp in ends if ends[tp] != last.get(tp)})
+                        log.info("[%7.1fs] not quiet yet: %s", self.now(), ", ".join(moving))
+                        reported = time.monotonic()
                     last, still_since = ends, time.monotonic()
                 elif time.monotonic() - still_since >= self.profile.quiet_s:
                     return True

@@ -291,8 +291,8 @@ class AdapterRunner:
         with metrics.PARTNER_SECONDS.labels(self._spec.authority).time():
             answers = await self._replayer.ask(request)
         metrics.REQUESTS.labels(self._spec.authority).inc()
-        if request.operation in REPLAYED_OPERATIONS:
-            metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
+        # Asking may queue this request, or replay or drop what its declaration had queued.
+        metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
         self._answer(outbox, request, answers)
 
     def _answer(

@@ -131,9 +131,11 @@ def start_pipeline(
     *,
     partners: tuple[str, ...],
     hub_env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Pipeline]:
+    """``env`` goes to every process (hub, adapters, partner systems)."""
     hub_port = free_port()
-    with ProcessGroup(work / "logs", kafka_env.env()) as group:
+    with ProcessGroup(work / "logs", {**kafka_env.env(), **(env or {})}) as group:
         ports = {name: start_partner(group, name, samples, work) for name in partners}
         pipeline = Pipeline(
             kafka_env,

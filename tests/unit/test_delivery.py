@@ -1,0 +1,81 @@
+"""How the hub sends what one event caused (gun_hub/delivery.py), issue 10 defects 8 and 13.
+
+The producer is replaced by a recording function here: what is tested is the hub's
+policy (partition, retries, dead letters, when ``after_delivery`` runs), not Kafka; the
+end-to-end tests send through the real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+
+from gun_hub.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
+from gun_hub.delivery import UNDELIVERABLE, DeliveryFailed, deliver, pinned
+from gun_hub.outbox import Outbox, OutgoingRecord
+
+SOURCE = SourcePosition("gun.declarations", 3, 41, b"26FR000690I0000012")
+
+
+class Broker:
+    """Acknowledges records, or fails them as told, and remembers what it kept."""
+
+    def __init__(self, failures: dict[str, list[Exception]] | None = None) -> None:
+        self.failures = failures or {}
+        self.kept: list[OutgoingRecord] = []
+
+    async def send(self, record: OutgoingRecord) -> Awaitable[Any]:
+        queued = self.failures.get(record.topic)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if queued:
+            future.set_exception(queued.pop(0))
+        else:
+            self.kept.append(record)
+            future.set_result(None)
+        return future
+
+
+def outbox_of(*topics: str) -> Outbox:
+    outbox = Outbox()
+    for topic in topics:
+        outbox.add(topic, b"26FR000690I0000012", b"value")
+    return outbox
+
+
+def test_every_record_goes_to_the_partition_of_its_event() -> None:
+    outbox = outbox_of("gun.requests.dgal", "gun.status")
+    outbox.add("gun.audit", None, b"chained", partition=0)
+    assert [r.partition for r in pinned(outbox, 3)] == [3, 3, 0]
+
+
+async def test_confirmations_run_once_every_record_is_acknowledged() -> None:
+    broker = Broker({"gun.status": [KafkaTimeoutError(), KafkaTimeoutError()]})
+    confirmed: list[int] = []
+    outbox = outbox_of("gun.requests.dgal", "gun.status")
+    outbox.after_delivery.append(lambda: confirmed.append(len(broker.kept)))
+    await deliver(broker.send, outbox, SOURCE, "gun.dlq", backoff_s=0.001)
+    assert confirmed == [2]
+    assert [r.topic for r in broker.kept] == ["gun.requests.dgal", "gun.status"]
+
+
+async def test_a_record_the_broker_will_never_take_becomes_a_dead_letter() -> None:
+    broker = Broker({"gun.requests.dgal": [MessageSizeTooLargeError()]})
+    await deliver(broker.send, outbox_of("gun.requests.dgal", "gun.status"), SOURCE, "gun.dlq")
+    [status, dead] = broker.kept
+    assert status.topic == "gun.status"
+    assert (dead.topic, dead.partition) == ("gun.dlq", 3)
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == UNDELIVERABLE
+
+
+async def test_a_broker_that_keeps_failing_stops_the_event_unacknowledged() -> None:
+    broker = Broker({"gun.status": [KafkaTimeoutError()] * 10})
+    confirmed: list[bool] = []
+    outbox = outbox_of("gun.status")
+    outbox.after_delivery.append(lambda: confirmed.append(True))
+    with pytest.raises(DeliveryFailed):
+        await deliver(broker.send, outbox, SOURCE, "gun.dlq", attempts=3, backoff_s=0.001)
+    assert confirmed == []  # never marked delivered: the event is redelivered after restart

@@ -107,9 +107,10 @@ def mutants(rng: random.Random, genuine: list[bytes], count: int) -> list[tuple[
     """
     made: list[tuple[str, bytes]] = []
     names = sorted(MUTATIONS)
+    originals = [g for g in genuine if g]
     while len(made) < count:
         name = rng.choice(names)
-        value = MUTATIONS[name](rng, rng.choice(genuine))
+        value = MUTATIONS[name](rng, rng.choice(originals))
         if value not in genuine:
             made.append((name, value))
     return made

@@ -24,6 +24,10 @@ class StatusKind(StrEnum):
     FOLLOW_UP_SENT = "FOLLOW_UP_SENT"  # write-offs after release, deletions after refusal
     WRITTEN_OFF = "WRITTEN_OFF"
     RESERVATION_DELETED = "RESERVATION_DELETED"
+    GIVEN_BACK = "GIVEN_BACK"  # a write-off returned to the document (invalidation)
+    # The partner had already seen a newer version of the declaration: that version's
+    # operations took over, nothing is left to do for this one.
+    FOLLOW_UP_SUPERSEDED = "FOLLOW_UP_SUPERSEDED"
     FOLLOW_UP_PENDING = "FOLLOW_UP_PENDING"  # the partner is down; the adapter replays it
     FOLLOW_UP_FAILED = "FOLLOW_UP_FAILED"
     POST_RELEASE_ALERT = "POST_RELEASE_ALERT"  # for post-clearance control, not a block

@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS queue (
     request_id TEXT NOT NULL,
     reference TEXT NOT NULL,
     version INTEGER NOT NULL,
-    request TEXT NOT NULL
+    request TEXT NOT NULL,
+    partition INTEGER
 );
 CREATE INDEX IF NOT EXISTS queue_reference ON queue (reference, id);
 """
@@ -48,7 +49,11 @@ class PendingOperations:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Move a queue written before it was kept per reference (table ``pending``)."""
+        """Move a queue written before it was kept per reference (table ``pending``), and
+        add the partition to one written before partitions were kept."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
+        if "partition" not in columns:
+            self._db.execute("ALTER TABLE queue ADD COLUMN partition INTEGER")
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
         if "pending" not in tables:
             return
@@ -58,18 +63,21 @@ class PendingOperations:
         self._db.execute("DROP TABLE pending")
         self._db.execute("COMMIT")
 
-    def add(self, request: AuthorityRequest) -> None:
+    def add(self, request: AuthorityRequest, partition: int | None = None) -> None:
         """Queue ``request`` behind its reference's earlier operations (once: a
-        redelivered request keeps its first place)."""
+        redelivered request keeps its first place). ``partition``: where the request was
+        read, and so where its answer goes (the hub's case lives there)."""
         self._db.execute(
-            "INSERT OR IGNORE INTO queue (operation_key, request_id, reference, version, request)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO queue"
+            " (operation_key, request_id, reference, version, request, partition)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
             (
                 operation_key(request),
                 request.request_id,
                 request.reference,
                 request.version,
                 request.model_dump_json(),
+                partition,
             ),
         )
 
@@ -86,6 +94,14 @@ class PendingOperations:
             "SELECT request FROM queue WHERE reference = ? ORDER BY id", (reference,)
         ).fetchall()
         return [AuthorityRequest.model_validate_json(row[0]) for row in rows]
+
+    def queued_at(self, reference: str) -> list[tuple[AuthorityRequest, int | None]]:
+        """``reference``'s queued operations in order, each with the partition it was read
+        from (None for one queued before partitions were kept)."""
+        rows = self._db.execute(
+            "SELECT request, partition FROM queue WHERE reference = ? ORDER BY id", (reference,)
+        ).fetchall()
+        return [(AuthorityRequest.model_validate_json(row[0]), row[1]) for row in rows]
 
     def has(self, reference: str) -> bool:
         row = self._db.execute(

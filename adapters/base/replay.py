@@ -38,7 +38,8 @@ _VERSIONED = frozenset({Operation.RESERVE, *REPLAYED_OPERATIONS})
 REPLAY_CONCURRENCY = 8
 """Declarations replayed at once in a round (each one's operations stay in order)."""
 
-Publish = Callable[[AuthorityRequest, tuple[DocumentAnswer, ...]], Awaitable[None]]
+# Sends the answer of a replayed operation, on the partition its request was read from.
+Publish = Callable[[AuthorityRequest, tuple[DocumentAnswer, ...], int | None], Awaitable[None]]
 
 
 class KeyedLocks:
@@ -104,14 +105,17 @@ class Replayer:
         self._concurrency = concurrency
         self._locks = KeyedLocks()
 
-    async def ask(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
-        """The partner's answers to a request read from the log (the live path)."""
+    async def ask(
+        self, request: AuthorityRequest, partition: int | None = None
+    ) -> tuple[DocumentAnswer, ...]:
+        """The partner's answers to a request read from the log (the live path), at
+        ``partition``."""
         async with self._locks.hold(request.reference):
             clear = not self._pending.has(request.reference) or await self._replay(
                 request.reference
             )
             if not clear and request.operation in REPLAYED_OPERATIONS:
-                self._pending.add(request)
+                self._pending.add(request, partition)
                 return _answered_unavailable(
                     request,
                     "queued behind an earlier operation of this declaration that the "
@@ -120,7 +124,7 @@ class Replayer:
             answers = await self._partner.answer(request)
             if unavailable(answers):
                 if request.operation in REPLAYED_OPERATIONS:
-                    self._pending.add(request)
+                    self._pending.add(request, partition)
             elif request.operation in _VERSIONED:
                 self._drop_superseded(request)
             return answers
@@ -151,13 +155,13 @@ class Replayer:
     async def _replay(self, reference: str) -> bool:
         """Replay ``reference``'s queue in order, until its head still meets an
         UNAVAILABLE partner; True when the queue is empty. Holds the reference's lock."""
-        for request in self._pending.queued(reference):
+        for request, partition in self._pending.queued_at(reference):
             answers = await self._partner.answer(request)
             if unavailable(answers):
                 return False
             # Answer first, then forget: a crash in between replays it again, and the
             # partner answers a repeated idempotency key as the first time.
-            await self._publish(request, answers)
+            await self._publish(request, answers, partition)
             self._pending.done(request)
             if any(a.partner_code == STALE_VERSION for a in answers):
                 log.info(

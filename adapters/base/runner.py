@@ -189,15 +189,19 @@ class AdapterRunner:
         metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
 
     async def _publish_replayed(
-        self, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]
+        self, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...], partition: int | None
     ) -> None:
         """Send the answer of a replayed operation now, acknowledged by the broker."""
         assert self._producer is not None  # noqa: S101 - replays start after the producer
         outbox = Outbox()
-        self._answer(outbox, request, answers)
+        self._answer(outbox, request, answers, partition)
         for record in outbox.records:
             await self._producer.send_and_wait(
-                record.topic, record.value, key=record.key, headers=record.headers
+                record.topic,
+                record.value,
+                key=record.key,
+                headers=record.headers,
+                partition=record.partition,
             )
 
     async def _process(
@@ -212,7 +216,13 @@ class AdapterRunner:
                 by_key[record.key].append(record)
         outboxes = await asyncio.gather(*(self._handle_in_order(r) for r in by_key.values()))
         deliveries = [
-            await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
+            await producer.send(
+                record.topic,
+                record.value,
+                key=record.key,
+                headers=record.headers,
+                partition=record.partition,
+            )
             for outbox in outboxes
             for record in outbox.records
         ]
@@ -289,15 +299,22 @@ class AdapterRunner:
             )
             return
         with metrics.PARTNER_SECONDS.labels(self._spec.authority).time():
-            answers = await self._replayer.ask(request)
+            answers = await self._replayer.ask(request, record.partition)
         metrics.REQUESTS.labels(self._spec.authority).inc()
         # Asking may queue this request, or replay or drop what its declaration had queued.
         metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
-        self._answer(outbox, request, answers)
+        self._answer(outbox, request, answers, record.partition)
 
     def _answer(
-        self, outbox: Outbox, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]
+        self,
+        outbox: Outbox,
+        request: AuthorityRequest,
+        answers: tuple[DocumentAnswer, ...],
+        partition: int | None,
     ) -> None:
+        """Answer on the partition the request was read from: the hub sent it on the
+        partition its declaration arrived on, where the case lives (ADR 0005). A record
+        key hashed again by this producer could land elsewhere."""
         response = AuthorityResponse(
             request_id=request.request_id,
             authority=self._spec.authority,
@@ -313,7 +330,7 @@ class AdapterRunner:
             topic=self._response_topic,
             content_type=ContentType.JSON,
         )
-        outbox.add(self._response_topic, request.reference.encode(), sealed)
+        outbox.add(self._response_topic, request.reference.encode(), sealed, partition=partition)
 
     def _dead_letter(
         self,

@@ -18,7 +18,15 @@ from gun_hub.pipeline.context import CaseStore, HubContext
 from gun_hub.status_events import StatusKind
 
 COMPONENT = "hub.correlation"
-FOLLOW_UP_OPERATIONS = frozenset({Operation.WRITE_OFF, Operation.DELETE})
+FOLLOW_UP_OPERATIONS = frozenset({Operation.WRITE_OFF, Operation.DELETE, Operation.GIVE_BACK})
+# The partner's code for an operation older than the newest version it has seen of the
+# declaration (docs/partner-simulator.md): a newer version took over, nothing failed.
+STALE_VERSION = "STALE_VERSION"
+_DONE = {
+    Operation.WRITE_OFF: StatusKind.WRITTEN_OFF,
+    Operation.DELETE: StatusKind.RESERVATION_DELETED,
+    Operation.GIVE_BACK: StatusKind.GIVEN_BACK,
+}
 
 
 class Correlation:
@@ -127,11 +135,9 @@ class Correlation:
         if Verdict.UNAVAILABLE in verdicts:
             kind = StatusKind.FOLLOW_UP_PENDING  # the adapter replays it when the partner is back
         elif verdicts == [Verdict.VALID]:
-            kind = (
-                StatusKind.WRITTEN_OFF
-                if response.operation is Operation.WRITE_OFF
-                else StatusKind.RESERVATION_DELETED
-            )
+            kind = _DONE[response.operation]
+        elif all(a.partner_code == STALE_VERSION for a in response.answers):
+            kind = StatusKind.FOLLOW_UP_SUPERSEDED
         elif response.operation is Operation.WRITE_OFF and ctx.routing.checks_after_release(
             response.authority
         ):

@@ -89,7 +89,9 @@ def published() -> list[tuple[str, Verdict]]:
 def replayer(
     pending: PendingOperations, partner: FakePartner, published: list[tuple[str, Verdict]]
 ) -> Replayer:
-    async def publish(request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]) -> None:
+    async def publish(
+        request: AuthorityRequest, answers: tuple[DocumentAnswer, ...], partition: int | None
+    ) -> None:
         published.append((request.request_id, answers[0].verdict))
 
     return Replayer(pending, partner, publish)

@@ -462,9 +462,7 @@ def test_records_the_hub_writes_match_their_channel(
             # Decisions wait in the outbox sealed to the hub (publisher.py).
             recipient = entitlements.recipient_of(record.topic)
             assert recipient is not None
-            opened = envelope_of(recipient, topics, keys_dir).open(
-                record.value, topic=record.topic
-            )
+            opened = envelope_of(recipient, topics, keys_dir).open(record.value, topic=record.topic)
             plaintext = resolve(document, payload["x-plaintext"]["$ref"])
             xml = _decoded(opened.payload, opened.content_type.value)
             assert errors(schema_validator(document, plaintext), xml) == [], where

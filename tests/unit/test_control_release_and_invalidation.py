@@ -88,3 +88,39 @@ def test_a_control_that_ends_is_not_reported(hub: Hub) -> None:
     hub.now += timedelta(seconds=hub.control_report_after_s + 1)
     late = hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 2))
     assert StatusKind.CONTROL_RESULT_OVERDUE not in hub.status_kinds(late)
+
+
+def test_a_give_back_replayed_after_the_cancellation_is_recorded_as_given_back(hub: Hub) -> None:
+    first = hub.intake.handle(declaration_xml(version=1), at(0))
+    hub.answer(first, "dgal", Verdict.VALID)
+    invalidated = hub.intake.handle(declaration_xml(version=2, stage=Stage.INVALIDATED), at(1))
+    hub.answer(invalidated, "dgal", Verdict.UNAVAILABLE)  # partner down: CANCELLED anyway
+    replayed = hub.answer(invalidated, "dgal", Verdict.VALID)  # the adapter's replay
+    assert hub.status_kinds(replayed) == [StatusKind.GIVEN_BACK]
+
+
+def test_a_follow_up_refused_as_stale_is_recorded_as_superseded(hub: Hub) -> None:
+    from gun_hub.model.exchange import AuthorityResponse, DocumentAnswer
+
+    first = hub.intake.handle(declaration_xml(version=1), at(0))
+    released = hub.answer(first, "dgal", Verdict.VALID)
+    [write_off] = requests(hub, released)
+    stale = AuthorityResponse(
+        request_id=write_off.request_id,
+        authority="dgal",
+        operation=Operation.WRITE_OFF,
+        reference=REF,
+        version=1,
+        answers=(
+            DocumentAnswer(
+                goods_item=1,
+                code="N853",
+                reference="CHEDP.FR.2026.0001234",
+                verdict=Verdict.MISMATCH,
+                partner_code="STALE_VERSION",
+            ),
+        ),
+        answered_at=hub.now,
+    )
+    out = hub.respond(stale)
+    assert hub.status_kinds(out) == [StatusKind.FOLLOW_UP_SUPERSEDED]

@@ -14,7 +14,7 @@ from gun_hub.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
 from gun_hub.envelope import ContentType
 from gun_hub.model.decision import Decision
 from gun_hub.model.declaration import Stage
-from gun_hub.model.exchange import AuthorityRequest
+from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse
 from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.outbox import Outbox
 from gun_hub.pipeline.audit_keeper import AuditKeeper
@@ -93,7 +93,12 @@ class Hub:
         request = AuthorityRequest.model_validate_json(
             adapter.open(record.value, topic=self.topics.requests(authority)).payload
         )
-        response = answer_to(request, verdict)
+        return self.respond(answer_to(request, verdict))
+
+    def respond(self, response: AuthorityResponse) -> Outbox:
+        """``response`` sealed by its authority's adapter and handled by the hub."""
+        authority = response.authority
+        adapter = envelope_of(authority, self.topics, self.keys_dir)
         sealed = adapter.seal(
             response.model_dump_json().encode(),
             recipient=HUB_PARTY,

@@ -69,8 +69,8 @@ def profile_for(name: str, declarations: int) -> Profile:
     if name == "auto":
         name = "full" if declarations >= 2000 else "short"
     if name == "full":
-        return Profile("full", max(120.0, declarations / 40), 15, 3, 20, 420)
-    return Profile("short", 70.0, 10, 2, 12, 75)
+        return Profile("full", max(120.0, declarations / 40), 15, 3, 20, 900)
+    return Profile("short", 70.0, 10, 2, 12, 120)
 
 
 @dataclass

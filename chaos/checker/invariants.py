@@ -479,6 +479,21 @@ def check(
         )
     )
 
+    # Was the stack quiet when it was checked? If not, "lost" may still be on its way.
+    quiet = [e for e in events if e.kind == "note" and e.name in ("quiet", "not_quiet")]
+    if quiet:
+        rows.append(
+            Row(
+                "the stack went quiet before the check",
+                quiet[-1].name == "quiet",
+                f"{quiet[-1].name.replace('_', ' ')} {quiet[-1].detail.get('after_s', '?')} s "
+                "after the last fault",
+                ()
+                if quiet[-1].name == "quiet"
+                else ("records still flowing when the wait ran out: 'lost' may be late",),
+            )
+        )
+
     # Exactly one decision per live version.
     lost = [
         sub

@@ -205,13 +205,15 @@ class Run:
         await asyncio.gather(*tasks)
 
     async def inject(self, fault: faults.Fault) -> None:
+        began = self.now()
+        log.info("[%7.1fs] injecting %s", began, fault.name)
         try:
             detail = await self._inject(fault)
         except Exception as err:  # a fault that could not be injected is reported, not fatal
             log.exception("fault %s failed", fault.name)
-            self.event("fault", fault.name, ok=False, error=repr(err))
+            self.event("fault", fault.name, ok=False, began=began, error=repr(err))
         else:
-            self.event("fault", fault.name, ok=True, **detail)
+            self.event("fault", fault.name, ok=True, began=began, **detail)
 
     async def _inject(self, fault: faults.Fault) -> dict[str, Any]:
         stack = self.stack

@@ -22,6 +22,7 @@ MANIFEST = "manifest.jsonl"
 EVENTS = "events.jsonl"
 PARTNERS = "partners"
 RESULTS = "results.json"
+DECISIONS = "decisions.jsonl"
 
 
 def partner_documents(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
@@ -53,6 +54,22 @@ def check_run(
     observed = observe(
         source or live_source(run_dir), partner_document_references(partner_documents(run_dir))
     )
+    with (run_dir / DECISIONS).open("w") as handle:  # for the post-mortem of a failed run
+        for d in observed.decisions:
+            handle.write(
+                json.dumps(
+                    {
+                        "reference": d.reference,
+                        "version": d.version,
+                        "outcome": d.outcome,
+                        "decided_at": d.decided_at,
+                        "reasons": [code for code, _ in d.reasons],
+                        "partition": d.partition,
+                        "offset": d.offset,
+                    }
+                )
+                + "\n"
+            )
     report = check(
         load_manifest(run_dir / MANIFEST),
         observed,

@@ -162,12 +162,12 @@ def _unhandled(
 
 
 def _header_list(headers: Any) -> Headers:
-    """faust gives headers as a mapping or a list of pairs, depending on the path."""
+    """faust gives headers as a mapping or a list of pairs, depending on the path; any
+    party may write ``gun.dlq``, so a header may also have no value (left out)."""
     if not headers:
         return []
-    if isinstance(headers, Mapping):
-        return [(str(k), bytes(v)) for k, v in headers.items()]
-    return [(str(k), bytes(v)) for k, v in headers]
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return [(str(k), bytes(v)) for k, v in pairs if isinstance(v, (bytes, bytearray, memoryview))]
 
 
 @dataclass(slots=True)

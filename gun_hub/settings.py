@@ -130,6 +130,12 @@ class AdapterSettings(BaseModel):
     retry_attempts: PositiveInt = Field(
         3, description="Attempts per partner call (exponential backoff with full jitter)."
     )
+    retry_backoff_base_s: float = Field(
+        0.25, description="Backoff before the first retry of a partner call; doubles each time."
+    )
+    retry_backoff_cap_s: float = Field(
+        4.0, description="Longest backoff between two attempts of a partner call."
+    )
     circuit_failure_threshold: PositiveInt = Field(
         5, description="Consecutive partner failures that open the circuit breaker."
     )

@@ -109,7 +109,9 @@ class CertexHttpPartner:
         self._timeout = aiohttp.ClientTimeout(total=settings.partner_timeout_s)
         self._attempts = settings.retry_attempts
         self._session: aiohttp.ClientSession | None = None
-        self.backoff = Backoff()
+        self.backoff = Backoff(
+            base_s=settings.retry_backoff_base_s, cap_s=settings.retry_backoff_cap_s
+        )
         self.circuit = CircuitBreaker(
             failure_threshold=settings.circuit_failure_threshold,
             reset_after_s=settings.circuit_reset_s,

@@ -17,6 +17,10 @@ from gun_hub.dead_letter import (
     HEADER_ERROR_CLASS,
     HEADER_ERROR_KIND,
     HEADER_ERROR_REASON,
+    HEADER_ORIGINAL_KEY_SHA256,
+    HEADER_ORIGINAL_SHA256,
+    HEADER_ORIGINAL_SIZE,
+    HEADER_ORIGINAL_TRUNCATED,
     HEADER_REFERENCE,
     HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION,
@@ -113,6 +117,21 @@ _DEAD_LETTER_HEADERS: JsonObject = {
         HEADER_SOURCE_OFFSET: text("Its offset, in decimal.", pattern=r"^[0-9]+$"),
         HEADER_COMPONENT: text("The component that gave up on it, e.g. hub.intake."),
         HEADER_REFERENCE: text("The declaration reference, when it could be read."),
+        HEADER_ORIGINAL_TRUNCATED: text(
+            "`true` when the original did not fit: the value is then its head.",
+            pattern=r"^true$",
+        ),
+        HEADER_ORIGINAL_SIZE: text(
+            "Size of the original in bytes (with a truncated value).", pattern=r"^[0-9]+$"
+        ),
+        HEADER_ORIGINAL_SHA256: text(
+            "SHA-256 of the whole original, hexadecimal (with a truncated value).",
+            pattern=r"^[0-9a-f]{64}$",
+        ),
+        HEADER_ORIGINAL_KEY_SHA256: text(
+            "SHA-256 of an original key too long to keep; the record key is then the digest.",
+            pattern=r"^[0-9a-f]{64}$",
+        ),
     },
     "required": [
         HEADER_ERROR_CLASS,

@@ -73,7 +73,8 @@ def decisions(
         )
         await reader.start()
         try:
-            return await reader.collect(expected=count, timeout_s=timeout), len(reader.rejected)
+            # ``unreadable``: every record skipped, failed verifications included.
+            return await reader.collect(expected=count, timeout_s=timeout), len(reader.unreadable)
         finally:
             await reader.stop()
 
@@ -81,7 +82,11 @@ def decisions(
     for decision in received:
         typer.echo(format_decision(decision))
     if rejected:
-        typer.echo(f"{rejected} message(s) failed verification and were ignored", err=True)
+        typer.echo(
+            f"{rejected} message(s) failed verification or could not be read, and were "
+            "dead-lettered",
+            err=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

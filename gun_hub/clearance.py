@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_record
 from gun_hub.envelope import Envelope, EnvelopeRejected, OpenedMessage, broker_accepted_at
 from gun_hub.kafka.admin import topic_partitions
-from gun_hub.kafka.client import Connect, client_options
+from gun_hub.kafka.client import Connect, client_options, consumer_options, producer_options
 from gun_hub.limits import max_sealed_payload_bytes
 from gun_hub.model.decision import Decision
 from gun_hub.outbox import OutgoingRecord
@@ -35,7 +35,7 @@ async def submit_declarations(
 ) -> list[str]:
     """Publish declaration XML keyed by reference; return the references sent."""
     producer = AIOKafkaProducer(
-        **client_options(connect), acks="all", linger_ms=5, enable_idempotence=True
+        **producer_options(connect), acks="all", linger_ms=5, enable_idempotence=True
     )
     await producer.start()
     references = []
@@ -113,11 +113,11 @@ class DecisionReader:
     async def start(self, *, from_beginning: bool = False) -> None:
         """Assign every partition, at the end (only new decisions) or the beginning."""
         consumer = self._consumer = AIOKafkaConsumer(
-            **client_options(self._connect),
+            **consumer_options(self._connect),
             enable_auto_commit=False,
             group_id=self._group_id,
             auto_offset_reset="earliest",
-            # Only decisions of committed transactions (the hub may run exactly-once).
+            # Only decisions of committed transactions (the publisher's, publisher.py).
             isolation_level="read_committed",
         )
         if self._group_id is not None:

@@ -36,8 +36,7 @@ from adapters.base.replay import REPLAYED_OPERATIONS, Replayer
 from adapters.base.spec import AdapterSpec, PartnerPort
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected, broker_accepted_at
-from gun_hub.kafka.client import client_options, from_settings
-from gun_hub.limits import MAX_RECORD_BYTES, RECORD_OVERHEAD_BYTES
+from gun_hub.kafka.client import consumer_options, from_settings, producer_options
 from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
 from gun_hub.ops.health import PartnerHealth
 from gun_hub.outbox import Outbox
@@ -50,7 +49,6 @@ log = logging.getLogger(__name__)
 __all__ = ["REPLAYED_OPERATIONS", "AdapterRunner", "consumer_group"]
 
 # Every record the topics accept can be fetched, and every answer sent (limits.py).
-_RECORD_BYTES = MAX_RECORD_BYTES + RECORD_OVERHEAD_BYTES
 UNHANDLED_ERROR = "UNHANDLED_ERROR"
 
 
@@ -89,26 +87,23 @@ class AdapterRunner:
         self._stopping.set()
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        connect = client_options(from_settings(self._settings.kafka))
+        connect = from_settings(self._settings.kafka)
         consumer = AIOKafkaConsumer(
             self._request_topic,
-            **connect,
+            **consumer_options(connect),
             group_id=consumer_group(self._spec.authority),
             client_id=self.component,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=500,
             isolation_level="read_committed",
-            max_partition_fetch_bytes=_RECORD_BYTES,
-            fetch_max_bytes=4 * _RECORD_BYTES,
         )
         producer = AIOKafkaProducer(
-            **connect,
+            **producer_options(connect),
             client_id=self.component,
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
-            max_request_size=_RECORD_BYTES,
         )
         await producer.start()
         self._producer = producer

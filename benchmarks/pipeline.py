@@ -124,13 +124,17 @@ async def run(count: int, work: Path, broker: LocalBroker) -> dict[str, object]:
             broker.bootstrap_servers,
             topics.declarations,
             [declaration(f"26FRWARM{n:010d}") for n in range(20)],
+            envelope,  # sealed by the clearance system, as in production
         )
         await reader.collect(expected=20, timeout_s=60)
         references = [f"26FRBENCH{n:09d}" for n in range(count)]
         began = time.monotonic()
         submitted = asyncio.create_task(
             submit_declarations(
-                broker.bootstrap_servers, topics.declarations, [declaration(r) for r in references]
+                broker.bootstrap_servers,
+                topics.declarations,
+                [declaration(r) for r in references],
+                envelope,
             )
         )
         arrivals: list[float] = []

@@ -40,11 +40,14 @@ from chaos.poison import poison_batch, send_poison
 from chaos.producers import AiokafkaProducer, ClearanceProducer, ConfluentProducer
 from chaos.stack import AUTHORITIES, PARTITIONS, Stack
 from chaos.workload import Story, Version, Workload
+from gun_hub.envelope import ContentType
 from gun_hub.kafka.admin import ensure_topics, topic_partitions
 from gun_hub.resources import config_path
 from gun_hub.routing import load_routing_table
-from gun_hub.security.entitlements import parties
-from gun_hub.security.keystore import KeystoreFolder
+from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY, Entitlements, parties
+from gun_hub.security.jose_envelope import JoseEnvelope
+from gun_hub.security.keystore import KeystoreFolder, PartyKeys
+from gun_hub.security.replay import MemoryReplayGuard
 from gun_hub.topics import TopicRegistry, topic_registry
 
 log = logging.getLogger("chaos")
@@ -89,6 +92,7 @@ class Run:
     stories: dict[str, Story] = field(default_factory=dict)
     office_backlog: int = 0
     retries: deque[tuple[Submission, bytes, int]] = field(default_factory=deque)
+    _clearance: JoseEnvelope | None = None
 
     def now(self) -> float:
         return round(time.monotonic() - self.started, 2)
@@ -119,9 +123,24 @@ class Run:
         await self.producers[sub.client].send(
             self.topics.declarations,
             sub.reference.encode(),
-            version.data,
+            self._sealed(version.data),
             delivered,
             compressed=sub.oversized,
+        )
+
+    def _sealed(self, declaration: bytes) -> bytes:
+        """As a clearance system must send it: signed by it, encrypted to the hub."""
+        if self._clearance is None:
+            self._clearance = JoseEnvelope(
+                PartyKeys.load(self.stack.keys_dir, CLEARANCE_PARTY),
+                Entitlements.from_registry(self.topics),
+                MemoryReplayGuard(),
+            )
+        return self._clearance.seal(
+            declaration,
+            recipient=HUB_PARTY,
+            topic=self.topics.declarations,
+            content_type=ContentType.XML,
         )
 
     async def resend_failed(self, stop: asyncio.Event) -> None:

@@ -15,12 +15,19 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_record
-from gun_hub.envelope import Envelope, EnvelopeRejected, OpenedMessage, broker_accepted_at
+from gun_hub.envelope import (
+    ContentType,
+    Envelope,
+    EnvelopeRejected,
+    OpenedMessage,
+    broker_accepted_at,
+)
 from gun_hub.kafka.admin import topic_partitions
 from gun_hub.kafka.client import Connect, client_options, consumer_options, producer_options
 from gun_hub.limits import max_sealed_payload_bytes
 from gun_hub.model.decision import Decision
 from gun_hub.outbox import OutgoingRecord
+from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.xml.decision_codec import DecisionCodec
 from gun_hub.xml.declaration_codec import sniff_identity
 from gun_hub.xml.safe_parse import XmlLimits, XmlRejected
@@ -31,9 +38,14 @@ COMPONENT = "clearance.reader"
 
 
 async def submit_declarations(
-    connect: Connect, topic: str, declarations: Iterable[bytes]
+    connect: Connect,
+    topic: str,
+    declarations: Iterable[bytes],
+    envelope: Envelope | None = None,
 ) -> list[str]:
-    """Publish declaration XML keyed by reference; return the references sent."""
+    """Publish declarations keyed by reference, sealed by ``envelope`` (the clearance
+    system's: signed by it, encrypted to the hub), or as plain XML when it is None (for a
+    hub that accepts plain declarations: local development); the references sent."""
     producer = AIOKafkaProducer(
         **producer_options(connect), acks="all", linger_ms=5, enable_idempotence=True
     )
@@ -45,8 +57,15 @@ async def submit_declarations(
             identity = sniff_identity(data)
             reference = identity.reference if identity else ""
             references.append(reference)
+            value = (
+                data
+                if envelope is None
+                else envelope.seal(
+                    data, recipient=HUB_PARTY, topic=topic, content_type=ContentType.XML
+                )
+            )
             deliveries.append(
-                await producer.send(topic, data, key=reference.encode() if reference else None)
+                await producer.send(topic, value, key=reference.encode() if reference else None)
             )
         await asyncio.gather(*deliveries)
     finally:

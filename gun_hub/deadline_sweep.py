@@ -3,8 +3,9 @@
 It only reads: the tick goes to the hub's deadlines topic, on the partition the
 declaration arrived on, and the deadlines agent decides in event context
 (pipeline/deadlines.py). A case waiting for answers is ticked only once every response
-partition of its partition has been read past its deadline (pipeline/answer_progress.py):
-after a long stop, the backlog of answers is read before any deadline fires. A case
+partition of its partition has been read to the end the broker reports as it sweeps
+(pipeline/answer_progress.py): after a long stop, the backlog of answers is read before
+any deadline fires. A case
 waiting for a control's result is ticked when the report falls due.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from faust.types import TP
@@ -37,11 +37,10 @@ class DeadlineSweep:
         self._progress = progress
         self._ticked: dict[bytes, float] = {}
 
-    def answers_read(self, partition: int, deadline: datetime) -> bool:
-        """No answer the broker accepted before ``deadline`` waits unread on ``partition``."""
-        when = deadline.timestamp()
+    def answers_read(self, partition: int) -> bool:
+        """No answer that was in the log at the last sweep waits unread on ``partition``."""
         return all(
-            self._progress.read_until(self._topics.responses(authority), partition, when)
+            self._progress.read_to_end(self._topics.responses(authority), partition)
             for authority in self._topics.authorities
         )
 
@@ -67,7 +66,7 @@ class DeadlineSweep:
             if (
                 not entry.waits_for_control
                 and entry.partition is not None
-                and not self.answers_read(entry.partition, datetime.fromtimestamp(entry.due, UTC))
+                and not self.answers_read(entry.partition)
             ):
                 continue  # answers may wait unread: read them first
             self._ticked[key] = now

@@ -118,7 +118,10 @@ async def _exchange(
     reader = DecisionReader(bootstrap, topics.decisions, envelope)
     await reader.start(from_beginning=False)
     try:
-        references = set(await submit_declarations(bootstrap, topics.declarations, declarations))
+        # Sealed as a clearance system must: signed by it, encrypted to the hub.
+        references = set(
+            await submit_declarations(bootstrap, topics.declarations, declarations, envelope)
+        )
         received: list[ReceivedDecision] = []
         deadline = time.monotonic() + 120
         with progress_bar(

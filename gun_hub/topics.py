@@ -129,11 +129,10 @@ class TopicRegistry:
                 self.declarations,
                 "clearance system",
                 "hub",
-                Payload.DECLARATION_XML,
-                "Customs declarations to check, one record per declaration version.",
+                Payload.ENVELOPE,
+                "Customs declarations to check, one record per declaration version, sealed "
+                "by the clearance system.",
                 retention_ms=_SEVEN_DAYS_MS,
-                # Sealed declarations are judged fresh by the broker's time (contract 5).
-                config={"message.timestamp.type": "LogAppendTime"},
             )
         ]
         for authority in self.authorities:

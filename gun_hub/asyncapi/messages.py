@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gun_hub.asyncapi import examples
 from gun_hub.asyncapi.examples import example
-from gun_hub.asyncapi.payloads import BYTES, JOSE, JSON, XML, JsonObject, ref, text
+from gun_hub.asyncapi.payloads import BYTES, JOSE, JSON, JsonObject, ref, text
 from gun_hub.dead_letter import (
     HEADER_COMPONENT,
     HEADER_ERROR_CLASS,
@@ -198,11 +198,13 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
     by_topic = {
         registry.declarations: Message(
             "Declaration",
-            Payload.DECLARATION_XML,
+            Payload.ENVELOPE,
             "Customs declaration",
-            "One version of a customs declaration, plain XML, from the clearance system.",
-            XML,
-            ref("DeclarationXml"),
+            "One version of a customs declaration, signed by the clearance system and sealed "
+            "to the hub (plain XML only where the hub's local-development setting "
+            "GUN_HUB_HUB__ACCEPT_PLAIN_DECLARATIONS allows it).",
+            JOSE,
+            ref("SealedDeclaration"),
             REFERENCE_KEY,
         ),
         registry.decisions: decision,

@@ -199,6 +199,13 @@ def payload_schemas() -> dict[str, JsonObject]:
             "DeclarationXml", DECLARATION_NS, "Declaration", "declaration.xsd"
         ),
         "DecisionXml": _xml_document("DecisionXml", DECISION_NS, "Decision", "decision.xsd"),
+        "SealedDeclaration": _sealed(
+            "SealedDeclaration",
+            f"the clearance system (party `{CLEARANCE_PARTY}`)",
+            f"the {HUB_PARTY}",
+            "DeclarationXml",
+            "the declaration XML (`cty` application/xml)",
+        ),
         "SealedAuthorityRequest": _sealed(
             "SealedAuthorityRequest",
             f"the {HUB_PARTY}",

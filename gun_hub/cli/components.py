@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -16,9 +17,12 @@ from gun_hub.logs import configure_logging
 from gun_hub.risk import RiskRulesError, load_risk_rules
 from gun_hub.security.factory import build_envelope
 from gun_hub.settings import Settings, load_settings
+from gun_hub.topics import TopicSpec
 
 
-def _prepare_cluster(settings: Settings) -> None:
+def _prepare_cluster(settings: Settings, extra: Sequence[TopicSpec] = ()) -> None:
+    """Wait for the cluster and create the topics (``extra``: the hub's changelogs)."""
+
     async def prepare() -> None:
         connect = from_settings(settings.kafka)
         await wait_for_cluster(connect, timeout_s=60)
@@ -29,6 +33,7 @@ def _prepare_cluster(settings: Settings) -> None:
             registry_for(settings),
             settings.kafka.partitions,
             settings.kafka.replication_factor,
+            extra,
         )
 
     asyncio.run(prepare())
@@ -38,7 +43,7 @@ def hub() -> None:
     """Run the hub worker (faust): intake, routing, correlation, decisions."""
     from faust.worker import Worker
 
-    from gun_hub.app import build_hub
+    from gun_hub.app import build_hub, table_changelogs
 
     settings = load_settings()
     configure_logging(settings.log_level, component="hub", log_format=settings.log_format)
@@ -48,7 +53,7 @@ def hub() -> None:
     except RiskRulesError as err:
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
-    _prepare_cluster(settings)
+    _prepare_cluster(settings, table_changelogs(settings))
     settings.hub.data_dir.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

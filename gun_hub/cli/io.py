@@ -12,6 +12,7 @@ from gun_hub.cli.kafka import registry_for
 from gun_hub.kafka.client import from_settings
 from gun_hub.security.entitlements import CLEARANCE_PARTY
 from gun_hub.security.factory import build_envelope
+from gun_hub.security.replay import MemoryReplayGuard
 from gun_hub.settings import load_settings
 
 
@@ -31,15 +32,28 @@ def format_decision(received: ReceivedDecision) -> str:
 
 def submit(
     files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="XML files."),
+    plain: bool = typer.Option(
+        False,
+        "--plain",
+        help="Send plain XML (only a hub with GUN_HUB_HUB__ACCEPT_PLAIN_DECLARATIONS=true "
+        "takes it: local development).",
+    ),
 ) -> None:
-    """Publish declaration XML files on the declarations topic, keyed by reference."""
+    """Publish declaration XML files on the declarations topic, keyed by reference,
+    sealed with the clearance system's keys (signed by it, encrypted to the hub)."""
     settings = load_settings()
     topics = registry_for(settings)
+    envelope = (
+        None
+        if plain
+        else build_envelope(settings.security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
+    )
     sent = asyncio.run(
         submit_declarations(
             from_settings(settings.kafka),
             topics.declarations,
             [path.read_bytes() for path in files],
+            envelope,
         )
     )
     typer.echo(f"submitted {len(sent)} declaration(s): {', '.join(sent)}")

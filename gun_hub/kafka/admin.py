@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -38,20 +38,26 @@ async def wait_for_cluster(connect: Connect, timeout_s: float = 30.0) -> None:
 
 
 async def ensure_topics(
-    connect: Connect, registry: TopicRegistry, partitions: int, replication_factor: int
+    connect: Connect,
+    registry: TopicRegistry,
+    partitions: int,
+    replication_factor: int,
+    extra: Sequence[TopicSpec] = (),
 ) -> list[str]:
     """Create the registry's topics that do not exist yet; return the names created.
 
     Topics are created explicitly, never auto-created by a producer: an auto-created topic
     would get the broker's default partition count and break the co-partitioning that the
-    hub's tables rely on.
+    hub's tables rely on. ``extra``: topics outside the registry (the hub's table
+    changelogs), created the same way before a worker needs them.
     """
     admin = AIOKafkaAdminClient(**client_options(connect))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        await _align_configs(admin, [spec for spec in registry.specs() if spec.name in existing])
-        wanted = [spec for spec in registry.specs() if spec.name not in existing]
+        specs = [*registry.specs(), *extra]
+        await _align_configs(admin, [spec for spec in specs if spec.name in existing])
+        wanted = [spec for spec in specs if spec.name not in existing]
         if not wanted:
             return []
         new_topics = [

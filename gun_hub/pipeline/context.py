@@ -78,7 +78,7 @@ def open_case_entry(case: Case, partition: int | None) -> bytes:
     return OpenCaseEntry(case.version, case.deadline.timestamp(), partition).to_bytes()
 
 
-def _all_read(partition: int, deadline: datetime) -> bool:
+def _all_read(partition: int) -> bool:
     return True
 
 
@@ -93,9 +93,9 @@ class HubContext:
     risk_rules: RiskRules
     request_deadline_s: float
     clock: Callable[[], datetime]
-    # Whether every answer the broker accepted on ``partition`` before ``deadline`` has
-    # been read (answer_progress.py); a deadline waits until it is (defect 10).
-    answers_read: Callable[[int, datetime], bool] = _all_read
+    # Whether every answer in the log on ``partition`` has been read (answer_progress.py);
+    # a deadline waits until it is (defect 10).
+    answers_read: Callable[[int], bool] = _all_read
     control_report_after_s: float = 7 * 24 * 3600.0
 
     def record_audit(self, outbox: Outbox, partition: int, body: dict[str, Any]) -> None:

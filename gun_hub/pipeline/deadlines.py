@@ -7,9 +7,9 @@ is written from an event, with its changelog). Missing answers become UNAVAILABL
 decision says which partner was silent, and the outcome is CONTROL_DOCUMENTARY (or REFUSE
 when another authority refused: a refusal is certain, silence is not).
 
-A deadline never fires while answers the broker accepted before it may still be unread
-(a worker back from a long stop reads its backlog first: answer_progress.py); the next
-sweep ticks again.
+A deadline never fires while answers may still wait unread in the log (a worker back from
+a long stop reads its backlog of answers first: answer_progress.py); the next sweep ticks
+again.
 
 An answer arriving after that decision changes nothing: it is recorded in the status
 history (LATE_ANSWER_IGNORED, with its verdicts) for the officer doing the control.
@@ -54,7 +54,7 @@ class Deadlines:
             self._report_overdue_control(outbox, case)
             return outbox
         now = self._ctx.clock()
-        if now < case.deadline or not self._ctx.answers_read(source.partition, case.deadline):
+        if now < case.deadline or not self._ctx.answers_read(source.partition):
             return outbox  # early, or answers may wait unread: a later sweep ticks again
         silent = sorted(case.awaiting)
         case.time_out()

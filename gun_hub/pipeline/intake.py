@@ -18,6 +18,7 @@ from gun_hub import metrics
 from gun_hub.case import Case, RiskFinding
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.decide import refuse_unreadable
+from gun_hub.envelope import ContentType, EnvelopeRejected
 from gun_hub.limits import MAX_RECORD_BYTES, sealed_size
 from gun_hub.model.decision import Decision, DocumentResult, Reason
 from gun_hub.model.declaration import Declaration, Stage
@@ -40,6 +41,9 @@ from gun_hub.xml.safe_parse import XmlRejected
 
 COMPONENT = "hub.intake"
 TOO_LARGE_TO_DECIDE = "DECLARATION_TOO_LARGE_TO_DECIDE"
+NOT_SEALED = "DECLARATION_NOT_SEALED"
+# A compact JOSE serialization starts with a base64url JSON object: '{"' is 'eyJ'.
+_SEALED_PREFIX = b"eyJ"
 
 
 class _Arrival(Enum):
@@ -51,27 +55,95 @@ class _Arrival(Enum):
 
 
 class Intake:
-    """Handles one record of the declarations topic."""
+    """Handles one record of the declarations topic.
 
-    def __init__(self, context: HubContext, codec: DeclarationCodec, cases: CaseStore) -> None:
+    A declaration travels sealed by the clearance system (contract section 5): signed by
+    it, encrypted to the hub. What fails to open is a security dead letter and is never
+    acted on: no case, no decision, so a forged "version 99" cannot make the real versions
+    stale. Plain XML is accepted only where ``accept_plain`` says so (local development).
+    """
+
+    def __init__(
+        self,
+        context: HubContext,
+        codec: DeclarationCodec,
+        cases: CaseStore,
+        *,
+        accept_plain: bool = False,
+    ) -> None:
         self._ctx = context
         self._codec = codec
         self._cases = cases
+        self._accept_plain = accept_plain
 
-    def handle(self, data: bytes, source: SourcePosition) -> Outbox:
+    def handle(
+        self, data: bytes, source: SourcePosition, accepted_at: float | None = None
+    ) -> Outbox:
+        """``accepted_at``: the broker's log-append time of the record (freshness)."""
         outbox = Outbox()
         metrics.DECLARATIONS_RECEIVED.inc()
+        document = self._unseal(outbox, data, source, accepted_at)
+        if document is None:
+            return outbox
         try:
-            declaration = self._codec.decode(data)
+            declaration = self._codec.decode(document)
         except XmlRejected as rejection:
-            self._reject(outbox, data, source, f"XML_{rejection.kind.value}", str(rejection))
+            self._reject(
+                outbox, data, document, source, f"XML_{rejection.kind.value}", str(rejection)
+            )
             return outbox
         too_large = _too_large_to_decide(declaration)
         if too_large is not None:
-            self._reject(outbox, data, source, TOO_LARGE_TO_DECIDE, too_large)
+            self._reject(outbox, data, document, source, TOO_LARGE_TO_DECIDE, too_large)
             return outbox
         self._accept(outbox, declaration, source)
         return outbox
+
+    def _unseal(
+        self, outbox: Outbox, data: bytes, source: SourcePosition, accepted_at: float | None
+    ) -> bytes | None:
+        """The declaration XML in ``data``, or None once dead-lettered."""
+        if not data.startswith(_SEALED_PREFIX):
+            if self._accept_plain:
+                return data
+            self._security_dead_letter(
+                outbox,
+                data,
+                source,
+                NOT_SEALED,
+                "a declaration must be sealed by the clearance system (signed, then encrypted "
+                "to the hub); plain declarations are accepted in local development only",
+            )
+            return None
+        try:
+            opened = self._ctx.envelope.open(
+                data, topic=source.topic, position=source.describe(), accepted_at=accepted_at
+            )
+        except EnvelopeRejected as rejection:
+            metrics.ENVELOPE_REJECTIONS.labels(kind=rejection.kind.value).inc()
+            self._security_dead_letter(outbox, data, source, rejection.kind.value, str(rejection))
+            return None
+        if opened.content_type is not ContentType.XML:
+            self._security_dead_letter(
+                outbox, data, source, NOT_SEALED, f"sealed content is {opened.content_type}"
+            )
+            return None
+        return opened.payload
+
+    def _security_dead_letter(
+        self, outbox: Outbox, data: bytes, source: SourcePosition, kind: str, reason: str
+    ) -> None:
+        metrics.DEAD_LETTERS.labels(kind=kind).inc()
+        add_dead_letter(
+            outbox,
+            self._ctx.topics.dlq,
+            data,
+            error_class=ErrorClass.SECURITY,
+            kind=kind,
+            reason=reason,
+            source=source,
+            component=COMPONENT,
+        )
 
     # -- what the hub already holds ----------------------------------------------------
 
@@ -113,11 +185,20 @@ class Intake:
     # -- a declaration that cannot be accepted as sent ---------------------------------
 
     def _reject(
-        self, outbox: Outbox, data: bytes, source: SourcePosition, kind: str, reason: str
+        self,
+        outbox: Outbox,
+        data: bytes,
+        document: bytes,
+        source: SourcePosition,
+        kind: str,
+        reason: str,
     ) -> None:
+        """Refuse a declaration whose sender is verified (or plain, where allowed) but
+        which cannot be accepted as it is. The dead letter keeps the record as received:
+        a sealed declaration stays encrypted at rest."""
         metrics.DECLARATIONS_REJECTED.labels(kind=kind).inc()
         metrics.DEAD_LETTERS.labels(kind=kind).inc()
-        identity = sniff_identity(data)
+        identity = sniff_identity(document)
         add_dead_letter(
             outbox,
             self._ctx.topics.dlq,

@@ -1,7 +1,8 @@
 """Who may send on which topic, and to whom each topic's messages are addressed.
 
-Derived from the topic registry, so adding an authority adds its rules: the hub alone
-writes requests and decisions; an authority alone answers on its own response topic.
+Derived from the topic registry, so adding an authority adds its rules: the clearance
+system alone writes declarations; the hub alone writes requests and decisions; an
+authority alone answers on its own response topic.
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ class Entitlements:
 
     @classmethod
     def from_registry(cls, topics: TopicRegistry) -> Entitlements:
-        senders = {topics.decisions: HUB_PARTY, topics.decision_outbox: HUB_PARTY}
+        senders = {
+            topics.declarations: CLEARANCE_PARTY,
+            topics.decisions: HUB_PARTY,
+            topics.decision_outbox: HUB_PARTY,
+        }
         # The agents seal decisions to the hub itself; its publisher seals them to the
         # clearance system as it publishes them (publisher.py).
-        recipients = {topics.decisions: CLEARANCE_PARTY, topics.decision_outbox: HUB_PARTY}
+        recipients = {
+            topics.declarations: HUB_PARTY,
+            topics.decisions: CLEARANCE_PARTY,
+            topics.decision_outbox: HUB_PARTY,
+        }
         for authority in topics.authorities:
             senders[topics.requests(authority)] = HUB_PARTY
             recipients[topics.requests(authority)] = authority

@@ -13,6 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
+from gun_hub.envelope import ContentType
 from gun_hub.processes import (
     ProcessGroup,
     free_port,
@@ -20,6 +21,7 @@ from gun_hub.processes import (
     start_partner_system,
     wait_http_ok,
 )
+from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
 from gun_hub.status_events import StatusEvent
 from tests.conftest import KafkaEnv
 
@@ -57,8 +59,22 @@ class Pipeline:
         return (self.group.log_dir / "hub.log").read_text(errors="replace")
 
     async def submit(self, declarations: list[bytes]) -> list[str]:
+        """Submit as the clearance system does: each declaration sealed by it."""
         return await submit_declarations(
-            self.kafka.bootstrap, self.kafka.topics.declarations, declarations
+            self.kafka.bootstrap,
+            self.kafka.topics.declarations,
+            declarations,
+            self.kafka.envelope(CLEARANCE_PARTY),
+        )
+
+    def seal(self, declaration: bytes) -> bytes:
+        """``declaration`` as the clearance system sends it (for tests producing it
+        through another client)."""
+        return self.kafka.envelope(CLEARANCE_PARTY).seal(
+            declaration,
+            recipient=HUB_PARTY,
+            topic=self.kafka.topics.declarations,
+            content_type=ContentType.XML,
         )
 
     async def decisions(self, expected: int, *, settle_s: float = 2.0) -> list[ReceivedDecision]:

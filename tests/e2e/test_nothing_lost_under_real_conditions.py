@@ -128,7 +128,7 @@ def _librdkafka_produce(bootstrap: str, topic: str, records: list[tuple[bytes, b
 
 async def test_declarations_from_other_partitioners_are_decided(pipeline: Pipeline) -> None:
     by_librdkafka = small_claims(16, "LIBRDKAF")
-    keyed = [(x.split(b"<Reference>")[1].split(b"<")[0], x) for x in by_librdkafka]
+    keyed = [(x.split(b"<Reference>")[1].split(b"<")[0], pipeline.seal(x)) for x in by_librdkafka]
     moved = [k for k, _ in keyed if murmur2(k) % PARTITIONS != _crc32_partition(k)]
     assert moved, "the workload must put some keys where murmur2 would not"
     await asyncio.to_thread(
@@ -142,7 +142,7 @@ async def test_declarations_from_other_partitioners_are_decided(pipeline: Pipeli
             key = xml.split(b"<Reference>")[1].split(b"<")[0]
             partition = (murmur2(key) + 1 + n % (PARTITIONS - 1)) % PARTITIONS
             await producer.send_and_wait(
-                pipeline.kafka.topics.declarations, xml, key=key, partition=partition
+                pipeline.kafka.topics.declarations, pipeline.seal(xml), key=key, partition=partition
             )
     finally:
         await producer.stop()
@@ -157,9 +157,23 @@ def _crc32_partition(key: bytes) -> int:
     return zlib.crc32(key) % PARTITIONS
 
 
+@pytest.fixture
+def plain_accepting(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    """A hub that also takes plain XML (local development): a sealed 10 MB declaration
+    cannot be compressed below the record limit, a plain one can."""
+    yield from start_pipeline(
+        kafka_env,
+        tmp_path,
+        samples,
+        partners=("dgal",),
+        hub_env={"GUN_HUB_HUB__ACCEPT_PLAIN_DECLARATIONS": "true"},
+    )
+
+
 async def test_a_ten_megabyte_compressed_declaration_is_refused_and_its_dead_letter_fits(
-    pipeline: Pipeline,
+    plain_accepting: Pipeline,
 ) -> None:
+    pipeline = plain_accepting
     head = declaration_xml(reference="26FR000690I0HUGE01")
     padding = b"<!-- " + b"x" * (10 * 1024 * 1024) + b" -->"
     huge = head.replace(b"</Declaration>", padding + b"</Declaration>")

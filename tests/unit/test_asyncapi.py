@@ -43,7 +43,7 @@ from gun_hub.pipeline.intake import Intake
 from gun_hub.risk import RiskRules
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
-from gun_hub.security.entitlements import HUB_PARTY, Entitlements
+from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY, Entitlements
 from gun_hub.security.keystore import PartyKeys
 from gun_hub.settings import Settings
 from gun_hub.topics import Payload, TopicRegistry, TopicSpec, topic_registry
@@ -265,13 +265,15 @@ def test_payloads_follow_the_registry_kind(
         if spec.payload is Payload.ENVELOPE:
             assert re.fullmatch(payload["pattern"], "hdr.key.iv.ciphertext.tag"), spec.name
             assert not re.fullmatch(payload["pattern"], "hdr.payload.signature"), spec.name
-            assert resolve(document, payload["x-plaintext"]["$ref"])["title"] in (
+            plaintext = resolve(document, payload["x-plaintext"]["$ref"])
+            assert plaintext["title"] in (
                 "AuthorityRequest",
                 "AuthorityResponse",
+                "DeclarationXml",
                 "DecisionXml",
             )
-        if spec.payload is Payload.DECLARATION_XML:
-            assert (REPO / "schemas" / payload["x-xsd"]).is_file()
+            if "x-xsd" in plaintext:
+                assert (REPO / "schemas" / plaintext["x-xsd"]).is_file()
 
 
 def test_keys_say_what_they_are(document: dict[str, Any], registry: TopicRegistry) -> None:
@@ -412,17 +414,25 @@ def written(routing_table: RoutingTable, keys_dir: Path) -> tuple[TopicRegistry,
             records.append(OutgoingRecord(source.topic, record.key, sealed))
             pending.extend(delivered(correlation.handle(sealed, source)))
 
+    clearance = envelope_of(CLEARANCE_PARTY, topics, keys_dir)
+
+    def sealed(xml: bytes) -> bytes:
+        return clearance.seal(
+            xml, recipient=HUB_PARTY, topic=topics.declarations, content_type=ContentType.XML
+        )
+
     def declare(xml: bytes, reference: str, *, as_the_contract_says: bool = True) -> None:
+        value = sealed(xml)
         if as_the_contract_says:  # the document describes what a clearance system must send
-            records.append(OutgoingRecord(topics.declarations, reference.encode(), xml))
+            records.append(OutgoingRecord(topics.declarations, reference.encode(), value))
         position = SourcePosition(topics.declarations, 0, len(records), reference.encode())
-        answer(delivered(intake.handle(xml, position)))
+        answer(delivered(intake.handle(value, position)))
 
     both = (goods_item(1, (quoted("N853", "CHEDP-1"), quoted("C638", "CITES-1"))),)
     declare(declaration_xml(reference="26FR000690I0000012", items=both), "26FR000690I0000012")
     unreadable = declaration_xml(reference="26FR000690I0000013").replace(b"</Declaration>", b"")
     declare(unreadable, "26FR000690I0000013", as_the_contract_says=False)
-    silent = declaration_xml(reference="26FR000690I0000014")
+    silent = sealed(declaration_xml(reference="26FR000690I0000014"))
     records.append(OutgoingRecord(topics.declarations, b"26FR000690I0000014", silent))
     delivered(intake.handle(silent, SourcePosition(topics.declarations, 2, 0)))  # no answer
     clock[0] = NOW + timedelta(seconds=31)

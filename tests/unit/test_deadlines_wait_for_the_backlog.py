@@ -1,10 +1,9 @@
 """Issue 10, defect 10: a deadline never fires while answers wait unread in the log.
 
-After a restart longer than the deadline, the answers already written by the adapters
-must win over the deadline ticks. The hub knows, per response partition, how far it has
-read (offset and the broker time of the last record) and where the log ends; a case
-times out only once every response partition of its partition has been read past its
-deadline, or to its end.
+After a restart longer than the deadline, the answers the adapters wrote while the hub
+was away must win over the deadline ticks. The hub knows, per response partition, how far
+it has read and where the log ended when the deadline sweep last asked; a case times out
+only once every response partition of its partition has been read to that end.
 """
 
 from __future__ import annotations
@@ -29,29 +28,29 @@ def hub(routing_table: RoutingTable, keys_dir: object) -> Hub:
     return Hub(routing_table, keys_dir)  # type: ignore[arg-type]
 
 
-def test_progress_is_read_up_to_a_time_once_a_later_record_was_processed() -> None:
+def test_a_partition_is_read_once_every_record_up_to_its_reported_end_is() -> None:
     progress = AnswerProgress()
-    progress.set_end(DGAL, 0, 10)
-    assert not progress.read_until(DGAL, 0, 1000.0)  # nothing read yet, records waiting
-    progress.processed(DGAL, 0, offset=3, accepted_at=999.0)
-    assert not progress.read_until(DGAL, 0, 1000.0)
-    progress.processed(DGAL, 0, offset=4, accepted_at=1000.5)
-    assert progress.read_until(DGAL, 0, 1000.0)
+    progress.set_end(DGAL, 0, 5)
+    assert not progress.read_to_end(DGAL, 0)  # five answers waiting
+    progress.processed(DGAL, 0, 3)
+    assert not progress.read_to_end(DGAL, 0)
+    progress.processed(DGAL, 0, 4)
+    assert progress.read_to_end(DGAL, 0)
+    progress.set_end(DGAL, 0, 6)  # a new answer arrived since
+    assert not progress.read_to_end(DGAL, 0)
 
 
-def test_progress_at_the_end_of_the_log_is_read_whatever_the_time() -> None:
+def test_an_empty_partition_or_one_read_before_a_restart_hides_nothing() -> None:
     progress = AnswerProgress()
     progress.set_end(DGAL, 1, 0)
-    assert progress.read_until(DGAL, 1, 1e12)  # an empty partition hides nothing
+    assert progress.read_to_end(DGAL, 1)
     progress.set_end(DGAL, 2, 8)
-    progress.set_committed(DGAL, 2, 8)
-    assert progress.read_until(DGAL, 2, 1e12)  # restarted, nothing new since the commit
-    progress.set_end(DGAL, 2, 9)
-    assert not progress.read_until(DGAL, 2, 1e12)
+    progress.set_committed(DGAL, 2, 8)  # restarted, nothing new since the commit
+    assert progress.read_to_end(DGAL, 2)
 
 
 def test_an_unknown_end_hides_possible_answers() -> None:
-    assert not AnswerProgress().read_until(DGAL, 0, 0.0)
+    assert not AnswerProgress().read_to_end(DGAL, 0)
 
 
 def test_a_deadline_tick_waits_while_answers_are_unread(hub: Hub) -> None:

@@ -62,10 +62,12 @@ class Hub:
             risk_rules=RiskRules(),
             request_deadline_s=30,
             clock=lambda: self.now,
-            answers_read=lambda partition, deadline: self.answers_read,
+            answers_read=lambda partition: self.answers_read,
             control_report_after_s=self.control_report_after_s,
         )
-        self.intake = Intake(context, DeclarationCodec(), self.cases)
+        # Plain XML, as in local development; sealing is tested on its own
+        # (tests/unit/test_sealed_declarations.py).
+        self.intake = Intake(context, DeclarationCodec(), self.cases, accept_plain=True)
         self.correlation = Correlation(context, self.cases)
         self.audit_keeper = AuditKeeper(context)
         self.deadlines = Deadlines(context, self.cases)

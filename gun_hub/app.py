@@ -8,15 +8,17 @@ is written to the table (changelog) before the records it causes are sent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
+from faust.exceptions import FaustError
 
 from gun_hub import metrics
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
@@ -46,7 +48,13 @@ from gun_hub.security.jose_envelope import JoseEnvelope
 from gun_hub.security.keystore import PartyKeys
 from gun_hub.security.replay import NoReplayMemory, TableReplayGuard
 from gun_hub.settings import Settings
-from gun_hub.topics import TOPIC_MAX_MESSAGE_BYTES, TopicRegistry, topic_registry
+from gun_hub.topics import (
+    TOPIC_MAX_MESSAGE_BYTES,
+    Payload,
+    TopicRegistry,
+    TopicSpec,
+    topic_registry,
+)
 from gun_hub.web import register_web_views
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_hub.xml.safe_parse import XmlLimits
@@ -59,6 +67,29 @@ AUDIT_HEADS_TABLE = "audit-heads"
 OPEN_CASES_TABLE = "open-cases"
 _RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 UNHANDLED = "UNHANDLED_ERROR"
+
+
+TABLES = (CASES_TABLE, SEEN_MESSAGES_TABLE, AUDIT_HEADS_TABLE, OPEN_CASES_TABLE)
+
+
+def table_changelogs(settings: Settings) -> list[TopicSpec]:
+    """The changelog topic of each hub table, created before the worker starts: a worker
+    that handled an event before faust had created them failed on every table access."""
+    return [
+        TopicSpec(
+            _changelog_name(settings, name),
+            "hub (tables)",
+            "hub (table recovery)",
+            Payload.JSON,
+            f"Internal: changelog of the hub's {name} table.",
+            compacted=True,
+        )
+        for name in TABLES
+    ]
+
+
+def _changelog_name(settings: Settings, table: str) -> str:
+    return f"{settings.hub.app_id}-{table}-changelog"
 
 
 def utc_now() -> datetime:
@@ -94,7 +125,7 @@ def _raw_table(app: faust.App, settings: Settings, name: str) -> Any:
     given raw codecs explicitly, and so are the table's write and store paths.
     """
     changelog = app.topic(
-        f"{settings.hub.app_id}-{name}-changelog",
+        _changelog_name(settings, name),
         partitions=settings.kafka.partitions,
         compacting=True,
         deleting=False,
@@ -138,6 +169,41 @@ def _accepted_at(message: Any) -> float | None:
     if message.timestamp_type != LOG_APPEND_TIME or message.timestamp is None:
         return None
     return float(message.timestamp)
+
+
+_CLUSTER_RETRIES = 10
+
+
+async def _handled(
+    handle: Handler,
+    event: Any,
+    source: SourcePosition,
+    accepted_at: float | None,
+    dlq: str,
+    agent: str,
+) -> Outbox:
+    """What handling the event causes. A failure of the cluster or the framework (a
+    changelog not there yet, a broker away) is not the record's fault: handled again with
+    backoff, as a redelivery would (handlers are idempotent), then the worker stops so
+    that its restart redelivers. Any other failure is the record's: dead-lettered."""
+    for attempt in range(_CLUSTER_RETRIES):
+        try:
+            return handle(event, source, accepted_at)
+        except (KafkaError, FaustError) as error:
+            if attempt == _CLUSTER_RETRIES - 1:
+                raise
+            delay = min(5.0, 0.1 * 2**attempt)
+            log.warning(
+                "agent %s: %s on %s; handled again in %.1fs",
+                agent,
+                type(error).__name__,
+                source.describe(),
+                delay,
+            )
+            await asyncio.sleep(delay)
+        except Exception as error:  # noqa: BLE001 - dead-lettered with its reason
+            return _unhandled(dlq, _value(event), source, agent, error)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _unhandled(
@@ -252,7 +318,7 @@ def build_hub(settings: Settings) -> Hub:
     )
     store = _TableStore(cases)
     codec = DeclarationCodec(XmlLimits(max_bytes=settings.hub.max_declaration_bytes))
-    intake = Intake(context, codec, store)
+    intake = Intake(context, codec, store, accept_plain=settings.hub.accept_plain_declarations)
     correlation = Correlation(context, store)
     audit_keeper = AuditKeeper(context)
     deadlines = Deadlines(context, store)
@@ -277,25 +343,19 @@ def build_hub(settings: Settings) -> Hub:
                 message = event.message
                 source = SourcePosition(message.topic, message.partition, message.offset, event.key)
                 accepted_at = _accepted_at(message)
-                try:
-                    outbox = handle(event, source, accepted_at)
-                except Exception as error:  # noqa: BLE001 - dead-lettered with its reason
-                    outbox = _unhandled(topics.dlq, _value(event), source, name, error)
+                outbox = await _handled(handle, event, source, accepted_at, topics.dlq, name)
                 await deliver(send_record, outbox, source, topics.dlq)
                 if after is not None:
                     after(source, accepted_at)
 
         app.agent(topic, name=name, concurrency=1)(process)
 
-    def answered(source: SourcePosition, accepted_at: float | None) -> None:
-        progress.processed(
-            source.topic,
-            source.partition,
-            offset=source.offset,
-            accepted_at=accepted_at if accepted_at is not None else time.time(),
-        )
+    def answered(source: SourcePosition, _accepted_at: float | None) -> None:
+        progress.processed(source.topic, source.partition, source.offset)
 
-    agent(declarations, "intake", lambda event, source, _at: intake.handle(_value(event), source))
+    agent(
+        declarations, "intake", lambda event, source, at: intake.handle(_value(event), source, at)
+    )
     agent(
         responses,
         "correlation",

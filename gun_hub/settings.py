@@ -107,6 +107,12 @@ class HubSettings(BaseModel):
         description='Routes added to the table at run time, as JSON: {"E999": "dga"}. '
         "The way to set the war-material licence code(s) without editing the file.",
     )
+    accept_plain_declarations: bool = Field(
+        False,
+        description="Local development only: also accept declarations as plain XML. "
+        "Otherwise a declaration must be sealed by the clearance system (signed, then "
+        "encrypted to the hub); a plain one is dead-lettered and never acted on.",
+    )
     request_deadline_s: float = Field(
         30.0, description="Time an authority has to answer before degraded mode."
     )

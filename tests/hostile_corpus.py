@@ -44,6 +44,21 @@ def _with_doctype(
     return f"{head}\n{doctype}\n{rest}".encode()
 
 
+def _encoded(
+    reference: str,
+    codec: str,
+    declared: str | None,
+    *,
+    bom: bool = False,
+    doctype: str | None = None,
+) -> bytes:
+    """The valid declaration in another encoding, declaring ``declared`` (or nothing)."""
+    _, body = _valid(reference).split("\n", 1)
+    prolog = f'<?xml version="1.0" encoding="{declared}"?>\n' if declared else ""
+    text = prolog + (doctype + "\n" if doctype else "") + body
+    return (("\ufeff" if bom else "") + text).encode(codec)
+
+
 def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
     """The corpus; references are ``prefix`` plus a number so each case is its own."""
     cases: list[HostileCase] = []
@@ -400,5 +415,110 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         Kind.SCHEMA,
         "This element is not expected",
         path="/Declaration/GoodsItem/Document[100]",
+    )
+
+    # Issue 11, item 4: encodings that slipped past a byte-level UTF-8 check and DOCTYPE
+    # scan, after which libxml2 opened the external DTD named (an existence oracle, a read
+    # of /proc/self/environ, a FIFO that hangs the worker). Only UTF-8 is read, so each is
+    # refused before the parser sees it.
+    utf8_only = "only UTF-8 is accepted"
+    etc_file = '<!DOCTYPE Declaration SYSTEM "/etc/passwd">'
+    environ = '<!DOCTYPE Declaration SYSTEM "/proc/self/environ">'
+    for name, codec, declared, bom, doctype in [
+        ("utf16le-no-bom-external-dtd", "utf-16-le", "UTF-16", False, etc_file),
+        ("utf16be-no-bom-external-dtd", "utf-16-be", "UTF-16", False, etc_file),
+        ("utf16le-no-bom-declares-utf8-environ", "utf-16-le", "UTF-8", False, environ),
+        ("utf16be-no-bom-no-declaration-environ", "utf-16-be", None, False, environ),
+        (
+            "utf16le-no-bom-parameter-entity",
+            "utf-16-le",
+            "UTF-16",
+            False,
+            '<!DOCTYPE Declaration [<!ENTITY % p SYSTEM "/etc/passwd"> %p;]>',
+        ),
+        ("utf32le-no-bom-external-dtd", "utf-32-le", "UTF-32", False, etc_file),
+        ("utf32be-no-bom-declares-utf8-environ", "utf-32-be", "UTF-8", False, environ),
+        ("utf16be-bom-external-dtd", "utf-16-be", "UTF-16", True, etc_file),
+        ("utf32le-bom-declares-utf8", "utf-32-le", "UTF-8", True, environ),
+    ]:
+        add(
+            name,
+            _encoded(nxt(), codec, declared, bom=bom, doctype=doctype),
+            Kind.ENCODING,
+            utf8_only,
+            identifiable=False,
+        )
+    r = nxt()
+    head, rest = _valid(r).split("\n", 1)
+    add(
+        "utf8-declaration-then-utf16",
+        f"{head}\n".encode() + f"{environ}\n{rest}".encode("utf-16-le"),
+        Kind.ENCODING,
+        utf8_only,
+        identifiable=False,
+    )
+    r = nxt()
+    add(
+        "nul-character",
+        _replace(r, "Example SARL", "Example \x00 SARL"),
+        Kind.ENCODING,
+        utf8_only,
+    )
+    r = nxt()
+    add(
+        "declared-utf7-hiding-a-doctype",
+        _encoded(
+            r,
+            "ascii",
+            "UTF-7",
+            doctype="+ADw-!DOCTYPE Declaration SYSTEM +ACI-/etc/passwd+ACI-+AD4-",
+        ),
+        Kind.ENCODING,
+        "declared encoding 'UTF-7' is not accepted",
+    )
+    r = nxt()
+    add(
+        "ebcdic-external-dtd",
+        _encoded(r, "cp500", "IBM500", doctype=etc_file),
+        Kind.ENCODING,
+        "not valid UTF-8",
+        identifiable=False,
+    )
+    r = nxt()
+    add(
+        "latin1-bytes-external-dtd",
+        _encoded(r, "latin-1", "ISO-8859-1", doctype=etc_file).replace(
+            b"Example SARL", "Exémple SARL".encode("latin-1")
+        ),
+        Kind.ENCODING,
+        "declared encoding 'ISO-8859-1' is not accepted",
+    )
+    r = nxt()
+    add(
+        "utf8-bom-declares-utf16",
+        _encoded(r, "utf-8", "UTF-16", bom=True, doctype=etc_file),
+        Kind.ENCODING,
+        "declared encoding 'UTF-16' is not accepted",
+    )
+    r = nxt()
+    add(
+        "lowercase-doctype",
+        _with_doctype(r, '<!doctype Declaration SYSTEM "/etc/passwd">'),
+        Kind.DTD_FORBIDDEN,
+        dtd,
+    )
+    r = nxt()
+    add(
+        "markup-declaration-without-doctype",
+        _with_doctype(r, "<!ELEMENT Declaration ANY>"),
+        Kind.DTD_FORBIDDEN,
+        dtd,
+    )
+    r = nxt()
+    add(
+        "xml-declaration-not-first",
+        b"\n" + _replace(r, 'encoding="UTF-8"', 'encoding="UTF-16"'),
+        Kind.MALFORMED,
+        "not well-formed",
     )
     return cases

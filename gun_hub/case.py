@@ -7,6 +7,7 @@ faster than faust's own record codec.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from gun_hub.model.decision import Decision, DocumentResult
 from gun_hub.model.declaration import Declaration, Direction, Stage
-from gun_hub.model.exchange import AuthorityResponse
+from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse
 from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.risk import RiskHit
 from gun_hub.routing import RoutedDeclaration
@@ -75,6 +76,9 @@ class Case(BaseModel):
     # Decided earlier versions whose decision the broker had not confirmed when this
     # version replaced them: announced again with it, until confirmed (defect 4).
     pending_announcements: list[Case] = []
+    # Every request the hub sent about this declaration (its versions' own requests and
+    # follow-ups): an answer is acted on only if it answers one of them (issue 11, item 7).
+    requested: list[str] = []
 
     @classmethod
     def open(
@@ -120,6 +124,11 @@ class Case(BaseModel):
         """Decided versions (this one included) whose decision the broker may not have."""
         own = [self] if self.decided and not self.announced and self.decision else []
         return [*self.pending_announcements, *own]
+
+    def expect_answers_to(self, requests: Iterable[AuthorityRequest]) -> None:
+        """Record requests sent about this declaration: their answers are solicited."""
+        known = set(self.requested)
+        self.requested += [r.request_id for r in requests if r.request_id not in known]
 
     def superseding_state(self) -> list[Case]:
         """What a newer version must keep of this case: its unconfirmed decisions."""

@@ -158,16 +158,20 @@ class HubContext:
         )
         return decision
 
-    def announce(self, outbox: Outbox, case: Case, partition: int) -> None:
+    def announce(
+        self, outbox: Outbox, case: Case, partition: int, stored: Case | None = None
+    ) -> None:
         """Emit a decided case's decision and follow-ups; once the broker has them, mark
-        the case announced. Called again for a case found decided but unannounced."""
+        the case announced. Called again for a case found decided but unannounced.
+        ``stored``: the case as it is stored, when ``case`` is an earlier version it
+        carries (the follow-ups' answers are solicited on it)."""
         assert case.decision is not None  # noqa: S101 - only decided cases are announced
         case.announced = False
         self.emit_decision(
             outbox, case.decision, partition, declarant_eori=case.declarant_eori, stage=case.stage
         )
         follow_ups = follow_up_requests(case, self.clock())
-        self.send_requests(outbox, follow_ups)
+        self.send_requests(outbox, follow_ups, stored or case)
         if follow_ups:
             self.emit_status(
                 outbox,
@@ -187,7 +191,9 @@ class HubContext:
         lost = case.unconfirmed()
         for unconfirmed in lost:
             metrics.DECISIONS_ANNOUNCED_AGAIN.inc()
-            self.announce(outbox, unconfirmed, partition)
+            self.announce(outbox, unconfirmed, partition, stored=case)
+        if lost:
+            self.cases[case.reference.encode()] = case.to_bytes()
         return bool(lost)
 
     def _mark_announced(self, reference: str, version: int) -> None:
@@ -206,8 +212,12 @@ class HubContext:
             ]
         self.cases[key] = case.to_bytes()
 
-    def send_requests(self, outbox: Outbox, requests: Sequence[AuthorityRequest]) -> None:
-        """Each request sealed to its authority alone, on that authority's topic."""
+    def send_requests(
+        self, outbox: Outbox, requests: Sequence[AuthorityRequest], case: Case
+    ) -> None:
+        """Each request sealed to its authority alone, on that authority's topic; ``case``
+        (the one stored) records them, so that their answers are solicited."""
+        case.expect_answers_to(requests)
         for request in requests:
             topic = self.topics.requests(request.authority)
             sealed = self.envelope.seal(

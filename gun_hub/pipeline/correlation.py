@@ -10,7 +10,7 @@ from gun_hub import metrics
 from gun_hub.case import Case
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.envelope import EnvelopeRejected
-from gun_hub.model.exchange import AuthorityResponse, Operation
+from gun_hub.model.exchange import AuthorityResponse, Operation, request_id_for
 from gun_hub.model.verdicts import Verdict
 from gun_hub.ops.facts import WriteOffFact, WrittenOff
 from gun_hub.outbox import Outbox
@@ -18,6 +18,7 @@ from gun_hub.pipeline.context import CaseStore, HubContext
 from gun_hub.status_events import StatusKind
 
 COMPONENT = "hub.correlation"
+UNSOLICITED = "RESPONSE_UNSOLICITED"
 FOLLOW_UP_OPERATIONS = frozenset({Operation.WRITE_OFF, Operation.DELETE, Operation.GIVE_BACK})
 # The partner's code for an operation older than the newest version it has seen of the
 # declaration (docs/partner-simulator.md): a newer version took over, nothing failed.
@@ -80,8 +81,33 @@ class Correlation:
                 ),
             )
             return outbox
+        if not self._solicited(response):
+            self._dead_letter(
+                outbox,
+                data,
+                source,
+                ErrorClass.SECURITY,
+                UNSOLICITED,
+                ValueError(
+                    f"{response.authority} answered {response.operation.value} of version "
+                    f"{response.version}, which the hub never asked it"
+                ),
+            )
+            return outbox
         self._record(outbox, response, source.partition)
         return outbox
+
+    def _solicited(self, response: AuthorityResponse) -> bool:
+        """Whether the hub asked this authority this operation about this version: an
+        answer nobody asked for (a write-off or a deletion out of nowhere, an alert
+        raised by an adapter on its own) changes nothing (issue 11, item 7)."""
+        asked = request_id_for(
+            response.reference, response.version, response.authority, response.operation
+        )
+        if response.request_id != asked:
+            return False
+        stored = self._cases.get(response.reference.encode())
+        return stored is not None and asked in Case.from_bytes(stored).requested
 
     def _record(self, outbox: Outbox, response: AuthorityResponse, partition: int) -> None:
         key = response.reference.encode()

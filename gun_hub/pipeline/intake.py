@@ -230,6 +230,8 @@ class Intake:
             results=[],
             opened_from=source.describe(),
             pending_announcements=carried,
+            # Earlier versions' requests may still be answered (late, replayed).
+            requested=list(known.requested) if known is not None else [],
         )
         decision = refuse_unreadable(
             reference=identity.reference,
@@ -270,6 +272,7 @@ class Intake:
             assert known is not None  # noqa: S101 - a redelivery has a known case
             if not known.decided:
                 self._ask(outbox, declaration, known, source.partition, again=True)
+                self._cases[key] = known.to_bytes()
             return
         now = ctx.clock()
         carried = self._supersede(outbox, known, declaration.version)
@@ -283,21 +286,23 @@ class Intake:
         )
         case.opened_from = source.describe()
         case.pending_announcements = carried
+        case.requested = list(known.requested) if known is not None else []
         case.risk = [
             RiskFinding(code=hit.code, action=hit.action, text=hit.text)
             for hit in assess_risk(declaration, routed.authorities, ctx.risk_rules)
         ]
         if known is not None:
-            self._release_dropped_documents(outbox, known, routed, declaration.version, now)
+            self._release_dropped_documents(outbox, known, routed, case, now)
         if case.complete:
             # Nothing to ask anyone (no documents, or only exempt/unrouted ones).
             ctx.decide_case(outbox, case, source.partition)
             self._cases[key] = case.to_bytes()
             return
-        # The case is stored before the requests leave, so an answer can never find none.
-        self._cases[key] = case.to_bytes()
         ctx.open_cases[key] = open_case_entry(case, source.partition)
         self._ask(outbox, declaration, case, source.partition, again=False)
+        # Stored (with the requests it expects answers to) before the requests leave, so
+        # an answer can never find none.
+        self._cases[key] = case.to_bytes()
 
     def _ask(
         self, outbox: Outbox, declaration: Declaration, case: Case, partition: int, *, again: bool
@@ -311,6 +316,7 @@ class Intake:
         ctx.send_requests(
             outbox,
             build_requests(declaration, ctx.routing, authorities, operation, ctx.clock()),
+            case,
         )
         ctx.emit_status(
             outbox,
@@ -325,7 +331,7 @@ class Intake:
         outbox: Outbox,
         previous: Case,
         routed: RoutedDeclaration,
-        version: int,
+        case: Case,
         now: datetime,
     ) -> None:
         """A new version restates the documents it quotes; those it dropped are deleted."""
@@ -335,12 +341,12 @@ class Intake:
             return
         # Under the new version: the partner refuses an operation older than the newest
         # version it has seen of the declaration.
-        requests = requests_for(previous, dropped, Operation.DELETE, version, now)
-        self._ctx.send_requests(outbox, requests)
+        requests = requests_for(previous, dropped, Operation.DELETE, case.version, now)
+        self._ctx.send_requests(outbox, requests, case)
         self._ctx.emit_status(
             outbox,
             previous.reference,
-            version,
+            case.version,
             StatusKind.FOLLOW_UP_SENT,
             f"DELETE of {len(dropped)} document(s) no longer quoted sent to "
             + ", ".join(r.authority for r in requests),

@@ -4,17 +4,21 @@ Every document from outside goes through :class:`SafeXmlParser`, which refuses, 
 its own :class:`XmlRejectionKind` and a precise message:
 
 * anything over the size cap, before a single byte is parsed;
-* any encoding but UTF-8 (the contract's encoding), a mis-declared encoding, and bytes
-  that are not valid UTF-8;
-* any ``<!DOCTYPE``: no DTD means no entity (XXE, billion laughs, quadratic blow-up) and
-  no external subset can ever be loaded;
+* any encoding but UTF-8 (the contract's encoding): a UTF-16/32 byte order mark, a
+  declared encoding other than UTF-8, a NUL byte (UTF-16/32 without a byte order mark),
+  bytes that are not valid UTF-8. The bytes are decoded here, and the parser is forced
+  to UTF-8, so the checks on the text see exactly what libxml2 will see;
+* any ``<!DOCTYPE``, ``<!ENTITY`` or other markup declaration in the decoded text: no DTD
+  means no entity (XXE, billion laughs, quadratic blow-up) and no external subset;
 * malformed XML, with line and column;
 * documents deeper or larger (in elements) than the limits;
 * XInclude and any element outside the expected namespace;
 * anything the (precompiled, locally loaded) XSD refuses, with the path of the element.
 
 The lxml parser itself is configured so that, even if a check above were bypassed, no
-entity is expanded and nothing is fetched from disk or network.
+entity is expanded and nothing is read from disk or network: no DTD loading (and
+``collect_ids`` left True, see :func:`_new_lxml_parser`), no network, and a resolver that
+refuses every resolution before libxml2's own loader could open anything.
 """
 
 from __future__ import annotations
@@ -29,22 +33,32 @@ from lxml import etree
 
 XINCLUDE_NS = "http://www.w3.org/2001/XInclude"
 
+# Whitespace as XML 1.0 defines it (``\s`` in a str pattern would admit Unicode spaces).
+_WS = "[ \t\r\n]"
 # An XML declaration: the only place where a document may name its encoding.
 _XML_DECL = re.compile(
-    rb"""^<\?xml\s+version\s*=\s*["']1\.[0-9]["']"""
-    rb"""(?:\s+encoding\s*=\s*["'](?P<enc>[A-Za-z][A-Za-z0-9._-]*)["'])?"""
-    rb"""(?:\s+standalone\s*=\s*["'](?:yes|no)["'])?\s*\?>"""
+    rf"""<\?xml{_WS}+version{_WS}*={_WS}*["']1\.[0-9]["']"""
+    rf"""(?:{_WS}+encoding{_WS}*={_WS}*["'](?P<enc>[A-Za-z][A-Za-z0-9._-]*)["'])?"""
+    rf"""(?:{_WS}+standalone{_WS}*={_WS}*["'](?:yes|no)["'])?{_WS}*\?>"""
 )
-# What may precede the root element: whitespace, comments and processing instructions.
-_PROLOG_ITEM = re.compile(rb"\s+|<!--.*?-->|<\?(?!xml[\s?]).*?\?>", re.DOTALL)
+_XML_DECL_START = re.compile(rf"<\?xml(?:{_WS}|\?)")
+# Without a DTD, "<!" may only open a comment or a CDATA section: anything else is a
+# DOCTYPE, an ENTITY or another markup declaration (in any letter case). Refused even
+# inside a comment or a CDATA section: no declaration carries such text.
+_MARKUP_DECLARATION = re.compile(r"<!(?!--|\[CDATA\[)")
+# An XML declaration longer than this is refused as malformed (a real one is < 60 bytes).
+_DECLARATION_WINDOW = 512
 _UTF8_NAMES = frozenset({"utf-8", "utf8"})
-_BOMS = {
-    b"\xef\xbb\xbf": "UTF-8",
+_UTF8_BOM = b"\xef\xbb\xbf"
+_FOREIGN_BOMS = {
     b"\xff\xfe\x00\x00": "UTF-32",
     b"\x00\x00\xfe\xff": "UTF-32",
     b"\xff\xfe": "UTF-16",
     b"\xfe\xff": "UTF-16",
 }
+_ONLY_UTF8 = "only UTF-8 is accepted"
+_NO_DTD = "a DOCTYPE or ENTITY declaration is not allowed (no DTD, no entities)"
+_NOTHING_LOADED = "an external DTD or entity is not allowed: nothing is ever loaded"
 
 
 class XmlRejectionKind(StrEnum):
@@ -98,19 +112,40 @@ def readable_path(element: etree._Element) -> str:
     return "/" + "/".join(reversed(steps))
 
 
+class RefuseEveryResolution(etree.Resolver):
+    """The resolver of the untrusted-document parser: every resolution is refused.
+
+    lxml asks its resolvers before libxml2's own loader; raising here means libxml2 never
+    opens the file or URL, so nothing outside the given bytes is read even if every check
+    above were bypassed. The refusal never depends on the name asked for (no oracle).
+    """
+
+    def resolve(self, system_url: str, public_id: str, context: Any = None) -> Any:
+        raise XmlRejected(XmlRejectionKind.DTD_FORBIDDEN, _NOTHING_LOADED)
+
+
 def _new_lxml_parser() -> etree.XMLParser:
-    # Every switch that could make lxml reach outside the bytes it was given is off.
-    return etree.XMLParser(
+    """The lxml parser of untrusted documents: nothing outside the given bytes is read."""
+    parser = etree.XMLParser(
+        # The bytes are UTF-8 (checked before): libxml2 neither guesses UTF-16, UTF-32 or
+        # EBCDIC from the first bytes nor switches to an encoding the document declares.
+        encoding="utf-8",
         resolve_entities=False,
         load_dtd=False,
         dtd_validation=False,
+        attribute_defaults=False,  # True would load the DTD to find the defaults
         no_network=True,
-        huge_tree=False,
+        huge_tree=False,  # (decompress keeps its default, False: no gzip input)
         remove_comments=True,
         remove_pis=True,
         remove_blank_text=True,
-        collect_ids=False,
+        # Must stay True: with False, lxml sets XML_SKIP_IDS in the context's loadsubset,
+        # and any non-zero loadsubset makes libxml2 (before 2.15) load the external DTD
+        # subset despite load_dtd=False: that was the back door of issue 11.
+        collect_ids=True,
     )
+    parser.resolvers.add(RefuseEveryResolution())
+    return parser
 
 
 class _LocalOnlyResolver(etree.Resolver):
@@ -137,6 +172,62 @@ def load_schema(xsd: Path) -> etree.XMLSchema:
     return etree.XMLSchema(etree.parse(str(xsd), parser))
 
 
+def _refuse_foreign_byte_order_mark(data: bytes) -> None:
+    for bom, name in _FOREIGN_BOMS.items():
+        if data.startswith(bom):
+            raise XmlRejected(
+                XmlRejectionKind.ENCODING, f"document is {name} (byte order mark); {_ONLY_UTF8}"
+            )
+
+
+def _check_xml_declaration(body: bytes) -> None:
+    """Refuse a declared encoding other than UTF-8 (before decoding, for a precise reason).
+
+    The declaration is ASCII; its window is read as Latin-1, which any byte decodes, so a
+    Latin-1 document declaring ISO-8859-1 is told so rather than "not UTF-8".
+    """
+    head = body[:_DECLARATION_WINDOW].decode("latin-1")
+    if not _XML_DECL_START.match(head):
+        return
+    declaration = _XML_DECL.match(head)
+    if declaration is None:
+        raise XmlRejected(XmlRejectionKind.MALFORMED, "the XML declaration is malformed")
+    declared = declaration.group("enc")
+    if declared is not None and declared.lower() not in _UTF8_NAMES:
+        raise XmlRejected(
+            XmlRejectionKind.ENCODING,
+            f"declared encoding {declared!r} is not accepted; the contract is UTF-8",
+        )
+
+
+def _utf8_text(body: bytes, skipped: int) -> str:
+    """The document as text, read as UTF-8 and nothing else.
+
+    A UTF-16 or UTF-32 document without a byte order mark is mostly ASCII with NUL bytes
+    in between: valid UTF-8, but NUL is no XML character, so any NUL refuses it. Checks on
+    the decoded text then see exactly what the parser (forced to UTF-8) will see.
+    """
+    nul = body.find(b"\x00")
+    if nul >= 0:
+        raise XmlRejected(
+            XmlRejectionKind.ENCODING,
+            f"NUL byte at offset {nul + skipped} (UTF-16 or UTF-32?); {_ONLY_UTF8}",
+        )
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise XmlRejected(
+            XmlRejectionKind.ENCODING,
+            f"bytes are not valid UTF-8 at offset {err.start + skipped}: {err.reason}; "
+            f"{_ONLY_UTF8}",
+        ) from None
+
+
+def _check_no_markup_declaration(text: str) -> None:
+    if _MARKUP_DECLARATION.search(text) is not None:
+        raise XmlRejected(XmlRejectionKind.DTD_FORBIDDEN, _NO_DTD)
+
+
 class SafeXmlParser:
     """Parses and schema-validates untrusted documents of one namespace.
 
@@ -160,9 +251,12 @@ class SafeXmlParser:
     def parse(self, data: bytes) -> etree._Element:
         """Return the validated root element, or raise :class:`XmlRejected`."""
         self._check_size(data)
-        self._check_encoding(data)
-        self._check_no_doctype(data)
-        root = self._parse_tree(data)
+        _refuse_foreign_byte_order_mark(data)
+        body = data.removeprefix(_UTF8_BOM)
+        _check_xml_declaration(body)
+        text = _utf8_text(body, skipped=len(data) - len(body))
+        _check_no_markup_declaration(text)
+        root = self._parse_tree(body)
         self._check_shape(root)
         self._validate(root)
         return root
@@ -174,46 +268,6 @@ class SafeXmlParser:
             raise XmlRejected(
                 XmlRejectionKind.OVERSIZED,
                 f"document is {len(data)} bytes, over the limit of {self._limits.max_bytes}",
-            )
-
-    @staticmethod
-    def _check_encoding(data: bytes) -> None:
-        for bom, name in _BOMS.items():
-            if data.startswith(bom) and name != "UTF-8":
-                raise XmlRejected(
-                    XmlRejectionKind.ENCODING,
-                    f"document is {name} (byte order mark); only UTF-8 is accepted",
-                )
-        body = data.removeprefix(b"\xef\xbb\xbf")
-        declaration = _XML_DECL.match(body)
-        if body.startswith(b"<?xml") and declaration is None:
-            raise XmlRejected(XmlRejectionKind.MALFORMED, "the XML declaration is malformed")
-        if declaration is not None and declaration.group("enc") is not None:
-            declared = declaration.group("enc").decode("ascii")
-            if declared.lower() not in _UTF8_NAMES:
-                raise XmlRejected(
-                    XmlRejectionKind.ENCODING,
-                    f"declared encoding {declared!r} is not accepted; the contract is UTF-8",
-                )
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise XmlRejected(
-                XmlRejectionKind.ENCODING,
-                f"bytes are not valid UTF-8 at offset {err.start}: {err.reason}",
-            ) from None
-
-    @staticmethod
-    def _check_no_doctype(data: bytes) -> None:
-        body = data.removeprefix(b"\xef\xbb\xbf")
-        declaration = _XML_DECL.match(body)
-        position = declaration.end() if declaration else 0
-        while (item := _PROLOG_ITEM.match(body, position)) is not None:
-            position = item.end()
-        if body.startswith(b"<!DOCTYPE", position) or b"<!ENTITY" in body:
-            raise XmlRejected(
-                XmlRejectionKind.DTD_FORBIDDEN,
-                "a DOCTYPE or ENTITY declaration is not allowed (no DTD, no entities)",
             )
 
     def _parse_tree(self, data: bytes) -> etree._Element:

@@ -2,23 +2,48 @@
 
 A broker of its own (secured profile, free ports, throw-away home) with the ACLs of
 ``gun-hub kafka secure-setup``. CITES's principal must be refused DGA's requests and
-DGAL's responses, and its own flow must work end to end.
+DGAL's responses, and its own flow must work end to end. The attacks of issue 11, item 5
+are performed on it: resetting a password (or granting oneself rights) through the KRaft
+controller listener, and reading passwords off the command lines of the set-up, as any
+local user running ``ps`` would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
-from collections.abc import AsyncIterator, Iterator
+import hashlib
+import os
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     TopicAuthorizationFailedError,
+)
+from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.admin import CreateAclsRequest
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import (
+    CompactArray,
+    CompactBytes,
+    CompactString,
+    Int8,
+    Int16,
+    Int32,
+    Schema,
+    TaggedFields,
 )
 
 from gun_hub.clearance import DecisionReader, submit_declarations
@@ -67,32 +92,93 @@ def reclaim_tls_sockets() -> Iterator[None]:
     gc.collect()
 
 
+@dataclass
+class CommandLineWitness:
+    """What any local user sees with ``ps`` while the secured set-up runs.
+
+    ``/proc/<pid>/cmdline`` is world-readable: every process's command line is sampled
+    from ``/proc`` every few milliseconds (a JVM lives far longer), and the argument list
+    of every process this test process starts is recorded as well.
+    """
+
+    sampled: set[str] = field(default_factory=set)
+    spawned: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def sample_until_stopped(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(0.01)
+
+    def sample(self) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                raw = Path(entry.path, "cmdline").read_bytes()
+            except OSError:
+                continue
+            if raw:
+                self.sampled.add(raw.replace(b"\0", b" ").decode(errors="replace"))
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        witness = self
+
+        class RecordedPopen(subprocess.Popen):  # type: ignore[type-arg]
+            def __init__(self, args: Any, *rest: Any, **options: Any) -> None:
+                argv = [args] if isinstance(args, str | bytes | os.PathLike) else args
+                witness.spawned.append(" ".join(os.fsdecode(a) for a in argv))
+                super().__init__(args, *rest, **options)
+
+        sampler = threading.Thread(target=self.sample_until_stopped, daemon=True)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(subprocess, "Popen", RecordedPopen)
+            sampler.start()
+            try:
+                yield
+            finally:
+                self._stop.set()
+                sampler.join()
+
+
+@dataclass(frozen=True)
+class SecuredSetup:
+    broker: LocalBroker
+    topics: TopicRegistry
+    settings: BrokerSettings
+    witness: CommandLineWitness
+
+
 @pytest.fixture(scope="module")
-def secured(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[LocalBroker, TopicRegistry]]:
-    broker = LocalBroker(
-        BrokerSettings(
-            home=tmp_path_factory.mktemp("secure-kafka"),
-            jars_cache=REPO / ".gun-hub" / "cache",
-            port=free_port(),
-            controller_port=free_port(),
-            secure=True,
-            start_timeout_s=90,
-        ),
-        PARTITIONS,
-        PARTIES,
+def secured_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredSetup]:
+    """The secured broker, started and set up (topics, ACLs) under a command-line witness."""
+    settings = BrokerSettings(
+        home=tmp_path_factory.mktemp("secure-kafka"),
+        jars_cache=REPO / ".gun-hub" / "cache",
+        port=free_port(),
+        controller_port=free_port(),
+        secure=True,
+        start_timeout_s=90,
     )
-    try:
-        broker.start()
-    except BrokerError as err:
-        pytest.fail(f"the secured test broker did not start: {err}", pytrace=False)
+    broker = LocalBroker(settings, PARTITIONS, PARTIES)
     routing = load_routing_table(REPO / "config" / "routing.toml")
     topics = topic_registry("gun", routing.authorities)
-    asyncio.run(ensure_topics(broker.client_config("admin"), topics, PARTITIONS, 1))
-    apply_acls(broker, acl_plan(topics, "gun-hub", "gun-clearance"))
-    yield broker, topics
+    witness = CommandLineWitness()
+    with witness.watching():
+        try:
+            broker.start()
+        except BrokerError as err:
+            pytest.fail(f"the secured test broker did not start: {err}", pytrace=False)
+        asyncio.run(ensure_topics(broker.client_config("admin"), topics, PARTITIONS, 1))
+        apply_acls(broker, acl_plan(topics, "gun-hub", "gun-clearance"))
+    yield SecuredSetup(broker, topics, settings, witness)
     broker.stop()
+
+
+@pytest.fixture(scope="module")
+def secured(secured_setup: SecuredSetup) -> tuple[LocalBroker, TopicRegistry]:
+    return secured_setup.broker, secured_setup.topics
 
 
 async def produce(config: ClientConfig, topic: str, value: bytes, key: bytes) -> None:
@@ -212,9 +298,39 @@ async def test_the_cites_flow_works_with_its_own_rights(
     assert [a.verdict for a in response.answers] == [Verdict.VALID]
 
 
+async def decided(
+    group: ProcessGroup,
+    reader: DecisionReader,
+    clearance: ClientConfig,
+    topics: TopicRegistry,
+    keys_dir: Path,
+    reference: str,
+) -> list[str]:
+    """Submit one sealed declaration as the clearance system; the references decided."""
+    await submit_declarations(
+        clearance,
+        topics.declarations,
+        [
+            declaration_xml(
+                reference=reference,
+                items=(goods_item(1, (document("Y900", "EX-1", None, None),)),),
+            )
+        ],
+        envelope_of("clearance", topics, keys_dir),
+    )
+    received = []
+    async with asyncio.timeout(90):
+        while not received:
+            group.check_alive()
+            received = await reader.collect(expected=1, timeout_s=1, references={reference})
+    return [r.decision.reference for r in received]
+
+
 async def test_the_hub_works_on_the_secured_broker_with_its_own_rights(
     secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path, tmp_path: Path
 ) -> None:
+    """And it restarts with decisions already published: at start-up the publisher reads
+    ``gun.decisions`` (what it already published), which needs Read on that topic."""
     broker, topics = secured
     hub = broker.client_config("hub")
     env = {
@@ -230,31 +346,236 @@ async def test_the_hub_works_on_the_secured_broker_with_its_own_rights(
         "GUN_HUB_HUB__WEB_PORT": str(free_port()),
     }
     clearance = broker.client_config("clearance")
+    reader = DecisionReader(
+        clearance,
+        topics.decisions,
+        envelope_of("clearance", topics, keys_dir),
+        group_id="gun-clearance",
+    )
     with ProcessGroup(tmp_path / "logs", env) as group:
-        group.start("hub", ["hub"])
-        reader = DecisionReader(
-            clearance,
-            topics.decisions,
-            envelope_of("clearance", topics, keys_dir),
-            group_id="gun-clearance",
-        )
         await reader.start()
         try:
-            await submit_declarations(
-                clearance,
-                topics.declarations,
-                [
-                    declaration_xml(
-                        reference="26FRSECHUB00000001",
-                        items=(goods_item(1, (document("Y900", "EX-1", None, None),)),),
-                    )
-                ],
-            )
-            received = []
-            async with asyncio.timeout(90):
-                while not received:
-                    group.check_alive()
-                    received = await reader.collect(expected=1, timeout_s=1)
+            group.start("hub", ["hub"])
+            first = await decided(group, reader, clearance, topics, keys_dir, "26FRSECHUB00000001")
+            assert first == ["26FRSECHUB00000001"]
+
+            group.stop("hub")
+            group.start("hub", ["hub"])
+            second = await decided(group, reader, clearance, topics, keys_dir, "26FRSECHUB00000002")
+            assert second == ["26FRSECHUB00000002"]
         finally:
             await reader.stop()
-    assert [r.decision.reference for r in received] == ["26FRSECHUB00000001"]
+    log = (tmp_path / "logs" / "hub.log").read_text(errors="replace")
+    assert "Not authorized to read from topic gun.decisions" not in log
+    assert "publisher: 1 decisions already published" in log
+
+
+# -- the controller listener (issue 11, item 5) ------------------------------------------
+
+SCRAM_SHA_512 = 2  # the mechanism's number in the Kafka protocol
+TOPIC, LITERAL, READ, ALLOW = 2, 3, 3, 3  # ACL resource type, pattern, operation, permission
+
+
+class AlterUserScramCredentialsResponseV0(Response):
+    API_KEY = 51
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "results",
+            CompactArray(
+                ("user", CompactString("utf-8")),
+                ("error_code", Int16),
+                ("error_message", CompactString("utf-8")),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class AlterUserScramCredentialsRequestV0(RequestStruct):
+    """What ``kafka-configs --alter --add-config SCRAM-SHA-512=[...]`` sends (aiokafka has
+    no such request; Kafka's own admin client refuses to send it to a controller itself,
+    but the controller carries it out when it arrives)."""
+
+    FLEXIBLE_VERSION = True
+    API_KEY = 51
+    API_VERSION = 0
+    RESPONSE_TYPE = AlterUserScramCredentialsResponseV0
+    SCHEMA = Schema(
+        (
+            "deletions",
+            CompactArray(
+                ("name", CompactString("utf-8")), ("mechanism", Int8), ("tags", TaggedFields)
+            ),
+        ),
+        (
+            "upsertions",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                ("mechanism", Int8),
+                ("iterations", Int32),
+                ("salt", CompactBytes),
+                ("salted_password", CompactBytes),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class SetScramPassword(Request[AlterUserScramCredentialsRequestV0]):
+    API_KEY = 51
+    ALLOW_UNKNOWN_API_VERSION = True
+
+    def __init__(self, user: str, password: str, iterations: int = 4096) -> None:
+        salt = os.urandom(32)
+        salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+        self._upsertion = (user, SCRAM_SHA_512, iterations, salt, salted, {})
+
+    def build(
+        self, request_struct_class: type[AlterUserScramCredentialsRequestV0]
+    ) -> AlterUserScramCredentialsRequestV0:
+        return request_struct_class(deletions=[], upsertions=[self._upsertion], tags={})
+
+
+def error_codes(response: Any) -> list[int]:
+    if isinstance(response, AlterUserScramCredentialsResponseV0):
+        return [result[1] for result in response.results]
+    return [creation[0] for creation in response.creation_responses]
+
+
+@dataclass(frozen=True)
+class Attacker:
+    """A way of reaching the broker: which listener, and what the attacker holds."""
+
+    listener: str  # "controller" or "client"
+    security_protocol: str
+    sasl_mechanism: str | None = None
+    principal: str | None = None  # whose real password the attacker holds (a partner's)
+
+    def __str__(self) -> str:
+        who = f"{self.principal}-{self.sasl_mechanism}" if self.principal else "anonymous"
+        return f"{self.listener}-{self.security_protocol}-{who}"
+
+
+ATTACKERS = [
+    Attacker("controller", "PLAINTEXT"),
+    Attacker("controller", "SSL"),
+    Attacker("controller", "SASL_SSL", "SCRAM-SHA-512", "cites"),
+    Attacker("controller", "SASL_SSL", "PLAIN", "cites"),
+    Attacker("client", "SASL_SSL", "SCRAM-SHA-512", "cites"),
+]
+
+
+async def send_as(setup: SecuredSetup, attacker: Attacker, request: Any) -> str:
+    """'accepted' when the broker carried the request out, else how it was refused."""
+    settings = setup.settings
+    port = settings.controller_port if attacker.listener == "controller" else settings.port
+    options: dict[str, Any] = {"security_protocol": attacker.security_protocol}
+    if attacker.security_protocol != "PLAINTEXT":
+        options["ssl_context"] = create_ssl_context(cafile=str(setup.broker.tls().ca_file))
+    if attacker.principal is not None:
+        options.update(
+            sasl_mechanism=attacker.sasl_mechanism,
+            sasl_plain_username=attacker.principal,
+            sasl_plain_password=setup.broker.credentials()[attacker.principal],
+        )
+    try:
+        async with asyncio.timeout(20):
+            connection = await create_conn(settings.host, port, request_timeout_ms=5_000, **options)
+            try:
+                response = await connection.send(request)
+            finally:
+                connection.close()
+    except (KafkaError, OSError, TimeoutError) as err:
+        return f"refused: {type(err).__name__}: {err}"
+    codes = error_codes(response)
+    return "accepted" if codes and not any(codes) else f"refused: error codes {codes}"
+
+
+async def logs_in(setup: SecuredSetup, principal: str, password: str) -> bool:
+    broker = setup.broker
+    config = ClientConfig(broker.bootstrap_servers, principal, password, broker.tls().ca_file)
+    admin = AIOKafkaAdminClient(**config.options(), request_timeout_ms=5_000)
+    try:
+        async with asyncio.timeout(20):
+            await admin.start()
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        await admin.close()
+    return True
+
+
+async def test_the_forged_requests_are_well_formed(secured_setup: SecuredSetup) -> None:
+    """The control: admin, through the client listener, is obeyed (on a throw-away user
+    and a throw-away topic), so a refusal below is the broker's, not a malformed request."""
+    admin = Attacker("client", "SASL_SSL", "SCRAM-SHA-512", "admin")
+    assert await send_as(secured_setup, admin, SetScramPassword("probe", "probe-pw")) == (
+        "accepted"
+    )
+    assert await logs_in(secured_setup, "probe", "probe-pw")
+    grant = CreateAclsRequest(TOPIC, "probe-topic", LITERAL, "User:probe", "*", READ, ALLOW)
+    assert await send_as(secured_setup, admin, grant) == "accepted"
+
+
+@pytest.mark.parametrize("attacker", ATTACKERS, ids=str)
+async def test_no_one_resets_a_password_through_either_listener(
+    secured_setup: SecuredSetup, attacker: Attacker
+) -> None:
+    outcome = await send_as(secured_setup, attacker, SetScramPassword("dgal", "attacker-pw"))
+    assert outcome.startswith("refused"), outcome
+    assert not await logs_in(secured_setup, "dgal", "attacker-pw")
+    assert await logs_in(secured_setup, "dgal", secured_setup.broker.credentials()["dgal"])
+
+
+@pytest.mark.parametrize("attacker", ATTACKERS, ids=str)
+async def test_no_one_grants_itself_rights_through_either_listener(
+    secured_setup: SecuredSetup, attacker: Attacker
+) -> None:
+    """CITES reading DGA's (war material) requests, granted by CITES or by anyone."""
+    grant = CreateAclsRequest(
+        TOPIC, secured_setup.topics.requests("dga"), LITERAL, "User:cites", "*", READ, ALLOW
+    )
+    outcome = await send_as(secured_setup, attacker, grant)
+    assert outcome.startswith("refused"), outcome
+
+
+def test_the_controller_listener_trusts_no_anonymous_client(secured_setup: SecuredSetup) -> None:
+    properties = dict(
+        line.split("=", 1)
+        for line in (secured_setup.broker.home / "server.properties").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert "User:ANONYMOUS" not in properties["super.users"].split(";")
+    protocols = dict(p.split(":") for p in properties["listener.security.protocol.map"].split(","))
+    assert set(protocols.values()) == {"SASL_SSL"}
+
+
+# -- command lines (issue 11, item 5) ----------------------------------------------------
+
+
+def test_no_password_is_on_any_command_line(secured_setup: SecuredSetup) -> None:
+    """Every command line of the set-up, as ``ps`` shows them to any local user: the
+    storage format, the broker, every ACL tool; and the broker's as it runs now."""
+    broker, witness = secured_setup.broker, secured_setup.witness
+    witness.sample()
+    pid = broker.running_pid()
+    assert pid is not None
+    running = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    seen: Sequence[str] = [*witness.sampled, *witness.spawned, running]
+    assert any("kafka.Kafka" in line for line in witness.sampled)  # the witness saw it
+    assert len(witness.spawned) >= 3  # format, broker, ACL tools
+    secrets = broker.credentials()
+    leaked = sorted({name for name, value in secrets.items() for line in seen if value in line})
+    assert leaked == [], f"passwords of {leaked} are readable by any local user with ps"
+
+
+def test_the_secrets_are_readable_by_their_owner_only(secured_setup: SecuredSetup) -> None:
+    secure_dir = secured_setup.broker.secure_dir
+    assert secure_dir.stat().st_mode & 0o777 == 0o700
+    for path in [*secure_dir.iterdir(), secured_setup.broker.home / "server.properties"]:
+        if path.suffix != ".pem":  # the CA certificate is public
+            assert path.stat().st_mode & 0o077 == 0, path

@@ -22,6 +22,7 @@ class HostileCase:
     reason: str  # a fragment the refusal message must contain
     identifiable: bool  # whether the reference can be read to address a REFUSE
     path: str | None = None  # the element path the refusal must name, when it names one
+    hidden: str | None = None  # the offending value, which the refusal must never quote
 
 
 def _valid(reference: str) -> str:
@@ -73,8 +74,9 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         reason: str,
         identifiable: bool = True,
         path: str | None = None,
+        hidden: str | None = None,
     ) -> None:
-        cases.append(HostileCase(name, data, kind, reason, identifiable, path))
+        cases.append(HostileCase(name, data, kind, reason, identifiable, path, hidden))
 
     dtd = "DOCTYPE or ENTITY declaration is not allowed"
     n = 0
@@ -270,8 +272,9 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         "negative-quantity",
         _replace(r, '<Quantity unit="KGM">1200.5', '<Quantity unit="KGM">-5'),
         Kind.SCHEMA,
-        "must be greater than '0'",
+        "[facet 'minExclusive'] the value must be greater than '0'",
         path="/Declaration/GoodsItem/Document/Quantity",
+        hidden="-5",
     )
     r = nxt()
     add(
@@ -286,8 +289,9 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         "unknown-unit",
         _replace(r, '<Quantity unit="KGM">', '<Quantity unit="BARREL">'),
         Kind.SCHEMA,
-        "'BARREL'",
+        "attribute 'unit': [facet 'enumeration'] the value is not one of",
         path="/Declaration/GoodsItem/Document/Quantity",
+        hidden="BARREL",
     )
     r = nxt()
     add(
@@ -302,8 +306,9 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         "bad-document-code",
         _replace(r, "<Code>N853</Code>", "<Code>n8-3</Code>"),
         Kind.SCHEMA,
-        "'n8-3'",
+        "[facet 'pattern'] the value does not match the pattern '[A-Z][0-9A-Z]{3}'",
         path="/Declaration/GoodsItem/Document/Code",
+        hidden="n8-3",
     )
     r = nxt()
     dup = _valid(r)
@@ -312,7 +317,7 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         "duplicate-goods-item-numbers",
         dup.replace(item, item + item).encode(),
         Kind.SCHEMA,
-        "Duplicate key-sequence ['1']",
+        "Duplicate key-sequence in unique identity-constraint 'UniqueGoodsItemNumber'",
         path="/Declaration/GoodsItem[2]",
     )
     r = nxt()
@@ -320,40 +325,45 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         "too-many-fraction-digits",
         _replace(r, '<Quantity unit="KGM">1200.5', '<Quantity unit="KGM">1.1234567'),
         Kind.SCHEMA,
-        "fractionDigits",
+        "[facet 'fractionDigits']",
         path="/Declaration/GoodsItem/Document/Quantity",
+        hidden="1.1234567",
     )
     r = nxt()
     add(
         "unknown-stage",
         _replace(r, "<Stage>LODGED</Stage>", "<Stage>RELEASED</Stage>"),
         Kind.SCHEMA,
-        "'RELEASED'",
+        "[facet 'enumeration'] the value is not one of 'PRELODGED', 'LODGED'",
         path="/Declaration/Stage",
+        hidden="'RELEASED'",
     )
     r = nxt()
     add(
         "version-zero",
         _replace(r, "<Version>1</Version>", "<Version>0</Version>"),
         Kind.SCHEMA,
-        "'0'",
+        "is not a valid value of the atomic type 'VersionType'",
         path="/Declaration/Version",
+        hidden="'0'",
     )
     r = nxt()
     add(
         "date-without-offset",
         _replace(r, "2026-11-22T10:00:00Z", "2026-11-22T10:00:00"),
         Kind.SCHEMA,
-        "'2026-11-22T10:00:00'",
+        "[facet 'pattern']",
         path="/Declaration/LodgedAt",
+        hidden="2026-11-22T10:00:00",
     )
     r = nxt()
     add(
         "impossible-date",
         _replace(r, "2026-11-22T10:00:00Z", "2026-02-30T10:00:00Z"),
         Kind.SCHEMA,
-        "2026-02-30",
+        "is not a valid value of the atomic type 'UtcDateTimeType'",
         path="/Declaration/LodgedAt",
+        hidden="2026-02-30",
     )
     r = nxt()
     add(
@@ -362,8 +372,9 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
             r, "<CountryOfOrigin>NO</CountryOfOrigin>", "<CountryOfOrigin>ZZ</CountryOfOrigin>"
         ),
         Kind.SCHEMA,
-        "'ZZ'",
+        "[facet 'enumeration']",
         path="/Declaration/GoodsItem/CountryOfOrigin",
+        hidden="ZZ",
     )
     r = nxt()
     add(
@@ -372,8 +383,9 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
             r, "<CommodityCode>0302130000</CommodityCode>", "<CommodityCode>0302</CommodityCode>"
         ),
         Kind.SCHEMA,
-        "'0302'",
+        "[facet 'pattern']",
         path="/Declaration/GoodsItem/CommodityCode",
+        hidden="0302",
     )
     r = nxt()
     add(
@@ -520,5 +532,23 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         b"\n" + _replace(r, 'encoding="UTF-8"', 'encoding="UTF-16"'),
         Kind.MALFORMED,
         "not well-formed",
+    )
+    r = nxt()
+    add(
+        "licence-number-as-eori",
+        _replace(r, "<Eori>FR12345678901234</Eori>", "<Eori>LEMG-SECRET-42</Eori>"),
+        Kind.SCHEMA,
+        "[facet 'pattern'] the value does not match the pattern '[A-Z]{2}[0-9A-Za-z]{1,15}'",
+        path="/Declaration/Declarant/Eori",
+        hidden="LEMG-SECRET-42",
+    )
+    r = nxt()
+    add(
+        "licence-number-as-version",
+        _replace(r, "<Version>1</Version>", "<Version>LEMG-SECRET-43</Version>"),
+        Kind.SCHEMA,
+        "is not a valid value of the atomic type 'VersionType'",
+        path="/Declaration/Version",
+        hidden="LEMG-SECRET-43",
     )
     return cases

@@ -35,6 +35,8 @@ def test_hostile_declaration_is_refused_with_its_reason(
     assert case.reason in refused.value.message
     if case.path is not None:
         assert refused.value.path == case.path
+    if case.hidden is not None:
+        assert case.hidden not in str(refused.value)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])

@@ -414,7 +414,12 @@ def build_hub(settings: Settings) -> Hub:
         app.task(monitor_lag)
 
     register_web_views(
-        app, view, ops_state, ready=lambda: _readiness(app, publisher), dashboard=True
+        app,
+        view,
+        ops_state,
+        ready=lambda: _readiness(app, publisher),
+        web=settings.web,
+        routing=routing,
     )
     return Hub(app=app, topics=topics, routing=routing)
 

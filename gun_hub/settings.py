@@ -183,6 +183,75 @@ class OpsSettings(BaseModel):
     )
 
 
+class WebSettings(BaseModel):
+    """The trader and officer listeners beside the probes (ADR 0007, docs/operations.md).
+
+    The hub's web server (``hub.web_port``) serves only ``/livez``, ``/readyz`` and
+    ``/metrics``. The trader lookup and the officers' pages each have a listener of their
+    own, off (port 0) until configured with the credentials they check.
+    """
+
+    trader_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the trader lookup (GET /declarations/{ref}, a portal token "
+        "required); 0 turns it off. Needs portal_jwks.",
+    )
+    trader_host: str = Field("127.0.0.1", description="Address of the trader listener.")
+    officer_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the officers' statistics, lookup and dashboard (officer "
+        "credentials required); 0 turns it off. Needs officers_file.",
+    )
+    officer_host: str = Field("127.0.0.1", description="Address of the officer listener.")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate chain: both listeners serve HTTPS with it."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    portal_jwks: Path | None = Field(
+        None,
+        description="The clearance portal's public signing keys (JWKS, ES256 on P-256); "
+        "read again when the file changes.",
+    )
+    portal_issuer: str = Field("clearance-portal", description="The iss a trader token must carry.")
+    token_audience: str = Field("gun-hub", description="The aud a trader token must carry.")
+    token_max_lifetime_s: PositiveInt = Field(
+        900, description="Longest exp - iat accepted in a trader token."
+    )
+    token_clock_skew_s: int = Field(
+        60, ge=0, description="Allowed clock difference with the portal, in seconds."
+    )
+    officers_file: Path | None = Field(
+        None,
+        description="NAME:scrypt$... lines (gun-hub officers add); read again when it "
+        "changes. Never a plain password.",
+    )
+    stats_default_days: PositiveInt = Field(
+        31, description="Days /stats covers when no from is given (ending at to, or today)."
+    )
+    stats_max_days: PositiveInt = Field(366, description="Longest from-to range of /stats.")
+    page_size_default: PositiveInt = Field(
+        100, description="Rows per page of the list endpoints when no limit is given."
+    )
+    page_size_max: PositiveInt = Field(
+        1000,
+        description="Most rows per page of a list endpoint (and most document codes or "
+        "dead-letter kinds in /stats).",
+    )
+    query_threads: PositiveInt = Field(
+        2, description="Threads answering view questions off the event loop."
+    )
+    query_max_waiting: PositiveInt = Field(
+        8, description="Questions running or waiting at once; more are answered 503."
+    )
+    query_timeout_s: float = Field(
+        15.0, gt=0, description="A view question running longer is stopped (503)."
+    )
+
+
 class SecuritySettings(BaseModel):
     """Keys and envelope rules (contract section 5, docs/security.md)."""
 
@@ -215,6 +284,7 @@ class Settings(BaseSettings):
     adapter: AdapterSettings = Field(default_factory=AdapterSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     log_level: str = Field("INFO", description="Log level of every component.")
     log_format: LogFormat = Field(
         "auto",

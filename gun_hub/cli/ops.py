@@ -1,7 +1,16 @@
-"""Operator commands: ``gun-hub status``, ``gun-hub stats``, ``gun-hub lag``.
+"""Operator commands: ``gun-hub status``, ``gun-hub stats``, ``gun-hub lag``, and the
+credentials they present (``gun-hub portal``, ``gun-hub officers``).
 
-``status`` and ``stats`` ask a running hub's web server (the view lives there); ``lag``
-measures the cluster itself and needs no hub.
+``status`` and ``stats`` ask a running hub's trader or officer listener (the view lives
+there, ADR 0007); ``lag`` measures the cluster itself and needs no hub.
+
+* ``gun-hub status REF --token-file F``: as a trader, with a token from the clearance
+  portal (the trader listener: its own declarations only, redacted);
+* ``gun-hub status REF --credentials-file C`` and ``gun-hub stats --credentials-file C``:
+  as an officer (the officer listener; ``C`` holds ``NAME:PASSWORD``, mode 0600).
+
+Exit codes: 0 found; 1 unknown declaration; 2 refused (a bad parameter, the view off);
+3 hub unreachable; 4 not authenticated.
 """
 
 from __future__ import annotations
@@ -9,30 +18,61 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import typer
 
 from gun_hub.cli.kafka import registry_for
 from gun_hub.ops.lag import LagSnapshot
 from gun_hub.ops.lag_monitor import LagMonitor
+from gun_hub.security.web_auth import (
+    AccessConfigError,
+    add_officer,
+    basic_authorization,
+    generate_portal_key,
+    issue_trader_token,
+    load_portal_key,
+    read_officer_credentials,
+    write_officer_credentials,
+    write_private_file,
+)
 from gun_hub.settings import load_settings
 
+Listener = Literal["trader", "officer"]
+NOT_AUTHENTICATED = 4
 
-def _hub_url(hub_url: str | None) -> str:
+
+def _hub_url(hub_url: str | None, listener: Listener) -> str:
     if hub_url:
         return hub_url.rstrip("/")
-    settings = load_settings()
-    host = "127.0.0.1" if settings.hub.web_host in ("0.0.0.0", "") else settings.hub.web_host  # noqa: S104
-    return f"http://{host}:{settings.hub.web_port}"
+    web = load_settings().web
+    host, port = (
+        (web.trader_host, web.trader_port)
+        if listener == "trader"
+        else (web.officer_host, web.officer_port)
+    )
+    if not port:
+        typer.echo(
+            f"the {listener} listener is off: set GUN_HUB_WEB__{listener.upper()}_PORT "
+            "or give --hub-url",
+            err=True,
+        )
+        raise typer.Exit(2)
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+    return f"{'https' if web.tls_cert else 'http'}://{host}:{port}"
 
 
-def _get(url: str) -> tuple[int, Any]:
+def _get(url: str, authorization: str, cafile: Path | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers={"Authorization": authorization})  # noqa: S310
+    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our own hub
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:  # noqa: S310
             return response.status, json.load(response)
     except urllib.error.HTTPError as err:
         try:
@@ -44,17 +84,68 @@ def _get(url: str) -> tuple[int, Any]:
         raise typer.Exit(3) from None
 
 
-HUB_URL = typer.Option(None, help="The hub's web address (default: from the settings).")
+def _refused(code: int, body: Any, what: str) -> None:
+    """Exit with what the hub said when it did not answer 200."""
+    error = body.get("error", code) if isinstance(body, dict) else code
+    if code == 401:
+        typer.echo(f"{what}: not authenticated ({error})", err=True)
+        raise typer.Exit(NOT_AUTHENTICATED)
+    typer.echo(f"{what}: {error}", err=True)
+    raise typer.Exit(2)
+
+
+def _officer(credentials_file: Path) -> str:
+    try:
+        return basic_authorization(*read_officer_credentials(credentials_file))
+    except AccessConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+
+
+def _trader(token_file: Path) -> str:
+    try:
+        token = token_file.read_text().strip()
+    except OSError as err:
+        typer.echo(f"cannot read {token_file}: {err.strerror}", err=True)
+        raise typer.Exit(2) from None
+    return f"Bearer {token}"
+
+
+HUB_URL = typer.Option(
+    None,
+    help="The listener's address (default: the trader or officer listener's, from the settings).",
+)
 AS_JSON = typer.Option(False, "--json", help="Print the hub's JSON answer as is.")
+TOKEN_FILE = typer.Option(
+    None, help="As a trader: a file holding the token the clearance portal issued."
+)
+CREDENTIALS_FILE = typer.Option(
+    None, help="As an officer: a file holding NAME:PASSWORD (mode 0600)."
+)
+CAFILE = typer.Option(
+    None, help="CA certificate(s) the listener's HTTPS certificate is checked with."
+)
 
 
 def status(
     reference: str = typer.Argument(help="Declaration reference."),
+    token_file: Path | None = TOKEN_FILE,
+    credentials_file: Path | None = CREDENTIALS_FILE,
     hub_url: str | None = HUB_URL,
+    cafile: Path | None = CAFILE,
     as_json: bool = AS_JSON,
 ) -> None:
     """Where a declaration stands, and its dated history."""
-    code, body = _get(f"{_hub_url(hub_url)}/declarations/{urllib.parse.quote(reference, safe='')}")
+    if (token_file is None) == (credentials_file is None):
+        typer.echo("give --token-file (a trader) or --credentials-file (an officer)", err=True)
+        raise typer.Exit(2)
+    if token_file is not None:
+        authorization, base = _trader(token_file), _hub_url(hub_url, "trader")
+    else:
+        assert credentials_file is not None  # noqa: S101 - one of the two, checked above
+        authorization, base = _officer(credentials_file), _hub_url(hub_url, "officer")
+    path = f"/declarations/{urllib.parse.quote(reference, safe='')}"
+    code, body = _get(f"{base}{path}", authorization, cafile)
     if as_json:
         typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
     if code == 404:
@@ -62,9 +153,7 @@ def status(
             typer.echo(f"{reference}: unknown declaration", err=True)
         raise typer.Exit(1)
     if code != 200:
-        if not as_json:
-            typer.echo(f"{reference}: {body.get('error', code)}", err=True)
-        raise typer.Exit(2)
+        _refused(code, body, reference)
     if as_json:
         return
     outcome = f" {body['outcome']}" if body.get("outcome") else ""
@@ -79,29 +168,39 @@ def status(
 
 def stats(
     since: str | None = typer.Option(None, "--from", help="First day (YYYY-MM-DD)."),
-    until: str | None = typer.Option(None, "--to", help="Last day (YYYY-MM-DD)."),
+    until: str | None = typer.Option(None, "--to", help="Last day (YYYY-MM-DD; default today)."),
     declarant: str | None = typer.Option(None, help="Documents used by this declarant (EORI)."),
     written_off: bool = typer.Option(False, help="Quantity written off per document."),
     document: str | None = typer.Option(None, help="With --written-off: this document only."),
+    limit: int | None = typer.Option(None, help="With --declarant or --written-off: rows."),
+    offset: int = typer.Option(0, help="With --declarant or --written-off: rows to skip."),
+    credentials_file: Path | None = CREDENTIALS_FILE,
     hub_url: str | None = HUB_URL,
+    cafile: Path | None = CAFILE,
     as_json: bool = AS_JSON,
 ) -> None:
     """Counts by outcome, authority, document code and day; documents; write-offs."""
-    base = _hub_url(hub_url)
+    if credentials_file is None:
+        typer.echo("statistics are for officers: give --credentials-file", err=True)
+        raise typer.Exit(2)
+    authorization = _officer(credentials_file)
+    base = _hub_url(hub_url, "officer")
+    paging = {"offset": str(offset), **({"limit": str(limit)} if limit is not None else {})}
     if declarant is not None:
+        query = urllib.parse.urlencode(paging)
         url = f"{base}/stats/declarants/{urllib.parse.quote(declarant, safe='')}/documents"
+        url += f"?{query}"
     elif written_off:
-        query = urllib.parse.urlencode({"document": document} if document else {})
-        url = f"{base}/stats/written-off" + (f"?{query}" if query else "")
+        query = urllib.parse.urlencode({**({"document": document} if document else {}), **paging})
+        url = f"{base}/stats/written-off?{query}"
     else:
         query = urllib.parse.urlencode(
             {k: v for k, v in (("from", since), ("to", until)) if v is not None}
         )
         url = f"{base}/stats" + (f"?{query}" if query else "")
-    code, body = _get(url)
+    code, body = _get(url, authorization, cafile)
     if code != 200:
-        typer.echo(f"the hub refused: {body.get('error', code)}", err=True)
-        raise typer.Exit(2)
+        _refused(code, body, "the hub refused")
     if as_json:
         typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
     elif declarant is not None:
@@ -130,11 +229,13 @@ def stats(
         )
     else:
         _print_statistics(body)
+    if not as_json and body.get("next_offset") is not None:
+        typer.echo(f"(more: --offset {body['next_offset']})", err=True)
 
 
 def _print_statistics(body: dict[str, Any]) -> None:
     decisions = body["decisions"]
-    typer.echo(f"decisions: {decisions['total']}")
+    typer.echo(f"decisions from {body['from']} to {body['to']}: {decisions['total']}")
     _table(["outcome", "count"], [[k, v] for k, v in decisions["by_outcome"].items()])
     typer.echo("")
     outcomes = sorted({o for day in decisions["by_day"].values() for o in day})
@@ -213,7 +314,84 @@ def _table(headers: list[str], rows: list[list[Any]]) -> None:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+portal_app = typer.Typer(
+    help="Stand-in for the clearance portal (local runs and tests): its key and tokens.",
+    no_args_is_help=True,
+)
+officers_app = typer.Typer(help="Customs officers' credentials.", no_args_is_help=True)
+
+
+@portal_app.command("init")
+def portal_init(
+    directory: Path = typer.Option(..., "--dir", help="Where to write the portal's key."),
+) -> None:
+    """A portal signing key: DIR/portal.jwk (private, 0600) and DIR/portal-jwks.json
+    (public: give it to the hub as GUN_HUB_WEB__PORTAL_JWKS)."""
+    private, public = generate_portal_key(directory)
+    typer.echo(f"portal key written to {private} (private) and {public} (public, for the hub)")
+
+
+@portal_app.command("token")
+def portal_token(
+    eori: str = typer.Option(..., help="The trader the portal authenticated."),
+    key: Path = typer.Option(..., help="The portal's private key (portal.jwk)."),
+    lifetime: int = typer.Option(300, help="Seconds the token stays valid."),
+    out: Path | None = typer.Option(None, help="Write the token to this file (mode 0600)."),
+) -> None:
+    """A token for one trader, as the portal would issue it (printed, or written)."""
+    web = load_settings().web
+    try:
+        token = issue_trader_token(
+            load_portal_key(key),
+            eori,
+            issuer=web.portal_issuer,
+            audience=web.token_audience,
+            lifetime_s=lifetime,
+        )
+    except AccessConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    if out is None:
+        typer.echo(token)
+        return
+    write_private_file(out, token + "\n")
+
+
+@officers_app.command("add")
+def officers_add(
+    name: str = typer.Argument(help="The officer's name (letters, digits, . _ -)."),
+    file: Path = typer.Option(..., help="The hub's officers file (GUN_HUB_WEB__OFFICERS_FILE)."),
+    password_file: Path | None = typer.Option(
+        None,
+        help="Read the password from this file (otherwise one is asked, or generated "
+        "with --credentials-out).",
+    ),
+    credentials_out: Path | None = typer.Option(
+        None,
+        help="Write NAME:PASSWORD here (mode 0600) for --credentials-file; with no "
+        "--password-file, a random password is generated.",
+    ),
+) -> None:
+    """Add an officer (or set a new password): only its scrypt hash goes to FILE."""
+    if password_file is not None:
+        password = password_file.read_text().strip()
+    elif credentials_out is not None:
+        password = secrets.token_urlsafe(18)
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        add_officer(file, name, password)
+        if credentials_out is not None:
+            write_officer_credentials(credentials_out, name, password)
+    except AccessConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"officer {name} written to {file}")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(status)
     app.command()(stats)
     app.command()(lag)
+    app.add_typer(portal_app, name="portal")
+    app.add_typer(officers_app, name="officers")

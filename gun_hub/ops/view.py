@@ -83,6 +83,8 @@ log = logging.getLogger(__name__)
 
 # A confidential authority's document is stored under this reference (facts.py).
 CONFIDENTIAL = "(confidential)"
+# Dead-letter kinds beyond those a bounded answer lists are summed under this one.
+OTHER_KINDS = "(other)"
 _NO_LINE = 0
 
 # Larger values are no record of ours: skipped before parsing. A decision fact lists every
@@ -132,11 +134,235 @@ class FeedTopics:
         return [self.status, self.facts, self.dlq, self.health]
 
 
-class OpsView:
+class ViewQueries:
+    """The questions the view answers, on one SQLite connection.
+
+    :class:`OpsView` asks them on its own connection (the feed's, on the event loop);
+    the web layer asks them on connections of its own in worker threads
+    (``gun_hub/web/queries.py``), so a slow question never stalls the hub's loop.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    # -- status lookup ------------------------------------------------------------------
+
+    def declaration(self, reference: str) -> dict[str, Any] | None:
+        """Current state and dated history of one declaration; None if never seen."""
+        history = self.history(reference)
+        if not history:
+            return None
+        return {"reference": reference, **current_state(history), "history": history}
+
+    def history(self, reference: str) -> list[dict[str, Any]]:
+        """The dated status events of one declaration, in the order they were applied."""
+        rows = self._db.execute(
+            "SELECT version, kind, at, detail, authority, outcome FROM events "
+            "WHERE reference = ? ORDER BY seq",
+            (reference,),
+        ).fetchall()
+        return [
+            {
+                "version": version,
+                "kind": kind,
+                "at": at,
+                "detail": detail,
+                **({"authority": authority} if authority else {}),
+                **({"outcome": outcome} if outcome else {}),
+            }
+            for version, kind, at, detail, authority, outcome in rows
+        ]
+
+    def declarant_of(self, reference: str) -> str | None:
+        """The declarant (EORI) of the latest decided version of a declaration; None while
+        no version is decided (only decision facts name the declarant)."""
+        row = self._db.execute(
+            "SELECT declarant FROM decisions WHERE reference = ? ORDER BY version DESC LIMIT 1",
+            (reference,),
+        ).fetchone()
+        return str(row[0]) if row is not None else None
+
+    def history_of_declarant(self, reference: str, eori: str) -> list[dict[str, Any]] | None:
+        """The history of a declaration lodged by ``eori``; None for one it did not lodge
+        and for an unknown one alike (a trader cannot tell them apart)."""
+        if not eori or self.declarant_of(reference) != eori:
+            return None
+        return self.history(reference) or None
+
+    # -- statistics ---------------------------------------------------------------------
+
+    def statistics(
+        self,
+        since: date | None = None,
+        until: date | None = None,
+        *,
+        max_codes: int | None = None,
+        max_dead_letter_kinds: int | None = None,
+    ) -> dict[str, Any]:
+        """Decisions by outcome, day, authority and document code, and dead letters.
+
+        ``max_codes`` keeps the most used document codes only (``by_document_code_left_off``
+        says how many were left off); ``max_dead_letter_kinds`` likewise for dead letters.
+        """
+        where, args = _day_range(since, until, "day")
+        joined, _ = _day_range(since, until, "d.day", "dd.authority != ''")
+        by_outcome = self.outcome_counts(where, args)
+        by_day: dict[str, dict[str, int]] = defaultdict(dict)
+        for day, outcome, count in self._db.execute(
+            f"SELECT day, outcome, COUNT(*) FROM decisions {where} GROUP BY day, outcome", args
+        ):
+            by_day[day][outcome] = count
+        by_authority: dict[str, dict[str, int]] = defaultdict(dict)
+        for authority, outcome, count in self._db.execute(
+            "SELECT dd.authority, d.outcome, COUNT(DISTINCT d.reference || '/' || d.version) "
+            f"FROM decisions d JOIN decision_documents dd {_SAME_DECISION} {joined} "
+            "GROUP BY dd.authority, d.outcome",
+            args,
+        ):
+            by_authority[authority][outcome] = count
+        by_code: dict[str, dict[str, Any]] = {}
+        for code, verdict, count in self._db.execute(
+            "SELECT dd.code, dd.verdict, COUNT(*) FROM decision_documents dd "
+            f"JOIN decisions d {_SAME_DECISION} {_day_range(since, until, 'd.day')[0]} "
+            "GROUP BY dd.code, dd.verdict",
+            args,
+        ):
+            entry = by_code.setdefault(code, {"uses": 0, "by_verdict": {}})
+            entry["uses"] += count
+            entry["by_verdict"][verdict] = count
+        kept_codes = sorted(by_code)
+        if max_codes is not None and len(by_code) > max_codes:
+            kept_codes = sorted(sorted(by_code, key=lambda c: (-by_code[c]["uses"], c))[:max_codes])
+        return {
+            "from": since.isoformat() if since else None,
+            "to": until.isoformat() if until else None,
+            "decisions": {
+                "total": sum(by_outcome.values()),
+                "by_outcome": dict(sorted(by_outcome.items())),
+                "by_day": {day: dict(sorted(v.items())) for day, v in sorted(by_day.items())},
+                "by_authority": {
+                    authority: dict(sorted(v.items()))
+                    for authority, v in sorted(by_authority.items())
+                },
+                "by_document_code": {code: by_code[code] for code in kept_codes},
+                "by_document_code_left_off": len(by_code) - len(kept_codes),
+            },
+            "dead_letters": self.dead_letter_counts(max_dead_letter_kinds),
+        }
+
+    def outcome_counts(self, where: str = "", args: tuple[str, ...] = ()) -> dict[str, int]:
+        """Decisions by outcome (``where``: a clause of :func:`_day_range`)."""
+        rows = self._db.execute(
+            f"SELECT outcome, COUNT(*) FROM decisions {where} GROUP BY outcome ORDER BY outcome",
+            args,
+        )
+        return dict(rows.fetchall())
+
+    def documents_of_declarant(
+        self, eori: str, *, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Every document a declarant quoted, with how often and when it was last used
+        (``limit`` and ``offset``: one page of them, in code and document order)."""
+        rows = self._db.execute(
+            "SELECT dd.code, dd.document, dd.authority, COUNT(DISTINCT d.reference), "
+            f"MAX(d.decided_at) FROM decision_documents dd JOIN decisions d {_SAME_DECISION} "
+            "WHERE d.declarant = ? GROUP BY dd.code, dd.document, dd.authority "
+            "ORDER BY dd.code, dd.document, dd.authority LIMIT ? OFFSET ?",
+            (eori, -1 if limit is None else limit, offset),
+        ).fetchall()
+        return [
+            {
+                "code": code,
+                "document": document,
+                "authority": authority or None,
+                "declarations": declarations,
+                "last_used": _local_time(last),
+            }
+            for code, document, authority, declarations, last in rows
+        ]
+
+    def written_off(
+        self, document: str | None = None, *, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Quantity written off per document line and unit, summed exactly (``limit`` and
+        ``offset``: one page of lines, in authority, code, document, line and unit order).
+
+        SQLite groups the lines and pages them; the quantities of a page's lines are
+        summed here as decimals (SQLite would sum them as floats)."""
+        where = "WHERE document = ?" if document is not None else ""
+        args: tuple[Any, ...] = (document,) if document is not None else ()
+        rows = self._db.execute(
+            "SELECT authority, code, document, line, unit, COUNT(DISTINCT reference), "
+            "SUM(quantity = ''), group_concat(NULLIF(quantity, ''), ' ') "
+            f"FROM write_offs {where} GROUP BY authority, code, document, line, unit "
+            "ORDER BY authority, code, document, line, unit LIMIT ? OFFSET ?",
+            (*args, -1 if limit is None else limit, offset),
+        ).fetchall()
+        return [
+            {
+                "authority": authority,
+                "code": code,
+                "document": doc,
+                "line": line if line != _NO_LINE else None,
+                "unit": unit or None,
+                "quantity": (
+                    str(sum((Decimal(q) for q in (quantities or "").split()), Decimal(0)))
+                    if unit
+                    else None
+                ),
+                "declarations": declarations,
+                "without_quantity": int(without or 0),
+            }
+            for authority, code, doc, line, unit, declarations, without, quantities in rows
+        ]
+
+    def dead_letter_counts(self, max_kinds: int | None = None) -> dict[str, Any]:
+        """Dead letters by kind; with ``max_kinds``, the most frequent kinds only and the
+        rest summed under ``(other)`` (any party may write a dead letter's kind)."""
+        by_kind = dict(
+            self._db.execute("SELECT kind, COUNT(*) FROM dead_letters GROUP BY kind").fetchall()
+        )
+        total = sum(by_kind.values())
+        if max_kinds is not None and len(by_kind) > max_kinds:
+            kept = sorted(by_kind, key=lambda k: (-by_kind[k], k))[:max_kinds]
+            other = total - sum(by_kind[k] for k in kept)
+            by_kind = {k: by_kind[k] for k in kept} | {OTHER_KINDS: other}
+        return {"total": total, "by_kind": dict(sorted(by_kind.items()))}
+
+    def recent_dead_letters(self, limit: int = 10) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT kind, component, reason, at FROM dead_letters ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            {
+                "kind": kind,
+                "component": component,
+                "reason": reason,
+                "at": _local_time(at),
+            }
+            for kind, component, reason, at in rows
+        ]
+
+    def decisions_since(self, timestamp: float) -> int:
+        [(count,)] = self._db.execute(
+            "SELECT COUNT(*) FROM decisions WHERE decided_at >= ?", (timestamp,)
+        ).fetchall()
+        return int(count)
+
+    def partners(self) -> dict[str, PartnerHealth]:
+        return {
+            authority: PartnerHealth.model_validate_json(health)
+            for authority, health in self._db.execute("SELECT authority, health FROM partners")
+        }
+
+
+class OpsView(ViewQueries):
     """SQLite-backed answers to "where is my declaration" and "how many, of what"."""
 
     def __init__(self, path: Path | str, topics: FeedTopics) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self.path = Path(path)
+        super().__init__(sqlite3.connect(str(path), isolation_level=None))
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -328,169 +554,6 @@ class OpsView:
                 at_ms / 1000 if at_ms in _TIMESTAMP_MS else time.time(),
             ),
         )
-
-    # -- status lookup ------------------------------------------------------------------
-
-    def declaration(self, reference: str) -> dict[str, Any] | None:
-        """Current state and dated history of one declaration; None if never seen."""
-        rows = self._db.execute(
-            "SELECT version, kind, at, detail, authority, outcome FROM events "
-            "WHERE reference = ? ORDER BY seq",
-            (reference,),
-        ).fetchall()
-        if not rows:
-            return None
-        history = [
-            {
-                "version": version,
-                "kind": kind,
-                "at": at,
-                "detail": detail,
-                **({"authority": authority} if authority else {}),
-                **({"outcome": outcome} if outcome else {}),
-            }
-            for version, kind, at, detail, authority, outcome in rows
-        ]
-        return {"reference": reference, **current_state(history), "history": history}
-
-    # -- statistics ---------------------------------------------------------------------
-
-    def statistics(self, since: date | None = None, until: date | None = None) -> dict[str, Any]:
-        """Decisions by outcome, day, authority and document code, and dead letters."""
-        where, args = _day_range(since, until, "day")
-        joined, _ = _day_range(since, until, "d.day", "dd.authority != ''")
-        by_outcome = self.outcome_counts(where, args)
-        by_day: dict[str, dict[str, int]] = defaultdict(dict)
-        for day, outcome, count in self._db.execute(
-            f"SELECT day, outcome, COUNT(*) FROM decisions {where} GROUP BY day, outcome", args
-        ):
-            by_day[day][outcome] = count
-        by_authority: dict[str, dict[str, int]] = defaultdict(dict)
-        for authority, outcome, count in self._db.execute(
-            "SELECT dd.authority, d.outcome, COUNT(DISTINCT d.reference || '/' || d.version) "
-            f"FROM decisions d JOIN decision_documents dd {_SAME_DECISION} {joined} "
-            "GROUP BY dd.authority, d.outcome",
-            args,
-        ):
-            by_authority[authority][outcome] = count
-        by_code: dict[str, dict[str, Any]] = {}
-        for code, verdict, count in self._db.execute(
-            "SELECT dd.code, dd.verdict, COUNT(*) FROM decision_documents dd "
-            f"JOIN decisions d {_SAME_DECISION} {_day_range(since, until, 'd.day')[0]} "
-            "GROUP BY dd.code, dd.verdict",
-            args,
-        ):
-            entry = by_code.setdefault(code, {"uses": 0, "by_verdict": {}})
-            entry["uses"] += count
-            entry["by_verdict"][verdict] = count
-        return {
-            "from": since.isoformat() if since else None,
-            "to": until.isoformat() if until else None,
-            "decisions": {
-                "total": sum(by_outcome.values()),
-                "by_outcome": dict(sorted(by_outcome.items())),
-                "by_day": {day: dict(sorted(v.items())) for day, v in sorted(by_day.items())},
-                "by_authority": {
-                    authority: dict(sorted(v.items()))
-                    for authority, v in sorted(by_authority.items())
-                },
-                "by_document_code": dict(sorted(by_code.items())),
-            },
-            "dead_letters": self.dead_letter_counts(),
-        }
-
-    def outcome_counts(self, where: str = "", args: tuple[str, ...] = ()) -> dict[str, int]:
-        """Decisions by outcome (``where``: a clause of :func:`_day_range`)."""
-        rows = self._db.execute(
-            f"SELECT outcome, COUNT(*) FROM decisions {where} GROUP BY outcome ORDER BY outcome",
-            args,
-        )
-        return dict(rows.fetchall())
-
-    def documents_of_declarant(self, eori: str) -> list[dict[str, Any]]:
-        """Every document a declarant quoted, with how often and when it was last used."""
-        rows = self._db.execute(
-            "SELECT dd.code, dd.document, dd.authority, COUNT(DISTINCT d.reference), "
-            f"MAX(d.decided_at) FROM decision_documents dd JOIN decisions d {_SAME_DECISION} "
-            "WHERE d.declarant = ? GROUP BY dd.code, dd.document, dd.authority "
-            "ORDER BY dd.code, dd.document",
-            (eori,),
-        ).fetchall()
-        return [
-            {
-                "code": code,
-                "document": document,
-                "authority": authority or None,
-                "declarations": declarations,
-                "last_used": _local_time(last),
-            }
-            for code, document, authority, declarations, last in rows
-        ]
-
-    def written_off(self, document: str | None = None) -> list[dict[str, Any]]:
-        """Quantity written off per document line and unit, summed exactly."""
-        sql = "SELECT authority, code, document, line, unit, quantity, reference FROM write_offs"
-        args: tuple[str, ...] = ()
-        if document is not None:
-            sql += " WHERE document = ?"
-            args = (document,)
-        totals: dict[tuple[str, str, str, int, str], Decimal] = defaultdict(Decimal)
-        declarations: dict[tuple[str, str, str, int, str], set[str]] = defaultdict(set)
-        unknown: dict[tuple[str, str, str, int, str], int] = defaultdict(int)
-        for authority, code, doc, line, unit, quantity, reference in self._db.execute(sql, args):
-            key = (authority, code, doc, line, unit)
-            declarations[key].add(reference)
-            if quantity:
-                totals[key] += Decimal(quantity)
-            else:
-                unknown[key] += 1
-        return [
-            {
-                "authority": authority,
-                "code": code,
-                "document": doc,
-                "line": line if line != _NO_LINE else None,
-                "unit": unit or None,
-                "quantity": str(totals[key]) if unit else None,
-                "declarations": len(declarations[key]),
-                "without_quantity": unknown[key],
-            }
-            for key in sorted(declarations)
-            for authority, code, doc, line, unit in [key]
-        ]
-
-    def dead_letter_counts(self) -> dict[str, Any]:
-        by_kind = dict(
-            self._db.execute("SELECT kind, COUNT(*) FROM dead_letters GROUP BY kind").fetchall()
-        )
-        return {"total": sum(by_kind.values()), "by_kind": dict(sorted(by_kind.items()))}
-
-    def recent_dead_letters(self, limit: int = 10) -> list[dict[str, Any]]:
-        rows = self._db.execute(
-            "SELECT kind, component, reason, at FROM dead_letters ORDER BY seq DESC LIMIT ?",
-            (limit,),
-        )
-        return [
-            {
-                "kind": kind,
-                "component": component,
-                "reason": reason,
-                "at": _local_time(at),
-            }
-            for kind, component, reason, at in rows
-        ]
-
-    def decisions_since(self, timestamp: float) -> int:
-        [(count,)] = self._db.execute(
-            "SELECT COUNT(*) FROM decisions WHERE decided_at >= ?", (timestamp,)
-        ).fetchall()
-        return int(count)
-
-    def partners(self) -> dict[str, PartnerHealth]:
-        return {
-            authority: PartnerHealth.model_validate_json(health)
-            for authority, health in self._db.execute("SELECT authority, health FROM partners")
-        }
 
 
 _SAME_DECISION = "ON dd.reference = d.reference AND dd.version = d.version"

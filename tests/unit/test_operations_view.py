@@ -349,3 +349,63 @@ def test_a_record_of_the_wrong_shape_is_skipped_and_counted(view: OpsView) -> No
     )
     assert view.skipped == 1
     assert view.declaration("26FRA0000000000006") is not None
+
+
+def test_the_declarant_of_a_declaration_is_known_once_it_is_decided(view: OpsView) -> None:
+    feed = Feed()
+    view.apply([feed.status("26FRO0000000000001", StatusKind.RECEIVED)])
+    assert view.declarant_of("26FRO0000000000001") is None  # not decided yet: nobody's
+    assert view.history_of_declarant("26FRO0000000000001", EORI) is None
+    view.apply([feed.decided("26FRO0000000000001", "RELEASE", [])])
+    assert view.declarant_of("26FRO0000000000001") == EORI
+    assert view.history_of_declarant("26FRO0000000000001", "DE999") is None
+    mine = view.history_of_declarant("26FRO0000000000001", EORI)
+    assert mine is not None
+    assert [e["kind"] for e in mine] == ["RECEIVED"]
+    # A later version lodged by someone else: the latest decided version decides.
+    view.apply([feed.decided("26FRO0000000000001", "RELEASE", [], declarant="DE999", version=2)])
+    assert view.history_of_declarant("26FRO0000000000001", EORI) is None
+
+
+def test_lists_come_in_pages(view: OpsView) -> None:
+    feed = Feed()
+    view.apply(
+        [
+            feed.decided(f"26FRP{n:013d}", "RELEASE", [use("N853", f"CHEDP.{n:02d}", "dgal")])
+            for n in range(7)
+        ]
+    )
+    pages = [view.documents_of_declarant(EORI, limit=3, offset=o) for o in (0, 3, 6, 9)]
+    assert [len(p) for p in pages] == [3, 3, 1, 0]
+    assert [d["document"] for p in pages for d in p] == [f"CHEDP.{n:02d}" for n in range(7)]
+
+
+def test_dead_letter_kinds_are_bounded_the_rest_summed(view: OpsView) -> None:
+    feed = Feed()
+    view.apply(
+        [
+            feed.record(TOPICS.dlq, b"", [(HEADER_ERROR_KIND, f"K{n % 5}".encode())])
+            for n in range(12)
+        ]
+        + [
+            feed.record(TOPICS.dlq, b"", [(HEADER_ERROR_KIND, f"RARE{n}".encode())])
+            for n in range(3)
+        ]
+    )
+    bounded = view.dead_letter_counts(max_kinds=2)
+    assert bounded["total"] == 15
+    assert bounded["by_kind"] == {"K0": 3, "K1": 3, "(other)": 9}
+    assert len(view.dead_letter_counts()["by_kind"]) == 8
+
+
+def test_statistics_keep_the_most_used_document_codes_when_bounded(view: OpsView) -> None:
+    feed = Feed()
+    view.apply(
+        [
+            feed.decided(f"26FRQ{n:013d}", "RELEASE", [use(code, f"D.{n}", None, "EXEMPT")])
+            for n, code in enumerate(["Y900", "Y900", "Y901", "Y902"])
+        ]
+    )
+    stats = view.statistics(max_codes=1)["decisions"]
+    assert list(stats["by_document_code"]) == ["Y900"]
+    assert stats["by_document_code_left_off"] == 2

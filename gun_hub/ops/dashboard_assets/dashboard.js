@@ -77,12 +77,13 @@ async function refresh() {
   const status = document.getElementById("connection");
   try {
     const response = await fetch("/api/dashboard", { cache: "no-store" });
+    if (response.status === 401) throw new Error("signed out");
     if (!response.ok) throw new Error("HTTP " + response.status);
     render(await response.json());
     status.textContent = "live";
     status.className = "badge badge-ok";
   } catch (err) {
-    status.textContent = "hub unreachable";
+    status.textContent = err.message === "signed out" ? "signed out: reload" : "hub unreachable";
     status.className = "badge badge-bad";
   } finally {
     setTimeout(refresh, REFRESH_MS);

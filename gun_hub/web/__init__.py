@@ -1,0 +1,154 @@
+"""The hub's web endpoints, on three listeners (ADR 0007, docs/operations.md).
+
+* faust's web server (``GUN_HUB_HUB__WEB_PORT``): ``/livez``, ``/readyz`` and
+  ``/metrics`` only (:mod:`gun_hub.web.probes`), for the cluster and Prometheus;
+* the trader listener (``GUN_HUB_WEB__TRADER_PORT``): ``/declarations/{reference}`` for
+  a caller with a token from the clearance portal, its own declarations only, with any
+  trace of a confidential authority left out (:mod:`gun_hub.web.trader`);
+* the officer listener (``GUN_HUB_WEB__OFFICER_PORT``): statistics, the full status and
+  the live dashboard behind officer credentials (:mod:`gun_hub.web.officer`).
+
+The trader and officer listeners are off until their port is set, and a port set without
+the credentials it checks (the portal's public keys, the officers file) stops the hub at
+start-up. Questions to the view run off the event loop (:mod:`gun_hub.web.queries`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import faust
+from mode import Service
+
+from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.view import OpsView
+from gun_hub.routing import RoutingTable
+from gun_hub.security.web_auth import OfficerGate, PortalKeys, TokenPolicy, TraderTokens
+from gun_hub.settings import WebSettings
+from gun_hub.web.common import Bounds
+from gun_hub.web.listeners import Listener, start_all, stop_all, tls_context
+from gun_hub.web.officer import officer_app
+from gun_hub.web.probes import register_probes
+from gun_hub.web.queries import ViewReader
+from gun_hub.web.trader import trader_app
+
+__all__ = ["HubWeb", "WebConfigError", "build_web", "register_web_views"]
+
+
+class WebConfigError(ValueError):
+    """The web settings cannot be served as given; the message names the settings."""
+
+
+@dataclass
+class HubWeb:
+    """The trader and officer listeners and the view reader they share."""
+
+    listeners: list[Listener]
+    reader: ViewReader | None
+
+    async def start(self) -> None:
+        await start_all(self.listeners)
+
+    async def stop(self) -> None:
+        await stop_all(self.listeners)
+        if self.reader is not None:
+            await asyncio.to_thread(self.reader.close)
+
+
+def build_web(
+    settings: WebSettings,
+    view_path: Path | None,
+    state: OpsState,
+    confidential: Collection[str],
+) -> HubWeb | None:
+    """The listeners ``settings`` ask for (None: neither port is set)."""
+    if not settings.trader_port and not settings.officer_port:
+        return None
+    if settings.trader_port == settings.officer_port:
+        raise WebConfigError("GUN_HUB_WEB__TRADER_PORT and __OFFICER_PORT must differ")
+    tls = None
+    if settings.tls_cert is not None or settings.tls_key is not None:
+        if settings.tls_cert is None or settings.tls_key is None:
+            raise WebConfigError("GUN_HUB_WEB__TLS_CERT and GUN_HUB_WEB__TLS_KEY go together")
+        tls = tls_context(settings.tls_cert, settings.tls_key)
+    reader = (
+        ViewReader(
+            view_path,
+            threads=settings.query_threads,
+            max_waiting=settings.query_max_waiting,
+            timeout_s=settings.query_timeout_s,
+        )
+        if view_path is not None
+        else None
+    )
+    listeners: list[Listener] = []
+    if settings.trader_port:
+        if settings.portal_jwks is None:
+            raise WebConfigError(
+                "GUN_HUB_WEB__TRADER_PORT needs GUN_HUB_WEB__PORTAL_JWKS: the clearance "
+                "portal's public keys, which trader tokens are checked with"
+            )
+        tokens = TraderTokens(
+            PortalKeys(settings.portal_jwks),
+            TokenPolicy(
+                issuer=settings.portal_issuer,
+                audience=settings.token_audience,
+                max_lifetime_s=settings.token_max_lifetime_s,
+                clock_skew_s=settings.token_clock_skew_s,
+            ),
+        )
+        app = trader_app(reader, tokens, frozenset(confidential))
+        listeners.append(Listener("trader", app, settings.trader_host, settings.trader_port, tls))
+    if settings.officer_port:
+        if settings.officers_file is None:
+            raise WebConfigError(
+                "GUN_HUB_WEB__OFFICER_PORT needs GUN_HUB_WEB__OFFICERS_FILE: the officers' "
+                "names and password hashes (gun-hub officers add)"
+            )
+        bounds = Bounds(
+            stats_default_days=settings.stats_default_days,
+            stats_max_days=settings.stats_max_days,
+            page_size_default=min(settings.page_size_default, settings.page_size_max),
+            page_size_max=settings.page_size_max,
+        )
+        app = officer_app(reader, OfficerGate(settings.officers_file), state, bounds)
+        listeners.append(
+            Listener("officer", app, settings.officer_host, settings.officer_port, tls)
+        )
+    return HubWeb(listeners, reader)
+
+
+def confidential_authorities(routing: RoutingTable) -> frozenset[str]:
+    return frozenset(a for a, entry in routing.authorities.items() if entry.confidential)
+
+
+def register_web_views(
+    app: faust.App,
+    view: OpsView | None,
+    state: OpsState,
+    *,
+    ready: Callable[[], list[str]],
+    web: WebSettings,
+    routing: RoutingTable,
+) -> None:
+    """Probes and metrics on faust's server; the trader and officer listeners as a
+    service started and stopped with the app."""
+    register_probes(app, ready)
+    hub_web = build_web(
+        web, view.path if view is not None else None, state, confidential_authorities(routing)
+    )
+    if hub_web is None:
+        return
+    serving: HubWeb = hub_web
+
+    class WebListeners(Service):  # type: ignore[misc] # mode is untyped
+        async def on_start(self) -> None:
+            await serving.start()
+
+        async def on_stop(self) -> None:
+            await serving.stop()
+
+    app.service(WebListeners)

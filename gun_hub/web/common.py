@@ -1,0 +1,121 @@
+"""What the trader and officer listeners share: formats, answers, bounds, metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, TypeVar
+
+from aiohttp import web
+from prometheus_client import Counter
+
+from gun_hub.ops.view import ViewQueries
+from gun_hub.security.web_auth import EORI
+from gun_hub.web.queries import QueryTooSlow, ViewBusy, ViewReader
+
+T = TypeVar("T")
+
+# The declaration reference and document formats of the contract
+# (schemas/common-types.xsd); EORI comes with the authentication module.
+REFERENCE = re.compile(r"[0-9A-Z][0-9A-Z._/\-]{5,34}")
+DOCUMENT = re.compile(r"[0-9A-Za-z][0-9A-Za-z._/\-]{0,69}")
+__all__ = ["DOCUMENT", "EORI", "REFERENCE"]
+
+AUTH_FAILURES = Counter(
+    "gun_hub_web_auth_failures_total",
+    "Requests refused on a trader or officer listener because the caller did not prove "
+    "who it is (reason: missing, malformed, algorithm, unknown_key, signature, expired, "
+    "claims, password, busy).",
+    ["listener", "reason"],
+)
+
+# JSON answers are data: no page, no frame, no sniffing, never cached by a proxy.
+_JSON_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class BadRequest(Exception):
+    """A parameter the caller must change; the message says which and how."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """How much one answer may hold (``GUN_HUB_WEB__*``)."""
+
+    stats_default_days: int = 31
+    stats_max_days: int = 366
+    page_size_default: int = 100
+    page_size_max: int = 1000
+
+
+def answer(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(body, ensure_ascii=False).encode(),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+        headers={**_JSON_HEADERS, **(headers or {})},
+    )
+
+
+def refuse(
+    status: int, error: str, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    return answer({"error": error, **extra}, status, headers)
+
+
+async def from_view(
+    reader: ViewReader | None, question: Callable[[ViewQueries], T], name: str
+) -> T | web.Response:
+    """The answer to ``question``, or the response that says why there is none."""
+    if reader is None:
+        return refuse(503, "the status and statistics view is switched off on this worker")
+    try:
+        return await reader.ask(question, name)
+    except ViewBusy:
+        return refuse(503, "too many questions at once: ask again", {"Retry-After": "1"})
+    except QueryTooSlow:
+        return refuse(503, "the question took too long: narrow it (a shorter date range)")
+
+
+def day(text: str | None, name: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"{name}: not an ISO date (YYYY-MM-DD): {text[:20]!r}") from None
+
+
+def page(query: Any, bounds: Bounds) -> tuple[int, int]:
+    """``(limit, offset)`` from ``?limit=&offset=`` within the bounds."""
+
+    def number(name: str, default: int, most: int) -> int:
+        text = query.get(name)
+        if text is None:
+            return default
+        if not text.isdigit() or len(text) > 9:
+            raise BadRequest(f"{name}: a whole number from 0 to {most}")
+        value = int(text)
+        if value > most:
+            raise BadRequest(f"{name}: at most {most}")
+        return value
+
+    limit = number("limit", bounds.page_size_default, bounds.page_size_max)
+    if limit == 0:
+        raise BadRequest("limit: at least 1")
+    return limit, number("offset", 0, 10**9)
+
+
+def paged(rows: list[Any], limit: int, offset: int) -> tuple[list[Any], int | None]:
+    """One page of rows fetched with ``limit + 1`` and where the next page starts."""
+    if len(rows) > limit:
+        return rows[:limit], offset + limit
+    return rows, None

@@ -1,0 +1,48 @@
+"""The probes and the metrics, on faust's own web server (``GUN_HUB_HUB__WEB_PORT``).
+
+Nothing on this port names a declaration, a trader or a document: ``/livez`` (the process
+answers), ``/readyz`` (it processes: partitions assigned, producers up, tables recovered)
+and ``/metrics`` (Prometheus; labels from small closed sets). Everything else, faust's
+own ``/table``, ``/router`` and ``/performance`` included, is absent
+(:func:`gun_hub.app.build_hub` switches those off).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+Handler = Callable[..., Any]
+
+
+def register_probes(app: faust.App, ready: Callable[[], list[str]]) -> None:
+    """Add ``/livez``, ``/readyz`` and ``/metrics`` to the hub's faust app."""
+
+    def page(path: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            app.page(path)(handler)
+            return handler
+
+        return register
+
+    @page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        # aiohttp refuses a charset inside content_type=, so the header is set whole.
+        return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        try:
+            waiting = ready()
+        except Exception as err:  # noqa: BLE001 - not started far enough to tell
+            waiting = [f"starting ({type(err).__name__})"]
+        if waiting:
+            return web.json({"status": "not ready", "waiting": waiting}, status=503)
+        return web.json({"status": "ready"})

@@ -1,0 +1,114 @@
+"""View questions asked off the event loop.
+
+The hub's event loop runs every agent, the feed and the probes: a statistics question
+over 200,000 decisions takes a second or two of SQLite, which on the loop would stall
+them all (and ``/livez`` with them). Questions therefore run in a small pool of threads,
+each thread with its own read-only SQLite connection to the view's file (WAL mode lets
+them read while the feed writes). SQLite releases the GIL while it works.
+
+Bounds: at most ``max_waiting`` questions run or wait at once (more are refused as busy,
+answered 503 with ``Retry-After``), and a question still running after ``timeout_s`` is
+interrupted (503: narrow the question).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from prometheus_client import Counter, Histogram
+
+from gun_hub.ops.view import ViewQueries
+
+T = TypeVar("T")
+
+QUERY_SECONDS = Histogram(
+    "gun_hub_view_query_seconds",
+    "Seconds a web question spent on the operations view (in its thread).",
+    ["question"],
+    buckets=(0.005, 0.02, 0.1, 0.5, 1, 2, 5, 15),
+)
+QUERIES_REFUSED = Counter(
+    "gun_hub_view_queries_refused_total",
+    "Web questions refused: too many waiting (busy) or stopped at their time limit (slow).",
+    ["reason"],
+)
+# SQLite calls the progress handler every this many virtual-machine instructions.
+_PROGRESS_EVERY = 20_000
+
+
+class ViewBusy(Exception):
+    """Too many questions are running or waiting: ask again shortly."""
+
+
+class QueryTooSlow(Exception):
+    """The question ran past its time limit and was stopped."""
+
+
+class ViewReader:
+    """Asks :class:`~gun_hub.ops.view.ViewQueries` questions in worker threads."""
+
+    def __init__(
+        self, path: Path, *, threads: int = 2, max_waiting: int = 8, timeout_s: float = 15.0
+    ) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gun-view")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._max_waiting = max_waiting
+        self._timeout_s = timeout_s
+        self._waiting = 0
+
+    async def ask(self, question: Callable[[ViewQueries], T], name: str = "other") -> T:
+        """``question``'s answer, computed in a worker thread."""
+        if self._waiting >= self._max_waiting:
+            QUERIES_REFUSED.labels(reason="busy").inc()
+            raise ViewBusy
+        self._waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._answer, question, name)
+        finally:
+            self._waiting -= 1
+
+    def _answer(self, question: Callable[[ViewQueries], T], name: str) -> T:
+        db = self._connection()
+        started = time.monotonic()
+        deadline = started + self._timeout_s
+        db.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_EVERY)
+        try:
+            return question(ViewQueries(db))
+        except sqlite3.OperationalError as err:
+            if "interrupt" not in str(err):
+                raise
+            QUERIES_REFUSED.labels(reason="slow").inc()
+            raise QueryTooSlow from None
+        finally:
+            db.set_progress_handler(None, 0)
+            QUERY_SECONDS.labels(question=name).observe(time.monotonic() - started)
+
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA query_only = ON")
+            db.execute("PRAGMA busy_timeout = 5000")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    def close(self) -> None:
+        """Stop the threads (a running question finishes first) and close connections."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()

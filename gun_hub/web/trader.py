@@ -1,0 +1,56 @@
+"""The trader's lookup, on a listener of its own (``GUN_HUB_WEB__TRADER_PORT``).
+
+``GET /declarations/{reference}`` with ``Authorization: Bearer <token>``, the token the
+clearance portal gave the trader (:mod:`gun_hub.security.web_auth`, ADR 0007):
+
+* no token, or one that does not verify: 401, and nothing else is looked at;
+* a declaration the token's EORI did not lodge: 404 ``unknown declaration``, the very
+  answer an unknown reference gets, so references cannot be probed;
+* its own declaration: the state and dated history, with every trace of a confidential
+  authority left out (:mod:`gun_hub.web.redaction`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+
+from aiohttp import web
+
+from gun_hub.security.web_auth import TraderTokens, Unauthenticated, bearer_token
+from gun_hub.web.common import AUTH_FAILURES, REFERENCE, answer, from_view, refuse
+from gun_hub.web.queries import ViewReader
+from gun_hub.web.redaction import trader_status
+
+log = logging.getLogger(__name__)
+
+_CHALLENGE = 'Bearer realm="gun-hub", error="invalid_token"'
+
+
+def trader_app(
+    reader: ViewReader | None, tokens: TraderTokens, confidential: Collection[str]
+) -> web.Application:
+    """The aiohttp application of the trader listener."""
+
+    async def declaration(request: web.Request) -> web.StreamResponse:
+        try:
+            eori = tokens.verify(bearer_token(request.headers.get("Authorization")))
+        except Unauthenticated as refused:
+            AUTH_FAILURES.labels(listener="trader", reason=refused.reason).inc()
+            log.info("trader lookup refused from %s: %s", request.remote, refused)
+            return refuse(401, "a valid portal token is required", {"WWW-Authenticate": _CHALLENGE})
+        reference = request.match_info["reference"]
+        if not REFERENCE.fullmatch(reference):
+            return refuse(400, "not a declaration reference", reference=reference[:40])
+        found = await from_view(
+            reader, lambda q: q.history_of_declarant(reference, eori), "trader_declaration"
+        )
+        if isinstance(found, web.Response):
+            return found
+        if found is None:
+            return refuse(404, "unknown declaration", reference=reference)
+        return answer(trader_status(reference, found, confidential))
+
+    app = web.Application(client_max_size=8 * 1024)
+    app.router.add_get("/declarations/{reference:.+}", declaration, allow_head=False)
+    return app

@@ -1,0 +1,281 @@
+"""Trader tokens from the clearance portal and officers' credentials: each forgery refused.
+
+Every key and password here is generated at test time; the repository holds none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+from joserfc import jws, jwt
+from joserfc.jwk import ECKey, OctKey
+
+from gun_hub.security.web_auth import (
+    AccessConfigError,
+    OfficerGate,
+    PortalKeys,
+    TokenPolicy,
+    TraderTokens,
+    Unauthenticated,
+    add_officer,
+    basic_authorization,
+    basic_credentials,
+    bearer_token,
+    check_password,
+    generate_portal_key,
+    hash_password,
+    issue_trader_token,
+    load_portal_key,
+    read_officer_credentials,
+    write_officer_credentials,
+)
+
+EORI = "FR12345678901234"
+POLICY = TokenPolicy(issuer="clearance-portal", audience="gun-hub", max_lifetime_s=900)
+# Cheap scrypt parameters for the tests that hash many times.
+FAST = {"n": 2**10, "r": 8, "p": 1}
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> tuple[ECKey, TraderTokens, Path]:
+    private, public = generate_portal_key(tmp_path / "portal")
+    return load_portal_key(private), TraderTokens(PortalKeys(public), POLICY), public
+
+
+def token(key: ECKey, **changes: object) -> str:
+    claims: dict[str, object] = {
+        "iss": POLICY.issuer,
+        "aud": POLICY.audience,
+        "sub": EORI,
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 300,
+    }
+    claims.update(changes)
+    return jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=["ES256"])
+
+
+def refused(tokens: TraderTokens, value: str) -> str:
+    with pytest.raises(Unauthenticated) as caught:
+        tokens.verify(value)
+    return caught.value.reason
+
+
+def test_a_token_from_the_portal_names_the_trader(portal: tuple[ECKey, TraderTokens, Path]) -> None:
+    key, tokens, _ = portal
+    issued = issue_trader_token(key, EORI, issuer=POLICY.issuer, audience=POLICY.audience)
+    assert tokens.verify(issued) == EORI
+    assert tokens.verify(token(key, aud=["other", POLICY.audience])) == EORI
+
+
+def test_a_token_signed_by_anyone_but_the_portal_is_refused(
+    portal: tuple[ECKey, TraderTokens, Path],
+) -> None:
+    key, tokens, _ = portal
+    # The attacker's own key, under the portal key's id.
+    impostor = ECKey.generate_key("P-256", parameters={"kid": str(key.kid)}, private=True)
+    assert refused(tokens, token(impostor)) == "signature"
+    # An unknown key id.
+    stranger = ECKey.generate_key("P-256", parameters={"kid": "attacker"}, private=True)
+    assert refused(tokens, token(stranger)) == "unknown_key"
+    # A genuine token whose claims were changed after signing (another EORI).
+    header, payload, signature = token(key).split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["sub"] = "DE999999999"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    assert refused(tokens, f"{header}.{forged}.{signature}") == "signature"
+
+
+def test_algorithm_confusion_is_refused(portal: tuple[ECKey, TraderTokens, Path]) -> None:
+    key, tokens, public = portal
+    claims = {"iss": POLICY.issuer, "aud": POLICY.audience, "sub": EORI, "iat": 1, "exp": 2}
+    # HS256 keyed with the portal's public key (the public-key-as-secret confusion).
+    secret = OctKey.import_key(public.read_bytes())
+    hs = jwt.encode({"alg": "HS256", "kid": key.kid}, claims, secret, algorithms=["HS256"])
+    assert refused(tokens, hs) == "algorithm"
+    # alg "none".
+    none_header = base64.urlsafe_b64encode(b'{"alg":"none","kid":"x"}').rstrip(b"=").decode()
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    assert refused(tokens, f"{none_header}.{body}.") in {"malformed", "algorithm"}
+    # A key carried in the header itself is never used.
+    mine = ECKey.generate_key("P-256", private=True)
+    embedded = jws.serialize_compact(
+        {"alg": "ES256", "kid": key.kid, "jwk": mine.as_dict(private=False)},
+        json.dumps(claims).encode(),
+        mine,
+        algorithms=["ES256"],
+    )
+    assert refused(tokens, embedded) in {"signature", "malformed"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 3700}, "expired"),
+        ({"aud": "another-service"}, "claims"),
+        ({"iss": "someone-else"}, "claims"),
+        ({"sub": "not an eori"}, "claims"),
+        ({"sub": None}, "claims"),
+        ({"exp": int(time.time()) + 86_400}, "claims"),  # a lifetime beyond the policy
+        ({"iat": int(time.time()) + 3600, "exp": int(time.time()) + 3900}, "claims"),
+        ({"nbf": int(time.time()) + 3600}, "claims"),
+        ({"exp": True}, "claims"),
+        ({"iat": None}, "claims"),
+    ],
+)
+def test_a_token_that_does_not_say_what_the_hub_needs_is_refused(
+    portal: tuple[ECKey, TraderTokens, Path], changes: dict[str, object], reason: str
+) -> None:
+    key, tokens, _ = portal
+    assert refused(tokens, token(key, **changes)) == reason
+
+
+def test_garbage_and_oversized_tokens_are_refused(
+    portal: tuple[ECKey, TraderTokens, Path],
+) -> None:
+    _, tokens, _ = portal
+    assert refused(tokens, "a.b.c") == "malformed"
+    assert refused(tokens, "x" * 10_000) == "malformed"
+    assert refused(tokens, "é.é.é") == "malformed"
+    with pytest.raises(Unauthenticated):
+        bearer_token(None)
+    with pytest.raises(Unauthenticated):
+        bearer_token("Basic abc")
+    assert bearer_token("Bearer a.b.c") == "a.b.c"
+
+
+def test_a_rotated_portal_key_works_and_a_removed_one_stops_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "portal"
+    first_private, public = generate_portal_key(directory)
+    first = load_portal_key(first_private)
+    tokens = TraderTokens(PortalKeys(public, check_every_s=0), POLICY)
+    old = issue_trader_token(first, EORI, issuer=POLICY.issuer, audience=POLICY.audience)
+    assert tokens.verify(old) == EORI
+    second_private, _ = generate_portal_key(directory)  # rotation: both published
+    second = load_portal_key(second_private)
+    new = issue_trader_token(second, EORI, issuer=POLICY.issuer, audience=POLICY.audience)
+    assert tokens.verify(new) == EORI
+    assert tokens.verify(old) == EORI
+    published = json.loads(public.read_text())
+    published["keys"] = [k for k in published["keys"] if k["kid"] != first.kid]
+    public.write_text(json.dumps(published))  # the old key retired
+    assert refused(tokens, old) == "unknown_key"
+    assert tokens.verify(new) == EORI
+    public.write_text("{half written")  # a broken file keeps the last good keys
+    assert tokens.verify(new) == EORI
+
+
+def test_the_hub_refuses_a_portal_key_file_with_a_private_key(tmp_path: Path) -> None:
+    private, _ = generate_portal_key(tmp_path)
+    with pytest.raises(AccessConfigError, match="private"):
+        PortalKeys(private)
+    (tmp_path / "none.json").write_text('{"keys": []}')
+    with pytest.raises(AccessConfigError, match="no key"):
+        PortalKeys(tmp_path / "none.json")
+    with pytest.raises(AccessConfigError, match="cannot read"):
+        PortalKeys(tmp_path / "missing.json")
+
+
+def test_the_portal_private_key_must_not_be_readable_by_others(tmp_path: Path) -> None:
+    private, _ = generate_portal_key(tmp_path)
+    assert private.stat().st_mode & 0o077 == 0
+    private.chmod(0o644)
+    with pytest.raises(AccessConfigError, match="readable by others"):
+        load_portal_key(private)
+
+
+# -- officers ------------------------------------------------------------------------------
+
+
+def test_an_officers_file_holds_hashes_never_the_password(tmp_path: Path) -> None:
+    officers = tmp_path / "officers"
+    add_officer(officers, "alice", "correct horse battery staple")
+    text = officers.read_text()
+    assert "correct horse" not in text
+    assert text.startswith("alice:scrypt$")
+    assert officers.stat().st_mode & 0o077 == 0
+    encoded = text.strip().partition(":")[2]
+    assert check_password("correct horse battery staple", encoded)
+    assert not check_password("Correct horse battery staple", encoded)
+    add_officer(officers, "alice", "a new one")  # a new password replaces the old
+    assert len(officers.read_text().splitlines()) == 1
+    assert not check_password("x", "plain-text-is-never-accepted")
+    assert not check_password("x", hash_password("y", **FAST))
+
+
+async def test_an_officer_is_checked_off_the_loop_and_remembered_for_a_while(
+    tmp_path: Path,
+) -> None:
+    officers = tmp_path / "officers"
+    add_officer(officers, "alice", "s3cret-at-test-time")
+    now = [0.0]
+    gate = OfficerGate(officers, remember_s=60, clock=lambda: now[0])
+    good = basic_authorization("alice", "s3cret-at-test-time")
+    assert await gate.verify(good) == "alice"
+    started = time.perf_counter()
+    assert await gate.verify(good) == "alice"  # remembered: no scrypt this time
+    assert time.perf_counter() - started < 0.02
+    for wrong in (
+        basic_authorization("alice", "guess"),
+        basic_authorization("mallory", "s3cret-at-test-time"),
+        "Basic !!!",
+        "Bearer a.b.c",
+        None,
+    ):
+        with pytest.raises(Unauthenticated):
+            await gate.verify(wrong)
+
+
+async def test_an_officer_removed_from_the_file_is_refused_at_once(tmp_path: Path) -> None:
+    officers = tmp_path / "officers"
+    add_officer(officers, "alice", "pw-alice")
+    add_officer(officers, "bob", "pw-bob")
+    gate = OfficerGate(officers)
+    gate._file._check_every_s = 0  # see the change at once
+    assert await gate.verify(basic_authorization("bob", "pw-bob")) == "bob"
+    officers.write_text(
+        "\n".join(line for line in officers.read_text().splitlines() if line.startswith("alice"))
+    )
+    with pytest.raises(Unauthenticated):
+        await gate.verify(basic_authorization("bob", "pw-bob"))
+
+
+async def test_a_flood_of_sign_ins_is_refused_as_busy_not_queued_forever(tmp_path: Path) -> None:
+    officers = tmp_path / "officers"
+    add_officer(officers, "alice", "pw")
+    gate = OfficerGate(officers, max_checks=1, max_waiting=2)
+    results = await asyncio.gather(
+        *(gate.verify(basic_authorization("alice", f"guess-{n}")) for n in range(6)),
+        return_exceptions=True,
+    )
+    reasons = sorted(r.reason for r in results if isinstance(r, Unauthenticated))
+    assert len(reasons) == 6
+    assert reasons.count("busy") == 4
+
+
+def test_officer_credentials_files_are_private(tmp_path: Path) -> None:
+    credentials = tmp_path / "me"
+    write_officer_credentials(credentials, "alice", "pw:with:colons")
+    assert read_officer_credentials(credentials) == ("alice", "pw:with:colons")
+    credentials.chmod(0o640)
+    with pytest.raises(AccessConfigError, match="readable by others"):
+        read_officer_credentials(credentials)
+    assert basic_credentials(basic_authorization("alice", "p:w")) == ("alice", "p:w")
+    for bad in ("Basic " + base64.b64encode(b"no-colon").decode(), "Basic ###", ""):
+        with pytest.raises(Unauthenticated):
+            basic_credentials(bad)
+
+
+def test_a_malformed_officers_file_names_the_line_not_its_content(tmp_path: Path) -> None:
+    officers = tmp_path / "officers"
+    officers.write_text("# officers\nalice:plaintext-password\n")
+    with pytest.raises(AccessConfigError) as caught:
+        OfficerGate(officers)
+    assert "line 2" in str(caught.value)
+    assert "plaintext-password" not in str(caught.value)

@@ -1,0 +1,378 @@
+"""Who may see what on the hub's listeners (ADR 0007), each attack performed and refused.
+
+The listeners run for real (aiohttp on free ports) over a view built in memory; keys,
+tokens and passwords are generated at test time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gun_hub.ops.facts import DecisionFact, DocumentUse, fact_bytes
+from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
+from gun_hub.processes import free_port
+from gun_hub.security.web_auth import (
+    add_officer,
+    basic_authorization,
+    generate_portal_key,
+    issue_trader_token,
+    load_portal_key,
+)
+from gun_hub.settings import WebSettings
+from gun_hub.status_events import StatusEvent, StatusKind
+from gun_hub.web import HubWeb, WebConfigError, build_web
+from gun_hub.web.probes import register_probes
+
+TOPICS = FeedTopics(status="s", facts="f", dlq="d", health="h")
+TRADER = "FR12345678901234"
+OTHER = "DE987654321"
+MINE = "26FRWEB00000000001"  # lodged by TRADER, with a war-material licence
+THEIRS = "26FRWEB00000000002"  # lodged by OTHER
+NOW = dt.datetime.now(dt.UTC)
+
+
+class Records:
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __call__(self, topic: str, value: bytes) -> FeedRecord:
+        self.offset += 1
+        return FeedRecord(topic, 0, self.offset, 0, value)
+
+
+def fill(view: OpsView) -> None:
+    record = Records()
+
+    def status(reference: str, kind: StatusKind, **fields: Any) -> FeedRecord:
+        event = StatusEvent(reference=reference, version=1, kind=kind, at=NOW, **fields)
+        return record(TOPICS.status, event.to_bytes())
+
+    def decided(reference: str, declarant: str, documents: list[DocumentUse]) -> FeedRecord:
+        fact = DecisionFact(
+            reference=reference,
+            version=1,
+            declarant_eori=declarant,
+            stage="LODGED",
+            outcome="RELEASE",
+            decided_at=NOW,
+            authorities=sorted({d.authority for d in documents if d.authority}),
+            documents=documents,
+        )
+        return record(TOPICS.facts, fact_bytes(fact))
+
+    ched = DocumentUse(
+        goods_item=1, code="N853", reference="CHEDP.1", authority="dgal", verdict="VALID"
+    )
+    licence = DocumentUse(
+        goods_item=1, code="LEMG", reference=None, authority="dga", verdict="VALID"
+    )
+    view.apply(
+        [
+            status(MINE, StatusKind.RECEIVED),
+            status(MINE, StatusKind.REQUESTS_SENT, detail="RESERVE sent to dgal, dga"),
+            status(MINE, StatusKind.ANSWER_RECEIVED, detail="VALID", authority="dgal"),
+            status(MINE, StatusKind.ANSWER_RECEIVED, detail="VALID", authority="dga"),
+            status(MINE, StatusKind.DECIDED, outcome="RELEASE"),
+            status(MINE, StatusKind.POST_RELEASE_ALERT, detail="MISMATCH", authority="dga"),
+            decided(MINE, TRADER, [ched, licence]),
+            status(THEIRS, StatusKind.RECEIVED),
+            status(THEIRS, StatusKind.DECIDED, outcome="RELEASE"),
+            decided(THEIRS, OTHER, [ched]),
+        ]
+        + [
+            decided(f"26FRWEBPAGE{n:07d}", OTHER, [ched.model_copy(update={"reference": f"C.{n}"})])
+            for n in range(25)
+        ]
+    )
+
+
+@dataclass
+class Hub:
+    web: HubWeb
+    trader_url: str
+    officer_url: str
+    portal_key: Any
+    officer: str
+    settings: WebSettings
+
+    def token(self, eori: str = TRADER, **changes: Any) -> str:
+        return "Bearer " + issue_trader_token(
+            self.portal_key,
+            eori,
+            issuer=self.settings.portal_issuer,
+            audience=self.settings.token_audience,
+            **changes,
+        )
+
+
+@pytest.fixture
+def view(tmp_path: Path) -> Iterator[OpsView]:
+    found = OpsView(tmp_path / "view.sqlite3", TOPICS)
+    fill(found)
+    yield found
+    found.close()
+
+
+def settings_for(tmp_path: Path, **changes: Any) -> tuple[WebSettings, Any]:
+    private, public = generate_portal_key(tmp_path / "portal")
+    officers = tmp_path / "officers"
+    add_officer(officers, "alice", "alice-password-made-at-test-time")
+    settings = WebSettings(
+        trader_port=free_port(),
+        officer_port=free_port(),
+        portal_jwks=public,
+        officers_file=officers,
+        page_size_default=10,
+        page_size_max=20,
+        stats_max_days=31,
+        **changes,
+    )
+    return settings, load_portal_key(private)
+
+
+@pytest.fixture
+async def hub(tmp_path: Path, view: OpsView) -> AsyncIterator[Hub]:
+    settings, key = settings_for(tmp_path)
+    web = build_web(settings, view.path, OpsState(), {"dga"})
+    assert web is not None
+    await web.start()
+    try:
+        yield Hub(
+            web,
+            f"http://127.0.0.1:{settings.trader_port}",
+            f"http://127.0.0.1:{settings.officer_port}",
+            key,
+            basic_authorization("alice", "alice-password-made-at-test-time"),
+            settings,
+        )
+    finally:
+        await web.stop()
+
+
+async def get(url: str, authorization: str | None = None) -> tuple[int, Any, Any]:
+    headers = {"Authorization": authorization} if authorization else {}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+        body = await response.read()
+        try:
+            parsed: Any = await response.json(content_type=None)
+        except ValueError:
+            parsed = body
+        return response.status, parsed, response.headers
+
+
+# -- the probes port -----------------------------------------------------------------------
+
+
+def test_the_probe_port_serves_probes_and_metrics_only() -> None:
+    """Nothing that names a declaration or a trader is left on faust's web server."""
+    registered: list[str] = []
+
+    class FakeFaust:
+        def page(self, path: str) -> Any:
+            registered.append(path)
+            return lambda handler: handler
+
+    register_probes(FakeFaust(), lambda: [])
+    assert sorted(registered) == ["/livez", "/metrics", "/readyz"]
+
+
+# -- traders -------------------------------------------------------------------------------
+
+
+async def test_a_trader_reads_its_own_declaration_with_no_trace_of_the_licence(hub: Hub) -> None:
+    code, body, headers = await get(f"{hub.trader_url}/declarations/{MINE}", hub.token())
+    assert code == 200
+    assert (body["state"], body["outcome"], body["answered_by"]) == ("DECIDED", "RELEASE", ["dgal"])
+    assert "post_release_alert" not in body
+    assert all(e.get("authority") != "dga" for e in body["history"])
+    assert "dga," not in str(body)
+    assert "'dga'" not in str(body)
+    assert headers["Cache-Control"] == "no-store"
+
+
+async def test_a_trader_cannot_read_a_declaration_it_did_not_lodge(hub: Hub) -> None:
+    """Another trader's reference answers exactly as an unknown one: nothing to probe."""
+    theirs = await get(f"{hub.trader_url}/declarations/{THEIRS}", hub.token())
+    unknown = await get(f"{hub.trader_url}/declarations/26FRWEBNOSUCH00001", hub.token())
+    assert theirs[0] == unknown[0] == 404
+    assert theirs[1] == {"error": "unknown declaration", "reference": THEIRS}
+    assert unknown[1] == {"error": "unknown declaration", "reference": "26FRWEBNOSUCH00001"}
+    # The owner reads it.
+    assert (await get(f"{hub.trader_url}/declarations/{THEIRS}", hub.token(OTHER)))[0] == 200
+
+
+async def test_without_a_valid_portal_token_the_trader_listener_tells_nothing(
+    hub: Hub, tmp_path: Path
+) -> None:
+    url = f"{hub.trader_url}/declarations/{MINE}"
+    impostor_private, _ = generate_portal_key(tmp_path / "impostor")
+    impostor = issue_trader_token(
+        load_portal_key(impostor_private), TRADER, issuer="clearance-portal", audience="gun-hub"
+    )
+    for authorization in (
+        None,
+        "Bearer not-a-token",
+        f"Bearer {impostor}",  # the attacker's own "portal"
+        hub.token(now=NOW.timestamp() - 3600),  # expired
+        hub.officer,  # officer credentials are not a trader's
+    ):
+        code, body, headers = await get(url, authorization)
+        assert code == 401, authorization
+        assert body == {"error": "a valid portal token is required"}
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+    # Refused before the reference is even looked at.
+    assert (await get(f"{hub.trader_url}/declarations/not%20a%20ref"))[0] == 401
+    assert (await get(f"{hub.trader_url}/declarations/not%20a%20ref", hub.token()))[0] == 400
+
+
+async def test_statistics_and_the_dashboard_are_not_on_the_trader_listener(hub: Hub) -> None:
+    for path in ("/stats", "/dashboard", "/api/dashboard", f"/stats/declarants/{TRADER}/documents"):
+        assert (await get(f"{hub.trader_url}{path}", hub.token()))[0] == 404
+
+
+# -- officers ------------------------------------------------------------------------------
+
+
+OFFICER_PATHS = (
+    "/stats",
+    f"/stats/declarants/{OTHER}/documents",
+    "/stats/written-off",
+    f"/declarations/{MINE}",
+    "/dashboard",
+    "/dashboard.js",
+    "/api/dashboard",
+)
+
+
+async def test_every_officer_page_needs_officer_credentials(hub: Hub) -> None:
+    for path in OFFICER_PATHS:
+        for authorization in (
+            None,
+            basic_authorization("alice", "wrong"),
+            basic_authorization("mallory", "alice-password-made-at-test-time"),
+            hub.token(),  # a trader's token is not an officer's
+        ):
+            code, body, headers = await get(f"{hub.officer_url}{path}", authorization)
+            assert code == 401, (path, authorization)
+            assert body == {"error": "officer credentials are required"}
+            assert headers["WWW-Authenticate"].startswith("Basic")
+
+
+async def test_an_officer_reads_figures_the_full_status_and_the_dashboard(hub: Hub) -> None:
+    for path in OFFICER_PATHS:
+        code, _, _ = await get(f"{hub.officer_url}{path}", hub.officer)
+        assert code == 200, path
+    _, full, _ = await get(f"{hub.officer_url}/declarations/{MINE}", hub.officer)
+    assert full["post_release_alert"] is True  # officers see what they are entitled to
+    assert full["answered_by"] == ["dga", "dgal"]
+    _, stats, _ = await get(f"{hub.officer_url}/stats", hub.officer)
+    assert stats["decisions"]["total"] == 27
+    assert stats["to"] == dt.datetime.now(dt.UTC).date().isoformat()
+    _, _, headers = await get(f"{hub.officer_url}/dashboard", hub.officer)
+    assert headers["Content-Security-Policy"].startswith("default-src 'self'")
+    _, figures, _ = await get(f"{hub.officer_url}/api/dashboard", hub.officer)
+    assert figures["decisions_total"] == 27
+
+
+async def test_answers_are_bounded_and_paged(hub: Hub) -> None:
+    officer = hub.officer
+    url = hub.officer_url
+    code, body, _ = await get(f"{url}/stats?from=2026-01-01&to=2026-12-31", officer)
+    assert (code, body["error"]) == (400, "from-to: at most 31 days at once")
+    assert (await get(f"{url}/stats?from=2026-02-02&to=2026-02-01", officer))[0] == 400
+    assert (await get(f"{url}/stats?from=yesterday", officer))[0] == 400
+    documents = f"{url}/stats/declarants/{OTHER}/documents"
+    assert (await get(f"{documents}?limit=100000", officer))[0] == 400
+    assert (await get(f"{documents}?limit=-1", officer))[0] == 400
+    seen: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        _, body, _ = await get(f"{documents}?offset={offset}", officer)
+        assert len(body["documents"]) <= 10  # the default page
+        seen += [d["document"] for d in body["documents"]]
+        offset = body["next_offset"]
+    assert len(seen) == len(set(seen)) == 26
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+def test_a_listener_without_the_credentials_it_checks_stops_the_start(tmp_path: Path) -> None:
+    state = OpsState()
+    assert build_web(WebSettings(), None, state, set()) is None  # both off by default
+    with pytest.raises(WebConfigError, match="PORTAL_JWKS"):
+        build_web(WebSettings(trader_port=free_port()), None, state, set())
+    with pytest.raises(WebConfigError, match="OFFICERS_FILE"):
+        build_web(WebSettings(officer_port=free_port()), None, state, set())
+    with pytest.raises(WebConfigError, match="differ"):
+        build_web(WebSettings(trader_port=7000, officer_port=7000), None, state, set())
+    with pytest.raises(WebConfigError, match="together"):
+        build_web(WebSettings(trader_port=7000, tls_cert=tmp_path / "c.pem"), None, state, set())
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_the_listeners_serve_https_when_given_a_certificate(
+    tmp_path: Path, view: OpsView
+) -> None:
+    cert, key = self_signed(tmp_path)
+    settings, portal_key = settings_for(tmp_path, tls_cert=cert, tls_key=key)
+    web = build_web(settings, view.path, OpsState(), {"dga"})
+    assert web is not None
+    await web.start()
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        token = issue_trader_token(
+            portal_key, TRADER, issuer=settings.portal_issuer, audience=settings.token_audience
+        )
+        async with aiohttp.ClientSession() as session:
+            url = f"https://127.0.0.1:{settings.trader_port}/declarations/{MINE}"
+            headers = {"Authorization": f"Bearer {token}"}
+            async with session.get(url, headers=headers, ssl=context) as response:
+                assert response.status == 200
+            with pytest.raises(aiohttp.ClientError):
+                await session.get(url.replace("https", "http"), headers=headers)
+    finally:
+        await web.stop()

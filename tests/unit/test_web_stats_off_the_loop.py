@@ -1,0 +1,217 @@
+"""Statistics never stall the hub's event loop, and never grow without bound.
+
+The attack (or just a busy morning): officers ask for statistics over a view of 200,000
+decisions, several at once. Asked on the event loop, each question held it for a second
+or more, and with it every agent and ``/livez`` (a liveness probe that times out gets the
+hub restarted). Asked off the loop, ``/livez`` on the same loop keeps answering within
+100 ms while the questions run; too many questions at once are refused as busy, and one
+that runs past its limit is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.view import FeedTopics, OpsView
+from gun_hub.processes import free_port
+from gun_hub.security.web_auth import add_officer, basic_authorization
+from gun_hub.settings import WebSettings
+from gun_hub.web import build_web
+
+DECISIONS = 200_000
+LIVEZ_BUDGET_S = 0.1
+PASSWORD = "officer-password-made-at-test-time"  # noqa: S105 - made for the test
+
+
+@pytest.fixture(scope="module")
+def big_view(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A view holding 200,000 decisions of the last 20 days, two documents each."""
+    path = tmp_path_factory.mktemp("view") / "view.sqlite3"
+    OpsView(path, FeedTopics(status="s", facts="f", dlq="d", health="h")).close()
+    today = datetime.now(UTC)
+    db = sqlite3.connect(path)
+    with db:
+        db.executemany(
+            "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    f"26FRBIG{n:011d}",
+                    1,
+                    f"FR{n % 500:014d}",
+                    "LODGED",
+                    ("RELEASE", "REFUSE", "CONTROL_DOCUMENTARY")[n % 3],
+                    (today - timedelta(days=n % 20)).date().isoformat(),
+                    (today - timedelta(days=n % 20)).timestamp(),
+                )
+                for n in range(DECISIONS)
+            ),
+        )
+        db.executemany(
+            "INSERT INTO decision_documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                (f"26FRBIG{n:011d}", 1, item, code, f"DOC.{n}.{item}", authority, "VALID")
+                for n in range(DECISIONS)
+                for item, code, authority in ((1, "N853", "dgal"), (2, "C638", "cites"))
+            ),
+        )
+        db.executemany(
+            "INSERT INTO dead_letters (topic_partition, kind, component, reason, at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            ((f"d/{n % 4}", f"KIND_{n}", "test", "", 0.0) for n in range(5_000)),
+        )
+    db.close()
+    return path
+
+
+@dataclass
+class Stack:
+    officer_url: str
+    livez_url: str
+    authorization: str
+
+
+@pytest.fixture
+async def stack(
+    big_view: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
+    """The officer listener over the big view, and a /livez on the same event loop (as
+    faust's web server is)."""
+    officers = tmp_path / "officers"
+    add_officer(officers, "alice", PASSWORD)
+    # A generous time limit: two cores shared with other work make a question slow.
+    changes = {"query_timeout_s": 120.0, **getattr(request, "param", {})}
+    settings = WebSettings(officer_port=free_port(), officers_file=officers, **changes)
+    hub_web = build_web(settings, big_view, OpsState(), {"dga"})
+    assert hub_web is not None
+
+    async def livez(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    probes = web.Application()
+    probes.router.add_get("/livez", livez)
+    runner = web.AppRunner(probes, access_log=None)
+    await runner.setup()
+    probe_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", probe_port).start()
+    await hub_web.start()
+    try:
+        yield Stack(
+            f"http://127.0.0.1:{settings.officer_port}",
+            f"http://127.0.0.1:{probe_port}/livez",
+            basic_authorization("alice", PASSWORD),
+        )
+    finally:
+        await hub_web.stop()
+        await runner.cleanup()
+
+
+async def timed_get(
+    session: aiohttp.ClientSession, url: str, authorization: str | None = None
+) -> tuple[int, float, dict[str, str]]:
+    headers = {"Authorization": authorization} if authorization else {}
+    started = time.perf_counter()
+    async with session.get(url, headers=headers) as response:
+        await response.read()
+        return response.status, time.perf_counter() - started, dict(response.headers)
+
+
+def test_the_question_alone_would_hold_the_loop_far_beyond_the_probe_budget(
+    big_view: Path,
+) -> None:
+    """What the test below guards against: the same question asked on the loop."""
+    view = OpsView(big_view, FeedTopics(status="s", facts="f", dlq="d", health="h"))
+    try:
+        started = time.perf_counter()
+        figures = view.statistics()
+        took = time.perf_counter() - started
+    finally:
+        view.close()
+    assert figures["decisions"]["total"] == DECISIONS
+    assert took > 3 * LIVEZ_BUDGET_S, f"{took:.2f}s: too fast to tell anything"
+
+
+async def test_livez_answers_within_100_ms_while_statistics_run(stack: Stack) -> None:
+    officer = stack.authorization
+    today = datetime.now(UTC).date()
+    async with aiohttp.ClientSession() as session:
+        # Sign in once (scrypt runs off the loop too), then measure.
+        assert (await timed_get(session, f"{stack.officer_url}/api/dashboard", officer))[0] == 200
+        questions = [  # different questions (none shares another's answer), one per thread
+            asyncio.create_task(
+                timed_get(session, f"{stack.officer_url}/stats?to={today - timedelta(n)}", officer)
+            )
+            for n in range(2)
+        ]
+        probes: list[float] = []
+        while not all(q.done() for q in questions):
+            code, took, _ = await timed_get(session, stack.livez_url)
+            assert code == 200
+            probes.append(took)
+            await asyncio.sleep(0.02)
+        answers = [q.result() for q in questions]
+    assert [code for code, _, _ in answers] == [200, 200]
+    slowest_question = max(took for _, took, _ in answers)
+    assert slowest_question > 3 * LIVEZ_BUDGET_S  # the questions did take their time
+    assert len(probes) >= 5
+    assert max(probes) < LIVEZ_BUDGET_S, (
+        f"/livez took up to {max(probes) * 1000:.0f} ms while statistics ran "
+        f"({slowest_question:.2f} s)"
+    )
+
+
+@pytest.mark.parametrize("stack", [{"query_max_waiting": 2, "query_threads": 1}], indirect=True)
+async def test_too_many_questions_at_once_are_refused_as_busy(stack: Stack) -> None:
+    officer = stack.authorization
+    today = datetime.now(UTC).date()
+    async with aiohttp.ClientSession() as session:
+        await timed_get(session, f"{stack.officer_url}/api/dashboard", officer)
+        answers = await asyncio.gather(
+            *(
+                timed_get(session, f"{stack.officer_url}/stats?to={today - timedelta(n)}", officer)
+                for n in range(4)
+            )
+        )
+        # The same question asked five times at once is answered once, for all five.
+        same = await asyncio.gather(
+            *(timed_get(session, f"{stack.officer_url}/stats", officer) for _ in range(5))
+        )
+    codes = sorted(code for code, _, _ in answers)
+    assert codes.count(200) == 2
+    assert codes.count(503) == 2
+    assert all(h.get("Retry-After") == "1" for code, _, h in answers if code == 503)
+    assert [code for code, _, _ in same] == [200] * 5
+
+
+@pytest.mark.parametrize("stack", [{"query_timeout_s": 0.05}], indirect=True)
+async def test_a_question_past_its_time_limit_is_stopped(stack: Stack) -> None:
+    async with aiohttp.ClientSession() as session:
+        code, took, _ = await timed_get(session, f"{stack.officer_url}/stats", stack.authorization)
+    assert code == 503
+    assert took < 1.0
+
+
+async def test_a_list_answer_never_holds_more_than_a_page(stack: Stack) -> None:
+    url = f"{stack.officer_url}/stats/declarants/FR00000000000001/documents"
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": stack.authorization}
+        async with session.get(url, headers=headers) as response:
+            first = await response.json()
+        async with session.get(f"{url}?limit=1000", headers=headers) as response:
+            everything = await response.json()
+        async with session.get(f"{url}?limit=1001", headers=headers) as response:
+            assert response.status == 400
+    assert len(first["documents"]) == 100  # the default page
+    assert first["next_offset"] == 100
+    assert len(everything["documents"]) == 800  # 400 declarations x 2 documents
+    assert everything["next_offset"] is None

@@ -1,8 +1,13 @@
-"""``gun-hub audit verify``: replay the audit topic and check every chain and checkpoint."""
+"""``gun-hub audit verify``: replay the audit topic and check every chain and checkpoint.
+
+It reads public keys only (the JWKS): an auditor needs no private key of anyone.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from pathlib import Path
 
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -11,9 +16,17 @@ from gun_hub.cli.kafka import registry_for
 from gun_hub.kafka.admin import topic_partitions
 from gun_hub.kafka.client import Connect, client_options, from_settings
 from gun_hub.progress import HIDDEN, ProgressBar, progress_bar
-from gun_hub.security.audit import AuditReport, LoggedRecord, verify_chain
-from gun_hub.security.entitlements import HUB_PARTY
-from gun_hub.security.keystore import KeystoreError, PartyKeys
+from gun_hub.security.audit import (
+    UNSIGNED_GRACE_S,
+    AuditReport,
+    LoggedRecord,
+    WitnessError,
+    read_witness,
+    verify_chain,
+    write_witness,
+)
+from gun_hub.security.factory import tail_policy
+from gun_hub.security.keystore import PUBLIC_JWKS, KeystoreError, read_public_keys
 from gun_hub.settings import load_settings
 
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
@@ -62,7 +75,11 @@ def print_report(report: AuditReport) -> None:
         tail = ", ".join(f"partition {p}: {n}" for p, n in sorted(report.unsigned_tail.items()))
         typer.echo(f"records after the last checkpoint (chained, not yet signed): {tail}")
     if report.orphans:
-        typer.echo(f"{report.orphans} intact record(s) left by a crash (orphans, not breaks)")
+        typer.echo(
+            f"{report.orphans} intact record(s) off the signed chain, written before the "
+            "record that took their place (left by a crash; they prove nothing): "
+            + "; ".join(report.orphan_positions)
+        )
     if report.intact:
         typer.echo("audit trail intact")
     else:
@@ -74,18 +91,53 @@ def print_report(report: AuditReport) -> None:
 @app.command()
 def verify(
     topic: str | None = typer.Option(None, help="Audit topic (default: the registry's)."),
+    jwks: Path | None = typer.Option(
+        None,
+        help="Public JWKS holding the hub's audit keys (default: jwks.json of the keys "
+        "folder). No private key is ever read.",
+    ),
+    max_unsigned: int | None = typer.Option(
+        None,
+        min=1,
+        help="Most records after a partition's last checkpoint (default: the hub's "
+        "audit_checkpoint_every); more is a break.",
+    ),
+    max_unsigned_age_s: float | None = typer.Option(
+        None,
+        min=0,
+        help="Longest a record may wait for a checkpoint, in seconds (default: the hub's "
+        f"audit_checkpoint_within_s plus {int(UNSIGNED_GRACE_S)}); longer is a break.",
+    ),
+    witness: Path | None = typer.Option(
+        None,
+        help="The auditor's witness file: the checkpoints verified last time must still be "
+        "in the trail (a cut tail is a break); updated after an intact verification.",
+    ),
 ) -> None:
-    """Check every chain link and checkpoint signature; exit 1 on any break."""
+    """Check every chain link, checkpoint signature and unsigned tail; exit 1 on any break."""
     settings = load_settings()
     topic = topic or registry_for(settings).audit
+    public_file = jwks or settings.security.keys_dir / PUBLIC_JWKS
+    policy = tail_policy(settings)
+    policy = replace(
+        policy,
+        max_unsigned=max_unsigned or policy.max_unsigned,
+        max_unsigned_age_s=(
+            policy.max_unsigned_age_s if max_unsigned_age_s is None else max_unsigned_age_s
+        ),
+    )
     try:
-        keys = PartyKeys.load(settings.security.keys_dir, HUB_PARTY).public
-    except KeystoreError as err:
-        typer.echo(str(err), err=True)
+        keys = read_public_keys(public_file)
+        anchors = read_witness(witness, topic) if witness else {}
+    except (KeystoreError, WitnessError) as err:
+        typer.echo(f"cannot verify: {err}", err=True)
         raise typer.Exit(2) from None
     with progress_bar(f"replaying {topic}", unit="records") as bar:
         records = asyncio.run(read_topic(from_settings(settings.kafka), topic, bar))
-    report = verify_chain(records, keys)
+    report = verify_chain(records, keys, policy=policy, witness=anchors)
     print_report(report)
     if not report.intact:
         raise typer.Exit(1)
+    if witness is not None:
+        write_witness(witness, topic, report.anchors)
+        typer.echo(f"witness {witness} now holds the last checkpoint of each partition")

@@ -1,57 +1,165 @@
-"""``gun-hub keys init | rotate | retire | list``: the keystore folder."""
+"""``gun-hub keys``: make, rotate, retire, export and import keys.
+
+Each party makes its own private keys on its own machine and exchanges public keys only::
+
+    gun-hub keys init --party dgal --dir DIR          # dgal's private keys, nobody else's
+    gun-hub keys export-public --party dgal --out dgal.jwks
+    gun-hub keys import-public hub.jwks --dir DIR     # the others' public keys
+
+``keys init`` without ``--party`` makes every party's keys in one folder (the demo).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 from gun_hub.cli.kafka import registry_for
 from gun_hub.security.entitlements import parties
-from gun_hub.security.keystore import KeystoreError, KeystoreFolder
+from gun_hub.security.keystore import (
+    AUDIT_VALIDITY_DAYS,
+    AUDITING_PARTY,
+    KeystoreError,
+    KeystoreFolder,
+    PublicKey,
+)
 from gun_hub.settings import load_settings
 
-app = typer.Typer(help="Signing and encryption keys of every party.", no_args_is_help=True)
+app = typer.Typer(help="Signing, encryption and audit keys.", no_args_is_help=True)
 
 DirOption = typer.Option(None, "--dir", help="Keystore folder (default: the configured one).")
+ValidOption = typer.Option(
+    AUDIT_VALIDITY_DAYS, help="Days an audit key may sign checkpoints (hub only).", min=1
+)
 
 
 def _folder(directory: Path | None) -> KeystoreFolder:
     return KeystoreFolder(directory or load_settings().security.keys_dir)
 
 
+def _fail(err: KeystoreError) -> typer.Exit:
+    typer.echo(str(err), err=True)
+    return typer.Exit(1)
+
+
+def _describe(key: PublicKey) -> str:
+    what = key.purpose or key.use.value
+    return f"{key.party} {what} {key.kid} ({key.status.value}) thumbprint {key.thumbprint()}"
+
+
 @app.command()
 def init(
     directory: Path | None = DirOption,
+    party: str | None = typer.Option(
+        None,
+        help="Make only this party's keys, on its own machine; its public keys go out with "
+        "export-public. Without it: every party's keys in one folder (demo, tests).",
+    ),
     force: bool = typer.Option(False, help="Replace existing keys (they stop working)."),
+    audit_valid_days: int = ValidOption,
 ) -> None:
-    """One signing and one encryption key per party, and the public jwks.json."""
+    """Make keys: one signing and one encryption key per party, the hub's audit key, and
+    the public jwks.json."""
     folder = _folder(directory)
     try:
-        created = folder.init(parties(registry_for(load_settings())), force=force)
+        if party is not None:
+            kids = folder.init_party(party, force=force, audit_valid_days=audit_valid_days)
+            typer.echo(
+                f"keys of {party} written to {folder.folder} (private: mode 0600): "
+                f"{', '.join(kids)}; hand out its public keys with: gun-hub keys "
+                f"export-public --party {party}"
+            )
+            return
+        created = folder.init(
+            parties(registry_for(load_settings())), force=force, audit_valid_days=audit_valid_days
+        )
     except KeystoreError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(1) from None
+        raise _fail(err) from None
     typer.echo(f"keys for {', '.join(created)} written to {folder.folder} (private: mode 0600)")
 
 
 @app.command()
-def rotate(party: str, directory: Path | None = DirOption) -> None:
-    """Add a new key generation for PARTY; the old keys verify until retired."""
+def rotate(
+    party: str,
+    directory: Path | None = DirOption,
+    audit: bool = typer.Option(
+        False, help=f"A new audit key ({AUDITING_PARTY} only) instead of envelope keys."
+    ),
+    audit_valid_days: int = ValidOption,
+) -> None:
+    """Add a new key generation for PARTY; the old keys verify until retired. Running
+    processes use it within seconds, without a restart."""
     try:
-        kids = _folder(directory).rotate(party)
+        kids = _folder(directory).rotate(party, audit=audit, audit_valid_days=audit_valid_days)
     except KeystoreError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(1) from None
+        raise _fail(err) from None
     typer.echo(f"{party}: new keys {', '.join(kids)}")
 
 
 @app.command()
 def retire(kid: str, directory: Path | None = DirOption) -> None:
-    """Retire a key: messages signed with it are refused from now on."""
+    """Retire a key: messages signed with it are refused from now on (running processes
+    within seconds); checkpoints it signed before stay valid."""
     try:
         party = _folder(directory).retire(kid)
     except KeystoreError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(1) from None
+        raise _fail(err) from None
     typer.echo(f"{party}: key {kid} retired")
+
+
+@app.command("export-public")
+def export_public(
+    party: str = typer.Option(..., help="Whose public keys."),
+    out: Path | None = typer.Option(None, help="Write to this file (default: standard output)."),
+    directory: Path | None = DirOption,
+) -> None:
+    """PARTY's public keys as a JWKS, retired ones included: what it hands to the others."""
+    folder = _folder(directory)
+    try:
+        jwks = folder.export_public(party)
+    except KeystoreError as err:
+        raise _fail(err) from None
+    text = json.dumps(jwks, indent=2) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.write_text(text, encoding="utf-8")
+    keys = folder.public_keys()
+    typer.echo(f"{len(jwks['keys'])} public keys of {party} written to {out}:", err=True)
+    for entry in jwks["keys"]:
+        typer.echo(f"  {_describe(keys[entry['kid']])}", err=True)
+
+
+@app.command("import-public")
+def import_public(
+    file: Path = typer.Argument(..., help="A JWKS exported by another party."),
+    directory: Path | None = DirOption,
+) -> None:
+    """Add another party's public keys to this folder's jwks.json. Refuses private key
+    material, a different key under a known key id, and keys in the name of a party whose
+    keys are made here. Compare the thumbprints with the other party before trusting them."""
+    try:
+        report = _folder(directory).import_public_file(file)
+    except KeystoreError as err:
+        raise _fail(err) from None
+    for label, keys in (
+        ("added", report.added),
+        ("retired", report.retired),
+        ("stays retired", report.kept_retired),
+        ("unchanged", report.unchanged),
+    ):
+        for key in keys:
+            typer.echo(f"{label}: {_describe(key)}")
+
+
+@app.command("list")
+def list_keys(directory: Path | None = DirOption) -> None:
+    """Every key of jwks.json: party, use, id, status and thumbprint."""
+    try:
+        keys = _folder(directory).public_keys()
+    except KeystoreError as err:
+        raise _fail(err) from None
+    for key in keys.values():
+        typer.echo(_describe(key))

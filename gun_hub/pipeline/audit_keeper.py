@@ -1,27 +1,50 @@
-"""Audit keeper: every security-class dead letter, from any component, enters the audit.
+"""Audit keeper: security dead letters enter the audit as unauthenticated reports, and
+idle partitions get their checkpoint in time.
 
 Components dead-letter what fails verification (the hub, adapters, the clearance
 reader); the hub, the only writer of the audit chains, turns those records into audit
 entries. The dead-letter topic is co-partitioned with the hub's inputs, so the worker that
 owns a partition's chain also reads that partition of the dead letters.
 
-Any party may write the dead-letter topic, so its headers can be anything (issue 10,
-defect 3): missing, null, not UTF-8, megabytes long, not even pairs. The keeper never
-raises on them: it reads what it can, cuts every field to a bounded length, and a security
-dead letter still becomes one audit entry of bounded size.
+Any party may write the dead-letter topic (every hop must be able to dead-letter what it
+refuses), and nothing in a dead letter says who wrote it: its headers are the writer's
+word. So an entry keeps only what the keeper can check, and says it is a report nobody
+vouches for (issue 11, item 3):
+
+- ``rejection``: the error kind if it is one of the fixed list components write
+  (:data:`SECURITY_REJECTION_KINDS`), else ``UNLISTED``;
+- ``component``: the component if it is one of those that exist (``hub.intake``,
+  ``adapter.<authority of the routing table>``, ...), else ``UNLISTED``;
+- ``origin``: topic/partition/offset if the topic is one of the registry's and both
+  numbers are numbers, else ``?``;
+- ``reference``: if it has the form of a declaration reference, else nothing;
+- ``reason``: always :data:`REPORTED_BY`, never the writer's text (that stays in the dead
+  letter, for operations);
+- ``dead_letter``: where the broker says the dead letter is, not what its headers say.
+
+Auditing them still matters: an adapter that refuses forged requests is evidence of an
+attack on that authority. Not auditing partner-written dead letters at all would also lose
+the hub's own rejections, which reach the keeper the same way. Headers can be anything
+(issue 10, defect 3): missing, null, not UTF-8, megabytes long, not even pairs; the keeper
+never raises on them.
+
+The keeper also ticks the audit chains: a timer asks, for each partition this worker
+owns, whether records wait for a checkpoint that is due, and if so sends a tick on the
+hub's deadlines topic (keyed :data:`AUDIT_TICK_KEY`, never a declaration reference); the
+tick, handled in event context like any record, appends the checkpoint (audit.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gun_hub.dead_letter import (
     HEADER_COMPONENT,
     HEADER_ERROR_CLASS,
     HEADER_ERROR_KIND,
-    HEADER_ERROR_REASON,
     HEADER_REFERENCE,
     HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION,
@@ -30,18 +53,52 @@ from gun_hub.dead_letter import (
     SourcePosition,
     header_value,
 )
+from gun_hub.envelope import EnvelopeRejectionKind
 from gun_hub.outbox import Headers, Outbox
 from gun_hub.pipeline.context import HubContext
 
 log = logging.getLogger(__name__)
 
-_MAX_REASON_BYTES = 2048
-_MAX_FIELD_BYTES = 256  # kind, component, reference, each part of the origin
+REPORTED_BY = "unauthenticated report: from a dead letter's headers, which any party may write"
+UNLISTED = "UNLISTED"
+# Every kind a component dead-letters with the security class.
+SECURITY_REJECTION_KINDS = frozenset(
+    {
+        *(kind.value for kind in EnvelopeRejectionKind),
+        "DECLARATION_NOT_SEALED",
+        "RESPONSE_KEY_MISMATCH",
+        "RESPONSE_WRONG_SENDER",
+        "REQUEST_KEY_MISMATCH",
+        "REQUEST_MISADDRESSED",
+    }
+)
+_HUB_COMPONENTS = frozenset(
+    {"hub.intake", "hub.correlation", "hub.delivery", "hub.deadlines", "hub.audit-keeper"}
+)
+_OTHER_COMPONENTS = frozenset({"clearance.reader"})
+# The contract's ReferenceType (schemas/common-types.xsd).
+_REFERENCE = re.compile(r"[0-9A-Z][0-9A-Z._/\-]{5,34}")
+_NUMBER = re.compile(r"0|[1-9][0-9]{0,18}")
+_MAX_HEADER_BYTES = 256  # nothing the keeper keeps is longer
+
+# The key of an audit tick on the deadlines topic: a NUL byte, so never a reference.
+AUDIT_TICK_KEY = b"\x00audit-checkpoint"
+Handler = Callable[[Any, SourcePosition, float | None], Outbox]
+
+
+def is_audit_tick(key: object) -> bool:
+    return isinstance(key, bytes | bytearray) and bytes(key) == AUDIT_TICK_KEY
 
 
 class AuditKeeper:
     def __init__(self, context: HubContext) -> None:
         self._ctx = context
+        topics = context.topics
+        self._components = _HUB_COMPONENTS | _OTHER_COMPONENTS
+        self._components |= {f"adapter.{a}" for a in topics.authorities}
+        self._topics = {spec.name for spec in topics.specs()}
+
+    # -- dead letters ------------------------------------------------------------------
 
     def handle(self, headers: Headers | Any, source: SourcePosition) -> Outbox:
         outbox = Outbox()
@@ -49,27 +106,77 @@ class AuditKeeper:
         if header_value(pairs, HEADER_ERROR_CLASS) != ErrorClass.SECURITY.value:
             return outbox
 
-        def field(name: str, limit: int = _MAX_FIELD_BYTES) -> str | None:
-            return _cut(header_value(pairs, name), limit)
+        def field(name: str) -> str | None:
+            return _bounded(header_value(pairs, name))
 
-        origin = "/".join(
-            field(name) or "?"
-            for name in (HEADER_SOURCE_TOPIC, HEADER_SOURCE_PARTITION, HEADER_SOURCE_OFFSET)
-        )
+        kind = field(HEADER_ERROR_KIND)
+        component = field(HEADER_COMPONENT)
+        reference = field(HEADER_REFERENCE)
         self._ctx.record_audit(
             outbox,
             source.partition,
             {
                 "kind": "SECURITY_REJECTION",
-                "rejection": field(HEADER_ERROR_KIND),
-                "reason": field(HEADER_ERROR_REASON, _MAX_REASON_BYTES),
-                "component": field(HEADER_COMPONENT),
-                "origin": origin,
-                "reference": field(HEADER_REFERENCE),
+                "rejection": kind if kind in SECURITY_REJECTION_KINDS else UNLISTED,
+                "reason": REPORTED_BY,
+                "component": component if component in self._components else UNLISTED,
+                "origin": self._origin(field),
+                "reference": reference if reference and _REFERENCE.fullmatch(reference) else None,
                 "dead_letter": source.describe(),
             },
         )
         return outbox
+
+    def _origin(self, field: Callable[[str], str | None]) -> str:
+        topic = field(HEADER_SOURCE_TOPIC)
+        partition = field(HEADER_SOURCE_PARTITION)
+        offset = field(HEADER_SOURCE_OFFSET)
+        return "/".join(
+            (
+                topic if topic in self._topics else "?",
+                partition if partition and _NUMBER.fullmatch(partition) else "?",
+                offset if offset and _NUMBER.fullmatch(offset) else "?",
+            )
+        )
+
+    # -- checkpoints of idle partitions ------------------------------------------------------
+
+    def tick(self, source: SourcePosition) -> Outbox:
+        """An audit tick read from ``source``: the checkpoint of that partition, if due."""
+        outbox = Outbox()
+        for record in self._ctx.audit.tick(source.partition):
+            outbox.add(self._ctx.topics.audit, None, record, partition=source.partition)
+        return outbox
+
+    def ticks_or(self, handler: Handler) -> Handler:
+        """``handler`` of the deadlines agent, with audit ticks taken out for :meth:`tick`."""
+
+        def handle(event: Any, source: SourcePosition, accepted_at: float | None) -> Outbox:
+            if is_audit_tick(getattr(event, "key", None)):
+                return self.tick(source)
+            return handler(event, source, accepted_at)
+
+        return handle
+
+    def schedule_checkpoints(self, app: Any, interval_s: float) -> None:
+        """Register the timer that ticks every partition of this worker whose records wait
+        for a checkpoint that is due; ``interval_s``: a quarter of the bound is right."""
+        deadlines = self._ctx.topics.deadlines
+        audit = self._ctx.audit
+
+        async def tick_due_partitions() -> None:
+            try:
+                owned = {
+                    tp.partition for tp in app.assignor.assigned_actives() if tp.topic == deadlines
+                }
+            except Exception:  # a rebalance under way: next time
+                log.debug("partition assignment unknown; audit ticks wait", exc_info=True)
+                return
+            for partition in sorted(owned):
+                if audit.checkpoint_due(partition):
+                    await app.producer.send(deadlines, AUDIT_TICK_KEY, b"", partition, None, None)
+
+        app.timer(interval=interval_s)(tick_due_partitions)
 
 
 def _pairs(headers: object) -> list[tuple[str, bytes]]:
@@ -88,11 +195,8 @@ def _pairs(headers: object) -> list[tuple[str, bytes]]:
     return pairs
 
 
-def _cut(text: str | None, limit: int) -> str | None:
-    """``text`` cut to ``limit`` bytes of UTF-8, never inside a character."""
-    if text is None:
+def _bounded(text: str | None) -> str | None:
+    """``text`` if it is short enough to be one of the values the keeper keeps."""
+    if text is None or len(text.encode("utf-8", "replace")) > _MAX_HEADER_BYTES:
         return None
-    encoded = text.encode("utf-8", "replace")
-    if len(encoded) <= limit:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return encoded[:limit].decode("utf-8", "ignore")
+    return text

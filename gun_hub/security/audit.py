@@ -1,37 +1,64 @@
-"""Tamper-evident audit trail: a hash chain per partition, with signed checkpoints.
+"""Tamper-evident audit trail: a hash chain per partition, anchored by signed checkpoints.
 
 Every record carries its partition, a sequence number, the hash of the previous record
-(``prev``) and its own hash (SHA-256 over its canonical JSON without ``hash``). Every
-``checkpoint_every`` records the hub appends a checkpoint whose ``signature`` is a JWS
-(ES256, the hub's key) over ``{partition, seq, prev}``: rewriting history would need
-the hub's private key, not only write access to the topic.
+(``prev``) and its own hash (SHA-256 over its canonical JSON without ``hash``). The hub
+appends a ``CHECKPOINT`` record after at most ``checkpoint_every`` records, and within
+``checkpoint_within_s`` seconds of the oldest record not yet signed (a timer ticks idle
+partitions). Its ``signature`` is a compact JWS (ES256) made with the hub's *audit* key
+(``purpose: audit`` in the JWKS, a key of its own, never the envelope's) over
+``{partition, seq, prev, count, at}``: the partition, the checkpoint's place in the chain,
+the head it seals (the hash of the record before it), the number of records it seals, and
+when it was made, which the key's validity must cover.
+
+Verification (:func:`verify_chain`) needs public keys only and breaks on:
+
+- a record whose content does not match its hash, a missing record, a record chaining to
+  nothing, garbage;
+- a checkpoint not signed by a hub audit key, signed for another point of the chain, or
+  made outside its key's validity (or after its retirement);
+- an unsigned tail longer than the bound (a checkpoint that should exist does not), or
+  whose oldest record has waited longer than the bound in time: the hub signs every record
+  within ``checkpoint_within_s`` while it runs, so a tail cut past a checkpoint, or records
+  appended without the audit key, turn into a break;
+- two different records after the last checkpoint at the same place (the unsigned tail
+  forks: which one is genuine only the hub's next checkpoint can say);
+- a record off the signed chain written *after* the signed record at its place: a crash
+  can leave a record behind (written, its head never persisted, then written again), but
+  always before its replacement, never after;
+- with a witness (what an auditor kept from a previous verification), a checkpoint it saw
+  that is no longer in the trail: the tail was cut, even exactly at a checkpoint.
 
 One chain per partition keeps the hub scalable: the worker that owns a partition is the
-only writer of that partition's chain. At-least-once processing can, after a crash,
-leave a record whose successor was never written (the head was not persisted); the
-verifier reports such a record as an *orphan* when it is intact and chained, never as a
-break. A changed, removed or reordered byte is a break.
+only writer of that partition's chain. Records left by a crash before the hub's next
+checkpoint are reported as *orphans*, never followed.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
-from gun_hub.security.keystore import SIGNING_ALG, KeyStatus, PublicKey
+from gun_hub.security.keystore import AUDIT_PURPOSE, AUDITING_PARTY, SIGNING_ALG, PublicKey
 
 GENESIS = "0" * 64
 CHECKPOINT = "CHECKPOINT"
+CHECKPOINT_TYP = "gun-audit-checkpoint"
+# While the hub runs, no audit record waits longer than this for a checkpoint.
+DEFAULT_CHECKPOINT_WITHIN_S = 60.0
+# What verification allows beyond that: restarts, rebalances, clocks a little apart.
+UNSIGNED_GRACE_S = 300.0
 
 
 def canonical(data: dict[str, Any]) -> bytes:
@@ -44,18 +71,31 @@ def record_hash(record: dict[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ChainHead:
+    """Where a partition's chain stands: its last record, and what waits for a checkpoint.
+
+    ``unsigned`` counts the records after the last checkpoint (-1: not known, as in heads
+    written before checkpoints were bounded; the next append signs at once) and
+    ``oldest_unsigned`` is when the first of them was written (POSIX seconds).
+    """
+
     seq: int
     hash: str
+    unsigned: int = 0
+    oldest_unsigned: float = 0.0
 
     def to_bytes(self) -> bytes:
-        return f"{self.seq}:{self.hash}".encode()
+        return f"v2|{self.seq}|{self.hash}|{self.unsigned}|{self.oldest_unsigned:.3f}".encode()
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> ChainHead:
         if not data:
             return cls(0, GENESIS)
-        seq, digest = data.decode().split(":", 1)
-        return cls(int(seq), digest)
+        text = data.decode()
+        if text.startswith("v2|"):
+            _, seq, digest, unsigned, oldest = text.split("|")
+            return cls(int(seq), digest, int(unsigned), float(oldest))
+        seq, digest = text.split(":", 1)
+        return cls(int(seq), digest, 0 if int(seq) == 0 else -1)
 
 
 class HeadStore(Protocol):
@@ -66,49 +106,112 @@ class HeadStore(Protocol):
     def __setitem__(self, key: bytes, value: bytes) -> None: ...
 
 
+class CheckpointSigner(Protocol):
+    """Which key signs a checkpoint made at ``at`` (keystore.AuditSigner)."""
+
+    def key_for(self, at: datetime) -> ECKey: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _OneKey:
+    key: ECKey
+
+    def key_for(self, at: datetime) -> ECKey:
+        return self.key
+
+
 class AuditTrail:
-    """Appends records to the chains; one instance per hub worker."""
+    """Appends records to the chains; one instance per hub worker.
+
+    ``signer`` is the hub's :class:`~gun_hub.security.keystore.AuditSigner` (a bare key is
+    accepted, for examples and tests: checkpoints verify only if it is an audit key).
+    """
 
     def __init__(
         self,
         heads: HeadStore,
-        signing_key: ECKey,
+        signer: ECKey | CheckpointSigner,
         *,
         checkpoint_every: int = 100,
+        checkpoint_within_s: float | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._heads = heads
-        self._key = signing_key
+        self._signer: CheckpointSigner = _OneKey(signer) if isinstance(signer, ECKey) else signer
         self._every = checkpoint_every
+        self._within_s = checkpoint_within_s
         self._clock = clock
 
     def append(self, partition: int, body: dict[str, Any]) -> list[bytes]:
         """The record(s) to publish, in order, on ``partition`` of the audit topic."""
         records = [self._link(partition, body)]
-        head = ChainHead.from_bytes(self._heads.get(_head_key(partition)))
-        if head.seq % self._every == 0:
+        if self.checkpoint_due(partition):
             records.append(self._link(partition, {"kind": CHECKPOINT}, checkpoint=True))
         return records
 
+    def checkpoint_due(self, partition: int) -> bool:
+        """Whether records of ``partition`` wait for a checkpoint that is due (it only
+        reads the head: a timer may ask, then tick the partition)."""
+        head = self._head(partition)
+        if head.unsigned == 0:
+            return False
+        if head.unsigned < 0 or head.unsigned >= self._every:
+            return True
+        if self._within_s is None:
+            return False
+        # Signed at half the bound: a tick every quarter of it keeps every record within.
+        return self._clock().timestamp() - head.oldest_unsigned >= self._within_s / 2
+
+    def tick(self, partition: int) -> list[bytes]:
+        """A checkpoint for ``partition`` if one is due (an idle partition's timer tick),
+        else nothing. Called in event context, like :meth:`append`."""
+        if not self.checkpoint_due(partition):
+            return []
+        return [self._link(partition, {"kind": CHECKPOINT}, checkpoint=True)]
+
+    def _head(self, partition: int) -> ChainHead:
+        return ChainHead.from_bytes(self._heads.get(_head_key(partition)))
+
     def _link(self, partition: int, body: dict[str, Any], *, checkpoint: bool = False) -> bytes:
-        head = ChainHead.from_bytes(self._heads.get(_head_key(partition)))
+        head = self._head(partition)
+        now = self._clock()
         record: dict[str, Any] = {
             **body,
             "partition": partition,
             "seq": head.seq + 1,
             "prev": head.hash,
-            "at": self._clock().isoformat(timespec="milliseconds"),
+            "at": now.isoformat(timespec="milliseconds"),
         }
         if checkpoint:
+            key = self._signer.key_for(now)
             record["signature"] = jws.serialize_compact(
-                {"alg": SIGNING_ALG, "kid": self._key.kid},
-                canonical({"partition": partition, "seq": head.seq + 1, "prev": head.hash}),
-                self._key,
+                {"alg": SIGNING_ALG, "kid": key.kid, "typ": CHECKPOINT_TYP},
+                canonical(_signed_part(record)),
+                key,
                 algorithms=[SIGNING_ALG],
             )
+            unsigned, oldest = 0, 0.0
+        elif head.unsigned == 0:
+            unsigned, oldest = 1, now.timestamp()
+        else:
+            unsigned = head.unsigned + 1 if head.unsigned > 0 else -1
+            oldest = head.oldest_unsigned
         record["hash"] = record_hash(record)
-        self._heads[_head_key(partition)] = ChainHead(head.seq + 1, record["hash"]).to_bytes()
+        self._heads[_head_key(partition)] = ChainHead(
+            head.seq + 1, record["hash"], unsigned, oldest
+        ).to_bytes()
         return canonical(record)
+
+
+def _signed_part(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What a checkpoint's signature covers: partition, place, head, count, time."""
+    return {
+        "partition": record["partition"],
+        "seq": record["seq"],
+        "prev": record["prev"],
+        "count": record["seq"] - 1,
+        "at": record["at"],
+    }
 
 
 def _head_key(partition: int) -> bytes:
@@ -135,8 +238,27 @@ class BrokenLink:
     reason: str
 
     def describe(self) -> str:
+        where = f" offset {self.offset}" if self.offset >= 0 else ""
         seq = f" seq {self.seq}" if self.seq is not None else ""
-        return f"partition {self.partition} offset {self.offset}{seq}: {self.reason}"
+        return f"partition {self.partition}{where}{seq}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A verified checkpoint: what an auditor's witness keeps to catch a later cut."""
+
+    seq: int
+    hash: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class TailPolicy:
+    """How far the unsigned tail after a partition's last checkpoint may reach."""
+
+    max_unsigned: int = 100
+    max_unsigned_age_s: float = DEFAULT_CHECKPOINT_WITHIN_S + UNSIGNED_GRACE_S
+    clock_skew_s: float = 300.0
 
 
 @dataclass
@@ -147,15 +269,35 @@ class AuditReport:
     unsigned_tail: dict[int, int] = field(default_factory=dict)
     by_kind: dict[str, int] = field(default_factory=dict)
     broken: list[BrokenLink] = field(default_factory=list)
+    anchors: dict[int, Anchor] = field(default_factory=dict)
+    orphan_positions: list[str] = field(default_factory=list)
 
     @property
     def intact(self) -> bool:
         return not self.broken
 
 
-def verify_chain(logged: Iterable[LoggedRecord], signing_keys: dict[str, PublicKey]) -> AuditReport:
-    """Check every partition's chain and checkpoint; the first break of each is reported."""
+def verify_chain(
+    logged: Iterable[LoggedRecord],
+    keys: Mapping[str, PublicKey],
+    *,
+    policy: TailPolicy | None = None,
+    now: datetime | None = None,
+    witness: Mapping[int, Anchor] | None = None,
+) -> AuditReport:
+    """Check every partition's chain, checkpoints and unsigned tail; the first break of
+    each partition is reported.
+
+    ``keys`` are public keys (``read_public_keys`` of the JWKS): only the hub's audit keys
+    among them vouch for a checkpoint. ``witness``: the anchors of an earlier
+    verification, which must all still be in the trail.
+    """
     report = AuditReport()
+    audit_keys = {
+        kid: key
+        for kid, key in keys.items()
+        if key.purpose == AUDIT_PURPOSE and key.party == AUDITING_PARTY
+    }
     by_partition: dict[int, list[tuple[LoggedRecord, dict[str, Any]]]] = defaultdict(list)
     for entry in logged:
         report.records += 1
@@ -166,94 +308,414 @@ def verify_chain(logged: Iterable[LoggedRecord], signing_keys: dict[str, PublicK
             )
             continue
         by_partition[entry.partition].append((entry, record))
-    for partition, entries in sorted(by_partition.items()):
-        _verify_partition(partition, entries, signing_keys, report)
+    unreadable = {b.partition for b in report.broken}
+    context = _Context(
+        keys, audit_keys, policy or TailPolicy(), now or datetime.now(UTC), report, witness or {}
+    )
+    for partition in sorted(set(by_partition) | set(witness or {})):
+        if partition in unreadable:
+            continue
+        problem = _Partition(partition, by_partition.get(partition, []), context).verify()
+        if problem is not None:
+            report.broken.append(problem)
     return report
 
 
 def _readable(entry: LoggedRecord) -> dict[str, Any] | None:
     try:
         record = json.loads(entry.value)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(record, dict) or record.get("partition") != entry.partition:
         return None
-    if not isinstance(record.get("seq"), int):
+    seq = record.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         return None
     return record
 
 
-def _verify_partition(
-    partition: int,
-    entries: list[tuple[LoggedRecord, dict[str, Any]]],
-    signing_keys: dict[str, PublicKey],
-    report: AuditReport,
-) -> None:
-    candidates: dict[int, list[tuple[LoggedRecord, dict[str, Any]]]] = defaultdict(list)
-    for entry, record in entries:
-        candidates[int(record["seq"])].append((entry, record))
-    previous = GENESIS
-    since_checkpoint = 0
-    last = max(candidates)
-    for seq in range(1, last + 1):
-        options = candidates.get(seq, [])
+@dataclass(frozen=True, slots=True)
+class _Context:
+    keys: Mapping[str, PublicKey]
+    audit_keys: Mapping[str, PublicKey]
+    policy: TailPolicy
+    now: datetime
+    report: AuditReport
+    witness: Mapping[int, Anchor]
+
+
+Entry = tuple[LoggedRecord, dict[str, Any]]
+
+
+class _Partition:
+    """The verification of one partition's chain."""
+
+    def __init__(self, partition: int, entries: list[Entry], context: _Context) -> None:
+        self.partition = partition
+        self.ctx = context
+        self.entries = entries
+        self.by_seq: dict[int, list[Entry]] = defaultdict(list)
+        # Intact records by hash; exact copies (a redelivered send) are one record.
+        self.intact: dict[str, Entry] = {}
+        for entry, record in entries:
+            self.by_seq[int(record["seq"])].append((entry, record))
+            if _is_intact(record):
+                self.intact.setdefault(record["hash"], (entry, record))
+        self.problems: dict[str, str | None] = {}  # checkpoint hash -> why it is refused
+
+    def broken(self, entry: LoggedRecord | None, seq: int | None, reason: str) -> BrokenLink:
+        return BrokenLink(self.partition, entry.offset if entry else -1, seq, reason)
+
+    def verify(self) -> BrokenLink | None:
+        signed = self._signed_path()
+        path, problem = self._walk(signed)
+        if problem is not None:
+            return problem
+        checkpoints = [(e, r) for e, r in path if r.get("kind") == CHECKPOINT]
+        signed_end = int(checkpoints[-1][1]["seq"]) if checkpoints else 0
+        report = self.ctx.report
+        for _, record in path:
+            kind = str(record.get("kind", "?"))
+            report.by_kind[kind] = report.by_kind.get(kind, 0) + 1
+        report.checkpoints += len(checkpoints)
+        if checkpoints:
+            record = checkpoints[-1][1]
+            report.anchors[self.partition] = Anchor(
+                int(record["seq"]), str(record["hash"]), str(record["at"])
+            )
+        tail = [(e, r) for e, r in path if int(r["seq"]) > signed_end]
+        if tail:
+            report.unsigned_tail[self.partition] = len(tail)
+        found = [
+            *self._altered(),
+            *self._tail_problems(tail, signed_end),
+            *self._off_path(path),
+            *self._witness_problems(path),
+        ]
+        if not found:
+            return None
+        return min(found, key=lambda b: (b.seq is None, b.seq or 0))
+
+    # -- which branch the signatures vouch for -------------------------------------------
+
+    def _checkpoint_problem(self, record: dict[str, Any]) -> str | None:
+        digest = str(record.get("hash"))
+        if digest not in self.problems:
+            self.problems[digest] = _checkpoint_problem(record, self.ctx)
+        return self.problems[digest]
+
+    def _signed_path(self) -> dict[int, str]:
+        """seq -> hash of the records the latest valid checkpoint seals (as far back as
+        its predecessors can be found)."""
         valid = [
             (entry, record)
-            for entry, record in options
-            if record.get("hash") == record_hash(record) and record.get("prev") == previous
+            for entry, record in self.intact.values()
+            if record.get("kind") == CHECKPOINT and self._checkpoint_problem(record) is None
         ]
-        successors = {r.get("prev") for _, r in candidates.get(seq + 1, [])}
-        chosen = [(e, r) for e, r in valid if r["hash"] in successors] or valid[-1:]
-        if not chosen:
-            where = options[0][0].offset if options else -1
-            reason = "record missing" if not options else _why_broken(options[0][1], previous)
-            report.broken.append(BrokenLink(partition, where, seq, reason))
-            return
-        # Exact duplicates (a redelivered send) are one record; other intact ones orphans.
-        report.orphans += len({r["hash"] for _, r in valid}) - 1
-        entry, record = chosen[0]
-        kind = str(record.get("kind", "?"))
-        report.by_kind[kind] = report.by_kind.get(kind, 0) + 1
-        if kind == CHECKPOINT:
-            problem = _checkpoint_problem(record, signing_keys)
-            if problem:
-                report.broken.append(BrokenLink(partition, entry.offset, seq, problem))
-                return
-            report.checkpoints += 1
-            since_checkpoint = 0
-        else:
-            since_checkpoint += 1
-        previous = record["hash"]
-    if since_checkpoint:
-        report.unsigned_tail[partition] = since_checkpoint
+        if not valid:
+            return {}
+        _, head = max(valid, key=lambda er: (int(er[1]["seq"]), er[0].offset))
+        signed: dict[int, str] = {}
+        digest, seq = str(head["hash"]), int(head["seq"])
+        while seq >= 1 and digest in self.intact:
+            record = self.intact[digest][1]
+            if int(record["seq"]) != seq:
+                break
+            signed[seq] = digest
+            digest, seq = str(record["prev"]), seq - 1
+        return signed
+
+    # -- the chain, from its first record --------------------------------------------------
+
+    def _walk(self, signed: dict[int, str]) -> tuple[list[Entry], BrokenLink | None]:
+        path: list[Entry] = []
+        previous, seq = GENESIS, 1
+        last_seq = max(self.by_seq, default=0)
+        signed_end = max(signed, default=0)
+        last_checkpoint_at: datetime | None = None
+        while True:
+            options = self.by_seq.get(seq, [])
+            candidates: dict[str, Entry] = {}
+            for _, record in options:
+                digest = str(record.get("hash"))
+                if digest in self.intact and record.get("prev") == previous:
+                    candidates.setdefault(digest, self.intact[digest])
+            if not candidates:
+                altered = [e for e, r in options if not _is_intact(r)]
+                if altered:
+                    return path, self.broken(altered[0], seq, _ALTERED)
+                if not options and seq <= last_seq:
+                    return path, self.broken(None, seq, "record missing")
+                if seq <= signed_end:
+                    return path, self.broken(
+                        options[0][0],
+                        seq,
+                        "does not chain to the previous record "
+                        "(record removed, inserted or reordered)",
+                    )
+                return path, None  # the end of the chain; other records are off it
+            if signed.get(seq) in candidates:
+                chosen = candidates[signed[seq]]
+            elif len(candidates) == 1 or seq <= signed_end:
+                chosen = next(iter(candidates.values()))
+            else:
+                return path, self._fork(seq, list(candidates.values()))
+            entry, record = chosen
+            at = _time(record.get("at"))
+            if at is None:
+                return path, self.broken(entry, seq, "its time ('at') is unreadable")
+            skew = timedelta(seconds=self.ctx.policy.clock_skew_s)
+            if at > self.ctx.now + skew:
+                return path, self.broken(
+                    entry, seq, f"dated {record['at']}, in the future of this verification"
+                )
+            if record.get("kind") == CHECKPOINT:
+                problem = self._checkpoint_problem(record)
+                if problem is not None:
+                    return path, self.broken(entry, seq, problem)
+                if last_checkpoint_at is not None and at < last_checkpoint_at - skew:
+                    return path, self.broken(
+                        entry, seq, "checkpoint dated before the checkpoint that precedes it"
+                    )
+                last_checkpoint_at = at
+            path.append(chosen)
+            previous = str(record["hash"])
+            seq += 1
+
+    def _fork(self, seq: int, candidates: list[Entry]) -> BrokenLink:
+        offsets = sorted(entry.offset for entry, _ in candidates)
+        return self.broken(
+            max(candidates, key=lambda er: er[0].offset)[0],
+            seq,
+            f"the unsigned tail forks: {len(candidates)} different records follow seq "
+            f"{seq - 1} (offsets {', '.join(map(str, offsets))}); one branch was written "
+            "without the hub's audit key, or the hub crashed and its next checkpoint "
+            "(due within the bound) will show which is genuine",
+        )
+
+    # -- what lies off the chain, after it, and what was seen before ---------------------
+
+    def _altered(self) -> list[BrokenLink]:
+        return [
+            self.broken(entry, int(record["seq"]), _ALTERED)
+            for entry, record in self.entries
+            if not _is_intact(record)
+        ]
+
+    def _tail_problems(self, tail: list[Entry], signed_end: int) -> list[BrokenLink]:
+        policy = self.ctx.policy
+        after = f"after the checkpoint at seq {signed_end}" if signed_end else "and no checkpoint"
+        problems: list[BrokenLink] = []
+        if len(tail) > policy.max_unsigned:
+            entry, record = tail[policy.max_unsigned]
+            problems.append(
+                self.broken(
+                    entry,
+                    int(record["seq"]),
+                    f"{len(tail)} records {after}, where the hub signs a checkpoint after "
+                    f"at most {policy.max_unsigned}: a checkpoint that should exist does not "
+                    "(records appended without the hub's audit key, or the checkpoint cut off)",
+                )
+            )
+        if tail:
+            entry, record = tail[0]
+            at = _time(record.get("at"))
+            waited = (self.ctx.now - at).total_seconds() if at else 0.0
+            if waited > policy.max_unsigned_age_s:
+                problems.append(
+                    self.broken(
+                        entry,
+                        int(record["seq"]),
+                        f"unsigned since {record['at']} ({int(waited)} s, {after}), beyond the "
+                        f"{int(policy.max_unsigned_age_s)} s within which the hub signs every "
+                        "record: written without the hub's audit key, the checkpoint after it "
+                        "cut off, or the hub stopped before signing it",
+                    )
+                )
+        return problems
+
+    def _off_path(self, path: list[Entry]) -> list[BrokenLink]:
+        """Intact records not on the chain: left by a crash (written before the record
+        that replaced them), or forged (written after it, or chained to nothing)."""
+        on_path = {str(record["hash"]): (entry, record) for entry, record in path}
+        at_seq = {int(record["seq"]): entry for entry, record in path}
+        roots: dict[str, int | None] = {}  # off-path hash -> seq where its branch forks
+
+        def fork_of(digest: str) -> int | None:
+            chain: list[str] = []
+            while digest not in roots:
+                record = self.intact[digest][1]
+                prev = str(record["prev"])
+                chain.append(digest)
+                if prev in on_path or prev == GENESIS:
+                    roots[digest] = int(record["seq"])
+                    break
+                if prev not in self.intact:
+                    roots[digest] = None
+                    break
+                digest = prev
+            root = roots[digest]
+            for step in chain:
+                roots[step] = root
+            return root
+
+        problems: list[BrokenLink] = []
+        report = self.ctx.report
+        for digest, (entry, record) in sorted(
+            self.intact.items(), key=lambda item: item[1][0].offset
+        ):
+            if digest in on_path:
+                continue
+            seq = int(record["seq"])
+            fork = fork_of(digest)
+            if fork is None:
+                problems.append(
+                    self.broken(
+                        entry,
+                        seq,
+                        "chains to no record of the partition "
+                        "(inserted, or the record before it removed)",
+                    )
+                )
+                continue
+            genuine = at_seq.get(fork)
+            if genuine is not None and entry.offset > genuine.offset:
+                problems.append(
+                    self.broken(
+                        entry,
+                        seq,
+                        f"off the signed chain, and written after the signed record at its "
+                        f"fork (seq {fork}, offset {genuine.offset}): not left by a crash, "
+                        "but a forged branch",
+                    )
+                )
+                continue
+            report.orphans += 1
+            if len(report.orphan_positions) < 10:
+                report.orphan_positions.append(
+                    f"partition {self.partition} offset {entry.offset} seq {seq}"
+                )
+        return problems
+
+    def _witness_problems(self, path: list[Entry]) -> list[BrokenLink]:
+        anchor = self.ctx.witness.get(self.partition)
+        if anchor is None:
+            return []
+        found = {int(record["seq"]): str(record["hash"]) for _, record in path}
+        if found.get(anchor.seq) == anchor.hash:
+            return []
+        last = max(found, default=0)
+        how = (
+            f"the trail was cut after seq {last}"
+            if anchor.seq > last
+            else "the trail was rewritten (cut and extended) from there"
+        )
+        return [
+            self.broken(
+                None,
+                anchor.seq,
+                f"the checkpoint at seq {anchor.seq} (made {anchor.at}) that the witness "
+                f"verified before is not in the trail any more: {how}",
+            )
+        ]
 
 
-def _why_broken(record: dict[str, Any], previous: str) -> str:
-    if record.get("hash") != record_hash(record):
-        return "content does not match its hash (record altered)"
-    return "does not chain to the previous record (record removed, inserted or reordered)"
+_ALTERED = "content does not match its hash (record altered)"
 
 
-def _checkpoint_problem(record: dict[str, Any], signing_keys: dict[str, PublicKey]) -> str | None:
-    signature = str(record.get("signature", ""))
-    try:
-        header = json.loads(_b64decode(signature.split(".")[0]))
-        public = signing_keys[str(header["kid"])]
-        if public.party != "hub" or header.get("alg") != public.alg:
-            return "checkpoint not signed by a hub key"
-        # A key retired later still vouches for what it signed before its retirement.
-        if public.status is KeyStatus.RETIRED and str(record.get("at")) > public.retired:
-            return f"checkpoint signed with {public.kid} after it was retired"
-        verified = jws.deserialize_compact(signature, public.key, algorithms=[public.alg])
-    except (JoseError, ValueError, KeyError, IndexError):
-        return "checkpoint signature does not verify"
-    expected = canonical(
-        {"partition": record["partition"], "seq": record["seq"], "prev": record["prev"]}
+def _is_intact(record: dict[str, Any]) -> bool:
+    return (
+        isinstance(record.get("prev"), str)
+        and isinstance(record.get("hash"), str)
+        and record.get("hash") == record_hash(record)
     )
-    if verified.payload != expected:
-        return "checkpoint signature is for another point of the chain"
+
+
+def _time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _checkpoint_problem(record: dict[str, Any], ctx: _Context) -> str | None:
+    signature = record.get("signature")
+    if not isinstance(signature, str) or signature.count(".") != 2:
+        return "checkpoint without a compact JWS signature"
+    try:
+        header = json.loads(_b64decode(signature.split(".", 1)[0]))
+    except (ValueError, binascii.Error, RecursionError):
+        return "checkpoint signature is not a JWS"
+    if not isinstance(header, dict):
+        return "checkpoint signature is not a JWS"
+    kid = str(header.get("kid"))[:128]
+    public = ctx.audit_keys.get(kid)
+    if public is None:
+        other = ctx.keys.get(kid)
+        what = f"a {other.party} key of use {other.use.value}" if other else "an unknown key"
+        return (
+            f"checkpoint signed with {kid!r}, {what}: not an audit key of {AUDITING_PARTY} "
+            "in the JWKS"
+        )
+    if header.get("alg") != public.alg:
+        return f"checkpoint signature algorithm is not {public.alg}, the one of {kid!r}"
+    try:
+        verified = jws.deserialize_compact(signature, public.key, algorithms=[public.alg])
+        signed = json.loads(verified.payload)
+    except (JoseError, ValueError, RecursionError):
+        return f"checkpoint signature does not verify with {kid!r}"
+    if signed != _signed_part(record):
+        return (
+            "checkpoint signature is for another point of the chain "
+            "(its partition, place, head, count or time differ)"
+        )
+    at = _time(record.get("at"))
+    if at is None:
+        return "checkpoint time unreadable"
+    why = public.invalid_at(at)
+    if why is not None:
+        return f"checkpoint made {record['at']}, {why}"
     return None
 
 
 def _b64decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+# -- the auditor's witness -----------------------------------------------------------------
+
+
+class WitnessError(ValueError):
+    """The witness file cannot be read; the message names it."""
+
+
+def read_witness(path: Path, topic: str) -> dict[int, Anchor]:
+    """The anchors a witness file keeps for ``topic`` (none if the file does not exist)."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            int(partition): Anchor(int(a["seq"]), str(a["hash"]), str(a["at"]))
+            for partition, a in data.get(topic, {}).items()
+        }
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        raise WitnessError(f"{path} is not a witness file of gun-hub audit verify") from None
+
+
+def write_witness(path: Path, topic: str, anchors: Mapping[int, Anchor]) -> None:
+    """Keep ``anchors`` for ``topic``; an anchor never moves back to an earlier checkpoint."""
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    kept = read_witness(path, topic)
+    for partition, anchor in anchors.items():
+        if partition not in kept or anchor.seq >= kept[partition].seq:
+            kept[partition] = anchor
+    data[topic] = {
+        str(p): {"seq": a.seq, "hash": a.hash, "at": a.at} for p, a in sorted(kept.items())
+    }
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(path)

@@ -1,12 +1,20 @@
-"""Building a party's envelope from the settings (once per process, at start-up)."""
+"""Building a party's envelope, and the hub's audit trail, from the settings (once per
+process, at start-up; the keys they hold follow their files from then on)."""
 
 from __future__ import annotations
 
+from gun_hub.security.audit import (
+    DEFAULT_CHECKPOINT_WITHIN_S,
+    UNSIGNED_GRACE_S,
+    AuditTrail,
+    HeadStore,
+    TailPolicy,
+)
 from gun_hub.security.entitlements import Entitlements
 from gun_hub.security.jose_envelope import EnvelopePolicy, JoseEnvelope
-from gun_hub.security.keystore import PartyKeys
+from gun_hub.security.keystore import AuditSigner, PartyKeys
 from gun_hub.security.replay import ReplayGuard, SqliteReplayGuard
-from gun_hub.settings import SecuritySettings
+from gun_hub.settings import SecuritySettings, Settings
 from gun_hub.topics import TopicRegistry
 
 
@@ -30,3 +38,32 @@ def build_envelope(
             keep_after_expiry_s=settings.max_clock_skew_s,
         )
     return JoseEnvelope(keys, Entitlements.from_registry(topics), replay, policy_from(settings))
+
+
+def checkpoint_within_s(settings: Settings) -> float:
+    """How long an audit record may wait for its checkpoint while the hub runs
+    (``hub.audit_checkpoint_within_s``; its default until that setting exists)."""
+    value = getattr(settings.hub, "audit_checkpoint_within_s", DEFAULT_CHECKPOINT_WITHIN_S)
+    return float(value)
+
+
+def build_audit_trail(heads: HeadStore, settings: Settings) -> AuditTrail:
+    """The hub's audit trail: checkpoints signed with the hub's audit key (never its
+    envelope key), after at most ``audit_checkpoint_every`` records and within
+    ``audit_checkpoint_within_s`` seconds."""
+    return AuditTrail(
+        heads,
+        AuditSigner.load(settings.security.keys_dir),
+        checkpoint_every=settings.hub.audit_checkpoint_every,
+        checkpoint_within_s=checkpoint_within_s(settings),
+    )
+
+
+def tail_policy(settings: Settings) -> TailPolicy:
+    """What ``audit verify`` allows after a partition's last checkpoint: the hub's bounds,
+    plus a grace in time for restarts, rebalances and clocks a little apart."""
+    return TailPolicy(
+        max_unsigned=settings.hub.audit_checkpoint_every,
+        max_unsigned_age_s=checkpoint_within_s(settings) + UNSIGNED_GRACE_S,
+        clock_skew_s=settings.security.max_clock_skew_s,
+    )

@@ -1,0 +1,245 @@
+"""Running processes see a rotation or retirement without a restart; a corrupt key file
+is named in a clear error (issue 11, item 6).
+
+Envelopes are built exactly as the hub and the adapters build them
+(``JoseEnvelope(PartyKeys.load(folder, party), ...)``); the keystore looks at its files
+again at most once every few seconds, so the tests move its clock instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gun_hub.cli import app
+from gun_hub.envelope import ContentType, EnvelopeRejected
+from gun_hub.envelope import EnvelopeRejectionKind as Kind
+from gun_hub.security import keystore
+from gun_hub.security.entitlements import Entitlements
+from gun_hub.security.jose_envelope import JoseEnvelope
+from gun_hub.security.keystore import (
+    KEY_RECHECK_S,
+    PUBLIC_JWKS,
+    AuditSigner,
+    KeystoreError,
+    KeystoreFolder,
+    PartyKeys,
+    read_public_keys,
+)
+from gun_hub.security.replay import MemoryReplayGuard
+from gun_hub.topics import topic_registry
+
+TOPICS = topic_registry("gun", ("dgal", "cites", "dga"))
+REQUEST = TOPICS.requests("dgal")
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Monotonic:
+    fake = Monotonic()
+    monkeypatch.setattr(keystore, "_monotonic", fake)
+    return fake
+
+
+@pytest.fixture
+def folder(keys_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "keys"
+    shutil.copytree(keys_dir, copy)
+    return copy
+
+
+def running(folder: Path, party: str) -> JoseEnvelope:
+    """``party``'s envelope, built once, as a process builds it at start-up."""
+    return JoseEnvelope(
+        PartyKeys.load(folder, party), Entitlements.from_registry(TOPICS), MemoryReplayGuard()
+    )
+
+
+def seal(hub: JoseEnvelope) -> bytes:
+    return hub.seal(b"{}", recipient="dgal", topic=REQUEST, content_type=ContentType.JSON)
+
+
+def refused(envelope: JoseEnvelope, sealed: bytes) -> Kind:
+    with pytest.raises(EnvelopeRejected) as rejection:
+        envelope.open(sealed, topic=REQUEST)
+    return rejection.value.kind
+
+
+def test_a_retired_key_is_refused_by_a_running_process(folder: Path, clock: Monotonic) -> None:
+    hub, dgal = running(folder, "hub"), running(folder, "dgal")
+    old = hub.seal(b"{}", recipient="dgal", topic=REQUEST, content_type=ContentType.JSON)
+    also_old = seal(hub)
+    assert dgal.open(seal(hub), topic=REQUEST).sender == "hub"
+    old_kid = PartyKeys.load(folder, "hub").signing_key.kid
+
+    KeystoreFolder(folder).rotate("hub")
+    KeystoreFolder(folder).retire(str(old_kid))
+    # The files are looked at again at most once every KEY_RECHECK_S seconds...
+    clock.now += KEY_RECHECK_S / 2
+    assert dgal.open(old, topic=REQUEST).signing_kid == old_kid
+    # ...and then the retirement holds, with no restart.
+    clock.now += KEY_RECHECK_S
+    assert refused(dgal, also_old) is Kind.RETIRED_KEY
+
+
+def test_a_rotation_reaches_running_senders_and_receivers(folder: Path, clock: Monotonic) -> None:
+    hub, dgal = running(folder, "hub"), running(folder, "dgal")
+    new_hub_kids = KeystoreFolder(folder).rotate("hub")
+    new_dgal_kids = KeystoreFolder(folder).rotate("dgal")
+    clock.now += KEY_RECHECK_S + 1
+    sealed = seal(hub)
+    # The hub signs with its new key and encrypts to dgal's new key...
+    outer = json.loads(_b64(sealed.split(b".")[0]))
+    assert outer["kid"] in new_dgal_kids
+    # ...and dgal, running since before either rotation, opens it.
+    assert dgal.open(sealed, topic=REQUEST).signing_kid in new_hub_kids
+
+
+def test_the_audit_signer_picks_up_a_new_audit_key(folder: Path, clock: Monotonic) -> None:
+    signer = AuditSigner.load(folder)
+    now = datetime.now(UTC)
+    before = signer.key_for(now).kid
+    [new] = KeystoreFolder(folder).rotate("hub", audit=True)
+    clock.now += KEY_RECHECK_S + 1
+    assert signer.key_for(now).kid == new != before
+
+
+def test_a_file_broken_while_running_keeps_the_last_good_keys_and_says_which(
+    folder: Path, clock: Monotonic, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub, dgal = running(folder, "hub"), running(folder, "dgal")
+    good = (folder / PUBLIC_JWKS).read_text()
+    (folder / PUBLIC_JWKS).write_text(good[: len(good) // 2])  # a copy cut short
+    clock.now += KEY_RECHECK_S + 1
+    with caplog.at_level(logging.ERROR, logger="gun_hub.security.keystore"):
+        assert dgal.open(seal(hub), topic=REQUEST).sender == "hub"
+    assert str(folder / PUBLIC_JWKS) in caplog.text
+    assert "keeping the keys loaded before" in caplog.text
+    # Mended, it is read again.
+    (folder / PUBLIC_JWKS).write_text(good)
+    os.utime(folder / PUBLIC_JWKS, ns=(1, 1))
+    caplog.clear()
+    clock.now += KEY_RECHECK_S + 1
+    with caplog.at_level(logging.ERROR, logger="gun_hub.security.keystore"):
+        assert dgal.open(seal(hub), topic=REQUEST).sender == "hub"
+    assert caplog.text == ""
+
+
+def _b64(part: bytes) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4))
+
+
+# -- corrupt files -------------------------------------------------------------------------
+
+
+def _corrupt_public(folder: Path, how: str) -> None:
+    path = folder / PUBLIC_JWKS
+    data = json.loads(path.read_text())
+    key = data["keys"][0]
+    if how == "cut short":
+        path.write_text(path.read_text()[:100])
+        return
+    if how == "not a set":
+        data = ["nothing"]
+    elif how == "point off the curve":
+        key["x"] = key["y"]
+    elif how == "another curve":
+        key["crv"] = "P-384"
+    elif how == "no kid":
+        del key["kid"]
+    elif how == "unknown use":
+        key["use"] = "wrap"
+    elif how == "unknown status":
+        key["status"] = "maybe"
+    elif how == "no party":
+        del key["party"]
+    elif how == "bad date":
+        key["created"] = "yesterday"
+    path.write_text(json.dumps(data))
+
+
+PUBLIC_DAMAGE = [
+    "cut short",
+    "not a set",
+    "point off the curve",
+    "another curve",
+    "no kid",
+    "unknown use",
+    "unknown status",
+    "no party",
+    "bad date",
+]
+
+
+@pytest.mark.parametrize("how", PUBLIC_DAMAGE)
+def test_a_corrupt_public_jwks_is_named_in_a_clear_error(folder: Path, how: str) -> None:
+    _corrupt_public(folder, how)
+    with pytest.raises(KeystoreError) as error:
+        PartyKeys.load(folder, "hub")
+    message = str(error.value)
+    assert str(folder / PUBLIC_JWKS) in message
+    assert "Traceback" not in message
+    assert error.value.__cause__ is None or isinstance(error.value.__cause__, KeystoreError)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["", "{", '{"keys": 3}', '{"keys": [{"kty": "EC"}]}', '{"keys": [{"kty": "oct", "k": "AA"}]}'],
+)
+def test_a_corrupt_private_key_file_is_named_in_a_clear_error(folder: Path, damage: str) -> None:
+    (folder / "dgal.jwk").write_text(damage)
+    with pytest.raises(KeystoreError) as error:
+        PartyKeys.load(folder, "dgal")
+    assert str(folder / "dgal.jwk") in str(error.value)
+
+
+def test_a_private_file_holding_only_public_keys_is_refused(folder: Path) -> None:
+    data = json.loads((folder / "dgal.jwk").read_text())
+    for key in data["keys"]:
+        key.pop("d")
+    (folder / "dgal.jwk").write_text(json.dumps(data))
+    with pytest.raises(KeystoreError, match="no private key"):
+        PartyKeys.load(folder, "dgal")
+
+
+def test_a_corrupt_audit_key_file_is_named(folder: Path) -> None:
+    (folder / "hub.audit.jwk").write_text("{]")
+    with pytest.raises(KeystoreError, match=str(folder / "hub.audit.jwk")):
+        AuditSigner.load(folder)
+
+
+@pytest.mark.parametrize("how", ["cut short", "point off the curve"])
+def test_the_commands_report_a_corrupt_file_without_a_stack_trace(
+    folder: Path, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [name for name in os.environ if name.startswith("GUN_HUB_")]:
+        monkeypatch.delenv(name)
+    _corrupt_public(folder, how)
+    for command in (["rotate", "hub"], ["retire", "x"], ["export-public", "--party", "hub"]):
+        result = CliRunner().invoke(app, ["keys", *command, "--dir", str(folder)])
+        assert result.exit_code == 1, (command, result.output)
+        assert str(folder / PUBLIC_JWKS) in result.output
+        assert not isinstance(result.exception, KeyError | ValueError)
+
+
+def test_validity_is_read_as_dates(folder: Path) -> None:
+    [audit] = [k for k in read_public_keys(folder / PUBLIC_JWKS).values() if k.purpose]
+    assert audit.not_before is not None
+    assert audit.not_after is not None
+    assert audit.not_after - audit.not_before >= timedelta(days=365)

@@ -9,6 +9,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from gun_hub.model.declaration import Declaration
 from gun_hub.resources import schema_path
@@ -172,9 +173,46 @@ def _to_declaration(root: etree._Element) -> Declaration:
             for i, step in enumerate(steps)
             if not step.isdigit()
         )
-        raise XmlRejected(
-            XmlRejectionKind.VALUE, f"{first['msg']}: {first.get('input')!r}", path
-        ) from None
+        raise XmlRejected(XmlRejectionKind.VALUE, _value_rule(first), path) from None
+
+
+# pydantic errors whose message is made of the rule and fixed parser texts only; any other
+# (a custom validator's text may quote anything) is named by its type alone.
+_QUOTABLE_ERRORS = frozenset(
+    {
+        "bool_parsing",
+        "date_from_datetime_parsing",
+        "date_parsing",
+        "datetime_from_date_parsing",
+        "datetime_parsing",
+        "decimal_max_digits",
+        "decimal_max_places",
+        "decimal_parsing",
+        "decimal_whole_digits",
+        "enum",
+        "finite_number",
+        "greater_than",
+        "greater_than_equal",
+        "int_from_float",
+        "int_parsing",
+        "less_than",
+        "less_than_equal",
+        "literal_error",
+        "missing",
+        "string_pattern_mismatch",
+        "string_too_long",
+        "string_too_short",
+        "timezone_aware",
+        "timezone_naive",
+    }
+)
+
+
+def _value_rule(error: ErrorDetails) -> str:
+    """The rule a value broke, in words, never quoting the value (issue 11)."""
+    if error["type"] in _QUOTABLE_ERRORS:
+        return f"{error['msg']} ({error['type']})"
+    return f"the value is not valid ({error['type']})"
 
 
 def _plain(amount: Decimal) -> str:

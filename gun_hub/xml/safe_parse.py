@@ -13,7 +13,8 @@ its own :class:`XmlRejectionKind` and a precise message:
 * malformed XML, with line and column;
 * documents deeper or larger (in elements) than the limits;
 * XInclude and any element outside the expected namespace;
-* anything the (precompiled, locally loaded) XSD refuses, with the path of the element.
+* anything the (precompiled, locally loaded) XSD refuses, with the path of the element
+  and the rule it broke, never the value (see :mod:`gun_hub.xml.schema_errors`).
 
 The lxml parser itself is configured so that, even if a check above were bypassed, no
 entity is expanded and nothing is read from disk or network: no DTD loading (and
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from lxml import etree
+
+from gun_hub.xml.schema_errors import schema_refusal_text
 
 XINCLUDE_NS = "http://www.w3.org/2001/XInclude"
 
@@ -335,10 +338,12 @@ class SafeXmlParser:
         self._refuse_foreign_elements(root)
         # The first fault is the one to fix first (lxml-stubs do not declare indexing).
         error = cast(Any, self._schema.error_log)[0]
-        path = None
+        path = element = None
         if error.path:
             found = root.getroottree().xpath(error.path)
             if isinstance(found, list) and found and isinstance(found[0], etree._Element):
                 path = readable_path(found[0])
-        message = error.message.replace("{" + self._namespace + "}", "")
+                element = etree.QName(found[0]).localname
+        # Built from the rule and the names, never copied: libxml2 quotes the value.
+        message = schema_refusal_text(str(error.type_name), str(error.message), element)
         raise XmlRejected(XmlRejectionKind.SCHEMA, message, path)

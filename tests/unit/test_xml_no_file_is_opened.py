@@ -54,7 +54,7 @@ class FifoWitness:
 
     def was_opened(self) -> bool:
         """Whether anything opened the FIFO; then lets the witness thread end."""
-        self._opened.wait(0.2)  # a reader that opened without blocking: give it time
+        self._opened.wait(0.05)  # a reader that opened without blocking: give it time
         opened = self._opened.is_set()
         self._releasing.set()
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)

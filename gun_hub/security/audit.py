@@ -39,6 +39,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -84,7 +85,9 @@ class ChainHead:
     oldest_unsigned: float = 0.0
 
     def to_bytes(self) -> bytes:
-        return f"v2|{self.seq}|{self.hash}|{self.unsigned}|{self.oldest_unsigned:.3f}".encode()
+        # Milliseconds, rounded down: the age of the tail is never under-estimated.
+        oldest_ms = math.floor(self.oldest_unsigned * 1000)
+        return f"v2|{self.seq}|{self.hash}|{self.unsigned}|{oldest_ms}".encode()
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> ChainHead:
@@ -92,8 +95,8 @@ class ChainHead:
             return cls(0, GENESIS)
         text = data.decode()
         if text.startswith("v2|"):
-            _, seq, digest, unsigned, oldest = text.split("|")
-            return cls(int(seq), digest, int(unsigned), float(oldest))
+            _, seq, digest, unsigned, oldest_ms = text.split("|")
+            return cls(int(seq), digest, int(unsigned), int(oldest_ms) / 1000)
         seq, digest = text.split(":", 1)
         return cls(int(seq), digest, 0 if int(seq) == 0 else -1)
 

@@ -227,7 +227,10 @@ def _utf8_text(body: bytes, skipped: int) -> str:
 
 
 def _check_no_markup_declaration(text: str) -> None:
-    if _MARKUP_DECLARATION.search(text) is not None:
+    # Most declarations hold no "!" at all, found with memchr in a microsecond; the
+    # pattern stops at every "<" and costs a hundred times more, but stays linear
+    # (about 3 ms for 1 MiB), unlike a Python loop over every "!" of a hostile document.
+    if "!" in text and _MARKUP_DECLARATION.search(text) is not None:
         raise XmlRejected(XmlRejectionKind.DTD_FORBIDDEN, _NO_DTD)
 
 

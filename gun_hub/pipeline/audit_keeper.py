@@ -163,6 +163,7 @@ class AuditKeeper:
         for a checkpoint that is due; ``interval_s``: a quarter of the bound is right."""
         deadlines = self._ctx.topics.deadlines
         audit = self._ctx.audit
+        before: set[int] = set()
 
         async def tick_due_partitions() -> None:
             try:
@@ -172,6 +173,10 @@ class AuditKeeper:
             except Exception:  # a rebalance under way: next time
                 log.debug("partition assignment unknown; audit ticks wait", exc_info=True)
                 return
+            for partition in before - owned:
+                audit.release(partition)  # signed again at once if it comes back
+            before.clear()
+            before.update(owned)
             for partition in sorted(owned):
                 if audit.checkpoint_due(partition):
                     await app.producer.send(deadlines, AUDIT_TICK_KEY, b"", partition, None, None)

@@ -128,6 +128,11 @@ class AuditTrail:
 
     ``signer`` is the hub's :class:`~gun_hub.security.keystore.AuditSigner` (a bare key is
     accepted, for examples and tests: checkpoints verify only if it is an audit key).
+
+    ``checkpoint_on_start``: a worker signs each partition's head as soon as it writes to it
+    or ticks it for the first time, and again after it lost the partition (:meth:`release`).
+    A record a crashed worker left behind then stops being an undecided fork at once: the
+    checkpoint seals the branch the new owner goes on with.
     """
 
     def __init__(
@@ -137,12 +142,15 @@ class AuditTrail:
         *,
         checkpoint_every: int = 100,
         checkpoint_within_s: float | None = None,
+        checkpoint_on_start: bool = False,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._heads = heads
         self._signer: CheckpointSigner = _OneKey(signer) if isinstance(signer, ECKey) else signer
         self._every = checkpoint_every
         self._within_s = checkpoint_within_s
+        self._on_start = checkpoint_on_start
+        self._signed_here: set[int] = set()  # partitions this worker has signed since it got them
         self._clock = clock
 
     def append(self, partition: int, body: dict[str, Any]) -> list[bytes]:
@@ -156,6 +164,8 @@ class AuditTrail:
         """Whether records of ``partition`` wait for a checkpoint that is due (it only
         reads the head: a timer may ask, then tick the partition)."""
         head = self._head(partition)
+        if self._on_start and head.seq > 0 and partition not in self._signed_here:
+            return True
         if head.unsigned == 0:
             return False
         if head.unsigned < 0 or head.unsigned >= self._every:
@@ -171,6 +181,10 @@ class AuditTrail:
         if not self.checkpoint_due(partition):
             return []
         return [self._link(partition, {"kind": CHECKPOINT}, checkpoint=True)]
+
+    def release(self, partition: int) -> None:
+        """This worker no longer owns ``partition``: sign its head again if it comes back."""
+        self._signed_here.discard(partition)
 
     def _head(self, partition: int) -> ChainHead:
         return ChainHead.from_bytes(self._heads.get(_head_key(partition)))
@@ -194,6 +208,7 @@ class AuditTrail:
                 algorithms=[SIGNING_ALG],
             )
             unsigned, oldest = 0, 0.0
+            self._signed_here.add(partition)
         elif head.unsigned == 0:
             unsigned, oldest = 1, now.timestamp()
         else:

@@ -49,13 +49,14 @@ def checkpoint_within_s(settings: Settings) -> float:
 
 def build_audit_trail(heads: HeadStore, settings: Settings) -> AuditTrail:
     """The hub's audit trail: checkpoints signed with the hub's audit key (never its
-    envelope key), after at most ``audit_checkpoint_every`` records and within
-    ``audit_checkpoint_within_s`` seconds."""
+    envelope key), after at most ``audit_checkpoint_every`` records, within
+    ``audit_checkpoint_within_s`` seconds, and as soon as a worker gets a partition."""
     return AuditTrail(
         heads,
         AuditSigner.load(settings.security.keys_dir),
         checkpoint_every=settings.hub.audit_checkpoint_every,
         checkpoint_within_s=checkpoint_within_s(settings),
+        checkpoint_on_start=True,
     )
 
 

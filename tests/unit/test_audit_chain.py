@@ -463,6 +463,60 @@ def test_a_record_left_by_a_crash_is_an_orphan_once_the_next_checkpoint_signs(
     assert report.by_kind["DECISION"] == 4
 
 
+def test_a_restarted_worker_signs_at_once_so_a_crash_leaves_no_fork(
+    signer: AuditSigner, public: dict[str, PublicKey]
+) -> None:
+    """The hub's trail signs each partition's head when a worker first writes to it: what
+    the crashed worker left behind is an orphan from the first record of its successor."""
+    clock, topic = Clock(), Topic()
+    heads: dict[bytes, bytes] = {}
+
+    def worker() -> AuditTrail:
+        return AuditTrail(
+            heads,
+            signer,
+            checkpoint_every=EVERY,
+            checkpoint_within_s=WITHIN_S,
+            checkpoint_on_start=True,
+            clock=clock,
+        )
+
+    first = worker()
+    run_hub(first, topic, clock, 3)
+    saved = dict(heads)
+    topic.publish(0, first.append(0, {"kind": "DECISION", "reference": "LOST"}))
+    heads.clear()
+    heads.update(saved)  # killed before the head of that record was persisted
+    run_hub(worker(), topic, clock, 1)  # the worker that takes over
+    report = verify(topic, public, clock.now)
+    assert report.intact, [b.describe() for b in report.broken]
+    assert report.orphans == 1
+
+
+def test_an_idle_partition_is_signed_by_its_new_owners_first_tick(
+    signer: AuditSigner, public: dict[str, PublicKey]
+) -> None:
+    clock, topic = Clock(), Topic()
+    heads: dict[bytes, bytes] = {}
+    first = AuditTrail(heads, signer, checkpoint_every=EVERY, checkpoint_on_start=True)
+    topic.publish(0, first.append(0, decision(1)))
+    saved = dict(heads)
+    topic.publish(0, first.append(0, decision(2)))
+    heads.clear()
+    heads.update(saved)
+    successor = AuditTrail(
+        heads, signer, checkpoint_every=EVERY, checkpoint_on_start=True, clock=clock
+    )
+    assert successor.checkpoint_due(0)
+    topic.publish(0, successor.tick(0))
+    assert not successor.checkpoint_due(0)
+    report = verify(topic, public, clock.now)
+    assert report.intact, [b.describe() for b in report.broken]
+    assert report.orphans == 1
+    successor.release(0)  # lost in a rebalance, and back: signed again
+    assert successor.checkpoint_due(0)
+
+
 def test_a_trail_written_before_the_upgrade_gets_a_checkpoint_at_once(
     signer: AuditSigner,
 ) -> None:

@@ -190,3 +190,36 @@ def test_a_timer_during_a_rebalance_waits(hub: Hub) -> None:
     hub.clock.now += timedelta(seconds=WITHIN_S)
     asyncio.run(app.timers[0][1]())
     assert app.sent == []
+
+
+def test_a_partition_lost_in_a_rebalance_is_signed_again_when_it_comes_back(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    released: list[int] = []
+
+    class Trail:
+        def checkpoint_due(self, partition: int) -> bool:
+            return False
+
+        def release(self, partition: int) -> None:
+            released.append(partition)
+
+    topics = topic_registry("gun", routing_table.authorities)
+    context = HubContext(
+        topics=topics,
+        routing=routing_table,
+        envelope=envelope_of(HUB_PARTY, topics, keys_dir),
+        audit=Trail(),  # type: ignore[arg-type]
+        cases={},
+        open_cases={},
+        risk_rules=RiskRules(),
+        request_deadline_s=30,
+        clock=Clock(),
+    )
+    app = FakeApp([TP(topics.deadlines, 0), TP(topics.deadlines, 1)])
+    AuditKeeper(context).schedule_checkpoints(app, 1.0)
+    run = app.timers[0][1]
+    asyncio.run(run())
+    app.owned = [TP(topics.deadlines, 1)]
+    asyncio.run(run())
+    assert released == [0]

@@ -527,3 +527,61 @@ class OfficerGate:
         while len(self._remembered) > 1024:  # a small, bounded memory
             self._remembered.popitem(last=False)
         return name
+
+
+# -- local runs and tests ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalAccess:
+    """A portal key and an officer made on the spot, for local runs, the demo and tests:
+    what a deployment gets from the real portal and its officers instead."""
+
+    directory: Path
+    portal_key: ECKey
+    portal_jwks: Path
+    officers_file: Path
+    officer: str
+    password: str
+    credentials_file: Path
+    issuer: str = "clearance-portal"
+    audience: str = "gun-hub"
+
+    @classmethod
+    def create(cls, directory: Path, officer: str = "officer") -> LocalAccess:
+        private, public = generate_portal_key(directory / "portal")
+        password = secrets.token_urlsafe(18)
+        officers, credentials = directory / "officers", directory / f"{officer}.credentials"
+        add_officer(officers, officer, password)
+        write_officer_credentials(credentials, officer, password)
+        return cls(
+            directory, load_portal_key(private), public, officers, officer, password, credentials
+        )
+
+    def env(self, trader_port: int, officer_port: int) -> dict[str, str]:
+        """The hub's ``GUN_HUB_WEB__*`` settings for both listeners."""
+        return {
+            "GUN_HUB_WEB__TRADER_PORT": str(trader_port),
+            "GUN_HUB_WEB__OFFICER_PORT": str(officer_port),
+            "GUN_HUB_WEB__PORTAL_JWKS": str(self.portal_jwks),
+            "GUN_HUB_WEB__PORTAL_ISSUER": self.issuer,
+            "GUN_HUB_WEB__TOKEN_AUDIENCE": self.audience,
+            "GUN_HUB_WEB__OFFICERS_FILE": str(self.officers_file),
+        }
+
+    def trader_token(self, eori: str, lifetime_s: int = 300) -> str:
+        return issue_trader_token(
+            self.portal_key, eori, issuer=self.issuer, audience=self.audience, lifetime_s=lifetime_s
+        )
+
+    def trader_authorization(self, eori: str) -> str:
+        return f"Bearer {self.trader_token(eori)}"
+
+    def officer_authorization(self) -> str:
+        return basic_authorization(self.officer, self.password)
+
+    def token_file(self, eori: str) -> Path:
+        """A file holding a fresh token for ``eori`` (``gun-hub status --token-file``)."""
+        path = self.directory / f"{eori}.token"
+        write_private_file(path, self.trader_token(eori) + "\n")
+        return path

@@ -1,7 +1,10 @@
 """The live operations dashboard, in headless Chromium, while declarations flow.
 
-The page is served by the hub and updates itself: the figures a browser shows must change
-as decisions are taken, without reloading. The screenshot is kept in
+The page is served by the hub's officer listener and updates itself: the figures a
+browser shows must change as decisions are taken, without reloading. It is for officers
+only: without credentials the listener answers 401, and the probes port does not serve it
+at all; the browser presents the officer's credentials (generated for the test) as a
+browser does after its sign-in prompt. The screenshot is kept in
 ``test-artifacts/dashboard.png`` for whoever reviews the run.
 """
 
@@ -9,15 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from gun_hub.processes import free_port
+from gun_hub.security.web_auth import LocalAccess
 from tests.browser import Page, headless_page
 from tests.builders import declaration_xml
-from tests.conftest import REPO
-from tests.e2e.conftest import Pipeline
+from tests.conftest import REPO, KafkaEnv
+from tests.e2e.conftest import Pipeline, start_pipeline
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
@@ -46,11 +53,61 @@ def as_int(text: object) -> int:
     return int(str(text)) if str(text).isdigit() else -1
 
 
+@pytest.fixture
+def officers_pipeline(
+    kafka_env: KafkaEnv, samples: Path, tmp_path: Path
+) -> Iterator[tuple[Pipeline, LocalAccess, int]]:
+    """Hub, DGAL adapter and simulated TRACES; the hub's officer listener on."""
+    access = LocalAccess.create(tmp_path / "access")
+    trader_port, officer_port = free_port(), free_port()
+    for pipeline in start_pipeline(
+        kafka_env,
+        tmp_path,
+        samples,
+        partners=("dgal",),
+        hub_env=access.env(trader_port, officer_port),
+    ):
+        yield pipeline, access, officer_port
+
+
+def status_of(url: str, authorization: str | None = None) -> int:
+    request = urllib.request.Request(  # noqa: S310 - loopback URL
+        url, headers={"Authorization": authorization} if authorization else {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0  # nothing listens yet
+
+
 async def test_the_dashboard_shows_live_figures_while_declarations_flow(
-    pipeline: Pipeline, tmp_path: Path
+    officers_pipeline: tuple[Pipeline, LocalAccess, int], tmp_path: Path
 ) -> None:
+    pipeline, access, officer_port = officers_pipeline
+    dashboard = f"http://127.0.0.1:{officer_port}/dashboard"
+    # The listener opens with the hub's services, once its tables are recovered.
+    deadline = time.monotonic() + 60
+    while await asyncio.to_thread(status_of, dashboard) == 0:
+        pipeline.group.check_alive()
+        assert time.monotonic() < deadline, "the officer listener never opened"
+        await asyncio.sleep(0.2)
+    # Officers only: nobody else gets the page or its figures, on any port.
+    for url in (dashboard, dashboard.replace("/dashboard", "/api/dashboard")):
+        assert await asyncio.to_thread(status_of, url) == 401
+    assert (
+        await asyncio.to_thread(status_of, f"http://127.0.0.1:{pipeline.hub_port}/dashboard") == 404
+    )
     async with headless_page(tmp_path / "chromium") as page:
-        await page.open(f"http://127.0.0.1:{pipeline.hub_port}/dashboard")
+        # What the browser sends once the officer has answered its sign-in prompt.
+        await page.send("Network.enable")
+        await page.send(
+            "Network.setExtraHTTPHeaders",
+            headers={"Authorization": access.officer_authorization()},
+        )
+        await page.open(dashboard)
         assert await page.evaluate("document.title") == "gun-hub operations"
         await shown(page, lambda: page.text("#connection"), lambda v: v == "live")
         total = "#decisions-total"

@@ -178,8 +178,13 @@ class AuditKeeper:
             before.clear()
             before.update(owned)
             for partition in sorted(owned):
-                if audit.checkpoint_due(partition):
-                    await app.producer.send(deadlines, AUDIT_TICK_KEY, b"", partition, None, None)
+                try:
+                    if audit.checkpoint_due(partition):
+                        await app.producer.send(
+                            deadlines, AUDIT_TICK_KEY, b"", partition, None, None
+                        )
+                except Exception:  # the timer outlives a failed tick: the next one retries
+                    log.warning("audit tick of partition %d not sent", partition, exc_info=True)
 
         app.timer(interval=interval_s)(tick_due_partitions)
 

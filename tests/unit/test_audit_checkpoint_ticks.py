@@ -223,3 +223,21 @@ def test_a_partition_lost_in_a_rebalance_is_signed_again_when_it_comes_back(
     app.owned = [TP(topics.deadlines, 1)]
     asyncio.run(run())
     assert released == [0]
+
+
+def test_a_tick_that_cannot_be_sent_does_not_stop_the_timer(hub: Hub) -> None:
+    deadlines = hub.context.topics.deadlines
+
+    class Flaky(FakeApp):
+        async def send(self, *args: Any) -> None:
+            if args[3] == 0:
+                raise ConnectionError("broker restarting")
+            self.sent.append(args)
+
+    app = Flaky([TP(deadlines, 0), TP(deadlines, 1)])
+    hub.keeper.schedule_checkpoints(app, 1.0)
+    decide(hub, 0)
+    decide(hub, 1)
+    hub.clock.now += timedelta(seconds=WITHIN_S)
+    asyncio.run(app.timers[0][1]())
+    assert [a[3] for a in app.sent] == [1]

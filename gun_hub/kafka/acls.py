@@ -2,7 +2,8 @@
 
 * an authority's adapter: read its request topic (with its consumer group), write its
   response topic, dead letters and its heartbeat (``ops.health``);
-* the hub: read declarations, every response topic and dead letters (with its group);
+* the hub: read declarations, every response topic and dead letters (with its group),
+  and decisions (the publisher reads what it already published when it starts);
   write requests, decisions, status, audit and dead letters; everything on its own
   internal topics (faust changelogs, prefixed with its app id); read the status, facts,
   health and lag topics for the operations views; describe the other groups (lag);
@@ -82,6 +83,9 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 topics.dlq,
                 topics.deadlines,
                 topics.decision_outbox,
+                # The decision publisher reads what it already published at start-up
+                # (publisher.py, _remember_published).
+                topics.decisions,
                 # The operations views (ops/view.py) read these without a group.
                 topics.status,
                 topics.facts,

@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -30,6 +30,9 @@ from gun_hub.resources import kafka_launcher_path
 from gun_hub.settings import BrokerSettings
 
 _LOG_TAIL_LINES = 25
+# Secrets of the secured profile that are not SCRAM users: the keystore's password and
+# the one of the KRaft controller listener (SASL PLAIN, known only to this node).
+_NOT_SCRAM_USERS = ("keystore", "controller")
 
 
 class BrokerError(RuntimeError):
@@ -100,10 +103,12 @@ class LocalBroker:
     # -- secured profile: credentials and TLS, generated here, never in the repository ---
 
     def credentials(self) -> dict[str, str]:
-        """SCRAM passwords of ``admin`` and every principal (generated once, mode 0600)."""
+        """Every secret of the secured profile (generated once, mode 0600): the SCRAM
+        password of ``admin`` and of every principal, the keystore password, and the
+        ``controller`` password the node's KRaft controller listener asks for."""
         path = self.secure_dir / "credentials.json"
         known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-        wanted = {"admin", "keystore", *self._principals}
+        wanted = {"admin", *_NOT_SCRAM_USERS, *self._principals}
         if not wanted <= set(known):
             for name in sorted(wanted - set(known)):
                 known[name] = secrets.token_urlsafe(24)
@@ -264,6 +269,7 @@ class LocalBroker:
             tls = self.tls()
             values.update(
                 admin_password=self.credentials()["admin"],
+                controller_password=self.credentials()["controller"],
                 keystore=tls.keystore,
                 keystore_password=tls.keystore_password,
                 ca_file=tls.ca_file,
@@ -290,8 +296,8 @@ class LocalBroker:
             if result.returncode != 0:
                 raise BrokerError(f"could not make a cluster id:\n{_tail(result.stderr)}")
             cluster_id_file.write_text(result.stdout.strip().splitlines()[-1])
-        command = [
-            java,
+        arguments = [
+            "-XX:-UsePerfData",
             f"-Dlog4j.configuration=file:{kafka_launcher_path('log4j.properties')}",
             f"-Dkafka.logs.dir={self.logs_dir}",
             "-cp",
@@ -304,14 +310,39 @@ class LocalBroker:
             str(properties),
             "--ignore-formatted",
         ]
-        if self.secure:
+        if not self.secure:
+            result = subprocess.run([java, *arguments], capture_output=True, text=True, check=False)
+        else:
             # SCRAM users are bootstrapped with the metadata (KRaft): admin and each party.
-            for name, password in self.credentials().items():
-                if name != "keystore":
-                    command += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+            # StorageTool takes them only as arguments, and a command line is readable by
+            # every local user (/proc/<pid>/cmdline, ps): they go through an argument file
+            # of the owner's (java @file), removed as soon as the tool has read it.
+            for name, password in sorted(self.credentials().items()):
+                if name not in _NOT_SCRAM_USERS:
+                    arguments += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
+            with self._argument_file(arguments) as argfile:
+                result = subprocess.run(
+                    [java, f"@{argfile}"], capture_output=True, text=True, check=False
+                )
         if result.returncode != 0:
-            raise BrokerError(f"could not format Kafka storage:\n{_tail(result.stdout)}")
+            raise BrokerError(
+                f"could not format Kafka storage:\n{_tail(result.stdout + result.stderr)}"
+            )
+
+    @contextlib.contextmanager
+    def _argument_file(self, arguments: Sequence[str]) -> Iterator[Path]:
+        """A ``java @file`` argument file (mode 0600, in the 0700 secure folder) that
+        exists only while the command runs."""
+        self.secure_dir.mkdir(parents=True, exist_ok=True)
+        self.secure_dir.chmod(0o700)
+        path = self.secure_dir / f"java-args-{secrets.token_hex(8)}"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write("\n".join(_argfile_quote(argument) for argument in arguments) + "\n")
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
     def _spawn(self, java: str, properties: Path) -> subprocess.Popen[bytes]:
         heap = self._settings.heap
@@ -420,6 +451,13 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def _argfile_quote(argument: str) -> str:
+    """One argument of a ``java @file``: quoted, backslash and quote escaped."""
+    if "\n" in argument or "\r" in argument:
+        raise BrokerError("an argument for a java argument file spans lines")
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:

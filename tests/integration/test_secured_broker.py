@@ -97,7 +97,7 @@ class CommandLineWitness:
     """What any local user sees with ``ps`` while the secured set-up runs.
 
     ``/proc/<pid>/cmdline`` is world-readable: every process's command line is sampled
-    from ``/proc`` every few milliseconds (a JVM lives far longer), and the argument list
+    from ``/proc`` every 50 ms (a JVM lives far longer), and the argument list
     of every process this test process starts is recorded as well.
     """
 
@@ -108,7 +108,7 @@ class CommandLineWitness:
     def sample_until_stopped(self) -> None:
         while not self._stop.is_set():
             self.sample()
-            self._stop.wait(0.01)
+            self._stop.wait(0.05)
 
     def sample(self) -> None:
         for entry in os.scandir("/proc"):

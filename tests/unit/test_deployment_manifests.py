@@ -33,7 +33,7 @@ from gun_hub.ops.health import CircuitStatus
 from gun_hub.ops.prometheus import OpsCollector, OpsState
 from gun_hub.resources import config_path
 from gun_hub.routing import load_routing_table
-from gun_hub.settings import OpsSettings, Settings
+from gun_hub.settings import BrokerSettings, OpsSettings, Settings
 from gun_hub.topics import TopicRegistry, topic_registry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ IMAGE = "gun-hub:local"
 
 # The default single broker as it was before the cluster profile: users rely on it.
 DEFAULT_BROKER = {
-    "image": "apache/kafka:3.9.1",
+    "image": "apache/kafka:3.9.2",
     "container_name": "gun-hub-kafka",
     "ports": ["127.0.0.1:9092:9092"],
     "environment": {
@@ -538,6 +538,60 @@ def test_the_kafka_cluster_is_kraft_with_three_replicas_and_scram_over_tls(
         "scram-sha-512"
     ]
     assert all(listener["tls"] for listener in spec["listeners"])
+
+
+# ---- one Kafka version everywhere (issue 11, item 5) --------------------------------------
+
+OLDEST_KAFKA = (3, 9, 2)  # 3.9.1 and older: fixes the project may not run without
+_NAMED_IN_PROSE = re.compile(r"\bKafka (\d+\.\d+\.\d+)\b")
+
+
+def kafka_versions_named() -> dict[str, str]:
+    """Every place that names the Apache Kafka release it runs, and the release named."""
+    places: dict[str, str] = {"BrokerSettings.kafka_version": BrokerSettings().kafka_version}
+    pom = re.search(
+        r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>",
+        (REPO / "deploy" / "kafka" / "pom.xml").read_text(),
+    )
+    assert pom, "deploy/kafka/pom.xml names no kafka.version"
+    places["deploy/kafka/pom.xml"] = pom.group(1)
+    compose = yaml.safe_load(COMPOSE.read_text())
+    for name, service in {**compose["services"], "x-kafka-node": compose["x-kafka-node"]}.items():
+        image = str(service.get("image", ""))
+        if image.startswith("apache/kafka"):
+            places[f"{COMPOSE.name}: {name}"] = image.partition(":")[2]
+    for doc in yaml.safe_load_all((K8S / "kafka-cluster.yaml").read_text()):
+        if doc["kind"] == "Kafka":
+            places["deploy/k8s/kafka-cluster.yaml: spec.kafka.version"] = str(
+                doc["spec"]["kafka"]["version"]
+            )
+    prose = [REPO / "README.md", *(REPO / "docs").glob("**/*.md"), COMPOSE]
+    prose += [path for path in (REPO / "deploy").rglob("*") if path.is_file()]
+    for path in prose:
+        if path.suffix in {".json", ".p12"}:
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            for version in _NAMED_IN_PROSE.findall(line):
+                places[f"{path.relative_to(REPO)}:{number}"] = version
+    return places
+
+
+def test_every_place_runs_the_same_kafka_release_at_least_3_9_2() -> None:
+    places = kafka_versions_named()
+    assert {"deploy/kafka/pom.xml", "BrokerSettings.kafka_version"} <= set(places)
+    assert any(place.startswith(COMPOSE.name) for place in places)
+    assert any(place.startswith("deploy/k8s/kafka-cluster.yaml: spec") for place in places)
+    versions = set(places.values())
+    assert len(versions) == 1, f"different Kafka releases named: {places}"
+    (version,) = versions
+    assert tuple(int(part) for part in version.split(".")) >= OLDEST_KAFKA
+
+
+def test_the_strimzi_metadata_version_is_the_release_s() -> None:
+    for doc in yaml.safe_load_all((K8S / "kafka-cluster.yaml").read_text()):
+        if doc["kind"] == "Kafka":
+            major_minor = ".".join(str(doc["spec"]["kafka"]["version"]).split(".")[:2])
+            assert str(doc["spec"]["kafka"]["metadataVersion"]).startswith(f"{major_minor}-IV")
 
 
 def test_deployments_run_the_hub_and_every_adapter_but_no_simulator(k8s: list[Doc]) -> None:

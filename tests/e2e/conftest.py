@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
 from gun_hub.envelope import ContentType
@@ -66,6 +66,18 @@ class Pipeline:
             declarations,
             self.kafka.envelope(CLEARANCE_PARTY),
         )
+
+    async def send_sealed(self, records: list[tuple[bytes | None, bytes]]) -> None:
+        """Produce (key, value) records already sealed, each acknowledged in turn."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.kafka.bootstrap, max_request_size=16 * 1024 * 1024
+        )
+        await producer.start()
+        try:
+            for key, value in records:
+                await producer.send_and_wait(self.kafka.topics.declarations, value, key=key)
+        finally:
+            await producer.stop()
 
     def seal(self, declaration: bytes) -> bytes:
         """``declaration`` as the clearance system sends it (for tests producing it

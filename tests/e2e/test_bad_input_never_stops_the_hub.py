@@ -6,11 +6,14 @@ valid declaration, which must still be decided.
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from gun_hub.dead_letter import (
     HEADER_ERROR_KIND,
     HEADER_ERROR_REASON,
+    HEADER_ORIGINAL_SHA256,
     HEADER_REFERENCE,
     HEADER_SOURCE_TOPIC,
     header_value,
@@ -32,7 +35,14 @@ async def test_the_hostile_corpus_is_refused_and_a_valid_declaration_still_decid
         reference="26FRGOOD0000000001",
         items=(goods_item(1, (document("Y900", "EXEMPT-1", None, None),)),),
     )
-    await hub_only.submit([case.data for case in cases] + [valid])
+    # Sealed by the clearance system: the threat here is a genuine sender's broken document.
+    sealed = [hub_only.seal(case.data) for case in cases]
+    keys = [
+        identity.reference.encode() if (identity := sniff_identity(c.data)) else None for c in cases
+    ]
+    await hub_only.send_sealed(
+        [*zip(keys, sealed, strict=True), (b"26FRGOOD0000000001", hub_only.seal(valid))]
+    )
 
     references = {
         identity.reference: case
@@ -57,9 +67,15 @@ async def test_the_hostile_corpus_is_refused_and_a_valid_declaration_still_decid
 
     dead = await hub_only.records(hub_only.kafka.topics.dlq, expected=len(cases))
     assert len(dead) == len(cases)
-    by_value = {record.value: list(record.headers) for record in dead}
-    for case in cases:
-        headers = by_value[case.data]  # the original bytes, untouched
+    # A dead letter keeps the record as received (sealed: encrypted at rest), or, when it
+    # is too large to keep, its head and digest.
+    by_digest = {
+        header_value(list(r.headers), HEADER_ORIGINAL_SHA256)
+        or hashlib.sha256(r.value or b"").hexdigest(): list(r.headers)
+        for r in dead
+    }
+    for case, value in zip(cases, sealed, strict=True):
+        headers = by_digest[hashlib.sha256(value).hexdigest()]
         assert header_value(headers, HEADER_ERROR_KIND) == f"XML_{case.kind.value}", case.name
         assert case.reason in (header_value(headers, HEADER_ERROR_REASON) or ""), case.name
         assert header_value(headers, HEADER_SOURCE_TOPIC) == hub_only.kafka.topics.declarations

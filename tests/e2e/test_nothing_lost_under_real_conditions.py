@@ -22,10 +22,15 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from gun_hub.clearance import submit_declarations
 from gun_hub.dead_letter import HEADER_ERROR_KIND, header_value
 from gun_hub.model.decision import Decision
 from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.processes import start_adapter
+from gun_hub.security.entitlements import CLEARANCE_PARTY, Entitlements
+from gun_hub.security.jose_envelope import EnvelopePolicy, JoseEnvelope
+from gun_hub.security.keystore import PartyKeys
+from gun_hub.security.replay import MemoryReplayGuard
 from tests.builders import declaration_xml, document, goods_item
 from tests.conftest import PARTITIONS, KafkaEnv
 from tests.e2e.conftest import Pipeline, start_pipeline
@@ -34,8 +39,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
 # The sample partner documents (samples/partners/dgal-documents.json).
 CERTIFICATE = "CHEDP.FR.2026.0001234"
-LIFETIME_S = 4
-SKEW_S = 1
+LIFETIME_S = 6
+SKEW_S = 3
 
 
 def checked_in_time(decision: Decision) -> bool:
@@ -59,7 +64,7 @@ def small_claims(count: int, prefix: str) -> list[bytes]:
 
 @pytest.fixture
 def short_lived(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
-    """Every party seals with a 4 s lifetime and accepts 1 s of skew: a backlog of a few
+    """Every party seals with a 6 s lifetime and accepts 3 s of skew: a backlog of a few
     seconds is, for the envelope, what a backlog of hours is with the defaults."""
     yield from start_pipeline(
         kafka_env,
@@ -78,7 +83,19 @@ async def test_an_adapter_back_after_its_requests_expired_answers_every_one(
 ) -> None:
     pipeline = short_lived
     pipeline.group.stop("adapter-dgal")
-    references = await pipeline.submit(small_claims(12, "BACKLOG"))
+    # The clearance system seals with the same short lifetime as every other party.
+    clearance = JoseEnvelope(
+        PartyKeys.load(pipeline.kafka.keys_dir, CLEARANCE_PARTY),
+        Entitlements.from_registry(pipeline.kafka.topics),
+        MemoryReplayGuard(),
+        EnvelopePolicy(lifetime_s=LIFETIME_S, max_clock_skew_s=SKEW_S),
+    )
+    references = await submit_declarations(
+        pipeline.kafka.bootstrap,
+        pipeline.kafka.topics.declarations,
+        small_claims(12, "BACKLOG"),
+        clearance,
+    )
     await pipeline.records(pipeline.kafka.topics.requests("dgal"), expected=len(references))
     written = time.time()
     # The waiting requests must be older than their lifetime plus the skew: that age is

@@ -60,7 +60,12 @@ async def test_sample_declarations_get_exactly_one_decision_each(
 
     [dead] = await pipeline.records(pipeline.kafka.topics.dlq, expected=1)
     assert header_value(list(dead.headers), HEADER_ERROR_KIND) == "XML_SCHEMA"
-    assert b'<Quantity unit="KGM">-10</Quantity>' in (dead.value or b"")
+    # The dead letter keeps the declaration as received: sealed, so encrypted at rest.
+    assert b"<Quantity" not in (dead.value or b"")
+    opened = pipeline.kafka.envelope("hub").open(
+        dead.value or b"", topic=pipeline.kafka.topics.declarations
+    )
+    assert b'<Quantity unit="KGM">-10</Quantity>' in opened.payload
     assert header_value(list(dead.headers), HEADER_REFERENCE) in by_reference
 
     statuses = await pipeline.statuses()

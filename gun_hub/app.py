@@ -41,9 +41,8 @@ from gun_hub.pipeline.intake import Intake
 from gun_hub.publisher import DecisionPublisher
 from gun_hub.risk import load_risk_rules
 from gun_hub.routing import RoutingTable, load_routing_table
-from gun_hub.security.audit import AuditTrail
 from gun_hub.security.entitlements import HUB_PARTY, Entitlements
-from gun_hub.security.factory import policy_from
+from gun_hub.security.factory import build_audit_trail, checkpoint_within_s, policy_from
 from gun_hub.security.jose_envelope import JoseEnvelope
 from gun_hub.security.keystore import PartyKeys
 from gun_hub.security.replay import NoReplayMemory, TableReplayGuard
@@ -303,11 +302,8 @@ def build_hub(settings: Settings) -> Hub:
             TableReplayGuard(seen_messages),
             policy_from(settings.security),
         ),
-        audit=AuditTrail(
-            _TableStore(audit_heads),
-            keys.signing_key,
-            checkpoint_every=settings.hub.audit_checkpoint_every,
-        ),
+        # Checkpoints signed with the hub's audit key, never its envelope key.
+        audit=build_audit_trail(_TableStore(audit_heads), settings),
         cases=_TableStore(cases),
         open_cases=_TableStore(open_cases),
         risk_rules=load_risk_rules(settings.hub.risk_rules, routing.authorities),
@@ -370,10 +366,14 @@ def build_hub(settings: Settings) -> Hub:
     agent(
         deadline_ticks,
         "deadlines",
-        lambda event, source, _at: deadlines.handle(
-            bytes(event.key or b"").decode(), int(_value(event) or b"0"), source
+        # The same topic carries the ticks that sign an idle partition's audit tail.
+        audit_keeper.ticks_or(
+            lambda event, source, _at: deadlines.handle(
+                bytes(event.key or b"").decode(), int(_value(event) or b"0"), source
+            )
         ),
     )
+    audit_keeper.schedule_checkpoints(app, checkpoint_within_s(settings) / 4)
     app.timer(interval=settings.hub.deadline_sweep_s)(sweep.run)
 
     publisher = DecisionPublisher(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, PositiveInt, SecretStr
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gun_hub.limits import MAX_DECLARATION_BYTES
@@ -92,6 +92,11 @@ class HubSettings(BaseModel):
     )
     audit_checkpoint_every: PositiveInt = Field(
         100, description="Audit records between two checkpoints signed by the hub."
+    )
+    audit_checkpoint_within_s: PositiveFloat = Field(
+        60.0,
+        description="Longest an audit record waits for a checkpoint while the hub runs; "
+        "`gun-hub audit verify` allows this plus 300 s.",
     )
     session_timeout_s: float = Field(
         10.0,

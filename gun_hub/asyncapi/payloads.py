@@ -123,7 +123,9 @@ def _audit_record_schemas() -> dict[str, JsonObject]:
         ),
         "AuditSecurityRejection": record(
             "SECURITY_REJECTION",
-            "A message that failed verification, from its dead letter's headers.",
+            "An unauthenticated report of a message that failed verification, from its dead "
+            "letter's headers: only checked fields (a kind from a fixed vocabulary, a known "
+            "component, a valid origin and reference), never the writer's own text.",
             {
                 "rejection": optional_text,
                 "reason": optional_text,
@@ -135,11 +137,14 @@ def _audit_record_schemas() -> dict[str, JsonObject]:
         ),
         "AuditCheckpoint": record(
             "CHECKPOINT",
-            "Seals the chain so far: rewriting history would need the hub's private key.",
+            "Seals the chain so far: rewriting, cutting or extending it would need the hub's "
+            "private audit key; verified with public keys only (`gun-hub audit verify`).",
             {
                 "signature": text(
-                    f"JWS compact serialization ({SIGNING_ALG}, the hub's signing key) over "
-                    'the canonical JSON of {"partition", "seq", "prev"} of this record.',
+                    f"JWS compact serialization ({SIGNING_ALG}, the hub's audit key, separate "
+                    'from its envelope key) over the canonical JSON of {"partition", "seq", '
+                    '"prev", "count", "at"} of this record: the chain head, the number of '
+                    "records and the time it signs.",
                     pattern=_JWS_COMPACT,
                 )
             },

@@ -16,6 +16,7 @@ from gun_hub.kafka.client import from_settings
 from gun_hub.logs import configure_logging
 from gun_hub.risk import RiskRulesError, load_risk_rules
 from gun_hub.security.factory import build_envelope
+from gun_hub.security.keystore import KeystoreError
 from gun_hub.settings import Settings, load_settings
 from gun_hub.topics import TopicSpec
 
@@ -57,7 +58,11 @@ def hub() -> None:
     settings.hub.data_dir.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    built = build_hub(settings)
+    try:
+        built = build_hub(settings)
+    except KeystoreError as err:  # names the key file at fault
+        typer.echo(f"cannot start: {err}", err=True)
+        raise typer.Exit(2) from None
     worker = Worker(
         built.app,
         loop=loop,
@@ -87,14 +92,16 @@ def adapter(
         raise typer.Exit(2) from None
     _prepare_cluster(settings)
 
+    topics = registry_for(settings)
+    try:
+        envelope = build_envelope(settings.security, authority, topics)
+    except KeystoreError as err:  # names the key file at fault
+        typer.echo(f"cannot start: {err}", err=True)
+        raise typer.Exit(2) from None
+
     async def run() -> None:
-        topics = registry_for(settings)
         runner = AdapterRunner(
-            spec,
-            settings,
-            topics,
-            build_envelope(settings.security, authority, topics),
-            spec.build_partner(settings.adapter),
+            spec, settings, topics, envelope, spec.build_partner(settings.adapter)
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

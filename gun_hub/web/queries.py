@@ -4,7 +4,8 @@ The hub's event loop runs every agent, the feed and the probes: a statistics que
 over 200,000 decisions takes a second or two of SQLite, which on the loop would stall
 them all (and ``/livez`` with them). Questions therefore run in a small pool of threads,
 each thread with its own read-only SQLite connection to the view's file (WAL mode lets
-them read while the feed writes). SQLite releases the GIL while it works.
+them read while the feed writes). SQLite releases the GIL while it works, and the threads
+run at a lower CPU priority than the loop's.
 
 Bounds: at most ``max_waiting`` questions run or wait at once (more are refused as busy,
 answered 503 with ``Retry-After``), and a question still running after ``timeout_s`` is
@@ -14,6 +15,8 @@ interrupted (503: narrow the question).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -39,8 +42,16 @@ QUERIES_REFUSED = Counter(
     "Web questions refused: too many waiting (busy) or stopped at their time limit (slow).",
     ["reason"],
 )
-# SQLite calls the progress handler every this many virtual-machine instructions.
-_PROGRESS_EVERY = 20_000
+# Nice value of the question threads (the loop's thread keeps the process's own).
+_NICER = 10
+
+
+def _yield_to_the_loop() -> None:
+    """Lower this worker thread's CPU priority (Linux schedules threads by their own nice
+    value): on a busy machine the event loop's thread, which keeps the agents and the
+    probes going, comes first, and questions take what is left."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICER)
 
 
 class ViewBusy(Exception):
@@ -58,7 +69,9 @@ class ViewReader:
         self, path: Path, *, threads: int = 2, max_waiting: int = 8, timeout_s: float = 15.0
     ) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gun-view")
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="gun-view", initializer=_yield_to_the_loop
+        )
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -81,8 +94,12 @@ class ViewReader:
     def _answer(self, question: Callable[[ViewQueries], T], name: str) -> T:
         db = self._connection()
         started = time.monotonic()
-        deadline = started + self._timeout_s
-        db.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_EVERY)
+        # Interrupted from a timer thread (sqlite3_interrupt is thread-safe): no Python
+        # callback inside the query, which would take the GIL from the loop again and
+        # again (a progress handler did, and the probes' latency showed it).
+        alarm = threading.Timer(self._timeout_s, db.interrupt)
+        alarm.daemon = True
+        alarm.start()
         try:
             return question(ViewQueries(db))
         except sqlite3.OperationalError as err:
@@ -91,7 +108,7 @@ class ViewReader:
             QUERIES_REFUSED.labels(reason="slow").inc()
             raise QueryTooSlow from None
         finally:
-            db.set_progress_handler(None, 0)
+            alarm.cancel()
             QUERY_SECONDS.labels(question=name).observe(time.monotonic() - started)
 
     def _connection(self) -> sqlite3.Connection:

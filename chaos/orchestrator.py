@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from chaos import faults
 from chaos.checker.codecs import PayloadError, parse_decision
@@ -301,11 +302,49 @@ class Run:
                         reported = time.monotonic()
                     last, still_since = ends, time.monotonic()
                 elif time.monotonic() - still_since >= self.profile.quiet_s:
-                    return True
+                    behind = await self._groups_behind(consumer, ends)
+                    if not behind:
+                        return True
+                    # Nothing moved, yet a component has not read everything: it is busy
+                    # (a long commit, a recovery) or stuck; quiet would be a false verdict.
+                    if time.monotonic() - reported > 10:
+                        log.info("[%7.1fs] still reading: %s", self.now(), ", ".join(behind))
+                        reported = time.monotonic()
                 await asyncio.sleep(2)
             return False
         finally:
             await consumer.stop()
+
+    async def _groups_behind(
+        self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
+    ) -> list[str]:
+        """The stack's consumer groups that have not committed up to the end of what they
+        read (hub, its publisher, the adapters): a stack is quiet only once none is."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.stack.bootstrap)
+        await admin.start()
+        behind: list[str] = []
+        try:
+            for group, *_ in await admin.list_consumer_groups():
+                if not isinstance(group, str) or group.endswith("clearance"):
+                    continue
+                committed = await admin.list_consumer_group_offsets(group)
+                if not committed:
+                    continue
+                latest = await consumer.end_offsets(list(committed))
+                if any(committed[tp].offset < latest[tp] for tp in committed):
+                    behind.append(group)
+                elif group == f"{self.topics.prefix}-hub":
+                    # Partitions with records the hub never committed on are unread.
+                    unread = [
+                        tp
+                        for tp, end in ends.items()
+                        if tp.topic == self.topics.declarations and end > 0 and tp not in committed
+                    ]
+                    if unread:
+                        behind.append(group)
+        finally:
+            await admin.close()
+        return behind
 
 
 def put_faults(url: str, switched: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from gun_hub.model.verdicts import Outcome
 from tests.builders import declaration_xml, document, goods_item
 from tests.e2e.conftest import Pipeline
 
-# Part of ./tasks test; ./tasks chaos runs it (and only it) again and again.
+# Part of ./tasks test (and of `pytest -m chaos`); the chaos suite is ./tasks chaos.
 pytestmark = [pytest.mark.broker, pytest.mark.e2e, pytest.mark.chaos]
 
 COUNT = 500

@@ -123,7 +123,10 @@ class ViewReader:
         return db
 
     def close(self) -> None:
-        """Stop the threads (a running question finishes first) and close connections."""
+        """Stop the threads (a running question is interrupted) and close connections."""
+        with self._lock:
+            for db in self._connections:
+                db.interrupt()
         self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             for db in self._connections:

@@ -28,6 +28,7 @@ from gun_hub.processes import free_port
 from gun_hub.security.web_auth import add_officer, basic_authorization
 from gun_hub.settings import WebSettings
 from gun_hub.web import build_web
+from gun_hub.web.queries import QueryTooSlow, ViewReader
 
 DECISIONS = 200_000
 LIVEZ_BUDGET_S = 0.1
@@ -227,3 +228,15 @@ async def test_a_list_answer_never_holds_more_than_a_page(stack: Stack) -> None:
     assert first["next_offset"] == 100
     assert len(everything["documents"]) == 800  # 400 declarations x 2 documents
     assert everything["next_offset"] is None
+
+
+async def test_closing_the_reader_interrupts_a_running_question(big_view: Path) -> None:
+    """A hub that stops does not wait for a long question to finish."""
+    reader = ViewReader(big_view, threads=1, timeout_s=120)
+    question = asyncio.create_task(reader.ask(lambda q: q.statistics()))
+    await asyncio.sleep(0.5)  # running now
+    started = time.perf_counter()
+    await asyncio.to_thread(reader.close)
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(QueryTooSlow):
+        await question

@@ -2,9 +2,10 @@
 
 Nothing on this port names a declaration, a trader or a document: ``/livez`` (the process
 answers), ``/readyz`` (it processes: partitions assigned, producers up, tables recovered)
-and ``/metrics`` (Prometheus; labels from small closed sets). Everything else, faust's
-own ``/table``, ``/router`` and ``/performance`` included, is absent
-(:func:`gun_hub.app.build_hub` switches those off).
+and ``/metrics`` (Prometheus; labels from small closed sets), beside faust's own ``/``
+(``{"status": "OK"}``). Everything else, faust's ``/table``, ``/router``, ``/stats`` and
+``/performance`` included, is absent (:func:`gun_hub.app.build_hub` switches those off;
+``/stats`` and ``/graph`` follow faust's debug setting, off).
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -39,6 +41,29 @@ _JSON_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
+
+
+class RefusalLog:
+    """Logs refused callers at most once a second (a flood must not flood the logs too;
+    ``gun_hub_web_auth_failures_total`` counts every one)."""
+
+    def __init__(self, logger: logging.Logger, listener: str) -> None:
+        self._log = logger
+        self._listener = listener
+        self._last = -1.0
+        self._quiet = 0
+
+    def refused(self, remote: str | None, reason: str, message: str) -> None:
+        AUTH_FAILURES.labels(listener=self._listener, reason=reason).inc()
+        now = time.monotonic()
+        if now - self._last < 1.0:
+            self._quiet += 1
+            return
+        also = f" ({self._quiet} more refused since the last line)" if self._quiet else ""
+        self._log.info(
+            "%s listener refused a request from %s: %s%s", self._listener, remote, message, also
+        )
+        self._last, self._quiet = now, 0
 
 
 class BadRequest(Exception):

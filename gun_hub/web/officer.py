@@ -28,12 +28,12 @@ from gun_hub.ops.dashboard import DASHBOARD_ASSETS, live_figures, view_figures
 from gun_hub.ops.prometheus import OpsState
 from gun_hub.security.web_auth import OfficerGate, Unauthenticated
 from gun_hub.web.common import (
-    AUTH_FAILURES,
     DOCUMENT,
     EORI,
     REFERENCE,
     BadRequest,
     Bounds,
+    RefusalLog,
     answer,
     day,
     from_view,
@@ -101,16 +101,16 @@ def officer_app(
 ) -> web.Application:
     """The aiohttp application of the officer listener."""
     recent: Recent[dict[str, Any]] = Recent(_STATS_SHARED_S)
+    refusals = RefusalLog(log, "officer")
 
     @web.middleware
     async def officers_only(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             await officers.verify(request.headers.get("Authorization"))
         except Unauthenticated as refused:
-            AUTH_FAILURES.labels(listener="officer", reason=refused.reason).inc()
+            refusals.refused(request.remote, refused.reason, str(refused))
             if refused.reason == "busy":
                 return refuse(503, "too many sign-ins at once: try again", {"Retry-After": "1"})
-            log.info("officer request refused from %s: %s", request.remote, refused)
             return refuse(401, "officer credentials are required", {"WWW-Authenticate": _CHALLENGE})
         try:
             return await handler(request)

@@ -18,7 +18,7 @@ from collections.abc import Collection
 from aiohttp import web
 
 from gun_hub.security.web_auth import TraderTokens, Unauthenticated, bearer_token
-from gun_hub.web.common import AUTH_FAILURES, REFERENCE, answer, from_view, refuse
+from gun_hub.web.common import REFERENCE, RefusalLog, answer, from_view, refuse
 from gun_hub.web.queries import ViewReader
 from gun_hub.web.redaction import trader_status
 
@@ -31,13 +31,13 @@ def trader_app(
     reader: ViewReader | None, tokens: TraderTokens, confidential: Collection[str]
 ) -> web.Application:
     """The aiohttp application of the trader listener."""
+    refusals = RefusalLog(log, "trader")
 
     async def declaration(request: web.Request) -> web.StreamResponse:
         try:
             eori = tokens.verify(bearer_token(request.headers.get("Authorization")))
         except Unauthenticated as refused:
-            AUTH_FAILURES.labels(listener="trader", reason=refused.reason).inc()
-            log.info("trader lookup refused from %s: %s", request.remote, refused)
+            refusals.refused(request.remote, refused.reason, str(refused))
             return refuse(401, "a valid portal token is required", {"WWW-Authenticate": _CHALLENGE})
         reference = request.match_info["reference"]
         if not REFERENCE.fullmatch(reference):

@@ -376,3 +376,20 @@ async def test_the_listeners_serve_https_when_given_a_certificate(
                 await session.get(url.replace("https", "http"), headers=headers)
     finally:
         await web.stop()
+
+
+async def test_a_port_already_taken_stops_the_start_naming_the_port(
+    tmp_path: Path, view: OpsView
+) -> None:
+    settings, _ = settings_for(tmp_path)
+    first = build_web(settings, view.path, OpsState(), {"dga"})
+    second = build_web(settings, view.path, OpsState(), {"dga"})
+    assert first is not None
+    assert second is not None
+    await first.start()
+    try:
+        with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{settings.trader_port}"):
+            await second.start()
+    finally:
+        await second.stop()
+        await first.stop()

@@ -92,7 +92,7 @@ class Intake:
                 outbox, data, document, source, f"XML_{rejection.kind.value}", str(rejection)
             )
             return outbox
-        too_large = _too_large_to_decide(declaration)
+        too_large = too_large_to_decide(declaration)
         if too_large is not None:
             self._reject(outbox, data, document, source, TOO_LARGE_TO_DECIDE, too_large)
             return outbox
@@ -353,7 +353,7 @@ class Intake:
         )
 
 
-def _too_large_to_decide(declaration: Declaration) -> str | None:
+def too_large_to_decide(declaration: Declaration) -> str | None:
     """Why the decision on ``declaration`` could not travel, or None when it can.
 
     A decision lists every quoted document; its sealed size is bounded by encoding the

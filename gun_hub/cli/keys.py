@@ -7,6 +7,8 @@ Each party makes its own private keys on its own machine and exchanges public ke
     gun-hub keys import-public hub.jwks --dir DIR     # the others' public keys
 
 ``keys init`` without ``--party`` makes every party's keys in one folder (the demo).
+Either way each party also gets a state key (AES-256-GCM, in its private file only) that
+seals what it keeps at rest; ``keys rotate P --state`` adds a new one.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from gun_hub.security.keystore import (
 )
 from gun_hub.settings import load_settings
 
-app = typer.Typer(help="Signing, encryption and audit keys.", no_args_is_help=True)
+app = typer.Typer(help="Signing, encryption, audit and state keys.", no_args_is_help=True)
 
 DirOption = typer.Option(None, "--dir", help="Keystore folder (default: the configured one).")
 ValidOption = typer.Option(
@@ -60,8 +62,8 @@ def init(
     force: bool = typer.Option(False, help="Replace existing keys (they stop working)."),
     audit_valid_days: int = ValidOption,
 ) -> None:
-    """Make keys: one signing and one encryption key per party, the hub's audit key, and
-    the public jwks.json."""
+    """Make keys: one signing and one encryption key per party, the hub's audit key, the
+    public jwks.json, and each party's state key (sealing its data at rest; private only)."""
     folder = _folder(directory)
     try:
         if party is not None:
@@ -87,12 +89,19 @@ def rotate(
     audit: bool = typer.Option(
         False, help=f"A new audit key ({AUDITING_PARTY} only) instead of envelope keys."
     ),
+    state: bool = typer.Option(
+        False,
+        help="A new state key (seals PARTY's data at rest from now on; the old ones keep "
+        "opening what they sealed) instead of envelope keys.",
+    ),
     audit_valid_days: int = ValidOption,
 ) -> None:
     """Add a new key generation for PARTY; the old keys verify until retired. Running
     processes use it within seconds, without a restart."""
     try:
-        kids = _folder(directory).rotate(party, audit=audit, audit_valid_days=audit_valid_days)
+        kids = _folder(directory).rotate(
+            party, audit=audit, state=state, audit_valid_days=audit_valid_days
+        )
     except KeystoreError as err:
         raise _fail(err) from None
     typer.echo(f"{party}: new keys {', '.join(kids)}")

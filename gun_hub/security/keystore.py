@@ -3,7 +3,8 @@
 Layout::
 
     DIR/<party>.jwk        private JWK Set of that party (mode 0600): its signing and
-                           encryption keys, every generation still in service
+                           encryption keys, every generation still in service; and,
+                           under ``state_keys``, its state keys (below)
     DIR/hub.audit.jwk      the hub's audit keys (mode 0600): they sign the audit trail's
                            checkpoints and nothing else
     DIR/jwks.json          public JWK Set; each key carries ``party``, ``status``
@@ -23,6 +24,14 @@ P-256; the hub has a third, its audit key, which the envelope never sees. Rotati
 new generation, which becomes the one used; older keys keep verifying and decrypting
 until they are retired.
 
+Each party also has **state keys**: symmetric AES-256-GCM keys (JWK ``oct``, ``use: enc``,
+``purpose: state``) that seal what it keeps at rest (the hub's case table, an adapter's
+queue of pending operations; :mod:`gun_hub.security.state_cipher`). They are secrets of
+that party alone: kept in the ``state_keys`` member of its private file (a JWK Set member
+that every other reader ignores, RFC 7517 section 5), so they travel wherever the private
+file is deployed, and never in ``jwks.json``, never exported. ``keys rotate P --state``
+adds a generation; the newest seals, every one kept still opens what it sealed.
+
 A running process sees a rotation or retirement without a restart: :class:`PartyKeys` and
 :class:`AuditSigner` look at their files again at most once every ``KEY_RECHECK_S``
 seconds and read them again when one was replaced or written. A file that cannot be read
@@ -34,6 +43,7 @@ key ids only, never the JSON or JOSE library's own message.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -58,6 +68,11 @@ CONTENT_ALG = "A256GCM"
 CURVE = "P-256"
 PUBLIC_JWKS = "jwks.json"
 AUDIT_PURPOSE = "audit"
+STATE_PURPOSE = "state"
+STATE_ALG = "A256GCM"
+STATE_KEY_BYTES = 32
+# The member of a party's private file that holds its state keys.
+STATE_MEMBER = "state_keys"
 # The party that writes the audit trail, and so the only one with an audit key.
 AUDITING_PARTY = "hub"
 # An audit key signs checkpoints for this long after it is made; then a new one is needed
@@ -174,6 +189,20 @@ def _generate(party: str, use: KeyUse, purpose: str = "") -> ECKey:
         },
         private=True,
     )
+
+
+def _new_state_key(party: str) -> dict[str, Any]:
+    """A fresh 256-bit state key as a private JWK (``oct``)."""
+    secret = secrets.token_bytes(STATE_KEY_BYTES)
+    return {
+        "kty": "oct",
+        "kid": _new_kid(party, STATE_PURPOSE),
+        "use": KeyUse.ENC.value,
+        "alg": STATE_ALG,
+        "purpose": STATE_PURPOSE,
+        "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode(),
+        "created": _iso(_now()),
+    }
 
 
 def _public_entry(
@@ -327,8 +356,8 @@ def read_public_keys(path: Path) -> dict[str, PublicKey]:
     return _public_keys(_read_json(path), str(path))
 
 
-def _read_private(path: Path, party: str) -> list[ECKey]:
-    """The private keys of a private key file, refused if others may read it."""
+def _private_json(path: Path, party: str) -> dict[str, Any]:
+    """A private key file of ``party`` as a JWK Set, refused if others may read it."""
     try:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
@@ -343,6 +372,12 @@ def _read_private(path: Path, party: str) -> list[ECKey]:
     data = _read_json(path)
     if data.get("party", party) != party:
         raise KeystoreError(f"{path} holds the keys of {data.get('party')!r}, not {party!r}")
+    return data
+
+
+def _read_private(path: Path, party: str) -> list[ECKey]:
+    """The private keys of a private key file, refused if others may read it."""
+    data = _private_json(path, party)
     keys: list[ECKey] = []
     for number, entry in enumerate(data["keys"], start=1):
         where = f"{path}: key {number}{_kid_of(entry)}"
@@ -360,6 +395,73 @@ def _read_private(path: Path, party: str) -> list[ECKey]:
     if not keys:
         raise KeystoreError(f"{path} holds no private key")
     return keys
+
+
+@dataclass(frozen=True, slots=True)
+class StateKey:
+    """One state key of a party: its id (kept in every value it seals) and its secret."""
+
+    kid: str
+    secret: bytes = field(repr=False)
+
+
+def _parse_state_key(entry: object, where: str) -> StateKey:
+    if not isinstance(entry, dict):
+        raise KeystoreError(f"{where} is not a JSON object")
+    kid = entry.get("kid")
+    if not isinstance(kid, str) or not _KID.fullmatch(kid):
+        raise KeystoreError(f"{where} has no key id in plain text")
+    expected = {
+        "kty": "oct",
+        "use": KeyUse.ENC.value,
+        "alg": STATE_ALG,
+        "purpose": STATE_PURPOSE,
+    }
+    for name, value in expected.items():
+        if entry.get(name) != value:
+            raise KeystoreError(f"{where} is not a state key ({name} must be {value!r})")
+    encoded = entry.get("k")
+    if not isinstance(encoded, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", encoded):
+        raise KeystoreError(f"{where} has no key material ('k', base64url)")
+    secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    if len(secret) != STATE_KEY_BYTES:
+        raise KeystoreError(f"{where} is not a {STATE_KEY_BYTES * 8}-bit key")
+    return StateKey(kid, secret)
+
+
+def read_state_keys(folder: Path, party: str) -> list[StateKey]:
+    """``party``'s state keys from its private file, oldest first (the last one seals)."""
+    path = folder / f"{check_party_name(party)}.jwk"
+    entries = _private_json(path, party).get(STATE_MEMBER)
+    if entries is None:
+        raise KeystoreError(
+            f"{path} holds no state key (the key that seals {party}'s data at rest); "
+            f"add one with: gun-hub keys rotate {party} --state"
+        )
+    if not isinstance(entries, list) or not entries:
+        raise KeystoreError(f"{path}: {STATE_MEMBER!r} is not a non-empty list of keys")
+    keys: list[StateKey] = []
+    for number, entry in enumerate(entries, start=1):
+        key = _parse_state_key(entry, f"{path}: state key {number}{_kid_of(entry)}")
+        if any(k.kid == key.kid for k in keys):
+            raise KeystoreError(f"{path}: two state keys under the key id {key.kid!r}")
+        keys.append(key)
+    return keys
+
+
+def follow_state_keys(
+    folder: Path, party: str, recheck_s: float = KEY_RECHECK_S
+) -> tuple[Callable[[], list[StateKey]], Callable[[], None]]:
+    """``party``'s state keys as a running process sees them: read again when its private
+    file changes (looked at once every ``recheck_s`` seconds), and a function that looks
+    at once (a value sealed with a key id not known yet: rotated by another worker)."""
+    view = _Reloading(
+        lambda: read_state_keys(folder, party),
+        [folder / f"{check_party_name(party)}.jwk"],
+        recheck_s,
+        f"state keys of {party} in {folder}",
+    )
+    return view.get, view.check_now
 
 
 def _check_matches(own: Iterable[ECKey], public: Mapping[str, PublicKey], path: Path) -> None:
@@ -416,6 +518,11 @@ class _Reloading(Generic[T]):
             self._checked = now
             self._refresh()
         return self._value
+
+    def check_now(self) -> None:
+        """Look at the files now, whenever they were last looked at."""
+        self._checked = _monotonic()
+        self._refresh()
 
     def _refresh(self) -> None:
         stamp = _stamp(self._paths)
@@ -651,6 +758,8 @@ class KeystoreFolder:
     def _generate_party(
         self, party: str, audit_valid_days: int
     ) -> tuple[list[ECKey], list[ECKey], list[dict[str, Any]]]:
+        """Envelope keys, audit keys (hub) and public entries; the state key is made when
+        the private file is written (it has no public part)."""
         keys = [_generate(party, KeyUse.SIG), _generate(party, KeyUse.ENC)]
         public = [_public_entry(k, party) for k in keys]
         audit: list[ECKey] = []
@@ -665,7 +774,11 @@ class KeystoreFolder:
     def _write_party(self, party: str, keys: list[ECKey], audit: list[ECKey]) -> None:
         _write_private(
             self.private_file(party),
-            {"party": party, "keys": [k.as_dict(private=True) for k in keys]},
+            {
+                "party": party,
+                "keys": [k.as_dict(private=True) for k in keys],
+                STATE_MEMBER: [_new_state_key(party)],
+            },
         )
         if audit:
             _write_private(
@@ -728,10 +841,20 @@ class KeystoreFolder:
         return [str(k.kid) for k in keys + audit]
 
     def rotate(
-        self, party: str, *, audit: bool = False, audit_valid_days: int = AUDIT_VALIDITY_DAYS
+        self,
+        party: str,
+        *,
+        audit: bool = False,
+        state: bool = False,
+        audit_valid_days: int = AUDIT_VALIDITY_DAYS,
     ) -> list[str]:
-        """Add a new key generation for ``party`` (``audit``: a new audit key of the hub);
-        return the new key ids. The old keys keep verifying until retired."""
+        """Add a new key generation for ``party`` (``audit``: a new audit key of the hub;
+        ``state``: a new state key); return the new key ids. The old keys keep verifying
+        until retired; old state keys keep opening what they sealed."""
+        if audit and state:
+            raise KeystoreError("rotate either the audit key or the state key, not both")
+        if state:
+            return [self._rotate_state(party)]
         jwks = self._read_public()
         data: dict[str, Any]
         if audit:
@@ -757,11 +880,28 @@ class KeystoreFolder:
                 "party": party,
                 "keys": [k.as_dict(private=True) for k in _read_private(path, party)],
             }
+            state_keys = _private_json(path, party).get(STATE_MEMBER)
+            if state_keys is not None:  # kept as they are: they seal data at rest
+                data[STATE_MEMBER] = state_keys
         data["keys"] += [k.as_dict(private=True) for k in new]
         jwks["keys"] += entries
         _write_private(path, data)
         _write_public(self.public_file, jwks)
         return [str(k.kid) for k in new]
+
+    def _rotate_state(self, party: str) -> str:
+        """A new state key for ``party``, which seals from now on (a file made before
+        state keys existed gets its first one)."""
+        path = self.private_file(party)
+        _read_private(path, party)  # the envelope keys are checked before any change
+        data = _private_json(path, party)
+        kept = data.get(STATE_MEMBER, [])
+        if kept:
+            read_state_keys(self.folder, party)  # the ones kept are checked too
+        new = _new_state_key(party)
+        data[STATE_MEMBER] = [*kept, new]
+        _write_private(path, data)
+        return str(new["kid"])
 
     def retire(self, kid: str) -> str:
         """Mark a key retired: it no longer verifies, nor is encrypted to; returns its party."""

@@ -6,15 +6,32 @@ write-off, a deletion or a give-back, though, must eventually reach the partner'
 (the goods left, the declaration was refused or cancelled, or invalidated after release).
 The queue is ordered per declaration (record key): operations of one reference are
 replayed in the order they were asked, and references are independent of each other.
+
+A request quotes its documents, war-material licences included (DGA's adapter): with a
+state cipher (the adapter's state key, :mod:`gun_hub.security.state_cipher`) the
+``request`` column holds it sealed, bound to its row (reference, version and row key), and
+the row key is the request id and a random suffix, never a digest of the documents (an
+unkeyed hash of a licence number is confirmed by guessing it). What orders the queue stays
+in clear: the reference (not confidential), the version, the row id and the partition. A
+queue written in clear before is sealed when it is opened with a cipher.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import secrets
 import sqlite3
 from pathlib import Path
+from typing import Literal
 
 from gun_hub.model.exchange import AuthorityRequest
+from gun_hub.security.state_cipher import StateCipher, StateUnreadable
+
+log = logging.getLogger(__name__)
+
+# The table name the sealed values are bound to.
+STATE_TABLE = "pending-operations"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -40,13 +57,34 @@ def operation_key(request: AuthorityRequest) -> str:
     return f"{request.request_id}#{digest}"
 
 
+_SELECT = "SELECT id, operation_key, reference, version, request, partition FROM queue"
+_SELECT_BY: dict[str, str] = {
+    "reference": f"{_SELECT} WHERE reference = ? ORDER BY id",
+    "request_id": f"{_SELECT} WHERE request_id = ? ORDER BY id",
+}
+
+
+def _row_key(request: AuthorityRequest) -> str:
+    """A sealed row's key: unique, and telling nothing of the documents."""
+    return f"{request.request_id}#{secrets.token_hex(8)}"
+
+
 class PendingOperations:
-    def __init__(self, path: Path) -> None:
+    """The queue in the SQLite file at ``path``; ``cipher``: requests stored sealed (the
+    adapter always gives one; without it, as before, in clear)."""
+
+    def __init__(self, path: Path, cipher: StateCipher | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._cipher = cipher
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # What a row held before it was replaced or deleted is zeroed, not left in free
+        # pages (a request queued in clear before it was sealed, for one).
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
         self._migrate()
+        if cipher is not None:
+            self._seal_clear_rows()
 
     def _migrate(self) -> None:
         """Move a queue written before it was kept per reference (table ``pending``), and
@@ -59,27 +97,110 @@ class PendingOperations:
             return
         self._db.execute("BEGIN IMMEDIATE")
         for (body,) in self._db.execute("SELECT request FROM pending ORDER BY id").fetchall():
-            self.add(AuthorityRequest.model_validate_json(body))
+            self._add(AuthorityRequest.model_validate_json(body), None)
         self._db.execute("DROP TABLE pending")
         self._db.execute("COMMIT")
+
+    def _seal_clear_rows(self) -> None:
+        """Seal the requests a queue kept in clear (written before it had a cipher), and
+        leave no copy of them in the file or its write-ahead log."""
+        rows = self._db.execute(
+            "SELECT id, request FROM queue WHERE typeof(request) = 'text' ORDER BY id"
+        ).fetchall()
+        if not rows:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        for row_id, body in rows:
+            request = AuthorityRequest.model_validate_json(body)
+            key = _row_key(request)
+            self._db.execute(
+                "UPDATE queue SET operation_key = ?, request = ? WHERE id = ?",
+                (key, self._sealed(request, key), row_id),
+            )
+        self._db.execute("COMMIT")
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        log.info("sealed %d pending operations that were kept in clear", len(rows))
+
+    def _bound_to(self, reference: str, version: int, key: str) -> str:
+        """The row a sealed request belongs to (its associated data)."""
+        return f"{reference} v{version} {key}"
+
+    def _sealed(self, request: AuthorityRequest, key: str) -> bytes | str:
+        body = request.model_dump_json()
+        if self._cipher is None:
+            return body
+        bound = self._bound_to(request.reference, request.version, key)
+        return self._cipher.seal(STATE_TABLE, bound, body.encode())
+
+    def _opened(
+        self, stored: bytes | str, reference: str, version: int, key: str
+    ) -> AuthorityRequest:
+        bound = self._bound_to(reference, version, key)
+        if isinstance(stored, str):
+            if self._cipher is not None:
+                raise StateUnreadable(
+                    f"{STATE_TABLE}: the value of key {bound!r} is in clear in a sealed "
+                    "queue: refused"
+                )
+            return AuthorityRequest.model_validate_json(stored)
+        if self._cipher is None:
+            raise StateUnreadable(
+                f"{STATE_TABLE}: the value of key {bound!r} is sealed, and this queue was "
+                "opened without the state key"
+            )
+        return AuthorityRequest.model_validate_json(self._cipher.open(STATE_TABLE, bound, stored))
+
+    def _rows(
+        self, by: Literal["reference", "request_id"], value: str
+    ) -> list[tuple[int, AuthorityRequest, int | None]]:
+        """The rows of one reference or one request id (``by``), in queue order: id,
+        request (opened), partition."""
+        rows = self._db.execute(_SELECT_BY[by], (value,)).fetchall()
+        return [
+            (row_id, self._opened(stored, reference, version, key), partition)
+            for row_id, key, reference, version, stored, partition in rows
+        ]
+
+    def _same_operation(self, request: AuthorityRequest) -> list[int]:
+        """Rows that hold ``request``'s operation (compared opened: the row key says
+        nothing of the documents)."""
+        wanted = operation_key(request)
+        return [
+            row_id
+            for row_id, queued, _ in self._rows("request_id", request.request_id)
+            if operation_key(queued) == wanted
+        ]
+
+    def _add(self, request: AuthorityRequest, partition: int | None) -> None:
+        if self._same_operation(request):
+            return
+        key = _row_key(request) if self._cipher is not None else operation_key(request)
+        self._db.execute(
+            "INSERT INTO queue"
+            " (operation_key, request_id, reference, version, request, partition)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                request.request_id,
+                request.reference,
+                request.version,
+                self._sealed(request, key),
+                partition,
+            ),
+        )
 
     def add(self, request: AuthorityRequest, partition: int | None = None) -> None:
         """Queue ``request`` behind its reference's earlier operations (once: a
         redelivered request keeps its first place). ``partition``: where the request was
         read, and so where its answer goes (the hub's case lives there)."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO queue"
-            " (operation_key, request_id, reference, version, request, partition)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                operation_key(request),
-                request.request_id,
-                request.reference,
-                request.version,
-                request.model_dump_json(),
-                partition,
-            ),
-        )
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._add(request, partition)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def references(self) -> list[str]:
         """References with queued operations, the one waiting longest first."""
@@ -90,18 +211,14 @@ class PendingOperations:
 
     def queued(self, reference: str) -> list[AuthorityRequest]:
         """``reference``'s queued operations, in the order they were asked."""
-        rows = self._db.execute(
-            "SELECT request FROM queue WHERE reference = ? ORDER BY id", (reference,)
-        ).fetchall()
-        return [AuthorityRequest.model_validate_json(row[0]) for row in rows]
+        return [request for _, request, _ in self._rows("reference", reference)]
 
     def queued_at(self, reference: str) -> list[tuple[AuthorityRequest, int | None]]:
         """``reference``'s queued operations in order, each with the partition it was read
         from (None for one queued before partitions were kept)."""
-        rows = self._db.execute(
-            "SELECT request, partition FROM queue WHERE reference = ? ORDER BY id", (reference,)
-        ).fetchall()
-        return [(AuthorityRequest.model_validate_json(row[0]), row[1]) for row in rows]
+        return [
+            (request, partition) for _, request, partition in self._rows("reference", reference)
+        ]
 
     def has(self, reference: str) -> bool:
         row = self._db.execute(
@@ -110,7 +227,8 @@ class PendingOperations:
         return row is not None
 
     def done(self, request: AuthorityRequest) -> None:
-        self._db.execute("DELETE FROM queue WHERE operation_key = ?", (operation_key(request),))
+        for row_id in self._same_operation(request):
+            self._db.execute("DELETE FROM queue WHERE id = ?", (row_id,))
 
     def __len__(self) -> int:
         (count,) = self._db.execute("SELECT COUNT(*) FROM queue").fetchone()

@@ -41,6 +41,7 @@ from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, Document
 from gun_hub.ops.health import PartnerHealth
 from gun_hub.outbox import Outbox
 from gun_hub.security.entitlements import HUB_PARTY
+from gun_hub.security.state_cipher import StateCipher
 from gun_hub.settings import Settings
 from gun_hub.topics import TopicRegistry
 
@@ -77,8 +78,10 @@ class AdapterRunner:
         self._in_flight = asyncio.Semaphore(settings.adapter.max_in_flight)
         self._stopping = asyncio.Event()
         self.component = f"adapter.{spec.authority}"
+        # Requests quote licences (DGA): kept sealed with the adapter's state key.
         self.pending = PendingOperations(
-            settings.security.state_dir / f"{topics.prefix}-{spec.authority}-pending.sqlite"
+            settings.security.state_dir / f"{topics.prefix}-{spec.authority}-pending.sqlite",
+            StateCipher.load(settings.security.keys_dir, spec.authority),
         )
         self._producer: AIOKafkaProducer | None = None
         self._replayer = Replayer(self.pending, partner, self._publish_replayed)

@@ -17,8 +17,10 @@ from gun_hub.logs import configure_logging
 from gun_hub.risk import RiskRulesError, load_risk_rules
 from gun_hub.security.factory import build_envelope
 from gun_hub.security.keystore import KeystoreError
+from gun_hub.security.web_auth import AccessConfigError
 from gun_hub.settings import Settings, load_settings
 from gun_hub.topics import TopicSpec
+from gun_hub.web import WebConfigError
 
 
 def _prepare_cluster(settings: Settings, extra: Sequence[TopicSpec] = ()) -> None:
@@ -60,7 +62,7 @@ def hub() -> None:
     asyncio.set_event_loop(loop)
     try:
         built = build_hub(settings)
-    except KeystoreError as err:  # names the key file at fault
+    except (KeystoreError, WebConfigError, AccessConfigError) as err:  # names what is at fault
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
     worker = Worker(

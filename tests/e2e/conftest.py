@@ -22,6 +22,7 @@ from gun_hub.processes import (
     wait_http_ok,
 )
 from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.security.web_auth import LocalAccess
 from gun_hub.status_events import StatusEvent
 from tests.conftest import KafkaEnv
 
@@ -208,3 +209,20 @@ def impatient_hub(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterato
         partners=("dgal",),
         hub_env={"GUN_HUB_HUB__REQUEST_DEADLINE_S": "2", "GUN_HUB_HUB__DEADLINE_SWEEP_S": "0.5"},
     )
+
+
+@pytest.fixture
+def officers_pipeline(
+    kafka_env: KafkaEnv, samples: Path, tmp_path: Path
+) -> Iterator[tuple[Pipeline, LocalAccess, int]]:
+    """Hub, DGAL adapter and simulated TRACES; the hub's officer listener on."""
+    access = LocalAccess.create(tmp_path / "access")
+    trader_port, officer_port = free_port(), free_port()
+    for pipeline in start_pipeline(
+        kafka_env,
+        tmp_path,
+        samples,
+        partners=("dgal",),
+        hub_env=access.env(trader_port, officer_port),
+    ):
+        yield pipeline, access, officer_port

@@ -14,17 +14,16 @@ import asyncio
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from gun_hub.processes import free_port
 from gun_hub.security.web_auth import LocalAccess
 from tests.browser import Page, headless_page
 from tests.builders import declaration_xml
-from tests.conftest import REPO, KafkaEnv
-from tests.e2e.conftest import Pipeline, start_pipeline
+from tests.conftest import REPO
+from tests.e2e.conftest import Pipeline
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
@@ -51,23 +50,6 @@ def keep_artifact(name: str, data: bytes) -> None:
 
 def as_int(text: object) -> int:
     return int(str(text)) if str(text).isdigit() else -1
-
-
-@pytest.fixture
-def officers_pipeline(
-    kafka_env: KafkaEnv, samples: Path, tmp_path: Path
-) -> Iterator[tuple[Pipeline, LocalAccess, int]]:
-    """Hub, DGAL adapter and simulated TRACES; the hub's officer listener on."""
-    access = LocalAccess.create(tmp_path / "access")
-    trader_port, officer_port = free_port(), free_port()
-    for pipeline in start_pipeline(
-        kafka_env,
-        tmp_path,
-        samples,
-        partners=("dgal",),
-        hub_env=access.env(trader_port, officer_port),
-    ):
-        yield pipeline, access, officer_port
 
 
 def status_of(url: str, authorization: str | None = None) -> int:

@@ -49,6 +49,7 @@ from gun_hub.dead_letter import (
 from gun_hub.envelope import ContentType
 from gun_hub.model.declaration import Stage
 from gun_hub.model.verdicts import Outcome
+from gun_hub.security.web_auth import LocalAccess
 from tests.builders import declaration_xml
 from tests.conftest import PARTITIONS
 from tests.e2e.conftest import Pipeline
@@ -140,12 +141,16 @@ async def until(condition: Any, timeout_s: float, pipeline: Pipeline, what: str)
     raise AssertionError(f"not within {timeout_s:.0f}s: {what}")
 
 
-def http_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+def http_json(url: str, authorization: str) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": authorization})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
         return json.loads(response.read())
 
 
-async def test_every_consumer_survives_every_record(pipeline: Pipeline) -> None:
+async def test_every_consumer_survives_every_record(
+    officers_pipeline: tuple[Pipeline, LocalAccess, int],
+) -> None:
+    pipeline, access, officer_port = officers_pipeline
     rng = random.Random(SEED)
     kafka, topics = pipeline.kafka, pipeline.kafka.topics
     started = {name: child.process.pid for name, child in pipeline.group.children.items()}
@@ -278,11 +283,12 @@ async def test_every_consumer_survives_every_record(pipeline: Pipeline) -> None:
 
     # 6. The operations view counted every dead letter and still answers; the audit
     # keeper audited every security dead letter a party wrote.
-    stats_url = f"http://127.0.0.1:{pipeline.hub_port}/stats"
+    stats_url = f"http://127.0.0.1:{officer_port}/stats"  # officer credentials needed
 
     async def view_counts_every_dead_letter() -> bool:
         on_topic = len(await pipeline.records(topics.dlq))
-        return bool(http_json(stats_url)["dead_letters"]["total"] == on_topic)
+        stats = http_json(stats_url, access.officer_authorization())
+        return bool(stats["dead_letters"]["total"] == on_topic)
 
     await until(view_counts_every_dead_letter, 60, pipeline, "the view counts every dead letter")
     assert "gun_hub" in pipeline.metrics()

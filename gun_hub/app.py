@@ -46,6 +46,7 @@ from gun_hub.security.factory import build_audit_trail, checkpoint_within_s, pol
 from gun_hub.security.jose_envelope import JoseEnvelope
 from gun_hub.security.keystore import PartyKeys
 from gun_hub.security.replay import NoReplayMemory, TableReplayGuard
+from gun_hub.security.state_cipher import SealedStore, StateCipher
 from gun_hub.settings import Settings
 from gun_hub.topics import (
     TOPIC_MAX_MESSAGE_BYTES,
@@ -291,6 +292,11 @@ def build_hub(settings: Settings) -> Hub:
     open_cases = _raw_table(app, settings, OPEN_CASES_TABLE)
     deadline_ticks = app.topic(topics.deadlines, **_RAW)
     keys = PartyKeys.load(settings.security.keys_dir, HUB_PARTY)
+    # A case quotes every document, war-material licences included: sealed with the hub's
+    # state key before faust sees it, so RocksDB and the changelog hold it encrypted.
+    sealed_cases = SealedStore(
+        _TableStore(cases), StateCipher.load(settings.security.keys_dir, HUB_PARTY), CASES_TABLE
+    )
     progress = AnswerProgress()
     sweep = DeadlineSweep(app, topics, open_cases, progress)
     context = HubContext(
@@ -304,7 +310,7 @@ def build_hub(settings: Settings) -> Hub:
         ),
         # Checkpoints signed with the hub's audit key, never its envelope key.
         audit=build_audit_trail(_TableStore(audit_heads), settings),
-        cases=_TableStore(cases),
+        cases=sealed_cases,
         open_cases=_TableStore(open_cases),
         risk_rules=load_risk_rules(settings.hub.risk_rules, routing.authorities),
         request_deadline_s=settings.hub.request_deadline_s,
@@ -312,7 +318,7 @@ def build_hub(settings: Settings) -> Hub:
         answers_read=sweep.answers_read,
         control_report_after_s=settings.hub.control_report_after_s,
     )
-    store = _TableStore(cases)
+    store = sealed_cases
     codec = DeclarationCodec(XmlLimits(max_bytes=settings.hub.max_declaration_bytes))
     intake = Intake(context, codec, store, accept_plain=settings.hub.accept_plain_declarations)
     correlation = Correlation(context, store)

@@ -46,7 +46,7 @@ from gun_hub.security.factory import build_audit_trail, checkpoint_within_s, pol
 from gun_hub.security.jose_envelope import JoseEnvelope
 from gun_hub.security.keystore import PartyKeys
 from gun_hub.security.replay import NoReplayMemory, TableReplayGuard
-from gun_hub.security.state_cipher import SealedStore, StateCipher
+from gun_hub.security.state_cipher import SealedStore, StateCipher, StateUnreadable
 from gun_hub.settings import Settings
 from gun_hub.topics import (
     TOPIC_MAX_MESSAGE_BYTES,
@@ -189,7 +189,9 @@ async def _handled(
     for attempt in range(_CLUSTER_RETRIES):
         try:
             return handle(event, source, accepted_at)
-        except (KafkaError, FaustError) as error:
+        except (KafkaError, FaustError, StateUnreadable) as error:
+            # StateUnreadable: this worker cannot read its own state (a missing or
+            # different state key): never the record's fault, never a dead letter.
             if attempt == _CLUSTER_RETRIES - 1:
                 raise
             delay = min(5.0, 0.1 * 2**attempt)

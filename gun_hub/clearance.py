@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_record
 from gun_hub.envelope import (
@@ -33,6 +34,7 @@ from gun_hub.xml.declaration_codec import sniff_identity
 from gun_hub.xml.safe_parse import XmlLimits, XmlRejected
 
 log = logging.getLogger(__name__)
+_BATCH = 100  # records per poll: a few tens of milliseconds of opening envelopes
 
 COMPONENT = "clearance.reader"
 
@@ -125,6 +127,8 @@ class DecisionReader:
         self._consumer: AIOKafkaConsumer | None = None  # made by start(), in its event loop
         self.rejected: list[EnvelopeRejected] = []  # envelopes refused (security)
         self.unreadable: list[Unreadable] = []  # every record skipped, rejections included
+        # (partition, offset) handled: a rebalance may serve them again.
+        self._seen: set[tuple[int, int]] = set()
         self._topic = topic
         self._envelope = envelope
         self._codec = DecisionCodec(_DECISION_LIMITS)
@@ -170,16 +174,29 @@ class DecisionReader:
         received: list[ReceivedDecision] = []
         deadline = time.monotonic() + timeout_s
         while len(received) < expected and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
+            # Small batches, and the loop yielded between records: opening an envelope
+            # takes CPU, and a reader that starves its own heartbeats is thrown out of
+            # its group.
+            batches = await consumer.getmany(timeout_ms=200, max_records=_BATCH)
             for records in batches.values():
                 for record in records:
+                    where = (record.partition, record.offset)
+                    if where in self._seen:
+                        continue  # read again after a rebalance: already handled
+                    self._seen.add(where)
                     examined = self.examine(record)
                     if isinstance(examined, Unreadable):
                         await self._send_dead_letter(record, examined)  # never acted on
                     elif references is None or examined.decision.reference in references:
                         received.append(examined)
+                    await asyncio.sleep(0)
             if batches and self._group_id is not None:
-                await consumer.commit()
+                try:
+                    await consumer.commit()
+                except CommitFailedError:
+                    # The group rebalanced meanwhile: the partitions are read again from
+                    # the last commit; what was already handled is skipped above.
+                    log.warning("decisions reader: commit refused after a rebalance")
         return received
 
     def examine(self, record: ConsumerRecord[bytes, bytes]) -> ReceivedDecision | Unreadable:

@@ -110,7 +110,11 @@ def adapter(
             loop.add_signal_handler(signum, runner.stop)
         await runner.run()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except KeystoreError as err:  # e.g. no state key for the pending queue: names the file
+        typer.echo(f"cannot start: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 def partner_sim(

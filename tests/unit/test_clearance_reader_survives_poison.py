@@ -188,7 +188,9 @@ class _Consumer:
         self._batches = batches
         self.commits = 0
 
-    async def getmany(self, timeout_ms: int = 0) -> dict[str, list[ConsumerRecord[bytes, bytes]]]:
+    async def getmany(
+        self, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[str, list[ConsumerRecord[bytes, bytes]]]:
         return {"tp": self._batches.pop(0)} if self._batches else {}
 
     async def commit(self) -> None:

@@ -249,7 +249,7 @@ class JoseEnvelope:
             raise EnvelopeRejected(Kind.EXPIRED, "lifetime longer than policy allows")
         # Without a position every second sighting is a replay.
         where = position or uuid.uuid4().hex
-        if not self._replay.first_sighting(message_id, expires_at + skew, where):
+        if not self._replay.first_sighting(message_id, expires_at + skew, where, accepted_at):
             raise EnvelopeRejected(Kind.REPLAY, f"message {message_id} was already received")
         return OpenedMessage(
             payload=payload,

@@ -19,9 +19,12 @@ from typing import Any, Protocol
 
 
 class ReplayGuard(Protocol):
-    def first_sighting(self, message_id: str, expires_at: int, position: str) -> bool:
+    def first_sighting(
+        self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
+    ) -> bool:
         """Record ``message_id`` read at ``position``; False if it was already read
-        elsewhere (a replay). The same position again is a redelivery: True."""
+        elsewhere (a replay). The same position again is a redelivery: True.
+        ``seen_at``: the broker's log-append time of the record (the log's clock)."""
         ...
 
 
@@ -31,7 +34,9 @@ class MemoryReplayGuard:
     def __init__(self) -> None:
         self._seen: dict[str, str] = {}
 
-    def first_sighting(self, message_id: str, expires_at: int, position: str) -> bool:
+    def first_sighting(
+        self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
+    ) -> bool:
         return self._seen.setdefault(message_id, position) == position
 
 
@@ -39,7 +44,9 @@ class NoReplayMemory:
     """For a topic only the reader's own party writes, whose records are deduplicated by
     content downstream (the hub's decision outbox: publisher.py). Accepts every sighting."""
 
-    def first_sighting(self, message_id: str, expires_at: int, position: str) -> bool:
+    def first_sighting(
+        self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
+    ) -> bool:
         return True
 
 
@@ -59,8 +66,11 @@ class SqliteReplayGuard:
         )
         self._keep_s = keep_after_expiry_s
         self._inserts = 0
+        self._log_clock = 0.0  # the latest broker time read
 
-    def first_sighting(self, message_id: str, expires_at: int, position: str) -> bool:
+    def first_sighting(
+        self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
+    ) -> bool:
         self._db.execute(
             "INSERT OR IGNORE INTO seen (jti, expires_at, position) VALUES (?, ?, ?)",
             (message_id, expires_at, position),
@@ -68,12 +78,20 @@ class SqliteReplayGuard:
         (first_position,) = self._db.execute(
             "SELECT position FROM seen WHERE jti = ?", (message_id,)
         ).fetchone()
+        if seen_at is not None:
+            self._log_clock = max(self._log_clock, seen_at)
         self._inserts += 1
         if self._inserts % self._PRUNE_EVERY == 0:
-            self._db.execute(
-                "DELETE FROM seen WHERE expires_at < ?", (int(time.time()) - self._keep_s,)
-            )
+            self._prune()
         return bool(first_position == position)
+
+    def _prune(self) -> None:
+        """Forget ids no copy of which could still be accepted. A copy is accepted only
+        if the broker took it before ``expires_at`` (exp plus skew), so the clock is the
+        log's (the broker time of what was read), not this reader's: a reader days behind
+        still remembers the ids of its backlog. Without any broker time, the wall clock."""
+        now = self._log_clock if self._log_clock else time.time()
+        self._db.execute("DELETE FROM seen WHERE expires_at < ?", (int(now) - self._keep_s,))
 
     def close(self) -> None:
         self._db.close()
@@ -85,7 +103,9 @@ class TableReplayGuard:
     def __init__(self, table: Any) -> None:
         self._table = table
 
-    def first_sighting(self, message_id: str, expires_at: int, position: str) -> bool:
+    def first_sighting(
+        self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
+    ) -> bool:
         key = message_id.encode()
         first = self._table.get(key)
         if first is not None:

@@ -62,10 +62,6 @@ def read(envelope: JoseEnvelope, records: list[bytes], partition: int, at: float
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqliteReplayGuard prunes by the reader's wall clock (issue 11 item 8, ADR 0008)",
-)
 def test_an_id_read_days_late_is_remembered_while_a_copy_could_be_fresh(
     keys_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

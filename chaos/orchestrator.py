@@ -305,8 +305,13 @@ class Run:
                     behind = await self._groups_behind(consumer, ends)
                     if not behind:
                         return True
-                    # Nothing moved, yet a component has not read everything: it is busy
-                    # (a long commit, a recovery) or stuck; quiet would be a false verdict.
+                    # Nothing moved, yet a group has not committed everything: busy (a
+                    # long commit, a recovery) or its commits are stuck. Wait a while;
+                    # if nothing moves still, record the stall and check anyway (the
+                    # invariants then show whether anything was left unprocessed).
+                    if time.monotonic() - still_since >= 6 * self.profile.quiet_s:
+                        self.event("note", "commits_stalled", groups=behind)
+                        return True
                     if time.monotonic() - reported > 10:
                         log.info("[%7.1fs] still reading: %s", self.now(), ", ".join(behind))
                         reported = time.monotonic()

@@ -25,6 +25,7 @@ from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.deadline_sweep import DeadlineSweep
 from gun_hub.delivery import deliver
 from gun_hub.envelope import LOG_APPEND_TIME
+from gun_hub.kafka.admin import last_records
 from gun_hub.kafka.client import SCRAM, from_settings
 from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.lag import LagSnapshot
@@ -382,6 +383,23 @@ def build_hub(settings: Settings) -> Hub:
         ),
     )
     audit_keeper.schedule_checkpoints(app, checkpoint_within_s(settings) / 4)
+
+    async def resync_audit_heads(_sender: Any, assigned: Any = (), **_: Any) -> None:
+        """On assignment (partitions still paused): each chain goes on from the last
+        record actually on the audit topic, not from a head a killed worker saved
+        without its record (security/audit.py, ``resync``)."""
+        partitions = sorted({tp.partition for tp in assigned if tp.topic == topics.declarations})
+        if not partitions:
+            return
+        try:
+            tails = await last_records(from_settings(settings.kafka), topics.audit, partitions)
+        except (KafkaError, OSError, TimeoutError):
+            log.exception("audit heads not read from %s; the table's are used", topics.audit)
+            return
+        for partition in partitions:
+            context.audit.resync(partition, tails.get(partition))
+
+    app.on_partitions_assigned.connect(resync_audit_heads)
     app.timer(interval=settings.hub.deadline_sweep_s)(sweep.run)
 
     publisher = DecisionPublisher(

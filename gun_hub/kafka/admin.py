@@ -7,11 +7,12 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from gun_hub.kafka.client import Connect, client_config, client_options
+from gun_hub.kafka.client import Connect, client_config, client_options, consumer_options
 from gun_hub.topics import TopicRegistry, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,33 @@ async def _align_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> 
         changes.append(ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=wanted))
     if changes:
         await admin.alter_configs(changes)
+
+
+async def last_records(
+    connect: Connect, topic: str, partitions: Sequence[int], timeout_s: float = 30.0
+) -> dict[int, bytes | None]:
+    """The value of the last record of each partition of ``topic`` (None: empty)."""
+    consumer = AIOKafkaConsumer(**consumer_options(connect), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        found: dict[int, bytes | None] = {tp.partition: None for tp in tps}
+        wanted = {tp: ends[tp] - 1 for tp in tps if ends[tp] > 0}
+        for tp, offset in wanted.items():
+            consumer.seek(tp, offset)
+        async with asyncio.timeout(timeout_s):
+            while wanted:
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    for record in records:
+                        if wanted.get(tp) == record.offset:
+                            found[tp.partition] = record.value
+                            del wanted[tp]
+                            consumer.pause(tp)
+        return found
+    finally:
+        await consumer.stop()
 
 
 async def topic_partitions(connect: Connect, topic: str) -> list[int]:

@@ -151,6 +151,9 @@ class AuditTrail:
         self._within_s = checkpoint_within_s
         self._on_start = checkpoint_on_start
         self._signed_here: set[int] = set()  # partitions this worker has signed since it got them
+        # Heads read from the audit topic itself when this worker got a partition: they
+        # win over the table until the next append (see :meth:`resync`).
+        self._resynced: dict[int, ChainHead] = {}
         self._clock = clock
 
     def append(self, partition: int, body: dict[str, Any]) -> list[bytes]:
@@ -185,8 +188,36 @@ class AuditTrail:
     def release(self, partition: int) -> None:
         """This worker no longer owns ``partition``: sign its head again if it comes back."""
         self._signed_here.discard(partition)
+        self._resynced.pop(partition, None)
+
+    def resync(self, partition: int, last_record: bytes | None) -> None:
+        """Take ``partition``'s head from the last record actually on the audit topic.
+
+        The head table and the records reach the broker separately: a worker killed in
+        between leaves a head with no record (the next link would leave a hole: "record
+        missing") or a record with an older head (the next link would fork). The log is
+        the truth; the table follows it at the next append. The count since the last
+        checkpoint is not known from one record: the next append signs at once.
+        """
+        if last_record is None:
+            self._resynced[partition] = ChainHead(0, GENESIS)
+            return
+        try:
+            record = json.loads(last_record)
+            head = ChainHead(
+                int(record["seq"]),
+                str(record["hash"]),
+                0 if record.get("kind") == CHECKPOINT else -1,
+                0.0,
+            )
+        except (ValueError, KeyError, TypeError):
+            return  # not a link of ours: keep the table's head (verify reports the rest)
+        self._resynced[partition] = head
 
     def _head(self, partition: int) -> ChainHead:
+        resynced = self._resynced.get(partition)
+        if resynced is not None:
+            return resynced
         return ChainHead.from_bytes(self._heads.get(_head_key(partition)))
 
     def _link(self, partition: int, body: dict[str, Any], *, checkpoint: bool = False) -> bytes:
@@ -218,6 +249,7 @@ class AuditTrail:
         self._heads[_head_key(partition)] = ChainHead(
             head.seq + 1, record["hash"], unsigned, oldest
         ).to_bytes()
+        self._resynced.pop(partition, None)
         return canonical(record)
 
 

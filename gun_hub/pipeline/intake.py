@@ -133,16 +133,29 @@ class Intake:
     def _security_dead_letter(
         self, outbox: Outbox, data: bytes, source: SourcePosition, kind: str, reason: str
     ) -> None:
+        self._dead_letter(outbox, data, source, ErrorClass.SECURITY, kind, reason, None)
+
+    def _dead_letter(
+        self,
+        outbox: Outbox,
+        data: bytes,
+        source: SourcePosition,
+        error_class: ErrorClass,
+        kind: str,
+        reason: str,
+        reference: str | None,
+    ) -> None:
         metrics.DEAD_LETTERS.labels(kind=kind).inc()
         add_dead_letter(
             outbox,
             self._ctx.topics.dlq,
             data,
-            error_class=ErrorClass.SECURITY,
+            error_class=error_class,
             kind=kind,
             reason=reason,
             source=source,
             component=COMPONENT,
+            reference=reference,
         )
 
     # -- what the hub already holds ----------------------------------------------------
@@ -197,18 +210,15 @@ class Intake:
         which cannot be accepted as it is. The dead letter keeps the record as received:
         a sealed declaration stays encrypted at rest."""
         metrics.DECLARATIONS_REJECTED.labels(kind=kind).inc()
-        metrics.DEAD_LETTERS.labels(kind=kind).inc()
         identity = sniff_identity(document)
-        add_dead_letter(
+        self._dead_letter(
             outbox,
-            self._ctx.topics.dlq,
             data,
-            error_class=ErrorClass.PERMANENT,
-            kind=kind,
-            reason=reason,
-            source=source,
-            component=COMPONENT,
-            reference=identity.reference if identity else None,
+            source,
+            ErrorClass.PERMANENT,
+            kind,
+            reason,
+            identity.reference if identity else None,
         )
         if identity is None:
             return

@@ -127,8 +127,9 @@ class DecisionReader:
         self._consumer: AIOKafkaConsumer | None = None  # made by start(), in its event loop
         self.rejected: list[EnvelopeRejected] = []  # envelopes refused (security)
         self.unreadable: list[Unreadable] = []  # every record skipped, rejections included
-        # (partition, offset) handled: a rebalance may serve them again.
-        self._seen: set[tuple[int, int]] = set()
+        # Next offset to handle per partition: a rebalance may serve records again from
+        # the last commit (one number per partition, however long the reader runs).
+        self._next: dict[int, int] = {}
         self._topic = topic
         self._envelope = envelope
         self._codec = DecisionCodec(_DECISION_LIMITS)
@@ -180,10 +181,9 @@ class DecisionReader:
             batches = await consumer.getmany(timeout_ms=200, max_records=_BATCH)
             for records in batches.values():
                 for record in records:
-                    where = (record.partition, record.offset)
-                    if where in self._seen:
+                    if record.offset < self._next.get(record.partition, 0):
                         continue  # read again after a rebalance: already handled
-                    self._seen.add(where)
+                    self._next[record.partition] = record.offset + 1
                     examined = self.examine(record)
                     if isinstance(examined, Unreadable):
                         await self._send_dead_letter(record, examined)  # never acted on

@@ -22,7 +22,7 @@ from gun_hub.kafka.local_broker import BrokerError, LocalBroker
 from gun_hub.processes import free_port
 from gun_hub.routing import RoutingTable, load_routing_table
 from gun_hub.security.entitlements import Entitlements
-from gun_hub.security.jose_envelope import JoseEnvelope
+from gun_hub.security.jose_envelope import EnvelopePolicy, JoseEnvelope
 from gun_hub.security.keystore import KeystoreFolder, PartyKeys
 from gun_hub.security.replay import MemoryReplayGuard
 from gun_hub.settings import (
@@ -83,10 +83,15 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def envelope_of(party: str, topics: TopicRegistry, keys_dir: Path) -> JoseEnvelope:
+def envelope_of(
+    party: str, topics: TopicRegistry, keys_dir: Path, policy: EnvelopePolicy | None = None
+) -> JoseEnvelope:
     """``party``'s envelope with in-memory replay memory (a fresh one per call)."""
     return JoseEnvelope(
-        PartyKeys.load(keys_dir, party), Entitlements.from_registry(topics), MemoryReplayGuard()
+        PartyKeys.load(keys_dir, party),
+        Entitlements.from_registry(topics),
+        MemoryReplayGuard(),
+        policy,
     )
 
 

@@ -320,7 +320,7 @@ class Intake:
         """Send the case's requests to the authorities it still waits for."""
         ctx = self._ctx
         operation = OPERATION_FOR_STAGE[declaration.stage]
-        authorities = tuple(a for a in sorted(set(case.awaiting)))
+        authorities = tuple(sorted(set(case.awaiting)))
         if again:
             ctx.open_cases[declaration.reference.encode()] = open_case_entry(case, partition)
         ctx.send_requests(

@@ -27,12 +27,10 @@ from gun_hub.dead_letter import HEADER_ERROR_KIND, header_value
 from gun_hub.model.decision import Decision
 from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.processes import start_adapter
-from gun_hub.security.entitlements import CLEARANCE_PARTY, Entitlements
-from gun_hub.security.jose_envelope import EnvelopePolicy, JoseEnvelope
-from gun_hub.security.keystore import PartyKeys
-from gun_hub.security.replay import MemoryReplayGuard
+from gun_hub.security.entitlements import CLEARANCE_PARTY
+from gun_hub.security.jose_envelope import EnvelopePolicy
 from tests.builders import declaration_xml, document, goods_item
-from tests.conftest import PARTITIONS, KafkaEnv
+from tests.conftest import PARTITIONS, KafkaEnv, envelope_of
 from tests.e2e.conftest import Pipeline, start_pipeline
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
@@ -84,10 +82,10 @@ async def test_an_adapter_back_after_its_requests_expired_answers_every_one(
     pipeline = short_lived
     pipeline.group.stop("adapter-dgal")
     # The clearance system seals with the same short lifetime as every other party.
-    clearance = JoseEnvelope(
-        PartyKeys.load(pipeline.kafka.keys_dir, CLEARANCE_PARTY),
-        Entitlements.from_registry(pipeline.kafka.topics),
-        MemoryReplayGuard(),
+    clearance = envelope_of(
+        CLEARANCE_PARTY,
+        pipeline.kafka.topics,
+        pipeline.kafka.keys_dir,
         EnvelopePolicy(lifetime_s=LIFETIME_S, max_clock_skew_s=SKEW_S),
     )
     references = await submit_declarations(

@@ -42,6 +42,7 @@ from gun_hub.pipeline.intake import Intake
 from gun_hub.publisher import DecisionPublisher
 from gun_hub.risk import load_risk_rules
 from gun_hub.routing import RoutingTable, load_routing_table
+from gun_hub.runtime.faust_app import HubApp, handled_agent, watch_offsets
 from gun_hub.security.entitlements import HUB_PARTY, Entitlements
 from gun_hub.security.factory import build_audit_trail, checkpoint_within_s, policy_from
 from gun_hub.security.jose_envelope import JoseEnvelope
@@ -162,7 +163,6 @@ def _value(event: Any) -> bytes:
 
 
 Handler = Callable[[Any, SourcePosition, float | None], Outbox]
-Processed = Callable[[SourcePosition, float | None], None]
 
 
 def _accepted_at(message: Any) -> float | None:
@@ -252,7 +252,8 @@ def build_hub(settings: Settings) -> Hub:
     """Create the faust app for these settings; nothing connects until the worker starts."""
     routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
     topics = topic_registry(settings.kafka.topic_prefix, routing.authorities)
-    app = faust.App(
+    # HubApp: commits only past records an agent handled (runtime/offsets.py).
+    app = HubApp(
         settings.hub.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
         store=settings.hub.store,
@@ -338,25 +339,19 @@ def build_hub(settings: Settings) -> Hub:
             headers=record.headers,
         )
 
-    def agent(topic: Any, name: str, handle: Handler, after: Processed | None = None) -> None:
+    def agent(topic: Any, name: str, handle: Handler) -> None:
         """One event at a time per partition (order), handled, then its records sent on
         the event's partition and acknowledged (delivery.py). Any record is survivable:
         whatever a handler cannot deal with is dead-lettered with its reason (defect 3)."""
 
-        async def process(stream: Any) -> None:
-            async for event in stream.events():
-                message = event.message
-                source = SourcePosition(message.topic, message.partition, message.offset, event.key)
-                accepted_at = _accepted_at(message)
-                outbox = await _handled(handle, event, source, accepted_at, topics.dlq, name)
-                await deliver(send_record, outbox, source, topics.dlq)
-                if after is not None:
-                    after(source, accepted_at)
+        async def handled(event: Any) -> None:
+            message = event.message
+            source = SourcePosition(message.topic, message.partition, message.offset, event.key)
+            accepted_at = _accepted_at(message)
+            outbox = await _handled(handle, event, source, accepted_at, topics.dlq, name)
+            await deliver(send_record, outbox, source, topics.dlq)
 
-        app.agent(topic, name=name, concurrency=1)(process)
-
-    def answered(source: SourcePosition, _accepted_at: float | None) -> None:
-        progress.processed(source.topic, source.partition, source.offset)
+        handled_agent(app, topic, name, handled)
 
     agent(
         declarations, "intake", lambda event, source, at: intake.handle(_value(event), source, at)
@@ -365,7 +360,6 @@ def build_hub(settings: Settings) -> Hub:
         responses,
         "correlation",
         lambda event, source, at: correlation.handle(_value(event), source, at),
-        after=answered,
     )
     agent(
         dead_letters,
@@ -401,6 +395,12 @@ def build_hub(settings: Settings) -> Hub:
 
     app.on_partitions_assigned.connect(resync_audit_heads)
     app.timer(interval=settings.hub.deadline_sweep_s)(sweep.run)
+    watch_offsets(
+        app,
+        from_settings(settings.kafka),
+        {topics.declarations, *topics.all_responses(), topics.dlq, topics.deadlines},
+        settings.hub.offset_watchdog_s,
+    )
 
     publisher = DecisionPublisher(
         from_settings(settings.kafka),

@@ -80,8 +80,8 @@ class DeadlineSweep:
             )
 
     async def _refresh_progress(self, partitions: set[int]) -> None:
-        """Ask the broker where each response partition ends, and take the group's
-        committed offsets (read at assignment) as read."""
+        """Ask the broker where each response partition ends, and the consumer how far
+        each was handled without a hole."""
         if not partitions:
             return
         tps = [
@@ -91,12 +91,10 @@ class DeadlineSweep:
         ]
         consumer = self._app.consumer
         ends = await consumer.highwaters(*tps)
-        # faust keeps the committed offsets it read at assignment here; no public accessor.
-        committed = getattr(consumer, "_committed_offset", {})
         for tp in tps:
             end = ends.get(tp)
             if end is not None:
                 self._progress.set_end(tp.topic, tp.partition, int(end))
-            offset = committed.get(tp)
+            offset = consumer.first_unsettled(tp)
             if offset is not None:
-                self._progress.set_committed(tp.topic, tp.partition, int(offset))
+                self._progress.set_read_up_to(tp.topic, tp.partition, int(offset))

@@ -98,6 +98,11 @@ class HubSettings(BaseModel):
         description="Longest an audit record waits for a checkpoint while the hub runs; "
         "`gun-hub audit verify` allows this plus 300 s.",
     )
+    offset_watchdog_s: PositiveFloat = Field(
+        2.0,
+        description="How often the hub looks for a record faust read but never handed to "
+        "an agent (runtime/watchdog.py); such a record is read again within a few of these.",
+    )
     session_timeout_s: float = Field(
         10.0,
         description="Consumer-group session timeout: how long a crashed worker holds its "

@@ -7,9 +7,10 @@ may time out only once each response partition it depends on has been read to th
 the broker last reported (the deadline sweep asks for it just before ticking): no answer
 that was in the log then is still unread. An answer written after that is late.
 
-Fed by the correlation agent (each record processed, after what it caused was sent), the
-group's committed offsets at assignment (everything before them was read), and the log
-ends the deadline sweep asks the broker for.
+Fed, just before each sweep, with the log ends the broker reports and with how far each
+partition has been handled without a hole (the consumer's first unsettled offset,
+runtime/strict_consumer.py): not the highest offset handled, since faust can drop a
+record and go on (its answer would then count as read while it never was).
 """
 
 from __future__ import annotations
@@ -26,15 +27,9 @@ class AnswerProgress:
     _next: dict[_Partition, int] = field(default_factory=dict)
     _end: dict[_Partition, int] = field(default_factory=dict)
 
-    def processed(self, topic: str, partition: int, offset: int) -> None:
-        """The record at ``offset`` was handled (and what it caused was sent)."""
-        where = (topic, partition)
-        self._next[where] = max(self._next.get(where, 0), offset + 1)
-
-    def set_committed(self, topic: str, partition: int, offset: int) -> None:
-        """The group's committed offset (known at assignment): everything before it was read."""
-        where = (topic, partition)
-        self._next[where] = max(self._next.get(where, 0), offset)
+    def set_read_up_to(self, topic: str, partition: int, offset: int) -> None:
+        """Every record before ``offset`` was handled (or holds nothing); it was not."""
+        self._next[(topic, partition)] = offset
 
     def set_end(self, topic: str, partition: int, end: int) -> None:
         """The log end offset, as the broker last reported it."""

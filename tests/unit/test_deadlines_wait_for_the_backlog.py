@@ -32,9 +32,9 @@ def test_a_partition_is_read_once_every_record_up_to_its_reported_end_is() -> No
     progress = AnswerProgress()
     progress.set_end(DGAL, 0, 5)
     assert not progress.read_to_end(DGAL, 0)  # five answers waiting
-    progress.processed(DGAL, 0, 3)
+    progress.set_read_up_to(DGAL, 0, 4)
     assert not progress.read_to_end(DGAL, 0)
-    progress.processed(DGAL, 0, 4)
+    progress.set_read_up_to(DGAL, 0, 5)
     assert progress.read_to_end(DGAL, 0)
     progress.set_end(DGAL, 0, 6)  # a new answer arrived since
     assert not progress.read_to_end(DGAL, 0)
@@ -45,8 +45,17 @@ def test_an_empty_partition_or_one_read_before_a_restart_hides_nothing() -> None
     progress.set_end(DGAL, 1, 0)
     assert progress.read_to_end(DGAL, 1)
     progress.set_end(DGAL, 2, 8)
-    progress.set_committed(DGAL, 2, 8)  # restarted, nothing new since the commit
+    progress.set_read_up_to(DGAL, 2, 8)  # restarted, nothing new since the commit
     assert progress.read_to_end(DGAL, 2)
+
+
+def test_an_answer_handled_past_but_never_handled_itself_keeps_the_partition_unread() -> None:
+    """faust dropped the answer at offset 3 and went on: the consumer's first unsettled
+    offset stays at 3 (tests/unit/test_commit_only_past_handled_records.py)."""
+    progress = AnswerProgress()
+    progress.set_end(DGAL, 0, 6)
+    progress.set_read_up_to(DGAL, 0, 3)  # 4 and 5 handled, 3 not
+    assert not progress.read_to_end(DGAL, 0)
 
 
 def test_an_unknown_end_hides_possible_answers() -> None:

@@ -1,0 +1,73 @@
+"""The faust app class and agent shape the hub runs on (offsets.py says why).
+
+``HubApp`` consumes through ``StrictOffsetsConsumer``; ``handled_agent`` is the one way an
+agent is written: handle each event in order, then mark it handled, so that only handled
+records are ever committed over. ``watch_offsets`` starts the watchdog that reads again a
+record faust dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+from aiokafka.errors import KafkaError
+from faust.types import EventT, Message
+
+from gun_hub.kafka.client import Connect
+from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer, StrictOffsetsTransport
+from gun_hub.runtime.watchdog import OffsetWatchdog
+
+log = logging.getLogger(__name__)
+
+
+class HubApp(faust.App):  # type: ignore[misc]
+    """faust.App whose consumer commits only past handled records."""
+
+    def _new_transport(self) -> Any:
+        return StrictOffsetsTransport(self.conf.broker_consumer, self)
+
+
+def mark_handled(app: Any, message: Message) -> None:
+    consumer = app.consumer
+    if isinstance(consumer, StrictOffsetsConsumer):
+        consumer.mark_handled(message)
+
+
+def handled_agent(
+    app: Any, topic: Any, name: str, handle: Callable[[EventT], Awaitable[None]]
+) -> None:
+    """One event at a time per partition, in order; marked handled once ``handle`` returned."""
+
+    async def process(stream: Any) -> None:
+        async for event in stream.events():
+            await handle(event)
+            mark_handled(app, event.message)
+
+    app.agent(topic, name=name, concurrency=1)(process)
+
+
+def watch_offsets(
+    app: Any, connect: Connect, topics: set[str], interval_s: float
+) -> OffsetWatchdog:
+    """Tick the offset watchdog every ``interval_s`` on this worker's partitions of ``topics``."""
+    watchdog = OffsetWatchdog(lambda: app.consumer, connect, topics, stall_s=2 * interval_s)
+
+    async def watch() -> None:
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                if app.rebalancing:
+                    continue  # the assignment seeks back to the commit point itself
+                try:
+                    await watchdog.tick()
+                except (KafkaError, OSError, TimeoutError):
+                    log.exception("offset watchdog: the broker could not be asked; next tick")
+        finally:
+            await watchdog.stop()
+
+    app.task(watch)
+    return watchdog

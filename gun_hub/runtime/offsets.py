@@ -1,0 +1,73 @@
+"""Which offset of a partition may be committed: only past records the hub handled.
+
+faust 0.15 counts a record as done when its stream acknowledges it, and a stream also
+acknowledges the records it skips while a rebalance suspends the flow; its commit rule
+then steps over one missing offset at the head (faust-streaming #606), and its gap
+bookkeeping marks the record being delivered as a gap. Each of those commits past a
+record that was never handled: after the next restart it is lost (a declaration never
+decided), and until then the commit stalls (an answer never read, a spurious deadline).
+
+The rule here is the plain at-least-once one: from the committed offset, advance over
+offsets that were handled or are known to hold no record (a transaction marker, a
+compacted or expired record), and stop at the first other one. Known-empty offsets come
+only from the broker itself (the watchdog reads the range), never from guesses.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class EmptyOffsets:
+    """Offsets of one partition known to hold no record, as sorted disjoint [start, stop)."""
+
+    _spans: list[tuple[int, int]] = field(default_factory=list)
+
+    def add(self, start: int, stop: int) -> None:
+        if stop <= start:
+            return
+        merged: list[tuple[int, int]] = []
+        for span_start, span_stop in self._spans:
+            if span_stop < start or span_start > stop:
+                merged.append((span_start, span_stop))
+            else:
+                start, stop = min(start, span_start), max(stop, span_stop)
+        merged.append((start, stop))
+        self._spans = sorted(merged)
+
+    def end_of_span_at(self, offset: int) -> int | None:
+        """The first offset past the empty span holding ``offset`` (None: not empty)."""
+        index = bisect_right(self._spans, (offset, float("inf"))) - 1
+        if index >= 0:
+            start, stop = self._spans[index]
+            if start <= offset < stop:
+                return stop
+        return None
+
+    def forget_below(self, offset: int) -> None:
+        """Spans wholly below the committed offset are no longer needed."""
+        self._spans = [(a, b) for a, b in self._spans if b > offset]
+
+    def __bool__(self) -> bool:
+        return bool(self._spans)
+
+
+def first_unsettled(start: int, handled: Iterable[int], empty: EmptyOffsets) -> int:
+    """The first offset from ``start`` that was neither handled nor known empty.
+
+    Everything before it may be committed; it is where a consumer must read again if
+    it has gone past it without handling it.
+    """
+    done = set(handled)
+    offset = start
+    while True:
+        if offset in done:
+            offset += 1
+            continue
+        past_empty = empty.end_of_span_at(offset)
+        if past_empty is None:
+            return offset
+        offset = past_empty

@@ -1,0 +1,109 @@
+"""faust's Kafka consumer, committing only past records the hub handled.
+
+The hub's agents mark each record they handled (``mark_handled``) and only those count:
+faust's own acknowledgements (which include records a stream skipped during a
+rebalance) and its gap guesses are ignored, and the commit point follows
+``offsets.first_unsettled``. A record
+faust dropped is therefore never committed over: it holds the commit back until the
+watchdog (``watchdog.py``) has it read again, or the next assignment seeks back to it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+
+from gun_hub.runtime.offsets import EmptyOffsets, first_unsettled
+
+
+class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    """The aiokafka-driver consumer with the hub's commit rule (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handled: defaultdict[TP, set[int]] = defaultdict(set)
+        self._empty: defaultdict[TP, EmptyOffsets] = defaultdict(EmptyOffsets)
+        # Where a partition with no committed offset starts (faust keeps None for it,
+        # and for a committed offset of 0).
+        self._start: dict[TP, int] = {}
+
+    # -- what the hub's agents and the watchdog call ----------------------------------
+
+    def mark_handled(self, message: Message) -> None:
+        """The agent has handled this record and sent what it caused."""
+        self._handled[message.tp].add(message.offset)
+
+    def mark_empty(self, tp: TP, start: int, stop: int) -> None:
+        """The broker holds no record at [start, stop) on ``tp``."""
+        self._empty[tp].add(start, stop)
+
+    def commit_start(self, tp: TP) -> int | None:
+        """The offset this partition's commit point moves on from (None: not known yet)."""
+        committed = self._committed_offset.get(tp)
+        return committed if committed is not None else self._start.get(tp)
+
+    def first_unsettled(self, tp: TP) -> int | None:
+        """The first offset of ``tp`` neither handled nor known empty."""
+        start = self.commit_start(tp)
+        if start is None:
+            return None
+        return first_unsettled(start, self._handled.get(tp, ()), self._empty[tp])
+
+    def read_position(self, tp: TP) -> int | None:
+        """The last offset faust handed to its streams (or sought to)."""
+        offset = self._read_offset.get(tp)
+        return int(offset) if offset is not None else None
+
+    def in_flight(self, tp: TP, offset: int) -> bool:
+        """A stream holds this record now (taken, not yet acknowledged)."""
+        return any(m.tp == tp and m.offset == offset for m in list(self._unacked_messages))
+
+    def handled_beyond(self, tp: TP, offset: int) -> bool:
+        """A record of ``tp`` after ``offset`` was handled (records are handled in order)."""
+        return any(o > offset for o in self._handled.get(tp, ()))
+
+    async def learn_starts(self, tps: Iterable[TP]) -> None:
+        """Where each partition without a committed offset begins, asked of the broker."""
+        unknown = [tp for tp in tps if self.commit_start(tp) is None]
+        if unknown:
+            earliest: Mapping[TP, int] = await self.earliest_offsets(*unknown)
+            for tp, offset in earliest.items():
+                if offset is not None:
+                    self._start[tp] = int(offset)
+
+    # -- faust's hooks ----------------------------------------------------------------
+
+    def _new_offset(self, tp: TP) -> int | None:
+        handled = self._handled[tp]
+        start = self.commit_start(tp)
+        if start is None or not handled:
+            return None
+        point = first_unsettled(start, handled, self._empty[tp])
+        # faust's own acknowledgements (its streams also acknowledge skipped records,
+        # and its compiled stream path bypasses ``ack``) are only trimmed, never trusted.
+        acked = self._acked[tp]
+        dropped = {o for o in acked if o < point}
+        acked[:] = [o for o in acked if o >= point]
+        self._acked_index[tp].difference_update(dropped)
+        self._handled[tp] = {o for o in handled if o >= point}
+        self._empty[tp].forget_below(point)
+        return point if point > start else None
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """faust guesses gaps from read positions, the record being delivered included;
+        a guess is never a reason to commit (known-empty offsets come from the broker)."""
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await super().on_partitions_revoked(revoked)
+        for tp in revoked:
+            self._handled.pop(tp, None)
+            self._empty.pop(tp, None)
+            self._start.pop(tp, None)
+
+
+class StrictOffsetsTransport(faust_aiokafka.Transport):  # type: ignore[misc]
+    Consumer = StrictOffsetsConsumer

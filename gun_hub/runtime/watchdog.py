@@ -1,0 +1,163 @@
+"""The offset watchdog: a record faust read but never handed over is read again.
+
+faust can drop a record it has fetched (a rebalance cancels its delivery, or clears the
+queue it waited in) while the partition stays assigned, so nothing seeks back to it.
+With the hub's commit rule (``strict_consumer.py``) such a record holds the commit back
+instead of being committed over; this watchdog notices and repairs it without a restart.
+
+Each tick, for every partition of the agents' topics: the first offset neither handled
+nor known empty (the head) is suspect when faust has read up to or past it and no stream
+holds it. A suspect head is judged by the broker itself (a plain consumer reads the
+range): absent offsets before a present record hold nothing (transaction markers,
+expired records) and are marked empty; a present head is read again (seek). Handling is
+idempotent, so reading again what follows the head costs time, never a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
+
+from gun_hub.kafka.client import Connect, consumer_options
+from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
+
+log = logging.getLogger(__name__)
+
+# How much of a partition one look at the broker reads at most.
+_PROBE_MAX_RECORDS = 2000
+
+
+@dataclass(slots=True)
+class _Suspect:
+    offset: int
+    since: float
+
+
+class OffsetWatchdog:
+    """Ticked by the hub's timer (``tick``); ``read_again`` counts its repairs.
+
+    ``consumer`` returns the app's consumer (faust creates it late)."""
+
+    def __init__(
+        self,
+        consumer: Callable[[], Any],
+        connect: Connect,
+        topics: set[str],
+        stall_s: float,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self._consumer = consumer
+        self._connect = connect
+        self._topics = topics
+        self._stall_s = stall_s
+        self._clock = clock
+        self._suspects: dict[TP, _Suspect] = {}
+        self._sought: dict[TP, _Suspect] = {}
+        # (head, read position) a look at the broker found nothing to repair at: not
+        # looked at again until one of them moves (a quiet partition at its end).
+        self._settled_quiet: dict[TP, tuple[int, int]] = {}
+        self._probe: AIOKafkaConsumer | None = None
+        self.read_again = 0
+        self.marked_empty = 0
+
+    async def tick(self) -> None:
+        consumer = self._consumer()
+        if not isinstance(consumer, StrictOffsetsConsumer):
+            return
+        assigned = [tp for tp in consumer.assignment() if tp.topic in self._topics]
+        await consumer.learn_starts(assigned)
+        now = self._clock()
+        for tp in assigned:
+            await self._look_at(consumer, tp, now)
+        for memory in (self._suspects, self._sought, self._settled_quiet):
+            for tp in [tp for tp in memory if tp not in assigned]:
+                del memory[tp]
+
+    async def _look_at(self, consumer: StrictOffsetsConsumer, tp: TP, now: float) -> None:
+        head = consumer.first_unsettled(tp)
+        read = consumer.read_position(tp)
+        if head is None or read is None or read < head or consumer.in_flight(tp, head):
+            self._suspects.pop(tp, None)
+            return
+        if self._settled_quiet.get(tp) == (head, read):
+            return
+        sought = self._sought.get(tp)
+        if sought is not None and sought.offset == head and now - sought.since < 6 * self._stall_s:
+            return  # read again already: let it come round
+        suspect = self._suspects.get(tp)
+        if suspect is None or suspect.offset != head:
+            self._suspects[tp] = suspect = _Suspect(head, now)
+        # Records are handled in order: one handled past the head means the head was
+        # skipped. Otherwise (the last record of a quiet partition) wait a little.
+        if not consumer.handled_beyond(tp, head) and now - suspect.since < self._stall_s:
+            return
+        present = await self._present(tp, head, max(read, head) + 1)
+        if present:
+            absent_from = head
+            for offset in sorted(present):
+                if offset > absent_from:
+                    consumer.mark_empty(tp, absent_from, offset)
+                    self.marked_empty += offset - absent_from
+                absent_from = offset + 1
+        if head in present:
+            log.warning(
+                "%s[%d] offset %d was read but never handled (dropped by faust): read again",
+                tp.topic,
+                tp.partition,
+                head,
+            )
+            await consumer.seek(tp, head)
+            self.read_again += 1
+            self._sought[tp] = _Suspect(head, now)
+        elif consumer.first_unsettled(tp) == head:
+            self._settled_quiet[tp] = (head, read)
+        self._suspects.pop(tp, None)
+
+    async def _present(self, tp: TP, start: int, stop: int) -> set[int]:
+        """Offsets in [start, stop) that hold a record, read from the broker."""
+        probe = await self._probe_consumer()
+        partition = TopicPartition(tp.topic, tp.partition)
+        probe.assign([partition])
+        probe.seek(partition, start)
+        stop = min(stop, start + _PROBE_MAX_RECORDS)
+        present: set[int] = set()
+        end = (await probe.end_offsets([partition]))[partition]
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    position = await probe.position(partition)
+                    if position >= min(stop, end):
+                        break
+                    batch = await probe.getmany(partition, timeout_ms=500)
+                    for record in batch.get(partition, ()):
+                        if record.offset < stop:
+                            present.add(record.offset)
+        except TimeoutError:
+            log.warning("%s[%d]: the look at offsets %d-%d timed out", *tp, start, stop)
+            return set()  # nothing learnt: judged again next tick
+        return present
+
+    async def _probe_consumer(self) -> AIOKafkaConsumer:
+        if self._probe is None:
+            probe = AIOKafkaConsumer(
+                **consumer_options(self._connect),
+                enable_auto_commit=False,
+                # The same isolation as faust's at-least-once consumer: the same offsets
+                # are records for both.
+                isolation_level="read_uncommitted",
+            )
+            await probe.start()
+            self._probe = probe
+        return self._probe
+
+    async def stop(self) -> None:
+        if self._probe is not None:
+            await self._probe.stop()
+            self._probe = None

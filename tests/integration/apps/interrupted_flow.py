@@ -1,0 +1,74 @@
+"""A faust worker on the hub's runtime whose flow is interrupted as a rebalance does.
+
+Run as ``python -m tests.integration.apps.interrupted_flow BOOTSTRAP TOPIC GROUP OUT
+INTERRUPT_AT BUFFER [--stock]``. It handles every record of TOPIC, appending each handled offset
+to OUT; when it first handles offset INTERRUPT_AT it suspends faust's flow for a moment
+and clears the agents' queues (BUFFER records deep), exactly as faust's own
+``on_partitions_revoked`` does, but keeps the partition (no seek follows).
+``--stock`` runs plain faust instead of HubApp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from gun_hub.runtime.faust_app import HubApp, handled_agent, watch_offsets
+
+
+def main(
+    bootstrap: str,
+    topic_name: str,
+    group: str,
+    out: Path,
+    interrupt_at: int,
+    buffer: int,
+    stock: bool,
+) -> None:
+    app_class = faust.App if stock else HubApp
+    app = app_class(
+        group,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=0.5,
+        stream_buffer_maxsize=buffer,
+        topic_disable_leader=True,
+        logging_config=None,
+    )
+    topic = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
+    interrupted = False
+
+    async def handle(event: Any) -> None:
+        nonlocal interrupted
+        offset = event.message.offset
+        await asyncio.sleep(0.002)  # the work: the fetcher runs ahead and fills the queue
+        with out.open("a") as handled:
+            handled.write(f"{offset}\n")
+        if offset == interrupt_at and not interrupted:
+            interrupted = True
+            app.flow_control.suspend()  # what on_partitions_revoked does first
+
+            def resume() -> None:
+                app.flow_control.clear()
+                app.flow_control.resume()
+
+            asyncio.get_running_loop().call_later(0.5, resume)
+
+    handled_agent(app, topic, "handle", handle)
+    if not stock:
+        watch_offsets(app, bootstrap, {topic_name}, interval_s=1.0)
+    app.main()
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    stock = "--stock" in args
+    args = [a for a in args if a != "--stock"]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
+    main(args[0], args[1], args[2], Path(args[3]), int(args[4]), int(args[5]), stock)

@@ -1,0 +1,97 @@
+"""The hub commits an offset only past records it handled (gun_hub/runtime/offsets.py).
+
+faust's own rule (faust-streaming #606) steps over a single record missing at the head:
+a record a rebalance made its stream skip is committed without being handled, and lost
+for good at the next restart.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types import TP
+
+from gun_hub.runtime.offsets import EmptyOffsets, first_unsettled
+from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
+
+TOPIC_PARTITION = TP("gun.declarations", 1)
+
+
+def _faust_state(consumer: Any, committed: int, acked: list[int]) -> Any:
+    consumer._acked = defaultdict(list, {TOPIC_PARTITION: list(acked)})
+    consumer._acked_index = defaultdict(set, {TOPIC_PARTITION: set(acked)})
+    consumer._gap = defaultdict(lambda: None)
+    consumer._committed_offset = defaultdict(lambda: None, {TOPIC_PARTITION: committed})
+    return consumer
+
+
+class _Stub:
+    pass
+
+
+def test_plain_faust_commits_over_a_single_record_missing_at_the_head() -> None:
+    """Why the hub does not use faust's rule; if this fails, faust fixed #606."""
+    stub = _faust_state(_Stub(), committed=2585, acked=[2586, 2587, 2588, 2589])
+    stub._gap = defaultdict(lambda: _EmptyTree())
+    assert FaustConsumer._new_offset(stub, TOPIC_PARTITION) == 2590  # 2585 never handled
+
+
+class _EmptyTree:
+    def __bool__(self) -> bool:
+        return False
+
+
+def _strict(committed: int, handled: list[int], acked: list[int] | None = None) -> Any:
+    consumer = object.__new__(StrictOffsetsConsumer)  # its state only, no broker
+    _faust_state(consumer, committed, acked if acked is not None else handled)
+    consumer._handled = defaultdict(set, {TOPIC_PARTITION: set(handled)})
+    consumer._empty = defaultdict(EmptyOffsets)
+    consumer._start = {}
+    return consumer
+
+
+def test_a_record_missing_at_the_head_holds_the_commit() -> None:
+    consumer = _strict(committed=2585, handled=[2586, 2587, 2588, 2589])
+    assert consumer._new_offset(TOPIC_PARTITION) is None
+    assert consumer.first_unsettled(TOPIC_PARTITION) == 2585
+
+
+def test_handled_records_from_the_commit_on_are_committed() -> None:
+    consumer = _strict(committed=10, handled=[10, 11, 12, 14])
+    assert consumer._new_offset(TOPIC_PARTITION) == 13
+    assert consumer._handled[TOPIC_PARTITION] == {14}
+    assert consumer._acked[TOPIC_PARTITION] == [14]
+
+
+def test_a_record_faust_acknowledged_without_it_being_handled_does_not_count() -> None:
+    """A stream acknowledges the records it skips during a rebalance."""
+    consumer = _strict(committed=10, handled=[10, 12], acked=[10, 11, 12])
+    assert consumer._new_offset(TOPIC_PARTITION) == 11
+
+
+def test_offsets_the_broker_holds_no_record_at_are_stepped_over() -> None:
+    consumer = _strict(committed=10, handled=[10, 13])
+    consumer.mark_empty(TOPIC_PARTITION, 11, 13)  # a transaction's commit markers
+    assert consumer._new_offset(TOPIC_PARTITION) == 14
+
+
+def test_a_partition_never_committed_starts_where_the_log_begins() -> None:
+    consumer = _strict(committed=None, handled=[5, 6])  # type: ignore[arg-type]
+    assert consumer._new_offset(TOPIC_PARTITION) is None  # start unknown: nothing yet
+    consumer._start[TOPIC_PARTITION] = 4
+    assert consumer._new_offset(TOPIC_PARTITION) is None  # 4 not handled
+    consumer._start[TOPIC_PARTITION] = 5
+    assert consumer._new_offset(TOPIC_PARTITION) == 7
+
+
+def test_first_unsettled_walks_handled_and_empty_offsets() -> None:
+    empty = EmptyOffsets()
+    empty.add(3, 5)
+    empty.add(5, 6)
+    empty.add(9, 9)  # nothing
+    assert first_unsettled(0, [0, 1, 2, 6, 8], empty) == 7
+    assert first_unsettled(7, [8], empty) == 7
+    empty.forget_below(6)
+    assert empty.end_of_span_at(4) is None

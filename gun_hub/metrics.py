@@ -52,6 +52,12 @@ DECISIONS_ANNOUNCED_AGAIN = Counter(
     "gun_hub_decisions_announced_again_total",
     "Decisions emitted again because a worker died before the broker confirmed them.",
 )
+RECORDS_READ_AGAIN = Counter(
+    "gun_hub_records_read_again_total",
+    "Records faust read but never handed to an agent, read again by the offset watchdog "
+    "(runtime/watchdog.py). Any rise is worth a look at the hub's log around it.",
+    ["topic"],
+)
 DECISION_SECONDS = Histogram(
     "gun_hub_decision_latency_seconds",
     "Time from receiving a declaration to emitting its decision.",

@@ -11,7 +11,7 @@ watchdog (``watchdog.py``) has it read again, or the next assignment seeks back 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -30,6 +30,8 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         # Where a partition with no committed offset starts (faust keeps None for it,
         # and for a committed offset of 0).
         self._start: dict[TP, int] = {}
+        # The highest offset fetched for the streams since the last seek.
+        self._fetched: dict[TP, int] = {}
 
     # -- what the hub's agents and the watchdog call ----------------------------------
 
@@ -53,18 +55,22 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             return None
         return first_unsettled(start, self._handled.get(tp, ()), self._empty[tp])
 
-    def read_position(self, tp: TP) -> int | None:
-        """The last offset faust handed to its streams (or sought to)."""
-        offset = self._read_offset.get(tp)
-        return int(offset) if offset is not None else None
+    def fetched_up_to(self, tp: TP) -> int | None:
+        """The highest offset of ``tp`` fetched for the streams since the last seek."""
+        return self._fetched.get(tp)
 
-    def in_flight(self, tp: TP, offset: int) -> bool:
-        """A stream holds this record now (taken, not yet acknowledged)."""
-        return any(m.tp == tp and m.offset == offset for m in list(self._unacked_messages))
-
-    def handled_beyond(self, tp: TP, offset: int) -> bool:
-        """A record of ``tp`` after ``offset`` was handled (records are handled in order)."""
-        return any(o > offset for o in self._handled.get(tp, ()))
+    def held(self, tp: TP, offset: int) -> bool:
+        """The record is on its way: waiting in an agent's queue, or taken by a stream and
+        not yet acknowledged."""
+        if any(m.tp == tp and m.offset == offset for m in list(self._unacked_messages)):
+            return True
+        for channel in list(self.app.topics._topic_name_index.get(tp.topic, ())):
+            queue = getattr(channel, "_queue", None)
+            for event in list(getattr(queue, "_queue", ())):
+                message = getattr(event, "message", None)
+                if message is not None and message.tp == tp and message.offset == offset:
+                    return True
+        return False
 
     async def learn_starts(self, tps: Iterable[TP]) -> None:
         """Where each partition without a committed offset begins, asked of the broker."""
@@ -76,6 +82,20 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     self._start[tp] = int(offset)
 
     # -- faust's hooks ----------------------------------------------------------------
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 - faust's signature
+        async for tp, message in super().getmany(timeout):
+            if message.offset > self._fetched.get(tp, -1):
+                self._fetched[tp] = message.offset
+            yield tp, message
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        self._fetched.pop(partition, None)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        self._fetched.clear()
 
     def _new_offset(self, tp: TP) -> int | None:
         handled = self._handled[tp]
@@ -103,6 +123,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             self._handled.pop(tp, None)
             self._empty.pop(tp, None)
             self._start.pop(tp, None)
+            self._fetched.pop(tp, None)
 
 
 class StrictOffsetsTransport(faust_aiokafka.Transport):  # type: ignore[misc]

@@ -6,11 +6,12 @@ With the hub's commit rule (``strict_consumer.py``) such a record holds the comm
 instead of being committed over; this watchdog notices and repairs it without a restart.
 
 Each tick, for every partition of the agents' topics: the first offset neither handled
-nor known empty (the head) is suspect when faust has read up to or past it and no stream
-holds it. A suspect head is judged by the broker itself (a plain consumer reads the
-range): absent offsets before a present record hold nothing (transaction markers,
-expired records) and are marked empty; a present head is read again (seek). Handling is
-idempotent, so reading again what follows the head costs time, never a duplicate.
+nor known empty (the head) is suspect when faust has fetched up to or past it and it is
+neither waiting in an agent's queue nor held by a stream, two ticks in a row. A suspect
+head is judged by the broker itself (a plain consumer reads the range): absent offsets
+before a present record hold nothing (transaction markers, expired records) and are
+marked empty; a present head is read again (seek). Handling is idempotent, so reading
+again what follows the head costs time, never a duplicate.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
+from gun_hub import metrics
 from gun_hub.kafka.client import Connect, consumer_options
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 
@@ -82,23 +84,24 @@ class OffsetWatchdog:
 
     async def _look_at(self, consumer: StrictOffsetsConsumer, tp: TP, now: float) -> None:
         head = consumer.first_unsettled(tp)
-        read = consumer.read_position(tp)
-        if head is None or read is None or read < head or consumer.in_flight(tp, head):
+        fetched = consumer.fetched_up_to(tp)
+        if head is None or fetched is None or fetched < head or consumer.held(tp, head):
             self._suspects.pop(tp, None)
             return
-        if self._settled_quiet.get(tp) == (head, read):
+        if self._settled_quiet.get(tp) == (head, fetched):
             return
         sought = self._sought.get(tp)
         if sought is not None and sought.offset == head and now - sought.since < 6 * self._stall_s:
             return  # read again already: let it come round
         suspect = self._suspects.get(tp)
         if suspect is None or suspect.offset != head:
-            self._suspects[tp] = suspect = _Suspect(head, now)
-        # Records are handled in order: one handled past the head means the head was
-        # skipped. Otherwise (the last record of a quiet partition) wait a little.
-        if not consumer.handled_beyond(tp, head) and now - suspect.since < self._stall_s:
+            # Fetched, yet neither handled, queued nor held by a stream: dropped, unless
+            # it is between the fetch and its queue this very moment. Judged next time.
+            self._suspects[tp] = _Suspect(head, now)
             return
-        present = await self._present(tp, head, max(read, head) + 1)
+        if now - suspect.since < self._stall_s:
+            return
+        present = await self._present(tp, head, fetched + 1)
         if present:
             absent_from = head
             for offset in sorted(present):
@@ -108,16 +111,17 @@ class OffsetWatchdog:
                 absent_from = offset + 1
         if head in present:
             log.warning(
-                "%s[%d] offset %d was read but never handled (dropped by faust): read again",
+                "%s[%d] offset %d was fetched but never handled (dropped by faust): read again",
                 tp.topic,
                 tp.partition,
                 head,
             )
             await consumer.seek(tp, head)
             self.read_again += 1
+            metrics.RECORDS_READ_AGAIN.labels(topic=tp.topic).inc()
             self._sought[tp] = _Suspect(head, now)
         elif consumer.first_unsettled(tp) == head:
-            self._settled_quiet[tp] = (head, read)
+            self._settled_quiet[tp] = (head, fetched)
         self._suspects.pop(tp, None)
 
     async def _present(self, tp: TP, start: int, stop: int) -> set[int]:

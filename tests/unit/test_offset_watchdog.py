@@ -1,0 +1,113 @@
+"""The offset watchdog reads again what faust fetched and dropped, and nothing else
+(gun_hub/runtime/watchdog.py). The broker's answer (which offsets hold a record) is
+given here; tests/integration/test_a_record_faust_drops_is_handled.py runs it for real."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from faust.types import TP
+
+from gun_hub.runtime.offsets import EmptyOffsets, first_unsettled
+from gun_hub.runtime.watchdog import OffsetWatchdog
+
+PARTITION = TP("gun.responses.dgal", 2)
+
+
+@dataclass
+class FakeConsumer:
+    """The consumer's side the watchdog reads and acts on."""
+
+    committed: int
+    handled: set[int] = field(default_factory=set)
+    fetched: int | None = None
+    waiting: set[int] = field(default_factory=set)  # queued or held by a stream
+    empty: EmptyOffsets = field(default_factory=EmptyOffsets)
+    sought: list[int] = field(default_factory=list)
+
+    def first_unsettled(self, tp: TP) -> int:
+        return first_unsettled(self.committed, self.handled, self.empty)
+
+    def fetched_up_to(self, tp: TP) -> int | None:
+        return self.fetched
+
+    def held(self, tp: TP, offset: int) -> bool:
+        return offset in self.waiting
+
+    def mark_empty(self, tp: TP, start: int, stop: int) -> None:
+        self.empty.add(start, stop)
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.sought.append(offset)
+        self.fetched = None
+
+
+class Broker:
+    def __init__(self, records: set[int]) -> None:
+        self.records = records
+        self.asked = 0
+
+    async def present(self, tp: TP, start: int, stop: int) -> set[int]:
+        self.asked += 1
+        return {o for o in self.records if start <= o < stop}
+
+
+def _watchdog(broker: Broker) -> tuple[OffsetWatchdog, list[float]]:
+    now = [0.0]
+    watchdog = OffsetWatchdog(lambda: None, "unused:9092", {PARTITION.topic}, 4.0, lambda: now[0])
+    watchdog._present = broker.present  # type: ignore[method-assign]
+    return watchdog, now
+
+
+async def _ticks(watchdog: OffsetWatchdog, consumer: FakeConsumer, now: list[float]) -> None:
+    for _ in range(4):
+        await watchdog._look_at(consumer, PARTITION, now[0])  # type: ignore[arg-type]
+        now[0] += 2.0
+
+
+async def test_a_fetched_record_neither_queued_nor_handled_is_read_again() -> None:
+    consumer = FakeConsumer(committed=10, handled={10, 12, 13}, fetched=13)
+    watchdog, now = _watchdog(Broker(set(range(20))))
+    await _ticks(watchdog, consumer, now)
+    assert consumer.sought == [11]
+    assert watchdog.read_again == 1
+
+
+async def test_a_record_waiting_in_a_queue_is_left_alone() -> None:
+    consumer = FakeConsumer(committed=10, handled={10}, fetched=500, waiting={11})
+    broker = Broker(set(range(600)))
+    watchdog, now = _watchdog(broker)
+    await _ticks(watchdog, consumer, now)
+    assert consumer.sought == []
+    assert broker.asked == 0
+
+
+async def test_offsets_without_a_record_are_stepped_over_not_read_again() -> None:
+    consumer = FakeConsumer(committed=10, handled={10, 13}, fetched=13)
+    watchdog, now = _watchdog(Broker({10, 13}))  # 11, 12: a transaction's markers
+    await _ticks(watchdog, consumer, now)
+    assert consumer.sought == []
+    assert consumer.first_unsettled(PARTITION) == 14
+
+
+async def test_a_record_not_yet_fetched_is_not_suspect() -> None:
+    consumer = FakeConsumer(committed=10, handled=set(), fetched=None)
+    broker = Broker(set(range(20)))
+    watchdog, now = _watchdog(broker)
+    await _ticks(watchdog, consumer, now)
+    assert consumer.sought == []
+    assert broker.asked == 0
+
+
+async def test_a_suspect_is_judged_only_after_it_stayed_one_for_the_stall_time() -> None:
+    consumer = FakeConsumer(committed=10, handled={10, 12}, fetched=12)
+    broker = Broker(set(range(20)))
+    watchdog, _now = _watchdog(broker)
+    await watchdog._look_at(consumer, PARTITION, 0.0)  # type: ignore[arg-type]
+    await watchdog._look_at(consumer, PARTITION, 2.0)  # type: ignore[arg-type]
+    assert broker.asked == 0
+    consumer.waiting.add(11)  # it was on its way after all
+    await watchdog._look_at(consumer, PARTITION, 4.0)  # type: ignore[arg-type]
+    await watchdog._look_at(consumer, PARTITION, 8.0)  # type: ignore[arg-type]
+    assert broker.asked == 0
+    assert consumer.sought == []

@@ -229,7 +229,8 @@ class TopicRegistry:
                 "hub (agents)",
                 "hub (statistics view)",
                 Payload.JSON,
-                "Internal: per-decision and per-write-off facts for the statistics.",
+                "Internal: who lodged each accepted declaration version, per-decision and "
+                "per-write-off facts, for the trader lookup and the statistics.",
                 retention_ms=_THIRTY_DAYS_MS,
             ),
         ]

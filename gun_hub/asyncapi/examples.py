@@ -25,7 +25,7 @@ from gun_hub.model.exchange import (
     request_id_for,
 )
 from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.ops.facts import DecisionFact, DocumentUse, fact_bytes
+from gun_hub.ops.facts import DecisionFact, DocumentUse, ReceivedFact, fact_bytes
 from gun_hub.ops.health import CircuitStatus, PartnerHealth
 from gun_hub.ops.lag import GrowthWatch, partition_lags, snapshot
 from gun_hub.security.audit import AuditTrail
@@ -170,6 +170,11 @@ def partner_health() -> JsonObject:
         every_s=5.0,
     )
     return _json(health.to_bytes())
+
+
+def received_fact() -> JsonObject:
+    fact = ReceivedFact(reference=REFERENCE, version=1, declarant_eori=_EORI, received_at=AT)
+    return _json(fact_bytes(fact))
 
 
 def decision_fact() -> JsonObject:

@@ -294,12 +294,19 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             "Fact",
             Payload.JSON,
             "Statistics fact",
-            "A decision, or a write-off confirmed by an authority, with the declarant and "
-            "documents the statistics count (never a confidential authority's reference).",
+            "A declaration version accepted at intake with its declarant (whom the trader "
+            "lookup shows it to), a decision, or a write-off confirmed by an authority, with "
+            "the declarant and documents the statistics count (never a confidential "
+            "authority's reference).",
             JSON,
             ref("Fact"),
             REFERENCE_KEY,
             examples=(
+                example(
+                    "received",
+                    "A declaration version accepted for checking, and who lodged it.",
+                    payload=examples.received_fact(),
+                ),
                 example(
                     "decided",
                     "A released declaration quoting one DGAL document.",

@@ -1,9 +1,11 @@
-"""Facts on the hub's internal ``hub.facts`` topic: what the statistics are made of.
+"""Facts on the hub's internal ``hub.facts`` topic: what the statistics are made of, and
+who lodged each declaration.
 
 The status topic is for the trader's eyes and carries no declarant or document numbers;
-these facts do, for customs officers' statistics. A war-material licence (a confidential
-authority's document) is counted by its code but its reference and quantities are never
-written here: the statistics never hold what the status lookup must not show.
+these facts do, for customs officers' statistics and for the trader lookup's ownership
+check (ADR 0007). A war-material licence (a confidential authority's document) is counted
+by its code but its reference and quantities are never written here: the statistics never
+hold what the status lookup must not show.
 """
 
 from __future__ import annotations
@@ -25,6 +27,23 @@ class DocumentUse(BaseModel):
     reference: str | None  # None for a confidential authority's document
     authority: str | None  # None: exempt or unrouted (checked by no authority)
     verdict: str
+
+
+class ReceivedFact(BaseModel):
+    """A declaration version the intake accepted for checking, and who lodged it.
+
+    Emitted with the first records about that version (before its ``RECEIVED`` status),
+    so the trader lookup knows the declarant while the version is being checked, not only
+    once it is decided. Names no document: nothing confidential.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["RECEIVED"] = "RECEIVED"
+    reference: str
+    version: int
+    declarant_eori: str
+    received_at: datetime
 
 
 class DecisionFact(BaseModel):
@@ -68,9 +87,9 @@ class WriteOffFact(BaseModel):
     documents: list[WrittenOff]
 
 
-Fact = Annotated[DecisionFact | WriteOffFact, Field(discriminator="kind")]
+Fact = Annotated[ReceivedFact | DecisionFact | WriteOffFact, Field(discriminator="kind")]
 FACT = TypeAdapter(Fact)
 
 
-def fact_bytes(fact: DecisionFact | WriteOffFact) -> bytes:
+def fact_bytes(fact: ReceivedFact | DecisionFact | WriteOffFact) -> bytes:
     return fact.model_dump_json().encode()

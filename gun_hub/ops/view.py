@@ -5,7 +5,9 @@ heartbeats). Each batch of records is applied in one SQLite transaction together
 offsets it reaches, so the model is exact across restarts: nothing applied twice, nothing
 skipped. Records that arrive twice anyway (a status event or a fact emitted again after a
 worker crash, see case.py) are absorbed by the primary keys: a decision counts once per
-(reference, version), a write-off once per document line.
+(reference, version), a write-off once per document line. The facts name each version's
+declarant from its receipt at intake: what the trader lookup checks ownership against
+(ADR 0007).
 
 Nothing written on these topics stops the view (issue 10, defect 3): adapters may write the
 dead-letter and health topics, so anything can be there. A record that cannot be applied
@@ -42,7 +44,7 @@ from gun_hub.dead_letter import (
     header_value,
 )
 from gun_hub.limits import MAX_RECORD_BYTES
-from gun_hub.ops.facts import FACT, DecisionFact, WriteOffFact
+from gun_hub.ops.facts import FACT, DecisionFact, ReceivedFact, WriteOffFact
 from gun_hub.ops.health import PartnerHealth
 from gun_hub.status_events import StatusEvent, StatusKind
 
@@ -73,6 +75,9 @@ CREATE TABLE IF NOT EXISTS write_offs (
     quantity TEXT NOT NULL, unit TEXT NOT NULL, at TEXT NOT NULL,
     PRIMARY KEY (reference, version, authority, code, document, line));
 CREATE INDEX IF NOT EXISTS write_offs_by_document ON write_offs (document);
+CREATE TABLE IF NOT EXISTS declarants (
+    reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
+    PRIMARY KEY (reference, version));
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, topic_partition TEXT NOT NULL,
     kind TEXT NOT NULL, component TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);
@@ -174,11 +179,21 @@ class ViewQueries:
         ]
 
     def declarant_of(self, reference: str) -> str | None:
-        """The declarant (EORI) of the latest decided version of a declaration; None while
-        no version is decided (only decision facts name the declarant)."""
+        """The declarant (EORI) of the latest version of a declaration the hub accepted or
+        decided; None while no fact names one.
+
+        The intake names the declarant of each version it accepts (``ReceivedFact``), so
+        a version belongs to its declarant from its receipt; a decision fact names it too
+        (and is what a view fed before the intake's facts existed has). A version refused
+        unread names nobody (an empty declarant): nobody's. Stale versions are never named.
+        """
         row = self._db.execute(
-            "SELECT declarant FROM decisions WHERE reference = ? ORDER BY version DESC LIMIT 1",
-            (reference,),
+            "SELECT declarant FROM ("
+            " SELECT version, declarant, 1 AS decided FROM decisions WHERE reference = ?"
+            " UNION ALL"
+            " SELECT version, declarant, 0 AS decided FROM declarants WHERE reference = ?"
+            ") ORDER BY version DESC, decided DESC LIMIT 1",
+            (reference, reference),
         ).fetchone()
         return str(row[0]) if row is not None else None
 
@@ -451,7 +466,9 @@ class OpsView(ViewQueries):
             self._status(StatusEvent.model_validate_json(_sized(record, _MAX_EVENT_BYTES)))
         elif record.topic == topics.facts:
             fact = FACT.validate_json(_sized(record, _MAX_FACT_BYTES))
-            if isinstance(fact, DecisionFact):
+            if isinstance(fact, ReceivedFact):
+                self._received(fact)
+            elif isinstance(fact, DecisionFact):
                 self._decision(fact)
             else:
                 self._write_off(fact)
@@ -480,6 +497,12 @@ class OpsView(ViewQueries):
                 event.authority or "",
                 event.outcome or "",
             ),
+        )
+
+    def _received(self, fact: ReceivedFact) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO declarants VALUES (?, ?, ?)",
+            (fact.reference, fact.version, fact.declarant_eori),
         )
 
     def _decision(self, fact: DecisionFact) -> None:

@@ -15,7 +15,7 @@ from gun_hub.envelope import ContentType, Envelope
 from gun_hub.model.decision import Decision, Reason
 from gun_hub.model.declaration import Stage
 from gun_hub.model.exchange import AuthorityRequest
-from gun_hub.ops.facts import DecisionFact, DocumentUse, WriteOffFact, fact_bytes
+from gun_hub.ops.facts import DecisionFact, DocumentUse, ReceivedFact, WriteOffFact, fact_bytes
 from gun_hub.outbox import Outbox
 from gun_hub.pipeline.lifecycle import follow_up_requests, kept_for_control
 from gun_hub.publisher import HEADER_VERSION
@@ -302,5 +302,5 @@ class HubContext:
             ),
         )
 
-    def emit_fact(self, outbox: Outbox, fact: DecisionFact | WriteOffFact) -> None:
+    def emit_fact(self, outbox: Outbox, fact: ReceivedFact | DecisionFact | WriteOffFact) -> None:
         outbox.add(self.topics.facts, fact.reference.encode(), fact_bytes(fact))

@@ -24,6 +24,7 @@ from gun_hub.model.decision import Decision, DocumentResult, Reason
 from gun_hub.model.declaration import Declaration, Stage
 from gun_hub.model.exchange import Operation
 from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.ops.facts import ReceivedFact
 from gun_hub.outbox import Outbox
 from gun_hub.pipeline.context import CaseStore, HubContext, open_case_entry
 from gun_hub.pipeline.lifecycle import dropped_documents, held_reservations, requests_for
@@ -281,11 +282,14 @@ class Intake:
         if arrival is _Arrival.REDELIVERED:
             assert known is not None  # noqa: S101 - a redelivery has a known case
             if not known.decided:
+                # Named again: what the crash may have lost before the broker had it.
+                self._name_declarant(outbox, declaration, known.opened_at)
                 self._ask(outbox, declaration, known, source.partition, again=True)
                 self._cases[key] = known.to_bytes()
             return
         now = ctx.clock()
         carried = self._supersede(outbox, known, declaration.version)
+        self._name_declarant(outbox, declaration, now)
         ctx.emit_status(outbox, declaration.reference, declaration.version, StatusKind.RECEIVED)
         routed = route_documents(declaration, ctx.routing)
         case = Case.open(
@@ -313,6 +317,20 @@ class Intake:
         # Stored (with the requests it expects answers to) before the requests leave, so
         # an answer can never find none.
         self._cases[key] = case.to_bytes()
+
+    def _name_declarant(self, outbox: Outbox, declaration: Declaration, at: datetime) -> None:
+        """Say who lodged this version, on the hub-internal facts topic and before its
+        first status event: the trader lookup shows a declaration to its declarant from
+        its receipt, not only from its decision (ADR 0007). ``gun.status`` names nobody."""
+        self._ctx.emit_fact(
+            outbox,
+            ReceivedFact(
+                reference=declaration.reference,
+                version=declaration.version,
+                declarant_eori=declaration.declarant.eori,
+                received_at=at,
+            ),
+        )
 
     def _ask(
         self, outbox: Outbox, declaration: Declaration, case: Case, partition: int, *, again: bool

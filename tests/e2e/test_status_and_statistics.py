@@ -44,6 +44,8 @@ UNKNOWN_CHED = "26FRSTATUS00000003"  # DGAL does not know the certificate: REFUS
 CHED = "CHEDP.FR.2026.0001234"
 LICENCE_REFERENCE = "LEMG.FR.2026.0042"
 ANOTHER_TRADER = "DE999999999"
+# How long the DGA partner takes to answer while the test looks at a pending licence.
+SLOW_PARTNER_S = 8
 
 
 @dataclass
@@ -92,6 +94,8 @@ def every_partner_no_targeting(
         samples,
         partners=("dgal", "cites", "dga"),
         hub_env={"GUN_HUB_HUB__RISK_RULES": str(rules), **env},
+        # A partner made slow on purpose (below) still answers within one call.
+        env={"GUN_HUB_ADAPTER__PARTNER_TIMEOUT_S": str(3 * SLOW_PARTNER_S)},
     ):
         yield listening(pipeline, access, ports)
 
@@ -140,6 +144,18 @@ def gun_hub(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def partner_latency(pipeline: Pipeline, authority: str, seconds: float) -> None:
+    """Make ``authority``'s simulated partner answer every call after ``seconds``."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{pipeline.partner_ports[authority]}/admin/faults",
+        data=json.dumps({"latency_ms": seconds * 1000}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="PUT",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        assert response.status == 200
+
+
 def names_dga(body: Any) -> bool:
     return re.search(r"\bdga\b", json.dumps(body), re.IGNORECASE) is not None
 
@@ -149,6 +165,8 @@ async def test_status_lookup_and_statistics_follow_a_real_run(
 ) -> None:
     hub = every_partner_no_targeting
     pipeline = hub.pipeline
+    # DGA takes its time: the licence stays being checked for a while.
+    partner_latency(pipeline, "dga", SLOW_PARTNER_S)
     await pipeline.submit(
         [
             declaration_xml(
@@ -178,6 +196,27 @@ async def test_status_lookup_and_statistics_follow_a_real_run(
             ),
         ]
     )
+
+    # A declaration is its trader's from the moment the hub received it (issue 11, item
+    # 1), not only once decided: the licence reads as received and being checked, nothing
+    # more; another trader still cannot tell it from a reference that does not exist.
+    pending = await served(
+        hub,
+        lambda: hub.as_trader(f"/declarations/{LICENCE}"),
+        lambda body: body.get("state") == "CHECKING",
+    )
+    assert [e["kind"] for e in pending["history"]] == ["RECEIVED"]
+    assert (pending["version"], pending["answered_by"]) == (1, [])
+    assert "outcome" not in pending
+    assert not names_dga(pending), pending
+    assert LICENCE_REFERENCE not in json.dumps(pending)
+    theirs = hub.as_trader(f"/declarations/{LICENCE}", ANOTHER_TRADER)
+    unknown = hub.as_trader("/declarations/26FRNOSUCHDECL0001", ANOTHER_TRADER)
+    assert theirs[0] == unknown[0] == 404
+    assert theirs[1] == {"error": "unknown declaration", "reference": LICENCE}
+    assert unknown[1] == {"error": "unknown declaration", "reference": "26FRNOSUCHDECL0001"}
+    assert hub.as_trader(f"/declarations/{LICENCE}")[1]["state"] == "CHECKING"  # still
+    partner_latency(pipeline, "dga", 0)
 
     # The trader's lookup: released, then the quantities written off, with the history.
     salmon = await served(

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from gun_hub.dead_letter import HEADER_COMPONENT, HEADER_ERROR_KIND, HEADER_ERROR_REASON
-from gun_hub.ops.facts import DecisionFact, DocumentUse, WriteOffFact, WrittenOff, fact_bytes
+from gun_hub.ops.facts import (
+    DecisionFact,
+    DocumentUse,
+    ReceivedFact,
+    WriteOffFact,
+    WrittenOff,
+    fact_bytes,
+)
 from gun_hub.ops.health import CircuitStatus, PartnerHealth
 from gun_hub.ops.view import CONFIDENTIAL, FeedRecord, FeedTopics, OpsView, current_state
 from gun_hub.status_events import StatusEvent, StatusKind
@@ -64,6 +71,12 @@ class Feed:
             decided_at=datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
             authorities=sorted({d.authority for d in documents if d.authority}),
             documents=documents,
+        )
+        return self.record(TOPICS.facts, fact_bytes(fact))
+
+    def received(self, reference: str, *, declarant: str = EORI, version: int = 1) -> FeedRecord:
+        fact = ReceivedFact(
+            reference=reference, version=version, declarant_eori=declarant, received_at=NOON
         )
         return self.record(TOPICS.facts, fact_bytes(fact))
 
@@ -352,9 +365,11 @@ def test_a_record_of_the_wrong_shape_is_skipped_and_counted(view: OpsView) -> No
 
 
 def test_the_declarant_of_a_declaration_is_known_once_it_is_decided(view: OpsView) -> None:
+    """A view fed by a hub that named declarants in decision facts only (before the
+    intake's facts) keeps answering from those."""
     feed = Feed()
     view.apply([feed.status("26FRO0000000000001", StatusKind.RECEIVED)])
-    assert view.declarant_of("26FRO0000000000001") is None  # not decided yet: nobody's
+    assert view.declarant_of("26FRO0000000000001") is None  # no fact names it: nobody's
     assert view.history_of_declarant("26FRO0000000000001", EORI) is None
     view.apply([feed.decided("26FRO0000000000001", "RELEASE", [])])
     assert view.declarant_of("26FRO0000000000001") == EORI
@@ -365,6 +380,46 @@ def test_the_declarant_of_a_declaration_is_known_once_it_is_decided(view: OpsVie
     # A later version lodged by someone else: the latest decided version decides.
     view.apply([feed.decided("26FRO0000000000001", "RELEASE", [], declarant="DE999", version=2)])
     assert view.history_of_declarant("26FRO0000000000001", EORI) is None
+
+
+def test_the_declarant_is_known_from_the_receipt_of_each_version(view: OpsView) -> None:
+    """Issue 11, item 1: the trader sees its declaration while it is being checked.
+
+    The intake's fact names the declarant before any decision; the status and facts topics
+    are read independently, so either may be applied first."""
+    feed = Feed()
+    reference = "26FRO0000000000002"
+    view.apply([feed.received(reference)])
+    assert view.declarant_of(reference) == EORI
+    assert view.history_of_declarant(reference, EORI) is None  # no status yet: nothing shown
+    view.apply([feed.status(reference, StatusKind.RECEIVED)])
+    mine = view.history_of_declarant(reference, EORI)
+    assert mine is not None
+    assert current_state(mine)["state"] == "CHECKING"
+    # Anyone else: the very answer an unknown reference gets.
+    assert view.history_of_declarant(reference, "DE999") is None
+    assert view.history_of_declarant("26FRO0000000009999", EORI) is None
+    assert view.history_of_declarant(reference, "") is None
+    # Status first, then the fact: the same.
+    view.apply([feed.status("26FRO0000000000003", StatusKind.RECEIVED)])
+    assert view.history_of_declarant("26FRO0000000000003", EORI) is None
+    view.apply([feed.received("26FRO0000000000003")])
+    assert view.history_of_declarant("26FRO0000000000003", EORI) is not None
+    # The fact read again after a crash changes nothing; the decision agrees with it.
+    view.apply([feed.received(reference), feed.decided(reference, "RELEASE", [])])
+    assert view.declarant_of(reference) == EORI
+    assert view.statistics()["decisions"]["total"] == 1  # a receipt is no decision
+    # A later version lodged by someone else takes over from its receipt, not its decision.
+    view.apply(
+        [
+            feed.received(reference, declarant="DE999", version=2),
+            feed.status(reference, StatusKind.RECEIVED, version=2),
+        ]
+    )
+    assert view.history_of_declarant(reference, EORI) is None
+    theirs = view.history_of_declarant(reference, "DE999")
+    assert theirs is not None
+    assert current_state(theirs)["version"] == 2
 
 
 def test_lists_come_in_pages(view: OpsView) -> None:

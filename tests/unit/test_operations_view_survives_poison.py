@@ -82,7 +82,15 @@ def bad_values_for(topic: str) -> dict[str, bytes]:
             **written,
             "documents": [{"code": "N853", "reference": "C1", "quantity": "9e999999"}],
         }
+        received = {
+            "kind": "RECEIVED",
+            "reference": REFERENCE,
+            "version": 10**30,
+            "declarant_eori": "FR1",
+            "received_at": "2026-11-22T12:00:00Z",
+        }
         return {
+            "receipt version beyond SQLite integers": json.dumps(received).encode(),
             "decision version beyond SQLite integers": json.dumps(decided).encode(),
             "a write-off failing on its second line": json.dumps(written).encode(),
             "a quantity no sum can hold": json.dumps(huge_quantity).encode(),

@@ -634,27 +634,34 @@ def test_every_pod_runs_non_root_read_only_with_resources(k8s: list[Doc]) -> Non
             assert {m["name"] for m in container["volumeMounts"]} <= declared, where
 
 
+def container_env(k8s: list[Doc], container: Doc) -> dict[str, str]:
+    """The environment a container gets: its ConfigMaps, then its own entries (a user's
+    password stands as ``from-the-secret``)."""
+    config_maps = {name: doc["data"] for name, doc in of_kind(k8s, "ConfigMap").items()}
+    users = of_kind(k8s, "KafkaUser")
+    env: dict[str, str] = {}
+    for source in container["envFrom"]:
+        env |= config_maps[source["configMapRef"]["name"]]
+    for variable, entry in env_list(container).items():
+        ref = entry.get("valueFrom", {})
+        if "secretKeyRef" in ref:
+            assert ref["secretKeyRef"]["name"] in users, variable
+            assert ref["secretKeyRef"]["key"] == "password"
+            env[variable] = "from-the-secret"
+        elif "configMapKeyRef" in ref:
+            env[variable] = config_maps[ref["configMapKeyRef"]["name"]][
+                ref["configMapKeyRef"]["key"]
+            ]
+        else:
+            env[variable] = entry["value"]
+    return env
+
+
 def test_deployment_env_is_real_settings_from_configmaps_and_user_secrets(
     k8s: list[Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config_maps = {name: doc["data"] for name, doc in of_kind(k8s, "ConfigMap").items()}
-    users = of_kind(k8s, "KafkaUser")
     for name, _, container in workloads(k8s):
-        env: dict[str, str] = {}
-        for source in container["envFrom"]:
-            env |= config_maps[source["configMapRef"]["name"]]
-        for variable, entry in env_list(container).items():
-            ref = entry.get("valueFrom", {})
-            if "secretKeyRef" in ref:
-                assert ref["secretKeyRef"]["name"] in users, f"{name}: {variable}"
-                assert ref["secretKeyRef"]["key"] == "password"
-                env[variable] = "from-the-secret"
-            elif "configMapKeyRef" in ref:
-                env[variable] = config_maps[ref["configMapKeyRef"]["name"]][
-                    ref["configMapKeyRef"]["key"]
-                ]
-            else:
-                env[variable] = entry["value"]
+        env = container_env(k8s, container)
         assert [v for v in sorted(env) if not setting_exists(v)] == [], name
         settings = settings_from(env, monkeypatch)
         principal = settings.kafka.sasl_username
@@ -691,19 +698,174 @@ def test_pods_hold_their_own_key_and_the_cluster_ca_where_settings_look(
         assert {"/var/lib/gun-hub", "/tmp"} <= set(mounts), name  # noqa: S108
 
 
-def test_the_hub_service_exposes_the_web_port(
+# ---- the hub's three listeners (ADR 0007) ---------------------------------------------------
+
+# Who may reach each listener: the label a namespace carries to be let in (NetworkPolicy).
+ACCESS_LABEL = "gun-hub/access"
+AUDIENCES = {"probes": "metrics", "trader": "trader", "officer": "officer"}
+
+
+def hub_settings(k8s: list[Doc], monkeypatch: pytest.MonkeyPatch) -> tuple[Doc, Doc, Settings]:
+    """The hub's pod spec, its container and the settings the container starts with."""
+    ((_, pod, container),) = [w for w in workloads(k8s) if w[2]["args"] == ["hub"]]
+    return pod, container, settings_from(container_env(k8s, container), monkeypatch)
+
+
+def listener_ports(settings: Settings) -> dict[str, int]:
+    return {
+        "probes": settings.hub.web_port,
+        "trader": settings.web.trader_port,
+        "officer": settings.web.officer_port,
+    }
+
+
+def mounted_from(pod: Doc, container: Doc, path: Path) -> Doc:
+    """The volume a file of the container comes from (the mount holding ``path``)."""
+    mounts = {Path(m["mountPath"]): m for m in container["volumeMounts"]}
+    mount = mounts[path.parent]
+    assert mount.get("readOnly") is True, path
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    volume: Doc = volumes[mount["name"]]
+    return volume
+
+
+def test_the_hub_serves_probes_trader_and_officer_each_on_its_own_port_and_service(
     k8s: list[Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = settings_from(of_kind(k8s, "ConfigMap")["gun-hub-config"]["data"], monkeypatch)
-    service = of_kind(k8s, "Service")["gun-hub"]
-    hub = of_kind(k8s, "Deployment")["gun-hub"]
-    assert (
-        service["spec"]["selector"].items() <= hub["spec"]["template"]["metadata"]["labels"].items()
-    )
-    (container,) = hub["spec"]["template"]["spec"]["containers"]
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    (port,) = service["spec"]["ports"]
-    assert ports[port["targetPort"]] == settings.hub.web_port == port["port"]
+    pod, container, settings = hub_settings(k8s, monkeypatch)
+    ports = listener_ports(settings)
+    assert all(ports.values()), ports
+    assert len(set(ports.values())) == 3, ports
+    assert settings.hub.web_host == settings.web.trader_host == settings.web.officer_host
+    assert settings.web.trader_host == "0.0.0.0"  # beyond the pod's loopback
+    declared = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert declared == ports
+    # The cluster's probes and Prometheus on the probes port, nothing on the others.
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "probes", probe
+    annotations = of_kind(k8s, "Deployment")["gun-hub"]["spec"]["template"]["metadata"]
+    assert annotations["annotations"]["prometheus.io/port"] == str(settings.hub.web_port)
+    # One Service per listener, inside the cluster only, exposing that listener alone.
+    hub_labels = of_kind(k8s, "Deployment")["gun-hub"]["spec"]["template"]["metadata"]["labels"]
+    services = {
+        name: service
+        for name, service in of_kind(k8s, "Service").items()
+        if service["spec"]["selector"].items() <= hub_labels.items()
+    }
+    exposed = {}
+    for name, service in services.items():
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", name
+        (port,) = service["spec"]["ports"]
+        assert port["port"] == declared[port["targetPort"]], name
+        exposed[port["targetPort"]] = name
+    assert exposed == {
+        "probes": "gun-hub",
+        "trader": "gun-hub-trader",
+        "officer": "gun-hub-officer",
+    }
+    assert of_kind(k8s, "Ingress") == {}  # nothing published beyond the cluster by default
+    # Each listener has the credentials it checks, and HTTPS: a bearer token or a password
+    # never crosses the network in clear.
+    assert settings.web.portal_jwks is not None
+    assert settings.web.officers_file is not None
+    assert settings.web.tls_cert is not None
+    assert settings.web.tls_key is not None
+    jwks = mounted_from(pod, container, settings.web.portal_jwks)
+    assert jwks["configMap"]["name"] == "gun-hub-portal-jwks"  # public keys only
+    officers = mounted_from(pod, container, settings.web.officers_file)
+    assert officers["secret"]["secretName"] == "gun-hub-officers"
+    for path in (settings.web.tls_cert, settings.web.tls_key):
+        tls = mounted_from(pod, container, path)
+        assert tls["secret"]["secretName"] == "gun-hub-web-tls"
+    assert {settings.web.tls_cert.name, settings.web.tls_key.name} == {"tls.crt", "tls.key"}
+
+
+def test_each_audience_reaches_its_own_listener_and_no_other(
+    k8s: list[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Probes and metrics for the monitoring namespace, the trader lookup for the clearance
+    portal's, the officers' pages for the customs intranet's: one NetworkPolicy rule per
+    port, each naming who may come in (a rule without ``from`` would let in everyone)."""
+    _, container, settings = hub_settings(k8s, monkeypatch)
+    hub_labels = of_kind(k8s, "Deployment")["gun-hub"]["spec"]["template"]["metadata"]["labels"]
+    policies = [
+        policy
+        for policy in of_kind(k8s, "NetworkPolicy").values()
+        if policy["spec"]["podSelector"]["matchLabels"].items() <= hub_labels.items()
+    ]
+    (policy,) = policies
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    names = {p["containerPort"]: p["name"] for p in container["ports"]}
+    admitted: dict[str, list[Doc]] = {}
+    for rule in policy["spec"]["ingress"]:
+        (port,) = rule["ports"]
+        name = port["port"] if isinstance(port["port"], str) else names[port["port"]]
+        assert port.get("protocol", "TCP") == "TCP"
+        assert rule.get("from"), f"the {name} port is open to everyone"
+        assert name not in admitted, f"two rules for the {name} port"
+        admitted[name] = rule["from"]
+    assert set(admitted) == set(listener_ports(settings))
+    for listener, peers in admitted.items():
+        assert peers == [
+            {"namespaceSelector": {"matchLabels": {ACCESS_LABEL: AUDIENCES[listener]}}}
+        ], listener
+
+
+# ---- docker-compose: the hub's three listeners ----------------------------------------------
+
+
+def test_compose_publishes_the_three_listeners_on_the_host_s_loopback_with_credentials(
+    services: dict[str, Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ((name, _),) = command_of(services, "hub").items()
+    hub = services[name]
+    settings = settings_from(hub["environment"], monkeypatch)
+    ports = listener_ports(settings)
+    assert all(ports.values()), ports
+    assert len(set(ports.values())) == 3, ports
+    assert settings.web.trader_host == settings.web.officer_host == "0.0.0.0"
+    published = {int(p.rsplit(":", 1)[1]): p for p in hub["ports"]}
+    assert set(published) == set(ports.values())
+    assert all(p.startswith("127.0.0.1:") for p in published.values()), published
+    # The portal's public keys and the officers file come from a one-shot service, as the
+    # keys do, in a volume the hub mounts read-only.
+    assert settings.web.portal_jwks is not None
+    assert settings.web.officers_file is not None
+    ((access, portal),) = command_of(services, "portal", "init").items()
+    ((access_too, officers),) = command_of(services, "officers", "add").items()
+    assert access == access_too
+    assert settings.web.portal_jwks == Path(option(portal, "--dir")) / "portal-jwks.json"
+    assert settings.web.officers_file == Path(option(officers, "--file"))
+    (volume,) = [v.split(":")[0] for v in services[access]["volumes"]]
+    folder = settings.web.officers_file.parent
+    assert f"{volume}:{folder}:ro" in hub["volumes"]
+    assert settings.web.portal_jwks.is_relative_to(folder)
+    assert hub["depends_on"][access] == {"condition": "service_completed_successfully"}
+
+
+# ---- docs/deployment.md -------------------------------------------------------------------------
+
+
+def test_the_deployment_page_names_each_listener_with_real_settings(
+    k8s: list[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (REPO / "docs" / "deployment.md").read_text()
+    named = set(re.findall(r"\bGUN_HUB_[A-Z0-9_]+", text))
+    assert [v for v in sorted(named) if not setting_exists(v)] == []
+    assert {
+        "GUN_HUB_HUB__WEB_PORT",
+        "GUN_HUB_WEB__TRADER_PORT",
+        "GUN_HUB_WEB__OFFICER_PORT",
+        "GUN_HUB_WEB__PORTAL_JWKS",
+        "GUN_HUB_WEB__OFFICERS_FILE",
+        "GUN_HUB_WEB__TLS_CERT",
+    } <= named
+    _, _, settings = hub_settings(k8s, monkeypatch)
+    for port in listener_ports(settings).values():
+        assert str(port) in text, port
+    for name in ("gun-hub-trader", "gun-hub-officer", "gun-hub-portal-jwks", "gun-hub-officers"):
+        assert f"`{name}`" in text, name
+    assert ACCESS_LABEL in text
 
 
 # ---- deploy/grafana -----------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """The one seam where messages between parties are sealed and opened.
 
 Every value on a ``requests``, ``responses`` or ``decisions`` topic goes through an
-:class:`Envelope`. The implementation is :class:`gun_hub.security.jose_envelope.JoseEnvelope`
-(signed with JWS, then encrypted with JWE: contract section 5); this module holds what
-callers depend on, so that no caller knows about keys or algorithms.
+:class:`Envelope`, and every heartbeat on ``ops.health`` is signed by one (signed only,
+:meth:`Envelope.sign`). The implementation is
+:class:`gun_hub.security.jose_envelope.JoseEnvelope` (signed with JWS, then encrypted with
+JWE: contract section 5); this module holds what callers depend on, so that no caller
+knows about keys or algorithms.
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ class Envelope(Protocol):
     def seal(
         self, payload: bytes, *, recipient: str, topic: str, content_type: ContentType
     ) -> bytes: ...
+
+    def sign(self, payload: bytes, *, topic: str, content_type: ContentType) -> bytes:
+        """Sign without encrypting, for ``topic``: what every reader of the topic may read
+        and no single party is the recipient of (the adapters' heartbeats)."""
+        ...
 
     def open(
         self,

@@ -28,6 +28,12 @@ ENVELOPE_REJECTIONS = Counter(
     "Sealed messages that failed verification and were not acted on.",
     ["kind"],
 )
+HEARTBEATS_REFUSED = Counter(
+    "gun_hub_heartbeats_refused_total",
+    "Heartbeats on the operations health topic not believed (unsigned, forged, in another "
+    "component's name, replayed), by reason (ops/heartbeats.py).",
+    ["reason"],
+)
 DECISIONS = Counter("gun_hub_decisions_total", "Decisions emitted, by outcome.", ["outcome"])
 LATE_ANSWERS = Counter(
     "gun_hub_late_answers_total",

@@ -22,6 +22,7 @@ class Payload(StrEnum):
 
     DECLARATION_XML = "declaration XML (plain)"
     ENVELOPE = "sealed envelope"
+    SIGNED = "signed JSON (JWS, not encrypted)"
     JSON = "JSON"
     ORIGINAL_BYTES = "original bytes, error in headers"
 
@@ -220,8 +221,9 @@ class TopicRegistry:
                 self.ops_health,
                 "adapters",
                 "operations (hub dashboard)",
-                Payload.JSON,
-                "Each adapter's heartbeat: partner circuit state and pending operations.",
+                Payload.SIGNED,
+                "Each adapter's heartbeat, signed with its authority's key: partner circuit "
+                "state and pending operations.",
                 retention_ms=24 * 3600 * 1000,
             ),
             TopicSpec(

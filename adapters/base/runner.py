@@ -39,6 +39,7 @@ from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected, broker_acc
 from gun_hub.kafka.client import consumer_options, from_settings, producer_options
 from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
 from gun_hub.ops.health import PartnerHealth
+from gun_hub.ops.heartbeats import signed_heartbeat
 from gun_hub.outbox import Outbox
 from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.security.state_cipher import StateCipher
@@ -159,13 +160,19 @@ class AdapterRunner:
             every_s=self._settings.ops.heartbeat_s,
         )
 
+    def heartbeat(self) -> bytes:
+        """The heartbeat as written on ops.health: signed with this authority's key (a JWS,
+        not sealed: every operations reader verifies it with public keys; the hub believes
+        it only in this authority's name, ops/heartbeats.py)."""
+        return signed_heartbeat(self._envelope, self.health(), self._topics.ops_health)
+
     async def _heartbeat(self, producer: AIOKafkaProducer) -> None:
         """Tell operations, on ops.health, whether the partner answers (dashboard)."""
         while True:
             try:
                 await producer.send(
                     self._topics.ops_health,
-                    self.health().to_bytes(),
+                    self.heartbeat(),
                     key=self._spec.authority.encode(),
                 )
             except Exception:

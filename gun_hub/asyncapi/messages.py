@@ -276,19 +276,13 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
         ),
         registry.ops_health: Message(
             "PartnerHealth",
-            Payload.JSON,
+            Payload.SIGNED,
             "Partner health",
-            "An adapter's heartbeat: its partner's circuit state and pending operations.",
-            JSON,
-            ref("PartnerHealth"),
+            "An adapter's heartbeat: its partner's circuit state and pending operations, "
+            "signed with its authority's key; believed only in that authority's name.",
+            JOSE,
+            ref("SignedPartnerHealth"),
             _authority_key(registry.authorities),
-            examples=(
-                example(
-                    "up",
-                    "The partner answers; nothing is pending.",
-                    payload=examples.partner_health(),
-                ),
-            ),
         ),
         registry.facts: Message(
             "Fact",

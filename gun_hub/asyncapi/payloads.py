@@ -3,7 +3,8 @@
 JSON payloads are the JSON Schemas of the pydantic models that write them (serialization
 mode: what is on the wire), their ``$defs`` hoisted here and their references rewritten.
 Audit records have no model (the audit chain writes dicts), so their schema is written
-here, as are the XML documents (the XSDs are the authority) and the sealed envelopes.
+here, as are the XML documents (the XSDs are the authority), the sealed envelopes and the
+signed heartbeats.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gun_hub.ops.facts import FACT
 from gun_hub.ops.health import PartnerHealth
 from gun_hub.ops.lag import LagSnapshot
 from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.security.jose_envelope import SIGNED_TYPE
 from gun_hub.security.keystore import CONTENT_ALG, CURVE, KEY_WRAP_ALG, SIGNING_ALG
 from gun_hub.status_events import StatusEvent
 from gun_hub.xml.decision_codec import DECISION_NS
@@ -75,6 +77,22 @@ def _sealed(title: str, sender: str, recipient: str, plaintext: str, what: str) 
         f"payload is the exact bytes of {what}: `x-plaintext`. Receivers verify the signature "
         "before using anything (docs/security.md).",
         "x-plaintext": ref(plaintext),
+    }
+
+
+def _signed(title: str, sender: str, payload: str, what: str, believed: str) -> JsonObject:
+    return {
+        "title": title,
+        "type": "string",
+        "contentMediaType": JOSE,
+        "pattern": _JWS_COMPACT,
+        "description": f"From {sender}, to any reader of the topic: signed, not encrypted. A "
+        f"JWS compact serialization ({SIGNING_ALG}, `kid` of the sender's signing key; "
+        f"protected header `typ` `{SIGNED_TYPE}`, `cty` application/json, `iss` the sender, "
+        "`iat` and `topic` the topic it is meant for) whose payload is "
+        f"{what}: `x-payload`. Readers verify the signature before using anything; "
+        f"{believed} (docs/security.md).",
+        "x-payload": ref(payload),
     }
 
 
@@ -199,6 +217,10 @@ def payload_schemas() -> dict[str, JsonObject]:
         **schemas["AuthorityResponse"],
         "examples": [examples.authority_response()],
     }
+    schemas["PartnerHealth"] = {
+        **schemas["PartnerHealth"],
+        "examples": [examples.partner_health()],
+    }
     written_here: dict[str, JsonObject] = {
         "DeclarationXml": _xml_document(
             "DeclarationXml", DECLARATION_NS, "Declaration", "declaration.xsd"
@@ -233,6 +255,14 @@ def payload_schemas() -> dict[str, JsonObject]:
             "the decision XML (`cty` application/xml; `topic` is the decisions topic; while "
             "it waits on the hub's decision outbox it is sealed to the hub itself, and the "
             "publisher seals it to the clearance system as it publishes it)",
+        ),
+        "SignedPartnerHealth": _signed(
+            "SignedPartnerHealth",
+            "an authority's adapter (party: the authority id it names in `authority`)",
+            "PartnerHealth",
+            "a PartnerHealth in JSON",
+            "the hub believes it only if `authority` is the signer's and `at` is later than "
+            "the last heartbeat it believed for that authority",
         ),
         "DeadlineTick": {
             "title": "DeadlineTick",

@@ -2,12 +2,14 @@
 
 Derived from the topic registry, so adding an authority adds its rules: the clearance
 system alone writes declarations; the hub alone writes requests and decisions; an
-authority alone answers on its own response topic.
+authority alone answers on its own response topic. The operations health topic has many
+writers, each for its own component only: an authority's adapter beats in the name of its
+authority id, signed with that authority's key (``heartbeats``: component -> party).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gun_hub.topics import TopicRegistry
 
@@ -19,6 +21,8 @@ CLEARANCE_PARTY = "clearance"
 class Entitlements:
     senders: dict[str, str]
     recipients: dict[str, str]
+    # Who may send a heartbeat in the name of each component on ``ops.health``.
+    heartbeats: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_registry(cls, topics: TopicRegistry) -> Entitlements:
@@ -34,18 +38,24 @@ class Entitlements:
             topics.decisions: CLEARANCE_PARTY,
             topics.decision_outbox: HUB_PARTY,
         }
+        heartbeats = {}
         for authority in topics.authorities:
             senders[topics.requests(authority)] = HUB_PARTY
             recipients[topics.requests(authority)] = authority
             senders[topics.responses(authority)] = authority
             recipients[topics.responses(authority)] = HUB_PARTY
-        return cls(senders, recipients)
+            heartbeats[authority] = authority  # the adapter, named after its authority
+        return cls(senders, recipients, heartbeats)
 
     def may_send(self, party: str, topic: str) -> bool:
         return self.senders.get(topic) == party
 
     def recipient_of(self, topic: str) -> str | None:
         return self.recipients.get(topic)
+
+    def heartbeat_sender_of(self, component: str) -> str | None:
+        """The party whose key signs ``component``'s heartbeats (None: no such component)."""
+        return self.heartbeats.get(component)
 
 
 def parties(topics: TopicRegistry) -> list[str]:

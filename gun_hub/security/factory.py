@@ -3,6 +3,10 @@ process, at start-up; the keys they hold follow their files from then on)."""
 
 from __future__ import annotations
 
+import logging
+
+from gun_hub.ops.heartbeats import HeartbeatGate
+from gun_hub.routing import RoutingTableError, load_routing_table
 from gun_hub.security.audit import (
     DEFAULT_CHECKPOINT_WITHIN_S,
     UNSIGNED_GRACE_S,
@@ -10,12 +14,14 @@ from gun_hub.security.audit import (
     HeadStore,
     TailPolicy,
 )
-from gun_hub.security.entitlements import Entitlements
+from gun_hub.security.entitlements import HUB_PARTY, Entitlements
 from gun_hub.security.jose_envelope import EnvelopePolicy, JoseEnvelope
-from gun_hub.security.keystore import AuditSigner, PartyKeys
+from gun_hub.security.keystore import AuditSigner, KeystoreError, PartyKeys
 from gun_hub.security.replay import ReplayGuard, SqliteReplayGuard
-from gun_hub.settings import SecuritySettings, Settings
-from gun_hub.topics import TopicRegistry
+from gun_hub.settings import SecuritySettings, Settings, load_settings
+from gun_hub.topics import TopicRegistry, topic_registry
+
+log = logging.getLogger(__name__)
 
 
 def policy_from(settings: SecuritySettings) -> EnvelopePolicy:
@@ -68,3 +74,30 @@ def tail_policy(settings: Settings) -> TailPolicy:
         max_unsigned_age_s=checkpoint_within_s(settings) + UNSIGNED_GRACE_S,
         clock_skew_s=settings.security.max_clock_skew_s,
     )
+
+
+def build_heartbeat_gate(settings: Settings, topics: TopicRegistry) -> HeartbeatGate:
+    """What the hub's operations view checks heartbeats with: every party's public keys
+    as the hub's keystore has them (read again when they change), the registry's rule of
+    who beats for which component, the allowed clock skew."""
+    return HeartbeatGate(
+        PartyKeys.load(settings.security.keys_dir, HUB_PARTY),
+        Entitlements.from_registry(topics),
+        max_clock_skew_s=settings.security.max_clock_skew_s,
+    )
+
+
+def heartbeat_gate_from_environment() -> HeartbeatGate:
+    """:func:`build_heartbeat_gate` with the settings and routing table the hub process
+    started with (read again from the environment); a gate that believes nothing, said
+    once here, when they cannot be read."""
+    settings = load_settings()
+    try:
+        routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
+        topics = topic_registry(settings.kafka.topic_prefix, routing.authorities)
+        return build_heartbeat_gate(settings, topics)
+    except (KeystoreError, RoutingTableError) as err:  # each names the file at fault
+        problem = str(err)
+    why = f"heartbeats cannot be verified ({problem}): none is believed"
+    log.error("operations view: %s", why)
+    return HeartbeatGate.refusing_all(why)

@@ -9,6 +9,13 @@ decryption, the inner algorithm against the signing key's registered algorithm, 
 id known and not retired, the signature, that the key belongs to ``iss``, that ``iss``
 may send on this topic, ``aud``, the topic, ``exp``, ``iat`` within the skew, and the
 ``jti`` never seen. Algorithms are never taken from the header alone (RFC 8725).
+
+Signed only (:meth:`JoseEnvelope.sign`, :func:`verify_signed`): a JWS alone, typed
+``gun-signed``, with ``iss``, ``iat`` and the topic, for what every reader of a topic may
+read and no single party receives (the adapters' heartbeats). It is the envelope's inner
+layer and is verified by the same code: the key chosen by ``kid`` among the registered
+signing keys, its algorithm, not retired, the signature, the key's owner is ``iss``, the
+topic. Who may say what on the topic is the reader's to check (ops/heartbeats.py).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import binascii
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +46,7 @@ from gun_hub.security.keystore import (
     KeyStatus,
     KeyUse,
     PartyKeys,
+    PublicKey,
 )
 from gun_hub.security.replay import ReplayGuard
 
@@ -54,6 +63,18 @@ _JWE_REGISTRY = JWERegistry(algorithms=[KEY_WRAP_ALG, CONTENT_ALG])
 # seal() produces, open() accepts.
 _JWS_REGISTRY.max_payload_length = MAX_RECORD_BYTES
 _JWE_REGISTRY.max_ciphertext_length = MAX_RECORD_BYTES
+
+# Signed only: no recipient (``aud``), no one-time id (``jti``), no expiry (``exp``); the
+# reader judges freshness by what the content says (a heartbeat's ``at``).
+SIGNED_TYPE = "gun-signed"
+_SIGNED_CLAIMS = {"iss": "str", "iat": "int", "topic": "str"}
+_SIGNED_REGISTRY = JWSRegistry(
+    header_registry={
+        name: HeaderParameter(name, kind, True) for name, kind in _SIGNED_CLAIMS.items()
+    },
+    algorithms=[SIGNING_ALG],
+)
+_SIGNED_REGISTRY.max_payload_length = MAX_RECORD_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +101,80 @@ def _header_of(compact: bytes) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise EnvelopeRejected(Kind.MALFORMED, "protected header is not a JSON object")
     return header
+
+
+@dataclass(frozen=True, slots=True)
+class SignedMessage:
+    """The verified content of a signed-only message and who signed it."""
+
+    payload: bytes
+    content_type: ContentType
+    sender: str
+    topic: str
+    issued_at: int
+    signing_kid: str
+
+
+def verify_jws(
+    signed: bytes, public: Mapping[str, PublicKey], registry: JWSRegistry = _JWS_REGISTRY
+) -> tuple[dict[str, Any], bytes]:
+    """Verify a compact JWS with the registered key its ``kid`` names; its protected
+    header and payload. Raises :class:`EnvelopeRejected`, never anything else."""
+    if signed.count(b".") != 2:
+        raise EnvelopeRejected(Kind.MALFORMED, "inner content is not a compact JWS")
+    header = _header_of(signed)
+    kid = str(header.get("kid"))
+    key = public.get(kid)
+    if key is None or key.use is not KeyUse.SIG:
+        raise EnvelopeRejected(Kind.UNKNOWN_KID, f"signing key {kid!r} is not registered")
+    if header.get("alg") != key.alg:
+        # The key's registered algorithm decides, never the header ("none", HS256...).
+        raise EnvelopeRejected(
+            Kind.DISALLOWED_ALG,
+            f"signature algorithm {header.get('alg')!r} is not allowed for {kid!r}",
+        )
+    if key.status is KeyStatus.RETIRED:
+        raise EnvelopeRejected(Kind.RETIRED_KEY, f"signing key {kid!r} is retired")
+    try:
+        verified = jws.deserialize_compact(signed, key.key, algorithms=[key.alg], registry=registry)
+    except (JoseError, ValueError, RecursionError):
+        raise EnvelopeRejected(
+            Kind.BAD_SIGNATURE, f"signature by {kid!r} does not verify"
+        ) from None
+    if header.get("iss") != key.party:
+        raise EnvelopeRejected(
+            Kind.SENDER_MISMATCH,
+            f"signed with a key of {key.party!r} but claims to be {header.get('iss')!r}",
+        )
+    return dict(verified.headers()), bytes(verified.payload)
+
+
+def verify_signed(signed: bytes, *, topic: str, public: Mapping[str, PublicKey]) -> SignedMessage:
+    """Verify a signed-only message (:meth:`JoseEnvelope.sign`) read from ``topic``, with
+    public keys only. Raises :class:`EnvelopeRejected`, never anything else."""
+    if signed.count(b".") != 2:
+        raise EnvelopeRejected(Kind.MALFORMED, "not a compact JWS (three parts expected)")
+    if _header_of(signed).get("typ") != SIGNED_TYPE:
+        # An envelope's inner JWS (typ JOSE), an audit checkpoint: not meant to travel alone.
+        raise EnvelopeRejected(Kind.MALFORMED, f"not a signed message (typ is not {SIGNED_TYPE})")
+    header, payload = verify_jws(signed, public, _SIGNED_REGISTRY)
+    if header.get("topic") != topic:
+        raise EnvelopeRejected(
+            Kind.WRONG_TOPIC, f"signed for topic {header.get('topic')!r}, read from {topic!r}"
+        )
+    try:
+        content_type = ContentType(header["cty"])
+        issued_at = int(header["iat"])
+    except (KeyError, TypeError, ValueError):
+        raise EnvelopeRejected(Kind.MALFORMED, "protected header lacks a claim") from None
+    return SignedMessage(
+        payload=payload,
+        content_type=content_type,
+        sender=str(header["iss"]),
+        topic=topic,
+        issued_at=issued_at,
+        signing_kid=str(header["kid"]),
+    )
 
 
 class JoseEnvelope:
@@ -133,6 +228,27 @@ class JoseEnvelope:
         )
         return sealed.encode("ascii")
 
+    def sign(self, payload: bytes, *, topic: str, content_type: ContentType) -> bytes:
+        """Signed, not encrypted: a compact JWS (``typ`` gun-signed) that any reader of
+        ``topic`` verifies with public keys alone (:func:`verify_signed`)."""
+        signing_key = self._keys.signing_key
+        signed = jws.serialize_compact(
+            {
+                "alg": SIGNING_ALG,
+                "kid": signing_key.kid,
+                "typ": SIGNED_TYPE,
+                "cty": content_type.value,
+                "iss": self.party,
+                "iat": int(time.time()),
+                "topic": topic,
+            },
+            payload,
+            signing_key,
+            algorithms=[SIGNING_ALG],
+            registry=_SIGNED_REGISTRY,
+        )
+        return signed.encode("ascii")
+
     def open(
         self,
         sealed: bytes,
@@ -175,35 +291,7 @@ class JoseEnvelope:
     # -- inner layer: origin and integrity ---------------------------------------------------
 
     def _verify(self, signed: bytes) -> tuple[dict[str, Any], bytes]:
-        if signed.count(b".") != 2:
-            raise EnvelopeRejected(Kind.MALFORMED, "inner content is not a compact JWS")
-        header = _header_of(signed)
-        kid = str(header.get("kid"))
-        public = self._keys.public.get(kid)
-        if public is None or public.use is not KeyUse.SIG:
-            raise EnvelopeRejected(Kind.UNKNOWN_KID, f"signing key {kid!r} is not registered")
-        if header.get("alg") != public.alg:
-            # The key's registered algorithm decides, never the header ("none", HS256...).
-            raise EnvelopeRejected(
-                Kind.DISALLOWED_ALG,
-                f"signature algorithm {header.get('alg')!r} is not allowed for {kid!r}",
-            )
-        if public.status is KeyStatus.RETIRED:
-            raise EnvelopeRejected(Kind.RETIRED_KEY, f"signing key {kid!r} is retired")
-        try:
-            verified = jws.deserialize_compact(
-                signed, public.key, algorithms=[public.alg], registry=_JWS_REGISTRY
-            )
-        except (JoseError, ValueError, RecursionError):
-            raise EnvelopeRejected(
-                Kind.BAD_SIGNATURE, f"signature by {kid!r} does not verify"
-            ) from None
-        if header.get("iss") != public.party:
-            raise EnvelopeRejected(
-                Kind.SENDER_MISMATCH,
-                f"signed with a key of {public.party!r} but claims to be {header.get('iss')!r}",
-            )
-        return dict(verified.headers()), bytes(verified.payload)
+        return verify_jws(signed, self._keys.public)
 
     def _check_claims(
         self,

@@ -6,6 +6,7 @@ Validation is offline: the official AsyncAPI 3.0.0 meta-schema is vendored in
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -25,6 +26,8 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from typer.testing import CliRunner
 
+from adapters.base import load_adapter
+from adapters.base.runner import AdapterRunner
 from gun_hub.asyncapi import UndocumentedTopic, build_document, render_yaml
 from gun_hub.asyncapi.payloads import JOSE, JSON, XML
 from gun_hub.cli import app as cli_app
@@ -45,12 +48,13 @@ from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY, Entitlements
 from gun_hub.security.keystore import PartyKeys
-from gun_hub.settings import Settings
+from gun_hub.settings import SecuritySettings, Settings
 from gun_hub.topics import Payload, TopicRegistry, TopicSpec, topic_registry
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import answer_to, declaration_xml, goods_item
 from tests.builders import document as quoted
 from tests.conftest import REPO, envelope_of
+from tests.unit.test_adapter_pending_replay import FakePartner
 
 COMMITTED = REPO / "schemas" / "asyncapi.yaml"
 META_SCHEMA = REPO / "schemas" / "vendor" / "asyncapi-3.0.0.schema.json"
@@ -256,6 +260,7 @@ def test_payloads_follow_the_registry_kind(
         Payload.JSON: JSON,
         Payload.DECLARATION_XML: XML,
         Payload.ENVELOPE: JOSE,
+        Payload.SIGNED: JOSE,
         Payload.ORIGINAL_BYTES: "application/octet-stream",
     }
     for spec in registry.specs():
@@ -274,6 +279,10 @@ def test_payloads_follow_the_registry_kind(
             )
             if "x-xsd" in plaintext:
                 assert (REPO / "schemas" / plaintext["x-xsd"]).is_file()
+        if spec.payload is Payload.SIGNED:
+            assert re.fullmatch(payload["pattern"], "hdr.payload.signature"), spec.name
+            assert not re.fullmatch(payload["pattern"], "hdr.key.iv.ciphertext.tag"), spec.name
+            assert resolve(document, payload["x-payload"]["$ref"])["title"] == "PartnerHealth"
 
 
 def test_keys_say_what_they_are(document: dict[str, Any], registry: TopicRegistry) -> None:
@@ -342,7 +351,8 @@ def test_every_example_validates_against_its_message(document: dict[str, Any]) -
     json_messages = {name for name, m in messages.items() if m["contentType"] == JSON}
     assert {f"{name} payload" for name in json_messages} <= validated
     assert {"DeadLetter headers", "Decision headers"} <= validated
-    for name in ("AuthorityRequest", "AuthorityResponse"):  # the envelopes' plaintexts
+    # The envelopes' plaintexts, the signed heartbeat's payload.
+    for name in ("AuthorityRequest", "AuthorityResponse", "PartnerHealth"):
         schema = document["components"]["schemas"][name]
         [example] = schema["examples"]
         assert errors(schema_validator(document, schema), example) == [], name
@@ -491,6 +501,28 @@ def test_records_the_hub_writes_match_their_channel(
         topics.dlq,
     }
     assert expected <= set(seen), sorted(expected - set(seen))
+
+
+def test_a_heartbeat_an_adapter_writes_matches_its_channel(
+    document: dict[str, Any], keys_dir: Path, tmp_path: Path
+) -> None:
+    topics = topic_registry("gun", ("cites", "dga", "dgal"))
+    settings = Settings(security=SecuritySettings(keys_dir=keys_dir, state_dir=tmp_path / "state"))
+    runner = AdapterRunner(
+        load_adapter("dgal"), settings, topics, envelope_of("dgal", topics, keys_dir), FakePartner()
+    )
+    try:
+        value = runner.heartbeat()
+    finally:
+        runner.pending.close()
+    message = _message_of(document, topics.ops_health)
+    assert message["contentType"] == JOSE
+    assert errors(schema_validator(document, message["bindings"]["kafka"]["key"]), "dgal") == []
+    assert errors(schema_validator(document, message["payload"]), value.decode()) == []
+    payload = resolve(document, message["payload"]["$ref"])
+    signed = json.loads(base64.urlsafe_b64decode(value.split(b".")[1] + b"=="))
+    content = resolve(document, payload["x-payload"]["$ref"])
+    assert errors(schema_validator(document, content), signed) == []
 
 
 def test_every_kind_of_audit_record_is_documented(

@@ -25,11 +25,17 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from gun_hub.dead_letter import HEADER_COMPONENT, HEADER_ERROR_KIND, HEADER_ERROR_REASON
+from gun_hub.envelope import ContentType
 from gun_hub.ops.feed import OpsFeed, feed_record
 from gun_hub.ops.health import CircuitStatus, PartnerHealth
+from gun_hub.ops.heartbeats import HeartbeatGate
 from gun_hub.ops.prometheus import OpsState
 from gun_hub.ops.view import FeedRecord, OpsView
+from gun_hub.security.entitlements import Entitlements
+from gun_hub.security.keystore import PartyKeys
 from gun_hub.status_events import StatusKind
+from gun_hub.topics import topic_registry
+from tests.conftest import envelope_of
 from tests.poison_corpus import hostile_headers, named_bombs
 from tests.unit.test_operations_view import NOON, TOPICS, Feed, use
 
@@ -302,24 +308,24 @@ async def test_the_feed_outlives_a_failing_view_and_reads_again_what_was_not_app
     assert view.positions() == {(TOPICS.dlq, 0): 6}
 
 
-async def test_the_feed_survives_a_poisoned_health_record(tmp_path: Path) -> None:
+async def test_the_feed_survives_a_poisoned_health_record(tmp_path: Path, keys_dir: Path) -> None:
     view = OpsView(tmp_path / "v.sqlite3", TOPICS)
     state = OpsState()
     now = datetime.now(UTC).isoformat()
+    heartbeat = (
+        '{"authority":"dgal","adapter":"a","circuit":"open","pending_operations":1,'
+        f'"at":"{now}","every_s":5}}'
+    ).encode()
+    # Heartbeats are believed signed only, by the party they name (test_signed_heartbeats).
+    registry = topic_registry("g", ("dgal",))
+    signed = envelope_of("dgal", registry, keys_dir).sign(
+        heartbeat, topic=TOPICS.health, content_type=ContentType.JSON
+    )
     log = [
         ConsumerRecord(
             TOPICS.health, 0, 0, int(time.time() * 1000), 0, None, value, None, 0, 0, headers
         )
-        for value, headers in [
-            (b"[" * 3000, [("h", None)]),
-            (
-                (
-                    '{"authority":"dgal","adapter":"a","circuit":"open","pending_operations":1,'
-                    f'"at":"{now}","every_s":5}}'
-                ).encode(),
-                [],
-            ),
-        ]
+        for value, headers in [(b"[" * 3000, [("h", None)]), (signed, [])]
     ]
 
     class HealthConsumer(_Consumer):
@@ -329,12 +335,13 @@ async def test_the_feed_survives_a_poisoned_health_record(tmp_path: Path) -> Non
             batch = await super().getmany(timeout_ms, max_records)
             return {TopicPartition(TOPICS.health, 0): b for b in batch.values()}
 
-    feed = OpsFeed(None, view, state)  # type: ignore[arg-type]
+    gate = HeartbeatGate(PartyKeys.load(keys_dir, "hub"), Entitlements.from_registry(registry))
+    feed = OpsFeed(None, view, state, heartbeats=gate)  # type: ignore[arg-type]
     partitions = [TopicPartition(TOPICS.health, 0)]
     follow = asyncio.create_task(feed.follow(HealthConsumer(log), partitions))
     try:
         await until(lambda: "dgal" in state.partners)
     finally:
         follow.cancel()
-    assert view.skipped == 1
+    assert view.skipped == 0  # the poison is refused before the view: it is no heartbeat
     assert state.partners["dgal"].circuit is CircuitStatus.OPEN

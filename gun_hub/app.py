@@ -413,6 +413,7 @@ def build_hub(settings: Settings) -> Hub:
             NoReplayMemory(),
             policy_from(settings.security),
         ),
+        memory_s=settings.hub.publisher_memory_s,
     )
 
     async def publish_decisions() -> None:

@@ -2,30 +2,44 @@
 
 The hub's agents process at-least-once, so a worker killed at the wrong instant can
 announce a decision twice. They therefore write sealed decisions to an internal outbox
-topic; this publisher moves them to ``gun.decisions`` in Kafka transactions, each batch
-together with its outbox offsets, skipping any (reference, version) already published.
+topic, on the partition the declaration arrived on; this publisher moves them to
+``gun.decisions`` (same partition) in Kafka transactions, each batch together with its
+outbox offsets, skipping any (reference, version) already published.
 
-After a crash the new producer (same transactional id) aborts the dead one's open
-transaction, the set of published pairs is rebuilt from the committed decisions, and
-consumption resumes from the committed outbox offsets: nothing is lost, nothing doubled,
-for readers that read committed records only (``isolation_level="read_committed"``).
+Several hub workers run a publisher each. They share the outbox's partitions as one
+consumer group, and each partition has a transactional producer of its own
+(``<app>-publisher-<partition>``): the worker that takes a partition over fences the one
+that had it, aborts its open transaction and carries on from its committed offsets, so a
+rebalance loses and doubles nothing. A fenced or failing partition is dropped or retried
+without stopping the worker.
+
+The memory of what was published is per partition and bounded: the decisions committed
+on that partition during the last ``memory_s`` (a duplicate announcement follows its
+original within minutes: it comes from a redelivery after a crash).
 
 The agents seal each decision to the hub itself; the publisher opens it and seals it to
 the clearance system as it publishes. The envelope's ``iat`` is thus the time the
 decision enters ``gun.decisions``, and the clearance system's freshness check (against
-the broker's log-append time) holds however long a decision waited in the outbox: a
-publisher that was down for an hour publishes an hour of decisions that all open.
+the broker's log-append time) holds however long a decision waited in the outbox.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.errors import KafkaError, ProducerFenced
 
 from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected, broker_accepted_at
-from gun_hub.kafka.admin import topic_partitions
 from gun_hub.kafka.client import Connect, consumer_options, producer_options
 from gun_hub.outbox import Headers
 from gun_hub.security.entitlements import CLEARANCE_PARTY
@@ -33,10 +47,22 @@ from gun_hub.security.entitlements import CLEARANCE_PARTY
 log = logging.getLogger(__name__)
 
 HEADER_VERSION = "gun.decision.version"
+DEFAULT_MEMORY_S = 24 * 3600.0
+
+_Identity = tuple[bytes, bytes]
 
 
 def _version_of(headers: Headers) -> bytes:
     return next((value for key, value in headers if key == HEADER_VERSION), b"")
+
+
+class _PartitionPublisher:
+    """One outbox partition: its transactional producer and what it already published."""
+
+    def __init__(self, partition: int, producer: AIOKafkaProducer) -> None:
+        self.partition = partition
+        self.producer = producer
+        self.published: set[_Identity] = set()
 
 
 class DecisionPublisher:
@@ -47,96 +73,177 @@ class DecisionPublisher:
         decisions_topic: str,
         app_id: str,
         envelope: Envelope,
+        memory_s: float = DEFAULT_MEMORY_S,
     ) -> None:
         self._connect = connect
         self._envelope = envelope
         self._outbox = outbox_topic
         self._decisions = decisions_topic
+        self._app_id = app_id
         self._group = f"{app_id}-publisher"
-        self._transactional_id = f"{app_id}-publisher"
-        self._published: set[tuple[bytes, bytes]] = set()
+        self._memory_s = memory_s
+        self._partitions: dict[int, _PartitionPublisher] = {}
+        # The group hands partitions over in the background while batches are published:
+        # one producer per partition at a time.
+        self._handover = asyncio.Lock()
         self._stopping = asyncio.Event()
-        self.ready = asyncio.Event()  # its transactional producer is up (readiness)
+        self.ready = asyncio.Event()  # consuming, its partitions' producers up (readiness)
+        self.published_count = 0
+
+    def transactional_id(self, partition: int) -> str:
+        return f"{self._app_id}-publisher-{partition}"
 
     def stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def partitions(self) -> set[int]:
+        """The outbox partitions this worker publishes now."""
+        return set(self._partitions)
+
     async def run(self) -> None:
-        producer = AIOKafkaProducer(
-            **producer_options(self._connect),
-            transactional_id=self._transactional_id,
-            enable_idempotence=True,
-            acks="all",
-        )
-        # Starting fences any previous incarnation and aborts its open transaction.
-        await producer.start()
         consumer = AIOKafkaConsumer(
-            self._outbox,
             **consumer_options(self._connect),
             group_id=self._group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
         )
+        consumer.subscribe([self._outbox], listener=_Handover(self, consumer))
+        await consumer.start()
         try:
-            await self._remember_published()
-            await consumer.start()
             self.ready.set()
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=100, max_records=500)
-                if batches:
-                    await self._publish(producer, batches)
+                for tp, records in batches.items():
+                    await self._publish_partition(consumer, tp, records)
         finally:
             self.ready.clear()
             await consumer.stop()
-            await producer.stop()
+            await self._release(list(self._partitions))
 
-    async def _remember_published(self) -> None:
-        """Every (reference, version) already committed on the decisions topic."""
-        partitions = [
-            TopicPartition(self._decisions, p)
-            for p in await topic_partitions(self._connect, self._decisions)
-        ]
+    async def _take(self, partitions: Iterable[int]) -> None:
+        """Partitions assigned: a producer each (fencing the previous owner), and the
+        memory of what was published on each."""
+        async with self._handover:
+            for partition in partitions:
+                await self._take_one(partition)
+
+    async def _take_logged(self, partitions: Iterable[int]) -> None:
+        """``_take``, a broker failure logged (the partition is taken at its next batch)."""
+        try:
+            await self._take(partitions)
+        except KafkaError:
+            log.exception("publisher: outbox partitions not taken yet; tried again")
+
+    async def _take_one(self, partition: int) -> None:
+        if partition in self._partitions:
+            return
+        producer = AIOKafkaProducer(
+            **producer_options(self._connect),
+            transactional_id=self.transactional_id(partition),
+            enable_idempotence=True,
+            acks="all",
+        )
+        # Starting fences any previous owner and aborts its open transaction.
+        await producer.start()
+        publisher = _PartitionPublisher(partition, producer)
+        publisher.published = await self._recently_published(partition)
+        self._partitions[partition] = publisher
+        log.info(
+            "publisher: outbox partition %d taken (%d decisions remembered)",
+            partition,
+            len(publisher.published),
+        )
+
+    async def _release(self, partitions: Iterable[int]) -> None:
+        async with self._handover:
+            for partition in partitions:
+                publisher = self._partitions.pop(partition, None)
+                if publisher is not None:
+                    await publisher.producer.stop()
+
+    async def _recently_published(self, partition: int) -> set[_Identity]:
+        """The (reference, version) pairs committed on this decisions partition lately."""
+        tp = TopicPartition(self._decisions, partition)
         reader = AIOKafkaConsumer(
             **consumer_options(self._connect),
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
         await reader.start()
+        found: set[_Identity] = set()
         try:
-            reader.assign(partitions)
-            await reader.seek_to_beginning(*partitions)
-            ends = await reader.end_offsets(partitions)
-            pending = {tp for tp in partitions if ends[tp] > 0}
-            while pending:
-                for records in (await reader.getmany(timeout_ms=200)).values():
+            reader.assign([tp])
+            since_ms = int((time.time() - self._memory_s) * 1000)
+            start = (await reader.offsets_for_times({tp: since_ms})).get(tp)
+            end = (await reader.end_offsets([tp]))[tp]
+            if start is None:
+                return found  # nothing that recent
+            reader.seek(tp, start.offset)
+            while await reader.position(tp) < end:
+                for records in (await reader.getmany(tp, timeout_ms=200)).values():
                     for record in records:
-                        self._published.add((record.key or b"", _version_of(list(record.headers))))
-                for tp in list(pending):
-                    if await reader.position(tp) >= ends[tp]:
-                        pending.discard(tp)
+                        found.add((record.key or b"", _version_of(list(record.headers))))
         finally:
             await reader.stop()
-        log.info("publisher: %d decisions already published", len(self._published))
+        return found
 
-    async def _publish(self, producer: AIOKafkaProducer, batches: dict) -> None:  # type: ignore[type-arg]
-        sent: set[tuple[bytes, bytes]] = set()
-        async with producer.transaction():
-            for records in batches.values():
+    async def _publish_partition(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> None:
+        publisher = self._partitions.get(tp.partition)
+        if publisher is None:
+            # Fetched before its handover finished (or after it was revoked): never
+            # skipped while ours, or its position would move past unpublished decisions.
+            if tp not in consumer.assignment():
+                return  # revoked: its next owner reads them from the committed offset
+            await self._take_logged([tp.partition])
+            publisher = self._partitions.get(tp.partition)
+            if publisher is None:
+                consumer.seek(tp, records[0].offset)  # read again once it is ours
+                await asyncio.sleep(0.5)
+                return
+        sent: set[_Identity] = set()
+        try:
+            async with publisher.producer.transaction():
                 for record in records:
                     headers = list(record.headers)
                     identity = (record.key or b"", _version_of(headers))
-                    if identity in self._published or identity in sent:
+                    if identity in publisher.published or identity in sent:
                         continue  # announced again after a crash: published already
                     sealed = self._seal_for_clearance(record)
                     if sealed is None:
                         continue
-                    await producer.send(self._decisions, sealed, key=record.key, headers=headers)
+                    await publisher.producer.send(
+                        self._decisions,
+                        sealed,
+                        key=record.key,
+                        partition=tp.partition,
+                        headers=headers,
+                    )
                     sent.add(identity)
-            await producer.send_offsets_to_transaction(
-                {tp: records[-1].offset + 1 for tp, records in batches.items()}, self._group
-            )
-        self._published |= sent  # only once the transaction is committed
+                await publisher.producer.send_offsets_to_transaction(
+                    {tp: records[-1].offset + 1}, self._group
+                )
+        except ProducerFenced:
+            # Another worker owns this partition now (we missed a rebalance): it
+            # publishes from the committed offsets. Ours stops here.
+            log.warning("publisher: partition %d fenced by its new owner", tp.partition)
+            await self._release([tp.partition])
+            consumer.pause(tp)
+            return
+        except KafkaError:
+            # Aborted: nothing of the batch is visible; read it again.
+            log.exception("publisher: batch of partition %d aborted; retried", tp.partition)
+            consumer.seek(tp, records[0].offset)
+            await asyncio.sleep(0.5)
+            return
+        publisher.published |= sent  # only once the transaction is committed
+        self.published_count += len(sent)
 
     def _seal_for_clearance(self, record: ConsumerRecord[bytes, bytes]) -> bytes | None:
         """The decision the agents sealed to the hub, sealed now to the clearance system.
@@ -165,3 +272,18 @@ class DecisionPublisher:
             topic=self._decisions,
             content_type=ContentType.XML,
         )
+
+
+class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Producers follow the group's assignment of outbox partitions."""
+
+    def __init__(self, publisher: DecisionPublisher, consumer: AIOKafkaConsumer) -> None:
+        self._publisher = publisher
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._publisher._release(tp.partition for tp in revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._publisher._take_logged(tp.partition for tp in assigned)
+        self._consumer.resume(*assigned)

@@ -98,6 +98,11 @@ class HubSettings(BaseModel):
         description="Longest an audit record waits for a checkpoint while the hub runs; "
         "`gun-hub audit verify` allows this plus 300 s.",
     )
+    publisher_memory_s: PositiveFloat = Field(
+        24 * 3600.0,
+        description="How far back the decision publisher remembers what it published, to "
+        "skip a decision announced again after a crash (publisher.py).",
+    )
     offset_watchdog_s: PositiveFloat = Field(
         2.0,
         description="How often the hub looks for a record faust read but never handed to "

@@ -1,0 +1,149 @@
+"""Several hub workers publish decisions: one each per (reference, version), none lost.
+
+Each worker runs a decision publisher (gun_hub/publisher.py); they share the outbox's
+partitions as one consumer group, with a transactional producer per partition. Issue 12:
+the first version had one transactional id, so a second worker fenced the first and its
+publisher crash-looped the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from gun_hub.envelope import ContentType
+from gun_hub.publisher import HEADER_VERSION, DecisionPublisher
+from gun_hub.security.entitlements import HUB_PARTY
+from tests.conftest import PARTITIONS, KafkaEnv
+
+pytestmark = pytest.mark.broker
+
+DECISIONS = 240
+ANNOUNCED_TWICE = 40  # a worker died before the broker confirmed: announced again
+
+
+def _publisher(kafka_env: KafkaEnv) -> DecisionPublisher:
+    topics = kafka_env.topics
+    return DecisionPublisher(
+        kafka_env.bootstrap,
+        topics.decision_outbox,
+        topics.decisions,
+        f"{kafka_env.prefix}-hub",
+        kafka_env.envelope(HUB_PARTY),
+    )
+
+
+async def _announce(kafka_env: KafkaEnv, numbers: range) -> None:
+    """Decisions as the hub's agents write them: sealed to the hub, on the partition
+    their declaration arrived on."""
+    hub = kafka_env.envelope(HUB_PARTY)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_env.bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for n in numbers:
+            sealed = hub.seal(
+                f"<Decision n='{n}'/>".encode(),
+                recipient=HUB_PARTY,
+                topic=kafka_env.topics.decision_outbox,
+                content_type=ContentType.XML,
+            )
+            await producer.send(
+                kafka_env.topics.decision_outbox,
+                sealed,
+                key=f"26FRPUB{n:011d}".encode(),
+                partition=n % PARTITIONS,
+                headers=[(HEADER_VERSION, b"1")],
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _published(
+    kafka_env: KafkaEnv, expected: int, *publishers: DecisionPublisher
+) -> Counter[tuple[bytes, int]]:
+    """(reference, partition) of every committed decision, once ``expected`` are there."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_env.bootstrap, isolation_level="read_committed"
+    )
+    await consumer.start()
+    seen: Counter[tuple[bytes, int]] = Counter()
+    try:
+        tps = [TopicPartition(kafka_env.topics.decisions, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        try:
+            async with asyncio.timeout(120):
+                while sum(seen.values()) < expected:
+                    for records in (await consumer.getmany(timeout_ms=500)).values():
+                        for record in records:
+                            seen[(record.key or b"", record.partition)] += 1
+        except TimeoutError:
+            state = [(p.partitions, p.published_count) for p in publishers]
+            raise AssertionError(f"{sum(seen.values())} of {expected}; publishers: {state}")
+            # Anything more (a duplicate) would follow within the same transactions.
+            for records in (await consumer.getmany(timeout_ms=2000)).values():
+                for record in records:
+                    seen[(record.key or b"", record.partition)] += 1
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def _running(publisher: DecisionPublisher) -> asyncio.Task[None]:
+    task = asyncio.create_task(publisher.run())
+    async with asyncio.timeout(60):
+        await publisher.ready.wait()
+    return task
+
+
+async def _stop(publisher: DecisionPublisher, task: asyncio.Task[None]) -> None:
+    publisher.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 60)
+
+
+async def test_two_publishers_share_the_outbox_and_publish_each_decision_once(
+    kafka_env: KafkaEnv,
+) -> None:
+    first, second = _publisher(kafka_env), _publisher(kafka_env)
+    first_task = await _running(first)
+    await _announce(kafka_env, range(DECISIONS // 2))
+    second_task = await _running(second)  # joins under load: the partitions are shared
+    await _announce(kafka_env, range(DECISIONS // 2, DECISIONS))
+    await _announce(kafka_env, range(ANNOUNCED_TWICE))  # announced again after a crash
+    seen = await _published(kafka_env, DECISIONS, first, second)
+    try:
+        assert len(seen) == DECISIONS, "a decision was not published"
+        assert [key for key, times in seen.items() if times > 1] == []
+        # Each decision on its declaration's partition.
+        assert all(int(key[7:]) % PARTITIONS == part for key, part in seen)
+        # Both were members while the second half was published: the partitions split.
+        assert first.partitions
+        assert second.partitions
+        assert first.partitions.isdisjoint(second.partitions)
+    finally:
+        await _stop(second, second_task)
+        await _stop(first, first_task)
+
+
+async def test_a_publisher_that_leaves_hands_its_partitions_over(kafka_env: KafkaEnv) -> None:
+    first, second = _publisher(kafka_env), _publisher(kafka_env)
+    first_task = await _running(first)
+    second_task = await _running(second)
+    await _announce(kafka_env, range(DECISIONS // 2))
+    await _stop(first, first_task)  # leaves under load
+    await _announce(kafka_env, range(DECISIONS // 2, DECISIONS))
+    # Announced again, their first announcement published by the worker that left.
+    await _announce(kafka_env, range(ANNOUNCED_TWICE))
+    try:
+        seen = await _published(kafka_env, DECISIONS, second)
+        assert len(seen) == DECISIONS
+        assert [key for key, times in seen.items() if times > 1] == []
+        assert second.partitions == set(range(PARTITIONS))
+    finally:
+        await _stop(second, second_task)

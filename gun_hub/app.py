@@ -309,7 +309,7 @@ def build_hub(settings: Settings) -> Hub:
         envelope=JoseEnvelope(
             keys,
             Entitlements.from_registry(topics),
-            TableReplayGuard(seen_messages),
+            TableReplayGuard(seen_messages, keep_after_expiry_s=settings.security.max_clock_skew_s),
             policy_from(settings.security),
         ),
         # Checkpoints signed with the hub's audit key, never its envelope key.

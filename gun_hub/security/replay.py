@@ -12,6 +12,7 @@ so a restarted worker still knows them); adapters and readers keep them in SQLit
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 import time
 from pathlib import Path
@@ -98,17 +99,72 @@ class SqliteReplayGuard:
 
 
 class TableReplayGuard:
-    """Backed by a faust table of raw bytes (``jti`` -> position), read in event context."""
+    """Backed by a faust table of raw bytes (``jti`` -> ``position|expires_at``), read and
+    written in event context.
 
-    def __init__(self, table: Any) -> None:
+    Bounded: an id is forgotten once the log's clock (the latest broker time read) is
+    ``keep_after_expiry_s`` past its expiry, as ``SqliteReplayGuard`` does. faust writes a
+    table key in the current event's partition, so an id is deleted while handling an
+    event of the partition that recorded it (the partition of its position): each
+    partition keeps its ids in expiry order, seeded once from the table after a start.
+    """
+
+    _PRUNE_EVERY = 200
+
+    def __init__(self, table: Any, *, keep_after_expiry_s: int = 300) -> None:
         self._table = table
+        self._keep_s = keep_after_expiry_s
+        self._log_clock = 0.0
+        self._expiring: dict[int, list[tuple[int, bytes]]] = {}  # partition -> heap
+        self._sightings = 0
+        self.forgotten = 0
 
     def first_sighting(
         self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
     ) -> bool:
         key = message_id.encode()
+        partition = _partition_of(position)
+        self._seed(partition)
+        if seen_at is not None:
+            self._log_clock = max(self._log_clock, seen_at)
         first = self._table.get(key)
         if first is not None:
-            return bool(first == position.encode())
-        self._table[key] = position.encode()
+            return bool(bytes(first).split(b"|", 1)[0] == position.encode())
+        self._table[key] = f"{position}|{expires_at}".encode()
+        if partition is not None:
+            heapq.heappush(self._expiring[partition], (expires_at, key))
+        self._sightings += 1
+        if self._sightings % self._PRUNE_EVERY == 0 and partition is not None:
+            self._forget_expired(partition)
         return True
+
+    def _seed(self, partition: int | None) -> None:
+        """After a start: the ids this partition recorded, from the table (once)."""
+        if partition is None or partition in self._expiring:
+            return
+        heap: list[tuple[int, bytes]] = []
+        for key, value in list(self._table.items()):
+            position, _, expiry = bytes(value).partition(b"|")
+            if _partition_of(position.decode(errors="replace")) == partition and expiry:
+                heap.append((int(expiry), bytes(key)))
+        heapq.heapify(heap)
+        self._expiring[partition] = heap
+
+    def _forget_expired(self, partition: int) -> None:
+        if not self._log_clock:
+            return  # no broker time yet: the wall clock would forget a backlog's ids
+        horizon = int(self._log_clock) - self._keep_s
+        heap = self._expiring[partition]
+        while heap and heap[0][0] < horizon:
+            _, key = heapq.heappop(heap)
+            if self._table.get(key) is not None:
+                del self._table[key]
+                self.forgotten += 1
+
+
+def _partition_of(position: str) -> int | None:
+    """``topic/partition/offset`` -> partition (None for any other shape)."""
+    parts = position.rsplit("/", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return int(parts[1])
+    return None

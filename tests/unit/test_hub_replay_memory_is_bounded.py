@@ -1,0 +1,57 @@
+"""The hub's replay memory forgets what has expired, by the log's clock (issue 12,
+bounded state; ADR 0008): a copy accepted by the broker after ``exp + skew`` is refused
+as expired anyway, so remembering its id longer only grows the table."""
+
+from __future__ import annotations
+
+from gun_hub.security.replay import TableReplayGuard
+
+KEEP_S = 300
+
+
+def _sight(guard: TableReplayGuard, n: int, expires_at: int, at: float, partition: int = 0) -> bool:
+    return guard.first_sighting(f"id-{n}", expires_at, f"gun.declarations/{partition}/{n}", at)
+
+
+def test_ids_are_forgotten_once_the_log_clock_is_past_their_expiry() -> None:
+    table: dict[bytes, bytes] = {}
+    guard = TableReplayGuard(table, keep_after_expiry_s=KEEP_S)
+    for n in range(1000):  # one message a second, each valid ten minutes
+        assert _sight(guard, n, expires_at=n + 600, at=float(n))
+    # The log is at 999 s: ids that expired before 999 - 300 are gone, the rest kept.
+    assert b"id-0" not in table
+    assert b"id-999" in table
+    assert len(table) <= 1000 - 50
+    assert all(int(v.split(b"|")[1]) >= 999 - KEEP_S - 200 for v in table.values())
+
+
+def test_a_replay_is_still_refused_while_its_id_could_be_accepted() -> None:
+    table: dict[bytes, bytes] = {}
+    guard = TableReplayGuard(table, keep_after_expiry_s=KEEP_S)
+    assert _sight(guard, 1, expires_at=600, at=0.0)
+    for n in range(2, 600):
+        _sight(guard, n, expires_at=n + 600, at=float(n))
+    assert not guard.first_sighting("id-1", 600, "gun.declarations/1/999", 599.0)
+    assert guard.first_sighting("id-1", 600, "gun.declarations/0/1", 599.0)  # redelivery
+
+
+def test_a_backlog_read_days_later_keeps_its_ids() -> None:
+    """The clock is the broker's time of what is read, never the reader's."""
+    table: dict[bytes, bytes] = {}
+    guard = TableReplayGuard(table, keep_after_expiry_s=KEEP_S)
+    three_days_ago = 1_700_000_000.0
+    for n in range(500):
+        _sight(guard, n, expires_at=int(three_days_ago) + n + 600, at=three_days_ago + n)
+    assert len(table) == 500
+
+
+def test_each_partition_forgets_only_the_ids_it_recorded() -> None:
+    """faust deletes a key in the current event's partition: only that partition's ids."""
+    table: dict[bytes, bytes] = {b"old-on-3": b"gun.responses.dgal/3/7|10"}
+    guard = TableReplayGuard(table, keep_after_expiry_s=KEEP_S)
+    for n in range(400):
+        _sight(guard, n, expires_at=n + 600, at=float(n) + 10_000, partition=0)
+    assert b"old-on-3" in table  # expired, but recorded by partition 3
+    for n in range(400, 600):
+        _sight(guard, n, expires_at=n + 600, at=float(n) + 10_000, partition=3)
+    assert b"old-on-3" not in table  # forgotten while handling partition 3

@@ -44,7 +44,12 @@ from gun_hub.risk import load_risk_rules
 from gun_hub.routing import RoutingTable, load_routing_table
 from gun_hub.runtime.faust_app import HubApp, handled_agent, watch_offsets
 from gun_hub.security.entitlements import HUB_PARTY, Entitlements
-from gun_hub.security.factory import build_audit_trail, checkpoint_within_s, policy_from
+from gun_hub.security.factory import (
+    build_audit_trail,
+    build_heartbeat_gate,
+    checkpoint_within_s,
+    policy_from,
+)
 from gun_hub.security.jose_envelope import JoseEnvelope
 from gun_hub.security.keystore import PartyKeys
 from gun_hub.security.replay import NoReplayMemory, TableReplayGuard
@@ -464,7 +469,13 @@ def _operations_view(
             status=topics.status, facts=topics.facts, dlq=topics.dlq, health=topics.ops_health
         ),
     )
-    feed = OpsFeed(from_settings(settings.kafka), view, state)
+    feed = OpsFeed(
+        from_settings(settings.kafka),
+        view,
+        state,
+        # Believes a heartbeat only if its signer is the component it names (heartbeats.py).
+        heartbeats=build_heartbeat_gate(settings, topics),
+    )
 
     async def feed_view() -> None:
         await feed.run()

@@ -32,6 +32,9 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._start: dict[TP, int] = {}
         # The highest offset fetched for the streams since the last seek.
         self._fetched: dict[TP, int] = {}
+        # The record faust's fetch loop is handing to the agents' queues right now (it
+        # can wait there long: for the producer's buffer to drain, for the flow).
+        self._delivering: tuple[TP, int] | None = None
 
     # -- what the hub's agents and the watchdog call ----------------------------------
 
@@ -60,8 +63,10 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         return self._fetched.get(tp)
 
     def held(self, tp: TP, offset: int) -> bool:
-        """The record is on its way: waiting in an agent's queue, or taken by a stream and
-        not yet acknowledged."""
+        """The record is on its way: being handed to the agents' queues, waiting in one,
+        or taken by a stream and not yet acknowledged."""
+        if self._delivering == (tp, offset):
+            return True
         if any(m.tp == tp and m.offset == offset for m in list(self._unacked_messages)):
             return True
         for channel in list(self.app.topics._topic_name_index.get(tp.topic, ())):
@@ -87,7 +92,11 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         async for tp, message in super().getmany(timeout):
             if message.offset > self._fetched.get(tp, -1):
                 self._fetched[tp] = message.offset
-            yield tp, message
+            self._delivering = (tp, message.offset)
+            try:
+                yield tp, message  # resumed once faust has handed it over (or dropped it)
+            finally:
+                self._delivering = None
 
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)

@@ -95,3 +95,12 @@ def test_first_unsettled_walks_handled_and_empty_offsets() -> None:
     assert first_unsettled(7, [8], empty) == 7
     empty.forget_below(6)
     assert empty.end_of_span_at(4) is None
+
+
+def test_a_record_faust_is_handing_to_the_agents_is_not_suspect() -> None:
+    """faust's fetch loop can wait long with one record in hand (the producer's buffer
+    full): the watchdog must not read it again meanwhile (chaos run: 85 needless repairs)."""
+    consumer = _strict(committed=10, handled=[])
+    consumer._unacked_messages = set()
+    consumer._delivering = (TOPIC_PARTITION, 10)
+    assert consumer.held(TOPIC_PARTITION, 10)

@@ -244,7 +244,10 @@ class DecisionReader:
         if self._dlq_topic is None:
             return
         if self._dead_letters is None:
-            self._dead_letters = AIOKafkaProducer(**client_options(self._connect))
+            # Like every record that must not be lost: on every in-sync replica, once.
+            self._dead_letters = AIOKafkaProducer(
+                **client_options(self._connect), acks="all", enable_idempotence=True
+            )
             await self._dead_letters.start()
         letter = self.dead_letter(record, unreadable)
         # A failure to send is the broker's, not the record's: it raises before the

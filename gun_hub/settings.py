@@ -46,7 +46,8 @@ class KafkaSettings(BaseModel):
 
 
 class BrokerSettings(BaseModel):
-    """The embedded single-node broker started by ``gun-hub kafka start``."""
+    """The embedded broker started by ``gun-hub kafka start``: one node by default, or a
+    local KRaft cluster (``--nodes 3``, docs/local-kafka.md)."""
 
     kafka_version: str = Field("3.9.2", description="Apache Kafka release fetched from Maven.")
     home: Path = Field(
@@ -61,7 +62,27 @@ class BrokerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address the broker listens on.")
     port: PositiveInt = Field(9092, description="Client (PLAINTEXT) port.")
     controller_port: PositiveInt = Field(9093, description="KRaft controller port.")
-    heap: str = Field("512m", description="JVM heap (-Xms and -Xmx).")
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="Nodes `gun-hub kafka start` runs: 1, the single broker on port and "
+        "controller_port; 3 or more, a local cluster, each node broker and KRaft "
+        "controller, replication factor 3, min.insync.replicas 2 (overridden by --nodes).",
+    )
+    cluster_ports: list[PositiveInt] = Field(
+        default_factory=list,
+        description="Client ports of a cluster's nodes, node 1 first, as JSON "
+        "([29092, 29093, 29094]); empty: 29092, 29093, ... (the Compose cluster's).",
+    )
+    cluster_controller_ports: list[PositiveInt] = Field(
+        default_factory=list,
+        description="KRaft controller ports of a cluster's nodes, node 1 first; empty: "
+        "29192, 29193, ...",
+    )
+    heap: str = Field(
+        "512m", description="JVM heap (-Xms and -Xmx) of the broker, or of each node."
+    )
     start_timeout_s: float = Field(60.0, description="How long `start` waits for readiness.")
     secure: bool = Field(
         False,

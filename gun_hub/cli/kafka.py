@@ -12,13 +12,16 @@ import typer
 from gun_hub.kafka.acls import acl_plan, apply_acls
 from gun_hub.kafka.admin import ensure_topics
 from gun_hub.kafka.client import from_settings
-from gun_hub.kafka.local_broker import BrokerError, LocalBroker
+from gun_hub.kafka.local_broker import BrokerError, LocalBroker, LocalCluster
 from gun_hub.routing import RoutingTable, RoutingTableError, load_routing_table
 from gun_hub.security.entitlements import parties
 from gun_hub.settings import Settings, load_settings
 from gun_hub.topics import TopicRegistry, topic_registry
 
-app = typer.Typer(help="The embedded local Kafka broker (no Docker needed).", no_args_is_help=True)
+app = typer.Typer(
+    help="The embedded local Kafka broker, or a local cluster (no Docker needed).",
+    no_args_is_help=True,
+)
 topics_app = typer.Typer(help="The hub's topics, from the topic registry.", no_args_is_help=True)
 
 
@@ -39,10 +42,44 @@ def local_broker(settings: Settings) -> LocalBroker:
     return LocalBroker(settings.broker, settings.kafka.partitions, parties(registry_for(settings)))
 
 
+def local_cluster(settings: Settings, nodes: int) -> LocalCluster:
+    """The local cluster of ``nodes`` nodes, or a clear message and exit code 2."""
+    try:
+        return LocalCluster(settings.broker, settings.kafka.partitions, nodes)
+    except BrokerError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+
+
+def clusters_under_home(settings: Settings) -> list[int]:
+    """Node counts of the clusters that have a folder under the broker's home (started
+    once), and the configured one: what ``stop`` and ``status`` look at."""
+    counts = {settings.broker.nodes} - {1}
+    home = settings.broker.home
+    for folder in home.glob("cluster-*") if home.is_dir() else ():
+        suffix = folder.name.removeprefix("cluster-")
+        if folder.is_dir() and suffix.isdigit() and int(suffix) >= 3:
+            counts.add(int(suffix))
+    return sorted(counts)
+
+
+_NODES_HELP = (
+    "1: the single broker; 3 or more: a local cluster, each node broker and KRaft "
+    "controller, replication factor 3, min.insync.replicas 2 "
+    "(default: GUN_HUB_BROKER__NODES, 1)"
+)
+
+
 @app.command()
-def start() -> None:
+def start(
+    nodes: int | None = typer.Option(None, "--nodes", min=1, max=9, help=_NODES_HELP),
+) -> None:
     """Fetch the jars once, format storage once, start the broker and wait until it answers."""
     settings = load_settings()
+    count = settings.broker.nodes if nodes is None else nodes
+    if count > 1:
+        start_cluster(settings, count)
+        return
     broker = local_broker(settings)
     if (pid := broker.running_pid()) is not None:
         typer.echo(f"Kafka is already running (pid {pid}) on {broker.bootstrap_servers}")
@@ -59,25 +96,88 @@ def start() -> None:
     )
 
 
+def start_cluster(settings: Settings, count: int) -> None:
+    cluster = local_cluster(settings, count)
+    state = cluster.status()
+    if state.running:
+        typer.echo(f"Kafka cluster is already {state.describe()}")
+        return
+    began = time.monotonic()
+    try:
+        state = cluster.start()
+    except BrokerError as err:
+        typer.echo(f"Kafka cluster did not start: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"Kafka {settings.broker.kafka_version} cluster started in "
+        f"{time.monotonic() - began:.1f}s: {state.describe()}\n"
+        f"Clients (also in {cluster.client_env_file}):\n"
+        f"  GUN_HUB_KAFKA__BOOTSTRAP_SERVERS={cluster.bootstrap_servers}\n"
+        f"  GUN_HUB_KAFKA__REPLICATION_FACTOR={cluster.replication_factor}"
+    )
+
+
 @app.command()
-def stop() -> None:
-    """Shut the broker down cleanly (SIGTERM, controlled shutdown)."""
+def stop(
+    nodes: int | None = typer.Option(
+        None,
+        "--nodes",
+        min=1,
+        max=9,
+        help="Stop only the single broker (1) or the cluster of this many nodes "
+        "(default: whatever runs under GUN_HUB_BROKER__HOME).",
+    ),
+) -> None:
+    """Shut the broker, or every node of a cluster, down cleanly (SIGTERM, controlled
+    shutdown)."""
     settings = load_settings()
-    broker = local_broker(settings)
-    if broker.stop():
+    stopped = False
+    if nodes in (None, 1) and local_broker(settings).stop():
         typer.echo("Kafka stopped")
-    else:
+        stopped = True
+    counts = clusters_under_home(settings) if nodes is None else [nodes] if nodes > 1 else []
+    for count in counts:
+        if local_cluster(settings, count).stop():
+            typer.echo(f"Kafka cluster of {count} nodes stopped")
+            stopped = True
+    if not stopped:
         typer.echo("Kafka was not running")
 
 
 @app.command()
-def status() -> None:
-    """Say whether the local broker runs, where, and where its log is."""
+def status(
+    nodes: int | None = typer.Option(
+        None,
+        "--nodes",
+        min=1,
+        max=9,
+        help="Report only the single broker (1) or the cluster of this many nodes "
+        "(default: the configured one and any other that runs under GUN_HUB_BROKER__HOME).",
+    ),
+) -> None:
+    """Say whether the local broker (or each node of a cluster) runs, where, and where its
+    log is. Exit code 3: nothing runs; 4: a cluster runs only partly."""
     settings = load_settings()
-    state = local_broker(settings).status()
-    typer.echo(f"Kafka is {state.describe()}")
-    if not state.running:
+    configured = settings.broker.nodes if nodes is None else nodes
+    # (line, something runs, the configured one): what runs is shown, else the configured.
+    reports: list[tuple[str, bool, bool]] = []
+    partly = False
+    if nodes in (None, 1):
+        state = local_broker(settings).status()
+        reports.append((f"Kafka is {state.describe()}", state.running, configured == 1))
+    counts = clusters_under_home(settings) if nodes is None else [nodes] if nodes > 1 else []
+    for count in counts:
+        cluster_state = local_cluster(settings, count).status()
+        up = cluster_state.running_nodes > 0
+        reports.append((f"Kafka cluster is {cluster_state.describe()}", up, count == configured))
+        partly |= up and not cluster_state.running
+    running = any(up for _, up, _ in reports)
+    shown = [line for line, up, _ in reports if up] or [line for line, _, mine in reports if mine]
+    typer.echo("\n".join(shown))
+    if not running:
         raise typer.Exit(3)
+    if partly:
+        raise typer.Exit(4)
 
 
 @app.command("secure-setup")

@@ -6,11 +6,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    for_code,
+)
+from aiokafka.protocol.metadata import MetadataRequest
 
 from gun_hub.kafka.client import Connect, client_config, client_options, consumer_options
 from gun_hub.topics import TopicRegistry, TopicSpec
@@ -71,13 +78,28 @@ async def ensure_topics(
             for spec in wanted
         ]
         try:
-            await admin.create_topics(new_topics)
+            response = await admin.create_topics(new_topics)
         except TopicAlreadyExistsError:
             log.info("another process created some topics concurrently")
+        else:
+            _raise_topic_errors(response)
         await _wait_until_visible(admin, {spec.name for spec in wanted})
         return [spec.name for spec in wanted]
     finally:
         await admin.close()
+
+
+def _raise_topic_errors(response: Any) -> None:
+    """Raise the first refusal in a CreateTopics response: the broker answers each topic
+    separately and aiokafka raises none of them (a replication factor larger than the
+    brokers that are up, say, would otherwise surface as topics that never appear)."""
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        if code == TopicAlreadyExistsError.errno:
+            log.info("topic %s was created concurrently by another process", name)
+        elif code:
+            detail = f": {entry[2]}" if len(entry) > 2 and entry[2] else ""
+            raise for_code(code)(f"could not create topic {name}{detail}")
 
 
 # Settings a topic must have for the contract to hold: a topic created by an earlier
@@ -162,9 +184,38 @@ async def partitions_of(admin: AIOKafkaAdminClient, topics: Iterable[str]) -> di
     }
 
 
-async def _wait_until_visible(admin: AIOKafkaAdminClient, names: set[str]) -> None:
-    for _ in range(100):
-        if names <= set(await admin.list_topics()):
+async def _wait_until_visible(
+    admin: AIOKafkaAdminClient, names: set[str], timeout_s: float = 30.0
+) -> None:
+    """Until every live broker knows each topic and a leader for each of its partitions.
+
+    On a cluster, new topics reach the brokers' metadata one by one: a client that asked a
+    late broker would not find them yet. aiokafka's admin asks a random broker, so each
+    broker is asked here in turn (through the admin's request method, by node id).
+    """
+    wanted = sorted(names)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing: dict[int, list[str]] = {}
+        for broker in (await admin.describe_cluster())["brokers"]:
+            node_id = broker["node_id"]
+            request = MetadataRequest(wanted, allow_auto_topic_creation=False)
+            try:
+                response = (await admin._send_request(request, node_id)).to_object()
+            except KafkaError as err:  # a node going down: asked again until the deadline
+                missing[node_id] = [f"unreachable: {err}"]
+                continue
+            ready = {
+                topic["topic"]
+                for topic in response["topics"]
+                if topic["error_code"] == 0
+                and topic["partitions"]
+                and all(partition["leader"] >= 0 for partition in topic["partitions"])
+            }
+            if names - ready:
+                missing[node_id] = sorted(names - ready)
+        if not missing:
             return
+        if time.monotonic() > deadline:
+            raise KafkaConnectionError(f"topics not visible after creation (by node): {missing}")
         await asyncio.sleep(0.1)
-    raise KafkaConnectionError(f"topics not visible after creation: {sorted(names)}")

@@ -1,0 +1,152 @@
+"""Where a declaration's CPU time goes in the hub's own code, without Kafka.
+
+Runs declarations through the intake and correlation steps in one process (the unit
+tests' harness: one DGAL document each, answered VALID) under cProfile, and sums the
+time spent per library (XML, JOSE and cryptography, pydantic, JSON, the hub itself). The
+figure per declaration is an upper bound on what the hub could do on one core before any
+Kafka or faust cost (issue 12: measure what each step costs before cutting it).
+
+Run: ./tasks bench-steps [N]
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from benchmarks.common import save
+from gun_hub.dead_letter import SourcePosition
+from gun_hub.envelope import ContentType
+from gun_hub.model.exchange import AuthorityRequest
+from gun_hub.model.verdicts import Verdict
+from gun_hub.routing import load_routing_table
+from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.security.jose_envelope import JoseEnvelope
+from gun_hub.security.keystore import KeystoreFolder
+from tests.builders import answer_to, declaration_xml, document, goods_item
+from tests.conftest import envelope_of
+from tests.unit.test_pipeline import Hub
+from tests.unit.test_versions_and_recovery import at
+
+REPO = Path(__file__).resolve().parent.parent
+GROUPS = {
+    "xml (lxml, xmlschema)": ("lxml", "xmlschema", "elementpath"),
+    "jose and crypto (joserfc, cryptography)": ("joserfc", "cryptography"),
+    "pydantic": ("pydantic",),
+    "json": ("json",),
+    "hub (gun_hub)": ("gun_hub",),
+}
+
+
+def _group(filename: str) -> str:
+    for group, markers in GROUPS.items():
+        if any(f"/{marker}/" in filename or f"{marker}." in filename for marker in markers):
+            return group
+    return "other"
+
+
+def main(count: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        keys = Path(folder)
+        KeystoreFolder(keys).init(["hub", "clearance", "cites", "dga", "dgal"])
+        hub = Hub(load_routing_table(REPO / "config" / "routing.toml"), keys)
+        topics = hub.topics
+        # The other parties' work (the clearance system sealing, the adapter answering,
+        # the publisher) is done outside the profile, with envelopes made once.
+        clearance = envelope_of(CLEARANCE_PARTY, topics, keys)
+        dgal = envelope_of("dgal", topics, keys)
+        publisher = envelope_of(HUB_PARTY, topics, keys)
+        sealed = [
+            clearance.seal(
+                declaration_xml(
+                    reference=f"26FRSTEP{n:010d}",
+                    items=(goods_item(1, (document("N853", f"CHEDP.FR.2026.{n}", 1, "10"),)),),
+                ),
+                recipient=HUB_PARTY,
+                topic=topics.declarations,
+                content_type=ContentType.XML,
+            )
+            for n in range(count)
+        ]
+        parties = (dgal, publisher)
+        # Unprofiled first: the rate; then profiled, on a fresh hub: where it goes.
+        elapsed = _run(hub, sealed, parties, None)
+        hub = Hub(load_routing_table(REPO / "config" / "routing.toml"), keys)
+        profile = cProfile.Profile()
+        _run(hub, sealed, parties, profile)
+    stats = pstats.Stats(profile)
+    by_group: defaultdict[str, float] = defaultdict(float)
+    for (filename, _line, _name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        by_group[_group(filename)] += tottime
+    total = sum(by_group.values())
+    per_declaration_ms = elapsed / count * 1000
+    print(
+        f"{count} sealed declarations, intake + one answer + publishing each: "
+        f"{per_declaration_ms:.2f} ms of hub CPU each"
+    )
+    print(f"(about {1000 / per_declaration_ms:.0f} declarations/s on one core, before Kafka)")
+    print("shares of the profiled run (C functions of any library count as 'other'):")
+    for group, seconds in sorted(by_group.items(), key=lambda item: -item[1]):
+        print(f"  {group:42s} {seconds / total:6.1%}  {seconds / count * 1000:6.2f} ms")
+    print("\ntop functions by own time:")
+    stats.sort_stats("tottime").print_stats(15)
+    save(
+        "steps",
+        {
+            "declarations": count,
+            "ms_hub_cpu_per_declaration": round(per_declaration_ms, 3),
+            "share": {group: round(seconds / total, 4) for group, seconds in by_group.items()},
+        },
+    )
+
+
+def _run(
+    hub: Hub,
+    sealed: list[bytes],
+    parties: tuple[JoseEnvelope, JoseEnvelope],
+    profile: cProfile.Profile | None,
+) -> float:
+    """Seconds of hub CPU for ``sealed`` (intake, one answer, publishing each)."""
+    dgal, publisher = parties
+    topics = hub.topics
+    hub_seconds = 0.0
+    for n, declaration in enumerate(sealed):
+        started = time.perf_counter()
+        profile.enable() if profile else None
+        requests = hub.intake.handle(declaration, at(n))
+        profile.disable() if profile else None
+        hub_seconds += time.perf_counter() - started
+        [record] = requests.to(topics.requests("dgal"))
+        request = AuthorityRequest.model_validate_json(
+            dgal.open(record.value, topic=topics.requests("dgal")).payload
+        )
+        answer = dgal.seal(
+            answer_to(request, Verdict.VALID).model_dump_json().encode(),
+            recipient=HUB_PARTY,
+            topic=topics.responses("dgal"),
+            content_type=ContentType.JSON,
+        )
+        started = time.perf_counter()
+        profile.enable() if profile else None
+        decided = hub.correlation.handle(answer, SourcePosition(topics.responses("dgal"), 0, n))
+        # The publisher's share: open the decision sealed to the hub, seal it on.
+        for outgoing in decided.to(topics.decision_outbox):
+            opened = publisher.open(outgoing.value, topic=topics.decision_outbox)
+            publisher.seal(
+                opened.payload,
+                recipient=CLEARANCE_PARTY,
+                topic=topics.decisions,
+                content_type=ContentType.XML,
+            )
+        profile.disable() if profile else None
+        hub_seconds += time.perf_counter() - started
+    return hub_seconds
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 300)

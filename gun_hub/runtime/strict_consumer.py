@@ -35,6 +35,9 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         # The record faust's fetch loop is handing to the agents' queues right now (it
         # can wait there long: for the producer's buffer to drain, for the flow).
         self._delivering: tuple[TP, int] | None = None
+        # Partitions sought during the batch being handed over: the rest of that batch
+        # was fetched from the old position.
+        self._reseeking: set[TP] = set()
 
     # -- what the hub's agents and the watchdog call ----------------------------------
 
@@ -89,7 +92,12 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     # -- faust's hooks ----------------------------------------------------------------
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 - faust's signature
+        self._reseeking.clear()  # a new batch: fetched from the current positions
         async for tp, message in super().getmany(timeout):
+            if tp in self._reseeking:
+                # Fetched before a seek back: handing it over would move faust's read
+                # position past the record sought, which faust would then drop again.
+                continue
             if message.offset > self._fetched.get(tp, -1):
                 self._fetched[tp] = message.offset
             self._delivering = (tp, message.offset)
@@ -101,6 +109,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)
         self._fetched.pop(partition, None)
+        self._reseeking.add(partition)
 
     async def perform_seek(self) -> None:
         await super().perform_seek()

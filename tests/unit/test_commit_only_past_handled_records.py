@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from gun_hub.runtime.offsets import EmptyOffsets, first_unsettled
@@ -104,3 +106,39 @@ def test_a_record_faust_is_handing_to_the_agents_is_not_suspect() -> None:
     consumer._unacked_messages = set()
     consumer._delivering = (TOPIC_PARTITION, 10)
     assert consumer.held(TOPIC_PARTITION, 10)
+
+
+class _Record:
+    def __init__(self, offset: int) -> None:
+        self.tp = TOPIC_PARTITION
+        self.offset = offset
+
+
+async def test_the_rest_of_a_batch_fetched_before_a_seek_back_is_not_handed_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Handing it over would move faust's read position past the record sought again,
+    and faust would drop that record a second time (the full chaos run: repairs repeated
+    during the catch-up after a restart)."""
+    batch = [(TOPIC_PARTITION, _Record(o)) for o in range(10, 15)]
+
+    async def fetched(self: Any, timeout: float) -> Any:  # noqa: ASYNC109 - faust's signature
+        for item in list(batch):
+            yield item
+
+    async def sought(self: Any, partition: TP, offset: int) -> None:
+        return None
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetched)
+    monkeypatch.setattr(faust_aiokafka.Consumer, "seek", sought)
+    consumer = _strict(committed=5, handled=[])
+    consumer._fetched, consumer._reseeking, consumer._delivering = {}, set(), None
+    handed: list[int] = []
+    async for _tp, record in consumer.getmany(1.0):
+        handed.append(record.offset)
+        if record.offset == 11:
+            await consumer.seek(TOPIC_PARTITION, 5)  # the watchdog reads 5 again
+    assert handed == [10, 11]
+    batch[:] = [(TOPIC_PARTITION, _Record(o)) for o in range(5, 8)]  # from the new position
+    assert [record.offset async for _tp, record in consumer.getmany(1.0)] == [5, 6, 7]
+    assert consumer.fetched_up_to(TOPIC_PARTITION) == 7

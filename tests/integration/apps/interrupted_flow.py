@@ -34,6 +34,7 @@ def main(
         group,
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        datadir=str(out.parent / "faust-data"),  # not the working directory
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,

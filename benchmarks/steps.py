@@ -134,11 +134,10 @@ def _run(
         started = time.perf_counter()
         profile.enable() if profile else None
         decided = hub.correlation.handle(answer, SourcePosition(topics.responses("dgal"), 0, n))
-        # The publisher's share: open the decision sealed to the hub, seal it on.
+        # The publisher's share: open the decision from the outbox, seal it on.
         for outgoing in decided.to(topics.decision_outbox):
-            opened = publisher.open(outgoing.value, topic=topics.decision_outbox)
             publisher.seal(
-                opened.payload,
+                hub.outbox_document(outgoing),
                 recipient=CLEARANCE_PARTY,
                 topic=topics.decisions,
                 content_type=ContentType.XML,

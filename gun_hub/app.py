@@ -303,9 +303,8 @@ def build_hub(settings: Settings) -> Hub:
     keys = PartyKeys.load(settings.security.keys_dir, HUB_PARTY)
     # A case quotes every document, war-material licences included: sealed with the hub's
     # state key before faust sees it, so RocksDB and the changelog hold it encrypted.
-    sealed_cases = SealedStore(
-        _TableStore(cases), StateCipher.load(settings.security.keys_dir, HUB_PARTY), CASES_TABLE
-    )
+    state_cipher = StateCipher.load(settings.security.keys_dir, HUB_PARTY)
+    sealed_cases = SealedStore(_TableStore(cases), state_cipher, CASES_TABLE)
     progress = AnswerProgress()
     sweep = DeadlineSweep(app, topics, open_cases, progress)
     context = HubContext(
@@ -324,6 +323,7 @@ def build_hub(settings: Settings) -> Hub:
         risk_rules=load_risk_rules(settings.hub.risk_rules, routing.authorities),
         request_deadline_s=settings.hub.request_deadline_s,
         clock=utc_now,
+        outbox_cipher=state_cipher,
         answers_read=sweep.answers_read,
         control_report_after_s=settings.hub.control_report_after_s,
     )
@@ -418,6 +418,7 @@ def build_hub(settings: Settings) -> Hub:
             NoReplayMemory(),
             policy_from(settings.security),
         ),
+        state_cipher,
         memory_s=settings.hub.publisher_memory_s,
     )
 

@@ -17,10 +17,12 @@ The memory of what was published is per partition and bounded: the decisions com
 on that partition during the last ``memory_s`` (a duplicate announcement follows its
 original within minutes: it comes from a redelivery after a crash).
 
-The agents seal each decision to the hub itself; the publisher opens it and seals it to
-the clearance system as it publishes. The envelope's ``iat`` is thus the time the
-decision enters ``gun.decisions``, and the clearance system's freshness check (against
-the broker's log-append time) holds however long a decision waited in the outbox.
+The agents seal each decision with the hub's state key (AES-GCM, bound to its reference
+and version: the outbox is the hub's own, an envelope there cost a signature, an ECDH
+exchange and their checks for nothing); the publisher opens it and seals it to the
+clearance system as it publishes. The envelope's ``iat`` is thus the time the decision
+enters ``gun.decisions``, and the clearance system's freshness check (against the
+broker's log-append time) holds however long a decision waited in the outbox.
 """
 
 from __future__ import annotations
@@ -39,14 +41,17 @@ from aiokafka import (
 )
 from aiokafka.errors import KafkaError, ProducerFenced
 
-from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected, broker_accepted_at
+from gun_hub.envelope import ContentType, Envelope
 from gun_hub.kafka.client import Connect, consumer_options, producer_options
 from gun_hub.outbox import Headers
 from gun_hub.security.entitlements import CLEARANCE_PARTY
+from gun_hub.security.state_cipher import StateCipher, StateUnreadable
 
 log = logging.getLogger(__name__)
 
 HEADER_VERSION = "gun.decision.version"
+# What the outbox's records are sealed as (the hub's state key, AES-GCM).
+OUTBOX_STATE = "decision-outbox"
 DEFAULT_MEMORY_S = 24 * 3600.0
 
 _Identity = tuple[bytes, bytes]
@@ -54,6 +59,12 @@ _Identity = tuple[bytes, bytes]
 
 def _version_of(headers: Headers) -> bytes:
     return next((value for key, value in headers if key == HEADER_VERSION), b"")
+
+
+def outbox_record_key(reference: bytes, version: bytes) -> bytes:
+    """What an outbox record's seal is bound to: a record moved under another reference
+    or version does not open."""
+    return reference + b"|" + version
 
 
 class _PartitionPublisher:
@@ -73,10 +84,12 @@ class DecisionPublisher:
         decisions_topic: str,
         app_id: str,
         envelope: Envelope,
+        outbox_cipher: StateCipher,
         memory_s: float = DEFAULT_MEMORY_S,
     ) -> None:
         self._connect = connect
         self._envelope = envelope
+        self._outbox_cipher = outbox_cipher
         self._outbox = outbox_topic
         self._decisions = decisions_topic
         self._app_id = app_id
@@ -246,19 +259,16 @@ class DecisionPublisher:
         self.published_count += len(sent)
 
     def _seal_for_clearance(self, record: ConsumerRecord[bytes, bytes]) -> bytes | None:
-        """The decision the agents sealed to the hub, sealed now to the clearance system.
+        """The decision the agents sealed with the hub's state key, sealed now to the
+        clearance system.
 
         The outbox is written by the hub's agents alone; a record that does not open is
         logged and skipped (nothing else could have written it, so it is a bug, not data).
         """
+        key = outbox_record_key(record.key or b"", _version_of(list(record.headers)))
         try:
-            opened = self._envelope.open(
-                record.value or b"",
-                topic=self._outbox,
-                position=f"{record.topic}/{record.partition}/{record.offset}",
-                accepted_at=broker_accepted_at(record.timestamp, record.timestamp_type),
-            )
-        except EnvelopeRejected:
+            document = self._outbox_cipher.open(OUTBOX_STATE, key, record.value or b"")
+        except StateUnreadable:
             log.exception(
                 "publisher: outbox record %s/%d/%d does not open; skipped",
                 record.topic,
@@ -267,7 +277,7 @@ class DecisionPublisher:
             )
             return None
         return self._envelope.seal(
-            opened.payload,
+            document,
             recipient=CLEARANCE_PARTY,
             topic=self._decisions,
             content_type=ContentType.XML,

@@ -25,6 +25,7 @@ class Payload(StrEnum):
     SIGNED = "signed JSON (JWS, not encrypted)"
     JSON = "JSON"
     ORIGINAL_BYTES = "original bytes, error in headers"
+    STATE_SEALED = "sealed with the writer's state key (AES-GCM, internal)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +197,7 @@ class TopicRegistry:
                 self.decision_outbox,
                 "hub (agents)",
                 "hub (decision publisher)",
-                Payload.ENVELOPE,
+                Payload.STATE_SEALED,
                 "Internal: decisions announced at least once, published exactly once.",
                 retention_ms=_SEVEN_DAYS_MS,
             ),

@@ -246,7 +246,23 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             _DEAD_LETTER_HEADERS,
             (examples.dead_letter(registry.declarations),),
         ),
-        registry.decision_outbox: decision,
+        registry.decision_outbox: Message(
+            "DecisionAtRest",
+            Payload.STATE_SEALED,
+            "Decision waiting for the publisher",
+            "A decision the agents announced, sealed with the hub's state key (AES-256-GCM, "
+            "bound to its reference and version); the publisher opens it and seals it to "
+            "the clearance system as it publishes it. Internal to the hub.",
+            BYTES,
+            ref("StateSealedBytes"),
+            REFERENCE_KEY,
+            _DECISION_HEADERS,
+            (
+                example(
+                    "version", "The header of a version 1 decision.", headers={HEADER_VERSION: "1"}
+                ),
+            ),
+        ),
         registry.deadlines: Message(
             "DeadlineTick",
             Payload.JSON,

@@ -271,6 +271,12 @@ def payload_schemas() -> dict[str, JsonObject]:
             "description": "The version of the declaration whose case is due, as decimal "
             "text (a JSON number).",
         },
+        "StateSealedBytes": {
+            "title": "StateSealedBytes",
+            "description": "A value sealed with its writer's state key: a magic prefix, the "
+            "key id, a 96-bit nonce, then AES-256-GCM ciphertext and tag. Only the writer "
+            "opens it (gun_hub/security/state_cipher.py).",
+        },
         "OriginalBytes": {
             "title": "OriginalBytes",
             "description": "The failed record's value, byte for byte: any content, possibly "

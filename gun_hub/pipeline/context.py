@@ -18,11 +18,11 @@ from gun_hub.model.exchange import AuthorityRequest
 from gun_hub.ops.facts import DecisionFact, DocumentUse, ReceivedFact, WriteOffFact, fact_bytes
 from gun_hub.outbox import Outbox
 from gun_hub.pipeline.lifecycle import follow_up_requests, kept_for_control
-from gun_hub.publisher import HEADER_VERSION
+from gun_hub.publisher import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.risk import RiskRules
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
-from gun_hub.security.entitlements import HUB_PARTY
+from gun_hub.security.state_cipher import StateCipher
 from gun_hub.status_events import StatusEvent, StatusKind
 from gun_hub.topics import TopicRegistry
 from gun_hub.xml.decision_codec import encode_decision
@@ -93,6 +93,8 @@ class HubContext:
     risk_rules: RiskRules
     request_deadline_s: float
     clock: Callable[[], datetime]
+    # Seals the decision outbox's records with the hub's state key (emit_decision).
+    outbox_cipher: StateCipher
     # Whether every answer in the log on ``partition`` has been read (answer_progress.py);
     # a deadline waits until it is (defect 10).
     answers_read: Callable[[int], bool] = _all_read
@@ -240,20 +242,20 @@ class HubContext:
         """The decision sealed to the clearance system, its audit record, its status, and
         the fact the statistics count it from."""
         document = encode_decision(decision)
-        # Sealed to the hub itself: the publisher seals it to the clearance system when
-        # it publishes it, so its freshness dates from then (publisher.py).
-        sealed = self.envelope.seal(
-            document,
-            recipient=HUB_PARTY,
-            topic=self.topics.decision_outbox,
-            content_type=ContentType.XML,
+        version = str(decision.version).encode()
+        # The outbox is the hub's own: sealed with its state key (AES-GCM, bound to the
+        # reference and version), not with the envelope; the publisher seals it to the
+        # clearance system as it publishes it, so its freshness dates from then
+        # (publisher.py). One envelope seal and open less per decision.
+        sealed = self.outbox_cipher.seal(
+            OUTBOX_STATE, outbox_record_key(decision.reference.encode(), version), document
         )
         # Through the outbox: the publisher makes it exactly one per (reference, version).
         outbox.add(
             self.topics.decision_outbox,
             decision.reference.encode(),
             sealed,
-            [(HEADER_VERSION, str(decision.version).encode())],
+            [(HEADER_VERSION, version)],
         )
         self.record_audit(
             outbox,

@@ -29,14 +29,13 @@ class Entitlements:
         senders = {
             topics.declarations: CLEARANCE_PARTY,
             topics.decisions: HUB_PARTY,
-            topics.decision_outbox: HUB_PARTY,
         }
-        # The agents seal decisions to the hub itself; its publisher seals them to the
-        # clearance system as it publishes them (publisher.py).
+        # No envelope on the hub's decision outbox: its records are sealed with the
+        # hub's state key, and the publisher seals each to the clearance system as it
+        # publishes it (publisher.py).
         recipients = {
             topics.declarations: HUB_PARTY,
             topics.decisions: CLEARANCE_PARTY,
-            topics.decision_outbox: HUB_PARTY,
         }
         heartbeats = {}
         for authority in topics.authorities:

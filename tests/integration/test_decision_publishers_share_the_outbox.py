@@ -15,9 +15,9 @@ from collections import Counter
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from gun_hub.envelope import ContentType
-from gun_hub.publisher import HEADER_VERSION, DecisionPublisher
+from gun_hub.publisher import HEADER_VERSION, OUTBOX_STATE, DecisionPublisher, outbox_record_key
 from gun_hub.security.entitlements import HUB_PARTY
+from gun_hub.security.state_cipher import StateCipher
 from tests.conftest import PARTITIONS, KafkaEnv
 
 pytestmark = pytest.mark.broker
@@ -34,27 +34,26 @@ def _publisher(kafka_env: KafkaEnv) -> DecisionPublisher:
         topics.decisions,
         f"{kafka_env.prefix}-hub",
         kafka_env.envelope(HUB_PARTY),
+        StateCipher.load(kafka_env.keys_dir, HUB_PARTY),
     )
 
 
 async def _announce(kafka_env: KafkaEnv, numbers: range) -> None:
-    """Decisions as the hub's agents write them: sealed to the hub, on the partition
-    their declaration arrived on."""
-    hub = kafka_env.envelope(HUB_PARTY)
+    """Decisions as the hub's agents write them: sealed with the hub's state key, on the
+    partition their declaration arrived on."""
+    cipher = StateCipher.load(kafka_env.keys_dir, HUB_PARTY)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_env.bootstrap, linger_ms=5)
     await producer.start()
     try:
         for n in numbers:
-            sealed = hub.seal(
-                f"<Decision n='{n}'/>".encode(),
-                recipient=HUB_PARTY,
-                topic=kafka_env.topics.decision_outbox,
-                content_type=ContentType.XML,
+            reference = f"26FRPUB{n:011d}".encode()
+            sealed = cipher.seal(
+                OUTBOX_STATE, outbox_record_key(reference, b"1"), f"<Decision n='{n}'/>".encode()
             )
             await producer.send(
                 kafka_env.topics.decision_outbox,
                 sealed,
-                key=f"26FRPUB{n:011d}".encode(),
+                key=reference,
                 partition=n % PARTITIONS,
                 headers=[(HEADER_VERSION, b"1")],
             )

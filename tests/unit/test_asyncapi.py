@@ -48,6 +48,7 @@ from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY, Entitlements
 from gun_hub.security.keystore import PartyKeys
+from gun_hub.security.state_cipher import StateCipher
 from gun_hub.settings import SecuritySettings, Settings
 from gun_hub.topics import Payload, TopicRegistry, TopicSpec, topic_registry
 from gun_hub.xml.declaration_codec import DeclarationCodec
@@ -262,6 +263,7 @@ def test_payloads_follow_the_registry_kind(
         Payload.ENVELOPE: JOSE,
         Payload.SIGNED: JOSE,
         Payload.ORIGINAL_BYTES: "application/octet-stream",
+        Payload.STATE_SEALED: "application/octet-stream",
     }
     for spec in registry.specs():
         message = _message_of(document, spec.name)
@@ -390,6 +392,7 @@ def written(routing_table: RoutingTable, keys_dir: Path) -> tuple[TopicRegistry,
         open_cases={},
         risk_rules=RiskRules(),
         request_deadline_s=30,
+        outbox_cipher=StateCipher.load(keys_dir, HUB_PARTY),
         clock=lambda: clock[0],
     )
     intake = Intake(context, DeclarationCodec(), cases)

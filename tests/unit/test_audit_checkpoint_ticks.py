@@ -29,6 +29,7 @@ from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.security.keystore import AuditSigner
+from gun_hub.security.state_cipher import StateCipher
 from gun_hub.topics import topic_registry
 from tests.conftest import envelope_of
 
@@ -71,6 +72,7 @@ def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
         open_cases={},
         risk_rules=RiskRules(),
         request_deadline_s=30,
+        outbox_cipher=StateCipher.load(keys_dir, HUB_PARTY),
         clock=clock,
     )
     return Hub(context, AuditKeeper(context), clock, heads)
@@ -214,6 +216,7 @@ def test_a_partition_lost_in_a_rebalance_is_signed_again_when_it_comes_back(
         open_cases={},
         risk_rules=RiskRules(),
         request_deadline_s=30,
+        outbox_cipher=StateCipher.load(keys_dir, HUB_PARTY),
         clock=Clock(),
     )
     app = FakeApp([TP(topics.deadlines, 0), TP(topics.deadlines, 1)])

@@ -16,18 +16,20 @@ from gun_hub.model.decision import Decision
 from gun_hub.model.declaration import Stage
 from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse
 from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.outbox import Outbox
+from gun_hub.outbox import Outbox, OutgoingRecord
 from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.intake import Intake
+from gun_hub.publisher import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.risk import RiskRules
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.security.jose_envelope import JoseEnvelope
 from gun_hub.security.keystore import PartyKeys
+from gun_hub.security.state_cipher import StateCipher
 from gun_hub.status_events import StatusEvent, StatusKind
 from gun_hub.topics import topic_registry
 from gun_hub.xml.decision_codec import DecisionCodec
@@ -52,6 +54,8 @@ class Hub:
         self.control_report_after_s = 3 * 24 * 3600.0
         # Whether the answers on the response partitions are all read (defect 10).
         self.answers_read = True
+        # What seals the decision outbox (the hub's state key), as the publisher opens it.
+        self.outbox_cipher = StateCipher.load(keys_dir, HUB_PARTY)
         context = HubContext(
             topics=self.topics,
             routing=routing,
@@ -62,6 +66,7 @@ class Hub:
             risk_rules=RiskRules(),
             request_deadline_s=30,
             clock=lambda: self.now,
+            outbox_cipher=self.outbox_cipher,
             answers_read=lambda partition: self.answers_read,
             control_report_after_s=self.control_report_after_s,
         )
@@ -116,13 +121,17 @@ class Hub:
 
     def decision_objects(self, outbox: Outbox) -> list[Decision]:
         """Decisions in the outbox, sealed to the hub (the publisher seals them on)."""
-        publisher = envelope_of(HUB_PARTY, self.topics, self.keys_dir)
         return [
-            DecisionCodec().decode(
-                publisher.open(r.value, topic=self.topics.decision_outbox).payload
-            )
+            DecisionCodec().decode(self.outbox_document(r))
             for r in outbox.to(self.topics.decision_outbox)
         ]
+
+    def outbox_document(self, record: OutgoingRecord) -> bytes:
+        """The decision XML of an outbox record, opened as the publisher opens it."""
+        version = next(v for k, v in record.headers if k == HEADER_VERSION)
+        return self.outbox_cipher.open(
+            OUTBOX_STATE, outbox_record_key(record.key or b"", version), record.value
+        )
 
     def statuses(self, outbox: Outbox) -> list[StatusEvent]:
         return [StatusEvent.model_validate_json(r.value) for r in outbox.to(self.topics.status)]
@@ -239,10 +248,7 @@ def test_every_decision_is_appended_to_the_audit_chain_of_its_partition(hub: Hub
         "RELEASE",
     )
     [sealed] = decided.to(hub.topics.decision_outbox)
-    plain = envelope_of(HUB_PARTY, hub.topics, hub.keys_dir).open(
-        sealed.value, topic=hub.topics.decision_outbox
-    )
-    assert record["decision_sha256"] == hashlib.sha256(plain.payload).hexdigest()
+    assert record["decision_sha256"] == hashlib.sha256(hub.outbox_document(sealed)).hexdigest()
 
 
 def test_a_decision_lost_with_a_dying_worker_is_announced_again_never_lost(hub: Hub) -> None:

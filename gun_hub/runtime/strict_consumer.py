@@ -65,20 +65,21 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         """The highest offset of ``tp`` fetched for the streams since the last seek."""
         return self._fetched.get(tp)
 
-    def held(self, tp: TP, offset: int) -> bool:
-        """The record is on its way: being handed to the agents' queues, waiting in one,
-        or taken by a stream and not yet acknowledged."""
-        if self._delivering == (tp, offset):
-            return True
-        if any(m.tp == tp and m.offset == offset for m in list(self._unacked_messages)):
-            return True
-        for channel in list(self.app.topics._topic_name_index.get(tp.topic, ())):
+    def on_the_way(self) -> set[tuple[TP, int]]:
+        """Every record on its way now: being handed to the agents' queues, waiting in
+        one, or taken by a stream and not yet acknowledged. One pass over the queues (up
+        to ``stream_buffer_maxsize`` events each), taken once per watchdog look."""
+        found = {(m.tp, m.offset) for m in list(self._unacked_messages)}
+        if self._delivering is not None:
+            found.add(self._delivering)
+        channels = {id(c): c for cs in list(self.app.topics._topic_name_index.values()) for c in cs}
+        for channel in channels.values():
             queue = getattr(channel, "_queue", None)
             for event in list(getattr(queue, "_queue", ())):
                 message = getattr(event, "message", None)
-                if message is not None and message.tp == tp and message.offset == offset:
-                    return True
-        return False
+                if message is not None:
+                    found.add((message.tp, message.offset))
+        return found
 
     async def learn_starts(self, tps: Iterable[TP]) -> None:
         """Where each partition without a committed offset begins, asked of the broker."""

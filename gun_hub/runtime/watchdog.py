@@ -76,16 +76,29 @@ class OffsetWatchdog:
         assigned = [tp for tp in consumer.assignment() if tp.topic in self._topics]
         await consumer.learn_starts(assigned)
         now = self._clock()
+        snapshot: list[set[tuple[TP, int]]] = []
+
+        def on_the_way() -> set[tuple[TP, int]]:
+            if not snapshot:  # taken once per look, and only when a head needs it
+                snapshot.append(consumer.on_the_way())
+            return snapshot[0]
+
         for tp in assigned:
-            await self._look_at(consumer, tp, now)
+            await self._look_at(consumer, tp, now, on_the_way)
         for memory in (self._suspects, self._sought, self._settled_quiet):
             for tp in [tp for tp in memory if tp not in assigned]:
                 del memory[tp]
 
-    async def _look_at(self, consumer: StrictOffsetsConsumer, tp: TP, now: float) -> None:
+    async def _look_at(
+        self,
+        consumer: StrictOffsetsConsumer,
+        tp: TP,
+        now: float,
+        on_the_way: Callable[[], set[tuple[TP, int]]],
+    ) -> None:
         head = consumer.first_unsettled(tp)
         fetched = consumer.fetched_up_to(tp)
-        if head is None or fetched is None or fetched < head or consumer.held(tp, head):
+        if head is None or fetched is None or fetched < head or (tp, head) in on_the_way():
             self._suspects.pop(tp, None)
             return
         if self._settled_quiet.get(tp) == (head, fetched):

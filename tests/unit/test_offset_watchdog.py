@@ -31,8 +31,8 @@ class FakeConsumer:
     def fetched_up_to(self, tp: TP) -> int | None:
         return self.fetched
 
-    def held(self, tp: TP, offset: int) -> bool:
-        return offset in self.waiting
+    def on_the_way(self) -> set[tuple[TP, int]]:
+        return {(PARTITION, offset) for offset in self.waiting}
 
     def mark_empty(self, tp: TP, start: int, stop: int) -> None:
         self.empty.add(start, stop)
@@ -61,7 +61,7 @@ def _watchdog(broker: Broker) -> tuple[OffsetWatchdog, list[float]]:
 
 async def _ticks(watchdog: OffsetWatchdog, consumer: FakeConsumer, now: list[float]) -> None:
     for _ in range(4):
-        await watchdog._look_at(consumer, PARTITION, now[0])  # type: ignore[arg-type]
+        await watchdog._look_at(consumer, PARTITION, now[0], consumer.on_the_way)  # type: ignore[arg-type]
         now[0] += 2.0
 
 
@@ -103,11 +103,11 @@ async def test_a_suspect_is_judged_only_after_it_stayed_one_for_the_stall_time()
     consumer = FakeConsumer(committed=10, handled={10, 12}, fetched=12)
     broker = Broker(set(range(20)))
     watchdog, _now = _watchdog(broker)
-    await watchdog._look_at(consumer, PARTITION, 0.0)  # type: ignore[arg-type]
-    await watchdog._look_at(consumer, PARTITION, 2.0)  # type: ignore[arg-type]
+    await watchdog._look_at(consumer, PARTITION, 0.0, consumer.on_the_way)  # type: ignore[arg-type]
+    await watchdog._look_at(consumer, PARTITION, 2.0, consumer.on_the_way)  # type: ignore[arg-type]
     assert broker.asked == 0
     consumer.waiting.add(11)  # it was on its way after all
-    await watchdog._look_at(consumer, PARTITION, 4.0)  # type: ignore[arg-type]
-    await watchdog._look_at(consumer, PARTITION, 8.0)  # type: ignore[arg-type]
+    await watchdog._look_at(consumer, PARTITION, 4.0, consumer.on_the_way)  # type: ignore[arg-type]
+    await watchdog._look_at(consumer, PARTITION, 8.0, consumer.on_the_way)  # type: ignore[arg-type]
     assert broker.asked == 0
     assert consumer.sought == []

@@ -170,7 +170,11 @@ class OffsetWatchdog:
                 # are records for both.
                 isolation_level="read_uncommitted",
             )
-            await probe.start()
+            try:
+                await probe.start()
+            except BaseException:
+                await probe.stop()  # a broker away: no half-started client left behind
+                raise
             self._probe = probe
         return self._probe
 

@@ -122,8 +122,11 @@ class Correlation:
         if response.operation in FOLLOW_UP_OPERATIONS and not awaited:
             self._follow_up_answered(outbox, response, case)
             return
-        if case is not None and self._ctx.announce_again_if_lost(outbox, case, partition):
-            return
+        if case is not None:
+            # Decisions the broker may not have are announced again, and the answer is
+            # still recorded: it will not come again (chaos run: a cancellation waited
+            # for an answer already consumed, because an earlier decision was unconfirmed).
+            self._ctx.announce_again_if_lost(outbox, case, partition)
         if case is None or case.version != response.version or case.decided:
             metrics.LATE_ANSWERS.labels(authority=response.authority).inc()
             self._ctx.emit_status(

@@ -45,9 +45,8 @@ class Deadlines:
         if stored is None:
             return outbox
         case = Case.from_bytes(stored)
-        if self._ctx.announce_again_if_lost(outbox, case, source.partition):
-            self._cases[key] = case.to_bytes()
-            return outbox
+        # Decisions the broker may not have are announced again; the tick goes on.
+        self._ctx.announce_again_if_lost(outbox, case, source.partition)
         if case.version != version:
             return outbox  # a stale tick: nothing is due
         if case.decided:

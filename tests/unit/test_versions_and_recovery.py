@@ -74,6 +74,23 @@ def test_a_previous_decision_still_unconfirmed_survives_a_crash_after_the_new_ve
     assert (REF, 1, Outcome.RELEASE) in hub.decisions(again)
 
 
+def test_an_answer_arriving_while_an_earlier_decision_is_unconfirmed_is_recorded(
+    hub: Hub,
+) -> None:
+    """Found by the short chaos run (a v2 cancellation never decided, twice in CI): v2
+    arrived while v1's decision was still unconfirmed (the broker slow to acknowledge),
+    so v2's case carried it; v2's answer then announced v1 again and was thrown away,
+    leaving v2 waiting for an answer already consumed."""
+    first = hub.intake.handle(declaration_xml(version=1), at(0))
+    hub.broker_up = False
+    hub.answer(first, "dgal", Verdict.VALID)  # v1 decided, its acknowledgement pending
+    second = hub.intake.handle(declaration_xml(version=2), at(1))  # still pending
+    hub.broker_up = True
+    answered = hub.answer(second, "dgal", Verdict.VALID)
+    assert (REF, 1, Outcome.RELEASE) in hub.decisions(answered)  # announced again
+    assert (REF, 2, Outcome.RELEASE) in hub.decisions(answered)  # and v2 decided
+
+
 def test_the_refusal_of_an_unreadable_declaration_survives_a_crash(hub: Hub) -> None:
     """Defect 5: the refusal is announced again when its record is redelivered."""
     hub.broker_up = False

@@ -60,7 +60,7 @@ def watch_offsets(
         try:
             while True:
                 await asyncio.sleep(interval_s)
-                if app.rebalancing:
+                if app.rebalancing or app.in_recovery:
                     continue  # the assignment seeks back to the commit point itself
                 try:
                     await watchdog.tick()

@@ -81,6 +81,19 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     found.add((message.tp, message.offset))
         return found
 
+    def fetching(self, tp: TP) -> bool:
+        """faust asks the broker for this partition's records (not paused, not held back
+        for a full buffer)."""
+        active = self._active_partitions
+        return active is None or tp in active
+
+    def fetch_again(self, tp: TP) -> None:
+        """A partition faust stopped fetching and never took up again (seen at start-up,
+        with records arriving during the first assignment): fetched again."""
+        self._paused_partitions.discard(tp)
+        self._buffered_partitions.discard(tp)
+        self._get_active_partitions().add(tp)
+
     async def learn_starts(self, tps: Iterable[TP]) -> None:
         """Where each partition without a committed offset begins, asked of the broker."""
         unknown = [tp for tp in tps if self.commit_start(tp) is None]

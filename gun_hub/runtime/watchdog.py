@@ -62,6 +62,7 @@ class OffsetWatchdog:
         self._clock = clock
         self._suspects: dict[TP, _Suspect] = {}
         self._sought: dict[TP, _Suspect] = {}
+        self._stalls: dict[TP, _Suspect] = {}
         # (head, read position) a look at the broker found nothing to repair at: not
         # looked at again until one of them moves (a quiet partition at its end).
         self._settled_quiet: dict[TP, tuple[int, int]] = {}
@@ -85,7 +86,7 @@ class OffsetWatchdog:
 
         for tp in assigned:
             await self._look_at(consumer, tp, now, on_the_way)
-        for memory in (self._suspects, self._sought, self._settled_quiet):
+        for memory in (self._suspects, self._sought, self._settled_quiet, self._stalls):
             for tp in [tp for tp in memory if tp not in assigned]:
                 del memory[tp]
 
@@ -98,7 +99,10 @@ class OffsetWatchdog:
     ) -> None:
         head = consumer.first_unsettled(tp)
         fetched = consumer.fetched_up_to(tp)
-        if head is None or fetched is None or fetched < head or (tp, head) in on_the_way():
+        if head is not None and (fetched is None or fetched < head):
+            await self._look_for_a_stall(consumer, tp, head, now, on_the_way)
+            return
+        if head is None or fetched is None or (tp, head) in on_the_way():
             self._suspects.pop(tp, None)
             return
         if self._settled_quiet.get(tp) == (head, fetched):
@@ -136,6 +140,55 @@ class OffsetWatchdog:
         elif consumer.first_unsettled(tp) == head:
             self._settled_quiet[tp] = (head, fetched)
         self._suspects.pop(tp, None)
+
+    async def _look_for_a_stall(
+        self,
+        consumer: StrictOffsetsConsumer,
+        tp: TP,
+        head: int,
+        now: float,
+        on_the_way: Callable[[], set[tuple[TP, int]]],
+    ) -> None:
+        """Nothing fetched past the head: caught up, or faust stopped fetching this
+        partition (seen at start-up when records arrive during the first assignment:
+        the partition stays out of faust's active set). After a long enough wait with the
+        broker holding records past the head, fetch it again from the head."""
+        if (tp, head) in on_the_way():
+            self._stalls.pop(tp, None)
+            return
+        stall = self._stalls.get(tp)
+        if stall is None or stall.offset != head:
+            self._stalls[tp] = _Suspect(head, now)
+            return
+        if now - stall.since < 3 * self._stall_s:
+            return
+        end = await self._end_offset(tp)
+        if end is None or end <= head:
+            self._stalls[tp] = _Suspect(head, now)  # caught up: look again later
+            return
+        log.warning(
+            "%s[%d]: records from offset %d wait on the broker but are not fetched "
+            "(faust %s): fetched again",
+            tp.topic,
+            tp.partition,
+            head,
+            "fetches it" if consumer.fetching(tp) else "stopped fetching it",
+        )
+        consumer.fetch_again(tp)
+        await consumer.seek(tp, head)
+        self.read_again += 1
+        metrics.RECORDS_READ_AGAIN.labels(topic=tp.topic).inc()
+        self._stalls.pop(tp, None)
+
+    async def _end_offset(self, tp: TP) -> int | None:
+        probe = await self._probe_consumer()
+        partition = TopicPartition(tp.topic, tp.partition)
+        try:
+            async with asyncio.timeout(10):
+                ends = await probe.end_offsets([partition])
+        except TimeoutError:
+            return None
+        return int(ends[partition])
 
     async def _present(self, tp: TP, start: int, stop: int) -> set[int]:
         """Offsets in [start, stop) that hold a record, read from the broker."""

@@ -34,6 +34,14 @@ class FakeConsumer:
     def on_the_way(self) -> set[tuple[TP, int]]:
         return {(PARTITION, offset) for offset in self.waiting}
 
+    fetched_again: list[TP] = field(default_factory=list)
+
+    def fetching(self, tp: TP) -> bool:
+        return not self.fetched_again
+
+    def fetch_again(self, tp: TP) -> None:
+        self.fetched_again.append(tp)
+
     def mark_empty(self, tp: TP, start: int, stop: int) -> None:
         self.empty.add(start, stop)
 
@@ -56,6 +64,11 @@ def _watchdog(broker: Broker) -> tuple[OffsetWatchdog, list[float]]:
     now = [0.0]
     watchdog = OffsetWatchdog(lambda: None, "unused:9092", {PARTITION.topic}, 4.0, lambda: now[0])
     watchdog._present = broker.present  # type: ignore[method-assign]
+
+    async def end_offset(tp: TP) -> int:
+        return max(broker.records, default=-1) + 1
+
+    watchdog._end_offset = end_offset  # type: ignore[method-assign]
     return watchdog, now
 
 
@@ -110,4 +123,26 @@ async def test_a_suspect_is_judged_only_after_it_stayed_one_for_the_stall_time()
     await watchdog._look_at(consumer, PARTITION, 4.0, consumer.on_the_way)  # type: ignore[arg-type]
     await watchdog._look_at(consumer, PARTITION, 8.0, consumer.on_the_way)  # type: ignore[arg-type]
     assert broker.asked == 0
+    assert consumer.sought == []
+
+
+async def test_a_partition_faust_stopped_fetching_is_fetched_again_from_its_head() -> None:
+    """Seen in the demo under load: records submitted while the hub started were never
+    fetched on one partition (it stayed out of faust's active set) until a restart."""
+    consumer = FakeConsumer(committed=8, handled=set(), fetched=None)
+    watchdog, now = _watchdog(Broker(set(range(11))))  # offsets 8, 9, 10 wait
+    for _ in range(8):
+        await watchdog._look_at(consumer, PARTITION, now[0], consumer.on_the_way)  # type: ignore[arg-type]
+        now[0] += 2.0
+    assert consumer.fetched_again == [PARTITION]
+    assert consumer.sought == [8]
+
+
+async def test_a_caught_up_partition_is_left_alone() -> None:
+    consumer = FakeConsumer(committed=11, handled=set(), fetched=None)
+    watchdog, now = _watchdog(Broker(set(range(11))))  # the log ends at 11
+    for _ in range(8):
+        await watchdog._look_at(consumer, PARTITION, now[0], consumer.on_the_way)  # type: ignore[arg-type]
+        now[0] += 2.0
+    assert consumer.fetched_again == []
     assert consumer.sought == []

@@ -88,6 +88,20 @@ async def collect_until(
         received += await reader.collect(expected=decided, timeout_s=0.5)
 
 
+async def collect_all_then_duplicates(
+    reader: DecisionReader, received: list[ReceivedDecision], pipeline: Pipeline, count: int
+) -> None:
+    """Read until ``count`` references are decided (a precise failure otherwise), then
+    whatever follows within 5 s: a duplicate would be there."""
+    try:
+        async with asyncio.timeout(240):
+            await collect_until(reader, received, pipeline, count)
+    except TimeoutError:
+        decided = len({r.decision.reference for r in received})
+        raise AssertionError(f"only {decided} of {count} declarations decided") from None
+    received += await reader.collect(expected=count, timeout_s=5)
+
+
 async def assert_each_decided_once_and_ledger_exact(
     pipeline: Pipeline, received: list[ReceivedDecision], references: list[str]
 ) -> None:

@@ -24,7 +24,13 @@ from gun_hub.envelope import (
     broker_accepted_at,
 )
 from gun_hub.kafka.admin import topic_partitions
-from gun_hub.kafka.client import Connect, client_options, consumer_options, producer_options
+from gun_hub.kafka.client import (
+    Connect,
+    client_options,
+    consumer_options,
+    producer_options,
+    start_or_close,
+)
 from gun_hub.limits import max_sealed_payload_bytes
 from gun_hub.model.decision import Decision
 from gun_hub.outbox import OutgoingRecord
@@ -51,7 +57,7 @@ async def submit_declarations(
     producer = AIOKafkaProducer(
         **producer_options(connect), acks="all", linger_ms=5, enable_idempotence=True
     )
-    await producer.start()
+    await start_or_close(producer)
     references = []
     try:
         deliveries = []

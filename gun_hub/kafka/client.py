@@ -7,9 +7,11 @@ and the faust app all take their options from :func:`client_options`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka.helpers import create_ssl_context
 
@@ -81,3 +83,27 @@ def consumer_options(connect: Connect) -> dict[str, Any]:
         "max_partition_fetch_bytes": TOPIC_MAX_MESSAGE_BYTES,
         "fetch_max_bytes": 4 * TOPIC_MAX_MESSAGE_BYTES,
     }
+
+
+class _Startable(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+async def start_or_close(client: _Startable) -> None:
+    """Start an aiokafka producer or consumer; if the caller is cancelled meanwhile,
+    close it before the cancellation goes on.
+
+    aiokafka leaks its bootstrap connection when a cancellation lands while it asks for
+    the first metadata (``AIOKafkaClient.bootstrap`` catches only Kafka and timeout
+    errors around that request), so the start is shielded, allowed to finish, and the
+    client stopped: nothing is left for the garbage collector.
+    """
+    starting = asyncio.ensure_future(client.start())
+    try:
+        await asyncio.shield(starting)
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            await starting
+        await client.stop()
+        raise

@@ -9,6 +9,7 @@ is written to the table (changelog) before the records it causes are sent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,15 @@ from gun_hub.ops.lag_monitor import LagMonitor
 from gun_hub.ops.prometheus import OpsState, register_ops_metrics
 from gun_hub.ops.view import FeedTopics, OpsView
 from gun_hub.outbox import Headers, Outbox, OutgoingRecord
+from gun_hub.pipeline.admission import (
+    AdmissionGate,
+    Admissions,
+    Claim,
+    ClaimJudge,
+    Waiting,
+    claim_partition,
+    read_claims_record,
+)
 from gun_hub.pipeline.answer_progress import AnswerProgress
 from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.context import HubContext
@@ -42,7 +52,14 @@ from gun_hub.pipeline.intake import Intake
 from gun_hub.publisher import DecisionPublisher
 from gun_hub.risk import load_risk_rules
 from gun_hub.routing import RoutingTable, load_routing_table
-from gun_hub.runtime.faust_app import HubApp, handled_agent, watch_offsets
+from gun_hub.runtime.faust_app import (
+    HubApp,
+    handled_agent,
+    hold,
+    mark_handled_at,
+    watch_offsets,
+)
+from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 from gun_hub.security.entitlements import HUB_PARTY, Entitlements
 from gun_hub.security.factory import (
     build_audit_trail,
@@ -70,13 +87,20 @@ log = logging.getLogger(__name__)
 
 CASES_TABLE = "cases"
 SEEN_MESSAGES_TABLE = "seen-messages"
+CLAIMED_IDS_TABLE = "claimed-ids"
 AUDIT_HEADS_TABLE = "audit-heads"
 OPEN_CASES_TABLE = "open-cases"
 _RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 UNHANDLED = "UNHANDLED_ERROR"
 
 
-TABLES = (CASES_TABLE, SEEN_MESSAGES_TABLE, AUDIT_HEADS_TABLE, OPEN_CASES_TABLE)
+TABLES = (
+    CASES_TABLE,
+    SEEN_MESSAGES_TABLE,
+    CLAIMED_IDS_TABLE,
+    AUDIT_HEADS_TABLE,
+    OPEN_CASES_TABLE,
+)
 
 
 def table_changelogs(settings: Settings) -> list[TopicSpec]:
@@ -181,20 +205,20 @@ _CLUSTER_RETRIES = 10
 
 
 async def _handled(
-    handle: Handler,
-    event: Any,
+    handle: Callable[[], Outbox],
+    data: bytes,
     source: SourcePosition,
-    accepted_at: float | None,
     dlq: str,
     agent: str,
 ) -> Outbox:
-    """What handling the event causes. A failure of the cluster or the framework (a
-    changelog not there yet, a broker away) is not the record's fault: handled again with
-    backoff, as a redelivery would (handlers are idempotent), then the worker stops so
-    that its restart redelivers. Any other failure is the record's: dead-lettered."""
+    """What handling the record ``data`` read at ``source`` causes. A failure of the
+    cluster or the framework (a changelog not there yet, a broker away) is not the
+    record's fault: handled again with backoff, as a redelivery would (handlers are
+    idempotent), then the worker stops so that its restart redelivers. Any other failure
+    is the record's: dead-lettered."""
     for attempt in range(_CLUSTER_RETRIES):
         try:
-            return handle(event, source, accepted_at)
+            return handle()
         except (KafkaError, FaustError, StateUnreadable) as error:
             # StateUnreadable: this worker cannot read its own state (a missing or
             # different state key): never the record's fault, never a dead letter.
@@ -210,7 +234,7 @@ async def _handled(
             )
             await asyncio.sleep(delay)
         except Exception as error:  # noqa: BLE001 - dead-lettered with its reason
-            return _unhandled(dlq, _value(event), source, agent, error)
+            return _unhandled(dlq, data, source, agent, error)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -233,6 +257,11 @@ def _unhandled(
         component=f"hub.{agent}",
     )
     return outbox
+
+
+def _source(event: Any) -> SourcePosition:
+    message = event.message
+    return SourcePosition(message.topic, message.partition, message.offset, event.key)
 
 
 def _header_list(headers: Any) -> Headers:
@@ -351,16 +380,104 @@ def build_hub(settings: Settings) -> Hub:
 
         async def handled(event: Any) -> None:
             message = event.message
-            source = SourcePosition(message.topic, message.partition, message.offset, event.key)
+            source = _source(event)
             accepted_at = _accepted_at(message)
-            outbox = await _handled(handle, event, source, accepted_at, topics.dlq, name)
+            outbox = await _handled(
+                lambda: handle(event, source, accepted_at), _value(event), source, topics.dlq, name
+            )
             await deliver(send_record, outbox, source, topics.dlq)
 
         handled_agent(app, topic, name, handled)
 
-    agent(
-        declarations, "intake", lambda event, source, at: intake.handle(_value(event), source, at)
+    # Declarations are admitted once their message id is claimed at its owner partition
+    # (pipeline/admission.py): a copy on another partition is a replay there too.
+    admissions = Admissions()
+    gate = AdmissionGate(intake, admissions, topics.claims, settings.kafka.partitions)
+    judge = ClaimJudge(
+        TableReplayGuard(
+            _raw_table(app, settings, CLAIMED_IDS_TABLE),
+            keep_after_expiry_s=settings.security.max_clock_skew_s,
+            table_partition=lambda jti, _position: claim_partition(jti, settings.kafka.partitions),
+        ),
+        topics.claims,
     )
+
+    def consumer() -> StrictOffsetsConsumer | None:
+        found = app.consumer
+        return found if isinstance(found, StrictOffsetsConsumer) else None
+
+    def hold_no_more_than_the_limit() -> None:
+        """Beyond the limit, stop fetching declarations (the intake never waits: the
+        verdicts it would wait for come through the same fetcher)."""
+        fetcher = consumer()
+        if fetcher is None:
+            return
+        metrics.DECLARATIONS_HELD.set(len(admissions))
+        if len(admissions) >= settings.hub.admission_limit:
+            if not fetcher.throttled:
+                metrics.DECLARATION_FETCH_THROTTLED.inc()
+            fetcher.throttle(tp for tp in fetcher.assignment() if tp.topic == topics.declarations)
+        elif fetcher.throttled and len(admissions) <= settings.hub.admission_limit // 2:
+            fetcher.unthrottle()
+
+    async def admit(released: list[Waiting]) -> None:
+        """Decide each released declaration in log order, then settle its record."""
+        for waiting in released:
+            outbox = await _handled(
+                functools.partial(gate.admit, waiting),
+                waiting.sealed,
+                waiting.source,
+                topics.dlq,
+                "intake",
+            )
+            await deliver(send_record, outbox, waiting.source, topics.dlq)
+            where = waiting.source
+            mark_handled_at(app, where.topic, where.partition, where.offset)
+
+    async def receive_declaration(event: Any) -> bool:
+        source = _source(event)
+        data = _value(event)
+        caused: tuple[Outbox, list[Waiting]] | None = None
+
+        def receive() -> Outbox:
+            nonlocal caused
+            caused = gate.receive(data, source, _accepted_at(event.message))
+            return caused[0]
+
+        outbox = await _handled(receive, data, source, topics.dlq, "intake")
+        hold_no_more_than_the_limit()
+        held = admissions.holds(source.partition, source.offset)
+        if held:
+            # Before the claim leaves: its verdict may settle the record at once.
+            hold(app, source.topic, source.partition, source.offset)
+        await deliver(send_record, outbox, source, topics.dlq)
+        if caused is not None:
+            await admit(caused[1])
+        return not held and not admissions.holds(source.partition, source.offset)
+
+    async def on_claims_record(event: Any) -> None:
+        source = _source(event)
+        data = _value(event)
+        try:
+            record = read_claims_record(data)
+        except ValueError as error:
+            outbox = _unhandled(topics.dlq, data, source, "claims", error)
+            await deliver(send_record, outbox, source, topics.dlq)
+            return
+        if isinstance(record, Claim):
+            claim = record
+            outbox = await _handled(lambda: judge.judge(claim), data, source, topics.dlq, "claims")
+            await deliver(send_record, outbox, source, topics.dlq)
+            return
+        await admit(gate.settle(record))
+        hold_no_more_than_the_limit()
+
+    async def forget_admissions(_sender: Any, revoked: Any = (), **_: Any) -> None:
+        admissions.forget({tp.partition for tp in revoked if tp.topic == topics.declarations})
+
+    app.on_partitions_revoked.connect(forget_admissions)
+    handled_agent(app, declarations, "intake", receive_declaration)
+    handled_agent(app, app.topic(topics.claims, **_RAW), "claims", on_claims_record)
     agent(
         responses,
         "correlation",
@@ -403,7 +520,13 @@ def build_hub(settings: Settings) -> Hub:
     watch_offsets(
         app,
         from_settings(settings.kafka),
-        {topics.declarations, *topics.all_responses(), topics.dlq, topics.deadlines},
+        {
+            topics.declarations,
+            topics.claims,
+            *topics.all_responses(),
+            topics.dlq,
+            topics.deadlines,
+        },
         settings.hub.offset_watchdog_s,
     )
 

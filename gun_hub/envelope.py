@@ -61,6 +61,9 @@ class OpenedMessage:
     message_id: str
     issued_at: int
     signing_kid: str
+    # The last broker time at which a copy of this message is still fresh (``exp`` plus
+    # the allowed skew): how long its id must be remembered (security/replay.py).
+    accept_until: int = 0
 
 
 class Envelope(Protocol):
@@ -85,6 +88,7 @@ class Envelope(Protocol):
         topic: str,
         position: str | None = None,
         accepted_at: float | None = None,
+        check_replay: bool = True,
     ) -> OpenedMessage:
         """Verify and decrypt a message read from ``topic`` at ``position``
         (``topic/partition/offset``; a replay is the same message at another one).
@@ -92,6 +96,9 @@ class Envelope(Protocol):
         ``accepted_at`` is when the broker accepted the record (its log-append time, in
         seconds): freshness is judged against it, so a backlog read hours later still
         opens. ``None`` (no broker time known) judges against the reader's clock.
+        ``check_replay=False``: every check but the replay one, which the caller makes
+        itself with ``message_id`` and ``accept_until`` (the hub's declarations:
+        pipeline/admission.py).
         """
         ...
 

@@ -6,7 +6,7 @@ reference or a document number.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 DECLARATIONS_RECEIVED = Counter(
     "gun_hub_declarations_received_total", "Declarations read from the declarations topic."
@@ -68,4 +68,16 @@ DECISION_SECONDS = Histogram(
     "gun_hub_decision_latency_seconds",
     "Time from receiving a declaration to emitting its decision.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+DECLARATIONS_HELD = Gauge(
+    "gun_hub_declarations_held",
+    "Declarations opened and held while their message ids are claimed "
+    "(pipeline/admission.py): a few in steady flow; a plateau at hub.admission_limit means "
+    "the claims take longer than the intake.",
+)
+DECLARATION_FETCH_THROTTLED = Counter(
+    "gun_hub_declaration_fetch_throttled_total",
+    "Times the worker stopped fetching declarations because it held hub.admission_limit of "
+    "them (it fetches again once half are admitted).",
 )

@@ -124,6 +124,12 @@ class HubSettings(BaseModel):
         description="How far back the decision publisher remembers what it published, to "
         "skip a decision announced again after a crash (publisher.py).",
     )
+    admission_limit: PositiveInt = Field(
+        2000,
+        description="Declarations a worker may hold opened while their message ids are "
+        "claimed (pipeline/admission.py); beyond it the worker stops fetching declarations "
+        "until half have been admitted, so a backlog is not all held in memory.",
+    )
     offset_watchdog_s: PositiveFloat = Field(
         2.0,
         description="How often the hub looks for a record faust read but never handed to "

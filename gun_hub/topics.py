@@ -109,6 +109,12 @@ class TopicRegistry:
         return f"{self.prefix}.hub.decision-outbox"
 
     @property
+    def claims(self) -> str:
+        """Internal to the hub: each declaration's message id claimed at the one partition
+        that owns it, and the verdict sent back (pipeline/admission.py)."""
+        return f"{self.prefix}.hub.claims"
+
+    @property
     def deadlines(self) -> str:
         """Internal to the hub: ticks of cases whose deadline has passed."""
         return f"{self.prefix}.hub.deadlines"
@@ -200,6 +206,15 @@ class TopicRegistry:
                 Payload.STATE_SEALED,
                 "Internal: decisions announced at least once, published exactly once.",
                 retention_ms=_SEVEN_DAYS_MS,
+            ),
+            TopicSpec(
+                self.claims,
+                "hub (intake, claims agent)",
+                "hub (claims agent)",
+                Payload.JSON,
+                "Internal: a declaration's message id claimed at its owner partition, and "
+                "the verdict (first sighting or replay) sent back to the declaration's.",
+                retention_ms=24 * 3600 * 1000,
             ),
             TopicSpec(
                 self.deadlines,

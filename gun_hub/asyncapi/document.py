@@ -217,7 +217,7 @@ def _operations(
 def _consumer_groups(registry: TopicRegistry, deployment: Deployment) -> dict[str, str]:
     """The consumer group reading each topic that a group reads (the lag monitor watches
     the same ones); the operations views read their topics without a group."""
-    hub_inputs = (registry.declarations, *registry.all_responses(), registry.dlq)
+    hub_inputs = (registry.declarations, registry.claims, *registry.all_responses(), registry.dlq)
     groups = dict.fromkeys((*hub_inputs, registry.deadlines), deployment.hub_group)
     groups[registry.decision_outbox] = f"{deployment.hub_group}-publisher"  # publisher.py
     groups[registry.decisions] = deployment.clearance_group

@@ -28,6 +28,7 @@ from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.ops.facts import DecisionFact, DocumentUse, ReceivedFact, fact_bytes
 from gun_hub.ops.health import CircuitStatus, PartnerHealth
 from gun_hub.ops.lag import GrowthWatch, partition_lags, snapshot
+from gun_hub.pipeline.admission import Claim, ClaimVerdict
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.keystore import CURVE
 from gun_hub.status_events import StatusEvent, StatusKind
@@ -198,3 +199,30 @@ def decision_fact() -> JsonObject:
         ],
     )
     return _json(fact_bytes(fact))
+
+
+_JTI = "5f0c6f2e9b1d4a7c8e3f2a1b0c9d8e7f"
+
+
+def _claimed(declarations_topic: str) -> Claim:
+    return Claim(
+        message_id=_JTI,
+        accept_until=int(AT.timestamp()) + 1200,
+        source=SourcePosition(declarations_topic, 3, 1041),
+        accepted_at=AT.timestamp(),
+    )
+
+
+def claim(declarations_topic: str) -> JsonObject:
+    return _json(_claimed(declarations_topic).to_bytes())
+
+
+def claim_verdict(declarations_topic: str) -> JsonObject:
+    claimed = _claimed(declarations_topic)
+    verdict = ClaimVerdict(
+        message_id=claimed.message_id,
+        source=claimed.source,
+        first=True,
+        held_at=claimed.source.describe(),
+    )
+    return _json(verdict.to_bytes())

@@ -78,6 +78,11 @@ _NO_KEY: JsonObject = {
     "description": "No key: the records are not about one declaration.",
 }
 
+_MESSAGE_ID_KEY: JsonObject = {
+    "type": "string",
+    "description": "The envelope's message id (`jti`) the record is about.",
+}
+
 _AUDIT_KEY: JsonObject = {
     "type": "null",
     "description": "No key: the hub writes each record to an explicit partition, the one "
@@ -260,6 +265,29 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             (
                 example(
                     "version", "The header of a version 1 decision.", headers={HEADER_VERSION: "1"}
+                ),
+            ),
+        ),
+        registry.claims: Message(
+            "ClaimsRecord",
+            Payload.JSON,
+            "Message-id claim or verdict",
+            "A sealed declaration is acted on only once its message id is claimed at the one "
+            "partition that owns it (a crc32 of the id): a copy on another partition of the "
+            "declarations topic is a replay there too. Internal to the hub.",
+            JSON,
+            ref("ClaimsRecord"),
+            _MESSAGE_ID_KEY,
+            examples=(
+                example(
+                    "claim",
+                    "The declaration read at gun.declarations/3/1041 claims its id.",
+                    payload=examples.claim(registry.declarations),
+                ),
+                example(
+                    "verdict",
+                    "First sighting: the declaration is admitted.",
+                    payload=examples.claim_verdict(registry.declarations),
                 ),
             ),
         ),

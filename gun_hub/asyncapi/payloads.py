@@ -271,6 +271,52 @@ def payload_schemas() -> dict[str, JsonObject]:
             "description": "The version of the declaration whose case is due, as decimal "
             "text (a JSON number).",
         },
+        "ClaimsRecord": {
+            "title": "ClaimsRecord",
+            "description": "A declaration's message id claimed at the partition that owns "
+            "it, or the owner's verdict sent back to the declaration's partition "
+            "(gun_hub/pipeline/admission.py).",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["kind", "jti", "accept_until", "topic", "partition", "offset"],
+                    "properties": {
+                        "kind": {"const": "claim"},
+                        "jti": {"type": "string"},
+                        "accept_until": {
+                            "type": "integer",
+                            "description": "Envelope exp plus the allowed skew (epoch s).",
+                        },
+                        "topic": {"type": "string"},
+                        "partition": {"type": "integer", "minimum": 0},
+                        "offset": {"type": "integer", "minimum": 0},
+                        "accepted_at": {
+                            "type": ["number", "null"],
+                            "description": "The declaration record's log-append time.",
+                        },
+                    },
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "object",
+                    "required": ["kind", "jti", "topic", "partition", "offset", "first"],
+                    "properties": {
+                        "kind": {"const": "verdict"},
+                        "jti": {"type": "string"},
+                        "topic": {"type": "string"},
+                        "partition": {"type": "integer", "minimum": 0},
+                        "offset": {"type": "integer", "minimum": 0},
+                        "first": {
+                            "type": "boolean",
+                            "description": "First sighting (or the same position again); "
+                            "false: a replay, read first at `held_at`.",
+                        },
+                        "held_at": {"type": "string"},
+                    },
+                    "additionalProperties": False,
+                },
+            ],
+        },
         "StateSealedBytes": {
             "title": "StateSealedBytes",
             "description": "A value sealed with its writer's state key: a magic prefix, the "

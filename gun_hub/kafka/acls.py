@@ -82,6 +82,7 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 *topics.all_responses(),
                 topics.dlq,
                 topics.deadlines,
+                topics.claims,
                 topics.decision_outbox,
                 # The decision publisher reads what it already published at start-up
                 # (publisher.py, _remember_published).
@@ -104,6 +105,7 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 topics.audit,
                 topics.dlq,
                 topics.deadlines,
+                topics.claims,
                 topics.decision_outbox,
                 topics.facts,
                 topics.ops_lag,

@@ -11,6 +11,7 @@ confirmed, never dropped (defect 4).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum, auto
 
@@ -18,7 +19,7 @@ from gun_hub import metrics
 from gun_hub.case import Case, RiskFinding
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.decide import refuse_unreadable
-from gun_hub.envelope import ContentType, EnvelopeRejected
+from gun_hub.envelope import ContentType, EnvelopeRejected, EnvelopeRejectionKind
 from gun_hub.limits import MAX_RECORD_BYTES, sealed_size
 from gun_hub.model.decision import Decision, DocumentResult, Reason
 from gun_hub.model.declaration import Declaration, Stage
@@ -45,6 +46,16 @@ TOO_LARGE_TO_DECIDE = "DECLARATION_TOO_LARGE_TO_DECIDE"
 NOT_SEALED = "DECLARATION_NOT_SEALED"
 # A compact JOSE serialization starts with a base64url JSON object: '{"' is 'eyJ'.
 _SEALED_PREFIX = b"eyJ"
+
+
+@dataclass(frozen=True, slots=True)
+class Unsealed:
+    """A declaration as the envelope gave it: its XML, and the id to claim (None for
+    plain XML, which has none)."""
+
+    document: bytes
+    message_id: str | None
+    accept_until: int
 
 
 class _Arrival(Enum):
@@ -80,33 +91,30 @@ class Intake:
     def handle(
         self, data: bytes, source: SourcePosition, accepted_at: float | None = None
     ) -> Outbox:
-        """``accepted_at``: the broker's log-append time of the record (freshness)."""
+        """Open and admit in one step, with the envelope's own replay memory (what the
+        hub's worker does in two, through a claim: pipeline/admission.py).
+        ``accepted_at``: the broker's log-append time of the record (freshness)."""
         outbox = Outbox()
-        metrics.DECLARATIONS_RECEIVED.inc()
-        document = self._unseal(outbox, data, source, accepted_at)
-        if document is None:
-            return outbox
-        try:
-            declaration = self._codec.decode(document)
-        except XmlRejected as rejection:
-            self._reject(
-                outbox, data, document, source, f"XML_{rejection.kind.value}", str(rejection)
-            )
-            return outbox
-        too_large = too_large_to_decide(declaration)
-        if too_large is not None:
-            self._reject(outbox, data, document, source, TOO_LARGE_TO_DECIDE, too_large)
-            return outbox
-        self._accept(outbox, declaration, source)
+        unsealed = self.unseal(outbox, data, source, accepted_at, check_replay=True)
+        if unsealed is not None:
+            self.admit(outbox, data, unsealed.document, source)
         return outbox
 
-    def _unseal(
-        self, outbox: Outbox, data: bytes, source: SourcePosition, accepted_at: float | None
-    ) -> bytes | None:
-        """The declaration XML in ``data``, or None once dead-lettered."""
+    def unseal(
+        self,
+        outbox: Outbox,
+        data: bytes,
+        source: SourcePosition,
+        accepted_at: float | None,
+        *,
+        check_replay: bool,
+    ) -> Unsealed | None:
+        """The declaration in ``data``, verified and decrypted; None once dead-lettered.
+        ``check_replay=False``: the caller claims the message id itself."""
+        metrics.DECLARATIONS_RECEIVED.inc()
         if not data.startswith(_SEALED_PREFIX):
             if self._accept_plain:
-                return data
+                return Unsealed(document=data, message_id=None, accept_until=0)
             self._security_dead_letter(
                 outbox,
                 data,
@@ -118,7 +126,11 @@ class Intake:
             return None
         try:
             opened = self._ctx.envelope.open(
-                data, topic=source.topic, position=source.describe(), accepted_at=accepted_at
+                data,
+                topic=source.topic,
+                position=source.describe(),
+                accepted_at=accepted_at,
+                check_replay=check_replay,
             )
         except EnvelopeRejected as rejection:
             metrics.ENVELOPE_REJECTIONS.labels(kind=rejection.kind.value).inc()
@@ -129,7 +141,40 @@ class Intake:
                 outbox, data, source, NOT_SEALED, f"sealed content is {opened.content_type}"
             )
             return None
-        return opened.payload
+        return Unsealed(
+            document=opened.payload,
+            message_id=opened.message_id,
+            accept_until=opened.accept_until,
+        )
+
+    def refuse_replay(
+        self, outbox: Outbox, data: bytes, source: SourcePosition, message_id: str, held_at: str
+    ) -> None:
+        """A copy of a declaration already read at ``held_at``: never acted on."""
+        kind = EnvelopeRejectionKind.REPLAY.value
+        metrics.ENVELOPE_REJECTIONS.labels(kind=kind).inc()
+        self._security_dead_letter(
+            outbox,
+            data,
+            source,
+            kind,
+            f"message {message_id} was already received at {held_at or 'another position'}",
+        )
+
+    def admit(self, outbox: Outbox, data: bytes, document: bytes, source: SourcePosition) -> None:
+        """Act on a verified declaration ``document`` (``data`` as received)."""
+        try:
+            declaration = self._codec.decode(document)
+        except XmlRejected as rejection:
+            self._reject(
+                outbox, data, document, source, f"XML_{rejection.kind.value}", str(rejection)
+            )
+            return
+        too_large = too_large_to_decide(declaration)
+        if too_large is not None:
+            self._reject(outbox, data, document, source, TOO_LARGE_TO_DECIDE, too_large)
+            return
+        self._accept(outbox, declaration, source)
 
     def _security_dead_letter(
         self, outbox: Outbox, data: bytes, source: SourcePosition, kind: str, reason: str

@@ -15,7 +15,7 @@ from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.types import EventT, Message
+from faust.types import TP, EventT, Message
 
 from gun_hub.kafka.client import Connect
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer, StrictOffsetsTransport
@@ -37,15 +37,31 @@ def mark_handled(app: Any, message: Message) -> None:
         consumer.mark_handled(message)
 
 
+def hold(app: Any, topic: str, partition: int, offset: int) -> None:
+    """The record is on its way until ``mark_handled_at`` settles it."""
+    consumer = app.consumer
+    if isinstance(consumer, StrictOffsetsConsumer):
+        consumer.hold(TP(topic, partition), offset)
+
+
+def mark_handled_at(app: Any, topic: str, partition: int, offset: int) -> None:
+    """A record settled after its own event (a declaration admitted on its verdict)."""
+    consumer = app.consumer
+    if isinstance(consumer, StrictOffsetsConsumer):
+        consumer.mark_handled_at(TP(topic, partition), offset)
+
+
 def handled_agent(
-    app: Any, topic: Any, name: str, handle: Callable[[EventT], Awaitable[None]]
+    app: Any, topic: Any, name: str, handle: Callable[[EventT], Awaitable[bool | None]]
 ) -> None:
-    """One event at a time per partition, in order; marked handled once ``handle`` returned."""
+    """One event at a time per partition, in order; marked handled once ``handle``
+    returned, unless it returned False: it then held the record (``hold``, before
+    sending anything that could settle it) until ``mark_handled_at`` settles it."""
 
     async def process(stream: Any) -> None:
         async for event in stream.events():
-            await handle(event)
-            mark_handled(app, event.message)
+            if await handle(event) is not False:
+                mark_handled(app, event.message)
 
     app.agent(topic, name=name, concurrency=1)(process)
 

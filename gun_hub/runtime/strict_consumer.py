@@ -38,12 +38,25 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         # Partitions sought during the batch being handed over: the rest of that batch
         # was fetched from the old position.
         self._reseeking: set[TP] = set()
+        # Records an agent holds until something else settles them (a declaration
+        # waiting for its claim's verdict): on their way, not dropped.
+        self._held: set[tuple[TP, int]] = set()
+        # Partitions an agent asked not to fetch for a while (too much held): not stalled.
+        self.throttled: set[TP] = set()
 
     # -- what the hub's agents and the watchdog call ----------------------------------
 
     def mark_handled(self, message: Message) -> None:
         """The agent has handled this record and sent what it caused."""
-        self._handled[message.tp].add(message.offset)
+        self.mark_handled_at(message.tp, message.offset)
+
+    def mark_handled_at(self, tp: TP, offset: int) -> None:
+        self._handled[tp].add(offset)
+        self._held.discard((tp, offset))
+
+    def hold(self, tp: TP, offset: int) -> None:
+        """The agent took this record and settles it later (``mark_handled_at``)."""
+        self._held.add((tp, offset))
 
     def mark_empty(self, tp: TP, start: int, stop: int) -> None:
         """The broker holds no record at [start, stop) on ``tp``."""
@@ -67,9 +80,11 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     def on_the_way(self) -> set[tuple[TP, int]]:
         """Every record on its way now: being handed to the agents' queues, waiting in
-        one, or taken by a stream and not yet acknowledged. One pass over the queues (up
-        to ``stream_buffer_maxsize`` events each), taken once per watchdog look."""
+        one, taken by a stream and not yet acknowledged, or held by an agent. One pass
+        over the queues (up to ``stream_buffer_maxsize`` events each), taken once per
+        watchdog look."""
         found = {(m.tp, m.offset) for m in list(self._unacked_messages)}
+        found |= self._held
         if self._delivering is not None:
             found.add(self._delivering)
         channels = {id(c): c for cs in list(self.app.topics._topic_name_index.values()) for c in cs}
@@ -80,6 +95,16 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 if message is not None:
                     found.add((message.tp, message.offset))
         return found
+
+    def throttle(self, tps: Iterable[TP]) -> None:
+        """Stop fetching ``tps`` until ``unthrottle``: the watchdog leaves them alone."""
+        chosen = set(tps) - self.throttled
+        self.throttled |= chosen
+        self.pause_partitions(chosen)
+
+    def unthrottle(self) -> None:
+        throttled, self.throttled = self.throttled, set()
+        self.resume_partitions(throttled & set(self.assignment()))
 
     def fetching(self, tp: TP) -> bool:
         """faust asks the broker for this partition's records (not paused, not held back
@@ -156,6 +181,8 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             self._empty.pop(tp, None)
             self._start.pop(tp, None)
             self._fetched.pop(tp, None)
+        self._held = {(tp, offset) for tp, offset in self._held if tp not in revoked}
+        self.throttled -= set(revoked)
 
 
 class StrictOffsetsTransport(faust_aiokafka.Transport):  # type: ignore[misc]

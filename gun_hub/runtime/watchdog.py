@@ -153,7 +153,7 @@ class OffsetWatchdog:
         partition (seen at start-up when records arrive during the first assignment:
         the partition stays out of faust's active set). After a long enough wait with the
         broker holding records past the head, fetch it again from the head."""
-        if (tp, head) in on_the_way():
+        if (tp, head) in on_the_way() or tp in consumer.throttled:
             self._stalls.pop(tp, None)
             return
         stall = self._stalls.get(tp)

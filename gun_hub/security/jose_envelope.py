@@ -256,10 +256,13 @@ class JoseEnvelope:
         topic: str,
         position: str | None = None,
         accepted_at: float | None = None,
+        check_replay: bool = True,
     ) -> OpenedMessage:
         signed = self._decrypt(sealed)
         header, payload = self._verify(signed)
-        return self._check_claims(header, payload, topic, position, accepted_at)
+        return self._check_claims(
+            header, payload, topic, position, accepted_at, check_replay=check_replay
+        )
 
     # -- outer layer: confidentiality ----------------------------------------------------
 
@@ -300,6 +303,8 @@ class JoseEnvelope:
         topic: str,
         position: str | None,
         accepted_at: float | None,
+        *,
+        check_replay: bool,
     ) -> OpenedMessage:
         sender = str(header["iss"])
         if header.get("topic") != topic:
@@ -337,7 +342,9 @@ class JoseEnvelope:
             raise EnvelopeRejected(Kind.EXPIRED, "lifetime longer than policy allows")
         # Without a position every second sighting is a replay.
         where = position or uuid.uuid4().hex
-        if not self._replay.first_sighting(message_id, expires_at + skew, where, accepted_at):
+        if check_replay and not self._replay.first_sighting(
+            message_id, expires_at + skew, where, accepted_at
+        ):
             raise EnvelopeRejected(Kind.REPLAY, f"message {message_id} was already received")
         return OpenedMessage(
             payload=payload,
@@ -348,4 +355,5 @@ class JoseEnvelope:
             message_id=message_id,
             issued_at=issued_at,
             signing_kid=str(header["kid"]),
+            accept_until=expires_at + skew,
         )

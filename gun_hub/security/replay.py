@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -105,15 +106,25 @@ class TableReplayGuard:
     Bounded: an id is forgotten once the log's clock (the latest broker time read) is
     ``keep_after_expiry_s`` past its expiry, as ``SqliteReplayGuard`` does. faust writes a
     table key in the current event's partition, so an id is deleted while handling an
-    event of the partition that recorded it (the partition of its position): each
-    partition keeps its ids in expiry order, seeded once from the table after a start.
+    event of the partition that recorded it: each partition keeps its ids in expiry
+    order, seeded once from the table after a start. ``table_partition`` says which
+    partition recorded an id: by default the partition of the position it was read at
+    (the event's own); the hub's claims table gives the id's claim partition
+    (pipeline/admission.py).
     """
 
     _PRUNE_EVERY = 200
 
-    def __init__(self, table: Any, *, keep_after_expiry_s: int = 300) -> None:
+    def __init__(
+        self,
+        table: Any,
+        *,
+        keep_after_expiry_s: int = 300,
+        table_partition: Callable[[str, str], int | None] | None = None,
+    ) -> None:
         self._table = table
         self._keep_s = keep_after_expiry_s
+        self._table_partition = table_partition or _partition_of_position
         self._log_clock = 0.0
         self._expiring: dict[int, list[tuple[int, bytes]]] = {}  # partition -> heap
         self._sightings = 0
@@ -123,7 +134,7 @@ class TableReplayGuard:
         self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
     ) -> bool:
         key = message_id.encode()
-        partition = _partition_of(position)
+        partition = self._table_partition(message_id, position)
         self._seed(partition)
         if seen_at is not None:
             self._log_clock = max(self._log_clock, seen_at)
@@ -138,6 +149,11 @@ class TableReplayGuard:
             self._forget_expired(partition)
         return True
 
+    def position_of(self, message_id: str) -> str:
+        """Where ``message_id`` was first read ('' if it is not remembered)."""
+        first = self._table.get(message_id.encode())
+        return bytes(first).split(b"|", 1)[0].decode(errors="replace") if first else ""
+
     def _seed(self, partition: int | None) -> None:
         """After a start: the ids this partition recorded, from the table (once)."""
         if partition is None or partition in self._expiring:
@@ -145,7 +161,10 @@ class TableReplayGuard:
         heap: list[tuple[int, bytes]] = []
         for key, value in list(self._table.items()):
             position, _, expiry = bytes(value).partition(b"|")
-            if _partition_of(position.decode(errors="replace")) == partition and expiry:
+            recorded_by = self._table_partition(
+                bytes(key).decode(errors="replace"), position.decode(errors="replace")
+            )
+            if recorded_by == partition and expiry:
                 heap.append((int(expiry), bytes(key)))
         heapq.heapify(heap)
         self._expiring[partition] = heap
@@ -162,7 +181,7 @@ class TableReplayGuard:
                 self.forgotten += 1
 
 
-def _partition_of(position: str) -> int | None:
+def _partition_of_position(_message_id: str, position: str) -> int | None:
     """``topic/partition/offset`` -> partition (None for any other shape)."""
     parts = position.rsplit("/", 2)
     if len(parts) == 3 and parts[1].isdigit():

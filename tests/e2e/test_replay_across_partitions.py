@@ -15,10 +15,6 @@ pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 REFERENCE = "26FRREPLAY00000001"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the hub's replay memory is per partition (issue 11 item 8; ADR 0008 proposes the fix)",
-)
 async def test_a_sealed_declaration_copied_onto_another_partition_is_a_replay(
     hub_only: Pipeline,
 ) -> None:

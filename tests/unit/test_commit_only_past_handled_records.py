@@ -61,6 +61,7 @@ def _strict(committed: int, handled: list[int], acked: list[int] | None = None) 
     consumer._handled = defaultdict(set, {TOPIC_PARTITION: set(handled)})
     consumer._empty = defaultdict(EmptyOffsets)
     consumer._start = {}
+    consumer._held = set()
     return consumer
 
 
@@ -117,6 +118,21 @@ def test_a_record_faust_is_handing_to_the_agents_is_not_suspect() -> None:
     consumer._delivering = (TOPIC_PARTITION, 10)
     consumer.app = _AppWithoutQueues()
     assert (TOPIC_PARTITION, 10) in consumer.on_the_way()
+
+
+def test_a_held_record_is_on_its_way_until_settled_then_committed_over() -> None:
+    """A declaration waiting for its claim's verdict (pipeline/admission.py) is held by
+    the intake: the watchdog must not read it again, the commit must not pass it."""
+    consumer = _strict(committed=10, handled=[11])
+    consumer._unacked_messages = set()
+    consumer._delivering = None
+    consumer.app = _AppWithoutQueues()
+    consumer.hold(TOPIC_PARTITION, 10)
+    assert (TOPIC_PARTITION, 10) in consumer.on_the_way()
+    assert consumer._new_offset(TOPIC_PARTITION) is None
+    consumer.mark_handled_at(TOPIC_PARTITION, 10)
+    assert (TOPIC_PARTITION, 10) not in consumer.on_the_way()
+    assert consumer._new_offset(TOPIC_PARTITION) == 12
 
 
 class _Record:

@@ -1,0 +1,272 @@
+"""Admission: a sealed declaration is acted on only once its message id is claimed.
+
+The producer chooses a declaration's partition (contract section 2), and faust keeps a
+table key in the partition of the event that wrote it: a replay memory kept where the
+declaration arrived would find a copy sent to another partition fresh, and decide it
+again as a second case. So each id (``jti``) is claimed at one owner, the partition
+``claim_partition(jti)`` of the hub-internal claims topic, which one worker at a time
+holds (ADR 0008):
+
+1. The intake opens the envelope (every check but the replay one), holds the opened
+   declaration in memory (:class:`Admissions`) and sends a :class:`Claim` to the owner.
+   The declaration's record is not marked handled: until it is admitted, a crash, a
+   rebalance or a dropped record has it read again and claimed again.
+2. The claims agent, at the owner, records the id with the position it was read at
+   (``TableReplayGuard``) and sends a :class:`ClaimVerdict` back on the declaration's
+   partition: first sighting (the same position again is a redelivery: first too) or
+   replay.
+3. Back in the declaration's partition, waiting declarations are released in log order
+   (verdicts of different owners may come back in any order): a first sighting is
+   decided as before, a replay dead-lettered as ``ENVELOPE_REPLAY``.
+
+Nothing waits in the agent: the intake goes on with the next record while claims travel.
+Held declarations are counted as on their way by the offset watchdog (runtime/).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gun_hub.dead_letter import SourcePosition
+from gun_hub.outbox import Outbox
+from gun_hub.pipeline.intake import Intake
+from gun_hub.security.replay import TableReplayGuard
+
+CLAIM = "claim"
+VERDICT = "verdict"
+
+
+def claim_partition(message_id: str, partitions: int) -> int:
+    """The claims partition that owns ``message_id``: any stable hash will do, since
+    only the hub writes and reads the claims topic."""
+    return zlib.crc32(message_id.encode()) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The intake asks the owner of ``message_id`` whether it was read elsewhere."""
+
+    message_id: str
+    accept_until: int
+    source: SourcePosition
+    accepted_at: float | None
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "kind": CLAIM,
+                "jti": self.message_id,
+                "accept_until": self.accept_until,
+                "topic": self.source.topic,
+                "partition": self.source.partition,
+                "offset": self.source.offset,
+                "accepted_at": self.accepted_at,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimVerdict:
+    """The owner's answer, sent to the claiming declaration's partition."""
+
+    message_id: str
+    source: SourcePosition
+    first: bool
+    held_at: str  # the position the id was first read at
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "kind": VERDICT,
+                "jti": self.message_id,
+                "topic": self.source.topic,
+                "partition": self.source.partition,
+                "offset": self.source.offset,
+                "first": self.first,
+                "held_at": self.held_at,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+
+def read_claims_record(data: bytes) -> Claim | ClaimVerdict:
+    """A record of the claims topic; ``ValueError`` for anything else (dead-lettered)."""
+    try:
+        fields: Any = json.loads(data)
+        source = SourcePosition(
+            str(fields["topic"]), int(fields["partition"]), int(fields["offset"]), None
+        )
+        if fields["kind"] == CLAIM:
+            accepted_at = fields["accepted_at"]
+            return Claim(
+                message_id=str(fields["jti"]),
+                accept_until=int(fields["accept_until"]),
+                source=source,
+                accepted_at=float(accepted_at) if accepted_at is not None else None,
+            )
+        if fields["kind"] == VERDICT:
+            return ClaimVerdict(
+                message_id=str(fields["jti"]),
+                source=source,
+                first=bool(fields["first"]),
+                held_at=str(fields["held_at"]),
+            )
+    except (KeyError, TypeError, ValueError, RecursionError) as error:
+        raise ValueError(f"not a claims record: {type(error).__name__}: {error}") from None
+    raise ValueError(f"not a claims record: kind {fields.get('kind')!r}")
+
+
+class ClaimJudge:
+    """At the owner partition: first sighting or replay, remembered in a table written
+    in the claim's own event (so the table partition is the id's claim partition)."""
+
+    def __init__(self, memory: TableReplayGuard, claims_topic: str) -> None:
+        self._memory = memory
+        self._topic = claims_topic
+
+    def judge(self, claim: Claim) -> Outbox:
+        position = claim.source.describe()
+        first = self._memory.first_sighting(
+            claim.message_id, claim.accept_until, position, claim.accepted_at
+        )
+        verdict = ClaimVerdict(
+            message_id=claim.message_id,
+            source=claim.source,
+            first=first,
+            held_at=position if first else self._memory.position_of(claim.message_id),
+        )
+        outbox = Outbox()
+        outbox.add(
+            self._topic,
+            claim.message_id.encode(),
+            verdict.to_bytes(),
+            partition=claim.source.partition,
+        )
+        return outbox
+
+
+@dataclass(slots=True)
+class Waiting:
+    """An opened declaration waiting for its claim's verdict (``first`` once known)."""
+
+    source: SourcePosition
+    sealed: bytes  # as received: what a replay's dead letter keeps
+    document: bytes  # the declaration XML, verified and decrypted
+    message_id: str
+    first: bool | None = None
+    held_at: str = ""
+
+
+@dataclass(slots=True)
+class _Partition:
+    waiting: dict[int, Waiting] = field(default_factory=dict)  # offset -> waiting
+
+
+class Admissions:
+    """This worker's declarations waiting for a verdict, per partition of the
+    declarations topic, released in log order. In memory only: what it holds was never
+    marked handled, so after a crash or a reassignment it is read and claimed again."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[int, _Partition] = {}
+
+    def wait(self, waiting: Waiting) -> None:
+        """Hold ``waiting`` (read again: the newer reading replaces the older)."""
+        partition = self._partitions.setdefault(waiting.source.partition, _Partition())
+        partition.waiting[waiting.source.offset] = waiting
+
+    def settle(self, verdict: ClaimVerdict) -> list[Waiting]:
+        """Record ``verdict``; every declaration now releasable, in log order. A verdict
+        for nothing held (a claim sent again, a partition since reassigned) is ignored."""
+        partition = self._partitions.get(verdict.source.partition)
+        if partition is None:
+            return []
+        waiting = partition.waiting.get(verdict.source.offset)
+        if waiting is None or waiting.message_id != verdict.message_id:
+            return []
+        waiting.first = verdict.first
+        waiting.held_at = verdict.held_at
+        return _release(partition)
+
+    def admit_without_claim(self, waiting: Waiting) -> list[Waiting]:
+        """A declaration that needs no claim (plain XML, local development only) still
+        waits for those read before it: the releasable ones, in log order."""
+        waiting.first = True
+        self.wait(waiting)
+        return _release(self._partitions[waiting.source.partition])
+
+    def holds(self, partition: int, offset: int) -> bool:
+        held = self._partitions.get(partition)
+        return held is not None and offset in held.waiting
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions taken from this worker: their next owner reads them again."""
+        for partition in partitions:
+            self._partitions.pop(partition, None)
+
+    def __len__(self) -> int:
+        return sum(len(p.waiting) for p in self._partitions.values())
+
+
+def _release(partition: _Partition) -> list[Waiting]:
+    released: list[Waiting] = []
+    for offset in sorted(partition.waiting):
+        if partition.waiting[offset].first is None:
+            break
+        released.append(partition.waiting.pop(offset))
+    return released
+
+
+class AdmissionGate:
+    """The intake's two steps around the claim: ``receive`` a record of the declarations
+    topic, ``settle`` a verdict, ``admit`` each declaration released."""
+
+    def __init__(
+        self, intake: Intake, admissions: Admissions, claims_topic: str, partitions: int
+    ) -> None:
+        self._intake = intake
+        self._admissions = admissions
+        self._topic = claims_topic
+        self._partitions = partitions
+
+    def receive(
+        self, data: bytes, source: SourcePosition, accepted_at: float | None
+    ) -> tuple[Outbox, list[Waiting]]:
+        """What the record causes now (its dead letter, or its claim), and the
+        declarations it releases (a plain one with none waiting before it)."""
+        outbox = Outbox()
+        unsealed = self._intake.unseal(outbox, data, source, accepted_at, check_replay=False)
+        if unsealed is None:
+            return outbox, []
+        message_id = unsealed.message_id
+        waiting = Waiting(source, data, unsealed.document, message_id or "")
+        if message_id is None:
+            return outbox, self._admissions.admit_without_claim(waiting)
+        self._admissions.wait(waiting)
+        claim = Claim(message_id, unsealed.accept_until, source, accepted_at)
+        outbox.add(
+            self._topic,
+            message_id.encode(),
+            claim.to_bytes(),
+            partition=claim_partition(message_id, self._partitions),
+        )
+        return outbox, []
+
+    def settle(self, verdict: ClaimVerdict) -> list[Waiting]:
+        return self._admissions.settle(verdict)
+
+    def admit(self, waiting: Waiting) -> Outbox:
+        """Decide a released declaration, or dead-letter a replay."""
+        outbox = Outbox()
+        if waiting.first:
+            self._intake.admit(outbox, waiting.sealed, waiting.document, waiting.source)
+        else:
+            self._intake.refuse_replay(
+                outbox, waiting.sealed, waiting.source, waiting.message_id, waiting.held_at
+            )
+        return outbox

@@ -1,0 +1,60 @@
+"""A backlog far larger than ``hub.admission_limit``: the hub holds no more than that
+many declarations while their message ids are claimed (it stops fetching declarations,
+then fetches again), and every declaration is still decided exactly once, in full."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gun_hub.clearance import ReceivedDecision
+from tests.conftest import KafkaEnv
+from tests.e2e.conftest import Pipeline, start_pipeline
+from tests.e2e.load_on_one_document import (
+    assert_each_decided_once_and_ledger_exact,
+    collect_all_then_duplicates,
+    submit_load,
+)
+
+pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+
+COUNT = 200
+LIMIT = 5
+
+
+@pytest.fixture
+def narrow_pipeline(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    yield from start_pipeline(
+        kafka_env,
+        tmp_path,
+        samples,
+        partners=("dgal",),
+        hub_env={"GUN_HUB_HUB__ADMISSION_LIMIT": str(LIMIT)},
+    )
+
+
+def metric(pipeline: Pipeline, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", pipeline.metrics(), re.MULTILINE)
+    assert found is not None, f"{name} not exported"
+    return float(found.group(1))
+
+
+async def test_a_backlog_beyond_the_limit_is_decided_once_each_holding_no_more_than_it(
+    narrow_pipeline: Pipeline,
+) -> None:
+    pipeline = narrow_pipeline
+    pipeline.group.stop("hub")
+    references = [f"26FRHELD{n:010d}" for n in range(COUNT)]
+    reader = await submit_load(pipeline, references)  # the backlog, waiting
+    received: list[ReceivedDecision] = []
+    try:
+        pipeline.start_hub()
+        await collect_all_then_duplicates(reader, received, pipeline, COUNT)
+    finally:
+        await reader.stop()
+    await assert_each_decided_once_and_ledger_exact(pipeline, received, references)
+    assert metric(pipeline, "gun_hub_declaration_fetch_throttled_total") >= 1
+    assert metric(pipeline, "gun_hub_declarations_held") == 0

@@ -1,0 +1,188 @@
+"""Issue 11, item 8: a declaration's message id is claimed at one owner partition before
+the hub acts on it, so a copy written to another partition of ``gun.declarations`` is a
+replay there too (pipeline/admission.py, ADR 0008). The claim exchange is driven here
+record by record, as the hub's agents pass it through Kafka; the real broker runs it in
+tests/e2e/test_replay_across_partitions.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gun_hub.dead_letter import (
+    HEADER_ERROR_KIND,
+    HEADER_ERROR_REASON,
+    SourcePosition,
+    header_value,
+)
+from gun_hub.envelope import ContentType
+from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.outbox import Outbox
+from gun_hub.pipeline.admission import (
+    AdmissionGate,
+    Admissions,
+    Claim,
+    ClaimJudge,
+    ClaimVerdict,
+    claim_partition,
+    read_claims_record,
+)
+from gun_hub.pipeline.intake import Intake
+from gun_hub.routing import RoutingTable
+from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.security.replay import TableReplayGuard
+from gun_hub.xml.declaration_codec import DeclarationCodec
+from tests.builders import declaration_xml
+from tests.unit.test_pipeline import Hub
+
+REF = "26FR000690I0000012"
+PARTITIONS = 4
+
+
+class Admission:
+    """The hub's intake, claims judge and admissions, records passed by hand."""
+
+    def __init__(self, routing: RoutingTable, keys_dir: Path) -> None:
+        self.hub = Hub(routing, keys_dir)
+        intake = Intake(self.hub.intake._ctx, DeclarationCodec(), self.hub.cases)
+        self.topics = self.hub.topics
+        self.admissions = Admissions()
+        self.gate = AdmissionGate(intake, self.admissions, self.topics.claims, PARTITIONS)
+        self.claimed_ids: dict[bytes, bytes] = {}
+        self.judge = ClaimJudge(
+            TableReplayGuard(
+                self.claimed_ids,
+                keep_after_expiry_s=300,
+                table_partition=lambda jti, _: claim_partition(jti, PARTITIONS),
+            ),
+            self.topics.claims,
+        )
+
+    def seal(self, xml: bytes) -> bytes:
+        return self.hub.envelope(CLEARANCE_PARTY).seal(
+            xml, recipient=HUB_PARTY, topic=self.topics.declarations, content_type=ContentType.XML
+        )
+
+    def receive(self, data: bytes, source: SourcePosition) -> tuple[Outbox, Claim]:
+        outbox, released = self.gate.receive(data, source, accepted_at=None)
+        assert released == []
+        [record] = outbox.to(self.topics.claims)
+        claim = read_claims_record(record.value)
+        assert isinstance(claim, Claim)
+        assert record.partition == claim_partition(claim.message_id, PARTITIONS)
+        return outbox, claim
+
+    def verdict(self, claim: Claim) -> ClaimVerdict:
+        [record] = self.judge.judge(claim).to(self.topics.claims)
+        verdict = read_claims_record(record.value)
+        assert isinstance(verdict, ClaimVerdict)
+        assert record.partition == claim.source.partition  # back where the case lives
+        return verdict
+
+    def settle(self, verdict: ClaimVerdict) -> list[Outbox]:
+        admitted = []
+        for waiting in self.gate.settle(verdict):
+            outbox = self.gate.admit(waiting)
+            for confirm in outbox.after_delivery:
+                confirm()
+            admitted.append(outbox)
+        return admitted
+
+    def through(self, data: bytes, source: SourcePosition) -> list[Outbox]:
+        _, claim = self.receive(data, source)
+        return self.settle(self.verdict(claim))
+
+
+@pytest.fixture
+def admission(routing_table: RoutingTable, keys_dir: Path) -> Admission:
+    return Admission(routing_table, keys_dir)
+
+
+def at(partition: int, offset: int) -> SourcePosition:
+    return SourcePosition("gun.declarations", partition, offset, REF.encode())
+
+
+def test_a_sealed_declaration_is_acted_on_only_once_its_id_is_claimed(
+    admission: Admission,
+) -> None:
+    caused, claim = admission.receive(admission.seal(declaration_xml()), at(0, 0))
+    assert caused.to(admission.topics.requests("dgal")) == []
+    assert admission.hub.cases == {}
+    assert admission.admissions.holds(0, 0)
+
+    [admitted] = admission.settle(admission.verdict(claim))
+    assert len(admitted.to(admission.topics.requests("dgal"))) == 1
+    assert not admission.admissions.holds(0, 0)
+    assert admission.hub.decisions(admission.hub.answer(admitted, "dgal", Verdict.VALID)) == [
+        (REF, 1, Outcome.RELEASE)
+    ]
+
+
+def test_a_copy_on_another_partition_is_dead_lettered_as_a_replay_and_opens_no_case(
+    admission: Admission,
+) -> None:
+    sealed = admission.seal(declaration_xml())
+    admission.through(sealed, at(0, 0))
+    cases = dict(admission.hub.cases)
+
+    [refused] = admission.through(sealed, at(1, 0))
+    [dead] = refused.to(admission.topics.dlq)
+    assert dead.value == sealed  # kept as received: still encrypted
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == "ENVELOPE_REPLAY"
+    assert "gun.declarations/0/0" in (header_value(dead.headers, HEADER_ERROR_REASON) or "")
+    assert refused.to(admission.topics.requests("dgal")) == []
+    assert refused.to(admission.topics.status) == []
+    assert admission.hub.cases == cases
+
+
+def test_the_same_record_read_again_is_a_redelivery_not_a_replay(
+    admission: Admission,
+) -> None:
+    sealed = admission.seal(declaration_xml())
+    admission.through(sealed, at(0, 5))
+    [again] = admission.through(sealed, at(0, 5))
+    assert again.to(admission.topics.dlq) == []
+
+
+def test_verdicts_returning_out_of_order_release_declarations_in_log_order(
+    admission: Admission,
+) -> None:
+    """Claims of one partition go to different owners, whose verdicts race back."""
+    _, first = admission.receive(admission.seal(declaration_xml(version=1)), at(2, 10))
+    _, second = admission.receive(admission.seal(declaration_xml(version=2)), at(2, 11))
+    assert admission.settle(admission.verdict(second)) == []  # version 1 still waits
+    released = admission.settle(admission.verdict(first))
+    assert len(released) == 2
+    v1, v2 = released
+    assert v1.to(admission.topics.requests("dgal"))
+    # Version 2 supersedes version 1, as when they were read in that order.
+    superseded = [r for r in v2.to(admission.topics.status) if b"SUPERSEDED" in r.value]
+    assert superseded
+
+
+def test_a_verdict_for_a_declaration_no_longer_held_is_ignored(admission: Admission) -> None:
+    """A partition taken from this worker: its next owner reads and claims it again."""
+    _, claim = admission.receive(admission.seal(declaration_xml()), at(3, 0))
+    admission.admissions.forget([3])
+    assert admission.settle(admission.verdict(claim)) == []
+    assert admission.hub.cases == {}
+
+
+def test_an_unreadable_declaration_is_dead_lettered_without_a_claim(
+    admission: Admission,
+) -> None:
+    outbox, released = admission.gate.receive(b"eyJnot-an-envelope", at(0, 0), None)
+    assert released == []
+    assert outbox.to(admission.topics.claims) == []
+    assert len(outbox.to(admission.topics.dlq)) == 1
+    assert not admission.admissions.holds(0, 0)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [b"", b"[]", b'{"kind":"claim"}', b'{"kind":"other","topic":"t","partition":0,"offset":0}'],
+)
+def test_anything_else_on_the_claims_topic_is_refused_with_a_reason(record: bytes) -> None:
+    with pytest.raises(ValueError, match="not a claims record"):
+        read_claims_record(record)

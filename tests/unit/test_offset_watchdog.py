@@ -35,6 +35,7 @@ class FakeConsumer:
         return {(PARTITION, offset) for offset in self.waiting}
 
     fetched_again: list[TP] = field(default_factory=list)
+    throttled: set[TP] = field(default_factory=set)  # not fetched on purpose
 
     def fetching(self, tp: TP) -> bool:
         return not self.fetched_again
@@ -141,6 +142,18 @@ async def test_a_partition_faust_stopped_fetching_is_fetched_again_from_its_head
 async def test_a_caught_up_partition_is_left_alone() -> None:
     consumer = FakeConsumer(committed=11, handled=set(), fetched=None)
     watchdog, now = _watchdog(Broker(set(range(11))))  # the log ends at 11
+    for _ in range(8):
+        await watchdog._look_at(consumer, PARTITION, now[0], consumer.on_the_way)  # type: ignore[arg-type]
+        now[0] += 2.0
+    assert consumer.fetched_again == []
+    assert consumer.sought == []
+
+
+async def test_a_partition_the_hub_stopped_fetching_on_purpose_is_left_alone() -> None:
+    """Declarations are not fetched while the worker holds ``hub.admission_limit`` of
+    them (pipeline/admission.py): records waiting on the broker then are no stall."""
+    consumer = FakeConsumer(committed=8, handled=set(), fetched=None, throttled={PARTITION})
+    watchdog, now = _watchdog(Broker(set(range(11))))  # offsets 8, 9, 10 wait
     for _ in range(8):
         await watchdog._look_at(consumer, PARTITION, now[0], consumer.on_the_way)  # type: ignore[arg-type]
         now[0] += 2.0

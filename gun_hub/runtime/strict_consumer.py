@@ -145,6 +145,13 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             finally:
                 self._delivering = None
 
+    async def _seek(self, partition: TP, offset: int) -> None:
+        """On the consumer's own thread, where aiokafka's fetcher runs: faust seeks from
+        the app's loop, and a seek there (the watchdog's, at any time) raced the fetcher
+        draining its records (``KeyError`` in ``fetched_records``: the worker crashed
+        in the full chaos run)."""
+        await self._thread.call_thread(_seek_now, self._thread, partition, offset)
+
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)
         self._fetched.pop(partition, None)
@@ -183,6 +190,10 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             self._fetched.pop(tp, None)
         self._held = {(tp, offset) for tp, offset in self._held if tp not in revoked}
         self.throttled -= set(revoked)
+
+
+async def _seek_now(thread: Any, partition: TP, offset: int) -> None:
+    thread.seek(partition, offset)
 
 
 class StrictOffsetsTransport(faust_aiokafka.Transport):  # type: ignore[misc]

@@ -160,7 +160,11 @@ class OffsetWatchdog:
         if stall is None or stall.offset != head:
             self._stalls[tp] = _Suspect(head, now)
             return
-        if now - stall.since < 3 * self._stall_s:
+        # A partition faust still fetches may just be behind under load (a backlog, the
+        # broker slow): reading it again would only throw away what is on its way, so
+        # it gets much longer than one faust stopped fetching.
+        patience = 3 * self._stall_s if not consumer.fetching(tp) else 15 * self._stall_s
+        if now - stall.since < patience:
             return
         end = await self._end_offset(tp)
         if end is None or end <= head:

@@ -28,6 +28,11 @@ def free_port() -> int:
         return port
 
 
+class ChildExited(RuntimeError):
+    """A child process ended while it should have been running; the message holds the
+    end of its log."""
+
+
 @dataclass
 class Child:
     name: str
@@ -71,7 +76,7 @@ class ProcessGroup:
         """Raise with the child's log if any child has died."""
         for child in self.children.values():
             if child.process.poll() is not None:
-                raise RuntimeError(
+                raise ChildExited(
                     f"{child.name} exited with code {child.process.returncode}:\n{child.log_tail()}"
                 )
 
@@ -98,24 +103,50 @@ class ProcessGroup:
         self.stop_all()
 
 
+def _answers_ok(url: str) -> bool:
+    with (
+        contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+        urllib.request.urlopen(url, timeout=1) as response,  # noqa: S310 - loopback URL
+    ):
+        return bool(response.status == 200)
+    return False
+
+
 def wait_http_ok(url: str, timeout_s: float, group: ProcessGroup | None = None) -> None:
     """Poll ``url`` until it answers 200, failing early if a child of ``group`` died."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if group is not None:
             group.check_alive()
-        with (
-            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-            urllib.request.urlopen(url, timeout=1) as response,  # noqa: S310 - loopback URL
-        ):
-            if response.status == 200:
-                return
+        if _answers_ok(url):
+            return
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
 
 
-def start_partner_system(group: ProcessGroup, authority: str, documents: Path, ledger: Path) -> int:
-    """Start ``authority``'s simulated partner system and wait until it answers; its port."""
+def wait_all_ready(
+    urls: Mapping[str, str], timeout_s: float, group: ProcessGroup | None = None
+) -> None:
+    """Poll each named component's URL until every one answers 200, within one deadline
+    (components started together become ready together); fail early if a child died."""
+    waiting = dict(urls)
+    deadline = time.monotonic() + timeout_s
+    while waiting:
+        if group is not None:
+            group.check_alive()
+        waiting = {name: url for name, url in waiting.items() if not _answers_ok(url)}
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not ready within {timeout_s:.0f}s: {', '.join(waiting)}")
+        time.sleep(0.1)
+
+
+def start_partner_system(
+    group: ProcessGroup, authority: str, documents: Path, ledger: Path, *, wait: bool = True
+) -> int:
+    """Start ``authority``'s simulated partner system and (unless ``wait`` is False) wait
+    until it answers; its port (its health URL: :func:`partner_health_url`)."""
     port = free_port()
     group.start(
         f"partner-sim-{authority}",
@@ -130,14 +161,25 @@ def start_partner_system(group: ProcessGroup, authority: str, documents: Path, l
             str(ledger),
         ],
     )
-    wait_http_ok(f"http://127.0.0.1:{port}/health", 30, group)
+    if wait:
+        wait_http_ok(partner_health_url(port), 30, group)
     return port
 
 
+def partner_health_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/health"
+
+
 def start_adapter(
-    group: ProcessGroup, authority: str, partner_port: int, env: Mapping[str, str] | None = None
+    group: ProcessGroup,
+    authority: str,
+    partner_port: int,
+    env: Mapping[str, str] | None = None,
+    *,
+    wait: bool = True,
 ) -> int:
-    """Start ``authority``'s adapter and wait until it is ready; its health port."""
+    """Start ``authority``'s adapter and (unless ``wait`` is False) wait until it is
+    ready; its health port (its readiness URL: :func:`ready_url`)."""
     health_port = free_port()
     group.start(
         f"adapter-{authority}",
@@ -148,5 +190,11 @@ def start_adapter(
             **(env or {}),
         },
     )
-    wait_http_ok(f"http://127.0.0.1:{health_port}/readyz", 60, group)
+    if wait:
+        wait_http_ok(ready_url(health_port), 60, group)
     return health_port
+
+
+def ready_url(port: int) -> str:
+    """Readiness of an adapter or a hub worker serving its probes on ``port``."""
+    return f"http://127.0.0.1:{port}/readyz"

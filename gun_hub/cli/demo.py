@@ -7,26 +7,35 @@ from pathlib import Path
 
 import typer
 
-from gun_hub.cli.io import format_decision
-from gun_hub.demo import run_demo
+from gun_hub.demo import DemoFailed, run_demo
+from gun_hub.demo.report import problems, report
 from gun_hub.settings import load_settings
 
 
 def demo(
     keep_broker: bool = typer.Option(False, help="Leave the broker running afterwards."),
+    bootstrap: str | None = typer.Option(
+        None,
+        help="Use this running Kafka (host:port) instead of starting the embedded broker.",
+    ),
 ) -> None:
-    """Start broker, partner system, adapter and hub; submit samples; print the decisions."""
+    """Start broker, partner systems (DGAL, CITES, DGA), adapters and hub; submit the
+    samples; print the decisions. Exits 1 if any sample gets no decision."""
     settings = load_settings()
     work_dir = Path(tempfile.mkdtemp(prefix="gun-hub-demo-"))
-    result = run_demo(settings, work_dir, typer.echo, keep_broker=keep_broker)
-    typer.echo("")
-    for received in result.decisions:
-        typer.echo(format_decision(received))
-    typer.echo(
-        f"\n{len(result.decisions)} of {result.expected} decisions in {result.elapsed_s:.1f}s "
-        f"(component logs in {work_dir / 'logs'})"
-    )
-    if len(result.decisions) != result.expected:
+    try:
+        result = run_demo(
+            settings, work_dir, typer.echo, keep_broker=keep_broker, bootstrap=bootstrap
+        )
+    except DemoFailed as failure:
+        typer.echo(f"demo failed: {failure}", err=True)
+        raise typer.Exit(1) from None
+    for line in report(result):
+        typer.echo(line)
+    trouble = problems(result)
+    for line in trouble:
+        typer.echo(line, err=True)
+    if trouble:
         raise typer.Exit(1)
 
 

@@ -9,6 +9,7 @@ import typer
 
 from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
 from gun_hub.cli.kafka import registry_for
+from gun_hub.decision_text import decision_lines
 from gun_hub.kafka.client import from_settings
 from gun_hub.security.entitlements import CLEARANCE_PARTY
 from gun_hub.security.factory import build_envelope
@@ -17,17 +18,8 @@ from gun_hub.settings import load_settings
 
 
 def format_decision(received: ReceivedDecision) -> str:
-    """One decision as a few readable lines."""
-    decision = received.decision
-    lines = [f"{decision.reference} v{decision.version}: {decision.outcome.value}"]
-    lines += [f"    reason {reason.code}: {reason.text}" for reason in decision.reasons]
-    lines += [
-        f"    item {d.goods_item} {d.code} {d.reference}: {d.verdict.value}"
-        + (f" ({d.authority})" if d.authority else "")
-        + (f" partner code {d.partner_code}" if d.partner_code else "")
-        for d in decision.documents
-    ]
-    return "\n".join(lines)
+    """One decision as a few readable lines (the clearance system's view: in clear)."""
+    return "\n".join(decision_lines(received.decision))
 
 
 def submit(

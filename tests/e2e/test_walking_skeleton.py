@@ -18,6 +18,8 @@ from tests.e2e.conftest import Pipeline
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
+# The samples the DGAL side and the hub decide alone (the demo's test runs every sample,
+# tests/e2e/test_the_demo_shows_the_three_administrations.py).
 # Sample file -> (outcome, verdict of its document; None when it has no document result)
 EXPECTED = {
     "01-release-salmon.xml": (Outcome.RELEASE, Verdict.VALID),
@@ -34,8 +36,7 @@ EXPECTED = {
 async def test_sample_declarations_get_exactly_one_decision_each(
     pipeline: Pipeline, samples: Path
 ) -> None:
-    files = sorted((samples / "declarations").glob("*.xml"))
-    assert [f.name for f in files] == sorted(EXPECTED)
+    files = [samples / "declarations" / name for name in sorted(EXPECTED)]
     by_reference = {f"26FRE2E{index:011d}": f.name for index, f in enumerate(files, start=1)}
     await pipeline.submit(
         [

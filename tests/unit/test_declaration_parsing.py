@@ -36,7 +36,7 @@ def test_every_valid_sample_parses(codec: DeclarationCodec, samples: Path) -> No
     ]
     assert len(valid) >= 7
     stages = {codec.decode(path.read_bytes()).stage for path in valid}
-    assert stages == {Stage.LODGED, Stage.PRELODGED}
+    assert stages == {Stage.LODGED, Stage.PRELODGED, Stage.CANCELLED}
 
 
 def test_encoding_then_decoding_gives_back_the_same_declaration(codec: DeclarationCodec) -> None:

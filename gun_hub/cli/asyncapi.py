@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from gun_hub.asyncapi import Deployment, build_document, render_yaml
-from gun_hub.asyncapi.payloads import JsonObject
 from gun_hub.cli.kafka import registry_for
 from gun_hub.resources import schema_path
 from gun_hub.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from gun_hub.asyncapi import Deployment
+    from gun_hub.asyncapi.payloads import JsonObject
+
+# The generator is imported when the command runs, not with the CLI: it builds its
+# examples (keys, seals) at import, about a second of CPU that every process started as
+# `gun-hub <command>` (hub, adapters, partner systems) paid for nothing.
+
 
 def deployment_of(settings: Settings) -> Deployment:
+    from gun_hub.asyncapi import Deployment
+
     return Deployment(
         broker=f"{settings.broker.host}:{settings.broker.port}",
         kafka_version=settings.broker.kafka_version,
@@ -26,6 +35,8 @@ def deployment_of(settings: Settings) -> Deployment:
 
 def document_for(settings: Settings) -> JsonObject:
     """The document of this configuration (the committed one is that of the defaults)."""
+    from gun_hub.asyncapi import build_document
+
     return build_document(registry_for(settings), deployment_of(settings))
 
 
@@ -38,6 +49,8 @@ def asyncapi(
     ),
 ) -> None:
     """Generate the AsyncAPI 3.0 document of every topic from the topic registry."""
+    from gun_hub.asyncapi import render_yaml
+
     path = output or schema_path("asyncapi.yaml")
     document = document_for(load_settings())
     text = render_yaml(document)

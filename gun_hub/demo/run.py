@@ -95,10 +95,13 @@ def run_demo(
         routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
     except RoutingTableError as err:
         raise DemoFailed(str(err)) from err
-    authorities = list(routing.authorities)
-    absent = [a for a in authorities if not documents_file(a).is_file()]
+    absent = [a for a in routing.authorities if not documents_file(a).is_file()]
     if absent:
         raise DemoFailed(f"no partner documents file for {', '.join(absent)} in {samples_dir()}")
+    try:
+        samples = load_samples(samples_dir() / "declarations", f"26FRDEMO{time.strftime('%H%M%S')}")
+    except SamplesError as err:
+        raise DemoFailed(str(err)) from err
     broker = None if bootstrap else LocalBroker(settings.broker, settings.kafka.partitions)
     broker_was_running = broker is None or broker.running_pid() is not None
     if broker is not None:
@@ -110,7 +113,7 @@ def run_demo(
         bootstrap = broker.bootstrap_servers
     assert bootstrap is not None  # noqa: S101 - given, or the embedded broker's
     try:
-        return _run(settings, routing, bootstrap, work_dir, say, began)
+        return _run(settings, routing, samples, bootstrap, work_dir, say, began)
     finally:
         if broker is not None and not broker_was_running and not keep_broker:
             broker.stop()
@@ -119,6 +122,7 @@ def run_demo(
 def _run(
     settings: Settings,
     routing: RoutingTable,
+    samples: SampleRun,
     bootstrap: str,
     work_dir: Path,
     say: Callable[[str], None],
@@ -130,10 +134,6 @@ def _run(
             bootstrap, topics, settings.kafka.partitions, settings.kafka.replication_factor
         )
     )
-    try:
-        samples = load_samples(samples_dir() / "declarations", f"26FRDEMO{time.strftime('%H%M%S')}")
-    except SamplesError as err:
-        raise DemoFailed(str(err)) from err
     # Keys are made for this run only: nothing secret is shipped or reused.
     security = SecuritySettings(keys_dir=work_dir / "keys", state_dir=work_dir / "state")
     KeystoreFolder(security.keys_dir).init(parties(topics))
@@ -146,7 +146,7 @@ def _run(
     }
     log_dir = work_dir / "logs"
     try:
-        with ProcessGroup(log_dir, base_env) as group:
+        with ProcessGroup(log_dir, base_env, stop_together=True) as group:
             names = ", ".join(a.upper() for a in routing.authorities)
             say(f"starting the simulated partner systems and adapters ({names}) and the hub...")
             readiness = _start_components(group, routing, work_dir)

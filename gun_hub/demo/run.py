@@ -91,49 +91,13 @@ def run_demo(
 ) -> DemoResult:
     """The whole job; ``bootstrap``: use that running broker instead of the embedded one."""
     began = time.monotonic()
-    try:
-        routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
-    except RoutingTableError as err:
-        raise DemoFailed(str(err)) from err
-    absent = [a for a in routing.authorities if not documents_file(a).is_file()]
-    if absent:
-        raise DemoFailed(f"no partner documents file for {', '.join(absent)} in {samples_dir()}")
-    try:
-        samples = load_samples(samples_dir() / "declarations", f"26FRDEMO{time.strftime('%H%M%S')}")
-    except SamplesError as err:
-        raise DemoFailed(str(err)) from err
-    broker = None if bootstrap else LocalBroker(settings.broker, settings.kafka.partitions)
-    broker_was_running = broker is None or broker.running_pid() is not None
-    if broker is not None:
-        say("starting the local Kafka broker..." if not broker_was_running else "Kafka is running")
-        try:
-            broker.start()
-        except BrokerError as err:
-            raise DemoFailed(f"the local Kafka broker did not start: {err}") from err
-        bootstrap = broker.bootstrap_servers
-    assert bootstrap is not None  # noqa: S101 - given, or the embedded broker's
-    try:
-        return _run(settings, routing, samples, bootstrap, work_dir, say, began)
-    finally:
-        if broker is not None and not broker_was_running and not keep_broker:
-            broker.stop()
-
-
-def _run(
-    settings: Settings,
-    routing: RoutingTable,
-    samples: SampleRun,
-    bootstrap: str,
-    work_dir: Path,
-    say: Callable[[str], None],
-    began: float,
-) -> DemoResult:
+    routing, samples = _prepare(settings)
     topics = topic_registry(settings.kafka.topic_prefix, routing.authorities)
-    asyncio.run(
-        ensure_topics(
-            bootstrap, topics, settings.kafka.partitions, settings.kafka.replication_factor
-        )
-    )
+    broker = None
+    if bootstrap is None:
+        broker = LocalBroker(settings.broker, settings.kafka.partitions)
+        bootstrap = broker.bootstrap_servers
+    started_broker = broker is not None and broker.running_pid() is None
     # Keys are made for this run only: nothing secret is shipped or reused.
     security = SecuritySettings(keys_dir=work_dir / "keys", state_dir=work_dir / "state")
     KeystoreFolder(security.keys_dir).init(parties(topics))
@@ -149,7 +113,16 @@ def _run(
         with ProcessGroup(log_dir, base_env, stop_together=True) as group:
             names = ", ".join(a.upper() for a in routing.authorities)
             say(f"starting the simulated partner systems and adapters ({names}) and the hub...")
+            # Started before the broker is up, so that their start-up (imports, keys)
+            # overlaps the broker's: each waits for the cluster before using it.
             readiness = _start_components(group, routing, work_dir)
+            if broker is not None:
+                _start_broker(broker, say)
+            asyncio.run(
+                ensure_topics(
+                    bootstrap, topics, settings.kafka.partitions, settings.kafka.replication_factor
+                )
+            )
             wait_all_ready(readiness, READY_WITHIN_S, group)
             say(
                 f"submitting {len(samples.declarations)} sample declarations (an amendment "
@@ -160,7 +133,38 @@ def _run(
             )
     except (ChildExited, TimeoutError) as err:
         raise DemoFailed(f"{err}\n(component logs in {log_dir})") from err
+    finally:
+        # After the components (the group's exit) have left the broker.
+        if broker is not None and started_broker and not keep_broker:
+            broker.stop()
     return DemoResult(samples, routing, decisions, time.monotonic() - began, log_dir, duplicates)
+
+
+def _prepare(settings: Settings) -> tuple[RoutingTable, SampleRun]:
+    """What the run needs from files, checked before anything starts."""
+    try:
+        routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
+    except RoutingTableError as err:
+        raise DemoFailed(str(err)) from err
+    absent = [a for a in routing.authorities if not documents_file(a).is_file()]
+    if absent:
+        raise DemoFailed(f"no partner documents file for {', '.join(absent)} in {samples_dir()}")
+    try:
+        samples = load_samples(samples_dir() / "declarations", f"26FRDEMO{time.strftime('%H%M%S')}")
+    except SamplesError as err:
+        raise DemoFailed(str(err)) from err
+    return routing, samples
+
+
+def _start_broker(broker: LocalBroker, say: Callable[[str], None]) -> None:
+    if broker.running_pid() is not None:
+        say("Kafka is running")
+        return
+    say("starting the local Kafka broker...")
+    try:
+        broker.start()
+    except BrokerError as err:
+        raise DemoFailed(f"the local Kafka broker did not start: {err}") from err
 
 
 def _start_components(

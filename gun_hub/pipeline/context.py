@@ -15,8 +15,16 @@ from gun_hub.envelope import ContentType, Envelope
 from gun_hub.model.decision import Decision, Reason
 from gun_hub.model.declaration import Stage
 from gun_hub.model.exchange import AuthorityRequest
-from gun_hub.ops.facts import DecisionFact, DocumentUse, ReceivedFact, WriteOffFact, fact_bytes
+from gun_hub.ops.facts import (
+    DecisionFact,
+    DocumentUse,
+    OverrideUse,
+    ReceivedFact,
+    WriteOffFact,
+    fact_bytes,
+)
 from gun_hub.outbox import Outbox
+from gun_hub.override import OverrideReview, audit_body, review_override
 from gun_hub.pipeline.lifecycle import follow_up_requests, kept_for_control
 from gun_hub.publisher import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.risk import RiskRules
@@ -135,7 +143,9 @@ class HubContext:
         extra_reasons: Sequence[Reason] = (),
     ) -> Decision:
         """Decide a case whose answers are all in (or whose deadline passed), record the
-        outcome on it, emit it, and start the quantity follow-up (lifecycle.py)."""
+        outcome on it, emit it, and start the quantity follow-up (lifecycle.py). An
+        override that acted is audited (security/audit.py) beside the decision."""
+        override = self.override_of(case)
         decision = decide(
             reference=case.reference,
             version=case.version,
@@ -144,6 +154,7 @@ class HubContext:
             decided_at=self.clock(),
             extra_reasons=extra_reasons,
             risk=[finding.hit() for finding in case.risk],
+            override=override,
         )
         case.outcome = decision.outcome
         case.decision = decision
@@ -169,9 +180,23 @@ class HubContext:
         carries (the follow-ups' answers are solicited on it)."""
         assert case.decision is not None  # noqa: S101 - only decided cases are announced
         case.announced = False
+        override = self.override_of(case)
         self.emit_decision(
-            outbox, case.decision, partition, declarant_eori=case.declarant_eori, stage=case.stage
+            outbox,
+            case.decision,
+            partition,
+            declarant_eori=case.declarant_eori,
+            stage=case.stage,
+            override=override,
         )
+        if override.covered or override.declined:
+            # Audited and watched (domain notes): beside the decision's own audit record.
+            metrics.OVERRIDES.labels(outcome=case.decision.outcome.value).inc()
+            self.record_audit(
+                outbox,
+                partition,
+                audit_body(case.reference, case.version, case.declarant_eori, override),
+            )
         follow_ups = follow_up_requests(case, self.clock())
         self.send_requests(outbox, follow_ups, stored or case)
         if follow_ups:
@@ -185,6 +210,11 @@ class HubContext:
             )
         reference, version = case.reference, case.version
         outbox.after_delivery.append(lambda: self._mark_announced(reference, version))
+
+    def override_of(self, case: Case) -> OverrideReview:
+        """What the declarant's override does to ``case``'s results (pure, so the same
+        whenever it is asked: at the decision and at an announcement made again)."""
+        return review_override(case.stage, case.results, case.override_items, self.routing)
 
     def announce_again_if_lost(self, outbox: Outbox, case: Case, partition: int) -> bool:
         """Decisions the broker may not have (the worker died in between): this case's
@@ -238,9 +268,10 @@ class HubContext:
         *,
         declarant_eori: str = "",
         stage: Stage = Stage.LODGED,
+        override: OverrideReview | None = None,
     ) -> None:
         """The decision sealed to the clearance system, its audit record, its status, and
-        the fact the statistics count it from."""
+        the fact the statistics count it from (with what the override did)."""
         document = encode_decision(decision)
         version = str(decision.version).encode()
         # The outbox is the hub's own: sealed with its state key (AES-GCM, bound to the
@@ -301,8 +332,20 @@ class HubContext:
                     )
                     for d in decision.documents
                 ],
+                override=override_fact(override),
             ),
         )
 
     def emit_fact(self, outbox: Outbox, fact: ReceivedFact | DecisionFact | WriteOffFact) -> None:
         outbox.add(self.topics.facts, fact.reference.encode(), fact_bytes(fact))
+
+
+def override_fact(override: OverrideReview | None) -> OverrideUse | None:
+    """What the statistics keep of an override: counts only, on the declarant's fact."""
+    if override is None or not override.declared:
+        return None
+    return OverrideUse(
+        goods_items=len(override.items),
+        covered=len(override.covered),
+        declined=len(override.declined),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,10 @@ from gun_hub.security.audit import AuditTrail
 from gun_hub.security.state_cipher import StateCipher
 from gun_hub.status_events import StatusEvent, StatusKind
 from gun_hub.topics import TopicRegistry
+from gun_hub.trace import trace_header, trace_id_for
 from gun_hub.xml.decision_codec import encode_decision
+
+log = logging.getLogger(__name__)
 
 
 class CaseStore(Protocol):
@@ -108,10 +112,19 @@ class HubContext:
     answers_read: Callable[[int], bool] = _all_read
     control_report_after_s: float = 7 * 24 * 3600.0
 
-    def record_audit(self, outbox: Outbox, partition: int, body: dict[str, Any]) -> None:
-        """Append to the audit chain of ``partition`` (the partition being processed)."""
-        for record in self.audit.append(partition, body):
-            outbox.add(self.topics.audit, None, record, partition=partition)
+    def record_audit(
+        self,
+        outbox: Outbox,
+        partition: int,
+        body: dict[str, Any],
+        about: tuple[str, int] | None = None,
+    ) -> None:
+        """Append to the audit chain of ``partition`` (the partition being processed);
+        ``about``: the (reference, version) whose trace the link carries (a checkpoint
+        signed along with it carries none)."""
+        for number, record in enumerate(self.audit.append(partition, body)):
+            headers = [trace_header(*about)] if number == 0 and about is not None else None
+            outbox.add(self.topics.audit, None, record, headers, partition=partition)
 
     def emit_status(
         self,
@@ -133,7 +146,12 @@ class HubContext:
             authority=authority,
             outcome=outcome,
         )
-        outbox.add(self.topics.status, reference.encode(), event.to_bytes())
+        outbox.add(
+            self.topics.status,
+            reference.encode(),
+            event.to_bytes(),
+            [trace_header(reference, version)],
+        )
 
     def decide_case(
         self,
@@ -166,6 +184,14 @@ class HubContext:
                 case.version, due, partition, waits_for_control=True
             ).to_bytes()
         self.announce(outbox, case, partition)
+        log.info(
+            "decided %s version %d: %s (%s)",
+            case.reference,
+            case.version,
+            decision.outcome.value,
+            ", ".join(reason.code for reason in decision.reasons) or "no reason",
+            extra={"trace_id": trace_id_for(case.reference, case.version)},
+        )
         metrics.DECISION_SECONDS.observe(
             max(0.0, (decision.decided_at - case.opened_at).total_seconds())
         )
@@ -196,6 +222,7 @@ class HubContext:
                 outbox,
                 partition,
                 audit_body(case.reference, case.version, case.declarant_eori, override),
+                about=(case.reference, case.version),
             )
         follow_ups = follow_up_requests(case, self.clock())
         self.send_requests(outbox, follow_ups, stored or case)
@@ -258,7 +285,12 @@ class HubContext:
                 topic=topic,
                 content_type=ContentType.JSON,
             )
-            outbox.add(topic, request.reference.encode(), sealed)
+            outbox.add(
+                topic,
+                request.reference.encode(),
+                sealed,
+                [trace_header(request.reference, request.version)],
+            )
 
     def emit_decision(
         self,
@@ -286,7 +318,8 @@ class HubContext:
             self.topics.decision_outbox,
             decision.reference.encode(),
             sealed,
-            [(HEADER_VERSION, version)],
+            # The publisher copies the headers to gun.decisions: the trace goes on.
+            [(HEADER_VERSION, version), trace_header(decision.reference, decision.version)],
         )
         self.record_audit(
             outbox,
@@ -300,6 +333,7 @@ class HubContext:
                 # Lets an auditor match the signed decision the clearance system received.
                 "decision_sha256": hashlib.sha256(document).hexdigest(),
             },
+            about=(decision.reference, decision.version),
         )
         metrics.DECISIONS.labels(outcome=decision.outcome.value).inc()
         self.emit_status(
@@ -337,7 +371,12 @@ class HubContext:
         )
 
     def emit_fact(self, outbox: Outbox, fact: ReceivedFact | DecisionFact | WriteOffFact) -> None:
-        outbox.add(self.topics.facts, fact.reference.encode(), fact_bytes(fact))
+        outbox.add(
+            self.topics.facts,
+            fact.reference.encode(),
+            fact_bytes(fact),
+            [trace_header(fact.reference, fact.version)],
+        )
 
 
 def override_fact(override: OverrideReview | None) -> OverrideUse | None:

@@ -212,12 +212,12 @@ async def call_log(request: web.Request, handler: Handler) -> web.StreamResponse
     except web.HTTPException as refused:
         response = refused
     log.info(
-        "%s %s of declaration %s: HTTP %d %s",
+        "%s %s of declaration %s: HTTP %d%s",
         request.method,
         _operation(request),
         request.match_info.get("declaration", "-"),
         response.status,
-        _answered(response),
+        f" {answer}" if (answer := _answered(response)) else "",
         extra={"trace_id": traced.group(1) if traced else None},
     )
     if isinstance(response, web.HTTPException):

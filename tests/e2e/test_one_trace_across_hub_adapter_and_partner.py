@@ -28,8 +28,10 @@ def json_lines(pipeline: Pipeline, name: str) -> list[dict[str, Any]]:
     """The JSON log lines of a child process (its log is JSON: not a terminal)."""
     lines = []
     for line in (pipeline.group.log_dir / f"{name}.log").read_text(errors="replace").splitlines():
+        # faust's worker writes terminal control codes (a cursor shown again) on the same
+        # stream, before a line at times.
         try:
-            entry = json.loads(line)
+            entry = json.loads(line[line.find("{") :])
         except ValueError:
             continue  # a library printing on its own
         if isinstance(entry, dict):

@@ -17,6 +17,7 @@ from gun_hub.model.decision import Decision, DocumentResult
 from gun_hub.model.declaration import Declaration, Direction, Stage
 from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse
 from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.override import overriding_items
 from gun_hub.risk import RiskHit
 from gun_hub.routing import RoutedDeclaration
 
@@ -79,6 +80,9 @@ class Case(BaseModel):
     # Every request the hub sent about this declaration (its versions' own requests and
     # follow-ups): an answer is acted on only if it answers one of them (issue 11, item 7).
     requested: list[str] = []
+    # Goods items carrying the declarant's override (mention 73000, gun_hub/override.py):
+    # what they cover is judged when the case is decided, from the results then.
+    override_items: list[int] = []
 
     @classmethod
     def open(
@@ -114,6 +118,7 @@ class Case(BaseModel):
                 if d.authority is not None
             ],
             results=routed.local_results(),
+            override_items=overriding_items(declaration),
         )
 
     @property

@@ -20,6 +20,7 @@ from faust.types import TP
 from gun_hub.pipeline.answer_progress import AnswerProgress
 from gun_hub.pipeline.context import OpenCaseEntry
 from gun_hub.topics import TopicRegistry
+from gun_hub.trace import trace_header
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class DeadlineSweep:
                 str(entry.version).encode(),
                 entry.partition,
                 None,
-                None,
+                [trace_header(key.decode("utf-8", "replace"), entry.version)],
             )
 
     async def _refresh_progress(self, partitions: set[int]) -> None:

@@ -2,6 +2,9 @@
 
 * LODGED: every document VALID or EXEMPT: RELEASE. Any refusal verdict: REFUSE. Otherwise
   any UNAVAILABLE or UNROUTED (degraded mode): CONTROL_DOCUMENTARY.
+* The declarant's override (mention 73000 on a goods item, :mod:`gun_hub.override`): a
+  refusal it covers no longer refuses the declaration but sends it to documentary
+  control, never to release; a refusal it may not cover (war material) still refuses.
 * PRELODGED: ADVICE, whatever the verdicts; they are warnings.
 * CANCELLED and INVALIDATED: CANCELLED (after the deletions or give-backs were asked).
 * RELEASED_AFTER_CONTROL: RELEASE (the office released the goods; risk does not apply again).
@@ -15,7 +18,11 @@ from datetime import datetime
 from gun_hub.model.decision import Decision, DocumentResult, Reason
 from gun_hub.model.declaration import Stage
 from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.override import NO_OVERRIDE, OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED, OverrideReview
+from gun_hub.reasons import document_reason_code
 from gun_hub.risk import RiskHit
+
+DEGRADED_MODE = "DEGRADED_MODE"
 
 
 def _describe(result: DocumentResult) -> str:
@@ -27,17 +34,41 @@ def _describe(result: DocumentResult) -> str:
     )
 
 
-def document_reasons(results: Sequence[DocumentResult]) -> list[Reason]:
-    """One reason per document that is not plainly acceptable."""
-    return [
-        Reason(code=result.verdict.value, text=_describe(result))
-        for result in results
-        if result.verdict not in (Verdict.VALID, Verdict.EXEMPT)
-    ]
+def document_reasons(
+    results: Sequence[DocumentResult], override: OverrideReview = NO_OVERRIDE
+) -> list[Reason]:
+    """One reason per document that is not plainly acceptable, under its stable code
+    (gun_hub/reasons.py); each one the override acted on is followed by a reason saying
+    so."""
+    reasons = []
+    for result in results:
+        if result.verdict in (Verdict.VALID, Verdict.EXEMPT):
+            continue
+        reasons.append(Reason(code=document_reason_code(result), text=_describe(result)))
+        if override.is_covered(result):
+            reasons.append(
+                Reason(
+                    code=OVERRIDE_APPLIED,
+                    text=f"{_describe(result)}: covered by the declarant's override "
+                    "(mention 73000); documentary control instead",
+                )
+            )
+        elif result in override.declined:
+            reasons.append(
+                Reason(
+                    code=OVERRIDE_NOT_ACCEPTED,
+                    text=f"{_describe(result)}: the declarant's override (mention 73000) "
+                    "cannot cover this refusal",
+                )
+            )
+    return reasons
 
 
-def outcome_for(stage: Stage, results: Sequence[DocumentResult]) -> Outcome:
-    """The outcome the verdicts call for, before any risk targeting."""
+def outcome_for(
+    stage: Stage, results: Sequence[DocumentResult], override: OverrideReview = NO_OVERRIDE
+) -> Outcome:
+    """The outcome the verdicts call for, before any risk targeting. A result the
+    override covers is a reason for documentary control, not a refusal."""
     if stage in (Stage.CANCELLED, Stage.INVALIDATED):
         return Outcome.CANCELLED
     if stage is Stage.RELEASED_AFTER_CONTROL:
@@ -46,9 +77,9 @@ def outcome_for(stage: Stage, results: Sequence[DocumentResult]) -> Outcome:
         return Outcome.RELEASE
     if stage is Stage.PRELODGED:
         return Outcome.ADVICE
-    if any(result.verdict.is_refusal for result in results):
+    if any(r.verdict.is_refusal and not override.is_covered(r) for r in results):
         return Outcome.REFUSE
-    if any(result.verdict.is_degraded for result in results):
+    if override.applied or any(result.verdict.is_degraded for result in results):
         return Outcome.CONTROL_DOCUMENTARY
     return Outcome.RELEASE
 
@@ -62,18 +93,21 @@ def decide(
     decided_at: datetime,
     extra_reasons: Sequence[Reason] = (),
     risk: Sequence[RiskHit] = (),
+    override: OverrideReview = NO_OVERRIDE,
 ) -> Decision:
     """The decision for one declaration version, its reasons and per-document results.
 
     Risk hits only ever raise a RELEASE to a control (the strongest one asked for).
+    ``override``: what the declarant's override did (:func:`gun_hub.override.review_override`).
     """
-    outcome = outcome_for(stage, results)
-    reasons = [*extra_reasons, *document_reasons(results)]
-    if outcome is Outcome.CONTROL_DOCUMENTARY:
+    outcome = outcome_for(stage, results, override)
+    reasons = [*extra_reasons, *document_reasons(results, override)]
+    degraded = any(result.verdict.is_degraded for result in results)
+    if outcome is Outcome.CONTROL_DOCUMENTARY and degraded:
         reasons.insert(
             0,
             Reason(
-                code="DEGRADED_MODE",
+                code=DEGRADED_MODE,
                 text="some documents could not be checked automatically: check them at the office",
             ),
         )

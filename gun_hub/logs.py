@@ -14,6 +14,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
+from gun_hub.trace import TraceFilter
+
 LogFormat = Literal["auto", "json", "text"]
 
 _LEVEL_COLOURS = {
@@ -31,8 +33,10 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message, component, and the
-    exception's traceback (``exception``) or stack (``stack``) when the record has one."""
+    """One JSON object per line: ts, level, logger, message, component, the trace of the
+    declaration version being handled (``trace_id``, gun_hub/trace.py) when there is one,
+    and the exception's traceback (``exception``) or stack (``stack``) when the record has
+    one."""
 
     def __init__(self, component: str) -> None:
         super().__init__()
@@ -46,6 +50,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "component": self.component,
         }
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id:
+            entry["trace_id"] = str(trace_id)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
@@ -54,7 +61,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL component logger: message``, the level coloured on a terminal."""
+    """``time LEVEL component logger: message [trace=<id>]``, the level coloured on a
+    terminal."""
 
     def __init__(self, component: str, *, colour: bool) -> None:
         super().__init__()
@@ -68,7 +76,10 @@ class TextFormatter(logging.Formatter):
         level = f"{record.levelname:<7}"
         if self.colour:
             level = f"{_LEVEL_COLOURS.get(record.levelno, '')}{level}{_RESET}"
-        return f"{record.asctime} {level} {self.component} {record.name}: {record.message}"
+        trace_id = getattr(record, "trace_id", None)
+        trace = f" trace={trace_id}" if trace_id else ""
+        line = f"{record.asctime} {level} {self.component} {record.name}: {record.message}"
+        return line + trace
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -103,6 +114,7 @@ def configure_logging(
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter_for(log_format, stream, component=component))
+    handler.addFilter(TraceFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -49,6 +49,12 @@ DEADLINES = Counter(
     "Cases decided in degraded mode because an authority did not answer in time.",
     ["authority"],
 )
+OVERRIDES = Counter(
+    "gun_hub_overrides_total",
+    "Decisions on which the declarant's override (mention 73000) covered or was refused "
+    "something, by outcome (CONTROL_DOCUMENTARY: applied; REFUSE: not accepted).",
+    ["outcome"],
+)
 POST_RELEASE_ALERTS = Counter(
     "gun_hub_post_release_alerts_total",
     "Negative answers to a post-release check (war material), for post-clearance control.",

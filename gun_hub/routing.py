@@ -45,6 +45,20 @@ class AuthorityEntry(BaseModel):
     # The write-off after release is a check of its own (war material): a negative
     # answer raises a post-clearance alert instead of passing silently.
     post_release_check: bool = False
+    # What the declarant's override (mention 73000 on a goods item, gun_hub/override.py)
+    # may cover for this authority's documents: refusals, or UNAVAILABLE. Empty: the
+    # override covers nothing (war material: a DGA refusal is never overridden).
+    override_covers: tuple[Verdict, ...] = ()
+
+    @field_validator("override_covers")
+    @classmethod
+    def _only_refusals_or_degraded(cls, verdicts: tuple[Verdict, ...]) -> tuple[Verdict, ...]:
+        bad = [v.value for v in verdicts if not (v.is_refusal or v is Verdict.UNAVAILABLE)]
+        if bad:
+            raise ValueError(
+                f"an override covers refusals or UNAVAILABLE (no answer) only, not {bad}"
+            )
+        return verdicts
 
     @field_validator("codes")
     @classmethod
@@ -83,6 +97,12 @@ class RoutingTable:
     def checks_after_release(self, authority: str) -> bool:
         entry = self.authorities.get(authority)
         return entry is not None and entry.post_release_check
+
+    def override_covers(self, authority: str | None, verdict: Verdict) -> bool:
+        """Whether the declarant's override may cover ``verdict`` on a document of
+        ``authority`` (None: a document no authority checks, which nothing covers)."""
+        entry = self.authorities.get(authority) if authority is not None else None
+        return entry is not None and verdict in entry.override_covers
 
 
 def build_routing_table(

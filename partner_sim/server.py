@@ -23,7 +23,10 @@ versions and idempotency keys, is :mod:`partner_sim.api`):
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import random
+import re
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
@@ -34,6 +37,12 @@ from partner_sim import api
 from partner_sim.api import STORE_KEY
 from partner_sim.documents import DocumentsFile, DocumentStatus
 from partner_sim.store import LedgerStore, UnknownDocument
+
+log = logging.getLogger(__name__)
+
+# W3C Trace Context: what a caller names its trace with (the hub's adapters do).
+TRACEPARENT = "traceparent"
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -178,8 +187,57 @@ async def fault_injection(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
+def _answered(response: web.StreamResponse) -> str:
+    """``result code`` of a JSON answer of the partner API, for its log line."""
+    body = response.text if isinstance(response, web.Response) else None
+    try:
+        answer = json.loads(body) if body else {}
+    except ValueError:
+        return "?"
+    if not isinstance(answer, dict):
+        return "?"
+    return " ".join(str(answer[k]) for k in ("result", "code") if answer.get(k) is not None)
+
+
+@web.middleware
+async def call_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One line per partner API call, naming the caller's trace (``traceparent``), so a
+    declaration is followed into the partner's own log (gun_hub/trace.py). Names the
+    declaration and the operation, not the document (a licence number stays out)."""
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    traced = _TRACEPARENT.fullmatch(request.headers.get(TRACEPARENT, "").strip().lower())
+    try:
+        response = await handler(request)
+    except web.HTTPException as refused:
+        response = refused
+    log.info(
+        "%s %s of declaration %s: HTTP %d%s",
+        request.method,
+        _operation(request),
+        request.match_info.get("declaration", "-"),
+        response.status,
+        f" {answer}" if (answer := _answered(response)) else "",
+        extra={"trace_id": traced.group(1) if traced else None},
+    )
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
+
+
+def _operation(request: web.Request) -> str:
+    """The API operation a path names (its last fixed segment)."""
+    if "declaration" not in request.match_info:
+        return "document"
+    tail = request.path.rstrip("/").rsplit("/", 1)[-1]
+    if tail in ("write-off", "give-back"):
+        return tail
+    return "check" if "/checks/" in request.path else "reservation"
+
+
 def build_app(store: LedgerStore, faults: Faults | None = None, seed: int = 0) -> web.Application:
-    app = web.Application(middlewares=[fault_injection], client_max_size=1024 * 1024)
+    # The call log outside the faults: a simulated outage is logged like a real answer.
+    app = web.Application(middlewares=[call_log, fault_injection], client_max_size=1024 * 1024)
     # The app's state is mutable on purpose: faults are switched while it runs.
     app[STORE_KEY] = store
     app[FAULTS_KEY] = FaultSwitch(faults or Faults())

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from gun_hub.model.declaration import (
+    AdditionalInformation,
     Declarant,
     Declaration,
     Direction,
@@ -40,7 +41,9 @@ def goods_item(
     number: int = 1,
     documents: tuple[DocumentRef, ...] | None = None,
     commodity_code: str = "0302130000",
+    mentions: tuple[str, ...] = (),
 ) -> GoodsItem:
+    """``mentions``: additional information codes on the item (73000: the override)."""
     return GoodsItem(
         number=number,
         commodity_code=commodity_code,
@@ -48,6 +51,10 @@ def goods_item(
         country_of_origin="NO",
         net_mass=Quantity(value=Decimal("1200.5"), unit="KGM"),
         documents=documents if documents is not None else (document(),),
+        additional_information=tuple(
+            AdditionalInformation(code=code, text="Certificate presented at the office")
+            for code in mentions
+        ),
     )
 
 

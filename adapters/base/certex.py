@@ -7,7 +7,9 @@ UNAVAILABLE, never a pass; an answer the adapter does not understand is a failur
 Every call carries the declaration version (``declaration_version`` in its JSON body)
 and the request's idempotency key (``Idempotency-Key`` header; the partner scopes it to
 the document of the URL): a retried or replayed call is applied once, and an operation
-older than the newest version the partner has seen is refused ``STALE_VERSION``.
+older than the newest version the partner has seen is refused ``STALE_VERSION``. It also
+carries the declaration version's trace (W3C ``traceparent``, gun_hub/trace.py) when the
+adapter handles one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from gun_hub.model.exchange import (
 from gun_hub.model.verdicts import Verdict
 from gun_hub.ops.health import CircuitStatus
 from gun_hub.settings import AdapterSettings
+from gun_hub.trace import TRACEPARENT, current_trace, traceparent
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +204,10 @@ class CertexHttpPartner:
             else:
                 method, url = "PUT", f"{url}/reservations/{declaration}"
         headers = {IDEMPOTENCY_HEADER: request.idempotency_key}
+        trace_id = current_trace.get()
+        if trace_id is not None:
+            # The declaration version's trace, for the partner's own logs (W3C format).
+            headers[TRACEPARENT] = traceparent(trace_id)
         status, payload = await self._call(method, url, body, headers)
         return _map_answer(request.operation, status, payload)
 

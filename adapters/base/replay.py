@@ -27,6 +27,7 @@ from adapters.base.pending import PendingOperations
 from adapters.base.spec import PartnerPort
 from gun_hub.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_hub.model.verdicts import Verdict
+from gun_hub.trace import trace_id_for, tracing
 
 log = logging.getLogger(__name__)
 
@@ -156,19 +157,23 @@ class Replayer:
         """Replay ``reference``'s queue in order, until its head still meets an
         UNAVAILABLE partner; True when the queue is empty. Holds the reference's lock."""
         for request, partition in self._pending.queued_at(reference):
-            answers = await self._partner.answer(request)
-            if unavailable(answers):
-                return False
-            # Answer first, then forget: a crash in between replays it again, and the
-            # partner answers a repeated idempotency key as the first time.
-            await self._publish(request, answers, partition)
-            self._pending.done(request)
-            if any(a.partner_code == STALE_VERSION for a in answers):
-                log.info(
-                    "dropped %s: stale, the partner has seen a newer version", request.request_id
-                )
-            else:
-                log.info("replayed %s after the partner came back", request.request_id)
+            # Its version's trace (gun_hub/trace.py): the call, the answer and the log
+            # lines of a replay are followed like those of the first attempt.
+            with tracing(trace_id_for(request.reference, request.version)):
+                answers = await self._partner.answer(request)
+                if unavailable(answers):
+                    return False
+                # Answer first, then forget: a crash in between replays it again, and the
+                # partner answers a repeated idempotency key as the first time.
+                await self._publish(request, answers, partition)
+                self._pending.done(request)
+                if any(a.partner_code == STALE_VERSION for a in answers):
+                    log.info(
+                        "dropped %s: stale, the partner has seen a newer version",
+                        request.request_id,
+                    )
+                else:
+                    log.info("replayed %s after the partner came back", request.request_id)
         return True
 
     def _drop_superseded(self, newer: AuthorityRequest) -> None:
@@ -180,4 +185,5 @@ class Replayer:
                     "dropped %s: stale, superseded by %s which the partner took",
                     older.request_id,
                     newer.request_id,
+                    extra={"trace_id": trace_id_for(older.reference, older.version)},
                 )

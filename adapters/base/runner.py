@@ -45,6 +45,7 @@ from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.security.state_cipher import StateCipher
 from gun_hub.settings import Settings
 from gun_hub.topics import TopicRegistry
+from gun_hub.trace import TRACE_HEADER, trace_id_for, trace_in, tracing
 
 log = logging.getLogger(__name__)
 
@@ -303,12 +304,23 @@ class AdapterRunner:
                 ValueError(f"request for {request.authority!r} from {opened.sender!r}"),
             )
             return
-        with metrics.PARTNER_SECONDS.labels(self._spec.authority).time():
-            answers = await self._replayer.ask(request, record.partition)
-        metrics.REQUESTS.labels(self._spec.authority).inc()
-        # Asking may queue this request, or replay or drop what its declaration had queued.
-        metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
-        self._answer(outbox, request, answers, record.partition)
+        # The trace the hub named on the request (or its version's own): on every log line,
+        # partner call and answer about it (gun_hub/trace.py).
+        trace_id = trace_in(record.headers) or trace_id_for(request.reference, request.version)
+        with tracing(trace_id):
+            with metrics.PARTNER_SECONDS.labels(self._spec.authority).time():
+                answers = await self._replayer.ask(request, record.partition)
+            metrics.REQUESTS.labels(self._spec.authority).inc()
+            # Asking may queue this request, or replay or drop what its declaration had queued.
+            metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
+            self._answer(outbox, request, answers, record.partition, trace_id)
+            log.info(
+                "answered %s of %s version %d: %s",
+                request.operation.value,
+                request.reference,
+                request.version,
+                ", ".join(sorted({a.verdict.value for a in answers})) or "no document",
+            )
 
     def _answer(
         self,
@@ -316,10 +328,12 @@ class AdapterRunner:
         request: AuthorityRequest,
         answers: tuple[DocumentAnswer, ...],
         partition: int | None,
+        trace_id: str | None = None,
     ) -> None:
         """Answer on the partition the request was read from: the hub sent it on the
         partition its declaration arrived on, where the case lives (ADR 0005). A record
-        key hashed again by this producer could land elsewhere."""
+        key hashed again by this producer could land elsewhere. The answer carries the
+        request's trace (``trace_id``; its version's own by default)."""
         response = AuthorityResponse(
             request_id=request.request_id,
             authority=self._spec.authority,
@@ -335,7 +349,14 @@ class AdapterRunner:
             topic=self._response_topic,
             content_type=ContentType.JSON,
         )
-        outbox.add(self._response_topic, request.reference.encode(), sealed, partition=partition)
+        trace = trace_id or trace_id_for(request.reference, request.version)
+        outbox.add(
+            self._response_topic,
+            request.reference.encode(),
+            sealed,
+            [(TRACE_HEADER, trace.encode())],
+            partition=partition,
+        )
 
     def _dead_letter(
         self,

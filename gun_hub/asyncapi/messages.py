@@ -29,6 +29,7 @@ from gun_hub.dead_letter import (
 )
 from gun_hub.publisher import HEADER_VERSION
 from gun_hub.topics import Payload, TopicRegistry
+from gun_hub.trace import TRACE_HEADER
 
 KAFKA_BINDING_VERSION = "0.5.0"
 
@@ -149,6 +150,19 @@ _DEAD_LETTER_HEADERS: JsonObject = {
     ],
 }
 
+_TRACE: JsonObject = text(
+    "The trace id of the declaration version the record is about (32 lowercase hex "
+    "digits, derived from its reference and version: docs/operations.md); the same on "
+    "every record, log line and partner call about that version.",
+    pattern=r"^[0-9a-f]{32}$",
+)
+
+_TRACE_HEADERS: JsonObject = {
+    "type": "object",
+    "description": "Read without opening the value; the value is UTF-8 text.",
+    "properties": {TRACE_HEADER: _TRACE},
+}
+
 _DECISION_HEADERS: JsonObject = {
     "type": "object",
     "description": "Read without opening the envelope; the value is UTF-8 text.",
@@ -157,7 +171,8 @@ _DECISION_HEADERS: JsonObject = {
             "The declaration version decided, in decimal: with the key, the identity the "
             "decision publisher keeps exactly one decision of.",
             pattern=r"^[0-9]{1,6}$",
-        )
+        ),
+        TRACE_HEADER: _TRACE,
     },
     "required": [HEADER_VERSION],
 }
@@ -177,6 +192,7 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
         JOSE,
         ref("SealedAuthorityRequest"),
         REFERENCE_KEY,
+        _TRACE_HEADERS,
     )
     response = Message(
         "AuthorityResponse",
@@ -187,6 +203,7 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
         JOSE,
         ref("SealedAuthorityResponse"),
         REFERENCE_KEY,
+        _TRACE_HEADERS,
     )
     decision = Message(
         "Decision",
@@ -221,6 +238,7 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             JSON,
             ref("StatusEvent"),
             REFERENCE_KEY,
+            _TRACE_HEADERS,
             examples=(
                 example("decided", "Version 1 was released.", payload=examples.status_event()),
             ),
@@ -234,6 +252,7 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             JSON,
             ref("AuditRecord"),
             _AUDIT_KEY,
+            _TRACE_HEADERS,
             examples=(
                 example(
                     "decision", "The first link of partition 0.", payload=examples.audit_record()
@@ -300,6 +319,7 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             JSON,
             ref("DeadlineTick"),
             REFERENCE_KEY,
+            _TRACE_HEADERS,
             examples=(example("version-1", "Version 1's deadline has passed.", payload=1),),
         ),
         registry.ops_lag: Message(
@@ -339,6 +359,7 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             JSON,
             ref("Fact"),
             REFERENCE_KEY,
+            _TRACE_HEADERS,
             examples=(
                 example(
                     "received",

@@ -43,6 +43,7 @@ from gun_hub.security.web_auth import (
     write_private_file,
 )
 from gun_hub.settings import load_settings
+from gun_hub.trace import trace_id_for
 
 Listener = Literal["trader", "officer"]
 NOT_AUTHENTICATED = 4
@@ -160,6 +161,9 @@ def status(
     typer.echo(f"{body['reference']} version {body['version']}: {body['state']}{outcome}")
     if body.get("post_release_alert"):
         typer.echo("  post-release alert raised (post-clearance control)")
+    for reason in body.get("reasons", []):
+        csw = f" (EU CSW-CERTEX {reason['csw']})" if reason.get("csw") else ""
+        typer.echo(f"  {reason['code']}{csw}\n    en: {reason['en']}\n    fr: {reason['fr']}")
     for event in body["history"]:
         who = f" [{event['authority']}]" if event.get("authority") else ""
         detail = f"  {event['detail']}" if event.get("detail") else ""
@@ -256,6 +260,19 @@ def _print_statistics(body: dict[str, Any]) -> None:
             for code, v in decisions["by_document_code"].items()
         ],
     )
+    overrides = body.get("overrides")
+    if overrides:
+        typer.echo(
+            f"\noverrides (mention 73000): {overrides['declared']} declared, "
+            f"{overrides['applied']} applied, {overrides['declined']} not accepted"
+        )
+        _table(
+            ["declarant", "declared", "applied", "not accepted"],
+            [
+                [eori, v["declared"], v["applied"], v["declined"]]
+                for eori, v in overrides["by_declarant"].items()
+            ],
+        )
     dead = body["dead_letters"]
     typer.echo(f"\ndead letters: {dead['total']}")
     for kind, count in dead["by_kind"].items():
@@ -389,8 +406,18 @@ def officers_add(
     typer.echo(f"officer {name} written to {file}")
 
 
+def trace(
+    reference: str = typer.Argument(help="Declaration reference."),
+    version: int = typer.Argument(help="Declaration version."),
+) -> None:
+    """The trace id of a declaration version: grep the hub's, adapters' and partner
+    systems' logs (``trace_id``) and the records' ``gun.trace.id`` header for it."""
+    typer.echo(trace_id_for(reference, version))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(status)
+    app.command()(trace)
     app.command()(stats)
     app.command()(lag)
     app.add_typer(portal_app, name="portal")

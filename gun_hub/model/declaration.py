@@ -47,6 +47,16 @@ class DocumentRef(BaseModel):
     quantity: Quantity | None = None
 
 
+class AdditionalInformation(BaseModel):
+    """A coded mention on a goods item (data element 12 02), e.g. 73000, the declarant's
+    override of a single-window refusal (:mod:`gun_hub.override`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    text: str | None = None
+
+
 class GoodsItem(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -56,6 +66,11 @@ class GoodsItem(BaseModel):
     country_of_origin: str | None = None
     net_mass: Quantity | None = None
     documents: tuple[DocumentRef, ...] = ()
+    additional_information: tuple[AdditionalInformation, ...] = ()
+
+    def mentions(self, code: str) -> bool:
+        """Whether the item carries the additional information ``code``."""
+        return any(info.code == code for info in self.additional_information)
 
 
 class Declarant(BaseModel):

@@ -46,6 +46,17 @@ class ReceivedFact(BaseModel):
     received_at: datetime
 
 
+class OverrideUse(BaseModel):
+    """The declarant's override (mention 73000) on a decided version: how many goods
+    items carried it, and how many document results it covered or could not cover."""
+
+    model_config = ConfigDict(frozen=True)
+
+    goods_items: int
+    covered: int = 0
+    declined: int = 0
+
+
 class DecisionFact(BaseModel):
     """One decision of one declaration version."""
 
@@ -60,6 +71,7 @@ class DecisionFact(BaseModel):
     decided_at: datetime
     authorities: list[str]
     documents: list[DocumentUse]
+    override: OverrideUse | None = None  # None: no goods item carried the mention
 
 
 class WrittenOff(BaseModel):

@@ -46,6 +46,7 @@ from gun_hub.dead_letter import (
 from gun_hub.limits import MAX_RECORD_BYTES
 from gun_hub.ops.facts import FACT, DecisionFact, ReceivedFact, WriteOffFact
 from gun_hub.ops.health import PartnerHealth
+from gun_hub.reasons import explain_codes
 from gun_hub.status_events import StatusEvent, StatusKind
 
 _SCHEMA = """
@@ -82,6 +83,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, topic_partition TEXT NOT NULL,
     kind TEXT NOT NULL, component TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS partners (authority TEXT PRIMARY KEY, health TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS overrides (
+    reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
+    outcome TEXT NOT NULL, day TEXT NOT NULL, goods_items INTEGER NOT NULL,
+    covered INTEGER NOT NULL, declined INTEGER NOT NULL,
+    PRIMARY KEY (reference, version));
+CREATE INDEX IF NOT EXISTS overrides_by_day ON overrides (day);
 """
 
 log = logging.getLogger(__name__)
@@ -262,7 +269,37 @@ class ViewQueries:
                 "by_document_code": {code: by_code[code] for code in kept_codes},
                 "by_document_code_left_off": len(by_code) - len(kept_codes),
             },
+            "overrides": self.override_counts(since, until, max_declarants=max_codes),
             "dead_letters": self.dead_letter_counts(max_dead_letter_kinds),
+        }
+
+    def override_counts(
+        self, since: date | None = None, until: date | None = None, *, max_declarants: int | None
+    ) -> dict[str, Any]:
+        """Decisions of versions carrying the declarant's override (mention 73000), in
+        total and per declarant: ``declared`` (the mention was there), ``applied`` (it
+        covered a refusal or a missing answer: documentary control), ``declined`` (it
+        could not cover a refusal). ``max_declarants`` keeps the most frequent users."""
+        where, args = _day_range(since, until, "day")
+        rows = self._db.execute(
+            "SELECT declarant, COUNT(*), SUM(covered > 0), SUM(declined > 0) "
+            f"FROM overrides {where} GROUP BY declarant",
+            args,
+        ).fetchall()
+        by_declarant = {
+            declarant: {"declared": declared, "applied": applied, "declined": declined}
+            for declarant, declared, applied, declined in rows
+        }
+        kept = sorted(by_declarant)
+        if max_declarants is not None and len(kept) > max_declarants:
+            busiest = sorted(by_declarant, key=lambda d: (-by_declarant[d]["declared"], d))
+            kept = sorted(busiest[:max_declarants])
+        return {
+            "declared": sum(v["declared"] for v in by_declarant.values()),
+            "applied": sum(v["applied"] for v in by_declarant.values()),
+            "declined": sum(v["declined"] for v in by_declarant.values()),
+            "by_declarant": {declarant: by_declarant[declarant] for declarant in kept},
+            "by_declarant_left_off": len(by_declarant) - len(kept),
         }
 
     def outcome_counts(self, where: str = "", args: tuple[str, ...] = ()) -> dict[str, int]:
@@ -533,6 +570,20 @@ class OpsView(ViewQueries):
                 for d in fact.documents
             ],
         )
+        if fact.override is not None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO overrides VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    fact.reference,
+                    fact.version,
+                    fact.declarant_eori,
+                    fact.outcome,
+                    fact.decided_at.date().isoformat(),
+                    fact.override.goods_items,
+                    fact.override.covered,
+                    fact.override.declined,
+                ),
+            )
 
     def _write_off(self, fact: WriteOffFact) -> None:
         for document in fact.documents:
@@ -633,8 +684,9 @@ def current_state(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Summarise a declaration's history for the trader.
 
     The latest version is the highest one that was not ignored as stale; its state is
-    CHECKING until a decision, then DECIDED with the outcome (and, for a release, whether
-    the quantities are written off yet). Post-release alerts are flagged, never detailed.
+    CHECKING until a decision, then DECIDED with the outcome, its reasons (each code with
+    what to do, in French and English) and, for a release, whether the quantities are
+    written off yet. Post-release alerts are flagged, never detailed.
     """
     live = [e for e in history if e["kind"] != StatusKind.IGNORED_STALE_VERSION.value]
     version = max(e["version"] for e in (live or history))
@@ -652,6 +704,10 @@ def current_state(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
     if decided:
         state["outcome"] = decided[-1].get("outcome")
+        # What each reason means and what to do, in French and English (reasons.py): the
+        # decision's codes are in its status event, the texts in the catalogue.
+        codes = str(decided[-1].get("detail") or "").split(";")
+        state["reasons"] = explain_codes(code.strip() for code in codes)
         follow_ups = {e["kind"] for e in events} & _FINISHED_FOLLOW_UPS
         if follow_ups:
             state["quantities"] = sorted(follow_ups)

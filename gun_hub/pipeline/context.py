@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,8 +16,16 @@ from gun_hub.envelope import ContentType, Envelope
 from gun_hub.model.decision import Decision, Reason
 from gun_hub.model.declaration import Stage
 from gun_hub.model.exchange import AuthorityRequest
-from gun_hub.ops.facts import DecisionFact, DocumentUse, ReceivedFact, WriteOffFact, fact_bytes
+from gun_hub.ops.facts import (
+    DecisionFact,
+    DocumentUse,
+    OverrideUse,
+    ReceivedFact,
+    WriteOffFact,
+    fact_bytes,
+)
 from gun_hub.outbox import Outbox
+from gun_hub.override import OverrideReview, audit_body, review_override
 from gun_hub.pipeline.lifecycle import follow_up_requests, kept_for_control
 from gun_hub.publisher import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.risk import RiskRules
@@ -25,7 +34,10 @@ from gun_hub.security.audit import AuditTrail
 from gun_hub.security.state_cipher import StateCipher
 from gun_hub.status_events import StatusEvent, StatusKind
 from gun_hub.topics import TopicRegistry
+from gun_hub.trace import trace_header, trace_id_for
 from gun_hub.xml.decision_codec import encode_decision
+
+log = logging.getLogger(__name__)
 
 
 class CaseStore(Protocol):
@@ -100,10 +112,19 @@ class HubContext:
     answers_read: Callable[[int], bool] = _all_read
     control_report_after_s: float = 7 * 24 * 3600.0
 
-    def record_audit(self, outbox: Outbox, partition: int, body: dict[str, Any]) -> None:
-        """Append to the audit chain of ``partition`` (the partition being processed)."""
-        for record in self.audit.append(partition, body):
-            outbox.add(self.topics.audit, None, record, partition=partition)
+    def record_audit(
+        self,
+        outbox: Outbox,
+        partition: int,
+        body: dict[str, Any],
+        about: tuple[str, int] | None = None,
+    ) -> None:
+        """Append to the audit chain of ``partition`` (the partition being processed);
+        ``about``: the (reference, version) whose trace the link carries (a checkpoint
+        signed along with it carries none)."""
+        for number, record in enumerate(self.audit.append(partition, body)):
+            headers = [trace_header(*about)] if number == 0 and about is not None else None
+            outbox.add(self.topics.audit, None, record, headers, partition=partition)
 
     def emit_status(
         self,
@@ -125,7 +146,12 @@ class HubContext:
             authority=authority,
             outcome=outcome,
         )
-        outbox.add(self.topics.status, reference.encode(), event.to_bytes())
+        outbox.add(
+            self.topics.status,
+            reference.encode(),
+            event.to_bytes(),
+            [trace_header(reference, version)],
+        )
 
     def decide_case(
         self,
@@ -135,7 +161,9 @@ class HubContext:
         extra_reasons: Sequence[Reason] = (),
     ) -> Decision:
         """Decide a case whose answers are all in (or whose deadline passed), record the
-        outcome on it, emit it, and start the quantity follow-up (lifecycle.py)."""
+        outcome on it, emit it, and start the quantity follow-up (lifecycle.py). An
+        override that acted is audited (security/audit.py) beside the decision."""
+        override = self.override_of(case)
         decision = decide(
             reference=case.reference,
             version=case.version,
@@ -144,6 +172,7 @@ class HubContext:
             decided_at=self.clock(),
             extra_reasons=extra_reasons,
             risk=[finding.hit() for finding in case.risk],
+            override=override,
         )
         case.outcome = decision.outcome
         case.decision = decision
@@ -155,6 +184,14 @@ class HubContext:
                 case.version, due, partition, waits_for_control=True
             ).to_bytes()
         self.announce(outbox, case, partition)
+        log.info(
+            "decided %s version %d: %s (%s)",
+            case.reference,
+            case.version,
+            decision.outcome.value,
+            ", ".join(reason.code for reason in decision.reasons) or "no reason",
+            extra={"trace_id": trace_id_for(case.reference, case.version)},
+        )
         metrics.DECISION_SECONDS.observe(
             max(0.0, (decision.decided_at - case.opened_at).total_seconds())
         )
@@ -169,9 +206,24 @@ class HubContext:
         carries (the follow-ups' answers are solicited on it)."""
         assert case.decision is not None  # noqa: S101 - only decided cases are announced
         case.announced = False
+        override = self.override_of(case)
         self.emit_decision(
-            outbox, case.decision, partition, declarant_eori=case.declarant_eori, stage=case.stage
+            outbox,
+            case.decision,
+            partition,
+            declarant_eori=case.declarant_eori,
+            stage=case.stage,
+            override=override,
         )
+        if override.covered or override.declined:
+            # Audited and watched (domain notes): beside the decision's own audit record.
+            metrics.OVERRIDES.labels(outcome=case.decision.outcome.value).inc()
+            self.record_audit(
+                outbox,
+                partition,
+                audit_body(case.reference, case.version, case.declarant_eori, override),
+                about=(case.reference, case.version),
+            )
         follow_ups = follow_up_requests(case, self.clock())
         self.send_requests(outbox, follow_ups, stored or case)
         if follow_ups:
@@ -185,6 +237,11 @@ class HubContext:
             )
         reference, version = case.reference, case.version
         outbox.after_delivery.append(lambda: self._mark_announced(reference, version))
+
+    def override_of(self, case: Case) -> OverrideReview:
+        """What the declarant's override does to ``case``'s results (pure, so the same
+        whenever it is asked: at the decision and at an announcement made again)."""
+        return review_override(case.stage, case.results, case.override_items, self.routing)
 
     def announce_again_if_lost(self, outbox: Outbox, case: Case, partition: int) -> bool:
         """Decisions the broker may not have (the worker died in between): this case's
@@ -228,7 +285,12 @@ class HubContext:
                 topic=topic,
                 content_type=ContentType.JSON,
             )
-            outbox.add(topic, request.reference.encode(), sealed)
+            outbox.add(
+                topic,
+                request.reference.encode(),
+                sealed,
+                [trace_header(request.reference, request.version)],
+            )
 
     def emit_decision(
         self,
@@ -238,9 +300,10 @@ class HubContext:
         *,
         declarant_eori: str = "",
         stage: Stage = Stage.LODGED,
+        override: OverrideReview | None = None,
     ) -> None:
         """The decision sealed to the clearance system, its audit record, its status, and
-        the fact the statistics count it from."""
+        the fact the statistics count it from (with what the override did)."""
         document = encode_decision(decision)
         version = str(decision.version).encode()
         # The outbox is the hub's own: sealed with its state key (AES-GCM, bound to the
@@ -255,7 +318,8 @@ class HubContext:
             self.topics.decision_outbox,
             decision.reference.encode(),
             sealed,
-            [(HEADER_VERSION, version)],
+            # The publisher copies the headers to gun.decisions: the trace goes on.
+            [(HEADER_VERSION, version), trace_header(decision.reference, decision.version)],
         )
         self.record_audit(
             outbox,
@@ -269,6 +333,7 @@ class HubContext:
                 # Lets an auditor match the signed decision the clearance system received.
                 "decision_sha256": hashlib.sha256(document).hexdigest(),
             },
+            about=(decision.reference, decision.version),
         )
         metrics.DECISIONS.labels(outcome=decision.outcome.value).inc()
         self.emit_status(
@@ -301,8 +366,25 @@ class HubContext:
                     )
                     for d in decision.documents
                 ],
+                override=override_fact(override),
             ),
         )
 
     def emit_fact(self, outbox: Outbox, fact: ReceivedFact | DecisionFact | WriteOffFact) -> None:
-        outbox.add(self.topics.facts, fact.reference.encode(), fact_bytes(fact))
+        outbox.add(
+            self.topics.facts,
+            fact.reference.encode(),
+            fact_bytes(fact),
+            [trace_header(fact.reference, fact.version)],
+        )
+
+
+def override_fact(override: OverrideReview | None) -> OverrideUse | None:
+    """What the statistics keep of an override: counts only, on the declarant's fact."""
+    if override is None or not override.declared:
+        return None
+    return OverrideUse(
+        goods_items=len(override.items),
+        covered=len(override.covered),
+        declined=len(override.declined),
+    )

@@ -84,6 +84,7 @@ _ELEMENT_OF_FIELD = {
     "documents": "Document",
     "quantity": "Quantity",
     "net_mass": "NetMass",
+    "additional_information": "AdditionalInformation",
 }
 
 
@@ -110,13 +111,20 @@ def _document(element: etree._Element) -> dict[str, object]:
     return document
 
 
+def _additional_information(element: etree._Element) -> dict[str, str]:
+    return {child.tag[_NS_LEN:].lower(): _text(child) for child in element}
+
+
 def _goods_item(element: etree._Element) -> dict[str, object]:
     item: dict[str, object] = {}
     documents: list[dict[str, object]] = []
+    mentions: list[dict[str, str]] = []
     for child in element:
         tag = child.tag[_NS_LEN:]
         if tag == "Document":
             documents.append(_document(child))
+        elif tag == "AdditionalInformation":
+            mentions.append(_additional_information(child))
         elif tag == "NetMass":
             item["net_mass"] = _quantity(child)
         elif tag == "Number":
@@ -128,6 +136,7 @@ def _goods_item(element: etree._Element) -> dict[str, object]:
         elif tag == "CountryOfOrigin":
             item["country_of_origin"] = _text(child)
     item["documents"] = documents
+    item["additional_information"] = mentions
     return item
 
 
@@ -271,6 +280,11 @@ def encode_declaration(declaration: Declaration) -> bytes:
                     )
                 )
             parts.append("</Document>")
+        for info in item.additional_information:
+            parts += ["<AdditionalInformation>", _element("Code", info.code)]
+            if info.text is not None:
+                parts.append(_element("Text", info.text))
+            parts.append("</AdditionalInformation>")
         parts.append("</GoodsItem>")
     parts.append("</Declaration>")
     return "".join(parts).encode("utf-8")

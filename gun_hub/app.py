@@ -406,7 +406,7 @@ def build_hub(settings: Settings) -> Hub:
         found = app.consumer
         return found if isinstance(found, StrictOffsetsConsumer) else None
 
-    def hold_no_more_than_the_limit() -> None:
+    async def hold_no_more_than_the_limit() -> None:
         """Beyond the limit, stop fetching declarations (the intake never waits: the
         verdicts it would wait for come through the same fetcher)."""
         fetcher = consumer()
@@ -418,7 +418,7 @@ def build_hub(settings: Settings) -> Hub:
                 metrics.DECLARATION_FETCH_THROTTLED.inc()
             fetcher.throttle(tp for tp in fetcher.assignment() if tp.topic == topics.declarations)
         elif fetcher.throttled and len(admissions) <= settings.hub.admission_limit // 2:
-            fetcher.unthrottle()
+            await fetcher.unthrottle()
 
     async def admit(released: list[Waiting]) -> None:
         """Decide each released declaration in log order, then settle its record."""
@@ -445,7 +445,7 @@ def build_hub(settings: Settings) -> Hub:
             return caused[0]
 
         outbox = await _handled(receive, data, source, topics.dlq, "intake")
-        hold_no_more_than_the_limit()
+        await hold_no_more_than_the_limit()
         held = admissions.holds(source.partition, source.offset)
         if held:
             # Before the claim leaves: its verdict may settle the record at once.
@@ -470,7 +470,7 @@ def build_hub(settings: Settings) -> Hub:
             await deliver(send_record, outbox, source, topics.dlq)
             return
         await admit(gate.settle(record))
-        hold_no_more_than_the_limit()
+        await hold_no_more_than_the_limit()
 
     async def forget_admissions(_sender: Any, revoked: Any = (), **_: Any) -> None:
         admissions.forget({tp.partition for tp in revoked if tp.topic == topics.declarations})

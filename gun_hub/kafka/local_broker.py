@@ -711,28 +711,35 @@ class LocalCluster:
         return self.status()
 
     async def _wait_for_members(self, timeout_s: float) -> None:
-        """Until every node is a live (registered, unfenced) broker of the cluster."""
+        """Until every node is a live (registered, unfenced) broker of the cluster, as
+        each node itself sees it: a node's metadata learns its peers a little after the
+        controller does (seen under load: node 1 counting two brokers of three)."""
         deadline = time.monotonic() + timeout_s
         wanted = {node.node_id for node in self.nodes}
-        seen: set[int] = set()
+        views: dict[int, set[int]] = {}
         while time.monotonic() < deadline:
-            admin = AIOKafkaAdminClient(
-                **client_options(self.client_config()), request_timeout_ms=3000
-            )
-            try:
-                await admin.start()
-                seen = {broker["node_id"] for broker in (await admin.describe_cluster())["brokers"]}
-            except (KafkaError, OSError):
-                seen = set()
-            finally:
-                await admin.close()
-            if wanted <= seen:
+            for node in self.nodes:
+                if views.get(node.node_id, set()) >= wanted:
+                    continue
+                views[node.node_id] = await self._brokers_seen_by(node.client_config())
+            if all(views.get(node.node_id, set()) >= wanted for node in self.nodes):
                 return
             await asyncio.sleep(0.2)
+        short = {n: sorted(seen) for n, seen in views.items() if not seen >= wanted}
         raise BrokerError(
-            f"the cluster did not count every node within {timeout_s:.0f}s: brokers "
-            f"{sorted(seen)} of {sorted(wanted)}"
+            f"not every node counted the {len(wanted)} brokers within {timeout_s:.0f}s: "
+            f"brokers seen by node {short}"
         )
+
+    async def _brokers_seen_by(self, connect: ClientConfig) -> set[int]:
+        admin = AIOKafkaAdminClient(**client_options(connect), request_timeout_ms=3000)
+        try:
+            await admin.start()
+            return {broker["node_id"] for broker in (await admin.describe_cluster())["brokers"]}
+        except (KafkaError, OSError):
+            return set()
+        finally:
+            await admin.close()
 
     def _write_client_env(self) -> None:
         self.client_env_file.write_text(

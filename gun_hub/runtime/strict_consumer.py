@@ -102,9 +102,19 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self.throttled |= chosen
         self.pause_partitions(chosen)
 
-    def unthrottle(self) -> None:
+    async def unthrottle(self) -> None:
+        """Fetch the throttled partitions again, from the record after the last one
+        handed over: faust filters each fetched batch by the live set of active
+        partitions, so the rest of a batch fetched before the pause was skipped (seen:
+        a throttled partition resumed only when the watchdog found it stalled)."""
         throttled, self.throttled = self.throttled, set()
-        self.resume_partitions(throttled & set(self.assignment()))
+        resumed = throttled & set(self.assignment())
+        self.resume_partitions(resumed)
+        for tp in resumed:
+            fetched = self.fetched_up_to(tp)
+            restart = fetched + 1 if fetched is not None else self.first_unsettled(tp)
+            if restart is not None:
+                await self.seek(tp, restart)
 
     def fetching(self, tp: TP) -> bool:
         """faust asks the broker for this partition's records (not paused, not held back

@@ -1,6 +1,7 @@
 """A backlog far larger than ``hub.admission_limit``: the hub holds no more than that
 many declarations while their message ids are claimed (it stops fetching declarations,
-then fetches again), and every declaration is still decided exactly once, in full."""
+then fetches again, from the record after the last one it took), and every declaration
+is still decided exactly once, in full."""
 
 from __future__ import annotations
 
@@ -58,3 +59,10 @@ async def test_a_backlog_beyond_the_limit_is_decided_once_each_holding_no_more_t
     await assert_each_decided_once_and_ledger_exact(pipeline, received, references)
     assert metric(pipeline, "gun_hub_declaration_fetch_throttled_total") >= 1
     assert metric(pipeline, "gun_hub_declarations_held") == 0
+    # Fetching resumed by itself each time: the watchdog never had to read a throttled
+    # partition again (before the fix, faust skipped the rest of the batch fetched when
+    # the pause came, and only the watchdog's stall repair, a minute later, resumed it).
+    read_again = re.findall(
+        r"^gun_hub_records_read_again_total\{[^}]*\} (\S+)$", pipeline.metrics(), re.MULTILINE
+    )
+    assert sum(float(n) for n in read_again) == 0

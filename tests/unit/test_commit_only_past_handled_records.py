@@ -169,3 +169,26 @@ async def test_the_rest_of_a_batch_fetched_before_a_seek_back_is_not_handed_over
     batch[:] = [(TOPIC_PARTITION, _Record(o)) for o in range(5, 8)]  # from the new position
     assert [record.offset async for _tp, record in consumer.getmany(1.0)] == [5, 6, 7]
     assert consumer.fetched_up_to(TOPIC_PARTITION) == 7
+
+
+async def test_a_throttled_partition_is_read_on_from_the_record_after_the_last_handed_over() -> (
+    None
+):
+    """faust skips the rest of a batch fetched before the pause (it filters by the live
+    set of active partitions): resuming alone would leave those records unread."""
+    consumer = _strict(committed=10, handled=[])
+    consumer._fetched = {TOPIC_PARTITION: 14}
+    consumer.throttled = {TOPIC_PARTITION}
+    resumed: list[Any] = []
+    sought: list[tuple[Any, int]] = []
+
+    async def seek(tp: Any, offset: int) -> None:
+        sought.append((tp, offset))
+
+    consumer.assignment = lambda: {TOPIC_PARTITION}
+    consumer.resume_partitions = resumed.extend
+    consumer.seek = seek
+    await consumer.unthrottle()
+    assert resumed == [TOPIC_PARTITION]
+    assert sought == [(TOPIC_PARTITION, 15)]
+    assert consumer.throttled == set()

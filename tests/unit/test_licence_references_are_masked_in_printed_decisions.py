@@ -66,7 +66,8 @@ def test_a_confidential_licence_is_masked_in_its_line_and_in_the_reason_quoting_
     assert not any(LICENCE in line for line in lines)
     assert lines[0] == "26FR000690E0000012 v1  12-refuse-war-material-destination.xml: REFUSE"
     assert lines[1] == (
-        "    reason DESTINATION_MISMATCH: goods item 1, LEMG EXP-****-0042: mismatch at dga (partner code 08)"
+        "    reason DESTINATION_MISMATCH: goods item 1, LEMG EXP-****-0042: "
+        "mismatch at dga (partner code 08)"
     )
     assert "    item 1 LEMG EXP-****-0042: MISMATCH (dga) partner code 08" in lines
 

@@ -62,7 +62,8 @@ from gun_hub.web.queries import ViewReader
 
 log = logging.getLogger(__name__)
 
-OFFICER = "officer"  # the request key under which the listener keeps who signed in
+# Where the officer listener keeps who signed in, on each request.
+OFFICER: web.RequestKey[str] = web.RequestKey("officer", str)
 _MAX_HEADER_CHARS = 2048
 
 

@@ -43,7 +43,6 @@ from gun_hub.settings import load_settings
 
 NOT_FOUND = 1
 NOT_ALLOWED = 5
-_PAGE = 1000
 _REASON_CHARS = 60
 
 app = typer.Typer(
@@ -121,7 +120,9 @@ def list_dead_letters(
     since: str | None = SINCE,
     kind: str | None = KIND,
     reference: str | None = REFERENCE,
-    limit: int = typer.Option(100, help="Rows (at most the hub's page size, 1000)."),
+    limit: int | None = typer.Option(
+        None, help="Rows (default and most: the hub's page sizes, 100 and 1000)."
+    ),
     offset: int = typer.Option(0, help="Rows to skip."),
     credentials_file: Path | None = CREDENTIALS_FILE,
     hub_url: str | None = HUB_URL,
@@ -131,7 +132,8 @@ def list_dead_letters(
     """Dead letters, oldest first: id, time, kind, where the original was, and whether it
     can be redriven."""
     officer = _Officer(credentials_file, hub_url, cafile)
-    query = _query(since, kind, reference, limit=limit, offset=offset)
+    paging = {"offset": offset, **({"limit": limit} if limit is not None else {})}
+    query = _query(since, kind, reference, **paging)
     code, body = officer.get(f"/dead-letters?{urllib.parse.urlencode(query)}")
     if code != 200:
         _fail(code, body, "the hub refused")
@@ -261,7 +263,7 @@ def _redrive_kind(officer: _Officer, kind: str, since: str | None, reference: st
     skipped = 0
     offset: int | None = 0
     while offset is not None:
-        query = _query(since, kind, reference, limit=_PAGE, offset=offset)
+        query = _query(since, kind, reference, offset=offset)  # the hub's page size
         code, body = officer.get(f"/dead-letters?{urllib.parse.urlencode(query)}")
         if code != 200:
             _fail(code, body, "the hub refused")

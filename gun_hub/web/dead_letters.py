@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from gun_hub.dead_letter import (
     HEADER_ERROR_REASON,
@@ -220,7 +221,9 @@ def add_dead_letter_routes(
                 value=described,
             )
         row = _row(record)
-        await desk.audit(ActionKind.DLQ_PAYLOAD_READ, officer, dead_letter, row)
+        unrecorded = await _audited(desk, ActionKind.DLQ_PAYLOAD_READ, officer, dead_letter, row)
+        if unrecorded is not None:
+            return unrecorded
         log.info("officer %s read the payload of dead letter %s", officer, dead_letter)
         try:
             text, encoding = record.value.decode("utf-8"), "utf-8"
@@ -250,20 +253,28 @@ def add_dead_letter_routes(
         original = await _original(desk, row, record)
         if isinstance(original, web.Response):
             return original
-        await desk.audit(ActionKind.DLQ_REDRIVE, officer, dead_letter, row)
-        landed = await desk.send(
-            OutgoingRecord(
-                original.topic,
-                original.key,
-                original.value,
-                # The hub reads it as the original, at the original's position (redrive.py).
-                redrive_headers(
-                    SourcePosition(original.topic, original.partition, original.offset),
-                    dead_letter,
-                ),
-                partition=original.partition,
+        unrecorded = await _audited(desk, ActionKind.DLQ_REDRIVE, officer, dead_letter, row)
+        if unrecorded is not None:
+            return unrecorded
+        try:
+            landed = await desk.send(
+                OutgoingRecord(
+                    original.topic,
+                    original.key,
+                    original.value,
+                    # The hub reads it as the original, at its position (redrive.py).
+                    redrive_headers(
+                        SourcePosition(original.topic, original.partition, original.offset),
+                        dead_letter,
+                    ),
+                    partition=original.partition,
+                )
             )
-        )
+        except (KafkaError, TimeoutError) as err:
+            log.warning("redrive of %s not published: %s", dead_letter, type(err).__name__)
+            return refuse(
+                503, f"the broker did not take the redrive ({type(err).__name__}): redrive again"
+            )
         redriven = f"{original.topic}/{original.partition}/{landed}"
         log.info("officer %s redrove dead letter %s as %s", officer, dead_letter, redriven)
         return answer(
@@ -280,6 +291,25 @@ def add_dead_letter_routes(
     app.router.add_get("/dead-letters/{id}", show, allow_head=False)
     app.router.add_post("/dead-letters/{id}/payload", payload)
     app.router.add_post("/dead-letters/{id}/redrive", redrive)
+
+
+async def _audited(
+    desk: DeadLetterDesk,
+    kind: ActionKind,
+    officer: str,
+    dead_letter: DeadLetterId,
+    row: DeadLetterRow,
+) -> web.Response | None:
+    """None once the broker has the action; else the refusal (an action that could not be
+    recorded is not done)."""
+    try:
+        await desk.audit(kind, officer, dead_letter, row)
+    except (KafkaError, TimeoutError) as err:
+        log.warning("%s of %s not recorded: %s", kind.value, dead_letter, type(err).__name__)
+        return refuse(
+            503, f"the action could not be recorded ({type(err).__name__}): not done, ask again"
+        )
+    return None
 
 
 def _no_desk() -> web.Response:
@@ -325,7 +355,7 @@ async def _read_dead_letter(
 ) -> LoggedRecord | web.Response:
     try:
         record = await desk.reader.read(desk.topics.dlq, dead_letter.partition, dead_letter.offset)
-    except TimeoutError:
+    except (KafkaError, TimeoutError):
         return refuse(503, "the broker did not answer in time: ask again", {"Retry-After": "1"})
     if record is None:
         return refuse(404, "no such dead letter (or no longer retained)", id=str(dead_letter))
@@ -356,7 +386,7 @@ async def _original(
     assert row.source_offset is not None  # noqa: S101
     try:
         original = await desk.reader.read(row.source_topic, row.source_partition, row.source_offset)
-    except TimeoutError:
+    except (KafkaError, TimeoutError):
         return refuse(503, "the broker did not answer in time: ask again", {"Retry-After": "1"})
     if original is None:
         return refuse(

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
 from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_record, header_value
 from gun_hub.envelope import LOG_APPEND_TIME, ContentType
@@ -51,6 +52,7 @@ class Broker:
 
     records: dict[tuple[str, int, int], LoggedRecord] = field(default_factory=dict)
     sent: list[OutgoingRecord] = field(default_factory=list)
+    refusing: bool = False  # the broker refuses every send (KafkaTimeoutError)
 
     def put(
         self,
@@ -76,6 +78,8 @@ class Broker:
         return self.records.get((topic, partition, offset))
 
     async def send(self, record: OutgoingRecord) -> int:
+        if self.refusing:
+            raise KafkaTimeoutError
         self.sent.append(record)
         return 100 + len(self.sent)
 
@@ -339,4 +343,20 @@ async def test_actions_take_json_only_so_no_other_site_can_send_them(desk: Desk)
     assert status == 415
     status, _ = await desk.call("POST", "/dead-letters/1:0/redrive", "alice", json_body=False)
     assert status == 415
+    assert desk.broker.sent == []
+
+
+async def test_an_action_the_broker_does_not_record_is_not_done(desk: Desk, keys_dir: Path) -> None:
+    sealed = sealed_declaration(keys_dir)
+    desk.broker.put(TOPICS.declarations, 1, 5, REFERENCE.encode(), sealed)
+    desk.dead_letter(0, sealed, kind="ENVELOPE_UNKNOWN_KID")
+    desk.dead_letter(1, PLAIN, kind="DECLARATION_NOT_SEALED", source_offset=6)
+    desk.broker.refusing = True
+    status, body = await desk.call("POST", "/dead-letters/1:0/redrive", "alice")
+    assert status == 503
+    assert "could not be recorded" in body["error"]
+    status, body = await desk.call("POST", "/dead-letters/1:1/payload", "alice")
+    assert status == 503
+    assert "payload" not in body
+    desk.broker.refusing = False
     assert desk.broker.sent == []

@@ -571,12 +571,15 @@ def build_hub(settings: Settings) -> Hub:
     watch_offsets(
         app,
         from_settings(settings.kafka),
+        # Every topic an agent reads: a partition never committed before has its start
+        # learned here, without which nothing read on it would ever be committed.
         {
             topics.declarations,
             topics.claims,
             *topics.all_responses(),
             topics.dlq,
             topics.deadlines,
+            topics.operator_actions,
         },
         settings.hub.offset_watchdog_s,
     )

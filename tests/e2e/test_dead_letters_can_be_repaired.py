@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
+from gun_hub.kafka.admin import topic_partitions
 from gun_hub.model.verdicts import Outcome
 from gun_hub.processes import free_port
 from gun_hub.security.entitlements import CLEARANCE_PARTY
@@ -172,19 +173,18 @@ async def until(
 
 async def read_all(pipeline: Pipeline, topic: str) -> list[bytes]:
     """Every value on ``topic`` now (up to its end offsets)."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=pipeline.kafka.bootstrap, auto_offset_reset="earliest"
-    )
+    bootstrap = pipeline.kafka.bootstrap
+    numbers = await topic_partitions(bootstrap, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        partitions = consumer.assignment() or set()
-        while not partitions:
-            await consumer.getmany(timeout_ms=200)
-            partitions = consumer.assignment()
-        ends = await consumer.end_offsets(list(partitions))
+        partitions = [TopicPartition(topic, number) for number in numbers]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
         values: list[bytes] = []
         async with asyncio.timeout(60):
-            while any(await consumer.position(tp) < end for tp, end in ends.items()):
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     values += [r.value or b"" for r in records]
         return values

@@ -2,8 +2,9 @@
 (gun_hub/redrive.py, ADR 0010): the intake and the replay memory then see a redelivery,
 so redriving twice decides once, and nothing a redrive claims is taken on its word.
 
-Driven as the hub's agent does (the gate, then the intake) on the real intake and
-envelope; the log is a dict of the records the broker holds.
+Driven as the hub's intake agent does (the gate, then the admission: the id claimed at
+its owner, the verdict, the declaration decided) on the real intake, envelope and claims
+judge; the log is a dict of the records the broker holds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gun_hub.kafka.log_reader import LoggedRecord
 from gun_hub.model.verdicts import Outcome
 from gun_hub.ops.dead_letters import DeadLetterId
 from gun_hub.outbox import Headers, Outbox
+from gun_hub.pipeline.admission import Claim, read_claims_record
 from gun_hub.redrive import (
     REDRIVE_UNVERIFIED,
     RedriveGate,
@@ -29,7 +31,7 @@ from gun_hub.redrive import (
 from gun_hub.routing import RoutingTable
 from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
 from tests.builders import declaration_xml, document, goods_item
-from tests.unit.test_pipeline import Hub
+from tests.unit.test_declarations_admitted_once_claimed import Admission
 
 REFERENCE = "26FRRDV00000000001"
 DEAD_LETTER = DeadLetterId(0, 3)
@@ -64,16 +66,49 @@ class Log:
 
 
 class Agent:
-    """The intake agent: the redrive gate first, then the intake at the position it says."""
+    """The intake agent: the redrive gate first, then the admission (a claim at the id's
+    owner, its verdict, the declaration released and decided), records passed by hand."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+        self.hub = admission.hub
         self.log = Log()
-        self.gate = RedriveGate(self.log, hub.intake._ctx, retry_s=0)
-        self.topic = hub.topics.declarations
+        self.gate = RedriveGate(self.log, self.hub.intake._ctx, retry_s=0)
+        self.topic = self.hub.topics.declarations
 
     def at(self, offset: int, partition: int = 0) -> SourcePosition:
         return SourcePosition(self.topic, partition, offset, REFERENCE.encode())
+
+    async def receive(
+        self,
+        value: bytes,
+        position: SourcePosition,
+        headers: Headers | None = None,
+        accepted_at: float | None = None,
+    ) -> tuple[Outbox, list[Claim]]:
+        """The record at ``position`` as the broker hands it to the hub: what it causes
+        at once, and the claims it sends (their verdicts not back yet)."""
+        at = time.time() if accepted_at is None else accepted_at
+        self.log.put(position, value, at)
+        arrival = await self.gate.arrival(headers or [], value, position, at)
+        if not arrival.handle:
+            return arrival.outbox, []
+        caused, released = self.admission.gate.receive(
+            value, position, arrival.accepted_at, read_as=arrival.source
+        )
+        assert released == []  # sealed: claimed first
+        claims = [read_claims_record(r.value) for r in caused.to(self.hub.topics.claims)]
+        return Outbox(arrival.outbox.records + caused.records), [
+            c for c in claims if isinstance(c, Claim)
+        ]
+
+    def settle(self, claims: list[Claim]) -> Outbox:
+        """Each claim judged at its owner, the verdict back, what it releases decided."""
+        settled = Outbox()
+        for claim in claims:
+            for admitted in self.admission.settle(self.admission.verdict(claim)):
+                settled.records += admitted.records
+        return settled
 
     async def read(
         self,
@@ -82,14 +117,8 @@ class Agent:
         headers: Headers | None = None,
         accepted_at: float | None = None,
     ) -> Outbox:
-        """The record at ``position`` as the broker hands it to the hub."""
-        at = time.time() if accepted_at is None else accepted_at
-        self.log.put(position, value, at)
-        arrival = await self.gate.arrival(headers or [], value, position, at)
-        if not arrival.handle:
-            return arrival.outbox
-        handled = self.hub.intake.handle(value, arrival.source, arrival.accepted_at)
-        return Outbox(arrival.outbox.records + handled.records)
+        caused, claims = await self.receive(value, position, headers, accepted_at)
+        return Outbox(caused.records + self.settle(claims).records)
 
     async def redrive(self, original: SourcePosition, offset: int) -> Outbox:
         """The original's bytes and key again, at ``offset``, claiming to be it."""
@@ -112,7 +141,7 @@ class Agent:
 
 @pytest.fixture
 def agent(routing_table: RoutingTable, keys_dir: Path) -> Agent:
-    return Agent(Hub(routing_table, keys_dir))
+    return Agent(Admission(routing_table, keys_dir))
 
 
 def exempt_declaration() -> bytes:
@@ -147,6 +176,30 @@ async def test_a_declaration_never_acted_on_and_redriven_twice_is_decided_once(
         (f"{agent.topic}/0/5", f"{agent.topic}/0/12"),
     ]
     assert redrives[0]["dead_letter"] == f"{agent.hub.topics.dlq}/0/3"
+
+
+async def test_two_redrives_in_flight_at_once_are_each_held_and_settled_as_themselves(
+    agent: Agent,
+) -> None:
+    """Both read before either claim's verdict is back: each is held at its own place in
+    the log (none replaces the other), both are claimed at the original's position, and
+    the original is decided once."""
+    original = agent.log.put(agent.at(5), agent.sealed(exempt_declaration()))
+    logged = agent.log.records[(original.topic, 0, 5)].value
+    claim = redrive_headers(original, DEAD_LETTER)
+    first, first_claims = await agent.receive(logged, agent.at(9), claim)
+    second, second_claims = await agent.receive(logged, agent.at(12), claim)
+    assert [r["kind"] for r in agent.audit(first) + agent.audit(second)] == ["REDRIVE"] * 2
+    held = agent.admission.admissions
+    assert held.holds(0, 9)
+    assert held.holds(0, 12)
+    assert not held.holds(0, 5)
+    assert [c.position for c in first_claims + second_claims] == [original.describe()] * 2
+    settled = agent.settle(first_claims + second_claims)
+    assert not held.holds(0, 9)
+    assert not held.holds(0, 12)
+    assert [d[:2] for d in agent.hub.decisions(settled)] == [(REFERENCE, 1)]
+    assert agent.dead_letter_kinds(settled) == []
 
 
 async def test_a_declaration_already_decided_is_not_decided_again_by_a_redrive(
@@ -247,3 +300,16 @@ def test_only_what_the_hub_refused_reading_its_own_inputs_can_be_redriven(
     crossed = not_redrivable("hub.intake", topics.responses("dgal"), topics)
     assert crossed is not None
     assert "reads" in crossed
+
+
+def test_a_claim_says_where_it_is_claimed_and_one_that_does_not_is_claimed_where_read() -> None:
+    """Claims written before redrives (no ``read_as``) read as they did."""
+    read = SourcePosition("gun.declarations", 0, 9)
+    redriven = Claim("jti-1", 100, read, 1.5, "gun.declarations/0/5")
+    again = read_claims_record(redriven.to_bytes())
+    assert isinstance(again, Claim)
+    assert (again.position, again.source.offset) == ("gun.declarations/0/5", 9)
+    plain = read_claims_record(Claim("jti-2", 100, read, None).to_bytes())
+    assert isinstance(plain, Claim)
+    assert plain.position == "gun.declarations/0/9"
+    assert b"read_as" not in Claim("jti-2", 100, read, None).to_bytes()

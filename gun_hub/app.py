@@ -20,6 +20,7 @@ import faust
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 from faust.exceptions import FaustError
+from mode import Service
 
 from gun_hub import metrics
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
@@ -28,6 +29,7 @@ from gun_hub.delivery import deliver
 from gun_hub.envelope import LOG_APPEND_TIME
 from gun_hub.kafka.admin import last_records
 from gun_hub.kafka.client import SCRAM, from_settings
+from gun_hub.kafka.log_reader import LogReader
 from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.lag import LagSnapshot
 from gun_hub.ops.lag_monitor import LagMonitor
@@ -50,6 +52,7 @@ from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.intake import Intake
 from gun_hub.publisher import DecisionPublisher
+from gun_hub.redrive import RedriveGate
 from gun_hub.risk import load_risk_rules
 from gun_hub.routing import RoutingTable, load_routing_table
 from gun_hub.runtime.faust_app import (
@@ -80,6 +83,7 @@ from gun_hub.topics import (
     topic_registry,
 )
 from gun_hub.web import register_web_views
+from gun_hub.web.dead_letters import DeadLetterDesk
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_hub.xml.safe_parse import XmlLimits
 
@@ -273,6 +277,20 @@ def _header_list(headers: Any) -> Headers:
     return [(str(k), bytes(v)) for k, v in pairs if isinstance(v, (bytes, bytearray, memoryview))]
 
 
+def _joined(first: Outbox, then: Outbox) -> Outbox:
+    return Outbox(first.records + then.records, first.after_delivery + then.after_delivery)
+
+
+def _closing(reader: LogReader) -> type[Service]:
+    """A service that closes ``reader`` when the app stops."""
+
+    class ClosingLogReader(Service):  # type: ignore[misc] # mode is untyped
+        async def on_stop(self) -> None:
+            await reader.close()
+
+    return ClosingLogReader
+
+
 @dataclass(slots=True)
 class Hub:
     """A configured faust app and what its agents use."""
@@ -329,6 +347,11 @@ def build_hub(settings: Settings) -> Hub:
     audit_heads = _raw_table(app, settings, AUDIT_HEADS_TABLE)
     open_cases = _raw_table(app, settings, OPEN_CASES_TABLE)
     deadline_ticks = app.topic(topics.deadlines, **_RAW)
+    operator_actions = app.topic(topics.operator_actions, **_RAW)
+    # Reads records back by position: redrives checked against their original, dead
+    # letters shown on the officer listener.
+    log_reader = LogReader(from_settings(settings.kafka))
+    app.service(_closing(log_reader))
     keys = PartyKeys.load(settings.security.keys_dir, HUB_PARTY)
     # A case quotes every document, war-material licences included: sealed with the hub's
     # state key before faust sees it, so RocksDB and the changelog hold it encrypted.
@@ -373,21 +396,36 @@ def build_hub(settings: Settings) -> Hub:
             headers=record.headers,
         )
 
-    def agent(topic: Any, name: str, handle: Handler) -> None:
+    def agent(topic: Any, name: str, handle: Handler, redrives: RedriveGate | None = None) -> None:
         """One event at a time per partition (order), handled, then its records sent on
         the event's partition and acknowledged (delivery.py). Any record is survivable:
-        whatever a handler cannot deal with is dead-lettered with its reason (defect 3)."""
+        whatever a handler cannot deal with is dead-lettered with its reason (defect 3).
+        ``redrives``: a redrive is handled as the original it was checked to be, at the
+        original's position and broker time (redrive.py, ADR 0010)."""
 
         async def handled(event: Any) -> None:
             message = event.message
             source = _source(event)
             accepted_at = _accepted_at(message)
+            checked = Outbox()
+            if redrives is not None:
+                arrival = await redrives.arrival(
+                    _header_list(event.headers), _value(event), source, accepted_at
+                )
+                source, accepted_at, checked = arrival.source, arrival.accepted_at, arrival.outbox
+                if not arrival.handle:
+                    await deliver(send_record, checked, source, topics.dlq)
+                    return
+            read_as, at = source, accepted_at
             outbox = await _handled(
-                lambda: handle(event, source, accepted_at), _value(event), source, topics.dlq, name
+                lambda: handle(event, read_as, at), _value(event), source, topics.dlq, name
             )
-            await deliver(send_record, outbox, source, topics.dlq)
+            await deliver(send_record, _joined(checked, outbox), source, topics.dlq)
 
         handled_agent(app, topic, name, handled)
+
+    # A redrive is read as the original it was checked to be (redrive.py, ADR 0010).
+    redrives = RedriveGate(log_reader, context)
 
     # Declarations are admitted once their message id is claimed at its owner partition
     # (pipeline/admission.py): a copy on another partition is a replay there too.
@@ -437,11 +475,18 @@ def build_hub(settings: Settings) -> Hub:
     async def receive_declaration(event: Any) -> bool:
         source = _source(event)
         data = _value(event)
+        arrival = await redrives.arrival(
+            _header_list(event.headers), data, source, _accepted_at(event.message)
+        )
+        if not arrival.handle:
+            await deliver(send_record, arrival.outbox, source, topics.dlq)
+            return True
         caused: tuple[Outbox, list[Waiting]] | None = None
 
         def receive() -> Outbox:
             nonlocal caused
-            caused = gate.receive(data, source, _accepted_at(event.message))
+            # A redrive is claimed and decided as the original, held as itself.
+            caused = gate.receive(data, source, arrival.accepted_at, read_as=arrival.source)
             return caused[0]
 
         outbox = await _handled(receive, data, source, topics.dlq, "intake")
@@ -450,7 +495,7 @@ def build_hub(settings: Settings) -> Hub:
         if held:
             # Before the claim leaves: its verdict may settle the record at once.
             hold(app, source.topic, source.partition, source.offset)
-        await deliver(send_record, outbox, source, topics.dlq)
+        await deliver(send_record, _joined(arrival.outbox, outbox), source, topics.dlq)
         if caused is not None:
             await admit(caused[1])
         return not held and not admissions.holds(source.partition, source.offset)
@@ -482,6 +527,12 @@ def build_hub(settings: Settings) -> Hub:
         responses,
         "correlation",
         lambda event, source, at: correlation.handle(_value(event), source, at),
+        redrives,
+    )
+    agent(
+        operator_actions,
+        "operator-actions",
+        lambda event, source, _at: audit_keeper.operator_action(event.key, _value(event), source),
     )
     agent(
         dead_letters,
@@ -520,12 +571,15 @@ def build_hub(settings: Settings) -> Hub:
     watch_offsets(
         app,
         from_settings(settings.kafka),
+        # Every topic an agent reads: a partition never committed before has its start
+        # learned here, without which nothing read on it would ever be committed.
         {
             topics.declarations,
             topics.claims,
             *topics.all_responses(),
             topics.dlq,
             topics.deadlines,
+            topics.operator_actions,
         },
         settings.hub.offset_watchdog_s,
     )
@@ -569,6 +623,10 @@ def build_hub(settings: Settings) -> Hub:
 
         app.task(monitor_lag)
 
+    async def send_acknowledged(record: OutgoingRecord) -> int:
+        metadata = await (await send_record(record))
+        return int(metadata.offset)
+
     register_web_views(
         app,
         view,
@@ -576,6 +634,13 @@ def build_hub(settings: Settings) -> Hub:
         ready=lambda: _readiness(app, publisher),
         web=settings.web,
         routing=routing,
+        desk=DeadLetterDesk(
+            topics,
+            log_reader,
+            send_acknowledged,
+            state_cipher,
+            settings.web.dead_letter_operator_names(),
+        ),
     )
     return Hub(app=app, topics=topics, routing=routing)
 

@@ -271,6 +271,12 @@ class WebSettings(BaseModel):
         description="NAME:scrypt$... lines (gun-hub officers add); read again when it "
         "changes. Never a plain password.",
     )
+    dead_letter_operators: str = Field(
+        "",
+        description="Officers (names in the officers file, comma-separated) who may read "
+        "a dead letter's payload and redrive dead letters; empty: nobody. Every officer may "
+        "list dead letters and show their metadata.",
+    )
     stats_default_days: PositiveInt = Field(
         31, description="Days /stats covers when no from is given (ending at to, or today)."
     )
@@ -292,6 +298,9 @@ class WebSettings(BaseModel):
     query_timeout_s: float = Field(
         15.0, gt=0, description="A view question running longer is stopped (503)."
     )
+
+    def dead_letter_operator_names(self) -> frozenset[str]:
+        return frozenset(n.strip() for n in self.dead_letter_operators.split(",") if n.strip())
 
 
 class SecuritySettings(BaseModel):

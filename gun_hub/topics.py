@@ -115,6 +115,11 @@ class TopicRegistry:
         return f"{self.prefix}.hub.claims"
 
     @property
+    def operator_actions(self) -> str:
+        """Internal to the hub: what officers did through it, for the audit keeper."""
+        return f"{self.prefix}.hub.operator-actions"
+
+    @property
     def deadlines(self) -> str:
         """Internal to the hub: ticks of cases whose deadline has passed."""
         return f"{self.prefix}.hub.deadlines"
@@ -223,6 +228,15 @@ class TopicRegistry:
                 Payload.JSON,
                 "Internal: a case's deadline has passed; decided in degraded mode.",
                 retention_ms=24 * 3600 * 1000,
+            ),
+            TopicSpec(
+                self.operator_actions,
+                "hub (officer listener)",
+                "hub (audit keeper)",
+                Payload.STATE_SEALED,
+                "Internal: what an officer did through the hub (a dead letter's payload read, "
+                "a redrive), sealed with the hub's state key, chained into the audit trail.",
+                retention_ms=_SEVEN_DAYS_MS,
             ),
             TopicSpec(
                 self.ops_lag,

@@ -218,7 +218,9 @@ def _consumer_groups(registry: TopicRegistry, deployment: Deployment) -> dict[st
     """The consumer group reading each topic that a group reads (the lag monitor watches
     the same ones); the operations views read their topics without a group."""
     hub_inputs = (registry.declarations, registry.claims, *registry.all_responses(), registry.dlq)
-    groups = dict.fromkeys((*hub_inputs, registry.deadlines), deployment.hub_group)
+    groups = dict.fromkeys(
+        (*hub_inputs, registry.deadlines, registry.operator_actions), deployment.hub_group
+    )
     groups[registry.decision_outbox] = f"{deployment.hub_group}-publisher"  # publisher.py
     groups[registry.decisions] = deployment.clearance_group
     for authority in registry.authorities:

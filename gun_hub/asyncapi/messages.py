@@ -28,6 +28,7 @@ from gun_hub.dead_letter import (
     ErrorClass,
 )
 from gun_hub.publisher import HEADER_VERSION
+from gun_hub.redrive import HEADER_REDRIVE_DEAD_LETTER, HEADER_REDRIVE_OF
 from gun_hub.topics import Payload, TopicRegistry
 from gun_hub.trace import TRACE_HEADER
 
@@ -178,6 +179,41 @@ _DECISION_HEADERS: JsonObject = {
 }
 
 
+_REDRIVE_HEADERS: JsonObject = {
+    "type": "object",
+    "description": "Only on a redrive (docs/operations.md, ADR 0010): the original record of "
+    "a dead letter, republished by the hub once the cause is fixed. The hub handles it as "
+    "the original read again, after checking that the original is still in the log, "
+    "earlier on this partition, with the same key and bytes. Values are UTF-8 text.",
+    "properties": {
+        HEADER_REDRIVE_OF: text(
+            "topic/partition/offset of the original record.",
+            pattern=r"^.+/[0-9]+/[0-9]+$",
+        ),
+        HEADER_REDRIVE_DEAD_LETTER: text(
+            "PARTITION:OFFSET of the dead letter that was redriven.",
+            pattern=r"^[0-9]+:[0-9]+$",
+        ),
+    },
+}
+
+_RESPONSE_HEADERS: JsonObject = {
+    "type": "object",
+    "description": "Read without opening the value; values are UTF-8 text. The redrive "
+    "headers only on a redrive (docs/operations.md, ADR 0010): the original record of a "
+    "dead letter, republished by the hub once the cause is fixed and handled as the "
+    "original read again, once the hub has checked it against the log.",
+    "properties": {**_TRACE_HEADERS["properties"], **_REDRIVE_HEADERS["properties"]},
+}
+
+_ACTION_KEY: JsonObject = {
+    "type": "string",
+    "pattern": r"^[0-9]+:[0-9]+$",
+    "description": "The id (PARTITION:OFFSET) of the dead letter the action concerns; the "
+    "record is on that partition, whose audit chain it joins.",
+}
+
+
 # -- the messages -----------------------------------------------------------------------
 
 
@@ -203,7 +239,7 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
         JOSE,
         ref("SealedAuthorityResponse"),
         REFERENCE_KEY,
-        _TRACE_HEADERS,
+        _RESPONSE_HEADERS,
     )
     decision = Message(
         "Decision",
@@ -228,6 +264,7 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             JOSE,
             ref("SealedDeclaration"),
             REFERENCE_KEY,
+            _REDRIVE_HEADERS,
         ),
         registry.decisions: decision,
         registry.status: Message(
@@ -309,6 +346,17 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
                     payload=examples.claim_verdict(registry.declarations),
                 ),
             ),
+        ),
+        registry.operator_actions: Message(
+            "OperatorAction",
+            Payload.STATE_SEALED,
+            "Officer's action",
+            "What an officer did through the hub's officer listener (a dead letter's payload "
+            "read, a redrive), sealed with the hub's state key (AES-256-GCM, bound to the "
+            "record key); the audit keeper chains it. Internal to the hub.",
+            BYTES,
+            ref("StateSealedBytes"),
+            _ACTION_KEY,
         ),
         registry.deadlines: Message(
             "DeadlineTick",

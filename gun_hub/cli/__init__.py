@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from gun_hub.cli import asyncapi, audit, components, conformance, demo, io, kafka, keys, ops
+from gun_hub.cli import (
+    asyncapi,
+    audit,
+    components,
+    conformance,
+    demo,
+    dlq,
+    io,
+    kafka,
+    keys,
+    ops,
+)
 
 app = typer.Typer(
     name="gun-hub",
@@ -23,6 +34,7 @@ demo.register(app)
 conformance.register(app)
 asyncapi.register(app)
 ops.register(app)
+dlq.register(app)
 
 
 def main() -> None:

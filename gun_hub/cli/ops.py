@@ -19,88 +19,37 @@ import asyncio
 import contextlib
 import json
 import secrets
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import typer
 
+from gun_hub.cli.hub_client import (
+    AS_JSON,
+    CAFILE,
+    CREDENTIALS_FILE,
+    HUB_URL,
+    call_hub,
+    hub_url_of,
+    officer_authorization,
+    print_table,
+    refused,
+)
 from gun_hub.cli.kafka import registry_for
 from gun_hub.ops.lag import LagSnapshot
 from gun_hub.ops.lag_monitor import LagMonitor
 from gun_hub.security.web_auth import (
     AccessConfigError,
     add_officer,
-    basic_authorization,
     generate_portal_key,
     issue_trader_token,
     load_portal_key,
-    read_officer_credentials,
     write_officer_credentials,
     write_private_file,
 )
 from gun_hub.settings import load_settings
 from gun_hub.trace import trace_id_for
-
-Listener = Literal["trader", "officer"]
-NOT_AUTHENTICATED = 4
-
-
-def _hub_url(hub_url: str | None, listener: Listener) -> str:
-    if hub_url:
-        return hub_url.rstrip("/")
-    web = load_settings().web
-    host, port = (
-        (web.trader_host, web.trader_port)
-        if listener == "trader"
-        else (web.officer_host, web.officer_port)
-    )
-    if not port:
-        typer.echo(
-            f"the {listener} listener is off: set GUN_HUB_WEB__{listener.upper()}_PORT "
-            "or give --hub-url",
-            err=True,
-        )
-        raise typer.Exit(2)
-    host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
-    return f"{'https' if web.tls_cert else 'http'}://{host}:{port}"
-
-
-def _get(url: str, authorization: str, cafile: Path | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(url, headers={"Authorization": authorization})  # noqa: S310
-    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
-    try:
-        with urllib.request.urlopen(request, timeout=30, context=context) as response:  # noqa: S310
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as err:
-        try:
-            return err.code, json.load(err)
-        except ValueError:
-            return err.code, {"error": err.reason}
-    except (urllib.error.URLError, OSError) as err:
-        typer.echo(f"cannot reach the hub at {url}: {err}", err=True)
-        raise typer.Exit(3) from None
-
-
-def _refused(code: int, body: Any, what: str) -> None:
-    """Exit with what the hub said when it did not answer 200."""
-    error = body.get("error", code) if isinstance(body, dict) else code
-    if code == 401:
-        typer.echo(f"{what}: not authenticated ({error})", err=True)
-        raise typer.Exit(NOT_AUTHENTICATED)
-    typer.echo(f"{what}: {error}", err=True)
-    raise typer.Exit(2)
-
-
-def _officer(credentials_file: Path) -> str:
-    try:
-        return basic_authorization(*read_officer_credentials(credentials_file))
-    except AccessConfigError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from None
 
 
 def _trader(token_file: Path) -> str:
@@ -112,19 +61,8 @@ def _trader(token_file: Path) -> str:
     return f"Bearer {token}"
 
 
-HUB_URL = typer.Option(
-    None,
-    help="The listener's address (default: the trader or officer listener's, from the settings).",
-)
-AS_JSON = typer.Option(False, "--json", help="Print the hub's JSON answer as is.")
 TOKEN_FILE = typer.Option(
     None, help="As a trader: a file holding the token the clearance portal issued."
-)
-CREDENTIALS_FILE = typer.Option(
-    None, help="As an officer: a file holding NAME:PASSWORD (mode 0600)."
-)
-CAFILE = typer.Option(
-    None, help="CA certificate(s) the listener's HTTPS certificate is checked with."
 )
 
 
@@ -141,12 +79,13 @@ def status(
         typer.echo("give --token-file (a trader) or --credentials-file (an officer)", err=True)
         raise typer.Exit(2)
     if token_file is not None:
-        authorization, base = _trader(token_file), _hub_url(hub_url, "trader")
+        authorization, base = _trader(token_file), hub_url_of(hub_url, "trader")
     else:
         assert credentials_file is not None  # noqa: S101 - one of the two, checked above
-        authorization, base = _officer(credentials_file), _hub_url(hub_url, "officer")
+        authorization = officer_authorization(credentials_file)
+        base = hub_url_of(hub_url, "officer")
     path = f"/declarations/{urllib.parse.quote(reference, safe='')}"
-    code, body = _get(f"{base}{path}", authorization, cafile)
+    code, body = call_hub(f"{base}{path}", authorization, cafile)
     if as_json:
         typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
     if code == 404:
@@ -154,7 +93,7 @@ def status(
             typer.echo(f"{reference}: unknown declaration", err=True)
         raise typer.Exit(1)
     if code != 200:
-        _refused(code, body, reference)
+        refused(code, body, reference)
     if as_json:
         return
     outcome = f" {body['outcome']}" if body.get("outcome") else ""
@@ -187,8 +126,8 @@ def stats(
     if credentials_file is None:
         typer.echo("statistics are for officers: give --credentials-file", err=True)
         raise typer.Exit(2)
-    authorization = _officer(credentials_file)
-    base = _hub_url(hub_url, "officer")
+    authorization = officer_authorization(credentials_file)
+    base = hub_url_of(hub_url, "officer")
     paging = {"offset": str(offset), **({"limit": str(limit)} if limit is not None else {})}
     if declarant is not None:
         query = urllib.parse.urlencode(paging)
@@ -202,13 +141,13 @@ def stats(
             {k: v for k, v in (("from", since), ("to", until)) if v is not None}
         )
         url = f"{base}/stats" + (f"?{query}" if query else "")
-    code, body = _get(url, authorization, cafile)
+    code, body = call_hub(url, authorization, cafile)
     if code != 200:
-        _refused(code, body, "the hub refused")
+        refused(code, body, "the hub refused")
     if as_json:
         typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
     elif declarant is not None:
-        _table(
+        print_table(
             ["code", "document", "authority", "declarations", "last used"],
             [
                 [d["code"], d["document"], d["authority"] or "-", d["declarations"], d["last_used"]]
@@ -216,7 +155,7 @@ def stats(
             ],
         )
     elif written_off:
-        _table(
+        print_table(
             ["authority", "code", "document", "line", "quantity", "unit", "declarations"],
             [
                 [
@@ -240,20 +179,20 @@ def stats(
 def _print_statistics(body: dict[str, Any]) -> None:
     decisions = body["decisions"]
     typer.echo(f"decisions from {body['from']} to {body['to']}: {decisions['total']}")
-    _table(["outcome", "count"], [[k, v] for k, v in decisions["by_outcome"].items()])
+    print_table(["outcome", "count"], [[k, v] for k, v in decisions["by_outcome"].items()])
     typer.echo("")
     outcomes = sorted({o for day in decisions["by_day"].values() for o in day})
-    _table(
+    print_table(
         ["day", *outcomes],
         [[day, *(v.get(o, 0) for o in outcomes)] for day, v in decisions["by_day"].items()],
     )
     typer.echo("")
-    _table(
+    print_table(
         ["authority", *outcomes],
         [[a, *(v.get(o, 0) for o in outcomes)] for a, v in decisions["by_authority"].items()],
     )
     typer.echo("")
-    _table(
+    print_table(
         ["document code", "uses", "verdicts"],
         [
             [code, v["uses"], ", ".join(f"{k} {n}" for k, n in v["by_verdict"].items())]
@@ -266,7 +205,7 @@ def _print_statistics(body: dict[str, Any]) -> None:
             f"\noverrides (mention 73000): {overrides['declared']} declared, "
             f"{overrides['applied']} applied, {overrides['declined']} not accepted"
         )
-        _table(
+        print_table(
             ["declarant", "declared", "applied", "not accepted"],
             [
                 [eori, v["declared"], v["applied"], v["declined"]]
@@ -320,15 +259,7 @@ def _print_lag(measured: LagSnapshot) -> None:
         flag = "GROWING" if group.growing else ""
         for topic, total in sorted(by_topic.items()):
             rows.append([group.group, topic, total, flag])
-    _table(["group", "topic", "lag", ""], rows)
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> None:
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    typer.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    for row in cells:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(["group", "topic", "lag", ""], rows)
 
 
 portal_app = typer.Typer(

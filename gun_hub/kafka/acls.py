@@ -7,6 +7,10 @@
   write requests, decisions, status, audit and dead letters; everything on its own
   internal topics (faust changelogs, prefixed with its app id); read the status, facts,
   health and lag topics for the operations views; describe the other groups (lag);
+  write declarations and responses too, for one purpose: a redrive, the original of a
+  dead letter republished on its topic (ADR 0010). It cannot sign as the clearance
+  system or an adapter, so what it writes there is acted on only as a redrive: a record
+  already in the log, read again;
 * the clearance system: write declarations; read decisions (with its group); write dead
   letters.
 
@@ -84,6 +88,7 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 topics.deadlines,
                 topics.claims,
                 topics.decision_outbox,
+                topics.operator_actions,
                 # The decision publisher reads what it already published at start-up
                 # (publisher.py, _remember_published).
                 topics.decisions,
@@ -107,8 +112,12 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 topics.deadlines,
                 topics.claims,
                 topics.decision_outbox,
+                topics.operator_actions,
                 topics.facts,
                 topics.ops_lag,
+                # Redrives (ADR 0010): a dead letter's original, republished as it was.
+                topics.declarations,
+                *topics.all_responses(),
             ),
         ),
         # The lag monitor reads (never joins) the other groups' committed offsets.

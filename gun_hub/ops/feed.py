@@ -213,8 +213,9 @@ def feed_record(record: ConsumerRecord[bytes, bytes]) -> FeedRecord:
         if isinstance(value, bytes | bytearray | memoryview)
     ]
     timestamp = record.timestamp if isinstance(record.timestamp, int) else -1
+    key = bytes(record.key) if isinstance(record.key, bytes | bytearray | memoryview) else None
     return FeedRecord(
-        record.topic, record.partition, record.offset, timestamp, record.value or b"", headers
+        record.topic, record.partition, record.offset, timestamp, record.value or b"", headers, key
     )
 
 

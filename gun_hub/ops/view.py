@@ -37,13 +37,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gun_hub.dead_letter import (
-    HEADER_COMPONENT,
-    HEADER_ERROR_KIND,
-    HEADER_ERROR_REASON,
-    header_value,
-)
 from gun_hub.limits import MAX_RECORD_BYTES
+from gun_hub.ops import dead_letters
+from gun_hub.ops.dead_letters import DeadLetterFilter, DeadLetterRow
 from gun_hub.ops.facts import FACT, DecisionFact, ReceivedFact, WriteOffFact
 from gun_hub.ops.health import PartnerHealth
 from gun_hub.reasons import explain_codes
@@ -79,9 +75,6 @@ CREATE INDEX IF NOT EXISTS write_offs_by_document ON write_offs (document);
 CREATE TABLE IF NOT EXISTS declarants (
     reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
     PRIMARY KEY (reference, version));
-CREATE TABLE IF NOT EXISTS dead_letters (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, topic_partition TEXT NOT NULL,
-    kind TEXT NOT NULL, component TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS partners (authority TEXT PRIMARY KEY, health TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS overrides (
     reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
@@ -103,10 +96,6 @@ _NO_LINE = 0
 # document of its declaration, so facts may be as large as any record.
 _MAX_EVENT_BYTES = 64 * 1024
 _MAX_FACT_BYTES = MAX_RECORD_BYTES
-# What a dead letter's headers may put in the model (the rest is cut).
-_MAX_KIND_CHARS = 128
-_MAX_COMPONENT_CHARS = 128
-_MAX_REASON_CHARS = 300
 # An authority id as the routing table names them; a heartbeat naming anything else is not
 # an adapter's (and would become a metric label).
 _AUTHORITY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -133,6 +122,7 @@ class FeedRecord:
     timestamp_ms: int
     value: bytes
     headers: Sequence[tuple[str, bytes]] = ()
+    key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +386,12 @@ class ViewQueries:
             for kind, component, reason, at in rows
         ]
 
+    def dead_letters(
+        self, chosen: DeadLetterFilter, *, limit: int, offset: int = 0
+    ) -> list[DeadLetterRow]:
+        """The dead letters ``chosen`` keeps, oldest first (one page): ``gun-hub dlq list``."""
+        return dead_letters.select_rows(self._db, chosen, limit=limit, offset=offset)
+
     def decisions_since(self, timestamp: float) -> int:
         [(count,)] = self._db.execute(
             "SELECT COUNT(*) FROM decisions WHERE decided_at >= ?", (timestamp,)
@@ -417,14 +413,27 @@ class OpsView(ViewQueries):
         super().__init__(sqlite3.connect(str(path), isolation_level=None))
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
         self.topics = topics
+        self._reread_dead_letters_kept_the_old_way()
+        self._db.executescript(_SCHEMA + dead_letters.SCHEMA)
         self.skipped = 0  # records that could not be applied (skipped, counted, logged once)
         self.skipped_by_topic: dict[str, int] = defaultdict(int)
         self._logged: set[tuple[str, str]] = set()  # (topic, fault) already logged
 
     def close(self) -> None:
         self._db.close()
+
+    def _reread_dead_letters_kept_the_old_way(self) -> None:
+        """A view made before dead letters were kept by id (kind, component and reason
+        only) reads the dead-letter topic again from its beginning: each one is then kept
+        with its id, source and reference, and counted once."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(dead_letters)")}
+        if not columns or "dlq_offset" in columns:
+            return
+        log.info("operations view: dead letters read again from %s, kept by id", self.topics.dlq)
+        with self._transaction():
+            self._db.execute("DROP TABLE dead_letters")
+            self._db.execute("DELETE FROM offsets WHERE topic = ?", (self.topics.dlq,))
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -611,23 +620,17 @@ class OpsView(ViewQueries):
         )
 
     def _dead_letter(self, record: FeedRecord) -> None:
-        """Count a dead letter by its headers; whatever they hold, it is counted."""
-
-        def header(name: str, limit: int) -> str:
-            return (header_value(record.headers, name) or "")[:limit]
-
+        """Keep a dead letter by its id, from its headers; whatever they hold, it is kept
+        (and counted)."""
         at_ms = record.timestamp_ms
-        self._db.execute(
-            "INSERT INTO dead_letters (topic_partition, kind, component, reason, at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (
-                f"{record.topic}/{record.partition}",
-                _text(header(HEADER_ERROR_KIND, _MAX_KIND_CHARS)) or "UNKNOWN",
-                _text(header(HEADER_COMPONENT, _MAX_COMPONENT_CHARS)) or "unknown",
-                _text(header(HEADER_ERROR_REASON, _MAX_REASON_CHARS)),
-                at_ms / 1000 if at_ms in _TIMESTAMP_MS else time.time(),
-            ),
+        row = dead_letters.row_of(
+            record.partition,
+            record.offset,
+            at_ms / 1000 if at_ms in _TIMESTAMP_MS else time.time(),
+            record.headers,
+            record.key,
         )
+        dead_letters.store_row(self._db, row)
 
 
 _SAME_DECISION = "ON dd.reference = d.reference AND dd.version = d.version"
@@ -653,12 +656,6 @@ def _sized(record: FeedRecord, limit: int) -> bytes:
     if len(record.value) > limit:
         raise Unusable(f"a value of {len(record.value)} bytes (at most {limit})")
     return record.value
-
-
-def _text(text: str) -> str:
-    """Text SQLite can store: lone surrogates (never produced by a UTF-8 decode, but
-    possible in a header given as text) replaced."""
-    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _day_range(

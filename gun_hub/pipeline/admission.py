@@ -21,6 +21,11 @@ holds (ADR 0008):
 
 Nothing waits in the agent: the intake goes on with the next record while claims travel.
 Held declarations are counted as on their way by the offset watchdog (runtime/).
+
+A redrive (redrive.py, ADR 0010) is *read as* its original: it is claimed and decided at
+the original's position (``read_as``), so the owner sees the same position again, a
+redelivery, and the intake finds the case it opened there. It is held, released in log
+order and settled as itself, at the position it has in the log (``source``).
 """
 
 from __future__ import annotations
@@ -54,20 +59,26 @@ class Claim:
     accept_until: int
     source: SourcePosition
     accepted_at: float | None
+    read_as: str | None = None  # a redrive: the original's position, where it is claimed
+
+    @property
+    def position(self) -> str:
+        """Where the id is claimed: the record's position, or the original's."""
+        return self.read_as or self.source.describe()
 
     def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "kind": CLAIM,
-                "jti": self.message_id,
-                "accept_until": self.accept_until,
-                "topic": self.source.topic,
-                "partition": self.source.partition,
-                "offset": self.source.offset,
-                "accepted_at": self.accepted_at,
-            },
-            separators=(",", ":"),
-        ).encode()
+        fields: dict[str, Any] = {
+            "kind": CLAIM,
+            "jti": self.message_id,
+            "accept_until": self.accept_until,
+            "topic": self.source.topic,
+            "partition": self.source.partition,
+            "offset": self.source.offset,
+            "accepted_at": self.accepted_at,
+        }
+        if self.read_as is not None:
+            fields["read_as"] = self.read_as
+        return json.dumps(fields, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +114,13 @@ def read_claims_record(data: bytes) -> Claim | ClaimVerdict:
         )
         if fields["kind"] == CLAIM:
             accepted_at = fields["accepted_at"]
+            read_as = fields.get("read_as")
             return Claim(
                 message_id=str(fields["jti"]),
                 accept_until=int(fields["accept_until"]),
                 source=source,
                 accepted_at=float(accepted_at) if accepted_at is not None else None,
+                read_as=str(read_as) if read_as is not None else None,
             )
         if fields["kind"] == VERDICT:
             return ClaimVerdict(
@@ -130,7 +143,7 @@ class ClaimJudge:
         self._topic = claims_topic
 
     def judge(self, claim: Claim) -> Outbox:
-        position = claim.source.describe()
+        position = claim.position
         first = self._memory.first_sighting(
             claim.message_id, claim.accept_until, position, claim.accepted_at
         )
@@ -160,6 +173,12 @@ class Waiting:
     message_id: str
     first: bool | None = None
     held_at: str = ""
+    read_as: SourcePosition | None = None  # a redrive: the original's position
+
+    @property
+    def position(self) -> SourcePosition:
+        """The position the declaration is decided at: its own, or its original's."""
+        return self.read_as or self.source
 
 
 @dataclass(slots=True)
@@ -235,20 +254,35 @@ class AdmissionGate:
         self._partitions = partitions
 
     def receive(
-        self, data: bytes, source: SourcePosition, accepted_at: float | None
+        self,
+        data: bytes,
+        source: SourcePosition,
+        accepted_at: float | None,
+        *,
+        read_as: SourcePosition | None = None,
     ) -> tuple[Outbox, list[Waiting]]:
-        """What the record causes now (its dead letter, or its claim), and the
-        declarations it releases (a plain one with none waiting before it)."""
+        """What the record at ``source`` causes now (its dead letter, or its claim), and
+        the declarations it releases (a plain one with none waiting before it).
+        ``read_as``: a redrive's original position (``accepted_at`` is then the
+        original's broker time)."""
         outbox = Outbox()
-        unsealed = self._intake.unseal(outbox, data, source, accepted_at, check_replay=False)
+        original = read_as if read_as is not None and read_as != source else None
+        position = original or source
+        unsealed = self._intake.unseal(outbox, data, position, accepted_at, check_replay=False)
         if unsealed is None:
             return outbox, []
         message_id = unsealed.message_id
-        waiting = Waiting(source, data, unsealed.document, message_id or "")
+        waiting = Waiting(source, data, unsealed.document, message_id or "", read_as=original)
         if message_id is None:
             return outbox, self._admissions.admit_without_claim(waiting)
         self._admissions.wait(waiting)
-        claim = Claim(message_id, unsealed.accept_until, source, accepted_at)
+        claim = Claim(
+            message_id,
+            unsealed.accept_until,
+            source,
+            accepted_at,
+            original.describe() if original is not None else None,
+        )
         outbox.add(
             self._topic,
             message_id.encode(),
@@ -264,9 +298,9 @@ class AdmissionGate:
         """Decide a released declaration, or dead-letter a replay."""
         outbox = Outbox()
         if waiting.first:
-            self._intake.admit(outbox, waiting.sealed, waiting.document, waiting.source)
+            self._intake.admit(outbox, waiting.sealed, waiting.document, waiting.position)
         else:
             self._intake.refuse_replay(
-                outbox, waiting.sealed, waiting.source, waiting.message_id, waiting.held_at
+                outbox, waiting.sealed, waiting.position, waiting.message_id, waiting.held_at
             )
         return outbox

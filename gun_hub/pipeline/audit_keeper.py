@@ -1,5 +1,6 @@
-"""Audit keeper: security dead letters enter the audit as unauthenticated reports, and
-idle partitions get their checkpoint in time.
+"""Audit keeper: security dead letters enter the audit as unauthenticated reports, what
+officers did through the hub as authenticated records, and idle partitions get their
+checkpoint in time.
 
 Components dead-letter what fails verification (the hub, adapters, the clearance
 reader); the hub, the only writer of the audit chains, turns those records into audit
@@ -28,6 +29,13 @@ the hub's own rejections, which reach the keeper the same way. Headers can be an
 (issue 10, defect 3): missing, null, not UTF-8, megabytes long, not even pairs; the keeper
 never raises on them.
 
+Officers' actions (a dead letter's payload read, a redrive) reach the keeper on the
+hub-internal operator-actions topic, sealed with the hub's state key by the officer
+listener that authenticated the officer (security/operator_actions.py): each is chained
+as it is, naming the officer. A record there that does not open is a forgery (or a worker
+without the hub's state key): dead-lettered as a security rejection, never chained as an
+action.
+
 The keeper also ticks the audit chains: a timer asks, for each partition this worker
 owns, whether records wait for a checkpoint that is due, and if so sends a tick on the
 hub's deadlines topic (keyed :data:`AUDIT_TICK_KEY`, never a declaration reference); the
@@ -51,14 +59,20 @@ from gun_hub.dead_letter import (
     HEADER_SOURCE_TOPIC,
     ErrorClass,
     SourcePosition,
+    add_dead_letter,
     header_value,
 )
 from gun_hub.envelope import EnvelopeRejectionKind
 from gun_hub.outbox import Headers, Outbox
 from gun_hub.pipeline.context import HubContext
+from gun_hub.redrive import REDRIVE_UNVERIFIED
+from gun_hub.security.operator_actions import open_action
+from gun_hub.security.state_cipher import StateUnreadable
 
 log = logging.getLogger(__name__)
 
+COMPONENT = "hub.audit-keeper"
+OPERATOR_ACTION_UNVERIFIED = "OPERATOR_ACTION_UNVERIFIED"
 REPORTED_BY = "unauthenticated report: from a dead letter's headers, which any party may write"
 UNLISTED = "UNLISTED"
 # Every kind a component dead-letters with the security class.
@@ -70,10 +84,19 @@ SECURITY_REJECTION_KINDS = frozenset(
         "RESPONSE_WRONG_SENDER",
         "REQUEST_KEY_MISMATCH",
         "REQUEST_MISADDRESSED",
+        REDRIVE_UNVERIFIED,
+        OPERATOR_ACTION_UNVERIFIED,
     }
 )
 _HUB_COMPONENTS = frozenset(
-    {"hub.intake", "hub.correlation", "hub.delivery", "hub.deadlines", "hub.audit-keeper"}
+    {
+        "hub.intake",
+        "hub.correlation",
+        "hub.delivery",
+        "hub.deadlines",
+        "hub.audit-keeper",
+        "hub.redrive",
+    }
 )
 _OTHER_COMPONENTS = frozenset({"clearance.reader"})
 # The contract's ReferenceType (schemas/common-types.xsd).
@@ -138,6 +161,30 @@ class AuditKeeper:
                 offset if offset and _NUMBER.fullmatch(offset) else "?",
             )
         )
+
+    # -- what officers did -----------------------------------------------------------------
+
+    def operator_action(self, key: bytes | None, value: bytes, source: SourcePosition) -> Outbox:
+        """Chain the action read at ``source``, naming the officer the listener
+        authenticated; anything that does not open as a hub-sealed action is refused."""
+        outbox = Outbox()
+        try:
+            action = open_action(self._ctx.outbox_cipher, key or b"", value)
+        except (StateUnreadable, ValueError) as refused:
+            log.warning("operator action at %s refused: %s", source.describe(), refused)
+            add_dead_letter(
+                outbox,
+                self._ctx.topics.dlq,
+                value,
+                error_class=ErrorClass.SECURITY,
+                kind=OPERATOR_ACTION_UNVERIFIED,
+                reason=str(refused),
+                source=source,
+                component=COMPONENT,
+            )
+            return outbox
+        self._ctx.record_audit(outbox, source.partition, action.audit_body(source.describe()))
+        return outbox
 
     # -- checkpoints of idle partitions ------------------------------------------------------
 

@@ -5,8 +5,9 @@
 * the trader listener (``GUN_HUB_WEB__TRADER_PORT``): ``/declarations/{reference}`` for
   a caller with a token from the clearance portal, its own declarations only, with any
   trace of a confidential authority left out (:mod:`gun_hub.web.trader`);
-* the officer listener (``GUN_HUB_WEB__OFFICER_PORT``): statistics, the full status and
-  the live dashboard behind officer credentials (:mod:`gun_hub.web.officer`).
+* the officer listener (``GUN_HUB_WEB__OFFICER_PORT``): statistics, the full status,
+  the live dashboard and the dead-letter desk behind officer credentials
+  (:mod:`gun_hub.web.officer`, :mod:`gun_hub.web.dead_letters`).
 
 The trader and officer listeners are off until their port is set, and a port set without
 the credentials it checks (the portal's public keys, the officers file) stops the hub at
@@ -29,6 +30,7 @@ from gun_hub.routing import RoutingTable
 from gun_hub.security.web_auth import OfficerGate, PortalKeys, TokenPolicy, TraderTokens
 from gun_hub.settings import WebSettings
 from gun_hub.web.common import Bounds
+from gun_hub.web.dead_letters import DeadLetterDesk
 from gun_hub.web.listeners import Listener, start_all, stop_all, tls_context
 from gun_hub.web.officer import officer_app
 from gun_hub.web.probes import register_probes
@@ -63,6 +65,7 @@ def build_web(
     view_path: Path | None,
     state: OpsState,
     confidential: Collection[str],
+    desk: DeadLetterDesk | None = None,
 ) -> HubWeb | None:
     """The listeners ``settings`` ask for (None: neither port is set)."""
     if not settings.trader_port and not settings.officer_port:
@@ -114,7 +117,7 @@ def build_web(
             page_size_default=min(settings.page_size_default, settings.page_size_max),
             page_size_max=settings.page_size_max,
         )
-        app = officer_app(reader, OfficerGate(settings.officers_file), state, bounds)
+        app = officer_app(reader, OfficerGate(settings.officers_file), state, bounds, desk=desk)
         listeners.append(
             Listener("officer", app, settings.officer_host, settings.officer_port, tls)
         )
@@ -133,12 +136,17 @@ def register_web_views(
     ready: Callable[[], list[str]],
     web: WebSettings,
     routing: RoutingTable,
+    desk: DeadLetterDesk | None = None,
 ) -> None:
     """Probes and metrics on faust's server; the trader and officer listeners as a
     service started and stopped with the app."""
     register_probes(app, ready)
     hub_web = build_web(
-        web, view.path if view is not None else None, state, confidential_authorities(routing)
+        web,
+        view.path if view is not None else None,
+        state,
+        confidential_authorities(routing),
+        desk,
     )
     if hub_web is None:
         return

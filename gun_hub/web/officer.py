@@ -8,7 +8,8 @@ Every path needs officer credentials (HTTP basic, checked against the officers f
   dead letters, over at most ``stats_max_days`` (default: the last ``stats_default_days``);
 * ``/stats/declarants/{eori}/documents[?limit=&offset=]``: a declarant's documents, paged;
 * ``/stats/written-off[?document=&limit=&offset=]``: quantities written off, paged;
-* ``/dashboard`` (and its script, styles and icon) and ``/api/dashboard``.
+* ``/dashboard`` (and its script, styles and icon) and ``/api/dashboard``;
+* ``/dead-letters`` and below: the dead-letter desk (:mod:`gun_hub.web.dead_letters`).
 
 Every question to the view runs off the event loop (:mod:`gun_hub.web.queries`).
 """
@@ -41,6 +42,7 @@ from gun_hub.web.common import (
     paged,
     refuse,
 )
+from gun_hub.web.dead_letters import OFFICER, DeadLetterDesk, add_dead_letter_routes
 from gun_hub.web.queries import ViewReader
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ def officer_app(
     bounds: Bounds,
     *,
     today: Callable[[], Any] = lambda: datetime.now(UTC).date(),
+    desk: DeadLetterDesk | None = None,
 ) -> web.Application:
     """The aiohttp application of the officer listener."""
     recent: Recent[dict[str, Any]] = Recent(_STATS_SHARED_S)
@@ -106,7 +109,7 @@ def officer_app(
     @web.middleware
     async def officers_only(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            await officers.verify(request.headers.get("Authorization"))
+            request[OFFICER] = await officers.verify(request.headers.get("Authorization"))
         except Unauthenticated as refused:
             refusals.refused(request.remote, refused.reason, str(refused))
             if refused.reason == "busy":
@@ -203,6 +206,7 @@ def officer_app(
     add("/stats/declarants/{eori}/documents", declarant_documents, allow_head=False)
     add("/stats/written-off", written_off, allow_head=False)
     add("/api/dashboard", dashboard_data, allow_head=False)
+    add_dead_letter_routes(app, reader, desk, bounds)
     for path, (content_type, body) in DASHBOARD_ASSETS.items():
         add(path, _asset(content_type, body), allow_head=False)
     return app

@@ -200,8 +200,9 @@ def test_a_dead_letter_with_null_undecodable_or_byte_named_headers_is_counted(
         (HEADER_ERROR_REASON, b"\xed\xa0\x80" * 10_000),
         (HEADER_COMPONENT, b"c" * 5_000_000),
     ]
-    record = FeedRecord(TOPICS.dlq, 0, 0, -1, b"", weird)
-    far_future = FeedRecord(TOPICS.dlq, 0, 1, 2**62, b"", [(HEADER_ERROR_KIND, b"K")])
+    # Each at a place of its own in the log (the view keeps a dead letter once per place).
+    record = FeedRecord(TOPICS.dlq, 0, 10, -1, b"", weird)
+    far_future = FeedRecord(TOPICS.dlq, 0, 11, 2**62, b"", [(HEADER_ERROR_KIND, b"K")])
     view.apply([record, far_future, feed.record(TOPICS.dlq, b"", [(HEADER_ERROR_KIND, b"OK")])])
     assert view.dead_letter_counts()["total"] == 3
     assert len(view.recent_dead_letters()) == 3

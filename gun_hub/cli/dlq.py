@@ -1,0 +1,333 @@
+"""``gun-hub dlq list | show | redrive``: dead letters, through the officer listener.
+
+The hub keeps the dead letters in its operations view, reads them back from the broker,
+and holds the rules: who may see a payload, what can be redriven, and the audit of both
+(gun_hub/web/dead_letters.py, ADR 0010). The command presents the officer's credentials
+(``--credentials-file``, as ``gun-hub stats``) and prints what the hub answers.
+
+An id is ``PARTITION:OFFSET`` of the dead letter in the dead-letter topic, as ``list``
+prints it; ``gun.dlq/PARTITION/OFFSET`` works too.
+
+Exit codes: 0 done; 1 no such dead letter (none matched); 2 refused (a bad parameter, a
+dead letter that cannot be redriven, a sealed payload); 3 hub unreachable; 4 not
+authenticated; 5 not a dead-letter operator (``--payload``, ``redrive``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import urllib.parse
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from gun_hub.cli.hub_client import (
+    AS_JSON,
+    CAFILE,
+    CREDENTIALS_FILE,
+    HUB_URL,
+    call_hub,
+    hub_url_of,
+    officer_authorization,
+    print_table,
+    refused,
+)
+from gun_hub.cli.kafka import registry_for
+from gun_hub.ops.dead_letters import DeadLetterId, NotAFilter, NotAnId, parse_since
+from gun_hub.settings import load_settings
+
+NOT_FOUND = 1
+NOT_ALLOWED = 5
+_REASON_CHARS = 60
+
+app = typer.Typer(
+    help="Dead letters: list them, show one, redrive them once the cause is fixed "
+    "(officers; docs/operations.md).",
+    no_args_is_help=True,
+)
+
+SINCE = typer.Option(
+    None,
+    help="Written since: a duration back from now (90m, 6h, 7d), a day (YYYY-MM-DD) or an "
+    "ISO date and time (local time unless it has an offset).",
+)
+KIND = typer.Option(None, help="Of this kind only (e.g. ENVELOPE_UNKNOWN_KID).")
+REFERENCE = typer.Option(None, help="About this declaration only.")
+
+
+class _Officer:
+    """The listener to ask and the credentials to ask it with."""
+
+    def __init__(self, credentials_file: Path | None, hub_url: str | None, cafile: Path | None):
+        if credentials_file is None:
+            typer.echo("dead letters are for officers: give --credentials-file", err=True)
+            raise typer.Exit(2)
+        self.authorization = officer_authorization(credentials_file)
+        self.base = hub_url_of(hub_url, "officer")
+        self.cafile = cafile
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return call_hub(f"{self.base}{path}", self.authorization, self.cafile)
+
+    def post(self, path: str) -> tuple[int, Any]:
+        return call_hub(f"{self.base}{path}", self.authorization, self.cafile, body={})
+
+
+def _fail(code: int, body: Any, what: str) -> None:
+    """Exit as the hub's refusal says (after printing it)."""
+    error = body.get("error", code) if isinstance(body, dict) else code
+    if code == 404:
+        typer.echo(f"{what}: {error}", err=True)
+        raise typer.Exit(NOT_FOUND)
+    if code == 403:
+        typer.echo(f"{what}: {error}", err=True)
+        raise typer.Exit(NOT_ALLOWED)
+    refused(code, body, what)
+
+
+def _dead_letter_id(text: str) -> DeadLetterId:
+    try:
+        return DeadLetterId.parse(text, registry_for(load_settings()).dlq)
+    except NotAnId as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+
+
+def _query(
+    since: str | None, kind: str | None, reference: str | None, **paging: int
+) -> dict[str, str]:
+    query = {name: str(value) for name, value in paging.items()}
+    if since is not None:
+        try:
+            query["since"] = parse_since(since, datetime.now().astimezone()).isoformat()
+        except NotAFilter as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(2) from None
+    if kind is not None:
+        query["kind"] = kind
+    if reference is not None:
+        query["reference"] = reference
+    return query
+
+
+@app.command("list")
+def list_dead_letters(
+    since: str | None = SINCE,
+    kind: str | None = KIND,
+    reference: str | None = REFERENCE,
+    limit: int | None = typer.Option(
+        None, help="Rows (default and most: the hub's page sizes, 100 and 1000)."
+    ),
+    offset: int = typer.Option(0, help="Rows to skip."),
+    credentials_file: Path | None = CREDENTIALS_FILE,
+    hub_url: str | None = HUB_URL,
+    cafile: Path | None = CAFILE,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Dead letters, oldest first: id, time, kind, where the original was, and whether it
+    can be redriven."""
+    officer = _Officer(credentials_file, hub_url, cafile)
+    paging = {"offset": offset, **({"limit": limit} if limit is not None else {})}
+    query = _query(since, kind, reference, **paging)
+    code, body = officer.get(f"/dead-letters?{urllib.parse.urlencode(query)}")
+    if code != 200:
+        _fail(code, body, "the hub refused")
+    if as_json:
+        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        return
+    rows = body["dead_letters"]
+    if not rows:
+        typer.echo("no dead letter matches", err=True)
+    else:
+        print_table(
+            ["id", "at", "kind", "component", "reference", "source", "redrive", "reason"],
+            [
+                [
+                    row["id"],
+                    row["at"],
+                    row["kind"],
+                    row["component"],
+                    row["reference"] or "-",
+                    row["source"],
+                    "yes" if row["redrivable"] else "no",
+                    _short(row["reason"]),
+                ]
+                for row in rows
+            ],
+        )
+    if body.get("next_offset") is not None:
+        typer.echo(f"(more: --offset {body['next_offset']})", err=True)
+
+
+@app.command()
+def show(
+    dead_letter: str = typer.Argument(help="PARTITION:OFFSET, as `gun-hub dlq list` prints it."),
+    payload: bool = typer.Option(
+        False,
+        "--payload",
+        help="Also print the value (dead-letter operators only; audited; never a value "
+        "sealed to a party).",
+    ),
+    out: Path | None = typer.Option(
+        None, help="With --payload: write the value's bytes to this file (mode 0600)."
+    ),
+    credentials_file: Path | None = CREDENTIALS_FILE,
+    hub_url: str | None = HUB_URL,
+    cafile: Path | None = CAFILE,
+    as_json: bool = AS_JSON,
+) -> None:
+    """One dead letter: what failed, why, where the original was, what its value is."""
+    officer = _Officer(credentials_file, hub_url, cafile)
+    named = _dead_letter_id(dead_letter)
+    code, body = officer.get(f"/dead-letters/{named}")
+    if code != 200:
+        _fail(code, body, str(named))
+    if as_json and not payload:
+        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    elif not as_json:
+        _print_dead_letter(body)
+    if not payload:
+        return
+    code, shown = officer.post(f"/dead-letters/{named}/payload")
+    if code != 200:
+        _fail(code, shown, f"{named}: payload")
+    if as_json:
+        typer.echo(json.dumps({**body, "payload": shown}, indent=2, ensure_ascii=False))
+        return
+    data = (
+        base64.b64decode(shown["payload"])
+        if shown["encoding"] == "base64"
+        else shown["payload"].encode()
+    )
+    if out is not None:
+        out.touch(mode=0o600, exist_ok=True)
+        out.chmod(0o600)
+        out.write_bytes(data)
+        typer.echo(f"payload ({len(data)} bytes) written to {out}", err=True)
+        return
+    typer.echo(
+        "payload"
+        + (" (the head only: the original did not fit)" if shown["truncated"] else "")
+        + ":"
+    )
+    if shown["encoding"] == "base64":
+        typer.echo(shown["payload"])
+    else:
+        sys.stdout.write(shown["payload"] + ("" if shown["payload"].endswith("\n") else os.linesep))
+
+
+@app.command()
+def redrive(
+    dead_letter: str | None = typer.Argument(
+        None, help="PARTITION:OFFSET of one dead letter (or --kind)."
+    ),
+    kind: str | None = typer.Option(
+        None, help="Every dead letter of this kind that can be redriven (instead of an id)."
+    ),
+    since: str | None = SINCE,
+    reference: str | None = REFERENCE,
+    credentials_file: Path | None = CREDENTIALS_FILE,
+    hub_url: str | None = HUB_URL,
+    cafile: Path | None = CAFILE,
+) -> None:
+    """Republish a dead letter's original on its topic and partition, once its cause is
+    fixed (dead-letter operators only; audited). Redriving again changes nothing: the
+    hub reads a redrive as the original read again."""
+    if (dead_letter is None) == (kind is None):
+        typer.echo("give one dead letter id, or --kind", err=True)
+        raise typer.Exit(2)
+    if dead_letter is not None and (since is not None or reference is not None):
+        typer.echo("--since and --reference narrow --kind, not an id", err=True)
+        raise typer.Exit(2)
+    officer = _Officer(credentials_file, hub_url, cafile)
+    if dead_letter is not None:
+        named = _dead_letter_id(dead_letter)
+        code, body = officer.post(f"/dead-letters/{named}/redrive")
+        if code != 200:
+            _fail(code, body, str(named))
+        _print_redriven(body)
+        return
+    assert kind is not None  # noqa: S101 - one of the two, checked above
+    _redrive_kind(officer, kind, since, reference)
+
+
+def _redrive_kind(officer: _Officer, kind: str, since: str | None, reference: str | None) -> None:
+    """Each original once (a dead letter redriven before and dead-lettered again has the
+    same original): the dead letters that can be redriven, in the order they came."""
+    chosen: dict[str, str] = {}  # source -> the first dead letter about it
+    skipped = 0
+    offset: int | None = 0
+    while offset is not None:
+        query = _query(since, kind, reference, offset=offset)  # the hub's page size
+        code, body = officer.get(f"/dead-letters?{urllib.parse.urlencode(query)}")
+        if code != 200:
+            _fail(code, body, "the hub refused")
+        for row in body["dead_letters"]:
+            if not row["redrivable"]:
+                skipped += 1
+                typer.echo(f"{row['id']}: not redriven: {row['not_redrivable']}", err=True)
+            else:
+                chosen.setdefault(row["source"], row["id"])
+        offset = body.get("next_offset")
+    if not chosen and not skipped:
+        typer.echo(f"no dead letter of kind {kind} matches", err=True)
+        raise typer.Exit(NOT_FOUND)
+    failed = 0
+    for named in chosen.values():
+        code, body = officer.post(f"/dead-letters/{named}/redrive")
+        if code in (401, 403):
+            _fail(code, body, named)
+        if code != 200:
+            failed += 1
+            typer.echo(f"{named}: not redriven: {body.get('error', code)}", err=True)
+            continue
+        _print_redriven(body)
+    typer.echo(
+        f"{len(chosen) - failed} redriven, {skipped} cannot be redriven, {failed} refused",
+        err=True,
+    )
+    if failed:
+        raise typer.Exit(2)
+
+
+def _print_redriven(body: dict[str, Any]) -> None:
+    reference = f" ({body['reference']})" if body.get("reference") else ""
+    typer.echo(f"{body['id']}{reference}: {body['origin']} redriven as {body['redrive']}")
+
+
+def _print_dead_letter(body: dict[str, Any]) -> None:
+    value = body["value"]
+    form = value["form"]
+    if form == "sealed":
+        form = f"sealed to {value['sealed_to']} ({value['encryption']}): not shown"
+    typer.echo(f"dead letter {body['id']} ({body['dead_letter']}), written {body['at']}")
+    rows = [
+        ["kind", f"{body['kind']} ({body['class'] or 'no class'})"],
+        ["component", body["component"]],
+        ["reference", body["reference"] or "-"],
+        [
+            "original",
+            body["source"] + (" (the value is its head only)" if body["truncated"] else ""),
+        ],
+        ["value", f"{value['bytes']} bytes, {form}, sha256 {value['sha256']}"],
+        [
+            "redrive",
+            "possible" if body["redrivable"] else f"not possible: {body['not_redrivable']}",
+        ],
+    ]
+    for name, text in rows:
+        typer.echo(f"  {name:<10} {text}")
+    typer.echo(f"  {'reason':<10} {body['reason']}")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="dlq")

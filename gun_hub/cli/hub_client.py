@@ -1,0 +1,115 @@
+"""Asking a running hub's trader or officer listener from the command line: its address,
+the officer's credentials, one JSON request, and what a refusal exits with.
+
+Exit codes shared by the commands that ask a listener: 2 refused (a bad parameter, the
+view off), 3 hub unreachable, 4 not authenticated.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Literal
+
+import typer
+
+from gun_hub.security.web_auth import (
+    AccessConfigError,
+    basic_authorization,
+    read_officer_credentials,
+)
+from gun_hub.settings import load_settings
+
+Listener = Literal["trader", "officer"]
+NOT_AUTHENTICATED = 4
+
+HUB_URL = typer.Option(
+    None,
+    help="The listener's address (default: the trader or officer listener's, from the settings).",
+)
+AS_JSON = typer.Option(False, "--json", help="Print the hub's JSON answer as is.")
+CREDENTIALS_FILE = typer.Option(
+    None, help="As an officer: a file holding NAME:PASSWORD (mode 0600)."
+)
+CAFILE = typer.Option(
+    None, help="CA certificate(s) the listener's HTTPS certificate is checked with."
+)
+
+
+def hub_url_of(hub_url: str | None, listener: Listener) -> str:
+    """``hub_url`` as given, else the listener's address from the settings."""
+    if hub_url:
+        return hub_url.rstrip("/")
+    web = load_settings().web
+    host, port = (
+        (web.trader_host, web.trader_port)
+        if listener == "trader"
+        else (web.officer_host, web.officer_port)
+    )
+    if not port:
+        typer.echo(
+            f"the {listener} listener is off: set GUN_HUB_WEB__{listener.upper()}_PORT "
+            "or give --hub-url",
+            err=True,
+        )
+        raise typer.Exit(2)
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+    return f"{'https' if web.tls_cert else 'http'}://{host}:{port}"
+
+
+def call_hub(
+    url: str,
+    authorization: str,
+    cafile: Path | None = None,
+    *,
+    body: dict[str, Any] | None = None,
+) -> tuple[int, Any]:
+    """GET ``url`` (POST ``body`` as JSON when given); the status and the JSON answer."""
+    headers = {"Authorization": authorization}
+    data = None
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310
+    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:  # noqa: S310
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as err:
+        try:
+            return err.code, json.load(err)
+        except ValueError:
+            return err.code, {"error": err.reason}
+    except (urllib.error.URLError, OSError) as err:
+        typer.echo(f"cannot reach the hub at {url}: {err}", err=True)
+        raise typer.Exit(3) from None
+
+
+def refused(code: int, body: Any, what: str) -> None:
+    """Exit with what the hub said when it did not answer 200."""
+    error = body.get("error", code) if isinstance(body, dict) else code
+    if code == 401:
+        typer.echo(f"{what}: not authenticated ({error})", err=True)
+        raise typer.Exit(NOT_AUTHENTICATED)
+    typer.echo(f"{what}: {error}", err=True)
+    raise typer.Exit(2)
+
+
+def officer_authorization(credentials_file: Path) -> str:
+    """The ``Authorization`` header of the officer in ``credentials_file``."""
+    try:
+        return basic_authorization(*read_officer_credentials(credentials_file))
+    except AccessConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+
+
+def print_table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    typer.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

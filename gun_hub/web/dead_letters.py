@@ -1,0 +1,415 @@
+"""The dead-letter desk, on the officer listener: ``gun-hub dlq`` (ADR 0010).
+
+* ``GET /dead-letters[?since=&kind=&reference=&limit=&offset=]``: the dead letters the
+  operations view keeps, oldest first, each saying whether it can be redriven;
+* ``GET /dead-letters/{id}``: one dead letter's metadata and whole reason, read from the
+  broker, and what its value is (size, digest, sealed or not), never the value itself;
+* ``POST /dead-letters/{id}/payload``: the value, for a dead-letter operator only, and
+  only when it is not sealed to a party: a JOSE envelope (or a value sealed with a state
+  key) is shown as what it is, never opened; the hub does not decrypt a dead letter for
+  a person;
+* ``POST /dead-letters/{id}/redrive``: the original republished on its topic and
+  partition (redrive.py), for a dead-letter operator only.
+
+Any officer lists and shows (the dashboard already shows them kinds and reasons); the
+operators are the officers named in ``GUN_HUB_WEB__DEAD_LETTER_OPERATORS``. A payload
+shown and a redrive are audited before they happen: the action is on the broker (the
+audit keeper chains it, security/operator_actions.py) or it is not done.
+
+The two POSTs take ``application/json`` only: a page of another site cannot send that to
+the listener without its consent (it gives none: no CORS), so an officer's browser signed
+in to the dashboard cannot be made to redrive or read a payload.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from gun_hub.dead_letter import (
+    HEADER_ERROR_REASON,
+    HEADER_ORIGINAL_SHA256,
+    SourcePosition,
+    header_value,
+)
+from gun_hub.kafka.log_reader import LoggedRecord
+from gun_hub.ops.dead_letters import (
+    DeadLetterFilter,
+    DeadLetterId,
+    DeadLetterRow,
+    NotAFilter,
+    NotAnId,
+    parse_since,
+    row_of,
+)
+from gun_hub.outbox import OutgoingRecord
+from gun_hub.redrive import RecordReader, not_redrivable, redrive_headers
+from gun_hub.security.operator_actions import ActionKind, OperatorAction, seal_action
+from gun_hub.security.state_cipher import MAGIC as STATE_SEALED_MAGIC
+from gun_hub.security.state_cipher import StateCipher
+from gun_hub.topics import TopicRegistry
+from gun_hub.web.common import BadRequest, Bounds, answer, from_view, page, paged, refuse
+from gun_hub.web.queries import ViewReader
+
+log = logging.getLogger(__name__)
+
+# Where the officer listener keeps who signed in, on each request.
+OFFICER: web.RequestKey[str] = web.RequestKey("officer", str)
+_MAX_HEADER_CHARS = 2048
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class DeadLetterDesk:
+    """What the desk reads and writes with: the broker (records by position, sends
+    acknowledged with their offset) and the hub's state key (actions)."""
+
+    topics: TopicRegistry
+    reader: RecordReader
+    send: Callable[[OutgoingRecord], Awaitable[int]]
+    cipher: StateCipher
+    operators: frozenset[str]
+    clock: Callable[[], datetime] = field(default=_utc_now)
+
+    def position(self, dead_letter: DeadLetterId) -> str:
+        return f"{self.topics.dlq}/{dead_letter.partition}/{dead_letter.offset}"
+
+    async def audit(
+        self,
+        kind: ActionKind,
+        officer: str,
+        dead_letter: DeadLetterId,
+        row: DeadLetterRow,
+    ) -> None:
+        """Publish the action and wait for the broker to have it (before it is done)."""
+        key = str(dead_letter).encode()
+        action = OperatorAction(
+            action=kind,
+            officer=officer,
+            dead_letter=self.position(dead_letter),
+            origin=row.source,
+            reference=row.reference or None,
+            at=self.clock(),
+        )
+        await self.send(
+            OutgoingRecord(
+                self.topics.operator_actions,
+                key,
+                seal_action(self.cipher, key, action),
+                partition=dead_letter.partition,
+            )
+        )
+
+
+def describe_value(value: bytes) -> dict[str, Any]:
+    """What a dead letter's value is, without showing it: size, digest, and its form:
+    ``sealed`` (a JOSE envelope, encrypted to ``sealed_to``), ``state-sealed`` (encrypted
+    with a component's state key), ``signed`` (a JWS any reader of its topic may read),
+    ``plain`` or ``empty``."""
+    described: dict[str, Any] = {
+        "bytes": len(value),
+        "sha256": hashlib.sha256(value).hexdigest(),
+    }
+    if not value:
+        return {**described, "form": "empty"}
+    if value.startswith(STATE_SEALED_MAGIC):
+        return {**described, "form": "state-sealed"}
+    if value.startswith(b"eyJ") and value.count(b".") == 4:
+        header = _protected_header(value)
+        return {
+            **described,
+            "form": "sealed",
+            "sealed_to": str(header.get("kid", "?"))[:120],
+            "encryption": f"{header.get('alg', '?')}/{header.get('enc', '?')}"[:120],
+        }
+    if value.startswith(b"eyJ") and value.count(b".") == 2:
+        return {**described, "form": "signed"}
+    return {**described, "form": "plain"}
+
+
+def _protected_header(compact: bytes) -> dict[str, Any]:
+    encoded = compact.split(b".", 1)[0][:2048]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4)))
+    except (ValueError, binascii.Error, RecursionError):
+        return {}
+    return header if isinstance(header, dict) else {}
+
+
+def add_dead_letter_routes(
+    app: web.Application,
+    reader: ViewReader | None,
+    desk: DeadLetterDesk | None,
+    bounds: Bounds,
+) -> None:
+    """The desk's routes on the officer listener's application (``desk`` None: each
+    answers 503, as on a hub built without one)."""
+
+    async def dead_letters(request: web.Request) -> web.StreamResponse:
+        if desk is None:
+            return _no_desk()
+        chosen = _filter(request.query, desk.clock())
+        limit, offset = page(request.query, bounds)
+        found = await from_view(
+            reader,
+            lambda q: q.dead_letters(chosen, limit=limit + 1, offset=offset),
+            "dead_letters",
+        )
+        if isinstance(found, web.Response):
+            return found
+        rows, following = paged(found, limit, offset)
+        return answer(
+            {
+                "dead_letters": [_listed(row, desk.topics) for row in rows],
+                "next_offset": following,
+            }
+        )
+
+    async def show(request: web.Request) -> web.StreamResponse:
+        if desk is None:
+            return _no_desk()
+        dead_letter = _id(request, desk)
+        record = await _read_dead_letter(desk, dead_letter)
+        if isinstance(record, web.Response):
+            return record
+        row = _row(record)
+        headers = {
+            name: value.decode("utf-8", "replace")[:_MAX_HEADER_CHARS]
+            for name, value in record.headers
+        }
+        return answer(
+            {
+                **_listed(row, desk.topics),
+                "dead_letter": desk.position(dead_letter),
+                "reason": (header_value(record.headers, HEADER_ERROR_REASON) or "")[
+                    :_MAX_HEADER_CHARS
+                ],
+                "value": describe_value(record.value),
+                "headers": headers,
+            }
+        )
+
+    async def payload(request: web.Request) -> web.StreamResponse:
+        if desk is None:
+            return _no_desk()
+        officer = _operator(request, desk, "read a dead letter's payload")
+        if isinstance(officer, web.Response):
+            return officer
+        dead_letter = _id(request, desk)
+        record = await _read_dead_letter(desk, dead_letter)
+        if isinstance(record, web.Response):
+            return record
+        described = describe_value(record.value)
+        if described["form"] in ("sealed", "state-sealed"):
+            # Shown as what it is: the hub does not open a dead letter for a person.
+            return refuse(
+                409,
+                "the payload is sealed to a party: it is not opened for display",
+                value=described,
+            )
+        row = _row(record)
+        unrecorded = await _audited(desk, ActionKind.DLQ_PAYLOAD_READ, officer, dead_letter, row)
+        if unrecorded is not None:
+            return unrecorded
+        log.info("officer %s read the payload of dead letter %s", officer, dead_letter)
+        try:
+            text, encoding = record.value.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(record.value).decode(), "base64"
+        return answer(
+            {
+                "id": str(dead_letter),
+                "value": described,
+                "truncated": row.truncated,
+                "encoding": encoding,
+                "payload": text,
+            }
+        )
+
+    async def redrive(request: web.Request) -> web.StreamResponse:
+        if desk is None:
+            return _no_desk()
+        officer = _operator(request, desk, "redrive a dead letter")
+        if isinstance(officer, web.Response):
+            return officer
+        dead_letter = _id(request, desk)
+        record = await _read_dead_letter(desk, dead_letter)
+        if isinstance(record, web.Response):
+            return record
+        row = _row(record)
+        original = await _original(desk, row, record)
+        if isinstance(original, web.Response):
+            return original
+        unrecorded = await _audited(desk, ActionKind.DLQ_REDRIVE, officer, dead_letter, row)
+        if unrecorded is not None:
+            return unrecorded
+        try:
+            landed = await desk.send(
+                OutgoingRecord(
+                    original.topic,
+                    original.key,
+                    original.value,
+                    # The hub reads it as the original, at its position (redrive.py).
+                    redrive_headers(
+                        SourcePosition(original.topic, original.partition, original.offset),
+                        dead_letter,
+                    ),
+                    partition=original.partition,
+                )
+            )
+        except (KafkaError, TimeoutError) as err:
+            log.warning("redrive of %s not published: %s", dead_letter, type(err).__name__)
+            return refuse(
+                503, f"the broker did not take the redrive ({type(err).__name__}): redrive again"
+            )
+        redriven = f"{original.topic}/{original.partition}/{landed}"
+        log.info("officer %s redrove dead letter %s as %s", officer, dead_letter, redriven)
+        return answer(
+            {
+                "id": str(dead_letter),
+                "origin": original.describe(),
+                "redrive": redriven,
+                "reference": row.reference or None,
+                "kind": row.kind,
+            }
+        )
+
+    app.router.add_get("/dead-letters", dead_letters, allow_head=False)
+    app.router.add_get("/dead-letters/{id}", show, allow_head=False)
+    app.router.add_post("/dead-letters/{id}/payload", payload)
+    app.router.add_post("/dead-letters/{id}/redrive", redrive)
+
+
+async def _audited(
+    desk: DeadLetterDesk,
+    kind: ActionKind,
+    officer: str,
+    dead_letter: DeadLetterId,
+    row: DeadLetterRow,
+) -> web.Response | None:
+    """None once the broker has the action; else the refusal (an action that could not be
+    recorded is not done)."""
+    try:
+        await desk.audit(kind, officer, dead_letter, row)
+    except (KafkaError, TimeoutError) as err:
+        log.warning("%s of %s not recorded: %s", kind.value, dead_letter, type(err).__name__)
+        return refuse(
+            503, f"the action could not be recorded ({type(err).__name__}): not done, ask again"
+        )
+    return None
+
+
+def _no_desk() -> web.Response:
+    return refuse(503, "the dead-letter desk is not available on this listener")
+
+
+def _filter(query: Any, now: datetime) -> DeadLetterFilter:
+    since = query.get("since")
+    try:
+        return DeadLetterFilter(
+            since=parse_since(since, now) if since is not None else None,
+            kind=query.get("kind"),
+            reference=query.get("reference"),
+        )
+    except NotAFilter as err:
+        raise BadRequest(str(err)) from None
+
+
+def _id(request: web.Request, desk: DeadLetterDesk) -> DeadLetterId:
+    try:
+        return DeadLetterId.parse(request.match_info["id"], desk.topics.dlq)
+    except NotAnId as err:
+        raise BadRequest(str(err)) from None
+
+
+def _operator(request: web.Request, desk: DeadLetterDesk, what: str) -> str | web.Response:
+    """The signed-in officer if a dead-letter operator, else the refusal. POSTs take JSON
+    only (see the module docstring)."""
+    if request.content_type != "application/json":
+        return refuse(415, "send Content-Type: application/json")
+    officer = str(request.get(OFFICER, ""))
+    if officer not in desk.operators:
+        log.info("officer %s may not %s (not a dead-letter operator)", officer, what)
+        return refuse(
+            403,
+            f"only dead-letter operators may {what} (GUN_HUB_WEB__DEAD_LETTER_OPERATORS)",
+        )
+    return officer
+
+
+async def _read_dead_letter(
+    desk: DeadLetterDesk, dead_letter: DeadLetterId
+) -> LoggedRecord | web.Response:
+    try:
+        record = await desk.reader.read(desk.topics.dlq, dead_letter.partition, dead_letter.offset)
+    except (KafkaError, TimeoutError):
+        return refuse(503, "the broker did not answer in time: ask again", {"Retry-After": "1"})
+    if record is None:
+        return refuse(404, "no such dead letter (or no longer retained)", id=str(dead_letter))
+    return record
+
+
+def _row(record: LoggedRecord) -> DeadLetterRow:
+    return row_of(
+        record.partition,
+        record.offset,
+        record.timestamp_ms / 1000,
+        record.headers,
+        record.key,
+    )
+
+
+async def _original(
+    desk: DeadLetterDesk, row: DeadLetterRow, dead_letter: LoggedRecord
+) -> LoggedRecord | web.Response:
+    """The record the dead letter is about, as the broker still holds it, once it is known
+    to be the one the dead letter kept (its bytes, or their digest when they did not fit)."""
+    why_not = not_redrivable(row.component, row.source_topic, desk.topics)
+    if why_not is None and (row.source_partition is None or row.source_offset is None):
+        why_not = "its headers do not say where the original is"
+    if why_not is not None:
+        return refuse(409, f"this dead letter cannot be redriven: {why_not}", id=str(row.id))
+    assert row.source_partition is not None  # noqa: S101 - checked just above
+    assert row.source_offset is not None  # noqa: S101
+    try:
+        original = await desk.reader.read(row.source_topic, row.source_partition, row.source_offset)
+    except (KafkaError, TimeoutError):
+        return refuse(503, "the broker did not answer in time: ask again", {"Retry-After": "1"})
+    if original is None:
+        return refuse(
+            409,
+            f"the original, {row.source}, is no longer in the log (retention): it cannot be "
+            "redriven",
+            id=str(row.id),
+        )
+    kept = (
+        header_value(dead_letter.headers, HEADER_ORIGINAL_SHA256)
+        == hashlib.sha256(original.value).hexdigest()
+        if row.truncated
+        else dead_letter.value == original.value
+    )
+    if not kept:
+        return refuse(
+            409,
+            f"the dead letter's bytes are not those of {row.source}: not redriven",
+            id=str(row.id),
+        )
+    return original
+
+
+def _listed(row: DeadLetterRow, topics: TopicRegistry) -> dict[str, Any]:
+    why_not = not_redrivable(row.component, row.source_topic, topics)
+    return {**row.to_json(), "redrivable": why_not is None, "not_redrivable": why_not}

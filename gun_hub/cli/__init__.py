@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from gun_hub.cli import asyncapi, audit, components, conformance, demo, io, kafka, keys, ops
+from gun_hub.cli import (
+    asyncapi,
+    audit,
+    components,
+    conformance,
+    demo,
+    intake,
+    io,
+    kafka,
+    keys,
+    ops,
+)
 
 app = typer.Typer(
     name="gun-hub",
@@ -17,6 +28,7 @@ app.add_typer(kafka.app, name="kafka")
 app.add_typer(kafka.topics_app, name="topics")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(intake.app, name="intake")
 components.register(app)
 io.register(app)
 demo.register(app)

@@ -3,9 +3,10 @@
 Derived from the topic registry, so adding an authority adds its rules: the clearance
 system writes declarations, and so does the single window's intake gateway (the HTTP and
 file-drop channels, ADR 0010), each with its own keys; the hub alone writes requests and
-decisions; an authority alone answers on its own response topic. The operations health topic has many
-writers, each for its own component only: an authority's adapter beats in the name of its
-authority id, signed with that authority's key (``heartbeats``: component -> party).
+decisions; an authority alone answers on its own response topic. The operations health
+topic has many writers, each for its own component only: an authority's adapter beats in
+the name of its authority id, signed with that authority's key (``heartbeats``:
+component -> party).
 """
 
 from __future__ import annotations

@@ -22,11 +22,11 @@ import logging
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
-from gun_hub.clearance import DeclarationSender
 from gun_hub.model.declaration import Declaration
 from gun_hub.pipeline.intake import TOO_LARGE_TO_DECIDE, too_large_to_decide
 from gun_hub.xml.declaration_codec import DeclarationCodec
@@ -44,6 +44,15 @@ LODGEMENTS = Counter(
     "DECLARANT_MISMATCH).",
     ["channel", "result"],
 )
+
+
+class Sender(Protocol):
+    """What publishes on the declarations topic (:class:`gun_hub.clearance.DeclarationSender`)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def seal(self, data: bytes) -> bytes: ...
+    async def publish(self, value: bytes, reference: str) -> asyncio.Future[Any]: ...
 
 
 class LodgementRefused(Exception):
@@ -140,7 +149,7 @@ class Gateway:
 
     def __init__(
         self,
-        sender: DeclarationSender,
+        sender: Sender,
         check: DeclarationCheck,
         *,
         max_in_flight: int = 32,

@@ -78,7 +78,9 @@ def watch(
         "declarant is rejected. None: the folder is trusted for any declarant.",
     ),
     settle: float | None = typer.Option(
-        None, help="Seconds a *.xml must stay unchanged (default GUN_HUB_GATEWAY__DROP_SETTLE_S)."
+        None,
+        min=0,
+        help="Seconds a *.xml must stay unchanged (default GUN_HUB_GATEWAY__DROP_SETTLE_S).",
     ),
     batch: int | None = typer.Option(
         None, min=1, help="Files lodged together (default GUN_HUB_GATEWAY__DROP_BATCH)."

@@ -303,6 +303,58 @@ class WebSettings(BaseModel):
         return frozenset(n.strip() for n in self.dead_letter_operators.split(",") if n.strip())
 
 
+class GatewaySettings(BaseModel):
+    """The intake gateway: declarations lodged over HTTP or dropped as files, checked like
+    the hub checks them and published on the declarations topic (docs/intake-channels.md).
+
+    Traders authenticate with the same portal tokens as the status lookup (the
+    ``GUN_HUB_WEB__PORTAL_*`` and ``__TOKEN_*`` settings), over the same TLS certificate
+    (``GUN_HUB_WEB__TLS_CERT``/``__TLS_KEY``); a declaration's size limit is the hub's
+    (``GUN_HUB_HUB__MAX_DECLARATION_BYTES``).
+    """
+
+    host: str = Field("127.0.0.1", description="Address of the HTTP lodging listener.")
+    port: int = Field(
+        6069, ge=1, le=65535, description="Port of the HTTP lodging listener (POST /declarations)."
+    )
+    probes_host: str = Field("127.0.0.1", description="Address of the probes listener.")
+    probes_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port serving /livez, /readyz and /metrics of `intake serve` and "
+        "`intake watch`; 0 turns it off.",
+    )
+    max_in_flight: PositiveInt = Field(
+        32,
+        description="Lodgements checked, sealed or waiting for the broker at once; an HTTP "
+        "lodgement beyond this is answered 503 with Retry-After.",
+    )
+    publish_timeout_s: PositiveFloat = Field(
+        15.0,
+        description="Longest wait for the broker to confirm a lodgement; then HTTP answers "
+        "503 and the file drop keeps the file in processing/ to publish it again.",
+    )
+    status_url: str | None = Field(
+        None,
+        description="Base URL of the trader status lookup (the hub's trader listener): a "
+        "202 answer then carries Location: <status_url>/declarations/<reference>.",
+    )
+    drop_poll_s: PositiveFloat = Field(
+        1.0, description="How often `intake watch` looks for new files when idle."
+    )
+    drop_settle_s: float = Field(
+        1.0,
+        ge=0,
+        description="A *.xml file is taken once its size and time have not changed for "
+        "this long (a writer that cannot rename a .part file into place); 0 takes it at "
+        "once.",
+    )
+    drop_batch: PositiveInt = Field(
+        50, description="Files claimed and published together by `intake watch`."
+    )
+
+
 class SecuritySettings(BaseModel):
     """Keys and envelope rules (contract section 5, docs/security.md)."""
 
@@ -336,6 +388,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     log_level: str = Field("INFO", description="Log level of every component.")
     log_format: LogFormat = Field(
         "auto",

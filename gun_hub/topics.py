@@ -39,6 +39,8 @@ class TopicSpec:
     description: str
     keyed: bool = True
     compacted: bool = False
+    # Writers besides ``producer``, each entitled to it with keys of its own.
+    other_producers: tuple[str, ...] = ()
     retention_ms: int | None = None
     config: dict[str, str] = field(default_factory=dict)
 
@@ -144,8 +146,10 @@ class TopicRegistry:
                 "hub",
                 Payload.ENVELOPE,
                 "Customs declarations to check, one record per declaration version, sealed "
-                "by the clearance system.",
+                "by the clearance system, or by the single window's intake gateway for "
+                "declarations lodged over HTTP or as files.",
                 retention_ms=_SEVEN_DAYS_MS,
+                other_producers=("intake gateway",),
             )
         ]
         for authority in self.authorities:

@@ -72,7 +72,7 @@ def kafka_bootstrap(local_broker: LocalBroker | None) -> str:
     return local_broker.bootstrap_servers
 
 
-PARTIES = ["hub", "clearance", "cites", "dga", "dgal"]
+PARTIES = ["hub", "clearance", "gateway", "cites", "dga", "dgal"]
 
 
 @pytest.fixture(scope="session")

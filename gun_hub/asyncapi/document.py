@@ -153,8 +153,8 @@ def _servers(deployment: Deployment) -> JsonObject:
 def _channel(spec: TopicSpec, message: Message, deployment: Deployment) -> JsonObject:
     return {
         "address": spec.name,
-        "description": f"{spec.description}\n\nProducer: {spec.producer}. "
-        f"Consumer: {spec.consumer}.",
+        "description": f"{spec.description}\n\nProducer: "
+        f"{', '.join((spec.producer, *spec.other_producers))}. Consumer: {spec.consumer}.",
         "messages": {message.id: {"$ref": f"#/components/messages/{message.id}"}},
         "bindings": {
             "kafka": {
@@ -186,13 +186,19 @@ def _operations(
     """Who sends to the topic and who receives from it, named after them."""
     channel = {"$ref": f"#/channels/{channel_id}"}
     messages = [{"$ref": f"#/channels/{channel_id}/messages/{message.id}"}]
-    send: JsonObject = {
-        "action": "send",
-        "channel": channel,
-        "title": _sentence(f"{spec.producer} sends {message.title.lower()}"),
-        "summary": _sentence(f"{spec.producer} writes to {spec.name}."),
-        "messages": messages,
-    }
+    sends: list[tuple[str, JsonObject]] = [
+        (
+            producer,
+            {
+                "action": "send",
+                "channel": channel,
+                "title": _sentence(f"{producer} sends {message.title.lower()}"),
+                "summary": _sentence(f"{producer} writes to {spec.name}."),
+                "messages": messages,
+            },
+        )
+        for producer in (spec.producer, *spec.other_producers)
+    ]
     receive: JsonObject = {
         "action": "receive",
         "channel": channel,
@@ -209,7 +215,7 @@ def _operations(
         }
     suffix = channel_id[0].upper() + channel_id[1:]
     return [
-        (f"{_camel(spec.producer)}Sends{suffix}", send),
+        *((f"{_camel(producer)}Sends{suffix}", send) for producer, send in sends),
         (f"{_camel(spec.consumer)}Receives{suffix}", receive),
     ]
 

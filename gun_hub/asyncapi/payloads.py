@@ -19,7 +19,7 @@ from gun_hub.model.verdicts import Outcome
 from gun_hub.ops.facts import FACT
 from gun_hub.ops.health import PartnerHealth
 from gun_hub.ops.lag import LagSnapshot
-from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.security.entitlements import CLEARANCE_PARTY, GATEWAY_PARTY, HUB_PARTY
 from gun_hub.security.jose_envelope import SIGNED_TYPE
 from gun_hub.security.keystore import CONTENT_ALG, CURVE, KEY_WRAP_ALG, SIGNING_ALG
 from gun_hub.status_events import StatusEvent
@@ -228,7 +228,8 @@ def payload_schemas() -> dict[str, JsonObject]:
         "DecisionXml": _xml_document("DecisionXml", DECISION_NS, "Decision", "decision.xsd"),
         "SealedDeclaration": _sealed(
             "SealedDeclaration",
-            f"the clearance system (party `{CLEARANCE_PARTY}`)",
+            f"the clearance system (party `{CLEARANCE_PARTY}`) or the single window's intake "
+            f"gateway (party `{GATEWAY_PARTY}`, for what is lodged over HTTP or as files)",
             f"the {HUB_PARTY}",
             "DeclarationXml",
             "the declaration XML (`cty` application/xml)",

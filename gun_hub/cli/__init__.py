@@ -11,6 +11,7 @@ from gun_hub.cli import (
     conformance,
     demo,
     dlq,
+    intake,
     io,
     kafka,
     keys,
@@ -28,6 +29,7 @@ app.add_typer(kafka.app, name="kafka")
 app.add_typer(kafka.topics_app, name="topics")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(intake.app, name="intake")
 components.register(app)
 io.register(app)
 demo.register(app)

@@ -23,7 +23,7 @@ from gun_hub.topics import TopicSpec
 from gun_hub.web import WebConfigError
 
 
-def _prepare_cluster(settings: Settings, extra: Sequence[TopicSpec] = ()) -> None:
+def prepare_cluster(settings: Settings, extra: Sequence[TopicSpec] = ()) -> None:
     """Wait for the cluster and create the topics (``extra``: the hub's changelogs)."""
 
     async def prepare() -> None:
@@ -56,7 +56,7 @@ def hub() -> None:
     except RiskRulesError as err:
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
-    _prepare_cluster(settings, table_changelogs(settings))
+    prepare_cluster(settings, table_changelogs(settings))
     settings.hub.data_dir.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -92,7 +92,7 @@ def adapter(
     except LookupError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
-    _prepare_cluster(settings)
+    prepare_cluster(settings)
 
     topics = registry_for(settings)
     try:

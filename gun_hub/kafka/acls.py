@@ -12,7 +12,9 @@
   system or an adapter, so what it writes there is acted on only as a redrive: a record
   already in the log, read again;
 * the clearance system: write declarations; read decisions (with its group); write dead
-  letters.
+  letters;
+* the intake gateway (HTTP and file drop, ADR 0011): write declarations, nothing else
+  (it answers whoever lodged with it directly, so it has nothing to dead-letter).
 
 Dead letters are the one addition to "its own topics only": every hop must be able to
 dead-letter what fails verification (contract section 5), so each may write ``gun.dlq``.
@@ -132,6 +134,7 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
         Grant("hub", ("Write", "Describe"), transactional_ids=(hub_app_id,), prefixed=True),
         Grant("clearance", ("Write", "Describe"), (topics.declarations, topics.dlq)),
         Grant("clearance", ("Read", "Describe"), (topics.decisions,), (clearance_group,)),
+        Grant("gateway", ("Write", "Describe"), (topics.declarations,)),
     ]
     return grants
 

@@ -17,6 +17,7 @@ start-up. Questions to the view run off the event loop (:mod:`gun_hub.web.querie
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,14 @@ from gun_hub.web.probes import register_probes
 from gun_hub.web.queries import ViewReader
 from gun_hub.web.trader import trader_app
 
-__all__ = ["HubWeb", "WebConfigError", "build_web", "register_web_views"]
+__all__ = [
+    "HubWeb",
+    "WebConfigError",
+    "build_web",
+    "register_web_views",
+    "tls_of",
+    "trader_tokens",
+]
 
 
 class WebConfigError(ValueError):
@@ -60,6 +68,34 @@ class HubWeb:
             await asyncio.to_thread(self.reader.close)
 
 
+def trader_tokens(settings: WebSettings, needed_by: str) -> TraderTokens:
+    """What checks trader tokens: the portal's public keys and the token policy of
+    ``settings`` (the trader lookup and the intake gateway's HTTP channel share them)."""
+    if settings.portal_jwks is None:
+        raise WebConfigError(
+            f"{needed_by} needs GUN_HUB_WEB__PORTAL_JWKS: the clearance portal's public "
+            "keys, which trader tokens are checked with"
+        )
+    return TraderTokens(
+        PortalKeys(settings.portal_jwks),
+        TokenPolicy(
+            issuer=settings.portal_issuer,
+            audience=settings.token_audience,
+            max_lifetime_s=settings.token_max_lifetime_s,
+            clock_skew_s=settings.token_clock_skew_s,
+        ),
+    )
+
+
+def tls_of(settings: WebSettings) -> ssl.SSLContext | None:
+    """The listeners' TLS context (None: plain HTTP, for loopback or behind a proxy)."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise WebConfigError("GUN_HUB_WEB__TLS_CERT and GUN_HUB_WEB__TLS_KEY go together")
+    return tls_context(settings.tls_cert, settings.tls_key)
+
+
 def build_web(
     settings: WebSettings,
     view_path: Path | None,
@@ -72,11 +108,7 @@ def build_web(
         return None
     if settings.trader_port == settings.officer_port:
         raise WebConfigError("GUN_HUB_WEB__TRADER_PORT and __OFFICER_PORT must differ")
-    tls = None
-    if settings.tls_cert is not None or settings.tls_key is not None:
-        if settings.tls_cert is None or settings.tls_key is None:
-            raise WebConfigError("GUN_HUB_WEB__TLS_CERT and GUN_HUB_WEB__TLS_KEY go together")
-        tls = tls_context(settings.tls_cert, settings.tls_key)
+    tls = tls_of(settings)
     reader = (
         ViewReader(
             view_path,
@@ -89,20 +121,7 @@ def build_web(
     )
     listeners: list[Listener] = []
     if settings.trader_port:
-        if settings.portal_jwks is None:
-            raise WebConfigError(
-                "GUN_HUB_WEB__TRADER_PORT needs GUN_HUB_WEB__PORTAL_JWKS: the clearance "
-                "portal's public keys, which trader tokens are checked with"
-            )
-        tokens = TraderTokens(
-            PortalKeys(settings.portal_jwks),
-            TokenPolicy(
-                issuer=settings.portal_issuer,
-                audience=settings.token_audience,
-                max_lifetime_s=settings.token_max_lifetime_s,
-                clock_skew_s=settings.token_clock_skew_s,
-            ),
-        )
+        tokens = trader_tokens(settings, "GUN_HUB_WEB__TRADER_PORT")
         app = trader_app(reader, tokens, frozenset(confidential))
         listeners.append(Listener("trader", app, settings.trader_host, settings.trader_port, tls))
     if settings.officer_port:

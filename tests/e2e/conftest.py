@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -226,3 +229,96 @@ def officers_pipeline(
         hub_env=access.env(trader_port, officer_port),
     ):
         yield pipeline, access, officer_port
+
+
+@dataclass
+class Channels:
+    """A pipeline whose hub serves the trader lookup, and the intake gateway's channels
+    (``gun-hub intake serve`` and ``intake watch``) as processes beside it."""
+
+    pipeline: Pipeline
+    access: LocalAccess
+    trader_port: int
+    work: Path
+    lodging_port: int = 0
+
+    def _gateway_env(self, probes_port: int, **extra: str) -> dict[str, str]:
+        """The portal's public keys and token policy, as the trader lookup has them."""
+        return {
+            "GUN_HUB_WEB__PORTAL_JWKS": str(self.access.portal_jwks),
+            "GUN_HUB_WEB__PORTAL_ISSUER": self.access.issuer,
+            "GUN_HUB_WEB__TOKEN_AUDIENCE": self.access.audience,
+            "GUN_HUB_GATEWAY__PROBES_PORT": str(probes_port),
+            **extra,
+        }
+
+    def start_http(self) -> None:
+        """``gun-hub intake serve``, ready (its producer up) when this returns."""
+        self.lodging_port, probes = free_port(), free_port()
+        self.pipeline.group.start(
+            "gateway-http",
+            ["intake", "serve"],
+            self._gateway_env(probes, GUN_HUB_GATEWAY__PORT=str(self.lodging_port)),
+        )
+        wait_http_ok(f"http://127.0.0.1:{probes}/readyz", 60, self.pipeline.group)
+
+    def start_watcher(self, folder: Path, *options: str) -> None:
+        """``gun-hub intake watch FOLDER``, ready when this returns."""
+        probes = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.pipeline.group.start(
+            "gateway-file",
+            ["intake", "watch", str(folder), "--settle", "0", *options],
+            self._gateway_env(probes, GUN_HUB_GATEWAY__DROP_POLL_S="0.1"),
+        )
+        wait_http_ok(f"http://127.0.0.1:{probes}/readyz", 60, self.pipeline.group)
+
+    def post(self, declaration: bytes, eori: str) -> tuple[int, Any]:
+        """POST /declarations as the trader ``eori``: status and JSON body."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.lodging_port}/declarations",
+            data=declaration,
+            headers={
+                "Content-Type": "application/xml",
+                "Authorization": self.access.trader_authorization(eori),
+            },
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as err:
+            return err.code, json.load(err)
+
+    def lookup(self, reference: str, eori: str) -> tuple[int, Any]:
+        """The trader lookup on the hub (0 while it does not listen yet)."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.trader_port}/declarations/{reference}",
+            headers={"Authorization": self.access.trader_authorization(eori)},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as err:
+            return err.code, json.load(err)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0, None
+
+
+@pytest.fixture
+def channels(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Channels]:
+    """Hub (trader lookup on), DGAL adapter and simulated TRACES; no risk targeting, so
+    every outcome follows from the partner's answers (the random sampling draws by
+    reference, and the channels' tests compare declarations that differ only by it)."""
+    access = LocalAccess.create(tmp_path / "access")
+    rules = tmp_path / "no-targeting.toml"
+    rules.write_text("# outcomes from the partners' answers only\n")
+    trader_port = free_port()
+    for pipeline in start_pipeline(
+        kafka_env,
+        tmp_path,
+        samples,
+        partners=("dgal",),
+        hub_env={"GUN_HUB_HUB__RISK_RULES": str(rules), **access.env(trader_port, free_port())},
+    ):
+        yield Channels(pipeline, access, trader_port, tmp_path)

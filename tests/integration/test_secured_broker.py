@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
+    GroupAuthorizationFailedError,
     KafkaConnectionError,
     KafkaError,
     TopicAuthorizationFailedError,
@@ -47,8 +48,9 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
-from gun_hub.clearance import DecisionReader, submit_declarations
+from gun_hub.clearance import DecisionReader, DeclarationSender, submit_declarations
 from gun_hub.envelope import ContentType
+from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
 from gun_hub.kafka.acls import acl_plan, apply_acls
 from gun_hub.kafka.admin import ensure_topics
 from gun_hub.kafka.client import ClientConfig
@@ -57,6 +59,7 @@ from gun_hub.model.exchange import AuthorityResponse, Operation
 from gun_hub.model.verdicts import Verdict
 from gun_hub.processes import ProcessGroup, free_port
 from gun_hub.routing import build_requests, load_routing_table, route_documents
+from gun_hub.security.entitlements import GATEWAY_PARTY
 from gun_hub.settings import (
     AdapterSettings,
     BrokerSettings,
@@ -233,6 +236,45 @@ async def test_a_wrong_password_does_not_get_in(
     impostor = ClientConfig(good.bootstrap_servers, "cites", "not-the-password", good.ca_file)
     with pytest.raises((KafkaError, KafkaConnectionError, TimeoutError)):
         await produce(impostor, topics.responses("cites"), b"x", b"k")
+
+
+async def test_the_gateway_lodges_a_declaration_with_its_own_rights(
+    secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path
+) -> None:
+    """Issue 13, item 2 (ADR 0011): the intake gateway's principal writes declarations."""
+    broker, topics = secured
+    sender = DeclarationSender(
+        broker.client_config("gateway"),
+        topics.declarations,
+        envelope_of(GATEWAY_PARTY, topics, keys_dir),
+    )
+    gateway = Gateway(sender, DeclarationCheck(1024 * 1024))
+    await gateway.start()
+    try:
+        lodged = await gateway.lodge(
+            declaration_xml(reference="26FRSECURE00000077"), Lodger("this test"), channel="test"
+        )
+    finally:
+        await gateway.stop()
+    # The hub reads it, in a group of its own (it may use any group prefixed gun-hub-).
+    values = await consume(broker.client_config("hub"), topics.declarations, "gun-hub-test", 1)
+    hub = envelope_of("hub", topics, keys_dir)
+    opened = [hub.open(value, topic=topics.declarations) for value in values]
+    assert lodged.reference == "26FRSECURE00000077"
+    assert GATEWAY_PARTY in {message.sender for message in opened}
+
+
+async def test_the_gateway_is_refused_everything_but_writing_declarations(
+    secured: tuple[LocalBroker, TopicRegistry],
+) -> None:
+    broker, topics = secured
+    gateway = broker.client_config("gateway")
+    with pytest.raises((TopicAuthorizationFailedError, GroupAuthorizationFailedError)):
+        await consume(gateway, topics.decisions, "gun-clearance", 1)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await produce(gateway, topics.requests("dgal"), b"x", b"k")
+    with pytest.raises(TopicAuthorizationFailedError):
+        await produce(gateway, topics.dlq, b"x", b"k")
 
 
 @pytest.fixture

@@ -244,6 +244,10 @@ def test_every_topic_has_a_sender_and_a_receiver(
 def test_operations_are_named_by_who_does_what(document: dict[str, Any]) -> None:
     operations = document["operations"]
     assert operations["clearanceSystemSendsDeclarations"]["action"] == "send"
+    # The intake gateway is a second sender (ADR 0011).
+    assert operations["intakeGatewaySendsDeclarations"]["channel"] == {
+        "$ref": "#/channels/declarations"
+    }
     assert operations["hubReceivesDeclarations"]["action"] == "receive"
     assert operations["adapterDgalReceivesRequestsDgal"]["bindings"]["kafka"]["groupId"] == {
         "type": "string",

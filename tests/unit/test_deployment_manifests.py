@@ -505,7 +505,7 @@ def test_kafka_user_acls_are_exactly_the_acl_plan(k8s: list[Doc]) -> None:
     grants = acl_plan(registry, "gun-hub", OpsSettings().clearance_group)
     plan = set().union(*(acl_command_entries(g) for g in grants))
     users = of_kind(k8s, "KafkaUser")
-    assert set(users) == {"hub", "clearance", *AUTHORITIES}
+    assert set(users) == {"hub", "clearance", "gateway", *AUTHORITIES}
     granted = set()
     for name, user in users.items():
         assert user["spec"]["authentication"] == {"type": "scram-sha-512"}

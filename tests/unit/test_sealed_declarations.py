@@ -21,7 +21,7 @@ from gun_hub.envelope import ContentType
 from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.pipeline.intake import NOT_SEALED, Intake
 from gun_hub.routing import RoutingTable
-from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.security.entitlements import CLEARANCE_PARTY, GATEWAY_PARTY, HUB_PARTY
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_pipeline import Hub
@@ -54,6 +54,12 @@ def at(offset: int) -> SourcePosition:
 
 def test_a_declaration_sealed_by_the_clearance_system_is_decided(hub: Hub) -> None:
     sent = hub.intake.handle(sealed_by(hub, CLEARANCE_PARTY, declaration_xml()), at(0))
+    assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
+
+
+def test_a_declaration_sealed_by_the_intake_gateway_is_decided_the_same_way(hub: Hub) -> None:
+    """The HTTP and file-drop channels lodge through the gateway's own keys (ADR 0011)."""
+    sent = hub.intake.handle(sealed_by(hub, GATEWAY_PARTY, declaration_xml()), at(0))
     assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
 
 

@@ -67,9 +67,10 @@ def seed_view(path: Path, decisions: int = DECISIONS) -> Path:
             ),
         )
         db.executemany(
-            "INSERT INTO dead_letters (topic_partition, kind, component, reason, at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            ((f"d/{n % 4}", f"KIND_{n}", "test", "", 0.0) for n in range(5_000)),
+            "INSERT INTO dead_letters (dlq_partition, dlq_offset, at, kind, class, component, "
+            "reason, reference, source_topic, source_partition, source_offset, truncated) "
+            "VALUES (?, ?, 0.0, ?, 'permanent', 'test', '', '', 'd', ?, ?, 0)",
+            ((n % 4, n, f"KIND_{n}", n % 4, n) for n in range(5_000)),
         )
     db.close()
     return path

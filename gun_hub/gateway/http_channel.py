@@ -1,0 +1,113 @@
+"""Lodging over HTTP: ``POST /declarations`` (``gun-hub intake serve``).
+
+The caller is a trader (or its declarant system) with a token from the clearance portal,
+checked as the status lookup checks it (ADR 0007), and the body is the declaration XML
+(``Content-Type: application/xml``). In order, nothing else looked at once one fails:
+
+* no token, or one that does not verify: 401;
+* busy (``GUN_HUB_GATEWAY__MAX_IN_FLIGHT`` lodgements under way): 503, ``Retry-After``;
+* not XML, or a charset other than UTF-8: 415;
+* a body over the hub's size limit: 413, before it is read (``Content-Length``) or as
+  soon as it passes the limit (chunked);
+* a declaration the hub would refuse: 400 with the hub's kind and precise reason
+  (413 for ``DECLARATION_TOO_LARGE_TO_DECIDE``);
+* a declarant other than the token's EORI: 403 ``DECLARANT_MISMATCH``;
+* the broker does not confirm in time: 503 (lodging the same version again is safe);
+* lodged: 202 with the reference, version and where to follow it: the trader lookup's
+  ``/declarations/{reference}`` (``Location`` when ``GUN_HUB_GATEWAY__STATUS_URL`` is set).
+  The decision follows on ``gun.decisions`` to the clearance system, like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gun_hub.gateway.lodging import Gateway, LodgementRefused, Lodger, PublishFailed
+from gun_hub.security.web_auth import TraderTokens, Unauthenticated, bearer_token
+from gun_hub.web.common import RefusalLog, answer, refuse
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "http"
+_CHALLENGE = 'Bearer realm="gun-hub", error="invalid_token"'
+_XML_TYPES = frozenset({"application/xml", "text/xml"})
+_CHUNK = 64 * 1024
+
+
+async def _body_within(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _refused(refusal: LodgementRefused) -> web.Response:
+    return refuse(refusal.status, refusal.reason, kind=refusal.kind)
+
+
+def lodging_app(
+    gateway: Gateway, tokens: TraderTokens, *, status_url: str | None = None
+) -> web.Application:
+    """The aiohttp application of the lodging listener."""
+    refusals = RefusalLog(log, "lodging")
+
+    async def lodge(request: web.Request) -> web.StreamResponse:
+        try:
+            eori = tokens.verify(bearer_token(request.headers.get("Authorization")))
+        except Unauthenticated as refused:
+            refusals.refused(request.remote, refused.reason, str(refused))
+            return refuse(401, "a valid portal token is required", {"WWW-Authenticate": _CHALLENGE})
+        if gateway.busy:
+            return refuse(503, "too many declarations at once: send again", {"Retry-After": "1"})
+        if request.content_type not in _XML_TYPES:
+            return refuse(415, "the body must be declaration XML (Content-Type: application/xml)")
+        charset = request.charset or "utf-8"
+        if charset.lower() != "utf-8":
+            return refuse(415, f"charset {charset[:20]!r}: the contract is UTF-8")
+        declared = request.content_length
+        if declared is not None and declared > gateway.max_bytes:
+            return _refused(gateway.too_large(declared))
+        body = await _body_within(request, gateway.max_bytes)
+        if body is None:
+            return _refused(gateway.too_large())
+        try:
+            lodged = await gateway.lodge(
+                body, Lodger("the portal token's trader", frozenset({eori})), channel=CHANNEL
+            )
+        except LodgementRefused as refusal:
+            if refusal.status == 403:
+                log.warning("trader %s tried to lodge a declaration for another declarant", eori)
+            return _refused(refusal)
+        except PublishFailed as failure:
+            log.warning("lodgement not confirmed: %s", failure)
+            return refuse(
+                503,
+                "the declaration was not confirmed by the broker in time: send it again "
+                "(a version already lodged is decided once)",
+                {"Retry-After": "2"},
+            )
+        status = f"/declarations/{lodged.reference}"
+        headers = {"Location": status_url.rstrip("/") + status} if status_url else None
+        return answer(
+            {
+                "reference": lodged.reference,
+                "version": lodged.version,
+                "declarant": lodged.declarant,
+                "status": status,
+            },
+            202,
+            headers,
+        )
+
+    # Bodies are read by _body_within, which stops at the limit; aiohttp's own limit
+    # applies only to request.read(), never called here.
+    app = web.Application()
+    app.router.add_post("/declarations", lodge)
+    return app

@@ -1,0 +1,246 @@
+"""The one path every gateway channel takes: check, seal, publish.
+
+A declaration is checked exactly as the hub's intake checks it (the same codec with the
+same :class:`~gun_hub.xml.safe_parse.XmlLimits` from ``GUN_HUB_HUB__MAX_DECLARATION_BYTES``,
+and the same "would its decision fit" rule), so that whoever lodged it hears the precise
+reason at once, instead of a REFUSE decision they may never read. The hub stays the
+authority: it opens and checks every record again.
+
+Then the declaration is checked against who lodged it (a trader lodges for its own EORI
+only), sealed with the gateway party's keys (signed by the gateway, encrypted to the hub:
+ADR 0011) and published keyed by its reference, acknowledged by every in-sync replica.
+
+Parsing and sealing are CPU work (a 1 MiB declaration takes tens of milliseconds): they
+run in one thread of their own, so the HTTP listener's loop stays responsive. One
+thread, because the codec's lxml parser must not be shared between threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter
+
+from gun_hub.model.declaration import Declaration
+from gun_hub.pipeline.intake import TOO_LARGE_TO_DECIDE, too_large_to_decide
+from gun_hub.xml.declaration_codec import DeclarationCodec
+from gun_hub.xml.safe_parse import XmlLimits, XmlRejected, XmlRejectionKind
+
+log = logging.getLogger(__name__)
+
+DECLARANT_MISMATCH = "DECLARANT_MISMATCH"
+OVERSIZED = f"XML_{XmlRejectionKind.OVERSIZED.value}"
+
+LODGEMENTS = Counter(
+    "gun_hub_gateway_lodgements_total",
+    "Declarations offered to the intake gateway, by channel (http, file) and result "
+    "(lodged, unpublished, or the refusal kind: XML_*, DECLARATION_TOO_LARGE_TO_DECIDE, "
+    "DECLARANT_MISMATCH).",
+    ["channel", "result"],
+)
+
+
+class Sender(Protocol):
+    """What publishes on the declarations topic (:class:`gun_hub.clearance.DeclarationSender`)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def seal(self, data: bytes) -> bytes: ...
+    async def publish(self, value: bytes, reference: str) -> asyncio.Future[Any]: ...
+
+
+class LodgementRefused(Exception):
+    """A declaration the hub would not accept as it is, or not from this sender.
+
+    ``kind`` is the hub's own dead-letter kind for the same fault (``XML_SCHEMA``, ...)
+    or ``DECLARANT_MISMATCH``; ``status`` the HTTP answer that says it (400, 403, 413).
+    """
+
+    def __init__(self, kind: str, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        self.status = status
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm the lodgement in time (or refused it). The record may
+    still reach the topic: lodging the same version again is safe, the hub decides a
+    version once and ignores an equal one as stale."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lodger:
+    """Who is lodging, as the channel authenticated it.
+
+    ``eoris``: the declarants it may lodge for (None: any; a drop folder trusted as a
+    whole). ``described``: how a refusal names it ("the portal token's trader").
+    """
+
+    described: str
+    eoris: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lodged:
+    """A declaration on the declarations topic, where the broker put it."""
+
+    reference: str
+    version: int
+    declarant: str
+    partition: int
+    offset: int
+
+
+class DeclarationCheck:
+    """The hub's intake checks, run before anything is published."""
+
+    def __init__(self, max_declaration_bytes: int) -> None:
+        self.max_bytes = max_declaration_bytes
+        self._codec = DeclarationCodec(XmlLimits(max_bytes=max_declaration_bytes))
+
+    def too_large(self, size: int | None = None) -> LodgementRefused:
+        """The refusal of a body over the limit (``size``: its length, when known)."""
+        what = f"document is {size} bytes, over" if size is not None else "document is over"
+        return LodgementRefused(
+            OVERSIZED,
+            f"{what} the limit of {self.max_bytes} (the hub's GUN_HUB_HUB__MAX_DECLARATION_BYTES)",
+            413,
+        )
+
+    def check(self, data: bytes, lodger: Lodger) -> Declaration:
+        """The declaration in ``data``, or :class:`LodgementRefused` with the reason."""
+        if len(data) > self.max_bytes:
+            raise self.too_large(len(data))
+        try:
+            declaration = self._codec.decode(data)
+        except XmlRejected as rejection:
+            kind = f"XML_{rejection.kind.value}"
+            raise LodgementRefused(
+                kind, str(rejection), 413 if kind == OVERSIZED else 400
+            ) from None
+        beyond = too_large_to_decide(declaration)
+        if beyond is not None:
+            raise LodgementRefused(TOO_LARGE_TO_DECIDE, beyond, 413)
+        eori = declaration.declarant.eori
+        if lodger.eoris is not None and eori not in lodger.eoris:
+            raise LodgementRefused(
+                DECLARANT_MISMATCH,
+                f"the declaration's declarant is {eori}, but {lodger.described} lodges for "
+                f"{', '.join(sorted(lodger.eoris)) or 'nobody'} only: a trader lodges its "
+                "own declarations",
+                403,
+            )
+        return declaration
+
+
+class Gateway:
+    """Checks, seals and publishes declarations for every channel.
+
+    ``busy`` says when ``max_in_flight`` lodgements are already under way (the HTTP
+    channel then answers 503 rather than queueing without bound).
+    """
+
+    def __init__(
+        self,
+        sender: Sender,
+        check: DeclarationCheck,
+        *,
+        max_in_flight: int = 32,
+        publish_timeout_s: float = 15.0,
+    ) -> None:
+        self._sender = sender
+        self._check = check
+        self._max_in_flight = max_in_flight
+        self._publish_timeout_s = publish_timeout_s
+        self._in_flight = 0
+        self._worker: ThreadPoolExecutor | None = None
+        self.ready = False
+
+    @property
+    def max_bytes(self) -> int:
+        return self._check.max_bytes
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight >= self._max_in_flight
+
+    def too_large(self, size: int | None = None) -> LodgementRefused:
+        return self._check.too_large(size)
+
+    async def start(self) -> None:
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-check")
+        try:
+            await self._sender.start()
+        except BaseException:
+            self._worker.shutdown()
+            raise
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self._sender.stop()
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+
+    def _check_and_seal(self, data: bytes, lodger: Lodger) -> tuple[Declaration, bytes]:
+        declaration = self._check.check(data, lodger)
+        return declaration, self._sender.seal(data)
+
+    async def lodge(self, data: bytes, lodger: Lodger, *, channel: str) -> Lodged:
+        """Check ``data``, seal it and publish it; where the broker put it.
+
+        Raises :class:`LodgementRefused` (nothing was published) or
+        :class:`PublishFailed` (the broker did not confirm in time)."""
+        if self._worker is None:
+            raise RuntimeError("Gateway.start() was not called")
+        self._in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            try:
+                declaration, value = await loop.run_in_executor(
+                    self._worker, self._check_and_seal, data, lodger
+                )
+            except LodgementRefused as refused:
+                LODGEMENTS.labels(channel=channel, result=refused.kind).inc()
+                raise
+            try:
+                async with asyncio.timeout(self._publish_timeout_s):
+                    delivery = await self._sender.publish(value, declaration.reference)
+                    metadata = await delivery
+            except (KafkaError, TimeoutError) as err:
+                LODGEMENTS.labels(channel=channel, result="unpublished").inc()
+                raise PublishFailed(
+                    f"the broker did not confirm {declaration.reference} v{declaration.version} "
+                    f"({type(err).__name__})"
+                ) from None
+        finally:
+            self._in_flight -= 1
+        LODGEMENTS.labels(channel=channel, result="lodged").inc()
+        lodged = Lodged(
+            reference=declaration.reference,
+            version=declaration.version,
+            declarant=declaration.declarant.eori,
+            partition=metadata.partition,
+            offset=metadata.offset,
+        )
+        log.info(
+            "lodged %s v%d through %s on partition %d at offset %d",
+            lodged.reference,
+            lodged.version,
+            channel,
+            lodged.partition,
+            lodged.offset,
+        )
+        return lodged
+
+
+def lodger_for(eoris: Collection[str], described: str) -> Lodger:
+    """A lodger allowed ``eoris`` (an empty collection: any declarant)."""
+    return Lodger(described, frozenset(eoris) if eoris else None)

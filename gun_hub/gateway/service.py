@@ -1,0 +1,105 @@
+"""The gateway's two processes, ``gun-hub intake serve`` and ``gun-hub intake watch``,
+built from the settings and run until asked to stop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gun_hub.clearance import DeclarationSender
+from gun_hub.gateway.file_drop import DropFolder, DropWatcher
+from gun_hub.gateway.http_channel import lodging_app
+from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
+from gun_hub.gateway.probes import probes_app
+from gun_hub.kafka.client import from_settings
+from gun_hub.security.entitlements import GATEWAY_PARTY
+from gun_hub.security.factory import build_envelope
+from gun_hub.security.replay import MemoryReplayGuard
+from gun_hub.security.web_auth import TraderTokens
+from gun_hub.settings import Settings
+from gun_hub.topics import TopicRegistry
+from gun_hub.web import tls_of
+from gun_hub.web.listeners import Listener, start_all, stop_all
+
+
+def build_gateway(settings: Settings, topics: TopicRegistry) -> Gateway:
+    """The gateway party's sender and the hub's checks, from ``settings``."""
+    # The gateway only seals; it never opens a message, so its replay memory is never asked.
+    envelope = build_envelope(settings.security, GATEWAY_PARTY, topics, MemoryReplayGuard())
+    return Gateway(
+        DeclarationSender(from_settings(settings.kafka), topics.declarations, envelope),
+        DeclarationCheck(settings.hub.max_declaration_bytes),
+        max_in_flight=settings.gateway.max_in_flight,
+        publish_timeout_s=settings.gateway.publish_timeout_s,
+    )
+
+
+def _probes(settings: Settings, gateway: Gateway) -> list[Listener]:
+    port = settings.gateway.probes_port
+    if not port:
+        return []
+    return [Listener("probes", probes_app(gateway), settings.gateway.probes_host, port)]
+
+
+async def _running(gateway: Gateway, probes: list[Listener]) -> None:
+    """Probes first (not ready until the producer is up), then the producer."""
+    await start_all(probes)
+    try:
+        await gateway.start()
+    except BaseException:
+        await stop_all(probes)
+        raise
+
+
+async def serve_http(
+    settings: Settings, gateway: Gateway, tokens: TraderTokens, stop: asyncio.Event
+) -> None:
+    """The HTTP channel until ``stop`` is set."""
+    probes = _probes(settings, gateway)
+    lodging = Listener(
+        "lodging",
+        lodging_app(gateway, tokens, status_url=settings.gateway.status_url),
+        settings.gateway.host,
+        settings.gateway.port,
+        tls_of(settings.web),
+    )
+    await _running(gateway, probes)
+    try:
+        await lodging.start()
+        try:
+            await stop.wait()
+        finally:
+            await lodging.stop()
+    finally:
+        await gateway.stop()
+        await stop_all(probes)
+
+
+async def watch_folder(
+    settings: Settings,
+    gateway: Gateway,
+    root: Path,
+    lodger: Lodger,
+    topic: str,
+    stop: asyncio.Event,
+) -> None:
+    """The file-drop channel on ``root`` until ``stop`` is set."""
+    folder = DropFolder(root)
+    folder.prepare()
+    watcher = DropWatcher(
+        folder,
+        gateway,
+        lodger,
+        topic=topic,
+        poll_s=settings.gateway.drop_poll_s,
+        settle_s=settings.gateway.drop_settle_s,
+        batch=settings.gateway.drop_batch,
+    )
+    with folder.locked():
+        probes = _probes(settings, gateway)
+        await _running(gateway, probes)
+        try:
+            await watcher.run(stop)
+        finally:
+            await gateway.stop()
+            await stop_all(probes)

@@ -203,15 +203,11 @@ def add_dead_letter_routes(
         )
 
     async def payload(request: web.Request) -> web.StreamResponse:
-        if desk is None:
-            return _no_desk()
-        officer = _operator(request, desk, "read a dead letter's payload")
-        if isinstance(officer, web.Response):
-            return officer
-        dead_letter = _id(request, desk)
-        record = await _read_dead_letter(desk, dead_letter)
-        if isinstance(record, web.Response):
-            return record
+        asked = await _operator_asks(request, desk, "read a dead letter's payload")
+        if isinstance(asked, web.Response):
+            return asked
+        officer, dead_letter, record = asked
+        assert desk is not None  # noqa: S101 - refused above otherwise
         described = describe_value(record.value)
         if described["form"] in ("sealed", "state-sealed"):
             # Shown as what it is: the hub does not open a dead letter for a person.
@@ -240,15 +236,11 @@ def add_dead_letter_routes(
         )
 
     async def redrive(request: web.Request) -> web.StreamResponse:
-        if desk is None:
-            return _no_desk()
-        officer = _operator(request, desk, "redrive a dead letter")
-        if isinstance(officer, web.Response):
-            return officer
-        dead_letter = _id(request, desk)
-        record = await _read_dead_letter(desk, dead_letter)
-        if isinstance(record, web.Response):
-            return record
+        asked = await _operator_asks(request, desk, "redrive a dead letter")
+        if isinstance(asked, web.Response):
+            return asked
+        officer, dead_letter, record = asked
+        assert desk is not None  # noqa: S101 - refused above otherwise
         row = _row(record)
         original = await _original(desk, row, record)
         if isinstance(original, web.Response):
@@ -348,6 +340,23 @@ def _operator(request: web.Request, desk: DeadLetterDesk, what: str) -> str | we
             f"only dead-letter operators may {what} (GUN_HUB_WEB__DEAD_LETTER_OPERATORS)",
         )
     return officer
+
+
+async def _operator_asks(
+    request: web.Request, desk: DeadLetterDesk | None, what: str
+) -> tuple[str, DeadLetterId, LoggedRecord] | web.Response:
+    """An operator's request about one dead letter: who asks, which one, its record; or
+    the refusal (no desk here, not an operator, no such record)."""
+    if desk is None:
+        return _no_desk()
+    officer = _operator(request, desk, what)
+    if isinstance(officer, web.Response):
+        return officer
+    dead_letter = _id(request, desk)
+    record = await _read_dead_letter(desk, dead_letter)
+    if isinstance(record, web.Response):
+        return record
+    return officer, dead_letter, record
 
 
 async def _read_dead_letter(

@@ -87,3 +87,17 @@ DECLARATION_FETCH_THROTTLED = Counter(
     "Times the worker stopped fetching declarations because it held hub.admission_limit of "
     "them (it fetches again once half are admitted).",
 )
+
+CASES_RETIRED = Counter(
+    "gun_hub_cases_retired_total",
+    "Finalised cases deleted from the cases table after hub.case_retention_s, each replaced "
+    "by a small marker (pipeline/retention.py).",
+)
+CASE_MARKERS_FORGOTTEN = Counter(
+    "gun_hub_case_markers_forgotten_total",
+    "Markers of retired cases deleted after hub.decided_marker_s (pipeline/retention.py).",
+)
+CASES_RETAINED = Gauge(
+    "gun_hub_case_retention_entries",
+    "Retention entries this worker watches (retained cases and markers): flat under a steady load.",
+)

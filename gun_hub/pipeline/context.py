@@ -94,6 +94,12 @@ def _all_read(partition: int) -> bool:
     return True
 
 
+class Retirement(Protocol):
+    """Where a decided case is scheduled to leave the hot table (retention.py)."""
+
+    def decided(self, reference: str, partition: int) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class HubContext:
     topics: TopicRegistry
@@ -111,6 +117,8 @@ class HubContext:
     # a deadline waits until it is (defect 10).
     answers_read: Callable[[int], bool] = _all_read
     control_report_after_s: float = 7 * 24 * 3600.0
+    # Decided cases leave the cases table after a retention (retention.py); None: kept.
+    retention: Retirement | None = None
 
     def record_audit(
         self,
@@ -237,6 +245,8 @@ class HubContext:
             )
         reference, version = case.reference, case.version
         outbox.after_delivery.append(lambda: self._mark_announced(reference, version))
+        if self.retention is not None:
+            self.retention.decided(reference, partition)
 
     def override_of(self, case: Case) -> OverrideReview:
         """What the declarant's override does to ``case``'s results (pure, so the same
@@ -264,11 +274,14 @@ class HubContext:
             return
         case = Case.from_bytes(stored)
         if case.version == version and case.decided:
+            if case.announced:
+                return  # nothing to record (and a retired case's marker stays one)
             case.announced = True
         else:
-            case.pending_announcements = [
-                p for p in case.pending_announcements if p.version != version
-            ]
+            pending = [p for p in case.pending_announcements if p.version != version]
+            if pending == case.pending_announcements:
+                return
+            case.pending_announcements = pending
         self.cases[key] = case.to_bytes()
 
     def send_requests(

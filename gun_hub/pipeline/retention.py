@@ -1,0 +1,266 @@
+"""Retention: a decided, announced case that holds nothing leaves the hot ``cases`` table.
+
+Nothing else ever removes a case, so the table grew by one case per declaration for ever
+(issue 12, "bounded state"). A case is *finalised* when it is decided, the broker has
+every decision it carries (``Case.unconfirmed`` is empty), it holds no reservation at any
+partner (``lifecycle.held_reservations``: a case kept for a control is not finalised) and
+nothing waits on it (no ``open-cases`` entry). ``case_retention_s`` after its decision,
+such a case is deleted from the table (a changelog tombstone: a restarted worker does not
+bring it back) and replaced by a **marker**: the case stripped to what the versions rule
+needs (reference, version, stage, outcome, the position it was opened from, the ids of
+the requests sent), without documents, results or the declarant, a few hundred bytes.
+
+Why a marker, and for how long (``decided_marker_s``):
+- A declaration record about the reference may still come after the sweep: a stale
+  version the clearance system sent late, a version waiting in a backlog, the record that
+  opened the case read again (a lost commit, a redrive). Without anything for its
+  reference the intake would take it as NEW: requests again, and a second decision for a
+  version already decided. With the marker, the intake classifies it exactly as with the
+  case (``STALE``: ignored and recorded; ``REDELIVERED``: already decided, nothing sent),
+  and a higher version supersedes it as it would the case (nothing held, nothing carried).
+- Such a record is on the declarations topic, which keeps records for 7 days
+  (``topics.py``); Kafka deletes a segment only once its newest record is that old, and a
+  segment rolls after the same time, so a record can be read up to about twice the
+  retention after it was appended. A copy of a record the hub already read is refused by
+  the replay memory while it could be fresh, and as expired after (ADR 0008). The marker
+  is therefore kept ``decided_marker_s`` (default 14 days) after the sweep; a record
+  appended more than that after the decision is a new message from the clearance system
+  naming an old version, which the hub no longer knows: that is the limit of the rule.
+- A late answer to a request of the case (a write-off replayed after a partner was down
+  for days) is still solicited (the marker keeps the request ids); its status is recorded,
+  and a confirmed write-off is counted without quantities (the marker has no documents).
+
+Memory: each partition keeps the due times of its entries in a heap (seeded from the
+table after an assignment): one small tuple per retained case and per marker.
+
+The sweep that finds due entries runs on a timer (``gun_hub/retention_sweep.py``) and,
+like the deadline sweep, only sends a tick on the deadlines topic to the case's partition:
+faust writes a table only in an event's context, and the tick handler (here) decides,
+so every write and tombstone goes to the right changelog partition.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from gun_hub import metrics
+from gun_hub.case import Case
+from gun_hub.outbox import Outbox
+from gun_hub.pipeline.lifecycle import held_reservations, kept_for_control
+
+log = logging.getLogger(__name__)
+
+# The value of a deadlines-topic tick that asks the case's partition to look at its
+# retention entry (a deadline tick's value is the version number).
+RETENTION_TICK = b"retention"
+DEFAULT_CASE_RETENTION_S = 3 * 24 * 3600.0
+DEFAULT_MARKER_S = 14 * 24 * 3600.0
+
+_SCHEDULED = b"S"
+_MARKER = b"M"
+
+
+class _Store(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionEntry:
+    """What the ``case-retention`` table holds for a reference: when its case is due to
+    be looked at (``marker is None``), or its marker and when that is forgotten."""
+
+    due: float
+    partition: int
+    marker: bytes | None = None
+
+    def to_bytes(self) -> bytes:
+        head = f"{self.due}|{self.partition}|".encode()
+        return (_MARKER + head + self.marker) if self.marker is not None else _SCHEDULED + head
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> RetentionEntry:
+        kind, rest = value[:1], value[1:]
+        due, partition, marker = rest.split(b"|", 2)
+        return cls(float(due), int(partition), marker if kind == _MARKER else None)
+
+
+def marker_of(case: Case) -> Case:
+    """``case`` stripped to what the versions rule and a late answer need: no documents,
+    results, risk findings or declarant (the marker is stored unsealed)."""
+    return case.model_copy(
+        update={
+            "declarant_eori": "",
+            "procedure": "",
+            "awaiting": [],
+            "expected": [],
+            "results": [],
+            "risk": [],
+            "decision": None,
+            "announced": True,
+            "pending_announcements": [],
+            "override_items": [],
+        }
+    )
+
+
+class RetentionIndex:
+    """Due times of the retention entries, per partition, in a heap each. Shared by the
+    tick handler (which schedules) and the sweep (which pops what is due)."""
+
+    def __init__(self) -> None:
+        self._due: dict[int, list[tuple[float, bytes]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(heap) for heap in self._due.values())
+
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._due)
+
+    def push(self, partition: int, due: float, key: bytes) -> None:
+        heapq.heappush(self._due.setdefault(partition, []), (due, key))
+
+    def keep_only(self, partitions: set[int], entries: Callable[[], Iterable[Any]]) -> None:
+        """Follow the assignment: forget revoked partitions; seed newly assigned ones from
+        the table's ``entries`` (key, value pairs), which another worker may have changed
+        while it owned them."""
+        for gone in set(self._due) - partitions:
+            del self._due[gone]
+        new = partitions - set(self._due)
+        if not new:
+            return
+        for partition in new:
+            self._due[partition] = []
+        for key, value in entries():
+            try:
+                entry = RetentionEntry.from_bytes(bytes(value))
+            except (ValueError, IndexError):
+                log.exception("unreadable retention entry for %r: left alone", key)
+                continue
+            if entry.partition in new:
+                self._due[entry.partition].append((entry.due, bytes(key)))
+        for partition in new:
+            heapq.heapify(self._due[partition])
+
+    def due(self, partition: int, now: float) -> list[bytes]:
+        """Keys of ``partition`` whose entry is due by ``now``, taken off the heap."""
+        heap = self._due.get(partition, [])
+        keys: list[bytes] = []
+        while heap and heap[0][0] <= now:
+            keys.append(heapq.heappop(heap)[1])
+        return keys
+
+
+class RetainedCases:
+    """The case store the pipeline reads: the live case, else the marker of a retired
+    one. Writes go to the live cases."""
+
+    def __init__(self, cases: _Store, entries: _Store) -> None:
+        self._cases = cases
+        self._entries = entries
+
+    def get(self, key: bytes) -> bytes | None:
+        live = self._cases.get(key)
+        if live is not None:
+            return live
+        raw = self._entries.get(key)
+        if raw is None:
+            return None
+        return RetentionEntry.from_bytes(bytes(raw)).marker
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._cases[key] = value
+
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        return self._cases.pop(key, default)
+
+
+class CaseRetention:
+    """Schedules decided cases and handles the retention ticks, in event context."""
+
+    def __init__(
+        self,
+        *,
+        cases: _Store,
+        entries: _Store,
+        open_cases: _Store,
+        index: RetentionIndex,
+        clock: Callable[[], datetime],
+        retention_s: float = DEFAULT_CASE_RETENTION_S,
+        marker_s: float = DEFAULT_MARKER_S,
+    ) -> None:
+        self._cases = cases
+        self._entries = entries
+        self._open_cases = open_cases
+        self.index = index
+        self._clock = clock
+        self._retention_s = retention_s
+        self._marker_s = marker_s
+
+    def decided(self, reference: str, partition: int) -> None:
+        """A decision of ``reference`` was announced: look at its case after the
+        retention (from now: an announcement made again only delays it)."""
+        self._schedule(reference.encode(), self._clock().timestamp() + self._retention_s, partition)
+
+    def _schedule(self, key: bytes, due: float, partition: int) -> None:
+        self._entries[key] = RetentionEntry(due, partition).to_bytes()
+        self.index.push(partition, due, key)
+
+    def handle(
+        self, reference: str, partition: int, announce_again: Callable[[Outbox, Case], bool]
+    ) -> Outbox:
+        """A retention tick for ``reference`` on ``partition``. ``announce_again``: the
+        context's ``announce_again_if_lost`` (which schedules again what it announces)."""
+        outbox = Outbox()
+        key = reference.encode()
+        raw = self._entries.get(key)
+        if raw is None:
+            return outbox
+        entry = RetentionEntry.from_bytes(bytes(raw))
+        now = self._clock().timestamp()
+        if entry.due > now:
+            return outbox  # scheduled again later: its own tick comes then
+        if entry.marker is not None:
+            self._entries.pop(key, None)  # the versions rule no longer needs it
+            metrics.CASE_MARKERS_FORGOTTEN.inc()
+            return outbox
+        stored = self._cases.get(key)
+        if stored is None:
+            self._entries.pop(key, None)  # nothing left to retire
+            return outbox
+        case = Case.from_bytes(stored)
+        if announce_again(outbox, case):
+            return outbox  # not finalised yet: looked at again after the retention
+        if not self._finalised(key, case, now):
+            self._schedule(key, now + self._retention_s, partition)
+            return outbox
+        self._cases.pop(key, None)  # a tombstone in the changelog
+        forget_at = now + self._marker_s
+        self._entries[key] = RetentionEntry(
+            forget_at, partition, marker_of(case).to_bytes()
+        ).to_bytes()
+        self.index.push(partition, forget_at, key)
+        metrics.CASES_RETIRED.inc()
+        return outbox
+
+    def _finalised(self, key: bytes, case: Case, now: float) -> bool:
+        """Decided, every decision confirmed, nothing reserved, nothing waiting, and
+        decided at least the retention ago."""
+        return (
+            case.decided
+            and case.decision is not None
+            and not case.unconfirmed()
+            and not held_reservations(case)
+            and not kept_for_control(case)
+            and self._open_cases.get(key) is None
+            and case.decision.decided_at.timestamp() + self._retention_s <= now
+        )

@@ -1,0 +1,211 @@
+"""A decided, announced case that holds nothing leaves the cases table after the
+retention; a small marker keeps the versions rule (issue 12, bounded state;
+gun_hub/pipeline/retention.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from gun_hub.case import Case
+from gun_hub.dead_letter import SourcePosition
+from gun_hub.model.verdicts import Outcome, Verdict
+from gun_hub.outbox import Outbox
+from gun_hub.pipeline.correlation import Correlation
+from gun_hub.pipeline.deadlines import Deadlines
+from gun_hub.pipeline.intake import Intake
+from gun_hub.pipeline.retention import (
+    CaseRetention,
+    RetainedCases,
+    RetentionEntry,
+    RetentionIndex,
+)
+from gun_hub.routing import RoutingTable
+from gun_hub.status_events import StatusKind
+from gun_hub.xml.declaration_codec import DeclarationCodec
+from tests.builders import declaration_xml
+from tests.unit.test_pipeline import SOURCE, Hub
+
+REF = "26FR000690I0000012"
+KEY = REF.encode()
+RETENTION_S = 3 * 24 * 3600.0
+MARKER_S = 14 * 24 * 3600.0
+TICKS = SourcePosition("gun.hub.deadlines", 0, 7)
+
+
+class RetainingHub(Hub):
+    """The unit hub with the retention wired as the worker wires it (app.py)."""
+
+    def __init__(self, routing: RoutingTable, keys_dir: Path) -> None:
+        super().__init__(routing, keys_dir)
+        self.retained: dict[bytes, bytes] = {}  # the case-retention table
+        self.index = RetentionIndex()
+        self.retention = CaseRetention(
+            cases=self.cases,
+            entries=self.retained,
+            open_cases=self.open_cases,
+            index=self.index,
+            clock=lambda: self.now,
+            retention_s=RETENTION_S,
+            marker_s=MARKER_S,
+        )
+        store = RetainedCases(self.cases, self.retained)
+        context = dataclasses.replace(
+            self.intake._ctx,  # the context Hub built, with the retention added
+            cases=store,
+            retention=self.retention,
+        )
+        self.context = context
+        self.intake = Intake(context, DeclarationCodec(), store, accept_plain=True)
+        self.correlation = Correlation(context, store)
+        self.deadlines = Deadlines(context, store)
+        self.intake.handle = self._delivered(self.intake.handle)  # type: ignore[method-assign]
+        self.correlation.handle = self._delivered(self.correlation.handle)  # type: ignore[method-assign]
+        self.deadlines.handle = self._delivered(self.deadlines.handle)  # type: ignore[method-assign]
+
+    def retention_tick(self) -> Outbox:
+        """What the retention sweep's tick does on the case's partition."""
+
+        def announce_again(outbox: Outbox, case: Case) -> bool:
+            return self.context.announce_again_if_lost(outbox, case, TICKS.partition)
+
+        handle = self._delivered(
+            lambda: self.retention.handle(REF, TICKS.partition, announce_again)
+        )
+        return handle()
+
+    def released(self) -> None:
+        sent = self.intake.handle(declaration_xml(), SOURCE)
+        [(_, _, outcome)] = self.decisions(self.answer(sent, "dgal", Verdict.VALID))
+        assert outcome is Outcome.RELEASE
+
+    def retire(self) -> None:
+        """The case is retired: past the retention, ticked, gone from the table."""
+        self.now += timedelta(seconds=RETENTION_S + 1)
+        assert self.retention_tick().records == []
+        assert KEY not in self.cases
+
+
+@pytest.fixture
+def hub(routing_table: RoutingTable, keys_dir: Path) -> RetainingHub:
+    return RetainingHub(routing_table, keys_dir)
+
+
+def test_a_released_case_leaves_the_table_after_the_retention_and_a_marker_stays(
+    hub: RetainingHub,
+) -> None:
+    hub.released()
+    hub.now += timedelta(seconds=RETENTION_S - 60)
+    hub.retention_tick()
+    assert KEY in hub.cases  # not yet: decided less than the retention ago
+    hub.now += timedelta(seconds=61)
+    hub.retention_tick()
+    assert KEY not in hub.cases
+    marker = RetentionEntry.from_bytes(hub.retained[KEY]).marker
+    assert marker is not None
+    kept = Case.from_bytes(marker)
+    assert (kept.reference, kept.version, kept.outcome) == (REF, 1, Outcome.RELEASE)
+    # What the versions rule needs, and nothing confidential: no documents, no declarant.
+    assert kept.expected == []
+    assert kept.results == []
+    assert kept.declarant_eori == ""
+    assert len(marker) < 1024
+
+
+def test_a_stale_version_after_the_sweep_gets_no_second_decision(hub: RetainingHub) -> None:
+    hub.released()
+    hub.retire()
+    copy = hub.intake.handle(declaration_xml(), SourcePosition("gun.declarations", 0, 9))
+    assert hub.decisions(copy) == []
+    assert copy.to(hub.topics.requests("dgal")) == []
+    assert hub.status_kinds(copy) == [StatusKind.IGNORED_STALE_VERSION]
+    assert KEY not in hub.cases
+
+
+def test_the_record_that_opened_the_case_read_again_after_the_sweep_sends_nothing(
+    hub: RetainingHub,
+) -> None:
+    hub.released()
+    hub.retire()
+    again = hub.intake.handle(declaration_xml(), SOURCE)  # a lost commit, a redrive
+    assert again.records == []
+    assert KEY not in hub.cases
+
+
+def test_a_higher_version_after_the_sweep_is_decided_as_usual(hub: RetainingHub) -> None:
+    hub.released()
+    hub.retire()
+    sent = hub.intake.handle(declaration_xml(version=2), SourcePosition("gun.declarations", 0, 9))
+    assert StatusKind.RECEIVED in hub.status_kinds(sent)
+    assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == [(REF, 2, Outcome.RELEASE)]
+
+
+def test_a_late_answer_to_a_follow_up_is_still_solicited_after_the_sweep(
+    hub: RetainingHub,
+) -> None:
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    decided = hub.answer(sent, "dgal", Verdict.VALID)  # released: a write-off goes out
+    hub.retire()
+    late = hub.answer(decided, "dgal", Verdict.VALID)  # the partner was down for days
+    assert hub.status_kinds(late) == [StatusKind.WRITTEN_OFF]
+    assert late.to(hub.topics.dlq) == []
+
+
+def test_a_case_kept_for_a_control_stays_until_the_control_ends(hub: RetainingHub) -> None:
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    hub.now += timedelta(seconds=31)
+    hub.deadlines.handle(REF, 1, TICKS)  # silent partner: documentary control
+    assert Case.from_bytes(hub.cases[KEY]).outcome is Outcome.CONTROL_DOCUMENTARY
+    assert sent.records
+    hub.now += timedelta(seconds=RETENTION_S + 1)
+    hub.retention_tick()
+    assert KEY in hub.cases  # its reservations wait for the control's result
+    entry = RetentionEntry.from_bytes(hub.retained[KEY])
+    assert entry.marker is None
+    assert entry.due > hub.now.timestamp()  # looked at again
+
+
+def test_an_unconfirmed_decision_is_announced_again_not_retired(hub: RetainingHub) -> None:
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    hub.broker_up = False  # the worker dies before the broker confirms the decision
+    hub.answer(sent, "dgal", Verdict.VALID)
+    hub.broker_up = True
+    hub.now += timedelta(seconds=RETENTION_S + 1)
+    again = hub.retention_tick()
+    assert hub.decisions(again) == [(REF, 1, Outcome.RELEASE)]
+    assert KEY in hub.cases
+    hub.now += timedelta(seconds=RETENTION_S + 1)
+    hub.retention_tick()
+    assert KEY not in hub.cases  # confirmed since, retired now
+
+
+def test_the_marker_is_forgotten_after_its_time(hub: RetainingHub) -> None:
+    hub.released()
+    hub.retire()
+    hub.now += timedelta(seconds=MARKER_S - 60)
+    hub.retention_tick()
+    assert KEY in hub.retained
+    hub.now += timedelta(seconds=61)
+    hub.retention_tick()
+    assert hub.retained == {}
+
+
+def test_the_sweep_finds_what_is_due_per_partition_and_reseeds_on_assignment() -> None:
+    table = {
+        b"A": RetentionEntry(100.0, 0).to_bytes(),
+        b"B": RetentionEntry(50.0, 1).to_bytes(),
+        b"C": RetentionEntry(300.0, 0, b"{}").to_bytes(),
+    }
+    index = RetentionIndex()
+    index.keep_only({0}, table.items)
+    assert index.due(0, 99.0) == []
+    assert index.due(0, 100.0) == [b"A"]
+    assert index.due(1, 1000.0) == []  # not this worker's
+    index.keep_only({1}, table.items)  # partition 0 revoked, 1 assigned
+    assert index.partitions == {1}
+    assert index.due(1, 1000.0) == [b"B"]
+    index.keep_only({0, 1}, table.items)  # 0 back: seeded again from the table
+    assert index.due(0, 1000.0) == [b"A", b"C"]

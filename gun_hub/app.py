@@ -51,8 +51,15 @@ from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.intake import Intake
+from gun_hub.pipeline.retention import (
+    RETENTION_TICK,
+    CaseRetention,
+    RetainedCases,
+    RetentionIndex,
+)
 from gun_hub.publisher import DecisionPublisher
 from gun_hub.redrive import RedriveGate
+from gun_hub.retention_sweep import RetentionSweep
 from gun_hub.risk import load_risk_rules
 from gun_hub.routing import RoutingTable, load_routing_table
 from gun_hub.runtime.faust_app import (
@@ -94,6 +101,7 @@ SEEN_MESSAGES_TABLE = "seen-messages"
 CLAIMED_IDS_TABLE = "claimed-ids"
 AUDIT_HEADS_TABLE = "audit-heads"
 OPEN_CASES_TABLE = "open-cases"
+CASE_RETENTION_TABLE = "case-retention"
 _RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 UNHANDLED = "UNHANDLED_ERROR"
 
@@ -104,6 +112,7 @@ TABLES = (
     CLAIMED_IDS_TABLE,
     AUDIT_HEADS_TABLE,
     OPEN_CASES_TABLE,
+    CASE_RETENTION_TABLE,
 )
 
 
@@ -359,6 +368,20 @@ def build_hub(settings: Settings) -> Hub:
     sealed_cases = SealedStore(_TableStore(cases), state_cipher, CASES_TABLE)
     progress = AnswerProgress()
     sweep = DeadlineSweep(app, topics, open_cases, progress)
+    # Finalised cases leave the cases table; a marker each keeps the versions rule.
+    retention_table = _raw_table(app, settings, CASE_RETENTION_TABLE)
+    retention_index = RetentionIndex()
+    retention = CaseRetention(
+        cases=sealed_cases,
+        entries=_TableStore(retention_table),
+        open_cases=_TableStore(open_cases),
+        index=retention_index,
+        clock=utc_now,
+        retention_s=settings.hub.case_retention_s,
+        marker_s=settings.hub.decided_marker_s,
+    )
+    # What the pipeline reads: the live case, else the marker of a retired one.
+    retained_cases = RetainedCases(sealed_cases, _TableStore(retention_table))
     context = HubContext(
         topics=topics,
         routing=routing,
@@ -370,7 +393,7 @@ def build_hub(settings: Settings) -> Hub:
         ),
         # Checkpoints signed with the hub's audit key, never its envelope key.
         audit=build_audit_trail(_TableStore(audit_heads), settings),
-        cases=sealed_cases,
+        cases=retained_cases,
         open_cases=_TableStore(open_cases),
         risk_rules=load_risk_rules(settings.hub.risk_rules, routing.authorities),
         request_deadline_s=settings.hub.request_deadline_s,
@@ -378,8 +401,9 @@ def build_hub(settings: Settings) -> Hub:
         outbox_cipher=state_cipher,
         answers_read=sweep.answers_read,
         control_report_after_s=settings.hub.control_report_after_s,
+        retention=retention,
     )
-    store = sealed_cases
+    store = retained_cases
     codec = DeclarationCodec(XmlLimits(max_bytes=settings.hub.max_declaration_bytes))
     intake = Intake(context, codec, store, accept_plain=settings.hub.accept_plain_declarations)
     correlation = Correlation(context, store)
@@ -544,8 +568,18 @@ def build_hub(settings: Settings) -> Hub:
         "deadlines",
         # The same topic carries the ticks that sign an idle partition's audit tail.
         audit_keeper.ticks_or(
-            lambda event, source, _at: deadlines.handle(
-                bytes(event.key or b"").decode(), int(_value(event) or b"0"), source
+            lambda event, source, _at: (
+                retention.handle(
+                    bytes(event.key or b"").decode(),
+                    source.partition,
+                    lambda outbox, case: context.announce_again_if_lost(
+                        outbox, case, source.partition
+                    ),
+                )
+                if _value(event) == RETENTION_TICK
+                else deadlines.handle(
+                    bytes(event.key or b"").decode(), int(_value(event) or b"0"), source
+                )
             )
         ),
     )
@@ -568,6 +602,9 @@ def build_hub(settings: Settings) -> Hub:
 
     app.on_partitions_assigned.connect(resync_audit_heads)
     app.timer(interval=settings.hub.deadline_sweep_s)(sweep.run)
+    app.timer(interval=settings.hub.case_sweep_s)(
+        RetentionSweep(app, topics, retention_table, retention_index).run
+    )
     watch_offsets(
         app,
         from_settings(settings.kafka),

@@ -166,6 +166,22 @@ class HubSettings(BaseModel):
         description="A reservation kept for a control with no result (no later version: "
         "RELEASED_AFTER_CONTROL or CANCELLED) after this long is reported to operations.",
     )
+    case_retention_s: PositiveFloat = Field(
+        3 * 24 * 3600.0,
+        description="A decided case whose decisions the broker confirmed and which holds "
+        "no reservation leaves the cases table this long after its decision, replaced by "
+        "a small marker (pipeline/retention.py); the status view and the audit trail keep "
+        "its history.",
+    )
+    decided_marker_s: PositiveFloat = Field(
+        14 * 24 * 3600.0,
+        description="How long the marker of a retired case keeps the versions rule (a stale "
+        "version or the same record read again decides nothing): twice the declarations "
+        "topic's retention, the longest a record can stay readable (pipeline/retention.py).",
+    )
+    case_sweep_s: PositiveFloat = Field(
+        60.0, description="How often the hub looks for cases and markers due to leave."
+    )
 
 
 class AdapterSettings(BaseModel):

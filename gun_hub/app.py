@@ -382,13 +382,16 @@ def build_hub(settings: Settings) -> Hub:
     )
     # What the pipeline reads: the live case, else the marker of a retired one.
     retained_cases = RetainedCases(sealed_cases, _TableStore(retention_table))
+    answer_ids = TableReplayGuard(
+        seen_messages, keep_after_expiry_s=settings.security.max_clock_skew_s
+    )
     context = HubContext(
         topics=topics,
         routing=routing,
         envelope=JoseEnvelope(
             keys,
             Entitlements.from_registry(topics),
-            TableReplayGuard(seen_messages, keep_after_expiry_s=settings.security.max_clock_skew_s),
+            answer_ids,
             policy_from(settings.security),
         ),
         # Checkpoints signed with the hub's audit key, never its envelope key.
@@ -455,14 +458,12 @@ def build_hub(settings: Settings) -> Hub:
     # (pipeline/admission.py): a copy on another partition is a replay there too.
     admissions = Admissions()
     gate = AdmissionGate(intake, admissions, topics.claims, settings.kafka.partitions)
-    judge = ClaimJudge(
-        TableReplayGuard(
-            _raw_table(app, settings, CLAIMED_IDS_TABLE),
-            keep_after_expiry_s=settings.security.max_clock_skew_s,
-            table_partition=lambda jti, _position: claim_partition(jti, settings.kafka.partitions),
-        ),
-        topics.claims,
+    claimed_ids = TableReplayGuard(
+        _raw_table(app, settings, CLAIMED_IDS_TABLE),
+        keep_after_expiry_s=settings.security.max_clock_skew_s,
+        table_partition=lambda jti, _position: claim_partition(jti, settings.kafka.partitions),
     )
+    judge = ClaimJudge(claimed_ids, topics.claims)
 
     def consumer() -> StrictOffsetsConsumer | None:
         found = app.consumer
@@ -543,6 +544,12 @@ def build_hub(settings: Settings) -> Hub:
 
     async def forget_admissions(_sender: Any, revoked: Any = (), **_: Any) -> None:
         admissions.forget({tp.partition for tp in revoked if tp.topic == topics.declarations})
+        # The replay memories forget their expiry order of what another worker will now
+        # write: seeded again from the table if the partition comes back.
+        claimed_ids.release({tp.partition for tp in revoked if tp.topic == topics.claims})
+        answer_ids.release(
+            {tp.partition for tp in revoked if tp.topic in set(topics.all_responses())}
+        )
 
     app.on_partitions_revoked.connect(forget_admissions)
     handled_agent(app, declarations, "intake", receive_declaration)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -107,7 +107,7 @@ class TableReplayGuard:
     ``keep_after_expiry_s`` past its expiry, as ``SqliteReplayGuard`` does. faust writes a
     table key in the current event's partition, so an id is deleted while handling an
     event of the partition that recorded it: each partition keeps its ids in expiry
-    order, seeded once from the table after a start. ``table_partition`` says which
+    order, seeded from the table when the worker gets the partition. ``table_partition`` says which
     partition recorded an id: by default the partition of the position it was read at
     (the event's own); the hub's claims table gives the id's claim partition
     (pipeline/admission.py).
@@ -148,6 +148,13 @@ class TableReplayGuard:
         if self._sightings % self._PRUNE_EVERY == 0 and partition is not None:
             self._forget_expired(partition)
         return True
+
+    def release(self, partitions: Iterable[int]) -> None:
+        """Partitions taken from this worker: forget their expiry order. Their next owner
+        records ids in the shared table meanwhile, so a partition that comes back is
+        seeded again from the table, or those ids would never be forgotten."""
+        for partition in partitions:
+            self._expiring.pop(partition, None)
 
     def position_of(self, message_id: str) -> str:
         """Where ``message_id`` was first read ('' if it is not remembered)."""

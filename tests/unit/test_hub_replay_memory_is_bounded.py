@@ -55,3 +55,17 @@ def test_each_partition_forgets_only_the_ids_it_recorded() -> None:
     for n in range(400, 600):
         _sight(guard, n, expires_at=n + 600, at=float(n) + 10_000, partition=3)
     assert b"old-on-3" not in table  # forgotten while handling partition 3
+
+
+def test_a_partition_taken_back_after_another_worker_had_it_forgets_that_workers_ids() -> None:
+    """Several workers (issue 12): while partition 0 was another worker's, that worker
+    recorded ids in the shared table; once 0 comes back, they are forgotten here too."""
+    table: dict[bytes, bytes] = {}
+    guard = TableReplayGuard(table, keep_after_expiry_s=KEEP_S)
+    _sight(guard, 0, expires_at=600, at=0.0)
+    guard.release([0])  # partition 0 revoked from this worker
+    table[b"other-worker"] = b"gun.declarations/0/77|650"  # recorded by its next owner
+    for n in range(1, 400):  # partition 0 is ours again; the log moves on
+        _sight(guard, n, expires_at=n + 2000, at=float(n) + 2000)
+    assert b"other-worker" not in table
+    assert b"id-0" not in table

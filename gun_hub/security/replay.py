@@ -107,8 +107,9 @@ class TableReplayGuard:
     ``keep_after_expiry_s`` past its expiry, as ``SqliteReplayGuard`` does. faust writes a
     table key in the current event's partition, so an id is deleted while handling an
     event of the partition that recorded it: each partition keeps its ids in expiry
-    order, seeded from the table when the worker gets the partition. ``table_partition`` says which
-    partition recorded an id: by default the partition of the position it was read at
+    order, seeded from the table when the worker gets the partition. ``table_partition``
+    says which partition recorded an id: by default the partition of the position it was
+    read at
     (the event's own); the hub's claims table gives the id's claim partition
     (pipeline/admission.py).
     """

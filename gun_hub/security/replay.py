@@ -109,8 +109,7 @@ class TableReplayGuard:
     event of the partition that recorded it: each partition keeps its ids in expiry
     order, seeded from the table when the worker gets the partition. ``table_partition``
     says which partition recorded an id: by default the partition of the position it was
-    read at
-    (the event's own); the hub's claims table gives the id's claim partition
+    read at (the event's own); the hub's claims table gives the id's claim partition
     (pipeline/admission.py).
     """
 

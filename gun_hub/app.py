@@ -640,7 +640,7 @@ def build_hub(settings: Settings) -> Hub:
             policy_from(settings.security),
         ),
         state_cipher,
-        memory_s=settings.hub.publisher_memory_s,
+        memory=settings.hub.publisher_memory_decisions,
     )
 
     async def publish_decisions() -> None:

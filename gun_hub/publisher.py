@@ -13,9 +13,19 @@ that had it, aborts its open transaction and carries on from its committed offse
 rebalance loses and doubles nothing. A fenced or failing partition is dropped or retried
 without stopping the worker.
 
-The memory of what was published is per partition and bounded: the decisions committed
-on that partition during the last ``memory_s`` (a duplicate announcement follows its
-original within minutes: it comes from a redelivery after a crash).
+The memory of what was published is per partition and bounded by a count, the last
+``memory`` decisions committed on that partition (issue 12, bounded state). A decision is
+announced twice only when a worker dies after the broker took it and before the case
+recorded that: the event that decided it is then uncommitted (faust commits offsets only
+after flushing the changelog), and its redelivery, among the first things the restarted
+worker handles, announces it again. Between the original and the repeat on the outbox
+partition there are thus only the decisions of that uncommitted window (a commit interval
+of records, a few watchdog periods while a commit waits behind a dropped record, the
+declarations held for their claims): hundreds at the target rate, far below the default
+20,000. A bound in time would be wrong both ways: a hub down for a day adds no record in
+between yet a day passes, and a day at the target rate is millions of decisions to read
+again at every start. Taking a partition over reads back twice ``memory`` offsets (a
+transaction's commit marker takes an offset too), not a time range.
 
 The agents seal each decision with the hub's state key (AES-GCM, bound to its reference
 and version: the outbox is the hub's own, an envelope there cost a signature, an ECDH
@@ -29,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from aiokafka import (
@@ -52,9 +62,37 @@ log = logging.getLogger(__name__)
 HEADER_VERSION = "gun.decision.version"
 # What the outbox's records are sealed as (the hub's state key, AES-GCM).
 OUTBOX_STATE = "decision-outbox"
-DEFAULT_MEMORY_S = 24 * 3600.0
+DEFAULT_MEMORY = 20_000
 
 _Identity = tuple[bytes, bytes]
+
+
+class PublishedMemory:
+    """The (reference, version) pairs last published on one partition, at most
+    ``capacity`` of them: the oldest is forgotten first."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._ids: OrderedDict[_Identity, None] = OrderedDict()
+
+    def add(self, identity: _Identity) -> None:
+        self._ids[identity] = None
+        self._ids.move_to_end(identity)
+        while len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, identity: object) -> bool:
+        return identity in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def restore_from(*, beginning: int, end: int, capacity: int) -> int:
+    """Where a publisher taking a partition over starts reading what was published: far
+    enough back for ``capacity`` decisions even at one decision per transaction (each
+    commit marker takes an offset)."""
+    return max(beginning, end - 2 * capacity)
 
 
 def _version_of(headers: Headers) -> bytes:
@@ -70,10 +108,12 @@ def outbox_record_key(reference: bytes, version: bytes) -> bytes:
 class _PartitionPublisher:
     """One outbox partition: its transactional producer and what it already published."""
 
-    def __init__(self, partition: int, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self, partition: int, producer: AIOKafkaProducer, published: PublishedMemory
+    ) -> None:
         self.partition = partition
         self.producer = producer
-        self.published: set[_Identity] = set()
+        self.published = published
 
 
 class DecisionPublisher:
@@ -85,7 +125,7 @@ class DecisionPublisher:
         app_id: str,
         envelope: Envelope,
         outbox_cipher: StateCipher,
-        memory_s: float = DEFAULT_MEMORY_S,
+        memory: int = DEFAULT_MEMORY,
     ) -> None:
         self._connect = connect
         self._envelope = envelope
@@ -94,7 +134,7 @@ class DecisionPublisher:
         self._decisions = decisions_topic
         self._app_id = app_id
         self._group = f"{app_id}-publisher"
-        self._memory_s = memory_s
+        self._memory = memory
         self._partitions: dict[int, _PartitionPublisher] = {}
         # The group hands partitions over in the background while batches are published:
         # one producer per partition at a time.
@@ -113,6 +153,10 @@ class DecisionPublisher:
     def partitions(self) -> set[int]:
         """The outbox partitions this worker publishes now."""
         return set(self._partitions)
+
+    def remembered(self) -> dict[int, int]:
+        """How many published decisions this worker remembers, per partition it holds."""
+        return {p: len(publisher.published) for p, publisher in self._partitions.items()}
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -160,8 +204,9 @@ class DecisionPublisher:
         )
         # Starting fences any previous owner and aborts its open transaction.
         await producer.start()
-        publisher = _PartitionPublisher(partition, producer)
-        publisher.published = await self._recently_published(partition)
+        publisher = _PartitionPublisher(
+            partition, producer, await self._recently_published(partition)
+        )
         self._partitions[partition] = publisher
         log.info(
             "publisher: outbox partition %d taken (%d decisions remembered)",
@@ -176,8 +221,8 @@ class DecisionPublisher:
                 if publisher is not None:
                     await publisher.producer.stop()
 
-    async def _recently_published(self, partition: int) -> set[_Identity]:
-        """The (reference, version) pairs committed on this decisions partition lately."""
+    async def _recently_published(self, partition: int) -> PublishedMemory:
+        """The last (reference, version) pairs committed on this decisions partition."""
         tp = TopicPartition(self._decisions, partition)
         reader = AIOKafkaConsumer(
             **consumer_options(self._connect),
@@ -185,15 +230,12 @@ class DecisionPublisher:
             isolation_level="read_committed",
         )
         await reader.start()
-        found: set[_Identity] = set()
+        found = PublishedMemory(self._memory)
         try:
             reader.assign([tp])
-            since_ms = int((time.time() - self._memory_s) * 1000)
-            start = (await reader.offsets_for_times({tp: since_ms})).get(tp)
+            beginning = (await reader.beginning_offsets([tp]))[tp]
             end = (await reader.end_offsets([tp]))[tp]
-            if start is None:
-                return found  # nothing that recent
-            reader.seek(tp, start.offset)
+            reader.seek(tp, restore_from(beginning=beginning, end=end, capacity=self._memory))
             while await reader.position(tp) < end:
                 for records in (await reader.getmany(tp, timeout_ms=200)).values():
                     for record in records:
@@ -255,7 +297,8 @@ class DecisionPublisher:
             consumer.seek(tp, records[0].offset)
             await asyncio.sleep(0.5)
             return
-        publisher.published |= sent  # only once the transaction is committed
+        for identity in sent:  # only once the transaction is committed
+            publisher.published.add(identity)
         self.published_count += len(sent)
 
     def _seal_for_clearance(self, record: ConsumerRecord[bytes, bytes]) -> bytes | None:

@@ -119,10 +119,11 @@ class HubSettings(BaseModel):
         description="Longest an audit record waits for a checkpoint while the hub runs; "
         "`gun-hub audit verify` allows this plus 300 s.",
     )
-    publisher_memory_s: PositiveFloat = Field(
-        24 * 3600.0,
-        description="How far back the decision publisher remembers what it published, to "
-        "skip a decision announced again after a crash (publisher.py).",
+    publisher_memory_decisions: PositiveInt = Field(
+        20_000,
+        description="Decisions the decision publisher remembers per outbox partition (the "
+        "latest published), to skip one announced again after a crash; a repeat follows "
+        "its original within the records a crash left uncommitted (publisher.py).",
     )
     admission_limit: PositiveInt = Field(
         2000,

@@ -1,0 +1,36 @@
+"""The decision publisher remembers a bounded number of published decisions per
+partition (issue 12, bounded state; gun_hub/publisher.py): a decision announced again
+follows its original within the few records a crash left uncommitted, so the memory is
+counted in decisions, never in time (a hub down for a day adds no record in between)."""
+
+from __future__ import annotations
+
+from gun_hub.publisher import PublishedMemory, restore_from
+
+
+def test_the_memory_keeps_the_latest_decisions_up_to_its_capacity() -> None:
+    memory = PublishedMemory(capacity=3)
+    for n in range(5):
+        memory.add((f"REF{n}".encode(), b"1"))
+    assert len(memory) == 3
+    assert (b"REF0", b"1") not in memory
+    assert (b"REF4", b"1") in memory
+    assert (b"REF2", b"1") in memory
+
+
+def test_a_decision_seen_again_counts_as_recent() -> None:
+    memory = PublishedMemory(capacity=2)
+    memory.add((b"A", b"1"))
+    memory.add((b"B", b"1"))
+    memory.add((b"A", b"1"))  # published on a batch retried: the latest again
+    memory.add((b"C", b"1"))
+    assert (b"A", b"1") in memory
+    assert (b"B", b"1") not in memory
+
+
+def test_the_restore_reads_back_twice_the_capacity_at_most() -> None:
+    """A transaction's commit marker takes an offset: one decision per transaction
+    takes two, so twice the capacity covers the capacity's worth of decisions."""
+    assert restore_from(beginning=0, end=100_000, capacity=20_000) == 60_000
+    assert restore_from(beginning=500, end=1_000, capacity=20_000) == 500
+    assert restore_from(beginning=0, end=0, capacity=20_000) == 0

@@ -240,6 +240,12 @@ class OpsSettings(BaseModel):
     heartbeat_s: float = Field(
         5.0, gt=0, description="Seconds between an adapter's heartbeats on ops.health."
     )
+    view_retention_days: PositiveInt = Field(
+        30,
+        description="The status and statistics view forgets what is older (checked hourly): "
+        "the status, facts and dead-letter topics keep as long, so a view rebuilt from them "
+        "holds the same; long-term statistics belong in a warehouse (ADR 0004).",
+    )
 
 
 class WebSettings(BaseModel):

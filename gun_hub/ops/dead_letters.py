@@ -254,9 +254,10 @@ _COLUMNS = (
 )
 
 
-def store_row(db: sqlite3.Connection, row: DeadLetterRow) -> None:
-    """Keep ``row`` (a dead letter read again keeps its first row: same id, same record)."""
-    db.execute(
+def store_row(db: sqlite3.Connection, row: DeadLetterRow) -> bool:
+    """Keep ``row`` (a dead letter read again keeps its first row: same id, same record);
+    False if it was kept already."""
+    cursor = db.execute(
         f"INSERT OR IGNORE INTO dead_letters ({_COLUMNS}) VALUES ({', '.join('?' * 12)})",
         (
             row.id.partition,
@@ -273,6 +274,7 @@ def store_row(db: sqlite3.Connection, row: DeadLetterRow) -> None:
             int(row.truncated),
         ),
     )
+    return cursor.rowcount == 1
 
 
 def select_rows(

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -41,6 +42,7 @@ from gun_hub.ops.view import FeedRecord, OpsView
 
 log = logging.getLogger(__name__)
 
+_PRUNE_EVERY_S = 3600.0
 _BATCH = 2000  # records per SQLite transaction: a few milliseconds of work
 _CHECKS_PER_TURN = 20  # heartbeat signatures verified between two turns of the event loop
 
@@ -58,6 +60,7 @@ class OpsFeed:
         *,
         retry_s: float = 1.0,
         heartbeats: HeartbeatGate | None = None,
+        retention_s: float | None = None,
     ) -> None:
         self._connect = connect
         self._view = view
@@ -66,6 +69,18 @@ class OpsFeed:
         self._heartbeats = heartbeats
         self._refusals = _RefusalLog()
         self.caught_up = asyncio.Event()  # set once the view reached the end it first saw
+        # What the view keeps (None: everything); pruned at most once per _PRUNE_EVERY_S.
+        self._retention_s = retention_s
+        self._pruned_at = 0.0
+
+    def prune_if_due(self, now: float) -> bool:
+        """Prune the view past its retention, if an hour has passed since it last was
+        (a prune deletes by indexed time: quick, but not worth doing every batch)."""
+        if self._retention_s is None or now - self._pruned_at < _PRUNE_EVERY_S:
+            return False
+        self._pruned_at = now
+        self._view.prune(datetime.fromtimestamp(now - self._retention_s, UTC))
+        return True
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -109,6 +124,10 @@ class OpsFeed:
                     self._state.partners = self._view.partners()
             if not self.caught_up.is_set() and await _reached(consumer, targets):
                 self.caught_up.set()
+            try:
+                self.prune_if_due(time.time())
+            except sqlite3.Error:
+                log.exception("operations view: not pruned; tried again in an hour")
 
     async def _believed(self, records: list[FeedRecord]) -> list[FeedRecord]:
         """``records`` with each health record replaced by the heartbeat it carries, once

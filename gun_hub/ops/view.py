@@ -82,7 +82,23 @@ CREATE TABLE IF NOT EXISTS overrides (
     covered INTEGER NOT NULL, declined INTEGER NOT NULL,
     PRIMARY KEY (reference, version));
 CREATE INDEX IF NOT EXISTS overrides_by_day ON overrides (day);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (at);
+CREATE INDEX IF NOT EXISTS write_offs_by_time ON write_offs (at);
 """
+# What the counts are answered from, kept as the view is fed (issue 12): the dashboard asks
+# every second, and a GROUP BY over every decision grows with them.
+_COUNTERS = """
+CREATE TABLE IF NOT EXISTS decision_counts (
+    day TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (day, outcome));
+CREATE TABLE IF NOT EXISTS authority_counts (
+    day TEXT NOT NULL, authority TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (day, authority, outcome));
+CREATE TABLE IF NOT EXISTS code_counts (
+    day TEXT NOT NULL, code TEXT NOT NULL, verdict TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (day, code, verdict));
+CREATE TABLE IF NOT EXISTS dead_letter_counts (kind TEXT PRIMARY KEY, n INTEGER NOT NULL);
+"""
+_COUNTER_TABLES = ("decision_counts", "authority_counts", "code_counts", "dead_letter_counts")
 
 log = logging.getLogger(__name__)
 
@@ -217,26 +233,22 @@ class ViewQueries:
         says how many were left off); ``max_dead_letter_kinds`` likewise for dead letters.
         """
         where, args = _day_range(since, until, "day")
-        joined, _ = _day_range(since, until, "d.day", "dd.authority != ''")
         by_outcome = self.outcome_counts(where, args)
         by_day: dict[str, dict[str, int]] = defaultdict(dict)
         for day, outcome, count in self._db.execute(
-            f"SELECT day, outcome, COUNT(*) FROM decisions {where} GROUP BY day, outcome", args
+            f"SELECT day, outcome, n FROM decision_counts {where}", args
         ):
             by_day[day][outcome] = count
         by_authority: dict[str, dict[str, int]] = defaultdict(dict)
         for authority, outcome, count in self._db.execute(
-            "SELECT dd.authority, d.outcome, COUNT(DISTINCT d.reference || '/' || d.version) "
-            f"FROM decisions d JOIN decision_documents dd {_SAME_DECISION} {joined} "
-            "GROUP BY dd.authority, d.outcome",
+            f"SELECT authority, outcome, SUM(n) FROM authority_counts {where} "
+            "GROUP BY authority, outcome",
             args,
         ):
             by_authority[authority][outcome] = count
         by_code: dict[str, dict[str, Any]] = {}
         for code, verdict, count in self._db.execute(
-            "SELECT dd.code, dd.verdict, COUNT(*) FROM decision_documents dd "
-            f"JOIN decisions d {_SAME_DECISION} {_day_range(since, until, 'd.day')[0]} "
-            "GROUP BY dd.code, dd.verdict",
+            f"SELECT code, verdict, SUM(n) FROM code_counts {where} GROUP BY code, verdict",
             args,
         ):
             entry = by_code.setdefault(code, {"uses": 0, "by_verdict": {}})
@@ -293,9 +305,11 @@ class ViewQueries:
         }
 
     def outcome_counts(self, where: str = "", args: tuple[str, ...] = ()) -> dict[str, int]:
-        """Decisions by outcome (``where``: a clause of :func:`_day_range`)."""
+        """Decisions by outcome (``where``: a clause of :func:`_day_range`), from the
+        counters."""
         rows = self._db.execute(
-            f"SELECT outcome, COUNT(*) FROM decisions {where} GROUP BY outcome ORDER BY outcome",
+            f"SELECT outcome, SUM(n) FROM decision_counts {where} GROUP BY outcome "
+            "ORDER BY outcome",
             args,
         )
         return dict(rows.fetchall())
@@ -361,9 +375,7 @@ class ViewQueries:
     def dead_letter_counts(self, max_kinds: int | None = None) -> dict[str, Any]:
         """Dead letters by kind; with ``max_kinds``, the most frequent kinds only and the
         rest summed under ``(other)`` (any party may write a dead letter's kind)."""
-        by_kind = dict(
-            self._db.execute("SELECT kind, COUNT(*) FROM dead_letters GROUP BY kind").fetchall()
-        )
+        by_kind = dict(self._db.execute("SELECT kind, n FROM dead_letter_counts").fetchall())
         total = sum(by_kind.values())
         if max_kinds is not None and len(by_kind) > max_kinds:
             kept = sorted(by_kind, key=lambda k: (-by_kind[k], k))[:max_kinds]
@@ -415,13 +427,124 @@ class OpsView(ViewQueries):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self.topics = topics
         self._reread_dead_letters_kept_the_old_way()
-        self._db.executescript(_SCHEMA + dead_letters.SCHEMA)
+        counted = self._tables() >= set(_COUNTER_TABLES)
+        self._db.executescript(_SCHEMA + dead_letters.SCHEMA + _COUNTERS)
+        if not counted:
+            self._count_what_is_kept()
         self.skipped = 0  # records that could not be applied (skipped, counted, logged once)
         self.skipped_by_topic: dict[str, int] = defaultdict(int)
         self._logged: set[tuple[str, str]] = set()  # (topic, fault) already logged
 
     def close(self) -> None:
         self._db.close()
+
+    def _tables(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
+
+    def _count_what_is_kept(self) -> None:
+        """A view made before the counters (or without some of them): counted once from
+        the rows it holds."""
+        with self._transaction():
+            for table in _COUNTER_TABLES:
+                self._db.execute(f"DELETE FROM {table}")
+            self._db.execute(
+                "INSERT INTO decision_counts "
+                "SELECT day, outcome, COUNT(*) FROM decisions GROUP BY day, outcome"
+            )
+            self._db.execute(
+                "INSERT INTO authority_counts SELECT d.day, dd.authority, d.outcome, "
+                "COUNT(DISTINCT d.reference || '/' || d.version) "
+                f"FROM decisions d JOIN decision_documents dd {_SAME_DECISION} "
+                "WHERE dd.authority != '' GROUP BY d.day, dd.authority, d.outcome"
+            )
+            self._db.execute(
+                "INSERT INTO code_counts SELECT d.day, dd.code, dd.verdict, COUNT(*) "
+                f"FROM decision_documents dd JOIN decisions d {_SAME_DECISION} "
+                "GROUP BY d.day, dd.code, dd.verdict"
+            )
+            self._db.execute(
+                "INSERT INTO dead_letter_counts SELECT kind, COUNT(*) FROM dead_letters "
+                "GROUP BY kind"
+            )
+
+    def prune(self, before: datetime) -> None:
+        """Forget what is older than ``before``: the decisions of the days before its own
+        (with their documents, overrides and counts), status events, write-offs and dead
+        letters older than it, and the declarant of a declaration none of whose events is
+        left. The topics keep as long (30 days): a view rebuilt from them holds the same.
+        Times are compared as the hub writes them (UTC, ISO 8601)."""
+        day = before.astimezone(UTC).date().isoformat()
+        at = before.astimezone(UTC).isoformat()
+        with self._transaction():
+            self._db.execute(
+                "DELETE FROM decision_documents WHERE (reference, version) IN "
+                "(SELECT reference, version FROM decisions WHERE day < ?)",
+                (day,),
+            )
+            for table in (
+                "decisions",
+                "overrides",
+                "decision_counts",
+                "authority_counts",
+                "code_counts",
+            ):
+                self._db.execute(f"DELETE FROM {table} WHERE day < ?", (day,))
+            self._db.execute(
+                "DELETE FROM declarants WHERE reference IN "
+                "(SELECT reference FROM events WHERE at < ?) AND NOT EXISTS "
+                "(SELECT 1 FROM events e WHERE e.reference = declarants.reference "
+                "AND e.at >= ?)",
+                (at, at),
+            )
+            self._db.execute("DELETE FROM events WHERE at < ?", (at,))
+            self._db.execute("DELETE FROM write_offs WHERE at < ?", (at,))
+            gone = self._db.execute(
+                "SELECT kind, COUNT(*) FROM dead_letters WHERE at < ? GROUP BY kind",
+                (before.timestamp(),),
+            ).fetchall()
+            for kind, count in gone:
+                self._add("dead_letter_counts", (kind,), -count)
+            self._db.execute("DELETE FROM dead_letters WHERE at < ?", (before.timestamp(),))
+
+    def _add(self, table: str, key: tuple[str, ...], n: int) -> None:
+        """Add ``n`` to a counter; a counter down to nothing is removed."""
+        columns = {
+            "decision_counts": ("day", "outcome"),
+            "authority_counts": ("day", "authority", "outcome"),
+            "code_counts": ("day", "code", "verdict"),
+            "dead_letter_counts": ("kind",),
+        }[table]
+        self._db.execute(
+            f"INSERT INTO {table} VALUES ({', '.join('?' * (len(key) + 1))}) "
+            f"ON CONFLICT ({', '.join(columns)}) DO UPDATE SET n = n + excluded.n",
+            (*key, n),
+        )
+        if n < 0:
+            where = " AND ".join(f"{column} = ?" for column in columns)
+            self._db.execute(f"DELETE FROM {table} WHERE {where} AND n <= 0", key)
+
+    def _count_decision(self, reference: str, version: int, sign: int) -> None:
+        """Count (``sign`` 1) or uncount (-1) the decision stored for (reference, version)."""
+        row = self._db.execute(
+            "SELECT day, outcome FROM decisions WHERE reference = ? AND version = ?",
+            (reference, version),
+        ).fetchone()
+        if row is None:
+            return
+        day, outcome = row
+        self._add("decision_counts", (day, outcome), sign)
+        for (authority,) in self._db.execute(
+            "SELECT DISTINCT authority FROM decision_documents "
+            "WHERE reference = ? AND version = ? AND authority != ''",
+            (reference, version),
+        ).fetchall():
+            self._add("authority_counts", (day, authority, outcome), sign)
+        for code, verdict, count in self._db.execute(
+            "SELECT code, verdict, COUNT(*) FROM decision_documents "
+            "WHERE reference = ? AND version = ? GROUP BY code, verdict",
+            (reference, version),
+        ).fetchall():
+            self._add("code_counts", (day, code, verdict), sign * count)
 
     def _reread_dead_letters_kept_the_old_way(self) -> None:
         """A view made before dead letters were kept by id (kind, component and reason
@@ -552,6 +675,12 @@ class OpsView(ViewQueries):
         )
 
     def _decision(self, fact: DecisionFact) -> None:
+        # Applied again (emitted again after a crash): counted once, as the rows it leaves.
+        self._count_decision(fact.reference, fact.version, -1)
+        self._db.execute(
+            "DELETE FROM decision_documents WHERE reference = ? AND version = ?",
+            (fact.reference, fact.version),
+        )
         self._db.execute(
             "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -579,6 +708,7 @@ class OpsView(ViewQueries):
                 for d in fact.documents
             ],
         )
+        self._count_decision(fact.reference, fact.version, 1)
         if fact.override is not None:
             self._db.execute(
                 "INSERT OR REPLACE INTO overrides VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -630,7 +760,8 @@ class OpsView(ViewQueries):
             record.headers,
             record.key,
         )
-        dead_letters.store_row(self._db, row)
+        if dead_letters.store_row(self._db, row):
+            self._add("dead_letter_counts", (row.kind,), 1)
 
 
 _SAME_DECISION = "ON dd.reference = d.reference AND dd.version = d.version"

@@ -219,6 +219,12 @@ class AdapterSettings(BaseModel):
     max_in_flight: PositiveInt = Field(
         64, description="Requests handled concurrently (different declarations only)."
     )
+    pending_limit: PositiveInt = Field(
+        10_000,
+        description="Write-offs, deletions and give-backs kept for a down partner beyond "
+        "which the adapter fetches no request (backpressure, nothing dropped) until replays "
+        "bring them down to half; the metric gun_adapter_pending_queue_full says so.",
+    )
 
 
 class OpsSettings(BaseModel):

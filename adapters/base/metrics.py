@@ -20,6 +20,17 @@ PENDING = Gauge(
     "Write-offs and deletions waiting for a partner that was down.",
     ["authority"],
 )
+PENDING_FULL = Gauge(
+    "gun_adapter_pending_queue_full",
+    "1 while the pending queue is at adapter.pending_limit and the adapter fetches no "
+    "request (backpressure: the hub's deadlines give degraded-mode decisions meanwhile).",
+    ["authority"],
+)
+PENDING_FULL_TOTAL = Counter(
+    "gun_adapter_pending_limit_reached_total",
+    "Times the pending queue reached adapter.pending_limit.",
+    ["authority"],
+)
 PARTNER_SECONDS = Histogram(
     "gun_adapter_partner_call_seconds",
     "Time to get every answer of one request from the partner system.",

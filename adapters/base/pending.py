@@ -23,8 +23,9 @@ import logging
 import secrets
 import sqlite3
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from adapters.base import metrics
 from gun_hub.model.exchange import AuthorityRequest
 from gun_hub.security.state_cipher import StateCipher, StateUnreadable
 
@@ -236,3 +237,44 @@ class PendingOperations:
 
     def close(self) -> None:
         self._db.close()
+
+
+class PendingLimit:
+    """The bound of the pending queue: at ``limit`` operations the adapter stops fetching
+    requests (the queue only grows while its partner is down, and every operation in it
+    must reach the partner: backpressure, never a drop), and fetches again once replays
+    brought it down to half. The queue holds at most ``limit`` and what the batch being
+    handled adds (one fetch, ``max_records``)."""
+
+    def __init__(self, authority: str, limit: int) -> None:
+        self._authority = authority
+        self._limit = limit
+        self.full = False
+
+    def hold(self, consumer: Any, size: int) -> bool:
+        """Pause ``consumer``'s partitions while the queue of ``size`` is full, resume
+        them once it is down to half; True while fetching is held."""
+        if not self.full and size >= self._limit:
+            self.full = True
+            metrics.PENDING_FULL.labels(self._authority).set(1)
+            metrics.PENDING_FULL_TOTAL.labels(self._authority).inc()
+            log.warning(
+                "adapter %s: pending operations reached the limit of %d (partner down?): "
+                "no request is fetched until replays bring them down to %d",
+                self._authority,
+                self._limit,
+                self._limit // 2,
+            )
+        elif self.full and size <= self._limit // 2:
+            self.full = False
+            metrics.PENDING_FULL.labels(self._authority).set(0)
+            consumer.resume(*consumer.assignment())
+            log.info(
+                "adapter %s: %d pending operations: fetching requests again",
+                self._authority,
+                size,
+            )
+        if self.full:
+            # Every time: a partition assigned while full is paused too.
+            consumer.pause(*consumer.assignment())
+        return self.full

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from adapters.base import metrics
 from adapters.base.health_server import serve_health
-from adapters.base.pending import PendingOperations
+from adapters.base.pending import PendingLimit, PendingOperations
 from adapters.base.replay import REPLAYED_OPERATIONS, Replayer
 from adapters.base.spec import AdapterSpec, PartnerPort
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
@@ -87,6 +87,7 @@ class AdapterRunner:
         )
         self._producer: AIOKafkaProducer | None = None
         self._replayer = Replayer(self.pending, partner, self._publish_replayed)
+        self._pending_limit = PendingLimit(spec.authority, settings.adapter.pending_limit)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -123,6 +124,9 @@ class AdapterRunner:
         ]
         try:
             while not self._stopping.is_set():
+                # A full pending queue pauses fetching (getmany still runs: the consumer
+                # stays in its group, and the replays go on in the background).
+                self._pending_limit.hold(consumer, len(self.pending))
                 batches = await consumer.getmany(timeout_ms=250, max_records=500)
                 if batches:
                     await self._process(batches, consumer, producer)
@@ -146,6 +150,8 @@ class AdapterRunner:
         def waiting() -> list[str]:
             if self._stopping.is_set():
                 return ["stopping"]
+            if self._pending_limit.full:
+                return ["pending queue full: no request fetched until replays drain it"]
             return [] if consumer.assignment() else ["no partitions assigned yet"]
 
         return await serve_health(self._settings.adapter.metrics_host, port, waiting)

@@ -13,6 +13,7 @@ marker time and runs the retention ticks, and measures again.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import tempfile
 from datetime import timedelta
@@ -114,7 +115,9 @@ def main(count: int) -> None:
 
 
 def _tick_due(hub: RetainingHub) -> None:
-    for key in hub.index.due(0, hub.now.timestamp()):
+    now = hub.now.timestamp()
+    asyncio.run(hub.index.refresh({0}, hub.retained.items, now))
+    for key in hub.index.due(0, now):
         hub.retention.handle(
             key.decode(),
             0,

@@ -4,8 +4,9 @@ due to leave (pipeline/retention.py).
 Like the deadline sweep it only reads and sends: the tick goes to the hub's deadlines
 topic on the case's partition, and the deadlines agent acts on it in event context, so
 deletions reach the right changelog partition as tombstones. It looks at the due times
-the worker keeps in memory (``RetentionIndex``), never at the cases themselves: one look
-costs what is due, not what is stored.
+the worker keeps in memory for the next hour (``RetentionIndex``), never at the cases
+themselves: one look costs what is due, and the small retention entries are read again
+once every half hour.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ class RetentionSweep:
         owned = self.owned()
         if owned is None:
             return
-        self._index.keep_only(owned, lambda: list(self._entries.items()))
-        metrics.CASES_RETAINED.set(len(self._index))
         now = time.time()
+        # RocksDB iterates a snapshot, so the scan may yield to the agents as it goes.
+        await self._index.refresh(owned, self._entries.items, now)
+        metrics.CASES_RETAINED.set(len(self._index))
         for partition in sorted(owned):
             for key in self._index.due(partition, now):
                 try:

@@ -30,8 +30,9 @@ Why a marker, and for how long (``decided_marker_s``):
   for days) is still solicited (the marker keeps the request ids); its status is recorded,
   and a confirmed write-off is counted without quantities (the marker has no documents).
 
-Memory: each partition keeps the due times of its entries in a heap (seeded from the
-table after an assignment): one small tuple per retained case and per marker.
+Memory: the worker keeps the keys of the entries due within the next hour in a heap per
+partition (``RetentionIndex``), read from the table as the hour moves on; the table holds
+one small entry per retained case and per marker, on disk.
 
 The sweep that finds due entries runs on a timer (``gun_hub/retention_sweep.py``) and,
 like the deadline sweep, only sends a tick on the deadlines topic to the case's partition:
@@ -41,6 +42,7 @@ so every write and tombstone goes to the right changelog partition.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 from collections.abc import Callable, Iterable
@@ -113,11 +115,21 @@ def marker_of(case: Case) -> Case:
 
 
 class RetentionIndex:
-    """Due times of the retention entries, per partition, in a heap each. Shared by the
-    tick handler (which schedules) and the sweep (which pops what is due)."""
+    """Due times of the retention entries of this worker's partitions, in a heap each,
+    shared by the tick handler (which schedules) and the sweep (which pops what is due).
 
-    def __init__(self) -> None:
+    Only entries due within the horizon (``horizon_s``, an hour) are held: the table holds
+    days of them (every retained case and marker), and one key each in memory would grow
+    with the rate times the retention. The sweep reads the table again once half the
+    horizon has passed (a scan of small values, yielding to the event loop as it goes),
+    and when it gets a partition (another worker may have changed its entries)."""
+
+    _YIELD_EVERY = 5000
+
+    def __init__(self, horizon_s: float = 3600.0) -> None:
+        self._horizon_s = horizon_s
         self._due: dict[int, list[tuple[float, bytes]]] = {}
+        self._until = float("-inf")  # every entry due by then is in the heaps
 
     def __len__(self) -> int:
         return sum(len(heap) for heap in self._due.values())
@@ -127,29 +139,42 @@ class RetentionIndex:
         return set(self._due)
 
     def push(self, partition: int, due: float, key: bytes) -> None:
-        heapq.heappush(self._due.setdefault(partition, []), (due, key))
+        """Schedule ``key``; beyond the horizon, the table has it for the next read."""
+        if partition in self._due and due <= self._until:
+            heapq.heappush(self._due[partition], (due, key))
 
-    def keep_only(self, partitions: set[int], entries: Callable[[], Iterable[Any]]) -> None:
-        """Follow the assignment: forget revoked partitions; seed newly assigned ones from
-        the table's ``entries`` (key, value pairs), which another worker may have changed
-        while it owned them."""
+    async def refresh(
+        self, partitions: set[int], entries: Callable[[], Iterable[Any]], now: float
+    ) -> None:
+        """Follow the assignment (forget revoked partitions, seed new ones) and move the
+        horizon on when half of it has passed, from the table's ``entries``."""
         for gone in set(self._due) - partitions:
             del self._due[gone]
         new = partitions - set(self._due)
-        if not new:
+        until = self._until
+        if now + self._horizon_s / 2 > until:
+            until = now + self._horizon_s
+        elif not new:
             return
         for partition in new:
             self._due[partition] = []
+        read = 0
         for key, value in entries():
+            read += 1
+            if read % self._YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a large table: the agents go on meanwhile
             try:
                 entry = RetentionEntry.from_bytes(bytes(value))
             except (ValueError, IndexError):
                 log.exception("unreadable retention entry for %r: left alone", key)
                 continue
-            if entry.partition in new:
+            if entry.partition not in self._due or entry.due > until:
+                continue
+            if entry.partition in new or entry.due > self._until:
                 self._due[entry.partition].append((entry.due, bytes(key)))
-        for partition in new:
-            heapq.heapify(self._due[partition])
+        self._until = until
+        for heap in self._due.values():
+            heapq.heapify(heap)
 
     def due(self, partition: int, now: float) -> list[bytes]:
         """Keys of ``partition`` whose entry is due by ``now``, taken off the heap."""

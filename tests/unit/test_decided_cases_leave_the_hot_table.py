@@ -193,19 +193,36 @@ def test_the_marker_is_forgotten_after_its_time(hub: RetainingHub) -> None:
     assert hub.retained == {}
 
 
-def test_the_sweep_finds_what_is_due_per_partition_and_reseeds_on_assignment() -> None:
+async def test_the_sweep_finds_what_is_due_per_partition_and_reseeds_on_assignment() -> None:
     table = {
         b"A": RetentionEntry(100.0, 0).to_bytes(),
         b"B": RetentionEntry(50.0, 1).to_bytes(),
         b"C": RetentionEntry(300.0, 0, b"{}").to_bytes(),
     }
-    index = RetentionIndex()
-    index.keep_only({0}, table.items)
+    index = RetentionIndex(horizon_s=1000.0)
+    await index.refresh({0}, table.items, now=0.0)
     assert index.due(0, 99.0) == []
     assert index.due(0, 100.0) == [b"A"]
     assert index.due(1, 1000.0) == []  # not this worker's
-    index.keep_only({1}, table.items)  # partition 0 revoked, 1 assigned
+    await index.refresh({1}, table.items, now=100.0)  # 0 revoked, 1 assigned
     assert index.partitions == {1}
     assert index.due(1, 1000.0) == [b"B"]
-    index.keep_only({0, 1}, table.items)  # 0 back: seeded again from the table
+    await index.refresh({0, 1}, table.items, now=100.0)  # 0 back: seeded again
     assert index.due(0, 1000.0) == [b"A", b"C"]
+
+
+async def test_only_what_falls_due_within_the_horizon_is_held_in_memory() -> None:
+    """Days of retained cases are many: the worker holds the next hour's keys only, and
+    reads the table again as the horizon moves on."""
+    table = {f"K{n}".encode(): RetentionEntry(n * 600.0, 0).to_bytes() for n in range(1, 11)}
+    index = RetentionIndex(horizon_s=1800.0)
+    await index.refresh({0}, table.items, now=0.0)
+    assert len(index) == 3  # due at 600, 1200 and 1800
+    index.push(0, 1500.0, b"NEW")  # scheduled within the horizon: held
+    index.push(0, 5000.0, b"LATER")  # beyond it: read from the table when its time comes
+    assert len(index) == 4
+    await index.refresh({0}, table.items, now=800.0)  # not half-way yet: no new read
+    assert len(index) == 4
+    assert index.due(0, 1800.0) == [b"K1", b"K2", b"NEW", b"K3"]
+    await index.refresh({0}, table.items, now=1800.0)
+    assert index.due(0, 3600.0) == [b"K4", b"K5", b"K6"]

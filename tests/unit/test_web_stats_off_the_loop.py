@@ -1,7 +1,9 @@
 """Statistics never stall the hub's event loop, and never grow without bound.
 
 The attack (or just a busy morning): officers ask for statistics over a view of 200,000
-decisions, several at once. Asked on the event loop, each question held it for a second
+decisions quoting 100,000 different document codes (anyone lodging a declaration writes
+its codes), several at once. The counts come from counters (issue 12), but a counter per
+day and code still makes a long answer. Asked on the event loop, each question held it for a second
 or more, and with it every agent and ``/livez`` (a liveness probe that times out gets the
 hub restarted). Asked off the loop, ``/livez`` on the same loop keeps answering (99 %
 within 100 ms, all within a second) while the questions run; too many questions at once
@@ -17,13 +19,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from gun_hub.ops.prometheus import OpsState
-from gun_hub.ops.view import FeedTopics, OpsView
+from gun_hub.ops.view import FeedTopics, OpsView, ViewQueries
 from gun_hub.processes import free_port
 from gun_hub.security.web_auth import add_officer, basic_authorization
 from gun_hub.settings import WebSettings
@@ -36,8 +39,9 @@ PASSWORD = "officer-password-made-at-test-time"  # noqa: S105 - made for the tes
 
 
 def seed_view(path: Path, decisions: int = DECISIONS) -> Path:
-    """A view holding ``decisions`` decisions of the last 20 days, two documents each, and
-    5,000 dead letters of as many kinds."""
+    """A view holding ``decisions`` decisions of the last 20 days, two documents each (the
+    second under one of 100,000 codes), and 5,000 dead letters of as many kinds; written
+    straight into its tables, then counted as a view made before its counters is."""
     path.parent.mkdir(parents=True, exist_ok=True)
     OpsView(path, FeedTopics(status="s", facts="f", dlq="d", health="h")).close()
     today = datetime.now(UTC)
@@ -63,7 +67,7 @@ def seed_view(path: Path, decisions: int = DECISIONS) -> Path:
             (
                 (f"26FRBIG{n:011d}", 1, item, code, f"DOC.{n}.{item}", authority, "VALID")
                 for n in range(decisions)
-                for item, code, authority in ((1, "N853", "dgal"), (2, "C638", "cites"))
+                for item, code, authority in ((1, "N853", "dgal"), (2, f"C{n % 100_000}", "cites"))
             ),
         )
         db.executemany(
@@ -72,7 +76,10 @@ def seed_view(path: Path, decisions: int = DECISIONS) -> Path:
             "VALUES (?, ?, 0.0, ?, 'permanent', 'test', '', '', 'd', ?, ?, 0)",
             ((n % 4, n, f"KIND_{n}", n % 4, n) for n in range(5_000)),
         )
+        for table in ("decision_counts", "authority_counts", "code_counts", "dead_letter_counts"):
+            db.execute(f"DROP TABLE {table}")
     db.close()
+    OpsView(path, FeedTopics(status="s", facts="f", dlq="d", health="h")).close()  # counts
     return path
 
 
@@ -234,7 +241,12 @@ async def test_a_list_answer_never_holds_more_than_a_page(stack: Stack) -> None:
 async def test_closing_the_reader_interrupts_a_running_question(big_view: Path) -> None:
     """A hub that stops does not wait for a long question to finish."""
     reader = ViewReader(big_view, threads=1, timeout_s=120)
-    question = asyncio.create_task(reader.ask(lambda q: q.statistics()))
+
+    def long_question(q: ViewQueries) -> list[dict[str, Any]]:
+        """The statistics asked over and over (one takes under a second)."""
+        return [q.statistics() for _ in range(50)]
+
+    question = asyncio.create_task(reader.ask(long_question))
     await asyncio.sleep(0.5)  # running now
     started = time.perf_counter()
     await asyncio.to_thread(reader.close)

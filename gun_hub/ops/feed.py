@@ -73,14 +73,17 @@ class OpsFeed:
         self._retention_s = retention_s
         self._pruned_at = 0.0
 
-    def prune_if_due(self, now: float) -> bool:
-        """Prune the view past its retention, if an hour has passed since it last was
-        (a prune deletes by indexed time: quick, but not worth doing every batch)."""
+    async def prune_if_due(self, now: float) -> bool:
+        """Prune the view past its retention, if an hour has passed since it last was,
+        step by step (``OpsView.prune``), letting the event loop run between steps."""
         if self._retention_s is None or now - self._pruned_at < _PRUNE_EVERY_S:
             return False
         self._pruned_at = now
-        self._view.prune(datetime.fromtimestamp(now - self._retention_s, UTC))
-        return True
+        before = datetime.fromtimestamp(now - self._retention_s, UTC)
+        while True:
+            if not self._view.prune(before):
+                return True
+            await asyncio.sleep(0)  # the agents run between two steps
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -125,7 +128,7 @@ class OpsFeed:
             if not self.caught_up.is_set() and await _reached(consumer, targets):
                 self.caught_up.set()
             try:
-                self.prune_if_due(time.time())
+                await self.prune_if_due(time.time())
             except sqlite3.Error:
                 log.exception("operations view: not pruned; tried again in an hour")
 

@@ -98,6 +98,8 @@ CREATE TABLE IF NOT EXISTS code_counts (
     PRIMARY KEY (day, code, verdict));
 CREATE TABLE IF NOT EXISTS dead_letter_counts (kind TEXT PRIMARY KEY, n INTEGER NOT NULL);
 """
+# Rows of each kind one prune step deletes (a few milliseconds of the event loop).
+_PRUNE_BATCH = 2000
 _COUNTER_TABLES = ("decision_counts", "authority_counts", "code_counts", "dead_letter_counts")
 
 log = logging.getLogger(__name__)
@@ -467,44 +469,64 @@ class OpsView(ViewQueries):
                 "GROUP BY kind"
             )
 
-    def prune(self, before: datetime) -> None:
+    def prune(self, before: datetime, batch: int = _PRUNE_BATCH) -> int:
         """Forget what is older than ``before``: the decisions of the days before its own
         (with their documents, overrides and counts), status events, write-offs and dead
         letters older than it, and the declarant of a declaration none of whose events is
         left. The topics keep as long (30 days): a view rebuilt from them holds the same.
-        Times are compared as the hub writes them (UTC, ISO 8601)."""
+        Times are compared as the hub writes them (UTC, ISO 8601).
+
+        At most ``batch`` rows of each kind per call, in one transaction: the feed calls
+        it again, yielding to the event loop in between, until it returns 0 (a day of
+        rows at once would hold the loop, and every agent, for seconds)."""
         day = before.astimezone(UTC).date().isoformat()
         at = before.astimezone(UTC).isoformat()
+        at_s = before.timestamp()
+        deleted = 0
         with self._transaction():
-            self._db.execute(
-                "DELETE FROM decision_documents WHERE (reference, version) IN "
-                "(SELECT reference, version FROM decisions WHERE day < ?)",
-                (day,),
-            )
-            for table in (
-                "decisions",
-                "overrides",
-                "decision_counts",
-                "authority_counts",
-                "code_counts",
-            ):
-                self._db.execute(f"DELETE FROM {table} WHERE day < ?", (day,))
-            self._db.execute(
-                "DELETE FROM declarants WHERE reference IN "
-                "(SELECT reference FROM events WHERE at < ?) AND NOT EXISTS "
-                "(SELECT 1 FROM events e WHERE e.reference = declarants.reference "
-                "AND e.at >= ?)",
-                (at, at),
-            )
-            self._db.execute("DELETE FROM events WHERE at < ?", (at,))
-            self._db.execute("DELETE FROM write_offs WHERE at < ?", (at,))
-            gone = self._db.execute(
-                "SELECT kind, COUNT(*) FROM dead_letters WHERE at < ? GROUP BY kind",
-                (before.timestamp(),),
+            old = self._db.execute(
+                "SELECT reference, version FROM decisions WHERE day < ? LIMIT ?", (day, batch)
             ).fetchall()
-            for kind, count in gone:
-                self._add("dead_letter_counts", (kind,), -count)
-            self._db.execute("DELETE FROM dead_letters WHERE at < ?", (before.timestamp(),))
+            for reference, version in old:
+                self._db.execute(
+                    "DELETE FROM decision_documents WHERE reference = ? AND version = ?",
+                    (reference, version),
+                )
+                self._db.execute(
+                    "DELETE FROM decisions WHERE reference = ? AND version = ?",
+                    (reference, version),
+                )
+            deleted += len(old)
+            for table in ("overrides", "decision_counts", "authority_counts", "code_counts"):
+                deleted += self._db.execute(
+                    f"DELETE FROM {table} WHERE rowid IN "
+                    f"(SELECT rowid FROM {table} WHERE day < ? LIMIT ?)",
+                    (day, batch),
+                ).rowcount
+            events = self._db.execute(
+                "SELECT seq, reference FROM events WHERE at < ? LIMIT ?", (at, batch)
+            ).fetchall()
+            self._db.executemany("DELETE FROM events WHERE seq = ?", [(e[0],) for e in events])
+            deleted += len(events)
+            for reference in {e[1] for e in events}:
+                self._db.execute(
+                    "DELETE FROM declarants WHERE reference = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM events WHERE reference = ?)",
+                    (reference, reference),
+                )
+            deleted += self._db.execute(
+                "DELETE FROM write_offs WHERE rowid IN "
+                "(SELECT rowid FROM write_offs WHERE at < ? LIMIT ?)",
+                (at, batch),
+            ).rowcount
+            letters = self._db.execute(
+                "SELECT seq, kind FROM dead_letters WHERE at < ? LIMIT ?", (at_s, batch)
+            ).fetchall()
+            for seq, kind in letters:
+                self._db.execute("DELETE FROM dead_letters WHERE seq = ?", (seq,))
+                self._add("dead_letter_counts", (kind,), -1)
+            deleted += len(letters)
+        return deleted
 
     def _add(self, table: str, key: tuple[str, ...], n: int) -> None:
         """Add ``n`` to a counter; a counter down to nothing is removed."""

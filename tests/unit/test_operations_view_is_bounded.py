@@ -120,7 +120,7 @@ def test_a_view_made_before_the_counters_counts_what_it_holds(tmp_path: Path) ->
     assert again.statistics() == expected
 
 
-def test_the_feed_prunes_the_view_once_an_hour(view: OpsView) -> None:
+async def test_the_feed_prunes_the_view_once_an_hour(view: OpsView) -> None:
     fill(view)
     feed = OpsFeed(
         ClientConfig(bootstrap_servers="unused:9092"),
@@ -128,7 +128,25 @@ def test_the_feed_prunes_the_view_once_an_hour(view: OpsView) -> None:
         OpsState(),
         retention_s=RETENTION.total_seconds(),
     )
-    assert feed.prune_if_due(NOON.timestamp())
+    assert await feed.prune_if_due(NOON.timestamp())
     assert view.declaration("26FROLD00000000001") is None
-    assert not feed.prune_if_due(NOON.timestamp() + 3599)
-    assert feed.prune_if_due(NOON.timestamp() + 3600)
+    assert not await feed.prune_if_due(NOON.timestamp() + 3599)
+    assert await feed.prune_if_due(NOON.timestamp() + 3600)
+
+
+def test_a_prune_goes_step_by_step_never_holding_the_loop_for_a_day_of_rows(
+    view: OpsView,
+) -> None:
+    """Each step deletes a bounded number of rows: the feed yields between steps."""
+    feed = Feed()
+    view.apply(
+        [
+            feed.status(f"26FROLD{n:011d}", StatusKind.RECEIVED, minutes=-40 * 24 * 60)
+            for n in range(5)
+        ]
+    )
+    steps = []
+    while deleted := view.prune(NOON - RETENTION, batch=2):
+        steps.append(deleted)
+    assert steps == [2, 2, 1]
+    assert view.declaration("26FROLD00000000000") is None

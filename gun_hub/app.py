@@ -54,6 +54,8 @@ from gun_hub.pipeline.intake import Intake
 from gun_hub.publisher import DecisionPublisher
 from gun_hub.redrive import RedriveGate
 from gun_hub.risk import load_risk_rules
+from gun_hub.rollout import RolloutBoard
+from gun_hub.rollout_follower import RolloutFollower
 from gun_hub.routing import RoutingTable, load_routing_table
 from gun_hub.runtime.faust_app import (
     HubApp,
@@ -84,6 +86,7 @@ from gun_hub.topics import (
 )
 from gun_hub.web import register_web_views
 from gun_hub.web.dead_letters import DeadLetterDesk
+from gun_hub.web.rollout import RolloutDesk
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_hub.xml.safe_parse import XmlLimits
 
@@ -359,6 +362,11 @@ def build_hub(settings: Settings) -> Hub:
     sealed_cases = SealedStore(_TableStore(cases), state_cipher, CASES_TABLE)
     progress = AnswerProgress()
     sweep = DeadlineSweep(app, topics, open_cases, progress)
+    # The rollout modes in force (rollout.py), read by every worker from hub.rollout.
+    rollout = RolloutFollower(
+        from_settings(settings.kafka), topics.rollout, state_cipher, RolloutBoard()
+    )
+    app.task(rollout.run)
     context = HubContext(
         topics=topics,
         routing=routing,
@@ -378,6 +386,7 @@ def build_hub(settings: Settings) -> Hub:
         outbox_cipher=state_cipher,
         answers_read=sweep.answers_read,
         control_report_after_s=settings.hub.control_report_after_s,
+        rollout=rollout.board,
     )
     store = sealed_cases
     codec = DeclarationCodec(XmlLimits(max_bytes=settings.hub.max_declaration_bytes))
@@ -473,6 +482,8 @@ def build_hub(settings: Settings) -> Hub:
             mark_handled_at(app, where.topic, where.partition, where.offset)
 
     async def receive_declaration(event: Any) -> bool:
+        # Decided with the modes in force, never with defaults before they were read.
+        await rollout.caught_up.wait()
         source = _source(event)
         data = _value(event)
         arrival = await redrives.arrival(
@@ -631,7 +642,7 @@ def build_hub(settings: Settings) -> Hub:
         app,
         view,
         ops_state,
-        ready=lambda: _readiness(app, publisher),
+        ready=lambda: _readiness(app, publisher, rollout),
         web=settings.web,
         routing=routing,
         desk=DeadLetterDesk(
@@ -640,6 +651,14 @@ def build_hub(settings: Settings) -> Hub:
             send_acknowledged,
             state_cipher,
             settings.web.dead_letter_operator_names(),
+        ),
+        rollout=RolloutDesk(
+            topics,
+            rollout.board,
+            rollout.applied,
+            send_acknowledged,
+            state_cipher,
+            settings.web.rollout_operator_names(),
         ),
     )
     return Hub(app=app, topics=topics, routing=routing)
@@ -673,9 +692,11 @@ def _operations_view(
     return view
 
 
-def _readiness(app: faust.App, publisher: DecisionPublisher) -> list[str]:
+def _readiness(app: faust.App, publisher: DecisionPublisher, rollout: RolloutFollower) -> list[str]:
     """What keeps the hub from processing now (empty: ready)."""
     waiting = []
+    if not rollout.caught_up.is_set():
+        waiting.append("rollout modes not read yet")
     if not app.consumer.assignment():
         waiting.append("no partitions assigned yet")
     if app.rebalancing:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from gun_hub import metrics
 from gun_hub.case import Case
-from gun_hub.decide import decide
+from gun_hub.decide import counted, decide
 from gun_hub.envelope import ContentType, Envelope
 from gun_hub.model.decision import Decision, Reason
 from gun_hub.model.declaration import Stage
@@ -21,14 +21,17 @@ from gun_hub.ops.facts import (
     DocumentUse,
     OverrideUse,
     ReceivedFact,
+    RolloutUse,
     WriteOffFact,
     fact_bytes,
 )
 from gun_hub.outbox import Outbox
 from gun_hub.override import OverrideReview, audit_body, review_override
 from gun_hub.pipeline.lifecycle import follow_up_requests, kept_for_control
+from gun_hub.pipeline.shadow import rollout_uses
 from gun_hub.publisher import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.risk import RiskRules
+from gun_hub.rollout import RolloutBoard
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.state_cipher import StateCipher
@@ -111,6 +114,8 @@ class HubContext:
     # a deadline waits until it is (defect 10).
     answers_read: Callable[[int], bool] = _all_read
     control_report_after_s: float = 7 * 24 * 3600.0
+    # The rollout modes in force (rollout.py), kept current by the worker's follower.
+    rollout: RolloutBoard = field(default_factory=RolloutBoard)
 
     def record_audit(
         self,
@@ -173,6 +178,7 @@ class HubContext:
             extra_reasons=extra_reasons,
             risk=[finding.hit() for finding in case.risk],
             override=override,
+            rollout=case.rollout,
         )
         case.outcome = decision.outcome
         case.decision = decision
@@ -214,6 +220,8 @@ class HubContext:
             declarant_eori=case.declarant_eori,
             stage=case.stage,
             override=override,
+            office=case.office,
+            rollout=rollout_uses(case, self.routing),
         )
         if override.covered or override.declined:
             # Audited and watched (domain notes): beside the decision's own audit record.
@@ -241,7 +249,9 @@ class HubContext:
     def override_of(self, case: Case) -> OverrideReview:
         """What the declarant's override does to ``case``'s results (pure, so the same
         whenever it is asked: at the decision and at an announcement made again)."""
-        return review_override(case.stage, case.results, case.override_items, self.routing)
+        return review_override(
+            case.stage, counted(case.results, case.rollout), case.override_items, self.routing
+        )
 
     def announce_again_if_lost(self, outbox: Outbox, case: Case, partition: int) -> bool:
         """Decisions the broker may not have (the worker died in between): this case's
@@ -301,9 +311,12 @@ class HubContext:
         declarant_eori: str = "",
         stage: Stage = Stage.LODGED,
         override: OverrideReview | None = None,
+        office: str = "",
+        rollout: Sequence[RolloutUse] = (),
     ) -> None:
         """The decision sealed to the clearance system, its audit record, its status, and
-        the fact the statistics count it from (with what the override did)."""
+        the fact the statistics count it from (with what the override did, and each
+        authority's rollout mode and shadow comparison)."""
         document = encode_decision(decision)
         version = str(decision.version).encode()
         # The outbox is the hub's own: sealed with its state key (AES-GCM, bound to the
@@ -367,6 +380,8 @@ class HubContext:
                     for d in decision.documents
                 ],
                 override=override_fact(override),
+                office=office,
+                rollout=list(rollout),
             ),
         )
 

@@ -257,7 +257,9 @@ class TopicRegistry:
                 "everywhere or at one customs office, sealed with the hub's state key; "
                 "compacted: the latest setting of each scope is kept.",
                 compacted=True,
-                config={"min.compaction.lag.ms": "0"},
+                # The modes in force are kept as long as they are in force: compaction
+                # drops only a scope's older settings (their history is in the audit).
+                retention_ms=-1,
             ),
             TopicSpec(
                 self.ops_lag,

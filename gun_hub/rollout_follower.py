@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from gun_hub import metrics
 from gun_hub.kafka.admin import partitions_of
-from gun_hub.kafka.client import ClientConfig, start_or_close
+from gun_hub.kafka.client import ClientConfig, reached, reader_without_group, start_or_close
 from gun_hub.rollout import RolloutBoard, RolloutMode, RolloutSetting, open_setting
 from gun_hub.security.state_cipher import StateCipher, StateUnreadable
 
@@ -59,13 +59,7 @@ class RolloutFollower:
         return True
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **self._connect.options(),
-            client_id="gun-hub-rollout",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
+        consumer = reader_without_group(self._connect, "gun-hub-rollout")
         await start_or_close(consumer)
         try:
             partitions = await self._assign(consumer)
@@ -80,7 +74,7 @@ class RolloutFollower:
             for records in batches.values():
                 for record in records:
                     self.apply(record)
-            if not self.caught_up.is_set() and await _reached(consumer, targets):
+            if not self.caught_up.is_set() and await reached(consumer, targets):
                 log.info("rollout modes read: %d setting(s)", len(self.board.settings()))
                 self.caught_up.set()
 
@@ -123,10 +117,3 @@ class RolloutFollower:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         return partitions
-
-
-async def _reached(consumer: Any, targets: dict[TopicPartition, int]) -> bool:
-    for tp, end in targets.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ from gun_hub.rollout import AUTHORITY_NOT_CONNECTED
 from gun_hub.security.web_auth import LocalAccess
 from tests.builders import declaration_xml, document, goods_item
 from tests.conftest import KafkaEnv
-from tests.e2e.conftest import Pipeline, start_pipeline
+from tests.e2e.conftest import Pipeline, officer_command, start_pipeline
 from tests.e2e.test_dead_letters_can_be_repaired import audit_records, until
 from tests.e2e.test_override_and_reasons import partner_positions
 
@@ -72,24 +70,7 @@ class Pilot:
 
     def rollout(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``gun-hub rollout ...`` as the operator runs it."""
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gun_hub",
-                "rollout",
-                *args,
-                "--credentials-file",
-                str(self.access.credentials_file),
-                "--hub-url",
-                self.officer_url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={**os.environ, **self.pipeline.group.base_env},
-        )
+        return officer_command(self.pipeline, self.access, self.officer_url, "rollout", *args)
 
     def as_json(self, *args: str) -> Any:
         done = self.rollout(*args, "--json")

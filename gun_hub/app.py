@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,7 @@ from mode import Service
 from gun_hub import metrics
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.deadline_sweep import DeadlineSweep
-from gun_hub.delivery import deliver
+from gun_hub.delivery import send_outbox
 from gun_hub.envelope import LOG_APPEND_TIME
 from gun_hub.kafka.admin import last_records
 from gun_hub.kafka.client import SCRAM, from_settings
@@ -64,6 +64,7 @@ from gun_hub.runtime.faust_app import (
     mark_handled_at,
     watch_offsets,
 )
+from gun_hub.runtime.settling import Settling
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 from gun_hub.security.entitlements import HUB_PARTY, Entitlements
 from gun_hub.security.factory import (
@@ -209,6 +210,8 @@ def _accepted_at(message: Any) -> float | None:
 
 
 _CLUSTER_RETRIES = 10
+# Records handled whose effects the broker has not acknowledged yet, at most (settling.py).
+_IN_FLIGHT_LIMIT = 1000
 
 
 async def _handled(
@@ -395,6 +398,10 @@ def build_hub(settings: Settings) -> Hub:
     audit_keeper = AuditKeeper(context)
     deadlines = Deadlines(context, store)
 
+    # Records whose effects are on their way: marked handled once acknowledged, while the
+    # agents go on (runtime/settling.py).
+    settling = Settling(limit=_IN_FLIGHT_LIMIT)
+
     async def send_record(record: OutgoingRecord) -> Any:
         return await app.producer.send(
             record.topic,
@@ -412,7 +419,7 @@ def build_hub(settings: Settings) -> Hub:
         ``redrives``: a redrive is handled as the original it was checked to be, at the
         original's position and broker time (redrive.py, ADR 0010)."""
 
-        async def handled(event: Any) -> None:
+        async def handled(event: Any) -> Awaitable[None]:
             message = event.message
             source = _source(event)
             accepted_at = _accepted_at(message)
@@ -423,15 +430,14 @@ def build_hub(settings: Settings) -> Hub:
                 )
                 source, accepted_at, checked = arrival.source, arrival.accepted_at, arrival.outbox
                 if not arrival.handle:
-                    await deliver(send_record, checked, source, topics.dlq)
-                    return
+                    return await send_outbox(send_record, checked, source, topics.dlq)
             read_as, at = source, accepted_at
             outbox = await _handled(
                 lambda: handle(event, read_as, at), _value(event), source, topics.dlq, name
             )
-            await deliver(send_record, _joined(checked, outbox), source, topics.dlq)
+            return await send_outbox(send_record, _joined(checked, outbox), source, topics.dlq)
 
-        handled_agent(app, topic, name, handled)
+        handled_agent(app, topic, name, handled, settling)
 
     # A redrive is read as the original it was checked to be (redrive.py, ADR 0010).
     redrives = RedriveGate(log_reader, context)
@@ -477,11 +483,14 @@ def build_hub(settings: Settings) -> Hub:
                 topics.dlq,
                 "intake",
             )
-            await deliver(send_record, outbox, waiting.source, topics.dlq)
+            settled = await send_outbox(send_record, outbox, waiting.source, topics.dlq)
             where = waiting.source
-            mark_handled_at(app, where.topic, where.partition, where.offset)
+            settling.track(
+                settled,
+                functools.partial(mark_handled_at, app, where.topic, where.partition, where.offset),
+            )
 
-    async def receive_declaration(event: Any) -> bool:
+    async def receive_declaration(event: Any) -> bool | Awaitable[None]:
         # Decided with the modes in force, never with defaults before they were read.
         await rollout.caught_up.wait()
         source = _source(event)
@@ -490,8 +499,7 @@ def build_hub(settings: Settings) -> Hub:
             _header_list(event.headers), data, source, _accepted_at(event.message)
         )
         if not arrival.handle:
-            await deliver(send_record, arrival.outbox, source, topics.dlq)
-            return True
+            return await send_outbox(send_record, arrival.outbox, source, topics.dlq)
         caused: tuple[Outbox, list[Waiting]] | None = None
 
         def receive() -> Outbox:
@@ -506,34 +514,42 @@ def build_hub(settings: Settings) -> Hub:
         if held:
             # Before the claim leaves: its verdict may settle the record at once.
             hold(app, source.topic, source.partition, source.offset)
-        await deliver(send_record, _joined(arrival.outbox, outbox), source, topics.dlq)
+        settled = await send_outbox(
+            send_record, _joined(arrival.outbox, outbox), source, topics.dlq
+        )
         if caused is not None:
             await admit(caused[1])
-        return not held and not admissions.holds(source.partition, source.offset)
+        if held or admissions.holds(source.partition, source.offset):
+            # Settled by its verdict (admit); a failure to deliver the claim still stops
+            # the agent.
+            settling.track(settled, lambda: None)
+            return False
+        return settled
 
-    async def on_claims_record(event: Any) -> None:
+    async def on_claims_record(event: Any) -> Awaitable[None] | None:
         source = _source(event)
         data = _value(event)
         try:
             record = read_claims_record(data)
         except ValueError as error:
             outbox = _unhandled(topics.dlq, data, source, "claims", error)
-            await deliver(send_record, outbox, source, topics.dlq)
-            return
+            return await send_outbox(send_record, outbox, source, topics.dlq)
         if isinstance(record, Claim):
             claim = record
             outbox = await _handled(lambda: judge.judge(claim), data, source, topics.dlq, "claims")
-            await deliver(send_record, outbox, source, topics.dlq)
-            return
+            return await send_outbox(send_record, outbox, source, topics.dlq)
+        # The verdict's effects are the admitted declarations': each of their records is
+        # settled by its own delivery (admit).
         await admit(gate.settle(record))
         await hold_no_more_than_the_limit()
+        return None
 
     async def forget_admissions(_sender: Any, revoked: Any = (), **_: Any) -> None:
         admissions.forget({tp.partition for tp in revoked if tp.topic == topics.declarations})
 
     app.on_partitions_revoked.connect(forget_admissions)
-    handled_agent(app, declarations, "intake", receive_declaration)
-    handled_agent(app, app.topic(topics.claims, **_RAW), "claims", on_claims_record)
+    handled_agent(app, declarations, "intake", receive_declaration, settling)
+    handled_agent(app, app.topic(topics.claims, **_RAW), "claims", on_claims_record, settling)
     agent(
         responses,
         "correlation",

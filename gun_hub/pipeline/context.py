@@ -116,6 +116,10 @@ class HubContext:
     control_report_after_s: float = 7 * 24 * 3600.0
     # The rollout modes in force (rollout.py), kept current by the worker's follower.
     rollout: RolloutBoard = field(default_factory=RolloutBoard)
+    # Decisions announced by this worker whose delivery is still on its way (the agents do
+    # not wait for the broker: runtime/settling.py). Not "lost": announced again only if
+    # the worker restarts before the broker has them.
+    announcing: set[tuple[str, int]] = field(default_factory=set)
 
     def record_audit(
         self,
@@ -244,6 +248,7 @@ class HubContext:
                 + ", ".join(r.authority for r in follow_ups),
             )
         reference, version = case.reference, case.version
+        self.announcing.add((reference, version))
         outbox.after_delivery.append(lambda: self._mark_announced(reference, version))
 
     def override_of(self, case: Case) -> OverrideReview:
@@ -257,7 +262,7 @@ class HubContext:
         """Decisions the broker may not have (the worker died in between): this case's
         own and those of earlier versions it replaced. Announce them again (the publisher
         keeps one per version). True if there were any."""
-        lost = case.unconfirmed()
+        lost = [c for c in case.unconfirmed() if (c.reference, c.version) not in self.announcing]
         for unconfirmed in lost:
             metrics.DECISIONS_ANNOUNCED_AGAIN.inc()
             self.announce(outbox, unconfirmed, partition, stored=case)
@@ -268,6 +273,7 @@ class HubContext:
     def _mark_announced(self, reference: str, version: int) -> None:
         """The broker has the decision of ``version``: record it on the case as stored
         now, which may be a newer version than the one announced (defect 13)."""
+        self.announcing.discard((reference, version))
         key = reference.encode()
         stored = self.cases.get(key)
         if stored is None:

@@ -59,7 +59,7 @@ class Hub:
         self.outbox_cipher = StateCipher.load(keys_dir, HUB_PARTY)
         # The rollout modes in force (none set: every authority enforced).
         self.rollout = RolloutBoard()
-        context = HubContext(
+        self.context = context = HubContext(
             topics=self.topics,
             routing=routing,
             envelope=envelope_of(HUB_PARTY, self.topics, keys_dir),
@@ -92,6 +92,10 @@ class Hub:
             if self.broker_up:
                 for confirm in outbox.after_delivery:
                     confirm()
+            else:
+                # The worker dies with its deliveries: what it was announcing is forgotten
+                # (a new process remembers nothing in flight).
+                self.context.announcing.clear()
             return outbox
 
         return handled

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,7 @@ from mode import Service
 from gun_hub import metrics
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.deadline_sweep import DeadlineSweep
-from gun_hub.delivery import deliver
+from gun_hub.delivery import send_outbox
 from gun_hub.envelope import LOG_APPEND_TIME
 from gun_hub.kafka.admin import last_records
 from gun_hub.kafka.client import SCRAM, from_settings
@@ -61,6 +61,8 @@ from gun_hub.publisher import DecisionPublisher
 from gun_hub.redrive import RedriveGate
 from gun_hub.retention_sweep import RetentionSweep
 from gun_hub.risk import load_risk_rules
+from gun_hub.rollout import RolloutBoard
+from gun_hub.rollout_follower import RolloutFollower
 from gun_hub.routing import RoutingTable, load_routing_table
 from gun_hub.runtime.faust_app import (
     HubApp,
@@ -69,6 +71,7 @@ from gun_hub.runtime.faust_app import (
     mark_handled_at,
     watch_offsets,
 )
+from gun_hub.runtime.settling import Settling
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 from gun_hub.security.entitlements import HUB_PARTY, Entitlements
 from gun_hub.security.factory import (
@@ -91,6 +94,7 @@ from gun_hub.topics import (
 )
 from gun_hub.web import register_web_views
 from gun_hub.web.dead_letters import DeadLetterDesk
+from gun_hub.web.rollout import RolloutDesk
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_hub.xml.safe_parse import XmlLimits
 
@@ -215,6 +219,8 @@ def _accepted_at(message: Any) -> float | None:
 
 
 _CLUSTER_RETRIES = 10
+# Records handled whose effects the broker has not acknowledged yet, at most (settling.py).
+_IN_FLIGHT_LIMIT = 1000
 
 
 async def _handled(
@@ -385,6 +391,11 @@ def build_hub(settings: Settings) -> Hub:
     answer_ids = TableReplayGuard(
         seen_messages, keep_after_expiry_s=settings.security.max_clock_skew_s
     )
+    # The rollout modes in force (rollout.py), read by every worker from hub.rollout.
+    rollout = RolloutFollower(
+        from_settings(settings.kafka), topics.rollout, state_cipher, RolloutBoard()
+    )
+    app.task(rollout.run)
     context = HubContext(
         topics=topics,
         routing=routing,
@@ -405,6 +416,7 @@ def build_hub(settings: Settings) -> Hub:
         answers_read=sweep.answers_read,
         control_report_after_s=settings.hub.control_report_after_s,
         retention=retention,
+        rollout=rollout.board,
     )
     store = retained_cases
     codec = DeclarationCodec(XmlLimits(max_bytes=settings.hub.max_declaration_bytes))
@@ -412,6 +424,10 @@ def build_hub(settings: Settings) -> Hub:
     correlation = Correlation(context, store)
     audit_keeper = AuditKeeper(context)
     deadlines = Deadlines(context, store)
+
+    # Records whose effects are on their way: marked handled once acknowledged, while the
+    # agents go on (runtime/settling.py).
+    settling = Settling(limit=_IN_FLIGHT_LIMIT)
 
     async def send_record(record: OutgoingRecord) -> Any:
         return await app.producer.send(
@@ -430,7 +446,7 @@ def build_hub(settings: Settings) -> Hub:
         ``redrives``: a redrive is handled as the original it was checked to be, at the
         original's position and broker time (redrive.py, ADR 0010)."""
 
-        async def handled(event: Any) -> None:
+        async def handled(event: Any) -> Awaitable[None]:
             message = event.message
             source = _source(event)
             accepted_at = _accepted_at(message)
@@ -441,15 +457,14 @@ def build_hub(settings: Settings) -> Hub:
                 )
                 source, accepted_at, checked = arrival.source, arrival.accepted_at, arrival.outbox
                 if not arrival.handle:
-                    await deliver(send_record, checked, source, topics.dlq)
-                    return
+                    return await send_outbox(send_record, checked, source, topics.dlq)
             read_as, at = source, accepted_at
             outbox = await _handled(
                 lambda: handle(event, read_as, at), _value(event), source, topics.dlq, name
             )
-            await deliver(send_record, _joined(checked, outbox), source, topics.dlq)
+            return await send_outbox(send_record, _joined(checked, outbox), source, topics.dlq)
 
-        handled_agent(app, topic, name, handled)
+        handled_agent(app, topic, name, handled, settling)
 
     # A redrive is read as the original it was checked to be (redrive.py, ADR 0010).
     redrives = RedriveGate(log_reader, context)
@@ -493,19 +508,23 @@ def build_hub(settings: Settings) -> Hub:
                 topics.dlq,
                 "intake",
             )
-            await deliver(send_record, outbox, waiting.source, topics.dlq)
+            settled = await send_outbox(send_record, outbox, waiting.source, topics.dlq)
             where = waiting.source
-            mark_handled_at(app, where.topic, where.partition, where.offset)
+            settling.track(
+                settled,
+                functools.partial(mark_handled_at, app, where.topic, where.partition, where.offset),
+            )
 
-    async def receive_declaration(event: Any) -> bool:
+    async def receive_declaration(event: Any) -> bool | Awaitable[None]:
+        # Decided with the modes in force, never with defaults before they were read.
+        await rollout.caught_up.wait()
         source = _source(event)
         data = _value(event)
         arrival = await redrives.arrival(
             _header_list(event.headers), data, source, _accepted_at(event.message)
         )
         if not arrival.handle:
-            await deliver(send_record, arrival.outbox, source, topics.dlq)
-            return True
+            return await send_outbox(send_record, arrival.outbox, source, topics.dlq)
         caused: tuple[Outbox, list[Waiting]] | None = None
 
         def receive() -> Outbox:
@@ -520,27 +539,35 @@ def build_hub(settings: Settings) -> Hub:
         if held:
             # Before the claim leaves: its verdict may settle the record at once.
             hold(app, source.topic, source.partition, source.offset)
-        await deliver(send_record, _joined(arrival.outbox, outbox), source, topics.dlq)
+        settled = await send_outbox(
+            send_record, _joined(arrival.outbox, outbox), source, topics.dlq
+        )
         if caused is not None:
             await admit(caused[1])
-        return not held and not admissions.holds(source.partition, source.offset)
+        if held or admissions.holds(source.partition, source.offset):
+            # Settled by its verdict (admit); a failure to deliver the claim still stops
+            # the agent.
+            settling.track(settled, lambda: None)
+            return False
+        return settled
 
-    async def on_claims_record(event: Any) -> None:
+    async def on_claims_record(event: Any) -> Awaitable[None] | None:
         source = _source(event)
         data = _value(event)
         try:
             record = read_claims_record(data)
         except ValueError as error:
             outbox = _unhandled(topics.dlq, data, source, "claims", error)
-            await deliver(send_record, outbox, source, topics.dlq)
-            return
+            return await send_outbox(send_record, outbox, source, topics.dlq)
         if isinstance(record, Claim):
             claim = record
             outbox = await _handled(lambda: judge.judge(claim), data, source, topics.dlq, "claims")
-            await deliver(send_record, outbox, source, topics.dlq)
-            return
+            return await send_outbox(send_record, outbox, source, topics.dlq)
+        # The verdict's effects are the admitted declarations': each of their records is
+        # settled by its own delivery (admit).
         await admit(gate.settle(record))
         await hold_no_more_than_the_limit()
+        return None
 
     async def forget_admissions(_sender: Any, revoked: Any = (), **_: Any) -> None:
         admissions.forget({tp.partition for tp in revoked if tp.topic == topics.declarations})
@@ -552,8 +579,8 @@ def build_hub(settings: Settings) -> Hub:
         )
 
     app.on_partitions_revoked.connect(forget_admissions)
-    handled_agent(app, declarations, "intake", receive_declaration)
-    handled_agent(app, app.topic(topics.claims, **_RAW), "claims", on_claims_record)
+    handled_agent(app, declarations, "intake", receive_declaration, settling)
+    handled_agent(app, app.topic(topics.claims, **_RAW), "claims", on_claims_record, settling)
     agent(
         responses,
         "correlation",
@@ -675,7 +702,7 @@ def build_hub(settings: Settings) -> Hub:
         app,
         view,
         ops_state,
-        ready=lambda: _readiness(app, publisher),
+        ready=lambda: _readiness(app, publisher, rollout),
         web=settings.web,
         routing=routing,
         desk=DeadLetterDesk(
@@ -684,6 +711,14 @@ def build_hub(settings: Settings) -> Hub:
             send_acknowledged,
             state_cipher,
             settings.web.dead_letter_operator_names(),
+        ),
+        rollout=RolloutDesk(
+            topics,
+            rollout.board,
+            rollout.applied,
+            send_acknowledged,
+            state_cipher,
+            settings.web.rollout_operator_names(),
         ),
     )
     return Hub(app=app, topics=topics, routing=routing)
@@ -718,9 +753,11 @@ def _operations_view(
     return view
 
 
-def _readiness(app: faust.App, publisher: DecisionPublisher) -> list[str]:
+def _readiness(app: faust.App, publisher: DecisionPublisher, rollout: RolloutFollower) -> list[str]:
     """What keeps the hub from processing now (empty: ready)."""
     waiting = []
+    if not rollout.caught_up.is_set():
+        waiting.append("rollout modes not read yet")
     if not app.consumer.assignment():
         waiting.append("no partitions assigned yet")
     if app.rebalancing:

@@ -19,6 +19,7 @@ from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse
 from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.override import overriding_items
 from gun_hub.risk import RiskHit
+from gun_hub.rollout import RolloutMode
 from gun_hub.routing import RoutedDeclaration
 
 
@@ -33,6 +34,9 @@ class ExpectedAnswer(BaseModel):
     line: int | None = None
     quantity: Decimal | None = None
     unit: str | None = None
+    # The authority's rollout mode for this version (rollout.py): a shadow answer is kept
+    # apart from the results the decision is taken on.
+    mode: RolloutMode = RolloutMode.ENFORCE
 
 
 class RiskFinding(BaseModel):
@@ -83,6 +87,13 @@ class Case(BaseModel):
     # Goods items carrying the declarant's override (mention 73000, gun_hub/override.py):
     # what they cover is judged when the case is decided, from the results then.
     override_items: list[int] = []
+    # The customs office that lodged it, and the rollout mode each routed authority had
+    # for it when it was opened (rollout.py): fixed for the version, whatever changes after.
+    office: str = ""
+    rollout: dict[str, RolloutMode] = {}
+    # What the authorities in shadow mode answered: kept for the pilot report, never
+    # decided on (pipeline/shadow.py).
+    shadow_results: list[DocumentResult] = []
 
     @classmethod
     def open(
@@ -92,7 +103,12 @@ class Case(BaseModel):
         routed: RoutedDeclaration,
         opened_at: datetime,
         deadline: datetime,
+        modes: dict[str, RolloutMode] | None = None,
     ) -> Case:
+        """``modes``: the rollout mode of each routed authority (none given: enforce).
+        An authority that is off is not awaited; its documents, and those of an authority
+        in shadow, are decided as checked by no one (UNROUTED: at the office)."""
+        modes = {a: (modes or {}).get(a, RolloutMode.ENFORCE) for a in routed.authorities}
         return cls(
             reference=declaration.reference,
             version=declaration.version,
@@ -102,7 +118,7 @@ class Case(BaseModel):
             declarant_eori=declaration.declarant.eori,
             opened_at=opened_at,
             deadline=deadline,
-            awaiting=list(routed.authorities),
+            awaiting=[a for a in routed.authorities if modes[a].asked],
             expected=[
                 ExpectedAnswer(
                     goods_item=d.goods_item,
@@ -113,17 +129,43 @@ class Case(BaseModel):
                     line=d.line,
                     quantity=d.quantity,
                     unit=d.unit,
+                    mode=modes[d.authority],
                 )
                 for d in routed.documents
-                if d.authority is not None
+                if d.authority is not None and modes[d.authority].asked
             ],
-            results=routed.local_results(),
+            results=[
+                *routed.local_results(),
+                *(
+                    DocumentResult(
+                        goods_item=d.goods_item,
+                        code=d.code,
+                        reference=d.reference,
+                        authority=d.authority,
+                        verdict=Verdict.UNROUTED,
+                    )
+                    for d in routed.documents
+                    if d.authority is not None
+                    and modes[d.authority] in (RolloutMode.OFF, RolloutMode.SHADOW)
+                ),
+            ],
             override_items=overriding_items(declaration),
+            office=declaration.customs_office,
+            rollout=modes,
         )
 
     @property
     def decided(self) -> bool:
         return self.outcome is not None
+
+    def reserving(self) -> list[ExpectedAnswer]:
+        """The documents asked with the stage's own operation (a lodged version's
+        reservations), not merely checked in shadow."""
+        return [e for e in self.expected if e.mode.reserves]
+
+    def reserved_at(self) -> set[str]:
+        """The authorities this version asked to reserve (or to follow a reservation up)."""
+        return {e.authority for e in self.reserving()}
 
     def unconfirmed(self) -> list[Case]:
         """Decided versions (this one included) whose decision the broker may not have."""
@@ -173,7 +215,8 @@ class Case(BaseModel):
     def _record_result(
         self, expected: ExpectedAnswer, verdict: Verdict, partner_code: str | None
     ) -> None:
-        self.results.append(
+        shadow = expected.mode is RolloutMode.SHADOW
+        (self.shadow_results if shadow else self.results).append(
             DocumentResult(
                 goods_item=expected.goods_item,
                 code=expected.code,

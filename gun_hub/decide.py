@@ -5,6 +5,10 @@
 * The declarant's override (mention 73000 on a goods item, :mod:`gun_hub.override`): a
   refusal it covers no longer refuses the declaration but sends it to documentary
   control, never to release; a refusal it may not cover (war material) still refuses.
+* Rollout (:mod:`gun_hub.rollout`): the documents of an authority that is off or in
+  shadow at the office are checked there (UNROUTED, AUTHORITY_NOT_CONNECTED); an
+  authority in advice mode only warns (ADVISORY_ONLY): its verdicts neither refuse nor
+  hold the declaration.
 * PRELODGED: ADVICE, whatever the verdicts; they are warnings.
 * CANCELLED and INVALIDATED: CANCELLED (after the deletions or give-backs were asked).
 * RELEASED_AFTER_CONTROL: RELEASE (the office released the goods; risk does not apply again).
@@ -12,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from gun_hub.model.decision import Decision, DocumentResult, Reason
@@ -21,6 +25,7 @@ from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.override import NO_OVERRIDE, OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED, OverrideReview
 from gun_hub.reasons import document_reason_code
 from gun_hub.risk import RiskHit
+from gun_hub.rollout import ADVISORY_ONLY, AUTHORITY_NOT_CONNECTED, RolloutMode
 
 DEGRADED_MODE = "DEGRADED_MODE"
 
@@ -34,18 +39,53 @@ def _describe(result: DocumentResult) -> str:
     )
 
 
+def _mode(rollout: Mapping[str, RolloutMode], result: DocumentResult) -> RolloutMode:
+    if result.authority is None:
+        return RolloutMode.ENFORCE
+    return rollout.get(result.authority, RolloutMode.ENFORCE)
+
+
+def counted(
+    results: Sequence[DocumentResult], rollout: Mapping[str, RolloutMode]
+) -> list[DocumentResult]:
+    """The results the outcome is taken on: not those of an authority in advice mode."""
+    return [r for r in results if _mode(rollout, r) is not RolloutMode.ADVICE]
+
+
 def document_reasons(
-    results: Sequence[DocumentResult], override: OverrideReview = NO_OVERRIDE
+    results: Sequence[DocumentResult],
+    override: OverrideReview = NO_OVERRIDE,
+    rollout: Mapping[str, RolloutMode] | None = None,
 ) -> list[Reason]:
     """One reason per document that is not plainly acceptable, under its stable code
     (gun_hub/reasons.py); each one the override acted on is followed by a reason saying
-    so."""
+    so, each one only advisory likewise. The document of an authority not connected at
+    the office (off or shadow) gets that reason instead of UNROUTED's."""
     reasons = []
     for result in results:
         if result.verdict in (Verdict.VALID, Verdict.EXEMPT):
             continue
+        mode = _mode(rollout or {}, result)
+        if mode in (RolloutMode.OFF, RolloutMode.SHADOW):
+            reasons.append(
+                Reason(
+                    code=AUTHORITY_NOT_CONNECTED,
+                    text=f"goods item {result.goods_item}, {result.code} {result.reference}: "
+                    f"{result.authority} does not check it through the single window at this "
+                    "office yet: present it at the office",
+                )
+            )
+            continue
         reasons.append(Reason(code=document_reason_code(result), text=_describe(result)))
-        if override.is_covered(result):
+        if mode is RolloutMode.ADVICE:
+            reasons.append(
+                Reason(
+                    code=ADVISORY_ONLY,
+                    text=f"{_describe(result)}: {result.authority}'s check is advisory at "
+                    "this office: it does not stop the goods",
+                )
+            )
+        elif override.is_covered(result):
             reasons.append(
                 Reason(
                     code=OVERRIDE_APPLIED,
@@ -94,15 +134,27 @@ def decide(
     extra_reasons: Sequence[Reason] = (),
     risk: Sequence[RiskHit] = (),
     override: OverrideReview = NO_OVERRIDE,
+    rollout: Mapping[str, RolloutMode] | None = None,
 ) -> Decision:
     """The decision for one declaration version, its reasons and per-document results.
 
     Risk hits only ever raise a RELEASE to a control (the strongest one asked for).
     ``override``: what the declarant's override did (:func:`gun_hub.override.review_override`).
+    ``rollout``: each authority's mode for this version (none: enforce).
     """
-    outcome = outcome_for(stage, results, override)
-    reasons = [*extra_reasons, *document_reasons(results, override)]
-    degraded = any(result.verdict.is_degraded for result in results)
+    modes = rollout or {}
+    outcome = outcome_for(stage, counted(results, modes), override)
+    explained = results
+    if stage not in (Stage.LODGED, Stage.PRELODGED):
+        # A follow-up stage asks only where something was reserved; the documents of the
+        # others need no word (nothing is checked at a cancellation or a release).
+        explained = [r for r in results if _mode(modes, r) is RolloutMode.ENFORCE]
+    reasons = [*extra_reasons, *document_reasons(explained, override, modes)]
+    # Degraded mode is a partner that could not answer, not one that is not connected.
+    degraded = any(
+        result.verdict.is_degraded and _mode(modes, result) is RolloutMode.ENFORCE
+        for result in results
+    )
     if outcome is Outcome.CONTROL_DOCUMENTARY and degraded:
         reasons.insert(
             0,

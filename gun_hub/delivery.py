@@ -12,6 +12,11 @@ checked.
   the broker will never take (too large, invalid) becomes a dead letter saying so, so one
   record cannot stop the worker or crash-loop it; and ``after_delivery`` runs only once
   every record is acknowledged.
+* **Pipelined.** :func:`send_outbox` queues the records (in order, so the producer keeps
+  the order of events per partition) and returns what settles them: the agent goes on with
+  the next record while the broker acknowledges, and marks a record handled only once its
+  own records are settled (runtime/settling.py). One round trip to the broker per batch the
+  producer makes, not per event.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -56,15 +61,24 @@ def _retriable(error: BaseException) -> bool:
     return isinstance(error, KafkaError) and bool(getattr(error, "retriable", False))
 
 
-async def _attempt(send: Send, records: Sequence[OutgoingRecord]) -> list[BaseException | None]:
-    futures: list[Awaitable[Any] | BaseException] = []
+Queued = list[Awaitable[Any] | BaseException]
+
+
+async def _queue(send: Send, records: Sequence[OutgoingRecord]) -> Queued:
+    """Hand ``records`` to the producer, in order; what acknowledges each (or why it was
+    refused before it was queued)."""
+    queued: Queued = []
     for record in records:
         try:
-            futures.append(await send(record))
+            queued.append(await send(record))
         except (KafkaError, ValueError, TypeError) as error:  # refused before queueing
-            futures.append(error)
+            queued.append(error)
+    return queued
+
+
+async def _outcomes(queued: Queued) -> list[BaseException | None]:
     outcomes: list[BaseException | None] = []
-    for future in futures:
+    for future in queued:
         if isinstance(future, BaseException):
             outcomes.append(future)
             continue
@@ -75,6 +89,30 @@ async def _attempt(send: Send, records: Sequence[OutgoingRecord]) -> list[BaseEx
         else:
             outcomes.append(None)
     return outcomes
+
+
+async def _attempt(send: Send, records: Sequence[OutgoingRecord]) -> list[BaseException | None]:
+    return await _outcomes(await _queue(send, records))
+
+
+async def send_outbox(
+    send: Send,
+    outbox: Outbox,
+    source: SourcePosition,
+    dlq_topic: str,
+    *,
+    attempts: int = 8,
+    backoff_s: float = 0.1,
+    max_backoff_s: float = 5.0,
+) -> Coroutine[Any, Any, None]:
+    """Queue ``outbox`` for the event at ``source``; return what, awaited, completes once
+    the broker has every record (or its dead letter) and ``after_delivery`` ran. It must be
+    awaited (runtime/settling.py tracks it)."""
+    records = pinned(outbox, source.partition)
+    queued = await _queue(send, records)
+    return _settle(
+        send, outbox, records, queued, source, dlq_topic, attempts, backoff_s, max_backoff_s
+    )
 
 
 async def deliver(
@@ -89,10 +127,33 @@ async def deliver(
 ) -> None:
     """Send ``outbox`` for the event at ``source``; return once the broker has every
     record (or its dead letter), then run ``after_delivery``."""
-    pending = pinned(outbox, source.partition)
+    settled = await send_outbox(
+        send,
+        outbox,
+        source,
+        dlq_topic,
+        attempts=attempts,
+        backoff_s=backoff_s,
+        max_backoff_s=max_backoff_s,
+    )
+    await settled
+
+
+async def _settle(
+    send: Send,
+    outbox: Outbox,
+    records: list[OutgoingRecord],
+    queued: Queued,
+    source: SourcePosition,
+    dlq_topic: str,
+    attempts: int,
+    backoff_s: float,
+    max_backoff_s: float,
+) -> None:
+    pending = records
     undeliverable: list[tuple[OutgoingRecord, BaseException]] = []
     for attempt in range(attempts):
-        outcomes = await _attempt(send, pending)
+        outcomes = await _outcomes(queued) if attempt == 0 else await _attempt(send, pending)
         failed = [(r, e) for r, e in zip(pending, outcomes, strict=True) if e is not None]
         undeliverable += [(r, e) for r, e in failed if not _retriable(e)]
         pending = [r for r, e in failed if _retriable(e)]

@@ -87,6 +87,16 @@ DECLARATION_FETCH_THROTTLED = Counter(
     "Times the worker stopped fetching declarations because it held hub.admission_limit of "
     "them (it fetches again once half are admitted).",
 )
+ROLLOUT_MODE = Gauge(
+    "gun_hub_rollout_mode",
+    "1 for the rollout mode in force of each authority, everywhere (office '*') or at one "
+    "office; 0 for the other modes (rollout.py).",
+    ["authority", "office", "mode"],
+)
+ROLLOUT_SETTINGS_REFUSED = Counter(
+    "gun_hub_rollout_settings_refused_total",
+    "Records of the rollout topic that did not open as a hub-sealed setting: ignored.",
+)
 
 CASES_RETIRED = Counter(
     "gun_hub_cases_retired_total",
@@ -99,5 +109,6 @@ CASE_MARKERS_FORGOTTEN = Counter(
 )
 CASES_RETAINED = Gauge(
     "gun_hub_case_retention_entries",
-    "Retention entries this worker watches (retained cases and markers): flat under a steady load.",
+    "Retention entries due within the hour this worker holds in memory (retained cases "
+    "and markers): flat under a steady load.",
 )

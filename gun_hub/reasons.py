@@ -25,6 +25,7 @@ from enum import StrEnum
 from gun_hub.model.decision import DocumentResult
 from gun_hub.model.verdicts import Verdict
 from gun_hub.override import OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED
+from gun_hub.rollout import ADVISORY_ONLY, AUTHORITY_NOT_CONNECTED
 
 
 class Alignment(StrEnum):
@@ -249,6 +250,24 @@ _ENTRIES = (
         "Vous avez déclaré la mention 73000 sur cet article : au lieu d'un refus, les "
         "marchandises passent en contrôle documentaire ; présentez les documents au bureau "
         "de douane. Chaque usage de la mention est enregistré et contrôlé.",
+    ),
+    ReasonEntry(
+        AUTHORITY_NOT_CONNECTED,
+        "The administration that issued this document does not yet check it through the "
+        "single window at this customs office: the goods go to documentary control; present "
+        "the document at the office.",
+        "L'administration qui a délivré ce document ne le contrôle pas encore par le guichet "
+        "unique dans ce bureau de douane : les marchandises passent en contrôle "
+        "documentaire ; présentez le document au bureau.",
+    ),
+    ReasonEntry(
+        ADVISORY_ONLY,
+        "The administration's check is advisory at this customs office for now: this "
+        "result does not stop the goods, but correct the document data before it is "
+        "enforced.",
+        "Le contrôle de l'administration n'est pour l'instant qu'indicatif dans ce bureau de "
+        "douane : ce résultat n'arrête pas les marchandises, mais corrigez les données du "
+        "document avant qu'il ne devienne bloquant.",
     ),
     ReasonEntry(
         OVERRIDE_NOT_ACCEPTED,

@@ -306,6 +306,12 @@ class WebSettings(BaseModel):
         "a dead letter's payload and redrive dead letters; empty: nobody. Every officer may "
         "list dead letters and show their metadata.",
     )
+    rollout_operators: str = Field(
+        "",
+        description="Officers (names in the officers file, comma-separated) who may set an "
+        "authority's rollout mode (gun-hub rollout set); empty: nobody. Every officer may "
+        "show the modes and the pilot report.",
+    )
     stats_default_days: PositiveInt = Field(
         31, description="Days /stats covers when no from is given (ending at to, or today)."
     )
@@ -329,7 +335,14 @@ class WebSettings(BaseModel):
     )
 
     def dead_letter_operator_names(self) -> frozenset[str]:
-        return frozenset(n.strip() for n in self.dead_letter_operators.split(",") if n.strip())
+        return _names(self.dead_letter_operators)
+
+    def rollout_operator_names(self) -> frozenset[str]:
+        return _names(self.rollout_operators)
+
+
+def _names(listed: str) -> frozenset[str]:
+    return frozenset(n.strip() for n in listed.split(",") if n.strip())
 
 
 class GatewaySettings(BaseModel):

@@ -122,6 +122,12 @@ class TopicRegistry:
         return f"{self.prefix}.hub.operator-actions"
 
     @property
+    def rollout(self) -> str:
+        """Internal to the hub: each authority's rollout mode, everywhere or per office
+        (rollout.py); compacted, the latest setting of each scope."""
+        return f"{self.prefix}.hub.rollout"
+
+    @property
     def deadlines(self) -> str:
         """Internal to the hub: ticks of cases whose deadline has passed."""
         return f"{self.prefix}.hub.deadlines"
@@ -241,6 +247,19 @@ class TopicRegistry:
                 "Internal: what an officer did through the hub (a dead letter's payload read, "
                 "a redrive), sealed with the hub's state key, chained into the audit trail.",
                 retention_ms=_SEVEN_DAYS_MS,
+            ),
+            TopicSpec(
+                self.rollout,
+                "hub (officer listener)",
+                "hub (every worker)",
+                Payload.STATE_SEALED,
+                "Internal: each authority's rollout mode (off, shadow, advice, enforce), "
+                "everywhere or at one customs office, sealed with the hub's state key; "
+                "compacted: the latest setting of each scope is kept.",
+                compacted=True,
+                # The modes in force are kept as long as they are in force: compaction
+                # drops only a scope's older settings (their history is in the audit).
+                retention_ms=-1,
             ),
             TopicSpec(
                 self.ops_lag,

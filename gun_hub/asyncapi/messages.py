@@ -206,11 +206,19 @@ _RESPONSE_HEADERS: JsonObject = {
     "properties": {**_TRACE_HEADERS["properties"], **_REDRIVE_HEADERS["properties"]},
 }
 
+_ROLLOUT_SCOPE = r"[a-z][a-z0-9_]{1,31}\|([A-Z]{2}[0-9A-Z]{6}|\*)"
 _ACTION_KEY: JsonObject = {
     "type": "string",
-    "pattern": r"^[0-9]+:[0-9]+$",
-    "description": "The id (PARTITION:OFFSET) of the dead letter the action concerns; the "
-    "record is on that partition, whose audit chain it joins.",
+    "pattern": rf"^([0-9]+:[0-9]+|{_ROLLOUT_SCOPE})$",
+    "description": "The id (PARTITION:OFFSET) of the dead letter the action concerns (the "
+    "record is on that partition, whose audit chain it joins), or the scope of a rollout "
+    "setting (AUTHORITY|OFFICE, * for everywhere).",
+}
+_ROLLOUT_KEY: JsonObject = {
+    "type": "string",
+    "pattern": rf"^{_ROLLOUT_SCOPE}$",
+    "description": "The setting's scope: AUTHORITY|OFFICE, or AUTHORITY|* for everywhere; "
+    "the topic keeps the latest setting of each.",
 }
 
 
@@ -352,11 +360,24 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             Payload.STATE_SEALED,
             "Officer's action",
             "What an officer did through the hub's officer listener (a dead letter's payload "
-            "read, a redrive), sealed with the hub's state key (AES-256-GCM, bound to the "
-            "record key); the audit keeper chains it. Internal to the hub.",
+            "read, a redrive, a rollout mode set), sealed with the hub's state key "
+            "(AES-256-GCM, bound to the record key); the audit keeper chains it. Internal to "
+            "the hub.",
             BYTES,
             ref("StateSealedBytes"),
             _ACTION_KEY,
+        ),
+        registry.rollout: Message(
+            "RolloutSetting",
+            Payload.STATE_SEALED,
+            "Rollout setting",
+            "An authority's rollout mode (off, shadow, advice, enforce), everywhere or at one "
+            "customs office, with the officer who set it, when and why; sealed with the hub's "
+            "state key (AES-256-GCM, bound to the record key) by the officer listener; every "
+            "hub worker reads the whole compacted topic. Internal to the hub.",
+            BYTES,
+            ref("StateSealedBytes"),
+            _ROLLOUT_KEY,
         ),
         registry.deadlines: Message(
             "DeadlineTick",

@@ -16,6 +16,7 @@ from gun_hub.cli import (
     kafka,
     keys,
     ops,
+    rollout,
 )
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ conformance.register(app)
 asyncapi.register(app)
 ops.register(app)
 dlq.register(app)
+rollout.register(app)
 
 
 def main() -> None:

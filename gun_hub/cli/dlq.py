@@ -31,18 +31,15 @@ from gun_hub.cli.hub_client import (
     CAFILE,
     CREDENTIALS_FILE,
     HUB_URL,
-    call_hub,
-    hub_url_of,
-    officer_authorization,
+    NOT_FOUND,
+    OfficerClient,
     print_table,
-    refused,
 )
+from gun_hub.cli.hub_client import fail_as_hub_says as _fail
 from gun_hub.cli.kafka import registry_for
 from gun_hub.ops.dead_letters import DeadLetterId, NotAFilter, NotAnId, parse_since
 from gun_hub.settings import load_settings
 
-NOT_FOUND = 1
-NOT_ALLOWED = 5
 _REASON_CHARS = 60
 
 app = typer.Typer(
@@ -58,36 +55,6 @@ SINCE = typer.Option(
 )
 KIND = typer.Option(None, help="Of this kind only (e.g. ENVELOPE_UNKNOWN_KID).")
 REFERENCE = typer.Option(None, help="About this declaration only.")
-
-
-class _Officer:
-    """The listener to ask and the credentials to ask it with."""
-
-    def __init__(self, credentials_file: Path | None, hub_url: str | None, cafile: Path | None):
-        if credentials_file is None:
-            typer.echo("dead letters are for officers: give --credentials-file", err=True)
-            raise typer.Exit(2)
-        self.authorization = officer_authorization(credentials_file)
-        self.base = hub_url_of(hub_url, "officer")
-        self.cafile = cafile
-
-    def get(self, path: str) -> tuple[int, Any]:
-        return call_hub(f"{self.base}{path}", self.authorization, self.cafile)
-
-    def post(self, path: str) -> tuple[int, Any]:
-        return call_hub(f"{self.base}{path}", self.authorization, self.cafile, body={})
-
-
-def _fail(code: int, body: Any, what: str) -> None:
-    """Exit as the hub's refusal says (after printing it)."""
-    error = body.get("error", code) if isinstance(body, dict) else code
-    if code == 404:
-        typer.echo(f"{what}: {error}", err=True)
-        raise typer.Exit(NOT_FOUND)
-    if code == 403:
-        typer.echo(f"{what}: {error}", err=True)
-        raise typer.Exit(NOT_ALLOWED)
-    refused(code, body, what)
 
 
 def _dead_letter_id(text: str) -> DeadLetterId:
@@ -131,7 +98,7 @@ def list_dead_letters(
 ) -> None:
     """Dead letters, oldest first: id, time, kind, where the original was, and whether it
     can be redriven."""
-    officer = _Officer(credentials_file, hub_url, cafile)
+    officer = OfficerClient(credentials_file, hub_url, cafile, "dead letters")
     paging = {"offset": offset, **({"limit": limit} if limit is not None else {})}
     query = _query(since, kind, reference, **paging)
     code, body = officer.get(f"/dead-letters?{urllib.parse.urlencode(query)}")
@@ -182,7 +149,7 @@ def show(
     as_json: bool = AS_JSON,
 ) -> None:
     """One dead letter: what failed, why, where the original was, what its value is."""
-    officer = _Officer(credentials_file, hub_url, cafile)
+    officer = OfficerClient(credentials_file, hub_url, cafile, "dead letters")
     named = _dead_letter_id(dead_letter)
     code, body = officer.get(f"/dead-letters/{named}")
     if code != 200:
@@ -244,7 +211,7 @@ def redrive(
     if dead_letter is not None and (since is not None or reference is not None):
         typer.echo("--since and --reference narrow --kind, not an id", err=True)
         raise typer.Exit(2)
-    officer = _Officer(credentials_file, hub_url, cafile)
+    officer = OfficerClient(credentials_file, hub_url, cafile, "dead letters")
     if dead_letter is not None:
         named = _dead_letter_id(dead_letter)
         code, body = officer.post(f"/dead-letters/{named}/redrive")
@@ -256,7 +223,9 @@ def redrive(
     _redrive_kind(officer, kind, since, reference)
 
 
-def _redrive_kind(officer: _Officer, kind: str, since: str | None, reference: str | None) -> None:
+def _redrive_kind(
+    officer: OfficerClient, kind: str, since: str | None, reference: str | None
+) -> None:
     """Each original once (a dead letter redriven before and dead-lettered again has the
     same original): the dead letters that can be redriven, in the order they came."""
     chosen: dict[str, str] = {}  # source -> the first dead letter about it

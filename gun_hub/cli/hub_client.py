@@ -113,3 +113,39 @@ def print_table(headers: list[str], rows: list[list[Any]]) -> None:
     typer.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in cells:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+NOT_FOUND = 1
+NOT_ALLOWED = 5
+
+
+class OfficerClient:
+    """The officer listener to ask and the credentials to ask it with."""
+
+    def __init__(
+        self, credentials_file: Path | None, hub_url: str | None, cafile: Path | None, what: str
+    ) -> None:
+        if credentials_file is None:
+            typer.echo(f"{what} are for officers: give --credentials-file", err=True)
+            raise typer.Exit(2)
+        self.authorization = officer_authorization(credentials_file)
+        self.base = hub_url_of(hub_url, "officer")
+        self.cafile = cafile
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return call_hub(f"{self.base}{path}", self.authorization, self.cafile)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        return call_hub(f"{self.base}{path}", self.authorization, self.cafile, body=body or {})
+
+
+def fail_as_hub_says(code: int, body: Any, what: str) -> None:
+    """Exit as the hub's refusal says (after printing it): 1 not found, 5 not allowed."""
+    error = body.get("error", code) if isinstance(body, dict) else code
+    if code == 404:
+        typer.echo(f"{what}: {error}", err=True)
+        raise typer.Exit(NOT_FOUND)
+    if code == 403:
+        typer.echo(f"{what}: {error}", err=True)
+        raise typer.Exit(NOT_ALLOWED)
+    refused(code, body, what)

@@ -91,6 +91,7 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 topics.claims,
                 topics.decision_outbox,
                 topics.operator_actions,
+                topics.rollout,
                 # The decision publisher reads what it already published at start-up
                 # (publisher.py, _remember_published).
                 topics.decisions,
@@ -115,6 +116,7 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 topics.claims,
                 topics.decision_outbox,
                 topics.operator_actions,
+                topics.rollout,
                 topics.facts,
                 topics.ops_lag,
                 # Redrives (ADR 0010): a dead letter's original, republished as it was.

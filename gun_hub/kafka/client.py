@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.helpers import create_ssl_context
 
 from gun_hub.settings import KafkaSettings
@@ -107,3 +108,23 @@ async def start_or_close(client: _Startable) -> None:
             await starting
         await client.stop()
         raise
+
+
+def reader_without_group(connect: ClientConfig, client_id: str) -> AIOKafkaConsumer:
+    """A consumer that joins no group: it reads every partition it assigns itself, from
+    where it seeks (an operations view, the rollout modes: every worker reads them all)."""
+    return AIOKafkaConsumer(
+        **connect.options(),
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+
+
+async def reached(consumer: Any, targets: dict[TopicPartition, int]) -> bool:
+    """Whether ``consumer`` has read each partition up to its offset in ``targets``."""
+    for tp, end in targets.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True

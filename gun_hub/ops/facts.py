@@ -57,6 +57,20 @@ class OverrideUse(BaseModel):
     declined: int = 0
 
 
+class RolloutUse(BaseModel):
+    """An authority's rollout mode on a decided version (rollout.py); in shadow mode, what
+    it would have decided, whether that agrees with the decision taken, and the reason
+    codes of its answers (pipeline/shadow.py). Codes only: no document is named."""
+
+    model_config = ConfigDict(frozen=True)
+
+    authority: str
+    mode: str
+    would_decide: str | None = None
+    agrees: bool | None = None
+    reasons: list[str] = []
+
+
 class DecisionFact(BaseModel):
     """One decision of one declaration version."""
 
@@ -72,6 +86,8 @@ class DecisionFact(BaseModel):
     authorities: list[str]
     documents: list[DocumentUse]
     override: OverrideUse | None = None  # None: no goods item carried the mention
+    office: str = ""
+    rollout: list[RolloutUse] = []
 
 
 class WrittenOff(BaseModel):

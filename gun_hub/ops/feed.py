@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from gun_hub.kafka.admin import partitions_of
-from gun_hub.kafka.client import ClientConfig
+from gun_hub.kafka.client import ClientConfig, reached, reader_without_group, start_or_close
 from gun_hub.metrics import HEARTBEATS_REFUSED
 from gun_hub.ops.heartbeats import HeartbeatFault, HeartbeatGate, HeartbeatRefused
 from gun_hub.ops.prometheus import OpsState
@@ -86,14 +86,8 @@ class OpsFeed:
             await asyncio.sleep(0)  # the agents run between two steps
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **self._connect.options(),
-            client_id="gun-hub-ops-view",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
+        consumer = reader_without_group(self._connect, "gun-hub-ops-view")
+        await start_or_close(consumer)
         try:
             partitions = await self._assign(consumer)
             await self.follow(consumer, partitions)
@@ -125,7 +119,7 @@ class OpsFeed:
                 failures = 0
                 if any(r.topic == self._view.topics.health for r in records):
                     self._state.partners = self._view.partners()
-            if not self.caught_up.is_set() and await _reached(consumer, targets):
+            if not self.caught_up.is_set() and await reached(consumer, targets):
                 self.caught_up.set()
             try:
                 await self.prune_if_due(time.time())
@@ -239,10 +233,3 @@ def feed_record(record: ConsumerRecord[bytes, bytes]) -> FeedRecord:
     return FeedRecord(
         record.topic, record.partition, record.offset, timestamp, record.value or b"", headers, key
     )
-
-
-async def _reached(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:
-    for tp, end in targets.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True

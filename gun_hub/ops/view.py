@@ -84,6 +84,12 @@ CREATE TABLE IF NOT EXISTS overrides (
 CREATE INDEX IF NOT EXISTS overrides_by_day ON overrides (day);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (at);
 CREATE INDEX IF NOT EXISTS write_offs_by_time ON write_offs (at);
+CREATE TABLE IF NOT EXISTS rollout_uses (
+    reference TEXT NOT NULL, version INTEGER NOT NULL, authority TEXT NOT NULL,
+    office TEXT NOT NULL, mode TEXT NOT NULL, outcome TEXT NOT NULL, day TEXT NOT NULL,
+    would_decide TEXT NOT NULL, agrees INTEGER, reasons TEXT NOT NULL,
+    PRIMARY KEY (reference, version, authority));
+CREATE INDEX IF NOT EXISTS rollout_uses_by_day ON rollout_uses (day);
 """
 # What the counts are answered from, kept as the view is fed (issue 12): the dashboard asks
 # every second, and a GROUP BY over every decision grows with them.
@@ -306,6 +312,53 @@ class ViewQueries:
             "by_declarant_left_off": len(by_declarant) - len(kept),
         }
 
+    def rollout_report(
+        self, since: date | None = None, until: date | None = None
+    ) -> list[dict[str, Any]]:
+        """The pilot report: per authority, office and mode, the decided versions that
+        quoted its documents; in shadow mode, how often what it would have decided agreed
+        with the decision taken, what it would have decided, and its reasons (codes with
+        their counts, most frequent first)."""
+        where, args = _day_range(since, until, "day")
+        rows = self._db.execute(
+            "SELECT authority, office, mode, outcome, would_decide, agrees, reasons "
+            f"FROM rollout_uses {where}",
+            args,
+        )
+        report: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for authority, office, mode, outcome, would, agrees, reasons in rows:
+            entry = report.setdefault(
+                (authority, office, mode),
+                {
+                    "authority": authority,
+                    "office": office,
+                    "mode": mode,
+                    "declarations": 0,
+                    "decided": defaultdict(int),
+                    "agreements": 0,
+                    "disagreements": 0,
+                    "would_decide": defaultdict(int),
+                    "reasons": defaultdict(int),
+                },
+            )
+            entry["declarations"] += 1
+            entry["decided"][outcome] += 1
+            if agrees is not None:
+                entry["agreements" if agrees else "disagreements"] += 1
+                entry["would_decide"][would] += 1
+            for code in filter(None, reasons.split(",")):
+                entry["reasons"][code] += 1
+        listed = []
+        for key in sorted(report):
+            entry = report[key]
+            entry["decided"] = dict(sorted(entry["decided"].items()))
+            entry["would_decide"] = dict(sorted(entry["would_decide"].items()))
+            entry["reasons"] = dict(
+                sorted(entry["reasons"].items(), key=lambda kv: (-kv[1], kv[0]))
+            )
+            listed.append(entry)
+        return listed
+
     def outcome_counts(self, where: str = "", args: tuple[str, ...] = ()) -> dict[str, int]:
         """Decisions by outcome (``where``: a clause of :func:`_day_range`), from the
         counters."""
@@ -497,7 +550,13 @@ class OpsView(ViewQueries):
                     (reference, version),
                 )
             deleted += len(old)
-            for table in ("overrides", "decision_counts", "authority_counts", "code_counts"):
+            for table in (
+                "overrides",
+                "rollout_uses",
+                "decision_counts",
+                "authority_counts",
+                "code_counts",
+            ):
                 deleted += self._db.execute(
                     f"DELETE FROM {table} WHERE rowid IN "
                     f"(SELECT rowid FROM {table} WHERE day < ? LIMIT ?)",
@@ -731,6 +790,24 @@ class OpsView(ViewQueries):
             ],
         )
         self._count_decision(fact.reference, fact.version, 1)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO rollout_uses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    fact.reference,
+                    fact.version,
+                    use.authority,
+                    fact.office,
+                    use.mode,
+                    fact.outcome,
+                    fact.decided_at.date().isoformat(),
+                    use.would_decide or "",
+                    None if use.agrees is None else int(use.agrees),
+                    ",".join(use.reasons),
+                )
+                for use in fact.rollout
+            ],
+        )
         if fact.override is not None:
             self._db.execute(
                 "INSERT OR REPLACE INTO overrides VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

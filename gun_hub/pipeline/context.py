@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from gun_hub import metrics
 from gun_hub.case import Case
-from gun_hub.decide import decide
+from gun_hub.decide import counted, decide
 from gun_hub.envelope import ContentType, Envelope
 from gun_hub.model.decision import Decision, Reason
 from gun_hub.model.declaration import Stage
@@ -21,14 +21,17 @@ from gun_hub.ops.facts import (
     DocumentUse,
     OverrideUse,
     ReceivedFact,
+    RolloutUse,
     WriteOffFact,
     fact_bytes,
 )
 from gun_hub.outbox import Outbox
 from gun_hub.override import OverrideReview, audit_body, review_override
 from gun_hub.pipeline.lifecycle import follow_up_requests, kept_for_control
+from gun_hub.pipeline.shadow import rollout_uses
 from gun_hub.publisher import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.risk import RiskRules
+from gun_hub.rollout import RolloutBoard
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.state_cipher import StateCipher
@@ -119,6 +122,12 @@ class HubContext:
     control_report_after_s: float = 7 * 24 * 3600.0
     # Decided cases leave the cases table after a retention (retention.py); None: kept.
     retention: Retirement | None = None
+    # The rollout modes in force (rollout.py), kept current by the worker's follower.
+    rollout: RolloutBoard = field(default_factory=RolloutBoard)
+    # Decisions announced by this worker whose delivery is still on its way (the agents do
+    # not wait for the broker: runtime/settling.py). Not "lost": announced again only if
+    # the worker restarts before the broker has them.
+    announcing: set[tuple[str, int]] = field(default_factory=set)
 
     def record_audit(
         self,
@@ -181,6 +190,7 @@ class HubContext:
             extra_reasons=extra_reasons,
             risk=[finding.hit() for finding in case.risk],
             override=override,
+            rollout=case.rollout,
         )
         case.outcome = decision.outcome
         case.decision = decision
@@ -222,6 +232,8 @@ class HubContext:
             declarant_eori=case.declarant_eori,
             stage=case.stage,
             override=override,
+            office=case.office,
+            rollout=rollout_uses(case, self.routing),
         )
         if override.covered or override.declined:
             # Audited and watched (domain notes): beside the decision's own audit record.
@@ -244,6 +256,7 @@ class HubContext:
                 + ", ".join(r.authority for r in follow_ups),
             )
         reference, version = case.reference, case.version
+        self.announcing.add((reference, version))
         outbox.after_delivery.append(lambda: self._mark_announced(reference, version))
         if self.retention is not None:
             self.retention.decided(reference, partition)
@@ -251,13 +264,15 @@ class HubContext:
     def override_of(self, case: Case) -> OverrideReview:
         """What the declarant's override does to ``case``'s results (pure, so the same
         whenever it is asked: at the decision and at an announcement made again)."""
-        return review_override(case.stage, case.results, case.override_items, self.routing)
+        return review_override(
+            case.stage, counted(case.results, case.rollout), case.override_items, self.routing
+        )
 
     def announce_again_if_lost(self, outbox: Outbox, case: Case, partition: int) -> bool:
         """Decisions the broker may not have (the worker died in between): this case's
         own and those of earlier versions it replaced. Announce them again (the publisher
         keeps one per version). True if there were any."""
-        lost = case.unconfirmed()
+        lost = [c for c in case.unconfirmed() if (c.reference, c.version) not in self.announcing]
         for unconfirmed in lost:
             metrics.DECISIONS_ANNOUNCED_AGAIN.inc()
             self.announce(outbox, unconfirmed, partition, stored=case)
@@ -268,6 +283,7 @@ class HubContext:
     def _mark_announced(self, reference: str, version: int) -> None:
         """The broker has the decision of ``version``: record it on the case as stored
         now, which may be a newer version than the one announced (defect 13)."""
+        self.announcing.discard((reference, version))
         key = reference.encode()
         stored = self.cases.get(key)
         if stored is None:
@@ -314,9 +330,12 @@ class HubContext:
         declarant_eori: str = "",
         stage: Stage = Stage.LODGED,
         override: OverrideReview | None = None,
+        office: str = "",
+        rollout: Sequence[RolloutUse] = (),
     ) -> None:
         """The decision sealed to the clearance system, its audit record, its status, and
-        the fact the statistics count it from (with what the override did)."""
+        the fact the statistics count it from (with what the override did, and each
+        authority's rollout mode and shadow comparison)."""
         document = encode_decision(decision)
         version = str(decision.version).encode()
         # The outbox is the hub's own: sealed with its state key (AES-GCM, bound to the
@@ -380,6 +399,8 @@ class HubContext:
                     for d in decision.documents
                 ],
                 override=override_fact(override),
+                office=office,
+                rollout=list(rollout),
             ),
         )
 

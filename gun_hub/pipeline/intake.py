@@ -30,6 +30,7 @@ from gun_hub.outbox import Outbox
 from gun_hub.pipeline.context import CaseStore, HubContext, open_case_entry
 from gun_hub.pipeline.lifecycle import dropped_documents, held_reservations, requests_for
 from gun_hub.risk import assess_risk
+from gun_hub.rollout import RolloutMode, describe_modes
 from gun_hub.routing import (
     OPERATION_FOR_STAGE,
     RoutedDeclaration,
@@ -342,6 +343,7 @@ class Intake:
             routed=routed,
             opened_at=now,
             deadline=now + timedelta(seconds=ctx.request_deadline_s),
+            modes=self._modes(declaration, routed, known),
         )
         case.opened_from = source.describe()
         case.pending_announcements = carried
@@ -363,6 +365,29 @@ class Intake:
         # an answer can never find none.
         self._cases[key] = case.to_bytes()
 
+    def _modes(
+        self, declaration: Declaration, routed: RoutedDeclaration, known: Case | None
+    ) -> dict[str, RolloutMode]:
+        """Each routed authority's rollout mode for this version (rollout.py).
+
+        A lodged or pre-lodged version takes the modes in force at its office. A later
+        stage follows up what the hub knows was reserved, whatever the mode is now: the
+        authorities an earlier version asked to reserve are asked (so switching one off
+        never strands a reservation), the others are not (nothing to follow up)."""
+        board = self._ctx.rollout.modes_for(routed.authorities, declaration.customs_office)
+        if declaration.stage in (Stage.LODGED, Stage.PRELODGED):
+            return board
+        if known is None:
+            # The hub never saw the lodging: follow up wherever reservations are made now.
+            return {
+                a: RolloutMode.ENFORCE if mode.reserves else RolloutMode.OFF
+                for a, mode in board.items()
+            }
+        reserved = known.reserved_at()
+        return {
+            a: RolloutMode.ENFORCE if a in reserved else RolloutMode.OFF for a in routed.authorities
+        }
+
     def _name_declarant(self, outbox: Outbox, declaration: Declaration, at: datetime) -> None:
         """Say who lodged this version, on the hub-internal facts topic and before its
         first status event: the trader lookup shows a declaration to its declarant from
@@ -380,23 +405,38 @@ class Intake:
     def _ask(
         self, outbox: Outbox, declaration: Declaration, case: Case, partition: int, *, again: bool
     ) -> None:
-        """Send the case's requests to the authorities it still waits for."""
+        """Send the case's requests to the authorities it still waits for: the stage's
+        operation, or a CHECK to an authority in shadow mode (it must reserve nothing)."""
         ctx = self._ctx
-        operation = OPERATION_FOR_STAGE[declaration.stage]
-        authorities = tuple(sorted(set(case.awaiting)))
+        by_operation: dict[Operation, list[str]] = {}
+        for authority in sorted(set(case.awaiting)):
+            mode = case.rollout.get(authority, RolloutMode.ENFORCE)
+            operation = OPERATION_FOR_STAGE[declaration.stage] if mode.reserves else Operation.CHECK
+            by_operation.setdefault(operation, []).append(authority)
         if again:
             ctx.open_cases[declaration.reference.encode()] = open_case_entry(case, partition)
-        ctx.send_requests(
-            outbox,
-            build_requests(declaration, ctx.routing, authorities, operation, ctx.clock()),
-            case,
-        )
+        sent = []
+        for operation, authorities in by_operation.items():
+            ctx.send_requests(
+                outbox,
+                build_requests(
+                    declaration, ctx.routing, tuple(authorities), operation, ctx.clock()
+                ),
+                case,
+            )
+            sent.append(
+                f"{operation.value} {'sent again' if again else 'sent'} to "
+                + ", ".join(authorities)
+            )
+        not_enforced = {a: m for a, m in case.rollout.items() if m is not RolloutMode.ENFORCE}
+        if not_enforced:
+            sent.append(f"rollout: {describe_modes(not_enforced)}")
         ctx.emit_status(
             outbox,
             declaration.reference,
             declaration.version,
             StatusKind.REQUESTS_SENT,
-            f"{operation.value} {'sent again' if again else 'sent'} to {', '.join(authorities)}",
+            "; ".join(sent),
         )
 
     def _release_dropped_documents(

@@ -15,6 +15,10 @@ A new version restates every document it quotes; a document the new version no l
 quotes gets its reservation deleted (:func:`dropped_documents`). A version that cannot be
 read is refused, and whatever the previous version held is deleted with it
 (:func:`held_reservations`).
+
+Only what was asked with the stage's own operation is followed up (rollout.py): an
+authority in shadow mode was asked a CHECK, which reserved nothing, and one that is off
+was not asked at all.
 """
 
 from __future__ import annotations
@@ -41,7 +45,19 @@ def follow_up_requests(case: Case, now: datetime) -> list[AuthorityRequest]:
     """Write-offs after a release, deletions after a refusal; nothing otherwise."""
     if case.stage is not Stage.LODGED or case.outcome not in FOLLOW_UP:
         return []
-    return requests_for(case, case.expected, FOLLOW_UP[case.outcome], case.version, now)
+    documents = case.reserving()
+    if case.outcome is Outcome.RELEASE:
+        # Released over an advisory refusal (rollout.py): the partner reserved nothing
+        # for the refused document, so there is nothing of it to write off.
+        refused = {
+            (r.goods_item, r.code, r.reference, r.authority)
+            for r in case.results
+            if r.verdict.is_refusal
+        }
+        documents = [
+            d for d in documents if (d.goods_item, d.code, d.reference, d.authority) not in refused
+        ]
+    return requests_for(case, documents, FOLLOW_UP[case.outcome], case.version, now)
 
 
 # Outcomes of a lodged declaration after which its reservations are still held.
@@ -52,14 +68,17 @@ def held_reservations(case: Case) -> list[ExpectedAnswer]:
     """What ``case`` holds reserved at its partners (undecided, or kept for a control)."""
     if case.stage is not Stage.LODGED or case.outcome not in _HOLDING:
         return []  # nothing reserved (advice, cancellation...), written off or deleted
-    return list(case.expected)
+    return case.reserving()
 
 
 def kept_for_control(case: Case) -> bool:
-    """A lodged declaration decided for a control: its reservations wait for the result."""
-    return case.stage is Stage.LODGED and case.outcome in (
-        Outcome.CONTROL_DOCUMENTARY,
-        Outcome.CONTROL_PHYSICAL,
+    """A lodged declaration decided for a control, holding reservations: they wait for
+    the control's result (a control of documents no partner was asked to reserve, in a
+    rollout, waits for nothing)."""
+    return (
+        case.stage is Stage.LODGED
+        and case.outcome in (Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL)
+        and bool(case.reserving())
     )
 
 

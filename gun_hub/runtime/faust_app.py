@@ -9,6 +9,7 @@ record faust dropped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +19,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP, EventT, Message
 
 from gun_hub.kafka.client import Connect
+from gun_hub.runtime.settling import Settling
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer, StrictOffsetsTransport
 from gun_hub.runtime.watchdog import OffsetWatchdog
 
@@ -51,17 +53,40 @@ def mark_handled_at(app: Any, topic: str, partition: int, offset: int) -> None:
         consumer.mark_handled_at(TP(topic, partition), offset)
 
 
+Handled = bool | None | Awaitable[None]
+
+
 def handled_agent(
-    app: Any, topic: Any, name: str, handle: Callable[[EventT], Awaitable[bool | None]]
+    app: Any,
+    topic: Any,
+    name: str,
+    handle: Callable[[EventT], Awaitable[Handled]],
+    settling: Settling | None = None,
 ) -> None:
-    """One event at a time per partition, in order; marked handled once ``handle``
-    returned, unless it returned False: it then held the record (``hold``, before
-    sending anything that could settle it) until ``mark_handled_at`` settles it."""
+    """One event at a time per partition, in order. ``handle`` returns:
+
+    * an awaitable (its effects, on their way): the record is marked handled once it
+      completes, while the agent goes on (``settling``, runtime/settling.py);
+    * False: it held the record (``hold``, before sending anything that could settle it)
+      until ``mark_handled_at`` settles it;
+    * None or True: the record is marked handled now.
+    """
 
     async def process(stream: Any) -> None:
         async for event in stream.events():
-            if await handle(event) is not False:
+            if settling is not None:
+                await settling.room()
+            result = await handle(event)
+            if result is False:
+                continue
+            if result is None or result is True:
                 mark_handled(app, event.message)
+                continue
+            if settling is None:
+                await result
+                mark_handled(app, event.message)
+                continue
+            settling.track(result, functools.partial(mark_handled, app, event.message))
 
     app.agent(topic, name=name, concurrency=1)(process)
 

@@ -1,6 +1,7 @@
 """What an officer did through the hub that the audit trail must show (ADR 0010).
 
-The officer listener authenticates the officer; the audit chains are written by the hub in
+A dead letter's payload read, a redrive, a rollout mode set. The officer listener
+authenticates the officer; the audit chains are written by the hub in
 event context only, by the worker owning each partition (audit.py). So the listener
 publishes the action on the hub-internal ``hub.operator-actions`` topic, on the partition
 of the dead letter it concerns, and waits for the broker's acknowledgement *before* it
@@ -29,6 +30,7 @@ _MAX_ACTION_BYTES = 16 * 1024
 class ActionKind(StrEnum):
     DLQ_PAYLOAD_READ = "DLQ_PAYLOAD_READ"  # a dead letter's value was shown to the officer
     DLQ_REDRIVE = "DLQ_REDRIVE"  # a dead letter's original was republished
+    ROLLOUT_SET = "ROLLOUT_SET"  # an authority's rollout mode was set (rollout.py)
 
 
 class OperatorAction(BaseModel):
@@ -36,14 +38,19 @@ class OperatorAction(BaseModel):
 
     action: ActionKind
     officer: str = Field(max_length=64)
-    dead_letter: str = Field(max_length=300, description="topic/partition/offset")
+    dead_letter: str | None = Field(
+        None, max_length=300, description="topic/partition/offset of the dead letter"
+    )
+    setting: str | None = Field(
+        None, max_length=800, description="the rollout setting: scope, mode and reason"
+    )
     origin: str | None = Field(None, max_length=300, description="the original's position")
     reference: str | None = Field(None, max_length=64)
     at: datetime
 
     def audit_body(self, record: str) -> dict[str, object]:
         """The audit record of this action, read at ``record`` (topic/partition/offset)."""
-        return {
+        body: dict[str, object] = {
             "kind": "OPERATOR_ACTION",
             "action": self.action.value,
             "officer": self.officer,
@@ -53,6 +60,9 @@ class OperatorAction(BaseModel):
             "requested_at": self.at.isoformat(),
             "record": record,
         }
+        if self.setting is not None:
+            body["setting"] = self.setting
+        return body
 
 
 def seal_action(cipher: StateCipher, key: bytes, action: OperatorAction) -> bytes:

@@ -36,6 +36,7 @@ from gun_hub.web.listeners import Listener, start_all, stop_all, tls_context
 from gun_hub.web.officer import officer_app
 from gun_hub.web.probes import register_probes
 from gun_hub.web.queries import ViewReader
+from gun_hub.web.rollout import RolloutDesk
 from gun_hub.web.trader import trader_app
 
 __all__ = [
@@ -102,6 +103,7 @@ def build_web(
     state: OpsState,
     confidential: Collection[str],
     desk: DeadLetterDesk | None = None,
+    rollout: RolloutDesk | None = None,
 ) -> HubWeb | None:
     """The listeners ``settings`` ask for (None: neither port is set)."""
     if not settings.trader_port and not settings.officer_port:
@@ -136,7 +138,9 @@ def build_web(
             page_size_default=min(settings.page_size_default, settings.page_size_max),
             page_size_max=settings.page_size_max,
         )
-        app = officer_app(reader, OfficerGate(settings.officers_file), state, bounds, desk=desk)
+        app = officer_app(
+            reader, OfficerGate(settings.officers_file), state, bounds, desk=desk, rollout=rollout
+        )
         listeners.append(
             Listener("officer", app, settings.officer_host, settings.officer_port, tls)
         )
@@ -156,6 +160,7 @@ def register_web_views(
     web: WebSettings,
     routing: RoutingTable,
     desk: DeadLetterDesk | None = None,
+    rollout: RolloutDesk | None = None,
 ) -> None:
     """Probes and metrics on faust's server; the trader and officer listeners as a
     service started and stopped with the app."""
@@ -166,6 +171,7 @@ def register_web_views(
         state,
         confidential_authorities(routing),
         desk,
+        rollout,
     )
     if hub_web is None:
         return

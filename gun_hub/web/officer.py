@@ -9,7 +9,9 @@ Every path needs officer credentials (HTTP basic, checked against the officers f
 * ``/stats/declarants/{eori}/documents[?limit=&offset=]``: a declarant's documents, paged;
 * ``/stats/written-off[?document=&limit=&offset=]``: quantities written off, paged;
 * ``/dashboard`` (and its script, styles and icon) and ``/api/dashboard``;
-* ``/dead-letters`` and below: the dead-letter desk (:mod:`gun_hub.web.dead_letters`).
+* ``/dead-letters`` and below: the dead-letter desk (:mod:`gun_hub.web.dead_letters`);
+* ``/rollout`` and below: the authorities' rollout modes and the pilot report
+  (:mod:`gun_hub.web.rollout`).
 
 Every question to the view runs off the event loop (:mod:`gun_hub.web.queries`).
 """
@@ -44,6 +46,7 @@ from gun_hub.web.common import (
 )
 from gun_hub.web.dead_letters import OFFICER, DeadLetterDesk, add_dead_letter_routes
 from gun_hub.web.queries import ViewReader
+from gun_hub.web.rollout import RolloutDesk, add_rollout_routes
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ def officer_app(
     *,
     today: Callable[[], Any] = lambda: datetime.now(UTC).date(),
     desk: DeadLetterDesk | None = None,
+    rollout: RolloutDesk | None = None,
 ) -> web.Application:
     """The aiohttp application of the officer listener."""
     recent: Recent[dict[str, Any]] = Recent(_STATS_SHARED_S)
@@ -197,6 +201,8 @@ def officer_app(
                     return found
                 cached.update(at=now, figures=found)
             figures.update(cached["figures"])
+        if rollout is not None:
+            figures["rollout"] = rollout.modes()
         return answer(figures)
 
     app = web.Application(middlewares=[officers_only], client_max_size=8 * 1024)
@@ -207,6 +213,7 @@ def officer_app(
     add("/stats/written-off", written_off, allow_head=False)
     add("/api/dashboard", dashboard_data, allow_head=False)
     add_dead_letter_routes(app, reader, desk, bounds)
+    add_rollout_routes(app, reader, rollout)
     for path, (content_type, body) in DASHBOARD_ASSETS.items():
         add(path, _asset(content_type, body), allow_head=False)
     return app

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -322,3 +325,26 @@ def channels(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Cha
         hub_env={"GUN_HUB_HUB__RISK_RULES": str(rules), **access.env(trader_port, free_port())},
     ):
         yield Channels(pipeline, access, trader_port, tmp_path)
+
+
+def officer_command(
+    pipeline: Pipeline, access: LocalAccess, officer_url: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``gun-hub ARGS`` as an officer runs it against the hub's officer listener."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gun_hub",
+            *args,
+            "--credentials-file",
+            str(access.credentials_file),
+            "--hub-url",
+            officer_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **pipeline.group.base_env},
+    )

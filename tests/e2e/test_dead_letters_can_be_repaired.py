@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -40,7 +38,7 @@ from gun_hub.security.web_auth import LocalAccess
 from gun_hub.status_events import StatusEvent, StatusKind
 from tests.builders import declaration_xml
 from tests.conftest import KafkaEnv, envelope_of
-from tests.e2e.conftest import Pipeline, start_pipeline
+from tests.e2e.conftest import Pipeline, officer_command, start_pipeline
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
@@ -60,24 +58,7 @@ class Repairable:
 
     def dlq(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``gun-hub dlq ...`` as the operator runs it."""
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gun_hub",
-                "dlq",
-                *args,
-                "--credentials-file",
-                str(self.access.credentials_file),
-                "--hub-url",
-                self.officer_url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={**os.environ, **self.pipeline.group.base_env},
-        )
+        return officer_command(self.pipeline, self.access, self.officer_url, "dlq", *args)
 
     def listed(self, kind: str) -> list[dict[str, Any]]:
         done = self.dlq("list", "--kind", kind, "--json")

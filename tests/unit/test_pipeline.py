@@ -24,6 +24,7 @@ from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.intake import Intake
 from gun_hub.publisher import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.risk import RiskRules
+from gun_hub.rollout import RolloutBoard
 from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.entitlements import HUB_PARTY
@@ -56,7 +57,9 @@ class Hub:
         self.answers_read = True
         # What seals the decision outbox (the hub's state key), as the publisher opens it.
         self.outbox_cipher = StateCipher.load(keys_dir, HUB_PARTY)
-        context = HubContext(
+        # The rollout modes in force (none set: every authority enforced).
+        self.rollout = RolloutBoard()
+        self.context = context = HubContext(
             topics=self.topics,
             routing=routing,
             envelope=envelope_of(HUB_PARTY, self.topics, keys_dir),
@@ -69,6 +72,7 @@ class Hub:
             outbox_cipher=self.outbox_cipher,
             answers_read=lambda partition: self.answers_read,
             control_report_after_s=self.control_report_after_s,
+            rollout=self.rollout,
         )
         # Plain XML, as in local development; sealing is tested on its own
         # (tests/unit/test_sealed_declarations.py).
@@ -88,6 +92,10 @@ class Hub:
             if self.broker_up:
                 for confirm in outbox.after_delivery:
                     confirm()
+            else:
+                # The worker dies with its deliveries: what it was announcing is forgotten
+                # (a new process remembers nothing in flight).
+                self.context.announcing.clear()
             return outbox
 
         return handled

@@ -65,6 +65,13 @@ function render(data) {
     cell(tr, String(p.pending_operations), "num");
     cell(tr, p.heartbeat_age_s + " s ago");
   });
+  const modeKind = { enforce: "ok", advice: "warn", shadow: "wait", off: "bad" };
+  fill("rollout", Object.entries(data.rollout || {}), (tr, [authority, r]) => {
+    tr.dataset.authority = authority;
+    cell(tr, authority);
+    badge(cell(tr, ""), r.mode, modeKind[r.mode] || "warn");
+    cell(tr, Object.entries(r.offices).map(([office, o]) => office + " " + o.mode).join(", ") || "–");
+  });
   fill("dead-letters", data.recent_dead_letters || [], (tr, d) => {
     cell(tr, new Date(d.at).toLocaleTimeString());
     cell(tr, d.kind);

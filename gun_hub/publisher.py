@@ -16,13 +16,14 @@ without stopping the worker.
 The memory of what was published is per partition and bounded by a count, the last
 ``memory`` decisions committed on that partition (issue 12, bounded state). A decision is
 announced twice only when a worker dies after the broker took it and before the case
-recorded that: the event that decided it is then uncommitted (faust commits offsets only
-after flushing the changelog), and its redelivery, among the first things the restarted
-worker handles, announces it again. Between the original and the repeat on the outbox
-partition there are thus only the decisions of that uncommitted window (a commit interval
-of records, a few watchdog periods while a commit waits behind a dropped record, the
-declarations held for their claims): hundreds at the target rate, far below the default
-20,000. A bound in time would be wrong both ways: a hub down for a day adds no record in
+recorded that: the event that decided it is then uncommitted (a record is marked handled
+once the broker acknowledged its effects, and faust commits offsets only after flushing the
+changelog), and its redelivery, among the first things the restarted worker handles,
+announces it again. Between the original and the repeat on the outbox partition there are
+thus only the decisions of that uncommitted window (the agents' delivery window of
+runtime/settling.py, a commit interval, a few watchdog periods while a commit waits behind
+a dropped record, the declarations held for their claims): a few thousand at most, below
+the default 20,000. A bound in time would be wrong both ways: a hub down for a day adds no record in
 between yet a day passes, and a day at the target rate is millions of decisions to read
 again at every start. Taking a partition over reads back twice ``memory`` offsets (a
 transaction's commit marker takes an offset too), not a time range.

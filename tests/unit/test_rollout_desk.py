@@ -54,6 +54,7 @@ class Listener:
 @pytest.fixture
 async def listener(tmp_path: Path, keys_dir: Path) -> AsyncIterator[Listener]:
     settings, _ = settings_for(tmp_path)
+    assert settings.officers_file is not None
     add_officer(settings.officers_file, "bob", SECRETS["bob"])  # an officer, not an operator
     broker = Broker()
     cipher = StateCipher.load(keys_dir, HUB_PARTY)

@@ -66,14 +66,14 @@ class RetainingHub(Hub):
         self.correlation.handle = self._delivered(self.correlation.handle)  # type: ignore[method-assign]
         self.deadlines.handle = self._delivered(self.deadlines.handle)  # type: ignore[method-assign]
 
-    def retention_tick(self) -> Outbox:
+    def retention_tick(self, reference: str = REF) -> Outbox:
         """What the retention sweep's tick does on the case's partition."""
 
         def announce_again(outbox: Outbox, case: Case) -> bool:
             return self.context.announce_again_if_lost(outbox, case, TICKS.partition)
 
         handle = self._delivered(
-            lambda: self.retention.handle(REF, TICKS.partition, announce_again)
+            lambda: self.retention.handle(reference, TICKS.partition, announce_again)
         )
         return handle()
 
@@ -226,3 +226,26 @@ async def test_only_what_falls_due_within_the_horizon_is_held_in_memory() -> Non
     assert index.due(0, 1800.0) == [b"K1", b"K2", b"NEW", b"K3"]
     await index.refresh({0}, table.items, now=1800.0)
     assert index.due(0, 3600.0) == [b"K4", b"K5", b"K6"]
+
+
+async def test_under_a_steady_load_the_tables_stay_flat(hub: RetainingHub) -> None:
+    """A declaration every six hours for 40 days, the sweep looking each time: once the
+    retention and the marker time have passed (17 days), what the hub keeps stops growing."""
+    kept: list[tuple[int, int]] = []  # (live cases, retention entries), daily
+    for n in range(40 * 4):
+        source = SourcePosition("gun.declarations", 0, n)
+        sent = hub.intake.handle(declaration_xml(reference=f"26FRFLAT{n:010d}"), source)
+        hub.answer(hub.answer(sent, "dgal", Verdict.VALID), "dgal", Verdict.VALID)
+        now = hub.now.timestamp()
+        await hub.index.refresh({0}, hub.retained.items, now)
+        for key in hub.index.due(0, now):
+            hub.retention_tick(key.decode())
+        if n % 4 == 3:
+            kept.append((len(hub.cases), len(hub.retained)))
+        hub.now += timedelta(hours=6)
+    steady = kept[18:]
+    assert {cases for cases, _ in steady} == {12}  # three days of declarations
+    entries = [entries for _, entries in steady]
+    assert max(entries) - min(entries) <= 4
+    assert max(entries) <= 17 * 4 + 4  # retention and marker time
+    assert len(hub.index) <= 4  # the next hours' keys only, in memory

@@ -394,7 +394,7 @@ def test_healthchecks_ask_readyz_on_the_port_each_process_serves(
 def test_the_image_installs_the_locked_hashes_then_the_project() -> None:
     text = DOCKERFILE.read_text()
     assert re.findall(r"^FROM (\S+)", text, re.MULTILINE)[0] == "python:3.11-slim"
-    assert "--require-hashes -r /src/requirements.lock" in text
+    assert "--require-hashes -r /src/requirements-runtime.lock" in text
     assert re.search(r'^ENTRYPOINT \["gun-hub"\]$', text, re.MULTILINE)
     user = re.findall(r"^USER (\S+)", text, re.MULTILINE)[-1]
     assert user.split(":")[0] not in {"0", "root"}
@@ -408,7 +408,7 @@ def test_the_image_installs_the_locked_hashes_then_the_project() -> None:
         *wheel["force-include"],
         pyproject["project"]["readme"],
         "pyproject.toml",
-        "requirements.lock",
+        "requirements-runtime.lock",
     }
     assert needed <= set(sources), needed - set(sources)
     # The build context is cut down to what is copied (BuildKit's per-Dockerfile ignore).

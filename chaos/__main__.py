@@ -31,6 +31,12 @@ def main() -> int:
         default="auto",
         help="fault schedule and timings (auto: full from 2,000 declarations)",
     )
+    run.add_argument(
+        "--workers", type=int, default=1, help="hub workers in one consumer group (issue 12)"
+    )
+    run.add_argument(
+        "--adapter-replicas", type=int, default=1, help="adapter replicas per authority"
+    )
     args = parser.parse_args()
     out = args.out or Path(".gun-hub/chaos") / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -41,7 +47,16 @@ def main() -> int:
     )
     # A broker restart is part of the schedule: the clients' reconnection chatter is not news.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    report = asyncio.run(execute(out, args.declarations, args.seed, args.profile))
+    report = asyncio.run(
+        execute(
+            out,
+            args.declarations,
+            args.seed,
+            args.profile,
+            workers=args.workers,
+            adapter_replicas=args.adapter_replicas,
+        )
+    )
     print(f"results: {out / 'results.json'}", file=sys.stderr)
     return 0 if report.ok else 1
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,8 @@ class Run:
     stories: dict[str, Story] = field(default_factory=dict)
     office_backlog: int = 0
     retries: deque[tuple[Submission, bytes, int]] = field(default_factory=deque)
+    # Kills per fault kind and target so far: several workers or replicas are killed in turn.
+    kills: Counter[str] = field(default_factory=Counter)
     _clearance: JoseEnvelope | None = None
 
     def now(self) -> float:
@@ -238,12 +240,15 @@ class Run:
     async def _inject(self, fault: faults.Fault) -> dict[str, Any]:
         stack = self.stack
         if fault.kind in (faults.HUB_KILL, faults.ADAPTER_KILL):
-            name = "hub" if fault.kind == faults.HUB_KILL else f"adapter-{fault.target}"
+            # With several workers or replicas, the kills go round them in turn.
+            names = stack.hubs() if fault.kind == faults.HUB_KILL else stack.adapters(fault.target)
+            self.kills[fault.kind + fault.target] += 1
+            name = names[(self.kills[fault.kind + fault.target] - 1) % len(names)]
             code = await asyncio.to_thread(stack.kill, name, signal.SIGKILL)
             await asyncio.sleep(random.Random(self.seed + int(fault.at)).uniform(0.5, 3))
             stack.start(name)
             ready = await asyncio.to_thread(stack.wait_ready, name, 180)
-            return {"exit": code, "ready_after_s": round(ready, 1)}
+            return {"process": name, "exit": code, "ready_after_s": round(ready, 1)}
         if fault.kind == faults.BROKER_RESTART:
             down = await asyncio.to_thread(stack.restart_broker)
             return {"down_s": round(down, 1)}
@@ -400,7 +405,15 @@ def prepare(out: Path, workload: Workload, topics: TopicRegistry) -> dict[str, P
     return documents
 
 
-async def execute(out: Path, declarations: int, seed: int, profile_name: str) -> CheckReport:
+async def execute(
+    out: Path,
+    declarations: int,
+    seed: int,
+    profile_name: str,
+    *,
+    workers: int = 1,
+    adapter_replicas: int = 1,
+) -> CheckReport:
     profile = profile_for(profile_name, declarations)
     routing = load_routing_table(config_path("routing.toml"))
     topics = topic_registry(PREFIX, routing.authorities)
@@ -428,6 +441,8 @@ async def execute(out: Path, declarations: int, seed: int, profile_name: str) ->
         },
         adapter_env={"GUN_HUB_ADAPTER__PARTNER_TIMEOUT_S": str(profile.partner_timeout_s)},
         on_exit=on_exit,
+        workers=workers,
+        adapter_replicas=adapter_replicas,
     )
     run = Run(out, seed, profile, workload, stack, topics)
     log.info(
@@ -451,6 +466,8 @@ async def execute(out: Path, declarations: int, seed: int, profile_name: str) ->
             "required_faults": faults.required(schedule),
             "declarations": declarations,
             "seed": seed,
+            "workers": workers,
+            "adapter_replicas": adapter_replicas,
             "profile": dataclasses.asdict(profile),
             "schedule": [dataclasses.asdict(f) for f in schedule],
         }

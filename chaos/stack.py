@@ -51,7 +51,9 @@ class Stack:
     group: ProcessGroup | None = None
     components: dict[str, Component] = field(default_factory=dict)
     partner_urls: dict[str, str] = field(default_factory=dict)
-    hub_port: int = 0
+    # Hub workers in one consumer group, and adapter replicas per authority (issue 12).
+    workers: int = 1
+    adapter_replicas: int = 1
     stopping: set[str] = field(default_factory=set)  # killed on purpose, not a crash
     broker_down_since: float | None = None
     broker_back_at: float = 0.0
@@ -164,28 +166,40 @@ class Stack:
                 f"http://127.0.0.1:{port}/health",
             )
         for authority in AUTHORITIES:
-            health = free_port()
+            for name in self.adapters(authority):
+                health = free_port()
+                self.add(
+                    name,
+                    ["adapter", authority],
+                    {
+                        "GUN_HUB_ADAPTER__PARTNER_URL": self.partner_urls[authority],
+                        "GUN_HUB_ADAPTER__METRICS_PORT": str(health),
+                        **self.adapter_env,
+                    },
+                    f"http://127.0.0.1:{health}/readyz",
+                )
+        for number, name in enumerate(self.hubs(), start=1):
+            port = free_port()
             self.add(
-                f"adapter-{authority}",
-                ["adapter", authority],
+                name,
+                ["hub"],
                 {
-                    "GUN_HUB_ADAPTER__PARTNER_URL": self.partner_urls[authority],
-                    "GUN_HUB_ADAPTER__METRICS_PORT": str(health),
-                    **self.adapter_env,
+                    # Each worker its own local state; they share the group and topics.
+                    "GUN_HUB_HUB__DATA_DIR": str(self.out / ("hub" if number == 1 else name)),
+                    "GUN_HUB_HUB__WEB_PORT": str(port),
+                    **self.hub_env,
                 },
-                f"http://127.0.0.1:{health}/readyz",
+                f"http://127.0.0.1:{port}/readyz",
             )
-        self.hub_port = free_port()
-        self.add(
-            "hub",
-            ["hub"],
-            {
-                "GUN_HUB_HUB__DATA_DIR": str(self.out / "hub"),
-                "GUN_HUB_HUB__WEB_PORT": str(self.hub_port),
-                **self.hub_env,
-            },
-            f"http://127.0.0.1:{self.hub_port}/readyz",
-        )
+
+    def hubs(self) -> list[str]:
+        """The hub workers' names: ``hub``, then ``hub-2``..."""
+        return ["hub", *(f"hub-{n}" for n in range(2, self.workers + 1))]
+
+    def adapters(self, authority: str) -> list[str]:
+        """An authority's adapter replicas: ``adapter-dgal``, then ``adapter-dgal-2``..."""
+        first = f"adapter-{authority}"
+        return [first, *(f"{first}-{n}" for n in range(2, self.adapter_replicas + 1))]
 
     def start_all(self) -> None:
         for name in self.components:

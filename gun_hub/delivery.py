@@ -25,6 +25,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -95,24 +96,28 @@ async def _attempt(send: Send, records: Sequence[OutgoingRecord]) -> list[BaseEx
     return await _outcomes(await _queue(send, records))
 
 
+@dataclass(frozen=True, slots=True)
+class Retries:
+    """How long a failure the broker may recover from is retried (with jittered backoff)."""
+
+    attempts: int = 8
+    backoff_s: float = 0.1
+    max_backoff_s: float = 5.0
+
+
 async def send_outbox(
     send: Send,
     outbox: Outbox,
     source: SourcePosition,
     dlq_topic: str,
-    *,
-    attempts: int = 8,
-    backoff_s: float = 0.1,
-    max_backoff_s: float = 5.0,
+    retries: Retries = Retries(),
 ) -> Coroutine[Any, Any, None]:
     """Queue ``outbox`` for the event at ``source``; return what, awaited, completes once
     the broker has every record (or its dead letter) and ``after_delivery`` ran. It must be
     awaited (runtime/settling.py tracks it)."""
     records = pinned(outbox, source.partition)
     queued = await _queue(send, records)
-    return _settle(
-        send, outbox, records, queued, source, dlq_topic, attempts, backoff_s, max_backoff_s
-    )
+    return _settle(send, outbox, records, queued, source, dlq_topic, retries)
 
 
 async def deliver(
@@ -120,23 +125,11 @@ async def deliver(
     outbox: Outbox,
     source: SourcePosition,
     dlq_topic: str,
-    *,
-    attempts: int = 8,
-    backoff_s: float = 0.1,
-    max_backoff_s: float = 5.0,
+    retries: Retries = Retries(),
 ) -> None:
     """Send ``outbox`` for the event at ``source``; return once the broker has every
     record (or its dead letter), then run ``after_delivery``."""
-    settled = await send_outbox(
-        send,
-        outbox,
-        source,
-        dlq_topic,
-        attempts=attempts,
-        backoff_s=backoff_s,
-        max_backoff_s=max_backoff_s,
-    )
-    await settled
+    await (await send_outbox(send, outbox, source, dlq_topic, retries))
 
 
 async def _settle(
@@ -146,10 +139,9 @@ async def _settle(
     queued: Queued,
     source: SourcePosition,
     dlq_topic: str,
-    attempts: int,
-    backoff_s: float,
-    max_backoff_s: float,
+    retries: Retries,
 ) -> None:
+    attempts, backoff_s, max_backoff_s = retries.attempts, retries.backoff_s, retries.max_backoff_s
     pending = records
     undeliverable: list[tuple[OutgoingRecord, BaseException]] = []
     for attempt in range(attempts):

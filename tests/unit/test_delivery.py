@@ -15,7 +15,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from gun_hub.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
-from gun_hub.delivery import UNDELIVERABLE, DeliveryFailed, deliver, pinned
+from gun_hub.delivery import UNDELIVERABLE, DeliveryFailed, Retries, deliver, pinned
 from gun_hub.outbox import Outbox, OutgoingRecord
 
 SOURCE = SourcePosition("gun.declarations", 3, 41, b"26FR000690I0000012")
@@ -57,7 +57,7 @@ async def test_confirmations_run_once_every_record_is_acknowledged() -> None:
     confirmed: list[int] = []
     outbox = outbox_of("gun.requests.dgal", "gun.status")
     outbox.after_delivery.append(lambda: confirmed.append(len(broker.kept)))
-    await deliver(broker.send, outbox, SOURCE, "gun.dlq", backoff_s=0.001)
+    await deliver(broker.send, outbox, SOURCE, "gun.dlq", Retries(backoff_s=0.001))
     assert confirmed == [2]
     assert [r.topic for r in broker.kept] == ["gun.requests.dgal", "gun.status"]
 
@@ -77,5 +77,5 @@ async def test_a_broker_that_keeps_failing_stops_the_event_unacknowledged() -> N
     outbox = outbox_of("gun.status")
     outbox.after_delivery.append(lambda: confirmed.append(True))
     with pytest.raises(DeliveryFailed):
-        await deliver(broker.send, outbox, SOURCE, "gun.dlq", attempts=3, backoff_s=0.001)
+        await deliver(broker.send, outbox, SOURCE, "gun.dlq", Retries(attempts=3, backoff_s=0.001))
     assert confirmed == []  # never marked delivered: the event is redelivered after restart

@@ -1,0 +1,135 @@
+"""The benchmark's figures: percentiles, rates, and the printed table. Pure: no I/O."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100): the smallest value that at
+    least q % of the values do not exceed. Never interpolated, so p99 is a latency some
+    declaration really had."""
+    if not values:
+        raise ValueError("no values")
+    if not 0 < q <= 100:
+        raise ValueError(f"percentile {q} is not in (0, 100]")
+    ordered = sorted(values)
+    rank = math.ceil(q / 100 * len(ordered))
+    return ordered[rank - 1]
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float | int]:
+    """p50, p95, p99 and max in milliseconds, and how many values they summarise."""
+    if not seconds:
+        return {"count": 0}
+    return {
+        "count": len(seconds),
+        "p50_ms": round(percentile(seconds, 50) * 1000, 1),
+        "p95_ms": round(percentile(seconds, 95) * 1000, 1),
+        "p99_ms": round(percentile(seconds, 99) * 1000, 1),
+        "max_ms": round(max(seconds) * 1000, 1),
+    }
+
+
+def steady_rate(arrivals: Sequence[float], low: float = 0.1, high: float = 0.9) -> float | None:
+    """Arrivals per second between the ``low`` and ``high`` fractions of them (sorted
+    seconds since the start): the rate without the start-up ramp and the final tail."""
+    if len(arrivals) < 10:
+        return None
+    ordered = sorted(arrivals)
+    first = ordered[int(low * (len(ordered) - 1))]
+    last_index = int(high * (len(ordered) - 1))
+    last = ordered[last_index]
+    if last <= first:
+        return None
+    return (last_index - int(low * (len(ordered) - 1))) / (last - first)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def render_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table: the first column left-aligned, figures right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [
+        max([len(h), *(len(r[i]) for r in cells if i < len(r))]) for i, h in enumerate(headers)
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.ljust(widths[i]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(values)]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([title, line(headers), rule, *(line(r) for r in cells)])
+
+
+def render_result(result: Mapping[str, Any]) -> str:
+    """The whole run as tables: throughput and latency per configuration, the raw pipe
+    and the ratio, and each process's resident memory at start and end."""
+    sections = []
+    rows = []
+    for phase in result.get("hub", []):
+        saturation = phase.get("saturation", {})
+        latency = phase.get("latency", {})
+        figures = latency.get("latency", {})
+        rows.append(
+            [
+                f"{phase['workers']} hub worker{'s' if phase['workers'] > 1 else ''}",
+                saturation.get("declarations_per_second"),
+                saturation.get("steady_per_second"),
+                latency.get("offered_per_second"),
+                figures.get("p50_ms"),
+                figures.get("p95_ms"),
+                figures.get("p99_ms"),
+                f"{saturation.get('decided', 0)}/{saturation.get('declarations', 0)}",
+            ]
+        )
+    sections.append(
+        render_table(
+            "End to end, signed and encrypted (saturation; latency at half that rate)",
+            [
+                "configuration",
+                "decl/s",
+                "steady/s",
+                "offered/s",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "decided",
+            ],
+            rows,
+        )
+    )
+    raw = result.get("raw_pipe")
+    if raw:
+        ratios = result.get("hub_over_raw", {})
+        raw_rows: list[list[Any]] = [
+            ["raw 3-hop pipe (records/s)", raw.get("records_per_second")],
+            *([f"hub ÷ raw, {k}", v] for k, v in ratios.items()),
+        ]
+        sections.append(render_table("Same broker, no processing", ["", "figure"], raw_rows))
+    memory = result.get("rss_mib", {})
+    if memory:
+        mem_rows = [
+            [name, m.get("start"), m.get("end"), _growth(m.get("start"), m.get("end"))]
+            for name, m in memory.items()
+        ]
+        sections.append(
+            render_table("Resident memory (MiB)", ["process", "start", "end", "change"], mem_rows)
+        )
+    return "\n\n".join(sections)
+
+
+def _growth(start: float | None, end: float | None) -> str:
+    if not start or end is None:
+        return "-"
+    return f"{(end - start) / start * 100:+.0f} %"

@@ -85,7 +85,7 @@ RAW_WARM_UP = 200
 
 @dataclass
 class Options:
-    declarations: int = 4000
+    declarations: int = 3000
     duration_s: float = 30.0
     raw_records: int = 20000
     seed: int = 1
@@ -298,6 +298,8 @@ async def raw_pipe(bootstrap: str, values: list[bytes], count: int, work: Path) 
         await producer.start()
         await consumer.start()
         try:
+            for name in names:  # metadata with every new topic's leaders before timing
+                await producer.partitions_for(name)
             tail = [TopicPartition(names[-1], p) for p in range(PARTITIONS)]
             consumer.assign(tail)
             await consumer.seek_to_beginning(*tail)

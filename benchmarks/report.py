@@ -114,7 +114,7 @@ def render_result(result: Mapping[str, Any]) -> str:
         ratios = result.get("hub_over_raw", {})
         raw_rows: list[list[Any]] = [
             ["raw 3-hop pipe (records/s)", raw.get("records_per_second")],
-            *([f"hub ÷ raw, {k}", v] for k, v in ratios.items()),
+            *([f"hub ÷ raw, {k}", ratio(v)] for k, v in ratios.items()),
         ]
         sections.append(render_table("Same broker, no processing", ["", "figure"], raw_rows))
     memory = result.get("rss_mib", {})
@@ -127,6 +127,13 @@ def render_result(result: Mapping[str, Any]) -> str:
             render_table("Resident memory (MiB)", ["process", "start", "end", "change"], mem_rows)
         )
     return "\n\n".join(sections)
+
+
+def ratio(value: float) -> str:
+    """A small ratio both ways: ``0.0126 (1 : 79)``."""
+    if value <= 0:
+        return "-"
+    return f"{value:.4f} (1 : {1 / value:,.0f})" if value < 1 else f"{value:.2f}"
 
 
 def _growth(start: float | None, end: float | None) -> str:

@@ -49,7 +49,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from benchmarks.mix import Mix, PlannedDeclaration, describe
-from benchmarks.report import latency_summary, render_result, steady_rate
+from benchmarks.report import latency_summary, render_result, steady_rate, timeline
 from gun_hub.clearance import DecisionReader, DeclarationSender
 from gun_hub.kafka.admin import ensure_topics
 from gun_hub.kafka.client import consumer_options, producer_options
@@ -259,6 +259,7 @@ class Clearance:
         )
         sent_in = await sending
         latencies = [arrived[r] - scheduled[r] for r in arrived]
+        by_second = [(scheduled[r] - start, arrived[r] - scheduled[r]) for r in arrived]
         return {
             "declarations": len(batch),
             "decided": len(arrived),
@@ -266,6 +267,8 @@ class Clearance:
             "sent_per_second": round(len(batch) / sent_in, 1),
             "sender_late_max_ms": round(max(lateness) * 1000, 1) if lateness else None,
             "latency": latency_summary(latencies),
+            # Stalls show as seconds whose worst latency stands out (and how often).
+            "timeline": timeline(by_second),
         }
 
 
@@ -280,6 +283,7 @@ async def raw_pipe(bootstrap: str, values: list[bytes], count: int, work: Path) 
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
+        await wait_for_leaders(admin, names)
     finally:
         await admin.close()
     producer = AIOKafkaProducer(
@@ -298,8 +302,6 @@ async def raw_pipe(bootstrap: str, values: list[bytes], count: int, work: Path) 
         await producer.start()
         await consumer.start()
         try:
-            for name in names:  # metadata with every new topic's leaders before timing
-                await producer.partitions_for(name)
             tail = [TopicPartition(names[-1], p) for p in range(PARTITIONS)]
             consumer.assign(tail)
             await consumer.seek_to_beginning(*tail)
@@ -336,6 +338,21 @@ async def raw_pipe(bootstrap: str, values: list[bytes], count: int, work: Path) 
         "record_bytes_median": sorted(map(len, values))[len(values) // 2],
         "rss_mib": {n: {"start": rss_start.get(n), "end": rss_end.get(n)} for n in rss_start},
     }
+
+
+async def wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+    """Until every partition of ``names`` has a leader: clients that come sooner log
+    NotLeaderForPartition and retry."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        described = await admin.describe_topics(names)
+        partitions = [p for topic in described for p in topic.get("partitions", [])]
+        if len(partitions) == len(names) * PARTITIONS and all(
+            p.get("leader", -1) >= 0 for p in partitions
+        ):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"the raw pipe's topics have no leaders after 30 s: {names}")
 
 
 # -- the run ------------------------------------------------------------------------------

@@ -33,6 +33,23 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float | int]:
     }
 
 
+def timeline(points: Sequence[tuple[float, float]]) -> list[dict[str, float | int]]:
+    """(submitted at, latency) seconds as one row per second of the schedule: how many
+    were submitted in it, their median and worst latency in milliseconds."""
+    buckets: dict[int, list[float]] = {}
+    for at, latency in points:
+        buckets.setdefault(int(at), []).append(latency)
+    return [
+        {
+            "second": second,
+            "count": len(values),
+            "p50_ms": round(percentile(values, 50) * 1000, 1),
+            "max_ms": round(max(values) * 1000, 1),
+        }
+        for second, values in sorted(buckets.items())
+    ]
+
+
 def steady_rate(arrivals: Sequence[float], low: float = 0.1, high: float = 0.9) -> float | None:
     """Arrivals per second between the ``low`` and ``high`` fractions of them (sorted
     seconds since the start): the rate without the start-up ramp and the final tail."""

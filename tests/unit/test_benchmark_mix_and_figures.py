@@ -17,6 +17,7 @@ from benchmarks.report import (
     render_result,
     render_table,
     steady_rate,
+    timeline,
 )
 from gun_hub.resources import config_path
 from gun_hub.routing import load_routing_table
@@ -128,6 +129,14 @@ def test_latencies_are_summarised_in_milliseconds() -> None:
         "p99_ms": 990.0,
         "max_ms": 1000.0,
     }
+
+
+def test_the_timeline_gives_each_second_of_the_schedule_its_median_and_worst() -> None:
+    points = [(0.1, 0.050), (0.5, 0.070), (0.9, 0.060), (2.2, 3.0), (2.7, 0.1)]
+    assert timeline(points) == [
+        {"second": 0, "count": 3, "p50_ms": 60.0, "max_ms": 70.0},
+        {"second": 2, "count": 2, "p50_ms": 100.0, "max_ms": 3000.0},
+    ]
 
 
 def test_the_steady_rate_leaves_out_the_ramp_and_the_tail() -> None:

@@ -48,6 +48,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from benchmarks.cpu import CpuMeter
 from benchmarks.mix import Mix, PlannedDeclaration, describe
 from benchmarks.report import latency_summary, render_result, steady_rate, timeline
 from gun_hub.clearance import DecisionReader, DeclarationSender
@@ -105,6 +106,16 @@ def rss_mib(pid: int) -> float | None:
         if line.startswith("VmRSS:"):
             return round(int(line.split()[1]) / 1024, 1)  # reported in kB
     return None
+
+
+def our_pids(group: ProcessGroup, broker: LocalBroker) -> list[int]:
+    """This process (the clearance system), the broker and every component."""
+    broker_pid = broker.running_pid()
+    return [
+        os.getpid(),
+        *([broker_pid] if broker_pid else []),
+        *(c.process.pid for c in group.children.values()),
+    ]
 
 
 def rss_of(group: ProcessGroup) -> dict[str, float | None]:
@@ -275,9 +286,12 @@ class Clearance:
 # -- the raw pipe -----------------------------------------------------------------------
 
 
-async def raw_pipe(bootstrap: str, values: list[bytes], count: int, work: Path) -> dict[str, Any]:
+async def raw_pipe(
+    broker: LocalBroker, values: list[bytes], count: int, work: Path
+) -> dict[str, Any]:
     """``count`` records of the sealed declarations' sizes through three hop processes:
     producer -> raw.0 -> hop 1 -> raw.1 -> hop 2 -> raw.2 -> hop 3 -> raw.3 -> consumer."""
+    bootstrap = broker.bootstrap_servers
     names = [f"{PREFIX}-raw.{n}" for n in range(RAW_HOPS + 1)]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -325,7 +339,10 @@ async def raw_pipe(bootstrap: str, values: list[bytes], count: int, work: Path) 
 
             await through(RAW_WARM_UP, "raw pipe warming up")  # the hops have joined
             rss_start = rss_of(group)
+            meter = CpuMeter(lambda: our_pids(group, broker))
+            meter.start()
             seconds = await through(count, "raw 3-hop pipe")
+            cpu = meter.stop()
             rss_end = rss_of(group)
         finally:
             await consumer.stop()
@@ -336,6 +353,7 @@ async def raw_pipe(bootstrap: str, values: list[bytes], count: int, work: Path) 
         "seconds": round(seconds, 2),
         "records_per_second": round(count / seconds, 1),
         "record_bytes_median": sorted(map(len, values))[len(values) // 2],
+        "cpu": cpu,
         "rss_mib": {n: {"start": rss_start.get(n), "end": rss_end.get(n)} for n in rss_start},
     }
 
@@ -417,7 +435,10 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                     await clearance.warm_up(warm_ups[workers])
                     batch = mix.declarations(options.declarations, f"26FRBENCHS{workers}")
                     await load_documents(http, partner_ports, mix, batch)
+                    meter = CpuMeter(lambda: our_pids(group, broker))
+                    meter.start()
                     saturation, values = await clearance.saturate(batch)
+                    saturation["cpu"] = meter.stop()
                     raw_values = raw_values or values
                     phase: dict[str, Any] = {"workers": workers, "saturation": saturation}
                     result["mix"].setdefault("saturation", describe(batch))
@@ -427,7 +448,9 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                             max(1, round(rate * options.duration_s)), f"26FRBENCHL{workers}"
                         )
                         await load_documents(http, partner_ports, mix, paced)
+                        meter.start()
                         phase["latency"] = await clearance.paced(paced, rate)
+                        phase["latency"]["cpu"] = meter.stop()
                     result["hub"].append(phase)
                     print_phase(phase)
             rss_end = rss_of(group)
@@ -441,7 +464,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
     result["duplicate_decisions"] = clearance.duplicates
     result["partner_documents"] = len(mix.documents)
     # Last, on a machine the stack has left: the broker alone with three plain hops.
-    raw = await raw_pipe(bootstrap, raw_values, options.raw_records, work)
+    raw = await raw_pipe(broker, raw_values, options.raw_records, work)
     for name, figures in raw.pop("rss_mib").items():
         result["rss_mib"][name] = figures
     result["raw_pipe"] = raw

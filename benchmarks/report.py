@@ -108,11 +108,14 @@ def render_result(result: Mapping[str, Any]) -> str:
                 figures.get("p95_ms"),
                 figures.get("p99_ms"),
                 f"{saturation.get('decided', 0)}/{saturation.get('declarations', 0)}",
+                others_cpu(saturation.get("cpu")),
+                others_cpu(latency.get("cpu")),
             ]
         )
     sections.append(
         render_table(
-            "End to end, signed and encrypted (saturation; latency at half that rate)",
+            "End to end, signed and encrypted (saturation; latency at half that rate; "
+            "others: CPUs other work kept busy meanwhile)",
             [
                 "configuration",
                 "decl/s",
@@ -122,6 +125,8 @@ def render_result(result: Mapping[str, Any]) -> str:
                 "p95 ms",
                 "p99 ms",
                 "decided",
+                "others sat",
+                "others lat",
             ],
             rows,
         )
@@ -131,6 +136,7 @@ def render_result(result: Mapping[str, Any]) -> str:
         ratios = result.get("hub_over_raw", {})
         raw_rows: list[list[Any]] = [
             ["raw 3-hop pipe (records/s)", raw.get("records_per_second")],
+            ["others' CPU meanwhile", others_cpu(raw.get("cpu"))],
             *([f"hub ÷ raw, {k}", ratio(v)] for k, v in ratios.items()),
         ]
         sections.append(render_table("Same broker, no processing", ["", "figure"], raw_rows))
@@ -144,6 +150,13 @@ def render_result(result: Mapping[str, Any]) -> str:
             render_table("Resident memory (MiB)", ["process", "start", "end", "change"], mem_rows)
         )
     return "\n\n".join(sections)
+
+
+def others_cpu(cpu: Mapping[str, float] | None) -> str:
+    """CPUs that other work kept busy on average while a figure was measured."""
+    if not cpu or not cpu.get("wall_s"):
+        return "-"
+    return f"{cpu['others_s'] / cpu['wall_s']:.2f}"
 
 
 def ratio(value: float) -> str:

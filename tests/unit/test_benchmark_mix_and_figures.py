@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from benchmarks.cpu import busy_ticks, process_ticks
 from benchmarks.mix import Mix
 from benchmarks.report import (
     latency_summary,
@@ -148,6 +149,16 @@ def test_the_steady_rate_leaves_out_the_ramp_and_the_tail() -> None:
     assert steady_rate([1.0, 2.0]) is None  # too few to say
 
 
+def test_a_process_cpu_time_is_its_user_and_system_ticks_whatever_its_name() -> None:
+    stat = "4242 (python -m (odd)) S 1 4242 4242 0 -1 4194560 900 0 0 0 1500 250 7 3 20 0 4"
+    assert process_ticks(stat) == 1750  # utime and stime; not its children's 7 + 3
+
+
+def test_the_machine_is_busy_in_all_but_idle_and_iowait() -> None:
+    proc_stat = "cpu  100 5 50 1000 20 3 2 1 9 9\ncpu0 50 2 25 500 10 1 1 0 0 0\n"
+    assert busy_ticks(proc_stat) == 100 + 5 + 50 + 3 + 2 + 1
+
+
 def test_a_ratio_reads_both_ways() -> None:
     assert ratio(0.0125) == "0.0125 (1 : 80)"
     assert ratio(2.5) == "2.50"
@@ -176,6 +187,7 @@ def test_the_printed_result_shows_every_figure_the_issue_asks_for() -> None:
                     "decided": 3000,
                     "declarations_per_second": rate,
                     "steady_per_second": rate + 5,
+                    "cpu": {"wall_s": 40.0, "others_s": 18.0},
                 },
                 "latency": {
                     "offered_per_second": rate / 2,
@@ -198,6 +210,7 @@ def test_the_printed_result_shows_every_figure_the_issue_asks_for() -> None:
         "9,000.0",  # the raw pipe, and the ratios
         "0.0100 (1 : 100)",
         "(1 : 60)",
+        "0.45",  # other work kept 0.45 of a CPU busy during the saturation run
     ]:
         assert shown in text
     memory = text.split("Resident memory")[1].splitlines()

@@ -108,14 +108,14 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
-def our_pids(group: ProcessGroup, broker: LocalBroker) -> list[int]:
-    """This process (the clearance system), the broker and every component."""
+def our_pids(group: ProcessGroup, broker: LocalBroker) -> dict[str, int]:
+    """This process (the clearance system), the broker and every component, by name."""
     broker_pid = broker.running_pid()
-    return [
-        os.getpid(),
-        *([broker_pid] if broker_pid else []),
-        *(c.process.pid for c in group.children.values()),
-    ]
+    return {
+        "clearance (this process)": os.getpid(),
+        **({"broker": broker_pid} if broker_pid else {}),
+        **{name: child.process.pid for name, child in group.children.items()},
+    }
 
 
 def rss_of(group: ProcessGroup) -> dict[str, float | None]:

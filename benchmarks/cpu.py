@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -44,22 +45,27 @@ def _machine_seconds() -> float:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds between :meth:`start` and :meth:`stop`, ours and the machine's."""
+    """CPU seconds between :meth:`start` and :meth:`stop`, ours (by process name) and the
+    machine's."""
 
-    pids: Callable[[], Iterable[int]]
+    pids: Callable[[], Mapping[str, int]]
     _ours: dict[int, float] = field(default_factory=dict)
     _machine: float = 0.0
     _began: float = 0.0
 
     def start(self) -> None:
-        self._ours = {pid: _process_seconds(pid) for pid in self.pids()}
+        self._ours = {pid: _process_seconds(pid) for pid in self.pids().values()}
         self._machine = _machine_seconds()
         self._began = time.monotonic()
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[str, Any]:
         wall = time.monotonic() - self._began
         machine = _machine_seconds() - self._machine
-        ours = sum(_process_seconds(pid) - self._ours.get(pid, 0.0) for pid in self.pids())
+        by_process = {
+            name: round(_process_seconds(pid) - self._ours.get(pid, 0.0), 2)
+            for name, pid in self.pids().items()
+        }
+        ours = sum(by_process.values())
         return {
             "wall_s": round(wall, 1),
             "machine_busy_s": round(machine, 1),
@@ -67,4 +73,5 @@ class CpuMeter:
             # Never below zero: ticks are sampled a moment apart.
             "others_s": round(max(0.0, machine - ours), 1),
             "cpus_busy": round(machine / wall, 2) if wall > 0 else 0.0,
+            "by_process_s": by_process,
         }

@@ -140,15 +140,7 @@ def render_result(result: Mapping[str, Any]) -> str:
             *([f"hub ÷ raw, {k}", ratio(v)] for k, v in ratios.items()),
         ]
         sections.append(render_table("Same broker, no processing", ["", "figure"], raw_rows))
-    memory = result.get("rss_mib", {})
-    if memory:
-        mem_rows = [
-            [name, m.get("start"), m.get("end"), _growth(m.get("start"), m.get("end"))]
-            for name, m in memory.items()
-        ]
-        sections.append(
-            render_table("Resident memory (MiB)", ["process", "start", "end", "change"], mem_rows)
-        )
+    sections.append(render_processes(result))
     return "\n\n".join(sections)
 
 
@@ -164,6 +156,41 @@ def ratio(value: float) -> str:
     if value <= 0:
         return "-"
     return f"{value:.4f} (1 : {1 / value:,.0f})" if value < 1 else f"{value:.2f}"
+
+
+def render_processes(result: Mapping[str, Any]) -> str:
+    """Each process: resident memory at start and end, and how much of a CPU it used
+    during each saturation run (the bottleneck stands out)."""
+    memory: Mapping[str, Mapping[str, float | None]] = result.get("rss_mib", {})
+    runs = [
+        (f"cpu % sat {phase['workers']}w", phase.get("saturation", {}).get("cpu") or {})
+        for phase in result.get("hub", [])
+    ]
+    raw_cpu = (result.get("raw_pipe") or {}).get("cpu") or {}
+    names = list(memory)
+    for _, cpu in [*runs, ("", raw_cpu)]:
+        names += [n for n in cpu.get("by_process_s", {}) if n not in names]
+    rows = []
+    for name in names:
+        m = memory.get(name, {})
+        row: list[Any] = [name, m.get("start"), m.get("end"), _growth(m.get("start"), m.get("end"))]
+        for _, cpu in runs:
+            row.append(_share(cpu, name))
+        row.append(_share(raw_cpu, name))
+        rows.append(row)
+    headers = ["process", "RSS start", "RSS end", "change", *(h for h, _ in runs), "cpu % raw"]
+    return render_table(
+        "Processes: resident memory (MiB) and CPU used during each measurement (% of one core)",
+        headers,
+        rows,
+    )
+
+
+def _share(cpu: Mapping[str, Any], name: str) -> str:
+    seconds = cpu.get("by_process_s", {}).get(name)
+    if seconds is None or not cpu.get("wall_s"):
+        return "-"
+    return f"{seconds / cpu['wall_s'] * 100:.0f}"
 
 
 def _growth(start: float | None, end: float | None) -> str:

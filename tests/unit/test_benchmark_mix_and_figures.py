@@ -187,7 +187,11 @@ def test_the_printed_result_shows_every_figure_the_issue_asks_for() -> None:
                     "decided": 3000,
                     "declarations_per_second": rate,
                     "steady_per_second": rate + 5,
-                    "cpu": {"wall_s": 40.0, "others_s": 18.0},
+                    "cpu": {
+                        "wall_s": 40.0,
+                        "others_s": 18.0,
+                        "by_process_s": {"hub": 36.0 / workers, "broker": 10.0},
+                    },
                 },
                 "latency": {
                     "offered_per_second": rate / 2,
@@ -213,6 +217,9 @@ def test_the_printed_result_shows_every_figure_the_issue_asks_for() -> None:
         "0.45",  # other work kept 0.45 of a CPU busy during the saturation run
     ]:
         assert shown in text
-    memory = text.split("Resident memory")[1].splitlines()
-    hub_row = next(line for line in memory if line.startswith("hub "))
-    assert hub_row.split() == ["hub", "100.0", "110.0", "+10", "%"]
+    processes = text.split("Processes:")[1].splitlines()
+    hub_row = next(line for line in processes if line.startswith("hub "))
+    # RSS start, end, change; % of a core during each saturation run; none in the raw pipe
+    assert hub_row.split() == ["hub", "100.0", "110.0", "+10", "%", "90", "45", "-"]
+    broker_row = next(line for line in processes if line.startswith("broker "))
+    assert broker_row.split() == ["broker", "-", "-", "-", "25", "25", "-"]

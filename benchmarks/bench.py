@@ -179,6 +179,7 @@ class Clearance:
     reader: DecisionReader
     group: ProcessGroup
     outcomes: Counter[str] = field(default_factory=Counter)
+    decided: set[str] = field(default_factory=set)  # every phase's, to see late duplicates
     duplicates: int = 0
 
     async def _decisions(
@@ -196,9 +197,10 @@ class Clearance:
                 for received in await self.reader.collect(expected=1, timeout_s=0.2):
                     now = time.monotonic()
                     reference = received.decision.reference
-                    if reference in arrived:
-                        self.duplicates += 1
+                    if reference in self.decided:
+                        self.duplicates += 1  # the contract: one decision per version
                     elif reference in references:
+                        self.decided.add(reference)
                         arrived[reference] = now
                         self.outcomes[received.decision.outcome.value] += 1
                         bar.advance()
@@ -567,6 +569,20 @@ def main(argv: list[str] | None = None) -> int:
         f"after {machine['load_average_after']} ({machine['cpus']} CPUs)"
     )
     print(f"saved {out}")
+    undecided = [
+        f"{phase['workers']} worker(s) {run}: {figures['decided']} of {figures['declarations']}"
+        for phase in result["hub"]
+        for run, figures in phase.items()
+        if isinstance(figures, dict) and figures["decided"] < figures["declarations"]
+    ]
+    if undecided or result["duplicate_decisions"]:
+        # Figures of a pipeline that lost or doubled decisions are not to be trusted.
+        print(
+            f"NOT TRUSTWORTHY: undecided {undecided or 'none'}, "
+            f"{result['duplicate_decisions']} duplicate decision(s)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

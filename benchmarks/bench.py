@@ -309,7 +309,9 @@ async def raw_pipe(
     consumer = AIOKafkaConsumer(
         **consumer_options(bootstrap), enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    with ProcessGroup(work / "logs", stop_together=True) as group:
+    # The hops import this package: found from any working directory.
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    with ProcessGroup(work / "logs", {"PYTHONPATH": path}, stop_together=True) as group:
         for hop in range(1, RAW_HOPS + 1):
             group.start(
                 f"raw-hop-{hop}",

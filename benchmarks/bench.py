@@ -52,7 +52,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from benchmarks.cpu import CpuMeter
 from benchmarks.mix import Mix, PlannedDeclaration, describe
-from benchmarks.report import latency_summary, render_result, steady_rate, timeline
+from benchmarks.report import backlog_grew, latency_summary, render_result, steady_rate, timeline
 from gun_hub.clearance import DecisionReader, DeclarationSender
 from gun_hub.kafka.admin import ensure_topics
 from gun_hub.kafka.client import consumer_options, producer_options
@@ -284,7 +284,7 @@ class Clearance:
             "latency": latency_summary(latencies),
             # Stalls show as seconds whose worst latency stands out (and how often).
             "timeline": timeline(by_second),
-        }
+        } | {"backlog_grew": backlog_grew(timeline(by_second))}
 
 
 # -- the raw pipe -----------------------------------------------------------------------

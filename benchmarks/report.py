@@ -50,6 +50,19 @@ def timeline(points: Sequence[tuple[float, float]]) -> list[dict[str, float | in
     ]
 
 
+def backlog_grew(rows: Sequence[Mapping[str, float | int]]) -> bool:
+    """Whether latency kept climbing through a paced run (a timeline of :func:`timeline`):
+    the median of its last third more than twice that of its first third, and above
+    250 ms. Then the offered load was not sustained, and the percentiles depend on how
+    long the run lasted rather than on the pipeline's latency."""
+    if len(rows) < 6:
+        return False
+    third = len(rows) // 3
+    first = percentile([float(r["p50_ms"]) for r in rows[:third]], 50)
+    last = percentile([float(r["p50_ms"]) for r in rows[-third:]], 50)
+    return last > 2 * first and last > 250
+
+
 def steady_rate(arrivals: Sequence[float], low: float = 0.1, high: float = 0.9) -> float | None:
     """Arrivals per second between the ``low`` and ``high`` fractions of them (sorted
     seconds since the start): the rate without the start-up ramp and the final tail."""
@@ -131,6 +144,13 @@ def render_result(result: Mapping[str, Any]) -> str:
             rows,
         )
     )
+    for phase in result.get("hub", []):
+        if phase.get("latency", {}).get("backlog_grew"):
+            sections[-1] += (
+                f"\nNOT SUSTAINED with {phase['workers']} worker(s): latency kept climbing "
+                "through the paced run (its timeline in the JSON); its percentiles measure "
+                "a growing queue."
+            )
     raw = result.get("raw_pipe")
     if raw:
         ratios = result.get("hub_over_raw", {})

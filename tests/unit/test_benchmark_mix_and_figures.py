@@ -12,6 +12,7 @@ import pytest
 from benchmarks.cpu import busy_ticks, process_ticks
 from benchmarks.mix import Mix
 from benchmarks.report import (
+    backlog_grew,
     latency_summary,
     percentile,
     ratio,
@@ -140,6 +141,20 @@ def test_the_timeline_gives_each_second_of_the_schedule_its_median_and_worst() -
     ]
 
 
+def _seconds(medians: list[float]) -> list[dict[str, float | int]]:
+    return [{"second": n, "count": 10, "p50_ms": m, "max_ms": m} for n, m in enumerate(medians)]
+
+
+def test_a_paced_run_whose_latency_keeps_climbing_is_flagged_as_not_sustained() -> None:
+    climbing = _seconds([100, 120, 90, 300, 700, 1200, 2000, 3500, 5000])
+    assert backlog_grew(climbing)
+    stall_then_recovery = _seconds([100, 120, 90, 3000, 110, 100, 95, 120, 100])
+    assert not backlog_grew(stall_then_recovery)
+    fast_but_doubling = _seconds([20, 20, 20, 30, 30, 30, 60, 60, 60])  # still under 250 ms
+    assert not backlog_grew(fast_but_doubling)
+    assert not backlog_grew(_seconds([100, 5000]))  # too short to say
+
+
 def test_the_steady_rate_leaves_out_the_ramp_and_the_tail() -> None:
     ramp = [5.0 + n * 0.5 for n in range(5)]  # slow start: 2 per second
     steady = [10.0 + n * 0.01 for n in range(90)]  # then 100 per second
@@ -194,6 +209,7 @@ def test_the_printed_result_shows_every_figure_the_issue_asks_for() -> None:
                     },
                 },
                 "latency": {
+                    "backlog_grew": workers == 2,
                     "offered_per_second": rate / 2,
                     "latency": {"count": 9, "p50_ms": 120.0, "p95_ms": 300.0, "p99_ms": p99},
                 },
@@ -215,8 +231,10 @@ def test_the_printed_result_shows_every_figure_the_issue_asks_for() -> None:
         "0.0100 (1 : 100)",
         "(1 : 60)",
         "0.45",  # other work kept 0.45 of a CPU busy during the saturation run
+        "NOT SUSTAINED with 2 worker(s)",
     ]:
         assert shown in text
+    assert "NOT SUSTAINED with 1 worker(s)" not in text
     processes = text.split("Processes:")[1].splitlines()
     hub_row = next(line for line in processes if line.startswith("hub "))
     # RSS start, end, change; % of a core during each saturation run; none in the raw pipe

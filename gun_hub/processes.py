@@ -59,13 +59,22 @@ class ProcessGroup:
     # other on the way out.
     stop_together: bool = False
 
-    def start(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Child:
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        module: str = "gun_hub",
+    ) -> Child:
+        """Start ``python -m <module> <args>`` (a gun-hub command unless ``module`` says
+        otherwise, as the benchmark's raw Kafka hops do)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_file = self.log_dir / f"{name}.log"
         full_env = {**os.environ, **self.base_env, **(env or {})}
         with log_file.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gun_hub", *args],
+                [sys.executable, "-m", module, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

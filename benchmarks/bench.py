@@ -1,0 +1,592 @@
+"""The benchmark users can trust (issue 12): one run, one broker of its own, every figure.
+
+On a local broker started for the run, with the real hub, the three real adapters and
+their simulated partner systems as processes, and a stand-in clearance system in this
+process (it seals every declaration: signed by it, encrypted to the hub; it reads and
+opens every decision from ``gun.decisions``):
+
+1. **Saturation**: a seeded, realistic mix (``benchmarks/mix.py``: 1 to 5 documents per
+   declaration over DGAL, CITES and DGA, a line of its own for every goods item) sent at
+   once; declarations/s from the first submission to the last decision, and the steady
+   rate between the 10th and 90th percentile of arrivals.
+2. **Latency**: fresh declarations of the same mix offered at half the saturation rate,
+   paced on a fixed schedule; for each, the time from its scheduled submission (so a
+   sender that falls behind adds to the latency rather than hiding it) to its decision
+   being opened; p50, p95, p99.
+3. Both again with **two hub workers** (a second ``gun-hub hub`` process in the group).
+4. **The raw pipe**: the same broker, plain aiokafka records of the same sizes as the
+   sealed declarations through three hop processes (``benchmarks/raw_hop.py``), and the
+   ratio hub ÷ raw.
+5. **Resident memory** (VmRSS) of every process at start and end.
+
+A table is printed; everything is saved as JSON (``benchmarks/results/``, or ``--out``).
+The machine's load average is recorded before and after: other work on a 2-core machine
+moves the figures.
+
+Run: ./tasks bench [--declarations N] [--duration S] [--raw-records N] [--seed N] [--out F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from benchmarks.cpu import CpuMeter
+from benchmarks.mix import Mix, PlannedDeclaration, describe
+from benchmarks.report import backlog_grew, latency_summary, render_result, steady_rate, timeline
+from gun_hub.clearance import DecisionReader, DeclarationSender
+from gun_hub.kafka.admin import ensure_topics
+from gun_hub.kafka.client import consumer_options, producer_options
+from gun_hub.kafka.local_broker import LocalBroker
+from gun_hub.processes import (
+    ProcessGroup,
+    free_port,
+    partner_health_url,
+    ready_url,
+    start_adapter,
+    start_partner_system,
+    wait_all_ready,
+)
+from gun_hub.progress import progress_bar
+from gun_hub.resources import config_path
+from gun_hub.routing import load_routing_table
+from gun_hub.security.entitlements import CLEARANCE_PARTY, parties
+from gun_hub.security.factory import build_envelope
+from gun_hub.security.keystore import KeystoreFolder
+from gun_hub.security.replay import MemoryReplayGuard
+from gun_hub.settings import BrokerSettings, SecuritySettings
+from gun_hub.topics import topic_registry
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+PREFIX = "bench"
+PARTITIONS = 4
+WARM_UP = 60  # declarations: group joins, first connections, imports paid before timing
+READY_WITHIN_S = 180.0
+RAW_HOPS = 3
+RAW_WARM_UP = 200
+
+
+@dataclass
+class Options:
+    declarations: int = 3000
+    duration_s: float = 30.0
+    raw_records: int = 20000
+    seed: int = 1
+    out: Path | None = None
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of a process (VmRSS in /proc/PID/status), None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)  # reported in kB
+    return None
+
+
+def our_pids(group: ProcessGroup, broker: LocalBroker) -> dict[str, int]:
+    """This process (the clearance system), the broker and every component, by name."""
+    broker_pid = broker.running_pid()
+    return {
+        "clearance (this process)": os.getpid(),
+        **({"broker": broker_pid} if broker_pid else {}),
+        **{name: child.process.pid for name, child in group.children.items()},
+    }
+
+
+def rss_of(group: ProcessGroup) -> dict[str, float | None]:
+    return {name: rss_mib(child.process.pid) for name, child in group.children.items()}
+
+
+def hub_env(work: Path, name: str, port: int, *, first: bool) -> dict[str, str]:
+    env = {"GUN_HUB_HUB__DATA_DIR": str(work / name), "GUN_HUB_HUB__WEB_PORT": str(port)}
+    if not first:
+        # One operations view and lag monitor are enough; they follow the topics, not
+        # the worker (as in tests/e2e/test_several_hub_workers.py).
+        env["GUN_HUB_OPS__VIEW_ENABLED"] = "false"
+        env["GUN_HUB_OPS__LAG_MONITOR_ENABLED"] = "false"
+    return env
+
+
+def start_hub(group: ProcessGroup, work: Path, name: str, *, first: bool) -> str:
+    """Start a hub worker; the URL it is ready at (ready once it holds its partitions)."""
+    port = free_port()
+    group.start(name, ["hub"], hub_env(work, name, port, first=first))
+    return ready_url(port)
+
+
+def write_documents(
+    work: Path, documents: Mapping[str, list[dict[str, object]]]
+) -> dict[str, Path]:
+    files = {}
+    for authority, listed in documents.items():
+        files[authority] = work / f"{authority}-documents.json"
+        files[authority].write_text(json.dumps({"documents": listed}))
+    return files
+
+
+async def load_documents(
+    http: aiohttp.ClientSession,
+    partner_ports: Mapping[str, int],
+    mix: Mix,
+    batch: list[PlannedDeclaration],
+) -> None:
+    """Give the running partner systems the documents ``batch`` quotes (added; the lines
+    already held keep their positions)."""
+    quoted = {d.reference for p in batch for d in p.documents}
+    for authority, documents in mix.documents_by_authority(quoted).items():
+        if not documents:
+            continue
+        url = f"http://127.0.0.1:{partner_ports[authority]}/admin/documents"
+        async with http.put(url, json={"documents": documents}) as response:
+            response.raise_for_status()
+
+
+# -- the clearance system's side ---------------------------------------------------------
+
+
+@dataclass
+class Clearance:
+    """Submits sealed declarations and opens decisions, timing each declaration."""
+
+    sender: DeclarationSender
+    reader: DecisionReader
+    group: ProcessGroup
+    outcomes: Counter[str] = field(default_factory=Counter)
+    decided: set[str] = field(default_factory=set)  # every phase's, to see late duplicates
+    duplicates: int = 0
+
+    async def _decisions(
+        self, references: set[str], timeout_s: float, label: str
+    ) -> dict[str, float]:
+        """When each of ``references`` was decided (monotonic seconds), until all are or
+        ``timeout_s`` passes."""
+        arrived: dict[str, float] = {}
+        deadline = time.monotonic() + timeout_s
+        with progress_bar(label, total=len(references), unit="decisions") as bar:
+            while len(arrived) < len(references) and time.monotonic() < deadline:
+                self.group.check_alive()
+                # expected=1: back as soon as a fetch brought anything, so each
+                # declaration's arrival is timed within one fetch, not one timeout.
+                for received in await self.reader.collect(expected=1, timeout_s=0.2):
+                    now = time.monotonic()
+                    reference = received.decision.reference
+                    if reference in self.decided:
+                        self.duplicates += 1  # the contract: one decision per version
+                    elif reference in references:
+                        self.decided.add(reference)
+                        arrived[reference] = now
+                        self.outcomes[received.decision.outcome.value] += 1
+                        bar.advance()
+        return arrived
+
+    async def warm_up(self, batch: list[PlannedDeclaration]) -> None:
+        for planned in batch:
+            await self.sender.publish(self.sender.seal(planned.xml), planned.reference)
+        arrived = await self._decisions({p.reference for p in batch}, 180, "warming up")
+        if len(arrived) < len(batch):
+            raise TimeoutError(f"warm-up: {len(arrived)} of {len(batch)} decided in 180 s")
+
+    async def saturate(self, batch: list[PlannedDeclaration]) -> tuple[dict[str, Any], list[bytes]]:
+        """Everything sent at once; the figures and the sealed values (for the raw pipe)."""
+        # Sealed before the clock starts: the saturation rate is the hub's, not how fast
+        # this one process can sign and encrypt.
+        values = [self.sender.seal(p.xml) for p in batch]
+        began = time.monotonic()
+
+        async def send() -> float:
+            deliveries = [
+                await self.sender.publish(v, p.reference)
+                for v, p in zip(values, batch, strict=True)
+            ]
+            await asyncio.gather(*deliveries)
+            return time.monotonic() - began
+
+        sending = asyncio.create_task(send())
+        arrived = await self._decisions(
+            {p.reference for p in batch}, 120 + len(batch) / 10, "saturation"
+        )
+        submitted_s = await sending
+        arrivals = sorted(t - began for t in arrived.values())
+        elapsed = arrivals[-1] if arrivals else math.nan
+        steady = steady_rate(arrivals)
+        return {
+            "declarations": len(batch),
+            "decided": len(arrived),
+            "submitted_in_s": round(submitted_s, 2),
+            "seconds": round(elapsed, 2),
+            "declarations_per_second": round(len(arrived) / elapsed, 1) if arrivals else None,
+            "steady_per_second": round(steady, 1) if steady else None,
+            "sealed_bytes_median": sorted(map(len, values))[len(values) // 2],
+        }, values
+
+    async def paced(self, batch: list[PlannedDeclaration], rate: float) -> dict[str, Any]:
+        """``batch`` offered at ``rate`` per second on a fixed schedule; each latency is
+        from its scheduled submission to its decision opened here."""
+        scheduled: dict[str, float] = {}
+        lateness: list[float] = []
+        start = time.monotonic() + 0.1
+
+        async def send() -> float:
+            deliveries = []
+            for n, planned in enumerate(batch):
+                at = start + n / rate
+                delay = at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                lateness.append(time.monotonic() - at)
+                scheduled[planned.reference] = at
+                value = self.sender.seal(planned.xml)  # the clearance system's cost, timed
+                deliveries.append(await self.sender.publish(value, planned.reference))
+            await asyncio.gather(*deliveries)
+            return time.monotonic() - start
+
+        sending = asyncio.create_task(send())
+        duration = len(batch) / rate
+        arrived = await self._decisions(
+            {p.reference for p in batch}, duration + 120, "latency at half rate"
+        )
+        sent_in = await sending
+        latencies = [arrived[r] - scheduled[r] for r in arrived]
+        by_second = [(scheduled[r] - start, arrived[r] - scheduled[r]) for r in arrived]
+        return {
+            "declarations": len(batch),
+            "decided": len(arrived),
+            "offered_per_second": round(rate, 1),
+            "sent_per_second": round(len(batch) / sent_in, 1),
+            "sender_late_max_ms": round(max(lateness) * 1000, 1) if lateness else None,
+            "latency": latency_summary(latencies),
+            # Stalls show as seconds whose worst latency stands out (and how often).
+            "timeline": timeline(by_second),
+        } | {"backlog_grew": backlog_grew(timeline(by_second))}
+
+
+# -- the raw pipe -----------------------------------------------------------------------
+
+
+async def raw_pipe(
+    broker: LocalBroker, values: list[bytes], count: int, work: Path
+) -> dict[str, Any]:
+    """``count`` records of the sealed declarations' sizes through three hop processes:
+    producer -> raw.0 -> hop 1 -> raw.1 -> hop 2 -> raw.2 -> hop 3 -> raw.3 -> consumer."""
+    bootstrap = broker.bootstrap_servers
+    names = [f"{PREFIX}-raw.{n}" for n in range(RAW_HOPS + 1)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        **producer_options(bootstrap), acks="all", enable_idempotence=True, linger_ms=5
+    )
+    consumer = AIOKafkaConsumer(
+        **consumer_options(bootstrap), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    # The hops import this package: found from any working directory.
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    with ProcessGroup(work / "logs", {"PYTHONPATH": path}, stop_together=True) as group:
+        for hop in range(1, RAW_HOPS + 1):
+            group.start(
+                f"raw-hop-{hop}",
+                [bootstrap, names[hop - 1], names[hop], f"{PREFIX}-raw-hop-{hop}"],
+                module="benchmarks.raw_hop",
+            )
+        await producer.start()
+        await consumer.start()
+        try:
+            # A probe on each partition of the last topic: once the broker took them, it
+            # leads them all. Right after the topics are created it may not yet, and the
+            # clients say so (NotLeaderForPartition, retried): expected, so not shown.
+            # The consumer starts after the probes, before any record.
+            tail = [TopicPartition(names[-1], p) for p in range(PARTITIONS)]
+            with quiet("aiokafka"):
+                for tp in tail:
+                    await producer.send_and_wait(tp.topic, b"probe", partition=tp.partition)
+            consumer.assign(tail)
+            await consumer.seek_to_end(*tail)
+            for tp in tail:
+                await consumer.position(tp)
+
+            async def through(total: int, label: str) -> float:
+                began = time.monotonic()
+                for n in range(total):
+                    await producer.send(names[0], values[n % len(values)], key=b"%d" % n)
+                seen = 0
+                deadline = began + 120 + total / 100
+                with progress_bar(label, total=total, unit="records") as bar:
+                    while seen < total and time.monotonic() < deadline:
+                        group.check_alive()
+                        batches = await consumer.getmany(timeout_ms=200)
+                        got = sum(len(r) for r in batches.values())
+                        seen += got
+                        bar.advance(got)
+                if seen < total:
+                    raise TimeoutError(f"raw pipe: {seen} of {total} records through")
+                return time.monotonic() - began
+
+            await through(RAW_WARM_UP, "raw pipe warming up")  # the hops have joined
+            rss_start = rss_of(group)
+            meter = CpuMeter(lambda: our_pids(group, broker))
+            meter.start()
+            seconds = await through(count, "raw 3-hop pipe")
+            cpu = meter.stop()
+            rss_end = rss_of(group)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+    return {
+        "hops": RAW_HOPS,
+        "records": count,
+        "seconds": round(seconds, 2),
+        "records_per_second": round(count / seconds, 1),
+        "record_bytes_median": sorted(map(len, values))[len(values) // 2],
+        "cpu": cpu,
+        "rss_mib": {n: {"start": rss_start.get(n), "end": rss_end.get(n)} for n in rss_start},
+    }
+
+
+@contextlib.contextmanager
+def quiet(logger: str) -> Iterator[None]:
+    """Only errors from ``logger`` meanwhile."""
+    target = logging.getLogger(logger)
+    level = target.level
+    target.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, Any]:
+    bootstrap = broker.bootstrap_servers
+    routing = load_routing_table(config_path("routing.toml"))
+    topics = topic_registry(PREFIX, routing.authorities)
+    await ensure_topics(bootstrap, topics, PARTITIONS, 1)
+    security = SecuritySettings(keys_dir=work / "keys", state_dir=work / "state")
+    KeystoreFolder(security.keys_dir).init(parties(topics))
+    mix = Mix(options.seed)
+    warm_ups = {w: mix.declarations(WARM_UP, f"26FRBENCHW{w}") for w in (1, 2)}
+    files = write_documents(work, mix.documents_by_authority())
+    env = {
+        "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "GUN_HUB_KAFKA__TOPIC_PREFIX": PREFIX,
+        "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
+        "GUN_HUB_SECURITY__KEYS_DIR": str(security.keys_dir),
+        "GUN_HUB_SECURITY__STATE_DIR": str(security.state_dir),
+        "GUN_HUB_LOG_LEVEL": "WARNING",
+        "GUN_HUB_LOG_FORMAT": "text",
+        "NO_COLOR": "1",
+    }
+    result: dict[str, Any] = {"hub": [], "mix": {}}
+    rss_start: dict[str, float | None] = {}
+    with ProcessGroup(work / "logs", env, stop_together=True) as group:
+        readiness: dict[str, str] = {}
+        partner_ports: dict[str, int] = {}
+        for authority in routing.authorities:
+            port = start_partner_system(
+                group, authority, files[authority], work / f"{authority}.sqlite", wait=False
+            )
+            partner_ports[authority] = port
+            readiness[f"partner-sim-{authority}"] = partner_health_url(port)
+            readiness[f"adapter-{authority}"] = ready_url(
+                start_adapter(group, authority, port, wait=False)
+            )
+        readiness["hub"] = start_hub(group, work, "hub", first=True)
+        await asyncio.to_thread(wait_all_ready, readiness, READY_WITHIN_S, group)
+        rss_start.update(rss_of(group))
+        envelope = build_envelope(security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
+        sender = DeclarationSender(bootstrap, topics.declarations, envelope)
+        reader = DecisionReader(bootstrap, topics.decisions, envelope)
+        await sender.start()
+        await reader.start(from_beginning=False)
+        clearance = Clearance(sender, reader, group)
+        raw_values: list[bytes] = []
+        try:
+            async with aiohttp.ClientSession() as http:
+                for workers in (1, 2):
+                    if workers == 2:
+                        second = start_hub(group, work, "hub-2", first=False)
+                        await asyncio.to_thread(
+                            wait_all_ready,
+                            {"hub": readiness["hub"], "hub-2": second},
+                            READY_WITHIN_S,
+                            group,
+                        )
+                        rss_start["hub-2"] = rss_mib(group.children["hub-2"].process.pid)
+                    await clearance.warm_up(warm_ups[workers])
+                    batch = mix.declarations(options.declarations, f"26FRBENCHS{workers}")
+                    await load_documents(http, partner_ports, mix, batch)
+                    meter = CpuMeter(lambda: our_pids(group, broker))
+                    meter.start()
+                    saturation, values = await clearance.saturate(batch)
+                    saturation["cpu"] = meter.stop()
+                    raw_values = raw_values or values
+                    phase: dict[str, Any] = {"workers": workers, "saturation": saturation}
+                    result["mix"].setdefault("saturation", describe(batch))
+                    rate = (saturation["declarations_per_second"] or 0) / 2
+                    if rate > 0:
+                        paced = mix.declarations(
+                            max(1, round(rate * options.duration_s)), f"26FRBENCHL{workers}"
+                        )
+                        await load_documents(http, partner_ports, mix, paced)
+                        meter.start()
+                        phase["latency"] = await clearance.paced(paced, rate)
+                        phase["latency"]["cpu"] = meter.stop()
+                    result["hub"].append(phase)
+                    print_phase(phase)
+            rss_end = rss_of(group)
+        finally:
+            await reader.stop()
+            await sender.stop()
+    result["rss_mib"] = {
+        name: {"start": rss_start.get(name), "end": rss_end.get(name)} for name in rss_end
+    }
+    result["decision_outcomes"] = dict(clearance.outcomes.most_common())
+    result["duplicate_decisions"] = clearance.duplicates
+    result["partner_documents"] = len(mix.documents)
+    # Last, on a machine the stack has left: the broker alone with three plain hops.
+    raw = await raw_pipe(broker, raw_values, options.raw_records, work)
+    for name, figures in raw.pop("rss_mib").items():
+        result["rss_mib"][name] = figures
+    result["raw_pipe"] = raw
+    result["hub_over_raw"] = {
+        f"{phase['workers']} worker{'s' if phase['workers'] > 1 else ''}": round(
+            phase["saturation"]["declarations_per_second"] / raw["records_per_second"], 4
+        )
+        for phase in result["hub"]
+        if phase["saturation"]["declarations_per_second"]
+    }
+    return result
+
+
+def print_phase(phase: Mapping[str, Any]) -> None:
+    saturation = phase["saturation"]
+    line = (
+        f"{phase['workers']} worker(s): {saturation['decided']}/{saturation['declarations']} "
+        f"decided, {saturation['declarations_per_second']} declarations/s"
+    )
+    latency = phase.get("latency", {}).get("latency", {})
+    if latency.get("count"):
+        line += f"; at half rate p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms"
+    print(line, flush=True)
+
+
+def parse(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(prog="./tasks bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--declarations", type=int, default=Options.declarations,
+        help="declarations per saturation run (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--duration", type=float, default=Options.duration_s,
+        help="seconds of paced load per latency run (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--raw-records", type=int, default=Options.raw_records,
+        help="records through the raw 3-hop pipe (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=Options.seed, help="the mix's seed")
+    parser.add_argument("--out", type=Path, help="the JSON file (default benchmarks/results/)")
+    args = parser.parse_args(argv)
+    return Options(args.declarations, args.duration, args.raw_records, args.seed, args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(sys.argv[1:] if argv is None else argv)
+    load_before = os.getloadavg()
+    began = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="gun-hub-bench-") as folder:
+        work = Path(folder)
+        broker = LocalBroker(
+            BrokerSettings(
+                home=work / "kafka",
+                jars_cache=REPO / ".gun-hub" / "cache",
+                port=free_port(),
+                controller_port=free_port(),
+                start_timeout_s=120,
+            ),
+            PARTITIONS,
+        )
+        broker.start()
+        try:
+            figures = asyncio.run(run(options, work, broker))
+        finally:
+            broker.stop()
+    result = {
+        "benchmark": "bench",
+        "at": began.isoformat(timespec="seconds"),
+        "wall_seconds": round((datetime.now(UTC) - began).total_seconds(), 1),
+        "options": {
+            "declarations": options.declarations,
+            "duration_s": options.duration_s,
+            "raw_records": options.raw_records,
+            "seed": options.seed,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        **figures,
+    }
+    out = options.out or RESULTS / f"bench-{began.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(render_result(result))
+    machine = result["machine"]
+    print(
+        f"\nload average before {machine['load_average_before']}, "
+        f"after {machine['load_average_after']} ({machine['cpus']} CPUs)"
+    )
+    print(f"saved {out}")
+    undecided = [
+        f"{phase['workers']} worker(s) {run}: {figures['decided']} of {figures['declarations']}"
+        for phase in result["hub"]
+        for run, figures in phase.items()
+        if isinstance(figures, dict) and figures["decided"] < figures["declarations"]
+    ]
+    if undecided or result["duplicate_decisions"]:
+        # Figures of a pipeline that lost or doubled decisions are not to be trusted.
+        print(
+            f"NOT TRUSTWORTHY: undecided {undecided or 'none'}, "
+            f"{result['duplicate_decisions']} duplicate decision(s)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

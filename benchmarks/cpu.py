@@ -1,0 +1,77 @@
+"""Who used the CPU during a measurement: the run's own processes, or something else.
+
+On a shared 2-core machine a figure means little without it: the machine's busy time
+(``/proc/stat``) minus the CPU time of the run's processes (``/proc/PID/stat``: this
+process, the broker, every component) is what other work took meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_ticks(stat: str) -> int:
+    """utime + stime of one ``/proc/PID/stat`` line (the name in parentheses may hold
+    spaces, so fields are counted after its closing parenthesis)."""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+
+
+def busy_ticks(proc_stat: str) -> int:
+    """Busy time of all CPUs from ``/proc/stat``: everything but idle and iowait
+    (guest time is already counted in user time)."""
+    values = [int(v) for v in proc_stat.splitlines()[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values
+    return user + nice + system + irq + softirq + steal
+
+
+def _process_seconds(pid: int) -> float:
+    try:
+        return process_ticks(Path(f"/proc/{pid}/stat").read_text()) / TICKS
+    except (OSError, ValueError, IndexError):
+        return 0.0  # gone: its time is no longer counted (and no longer grows)
+
+
+def _machine_seconds() -> float:
+    return busy_ticks(Path("/proc/stat").read_text()) / TICKS
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds between :meth:`start` and :meth:`stop`, ours (by process name) and the
+    machine's."""
+
+    pids: Callable[[], Mapping[str, int]]
+    _ours: dict[int, float] = field(default_factory=dict)
+    _machine: float = 0.0
+    _began: float = 0.0
+
+    def start(self) -> None:
+        self._ours = {pid: _process_seconds(pid) for pid in self.pids().values()}
+        self._machine = _machine_seconds()
+        self._began = time.monotonic()
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.monotonic() - self._began
+        machine = _machine_seconds() - self._machine
+        by_process = {
+            name: round(_process_seconds(pid) - self._ours.get(pid, 0.0), 2)
+            for name, pid in self.pids().items()
+        }
+        ours = sum(by_process.values())
+        return {
+            "wall_s": round(wall, 1),
+            "machine_busy_s": round(machine, 1),
+            "ours_s": round(ours, 1),
+            # Never below zero: ticks are sampled a moment apart.
+            "others_s": round(max(0.0, machine - ours), 1),
+            "cpus_busy": round(machine / wall, 2) if wall > 0 else 0.0,
+            "by_process_s": by_process,
+        }

@@ -217,10 +217,14 @@ class DecisionPublisher:
 
     async def _release(self, partitions: Iterable[int]) -> None:
         async with self._handover:
-            for partition in partitions:
-                publisher = self._partitions.pop(partition, None)
-                if publisher is not None:
-                    await publisher.producer.stop()
+            await self._drop(partitions)
+
+    async def _drop(self, partitions: Iterable[int]) -> None:
+        """Stop the producers of ``partitions`` (the handover lock held)."""
+        for partition in partitions:
+            publisher = self._partitions.pop(partition, None)
+            if publisher is not None:
+                await publisher.producer.stop()
 
     async def _recently_published(self, partition: int) -> PublishedMemory:
         """The last (reference, version) pairs committed on this decisions partition."""
@@ -251,18 +255,37 @@ class DecisionPublisher:
         tp: TopicPartition,
         records: list[ConsumerRecord[bytes, bytes]],
     ) -> None:
-        publisher = self._partitions.get(tp.partition)
-        if publisher is None:
+        if tp.partition not in self._partitions:
             # Fetched before its handover finished (or after it was revoked): never
             # skipped while ours, or its position would move past unpublished decisions.
             if tp not in consumer.assignment():
                 return  # revoked: its next owner reads them from the committed offset
             await self._take_logged([tp.partition])
+        # The batch's transaction runs under the handover lock: a revocation (the group
+        # rebalancing, a broker lost) waits for it to commit or abort before it stops the
+        # partition's producer. A producer stopped mid-transaction never resolves its
+        # commit: the publisher hung, every partition with it (seen on the three-node
+        # cluster, tests/e2e/test_a_broker_dies_under_the_hub.py).
+        async with self._handover:
             publisher = self._partitions.get(tp.partition)
-            if publisher is None:
-                consumer.seek(tp, records[0].offset)  # read again once it is ours
-                await asyncio.sleep(0.5)
-                return
+            if publisher is None or tp not in consumer.assignment():
+                published = False  # not ours (any more, or yet)
+            else:
+                published = await self._publish_batch(publisher, consumer, tp, records)
+            if not published and tp in consumer.assignment():
+                consumer.seek(tp, records[0].offset)  # read again once it can be published
+        if not published:
+            await asyncio.sleep(0.5)  # outside the lock: a handover may be waiting on it
+
+    async def _publish_batch(
+        self,
+        publisher: _PartitionPublisher,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> bool:
+        """One transaction: the batch's decisions not yet published, and its offsets.
+        False when it was aborted or fenced. The caller holds the handover lock."""
         sent: set[_Identity] = set()
         try:
             async with publisher.producer.transaction():
@@ -289,18 +312,17 @@ class DecisionPublisher:
             # Another worker owns this partition now (we missed a rebalance): it
             # publishes from the committed offsets. Ours stops here.
             log.warning("publisher: partition %d fenced by its new owner", tp.partition)
-            await self._release([tp.partition])
+            await self._drop([tp.partition])
             consumer.pause(tp)
-            return
+            return False
         except KafkaError:
             # Aborted: nothing of the batch is visible; read it again.
             log.exception("publisher: batch of partition %d aborted; retried", tp.partition)
-            consumer.seek(tp, records[0].offset)
-            await asyncio.sleep(0.5)
-            return
+            return False
         for identity in sent:  # only once the transaction is committed
             publisher.published.add(identity)
         self.published_count += len(sent)
+        return True
 
     def _seal_for_clearance(self, record: ConsumerRecord[bytes, bytes]) -> bytes | None:
         """The decision the agents sealed with the hub's state key, sealed now to the

@@ -105,11 +105,15 @@ class KafkaEnv:
     routing: RoutingTable
     keys_dir: Path
     state_dir: Path
+    replication_factor: int = 1
 
     def settings(self, **hub: object) -> Settings:
         return Settings(
             kafka=KafkaSettings(
-                bootstrap_servers=self.bootstrap, topic_prefix=self.prefix, partitions=PARTITIONS
+                bootstrap_servers=self.bootstrap,
+                topic_prefix=self.prefix,
+                partitions=PARTITIONS,
+                replication_factor=self.replication_factor,
             ),
             hub=HubSettings(**hub),  # type: ignore[arg-type]
             security=SecuritySettings(keys_dir=self.keys_dir, state_dir=self.state_dir),
@@ -124,20 +128,29 @@ class KafkaEnv:
             "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
             "GUN_HUB_KAFKA__TOPIC_PREFIX": self.prefix,
             "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
+            "GUN_HUB_KAFKA__REPLICATION_FACTOR": str(self.replication_factor),
             "GUN_HUB_HUB__APP_ID": f"{self.prefix}-hub",
             "GUN_HUB_SECURITY__KEYS_DIR": str(self.keys_dir),
             "GUN_HUB_SECURITY__STATE_DIR": str(self.state_dir),
         }
 
 
-@pytest.fixture
-def kafka_env(kafka_bootstrap: str, keys_dir: Path, tmp_path: Path) -> KafkaEnv:
-    """Fresh topics (own prefix) on the session broker, so tests never see each other."""
+def fresh_kafka_env(
+    bootstrap: str, keys_dir: Path, state_dir: Path, replication_factor: int = 1
+) -> KafkaEnv:
+    """Every topic of a fresh prefix created on ``bootstrap``, with ``replication_factor``
+    replicas (a cluster's min ISR is its own: the topics take the broker's default)."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     routing = load_routing_table(REPO / "config" / "routing.toml")
     topics = topic_registry(prefix, routing.authorities)
-    asyncio.run(ensure_topics(kafka_bootstrap, topics, PARTITIONS, 1))
-    return KafkaEnv(kafka_bootstrap, prefix, topics, routing, keys_dir, tmp_path / "state")
+    asyncio.run(ensure_topics(bootstrap, topics, PARTITIONS, replication_factor))
+    return KafkaEnv(bootstrap, prefix, topics, routing, keys_dir, state_dir, replication_factor)
+
+
+@pytest.fixture
+def kafka_env(kafka_bootstrap: str, keys_dir: Path, tmp_path: Path) -> KafkaEnv:
+    """Fresh topics (own prefix) on the session broker, so tests never see each other."""
+    return fresh_kafka_env(kafka_bootstrap, keys_dir, tmp_path / "state")
 
 
 @pytest.fixture(scope="session")

@@ -67,16 +67,19 @@ async def submit_load(pipeline: Pipeline, references: list[str]) -> DecisionRead
         pipeline.kafka.envelope("clearance"),
     )
     await reader.start(from_beginning=True)
-    await pipeline.submit(
-        [
-            declaration_xml(
-                reference=reference,
-                items=(goods_item(1, (document("N853", DOCUMENT, 1, str(QUANTITY)),)),),
-            )
-            for reference in references
-        ]
-    )
+    await pipeline.submit(declarations(references))
     return reader
+
+
+def declarations(references: list[str]) -> list[bytes]:
+    """One declaration per reference, each quoting ``QUANTITY`` of the document's line."""
+    return [
+        declaration_xml(
+            reference=reference,
+            items=(goods_item(1, (document("N853", DOCUMENT, 1, str(QUANTITY)),)),),
+        )
+        for reference in references
+    ]
 
 
 async def collect_until(

@@ -104,8 +104,11 @@ async def _running(publisher: DecisionPublisher) -> asyncio.Task[None]:
 
 async def _stop(publisher: DecisionPublisher, task: asyncio.Task[None]) -> None:
     publisher.stop()
+    # Not wait_for: a publisher wedged in a transaction would not even finish cancelling.
+    stopped, _ = await asyncio.wait({task}, timeout=60)
+    assert stopped, "the publisher did not stop within 60 s"
     with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 60)
+        await task
 
 
 async def test_two_publishers_share_the_outbox_and_publish_each_decision_once(
@@ -148,3 +151,46 @@ async def test_a_publisher_that_leaves_hands_its_partitions_over(kafka_env: Kafk
         assert second.partitions == set(range(PARTITIONS))
     finally:
         await _stop(second, second_task)
+
+
+async def test_a_partition_revoked_mid_transaction_is_handed_over_once_its_batch_commits(
+    kafka_env: KafkaEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebalance (a broker lost, a worker slow to heartbeat) revokes a partition while
+    its batch is in a transaction: the producer is stopped only once the batch commits.
+    Stopped mid-transaction, it never resolved the commit (nor the abort: the publisher
+    could not even be cancelled), and the publisher hung with every partition (found on
+    the three-node cluster, tests/e2e/test_a_broker_dies_under_the_hub.py)."""
+    publisher = _publisher(kafka_env)
+    task = await _running(publisher)
+    try:
+        await _announce(kafka_env, range(1))  # partition 0 is taken and publishes
+        await _published(kafka_env, 1, publisher)
+        producer = publisher._partitions[0].producer
+        in_transaction, go_on = asyncio.Event(), asyncio.Event()
+        send_offsets = producer.send_offsets_to_transaction
+
+        async def held(offsets: object, group_id: str) -> None:
+            in_transaction.set()
+            await go_on.wait()
+            await send_offsets(offsets, group_id)
+
+        monkeypatch.setattr(producer, "send_offsets_to_transaction", held)
+        await _announce(kafka_env, range(PARTITIONS, PARTITIONS + 1))  # partition 0 again
+        await asyncio.wait_for(in_transaction.wait(), 60)
+        # What the group's rebalance listener does on revocation.
+        revoking = asyncio.create_task(publisher._release([0]))
+        done, _ = await asyncio.wait({revoking}, timeout=1)
+        assert not done, "the producer was stopped with its transaction open"
+        go_on.set()
+        await asyncio.wait_for(revoking, 30)
+
+        # Still assigned: taken again at its next batch, and every partition goes on.
+        await _announce(kafka_env, range(PARTITIONS + 1, 3 * PARTITIONS))
+        numbers = [0, *range(PARTITIONS, 3 * PARTITIONS)]
+        seen = await _published(kafka_env, len(numbers), publisher)
+        assert sorted(int(key[7:]) for key, _ in seen) == numbers
+        assert [key for key, times in seen.items() if times > 1] == []
+        assert publisher.partitions == set(range(PARTITIONS))
+    finally:
+        await _stop(publisher, task)

@@ -18,32 +18,36 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from gun_hub.kafka.admin import ensure_topics
-from gun_hub.kafka.local_broker import BrokerError, LocalCluster
-from gun_hub.settings import BrokerSettings
+from gun_hub.kafka.local_broker import LocalCluster
 from gun_hub.topics import topic_registry
 from tests.conftest import REPO
+from tests.local_cluster import (
+    NODES,
+    all_isr,
+    open_admin,
+    partitions_of,
+    poll_until,
+    running_cluster,
+)
 
 pytestmark = pytest.mark.broker
 
 log = logging.getLogger(__name__)
 
-NODES = 3
 PARTITIONS = 4
 BATCH = 10  # records the producer sends, then awaits, at a time
 PACE_S = 0.02  # between two batches (at most 500 records/s): the stream spans the failure
@@ -52,62 +56,11 @@ AFTER_KILL = 500  # records produced and read after the kill, before the restart
 AFTER_REJOIN = 300  # and after the killed node is back in every ISR
 
 
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct ports nobody listens on (held together while the OS picks)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in sockets:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in sockets]
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    ports = _free_ports(2 * NODES)
-    settings = BrokerSettings(
-        home=tmp_path_factory.mktemp("cluster"),
-        jars_cache=REPO / ".gun-hub" / "cache",
-        cluster_ports=ports[:NODES],
-        cluster_controller_ports=ports[NODES:],
-        heap="512m",
-        start_timeout_s=150,
+    yield from running_cluster(
+        tmp_path_factory.mktemp("cluster"), REPO / ".gun-hub" / "cache", PARTITIONS
     )
-    local = LocalCluster(settings, PARTITIONS, nodes=NODES)
-    began = time.monotonic()
-    try:
-        local.start()
-    except BrokerError as err:
-        pytest.fail(f"the three-node test cluster did not start: {err}", pytrace=False)
-    log.info("cluster of %d nodes started in %.1fs", NODES, time.monotonic() - began)
-    yield local
-    began = time.monotonic()
-    local.stop()
-    log.info("cluster stopped in %.1fs", time.monotonic() - began)
-
-
-async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await admin.start()
-    return admin
-
-
-async def _partitions(admin: AIOKafkaAdminClient, topics: list[str] | None) -> list[dict[str, Any]]:
-    """Partitions of ``topics`` (None: every topic, the internal ones too), each with
-    its topic name, leader, replicas and ISR."""
-    found: list[dict[str, Any]] = []
-    for described in await admin.describe_topics(topics):
-        for partition in described["partitions"]:
-            found.append({"topic": described["topic"], **partition})
-    return found
-
-
-async def _until(what: str, check: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
-    """Poll a condition of the cluster (its metadata has no events to wait on)."""
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:.0f}s: {what}")
-        await asyncio.sleep(0.2)
 
 
 # ---- (a) -------------------------------------------------------------------------------
@@ -122,14 +75,14 @@ async def test_every_node_answers_and_topics_get_three_replicas_and_min_isr_2(
 
     # Each node answers on its own address and counts the three of them.
     for node in cluster.nodes:
-        admin = await _admin(node.bootstrap_servers)
+        admin = await open_admin(node.bootstrap_servers)
         try:
             brokers = (await admin.describe_cluster())["brokers"]
         finally:
             await admin.close()
         assert {broker["node_id"] for broker in brokers} == {1, 2, 3}, node.node_id
 
-    admin = await _admin(cluster.bootstrap_servers)
+    admin = await open_admin(cluster.bootstrap_servers)
     try:
         broker_config = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.BROKER, "1")]
@@ -153,7 +106,7 @@ async def test_every_node_answers_and_topics_get_three_replicas_and_min_isr_2(
             cluster.bootstrap_servers, topics, PARTITIONS, cluster.replication_factor
         )
         assert sorted(created) == sorted(spec.name for spec in topics.specs())
-        partitions = await _partitions(admin, created)
+        partitions = await partitions_of(admin, created)
         assert len(partitions) >= len(created)
         for partition in partitions:
             assert sorted(partition["replicas"]) == [1, 2, 3], partition
@@ -301,7 +254,7 @@ async def test_a_broker_killed_under_load_loses_and_duplicates_nothing_and_rejoi
     topic = f"numbers-{uuid.uuid4().hex[:8]}"
     group = f"readers-{uuid.uuid4().hex[:8]}"
     bootstrap = cluster.bootstrap_servers
-    admin = await _admin(bootstrap)
+    admin = await open_admin(bootstrap)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -323,9 +276,9 @@ async def test_a_broker_killed_under_load_loses_and_duplicates_nothing_and_rejoi
     tasks: list[asyncio.Task[object]] = []
     try:
         await admin.create_topics([NewTopic(topic, PARTITIONS, cluster.replication_factor)])
-        await _until(
+        await poll_until(
             f"{topic} led and replicated three times",
-            lambda: _all_isr(admin, [topic], {1, 2, 3}),
+            lambda: all_isr(admin, [topic], {1, 2, 3}),
             60,
         )
         await producer.start()
@@ -356,7 +309,7 @@ async def test_a_broker_killed_under_load_loses_and_duplicates_nothing_and_rejoi
         victim = cluster.node(await admin.find_coordinator(group))
         led = [
             p["partition"]
-            for p in await _partitions(admin, [topic])
+            for p in await partitions_of(admin, [topic])
             if p["leader"] == victim.node_id
         ]
         assert led, f"node {victim.node_id} leads no partition of {topic}"
@@ -371,9 +324,9 @@ async def test_a_broker_killed_under_load_loses_and_duplicates_nothing_and_rejoi
             acked_at_kill,
         )
 
-        await _until(
+        await poll_until(
             f"node {victim.node_id} fenced and out of every ISR",
-            lambda: _all_isr(admin, [topic], others),
+            lambda: all_isr(admin, [topic], others),
             60,
         )
         fenced_after = time.monotonic() - killed_at
@@ -388,9 +341,9 @@ async def test_a_broker_killed_under_load_loses_and_duplicates_nothing_and_rejoi
         # cluster (the topic, the consumer offsets, the earlier test's topics) has 3.
         await asyncio.to_thread(cluster.start)
         assert cluster.status().running
-        await _until(
+        await poll_until(
             f"node {victim.node_id} back in every ISR",
-            lambda: _all_isr(admin, None, {1, 2, 3}),
+            lambda: all_isr(admin, None, {1, 2, 3}),
             90,
         )
         rejoined_after = time.monotonic() - killed_at
@@ -450,14 +403,3 @@ async def test_a_broker_killed_under_load_loses_and_duplicates_nothing_and_rejoi
         await consumer.stop()
         await producer.stop()
         await admin.close()
-
-
-async def _all_isr(admin: AIOKafkaAdminClient, topics: list[str] | None, nodes: set[int]) -> bool:
-    """Every partition of ``topics`` (None: all) has a leader and exactly ``nodes`` in sync."""
-    try:
-        partitions = await _partitions(admin, topics)
-    except (KafkaError, OSError, TimeoutError):
-        return False
-    return bool(partitions) and all(
-        p["leader"] in nodes and set(p["isr"]) == nodes for p in partitions
-    )

@@ -119,14 +119,18 @@ class Correlation:
             and not case.decided
             and response.authority in case.awaiting
         )
-        if response.operation in FOLLOW_UP_OPERATIONS and not awaited:
-            self._follow_up_answered(outbox, response, case)
-            return
         if case is not None:
             # Decisions the broker may not have are announced again, and the answer is
             # still recorded: it will not come again (chaos run: a cancellation waited
             # for an answer already consumed, because an earlier decision was unconfirmed).
+            # Before anything else: a cancellation decided on its DELETE answers, whose
+            # worker died before the broker had the decision, is announced again when the
+            # answer is read again, though that answer now looks like a late follow-up
+            # (chaos run with two workers: 7 cancellations lost).
             self._ctx.announce_again_if_lost(outbox, case, partition)
+        if response.operation in FOLLOW_UP_OPERATIONS and not awaited:
+            self._follow_up_answered(outbox, response, case)
+            return
         if case is None or case.version != response.version or case.decided:
             metrics.LATE_ANSWERS.labels(authority=response.authority).inc()
             self._ctx.emit_status(

@@ -270,3 +270,30 @@ def test_a_decision_lost_with_a_dying_worker_is_announced_again_never_lost(hub: 
     assert hub.decision_objects(again)[0].decided_at == hub.decision_objects(first)[0].decided_at
     # Once confirmed, a further redelivery decides nothing.
     assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == []
+
+
+@pytest.mark.parametrize(
+    "stage", [Stage.CANCELLED, Stage.RELEASED_AFTER_CONTROL], ids=["cancelled", "released"]
+)
+def test_a_follow_up_stage_decision_lost_with_a_dying_worker_is_announced_again(
+    hub: Hub, stage: Stage
+) -> None:
+    """Found by the chaos suite with two hub workers: a cancellation decided on its DELETE
+    answers, the worker killed before the broker had the decision (the case's changelog
+    did have it); the answer read again was taken for a late follow-up answer and the
+    decision was never announced (7 lost of 8,812)."""
+    lodged = hub.intake.handle(declaration_xml(), SOURCE)
+    assert hub.decisions(hub.answer(lodged, "dgal", Verdict.UNAVAILABLE)) == [
+        ("26FR000690I0000012", 1, Outcome.CONTROL_DOCUMENTARY)
+    ]
+    later = hub.intake.handle(
+        declaration_xml(version=2, stage=stage), SourcePosition("gun.declarations", 0, 1)
+    )
+    hub.broker_up = False  # the worker dies before the broker confirms the decision
+    first = hub.answer(later, "dgal", Verdict.VALID)
+    [(_, version, outcome)] = hub.decisions(first)
+    assert version == 2
+    hub.broker_up = True  # restarted: the answer is redelivered
+    again = hub.answer(later, "dgal", Verdict.VALID)
+    assert hub.decisions(again) == [("26FR000690I0000012", 2, outcome)]
+    assert hub.decisions(hub.answer(later, "dgal", Verdict.VALID)) == []

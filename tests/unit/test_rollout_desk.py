@@ -148,3 +148,19 @@ async def test_a_setting_whose_action_the_broker_refused_is_not_set(listener: Li
     assert "not done" in body["error"]
     assert listener.broker.sent == []
     assert listener.board.mode_for("dga", "FR000690") is RolloutMode.ENFORCE
+
+
+async def test_the_dashboard_shows_each_authority_s_mode(listener: Listener) -> None:
+    status, _ = await listener.call("POST", "/rollout", body=DGA_SHADOW)
+    assert status == 200
+    status, figures = await listener.call("GET", "/api/dashboard", "bob")
+    assert status == 200
+    dga = figures["rollout"]["dga"]
+    assert dga["mode"] == "enforce"  # everywhere
+    at_office = dga["offices"]["FR000690"]
+    assert (at_office["mode"], at_office["set"]["by"], at_office["set"]["reason"]) == (
+        "shadow",
+        "alice",
+        "pilot",
+    )
+    assert figures["rollout"]["dgal"] == {"mode": "enforce", "set": None, "offices": {}}

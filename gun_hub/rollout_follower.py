@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from gun_hub import metrics
 from gun_hub.kafka.admin import partitions_of
-from gun_hub.kafka.client import ClientConfig, reached, reader_without_group, start_or_close
+from gun_hub.kafka.client import ClientConfig, reached, read_without_group
 from gun_hub.rollout import RolloutBoard, RolloutMode, RolloutSetting, open_setting
 from gun_hub.security.state_cipher import StateCipher, StateUnreadable
 
@@ -59,13 +59,7 @@ class RolloutFollower:
         return True
 
     async def run(self) -> None:
-        consumer = reader_without_group(self._connect, "gun-hub-rollout")
-        await start_or_close(consumer)
-        try:
-            partitions = await self._assign(consumer)
-            await self.follow(consumer, partitions)
-        finally:
-            await consumer.stop()
+        await read_without_group(self._connect, "gun-hub-rollout", self._assign, self.follow)
 
     async def follow(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         targets = await consumer.end_offsets(partitions)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -120,6 +121,22 @@ def reader_without_group(connect: ClientConfig, client_id: str) -> AIOKafkaConsu
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
+
+
+async def read_without_group(
+    connect: ClientConfig,
+    client_id: str,
+    assign: Callable[[AIOKafkaConsumer], Awaitable[list[TopicPartition]]],
+    follow: Callable[[AIOKafkaConsumer, list[TopicPartition]], Awaitable[None]],
+) -> None:
+    """Start a reader without a group, let ``assign`` choose its partitions and ``follow``
+    read them, and stop it whatever happens."""
+    consumer = reader_without_group(connect, client_id)
+    await start_or_close(consumer)
+    try:
+        await follow(consumer, await assign(consumer))
+    finally:
+        await consumer.stop()
 
 
 async def reached(consumer: Any, targets: dict[TopicPartition, int]) -> bool:

@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from gun_hub.kafka.admin import partitions_of
-from gun_hub.kafka.client import ClientConfig, reached, reader_without_group, start_or_close
+from gun_hub.kafka.client import ClientConfig, reached, read_without_group
 from gun_hub.metrics import HEARTBEATS_REFUSED
 from gun_hub.ops.heartbeats import HeartbeatFault, HeartbeatGate, HeartbeatRefused
 from gun_hub.ops.prometheus import OpsState
@@ -86,13 +86,7 @@ class OpsFeed:
             await asyncio.sleep(0)  # the agents run between two steps
 
     async def run(self) -> None:
-        consumer = reader_without_group(self._connect, "gun-hub-ops-view")
-        await start_or_close(consumer)
-        try:
-            partitions = await self._assign(consumer)
-            await self.follow(consumer, partitions)
-        finally:
-            await consumer.stop()
+        await read_without_group(self._connect, "gun-hub-ops-view", self._assign, self.follow)
 
     async def follow(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Apply what ``consumer`` (assigned to ``partitions``) reads, batch by batch."""

@@ -37,27 +37,20 @@ from gun_hub.topics import TopicRegistry, topic_registry
 REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
 
-# ./tasks test runs the suite on two pytest-xdist workers, each with its own broker. A
-# test file stays on one worker (its module fixtures start once), and the files that start
-# a cluster, a broker of their own or a whole chaos stack share one worker: two of them at
-# once on two cores would measure the machine, not the hub.
-HEAVY_FILES = frozenset(
-    {
-        "tests/chaos/test_chaos_short.py",
-        "tests/integration/test_local_cluster.py",
-        "tests/integration/test_secured_broker.py",
-        "tests/e2e/test_a_broker_dies_under_the_hub.py",
-        "tests/e2e/test_kill_the_hub.py",
-        "tests/e2e/test_several_hub_workers.py",
-    }
-)
+# ./tasks test runs the suite on two pytest-xdist workers. Every test that needs the broker
+# runs on one of them, one after the other, as on a single worker: those tests start hubs,
+# adapters and whole clusters on two cores, and two at once would measure the machine, not
+# the hub. The other worker takes the tests of pure logic, a file at a time.
+BROKER_MARKS = ("broker", "e2e", "chaos")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group tests for ``--dist loadgroup``: one group per file, the heavy files together."""
+    """Group tests for ``--dist loadgroup``: the broker tests together, the others by file."""
     for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group("heavy" if path in HEAVY_FILES else path))
+        needs_broker = any(item.get_closest_marker(mark) for mark in BROKER_MARKS)
+        group = "broker" if needs_broker else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

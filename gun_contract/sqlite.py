@@ -53,7 +53,9 @@ def open_database(
     return db
 
 
-def open_read_only(path: Path | str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+def open_read_only(
+    path: Path | str, *, busy_timeout_s: float = BUSY_TIMEOUT_S
+) -> sqlite3.Connection:
     """A connection that can only read the file at ``path`` (``query_only``: a question
     asked through it can write nothing, whatever its SQL), usable from any thread."""
     db = sqlite3.connect(
@@ -79,6 +81,7 @@ def transaction(db: sqlite3.Connection, *, immediate: bool = True) -> Iterator[N
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite rolls some failures (a full disk) back itself
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")

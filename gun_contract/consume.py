@@ -69,6 +69,8 @@ class Polled(Protocol):
 
     async def commit(self, offsets: Any = ...) -> None: ...
 
+    def assignment(self) -> set[TopicPartition]: ...
+
 
 def next_offsets(batch: Batch) -> dict[TopicPartition, int]:
     """The offset to commit after ``batch``: one past each partition's last record."""
@@ -108,6 +110,10 @@ async def consume(
 
 
 async def _commit(consumer: Polled, offsets: dict[TopicPartition, int]) -> None:
+    # Only partitions still ours: one revoked while its batch was handled is read again
+    # by its new owner from the last commit (aiokafka refuses to commit it at all).
+    assigned = consumer.assignment()
+    offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
     if not offsets:
         return
     try:

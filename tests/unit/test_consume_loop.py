@@ -45,6 +45,7 @@ class Consumer:
         self.commits: list[dict[TopicPartition, int]] = []
         self.polls = 0
         self._refuse = refuse_commits
+        self.assigned = {TP0, TP1}
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
@@ -56,6 +57,9 @@ class Consumer:
         if self._refuse:
             raise CommitFailedError("rebalanced")
         self.commits.append(offsets)
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
 
     def drained(self) -> bool:
         return not self.batches
@@ -174,3 +178,14 @@ async def test_the_loop_stops_between_two_polls_once_told_and_runs_its_hooks() -
     assert calls == ["before", "handle", "after"]
     assert consumer.polls == 1
     assert consumer.commits == [{TP0: 1}]  # the batch handled before the stop is committed
+
+
+async def test_a_partition_revoked_while_its_batch_was_handled_is_not_committed() -> None:
+    batch = {TP0: [record(TP0, 1)], TP1: [record(TP1, 40)]}
+    consumer = Consumer(batch)
+
+    async def handle(b: Batch) -> None:
+        consumer.assigned = {TP0}  # the group rebalanced meanwhile
+
+    await consume(consumer, handle, commit=True, until=consumer.drained)
+    assert consumer.commits == [{TP0: 2}]  # TP1's new owner reads its record again

@@ -86,7 +86,7 @@ async def consume(
     until: Callable[[], bool] | None = None,
     timeout_ms: int = 500,
     max_records: int | None = None,
-    before_poll: Callable[[], None] | None = None,
+    before_poll: Callable[[], object] | None = None,
     after_poll: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Poll ``consumer``, give each non-empty batch to ``handle``, commit past it when

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
 from aiokafka.structs import RecordMetadata
 
+from gun_contract.consume import Batch, consume
 from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_record
 from gun_hub.envelope import (
     ContentType,
@@ -220,29 +220,32 @@ class DecisionReader:
             raise RuntimeError("DecisionReader.start() was not called")
         received: list[ReceivedDecision] = []
         deadline = time.monotonic() + timeout_s
-        while len(received) < expected and time.monotonic() < deadline:
-            # Small batches, and the loop yielded between records: opening an envelope
-            # takes CPU, and a reader that starves its own heartbeats is thrown out of
-            # its group.
-            batches = await consumer.getmany(timeout_ms=200, max_records=_BATCH)
-            for records in batches.values():
+
+        async def handle(batch: Batch) -> None:
+            for records in batch.values():
                 for record in records:
                     if record.offset < self._next.get(record.partition, 0):
                         continue  # read again after a rebalance: already handled
                     self._next[record.partition] = record.offset + 1
-                    examined = self.examine(record)
+                    examined = self.examine(record)  # never raises
                     if isinstance(examined, Unreadable):
                         await self._send_dead_letter(record, examined)  # never acted on
                     elif references is None or examined.decision.reference in references:
                         received.append(examined)
                     await asyncio.sleep(0)
-            if batches and self._group_id is not None:
-                try:
-                    await consumer.commit()
-                except CommitFailedError:
-                    # The group rebalanced meanwhile: the partitions are read again from
-                    # the last commit; what was already handled is skipped above.
-                    log.warning("decisions reader: commit refused after a rebalance")
+
+        # Small batches, and the loop yielded between records: opening an envelope takes
+        # CPU, and a reader that starves its own heartbeats is thrown out of its group. A
+        # commit refused after a rebalance: the partitions are read again from the last
+        # commit, and what was already handled is skipped above.
+        await consume(
+            consumer,
+            handle,
+            commit=self._group_id is not None,
+            until=lambda: len(received) >= expected or time.monotonic() >= deadline,
+            timeout_ms=200,
+            max_records=_BATCH,
+        )
         return received
 
     def examine(self, record: ConsumerRecord[bytes, bytes]) -> ReceivedDecision | Unreadable:

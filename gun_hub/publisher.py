@@ -52,6 +52,7 @@ from aiokafka import (
 )
 from aiokafka.errors import KafkaError, ProducerFenced
 
+from gun_contract.consume import Batch, consume
 from gun_hub.envelope import ContentType, Envelope
 from gun_hub.kafka.client import Connect, consumer_options, producer_options
 from gun_hub.outbox import Headers
@@ -171,10 +172,21 @@ class DecisionPublisher:
         await consumer.start()
         try:
             self.ready.set()
-            while not self._stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=100, max_records=500)
-                for tp, records in batches.items():
-                    await self._publish_partition(consumer, tp, records)
+
+            async def publish(batch: Batch) -> None:
+                for tp, records in batch.items():
+                    await self._publish_partition(consumer, tp, list(records))
+
+            # The loop only polls: each partition's transaction commits its offsets, and
+            # a batch not published is sought back to and read again, never skipped.
+            await consume(
+                consumer,
+                publish,
+                commit=False,
+                stopping=self._stopping,
+                timeout_ms=100,
+                max_records=500,
+            )
         finally:
             self.ready.clear()
             await consumer.stop()

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
+from gun_contract.consume import Batch, consume
 from gun_hub import metrics
 from gun_hub.kafka.admin import partitions_of
 from gun_hub.kafka.client import ClientConfig, reached, read_without_group
@@ -63,14 +64,18 @@ class RolloutFollower:
 
     async def follow(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         targets = await consumer.end_offsets(partitions)
-        while True:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
+
+        async def apply_all(batch: Batch) -> None:
+            for records in batch.values():
                 for record in records:
-                    self.apply(record)
+                    self.apply(record)  # a record it cannot use is ignored, never raises
+
+        async def check_caught_up() -> None:
             if not self.caught_up.is_set() and await reached(consumer, targets):
                 log.info("rollout modes read: %d setting(s)", len(self.board.settings()))
                 self.caught_up.set()
+
+        await consume(consumer, apply_all, commit=False, after_poll=check_caught_up)
 
     def apply(self, record: ConsumerRecord[bytes, bytes]) -> RolloutSetting | None:
         where = f"{record.topic}/{record.partition}/{record.offset}"

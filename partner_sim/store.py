@@ -18,8 +18,8 @@ partner system:
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from gun_contract.sqlite import open_database, transaction
 from partner_sim.documents import DocumentStatus, PartnerDocument
 from partner_sim.ledger import ClearanceCode, PositionRequest, Refusal, evaluate, requested_per_line
 
@@ -137,9 +138,7 @@ class LedgerStore:
     """Documents and positions of one partner system."""
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_database(path)
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(reservations)")}
         if "version" not in columns:  # a ledger written before versions were kept
@@ -466,23 +465,5 @@ class LedgerStore:
         ).fetchone()
         return ReservationState(row[0]) if row else None
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error; nests as a no-op."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self._outer = False
-
-    def __enter__(self) -> None:
-        if not self._db.in_transaction:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._outer = True
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if not self._outer:
-            return
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        return transaction(self._db)

@@ -21,11 +21,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import sqlite3
 from pathlib import Path
 from typing import Any, Literal
 
 from adapters.base import metrics
+from gun_contract.sqlite import open_database, transaction
 from gun_hub.model.exchange import AuthorityRequest
 from gun_hub.security.state_cipher import StateCipher, StateUnreadable
 
@@ -75,13 +75,11 @@ class PendingOperations:
     adapter always gives one; without it, as before, in clear)."""
 
     def __init__(self, path: Path, cipher: StateCipher | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._cipher = cipher
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # What a row held before it was replaced or deleted is zeroed, not left in free
-        # pages (a request queued in clear before it was sealed, for one).
-        self._db.execute("PRAGMA secure_delete=ON")
+        # FULL: the queue is the only copy of what a down partner has not taken yet.
+        # secure_delete: what a row held before it was replaced or deleted is zeroed, not
+        # left in free pages (a request queued in clear before it was sealed, for one).
+        self._db = open_database(path, synchronous="FULL", secure_delete=True)
         self._db.executescript(_SCHEMA)
         self._migrate()
         if cipher is not None:
@@ -96,11 +94,10 @@ class PendingOperations:
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
         if "pending" not in tables:
             return
-        self._db.execute("BEGIN IMMEDIATE")
-        for (body,) in self._db.execute("SELECT request FROM pending ORDER BY id").fetchall():
-            self._add(AuthorityRequest.model_validate_json(body), None)
-        self._db.execute("DROP TABLE pending")
-        self._db.execute("COMMIT")
+        with transaction(self._db):
+            for (body,) in self._db.execute("SELECT request FROM pending ORDER BY id").fetchall():
+                self._add(AuthorityRequest.model_validate_json(body), None)
+            self._db.execute("DROP TABLE pending")
 
     def _seal_clear_rows(self) -> None:
         """Seal the requests a queue kept in clear (written before it had a cipher), and
@@ -110,15 +107,14 @@ class PendingOperations:
         ).fetchall()
         if not rows:
             return
-        self._db.execute("BEGIN IMMEDIATE")
-        for row_id, body in rows:
-            request = AuthorityRequest.model_validate_json(body)
-            key = _row_key(request)
-            self._db.execute(
-                "UPDATE queue SET operation_key = ?, request = ? WHERE id = ?",
-                (key, self._sealed(request, key), row_id),
-            )
-        self._db.execute("COMMIT")
+        with transaction(self._db):
+            for row_id, body in rows:
+                request = AuthorityRequest.model_validate_json(body)
+                key = _row_key(request)
+                self._db.execute(
+                    "UPDATE queue SET operation_key = ?, request = ? WHERE id = ?",
+                    (key, self._sealed(request, key), row_id),
+                )
         self._db.execute("VACUUM")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         log.info("sealed %d pending operations that were kept in clear", len(rows))
@@ -195,13 +191,8 @@ class PendingOperations:
         """Queue ``request`` behind its reference's earlier operations (once: a
         redelivered request keeps its first place). ``partition``: where the request was
         read, and so where its answer goes (the hub's case lives there)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._db):
             self._add(request, partition)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def references(self) -> list[str]:
         """References with queued operations, the one waiting longest first."""

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
 from adapters.base import metrics
@@ -34,6 +34,7 @@ from adapters.base.health_server import serve_health
 from adapters.base.pending import PendingLimit, PendingOperations
 from adapters.base.replay import REPLAYED_OPERATIONS, Replayer
 from adapters.base.spec import AdapterSpec, PartnerPort
+from gun_contract.consume import UNHANDLED_ERROR, Batch, consume
 from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected, broker_accepted_at
 from gun_hub.kafka.client import consumer_options, from_settings, producer_options
@@ -50,9 +51,6 @@ from gun_hub.trace import TRACE_HEADER, trace_id_for, trace_in, tracing
 log = logging.getLogger(__name__)
 
 __all__ = ["REPLAYED_OPERATIONS", "AdapterRunner", "consumer_group"]
-
-# Every record the topics accept can be fetched, and every answer sent (limits.py).
-UNHANDLED_ERROR = "UNHANDLED_ERROR"
 
 
 def consumer_group(authority: str) -> str:
@@ -123,13 +121,18 @@ class AdapterRunner:
             asyncio.create_task(self._heartbeat(producer)),
         ]
         try:
-            while not self._stopping.is_set():
-                # A full pending queue pauses fetching (getmany still runs: the consumer
-                # stays in its group, and the replays go on in the background).
-                self._pending_limit.hold(consumer, len(self.pending))
-                batches = await consumer.getmany(timeout_ms=250, max_records=500)
-                if batches:
-                    await self._process(batches, consumer, producer)
+            # A full pending queue pauses fetching (the poll still runs: the consumer stays
+            # in its group, and the replays go on in the background). Each batch is
+            # committed once every answer and dead letter of it is acknowledged.
+            await consume(
+                consumer,
+                lambda batch: self._process(batch, producer),
+                commit=True,
+                stopping=self._stopping,
+                timeout_ms=250,
+                max_records=500,
+                before_poll=lambda: self._pending_limit.hold(consumer, len(self.pending)),
+            )
         finally:
             for task in background:
                 task.cancel()
@@ -216,12 +219,9 @@ class AdapterRunner:
                 partition=record.partition,
             )
 
-    async def _process(
-        self,
-        batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
-    ) -> None:
+    async def _process(self, batches: Batch, producer: AIOKafkaProducer) -> None:
+        """Handle a batch, and send what it makes (answers, dead letters) until the
+        broker acknowledged all of it; the loop commits past it then."""
         by_key: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
         for records in batches.values():
             for record in records:
@@ -239,7 +239,6 @@ class AdapterRunner:
             for record in outbox.records
         ]
         await asyncio.gather(*deliveries)
-        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
 
     async def _handle_in_order(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Outbox:
         outbox = Outbox()

@@ -33,6 +33,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from gun_contract.consume import Batch, consume
 from gun_hub.kafka.admin import partitions_of
 from gun_hub.kafka.client import ClientConfig, reached, read_without_group
 from gun_hub.metrics import HEARTBEATS_REFUSED
@@ -89,36 +90,52 @@ class OpsFeed:
         await read_without_group(self._connect, "gun-hub-ops-view", self._assign, self.follow)
 
     async def follow(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        """Apply what ``consumer`` (assigned to ``partitions``) reads, batch by batch."""
+        """Apply what ``consumer`` (assigned to ``partitions``) reads, batch by batch.
+
+        A reader without a group (gun_contract/consume.py): nothing is committed, the view
+        records the offsets of what it applied; a batch it failed to apply is read again
+        from there, never dead-lettered (its records are not at fault)."""
         targets = await consumer.end_offsets(partitions)
         self._state.partners = self._view.partners()
         failures = 0
-        while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=_BATCH)
-            records = await self._believed([feed_record(r) for b in batches.values() for r in b])
-            if records:
-                try:
-                    self._view.apply(records)
-                except Exception:  # the view's database failed (records never raise)
-                    failures += 1
-                    log.exception(
-                        "operations view: a batch of %d records was not applied (failure %d); "
-                        "reading again from the last applied offsets",
-                        len(records),
-                        failures,
-                    )
-                    await asyncio.sleep(min(self._retry_s * failures, 30.0))
-                    await self._rewind(consumer, partitions)
-                    continue
-                failures = 0
-                if any(r.topic == self._view.topics.health for r in records):
-                    self._state.partners = self._view.partners()
+        rewound = False  # this poll's batch was not applied: read again before anything
+
+        async def apply(batch: Batch) -> None:
+            nonlocal failures, rewound
+            records = await self._believed([feed_record(r) for b in batch.values() for r in b])
+            if not records:
+                return
+            try:
+                self._view.apply(records)
+            except Exception:  # the view's database failed (records never raise)
+                failures += 1
+                log.exception(
+                    "operations view: a batch of %d records was not applied (failure %d); "
+                    "reading again from the last applied offsets",
+                    len(records),
+                    failures,
+                )
+                await asyncio.sleep(min(self._retry_s * failures, 30.0))
+                await self._rewind(consumer, partitions)
+                rewound = True
+                return
+            failures = 0
+            if any(r.topic == self._view.topics.health for r in records):
+                self._state.partners = self._view.partners()
+
+        async def after_poll() -> None:
+            nonlocal rewound
+            if rewound:
+                rewound = False
+                return
             if not self.caught_up.is_set() and await reached(consumer, targets):
                 self.caught_up.set()
             try:
                 await self.prune_if_due(time.time())
             except sqlite3.Error:
                 log.exception("operations view: not pruned; tried again in an hour")
+
+        await consume(consumer, apply, commit=False, max_records=_BATCH, after_poll=after_poll)
 
     async def _believed(self, records: list[FeedRecord]) -> list[FeedRecord]:
         """``records`` with each health record replaced by the heartbeat it carries, once

@@ -30,13 +30,14 @@ import re
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from gun_contract.sqlite import open_database, transaction
 from gun_hub.limits import MAX_RECORD_BYTES
 from gun_hub.ops import dead_letters
 from gun_hub.ops.dead_letters import DeadLetterFilter, DeadLetterRow
@@ -477,9 +478,7 @@ class OpsView(ViewQueries):
 
     def __init__(self, path: Path | str, topics: FeedTopics) -> None:
         self.path = Path(path)
-        super().__init__(sqlite3.connect(str(path), isolation_level=None))
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        super().__init__(open_database(path, any_thread=False))
         self.topics = topics
         self._reread_dead_letters_kept_the_old_way()
         counted = self._tables() >= set(_COUNTER_TABLES)
@@ -662,15 +661,9 @@ class OpsView(ViewQueries):
             )
         return count
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        # Deferred: the view's one writer is the feed, its readers never block it (WAL).
+        return transaction(self._db, immediate=False)
 
     def _apply_or_skip(self, record: FeedRecord) -> None:
         """Apply one record, or undo what it wrote and count it as skipped.

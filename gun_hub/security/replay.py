@@ -13,11 +13,12 @@ so a restarted worker still knows them); adapters and readers keep them in SQLit
 from __future__ import annotations
 
 import heapq
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
+
+from gun_contract.sqlite import open_database
 
 
 class ReplayGuard(Protocol):
@@ -58,10 +59,7 @@ class SqliteReplayGuard:
     _PRUNE_EVERY = 1000
 
     def __init__(self, path: Path, *, keep_after_expiry_s: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_database(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS seen "
             "(jti TEXT PRIMARY KEY, expires_at INTEGER, position TEXT)"

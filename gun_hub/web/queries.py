@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from prometheus_client import Counter, Histogram
 
+from gun_contract.sqlite import open_read_only
 from gun_hub.ops.view import ViewQueries
 
 T = TypeVar("T")
@@ -114,9 +115,7 @@ class ViewReader:
     def _connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA query_only = ON")
-            db.execute("PRAGMA busy_timeout = 5000")
+            db = open_read_only(self.path)
             self._local.db = db
             with self._lock:
                 self._connections.append(db)

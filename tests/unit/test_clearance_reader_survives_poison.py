@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from gun_hub.clearance import DecisionReader, ReceivedDecision, Unreadable
 from gun_hub.dead_letter import (
@@ -181,6 +181,9 @@ async def test_a_producer_chosen_timestamp_is_no_broker_time(
     assert late.kind in {"ENVELOPE_EXPIRED", "ENVELOPE_IAT_SKEW"}
 
 
+_TP = TopicPartition(TOPICS.decisions, 1)
+
+
 class _Consumer:
     """Serves batches like AIOKafkaConsumer.getmany, and records commits."""
 
@@ -190,10 +193,13 @@ class _Consumer:
 
     async def getmany(
         self, timeout_ms: int = 0, max_records: int | None = None
-    ) -> dict[str, list[ConsumerRecord[bytes, bytes]]]:
-        return {"tp": self._batches.pop(0)} if self._batches else {}
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        return {_TP: self._batches.pop(0)} if self._batches else {}
 
-    async def commit(self) -> None:
+    def assignment(self) -> set[TopicPartition]:
+        return {_TP}
+
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         self.commits += 1
 
 

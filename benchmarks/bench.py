@@ -53,11 +53,20 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from benchmarks.cpu import CpuMeter
 from benchmarks.mix import Mix, PlannedDeclaration, describe
 from benchmarks.report import backlog_grew, latency_summary, render_result, steady_rate, timeline
-from gun_hub.clearance import DecisionReader, DeclarationSender
-from gun_hub.kafka.admin import ensure_topics
-from gun_hub.kafka.client import consumer_options, producer_options
-from gun_hub.kafka.local_broker import LocalBroker
-from gun_hub.processes import (
+from gun_contract.kafka.admin import ensure_topics
+from gun_contract.kafka.client import consumer_options, producer_options
+from gun_contract.resources import config_path
+from gun_contract.security.entitlements import CLEARANCE_PARTY, parties
+from gun_contract.security.keystore import KeystoreFolder
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.settings import BrokerSettings, SecuritySettings
+from gun_contract.topics import topic_registry
+from gun_hub.cli.progress import progress_bar
+from gun_hub.domain.routing import load_routing_table
+from gun_hub.security.factory import build_envelope
+from gun_tools.clearance_stand_in import DecisionReader, DeclarationSender
+from gun_tools.local_broker import LocalBroker
+from gun_tools.processes import (
     ProcessGroup,
     free_port,
     partner_health_url,
@@ -66,15 +75,6 @@ from gun_hub.processes import (
     start_partner_system,
     wait_all_ready,
 )
-from gun_hub.progress import progress_bar
-from gun_hub.resources import config_path
-from gun_hub.routing import load_routing_table
-from gun_hub.security.entitlements import CLEARANCE_PARTY, parties
-from gun_hub.security.factory import build_envelope
-from gun_hub.security.keystore import KeystoreFolder
-from gun_hub.security.replay import MemoryReplayGuard
-from gun_hub.settings import BrokerSettings, SecuritySettings
-from gun_hub.topics import topic_registry
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

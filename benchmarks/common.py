@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gun_hub.progress import HIDDEN, ProgressBar
+from gun_hub.cli.progress import HIDDEN, ProgressBar
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 

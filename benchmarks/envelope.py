@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.common import calls_made, save, summary_us, time_per_call
-from gun_hub.envelope import ContentType
-from gun_hub.progress import ProgressBar, progress_bar
-from gun_hub.security.entitlements import Entitlements
-from gun_hub.security.jose_envelope import JoseEnvelope
-from gun_hub.security.keystore import KeystoreFolder, PartyKeys
-from gun_hub.security.replay import MemoryReplayGuard
-from gun_hub.topics import topic_registry
+from gun_contract.envelope import ContentType
+from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import KeystoreFolder, PartyKeys
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.topics import topic_registry
+from gun_hub.cli.progress import ProgressBar, progress_bar
 
 TOPICS = topic_registry("gun", ["cites", "dga", "dgal"])
 

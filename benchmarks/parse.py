@@ -10,9 +10,8 @@ from decimal import Decimal
 from functools import partial
 
 from benchmarks.common import calls_made, save, summary_us, time_per_call
-from gun_hub.decide import decide
-from gun_hub.model.decision import DocumentResult
-from gun_hub.model.declaration import (
+from gun_contract.model.decision import DocumentResult
+from gun_contract.model.declaration import (
     Declarant,
     Declaration,
     Direction,
@@ -21,8 +20,9 @@ from gun_hub.model.declaration import (
     Quantity,
     Stage,
 )
-from gun_hub.model.verdicts import Verdict
-from gun_hub.progress import progress_bar
+from gun_contract.model.verdicts import Verdict
+from gun_hub.cli.progress import progress_bar
+from gun_hub.domain.decide import decide
 from gun_hub.xml.decision_codec import encode_decision
 from gun_hub.xml.declaration_codec import DeclarationCodec, encode_declaration
 

@@ -18,19 +18,19 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.common import save
-from gun_hub.clearance import DecisionReader, submit_declarations
-from gun_hub.kafka.admin import ensure_topics
-from gun_hub.kafka.local_broker import LocalBroker
-from gun_hub.processes import ProcessGroup, free_port, wait_http_ok
-from gun_hub.progress import progress_bar
-from gun_hub.resources import config_path
-from gun_hub.routing import load_routing_table
-from gun_hub.security.entitlements import Entitlements, parties
-from gun_hub.security.jose_envelope import JoseEnvelope
-from gun_hub.security.keystore import KeystoreFolder, PartyKeys
-from gun_hub.security.replay import MemoryReplayGuard
-from gun_hub.settings import BrokerSettings
-from gun_hub.topics import topic_registry
+from gun_contract.kafka.admin import ensure_topics
+from gun_contract.resources import config_path
+from gun_contract.security.entitlements import Entitlements, parties
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import KeystoreFolder, PartyKeys
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.settings import BrokerSettings
+from gun_contract.topics import topic_registry
+from gun_hub.cli.progress import progress_bar
+from gun_hub.domain.routing import load_routing_table
+from gun_tools.clearance_stand_in import DecisionReader, submit_declarations
+from gun_tools.local_broker import LocalBroker
+from gun_tools.processes import ProcessGroup, free_port, wait_http_ok
 
 REPO = Path(__file__).resolve().parent.parent
 DOCUMENT = "CHEDP.BENCH.2026.1"

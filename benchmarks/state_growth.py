@@ -19,12 +19,12 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.model.verdicts import Verdict
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.model.verdicts import Verdict
+from gun_contract.security.keystore import KeystoreFolder
+from gun_hub.domain.routing import load_routing_table
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
-from gun_hub.outbox import Outbox
-from gun_hub.routing import load_routing_table
-from gun_hub.security.keystore import KeystoreFolder
 from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_decided_cases_leave_the_hot_table import (
     MARKER_S,
@@ -49,7 +49,7 @@ def _declaration(n: int) -> bytes:
     )
 
 
-def _feed(view: OpsView, outbox: Outbox, offset: list[int]) -> None:
+def _feed(view: OpsView, outbox: Effects, offset: list[int]) -> None:
     records = []
     for record in outbox.records:
         if record.topic in (view.topics.status, view.topics.facts):

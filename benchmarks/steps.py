@@ -20,14 +20,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from benchmarks.common import save
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.envelope import ContentType
-from gun_hub.model.exchange import AuthorityRequest
-from gun_hub.model.verdicts import Verdict
-from gun_hub.routing import load_routing_table
-from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
-from gun_hub.security.jose_envelope import JoseEnvelope
-from gun_hub.security.keystore import KeystoreFolder
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.envelope import ContentType
+from gun_contract.model.exchange import AuthorityRequest
+from gun_contract.model.verdicts import Verdict
+from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import KeystoreFolder
+from gun_hub.domain.routing import load_routing_table
 from tests.builders import answer_to, declaration_xml, document, goods_item
 from tests.conftest import envelope_of
 from tests.unit.test_pipeline import Hub

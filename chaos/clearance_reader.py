@@ -1,6 +1,6 @@
 """The clearance system's decision reader, held back: ``python -m chaos.clearance_reader``.
 
-It is the project's own reader (:class:`gun_hub.clearance.DecisionReader` with the
+It is the project's own reader (:class:`gun_tools.clearance_stand_in.DecisionReader` with the
 clearance party's envelope, consumer group ``gun-clearance``, dead letters on), started
 only once the whole run is over, with the envelope's clock moved forward by
 ``--clock-offset`` seconds (default 65 minutes). Every decision it reads is therefore more
@@ -21,13 +21,13 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
-import gun_hub.security.jose_envelope as jose_envelope
-from gun_hub.clearance import DecisionReader
-from gun_hub.resources import config_path
-from gun_hub.routing import load_routing_table
+import gun_contract.security.jose_envelope as jose_envelope
+from gun_contract.resources import config_path
+from gun_contract.settings import SecuritySettings, Settings
+from gun_contract.topics import topic_registry
+from gun_hub.domain.routing import load_routing_table
 from gun_hub.security.factory import build_envelope
-from gun_hub.settings import SecuritySettings, Settings
-from gun_hub.topics import topic_registry
+from gun_tools.clearance_stand_in import DecisionReader
 
 
 def shift_envelope_clock(offset_s: float) -> None:

@@ -41,15 +41,15 @@ from chaos.poison import poison_batch, send_poison
 from chaos.producers import AiokafkaProducer, ClearanceProducer, ConfluentProducer
 from chaos.stack import AUTHORITIES, PARTITIONS, Stack
 from chaos.workload import Story, Version, Workload
-from gun_hub.envelope import ContentType
-from gun_hub.kafka.admin import ensure_topics, topic_partitions
-from gun_hub.resources import config_path
-from gun_hub.routing import load_routing_table
-from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY, Entitlements, parties
-from gun_hub.security.jose_envelope import JoseEnvelope
-from gun_hub.security.keystore import KeystoreFolder, PartyKeys
-from gun_hub.security.replay import MemoryReplayGuard
-from gun_hub.topics import TopicRegistry, topic_registry
+from gun_contract.envelope import ContentType
+from gun_contract.kafka.admin import ensure_topics, topic_partitions
+from gun_contract.resources import config_path
+from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY, Entitlements, parties
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import KeystoreFolder, PartyKeys
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.topics import TopicRegistry, topic_registry
+from gun_hub.domain.routing import load_routing_table
 
 log = logging.getLogger("chaos")
 PREFIX = "chaos"

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from gun_hub.envelope import ContentType
-from gun_hub.kafka.admin import topic_partitions
-from gun_hub.security.entitlements import Entitlements
-from gun_hub.security.jose_envelope import JoseEnvelope
-from gun_hub.security.keystore import PartyKeys
-from gun_hub.security.replay import MemoryReplayGuard
-from gun_hub.topics import TopicRegistry
+from gun_contract.envelope import ContentType
+from gun_contract.kafka.admin import topic_partitions
+from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import PartyKeys
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.topics import TopicRegistry
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 The broker is the project's embedded one (``LocalBroker``) on free ports with a data
 folder of the run's own. The other components are ``python -m gun_hub ...`` processes in
-sessions of their own (:mod:`gun_hub.processes`), each with its log file under
+sessions of their own (:mod:`gun_tools.processes`), each with its log file under
 ``<out>/logs``. A watcher notices any component that exits without being told to, records
 it (the checker's "nothing crashed a component") and starts it again, as a supervisor
 would: a crash-loop shows as many exits.
@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gun_hub.kafka.local_broker import LocalBroker
-from gun_hub.processes import ProcessGroup, free_port, wait_http_ok
-from gun_hub.settings import BrokerSettings
+from gun_contract.settings import BrokerSettings
+from gun_tools.local_broker import LocalBroker
+from gun_tools.processes import ProcessGroup, free_port, wait_http_ok
 
 log = logging.getLogger("chaos.stack")
 REPO = Path(__file__).resolve().parent.parent

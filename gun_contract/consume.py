@@ -6,7 +6,7 @@ Variants, by parameter rather than by copy:
 * **Group consumer or reader without a group.** ``commit=True``: once the handler
   returned, the loop commits the offset after each partition's last record of the batch
   (the adapters, the clearance reader's group). ``commit=False``: a reader that assigned
-  itself its partitions (``gun_hub.kafka.client.read_without_group``: the operations view,
+  itself its partitions (``gun_contract.kafka.client.read_without_group``: the operations view,
   the rollout modes) keeps its own position, or a transaction commits it (the decision
   publisher sends its offsets to its transaction, and seeks back a batch it could not
   publish: only the poll is the loop's).
@@ -45,8 +45,8 @@ from typing import Any, Protocol, TypeAlias
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_record
-from gun_hub.outbox import OutgoingRecord
+from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_record
+from gun_contract.effects import OutgoingRecord
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def unhandled_dead_letter(
     dlq_topic: str, component: str, record: Record, error: Exception
 ) -> OutgoingRecord:
     """The dead letter of ``record``, whose handling raised ``error``: the original bytes,
-    kind ``UNHANDLED_ERROR``, the error's class and text as reason (gun_hub/dead_letter.py)."""
+    kind ``UNHANDLED_ERROR``, the error's class and text as reason (gun_contract/dead_letter.py)."""
     return dead_letter_record(
         dlq_topic,
         record.value or b"",

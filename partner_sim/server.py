@@ -202,7 +202,7 @@ def _answered(response: web.StreamResponse) -> str:
 @web.middleware
 async def call_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     """One line per partner API call, naming the caller's trace (``traceparent``), so a
-    declaration is followed into the partner's own log (gun_hub/trace.py). Names the
+    declaration is followed into the partner's own log (gun_contract/trace.py). Names the
     declaration and the operation, not the document (a licence number stays out)."""
     if not request.path.startswith("/api/"):
         return await handler(request)

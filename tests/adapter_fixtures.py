@@ -10,17 +10,17 @@ from decimal import Decimal
 
 from adapters.base import PartnerPort, load_adapter
 from adapters.base.runner import AdapterRunner
-from gun_hub.envelope import Envelope
-from gun_hub.model.declaration import Direction, Stage
-from gun_hub.model.exchange import (
+from gun_contract.envelope import Envelope
+from gun_contract.model.declaration import Direction, Stage
+from gun_contract.model.exchange import (
     AuthorityRequest,
     Operation,
     RequestedDocument,
     RequestedItem,
     request_id_for,
 )
-from gun_hub.settings import Settings
-from gun_hub.topics import TopicRegistry
+from gun_contract.settings import Settings
+from gun_contract.topics import TopicRegistry
 
 
 @asynccontextmanager

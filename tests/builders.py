@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from gun_hub.model.declaration import (
+from gun_contract.model.declaration import (
     AdditionalInformation,
     Declarant,
     Declaration,
@@ -15,8 +15,8 @@ from gun_hub.model.declaration import (
     Quantity,
     Stage,
 )
-from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
-from gun_hub.model.verdicts import Verdict
+from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
+from gun_contract.model.verdicts import Verdict
 from gun_hub.xml.declaration_codec import encode_declaration
 
 EORI = "FR12345678901234"

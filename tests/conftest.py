@@ -17,22 +17,22 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.kafka.admin import ensure_topics
-from gun_hub.kafka.local_broker import BrokerError, LocalBroker
-from gun_hub.processes import free_port
-from gun_hub.routing import RoutingTable, load_routing_table
-from gun_hub.security.entitlements import Entitlements
-from gun_hub.security.jose_envelope import EnvelopePolicy, JoseEnvelope
-from gun_hub.security.keystore import KeystoreFolder, PartyKeys
-from gun_hub.security.replay import MemoryReplayGuard
-from gun_hub.settings import (
+from gun_contract.kafka.admin import ensure_topics
+from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.jose_envelope import EnvelopePolicy, JoseEnvelope
+from gun_contract.security.keystore import KeystoreFolder, PartyKeys
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.settings import (
     BrokerSettings,
     HubSettings,
     KafkaSettings,
     SecuritySettings,
     Settings,
 )
-from gun_hub.topics import TopicRegistry, topic_registry
+from gun_contract.topics import TopicRegistry, topic_registry
+from gun_hub.domain.routing import RoutingTable, load_routing_table
+from gun_tools.local_broker import BrokerError, LocalBroker
+from gun_tools.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 4

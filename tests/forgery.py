@@ -17,7 +17,7 @@ from joserfc.jwe import JWERegistry
 from joserfc.jwk import ECKey, OctKey
 from joserfc.jws import JWSRegistry
 
-from gun_hub.security.keystore import PartyKeys
+from gun_contract.security.keystore import PartyKeys
 
 _OPEN_JWS = JWSRegistry(strict_check_header=False, algorithms=["ES256", "HS256", "none"])
 _OPEN_JWE = JWERegistry(strict_check_header=False, algorithms=["ECDH-ES+A256KW", "A256GCM"])

@@ -9,9 +9,9 @@ from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError
 
-from gun_hub.clearance import DeclarationSender
-from gun_hub.envelope import Envelope
+from gun_contract.envelope import Envelope
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway
+from gun_tools.clearance_stand_in import DeclarationSender
 
 
 @dataclass(frozen=True)

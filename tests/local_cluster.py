@@ -21,8 +21,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from gun_hub.kafka.local_broker import BrokerError, LocalCluster
-from gun_hub.settings import BrokerSettings
+from gun_contract.settings import BrokerSettings
+from gun_tools.local_broker import BrokerError, LocalCluster
 
 log = logging.getLogger(__name__)
 

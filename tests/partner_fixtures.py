@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gun_hub.processes import free_port
+from gun_tools.processes import free_port
 from partner_sim.documents import load_documents
 from partner_sim.server import build_app
 from partner_sim.store import LedgerStore

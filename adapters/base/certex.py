@@ -8,7 +8,7 @@ Every call carries the declaration version (``declaration_version`` in its JSON 
 and the request's idempotency key (``Idempotency-Key`` header; the partner scopes it to
 the document of the URL): a retried or replayed call is applied once, and an operation
 older than the newest version the partner has seen is refused ``STALE_VERSION``. It also
-carries the declaration version's trace (W3C ``traceparent``, gun_hub/trace.py) when the
+carries the declaration version's trace (W3C ``traceparent``, gun_contract/trace.py) when the
 adapter handles one.
 """
 
@@ -24,17 +24,17 @@ from urllib.parse import quote
 import aiohttp
 
 from adapters.base.resilience import Backoff, CircuitBreaker
-from gun_hub.model.exchange import (
+from gun_contract.health import CircuitStatus
+from gun_contract.model.exchange import (
     AuthorityRequest,
     DocumentAnswer,
     Operation,
     RequestedDocument,
     RequestedItem,
 )
-from gun_hub.model.verdicts import Verdict
-from gun_hub.ops.health import CircuitStatus
-from gun_hub.settings import AdapterSettings
-from gun_hub.trace import TRACEPARENT, current_trace, traceparent
+from gun_contract.model.verdicts import Verdict
+from gun_contract.settings import AdapterSettings
+from gun_contract.trace import TRACEPARENT, current_trace, traceparent
 
 log = logging.getLogger(__name__)
 

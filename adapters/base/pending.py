@@ -8,7 +8,7 @@ The queue is ordered per declaration (record key): operations of one reference a
 replayed in the order they were asked, and references are independent of each other.
 
 A request quotes its documents, war-material licences included (DGA's adapter): with a
-state cipher (the adapter's state key, :mod:`gun_hub.security.state_cipher`) the
+state cipher (the adapter's state key, :mod:`gun_contract.security.state_cipher`) the
 ``request`` column holds it sealed, bound to its row (reference, version and row key), and
 the row key is the request id and a random suffix, never a digest of the documents (an
 unkeyed hash of a licence number is confirmed by guessing it). What orders the queue stays
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from adapters.base import metrics
+from gun_contract.model.exchange import AuthorityRequest
+from gun_contract.security.state_cipher import StateCipher, StateUnreadable
 from gun_contract.sqlite import open_database, transaction
-from gun_hub.model.exchange import AuthorityRequest
-from gun_hub.security.state_cipher import StateCipher, StateUnreadable
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from contextlib import asynccontextmanager
 from adapters.base.certex import STALE_VERSION
 from adapters.base.pending import PendingOperations
 from adapters.base.spec import PartnerPort
-from gun_hub.model.exchange import AuthorityRequest, DocumentAnswer, Operation
-from gun_hub.model.verdicts import Verdict
-from gun_hub.trace import trace_id_for, tracing
+from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
+from gun_contract.model.verdicts import Verdict
+from gun_contract.trace import trace_id_for, tracing
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class Replayer:
         """Replay ``reference``'s queue in order, until its head still meets an
         UNAVAILABLE partner; True when the queue is empty. Holds the reference's lock."""
         for request, partition in self._pending.queued_at(reference):
-            # Its version's trace (gun_hub/trace.py): the call, the answer and the log
+            # Its version's trace (gun_contract/trace.py): the call, the answer and the log
             # lines of a replay are followed like those of the first attempt.
             with tracing(trace_id_for(request.reference, request.version)):
                 answers = await self._partner.answer(request)

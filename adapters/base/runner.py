@@ -35,18 +35,18 @@ from adapters.base.pending import PendingLimit, PendingOperations
 from adapters.base.replay import REPLAYED_OPERATIONS, Replayer
 from adapters.base.spec import AdapterSpec, PartnerPort
 from gun_contract.consume import UNHANDLED_ERROR, Batch, consume
-from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
-from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected, broker_accepted_at
-from gun_hub.kafka.client import consumer_options, from_settings, producer_options
-from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
-from gun_hub.ops.health import PartnerHealth
-from gun_hub.ops.heartbeats import signed_heartbeat
-from gun_hub.outbox import Outbox
-from gun_hub.security.entitlements import HUB_PARTY
-from gun_hub.security.state_cipher import StateCipher
-from gun_hub.settings import Settings
-from gun_hub.topics import TopicRegistry
-from gun_hub.trace import TRACE_HEADER, trace_id_for, trace_in, tracing
+from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
+from gun_contract.effects import Effects
+from gun_contract.envelope import ContentType, Envelope, EnvelopeRejected, broker_accepted_at
+from gun_contract.health import PartnerHealth
+from gun_contract.heartbeats import signed_heartbeat
+from gun_contract.kafka.client import consumer_options, from_settings, producer_options
+from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.state_cipher import StateCipher
+from gun_contract.settings import Settings
+from gun_contract.topics import TopicRegistry
+from gun_contract.trace import TRACE_HEADER, trace_id_for, trace_in, tracing
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class AdapterRunner:
     ) -> None:
         """Send the answer of a replayed operation now, acknowledged by the broker."""
         assert self._producer is not None  # noqa: S101 - replays start after the producer
-        outbox = Outbox()
+        outbox = Effects()
         self._answer(outbox, request, answers, partition)
         for record in outbox.records:
             await self._producer.send_and_wait(
@@ -240,15 +240,15 @@ class AdapterRunner:
         ]
         await asyncio.gather(*deliveries)
 
-    async def _handle_in_order(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Outbox:
-        outbox = Outbox()
+    async def _handle_in_order(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Effects:
+        outbox = Effects()
         async with self._in_flight:
             for record in records:
                 await self._handle_survivably(record, outbox)
         return outbox
 
     async def _handle_survivably(
-        self, record: ConsumerRecord[bytes, bytes], outbox: Outbox
+        self, record: ConsumerRecord[bytes, bytes], outbox: Effects
     ) -> None:
         """Handle one record; whatever it raises dead-letters it, and the batch goes on."""
         answered = len(outbox.records)
@@ -270,7 +270,7 @@ class AdapterRunner:
                 reason=f"{type(err).__name__}: {err}",
             )
 
-    async def _handle(self, record: ConsumerRecord[bytes, bytes], outbox: Outbox) -> None:
+    async def _handle(self, record: ConsumerRecord[bytes, bytes], outbox: Effects) -> None:
         source = SourcePosition(record.topic, record.partition, record.offset, record.key)
         data = record.value or b""
         try:
@@ -310,7 +310,7 @@ class AdapterRunner:
             )
             return
         # The trace the hub named on the request (or its version's own): on every log line,
-        # partner call and answer about it (gun_hub/trace.py).
+        # partner call and answer about it (gun_contract/trace.py).
         trace_id = trace_in(record.headers) or trace_id_for(request.reference, request.version)
         with tracing(trace_id):
             with metrics.PARTNER_SECONDS.labels(self._spec.authority).time():
@@ -329,7 +329,7 @@ class AdapterRunner:
 
     def _answer(
         self,
-        outbox: Outbox,
+        outbox: Effects,
         request: AuthorityRequest,
         answers: tuple[DocumentAnswer, ...],
         partition: int | None,
@@ -365,7 +365,7 @@ class AdapterRunner:
 
     def _dead_letter(
         self,
-        outbox: Outbox,
+        outbox: Effects,
         data: bytes,
         source: SourcePosition,
         error_class: ErrorClass,

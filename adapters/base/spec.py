@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from gun_hub.model.exchange import AuthorityRequest, DocumentAnswer
-from gun_hub.ops.health import CircuitStatus
-from gun_hub.settings import AdapterSettings
+from gun_contract.health import CircuitStatus
+from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer
+from gun_contract.settings import AdapterSettings
 
 
 class PartnerPort(Protocol):

@@ -20,11 +20,11 @@ from urllib.parse import quote as url_segment
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from gun_hub.envelope import ContentType, Envelope, EnvelopeRejected
-from gun_hub.kafka.admin import topic_partitions
-from gun_hub.kafka.client import ClientConfig, client_options
-from gun_hub.model.declaration import Direction, Stage
-from gun_hub.model.exchange import (
+from gun_contract.envelope import ContentType, Envelope, EnvelopeRejected
+from gun_contract.kafka.admin import topic_partitions
+from gun_contract.kafka.client import ClientConfig, client_options
+from gun_contract.model.declaration import Direction, Stage
+from gun_contract.model.exchange import (
     AuthorityRequest,
     AuthorityResponse,
     Operation,
@@ -32,7 +32,7 @@ from gun_hub.model.exchange import (
     RequestedItem,
     request_id_for,
 )
-from gun_hub.topics import TopicRegistry
+from gun_contract.topics import TopicRegistry
 
 EORI = "FR12345678901234"
 COMMODITY = "0302130000"

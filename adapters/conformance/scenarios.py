@@ -15,8 +15,8 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.conformance.harness import Harness, Quote, ScenarioFailed, today
-from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, Operation
-from gun_hub.model.verdicts import Verdict
+from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, Operation
+from gun_contract.model.verdicts import Verdict
 
 Run = Callable[[Harness], Awaitable[None]]
 

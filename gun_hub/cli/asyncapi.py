@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from gun_contract.resources import schema_path
+from gun_contract.settings import Settings, load_settings
 from gun_hub.cli.kafka import registry_for
-from gun_hub.resources import schema_path
-from gun_hub.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from gun_hub.asyncapi import Deployment
-    from gun_hub.asyncapi.payloads import JsonObject
+    from gun_tools.asyncapi import Deployment
+    from gun_tools.asyncapi.payloads import JsonObject
 
 # The generator is imported when the command runs, not with the CLI: it builds its
 # examples (keys, seals) at import, about a second of CPU that every process started as
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def deployment_of(settings: Settings) -> Deployment:
-    from gun_hub.asyncapi import Deployment
+    from gun_tools.asyncapi import Deployment
 
     return Deployment(
         broker=f"{settings.broker.host}:{settings.broker.port}",
@@ -35,7 +35,7 @@ def deployment_of(settings: Settings) -> Deployment:
 
 def document_for(settings: Settings) -> JsonObject:
     """The document of this configuration (the committed one is that of the defaults)."""
-    from gun_hub.asyncapi import build_document
+    from gun_tools.asyncapi import build_document
 
     return build_document(registry_for(settings), deployment_of(settings))
 
@@ -49,7 +49,7 @@ def asyncapi(
     ),
 ) -> None:
     """Generate the AsyncAPI 3.0 document of every topic from the topic registry."""
-    from gun_hub.asyncapi import render_yaml
+    from gun_tools.asyncapi import render_yaml
 
     path = output or schema_path("asyncapi.yaml")
     document = document_for(load_settings())

@@ -12,10 +12,12 @@ from pathlib import Path
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from gun_contract.kafka.admin import topic_partitions
+from gun_contract.kafka.client import Connect, client_options, from_settings
+from gun_contract.security.keystore import PUBLIC_JWKS, KeystoreError, read_public_keys
+from gun_contract.settings import load_settings
 from gun_hub.cli.kafka import registry_for
-from gun_hub.kafka.admin import topic_partitions
-from gun_hub.kafka.client import Connect, client_options, from_settings
-from gun_hub.progress import HIDDEN, ProgressBar, progress_bar
+from gun_hub.cli.progress import HIDDEN, ProgressBar, progress_bar
 from gun_hub.security.audit import (
     UNSIGNED_GRACE_S,
     AuditReport,
@@ -26,8 +28,6 @@ from gun_hub.security.audit import (
     write_witness,
 )
 from gun_hub.security.factory import tail_policy
-from gun_hub.security.keystore import PUBLIC_JWKS, KeystoreError, read_public_keys
-from gun_hub.settings import load_settings
 
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import typer
 
+from gun_contract.kafka.admin import ensure_topics, wait_for_cluster
+from gun_contract.kafka.client import from_settings
+from gun_contract.logs import configure_logging
+from gun_contract.security.keystore import KeystoreError
+from gun_contract.settings import Settings, load_settings
+from gun_contract.topics import TopicSpec
 from gun_hub.cli.kafka import registry_for, routing_for
-from gun_hub.kafka.admin import ensure_topics, wait_for_cluster
-from gun_hub.kafka.client import from_settings
-from gun_hub.logs import configure_logging
-from gun_hub.risk import RiskRulesError, load_risk_rules
+from gun_hub.domain.risk import RiskRulesError, load_risk_rules
 from gun_hub.security.factory import build_envelope
-from gun_hub.security.keystore import KeystoreError
 from gun_hub.security.web_auth import AccessConfigError
-from gun_hub.settings import Settings, load_settings
-from gun_hub.topics import TopicSpec
 from gun_hub.web import WebConfigError
 
 
@@ -46,7 +46,7 @@ def hub() -> None:
     """Run the hub worker (faust): intake, routing, correlation, decisions."""
     from faust.worker import Worker
 
-    from gun_hub.app import build_hub, table_changelogs
+    from gun_hub.runtime.app import build_hub, table_changelogs
 
     settings = load_settings()
     configure_logging(settings.log_level, component="hub", log_format=settings.log_format)

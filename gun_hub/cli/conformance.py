@@ -8,13 +8,13 @@ import typer
 
 from adapters.conformance.harness import Harness
 from adapters.conformance.kit import run_kit, selected_scenarios, table
+from gun_contract.kafka.client import from_settings
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.settings import load_settings
 from gun_hub.cli.kafka import registry_for, routing_for
-from gun_hub.kafka.client import from_settings
-from gun_hub.progress import progress_bar
-from gun_hub.security.entitlements import HUB_PARTY
+from gun_hub.cli.progress import progress_bar
 from gun_hub.security.factory import build_envelope
-from gun_hub.security.replay import MemoryReplayGuard
-from gun_hub.settings import load_settings
 
 
 def conformance(

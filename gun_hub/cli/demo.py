@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from gun_hub.demo import DemoFailed, run_demo
-from gun_hub.demo.report import problems, report
-from gun_hub.settings import load_settings
+from gun_contract.settings import load_settings
+from gun_tools.demo import DemoFailed, run_demo
+from gun_tools.demo.report import problems, report
 
 
 def demo(

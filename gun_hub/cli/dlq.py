@@ -26,6 +26,7 @@ from typing import Any
 
 import typer
 
+from gun_contract.settings import load_settings
 from gun_hub.cli.hub_client import (
     AS_JSON,
     CAFILE,
@@ -38,7 +39,6 @@ from gun_hub.cli.hub_client import (
 from gun_hub.cli.hub_client import fail_as_hub_says as _fail
 from gun_hub.cli.kafka import registry_for
 from gun_hub.ops.dead_letters import DeadLetterId, NotAFilter, NotAnId, parse_since
-from gun_hub.settings import load_settings
 
 _REASON_CHARS = 60
 

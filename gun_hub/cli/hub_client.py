@@ -16,12 +16,12 @@ from typing import Any, Literal
 
 import typer
 
+from gun_contract.settings import load_settings
 from gun_hub.security.web_auth import (
     AccessConfigError,
     basic_authorization,
     read_officer_credentials,
 )
-from gun_hub.settings import load_settings
 
 Listener = Literal["trader", "officer"]
 NOT_AUTHENTICATED = 4

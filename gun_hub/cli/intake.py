@@ -10,15 +10,15 @@ from pathlib import Path
 
 import typer
 
+from gun_contract.logs import configure_logging
+from gun_contract.security.keystore import KeystoreError
+from gun_contract.settings import load_settings
 from gun_hub.cli.components import prepare_cluster
 from gun_hub.cli.kafka import registry_for
 from gun_hub.gateway.file_drop import DropFolderBusy
 from gun_hub.gateway.lodging import lodger_for
 from gun_hub.gateway.service import build_gateway, serve_http, watch_folder
-from gun_hub.logs import configure_logging
-from gun_hub.security.keystore import KeystoreError
 from gun_hub.security.web_auth import EORI, AccessConfigError
-from gun_hub.settings import load_settings
 from gun_hub.web import WebConfigError, trader_tokens
 
 app = typer.Typer(

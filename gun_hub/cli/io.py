@@ -7,14 +7,14 @@ from pathlib import Path
 
 import typer
 
-from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
+from gun_contract.kafka.client import from_settings
+from gun_contract.security.entitlements import CLEARANCE_PARTY
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.settings import load_settings
 from gun_hub.cli.kafka import registry_for
-from gun_hub.decision_text import decision_lines
-from gun_hub.kafka.client import from_settings
-from gun_hub.security.entitlements import CLEARANCE_PARTY
+from gun_hub.domain.decision_text import decision_lines
 from gun_hub.security.factory import build_envelope
-from gun_hub.security.replay import MemoryReplayGuard
-from gun_hub.settings import load_settings
+from gun_tools.clearance_stand_in import DecisionReader, ReceivedDecision, submit_declarations
 
 
 def format_decision(received: ReceivedDecision) -> str:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import typer
 
-from gun_hub.kafka.acls import acl_plan, apply_acls
-from gun_hub.kafka.admin import ensure_topics
-from gun_hub.kafka.client import from_settings
-from gun_hub.kafka.local_broker import BrokerError, LocalBroker, LocalCluster
-from gun_hub.routing import RoutingTable, RoutingTableError, load_routing_table
-from gun_hub.security.entitlements import parties
-from gun_hub.settings import Settings, load_settings
-from gun_hub.topics import TopicRegistry, topic_registry
+from gun_contract.kafka.acls import acl_plan, apply_acls
+from gun_contract.kafka.admin import ensure_topics
+from gun_contract.kafka.client import from_settings
+from gun_contract.security.entitlements import parties
+from gun_contract.settings import Settings, load_settings
+from gun_contract.topics import TopicRegistry, topic_registry
+from gun_hub.domain.routing import RoutingTable, RoutingTableError, load_routing_table
+from gun_tools.local_broker import BrokerError, LocalBroker, LocalCluster
 
 app = typer.Typer(
     help="The embedded local Kafka broker, or a local cluster (no Docker needed).",

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import typer
 
-from gun_hub.cli.kafka import registry_for
-from gun_hub.security.entitlements import parties
-from gun_hub.security.keystore import (
+from gun_contract.security.entitlements import parties
+from gun_contract.security.keystore import (
     AUDIT_VALIDITY_DAYS,
     AUDITING_PARTY,
     KeystoreError,
     KeystoreFolder,
     PublicKey,
 )
-from gun_hub.settings import load_settings
+from gun_contract.settings import load_settings
+from gun_hub.cli.kafka import registry_for
 
 app = typer.Typer(help="Signing, encryption, audit and state keys.", no_args_is_help=True)
 

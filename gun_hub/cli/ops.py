@@ -25,6 +25,8 @@ from typing import Any
 
 import typer
 
+from gun_contract.settings import load_settings
+from gun_contract.trace import trace_id_for
 from gun_hub.cli.hub_client import (
     AS_JSON,
     CAFILE,
@@ -48,8 +50,6 @@ from gun_hub.security.web_auth import (
     write_officer_credentials,
     write_private_file,
 )
-from gun_hub.settings import load_settings
-from gun_hub.trace import trace_id_for
 
 
 def _trader(token_file: Path) -> str:

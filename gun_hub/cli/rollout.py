@@ -1,7 +1,7 @@
 """``gun-hub rollout show | set | report``: pilot, then generalise (ADR 0012).
 
 Each authority's rollout mode (off, shadow, advice, enforce), everywhere or at one
-customs office, is held by the hub (gun_hub/rollout.py) and set through the officer
+customs office, is held by the hub (gun_hub/domain/rollout.py) and set through the officer
 listener, audited (gun_hub/web/rollout.py). The command presents the officer's
 credentials (``--credentials-file``, as ``gun-hub stats``) and prints what the hub answers.
 
@@ -28,7 +28,7 @@ from gun_hub.cli.hub_client import (
     fail_as_hub_says,
     print_table,
 )
-from gun_hub.rollout import RolloutMode
+from gun_hub.domain.rollout import RolloutMode
 
 app = typer.Typer(
     help="Rollout modes of the partner administrations: show them, set one, print the "

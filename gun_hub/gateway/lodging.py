@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
-from gun_hub.model.declaration import Declaration
+from gun_contract.model.declaration import Declaration
 from gun_hub.pipeline.intake import TOO_LARGE_TO_DECIDE, too_large_to_decide
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_hub.xml.safe_parse import XmlLimits, XmlRejected, XmlRejectionKind
@@ -47,7 +47,7 @@ LODGEMENTS = Counter(
 
 
 class Sender(Protocol):
-    """What publishes on the declarations topic (:class:`gun_hub.clearance.DeclarationSender`)."""
+    """What publishes on the declarations topic (:class:`gun_tools.clearance_stand_in.DeclarationSender`)."""
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...

@@ -6,20 +6,20 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gun_hub.clearance import DeclarationSender
+from gun_contract.kafka.client import from_settings
+from gun_contract.security.entitlements import GATEWAY_PARTY
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.settings import Settings
+from gun_contract.topics import TopicRegistry
 from gun_hub.gateway.file_drop import DropFolder, DropWatcher
 from gun_hub.gateway.http_channel import lodging_app
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
 from gun_hub.gateway.probes import probes_app
-from gun_hub.kafka.client import from_settings
-from gun_hub.security.entitlements import GATEWAY_PARTY
 from gun_hub.security.factory import build_envelope
-from gun_hub.security.replay import MemoryReplayGuard
 from gun_hub.security.web_auth import TraderTokens
-from gun_hub.settings import Settings
-from gun_hub.topics import TopicRegistry
 from gun_hub.web import tls_of
 from gun_hub.web.listeners import Listener, start_all, stop_all
+from gun_tools.clearance_stand_in import DeclarationSender
 
 
 def build_gateway(settings: Settings, topics: TopicRegistry) -> Gateway:

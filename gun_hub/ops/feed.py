@@ -34,10 +34,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from gun_contract.consume import Batch, consume
-from gun_hub.kafka.admin import partitions_of
-from gun_hub.kafka.client import ClientConfig, reached, read_without_group
+from gun_contract.heartbeats import HeartbeatFault, HeartbeatGate, HeartbeatRefused
+from gun_contract.kafka.admin import partitions_of
+from gun_contract.kafka.client import ClientConfig, reached, read_without_group
 from gun_hub.metrics import HEARTBEATS_REFUSED
-from gun_hub.ops.heartbeats import HeartbeatFault, HeartbeatGate, HeartbeatRefused
 from gun_hub.ops.prometheus import OpsState
 from gun_hub.ops.view import FeedRecord, OpsView
 

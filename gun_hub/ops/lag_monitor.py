@@ -23,13 +23,13 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from gun_hub.kafka.acls import adapter_group
-from gun_hub.kafka.admin import partitions_of
-from gun_hub.kafka.client import ClientConfig, from_settings
+from gun_contract.kafka.acls import adapter_group
+from gun_contract.kafka.admin import partitions_of
+from gun_contract.kafka.client import ClientConfig, from_settings
+from gun_contract.settings import Settings
+from gun_contract.topics import TopicRegistry
 from gun_hub.ops.lag import GrowthWatch, LagSnapshot, PartitionLag, partition_lags, snapshot
 from gun_hub.ops.prometheus import OpsState
-from gun_hub.settings import Settings
-from gun_hub.topics import TopicRegistry
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

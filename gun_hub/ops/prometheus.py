@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
-from gun_hub.ops.health import CircuitStatus, PartnerHealth
+from gun_contract.health import CircuitStatus, PartnerHealth
 from gun_hub.ops.lag import LagSnapshot
 
 LAG = "kafka_consumergroup_lag"

@@ -37,14 +37,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from gun_contract.health import PartnerHealth
+from gun_contract.limits import MAX_RECORD_BYTES
 from gun_contract.sqlite import open_database, transaction
-from gun_hub.limits import MAX_RECORD_BYTES
+from gun_hub.domain.reasons import explain_codes
+from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops import dead_letters
 from gun_hub.ops.dead_letters import DeadLetterFilter, DeadLetterRow
 from gun_hub.ops.facts import FACT, DecisionFact, ReceivedFact, WriteOffFact
-from gun_hub.ops.health import PartnerHealth
-from gun_hub.reasons import explain_codes
-from gun_hub.status_events import StatusEvent, StatusKind
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS offsets (

@@ -36,10 +36,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.outbox import Outbox
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.security.replay import TableReplayGuard
 from gun_hub.pipeline.intake import Intake
-from gun_hub.security.replay import TableReplayGuard
 
 CLAIM = "claim"
 VERDICT = "verdict"
@@ -142,7 +142,7 @@ class ClaimJudge:
         self._memory = memory
         self._topic = claims_topic
 
-    def judge(self, claim: Claim) -> Outbox:
+    def judge(self, claim: Claim) -> Effects:
         position = claim.position
         first = self._memory.first_sighting(
             claim.message_id, claim.accept_until, position, claim.accepted_at
@@ -153,7 +153,7 @@ class ClaimJudge:
             first=first,
             held_at=position if first else self._memory.position_of(claim.message_id),
         )
-        outbox = Outbox()
+        outbox = Effects()
         outbox.add(
             self._topic,
             claim.message_id.encode(),
@@ -260,12 +260,12 @@ class AdmissionGate:
         accepted_at: float | None,
         *,
         read_as: SourcePosition | None = None,
-    ) -> tuple[Outbox, list[Waiting]]:
+    ) -> tuple[Effects, list[Waiting]]:
         """What the record at ``source`` causes now (its dead letter, or its claim), and
         the declarations it releases (a plain one with none waiting before it).
         ``read_as``: a redrive's original position (``accepted_at`` is then the
         original's broker time)."""
-        outbox = Outbox()
+        outbox = Effects()
         original = read_as if read_as is not None and read_as != source else None
         position = original or source
         unsealed = self._intake.unseal(outbox, data, position, accepted_at, check_replay=False)
@@ -294,9 +294,9 @@ class AdmissionGate:
     def settle(self, verdict: ClaimVerdict) -> list[Waiting]:
         return self._admissions.settle(verdict)
 
-    def admit(self, waiting: Waiting) -> Outbox:
+    def admit(self, waiting: Waiting) -> Effects:
         """Decide a released declaration, or dead-letter a replay."""
-        outbox = Outbox()
+        outbox = Effects()
         if waiting.first:
             self._intake.admit(outbox, waiting.sealed, waiting.document, waiting.position)
         else:

@@ -49,7 +49,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     HEADER_COMPONENT,
     HEADER_ERROR_CLASS,
     HEADER_ERROR_KIND,
@@ -62,12 +62,12 @@ from gun_hub.dead_letter import (
     add_dead_letter,
     header_value,
 )
-from gun_hub.envelope import EnvelopeRejectionKind
-from gun_hub.outbox import Headers, Outbox
-from gun_hub.pipeline.context import HubContext
-from gun_hub.redrive import REDRIVE_UNVERIFIED
+from gun_contract.effects import Effects, Headers
+from gun_contract.envelope import EnvelopeRejectionKind
+from gun_contract.security.state_cipher import StateUnreadable
+from gun_hub.pipeline.hub_context import HubContext
+from gun_hub.pipeline.redrive import REDRIVE_UNVERIFIED
 from gun_hub.security.operator_actions import open_action
-from gun_hub.security.state_cipher import StateUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ _MAX_HEADER_BYTES = 256  # nothing the keeper keeps is longer
 
 # The key of an audit tick on the deadlines topic: a NUL byte, so never a reference.
 AUDIT_TICK_KEY = b"\x00audit-checkpoint"
-Handler = Callable[[Any, SourcePosition, float | None], Outbox]
+Handler = Callable[[Any, SourcePosition, float | None], Effects]
 
 
 def is_audit_tick(key: object) -> bool:
@@ -123,8 +123,8 @@ class AuditKeeper:
 
     # -- dead letters ------------------------------------------------------------------
 
-    def handle(self, headers: Headers | Any, source: SourcePosition) -> Outbox:
-        outbox = Outbox()
+    def handle(self, headers: Headers | Any, source: SourcePosition) -> Effects:
+        outbox = Effects()
         pairs = _pairs(headers)
         if header_value(pairs, HEADER_ERROR_CLASS) != ErrorClass.SECURITY.value:
             return outbox
@@ -164,10 +164,10 @@ class AuditKeeper:
 
     # -- what officers did -----------------------------------------------------------------
 
-    def operator_action(self, key: bytes | None, value: bytes, source: SourcePosition) -> Outbox:
+    def operator_action(self, key: bytes | None, value: bytes, source: SourcePosition) -> Effects:
         """Chain the action read at ``source``, naming the officer the listener
         authenticated; anything that does not open as a hub-sealed action is refused."""
-        outbox = Outbox()
+        outbox = Effects()
         try:
             action = open_action(self._ctx.outbox_cipher, key or b"", value)
         except (StateUnreadable, ValueError) as refused:
@@ -188,9 +188,9 @@ class AuditKeeper:
 
     # -- checkpoints of idle partitions ------------------------------------------------------
 
-    def tick(self, source: SourcePosition) -> Outbox:
+    def tick(self, source: SourcePosition) -> Effects:
         """An audit tick read from ``source``: the checkpoint of that partition, if due."""
-        outbox = Outbox()
+        outbox = Effects()
         for record in self._ctx.audit.tick(source.partition):
             outbox.add(self._ctx.topics.audit, None, record, partition=source.partition)
         return outbox
@@ -198,7 +198,7 @@ class AuditKeeper:
     def ticks_or(self, handler: Handler) -> Handler:
         """``handler`` of the deadlines agent, with audit ticks taken out for :meth:`tick`."""
 
-        def handle(event: Any, source: SourcePosition, accepted_at: float | None) -> Outbox:
+        def handle(event: Any, source: SourcePosition, accepted_at: float | None) -> Effects:
             if is_audit_tick(getattr(event, "key", None)):
                 return self.tick(source)
             return handler(event, source, accepted_at)

@@ -6,16 +6,16 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
+from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
+from gun_contract.effects import Effects
+from gun_contract.envelope import EnvelopeRejected
+from gun_contract.model.exchange import AuthorityResponse, Operation, request_id_for
+from gun_contract.model.verdicts import Verdict
 from gun_hub import metrics
-from gun_hub.case import Case
-from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
-from gun_hub.envelope import EnvelopeRejected
-from gun_hub.model.exchange import AuthorityResponse, Operation, request_id_for
-from gun_hub.model.verdicts import Verdict
+from gun_hub.domain.case import Case
+from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.facts import WriteOffFact, WrittenOff
-from gun_hub.outbox import Outbox
-from gun_hub.pipeline.context import CaseStore, HubContext
-from gun_hub.status_events import StatusKind
+from gun_hub.pipeline.hub_context import CaseStore, HubContext
 
 COMPONENT = "hub.correlation"
 UNSOLICITED = "RESPONSE_UNSOLICITED"
@@ -39,9 +39,9 @@ class Correlation:
 
     def handle(
         self, data: bytes, source: SourcePosition, accepted_at: float | None = None
-    ) -> Outbox:
+    ) -> Effects:
         """``accepted_at``: the broker's log-append time of the record (freshness)."""
-        outbox = Outbox()
+        outbox = Effects()
         try:
             opened = self._ctx.envelope.open(
                 data, topic=source.topic, position=source.describe(), accepted_at=accepted_at
@@ -109,7 +109,7 @@ class Correlation:
         stored = self._cases.get(response.reference.encode())
         return stored is not None and asked in Case.from_bytes(stored).requested
 
-    def _record(self, outbox: Outbox, response: AuthorityResponse, partition: int) -> None:
+    def _record(self, outbox: Effects, response: AuthorityResponse, partition: int) -> None:
         key = response.reference.encode()
         stored = self._cases.get(key)
         case = Case.from_bytes(stored) if stored is not None else None
@@ -159,7 +159,7 @@ class Correlation:
         self._cases[key] = case.to_bytes()
 
     def _follow_up_answered(
-        self, outbox: Outbox, response: AuthorityResponse, case: Case | None
+        self, outbox: Effects, response: AuthorityResponse, case: Case | None
     ) -> None:
         """An answer to a write-off or deletion sent after a decision (lifecycle.py)."""
         verdicts = sorted({a.verdict for a in response.answers})
@@ -195,7 +195,7 @@ class Correlation:
 
     def _dead_letter(
         self,
-        outbox: Outbox,
+        outbox: Effects,
         data: bytes,
         source: SourcePosition,
         error_class: ErrorClass,

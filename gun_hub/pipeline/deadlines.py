@@ -21,14 +21,14 @@ CONTROL_RESULT_OVERDUE status and a metric, so that operations can chase the off
 
 from __future__ import annotations
 
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.model.decision import Reason
 from gun_hub import metrics
-from gun_hub.case import Case
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.model.decision import Reason
-from gun_hub.outbox import Outbox
-from gun_hub.pipeline.context import CaseStore, HubContext, OpenCaseEntry
-from gun_hub.pipeline.lifecycle import kept_for_control
-from gun_hub.status_events import StatusKind
+from gun_hub.domain.case import Case
+from gun_hub.domain.lifecycle import kept_for_control
+from gun_hub.domain.status_events import StatusKind
+from gun_hub.pipeline.hub_context import CaseStore, HubContext, OpenCaseEntry
 
 
 class Deadlines:
@@ -38,8 +38,8 @@ class Deadlines:
         self._ctx = context
         self._cases = cases
 
-    def handle(self, reference: str, version: int, source: SourcePosition) -> Outbox:
-        outbox = Outbox()
+    def handle(self, reference: str, version: int, source: SourcePosition) -> Effects:
+        outbox = Effects()
         key = reference.encode()
         stored = self._cases.get(key)
         if stored is None:
@@ -67,7 +67,7 @@ class Deadlines:
         self._cases[key] = case.to_bytes()
         return outbox
 
-    def _report_overdue_control(self, outbox: Outbox, case: Case) -> None:
+    def _report_overdue_control(self, outbox: Effects, case: Case) -> None:
         key = case.reference.encode()
         entry = self._ctx.open_cases.get(key)
         if entry is None or not kept_for_control(case) or case.decision is None:

@@ -15,29 +15,29 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum, auto
 
+from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
+from gun_contract.effects import Effects
+from gun_contract.envelope import ContentType, EnvelopeRejected, EnvelopeRejectionKind
+from gun_contract.limits import MAX_RECORD_BYTES, sealed_size
+from gun_contract.model.decision import Decision, DocumentResult, Reason
+from gun_contract.model.declaration import Declaration, Stage
+from gun_contract.model.exchange import Operation
+from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub import metrics
-from gun_hub.case import Case, RiskFinding
-from gun_hub.dead_letter import ErrorClass, SourcePosition, add_dead_letter
-from gun_hub.decide import refuse_unreadable
-from gun_hub.envelope import ContentType, EnvelopeRejected, EnvelopeRejectionKind
-from gun_hub.limits import MAX_RECORD_BYTES, sealed_size
-from gun_hub.model.decision import Decision, DocumentResult, Reason
-from gun_hub.model.declaration import Declaration, Stage
-from gun_hub.model.exchange import Operation
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.ops.facts import ReceivedFact
-from gun_hub.outbox import Outbox
-from gun_hub.pipeline.context import CaseStore, HubContext, open_case_entry
-from gun_hub.pipeline.lifecycle import dropped_documents, held_reservations, requests_for
-from gun_hub.risk import assess_risk
-from gun_hub.rollout import RolloutMode, describe_modes
-from gun_hub.routing import (
+from gun_hub.domain.case import Case, RiskFinding
+from gun_hub.domain.decide import refuse_unreadable
+from gun_hub.domain.lifecycle import dropped_documents, held_reservations, requests_for
+from gun_hub.domain.risk import assess_risk
+from gun_hub.domain.rollout import RolloutMode, describe_modes
+from gun_hub.domain.routing import (
     OPERATION_FOR_STAGE,
     RoutedDeclaration,
     build_requests,
     route_documents,
 )
-from gun_hub.status_events import StatusKind
+from gun_hub.domain.status_events import StatusKind
+from gun_hub.ops.facts import ReceivedFact
+from gun_hub.pipeline.hub_context import CaseStore, HubContext, open_case_entry
 from gun_hub.xml.decision_codec import encode_decision
 from gun_hub.xml.declaration_codec import DeclarationCodec, sniff_identity
 from gun_hub.xml.safe_parse import XmlRejected
@@ -91,11 +91,11 @@ class Intake:
 
     def handle(
         self, data: bytes, source: SourcePosition, accepted_at: float | None = None
-    ) -> Outbox:
+    ) -> Effects:
         """Open and admit in one step, with the envelope's own replay memory (what the
         hub's worker does in two, through a claim: pipeline/admission.py).
         ``accepted_at``: the broker's log-append time of the record (freshness)."""
-        outbox = Outbox()
+        outbox = Effects()
         unsealed = self.unseal(outbox, data, source, accepted_at, check_replay=True)
         if unsealed is not None:
             self.admit(outbox, data, unsealed.document, source)
@@ -103,7 +103,7 @@ class Intake:
 
     def unseal(
         self,
-        outbox: Outbox,
+        outbox: Effects,
         data: bytes,
         source: SourcePosition,
         accepted_at: float | None,
@@ -149,7 +149,7 @@ class Intake:
         )
 
     def refuse_replay(
-        self, outbox: Outbox, data: bytes, source: SourcePosition, message_id: str, held_at: str
+        self, outbox: Effects, data: bytes, source: SourcePosition, message_id: str, held_at: str
     ) -> None:
         """A copy of a declaration already read at ``held_at``: never acted on."""
         kind = EnvelopeRejectionKind.REPLAY.value
@@ -162,7 +162,7 @@ class Intake:
             f"message {message_id} was already received at {held_at or 'another position'}",
         )
 
-    def admit(self, outbox: Outbox, data: bytes, document: bytes, source: SourcePosition) -> None:
+    def admit(self, outbox: Effects, data: bytes, document: bytes, source: SourcePosition) -> None:
         """Act on a verified declaration ``document`` (``data`` as received)."""
         try:
             declaration = self._codec.decode(document)
@@ -178,13 +178,13 @@ class Intake:
         self._accept(outbox, declaration, source)
 
     def _security_dead_letter(
-        self, outbox: Outbox, data: bytes, source: SourcePosition, kind: str, reason: str
+        self, outbox: Effects, data: bytes, source: SourcePosition, kind: str, reason: str
     ) -> None:
         self._dead_letter(outbox, data, source, ErrorClass.SECURITY, kind, reason, None)
 
     def _dead_letter(
         self,
-        outbox: Outbox,
+        outbox: Effects,
         data: bytes,
         source: SourcePosition,
         error_class: ErrorClass,
@@ -212,7 +212,7 @@ class Intake:
         return Case.from_bytes(stored) if stored is not None else None
 
     def _arrival(
-        self, outbox: Outbox, known: Case | None, version: int, source: SourcePosition
+        self, outbox: Effects, known: Case | None, version: int, source: SourcePosition
     ) -> _Arrival:
         """Classify the arriving version; announce again any decision the broker may
         not have, whatever the arrival turns out to be."""
@@ -226,7 +226,7 @@ class Intake:
         self._ignore_stale(outbox, known.reference, version)
         return _Arrival.STALE
 
-    def _supersede(self, outbox: Outbox, known: Case | None, version: int) -> list[Case]:
+    def _supersede(self, outbox: Effects, known: Case | None, version: int) -> list[Case]:
         """``known`` is replaced by ``version``: say so, stop its deadline, and return the
         unconfirmed decisions the new case must carry."""
         if known is None:
@@ -246,7 +246,7 @@ class Intake:
 
     def _reject(
         self,
-        outbox: Outbox,
+        outbox: Effects,
         data: bytes,
         document: bytes,
         source: SourcePosition,
@@ -306,7 +306,7 @@ class Intake:
         self._ctx.announce(outbox, case, source.partition)
         self._cases[identity.reference.encode()] = case.to_bytes()
 
-    def _ignore_stale(self, outbox: Outbox, reference: str, version: int) -> None:
+    def _ignore_stale(self, outbox: Effects, reference: str, version: int) -> None:
         metrics.STALE_VERSIONS.inc()
         self._ctx.emit_status(
             outbox,
@@ -318,7 +318,7 @@ class Intake:
 
     # -- a readable declaration --------------------------------------------------------
 
-    def _accept(self, outbox: Outbox, declaration: Declaration, source: SourcePosition) -> None:
+    def _accept(self, outbox: Effects, declaration: Declaration, source: SourcePosition) -> None:
         ctx = self._ctx
         key = declaration.reference.encode()
         known = self._known(declaration.reference)
@@ -388,7 +388,7 @@ class Intake:
             a: RolloutMode.ENFORCE if a in reserved else RolloutMode.OFF for a in routed.authorities
         }
 
-    def _name_declarant(self, outbox: Outbox, declaration: Declaration, at: datetime) -> None:
+    def _name_declarant(self, outbox: Effects, declaration: Declaration, at: datetime) -> None:
         """Say who lodged this version, on the hub-internal facts topic and before its
         first status event: the trader lookup shows a declaration to its declarant from
         its receipt, not only from its decision (ADR 0007). ``gun.status`` names nobody."""
@@ -403,7 +403,7 @@ class Intake:
         )
 
     def _ask(
-        self, outbox: Outbox, declaration: Declaration, case: Case, partition: int, *, again: bool
+        self, outbox: Effects, declaration: Declaration, case: Case, partition: int, *, again: bool
     ) -> None:
         """Send the case's requests to the authorities it still waits for: the stage's
         operation, or a CHECK to an authority in shadow mode (it must reserve nothing)."""
@@ -441,7 +441,7 @@ class Intake:
 
     def _release_dropped_documents(
         self,
-        outbox: Outbox,
+        outbox: Effects,
         previous: Case,
         routed: RoutedDeclaration,
         case: Case,

@@ -34,7 +34,7 @@ Memory: the worker keeps the keys of the entries due within the next hour in a h
 partition (``RetentionIndex``), read from the table as the hour moves on; the table holds
 one small entry per retained case and per marker, on disk.
 
-The sweep that finds due entries runs on a timer (``gun_hub/retention_sweep.py``) and,
+The sweep that finds due entries runs on a timer (``gun_hub/runtime/retention_sweep.py``) and,
 like the deadline sweep, only sends a tick on the deadlines topic to the case's partition:
 faust writes a table only in an event's context, and the tick handler (here) decides,
 so every write and tombstone goes to the right changelog partition.
@@ -50,10 +50,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from gun_contract.effects import Effects
 from gun_hub import metrics
-from gun_hub.case import Case
-from gun_hub.outbox import Outbox
-from gun_hub.pipeline.lifecycle import held_reservations, kept_for_control
+from gun_hub.domain.case import Case
+from gun_hub.domain.lifecycle import held_reservations, kept_for_control
 
 log = logging.getLogger(__name__)
 
@@ -241,11 +241,11 @@ class CaseRetention:
         self.index.push(partition, due, key)
 
     def handle(
-        self, reference: str, partition: int, announce_again: Callable[[Outbox, Case], bool]
-    ) -> Outbox:
+        self, reference: str, partition: int, announce_again: Callable[[Effects, Case], bool]
+    ) -> Effects:
         """A retention tick for ``reference`` on ``partition``. ``announce_again``: the
         context's ``announce_again_if_lost`` (which schedules again what it announces)."""
-        outbox = Outbox()
+        outbox = Effects()
         key = reference.encode()
         raw = self._entries.get(key)
         if raw is None:

@@ -18,7 +18,7 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.types import TP, EventT, Message
 
-from gun_hub.kafka.client import Connect
+from gun_contract.kafka.client import Connect
 from gun_hub.runtime.settling import Settling
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer, StrictOffsetsTransport
 from gun_hub.runtime.watchdog import OffsetWatchdog

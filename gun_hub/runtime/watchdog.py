@@ -26,8 +26,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
+from gun_contract.kafka.client import Connect, consumer_options
 from gun_hub import metrics
-from gun_hub.kafka.client import Connect, consumer_options
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 
 log = logging.getLogger(__name__)

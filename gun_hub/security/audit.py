@@ -51,7 +51,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
-from gun_hub.security.keystore import AUDIT_PURPOSE, AUDITING_PARTY, SIGNING_ALG, PublicKey
+from gun_contract.security.keystore import AUDIT_PURPOSE, AUDITING_PARTY, SIGNING_ALG, PublicKey
 
 GENESIS = "0" * 64
 CHECKPOINT = "CHECKPOINT"
@@ -126,7 +126,7 @@ class _OneKey:
 class AuditTrail:
     """Appends records to the chains; one instance per hub worker.
 
-    ``signer`` is the hub's :class:`~gun_hub.security.keystore.AuditSigner` (a bare key is
+    ``signer`` is the hub's :class:`~gun_contract.security.keystore.AuditSigner` (a bare key is
     accepted, for examples and tests: checkpoints verify only if it is an audit key).
 
     ``checkpoint_on_start``: a worker signs each partition's head as soon as it writes to it

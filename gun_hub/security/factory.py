@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from gun_hub.ops.heartbeats import HeartbeatGate
-from gun_hub.routing import RoutingTableError, load_routing_table
+from gun_contract.heartbeats import HeartbeatGate
+from gun_contract.security.entitlements import HUB_PARTY, Entitlements
+from gun_contract.security.jose_envelope import EnvelopePolicy, JoseEnvelope
+from gun_contract.security.keystore import AuditSigner, KeystoreError, PartyKeys
+from gun_contract.security.replay import ReplayGuard, SqliteReplayGuard
+from gun_contract.settings import SecuritySettings, Settings, load_settings
+from gun_contract.topics import TopicRegistry, topic_registry
+from gun_hub.domain.routing import RoutingTableError, load_routing_table
 from gun_hub.security.audit import (
     DEFAULT_CHECKPOINT_WITHIN_S,
     UNSIGNED_GRACE_S,
@@ -14,12 +20,6 @@ from gun_hub.security.audit import (
     HeadStore,
     TailPolicy,
 )
-from gun_hub.security.entitlements import HUB_PARTY, Entitlements
-from gun_hub.security.jose_envelope import EnvelopePolicy, JoseEnvelope
-from gun_hub.security.keystore import AuditSigner, KeystoreError, PartyKeys
-from gun_hub.security.replay import ReplayGuard, SqliteReplayGuard
-from gun_hub.settings import SecuritySettings, Settings, load_settings
-from gun_hub.topics import TopicRegistry, topic_registry
 
 log = logging.getLogger(__name__)
 

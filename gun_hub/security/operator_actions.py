@@ -21,7 +21,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gun_hub.security.state_cipher import StateCipher
+from gun_contract.security.state_cipher import StateCipher
 
 OPERATOR_ACTIONS_STATE = "operator-actions"
 _MAX_ACTION_BYTES = 16 * 1024

@@ -25,11 +25,11 @@ from pathlib import Path
 import faust
 from mode import Service
 
+from gun_contract.settings import WebSettings
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.ops.prometheus import OpsState
 from gun_hub.ops.view import OpsView
-from gun_hub.routing import RoutingTable
 from gun_hub.security.web_auth import OfficerGate, PortalKeys, TokenPolicy, TraderTokens
-from gun_hub.settings import WebSettings
 from gun_hub.web.common import Bounds
 from gun_hub.web.dead_letters import DeadLetterDesk
 from gun_hub.web.listeners import Listener, start_all, stop_all, tls_context

@@ -36,13 +36,17 @@ from typing import Any
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     HEADER_ERROR_REASON,
     HEADER_ORIGINAL_SHA256,
     SourcePosition,
     header_value,
 )
-from gun_hub.kafka.log_reader import LoggedRecord
+from gun_contract.effects import OutgoingRecord
+from gun_contract.kafka.log_reader import LoggedRecord
+from gun_contract.security.state_cipher import MAGIC as STATE_SEALED_MAGIC
+from gun_contract.security.state_cipher import StateCipher
+from gun_contract.topics import TopicRegistry
 from gun_hub.ops.dead_letters import (
     DeadLetterFilter,
     DeadLetterId,
@@ -52,12 +56,8 @@ from gun_hub.ops.dead_letters import (
     parse_since,
     row_of,
 )
-from gun_hub.outbox import OutgoingRecord
-from gun_hub.redrive import RecordReader, not_redrivable, redrive_headers
+from gun_hub.pipeline.redrive import RecordReader, not_redrivable, redrive_headers
 from gun_hub.security.operator_actions import ActionKind, OperatorAction, seal_action
-from gun_hub.security.state_cipher import MAGIC as STATE_SEALED_MAGIC
-from gun_hub.security.state_cipher import StateCipher
-from gun_hub.topics import TopicRegistry
 from gun_hub.web.common import BadRequest, Bounds, answer, from_view, page, paged, refuse
 from gun_hub.web.queries import ViewReader
 

@@ -4,7 +4,7 @@ Nothing on this port names a declaration, a trader or a document: ``/livez`` (th
 answers), ``/readyz`` (it processes: partitions assigned, producers up, tables recovered)
 and ``/metrics`` (Prometheus; labels from small closed sets), beside faust's own ``/``
 (``{"status": "OK"}``). Everything else, faust's ``/table``, ``/router``, ``/stats`` and
-``/performance`` included, is absent (:func:`gun_hub.app.build_hub` switches those off;
+``/performance`` included, is absent (:func:`gun_hub.runtime.app.build_hub` switches those off;
 ``/stats`` and ``/graph`` follow faust's debug setting, off).
 """
 

@@ -25,8 +25,8 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.view import current_state
-from gun_hub.status_events import StatusKind
 
 _SENT = re.compile(r"(?P<what>[A-Z_]+ sent to )(?P<who>[a-z0-9_]+(?:, [a-z0-9_]+)*)")
 _NO_ANSWER = re.compile(

@@ -25,11 +25,11 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from gun_hub.outbox import OutgoingRecord
-from gun_hub.rollout import RolloutBoard, RolloutMode, RolloutSetting, seal_setting
+from gun_contract.effects import OutgoingRecord
+from gun_contract.security.state_cipher import StateCipher
+from gun_contract.topics import TopicRegistry
+from gun_hub.domain.rollout import RolloutBoard, RolloutMode, RolloutSetting, seal_setting
 from gun_hub.security.operator_actions import ActionKind, OperatorAction, seal_action
-from gun_hub.security.state_cipher import StateCipher
-from gun_hub.topics import TopicRegistry
 from gun_hub.web.common import BadRequest, answer, day, from_view, refuse
 from gun_hub.web.dead_letters import OFFICER
 from gun_hub.web.queries import ViewReader

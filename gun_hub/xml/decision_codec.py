@@ -7,9 +7,9 @@ from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
 
-from gun_hub.model.decision import Decision, DocumentResult, Reason
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.resources import schema_path
+from gun_contract.model.decision import Decision, DocumentResult, Reason
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.resources import schema_path
 from gun_hub.xml.safe_parse import SafeXmlParser, XmlLimits, load_schema
 
 DECISION_NS = "urn:gun-hub:decision:v1"

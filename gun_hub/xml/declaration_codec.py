@@ -1,4 +1,4 @@
-"""Declaration XML (contract section 3) to :class:`~gun_hub.model.declaration.Declaration`."""
+"""Declaration XML (contract section 3) to :class:`~gun_contract.model.declaration.Declaration`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from lxml import etree
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from gun_hub.model.declaration import Declaration
-from gun_hub.resources import schema_path
+from gun_contract.model.declaration import Declaration
+from gun_contract.resources import schema_path
 from gun_hub.xml.safe_parse import (
     SafeXmlParser,
     XmlLimits,

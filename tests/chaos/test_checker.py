@@ -226,9 +226,9 @@ def test_the_checker_opens_envelopes_with_jwcrypto_and_refuses_the_wrong_sender(
     tmp_path: Path,
 ) -> None:
     """The hub seals with joserfc; the checker opens with jwcrypto from the key files."""
-    from gun_hub.envelope import ContentType
-    from gun_hub.security.keystore import KeystoreFolder
-    from gun_hub.topics import topic_registry
+    from gun_contract.envelope import ContentType
+    from gun_contract.security.keystore import KeystoreFolder
+    from gun_contract.topics import topic_registry
     from tests.conftest import envelope_of
 
     KeystoreFolder(tmp_path).init(["hub", "clearance", "dgal"])

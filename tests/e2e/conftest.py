@@ -18,18 +18,18 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
-from gun_hub.envelope import ContentType
-from gun_hub.processes import (
+from gun_contract.envelope import ContentType
+from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.domain.status_events import StatusEvent
+from gun_hub.security.web_auth import LocalAccess
+from gun_tools.clearance_stand_in import DecisionReader, ReceivedDecision, submit_declarations
+from gun_tools.processes import (
     ProcessGroup,
     free_port,
     start_adapter,
     start_partner_system,
     wait_http_ok,
 )
-from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
-from gun_hub.security.web_auth import LocalAccess
-from gun_hub.status_events import StatusEvent
 from tests.conftest import KafkaEnv
 
 

@@ -13,8 +13,8 @@ from decimal import Decimal
 
 import aiohttp
 
-from gun_hub.clearance import DecisionReader, ReceivedDecision
-from gun_hub.model.verdicts import Outcome
+from gun_contract.model.verdicts import Outcome
+from gun_tools.clearance_stand_in import DecisionReader, ReceivedDecision
 from tests.builders import declaration_xml, document, goods_item
 from tests.e2e.conftest import Pipeline
 

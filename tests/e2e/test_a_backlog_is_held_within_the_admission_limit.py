@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.clearance import ReceivedDecision
+from gun_tools.clearance_stand_in import ReceivedDecision
 from tests.conftest import KafkaEnv
 from tests.e2e.conftest import Pipeline, start_pipeline
 from tests.e2e.load_on_one_document import (

@@ -22,9 +22,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from gun_hub.clearance import ReceivedDecision
-from gun_hub.kafka.local_broker import ClusterNode, LocalCluster
-from gun_hub.processes import wait_http_ok
+from gun_tools.clearance_stand_in import ReceivedDecision
+from gun_tools.local_broker import ClusterNode, LocalCluster
+from gun_tools.processes import wait_http_ok
 from tests.conftest import PARTITIONS, REPO, KafkaEnv, fresh_kafka_env
 from tests.e2e.conftest import Pipeline, start_pipeline
 from tests.e2e.load_on_one_document import (

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from adapters.conformance.scenarios import scenarios
-from gun_hub.processes import ProcessGroup
+from gun_tools.processes import ProcessGroup
 from tests.conftest import KafkaEnv
 from tests.e2e.conftest import start_partner
 

@@ -10,7 +10,7 @@ import hashlib
 
 import pytest
 
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     HEADER_ERROR_KIND,
     HEADER_ERROR_REASON,
     HEADER_ORIGINAL_SHA256,
@@ -18,7 +18,7 @@ from gun_hub.dead_letter import (
     HEADER_SOURCE_TOPIC,
     header_value,
 )
-from gun_hub.model.verdicts import Outcome
+from gun_contract.model.verdicts import Outcome
 from gun_hub.xml.declaration_codec import sniff_identity
 from tests.builders import declaration_xml, document, goods_item
 from tests.e2e.conftest import Pipeline

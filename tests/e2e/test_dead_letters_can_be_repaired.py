@@ -28,14 +28,14 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from gun_hub.clearance import DecisionReader, ReceivedDecision, submit_declarations
-from gun_hub.kafka.admin import topic_partitions
-from gun_hub.model.verdicts import Outcome
-from gun_hub.processes import free_port
-from gun_hub.security.entitlements import CLEARANCE_PARTY
-from gun_hub.security.keystore import KeystoreFolder
+from gun_contract.kafka.admin import topic_partitions
+from gun_contract.model.verdicts import Outcome
+from gun_contract.security.entitlements import CLEARANCE_PARTY
+from gun_contract.security.keystore import KeystoreFolder
+from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.security.web_auth import LocalAccess
-from gun_hub.status_events import StatusEvent, StatusKind
+from gun_tools.clearance_stand_in import DecisionReader, ReceivedDecision, submit_declarations
+from gun_tools.processes import free_port
 from tests.builders import declaration_xml
 from tests.conftest import KafkaEnv, envelope_of
 from tests.e2e.conftest import Pipeline, officer_command, start_pipeline

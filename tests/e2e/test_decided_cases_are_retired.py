@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.model.declaration import Stage
-from gun_hub.model.verdicts import Outcome
-from gun_hub.status_events import StatusKind
+from gun_contract.model.declaration import Stage
+from gun_contract.model.verdicts import Outcome
+from gun_hub.domain.status_events import StatusKind
 from tests.builders import declaration_xml, document, goods_item
 from tests.conftest import KafkaEnv
 from tests.e2e.conftest import Pipeline, start_pipeline

@@ -32,8 +32,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from gun_hub.clearance import DecisionReader, ReceivedDecision
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     HEADER_COMPONENT,
     HEADER_ERROR_CLASS,
     HEADER_ERROR_KIND,
@@ -46,10 +45,11 @@ from gun_hub.dead_letter import (
     dead_letter_record,
     header_value,
 )
-from gun_hub.envelope import ContentType
-from gun_hub.model.declaration import Stage
-from gun_hub.model.verdicts import Outcome
+from gun_contract.envelope import ContentType
+from gun_contract.model.declaration import Stage
+from gun_contract.model.verdicts import Outcome
 from gun_hub.security.web_auth import LocalAccess
+from gun_tools.clearance_stand_in import DecisionReader, ReceivedDecision
 from tests.builders import declaration_xml
 from tests.conftest import PARTITIONS
 from tests.e2e.conftest import Pipeline

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gun_hub.model.declaration import Stage
-from gun_hub.model.exchange import AuthorityRequest, Operation
-from gun_hub.model.verdicts import Outcome
-from gun_hub.status_events import StatusKind
+from gun_contract.model.declaration import Stage
+from gun_contract.model.exchange import AuthorityRequest, Operation
+from gun_contract.model.verdicts import Outcome
+from gun_hub.domain.status_events import StatusKind
 from tests.builders import declaration_xml, document, goods_item
 from tests.e2e.conftest import Pipeline
 

@@ -7,10 +7,10 @@ import signal
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from gun_hub.envelope import ContentType
-from gun_hub.model.exchange import AuthorityRequest
-from gun_hub.model.verdicts import Outcome
-from gun_hub.security.entitlements import HUB_PARTY
+from gun_contract.envelope import ContentType
+from gun_contract.model.exchange import AuthorityRequest
+from gun_contract.model.verdicts import Outcome
+from gun_contract.security.entitlements import HUB_PARTY
 from tests.builders import answer_to, declaration_xml
 from tests.e2e.conftest import Pipeline
 

@@ -23,14 +23,14 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from gun_hub.clearance import DeclarationSender
+from gun_contract.kafka.admin import topic_partitions
+from gun_contract.model.decision import Decision
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.security.entitlements import CLEARANCE_PARTY, GATEWAY_PARTY
+from gun_hub.domain.status_events import StatusKind
 from gun_hub.gateway.file_drop import RECEIPT_SUFFIX, DropFolder
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
-from gun_hub.kafka.admin import topic_partitions
-from gun_hub.model.decision import Decision
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.security.entitlements import CLEARANCE_PARTY, GATEWAY_PARTY
-from gun_hub.status_events import StatusKind
+from gun_tools.clearance_stand_in import DeclarationSender
 from tests.builders import EORI, declaration_xml, document, goods_item
 from tests.e2e.conftest import Channels
 

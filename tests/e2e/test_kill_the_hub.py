@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from gun_hub.clearance import ReceivedDecision
+from gun_tools.clearance_stand_in import ReceivedDecision
 from tests.e2e.conftest import Pipeline
 from tests.e2e.load_on_one_document import (
     assert_each_decided_once_and_ledger_exact,

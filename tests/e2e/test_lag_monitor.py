@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from gun_hub.kafka.acls import adapter_group
+from gun_contract.kafka.acls import adapter_group
 from gun_hub.ops.lag import LagSnapshot
-from gun_hub.processes import start_adapter
+from gun_tools.processes import start_adapter
 from tests.builders import declaration_xml
 from tests.conftest import KafkaEnv
 from tests.e2e.conftest import Pipeline, start_pipeline

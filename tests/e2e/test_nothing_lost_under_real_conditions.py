@@ -22,13 +22,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from gun_hub.clearance import submit_declarations
-from gun_hub.dead_letter import HEADER_ERROR_KIND, header_value
-from gun_hub.model.decision import Decision
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.processes import start_adapter
-from gun_hub.security.entitlements import CLEARANCE_PARTY
-from gun_hub.security.jose_envelope import EnvelopePolicy
+from gun_contract.dead_letter import HEADER_ERROR_KIND, header_value
+from gun_contract.model.decision import Decision
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.security.entitlements import CLEARANCE_PARTY
+from gun_contract.security.jose_envelope import EnvelopePolicy
+from gun_tools.clearance_stand_in import submit_declarations
+from gun_tools.processes import start_adapter
 from tests.builders import declaration_xml, document, goods_item
 from tests.conftest import PARTITIONS, KafkaEnv, envelope_of
 from tests.e2e.conftest import Pipeline, start_pipeline

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from gun_hub.model.verdicts import Outcome
-from gun_hub.status_events import StatusEvent, StatusKind
-from gun_hub.trace import TRACE_HEADER, trace_id_for
+from gun_contract.model.verdicts import Outcome
+from gun_contract.trace import TRACE_HEADER, trace_id_for
+from gun_hub.domain.status_events import StatusEvent, StatusKind
 from tests.builders import declaration_xml, document, goods_item
 from tests.e2e.conftest import Pipeline
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from gun_hub.model.decision import Decision
-from gun_hub.model.exchange import AuthorityRequest, Operation
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.processes import free_port
+from gun_contract.model.decision import Decision
+from gun_contract.model.exchange import AuthorityRequest, Operation
+from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.security.web_auth import LocalAccess
+from gun_tools.processes import free_port
 from tests.builders import EORI, declaration_xml, document, goods_item
 from tests.conftest import KafkaEnv
 from tests.e2e.conftest import Pipeline, start_pipeline

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from gun_hub.dead_letter import HEADER_ERROR_KIND, header_value
+from gun_contract.dead_letter import HEADER_ERROR_KIND, header_value
 from tests.builders import declaration_xml, document, goods_item
 from tests.e2e.conftest import Pipeline
 

@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
-from gun_hub.model.decision import Decision
-from gun_hub.model.verdicts import Outcome
-from gun_hub.processes import free_port
-from gun_hub.rollout import AUTHORITY_NOT_CONNECTED
+from gun_contract.model.decision import Decision
+from gun_contract.model.verdicts import Outcome
+from gun_hub.domain.rollout import AUTHORITY_NOT_CONNECTED
 from gun_hub.security.web_auth import LocalAccess
+from gun_tools.processes import free_port
 from tests.builders import declaration_xml, document, goods_item
 from tests.conftest import KafkaEnv
 from tests.e2e.conftest import Pipeline, officer_command, start_pipeline

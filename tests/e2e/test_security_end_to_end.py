@@ -13,12 +13,12 @@ from jwcrypto import jwe as jwcrypto_jwe
 from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jws as jwcrypto_jws
 
-from gun_hub.clearance import DecisionReader
-from gun_hub.dead_letter import HEADER_ERROR_KIND, header_value
-from gun_hub.envelope import ContentType
-from gun_hub.kafka.admin import ensure_topics
-from gun_hub.topics import topic_registry
+from gun_contract.dead_letter import HEADER_ERROR_KIND, header_value
+from gun_contract.envelope import ContentType
+from gun_contract.kafka.admin import ensure_topics
+from gun_contract.topics import topic_registry
 from gun_hub.xml.decision_codec import DecisionCodec
+from gun_tools.clearance_stand_in import DecisionReader
 from tests.builders import declaration_xml, document, goods_item
 from tests.conftest import PARTITIONS
 from tests.e2e.conftest import Pipeline

@@ -16,8 +16,8 @@ import signal
 
 import pytest
 
-from gun_hub.clearance import ReceivedDecision
-from gun_hub.processes import free_port, wait_http_ok
+from gun_tools.clearance_stand_in import ReceivedDecision
+from gun_tools.processes import free_port, wait_http_ok
 from tests.e2e.conftest import Pipeline
 from tests.e2e.load_on_one_document import (
     assert_each_decided_once_and_ledger_exact,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.status_events import StatusKind
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.status_events import StatusKind
 from tests.builders import declaration_xml, document, goods_item
 from tests.e2e.conftest import Pipeline
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from gun_hub.envelope import ContentType
-from gun_hub.model.exchange import AuthorityRequest
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.security.entitlements import HUB_PARTY
+from gun_contract.envelope import ContentType
+from gun_contract.model.exchange import AuthorityRequest
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.security.entitlements import HUB_PARTY
 from tests.builders import answer_to, declaration_xml, document, goods_item
 from tests.conftest import KafkaEnv
 from tests.e2e.conftest import Pipeline, start_pipeline

@@ -28,12 +28,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from gun_hub.kafka.admin import partitions_of
-from gun_hub.model.verdicts import Outcome
-from gun_hub.risk import CONTROLS
-from gun_hub.routing import load_routing_table
-from gun_hub.status_events import StatusEvent, StatusKind
-from gun_hub.topics import topic_registry
+from gun_contract.kafka.admin import partitions_of
+from gun_contract.model.verdicts import Outcome
+from gun_contract.topics import topic_registry
+from gun_hub.domain.risk import CONTROLS
+from gun_hub.domain.routing import load_routing_table
+from gun_hub.domain.status_events import StatusEvent, StatusKind
 from tests.conftest import REPO, KafkaEnv
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import HEADER_ERROR_KIND, HEADER_REFERENCE, header_value
-from gun_hub.demo import with_reference
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.status_events import StatusKind
+from gun_contract.dead_letter import HEADER_ERROR_KIND, HEADER_REFERENCE, header_value
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.status_events import StatusKind
+from gun_tools.demo import with_reference
 from tests.e2e.conftest import Pipeline
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]

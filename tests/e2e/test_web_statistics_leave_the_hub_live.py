@@ -20,8 +20,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gun_hub.processes import free_port
 from gun_hub.security.web_auth import LocalAccess
+from gun_tools.processes import free_port
 from tests.conftest import KafkaEnv
 from tests.e2e.conftest import Pipeline, start_pipeline
 from tests.unit.test_web_stats_off_the_loop import DECISIONS, HEAVY, seed_view

@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 
-from gun_hub.clearance import submit_declarations
+from gun_tools.clearance_stand_in import submit_declarations
 from tests.builders import declaration_xml
 
 pytestmark = pytest.mark.broker

@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from gun_contract.security.keystore import PUBLIC_JWKS, AuditSigner
 from gun_hub.security.audit import AuditTrail, record_hash
-from gun_hub.security.keystore import PUBLIC_JWKS, AuditSigner
 from tests.conftest import PARTITIONS, KafkaEnv
 
 pytestmark = pytest.mark.broker

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gun_contract.consume import UNHANDLED_ERROR, DeadLetters, Record, consume, each_record
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     HEADER_COMPONENT,
     HEADER_ERROR_KIND,
     HEADER_ERROR_REASON,
@@ -18,8 +18,8 @@ from gun_hub.dead_letter import (
     HEADER_SOURCE_TOPIC,
     header_value,
 )
-from gun_hub.kafka.admin import topic_partitions
-from gun_hub.kafka.client import consumer_options, producer_options
+from gun_contract.kafka.admin import topic_partitions
+from gun_contract.kafka.client import consumer_options, producer_options
 from tests.conftest import KafkaEnv
 
 pytestmark = pytest.mark.broker

@@ -1,6 +1,6 @@
 """Several hub workers publish decisions: one each per (reference, version), none lost.
 
-Each worker runs a decision publisher (gun_hub/publisher.py); they share the outbox's
+Each worker runs a decision publisher (gun_hub/runtime/publisher.py); they share the outbox's
 partitions as one consumer group, with a transactional producer per partition. Issue 12:
 the first version had one transactional id, so a second worker fenced the first and its
 publisher crash-looped the worker.
@@ -15,9 +15,14 @@ from collections import Counter
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from gun_hub.publisher import HEADER_VERSION, OUTBOX_STATE, DecisionPublisher, outbox_record_key
-from gun_hub.security.entitlements import HUB_PARTY
-from gun_hub.security.state_cipher import StateCipher
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.state_cipher import StateCipher
+from gun_hub.runtime.publisher import (
+    HEADER_VERSION,
+    OUTBOX_STATE,
+    DecisionPublisher,
+    outbox_record_key,
+)
 from tests.conftest import PARTITIONS, KafkaEnv
 
 pytestmark = pytest.mark.broker

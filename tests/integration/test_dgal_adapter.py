@@ -16,15 +16,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from adapters.base.certex import CertexHttpPartner
 from adapters.base.runner import AdapterRunner
 from adapters.base.spec import PartnerPort
-from gun_hub.dead_letter import HEADER_ERROR_KIND, HEADER_ERROR_REASON, header_value
-from gun_hub.envelope import ContentType
-from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer, Operation
-from gun_hub.model.verdicts import Verdict
-from gun_hub.ops.health import CircuitStatus
-from gun_hub.routing import build_requests, route_documents
-from gun_hub.security import jose_envelope
-from gun_hub.security.entitlements import HUB_PARTY
-from gun_hub.settings import AdapterSettings
+from gun_contract.dead_letter import HEADER_ERROR_KIND, HEADER_ERROR_REASON, header_value
+from gun_contract.envelope import ContentType
+from gun_contract.health import CircuitStatus
+from gun_contract.model.exchange import (
+    AuthorityRequest,
+    AuthorityResponse,
+    DocumentAnswer,
+    Operation,
+)
+from gun_contract.model.verdicts import Verdict
+from gun_contract.security import jose_envelope
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.settings import AdapterSettings
+from gun_hub.domain.routing import build_requests, route_documents
 from tests.adapter_fixtures import running_adapter
 from tests.builders import declaration, document, goods_item
 from tests.conftest import KafkaEnv

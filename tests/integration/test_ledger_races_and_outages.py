@@ -16,9 +16,9 @@ from decimal import Decimal
 import pytest
 
 from adapters.conformance.harness import Harness, Quote
-from gun_hub.model.exchange import AuthorityResponse, Operation
-from gun_hub.model.verdicts import Verdict
-from gun_hub.settings import AdapterSettings
+from gun_contract.model.exchange import AuthorityResponse, Operation
+from gun_contract.model.verdicts import Verdict
+from gun_contract.settings import AdapterSettings
 from tests.adapter_fixtures import running_adapter
 from tests.conftest import KafkaEnv
 from tests.partner_fixtures import RunningPartner

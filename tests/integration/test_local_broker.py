@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.kafka.local_broker import BrokerError, LocalBroker
-from gun_hub.processes import free_port
-from gun_hub.settings import BrokerSettings
+from gun_contract.settings import BrokerSettings
+from gun_tools.local_broker import BrokerError, LocalBroker
+from gun_tools.processes import free_port
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.broker

@@ -31,9 +31,9 @@ from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from gun_hub.kafka.admin import ensure_topics
-from gun_hub.kafka.local_broker import LocalCluster
-from gun_hub.topics import topic_registry
+from gun_contract.kafka.admin import ensure_topics
+from gun_contract.topics import topic_registry
+from gun_tools.local_broker import LocalCluster
 from tests.conftest import REPO
 from tests.local_cluster import (
     NODES,

@@ -1,14 +1,14 @@
 """A publisher taking an outbox partition over reads back only its last decisions, and
 still skips one announced again after a crash (issue 12, bounded state: no re-reading of
-a day, let alone 30, at start-up; gun_hub/publisher.py)."""
+a day, let alone 30, at start-up; gun_hub/runtime/publisher.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from gun_hub.publisher import DecisionPublisher
-from gun_hub.security.entitlements import HUB_PARTY
-from gun_hub.security.state_cipher import StateCipher
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.state_cipher import StateCipher
+from gun_hub.runtime.publisher import DecisionPublisher
 from tests.conftest import PARTITIONS, KafkaEnv
 from tests.integration.test_decision_publishers_share_the_outbox import (
     _announce,

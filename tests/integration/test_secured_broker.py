@@ -48,26 +48,26 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
-from gun_hub.clearance import DecisionReader, DeclarationSender, submit_declarations
-from gun_hub.envelope import ContentType
-from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
-from gun_hub.kafka.acls import acl_plan, apply_acls
-from gun_hub.kafka.admin import ensure_topics
-from gun_hub.kafka.client import ClientConfig
-from gun_hub.kafka.local_broker import BrokerError, LocalBroker
-from gun_hub.model.exchange import AuthorityResponse, Operation
-from gun_hub.model.verdicts import Verdict
-from gun_hub.processes import ProcessGroup, free_port
-from gun_hub.routing import build_requests, load_routing_table, route_documents
-from gun_hub.security.entitlements import GATEWAY_PARTY
-from gun_hub.settings import (
+from gun_contract.envelope import ContentType
+from gun_contract.kafka.acls import acl_plan, apply_acls
+from gun_contract.kafka.admin import ensure_topics
+from gun_contract.kafka.client import ClientConfig
+from gun_contract.model.exchange import AuthorityResponse, Operation
+from gun_contract.model.verdicts import Verdict
+from gun_contract.security.entitlements import GATEWAY_PARTY
+from gun_contract.settings import (
     AdapterSettings,
     BrokerSettings,
     KafkaSettings,
     SecuritySettings,
     Settings,
 )
-from gun_hub.topics import TopicRegistry, topic_registry
+from gun_contract.topics import TopicRegistry, topic_registry
+from gun_hub.domain.routing import build_requests, load_routing_table, route_documents
+from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
+from gun_tools.clearance_stand_in import DecisionReader, DeclarationSender, submit_declarations
+from gun_tools.local_broker import BrokerError, LocalBroker
+from gun_tools.processes import ProcessGroup, free_port
 from tests.adapter_fixtures import running_adapter
 from tests.builders import declaration, declaration_xml, document, goods_item
 from tests.conftest import PARTIES, PARTITIONS, REPO, envelope_of

@@ -1,5 +1,5 @@
 """A redrive is handled as its original read again, once the log bears the claim out
-(gun_hub/redrive.py, ADR 0010): the intake and the replay memory then see a redelivery,
+(gun_hub/pipeline/redrive.py, ADR 0010): the intake and the replay memory then see a redelivery,
 so redriving twice decides once, and nothing a redrive claims is taken on its word.
 
 Driven as the hub's intake agent does (the gate, then the admission: the id claimed at
@@ -15,21 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
-from gun_hub.envelope import LOG_APPEND_TIME, ContentType
-from gun_hub.kafka.log_reader import LoggedRecord
-from gun_hub.model.verdicts import Outcome
+from gun_contract.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
+from gun_contract.effects import Effects, Headers
+from gun_contract.envelope import LOG_APPEND_TIME, ContentType
+from gun_contract.kafka.log_reader import LoggedRecord
+from gun_contract.model.verdicts import Outcome
+from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.ops.dead_letters import DeadLetterId
-from gun_hub.outbox import Headers, Outbox
 from gun_hub.pipeline.admission import Claim, read_claims_record
-from gun_hub.redrive import (
+from gun_hub.pipeline.redrive import (
     REDRIVE_UNVERIFIED,
     RedriveGate,
     not_redrivable,
     redrive_headers,
 )
-from gun_hub.routing import RoutingTable
-from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
 from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_declarations_admitted_once_claimed import Admission
 
@@ -85,7 +85,7 @@ class Agent:
         position: SourcePosition,
         headers: Headers | None = None,
         accepted_at: float | None = None,
-    ) -> tuple[Outbox, list[Claim]]:
+    ) -> tuple[Effects, list[Claim]]:
         """The record at ``position`` as the broker hands it to the hub: what it causes
         at once, and the claims it sends (their verdicts not back yet)."""
         at = time.time() if accepted_at is None else accepted_at
@@ -98,13 +98,13 @@ class Agent:
         )
         assert released == []  # sealed: claimed first
         claims = [read_claims_record(r.value) for r in caused.to(self.hub.topics.claims)]
-        return Outbox(arrival.outbox.records + caused.records), [
+        return Effects(arrival.outbox.records + caused.records), [
             c for c in claims if isinstance(c, Claim)
         ]
 
-    def settle(self, claims: list[Claim]) -> Outbox:
+    def settle(self, claims: list[Claim]) -> Effects:
         """Each claim judged at its owner, the verdict back, what it releases decided."""
-        settled = Outbox()
+        settled = Effects()
         for claim in claims:
             for admitted in self.admission.settle(self.admission.verdict(claim)):
                 settled.records += admitted.records
@@ -116,11 +116,11 @@ class Agent:
         position: SourcePosition,
         headers: Headers | None = None,
         accepted_at: float | None = None,
-    ) -> Outbox:
+    ) -> Effects:
         caused, claims = await self.receive(value, position, headers, accepted_at)
-        return Outbox(caused.records + self.settle(claims).records)
+        return Effects(caused.records + self.settle(claims).records)
 
-    async def redrive(self, original: SourcePosition, offset: int) -> Outbox:
+    async def redrive(self, original: SourcePosition, offset: int) -> Effects:
         """The original's bytes and key again, at ``offset``, claiming to be it."""
         logged = self.log.records[(original.topic, original.partition, original.offset)]
         return await self.read(
@@ -132,10 +132,10 @@ class Agent:
             xml, recipient=HUB_PARTY, topic=self.topic, content_type=ContentType.XML
         )
 
-    def audit(self, outbox: Outbox) -> list[dict[str, object]]:
+    def audit(self, outbox: Effects) -> list[dict[str, object]]:
         return [json.loads(r.value) for r in outbox.to(self.hub.topics.audit)]
 
-    def dead_letter_kinds(self, outbox: Outbox) -> list[str | None]:
+    def dead_letter_kinds(self, outbox: Effects) -> list[str | None]:
         return [header_value(r.headers, HEADER_ERROR_KIND) for r in outbox.to(self.hub.topics.dlq)]
 
 

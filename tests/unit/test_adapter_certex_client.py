@@ -12,10 +12,10 @@ import pytest
 from aiohttp import web
 
 from adapters.base.certex import CLEARANCE_VERDICTS, CertexHttpPartner, _map_answer
-from gun_hub.model.exchange import AuthorityRequest, Operation
-from gun_hub.model.verdicts import Verdict
-from gun_hub.processes import free_port
-from gun_hub.settings import AdapterSettings
+from gun_contract.model.exchange import AuthorityRequest, Operation
+from gun_contract.model.verdicts import Verdict
+from gun_contract.settings import AdapterSettings
+from gun_tools.processes import free_port
 from tests.adapter_fixtures import partner_request
 from tests.partner_fixtures import RunningPartner, running_partner
 

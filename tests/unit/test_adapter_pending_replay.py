@@ -13,9 +13,9 @@ import pytest
 
 from adapters.base.pending import PendingOperations
 from adapters.base.replay import Replayer
-from gun_hub.model.exchange import AuthorityRequest, DocumentAnswer, Operation
-from gun_hub.model.verdicts import Verdict
-from gun_hub.ops.health import CircuitStatus
+from gun_contract.health import CircuitStatus
+from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
+from gun_contract.model.verdicts import Verdict
 from tests.adapter_fixtures import partner_request
 
 R1 = "26FR000690I0000501"

@@ -28,30 +28,30 @@ from typer.testing import CliRunner
 
 from adapters.base import load_adapter
 from adapters.base.runner import AdapterRunner
-from gun_hub.asyncapi import UndocumentedTopic, build_document, render_yaml
-from gun_hub.asyncapi.payloads import JOSE, JSON, XML
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects, OutgoingRecord
+from gun_contract.envelope import ContentType
+from gun_contract.model.exchange import AuthorityRequest
+from gun_contract.model.verdicts import Verdict
+from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY, Entitlements
+from gun_contract.security.keystore import PartyKeys
+from gun_contract.security.state_cipher import StateCipher
+from gun_contract.settings import SecuritySettings, Settings
+from gun_contract.topics import Payload, TopicRegistry, TopicSpec, topic_registry
 from gun_hub.cli import app as cli_app
 from gun_hub.cli.asyncapi import deployment_of, document_for
 from gun_hub.cli.kafka import registry_for
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.envelope import ContentType
-from gun_hub.model.exchange import AuthorityRequest
-from gun_hub.model.verdicts import Verdict
-from gun_hub.outbox import Outbox, OutgoingRecord
+from gun_hub.domain.risk import RiskRules
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.audit_keeper import AuditKeeper
-from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.deadlines import Deadlines
+from gun_hub.pipeline.hub_context import HubContext
 from gun_hub.pipeline.intake import Intake
-from gun_hub.risk import RiskRules
-from gun_hub.routing import RoutingTable
 from gun_hub.security.audit import AuditTrail
-from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY, Entitlements
-from gun_hub.security.keystore import PartyKeys
-from gun_hub.security.state_cipher import StateCipher
-from gun_hub.settings import SecuritySettings, Settings
-from gun_hub.topics import Payload, TopicRegistry, TopicSpec, topic_registry
 from gun_hub.xml.declaration_codec import DeclarationCodec
+from gun_tools.asyncapi import UndocumentedTopic, build_document, render_yaml
+from gun_tools.asyncapi.payloads import JOSE, JSON, XML
 from tests.builders import answer_to, declaration_xml, goods_item
 from tests.builders import document as quoted
 from tests.conftest import REPO, envelope_of
@@ -403,7 +403,7 @@ def written(routing_table: RoutingTable, keys_dir: Path) -> tuple[TopicRegistry,
     correlation = Correlation(context, cases)
     records: list[OutgoingRecord] = []
 
-    def delivered(outbox: Outbox) -> list[OutgoingRecord]:
+    def delivered(outbox: Effects) -> list[OutgoingRecord]:
         """The broker acknowledges every record of ``outbox``."""
         for confirm in outbox.after_delivery:
             confirm()

@@ -19,6 +19,14 @@ from typing import Any
 import pytest
 from joserfc.jwk import ECKey
 
+from gun_contract.security.keystore import (
+    PUBLIC_JWKS,
+    AuditSigner,
+    KeystoreFolder,
+    PartyKeys,
+    PublicKey,
+    read_public_keys,
+)
 from gun_hub.security.audit import (
     GENESIS,
     Anchor,
@@ -29,14 +37,6 @@ from gun_hub.security.audit import (
     canonical,
     record_hash,
     verify_chain,
-)
-from gun_hub.security.keystore import (
-    PUBLIC_JWKS,
-    AuditSigner,
-    KeystoreFolder,
-    PartyKeys,
-    PublicKey,
-    read_public_keys,
 )
 
 EVERY = 10

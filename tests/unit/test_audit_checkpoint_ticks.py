@@ -19,18 +19,18 @@ from typing import Any
 
 import pytest
 
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.outbox import Outbox
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.keystore import AuditSigner
+from gun_contract.security.state_cipher import StateCipher
+from gun_contract.topics import topic_registry
+from gun_hub.domain.risk import RiskRules
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.audit_keeper import AUDIT_TICK_KEY, AuditKeeper, is_audit_tick
-from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.deadlines import Deadlines
-from gun_hub.risk import RiskRules
-from gun_hub.routing import RoutingTable
+from gun_hub.pipeline.hub_context import HubContext
 from gun_hub.security.audit import AuditTrail
-from gun_hub.security.entitlements import HUB_PARTY
-from gun_hub.security.keystore import AuditSigner
-from gun_hub.security.state_cipher import StateCipher
-from gun_hub.topics import topic_registry
 from tests.conftest import envelope_of
 
 WITHIN_S = 60.0
@@ -79,7 +79,7 @@ def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
 
 
 def decide(hub: Hub, partition: int) -> None:
-    outbox = Outbox()
+    outbox = Effects()
     hub.context.record_audit(outbox, partition, {"kind": "DECISION", "reference": "R"})
 
 
@@ -104,9 +104,9 @@ def test_a_tick_signs_what_waits_and_nothing_else(hub: Hub) -> None:
 def test_the_deadlines_handler_passes_audit_ticks_to_the_keeper(hub: Hub) -> None:
     seen: list[Any] = []
 
-    def deadlines(event: Any, source: SourcePosition, accepted_at: float | None) -> Outbox:
+    def deadlines(event: Any, source: SourcePosition, accepted_at: float | None) -> Effects:
         seen.append(event.key)
-        return Outbox()
+        return Effects()
 
     handle = hub.keeper.ticks_or(deadlines)
     decide(hub, 1)

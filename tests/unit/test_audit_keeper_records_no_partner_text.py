@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     HEADER_COMPONENT,
     HEADER_ERROR_CLASS,
     HEADER_ERROR_KIND,
@@ -29,13 +29,13 @@ from gun_hub.dead_letter import (
     HEADER_SOURCE_TOPIC,
     SourcePosition,
 )
-from gun_hub.envelope import EnvelopeRejectionKind
+from gun_contract.envelope import EnvelopeRejectionKind
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.audit_keeper import (
     REPORTED_BY,
     SECURITY_REJECTION_KINDS,
     UNLISTED,
 )
-from gun_hub.routing import RoutingTable
 from tests.unit.test_pipeline import Hub
 
 DLQ = SourcePosition("gun.dlq", 2, 17)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     HEADER_COMPONENT,
     HEADER_ERROR_CLASS,
     HEADER_ERROR_KIND,
@@ -27,7 +27,7 @@ from gun_hub.dead_letter import (
     HEADER_SOURCE_TOPIC,
     SourcePosition,
 )
-from gun_hub.routing import RoutingTable
+from gun_hub.domain.routing import RoutingTable
 from tests.poison_corpus import hostile_headers
 from tests.unit.test_pipeline import Hub
 

@@ -7,7 +7,7 @@ Found by the chaos suite: after a SIGKILL, ``audit verify`` reported "record mis
 
 from __future__ import annotations
 
-from gun_hub.security.keystore import AuditSigner, PublicKey
+from gun_contract.security.keystore import AuditSigner, PublicKey
 from tests.unit.test_audit_chain import (
     Clock,
     Topic,

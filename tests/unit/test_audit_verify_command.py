@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from gun_contract.security.keystore import PUBLIC_JWKS, AuditSigner
+from gun_contract.settings import load_settings
 from gun_hub.cli import app
 from gun_hub.cli import audit as audit_command
 from gun_hub.security.audit import AuditTrail, LoggedRecord, canonical, record_hash
-from gun_hub.security.keystore import PUBLIC_JWKS, AuditSigner
-from gun_hub.settings import load_settings
 
 TOPIC = "gun.audit"
 

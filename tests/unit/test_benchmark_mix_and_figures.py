@@ -21,8 +21,8 @@ from benchmarks.report import (
     steady_rate,
     timeline,
 )
-from gun_hub.resources import config_path
-from gun_hub.routing import load_routing_table
+from gun_contract.resources import config_path
+from gun_hub.domain.routing import load_routing_table
 from gun_hub.xml.declaration_codec import DeclarationCodec
 
 # -- the mix ------------------------------------------------------------------------------

@@ -19,10 +19,10 @@ from adapters.base.resilience import (
     CircuitBreaker,
     CircuitState,
 )
-from gun_hub.model.exchange import Operation
-from gun_hub.model.verdicts import Verdict
-from gun_hub.processes import free_port
-from gun_hub.settings import AdapterSettings
+from gun_contract.model.exchange import Operation
+from gun_contract.model.verdicts import Verdict
+from gun_contract.settings import AdapterSettings
+from gun_tools.processes import free_port
 from tests.adapter_fixtures import partner_request
 from tests.partner_fixtures import running_partner
 

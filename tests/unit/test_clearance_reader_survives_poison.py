@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from gun_hub.clearance import DecisionReader, ReceivedDecision, Unreadable
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     HEADER_COMPONENT,
     HEADER_ERROR_CLASS,
     HEADER_ERROR_KIND,
@@ -25,13 +24,14 @@ from gun_hub.dead_letter import (
     HEADER_SOURCE_OFFSET,
     header_value,
 )
-from gun_hub.envelope import LOG_APPEND_TIME, ContentType, OpenedMessage
-from gun_hub.limits import MAX_DEAD_LETTER_VALUE_BYTES
-from gun_hub.model.decision import Decision
-from gun_hub.model.verdicts import Outcome
-from gun_hub.outbox import OutgoingRecord
-from gun_hub.topics import topic_registry
+from gun_contract.effects import OutgoingRecord
+from gun_contract.envelope import LOG_APPEND_TIME, ContentType, OpenedMessage
+from gun_contract.limits import MAX_DEAD_LETTER_VALUE_BYTES
+from gun_contract.model.decision import Decision
+from gun_contract.model.verdicts import Outcome
+from gun_contract.topics import topic_registry
 from gun_hub.xml.decision_codec import encode_decision
+from gun_tools.clearance_stand_in import DecisionReader, ReceivedDecision, Unreadable
 from tests.conftest import envelope_of
 from tests.poison_corpus import mutants, named_bombs
 

@@ -13,10 +13,10 @@ from rich.console import Console
 
 from adapters.conformance.kit import selected_scenarios
 from adapters.conformance.scenarios import scenarios
-from gun_hub.kafka.client import from_settings
-from gun_hub.logs import configure_logging
-from gun_hub.progress import progress_bar
-from gun_hub.settings import KafkaSettings, Settings, load_settings
+from gun_contract.kafka.client import from_settings
+from gun_contract.logs import configure_logging
+from gun_contract.settings import KafkaSettings, Settings, load_settings
+from gun_hub.cli.progress import progress_bar
 
 
 class TerminalStream(io.StringIO):
@@ -78,7 +78,7 @@ def test_an_exception_is_one_json_line_with_its_traceback() -> None:
     try:
         correlate()
     except LookupError:
-        logging.getLogger("gun_hub.app").exception("could not correlate")
+        logging.getLogger("gun_hub.runtime.app").exception("could not correlate")
 
     [line] = log_lines(stream)  # the traceback's newlines stay inside the JSON string
     entry = json.loads(line)
@@ -92,12 +92,12 @@ def test_text_mode_writes_readable_lines_not_json() -> None:
     stream = io.StringIO()
     configure_logging("info", component="hub", log_format="text", stream=stream)
 
-    logging.getLogger("gun_hub.app").info("worker ready")
+    logging.getLogger("gun_hub.runtime.app").info("worker ready")
 
     [line] = log_lines(stream)
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)
-    assert line.endswith(" INFO    hub gun_hub.app: worker ready")
+    assert line.endswith(" INFO    hub gun_hub.runtime.app: worker ready")
     assert "\033[" not in line  # not a terminal: no colour codes in a file or a pipe
 
 
@@ -107,22 +107,22 @@ def test_text_mode_colours_the_level_on_a_terminal_unless_no_color(
     monkeypatch.delenv("NO_COLOR", raising=False)
     coloured = TerminalStream()
     configure_logging("info", component="hub", log_format="text", stream=coloured)
-    logging.getLogger("gun_hub.app").error("broken link")
+    logging.getLogger("gun_hub.runtime.app").error("broken link")
     assert "\033[31mERROR" in coloured.getvalue()
 
     monkeypatch.setenv("NO_COLOR", "1")
     plain = TerminalStream()
     configure_logging("info", component="hub", log_format="text", stream=plain)
-    logging.getLogger("gun_hub.app").error("broken link")
+    logging.getLogger("gun_hub.runtime.app").error("broken link")
     assert "\033[" not in plain.getvalue()
-    assert " ERROR   hub gun_hub.app: broken link" in plain.getvalue()
+    assert " ERROR   hub gun_hub.runtime.app: broken link" in plain.getvalue()
 
 
 def test_auto_mode_is_text_on_a_terminal_and_json_elsewhere() -> None:
     terminal, pipe = TerminalStream(), io.StringIO()
     for stream in (terminal, pipe):
         configure_logging("info", component="hub", log_format="auto", stream=stream)
-        logging.getLogger("gun_hub.app").info("worker ready")
+        logging.getLogger("gun_hub.runtime.app").info("worker ready")
 
     with pytest.raises(json.JSONDecodeError):
         json.loads(terminal.getvalue())
@@ -132,7 +132,7 @@ def test_auto_mode_is_text_on_a_terminal_and_json_elsewhere() -> None:
 def test_json_mode_is_json_even_on_a_terminal() -> None:
     terminal = TerminalStream()
     configure_logging("info", component="hub", log_format="json", stream=terminal)
-    logging.getLogger("gun_hub.app").info("worker ready")
+    logging.getLogger("gun_hub.runtime.app").info("worker ready")
     assert json.loads(terminal.getvalue())["component"] == "hub"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.processes import ChildExited, ProcessGroup, free_port, wait_all_ready
+from gun_tools.processes import ChildExited, ProcessGroup, free_port, wait_all_ready
 
 
 class Ready(BaseHTTPRequestHandler):

@@ -19,7 +19,7 @@ from gun_contract.consume import (
     each_record,
     next_offsets,
 )
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     HEADER_COMPONENT,
     HEADER_ERROR_KIND,
     HEADER_ERROR_REASON,

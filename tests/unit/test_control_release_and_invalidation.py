@@ -11,12 +11,12 @@ from datetime import timedelta
 
 import pytest
 
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.model.declaration import Stage
-from gun_hub.model.exchange import Operation
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.routing import RoutingTable
-from gun_hub.status_events import StatusKind
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.model.declaration import Stage
+from gun_contract.model.exchange import Operation
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.routing import RoutingTable
+from gun_hub.domain.status_events import StatusKind
 from tests.builders import declaration_xml
 from tests.unit.test_pipeline import Hub
 from tests.unit.test_versions_and_recovery import REF, at, requests
@@ -100,7 +100,7 @@ def test_a_give_back_replayed_after_the_cancellation_is_recorded_as_given_back(h
 
 
 def test_a_follow_up_refused_as_stale_is_recorded_as_superseded(hub: Hub) -> None:
-    from gun_hub.model.exchange import AuthorityResponse, DocumentAnswer
+    from gun_contract.model.exchange import AuthorityResponse, DocumentAnswer
 
     first = hub.intake.handle(declaration_xml(version=1), at(0))
     released = hub.answer(first, "dgal", Verdict.VALID)

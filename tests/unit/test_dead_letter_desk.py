@@ -19,18 +19,18 @@ import aiohttp
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from gun_hub.dead_letter import ErrorClass, SourcePosition, dead_letter_record, header_value
-from gun_hub.envelope import LOG_APPEND_TIME, ContentType
-from gun_hub.kafka.log_reader import LoggedRecord
+from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_record, header_value
+from gun_contract.effects import OutgoingRecord
+from gun_contract.envelope import LOG_APPEND_TIME, ContentType
+from gun_contract.kafka.log_reader import LoggedRecord
+from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_contract.security.state_cipher import StateCipher
+from gun_contract.topics import TopicRegistry, topic_registry
 from gun_hub.ops.prometheus import OpsState
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
-from gun_hub.outbox import OutgoingRecord
-from gun_hub.redrive import HEADER_REDRIVE_DEAD_LETTER, HEADER_REDRIVE_OF
-from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_hub.pipeline.redrive import HEADER_REDRIVE_DEAD_LETTER, HEADER_REDRIVE_OF
 from gun_hub.security.operator_actions import ActionKind, open_action
-from gun_hub.security.state_cipher import StateCipher
 from gun_hub.security.web_auth import add_officer, basic_authorization
-from gun_hub.topics import TopicRegistry, topic_registry
 from gun_hub.web import HubWeb, build_web
 from gun_hub.web.dead_letters import DeadLetterDesk
 from tests.conftest import envelope_of

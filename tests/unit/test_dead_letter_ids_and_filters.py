@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     ErrorClass,
     SourcePosition,
     dead_letter_record,

@@ -13,7 +13,7 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     HEADER_COMPONENT,
     HEADER_ERROR_KIND,
     HEADER_ERROR_REASON,
@@ -31,8 +31,8 @@ from gun_hub.dead_letter import (
     dead_letter_headers,
     header_value,
 )
-from gun_hub.limits import MAX_DEAD_LETTER_VALUE_BYTES
-from gun_hub.outbox import Outbox, OutgoingRecord
+from gun_contract.effects import Effects, OutgoingRecord
+from gun_contract.limits import MAX_DEAD_LETTER_VALUE_BYTES
 
 BROKER_DEFAULT_RECORD_LIMIT = 1024 * 1024
 # What Kafka adds around a record in a batch, generously (varints, attributes, header
@@ -52,7 +52,7 @@ def dead_letter(
     reference: str | None = None,
     source: SourcePosition = SOURCE,
 ) -> OutgoingRecord:
-    outbox = Outbox()
+    outbox = Effects()
     add_dead_letter(
         outbox,
         "gun.dlq",

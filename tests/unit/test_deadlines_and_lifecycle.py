@@ -7,14 +7,14 @@ from datetime import timedelta
 import pytest
 from prometheus_client import REGISTRY
 
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.model.declaration import Stage
-from gun_hub.model.exchange import AuthorityRequest, Operation
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.outbox import Outbox
-from gun_hub.pipeline.context import OpenCaseEntry
-from gun_hub.routing import RoutingTable
-from gun_hub.status_events import StatusKind
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.model.declaration import Stage
+from gun_contract.model.exchange import AuthorityRequest, Operation
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.routing import RoutingTable
+from gun_hub.domain.status_events import StatusKind
+from gun_hub.pipeline.hub_context import OpenCaseEntry
 from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_pipeline import SOURCE, Hub
 
@@ -32,11 +32,11 @@ def hub(routing_table: RoutingTable, keys_dir: object) -> Hub:
     return Hub(routing_table, keys_dir)  # type: ignore[arg-type]
 
 
-def tick(hub: Hub) -> Outbox:
+def tick(hub: Hub) -> Effects:
     return hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 0))
 
 
-def requests(hub: Hub, outbox: Outbox, authority: str) -> list[AuthorityRequest]:
+def requests(hub: Hub, outbox: Effects, authority: str) -> list[AuthorityRequest]:
     envelope = hub.envelope(authority)
     return [
         AuthorityRequest.model_validate_json(envelope.open(r.value, topic=r.topic).payload)

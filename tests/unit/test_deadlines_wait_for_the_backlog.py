@@ -12,10 +12,10 @@ from datetime import timedelta
 
 import pytest
 
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.model.verdicts import Outcome, Verdict
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.answer_progress import AnswerProgress
-from gun_hub.routing import RoutingTable
 from tests.builders import declaration_xml
 from tests.unit.test_pipeline import Hub
 from tests.unit.test_versions_and_recovery import REF, at

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.case import Case
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.outbox import Outbox
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.case import Case
+from gun_hub.domain.routing import RoutingTable
+from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.intake import Intake
@@ -23,8 +25,6 @@ from gun_hub.pipeline.retention import (
     RetentionEntry,
     RetentionIndex,
 )
-from gun_hub.routing import RoutingTable
-from gun_hub.status_events import StatusKind
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import declaration_xml
 from tests.unit.test_pipeline import SOURCE, Hub
@@ -66,10 +66,10 @@ class RetainingHub(Hub):
         self.correlation.handle = self._delivered(self.correlation.handle)  # type: ignore[method-assign]
         self.deadlines.handle = self._delivered(self.deadlines.handle)  # type: ignore[method-assign]
 
-    def retention_tick(self, reference: str = REF) -> Outbox:
+    def retention_tick(self, reference: str = REF) -> Effects:
         """What the retention sweep's tick does on the case's partition."""
 
-        def announce_again(outbox: Outbox, case: Case) -> bool:
+        def announce_again(outbox: Effects, case: Case) -> bool:
             return self.context.announce_again_if_lost(outbox, case, TICKS.partition)
 
         handle = self._delivered(

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gun_hub.decide import decide, outcome_for
-from gun_hub.model.decision import DocumentResult
-from gun_hub.model.declaration import Stage
-from gun_hub.model.verdicts import Outcome, Verdict
+from gun_contract.model.decision import DocumentResult
+from gun_contract.model.declaration import Stage
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.decide import decide, outcome_for
 from gun_hub.xml.decision_codec import DecisionCodec, encode_decision
 
 

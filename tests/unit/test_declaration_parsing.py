@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from gun_hub.model.declaration import Stage
+from gun_contract.model.declaration import Stage
 from gun_hub.xml.declaration_codec import (
     DeclarationCodec,
     _to_declaration,

@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gun_hub.model.declaration import (
+from gun_contract.model.declaration import (
     Declarant,
     Declaration,
     Direction,
@@ -17,7 +17,7 @@ from gun_hub.model.declaration import (
     Quantity,
     Stage,
 )
-from gun_hub.routing import RoutingTable, load_routing_table, route_documents
+from gun_hub.domain.routing import RoutingTable, load_routing_table, route_documents
 from gun_hub.xml.declaration_codec import DeclarationCodec, encode_declaration
 from tests.conftest import REPO
 

@@ -10,15 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     HEADER_ERROR_KIND,
     HEADER_ERROR_REASON,
     SourcePosition,
     header_value,
 )
-from gun_hub.envelope import ContentType
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.outbox import Outbox
+from gun_contract.effects import Effects
+from gun_contract.envelope import ContentType
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_contract.security.replay import TableReplayGuard
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.admission import (
     AdmissionGate,
     Admissions,
@@ -29,9 +32,6 @@ from gun_hub.pipeline.admission import (
     read_claims_record,
 )
 from gun_hub.pipeline.intake import Intake
-from gun_hub.routing import RoutingTable
-from gun_hub.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
-from gun_hub.security.replay import TableReplayGuard
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import declaration_xml
 from tests.unit.test_pipeline import Hub
@@ -64,7 +64,7 @@ class Admission:
             xml, recipient=HUB_PARTY, topic=self.topics.declarations, content_type=ContentType.XML
         )
 
-    def receive(self, data: bytes, source: SourcePosition) -> tuple[Outbox, Claim]:
+    def receive(self, data: bytes, source: SourcePosition) -> tuple[Effects, Claim]:
         outbox, released = self.gate.receive(data, source, accepted_at=None)
         assert released == []
         [record] = outbox.to(self.topics.claims)
@@ -80,7 +80,7 @@ class Admission:
         assert record.partition == claim.source.partition  # back where the case lives
         return verdict
 
-    def settle(self, verdict: ClaimVerdict) -> list[Outbox]:
+    def settle(self, verdict: ClaimVerdict) -> list[Effects]:
         admitted = []
         for waiting in self.gate.settle(verdict):
             outbox = self.gate.admit(waiting)
@@ -89,7 +89,7 @@ class Admission:
             admitted.append(outbox)
         return admitted
 
-    def through(self, data: bytes, source: SourcePosition) -> list[Outbox]:
+    def through(self, data: bytes, source: SourcePosition) -> list[Effects]:
         _, claim = self.receive(data, source)
         return self.settle(self.verdict(claim))
 

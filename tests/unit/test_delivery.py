@@ -1,4 +1,4 @@
-"""How the hub sends what one event caused (gun_hub/delivery.py), issue 10 defects 8 and 13.
+"""How the hub sends what one event caused (gun_hub/runtime/delivery.py), issue 10 defects 8 and 13.
 
 The producer is replaced by a recording function here: what is tested is the hub's
 policy (partition, retries, dead letters, when ``after_delivery`` runs), not Kafka; the
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from gun_hub.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
-from gun_hub.delivery import UNDELIVERABLE, DeliveryFailed, Retries, deliver, pinned
-from gun_hub.outbox import Outbox, OutgoingRecord
+from gun_contract.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
+from gun_contract.effects import Effects, OutgoingRecord
+from gun_hub.runtime.delivery import UNDELIVERABLE, DeliveryFailed, Retries, deliver, pinned
 
 SOURCE = SourcePosition("gun.declarations", 3, 41, b"26FR000690I0000012")
 
@@ -39,8 +39,8 @@ class Broker:
         return future
 
 
-def outbox_of(*topics: str) -> Outbox:
-    outbox = Outbox()
+def outbox_of(*topics: str) -> Effects:
+    outbox = Effects()
     for topic in topics:
         outbox.add(topic, b"26FR000690I0000012", b"value")
     return outbox

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gun_hub.clearance import ReceivedDecision
+from gun_contract.envelope import ContentType, OpenedMessage
+from gun_contract.model.decision import Decision, DocumentResult
+from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.cli import app
-from gun_hub.demo import DemoFailed, DemoResult
-from gun_hub.demo.report import NO_AUTHORITY, outcome_table, problems, report
-from gun_hub.demo.samples import SampleDeclaration, SampleRun, load_samples
-from gun_hub.envelope import ContentType, OpenedMessage
-from gun_hub.model.decision import Decision, DocumentResult
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.routing import RoutingTable
+from gun_hub.domain.routing import RoutingTable
+from gun_tools.clearance_stand_in import ReceivedDecision
+from gun_tools.demo import DemoFailed, DemoResult
+from gun_tools.demo.report import NO_AUTHORITY, outcome_table, problems, report
+from gun_tools.demo.samples import SampleDeclaration, SampleRun, load_samples
 
 AUTHORITIES = ["dgal", "cites", "dga"]
 

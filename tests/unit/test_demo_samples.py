@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.demo.samples import SampleRun, SamplesError, load_samples
-from gun_hub.model.declaration import Direction, Stage
-from gun_hub.routing import RoutingTable, route_documents
+from gun_contract.model.declaration import Direction, Stage
+from gun_hub.domain.routing import RoutingTable, route_documents
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_hub.xml.safe_parse import XmlRejected
+from gun_tools.demo.samples import SampleRun, SamplesError, load_samples
 
 STEM = "26FRDEMO123456"
 

@@ -26,15 +26,15 @@ from pydantic import BaseModel
 
 import adapters.base.metrics
 import gun_hub.metrics
+from gun_contract.health import CircuitStatus
+from gun_contract.kafka.acls import Grant, acl_plan
+from gun_contract.resources import config_path
+from gun_contract.settings import BrokerSettings, OpsSettings, Settings
+from gun_contract.topics import TopicRegistry, topic_registry
 from gun_hub.cli import app
-from gun_hub.deploy_manifests import manifests
-from gun_hub.kafka.acls import Grant, acl_plan
-from gun_hub.ops.health import CircuitStatus
+from gun_hub.domain.routing import load_routing_table
 from gun_hub.ops.prometheus import OpsCollector, OpsState
-from gun_hub.resources import config_path
-from gun_hub.routing import load_routing_table
-from gun_hub.settings import BrokerSettings, OpsSettings, Settings
-from gun_hub.topics import TopicRegistry, topic_registry
+from gun_tools.deploy_manifests import manifests
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.kafka.yml"
@@ -464,7 +464,7 @@ def test_the_kustomization_lists_every_manifest() -> None:
 def test_generated_topics_and_users_are_up_to_date() -> None:
     for name, content in manifests().items():
         assert (K8S / name).read_text() == content, (
-            f"deploy/k8s/{name} is stale: run python -m gun_hub.deploy_manifests"
+            f"deploy/k8s/{name} is stale: run python -m gun_tools.deploy_manifests"
         )
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
+from gun_contract.dead_letter import ErrorClass
 from gun_hub.cli import app
-from gun_hub.dead_letter import ErrorClass
 from gun_hub.security.web_auth import write_officer_credentials
 from tests.unit.test_dead_letter_desk import PLAIN, REFERENCE, SECRETS, TOPICS, Desk, desk
 

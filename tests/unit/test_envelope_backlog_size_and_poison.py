@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.envelope import ContentType, EnvelopeRejected, broker_accepted_at
-from gun_hub.envelope import EnvelopeRejectionKind as Kind
-from gun_hub.limits import MAX_DECLARATION_BYTES, max_sealed_payload_bytes, sealed_size
+from gun_contract.envelope import ContentType, EnvelopeRejected, broker_accepted_at
+from gun_contract.envelope import EnvelopeRejectionKind as Kind
+from gun_contract.limits import MAX_DECLARATION_BYTES, max_sealed_payload_bytes, sealed_size
 from tests.conftest import envelope_of
 from tests.unit.test_envelope_security import PAYLOAD, REQUESTS_DGAL, TOPICS, seal_request
 
@@ -92,7 +92,7 @@ def test_every_size_the_contract_allows_seals_and_opens(keys_dir: Path, size: in
 
 
 def test_the_largest_sealable_payload_fits_the_record_limit(keys_dir: Path) -> None:
-    from gun_hub.limits import MAX_RECORD_BYTES
+    from gun_contract.limits import MAX_RECORD_BYTES
 
     largest = max_sealed_payload_bytes()
     assert sealed_size(largest) <= MAX_RECORD_BYTES

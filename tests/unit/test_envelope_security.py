@@ -17,13 +17,13 @@ from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey
 
-from gun_hub.envelope import ContentType, EnvelopeRejected
-from gun_hub.envelope import EnvelopeRejectionKind as Kind
-from gun_hub.security.entitlements import Entitlements
-from gun_hub.security.jose_envelope import EnvelopePolicy, JoseEnvelope
-from gun_hub.security.keystore import KeystoreFolder, PartyKeys
-from gun_hub.security.replay import MemoryReplayGuard
-from gun_hub.topics import topic_registry
+from gun_contract.envelope import ContentType, EnvelopeRejected
+from gun_contract.envelope import EnvelopeRejectionKind as Kind
+from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.jose_envelope import EnvelopePolicy, JoseEnvelope
+from gun_contract.security.keystore import KeystoreFolder, PartyKeys
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.topics import topic_registry
 from tests.conftest import PARTIES, envelope_of
 from tests.forgery import (
     b64,

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from gun_contract.security.entitlements import GATEWAY_PARTY
+from gun_contract.topics import topic_registry
 from gun_hub.gateway import file_drop
 from gun_hub.gateway.file_drop import (
     RECEIPT_SUFFIX,
@@ -25,8 +27,6 @@ from gun_hub.gateway.file_drop import (
     Settling,
 )
 from gun_hub.gateway.lodging import Gateway, Lodger
-from gun_hub.security.entitlements import GATEWAY_PARTY
-from gun_hub.topics import topic_registry
 from tests.builders import EORI, declaration_xml
 from tests.conftest import envelope_of
 from tests.gateway_fixtures import RecordingSender, gateway_with

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import HEADER_ERROR_KIND, HEADER_ERROR_REASON, header_value
+from gun_contract.dead_letter import HEADER_ERROR_KIND, HEADER_ERROR_REASON, header_value
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.security.entitlements import GATEWAY_PARTY
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.gateway.lodging import (
     DECLARANT_MISMATCH,
     OVERSIZED,
@@ -19,10 +22,7 @@ from gun_hub.gateway.lodging import (
     Lodger,
     PublishFailed,
 )
-from gun_hub.model.verdicts import Outcome, Verdict
 from gun_hub.pipeline.intake import Intake
-from gun_hub.routing import RoutingTable
-from gun_hub.security.entitlements import GATEWAY_PARTY
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import EORI, declaration_xml
 from tests.gateway_fixtures import RecordingSender, gateway_with

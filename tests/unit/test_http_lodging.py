@@ -17,13 +17,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gun_contract.security.entitlements import GATEWAY_PARTY
+from gun_contract.topics import topic_registry
 from gun_hub.gateway.http_channel import lodging_app
 from gun_hub.gateway.lodging import Gateway
-from gun_hub.processes import free_port
-from gun_hub.security.entitlements import GATEWAY_PARTY
 from gun_hub.security.web_auth import LocalAccess, PortalKeys, TokenPolicy, TraderTokens
-from gun_hub.topics import topic_registry
 from gun_hub.web.listeners import Listener
+from gun_tools.processes import free_port
 from tests.builders import EORI, declaration_xml
 from tests.conftest import envelope_of
 from tests.gateway_fixtures import RecordingSender, gateway_with

@@ -13,11 +13,16 @@ import pytest
 from joserfc.jwk import ECKey, OctKey
 from prometheus_client import REGISTRY
 
-from gun_hub.dead_letter import HEADER_ERROR_CLASS, HEADER_ERROR_KIND, SourcePosition, header_value
-from gun_hub.model.exchange import AuthorityRequest
-from gun_hub.model.verdicts import Outcome
-from gun_hub.routing import RoutingTable
-from gun_hub.security.keystore import KeystoreFolder
+from gun_contract.dead_letter import (
+    HEADER_ERROR_CLASS,
+    HEADER_ERROR_KIND,
+    SourcePosition,
+    header_value,
+)
+from gun_contract.model.exchange import AuthorityRequest
+from gun_contract.model.verdicts import Outcome
+from gun_contract.security.keystore import KeystoreFolder
+from gun_hub.domain.routing import RoutingTable
 from tests.builders import answer_to, declaration_xml
 from tests.conftest import envelope_of
 from tests.forgery import b64, claims, encrypt, encryption_key, flip_byte, sign, signing_key

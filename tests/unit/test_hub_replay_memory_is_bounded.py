@@ -4,7 +4,7 @@ as expired anyway, so remembering its id longer only grows the table."""
 
 from __future__ import annotations
 
-from gun_hub.security.replay import TableReplayGuard
+from gun_contract.security.replay import TableReplayGuard
 
 KEEP_S = 300
 

@@ -23,32 +23,32 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 PURE = (
-    "gun_hub/decide.py",
-    "gun_hub/routing.py",
-    "gun_hub/override.py",
-    "gun_hub/rollout.py",
-    "gun_hub/risk.py",
-    "gun_hub/reasons.py",
-    "gun_hub/case.py",
-    "gun_hub/model",
-    "gun_hub/pipeline/lifecycle.py",
-    "gun_hub/pipeline/shadow.py",
+    "gun_hub/domain/decide.py",
+    "gun_hub/domain/routing.py",
+    "gun_hub/domain/override.py",
+    "gun_hub/domain/rollout.py",
+    "gun_hub/domain/risk.py",
+    "gun_hub/domain/reasons.py",
+    "gun_hub/domain/case.py",
+    "gun_contract/model",
+    "gun_hub/domain/lifecycle.py",
+    "gun_hub/domain/shadow.py",
 )
 RUNTIME_LIBRARIES = ("faust", "mode", "aiokafka", "aiohttp", "confluent_kafka")
 SHARED_WITH_THE_ADAPTERS = (
-    "gun_hub.model",
-    "gun_hub.envelope",
+    "gun_contract.model",
+    "gun_contract.envelope",
     "gun_hub.security",
-    "gun_hub.topics",
-    "gun_hub.dead_letter",
-    "gun_hub.outbox",
-    "gun_hub.kafka",
-    "gun_hub.settings",
-    "gun_hub.trace",
-    "gun_hub.ops.health",
-    "gun_hub.ops.heartbeats",
-    "gun_hub.limits",
-    "gun_hub.logs",
+    "gun_contract.topics",
+    "gun_contract.dead_letter",
+    "gun_contract.effects",
+    "gun_contract.kafka",
+    "gun_contract.settings",
+    "gun_contract.trace",
+    "gun_contract.health",
+    "gun_contract.heartbeats",
+    "gun_contract.limits",
+    "gun_contract.logs",
 )
 ENTRY_POINT = "gun_hub/cli/"
 
@@ -94,7 +94,9 @@ def test_the_partner_simulator_imports_nothing_of_the_hub_or_the_adapters() -> N
 def test_the_message_models_import_no_other_part_of_the_hub() -> None:
     assert (
         offending(
-            "gun_hub/model", lambda n: within(n, "gun_hub.model"), lambda n: within(n, "gun_hub")
+            "gun_contract/model",
+            lambda n: within(n, "gun_contract.model"),
+            lambda n: within(n, "gun_hub"),
         )
         == {}
     )

@@ -17,19 +17,19 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from gun_hub.cli import app
-from gun_hub.envelope import ContentType
-from gun_hub.security.entitlements import Entitlements
-from gun_hub.security.jose_envelope import JoseEnvelope
-from gun_hub.security.keystore import (
+from gun_contract.envelope import ContentType
+from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import (
     PUBLIC_JWKS,
     KeystoreError,
     KeystoreFolder,
     PartyKeys,
     read_public_keys,
 )
-from gun_hub.security.replay import MemoryReplayGuard
-from gun_hub.topics import topic_registry
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.topics import topic_registry
+from gun_hub.cli import app
 
 TOPICS = topic_registry("gun", ("dgal", "cites", "dga"))
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}

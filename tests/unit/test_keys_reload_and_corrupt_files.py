@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gun_hub.cli import app
-from gun_hub.envelope import ContentType, EnvelopeRejected
-from gun_hub.envelope import EnvelopeRejectionKind as Kind
-from gun_hub.security import keystore
-from gun_hub.security.entitlements import Entitlements
-from gun_hub.security.jose_envelope import JoseEnvelope
-from gun_hub.security.keystore import (
+from gun_contract.envelope import ContentType, EnvelopeRejected
+from gun_contract.envelope import EnvelopeRejectionKind as Kind
+from gun_contract.security import keystore
+from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import (
     KEY_RECHECK_S,
     PUBLIC_JWKS,
     AuditSigner,
@@ -33,8 +32,9 @@ from gun_hub.security.keystore import (
     PartyKeys,
     read_public_keys,
 )
-from gun_hub.security.replay import MemoryReplayGuard
-from gun_hub.topics import topic_registry
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.topics import topic_registry
+from gun_hub.cli import app
 
 TOPICS = topic_registry("gun", ("dgal", "cites", "dga"))
 REQUEST = TOPICS.requests("dgal")
@@ -125,7 +125,7 @@ def test_a_file_broken_while_running_keeps_the_last_good_keys_and_says_which(
     good = (folder / PUBLIC_JWKS).read_text()
     (folder / PUBLIC_JWKS).write_text(good[: len(good) // 2])  # a copy cut short
     clock.now += KEY_RECHECK_S + 1
-    with caplog.at_level(logging.ERROR, logger="gun_hub.security.keystore"):
+    with caplog.at_level(logging.ERROR, logger="gun_contract.security.keystore"):
         assert dgal.open(seal(hub), topic=REQUEST).sender == "hub"
     assert str(folder / PUBLIC_JWKS) in caplog.text
     assert "keeping the keys loaded before" in caplog.text
@@ -134,7 +134,7 @@ def test_a_file_broken_while_running_keeps_the_last_good_keys_and_says_which(
     os.utime(folder / PUBLIC_JWKS, ns=(1, 1))
     caplog.clear()
     clock.now += KEY_RECHECK_S + 1
-    with caplog.at_level(logging.ERROR, logger="gun_hub.security.keystore"):
+    with caplog.at_level(logging.ERROR, logger="gun_contract.security.keystore"):
         assert dgal.open(seal(hub), topic=REQUEST).sender == "hub"
     assert caplog.text == ""
 

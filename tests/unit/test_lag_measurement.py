@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gun_hub.ops.health import CircuitStatus, PartnerHealth
+from gun_contract.health import CircuitStatus, PartnerHealth
+from gun_contract.topics import topic_registry
 from gun_hub.ops.lag import GrowthWatch, partition_lags, snapshot
 from gun_hub.ops.lag_monitor import watched_groups
 from gun_hub.ops.prometheus import OpsCollector, OpsState
-from gun_hub.topics import topic_registry
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gun_hub.decide import decide
-from gun_hub.decision_text import decision_lines, mask_reference, masked
-from gun_hub.model.decision import DocumentResult
-from gun_hub.model.declaration import Stage
-from gun_hub.model.verdicts import Outcome, Verdict
+from gun_contract.model.decision import DocumentResult
+from gun_contract.model.declaration import Stage
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.decide import decide
+from gun_hub.domain.decision_text import decision_lines, mask_reference, masked
 
 LICENCE = "EXP-2026-0042"
 CHED = "CHEDP.FR.2026.0001234"

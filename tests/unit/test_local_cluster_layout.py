@@ -11,10 +11,10 @@ import pytest
 from aiokafka.errors import InvalidReplicationFactorError
 from typer.testing import CliRunner
 
+from gun_contract.kafka.admin import _raise_topic_errors
+from gun_contract.settings import BrokerSettings
 from gun_hub.cli import app
-from gun_hub.kafka.admin import _raise_topic_errors
-from gun_hub.kafka.local_broker import BrokerError, LocalBroker, LocalCluster, _new_cluster_id
-from gun_hub.settings import BrokerSettings
+from gun_tools.local_broker import BrokerError, LocalBroker, LocalCluster, _new_cluster_id
 
 
 @pytest.fixture(autouse=True)

@@ -9,16 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import HEADER_ERROR_CLASS, HEADER_ERROR_KIND, SourcePosition, header_value
+from gun_contract.dead_letter import (
+    HEADER_ERROR_CLASS,
+    HEADER_ERROR_KIND,
+    SourcePosition,
+    header_value,
+)
+from gun_contract.security.state_cipher import StateCipher, StateUnreadable
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.audit_keeper import OPERATOR_ACTION_UNVERIFIED
-from gun_hub.routing import RoutingTable
 from gun_hub.security.operator_actions import (
     ActionKind,
     OperatorAction,
     open_action,
     seal_action,
 )
-from gun_hub.security.state_cipher import StateCipher, StateUnreadable
 from tests.unit.test_pipeline import Hub
 
 AT = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import HEADER_COMPONENT, HEADER_ERROR_KIND, HEADER_ERROR_REASON
+from gun_contract.dead_letter import HEADER_COMPONENT, HEADER_ERROR_KIND, HEADER_ERROR_REASON
+from gun_contract.health import CircuitStatus, PartnerHealth
+from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops.facts import (
     DecisionFact,
     DocumentUse,
@@ -17,9 +19,7 @@ from gun_hub.ops.facts import (
     WrittenOff,
     fact_bytes,
 )
-from gun_hub.ops.health import CircuitStatus, PartnerHealth
 from gun_hub.ops.view import CONFIDENTIAL, FeedRecord, FeedTopics, OpsView, current_state
-from gun_hub.status_events import StatusEvent, StatusKind
 
 TOPICS = FeedTopics(status="g.status", facts="g.hub.facts", dlq="g.dlq", health="g.ops.health")
 NOON = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

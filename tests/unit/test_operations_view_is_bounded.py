@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import HEADER_COMPONENT, HEADER_ERROR_KIND, HEADER_ERROR_REASON
-from gun_hub.kafka.client import ClientConfig
+from gun_contract.dead_letter import HEADER_COMPONENT, HEADER_ERROR_KIND, HEADER_ERROR_REASON
+from gun_contract.kafka.client import ClientConfig
+from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.prometheus import OpsState
 from gun_hub.ops.view import FeedRecord, OpsView
-from gun_hub.status_events import StatusKind
 from tests.unit.test_operations_view import NOON, TODAY, TOPICS, Feed, use
 
 OLD_DAY = TODAY - timedelta(days=40)

@@ -24,17 +24,17 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from gun_hub.dead_letter import HEADER_COMPONENT, HEADER_ERROR_KIND, HEADER_ERROR_REASON
-from gun_hub.envelope import ContentType
+from gun_contract.dead_letter import HEADER_COMPONENT, HEADER_ERROR_KIND, HEADER_ERROR_REASON
+from gun_contract.envelope import ContentType
+from gun_contract.health import CircuitStatus, PartnerHealth
+from gun_contract.heartbeats import HeartbeatGate
+from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.keystore import PartyKeys
+from gun_contract.topics import topic_registry
+from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.feed import OpsFeed, feed_record
-from gun_hub.ops.health import CircuitStatus, PartnerHealth
-from gun_hub.ops.heartbeats import HeartbeatGate
 from gun_hub.ops.prometheus import OpsState
 from gun_hub.ops.view import FeedRecord, OpsView
-from gun_hub.security.entitlements import Entitlements
-from gun_hub.security.keystore import PartyKeys
-from gun_hub.status_events import StatusKind
-from gun_hub.topics import topic_registry
 from tests.conftest import envelope_of
 from tests.poison_corpus import hostile_headers, named_bombs
 from tests.unit.test_operations_view import NOON, TOPICS, Feed, use

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.model.exchange import AuthorityRequest, Operation
-from gun_hub.model.verdicts import Outcome, Verdict
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.model.exchange import AuthorityRequest, Operation
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.override import OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.ops.facts import FACT, DecisionFact
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
-from gun_hub.override import OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED
-from gun_hub.routing import RoutingTable
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_hub.xml.safe_parse import XmlRejected, XmlRejectionKind
 from tests.builders import EORI, declaration, declaration_xml, document, goods_item

@@ -12,18 +12,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gun_hub.decide import decide
-from gun_hub.model.decision import Decision, DocumentResult
-from gun_hub.model.declaration import AdditionalInformation, Stage
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.override import (
+from gun_contract.model.decision import Decision, DocumentResult
+from gun_contract.model.declaration import AdditionalInformation, Stage
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.decide import decide
+from gun_hub.domain.override import (
     OVERRIDE_APPLIED,
     OVERRIDE_NOT_ACCEPTED,
     audit_body,
     overriding_items,
     review_override,
 )
-from gun_hub.routing import RoutingTable, RoutingTableError, build_routing_table
+from gun_hub.domain.routing import RoutingTable, RoutingTableError, build_routing_table
 from tests.builders import declaration, goods_item
 
 AT = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

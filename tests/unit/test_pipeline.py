@@ -10,29 +10,29 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
-from gun_hub.envelope import ContentType
-from gun_hub.model.decision import Decision
-from gun_hub.model.declaration import Stage
-from gun_hub.model.exchange import AuthorityRequest, AuthorityResponse
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.outbox import Outbox, OutgoingRecord
+from gun_contract.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
+from gun_contract.effects import Effects, OutgoingRecord
+from gun_contract.envelope import ContentType
+from gun_contract.model.decision import Decision
+from gun_contract.model.declaration import Stage
+from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import PartyKeys
+from gun_contract.security.state_cipher import StateCipher
+from gun_contract.topics import topic_registry
+from gun_hub.domain.risk import RiskRules
+from gun_hub.domain.rollout import RolloutBoard
+from gun_hub.domain.routing import RoutingTable
+from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.pipeline.audit_keeper import AuditKeeper
-from gun_hub.pipeline.context import HubContext
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.deadlines import Deadlines
+from gun_hub.pipeline.hub_context import HubContext
 from gun_hub.pipeline.intake import Intake
-from gun_hub.publisher import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
-from gun_hub.risk import RiskRules
-from gun_hub.rollout import RolloutBoard
-from gun_hub.routing import RoutingTable
+from gun_hub.runtime.publisher import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.security.audit import AuditTrail
-from gun_hub.security.entitlements import HUB_PARTY
-from gun_hub.security.jose_envelope import JoseEnvelope
-from gun_hub.security.keystore import PartyKeys
-from gun_hub.security.state_cipher import StateCipher
-from gun_hub.status_events import StatusEvent, StatusKind
-from gun_hub.topics import topic_registry
 from gun_hub.xml.decision_codec import DecisionCodec
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import answer_to, declaration_xml, document, goods_item
@@ -86,8 +86,8 @@ class Hub:
         self.correlation.handle = self._delivered(self.correlation.handle)  # type: ignore[method-assign]
         self.deadlines.handle = self._delivered(self.deadlines.handle)  # type: ignore[method-assign]
 
-    def _delivered(self, handle: Callable[..., Outbox]) -> Callable[..., Outbox]:
-        def handled(*args: object) -> Outbox:
+    def _delivered(self, handle: Callable[..., Effects]) -> Callable[..., Effects]:
+        def handled(*args: object) -> Effects:
             outbox = handle(*args)
             if self.broker_up:
                 for confirm in outbox.after_delivery:
@@ -100,7 +100,7 @@ class Hub:
 
         return handled
 
-    def answer(self, outbox: Outbox, authority: str, verdict: Verdict) -> Outbox:
+    def answer(self, outbox: Effects, authority: str, verdict: Verdict) -> Effects:
         """What ``authority``'s adapter would reply to the last request in ``outbox`` (a
         decision announced again comes first, with its follow-ups)."""
         record = outbox.to(self.topics.requests(authority))[-1]
@@ -110,7 +110,7 @@ class Hub:
         )
         return self.respond(answer_to(request, verdict))
 
-    def respond(self, response: AuthorityResponse) -> Outbox:
+    def respond(self, response: AuthorityResponse) -> Effects:
         """``response`` sealed by its authority's adapter and handled by the hub."""
         authority = response.authority
         adapter = envelope_of(authority, self.topics, self.keys_dir)
@@ -124,10 +124,10 @@ class Hub:
             sealed, SourcePosition(self.topics.responses(authority), 0, 0)
         )
 
-    def decisions(self, outbox: Outbox) -> list[tuple[str, int, Outcome]]:
+    def decisions(self, outbox: Effects) -> list[tuple[str, int, Outcome]]:
         return [(d.reference, d.version, d.outcome) for d in self.decision_objects(outbox)]
 
-    def decision_objects(self, outbox: Outbox) -> list[Decision]:
+    def decision_objects(self, outbox: Effects) -> list[Decision]:
         """Decisions in the outbox, sealed to the hub (the publisher seals them on)."""
         return [
             DecisionCodec().decode(self.outbox_document(r))
@@ -141,10 +141,10 @@ class Hub:
             OUTBOX_STATE, outbox_record_key(record.key or b"", version), record.value
         )
 
-    def statuses(self, outbox: Outbox) -> list[StatusEvent]:
+    def statuses(self, outbox: Effects) -> list[StatusEvent]:
         return [StatusEvent.model_validate_json(r.value) for r in outbox.to(self.topics.status)]
 
-    def status_kinds(self, outbox: Outbox) -> list[StatusKind]:
+    def status_kinds(self, outbox: Effects) -> list[StatusKind]:
         return [status.kind for status in self.statuses(outbox)]
 
     def envelope(self, party: str) -> JoseEnvelope:

@@ -1,11 +1,11 @@
 """The decision publisher remembers a bounded number of published decisions per
-partition (issue 12, bounded state; gun_hub/publisher.py): a decision announced again
+partition (issue 12, bounded state; gun_hub/runtime/publisher.py): a decision announced again
 follows its original within the few records a crash left uncommitted, so the memory is
 counted in decisions, never in time (a hub down for a day adds no record in between)."""
 
 from __future__ import annotations
 
-from gun_hub.publisher import PublishedMemory, restore_from
+from gun_hub.runtime.publisher import PublishedMemory, restore_from
 
 
 def test_the_memory_keeps_the_latest_decisions_up_to_its_capacity() -> None:

@@ -11,14 +11,13 @@ import pytest
 from lxml import etree
 
 from adapters.base.certex import CLEARANCE_VERDICTS, REFUSAL_VERDICTS
-from gun_hub.decide import decide
-from gun_hub.model.decision import DocumentResult
-from gun_hub.model.declaration import Stage
-from gun_hub.model.verdicts import Verdict
-from gun_hub.ops.view import current_state
-from gun_hub.override import OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED
-from gun_hub.pipeline.intake import TOO_LARGE_TO_DECIDE
-from gun_hub.reasons import (
+from gun_contract.model.decision import DocumentResult
+from gun_contract.model.declaration import Stage
+from gun_contract.model.verdicts import Verdict
+from gun_contract.resources import schema_path
+from gun_hub.domain.decide import decide
+from gun_hub.domain.override import OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED
+from gun_hub.domain.reasons import (
     CATALOGUE,
     UNKNOWN,
     Alignment,
@@ -26,8 +25,9 @@ from gun_hub.reasons import (
     explain,
     explain_codes,
 )
-from gun_hub.resources import schema_path
-from gun_hub.status_events import StatusKind
+from gun_hub.domain.status_events import StatusKind
+from gun_hub.ops.view import current_state
+from gun_hub.pipeline.intake import TOO_LARGE_TO_DECIDE
 from gun_hub.web.redaction import trader_status
 from gun_hub.xml.decision_codec import encode_decision
 from gun_hub.xml.safe_parse import XmlRejectionKind

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from gun_hub.delivery import DeliveryFailed
+from gun_hub.runtime.delivery import DeliveryFailed
 from gun_hub.runtime.settling import Settling
 
 

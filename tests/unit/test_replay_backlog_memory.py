@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.envelope import ContentType, EnvelopeRejected
-from gun_hub.envelope import EnvelopeRejectionKind as Kind
-from gun_hub.security.entitlements import Entitlements
-from gun_hub.security.jose_envelope import EnvelopePolicy, JoseEnvelope
-from gun_hub.security.keystore import PartyKeys
-from gun_hub.security.replay import SqliteReplayGuard
-from gun_hub.topics import topic_registry
+from gun_contract.envelope import ContentType, EnvelopeRejected
+from gun_contract.envelope import EnvelopeRejectionKind as Kind
+from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.jose_envelope import EnvelopePolicy, JoseEnvelope
+from gun_contract.security.keystore import PartyKeys
+from gun_contract.security.replay import SqliteReplayGuard
+from gun_contract.topics import topic_registry
 from tests.conftest import envelope_of
 
 TOPICS = topic_registry("gun", ["cites", "dga", "dgal"])

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.decide import decide
-from gun_hub.model.decision import DocumentResult
-from gun_hub.model.declaration import Stage
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.risk import (
+from gun_contract.model.decision import DocumentResult
+from gun_contract.model.declaration import Stage
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.decide import decide
+from gun_hub.domain.risk import (
     RiskRule,
     RiskRules,
     RiskRulesError,

@@ -16,11 +16,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.state_cipher import StateCipher
+from gun_hub.domain.rollout import RolloutBoard, RolloutMode, RolloutSetting, open_setting
 from gun_hub.ops.prometheus import OpsState
-from gun_hub.rollout import RolloutBoard, RolloutMode, RolloutSetting, open_setting
-from gun_hub.security.entitlements import HUB_PARTY
 from gun_hub.security.operator_actions import ActionKind, open_action
-from gun_hub.security.state_cipher import StateCipher
 from gun_hub.security.web_auth import add_officer, basic_authorization
 from gun_hub.web import build_web
 from gun_hub.web.rollout import RolloutDesk

@@ -11,11 +11,11 @@ import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 
-from gun_hub.kafka.client import ClientConfig
-from gun_hub.rollout import RolloutBoard, RolloutMode, RolloutSetting, seal_setting
-from gun_hub.rollout_follower import RolloutFollower
-from gun_hub.security.entitlements import HUB_PARTY
-from gun_hub.security.state_cipher import StateCipher
+from gun_contract.kafka.client import ClientConfig
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.state_cipher import StateCipher
+from gun_hub.domain.rollout import RolloutBoard, RolloutMode, RolloutSetting, seal_setting
+from gun_hub.runtime.rollout_follower import RolloutFollower
 
 TOPIC = "gun.hub.rollout"
 SHADOW = RolloutSetting(

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.model.declaration import Stage
-from gun_hub.model.exchange import AuthorityRequest, Operation
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.ops.facts import FACT, DecisionFact
-from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
-from gun_hub.outbox import Outbox
-from gun_hub.rollout import (
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.model.declaration import Stage
+from gun_contract.model.exchange import AuthorityRequest, Operation
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.state_cipher import StateCipher, StateUnreadable
+from gun_hub.domain.rollout import (
     ADVISORY_ONLY,
     AUTHORITY_NOT_CONNECTED,
     RolloutBoard,
@@ -26,9 +26,9 @@ from gun_hub.rollout import (
     open_setting,
     seal_setting,
 )
-from gun_hub.routing import RoutingTable
-from gun_hub.security.entitlements import HUB_PARTY
-from gun_hub.security.state_cipher import StateCipher, StateUnreadable
+from gun_hub.domain.routing import RoutingTable
+from gun_hub.ops.facts import FACT, DecisionFact
+from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
 from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_pipeline import Hub
 
@@ -55,7 +55,7 @@ def source(offset: int = 0) -> SourcePosition:
     return SourcePosition("gun.declarations", 0, offset)
 
 
-def requests_in(hub: Hub, outbox: Outbox, authority: str) -> list[AuthorityRequest]:
+def requests_in(hub: Hub, outbox: Effects, authority: str) -> list[AuthorityRequest]:
     opened = hub.envelope(authority)
     topic = hub.topics.requests(authority)
     return [
@@ -64,7 +64,7 @@ def requests_in(hub: Hub, outbox: Outbox, authority: str) -> list[AuthorityReque
     ]
 
 
-def facts(hub: Hub, outbox: Outbox) -> list[DecisionFact]:
+def facts(hub: Hub, outbox: Effects) -> list[DecisionFact]:
     parsed = [FACT.validate_json(r.value) for r in outbox.to(hub.topics.facts)]
     return [f for f in parsed if isinstance(f, DecisionFact)]
 

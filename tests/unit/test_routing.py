@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gun_hub.model.exchange import Operation
-from gun_hub.model.verdicts import Verdict
-from gun_hub.routing import (
+from gun_contract.model.exchange import Operation
+from gun_contract.model.verdicts import Verdict
+from gun_hub.domain.routing import (
     RoutingTable,
     RoutingTableError,
     build_requests,

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import (
+from gun_contract.dead_letter import (
     HEADER_ERROR_CLASS,
     HEADER_ERROR_KIND,
     SourcePosition,
     header_value,
 )
-from gun_hub.envelope import ContentType
-from gun_hub.model.verdicts import Outcome, Verdict
+from gun_contract.envelope import ContentType
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.security.entitlements import CLEARANCE_PARTY, GATEWAY_PARTY, HUB_PARTY
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.intake import NOT_SEALED, Intake
-from gun_hub.routing import RoutingTable
-from gun_hub.security.entitlements import CLEARANCE_PARTY, GATEWAY_PARTY, HUB_PARTY
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_pipeline import Hub

@@ -31,21 +31,21 @@ from prometheus_client import REGISTRY
 
 from adapters.base import load_adapter
 from adapters.base.runner import AdapterRunner
-from gun_hub.envelope import ContentType
-from gun_hub.ops.feed import OpsFeed
-from gun_hub.ops.health import CircuitStatus, PartnerHealth
-from gun_hub.ops.heartbeats import (
+from gun_contract.envelope import ContentType
+from gun_contract.health import CircuitStatus, PartnerHealth
+from gun_contract.heartbeats import (
     HeartbeatFault,
     HeartbeatGate,
     HeartbeatRefused,
     signed_heartbeat,
 )
+from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.keystore import KeystoreFolder, PartyKeys
+from gun_contract.settings import SecuritySettings, Settings
+from gun_contract.topics import topic_registry
+from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.prometheus import OpsState
 from gun_hub.ops.view import FeedTopics, OpsView
-from gun_hub.security.entitlements import Entitlements
-from gun_hub.security.keystore import KeystoreFolder, PartyKeys
-from gun_hub.settings import SecuritySettings, Settings
-from gun_hub.topics import topic_registry
 from tests import forgery
 from tests.conftest import envelope_of
 from tests.poison_corpus import mutants, named_bombs

@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from gun_hub.cli import app
-from gun_hub.security import keystore
-from gun_hub.security.keystore import (
+from gun_contract.security import keystore
+from gun_contract.security.keystore import (
     PUBLIC_JWKS,
     KeystoreError,
     KeystoreFolder,
@@ -27,7 +26,8 @@ from gun_hub.security.keystore import (
     StateKey,
     read_state_keys,
 )
-from gun_hub.security.state_cipher import MAGIC, SealedStore, StateCipher, StateUnreadable
+from gun_contract.security.state_cipher import MAGIC, SealedStore, StateCipher, StateUnreadable
+from gun_hub.cli import app
 
 CASE = b'{"reference":"26FR000690E0000001","expected":[{"reference":"LEMG.FR.2026.0042"}]}'
 KEY = b"26FR000690E0000001"

@@ -21,8 +21,8 @@ from adapters.base import load_adapter
 from adapters.base.pending import STATE_TABLE, PendingOperations
 from adapters.base.replay import Replayer
 from adapters.base.runner import AdapterRunner
-from gun_hub.model.declaration import Direction, Stage
-from gun_hub.model.exchange import (
+from gun_contract.model.declaration import Direction, Stage
+from gun_contract.model.exchange import (
     AuthorityRequest,
     DocumentAnswer,
     Operation,
@@ -30,10 +30,10 @@ from gun_hub.model.exchange import (
     RequestedItem,
     request_id_for,
 )
-from gun_hub.security.keystore import KeystoreFolder, StateKey
-from gun_hub.security.state_cipher import StateCipher, StateUnreadable
-from gun_hub.settings import SecuritySettings, Settings
-from gun_hub.topics import topic_registry
+from gun_contract.security.keystore import KeystoreFolder, StateKey
+from gun_contract.security.state_cipher import StateCipher, StateUnreadable
+from gun_contract.settings import SecuritySettings, Settings
+from gun_contract.topics import topic_registry
 from tests.conftest import envelope_of
 from tests.unit.test_adapter_pending_replay import FakePartner
 

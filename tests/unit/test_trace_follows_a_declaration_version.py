@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 
 from adapters.base.certex import CertexHttpPartner
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.logs import JsonFormatter, TextFormatter, configure_logging
-from gun_hub.model.exchange import Operation
-from gun_hub.model.verdicts import Verdict
-from gun_hub.outbox import Outbox
-from gun_hub.routing import RoutingTable
-from gun_hub.settings import AdapterSettings
-from gun_hub.trace import (
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.logs import JsonFormatter, TextFormatter, configure_logging
+from gun_contract.model.exchange import Operation
+from gun_contract.model.verdicts import Verdict
+from gun_contract.settings import AdapterSettings
+from gun_contract.trace import (
     TRACE_HEADER,
     is_trace_id,
     trace_id_for,
@@ -28,6 +27,7 @@ from gun_hub.trace import (
     traceparent,
     tracing,
 )
+from gun_hub.domain.routing import RoutingTable
 from tests.adapter_fixtures import partner_request
 from tests.builders import declaration_xml, goods_item
 from tests.partner_fixtures import running_partner
@@ -41,7 +41,7 @@ def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
     return Hub(routing_table, keys_dir)
 
 
-def traces(outbox: Outbox, topic: str) -> list[str | None]:
+def traces(outbox: Effects, topic: str) -> list[str | None]:
     return [trace_in(record.headers) for record in outbox.to(topic)]
 
 

@@ -22,16 +22,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.model.declaration import DocumentRef
-from gun_hub.model.verdicts import Verdict
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.model.declaration import DocumentRef
+from gun_contract.model.verdicts import Verdict
+from gun_hub.domain.routing import RoutingTable
+from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.facts import FACT, ReceivedFact
 from gun_hub.ops.prometheus import OpsState
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
-from gun_hub.outbox import Outbox
-from gun_hub.routing import RoutingTable
 from gun_hub.security.web_auth import issue_trader_token
-from gun_hub.status_events import StatusKind
 from gun_hub.web import HubWeb, build_web, confidential_authorities
 from tests.builders import EORI, declaration_xml, document, goods_item
 from tests.unit.test_pipeline import NOW, SOURCE, Hub
@@ -66,7 +66,7 @@ class Lookup:
     audience: str
     offsets: dict[str, int] = field(default_factory=dict)
 
-    def receive(self, declaration: bytes, source: SourcePosition = SOURCE) -> Outbox:
+    def receive(self, declaration: bytes, source: SourcePosition = SOURCE) -> Effects:
         """The intake handles ``declaration``; the view applies what it emitted."""
         outbox = self.hub.intake.handle(declaration, source)
         self.apply(outbox.records)

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from gun_hub.dead_letter import HEADER_ERROR_CLASS, HEADER_ERROR_KIND, header_value
-from gun_hub.model.exchange import (
+from gun_contract.dead_letter import HEADER_ERROR_CLASS, HEADER_ERROR_KIND, header_value
+from gun_contract.effects import Effects
+from gun_contract.model.exchange import (
     AuthorityResponse,
     DocumentAnswer,
     Operation,
     request_id_for,
 )
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.outbox import Outbox
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.routing import RoutingTable
+from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.correlation import UNSOLICITED
-from gun_hub.routing import RoutingTable
-from gun_hub.status_events import StatusKind
 from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_pipeline import SOURCE, Hub
 
@@ -53,7 +53,7 @@ def answer(
     )
 
 
-def refused_as_unsolicited(hub: Hub, out: Outbox) -> bool:
+def refused_as_unsolicited(hub: Hub, out: Effects) -> bool:
     [dead] = out.to(hub.topics.dlq)
     return (
         header_value(dead.headers, HEADER_ERROR_KIND) == UNSOLICITED

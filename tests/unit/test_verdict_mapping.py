@@ -12,8 +12,8 @@ from adapters.base.certex import (
     PartnerUnavailable,
     _map_answer,
 )
-from gun_hub.model.exchange import Operation
-from gun_hub.model.verdicts import Verdict
+from gun_contract.model.exchange import Operation
+from gun_contract.model.verdicts import Verdict
 
 
 def test_every_certex_refusal_code_has_a_verdict_and_none_is_valid() -> None:

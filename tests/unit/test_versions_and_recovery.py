@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pytest
 
-from gun_hub.dead_letter import SourcePosition
-from gun_hub.model.exchange import AuthorityRequest, Operation
-from gun_hub.model.verdicts import Outcome, Verdict
-from gun_hub.outbox import Outbox
-from gun_hub.routing import RoutingTable
-from gun_hub.status_events import StatusKind
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.model.exchange import AuthorityRequest, Operation
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.routing import RoutingTable
+from gun_hub.domain.status_events import StatusKind
 from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_pipeline import Hub
 
@@ -36,7 +36,7 @@ def hub(routing_table: RoutingTable, keys_dir: object) -> Hub:
     return Hub(routing_table, keys_dir)  # type: ignore[arg-type]
 
 
-def requests(hub: Hub, outbox: Outbox, authority: str = "dgal") -> list[AuthorityRequest]:
+def requests(hub: Hub, outbox: Effects, authority: str = "dgal") -> list[AuthorityRequest]:
     envelope = hub.envelope(authority)
     return [
         AuthorityRequest.model_validate_json(envelope.open(r.value, topic=r.topic).payload)

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from gun_contract.settings import WebSettings
 from gun_hub.cli import app
 from gun_hub.ops.prometheus import OpsState
 from gun_hub.ops.view import OpsView
-from gun_hub.processes import free_port
-from gun_hub.settings import WebSettings
 from gun_hub.web import HubWeb, build_web
+from gun_tools.processes import free_port
 from tests.unit.test_web_listeners import MINE, OTHER, THEIRS, TOPICS, TRADER, fill
 
 

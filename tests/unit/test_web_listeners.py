@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gun_contract.settings import WebSettings
+from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops.facts import DecisionFact, DocumentUse, fact_bytes
 from gun_hub.ops.prometheus import OpsState
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
-from gun_hub.processes import free_port
 from gun_hub.security.web_auth import (
     add_officer,
     basic_authorization,
@@ -32,10 +33,9 @@ from gun_hub.security.web_auth import (
     issue_trader_token,
     load_portal_key,
 )
-from gun_hub.settings import WebSettings
-from gun_hub.status_events import StatusEvent, StatusKind
 from gun_hub.web import HubWeb, WebConfigError, build_web
 from gun_hub.web.probes import register_probes
+from gun_tools.processes import free_port
 
 TOPICS = FeedTopics(status="s", facts="f", dlq="d", health="h")
 TRADER = "FR12345678901234"

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
-from gun_hub.status_events import StatusEvent, StatusKind
 from gun_hub.web.redaction import trader_history, trader_status
 
 CONFIDENTIAL = frozenset({"dga"})

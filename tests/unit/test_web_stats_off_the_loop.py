@@ -26,13 +26,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gun_contract.settings import WebSettings
 from gun_hub.ops.prometheus import OpsState
 from gun_hub.ops.view import FeedTopics, OpsView, ViewQueries
-from gun_hub.processes import free_port
 from gun_hub.security.web_auth import add_officer, basic_authorization
-from gun_hub.settings import WebSettings
 from gun_hub.web import build_web
 from gun_hub.web.queries import QueryTooSlow, ViewReader
+from gun_tools.processes import free_port
 
 DECISIONS = 200_000
 # The heavy question: one page of the quantities written off, grouped over every line.

@@ -2,14 +2,14 @@
 refused at intake with a clear reason, never decided and then lost at the publisher.
 
 The XSD allows 999 goods items of 99 documents each; a decision lists every document, so
-an extreme declaration's decision would not fit in one record (gun_hub/limits.py).
+an extreme declaration's decision would not fit in one record (gun_contract/limits.py).
 """
 
 from __future__ import annotations
 
-from gun_hub.limits import MAX_RECORD_BYTES
+from gun_contract.limits import MAX_RECORD_BYTES
+from gun_contract.settings import HubSettings
 from gun_hub.pipeline.intake import too_large_to_decide
-from gun_hub.settings import HubSettings
 from tests.builders import declaration, document, goods_item
 
 

@@ -1,0 +1,119 @@
+"""The one seam where messages between parties are sealed and opened.
+
+Every value on a ``requests``, ``responses`` or ``decisions`` topic goes through an
+:class:`Envelope`, and every heartbeat on ``ops.health`` is signed by one (signed only,
+:meth:`Envelope.sign`). The implementation is
+:class:`gun_contract.security.jose_envelope.JoseEnvelope` (signed with JWS, then encrypted with
+JWE: contract section 5); this module holds what callers depend on, so that no caller
+knows about keys or algorithms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class ContentType(StrEnum):
+    XML = "application/xml"
+    JSON = "application/json"
+
+
+class EnvelopeRejectionKind(StrEnum):
+    """Why a sealed message was not acted on (a dead-letter kind and a metric label)."""
+
+    MALFORMED = "ENVELOPE_MALFORMED"
+    DISALLOWED_ALG = "ENVELOPE_DISALLOWED_ALG"
+    UNKNOWN_KID = "ENVELOPE_UNKNOWN_KID"
+    RETIRED_KEY = "ENVELOPE_RETIRED_KEY"
+    DECRYPTION_FAILED = "ENVELOPE_DECRYPTION_FAILED"
+    BAD_SIGNATURE = "ENVELOPE_BAD_SIGNATURE"
+    SENDER_MISMATCH = "ENVELOPE_SENDER_MISMATCH"
+    NOT_ENTITLED = "ENVELOPE_NOT_ENTITLED"
+    WRONG_RECIPIENT = "ENVELOPE_WRONG_RECIPIENT"
+    WRONG_TOPIC = "ENVELOPE_WRONG_TOPIC"
+    EXPIRED = "ENVELOPE_EXPIRED"
+    IAT_SKEW = "ENVELOPE_IAT_SKEW"
+    REPLAY = "ENVELOPE_REPLAY"
+
+
+class EnvelopeRejected(ValueError):
+    """A sealed message that must not be acted on; ``kind`` says why.
+
+    The message names key ids, parties and topics, never key material or payload.
+    """
+
+    def __init__(self, kind: EnvelopeRejectionKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedMessage:
+    """The verified content of an envelope and who sent it to whom."""
+
+    payload: bytes
+    content_type: ContentType
+    sender: str
+    recipient: str
+    topic: str
+    message_id: str
+    issued_at: int
+    signing_kid: str
+    # The last broker time at which a copy of this message is still fresh (``exp`` plus
+    # the allowed skew): how long its id must be remembered (security/replay.py).
+    accept_until: int = 0
+
+
+class Envelope(Protocol):
+    """Seals messages from one party and opens those addressed to it."""
+
+    @property
+    def party(self) -> str: ...
+
+    def seal(
+        self, payload: bytes, *, recipient: str, topic: str, content_type: ContentType
+    ) -> bytes: ...
+
+    def sign(self, payload: bytes, *, topic: str, content_type: ContentType) -> bytes:
+        """Sign without encrypting, for ``topic``: what every reader of the topic may read
+        and no single party is the recipient of (the adapters' heartbeats)."""
+        ...
+
+    def open(
+        self,
+        sealed: bytes,
+        *,
+        topic: str,
+        position: str | None = None,
+        accepted_at: float | None = None,
+        check_replay: bool = True,
+    ) -> OpenedMessage:
+        """Verify and decrypt a message read from ``topic`` at ``position``
+        (``topic/partition/offset``; a replay is the same message at another one).
+
+        ``accepted_at`` is when the broker accepted the record (its log-append time, in
+        seconds): freshness is judged against it, so a backlog read hours later still
+        opens. ``None`` (no broker time known) judges against the reader's clock.
+        ``check_replay=False``: every check but the replay one, which the caller makes
+        itself with ``message_id`` and ``accept_until`` (the hub's declarations:
+        pipeline/admission.py).
+        """
+        ...
+
+
+# Kafka's record timestamp types: 0 is the producer's CreateTime, 1 the broker's
+# LogAppendTime (the envelope topics are created with the latter, topics.py).
+LOG_APPEND_TIME = 1
+
+
+def broker_accepted_at(timestamp_ms: int | None, timestamp_type: int | None) -> float | None:
+    """The time the broker accepted a record, when the record says so; else ``None``.
+
+    A producer chooses a CreateTime freely, so only a LogAppendTime is evidence of when
+    the record entered the log.
+    """
+    if timestamp_ms is None or timestamp_type != LOG_APPEND_TIME or timestamp_ms < 0:
+        return None
+    return timestamp_ms / 1000.0

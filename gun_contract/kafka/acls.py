@@ -1,0 +1,172 @@
+"""Least-privilege ACLs of every principal, derived from the topic registry.
+
+* an authority's adapter: read its request topic (with its consumer group), write its
+  response topic, dead letters and its heartbeat (``ops.health``);
+* the hub: read declarations, every response topic and dead letters (with its group),
+  and decisions (the publisher reads what it already published when it starts);
+  write requests, decisions, status, audit and dead letters; everything on its own
+  internal topics (faust changelogs, prefixed with its app id); read the status, facts,
+  health and lag topics for the operations views; describe the other groups (lag);
+  write declarations and responses too, for one purpose: a redrive, the original of a
+  dead letter republished on its topic (ADR 0010). It cannot sign as the clearance
+  system or an adapter, so what it writes there is acted on only as a redrive: a record
+  already in the log, read again;
+* the clearance system: write declarations; read decisions (with its group); write dead
+  letters;
+* the intake gateway (HTTP and file drop, ADR 0011): write declarations, nothing else
+  (it answers whoever lodged with it directly, so it has nothing to dead-letter).
+
+Dead letters are the one addition to "its own topics only": every hop must be able to
+dead-letter what fails verification (contract section 5), so each may write ``gun.dlq``.
+The grants are applied with Kafka's own ``AclCommand`` as the ``admin`` super-user.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from gun_contract.topics import TopicRegistry
+from gun_tools.local_broker import BrokerError, LocalBroker
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Allow ``principal`` ``operations`` on every listed topic and group."""
+
+    principal: str
+    operations: tuple[str, ...]
+    topics: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    transactional_ids: tuple[str, ...] = ()
+    prefixed: bool = False
+
+    def arguments(self) -> list[str]:
+        args = ["--add", "--allow-principal", f"User:{self.principal}"]
+        for operation in self.operations:
+            args += ["--operation", operation]
+        for topic in self.topics:
+            args += ["--topic", topic]
+        for group in self.groups:
+            args += ["--group", group]
+        for transactional_id in self.transactional_ids:
+            args += ["--transactional-id", transactional_id]
+        if self.prefixed:
+            args += ["--resource-pattern-type", "prefixed"]
+        return args
+
+
+def adapter_group(authority: str) -> str:
+    return f"gun-adapter-{authority}"
+
+
+def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> list[Grant]:
+    grants: list[Grant] = []
+    for authority in topics.authorities:
+        grants += [
+            Grant(
+                authority,
+                ("Read", "Describe"),
+                (topics.requests(authority),),
+                (adapter_group(authority),),
+            ),
+            Grant(
+                authority,
+                ("Write", "Describe"),
+                (topics.responses(authority), topics.dlq, topics.ops_health),
+            ),
+        ]
+    grants += [
+        Grant(
+            "hub",
+            ("Read", "Describe"),
+            (
+                topics.declarations,
+                *topics.all_responses(),
+                topics.dlq,
+                topics.deadlines,
+                topics.claims,
+                topics.decision_outbox,
+                topics.operator_actions,
+                topics.rollout,
+                # The decision publisher reads what it already published at start-up
+                # (publisher.py, _remember_published).
+                topics.decisions,
+                # The operations views (ops/view.py) read these without a group.
+                topics.status,
+                topics.facts,
+                topics.ops_health,
+                topics.ops_lag,
+            ),
+            (hub_app_id,),
+        ),
+        Grant(
+            "hub",
+            ("Write", "Describe"),
+            (
+                *(topics.requests(a) for a in topics.authorities),
+                topics.decisions,
+                topics.status,
+                topics.audit,
+                topics.dlq,
+                topics.deadlines,
+                topics.claims,
+                topics.decision_outbox,
+                topics.operator_actions,
+                topics.rollout,
+                topics.facts,
+                topics.ops_lag,
+                # Redrives (ADR 0010): a dead letter's original, republished as it was.
+                topics.declarations,
+                *topics.all_responses(),
+            ),
+        ),
+        # The lag monitor reads (never joins) the other groups' committed offsets.
+        Grant(
+            "hub",
+            ("Describe",),
+            groups=(*(adapter_group(a) for a in topics.authorities), clearance_group),
+        ),
+        # faust's own topics (changelogs, leader election) and group prefix.
+        Grant("hub", ("All",), (f"{hub_app_id}-",), (hub_app_id,), prefixed=True),
+        # The decision publisher's transactions (publisher.py).
+        Grant("hub", ("Write", "Describe"), transactional_ids=(hub_app_id,), prefixed=True),
+        Grant("clearance", ("Write", "Describe"), (topics.declarations, topics.dlq)),
+        Grant("clearance", ("Read", "Describe"), (topics.decisions,), (clearance_group,)),
+        Grant("gateway", ("Write", "Describe"), (topics.declarations,)),
+    ]
+    return grants
+
+
+def apply_acls(broker: LocalBroker, grants: Sequence[Grant]) -> None:
+    """Run ``kafka.admin.AclCommand`` for each grant (two at a time: JVM start-up dominates)."""
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError("Java is needed to run Kafka's AclCommand")
+    properties = broker.admin_properties()
+    base = [
+        java,
+        "-cp",
+        broker.java_classpath(),
+        "kafka.admin.AclCommand",
+        "--bootstrap-server",
+        broker.bootstrap_servers,
+        "--command-config",
+        str(properties),
+    ]
+
+    def run(grant: Grant) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            base + grant.arguments(), capture_output=True, text=True, check=False, timeout=120
+        )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for grant, result in zip(grants, pool.map(run, grants), strict=True):
+            if result.returncode != 0:
+                raise BrokerError(
+                    f"AclCommand failed for {grant.principal}: "
+                    f"{(result.stderr or result.stdout).strip()[-800:]}"
+                )

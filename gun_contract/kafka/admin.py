@@ -1,0 +1,221 @@
+"""Topic administration: create every registry topic with its layout, idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    for_code,
+)
+from aiokafka.protocol.metadata import MetadataRequest
+
+from gun_contract.kafka.client import Connect, client_config, client_options, consumer_options
+from gun_contract.topics import TopicRegistry, TopicSpec
+
+log = logging.getLogger(__name__)
+
+
+async def wait_for_cluster(connect: Connect, timeout_s: float = 30.0) -> None:
+    """Return once the cluster answers a metadata request; raise TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(**client_options(connect), request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+        except (KafkaError, OSError) as err:
+            last_error = err
+            await asyncio.sleep(0.25)
+        else:
+            return
+        finally:
+            await admin.close()
+    where = client_config(connect).bootstrap_servers
+    raise TimeoutError(f"Kafka at {where} did not answer: {last_error}")
+
+
+async def ensure_topics(
+    connect: Connect,
+    registry: TopicRegistry,
+    partitions: int,
+    replication_factor: int,
+    extra: Sequence[TopicSpec] = (),
+) -> list[str]:
+    """Create the registry's topics that do not exist yet; return the names created.
+
+    Topics are created explicitly, never auto-created by a producer: an auto-created topic
+    would get the broker's default partition count and break the co-partitioning that the
+    hub's tables rely on. ``extra``: topics outside the registry (the hub's table
+    changelogs), created the same way before a worker needs them.
+    """
+    admin = AIOKafkaAdminClient(**client_options(connect))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        specs = [*registry.specs(), *extra]
+        await _align_configs(admin, [spec for spec in specs if spec.name in existing])
+        wanted = [spec for spec in specs if spec.name not in existing]
+        if not wanted:
+            return []
+        new_topics = [
+            NewTopic(
+                spec.name,
+                num_partitions=partitions if spec.keyed else 1,
+                replication_factor=replication_factor,
+                topic_configs=spec.broker_config(),
+            )
+            for spec in wanted
+        ]
+        try:
+            response = await admin.create_topics(new_topics)
+        except TopicAlreadyExistsError:
+            log.info("another process created some topics concurrently")
+        else:
+            _raise_topic_errors(response)
+        await _wait_until_visible(admin, {spec.name for spec in wanted})
+        return [spec.name for spec in wanted]
+    finally:
+        await admin.close()
+
+
+def _raise_topic_errors(response: Any) -> None:
+    """Raise the first refusal in a CreateTopics response: the broker answers each topic
+    separately and aiokafka raises none of them (a replication factor larger than the
+    brokers that are up, say, would otherwise surface as topics that never appear)."""
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        if code == TopicAlreadyExistsError.errno:
+            log.info("topic %s was created concurrently by another process", name)
+        elif code:
+            detail = f": {entry[2]}" if len(entry) > 2 and entry[2] else ""
+            raise for_code(code)(f"could not create topic {name}{detail}")
+
+
+# Settings a topic must have for the contract to hold: a topic created by an earlier
+# release, or by hand, is brought in line at start-up.
+_ALIGNED = ("max.message.bytes", "message.timestamp.type")
+
+
+async def _align_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Set the contract's settings on existing topics where they differ."""
+    if not specs:
+        return
+    resources = [ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs]
+    described = await admin.describe_configs(resources)
+    current: dict[str, dict[str, str]] = {}
+    for response in described:
+        for _code, _message, _type, name, entries in response.resources:
+            current[name] = {entry[0]: entry[1] for entry in entries}
+    changes = []
+    for spec in specs:
+        wanted = spec.broker_config()
+        have = current.get(spec.name, {})
+        if all(have.get(key) == wanted[key] for key in _ALIGNED if key in wanted):
+            continue
+        # alter_configs replaces a topic's overrides: send the whole wanted set.
+        log.info("aligning the configuration of %s", spec.name)
+        changes.append(ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=wanted))
+    if changes:
+        await admin.alter_configs(changes)
+
+
+async def last_records(
+    connect: Connect, topic: str, partitions: Sequence[int], timeout_s: float = 30.0
+) -> dict[int, bytes | None]:
+    """The value of the last record of each partition of ``topic`` (None: empty)."""
+    consumer = AIOKafkaConsumer(**consumer_options(connect), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        found: dict[int, bytes | None] = {tp.partition: None for tp in tps}
+        wanted = {tp: ends[tp] - 1 for tp in tps if ends[tp] > 0}
+        for tp, offset in wanted.items():
+            consumer.seek(tp, offset)
+        async with asyncio.timeout(timeout_s):
+            while wanted:
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    for record in records:
+                        if wanted.get(tp) == record.offset:
+                            found[tp.partition] = record.value
+                            del wanted[tp]
+                            consumer.pause(tp)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def topic_partitions(connect: Connect, topic: str) -> list[int]:
+    """Partition numbers of an existing topic; ``LookupError`` if there is no such topic."""
+    admin = AIOKafkaAdminClient(**client_options(connect))
+    await admin.start()
+    try:
+        partitions = (await partitions_of(admin, [topic])).get(topic)
+    finally:
+        await admin.close()
+    if not partitions:
+        raise LookupError(f"topic {topic} does not exist")
+    return partitions
+
+
+async def partitions_of(admin: AIOKafkaAdminClient, topics: Iterable[str]) -> dict[str, list[int]]:
+    """Partition numbers of each existing topic among ``topics`` (absent ones left out).
+
+    Asked of the cluster each time: a client's metadata cache only knows the topics it
+    has subscribed to or produced to.
+    """
+    described = await admin.describe_topics(sorted(set(topics)))
+    return {
+        d["topic"]: sorted(p["partition"] for p in d["partitions"])
+        for d in described
+        if d.get("partitions")
+    }
+
+
+async def _wait_until_visible(
+    admin: AIOKafkaAdminClient, names: set[str], timeout_s: float = 30.0
+) -> None:
+    """Until every live broker knows each topic and a leader for each of its partitions.
+
+    On a cluster, new topics reach the brokers' metadata one by one: a client that asked a
+    late broker would not find them yet. aiokafka's admin asks a random broker, so each
+    broker is asked here in turn (through the admin's request method, by node id).
+    """
+    wanted = sorted(names)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing: dict[int, list[str]] = {}
+        for broker in (await admin.describe_cluster())["brokers"]:
+            node_id = broker["node_id"]
+            request = MetadataRequest(wanted, allow_auto_topic_creation=False)
+            try:
+                response = (await admin._send_request(request, node_id)).to_object()
+            except KafkaError as err:  # a node going down: asked again until the deadline
+                missing[node_id] = [f"unreachable: {err}"]
+                continue
+            ready = {
+                topic["topic"]
+                for topic in response["topics"]
+                if topic["error_code"] == 0
+                and topic["partitions"]
+                and all(partition["leader"] >= 0 for partition in topic["partitions"])
+            }
+            if names - ready:
+                missing[node_id] = sorted(names - ready)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaConnectionError(f"topics not visible after creation (by node): {missing}")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,40 @@
+"""The hub's decision on one declaration version (contract section 4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from gun_contract.model.verdicts import Outcome, Verdict
+
+
+class Reason(BaseModel):
+    """Why the outcome is what it is; ``code`` is stable, ``text`` is for people."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    text: str
+
+
+class DocumentResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    goods_item: int
+    code: str
+    reference: str
+    authority: str | None
+    verdict: Verdict
+    partner_code: str | None = None
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    reference: str
+    version: int
+    outcome: Outcome
+    decided_at: datetime
+    reasons: tuple[Reason, ...] = ()
+    documents: tuple[DocumentResult, ...] = ()

@@ -1,0 +1,1007 @@
+"""The keystore folder: a party's own private keys, and the public JWKS of every party.
+
+Layout::
+
+    DIR/<party>.jwk        private JWK Set of that party (mode 0600): its signing and
+                           encryption keys, every generation still in service; and,
+                           under ``state_keys``, its state keys (below)
+    DIR/hub.audit.jwk      the hub's audit keys (mode 0600): they sign the audit trail's
+                           checkpoints and nothing else
+    DIR/jwks.json          public JWK Set; each key carries ``party``, ``status``
+                           (``active`` or ``retired``) and ``created``; audit keys also
+                           ``purpose: audit`` and their validity (``not_before``,
+                           ``not_after``)
+
+Each party generates its private keys on its own machine (``gun-hub keys init --party P``)
+and hands out its public keys only (``keys export-public``); the others add them to their
+own JWKS (``keys import-public``), which refuses private material and refuses a different
+key under a key id it already knows. ``keys init`` without ``--party`` makes every party's
+keys in one folder, for the demo and the tests.
+
+Each party has separate keys per use (ANSSI key separation): an ``ES256`` key that signs
+(``use: sig``) and an ``ECDH-ES+A256KW`` key others encrypt to (``use: enc``), both on
+P-256; the hub has a third, its audit key, which the envelope never sees. Rotation adds a
+new generation, which becomes the one used; older keys keep verifying and decrypting
+until they are retired.
+
+Each party also has **state keys**: symmetric AES-256-GCM keys (JWK ``oct``, ``use: enc``,
+``purpose: state``) that seal what it keeps at rest (the hub's case table, an adapter's
+queue of pending operations; :mod:`gun_contract.security.state_cipher`). They are secrets of
+that party alone: kept in the ``state_keys`` member of its private file (a JWK Set member
+that every other reader ignores, RFC 7517 section 5), so they travel wherever the private
+file is deployed, and never in ``jwks.json``, never exported. ``keys rotate P --state``
+adds a generation; the newest seals, every one kept still opens what it sealed.
+
+A running process sees a rotation or retirement without a restart: :class:`PartyKeys` and
+:class:`AuditSigner` look at their files again at most once every ``KEY_RECHECK_S``
+seconds and read them again when one was replaced or written. A file that cannot be read
+then leaves the keys read before in place and is logged with its name.
+
+Nothing here ever writes key material to a log or an error message; errors name files and
+key ids only, never the JSON or JOSE library's own message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
+
+log = logging.getLogger(__name__)
+
+SIGNING_ALG = "ES256"
+KEY_WRAP_ALG = "ECDH-ES+A256KW"
+CONTENT_ALG = "A256GCM"
+CURVE = "P-256"
+PUBLIC_JWKS = "jwks.json"
+AUDIT_PURPOSE = "audit"
+STATE_PURPOSE = "state"
+STATE_ALG = "A256GCM"
+STATE_KEY_BYTES = 32
+# The member of a party's private file that holds its state keys.
+STATE_MEMBER = "state_keys"
+# The party that writes the audit trail, and so the only one with an audit key.
+AUDITING_PARTY = "hub"
+# An audit key signs checkpoints for this long after it is made; then a new one is needed
+# (``gun-hub keys rotate hub --audit``), so that a key is never trusted for ever.
+AUDIT_VALIDITY_DAYS = 730
+# A running process looks at its key files at most this often.
+KEY_RECHECK_S = 5.0
+
+# Read through the module so that tests can move time instead of sleeping.
+_monotonic: Callable[[], float] = time.monotonic
+
+# JWK members that only a private (or symmetric) key has (RFC 7518, section 6).
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_META = ("party", "status", "created", "retired", "purpose", "not_before", "not_after")
+_PARTY = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_KID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+class KeyUse(StrEnum):
+    SIG = "sig"
+    ENC = "enc"
+
+
+ALG_FOR_USE = {KeyUse.SIG: SIGNING_ALG, KeyUse.ENC: KEY_WRAP_ALG}
+
+
+class KeyStatus(StrEnum):
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+class KeystoreError(RuntimeError):
+    """The keystore is missing, unreadable or inconsistent; the message says which file."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """A party's public key as published in ``jwks.json``."""
+
+    kid: str
+    party: str
+    use: KeyUse
+    alg: str
+    status: KeyStatus
+    created: str
+    key: ECKey
+    retired: str = ""
+    purpose: str = ""
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+
+    @property
+    def retired_at(self) -> datetime | None:
+        return _parse_time(self.retired) if self.retired else None
+
+    def invalid_at(self, when: datetime) -> str | None:
+        """Why this key may not vouch for something signed at ``when``; None if it may.
+
+        A key retired later still vouches for what it signed before its retirement.
+        """
+        if self.not_before is not None and when < self.not_before:
+            return f"before the validity of {self.kid} (from {_iso(self.not_before)})"
+        if self.not_after is not None and when > self.not_after:
+            return f"after the validity of {self.kid} (until {_iso(self.not_after)})"
+        retired = self.retired_at if self.status is KeyStatus.RETIRED else None
+        if self.status is KeyStatus.RETIRED and (retired is None or when > retired):
+            since = f" on {_iso(retired)}" if retired else ""
+            return f"after {self.kid} was retired{since}"
+        return None
+
+    def thumbprint(self) -> str:
+        """RFC 7638 thumbprint: what two parties compare over the phone."""
+        return str(self.key.thumbprint())
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat(timespec="seconds")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_time(text: str) -> datetime:
+    """An ISO 8601 time; one without a zone is UTC. Raises ValueError."""
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def check_party_name(party: str) -> str:
+    """A party name is also a file name: lower-case letters, digits, ``-`` and ``_``."""
+    if not _PARTY.fullmatch(party):
+        raise KeystoreError(
+            f"{party!r} is not a party name (lower-case letters, digits, '-' and '_')"
+        )
+    return party
+
+
+# -- generating keys -------------------------------------------------------------------
+
+
+def _new_kid(party: str, kind: str) -> str:
+    stamp = _now().strftime("%Y%m%dT%H%M%S")
+    return f"{party}-{kind}-{stamp}-{secrets.token_hex(3)}"
+
+
+def _generate(party: str, use: KeyUse, purpose: str = "") -> ECKey:
+    return ECKey.generate_key(
+        CURVE,
+        parameters={
+            "kid": _new_kid(party, purpose or use.value),
+            "use": use.value,
+            "alg": ALG_FOR_USE[use],
+        },
+        private=True,
+    )
+
+
+def _new_state_key(party: str) -> dict[str, Any]:
+    """A fresh 256-bit state key as a private JWK (``oct``)."""
+    secret = secrets.token_bytes(STATE_KEY_BYTES)
+    return {
+        "kty": "oct",
+        "kid": _new_kid(party, STATE_PURPOSE),
+        "use": KeyUse.ENC.value,
+        "alg": STATE_ALG,
+        "purpose": STATE_PURPOSE,
+        "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode(),
+        "created": _iso(_now()),
+    }
+
+
+def _public_entry(
+    key: ECKey, party: str, *, purpose: str = "", valid_days: int | None = None
+) -> dict[str, Any]:
+    now = _now()
+    entry = dict(key.as_dict(private=False))
+    entry.update({"party": party, "status": KeyStatus.ACTIVE.value, "created": _iso(now)})
+    if purpose:
+        entry["purpose"] = purpose
+    if valid_days is not None:
+        entry["not_before"] = _iso(now)
+        entry["not_after"] = _iso(now + timedelta(days=valid_days))
+    return entry
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    """Write a private key file readable by its owner only, atomically."""
+    temporary = path.with_name(path.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(data, handle, indent=2)
+    temporary.replace(path)
+
+
+def _write_public(path: Path, data: dict[str, Any]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    temporary.replace(path)
+
+
+# -- reading files, with errors that name them ------------------------------------------
+
+
+def _read_json_value(path: Path) -> object:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise KeystoreError(f"{path} does not exist") from None
+    except OSError as err:
+        raise KeystoreError(f"{path} cannot be read ({err.strerror or 'I/O error'})") from None
+    except UnicodeDecodeError:
+        raise KeystoreError(f"{path} is not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise KeystoreError(
+            f"{path} is not valid JSON (line {err.lineno}, column {err.colno})"
+        ) from None
+    except RecursionError:
+        raise KeystoreError(f"{path} is not valid JSON (nested too deeply)") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.exists() and path.name == PUBLIC_JWKS:
+        raise KeystoreError(
+            f"{path} does not exist (create keys with: gun-hub keys init --dir {path.parent})"
+        )
+    data = _read_json_value(path)
+    return _as_jwks(data, str(path))
+
+
+def _as_jwks(data: object, source: str) -> dict[str, Any]:
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise KeystoreError(f'{source} is not a JWK Set (a JSON object with a "keys" list)')
+    return data
+
+
+def _kid_of(entry: object) -> str:
+    kid = entry.get("kid") if isinstance(entry, dict) else None
+    return f" ({kid!r})" if isinstance(kid, str) and len(kid) <= 128 else ""
+
+
+def _parse_public(entry: object, where: str) -> PublicKey:
+    """One entry of a public JWKS, checked member by member; errors start with ``where``."""
+    if not isinstance(entry, dict):
+        raise KeystoreError(f"{where} is not a JSON object")
+    if PRIVATE_MEMBERS & set(entry):
+        raise KeystoreError(f"{where} holds private key material")
+
+    def text(name: str, default: str | None = None) -> str:
+        value = entry.get(name, default)
+        if not isinstance(value, str):
+            raise KeystoreError(f"{where} has no {name!r} text")
+        return value
+
+    kid = text("kid")
+    if not _KID.fullmatch(kid):
+        raise KeystoreError(f"{where} has a key id that is not plain text")
+    party = text("party")
+    if not _PARTY.fullmatch(party):
+        raise KeystoreError(f"{where} names no valid party")
+    try:
+        use = KeyUse(text("use"))
+    except ValueError:
+        raise KeystoreError(f"{where} has an unknown use (sig or enc)") from None
+    alg = text("alg")
+    if alg != ALG_FOR_USE[use]:
+        raise KeystoreError(f"{where}: algorithm {alg!r} is not allowed for use {use.value!r}")
+    purpose = text("purpose", "")
+    if purpose not in ("", AUDIT_PURPOSE) or (purpose and use is not KeyUse.SIG):
+        raise KeystoreError(f"{where} has an unknown purpose")
+    try:
+        status = KeyStatus(text("status", KeyStatus.ACTIVE.value))
+    except ValueError:
+        raise KeystoreError(f"{where} has an unknown status (active or retired)") from None
+    times: dict[str, datetime | None] = {}
+    for name in ("created", "retired", "not_before", "not_after"):
+        value = text(name, "")
+        try:
+            times[name] = _parse_time(value) if value else None
+        except ValueError:
+            raise KeystoreError(f"{where} has a {name!r} that is not an ISO 8601 time") from None
+    if entry.get("kty") != "EC" or entry.get("crv") != CURVE:
+        raise KeystoreError(f"{where} is not an EC key on {CURVE}")
+    material = {name: entry[name] for name in ("kty", "crv", "x", "y") if name in entry}
+    try:
+        key = ECKey.import_key(
+            material, parameters={"kid": kid, "use": use.value, "alg": ALG_FOR_USE[use]}
+        )
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise KeystoreError(f"{where} is not a valid {CURVE} public key") from None
+    return PublicKey(
+        kid=kid,
+        party=party,
+        use=use,
+        alg=alg,
+        status=status,
+        created=text("created", ""),
+        key=key,
+        retired=text("retired", ""),
+        purpose=purpose,
+        not_before=times["not_before"],
+        not_after=times["not_after"],
+    )
+
+
+def _public_keys(jwks: dict[str, Any], source: str) -> dict[str, PublicKey]:
+    keys: dict[str, PublicKey] = {}
+    for number, entry in enumerate(jwks["keys"], start=1):
+        public = _parse_public(entry, f"{source}: key {number}{_kid_of(entry)}")
+        if public.kid in keys:
+            raise KeystoreError(f"{source}: two keys under the key id {public.kid!r}")
+        keys[public.kid] = public
+    return keys
+
+
+def read_public_keys(path: Path) -> dict[str, PublicKey]:
+    """Every public key of a JWKS file (envelope and audit keys), checked; by key id."""
+    return _public_keys(_read_json(path), str(path))
+
+
+def _private_json(path: Path, party: str) -> dict[str, Any]:
+    """A private key file of ``party`` as a JWK Set, refused if others may read it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        raise KeystoreError(
+            f"{path} does not exist (make {party}'s keys on its own machine with: "
+            f"gun-hub keys init --party {party} --dir {path.parent})"
+        ) from None
+    except OSError as err:
+        raise KeystoreError(f"{path} cannot be read ({err.strerror or 'I/O error'})") from None
+    if mode & 0o077:
+        raise KeystoreError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+    data = _read_json(path)
+    if data.get("party", party) != party:
+        raise KeystoreError(f"{path} holds the keys of {data.get('party')!r}, not {party!r}")
+    return data
+
+
+def _read_private(path: Path, party: str) -> list[ECKey]:
+    """The private keys of a private key file, refused if others may read it."""
+    data = _private_json(path, party)
+    keys: list[ECKey] = []
+    for number, entry in enumerate(data["keys"], start=1):
+        where = f"{path}: key {number}{_kid_of(entry)}"
+        if not isinstance(entry, dict) or entry.get("kty") != "EC" or entry.get("crv") != CURVE:
+            raise KeystoreError(f"{where} is not an EC key on {CURVE}")
+        if "d" not in entry:
+            raise KeystoreError(f"{where} is no private key (no 'd')")
+        if not isinstance(entry.get("kid"), str) or entry.get("use") not in ("sig", "enc"):
+            raise KeystoreError(f"{where} has no key id or no use")
+        try:
+            key = ECKey.import_key(dict(entry))
+        except (JoseError, ValueError, TypeError, KeyError):
+            raise KeystoreError(f"{where} is not a valid {CURVE} private key") from None
+        keys.append(key)
+    if not keys:
+        raise KeystoreError(f"{path} holds no private key")
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class StateKey:
+    """One state key of a party: its id (kept in every value it seals) and its secret."""
+
+    kid: str
+    secret: bytes = field(repr=False)
+
+
+def _parse_state_key(entry: object, where: str) -> StateKey:
+    if not isinstance(entry, dict):
+        raise KeystoreError(f"{where} is not a JSON object")
+    kid = entry.get("kid")
+    if not isinstance(kid, str) or not _KID.fullmatch(kid):
+        raise KeystoreError(f"{where} has no key id in plain text")
+    expected = {
+        "kty": "oct",
+        "use": KeyUse.ENC.value,
+        "alg": STATE_ALG,
+        "purpose": STATE_PURPOSE,
+    }
+    for name, value in expected.items():
+        if entry.get(name) != value:
+            raise KeystoreError(f"{where} is not a state key ({name} must be {value!r})")
+    encoded = entry.get("k")
+    if not isinstance(encoded, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", encoded):
+        raise KeystoreError(f"{where} has no key material ('k', base64url)")
+    secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    if len(secret) != STATE_KEY_BYTES:
+        raise KeystoreError(f"{where} is not a {STATE_KEY_BYTES * 8}-bit key")
+    return StateKey(kid, secret)
+
+
+def read_state_keys(folder: Path, party: str) -> list[StateKey]:
+    """``party``'s state keys from its private file, oldest first (the last one seals)."""
+    path = folder / f"{check_party_name(party)}.jwk"
+    entries = _private_json(path, party).get(STATE_MEMBER)
+    if entries is None:
+        raise KeystoreError(
+            f"{path} holds no state key (the key that seals {party}'s data at rest); "
+            f"add one with: gun-hub keys rotate {party} --state"
+        )
+    if not isinstance(entries, list) or not entries:
+        raise KeystoreError(f"{path}: {STATE_MEMBER!r} is not a non-empty list of keys")
+    keys: list[StateKey] = []
+    for number, entry in enumerate(entries, start=1):
+        key = _parse_state_key(entry, f"{path}: state key {number}{_kid_of(entry)}")
+        if any(k.kid == key.kid for k in keys):
+            raise KeystoreError(f"{path}: two state keys under the key id {key.kid!r}")
+        keys.append(key)
+    return keys
+
+
+def follow_state_keys(
+    folder: Path, party: str, recheck_s: float = KEY_RECHECK_S
+) -> tuple[Callable[[], list[StateKey]], Callable[[], None]]:
+    """``party``'s state keys as a running process sees them: read again when its private
+    file changes (looked at once every ``recheck_s`` seconds), and a function that looks
+    at once (a value sealed with a key id not known yet: rotated by another worker)."""
+    view = _Reloading(
+        lambda: read_state_keys(folder, party),
+        [folder / f"{check_party_name(party)}.jwk"],
+        recheck_s,
+        f"state keys of {party} in {folder}",
+    )
+    return view.get, view.check_now
+
+
+def _check_matches(own: Iterable[ECKey], public: Mapping[str, PublicKey], path: Path) -> None:
+    for key in own:
+        entry = public.get(str(key.kid))
+        if entry is not None and entry.thumbprint() != key.thumbprint():
+            raise KeystoreError(
+                f"{path}: key {key.kid!r} does not match the public key of that id in "
+                f"{path.parent / PUBLIC_JWKS}"
+            )
+
+
+def _status(public: Mapping[str, PublicKey], kid: str) -> KeyStatus:
+    entry = public.get(kid)
+    return entry.status if entry else KeyStatus.RETIRED
+
+
+# -- a view of files that reads them again when they change ---------------------------
+
+T = TypeVar("T")
+
+
+def _stamp(paths: Iterable[Path]) -> tuple[tuple[int, int, int] | None, ...]:
+    stamps: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
+
+
+class _Reloading(Generic[T]):
+    """What ``load`` read from ``paths``; read again when one of them has changed, looked
+    at no more often than once every ``recheck_s`` seconds. A failed reading is logged and
+    leaves the previous value in place."""
+
+    def __init__(
+        self, load: Callable[[], T], paths: list[Path], recheck_s: float, what: str
+    ) -> None:
+        self._load = load
+        self._paths = paths
+        self._recheck_s = recheck_s
+        self._what = what
+        self._stamp = _stamp(paths)
+        self._value = load()
+        self._checked = _monotonic()
+
+    def get(self) -> T:
+        now = _monotonic()
+        if now - self._checked >= self._recheck_s:
+            self._checked = now
+            self._refresh()
+        return self._value
+
+    def check_now(self) -> None:
+        """Look at the files now, whenever they were last looked at."""
+        self._checked = _monotonic()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        stamp = _stamp(self._paths)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp  # a broken file is reported once, until it changes again
+        try:
+            self._value = self._load()
+        except KeystoreError as err:
+            problem: KeystoreError | None = err
+        else:
+            problem = None
+        if problem is not None:
+            log.error("%s: %s; keeping the keys loaded before", self._what, problem)
+        else:
+            log.info("%s: read again after a change", self._what)
+
+
+@dataclass(frozen=True, slots=True)
+class _PartyView:
+    signing_key: ECKey
+    decryption_keys: dict[str, ECKey]
+    public: dict[str, PublicKey]
+    audit_keys: dict[str, PublicKey] = field(default_factory=dict)
+
+
+def _load_party(folder: Path, party: str) -> _PartyView:
+    path = folder / f"{party}.jwk"
+    own = _read_private(path, party)
+    everything = read_public_keys(folder / PUBLIC_JWKS)
+    _check_matches(own, everything, path)
+    public = {kid: k for kid, k in everything.items() if k.purpose != AUDIT_PURPOSE}
+    usable = [k for k in own if _status(public, str(k.kid)) is KeyStatus.ACTIVE]
+    signing = [k for k in usable if k.get("use") == KeyUse.SIG.value]
+    if not signing:
+        raise KeystoreError(f"{party} has no active signing key in {folder}")
+    return _PartyView(
+        # The newest generation signs; older ones only keep verifying until retired.
+        signing_key=signing[-1],
+        decryption_keys={str(k.kid): k for k in usable if k.get("use") == KeyUse.ENC.value},
+        public=public,
+        audit_keys={kid: k for kid, k in everything.items() if k.purpose == AUDIT_PURPOSE},
+    )
+
+
+class PartyKeys:
+    """One party's keys as its process uses them: its private keys and everyone's public
+    keys (the audit keys apart: the envelope never sees them).
+
+    ``PartyKeys.load`` gives a view that follows the folder: a rotation or retirement
+    written there reaches the running process within ``KEY_RECHECK_S`` seconds, through
+    the same object the envelope holds. Built directly, it is fixed.
+    """
+
+    def __init__(
+        self,
+        party: str,
+        signing_key: ECKey,
+        decryption_keys: dict[str, ECKey],
+        public: dict[str, PublicKey],
+        audit_keys: dict[str, PublicKey] | None = None,
+    ) -> None:
+        self.party = party
+        fixed = _PartyView(signing_key, decryption_keys, public, audit_keys or {})
+        self._view: Callable[[], _PartyView] = lambda: fixed
+
+    @classmethod
+    def load(cls, folder: Path, party: str, *, recheck_s: float = KEY_RECHECK_S) -> PartyKeys:
+        check_party_name(party)
+        view = _Reloading(
+            lambda: _load_party(folder, party),
+            [folder / f"{party}.jwk", folder / PUBLIC_JWKS],
+            recheck_s,
+            f"keys of {party} in {folder}",
+        )
+        first = view.get()
+        keys = cls(party, first.signing_key, first.decryption_keys, first.public)
+        keys._view = view.get
+        return keys
+
+    @property
+    def signing_key(self) -> ECKey:
+        return self._view().signing_key
+
+    @property
+    def decryption_keys(self) -> dict[str, ECKey]:
+        return self._view().decryption_keys
+
+    @property
+    def public(self) -> dict[str, PublicKey]:
+        """Every party's envelope keys, by key id."""
+        return self._view().public
+
+    @property
+    def audit_keys(self) -> dict[str, PublicKey]:
+        """The public keys that may sign audit checkpoints, by key id."""
+        return self._view().audit_keys
+
+    def encryption_key_for(self, party: str) -> PublicKey:
+        """The newest active encryption key of ``party``."""
+        candidates = [
+            k
+            for k in self.public.values()
+            if k.party == party and k.use is KeyUse.ENC and k.status is KeyStatus.ACTIVE
+        ]
+        if not candidates:
+            raise KeystoreError(f"no active encryption key for {party!r} in the JWKS")
+        return candidates[-1]  # rotation appends: the last one is the newest
+
+
+@dataclass(frozen=True, slots=True)
+class _AuditView:
+    keys: list[ECKey]
+    public: dict[str, PublicKey]
+
+
+def _load_audit(folder: Path, party: str) -> _AuditView:
+    path = folder / f"{party}.audit.jwk"
+    own = _read_private(path, party)
+    public = read_public_keys(folder / PUBLIC_JWKS)
+    _check_matches(own, public, path)
+    listed = [k for k in own if str(k.kid) in public]
+    for key in listed:
+        if public[str(key.kid)].purpose != AUDIT_PURPOSE or key.get("use") != KeyUse.SIG.value:
+            raise KeystoreError(f"{path}: key {key.kid!r} is not an audit signing key")
+    if not listed:
+        raise KeystoreError(
+            f"no key of {path} is in {folder / PUBLIC_JWKS} "
+            f"(make one with: gun-hub keys rotate {party} --audit)"
+        )
+    return _AuditView(listed, public)
+
+
+class AuditSigner:
+    """The hub's audit keys: which one signs a checkpoint made at a given time.
+
+    Follows its files like :class:`PartyKeys`, so a new audit key is used without a restart.
+    """
+
+    def __init__(self, view: Callable[[], _AuditView], party: str) -> None:
+        self._view = view
+        self.party = party
+        self._warned: set[str] = set()
+
+    @classmethod
+    def load(
+        cls, folder: Path, party: str = AUDITING_PARTY, *, recheck_s: float = KEY_RECHECK_S
+    ) -> AuditSigner:
+        check_party_name(party)
+        path = folder / f"{party}.audit.jwk"
+        if not path.exists():
+            raise KeystoreError(
+                f"{path} does not exist: the audit trail's checkpoints are signed with an "
+                f"audit key of their own (make it with: gun-hub keys rotate {party} --audit)"
+            )
+        view = _Reloading(
+            lambda: _load_audit(folder, party),
+            [path, folder / PUBLIC_JWKS],
+            recheck_s,
+            f"audit keys of {party} in {folder}",
+        )
+        return cls(view.get, party)
+
+    def key_for(self, at: datetime) -> ECKey:
+        """The newest active audit key whose validity covers ``at``.
+
+        With none, the newest is used and the error logged: the checkpoint will not
+        verify, which is what an auditor must see, but the hub goes on deciding.
+        """
+        view = self._view()
+        valid = [
+            key
+            for key in view.keys
+            if view.public[str(key.kid)].status is KeyStatus.ACTIVE
+            and view.public[str(key.kid)].invalid_at(at) is None
+        ]
+        if valid:
+            return valid[-1]
+        key = view.keys[-1]
+        if str(key.kid) not in self._warned:
+            self._warned.add(str(key.kid))
+            log.error(
+                "no audit key of %s is valid at %s: checkpoints signed with %s will not "
+                "verify; make a new one (gun-hub keys rotate %s --audit)",
+                self.party,
+                _iso(at),
+                key.kid,
+                self.party,
+            )
+        return key
+
+
+# -- the keys command ---------------------------------------------------------------------
+
+
+@dataclass
+class ImportReport:
+    """What ``keys import-public`` did, key id by key id."""
+
+    added: list[PublicKey] = field(default_factory=list)
+    retired: list[PublicKey] = field(default_factory=list)
+    unchanged: list[PublicKey] = field(default_factory=list)
+    kept_retired: list[PublicKey] = field(default_factory=list)
+
+
+class KeystoreFolder:
+    """Create, rotate, retire, export and import the keys of a keystore folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def private_file(self, party: str) -> Path:
+        return self.folder / f"{check_party_name(party)}.jwk"
+
+    def audit_file(self, party: str = AUDITING_PARTY) -> Path:
+        return self.folder / f"{check_party_name(party)}.audit.jwk"
+
+    @property
+    def public_file(self) -> Path:
+        return self.folder / PUBLIC_JWKS
+
+    def local_parties(self) -> set[str]:
+        """Parties whose private keys are in this folder."""
+        if not self.folder.is_dir():
+            return set()
+        names = (p.name.removesuffix(".jwk") for p in self.folder.glob("*.jwk"))
+        return {name for name in names if _PARTY.fullmatch(name)}
+
+    def _prepare(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.chmod(0o700)
+
+    def _generate_party(
+        self, party: str, audit_valid_days: int
+    ) -> tuple[list[ECKey], list[ECKey], list[dict[str, Any]]]:
+        """Envelope keys, audit keys (hub) and public entries; the state key is made when
+        the private file is written (it has no public part)."""
+        keys = [_generate(party, KeyUse.SIG), _generate(party, KeyUse.ENC)]
+        public = [_public_entry(k, party) for k in keys]
+        audit: list[ECKey] = []
+        if party == AUDITING_PARTY:
+            audit = [_generate(party, KeyUse.SIG, AUDIT_PURPOSE)]
+            public += [
+                _public_entry(k, party, purpose=AUDIT_PURPOSE, valid_days=audit_valid_days)
+                for k in audit
+            ]
+        return keys, audit, public
+
+    def _write_party(self, party: str, keys: list[ECKey], audit: list[ECKey]) -> None:
+        _write_private(
+            self.private_file(party),
+            {
+                "party": party,
+                "keys": [k.as_dict(private=True) for k in keys],
+                STATE_MEMBER: [_new_state_key(party)],
+            },
+        )
+        if audit:
+            _write_private(
+                self.audit_file(party),
+                {
+                    "party": party,
+                    "purpose": AUDIT_PURPOSE,
+                    "keys": [k.as_dict(private=True) for k in audit],
+                },
+            )
+
+    def init(
+        self,
+        parties: Iterable[str],
+        *,
+        force: bool = False,
+        audit_valid_days: int = AUDIT_VALIDITY_DAYS,
+    ) -> list[str]:
+        """Every party's keys in this one folder (the demo, the tests): one signing and one
+        encryption key per party, the hub's audit key, and a JWKS of all of them."""
+        parties = [check_party_name(p) for p in parties]
+        existing = [p for p in parties if self.private_file(p).exists()]
+        if existing and not force:
+            raise KeystoreError(
+                f"keys already exist for {', '.join(existing)} in {self.folder}; "
+                "rotate them instead (gun-hub keys rotate PARTY)"
+            )
+        self._prepare()
+        public: list[dict[str, Any]] = []
+        for party in parties:
+            keys, audit, entries = self._generate_party(party, audit_valid_days)
+            self._write_party(party, keys, audit)
+            public += entries
+        _write_public(self.public_file, {"keys": public})
+        return parties
+
+    def init_party(
+        self, party: str, *, force: bool = False, audit_valid_days: int = AUDIT_VALIDITY_DAYS
+    ) -> list[str]:
+        """``party``'s own keys, made here, and only them; its public keys join this
+        folder's JWKS (the others' come by ``import_public``). Returns the new key ids."""
+        private = self.private_file(party)
+        jwks = self._read_public() if self.public_file.exists() else {"keys": []}
+        theirs = [e for e in jwks["keys"] if isinstance(e, dict) and e.get("party") == party]
+        if private.exists() and not force:
+            raise KeystoreError(
+                f"keys of {party} already exist in {self.folder}; rotate them instead "
+                f"(gun-hub keys rotate {party})"
+            )
+        if theirs and not private.exists() and not force:
+            raise KeystoreError(
+                f"{self.public_file} already holds public keys of {party}, imported from its "
+                f"own machine; {party}'s private keys are made there, not here"
+            )
+        self._prepare()
+        keys, audit, entries = self._generate_party(party, audit_valid_days)
+        self._write_party(party, keys, audit)
+        others = [e for e in jwks["keys"] if not (isinstance(e, dict) and e.get("party") == party)]
+        _write_public(self.public_file, {**jwks, "keys": others + entries})
+        return [str(k.kid) for k in keys + audit]
+
+    def rotate(
+        self,
+        party: str,
+        *,
+        audit: bool = False,
+        state: bool = False,
+        audit_valid_days: int = AUDIT_VALIDITY_DAYS,
+    ) -> list[str]:
+        """Add a new key generation for ``party`` (``audit``: a new audit key of the hub;
+        ``state``: a new state key); return the new key ids. The old keys keep verifying
+        until retired; old state keys keep opening what they sealed."""
+        if audit and state:
+            raise KeystoreError("rotate either the audit key or the state key, not both")
+        if state:
+            return [self._rotate_state(party)]
+        jwks = self._read_public()
+        data: dict[str, Any]
+        if audit:
+            if party != AUDITING_PARTY:
+                raise KeystoreError(f"only {AUDITING_PARTY} has audit keys")
+            path = self.audit_file(party)
+            new = [_generate(party, KeyUse.SIG, AUDIT_PURPOSE)]
+            entries = [
+                _public_entry(k, party, purpose=AUDIT_PURPOSE, valid_days=audit_valid_days)
+                for k in new
+            ]
+            owned = (
+                [k.as_dict(private=True) for k in _read_private(path, party)]
+                if path.exists()
+                else []
+            )
+            data = {"party": party, "purpose": AUDIT_PURPOSE, "keys": owned}
+        else:
+            path = self.private_file(party)
+            new = [_generate(party, KeyUse.SIG), _generate(party, KeyUse.ENC)]
+            entries = [_public_entry(k, party) for k in new]
+            data = {
+                "party": party,
+                "keys": [k.as_dict(private=True) for k in _read_private(path, party)],
+            }
+            state_keys = _private_json(path, party).get(STATE_MEMBER)
+            if state_keys is not None:  # kept as they are: they seal data at rest
+                data[STATE_MEMBER] = state_keys
+        data["keys"] += [k.as_dict(private=True) for k in new]
+        jwks["keys"] += entries
+        _write_private(path, data)
+        _write_public(self.public_file, jwks)
+        return [str(k.kid) for k in new]
+
+    def _rotate_state(self, party: str) -> str:
+        """A new state key for ``party``, which seals from now on (a file made before
+        state keys existed gets its first one)."""
+        path = self.private_file(party)
+        _read_private(path, party)  # the envelope keys are checked before any change
+        data = _private_json(path, party)
+        kept = data.get(STATE_MEMBER, [])
+        if kept:
+            read_state_keys(self.folder, party)  # the ones kept are checked too
+        new = _new_state_key(party)
+        data[STATE_MEMBER] = [*kept, new]
+        _write_private(path, data)
+        return str(new["kid"])
+
+    def retire(self, kid: str) -> str:
+        """Mark a key retired: it no longer verifies, nor is encrypted to; returns its party."""
+        jwks = self._read_public()
+        for entry in jwks["keys"]:
+            if entry.get("kid") == kid:
+                entry["status"] = KeyStatus.RETIRED.value
+                entry["retired"] = _iso(_now())
+                _write_public(self.public_file, jwks)
+                return str(entry["party"])
+        raise KeystoreError(f"no key {kid!r} in {self.public_file}")
+
+    def public_keys(self) -> dict[str, PublicKey]:
+        return read_public_keys(self.public_file)
+
+    def export_public(self, party: str) -> dict[str, Any]:
+        """The JWKS ``party`` hands to the others: its public keys, retired ones included
+        (so that a retirement travels too), and nothing private."""
+        check_party_name(party)
+        jwks = self._read_public()
+        keys = [entry for entry in jwks["keys"] if entry.get("party") == party]
+        if not keys:
+            raise KeystoreError(f"no public key of {party!r} in {self.public_file}")
+        return {"keys": [{k: v for k, v in e.items() if k not in PRIVATE_MEMBERS} for e in keys]}
+
+    def import_public_file(self, path: Path) -> ImportReport:
+        return self.import_public(_read_json_value(path), source=str(path))
+
+    def import_public(self, data: object, *, source: str) -> ImportReport:
+        """Add another party's public keys to this folder's JWKS.
+
+        Refuses, importing nothing: anything private; a key in the name of a party whose
+        private keys are in this folder; a different key under a key id already known. A
+        key already known is left as it is, except that a retirement is taken over (a
+        retired key is never made active again)."""
+        jwks_in = _as_jwks(data, source)
+        for number, entry in enumerate(jwks_in["keys"], start=1):
+            if isinstance(entry, dict) and PRIVATE_MEMBERS & set(entry):
+                raise KeystoreError(
+                    f"{source} holds private key material (key {number}{_kid_of(entry)}): "
+                    "only public keys are exchanged; nothing imported"
+                )
+        incoming = _public_keys(jwks_in, source)
+        if not incoming:
+            raise KeystoreError(f"{source} holds no key")
+        jwks = self._read_public() if self.public_file.exists() else {"keys": []}
+        known = _public_keys(jwks, str(self.public_file))
+        local = self.local_parties()
+        report = ImportReport()
+        for kid, key in incoming.items():
+            old = known.get(kid)
+            if old is not None and not _same_key(old, key):
+                raise KeystoreError(
+                    f"{source}: key id {kid!r} already names a different key in "
+                    f"{self.public_file}; nothing imported"
+                )
+            if key.party in local and (old is None or key.status is not old.status):
+                raise KeystoreError(
+                    f"{source}: key {kid!r} is in the name of {key.party!r}, whose keys are "
+                    f"made here (gun-hub keys init/rotate/retire); nothing imported"
+                )
+            if old is None:
+                report.added.append(key)
+            elif key.status is KeyStatus.RETIRED and old.status is KeyStatus.ACTIVE:
+                report.retired.append(key)
+            elif key.status is KeyStatus.ACTIVE and old.status is KeyStatus.RETIRED:
+                report.kept_retired.append(old)
+            else:
+                report.unchanged.append(old)
+        entries = {str(e.get("kid")): e for e in jwks["keys"]}
+        for key in report.retired:
+            entries[key.kid]["status"] = KeyStatus.RETIRED.value
+            entries[key.kid]["retired"] = key.retired or _iso(_now())
+        for key in report.added:
+            [entry] = [e for e in jwks_in["keys"] if e.get("kid") == key.kid]
+            jwks["keys"].append(_clean_public(entry))
+        if report.added or report.retired:
+            self._prepare()
+            _write_public(self.public_file, jwks)
+        return report
+
+    def _read_public(self) -> dict[str, Any]:
+        jwks = _read_json(self.public_file)
+        _public_keys(jwks, str(self.public_file))  # every entry checked before any change
+        return jwks
+
+
+def _same_key(a: PublicKey, b: PublicKey) -> bool:
+    return (a.party, a.use, a.alg, a.purpose, a.not_before, a.not_after, a.thumbprint()) == (
+        b.party,
+        b.use,
+        b.alg,
+        b.purpose,
+        b.not_before,
+        b.not_after,
+        b.thumbprint(),
+    )
+
+
+def _clean_public(entry: dict[str, Any]) -> dict[str, Any]:
+    """An imported entry with only the members a public key of ours has."""
+    members = ("kty", "crv", "x", "y", "kid", "use", "alg", *_META)
+    return {name: entry[name] for name in members if name in entry}

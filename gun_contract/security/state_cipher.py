@@ -1,0 +1,183 @@
+"""Sealing the state a party keeps at rest (issue 11, item 2).
+
+What the hub keeps in its ``cases`` table (RocksDB and the compacted changelog topic) and
+what an adapter keeps in its queue of pending operations (SQLite) quote the documents of
+a declaration, war-material licences included. Those values are sealed with the party's
+state key (:func:`gun_contract.security.keystore.read_state_keys`) before they are stored:
+
+* AES-256-GCM (pyca ``AESGCM``), a random 96-bit nonce per value;
+* the associated data binds each value to where it is stored (table name and record
+  key): a value copied under another key, or into another table, does not open;
+* each value names the key id that sealed it, so that after a rotation
+  (``gun-hub keys rotate P --state``) the newest key seals and the older ones still open
+  what they sealed.
+
+A sealed value::
+
+    b"GS1" | len(kid) (1 byte) | kid (ASCII) | nonce (12 bytes) | ciphertext | tag (16 bytes)
+
+A value that does not open raises :class:`StateUnreadable`, naming the table, the record
+key and the key id, never the content. Random nonces bound a key to 2**32 values (NIST SP
+800-38D): rotate the state key well before that (the hub writes a case a few times per
+declaration).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gun_contract.security.keystore import KEY_RECHECK_S, StateKey, follow_state_keys
+
+MAGIC = b"GS1"
+NONCE_BYTES = 12
+TAG_BYTES = 16
+_LABEL = b"gun-hub state v1"
+
+
+class StateUnreadable(RuntimeError):
+    """A stored value that cannot be opened; the message names table, key and key id."""
+
+
+def _describe(key: bytes | str) -> str:
+    text = key if isinstance(key, str) else key.decode("utf-8", errors="backslashreplace")
+    return repr(text if len(text) <= 120 else text[:120] + "...")
+
+
+def _text(key: bytes | str) -> bytes:
+    return key.encode() if isinstance(key, str) else key
+
+
+def _associated(table: str, key: bytes | str, header: bytes) -> bytes:
+    """What a value is bound to: its table, its record key and its header (key id)."""
+    name, record = table.encode(), _text(key)
+    return b"".join(
+        (_LABEL, struct.pack(">H", len(name)), name, struct.pack(">I", len(record)), record, header)
+    )
+
+
+class StateCipher:
+    """Seals and opens one party's values at rest with its state keys."""
+
+    def __init__(
+        self,
+        keys: Callable[[], Sequence[StateKey]],
+        *,
+        check_now: Callable[[], None] | None = None,
+        what: str = "the state keys",
+    ) -> None:
+        self._keys = keys
+        self._check_now = check_now
+        self._what = what
+        self._ciphers: dict[tuple[str, bytes], AESGCM] = {}
+
+    @classmethod
+    def of(cls, keys: Sequence[StateKey]) -> StateCipher:
+        """A cipher over fixed keys (the last one seals)."""
+        if not keys:
+            raise ValueError("a state cipher needs at least one key")
+        fixed = list(keys)
+        return cls(lambda: fixed)
+
+    @classmethod
+    def load(cls, folder: Path, party: str, *, recheck_s: float = KEY_RECHECK_S) -> StateCipher:
+        """``party``'s state keys from its private file in ``folder``, followed as they
+        change; raises :class:`KeystoreError` (naming the file) when there are none."""
+        keys, check_now = follow_state_keys(folder, party, recheck_s)
+        return cls(keys, check_now=check_now, what=f"the state keys of {party} in {folder}")
+
+    @property
+    def sealing_kid(self) -> str:
+        return self._keys()[-1].kid
+
+    def _cipher(self, key: StateKey) -> AESGCM:
+        cached = self._ciphers.get((key.kid, key.secret))
+        if cached is None:
+            cached = self._ciphers[(key.kid, key.secret)] = AESGCM(key.secret)
+        return cached
+
+    def _find(self, kid: str) -> StateKey | None:
+        for key in self._keys():
+            if key.kid == kid:
+                return key
+        return None
+
+    def seal(self, table: str, key: bytes | str, value: bytes) -> bytes:
+        """``value`` sealed for record ``key`` of ``table``, with the newest state key."""
+        state_key = self._keys()[-1]
+        kid = state_key.kid.encode()
+        header = MAGIC + bytes((len(kid),)) + kid
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._cipher(state_key).encrypt(nonce, value, _associated(table, key, header))
+        return header + nonce + sealed
+
+    def open(self, table: str, key: bytes | str, sealed: bytes) -> bytes:
+        """The value sealed for record ``key`` of ``table``; raises :class:`StateUnreadable`."""
+        where = f"{table}: the value of key {_describe(key)}"
+        if not sealed.startswith(MAGIC):
+            raise StateUnreadable(
+                f"{where} is not sealed with a state key (written in clear, or by something "
+                "else): refused"
+            )
+        size = len(MAGIC) + 1 + (sealed[len(MAGIC)] if len(sealed) > len(MAGIC) else 0)
+        if len(sealed) < size + NONCE_BYTES + TAG_BYTES:
+            raise StateUnreadable(f"{where} is truncated")
+        header = sealed[:size]
+        kid = header[len(MAGIC) + 1 :].decode("ascii", errors="replace")
+        state_key = self._find(kid)
+        if state_key is None and self._check_now is not None:
+            self._check_now()  # a key another worker made since the file was last read
+            state_key = self._find(kid)
+        if state_key is None:
+            raise StateUnreadable(
+                f"{where} is sealed with state key {kid!r}, which is not among {self._what}"
+            )
+        nonce = sealed[size : size + NONCE_BYTES]
+        try:
+            return self._cipher(state_key).decrypt(
+                nonce, sealed[size + NONCE_BYTES :], _associated(table, key, header)
+            )
+        except InvalidTag:
+            raise StateUnreadable(
+                f"{where} does not decrypt with state key {kid!r}: altered, or moved there "
+                "from another key or table"
+            ) from None
+
+
+class _Store(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+    def pop(self, key: bytes, default: None, /) -> bytes | None: ...
+
+
+class SealedStore:
+    """A key-value store (``CaseStore``) whose values are sealed on the way in and opened
+    on the way out: what is below it (a faust table, its RocksDB files and changelog)
+    only ever holds sealed values, and its users see plain bytes."""
+
+    def __init__(self, store: _Store, cipher: StateCipher, table: str) -> None:
+        self._store = store
+        self._cipher = cipher
+        self.table = table
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._store.get(key)
+        return None if value is None else self._cipher.open(self.table, key, value)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._store[key] = self._cipher.seal(self.table, key, value)
+
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        value = self.get(key)
+        if value is None:
+            return default
+        self._store.pop(key, None)
+        return value

@@ -1,0 +1,444 @@
+"""Configuration, read once at start-up from ``GUN_HUB_*`` environment variables.
+
+Nested groups use ``__``: ``GUN_HUB_KAFKA__BOOTSTRAP_SERVERS=host:9092``. Nothing reads the
+environment at import time; entry points call :func:`load_settings` and pass the result
+down, so tests build their own :class:`Settings` without touching the process environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gun_contract.limits import MAX_DECLARATION_BYTES
+from gun_contract.logs import LogFormat
+from gun_contract.resources import config_path
+
+DEFAULT_STATE_DIR = Path(".gun-hub")
+
+
+class KafkaSettings(BaseModel):
+    """How every component reaches the cluster."""
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of the brokers."
+    )
+    topic_prefix: str = Field(
+        "gun", pattern=r"^[A-Za-z0-9_-]+$", description="Prefix of every topic name."
+    )
+    partitions: PositiveInt = Field(
+        4,
+        description="Partitions of every keyed topic. The hub's tables need all its input "
+        "topics co-partitioned, so one number serves them all.",
+    )
+    replication_factor: PositiveInt = Field(1, description="Replicas of every topic.")
+    security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT locally; SASL_SSL (SCRAM-SHA-512) when secured."
+    )
+    sasl_username: str | None = Field(None, description="SCRAM user (the party's principal).")
+    sasl_password: SecretStr | None = Field(None, description="SCRAM password.")
+    ssl_cafile: Path | None = Field(
+        None, description="CA certificate the broker's is checked with."
+    )
+
+
+class BrokerSettings(BaseModel):
+    """The embedded broker started by ``gun-hub kafka start``: one node by default, or a
+    local KRaft cluster (``--nodes 3``, docs/local-kafka.md)."""
+
+    kafka_version: str = Field("3.9.2", description="Apache Kafka release fetched from Maven.")
+    home: Path = Field(
+        DEFAULT_STATE_DIR / "kafka",
+        description="Folder for the broker's data, logs, configuration and pid file.",
+    )
+    jars_cache: Path = Field(
+        DEFAULT_STATE_DIR / "cache",
+        description="Folder where the Kafka jars fetched from Maven Central are kept; "
+        "brokers with different homes (tests) share it.",
+    )
+    host: str = Field("127.0.0.1", description="Address the broker listens on.")
+    port: PositiveInt = Field(9092, description="Client (PLAINTEXT) port.")
+    controller_port: PositiveInt = Field(9093, description="KRaft controller port.")
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="Nodes `gun-hub kafka start` runs: 1, the single broker on port and "
+        "controller_port; 3 or more, a local cluster, each node broker and KRaft "
+        "controller, replication factor 3, min.insync.replicas 2 (overridden by --nodes).",
+    )
+    cluster_ports: list[PositiveInt] = Field(
+        default_factory=list,
+        description="Client ports of a cluster's nodes, node 1 first, as JSON "
+        "([29092, 29093, 29094]); empty: 29092, 29093, ... (the Compose cluster's).",
+    )
+    cluster_controller_ports: list[PositiveInt] = Field(
+        default_factory=list,
+        description="KRaft controller ports of a cluster's nodes, node 1 first; empty: "
+        "29192, 29193, ...",
+    )
+    heap: str = Field(
+        "512m", description="JVM heap (-Xms and -Xmx) of the broker, or of each node."
+    )
+    start_timeout_s: float = Field(60.0, description="How long `start` waits for readiness.")
+    secure: bool = Field(
+        False,
+        description="Secured profile: SASL_SSL with SCRAM-SHA-512, TLS, ACLs required "
+        "(docs/security.md). Credentials are generated under <home>/secure.",
+    )
+
+
+class HubSettings(BaseModel):
+    """The faust worker that validates, routes, correlates and decides."""
+
+    app_id: str = Field("gun-hub", description="faust application id (consumer group).")
+    store: str = Field(
+        "rocksdb://",
+        description="faust table store: rocksdb:// in production, memory:// for tests.",
+    )
+    data_dir: Path = Field(DEFAULT_STATE_DIR / "hub", description="faust data directory.")
+    web_enabled: bool = Field(True, description="Serve health, metrics and status pages.")
+    web_host: str = Field("127.0.0.1", description="Address of the hub's web server.")
+    web_port: PositiveInt = Field(6066, description="Port of the hub's web server.")
+    max_declaration_bytes: PositiveInt = Field(
+        MAX_DECLARATION_BYTES,
+        description="Declarations larger than this are refused before parsing (limits.py).",
+    )
+    routing_table: Path = Field(
+        default_factory=lambda: config_path("routing.toml"),
+        description="TOML file mapping document codes to authorities.",
+    )
+    audit_checkpoint_every: PositiveInt = Field(
+        100, description="Audit records between two checkpoints signed by the hub."
+    )
+    audit_checkpoint_within_s: PositiveFloat = Field(
+        60.0,
+        description="Longest an audit record waits for a checkpoint while the hub runs; "
+        "`gun-hub audit verify` allows this plus 300 s.",
+    )
+    publisher_memory_decisions: PositiveInt = Field(
+        20_000,
+        description="Decisions the decision publisher remembers per outbox partition (the "
+        "latest published), to skip one announced again after a crash; a repeat follows "
+        "its original within the records a crash left uncommitted (publisher.py).",
+    )
+    admission_limit: PositiveInt = Field(
+        2000,
+        description="Declarations a worker may hold opened while their message ids are "
+        "claimed (pipeline/admission.py); beyond it the worker stops fetching declarations "
+        "until half have been admitted, so a backlog is not all held in memory.",
+    )
+    offset_watchdog_s: PositiveFloat = Field(
+        2.0,
+        description="How often the hub looks for a record faust read but never handed to "
+        "an agent (runtime/watchdog.py); such a record is read again within a few of these.",
+    )
+    session_timeout_s: float = Field(
+        10.0,
+        description="Consumer-group session timeout: how long a crashed worker holds its "
+        "partitions before another (or its restart) takes them over.",
+    )
+    risk_rules: Path = Field(
+        default_factory=lambda: config_path("risk-rules.toml"),
+        description="TOML file of risk-targeting rules and sampling rates.",
+    )
+    extra_routes: dict[str, str] = Field(
+        default_factory=dict,
+        description='Routes added to the table at run time, as JSON: {"E999": "dga"}. '
+        "The way to set the war-material licence code(s) without editing the file.",
+    )
+    accept_plain_declarations: bool = Field(
+        False,
+        description="Local development only: also accept declarations as plain XML. "
+        "Otherwise a declaration must be sealed by the clearance system (signed, then "
+        "encrypted to the hub); a plain one is dead-lettered and never acted on.",
+    )
+    request_deadline_s: float = Field(
+        30.0, description="Time an authority has to answer before degraded mode."
+    )
+    deadline_sweep_s: float = Field(
+        1.0, description="How often the hub looks for cases whose deadline has passed."
+    )
+    control_report_after_s: float = Field(
+        7 * 24 * 3600.0,
+        description="A reservation kept for a control with no result (no later version: "
+        "RELEASED_AFTER_CONTROL or CANCELLED) after this long is reported to operations.",
+    )
+    case_retention_s: PositiveFloat = Field(
+        3 * 24 * 3600.0,
+        description="A decided case whose decisions the broker confirmed and which holds "
+        "no reservation leaves the cases table this long after its decision, replaced by "
+        "a small marker (pipeline/retention.py); the status view and the audit trail keep "
+        "its history.",
+    )
+    decided_marker_s: PositiveFloat = Field(
+        14 * 24 * 3600.0,
+        description="How long the marker of a retired case keeps the versions rule (a stale "
+        "version or the same record read again decides nothing): twice the declarations "
+        "topic's retention, the longest a record can stay readable (pipeline/retention.py).",
+    )
+    case_sweep_s: PositiveFloat = Field(
+        60.0, description="How often the hub looks for cases and markers due to leave."
+    )
+
+
+class AdapterSettings(BaseModel):
+    """A partner adapter: consumes its authority's requests, answers on its response topic."""
+
+    partner_url: str = Field(
+        "http://127.0.0.1:8701", description="Base URL of the partner administration's API."
+    )
+    partner_timeout_s: float = Field(5.0, description="Deadline of one partner HTTP call.")
+    retry_attempts: PositiveInt = Field(
+        3, description="Attempts per partner call (exponential backoff with full jitter)."
+    )
+    retry_backoff_base_s: float = Field(
+        0.25, description="Backoff before the first retry of a partner call; doubles each time."
+    )
+    retry_backoff_cap_s: float = Field(
+        4.0, description="Longest backoff between two attempts of a partner call."
+    )
+    circuit_failure_threshold: PositiveInt = Field(
+        5, description="Consecutive partner failures that open the circuit breaker."
+    )
+    circuit_reset_s: float = Field(
+        5.0, description="Pause before a trial call to a partner whose circuit is open."
+    )
+    replay_interval_s: float = Field(
+        2.0, description="How often write-offs and deletions pending on a down partner retry."
+    )
+    metrics_port: int = Field(
+        0, ge=0, description="Port serving /livez, /readyz and /metrics; 0 turns it off."
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address of that server (0.0.0.0 in a container)."
+    )
+    max_in_flight: PositiveInt = Field(
+        64, description="Requests handled concurrently (different declarations only)."
+    )
+    pending_limit: PositiveInt = Field(
+        10_000,
+        description="Write-offs, deletions and give-backs kept for a down partner beyond "
+        "which the adapter fetches no request (backpressure, nothing dropped) until replays "
+        "bring them down to half; the metric gun_adapter_pending_queue_full says so.",
+    )
+
+
+class OpsSettings(BaseModel):
+    """What operators see: the status/statistics view, the lag monitor, heartbeats."""
+
+    view_enabled: bool = Field(
+        True, description="Keep the status and statistics view (SQLite in the hub data dir)."
+    )
+    lag_monitor_enabled: bool = Field(
+        True, description="Measure consumer lag, publish it on ops.lag and /metrics."
+    )
+    lag_interval_s: float = Field(5.0, gt=0, description="Seconds between lag measurements.")
+    lag_growing_samples: PositiveInt = Field(
+        3, description="Consecutive rising measurements after which a group's lag is flagged."
+    )
+    clearance_group: str = Field(
+        "gun-clearance", description="Consumer group of the clearance system (lag watched)."
+    )
+    heartbeat_s: float = Field(
+        5.0, gt=0, description="Seconds between an adapter's heartbeats on ops.health."
+    )
+    view_retention_days: PositiveInt = Field(
+        30,
+        description="The status and statistics view forgets what is older (checked hourly): "
+        "the status, facts and dead-letter topics keep as long, so a view rebuilt from them "
+        "holds the same; long-term statistics belong in a warehouse (ADR 0004).",
+    )
+
+
+class WebSettings(BaseModel):
+    """The trader and officer listeners beside the probes (ADR 0007, docs/operations.md).
+
+    The hub's web server (``hub.web_port``) serves only ``/livez``, ``/readyz`` and
+    ``/metrics``. The trader lookup and the officers' pages each have a listener of their
+    own, off (port 0) until configured with the credentials they check.
+    """
+
+    trader_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the trader lookup (GET /declarations/{ref}, a portal token "
+        "required); 0 turns it off. Needs portal_jwks.",
+    )
+    trader_host: str = Field("127.0.0.1", description="Address of the trader listener.")
+    officer_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the officers' statistics, lookup and dashboard (officer "
+        "credentials required); 0 turns it off. Needs officers_file.",
+    )
+    officer_host: str = Field("127.0.0.1", description="Address of the officer listener.")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate chain: both listeners serve HTTPS with it."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    portal_jwks: Path | None = Field(
+        None,
+        description="The clearance portal's public signing keys (JWKS, ES256 on P-256); "
+        "read again when the file changes.",
+    )
+    portal_issuer: str = Field("clearance-portal", description="The iss a trader token must carry.")
+    token_audience: str = Field("gun-hub", description="The aud a trader token must carry.")
+    token_max_lifetime_s: PositiveInt = Field(
+        900, description="Longest exp - iat accepted in a trader token."
+    )
+    token_clock_skew_s: int = Field(
+        60, ge=0, description="Allowed clock difference with the portal, in seconds."
+    )
+    officers_file: Path | None = Field(
+        None,
+        description="NAME:scrypt$... lines (gun-hub officers add); read again when it "
+        "changes. Never a plain password.",
+    )
+    dead_letter_operators: str = Field(
+        "",
+        description="Officers (names in the officers file, comma-separated) who may read "
+        "a dead letter's payload and redrive dead letters; empty: nobody. Every officer may "
+        "list dead letters and show their metadata.",
+    )
+    rollout_operators: str = Field(
+        "",
+        description="Officers (names in the officers file, comma-separated) who may set an "
+        "authority's rollout mode (gun-hub rollout set); empty: nobody. Every officer may "
+        "show the modes and the pilot report.",
+    )
+    stats_default_days: PositiveInt = Field(
+        31, description="Days /stats covers when no from is given (ending at to, or today)."
+    )
+    stats_max_days: PositiveInt = Field(366, description="Longest from-to range of /stats.")
+    page_size_default: PositiveInt = Field(
+        100, description="Rows per page of the list endpoints when no limit is given."
+    )
+    page_size_max: PositiveInt = Field(
+        1000,
+        description="Most rows per page of a list endpoint (and most document codes or "
+        "dead-letter kinds in /stats).",
+    )
+    query_threads: PositiveInt = Field(
+        2, description="Threads answering view questions off the event loop."
+    )
+    query_max_waiting: PositiveInt = Field(
+        8, description="Questions running or waiting at once; more are answered 503."
+    )
+    query_timeout_s: float = Field(
+        15.0, gt=0, description="A view question running longer is stopped (503)."
+    )
+
+    def dead_letter_operator_names(self) -> frozenset[str]:
+        return _names(self.dead_letter_operators)
+
+    def rollout_operator_names(self) -> frozenset[str]:
+        return _names(self.rollout_operators)
+
+
+def _names(listed: str) -> frozenset[str]:
+    return frozenset(n.strip() for n in listed.split(",") if n.strip())
+
+
+class GatewaySettings(BaseModel):
+    """The intake gateway: declarations lodged over HTTP or dropped as files, checked like
+    the hub checks them and published on the declarations topic (docs/intake-channels.md).
+
+    Traders authenticate with the same portal tokens as the status lookup (the
+    ``GUN_HUB_WEB__PORTAL_*`` and ``__TOKEN_*`` settings), over the same TLS certificate
+    (``GUN_HUB_WEB__TLS_CERT``/``__TLS_KEY``); a declaration's size limit is the hub's
+    (``GUN_HUB_HUB__MAX_DECLARATION_BYTES``).
+    """
+
+    host: str = Field("127.0.0.1", description="Address of the HTTP lodging listener.")
+    port: int = Field(
+        6069, ge=1, le=65535, description="Port of the HTTP lodging listener (POST /declarations)."
+    )
+    probes_host: str = Field("127.0.0.1", description="Address of the probes listener.")
+    probes_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port serving /livez, /readyz and /metrics of `intake serve` and "
+        "`intake watch`; 0 turns it off.",
+    )
+    max_in_flight: PositiveInt = Field(
+        32,
+        description="Lodgements checked, sealed or waiting for the broker at once; an HTTP "
+        "lodgement beyond this is answered 503 with Retry-After.",
+    )
+    publish_timeout_s: PositiveFloat = Field(
+        15.0,
+        description="Longest wait for the broker to confirm a lodgement; then HTTP answers "
+        "503 and the file drop keeps the file in processing/ to publish it again.",
+    )
+    status_url: str | None = Field(
+        None,
+        description="Base URL of the trader status lookup (the hub's trader listener): a "
+        "202 answer then carries Location: <status_url>/declarations/<reference>.",
+    )
+    drop_poll_s: PositiveFloat = Field(
+        1.0, description="How often `intake watch` looks for new files when idle."
+    )
+    drop_settle_s: float = Field(
+        1.0,
+        ge=0,
+        description="A *.xml file is taken once its size and time have not changed for "
+        "this long (a writer that cannot rename a .part file into place); 0 takes it at "
+        "once.",
+    )
+    drop_batch: PositiveInt = Field(
+        50, description="Files claimed and published together by `intake watch`."
+    )
+
+
+class SecuritySettings(BaseModel):
+    """Keys and envelope rules (contract section 5, docs/security.md)."""
+
+    keys_dir: Path = Field(
+        DEFAULT_STATE_DIR / "keys",
+        description="Keystore folder: <party>.jwk private keys (mode 0600) and jwks.json.",
+    )
+    message_lifetime_s: PositiveInt = Field(
+        3600, description="How long a sealed message stays acceptable after it is issued."
+    )
+    max_clock_skew_s: PositiveInt = Field(
+        300, description="Allowed difference between a message's iat and the local clock."
+    )
+    state_dir: Path = Field(
+        DEFAULT_STATE_DIR / "state",
+        description="Where adapters and readers keep their replay memory (SQLite).",
+    )
+
+
+class Settings(BaseSettings):
+    """Everything configurable, grouped by component."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GUN_HUB_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    hub: HubSettings = Field(default_factory=HubSettings)
+    adapter: AdapterSettings = Field(default_factory=AdapterSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    log_level: str = Field("INFO", description="Log level of every component.")
+    log_format: LogFormat = Field(
+        "auto",
+        description="Log lines: json (one object per line, for log shippers; production), "
+        "text (readable), or auto: text when stderr is a terminal, json otherwise.",
+    )
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (called by entry points only)."""
+    return Settings()

@@ -1,0 +1,235 @@
+"""A case: the hub's memory of one declaration while its answers come in.
+
+Stored in a faust table keyed by reference (one live case per declaration: a new version
+replaces the previous one). Serialised as JSON bytes with pydantic, which is several times
+faster than faust's own record codec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+
+from gun_contract.model.decision import Decision, DocumentResult
+from gun_contract.model.declaration import Declaration, Direction, Stage
+from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.override import overriding_items
+from gun_hub.domain.risk import RiskHit
+from gun_hub.domain.rollout import RolloutMode
+from gun_hub.domain.routing import RoutedDeclaration
+
+
+class ExpectedAnswer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    goods_item: int
+    code: str
+    reference: str
+    authority: str
+    commodity_code: str = ""
+    line: int | None = None
+    quantity: Decimal | None = None
+    unit: str | None = None
+    # The authority's rollout mode for this version (rollout.py): a shadow answer is kept
+    # apart from the results the decision is taken on.
+    mode: RolloutMode = RolloutMode.ENFORCE
+
+
+class RiskFinding(BaseModel):
+    """A risk hit as stored in the case (evaluated at intake, applied at decision)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    action: Outcome
+    text: str
+
+    def hit(self) -> RiskHit:
+        return RiskHit(self.code, self.action, self.text)
+
+
+class Case(BaseModel):
+    """State of the latest version of one declaration."""
+
+    reference: str
+    version: int
+    stage: Stage
+    direction: Direction = Direction.IMPORT
+    procedure: str = ""
+    declarant_eori: str = ""
+    opened_at: datetime
+    deadline: datetime
+    awaiting: list[str]
+    expected: list[ExpectedAnswer]
+    results: list[DocumentResult]
+    risk: list[RiskFinding] = []
+    outcome: Outcome | None = None
+    # The decision as emitted, and whether the broker is known to have it. A worker
+    # killed between writing "decided" and the decision reaching the broker finds the
+    # case decided but unannounced when the triggering event is redelivered, and
+    # announces it again: a decision can be repeated in that window, never lost.
+    decision: Decision | None = None
+    announced: bool = True
+    # Where the declaration record that opened this case sits in the log: the same
+    # record read again is a redelivery (its effects are sent again), a copy elsewhere is
+    # a duplicate (ignored).
+    opened_from: str = ""
+    # Decided earlier versions whose decision the broker had not confirmed when this
+    # version replaced them: announced again with it, until confirmed (defect 4).
+    pending_announcements: list[Case] = []
+    # Every request the hub sent about this declaration (its versions' own requests and
+    # follow-ups): an answer is acted on only if it answers one of them (issue 11, item 7).
+    requested: list[str] = []
+    # Goods items carrying the declarant's override (mention 73000, gun_hub/domain/override.py):
+    # what they cover is judged when the case is decided, from the results then.
+    override_items: list[int] = []
+    # The customs office that lodged it, and the rollout mode each routed authority had
+    # for it when it was opened (rollout.py): fixed for the version, whatever changes after.
+    office: str = ""
+    rollout: dict[str, RolloutMode] = {}
+    # What the authorities in shadow mode answered: kept for the pilot report, never
+    # decided on (pipeline/shadow.py).
+    shadow_results: list[DocumentResult] = []
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        declaration: Declaration,
+        routed: RoutedDeclaration,
+        opened_at: datetime,
+        deadline: datetime,
+        modes: dict[str, RolloutMode] | None = None,
+    ) -> Case:
+        """``modes``: the rollout mode of each routed authority (none given: enforce).
+        An authority that is off is not awaited; its documents, and those of an authority
+        in shadow, are decided as checked by no one (UNROUTED: at the office)."""
+        modes = {a: (modes or {}).get(a, RolloutMode.ENFORCE) for a in routed.authorities}
+        return cls(
+            reference=declaration.reference,
+            version=declaration.version,
+            stage=declaration.stage,
+            direction=declaration.direction,
+            procedure=declaration.procedure,
+            declarant_eori=declaration.declarant.eori,
+            opened_at=opened_at,
+            deadline=deadline,
+            awaiting=[a for a in routed.authorities if modes[a].asked],
+            expected=[
+                ExpectedAnswer(
+                    goods_item=d.goods_item,
+                    code=d.code,
+                    reference=d.reference,
+                    authority=d.authority,
+                    commodity_code=d.commodity_code,
+                    line=d.line,
+                    quantity=d.quantity,
+                    unit=d.unit,
+                    mode=modes[d.authority],
+                )
+                for d in routed.documents
+                if d.authority is not None and modes[d.authority].asked
+            ],
+            results=[
+                *routed.local_results(),
+                *(
+                    DocumentResult(
+                        goods_item=d.goods_item,
+                        code=d.code,
+                        reference=d.reference,
+                        authority=d.authority,
+                        verdict=Verdict.UNROUTED,
+                    )
+                    for d in routed.documents
+                    if d.authority is not None
+                    and modes[d.authority] in (RolloutMode.OFF, RolloutMode.SHADOW)
+                ),
+            ],
+            override_items=overriding_items(declaration),
+            office=declaration.customs_office,
+            rollout=modes,
+        )
+
+    @property
+    def decided(self) -> bool:
+        return self.outcome is not None
+
+    def reserving(self) -> list[ExpectedAnswer]:
+        """The documents asked with the stage's own operation (a lodged version's
+        reservations), not merely checked in shadow."""
+        return [e for e in self.expected if e.mode.reserves]
+
+    def reserved_at(self) -> set[str]:
+        """The authorities this version asked to reserve (or to follow a reservation up)."""
+        return {e.authority for e in self.reserving()}
+
+    def unconfirmed(self) -> list[Case]:
+        """Decided versions (this one included) whose decision the broker may not have."""
+        own = [self] if self.decided and not self.announced and self.decision else []
+        return [*self.pending_announcements, *own]
+
+    def expect_answers_to(self, requests: Iterable[AuthorityRequest]) -> None:
+        """Record requests sent about this declaration: their answers are solicited."""
+        known = set(self.requested)
+        self.requested += [r.request_id for r in requests if r.request_id not in known]
+
+    def superseding_state(self) -> list[Case]:
+        """What a newer version must keep of this case: its unconfirmed decisions."""
+        return [
+            case.model_copy(update={"pending_announcements": []}) for case in self.unconfirmed()
+        ]
+
+    @property
+    def complete(self) -> bool:
+        return not self.awaiting
+
+    def record(self, response: AuthorityResponse) -> bool:
+        """Take one authority's answers in; False if they were not awaited (duplicate)."""
+        if response.authority not in self.awaiting:
+            return False
+        self.awaiting.remove(response.authority)
+        answers = {(a.goods_item, a.code, a.reference): a for a in response.answers}
+        for expected in self.expected:
+            if expected.authority != response.authority:
+                continue
+            answer = answers.get((expected.goods_item, expected.code, expected.reference))
+            # An adapter that skips a document has not vouched for it.
+            self._record_result(
+                expected,
+                answer.verdict if answer else Verdict.UNAVAILABLE,
+                answer.partner_code if answer else None,
+            )
+        return True
+
+    def time_out(self) -> None:
+        """The deadline passed: every awaited answer becomes UNAVAILABLE."""
+        for expected in self.expected:
+            if expected.authority in self.awaiting:
+                self._record_result(expected, Verdict.UNAVAILABLE, None)
+        self.awaiting = []
+
+    def _record_result(
+        self, expected: ExpectedAnswer, verdict: Verdict, partner_code: str | None
+    ) -> None:
+        shadow = expected.mode is RolloutMode.SHADOW
+        (self.shadow_results if shadow else self.results).append(
+            DocumentResult(
+                goods_item=expected.goods_item,
+                code=expected.code,
+                reference=expected.reference,
+                authority=expected.authority,
+                verdict=verdict,
+                partner_code=partner_code,
+            )
+        )
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Case:
+        return cls.model_validate_json(data)

@@ -1,0 +1,130 @@
+"""The quantity life cycle after a decision, as pure functions over a decided case.
+
+* RELEASE: written off at each authority (the goods leave).
+* REFUSE: deleted at each authority (the quantity goes back to the document).
+* CONTROL_DOCUMENTARY, CONTROL_PHYSICAL: kept. The control ends in a new declaration
+  version (which restates them) or a cancellation (which deletes them).
+* ADVICE (pre-lodged): nothing was reserved.
+* CANCELLED: the deletions were the case's own requests.
+* RELEASED_AFTER_CONTROL: the write-offs were the case's own requests (what the control
+  kept reserved), then RELEASE.
+* INVALIDATED: the give-backs of the written-off quantities were the case's own
+  requests, then CANCELLED.
+
+A new version restates every document it quotes; a document the new version no longer
+quotes gets its reservation deleted (:func:`dropped_documents`). A version that cannot be
+read is refused, and whatever the previous version held is deleted with it
+(:func:`held_reservations`).
+
+Only what was asked with the stage's own operation is followed up (rollout.py): an
+authority in shadow mode was asked a CHECK, which reserved nothing, and one that is off
+was not asked at all.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from gun_contract.model.declaration import Stage
+from gun_contract.model.exchange import (
+    AuthorityRequest,
+    Operation,
+    RequestedDocument,
+    RequestedItem,
+    request_id_for,
+)
+from gun_contract.model.verdicts import Outcome
+from gun_hub.domain.case import Case, ExpectedAnswer
+
+FOLLOW_UP = {Outcome.RELEASE: Operation.WRITE_OFF, Outcome.REFUSE: Operation.DELETE}
+
+
+def follow_up_requests(case: Case, now: datetime) -> list[AuthorityRequest]:
+    """Write-offs after a release, deletions after a refusal; nothing otherwise."""
+    if case.stage is not Stage.LODGED or case.outcome not in FOLLOW_UP:
+        return []
+    documents = case.reserving()
+    if case.outcome is Outcome.RELEASE:
+        # Released over an advisory refusal (rollout.py): the partner reserved nothing
+        # for the refused document, so there is nothing of it to write off.
+        refused = {
+            (r.goods_item, r.code, r.reference, r.authority)
+            for r in case.results
+            if r.verdict.is_refusal
+        }
+        documents = [
+            d for d in documents if (d.goods_item, d.code, d.reference, d.authority) not in refused
+        ]
+    return requests_for(case, documents, FOLLOW_UP[case.outcome], case.version, now)
+
+
+# Outcomes of a lodged declaration after which its reservations are still held.
+_HOLDING = frozenset({None, Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL})
+
+
+def held_reservations(case: Case) -> list[ExpectedAnswer]:
+    """What ``case`` holds reserved at its partners (undecided, or kept for a control)."""
+    if case.stage is not Stage.LODGED or case.outcome not in _HOLDING:
+        return []  # nothing reserved (advice, cancellation...), written off or deleted
+    return case.reserving()
+
+
+def kept_for_control(case: Case) -> bool:
+    """A lodged declaration decided for a control, holding reservations: they wait for
+    the control's result (a control of documents no partner was asked to reserve, in a
+    rollout, waits for nothing)."""
+    return (
+        case.stage is Stage.LODGED
+        and case.outcome in (Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL)
+        and bool(case.reserving())
+    )
+
+
+def dropped_documents(previous: Case, kept: set[tuple[str, str]]) -> list[ExpectedAnswer]:
+    """Documents ``previous`` reserved that a new version no longer quotes.
+
+    ``kept`` holds the (authority, document reference) pairs the new version quotes.
+    """
+    return [e for e in held_reservations(previous) if (e.authority, e.reference) not in kept]
+
+
+def requests_for(
+    case: Case,
+    documents: Iterable[ExpectedAnswer],
+    operation: Operation,
+    version: int,
+    now: datetime,
+) -> list[AuthorityRequest]:
+    """One request per authority for ``documents`` of ``case``."""
+    by_authority: dict[str, dict[int, list[ExpectedAnswer]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for document in documents:
+        by_authority[document.authority][document.goods_item].append(document)
+    return [
+        AuthorityRequest(
+            request_id=request_id_for(case.reference, version, authority, operation),
+            authority=authority,
+            operation=operation,
+            reference=case.reference,
+            version=version,
+            stage=case.stage,
+            direction=case.direction,
+            procedure=case.procedure,
+            declarant_eori=case.declarant_eori,
+            items=tuple(
+                RequestedItem(
+                    number=number,
+                    commodity_code=quoted[0].commodity_code,
+                    documents=tuple(
+                        RequestedDocument(code=d.code, reference=d.reference) for d in quoted
+                    ),
+                )
+                for number, quoted in sorted(items.items())
+            ),
+            sent_at=now,
+        )
+        for authority, items in sorted(by_authority.items())
+    ]

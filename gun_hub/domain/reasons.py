@@ -1,0 +1,396 @@
+"""Reasons a trader can act on: the stable code of every refusal or control reason, and
+what to do about it in French and English.
+
+A decision's ``<Reason code="...">`` carries one code and one text (contract section 4;
+``schemas/decision.xsd`` gives a reason no language attribute and no second text), so the
+decision XML keeps the contract's shape: its text says *which* document, in English, for
+the clearance system. What a trader should *do* is looked up here by the code: the status
+lookup (trader and officer listeners, ``gun-hub status``) adds each reason of the
+current decision with its texts (:func:`explain_codes`). A code never changes meaning;
+a new situation gets a new code.
+
+Where the EU customs single window (EU CSW-CERTEX) has a code for the same fault, the
+entry names it (``csw``): observed ones come from the published trader guidance listed in
+docs/decisions.md; the others follow the CERTEX reservation-refusal table of the domain
+notes and are marked inferred. Document codes are derived from the verdict and the
+partner's own code (:func:`document_reason_code`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gun_contract.model.decision import DocumentResult
+from gun_contract.model.verdicts import Verdict
+from gun_hub.domain.override import OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED
+from gun_hub.domain.rollout import ADVISORY_ONLY, AUTHORITY_NOT_CONNECTED
+
+
+class Alignment(StrEnum):
+    """How sure the EU CSW-CERTEX code of an entry is."""
+
+    OBSERVED = "observed"  # shown to declarants by the EU single window (trader guidance)
+    INFERRED = "inferred"  # the same CERTEX refusal reason, not seen in published guidance
+    NONE = "none"  # the hub's own code: the single window has none for this
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonEntry:
+    """One stable code: what it means and what to do, in French and English."""
+
+    code: str
+    en: str
+    fr: str
+    csw: str | None = None  # e.g. "CL110/05": EU CSW-CERTEX code list and code
+    alignment: Alignment = Alignment.NONE
+
+    def as_json(self) -> dict[str, str]:
+        shown = {"code": self.code, "en": self.en, "fr": self.fr}
+        if self.csw is not None:
+            shown |= {"csw": self.csw, "csw_alignment": self.alignment.value}
+        return shown
+
+
+# -- document codes: the verdict, refined by the partner's CERTEX refusal code ---------
+
+COMMODITY_CODE_MISMATCH = "COMMODITY_CODE_MISMATCH"
+UNIT_MISMATCH = "UNIT_MISMATCH"
+QUANTITY_NOT_VALIDATED = "QUANTITY_NOT_VALIDATED"
+LINE_MISMATCH = "LINE_MISMATCH"
+DESTINATION_MISMATCH = "DESTINATION_MISMATCH"
+HOLDER_MISMATCH = "HOLDER_MISMATCH"
+DOCUMENT_NOT_USABLE = "DOCUMENT_NOT_USABLE"
+WRITE_OFF_EXISTS = "WRITE_OFF_EXISTS"
+
+# (verdict, partner code) -> code. Only CERTEX reservation-refusal codes refine a verdict
+# (adapters/base/certex.py maps them); a clearance code (write-off, deletion, give-back)
+# never meets one of these pairs, and any other pair keeps the verdict as its code.
+_REFINED: Mapping[tuple[Verdict, str], str] = {
+    (Verdict.MISMATCH, "01"): DOCUMENT_NOT_USABLE,
+    (Verdict.MISMATCH, "03"): COMMODITY_CODE_MISMATCH,
+    (Verdict.MISMATCH, "07"): LINE_MISMATCH,
+    (Verdict.MISMATCH, "08"): DESTINATION_MISMATCH,
+    (Verdict.MISMATCH, "09"): HOLDER_MISMATCH,
+    (Verdict.MISMATCH, "10"): UNIT_MISMATCH,
+    (Verdict.MISMATCH, "11"): QUANTITY_NOT_VALIDATED,
+    (Verdict.ALREADY_USED, "06"): WRITE_OFF_EXISTS,
+}
+
+
+def document_reason_code(result: DocumentResult) -> str:
+    """The stable code of a document's result: its verdict, made precise by the
+    partner's refusal code where one says more (a MISMATCH on the unit, for one)."""
+    if result.partner_code is not None:
+        refined = _REFINED.get((result.verdict, result.partner_code))
+        if refined is not None:
+            return refined
+    return result.verdict.value
+
+
+# -- the catalogue ---------------------------------------------------------------------
+
+_ENTRIES = (
+    ReasonEntry(
+        Verdict.NOT_FOUND.value,
+        "Document not found by the issuing administration: check the document code and "
+        "reference you declared against the certificate, then lodge an amended declaration.",
+        "Document introuvable auprès de l'administration qui le délivre : vérifiez le code "
+        "et la référence déclarés par rapport au certificat, puis déposez une déclaration "
+        "rectificative.",
+        "CL568/328",
+        Alignment.OBSERVED,
+    ),
+    ReasonEntry(
+        Verdict.INVALID_STATUS.value,
+        "The document is not in a usable status (not validated, cancelled, replaced, "
+        "suspended or expired): ask the issuing administration to validate or replace it, "
+        "then declare the valid reference.",
+        "Le document n'est pas dans un état utilisable (non validé, annulé, remplacé, "
+        "suspendu ou expiré) : demandez à l'administration qui l'a délivré de le valider "
+        "ou de le remplacer, puis déclarez la référence valide.",
+        "CL110/04",
+        Alignment.INFERRED,
+    ),
+    ReasonEntry(
+        Verdict.ALREADY_USED.value,
+        "The document is already used by other declarations: quote a document that still "
+        "has a balance, or ask the issuing administration.",
+        "Le document est déjà utilisé par d'autres déclarations : citez un document qui a "
+        "encore un solde, ou contactez l'administration qui l'a délivré.",
+        "CL110/02",
+        Alignment.INFERRED,
+    ),
+    ReasonEntry(
+        WRITE_OFF_EXISTS,
+        "This declaration already has a write-off on the document: do not lodge it again; "
+        "contact the customs office if the goods have not left.",
+        "Cette déclaration a déjà une imputation sur le document : ne la déposez pas à "
+        "nouveau ; contactez le bureau de douane si les marchandises ne sont pas parties.",
+        "CL110/06",
+        Alignment.INFERRED,
+    ),
+    ReasonEntry(
+        Verdict.QUANTITY_INSUFFICIENT.value,
+        "The quantity left on the document does not cover the quantity declared: declare "
+        "no more than the balance, put the rest on another document, or ask the issuing "
+        "administration to amend the document.",
+        "La quantité restante sur le document ne couvre pas la quantité déclarée : "
+        "déclarez au plus le solde, imputez le reste sur un autre document, ou demandez à "
+        "l'administration qui l'a délivré de le modifier.",
+        "CL110/05",
+        Alignment.OBSERVED,
+    ),
+    ReasonEntry(
+        COMMODITY_CODE_MISMATCH,
+        "The commodity code declared is not one the document covers: correct the "
+        "commodity code, or quote the document that covers these goods.",
+        "Le code marchandise déclaré n'est pas couvert par le document : corrigez le code "
+        "marchandise, ou citez le document qui couvre ces marchandises.",
+        "CL110/03",
+        Alignment.OBSERVED,
+    ),
+    ReasonEntry(
+        UNIT_MISMATCH,
+        "The quantity is declared in another unit than the document line's: declare it in "
+        "the unit of the document line.",
+        "La quantité est déclarée dans une autre unité que celle de la ligne du document : "
+        "déclarez-la dans l'unité de la ligne du document.",
+        "CL110/10",
+        Alignment.OBSERVED,
+    ),
+    ReasonEntry(
+        QUANTITY_NOT_VALIDATED,
+        "The quantity could not be validated against the document: declare the document "
+        "line number and the quantity with its unit.",
+        "La quantité n'a pas pu être validée sur le document : déclarez le numéro de ligne "
+        "du document et la quantité avec son unité.",
+        "CL110/11",
+        Alignment.OBSERVED,
+    ),
+    ReasonEntry(
+        LINE_MISMATCH,
+        "The document has no such line: declare the line number shown on the document.",
+        "Le document n'a pas cette ligne : déclarez le numéro de ligne indiqué sur le document.",
+        "CL110/07",
+        Alignment.INFERRED,
+    ),
+    ReasonEntry(
+        DESTINATION_MISMATCH,
+        "The country of destination differs from the document's: correct the country of "
+        "destination, or quote the document issued for it.",
+        "Le pays de destination diffère de celui du document : corrigez le pays de "
+        "destination, ou citez le document délivré pour ce pays.",
+        "CL110/08",
+        Alignment.INFERRED,
+    ),
+    ReasonEntry(
+        HOLDER_MISMATCH,
+        "The document was issued to another operator: quote a document issued to the "
+        "declarant, or ask the issuing administration.",
+        "Le document a été délivré à un autre opérateur : citez un document délivré au "
+        "déclarant, ou contactez l'administration qui l'a délivré.",
+        "CL110/09",
+        Alignment.INFERRED,
+    ),
+    ReasonEntry(
+        DOCUMENT_NOT_USABLE,
+        "This document cannot be used for this operation: check that the document code is "
+        "the one the procedure requires and that you quoted the right document.",
+        "Ce document ne peut pas servir à cette opération : vérifiez que le code document "
+        "est celui que la procédure exige et que vous citez le bon document.",
+        "CL110/01",
+        Alignment.INFERRED,
+    ),
+    ReasonEntry(
+        Verdict.MISMATCH.value,
+        "The document does not match the declaration: compare the declared code, "
+        "reference, line, quantity, unit and commodity code with the document and correct "
+        "the declaration.",
+        "Le document ne correspond pas à la déclaration : comparez le code, la référence, "
+        "la ligne, la quantité, l'unité et le code marchandise déclarés avec le document, "
+        "et corrigez la déclaration.",
+    ),
+    ReasonEntry(
+        Verdict.UNAVAILABLE.value,
+        "The issuing administration did not answer in time: the goods go to documentary "
+        "control; have the document ready for the customs office.",
+        "L'administration qui délivre le document n'a pas répondu à temps : les "
+        "marchandises passent en contrôle documentaire ; tenez le document à la "
+        "disposition du bureau de douane.",
+    ),
+    ReasonEntry(
+        Verdict.UNROUTED.value,
+        "No administration checks this document code automatically: it is checked at the "
+        "customs office; make sure the code is the right one.",
+        "Aucune administration ne contrôle automatiquement ce code document : il est "
+        "contrôlé au bureau de douane ; vérifiez que le code est le bon.",
+    ),
+    # -- the declaration as a whole --------------------------------------------------
+    ReasonEntry(
+        "DEGRADED_MODE",
+        "Some documents could not be checked automatically: present them at the customs "
+        "office for a documentary control.",
+        "Certains documents n'ont pas pu être contrôlés automatiquement : présentez-les au "
+        "bureau de douane pour un contrôle documentaire.",
+    ),
+    ReasonEntry(
+        "DEADLINE",
+        "An administration did not answer within the time allowed: the documents are "
+        "checked at the customs office instead.",
+        "Une administration n'a pas répondu dans le délai : les documents sont contrôlés "
+        "au bureau de douane.",
+    ),
+    ReasonEntry(
+        OVERRIDE_APPLIED,
+        "You declared mention 73000 on this goods item: instead of being refused, the goods "
+        "go to documentary control; present the documents at the customs office. Every use "
+        "of the mention is recorded and reviewed.",
+        "Vous avez déclaré la mention 73000 sur cet article : au lieu d'un refus, les "
+        "marchandises passent en contrôle documentaire ; présentez les documents au bureau "
+        "de douane. Chaque usage de la mention est enregistré et contrôlé.",
+    ),
+    ReasonEntry(
+        AUTHORITY_NOT_CONNECTED,
+        "The administration that issued this document does not yet check it through the "
+        "single window at this customs office: the goods go to documentary control; present "
+        "the document at the office.",
+        "L'administration qui a délivré ce document ne le contrôle pas encore par le guichet "
+        "unique dans ce bureau de douane : les marchandises passent en contrôle "
+        "documentaire ; présentez le document au bureau.",
+    ),
+    ReasonEntry(
+        ADVISORY_ONLY,
+        "The administration's check is advisory at this customs office for now: this "
+        "result does not stop the goods, but correct the document data before it is "
+        "enforced.",
+        "Le contrôle de l'administration n'est pour l'instant qu'indicatif dans ce bureau de "
+        "douane : ce résultat n'arrête pas les marchandises, mais corrigez les données du "
+        "document avant qu'il ne devienne bloquant.",
+    ),
+    ReasonEntry(
+        OVERRIDE_NOT_ACCEPTED,
+        "Mention 73000 cannot cover this refusal (war material, for one): the declaration "
+        "is refused; correct the document data and lodge an amended declaration.",
+        "La mention 73000 ne peut pas couvrir ce refus (matériel de guerre, par exemple) : "
+        "la déclaration est refusée ; corrigez les données du document et déposez une "
+        "déclaration rectificative.",
+    ),
+    ReasonEntry(
+        "DECLARATION_TOO_LARGE_TO_DECIDE",
+        "The declaration quotes too many documents for one decision: split it into "
+        "several declarations.",
+        "La déclaration cite trop de documents pour une seule décision : scindez-la en "
+        "plusieurs déclarations.",
+    ),
+    # -- a declaration that could not be read (intake, XML_<kind>) -------------------
+    ReasonEntry(
+        "XML_OVERSIZED",
+        "The declaration is larger than the hub accepts: split it into smaller ones.",
+        "La déclaration dépasse la taille acceptée : scindez-la en déclarations plus petites.",
+    ),
+    ReasonEntry(
+        "XML_EMPTY",
+        "The declaration is empty: send it again with its content.",
+        "La déclaration est vide : renvoyez-la avec son contenu.",
+    ),
+    ReasonEntry(
+        "XML_ENCODING",
+        "The declaration is not in an accepted character encoding: send it in UTF-8.",
+        "La déclaration n'est pas dans un codage de caractères accepté : envoyez-la en UTF-8.",
+    ),
+    ReasonEntry(
+        "XML_DTD_FORBIDDEN",
+        "The declaration carries a DTD, which is refused: send it without one.",
+        "La déclaration contient une DTD, ce qui est refusé : envoyez-la sans DTD.",
+    ),
+    ReasonEntry(
+        "XML_MALFORMED",
+        "The declaration is not well-formed XML: have your declaration software correct it "
+        "and send it again.",
+        "La déclaration n'est pas un XML bien formé : faites-la corriger par votre logiciel "
+        "de déclaration et renvoyez-la.",
+    ),
+    ReasonEntry(
+        "XML_TOO_DEEP",
+        "The declaration nests elements deeper than the schema allows: send it as the "
+        "schema describes.",
+        "La déclaration imbrique des éléments plus profondément que le schéma ne le "
+        "permet : envoyez-la conforme au schéma.",
+    ),
+    ReasonEntry(
+        "XML_TOO_MANY_ELEMENTS",
+        "The declaration holds more elements than the hub accepts: split it.",
+        "La déclaration contient plus d'éléments que le hub n'en accepte : scindez-la.",
+    ),
+    ReasonEntry(
+        "XML_XINCLUDE_FORBIDDEN",
+        "The declaration uses XInclude, which is refused: send it as one document.",
+        "La déclaration utilise XInclude, ce qui est refusé : envoyez-la en un seul document.",
+    ),
+    ReasonEntry(
+        "XML_NAMESPACE",
+        "The declaration is not in the namespace urn:gun-hub:declaration:v1: correct it and "
+        "send it again.",
+        "La déclaration n'est pas dans l'espace de noms urn:gun-hub:declaration:v1 : "
+        "corrigez-la et renvoyez-la.",
+    ),
+    ReasonEntry(
+        "XML_SCHEMA",
+        "The declaration does not follow the declaration schema: correct the element the "
+        "reason names and send it again.",
+        "La déclaration ne respecte pas le schéma de déclaration : corrigez l'élément cité "
+        "dans le motif et renvoyez-la.",
+    ),
+    ReasonEntry(
+        "XML_VALUE",
+        "A value of the declaration is not valid (a date that does not exist, for one): "
+        "correct the element the reason names and send it again.",
+        "Une valeur de la déclaration n'est pas valide (une date qui n'existe pas, par "
+        "exemple) : corrigez l'élément cité dans le motif et renvoyez-la.",
+    ),
+)
+
+# Families of codes that name a rule of their own (RISK.<rule id>, SAMPLING.<AUTHORITY>):
+# targeting criteria, never shown to a trader (web/redaction.py), explained to officers.
+_FAMILIES = (
+    ReasonEntry(
+        "RISK",
+        "Selected for control by a customs risk rule: follow the customs office's instructions.",
+        "Sélectionnée pour contrôle par une règle d'analyse de risque : suivez les "
+        "instructions du bureau de douane.",
+    ),
+    ReasonEntry(
+        "SAMPLING",
+        "Selected for control by random sampling: follow the customs office's instructions.",
+        "Sélectionnée pour contrôle par tirage aléatoire : suivez les instructions du "
+        "bureau de douane.",
+    ),
+)
+
+UNKNOWN = ReasonEntry(
+    "UNKNOWN",
+    "Contact the customs office, quoting this code.",
+    "Contactez le bureau de douane en citant ce code.",
+)
+
+CATALOGUE: Mapping[str, ReasonEntry] = {entry.code: entry for entry in _ENTRIES}
+_FAMILY: Mapping[str, ReasonEntry] = {entry.code: entry for entry in _FAMILIES}
+
+
+def explain(code: str) -> ReasonEntry:
+    """The entry of ``code`` (a family's for ``RISK.*`` and ``SAMPLING.*``; a generic one,
+    under the code asked, for a code the catalogue does not know)."""
+    entry = CATALOGUE.get(code)
+    if entry is not None:
+        return entry
+    family = _FAMILY.get(code.split(".", 1)[0]) if "." in code else None
+    chosen = family or UNKNOWN
+    return ReasonEntry(code, chosen.en, chosen.fr, chosen.csw, chosen.alignment)
+
+
+def explain_codes(codes: Iterable[str]) -> list[dict[str, str]]:
+    """Each distinct code, in order, with what to do (what the status lookup shows)."""
+    seen: dict[str, None] = dict.fromkeys(code for code in codes if code)
+    return [explain(code).as_json() for code in seen]

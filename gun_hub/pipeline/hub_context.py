@@ -1,0 +1,424 @@
+"""What the processing steps share: settings-derived collaborators and the case store."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from gun_contract.effects import Effects
+from gun_contract.envelope import ContentType, Envelope
+from gun_contract.model.decision import Decision, Reason
+from gun_contract.model.declaration import Stage
+from gun_contract.model.exchange import AuthorityRequest
+from gun_contract.security.state_cipher import StateCipher
+from gun_contract.topics import TopicRegistry
+from gun_contract.trace import trace_header, trace_id_for
+from gun_hub import metrics
+from gun_hub.domain.case import Case
+from gun_hub.domain.decide import counted, decide
+from gun_hub.domain.lifecycle import follow_up_requests, kept_for_control
+from gun_hub.domain.override import OverrideReview, audit_body, review_override
+from gun_hub.domain.risk import RiskRules
+from gun_hub.domain.rollout import RolloutBoard
+from gun_hub.domain.routing import RoutingTable
+from gun_hub.domain.shadow import rollout_uses
+from gun_hub.domain.status_events import StatusEvent, StatusKind
+from gun_hub.ops.facts import (
+    DecisionFact,
+    DocumentUse,
+    OverrideUse,
+    ReceivedFact,
+    RolloutUse,
+    WriteOffFact,
+    fact_bytes,
+)
+from gun_hub.runtime.publisher import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
+from gun_hub.security.audit import AuditTrail
+from gun_hub.xml.decision_codec import encode_decision
+
+log = logging.getLogger(__name__)
+
+
+class CaseStore(Protocol):
+    """Key-value access to cases (a faust table in the worker, a dict in unit tests)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+
+class OpenCases(Protocol):
+    """Undecided cases and their deadlines: what the deadline timer looks at."""
+
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCaseEntry:
+    """What the deadline sweep needs of a case that waits for something.
+
+    ``partition`` is the partition its declaration arrived on: the producer chose it
+    (contract section 2), so the tick is sent there, never to a partition re-derived
+    from the key. ``due`` is a POSIX time: the request deadline of an undecided case, or
+    when a reservation kept for a control becomes overdue (``waits_for_control``).
+    """
+
+    version: int
+    due: float
+    partition: int | None
+    waits_for_control: bool = False
+
+    def to_bytes(self) -> bytes:
+        partition = "" if self.partition is None else str(self.partition)
+        kind = "control" if self.waits_for_control else "answers"
+        return f"{self.version}|{self.due}|{partition}|{kind}".encode()
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> OpenCaseEntry:
+        """Also reads the ``version|due`` entries written before partitions were kept."""
+        version, due, *rest = value.decode().split("|")
+        partition = int(rest[0]) if rest and rest[0] else None
+        return cls(int(version), float(due), partition, len(rest) > 1 and rest[1] == "control")
+
+
+def open_case_entry(case: Case, partition: int | None) -> bytes:
+    return OpenCaseEntry(case.version, case.deadline.timestamp(), partition).to_bytes()
+
+
+def _all_read(partition: int) -> bool:
+    return True
+
+
+class Retirement(Protocol):
+    """Where a decided case is scheduled to leave the hot table (retention.py)."""
+
+    def decided(self, reference: str, partition: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HubContext:
+    topics: TopicRegistry
+    routing: RoutingTable
+    envelope: Envelope
+    audit: AuditTrail
+    cases: CaseStore
+    open_cases: OpenCases
+    risk_rules: RiskRules
+    request_deadline_s: float
+    clock: Callable[[], datetime]
+    # Seals the decision outbox's records with the hub's state key (emit_decision).
+    outbox_cipher: StateCipher
+    # Whether every answer in the log on ``partition`` has been read (answer_progress.py);
+    # a deadline waits until it is (defect 10).
+    answers_read: Callable[[int], bool] = _all_read
+    control_report_after_s: float = 7 * 24 * 3600.0
+    # Decided cases leave the cases table after a retention (retention.py); None: kept.
+    retention: Retirement | None = None
+    # The rollout modes in force (rollout.py), kept current by the worker's follower.
+    rollout: RolloutBoard = field(default_factory=RolloutBoard)
+    # Decisions announced by this worker whose delivery is still on its way (the agents do
+    # not wait for the broker: runtime/settling.py). Not "lost": announced again only if
+    # the worker restarts before the broker has them.
+    announcing: set[tuple[str, int]] = field(default_factory=set)
+
+    def record_audit(
+        self,
+        outbox: Effects,
+        partition: int,
+        body: dict[str, Any],
+        about: tuple[str, int] | None = None,
+    ) -> None:
+        """Append to the audit chain of ``partition`` (the partition being processed);
+        ``about``: the (reference, version) whose trace the link carries (a checkpoint
+        signed along with it carries none)."""
+        for number, record in enumerate(self.audit.append(partition, body)):
+            headers = [trace_header(*about)] if number == 0 and about is not None else None
+            outbox.add(self.topics.audit, None, record, headers, partition=partition)
+
+    def emit_status(
+        self,
+        outbox: Effects,
+        reference: str,
+        version: int,
+        kind: StatusKind,
+        detail: str = "",
+        *,
+        authority: str | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        event = StatusEvent(
+            reference=reference,
+            version=version,
+            kind=kind,
+            at=self.clock(),
+            detail=detail,
+            authority=authority,
+            outcome=outcome,
+        )
+        outbox.add(
+            self.topics.status,
+            reference.encode(),
+            event.to_bytes(),
+            [trace_header(reference, version)],
+        )
+
+    def decide_case(
+        self,
+        outbox: Effects,
+        case: Case,
+        partition: int,
+        extra_reasons: Sequence[Reason] = (),
+    ) -> Decision:
+        """Decide a case whose answers are all in (or whose deadline passed), record the
+        outcome on it, emit it, and start the quantity follow-up (lifecycle.py). An
+        override that acted is audited (security/audit.py) beside the decision."""
+        override = self.override_of(case)
+        decision = decide(
+            reference=case.reference,
+            version=case.version,
+            stage=case.stage,
+            results=case.results,
+            decided_at=self.clock(),
+            extra_reasons=extra_reasons,
+            risk=[finding.hit() for finding in case.risk],
+            override=override,
+            rollout=case.rollout,
+        )
+        case.outcome = decision.outcome
+        case.decision = decision
+        self.open_cases.pop(case.reference.encode(), None)
+        if kept_for_control(case):
+            # Its reservations wait for the control's result: report it if none comes.
+            due = decision.decided_at.timestamp() + self.control_report_after_s
+            self.open_cases[case.reference.encode()] = OpenCaseEntry(
+                case.version, due, partition, waits_for_control=True
+            ).to_bytes()
+        self.announce(outbox, case, partition)
+        log.info(
+            "decided %s version %d: %s (%s)",
+            case.reference,
+            case.version,
+            decision.outcome.value,
+            ", ".join(reason.code for reason in decision.reasons) or "no reason",
+            extra={"trace_id": trace_id_for(case.reference, case.version)},
+        )
+        metrics.DECISION_SECONDS.observe(
+            max(0.0, (decision.decided_at - case.opened_at).total_seconds())
+        )
+        return decision
+
+    def announce(
+        self, outbox: Effects, case: Case, partition: int, stored: Case | None = None
+    ) -> None:
+        """Emit a decided case's decision and follow-ups; once the broker has them, mark
+        the case announced. Called again for a case found decided but unannounced.
+        ``stored``: the case as it is stored, when ``case`` is an earlier version it
+        carries (the follow-ups' answers are solicited on it)."""
+        assert case.decision is not None  # noqa: S101 - only decided cases are announced
+        case.announced = False
+        override = self.override_of(case)
+        self.emit_decision(
+            outbox,
+            case.decision,
+            partition,
+            declarant_eori=case.declarant_eori,
+            stage=case.stage,
+            override=override,
+            office=case.office,
+            rollout=rollout_uses(case, self.routing),
+        )
+        if override.covered or override.declined:
+            # Audited and watched (domain notes): beside the decision's own audit record.
+            metrics.OVERRIDES.labels(outcome=case.decision.outcome.value).inc()
+            self.record_audit(
+                outbox,
+                partition,
+                audit_body(case.reference, case.version, case.declarant_eori, override),
+                about=(case.reference, case.version),
+            )
+        follow_ups = follow_up_requests(case, self.clock())
+        self.send_requests(outbox, follow_ups, stored or case)
+        if follow_ups:
+            self.emit_status(
+                outbox,
+                case.reference,
+                case.version,
+                StatusKind.FOLLOW_UP_SENT,
+                f"{follow_ups[0].operation.value} sent to "
+                + ", ".join(r.authority for r in follow_ups),
+            )
+        reference, version = case.reference, case.version
+        self.announcing.add((reference, version))
+        outbox.after_delivery.append(lambda: self._mark_announced(reference, version))
+        if self.retention is not None:
+            self.retention.decided(reference, partition)
+
+    def override_of(self, case: Case) -> OverrideReview:
+        """What the declarant's override does to ``case``'s results (pure, so the same
+        whenever it is asked: at the decision and at an announcement made again)."""
+        return review_override(
+            case.stage, counted(case.results, case.rollout), case.override_items, self.routing
+        )
+
+    def announce_again_if_lost(self, outbox: Effects, case: Case, partition: int) -> bool:
+        """Decisions the broker may not have (the worker died in between): this case's
+        own and those of earlier versions it replaced. Announce them again (the publisher
+        keeps one per version). True if there were any."""
+        lost = [c for c in case.unconfirmed() if (c.reference, c.version) not in self.announcing]
+        for unconfirmed in lost:
+            metrics.DECISIONS_ANNOUNCED_AGAIN.inc()
+            self.announce(outbox, unconfirmed, partition, stored=case)
+        if lost:
+            self.cases[case.reference.encode()] = case.to_bytes()
+        return bool(lost)
+
+    def _mark_announced(self, reference: str, version: int) -> None:
+        """The broker has the decision of ``version``: record it on the case as stored
+        now, which may be a newer version than the one announced (defect 13)."""
+        self.announcing.discard((reference, version))
+        key = reference.encode()
+        stored = self.cases.get(key)
+        if stored is None:
+            return
+        case = Case.from_bytes(stored)
+        if case.version == version and case.decided:
+            if case.announced:
+                return  # nothing to record (and a retired case's marker stays one)
+            case.announced = True
+        else:
+            pending = [p for p in case.pending_announcements if p.version != version]
+            if pending == case.pending_announcements:
+                return
+            case.pending_announcements = pending
+        self.cases[key] = case.to_bytes()
+
+    def send_requests(
+        self, outbox: Effects, requests: Sequence[AuthorityRequest], case: Case
+    ) -> None:
+        """Each request sealed to its authority alone, on that authority's topic; ``case``
+        (the one stored) records them, so that their answers are solicited."""
+        case.expect_answers_to(requests)
+        for request in requests:
+            topic = self.topics.requests(request.authority)
+            sealed = self.envelope.seal(
+                request.model_dump_json().encode(),
+                recipient=request.authority,
+                topic=topic,
+                content_type=ContentType.JSON,
+            )
+            outbox.add(
+                topic,
+                request.reference.encode(),
+                sealed,
+                [trace_header(request.reference, request.version)],
+            )
+
+    def emit_decision(
+        self,
+        outbox: Effects,
+        decision: Decision,
+        partition: int,
+        *,
+        declarant_eori: str = "",
+        stage: Stage = Stage.LODGED,
+        override: OverrideReview | None = None,
+        office: str = "",
+        rollout: Sequence[RolloutUse] = (),
+    ) -> None:
+        """The decision sealed to the clearance system, its audit record, its status, and
+        the fact the statistics count it from (with what the override did, and each
+        authority's rollout mode and shadow comparison)."""
+        document = encode_decision(decision)
+        version = str(decision.version).encode()
+        # The outbox is the hub's own: sealed with its state key (AES-GCM, bound to the
+        # reference and version), not with the envelope; the publisher seals it to the
+        # clearance system as it publishes it, so its freshness dates from then
+        # (publisher.py). One envelope seal and open less per decision.
+        sealed = self.outbox_cipher.seal(
+            OUTBOX_STATE, outbox_record_key(decision.reference.encode(), version), document
+        )
+        # Through the outbox: the publisher makes it exactly one per (reference, version).
+        outbox.add(
+            self.topics.decision_outbox,
+            decision.reference.encode(),
+            sealed,
+            # The publisher copies the headers to gun.decisions: the trace goes on.
+            [(HEADER_VERSION, version), trace_header(decision.reference, decision.version)],
+        )
+        self.record_audit(
+            outbox,
+            partition,
+            {
+                "kind": "DECISION",
+                "reference": decision.reference,
+                "version": decision.version,
+                "outcome": decision.outcome.value,
+                "reasons": [reason.code for reason in decision.reasons],
+                # Lets an auditor match the signed decision the clearance system received.
+                "decision_sha256": hashlib.sha256(document).hexdigest(),
+            },
+            about=(decision.reference, decision.version),
+        )
+        metrics.DECISIONS.labels(outcome=decision.outcome.value).inc()
+        self.emit_status(
+            outbox,
+            decision.reference,
+            decision.version,
+            StatusKind.DECIDED,
+            "; ".join(reason.code for reason in decision.reasons),
+            outcome=decision.outcome.value,
+        )
+        self.emit_fact(
+            outbox,
+            DecisionFact(
+                reference=decision.reference,
+                version=decision.version,
+                declarant_eori=declarant_eori,
+                stage=stage.value,
+                outcome=decision.outcome.value,
+                decided_at=decision.decided_at,
+                authorities=sorted({d.authority for d in decision.documents if d.authority}),
+                documents=[
+                    DocumentUse(
+                        goods_item=d.goods_item,
+                        code=d.code,
+                        reference=None
+                        if d.authority and self.routing.is_confidential(d.authority)
+                        else d.reference,
+                        authority=d.authority,
+                        verdict=d.verdict.value,
+                    )
+                    for d in decision.documents
+                ],
+                override=override_fact(override),
+                office=office,
+                rollout=list(rollout),
+            ),
+        )
+
+    def emit_fact(self, outbox: Effects, fact: ReceivedFact | DecisionFact | WriteOffFact) -> None:
+        outbox.add(
+            self.topics.facts,
+            fact.reference.encode(),
+            fact_bytes(fact),
+            [trace_header(fact.reference, fact.version)],
+        )
+
+
+def override_fact(override: OverrideReview | None) -> OverrideUse | None:
+    """What the statistics keep of an override: counts only, on the declarant's fact."""
+    if override is None or not override.declared:
+        return None
+    return OverrideUse(
+        goods_items=len(override.items),
+        covered=len(override.covered),
+        declined=len(override.declined),
+    )

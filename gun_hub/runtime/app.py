@@ -1,0 +1,771 @@
+"""The hub's faust application: topics, tables, and three thin agents.
+
+Agents only turn events into calls on :mod:`gun_hub.pipeline` and send what comes back.
+Processing is at-least-once (faust's exactly-once mode has open bugs, see docs/kafka.md):
+the pipeline is idempotent by declaration version and by authority answer, and the case
+is written to the table (changelog) before the records it causes are sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
+from faust.exceptions import FaustError
+from mode import Service
+
+from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
+from gun_contract.effects import Effects, Headers, OutgoingRecord
+from gun_contract.envelope import LOG_APPEND_TIME
+from gun_contract.kafka.admin import last_records
+from gun_contract.kafka.client import SCRAM, from_settings
+from gun_contract.kafka.log_reader import LogReader
+from gun_contract.security.entitlements import HUB_PARTY, Entitlements
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import PartyKeys
+from gun_contract.security.replay import NoReplayMemory, TableReplayGuard
+from gun_contract.security.state_cipher import SealedStore, StateCipher, StateUnreadable
+from gun_contract.settings import Settings
+from gun_contract.topics import (
+    TOPIC_MAX_MESSAGE_BYTES,
+    Payload,
+    TopicRegistry,
+    TopicSpec,
+    topic_registry,
+)
+from gun_hub import metrics
+from gun_hub.domain.risk import load_risk_rules
+from gun_hub.domain.rollout import RolloutBoard
+from gun_hub.domain.routing import RoutingTable, load_routing_table
+from gun_hub.ops.feed import OpsFeed
+from gun_hub.ops.lag import LagSnapshot
+from gun_hub.ops.lag_monitor import LagMonitor
+from gun_hub.ops.prometheus import OpsState, register_ops_metrics
+from gun_hub.ops.view import FeedTopics, OpsView
+from gun_hub.pipeline.admission import (
+    AdmissionGate,
+    Admissions,
+    Claim,
+    ClaimJudge,
+    Waiting,
+    claim_partition,
+    read_claims_record,
+)
+from gun_hub.pipeline.answer_progress import AnswerProgress
+from gun_hub.pipeline.audit_keeper import AuditKeeper
+from gun_hub.pipeline.correlation import Correlation
+from gun_hub.pipeline.deadlines import Deadlines
+from gun_hub.pipeline.hub_context import HubContext
+from gun_hub.pipeline.intake import Intake
+from gun_hub.pipeline.redrive import RedriveGate
+from gun_hub.pipeline.retention import (
+    RETENTION_TICK,
+    CaseRetention,
+    RetainedCases,
+    RetentionIndex,
+)
+from gun_hub.runtime.deadline_sweep import DeadlineSweep
+from gun_hub.runtime.delivery import send_outbox
+from gun_hub.runtime.faust_app import (
+    HubApp,
+    handled_agent,
+    hold,
+    mark_handled_at,
+    watch_offsets,
+)
+from gun_hub.runtime.publisher import DecisionPublisher
+from gun_hub.runtime.retention_sweep import RetentionSweep
+from gun_hub.runtime.rollout_follower import RolloutFollower
+from gun_hub.runtime.settling import Settling
+from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
+from gun_hub.security.factory import (
+    build_audit_trail,
+    build_heartbeat_gate,
+    checkpoint_within_s,
+    policy_from,
+)
+from gun_hub.web import register_web_views
+from gun_hub.web.dead_letters import DeadLetterDesk
+from gun_hub.web.rollout import RolloutDesk
+from gun_hub.xml.declaration_codec import DeclarationCodec
+from gun_hub.xml.safe_parse import XmlLimits
+
+log = logging.getLogger(__name__)
+
+CASES_TABLE = "cases"
+SEEN_MESSAGES_TABLE = "seen-messages"
+CLAIMED_IDS_TABLE = "claimed-ids"
+AUDIT_HEADS_TABLE = "audit-heads"
+OPEN_CASES_TABLE = "open-cases"
+CASE_RETENTION_TABLE = "case-retention"
+_RAW = {"key_serializer": "raw", "value_serializer": "raw"}
+UNHANDLED = "UNHANDLED_ERROR"
+
+
+TABLES = (
+    CASES_TABLE,
+    SEEN_MESSAGES_TABLE,
+    CLAIMED_IDS_TABLE,
+    AUDIT_HEADS_TABLE,
+    OPEN_CASES_TABLE,
+    CASE_RETENTION_TABLE,
+)
+
+
+def table_changelogs(settings: Settings) -> list[TopicSpec]:
+    """The changelog topic of each hub table, created before the worker starts: a worker
+    that handled an event before faust had created them failed on every table access."""
+    return [
+        TopicSpec(
+            _changelog_name(settings, name),
+            "hub (tables)",
+            "hub (table recovery)",
+            Payload.JSON,
+            f"Internal: changelog of the hub's {name} table.",
+            compacted=True,
+        )
+        for name in TABLES
+    ]
+
+
+def _changelog_name(settings: Settings, table: str) -> str:
+    return f"{settings.hub.app_id}-{table}-changelog"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _TableStore:
+    """Adapts a faust table holding raw bytes to the pipeline's ``CaseStore``."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._table.get(key)
+        return value if isinstance(value, bytes) else None
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._table[key] = value
+
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        if self._table.get(key) is None:
+            return default
+        value = self._table[key]
+        del self._table[key]  # a tombstone in the changelog
+        return value if isinstance(value, bytes) else default
+
+
+def _raw_table(app: faust.App, settings: Settings, name: str) -> Any:
+    """A table of raw bytes keyed by raw bytes (ADR 0002).
+
+    faust derives a table's codecs from its key/value *types* and falls back to JSON for
+    anything but a faust Record. The changelog topic (which recovery decodes with) is
+    given raw codecs explicitly, and so are the table's write and store paths.
+    """
+    changelog = app.topic(
+        _changelog_name(settings, name),
+        partitions=settings.kafka.partitions,
+        compacting=True,
+        deleting=False,
+        acks=False,
+        internal=True,
+        # A case holds every quoted document: as large as a record may be (limits.py).
+        config={"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)},
+        **_RAW,
+    )
+    table = app.Table(
+        name, default=None, partitions=settings.kafka.partitions, changelog_topic=changelog
+    )
+    table.key_serializer = "raw"
+    table.value_serializer = "raw"
+    return table
+
+
+def _credentials(settings: Settings) -> faust.SASLCredentials | None:
+    connect = from_settings(settings.kafka)
+    if not connect.secured:
+        return None
+    return faust.SASLCredentials(
+        username=connect.username,
+        password=connect.password,
+        mechanism=SCRAM,
+        ssl_context=create_ssl_context(cafile=str(connect.ca_file) if connect.ca_file else None),
+    )
+
+
+def _value(event: Any) -> bytes:
+    value = event.value
+    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else b""
+
+
+Handler = Callable[[Any, SourcePosition, float | None], Effects]
+
+
+def _accepted_at(message: Any) -> float | None:
+    """The broker's log-append time of a record, in seconds (faust gives seconds)."""
+    if message.timestamp_type != LOG_APPEND_TIME or message.timestamp is None:
+        return None
+    return float(message.timestamp)
+
+
+_CLUSTER_RETRIES = 10
+# Records handled whose effects the broker has not acknowledged yet, at most (settling.py).
+_IN_FLIGHT_LIMIT = 1000
+
+
+async def _handled(
+    handle: Callable[[], Effects],
+    data: bytes,
+    source: SourcePosition,
+    dlq: str,
+    agent: str,
+) -> Effects:
+    """What handling the record ``data`` read at ``source`` causes. A failure of the
+    cluster or the framework (a changelog not there yet, a broker away) is not the
+    record's fault: handled again with backoff, as a redelivery would (handlers are
+    idempotent), then the worker stops so that its restart redelivers. Any other failure
+    is the record's: dead-lettered."""
+    for attempt in range(_CLUSTER_RETRIES):
+        try:
+            return handle()
+        except (KafkaError, FaustError, StateUnreadable) as error:
+            # StateUnreadable: this worker cannot read its own state (a missing or
+            # different state key): never the record's fault, never a dead letter.
+            if attempt == _CLUSTER_RETRIES - 1:
+                raise
+            delay = min(5.0, 0.1 * 2**attempt)
+            log.warning(
+                "agent %s: %s on %s; handled again in %.1fs",
+                agent,
+                type(error).__name__,
+                source.describe(),
+                delay,
+            )
+            await asyncio.sleep(delay)
+        except Exception as error:  # noqa: BLE001 - dead-lettered with its reason
+            return _unhandled(dlq, data, source, agent, error)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _unhandled(
+    dlq: str, data: bytes, source: SourcePosition, agent: str, error: Exception
+) -> Effects:
+    """A record a handler could not deal with: dead-lettered with its reason, and the
+    worker goes on (nothing a party writes may stop it)."""
+    log.exception("agent %s could not handle %s: dead-lettered", agent, source.describe())
+    metrics.DEAD_LETTERS.labels(kind=UNHANDLED).inc()
+    outbox = Effects()
+    add_dead_letter(
+        outbox,
+        dlq,
+        data,
+        error_class=ErrorClass.PERMANENT,
+        kind=UNHANDLED,
+        reason=f"{type(error).__name__}: {error}",
+        source=source,
+        component=f"hub.{agent}",
+    )
+    return outbox
+
+
+def _source(event: Any) -> SourcePosition:
+    message = event.message
+    return SourcePosition(message.topic, message.partition, message.offset, event.key)
+
+
+def _header_list(headers: Any) -> Headers:
+    """faust gives headers as a mapping or a list of pairs, depending on the path; any
+    party may write ``gun.dlq``, so a header may also have no value (left out)."""
+    if not headers:
+        return []
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return [(str(k), bytes(v)) for k, v in pairs if isinstance(v, (bytes, bytearray, memoryview))]
+
+
+def _joined(first: Effects, then: Effects) -> Effects:
+    return Effects(first.records + then.records, first.after_delivery + then.after_delivery)
+
+
+def _closing(reader: LogReader) -> type[Service]:
+    """A service that closes ``reader`` when the app stops."""
+
+    class ClosingLogReader(Service):  # type: ignore[misc] # mode is untyped
+        async def on_stop(self) -> None:
+            await reader.close()
+
+    return ClosingLogReader
+
+
+@dataclass(slots=True)
+class Hub:
+    """A configured faust app and what its agents use."""
+
+    app: faust.App
+    topics: TopicRegistry
+    routing: RoutingTable
+
+
+def build_hub(settings: Settings) -> Hub:
+    """Create the faust app for these settings; nothing connects until the worker starts."""
+    routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
+    topics = topic_registry(settings.kafka.topic_prefix, routing.authorities)
+    # HubApp: commits only past records an agent handled (runtime/offsets.py).
+    app = HubApp(
+        settings.hub.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        store=settings.hub.store,
+        datadir=str(settings.hub.data_dir),
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        # At-least-once with idempotent handling (ADR 0001): faust's exactly_once mode
+        # was measured to duplicate decisions and is not offered.
+        processing_guarantee="at_least_once",
+        web_enabled=settings.hub.web_enabled,
+        web_host=settings.hub.web_host,
+        web_port=settings.hub.web_port,
+        web_bind=settings.hub.web_host,
+        # The built-in /table endpoints would publish case contents: never.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_metrics_enabled=False,
+        table_standby_replicas=0,
+        # Decisions wait for the broker's acknowledgement (case.py): no lingering.
+        producer_linger_ms=0,
+        producer_max_batch_size=256 * 1024,
+        # Every record the contract allows travels (limits.py).
+        producer_max_request_size=TOPIC_MAX_MESSAGE_BYTES,
+        consumer_max_fetch_size=TOPIC_MAX_MESSAGE_BYTES,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=8192,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.hub.session_timeout_s,
+        broker_heartbeat_interval=settings.hub.session_timeout_s / 5,
+        logging_config=None,
+        broker_credentials=_credentials(settings),
+    )
+    declarations = app.topic(topics.declarations, **_RAW)
+    responses = app.topic(*topics.all_responses(), **_RAW)
+    dead_letters = app.topic(topics.dlq, **_RAW)
+    cases = _raw_table(app, settings, CASES_TABLE)
+    seen_messages = _raw_table(app, settings, SEEN_MESSAGES_TABLE)
+    audit_heads = _raw_table(app, settings, AUDIT_HEADS_TABLE)
+    open_cases = _raw_table(app, settings, OPEN_CASES_TABLE)
+    deadline_ticks = app.topic(topics.deadlines, **_RAW)
+    operator_actions = app.topic(topics.operator_actions, **_RAW)
+    # Reads records back by position: redrives checked against their original, dead
+    # letters shown on the officer listener.
+    log_reader = LogReader(from_settings(settings.kafka))
+    app.service(_closing(log_reader))
+    keys = PartyKeys.load(settings.security.keys_dir, HUB_PARTY)
+    # A case quotes every document, war-material licences included: sealed with the hub's
+    # state key before faust sees it, so RocksDB and the changelog hold it encrypted.
+    state_cipher = StateCipher.load(settings.security.keys_dir, HUB_PARTY)
+    sealed_cases = SealedStore(_TableStore(cases), state_cipher, CASES_TABLE)
+    progress = AnswerProgress()
+    sweep = DeadlineSweep(app, topics, open_cases, progress)
+    # Finalised cases leave the cases table; a marker each keeps the versions rule.
+    retention_table = _raw_table(app, settings, CASE_RETENTION_TABLE)
+    retention_index = RetentionIndex()
+    retention = CaseRetention(
+        cases=sealed_cases,
+        entries=_TableStore(retention_table),
+        open_cases=_TableStore(open_cases),
+        index=retention_index,
+        clock=utc_now,
+        retention_s=settings.hub.case_retention_s,
+        marker_s=settings.hub.decided_marker_s,
+    )
+    # What the pipeline reads: the live case, else the marker of a retired one.
+    retained_cases = RetainedCases(sealed_cases, _TableStore(retention_table))
+    answer_ids = TableReplayGuard(
+        seen_messages, keep_after_expiry_s=settings.security.max_clock_skew_s
+    )
+    # The rollout modes in force (rollout.py), read by every worker from hub.rollout.
+    rollout = RolloutFollower(
+        from_settings(settings.kafka), topics.rollout, state_cipher, RolloutBoard()
+    )
+    app.task(rollout.run)
+    context = HubContext(
+        topics=topics,
+        routing=routing,
+        envelope=JoseEnvelope(
+            keys,
+            Entitlements.from_registry(topics),
+            answer_ids,
+            policy_from(settings.security),
+        ),
+        # Checkpoints signed with the hub's audit key, never its envelope key.
+        audit=build_audit_trail(_TableStore(audit_heads), settings),
+        cases=retained_cases,
+        open_cases=_TableStore(open_cases),
+        risk_rules=load_risk_rules(settings.hub.risk_rules, routing.authorities),
+        request_deadline_s=settings.hub.request_deadline_s,
+        clock=utc_now,
+        outbox_cipher=state_cipher,
+        answers_read=sweep.answers_read,
+        control_report_after_s=settings.hub.control_report_after_s,
+        retention=retention,
+        rollout=rollout.board,
+    )
+    store = retained_cases
+    codec = DeclarationCodec(XmlLimits(max_bytes=settings.hub.max_declaration_bytes))
+    intake = Intake(context, codec, store, accept_plain=settings.hub.accept_plain_declarations)
+    correlation = Correlation(context, store)
+    audit_keeper = AuditKeeper(context)
+    deadlines = Deadlines(context, store)
+
+    # Records whose effects are on their way: marked handled once acknowledged, while the
+    # agents go on (runtime/settling.py).
+    settling = Settling(limit=_IN_FLIGHT_LIMIT)
+
+    async def send_record(record: OutgoingRecord) -> Any:
+        return await app.producer.send(
+            record.topic,
+            record.key,
+            record.value,
+            partition=record.partition,
+            timestamp=None,
+            headers=record.headers,
+        )
+
+    def agent(topic: Any, name: str, handle: Handler, redrives: RedriveGate | None = None) -> None:
+        """One event at a time per partition (order), handled, then its records sent on
+        the event's partition and acknowledged (delivery.py). Any record is survivable:
+        whatever a handler cannot deal with is dead-lettered with its reason (defect 3).
+        ``redrives``: a redrive is handled as the original it was checked to be, at the
+        original's position and broker time (redrive.py, ADR 0010)."""
+
+        async def handled(event: Any) -> Awaitable[None]:
+            message = event.message
+            source = _source(event)
+            accepted_at = _accepted_at(message)
+            checked = Effects()
+            if redrives is not None:
+                arrival = await redrives.arrival(
+                    _header_list(event.headers), _value(event), source, accepted_at
+                )
+                source, accepted_at, checked = arrival.source, arrival.accepted_at, arrival.outbox
+                if not arrival.handle:
+                    return await send_outbox(send_record, checked, source, topics.dlq)
+            read_as, at = source, accepted_at
+            outbox = await _handled(
+                lambda: handle(event, read_as, at), _value(event), source, topics.dlq, name
+            )
+            return await send_outbox(send_record, _joined(checked, outbox), source, topics.dlq)
+
+        handled_agent(app, topic, name, handled, settling)
+
+    # A redrive is read as the original it was checked to be (redrive.py, ADR 0010).
+    redrives = RedriveGate(log_reader, context)
+
+    # Declarations are admitted once their message id is claimed at its owner partition
+    # (pipeline/admission.py): a copy on another partition is a replay there too.
+    admissions = Admissions()
+    gate = AdmissionGate(intake, admissions, topics.claims, settings.kafka.partitions)
+    claimed_ids = TableReplayGuard(
+        _raw_table(app, settings, CLAIMED_IDS_TABLE),
+        keep_after_expiry_s=settings.security.max_clock_skew_s,
+        table_partition=lambda jti, _position: claim_partition(jti, settings.kafka.partitions),
+    )
+    judge = ClaimJudge(claimed_ids, topics.claims)
+
+    def consumer() -> StrictOffsetsConsumer | None:
+        found = app.consumer
+        return found if isinstance(found, StrictOffsetsConsumer) else None
+
+    async def hold_no_more_than_the_limit() -> None:
+        """Beyond the limit, stop fetching declarations (the intake never waits: the
+        verdicts it would wait for come through the same fetcher)."""
+        fetcher = consumer()
+        if fetcher is None:
+            return
+        metrics.DECLARATIONS_HELD.set(len(admissions))
+        if len(admissions) >= settings.hub.admission_limit:
+            if not fetcher.throttled:
+                metrics.DECLARATION_FETCH_THROTTLED.inc()
+            fetcher.throttle(tp for tp in fetcher.assignment() if tp.topic == topics.declarations)
+        elif fetcher.throttled and len(admissions) <= settings.hub.admission_limit // 2:
+            await fetcher.unthrottle()
+
+    async def admit(released: list[Waiting]) -> None:
+        """Decide each released declaration in log order, then settle its record."""
+        for waiting in released:
+            outbox = await _handled(
+                functools.partial(gate.admit, waiting),
+                waiting.sealed,
+                waiting.source,
+                topics.dlq,
+                "intake",
+            )
+            settled = await send_outbox(send_record, outbox, waiting.source, topics.dlq)
+            where = waiting.source
+            settling.track(
+                settled,
+                functools.partial(mark_handled_at, app, where.topic, where.partition, where.offset),
+            )
+
+    async def receive_declaration(event: Any) -> bool | Awaitable[None]:
+        # Decided with the modes in force, never with defaults before they were read.
+        await rollout.caught_up.wait()
+        source = _source(event)
+        data = _value(event)
+        arrival = await redrives.arrival(
+            _header_list(event.headers), data, source, _accepted_at(event.message)
+        )
+        if not arrival.handle:
+            return await send_outbox(send_record, arrival.outbox, source, topics.dlq)
+        caused: tuple[Effects, list[Waiting]] | None = None
+
+        def receive() -> Effects:
+            nonlocal caused
+            # A redrive is claimed and decided as the original, held as itself.
+            caused = gate.receive(data, source, arrival.accepted_at, read_as=arrival.source)
+            return caused[0]
+
+        outbox = await _handled(receive, data, source, topics.dlq, "intake")
+        await hold_no_more_than_the_limit()
+        held = admissions.holds(source.partition, source.offset)
+        if held:
+            # Before the claim leaves: its verdict may settle the record at once.
+            hold(app, source.topic, source.partition, source.offset)
+        settled = await send_outbox(
+            send_record, _joined(arrival.outbox, outbox), source, topics.dlq
+        )
+        if caused is not None:
+            await admit(caused[1])
+        if held or admissions.holds(source.partition, source.offset):
+            # Settled by its verdict (admit); a failure to deliver the claim still stops
+            # the agent.
+            settling.track(settled, lambda: None)
+            return False
+        return settled
+
+    async def on_claims_record(event: Any) -> Awaitable[None] | None:
+        source = _source(event)
+        data = _value(event)
+        try:
+            record = read_claims_record(data)
+        except ValueError as error:
+            outbox = _unhandled(topics.dlq, data, source, "claims", error)
+            return await send_outbox(send_record, outbox, source, topics.dlq)
+        if isinstance(record, Claim):
+            claim = record
+            outbox = await _handled(lambda: judge.judge(claim), data, source, topics.dlq, "claims")
+            return await send_outbox(send_record, outbox, source, topics.dlq)
+        # The verdict's effects are the admitted declarations': each of their records is
+        # settled by its own delivery (admit).
+        await admit(gate.settle(record))
+        await hold_no_more_than_the_limit()
+        return None
+
+    async def forget_admissions(_sender: Any, revoked: Any = (), **_: Any) -> None:
+        admissions.forget({tp.partition for tp in revoked if tp.topic == topics.declarations})
+        # The replay memories forget their expiry order of what another worker will now
+        # write: seeded again from the table if the partition comes back.
+        claimed_ids.release({tp.partition for tp in revoked if tp.topic == topics.claims})
+        answer_ids.release(
+            {tp.partition for tp in revoked if tp.topic in set(topics.all_responses())}
+        )
+
+    app.on_partitions_revoked.connect(forget_admissions)
+    handled_agent(app, declarations, "intake", receive_declaration, settling)
+    handled_agent(app, app.topic(topics.claims, **_RAW), "claims", on_claims_record, settling)
+    agent(
+        responses,
+        "correlation",
+        lambda event, source, at: correlation.handle(_value(event), source, at),
+        redrives,
+    )
+    agent(
+        operator_actions,
+        "operator-actions",
+        lambda event, source, _at: audit_keeper.operator_action(event.key, _value(event), source),
+    )
+    agent(
+        dead_letters,
+        "audit-keeper",
+        lambda event, source, _at: audit_keeper.handle(_header_list(event.headers), source),
+    )
+    agent(
+        deadline_ticks,
+        "deadlines",
+        # The same topic carries the ticks that sign an idle partition's audit tail.
+        audit_keeper.ticks_or(
+            lambda event, source, _at: (
+                retention.handle(
+                    bytes(event.key or b"").decode(),
+                    source.partition,
+                    lambda outbox, case: context.announce_again_if_lost(
+                        outbox, case, source.partition
+                    ),
+                )
+                if _value(event) == RETENTION_TICK
+                else deadlines.handle(
+                    bytes(event.key or b"").decode(), int(_value(event) or b"0"), source
+                )
+            )
+        ),
+    )
+    audit_keeper.schedule_checkpoints(app, checkpoint_within_s(settings) / 4)
+
+    async def resync_audit_heads(_sender: Any, assigned: Any = (), **_: Any) -> None:
+        """On assignment (partitions still paused): each chain goes on from the last
+        record actually on the audit topic, not from a head a killed worker saved
+        without its record (security/audit.py, ``resync``)."""
+        partitions = sorted({tp.partition for tp in assigned if tp.topic == topics.declarations})
+        if not partitions:
+            return
+        try:
+            tails = await last_records(from_settings(settings.kafka), topics.audit, partitions)
+        except (KafkaError, OSError, TimeoutError):
+            log.exception("audit heads not read from %s; the table's are used", topics.audit)
+            return
+        for partition in partitions:
+            context.audit.resync(partition, tails.get(partition))
+
+    app.on_partitions_assigned.connect(resync_audit_heads)
+    app.timer(interval=settings.hub.deadline_sweep_s)(sweep.run)
+    app.timer(interval=settings.hub.case_sweep_s)(
+        RetentionSweep(app, topics, retention_table, retention_index).run
+    )
+    watch_offsets(
+        app,
+        from_settings(settings.kafka),
+        # Every topic an agent reads: a partition never committed before has its start
+        # learned here, without which nothing read on it would ever be committed.
+        {
+            topics.declarations,
+            topics.claims,
+            *topics.all_responses(),
+            topics.dlq,
+            topics.deadlines,
+            topics.operator_actions,
+        },
+        settings.hub.offset_watchdog_s,
+    )
+
+    publisher = DecisionPublisher(
+        from_settings(settings.kafka),
+        topics.decision_outbox,
+        topics.decisions,
+        settings.hub.app_id,
+        JoseEnvelope(
+            keys,
+            Entitlements.from_registry(topics),
+            NoReplayMemory(),
+            policy_from(settings.security),
+        ),
+        state_cipher,
+        memory=settings.hub.publisher_memory_decisions,
+    )
+
+    async def publish_decisions() -> None:
+        await publisher.run()
+
+    app.task(publish_decisions)
+
+    ops_state = OpsState()
+    register_ops_metrics(ops_state)
+    view = _operations_view(app, settings, topics, ops_state)
+    if settings.ops.lag_monitor_enabled:
+
+        async def monitor_lag() -> None:
+            monitor = LagMonitor.for_settings(settings, topics)
+            await monitor.start()
+
+            async def publish(measured: LagSnapshot) -> None:
+                await app.producer.send(topics.ops_lag, None, measured.to_bytes(), None, None, None)
+
+            try:
+                await monitor.run(ops_state, settings.ops.lag_interval_s, publish)
+            finally:
+                await monitor.stop()
+
+        app.task(monitor_lag)
+
+    async def send_acknowledged(record: OutgoingRecord) -> int:
+        metadata = await (await send_record(record))
+        return int(metadata.offset)
+
+    register_web_views(
+        app,
+        view,
+        ops_state,
+        ready=lambda: _readiness(app, publisher, rollout),
+        web=settings.web,
+        routing=routing,
+        desk=DeadLetterDesk(
+            topics,
+            log_reader,
+            send_acknowledged,
+            state_cipher,
+            settings.web.dead_letter_operator_names(),
+        ),
+        rollout=RolloutDesk(
+            topics,
+            rollout.board,
+            rollout.applied,
+            send_acknowledged,
+            state_cipher,
+            settings.web.rollout_operator_names(),
+        ),
+    )
+    return Hub(app=app, topics=topics, routing=routing)
+
+
+def _operations_view(
+    app: faust.App, settings: Settings, topics: TopicRegistry, state: OpsState
+) -> OpsView | None:
+    """The status and statistics view, fed by its own task (ops/feed.py)."""
+    if not settings.ops.view_enabled:
+        return None
+    settings.hub.data_dir.mkdir(parents=True, exist_ok=True)
+    view = OpsView(
+        settings.hub.data_dir / "ops-view.sqlite3",
+        FeedTopics(
+            status=topics.status, facts=topics.facts, dlq=topics.dlq, health=topics.ops_health
+        ),
+    )
+    feed = OpsFeed(
+        from_settings(settings.kafka),
+        view,
+        state,
+        # Believes a heartbeat only if its signer is the component it names (heartbeats.py).
+        heartbeats=build_heartbeat_gate(settings, topics),
+        retention_s=settings.ops.view_retention_days * 86400.0,
+    )
+
+    async def feed_view() -> None:
+        await feed.run()
+
+    app.task(feed_view)
+    return view
+
+
+def _readiness(app: faust.App, publisher: DecisionPublisher, rollout: RolloutFollower) -> list[str]:
+    """What keeps the hub from processing now (empty: ready)."""
+    waiting = []
+    if not rollout.caught_up.is_set():
+        waiting.append("rollout modes not read yet")
+    if not app.consumer.assignment():
+        waiting.append("no partitions assigned yet")
+    if app.rebalancing:
+        waiting.append("consumer group rebalancing")
+    if app.in_recovery:
+        waiting.append("tables recovering from their changelogs")
+    if not app.producer.started:
+        waiting.append("producer not started")
+    if not publisher.ready.is_set():
+        waiting.append("decision publisher not started")
+    return waiting

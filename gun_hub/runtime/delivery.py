@@ -1,0 +1,197 @@
+"""Sending what one event caused: every record on the event's partition, every delivery
+checked.
+
+* **Partition.** The producer of a declaration chose its partition (contract section 2:
+  Java's murmur2, librdkafka's CRC32, or a partition named outright). Every record the
+  hub sends about that declaration goes to the same partition number (requests, status,
+  facts, the decision outbox, dead letters, deadline ticks), and the adapters answer on
+  the partition of the request: so an answer and a tick meet the case where it lives,
+  and the hub never re-derives a partition from the key with a hash of its own.
+* **Delivery.** Every send is awaited and its outcome checked, whether or not something
+  waits for it: a failure the broker may recover from is retried with backoff; a record
+  the broker will never take (too large, invalid) becomes a dead letter saying so, so one
+  record cannot stop the worker or crash-loop it; and ``after_delivery`` runs only once
+  every record is acknowledged.
+* **Pipelined.** :func:`send_outbox` queues the records (in order, so the producer keeps
+  the order of events per partition) and returns what settles them: the agent goes on with
+  the next record while the broker acknowledges, and marks a record handled only once its
+  own records are settled (runtime/settling.py). One round trip to the broker per batch the
+  producer makes, not per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
+from gun_contract.effects import Effects, OutgoingRecord
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[OutgoingRecord], Awaitable[Awaitable[Any]]]
+
+COMPONENT = "hub.delivery"
+UNDELIVERABLE = "UNDELIVERABLE"
+
+
+class DeliveryFailed(RuntimeError):
+    """Records the broker kept refusing with errors it may recover from."""
+
+
+def pinned(outbox: Effects, partition: int) -> list[OutgoingRecord]:
+    """The outbox's records, each on ``partition`` unless it names one itself."""
+    return [
+        record
+        if record.partition is not None
+        else OutgoingRecord(record.topic, record.key, record.value, record.headers, partition)
+        for record in outbox.records
+    ]
+
+
+def _retriable(error: BaseException) -> bool:
+    """A failure the broker may recover from (a leader moving, a broker restarting)."""
+    if isinstance(error, (KafkaTimeoutError, TimeoutError, ConnectionError)):
+        return True
+    return isinstance(error, KafkaError) and bool(getattr(error, "retriable", False))
+
+
+Queued = list[Awaitable[Any] | BaseException]
+
+
+async def _queue(send: Send, records: Sequence[OutgoingRecord]) -> Queued:
+    """Hand ``records`` to the producer, in order; what acknowledges each (or why it was
+    refused before it was queued)."""
+    queued: Queued = []
+    for record in records:
+        try:
+            queued.append(await send(record))
+        except (KafkaError, ValueError, TypeError) as error:  # refused before queueing
+            queued.append(error)
+    return queued
+
+
+async def _outcomes(queued: Queued) -> list[BaseException | None]:
+    outcomes: list[BaseException | None] = []
+    for future in queued:
+        if isinstance(future, BaseException):
+            outcomes.append(future)
+            continue
+        try:
+            await future
+        except (TimeoutError, KafkaError, ConnectionError) as error:
+            outcomes.append(error)
+        else:
+            outcomes.append(None)
+    return outcomes
+
+
+async def _attempt(send: Send, records: Sequence[OutgoingRecord]) -> list[BaseException | None]:
+    return await _outcomes(await _queue(send, records))
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    """How long a failure the broker may recover from is retried (with jittered backoff)."""
+
+    attempts: int = 8
+    backoff_s: float = 0.1
+    max_backoff_s: float = 5.0
+
+
+async def send_outbox(
+    send: Send,
+    outbox: Effects,
+    source: SourcePosition,
+    dlq_topic: str,
+    retries: Retries = Retries(),
+) -> Coroutine[Any, Any, None]:
+    """Queue ``outbox`` for the event at ``source``; return what, awaited, completes once
+    the broker has every record (or its dead letter) and ``after_delivery`` ran. It must be
+    awaited (runtime/settling.py tracks it)."""
+    records = pinned(outbox, source.partition)
+    queued = await _queue(send, records)
+    return _settle(send, outbox, records, queued, source, dlq_topic, retries)
+
+
+async def deliver(
+    send: Send,
+    outbox: Effects,
+    source: SourcePosition,
+    dlq_topic: str,
+    retries: Retries = Retries(),
+) -> None:
+    """Send ``outbox`` for the event at ``source``; return once the broker has every
+    record (or its dead letter), then run ``after_delivery``."""
+    await (await send_outbox(send, outbox, source, dlq_topic, retries))
+
+
+async def _settle(
+    send: Send,
+    outbox: Effects,
+    records: list[OutgoingRecord],
+    queued: Queued,
+    source: SourcePosition,
+    dlq_topic: str,
+    retries: Retries,
+) -> None:
+    attempts, backoff_s, max_backoff_s = retries.attempts, retries.backoff_s, retries.max_backoff_s
+    pending = records
+    undeliverable: list[tuple[OutgoingRecord, BaseException]] = []
+    for attempt in range(attempts):
+        outcomes = await _outcomes(queued) if attempt == 0 else await _attempt(send, pending)
+        failed = [(r, e) for r, e in zip(pending, outcomes, strict=True) if e is not None]
+        undeliverable += [(r, e) for r, e in failed if not _retriable(e)]
+        pending = [r for r, e in failed if _retriable(e)]
+        if not pending:
+            break
+        delay = min(max_backoff_s, backoff_s * 2**attempt) * random.uniform(0.5, 1.0)  # noqa: S311
+        log.warning(
+            "%d record(s) not yet acknowledged (%s); retrying in %.2fs",
+            len(pending),
+            type(failed[0][1]).__name__,
+            delay,
+        )
+        await asyncio.sleep(delay)
+    else:
+        raise DeliveryFailed(f"{len(pending)} record(s) refused after {attempts} attempts")
+    if undeliverable:
+        await _dead_letter_undeliverable(send, undeliverable, source, dlq_topic)
+    for confirm in outbox.after_delivery:
+        confirm()
+
+
+async def _dead_letter_undeliverable(
+    send: Send,
+    refused: Sequence[tuple[OutgoingRecord, BaseException]],
+    source: SourcePosition,
+    dlq_topic: str,
+) -> None:
+    """Records the broker will never take: dead-lettered (a dead letter always fits)."""
+    letters = Effects()
+    for record, error in refused:
+        log.error(
+            "record for %s refused by the broker (%s): dead-lettered",
+            record.topic,
+            type(error).__name__,
+        )
+        add_dead_letter(
+            letters,
+            dlq_topic,
+            record.value,
+            error_class=ErrorClass.PERMANENT,
+            kind=UNDELIVERABLE,
+            reason=f"{type(error).__name__} sending to {record.topic}: {error}",
+            source=source,
+            component=COMPONENT,
+        )
+    outcomes = await _attempt(send, pinned(letters, source.partition))
+    for outcome in outcomes:
+        if outcome is not None:
+            raise DeliveryFailed(f"a dead letter was refused too: {outcome!r}")

@@ -1,0 +1,377 @@
+"""The decision publisher: exactly one decision per (reference, version) on the topic.
+
+The hub's agents process at-least-once, so a worker killed at the wrong instant can
+announce a decision twice. They therefore write sealed decisions to an internal outbox
+topic, on the partition the declaration arrived on; this publisher moves them to
+``gun.decisions`` (same partition) in Kafka transactions, each batch together with its
+outbox offsets, skipping any (reference, version) already published.
+
+Several hub workers run a publisher each. They share the outbox's partitions as one
+consumer group, and each partition has a transactional producer of its own
+(``<app>-publisher-<partition>``): the worker that takes a partition over fences the one
+that had it, aborts its open transaction and carries on from its committed offsets, so a
+rebalance loses and doubles nothing. A fenced or failing partition is dropped or retried
+without stopping the worker.
+
+The memory of what was published is per partition and bounded by a count, the last
+``memory`` decisions committed on that partition (issue 12, bounded state). A decision is
+announced twice only when a worker dies after the broker took it and before the case
+recorded that: the event that decided it is then uncommitted (a record is marked handled
+once the broker acknowledged its effects, and faust commits offsets only after flushing the
+changelog), and its redelivery, among the first things the restarted worker handles,
+announces it again. Between the original and the repeat on the outbox partition there are
+thus only the decisions of that uncommitted window (the agents' delivery window of
+runtime/settling.py, a commit interval, a few watchdog periods while a commit waits behind
+a dropped record, the declarations held for their claims): a few thousand at most, below
+the default 20,000. A bound in time would be wrong both ways: a hub down for a day adds no record in
+between yet a day passes, and a day at the target rate is millions of decisions to read
+again at every start. Taking a partition over reads back twice ``memory`` offsets (a
+transaction's commit marker takes an offset too), not a time range.
+
+The agents seal each decision with the hub's state key (AES-GCM, bound to its reference
+and version: the outbox is the hub's own, an envelope there cost a signature, an ECDH
+exchange and their checks for nothing); the publisher opens it and seals it to the
+clearance system as it publishes. The envelope's ``iat`` is thus the time the decision
+enters ``gun.decisions``, and the clearance system's freshness check (against the
+broker's log-append time) holds however long a decision waited in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.errors import KafkaError, ProducerFenced
+
+from gun_contract.consume import Batch, consume
+from gun_contract.effects import Headers
+from gun_contract.envelope import ContentType, Envelope
+from gun_contract.kafka.client import Connect, consumer_options, producer_options
+from gun_contract.security.entitlements import CLEARANCE_PARTY
+from gun_contract.security.state_cipher import StateCipher, StateUnreadable
+
+log = logging.getLogger(__name__)
+
+HEADER_VERSION = "gun.decision.version"
+# What the outbox's records are sealed as (the hub's state key, AES-GCM).
+OUTBOX_STATE = "decision-outbox"
+DEFAULT_MEMORY = 20_000
+
+_Identity = tuple[bytes, bytes]
+
+
+class PublishedMemory:
+    """The (reference, version) pairs last published on one partition, at most
+    ``capacity`` of them: the oldest is forgotten first."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._ids: OrderedDict[_Identity, None] = OrderedDict()
+
+    def add(self, identity: _Identity) -> None:
+        self._ids[identity] = None
+        self._ids.move_to_end(identity)
+        while len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, identity: object) -> bool:
+        return identity in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def restore_from(*, beginning: int, end: int, capacity: int) -> int:
+    """Where a publisher taking a partition over starts reading what was published: far
+    enough back for ``capacity`` decisions even at one decision per transaction (each
+    commit marker takes an offset)."""
+    return max(beginning, end - 2 * capacity)
+
+
+def _version_of(headers: Headers) -> bytes:
+    return next((value for key, value in headers if key == HEADER_VERSION), b"")
+
+
+def outbox_record_key(reference: bytes, version: bytes) -> bytes:
+    """What an outbox record's seal is bound to: a record moved under another reference
+    or version does not open."""
+    return reference + b"|" + version
+
+
+class _PartitionPublisher:
+    """One outbox partition: its transactional producer and what it already published."""
+
+    def __init__(
+        self, partition: int, producer: AIOKafkaProducer, published: PublishedMemory
+    ) -> None:
+        self.partition = partition
+        self.producer = producer
+        self.published = published
+
+
+class DecisionPublisher:
+    def __init__(
+        self,
+        connect: Connect,
+        outbox_topic: str,
+        decisions_topic: str,
+        app_id: str,
+        envelope: Envelope,
+        outbox_cipher: StateCipher,
+        memory: int = DEFAULT_MEMORY,
+    ) -> None:
+        self._connect = connect
+        self._envelope = envelope
+        self._outbox_cipher = outbox_cipher
+        self._outbox = outbox_topic
+        self._decisions = decisions_topic
+        self._app_id = app_id
+        self._group = f"{app_id}-publisher"
+        self._memory = memory
+        self._partitions: dict[int, _PartitionPublisher] = {}
+        # The group hands partitions over in the background while batches are published:
+        # one producer per partition at a time.
+        self._handover = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()  # consuming, its partitions' producers up (readiness)
+        self.published_count = 0
+
+    def transactional_id(self, partition: int) -> str:
+        return f"{self._app_id}-publisher-{partition}"
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def partitions(self) -> set[int]:
+        """The outbox partitions this worker publishes now."""
+        return set(self._partitions)
+
+    def remembered(self) -> dict[int, int]:
+        """How many published decisions this worker remembers, per partition it holds."""
+        return {p: len(publisher.published) for p, publisher in self._partitions.items()}
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **consumer_options(self._connect),
+            group_id=self._group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        consumer.subscribe([self._outbox], listener=_Handover(self, consumer))
+        await consumer.start()
+        try:
+            self.ready.set()
+
+            async def publish(batch: Batch) -> None:
+                for tp, records in batch.items():
+                    await self._publish_partition(consumer, tp, list(records))
+
+            # The loop only polls: each partition's transaction commits its offsets, and
+            # a batch not published is sought back to and read again, never skipped.
+            await consume(
+                consumer,
+                publish,
+                commit=False,
+                stopping=self._stopping,
+                timeout_ms=100,
+                max_records=500,
+            )
+        finally:
+            self.ready.clear()
+            await consumer.stop()
+            await self._release(list(self._partitions))
+
+    async def _take(self, partitions: Iterable[int]) -> None:
+        """Partitions assigned: a producer each (fencing the previous owner), and the
+        memory of what was published on each."""
+        async with self._handover:
+            for partition in partitions:
+                await self._take_one(partition)
+
+    async def _take_logged(self, partitions: Iterable[int]) -> None:
+        """``_take``, a broker failure logged (the partition is taken at its next batch)."""
+        try:
+            await self._take(partitions)
+        except KafkaError:
+            log.exception("publisher: outbox partitions not taken yet; tried again")
+
+    async def _take_one(self, partition: int) -> None:
+        if partition in self._partitions:
+            return
+        producer = AIOKafkaProducer(
+            **producer_options(self._connect),
+            transactional_id=self.transactional_id(partition),
+            enable_idempotence=True,
+            acks="all",
+        )
+        # Starting fences any previous owner and aborts its open transaction.
+        await producer.start()
+        publisher = _PartitionPublisher(
+            partition, producer, await self._recently_published(partition)
+        )
+        self._partitions[partition] = publisher
+        log.info(
+            "publisher: outbox partition %d taken (%d decisions remembered)",
+            partition,
+            len(publisher.published),
+        )
+
+    async def _release(self, partitions: Iterable[int]) -> None:
+        async with self._handover:
+            await self._drop(partitions)
+
+    async def _drop(self, partitions: Iterable[int]) -> None:
+        """Stop the producers of ``partitions`` (the handover lock held)."""
+        for partition in partitions:
+            publisher = self._partitions.pop(partition, None)
+            if publisher is not None:
+                await publisher.producer.stop()
+
+    async def _recently_published(self, partition: int) -> PublishedMemory:
+        """The last (reference, version) pairs committed on this decisions partition."""
+        tp = TopicPartition(self._decisions, partition)
+        reader = AIOKafkaConsumer(
+            **consumer_options(self._connect),
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        await reader.start()
+        found = PublishedMemory(self._memory)
+        try:
+            reader.assign([tp])
+            beginning = (await reader.beginning_offsets([tp]))[tp]
+            end = (await reader.end_offsets([tp]))[tp]
+            reader.seek(tp, restore_from(beginning=beginning, end=end, capacity=self._memory))
+            while await reader.position(tp) < end:
+                for records in (await reader.getmany(tp, timeout_ms=200)).values():
+                    for record in records:
+                        found.add((record.key or b"", _version_of(list(record.headers))))
+        finally:
+            await reader.stop()
+        return found
+
+    async def _publish_partition(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> None:
+        if tp.partition not in self._partitions:
+            # Fetched before its handover finished (or after it was revoked): never
+            # skipped while ours, or its position would move past unpublished decisions.
+            if tp not in consumer.assignment():
+                return  # revoked: its next owner reads them from the committed offset
+            await self._take_logged([tp.partition])
+        # The batch's transaction runs under the handover lock: a revocation (the group
+        # rebalancing, a broker lost) waits for it to commit or abort before it stops the
+        # partition's producer. A producer stopped mid-transaction never resolves its
+        # commit: the publisher hung, every partition with it (seen on the three-node
+        # cluster, tests/e2e/test_a_broker_dies_under_the_hub.py).
+        async with self._handover:
+            publisher = self._partitions.get(tp.partition)
+            if publisher is None or tp not in consumer.assignment():
+                published = False  # not ours (any more, or yet)
+            else:
+                published = await self._publish_batch(publisher, consumer, tp, records)
+            if not published and tp in consumer.assignment():
+                consumer.seek(tp, records[0].offset)  # read again once it can be published
+        if not published:
+            await asyncio.sleep(0.5)  # outside the lock: a handover may be waiting on it
+
+    async def _publish_batch(
+        self,
+        publisher: _PartitionPublisher,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> bool:
+        """One transaction: the batch's decisions not yet published, and its offsets.
+        False when it was aborted or fenced. The caller holds the handover lock."""
+        sent: set[_Identity] = set()
+        try:
+            async with publisher.producer.transaction():
+                for record in records:
+                    headers = list(record.headers)
+                    identity = (record.key or b"", _version_of(headers))
+                    if identity in publisher.published or identity in sent:
+                        continue  # announced again after a crash: published already
+                    sealed = self._seal_for_clearance(record)
+                    if sealed is None:
+                        continue
+                    await publisher.producer.send(
+                        self._decisions,
+                        sealed,
+                        key=record.key,
+                        partition=tp.partition,
+                        headers=headers,
+                    )
+                    sent.add(identity)
+                await publisher.producer.send_offsets_to_transaction(
+                    {tp: records[-1].offset + 1}, self._group
+                )
+        except ProducerFenced:
+            # Another worker owns this partition now (we missed a rebalance): it
+            # publishes from the committed offsets. Ours stops here.
+            log.warning("publisher: partition %d fenced by its new owner", tp.partition)
+            await self._drop([tp.partition])
+            consumer.pause(tp)
+            return False
+        except KafkaError:
+            # Aborted: nothing of the batch is visible; read it again.
+            log.exception("publisher: batch of partition %d aborted; retried", tp.partition)
+            return False
+        for identity in sent:  # only once the transaction is committed
+            publisher.published.add(identity)
+        self.published_count += len(sent)
+        return True
+
+    def _seal_for_clearance(self, record: ConsumerRecord[bytes, bytes]) -> bytes | None:
+        """The decision the agents sealed with the hub's state key, sealed now to the
+        clearance system.
+
+        The outbox is written by the hub's agents alone; a record that does not open is
+        logged and skipped (nothing else could have written it, so it is a bug, not data).
+        """
+        key = outbox_record_key(record.key or b"", _version_of(list(record.headers)))
+        try:
+            document = self._outbox_cipher.open(OUTBOX_STATE, key, record.value or b"")
+        except StateUnreadable:
+            log.exception(
+                "publisher: outbox record %s/%d/%d does not open; skipped",
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+            return None
+        return self._envelope.seal(
+            document,
+            recipient=CLEARANCE_PARTY,
+            topic=self._decisions,
+            content_type=ContentType.XML,
+        )
+
+
+class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Producers follow the group's assignment of outbox partitions."""
+
+    def __init__(self, publisher: DecisionPublisher, consumer: AIOKafkaConsumer) -> None:
+        self._publisher = publisher
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._publisher._release(tp.partition for tp in revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._publisher._take_logged(tp.partition for tp in assigned)
+        self._consumer.resume(*assigned)

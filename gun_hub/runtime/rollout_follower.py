@@ -1,0 +1,118 @@
+"""Keeps a worker's rollout board (rollout.py) current from the ``hub.rollout`` topic.
+
+A consumer without a group: every hub worker reads every partition of the compacted
+topic from the beginning, then follows it, so a mode set through any worker's officer
+listener applies on all of them within a fetch. ``caught_up`` is set once the settings
+that were on the topic at start-up are all applied: until then the worker is not ready
+and admits no declaration (it would decide with modes that are not the ones in force).
+
+A record that does not open as a setting sealed with the hub's state key is ignored,
+logged and counted (``gun_hub_rollout_settings_refused_total``): only the hub's officer
+listener sets a mode. It is not dead-lettered: every worker reads it, and one record
+would make as many dead letters as there are workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import ValidationError
+
+from gun_contract.consume import Batch, consume
+from gun_contract.kafka.admin import partitions_of
+from gun_contract.kafka.client import ClientConfig, reached, read_without_group
+from gun_contract.security.state_cipher import StateCipher, StateUnreadable
+from gun_hub import metrics
+from gun_hub.domain.rollout import RolloutBoard, RolloutMode, RolloutSetting, open_setting
+
+log = logging.getLogger(__name__)
+
+
+class RolloutFollower:
+    def __init__(
+        self, connect: ClientConfig, topic: str, cipher: StateCipher, board: RolloutBoard
+    ) -> None:
+        self._connect = connect
+        self._topic = topic
+        self._cipher = cipher
+        self.board = board
+        self.caught_up = asyncio.Event()
+        self._waiters: list[tuple[RolloutSetting, asyncio.Future[None]]] = []
+
+    async def applied(self, setting: RolloutSetting, timeout_s: float) -> bool:
+        """Whether this worker applies ``setting`` (just published) within ``timeout_s``:
+        the officer who set it is answered once the modes shown are the new ones."""
+        if setting in self.board.settings():
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        entry = (setting, waiter)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters.remove(entry)
+        return True
+
+    async def run(self) -> None:
+        await read_without_group(self._connect, "gun-hub-rollout", self._assign, self.follow)
+
+    async def follow(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        targets = await consumer.end_offsets(partitions)
+
+        async def apply_all(batch: Batch) -> None:
+            for records in batch.values():
+                for record in records:
+                    self.apply(record)  # a record it cannot use is ignored, never raises
+
+        async def check_caught_up() -> None:
+            if not self.caught_up.is_set() and await reached(consumer, targets):
+                log.info("rollout modes read: %d setting(s)", len(self.board.settings()))
+                self.caught_up.set()
+
+        await consume(consumer, apply_all, commit=False, after_poll=check_caught_up)
+
+    def apply(self, record: ConsumerRecord[bytes, bytes]) -> RolloutSetting | None:
+        where = f"{record.topic}/{record.partition}/{record.offset}"
+        try:
+            setting = open_setting(self._cipher, record.key or b"", record.value or b"")
+        except (StateUnreadable, ValidationError, ValueError) as refused:
+            metrics.ROLLOUT_SETTINGS_REFUSED.inc()
+            log.warning("rollout setting at %s ignored: %s", where, refused)
+            return None
+        self.board.apply(setting)
+        for awaited, waiter in self._waiters:
+            if awaited == setting and not waiter.done():
+                waiter.set_result(None)
+        office = setting.office or "*"
+        for mode in RolloutMode:
+            metrics.ROLLOUT_MODE.labels(setting.authority, office, mode.value).set(
+                1 if mode is setting.mode else 0
+            )
+        log.info(
+            "rollout: %s is %s (set by %s: %s)",
+            setting.scope,
+            setting.mode.value,
+            setting.officer,
+            setting.reason,
+        )
+        return setting
+
+    async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        admin = AIOKafkaAdminClient(**self._connect.options(), client_id="gun-hub-rollout")
+        await admin.start()
+        try:
+            existing = await partitions_of(admin, [self._topic])
+        finally:
+            await admin.close()
+        partitions = [TopicPartition(self._topic, p) for p in existing.get(self._topic, [])]
+        if not partitions:
+            raise RuntimeError(f"topic {self._topic} does not exist: run gun-hub kafka topics")
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        return partitions

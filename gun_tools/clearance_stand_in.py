@@ -1,0 +1,327 @@
+"""The clearance system's side of the contract: submit declarations, read decisions.
+
+Used by ``gun-hub submit``, ``gun-hub decisions``, the demo and the end-to-end tests; it
+is a plain Kafka client of the external contract, nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.structs import RecordMetadata
+
+from gun_contract.consume import Batch, consume
+from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_record
+from gun_contract.effects import OutgoingRecord
+from gun_contract.envelope import (
+    ContentType,
+    Envelope,
+    EnvelopeRejected,
+    OpenedMessage,
+    broker_accepted_at,
+)
+from gun_contract.kafka.admin import topic_partitions
+from gun_contract.kafka.client import (
+    Connect,
+    client_options,
+    consumer_options,
+    producer_options,
+    start_or_close,
+)
+from gun_contract.limits import max_sealed_payload_bytes
+from gun_contract.model.decision import Decision
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_hub.xml.decision_codec import DecisionCodec
+from gun_hub.xml.declaration_codec import sniff_identity
+from gun_hub.xml.safe_parse import XmlLimits, XmlRejected
+
+log = logging.getLogger(__name__)
+_BATCH = 100  # records per poll: a few tens of milliseconds of opening envelopes
+
+COMPONENT = "clearance.reader"
+
+
+class DeclarationSender:
+    """A producer of the declarations topic, kept open for as many declarations as come.
+
+    Each declaration is keyed by its reference and sealed by ``envelope`` (its party's
+    keys: the clearance system's, or the intake gateway's; encrypted to the hub), or sent
+    as plain XML when it is None (a hub that accepts plain declarations: local
+    development). Every record is on every in-sync replica before it counts as sent
+    (acks=all), and a retry inside the producer never writes it twice (idempotence).
+    """
+
+    def __init__(self, connect: Connect, topic: str, envelope: Envelope | None = None) -> None:
+        self._connect = connect
+        self._topic = topic
+        self._envelope = envelope
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(
+            **producer_options(self._connect), acks="all", linger_ms=5, enable_idempotence=True
+        )
+        await start_or_close(producer)
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    def seal(self, data: bytes) -> bytes:
+        """The record value of ``data``: sealed to the hub for the declarations topic.
+
+        Pure CPU (about a millisecond per 100 kB): callers with a loop to keep responsive
+        may run it in a thread of their own."""
+        if self._envelope is None:
+            return data
+        return self._envelope.seal(
+            data, recipient=HUB_PARTY, topic=self._topic, content_type=ContentType.XML
+        )
+
+    async def publish(self, value: bytes, reference: str) -> asyncio.Future[RecordMetadata]:
+        """Queue a value :meth:`seal` made; the future resolves once the broker has it."""
+        if self._producer is None:
+            raise RuntimeError("DeclarationSender.start() was not called")
+        key = reference.encode() if reference else None
+        delivery: asyncio.Future[RecordMetadata] = await self._producer.send(
+            self._topic, value, key=key
+        )
+        return delivery
+
+
+async def submit_declarations(
+    connect: Connect,
+    topic: str,
+    declarations: Iterable[bytes],
+    envelope: Envelope | None = None,
+) -> list[str]:
+    """Publish declarations keyed by reference, sealed by ``envelope`` (the clearance
+    system's: signed by it, encrypted to the hub), or as plain XML when it is None (for a
+    hub that accepts plain declarations: local development); the references sent."""
+    sender = DeclarationSender(connect, topic, envelope)
+    await sender.start()
+    references = []
+    try:
+        deliveries = []
+        for data in declarations:
+            identity = sniff_identity(data)
+            reference = identity.reference if identity else ""
+            references.append(reference)
+            deliveries.append(await sender.publish(sender.seal(data), reference))
+        await asyncio.gather(*deliveries)
+    finally:
+        await sender.stop()
+    return references
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedDecision:
+    decision: Decision
+    envelope: OpenedMessage
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A record of the decisions topic that is no usable decision, and why."""
+
+    error_class: ErrorClass
+    kind: str
+    reason: str
+
+
+# A decision lists every document its declaration quoted: a declaration at the intake
+# limit can give a decision larger than the parser's default limits (limits.py).
+_DECISION_LIMITS = XmlLimits(max_bytes=max_sealed_payload_bytes(), max_elements=1_000_000)
+
+
+class DecisionReader:
+    """Reads ``gun.decisions``, verifying and decrypting each decision before use.
+
+    Without ``group_id`` it reads every partition from a position (tests, the demo);
+    with one it is a consumer-group member that commits what it has read, as a clearance
+    system would (then its replay memory must be durable too).
+
+    Freshness is judged at the time the broker accepted each decision (its log-append
+    time), so a reader that comes back after hours acts on every waiting decision. Any
+    record it cannot open or decode (a rejected envelope, XML that is not a decision,
+    whatever the libraries raise) is dead-lettered with its reason and skipped: nothing a
+    party writes on the topic stops the reader.
+    """
+
+    def __init__(
+        self,
+        connect: Connect,
+        topic: str,
+        envelope: Envelope,
+        *,
+        group_id: str | None = None,
+        dlq_topic: str | None = None,
+    ) -> None:
+        self._group_id = group_id
+        self._dlq_topic = dlq_topic
+        self._dead_letters: AIOKafkaProducer | None = None
+        self._connect = connect
+        self._consumer: AIOKafkaConsumer | None = None  # made by start(), in its event loop
+        self.rejected: list[EnvelopeRejected] = []  # envelopes refused (security)
+        self.unreadable: list[Unreadable] = []  # every record skipped, rejections included
+        # Next offset to handle per partition: a rebalance may serve records again from
+        # the last commit (one number per partition, however long the reader runs).
+        self._next: dict[int, int] = {}
+        self._topic = topic
+        self._envelope = envelope
+        self._codec = DecisionCodec(_DECISION_LIMITS)
+
+    async def start(self, *, from_beginning: bool = False) -> None:
+        """Assign every partition, at the end (only new decisions) or the beginning."""
+        consumer = self._consumer = AIOKafkaConsumer(
+            **consumer_options(self._connect),
+            enable_auto_commit=False,
+            group_id=self._group_id,
+            auto_offset_reset="earliest",
+            # Only decisions of committed transactions (the publisher's, publisher.py).
+            isolation_level="read_committed",
+        )
+        if self._group_id is not None:
+            consumer.subscribe([self._topic])
+            await consumer.start()
+            return
+        partitions = await topic_partitions(self._connect, self._topic)
+        await consumer.start()
+        assigned = [TopicPartition(self._topic, p) for p in partitions]
+        consumer.assign(assigned)
+        if from_beginning:
+            await consumer.seek_to_beginning(*assigned)
+        else:
+            await consumer.seek_to_end(*assigned)
+            for tp in assigned:  # resolve the lazy seek now, before anything is submitted
+                await consumer.position(tp)
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._dead_letters is not None:
+            await self._dead_letters.stop()
+
+    async def collect(
+        self, *, expected: int, timeout_s: float, references: set[str] | None = None
+    ) -> list[ReceivedDecision]:
+        """Read until ``expected`` decisions (about ``references`` if given) or timeout."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("DecisionReader.start() was not called")
+        received: list[ReceivedDecision] = []
+        deadline = time.monotonic() + timeout_s
+
+        async def handle(batch: Batch) -> None:
+            for records in batch.values():
+                for record in records:
+                    if record.offset < self._next.get(record.partition, 0):
+                        continue  # read again after a rebalance: already handled
+                    self._next[record.partition] = record.offset + 1
+                    examined = self.examine(record)  # never raises
+                    if isinstance(examined, Unreadable):
+                        await self._send_dead_letter(record, examined)  # never acted on
+                    elif references is None or examined.decision.reference in references:
+                        received.append(examined)
+                    await asyncio.sleep(0)
+
+        # Small batches, and the loop yielded between records: opening an envelope takes
+        # CPU, and a reader that starves its own heartbeats is thrown out of its group. A
+        # commit refused after a rebalance: the partitions are read again from the last
+        # commit, and what was already handled is skipped above.
+        await consume(
+            consumer,
+            handle,
+            commit=self._group_id is not None,
+            until=lambda: len(received) >= expected or time.monotonic() >= deadline,
+            timeout_ms=200,
+            max_records=_BATCH,
+        )
+        return received
+
+    def examine(self, record: ConsumerRecord[bytes, bytes]) -> ReceivedDecision | Unreadable:
+        """Open and decode one record; never raises for anything the record holds."""
+        try:
+            return self._open(record)
+        except EnvelopeRejected as rejection:
+            self.rejected.append(rejection)
+            unreadable = Unreadable(ErrorClass.SECURITY, rejection.kind.value, str(rejection))
+        except XmlRejected as refusal:
+            unreadable = Unreadable(ErrorClass.PERMANENT, f"XML_{refusal.kind.value}", str(refusal))
+        except Exception as error:  # noqa: BLE001 - whatever a record makes a library raise
+            unreadable = Unreadable(
+                ErrorClass.PERMANENT,
+                "DECISION_UNREADABLE",
+                f"{type(error).__name__}: {str(error)[:500]}",
+            )
+        self.unreadable.append(unreadable)
+        return unreadable
+
+    def dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], unreadable: Unreadable
+    ) -> OutgoingRecord:
+        """The dead letter of a record that is no usable decision (always fits)."""
+        return dead_letter_record(
+            self._dlq_topic or "",
+            record.value or b"",
+            error_class=unreadable.error_class,
+            kind=unreadable.kind,
+            reason=unreadable.reason,
+            source=SourcePosition(record.topic, record.partition, record.offset, record.key),
+            component=COMPONENT,
+        )
+
+    async def _send_dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], unreadable: Unreadable
+    ) -> None:
+        log.warning(
+            "decision at %s/%d/%d not used: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            unreadable.kind,
+        )
+        if self._dlq_topic is None:
+            return
+        if self._dead_letters is None:
+            # Like every record that must not be lost: on every in-sync replica, once.
+            self._dead_letters = AIOKafkaProducer(
+                **client_options(self._connect), acks="all", enable_idempotence=True
+            )
+            await self._dead_letters.start()
+        letter = self.dead_letter(record, unreadable)
+        # A failure to send is the broker's, not the record's: it raises before the
+        # commit, so the record is read again.
+        await self._dead_letters.send_and_wait(
+            letter.topic, letter.value, key=letter.key, headers=letter.headers
+        )
+
+    def _open(self, record: ConsumerRecord[bytes, bytes]) -> ReceivedDecision:
+        where = f"{record.topic}/{record.partition}/{record.offset}"
+        opened = self._envelope.open(
+            record.value or b"",
+            topic=self._topic,
+            position=where,
+            accepted_at=broker_accepted_at(record.timestamp, record.timestamp_type),
+        )
+        decision = self._codec.decode(opened.payload)
+        return ReceivedDecision(decision, opened, record.partition, record.offset)
+
+
+__all__ = [
+    "DecisionReader",
+    "DeclarationSender",
+    "EnvelopeRejected",
+    "ReceivedDecision",
+    "Unreadable",
+    "submit_declarations",
+]

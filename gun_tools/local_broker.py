@@ -34,6 +34,7 @@ from string import Template
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from gun_contract.kafka.acls import Grant
 from gun_contract.kafka.admin import wait_for_cluster
 from gun_contract.kafka.client import ClientConfig, client_options
 from gun_contract.kafka.tls import BrokerTls, make_broker_tls
@@ -823,3 +824,34 @@ def _argfile_quote(argument: str) -> str:
 
 def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def apply_acls(broker: LocalBroker, grants: Sequence[Grant]) -> None:
+    """Run ``kafka.admin.AclCommand`` for each grant (two at a time: JVM start-up dominates)."""
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError("Java is needed to run Kafka's AclCommand")
+    properties = broker.admin_properties()
+    base = [
+        java,
+        "-cp",
+        broker.java_classpath(),
+        "kafka.admin.AclCommand",
+        "--bootstrap-server",
+        broker.bootstrap_servers,
+        "--command-config",
+        str(properties),
+    ]
+
+    def run(grant: Grant) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            base + grant.arguments(), capture_output=True, text=True, check=False, timeout=120
+        )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for grant, result in zip(grants, pool.map(run, grants), strict=True):
+            if result.returncode != 0:
+                raise BrokerError(
+                    f"AclCommand failed for {grant.principal}: "
+                    f"{(result.stderr or result.stdout).strip()[-800:]}"
+                )

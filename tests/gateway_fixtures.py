@@ -11,7 +11,7 @@ from aiokafka.errors import KafkaTimeoutError
 
 from gun_contract.envelope import Envelope
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway
-from gun_tools.clearance_stand_in import DeclarationSender
+from gun_hub.gateway.sender import DeclarationSender
 
 
 @dataclass(frozen=True)

@@ -18,19 +18,15 @@
 
 Dead letters are the one addition to "its own topics only": every hop must be able to
 dead-letter what fails verification (contract section 5), so each may write ``gun.dlq``.
-The grants are applied with Kafka's own ``AclCommand`` as the ``admin`` super-user.
+A cluster gets the grants from its KafkaUser manifests (``gun_tools.deploy_manifests``);
+the local broker with Kafka's own ``AclCommand`` (``gun_tools.local_broker.apply_acls``).
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gun_contract.topics import TopicRegistry
-from gun_tools.local_broker import BrokerError, LocalBroker
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,34 +135,3 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
         Grant("gateway", ("Write", "Describe"), (topics.declarations,)),
     ]
     return grants
-
-
-def apply_acls(broker: LocalBroker, grants: Sequence[Grant]) -> None:
-    """Run ``kafka.admin.AclCommand`` for each grant (two at a time: JVM start-up dominates)."""
-    java = shutil.which("java")
-    if java is None:
-        raise BrokerError("Java is needed to run Kafka's AclCommand")
-    properties = broker.admin_properties()
-    base = [
-        java,
-        "-cp",
-        broker.java_classpath(),
-        "kafka.admin.AclCommand",
-        "--bootstrap-server",
-        broker.bootstrap_servers,
-        "--command-config",
-        str(properties),
-    ]
-
-    def run(grant: Grant) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            base + grant.arguments(), capture_output=True, text=True, check=False, timeout=120
-        )
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for grant, result in zip(grants, pool.map(run, grants), strict=True):
-            if result.returncode != 0:
-                raise BrokerError(
-                    f"AclCommand failed for {grant.principal}: "
-                    f"{(result.stderr or result.stdout).strip()[-800:]}"
-                )

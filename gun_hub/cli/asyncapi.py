@@ -10,6 +10,7 @@ import typer
 from gun_contract.resources import schema_path
 from gun_contract.settings import Settings, load_settings
 from gun_hub.cli.kafka import registry_for
+from gun_hub.cli.tooling import require_tooling
 
 if TYPE_CHECKING:
     from gun_tools.asyncapi import Deployment
@@ -49,6 +50,7 @@ def asyncapi(
     ),
 ) -> None:
     """Generate the AsyncAPI 3.0 document of every topic from the topic registry."""
+    require_tooling("asyncapi")
     from gun_tools.asyncapi import render_yaml
 
     path = output or schema_path("asyncapi.yaml")

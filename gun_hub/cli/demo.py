@@ -8,8 +8,7 @@ from pathlib import Path
 import typer
 
 from gun_contract.settings import load_settings
-from gun_tools.demo import DemoFailed, run_demo
-from gun_tools.demo.report import problems, report
+from gun_hub.cli.tooling import require_tooling
 
 
 def demo(
@@ -21,6 +20,10 @@ def demo(
 ) -> None:
     """Start broker, partner systems (DGAL, CITES, DGA), adapters and hub; submit the
     samples; print the decisions. Exits 1 if any sample gets no decision."""
+    require_tooling("demo")
+    from gun_tools.demo import DemoFailed, run_demo
+    from gun_tools.demo.report import problems, report
+
     settings = load_settings()
     work_dir = Path(tempfile.mkdtemp(prefix="gun-hub-demo-"))
     try:

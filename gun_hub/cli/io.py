@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -12,9 +13,14 @@ from gun_contract.security.entitlements import CLEARANCE_PARTY
 from gun_contract.security.replay import MemoryReplayGuard
 from gun_contract.settings import load_settings
 from gun_hub.cli.kafka import registry_for
+from gun_hub.cli.tooling import require_tooling
 from gun_hub.domain.decision_text import decision_lines
 from gun_hub.security.factory import build_envelope
-from gun_tools.clearance_stand_in import DecisionReader, ReceivedDecision, submit_declarations
+
+if TYPE_CHECKING:
+    from gun_tools.clearance_stand_in import ReceivedDecision
+
+# Both commands are the clearance system's, played by its stand-in (development tooling).
 
 
 def format_decision(received: ReceivedDecision) -> str:
@@ -33,6 +39,9 @@ def submit(
 ) -> None:
     """Publish declaration XML files on the declarations topic, keyed by reference,
     sealed with the clearance system's keys (signed by it, encrypted to the hub)."""
+    require_tooling("submit")
+    from gun_tools.clearance_stand_in import submit_declarations
+
     settings = load_settings()
     topics = registry_for(settings)
     envelope = (
@@ -65,6 +74,9 @@ def decisions(
     The reader holds the clearance system's private key, commits what it has read and
     remembers message ids durably, so a replayed decision is refused.
     """
+    require_tooling("decisions")
+    from gun_tools.clearance_stand_in import DecisionReader
+
     settings = load_settings()
     topics = registry_for(settings)
 

@@ -6,23 +6,33 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from gun_contract.kafka.acls import acl_plan, apply_acls
+from gun_contract.kafka.acls import acl_plan
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.kafka.client import from_settings
 from gun_contract.security.entitlements import parties
 from gun_contract.settings import Settings, load_settings
 from gun_contract.topics import TopicRegistry, topic_registry
+from gun_hub.cli.tooling import require_tooling
 from gun_hub.domain.routing import RoutingTable, RoutingTableError, load_routing_table
-from gun_tools.local_broker import BrokerError, LocalBroker, LocalCluster
+
+if TYPE_CHECKING:
+    from gun_tools.local_broker import LocalBroker, LocalCluster
 
 app = typer.Typer(
     help="The embedded local Kafka broker, or a local cluster (no Docker needed).",
     no_args_is_help=True,
 )
 topics_app = typer.Typer(help="The hub's topics, from the topic registry.", no_args_is_help=True)
+
+
+@app.callback()
+def _the_broker_is_tooling() -> None:
+    # The embedded broker is development tooling: the image runs against a real cluster.
+    require_tooling("kafka")
 
 
 def routing_for(settings: Settings) -> RoutingTable:
@@ -39,11 +49,15 @@ def registry_for(settings: Settings) -> TopicRegistry:
 
 
 def local_broker(settings: Settings) -> LocalBroker:
+    from gun_tools.local_broker import LocalBroker
+
     return LocalBroker(settings.broker, settings.kafka.partitions, parties(registry_for(settings)))
 
 
 def local_cluster(settings: Settings, nodes: int) -> LocalCluster:
     """The local cluster of ``nodes`` nodes, or a clear message and exit code 2."""
+    from gun_tools.local_broker import BrokerError, LocalCluster
+
     try:
         return LocalCluster(settings.broker, settings.kafka.partitions, nodes)
     except BrokerError as err:
@@ -75,6 +89,8 @@ def start(
     nodes: int | None = typer.Option(None, "--nodes", min=1, max=9, help=_NODES_HELP),
 ) -> None:
     """Fetch the jars once, format storage once, start the broker and wait until it answers."""
+    from gun_tools.local_broker import BrokerError
+
     settings = load_settings()
     count = settings.broker.nodes if nodes is None else nodes
     if count > 1:
@@ -97,6 +113,8 @@ def start(
 
 
 def start_cluster(settings: Settings, count: int) -> None:
+    from gun_tools.local_broker import BrokerError
+
     cluster = local_cluster(settings, count)
     state = cluster.status()
     if state.running:
@@ -184,6 +202,8 @@ def status(
 def secure_setup() -> None:
     """On the secured broker: create the topics as admin, grant each principal its ACLs,
     and write each principal's client settings to <home>/secure/<principal>.env (0600)."""
+    from gun_tools.local_broker import BrokerError, apply_acls
+
     settings = load_settings()
     broker = local_broker(settings)
     if not broker.secure or broker.running_pid() is None:

@@ -144,7 +144,8 @@ def decide(
     """The decision for one declaration version, its reasons and per-document results.
 
     Risk hits only ever raise a RELEASE to a control (the strongest one asked for).
-    ``override``: what the declarant's override did (:func:`gun_hub.domain.override.review_override`).
+    ``override``: what the declarant's override did
+    (:func:`gun_hub.domain.override.review_override`).
     ``rollout``: each authority's mode for this version (none: enforce).
     """
     modes = rollout or {}

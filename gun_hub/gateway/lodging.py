@@ -47,7 +47,8 @@ LODGEMENTS = Counter(
 
 
 class Sender(Protocol):
-    """What publishes on the declarations topic (:class:`gun_tools.clearance_stand_in.DeclarationSender`)."""
+    """What publishes on the declarations topic
+    (:class:`gun_hub.gateway.sender.DeclarationSender`)."""
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...

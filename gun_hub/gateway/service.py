@@ -15,11 +15,11 @@ from gun_hub.gateway.file_drop import DropFolder, DropWatcher
 from gun_hub.gateway.http_channel import lodging_app
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
 from gun_hub.gateway.probes import probes_app
+from gun_hub.gateway.sender import DeclarationSender
 from gun_hub.security.factory import build_envelope
 from gun_hub.security.web_auth import TraderTokens
 from gun_hub.web import tls_of
 from gun_hub.web.listeners import Listener, start_all, stop_all
-from gun_tools.clearance_stand_in import DeclarationSender
 
 
 def build_gateway(settings: Settings, topics: TopicRegistry) -> Gateway:

@@ -30,7 +30,7 @@ from gun_contract.security.entitlements import CLEARANCE_PARTY, GATEWAY_PARTY
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.gateway.file_drop import RECEIPT_SUFFIX, DropFolder
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
-from gun_tools.clearance_stand_in import DeclarationSender
+from gun_hub.gateway.sender import DeclarationSender
 from tests.builders import EORI, declaration_xml, document, goods_item
 from tests.e2e.conftest import Channels
 

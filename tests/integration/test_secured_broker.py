@@ -49,7 +49,7 @@ from aiokafka.protocol.types import (
 )
 
 from gun_contract.envelope import ContentType
-from gun_contract.kafka.acls import acl_plan, apply_acls
+from gun_contract.kafka.acls import acl_plan
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.kafka.client import ClientConfig
 from gun_contract.model.exchange import AuthorityResponse, Operation
@@ -65,8 +65,9 @@ from gun_contract.settings import (
 from gun_contract.topics import TopicRegistry, topic_registry
 from gun_hub.domain.routing import build_requests, load_routing_table, route_documents
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
-from gun_tools.clearance_stand_in import DecisionReader, DeclarationSender, submit_declarations
-from gun_tools.local_broker import BrokerError, LocalBroker
+from gun_hub.gateway.sender import DeclarationSender
+from gun_tools.clearance_stand_in import DecisionReader, submit_declarations
+from gun_tools.local_broker import BrokerError, LocalBroker, apply_acls
 from gun_tools.processes import ProcessGroup, free_port
 from tests.adapter_fixtures import running_adapter
 from tests.builders import declaration, declaration_xml, document, goods_item

@@ -63,8 +63,8 @@ from gun_contract.settings import BrokerSettings, SecuritySettings
 from gun_contract.topics import topic_registry
 from gun_hub.cli.progress import progress_bar
 from gun_hub.domain.routing import load_routing_table
-from gun_hub.security.factory import build_envelope
 from gun_hub.gateway.sender import DeclarationSender
+from gun_hub.security.factory import build_envelope
 from gun_tools.clearance_stand_in import DecisionReader
 from gun_tools.local_broker import LocalBroker
 from gun_tools.processes import (

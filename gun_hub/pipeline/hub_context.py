@@ -36,7 +36,7 @@ from gun_hub.ops.facts import (
     WriteOffFact,
     fact_bytes,
 )
-from gun_hub.runtime.publisher import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
+from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.security.audit import AuditTrail
 from gun_hub.xml.decision_codec import encode_decision
 

@@ -58,12 +58,10 @@ from gun_contract.envelope import ContentType, Envelope
 from gun_contract.kafka.client import Connect, consumer_options, producer_options
 from gun_contract.security.entitlements import CLEARANCE_PARTY
 from gun_contract.security.state_cipher import StateCipher, StateUnreadable
+from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 
 log = logging.getLogger(__name__)
 
-HEADER_VERSION = "gun.decision.version"
-# What the outbox's records are sealed as (the hub's state key, AES-GCM).
-OUTBOX_STATE = "decision-outbox"
 DEFAULT_MEMORY = 20_000
 
 _Identity = tuple[bytes, bytes]
@@ -99,12 +97,6 @@ def restore_from(*, beginning: int, end: int, capacity: int) -> int:
 
 def _version_of(headers: Headers) -> bytes:
     return next((value for key, value in headers if key == HEADER_VERSION), b"")
-
-
-def outbox_record_key(reference: bytes, version: bytes) -> bytes:
-    """What an outbox record's seal is bound to: a record moved under another reference
-    or version does not open."""
-    return reference + b"|" + version
 
 
 class _PartitionPublisher:

@@ -26,8 +26,8 @@ from gun_contract.dead_letter import (
 )
 from gun_contract.topics import Payload, TopicRegistry
 from gun_contract.trace import TRACE_HEADER
+from gun_hub.pipeline.decision_outbox import HEADER_VERSION
 from gun_hub.pipeline.redrive import HEADER_REDRIVE_DEAD_LETTER, HEADER_REDRIVE_OF
-from gun_hub.runtime.publisher import HEADER_VERSION
 from gun_tools.asyncapi import examples
 from gun_tools.asyncapi.examples import example
 from gun_tools.asyncapi.payloads import BYTES, JOSE, JSON, JsonObject, ref, text

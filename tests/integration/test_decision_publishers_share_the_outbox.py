@@ -17,12 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.state_cipher import StateCipher
-from gun_hub.runtime.publisher import (
-    HEADER_VERSION,
-    OUTBOX_STATE,
-    DecisionPublisher,
-    outbox_record_key,
-)
+from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
+from gun_hub.runtime.publisher import DecisionPublisher
 from tests.conftest import PARTITIONS, KafkaEnv
 
 pytestmark = pytest.mark.broker

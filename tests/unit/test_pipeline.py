@@ -29,9 +29,9 @@ from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.deadlines import Deadlines
+from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.pipeline.hub_context import HubContext
 from gun_hub.pipeline.intake import Intake
-from gun_hub.runtime.publisher import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.security.audit import AuditTrail
 from gun_hub.xml.decision_codec import DecisionCodec
 from gun_hub.xml.declaration_codec import DeclarationCodec

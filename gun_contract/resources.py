@@ -1,7 +1,8 @@
-"""Where the repository's data files (schemas, routing table, Kafka launcher) live.
+"""Where the repository's data files (schemas, routing table) live.
 
 In a checkout (editable install) they sit beside the packages; in a wheel they are copied
-under ``gun_hub/_resources`` (see ``pyproject.toml``). Code asks here, never builds paths.
+under ``gun_contract/_resources`` (see ``pyproject.toml``). Code asks here, never builds
+paths. (The local broker's launcher is development tooling: ``gun_tools.local_broker``.)
 """
 
 from __future__ import annotations
@@ -29,10 +30,3 @@ def schema_path(filename: str) -> Path:
 def config_path(filename: str) -> Path:
     """Path of a shipped configuration file (``config/``), such as the routing table."""
     return _resource_root("config") / filename
-
-
-def kafka_launcher_path(filename: str) -> Path:
-    """Path of a file of the local broker launcher (``deploy/kafka/``)."""
-    if (_CHECKOUT_DIR / "deploy" / "kafka").is_dir():
-        return _CHECKOUT_DIR / "deploy" / "kafka" / filename
-    return _resource_root("kafka") / filename

@@ -38,7 +38,6 @@ from gun_contract.kafka.acls import Grant
 from gun_contract.kafka.admin import wait_for_cluster
 from gun_contract.kafka.client import ClientConfig, client_options
 from gun_contract.kafka.tls import BrokerTls, make_broker_tls
-from gun_contract.resources import kafka_launcher_path
 from gun_contract.settings import BrokerSettings
 
 _LOG_TAIL_LINES = 25
@@ -51,6 +50,16 @@ CLUSTER_MIN_INSYNC_REPLICAS = 2
 # Default ports of a cluster's nodes (node 1 first): the clients' are the Compose cluster's.
 CLUSTER_FIRST_PORT = 29092
 CLUSTER_FIRST_CONTROLLER_PORT = 29192
+
+
+# The launcher's Maven POM, server.properties templates and log4j settings: in the
+# checkout, as gun_tools itself is (development tooling is never installed from a wheel).
+_LAUNCHER_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
+
+
+def kafka_launcher_path(filename: str) -> Path:
+    """Path of a file of the local broker launcher (``deploy/kafka/``)."""
+    return _LAUNCHER_DIR / filename
 
 
 class BrokerError(RuntimeError):

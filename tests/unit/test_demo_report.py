@@ -136,7 +136,7 @@ def test_the_demo_exits_1_when_a_sample_gets_no_decision(
     run: SampleRun, routing_table: RoutingTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     incomplete = result_without(run, routing_table, tmp_path, "14b-cancelled-live-parrots.xml")
-    monkeypatch.setattr("gun_hub.cli.demo.run_demo", lambda *args, **kwargs: incomplete)
+    monkeypatch.setattr("gun_tools.demo.run_demo", lambda *args, **kwargs: incomplete)
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
 
     outcome = CliRunner().invoke(app, ["demo"])
@@ -155,7 +155,7 @@ def test_the_demo_exits_1_with_the_reason_when_it_cannot_run(
     def fails(*args: object, **kwargs: object) -> DemoResult:
         raise DemoFailed("adapter-dga exited with code 1:\n(its log)")
 
-    monkeypatch.setattr("gun_hub.cli.demo.run_demo", fails)
+    monkeypatch.setattr("gun_tools.demo.run_demo", fails)
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
 
     outcome = CliRunner().invoke(app, ["demo"])

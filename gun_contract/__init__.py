@@ -1,2 +1,2 @@
-"""The contract every party shares: messages, envelope, keys, topics, Kafka and SQLite plumbing.
-Imports nothing of gun_hub, adapters, partner_sim or gun_tools."""
+"""The contract every party shares: models, topics, envelope and keys, dead letters, Kafka, the consume loop, SQLite.
+May import: the standard library and third-party libraries, nothing else of the repo."""

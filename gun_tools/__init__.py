@@ -1,2 +1,2 @@
-"""Development and test tooling (demo, local broker, process group, generators, the
-clearance stand-in); not in the image. May import: gun_contract, gun_hub, adapters."""
+"""Development tooling: demo, local broker, process group, generators, clearance stand-in.
+May import: gun_contract, gun_hub, adapters, partner_sim. Not installed in the image."""

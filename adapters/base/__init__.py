@@ -1,4 +1,5 @@
-"""The adapter seam: what every authority's adapter is made of."""
+"""The adapter seam: what every authority's adapter is made of.
+May import: gun_contract and adapters.base."""
 
 from adapters.base.spec import AdapterSpec, PartnerPort, load_adapter
 

@@ -1,4 +1,5 @@
 """CITES adapter: CITES permits, import notifications, (re-)export documents.
+May import: gun_contract and adapters.base.
 
 Codes: C638 import permit, C639 import notification, C400 certificate, C401 and C402
 (re-)export documents. The management authority's permit register exposes quantity

@@ -1,4 +1,5 @@
 """DGA adapter: war-material export licences checked through SIGALE.
+May import: gun_contract and adapters.base.
 
 The licence code must come from configuration (routing table or
 ``GUN_HUB_HUB__EXTRA_ROUTES``). Licence data is confidential: requests are encrypted to

@@ -1,4 +1,5 @@
 """DGAL adapter: sanitary and phytosanitary documents checked through TRACES.
+May import: gun_contract and adapters.base.
 
 Codes: CHED-A (C640), CHED-P (N853), CHED-D (C678), CHED-PP (C085), phytosanitary
 certificate (N851), organic COI (C644). TRACES exposes quantity management in the CERTEX

@@ -1,1 +1,2 @@
-"""Kafka plumbing shared by every component: the local broker launcher, topic admin."""
+"""Kafka plumbing every process shares: client settings, TLS, topic admin, the ACL plan.
+May import: aiokafka and gun_contract."""

@@ -1,2 +1,2 @@
 """Keys, the signed-then-encrypted envelope, replay memory, entitlements, state cipher.
-May import: gun_contract only."""
+May import: gun_contract."""

@@ -1,4 +1,5 @@
-"""The ``gun-hub`` command: one entry point for every process and operator task."""
+"""The ``gun-hub`` command: one entry point for every process and operator task.
+May import: every package; gun_tools only inside a command that runs it (cli.tooling)."""
 
 from __future__ import annotations
 

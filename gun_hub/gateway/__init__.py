@@ -1,4 +1,5 @@
 """The single window's intake gateway: declarations that do not come through Kafka.
+May import: gun_contract, gun_hub.xml, .security, .pipeline, .web.
 
 Besides the clearance system, which publishes on ``gun.declarations`` itself, a declarant
 system can lodge a declaration over HTTP (:mod:`gun_hub.gateway.http_channel`) or drop it

@@ -1,6 +1,6 @@
-"""The hub's runtime around faust: what faust itself does not get right for us.
+"""The hub's runtime: the faust app and its agents, the publisher, deliveries, offsets, sweeps.
+May import: gun_contract and gun_hub (not gun_hub.cli); faust and aiokafka live here.
 
-Owns the commit rule (only past records the hub handled) and the watchdog that reads
-again a record faust dropped. May import gun_contract.kafka and the standard library; the
-pipeline never imports it.
+Besides the faust app, it owns the commit rule (only past records the hub handled)
+and the watchdog that reads again a record faust dropped. The pipeline never imports it.
 """

@@ -1,1 +1,2 @@
-"""Security: keys, the signed-then-encrypted envelope, replay memory, entitlements, audit."""
+"""The hub's own security: audit chain, web authentication, operator actions, key factory.
+May import: gun_contract (whose security holds the keys and envelope every party uses)."""

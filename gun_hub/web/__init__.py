@@ -1,4 +1,5 @@
 """The hub's web endpoints, on three listeners (ADR 0007, docs/operations.md).
+May import: gun_contract, gun_hub.domain, .ops, .security, .pipeline, aiohttp.
 
 * faust's web server (``GUN_HUB_HUB__WEB_PORT``): ``/livez``, ``/readyz`` and
   ``/metrics`` only (:mod:`gun_hub.web.probes`), for the cluster and Prometheus;

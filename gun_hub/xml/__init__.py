@@ -1,1 +1,2 @@
-"""XML at the edges: safe parsing of declarations, rendering of decisions."""
+"""XML at the edges: safe parsing of declarations, rendering of decisions.
+May import: gun_contract, lxml and xmlschema."""

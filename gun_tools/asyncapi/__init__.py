@@ -1,4 +1,5 @@
 """The AsyncAPI 3.0 document of every topic, generated from the topic registry.
+May import: gun_contract and gun_hub (examples are made with the real code).
 
 ``document`` assembles it (servers, channels, operations) and writes it as YAML;
 ``messages`` says what each topic carries (key, headers, payload); ``payloads`` holds the

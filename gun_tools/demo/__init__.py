@@ -1,5 +1,5 @@
-"""The demo (``gun-hub demo``): the whole pipeline on one machine, sample declarations
-through it, the decisions printed.
+"""The demo (``gun-hub demo``): the whole pipeline on one machine, the decisions printed.
+May import: gun_contract, gun_hub and gun_tools.
 
 ``samples`` reads the sample declarations and chains each declaration's versions,
 ``run`` starts the components and exchanges the samples for decisions, ``report`` is what

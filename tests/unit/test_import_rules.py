@@ -101,6 +101,25 @@ def test_the_packages_are_where_the_rules_look() -> None:
         assert (REPO / folder / "__init__.py").is_file(), folder
 
 
+PACKAGES = ("gun_contract", "gun_hub", "gun_tools", "adapters", "partner_sim")
+
+
+@pytest.mark.parametrize(
+    "package",
+    sorted(
+        str(init.parent.relative_to(REPO))
+        for top in PACKAGES
+        for init in (REPO / top).rglob("__init__.py")
+    ),
+)
+def test_each_package_opens_with_what_it_owns_and_what_it_may_import(package: str) -> None:
+    tree = ast.parse((REPO / package / "__init__.py").read_text(encoding="utf-8"))
+    docstring = ast.get_docstring(tree) or ""
+    owns, may_import, *_ = [*docstring.splitlines(), "", ""]
+    assert owns.strip()
+    assert may_import.startswith("May import: ")
+
+
 def test_the_contract_imports_none_of_the_other_packages() -> None:
     others = ("gun_hub", "gun_tools", *NOT_THE_HUB)
     assert offending("gun_contract", nothing, lambda n: within(n, *others)) == {}

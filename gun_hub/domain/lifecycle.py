@@ -23,20 +23,13 @@ was not asked at all.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
 from datetime import datetime
 
 from gun_contract.model.declaration import Stage
-from gun_contract.model.exchange import (
-    AuthorityRequest,
-    Operation,
-    RequestedDocument,
-    RequestedItem,
-    request_id_for,
-)
+from gun_contract.model.exchange import AuthorityRequest, Operation
 from gun_contract.model.verdicts import Outcome
 from gun_hub.domain.case import Case, ExpectedAnswer
+from gun_hub.domain.requests import requests_for
 
 FOLLOW_UP = {Outcome.RELEASE: Operation.WRITE_OFF, Outcome.REFUSE: Operation.DELETE}
 
@@ -88,43 +81,3 @@ def dropped_documents(previous: Case, kept: set[tuple[str, str]]) -> list[Expect
     ``kept`` holds the (authority, document reference) pairs the new version quotes.
     """
     return [e for e in held_reservations(previous) if (e.authority, e.reference) not in kept]
-
-
-def requests_for(
-    case: Case,
-    documents: Iterable[ExpectedAnswer],
-    operation: Operation,
-    version: int,
-    now: datetime,
-) -> list[AuthorityRequest]:
-    """One request per authority for ``documents`` of ``case``."""
-    by_authority: dict[str, dict[int, list[ExpectedAnswer]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for document in documents:
-        by_authority[document.authority][document.goods_item].append(document)
-    return [
-        AuthorityRequest(
-            request_id=request_id_for(case.reference, version, authority, operation),
-            authority=authority,
-            operation=operation,
-            reference=case.reference,
-            version=version,
-            stage=case.stage,
-            direction=case.direction,
-            procedure=case.procedure,
-            declarant_eori=case.declarant_eori,
-            items=tuple(
-                RequestedItem(
-                    number=number,
-                    commodity_code=quoted[0].commodity_code,
-                    documents=tuple(
-                        RequestedDocument(code=d.code, reference=d.reference) for d in quoted
-                    ),
-                )
-                for number, quoted in sorted(items.items())
-            ),
-            sent_at=now,
-        )
-        for authority, items in sorted(by_authority.items())
-    ]

@@ -11,7 +11,6 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,13 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gun_contract.model.decision import DocumentResult
 from gun_contract.model.declaration import Declaration, Stage
-from gun_contract.model.exchange import (
-    AuthorityRequest,
-    Operation,
-    RequestedDocument,
-    RequestedItem,
-    request_id_for,
-)
+from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Verdict
 
 _CODE = re.compile(r"^[A-Z][0-9A-Z]{3}$")
@@ -223,57 +216,3 @@ OPERATION_FOR_STAGE = {
     Stage.RELEASED_AFTER_CONTROL: Operation.WRITE_OFF,
     Stage.INVALIDATED: Operation.GIVE_BACK,
 }
-
-
-def build_requests(
-    declaration: Declaration,
-    table: RoutingTable,
-    authorities: tuple[str, ...],
-    operation: Operation,
-    now: datetime,
-) -> list[AuthorityRequest]:
-    """One request per authority, holding only the items and documents it checks."""
-    requests = []
-    for authority in authorities:
-        items = []
-        for item in declaration.goods_items:
-            documents = tuple(
-                RequestedDocument(
-                    code=d.code,
-                    reference=d.reference,
-                    line=d.line,
-                    quantity=d.quantity.value if d.quantity else None,
-                    unit=d.quantity.unit if d.quantity else None,
-                )
-                for d in item.documents
-                if table.authority_for(d.code) == authority
-            )
-            if documents:
-                items.append(
-                    RequestedItem(
-                        number=item.number,
-                        commodity_code=item.commodity_code,
-                        country_of_origin=item.country_of_origin,
-                        documents=documents,
-                    )
-                )
-        requests.append(
-            AuthorityRequest(
-                request_id=request_id_for(
-                    declaration.reference, declaration.version, authority, operation
-                ),
-                authority=authority,
-                operation=operation,
-                reference=declaration.reference,
-                version=declaration.version,
-                stage=declaration.stage,
-                direction=declaration.direction,
-                procedure=declaration.procedure,
-                declarant_eori=declaration.declarant.eori,
-                country_of_dispatch=declaration.country_of_dispatch,
-                country_of_destination=declaration.country_of_destination,
-                items=tuple(items),
-                sent_at=now,
-            )
-        )
-    return requests

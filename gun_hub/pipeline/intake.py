@@ -26,13 +26,13 @@ from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub import metrics
 from gun_hub.domain.case import Case, RiskFinding
 from gun_hub.domain.decide import refuse_unreadable
-from gun_hub.domain.lifecycle import dropped_documents, held_reservations, requests_for
+from gun_hub.domain.lifecycle import dropped_documents, held_reservations
+from gun_hub.domain.requests import build_requests, requests_for
 from gun_hub.domain.risk import assess_risk
 from gun_hub.domain.rollout import RolloutMode, describe_modes
 from gun_hub.domain.routing import (
     OPERATION_FOR_STAGE,
     RoutedDeclaration,
-    build_requests,
     route_documents,
 )
 from gun_hub.domain.status_events import StatusKind

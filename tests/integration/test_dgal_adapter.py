@@ -29,7 +29,8 @@ from gun_contract.model.verdicts import Verdict
 from gun_contract.security import jose_envelope
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.settings import AdapterSettings
-from gun_hub.domain.routing import build_requests, route_documents
+from gun_hub.domain.requests import build_requests
+from gun_hub.domain.routing import route_documents
 from tests.adapter_fixtures import running_adapter
 from tests.builders import declaration, document, goods_item
 from tests.conftest import KafkaEnv

@@ -63,7 +63,8 @@ from gun_contract.settings import (
     Settings,
 )
 from gun_contract.topics import TopicRegistry, topic_registry
-from gun_hub.domain.routing import build_requests, load_routing_table, route_documents
+from gun_hub.domain.requests import build_requests
+from gun_hub.domain.routing import load_routing_table, route_documents
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
 from gun_hub.gateway.sender import DeclarationSender
 from gun_tools.clearance_stand_in import DecisionReader, submit_declarations

@@ -8,10 +8,10 @@ import pytest
 
 from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Verdict
+from gun_hub.domain.requests import build_requests
 from gun_hub.domain.routing import (
     RoutingTable,
     RoutingTableError,
-    build_requests,
     build_routing_table,
     route_documents,
 )

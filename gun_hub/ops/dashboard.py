@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import ViewQueries
 
 _ASSETS = Path(__file__).resolve().parent / "dashboard_assets"

@@ -38,7 +38,7 @@ from gun_contract.heartbeats import HeartbeatFault, HeartbeatGate, HeartbeatRefu
 from gun_contract.kafka.admin import partitions_of
 from gun_contract.kafka.client import ClientConfig, reached, read_without_group
 from gun_hub.metrics import HEARTBEATS_REFUSED
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedRecord, OpsView
 
 log = logging.getLogger(__name__)

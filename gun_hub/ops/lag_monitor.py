@@ -29,7 +29,7 @@ from gun_contract.kafka.client import ClientConfig, from_settings
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry
 from gun_hub.ops.lag import GrowthWatch, LagSnapshot, PartitionLag, partition_lags, snapshot
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

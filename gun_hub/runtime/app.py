@@ -47,8 +47,8 @@ from gun_hub.domain.rollout import RolloutBoard
 from gun_hub.domain.routing import RoutingTable, load_routing_table
 from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.lag import LagSnapshot
+from gun_hub.ops.lag_metrics import OpsState, register_ops_metrics
 from gun_hub.ops.lag_monitor import LagMonitor
-from gun_hub.ops.prometheus import OpsState, register_ops_metrics
 from gun_hub.ops.view import FeedTopics, OpsView
 from gun_hub.pipeline.admission import (
     AdmissionGate,

@@ -28,7 +28,7 @@ from mode import Service
 
 from gun_contract.settings import WebSettings
 from gun_hub.domain.routing import RoutingTable
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import OpsView
 from gun_hub.security.web_auth import OfficerGate, PortalKeys, TokenPolicy, TraderTokens
 from gun_hub.web.common import Bounds

@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 from aiohttp import web
 
 from gun_hub.ops.dashboard import DASHBOARD_ASSETS, live_figures, view_figures
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.security.web_auth import OfficerGate, Unauthenticated
 from gun_hub.web.common import (
     DOCUMENT,

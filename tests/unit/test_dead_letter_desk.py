@@ -26,7 +26,7 @@ from gun_contract.kafka.log_reader import LoggedRecord
 from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
 from gun_contract.security.state_cipher import StateCipher
 from gun_contract.topics import TopicRegistry, topic_registry
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
 from gun_hub.pipeline.redrive import HEADER_REDRIVE_DEAD_LETTER, HEADER_REDRIVE_OF
 from gun_hub.security.operator_actions import ActionKind, open_action

@@ -33,7 +33,7 @@ from gun_contract.settings import BrokerSettings, OpsSettings, Settings
 from gun_contract.topics import TopicRegistry, topic_registry
 from gun_hub.cli import app
 from gun_hub.domain.routing import load_routing_table
-from gun_hub.ops.prometheus import OpsCollector, OpsState
+from gun_hub.ops.lag_metrics import OpsCollector, OpsState
 from gun_tools.deploy_manifests import manifests
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from gun_contract.health import CircuitStatus, PartnerHealth
 from gun_contract.topics import topic_registry
 from gun_hub.ops.lag import GrowthWatch, partition_lags, snapshot
+from gun_hub.ops.lag_metrics import OpsCollector, OpsState
 from gun_hub.ops.lag_monitor import watched_groups
-from gun_hub.ops.prometheus import OpsCollector, OpsState
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 

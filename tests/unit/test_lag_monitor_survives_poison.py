@@ -18,8 +18,8 @@ from aiokafka import TopicPartition
 from aiokafka.errors import GroupAuthorizationFailedError, KafkaTimeoutError
 
 from gun_hub.ops.lag import LagSnapshot
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.lag_monitor import LagMonitor, WatchedGroup
-from gun_hub.ops.prometheus import OpsState
 
 GROUPS = [
     WatchedGroup("hub", ("decl", "resp")),

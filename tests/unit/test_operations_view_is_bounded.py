@@ -14,7 +14,7 @@ from gun_contract.dead_letter import HEADER_COMPONENT, HEADER_ERROR_KIND, HEADER
 from gun_contract.kafka.client import ClientConfig
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.feed import OpsFeed
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedRecord, OpsView
 from tests.unit.test_operations_view import NOON, TODAY, TOPICS, Feed, use
 

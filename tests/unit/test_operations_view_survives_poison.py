@@ -33,7 +33,7 @@ from gun_contract.security.keystore import PartyKeys
 from gun_contract.topics import topic_registry
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.feed import OpsFeed, feed_record
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedRecord, OpsView
 from tests.conftest import envelope_of
 from tests.poison_corpus import hostile_headers, named_bombs

@@ -19,7 +19,7 @@ import pytest
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.state_cipher import StateCipher
 from gun_hub.domain.rollout import RolloutBoard, RolloutMode, RolloutSetting, open_setting
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.security.operator_actions import ActionKind, open_action
 from gun_hub.security.web_auth import add_officer, basic_authorization
 from gun_hub.web import build_web

@@ -44,7 +44,7 @@ from gun_contract.security.keystore import KeystoreFolder, PartyKeys
 from gun_contract.settings import SecuritySettings, Settings
 from gun_contract.topics import topic_registry
 from gun_hub.ops.feed import OpsFeed
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedTopics, OpsView
 from tests import forgery
 from tests.conftest import envelope_of

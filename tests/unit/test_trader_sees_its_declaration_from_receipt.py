@@ -29,7 +29,7 @@ from gun_contract.model.verdicts import Verdict
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.facts import FACT, ReceivedFact
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
 from gun_hub.security.web_auth import issue_trader_token
 from gun_hub.web import HubWeb, build_web, confidential_authorities

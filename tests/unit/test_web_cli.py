@@ -16,7 +16,7 @@ from typer.testing import CliRunner, Result
 
 from gun_contract.settings import WebSettings
 from gun_hub.cli import app
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import OpsView
 from gun_hub.web import HubWeb, build_web
 from gun_tools.processes import free_port

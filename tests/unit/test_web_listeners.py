@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 from gun_contract.settings import WebSettings
 from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops.facts import DecisionFact, DocumentUse, fact_bytes
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
 from gun_hub.security.web_auth import (
     add_officer,

@@ -27,7 +27,7 @@ import pytest
 from aiohttp import web
 
 from gun_contract.settings import WebSettings
-from gun_hub.ops.prometheus import OpsState
+from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedTopics, OpsView, ViewQueries
 from gun_hub.security.web_auth import add_officer, basic_authorization
 from gun_hub.web import build_web

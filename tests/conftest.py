@@ -37,21 +37,6 @@ from gun_tools.processes import free_port
 REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
 
-# ./tasks test runs the suite on two pytest-xdist workers. Every test that needs the broker
-# runs on one of them, one after the other, as on a single worker: those tests start hubs,
-# adapters and whole clusters on two cores, and two at once would measure the machine, not
-# the hub. The other worker takes the tests of pure logic, a file at a time.
-BROKER_MARKS = ("broker", "e2e", "chaos")
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group tests for ``--dist loadgroup``: the broker tests together, the others by file."""
-    for item in items:
-        needs_broker = any(item.get_closest_marker(mark) for mark in BROKER_MARKS)
-        group = "broker" if needs_broker else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
 
 @pytest.fixture(scope="session")
 def local_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker | None]:

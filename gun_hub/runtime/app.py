@@ -372,22 +372,24 @@ def build_hub(settings: Settings) -> Hub:
     # state key before faust sees it, so RocksDB and the changelog hold it encrypted.
     state_cipher = StateCipher.load(settings.security.keys_dir, HUB_PARTY)
     sealed_cases = SealedStore(_TableStore(cases), state_cipher, CASES_TABLE)
+    open_case_store = _TableStore(open_cases)
     progress = AnswerProgress()
     sweep = DeadlineSweep(app, topics, open_cases, progress)
     # Finalised cases leave the cases table; a marker each keeps the versions rule.
     retention_table = _raw_table(app, settings, CASE_RETENTION_TABLE)
+    retention_entries = _TableStore(retention_table)
     retention_index = RetentionIndex()
     retention = CaseRetention(
         cases=sealed_cases,
-        entries=_TableStore(retention_table),
-        open_cases=_TableStore(open_cases),
+        entries=retention_entries,
+        open_cases=open_case_store,
         index=retention_index,
         clock=utc_now,
         retention_s=settings.hub.case_retention_s,
         marker_s=settings.hub.decided_marker_s,
     )
     # What the pipeline reads: the live case, else the marker of a retired one.
-    retained_cases = RetainedCases(sealed_cases, _TableStore(retention_table))
+    store = RetainedCases(sealed_cases, retention_entries)
     answer_ids = TableReplayGuard(
         seen_messages, keep_after_expiry_s=settings.security.max_clock_skew_s
     )
@@ -407,8 +409,8 @@ def build_hub(settings: Settings) -> Hub:
         ),
         # Checkpoints signed with the hub's audit key, never its envelope key.
         audit=build_audit_trail(_TableStore(audit_heads), settings),
-        cases=retained_cases,
-        open_cases=_TableStore(open_cases),
+        cases=store,
+        open_cases=open_case_store,
         risk_rules=load_risk_rules(settings.hub.risk_rules, routing.authorities),
         request_deadline_s=settings.hub.request_deadline_s,
         clock=utc_now,
@@ -418,7 +420,6 @@ def build_hub(settings: Settings) -> Hub:
         retention=retention,
         rollout=rollout.board,
     )
-    store = retained_cases
     codec = DeclarationCodec(XmlLimits(max_bytes=settings.hub.max_declaration_bytes))
     intake = Intake(context, codec, store, accept_plain=settings.hub.accept_plain_declarations)
     correlation = Correlation(context, store)

@@ -182,6 +182,51 @@ def render(rows: Sequence[Mapping[str, Any]], rates: Mapping[str, float | None])
     return "\n".join(lines)
 
 
+# -- what each process's main thread did meanwhile --------------------------------------
+
+
+def schedstat(pid: int) -> tuple[int, int] | None:
+    """The main thread's time on a CPU and waiting for one (ns, /proc/PID/schedstat)."""
+    try:
+        on_cpu, waiting, _slices = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(on_cpu), int(waiting)
+
+
+@dataclass
+class ThreadClock:
+    """Where each process's main thread spent the measured time: running, runnable but
+    waiting for a CPU (the machine is busy), or asleep (waiting on I/O, a timer, nothing
+    to do). A pipeline that waits on something shows as asleep; a starved one, waiting
+    for a CPU. Threads besides the main one (the consumer thread faust runs aiokafka's
+    fetcher on, the JVM's) are left out: the main thread is where the handling runs."""
+
+    pids: Mapping[str, int]
+    began: float = 0.0
+    start: dict[str, tuple[int, int]] | None = None
+
+    def begin(self) -> None:
+        self.began = time.monotonic()
+        self.start = {n: t for n, p in self.pids.items() if (t := schedstat(p)) is not None}
+
+    def end(self) -> dict[str, dict[str, float]]:
+        wall = time.monotonic() - self.began
+        shares: dict[str, dict[str, float]] = {}
+        for name, (cpu0, wait0) in (self.start or {}).items():
+            now = schedstat(self.pids[name])
+            if now is None or wall <= 0:
+                continue
+            running = (now[0] - cpu0) / 1e9 / wall
+            waiting = (now[1] - wait0) / 1e9 / wall
+            shares[name] = {
+                "running": round(running, 3),
+                "waiting_for_cpu": round(waiting, 3),
+                "asleep": round(max(0.0, 1 - running - waiting), 3),
+            }
+        return shares
+
+
 # -- reading the path back ----------------------------------------------------------------
 
 
@@ -332,8 +377,11 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                 name: child.process.pid for name, child in group.children.items()
             }
             meter = CpuMeter(lambda: pids)
+            threads = ThreadClock({n: p for n, p in pids.items() if n != "broker"})
             meter.start()
+            threads.begin()
             seen_at = await send_batch(clearance, batch, options.rate)
+            main_threads = threads.end()
             cpu = meter.stop()
         finally:
             await reader.stop()
@@ -352,6 +400,9 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         "hops": rows,
         "stage_rates": stage_rates(paths),
         "cpu": cpu,
+        "main_threads": main_threads,
+        # Every declaration's stage times, for a closer look (periodic stalls, outliers).
+        "paths": paths,
     }
 
 
@@ -412,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     print(render(figures["hops"], figures["stage_rates"]))
     cpu = figures["cpu"]
     print(f"cpu: {json.dumps(cpu)}")
+    print("main threads (share of the time: running / waiting for a CPU / asleep):")
+    for name, share in figures["main_threads"].items():
+        print(
+            f"  {name:<20} {share['running']:6.0%} {share['waiting_for_cpu']:6.0%} "
+            f"{share['asleep']:6.0%}"
+        )
     print(
         f"load average before {result['load_average_before']}, after {result['load_average_after']}"
     )

@@ -35,6 +35,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -104,6 +105,7 @@ HOP_NAMES = {
 @dataclass
 class Options:
     declarations: int = 1000
+    warm_up: int = WARM_UP
     rate: float | None = None  # declarations/s offered; None: all at once (saturation)
     seed: int = 1
     out: Path | None = None
@@ -227,6 +229,48 @@ class ThreadClock:
         return shares
 
 
+def thread_ticks(pid: int) -> dict[str, int]:
+    """CPU clock ticks of each thread of ``pid`` so far, summed by the kind of thread
+    (its name with the digits left out: ``CN CompilerThreN``, ``data-plane-kafka...``)."""
+    ticks: dict[str, int] = defaultdict(int)
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return {}
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = re.sub(r"\d+", "N", stat[stat.index("(") + 1 : stat.rindex(")")])
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks[name] += int(fields[11]) + int(fields[12])  # utime + stime
+    return dict(ticks)
+
+
+def broker_threads(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds of the broker's threads between two ``thread_ticks``, grouped: the
+    JIT compiler (a fresh JVM compiles for minutes: work a broker that has run for a
+    while no longer does), the request handlers, the network threads, the garbage
+    collector, the rest."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups: dict[str, float] = defaultdict(float)
+    for name, ticks in after.items():
+        spent = (ticks - before.get(name, 0)) / tick
+        if "Compiler" in name:
+            group = "jit compiler"
+        elif "request-handler" in name or name.startswith("data-plane-kafk"):
+            group = "request handlers"
+        elif "network" in name:
+            group = "network"
+        elif "GC" in name or "G1" in name or "GN" in name:
+            group = "garbage collector"
+        else:
+            group = "other"
+        groups[group] += spent
+    return {g: round(v, 2) for g, v in sorted(groups.items(), key=lambda kv: -kv[1])}
+
+
 # -- reading the path back ----------------------------------------------------------------
 
 
@@ -336,7 +380,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
     security = SecuritySettings(keys_dir=work / "keys", state_dir=work / "state")
     KeystoreFolder(security.keys_dir).init(parties(topics))
     mix = Mix(options.seed)
-    warm_up = mix.declarations(WARM_UP, "26FRHOPSW")
+    warm_up = mix.declarations(options.warm_up, "26FRHOPSW")
     batch = mix.declarations(options.declarations, "26FRHOPSS")
     files = write_documents(work, mix.documents_by_authority())
     env = {
@@ -378,11 +422,14 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
             }
             meter = CpuMeter(lambda: pids)
             threads = ThreadClock({n: p for n, p in pids.items() if n != "broker"})
+            broker_pid = broker.running_pid() or 0
+            broker_before = thread_ticks(broker_pid)
             meter.start()
             threads.begin()
             seen_at = await send_batch(clearance, batch, options.rate)
             main_threads = threads.end()
             cpu = meter.stop()
+            broker_cpu = broker_threads(broker_before, thread_ticks(broker_pid))
         finally:
             await reader.stop()
             await sender.stop()
@@ -401,6 +448,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         "stage_rates": stage_rates(paths),
         "cpu": cpu,
         "main_threads": main_threads,
+        "broker_threads_s": broker_cpu,
         # Every declaration's stage times, for a closer look (periodic stalls, outliers).
         "paths": paths,
     }
@@ -413,13 +461,17 @@ def parse(argv: list[str]) -> Options:
         help="declarations in the traced batch (default %(default)s)",
     )  # fmt: skip
     parser.add_argument(
+        "--warm-up", type=int, default=Options.warm_up,
+        help="declarations decided before the traced batch (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
         "--rate", type=float, default=None,
         help="offer the batch at this many declarations/s (default: all at once)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=Options.seed, help="the mix's seed")
     parser.add_argument("--out", type=Path, help="the JSON file (default benchmarks/results/)")
     args = parser.parse_args(argv)
-    return Options(args.declarations, args.rate, args.seed, args.out)
+    return Options(args.declarations, args.warm_up, args.rate, args.seed, args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -446,7 +498,11 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "hops",
         "at": began.isoformat(timespec="seconds"),
-        "options": {"declarations": options.declarations, "rate": options.rate},
+        "options": {
+            "declarations": options.declarations,
+            "warm_up": options.warm_up,
+            "rate": options.rate,
+        },
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         **figures,
@@ -463,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     print(render(figures["hops"], figures["stage_rates"]))
     cpu = figures["cpu"]
     print(f"cpu: {json.dumps(cpu)}")
+    print(f"broker cpu s by thread: {json.dumps(figures['broker_threads_s'])}")
     print("main threads (share of the time: running / waiting for a CPU / asleep):")
     for name, share in figures["main_threads"].items():
         print(

@@ -35,7 +35,6 @@ import asyncio
 import itertools
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -60,9 +59,10 @@ from benchmarks.bench import (
     Clearance,
     load_documents,
     start_hub,
+    warm_broker,
     write_documents,
 )
-from benchmarks.cpu import CpuMeter
+from benchmarks.cpu import CpuMeter, broker_threads, thread_ticks
 from benchmarks.mix import Mix, PlannedDeclaration
 from benchmarks.report import percentile, steady_rate
 from gun_hub.clearance import DecisionReader, DeclarationSender
@@ -107,6 +107,7 @@ class Options:
     declarations: int = 1000
     warm_up: int = WARM_UP
     rate: float | None = None  # declarations/s offered; None: all at once (saturation)
+    warm_broker: bool = True  # until its JIT compiler is quiet (bench.py, warm_broker)
     seed: int = 1
     out: Path | None = None
 
@@ -227,48 +228,6 @@ class ThreadClock:
                 "asleep": round(max(0.0, 1 - running - waiting), 3),
             }
         return shares
-
-
-def thread_ticks(pid: int) -> dict[str, int]:
-    """CPU clock ticks of each thread of ``pid`` so far, summed by the kind of thread
-    (its name with the digits left out: ``CN CompilerThreN``, ``data-plane-kafka...``)."""
-    ticks: dict[str, int] = defaultdict(int)
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return {}
-    for task in tasks:
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:
-            continue  # the thread ended meanwhile
-        name = re.sub(r"\d+", "N", stat[stat.index("(") + 1 : stat.rindex(")")])
-        fields = stat[stat.rindex(")") + 2 :].split()
-        ticks[name] += int(fields[11]) + int(fields[12])  # utime + stime
-    return dict(ticks)
-
-
-def broker_threads(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, float]:
-    """CPU seconds of the broker's threads between two ``thread_ticks``, grouped: the
-    JIT compiler (a fresh JVM compiles for minutes: work a broker that has run for a
-    while no longer does), the request handlers, the network threads, the garbage
-    collector, the rest."""
-    tick = os.sysconf("SC_CLK_TCK")
-    groups: dict[str, float] = defaultdict(float)
-    for name, ticks in after.items():
-        spent = (ticks - before.get(name, 0)) / tick
-        if "Compiler" in name:
-            group = "jit compiler"
-        elif "request-handler" in name or name.startswith("data-plane-kafk"):
-            group = "request handlers"
-        elif "network" in name:
-            group = "network"
-        elif "GC" in name or "G1" in name or "GN" in name:
-            group = "garbage collector"
-        else:
-            group = "other"
-        groups[group] += spent
-    return {g: round(v, 2) for g, v in sorted(groups.items(), key=lambda kv: -kv[1])}
 
 
 # -- reading the path back ----------------------------------------------------------------
@@ -416,6 +375,13 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         try:
             await clearance.warm_up(warm_up)
             async with aiohttp.ClientSession() as http:
+                jit_busy = (
+                    await warm_broker(
+                        clearance, mix, broker.running_pid() or 0, http, partner_ports, "26FRHOPSJ"
+                    )
+                    if options.warm_broker
+                    else []
+                )
                 await load_documents(http, partner_ports, mix, batch)
             pids = {"broker": broker.running_pid() or 0} | {
                 name: child.process.pid for name, child in group.children.items()
@@ -449,6 +415,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         "cpu": cpu,
         "main_threads": main_threads,
         "broker_threads_s": broker_cpu,
+        "broker_jit_cpus_while_warming": jit_busy,
         # Every declaration's stage times, for a closer look (periodic stalls, outliers).
         "paths": paths,
     }
@@ -468,10 +435,21 @@ def parse(argv: list[str]) -> Options:
         "--rate", type=float, default=None,
         help="offer the batch at this many declarations/s (default: all at once)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cold-broker", action="store_true",
+        help="measure right after the warm-up, the broker's JIT compiler still busy",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=Options.seed, help="the mix's seed")
     parser.add_argument("--out", type=Path, help="the JSON file (default benchmarks/results/)")
     args = parser.parse_args(argv)
-    return Options(args.declarations, args.warm_up, args.rate, args.seed, args.out)
+    return Options(
+        args.declarations,
+        args.warm_up,
+        args.rate,
+        not args.cold_broker,
+        args.seed,
+        args.out,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -502,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             "declarations": options.declarations,
             "warm_up": options.warm_up,
             "rate": options.rate,
+            "warm_broker": options.warm_broker,
         },
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
@@ -519,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     print(render(figures["hops"], figures["stage_rates"]))
     cpu = figures["cpu"]
     print(f"cpu: {json.dumps(cpu)}")
+    print(f"broker JIT while warming (CPUs per round): {figures['broker_jit_cpus_while_warming']}")
     print(f"broker cpu s by thread: {json.dumps(figures['broker_threads_s'])}")
     print("main threads (share of the time: running / waiting for a CPU / asleep):")
     for name, share in figures["main_threads"].items():

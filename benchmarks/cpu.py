@@ -8,7 +8,9 @@ process, the broker, every component) is what other work took meanwhile.
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,3 +77,42 @@ class CpuMeter:
             "cpus_busy": round(machine / wall, 2) if wall > 0 else 0.0,
             "by_process_s": by_process,
         }
+
+
+def thread_ticks(pid: int) -> dict[str, int]:
+    """CPU clock ticks of each thread of ``pid`` so far, summed by the kind of thread
+    (its name with the digits left out: ``CN CompilerThreN``, ``data-plane-kafka...``)."""
+    ticks: dict[str, int] = defaultdict(int)
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return {}
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = re.sub(r"\d+", "N", stat[stat.index("(") + 1 : stat.rindex(")")])
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks[name] += int(fields[11]) + int(fields[12])  # utime + stime (proc(5))
+    return dict(ticks)
+
+
+def broker_threads(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds of the broker's threads between two ``thread_ticks``, grouped: the
+    JIT compiler (a fresh JVM compiles for minutes: work a broker that has run for a
+    while no longer does), the threads serving requests, the garbage collector, the
+    rest."""
+    groups: dict[str, float] = defaultdict(float)
+    for name, ticks in after.items():
+        spent = (ticks - before.get(name, 0)) / TICKS
+        if "Compiler" in name:
+            group = "jit compiler"
+        elif name.startswith("data-plane-kafk"):  # names are cut at 15 characters
+            group = "requests (network and handler threads)"
+        elif "GC" in name or name.startswith("GN "):  # G1's threads: "GC Thread#N", "G1 ..."
+            group = "garbage collector"
+        else:
+            group = "other"
+        groups[group] += spent
+    return {g: round(v, 2) for g, v in sorted(groups.items(), key=lambda kv: -kv[1])}

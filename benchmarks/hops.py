@@ -1,0 +1,517 @@
+"""Where a declaration's time goes, hop by hop (issue 12): ``./tasks bench-hops``.
+
+The same stack as ``./tasks bench`` (own broker, the three partner systems and adapters,
+one hub worker, the clearance system in this process), then a batch of declarations
+sent at once (saturation) or paced (``--rate``). Afterwards every record of their path
+is read back from the broker and lined up per declaration version:
+
+=============  ===================================================  ==================
+stage          record                                               time
+=============  ===================================================  ==================
+declaration    ``gun.declarations`` (key: reference)                log-append (broker)
+claim          ``gun.hub.claims``, kind claim (the record's position)  create (hub)
+verdict        ``gun.hub.claims``, kind verdict                     create (hub)
+request        ``gun.requests.<authority>`` (trace header), last    log-append (broker)
+answer         ``gun.responses.<authority>`` (trace header), last   log-append (broker)
+outbox         ``gun.hub.decision-outbox`` (trace header)           create (hub)
+decision       ``gun.decisions`` (trace header)                     log-append (broker)
+seen           the clearance system opened the decision             this process
+=============  ===================================================  ==================
+
+A gap is the time between two stages of one declaration: the reading, the work and the
+sending of the stage in between, and any queue in front of it. At saturation the queue
+builds in front of the slowest stage, so the hop with the largest share is the one that
+limits the rate. Each stage's own rate (records per second between the 10th and 90th
+percentile of its times) shows the same from the other side. Create times are the hub's
+clock and log-append times the broker's: one machine, one clock.
+
+Run: ./tasks bench-hops [--declarations N] [--rate R] [--seed N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from benchmarks.bench import (
+    PARTITIONS,
+    PREFIX,
+    READY_WITHIN_S,
+    REPO,
+    RESULTS,
+    WARM_UP,
+    Clearance,
+    load_documents,
+    start_hub,
+    warm_broker,
+    write_documents,
+)
+from benchmarks.cpu import CpuMeter, broker_threads, thread_ticks
+from benchmarks.mix import Mix, PlannedDeclaration
+from benchmarks.report import percentile, steady_rate
+from gun_contract.kafka.admin import ensure_topics
+from gun_contract.kafka.client import consumer_options
+from gun_contract.resources import config_path
+from gun_contract.security.entitlements import CLEARANCE_PARTY, parties
+from gun_contract.security.keystore import KeystoreFolder
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.settings import BrokerSettings, SecuritySettings
+from gun_contract.topics import TopicRegistry, topic_registry
+from gun_contract.trace import trace_id_for, trace_in
+from gun_hub.domain.routing import load_routing_table
+from gun_hub.pipeline.admission import Claim, ClaimVerdict, read_claims_record
+from gun_hub.security.factory import build_envelope
+from gun_tools.clearance_stand_in import DecisionReader, DeclarationSender
+from gun_tools.local_broker import LocalBroker
+from gun_tools.processes import (
+    ProcessGroup,
+    free_port,
+    partner_health_url,
+    ready_url,
+    start_adapter,
+    start_partner_system,
+    wait_all_ready,
+)
+
+STAGES = ("declaration", "claim", "verdict", "request", "answer", "outbox", "decision", "seen")
+# What each gap between two stages is made of, for the printed table.
+HOP_NAMES = {
+    ("declaration", "claim"): "hub intake: read, open envelope, send claim",
+    ("claim", "verdict"): "hub claims agent: read claim, judge, send verdict",
+    ("verdict", "request"): "hub intake: read verdict, decide route, send requests",
+    ("request", "answer"): "adapters + partner systems (last answer)",
+    ("answer", "outbox"): "hub correlation: read last answer, decide, outbox",
+    ("outbox", "decision"): "hub publisher: read outbox, seal, transaction",
+    ("decision", "seen"): "commit marker + clearance reader",
+}
+
+
+@dataclass
+class Options:
+    declarations: int = 1000
+    warm_up: int = WARM_UP
+    rate: float | None = None  # declarations/s offered; None: all at once (saturation)
+    warm_broker: bool = True  # until its JIT compiler is quiet (bench.py, warm_broker)
+    seed: int = 1
+    out: Path | None = None
+
+
+# -- the figures (pure) -------------------------------------------------------------------
+
+
+def hop_table(paths: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
+    """Per hop between consecutive stages: how many declarations have both ends, the
+    median, p95 and mean gap in ms, and the hop's share of the summed end-to-end time.
+    ``paths``: per declaration, the time (s) of each stage it reached."""
+    complete = [p for p in paths.values() if all(s in p for s in STAGES)]
+    total = sum(p["seen"] - p["declaration"] for p in complete)
+    rows = []
+    for start, end in itertools.pairwise(STAGES):
+        gaps = [p[end] - p[start] for p in complete]
+        if not gaps:
+            continue
+        rows.append(
+            {
+                "hop": f"{start} → {end}",
+                "what": HOP_NAMES[(start, end)],
+                "count": len(gaps),
+                "p50_ms": round(percentile(gaps, 50) * 1000, 1),
+                "p95_ms": round(percentile(gaps, 95) * 1000, 1),
+                "mean_ms": round(statistics.fmean(gaps) * 1000, 1),
+                "share": round(sum(gaps) / total, 3) if total > 0 else None,
+            }
+        )
+    ends = [p["seen"] - p["declaration"] for p in complete]
+    if ends:
+        rows.append(
+            {
+                "hop": "declaration → seen",
+                "what": "end to end",
+                "count": len(ends),
+                "p50_ms": round(percentile(ends, 50) * 1000, 1),
+                "p95_ms": round(percentile(ends, 95) * 1000, 1),
+                "mean_ms": round(statistics.fmean(ends) * 1000, 1),
+                "share": 1.0,
+            }
+        )
+    return rows
+
+
+def stage_rates(paths: Mapping[str, Mapping[str, float]]) -> dict[str, float | None]:
+    """Each stage's steady rate (per second, 10th to 90th percentile of its times)."""
+    rates: dict[str, float | None] = {}
+    for stage in STAGES:
+        times = sorted(p[stage] for p in paths.values() if stage in p)
+        if len(times) < 10:
+            rates[stage] = None
+            continue
+        rate = steady_rate([t - times[0] for t in times])
+        rates[stage] = round(rate, 1) if rate else None
+    return rates
+
+
+def render(rows: Sequence[Mapping[str, Any]], rates: Mapping[str, float | None]) -> str:
+    lines = [
+        "| hop | what | p50 ms | p95 ms | mean ms | share |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        share = f"{row['share'] * 100:.0f} %" if row["share"] is not None else "-"
+        lines.append(
+            f"| {row['hop']} | {row['what']} | {row['p50_ms']:,} | {row['p95_ms']:,} "
+            f"| {row['mean_ms']:,} | {share} |"
+        )
+    lines.append("")
+    lines.append(
+        "stage rates /s (10th-90th percentile): "
+        + ", ".join(f"{s} {r if r is not None else '-'}" for s, r in rates.items())
+    )
+    return "\n".join(lines)
+
+
+# -- what each process's main thread did meanwhile --------------------------------------
+
+
+def schedstat(pid: int) -> tuple[int, int] | None:
+    """The main thread's time on a CPU and waiting for one (ns, /proc/PID/schedstat)."""
+    try:
+        on_cpu, waiting, _slices = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(on_cpu), int(waiting)
+
+
+@dataclass
+class ThreadClock:
+    """Where each process's main thread spent the measured time: running, runnable but
+    waiting for a CPU (the machine is busy), or asleep (waiting on I/O, a timer, nothing
+    to do). A pipeline that waits on something shows as asleep; a starved one, waiting
+    for a CPU. Threads besides the main one (the consumer thread faust runs aiokafka's
+    fetcher on, the JVM's) are left out: the main thread is where the handling runs."""
+
+    pids: Mapping[str, int]
+    began: float = 0.0
+    start: dict[str, tuple[int, int]] | None = None
+
+    def begin(self) -> None:
+        self.began = time.monotonic()
+        self.start = {n: t for n, p in self.pids.items() if (t := schedstat(p)) is not None}
+
+    def end(self) -> dict[str, dict[str, float]]:
+        wall = time.monotonic() - self.began
+        shares: dict[str, dict[str, float]] = {}
+        for name, (cpu0, wait0) in (self.start or {}).items():
+            now = schedstat(self.pids[name])
+            if now is None or wall <= 0:
+                continue
+            running = (now[0] - cpu0) / 1e9 / wall
+            waiting = (now[1] - wait0) / 1e9 / wall
+            shares[name] = {
+                "running": round(running, 3),
+                "waiting_for_cpu": round(waiting, 3),
+                "asleep": round(max(0.0, 1 - running - waiting), 3),
+            }
+        return shares
+
+
+# -- reading the path back ----------------------------------------------------------------
+
+
+async def read_all(bootstrap: str, topic_names: Sequence[str]) -> list[Any]:
+    """Every record now on ``topic_names`` (all partitions, from the beginning)."""
+    consumer = AIOKafkaConsumer(
+        **consumer_options(bootstrap), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(t, p) for t in topic_names for p in range(PARTITIONS)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        records: list[Any] = []
+        while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
+            for batch in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def _keep_first(path: dict[str, float], stage: str, at: float) -> None:
+    path[stage] = min(path.get(stage, at), at)
+
+
+def _keep_last(path: dict[str, float], stage: str, at: float) -> None:
+    path[stage] = max(path.get(stage, at), at)
+
+
+async def paths_of(
+    bootstrap: str,
+    topics: TopicRegistry,
+    references: set[str],
+    seen_at: Mapping[str, float],
+) -> dict[str, dict[str, float]]:
+    """Per declaration (trace id, version 1), the time of each stage of its path."""
+    traces = {trace_id_for(r, 1): r for r in references}
+    paths: dict[str, dict[str, float]] = defaultdict(dict)
+    position: dict[tuple[int, int], str] = {}  # declaration (partition, offset) -> trace
+    for record in await read_all(bootstrap, [topics.declarations]):
+        reference = (record.key or b"").decode()
+        if reference in references:
+            trace = trace_id_for(reference, 1)
+            position[(record.partition, record.offset)] = trace
+            _keep_first(paths[trace], "declaration", record.timestamp / 1000)
+    for record in await read_all(bootstrap, [topics.claims]):
+        claim = read_claims_record(record.value or b"")
+        trace_of = position.get((claim.source.partition, claim.source.offset))
+        if trace_of is None:
+            continue
+        if isinstance(claim, Claim):
+            _keep_first(paths[trace_of], "claim", record.timestamp / 1000)
+        elif isinstance(claim, ClaimVerdict):
+            _keep_first(paths[trace_of], "verdict", record.timestamp / 1000)
+    stage_of = {topics.decision_outbox: "outbox", topics.decisions: "decision"}
+    stage_of |= {topics.requests(a): "request" for a in topics.authorities}
+    stage_of |= dict.fromkeys(topics.all_responses(), "answer")
+    for record in await read_all(bootstrap, list(stage_of)):
+        trace = trace_in(list(record.headers))
+        if trace not in traces:
+            continue
+        stage = stage_of[record.topic]
+        # The last request and answer: the declaration waits for all of them.
+        keep = _keep_last if stage in ("request", "answer") else _keep_first
+        keep(paths[trace], stage, record.timestamp / 1000)
+    for reference, at in seen_at.items():
+        paths[trace_id_for(reference, 1)]["seen"] = at
+    return dict(paths)
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+async def send_batch(
+    clearance: Clearance, batch: list[PlannedDeclaration], rate: float | None
+) -> dict[str, float]:
+    """Send ``batch`` (all at once, or at ``rate``); when each was seen decided (wall
+    clock seconds, comparable with the records' times)."""
+    values = [clearance.sender.seal(p.xml) for p in batch]
+
+    async def send() -> None:
+        deliveries = []
+        began = time.monotonic()
+        for n, (value, planned) in enumerate(zip(values, batch, strict=True)):
+            if rate is not None:
+                delay = began + n / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            deliveries.append(await clearance.sender.publish(value, planned.reference))
+        await asyncio.gather(*deliveries)
+
+    sending = asyncio.create_task(send())
+    offset = time.time() - time.monotonic()
+    timeout = 120 + len(batch) / (rate or 10)
+    arrived = await clearance._decisions({p.reference for p in batch}, timeout, "hops")
+    await sending
+    return {reference: at + offset for reference, at in arrived.items()}
+
+
+async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, Any]:
+    bootstrap = broker.bootstrap_servers
+    routing = load_routing_table(config_path("routing.toml"))
+    topics = topic_registry(PREFIX, routing.authorities)
+    await ensure_topics(bootstrap, topics, PARTITIONS, 1)
+    security = SecuritySettings(keys_dir=work / "keys", state_dir=work / "state")
+    KeystoreFolder(security.keys_dir).init(parties(topics))
+    mix = Mix(options.seed)
+    warm_up = mix.declarations(options.warm_up, "26FRHOPSW")
+    batch = mix.declarations(options.declarations, "26FRHOPSS")
+    files = write_documents(work, mix.documents_by_authority())
+    env = {
+        "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "GUN_HUB_KAFKA__TOPIC_PREFIX": PREFIX,
+        "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
+        "GUN_HUB_SECURITY__KEYS_DIR": str(security.keys_dir),
+        "GUN_HUB_SECURITY__STATE_DIR": str(security.state_dir),
+        "GUN_HUB_LOG_LEVEL": "WARNING",
+        "GUN_HUB_LOG_FORMAT": "text",
+        "NO_COLOR": "1",
+    }
+    with ProcessGroup(work / "logs", env, stop_together=True) as group:
+        readiness: dict[str, str] = {}
+        partner_ports: dict[str, int] = {}
+        for authority in routing.authorities:
+            port = start_partner_system(
+                group, authority, files[authority], work / f"{authority}.sqlite", wait=False
+            )
+            partner_ports[authority] = port
+            readiness[f"partner-sim-{authority}"] = partner_health_url(port)
+            readiness[f"adapter-{authority}"] = ready_url(
+                start_adapter(group, authority, port, wait=False)
+            )
+        readiness["hub"] = start_hub(group, work, "hub", first=True)
+        await asyncio.to_thread(wait_all_ready, readiness, READY_WITHIN_S, group)
+        envelope = build_envelope(security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
+        sender = DeclarationSender(bootstrap, topics.declarations, envelope)
+        reader = DecisionReader(bootstrap, topics.decisions, envelope)
+        await sender.start()
+        await reader.start(from_beginning=False)
+        clearance = Clearance(sender, reader, group)
+        try:
+            await clearance.warm_up(warm_up)
+            async with aiohttp.ClientSession() as http:
+                jit_busy = (
+                    await warm_broker(
+                        clearance, mix, broker.running_pid() or 0, http, partner_ports, "26FRHOPSJ"
+                    )
+                    if options.warm_broker
+                    else []
+                )
+                await load_documents(http, partner_ports, mix, batch)
+            pids = {"broker": broker.running_pid() or 0} | {
+                name: child.process.pid for name, child in group.children.items()
+            }
+            meter = CpuMeter(lambda: pids)
+            threads = ThreadClock({n: p for n, p in pids.items() if n != "broker"})
+            broker_pid = broker.running_pid() or 0
+            broker_before = thread_ticks(broker_pid)
+            meter.start()
+            threads.begin()
+            seen_at = await send_batch(clearance, batch, options.rate)
+            main_threads = threads.end()
+            cpu = meter.stop()
+            broker_cpu = broker_threads(broker_before, thread_ticks(broker_pid))
+        finally:
+            await reader.stop()
+            await sender.stop()
+    paths = await paths_of(bootstrap, topics, {p.reference for p in batch}, seen_at)
+    rows = hop_table(paths)
+    ends = [p["seen"] - p["declaration"] for p in paths.values() if "seen" in p]
+    first = min(p["declaration"] for p in paths.values() if "declaration" in p)
+    return {
+        "declarations": len(batch),
+        "decided": len(seen_at),
+        "offered_per_second": options.rate,
+        "declarations_per_second": (
+            round(len(ends) / (max(seen_at.values()) - first), 1) if seen_at else None
+        ),
+        "hops": rows,
+        "stage_rates": stage_rates(paths),
+        "cpu": cpu,
+        "main_threads": main_threads,
+        "broker_threads_s": broker_cpu,
+        "broker_jit_cpus_while_warming": jit_busy,
+        # Every declaration's stage times, for a closer look (periodic stalls, outliers).
+        "paths": paths,
+    }
+
+
+def parse(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(prog="./tasks bench-hops", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--declarations", type=int, default=Options.declarations,
+        help="declarations in the traced batch (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warm-up", type=int, default=Options.warm_up,
+        help="declarations decided before the traced batch (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rate", type=float, default=None,
+        help="offer the batch at this many declarations/s (default: all at once)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cold-broker", action="store_true",
+        help="measure right after the warm-up, the broker's JIT compiler still busy",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=Options.seed, help="the mix's seed")
+    parser.add_argument("--out", type=Path, help="the JSON file (default benchmarks/results/)")
+    args = parser.parse_args(argv)
+    return Options(
+        args.declarations,
+        args.warm_up,
+        args.rate,
+        not args.cold_broker,
+        args.seed,
+        args.out,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(sys.argv[1:] if argv is None else argv)
+    load_before = os.getloadavg()
+    began = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="gun-hub-hops-") as folder:
+        work = Path(folder)
+        broker = LocalBroker(
+            BrokerSettings(
+                home=work / "kafka",
+                jars_cache=REPO / ".gun-hub" / "cache",
+                port=free_port(),
+                controller_port=free_port(),
+                start_timeout_s=120,
+            ),
+            PARTITIONS,
+        )
+        broker.start()
+        try:
+            figures = asyncio.run(run(options, work, broker))
+        finally:
+            broker.stop()
+    result = {
+        "benchmark": "hops",
+        "at": began.isoformat(timespec="seconds"),
+        "options": {
+            "declarations": options.declarations,
+            "warm_up": options.warm_up,
+            "rate": options.rate,
+            "warm_broker": options.warm_broker,
+        },
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        **figures,
+    }
+    out = options.out or RESULTS / f"hops-{began.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(
+        f"{figures['decided']}/{figures['declarations']} decided, "
+        f"{figures['declarations_per_second']} declarations/s "
+        f"({'offered ' + str(options.rate) + '/s' if options.rate else 'all at once'})"
+    )
+    print(render(figures["hops"], figures["stage_rates"]))
+    cpu = figures["cpu"]
+    print(f"cpu: {json.dumps(cpu)}")
+    print(f"broker JIT while warming (CPUs per round): {figures['broker_jit_cpus_while_warming']}")
+    print(f"broker cpu s by thread: {json.dumps(figures['broker_threads_s'])}")
+    print("main threads (share of the time: running / waiting for a CPU / asleep):")
+    for name, share in figures["main_threads"].items():
+        print(
+            f"  {name:<20} {share['running']:6.0%} {share['waiting_for_cpu']:6.0%} "
+            f"{share['asleep']:6.0%}"
+        )
+    print(
+        f"load average before {result['load_average_before']}, after {result['load_average_after']}"
+    )
+    print(f"saved {out}")
+    return 0 if figures["decided"] == figures["declarations"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

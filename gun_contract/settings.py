@@ -125,6 +125,12 @@ class HubSettings(BaseModel):
         "latest published), to skip one announced again after a crash; a repeat follows "
         "its original within the records a crash left uncommitted (publisher.py).",
     )
+    publisher_stall_s: PositiveFloat = Field(
+        60.0,
+        description="A decision fetched from the outbox and not published for this long "
+        "makes the worker not ready (/readyz names the outbox partitions): its "
+        "transactions keep failing, or one never returns (publisher.py).",
+    )
     admission_limit: PositiveInt = Field(
         2000,
         description="Declarations a worker may hold opened while their message ids are "

@@ -703,7 +703,7 @@ def build_hub(settings: Settings) -> Hub:
         app,
         view,
         ops_state,
-        ready=lambda: _readiness(app, publisher, rollout),
+        ready=lambda: _readiness(app, publisher, rollout, settings.hub.publisher_stall_s),
         web=settings.web,
         routing=routing,
         desk=DeadLetterDesk(
@@ -754,7 +754,9 @@ def _operations_view(
     return view
 
 
-def _readiness(app: faust.App, publisher: DecisionPublisher, rollout: RolloutFollower) -> list[str]:
+def _readiness(
+    app: faust.App, publisher: DecisionPublisher, rollout: RolloutFollower, stall_s: float
+) -> list[str]:
     """What keeps the hub from processing now (empty: ready)."""
     waiting = []
     if not rollout.caught_up.is_set():
@@ -769,4 +771,10 @@ def _readiness(app: faust.App, publisher: DecisionPublisher, rollout: RolloutFol
         waiting.append("producer not started")
     if not publisher.ready.is_set():
         waiting.append("decision publisher not started")
+    if stalled := publisher.stalled(longer_than_s=stall_s):
+        partitions = ", ".join(str(p) for p in stalled)
+        waiting.append(
+            f"decision publisher stalled: outbox partition(s) {partitions} unpublished "
+            f"for more than {stall_s:g} s"
+        )
     return waiting

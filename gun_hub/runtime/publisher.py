@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -120,6 +121,7 @@ class DecisionPublisher:
         envelope: Envelope,
         outbox_cipher: StateCipher,
         memory: int = DEFAULT_MEMORY,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connect = connect
         self._envelope = envelope
@@ -136,6 +138,11 @@ class DecisionPublisher:
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # consuming, its partitions' producers up (readiness)
         self.published_count = 0
+        # Per outbox partition this worker holds: since when a batch it fetched waits to
+        # be published (a transaction failing again and again, a producer that cannot be
+        # started, a commit that never returns). Cleared by a published batch.
+        self._unpublished_since: dict[int, float] = {}
+        self._clock = clock
 
     def transactional_id(self, partition: int) -> str:
         return f"{self._app_id}-publisher-{partition}"
@@ -147,6 +154,17 @@ class DecisionPublisher:
     def partitions(self) -> set[int]:
         """The outbox partitions this worker publishes now."""
         return set(self._partitions)
+
+    def stalled(self, longer_than_s: float) -> list[int]:
+        """Outbox partitions whose fetched decisions have waited to be published for more
+        than ``longer_than_s`` (readiness: a worker that cannot publish is not processing,
+        however healthy its agents look)."""
+        now = self._clock()
+        return sorted(
+            partition
+            for partition, since in self._unpublished_since.items()
+            if now - since > longer_than_s
+        )
 
     def remembered(self) -> dict[int, int]:
         """How many published decisions this worker remembers, per partition it holds."""
@@ -226,6 +244,7 @@ class DecisionPublisher:
     async def _drop(self, partitions: Iterable[int]) -> None:
         """Stop the producers of ``partitions`` (the handover lock held)."""
         for partition in partitions:
+            self._unpublished_since.pop(partition, None)  # its next owner's concern now
             publisher = self._partitions.pop(partition, None)
             if publisher is not None:
                 await publisher.producer.stop()
@@ -259,10 +278,12 @@ class DecisionPublisher:
         tp: TopicPartition,
         records: list[ConsumerRecord[bytes, bytes]],
     ) -> None:
+        self._unpublished_since.setdefault(tp.partition, self._clock())
         if tp.partition not in self._partitions:
             # Fetched before its handover finished (or after it was revoked): never
             # skipped while ours, or its position would move past unpublished decisions.
             if tp not in consumer.assignment():
+                self._unpublished_since.pop(tp.partition, None)
                 return  # revoked: its next owner reads them from the committed offset
             await self._take_logged([tp.partition])
         # The batch's transaction runs under the handover lock: a revocation (the group
@@ -278,7 +299,9 @@ class DecisionPublisher:
                 published = await self._publish_batch(publisher, consumer, tp, records)
             if not published and tp in consumer.assignment():
                 consumer.seek(tp, records[0].offset)  # read again once it can be published
-        if not published:
+        if published:
+            self._unpublished_since.pop(tp.partition, None)
+        else:
             await asyncio.sleep(0.5)  # outside the lock: a handover may be waiting on it
 
     async def _publish_batch(

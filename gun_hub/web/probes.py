@@ -1,7 +1,8 @@
 """The probes and the metrics, on faust's own web server (``GUN_HUB_HUB__WEB_PORT``).
 
 Nothing on this port names a declaration, a trader or a document: ``/livez`` (the process
-answers), ``/readyz`` (it processes: partitions assigned, producers up, tables recovered)
+answers), ``/readyz`` (it processes: partitions assigned, producers up, tables recovered, no
+decision held unpublished past ``hub.publisher_stall_s``)
 and ``/metrics`` (Prometheus; labels from small closed sets), beside faust's own ``/``
 (``{"status": "OK"}``). Everything else, faust's ``/table``, ``/router``, ``/stats`` and
 ``/performance`` included, is absent (:func:`gun_hub.runtime.app.build_hub` switches those off;

@@ -18,6 +18,7 @@ from typing import Any
 import faust
 
 from gun_hub.runtime.faust_app import HubApp, handled_agent, watch_offsets
+from gun_tools.processes import free_port
 
 
 def main(
@@ -36,6 +37,11 @@ def main(
         store="memory://",
         datadir=str(out.parent / "faust-data"),  # not the working directory
         web_enabled=False,
+        # faust's worker binds its web server all the same: never on the shared default
+        # port, where another test's worker may be listening.
+        web_port=free_port(),
+        web_host="127.0.0.1",
+        web_bind="127.0.0.1",
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
         stream_buffer_maxsize=buffer,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gun_contract.limits import MAX_DECLARATION_BYTES
@@ -124,12 +124,6 @@ class HubSettings(BaseModel):
         description="Decisions the decision publisher remembers per outbox partition (the "
         "latest published), to skip one announced again after a crash; a repeat follows "
         "its original within the records a crash left uncommitted (publisher.py).",
-    )
-    producer_linger_ms: NonNegativeInt = Field(
-        0,
-        description="How long the hub's producer waits to fill a request with more records "
-        "(faust's producer_linger_ms). The agents do not wait for each delivery "
-        "(runtime/settling.py), so a few milliseconds batch the records of many events.",
     )
     publisher_stall_s: PositiveFloat = Field(
         60.0,

@@ -567,27 +567,34 @@ def parse(argv: list[str]) -> Options:
     return Options(args.declarations, args.duration, args.raw_records, args.seed, args.out)
 
 
+@contextlib.contextmanager
+def throwaway_broker(work: Path) -> Iterator[LocalBroker]:
+    """A broker of the benchmark's own, on free ports under ``work``, stopped after."""
+    broker = LocalBroker(
+        BrokerSettings(
+            home=work / "kafka",
+            jars_cache=REPO / ".gun-hub" / "cache",
+            port=free_port(),
+            controller_port=free_port(),
+            start_timeout_s=120,
+        ),
+        PARTITIONS,
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse(sys.argv[1:] if argv is None else argv)
     load_before = os.getloadavg()
     began = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="gun-hub-bench-") as folder:
         work = Path(folder)
-        broker = LocalBroker(
-            BrokerSettings(
-                home=work / "kafka",
-                jars_cache=REPO / ".gun-hub" / "cache",
-                port=free_port(),
-                controller_port=free_port(),
-                start_timeout_s=120,
-            ),
-            PARTITIONS,
-        )
-        broker.start()
-        try:
+        with throwaway_broker(work) as broker:
             figures = asyncio.run(run(options, work, broker))
-        finally:
-            broker.stop()
     result = {
         "benchmark": "bench",
         "at": began.isoformat(timespec="seconds"),

@@ -53,12 +53,12 @@ from benchmarks.bench import (
     PARTITIONS,
     PREFIX,
     READY_WITHIN_S,
-    REPO,
     RESULTS,
     WARM_UP,
     Clearance,
     load_documents,
     start_hub,
+    throwaway_broker,
     warm_broker,
     write_documents,
 )
@@ -71,7 +71,7 @@ from gun_contract.resources import config_path
 from gun_contract.security.entitlements import CLEARANCE_PARTY, parties
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.security.replay import MemoryReplayGuard
-from gun_contract.settings import BrokerSettings, SecuritySettings
+from gun_contract.settings import SecuritySettings
 from gun_contract.topics import TopicRegistry, topic_registry
 from gun_contract.trace import trace_id_for, trace_in
 from gun_hub.domain.routing import load_routing_table
@@ -81,7 +81,6 @@ from gun_tools.clearance_stand_in import DecisionReader, DeclarationSender
 from gun_tools.local_broker import LocalBroker
 from gun_tools.processes import (
     ProcessGroup,
-    free_port,
     partner_health_url,
     ready_url,
     start_adapter,
@@ -290,13 +289,13 @@ async def paths_of(
     stage_of |= {topics.requests(a): "request" for a in topics.authorities}
     stage_of |= dict.fromkeys(topics.all_responses(), "answer")
     for record in await read_all(bootstrap, list(stage_of)):
-        trace = trace_in(list(record.headers))
-        if trace not in traces:
+        traced = trace_in(list(record.headers))
+        if traced is None or traced not in traces:
             continue
         stage = stage_of[record.topic]
         # The last request and answer: the declaration waits for all of them.
         keep = _keep_last if stage in ("request", "answer") else _keep_first
-        keep(paths[trace], stage, record.timestamp / 1000)
+        keep(paths[traced], stage, record.timestamp / 1000)
     for reference, at in seen_at.items():
         paths[trace_id_for(reference, 1)]["seen"] = at
     return dict(paths)
@@ -458,21 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     began = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="gun-hub-hops-") as folder:
         work = Path(folder)
-        broker = LocalBroker(
-            BrokerSettings(
-                home=work / "kafka",
-                jars_cache=REPO / ".gun-hub" / "cache",
-                port=free_port(),
-                controller_port=free_port(),
-                start_timeout_s=120,
-            ),
-            PARTITIONS,
-        )
-        broker.start()
-        try:
+        with throwaway_broker(work) as broker:
             figures = asyncio.run(run(options, work, broker))
-        finally:
-            broker.stop()
     result = {
         "benchmark": "hops",
         "at": began.isoformat(timespec="seconds"),

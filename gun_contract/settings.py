@@ -137,6 +137,12 @@ class HubSettings(BaseModel):
         "claimed (pipeline/admission.py); beyond it the worker stops fetching declarations "
         "until half have been admitted, so a backlog is not all held in memory.",
     )
+    admission_recheck_s: PositiveFloat = Field(
+        1.0,
+        description="How often declarations held back for offsets before them are looked "
+        "at again, once the consumer may have learnt those offsets hold no record "
+        "(pipeline/admission.py).",
+    )
     offset_watchdog_s: PositiveFloat = Field(
         2.0,
         description="How often the hub looks for a record faust read but never handed to "

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,20 +184,47 @@ class Waiting:
 @dataclass(slots=True)
 class _Partition:
     waiting: dict[int, Waiting] = field(default_factory=dict)  # offset -> waiting
+    # Offsets of this partition the intake has read and not yet seen settled: held, being
+    # admitted, or being dead-lettered. Every other offset from where reading must start
+    # is one faust has not handed over (yet): nothing after it may be decided before it.
+    read: set[int] = field(default_factory=set)
+
+
+ReadFrom = Callable[[int], "int | None"]
+_PRUNE_AT = 4096  # read offsets kept before those already settled are dropped
 
 
 class Admissions:
     """This worker's declarations waiting for a verdict, per partition of the
     declarations topic, released in log order. In memory only: what it holds was never
-    marked handled, so after a crash or a reassignment it is read and claimed again."""
+    marked handled, so after a crash or a reassignment it is read and claimed again.
 
-    def __init__(self) -> None:
+    Log order means the log's, not the order faust hands records over: faust skips
+    records while a rebalance suspends its flow, and hands over the next ones (the
+    watchdog has the skipped one read again later). ``read_from(partition)`` is where
+    the consumer says reading must start, its first offset neither handled nor known
+    to hold no record (None: not known yet, so nothing to wait for). A declaration is
+    released only when every offset from there to it was read by the intake: deciding
+    version 1 while version 2, before it in the log, was skipped would decide a stale
+    version (seen in the short chaos run)."""
+
+    def __init__(self, read_from: ReadFrom | None = None) -> None:
         self._partitions: dict[int, _Partition] = {}
+        self._read_from = read_from
+
+    def saw(self, partition: int, offset: int) -> None:
+        """The intake read the record at ``offset`` (whatever becomes of it)."""
+        held = self._partitions.setdefault(partition, _Partition())
+        held.read.add(offset)
+        if len(held.read) > _PRUNE_AT:
+            start = self._start(partition)
+            if start is not None:
+                held.read = {o for o in held.read if o >= start}
 
     def wait(self, waiting: Waiting) -> None:
         """Hold ``waiting`` (read again: the newer reading replaces the older)."""
-        partition = self._partitions.setdefault(waiting.source.partition, _Partition())
-        partition.waiting[waiting.source.offset] = waiting
+        self.saw(waiting.source.partition, waiting.source.offset)
+        self._partitions[waiting.source.partition].waiting[waiting.source.offset] = waiting
 
     def settle(self, verdict: ClaimVerdict) -> list[Waiting]:
         """Record ``verdict``; every declaration now releasable, in log order. A verdict
@@ -210,14 +237,24 @@ class Admissions:
             return []
         waiting.first = verdict.first
         waiting.held_at = verdict.held_at
-        return _release(partition)
+        return self._release(verdict.source.partition, partition)
 
     def admit_without_claim(self, waiting: Waiting) -> list[Waiting]:
         """A declaration that needs no claim (plain XML, local development only) still
         waits for those read before it: the releasable ones, in log order."""
         waiting.first = True
         self.wait(waiting)
-        return _release(self._partitions[waiting.source.partition])
+        number = waiting.source.partition
+        return self._release(number, self._partitions[number])
+
+    def release_ready(self) -> list[Waiting]:
+        """Declarations whose wait ended without a record arriving (the consumer learnt
+        that the offsets before them hold nothing), in log order per partition."""
+        released: list[Waiting] = []
+        for number, partition in list(self._partitions.items()):
+            if partition.waiting:
+                released += self._release(number, partition)
+        return released
 
     def holds(self, partition: int, offset: int) -> bool:
         held = self._partitions.get(partition)
@@ -231,14 +268,21 @@ class Admissions:
     def __len__(self) -> int:
         return sum(len(p.waiting) for p in self._partitions.values())
 
+    def _start(self, partition: int) -> int | None:
+        return self._read_from(partition) if self._read_from is not None else None
 
-def _release(partition: _Partition) -> list[Waiting]:
-    released: list[Waiting] = []
-    for offset in sorted(partition.waiting):
-        if partition.waiting[offset].first is None:
-            break
-        released.append(partition.waiting.pop(offset))
-    return released
+    def _release(self, number: int, partition: _Partition) -> list[Waiting]:
+        start = self._start(number)
+        released: list[Waiting] = []
+        for offset in sorted(partition.waiting):
+            if partition.waiting[offset].first is None:
+                break
+            if start is not None:
+                if any(o not in partition.read for o in range(start, offset)):
+                    break  # a record before it was not read: it comes first
+                start = offset + 1
+            released.append(partition.waiting.pop(offset))
+        return released
 
 
 class AdmissionGate:
@@ -266,6 +310,7 @@ class AdmissionGate:
         ``read_as``: a redrive's original position (``accepted_at`` is then the
         original's broker time)."""
         outbox = Effects()
+        self._admissions.saw(source.partition, source.offset)
         original = read_as if read_as is not None and read_as != source else None
         position = original or source
         unsealed = self._intake.unseal(outbox, data, position, accepted_at, check_replay=False)
@@ -293,6 +338,9 @@ class AdmissionGate:
 
     def settle(self, verdict: ClaimVerdict) -> list[Waiting]:
         return self._admissions.settle(verdict)
+
+    def release_ready(self) -> list[Waiting]:
+        return self._admissions.release_ready()
 
     def admit(self, waiting: Waiting) -> Effects:
         """Decide a released declaration, or dead-letter a replay."""

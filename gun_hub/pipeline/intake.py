@@ -330,6 +330,12 @@ class Intake:
             if not known.decided:
                 # Named again: what the crash may have lost before the broker had it.
                 self._name_declarant(outbox, declaration, known.opened_at)
+                # Asked again, a partner has a whole deadline again: a hub back after its
+                # deadlines passed would otherwise time out the very requests it just
+                # sent (seen in the short chaos run).
+                known.deadline = max(
+                    known.deadline, ctx.clock() + timedelta(seconds=ctx.request_deadline_s)
+                )
                 self._ask(outbox, declaration, known, source.partition, again=True)
                 self._cases[key] = known.to_bytes()
             return

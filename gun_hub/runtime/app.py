@@ -20,6 +20,7 @@ import faust
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 from faust.exceptions import FaustError
+from faust.types import TP
 from mode import Service
 
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
@@ -472,7 +473,18 @@ def build_hub(settings: Settings) -> Hub:
 
     # Declarations are admitted once their message id is claimed at its owner partition
     # (pipeline/admission.py): a copy on another partition is a replay there too.
-    admissions = Admissions()
+    def consumer() -> StrictOffsetsConsumer | None:
+        found = app.consumer
+        return found if isinstance(found, StrictOffsetsConsumer) else None
+
+    def read_declarations_from(partition: int) -> int | None:
+        """Where the consumer says this declarations partition must be read from."""
+        fetcher = consumer()
+        if fetcher is None:
+            return None
+        return fetcher.first_unsettled(TP(topics.declarations, partition))
+
+    admissions = Admissions(read_declarations_from)
     gate = AdmissionGate(intake, admissions, topics.claims, settings.kafka.partitions)
     claimed_ids = TableReplayGuard(
         _raw_table(app, settings, CLAIMED_IDS_TABLE),
@@ -480,10 +492,6 @@ def build_hub(settings: Settings) -> Hub:
         table_partition=lambda jti, _position: claim_partition(jti, settings.kafka.partitions),
     )
     judge = ClaimJudge(claimed_ids, topics.claims)
-
-    def consumer() -> StrictOffsetsConsumer | None:
-        found = app.consumer
-        return found if isinstance(found, StrictOffsetsConsumer) else None
 
     async def hold_no_more_than_the_limit() -> None:
         """Beyond the limit, stop fetching declarations (the intake never waits: the
@@ -525,6 +533,7 @@ def build_hub(settings: Settings) -> Hub:
             _header_list(event.headers), data, source, _accepted_at(event.message)
         )
         if not arrival.handle:
+            admissions.saw(source.partition, source.offset)
             return await send_outbox(send_record, arrival.outbox, source, topics.dlq)
         caused: tuple[Effects, list[Waiting]] | None = None
 
@@ -580,6 +589,13 @@ def build_hub(settings: Settings) -> Hub:
         )
 
     app.on_partitions_revoked.connect(forget_admissions)
+
+    async def admit_what_no_longer_waits() -> None:
+        """Declarations held only for offsets the consumer has since learnt hold nothing
+        (no record arrives to release them)."""
+        await admit(gate.release_ready())
+
+    app.timer(interval=settings.hub.admission_recheck_s)(admit_what_no_longer_waits)
     handled_agent(app, declarations, "intake", receive_declaration, settling)
     handled_agent(app, app.topic(topics.claims, **_RAW), "claims", on_claims_record, settling)
     agent(

@@ -16,7 +16,7 @@ only from the broker itself (the watchdog reads the range), never from guesses.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 
@@ -71,3 +71,35 @@ def first_unsettled(start: int, handled: Iterable[int], empty: EmptyOffsets) -> 
         if past_empty is None:
             return offset
         offset = past_empty
+
+
+@dataclass(slots=True)
+class FetchGaps:
+    """Offsets the broker stepped over between the records it returned: they hold none.
+
+    A fetch returns a partition's records in offset order from the consumer's position,
+    and the position moves only past what was returned; so, between two seeks, an
+    offset between two records returned one after the other holds nothing readable
+    (a transaction marker, an aborted or compacted record, one deleted by retention
+    under a position reset). faust's filtering happens after this: a record faust
+    drops was returned, so it is never taken for a gap.
+    """
+
+    _last: dict[Hashable, int] = field(default_factory=dict)
+
+    def forget(self) -> None:
+        """A seek or a new assignment: the next records may come from anywhere."""
+        self._last.clear()
+
+    def returned(self, tp: Hashable, offsets: Iterable[int]) -> list[tuple[int, int]]:
+        """The empty [start, stop) spans before and between ``offsets`` (ascending)."""
+        gaps: list[tuple[int, int]] = []
+        last = self._last.get(tp)
+        for offset in offsets:
+            if last is not None and offset > last + 1:
+                gaps.append((last + 1, offset))
+            if last is None or offset > last:
+                last = offset
+        if last is not None:
+            self._last[tp] = last
+        return gaps

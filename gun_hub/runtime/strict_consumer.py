@@ -17,7 +17,7 @@ from typing import Any
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
-from gun_hub.runtime.offsets import EmptyOffsets, first_unsettled
+from gun_hub.runtime.offsets import EmptyOffsets, FetchGaps, first_unsettled
 
 
 class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
@@ -43,6 +43,10 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._held: set[tuple[TP, int]] = set()
         # Partitions an agent asked not to fetch for a while (too much held): not stalled.
         self.throttled: set[TP] = set()
+        # Offsets the broker stepped over between the records it returned (no record
+        # there), valid between two moves of the read positions.
+        self._gaps = FetchGaps()
+        self._positions_moved = 0
 
     # -- what the hub's agents and the watchdog call ----------------------------------
 
@@ -140,6 +144,26 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     # -- faust's hooks ----------------------------------------------------------------
 
+    def _positions_move(self) -> None:
+        """A seek or an assignment change: gaps seen from now on start afresh."""
+        self._positions_moved += 1
+        self._gaps.forget()
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:  # noqa: ASYNC109 - faust's signature
+        """The records as the broker returned them, before faust filters any: what
+        they step over holds nothing, and is known empty at once (a transactional
+        producer's markers would otherwise hold the commit point and the admission of
+        the declarations after them until the watchdog looked)."""
+        moved = self._positions_moved
+        records = await super()._getmany(active_partitions, timeout)
+        if moved != self._positions_moved:
+            self._gaps.forget()  # a seek during the fetch: these may predate it
+            return records
+        for tp, batch in records.items():
+            for start, stop in self._gaps.returned(tp, (record.offset for record in batch)):
+                self.mark_empty(tp, start, stop)
+        return records
+
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 - faust's signature
         self._reseeking.clear()  # a new batch: fetched from the current positions
         async for tp, message in super().getmany(timeout):
@@ -160,6 +184,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         the app's loop, and a seek there (the watchdog's, at any time) raced the fetcher
         draining its records (``KeyError`` in ``fetched_records``: the worker crashed
         in the full chaos run)."""
+        self._positions_move()
         await self._thread.call_thread(_seek_now, self._thread, partition, offset)
 
     async def seek(self, partition: TP, offset: int) -> None:
@@ -168,8 +193,21 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._reseeking.add(partition)
 
     async def perform_seek(self) -> None:
+        self._positions_move()
         await super().perform_seek()
         self._fetched.clear()
+
+    async def seek_to_committed(self) -> Any:
+        self._positions_move()
+        return await super().seek_to_committed()
+
+    async def seek_wait(self, partitions: Any) -> None:
+        self._positions_move()
+        await super().seek_wait(partitions)
+
+    async def on_partitions_assigned(self, assigned: set[TP], *args: Any, **kwargs: Any) -> None:
+        self._positions_move()
+        await super().on_partitions_assigned(assigned, *args, **kwargs)
 
     def _new_offset(self, tp: TP) -> int | None:
         handled = self._handled[tp]
@@ -192,6 +230,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         a guess is never a reason to commit (known-empty offsets come from the broker)."""
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self._positions_move()
         await super().on_partitions_revoked(revoked)
         for tp in revoked:
             self._handled.pop(tp, None)

@@ -15,7 +15,7 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from gun_hub.runtime.offsets import EmptyOffsets, first_unsettled
+from gun_hub.runtime.offsets import EmptyOffsets, FetchGaps, first_unsettled
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 
 TOPIC_PARTITION = TP("gun.declarations", 1)
@@ -192,3 +192,27 @@ async def test_a_throttled_partition_is_read_on_from_the_record_after_the_last_h
     assert resumed == [TOPIC_PARTITION]
     assert sought == [(TOPIC_PARTITION, 15)]
     assert consumer.throttled == set()
+
+
+def test_offsets_the_broker_stepped_over_between_returned_records_hold_nothing() -> None:
+    """A transactional producer's markers: the broker returns 10, 11, 13 then 16."""
+    gaps = FetchGaps()
+    assert gaps.returned(TOPIC_PARTITION, [10, 11, 13]) == [(12, 13)]
+    assert gaps.returned(TOPIC_PARTITION, [16]) == [(14, 16)]  # across fetches too
+
+
+def test_after_a_seek_the_first_records_returned_mark_no_gap() -> None:
+    """A seek forward (or back) is not the broker stepping over anything."""
+    gaps = FetchGaps()
+    gaps.returned(TOPIC_PARTITION, [10, 11])
+    gaps.forget()
+    assert gaps.returned(TOPIC_PARTITION, [40, 41]) == []
+    assert gaps.returned(TOPIC_PARTITION, [5]) == []  # never a gap backwards
+
+
+def test_a_gap_marked_empty_lets_the_commit_point_pass_it() -> None:
+    empty = EmptyOffsets()
+    gaps = FetchGaps()
+    for start, stop in gaps.returned(TOPIC_PARTITION, [3, 4, 6]):
+        empty.add(start, stop)
+    assert first_unsettled(3, [3, 4, 6], empty) == 7

@@ -71,3 +71,28 @@ def test_a_deadline_tick_waits_while_answers_are_unread(hub: Hub) -> None:
     assert REF.encode() in hub.open_cases  # ticked again by a later sweep
     hub.answers_read = True
     assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
+
+
+def test_a_partner_asked_again_after_a_restart_gets_a_whole_deadline_to_answer(hub: Hub) -> None:
+    """The short chaos run: a hub back after its deadlines passed reads a declaration
+    again and asks the partner again; a tick 2 s later decided by deadline while the
+    partner's answer to that request was on its way (written 1.9 s before the decision).
+    Asked again, the partner has the whole deadline again."""
+    hub.broker_up = False  # killed before its requests reached the broker
+    hub.intake.handle(declaration_xml(), at(0))
+    hub.broker_up = True
+    hub.now += timedelta(seconds=3600)  # back an hour later
+    again = hub.intake.handle(declaration_xml(), at(0))  # read again: asked again
+    hub.now += timedelta(seconds=2)
+    tick = hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 0))
+    assert hub.decisions(tick) == []
+    assert hub.decisions(hub.answer(again, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
+
+
+def test_a_partner_silent_after_being_asked_again_is_timed_out_a_deadline_later(hub: Hub) -> None:
+    hub.intake.handle(declaration_xml(), at(0))
+    hub.now += timedelta(seconds=3600)
+    hub.intake.handle(declaration_xml(), at(0))
+    hub.now += timedelta(seconds=31)  # request_deadline_s is 30 here
+    tick = hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 0))
+    assert hub.decisions(tick) == [(REF, 1, Outcome.CONTROL_DOCUMENTARY)]

@@ -6,6 +6,7 @@ tests/e2e/test_replay_across_partitions.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,11 +44,16 @@ PARTITIONS = 4
 class Admission:
     """The hub's intake, claims judge and admissions, records passed by hand."""
 
-    def __init__(self, routing: RoutingTable, keys_dir: Path) -> None:
+    def __init__(
+        self,
+        routing: RoutingTable,
+        keys_dir: Path,
+        read_from: Callable[[int], int | None] | None = None,
+    ) -> None:
         self.hub = Hub(routing, keys_dir)
         intake = Intake(self.hub.intake._ctx, DeclarationCodec(), self.hub.cases)
         self.topics = self.hub.topics
-        self.admissions = Admissions()
+        self.admissions = Admissions(read_from)
         self.gate = AdmissionGate(intake, self.admissions, self.topics.claims, PARTITIONS)
         self.claimed_ids: dict[bytes, bytes] = {}
         self.judge = ClaimJudge(
@@ -186,3 +192,68 @@ def test_an_unreadable_declaration_is_dead_lettered_without_a_claim(
 def test_anything_else_on_the_claims_topic_is_refused_with_a_reason(record: bytes) -> None:
     with pytest.raises(ValueError, match="not a claims record"):
         read_claims_record(record)
+
+
+class Reading:
+    """Where the consumer says each partition must be read from (its first record not
+    handled yet): what faust has not handed over stays unread there."""
+
+    def __init__(self) -> None:
+        self.first_unhandled: dict[int, int] = {}
+
+    def __call__(self, partition: int) -> int | None:
+        return self.first_unhandled.get(partition)
+
+
+def test_a_declaration_is_not_decided_past_a_record_the_hub_has_not_read(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """The chaos run's stale version: version 2 at offset 10 and version 1 at offset 11.
+    faust skipped offset 10 (a rebalance suspended its flow) and handed over offset 11;
+    deciding version 1 then would decide a stale version. It waits for version 2."""
+    reading = Reading()
+    admission = Admission(routing_table, keys_dir, read_from=reading)
+    reading.first_unhandled[2] = 10
+    v2 = admission.seal(declaration_xml(version=2))
+    v1 = admission.seal(declaration_xml(version=1))
+
+    assert admission.through(v1, at(2, 11)) == []  # offset 10 was never read
+    assert admission.hub.cases == {}
+
+    # The watchdog has offset 10 read again: both are released, in log order.
+    newer, older = admission.through(v2, at(2, 10))
+    assert newer.to(admission.topics.requests("dgal"))
+    assert older.to(admission.topics.requests("dgal")) == []  # ignored: stale
+    assert admission.hub.decisions(admission.hub.answer(newer, "dgal", Verdict.VALID)) == [
+        (REF, 2, Outcome.RELEASE)
+    ]
+
+
+def test_records_read_before_a_declaration_do_not_hold_it_back_while_they_are_sent(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """A dead-lettered record before it was read (its dead letter still on its way): the
+    declaration after it goes on."""
+    reading = Reading()
+    admission = Admission(routing_table, keys_dir, read_from=reading)
+    reading.first_unhandled[1] = 4
+    outbox, released = admission.gate.receive(b"eyJnot-an-envelope", at(1, 4), None)
+    assert released == []
+    assert outbox.to(admission.topics.dlq)
+    [admitted] = admission.through(admission.seal(declaration_xml()), at(1, 5))
+    assert admitted.to(admission.topics.requests("dgal"))
+
+
+def test_a_declaration_held_back_is_released_once_the_offsets_before_it_are_settled(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """The broker holds nothing at offset 7 (a transaction marker): once the consumer
+    knows it, the declaration at 8 is released without another record arriving."""
+    reading = Reading()
+    admission = Admission(routing_table, keys_dir, read_from=reading)
+    reading.first_unhandled[0] = 7
+    assert admission.through(admission.seal(declaration_xml()), at(0, 8)) == []
+    assert admission.gate.release_ready() == []  # still unknown
+    reading.first_unhandled[0] = 8
+    [released] = admission.gate.release_ready()
+    assert released.source == at(0, 8)

@@ -1,23 +1,40 @@
-"""How far the hub has read each response partition: what a deadline must wait for.
+"""How far the hub has read the partitions a case depends on: what a deadline must wait for.
 
 After a restart longer than the request deadline, answers the adapters wrote while the hub
 was away sit unread in the log while the deadline timer already fires; deciding in
-degraded mode then would throw away answers the hub has (issue 10, defect 10). So a case
-may time out only once each response partition it depends on has been read to the end
-the broker last reported (the deadline sweep asks for it just before ticking): no answer
-that was in the log then is still unread. An answer written after that is late.
+degraded mode then would throw away answers the hub has (issue 10, defect 10). The same
+holds for the declarations partition: a declaration the hub was handling when it stopped
+is read again on its return and asks its partners again (its requests may never have
+left); timing its case out first would leave those requests unsent for good (a CANCELLED
+version's DELETE never reaching the partner: a reservation held forever, seen in the
+short chaos run).
 
-Fed, just before each sweep, with the log ends the broker reports and with how far each
-partition has been handled without a hole (the consumer's first unsettled offset,
-runtime/strict_consumer.py): not the highest offset handled, since faust can drop a
-record and go on (its answer would then count as read while it never was).
+So a case may time out only once its inputs (each response partition of its partition,
+and the declarations partition itself) have been read to the end the broker last
+reported (the deadline sweep asks for it just before ticking): nothing that was in the
+log then is still unread. An answer written after that is late.
+
+Fed with the log ends the broker reports and with how far each partition has been handled
+without a hole (the consumer's first unsettled offset, runtime/strict_consumer.py): not
+the highest offset handled, since faust can drop a record and go on (its answer would
+then count as read while it never was).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gun_contract.topics import TopicRegistry
+
 _Partition = tuple[str, int]
+
+
+def inputs_of(topics: TopicRegistry, partition: int) -> list[_Partition]:
+    """What a case on ``partition`` is decided from: its declarations partition and the
+    same partition of every authority's responses (ADR 0005: carried, never re-hashed)."""
+    return [(topics.declarations, partition)] + [
+        (topics.responses(authority), partition) for authority in topics.authorities
+    ]
 
 
 @dataclass(slots=True)
@@ -42,3 +59,6 @@ class AnswerProgress:
         if end is None:
             return False  # never asked: answers may be waiting
         return end == 0 or self._next.get(where, 0) >= end
+
+    def all_read(self, inputs: list[_Partition]) -> bool:
+        return all(self.read_to_end(topic, partition) for topic, partition in inputs)

@@ -2,15 +2,19 @@
 
 It only reads: the tick goes to the hub's deadlines topic, on the partition the
 declaration arrived on, and the deadlines agent decides in event context
-(pipeline/deadlines.py). A case waiting for answers is ticked only once every response
-partition of its partition has been read to the end the broker reports as it sweeps
-(pipeline/answer_progress.py): after a long stop, the backlog of answers is read before
-any deadline fires. A case
-waiting for a control's result is ticked when the report falls due.
+(pipeline/deadlines.py). A case waiting for answers is ticked only once its inputs (its
+declarations partition and every response partition of its partition) have been read to
+the end the broker reports as it sweeps (pipeline/answer_progress.py): after a long stop,
+the backlog is read before any deadline fires. Under a steady flow some records are
+always on their way when the ends are asked, so the sweep waits a little
+(``_CATCH_UP_S``) for the worker to read past them rather than finding the partitions
+never read (deadlines would then never fire under load). A case waiting for a control's
+result is ticked when the report falls due.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -19,13 +23,15 @@ from faust.types import TP
 
 from gun_contract.topics import TopicRegistry
 from gun_contract.trace import trace_header
-from gun_hub.pipeline.answer_progress import AnswerProgress
+from gun_hub.pipeline.answer_progress import AnswerProgress, inputs_of
 from gun_hub.pipeline.hub_context import OpenCaseEntry
 
 log = logging.getLogger(__name__)
 
 _RETICK_S = 5.0  # a tick not yet acted on is sent again after this long
 _FORGET_S = 60.0
+_CATCH_UP_S = 2.0  # how long a sweep waits for the records on their way to be read
+_CATCH_UP_LOOK_S = 0.05
 
 
 class DeadlineSweep:
@@ -39,11 +45,11 @@ class DeadlineSweep:
         self._ticked: dict[bytes, float] = {}
 
     def answers_read(self, partition: int) -> bool:
-        """No answer that was in the log at the last sweep waits unread on ``partition``."""
-        return all(
-            self._progress.read_to_end(self._topics.responses(authority), partition)
-            for authority in self._topics.authorities
-        )
+        """Nothing that was in the log of the inputs of ``partition`` at the last sweep
+        waits unread (asked again as the tick is handled: the worker read on since)."""
+        inputs = inputs_of(self._topics, partition)
+        self._refresh_read_positions(inputs)
+        return self._progress.all_read(inputs)
 
     async def run(self) -> None:
         now = time.time()
@@ -60,9 +66,11 @@ class DeadlineSweep:
             del self._ticked[key]
         if not due:
             return
-        await self._refresh_progress(
-            {e.partition for _, e in due if e.partition is not None and not e.waits_for_control}
-        )
+        waiting_for_answers = {
+            e.partition for _, e in due if e.partition is not None and not e.waits_for_control
+        }
+        await self._refresh_progress(waiting_for_answers)
+        await self._catch_up(waiting_for_answers)
         for key, entry in due:
             if (
                 not entry.waits_for_control
@@ -81,21 +89,36 @@ class DeadlineSweep:
             )
 
     async def _refresh_progress(self, partitions: set[int]) -> None:
-        """Ask the broker where each response partition ends, and the consumer how far
+        """Ask the broker where each input partition ends, and the consumer how far
         each was handled without a hole."""
         if not partitions:
             return
-        tps = [
-            TP(self._topics.responses(authority), partition)
-            for authority in self._topics.authorities
-            for partition in sorted(partitions)
+        inputs = [
+            tp for partition in sorted(partitions) for tp in inputs_of(self._topics, partition)
         ]
-        consumer = self._app.consumer
-        ends = await consumer.highwaters(*tps)
-        for tp in tps:
-            end = ends.get(tp)
+        ends = await self._app.consumer.highwaters(*(TP(topic, p) for topic, p in inputs))
+        for tp, end in ends.items():
             if end is not None:
                 self._progress.set_end(tp.topic, tp.partition, int(end))
-            offset = consumer.first_unsettled(tp)
+        self._refresh_read_positions(inputs)
+
+    async def _catch_up(self, partitions: set[int]) -> None:
+        """Wait, briefly, until the records on their way at the sweep have been read."""
+        waiting = [
+            inputs_of(self._topics, partition)
+            for partition in partitions
+            if not self._progress.all_read(inputs_of(self._topics, partition))
+        ]
+        deadline = time.monotonic() + _CATCH_UP_S
+        while waiting and time.monotonic() < deadline:
+            await asyncio.sleep(_CATCH_UP_LOOK_S)  # no event marks a partition read through
+            for inputs in waiting:
+                self._refresh_read_positions(inputs)
+            waiting = [inputs for inputs in waiting if not self._progress.all_read(inputs)]
+
+    def _refresh_read_positions(self, inputs: list[tuple[str, int]]) -> None:
+        consumer = self._app.consumer
+        for topic, partition in inputs:
+            offset = consumer.first_unsettled(TP(topic, partition))
             if offset is not None:
-                self._progress.set_read_up_to(tp.topic, tp.partition, int(offset))
+                self._progress.set_read_up_to(topic, partition, int(offset))

@@ -14,8 +14,9 @@ import pytest
 
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.topics import topic_registry
 from gun_hub.domain.routing import RoutingTable
-from gun_hub.pipeline.answer_progress import AnswerProgress
+from gun_hub.pipeline.answer_progress import AnswerProgress, inputs_of
 from tests.builders import declaration_xml
 from tests.unit.test_pipeline import Hub
 from tests.unit.test_versions_and_recovery import REF, at
@@ -96,3 +97,22 @@ def test_a_partner_silent_after_being_asked_again_is_timed_out_a_deadline_later(
     hub.now += timedelta(seconds=31)  # request_deadline_s is 30 here
     tick = hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 0))
     assert hub.decisions(tick) == [(REF, 1, Outcome.CONTROL_DOCUMENTARY)]
+
+
+def test_a_case_waits_for_its_declarations_partition_as_for_its_answers(
+    routing_table: RoutingTable,
+) -> None:
+    """A CANCELLED version read again after a restart sends its DELETE again: its case
+    must not time out before that record is read (the chaos run's held reservations)."""
+    topics = topic_registry("gun", routing_table.authorities)
+    inputs = inputs_of(topics, 3)
+    assert ("gun.declarations", 3) in inputs
+    assert {("gun.responses." + a, 3) for a in routing_table.authorities} <= set(inputs)
+    progress = AnswerProgress()
+    for topic, partition in inputs:
+        progress.set_end(topic, partition, 10)
+        progress.set_read_up_to(topic, partition, 10)
+    progress.set_read_up_to("gun.declarations", 3, 9)  # the cancellation, read again soon
+    assert not progress.all_read(inputs)
+    progress.set_read_up_to("gun.declarations", 3, 10)
+    assert progress.all_read(inputs)

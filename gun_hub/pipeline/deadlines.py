@@ -7,9 +7,10 @@ is written from an event, with its changelog). Missing answers become UNAVAILABL
 decision says which partner was silent, and the outcome is CONTROL_DOCUMENTARY (or REFUSE
 when another authority refused: a refusal is certain, silence is not).
 
-A deadline never fires while answers may still wait unread in the log (a worker back from
-a long stop reads its backlog of answers first: answer_progress.py); the next sweep ticks
-again.
+A deadline never fires while answers, or a declaration read again, may still wait unread
+in the log (a worker back from a long stop reads its backlog first: answer_progress.py);
+the next sweep ticks again. A declaration read again after a crash asks its partners
+again, and gives them a whole deadline again (intake.py).
 
 An answer arriving after that decision changes nothing: it is recorded in the status
 history (LATE_ANSWER_IGNORED, with its verdicts) for the officer doing the control.

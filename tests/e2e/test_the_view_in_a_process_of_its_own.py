@@ -198,7 +198,7 @@ async def test_a_view_process_answers_for_what_a_worker_without_the_view_decided
     )
     await until(
         lambda: (200, hub.hub_probe("/metrics")[1]),
-        lambda text: 'gun_hub_rollout_mode{authority="dgal",office="*",mode="shadow"} 1.0' in text,
+        lambda text: 'gun_hub_rollout_mode{authority="dgal",mode="shadow",office="*"} 1.0' in text,
     )
 
     # The view is the view process's file; the worker still keeps none.

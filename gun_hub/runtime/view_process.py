@@ -104,7 +104,7 @@ class ViewProcess:
             self.producing.clear()
             await self.producer.stop()
             await self.log_reader.close()
-            await asyncio.to_thread(self.view.close)
+            self.view.close()  # its connection is the loop thread's
             await self.probes.stop()
 
 

@@ -205,3 +205,6 @@ async def test_a_view_process_answers_for_what_a_worker_without_the_view_decided
     assert (hub.work / "view" / VIEW_FILE).exists()
     assert not (Path(hub.pipeline.hub_env["GUN_HUB_HUB__DATA_DIR"]) / VIEW_FILE).exists()
     assert get(f"http://127.0.0.1:{probes}/readyz") == (200, {"status": "ready"})
+    # Stopped as a supervisor stops it (SIGTERM): listeners, readers, producer and view
+    # closed, exit 0.
+    assert hub.pipeline.group.stop("view") == 0

@@ -180,6 +180,14 @@ async def test_a_view_process_answers_for_what_a_worker_without_the_view_decided
     assert stats["decisions"]["by_outcome"] == {"RELEASE": 1}
     assert stats["decisions"]["by_authority"] == {"dgal": {"RELEASE": 1}}
     assert hub.as_officer("/dead-letters")[0] == 200
+    # The dashboard: the lag the worker's monitor publishes, the adapter's heartbeats.
+    hub_group = hub.pipeline.kafka.env()["GUN_HUB_HUB__APP_ID"]
+    dashboard = await until(
+        lambda: hub.as_officer("/api/dashboard"),
+        lambda b: b["lag"] is not None and b["partners"] != [],
+    )
+    assert hub_group in {g["group"] for g in dashboard["lag"]["groups"]}
+    assert [p["authority"] for p in dashboard["partners"]] == ["dgal"]
     code, modes = hub.as_officer("/rollout")
     assert code == 200
     assert modes["authorities"]["dgal"]["mode"] == "enforce"

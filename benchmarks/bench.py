@@ -14,6 +14,9 @@ opens every decision from ``gun.decisions``):
    sender that falls behind adds to the latency rather than hiding it) to its decision
    being opened; p50, p95, p99.
 3. Both again with **two hub workers** (a second ``gun-hub hub`` process in the group).
+   The operations view runs as a process of its own (``gun-hub view``, the workers with
+   ``GUN_HUB_OPS__VIEW_ENABLED=false``; ADR 0015), so its cost shows as its own line and
+   not inside the hub's; ``--view-in-hub`` measures the first worker keeping it instead.
 4. **The raw pipe**: the same broker, plain aiokafka records of the same sizes as the
    sealed declarations through three hop processes (``benchmarks/raw_hop.py``), and the
    ratio hub ÷ raw.
@@ -24,6 +27,7 @@ The machine's load average is recorded before and after: other work on a 2-core 
 moves the figures.
 
 Run: ./tasks bench [--declarations N] [--duration S] [--raw-records N] [--seed N] [--out F]
+                   [--view-in-hub]
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ from gun_tools.processes import (
     ready_url,
     start_adapter,
     start_partner_system,
+    start_view,
     wait_all_ready,
 )
 
@@ -103,6 +108,7 @@ class Options:
     raw_records: int = 20000
     seed: int = 1
     out: Path | None = None
+    view_in_hub: bool = False  # the first worker keeps the view, no `gun-hub view`
 
 
 # -- processes ----------------------------------------------------------------------------
@@ -134,21 +140,34 @@ def rss_of(group: ProcessGroup) -> dict[str, float | None]:
     return {name: rss_mib(child.process.pid) for name, child in group.children.items()}
 
 
-def hub_env(work: Path, name: str, port: int, *, first: bool) -> dict[str, str]:
+def hub_env(work: Path, name: str, port: int, *, first: bool, view: bool) -> dict[str, str]:
+    """A worker's settings: the lag monitor on the first only (one is enough), the view
+    on it only if ``view`` (else on no worker: ``gun-hub view`` keeps it)."""
     env = {"GUN_HUB_HUB__DATA_DIR": str(work / name), "GUN_HUB_HUB__WEB_PORT": str(port)}
-    if not first:
-        # One operations view and lag monitor are enough; they follow the topics, not
-        # the worker (as in tests/e2e/test_several_hub_workers.py).
+    if not (first and view):
+        # One operations view is enough; it follows the topics, not the worker (as in
+        # tests/e2e/test_several_hub_workers.py).
         env["GUN_HUB_OPS__VIEW_ENABLED"] = "false"
+    if not first:
         env["GUN_HUB_OPS__LAG_MONITOR_ENABLED"] = "false"
     return env
 
 
-def start_hub(group: ProcessGroup, work: Path, name: str, *, first: bool) -> str:
+def start_hub(
+    group: ProcessGroup, work: Path, name: str, *, first: bool, view_in_hub: bool = False
+) -> str:
     """Start a hub worker; the URL it is ready at (ready once it holds its partitions)."""
     port = free_port()
-    group.start(name, ["hub"], hub_env(work, name, port, first=first))
+    group.start(name, ["hub"], hub_env(work, name, port, first=first, view=view_in_hub))
     return ready_url(port)
+
+
+def start_operations_view(group: ProcessGroup, work: Path, *, view_in_hub: bool) -> dict[str, str]:
+    """Unless a hub worker keeps the view, start ``gun-hub view`` (the feed and view only:
+    no listener is asked during a run); the readiness URL to wait for, by name."""
+    if view_in_hub:
+        return {}
+    return {"view": ready_url(start_view(group, work / "view", wait=False))}
 
 
 def write_documents(
@@ -444,7 +463,11 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         "GUN_HUB_LOG_FORMAT": "text",
         "NO_COLOR": "1",
     }
-    result: dict[str, Any] = {"hub": [], "mix": {}}
+    result: dict[str, Any] = {
+        "hub": [],
+        "mix": {},
+        "operations_view": "first hub worker" if options.view_in_hub else "gun-hub view",
+    }
     rss_start: dict[str, float | None] = {}
     with ProcessGroup(work / "logs", env, stop_together=True) as group:
         readiness: dict[str, str] = {}
@@ -458,7 +481,10 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
             readiness[f"adapter-{authority}"] = ready_url(
                 start_adapter(group, authority, port, wait=False)
             )
-        readiness["hub"] = start_hub(group, work, "hub", first=True)
+        readiness["hub"] = start_hub(
+            group, work, "hub", first=True, view_in_hub=options.view_in_hub
+        )
+        readiness.update(start_operations_view(group, work, view_in_hub=options.view_in_hub))
         await asyncio.to_thread(wait_all_ready, readiness, READY_WITHIN_S, group)
         rss_start.update(rss_of(group))
         envelope = build_envelope(security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
@@ -563,8 +589,14 @@ def parse(argv: list[str]) -> Options:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=Options.seed, help="the mix's seed")
     parser.add_argument("--out", type=Path, help="the JSON file (default benchmarks/results/)")
+    parser.add_argument(
+        "--view-in-hub", action="store_true",
+        help="the first hub worker keeps the operations view (no gun-hub view process)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    return Options(args.declarations, args.duration, args.raw_records, args.seed, args.out)
+    return Options(
+        args.declarations, args.duration, args.raw_records, args.seed, args.out, args.view_in_hub
+    )
 
 
 @contextlib.contextmanager
@@ -604,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": options.duration_s,
             "raw_records": options.raw_records,
             "seed": options.seed,
+            "view_in_hub": options.view_in_hub,
         },
         "machine": {
             "cpus": os.cpu_count(),

@@ -1,7 +1,8 @@
 """Where a declaration's time goes, hop by hop (issue 12): ``./tasks bench-hops``.
 
 The same stack as ``./tasks bench`` (own broker, the three partner systems and adapters,
-one hub worker, the clearance system in this process), then a batch of declarations
+one hub worker and the operations view beside it, ``gun-hub view``, unless
+``--view-in-hub``; the clearance system in this process), then a batch of declarations
 sent at once (saturation) or paced (``--rate``). Afterwards every record of their path
 is read back from the broker and lined up per declaration version:
 
@@ -25,7 +26,7 @@ limits the rate. Each stage's own rate (records per second between the 10th and 
 percentile of its times) shows the same from the other side. Create times are the hub's
 clock and log-append times the broker's: one machine, one clock.
 
-Run: ./tasks bench-hops [--declarations N] [--rate R] [--seed N] [--out FILE]
+Run: ./tasks bench-hops [--declarations N] [--rate R] [--seed N] [--out FILE] [--view-in-hub]
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from benchmarks.bench import (
     Clearance,
     load_documents,
     start_hub,
+    start_operations_view,
     throwaway_broker,
     warm_broker,
     write_documents,
@@ -109,6 +111,7 @@ class Options:
     warm_broker: bool = True  # until its JIT compiler is quiet (bench.py, warm_broker)
     seed: int = 1
     out: Path | None = None
+    view_in_hub: bool = False  # the hub worker keeps the view, no `gun-hub view`
 
 
 # -- the figures (pure) -------------------------------------------------------------------
@@ -363,7 +366,10 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
             readiness[f"adapter-{authority}"] = ready_url(
                 start_adapter(group, authority, port, wait=False)
             )
-        readiness["hub"] = start_hub(group, work, "hub", first=True)
+        readiness["hub"] = start_hub(
+            group, work, "hub", first=True, view_in_hub=options.view_in_hub
+        )
+        readiness.update(start_operations_view(group, work, view_in_hub=options.view_in_hub))
         await asyncio.to_thread(wait_all_ready, readiness, READY_WITHIN_S, group)
         envelope = build_envelope(security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
         sender = DeclarationSender(bootstrap, topics.declarations, envelope)
@@ -440,6 +446,10 @@ def parse(argv: list[str]) -> Options:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=Options.seed, help="the mix's seed")
     parser.add_argument("--out", type=Path, help="the JSON file (default benchmarks/results/)")
+    parser.add_argument(
+        "--view-in-hub", action="store_true",
+        help="the hub worker keeps the operations view (no gun-hub view process)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     return Options(
         args.declarations,
@@ -448,6 +458,7 @@ def parse(argv: list[str]) -> Options:
         not args.cold_broker,
         args.seed,
         args.out,
+        args.view_in_hub,
     )
 
 
@@ -467,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             "warm_up": options.warm_up,
             "rate": options.rate,
             "warm_broker": options.warm_broker,
+            "view_in_hub": options.view_in_hub,
         },
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],

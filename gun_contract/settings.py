@@ -243,7 +243,23 @@ class OpsSettings(BaseModel):
     """What operators see: the status/statistics view, the lag monitor, heartbeats."""
 
     view_enabled: bool = Field(
-        True, description="Keep the status and statistics view (SQLite in the hub data dir)."
+        True,
+        description="Keep the status and statistics view (SQLite in the hub data dir) and "
+        "serve the trader and officer listeners on this hub worker; false: the worker "
+        "decides and serves its probes only, and `gun-hub view` serves them (ADR 0015).",
+    )
+    view_data_dir: Path = Field(
+        DEFAULT_STATE_DIR / "view",
+        description="Folder of `gun-hub view`'s SQLite view (a hub worker keeps its own in "
+        "hub.data_dir).",
+    )
+    view_web_host: str = Field("127.0.0.1", description="Address of `gun-hub view`'s probes.")
+    view_web_port: int = Field(
+        6070,
+        ge=1,
+        le=65535,
+        description="Port of `gun-hub view`'s /livez, /readyz and /metrics (its trader and "
+        "officer listeners are the web.* settings').",
     )
     lag_monitor_enabled: bool = Field(
         True, description="Measure consumer lag, publish it on ops.lag and /metrics."

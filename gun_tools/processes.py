@@ -225,5 +225,33 @@ def start_adapter(
 
 
 def ready_url(port: int) -> str:
-    """Readiness of an adapter or a hub worker serving its probes on ``port``."""
+    """Readiness of an adapter, a hub worker or a view process serving its probes on
+    ``port``."""
     return f"http://127.0.0.1:{port}/readyz"
+
+
+def start_view(
+    group: ProcessGroup,
+    data_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    name: str = "view",
+    wait: bool = True,
+) -> int:
+    """Start ``gun-hub view`` (the operations view and the trader and officer listeners
+    ``env`` configures, beside hub workers run without the view; ADR 0015) keeping its
+    view in ``data_dir``, and (unless ``wait`` is False) wait until it is ready: it has
+    read the topics up to where they ended. Its probes port (:func:`ready_url`)."""
+    probes_port = free_port()
+    group.start(
+        name,
+        ["view"],
+        {
+            **(env or {}),
+            "GUN_HUB_OPS__VIEW_DATA_DIR": str(data_dir),
+            "GUN_HUB_OPS__VIEW_WEB_PORT": str(probes_port),
+        },
+    )
+    if wait:
+        wait_http_ok(ready_url(probes_port), 60, group)
+    return probes_port

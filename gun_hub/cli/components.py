@@ -1,4 +1,5 @@
-"""Long-running processes: ``gun-hub hub``, ``gun-hub adapter``, ``gun-hub partner-sim``."""
+"""Long-running processes: ``gun-hub hub``, ``gun-hub view``, ``gun-hub adapter``,
+``gun-hub partner-sim``."""
 
 from __future__ import annotations
 
@@ -74,6 +75,34 @@ def hub() -> None:
         override_logging=False,
     )
     worker.execute_from_commandline()
+
+
+def view() -> None:
+    """Run the operations view without faust: the status and statistics view fed from the
+    topics, the trader and officer listeners (GUN_HUB_WEB__*), probes on
+    GUN_HUB_OPS__VIEW_WEB_PORT; beside hub workers run with GUN_HUB_OPS__VIEW_ENABLED=false
+    (ADR 0015)."""
+    from gun_hub.runtime.view_process import build_view_process
+
+    settings = load_settings()
+    configure_logging(settings.log_level, component="view", log_format=settings.log_format)
+    routing_for(settings)  # a bad routing table stops here with its reason
+    prepare_cluster(settings)
+
+    async def run() -> None:
+        # Built in the running loop: aiokafka's clients bind to it.
+        process = build_view_process(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await process.run(stop)
+
+    try:
+        asyncio.run(run())
+    except (KeystoreError, WebConfigError, AccessConfigError) as err:  # names what is at fault
+        typer.echo(f"cannot start: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 def adapter(
@@ -153,5 +182,6 @@ def partner_sim(
 
 def register(app: typer.Typer) -> None:
     app.command()(hub)
+    app.command()(view)
     app.command()(adapter)
     app.command("partner-sim")(partner_sim)

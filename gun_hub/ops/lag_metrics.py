@@ -37,11 +37,13 @@ class OpsState:
 
 
 class OpsCollector(Collector):
-    def __init__(self, state: OpsState) -> None:
+    def __init__(self, state: OpsState, *, lag: bool = True) -> None:
         self._state = state
+        self._lag_exposed = lag
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield from self._lag()
+        if self._lag_exposed:
+            yield from self._lag()
         yield from self._partners()
 
     def _lag(self) -> Iterator[GaugeMetricFamily]:
@@ -107,6 +109,8 @@ class OpsCollector(Collector):
         yield from (circuit, pending, age)
 
 
-def register_ops_metrics(state: OpsState) -> None:
-    """Expose ``state`` on the process's default registry (once per process)."""
-    REGISTRY.register(OpsCollector(state))
+def register_ops_metrics(state: OpsState, *, lag: bool = True) -> None:
+    """Expose ``state`` on the process's default registry (once per process). Without
+    ``lag``, the partners' health only: ``gun-hub view`` shows the lag it follows on its
+    dashboard, and leaves the series to the hub worker that measures it (one source)."""
+    REGISTRY.register(OpsCollector(state, lag=lag))

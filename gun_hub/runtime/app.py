@@ -95,6 +95,7 @@ from gun_hub.security.factory import (
 )
 from gun_hub.web import register_web_views
 from gun_hub.web.dead_letters import DeadLetterDesk
+from gun_hub.web.probes import register_probes
 from gun_hub.web.rollout import RolloutDesk
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_hub.xml.safe_parse import XmlLimits
@@ -715,11 +716,24 @@ def build_hub(settings: Settings) -> Hub:
         metadata = await (await send_record(record))
         return int(metadata.offset)
 
+    def ready() -> list[str]:
+        return _readiness(app, publisher, rollout, settings.hub.publisher_stall_s)
+
+    if view is None:
+        # A worker without the view decides and serves its probes only: the trader and
+        # officer listeners answer from a view, so they are `gun-hub view`'s (ADR 0015).
+        register_probes(app, ready)
+        if settings.web.trader_port or settings.web.officer_port:
+            log.info(
+                "operations view off on this worker: the trader and officer listeners are "
+                "served by `gun-hub view`, not here"
+            )
+        return Hub(app=app, topics=topics, routing=routing)
     register_web_views(
         app,
         view,
         ops_state,
-        ready=lambda: _readiness(app, publisher, rollout, settings.hub.publisher_stall_s),
+        ready=ready,
         web=settings.web,
         routing=routing,
         desk=DeadLetterDesk(

@@ -1,0 +1,76 @@
+"""Keeps the lag figures of a process that does not measure them (``gun-hub view``).
+
+The lag monitor runs on a hub worker and publishes each measurement on ``gun.ops.lag``
+(ops/lag_monitor.py). The operations view process shows lag on its dashboard without
+measuring it again: it reads that topic without a group, from the last record of each
+partition, and keeps the newest snapshot. A record that is not a snapshot is skipped
+(logged): any party may write on the topic, and the dashboard is not worth stopping for.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import ValidationError
+
+from gun_contract.consume import Batch, consume
+from gun_contract.kafka.admin import partitions_of
+from gun_contract.kafka.client import ClientConfig, read_without_group
+from gun_hub.ops.lag import LagSnapshot
+from gun_hub.ops.lag_metrics import OpsState
+
+log = logging.getLogger(__name__)
+
+
+class LagFollower:
+    def __init__(self, connect: ClientConfig, topic: str, state: OpsState) -> None:
+        self._connect = connect
+        self._topic = topic
+        self._state = state
+
+    async def run(self) -> None:
+        await read_without_group(self._connect, "gun-hub-view-lag", self._assign, self.follow)
+
+    async def follow(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        async def keep_newest(batch: Batch) -> None:
+            for records in batch.values():
+                for record in records:
+                    self.apply(record)
+
+        await consume(consumer, keep_newest, commit=False)
+
+    def apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Keep the snapshot ``record`` carries if it is newer than the one kept (partitions
+        are read side by side: the newest measurement wins, not the last record read)."""
+        try:
+            snapshot = LagSnapshot.model_validate_json(record.value or b"")
+        except ValidationError as err:
+            log.warning(
+                "lag record at %s/%d/%d skipped: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                err.errors()[0]["msg"] if err.errors() else err,
+            )
+            return
+        kept = self._state.lag
+        if kept is None or snapshot.at >= kept.at:
+            self._state.lag = snapshot
+
+    async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        admin = AIOKafkaAdminClient(**self._connect.options(), client_id="gun-hub-view-lag")
+        await admin.start()
+        try:
+            existing = await partitions_of(admin, [self._topic])
+        finally:
+            await admin.close()
+        partitions = [TopicPartition(self._topic, p) for p in existing.get(self._topic, [])]
+        consumer.assign(partitions)
+        # Only the latest measurement matters: start at the last record of each partition.
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            consumer.seek(tp, max(0, ends[tp] - 1))
+        return partitions

@@ -269,11 +269,9 @@ class PendingOperations:
             if partitions is None:
                 cursor = self._db.execute("DELETE FROM queue WHERE request_offset IS NOT NULL")
             else:
-                marks = ", ".join("?" for _ in partitions)
-                cursor = self._db.execute(
-                    "DELETE FROM queue WHERE request_offset IS NOT NULL"
-                    f" AND partition IN ({marks})",  # noqa: S608 - placeholders only
-                    tuple(partitions),
+                cursor = self._db.executemany(
+                    "DELETE FROM queue WHERE request_offset IS NOT NULL AND partition = ?",
+                    [(partition,) for partition in partitions],
                 )
         return cursor.rowcount
 

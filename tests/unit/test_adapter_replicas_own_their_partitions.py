@@ -212,7 +212,7 @@ def test_each_replica_has_a_pending_file_of_its_own(tmp_path: Path) -> None:
 
 def test_a_second_process_on_the_same_pending_file_refuses_to_start(tmp_path: Path) -> None:
     first = PendingOperations(tmp_path / "gun-dgal-pending.sqlite")
-    with pytest.raises(PendingQueueInUse, match="adapter.replica_id"):
+    with pytest.raises(PendingQueueInUse, match=r"adapter\.replica_id"):
         PendingOperations(tmp_path / "gun-dgal-pending.sqlite")
     first.close()
     PendingOperations(tmp_path / "gun-dgal-pending.sqlite").close()  # free once closed

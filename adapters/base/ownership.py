@@ -52,6 +52,11 @@ class PartitionOwnership:
     def owns(self, partition: int) -> bool:
         return partition in self._owned
 
+    @property
+    def partitions(self) -> frozenset[int]:
+        """The partitions owned now (health, tests)."""
+        return frozenset(self._owned)
+
     @asynccontextmanager
     async def handling(self) -> AsyncIterator[int]:
         """Around the handling of a batch: a revocation waits for it to end. Yields the

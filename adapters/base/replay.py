@@ -12,7 +12,10 @@ operations in the order the hub asked them:
   answer (a refusal too) ends the operation, which is answered and leaves the queue;
 * when a newer version's operation got a definitive answer on the same documents, older
   queued operations are stale (the partner refuses them by version anyway): they are
-  dropped, with a log line.
+  dropped, with a log line;
+* an operation forgotten while its declaration's queue is replayed (its partition was
+  revoked, :mod:`adapters.base.ownership`) ends that replay: the partition's next owner
+  replays it and what follows.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
@@ -113,11 +113,16 @@ async def _commit(consumer: Polled, offsets: dict[TopicPartition, int]) -> None:
     await commit_assigned(consumer, offsets)
 
 
+# An offset to commit, or an offset and the commit's metadata.
+Offset = TypeVar("Offset", int, tuple[int, str])
+
+
 async def commit_assigned(
-    consumer: Polled, offsets: dict[TopicPartition, int]
-) -> dict[TopicPartition, int]:
-    """Commit ``offsets`` of the partitions still assigned; what was committed (nothing
-    when the group refused it after a rebalance)."""
+    consumer: Polled, offsets: dict[TopicPartition, Offset]
+) -> dict[TopicPartition, Offset]:
+    """Commit ``offsets`` (each an offset, or an offset and metadata) of the partitions
+    still assigned; what was committed (nothing when the group refused it after a
+    rebalance)."""
     # Only partitions still ours: one revoked while its batch was handled is read again
     # by its new owner from the last commit (aiokafka refuses to commit it at all).
     assigned = consumer.assignment()

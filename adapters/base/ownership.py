@@ -18,6 +18,14 @@ file (ADR 0014):
   every partition, and each replica reads its new ones from their commit. Rows a replica
   finds queued then (left by a crash) are another term's and are dropped too.
 
+* **Ask again only what is pending.** Each commit says in its metadata how far its
+  replica had answered (``answered:<offset>``). The next owner asks the partner again the
+  write-offs, deletions and give-backs before that offset (pending ones are applied now,
+  the others answered from the partner's idempotency memory), but neither the
+  reservations nor the checks: a reservation answered UNAVAILABLE in an outage and applied
+  now would hold quantities that its declaration's follow-up, already answered, never
+  frees. So a rebalance changes nothing of what one replica alone would have done.
+
 Rows queued before offsets were kept (no offset) hold no partition and are replayed by
 whoever has them, as before.
 """
@@ -33,6 +41,18 @@ from adapters.base.pending import PendingOperations
 
 log = logging.getLogger(__name__)
 
+_ANSWERED = "answered:"
+
+
+def _answered_mark(metadata: str) -> int | None:
+    """The offset a commit's metadata says was answered before (None: no mark)."""
+    if not metadata.startswith(_ANSWERED):
+        return None
+    try:
+        return int(metadata.removeprefix(_ANSWERED))
+    except ValueError:
+        return None
+
 
 class PartitionOwnership:
     """One replica's request partitions: owned, handled up to, committed up to."""
@@ -45,6 +65,9 @@ class PartitionOwnership:
         self.generation = 0
         self._handled: dict[int, int] = {}
         self._committed: dict[int, int] = {}
+        self._committed_handled: dict[int, int] = {}  # the mark in that commit's metadata
+        # Per partition: records before this offset were answered by whoever committed it.
+        self._answered_before: dict[int, int] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -70,8 +93,11 @@ class PartitionOwnership:
             if self._in_flight == 0:
                 self._idle.set()
 
-    def assigned(self, partitions: Collection[int]) -> None:
-        """The group gave this replica ``partitions``, each read from its commit on."""
+    def assigned(
+        self, partitions: Collection[int], metadata: Mapping[int, str] | None = None
+    ) -> None:
+        """The group gave this replica ``partitions``, each read from its commit on;
+        ``metadata``: each one's commit metadata (how far its committer answered)."""
         forgotten = self._pending.forget()
         if forgotten:
             log.info(
@@ -80,6 +106,19 @@ class PartitionOwnership:
                 forgotten,
             )
         self._owned = set(partitions)
+        marks = {p: _answered_mark(text) for p, text in (metadata or {}).items()}
+        self._answered_before = {
+            p: mark for p, mark in marks.items() if mark is not None and p in self._owned
+        }
+
+    def answered_before(self, partition: int, offset: int) -> bool:
+        """Whether the record at ``offset`` was answered by the replica that committed
+        ``partition`` last (this one included, before a rebalance)."""
+        return offset < self._answered_before.get(partition, -1)
+
+    def commit_metadata(self, partition: int) -> str:
+        """What a commit of ``partition`` says: how far this replica answered."""
+        return f"{_ANSWERED}{self._handled[partition]}"
 
     async def revoked(self, partitions: Collection[int]) -> None:
         """The group takes ``partitions`` back: no further record of them is handled,
@@ -89,6 +128,8 @@ class PartitionOwnership:
         for partition in partitions:
             self._handled.pop(partition, None)
             self._committed.pop(partition, None)
+            self._committed_handled.pop(partition, None)
+            self._answered_before.pop(partition, None)
         await self._idle.wait()
         forgotten = self._pending.forget(partitions)
         if forgotten:
@@ -110,7 +151,8 @@ class PartitionOwnership:
 
     def to_commit(self) -> dict[int, int]:
         """What to commit now, per owned partition: up to the last record handled, but
-        no further than the oldest operation still queued; only what moved forward."""
+        no further than the oldest operation still queued; where that or the records
+        handled (the commit's metadata) moved forward."""
         oldest = self._pending.oldest_offsets()
         marks = {
             partition: min(handled, oldest.get(partition, handled))
@@ -121,6 +163,7 @@ class PartitionOwnership:
             partition: offset
             for partition, offset in marks.items()
             if offset > self._committed.get(partition, -1)
+            or self._handled[partition] > self._committed_handled.get(partition, -1)
         }
 
     def committed(self, offsets: Mapping[int, int]) -> None:
@@ -128,3 +171,4 @@ class PartitionOwnership:
         for partition, offset in offsets.items():
             if partition in self._owned:
                 self._committed[partition] = offset
+                self._committed_handled[partition] = self._handled[partition]

@@ -122,7 +122,7 @@ class AdapterRunner:
             enable_idempotence=True,
             linger_ms=5,
         )
-        consumer.subscribe([self._request_topic], listener=_Rebalance(self))
+        consumer.subscribe([self._request_topic], listener=_Rebalance(self, consumer))
         await producer.start()
         self._producer = producer
         await consumer.start()
@@ -242,10 +242,16 @@ class AdapterRunner:
         marks = self.ownership.to_commit()
         if not marks:
             return
+        # Each commit says how far this replica answered: the partition's next owner asks
+        # the partner again only the follow-ups before that (ownership.py).
         committed = await commit_assigned(
-            consumer, {TopicPartition(self._request_topic, p): o for p, o in marks.items()}
+            consumer,
+            {
+                TopicPartition(self._request_topic, p): (o, self.ownership.commit_metadata(p))
+                for p, o in marks.items()
+            },
         )
-        self.ownership.committed({tp.partition: offset for tp, offset in committed.items()})
+        self.ownership.committed({tp.partition: offset for tp, (offset, _) in committed.items()})
 
     async def _process(self, batches: Batch, producer: AIOKafkaProducer) -> None:
         """Handle a batch, and send what it makes (answers, dead letters) until the
@@ -344,6 +350,19 @@ class AdapterRunner:
                 ValueError(f"request for {request.authority!r} from {opened.sender!r}"),
             )
             return
+        if request.operation not in REPLAYED_OPERATIONS and self.ownership.answered_before(
+            record.partition, record.offset
+        ):
+            # Read again after a rebalance (the commit waited for an operation pending
+            # before it): already answered. Asked again, a reservation that met the
+            # outage would be applied now, after its follow-up was answered.
+            log.info(
+                "%s of %s version %d was answered before the rebalance: not asked again",
+                request.operation.value,
+                request.reference,
+                request.version,
+            )
+            return
         # The trace the hub named on the request (or its version's own): on every log line,
         # partner call and answer about it (gun_contract/trace.py).
         trace_id = trace_in(record.headers) or trace_id_for(request.reference, request.version)
@@ -428,13 +447,26 @@ class AdapterRunner:
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Tells the runner's :class:`PartitionOwnership` what the group gives and takes."""
 
-    def __init__(self, runner: AdapterRunner) -> None:
+    def __init__(self, runner: AdapterRunner, consumer: AIOKafkaConsumer) -> None:
         self._runner = runner
+        self._consumer = consumer
+
+    async def _commit_metadata(self, assigned: set[TopicPartition]) -> dict[int, str]:
+        """The metadata of each assigned partition's commit. aiokafka's public
+        ``committed()`` returns the offset only; its coordinator's fetch (the call behind
+        it) returns both. Unknown (a failure): nothing is taken as answered."""
+        try:
+            fetched = await self._consumer._coordinator.fetch_committed_offsets(list(assigned))
+        except Exception:  # every request is then asked again: safe, only slower
+            log.warning("commit metadata not read; every request is asked again", exc_info=True)
+            return {}
+        return {tp.partition: str(entry.metadata or "") for tp, entry in fetched.items()}
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._runner.ownership.revoked({tp.partition for tp in revoked})
         metrics.PENDING.labels(self._runner._spec.authority).set(len(self._runner.pending))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._runner.ownership.assigned({tp.partition for tp in assigned})
+        metadata = await self._commit_metadata(assigned)
+        self._runner.ownership.assigned({tp.partition for tp in assigned}, metadata)
         metrics.PENDING.labels(self._runner._spec.authority).set(len(self._runner.pending))

@@ -52,10 +52,12 @@ def test_a_partition_is_committed_no_further_than_its_oldest_pending_operation(
     ownership.committed({0: 5, 1: 8})
     assert ownership.to_commit() == {}  # nothing new: no commit request at all
 
-    # A later operation of the same partition queued behind it holds nothing further back.
+    # A later operation of the same partition queued behind it holds nothing further back
+    # (the commit is made again only to say how far the replica answered, below).
     pending.add(op(Operation.WRITE_OFF, R2), partition=0, offset=9)
     ownership.handled({0: 14}, ownership.generation)
-    assert ownership.to_commit() == {}
+    assert ownership.to_commit() == {0: 5}
+    ownership.committed({0: 5})
 
     # The partner took the DELETE: the partition may be committed up to the WRITE_OFF, and
     # past everything once that one is replayed too (no new record needed for it).
@@ -226,3 +228,39 @@ def test_queued_operations_keep_their_offset_across_a_restart(tmp_path: Path) ->
     again = PendingOperations(tmp_path / "p.sqlite")
     assert again.oldest_offsets() == {2: 41}
     again.close()
+
+
+# -- what the previous owner answered ---------------------------------------------------
+
+
+def test_a_commit_says_how_far_its_replica_answered(
+    pending: PendingOperations, ownership: PartitionOwnership
+) -> None:
+    ownership.assigned({0})
+    pending.add(op(Operation.DELETE), partition=0, offset=5)
+    ownership.handled({0: 11}, ownership.generation)
+    assert ownership.to_commit() == {0: 5}
+    assert ownership.commit_metadata(0) == "answered:11"
+    ownership.committed({0: 5})
+    # Records answered further: the same offset is committed again, with the new mark.
+    ownership.handled({0: 15}, ownership.generation)
+    assert ownership.to_commit() == {0: 5}
+    assert ownership.commit_metadata(0) == "answered:15"
+
+
+def test_the_next_owner_asks_again_only_what_its_predecessor_did_not_answer(
+    ownership: PartitionOwnership,
+) -> None:
+    """Offsets 5 to 10 of partition 0 were answered by the replica that committed 5 (the
+    DELETE at 5 was still pending). The next owner asks the partner again the follow-ups
+    among them, never a reservation or check: one answered UNAVAILABLE in the outage and
+    applied now would hold quantities its declaration's follow-up, already answered,
+    never frees."""
+    ownership.assigned(
+        {0, 1, 2},
+        {0: "answered:11", 1: "", 2: "something else"},  # older commits: no mark
+    )
+    assert [o for o in range(3, 13) if ownership.answered_before(0, o)] == list(range(3, 11))
+    assert not ownership.answered_before(1, 0)
+    assert not ownership.answered_before(2, 0)
+    assert not ownership.answered_before(3, 0)  # not ours: nothing known

@@ -11,15 +11,24 @@ before its declaration's next version, which reserves and is written off exactly
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from decimal import Decimal
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
+from adapters.base import PartnerPort, load_adapter
 from adapters.base.runner import AdapterRunner
 from adapters.conformance.harness import Harness, Quote
-from gun_contract.model.exchange import AuthorityResponse, Operation
+from gun_contract.health import CircuitStatus
+from gun_contract.kafka.client import from_settings
+from gun_contract.model.exchange import (
+    AuthorityRequest,
+    AuthorityResponse,
+    DocumentAnswer,
+    Operation,
+)
 from gun_contract.model.verdicts import Verdict
 from gun_contract.settings import AdapterSettings
 from tests.adapter_fixtures import running_adapter
@@ -31,9 +40,44 @@ pytestmark = pytest.mark.broker
 DECLARATIONS = 4  # spread over the request partitions by their keys
 
 
+class Unreachable:
+    """The real partner client, but calls about ``blocked`` declarations fail as if the
+    partner were down for them alone (one declaration's follow-up stays pending while
+    the partner answers the rest)."""
+
+    def __init__(self, inner: PartnerPort, blocked: set[str]) -> None:
+        self._inner = inner
+        self._blocked = blocked
+
+    async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
+        if request.reference in self._blocked:
+            return tuple(
+                DocumentAnswer(
+                    goods_item=item.number,
+                    code=document.code,
+                    reference=document.reference,
+                    verdict=Verdict.UNAVAILABLE,
+                    detail="unreachable for this test",
+                )
+                for item in request.items
+                for document in item.documents
+            )
+        return await self._inner.answer(request)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    @property
+    def circuit_state(self) -> CircuitStatus:
+        return self._inner.circuit_state
+
+
 @asynccontextmanager
 async def replica(
-    kafka_env: KafkaEnv, partner: RunningPartner, replica_id: str
+    kafka_env: KafkaEnv,
+    partner: RunningPartner,
+    replica_id: str,
+    blocked: set[str] | None = None,
 ) -> AsyncIterator[AdapterRunner]:
     settings = kafka_env.settings()
     settings.adapter = AdapterSettings(
@@ -45,8 +89,13 @@ async def replica(
         replay_interval_s=0.5,
         replica_id=replica_id,
     )
+    client = load_adapter("dgal").build_partner(settings.adapter)
     async with running_adapter(
-        "dgal", settings, kafka_env.topics, kafka_env.envelope("dgal")
+        "dgal",
+        settings,
+        kafka_env.topics,
+        kafka_env.envelope("dgal"),
+        Unreachable(client, blocked if blocked is not None else set()),
     ) as runner:
         yield runner
 
@@ -56,7 +105,7 @@ async def hub(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Har
     harness = Harness(
         authority="dgal",
         document_type="N853",
-        connect=kafka_env.bootstrap,
+        connect=from_settings(kafka_env.settings().kafka),
         topics=kafka_env.topics,
         hub_envelope=kafka_env.envelope("hub"),
         partner_url=partner.url,
@@ -70,14 +119,22 @@ async def hub(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Har
         await harness.stop()
 
 
-async def until_owned(replicas: list[AdapterRunner], timeout_s: float = 60) -> None:
-    """Until the group settled: every request partition owned by exactly one replica."""
+async def until(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    """Until ``condition`` holds (state of the replicas in this process, looked at)."""
     async with asyncio.timeout(timeout_s):
         while True:
-            owned = [p for r in replicas for p in r.ownership.partitions]
-            if sorted(owned) == list(range(PARTITIONS)):
+            if condition():
                 return
             await asyncio.sleep(0.1)
+
+
+async def until_owned(replicas: list[AdapterRunner]) -> None:
+    """Until the group settled: every request partition owned by exactly one replica."""
+    await until(
+        lambda: (
+            sorted(p for r in replicas for p in r.ownership.partitions) == list(range(PARTITIONS))
+        )
+    )
 
 
 async def until_answered(
@@ -163,3 +220,70 @@ async def test_deletions_queued_by_a_replica_reach_the_partner_once_and_in_versi
         assert [(p.declaration, p.version, p.state) for p in positions] == [
             (reservation.reference, 2, "WRITTEN_OFF")
         ]
+
+
+def on_the_same_partition(hub: Harness, reference: str) -> str:
+    """A new declaration reference whose requests share ``reference``'s partition (the
+    harness publishes by key, with the Java client's partitioner)."""
+    partitioner = DefaultPartitioner()
+    partitions = list(range(PARTITIONS))
+    wanted = partitioner(reference.encode(), partitions, partitions)
+    while True:
+        other = hub.declaration_reference()
+        if partitioner(other.encode(), partitions, partitions) == wanted:
+            return other
+
+
+async def test_a_reservation_answered_in_an_outage_is_not_applied_after_a_rebalance(
+    kafka_env: KafkaEnv, partner: RunningPartner, hub: Harness
+) -> None:
+    """Declaration X's deletion stays pending (its partner calls fail), which holds the
+    partition's commit. Meanwhile declaration Y, on the same partition, met the outage with
+    its reservation (answered UNAVAILABLE, nothing reserved) and was cancelled once the
+    partner was back (its deletion found nothing to delete). The partition then moves: its
+    next owner reads Y's requests again, but must not reserve now what Y's deletion,
+    answered already and remembered by the partner under its idempotency key, would
+    never free."""
+    blocked: set[str] = set()
+    doc_x, doc_y = await hub.seed("pending-x"), await hub.seed("late-y")
+    async with AsyncExitStack() as first_stack:
+        first = await first_stack.enter_async_context(replica(kafka_env, partner, "a", blocked))
+        await until_owned([first])
+        reserve_x = hub.request(Operation.RESERVE, [Quote(doc_x, "60")])
+        assert (await hub.ask(reserve_x)).answers[0].verdict is Verdict.VALID
+        blocked.add(reserve_x.reference)
+        delete_x = hub.request(
+            Operation.DELETE,
+            [Quote(doc_x, None, line=None, unit=None)],
+            reference=reserve_x.reference,
+        )
+        assert (await hub.ask(delete_x)).answers[0].verdict is Verdict.UNAVAILABLE
+
+        reference_y = on_the_same_partition(hub, reserve_x.reference)
+        await hub.faults(outage=True)
+        reserve_y = hub.request(Operation.RESERVE, [Quote(doc_y, "30")], reference=reference_y)
+        assert (await hub.ask(reserve_y)).answers[0].verdict is Verdict.UNAVAILABLE
+        await hub.faults()
+        await hub.until_partner_answers(doc_y)  # its circuit closed again
+        delete_y = hub.request(
+            Operation.DELETE, [Quote(doc_y, None, line=None, unit=None)], reference=reference_y
+        )
+        [answer] = (await hub.ask(delete_y)).answers
+        assert (answer.verdict, answer.partner_code) == (Verdict.VALID, "02")  # no record
+
+        async with replica(kafka_env, partner, "b", blocked) as second:
+            await until_owned([first, second])
+            await first_stack.aclose()
+            await until_owned([second])
+            # X's deletion is read again from the commit and pending with the second
+            # replica (it was the first replica's alone); Y's requests are read again too.
+            await until(lambda: bool(second.pending.queued(reserve_x.reference)))
+            blocked.clear()
+            applied = await until_answered(hub, delete_x.request_id, Verdict.VALID)
+            assert applied.answers[0].partner_code == "01"
+            assert len(second.pending) == 0
+
+    assert await hub.ledger(doc_x) == (Decimal(0), Decimal(0))
+    # Y never held anything: its reservation was not applied behind its deletion.
+    assert await hub.ledger(doc_y) == (Decimal(0), Decimal(0))
+    assert partner.store.positions(doc_y) == []

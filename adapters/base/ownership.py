@@ -71,6 +71,9 @@ class PartitionOwnership:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # Set once an assignment is taken in (its rows forgotten, its commits' marks
+        # read): aiokafka fetches the new partitions while its listener still runs.
+        self._settled = asyncio.Event()
 
     def owns(self, partition: int) -> bool:
         return partition in self._owned
@@ -79,6 +82,10 @@ class PartitionOwnership:
     def partitions(self) -> frozenset[int]:
         """The partitions owned now (health, tests)."""
         return frozenset(self._owned)
+
+    async def settled(self) -> None:
+        """Until the current assignment is taken in: no record is handled before."""
+        await self._settled.wait()
 
     @asynccontextmanager
     async def handling(self) -> AsyncIterator[int]:
@@ -110,6 +117,7 @@ class PartitionOwnership:
         self._answered_before = {
             p: mark for p, mark in marks.items() if mark is not None and p in self._owned
         }
+        self._settled.set()
 
     def answered_before(self, partition: int, offset: int) -> bool:
         """Whether the record at ``offset`` was answered by the replica that committed
@@ -124,6 +132,7 @@ class PartitionOwnership:
         """The group takes ``partitions`` back: no further record of them is handled,
         the records in flight end, then their queued operations are forgotten."""
         self.generation += 1
+        self._settled.clear()
         self._owned -= set(partitions)
         for partition in partitions:
             self._handled.pop(partition, None)

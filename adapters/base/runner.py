@@ -257,6 +257,10 @@ class AdapterRunner:
         """Handle a batch, and send what it makes (answers, dead letters) until the
         broker acknowledged all of it; the loop commits past it then. A partition revoked
         meanwhile gets no further record handled: its next owner reads them."""
+        fetched_in = self.ownership.generation
+        await self.ownership.settled()
+        if self.ownership.generation != fetched_in:
+            return  # fetched before a rebalance: read again from the commits
         async with self.ownership.handling() as generation:
             by_key: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
             for records in batches.values():
@@ -468,5 +472,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         metadata = await self._commit_metadata(assigned)
-        self._runner.ownership.assigned({tp.partition for tp in assigned}, metadata)
+        try:
+            self._runner.ownership.assigned({tp.partition for tp in assigned}, metadata)
+        except Exception:
+            # Its queue not cleared, no record may be handled (aiokafka would only log
+            # this): the replica stops, and its supervisor starts it again.
+            log.exception("taking in the assigned partitions failed; stopping")
+            self._runner.stop()
+            raise
         metrics.PENDING.labels(self._runner._spec.authority).set(len(self._runner.pending))

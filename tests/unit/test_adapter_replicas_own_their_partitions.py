@@ -145,6 +145,22 @@ async def test_revoking_waits_for_the_records_in_flight_before_forgetting(
     assert len(pending) == 0
 
 
+async def test_no_record_is_handled_between_a_revocation_and_the_next_assignment(
+    ownership: PartitionOwnership,
+) -> None:
+    """aiokafka fetches newly assigned partitions while its listener still runs: the
+    runner waits until the assignment is taken in (queue forgotten, marks read)."""
+    ownership.assigned({0})
+    await asyncio.wait_for(ownership.settled(), 1)
+    await ownership.revoked({0})
+    waiting = asyncio.create_task(ownership.settled())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    ownership.assigned({0, 1}, {0: "answered:4"})
+    await asyncio.wait_for(waiting, 1)
+    assert ownership.answered_before(0, 3)
+
+
 async def test_an_assignment_forgets_what_an_earlier_term_left_queued(
     pending: PendingOperations, ownership: PartitionOwnership
 ) -> None:

@@ -166,7 +166,7 @@ class Stack:
                 f"http://127.0.0.1:{port}/health",
             )
         for authority in AUTHORITIES:
-            for name in self.adapters(authority):
+            for number, name in enumerate(self.adapters(authority), start=1):
                 health = free_port()
                 self.add(
                     name,
@@ -174,6 +174,9 @@ class Stack:
                     {
                         "GUN_HUB_ADAPTER__PARTNER_URL": self.partner_urls[authority],
                         "GUN_HUB_ADAPTER__METRICS_PORT": str(health),
+                        # Each replica its own pending queue: it forgets the operations
+                        # of the partitions it loses, never another replica's.
+                        "GUN_HUB_ADAPTER__REPLICA_ID": "" if number == 1 else str(number),
                         **self.adapter_env,
                     },
                     f"http://127.0.0.1:{health}/readyz",

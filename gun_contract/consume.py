@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
@@ -110,18 +110,33 @@ async def consume(
 
 
 async def _commit(consumer: Polled, offsets: dict[TopicPartition, int]) -> None:
+    await commit_assigned(consumer, offsets)
+
+
+# An offset to commit, or an offset and the commit's metadata.
+Offset = TypeVar("Offset", int, tuple[int, str])
+
+
+async def commit_assigned(
+    consumer: Polled, offsets: dict[TopicPartition, Offset]
+) -> dict[TopicPartition, Offset]:
+    """Commit ``offsets`` (each an offset, or an offset and metadata) of the partitions
+    still assigned; what was committed (nothing when the group refused it after a
+    rebalance)."""
     # Only partitions still ours: one revoked while its batch was handled is read again
     # by its new owner from the last commit (aiokafka refuses to commit it at all).
     assigned = consumer.assignment()
     offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
     if not offsets:
-        return
+        return {}
     try:
         await consumer.commit(offsets)
     except CommitFailedError:
         # The group rebalanced meanwhile: the partitions' new owners read the batch again
         # from the last commit (at-least-once; every handler here is idempotent).
         log.warning("commit refused after a rebalance; the batch is read again by its owner")
+        return {}
+    return offsets
 
 
 def each_record(handle: RecordHandler, failed: Failed) -> BatchHandler:

@@ -231,6 +231,14 @@ class AdapterSettings(BaseModel):
     max_in_flight: PositiveInt = Field(
         64, description="Requests handled concurrently (different declarations only)."
     )
+    replica_id: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        max_length=64,
+        description="Names this replica's pending queue file when several replicas of an "
+        "adapter share a state folder (<prefix>-<authority>-<replica_id>-pending.sqlite); "
+        "empty: the only replica's file. Two processes never share one file.",
+    )
     pending_limit: PositiveInt = Field(
         10_000,
         description="Write-offs, deletions and give-backs kept for a down partner beyond "

@@ -206,16 +206,19 @@ def start_adapter(
     env: Mapping[str, str] | None = None,
     *,
     wait: bool = True,
+    replica: str = "",
 ) -> int:
     """Start ``authority``'s adapter and (unless ``wait`` is False) wait until it is
-    ready; its health port (its readiness URL: :func:`ready_url`)."""
+    ready; its health port (its readiness URL: :func:`ready_url`). ``replica``: another
+    replica of it, ``adapter-<authority>-<replica>``, with a pending queue of its own."""
     health_port = free_port()
     group.start(
-        f"adapter-{authority}",
+        f"adapter-{authority}-{replica}" if replica else f"adapter-{authority}",
         ["adapter", authority],
         {
             "GUN_HUB_ADAPTER__PARTNER_URL": f"http://127.0.0.1:{partner_port}",
             "GUN_HUB_ADAPTER__METRICS_PORT": str(health_port),
+            "GUN_HUB_ADAPTER__REPLICA_ID": replica,
             **(env or {}),
         },
     )

@@ -14,13 +14,24 @@ the row key is the request id and a random suffix, never a digest of the documen
 unkeyed hash of a licence number is confirmed by guessing it). What orders the queue stays
 in clear: the reference (not confidential), the version, the row id and the partition. A
 queue written in clear before is sealed when it is opened with a cipher.
+
+Each row also keeps the offset its request was read at. With several replicas of an
+adapter (one consumer group) the request log, not this file, is the durable copy: a
+replica commits a partition no further than its oldest pending operation
+(:meth:`PendingOperations.oldest_offsets`, :mod:`adapters.base.ownership`), and forgets
+the rows of a partition it loses (:meth:`PendingOperations.forget`), which its next owner
+reads again. One file per replica (:func:`pending_path`): a second process opening the
+same file refuses to start (:class:`PendingQueueInUse`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
+import os
 import secrets
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,10 +53,40 @@ CREATE TABLE IF NOT EXISTS queue (
     reference TEXT NOT NULL,
     version INTEGER NOT NULL,
     request TEXT NOT NULL,
-    partition INTEGER
+    partition INTEGER,
+    request_offset INTEGER
 );
 CREATE INDEX IF NOT EXISTS queue_reference ON queue (reference, id);
 """
+
+
+class PendingQueueInUse(RuntimeError):
+    """Another process has this pending file open: two replicas were given one file."""
+
+
+def pending_path(state_dir: Path, prefix: str, authority: str, replica_id: str) -> Path:
+    """The pending file of one adapter replica: ``<prefix>-<authority>-pending.sqlite``
+    for the only (or first) one, ``<prefix>-<authority>-<replica_id>-pending.sqlite``
+    for a named replica (``GUN_HUB_ADAPTER__REPLICA_ID``)."""
+    replica = f"-{replica_id}" if replica_id else ""
+    return state_dir / f"{prefix}-{authority}{replica}-pending.sqlite"
+
+
+def _lock(path: Path) -> int:
+    """Hold ``path``'s lock file for as long as the queue is open. Two replicas sharing a
+    queue would forget each other's rows on every rebalance (each forgets what is not its
+    own to replay), so the second one stops at once, naming the setting."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise PendingQueueInUse(
+            f"the pending queue {path} is open in another process: give each adapter "
+            "replica its own file (adapter.replica_id, GUN_HUB_ADAPTER__REPLICA_ID)"
+        ) from None
+    return descriptor
 
 
 def operation_key(request: AuthorityRequest) -> str:
@@ -76,10 +117,16 @@ class PendingOperations:
 
     def __init__(self, path: Path, cipher: StateCipher | None = None) -> None:
         self._cipher = cipher
-        # FULL: the queue is the only copy of what a down partner has not taken yet.
+        self._lock = _lock(path)
+        # FULL: what a down partner has not taken yet must survive a crash (the rows kept
+        # before offsets were are its only copy; the others are re-read from the log).
         # secure_delete: what a row held before it was replaced or deleted is zeroed, not
         # left in free pages (a request queued in clear before it was sealed, for one).
-        self._db = open_database(path, synchronous="FULL", secure_delete=True)
+        try:
+            self._db = open_database(path, synchronous="FULL", secure_delete=True)
+        except BaseException:
+            os.close(self._lock)
+            raise
         self._db.executescript(_SCHEMA)
         self._migrate()
         if cipher is not None:
@@ -91,12 +138,14 @@ class PendingOperations:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
         if "partition" not in columns:
             self._db.execute("ALTER TABLE queue ADD COLUMN partition INTEGER")
+        if "request_offset" not in columns:
+            self._db.execute("ALTER TABLE queue ADD COLUMN request_offset INTEGER")
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
         if "pending" not in tables:
             return
         with transaction(self._db):
             for (body,) in self._db.execute("SELECT request FROM pending ORDER BY id").fetchall():
-                self._add(AuthorityRequest.model_validate_json(body), None)
+                self._add(AuthorityRequest.model_validate_json(body), None, None)
             self._db.execute("DROP TABLE pending")
 
     def _seal_clear_rows(self) -> None:
@@ -169,14 +218,14 @@ class PendingOperations:
             if operation_key(queued) == wanted
         ]
 
-    def _add(self, request: AuthorityRequest, partition: int | None) -> None:
+    def _add(self, request: AuthorityRequest, partition: int | None, offset: int | None) -> None:
         if self._same_operation(request):
             return
         key = _row_key(request) if self._cipher is not None else operation_key(request)
         self._db.execute(
             "INSERT INTO queue"
-            " (operation_key, request_id, reference, version, request, partition)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " (operation_key, request_id, reference, version, request, partition,"
+            " request_offset) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 request.request_id,
@@ -184,15 +233,47 @@ class PendingOperations:
                 request.version,
                 self._sealed(request, key),
                 partition,
+                offset,
             ),
         )
 
-    def add(self, request: AuthorityRequest, partition: int | None = None) -> None:
+    def add(
+        self, request: AuthorityRequest, partition: int | None = None, offset: int | None = None
+    ) -> None:
         """Queue ``request`` behind its reference's earlier operations (once: a
-        redelivered request keeps its first place). ``partition``: where the request was
-        read, and so where its answer goes (the hub's case lives there)."""
+        redelivered request keeps its first place, and its offset). ``partition``: where
+        the request was read, and so where its answer goes (the hub's case lives there);
+        ``offset``: where in that partition (it holds the partition's commit back)."""
         with transaction(self._db):
-            self._add(request, partition)
+            self._add(request, partition, offset)
+
+    def holds(self, request: AuthorityRequest) -> bool:
+        """Whether ``request``'s operation is still queued (not replayed nor forgotten)."""
+        return bool(self._same_operation(request))
+
+    def oldest_offsets(self) -> dict[int, int]:
+        """Per partition, the offset of its oldest queued operation: how far that
+        partition may be committed (rows kept before offsets were hold nothing)."""
+        rows = self._db.execute(
+            "SELECT partition, MIN(request_offset) FROM queue"
+            " WHERE partition IS NOT NULL AND request_offset IS NOT NULL GROUP BY partition"
+        ).fetchall()
+        return {int(partition): int(offset) for partition, offset in rows}
+
+    def forget(self, partitions: Collection[int] | None = None) -> int:
+        """Drop the queued operations read from ``partitions`` (every partition: None),
+        without replaying them: their partition was committed no further than the oldest
+        of them, so its owner reads them again. Rows kept before offsets were cannot be
+        read again from anywhere: they stay, and are replayed. The number dropped."""
+        with transaction(self._db):
+            if partitions is None:
+                cursor = self._db.execute("DELETE FROM queue WHERE request_offset IS NOT NULL")
+            else:
+                cursor = self._db.executemany(
+                    "DELETE FROM queue WHERE request_offset IS NOT NULL AND partition = ?",
+                    [(partition,) for partition in partitions],
+                )
+        return cursor.rowcount
 
     def references(self) -> list[str]:
         """References with queued operations, the one waiting longest first."""
@@ -228,6 +309,7 @@ class PendingOperations:
 
     def close(self) -> None:
         self._db.close()
+        os.close(self._lock)  # the lock goes with it
 
 
 class PendingLimit:

@@ -12,7 +12,10 @@ operations in the order the hub asked them:
   answer (a refusal too) ends the operation, which is answered and leaves the queue;
 * when a newer version's operation got a definitive answer on the same documents, older
   queued operations are stale (the partner refuses them by version anyway): they are
-  dropped, with a log line.
+  dropped, with a log line;
+* an operation forgotten while its declaration's queue is replayed (its partition was
+  revoked, :mod:`adapters.base.ownership`) ends that replay: the partition's next owner
+  replays it and what follows.
 """
 
 from __future__ import annotations
@@ -107,16 +110,16 @@ class Replayer:
         self._locks = KeyedLocks()
 
     async def ask(
-        self, request: AuthorityRequest, partition: int | None = None
+        self, request: AuthorityRequest, partition: int | None = None, offset: int | None = None
     ) -> tuple[DocumentAnswer, ...]:
         """The partner's answers to a request read from the log (the live path), at
-        ``partition``."""
+        ``partition`` and ``offset`` (kept with the operation if it is queued)."""
         async with self._locks.hold(request.reference):
             clear = not self._pending.has(request.reference) or await self._replay(
                 request.reference
             )
             if not clear and request.operation in REPLAYED_OPERATIONS:
-                self._pending.add(request, partition)
+                self._pending.add(request, partition, offset)
                 return _answered_unavailable(
                     request,
                     "queued behind an earlier operation of this declaration that the "
@@ -125,7 +128,7 @@ class Replayer:
             answers = await self._partner.answer(request)
             if unavailable(answers):
                 if request.operation in REPLAYED_OPERATIONS:
-                    self._pending.add(request, partition)
+                    self._pending.add(request, partition, offset)
             elif request.operation in _VERSIONED:
                 self._drop_superseded(request)
             return answers
@@ -157,6 +160,10 @@ class Replayer:
         """Replay ``reference``'s queue in order, until its head still meets an
         UNAVAILABLE partner; True when the queue is empty. Holds the reference's lock."""
         for request, partition in self._pending.queued_at(reference):
+            if not self._pending.holds(request):
+                # Forgotten meanwhile (its partition was revoked, ownership.py): the
+                # partition's next owner replays it and what follows, in order.
+                return not self._pending.has(reference)
             # Its version's trace (gun_contract/trace.py): the call, the answer and the log
             # lines of a replay are followed like those of the first attempt.
             with tracing(trace_id_for(request.reference, request.version)):

@@ -5,6 +5,11 @@ batch is acknowledged by the broker; a crash in between redelivers the batch, wh
 harmless because every partner operation is idempotent (a reservation restates the whole
 position) and the hub ignores an answer it already has.
 
+Replicas (one consumer group) share the request partitions. A partition is committed no
+further than its oldest operation still pending on a down partner, and a replica losing
+a partition forgets the operations it queued there: the next owner reads them again,
+and replays them before the declaration's later operations (:mod:`adapters.base.ownership`).
+
 Order: records of one declaration (one key) are handled one after the other, so a newer
 version's reservation never overtakes an older one; different declarations run
 concurrently up to ``max_in_flight``. Operations a down partner could not take are queued
@@ -26,15 +31,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from pydantic import ValidationError
 
 from adapters.base import metrics
 from adapters.base.health_server import serve_health
-from adapters.base.pending import PendingLimit, PendingOperations
+from adapters.base.ownership import PartitionOwnership
+from adapters.base.pending import PendingLimit, PendingOperations, pending_path
 from adapters.base.replay import REPLAYED_OPERATIONS, Replayer
 from adapters.base.spec import AdapterSpec, PartnerPort
-from gun_contract.consume import UNHANDLED_ERROR, Batch, consume
+from gun_contract.consume import UNHANDLED_ERROR, Batch, commit_assigned, consume, next_offsets
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_contract.effects import Effects
 from gun_contract.envelope import ContentType, Envelope, EnvelopeRejected, broker_accepted_at
@@ -78,11 +85,18 @@ class AdapterRunner:
         self._in_flight = asyncio.Semaphore(settings.adapter.max_in_flight)
         self._stopping = asyncio.Event()
         self.component = f"adapter.{spec.authority}"
-        # Requests quote licences (DGA): kept sealed with the adapter's state key.
+        # Requests quote licences (DGA): kept sealed with the adapter's state key. One
+        # file per replica: each forgets the rows of the partitions it loses.
         self.pending = PendingOperations(
-            settings.security.state_dir / f"{topics.prefix}-{spec.authority}-pending.sqlite",
+            pending_path(
+                settings.security.state_dir,
+                topics.prefix,
+                spec.authority,
+                settings.adapter.replica_id,
+            ),
             StateCipher.load(settings.security.keys_dir, spec.authority),
         )
+        self.ownership = PartitionOwnership(self.pending)
         self._producer: AIOKafkaProducer | None = None
         self._replayer = Replayer(self.pending, partner, self._publish_replayed)
         self._pending_limit = PendingLimit(spec.authority, settings.adapter.pending_limit)
@@ -93,7 +107,6 @@ class AdapterRunner:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         connect = from_settings(self._settings.kafka)
         consumer = AIOKafkaConsumer(
-            self._request_topic,
             **consumer_options(connect),
             group_id=consumer_group(self._spec.authority),
             client_id=self.component,
@@ -109,6 +122,7 @@ class AdapterRunner:
             enable_idempotence=True,
             linger_ms=5,
         )
+        consumer.subscribe([self._request_topic], listener=_Rebalance(self, consumer))
         await producer.start()
         self._producer = producer
         await consumer.start()
@@ -122,16 +136,19 @@ class AdapterRunner:
         ]
         try:
             # A full pending queue pauses fetching (the poll still runs: the consumer stays
-            # in its group, and the replays go on in the background). Each batch is
-            # committed once every answer and dead letter of it is acknowledged.
+            # in its group, and the replays go on in the background). After each poll the
+            # partitions are committed up to what is handled (every answer and dead letter
+            # acknowledged), but never past an operation still pending: from this task
+            # only, so commits never race each other backwards.
             await consume(
                 consumer,
                 lambda batch: self._process(batch, producer),
-                commit=True,
+                commit=False,
                 stopping=self._stopping,
                 timeout_ms=250,
                 max_records=500,
                 before_poll=lambda: self._pending_limit.hold(consumer, len(self.pending)),
+                after_poll=lambda: self._commit(consumer),
             )
         finally:
             for task in background:
@@ -219,31 +236,59 @@ class AdapterRunner:
                 partition=record.partition,
             )
 
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit each owned partition up to what is handled, no further than its oldest
+        pending operation (it moves on when a replay takes that one, new records or not)."""
+        marks = self.ownership.to_commit()
+        if not marks:
+            return
+        # Each commit says how far this replica answered: the partition's next owner asks
+        # the partner again only the follow-ups before that (ownership.py).
+        committed = await commit_assigned(
+            consumer,
+            {
+                TopicPartition(self._request_topic, p): (o, self.ownership.commit_metadata(p))
+                for p, o in marks.items()
+            },
+        )
+        self.ownership.committed({tp.partition: offset for tp, (offset, _) in committed.items()})
+
     async def _process(self, batches: Batch, producer: AIOKafkaProducer) -> None:
         """Handle a batch, and send what it makes (answers, dead letters) until the
-        broker acknowledged all of it; the loop commits past it then."""
-        by_key: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
-        for records in batches.values():
-            for record in records:
-                by_key[record.key].append(record)
-        outboxes = await asyncio.gather(*(self._handle_in_order(r) for r in by_key.values()))
-        deliveries = [
-            await producer.send(
-                record.topic,
-                record.value,
-                key=record.key,
-                headers=record.headers,
-                partition=record.partition,
-            )
-            for outbox in outboxes
-            for record in outbox.records
-        ]
-        await asyncio.gather(*deliveries)
+        broker acknowledged all of it; the loop commits past it then. A partition revoked
+        meanwhile gets no further record handled: its next owner reads them."""
+        fetched_in = self.ownership.generation
+        await self.ownership.settled()
+        if self.ownership.generation != fetched_in:
+            return  # fetched before a rebalance: read again from the commits
+        async with self.ownership.handling() as generation:
+            by_key: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
+            for records in batches.values():
+                for record in records:
+                    by_key[record.key].append(record)
+            outboxes = await asyncio.gather(*(self._handle_in_order(r) for r in by_key.values()))
+            deliveries = [
+                await producer.send(
+                    record.topic,
+                    record.value,
+                    key=record.key,
+                    headers=record.headers,
+                    partition=record.partition,
+                )
+                for outbox in outboxes
+                for record in outbox.records
+            ]
+            await asyncio.gather(*deliveries)
+        self.ownership.handled(
+            {tp.partition: offset for tp, offset in next_offsets(batches).items()}, generation
+        )
 
     async def _handle_in_order(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Effects:
         outbox = Effects()
         async with self._in_flight:
             for record in records:
+                if not self.ownership.owns(record.partition):
+                    break  # revoked while the batch was handled (or before it began)
                 await self._handle_survivably(record, outbox)
         return outbox
 
@@ -309,12 +354,25 @@ class AdapterRunner:
                 ValueError(f"request for {request.authority!r} from {opened.sender!r}"),
             )
             return
+        if request.operation not in REPLAYED_OPERATIONS and self.ownership.answered_before(
+            record.partition, record.offset
+        ):
+            # Read again after a rebalance (the commit waited for an operation pending
+            # before it): already answered. Asked again, a reservation that met the
+            # outage would be applied now, after its follow-up was answered.
+            log.info(
+                "%s of %s version %d was answered before the rebalance: not asked again",
+                request.operation.value,
+                request.reference,
+                request.version,
+            )
+            return
         # The trace the hub named on the request (or its version's own): on every log line,
         # partner call and answer about it (gun_contract/trace.py).
         trace_id = trace_in(record.headers) or trace_id_for(request.reference, request.version)
         with tracing(trace_id):
             with metrics.PARTNER_SECONDS.labels(self._spec.authority).time():
-                answers = await self._replayer.ask(request, record.partition)
+                answers = await self._replayer.ask(request, record.partition, record.offset)
             metrics.REQUESTS.labels(self._spec.authority).inc()
             # Asking may queue this request, or replay or drop what its declaration had queued.
             metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
@@ -388,3 +446,38 @@ class AdapterRunner:
             source=source,
             component=self.component,
         )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tells the runner's :class:`PartitionOwnership` what the group gives and takes."""
+
+    def __init__(self, runner: AdapterRunner, consumer: AIOKafkaConsumer) -> None:
+        self._runner = runner
+        self._consumer = consumer
+
+    async def _commit_metadata(self, assigned: set[TopicPartition]) -> dict[int, str]:
+        """The metadata of each assigned partition's commit. aiokafka's public
+        ``committed()`` returns the offset only; its coordinator's fetch (the call behind
+        it) returns both. Unknown (a failure): nothing is taken as answered."""
+        try:
+            fetched = await self._consumer._coordinator.fetch_committed_offsets(list(assigned))
+        except Exception:  # every request is then asked again: safe, only slower
+            log.warning("commit metadata not read; every request is asked again", exc_info=True)
+            return {}
+        return {tp.partition: str(entry.metadata or "") for tp, entry in fetched.items()}
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._runner.ownership.revoked({tp.partition for tp in revoked})
+        metrics.PENDING.labels(self._runner._spec.authority).set(len(self._runner.pending))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        metadata = await self._commit_metadata(assigned)
+        try:
+            self._runner.ownership.assigned({tp.partition for tp in assigned}, metadata)
+        except Exception:
+            # Its queue not cleared, no record may be handled (aiokafka would only log
+            # this): the replica stops, and its supervisor starts it again.
+            log.exception("taking in the assigned partitions failed; stopping")
+            self._runner.stop()
+            raise
+        metrics.PENDING.labels(self._runner._spec.authority).set(len(self._runner.pending))

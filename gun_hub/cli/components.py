@@ -110,6 +110,7 @@ def adapter(
 ) -> None:
     """Run one authority's adapter: its requests in, the partner asked, answers out."""
     from adapters.base import load_adapter
+    from adapters.base.pending import PendingQueueInUse
     from adapters.base.runner import AdapterRunner
 
     settings = load_settings()
@@ -141,7 +142,8 @@ def adapter(
 
     try:
         asyncio.run(run())
-    except KeystoreError as err:  # e.g. no state key for the pending queue: names the file
+    except (KeystoreError, PendingQueueInUse) as err:  # no state key, a replica's file in
+        # use by another: the message names the file (and the setting)
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
 

@@ -1,0 +1,183 @@
+"""Which request partitions an adapter replica owns, and how far it may commit each.
+
+Replicas of one adapter share its request partitions (one consumer group). An operation a
+down partner could not take is queued by the replica that read it; the partition's next
+owner, after a rebalance or a replica's death, must still apply it, and before the
+declaration's later operations. So the request log is its durable copy, not the replica's
+file (ADR 0014):
+
+* **Low watermark.** A partition is committed up to the offset after the last record the
+  replica handled, but never past its oldest operation still queued: whoever owns the
+  partition next reads that operation again, and every request after it, in order.
+* **Forget on revoke.** A replica losing partitions takes no further record of them,
+  waits for the records it is handling, then drops their queued operations (their replays
+  stop). The next owner's replays are the only ones. Reading a request again is harmless:
+  every partner operation carries its idempotency key and version, and the hub ignores an
+  answer it already has.
+* **Forget on assignment.** aiokafka's group protocol is eager: every rebalance revokes
+  every partition, and each replica reads its new ones from their commit. Rows a replica
+  finds queued then (left by a crash) are another term's and are dropped too.
+
+* **Ask again only what is pending.** Each commit says in its metadata how far its
+  replica had answered (``answered:<offset>``). The next owner asks the partner again the
+  write-offs, deletions and give-backs before that offset (pending ones are applied now,
+  the others answered from the partner's idempotency memory), but neither the
+  reservations nor the checks: a reservation answered UNAVAILABLE in an outage and applied
+  now would hold quantities that its declaration's follow-up, already answered, never
+  frees. So a rebalance changes nothing of what one replica alone would have done.
+
+Rows queued before offsets were kept (no offset) hold no partition and are replayed by
+whoever has them, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import asynccontextmanager
+
+from adapters.base.pending import PendingOperations
+
+log = logging.getLogger(__name__)
+
+_ANSWERED = "answered:"
+
+
+def _answered_mark(metadata: str) -> int | None:
+    """The offset a commit's metadata says was answered before (None: no mark)."""
+    if not metadata.startswith(_ANSWERED):
+        return None
+    try:
+        return int(metadata.removeprefix(_ANSWERED))
+    except ValueError:
+        return None
+
+
+class PartitionOwnership:
+    """One replica's request partitions: owned, handled up to, committed up to."""
+
+    def __init__(self, pending: PendingOperations) -> None:
+        self._pending = pending
+        self._owned: set[int] = set()
+        # Bumped by every revocation: a batch begun under an earlier generation says
+        # nothing of what the partitions hold now.
+        self.generation = 0
+        self._handled: dict[int, int] = {}
+        self._committed: dict[int, int] = {}
+        self._committed_handled: dict[int, int] = {}  # the mark in that commit's metadata
+        # Per partition: records before this offset were answered by whoever committed it.
+        self._answered_before: dict[int, int] = {}
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Set once an assignment is taken in (its rows forgotten, its commits' marks
+        # read): aiokafka fetches the new partitions while its listener still runs.
+        self._settled = asyncio.Event()
+
+    def owns(self, partition: int) -> bool:
+        return partition in self._owned
+
+    @property
+    def partitions(self) -> frozenset[int]:
+        """The partitions owned now (health, tests)."""
+        return frozenset(self._owned)
+
+    async def settled(self) -> None:
+        """Until the current assignment is taken in: no record is handled before."""
+        await self._settled.wait()
+
+    @asynccontextmanager
+    async def handling(self) -> AsyncIterator[int]:
+        """Around the handling of a batch: a revocation waits for it to end. Yields the
+        generation the batch began in (for :meth:`handled`)."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield self.generation
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    def assigned(
+        self, partitions: Collection[int], metadata: Mapping[int, str] | None = None
+    ) -> None:
+        """The group gave this replica ``partitions``, each read from its commit on;
+        ``metadata``: each one's commit metadata (how far its committer answered)."""
+        forgotten = self._pending.forget()
+        if forgotten:
+            log.info(
+                "forgot %d pending operations of an earlier assignment: their partitions' "
+                "owners read them again from the committed offsets",
+                forgotten,
+            )
+        self._owned = set(partitions)
+        marks = {p: _answered_mark(text) for p, text in (metadata or {}).items()}
+        self._answered_before = {
+            p: mark for p, mark in marks.items() if mark is not None and p in self._owned
+        }
+        self._settled.set()
+
+    def answered_before(self, partition: int, offset: int) -> bool:
+        """Whether the record at ``offset`` was answered by the replica that committed
+        ``partition`` last (this one included, before a rebalance)."""
+        return offset < self._answered_before.get(partition, -1)
+
+    def commit_metadata(self, partition: int) -> str:
+        """What a commit of ``partition`` says: how far this replica answered."""
+        return f"{_ANSWERED}{self._handled[partition]}"
+
+    async def revoked(self, partitions: Collection[int]) -> None:
+        """The group takes ``partitions`` back: no further record of them is handled,
+        the records in flight end, then their queued operations are forgotten."""
+        self.generation += 1
+        self._settled.clear()
+        self._owned -= set(partitions)
+        for partition in partitions:
+            self._handled.pop(partition, None)
+            self._committed.pop(partition, None)
+            self._committed_handled.pop(partition, None)
+            self._answered_before.pop(partition, None)
+        await self._idle.wait()
+        forgotten = self._pending.forget(partitions)
+        if forgotten:
+            log.info(
+                "partitions %s revoked: forgot their %d pending operations, which the "
+                "next owner reads again from the committed offsets",
+                sorted(partitions),
+                forgotten,
+            )
+
+    def handled(self, offsets: Mapping[int, int], generation: int) -> None:
+        """A batch begun in ``generation`` was handled: each partition up to (before)
+        its offset in ``offsets``."""
+        if generation != self.generation:
+            return  # cut by a rebalance: its partitions are read again from the commit
+        for partition, offset in offsets.items():
+            if partition in self._owned:
+                self._handled[partition] = max(offset, self._handled.get(partition, 0))
+
+    def to_commit(self) -> dict[int, int]:
+        """What to commit now, per owned partition: up to the last record handled, but
+        no further than the oldest operation still queued; where that or the records
+        handled (the commit's metadata) moved forward."""
+        oldest = self._pending.oldest_offsets()
+        marks = {
+            partition: min(handled, oldest.get(partition, handled))
+            for partition, handled in self._handled.items()
+            if partition in self._owned
+        }
+        return {
+            partition: offset
+            for partition, offset in marks.items()
+            if offset > self._committed.get(partition, -1)
+            or self._handled[partition] > self._committed_handled.get(partition, -1)
+        }
+
+    def committed(self, offsets: Mapping[int, int]) -> None:
+        """The group took these commits."""
+        for partition, offset in offsets.items():
+            if partition in self._owned:
+                self._committed[partition] = offset
+                self._committed_handled[partition] = self._handled[partition]

@@ -385,7 +385,7 @@ class JoseEnvelope:
             )
         try:
             return _decrypted(parts, header, canonical, _private(key))
-        except (ValueError, TypeError, InvalidUnwrap, InvalidTag):
+        except (ValueError, TypeError, KeyError, InvalidUnwrap, InvalidTag):
             # ValueError covers a point off the curve, bad base64url and wrong lengths.
             raise EnvelopeRejected(
                 Kind.DECRYPTION_FAILED, f"cannot decrypt with {kid!r} (tampered or corrupt)"

@@ -80,9 +80,13 @@ def b64decode(segment: bytes) -> bytes:
     return binascii.a2b_base64(padded, strict_mode=True)
 
 
+# One encoder for every header: json.dumps builds a new one per call when given options.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def json_segment(header: dict[str, Any]) -> bytes:
     """A protected header as it travels: compact ASCII JSON, base64url."""
-    return b64encode(json.dumps(header, separators=(",", ":")).encode("ascii"))
+    return b64encode(_COMPACT_JSON.encode(header).encode("ascii"))
 
 
 # -- ES256 (RFC 7518 section 3.4) ---------------------------------------------------------

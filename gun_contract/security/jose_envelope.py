@@ -475,10 +475,16 @@ def _decrypted(
         parts,
         KEY_WRAP_ALG,
         jose_compact.ephemeral_key(header["epk"]),
-        jose_compact.b64decode(header.get("apu", "").encode("ascii")),
-        jose_compact.b64decode(header.get("apv", "").encode("ascii")),
+        _party_info(header, "apu"),
+        _party_info(header, "apv"),
         key,
     )
+
+
+def _party_info(header: dict[str, Any], name: str) -> bytes:
+    """``apu`` or ``apv`` decoded (RFC 7518 section 4.6.1): absent, it is empty."""
+    encoded = header.get(name)
+    return jose_compact.b64decode(encoded.encode("ascii")) if encoded else b""
 
 
 def _private(key: ECKey) -> ec.EllipticCurvePrivateKey:

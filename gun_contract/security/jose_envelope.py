@@ -10,6 +10,16 @@ id known and not retired, the signature, that the key belongs to ``iss``, that `
 may send on this topic, ``aud``, the topic, ``exp``, ``iat`` within the skew, and the
 ``jti`` never seen. Algorithms are never taken from the header alone (RFC 8725).
 
+Both layers are read and written here, on pyca ``cryptography`` (:mod:`jose_compact`,
+ADR 0014), with the key objects the keystore loaded: nothing is parsed per message but the
+sender's ephemeral public key, whose point must be on P-256. Past the key id, a layer is
+refused whole, as one kind: the outer one as DECRYPTION_FAILED (a protected header outside
+its rule, an ephemeral key that is not a P-256 point, an encrypted key, IV or tag of the
+wrong length, anything that does not unwrap or authenticate), the inner one as
+BAD_SIGNATURE (a header outside its rule, a signature that is not 64 bytes of ``r || s`` or
+does not verify). A header's rule: every member known and of its type, the contract's
+claims present; ``crit``, ``b64`` and ``zip`` refused; base64url in its one canonical form.
+
 Signed only (:meth:`JoseEnvelope.sign`, :func:`verify_signed`): a JWS alone, typed
 ``gun-signed``, with ``iss``, ``iat`` and the topic, for what every reader of a topic may
 read and no single party receives (the adapters' heartbeats). It is the envelope's inner

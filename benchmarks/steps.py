@@ -36,11 +36,23 @@ from tests.unit.test_versions_and_recovery import at
 REPO = Path(__file__).resolve().parent.parent
 GROUPS = {
     "xml (lxml, xmlschema)": ("lxml", "xmlschema", "elementpath"),
-    "jose and crypto (joserfc, cryptography)": ("joserfc", "cryptography"),
+    # The envelope's own JOSE code (ADR 0014) and the libraries under it; the C calls of
+    # cryptography (sign, verify, exchange) still count as "other".
+    "jose and crypto (jose_*, joserfc, cryptography)": (
+        "jose_envelope",
+        "jose_compact",
+        "joserfc",
+        "cryptography",
+    ),
     "pydantic": ("pydantic",),
     "json": ("json",),
     "hub (gun_hub)": ("gun_hub",),
 }
+
+
+# CPU time of this process: what the hub's steps cost, whatever else the shared machine
+# runs meanwhile (the wall clock counted the waits for a core too).
+_cpu_clock = time.process_time
 
 
 def _group(filename: str) -> str:
@@ -116,11 +128,11 @@ def _run(
     topics = hub.topics
     hub_seconds = 0.0
     for n, declaration in enumerate(sealed):
-        started = time.perf_counter()
+        started = _cpu_clock()
         profile.enable() if profile else None
         requests = hub.intake.handle(declaration, at(n))
         profile.disable() if profile else None
-        hub_seconds += time.perf_counter() - started
+        hub_seconds += _cpu_clock() - started
         [record] = requests.to(topics.requests("dgal"))
         request = AuthorityRequest.model_validate_json(
             dgal.open(record.value, topic=topics.requests("dgal")).payload
@@ -131,7 +143,7 @@ def _run(
             topic=topics.responses("dgal"),
             content_type=ContentType.JSON,
         )
-        started = time.perf_counter()
+        started = _cpu_clock()
         profile.enable() if profile else None
         decided = hub.correlation.handle(answer, SourcePosition(topics.responses("dgal"), 0, n))
         # The publisher's share: open the decision from the outbox, seal it on.
@@ -143,7 +155,7 @@ def _run(
                 content_type=ContentType.XML,
             )
         profile.disable() if profile else None
-        hub_seconds += time.perf_counter() - started
+        hub_seconds += _cpu_clock() - started
     return hub_seconds
 
 

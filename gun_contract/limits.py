@@ -8,7 +8,7 @@ hub's topics is set well above the declaration limit. What would still not fit i
 at intake with a clear reason (``DECLARATION_TOO_LARGE_TO_DECIDE``), never lost later.
 
 The same figures configure the topics (``max.message.bytes``), the producers
-(``max_request_size``), the consumers (fetch sizes) and the JOSE library's size caps.
+(``max_request_size``), the consumers (fetch sizes) and the envelope's size caps.
 """
 
 from __future__ import annotations

@@ -225,7 +225,8 @@ def test_component_reader_and_schedule_failures_are_caught(
 def test_the_checker_opens_envelopes_with_jwcrypto_and_refuses_the_wrong_sender(
     tmp_path: Path,
 ) -> None:
-    """The hub seals with joserfc; the checker opens with jwcrypto from the key files."""
+    """The hub seals with its own JOSE code; the checker opens with jwcrypto from the key
+    files."""
     from gun_contract.envelope import ContentType
     from gun_contract.security.keystore import KeystoreFolder
     from gun_contract.topics import topic_registry

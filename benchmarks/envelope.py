@@ -2,7 +2,7 @@
 
 CPU time per call (the machine is shared: the wall clock would count the waits for a
 core), and beside it the cost of the cryptography alone, the operations the contract
-fixes per message (ADR 0014): sealing signs (ECDSA), makes an ephemeral key and agrees
+fixes per message (ADR 0016): sealing signs (ECDSA), makes an ephemeral key and agrees
 on a key with the recipient's (ECDH); opening agrees (ECDH) and verifies (ECDSA). What
 lies above that floor is the envelope's own work: JSON, base64url, AES, the checks.
 

@@ -36,7 +36,7 @@ from tests.unit.test_versions_and_recovery import at
 REPO = Path(__file__).resolve().parent.parent
 GROUPS = {
     "xml (lxml, xmlschema)": ("lxml", "xmlschema", "elementpath"),
-    # The envelope's own JOSE code (ADR 0014) and the libraries under it; the C calls of
+    # The envelope's own JOSE code (ADR 0016) and the libraries under it; the C calls of
     # cryptography (sign, verify, exchange) still count as "other".
     "jose and crypto (jose_*, joserfc, cryptography)": (
         "jose_envelope",

@@ -1,4 +1,4 @@
-"""The JOSE primitives of the envelope, directly on pyca ``cryptography`` (ADR 0014).
+"""The JOSE primitives of the envelope, directly on pyca ``cryptography`` (ADR 0016).
 
 Only what the contract uses (section 5), each as its RFC states it:
 

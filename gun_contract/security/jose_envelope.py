@@ -11,7 +11,7 @@ may send on this topic, ``aud``, the topic, ``exp``, ``iat`` within the skew, an
 ``jti`` never seen. Algorithms are never taken from the header alone (RFC 8725).
 
 Both layers are read and written here, on pyca ``cryptography`` (:mod:`jose_compact`,
-ADR 0014), with the key objects the keystore loaded: nothing is parsed per message but the
+ADR 0016), with the key objects the keystore loaded: nothing is parsed per message but the
 sender's ephemeral public key, whose point must be on P-256. Past the key id, a layer is
 refused whole, as one kind: the outer one as DECRYPTION_FAILED (a protected header outside
 its rule, an ephemeral key that is not a P-256 point, an encrypted key, IV or tag of the
@@ -151,7 +151,7 @@ _JWE = _HeaderRule(
 )
 
 _MAX_HEADER_BYTES = 2048  # a protected header of ours is about 400 bytes: beyond, malformed
-# Tighter caps per layer (those the JOSE library used before ADR 0014, kept): the inner
+# Tighter caps per layer (those the JOSE library used before ADR 0016, kept): the inner
 # header is about 300 bytes encoded, the outer about 330.
 _MAX_SIGNED_HEADER_BYTES = 512
 _MAX_SEALED_HEADER_BYTES = 1024

@@ -1,4 +1,4 @@
-"""Hostile envelopes against the checks the JOSE library used to make (ADR 0014).
+"""Hostile envelopes against the checks the JOSE library used to make (ADR 0016).
 
 The envelope reads the JOSE layers itself now: each check the library made is made here
 too, with the same kind of rejection. Past the key id, anything wrong with the outer layer

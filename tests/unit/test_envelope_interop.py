@@ -1,5 +1,5 @@
 """The envelope speaks standard JOSE: two other implementations read what it seals, and it
-reads what they seal (ADR 0014: the envelope is written on pyca ``cryptography`` itself).
+reads what they seal (ADR 0016: the envelope is written on pyca ``cryptography`` itself).
 
 jwcrypto and joserfc are independent of the envelope's code; each direction is checked
 with both, on the contract's own headers (section 5), for the envelope and for a

@@ -256,6 +256,22 @@ class Admissions:
                 released += self._release(number, partition)
         return released
 
+    def blocked(self) -> dict[int, int]:
+        """Partitions whose held declarations wait for a record the intake has not read
+        (faust skipped it), with that record's offset: never to be paused for holding
+        too much, or the record is never fetched again and the partition waits for good
+        (seen in the full chaos run with two workers)."""
+        found: dict[int, int] = {}
+        for number, partition in self._partitions.items():
+            start = self._start(number) if partition.waiting else None
+            if start is None:
+                continue
+            lowest = min(partition.waiting)
+            unread = next((o for o in range(start, lowest) if o not in partition.read), None)
+            if unread is not None:
+                found[number] = unread
+        return found
+
     def holds(self, partition: int, offset: int) -> bool:
         held = self._partitions.get(partition)
         return held is not None and offset in held.waiting

@@ -501,10 +501,19 @@ def build_hub(settings: Settings) -> Hub:
         if fetcher is None:
             return
         metrics.DECLARATIONS_HELD.set(len(admissions))
+        # A partition waiting for a record faust skipped is never paused: paused, it
+        # would never fetch that record again, and what it holds would wait for good.
+        blocked = {TP(topics.declarations, p) for p in admissions.blocked()}
+        if blocked & fetcher.throttled:
+            await fetcher.unthrottle(only=blocked)
         if len(admissions) >= settings.hub.admission_limit:
             if not fetcher.throttled:
                 metrics.DECLARATION_FETCH_THROTTLED.inc()
-            fetcher.throttle(tp for tp in fetcher.assignment() if tp.topic == topics.declarations)
+            fetcher.throttle(
+                tp
+                for tp in fetcher.assignment()
+                if tp.topic == topics.declarations and tp not in blocked
+            )
         elif fetcher.throttled and len(admissions) <= settings.hub.admission_limit // 2:
             await fetcher.unthrottle()
 
@@ -593,8 +602,10 @@ def build_hub(settings: Settings) -> Hub:
 
     async def admit_what_no_longer_waits() -> None:
         """Declarations held only for offsets the consumer has since learnt hold nothing
-        (no record arrives to release them)."""
+        (no record arrives to release them); a partition waiting for a skipped record
+        fetches again even when no record or verdict arrives."""
         await admit(gate.release_ready())
+        await hold_no_more_than_the_limit()
 
     app.timer(interval=settings.hub.admission_recheck_s)(admit_what_no_longer_waits)
     handled_agent(app, declarations, "intake", receive_declaration, settling)

@@ -106,13 +106,16 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self.throttled |= chosen
         self.pause_partitions(chosen)
 
-    async def unthrottle(self) -> None:
-        """Fetch the throttled partitions again, from the record after the last one
-        handed over: faust filters each fetched batch by the live set of active
-        partitions, so the rest of a batch fetched before the pause was skipped (seen:
-        a throttled partition resumed only when the watchdog found it stalled)."""
-        throttled, self.throttled = self.throttled, set()
-        resumed = throttled & set(self.assignment())
+    async def unthrottle(self, only: Iterable[TP] | None = None) -> None:
+        """Fetch the throttled partitions (or those of ``only``) again, from the record
+        after the last one handed over: faust filters each fetched batch by the live set
+        of active partitions, so the rest of a batch fetched before the pause was skipped
+        (seen: a throttled partition resumed only when the watchdog found it stalled).
+        A partition the watchdog sought back meanwhile starts from its first unsettled
+        record."""
+        chosen = self.throttled if only is None else self.throttled & set(only)
+        self.throttled = self.throttled - chosen
+        resumed = chosen & set(self.assignment())
         self.resume_partitions(resumed)
         for tp in resumed:
             fetched = self.fetched_up_to(tp)

@@ -257,3 +257,21 @@ def test_a_declaration_held_back_is_released_once_the_offsets_before_it_are_sett
     reading.first_unhandled[0] = 8
     [released] = admission.gate.release_ready()
     assert released.source == at(0, 8)
+
+
+def test_a_partition_waiting_for_a_record_it_has_not_read_is_named_blocked(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """The full chaos run with two workers: a partition waiting for a skipped record was
+    also paused for holding too much, so the record was never fetched again and 2,064
+    declarations waited for good. The hub must know which partitions wait for a record
+    (never to pause them), and which only wait for verdicts."""
+    reading = Reading()
+    admission = Admission(routing_table, keys_dir, read_from=reading)
+    reading.first_unhandled[2] = 10
+    reading.first_unhandled[1] = 0
+    admission.through(admission.seal(declaration_xml(version=1)), at(2, 11))
+    admission.receive(admission.seal(declaration_xml(version=2)), at(1, 0))  # no verdict yet
+    assert admission.admissions.blocked() == {2: 10}
+    admission.through(admission.seal(declaration_xml(version=2)), at(2, 10))
+    assert admission.admissions.blocked() == {}

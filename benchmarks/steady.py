@@ -172,11 +172,14 @@ _SQLITE_SIDE_FILES = re.compile(r"-(wal|shm|journal)$")
 
 def store_name(relative: PurePath) -> str:
     """The store a state file belongs to: a RocksDB table's folder (``<table>-<partition>
-    .db``, every partition together), else the file itself with a SQLite database's side
-    files (``-wal``, ``-shm``, ``-journal``) counted with it."""
+    .db``, every partition together), its write-ahead log (``*.log``) apart as
+    ``<table> [wal]``: it holds every write since the last memtable flush, deletions
+    included, so it grows until the memtable is full whatever the table holds; else the
+    file itself, with a SQLite database's side files (``-wal``, ``-shm``, ``-journal``)."""
     for part in relative.parts[:-1]:
         if part.endswith(".db"):
-            return _PARTITION_SUFFIX.sub("", part).removesuffix(".db")
+            table = _PARTITION_SUFFIX.sub("", part).removesuffix(".db")
+            return f"{table} [wal]" if relative.suffix == ".log" else table
     return _SQLITE_SIDE_FILES.sub("", relative.name)
 
 
@@ -279,7 +282,9 @@ def judge_samples(
 ) -> dict[str, dict[str, Any]]:
     """Per process: the trend of its RSS (MiB) and of its whole state (bytes), and of each
     of its stores."""
-    names = list(dict.fromkeys(n for s in samples for n in s["processes"]))
+    # The hub, the adapters, then the partner systems, each in the order sampled.
+    seen = list(dict.fromkeys(n for s in samples for n in s["processes"]))
+    names = sorted(seen, key=lambda n: (not n.startswith("hub"), not n.startswith(BOUNDED)))
     judged: dict[str, dict[str, Any]] = {}
     for name in names:
         figures = [(s["t_s"], s["processes"].get(name)) for s in samples]

@@ -113,9 +113,11 @@ def sample(
         "offered": 0,
         "decided": 0,
         "window_latency": {"count": 0},
+        # As the processes were started: the partner system first, the hub last.
         "processes": {
-            "hub": {"rss_mib": hub_rss, "state_bytes": hub_stores},
             "partner-sim-dgal": {"rss_mib": partner_rss, "state_bytes": {"dgal.sqlite": 0}},
+            "adapter-dgal": {"rss_mib": 80.0, "state_bytes": {"bench-dgal-pending.sqlite": 0}},
+            "hub": {"rss_mib": hub_rss, "state_bytes": hub_stores},
         },
     }
 
@@ -128,6 +130,7 @@ def test_each_process_and_each_store_is_judged_and_only_the_bounded_ones_fail() 
         sample(90, 151, {"cases": 21 * MIB, "ops-view.sqlite3": 16 * MIB}, 160),
     ]
     judged = judge_samples(samples, settle_s=30, tolerance=0.10)
+    assert list(judged) == ["hub", "adapter-dgal", "partner-sim-dgal"]
     hub = judged["hub"]
     assert hub["bounded"]
     assert hub["rss_mib"]["verdict"] == FLAT
@@ -175,12 +178,14 @@ def test_a_rocksdb_table_counts_all_its_partitions_and_a_sqlite_file_its_side_fi
         table.mkdir(parents=True)
         (table / "000012.sst").write_bytes(b"s" * size)
         (table / "LOG").write_bytes(b"l" * 10)
+        (table / "000004.log").write_bytes(b"w" * size * 2)
     view = tmp_path / "hub" / "ops-view.sqlite3"
     view.write_bytes(b"v" * 300)
     Path(f"{view}-wal").write_bytes(b"w" * 200)
     (tmp_path / "dgal.sqlite").write_bytes(b"d" * 7)
     assert state_sizes(StateFiles(tmp_path, "hub")) == {
         "cases": 1000 + 500 + 2 * 10,
+        "cases [wal]": 2 * (1000 + 500),
         "ops-view.sqlite3": 300 + 200,
     }
     assert state_sizes(StateFiles(tmp_path, "dgal.sqlite*")) == {"dgal.sqlite": 7}
@@ -188,8 +193,9 @@ def test_a_rocksdb_table_counts_all_its_partitions_and_a_sqlite_file_its_side_fi
 
 
 def test_store_names() -> None:
-    assert store_name(PurePath("hub/v1/tables/gun-hub-claimed-ids-2.db/000004.log")) == (
-        "gun-hub-claimed-ids"
+    assert store_name(PurePath("hub/v1/tables/claimed-ids-2.db/000009.sst")) == "claimed-ids"
+    assert store_name(PurePath("hub/v1/tables/claimed-ids-2.db/000004.log")) == (
+        "claimed-ids [wal]"
     )
     assert (
         store_name(PurePath("state/bench-cites-replay.sqlite-shm")) == "bench-cites-replay.sqlite"

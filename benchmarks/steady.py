@@ -127,7 +127,7 @@ class Options:
 def retention_env(retention_s: float) -> dict[str, str]:
     """Environment of every component: decided cases retire ``retention_s`` after their
     decision and their markers as long after the sweep (swept six times per retention),
-    and a sealed message lives at least a minute, so the replay memories (claimed ids,
+    and a sealed message lives twice that (at least 30 s), so the replay memories (claimed ids,
     seen messages, the adapters' SQLite) forget an id about ``lifetime + skew`` after it
     was sealed. The operations view keeps at least a day and is pruned hourly
     (``ops.view_retention_days`` is whole days): it cannot retire within a run."""
@@ -142,7 +142,7 @@ def retention_env(retention_s: float) -> dict[str, str]:
 
 
 def message_lifetime_s(retention_s: float) -> int:
-    return max(60, round(2 * retention_s))
+    return max(30, round(2 * retention_s))
 
 
 def release_after_control(planned: PlannedDeclaration) -> bytes:

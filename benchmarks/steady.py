@@ -445,6 +445,12 @@ def render(result: Mapping[str, Any]) -> str:
         f"{books['decided_twice']}, not offered {books['not_offered']}: "
         + ("NOTHING LOST" if books["ok"] else f"LOST OR DOUBLED {books['examples']}")
     )
+    before = result.get("pre_run_releases")
+    if before:
+        sections[-1] += (
+            f"\nbefore the run, the warm-ups' controls released: {before['offered']:,} "
+            f"offered, {before['decided']:,} decided"
+        )
     failed = grown(result["judged"])
     sections.append(
         "hub and adapters: "

@@ -274,6 +274,7 @@ def report(books_ok: bool) -> dict[str, Any]:
         "accounting": accounting(offered, {("A", 1): 1, ("B", 1): 1 if books_ok else 0}),
         "declarations": 2,
         "releases_after_control": 0,
+        "pre_run_releases": accounting({("W", 2)}, {("W", 2): 1}),
     }
 
 
@@ -285,6 +286,7 @@ def test_the_report_names_each_verdict_and_what_grew() -> None:
     assert "partner-sim-dgal (partner's own)" in text
     assert "hub: cases" in text
     assert "NOTHING LOST" in text
+    assert "before the run, the warm-ups' controls released: 1 offered, 1 decided" in text
     assert "GROWING: hub rss_mib, hub state_bytes" in text
 
 

@@ -480,6 +480,23 @@ class SteadyClearance:
     _xml: dict[str, PlannedDeclaration] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # releases that could not be sent
     _follow_ups: set[asyncio.Task[None]] = field(default_factory=set)
+    _reading: asyncio.Task[None] | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def start_reading(self) -> None:
+        self._reading = asyncio.create_task(self.collect(self._stop))
+
+    def check_reading(self) -> None:
+        """Raise what stopped the reader (a component that died, say), if anything."""
+        self.group.check_alive()
+        if self._reading is not None and self._reading.done():
+            self._reading.result()
+            raise RuntimeError("the decision reader stopped")
+
+    async def stop_reading(self) -> None:
+        self._stop.set()
+        if self._reading is not None:
+            await asyncio.gather(self._reading, return_exceptions=True)
 
     async def collect(self, until: asyncio.Event) -> None:
         """Read decisions until ``until`` is set."""
@@ -547,6 +564,7 @@ class SteadyClearance:
             left = self.outstanding()
             while left and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
+                self.check_reading()
                 now_left = self.outstanding()
                 bar.advance(max(0, left - now_left))
                 left = now_left
@@ -647,7 +665,6 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         await reader.start(from_beginning=False)
         clearance = Clearance(sender, reader, group)
         steady = SteadyClearance(sender, reader, group, options.control_result_after_s)
-        stop_reading = asyncio.Event()
         try:
             async with aiohttp.ClientSession() as http:
                 await clearance.warm_up(warm_up)
@@ -672,7 +689,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                 # Every document the run quotes, given to the partner systems before it
                 # starts: during the run their state changes by the ledger only.
                 await load_documents(http, partner_ports, mix, batch)
-            reading = asyncio.create_task(steady.collect(stop_reading))
+            steady.start_reading()
             pre_run = await release_controls(steady, clearance, mix.drawn)
             print(f"steady run: {rate:.1f} declarations/s for {options.minutes:g} min", flush=True)
             pids = {name: child.process.pid for name, child in group.children.items()}
@@ -685,7 +702,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                 for step in range(steps + 1):
                     at = start + step * options.sample_s
                     await asyncio.sleep(max(0.0, at - time.monotonic()))
-                    group.check_alive()
+                    steady.check_reading()
                     now = time.monotonic()
                     processes = await asyncio.to_thread(sample_processes, pids, state)
                     samples.append(
@@ -705,8 +722,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
             await sending
             await steady.drain(120 + len(batch) / 50)
         finally:
-            stop_reading.set()
-            await reading
+            await steady.stop_reading()
             await reader.stop()
             await sender.stop()
     settle_s = options.settle * duration_s

@@ -5,8 +5,11 @@ itself needs a broker and is never part of the test suite."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path, PurePath
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -17,6 +20,7 @@ from benchmarks.steady import (
     MIB,
     SHRINKING,
     StateFiles,
+    SteadyClearance,
     accounting,
     grown,
     judge,
@@ -30,6 +34,7 @@ from benchmarks.steady import (
     store_name,
     window_latency,
 )
+from gun_contract.model.verdicts import Outcome
 from gun_contract.settings import Settings
 
 # -- the judgement --------------------------------------------------------------------
@@ -294,3 +299,71 @@ def test_the_report_says_when_a_version_was_lost() -> None:
     text = render(report(books_ok=False))
     assert "LOST OR DOUBLED" in text
     assert "B v1" in text
+
+
+# -- the clearance side: a control ends with its release --------------------------------
+
+
+class FakeSender:
+    """Takes what is published; each delivery already acknowledged."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    def seal(self, data: bytes) -> bytes:
+        return data
+
+    async def publish(self, value: bytes, reference: str) -> asyncio.Future[None]:
+        self.published.append((reference, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+class FakeReader:
+    """Hands out the decisions queued, a batch per call."""
+
+    def __init__(self) -> None:
+        self.queued: list[list[Any]] = []
+
+    def decide(self, reference: str, version: int, outcome: Outcome) -> None:
+        decision = SimpleNamespace(reference=reference, version=version, outcome=outcome)
+        self.queued.append([SimpleNamespace(decision=decision)])
+
+    async def collect(self, *, expected: int, timeout_s: float) -> list[Any]:
+        await asyncio.sleep(0.01)
+        return self.queued.pop(0) if self.queued else []
+
+
+class FakeGroup:
+    def check_alive(self) -> None:
+        """Every component alive."""
+
+
+async def test_a_control_is_followed_by_its_release_and_every_version_is_counted() -> None:
+    sender, reader = FakeSender(), FakeReader()
+    clearance = SteadyClearance(
+        cast(Any, sender), cast(Any, reader), cast(Any, FakeGroup()), control_result_after_s=0.05
+    )
+    controlled, released = Mix(5).declarations(2, "26FRSTEADYR")
+    clearance.start_reading()
+    await clearance.offer([controlled, released], rate=100.0, start=time.monotonic())
+    reader.decide(controlled.reference, 1, Outcome.CONTROL_PHYSICAL)
+    reader.decide(released.reference, 1, Outcome.RELEASE)
+    await asyncio.sleep(0.2)  # the control's result is due 0.05 s after its decision
+    reader.decide(controlled.reference, 2, Outcome.RELEASE)
+    reader.decide(controlled.reference, 2, Outcome.RELEASE)  # a duplicate, counted
+    await clearance.drain(timeout_s=2)
+    await clearance.stop_reading()
+
+    assert [reference for reference, _ in sender.published] == [
+        controlled.reference,
+        released.reference,
+        controlled.reference,
+    ]
+    assert sender.published[-1][1] == release_after_control(controlled)
+    assert clearance.releases == 1
+    assert len(clearance.arrivals) == 2  # the latency of each version 1
+    books = accounting(clearance.offered, clearance.decided)
+    assert (books["offered"], books["decided"], books["decided_twice"]) == (3, 3, 1)
+    assert books["examples"]["decided_twice"] == [f"{controlled.reference} v2"]

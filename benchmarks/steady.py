@@ -223,6 +223,36 @@ def sample_processes(
     }
 
 
+# What shows that retention operates during the run (the hub's /metrics).
+RETENTION_METRICS = (
+    "gun_hub_cases_retired_total",
+    "gun_hub_case_markers_forgotten_total",
+    "gun_hub_case_retention_entries",
+)
+
+
+def metric_values(exposition: str, names: Collection[str]) -> dict[str, float]:
+    """The value of each of ``names`` in a Prometheus text exposition, summed over its
+    labels (0 when absent)."""
+    values = dict.fromkeys(names, 0.0)
+    for line in exposition.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in values:
+            values[name] += float(line.rsplit(" ", 1)[1])
+    return values
+
+
+async def retention_metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float] | None:
+    """The hub's retention counters, None if it did not answer."""
+    try:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+            return metric_values(await response.text(), RETENTION_METRICS)
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
 # -- the judgement (pure) ---------------------------------------------------------------
 
 
@@ -353,6 +383,10 @@ def _mib(value: float | None, *, of_bytes: bool = False) -> float | None:
     return round(value / MIB, 2) if of_bytes else value
 
 
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
 def _trend_cells(trend: Mapping[str, Any] | None, *, of_bytes: bool) -> list[Any]:
     if not trend:
         return ["-", "-", "-", "-", "-"]
@@ -384,13 +418,29 @@ def render(result: Mapping[str, Any]) -> str:
                 latency.get("count", 0),
                 latency.get("p50_ms"),
                 latency.get("p99_ms"),
+                *(
+                    _count((s.get("hub_retention") or {}).get(name))
+                    for name in RETENTION_METRICS[:2]
+                ),
             ]
         )
     sections.append(
         render_table(
             "Samples (window latency: declarations decided in the window, from scheduled "
-            "submission to decision opened)",
-            ["t s", "offered", "decided", "hub RSS MiB", "hub state MiB", "n", "p50 ms", "p99 ms"],
+            "submission to decision opened; the hub's cases retired and markers forgotten "
+            "so far)",
+            [
+                "t s",
+                "offered",
+                "decided",
+                "hub RSS MiB",
+                "hub state MiB",
+                "n",
+                "p50 ms",
+                "p99 ms",
+                "retired",
+                "markers gone",
+            ],
             sample_rows,
         )
     )
@@ -672,6 +722,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         await reader.start(from_beginning=False)
         clearance = Clearance(sender, reader, group)
         steady = SteadyClearance(sender, reader, group, options.control_result_after_s)
+        probe: aiohttp.ClientSession | None = None  # the hub's /metrics, while sampling
         try:
             async with aiohttp.ClientSession() as http:
                 await clearance.warm_up(warm_up)
@@ -700,6 +751,8 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
             pre_run = await release_controls(steady, clearance, mix.drawn)
             print(f"steady run: {rate:.1f} declarations/s for {options.minutes:g} min", flush=True)
             pids = {name: child.process.pid for name, child in group.children.items()}
+            metrics_url = readiness["hub"].removesuffix("/readyz") + "/metrics"
+            probe = aiohttp.ClientSession()
             state = state_files(work, routing.authorities)
             samples: list[dict[str, Any]] = []
             start = time.monotonic() + 0.1
@@ -712,6 +765,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                     steady.check_reading()
                     now = time.monotonic()
                     processes = await asyncio.to_thread(sample_processes, pids, state)
+                    retention = await retention_metrics(probe, metrics_url)
                     samples.append(
                         {
                             "t_s": round(now - start, 1),
@@ -724,6 +778,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                                 steady.arrivals, now - options.sample_s, now
                             ),
                             "processes": processes,
+                            "hub_retention": retention,
                         }
                     )
                     if step:
@@ -731,6 +786,8 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
             await sending
             await steady.drain(120 + len(batch) / 50)
         finally:
+            if probe is not None:
+                await probe.close()
             await steady.stop_reading()
             await reader.stop()
             await sender.stop()

@@ -25,6 +25,7 @@ from benchmarks.steady import (
     grown,
     judge,
     judge_samples,
+    metric_values,
     release_after_control,
     render,
     retention_env,
@@ -208,6 +209,31 @@ def test_store_names() -> None:
     assert store_name(PurePath("hub/ops-view.sqlite3-journal")) == "ops-view.sqlite3"
 
 
+def test_the_hubs_retention_counters_are_read_from_its_metrics_summed_over_labels() -> None:
+    exposition = "\n".join(
+        [
+            "# HELP gun_hub_cases_retired_total Finalised cases deleted",
+            "# TYPE gun_hub_cases_retired_total counter",
+            "gun_hub_cases_retired_total 1234.0",
+            "gun_hub_cases_retired_created 1.7964e+09",
+            'gun_hub_case_retention_entries{partition="0"} 10.0',
+            'gun_hub_case_retention_entries{partition="1"} 5.0',
+        ]
+    )
+    assert metric_values(
+        exposition,
+        [
+            "gun_hub_cases_retired_total",
+            "gun_hub_case_retention_entries",
+            "gun_hub_case_markers_forgotten_total",
+        ],
+    ) == {
+        "gun_hub_cases_retired_total": 1234.0,
+        "gun_hub_case_retention_entries": 15.0,
+        "gun_hub_case_markers_forgotten_total": 0.0,  # absent: none forgotten yet
+    }
+
+
 # -- the run's settings and its books ---------------------------------------------------
 
 
@@ -270,6 +296,10 @@ def report(books_ok: bool) -> dict[str, Any]:
         sample(30, 101, {"cases": 10 * MIB}, 81),
         sample(60, 140, {"cases": 30 * MIB}, 82),
     ]
+    samples[-1]["hub_retention"] = {
+        "gun_hub_cases_retired_total": 321.0,
+        "gun_hub_case_markers_forgotten_total": 123.0,
+    }
     offered = {("A", 1), ("B", 1)}
     return {
         "samples": samples,
@@ -290,6 +320,8 @@ def test_the_report_names_each_verdict_and_what_grew() -> None:
     assert "+38.6 %" in hub_row  # RSS 101 -> 140 MiB
     assert "partner-sim-dgal (partner's own)" in text
     assert "hub: cases" in text
+    last_sample = next(line for line in text.splitlines() if line.startswith("60 "))
+    assert last_sample.split()[-2:] == ["321", "123"]  # cases retired, markers forgotten
     assert "NOTHING LOST" in text
     assert "before the run, the warm-ups' controls released: 1 offered, 1 decided" in text
     assert "GROWING: hub rss_mib, hub state_bytes" in text

@@ -17,9 +17,11 @@ process, sealing every declaration and opening every decision), warmed up as the
    the message ids seen do leave while the run lasts.
 4. **Samples** every ``--sample`` seconds (30): VmRSS of every component process, the
    bytes on disk of each one's state, store by store (the hub's data folder: its RocksDB
-   tables and the operations view's SQLite; each adapter's pending and replay SQLite; each
-   partner system's ledger), the declarations decided so far, and the decision latency
-   of the window (from scheduled submission to decision opened, as ``./tasks bench``).
+   tables; the operations view's SQLite, kept by ``gun-hub view`` in a process of its own
+   as ``./tasks bench`` runs it; each adapter's pending and replay SQLite; each partner
+   system's ledger), the declarations decided so far, the decision latency of the window
+   (from scheduled submission to decision opened, as ``./tasks bench``) and the hub's
+   retention counters (cases retired, markers forgotten: retention seen operating).
 5. **The judgement**: the first ``--settle`` of the run (20 %) excluded, each process's
    RSS and state size in the last sample against the first sample after it: within
    ``--tolerance`` (±10 %) FLAT, else GROWING (or SHRINKING), with the least-squares slope
@@ -28,8 +30,8 @@ process, sealing every declaration and opening every decision), warmed up as the
    control) decided exactly once.
 
 A table is printed; everything is saved as JSON (``benchmarks/results/``, or ``--out``).
-Exit code 1 when a declaration was lost or decided twice, or when the hub's or an
-adapter's memory or state grew.
+Exit code 1 when a declaration was lost or decided twice, or when the memory or state of
+the hub, the operations view or an adapter grew.
 
 Run: ./tasks bench-steady [--minutes M] [--rate R] [--retention S] [--seed N] [--out F]
 """
@@ -64,6 +66,7 @@ from benchmarks.bench import (
     load_documents,
     rss_mib,
     start_hub,
+    start_operations_view,
     throwaway_broker,
     warm_broker,
     write_documents,
@@ -103,7 +106,7 @@ STATE_FLOOR_BYTES = 1 * MIB
 CLOCK_SKEW_S = 30
 # The partner systems' ledgers are the partners' own records (every reservation and
 # write-off), not state the hub's bounds apply to: shown, but not part of the verdict.
-BOUNDED = ("hub", "adapter-")
+BOUNDED = ("hub", "view", "adapter-")
 RUN_PREFIX = "26FRSTEADYR"  # the steady run's references (the warm-ups' differ)
 
 
@@ -201,7 +204,8 @@ def state_sizes(files: StateFiles) -> dict[str, int]:
 
 def state_files(work: Path, authorities: Iterable[str]) -> dict[str, StateFiles]:
     """Each component's state as the stack of :func:`run` lays it out."""
-    files = {"hub": StateFiles(work, "hub")}
+    # The operations view (gun-hub view) keeps its SQLite in <work>/view.
+    files = {"hub": StateFiles(work, "hub"), "view": StateFiles(work, "view")}
     for authority in authorities:
         # The pending queue and the replay memory: <prefix>-<authority>-*.sqlite.
         files[f"adapter-{authority}"] = StateFiles(work / "state", f"{PREFIX}-{authority}-*")
@@ -340,7 +344,8 @@ def judge_samples(
 
 
 def grown(judged: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The bounded processes (hub, adapters) whose memory or state grew: what fails."""
+    """The bounded processes (hub, operations view, adapters) whose memory or state grew:
+    what fails."""
     return [
         f"{name} {figure}"
         for name, trends in judged.items()
@@ -505,7 +510,7 @@ def render(result: Mapping[str, Any]) -> str:
         )
     failed = grown(result["judged"])
     sections.append(
-        "hub and adapters: "
+        "hub, operations view and adapters: "
         + (f"GROWING: {', '.join(failed)}" if failed else "memory and state FLAT")
     )
     return "\n\n".join(sections)
@@ -714,6 +719,8 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                 start_adapter(group, authority, port, wait=False)
             )
         readiness["hub"] = start_hub(group, work, "hub", first=True)
+        # The operations view in a process of its own, as ./tasks bench runs it (ADR 0015).
+        readiness.update(start_operations_view(group, work, view_in_hub=False))
         await asyncio.to_thread(wait_all_ready, readiness, READY_WITHIN_S, group)
         envelope = build_envelope(security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
         sender = DeclarationSender(bootstrap, topics.declarations, envelope)

@@ -399,3 +399,13 @@ async def test_a_control_is_followed_by_its_release_and_every_version_is_counted
     books = accounting(clearance.offered, clearance.decided)
     assert (books["offered"], books["decided"], books["decided_twice"]) == (3, 3, 1)
     assert books["examples"]["decided_twice"] == [f"{controlled.reference} v2"]
+
+
+def test_the_operations_view_in_its_own_process_is_held_to_the_bounds_too() -> None:
+    samples = [
+        {"t_s": t, "processes": {"view": {"rss_mib": 60.0, "state_bytes": {"ops-view.sqlite3": b}}}}
+        for t, b in ((0, 8 * MIB), (30, 12 * MIB), (60, 16 * MIB))
+    ]
+    judged = judge_samples(samples, settle_s=0, tolerance=0.10)
+    assert judged["view"]["bounded"]
+    assert grown(judged) == ["view state_bytes"]

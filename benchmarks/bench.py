@@ -59,6 +59,7 @@ from benchmarks.mix import Mix, PlannedDeclaration, describe
 from benchmarks.report import backlog_grew, latency_summary, render_result, steady_rate, timeline
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.kafka.client import consumer_options, producer_options
+from gun_contract.model.verdicts import Outcome
 from gun_contract.resources import config_path
 from gun_contract.security.entitlements import CLEARANCE_PARTY, parties
 from gun_contract.security.keystore import KeystoreFolder
@@ -99,6 +100,7 @@ JIT_QUIET_CPUS = 0.1
 BROKER_WARM_ROUND = 250
 BROKER_WARM_MIN_ROUNDS = 4
 BROKER_WARM_MAX_ROUNDS = 12
+CONTROLS = frozenset({Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL})
 
 
 @dataclass
@@ -114,10 +116,10 @@ class Options:
 # -- processes ----------------------------------------------------------------------------
 
 
-def rss_mib(pid: int) -> float | None:
+def rss_mib(pid: int, proc: Path = Path("/proc")) -> float | None:
     """Resident memory of a process (VmRSS in /proc/PID/status), None once it is gone."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
+        status = (proc / str(pid) / "status").read_text()
     except OSError:
         return None
     for line in status.splitlines():
@@ -210,6 +212,9 @@ class Clearance:
     outcomes: Counter[str] = field(default_factory=Counter)
     decided: set[str] = field(default_factory=set)  # every phase's, to see late duplicates
     duplicates: int = 0
+    # References decided with a control: their reservations wait for the control's result
+    # (a later version), which ./tasks bench-steady sends so that their cases can retire.
+    controlled: set[str] = field(default_factory=set)
 
     async def _decisions(
         self, references: set[str], timeout_s: float, label: str
@@ -232,6 +237,8 @@ class Clearance:
                         self.decided.add(reference)
                         arrived[reference] = now
                         self.outcomes[received.decision.outcome.value] += 1
+                        if received.decision.outcome in CONTROLS:
+                            self.controlled.add(reference)
                         bar.advance()
         return arrived
 

@@ -1,0 +1,929 @@
+"""Memory and disk under a steady load (issue 12, bounded state): ``./tasks bench-steady``.
+
+The stack of ``./tasks bench`` (a broker of the run's own, the three simulated partner
+systems and their adapters, one hub worker as processes; the clearance system in this
+process, sealing every declaration and opening every decision), warmed up as there, then:
+
+1. **The rate**: ``--rate`` declarations/s, or half of a quick saturation measurement.
+2. **A steady run** of ``--minutes`` (10): fresh declarations of the realistic mix
+   (``benchmarks/mix.py``) offered on a fixed schedule at that rate. The clearance system
+   also does what it does in production once a control is over: a few seconds after a
+   control decision it sends the next version, RELEASED_AFTER_CONTROL. Without it a
+   controlled case keeps its reservations and never leaves the hot table (by design:
+   ``docs/bounded-state.md``), and 70 % of this mix's decisions are controls.
+3. **Retention within the run**: the hub's case retention, marker time and sweep, and
+   the envelope's message lifetime and clock skew (which bound every replay memory) are
+   set to seconds (``--retention``) instead of days, so decided cases, their markers and
+   the message ids seen do leave while the run lasts.
+4. **Samples** every ``--sample`` seconds (30): VmRSS of every component process, the
+   bytes on disk of each one's state, store by store (the hub's data folder: its RocksDB
+   tables; the operations view's SQLite, kept by ``gun-hub view`` in a process of its own
+   as ``./tasks bench`` runs it; each adapter's pending and replay SQLite; each partner
+   system's ledger), the declarations decided so far, the decision latency of the window
+   (from scheduled submission to decision opened, as ``./tasks bench``) and the hub's
+   retention counters (cases retired, markers forgotten: retention seen operating).
+5. **The judgement**: the first ``--settle`` of the run (20 %) excluded, each process's
+   RSS and state size in the last sample against the first sample after it: within
+   ``--tolerance`` (±10 %) FLAT, else GROWING (or SHRINKING), with the least-squares slope
+   per minute over the judged samples.
+6. **Nothing lost**: every version offered (the declarations and the releases after
+   control) decided exactly once.
+
+A table is printed; everything is saved as JSON (``benchmarks/results/``, or ``--out``).
+Exit code 1 when a declaration was lost or decided twice, or when the memory or state of
+the hub, the operations view or an adapter grew.
+
+Run: ./tasks bench-steady [--minutes M] [--rate R] [--retention S] [--seed N] [--out F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePath
+from typing import Any
+
+import aiohttp
+
+from benchmarks.bench import (
+    CONTROLS,
+    PARTITIONS,
+    PREFIX,
+    READY_WITHIN_S,
+    RESULTS,
+    WARM_UP,
+    Clearance,
+    load_documents,
+    rss_mib,
+    start_hub,
+    start_operations_view,
+    throwaway_broker,
+    warm_broker,
+    write_documents,
+)
+from benchmarks.mix import Mix, PlannedDeclaration
+from benchmarks.report import latency_summary, render_table
+from gun_contract.kafka.admin import ensure_topics
+from gun_contract.resources import config_path
+from gun_contract.security.entitlements import CLEARANCE_PARTY, parties
+from gun_contract.security.keystore import KeystoreFolder
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.settings import SecuritySettings
+from gun_contract.topics import topic_registry
+from gun_hub.cli.progress import progress_bar
+from gun_hub.domain.routing import load_routing_table
+from gun_hub.security.factory import build_envelope
+from gun_tools.clearance_stand_in import DecisionReader, DeclarationSender
+from gun_tools.local_broker import LocalBroker
+from gun_tools.processes import (
+    ProcessGroup,
+    partner_health_url,
+    ready_url,
+    start_adapter,
+    start_partner_system,
+    wait_all_ready,
+)
+
+MIB = 1024 * 1024
+FLAT, GROWING, SHRINKING = "FLAT", "GROWING", "SHRINKING"
+# A SQLite WAL checkpoint or a RocksDB memtable flush moves a store of a few hundred
+# kilobytes by more than 10 % without anything growing: state changes smaller than this
+# count as flat whatever their share.
+STATE_FLOOR_BYTES = 1 * MIB
+# The envelope's clock skew during the run (default 300 s): a replay memory keeps an id
+# this long after the message's expiry. 30 s is still far more than a record takes from
+# sealing to the broker on this machine.
+CLOCK_SKEW_S = 30
+# The partner systems' ledgers are the partners' own records (every reservation and
+# write-off), not state the hub's bounds apply to: shown, but not part of the verdict.
+BOUNDED = ("hub", "view", "adapter-")
+RUN_PREFIX = "26FRSTEADYR"  # the steady run's references (the warm-ups' differ)
+
+
+@dataclass
+class Options:
+    minutes: float = 10.0
+    rate: float | None = None  # declarations/s; None: half of a quick saturation run
+    saturation_declarations: int = 1000
+    sample_s: float = 30.0
+    settle: float = 0.2  # share of the run left out of the judgement
+    tolerance: float = 0.10
+    retention_s: float = 30.0
+    control_result_after_s: float = 5.0
+    warm_broker: bool = True
+    seed: int = 1
+    out: Path | None = None
+
+
+# -- the settings that make retention operate within the run ----------------------------
+
+
+def retention_env(retention_s: float) -> dict[str, str]:
+    """Environment of every component: decided cases retire ``retention_s`` after their
+    decision and their markers as long after the sweep (swept six times per retention),
+    and a sealed message lives twice that (at least 30 s), so the replay memories (claimed ids,
+    seen messages, the adapters' SQLite) forget an id about ``lifetime + skew`` after it
+    was sealed. The operations view keeps at least a day and is pruned hourly
+    (``ops.view_retention_days`` is whole days): it cannot retire within a run."""
+    return {
+        "GUN_HUB_HUB__CASE_RETENTION_S": f"{retention_s:g}",
+        "GUN_HUB_HUB__DECIDED_MARKER_S": f"{retention_s:g}",
+        "GUN_HUB_HUB__CASE_SWEEP_S": f"{max(1.0, retention_s / 6):g}",
+        "GUN_HUB_SECURITY__MESSAGE_LIFETIME_S": str(message_lifetime_s(retention_s)),
+        "GUN_HUB_SECURITY__MAX_CLOCK_SKEW_S": str(CLOCK_SKEW_S),
+        "GUN_HUB_OPS__VIEW_RETENTION_DAYS": "1",
+    }
+
+
+def message_lifetime_s(retention_s: float) -> int:
+    return max(30, round(2 * retention_s))
+
+
+def release_after_control(planned: PlannedDeclaration) -> bytes:
+    """The next version of a controlled declaration: the control is over, the goods
+    released (version 2, RELEASED_AFTER_CONTROL, the same goods and documents)."""
+    lodged = b"<Version>1</Version><Stage>LODGED</Stage>"
+    if lodged not in planned.xml:
+        raise ValueError(f"{planned.reference}: not a lodged version 1")
+    return planned.xml.replace(lodged, b"<Version>2</Version><Stage>RELEASED_AFTER_CONTROL</Stage>")
+
+
+# -- sampling (/proc and the state folders) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StateFiles:
+    """Where a process keeps its state: the files ``pattern`` matches in ``base`` (a
+    matching folder counts with everything in it)."""
+
+    base: Path
+    pattern: str
+
+
+_PARTITION_SUFFIX = re.compile(r"-\d+\.db$")
+_SQLITE_SIDE_FILES = re.compile(r"-(wal|shm|journal)$")
+
+
+def store_name(relative: PurePath) -> str:
+    """The store a state file belongs to: a RocksDB table's folder (``<table>-<partition>
+    .db``, every partition together), its write-ahead log (``*.log``) apart as
+    ``<table> [wal]``: it holds every write since the last memtable flush, deletions
+    included, so it grows until the memtable is full whatever the table holds; else the
+    file itself, with a SQLite database's side files (``-wal``, ``-shm``, ``-journal``)."""
+    for part in relative.parts[:-1]:
+        if part.endswith(".db"):
+            table = _PARTITION_SUFFIX.sub("", part).removesuffix(".db")
+            return f"{table} [wal]" if relative.suffix == ".log" else table
+    return _SQLITE_SIDE_FILES.sub("", relative.name)
+
+
+def state_sizes(files: StateFiles) -> dict[str, int]:
+    """Bytes on disk per store (:func:`store_name`); files that vanish meanwhile (a
+    compaction, a checkpoint) are skipped."""
+    sizes: Counter[str] = Counter()
+    for match in sorted(files.base.glob(files.pattern)):
+        found = [match] if not match.is_dir() else [p for p in match.rglob("*") if p.is_file()]
+        for path in found:
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            sizes[store_name(path.relative_to(files.base))] += size
+    return dict(sorted(sizes.items()))
+
+
+def state_files(work: Path, authorities: Iterable[str]) -> dict[str, StateFiles]:
+    """Each component's state as the stack of :func:`run` lays it out."""
+    # The operations view (gun-hub view) keeps its SQLite in <work>/view.
+    files = {"hub": StateFiles(work, "hub"), "view": StateFiles(work, "view")}
+    for authority in authorities:
+        # The pending queue and the replay memory: <prefix>-<authority>-*.sqlite.
+        files[f"adapter-{authority}"] = StateFiles(work / "state", f"{PREFIX}-{authority}-*")
+        files[f"partner-sim-{authority}"] = StateFiles(work, f"{authority}.sqlite*")
+    return files
+
+
+def sample_processes(
+    pids: Mapping[str, int], files: Mapping[str, StateFiles], proc: Path = Path("/proc")
+) -> dict[str, dict[str, Any]]:
+    """Per process: its resident memory (MiB, None once it is gone) and state bytes per
+    store."""
+    return {
+        name: {
+            "rss_mib": rss_mib(pid, proc),
+            "state_bytes": state_sizes(files[name]) if name in files else {},
+        }
+        for name, pid in pids.items()
+    }
+
+
+# What shows that retention operates during the run (the hub's /metrics).
+RETENTION_METRICS = (
+    "gun_hub_cases_retired_total",
+    "gun_hub_case_markers_forgotten_total",
+    "gun_hub_case_retention_entries",
+)
+
+
+def metric_values(exposition: str, names: Collection[str]) -> dict[str, float]:
+    """The value of each of ``names`` in a Prometheus text exposition, summed over its
+    labels (0 when absent)."""
+    values = dict.fromkeys(names, 0.0)
+    for line in exposition.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in values:
+            values[name] += float(line.rsplit(" ", 1)[1])
+    return values
+
+
+async def retention_metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float] | None:
+    """The hub's retention counters, None if it did not answer."""
+    try:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+            return metric_values(await response.text(), RETENTION_METRICS)
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+# -- the judgement (pure) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """How a figure moved over the judged samples."""
+
+    first: float
+    last: float
+    change: float | None  # (last - first) / first; None when first is 0
+    slope_per_minute: float  # least squares over the judged samples
+    verdict: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "first": self.first,
+            "last": self.last,
+            "change": None if self.change is None else round(self.change, 4),
+            "slope_per_minute": round(self.slope_per_minute, 4),
+            "verdict": self.verdict,
+        }
+
+
+def slope_per_minute(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per minute."""
+    if len(points) < 2:
+        return 0.0
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_v = sum(v for _, v in points) / len(points)
+    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    if spread == 0:
+        return 0.0
+    return sum((t - mean_t) * (v - mean_v) for t, v in points) / spread * 60
+
+
+def judge(
+    points: Sequence[tuple[float, float | None]],
+    settle_s: float,
+    tolerance: float = 0.10,
+    floor: float = 0.0,
+) -> Trend | None:
+    """The last sample against the first one at or after ``settle_s`` (seconds into the
+    run): within ``tolerance`` of it (or within ``floor``, absolute) FLAT, else GROWING or
+    SHRINKING. None without two samples to compare (a process gone shows as None)."""
+    kept = [(t, v) for t, v in points if t >= settle_s and v is not None]
+    if len(kept) < 2:
+        return None
+    first, last = kept[0][1], kept[-1][1]
+    delta = last - first
+    change = delta / first if first else None
+    within = abs(delta) <= floor or (first > 0 and abs(delta) <= tolerance * first)
+    verdict = FLAT if within else GROWING if delta > 0 else SHRINKING
+    return Trend(first, last, change, slope_per_minute(kept), verdict)
+
+
+def judge_samples(
+    samples: Sequence[Mapping[str, Any]], settle_s: float, tolerance: float
+) -> dict[str, dict[str, Any]]:
+    """Per process: the trend of its RSS (MiB) and of its whole state (bytes), and of each
+    of its stores."""
+    # The hub, the adapters, then the partner systems, each in the order sampled.
+    seen = list(dict.fromkeys(n for s in samples for n in s["processes"]))
+    names = sorted(seen, key=lambda n: (not n.startswith("hub"), not n.startswith(BOUNDED)))
+    judged: dict[str, dict[str, Any]] = {}
+    for name in names:
+        figures = [(s["t_s"], s["processes"].get(name)) for s in samples]
+        rss = [(t, f["rss_mib"] if f else None) for t, f in figures]
+        stores = list(dict.fromkeys(k for _, f in figures if f for k in f["state_bytes"]))
+        state = [(t, float(sum(f["state_bytes"].values())) if f else None) for t, f in figures]
+        rss_trend = judge(rss, settle_s, tolerance)
+        state_trend = judge(state, settle_s, tolerance, STATE_FLOOR_BYTES) if stores else None
+        by_store = {}
+        for store in stores:
+            series = [(t, float(f["state_bytes"].get(store, 0)) if f else None) for t, f in figures]
+            trend = judge(series, settle_s, tolerance, STATE_FLOOR_BYTES)
+            if trend is not None:
+                by_store[store] = trend.as_json()
+        judged[name] = {
+            "bounded": name.startswith(BOUNDED),
+            "rss_mib": rss_trend.as_json() if rss_trend else None,
+            "state_bytes": state_trend.as_json() if state_trend else None,
+            "stores": by_store,
+        }
+    return judged
+
+
+def grown(judged: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The bounded processes (hub, operations view, adapters) whose memory or state grew:
+    what fails."""
+    return [
+        f"{name} {figure}"
+        for name, trends in judged.items()
+        if trends["bounded"]
+        for figure in ("rss_mib", "state_bytes")
+        if (trends[figure] or {}).get("verdict") == GROWING
+    ]
+
+
+Version = tuple[str, int]
+
+
+def accounting(offered: Collection[Version], decided: Mapping[Version, int]) -> dict[str, Any]:
+    """Every offered version decided exactly once? Counts, and the first few of each kind
+    of fault by name."""
+    missing = sorted(v for v in offered if not decided.get(v))
+    doubled = sorted(v for v, n in decided.items() if n > 1)
+    unexpected = sorted(v for v in decided if v not in offered)
+    return {
+        "offered": len(offered),
+        "decided": sum(1 for v in offered if decided.get(v)),
+        "missing": len(missing),
+        "decided_twice": len(doubled),
+        "not_offered": len(unexpected),
+        "examples": {
+            "missing": [f"{r} v{n}" for r, n in missing[:10]],
+            "decided_twice": [f"{r} v{n}" for r, n in doubled[:10]],
+            "not_offered": [f"{r} v{n}" for r, n in unexpected[:10]],
+        },
+        "ok": not missing and not doubled and not unexpected,
+    }
+
+
+# -- the report (pure) ------------------------------------------------------------------
+
+
+def _mib(value: float | None, *, of_bytes: bool = False) -> float | None:
+    if value is None:
+        return None
+    return round(value / MIB, 2) if of_bytes else value
+
+
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _trend_cells(trend: Mapping[str, Any] | None, *, of_bytes: bool) -> list[Any]:
+    if not trend:
+        return ["-", "-", "-", "-", "-"]
+    change = trend["change"]
+    slope = trend["slope_per_minute"] / MIB if of_bytes else trend["slope_per_minute"]
+    return [
+        _mib(trend["first"], of_bytes=of_bytes),
+        _mib(trend["last"], of_bytes=of_bytes),
+        f"{change * 100:+.1f} %" if change is not None else "-",
+        f"{slope:+.2f}",
+        trend["verdict"],
+    ]
+
+
+def render(result: Mapping[str, Any]) -> str:
+    """The samples, each process's judgement and each store's, and the accounting."""
+    sections = []
+    sample_rows = []
+    for s in result["samples"]:
+        hub = s["processes"].get("hub", {})
+        latency = s["window_latency"]
+        sample_rows.append(
+            [
+                f"{s['t_s']:.0f}",
+                s["offered"],
+                s["decided"],
+                hub.get("rss_mib"),
+                _mib(sum(hub.get("state_bytes", {}).values()), of_bytes=True),
+                latency.get("count", 0),
+                latency.get("p50_ms"),
+                latency.get("p99_ms"),
+                *(
+                    _count((s.get("hub_retention") or {}).get(name))
+                    for name in RETENTION_METRICS[:2]
+                ),
+            ]
+        )
+    sections.append(
+        render_table(
+            "Samples (window latency: declarations decided in the window, from scheduled "
+            "submission to decision opened; the hub's cases retired and markers forgotten "
+            "so far)",
+            [
+                "t s",
+                "offered",
+                "decided",
+                "hub RSS MiB",
+                "hub state MiB",
+                "n",
+                "p50 ms",
+                "p99 ms",
+                "retired",
+                "markers gone",
+            ],
+            sample_rows,
+        )
+    )
+    settle = result["settle_s"]
+    tolerance = result["options"]["tolerance"]
+    rows = []
+    for name, trends in result["judged"].items():
+        label = name if trends["bounded"] else f"{name} (partner's own)"
+        rows.append(
+            [
+                label,
+                *_trend_cells(trends["rss_mib"], of_bytes=False),
+                *_trend_cells(trends["state_bytes"], of_bytes=True),
+            ]
+        )
+    sections.append(
+        render_table(
+            f"Flatness from {settle:.0f} s to the end (last vs first sample, ±{tolerance:.0%}; "
+            "slope per minute, least squares)",
+            [
+                "process",
+                "RSS MiB",
+                "then",
+                "change",
+                "MiB/min",
+                "RSS",
+                "state MiB",
+                "then",
+                "change",
+                "MiB/min",
+                "state",
+            ],
+            rows,
+        )
+    )
+    store_rows = [
+        [f"{name}: {store}", *_trend_cells(trend, of_bytes=True)]
+        for name, trends in result["judged"].items()
+        for store, trend in trends["stores"].items()
+    ]
+    sections.append(
+        render_table(
+            f"State by store (changes under {STATE_FLOOR_BYTES // MIB} MiB count as flat)",
+            ["store", "MiB", "then", "change", "MiB/min", "verdict"],
+            store_rows,
+        )
+    )
+    books = result["accounting"]
+    before = result.get("pre_run_releases") or {"offered": 0, "decided": 0}
+    sections.append(
+        f"versions offered {books['offered']:,} (declarations {result['declarations']:,}, "
+        f"releases after control {result['releases_after_control']:,}, before the run "
+        f"{before['offered']:,}), decided "
+        f"{books['decided']:,}; missing {books['missing']}, decided twice "
+        f"{books['decided_twice']}, not offered {books['not_offered']}: "
+        + ("NOTHING LOST" if books["ok"] else f"LOST OR DOUBLED {books['examples']}")
+    )
+    if before["offered"]:
+        sections[-1] += (
+            f"\nbefore the run, the warm-ups' controls released: {before['offered']:,} "
+            f"offered, {before['decided']:,} decided when it started"
+        )
+    failed = grown(result["judged"])
+    sections.append(
+        "hub, operations view and adapters: "
+        + (f"GROWING: {', '.join(failed)}" if failed else "memory and state FLAT")
+    )
+    return "\n\n".join(sections)
+
+
+# -- the clearance system's side of the steady run --------------------------------------
+
+
+@dataclass
+class SteadyClearance:
+    """Offers declarations on a fixed schedule, follows each control with its release,
+    and counts every decision per version."""
+
+    sender: DeclarationSender
+    reader: DecisionReader
+    group: ProcessGroup
+    control_result_after_s: float
+    offered: set[Version] = field(default_factory=set)
+    decided: Counter[Version] = field(default_factory=Counter)
+    # (arrival, latency) of each version 1 decided, monotonic seconds.
+    arrivals: list[tuple[float, float]] = field(default_factory=list)
+    releases: int = 0
+    sent: int = 0  # declarations (versions 1) offered
+    _scheduled: dict[str, float] = field(default_factory=dict)
+    _xml: dict[str, PlannedDeclaration] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # releases that could not be sent
+    _follow_ups: set[asyncio.Task[None]] = field(default_factory=set)
+    _reading: asyncio.Task[None] | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def start_reading(self) -> None:
+        self._reading = asyncio.create_task(self.collect(self._stop))
+
+    def check_reading(self) -> None:
+        """Raise what stopped the reader (a component that died, say), if anything."""
+        self.group.check_alive()
+        if self._reading is not None and self._reading.done():
+            self._reading.result()
+            raise RuntimeError("the decision reader stopped")
+
+    async def stop_reading(self) -> None:
+        self._stop.set()
+        if self._reading is not None:
+            await asyncio.gather(self._reading, return_exceptions=True)
+
+    async def collect(self, until: asyncio.Event) -> None:
+        """Read decisions until ``until`` is set."""
+        while not until.is_set():
+            self.group.check_alive()
+            for received in await self.reader.collect(expected=1, timeout_s=0.2):
+                now = time.monotonic()
+                decision = received.decision
+                version = (decision.reference, decision.version)
+                self.decided[version] += 1
+                if self.decided[version] > 1:
+                    continue
+                if decision.version == 1 and decision.reference in self._scheduled:
+                    self.arrivals.append((now, now - self._scheduled.pop(decision.reference)))
+                planned = self._xml.pop(decision.reference, None) if decision.version == 1 else None
+                if planned is not None and decision.outcome in CONTROLS:
+                    self.follow_up(planned, self.control_result_after_s)
+
+    def follow_up(self, planned: PlannedDeclaration, after_s: float) -> None:
+        task = asyncio.create_task(self._release(planned, after_s))
+        self._follow_ups.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._follow_ups.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self.errors.append(repr(error))
+
+    async def _release(self, planned: PlannedDeclaration, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        self.offered.add((planned.reference, 2))
+        self.releases += 1
+        value = self.sender.seal(release_after_control(planned))
+        await (await self.sender.publish(value, planned.reference))
+
+    async def offer(self, batch: Sequence[PlannedDeclaration], rate: float, start: float) -> None:
+        """``batch`` at ``rate`` per second from ``start`` (monotonic), each sealed as it
+        leaves; a sender that falls behind adds to the latency (from the schedule)."""
+        deliveries = []
+        for n, planned in enumerate(batch):
+            at = start + n / rate
+            delay = at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._scheduled[planned.reference] = at
+            self._xml[planned.reference] = planned
+            self.offered.add((planned.reference, 1))
+            self.sent += 1
+            value = self.sender.seal(planned.xml)
+            deliveries.append(await self.sender.publish(value, planned.reference))
+            if len(deliveries) >= 1000:
+                await asyncio.gather(*deliveries)
+                deliveries.clear()
+        await asyncio.gather(*deliveries)
+
+    def outstanding_versions(self) -> list[Version]:
+        return [v for v in self.offered if not self.decided.get(v)]
+
+    def outstanding(self) -> int:
+        return len(self.outstanding_versions()) + len(self._follow_ups)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Until every version offered (and every release still to send) is decided."""
+        deadline = time.monotonic() + timeout_s
+        with progress_bar("draining", total=self.outstanding(), unit="versions") as bar:
+            left = self.outstanding()
+            while left and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                self.check_reading()
+                now_left = self.outstanding()
+                bar.advance(max(0, left - now_left))
+                left = now_left
+        for task in list(self._follow_ups):
+            task.cancel()
+
+
+def window_latency(
+    arrivals: Sequence[tuple[float, float]], since: float, until: float
+) -> dict[str, float | int]:
+    """p50/p99 of the latencies of the versions 1 decided in (since, until]."""
+    return latency_summary([latency for at, latency in arrivals if since < at <= until])
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class RememberingMix(Mix):
+    """The mix, remembering every declaration it drew (the broker's warm-up draws its
+    own), so that each control among them can be followed by its release."""
+
+    drawn: dict[str, PlannedDeclaration] = field(default_factory=dict, init=False)
+
+    def declarations(self, count: int, prefix: str) -> list[PlannedDeclaration]:
+        batch = super().declarations(count, prefix)
+        self.drawn.update((p.reference, p) for p in batch)
+        return batch
+
+
+async def release_controls(
+    steady: SteadyClearance,
+    clearance: Clearance,
+    drawn: Mapping[str, PlannedDeclaration],
+) -> dict[str, Any]:
+    """The releases of the warm-ups' and the saturation's controls, decided before the
+    steady run (their cases would otherwise stay in the hot table throughout it); their
+    books when the run starts. They stay in the run's books: one decided late, or twice,
+    is counted there."""
+    count = len(clearance.controlled)
+    for reference in sorted(clearance.controlled):
+        steady.follow_up(drawn[reference], 0.0)
+    clearance.controlled.clear()
+    # All sent at once: decided at the hub's pace, at least 2 a second on a busy machine.
+    await steady.drain(120 + count / 2)
+    books = accounting(steady.offered, steady.decided)
+    steady.releases = 0
+    if not books["ok"]:
+        print(f"the run starts before the warm-ups' releases are all decided: {books}")
+    return books
+
+
+async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, Any]:
+    bootstrap = broker.bootstrap_servers
+    routing = load_routing_table(config_path("routing.toml"))
+    topics = topic_registry(PREFIX, routing.authorities)
+    await ensure_topics(bootstrap, topics, PARTITIONS, 1)
+    security = SecuritySettings(
+        keys_dir=work / "keys",
+        state_dir=work / "state",
+        # The clearance system's seals must fit the components' (shortened) lifetime.
+        message_lifetime_s=message_lifetime_s(options.retention_s),
+        max_clock_skew_s=CLOCK_SKEW_S,
+    )
+    KeystoreFolder(security.keys_dir).init(parties(topics))
+    mix = RememberingMix(options.seed)
+    warm_up = mix.declarations(WARM_UP, "26FRSTEADYW")
+    saturation = mix.declarations(options.saturation_declarations, "26FRSTEADYS")
+    files = write_documents(work, mix.documents_by_authority())
+    env = {
+        "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "GUN_HUB_KAFKA__TOPIC_PREFIX": PREFIX,
+        "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
+        "GUN_HUB_SECURITY__KEYS_DIR": str(security.keys_dir),
+        "GUN_HUB_SECURITY__STATE_DIR": str(security.state_dir),
+        "GUN_HUB_LOG_LEVEL": "WARNING",
+        "GUN_HUB_LOG_FORMAT": "text",
+        "NO_COLOR": "1",
+        **retention_env(options.retention_s),
+    }
+    duration_s = options.minutes * 60
+    result: dict[str, Any] = {"settings": retention_env(options.retention_s)}
+    with ProcessGroup(work / "logs", env, stop_together=True) as group:
+        readiness: dict[str, str] = {}
+        partner_ports: dict[str, int] = {}
+        for authority in routing.authorities:
+            port = start_partner_system(
+                group, authority, files[authority], work / f"{authority}.sqlite", wait=False
+            )
+            partner_ports[authority] = port
+            readiness[f"partner-sim-{authority}"] = partner_health_url(port)
+            readiness[f"adapter-{authority}"] = ready_url(
+                start_adapter(group, authority, port, wait=False)
+            )
+        readiness["hub"] = start_hub(group, work, "hub", first=True)
+        # The operations view in a process of its own, as ./tasks bench runs it (ADR 0015).
+        readiness.update(start_operations_view(group, work, view_in_hub=False))
+        await asyncio.to_thread(wait_all_ready, readiness, READY_WITHIN_S, group)
+        envelope = build_envelope(security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
+        sender = DeclarationSender(bootstrap, topics.declarations, envelope)
+        reader = DecisionReader(bootstrap, topics.decisions, envelope)
+        await sender.start()
+        await reader.start(from_beginning=False)
+        clearance = Clearance(sender, reader, group)
+        steady = SteadyClearance(sender, reader, group, options.control_result_after_s)
+        probe: aiohttp.ClientSession | None = None  # the hub's /metrics, while sampling
+        try:
+            async with aiohttp.ClientSession() as http:
+                await clearance.warm_up(warm_up)
+                if options.warm_broker:
+                    result["broker_jit_cpus_while_warming"] = await warm_broker(
+                        clearance,
+                        mix,
+                        broker.running_pid() or 0,
+                        http,
+                        partner_ports,
+                        "26FRSTEADYJ",
+                    )
+                rate = options.rate
+                if rate is None:
+                    await load_documents(http, partner_ports, mix, saturation)
+                    measured, _ = await clearance.saturate(saturation)
+                    result["saturation"] = measured
+                    rate = (measured["declarations_per_second"] or 0) / 2
+                    if rate <= 0:
+                        raise RuntimeError(f"no saturation rate measured: {measured}")
+                batch = mix.declarations(max(1, round(rate * duration_s)), RUN_PREFIX)
+                # Every document the run quotes, given to the partner systems before it
+                # starts: during the run their state changes by the ledger only.
+                await load_documents(http, partner_ports, mix, batch)
+            steady.start_reading()
+            pre_run = await release_controls(steady, clearance, mix.drawn)
+            print(f"steady run: {rate:.1f} declarations/s for {options.minutes:g} min", flush=True)
+            pids = {name: child.process.pid for name, child in group.children.items()}
+            metrics_url = readiness["hub"].removesuffix("/readyz") + "/metrics"
+            probe = aiohttp.ClientSession()
+            state = state_files(work, routing.authorities)
+            samples: list[dict[str, Any]] = []
+            start = time.monotonic() + 0.1
+            sending = asyncio.create_task(steady.offer(batch, rate, start))
+            steps = int(duration_s // options.sample_s)
+            with progress_bar("steady run", total=steps, unit="samples") as bar:
+                for step in range(steps + 1):
+                    at = start + step * options.sample_s
+                    await asyncio.sleep(max(0.0, at - time.monotonic()))
+                    steady.check_reading()
+                    now = time.monotonic()
+                    processes = await asyncio.to_thread(sample_processes, pids, state)
+                    retention = await retention_metrics(probe, metrics_url)
+                    samples.append(
+                        {
+                            "t_s": round(now - start, 1),
+                            "offered": steady.sent,
+                            "decided": sum(1 for v in steady.decided if v[1] == 1),
+                            "releases_decided": sum(
+                                1 for r, n in steady.decided if n == 2 and r.startswith(RUN_PREFIX)
+                            ),
+                            "window_latency": window_latency(
+                                steady.arrivals, now - options.sample_s, now
+                            ),
+                            "processes": processes,
+                            "hub_retention": retention,
+                        }
+                    )
+                    if step:
+                        bar.advance()
+            await sending
+            await steady.drain(120 + len(batch) / 50)
+        finally:
+            if probe is not None:
+                await probe.close()
+            await steady.stop_reading()
+            await reader.stop()
+            await sender.stop()
+    settle_s = options.settle * duration_s
+    judged = judge_samples(samples, settle_s, options.tolerance)
+    latencies = [latency for _, latency in steady.arrivals]
+    return result | {
+        "rate": round(rate, 2),
+        "declarations": len(batch),
+        "releases_after_control": steady.releases,
+        "follow_up_errors": steady.errors,
+        "settle_s": settle_s,
+        "pre_run_releases": pre_run,
+        "latency": latency_summary(latencies),
+        "samples": samples,
+        "judged": judged,
+        "accounting": accounting(steady.offered, steady.decided),
+    }
+
+
+def parse(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="./tasks bench-steady", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=Options.minutes,
+        help="minutes of steady load (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rate", type=float, default=None,
+        help="declarations/s offered (default: half of a quick saturation run)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--saturation-declarations", type=int, default=Options.saturation_declarations,
+        help="declarations of that saturation run (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sample", type=float, default=Options.sample_s,
+        help="seconds between samples (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--settle", type=float, default=Options.settle,
+        help="share of the run left out of the judgement (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tolerance", type=float, default=Options.tolerance,
+        help="largest change that is still flat (default %(default)s: ±10 %%)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--retention", type=float, default=Options.retention_s,
+        help="seconds a decided case and then its marker are kept (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--control-result-after", type=float, default=Options.control_result_after_s,
+        help="seconds from a control decision to its release (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cold-broker", action="store_true",
+        help="skip warming the broker until its JIT compiler is quiet",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=Options.seed, help="the mix's seed")
+    parser.add_argument("--out", type=Path, help="the JSON file (default benchmarks/results/)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.settle < 1:
+        parser.error("--settle is a share of the run, from 0 to below 1")
+    return Options(
+        minutes=args.minutes,
+        rate=args.rate,
+        saturation_declarations=args.saturation_declarations,
+        sample_s=args.sample,
+        settle=args.settle,
+        tolerance=args.tolerance,
+        retention_s=args.retention,
+        control_result_after_s=args.control_result_after,
+        warm_broker=not args.cold_broker,
+        seed=args.seed,
+        out=args.out,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(sys.argv[1:] if argv is None else argv)
+    load_before = os.getloadavg()
+    began = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="gun-hub-steady-") as folder:
+        work = Path(folder)
+        with throwaway_broker(work) as broker:
+            figures = asyncio.run(run(options, work, broker))
+    result = {
+        "benchmark": "steady",
+        "at": began.isoformat(timespec="seconds"),
+        "wall_seconds": round((datetime.now(UTC) - began).total_seconds(), 1),
+        "options": {
+            "minutes": options.minutes,
+            "rate": options.rate,
+            "saturation_declarations": options.saturation_declarations,
+            "sample_s": options.sample_s,
+            "settle": options.settle,
+            "tolerance": options.tolerance,
+            "retention_s": options.retention_s,
+            "control_result_after_s": options.control_result_after_s,
+            "warm_broker": options.warm_broker,
+            "seed": options.seed,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        **figures,
+    }
+    out = options.out or RESULTS / f"steady-{began.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(render(result))
+    latency = result["latency"]
+    print(
+        f"\n{result['rate']} declarations/s offered; latency over the run p50 "
+        f"{latency.get('p50_ms')} ms, p99 {latency.get('p99_ms')} ms"
+    )
+    machine = result["machine"]
+    print(
+        f"load average before {machine['load_average_before']}, "
+        f"after {machine['load_average_after']} ({machine['cpus']} CPUs)"
+    )
+    print(f"saved {out}")
+    return 0 if result["accounting"]["ok"] and not grown(result["judged"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

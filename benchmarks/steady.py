@@ -141,7 +141,7 @@ def retention_env(retention_s: float) -> dict[str, str]:
         "GUN_HUB_HUB__CASE_SWEEP_S": f"{max(1.0, retention_s / 6):g}",
         "GUN_HUB_SECURITY__MESSAGE_LIFETIME_S": str(message_lifetime_s(retention_s)),
         "GUN_HUB_SECURITY__MAX_CLOCK_SKEW_S": str(CLOCK_SKEW_S),
-        "GUN_HUB_OPS__VIEW_RETENTION_DAYS": "1",
+        "GUN_HUB_OPS__VIEW_RETENTION_DAYS": f"{retention_s / 86400:.9f}",
     }
 
 

@@ -75,9 +75,13 @@ class OpsFeed:
         self._pruned_at = 0.0
 
     async def prune_if_due(self, now: float) -> bool:
-        """Prune the view past its retention, if an hour has passed since it last was,
+        """Prune the view past its retention, if an hour (or a quarter of a shorter
+        retention) has passed since it last was,
         step by step (``OpsView.prune``), letting the event loop run between steps."""
-        if self._retention_s is None or now - self._pruned_at < _PRUNE_EVERY_S:
+        if self._retention_s is None:
+            return False
+        # An hour apart, or a quarter of a retention shorter than four hours.
+        if now - self._pruned_at < min(_PRUNE_EVERY_S, self._retention_s / 4):
             return False
         self._pruned_at = now
         before = datetime.fromtimestamp(now - self._retention_s, UTC)

@@ -186,11 +186,27 @@ def _raw_table(app: faust.App, settings: Settings, name: str) -> Any:
         **_RAW,
     )
     table = app.Table(
-        name, default=None, partitions=settings.kafka.partitions, changelog_topic=changelog
+        name,
+        default=None,
+        partitions=settings.kafka.partitions,
+        changelog_topic=changelog,
+        options=_store_options(settings) if settings.hub.store.startswith("rocksdb") else None,
     )
     table.key_serializer = "raw"
     table.value_serializer = "raw"
     return table
+
+
+def _store_options(settings: Settings) -> dict[str, int]:
+    """RocksDB sized for a hub's tables: a case is a few kilobytes written a few times,
+    and retention deletes it; buffers faust sizes for bulk loads never flush here."""
+    mib = 1024 * 1024
+    return {
+        "write_buffer_size": settings.hub.rocksdb_write_buffer_mib * mib,
+        "max_write_buffer_number": 2,
+        "target_file_size_base": 8 * mib,
+        "block_cache_size": settings.hub.rocksdb_block_cache_mib * mib,
+    }
 
 
 def _credentials(settings: Settings) -> faust.SASLCredentials | None:

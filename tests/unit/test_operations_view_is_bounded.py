@@ -150,3 +150,15 @@ def test_a_prune_goes_step_by_step_never_holding_the_loop_for_a_day_of_rows(
         steps.append(deleted)
     assert steps == [2, 2, 1]
     assert view.declaration("26FROLD00000000000") is None
+
+
+async def test_a_retention_shorter_than_four_hours_is_pruned_four_times_within_it(
+    view: OpsView,
+) -> None:
+    """A minute of retention (a steady-run benchmark) cannot wait an hour between prunes."""
+    feed = OpsFeed(
+        ClientConfig(bootstrap_servers="unused:9092"), view, OpsState(), retention_s=60.0
+    )
+    assert await feed.prune_if_due(NOON.timestamp())
+    assert not await feed.prune_if_due(NOON.timestamp() + 14)
+    assert await feed.prune_if_due(NOON.timestamp() + 15)

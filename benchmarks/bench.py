@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -626,25 +626,26 @@ def throwaway_broker(work: Path) -> Iterator[LocalBroker]:
         broker.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse(sys.argv[1:] if argv is None else argv)
+def run_on_own_broker(
+    name: str,
+    options: Mapping[str, Any],
+    out: Path | None,
+    run_figures: Callable[[Path, LocalBroker], Coroutine[Any, Any, dict[str, Any]]],
+) -> tuple[dict[str, Any], Path]:
+    """What every benchmark of the stack does around its run: a throw-away broker in a
+    temporary folder, the machine and its load average before and after (other work on
+    a 2-core machine moves the figures), the result saved as JSON; the result and where."""
     load_before = os.getloadavg()
     began = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="gun-hub-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"gun-hub-{name}-") as folder:
         work = Path(folder)
         with throwaway_broker(work) as broker:
-            figures = asyncio.run(run(options, work, broker))
+            figures = asyncio.run(run_figures(work, broker))
     result = {
-        "benchmark": "bench",
+        "benchmark": name,
         "at": began.isoformat(timespec="seconds"),
         "wall_seconds": round((datetime.now(UTC) - began).total_seconds(), 1),
-        "options": {
-            "declarations": options.declarations,
-            "duration_s": options.duration_s,
-            "raw_records": options.raw_records,
-            "seed": options.seed,
-            "view_in_hub": options.view_in_hub,
-        },
+        "options": dict(options),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -653,17 +654,39 @@ def main(argv: list[str] | None = None) -> int:
         },
         **figures,
     }
-    out = options.out or RESULTS / f"bench-{began.strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print()
-    print(render_result(result))
+    path = out or RESULTS / f"{name}-{began.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result, path
+
+
+def print_machine(result: Mapping[str, Any], path: Path) -> None:
     machine = result["machine"]
     print(
-        f"\nload average before {machine['load_average_before']}, "
+        f"load average before {machine['load_average_before']}, "
         f"after {machine['load_average_after']} ({machine['cpus']} CPUs)"
     )
-    print(f"saved {out}")
+    print(f"saved {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(sys.argv[1:] if argv is None else argv)
+    result, out = run_on_own_broker(
+        "bench",
+        {
+            "declarations": options.declarations,
+            "duration_s": options.duration_s,
+            "raw_records": options.raw_records,
+            "seed": options.seed,
+            "view_in_hub": options.view_in_hub,
+        },
+        options.out,
+        lambda work, broker: run(options, work, broker),
+    )
+    print()
+    print(render_result(result))
+    print()
+    print_machine(result, out)
     undecided = [
         f"{phase['workers']} worker(s) {run}: {figures['decided']} of {figures['declarations']}"
         for phase in result["hub"]

@@ -35,15 +35,12 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +51,13 @@ from benchmarks.bench import (
     PARTITIONS,
     PREFIX,
     READY_WITHIN_S,
-    RESULTS,
     WARM_UP,
     Clearance,
     load_documents,
+    print_machine,
+    run_on_own_broker,
     start_hub,
     start_operations_view,
-    throwaway_broker,
     warm_broker,
     write_documents,
 )
@@ -464,29 +461,19 @@ def parse(argv: list[str]) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse(sys.argv[1:] if argv is None else argv)
-    load_before = os.getloadavg()
-    began = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="gun-hub-hops-") as folder:
-        work = Path(folder)
-        with throwaway_broker(work) as broker:
-            figures = asyncio.run(run(options, work, broker))
-    result = {
-        "benchmark": "hops",
-        "at": began.isoformat(timespec="seconds"),
-        "options": {
+    result, out = run_on_own_broker(
+        "hops",
+        {
             "declarations": options.declarations,
             "warm_up": options.warm_up,
             "rate": options.rate,
             "warm_broker": options.warm_broker,
             "view_in_hub": options.view_in_hub,
         },
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        **figures,
-    }
-    out = options.out or RESULTS / f"hops-{began.strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+        options.out,
+        lambda work, broker: run(options, work, broker),
+    )
+    figures = result
     print()
     print(
         f"{figures['decided']}/{figures['declarations']} decided, "
@@ -504,10 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  {name:<20} {share['running']:6.0%} {share['waiting_for_cpu']:6.0%} "
             f"{share['asleep']:6.0%}"
         )
-    print(
-        f"load average before {result['load_average_before']}, after {result['load_average_after']}"
-    )
-    print(f"saved {out}")
+    print_machine(result, out)
     return 0 if figures["decided"] == figures["declarations"] else 1
 
 

@@ -40,16 +40,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import re
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -60,14 +56,14 @@ from benchmarks.bench import (
     PARTITIONS,
     PREFIX,
     READY_WITHIN_S,
-    RESULTS,
     WARM_UP,
     Clearance,
     load_documents,
+    print_machine,
     rss_mib,
+    run_on_own_broker,
     start_hub,
     start_operations_view,
-    throwaway_broker,
     warm_broker,
     write_documents,
 )
@@ -877,17 +873,9 @@ def parse(argv: list[str]) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse(sys.argv[1:] if argv is None else argv)
-    load_before = os.getloadavg()
-    began = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="gun-hub-steady-") as folder:
-        work = Path(folder)
-        with throwaway_broker(work) as broker:
-            figures = asyncio.run(run(options, work, broker))
-    result = {
-        "benchmark": "steady",
-        "at": began.isoformat(timespec="seconds"),
-        "wall_seconds": round((datetime.now(UTC) - began).total_seconds(), 1),
-        "options": {
+    result, out = run_on_own_broker(
+        "steady",
+        {
             "minutes": options.minutes,
             "rate": options.rate,
             "saturation_declarations": options.saturation_declarations,
@@ -899,16 +887,9 @@ def main(argv: list[str] | None = None) -> int:
             "warm_broker": options.warm_broker,
             "seed": options.seed,
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        },
-        **figures,
-    }
-    out = options.out or RESULTS / f"steady-{began.strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+        options.out,
+        lambda work, broker: run(options, work, broker),
+    )
     print()
     print(render(result))
     latency = result["latency"]
@@ -916,12 +897,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{result['rate']} declarations/s offered; latency over the run p50 "
         f"{latency.get('p50_ms')} ms, p99 {latency.get('p99_ms')} ms"
     )
-    machine = result["machine"]
-    print(
-        f"load average before {machine['load_average_before']}, "
-        f"after {machine['load_average_after']} ({machine['cpus']} CPUs)"
-    )
-    print(f"saved {out}")
+    print_machine(result, out)
     return 0 if result["accounting"]["ok"] and not grown(result["judged"]) else 1
 
 

@@ -13,11 +13,10 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from gun_contract.consume import Batch, consume
-from gun_contract.kafka.admin import partitions_of
+from gun_contract.kafka.admin import topic_partitions
 from gun_contract.kafka.client import ClientConfig, read_without_group
 from gun_hub.ops.lag import LagSnapshot
 from gun_hub.ops.lag_metrics import OpsState
@@ -61,13 +60,11 @@ class LagFollower:
             self._state.lag = snapshot
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        admin = AIOKafkaAdminClient(**self._connect.options(), client_id="gun-hub-view-lag")
-        await admin.start()
         try:
-            existing = await partitions_of(admin, [self._topic])
-        finally:
-            await admin.close()
-        partitions = [TopicPartition(self._topic, p) for p in existing.get(self._topic, [])]
+            existing = await topic_partitions(self._connect, self._topic)
+        except LookupError:
+            existing = []  # no lag measured yet: nothing to follow
+        partitions = [TopicPartition(self._topic, p) for p in existing]
         consumer.assign(partitions)
         # Only the latest measurement matters: start at the last record of each partition.
         ends = await consumer.end_offsets(partitions)

@@ -19,11 +19,10 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from gun_contract.consume import Batch, consume
-from gun_contract.kafka.admin import partitions_of
+from gun_contract.kafka.admin import topic_partitions
 from gun_contract.kafka.client import ClientConfig, reached, read_without_group
 from gun_contract.security.state_cipher import StateCipher, StateUnreadable
 from gun_hub import metrics
@@ -104,15 +103,13 @@ class RolloutFollower:
         return setting
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        admin = AIOKafkaAdminClient(**self._connect.options(), client_id="gun-hub-rollout")
-        await admin.start()
         try:
-            existing = await partitions_of(admin, [self._topic])
-        finally:
-            await admin.close()
-        partitions = [TopicPartition(self._topic, p) for p in existing.get(self._topic, [])]
-        if not partitions:
-            raise RuntimeError(f"topic {self._topic} does not exist: run gun-hub kafka topics")
+            existing = await topic_partitions(self._connect, self._topic)
+        except LookupError:
+            raise RuntimeError(
+                f"topic {self._topic} does not exist: run gun-hub kafka topics"
+            ) from None
+        partitions = [TopicPartition(self._topic, p) for p in existing]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         return partitions

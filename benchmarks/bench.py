@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,7 +65,7 @@ from gun_contract.security.entitlements import CLEARANCE_PARTY, parties
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.security.replay import MemoryReplayGuard
 from gun_contract.settings import BrokerSettings, SecuritySettings
-from gun_contract.topics import topic_registry
+from gun_contract.topics import TopicRegistry, topic_registry
 from gun_hub.cli.progress import progress_bar
 from gun_hub.domain.routing import load_routing_table
 from gun_hub.gateway.sender import DeclarationSender
@@ -170,6 +170,59 @@ def start_operations_view(group: ProcessGroup, work: Path, *, view_in_hub: bool)
     if view_in_hub:
         return {}
     return {"view": ready_url(start_view(group, work / "view", wait=False))}
+
+
+def stack_env(bootstrap: str, security: SecuritySettings) -> dict[str, str]:
+    """The environment every process of a benchmark's stack reads its settings from."""
+    return {
+        "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "GUN_HUB_KAFKA__TOPIC_PREFIX": PREFIX,
+        "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
+        "GUN_HUB_SECURITY__KEYS_DIR": str(security.keys_dir),
+        "GUN_HUB_SECURITY__STATE_DIR": str(security.state_dir),
+        "GUN_HUB_LOG_LEVEL": "WARNING",
+        "GUN_HUB_LOG_FORMAT": "text",
+        "NO_COLOR": "1",
+    }
+
+
+async def start_stack(
+    group: ProcessGroup,
+    work: Path,
+    authorities: Iterable[str],
+    files: Mapping[str, Path],
+    *,
+    view_in_hub: bool,
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Each authority's simulated partner and adapter, the first hub worker and the
+    operations view, all ready: their readiness URLs by name, and the partners' ports."""
+    readiness: dict[str, str] = {}
+    partner_ports: dict[str, int] = {}
+    for authority in authorities:
+        port = start_partner_system(
+            group, authority, files[authority], work / f"{authority}.sqlite", wait=False
+        )
+        partner_ports[authority] = port
+        readiness[f"partner-sim-{authority}"] = partner_health_url(port)
+        readiness[f"adapter-{authority}"] = ready_url(
+            start_adapter(group, authority, port, wait=False)
+        )
+    readiness["hub"] = start_hub(group, work, "hub", first=True, view_in_hub=view_in_hub)
+    readiness.update(start_operations_view(group, work, view_in_hub=view_in_hub))
+    await asyncio.to_thread(wait_all_ready, readiness, READY_WITHIN_S, group)
+    return readiness, partner_ports
+
+
+async def open_clearance(
+    security: SecuritySettings, topics: TopicRegistry, bootstrap: str
+) -> tuple[DeclarationSender, DecisionReader]:
+    """The clearance stand-in's sender and reader, started (decisions from now on)."""
+    envelope = build_envelope(security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
+    sender = DeclarationSender(bootstrap, topics.declarations, envelope)
+    reader = DecisionReader(bootstrap, topics.decisions, envelope)
+    await sender.start()
+    await reader.start(from_beginning=False)
+    return sender, reader
 
 
 def write_documents(
@@ -460,16 +513,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
     mix = Mix(options.seed)
     warm_ups = {w: mix.declarations(WARM_UP, f"26FRBENCHW{w}") for w in (1, 2)}
     files = write_documents(work, mix.documents_by_authority())
-    env = {
-        "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "GUN_HUB_KAFKA__TOPIC_PREFIX": PREFIX,
-        "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
-        "GUN_HUB_SECURITY__KEYS_DIR": str(security.keys_dir),
-        "GUN_HUB_SECURITY__STATE_DIR": str(security.state_dir),
-        "GUN_HUB_LOG_LEVEL": "WARNING",
-        "GUN_HUB_LOG_FORMAT": "text",
-        "NO_COLOR": "1",
-    }
+    env = stack_env(bootstrap, security)
     result: dict[str, Any] = {
         "hub": [],
         "mix": {},
@@ -477,28 +521,11 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
     }
     rss_start: dict[str, float | None] = {}
     with ProcessGroup(work / "logs", env, stop_together=True) as group:
-        readiness: dict[str, str] = {}
-        partner_ports: dict[str, int] = {}
-        for authority in routing.authorities:
-            port = start_partner_system(
-                group, authority, files[authority], work / f"{authority}.sqlite", wait=False
-            )
-            partner_ports[authority] = port
-            readiness[f"partner-sim-{authority}"] = partner_health_url(port)
-            readiness[f"adapter-{authority}"] = ready_url(
-                start_adapter(group, authority, port, wait=False)
-            )
-        readiness["hub"] = start_hub(
-            group, work, "hub", first=True, view_in_hub=options.view_in_hub
+        readiness, partner_ports = await start_stack(
+            group, work, routing.authorities, files, view_in_hub=options.view_in_hub
         )
-        readiness.update(start_operations_view(group, work, view_in_hub=options.view_in_hub))
-        await asyncio.to_thread(wait_all_ready, readiness, READY_WITHIN_S, group)
         rss_start.update(rss_of(group))
-        envelope = build_envelope(security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
-        sender = DeclarationSender(bootstrap, topics.declarations, envelope)
-        reader = DecisionReader(bootstrap, topics.decisions, envelope)
-        await sender.start()
-        await reader.start(from_beginning=False)
+        sender, reader = await open_clearance(security, topics, bootstrap)
         clearance = Clearance(sender, reader, group)
         raw_values: list[bytes] = []
         try:

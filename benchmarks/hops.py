@@ -50,14 +50,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from benchmarks.bench import (
     PARTITIONS,
     PREFIX,
-    READY_WITHIN_S,
     WARM_UP,
     Clearance,
     load_documents,
+    open_clearance,
     print_machine,
     run_on_own_broker,
-    start_hub,
-    start_operations_view,
+    stack_env,
+    start_stack,
     warm_broker,
     write_documents,
 )
@@ -67,24 +67,16 @@ from benchmarks.report import percentile, steady_rate
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.kafka.client import consumer_options
 from gun_contract.resources import config_path
-from gun_contract.security.entitlements import CLEARANCE_PARTY, parties
+from gun_contract.security.entitlements import parties
 from gun_contract.security.keystore import KeystoreFolder
-from gun_contract.security.replay import MemoryReplayGuard
 from gun_contract.settings import SecuritySettings
 from gun_contract.topics import TopicRegistry, topic_registry
 from gun_contract.trace import trace_id_for, trace_in
 from gun_hub.domain.routing import load_routing_table
 from gun_hub.pipeline.admission import Claim, ClaimVerdict, read_claims_record
-from gun_hub.security.factory import build_envelope
-from gun_tools.clearance_stand_in import DecisionReader, DeclarationSender
 from gun_tools.local_broker import LocalBroker
 from gun_tools.processes import (
     ProcessGroup,
-    partner_health_url,
-    ready_url,
-    start_adapter,
-    start_partner_system,
-    wait_all_ready,
 )
 
 STAGES = ("declaration", "claim", "verdict", "request", "answer", "outbox", "decision", "seen")
@@ -341,38 +333,12 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
     warm_up = mix.declarations(options.warm_up, "26FRHOPSW")
     batch = mix.declarations(options.declarations, "26FRHOPSS")
     files = write_documents(work, mix.documents_by_authority())
-    env = {
-        "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "GUN_HUB_KAFKA__TOPIC_PREFIX": PREFIX,
-        "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
-        "GUN_HUB_SECURITY__KEYS_DIR": str(security.keys_dir),
-        "GUN_HUB_SECURITY__STATE_DIR": str(security.state_dir),
-        "GUN_HUB_LOG_LEVEL": "WARNING",
-        "GUN_HUB_LOG_FORMAT": "text",
-        "NO_COLOR": "1",
-    }
+    env = stack_env(bootstrap, security)
     with ProcessGroup(work / "logs", env, stop_together=True) as group:
-        readiness: dict[str, str] = {}
-        partner_ports: dict[str, int] = {}
-        for authority in routing.authorities:
-            port = start_partner_system(
-                group, authority, files[authority], work / f"{authority}.sqlite", wait=False
-            )
-            partner_ports[authority] = port
-            readiness[f"partner-sim-{authority}"] = partner_health_url(port)
-            readiness[f"adapter-{authority}"] = ready_url(
-                start_adapter(group, authority, port, wait=False)
-            )
-        readiness["hub"] = start_hub(
-            group, work, "hub", first=True, view_in_hub=options.view_in_hub
+        _, partner_ports = await start_stack(
+            group, work, routing.authorities, files, view_in_hub=options.view_in_hub
         )
-        readiness.update(start_operations_view(group, work, view_in_hub=options.view_in_hub))
-        await asyncio.to_thread(wait_all_ready, readiness, READY_WITHIN_S, group)
-        envelope = build_envelope(security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
-        sender = DeclarationSender(bootstrap, topics.declarations, envelope)
-        reader = DecisionReader(bootstrap, topics.decisions, envelope)
-        await sender.start()
-        await reader.start(from_beginning=False)
+        sender, reader = await open_clearance(security, topics, bootstrap)
         clearance = Clearance(sender, reader, group)
         try:
             await clearance.warm_up(warm_up)

@@ -55,15 +55,15 @@ from benchmarks.bench import (
     CONTROLS,
     PARTITIONS,
     PREFIX,
-    READY_WITHIN_S,
     WARM_UP,
     Clearance,
     load_documents,
+    open_clearance,
     print_machine,
     rss_mib,
     run_on_own_broker,
-    start_hub,
-    start_operations_view,
+    stack_env,
+    start_stack,
     warm_broker,
     write_documents,
 )
@@ -71,23 +71,16 @@ from benchmarks.mix import Mix, PlannedDeclaration
 from benchmarks.report import latency_summary, render_table
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.resources import config_path
-from gun_contract.security.entitlements import CLEARANCE_PARTY, parties
+from gun_contract.security.entitlements import parties
 from gun_contract.security.keystore import KeystoreFolder
-from gun_contract.security.replay import MemoryReplayGuard
 from gun_contract.settings import SecuritySettings
 from gun_contract.topics import topic_registry
 from gun_hub.cli.progress import progress_bar
 from gun_hub.domain.routing import load_routing_table
-from gun_hub.security.factory import build_envelope
 from gun_tools.clearance_stand_in import DecisionReader, DeclarationSender
 from gun_tools.local_broker import LocalBroker
 from gun_tools.processes import (
     ProcessGroup,
-    partner_health_url,
-    ready_url,
-    start_adapter,
-    start_partner_system,
-    wait_all_ready,
 )
 
 MIB = 1024 * 1024
@@ -689,40 +682,15 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
     warm_up = mix.declarations(WARM_UP, "26FRSTEADYW")
     saturation = mix.declarations(options.saturation_declarations, "26FRSTEADYS")
     files = write_documents(work, mix.documents_by_authority())
-    env = {
-        "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "GUN_HUB_KAFKA__TOPIC_PREFIX": PREFIX,
-        "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
-        "GUN_HUB_SECURITY__KEYS_DIR": str(security.keys_dir),
-        "GUN_HUB_SECURITY__STATE_DIR": str(security.state_dir),
-        "GUN_HUB_LOG_LEVEL": "WARNING",
-        "GUN_HUB_LOG_FORMAT": "text",
-        "NO_COLOR": "1",
-        **retention_env(options.retention_s),
-    }
+    env = {**stack_env(bootstrap, security), **retention_env(options.retention_s)}
     duration_s = options.minutes * 60
     result: dict[str, Any] = {"settings": retention_env(options.retention_s)}
     with ProcessGroup(work / "logs", env, stop_together=True) as group:
-        readiness: dict[str, str] = {}
-        partner_ports: dict[str, int] = {}
-        for authority in routing.authorities:
-            port = start_partner_system(
-                group, authority, files[authority], work / f"{authority}.sqlite", wait=False
-            )
-            partner_ports[authority] = port
-            readiness[f"partner-sim-{authority}"] = partner_health_url(port)
-            readiness[f"adapter-{authority}"] = ready_url(
-                start_adapter(group, authority, port, wait=False)
-            )
-        readiness["hub"] = start_hub(group, work, "hub", first=True)
         # The operations view in a process of its own, as ./tasks bench runs it (ADR 0015).
-        readiness.update(start_operations_view(group, work, view_in_hub=False))
-        await asyncio.to_thread(wait_all_ready, readiness, READY_WITHIN_S, group)
-        envelope = build_envelope(security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
-        sender = DeclarationSender(bootstrap, topics.declarations, envelope)
-        reader = DecisionReader(bootstrap, topics.decisions, envelope)
-        await sender.start()
-        await reader.start(from_beginning=False)
+        readiness, partner_ports = await start_stack(
+            group, work, routing.authorities, files, view_in_hub=False
+        )
+        sender, reader = await open_clearance(security, topics, bootstrap)
         clearance = Clearance(sender, reader, group)
         steady = SteadyClearance(sender, reader, group, options.control_result_after_s)
         probe: aiohttp.ClientSession | None = None  # the hub's /metrics, while sampling

@@ -28,10 +28,10 @@ from gun_contract.model.verdicts import Outcome
 from gun_hub.runtime.view_process import VIEW_FILE
 from gun_hub.security.web_auth import LocalAccess
 from gun_tools.processes import free_port, start_view
-from tests.builders import EORI, declaration_xml, document, goods_item
+from tests.builders import declaration_xml, document, goods_item
 from tests.conftest import KafkaEnv
-from tests.e2e.conftest import Pipeline, start_pipeline
-from tests.e2e.test_status_and_statistics import get
+from tests.e2e.conftest import start_pipeline
+from tests.e2e.test_status_and_statistics import Listening, get
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
@@ -41,25 +41,12 @@ ANOTHER_TRADER = "DE999999999"
 
 
 @dataclass
-class WithoutView:
+class WithoutView(Listening):
     """A pipeline whose hub worker runs without the view, with the trader and officer
     settings a view process would serve (the worker must leave them alone)."""
 
-    pipeline: Pipeline
-    access: LocalAccess
     web_env: dict[str, str]
-    trader_port: int
-    officer_port: int
     work: Path
-
-    def url(self, port: int, path: str) -> str:
-        return f"http://127.0.0.1:{port}{path}"
-
-    def as_trader(self, path: str, eori: str = EORI) -> tuple[int, Any]:
-        return get(self.url(self.trader_port, path), self.access.trader_authorization(eori))
-
-    def as_officer(self, path: str) -> tuple[int, Any]:
-        return get(self.url(self.officer_port, path), self.access.officer_authorization())
 
     def hub_probe(self, path: str) -> tuple[int, str]:
         try:
@@ -87,7 +74,7 @@ def hub_without_view(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iter
             **web_env,
         },
     ):
-        yield WithoutView(pipeline, access, web_env, trader_port, officer_port, tmp_path)
+        yield WithoutView(pipeline, access, trader_port, officer_port, web_env, tmp_path)
 
 
 def salmon() -> bytes:

@@ -517,6 +517,8 @@ def build_hub(settings: Settings) -> Hub:
         if fetcher is None:
             return
         metrics.DECLARATIONS_HELD.set(len(admissions))
+        if not fetcher.throttled and len(admissions) < settings.hub.admission_limit:
+            return  # the usual case, per record: nothing to pause or resume
         # A partition waiting for a record faust skipped is never paused: paused, it
         # would never fetch that record again, and what it holds would wait for good.
         blocked = {TP(topics.declarations, p) for p in admissions.blocked()}

@@ -75,7 +75,7 @@ class DeadlineSweep:
             if (
                 not entry.waits_for_control
                 and entry.partition is not None
-                and not self.answers_read(entry.partition)
+                and not self._progress.all_read(inputs_of(self._topics, entry.partition))
             ):
                 continue  # answers may wait unread: read them first
             self._ticked[key] = now

@@ -242,14 +242,18 @@ async def load_documents(
     batch: list[PlannedDeclaration],
 ) -> None:
     """Give the running partner systems the documents ``batch`` quotes (added; the lines
-    already held keep their positions)."""
+    already held keep their positions), a few hundred per request: a long run's documents
+    exceed what one request to a partner system may carry (1 MiB)."""
     quoted = {d.reference for p in batch for d in p.documents}
     for authority, documents in mix.documents_by_authority(quoted).items():
-        if not documents:
-            continue
         url = f"http://127.0.0.1:{partner_ports[authority]}/admin/documents"
-        async with http.put(url, json={"documents": documents}) as response:
-            response.raise_for_status()
+        for start in range(0, len(documents), _DOCUMENTS_PER_REQUEST):
+            chunk = documents[start : start + _DOCUMENTS_PER_REQUEST]
+            async with http.put(url, json={"documents": chunk}) as response:
+                response.raise_for_status()
+
+
+_DOCUMENTS_PER_REQUEST = 500
 
 
 # -- the clearance system's side ---------------------------------------------------------

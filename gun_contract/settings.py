@@ -106,9 +106,11 @@ class HubSettings(BaseModel):
         "faust's default, 64 MiB, is never filled at a hub's write rate: nothing was "
         "flushed, and the write-ahead logs and memory grew for the whole run (bench-steady).",
     )
-    rocksdb_block_cache_mib: PositiveInt = Field(
-        8,
-        description="Each RocksDB table partition's read cache (faust's default: 2 GiB each).",
+    rocksdb_memory_mib: PositiveInt = Field(
+        64,
+        description="Memory of all the worker's RocksDB tables together: one read cache "
+        "shared by every table partition, their write buffers charged to it (up to half; "
+        "runtime/table_store.py). faust's default is a read cache per table partition.",
     )
     web_enabled: bool = Field(True, description="Serve health, metrics and status pages.")
     web_host: str = Field("127.0.0.1", description="Address of the hub's web server.")

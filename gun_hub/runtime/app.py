@@ -73,6 +73,7 @@ from gun_hub.pipeline.retention import (
     RetainedCases,
     RetentionIndex,
 )
+from gun_hub.runtime import table_store
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from gun_hub.runtime.delivery import send_outbox
 from gun_hub.runtime.faust_app import (
@@ -197,15 +198,16 @@ def _raw_table(app: faust.App, settings: Settings, name: str) -> Any:
     return table
 
 
-def _store_options(settings: Settings) -> dict[str, int]:
+def _store_options(settings: Settings) -> dict[str, Any]:
     """RocksDB sized for a hub's tables: a case is a few kilobytes written a few times,
-    and retention deletes it; buffers faust sizes for bulk loads never flush here."""
+    and retention deletes it; buffers faust sizes for bulk loads never flush here. Every
+    table partition shares the process's memory budget (table_store.py)."""
     mib = 1024 * 1024
     return {
         "write_buffer_size": settings.hub.rocksdb_write_buffer_mib * mib,
         "max_write_buffer_number": 2,
         "target_file_size_base": 8 * mib,
-        "block_cache_size": settings.hub.rocksdb_block_cache_mib * mib,
+        "budget": table_store.process_budget(settings.hub.rocksdb_memory_mib),
     }
 
 
@@ -337,6 +339,7 @@ def build_hub(settings: Settings) -> Hub:
     """Create the faust app for these settings; nothing connects until the worker starts."""
     routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
     topics = topic_registry(settings.kafka.topic_prefix, routing.authorities)
+    table_store.use()  # rocksdb://: every table under one memory budget
     # HubApp: commits only past records an agent handled (runtime/offsets.py).
     app = HubApp(
         settings.hub.app_id,

@@ -23,6 +23,7 @@ from benchmarks.steady import (
     SteadyClearance,
     accounting,
     grown,
+    half_the_saturation,
     judge,
     judge_samples,
     metric_values,
@@ -409,3 +410,11 @@ def test_the_operations_view_in_its_own_process_is_held_to_the_bounds_too() -> N
     judged = judge_samples(samples, settle_s=0, tolerance=0.10)
     assert judged["view"]["bounded"]
     assert grown(judged) == ["view state_bytes"]
+
+
+def test_half_the_saturation_counts_each_release_after_control_as_a_version() -> None:
+    # 40 declarations/s at saturation, 70 % controlled: 20 versions/s are half of it,
+    # and each declaration brings 1.7 versions.
+    rate = half_the_saturation(40.0, 0.7)
+    assert rate * 1.7 == pytest.approx(20.0)
+    assert half_the_saturation(40.0, 0.0) == 20.0

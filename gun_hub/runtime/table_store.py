@@ -1,0 +1,91 @@
+"""The hub's RocksDB tables under one memory budget for the whole process.
+
+faust opens one RocksDB database per table and partition (six tables of twelve
+partitions here: 72 databases), each with a read cache and write buffers of its own, so
+the memory they may take grows with the partitions a worker holds, and fills slowly:
+in a 10-minute steady run (``./tasks bench-steady``) the hub's RSS still grew after
+five minutes. Here every database of the process shares one block cache, and their
+write buffers are charged to that same cache by one write buffer manager (RocksDB's
+"cost memtables to the block cache"): ``hub.rocksdb_memory_mib`` caps both together,
+whatever the number of partitions. When the write buffers reach their share, RocksDB
+flushes the largest, which also lets the write-ahead logs behind them go.
+
+faust builds a store's options from the table's ``options`` mapping; the shared objects
+travel in it (``budget``) and ``BudgetedOptions`` uses them instead of making a cache
+per database. ``rocksdb://`` names this store in the hub's process (``use``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import faust.stores
+import rocksdict
+from faust.stores import rocksdb as faust_rocksdb
+
+# The write buffers' share of the budget (the rest is the read cache's).
+_WRITE_BUFFER_SHARE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBudget:
+    """One block cache and one write buffer manager for every table of the process."""
+
+    cache: rocksdict.Cache
+    write_buffers: rocksdict.WriteBufferManager
+    bytes: int
+
+    @classmethod
+    def of(cls, mib: int) -> MemoryBudget:
+        total = mib * 1024 * 1024
+        shared = rocksdict.Cache(total)
+        manager = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+            int(total * _WRITE_BUFFER_SHARE), False, shared
+        )
+        return cls(shared, manager, total)
+
+
+@cache
+def process_budget(mib: int) -> MemoryBudget:
+    """The budget of this process (one per size asked: in practice one)."""
+    return MemoryBudget.of(mib)
+
+
+class BudgetedOptions(faust_rocksdb.RocksDBOptions):  # type: ignore[misc]
+    """faust's options for rocksdict, with the process's shared cache and write buffer
+    manager instead of a cache of ``block_cache_size`` per database."""
+
+    def as_options(self) -> Any:
+        budget = self.extra_options.get("budget")
+        if not self.use_rocksdict or not isinstance(budget, MemoryBudget):
+            return super().as_options()
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_max_open_files(self.max_open_files)
+        options.set_write_buffer_size(self.write_buffer_size)
+        options.set_target_file_size_base(self.target_file_size_base)
+        options.set_max_write_buffer_number(self.max_write_buffer_number)
+        options.set_write_buffer_manager(budget.write_buffers)
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, block_based=True)
+        table.set_block_cache(budget.cache)
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
+        return options
+
+
+class Store(faust_rocksdb.Store):  # type: ignore[misc]
+    """faust's RocksDB store, its databases opened with ``BudgetedOptions``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # What faust built its own options from (read_only and driver taken out).
+        self.rocksdb_options = BudgetedOptions(**self.options, use_rocksdict=self.use_rocksdict)
+
+
+def use() -> None:
+    """``rocksdb://`` opens this store in this process (faust looks stores up by the
+    URL's scheme)."""
+    faust.stores.STORES.aliases["rocksdb"] = f"{__name__}:Store"

@@ -408,8 +408,9 @@ class ViewQueries:
     def documents_of_declarant(
         self, eori: str, *, limit: int | None = None, offset: int = 0
     ) -> list[dict[str, Any]]:
-        """Every document a declarant quoted, with how often and when it was last used
-        (``limit`` and ``offset``: one page of them, in code and document order)."""
+        """Every document a declarant quoted within the retention (the decisions kept),
+        with how often and when it was last used (``limit`` and ``offset``: one page of
+        them, in code and document order)."""
         rows = self._db.execute(
             "SELECT dd.code, dd.document, dd.authority, COUNT(DISTINCT d.reference), "
             f"MAX(d.decided_at) FROM decision_documents dd JOIN decisions d {_SAME_DECISION} "

@@ -93,8 +93,10 @@ def test_the_dashboards_counts_read_no_decision_nor_dead_letter_row(view: OpsVie
     assert view.outcome_counts() == {"REFUSE": 1, "RELEASE": 1}
     assert view.dead_letter_counts()["total"] == 2
     view.statistics()
+    view.rollout_report()
     view._db.set_authorizer(None)
-    assert read.isdisjoint({"decisions", "decision_documents", "dead_letters"}), read
+    kept = {"decisions", "decision_documents", "overrides", "rollout_uses", "dead_letters"}
+    assert read.isdisjoint(kept), read
 
 
 def test_the_counters_follow_a_decision_applied_again_or_replaced(view: OpsView) -> None:
@@ -318,3 +320,26 @@ def test_the_pages_of_pruned_rows_are_used_again(tmp_path: Path) -> None:
     assert rows(view, "decisions") == 0
     again = [one_round(1500 * n) for n in range(1, 4)]
     assert max(again) <= first * 1.1, (first, again)
+
+
+def test_a_declaration_whose_decision_left_is_still_its_declarants_while_events_are(
+    view: OpsView,
+) -> None:
+    """The decision leaves by its time; a later event (the write-off) is kept longer, and
+    the trader lookup still knows whose it is from the receipt (ADR 0007)."""
+    feed = Feed()
+    reference = "26FRWOF00000000001"
+    view.apply(
+        [
+            feed.received(reference),
+            feed.status(reference, StatusKind.RECEIVED, minutes=-60),
+            decided_at(feed, reference, "RELEASE", NOON - 50 * _MINUTE),
+            feed.status(reference, StatusKind.WRITTEN_OFF, minutes=30),
+        ]
+    )
+    while view.prune(NOON):
+        pass
+    assert rows(view, "decisions") == 0
+    assert view.declarant_of(reference) == EORI
+    assert view.history_of_declarant(reference, EORI) is not None
+    assert view.history_of_declarant(reference, "FR99999999999999") is None

@@ -123,8 +123,9 @@ def retention_env(retention_s: float) -> dict[str, str]:
     decision and their markers as long after the sweep (swept six times per retention),
     and a sealed message lives twice that (at least 30 s), so the replay memories (claimed ids,
     seen messages, the adapters' SQLite) forget an id about ``lifetime + skew`` after it
-    was sealed. The operations view keeps at least a day and is pruned hourly
-    (``ops.view_retention_days`` is whole days): it cannot retire within a run."""
+    was sealed. The operations view forgets its decisions, events, write-offs and dead
+    letters ``retention_s`` after them (``ops.view_retention_days`` in a fraction of a
+    day), pruned four times per retention; its daily counts stay until their day ends."""
     return {
         "GUN_HUB_HUB__CASE_RETENTION_S": f"{retention_s:g}",
         "GUN_HUB_HUB__DECIDED_MARKER_S": f"{retention_s:g}",

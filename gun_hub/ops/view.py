@@ -104,10 +104,36 @@ CREATE TABLE IF NOT EXISTS code_counts (
     day TEXT NOT NULL, code TEXT NOT NULL, verdict TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (day, code, verdict));
 CREATE TABLE IF NOT EXISTS dead_letter_counts (kind TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS override_counts (
+    day TEXT NOT NULL, declarant TEXT NOT NULL, measure TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (day, declarant, measure));
+CREATE TABLE IF NOT EXISTS rollout_counts (
+    day TEXT NOT NULL, authority TEXT NOT NULL, office TEXT NOT NULL, mode TEXT NOT NULL,
+    outcome TEXT NOT NULL, would_decide TEXT NOT NULL, agrees INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (day, authority, office, mode, outcome, would_decide, agrees));
+CREATE TABLE IF NOT EXISTS rollout_reason_counts (
+    day TEXT NOT NULL, authority TEXT NOT NULL, office TEXT NOT NULL, mode TEXT NOT NULL,
+    code TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (day, authority, office, mode, code));
 """
 # Rows of each kind one prune step deletes (a few milliseconds of the event loop).
 _PRUNE_BATCH = 2000
-_COUNTER_TABLES = ("decision_counts", "authority_counts", "code_counts", "dead_letter_counts")
+# The key columns of each counter (its value is ``n``).
+_COUNTER_KEYS = {
+    "decision_counts": ("day", "outcome"),
+    "authority_counts": ("day", "authority", "outcome"),
+    "code_counts": ("day", "code", "verdict"),
+    "dead_letter_counts": ("kind",),
+    # measure: declared, applied (covered a refusal or a missing answer), declined.
+    "override_counts": ("day", "declarant", "measure"),
+    # agrees: 1, 0, or -1 where no shadow answer was compared (would_decide is then '').
+    "rollout_counts": ("day", "authority", "office", "mode", "outcome", "would_decide", "agrees"),
+    "rollout_reason_counts": ("day", "authority", "office", "mode", "code"),
+}
+_COUNTER_TABLES = tuple(_COUNTER_KEYS)
+# Counters kept per day: forgotten with their day, once it is wholly before the cutoff.
+_DAILY_COUNTERS = tuple(table for table, key in _COUNTER_KEYS.items() if key[0] == "day")
+_NO_VERDICT = -1
 
 log = logging.getLogger(__name__)
 
@@ -290,17 +316,17 @@ class ViewQueries:
         """Decisions of versions carrying the declarant's override (mention 73000), in
         total and per declarant: ``declared`` (the mention was there), ``applied`` (it
         covered a refusal or a missing answer: documentary control), ``declined`` (it
-        could not cover a refusal). ``max_declarants`` keeps the most frequent users."""
+        could not cover a refusal). ``max_declarants`` keeps the most frequent users.
+        From the counters: the overrides themselves leave with their decisions."""
         where, args = _day_range(since, until, "day")
-        rows = self._db.execute(
-            "SELECT declarant, COUNT(*), SUM(covered > 0), SUM(declined > 0) "
-            f"FROM overrides {where} GROUP BY declarant",
+        by_declarant: dict[str, dict[str, int]] = {}
+        for declarant, measure, count in self._db.execute(
+            f"SELECT declarant, measure, SUM(n) FROM override_counts {where} "
+            "GROUP BY declarant, measure",
             args,
-        ).fetchall()
-        by_declarant = {
-            declarant: {"declared": declared, "applied": applied, "declined": declined}
-            for declarant, declared, applied, declined in rows
-        }
+        ):
+            entry = by_declarant.setdefault(declarant, {"declared": 0, "applied": 0, "declined": 0})
+            entry[measure] = count
         kept = sorted(by_declarant)
         if max_declarants is not None and len(kept) > max_declarants:
             busiest = sorted(by_declarant, key=lambda d: (-by_declarant[d]["declared"], d))
@@ -319,16 +345,13 @@ class ViewQueries:
         """The pilot report: per authority, office and mode, the decided versions that
         quoted its documents; in shadow mode, how often what it would have decided agreed
         with the decision taken, what it would have decided, and its reasons (codes with
-        their counts, most frequent first)."""
+        their counts, most frequent first). From the counters: the rollout uses themselves
+        leave with their decisions."""
         where, args = _day_range(since, until, "day")
-        rows = self._db.execute(
-            "SELECT authority, office, mode, outcome, would_decide, agrees, reasons "
-            f"FROM rollout_uses {where}",
-            args,
-        )
         report: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for authority, office, mode, outcome, would, agrees, reasons in rows:
-            entry = report.setdefault(
+
+        def entry_of(authority: str, office: str, mode: str) -> dict[str, Any]:
+            return report.setdefault(
                 (authority, office, mode),
                 {
                     "authority": authority,
@@ -342,13 +365,25 @@ class ViewQueries:
                     "reasons": defaultdict(int),
                 },
             )
-            entry["declarations"] += 1
-            entry["decided"][outcome] += 1
-            if agrees is not None:
-                entry["agreements" if agrees else "disagreements"] += 1
-                entry["would_decide"][would] += 1
-            for code in filter(None, reasons.split(",")):
-                entry["reasons"][code] += 1
+
+        for authority, office, mode, outcome, would, agrees, count in self._db.execute(
+            "SELECT authority, office, mode, outcome, would_decide, agrees, SUM(n) "
+            f"FROM rollout_counts {where} "
+            "GROUP BY authority, office, mode, outcome, would_decide, agrees",
+            args,
+        ):
+            entry = entry_of(authority, office, mode)
+            entry["declarations"] += count
+            entry["decided"][outcome] += count
+            if agrees != _NO_VERDICT:
+                entry["agreements" if agrees else "disagreements"] += count
+                entry["would_decide"][would] += count
+        for authority, office, mode, code, count in self._db.execute(
+            "SELECT authority, office, mode, code, SUM(n) "
+            f"FROM rollout_reason_counts {where} GROUP BY authority, office, mode, code",
+            args,
+        ):
+            entry_of(authority, office, mode)["reasons"][code] += count
         listed = []
         for key in sorted(report):
             entry = report[key]
@@ -373,8 +408,9 @@ class ViewQueries:
     def documents_of_declarant(
         self, eori: str, *, limit: int | None = None, offset: int = 0
     ) -> list[dict[str, Any]]:
-        """Every document a declarant quoted, with how often and when it was last used
-        (``limit`` and ``offset``: one page of them, in code and document order)."""
+        """Every document a declarant quoted within the retention (the decisions kept),
+        with how often and when it was last used (``limit`` and ``offset``: one page of
+        them, in code and document order)."""
         rows = self._db.execute(
             "SELECT dd.code, dd.document, dd.authority, COUNT(DISTINCT d.reference), "
             f"MAX(d.decided_at) FROM decision_documents dd JOIN decisions d {_SAME_DECISION} "
@@ -481,10 +517,10 @@ class OpsView(ViewQueries):
         super().__init__(open_database(path, any_thread=False))
         self.topics = topics
         self._reread_dead_letters_kept_the_old_way()
-        counted = self._tables() >= set(_COUNTER_TABLES)
+        missing = set(_COUNTER_TABLES) - self._tables()
         self._db.executescript(_SCHEMA + dead_letters.SCHEMA + _COUNTERS)
-        if not counted:
-            self._count_what_is_kept()
+        if missing:
+            self._count_what_is_kept(missing)
         self.skipped = 0  # records that could not be applied (skipped, counted, logged once)
         self.skipped_by_topic: dict[str, int] = defaultdict(int)
         self._logged: set[tuple[str, str]] = set()  # (topic, fault) already logged
@@ -495,38 +531,71 @@ class OpsView(ViewQueries):
     def _tables(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
 
-    def _count_what_is_kept(self) -> None:
-        """A view made before the counters (or without some of them): counted once from
-        the rows it holds."""
+    def _count_what_is_kept(self, missing: set[str]) -> None:
+        """A view made before some counters: those are counted once from the rows it holds.
+
+        Only the missing ones: the rows are pruned by time, so those of the oldest day kept
+        no longer say what that day held, while the counters that exist do. A view made
+        before the override and rollout counters was pruned by whole days, so its rows
+        count them exactly; a counter added later would count that oldest day short."""
         with self._transaction():
-            for table in _COUNTER_TABLES:
+            for table in missing:
                 self._db.execute(f"DELETE FROM {table}")
-            self._db.execute(
-                "INSERT INTO decision_counts "
-                "SELECT day, outcome, COUNT(*) FROM decisions GROUP BY day, outcome"
-            )
-            self._db.execute(
-                "INSERT INTO authority_counts SELECT d.day, dd.authority, d.outcome, "
-                "COUNT(DISTINCT d.reference || '/' || d.version) "
-                f"FROM decisions d JOIN decision_documents dd {_SAME_DECISION} "
-                "WHERE dd.authority != '' GROUP BY d.day, dd.authority, d.outcome"
-            )
-            self._db.execute(
-                "INSERT INTO code_counts SELECT d.day, dd.code, dd.verdict, COUNT(*) "
-                f"FROM decision_documents dd JOIN decisions d {_SAME_DECISION} "
-                "GROUP BY d.day, dd.code, dd.verdict"
-            )
-            self._db.execute(
-                "INSERT INTO dead_letter_counts SELECT kind, COUNT(*) FROM dead_letters "
-                "GROUP BY kind"
-            )
+            if "decision_counts" in missing:
+                self._db.execute(
+                    "INSERT INTO decision_counts "
+                    "SELECT day, outcome, COUNT(*) FROM decisions GROUP BY day, outcome"
+                )
+            if "authority_counts" in missing:
+                self._db.execute(
+                    "INSERT INTO authority_counts SELECT d.day, dd.authority, d.outcome, "
+                    "COUNT(DISTINCT d.reference || '/' || d.version) "
+                    f"FROM decisions d JOIN decision_documents dd {_SAME_DECISION} "
+                    "WHERE dd.authority != '' GROUP BY d.day, dd.authority, d.outcome"
+                )
+            if "code_counts" in missing:
+                self._db.execute(
+                    "INSERT INTO code_counts SELECT d.day, dd.code, dd.verdict, COUNT(*) "
+                    f"FROM decision_documents dd JOIN decisions d {_SAME_DECISION} "
+                    "GROUP BY d.day, dd.code, dd.verdict"
+                )
+            if "dead_letter_counts" in missing:
+                self._db.execute(
+                    "INSERT INTO dead_letter_counts SELECT kind, COUNT(*) FROM dead_letters "
+                    "GROUP BY kind"
+                )
+            if "override_counts" in missing:
+                for measure, condition in _OVERRIDE_MEASURES.items():
+                    self._db.execute(
+                        f"INSERT INTO override_counts SELECT day, declarant, '{measure}', "
+                        f"COUNT(*) FROM overrides WHERE {condition} GROUP BY day, declarant"
+                    )
+            if "rollout_counts" in missing:
+                self._db.execute(
+                    "INSERT INTO rollout_counts SELECT day, authority, office, mode, outcome, "
+                    f"would_decide, COALESCE(agrees, {_NO_VERDICT}), COUNT(*) FROM rollout_uses "
+                    "GROUP BY day, authority, office, mode, outcome, would_decide, "
+                    f"COALESCE(agrees, {_NO_VERDICT})"
+                )
+            if "rollout_reason_counts" in missing:
+                rows = self._db.execute(
+                    "SELECT day, authority, office, mode, reasons FROM rollout_uses"
+                )
+                for day, authority, office, mode, reasons in rows.fetchall():
+                    for code in filter(None, reasons.split(",")):
+                        self._add("rollout_reason_counts", (day, authority, office, mode, code), 1)
 
     def prune(self, before: datetime, batch: int = _PRUNE_BATCH) -> int:
-        """Forget what is older than ``before``: the decisions of the days before its own
-        (with their documents, overrides and counts), status events, write-offs and dead
-        letters older than it, and the declarant of a declaration none of whose events is
-        left. The topics keep as long (30 days): a view rebuilt from them holds the same.
-        Times are compared as the hub writes them (UTC, ISO 8601).
+        """Forget what is older than ``before``: decisions (with their documents, override
+        and rollout uses), status events, write-offs and dead letters older than it, the
+        declarant of a declaration none of whose events is left, and the daily counts of
+        the days before its own. The topics keep as long (30 days): a view rebuilt from
+        them holds the same. Times are compared as the hub writes them (UTC, ISO 8601).
+
+        A decision leaves by its time, not its day, so a retention shorter than a day
+        bounds the view too; the statistics count it until its whole day leaves, as they
+        are answered from the counters (kept as the view is fed, never recounted from the
+        rows, see ``_count_what_is_kept``).
 
         At most ``batch`` rows of each kind per call, in one transaction: the feed calls
         it again, yielding to the event loop in between, until it returns 0 (a day of
@@ -537,25 +606,17 @@ class OpsView(ViewQueries):
         deleted = 0
         with self._transaction():
             old = self._db.execute(
-                "SELECT reference, version FROM decisions WHERE day < ? LIMIT ?", (day, batch)
+                "SELECT reference, version FROM decisions WHERE decided_at < ? LIMIT ?",
+                (at_s, batch),
             ).fetchall()
-            for reference, version in old:
-                self._db.execute(
-                    "DELETE FROM decision_documents WHERE reference = ? AND version = ?",
-                    (reference, version),
-                )
-                self._db.execute(
-                    "DELETE FROM decisions WHERE reference = ? AND version = ?",
-                    (reference, version),
+            for table in ("decision_documents", "overrides", "rollout_uses", "decisions"):
+                self._db.executemany(
+                    f"DELETE FROM {table} WHERE reference = ? AND version = ?", old
                 )
             deleted += len(old)
-            for table in (
-                "overrides",
-                "rollout_uses",
-                "decision_counts",
-                "authority_counts",
-                "code_counts",
-            ):
+            # Overrides and rollout uses leave with their decisions; what a decision
+            # replaced left behind leaves with its day.
+            for table in ("overrides", "rollout_uses", *_DAILY_COUNTERS):
                 deleted += self._db.execute(
                     f"DELETE FROM {table} WHERE rowid IN "
                     f"(SELECT rowid FROM {table} WHERE day < ? LIMIT ?)",
@@ -586,14 +647,9 @@ class OpsView(ViewQueries):
             deleted += len(letters)
         return deleted
 
-    def _add(self, table: str, key: tuple[str, ...], n: int) -> None:
+    def _add(self, table: str, key: tuple[str | int, ...], n: int) -> None:
         """Add ``n`` to a counter; a counter down to nothing is removed."""
-        columns = {
-            "decision_counts": ("day", "outcome"),
-            "authority_counts": ("day", "authority", "outcome"),
-            "code_counts": ("day", "code", "verdict"),
-            "dead_letter_counts": ("kind",),
-        }[table]
+        columns = _COUNTER_KEYS[table]
         self._db.execute(
             f"INSERT INTO {table} VALUES ({', '.join('?' * (len(key) + 1))}) "
             f"ON CONFLICT ({', '.join(columns)}) DO UPDATE SET n = n + excluded.n",
@@ -604,7 +660,8 @@ class OpsView(ViewQueries):
             self._db.execute(f"DELETE FROM {table} WHERE {where} AND n <= 0", key)
 
     def _count_decision(self, reference: str, version: int, sign: int) -> None:
-        """Count (``sign`` 1) or uncount (-1) the decision stored for (reference, version)."""
+        """Count (``sign`` 1) or uncount (-1) the decision stored for (reference, version),
+        its documents, override and rollout uses."""
         row = self._db.execute(
             "SELECT day, outcome FROM decisions WHERE reference = ? AND version = ?",
             (reference, version),
@@ -625,6 +682,23 @@ class OpsView(ViewQueries):
             (reference, version),
         ).fetchall():
             self._add("code_counts", (day, code, verdict), sign * count)
+        for measure, condition in _OVERRIDE_MEASURES.items():
+            for declarant, override_day in self._db.execute(
+                f"SELECT declarant, day FROM overrides WHERE reference = ? AND version = ? "
+                f"AND {condition}",
+                (reference, version),
+            ).fetchall():
+                self._add("override_counts", (override_day, declarant, measure), sign)
+        for use_day, authority, office, mode, outcome, would, agrees, reasons in self._db.execute(
+            "SELECT day, authority, office, mode, outcome, would_decide, agrees, reasons "
+            "FROM rollout_uses WHERE reference = ? AND version = ?",
+            (reference, version),
+        ).fetchall():
+            where = (use_day, authority, office, mode)
+            verdict = _NO_VERDICT if agrees is None else agrees
+            self._add("rollout_counts", (*where, outcome, would, verdict), sign)
+            for code in filter(None, reasons.split(",")):
+                self._add("rollout_reason_counts", (*where, code), sign)
 
     def _reread_dead_letters_kept_the_old_way(self) -> None:
         """A view made before dead letters were kept by id (kind, component and reason
@@ -751,10 +825,11 @@ class OpsView(ViewQueries):
     def _decision(self, fact: DecisionFact) -> None:
         # Applied again (emitted again after a crash): counted once, as the rows it leaves.
         self._count_decision(fact.reference, fact.version, -1)
-        self._db.execute(
-            "DELETE FROM decision_documents WHERE reference = ? AND version = ?",
-            (fact.reference, fact.version),
-        )
+        for table in ("decision_documents", "overrides", "rollout_uses"):
+            self._db.execute(
+                f"DELETE FROM {table} WHERE reference = ? AND version = ?",
+                (fact.reference, fact.version),
+            )
         self._db.execute(
             "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -782,7 +857,6 @@ class OpsView(ViewQueries):
                 for d in fact.documents
             ],
         )
-        self._count_decision(fact.reference, fact.version, 1)
         self._db.executemany(
             "INSERT OR REPLACE INTO rollout_uses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -815,6 +889,7 @@ class OpsView(ViewQueries):
                     fact.override.declined,
                 ),
             )
+        self._count_decision(fact.reference, fact.version, 1)
 
     def _write_off(self, fact: WriteOffFact) -> None:
         for document in fact.documents:
@@ -857,6 +932,8 @@ class OpsView(ViewQueries):
 
 
 _SAME_DECISION = "ON dd.reference = d.reference AND dd.version = d.version"
+# The override counts and the rows of ``overrides`` each counts.
+_OVERRIDE_MEASURES = {"declared": "1", "applied": "covered > 0", "declined": "declined > 0"}
 
 
 def _local_time(seconds: float) -> str:

@@ -5,7 +5,8 @@ state; gun_hub/ops/view.py)."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,11 @@ import pytest
 from gun_contract.dead_letter import HEADER_COMPONENT, HEADER_ERROR_KIND, HEADER_ERROR_REASON
 from gun_contract.kafka.client import ClientConfig
 from gun_hub.domain.status_events import StatusKind
+from gun_hub.ops.facts import DecisionFact, OverrideUse, RolloutUse, fact_bytes
 from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedRecord, OpsView
-from tests.unit.test_operations_view import NOON, TODAY, TOPICS, Feed, use
+from tests.unit.test_operations_view import EORI, NOON, TODAY, TOPICS, Feed, use
 
 OLD_DAY = TODAY - timedelta(days=40)
 OLD = NOON - timedelta(days=40)
@@ -91,8 +93,10 @@ def test_the_dashboards_counts_read_no_decision_nor_dead_letter_row(view: OpsVie
     assert view.outcome_counts() == {"REFUSE": 1, "RELEASE": 1}
     assert view.dead_letter_counts()["total"] == 2
     view.statistics()
+    view.rollout_report()
     view._db.set_authorizer(None)
-    assert read.isdisjoint({"decisions", "decision_documents", "dead_letters"}), read
+    kept = {"decisions", "decision_documents", "overrides", "rollout_uses", "dead_letters"}
+    assert read.isdisjoint(kept), read
 
 
 def test_the_counters_follow_a_decision_applied_again_or_replaced(view: OpsView) -> None:
@@ -162,3 +166,180 @@ async def test_a_retention_shorter_than_four_hours_is_pruned_four_times_within_i
     assert await feed.prune_if_due(NOON.timestamp())
     assert not await feed.prune_if_due(NOON.timestamp() + 14)
     assert await feed.prune_if_due(NOON.timestamp() + 15)
+
+
+# -- decisions retire by time, the day's statistics stay (counters) -----------------------
+
+_MINUTE = timedelta(minutes=1)
+
+
+def decided_at(
+    feed: Feed,
+    reference: str,
+    outcome: str,
+    at: datetime,
+    *,
+    override: OverrideUse | None = None,
+    rollout: Sequence[RolloutUse] = (),
+) -> FeedRecord:
+    """A decision fact decided at ``at`` (``Feed.decided`` decides at noon)."""
+    documents = [use("N853", "CHEDP.1", "dgal"), use("C640", "CITES.1", "cites", "NOT_FOUND")]
+    fact = DecisionFact(
+        reference=reference,
+        version=1,
+        declarant_eori=EORI,
+        stage="LODGED",
+        outcome=outcome,
+        decided_at=at,
+        authorities=["cites", "dgal"],
+        documents=documents,
+        override=override,
+        office="FR000690",
+        rollout=list(rollout),
+    )
+    return feed.record(TOPICS.facts, fact_bytes(fact))
+
+
+def fill_one_day(view: OpsView, morning: int = 6, afternoon: int = 4) -> None:
+    """Decisions from 6:00 and from 14:00 of the same day, with overrides, rollout uses
+    and (the morning's) status events."""
+    feed = Feed()
+    records = []
+    shadow = RolloutUse(
+        authority="cites", mode="shadow", would_decide="REFUSE", agrees=False, reasons=["A", "A"]
+    )
+    for n in range(morning + afternoon):
+        at = NOON.replace(hour=6 if n < morning else 14) + n * _MINUTE
+        reference = f"26FRDAY{n:011d}"
+        records += [
+            feed.received(reference),
+            feed.status(reference, StatusKind.RECEIVED, minutes=int((at - NOON) / _MINUTE)),
+            decided_at(
+                feed,
+                reference,
+                ("RELEASE", "REFUSE", "CONTROL_DOCUMENTARY")[n % 3],
+                at,
+                override=OverrideUse(goods_items=1, covered=n % 2, declined=n % 3 == 0),
+                rollout=[shadow, RolloutUse(authority="dgal", mode="enforce")],
+            ),
+        ]
+    view.apply(records)
+
+
+def rows(view: OpsView, table: str) -> int:
+    [(count,)] = view._db.execute(f"SELECT COUNT(*) FROM {table}").fetchall()  # noqa: S608
+    return int(count)
+
+
+def test_decisions_older_than_the_retention_leave_within_their_day_the_days_counts_stay(
+    view: OpsView,
+) -> None:
+    """A retention shorter than a day (a steady-run benchmark) still bounds the view: the
+    decisions of the morning leave at noon, with their documents, overrides and rollout
+    uses, while the day's statistics (answered from counters) still count them."""
+    fill_one_day(view)
+    statistics, report = view.statistics(), view.rollout_report()
+    assert statistics["decisions"]["total"] == 10
+    assert statistics["overrides"]["declared"] == 10
+    while view.prune(NOON, batch=4):
+        pass
+    assert rows(view, "decisions") == 4
+    assert rows(view, "decision_documents") == 8
+    assert rows(view, "overrides") == 4
+    assert rows(view, "rollout_uses") == 8
+    assert view.statistics() == statistics
+    assert view.rollout_report() == report
+    # The day is wholly before the next day's cutoff: its counts leave with it.
+    while view.prune(NOON + timedelta(days=1)):
+        pass
+    assert view.statistics()["decisions"]["total"] == 0
+    assert view.statistics()["overrides"]["declared"] == 0
+    assert view.rollout_report() == []
+
+
+def test_a_decision_applied_again_counts_once_in_the_override_and_rollout_counts(
+    view: OpsView,
+) -> None:
+    fill_one_day(view, morning=1, afternoon=0)
+    once = view.statistics(), view.rollout_report()
+    fill_one_day(view, morning=1, afternoon=0)  # the same facts, emitted again after a crash
+    assert (view.statistics(), view.rollout_report()) == once
+
+
+def test_a_counter_counted_from_rows_leaves_the_other_counters_alone(tmp_path: Path) -> None:
+    """Rows pruned by time no longer say what their day held: a view opened with a counter
+    missing counts that one from its rows, and never counts again those it has."""
+    path = tmp_path / "view.sqlite3"
+    view = OpsView(path, TOPICS)
+    fill_one_day(view)
+    while view.prune(NOON):
+        pass
+    expected = view.statistics(), view.rollout_report()
+    view._db.execute("DROP TABLE dead_letter_counts")
+    view.close()
+    again = OpsView(path, TOPICS)
+    assert (again.statistics(), again.rollout_report()) == expected
+
+
+def test_a_view_made_before_the_override_and_rollout_counters_counts_them(
+    tmp_path: Path,
+) -> None:
+    """A view pruned by whole days (before the counters of overrides and rollout uses)
+    holds every row of the days it keeps: they are counted from them, once."""
+    path = tmp_path / "view.sqlite3"
+    view = OpsView(path, TOPICS)
+    fill_one_day(view)
+    expected = view.statistics(), view.rollout_report()
+    for table in ("override_counts", "rollout_counts", "rollout_reason_counts"):
+        view._db.execute(f"DROP TABLE IF EXISTS {table}")
+    view.close()
+    again = OpsView(path, TOPICS)
+    assert (again.statistics(), again.rollout_report()) == expected
+    while again.prune(NOON):
+        pass
+    assert (again.statistics(), again.rollout_report()) == expected
+
+
+def test_the_pages_of_pruned_rows_are_used_again(tmp_path: Path) -> None:
+    """No VACUUM needed: what a prune frees, the next decisions fill (the file does not
+    grow by what it held again)."""
+    view = OpsView(tmp_path / "view.sqlite3", TOPICS)
+
+    def one_round(first: int) -> int:
+        feed = Feed()
+        view.apply(
+            decided_at(feed, f"26FRPGS{first + n:011d}", "RELEASE", NOON - _MINUTE)
+            for n in range(1500)
+        )
+        while view.prune(NOON):
+            pass
+        view._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return (tmp_path / "view.sqlite3").stat().st_size
+
+    first = one_round(0)
+    assert rows(view, "decisions") == 0
+    again = [one_round(1500 * n) for n in range(1, 4)]
+    assert max(again) <= first * 1.1, (first, again)
+
+
+def test_a_declaration_whose_decision_left_is_still_its_declarants_while_events_are(
+    view: OpsView,
+) -> None:
+    """The decision leaves by its time; a later event (the write-off) is kept longer, and
+    the trader lookup still knows whose it is from the receipt (ADR 0007)."""
+    feed = Feed()
+    reference = "26FRWOF00000000001"
+    view.apply(
+        [
+            feed.received(reference),
+            feed.status(reference, StatusKind.RECEIVED, minutes=-60),
+            decided_at(feed, reference, "RELEASE", NOON - 50 * _MINUTE),
+            feed.status(reference, StatusKind.WRITTEN_OFF, minutes=30),
+        ]
+    )
+    while view.prune(NOON):
+        pass
+    assert rows(view, "decisions") == 0
+    assert view.declarant_of(reference) == EORI
+    assert view.history_of_declarant(reference, EORI) is not None
+    assert view.history_of_declarant(reference, "FR99999999999999") is None

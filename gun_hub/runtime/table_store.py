@@ -1,8 +1,9 @@
 """The hub's RocksDB tables under one memory budget for the whole process.
 
-faust opens one RocksDB database per table and partition (six tables of twelve
-partitions here: 72 databases), each with a read cache and write buffers of its own, so
-the memory they may take grows with the partitions a worker holds, and fills slowly:
+faust opens one RocksDB database per table and partition (six tables of four
+partitions by default: 24 databases, more with more partitions), each with a read cache
+and write buffers of its own, so the memory they may take grows with the partitions a
+worker holds, and fills slowly:
 in a 10-minute steady run (``./tasks bench-steady``) the hub's RSS still grew after
 five minutes. Here every database of the process shares one block cache, and their
 write buffers are charged to that same cache by one write buffer manager (RocksDB's

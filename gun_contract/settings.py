@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gun_contract.limits import MAX_DECLARATION_BYTES
@@ -136,6 +136,10 @@ class HubSettings(BaseModel):
         description="Decisions the decision publisher remembers per outbox partition (the "
         "latest published), to skip one announced again after a crash; a repeat follows "
         "its original within the records a crash left uncommitted (publisher.py).",
+    )
+    producer_linger_ms: NonNegativeInt = Field(
+        0,
+        description="How long the worker's producer waits to fill a request before sending it.",
     )
     publisher_stall_s: PositiveFloat = Field(
         60.0,

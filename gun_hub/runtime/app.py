@@ -360,8 +360,7 @@ def build_hub(settings: Settings) -> Hub:
         web_router_enabled=False,
         web_metrics_enabled=False,
         table_standby_replicas=0,
-        # Decisions wait for the broker's acknowledgement (case.py): no lingering.
-        producer_linger_ms=0,
+        producer_linger_ms=settings.hub.producer_linger_ms,
         producer_max_batch_size=256 * 1024,
         # Every record the contract allows travels (limits.py).
         producer_max_request_size=TOPIC_MAX_MESSAGE_BYTES,

@@ -3,6 +3,7 @@ one read cache, and the write buffers charged to it, whatever the number of part
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import faust.stores
@@ -42,26 +43,42 @@ def test_the_write_buffers_of_every_table_are_charged_to_one_shared_cache(
     assert budget.write_buffers.get_buffer_size() == 8 * MIB  # half the budget
 
 
-def test_the_write_buffers_stay_near_their_share_however_much_is_written(tmp_path: Path) -> None:
-    """60 MiB written into six tables as fast as one thread can: without the budget their
-    write buffers could hold 6 x 2 x 2 MiB; with it, flushes start at its share (4 MiB)
-    and run in the background (writers are never stalled: they are the event loop)."""
-    budget = MemoryBudget.of(8)
+def fill_six_tables_just_short_of_a_flush(tmp_path: Path, budget: MemoryBudget) -> int:
+    """1.8 MiB into each of six tables (2 MiB write buffers: none fills up and flushes by
+    itself); then, once nothing more is written, what their write buffers hold."""
     databases = [open_db(tmp_path / f"table-{n}", budget) for n in range(6)]
-    unbudgeted = 6 * 2 * 2 * MIB
-    peak = 0
     try:
-        for n in range(60000):
+        for n in range(6 * 1800):
             databases[n % 6][f"k{n}".encode()] = b"y" * 1024
-            if n % 500 == 0:
-                peak = max(peak, budget.write_buffers.get_usage())
-        for n in range(0, 60000, 7):
+        deadline = time.monotonic() + 30
+        held = budget.write_buffers.get_usage()
+        # Flushes run in RocksDB's background threads: waited for, up to 30 s.
+        while held > budget.write_buffers.get_buffer_size() and time.monotonic() < deadline:
+            time.sleep(0.05)
+            held = budget.write_buffers.get_usage()
+        for n in range(0, 6 * 1800, 7):
             assert databases[n % 6][f"k{n}".encode()] == b"y" * 1024
+        return held
     finally:
         for database in databases:
             database.close()
-    assert budget.write_buffers.get_buffer_size() <= peak < unbudgeted / 2
+
+
+def test_the_write_buffers_are_flushed_down_to_their_share_of_the_budget(tmp_path: Path) -> None:
+    budget = MemoryBudget.of(8)
+    held = fill_six_tables_just_short_of_a_flush(tmp_path, budget)
+    assert held <= budget.write_buffers.get_buffer_size() == 4 * MIB
     assert budget.cache.get_usage() <= 1.2 * budget.bytes
+
+
+def test_without_the_budget_the_same_writes_stay_in_memory(tmp_path: Path) -> None:
+    """The control: a write buffer manager that only measures (1 GiB, charged to no
+    cache) sees the 6 x 1.8 MiB stay, never flushed."""
+    meter = MemoryBudget(
+        rocksdict.Cache(8 * MIB), rocksdict.WriteBufferManager(1024 * MIB, False), 8 * MIB
+    )
+    held = fill_six_tables_just_short_of_a_flush(tmp_path, meter)
+    assert held >= 10 * MIB
 
 
 def test_rocksdb_urls_open_the_budgeted_store_once_the_hub_asks() -> None:

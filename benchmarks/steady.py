@@ -223,6 +223,7 @@ RETENTION_METRICS = (
     "gun_hub_cases_retired_total",
     "gun_hub_case_markers_forgotten_total",
     "gun_hub_case_retention_entries",
+    "gun_hub_rocksdb_memory_bytes",
 )
 
 
@@ -410,6 +411,10 @@ def render(result: Mapping[str, Any]) -> str:
                 s["offered"],
                 s["decided"],
                 hub.get("rss_mib"),
+                _mib(
+                    (s.get("hub_retention") or {}).get("gun_hub_rocksdb_memory_bytes"),
+                    of_bytes=True,
+                ),
                 _mib(sum(hub.get("state_bytes", {}).values()), of_bytes=True),
                 latency.get("count", 0),
                 latency.get("p50_ms"),
@@ -423,13 +428,14 @@ def render(result: Mapping[str, Any]) -> str:
     sections.append(
         render_table(
             "Samples (window latency: declarations decided in the window, from scheduled "
-            "submission to decision opened; the hub's cases retired and markers forgotten "
-            "so far)",
+            "submission to decision opened; the hub's RocksDB memory (shared cache and write "
+            "buffers); its cases retired and markers forgotten so far)",
             [
                 "t s",
                 "offered",
                 "decided",
                 "hub RSS MiB",
+                "RocksDB MiB",
                 "hub state MiB",
                 "n",
                 "p50 ms",

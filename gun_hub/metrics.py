@@ -112,3 +112,8 @@ CASES_RETAINED = Gauge(
     "Retention entries due within the hour this worker holds in memory (retained cases "
     "and markers): flat under a steady load.",
 )
+ROCKSDB_MEMORY = Gauge(
+    "gun_hub_rocksdb_memory_bytes",
+    "Memory of the worker's RocksDB tables: their shared read cache with the write "
+    "buffers charged to it, capped near hub.rocksdb_memory_mib (runtime/table_store.py).",
+)

@@ -26,6 +26,8 @@ import faust.stores
 import rocksdict
 from faust.stores import rocksdb as faust_rocksdb
 
+from gun_hub import metrics
+
 # The write buffers' share of the budget (the rest is the read cache's).
 _WRITE_BUFFER_SHARE = 0.5
 
@@ -50,8 +52,11 @@ class MemoryBudget:
 
 @cache
 def process_budget(mib: int) -> MemoryBudget:
-    """The budget of this process (one per size asked: in practice one)."""
-    return MemoryBudget.of(mib)
+    """The budget of this process (one per size asked: in practice one), its use
+    exported as ``gun_hub_rocksdb_memory_bytes``."""
+    budget = MemoryBudget.of(mib)
+    metrics.ROCKSDB_MEMORY.set_function(budget.cache.get_usage)
+    return budget
 
 
 class BudgetedOptions(faust_rocksdb.RocksDBOptions):  # type: ignore[misc]

@@ -3,11 +3,13 @@ one read cache, and the write buffers charged to it, whatever the number of part
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import faust.stores
 import rocksdict
+from prometheus_client import generate_latest
 
 from gun_hub.runtime import table_store
 from gun_hub.runtime.table_store import BudgetedOptions, MemoryBudget
@@ -84,3 +86,11 @@ def test_without_the_budget_the_same_writes_stay_in_memory(tmp_path: Path) -> No
 def test_rocksdb_urls_open_the_budgeted_store_once_the_hub_asks() -> None:
     table_store.use()
     assert faust.stores.by_url("rocksdb://") is table_store.Store
+
+
+def test_the_budgets_use_is_exported() -> None:
+    budget = table_store.process_budget(8)
+    exposition = generate_latest().decode()
+    found = re.search(r"^gun_hub_rocksdb_memory_bytes (\S+)$", exposition, re.MULTILINE)
+    assert found is not None
+    assert float(found.group(1)) == budget.cache.get_usage()

@@ -24,8 +24,6 @@ pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
 COUNT = 200
 LIMIT = 5
-# The hub is started twice (the fixture, then the test): one assignment each.
-ASSIGNMENTS_WITHOUT_A_REBALANCE = 2
 
 
 @pytest.fixture
@@ -62,16 +60,17 @@ async def test_a_backlog_beyond_the_limit_is_decided_once_each_holding_no_more_t
     assert metric(pipeline, "gun_hub_declaration_fetch_throttled_total") >= 1
     assert metric(pipeline, "gun_hub_declarations_held") == 0
     # Fetching resumed by itself each time: the watchdog never had to read a throttled
-    # partition again (before the fix, faust skipped the rest of the batch fetched when
-    # the pause came, and only the watchdog's stall repair, a minute later, resumed it).
-    # A rebalance during the run (a slow machine: one CI run) drops what faust had
-    # fetched, and reading that again is the watchdog's job: judged only without one.
-    log = pipeline.hub_log()
-    if log.count("Executing _on_partitions_assigned") == ASSIGNMENTS_WITHOUT_A_REBALANCE:
-        read_again = re.findall(
-            r"^gun_hub_records_read_again_total\{[^}]*\} (\S+)$",
-            pipeline.metrics(),
-            re.MULTILINE,
-        )
-        repairs = [line for line in log.splitlines() if "again" in line]
-        assert sum(float(n) for n in read_again) == 0, "\n".join(repairs)
+    # declarations partition again (before the fix, faust skipped the rest of the batch
+    # fetched when the pause came, and only the watchdog's stall repair, a minute later,
+    # resumed it). Only that topic is throttled: on a slow machine faust also drops the
+    # first records of the claims and answers topics at start-up (seen in CI: offset 0 of
+    # claims[0], claims[3], responses.dgal[1]), and reading those again is the
+    # watchdog's job.
+    declarations = pipeline.kafka.topics.declarations
+    read_again = re.findall(
+        rf'^gun_hub_records_read_again_total\{{topic="{re.escape(declarations)}"\}} (\S+)$',
+        pipeline.metrics(),
+        re.MULTILINE,
+    )
+    repairs = [line for line in pipeline.hub_log().splitlines() if "again" in line]
+    assert sum(float(n) for n in read_again) == 0, "\n".join(repairs)

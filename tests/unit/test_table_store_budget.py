@@ -15,6 +15,11 @@ from gun_hub.runtime import table_store
 from gun_hub.runtime.table_store import BudgetedOptions, MemoryBudget
 
 MIB = 1024 * 1024
+TABLES = 6
+# RocksDB's default arena block: an eighth of the write buffer. The write buffer manager
+# decides to flush when a write arrives, so once writes stop, each table may hold at most
+# one block past the manager's size (CI saw 4 MiB + 12 KiB settle and stay).
+ARENA_BLOCK = 2 * MIB // 8
 
 
 def open_db(path: Path, budget: MemoryBudget) -> rocksdict.Rdict:
@@ -45,21 +50,25 @@ def test_the_write_buffers_of_every_table_are_charged_to_one_shared_cache(
     assert budget.write_buffers.get_buffer_size() == 8 * MIB  # half the budget
 
 
+def at_most_the_share(budget: MemoryBudget) -> int:
+    return int(budget.write_buffers.get_buffer_size()) + TABLES * ARENA_BLOCK
+
+
 def fill_six_tables_just_short_of_a_flush(tmp_path: Path, budget: MemoryBudget) -> int:
     """1.8 MiB into each of six tables (2 MiB write buffers: none fills up and flushes by
     itself); then, once nothing more is written, what their write buffers hold."""
-    databases = [open_db(tmp_path / f"table-{n}", budget) for n in range(6)]
+    databases = [open_db(tmp_path / f"table-{n}", budget) for n in range(TABLES)]
     try:
-        for n in range(6 * 1800):
-            databases[n % 6][f"k{n}".encode()] = b"y" * 1024
+        for n in range(TABLES * 1800):
+            databases[n % TABLES][f"k{n}".encode()] = b"y" * 1024
         deadline = time.monotonic() + 30
         held = budget.write_buffers.get_usage()
         # Flushes run in RocksDB's background threads: waited for, up to 30 s.
-        while held > budget.write_buffers.get_buffer_size() and time.monotonic() < deadline:
+        while held > at_most_the_share(budget) and time.monotonic() < deadline:
             time.sleep(0.05)
             held = budget.write_buffers.get_usage()
-        for n in range(0, 6 * 1800, 7):
-            assert databases[n % 6][f"k{n}".encode()] == b"y" * 1024
+        for n in range(0, TABLES * 1800, 7):
+            assert databases[n % TABLES][f"k{n}".encode()] == b"y" * 1024
         return held
     finally:
         for database in databases:
@@ -69,7 +78,8 @@ def fill_six_tables_just_short_of_a_flush(tmp_path: Path, budget: MemoryBudget) 
 def test_the_write_buffers_are_flushed_down_to_their_share_of_the_budget(tmp_path: Path) -> None:
     budget = MemoryBudget.of(8)
     held = fill_six_tables_just_short_of_a_flush(tmp_path, budget)
-    assert held <= budget.write_buffers.get_buffer_size() == 4 * MIB
+    assert budget.write_buffers.get_buffer_size() == 4 * MIB
+    assert held <= at_most_the_share(budget) < 6 * MIB
     assert budget.cache.get_usage() <= 1.2 * budget.bytes
 
 

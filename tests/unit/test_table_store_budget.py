@@ -20,17 +20,18 @@ from gun_hub.runtime.table_store import BudgetedOptions, MemoryBudget
 
 MIB = 1024 * 1024
 TABLES = 6
+WRITE_BUFFER = 2 * MIB
 # RocksDB's default arena block: an eighth of the write buffer. The write buffer manager
 # decides to flush when a write arrives, so once the flushes are done each table may hold
 # at most one block past the manager's size.
-ARENA_BLOCK = 2 * MIB // 8
+ARENA_BLOCK = WRITE_BUFFER // 8
 # How long RocksDB's background threads get to finish the flushes the writes asked for.
 FLUSH_WAIT_S = 60
 
 
 def open_db(path: Path, budget: MemoryBudget) -> rocksdict.Rdict:
     options = BudgetedOptions(
-        write_buffer_size=2 * MIB, max_write_buffer_number=2, budget=budget, use_rocksdict=True
+        write_buffer_size=WRITE_BUFFER, max_write_buffer_number=2, budget=budget, use_rocksdict=True
     )
     return rocksdict.Rdict(str(path), options=options.as_options())
 
@@ -83,11 +84,11 @@ def at_most_the_share(budget: MemoryBudget) -> int:
     return int(budget.write_buffers.get_buffer_size()) + TABLES * ARENA_BLOCK
 
 
-def fill_six_tables_just_short_of_a_flush(tmp_path: Path, budget: MemoryBudget) -> tuple[int, int]:
+def fill_six_tables_just_short_of_a_flush(folder: Path, budget: MemoryBudget) -> tuple[int, int]:
     """1.8 MiB into each of six tables (2 MiB write buffers: none fills up and flushes by
     itself); then, once the flushes the writes asked for are done, what the write buffers
     hold and how many files were flushed."""
-    databases = [open_db(tmp_path / f"table-{n}", budget) for n in range(TABLES)]
+    databases = [open_db(folder / f"table-{n}", budget) for n in range(TABLES)]
     try:
         for n in range(TABLES * 1800):
             databases[n % TABLES][f"k{n}".encode()] = b"y" * 1024

@@ -638,8 +638,9 @@ def parse(argv: list[str]) -> Options:
 
 
 @contextlib.contextmanager
-def throwaway_broker(work: Path) -> Iterator[LocalBroker]:
-    """A broker of the benchmark's own, on free ports under ``work``, stopped after."""
+def throwaway_broker(work: Path, jmx: bool = False) -> Iterator[LocalBroker]:
+    """A broker of the benchmark's own, on free ports under ``work``, stopped after;
+    with ``jmx``, its JMX agent on a free port of 127.0.0.1 too (``broker.jmx_port``)."""
     broker = LocalBroker(
         BrokerSettings(
             home=work / "kafka",
@@ -649,6 +650,7 @@ def throwaway_broker(work: Path) -> Iterator[LocalBroker]:
             start_timeout_s=120,
         ),
         PARTITIONS,
+        jmx_port=free_port() if jmx else None,
     )
     broker.start()
     try:
@@ -662,15 +664,17 @@ def run_on_own_broker(
     options: Mapping[str, Any],
     out: Path | None,
     run_figures: Callable[[Path, LocalBroker], Coroutine[Any, Any, dict[str, Any]]],
+    jmx: bool = False,
 ) -> tuple[dict[str, Any], Path]:
     """What every benchmark of the stack does around its run: a throw-away broker in a
-    temporary folder, the machine and its load average before and after (other work on
-    a 2-core machine moves the figures), the result saved as JSON; the result and where."""
+    temporary folder (with ``jmx``, its JMX agent on), the machine and its load average
+    before and after (other work on a 2-core machine moves the figures), the result saved
+    as JSON; the result and where."""
     load_before = os.getloadavg()
     began = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix=f"gun-hub-{name}-") as folder:
         work = Path(folder)
-        with throwaway_broker(work) as broker:
+        with throwaway_broker(work, jmx) as broker:
             figures = asyncio.run(run_figures(work, broker))
     result = {
         "benchmark": name,

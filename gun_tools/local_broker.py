@@ -120,10 +120,14 @@ class LocalBroker:
         settings: BrokerSettings,
         partitions: int = 4,
         principals: Sequence[str] = ("hub", "clearance"),
+        jmx_port: int | None = None,
     ) -> None:
         self._settings = settings
         self._partitions = partitions
         self._principals = tuple(principals)
+        # A benchmark's own broker only: JMX on 127.0.0.1, no authentication, no TLS (its
+        # request and record counters, benchmarks/census.py). None: no JMX agent.
+        self.jmx_port = jmx_port
         self.home = settings.home.resolve()
         # Kept so that the child is reaped by whoever started it (no zombie, no warning).
         self._process: subprocess.Popen[bytes] | None = None
@@ -321,7 +325,8 @@ class LocalBroker:
     _PORT_SETTINGS = "GUN_HUB_BROKER__PORT / GUN_HUB_BROKER__CONTROLLER_PORT"
 
     def _check_ports_free(self) -> None:
-        for port in (self._settings.port, self._settings.controller_port):
+        ports = [self._settings.port, self._settings.controller_port]
+        for port in ports + ([self.jmx_port] if self.jmx_port is not None else []):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -426,9 +431,10 @@ class LocalBroker:
         finally:
             path.unlink(missing_ok=True)
 
-    def _spawn(self, java: str, properties: Path) -> subprocess.Popen[bytes]:
+    def _command(self, java: str, properties: Path) -> list[str]:
+        """The broker's java command line."""
         heap = self._settings.heap
-        command = [
+        return [
             java,
             f"-Xms{heap}",
             f"-Xmx{heap}",
@@ -438,11 +444,30 @@ class LocalBroker:
             "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{kafka_launcher_path('log4j.properties')}",
             f"-Dkafka.logs.dir={self.logs_dir}",
+            *self._jmx_options(),
             "-cp",
             self._classpath(),
             "kafka.Kafka",
             str(properties),
         ]
+
+    def _jmx_options(self) -> list[str]:
+        """The JMX agent's options: registry and RMI server on the one port, 127.0.0.1
+        only, no authentication, no TLS; none without a JMX port."""
+        if self.jmx_port is None:
+            return []
+        port = self.jmx_port
+        return [
+            f"-Dcom.sun.management.jmxremote.port={port}",
+            f"-Dcom.sun.management.jmxremote.rmi.port={port}",
+            "-Dcom.sun.management.jmxremote.authenticate=false",
+            "-Dcom.sun.management.jmxremote.ssl=false",
+            "-Dcom.sun.management.jmxremote.host=127.0.0.1",
+            "-Djava.rmi.server.hostname=127.0.0.1",
+        ]
+
+    def _spawn(self, java: str, properties: Path) -> subprocess.Popen[bytes]:
+        command = self._command(java, properties)
         stdout = (self.logs_dir / "stdout.log").open("ab")
         try:
             # A session of its own: the broker outlives the command that started it and

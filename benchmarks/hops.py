@@ -26,6 +26,10 @@ limits the rate. Each stage's own rate (records per second between the 10th and 
 percentile of its times) shows the same from the other side. Create times are the hub's
 clock and log-append times the broker's: one machine, one clock.
 
+Beside the hops, a census of the broker's work (``benchmarks/census.py``): the requests of
+each type and the records on each topic it handled per declaration of the batch, from its
+JMX counters read just before the batch is sent and just after its last decision is seen.
+
 Run: ./tasks bench-hops [--declarations N] [--rate R] [--seed N] [--out FILE] [--view-in-hub]
 """
 
@@ -61,6 +65,7 @@ from benchmarks.bench import (
     warm_broker,
     write_documents,
 )
+from benchmarks.census import CensusReader, census, render_census
 from benchmarks.cpu import CpuMeter, broker_threads, thread_ticks
 from benchmarks.mix import Mix, PlannedDeclaration
 from benchmarks.report import percentile, steady_rate
@@ -340,6 +345,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         )
         sender, reader = await open_clearance(security, topics, bootstrap)
         clearance = Clearance(sender, reader, group)
+        counters = CensusReader.for_port(broker.jmx_port)
         try:
             await clearance.warm_up(warm_up)
             async with aiohttp.ClientSession() as http:
@@ -358,15 +364,26 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
             threads = ThreadClock({n: p for n, p in pids.items() if n != "broker"})
             broker_pid = broker.running_pid() or 0
             broker_before = thread_ticks(broker_pid)
+            # The census's first snapshot starts its JVM: before the meters start.
+            counted_before = await counters.snapshot()
+            counted_from = time.monotonic()
             meter.start()
             threads.begin()
             seen_at = await send_batch(clearance, batch, options.rate)
+            counted_after = await counters.snapshot() if counted_before is not None else None
+            counted_for = time.monotonic() - counted_from
             main_threads = threads.end()
             cpu = meter.stop()
             broker_cpu = broker_threads(broker_before, thread_ticks(broker_pid))
         finally:
+            await counters.close()
             await reader.stop()
             await sender.stop()
+    requests_and_records: dict[str, Any] = (
+        census(counted_before, counted_after, len(batch), counted_for)
+        if counted_before is not None and counted_after is not None and batch
+        else {"unavailable": counters.problem or "no declarations"}
+    )
     paths = await paths_of(bootstrap, topics, {p.reference for p in batch}, seen_at)
     rows = hop_table(paths)
     ends = [p["seen"] - p["declaration"] for p in paths.values() if "seen" in p]
@@ -384,6 +401,8 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         "main_threads": main_threads,
         "broker_threads_s": broker_cpu,
         "broker_jit_cpus_while_warming": jit_busy,
+        # Requests by type and records by topic the broker handled, per declaration.
+        "census": requests_and_records,
         # Every declaration's stage times, for a closer look (periodic stalls, outliers).
         "paths": paths,
     }
@@ -438,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         options.out,
         lambda work, broker: run(options, work, broker),
+        jmx=True,
     )
     figures = result
     print()
@@ -447,6 +467,12 @@ def main(argv: list[str] | None = None) -> int:
         f"({'offered ' + str(options.rate) + '/s' if options.rate else 'all at once'})"
     )
     print(render(figures["hops"], figures["stage_rates"]))
+    print()
+    if "unavailable" in figures["census"]:
+        print(f"broker census not taken: {figures['census']['unavailable']}")
+    else:
+        print(render_census(figures["census"]))
+    print()
     cpu = figures["cpu"]
     print(f"cpu: {json.dumps(cpu)}")
     print(f"broker JIT while warming (CPUs per round): {figures['broker_jit_cpus_while_warming']}")

@@ -201,10 +201,10 @@ class CensusReader:
         try:
             return await asyncio.wait_for(self._ask(), self._timeout_s)
         except TimeoutError:
-            self.problem = f"no snapshot within {self._timeout_s:.0f}s"
+            self.problem = f"no snapshot within {self._timeout_s:g}s"
         except (CensusError, OSError) as err:
             self.problem = str(err) or type(err).__name__
-        await self.close()
+        await self.close(patience_s=0)
         return None
 
     async def _ask(self) -> Snapshot:
@@ -246,14 +246,14 @@ class CensusReader:
         last = said.splitlines()[-1] if said else ""
         return last or f"the census program ended (exit {code})"
 
-    async def close(self) -> None:
-        """End the program (its input closed; killed if it lingers)."""
+    async def close(self, patience_s: float = 10.0) -> None:
+        """End the program: its input closed, killed if still there after ``patience_s``."""
         process, self._process = self._process, None
         if process is not None:
             if process.stdin is not None:
                 process.stdin.close()
             try:
-                await asyncio.wait_for(process.wait(), 10)
+                await asyncio.wait_for(process.wait(), patience_s)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()

@@ -139,25 +139,29 @@ def render_census(
     records: Mapping[str, float] = figures["records_per_declaration"]
     lines = [
         f"broker census, per declaration of the batch ({figures['declarations']:,}): "
-        f"{totals['requests_per_declaration']:,} requests, "
-        f"{totals['records_per_declaration']:,} records",
+        f"{totals['requests_per_declaration']:,.2f} requests, "
+        f"{totals['records_per_declaration']:,.2f} records",
         "",
         "| request | per declaration |",
         "|---|---:|",
     ]
     for name, per in list(requests.items())[:top_requests]:
         label = f"{name} (part of Fetch)" if name in FETCH_SUBSETS else name
-        lines.append(f"| {label} | {per:,} |")
+        lines.append(f"| {label} | {per:,.2f} |")
     if len(requests) > top_requests:
-        lines.append(f"| ({len(requests) - top_requests} more types) | |")
-    lines.append(f"| all requests | {totals['requests_per_declaration']:,} |")
+        lines.append(f"| ({_more(len(requests) - top_requests, 'type')}) | |")
+    lines.append(f"| all requests | {totals['requests_per_declaration']:,.2f} |")
     lines += ["", "| topic | records per declaration |", "|---|---:|"]
     for topic, per in list(records.items())[:top_topics]:
-        lines.append(f"| {topic} | {per:,} |")
+        lines.append(f"| {topic} | {per:,.2f} |")
     if len(records) > top_topics:
-        lines.append(f"| ({len(records) - top_topics} more topics) | |")
-    lines.append(f"| all topics | {totals['records_per_declaration']:,} |")
+        lines.append(f"| ({_more(len(records) - top_topics, 'topic')}) | |")
+    lines.append(f"| all topics | {totals['records_per_declaration']:,.2f} |")
     return "\n".join(lines)
+
+
+def _more(count: int, what: str) -> str:
+    return f"{count} more {what}{'s' if count != 1 else ''}"
 
 
 # -- reading the counters -----------------------------------------------------------------

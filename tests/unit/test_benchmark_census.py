@@ -134,25 +134,27 @@ def test_the_table_lists_request_types_then_topics_largest_first_with_their_tota
     text = render_census(census(parse_snapshot(BEFORE), parse_snapshot(AFTER), 10))
     lines = text.splitlines()
     assert (
-        lines[0] == "broker census, per declaration of the batch (10): 26.0 requests, 9.5 records"
+        lines[0] == "broker census, per declaration of the batch (10): 26.00 requests, 9.50 records"
     )
-    assert lines.index("| Produce | 13.0 |") < lines.index("| Fetch | 12.0 |")
-    assert "| FetchConsumer (part of Fetch) | 10.0 |" in lines
-    assert "| all requests | 26.0 |" in lines
-    assert lines.index("| all requests | 26.0 |") < lines.index("| __consumer_offsets | 5.5 |")
-    assert lines[-1] == "| all topics | 9.5 |"
+    assert lines.index("| Produce | 13.00 |") < lines.index("| Fetch | 12.00 |")
+    assert "| FetchConsumer (part of Fetch) | 10.00 |" in lines
+    assert "| all requests | 26.00 |" in lines
+    assert lines.index("| all requests | 26.00 |") < lines.index("| __consumer_offsets | 5.50 |")
+    assert lines[-1] == "| all topics | 9.50 |"
 
 
 def test_the_table_is_cut_to_the_largest_and_says_how_many_more() -> None:
     before = Snapshot({}, {}, None)
     after = Snapshot({f"R{n}": n for n in range(1, 21)}, {f"t{n}": n for n in range(1, 31)}, 465)
     text = render_census(census(before, after, 1), top_requests=15, top_topics=20)
-    assert "| R20 | 20.0 |" in text
+    assert "| R20 | 20.00 |" in text
     assert "| R5 |" not in text
     assert "| (5 more types) | |" in text
-    assert "| t11 | 11.0 |" in text
+    assert "| t11 | 11.00 |" in text
     assert "| t10 |" not in text
     assert "| (10 more topics) | |" in text
+    one_more = Snapshot({f"R{n}": n for n in range(1, 4)}, {}, None)
+    assert "| (1 more type) | |" in render_census(census(before, one_more, 1), top_requests=2)
 
 
 # -- the broker's JMX agent ---------------------------------------------------------------

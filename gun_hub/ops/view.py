@@ -60,7 +60,6 @@ CREATE TABLE IF NOT EXISTS decisions (
     reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
     stage TEXT NOT NULL, outcome TEXT NOT NULL, day TEXT NOT NULL, decided_at REAL NOT NULL,
     PRIMARY KEY (reference, version));
-CREATE INDEX IF NOT EXISTS decisions_by_day ON decisions (day);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at);
 CREATE INDEX IF NOT EXISTS decisions_by_declarant ON decisions (declarant);
 CREATE TABLE IF NOT EXISTS decision_documents (
@@ -75,7 +74,16 @@ CREATE TABLE IF NOT EXISTS write_offs (
 CREATE INDEX IF NOT EXISTS write_offs_by_document ON write_offs (document);
 CREATE TABLE IF NOT EXISTS declarants (
     reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
+    received_at REAL NOT NULL DEFAULT 0, PRIMARY KEY (reference, version));
+-- Decisions that left by their time while their day's counts stay: a fact of one emitted
+-- again (after a crash of the hub) is then not counted twice.
+CREATE TABLE IF NOT EXISTS decisions_left (
+    reference TEXT NOT NULL, version INTEGER NOT NULL, day TEXT NOT NULL,
     PRIMARY KEY (reference, version));
+CREATE INDEX IF NOT EXISTS decisions_left_by_day ON decisions_left (day);
+CREATE INDEX IF NOT EXISTS declarants_by_time ON declarants (received_at);
+-- No query reads the decisions by day any more (the counts are counters): not kept.
+DROP INDEX IF EXISTS decisions_by_day;
 CREATE TABLE IF NOT EXISTS partners (authority TEXT PRIMARY KEY, health TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS overrides (
     reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
@@ -517,6 +525,7 @@ class OpsView(ViewQueries):
         super().__init__(open_database(path, any_thread=False))
         self.topics = topics
         self._reread_dead_letters_kept_the_old_way()
+        self._date_the_receipts()
         missing = set(_COUNTER_TABLES) - self._tables()
         self._db.executescript(_SCHEMA + dead_letters.SCHEMA + _COUNTERS)
         if missing:
@@ -588,9 +597,11 @@ class OpsView(ViewQueries):
     def prune(self, before: datetime, batch: int = _PRUNE_BATCH) -> int:
         """Forget what is older than ``before``: decisions (with their documents, override
         and rollout uses), status events, write-offs and dead letters older than it, the
-        declarant of a declaration none of whose events is left, and the daily counts of
-        the days before its own. The topics keep as long (30 days): a view rebuilt from
-        them holds the same. Times are compared as the hub writes them (UTC, ISO 8601).
+        declarant of a declaration none of whose events is left (and a receipt older than
+        it that no kept event needs), and the daily counts of the days before its own,
+        with the memory of the decisions that left during them (``decisions_left``). The
+        topics keep as long (30 days): a view rebuilt from them holds the same. Times are
+        compared as the hub writes them (UTC, ISO 8601).
 
         A decision leaves by its time, not its day, so a retention shorter than a day
         bounds the view too; the statistics count it until its whole day leaves, as they
@@ -606,17 +617,20 @@ class OpsView(ViewQueries):
         deleted = 0
         with self._transaction():
             old = self._db.execute(
-                "SELECT reference, version FROM decisions WHERE decided_at < ? LIMIT ?",
+                "SELECT reference, version, day FROM decisions WHERE decided_at < ? LIMIT ?",
                 (at_s, batch),
             ).fetchall()
+            # Counted in its day's counts until the day leaves: remembered as long.
+            self._db.executemany("INSERT OR REPLACE INTO decisions_left VALUES (?, ?, ?)", old)
             for table in ("decision_documents", "overrides", "rollout_uses", "decisions"):
                 self._db.executemany(
-                    f"DELETE FROM {table} WHERE reference = ? AND version = ?", old
+                    f"DELETE FROM {table} WHERE reference = ? AND version = ?",
+                    [(reference, version) for reference, version, _day in old],
                 )
             deleted += len(old)
             # Overrides and rollout uses leave with their decisions; what a decision
             # replaced left behind leaves with its day.
-            for table in ("overrides", "rollout_uses", *_DAILY_COUNTERS):
+            for table in ("overrides", "rollout_uses", "decisions_left", *_DAILY_COUNTERS):
                 deleted += self._db.execute(
                     f"DELETE FROM {table} WHERE rowid IN "
                     f"(SELECT rowid FROM {table} WHERE day < ? LIMIT ?)",
@@ -633,6 +647,14 @@ class OpsView(ViewQueries):
                     "(SELECT 1 FROM events WHERE reference = ?)",
                     (reference, reference),
                 )
+            # A receipt read after its declaration's events had left (the facts topic
+            # read behind the status topic) leaves by its own time.
+            deleted += self._db.execute(
+                "DELETE FROM declarants WHERE rowid IN (SELECT rowid FROM declarants d "
+                "WHERE received_at < ? AND NOT EXISTS "
+                "(SELECT 1 FROM events e WHERE e.reference = d.reference) LIMIT ?)",
+                (at_s, batch),
+            ).rowcount
             deleted += self._db.execute(
                 "DELETE FROM write_offs WHERE rowid IN "
                 "(SELECT rowid FROM write_offs WHERE at < ? LIMIT ?)",
@@ -699,6 +721,16 @@ class OpsView(ViewQueries):
             self._add("rollout_counts", (*where, outcome, would, verdict), sign)
             for code in filter(None, reasons.split(",")):
                 self._add("rollout_reason_counts", (*where, code), sign)
+
+    def _date_the_receipts(self) -> None:
+        """A view made before receipts were dated: its receipts count as older than any
+        retention, and leave with the next prune unless an event of theirs is kept."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(declarants)")}
+        if columns and "received_at" not in columns:
+            with self._transaction():
+                self._db.execute(
+                    "ALTER TABLE declarants ADD COLUMN received_at REAL NOT NULL DEFAULT 0"
+                )
 
     def _reread_dead_letters_kept_the_old_way(self) -> None:
         """A view made before dead letters were kept by id (kind, component and reason
@@ -818,11 +850,17 @@ class OpsView(ViewQueries):
 
     def _received(self, fact: ReceivedFact) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO declarants VALUES (?, ?, ?)",
-            (fact.reference, fact.version, fact.declarant_eori),
+            "INSERT OR REPLACE INTO declarants (reference, version, declarant, received_at) "
+            "VALUES (?, ?, ?, ?)",
+            (fact.reference, fact.version, fact.declarant_eori, fact.received_at.timestamp()),
         )
 
     def _decision(self, fact: DecisionFact) -> None:
+        if self._db.execute(
+            "SELECT 1 FROM decisions_left WHERE reference = ? AND version = ?",
+            (fact.reference, fact.version),
+        ).fetchone():
+            return  # counted when first read; it left by its time, its day's counts stay
         # Applied again (emitted again after a crash): counted once, as the rows it leaves.
         self._count_decision(fact.reference, fact.version, -1)
         for table in ("decision_documents", "overrides", "rollout_uses"):

@@ -74,9 +74,11 @@ class Feed:
         )
         return self.record(TOPICS.facts, fact_bytes(fact))
 
-    def received(self, reference: str, *, declarant: str = EORI, version: int = 1) -> FeedRecord:
+    def received(
+        self, reference: str, *, declarant: str = EORI, version: int = 1, at: datetime = NOON
+    ) -> FeedRecord:
         fact = ReceivedFact(
-            reference=reference, version=version, declarant_eori=declarant, received_at=NOON
+            reference=reference, version=version, declarant_eori=declarant, received_at=at
         )
         return self.record(TOPICS.facts, fact_bytes(fact))
 

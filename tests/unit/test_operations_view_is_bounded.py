@@ -302,7 +302,8 @@ def test_a_view_made_before_the_override_and_rollout_counters_counts_them(
 
 def test_the_pages_of_pruned_rows_are_used_again(tmp_path: Path) -> None:
     """No VACUUM needed: what a prune frees, the next decisions fill (the file does not
-    grow by what it held again)."""
+    grow by what it held again). Each round's day leaves whole: its decisions, its counts
+    and its memory of the decisions that left before it (``decisions_left``)."""
     view = OpsView(tmp_path / "view.sqlite3", TOPICS)
 
     def one_round(first: int) -> int:
@@ -311,7 +312,7 @@ def test_the_pages_of_pruned_rows_are_used_again(tmp_path: Path) -> None:
             decided_at(feed, f"26FRPGS{first + n:011d}", "RELEASE", NOON - _MINUTE)
             for n in range(1500)
         )
-        while view.prune(NOON):
+        while view.prune(NOON + timedelta(days=1)):
             pass
         view._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return (tmp_path / "view.sqlite3").stat().st_size
@@ -343,3 +344,72 @@ def test_a_declaration_whose_decision_left_is_still_its_declarants_while_events_
     assert view.declarant_of(reference) == EORI
     assert view.history_of_declarant(reference, EORI) is not None
     assert view.history_of_declarant(reference, "FR99999999999999") is None
+
+
+def test_a_decision_emitted_again_after_its_row_left_is_not_counted_twice(
+    view: OpsView,
+) -> None:
+    """The hub emits a decision's fact again after a crash, possibly once its row has left
+    by its time while its day's counts stay: the day still counts it once, and the row
+    does not come back."""
+    fill_one_day(view, morning=1, afternoon=0)
+    once = view.statistics(), view.rollout_report()
+    while view.prune(NOON):
+        pass
+    assert rows(view, "decisions") == 0
+    fill_one_day(view, morning=1, afternoon=0)  # the same facts, emitted again
+    assert (view.statistics(), view.rollout_report()) == once
+    assert rows(view, "decisions") == 0
+    # The memory of what left goes with its day's counts.
+    while view.prune(NOON + timedelta(days=1)):
+        pass
+    assert view.statistics()["decisions"]["total"] == 0
+    assert rows(view, "decisions_left") == 0
+
+
+def test_a_receipt_read_after_its_declarations_events_left_leaves_with_the_next_prune(
+    view: OpsView, tmp_path: Path
+) -> None:
+    """A receipt older than the retention, read once the declaration's events have left
+    (the facts topic read behind the status topic), leaves no declarant behind once the
+    view is pruned again, in a view made before receipts were dated too; one within the
+    retention is kept, its events perhaps not read yet."""
+    feed = Feed()
+    early, recent = "26FRRCP00000000001", "26FRRCP00000000002"
+    view.apply([feed.status(early, StatusKind.RECEIVED, minutes=-60)])
+    while view.prune(NOON):
+        pass
+    view.apply(
+        [feed.received(early, at=NOON - 60 * _MINUTE), feed.received(recent, at=NOON + _MINUTE)]
+    )
+    while view.prune(NOON):
+        pass
+    assert view.declarant_of(early) is None
+    assert view.declarant_of(recent) == EORI
+    assert rows(view, "declarants") == 1
+
+
+def test_a_view_made_before_receipts_were_dated_lets_their_undated_rows_leave(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "view.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE declarants (reference TEXT NOT NULL, version INTEGER NOT NULL, "
+            "declarant TEXT NOT NULL, PRIMARY KEY (reference, version))"
+        )
+        old.execute("INSERT INTO declarants VALUES ('26FRRCP00000000009', 1, ?)", (EORI,))
+    view = OpsView(path, TOPICS)
+    assert view.declarant_of("26FRRCP00000000009") == EORI
+    while view.prune(NOON):
+        pass
+    assert view.declarant_of("26FRRCP00000000009") is None
+
+
+def test_no_index_is_kept_that_no_query_uses(view: OpsView) -> None:
+    """The decisions leave by their time (``decisions_by_time``); by day, only counters."""
+    indexes = {
+        row[0] for row in view._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    }
+    assert "decisions_by_day" not in indexes
+    assert "decisions_by_time" in indexes

@@ -38,6 +38,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         # Partitions sought during the batch being handed over: the rest of that batch
         # was fetched from the old position.
         self._reseeking: set[TP] = set()
+        self._read_offset = _ReadOffsets(self._reseeking)
         # Records an agent holds until something else settles them (a declaration
         # waiting for its claim's verdict): on their way, not dropped.
         self._held: set[tuple[TP, int]] = set()
@@ -191,6 +192,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         await self._thread.call_thread(_seek_now, self._thread, partition, offset)
 
     async def seek(self, partition: TP, offset: int) -> None:
+        self._reseeking.discard(partition)  # faust's own read offset for the seek is set
         await super().seek(partition, offset)
         self._fetched.pop(partition, None)
         self._reseeking.add(partition)
@@ -201,8 +203,21 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._fetched.clear()
 
     async def seek_to_committed(self) -> Any:
+        """Every assigned partition back to its committed offset, and one with none (or
+        0) back to its start: aiokafka seeks only to a committed offset above 0 and leaves
+        the others where its fetcher was, past the records fetched before the rebalance
+        that faust then skipped (a worker's first records, read again only by the
+        watchdog until this)."""
         self._positions_move()
-        return await super().seek_to_committed()
+        committed: Mapping[TP, int | None] = await super().seek_to_committed()
+        uncommitted = [TP(tp.topic, tp.partition) for tp, offset in committed.items() if not offset]
+        if uncommitted:
+            starts: Mapping[TP, int] = await self.earliest_offsets(*uncommitted)
+            for tp in uncommitted:
+                start = starts.get(tp)
+                if start is not None:
+                    await self.seek(tp, start)
+        return committed
 
     async def seek_wait(self, partitions: Any) -> None:
         self._positions_move()
@@ -242,6 +257,28 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             self._fetched.pop(tp, None)
         self._held = {(tp, offset) for tp, offset in self._held if tp not in revoked}
         self.throttled -= set(revoked)
+
+
+class _ReadOffsets(defaultdict[TP, int | None]):
+    """faust's read offsets: its fetch loop drops a record below its partition's, and
+    moves it to each record it has handed over. The record being handed over when its
+    partition is sought (a rebalance's seek to the committed offset, the watchdog's) would
+    move it back past the seek once handed, and faust would drop the records fetched
+    again before it (the first records of a worker's partitions, at start-up). Moves
+    are ignored while the partition is being sought (``StrictOffsetsConsumer.getmany``
+    skips the rest of the batch fetched before the seek)."""
+
+    def __init__(self, reseeking: set[TP]) -> None:
+        super().__init__(_no_offset)
+        self._reseeking = reseeking
+
+    def __setitem__(self, tp: TP, offset: int | None) -> None:
+        if tp not in self._reseeking:
+            super().__setitem__(tp, offset)
+
+
+def _no_offset() -> int | None:
+    return None
 
 
 async def _seek_now(thread: Any, partition: TP, offset: int) -> None:

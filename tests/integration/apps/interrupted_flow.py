@@ -1,11 +1,13 @@
 """A faust worker on the hub's runtime whose flow is interrupted as a rebalance does.
 
 Run as ``python -m tests.integration.apps.interrupted_flow BOOTSTRAP TOPIC GROUP OUT
-INTERRUPT_AT BUFFER [--stock]``. It handles every record of TOPIC, appending each handled offset
-to OUT; when it first handles offset INTERRUPT_AT it suspends faust's flow for a moment
-and clears the agents' queues (BUFFER records deep), exactly as faust's own
-``on_partitions_revoked`` does, but keeps the partition (no seek follows).
-``--stock`` runs plain faust instead of HubApp.
+INTERRUPT_AT BUFFER [--stock] [--seek-to-committed]``. It handles every record of TOPIC,
+appending each handled offset to OUT; when it first handles offset INTERRUPT_AT it
+suspends faust's flow for a moment and clears the agents' queues (BUFFER records deep),
+exactly as faust's own ``on_partitions_revoked`` does, but keeps the partition (no seek
+follows). ``--stock`` runs plain faust instead of HubApp. ``--seek-to-committed``: the
+partition is then sought to its committed offset, as faust does when a rebalance gives
+it back, with no offset watchdog and no commit before (a worker's first seconds).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def main(
     interrupt_at: int,
     buffer: int,
     stock: bool,
+    seek_to_committed: bool = False,
 ) -> None:
     app_class = faust.App if stock else HubApp
     app = app_class(
@@ -43,7 +46,8 @@ def main(
         web_host="127.0.0.1",
         web_bind="127.0.0.1",
         consumer_auto_offset_reset="earliest",
-        broker_commit_interval=0.5,
+        # Nothing committed before the seek, as in a worker's first seconds.
+        broker_commit_interval=3600.0 if seek_to_committed else 0.5,
         stream_buffer_maxsize=buffer,
         topic_disable_leader=True,
         logging_config=None,
@@ -61,21 +65,26 @@ def main(
             interrupted = True
             app.flow_control.suspend()  # what on_partitions_revoked does first
 
-            def resume() -> None:
+            async def resume() -> None:
+                await asyncio.sleep(0.5)
                 app.flow_control.clear()
+                if seek_to_committed:
+                    await app.consumer.perform_seek()  # what the next assignment does
                 app.flow_control.resume()
 
-            asyncio.get_running_loop().call_later(0.5, resume)
+            # Held: a task the loop drops once done would be collected before it ran.
+            resuming.append(asyncio.ensure_future(resume()))
 
+    resuming: list[asyncio.Future[None]] = []
     handled_agent(app, topic, "handle", handle)
-    if not stock:
+    if not stock and not seek_to_committed:
         watch_offsets(app, bootstrap, {topic_name}, interval_s=1.0)
     app.main()
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    stock = "--stock" in args
-    args = [a for a in args if a != "--stock"]
+    stock, seek = "--stock" in args, "--seek-to-committed" in args
+    args = [a for a in args if not a.startswith("--")]
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
-    main(args[0], args[1], args[2], Path(args[3]), int(args[4]), int(args[5]), stock)
+    main(args[0], args[1], args[2], Path(args[3]), int(args[4]), int(args[5]), stock, seek)

@@ -59,6 +59,7 @@ async def _run_interrupted_worker(
     within_s: float = 90.0,
     interrupt_at: int = INTERRUPT_AT,
     seek_to_committed: bool = False,
+    commit_first: bool = False,
     until_handled: bool = False,
 ) -> tuple[set[int], int]:
     topic, group = f"dropped-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
@@ -86,6 +87,7 @@ async def _run_interrupted_worker(
         *args,
         *(["--stock"] if stock else []),
         *(["--seek-to-committed"] if seek_to_committed else []),
+        *(["--commit-first"] if commit_first else []),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=log_file,
@@ -123,20 +125,29 @@ async def test_records_skipped_while_the_flow_was_suspended_are_handled_then_com
     assert committed == RECORDS
 
 
-async def test_records_skipped_in_a_workers_first_seconds_are_fetched_again_at_the_next_assignment(
-    kafka_bootstrap: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("interrupt_at", "commit_first"),
+    [
+        pytest.param(0, False, id="nothing-committed"),
+        pytest.param(INTERRUPT_AT, True, id="the-records-before-committed"),
+    ],
+)
+async def test_records_skipped_before_a_seek_to_the_committed_offset_are_fetched_again(
+    kafka_bootstrap: str, tmp_path: Path, interrupt_at: int, commit_first: bool
 ) -> None:
-    """The first records of a partition with no committed offset, fetched during the first
-    assignment and skipped by the rebalance that followed (seen at start-up: offset 0 of
-    claims and answers partitions read again only by the watchdog): the next assignment's
-    seek to the committed offset takes the partition back to its start. aiokafka seeks
-    only to a committed offset above 0; here no watchdog runs and nothing is committed."""
+    """Records fetched before a rebalance and skipped by it, then the partition sought to
+    its committed offset as faust does when the rebalance gives it back: every record is
+    handled with no watchdog running. With nothing committed (a worker's first seconds:
+    offset 0 of claims and answers partitions was read again only by the watchdog),
+    aiokafka seeks only to a committed offset above 0; with or without, the record being
+    handed over when the seek comes must not move faust's read offset past the seek."""
     handled, _committed = await _run_interrupted_worker(
         kafka_bootstrap,
         tmp_path,
         4096,
-        interrupt_at=0,
+        interrupt_at=interrupt_at,
         seek_to_committed=True,
+        commit_first=commit_first,
         until_handled=True,
         within_s=30.0,
     )

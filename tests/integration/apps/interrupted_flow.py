@@ -1,13 +1,15 @@
 """A faust worker on the hub's runtime whose flow is interrupted as a rebalance does.
 
 Run as ``python -m tests.integration.apps.interrupted_flow BOOTSTRAP TOPIC GROUP OUT
-INTERRUPT_AT BUFFER [--stock] [--seek-to-committed]``. It handles every record of TOPIC,
-appending each handled offset to OUT; when it first handles offset INTERRUPT_AT it
-suspends faust's flow for a moment and clears the agents' queues (BUFFER records deep),
-exactly as faust's own ``on_partitions_revoked`` does, but keeps the partition (no seek
-follows). ``--stock`` runs plain faust instead of HubApp. ``--seek-to-committed``: the
-partition is then sought to its committed offset, as faust does when a rebalance gives
-it back, with no offset watchdog and no commit before (a worker's first seconds).
+INTERRUPT_AT BUFFER [--stock] [--seek-to-committed [--commit-first]]``. It handles every
+record of TOPIC, appending each handled offset to OUT; when it first handles offset
+INTERRUPT_AT it suspends faust's flow for a moment and clears the agents' queues (BUFFER
+records deep), exactly as faust's own ``on_partitions_revoked`` does, but keeps the
+partition (no seek follows). ``--stock`` runs plain faust instead of HubApp.
+``--seek-to-committed``: the partition is then sought to its committed offset, as faust
+does when a rebalance gives it back, with no offset watchdog and no commit before (a
+worker's first seconds), or with ``--commit-first`` what was handled before INTERRUPT_AT
+committed first.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main(
     buffer: int,
     stock: bool,
     seek_to_committed: bool = False,
+    commit_first: bool = False,
 ) -> None:
     app_class = faust.App if stock else HubApp
     app = app_class(
@@ -63,6 +66,8 @@ def main(
             handled.write(f"{offset}\n")
         if offset == interrupt_at and not interrupted:
             interrupted = True
+            if commit_first:
+                await app.consumer.commit()  # up to the records handled before this one
             app.flow_control.suspend()  # what on_partitions_revoked does first
 
             async def resume() -> None:
@@ -85,6 +90,10 @@ def main(
 if __name__ == "__main__":
     args = sys.argv[1:]
     stock, seek = "--stock" in args, "--seek-to-committed" in args
+    commit_first = "--commit-first" in args
     args = [a for a in args if not a.startswith("--")]
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
-    main(args[0], args[1], args[2], Path(args[3]), int(args[4]), int(args[5]), stock, seek)
+    main(
+        args[0], args[1], args[2], Path(args[3]), int(args[4]), int(args[5]),
+        stock, seek, commit_first,
+    )  # fmt: skip

@@ -24,9 +24,11 @@ process, sealing every declaration and opening every decision), warmed up as the
    (from scheduled submission to decision opened, as ``./tasks bench``) and the hub's
    retention counters (cases retired, markers forgotten: retention seen operating).
 5. **The judgement**: the first ``--settle`` of the run (20 %) excluded, each process's
-   RSS and state size in the last sample against the first sample after it: within
-   ``--tolerance`` (±10 %) FLAT, else GROWING (or SHRINKING), with the least-squares slope
-   per minute over the judged samples.
+   RSS in the last sample against the first sample after it, and its state size (which
+   saws: write-ahead logs until a flush) in the highest sample of the judged time's last
+   quarter against the highest of its first quarter: within ``--tolerance`` (±10 %)
+   FLAT, else GROWING (or SHRINKING), with the least-squares slope per minute over the
+   judged samples.
 6. **Nothing lost**: every version offered (the declarations and the releases after
    control) decided exactly once.
 
@@ -90,6 +92,12 @@ FLAT, GROWING, SHRINKING = "FLAT", "GROWING", "SHRINKING"
 # kilobytes by more than 10 % without anything growing: state changes smaller than this
 # count as flat whatever their share.
 STATE_FLOOR_BYTES = 1 * MIB
+# A RocksDB store saws: its write-ahead logs fill until their memtables flush (up to the
+# write buffers' share of the hub's memory budget, tens of MiB), its level-0 files pile
+# up until a compaction. Its last sample against its first depends on where in the saw
+# each fell; a store judged by the highest sample of the judged time's first and last
+# quarters grows only if its peaks rise.
+STATE_PEAKS = 0.25
 # The envelope's clock skew during the run (default 300 s): a replay memory keeps an id
 # this long after the message's expiry. 30 s is still far more than a record takes from
 # sealing to the broker on this machine.
@@ -289,14 +297,25 @@ def judge(
     settle_s: float,
     tolerance: float = 0.10,
     floor: float = 0.0,
+    peaks: float | None = None,
 ) -> Trend | None:
     """The last sample against the first one at or after ``settle_s`` (seconds into the
     run): within ``tolerance`` of it (or within ``floor``, absolute) FLAT, else GROWING or
-    SHRINKING. None without two samples to compare (a process gone shows as None)."""
+    SHRINKING. None without two samples to compare (a process gone shows as None).
+
+    With ``peaks`` (a share of the judged time), the highest sample of its last
+    ``peaks`` against the highest of its first instead: for a figure that saws (a
+    RocksDB store between flushes and compactions), whose first and last samples fall
+    wherever the saw happened to be."""
     kept = [(t, v) for t, v in points if t >= settle_s and v is not None]
     if len(kept) < 2:
         return None
     first, last = kept[0][1], kept[-1][1]
+    if peaks is not None:
+        start, end = kept[0][0], kept[-1][0]
+        reach = peaks * (end - start)
+        first = max(v for t, v in kept if t <= start + reach)
+        last = max(v for t, v in kept if t >= end - reach)
     delta = last - first
     change = delta / first if first else None
     within = abs(delta) <= floor or (first > 0 and abs(delta) <= tolerance * first)
@@ -319,11 +338,13 @@ def judge_samples(
         stores = list(dict.fromkeys(k for _, f in figures if f for k in f["state_bytes"]))
         state = [(t, float(sum(f["state_bytes"].values())) if f else None) for t, f in figures]
         rss_trend = judge(rss, settle_s, tolerance)
-        state_trend = judge(state, settle_s, tolerance, STATE_FLOOR_BYTES) if stores else None
+        state_trend = (
+            judge(state, settle_s, tolerance, STATE_FLOOR_BYTES, STATE_PEAKS) if stores else None
+        )
         by_store = {}
         for store in stores:
             series = [(t, float(f["state_bytes"].get(store, 0)) if f else None) for t, f in figures]
-            trend = judge(series, settle_s, tolerance, STATE_FLOOR_BYTES)
+            trend = judge(series, settle_s, tolerance, STATE_FLOOR_BYTES, STATE_PEAKS)
             if trend is not None:
                 by_store[store] = trend.as_json()
         judged[name] = {
@@ -460,7 +481,8 @@ def render(result: Mapping[str, Any]) -> str:
         )
     sections.append(
         render_table(
-            f"Flatness from {settle:.0f} s to the end (last vs first sample, ±{tolerance:.0%}; "
+            f"Flatness from {settle:.0f} s to the end (RSS: last vs first sample; state: peak of "
+            f"the last quarter vs peak of the first; ±{tolerance:.0%}; "
             "slope per minute, least squares)",
             [
                 "process",

@@ -106,6 +106,34 @@ def test_without_two_samples_to_compare_there_is_no_verdict() -> None:
     assert judge(every_30_s([100, None]), settle_s=0) is None
 
 
+def test_a_store_that_saws_between_flushes_is_judged_by_its_peaks_and_is_flat() -> None:
+    """RocksDB's write-ahead logs fill until their memtables flush, and its level-0 files
+    pile up until a compaction: a bounded store saws between 12 and 29 MiB, and its last
+    sample against its first says whatever the phase of the saw was. Its peaks do not
+    rise."""
+    saw = every_30_s([12, 20, 29, 14, 22, 28, 13, 21, 29])
+    assert verdict(saw, settle_s=0) == GROWING
+    trend = judge(saw, settle_s=0, peaks=0.25)
+    assert trend is not None
+    assert trend.verdict == FLAT
+    assert (trend.first, trend.last) == (29, 29)  # the highest of the first and last quarter
+
+
+def test_a_store_whose_peaks_rise_is_growing() -> None:
+    rising = every_30_s([12, 20, 29, 14, 24, 33, 16, 27, 36])
+    trend = judge(rising, settle_s=0, peaks=0.25)
+    assert trend is not None
+    assert trend.verdict == GROWING
+    assert (trend.first, trend.last) == (29, 36)
+
+
+def test_the_peaks_are_taken_after_the_settling_window() -> None:
+    points = every_30_s([50, 80, 12, 20, 13, 21, 12, 20, 13])
+    trend = judge(points, settle_s=60, peaks=0.25)
+    assert trend is not None
+    assert (trend.first, trend.last) == (20, 20)
+
+
 def test_the_slope_is_the_least_squares_fit_per_minute() -> None:
     assert slope_per_minute([(0, 0), (60, 1), (120, 2)]) == pytest.approx(1.0)
     assert slope_per_minute([(0, 3), (60, 3)]) == 0.0
@@ -150,6 +178,23 @@ def test_each_process_and_each_store_is_judged_and_only_the_bounded_ones_fail() 
     assert partner["rss_mib"]["verdict"] == GROWING
     # The partner's own records grow by design: only the hub's growth fails the run.
     assert grown(judged) == ["hub state_bytes"]
+
+
+def test_the_state_is_judged_by_its_peaks_and_the_resident_memory_by_its_ends() -> None:
+    """A store saws (write-ahead logs until a flush); resident memory does not, and a
+    process whose memory ends higher than it started has grown whatever its peaks."""
+    wal = [2, 10, 18, 4, 12, 18, 3, 11, 18]
+    rss = [100, 108, 118, 104, 110, 118, 106, 112, 118]
+    samples = [
+        sample(30.0 * n, rss[n], {"cases [wal]": wal[n] * MIB, "cases": 10 * MIB}, 80)
+        for n in range(len(wal))
+    ]
+    judged = judge_samples(samples, settle_s=0, tolerance=0.10)
+    hub = judged["hub"]
+    assert hub["stores"]["cases [wal]"]["verdict"] == FLAT
+    assert hub["state_bytes"]["verdict"] == FLAT  # 28 MiB at the peaks of both quarters
+    assert hub["rss_mib"]["verdict"] == GROWING  # 100 -> 118 MiB
+    assert grown(judged) == ["hub rss_mib"]
 
 
 # -- sampling /proc and the state folders ----------------------------------------------

@@ -136,3 +136,66 @@ def test_the_budgets_use_is_exported() -> None:
     found = re.search(r"^gun_hub_rocksdb_memory_bytes (\S+)$", exposition, re.MULTILINE)
     assert found is not None
     assert float(found.group(1)) == budget.cache.get_usage()
+
+
+# RocksDB's info log (LOG, rolled to LOG.old.<time>) records every flush, compaction and
+# statistics dump of its database. By default it is one file that grows for as long as
+# the database lives: in a hub of 24 table partitions, megabytes per hour of a steady
+# load, for ever.
+EXPIRING_KEYS = 2000
+VALUE = b"z" * 3000
+WRITTEN = 64 * MIB
+
+
+def info_log_bytes(folder: Path) -> tuple[int, int]:
+    """The info log files of a database: their number and their bytes together."""
+    logs = [path for path in folder.iterdir() if path.name.startswith("LOG")]
+    return len(logs), sum(path.stat().st_size for path in logs)
+
+
+def write_keys_that_expire(database: rocksdict.Rdict) -> None:
+    """A table whose keys expire, as the hub's do (retention, the replay memory): each
+    write deletes the key written ``EXPIRING_KEYS`` writes before, so what is live stays
+    the same and every flush and compaction is one more entry in the info log."""
+    for n in range(WRITTEN // len(VALUE)):
+        database[f"k{n:09d}".encode()] = VALUE
+        if n >= EXPIRING_KEYS:
+            del database[f"k{n - EXPIRING_KEYS:09d}".encode()]
+    deadline = time.monotonic() + FLUSH_WAIT_S
+    while flushes_pending([database]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_tables_info_log_is_rolled_and_its_old_files_removed(in_memory: Path) -> None:
+    options = BudgetedOptions(
+        write_buffer_size=256 * 1024,
+        max_write_buffer_number=2,
+        budget=MemoryBudget.of(8),
+        use_rocksdict=True,
+    )
+    database = rocksdict.Rdict(str(in_memory / "seen-0"), options=options.as_options())
+    try:
+        write_keys_that_expire(database)
+    finally:
+        database.close()
+    files, size = info_log_bytes(in_memory / "seen-0")
+    assert files <= table_store.INFO_LOGS_KEPT
+    # The file being written may pass the size by the entry that rolls it.
+    assert size <= table_store.INFO_LOGS_KEPT * table_store.INFO_LOG_BYTES + 64 * 1024
+
+
+def test_with_rocksdbs_defaults_the_same_writes_grow_one_info_log_past_that_bound(
+    in_memory: Path,
+) -> None:
+    """The control: the writes above log more than the bound allows."""
+    options = rocksdict.Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_write_buffer_size(256 * 1024)
+    database = rocksdict.Rdict(str(in_memory / "seen-0"), options=options)
+    try:
+        write_keys_that_expire(database)
+    finally:
+        database.close()
+    files, size = info_log_bytes(in_memory / "seen-0")
+    assert files == 1
+    assert size > 2 * table_store.INFO_LOGS_KEPT * table_store.INFO_LOG_BYTES

@@ -232,6 +232,9 @@ RETENTION_METRICS = (
     "gun_hub_case_markers_forgotten_total",
     "gun_hub_case_retention_entries",
     "gun_hub_rocksdb_memory_bytes",
+    # The offset watchdog's repairs: records faust dropped, read again seconds later (a
+    # late window's cause, or not).
+    "gun_hub_records_read_again_total",
 )
 
 
@@ -442,7 +445,7 @@ def render(result: Mapping[str, Any]) -> str:
                 latency.get("p99_ms"),
                 *(
                     _count((s.get("hub_retention") or {}).get(name))
-                    for name in RETENTION_METRICS[:2]
+                    for name in (*RETENTION_METRICS[:2], "gun_hub_records_read_again_total")
                 ),
             ]
         )
@@ -450,7 +453,8 @@ def render(result: Mapping[str, Any]) -> str:
         render_table(
             "Samples (window latency: declarations decided in the window, from scheduled "
             "submission to decision opened; the hub's RocksDB memory (shared cache and write "
-            "buffers); its cases retired and markers forgotten so far)",
+            "buffers); its cases retired, markers forgotten and records read again by the "
+            "offset watchdog so far)",
             [
                 "t s",
                 "offered",
@@ -463,6 +467,7 @@ def render(result: Mapping[str, Any]) -> str:
                 "p99 ms",
                 "retired",
                 "markers gone",
+                "read again",
             ],
             sample_rows,
         )

@@ -35,9 +35,10 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         # The record faust's fetch loop is handing to the agents' queues right now (it
         # can wait there long: for the producer's buffer to drain, for the flow).
         self._delivering: tuple[TP, int] | None = None
-        # Partitions sought during the batch being handed over: the rest of that batch
-        # was fetched from the old position.
+        # Partitions sought since the records being handed over were fetched: the rest
+        # of that batch was fetched from the old position. Each one's offset sought.
         self._reseeking: set[TP] = set()
+        self._sought: dict[TP, int] = {}
         self._read_offset = _ReadOffsets(self._reseeking)
         # Records an agent holds until something else settles them (a declaration
         # waiting for its claim's verdict): on their way, not dropped.
@@ -162,14 +163,22 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         records = await super()._getmany(active_partitions, timeout)
         if moved != self._positions_moved:
             self._gaps.forget()  # a seek during the fetch: these may predate it
+            # A partition being sought may have records from before the seek or from
+            # after it (aiokafka refetches within the same call): they are put back by
+            # seeking again, so that the next fetch brings them from the offset sought.
+            for tp in [tp for tp in records if tp in self._reseeking]:
+                del records[tp]
+                await self.seek(tp, self._sought[tp])
             return records
+        # Every seek asked for was done before this fetch began: what it brought is
+        # from the offsets sought.
+        self._reseeking.clear()
         for tp, batch in records.items():
             for start, stop in self._gaps.returned(tp, (record.offset for record in batch)):
                 self.mark_empty(tp, start, stop)
         return records
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 - faust's signature
-        self._reseeking.clear()  # a new batch: fetched from the current positions
         async for tp, message in super().getmany(timeout):
             if tp in self._reseeking:
                 # Fetched before a seek back: handing it over would move faust's read
@@ -196,6 +205,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         await super().seek(partition, offset)
         self._fetched.pop(partition, None)
         self._reseeking.add(partition)
+        self._sought[partition] = offset
 
     async def perform_seek(self) -> None:
         self._positions_move()
@@ -210,6 +220,12 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         watchdog until this)."""
         self._positions_move()
         committed: Mapping[TP, int | None] = await super().seek_to_committed()
+        # aiokafka sought those above 0 itself, not through ``seek``: they are being
+        # sought all the same (the record in hand must not move faust's read offset).
+        for tp, offset in committed.items():
+            if offset:
+                self._reseeking.add(TP(tp.topic, tp.partition))
+                self._sought[TP(tp.topic, tp.partition)] = offset
         uncommitted = [TP(tp.topic, tp.partition) for tp, offset in committed.items() if not offset]
         if uncommitted:
             starts: Mapping[TP, int] = await self.earliest_offsets(*uncommitted)
@@ -255,6 +271,8 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             self._empty.pop(tp, None)
             self._start.pop(tp, None)
             self._fetched.pop(tp, None)
+            self._sought.pop(tp, None)
+            self._reseeking.discard(tp)
         self._held = {(tp, offset) for tp, offset in self._held if tp not in revoked}
         self.throttled -= set(revoked)
 
@@ -265,8 +283,9 @@ class _ReadOffsets(defaultdict[TP, int | None]):
     partition is sought (a rebalance's seek to the committed offset, the watchdog's) would
     move it back past the seek once handed, and faust would drop the records fetched
     again before it (the first records of a worker's partitions, at start-up). Moves
-    are ignored while the partition is being sought (``StrictOffsetsConsumer.getmany``
-    skips the rest of the batch fetched before the seek)."""
+    are ignored while the partition is being sought: from the seek until a fetch begun
+    after it returns (``StrictOffsetsConsumer.getmany`` skips the rest of the batch
+    fetched before the seek; ``_getmany`` seeks again what a fetch under way brought)."""
 
     def __init__(self, reseeking: set[TP]) -> None:
         super().__init__(_no_offset)

@@ -141,34 +141,81 @@ class _Record:
         self.offset = offset
 
 
+class _Fetches:
+    """faust's fetch as the strict consumer sees it: each ``getmany`` first fetches
+    (``_getmany``, here the next batch of ``batches``, ``during`` run meanwhile), then
+    hands the records over one by one. Seeks change nothing but the consumer's state."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, consumer: Any) -> None:
+        self.batches: list[list[int]] = []
+        self.during: Any = None
+        self.sought: list[tuple[TP, int]] = []
+        fetches = self
+
+        async def fetch(self: Any, active: Any, timeout: float) -> Any:  # noqa: ASYNC109
+            if fetches.during is not None:
+                await fetches.during()
+                fetches.during = None
+            return {TOPIC_PARTITION: [_Record(o) for o in fetches.batches.pop(0)]}
+
+        async def fetched(self: Any, timeout: float) -> Any:  # noqa: ASYNC109 - faust's
+            records = await self._getmany(None, timeout)
+            for tp, batch in records.items():
+                for record in batch:
+                    yield tp, record
+
+        async def sought(self: Any, partition: TP, offset: int) -> None:
+            fetches.sought.append((partition, offset))
+
+        monkeypatch.setattr(faust_aiokafka.Consumer, "_getmany", fetch)
+        monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetched)
+        monkeypatch.setattr(faust_aiokafka.Consumer, "seek", sought)
+        consumer._fetched, consumer._reseeking, consumer._delivering = {}, set(), None
+        consumer._sought, consumer._gaps, consumer._positions_moved = {}, FetchGaps(), 0
+
+    async def handed_over(self, consumer: Any, seek_at: int | None = None) -> list[int]:
+        handed: list[int] = []
+        async for _tp, record in consumer.getmany(1.0):
+            handed.append(record.offset)
+            if record.offset == seek_at:
+                await consumer.seek(TOPIC_PARTITION, 5)  # the watchdog reads 5 again
+        return handed
+
+
 async def test_the_rest_of_a_batch_fetched_before_a_seek_back_is_not_handed_over(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Handing it over would move faust's read position past the record sought again,
     and faust would drop that record a second time (the full chaos run: repairs repeated
     during the catch-up after a restart)."""
-    batch = [(TOPIC_PARTITION, _Record(o)) for o in range(10, 15)]
-
-    async def fetched(self: Any, timeout: float) -> Any:  # noqa: ASYNC109 - faust's signature
-        for item in list(batch):
-            yield item
-
-    async def sought(self: Any, partition: TP, offset: int) -> None:
-        return None
-
-    monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetched)
-    monkeypatch.setattr(faust_aiokafka.Consumer, "seek", sought)
     consumer = _strict(committed=5, handled=[])
-    consumer._fetched, consumer._reseeking, consumer._delivering = {}, set(), None
-    handed: list[int] = []
-    async for _tp, record in consumer.getmany(1.0):
-        handed.append(record.offset)
-        if record.offset == 11:
-            await consumer.seek(TOPIC_PARTITION, 5)  # the watchdog reads 5 again
-    assert handed == [10, 11]
-    batch[:] = [(TOPIC_PARTITION, _Record(o)) for o in range(5, 8)]  # from the new position
-    assert [record.offset async for _tp, record in consumer.getmany(1.0)] == [5, 6, 7]
+    fetches = _Fetches(monkeypatch, consumer)
+    fetches.batches = [list(range(10, 15)), [5, 6, 7]]  # then from the new position
+    assert await fetches.handed_over(consumer, seek_at=11) == [10, 11]
+    assert await fetches.handed_over(consumer) == [5, 6, 7]
     assert consumer.fetched_up_to(TOPIC_PARTITION) == 7
+
+
+async def test_what_a_fetch_brought_while_its_partition_was_sought_is_sought_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka refetches from the offset sought within the fetch under way, so its
+    records may be from before the seek or after it. Handed over, a record from before
+    would move faust's read offset past the seek; skipped, a record from after would be
+    lost until the watchdog (seen: a worker's partition sought to its committed offset
+    by a rebalance, nothing handled after it). They are sought again instead."""
+    consumer = _strict(committed=5, handled=[])
+    fetches = _Fetches(monkeypatch, consumer)
+
+    async def seek_meanwhile() -> None:
+        consumer._positions_move()  # what the seek does on the consumer's thread
+        await consumer.seek(TOPIC_PARTITION, 5)
+
+    fetches.during = seek_meanwhile
+    fetches.batches = [[5, 6, 7], [5, 6, 7]]
+    assert await fetches.handed_over(consumer) == []
+    assert fetches.sought == [(TOPIC_PARTITION, 5), (TOPIC_PARTITION, 5)]  # and again
+    assert await fetches.handed_over(consumer) == [5, 6, 7]
 
 
 async def test_a_throttled_partition_is_read_on_from_the_record_after_the_last_handed_over() -> (

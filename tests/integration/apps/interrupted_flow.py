@@ -9,7 +9,7 @@ partition (no seek follows). ``--stock`` runs plain faust instead of HubApp.
 ``--seek-to-committed``: the partition is then sought to its committed offset, as faust
 does when a rebalance gives it back, with no offset watchdog and no commit before (a
 worker's first seconds), or with ``--commit-first`` what was handled before INTERRUPT_AT
-committed first.
+committed first (the offset committed is written beside OUT, in OUT.committed).
 """
 
 from __future__ import annotations
@@ -67,7 +67,13 @@ def main(
         if offset == interrupt_at and not interrupted:
             interrupted = True
             if commit_first:
-                await app.consumer.commit()  # up to the records handled before this one
+                # Up to the records handled before this one. The commit point moves on
+                # from the partition's start, which the watchdog learns in the hub.
+                consumer = app.consumer
+                await consumer.learn_starts(consumer.assignment())
+                await consumer.commit()
+                committed = [consumer._committed_offset.get(tp) for tp in consumer.assignment()]
+                out.with_suffix(".committed").write_text(f"{committed}\n")
             app.flow_control.suspend()  # what on_partitions_revoked does first
 
             async def resume() -> None:

@@ -235,6 +235,8 @@ RETENTION_METRICS = (
     # The offset watchdog's repairs: records faust dropped, read again seconds later (a
     # late window's cause, or not).
     "gun_hub_records_read_again_total",
+    # The garbage collector's pauses so far (seconds, every generation).
+    "gun_hub_gc_pause_seconds_sum",
 )
 
 
@@ -408,6 +410,10 @@ def _count(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
 def _trend_cells(trend: Mapping[str, Any] | None, *, of_bytes: bool) -> list[Any]:
     if not trend:
         return ["-", "-", "-", "-", "-"]
@@ -447,14 +453,15 @@ def render(result: Mapping[str, Any]) -> str:
                     _count((s.get("hub_retention") or {}).get(name))
                     for name in (*RETENTION_METRICS[:2], "gun_hub_records_read_again_total")
                 ),
+                _seconds((s.get("hub_retention") or {}).get("gun_hub_gc_pause_seconds_sum")),
             ]
         )
     sections.append(
         render_table(
             "Samples (window latency: declarations decided in the window, from scheduled "
             "submission to decision opened; the hub's RocksDB memory (shared cache and write "
-            "buffers); its cases retired, markers forgotten and records read again by the "
-            "offset watchdog so far)",
+            "buffers); its cases retired, markers forgotten, records read again by the "
+            "offset watchdog and seconds stopped by the garbage collector so far)",
             [
                 "t s",
                 "offered",
@@ -468,6 +475,7 @@ def render(result: Mapping[str, Any]) -> str:
                 "retired",
                 "markers gone",
                 "read again",
+                "GC s",
             ],
             sample_rows,
         )

@@ -70,6 +70,13 @@ RECORDS_READ_AGAIN = Counter(
     "(runtime/watchdog.py). Any rise is worth a look at the hub's log around it.",
     ["topic"],
 )
+GC_PAUSE_SECONDS = Histogram(
+    "gun_hub_gc_pause_seconds",
+    "Time the cyclic garbage collector stopped the process, per generation collected "
+    "(runtime/gc_pauses.py).",
+    ["generation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 DECISION_SECONDS = Histogram(
     "gun_hub_decision_latency_seconds",
     "Time from receiving a declaration to emitting its decision.",

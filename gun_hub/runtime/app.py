@@ -73,7 +73,7 @@ from gun_hub.pipeline.retention import (
     RetainedCases,
     RetentionIndex,
 )
-from gun_hub.runtime import table_store
+from gun_hub.runtime import gc_pauses, table_store
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from gun_hub.runtime.delivery import send_outbox
 from gun_hub.runtime.faust_app import (
@@ -340,6 +340,7 @@ def build_hub(settings: Settings) -> Hub:
     routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
     topics = topic_registry(settings.kafka.topic_prefix, routing.authorities)
     table_store.use()  # rocksdb://: every table under one memory budget
+    gc_pauses.watch()  # gun_hub_gc_pause_seconds
     # HubApp: commits only past records an agent handled (runtime/offsets.py).
     app = HubApp(
         settings.hub.app_id,

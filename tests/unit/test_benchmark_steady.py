@@ -346,6 +346,7 @@ def report(books_ok: bool) -> dict[str, Any]:
         "gun_hub_cases_retired_total": 321.0,
         "gun_hub_case_markers_forgotten_total": 123.0,
         "gun_hub_records_read_again_total": 7.0,
+        "gun_hub_gc_pause_seconds_sum": 1.234,
     }
     offered = {("A", 1), ("B", 1)}
     return {
@@ -368,8 +369,9 @@ def test_the_report_names_each_verdict_and_what_grew() -> None:
     assert "partner-sim-dgal (partner's own)" in text
     assert "hub: cases" in text
     last_sample = next(line for line in text.splitlines() if line.startswith("60 "))
-    # Cases retired, markers forgotten, records the offset watchdog had read again.
-    assert last_sample.split()[-3:] == ["321", "123", "7"]
+    # Cases retired, markers forgotten, records the offset watchdog had read again,
+    # seconds the garbage collector stopped the hub.
+    assert last_sample.split()[-4:] == ["321", "123", "7", "1.23"]
     assert "NOTHING LOST" in text
     assert "before the run, the warm-ups' controls released: 1 offered, 1 decided" in text
     assert "GROWING: hub rss_mib, hub state_bytes" in text

@@ -112,6 +112,13 @@ class HubSettings(BaseModel):
         "shared by every table partition, their write buffers charged to it (up to half; "
         "runtime/table_store.py). faust's default is a read cache per table partition.",
     )
+    gc_freeze_after_start: bool = Field(
+        True,
+        description="Once the worker has started (tables recovered), move every object it "
+        "holds then out of the garbage collector's reach (gc.freeze): a full collection "
+        "no longer walks the modules, the runtime and the tables' startup state, and its "
+        "pause shrinks (runtime/gc_pauses.py, gun_hub_gc_pause_seconds).",
+    )
     web_enabled: bool = Field(True, description="Serve health, metrics and status pages.")
     web_host: str = Field("127.0.0.1", description="Address of the hub's web server.")
     web_port: PositiveInt = Field(6066, description="Port of the hub's web server.")

@@ -375,6 +375,16 @@ def build_hub(settings: Settings) -> Hub:
         logging_config=None,
         broker_credentials=_credentials(settings),
     )
+    if settings.hub.gc_freeze_after_start:
+
+        async def freeze_the_startup_heap() -> None:
+            # A task runs once the tables are recovered: the worker's long-lived
+            # objects are made by then (runtime/gc_pauses.py).
+            log.info(
+                "garbage collector: %d objects of the started worker frozen", gc_pauses.freeze()
+            )
+
+        app.task(freeze_the_startup_heap)
     declarations = app.topic(topics.declarations, **_RAW)
     responses = app.topic(*topics.all_responses(), **_RAW)
     dead_letters = app.topic(topics.dlq, **_RAW)

@@ -43,3 +43,19 @@ def test_watching_twice_measures_each_collection_once() -> None:
     count, _ = pauses(1)
     gc.collect(1)
     assert pauses(1)[0] == count + 1
+
+
+def test_what_the_started_worker_holds_is_frozen_out_of_a_full_collections_walk() -> None:
+    """After ``freeze`` a full collection no longer walks what existed then (the
+    modules, the runtime: most of a worker's objects); what is made later it does."""
+    held = [[n] for n in range(50_000)]  # long-lived, tracked by the collector
+    try:
+        frozen = gc_pauses.freeze()
+        assert frozen >= len(held)
+        walked = gc.get_objects(generation=2)
+        assert not any(item is held[0] for item in walked)
+        made_later = [[n] for n in range(1_000)]
+        gc.collect()
+        assert any(item is made_later[0] for item in gc.get_objects(generation=2))
+    finally:
+        gc.unfreeze()  # the other tests' process as it was

@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -672,10 +673,14 @@ def run_on_own_broker(
     as JSON; the result and where."""
     load_before = os.getloadavg()
     began = datetime.now(UTC)
+    path = out or RESULTS / f"{name}-{began.strftime('%Y%m%dT%H%M%SZ')}.json"
     with tempfile.TemporaryDirectory(prefix=f"gun-hub-{name}-") as folder:
         work = Path(folder)
-        with throwaway_broker(work, jmx) as broker:
-            figures = asyncio.run(run_figures(work, broker))
+        try:
+            with throwaway_broker(work, jmx) as broker:
+                figures = asyncio.run(run_figures(work, broker))
+        finally:
+            keep_logs(work, path)
     result = {
         "benchmark": name,
         "at": began.isoformat(timespec="seconds"),
@@ -689,10 +694,21 @@ def run_on_own_broker(
         },
         **figures,
     }
-    path = out or RESULTS / f"{name}-{began.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result, path
+
+
+def keep_logs(work: Path, result: Path) -> Path | None:
+    """The components' logs of a run (their warnings: the stack runs at WARNING) kept
+    beside its JSON, ``<result>-logs/``, before the run's folder goes: a late window or
+    a watchdog repair in the figures can then be read about. None without logs."""
+    logs = work / "logs"
+    if not logs.is_dir():
+        return None
+    kept = result.with_name(f"{result.stem}-logs")
+    result.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(logs, kept, dirs_exist_ok=True)
+    return kept
 
 
 def print_machine(result: Mapping[str, Any], path: Path) -> None:

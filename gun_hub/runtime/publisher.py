@@ -64,6 +64,15 @@ from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbo
 log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY = 20_000
+# A batch's transaction starts as soon as the previous one is committed, while the broker
+# may still be writing that one's markers. Since KIP-890 (Kafka 3.6), the leader of an
+# outbox partition checks each transactional produce with the coordinator, and answers
+# "concurrent transactions" to a client of aiokafka's age as NOT_ENOUGH_REPLICAS, which
+# aiokafka retries after its retry backoff: 100 ms by default, added to the decisions of
+# that batch (bench-steady: 181 in 5 minutes at 12.4 declarations/s). 20 ms is what the
+# Java client and aiokafka wait on the same conflict when adding a partition to a
+# transaction (KAFKA-5477).
+PUBLISHER_RETRY_BACKOFF_MS = 20
 
 _Identity = tuple[bytes, bytes]
 
@@ -224,6 +233,7 @@ class DecisionPublisher:
             transactional_id=self.transactional_id(partition),
             enable_idempotence=True,
             acks="all",
+            retry_backoff_ms=PUBLISHER_RETRY_BACKOFF_MS,
         )
         # Starting fences any previous owner and aborts its open transaction.
         await producer.start()

@@ -694,6 +694,7 @@ def run_on_own_broker(
         },
         **figures,
     }
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result, path
 

@@ -226,8 +226,9 @@ def sample_processes(
     }
 
 
-# What shows that retention operates during the run (the hub's /metrics).
-RETENTION_METRICS = (
+# Read from the hub's /metrics at each sample: what shows that retention operates during
+# the run, and what may explain a late window.
+HUB_METRICS = (
     "gun_hub_cases_retired_total",
     "gun_hub_case_markers_forgotten_total",
     "gun_hub_case_retention_entries",
@@ -237,6 +238,12 @@ RETENTION_METRICS = (
     "gun_hub_records_read_again_total",
     # The garbage collector's pauses so far (seconds, every generation).
     "gun_hub_gc_pause_seconds_sum",
+)
+# The counters of HUB_METRICS printed in the samples table, in its order.
+_COUNTS_SHOWN = (
+    "gun_hub_cases_retired_total",
+    "gun_hub_case_markers_forgotten_total",
+    "gun_hub_records_read_again_total",
 )
 
 
@@ -253,11 +260,11 @@ def metric_values(exposition: str, names: Collection[str]) -> dict[str, float]:
     return values
 
 
-async def retention_metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float] | None:
-    """The hub's retention counters, None if it did not answer."""
+async def hub_metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float] | None:
+    """The hub's figures of ``HUB_METRICS``, None if it did not answer."""
     try:
         async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
-            return metric_values(await response.text(), RETENTION_METRICS)
+            return metric_values(await response.text(), HUB_METRICS)
     except (aiohttp.ClientError, TimeoutError):
         return None
 
@@ -449,10 +456,7 @@ def render(result: Mapping[str, Any]) -> str:
                 latency.get("count", 0),
                 latency.get("p50_ms"),
                 latency.get("p99_ms"),
-                *(
-                    _count((s.get("hub_retention") or {}).get(name))
-                    for name in (*RETENTION_METRICS[:2], "gun_hub_records_read_again_total")
-                ),
+                *(_count((s.get("hub_retention") or {}).get(name)) for name in _COUNTS_SHOWN),
                 _seconds((s.get("hub_retention") or {}).get("gun_hub_gc_pause_seconds_sum")),
             ]
         )
@@ -789,7 +793,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                     steady.check_reading()
                     now = time.monotonic()
                     processes = await asyncio.to_thread(sample_processes, pids, state)
-                    retention = await retention_metrics(probe, metrics_url)
+                    retention = await hub_metrics(probe, metrics_url)
                     samples.append(
                         {
                             "t_s": round(now - start, 1),

@@ -8,10 +8,10 @@ latency spike caused by the collector from one caused elsewhere.
 
 A full collection walks every object the collector tracks, most of them made at start-up
 and kept for the process's life (modules, faust's and aiokafka's runtime, pydantic's
-validators): ``freeze_once_started`` moves those out of its reach once the worker runs
-(``gc.freeze``; Instagram's and CPython's advice for long-lived servers). What is made
-later is collected as before; what was frozen is still freed by reference counting, only
-a cycle among frozen objects would stay.
+validators): ``freeze``, called by the hub once the worker runs
+(``hub.gc_freeze_after_start``), moves those out of its reach (``gc.freeze``). What is
+made later is collected as before; what was frozen is still freed by reference counting,
+only a cycle among frozen objects would stay.
 """
 
 from __future__ import annotations

@@ -46,6 +46,13 @@ def hold(app: Any, topic: str, partition: int, offset: int) -> None:
         consumer.hold(TP(topic, partition), offset)
 
 
+def release(app: Any, message: Message) -> None:
+    """A record held will not be settled after all (``StrictOffsetsConsumer.release``)."""
+    consumer = app.consumer
+    if isinstance(consumer, StrictOffsetsConsumer):
+        consumer.release(message.tp, message.offset)
+
+
 def mark_handled_at(app: Any, topic: str, partition: int, offset: int) -> None:
     """A record settled after its own event (a declaration admitted on its verdict)."""
     consumer = app.consumer
@@ -65,8 +72,9 @@ def handled_agent(
 ) -> None:
     """One event at a time per partition, in order. ``handle`` returns:
 
-    * an awaitable (its effects, on their way): the record is marked handled once it
-      completes, while the agent goes on (``settling``, runtime/settling.py);
+    * an awaitable (its effects, on their way): the record is held (on its way, for the
+      watchdog) and marked handled once it completes, while the agent goes on
+      (``settling``, runtime/settling.py);
     * False: it held the record (``hold``, before sending anything that could settle it)
       until ``mark_handled_at`` settles it;
     * None or True: the record is marked handled now.
@@ -86,7 +94,16 @@ def handled_agent(
                 await result
                 mark_handled(app, event.message)
                 continue
-            settling.track(result, functools.partial(mark_handled, app, event.message))
+            # On its way until the broker has its effects: a delivery can take longer
+            # than the watchdog's patience under load, and a record neither handled nor
+            # on its way is one the watchdog reads again, with all fetched after it.
+            message = event.message
+            hold(app, message.topic, message.partition, message.offset)
+            settling.track(
+                result,
+                functools.partial(mark_handled, app, message),
+                otherwise=functools.partial(release, app, message),
+            )
 
     app.agent(topic, name=name, concurrency=1)(process)
 

@@ -52,15 +52,21 @@ class Settling:
             await self._room.wait()
             self.check()
 
-    def track(self, settled: Awaitable[None], then: Callable[[], None]) -> None:
-        """Run ``then`` (mark the record handled) once ``settled`` completes.
+    def track(
+        self,
+        settled: Awaitable[None],
+        then: Callable[[], None],
+        otherwise: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Run ``then`` (mark the record handled) once ``settled`` completes, or
+        ``otherwise`` (let go of the record) if it fails for good.
 
         The settling runs in the context of the event being handled (a task copies it),
         where faust finds the partition a table write goes to; faust keeps that event
         by a weak reference only, so it is held here until the settling is done.
         """
         self._in_flight += 1
-        task = asyncio.ensure_future(self._settle(settled, then, faust.current_event()))
+        task = asyncio.ensure_future(self._settle(settled, then, otherwise, faust.current_event()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -71,16 +77,22 @@ class Settling:
         self.check()
 
     async def _settle(
-        self, settled: Awaitable[None], then: Callable[[], None], event: object
+        self,
+        settled: Awaitable[None],
+        then: Callable[[], None],
+        otherwise: Callable[[], None],
+        event: object,
     ) -> None:
         try:
             await settled
             then()
         except asyncio.CancelledError:
+            otherwise()  # never settled here: whoever reads it next settles it
             raise
         except BaseException as failure:
             log.exception("a delivery failed for good; the agent stops at its next record")
             self._failure = failure
+            otherwise()
         finally:
             del event  # no longer needed by the table writes of ``settled``
             self._in_flight -= 1

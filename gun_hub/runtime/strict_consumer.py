@@ -64,6 +64,11 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         """The agent took this record and settles it later (``mark_handled_at``)."""
         self._held.add((tp, offset))
 
+    def release(self, tp: TP, offset: int) -> None:
+        """A record held will not be settled after all (its delivery failed for good): no
+        longer on its way, so the watchdog reads it again if the worker does not."""
+        self._held.discard((tp, offset))
+
     def mark_empty(self, tp: TP, start: int, stop: int) -> None:
         """The broker holds no record at [start, stop) on ``tp``."""
         self._empty[tp].add(start, stop)

@@ -7,7 +7,8 @@ instead of being committed over; this watchdog notices and repairs it without a 
 
 Each tick, for every partition of the agents' topics: the first offset neither handled
 nor known empty (the head) is suspect when faust has fetched up to or past it and it is
-neither waiting in an agent's queue nor held by a stream, two ticks in a row. A suspect
+not on its way (waiting in an agent's queue, taken by a stream, held by an agent, its
+effects being delivered: ``StrictOffsetsConsumer.on_the_way``), two ticks in a row. A suspect
 head is judged by the broker itself (a plain consumer reads the range): absent offsets
 before a present record hold nothing (transaction markers, expired records) and are
 marked empty; a present head is read again (seek). Handling is idempotent, so reading

@@ -20,9 +20,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CoordinatorNotAvailableError, GroupCoordinatorNotAvailableError
+
+from tests.integration.seeded_topics import seeded_topic
 
 pytestmark = pytest.mark.broker
 
@@ -62,21 +64,8 @@ async def _run_interrupted_worker(
     commit_first: bool = False,
     until_handled: bool = False,
 ) -> tuple[set[int], int]:
-    topic, group = f"dropped-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        for n in range(RECORDS):
-            await producer.send(topic, f"record {n}".encode(), partition=0)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    topic = await seeded_topic(bootstrap, "dropped", RECORDS)
+    group = f"g-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "handled.txt"
     args = [bootstrap, topic, group, str(out), str(interrupt_at), str(buffer)]
     log_file = (tmp_path / "worker.log").open("wb")

@@ -22,8 +22,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.integration.seeded_topics import seeded_topic
 
 pytestmark = pytest.mark.broker
 
@@ -35,25 +35,6 @@ LOOKS = 6
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def _topic_with_records(bootstrap: str) -> str:
-    topic = f"slow-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        for n in range(RECORDS):
-            await producer.send(topic, f"record {n}".encode(), partition=0)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return topic
-
-
 def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
@@ -61,7 +42,7 @@ def _read(path: Path) -> str:
 async def test_a_record_whose_delivery_takes_longer_than_the_watchdogs_patience_is_handled_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic = await _topic_with_records(kafka_bootstrap)
+    topic = await seeded_topic(kafka_bootstrap, "slow", RECORDS)
     out = tmp_path / "handled.txt"
     log_file = (tmp_path / "worker.log").open("wb")
     worker = await asyncio.create_subprocess_exec(

@@ -194,13 +194,15 @@ class HubContext:
         )
         case.outcome = decision.outcome
         case.decision = decision
-        self.open_cases.pop(case.reference.encode(), None)
         if kept_for_control(case):
             # Its reservations wait for the control's result: report it if none comes.
+            # The entry is replaced in one write (each write is a changelog record).
             due = decision.decided_at.timestamp() + self.control_report_after_s
             self.open_cases[case.reference.encode()] = OpenCaseEntry(
                 case.version, due, partition, waits_for_control=True
             ).to_bytes()
+        else:
+            self.open_cases.pop(case.reference.encode(), None)
         self.announce(outbox, case, partition)
         log.info(
             "decided %s version %d: %s (%s)",

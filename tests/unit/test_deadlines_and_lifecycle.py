@@ -66,6 +66,51 @@ def test_a_silent_partner_gives_documentary_control_naming_it(hub: Hub) -> None:
     assert requests(hub, out, "dgal") == []
 
 
+class WritesSeen(dict[bytes, bytes]):
+    """A table that remembers each write and deletion: each is a changelog record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes.append("set")
+        super().__setitem__(key, value)
+
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        if key in self:
+            self.writes.append("delete")
+        return super().pop(key, default)
+
+
+def test_a_case_kept_for_a_control_replaces_its_deadline_in_one_write(
+    routing_table: RoutingTable, keys_dir: object
+) -> None:
+    """Its entry changes from "waits for answers" to "waits for the control's result":
+    one changelog record, not a deletion and then a write."""
+    open_cases = WritesSeen()
+    hub = Hub(routing_table, keys_dir, open_cases)  # type: ignore[arg-type]
+    sent = hub.intake.handle(TWO_AUTHORITIES, SOURCE)
+    hub.answer(sent, "dgal", Verdict.VALID)
+    assert open_cases.writes == ["set"]
+    hub.now += timedelta(seconds=31)
+    [(_, _, outcome)] = hub.decisions(tick(hub))
+    assert outcome == Outcome.CONTROL_DOCUMENTARY
+    assert open_cases.writes == ["set", "set"]
+    assert OpenCaseEntry.from_bytes(open_cases[REF.encode()]).waits_for_control
+
+
+def test_a_released_case_no_longer_waits(routing_table: RoutingTable, keys_dir: object) -> None:
+    open_cases = WritesSeen()
+    hub = Hub(routing_table, keys_dir, open_cases)  # type: ignore[arg-type]
+    sent = hub.intake.handle(TWO_AUTHORITIES, SOURCE)
+    hub.answer(sent, "dgal", Verdict.VALID)
+    [(_, _, outcome)] = hub.decisions(hub.answer(sent, "cites", Verdict.VALID))
+    assert outcome == Outcome.RELEASE
+    assert open_cases.writes == ["set", "delete"]
+    assert open_cases == {}
+
+
 def test_an_early_or_stale_tick_changes_nothing(hub: Hub) -> None:
     hub.intake.handle(TWO_AUTHORITIES, SOURCE)
     assert tick(hub).records == []  # not due yet

@@ -45,12 +45,17 @@ SOURCE = SourcePosition("gun.declarations", 0, 0)
 class Hub:
     """The two processing steps sharing one dict as their case store."""
 
-    def __init__(self, routing: RoutingTable, keys_dir: Path) -> None:
+    def __init__(
+        self,
+        routing: RoutingTable,
+        keys_dir: Path,
+        open_cases: dict[bytes, bytes] | None = None,
+    ) -> None:
         self.topics = topic_registry("gun", routing.authorities)
         self.keys_dir = keys_dir
         self.cases: dict[bytes, bytes] = {}
         self.audit_heads: dict[bytes, bytes] = {}
-        self.open_cases: dict[bytes, bytes] = {}
+        self.open_cases: dict[bytes, bytes] = {} if open_cases is None else open_cases
         self.now = NOW
         self.control_report_after_s = 3 * 24 * 3600.0
         # Whether the answers on the response partitions are all read (defect 10).

@@ -56,6 +56,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from benchmarks.cpu import CpuMeter, broker_threads, thread_ticks
+from benchmarks.metrics_scrape import scrape
 from benchmarks.mix import Mix, PlannedDeclaration, describe
 from benchmarks.report import backlog_grew, latency_summary, render_result, steady_rate, timeline
 from gun_contract.kafka.admin import ensure_topics
@@ -555,6 +556,8 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                             partner_ports,
                             "26FRBENCHJ",
                         )
+                    hubs = [readiness["hub"], *([second] if workers == 2 else [])]
+                    repairs_before = await records_read_again(http, hubs)
                     batch = mix.declarations(options.declarations, f"26FRBENCHS{workers}")
                     await load_documents(http, partner_ports, mix, batch)
                     meter = CpuMeter(lambda: our_pids(group, broker))
@@ -573,6 +576,9 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                         meter.start()
                         phase["latency"] = await clearance.paced(paced, rate)
                         phase["latency"]["cpu"] = meter.stop()
+                    repairs_after = await records_read_again(http, hubs)
+                    if repairs_before is not None and repairs_after is not None:
+                        phase["records_read_again"] = int(repairs_after - repairs_before)
                     result["hub"].append(phase)
                     print_phase(phase)
             rss_end = rss_of(group)
@@ -598,6 +604,22 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         if phase["saturation"]["declarations_per_second"]
     }
     return result
+
+
+READ_AGAIN = "gun_hub_records_read_again_total"
+
+
+async def records_read_again(http: aiohttp.ClientSession, readiness: list[str]) -> float | None:
+    """How many records the hub workers' offset watchdogs have read again so far (each a
+    record handled twice and a late decision), from their /metrics; None if one did not
+    answer."""
+    total = 0.0
+    for url in readiness:
+        figures = await scrape(http, url.removesuffix("/readyz") + "/metrics", [READ_AGAIN])
+        if figures is None:
+            return None
+        total += figures[READ_AGAIN]
+    return total
 
 
 def print_phase(phase: Mapping[str, Any]) -> None:

@@ -123,12 +123,14 @@ def render_result(result: Mapping[str, Any]) -> str:
                 f"{saturation.get('decided', 0)}/{saturation.get('declarations', 0)}",
                 others_cpu(saturation.get("cpu")),
                 others_cpu(latency.get("cpu")),
+                phase.get("records_read_again"),
             ]
         )
     sections.append(
         render_table(
             "End to end, signed and encrypted (saturation; latency at half that rate; "
-            "others: CPUs other work kept busy meanwhile)",
+            "others: CPUs other work kept busy meanwhile; read again: records the hub's "
+            "offset watchdog found dropped and read again during both runs)",
             [
                 "configuration",
                 "decl/s",
@@ -140,6 +142,7 @@ def render_result(result: Mapping[str, Any]) -> str:
                 "decided",
                 "others sat",
                 "others lat",
+                "read again",
             ],
             rows,
         )

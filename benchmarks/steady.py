@@ -70,6 +70,7 @@ from benchmarks.bench import (
     warm_broker,
     write_documents,
 )
+from benchmarks.metrics_scrape import scrape
 from benchmarks.mix import Mix, PlannedDeclaration
 from benchmarks.report import latency_summary, render_table
 from gun_contract.kafka.admin import ensure_topics
@@ -247,26 +248,9 @@ _COUNTS_SHOWN = (
 )
 
 
-def metric_values(exposition: str, names: Collection[str]) -> dict[str, float]:
-    """The value of each of ``names`` in a Prometheus text exposition, summed over its
-    labels (0 when absent)."""
-    values = dict.fromkeys(names, 0.0)
-    for line in exposition.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in values:
-            values[name] += float(line.rsplit(" ", 1)[1])
-    return values
-
-
 async def hub_metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float] | None:
     """The hub's figures of ``HUB_METRICS``, None if it did not answer."""
-    try:
-        async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
-            return metric_values(await response.text(), HUB_METRICS)
-    except (aiohttp.ClientError, TimeoutError):
-        return None
+    return await scrape(http, url, HUB_METRICS)
 
 
 # -- the judgement (pure) ---------------------------------------------------------------

@@ -241,3 +241,19 @@ def test_the_printed_result_shows_every_figure_the_issue_asks_for() -> None:
     assert hub_row.split() == ["hub", "100.0", "110.0", "+10", "%", "90", "45", "-"]
     broker_row = next(line for line in processes if line.startswith("broker "))
     assert broker_row.split() == ["broker", "-", "-", "-", "25", "25", "-"]
+
+
+def test_the_records_the_watchdog_read_again_are_shown_per_configuration() -> None:
+    """A repair is a record handled twice and a late decision: it shows in the table
+    (32 needless ones in a two-worker run went unseen until its logs were read)."""
+    result = {
+        "hub": [
+            {"workers": 1, "saturation": {}, "records_read_again": 0},
+            {"workers": 2, "saturation": {}, "records_read_again": 32},
+            {"workers": 3, "saturation": {}},  # a hub that did not answer: unknown
+        ]
+    }
+    table = render_result(result).split("\n\n")[0]
+    header, _rule, *rows = table.splitlines()[1:]
+    assert header.split()[-2:] == ["read", "again"]
+    assert [row.split()[-1] for row in rows] == ["0", "32", "-"]

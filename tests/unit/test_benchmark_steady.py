@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 
+from benchmarks.metrics_scrape import metric_values
 from benchmarks.mix import Mix
 from benchmarks.steady import (
     FLAT,
@@ -26,7 +27,6 @@ from benchmarks.steady import (
     half_the_saturation,
     judge,
     judge_samples,
-    metric_values,
     release_after_control,
     render,
     retention_env,

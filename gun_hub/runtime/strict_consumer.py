@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
+from weakref import WeakValueDictionary
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
@@ -40,6 +41,11 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._reseeking: set[TP] = set()
         self._sought: dict[TP, int] = {}
         self._read_offset = _ReadOffsets(self._reseeking)
+        # Records faust was given and did not hand to an agent, by why: what the watchdog
+        # logs when it has to read one again.
+        self._passed_over: defaultdict[TP, PassedOver] = defaultdict(PassedOver)
+        # The records handed to faust, while anything (a queue, a stream) still has them.
+        self._handed: WeakValueDictionary[tuple[TP, int], Message] = WeakValueDictionary()
         # Records an agent holds until something else settles them (a declaration
         # waiting for its claim's verdict): on their way, not dropped.
         self._held: set[tuple[TP, int]] = set()
@@ -106,6 +112,31 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 if message is not None:
                     found.add((message.tp, message.offset))
         return found
+
+    def describe(self, tp: TP, offset: int) -> str:
+        """Where ``offset`` of ``tp`` stands for faust and the hub: what the watchdog logs
+        when it reads a record again, so that a repair says why it was needed."""
+        unacked = sorted(m.offset for m in list(self._unacked_messages) if m.tp == tp)
+        held = sorted(o for t, o in self._held if t == tp)
+        handled_after = sum(1 for o in self._handled.get(tp, ()) if o > offset)
+        if tp in self._paused_partitions:
+            fetching = "paused"
+        elif tp in self._buffered_partitions:
+            fetching = "its queue full"
+        else:
+            fetching = "fetched" if self.fetching(tp) else "not fetched"
+        message = self._handed.get((tp, offset))
+        if message is None:
+            where = "no longer referenced"
+        else:
+            where = f"refcount {message.refcount}, tracked {message.tracked}, acked {message.acked}"
+        return (
+            f"{where}; faust's read offset {self._read_offset.get(tp)}, fetched up to "
+            f"{self._fetched.get(tp)}, {fetching}"
+            f"{', being sought' if tp in self._reseeking else ''}; "
+            f"{handled_after} handled after it; unacknowledged by faust "
+            f"{_span(unacked)}, held {_span(held)}; {self._passed_over[tp]}"
+        )
 
     def throttle(self, tps: Iterable[TP]) -> None:
         """Stop fetching ``tps`` until ``unthrottle``: the watchdog leaves them alone."""
@@ -188,14 +219,26 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             if tp in self._reseeking:
                 # Fetched before a seek back: handing it over would move faust's read
                 # position past the record sought, which faust would then drop again.
+                self._passed_over[tp].skipped_while_sought += 1
                 continue
             if message.offset > self._fetched.get(tp, -1):
                 self._fetched[tp] = message.offset
+            read = self._read_offset.get(tp)
+            if read is not None and message.offset < read:
+                self._passed_over[tp].below_read_offset(message.offset, read)
             self._delivering = (tp, message.offset)
+            self._handed[tp, message.offset] = message
             try:
                 yield tp, message  # resumed once faust has handed it over (or dropped it)
             finally:
                 self._delivering = None
+                if self.suspend_flow.is_set():
+                    # faust stops waiting for a handover when its flow is suspended (a
+                    # rebalance) and moves its read offset past the record all the same.
+                    self._passed_over[tp].abandoned(message.offset)
+                elif not (message.refcount or message.tracked or message.acked):
+                    # faust's conductor found no channel to hand it to.
+                    self._passed_over[tp].to_no_agent(message.offset)
 
     async def _seek(self, partition: TP, offset: int) -> None:
         """On the consumer's own thread, where aiokafka's fetcher runs: faust seeks from
@@ -299,6 +342,51 @@ class _ReadOffsets(defaultdict[TP, int | None]):
     def __setitem__(self, tp: TP, offset: int | None) -> None:
         if tp not in self._reseeking:
             super().__setitem__(tp, offset)
+
+
+class PassedOver:
+    """Records of a partition fetched and not handed to an agent, counted by why."""
+
+    def __init__(self) -> None:
+        self.skipped_while_sought = 0
+        self.dropped = 0
+        self.last_dropped: tuple[int, int] | None = None  # (offset, faust's read offset)
+        self.given_up = 0
+        self.last_given_up: int | None = None
+        self.unsubscribed = 0
+        self.last_unsubscribed: int | None = None
+
+    def below_read_offset(self, offset: int, read: int) -> None:
+        self.dropped += 1
+        self.last_dropped = (offset, read)
+
+    def abandoned(self, offset: int) -> None:
+        self.given_up += 1
+        self.last_given_up = offset
+
+    def to_no_agent(self, offset: int) -> None:
+        self.unsubscribed += 1
+        self.last_unsubscribed = offset
+
+    def __str__(self) -> str:
+        dropped = (
+            f", the last {self.last_dropped[0]} (read offset {self.last_dropped[1]})"
+            if self.last_dropped is not None
+            else ""
+        )
+        given_up = f", the last {self.last_given_up}" if self.last_given_up is not None else ""
+        unsubscribed = (
+            f", the last {self.last_unsubscribed}" if self.last_unsubscribed is not None else ""
+        )
+        return (
+            f"so far {self.skipped_while_sought} skipped while sought, {self.dropped} "
+            f"below faust's read offset{dropped}, {self.given_up} in hand at a flow "
+            f"suspension{given_up}, {self.unsubscribed} handed to no agent{unsubscribed}"
+        )
+
+
+def _span(offsets: list[int]) -> str:
+    return f"{len(offsets)} ({offsets[0]}-{offsets[-1]})" if offsets else "none"
 
 
 def _no_offset() -> int | None:

@@ -129,10 +129,12 @@ class OffsetWatchdog:
                 absent_from = offset + 1
         if head in present:
             log.warning(
-                "%s[%d] offset %d was fetched but never handled (dropped by faust): read again",
+                "%s[%d] offset %d was fetched but never handled (dropped by faust): read "
+                "again (%s)",
                 tp.topic,
                 tp.partition,
                 head,
+                consumer.describe(tp, head),
             )
             await consumer.seek(tp, head)
             self.read_again += 1

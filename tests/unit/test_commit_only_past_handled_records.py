@@ -7,6 +7,7 @@ for good at the next restart.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Any
 
@@ -16,7 +17,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from gun_hub.runtime.offsets import EmptyOffsets, FetchGaps, first_unsettled
-from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
+from gun_hub.runtime.strict_consumer import PassedOver, StrictOffsetsConsumer
 
 TOPIC_PARTITION = TP("gun.declarations", 1)
 
@@ -120,6 +121,46 @@ def test_a_record_faust_is_handing_to_the_agents_is_not_suspect() -> None:
     assert (TOPIC_PARTITION, 10) in consumer.on_the_way()
 
 
+def test_a_held_record_let_go_is_no_longer_on_its_way_nor_handled() -> None:
+    """A delivery that failed for good: the watchdog may read the record again."""
+    consumer = _strict(committed=10, handled=[])
+    consumer._unacked_messages = set()
+    consumer._delivering = None
+    consumer.app = _AppWithoutQueues()
+    consumer.hold(TOPIC_PARTITION, 10)
+    consumer.release(TOPIC_PARTITION, 10)
+    assert (TOPIC_PARTITION, 10) not in consumer.on_the_way()
+    assert consumer.first_unsettled(TOPIC_PARTITION) == 10
+
+
+class _Message:
+    def __init__(self, offset: int) -> None:
+        self.tp, self.offset = TOPIC_PARTITION, offset
+
+
+def test_a_repair_says_where_its_record_stood() -> None:
+    """What the watchdog logs when it reads a record again: enough to tell a record faust
+    skipped from one the hub lost track of."""
+    consumer = _strict(committed=10, handled=[12, 13])
+    consumer._unacked_messages = {_Message(14), _Message(15)}
+    consumer._read_offset = {TOPIC_PARTITION: 15}
+    consumer._fetched = {TOPIC_PARTITION: 20}
+    consumer._paused_partitions = set()
+    consumer._buffered_partitions = {TOPIC_PARTITION}
+    consumer._reseeking = set()
+    consumer._passed_over = defaultdict(PassedOver)
+    consumer._passed_over[TOPIC_PARTITION].below_read_offset(9, 15)
+    consumer.hold(TOPIC_PARTITION, 11)
+    consumer._handed = {}
+    assert consumer.describe(TOPIC_PARTITION, 10) == (
+        "no longer referenced; faust's read offset 15, fetched up to 20, its queue full; "
+        "2 handled after it; unacknowledged by faust 2 (14-15), held 1 (11-11); "
+        "so far 0 skipped while sought, "
+        "1 below faust's read offset, the last 9 (read offset 15), 0 in hand at a flow "
+        "suspension, 0 handed to no agent"
+    )
+
+
 def test_a_held_record_is_on_its_way_until_settled_then_committed_over() -> None:
     """A declaration waiting for its claim's verdict (pipeline/admission.py) is held by
     the intake: the watchdog must not read it again, the commit must not pass it."""
@@ -139,6 +180,7 @@ class _Record:
     def __init__(self, offset: int) -> None:
         self.tp = TOPIC_PARTITION
         self.offset = offset
+        self.refcount, self.tracked, self.acked = 1, False, False  # in an agent's queue
 
 
 class _Fetches:
@@ -172,6 +214,8 @@ class _Fetches:
         monkeypatch.setattr(faust_aiokafka.Consumer, "seek", sought)
         consumer._fetched, consumer._reseeking, consumer._delivering = {}, set(), None
         consumer._sought, consumer._gaps, consumer._positions_moved = {}, FetchGaps(), 0
+        consumer._read_offset, consumer.suspend_flow = {}, asyncio.Event()
+        consumer._passed_over, consumer._handed = defaultdict(PassedOver), {}
 
     async def handed_over(self, consumer: Any, seek_at: int | None = None) -> list[int]:
         handed: list[int] = []

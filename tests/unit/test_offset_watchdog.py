@@ -52,6 +52,9 @@ class FakeConsumer:
         self.sought.append(offset)
         self.fetched = None
 
+    def describe(self, tp: TP, offset: int) -> str:
+        return f"fetched up to {self.fetched}"
+
 
 class Broker:
     def __init__(self, records: set[int]) -> None:

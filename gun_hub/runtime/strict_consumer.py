@@ -31,6 +31,10 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         # Where a partition with no committed offset starts (faust keeps None for it,
         # and for a committed offset of 0).
         self._start: dict[TP, int] = {}
+        # The point last handed to faust to commit: every record below it was handled,
+        # and the handled offsets below it are forgotten at once, while faust records
+        # the offset as committed only once the broker answered (seconds, under load).
+        self._committing: dict[TP, int] = {}
         # The highest offset fetched for the streams since the last seek.
         self._fetched: dict[TP, int] = {}
         # The record faust's fetch loop is handing to the agents' queues right now (it
@@ -80,9 +84,13 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._empty[tp].add(start, stop)
 
     def commit_start(self, tp: TP) -> int | None:
-        """The offset this partition's commit point moves on from (None: not known yet)."""
-        committed = self._committed_offset.get(tp)
-        return committed if committed is not None else self._start.get(tp)
+        """The offset this partition's commit point moves on from (None: not known yet):
+        the offset committed, or the one being committed (``_committing``) if higher."""
+        committed: int | None = self._committed_offset.get(tp)
+        committing = self._committing.get(tp)
+        if committed is None:
+            return committing if committing is not None else self._start.get(tp)
+        return committed if committing is None else max(committed, committing)
 
     def first_unsettled(self, tp: TP) -> int | None:
         """The first offset of ``tp`` neither handled nor known empty."""
@@ -305,7 +313,10 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._acked_index[tp].difference_update(dropped)
         self._handled[tp] = {o for o in handled if o >= point}
         self._empty[tp].forget_below(point)
-        return point if point > start else None
+        if point <= start:
+            return None
+        self._committing[tp] = point
+        return point
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         """faust guesses gaps from read positions, the record being delivered included;
@@ -314,7 +325,13 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self._positions_move()
         await super().on_partitions_revoked(revoked)
+        self._forget_partitions(revoked)
+
+    def _forget_partitions(self, revoked: set[TP]) -> None:
+        """What this consumer knew of partitions it no longer has: if it gets one back,
+        it starts again from the offset the broker has committed."""
         for tp in revoked:
+            self._committing.pop(tp, None)
             self._handled.pop(tp, None)
             self._empty.pop(tp, None)
             self._start.pop(tp, None)

@@ -1,12 +1,14 @@
 """A faust worker on the hub's runtime one of whose records takes long to deliver.
 
 Run as ``python -m tests.integration.apps.slow_delivery BOOTSTRAP TOPIC GROUP OUT SLOW
-TICKS``. It handles every record of TOPIC as the hub's agents do (``handled_agent`` with
-a delivery window, runtime/settling.py), appending each offset handled to OUT. The
-effects of offset SLOW are acknowledged only once the offset watchdog (ticking every
-second, so judging a suspect after two) has looked TICKS times: a broker slow to answer
-one produce request. At each look the watchdog has taken it writes
-how many so far and how many records it read again to OUT.watchdog.
+TICKS [--slow-commit]``. It handles every record of TOPIC as the hub's agents do
+(``handled_agent`` with a delivery window, runtime/settling.py), appending each offset
+handled to OUT. The effects of offset SLOW are acknowledged only once the offset
+watchdog (ticking every second, so judging a suspect after two) has looked TICKS times:
+a broker slow to answer one produce request. With ``--slow-commit`` every delivery is at
+once, and the first commit of an offset past SLOW is answered only after those looks: a
+slow offset commit. At each look the watchdog has taken it writes how many so far and
+how many records it read again to OUT.watchdog.
 """
 
 from __future__ import annotations
@@ -18,10 +20,19 @@ from typing import Any
 
 from gun_hub.runtime.faust_app import HubApp, handled_agent, watch_offsets
 from gun_hub.runtime.settling import Settling
+from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 from gun_tools.processes import free_port
 
 
-def main(bootstrap: str, topic_name: str, group: str, out: Path, slow: int, ticks: int) -> None:
+def main(
+    bootstrap: str,
+    topic_name: str,
+    group: str,
+    out: Path,
+    slow: int,
+    ticks: int,
+    slow_commit: bool,
+) -> None:
     app = HubApp(
         group,
         broker=f"kafka://{bootstrap}",
@@ -57,11 +68,21 @@ def main(bootstrap: str, topic_name: str, group: str, out: Path, slow: int, tick
     async def delivered() -> None:
         return None
 
+    if slow_commit:
+        commit = StrictOffsetsConsumer._commit
+
+        async def commit_slowly(self: Any, offsets: Any) -> Any:
+            if not looked.is_set() and any(offset > slow for offset in offsets.values()):
+                await looked.wait()
+            return await commit(self, offsets)
+
+        StrictOffsetsConsumer._commit = commit_slowly  # type: ignore[method-assign]
+
     async def handle(event: Any) -> Any:
         offset = event.message.offset
         with out.open("a") as handled:
             handled.write(f"{offset}\n")
-        return looked.wait() if offset == slow else delivered()
+        return looked.wait() if offset == slow and not slow_commit else delivered()
 
     handled_agent(app, topic, "handle", handle, Settling(limit=1000))
 
@@ -69,6 +90,7 @@ def main(bootstrap: str, topic_name: str, group: str, out: Path, slow: int, tick
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    slow_commit = "--slow-commit" in sys.argv
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
-    main(args[0], args[1], args[2], Path(args[3]), int(args[4]), int(args[5]))
+    main(args[0], args[1], args[2], Path(args[3]), int(args[4]), int(args[5]), slow_commit)

@@ -534,6 +534,8 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         sender, reader = await open_clearance(security, topics, bootstrap)
         clearance = Clearance(sender, reader, group)
         raw_values: list[bytes] = []
+        watcher = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await watcher.start()
         try:
             async with aiohttp.ClientSession() as http:
                 for workers in (1, 2):
@@ -568,6 +570,9 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                     phase: dict[str, Any] = {"workers": workers, "saturation": saturation}
                     result["mix"].setdefault("saturation", describe(batch))
                     rate = (saturation["declarations_per_second"] or 0) / 2
+                    # The latency run measures the offered load, not the saturation
+                    # run's follow-ups still under way.
+                    phase["settled_s"] = await settle(lambda: follow_up_ends(watcher, topics))
                     if rate > 0:
                         paced = mix.declarations(
                             max(1, round(rate * options.duration_s)), f"26FRBENCHL{workers}"
@@ -583,6 +588,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                     print_phase(phase)
             rss_end = rss_of(group)
         finally:
+            await watcher.stop()
             await reader.stop()
             await sender.stop()
     result["rss_mib"] = {
@@ -607,6 +613,46 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
 
 
 READ_AGAIN = "gun_hub_records_read_again_total"
+# The stack is done with a run's work once the ends of its request and answer topics have
+# not moved for this long (an adapter answers a request within a second or two).
+SETTLED_AFTER_S = 2.0
+SETTLE_WITHIN_S = 60.0
+SETTLE_LOOK_S = 0.5
+
+
+async def settle(
+    ends: Callable[[], Coroutine[Any, Any, Mapping[Any, int]]],
+    *,
+    quiet_s: float = SETTLED_AFTER_S,
+    max_s: float = SETTLE_WITHIN_S,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
+) -> float | None:
+    """Until the end offsets ``ends`` returns have not moved for ``quiet_s``: how long
+    that took, or None if they still moved after ``max_s``. A broker's end offsets only
+    move when a record is written, so nothing else tells when the stack is done."""
+    started = clock()
+    last = await ends()
+    still_since = started
+    while clock() - started < max_s:
+        await sleep(SETTLE_LOOK_S)
+        now = await ends()
+        if now != last:
+            last, still_since = now, clock()
+        elif clock() - still_since >= quiet_s:
+            return clock() - started
+    return None
+
+
+async def follow_up_ends(consumer: AIOKafkaConsumer, topics: TopicRegistry) -> dict[Any, int]:
+    """End offsets of every request and answer partition: the follow-ups' traffic."""
+    partitions = [
+        TopicPartition(topic, partition)
+        for authority in topics.authorities
+        for topic in (topics.requests(authority), topics.responses(authority))
+        for partition in range(PARTITIONS)
+    ]
+    return dict(await consumer.end_offsets(partitions))
 
 
 async def records_read_again(http: aiohttp.ClientSession, readiness: list[str]) -> float | None:
@@ -628,6 +674,8 @@ def print_phase(phase: Mapping[str, Any]) -> None:
         f"{phase['workers']} worker(s): {saturation['decided']}/{saturation['declarations']} "
         f"decided, {saturation['declarations_per_second']} declarations/s"
     )
+    settled = phase.get("settled_s")
+    line += "; stack settled " + (f"after {settled:.1f} s" if settled is not None else "NOT")
     latency = phase.get("latency", {}).get("latency", {})
     if latency.get("count"):
         line += f"; at half rate p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms"

@@ -1,9 +1,10 @@
 """The latency run starts once the stack has finished the saturation run's work.
 
-The saturation run ends when its last declaration is decided, but the stack still has
-its follow-ups to do (a write-off per document line released, each a request and an
-answer): a latency run started at once measured that backlog, not the offered load
-(3 December 2026: its first five seconds at p50 0.6 s, the rest at 0.1 to 0.2 s)."""
+The saturation run ends when its last declaration is decided, but the stack may still
+have follow-ups to do (a write-off per document line released, each a request and an
+answer); a latency run started during them would measure them, not the offered load.
+The stack is taken as done once the ends of the request and answer topics have not moved
+for a while (runs of 3 December 2026: 2.0 to 2.1 s, the follow-ups already done)."""
 
 from __future__ import annotations
 

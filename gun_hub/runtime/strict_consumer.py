@@ -361,44 +361,44 @@ class _ReadOffsets(defaultdict[TP, int | None]):
             super().__setitem__(tp, offset)
 
 
+class _Tally:
+    """How many records one reason passed over, and the last one."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+        self.last: str | None = None
+
+    def add(self, last: str) -> None:
+        self.count += 1
+        self.last = last
+
+    def __str__(self) -> str:
+        return f"{self.count} {self.what}" + (f", the last {self.last}" if self.last else "")
+
+
 class PassedOver:
     """Records of a partition fetched and not handed to an agent, counted by why."""
 
     def __init__(self) -> None:
         self.skipped_while_sought = 0
-        self.dropped = 0
-        self.last_dropped: tuple[int, int] | None = None  # (offset, faust's read offset)
-        self.given_up = 0
-        self.last_given_up: int | None = None
-        self.unsubscribed = 0
-        self.last_unsubscribed: int | None = None
+        self._below_read_offset = _Tally("below faust's read offset")
+        self._abandoned = _Tally("in hand at a flow suspension")
+        self._to_no_agent = _Tally("handed to no agent")
 
     def below_read_offset(self, offset: int, read: int) -> None:
-        self.dropped += 1
-        self.last_dropped = (offset, read)
+        self._below_read_offset.add(f"{offset} (read offset {read})")
 
     def abandoned(self, offset: int) -> None:
-        self.given_up += 1
-        self.last_given_up = offset
+        self._abandoned.add(str(offset))
 
     def to_no_agent(self, offset: int) -> None:
-        self.unsubscribed += 1
-        self.last_unsubscribed = offset
+        self._to_no_agent.add(str(offset))
 
     def __str__(self) -> str:
-        dropped = (
-            f", the last {self.last_dropped[0]} (read offset {self.last_dropped[1]})"
-            if self.last_dropped is not None
-            else ""
-        )
-        given_up = f", the last {self.last_given_up}" if self.last_given_up is not None else ""
-        unsubscribed = (
-            f", the last {self.last_unsubscribed}" if self.last_unsubscribed is not None else ""
-        )
         return (
-            f"so far {self.skipped_while_sought} skipped while sought, {self.dropped} "
-            f"below faust's read offset{dropped}, {self.given_up} in hand at a flow "
-            f"suspension{given_up}, {self.unsubscribed} handed to no agent{unsubscribed}"
+            f"so far {self.skipped_while_sought} skipped while sought, "
+            f"{self._below_read_offset}, {self._abandoned}, {self._to_no_agent}"
         )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import faust
 
 from gun_hub.runtime.faust_app import HubApp, handled_agent, watch_offsets
-from gun_tools.processes import free_port
+from tests.integration.apps import worker_app
 
 
 def main(
@@ -37,23 +37,14 @@ def main(
     commit_first: bool = False,
 ) -> None:
     app_class = faust.App if stock else HubApp
-    app = app_class(
+    app = worker_app(
+        app_class,
         group,
-        broker=f"kafka://{bootstrap}",
-        store="memory://",
-        datadir=str(out.parent / "faust-data"),  # not the working directory
-        web_enabled=False,
-        # faust's worker binds its web server all the same: never on the shared default
-        # port, where another test's worker may be listening.
-        web_port=free_port(),
-        web_host="127.0.0.1",
-        web_bind="127.0.0.1",
-        consumer_auto_offset_reset="earliest",
+        bootstrap,
+        out,
         # Nothing committed before the seek, as in a worker's first seconds.
         broker_commit_interval=3600.0 if seek_to_committed else 0.5,
         stream_buffer_maxsize=buffer,
-        topic_disable_leader=True,
-        logging_config=None,
     )
     topic = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
     interrupted = False

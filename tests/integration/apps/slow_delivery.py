@@ -21,7 +21,7 @@ from typing import Any
 from gun_hub.runtime.faust_app import HubApp, handled_agent, watch_offsets
 from gun_hub.runtime.settling import Settling
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
-from gun_tools.processes import free_port
+from tests.integration.apps import worker_app
 
 
 def main(
@@ -33,20 +33,7 @@ def main(
     ticks: int,
     slow_commit: bool,
 ) -> None:
-    app = HubApp(
-        group,
-        broker=f"kafka://{bootstrap}",
-        store="memory://",
-        datadir=str(out.parent / "faust-data"),  # not the working directory
-        web_enabled=False,
-        web_port=free_port(),  # faust binds it all the same: never the shared default
-        web_host="127.0.0.1",
-        web_bind="127.0.0.1",
-        consumer_auto_offset_reset="earliest",
-        broker_commit_interval=0.5,
-        topic_disable_leader=True,
-        logging_config=None,
-    )
+    app = worker_app(HubApp, group, bootstrap, out, broker_commit_interval=0.5)
     topic = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
     watchdog = watch_offsets(app, bootstrap, {topic_name}, interval_s=1.0)
     looked = asyncio.Event()

@@ -6,9 +6,9 @@ decisions, several at once: the quantities written off over its 800,000 write-of
 counters since issue 12 and are quick; a question over every line is not. Asked on the
 event loop, each question held it for a second or more, and with it every agent and
 ``/livez`` (a liveness probe that times out gets the hub restarted). Asked off the loop,
-``/livez`` on the same loop keeps answering (99 % within 100 ms, all within a second)
-while the questions run; too many questions at once are refused as busy, and one that
-runs past its limit is stopped.
+``/livez`` on the same loop keeps answering (nine probes in ten within 100 ms, all
+within a second) while the questions run; too many questions at once are refused as
+busy, and one that runs past its limit is stopped.
 """
 
 from __future__ import annotations
@@ -151,6 +151,28 @@ async def timed_get(
         return response.status, time.perf_counter() - started, dict(response.headers)
 
 
+def assert_probes_kept_answering(probes: list[float], meanwhile: str) -> str:
+    """Nine probes in ten within the budget, and none anywhere near a question's duration.
+
+    A loop held by a question holds every probe sent meanwhile for the whole question
+    (seconds). The odd probe waits for a CPU on a shared two-core machine (CI runs the
+    end-to-end tests beside the unit tests), not for the question: with some 40 probes a
+    "99th percentile" is the single slowest one, and one 0.4-s wait for a CPU failed CI.
+    Returns the summary, for the run's log.
+    """
+    assert len(probes) >= 5, f"only {len(probes)} probes: the loop was held"
+    ordered = sorted(probes)
+    p90, worst = ordered[int(len(ordered) * 0.9)], ordered[-1]
+    summary = (
+        f"/livez: 90% within {p90 * 1000:.0f} ms, max {worst * 1000:.0f} ms, median "
+        f"{ordered[len(ordered) // 2] * 1000:.0f} ms over {len(ordered)} probes, while "
+        f"{meanwhile} ran"
+    )
+    assert p90 < LIVEZ_BUDGET_S, summary
+    assert worst < 10 * LIVEZ_BUDGET_S, summary
+    return summary
+
+
 def test_the_question_alone_would_hold_the_loop_far_beyond_the_probe_budget(
     big_view: Path,
 ) -> None:
@@ -188,18 +210,7 @@ async def test_livez_answers_within_100_ms_while_statistics_run(stack: Stack) ->
     assert [code for code, _, _ in answers] == [200, 200]
     slowest = max(took for _, took, _ in answers)
     assert slowest > 3 * LIVEZ_BUDGET_S  # the questions did take their time
-    assert len(probes) >= 5
-    # 99 % of the probes within the budget, and none anywhere near a question's duration
-    # (the odd probe waits for a CPU on a shared two-core machine, not for the question).
-    probes.sort()
-    p99, worst = probes[int(len(probes) * 0.99)], probes[-1]
-    summary = (
-        f"/livez: 99% within {p99 * 1000:.0f} ms, max {worst * 1000:.0f} ms, median "
-        f"{probes[len(probes) // 2] * 1000:.0f} ms over {len(probes)} probes, while "
-        f"statistics over {DECISIONS} decisions ran ({slowest:.1f} s)"
-    )
-    assert p99 < LIVEZ_BUDGET_S, summary
-    assert worst < 10 * LIVEZ_BUDGET_S, summary
+    assert_probes_kept_answering(probes, f"statistics over {DECISIONS} decisions ({slowest:.1f} s)")
 
 
 @pytest.mark.parametrize("stack", [{"query_max_waiting": 2, "query_threads": 1}], indirect=True)

@@ -58,7 +58,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from benchmarks.cpu import CpuMeter, broker_threads, thread_ticks
 from benchmarks.metrics_scrape import scrape
 from benchmarks.mix import Mix, PlannedDeclaration, describe
-from benchmarks.report import backlog_grew, latency_summary, render_result, steady_rate, timeline
+from benchmarks.report import (
+    backlog_grew,
+    latency_summary,
+    render_result,
+    steady_rate,
+    timeline,
+    window_percentiles,
+)
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.kafka.client import consumer_options, producer_options
 from gun_contract.model.verdicts import Outcome
@@ -108,7 +115,7 @@ CONTROLS = frozenset({Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL})
 @dataclass
 class Options:
     declarations: int = 3000
-    duration_s: float = 30.0
+    duration_s: float = 120.0
     raw_records: int = 20000
     seed: int = 1
     out: Path | None = None
@@ -379,6 +386,8 @@ class Clearance:
             "latency": latency_summary(latencies),
             # Stalls show as seconds whose worst latency stands out (and how often).
             "timeline": timeline(by_second),
+            # How much p99 moves within the run: one run's p99 rests on its few slowest.
+            "p99_ms_by_window": window_percentiles(by_second, 99),
         } | {"backlog_grew": backlog_grew(timeline(by_second))}
 
 

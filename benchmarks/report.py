@@ -50,6 +50,23 @@ def timeline(points: Sequence[tuple[float, float]]) -> list[dict[str, float | in
     ]
 
 
+def window_percentiles(
+    points: Sequence[tuple[float, float]], q: float, window_s: float = 30.0
+) -> list[float]:
+    """The ``q``-th percentile, in milliseconds, of the latencies of each ``window_s``
+    window of the schedule ((submitted at, latency) seconds, as for :func:`timeline`). A
+    window whose submissions span less than nine tenths of it (the end of the run) is
+    left out: its few values would say little."""
+    windows: dict[int, list[tuple[float, float]]] = {}
+    for at, latency in points:
+        windows.setdefault(int(at // window_s), []).append((at, latency))
+    return [
+        round(percentile([latency for _, latency in inside], q) * 1000, 1)
+        for _, inside in sorted(windows.items())
+        if max(at for at, _ in inside) - min(at for at, _ in inside) >= 0.9 * window_s
+    ]
+
+
 def backlog_grew(rows: Sequence[Mapping[str, float | int]]) -> bool:
     """Whether latency kept climbing through a paced run (a timeline of :func:`timeline`):
     the median of its last third more than twice that of its first third, and above
@@ -120,6 +137,7 @@ def render_result(result: Mapping[str, Any]) -> str:
                 figures.get("p50_ms"),
                 figures.get("p95_ms"),
                 figures.get("p99_ms"),
+                spread(latency.get("p99_ms_by_window")),
                 f"{saturation.get('decided', 0)}/{saturation.get('declarations', 0)}",
                 others_cpu(saturation.get("cpu")),
                 others_cpu(latency.get("cpu")),
@@ -129,6 +147,7 @@ def render_result(result: Mapping[str, Any]) -> str:
     sections.append(
         render_table(
             "End to end, signed and encrypted (saturation; latency at half that rate; "
+            "p99 by 30 s: lowest-highest p99 of the latency run's 30-s windows; "
             "others: CPUs other work kept busy meanwhile; read again: records the hub's "
             "offset watchdog found dropped and read again during both runs)",
             [
@@ -139,6 +158,7 @@ def render_result(result: Mapping[str, Any]) -> str:
                 "p50 ms",
                 "p95 ms",
                 "p99 ms",
+                "p99 by 30 s",
                 "decided",
                 "others sat",
                 "others lat",
@@ -165,6 +185,13 @@ def render_result(result: Mapping[str, Any]) -> str:
         sections.append(render_table("Same broker, no processing", ["", "figure"], raw_rows))
     sections.append(render_processes(result))
     return "\n\n".join(sections)
+
+
+def spread(values: Sequence[float] | None) -> str:
+    """``lowest-highest`` in whole units, or ``-`` when there is nothing to spread."""
+    if not values:
+        return "-"
+    return f"{min(values):.0f}-{max(values):.0f}"
 
 
 def others_cpu(cpu: Mapping[str, float] | None) -> str:

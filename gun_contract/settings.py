@@ -292,6 +292,13 @@ class OpsSettings(BaseModel):
         description="Port of `gun-hub view`'s /livez, /readyz and /metrics (its trader and "
         "officer listeners are the web.* settings').",
     )
+    view_gather_ms: NonNegativeInt = Field(
+        200,
+        description="How long the view's reader lets the broker gather records before a "
+        "fetch returns: what arrived meanwhile is applied in one SQLite transaction, and "
+        "the broker answers a few fetches a second instead of one per burst of records. "
+        "A status reaches the trader lookup up to this much later; 0: each as it arrives.",
+    )
     lag_monitor_enabled: bool = Field(
         True, description="Measure consumer lag, publish it on ops.lag and /metrics."
     )

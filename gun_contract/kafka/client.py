@@ -111,15 +111,33 @@ async def start_or_close(client: _Startable) -> None:
         raise
 
 
-def reader_without_group(connect: ClientConfig, client_id: str) -> AIOKafkaConsumer:
+# What a gathering reader asks the broker to hold a fetch for: more than a moment's
+# worth of records at any rate here, so that only the wait ends it, or a backlog.
+GATHER_BYTES = 1024 * 1024
+
+
+def reader_without_group(
+    connect: ClientConfig, client_id: str, *, gather_ms: int = 0
+) -> AIOKafkaConsumer:
     """A consumer that joins no group: it reads every partition it assigns itself, from
-    where it seeks (an operations view, the rollout modes: every worker reads them all)."""
+    where it seeks (an operations view, the rollout modes: every worker reads them all).
+
+    ``gather_ms`` above 0: the broker holds each fetch until that long has passed (or a
+    backlog of :data:`GATHER_BYTES` is there), so a reader that needs no record the
+    moment it is written fetches a few times a second, not once per burst of records.
+    Each fetch names every partition the reader follows, and both the broker and this
+    client pay for each (docs/benchmark.md, "The cost per declaration depends on the
+    load")."""
+    gathering = (
+        {"fetch_min_bytes": GATHER_BYTES, "fetch_max_wait_ms": gather_ms} if gather_ms else {}
+    )
     return AIOKafkaConsumer(
         **connect.options(),
         client_id=client_id,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **gathering,
     )
 
 
@@ -128,10 +146,12 @@ async def read_without_group(
     client_id: str,
     assign: Callable[[AIOKafkaConsumer], Awaitable[list[TopicPartition]]],
     follow: Callable[[AIOKafkaConsumer, list[TopicPartition]], Awaitable[None]],
+    *,
+    gather_ms: int = 0,
 ) -> None:
     """Start a reader without a group, let ``assign`` choose its partitions and ``follow``
-    read them, and stop it whatever happens."""
-    consumer = reader_without_group(connect, client_id)
+    read them, and stop it whatever happens (``gather_ms``: :func:`reader_without_group`)."""
+    consumer = reader_without_group(connect, client_id, gather_ms=gather_ms)
     await start_or_close(consumer)
     try:
         await follow(consumer, await assign(consumer))

@@ -62,8 +62,11 @@ class OpsFeed:
         retry_s: float = 1.0,
         heartbeats: HeartbeatGate | None = None,
         retention_s: float | None = None,
+        gather_ms: int = 0,
     ) -> None:
         self._connect = connect
+        # How long the broker holds each fetch (ops.view_gather_ms, reader_without_group).
+        self._gather_ms = gather_ms
         self._view = view
         self._state = state
         self._retry_s = retry_s
@@ -91,7 +94,13 @@ class OpsFeed:
             await asyncio.sleep(0)  # the agents run between two steps
 
     async def run(self) -> None:
-        await read_without_group(self._connect, "gun-hub-ops-view", self._assign, self.follow)
+        await read_without_group(
+            self._connect,
+            "gun-hub-ops-view",
+            self._assign,
+            self.follow,
+            gather_ms=self._gather_ms,
+        )
 
     async def follow(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Apply what ``consumer`` (assigned to ``partitions``) reads, batch by batch.

@@ -817,6 +817,7 @@ def _operations_view(
         # Believes a heartbeat only if its signer is the component it names (heartbeats.py).
         heartbeats=build_heartbeat_gate(settings, topics),
         retention_s=settings.ops.view_retention_days * 86400.0,
+        gather_ms=settings.ops.view_gather_ms,
     )
 
     async def feed_view() -> None:

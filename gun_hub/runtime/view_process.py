@@ -130,6 +130,7 @@ def build_view_process(settings: Settings) -> ViewProcess:
         state,
         heartbeats=build_heartbeat_gate(settings, topics),
         retention_s=settings.ops.view_retention_days * 86400.0,
+        gather_ms=settings.ops.view_gather_ms,
     )
     # The operator actions and rollout settings are sealed with the hub's state key.
     cipher = StateCipher.load(settings.security.keys_dir, HUB_PARTY)

@@ -93,6 +93,9 @@ class Run:
     stories: dict[str, Story] = field(default_factory=dict)
     office_backlog: int = 0
     retries: deque[tuple[Submission, bytes, int]] = field(default_factory=deque)
+    # Versions handed to a client whose delivery report has not come yet: the run is not
+    # quiet while a client still holds one (it may be resent, or reach the hub late).
+    in_flight: set[int] = field(default_factory=set)
     # Kills per fault kind and target so far: several workers or replicas are killed in turn.
     kills: Counter[str] = field(default_factory=Counter)
     _clearance: JoseEnvelope | None = None
@@ -117,11 +120,16 @@ class Run:
         seq = sub.seq
 
         def delivered(partition: int | None, error: str | None) -> None:
+            self.in_flight.discard(seq)
             if error is None and partition is not None:
                 self.partitions[seq] = partition
             elif attempt < 5:
                 self.event("note", "send_failed", reference=sub.reference, error=error)
                 self.retries.append((sub, version.data, attempt + 1))
+            else:
+                self.event("note", "send_given_up", reference=sub.reference, error=error)
+
+        self.in_flight.add(seq)
 
         await self.producers[sub.client].send(
             self.topics.declarations,
@@ -300,9 +308,14 @@ class Run:
             reported = time.monotonic()
             while time.monotonic() < deadline:
                 ends = await consumer.end_offsets(partitions)
-                if ends != last or self.retries:
+                if ends != last or self.retries or self.in_flight:
                     if last is not None and time.monotonic() - reported > 10:
                         moving = sorted({tp.topic for tp in ends if ends[tp] != last.get(tp)})
+                        if self.in_flight or self.retries:
+                            moving.append(
+                                f"{len(self.in_flight)} sent and not yet acknowledged, "
+                                f"{len(self.retries)} to send again"
+                            )
                         log.info("[%7.1fs] not quiet yet: %s", self.now(), ", ".join(moving))
                         reported = time.monotonic()
                     last, still_since = ends, time.monotonic()
@@ -501,6 +514,8 @@ async def execute(
         await asyncio.gather(*background, return_exceptions=True)
         for producer in run.producers.values():
             await producer.stop()
+            if producer.replaced:
+                run.event("note", "client_replaced", client=producer.name, times=producer.replaced)
         run.producers.clear()
         write_jsonl(
             out / MANIFEST,

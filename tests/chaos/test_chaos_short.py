@@ -57,7 +57,20 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert results["declarations"] >= DECLARATIONS
     assert results["faults"]["hub_kill"] >= 2
     table = done.stdout[-12000:]
-    assert done.returncode == 0, f"invariants failed (run kept in {kept}):\n{table}"
+    assert done.returncode == 0, (
+        f"invariants failed (run kept in {kept}):\n{table}\n{_warnings(done.stderr)}"
+    )
     assert results["lost"] == 0
     assert results["duplicates"] == 0
     assert results["ledger_deviation"] == "0"
+
+
+def _warnings(log: str, keep: int = 40) -> str:
+    """The run's client warnings and notes: in CI the table alone does not say why."""
+    lines = [
+        line
+        for line in log.splitlines()
+        if "confluent-kafka" in line or "rdkafka" in line or " note " in line
+    ]
+    shown = "\n".join(lines[-keep:])
+    return f"run log, warnings and notes (last {keep}):\n{shown}"

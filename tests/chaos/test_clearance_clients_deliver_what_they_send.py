@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from chaos.producers import ConfluentProducer
+from tests.integration.seeded_topics import fresh_topic
 
 pytestmark = [pytest.mark.chaos, pytest.mark.broker]
 
@@ -32,7 +31,8 @@ class SwallowingProxy:
         self._target = (host, int(port))
         self.open = asyncio.Event()
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -40,15 +40,15 @@ class SwallowingProxy:
         return f"127.0.0.1:{port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         if not self.open.is_set():
-            await reader.read(-1)  # swallow until the client gives up on this connection
-            writer.close()
+            await reader.read(-1)  # swallow until the client or stop() ends the connection
             return
         up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers.add(up_writer)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            pipe = asyncio.create_task(self._pipe(source, sink))
+            self._pipes.add(pipe)
 
     @staticmethod
     async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
@@ -56,13 +56,18 @@ class SwallowingProxy:
             while data := await source.read(65536):
                 sink.write(data)
                 await sink.drain()
-        sink.close()
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
+        for pipe in self._pipes:
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
+        await asyncio.gather(*(w.wait_closed() for w in self._writers), return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
 
 
 async def _send(producer: ConfluentProducer, topic: str) -> tuple[int | None, str | None]:
@@ -81,13 +86,7 @@ async def _send(producer: ConfluentProducer, topic: str) -> tuple[int | None, st
 async def test_a_record_held_back_past_the_timeout_is_delivered_by_a_new_client(
     kafka_bootstrap: str,
 ) -> None:
-    topic = f"chaos.clients.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 3, 1)])
-    finally:
-        await admin.close()
+    topic = await fresh_topic(kafka_bootstrap, "chaos.clients", partitions=3)
     proxy = SwallowingProxy(kafka_bootstrap)
     producer = ConfluentProducer(await proxy.start(), delivery_timeout_s=3)
     await producer.start()

@@ -9,14 +9,20 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
-async def seeded_topic(bootstrap: str, prefix: str, records: int) -> str:
+async def fresh_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
+    """A new empty topic named ``prefix-<random>``."""
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         await admin.close()
+    return topic
+
+
+async def seeded_topic(bootstrap: str, prefix: str, records: int) -> str:
+    topic = await fresh_topic(bootstrap, prefix)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:

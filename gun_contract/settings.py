@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr
+from pydantic import (
+    BaseModel,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gun_contract.limits import MAX_DECLARATION_BYTES
@@ -253,6 +261,13 @@ class AdapterSettings(BaseModel):
     )
     max_in_flight: PositiveInt = Field(
         64, description="Requests handled concurrently (different declarations only)."
+    )
+    commit_interval_s: NonNegativeFloat = Field(
+        0.5,
+        description="At most this often the request partitions are committed up to what "
+        "is answered; at once when partitions are revoked or the adapter stops. After a "
+        "crash the next owner asks the partner again what was answered since (harmless: "
+        "idempotency keys). 0: after every poll.",
     )
     replica_id: str = Field(
         "",

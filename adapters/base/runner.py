@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ from gun_contract.health import PartnerHealth
 from gun_contract.heartbeats import signed_heartbeat
 from gun_contract.kafka.client import consumer_options, from_settings, producer_options
 from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
+from gun_contract.model.verdicts import Verdict
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.state_cipher import StateCipher
 from gun_contract.settings import Settings
@@ -100,6 +102,14 @@ class AdapterRunner:
         self._producer: AIOKafkaProducer | None = None
         self._replayer = Replayer(self.pending, partner, self._publish_replayed)
         self._pending_limit = PendingLimit(spec.authority, settings.adapter.pending_limit)
+        # Commits go one at a time (never racing each other backwards), at most every
+        # ``adapter.commit_interval_s`` from the loop, and at once when partitions are
+        # revoked or the replica stops.
+        self._commit_lock = asyncio.Lock()
+        self._last_commit = 0.0
+        # An answer UNAVAILABLE was sent since the last commit: the next one is not held
+        # back (``_commit``).
+        self._commit_soon = False
 
     def stop(self) -> None:
         self._stopping.set()
@@ -136,10 +146,10 @@ class AdapterRunner:
         ]
         try:
             # A full pending queue pauses fetching (the poll still runs: the consumer stays
-            # in its group, and the replays go on in the background). After each poll the
+            # in its group, and the replays go on in the background). After a poll the
             # partitions are committed up to what is handled (every answer and dead letter
-            # acknowledged), but never past an operation still pending: from this task
-            # only, so commits never race each other backwards.
+            # acknowledged), but never past an operation still pending, at most every
+            # ``adapter.commit_interval_s`` (``_commit``).
             await consume(
                 consumer,
                 lambda batch: self._process(batch, producer),
@@ -157,6 +167,7 @@ class AdapterRunner:
                 await asyncio.gather(*background)
             if health is not None:
                 await health.cleanup()
+            await self.commit_now(consumer, "the replica stops")
             await consumer.stop()
             await producer.stop()
             await self._partner.close()
@@ -236,22 +247,52 @@ class AdapterRunner:
                 partition=record.partition,
             )
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer, *, at_once: bool = False) -> None:
         """Commit each owned partition up to what is handled, no further than its oldest
-        pending operation (it moves on when a replay takes that one, new records or not)."""
-        marks = self.ownership.to_commit()
-        if not marks:
+        pending operation (it moves on when a replay takes that one, new records or not).
+
+        From the loop, at most every ``adapter.commit_interval_s``: a commit per poll was
+        about two OffsetCommit requests per declaration at a moderate rate, each costing the
+        broker as much as a produce. What is handled and not yet committed when a
+        partition moves is committed on revocation (``commit_now``); after a crash, its
+        next owner reads it again, which every partner operation's idempotency key makes
+        harmless (ownership.py).
+
+        Except after an answer UNAVAILABLE: that batch is committed after its poll, as
+        before. A reservation that met the outage, read again after a crash once the
+        partner is back, would be applied then, possibly after its declaration's deletion
+        was answered "nothing to delete" (ADR 0014); the commit's mark says it was
+        answered, and the interval must not widen the window where it does not yet."""
+        interval = self._settings.adapter.commit_interval_s
+        waited = time.monotonic() - self._last_commit
+        if not (at_once or self._commit_soon) and waited < interval:
             return
-        # Each commit says how far this replica answered: the partition's next owner asks
-        # the partner again only the follow-ups before that (ownership.py).
-        committed = await commit_assigned(
-            consumer,
-            {
-                TopicPartition(self._request_topic, p): (o, self.ownership.commit_metadata(p))
-                for p, o in marks.items()
-            },
-        )
-        self.ownership.committed({tp.partition: offset for tp, (offset, _) in committed.items()})
+        async with self._commit_lock:
+            self._last_commit = time.monotonic()
+            self._commit_soon = False
+            marks = self.ownership.to_commit()
+            if not marks:
+                return
+            # Each commit says how far this replica answered: the partition's next owner
+            # asks the partner again only the follow-ups before that (ownership.py).
+            committed = await commit_assigned(
+                consumer,
+                {
+                    TopicPartition(self._request_topic, p): (o, self.ownership.commit_metadata(p))
+                    for p, o in marks.items()
+                },
+            )
+            self.ownership.committed(
+                {tp.partition: offset for tp, (offset, _) in committed.items()}
+            )
+
+    async def commit_now(self, consumer: AIOKafkaConsumer, why: str) -> None:
+        """Commit what is handled at once (partitions revoked, the replica stopping). A
+        failure is logged, not raised: the next owner then reads those records again."""
+        try:
+            await self._commit(consumer, at_once=True)
+        except Exception:
+            log.warning("commit as %s failed: the records since are read again", why, exc_info=True)
 
     async def _process(self, batches: Batch, producer: AIOKafkaProducer) -> None:
         """Handle a batch, and send what it makes (answers, dead letters) until the
@@ -376,6 +417,8 @@ class AdapterRunner:
             metrics.REQUESTS.labels(self._spec.authority).inc()
             # Asking may queue this request, or replay or drop what its declaration had queued.
             metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
+            if any(answer.verdict is Verdict.UNAVAILABLE for answer in answers):
+                self._commit_soon = True
             self._answer(outbox, request, answers, record.partition, trace_id)
             log.info(
                 "answered %s of %s version %d: %s",
@@ -467,6 +510,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         return {tp.partition: str(entry.metadata or "") for tp, entry in fetched.items()}
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._runner.commit_now(self._consumer, "partitions are revoked")
         await self._runner.ownership.revoked({tp.partition for tp in revoked})
         metrics.PENDING.labels(self._runner._spec.authority).set(len(self._runner.pending))
 

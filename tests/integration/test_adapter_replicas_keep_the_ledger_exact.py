@@ -11,15 +11,18 @@ before its declaration's next version, which reserves and is written off exactly
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from decimal import Decimal
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
 from adapters.base import PartnerPort, load_adapter
-from adapters.base.runner import AdapterRunner
+from adapters.base.runner import AdapterRunner, consumer_group
 from adapters.conformance.harness import Harness, Quote
 from gun_contract.health import CircuitStatus
 from gun_contract.kafka.client import from_settings
@@ -78,6 +81,7 @@ async def replica(
     partner: RunningPartner,
     replica_id: str,
     blocked: set[str] | None = None,
+    commit_interval_s: float = AdapterSettings().commit_interval_s,
 ) -> AsyncIterator[AdapterRunner]:
     settings = kafka_env.settings()
     settings.adapter = AdapterSettings(
@@ -88,6 +92,7 @@ async def replica(
         circuit_reset_s=1,
         replay_interval_s=0.5,
         replica_id=replica_id,
+        commit_interval_s=commit_interval_s,
     )
     client = load_adapter("dgal").build_partner(settings.adapter)
     async with running_adapter(
@@ -287,3 +292,102 @@ async def test_a_reservation_answered_in_an_outage_is_not_applied_after_a_rebala
     # Y never held anything: its reservation was not applied behind its deletion.
     assert await hub.ledger(doc_y) == (Decimal(0), Decimal(0))
     assert partner.store.positions(doc_y) == []
+
+
+# -- commits: throttled in the loop, made at once when partitions move or a replica stops
+
+
+async def group_commits(kafka_env: KafkaEnv) -> dict[int, tuple[int, str]]:
+    """The adapter group's commit (offset, metadata) per request partition."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_env.bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(consumer_group("dgal"))
+    finally:
+        await admin.close()
+    topic = kafka_env.topics.requests("dgal")
+    return {tp.partition: (o.offset, o.metadata) for tp, o in offsets.items() if tp.topic == topic}
+
+
+async def request_ends(kafka_env: KafkaEnv) -> dict[int, int]:
+    """The end offset of each request partition that holds a record."""
+    topic = kafka_env.topics.requests("dgal")
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_env.bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return {tp.partition: end for tp, end in ends.items() if end > 0}
+
+
+async def answer_reservations(hub: Harness) -> None:
+    for n in range(DECLARATIONS * 3):
+        doc = await hub.seed(f"commits-{n}")
+        reservation = hub.request(Operation.RESERVE, [Quote(doc, "1")])
+        assert (await hub.ask(reservation)).answers[0].verdict is Verdict.VALID
+
+
+def assert_committed_up_to_the_end(
+    commits: dict[int, tuple[int, str]], ends: dict[int, int]
+) -> None:
+    """Every request partition committed past its last record, its metadata saying so."""
+    assert {p: commits.get(p, (None, ""))[0] for p in ends} == ends
+    for partition, end in ends.items():
+        assert commits[partition][1] == f"answered:{end}"
+
+
+async def test_what_a_replica_answered_is_committed_when_its_partitions_move(
+    kafka_env: KafkaEnv, partner: RunningPartner, hub: Harness
+) -> None:
+    """A replica commits at most every ``commit_interval_s`` (an hour here), yet when a
+    second replica joins, what the first answered is committed before the partitions
+    move: the new owners ask the partner nothing again."""
+    async with replica(kafka_env, partner, "a", commit_interval_s=3600) as first:
+        await until_owned([first])
+        await answer_reservations(hub)
+        ends = await request_ends(kafka_env)
+        before = await group_commits(kafka_env)
+        # The interval held the commits back: the test would prove nothing otherwise.
+        assert any(before.get(p, (0, ""))[0] < end for p, end in ends.items())
+
+        async with replica(kafka_env, partner, "b", commit_interval_s=3600) as second:
+            await until_owned([first, second])
+            assert_committed_up_to_the_end(await group_commits(kafka_env), ends)
+
+
+async def test_a_replica_that_stops_commits_what_it_answered(
+    kafka_env: KafkaEnv, partner: RunningPartner, hub: Harness
+) -> None:
+    async with replica(kafka_env, partner, "a", commit_interval_s=3600) as only:
+        await until_owned([only])
+        await answer_reservations(hub)
+        ends = await request_ends(kafka_env)
+    assert_committed_up_to_the_end(await group_commits(kafka_env), ends)
+
+
+async def test_a_batch_with_an_answer_unavailable_is_committed_without_waiting(
+    kafka_env: KafkaEnv, partner: RunningPartner, hub: Harness
+) -> None:
+    """The interval never holds back the commit of a reservation answered UNAVAILABLE: read
+    again after a crash, once the partner is back, it would be applied then (ADR 0014)."""
+    blocked: set[str] = set()
+    async with replica(kafka_env, partner, "a", blocked, commit_interval_s=3600) as only:
+        await until_owned([only])
+        await answer_reservations(hub)
+        doc = await hub.seed("commits-outage")
+        reservation = hub.request(Operation.RESERVE, [Quote(doc, "1")])
+        blocked.add(reservation.reference)
+        assert (await hub.ask(reservation)).answers[0].verdict is Verdict.UNAVAILABLE
+        ends = await request_ends(kafka_env)
+        wanted = {p: (end, f"answered:{end}") for p, end in ends.items()}
+        # The commit follows the poll that answered: the broker's group state is looked
+        # at until it shows it (no event to await in another process's coordinator).
+        async with asyncio.timeout(15):
+            for _ in itertools.count():
+                commits = await group_commits(kafka_env)
+                if commits == wanted:
+                    break
+                await asyncio.sleep(0.2)
+        assert_committed_up_to_the_end(commits, ends)

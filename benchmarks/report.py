@@ -33,21 +33,32 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float | int]:
     }
 
 
+def _by_window(
+    points: Sequence[tuple[float, float]], window_s: float
+) -> list[list[tuple[float, float]]]:
+    """(submitted at, latency) points grouped by the ``window_s`` window of the schedule
+    they were submitted in, the windows in order."""
+    windows: dict[int, list[tuple[float, float]]] = {}
+    for at, latency in points:
+        windows.setdefault(int(at // window_s), []).append((at, latency))
+    return [inside for _, inside in sorted(windows.items())]
+
+
 def timeline(points: Sequence[tuple[float, float]]) -> list[dict[str, float | int]]:
     """(submitted at, latency) seconds as one row per second of the schedule: how many
     were submitted in it, their median and worst latency in milliseconds."""
-    buckets: dict[int, list[float]] = {}
-    for at, latency in points:
-        buckets.setdefault(int(at), []).append(latency)
-    return [
-        {
-            "second": second,
-            "count": len(values),
-            "p50_ms": round(percentile(values, 50) * 1000, 1),
-            "max_ms": round(max(values) * 1000, 1),
-        }
-        for second, values in sorted(buckets.items())
-    ]
+    rows: list[dict[str, float | int]] = []
+    for inside in _by_window(points, 1.0):
+        values = [latency for _, latency in inside]
+        rows.append(
+            {
+                "second": int(inside[0][0]),
+                "count": len(values),
+                "p50_ms": round(percentile(values, 50) * 1000, 1),
+                "max_ms": round(max(values) * 1000, 1),
+            }
+        )
+    return rows
 
 
 def window_percentiles(
@@ -57,12 +68,9 @@ def window_percentiles(
     window of the schedule ((submitted at, latency) seconds, as for :func:`timeline`). A
     window whose submissions span less than nine tenths of it (the end of the run) is
     left out: its few values would say little."""
-    windows: dict[int, list[tuple[float, float]]] = {}
-    for at, latency in points:
-        windows.setdefault(int(at // window_s), []).append((at, latency))
     return [
         round(percentile([latency for _, latency in inside], q) * 1000, 1)
-        for _, inside in sorted(windows.items())
+        for inside in _by_window(points, window_s)
         if max(at for at, _ in inside) - min(at for at, _ in inside) >= 0.9 * window_s
     ]
 

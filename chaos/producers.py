@@ -162,7 +162,7 @@ class ConfluentProducer:
             return
         self._retired.append(producer)
         self.replaced += 1
-        log.warning("confluent-kafka: a record timed out; later records go through a new client")
+        log.warning("confluent-kafka: a client held a record back; a new client takes the next")
 
     async def send(
         self, topic: str, key: bytes, value: bytes, delivered: Delivered, *, compressed: bool

@@ -265,7 +265,8 @@ class AdapterSettings(BaseModel):
     commit_interval_s: NonNegativeFloat = Field(
         0.5,
         description="At most this often the request partitions are committed up to what "
-        "is answered; at once when partitions are revoked or the adapter stops. After a "
+        "is answered; at once when partitions are revoked, when the adapter stops and "
+        "after a batch with an answer UNAVAILABLE (ADR 0014). After a "
         "crash the next owner asks the partner again what was answered since (harmless: "
         "idempotency keys). 0: after every poll.",
     )

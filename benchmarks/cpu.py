@@ -1,12 +1,21 @@
-"""Who used the CPU during a measurement: the run's own processes, or something else.
+"""Who used the CPU during a measurement, and how fast the CPU was.
 
 On a shared 2-core machine a figure means little without it: the machine's busy time
 (``/proc/stat``) minus the CPU time of the run's processes (``/proc/PID/stat``: this
 process, the broker, every component) is what other work took meanwhile.
+
+That does not show a slower CPU. The machine is a virtual one: work of other machines on
+the same host can make each instruction slower (shared caches, frequency) without
+taking our CPUs, so no "others" and no steal time show it. Stop 28: two runs of the same
+code, one after the other, each with "others" at 0.00, cost the clearance side (code the
+change did not touch) 1.5 and 2.2 ms of CPU per declaration, and the hub 9.6 and 14.3.
+:func:`calibration_ms` times a fixed piece of work before and after each measurement:
+runs whose calibrations differ were taken on a machine of different speed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -34,6 +43,31 @@ def busy_ticks(proc_stat: str) -> int:
     return user + nice + system + irq + softirq + steal
 
 
+def calibration_work() -> str:
+    """A fixed piece of CPU work like the stack's (hashing, dictionaries, strings), about
+    10 ms on this machine; its digest, so that nothing of it can be left out."""
+    digest = hashlib.sha256()
+    table: dict[str, int] = {}
+    for n in range(20_000):
+        key = f"26FRCAL{n:011d}"
+        table[key] = len(key) + n % 7
+        digest.update(key.encode())
+    for chunk in range(64):
+        digest.update(bytes(chunk for _ in range(4096)) if chunk % 8 == 0 else b"x" * 4096)
+    return f"{digest.hexdigest()}:{sum(table.values())}"
+
+
+def calibration_ms(rounds: int = 5) -> float:
+    """The least CPU time (this thread's, so waiting for a CPU does not count) that
+    :func:`calibration_work` took over ``rounds`` runs: higher means a slower machine."""
+    times = []
+    for _ in range(rounds):
+        began = time.thread_time()
+        calibration_work()
+        times.append(time.thread_time() - began)
+    return round(min(times) * 1000, 2)
+
+
 def _process_seconds(pid: int) -> float:
     try:
         return process_ticks(Path(f"/proc/{pid}/stat").read_text()) / TICKS
@@ -54,8 +88,10 @@ class CpuMeter:
     _ours: dict[int, float] = field(default_factory=dict)
     _machine: float = 0.0
     _began: float = 0.0
+    _calibration: float = 0.0
 
     def start(self) -> None:
+        self._calibration = calibration_ms()  # before the measurement, not inside it
         self._ours = {pid: _process_seconds(pid) for pid in self.pids().values()}
         self._machine = _machine_seconds()
         self._began = time.monotonic()
@@ -68,6 +104,7 @@ class CpuMeter:
             for name, pid in self.pids().items()
         }
         ours = sum(by_process.values())
+        calibration = [self._calibration, calibration_ms()]
         return {
             "wall_s": round(wall, 1),
             "machine_busy_s": round(machine, 1),
@@ -76,6 +113,8 @@ class CpuMeter:
             "others_s": round(max(0.0, machine - ours), 1),
             "cpus_busy": round(machine / wall, 2) if wall > 0 else 0.0,
             "by_process_s": by_process,
+            # Before and after: the machine's speed (lower is faster).
+            "calibration_ms": calibration,
         }
 
 

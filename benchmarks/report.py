@@ -149,6 +149,7 @@ def render_result(result: Mapping[str, Any]) -> str:
                 f"{saturation.get('decided', 0)}/{saturation.get('declarations', 0)}",
                 others_cpu(saturation.get("cpu")),
                 others_cpu(latency.get("cpu")),
+                calibration(saturation.get("cpu"), latency.get("cpu")),
                 phase.get("records_read_again"),
             ]
         )
@@ -156,8 +157,10 @@ def render_result(result: Mapping[str, Any]) -> str:
         render_table(
             "End to end, signed and encrypted (saturation; latency at half that rate; "
             "p99 by 30 s: lowest-highest p99 of the latency run's 30-s windows; "
-            "others: CPUs other work kept busy meanwhile; read again: records the hub's "
-            "offset watchdog found dropped and read again during both runs)",
+            "others: CPUs other work kept busy meanwhile; calib: ms of CPU a fixed piece of "
+            "work took before and after the runs, lowest-highest, higher on a slower "
+            "machine; read again: records the hub's offset watchdog found dropped and read "
+            "again during both runs)",
             [
                 "configuration",
                 "decl/s",
@@ -170,6 +173,7 @@ def render_result(result: Mapping[str, Any]) -> str:
                 "decided",
                 "others sat",
                 "others lat",
+                "calib ms",
                 "read again",
             ],
             rows,
@@ -207,6 +211,14 @@ def others_cpu(cpu: Mapping[str, float] | None) -> str:
     if not cpu or not cpu.get("wall_s"):
         return "-"
     return f"{cpu['others_s'] / cpu['wall_s']:.2f}"
+
+
+def calibration(*cpus: Mapping[str, Any] | None) -> str:
+    """The lowest and highest calibration of the measurements (``benchmarks/cpu.py``)."""
+    values = [v for cpu in cpus if cpu for v in cpu.get("calibration_ms", [])]
+    if not values:
+        return "-"
+    return f"{min(values):.1f}-{max(values):.1f}"
 
 
 def ratio(value: float) -> str:

@@ -29,9 +29,9 @@ DECISIONS = 240
 ANNOUNCED_TWICE = 40  # a worker died before the broker confirmed: announced again
 
 
-def _publisher(kafka_env: KafkaEnv) -> DecisionPublisher:
+def _publisher(kafka_env: KafkaEnv, kind: type[DecisionPublisher] = DecisionPublisher) -> Any:
     topics = kafka_env.topics
-    return DecisionPublisher(
+    return kind(
         kafka_env.bootstrap,
         topics.decision_outbox,
         topics.decisions,
@@ -201,20 +201,12 @@ async def test_a_partition_revoked_mid_transaction_is_handed_over_once_its_batch
 
 
 class _SlowPartition(DecisionPublisher):
-    """A publisher whose transactions on one outbox partition take until let go: a slow
+    """A publisher whose transactions on outbox partition 0 take until let go: a slow
     transaction (five broker round trips on a loaded machine, a retried produce)."""
 
-    def __init__(self, kafka_env: KafkaEnv, slow: int) -> None:
-        topics = kafka_env.topics
-        super().__init__(
-            kafka_env.bootstrap,
-            topics.decision_outbox,
-            topics.decisions,
-            f"{kafka_env.prefix}-hub",
-            kafka_env.envelope(HUB_PARTY),
-            StateCipher.load(kafka_env.keys_dir, HUB_PARTY),
-        )
-        self.slow = slow
+    def __init__(self, *arguments: Any) -> None:
+        super().__init__(*arguments)
+        self.slow = 0
         self.in_slow_transaction = asyncio.Event()
         self.let_go = asyncio.Event()
 
@@ -232,7 +224,7 @@ async def test_a_slow_transaction_on_one_partition_does_not_hold_the_others_back
     run beside the other partitions', not after them. Stop 28: the publisher ran one
     partition's transaction after another, under one lock; at 37.7 declarations/s the
     outbox-to-decision hop was 44 % of the end-to-end time (p50 148 ms)."""
-    publisher = _SlowPartition(kafka_env, slow=0)
+    publisher: _SlowPartition = _publisher(kafka_env, _SlowPartition)
     task = await _running(publisher)
     try:
         await _announce(kafka_env, range(0, PARTITIONS * 10, PARTITIONS))  # partition 0 only
@@ -256,8 +248,8 @@ class _AbortsOnce(_SlowPartition):
     """Its first transaction on the slow partition is aborted (returns unpublished, as
     after a broker error) once a later batch of that partition waits behind it."""
 
-    def __init__(self, kafka_env: KafkaEnv, slow: int) -> None:
-        super().__init__(kafka_env, slow)
+    def __init__(self, *arguments: Any) -> None:
+        super().__init__(*arguments)
         self.later_batch_waiting = asyncio.Event()
         self.aborted = 0
 
@@ -281,7 +273,7 @@ async def test_a_batch_not_published_is_published_before_the_batches_fetched_aft
     """A partition's decisions reach the topic in the order they were announced (a
     declaration's versions share its partition): when a transaction is aborted, the
     batches its lane fetched after it are read again after it, not published first."""
-    publisher = _AbortsOnce(kafka_env, slow=0)
+    publisher: _AbortsOnce = _publisher(kafka_env, _AbortsOnce)
     publisher.let_go.set()  # slow only in the transaction it aborts
     task = await _running(publisher)
     first, then = range(0, 40, PARTITIONS), range(40, 80, PARTITIONS)  # partition 0

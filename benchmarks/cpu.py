@@ -45,7 +45,7 @@ def busy_ticks(proc_stat: str) -> int:
 
 def calibration_work() -> str:
     """A fixed piece of CPU work like the stack's (hashing, dictionaries, strings), about
-    10 ms on this machine; its digest, so that nothing of it can be left out."""
+    11 ms on this machine; its digest, so that nothing of it can be left out."""
     digest = hashlib.sha256()
     table: dict[str, int] = {}
     for n in range(20_000):

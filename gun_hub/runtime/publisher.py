@@ -134,7 +134,6 @@ class _Lane:
     def __init__(self) -> None:
         self.waiting: list[ConsumerRecord[bytes, bytes]] = []  # fetched, not yet published
         self.publishing: asyncio.Task[None] | None = None
-        self.paused = False
 
 
 class DecisionPublisher:
@@ -161,11 +160,9 @@ class DecisionPublisher:
         # The group hands partitions over in the background while batches are published:
         # one producer per partition at a time, and a partition's transaction and its
         # handover one after the other. One lock per partition, not one for all: each
-        # partition's transactions run beside the others' (stop 28: under one lock, the
-        # partitions' transactions queued behind each other, and at 37.7 declarations/s
-        # the outbox-to-decision hop was 44 % of the end-to-end time).
+        # partition's transactions run beside the others' (its lane, :meth:`_queue`).
         self._handover: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._lanes: dict[TopicPartition, _Lane] = {}
+        self._lanes: defaultdict[int, _Lane] = defaultdict(_Lane)  # by outbox partition
         self._fenced: set[int] = set()  # paused until the group assigns them again
         self._failure: BaseException | None = None  # a bug in a lane: the publisher stops
         self._stopping = asyncio.Event()
@@ -250,11 +247,10 @@ class DecisionPublisher:
         holds, beside the other partitions' (each has its own producer). Stop 28: the
         partitions' transactions ran one after another, and at 37.7 declarations/s the
         outbox-to-decision hop was the slowest (p50 98 to 148 ms)."""
-        lane = self._lanes.setdefault(tp, _Lane())
+        lane = self._lanes[tp.partition]
         lane.waiting.extend(records)
-        if len(lane.waiting) >= MOST_RECORDS_WAITING and not lane.paused:
+        if len(lane.waiting) >= MOST_RECORDS_WAITING:
             consumer.pause(tp)
-            lane.paused = True
         if lane.publishing is None or lane.publishing.done():
             lane.publishing = asyncio.create_task(self._drain(consumer, tp, lane))
             lane.publishing.add_done_callback(self._note_failure)
@@ -267,13 +263,11 @@ class DecisionPublisher:
             records, lane.waiting = lane.waiting, []
             await self._publish_partition(consumer, tp, records, lane)
             if (
-                lane.paused
-                and len(lane.waiting) < MOST_RECORDS_WAITING
-                and tp in consumer.assignment()
+                len(lane.waiting) < MOST_RECORDS_WAITING
                 and tp.partition not in self._fenced
+                and tp in consumer.paused()
             ):
                 consumer.resume(tp)
-                lane.paused = False
 
     def _note_failure(self, task: asyncio.Task[None]) -> None:
         """A lane that raised (not a broker's refusal, which is retried: a bug) stops the
@@ -319,19 +313,10 @@ class DecisionPublisher:
             len(publisher.published),
         )
 
-    def _assigned(self, assigned: set[TopicPartition]) -> None:
-        """Partitions (given again) resumed by the group's assignment: none fenced or
-        paused any more."""
-        self._fenced.difference_update(tp.partition for tp in assigned)
-        for tp in assigned:
-            if tp in self._lanes:
-                self._lanes[tp].paused = False
-
     async def _release(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
-            for tp, lane in self._lanes.items():
-                if tp.partition == partition:
-                    lane.waiting.clear()  # its next owner reads it from the committed offset
+            # What its lane holds, its next owner reads from the committed offset.
+            self._lanes[partition].waiting.clear()
             async with self._handover[partition]:
                 await self._drop(partition)
 
@@ -486,5 +471,6 @@ class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._publisher._take_logged(tp.partition for tp in assigned)
-        self._publisher._assigned(assigned)
+        # Assigned (again): none of them fenced or paused any more.
+        self._publisher._fenced.difference_update(tp.partition for tp in assigned)
         self._consumer.resume(*assigned)

@@ -779,15 +779,19 @@ def run_on_own_broker(
 
 
 def keep_logs(work: Path, result: Path) -> Path | None:
-    """The components' logs of a run (their warnings: the stack runs at WARNING) kept
-    beside its JSON, ``<result>-logs/``, before the run's folder goes: a late window or
-    a watchdog repair in the figures can then be read about. None without logs."""
-    logs = work / "logs"
-    if not logs.is_dir():
+    """The components' logs of a run (their warnings: the stack runs at WARNING) and the
+    broker's (its server log, where the group coordinator says why each group rebalanced,
+    and its GC log) kept beside its JSON, ``<result>-logs/`` and ``<result>-logs/broker/``,
+    before the run's folder goes: a late window or a watchdog repair in the figures can
+    then be read about. None without logs."""
+    sources = [(work / "logs", ""), (work / "kafka" / "logs", "broker")]
+    present = [(folder, under) for folder, under in sources if folder.is_dir()]
+    if not present:
         return None
     kept = result.with_name(f"{result.stem}-logs")
     result.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(logs, kept, dirs_exist_ok=True)
+    for folder, under in present:
+        shutil.copytree(folder, kept / under, dirs_exist_ok=True)
     return kept
 
 

@@ -441,6 +441,10 @@ class LocalBroker:
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-XX:InitiatingHeapOccupancyPercent=35",
+            # As Kafka's own start script does: each pause in a file beside server.log, so a
+            # stall seen by the clients can be told from (or traced to) a collection.
+            f"-Xlog:gc*:file={self.logs_dir / 'gc.log'}:time,uptime,level,tags"
+            ":filecount=5,filesize=20M",
             "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{kafka_launcher_path('log4j.properties')}",
             f"-Dkafka.logs.dir={self.logs_dir}",

@@ -35,6 +35,16 @@ def test_a_second_start_finds_the_running_broker_and_starts_nothing(
     assert broker.log_file.is_file()
 
 
+def test_the_broker_logs_its_garbage_collections_beside_its_server_log(
+    local_broker: LocalBroker | None,
+) -> None:
+    """A pause of the broker's JVM stalls every client at once: its GC log is where an
+    operator (or a benchmark's kept logs) tells such a stall from a rebalance."""
+    gc_log = _session_broker(local_broker).logs_dir / "gc.log"
+    assert gc_log.is_file()
+    assert "Using G1" in gc_log.read_text()
+
+
 def test_a_taken_port_is_reported_before_anything_starts(
     local_broker: LocalBroker | None, tmp_path: Path
 ) -> None:

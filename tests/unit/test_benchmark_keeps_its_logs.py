@@ -25,3 +25,21 @@ def test_the_components_logs_are_kept_beside_the_result(tmp_path: Path) -> None:
 def test_a_run_that_started_no_component_keeps_nothing(tmp_path: Path) -> None:
     assert keep_logs(tmp_path, tmp_path / "results" / "raw.json") is None
     assert not (tmp_path / "results").exists()
+
+
+def test_the_brokers_server_and_gc_logs_are_kept_under_broker(tmp_path: Path) -> None:
+    """The group coordinator's reasons for a rebalance are in the broker's server log, and
+    a broker pause in its GC log: a stall in the latency figures is read about there."""
+    work = tmp_path / "run"
+    (work / "logs").mkdir(parents=True)
+    (work / "logs" / "hub.log").write_text("WARNING Heartbeat failed for group gun-hub\n")
+    broker_logs = work / "kafka" / "logs"
+    broker_logs.mkdir(parents=True)
+    (broker_logs / "server.log").write_text("INFO Preparing to rebalance group gun-hub\n")
+    (broker_logs / "gc.log").write_text("[0.5s] GC(0) Pause Young (Normal) 24M->4M 3.1ms\n")
+    (work / "kafka" / "data").mkdir()  # the broker's partitions: not logs
+    kept = keep_logs(work, tmp_path / "results" / "bench-20261204T030000Z.json")
+    assert kept is not None
+    assert sorted(p.name for p in kept.iterdir()) == ["broker", "hub.log"]
+    assert sorted(p.name for p in (kept / "broker").iterdir()) == ["gc.log", "server.log"]
+    assert "Preparing to rebalance" in (kept / "broker" / "server.log").read_text()

@@ -18,9 +18,21 @@ history (LATE_ANSWER_IGNORED, with its verdicts) for the officer doing the contr
 The same ticks report a reservation kept for a control that has had no result (no
 RELEASED_AFTER_CONTROL or CANCELLED version) for ``control_report_after_s``: once, as a
 CONTROL_RESULT_OVERDUE status and a metric, so that operations can chase the office.
+
+The timer does not read every open case each time it looks (every case decided CONTROL_*
+keeps its entry for up to a week: in production, hundreds of thousands): the due times of
+the next hour are kept in memory (``DeadlineIndex``), fed by the pipeline's own writes
+(``IndexedOpenCases``), and the table is read again when the hour moves on and after each
+rebalance (entries recovered from the changelog were never written here).
 """
 
 from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
@@ -29,7 +41,96 @@ from gun_hub import metrics
 from gun_hub.domain.case import Case
 from gun_hub.domain.lifecycle import kept_for_control
 from gun_hub.domain.status_events import StatusKind
-from gun_hub.pipeline.hub_context import CaseStore, HubContext, OpenCaseEntry
+from gun_hub.pipeline.hub_context import CaseStore, HubContext, OpenCaseEntry, OpenCases
+
+log = logging.getLogger(__name__)
+
+
+class DeadlineIndex:
+    """When the open cases of this worker's partitions fall due, for the next hour: a heap
+    of (due, key), read by the deadline timer (runtime/deadline_sweep.py).
+
+    A key may be in the heap more than once, or for an entry since removed or rewritten:
+    what the heap says is a time to look, and the timer checks the table's entry then.
+    Entries due beyond the horizon are left in the table, read again once half the
+    horizon has passed. ``invalidate`` (after a rebalance) has the table read again at
+    the next look: a partition taken over brings entries this worker never wrote."""
+
+    _YIELD_EVERY = 5000
+
+    def __init__(self, horizon_s: float = 3600.0) -> None:
+        self._horizon_s = horizon_s
+        self._heap: list[tuple[float, bytes]] = []
+        self._until = float("-inf")  # every entry due by then is in the heap
+        self._stale = True
+        self._pushed_while_reading: list[tuple[float, bytes]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, key: bytes, due: float) -> None:
+        """Look at ``key`` at ``due``; beyond the horizon, the table has it for later."""
+        if self._pushed_while_reading is not None:
+            self._pushed_while_reading.append((due, key))  # held once the read ends
+        elif due <= self._until:
+            heapq.heappush(self._heap, (due, key))
+
+    def invalidate(self) -> None:
+        self._stale = True
+
+    def needs_reading(self, now: float) -> bool:
+        return self._stale or now + self._horizon_s / 2 > self._until
+
+    async def read(self, entries: Callable[[], Iterable[tuple[Any, Any]]], now: float) -> None:
+        """Hold every entry of ``entries`` (the table's) due within the horizon from
+        ``now``, and what was pushed while they were read."""
+        self._stale = False
+        until = now + self._horizon_s
+        held: list[tuple[float, bytes]] = []
+        self._pushed_while_reading = []
+        try:
+            for read, (key, value) in enumerate(entries(), 1):
+                if read % self._YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a large table: the agents go on meanwhile
+                try:
+                    due = OpenCaseEntry.from_bytes(bytes(value)).due
+                except (ValueError, UnicodeDecodeError):
+                    log.exception("unreadable open-case entry for %r: ignored", key)
+                    continue
+                if due <= until:
+                    held.append((due, bytes(key)))
+            held.extend(pushed for pushed in self._pushed_while_reading if pushed[0] <= until)
+        finally:
+            self._pushed_while_reading = None
+        heapq.heapify(held)
+        self._heap = held
+        self._until = until
+
+    def due(self, now: float) -> list[bytes]:
+        """The keys to look at by ``now``, taken off the heap, each once."""
+        keys: dict[bytes, None] = {}
+        while self._heap and self._heap[0][0] <= now:
+            keys[heapq.heappop(self._heap)[1]] = None
+        return list(keys)
+
+
+class IndexedOpenCases:
+    """The open-cases table as the pipeline writes it: each entry written is scheduled in
+    the worker's ``DeadlineIndex``."""
+
+    def __init__(self, table: OpenCases, index: DeadlineIndex) -> None:
+        self._table = table
+        self._index = index
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._table.get(key)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._table[key] = value
+        self._index.push(key, OpenCaseEntry.from_bytes(value).due)
+
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        return self._table.pop(key, default)
 
 
 class Deadlines:

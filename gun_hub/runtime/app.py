@@ -63,7 +63,7 @@ from gun_hub.pipeline.admission import (
 from gun_hub.pipeline.answer_progress import AnswerProgress
 from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.correlation import Correlation
-from gun_hub.pipeline.deadlines import Deadlines
+from gun_hub.pipeline.deadlines import DeadlineIndex, Deadlines, IndexedOpenCases
 from gun_hub.pipeline.hub_context import HubContext
 from gun_hub.pipeline.intake import Intake
 from gun_hub.pipeline.redrive import RedriveGate
@@ -403,9 +403,18 @@ def build_hub(settings: Settings) -> Hub:
     # state key before faust sees it, so RocksDB and the changelog hold it encrypted.
     state_cipher = StateCipher.load(settings.security.keys_dir, HUB_PARTY)
     sealed_cases = SealedStore(_TableStore(cases), state_cipher, CASES_TABLE)
-    open_case_store = _TableStore(open_cases)
+    # The deadline timer looks at what falls due, kept in memory for the next hour from
+    # the pipeline's writes; the table is read again after each rebalance's recovery.
+    deadline_index = DeadlineIndex()
+    open_case_store = IndexedOpenCases(_TableStore(open_cases), deadline_index)
+
+    async def read_the_open_cases_again(sender: Any, **_: Any) -> None:
+        deadline_index.invalidate()
+
+    app.on_rebalance_complete.connect(read_the_open_cases_again)
+
     progress = AnswerProgress()
-    sweep = DeadlineSweep(app, topics, open_cases, progress)
+    sweep = DeadlineSweep(app, topics, open_cases, progress, deadline_index)
     # Finalised cases leave the cases table; a marker each keeps the versions rule.
     retention_table = _raw_table(app, settings, CASE_RETENTION_TABLE)
     retention_entries = _TableStore(retention_table)

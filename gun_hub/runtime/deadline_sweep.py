@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from faust.types import TP
@@ -24,25 +25,32 @@ from faust.types import TP
 from gun_contract.topics import TopicRegistry
 from gun_contract.trace import trace_header
 from gun_hub.pipeline.answer_progress import AnswerProgress, inputs_of
+from gun_hub.pipeline.deadlines import DeadlineIndex
 from gun_hub.pipeline.hub_context import OpenCaseEntry
 
 log = logging.getLogger(__name__)
 
 _RETICK_S = 5.0  # a tick not yet acted on is sent again after this long
-_FORGET_S = 60.0
 _CATCH_UP_S = 2.0  # how long a sweep waits for the records on their way to be read
 _CATCH_UP_LOOK_S = 0.05
 
 
 class DeadlineSweep:
     def __init__(
-        self, app: Any, topics: TopicRegistry, open_cases: Any, progress: AnswerProgress
+        self,
+        app: Any,
+        topics: TopicRegistry,
+        open_cases: Any,
+        progress: AnswerProgress,
+        index: DeadlineIndex,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._app = app
+        self._clock = clock
         self._topics = topics
         self._open_cases = open_cases
         self._progress = progress
-        self._ticked: dict[bytes, float] = {}
+        self._index = index
 
     def answers_read(self, partition: int) -> bool:
         """Nothing that was in the log of the inputs of ``partition`` at the last sweep
@@ -52,18 +60,24 @@ class DeadlineSweep:
         return self._progress.all_read(inputs)
 
     async def run(self) -> None:
-        now = time.time()
+        if self._app.rebalancing or self._app.in_recovery:
+            return  # the partitions are changing hands: look once they have
+        now = self._clock()
+        if self._index.needs_reading(now):
+            # RocksDB iterates a snapshot, so the read may yield to the agents as it goes.
+            await self._index.read(self._open_cases.items, now)
         due: list[tuple[bytes, OpenCaseEntry]] = []
-        for key, value in list(self._open_cases.items()):
+        for key in self._index.due(now):
+            value = self._open_cases.get(key)
+            if value is None:
+                continue  # decided (or reported) meanwhile
             try:
                 entry = OpenCaseEntry.from_bytes(bytes(value))
             except (ValueError, UnicodeDecodeError):
                 log.exception("unreadable open-case entry for %r: ignored", key)
                 continue
-            if entry.due <= now and self._ticked.get(key, 0.0) < now - _RETICK_S:
-                due.append((bytes(key), entry))
-        for key in [k for k, at in self._ticked.items() if at < now - _FORGET_S]:
-            del self._ticked[key]
+            if entry.due <= now:
+                due.append((key, entry))  # else rewritten later: pushed again then
         if not due:
             return
         waiting_for_answers = {
@@ -77,8 +91,10 @@ class DeadlineSweep:
                 and entry.partition is not None
                 and not self._progress.all_read(inputs_of(self._topics, entry.partition))
             ):
-                continue  # answers may wait unread: read them first
-            self._ticked[key] = now
+                self._index.push(key, now)  # answers may wait unread: next sweep
+                continue
+            # Looked at again in a while: a tick lost, or not acted on, is sent again.
+            self._index.push(key, now + _RETICK_S)
             await self._app.producer.send(
                 self._topics.deadlines,
                 key,

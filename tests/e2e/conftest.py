@@ -218,6 +218,19 @@ def impatient_hub(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterato
 
 
 @pytest.fixture
+def silent_hub(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    """The hub alone, nobody answering, and a 20-second deadline: long enough for a
+    test to stop or restart a worker before any case falls due."""
+    yield from start_pipeline(
+        kafka_env,
+        tmp_path,
+        samples,
+        partners=(),
+        hub_env={"GUN_HUB_HUB__REQUEST_DEADLINE_S": "20", "GUN_HUB_HUB__DEADLINE_SWEEP_S": "0.5"},
+    )
+
+
+@pytest.fixture
 def officers_pipeline(
     kafka_env: KafkaEnv, samples: Path, tmp_path: Path
 ) -> Iterator[tuple[Pipeline, LocalAccess, int]]:

@@ -52,3 +52,23 @@ async def test_an_answer_after_a_restart_without_local_state_still_decides(
     assert received.decision.reference == "26FRRESTART0000001"
     assert received.decision.outcome is Outcome.RELEASE
     assert "Error in recovery" not in hub_only.hub_log()
+
+
+async def test_a_deadline_after_a_restart_without_local_state_still_fires(
+    silent_hub: Pipeline,
+) -> None:
+    """The open case comes back through the changelog only (a clean stop committed the
+    declaration, the local state is gone): the deadline timer must read the recovered
+    table, not only the cases this worker wrote since it started. (The restart takes
+    less than the fixture's 20-s deadline: the deadline passes after it.)"""
+    await silent_hub.submit([declaration_xml(reference="26FRRESTART0000002")])
+    await silent_hub.records(silent_hub.kafka.topics.requests("dgal"), expected=1)
+
+    silent_hub.restart_hub(sig=signal.SIGTERM, wipe_local_state=True)
+
+    [received] = await silent_hub.decisions(1)
+    assert received.decision.reference == "26FRRESTART0000002"
+    assert received.decision.outcome is Outcome.CONTROL_DOCUMENTARY
+    [deadline] = [r for r in received.decision.reasons if r.code == "DEADLINE"]
+    assert "no answer from dgal" in deadline.text
+    assert "Error in recovery" not in silent_hub.hub_log()

@@ -100,6 +100,11 @@ class DeadlineIndex:
                 if due <= until:
                     held.append((due, bytes(key)))
             held.extend(pushed for pushed in self._pushed_while_reading if pushed[0] <= until)
+        except BaseException:
+            self._stale = True  # read again at the next look; the heap as it was meanwhile
+            self._heap.extend(self._pushed_while_reading)
+            heapq.heapify(self._heap)
+            raise
         finally:
             self._pushed_while_reading = None
         heapq.heapify(held)

@@ -122,7 +122,8 @@ class RetentionIndex:
     days of them (every retained case and marker), and one key each in memory would grow
     with the rate times the retention. The sweep reads the table again once half the
     horizon has passed (a scan of small values, yielding to the event loop as it goes),
-    and when it gets a partition (another worker may have changed its entries)."""
+    when it gets a partition (another worker may have changed its entries), and after
+    each rebalance's recovery (``invalidate``)."""
 
     _YIELD_EVERY = 5000
 
@@ -137,6 +138,11 @@ class RetentionIndex:
     @property
     def partitions(self) -> set[int]:
         return set(self._due)
+
+    def invalidate(self) -> None:
+        """Read every partition again at the next refresh (after a rebalance: a partition
+        may have come back with entries recovered from the changelog)."""
+        self._due.clear()
 
     def push(self, partition: int, due: float, key: bytes) -> None:
         """Schedule ``key``; beyond the horizon, the table has it for the next read."""

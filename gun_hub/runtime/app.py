@@ -404,21 +404,23 @@ def build_hub(settings: Settings) -> Hub:
     state_cipher = StateCipher.load(settings.security.keys_dir, HUB_PARTY)
     sealed_cases = SealedStore(_TableStore(cases), state_cipher, CASES_TABLE)
     # The deadline timer looks at what falls due, kept in memory for the next hour from
-    # the pipeline's writes; the table is read again after each rebalance's recovery.
+    # the pipeline's writes (read_the_tables_again, below: and after each rebalance).
     deadline_index = DeadlineIndex()
     open_case_store = IndexedOpenCases(_TableStore(open_cases), deadline_index)
-
-    async def read_the_open_cases_again(sender: Any, **_: Any) -> None:
-        deadline_index.invalidate()
-
-    app.on_rebalance_complete.connect(read_the_open_cases_again)
-
     progress = AnswerProgress()
     sweep = DeadlineSweep(app, topics, open_cases, progress, deadline_index)
     # Finalised cases leave the cases table; a marker each keeps the versions rule.
     retention_table = _raw_table(app, settings, CASE_RETENTION_TABLE)
     retention_entries = _TableStore(retention_table)
     retention_index = RetentionIndex()
+
+    async def read_the_tables_again(sender: Any, **_: Any) -> None:
+        """The timers' indexes hold what this worker wrote: once a rebalance's recovery
+        has completed, partitions taken over hold entries it never wrote."""
+        deadline_index.invalidate()
+        retention_index.invalidate()
+
+    app.on_rebalance_complete.connect(read_the_tables_again)
     retention = CaseRetention(
         cases=sealed_cases,
         entries=retention_entries,

@@ -46,6 +46,8 @@ class RetentionSweep:
             return None
 
     async def run(self) -> None:
+        if self._app.rebalancing or self._app.in_recovery:
+            return  # the partitions' entries are being recovered: look once they are
         owned = self.owned()
         if owned is None:
             return

@@ -213,3 +213,19 @@ async def test_a_case_whose_answers_may_wait_unread_is_looked_at_again_next_swee
     assert await worker.sweep_at(NOW) == []
     worker.app.consumer.read = 5
     assert await worker.sweep_at(NOW + 1) == [b"BACKLOG"]
+
+
+async def test_a_read_of_the_table_that_fails_is_done_again_at_the_next_look() -> None:
+    """RocksDB may fail mid-read (a partition closed under it): nothing is taken as read."""
+
+    def failing() -> Iterator[tuple[bytes, bytes]]:
+        yield b"FIRST", _entry(NOW + 10)
+        raise OSError("the store went away")
+
+    index = DeadlineIndex()
+    with pytest.raises(OSError, match="the store went away"):
+        await index.read(failing, NOW)
+    assert index.needs_reading(NOW)
+    await index.read({b"FIRST": _entry(NOW + 10)}.items, NOW)
+    assert not index.needs_reading(NOW)
+    assert index.due(NOW + 10) == [b"FIRST"]

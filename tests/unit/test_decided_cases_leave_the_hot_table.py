@@ -211,6 +211,21 @@ async def test_the_sweep_finds_what_is_due_per_partition_and_reseeds_on_assignme
     assert index.due(0, 1000.0) == [b"A", b"C"]
 
 
+async def test_entries_recovered_in_a_rebalance_are_read_once_it_completes() -> None:
+    """A partition kept through a rebalance may have changed hands and back: its entries
+    came through the changelog, not through this worker's ticks. Once faust's recovery
+    has completed (``on_rebalance_complete``), every partition is read again."""
+    table = {b"A": RetentionEntry(100.0, 0).to_bytes()}
+    index = RetentionIndex(horizon_s=1000.0)
+    await index.refresh({0}, table.items, now=0.0)
+    table[b"RECOVERED"] = RetentionEntry(50.0, 0).to_bytes()
+    await index.refresh({0}, table.items, now=10.0)
+    assert index.due(0, 60.0) == []  # not read again: nothing says it changed
+    index.invalidate()
+    await index.refresh({0}, table.items, now=60.0)
+    assert index.due(0, 100.0) == [b"RECOVERED", b"A"]
+
+
 async def test_only_what_falls_due_within_the_horizon_is_held_in_memory() -> None:
     """Days of retained cases are many: the worker holds the next hour's keys only, and
     reads the table again as the horizon moves on."""

@@ -66,8 +66,18 @@ class DeadlineSweep:
         if self._index.needs_reading(now):
             # RocksDB iterates a snapshot, so the read may yield to the agents as it goes.
             await self._index.read(self._open_cases.items, now)
+        keys = self._index.due(now)
+        try:
+            await self._look_at(keys, now)
+        except BaseException:
+            # Taken off the index but maybe not ticked (the broker unreachable): next sweep.
+            for key in keys:
+                self._index.push(key, now)
+            raise
+
+    async def _look_at(self, keys: list[bytes], now: float) -> None:
         due: list[tuple[bytes, OpenCaseEntry]] = []
-        for key in self._index.due(now):
+        for key in keys:
             value = self._open_cases.get(key)
             if value is None:
                 continue  # decided (or reported) meanwhile

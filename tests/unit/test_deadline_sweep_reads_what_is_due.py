@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from gun_contract.topics import topic_registry
 from gun_hub.pipeline.answer_progress import AnswerProgress
@@ -52,9 +53,12 @@ class CountingTable(dict[bytes, bytes]):
 @dataclass
 class FakeProducer:
     ticks: list[bytes] = field(default_factory=list)
+    unreachable: bool = False
 
     async def send(self, topic: str, key: bytes, *_: Any) -> None:
         assert topic == TOPICS.deadlines
+        if self.unreachable:
+            raise KafkaConnectionError("the broker went away")
         self.ticks.append(key)
 
 
@@ -229,3 +233,15 @@ async def test_a_read_of_the_table_that_fails_is_done_again_at_the_next_look() -
     await index.read({b"FIRST": _entry(NOW + 10)}.items, NOW)
     assert not index.needs_reading(NOW)
     assert index.due(NOW + 10) == [b"FIRST"]
+
+
+async def test_cases_due_when_the_broker_could_not_be_reached_are_ticked_at_the_next_sweep(
+    worker: Worker,
+) -> None:
+    worker.table[b"FIRST"] = _entry(NOW)
+    worker.table[b"SECOND"] = _entry(NOW)
+    worker.app.producer.unreachable = True
+    with pytest.raises(KafkaConnectionError):
+        await worker.sweep_at(NOW)
+    worker.app.producer.unreachable = False
+    assert sorted(await worker.sweep_at(NOW + 1)) == [b"FIRST", b"SECOND"]

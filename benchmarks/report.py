@@ -150,6 +150,7 @@ def render_result(result: Mapping[str, Any]) -> str:
                 others_cpu(saturation.get("cpu")),
                 others_cpu(latency.get("cpu")),
                 calibration(saturation.get("cpu"), latency.get("cpu")),
+                clearance_ms(saturation),
                 phase.get("records_read_again"),
             ]
         )
@@ -159,7 +160,9 @@ def render_result(result: Mapping[str, Any]) -> str:
             "p99 by 30 s: lowest-highest p99 of the latency run's 30-s windows; "
             "others: CPUs other work kept busy meanwhile; calib: ms of CPU a fixed piece of "
             "work took before and after the runs, lowest-highest, higher on a slower "
-            "machine; read again: records the hub's offset watchdog found dropped and read "
+            "machine; clr: ms of CPU the clearance side spent per declaration at "
+            "saturation, the same work in every run, so a machine slower during the run "
+            "shows there; read again: records the hub's offset watchdog found dropped and read "
             "again during both runs)",
             [
                 "configuration",
@@ -174,6 +177,7 @@ def render_result(result: Mapping[str, Any]) -> str:
                 "others sat",
                 "others lat",
                 "calib ms",
+                "clr ms",
                 "read again",
             ],
             rows,
@@ -219,6 +223,17 @@ def calibration(*cpus: Mapping[str, Any] | None) -> str:
     if not values:
         return "-"
     return f"{min(values):.1f}-{max(values):.1f}"
+
+
+def clearance_ms(saturation: Mapping[str, Any]) -> str:
+    """The clearance side's CPU per declaration decided in a saturation run: it seals the
+    same declarations and opens their decisions in every run, so, unlike the calibration
+    before and after, it measures the machine's speed through the whole run."""
+    spent = saturation.get("cpu", {}).get("by_process_s", {}).get("clearance (this process)")
+    decided = saturation.get("decided")
+    if not spent or not decided:
+        return "-"
+    return f"{spent * 1000 / decided:.2f}"
 
 
 def ratio(value: float) -> str:

@@ -314,6 +314,30 @@ def test_the_calibrations_before_and_after_the_runs_are_printed_lowest_to_highes
     }
     table = render_result(result).split("\n\n")[0]
     header, _rule, one, two = table.splitlines()[1:]
-    assert header.split()[-4:-2] == ["calib", "ms"]
-    assert one.split()[-2] == "11.4-16.8"
+    assert header.split()[-6:-4] == ["calib", "ms"]
+    assert one.split()[-3] == "11.4-16.8"
+    assert two.split()[-3] == "-"
+
+
+def test_the_clearance_side_s_cpu_per_declaration_gauges_the_machine_through_the_run() -> None:
+    """Calibrated fast before and after (10.4-11.5 ms), a run cost the clearance side, the
+    adapters, the partner systems and the broker about twice their CPU per declaration of
+    an earlier run (stop 29): the machine was slower in between. The clearance side does
+    the same work in every run, so its cost per declaration says so."""
+    result = {
+        "hub": [
+            {
+                "workers": 1,
+                "saturation": {
+                    "decided": 3000,
+                    "cpu": {"by_process_s": {"clearance (this process)": 7.0, "hub": 50.6}},
+                },
+            },
+            {"workers": 2, "saturation": {"decided": 0}},
+        ]
+    }
+    table = render_result(result).split("\n\n")[0]
+    header, _rule, one, two = table.splitlines()[1:]
+    assert header.split()[-4:-2] == ["clr", "ms"]
+    assert one.split()[-2] == "2.33"
     assert two.split()[-2] == "-"

@@ -76,6 +76,8 @@ class DeadlineIndex:
             heapq.heappush(self._heap, (due, key))
 
     def invalidate(self) -> None:
+        # A flag, not ``_until = -inf``: a read under way (it yields) ends by setting
+        # ``_until``, which would drop an invalidation that came while it ran.
         self._stale = True
 
     def needs_reading(self, now: float) -> bool:

@@ -245,3 +245,16 @@ async def test_cases_due_when_the_broker_could_not_be_reached_are_ticked_at_the_
         await worker.sweep_at(NOW)
     worker.app.producer.unreachable = False
     assert sorted(await worker.sweep_at(NOW + 1)) == [b"FIRST", b"SECOND"]
+
+
+async def test_a_rebalance_that_completes_during_a_read_has_the_table_read_again() -> None:
+    """The read yields to the agents as it goes: a rebalance may complete meanwhile, and
+    the entries it brought may have been iterated past already."""
+    index = DeadlineIndex()
+
+    def entries() -> Iterator[tuple[bytes, bytes]]:
+        yield b"BEFORE", _entry(NOW + 10)
+        index.invalidate()  # what on_rebalance_complete does, mid-read
+
+    await index.read(entries, NOW)
+    assert index.needs_reading(NOW)

@@ -19,13 +19,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port nobody listens on right now (the OS picks it), and not one this process
+    handed out before: two ports asked for in a row, before either is listened on, could
+    otherwise be the same (a hub refused to start with its trader and officer ports equal)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            if len(_HANDED_OUT) >= 10_000:  # far more than a run keeps open; never all
+                _HANDED_OUT.clear()
+            _HANDED_OUT.add(port)
+            return port
 
 
 class ChildExited(RuntimeError):

@@ -51,7 +51,7 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
 
 from gun_contract.consume import Batch, consume
 from gun_contract.effects import Headers
@@ -73,6 +73,17 @@ DEFAULT_MEMORY = 20_000
 # Java client and aiokafka wait on the same conflict when adding a partition to a
 # transaction (KAFKA-5477).
 PUBLISHER_RETRY_BACKOFF_MS = 20
+
+# A partition fenced while the group still assigns it to this worker is taken again after
+# this long. Another worker that took it over fences it too, but the group then revokes it
+# from this one within a heartbeat (3 s) of its rebalance; a partition still assigned
+# after 30 s was fenced by its transaction coordinator, not by a new owner (a transaction
+# older than its timeout, a broker lost), and nobody else publishes it.
+RETAKE_FENCED_AFTER_S = 30.0
+
+# Reading what a partition published (taking it over) gives up after this long: it runs
+# under the partition's handover lock, which a revocation waits for.
+MEMORY_READ_TIMEOUT_S = 60.0
 
 # A partition whose transactions fall behind (a slow broker, a retried produce) is paused
 # once this many of its fetched decisions wait for their turn: what waits stays bounded.
@@ -147,6 +158,7 @@ class DecisionPublisher:
         outbox_cipher: StateCipher,
         memory: int = DEFAULT_MEMORY,
         clock: Callable[[], float] = time.monotonic,
+        retake_fenced_after_s: float = RETAKE_FENCED_AFTER_S,
     ) -> None:
         self._connect = connect
         self._envelope = envelope
@@ -163,7 +175,9 @@ class DecisionPublisher:
         # partition's transactions run beside the others' (its lane, :meth:`_queue`).
         self._handover: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._lanes: defaultdict[int, _Lane] = defaultdict(_Lane)  # by outbox partition
-        self._fenced: set[int] = set()  # paused until the group assigns them again
+        self._fenced: set[int] = set()  # paused until assigned again, or still ours later
+        self._retake_fenced_after_s = retake_fenced_after_s
+        self._retakes: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None  # a bug in a lane: the publisher stops
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # consuming, its partitions' producers up (readiness)
@@ -232,6 +246,9 @@ class DecisionPublisher:
             self.ready.clear()
             lanes = [lane.publishing for lane in self._lanes.values() if lane.publishing]
             await asyncio.gather(*lanes, return_exceptions=True)
+            for retake in self._retakes:
+                retake.cancel()
+            await asyncio.gather(*self._retakes, return_exceptions=True)
             await consumer.stop()
             await self._release(list(self._partitions))
         if self._failure is not None:
@@ -301,11 +318,16 @@ class DecisionPublisher:
             acks="all",
             retry_backoff_ms=PUBLISHER_RETRY_BACKOFF_MS,
         )
-        # Starting fences any previous owner and aborts its open transaction.
+        # Starting fences any previous owner and aborts its open transaction (or waits for
+        # the coordinator to end the one a failed commit of ours left open: the memory read
+        # below then has it, whichever way it ended).
         await producer.start()
-        publisher = _PartitionPublisher(
-            partition, producer, await self._recently_published(partition)
-        )
+        try:
+            published = await self._recently_published(partition)
+        except BaseException:
+            await producer.stop()  # not one producer more at every attempt of an outage
+            raise
+        publisher = _PartitionPublisher(partition, producer, published)
         self._partitions[partition] = publisher
         log.info(
             "publisher: outbox partition %d taken (%d decisions remembered)",
@@ -318,11 +340,13 @@ class DecisionPublisher:
             # What its lane holds, its next owner reads from the committed offset.
             self._lanes[partition].waiting.clear()
             async with self._handover[partition]:
+                self._unpublished_since.pop(partition, None)  # its next owner's concern now
+                self._fenced.discard(partition)
                 await self._drop(partition)
 
     async def _drop(self, partition: int) -> None:
-        """Stop the producer of ``partition`` (its handover lock held)."""
-        self._unpublished_since.pop(partition, None)  # its next owner's concern now
+        """Stop the producer of ``partition`` (its handover lock held). Still assigned, the
+        partition is taken again, with a new producer, at its next batch."""
         publisher = self._partitions.pop(partition, None)
         if publisher is not None:
             await publisher.producer.stop()
@@ -338,14 +362,18 @@ class DecisionPublisher:
         await reader.start()
         found = PublishedMemory(self._memory)
         try:
-            reader.assign([tp])
-            beginning = (await reader.beginning_offsets([tp]))[tp]
-            end = (await reader.end_offsets([tp]))[tp]
-            reader.seek(tp, restore_from(beginning=beginning, end=end, capacity=self._memory))
-            while await reader.position(tp) < end:
-                for records in (await reader.getmany(tp, timeout_ms=200)).values():
-                    for record in records:
-                        found.add((record.key or b"", _version_of(list(record.headers))))
+            async with asyncio.timeout(MEMORY_READ_TIMEOUT_S):
+                reader.assign([tp])
+                beginning = (await reader.beginning_offsets([tp]))[tp]
+                end = (await reader.end_offsets([tp]))[tp]
+                start = restore_from(beginning=beginning, end=end, capacity=self._memory)
+                reader.seek(tp, start)
+                while await reader.position(tp) < end:
+                    for records in (await reader.getmany(tp, timeout_ms=200)).values():
+                        for record in records:
+                            found.add((record.key or b"", _version_of(list(record.headers))))
+        except TimeoutError:
+            raise KafkaTimeoutError(f"decisions partition {partition} not read back") from None
         finally:
             await reader.stop()
         return found
@@ -372,6 +400,10 @@ class DecisionPublisher:
         # cluster, tests/e2e/test_a_broker_dies_under_the_hub.py).
         async with self._handover[tp.partition]:
             publisher = self._partitions.get(tp.partition)
+            if publisher is not None and _broken(publisher.producer):
+                log.warning("publisher: producer of partition %d failed; replaced", tp.partition)
+                await self._drop(tp.partition)
+                publisher = None
             if publisher is None or tp not in consumer.assignment():
                 published = False  # not ours (any more, or yet)
             else:
@@ -395,6 +427,7 @@ class DecisionPublisher:
         False when it was aborted or fenced. The caller holds the partition's handover
         lock."""
         sent: set[_Identity] = set()
+        deliveries: list[asyncio.Future[object]] = []
         try:
             async with publisher.producer.transaction():
                 for record in records:
@@ -405,33 +438,63 @@ class DecisionPublisher:
                     sealed = self._seal_for_clearance(record)
                     if sealed is None:
                         continue
-                    await publisher.producer.send(
+                    delivery = await publisher.producer.send(
                         self._decisions,
                         sealed,
                         key=record.key,
                         partition=tp.partition,
                         headers=headers,
                     )
+                    deliveries.append(delivery)
                     sent.add(identity)
                 await publisher.producer.send_offsets_to_transaction(
                     {tp: records[-1].offset + 1}, self._group
                 )
+                # aiokafka commits a transaction whose produce the broker refused (a record
+                # too large, a corrupt batch, any error it does not retry): its commit waits
+                # for the sends, it does not check them, and the offsets committed with it
+                # would skip the refused decisions. Checked here, a refusal aborts instead.
+                await asyncio.gather(*deliveries)
         except ProducerFenced:
             # Another worker owns this partition now (we missed a rebalance): it
-            # publishes from the committed offsets. Ours stops here.
-            log.warning("publisher: partition %d fenced by its new owner", tp.partition)
+            # publishes from the committed offsets. Ours stops here, until the group
+            # assigns it to us again, or still assigns it later (RETAKE_FENCED_AFTER_S).
+            log.warning("publisher: partition %d fenced", tp.partition)
             await self._drop(tp.partition)
             consumer.pause(tp)
             self._fenced.add(tp.partition)
+            retake = asyncio.create_task(self._retake_if_still_ours(consumer, tp))
+            self._retakes.add(retake)
+            retake.add_done_callback(self._retakes.discard)
             return False
         except KafkaError:
-            # Aborted: nothing of the batch is visible; read it again.
+            # Aborted: nothing of the batch is visible; read it again, with a new producer.
+            # The old one may be unusable (aiokafka leaves a producer in a fatal state on
+            # some errors, and a refused idempotent batch leaves a gap in its sequence
+            # numbers), and a commit that failed may have happened all the same: the new
+            # producer waits for the coordinator to end that transaction, and the memory
+            # read again when the partition is taken holds what it published.
             log.exception("publisher: batch of partition %d aborted; retried", tp.partition)
+            await self._drop(tp.partition)
             return False
         for identity in sent:  # only once the transaction is committed
             publisher.published.add(identity)
         self.published_count += len(sent)
         return True
+
+    async def _retake_if_still_ours(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+        """A fenced partition the group still assigns to this worker after a while was
+        fenced by the transaction coordinator, not by a new owner: taken again. Parked for
+        good, its decisions stopped with nobody else to publish them."""
+        await asyncio.sleep(self._retake_fenced_after_s)
+        if tp.partition in self._fenced and tp in consumer.assignment():
+            log.warning(
+                "publisher: partition %d still assigned %.0f s after it was fenced; taken again",
+                tp.partition,
+                self._retake_fenced_after_s,
+            )
+            self._fenced.discard(tp.partition)
+            consumer.resume(tp)
 
     def _seal_for_clearance(self, record: ConsumerRecord[bytes, bytes]) -> bytes | None:
         """The decision the agents sealed with the hub's state key, sealed now to the
@@ -457,6 +520,14 @@ class DecisionPublisher:
             topic=self._decisions,
             content_type=ContentType.XML,
         )
+
+
+def _broken(producer: AIOKafkaProducer) -> bool:
+    """A producer aiokafka put in its fatal state (an error it cannot recover from outside
+    a transaction): like the Java client's, it can only be closed; the next transaction
+    would fail an assertion, not raise a Kafka error. aiokafka has no public test of it."""
+    manager = producer._txn_manager
+    return manager is not None and bool(manager.is_fatal_error())
 
 
 class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -17,12 +17,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from gun_contract.kafka.admin import ensure_topics
 from gun_hub.runtime.publisher import DecisionPublisher
 from tests.conftest import PARTITIONS, KafkaEnv
-from tests.integration.test_decision_publishers_share_the_outbox import (
-    _announce,
-    _published,
-    _publisher,
-    _running,
-    _stop,
+from tests.integration.publisher_fixtures import (
+    announce,
+    new_publisher,
+    published,
+    running,
+    stop,
 )
 from tests.local_cluster import poll_until
 
@@ -61,17 +61,17 @@ async def test_a_publisher_that_cannot_publish_names_its_stalled_partitions_unti
 ) -> None:
     # The decisions topic is gone: nothing the publisher fetches can be published.
     await _delete_topic(kafka_env.bootstrap, kafka_env.topics.decisions)
-    publisher = _publisher(kafka_env)
-    task = await _running(publisher)
+    publisher = new_publisher(kafka_env)
+    task = await running(publisher)
     try:
         assert publisher.stalled(longer_than_s=0) == []  # nothing fetched yet: nothing waits
-        await _announce(kafka_env, range(2 * PARTITIONS))
+        await announce(kafka_env, range(2 * PARTITIONS))
         await poll_until("a stalled partition named", _stalled_now(publisher, STALL_S), 90)
         assert set(publisher.stalled(longer_than_s=STALL_S)) <= set(range(PARTITIONS))
 
         # The topic is back: the decisions go out, and no partition is stalled any more.
         await ensure_topics(kafka_env.bootstrap, kafka_env.topics, PARTITIONS, 1)
-        seen = await _published(kafka_env, 2 * PARTITIONS, publisher)
+        seen = await published(kafka_env, 2 * PARTITIONS, publisher)
         assert sorted(seen.values()) == [1] * (2 * PARTITIONS)
         still = _stalled_now(publisher, 0)
 
@@ -80,4 +80,4 @@ async def test_a_publisher_that_cannot_publish_names_its_stalled_partitions_unti
 
         await poll_until("no partition stalled", cleared, timeout_s=30)
     finally:
-        await _stop(publisher, task)
+        await stop(publisher, task)

@@ -9,19 +9,20 @@ publisher crash-looped the worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from gun_contract.security.entitlements import HUB_PARTY
-from gun_contract.security.state_cipher import StateCipher
-from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.runtime.publisher import DecisionPublisher
 from tests.conftest import PARTITIONS, KafkaEnv
+from tests.integration.publisher_fixtures import (
+    announce,
+    new_publisher,
+    published,
+    running,
+    stop,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -29,102 +30,16 @@ DECISIONS = 240
 ANNOUNCED_TWICE = 40  # a worker died before the broker confirmed: announced again
 
 
-def _publisher(kafka_env: KafkaEnv, kind: type[DecisionPublisher] = DecisionPublisher) -> Any:
-    topics = kafka_env.topics
-    return kind(
-        kafka_env.bootstrap,
-        topics.decision_outbox,
-        topics.decisions,
-        f"{kafka_env.prefix}-hub",
-        kafka_env.envelope(HUB_PARTY),
-        StateCipher.load(kafka_env.keys_dir, HUB_PARTY),
-    )
-
-
-async def _announce(kafka_env: KafkaEnv, numbers: Iterable[int]) -> None:
-    """Decisions as the hub's agents write them: sealed with the hub's state key, on the
-    partition their declaration arrived on."""
-    cipher = StateCipher.load(kafka_env.keys_dir, HUB_PARTY)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_env.bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        for n in numbers:
-            reference = f"26FRPUB{n:011d}".encode()
-            sealed = cipher.seal(
-                OUTBOX_STATE, outbox_record_key(reference, b"1"), f"<Decision n='{n}'/>".encode()
-            )
-            await producer.send(
-                kafka_env.topics.decision_outbox,
-                sealed,
-                key=reference,
-                partition=n % PARTITIONS,
-                headers=[(HEADER_VERSION, b"1")],
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-async def _published(
-    kafka_env: KafkaEnv, expected: int, *publishers: DecisionPublisher, within_s: float = 120
-) -> Counter[tuple[bytes, int]]:
-    """(reference, partition) of every committed decision, once ``expected`` are there
-    (at most ``within_s`` seconds)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_env.bootstrap, isolation_level="read_committed"
-    )
-    await consumer.start()
-    seen: Counter[tuple[bytes, int]] = Counter()
-    try:
-        tps = [TopicPartition(kafka_env.topics.decisions, p) for p in range(PARTITIONS)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        try:
-            async with asyncio.timeout(within_s):
-                while sum(seen.values()) < expected:
-                    for records in (await consumer.getmany(timeout_ms=500)).values():
-                        for record in records:
-                            seen[(record.key or b"", record.partition)] += 1
-        except TimeoutError:
-            state = [(p.partitions, p.published_count) for p in publishers]
-            message = f"{sum(seen.values())} of {expected}; publishers: {state}"
-            raise AssertionError(message) from None
-        # A duplicate would come with the decisions announced again, all read by now;
-        # anything still on its way shows in one more read.
-        for records in (await consumer.getmany(timeout_ms=2000)).values():
-            for record in records:
-                seen[(record.key or b"", record.partition)] += 1
-    finally:
-        await consumer.stop()
-    return seen
-
-
-async def _running(publisher: DecisionPublisher) -> asyncio.Task[None]:
-    task = asyncio.create_task(publisher.run())
-    async with asyncio.timeout(60):
-        await publisher.ready.wait()
-    return task
-
-
-async def _stop(publisher: DecisionPublisher, task: asyncio.Task[None]) -> None:
-    publisher.stop()
-    # Not wait_for: a publisher wedged in a transaction would not even finish cancelling.
-    stopped, _ = await asyncio.wait({task}, timeout=60)
-    assert stopped, "the publisher did not stop within 60 s"
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 async def test_two_publishers_share_the_outbox_and_publish_each_decision_once(
     kafka_env: KafkaEnv,
 ) -> None:
-    first, second = _publisher(kafka_env), _publisher(kafka_env)
-    first_task = await _running(first)
-    await _announce(kafka_env, range(DECISIONS // 2))
-    second_task = await _running(second)  # joins under load: the partitions are shared
-    await _announce(kafka_env, range(DECISIONS // 2, DECISIONS))
-    await _announce(kafka_env, range(ANNOUNCED_TWICE))  # announced again after a crash
-    seen = await _published(kafka_env, DECISIONS, first, second)
+    first, second = new_publisher(kafka_env), new_publisher(kafka_env)
+    first_task = await running(first)
+    await announce(kafka_env, range(DECISIONS // 2))
+    second_task = await running(second)  # joins under load: the partitions are shared
+    await announce(kafka_env, range(DECISIONS // 2, DECISIONS))
+    await announce(kafka_env, range(ANNOUNCED_TWICE))  # announced again after a crash
+    seen = await published(kafka_env, DECISIONS, first, second)
     try:
         assert len(seen) == DECISIONS, "a decision was not published"
         assert [key for key, times in seen.items() if times > 1] == []
@@ -135,26 +50,26 @@ async def test_two_publishers_share_the_outbox_and_publish_each_decision_once(
         assert second.partitions
         assert first.partitions.isdisjoint(second.partitions)
     finally:
-        await _stop(second, second_task)
-        await _stop(first, first_task)
+        await stop(second, second_task)
+        await stop(first, first_task)
 
 
 async def test_a_publisher_that_leaves_hands_its_partitions_over(kafka_env: KafkaEnv) -> None:
-    first, second = _publisher(kafka_env), _publisher(kafka_env)
-    first_task = await _running(first)
-    second_task = await _running(second)
-    await _announce(kafka_env, range(DECISIONS // 2))
-    await _stop(first, first_task)  # leaves under load
-    await _announce(kafka_env, range(DECISIONS // 2, DECISIONS))
+    first, second = new_publisher(kafka_env), new_publisher(kafka_env)
+    first_task = await running(first)
+    second_task = await running(second)
+    await announce(kafka_env, range(DECISIONS // 2))
+    await stop(first, first_task)  # leaves under load
+    await announce(kafka_env, range(DECISIONS // 2, DECISIONS))
     # Announced again, their first announcement published by the worker that left.
-    await _announce(kafka_env, range(ANNOUNCED_TWICE))
+    await announce(kafka_env, range(ANNOUNCED_TWICE))
     try:
-        seen = await _published(kafka_env, DECISIONS, second)
+        seen = await published(kafka_env, DECISIONS, second)
         assert len(seen) == DECISIONS
         assert [key for key, times in seen.items() if times > 1] == []
         assert second.partitions == set(range(PARTITIONS))
     finally:
-        await _stop(second, second_task)
+        await stop(second, second_task)
 
 
 async def test_a_partition_revoked_mid_transaction_is_handed_over_once_its_batch_commits(
@@ -165,11 +80,11 @@ async def test_a_partition_revoked_mid_transaction_is_handed_over_once_its_batch
     Stopped mid-transaction, it never resolved the commit (nor the abort: the publisher
     could not even be cancelled), and the publisher hung with every partition (found on
     the three-node cluster, tests/e2e/test_a_broker_dies_under_the_hub.py)."""
-    publisher = _publisher(kafka_env)
-    task = await _running(publisher)
+    publisher = new_publisher(kafka_env)
+    task = await running(publisher)
     try:
-        await _announce(kafka_env, range(1))  # partition 0 is taken and publishes
-        await _published(kafka_env, 1, publisher)
+        await announce(kafka_env, range(1))  # partition 0 is taken and publishes
+        await published(kafka_env, 1, publisher)
         producer = publisher._partitions[0].producer
         in_transaction, go_on = asyncio.Event(), asyncio.Event()
         send_offsets = producer.send_offsets_to_transaction
@@ -180,7 +95,7 @@ async def test_a_partition_revoked_mid_transaction_is_handed_over_once_its_batch
             await send_offsets(offsets, group_id)
 
         monkeypatch.setattr(producer, "send_offsets_to_transaction", held)
-        await _announce(kafka_env, range(PARTITIONS, PARTITIONS + 1))  # partition 0 again
+        await announce(kafka_env, range(PARTITIONS, PARTITIONS + 1))  # partition 0 again
         await asyncio.wait_for(in_transaction.wait(), 60)
         # What the group's rebalance listener does on revocation.
         revoking = asyncio.create_task(publisher._release([0]))
@@ -190,14 +105,14 @@ async def test_a_partition_revoked_mid_transaction_is_handed_over_once_its_batch
         await asyncio.wait_for(revoking, 30)
 
         # Still assigned: taken again at its next batch, and every partition goes on.
-        await _announce(kafka_env, range(PARTITIONS + 1, 3 * PARTITIONS))
+        await announce(kafka_env, range(PARTITIONS + 1, 3 * PARTITIONS))
         numbers = [0, *range(PARTITIONS, 3 * PARTITIONS)]
-        seen = await _published(kafka_env, len(numbers), publisher)
+        seen = await published(kafka_env, len(numbers), publisher)
         assert sorted(int(key[7:]) for key, _ in seen) == numbers
         assert [key for key, times in seen.items() if times > 1] == []
         assert publisher.partitions == set(range(PARTITIONS))
     finally:
-        await _stop(publisher, task)
+        await stop(publisher, task)
 
 
 class _SlowPartition(DecisionPublisher):
@@ -224,24 +139,24 @@ async def test_a_slow_transaction_on_one_partition_does_not_hold_the_others_back
     run beside the other partitions', not after them. Stop 28: the publisher ran one
     partition's transaction after another, under one lock; at 37.7 declarations/s the
     outbox-to-decision hop was 44 % of the end-to-end time (p50 148 ms)."""
-    publisher: _SlowPartition = _publisher(kafka_env, _SlowPartition)
-    task = await _running(publisher)
+    publisher: _SlowPartition = new_publisher(kafka_env, _SlowPartition)
+    task = await running(publisher)
     try:
-        await _announce(kafka_env, range(0, PARTITIONS * 10, PARTITIONS))  # partition 0 only
+        await announce(kafka_env, range(0, PARTITIONS * 10, PARTITIONS))  # partition 0 only
         async with asyncio.timeout(60):
             await publisher.in_slow_transaction.wait()
         others = [n for n in range(PARTITIONS * 10) if n % PARTITIONS != 0]
-        await _announce(kafka_env, others)
+        await announce(kafka_env, others)
         # Published while partition 0's transaction is still open.
-        seen = await _published(kafka_env, len(others), publisher, within_s=30)
+        seen = await published(kafka_env, len(others), publisher, within_s=30)
         assert sorted(int(key[7:]) for key, _ in seen) == others
         publisher.let_go.set()
-        seen = await _published(kafka_env, PARTITIONS * 10, publisher)
+        seen = await published(kafka_env, PARTITIONS * 10, publisher)
         assert len(seen) == PARTITIONS * 10
         assert [key for key, times in seen.items() if times > 1] == []
     finally:
         publisher.let_go.set()
-        await _stop(publisher, task)
+        await stop(publisher, task)
 
 
 class _AbortsOnce(_SlowPartition):
@@ -273,22 +188,22 @@ async def test_a_batch_not_published_is_published_before_the_batches_fetched_aft
     """A partition's decisions reach the topic in the order they were announced (a
     declaration's versions share its partition): when a transaction is aborted, the
     batches its lane fetched after it are read again after it, not published first."""
-    publisher: _AbortsOnce = _publisher(kafka_env, _AbortsOnce)
+    publisher: _AbortsOnce = new_publisher(kafka_env, _AbortsOnce)
     publisher.let_go.set()  # slow only in the transaction it aborts
-    task = await _running(publisher)
+    task = await running(publisher)
     first, then = range(0, 40, PARTITIONS), range(40, 80, PARTITIONS)  # partition 0
     try:
-        await _announce(kafka_env, first)
+        await announce(kafka_env, first)
         async with asyncio.timeout(60):
             await publisher.in_slow_transaction.wait()
-        await _announce(kafka_env, then)
-        await _published(kafka_env, len(first) + len(then), publisher)
+        await announce(kafka_env, then)
+        await published(kafka_env, len(first) + len(then), publisher)
         order = await _in_partition_order(kafka_env, partition=0)
         assert order == [*first, *then]
         assert publisher.aborted == 1
     finally:
         publisher.later_batch_waiting.set()
-        await _stop(publisher, task)
+        await stop(publisher, task)
 
 
 async def _in_partition_order(kafka_env: KafkaEnv, partition: int) -> list[int]:

@@ -124,3 +124,9 @@ ROCKSDB_MEMORY = Gauge(
     "Memory of the worker's RocksDB tables: their shared read cache with the write "
     "buffers charged to it, capped near hub.rocksdb_memory_mib (runtime/table_store.py).",
 )
+TIMER_FAILURES = Counter(
+    "gun_hub_timer_failures_total",
+    "Runs of a periodic task (the deadline and retention sweeps, the admission recheck) that "
+    "failed and were logged; the next run tries again.",
+    ["timer"],
+)

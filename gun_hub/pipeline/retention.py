@@ -122,8 +122,13 @@ class RetentionIndex:
     days of them (every retained case and marker), and one key each in memory would grow
     with the rate times the retention. The sweep reads the table again once half the
     horizon has passed (a scan of small values, yielding to the event loop as it goes),
-    when it gets a partition (another worker may have changed its entries), and after
-    each rebalance's recovery (``invalidate``)."""
+    when its partitions change (another worker may have changed their entries), and after
+    each rebalance's recovery (``invalidate``).
+
+    Each read rebuilds the heaps from the table, entries already due included: an entry
+    still there past its time is one whose tick was lost (a send that failed after it
+    was queued, a tick dead-lettered), and it is ticked again. A key may be in a heap more
+    than once, or for an entry since rewritten: the sweep checks the table's entry."""
 
     _YIELD_EVERY = 5000
 
@@ -131,6 +136,8 @@ class RetentionIndex:
         self._horizon_s = horizon_s
         self._due: dict[int, list[tuple[float, bytes]]] = {}
         self._until = float("-inf")  # every entry due by then is in the heaps
+        self._stale = True
+        self._pushed_while_reading: list[tuple[int, float, bytes]] | None = None
 
     def __len__(self) -> int:
         return sum(len(heap) for heap in self._due.values())
@@ -141,54 +148,70 @@ class RetentionIndex:
 
     def invalidate(self) -> None:
         """Read every partition again at the next refresh (after a rebalance: a partition
-        may have come back with entries recovered from the changelog)."""
-        self._due.clear()
+        may have come back with entries recovered from the changelog). A flag: a read
+        under way when it comes does not count."""
+        self._stale = True
 
     def push(self, partition: int, due: float, key: bytes) -> None:
         """Schedule ``key``; beyond the horizon, the table has it for the next read."""
-        if partition in self._due and due <= self._until:
+        if self._pushed_while_reading is not None:
+            self._pushed_while_reading.append((partition, due, key))  # held once it ends
+        elif partition in self._due and due <= self._until:
             heapq.heappush(self._due[partition], (due, key))
+
+    def needs_reading(self, partitions: set[int], now: float) -> bool:
+        return (
+            self._stale or set(self._due) != partitions or now + self._horizon_s / 2 > self._until
+        )
 
     async def refresh(
         self, partitions: set[int], entries: Callable[[], Iterable[Any]], now: float
     ) -> None:
-        """Follow the assignment (forget revoked partitions, seed new ones) and move the
-        horizon on when half of it has passed, from the table's ``entries``."""
-        for gone in set(self._due) - partitions:
-            del self._due[gone]
-        new = partitions - set(self._due)
-        until = self._until
-        if now + self._horizon_s / 2 > until:
-            until = now + self._horizon_s
-        elif not new:
+        """Follow the assignment and move the horizon on when half of it has passed: the
+        heaps of ``partitions`` built again from the table's ``entries``, with what was
+        pushed while they were read. A read that fails leaves the heaps as they were (and
+        what was pushed meanwhile in them), and is tried again at the next refresh."""
+        if not self.needs_reading(partitions, now):
             return
-        for partition in new:
-            self._due[partition] = []
-        read = 0
-        for key, value in entries():
-            read += 1
-            if read % self._YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # a large table: the agents go on meanwhile
-            try:
-                entry = RetentionEntry.from_bytes(bytes(value))
-            except (ValueError, IndexError):
-                log.exception("unreadable retention entry for %r: left alone", key)
-                continue
-            if entry.partition not in self._due or entry.due > until:
-                continue
-            if entry.partition in new or entry.due > self._until:
-                self._due[entry.partition].append((entry.due, bytes(key)))
-        self._until = until
-        for heap in self._due.values():
+        self._stale = False
+        until = now + self._horizon_s
+        held: dict[int, list[tuple[float, bytes]]] = {partition: [] for partition in partitions}
+        self._pushed_while_reading = []
+        try:
+            for read, (key, value) in enumerate(entries(), 1):
+                if read % self._YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a large table: the agents go on meanwhile
+                try:
+                    entry = RetentionEntry.from_bytes(bytes(value))
+                except (ValueError, IndexError):
+                    log.exception("unreadable retention entry for %r: left alone", key)
+                    continue
+                if entry.partition in held and entry.due <= until:
+                    held[entry.partition].append((entry.due, bytes(key)))
+            for partition, due, key in self._pushed_while_reading:
+                if partition in held and due <= until:
+                    held[partition].append((due, key))
+        except BaseException:
+            self._stale = True
+            pushed, self._pushed_while_reading = self._pushed_while_reading, None
+            for partition, due, key in pushed:
+                self.push(partition, due, key)
+            raise
+        finally:
+            self._pushed_while_reading = None
+        for heap in held.values():
             heapq.heapify(heap)
+        self._due = held
+        self._until = until
 
     def due(self, partition: int, now: float) -> list[bytes]:
-        """Keys of ``partition`` whose entry is due by ``now``, taken off the heap."""
+        """Keys of ``partition`` whose entry is due by ``now``, taken off the heap, each
+        once."""
         heap = self._due.get(partition, [])
-        keys: list[bytes] = []
+        keys: dict[bytes, None] = {}
         while heap and heap[0][0] <= now:
-            keys.append(heapq.heappop(heap)[1])
-        return keys
+            keys[heapq.heappop(heap)[1]] = None
+        return list(keys)
 
 
 class RetainedCases:

@@ -78,6 +78,7 @@ from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from gun_hub.runtime.delivery import send_outbox
 from gun_hub.runtime.faust_app import (
     HubApp,
+    every,
     handled_agent,
     hold,
     mark_handled_at,
@@ -649,7 +650,7 @@ def build_hub(settings: Settings) -> Hub:
         await admit(gate.release_ready())
         await hold_no_more_than_the_limit()
 
-    app.timer(interval=settings.hub.admission_recheck_s)(admit_what_no_longer_waits)
+    every(app, settings.hub.admission_recheck_s, "admission recheck", admit_what_no_longer_waits)
     handled_agent(app, declarations, "intake", receive_declaration, settling)
     handled_agent(app, app.topic(topics.claims, **_RAW), "claims", on_claims_record, settling)
     agent(
@@ -706,9 +707,12 @@ def build_hub(settings: Settings) -> Hub:
             context.audit.resync(partition, tails.get(partition))
 
     app.on_partitions_assigned.connect(resync_audit_heads)
-    app.timer(interval=settings.hub.deadline_sweep_s)(sweep.run)
-    app.timer(interval=settings.hub.case_sweep_s)(
-        RetentionSweep(app, topics, retention_table, retention_index).run
+    every(app, settings.hub.deadline_sweep_s, "deadline sweep", sweep.run)
+    every(
+        app,
+        settings.hub.case_sweep_s,
+        "retention sweep",
+        RetentionSweep(app, topics, retention_table, retention_index).run,
     )
     watch_offsets(
         app,

@@ -2,7 +2,8 @@
 
 ``HubApp`` consumes through ``StrictOffsetsConsumer``; ``handled_agent`` is the one way an
 agent is written: handle each event in order, then mark it handled, so that only handled
-records are ever committed over. ``watch_offsets`` starts the watchdog that reads again a
+records are ever committed over. ``every`` is the one way a periodic task is written: its
+failure is logged, not fatal. ``watch_offsets`` starts the watchdog that reads again a
 record faust dropped.
 """
 
@@ -19,6 +20,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP, EventT, Message
 
 from gun_contract.kafka.client import Connect
+from gun_hub import metrics
 from gun_hub.runtime.settling import Settling
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer, StrictOffsetsTransport
 from gun_hub.runtime.watchdog import OffsetWatchdog
@@ -61,6 +63,26 @@ def mark_handled_at(app: Any, topic: str, partition: int, offset: int) -> None:
 
 
 Handled = bool | None | Awaitable[None]
+
+
+def every(app: Any, interval_s: float, name: str, work: Callable[[], Awaitable[None]]) -> None:
+    """Run ``work`` every ``interval_s`` seconds on ``app``, a failure logged and counted
+    (``gun_hub_timer_failures_total``) and the next run trying again.
+
+    faust runs a timer as an app task, and mode crashes the worker when a task raises
+    (``Service._execute_task``): a sweep that met a broker timeout, a table changing under
+    its read in a rebalance, or a send faust refused stopped the whole worker (stop 30,
+    found by review), and its own recovery (the keys pushed back for "the next sweep")
+    never ran."""
+
+    async def survivably() -> None:
+        try:
+            await work()
+        except Exception:
+            metrics.TIMER_FAILURES.labels(timer=name).inc()
+            log.exception("%s failed; tried again in %.1f s", name, interval_s)
+
+    app.timer(interval=interval_s, name=name)(survivably)
 
 
 def handled_agent(

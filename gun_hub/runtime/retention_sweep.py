@@ -13,25 +13,35 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
-
-from aiokafka.errors import KafkaError
 
 from gun_contract.topics import TopicRegistry
 from gun_hub import metrics
-from gun_hub.pipeline.retention import RETENTION_TICK, RetentionIndex
+from gun_hub.pipeline.retention import RETENTION_TICK, RetentionEntry, RetentionIndex
 
 log = logging.getLogger(__name__)
+
+# A tick sent is looked at again after this long: one lost (a send that failed once
+# queued, a tick dead-lettered) is sent again; one acted on has moved its entry on (the
+# entry is gone or due later), and nothing is sent.
+_RETICK_S = 300.0
 
 
 class RetentionSweep:
     def __init__(
-        self, app: Any, topics: TopicRegistry, entries_table: Any, index: RetentionIndex
+        self,
+        app: Any,
+        topics: TopicRegistry,
+        entries_table: Any,
+        index: RetentionIndex,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._app = app
         self._topics = topics
         self._entries = entries_table
         self._index = index
+        self._clock = clock
 
     def owned(self) -> set[int] | None:
         """The deadlines partitions this worker handles now (None: a rebalance is on)."""
@@ -51,17 +61,38 @@ class RetentionSweep:
         owned = self.owned()
         if owned is None:
             return
-        now = time.time()
+        now = self._clock()
         # RocksDB iterates a snapshot, so the scan may yield to the agents as it goes.
         await self._index.refresh(owned, self._entries.items, now)
         metrics.CASES_RETAINED.set(len(self._index))
         for partition in sorted(owned):
-            for key in self._index.due(partition, now):
+            keys = self._index.due(partition, now)
+            for sent, key in enumerate(keys):
                 try:
-                    await self._app.producer.send(
-                        self._topics.deadlines, key, RETENTION_TICK, partition, None, None
+                    await self._tick_if_due(partition, key, now)
+                except Exception:
+                    # faust's producer raises its own error for the broker's: any error.
+                    log.warning(
+                        "retention ticks of partition %d not sent; sent at the next look",
+                        partition,
+                        exc_info=True,
                     )
-                except KafkaError:
-                    log.warning("retention tick for %r not sent; sent at the next look", key)
-                    self._index.push(partition, now, key)
+                    for unsent in keys[sent:]:
+                        self._index.push(partition, now, unsent)
                     return
+
+    async def _tick_if_due(self, partition: int, key: bytes, now: float) -> None:
+        value = self._entries.get(key)
+        if value is None:
+            return  # forgotten meanwhile
+        try:
+            due = RetentionEntry.from_bytes(bytes(value)).due
+        except (ValueError, IndexError):
+            log.exception("unreadable retention entry for %r: left alone", key)
+            return
+        if due > now:
+            return  # scheduled again later: pushed again then
+        self._index.push(partition, now + _RETICK_S, key)
+        await self._app.producer.send(
+            self._topics.deadlines, key, RETENTION_TICK, partition, None, None
+        )

@@ -1,0 +1,219 @@
+"""The hub's periodic sweeps outlive their failures, and the retention sweep loses no key
+(gun_hub/runtime/faust_app.py ``every``, gun_hub/runtime/retention_sweep.py,
+gun_hub/pipeline/retention.py ``RetentionIndex``).
+
+Found by review in stop 30, each test written before its fix:
+
+1. faust runs a timer as an app task, and a task that raises crashes the worker: a
+   deadline or retention sweep meeting a broker timeout, a table changing under its read
+   in a rebalance, or a send faust refused, stopped the whole worker; the keys each sweep
+   pushed back "for the next sweep" waited for a sweep that never came.
+2. A retention tick that could not be sent dropped the keys due after it in the same
+   partition: taken off the heap, and never read from the table again (the refresh only
+   added entries due beyond its previous horizon). Nor did it catch faust's error: faust's
+   producer raises its own, not the broker's.
+3. A retention tick lost after it was sent (a send that failed once queued, a tick
+   dead-lettered) was never sent again, for the same reason: the case stayed in the hot
+   table for ever, and the state it bounds grew.
+4. A refresh that failed halfway left new partitions counted as read with half-filled,
+   unordered heaps, and the horizon unmoved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from faust.exceptions import ProducerSendError
+from faust.types import TP
+
+from gun_contract.topics import topic_registry
+from gun_hub import metrics
+from gun_hub.pipeline.retention import RETENTION_TICK, RetentionEntry, RetentionIndex
+from gun_hub.runtime import retention_sweep
+from gun_hub.runtime.faust_app import every
+from gun_hub.runtime.retention_sweep import RetentionSweep
+
+TOPICS = topic_registry("gun", ("cites", "dga", "dgal"))
+NOW = 1_800_000_000.0
+
+
+@dataclass
+class TimerApp:
+    """What ``every`` asks of faust's app: a timer registered by name."""
+
+    timers: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+
+    def timer(self, interval: float, name: str) -> Callable[[Any], Any]:
+        def register(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+            self.timers[name] = work
+            return work
+
+        return register
+
+
+async def test_a_periodic_task_that_fails_is_logged_counted_and_runs_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs: list[str] = []
+
+    async def sweep() -> None:
+        runs.append("run")
+        if len(runs) == 1:
+            raise RuntimeError("dictionary changed size during iteration")
+
+    app = TimerApp()
+    every(app, 1.0, "deadline sweep", sweep)
+    failures = metrics.TIMER_FAILURES.labels(timer="deadline sweep")
+    before = failures._value.get()
+    await app.timers["deadline sweep"]()  # raises inside: the worker would have crashed
+    await app.timers["deadline sweep"]()
+    assert runs == ["run", "run"]
+    assert failures._value.get() == before + 1
+    assert "deadline sweep failed; tried again in 1.0 s" in caplog.text
+
+
+async def test_a_periodic_task_is_still_cancelled_when_the_worker_stops() -> None:
+    async def sweep() -> None:
+        await asyncio.sleep(3600)
+
+    app = TimerApp()
+    every(app, 1.0, "deadline sweep", sweep)
+    task = asyncio.create_task(app.timers["deadline sweep"]())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+class RetentionTable(dict[bytes, bytes]):
+    """The case-retention table as the sweep sees it; ``fail_after`` entries read, its
+    iteration raises as faust's does when a rebalance revokes a partition mid-read."""
+
+    fail_after: int | None = None
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:  # type: ignore[override]
+        for read, item in enumerate(list(super().items())):
+            if self.fail_after is not None and read >= self.fail_after:
+                raise RuntimeError("dictionary changed size during iteration")
+            yield item
+
+
+@dataclass
+class TickProducer:
+    ticks: list[bytes] = field(default_factory=list)
+    refuse: set[bytes] = field(default_factory=set)
+
+    async def send(self, topic: str, key: bytes, value: bytes, *_: Any) -> None:
+        assert (topic, value) == (TOPICS.deadlines, RETENTION_TICK)
+        if key in self.refuse:
+            raise ProducerSendError("faust wraps the broker's error in its own")
+        self.ticks.append(key)
+
+
+@dataclass
+class Assignor:
+    partitions: set[int]
+
+    def assigned_actives(self) -> set[TP]:
+        return {TP(TOPICS.deadlines, p) for p in self.partitions}
+
+
+@dataclass
+class SweepApp:
+    producer: TickProducer = field(default_factory=TickProducer)
+    assignor: Assignor = field(default_factory=lambda: Assignor({0}))
+    rebalancing: bool = False
+    in_recovery: bool = False
+
+
+@dataclass
+class Clock:
+    now: float = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _sweep(table: RetentionTable, app: SweepApp, clock: Clock) -> RetentionSweep:
+    return RetentionSweep(app, TOPICS, table, RetentionIndex(horizon_s=3600.0), clock=clock)
+
+
+async def test_retention_ticks_not_sent_are_all_sent_at_the_next_look() -> None:
+    table = RetentionTable(
+        {key: RetentionEntry(NOW - n, 0).to_bytes() for n, key in enumerate([b"C", b"B", b"A"])}
+    )
+    app, clock = SweepApp(), Clock()
+    sweep = _sweep(table, app, clock)
+    app.producer.refuse = {b"B"}
+    await sweep.run()  # not raised: the sweep logs and looks again
+    assert app.producer.ticks == [b"A"]
+    app.producer.refuse = set()
+    clock.now += 1
+    await sweep.run()
+    assert app.producer.ticks == [b"A", b"B", b"C"]
+
+
+async def test_a_retention_tick_lost_after_it_was_sent_is_sent_again() -> None:
+    table = RetentionTable({b"A": RetentionEntry(NOW, 0).to_bytes()})
+    app, clock = SweepApp(), Clock()
+    sweep = _sweep(table, app, clock)
+    await sweep.run()
+    assert app.producer.ticks == [b"A"]
+    clock.now += 60
+    await sweep.run()
+    assert app.producer.ticks == [b"A"], "sent again before the handler had its chance"
+    # Its tick never reached the handler: the entry is still there, due, after a while.
+    clock.now += retention_sweep._RETICK_S
+    await sweep.run()
+    assert app.producer.ticks == [b"A", b"A"]
+
+
+async def test_a_retention_tick_acted_on_is_not_sent_again() -> None:
+    table = RetentionTable(
+        {b"GONE": RetentionEntry(NOW, 0).to_bytes(), b"LATER": RetentionEntry(NOW, 0).to_bytes()}
+    )
+    app, clock = SweepApp(), Clock()
+    sweep = _sweep(table, app, clock)
+    await sweep.run()
+    assert sorted(app.producer.ticks) == [b"GONE", b"LATER"]
+    # The handler acted: one marker forgotten, one case scheduled again in three days.
+    del table[b"GONE"]
+    table[b"LATER"] = RetentionEntry(NOW + 3 * 24 * 3600, 0).to_bytes()
+    clock.now += retention_sweep._RETICK_S
+    await sweep.run()
+    assert sorted(app.producer.ticks) == [b"GONE", b"LATER"]
+
+
+async def test_a_retention_read_that_fails_is_tried_again_and_loses_nothing() -> None:
+    table = RetentionTable({key: RetentionEntry(NOW, 0).to_bytes() for key in [b"A", b"B"]})
+    app, clock = SweepApp(), Clock()
+    sweep = _sweep(table, app, clock)
+    table.fail_after = 1
+    with pytest.raises(RuntimeError):
+        await sweep.run()  # ``every`` logs it; the index is as it was
+    table.fail_after = None
+    await sweep.run()
+    assert sorted(app.producer.ticks) == [b"A", b"B"]
+
+
+async def test_a_retention_entry_pushed_during_a_read_that_fails_is_kept() -> None:
+    index = RetentionIndex(horizon_s=3600.0)
+    await index.refresh({0}, RetentionTable().items, NOW)  # partition 0 held, empty
+    table = RetentionTable({b"A": RetentionEntry(NOW, 0).to_bytes()})
+    table.fail_after = 0
+
+    def entries() -> Iterator[tuple[bytes, bytes]]:
+        index.push(0, NOW + 10, b"PUSHED")  # the tick handler, while the read yields
+        yield from table.items()
+
+    index.invalidate()
+    with pytest.raises(RuntimeError):
+        await index.refresh({0}, entries, NOW)
+    assert index.due(0, NOW + 10) == [b"PUSHED"]
+    table.fail_after = None
+    await index.refresh({0}, table.items, NOW + 20)  # read again: stale since it failed
+    assert index.due(0, NOW + 20) == [b"A"]

@@ -743,6 +743,7 @@ def build_hub(settings: Settings) -> Hub:
         ),
         state_cipher,
         memory=settings.hub.publisher_memory_decisions,
+        dead_letters=topics.dlq,
     )
 
     async def publish_decisions() -> None:

@@ -54,6 +54,7 @@ from aiokafka import (
 from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
 
 from gun_contract.consume import Batch, consume
+from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_record
 from gun_contract.effects import Headers
 from gun_contract.envelope import ContentType, Envelope
 from gun_contract.kafka.client import Connect, consumer_options, producer_options
@@ -88,6 +89,9 @@ MEMORY_READ_TIMEOUT_S = 60.0
 # A partition whose transactions fall behind (a slow broker, a retried produce) is paused
 # once this many of its fetched decisions wait for their turn: what waits stays bounded.
 MOST_RECORDS_WAITING = 2_000
+
+# The kind of the dead letter of an outbox record that does not open.
+OUTBOX_UNREADABLE = "OUTBOX_UNREADABLE"
 
 _Identity = tuple[bytes, bytes]
 
@@ -159,11 +163,13 @@ class DecisionPublisher:
         memory: int = DEFAULT_MEMORY,
         clock: Callable[[], float] = time.monotonic,
         retake_fenced_after_s: float = RETAKE_FENCED_AFTER_S,
+        dead_letters: str | None = None,
     ) -> None:
         self._connect = connect
         self._envelope = envelope
         self._outbox_cipher = outbox_cipher
         self._outbox = outbox_topic
+        self._dead_letters = dead_letters  # the dead-letter topic (None: logged only)
         self._decisions = decisions_topic
         self._app_id = app_id
         self._group = f"{app_id}-publisher"
@@ -437,6 +443,8 @@ class DecisionPublisher:
                         continue  # announced again after a crash: published already
                     sealed = self._seal_for_clearance(record)
                     if sealed is None:
+                        # In the same transaction: dead-lettered once, with its offset.
+                        await self._dead_letter(publisher.producer, record)
                         continue
                     delivery = await publisher.producer.send(
                         self._decisions,
@@ -482,6 +490,22 @@ class DecisionPublisher:
         self.published_count += len(sent)
         return True
 
+    async def _dead_letter(
+        self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes]
+    ) -> None:
+        if self._dead_letters is None:
+            return
+        letter = dead_letter_record(
+            self._dead_letters,
+            record.value or b"",
+            error_class=ErrorClass.PERMANENT,
+            kind=OUTBOX_UNREADABLE,
+            reason="the outbox record does not open with the hub's state key",
+            source=SourcePosition(record.topic, record.partition, record.offset, record.key),
+            component="decision-publisher",
+        )
+        await producer.send(letter.topic, letter.value, key=letter.key, headers=letter.headers)
+
     async def _retake_if_still_ours(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
         """A fenced partition the group still assigns to this worker after a while was
         fenced by the transaction coordinator, not by a new owner: taken again. Parked for
@@ -498,10 +522,10 @@ class DecisionPublisher:
 
     def _seal_for_clearance(self, record: ConsumerRecord[bytes, bytes]) -> bytes | None:
         """The decision the agents sealed with the hub's state key, sealed now to the
-        clearance system.
+        clearance system; None when it does not open.
 
-        The outbox is written by the hub's agents alone; a record that does not open is
-        logged and skipped (nothing else could have written it, so it is a bug, not data).
+        The outbox is written by the hub's agents alone; a record that does not open is a
+        bug or a state key changed wrongly, not data: logged, dead-lettered, skipped.
         """
         key = outbox_record_key(record.key or b"", _version_of(list(record.headers)))
         try:

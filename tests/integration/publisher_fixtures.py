@@ -30,7 +30,7 @@ def new_publisher(
         f"{kafka_env.prefix}-hub",
         kafka_env.envelope(HUB_PARTY),
         StateCipher.load(kafka_env.keys_dir, HUB_PARTY),
-        **options,
+        **{"dead_letters": topics.dlq, **options},
     )
 
 

@@ -17,17 +17,29 @@ Found by review in stop 30, each test written before its fix:
    as a transactional id the coordinator expired after a week without a transaction on a
    quiet partition) was used again: its next transaction failed an assertion, not a Kafka
    error, and the publisher stopped the worker.
+4. An outbox record that does not open (nothing but the hub's agents writes the outbox,
+   so a bug, or a key rotated wrongly) was logged and skipped: no dead letter, against the
+   rule that every record a consumer cannot handle is dead-lettered.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
+from gun_contract.dead_letter import (
+    HEADER_ERROR_KIND,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_TOPIC,
+    header_value,
+)
 from gun_contract.topics import TOPIC_MAX_MESSAGE_BYTES
+from gun_hub.pipeline.decision_outbox import HEADER_VERSION
 from gun_hub.runtime.publisher import DecisionPublisher
 from tests.conftest import PARTITIONS, KafkaEnv
 from tests.integration.publisher_fixtures import (
@@ -154,5 +166,58 @@ async def test_a_producer_left_in_its_fatal_state_is_replaced_and_the_worker_goe
         seen = await published(kafka_env, 2, publisher, within_s=60)
         assert sorted(seen.values()) == [1, 1]
         assert not task.done(), "the publisher stopped"
+    finally:
+        await stop(publisher, task)
+
+
+async def _dead_letters(kafka_env: KafkaEnv, expected: int) -> list[list[tuple[str, bytes]]]:
+    """The headers of the committed dead letters, once ``expected`` are there."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_env.bootstrap, isolation_level="read_committed"
+    )
+    await consumer.start()
+    found: list[list[tuple[str, bytes]]] = []
+    try:
+        tps = [TopicPartition(kafka_env.topics.dlq, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        async with asyncio.timeout(60):
+            while len(found) < expected:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    found.extend(list(record.headers) for record in records)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_an_outbox_record_that_does_not_open_is_dead_lettered_and_the_rest_published(
+    kafka_env: KafkaEnv,
+) -> None:
+    publisher: DecisionPublisher = new_publisher(kafka_env)
+    group = f"{kafka_env.prefix}-hub-publisher"
+    task = await running(publisher)
+    try:
+        writer = AIOKafkaProducer(bootstrap_servers=kafka_env.bootstrap)
+        await writer.start()
+        try:
+            await writer.send_and_wait(
+                kafka_env.topics.decision_outbox,
+                b"not sealed with the hub's state key",
+                key=b"26FRPUB00000000000",
+                partition=0,
+                headers=[(HEADER_VERSION, b"1")],
+            )
+        finally:
+            await writer.stop()
+        await announce(kafka_env, [PARTITIONS])  # a good one after it, same partition
+
+        seen = await published(kafka_env, 1, publisher)
+        assert [int(key[7:]) for key, _ in seen] == [PARTITIONS]
+        [letter] = await _dead_letters(kafka_env, 1)
+        assert header_value(letter, HEADER_ERROR_KIND) == "OUTBOX_UNREADABLE"
+        assert header_value(letter, HEADER_SOURCE_TOPIC) == kafka_env.topics.decision_outbox
+        assert header_value(letter, HEADER_SOURCE_OFFSET) == "0"
+        assert await _committed(kafka_env, group, 0) == 2
+        assert not task.done()
     finally:
         await stop(publisher, task)

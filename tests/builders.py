@@ -63,6 +63,7 @@ def declaration(
     version: int = 1,
     stage: Stage = Stage.LODGED,
     items: tuple[GoodsItem, ...] | None = None,
+    declarant: str = EORI,
 ) -> Declaration:
     return Declaration(
         reference=reference,
@@ -72,7 +73,7 @@ def declaration(
         procedure="4000",
         lodged_at=datetime(2026, 11, 22, 10, 0, tzinfo=UTC),
         customs_office="FR000690",
-        declarant=Declarant(eori=EORI, name="Example SARL"),
+        declarant=Declarant(eori=declarant, name="Example SARL"),
         country_of_dispatch="NO",
         country_of_destination="FR",
         goods_items=items if items is not None else (goods_item(),),

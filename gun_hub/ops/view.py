@@ -258,7 +258,25 @@ class ViewQueries:
         and for an unknown one alike (a trader cannot tell them apart)."""
         if not eori or self.declarant_of(reference) != eori:
             return None
-        return self.history(reference) or None
+        named: dict[int, set[str]] = defaultdict(set)
+        for version, declarant in self._db.execute(
+            "SELECT version, declarant FROM decisions WHERE reference = ? AND declarant != ''"
+            " UNION SELECT version, declarant FROM declarants"
+            " WHERE reference = ? AND declarant != ''",
+            (reference, reference),
+        ):
+            named[int(version)].add(str(declarant))
+        mine = {version for version, who in named.items() if eori in who}
+        first = min(mine)
+        # Its versions, and those named by nobody after its first (a version of its own
+        # refused unread, a stale copy): never the versions of another declarant before it
+        # (a reference taken over after its case was retired, whose marker names nobody).
+        return [
+            event
+            for event in self.history(reference)
+            if event["version"] in mine
+            or (event["version"] not in named and event["version"] > first)
+        ] or None
 
     # -- statistics ---------------------------------------------------------------------
 

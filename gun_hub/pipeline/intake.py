@@ -45,6 +45,9 @@ from gun_hub.xml.safe_parse import XmlRejected
 COMPONENT = "hub.intake"
 TOO_LARGE_TO_DECIDE = "DECLARATION_TOO_LARGE_TO_DECIDE"
 NOT_SEALED = "DECLARATION_NOT_SEALED"
+# A later version naming another declarant than the case's (security.md: a trader lodging
+# another's reference as its own).
+DECLARANT_CHANGED = "DECLARANT_CHANGED"
 # A compact JOSE serialization starts with a base64url JSON object: '{"' is 'eyJ'.
 _SEALED_PREFIX = b"eyJ"
 
@@ -175,7 +178,7 @@ class Intake:
         if too_large is not None:
             self._reject(outbox, data, document, source, TOO_LARGE_TO_DECIDE, too_large)
             return
-        self._accept(outbox, declaration, source)
+        self._accept(outbox, data, declaration, source)
 
     def _security_dead_letter(
         self, outbox: Effects, data: bytes, source: SourcePosition, kind: str, reason: str
@@ -306,6 +309,30 @@ class Intake:
         self._ctx.announce(outbox, case, source.partition)
         self._cases[identity.reference.encode()] = case.to_bytes()
 
+    def _refuse_other_declarant(
+        self, outbox: Effects, data: bytes, declaration: Declaration, source: SourcePosition
+    ) -> None:
+        """A later version lodged in another declarant's name than the case's: never
+        acted on, and the case goes on as it was; a security dead letter, like a message
+        that fails verification. No status event (the reference's history is its
+        declarant's: one would show its status as refused), no decision (it would put a
+        party's word on another's declaration at the clearance system), and its declarant
+        is not named (nobody reads it in the status lookup)."""
+        metrics.DECLARATIONS_REJECTED.labels(kind=DECLARANT_CHANGED).inc()
+        reason = (
+            f"version {declaration.version} names another declarant than the versions "
+            "before it; a declaration's later versions are its declarant's"
+        )
+        self._dead_letter(
+            outbox,
+            data,
+            source,
+            ErrorClass.SECURITY,
+            DECLARANT_CHANGED,
+            reason,
+            declaration.reference,
+        )
+
     def _ignore_stale(self, outbox: Effects, reference: str, version: int) -> None:
         metrics.STALE_VERSIONS.inc()
         self._ctx.emit_status(
@@ -318,12 +345,17 @@ class Intake:
 
     # -- a readable declaration --------------------------------------------------------
 
-    def _accept(self, outbox: Effects, declaration: Declaration, source: SourcePosition) -> None:
+    def _accept(
+        self, outbox: Effects, data: bytes, declaration: Declaration, source: SourcePosition
+    ) -> None:
         ctx = self._ctx
         key = declaration.reference.encode()
         known = self._known(declaration.reference)
         arrival = self._arrival(outbox, known, declaration.version, source)
         if arrival is _Arrival.STALE:
+            return
+        if arrival is _Arrival.NEW and _declarant_changed(known, declaration):
+            self._refuse_other_declarant(outbox, data, declaration, source)
             return
         if arrival is _Arrival.REDELIVERED:
             assert known is not None  # noqa: S101 - a redelivery has a known case
@@ -509,4 +541,14 @@ def too_large_to_decide(declaration: Declaration) -> str | None:
     return (
         f"its decision on {len(documents)} documents would take {size} bytes sealed, "
         f"over the {MAX_RECORD_BYTES}-byte record limit: split the declaration"
+    )
+
+
+def _declarant_changed(known: Case | None, declaration: Declaration) -> bool:
+    """A later version names another declarant than the known case. A case refused unread,
+    or the marker of a retired one, names none: nothing to compare with."""
+    return (
+        known is not None
+        and bool(known.declarant_eori)
+        and known.declarant_eori != declaration.declarant.eori
     )

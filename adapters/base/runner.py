@@ -56,6 +56,7 @@ from gun_contract.security.state_cipher import StateCipher
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry
 from gun_contract.trace import TRACE_HEADER, trace_id_for, trace_in, tracing
+from gun_contract.validation import invalid_fields
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +374,14 @@ class AdapterRunner:
         try:
             request = AuthorityRequest.model_validate_json(opened.payload)
         except ValidationError as err:
-            self._dead_letter(outbox, data, source, ErrorClass.PERMANENT, "REQUEST_INVALID", err)
+            self._dead_letter(
+                outbox,
+                data,
+                source,
+                ErrorClass.PERMANENT,
+                "REQUEST_INVALID",
+                ValueError(invalid_fields(err)),
+            )
             return
         if record.key is not None and record.key != request.reference.encode():
             self._dead_letter(

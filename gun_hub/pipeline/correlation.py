@@ -11,6 +11,7 @@ from gun_contract.effects import Effects
 from gun_contract.envelope import EnvelopeRejected
 from gun_contract.model.exchange import AuthorityResponse, Operation, request_id_for
 from gun_contract.model.verdicts import Verdict
+from gun_contract.validation import invalid_fields
 from gun_hub import metrics
 from gun_hub.domain.case import Case
 from gun_hub.domain.status_events import StatusKind
@@ -53,7 +54,14 @@ class Correlation:
         try:
             response = AuthorityResponse.model_validate_json(opened.payload)
         except ValidationError as err:
-            self._dead_letter(outbox, data, source, ErrorClass.PERMANENT, "RESPONSE_INVALID", err)
+            self._dead_letter(
+                outbox,
+                data,
+                source,
+                ErrorClass.PERMANENT,
+                "RESPONSE_INVALID",
+                ValueError(invalid_fields(err)),
+            )
             return outbox
         if source.key is not None and source.key != response.reference.encode():
             # Records of a declaration share a key (and so a partition, where its case

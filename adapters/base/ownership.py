@@ -83,6 +83,10 @@ class PartitionOwnership:
         """The partitions owned now (health, tests)."""
         return frozenset(self._owned)
 
+    @property
+    def is_settled(self) -> bool:
+        return self._settled.is_set()
+
     async def settled(self) -> None:
         """Until the current assignment is taken in: no record is handled before."""
         await self._settled.wait()
@@ -125,8 +129,11 @@ class PartitionOwnership:
         return offset < self._answered_before.get(partition, -1)
 
     def commit_metadata(self, partition: int) -> str:
-        """What a commit of ``partition`` says: how far this replica answered."""
-        return f"{_ANSWERED}{self._handled[partition]}"
+        """What a commit of ``partition`` says: how far it was answered, by this replica
+        or by the one it took the partition from (never lower: the records between were
+        answered, and asking them again would apply what was answered UNAVAILABLE)."""
+        answered = max(self._handled[partition], self._answered_before.get(partition, 0))
+        return f"{_ANSWERED}{answered}"
 
     async def revoked(self, partitions: Collection[int]) -> None:
         """The group takes ``partitions`` back: no further record of them is handled,

@@ -115,7 +115,7 @@ class Replayer:
         """The partner's answers to a request read from the log (the live path), at
         ``partition`` and ``offset`` (kept with the operation if it is queued)."""
         async with self._locks.hold(request.reference):
-            clear = not self._pending.has(request.reference) or await self._replay(
+            clear = not self._pending.has(request.reference) or await self._replayed_before(
                 request.reference
             )
             if not clear and request.operation in REPLAYED_OPERATIONS:
@@ -132,6 +132,21 @@ class Replayer:
             elif request.operation in _VERSIONED:
                 self._drop_superseded(request)
             return answers
+
+    async def _replayed_before(self, reference: str) -> bool:
+        """``_replay`` ahead of a live operation; a failure (its answer not published, the
+        broker unreachable) leaves the queue as it is and counts as not clear: the live
+        operation waits behind it. Raised, it dead-lettered the live operation as
+        unhandled and let its offset be committed: never sent (stop 30, found by review)."""
+        try:
+            return await self._replay(reference)
+        except Exception:
+            log.warning(
+                "replaying the operations of %s failed; the new one waits behind them",
+                reference,
+                exc_info=True,
+            )
+            return False
 
     async def replay_all(self) -> None:
         """One replay round over every declaration with queued operations."""

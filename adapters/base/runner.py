@@ -300,7 +300,8 @@ class AdapterRunner:
         broker acknowledged all of it; the loop commits past it then. A partition revoked
         meanwhile gets no further record handled: its next owner reads them."""
         fetched_in = self.ownership.generation
-        await self.ownership.settled()
+        if not await self._settled():
+            return  # stopping before an assignment was taken in: nothing is handled
         if self.ownership.generation != fetched_in:
             return  # fetched before a rebalance: read again from the commits
         async with self.ownership.handling() as generation:
@@ -324,6 +325,20 @@ class AdapterRunner:
         self.ownership.handled(
             {tp.partition: offset for tp, offset in next_offsets(batches).items()}, generation
         )
+
+    async def _settled(self) -> bool:
+        """Until the current assignment is taken in; False if the replica stops first. An
+        assignment that failed stops it and is never taken in: a batch fetched meanwhile
+        waited for ever, the poll loop with it, and the replica held its partitions
+        answering nothing (stop 30, found by review)."""
+        if self.ownership.is_settled:
+            return True
+        settled = asyncio.ensure_future(self.ownership.settled())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        done, waiting = await asyncio.wait({settled, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in waiting:
+            task.cancel()
+        return settled in done
 
     async def _handle_in_order(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Effects:
         outbox = Effects()
@@ -499,6 +514,9 @@ class AdapterRunner:
         )
 
 
+_METADATA_TRIES = 3
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Tells the runner's :class:`PartitionOwnership` what the group gives and takes."""
 
@@ -509,13 +527,21 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _commit_metadata(self, assigned: set[TopicPartition]) -> dict[int, str]:
         """The metadata of each assigned partition's commit. aiokafka's public
         ``committed()`` returns the offset only; its coordinator's fetch (the call behind
-        it) returns both. Unknown (a failure): nothing is taken as answered."""
-        try:
-            fetched = await self._consumer._coordinator.fetch_committed_offsets(list(assigned))
-        except Exception:  # every request is then asked again: safe, only slower
-            log.warning("commit metadata not read; every request is asked again", exc_info=True)
-            return {}
-        return {tp.partition: str(entry.metadata or "") for tp, entry in fetched.items()}
+        it) returns both. Not read after three tries: raised, and the replica stops. Taken
+        as "nothing answered", it would ask the partner again the reservations its
+        predecessor answered UNAVAILABLE in an outage, applied now while their deletions
+        were answered "nothing to delete" (ADR 0014; stop 30, found by review)."""
+        for attempt in range(_METADATA_TRIES):
+            try:
+                fetched = await self._consumer._coordinator.fetch_committed_offsets(list(assigned))
+            except Exception:
+                if attempt == _METADATA_TRIES - 1:
+                    raise
+                log.warning("commit metadata not read; tried again", exc_info=True)
+                await asyncio.sleep(0.5 * 2**attempt)
+            else:
+                return {tp.partition: str(entry.metadata or "") for tp, entry in fetched.items()}
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._runner.commit_now(self._consumer, "partitions are revoked")
@@ -523,8 +549,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         metrics.PENDING.labels(self._runner._spec.authority).set(len(self._runner.pending))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        metadata = await self._commit_metadata(assigned)
         try:
+            metadata = await self._commit_metadata(assigned)
             self._runner.ownership.assigned({tp.partition for tp in assigned}, metadata)
         except Exception:
             # Its queue not cleared, no record may be handled (aiokafka would only log

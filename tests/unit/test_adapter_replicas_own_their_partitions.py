@@ -18,12 +18,18 @@ from pathlib import Path
 
 import pytest
 
+from adapters.base import load_adapter
 from adapters.base.ownership import PartitionOwnership
 from adapters.base.pending import PendingOperations, PendingQueueInUse, pending_path
 from adapters.base.replay import Replayer
+from adapters.base.runner import AdapterRunner
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.model.verdicts import Verdict
+from gun_contract.security.keystore import KeystoreFolder
+from gun_contract.settings import SecuritySettings, Settings
+from tests.conftest import envelope_of
 from tests.unit.test_adapter_pending_replay import R1, R2, FakePartner, down, op
+from tests.unit.test_state_pending_queue import TOPICS
 
 
 @pytest.fixture
@@ -280,3 +286,40 @@ def test_the_next_owner_asks_again_only_what_its_predecessor_did_not_answer(
     assert not ownership.answered_before(1, 0)
     assert not ownership.answered_before(2, 0)
     assert not ownership.answered_before(3, 0)  # not ours: nothing known
+
+
+def test_a_commit_never_lowers_the_mark_its_replica_inherited(
+    ownership: PartitionOwnership,
+) -> None:
+    """The replica that committed partition 0 at 5 had answered up to 11 (a DELETE at 5
+    still queued). Its successor, having handled up to 6 so far, commits: the mark stays
+    11. Stop 30, found by review (this test first): it said "answered:6", and the next
+    owner after another rebalance asked the partner again the reservations between 6 and
+    11 answered UNAVAILABLE in the outage, applied now, while their deletions had already
+    been answered "nothing to delete": quantities held for ever."""
+    ownership.assigned({0}, {0: "answered:11"})
+    ownership.handled({0: 6}, ownership.generation)
+    assert ownership.commit_metadata(0) == "answered:11"
+    ownership.handled({0: 15}, ownership.generation)
+    assert ownership.commit_metadata(0) == "answered:15"
+
+
+async def test_a_replica_whose_assignment_failed_stops_instead_of_waiting_for_ever(
+    tmp_path: Path,
+) -> None:
+    """Taking an assignment in failed (its queue file unwritable): the replica stops, and
+    a batch fetched meanwhile is not handled. Stop 30, found by review (this test first):
+    the batch waited for the assignment for ever, and the poll loop with it; the replica
+    kept its partitions in the group, answering nothing."""
+    keys = tmp_path / "keys"
+    KeystoreFolder(keys).init(["hub", "dga"])
+    settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
+    runner = AdapterRunner(
+        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), FakePartner()
+    )
+    await runner.ownership.revoked({0})  # the assignment after it is never taken in
+    batch = asyncio.create_task(runner._process({}, producer=None))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert not batch.done()
+    runner.stop()  # what the failed assignment does
+    await asyncio.wait_for(batch, 5)

@@ -20,6 +20,7 @@ checked as the status lookup checks it (ADR 0007), and the body is the declarati
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -34,6 +35,9 @@ CHANNEL = "http"
 _CHALLENGE = 'Bearer realm="gun-hub", error="invalid_token"'
 _XML_TYPES = frozenset({"application/xml", "text/xml"})
 _CHUNK = 64 * 1024
+# A body not received whole within this long is answered 408: its place among the
+# lodgements in flight goes to another (a trader's stalled uploads cannot hold them all).
+BODY_TIMEOUT_S = 30.0
 
 
 async def _body_within(request: web.Request, limit: int) -> bytes | None:
@@ -53,7 +57,11 @@ def _refused(refusal: LodgementRefused) -> web.Response:
 
 
 def lodging_app(
-    gateway: Gateway, tokens: TraderTokens, *, status_url: str | None = None
+    gateway: Gateway,
+    tokens: TraderTokens,
+    *,
+    status_url: str | None = None,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> web.Application:
     """The aiohttp application of the lodging listener."""
     refusals = RefusalLog(log, "lodging")
@@ -74,12 +82,25 @@ def lodging_app(
         declared = request.content_length
         if declared is not None and declared > gateway.max_bytes:
             return _refused(gateway.too_large(declared))
-        body = await _body_within(request, gateway.max_bytes)
-        if body is None:
-            return _refused(gateway.too_large())
+        # Counted from the body's first byte: a body being received holds memory (stop
+        # 30, found by review: counted once read, slow uploads were unbounded).
+        with gateway.in_flight():
+            try:
+                async with asyncio.timeout(body_timeout_s):
+                    body = await _body_within(request, gateway.max_bytes)
+            except TimeoutError:
+                return refuse(408, f"the body did not arrive within {body_timeout_s:g} s")
+            if body is None:
+                return _refused(gateway.too_large())
+            return await lodged_answer(body, eori)
+
+    async def lodged_answer(body: bytes, eori: str) -> web.StreamResponse:
         try:
             lodged = await gateway.lodge(
-                body, Lodger("the portal token's trader", frozenset({eori})), channel=CHANNEL
+                body,
+                Lodger("the portal token's trader", frozenset({eori})),
+                channel=CHANNEL,
+                counted=True,
             )
         except LodgementRefused as refusal:
             if refusal.status == 403:

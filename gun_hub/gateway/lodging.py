@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -194,35 +195,48 @@ class Gateway:
         declaration = self._check.check(data, lodger)
         return declaration, self._sender.seal(data)
 
-    async def lodge(self, data: bytes, lodger: Lodger, *, channel: str) -> Lodged:
-        """Check ``data``, seal it and publish it; where the broker put it.
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """One lodgement under way, counted toward ``busy`` (the HTTP channel counts its
+        bodies from their first byte, before :meth:`lodge`, with ``counted=True``)."""
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    async def lodge(
+        self, data: bytes, lodger: Lodger, *, channel: str, counted: bool = False
+    ) -> Lodged:
+        """Check ``data``, seal it and publish it; where the broker put it. ``counted``:
+        the caller holds :meth:`in_flight` for it already.
 
         Raises :class:`LodgementRefused` (nothing was published) or
         :class:`PublishFailed` (the broker did not confirm in time)."""
         if self._worker is None:
             raise RuntimeError("Gateway.start() was not called")
-        self._in_flight += 1
+        with nullcontext() if counted else self.in_flight():
+            return await self._lodge(data, lodger, channel)
+
+    async def _lodge(self, data: bytes, lodger: Lodger, channel: str) -> Lodged:
+        loop = asyncio.get_running_loop()
         try:
-            loop = asyncio.get_running_loop()
-            try:
-                declaration, value = await loop.run_in_executor(
-                    self._worker, self._check_and_seal, data, lodger
-                )
-            except LodgementRefused as refused:
-                LODGEMENTS.labels(channel=channel, result=refused.kind).inc()
-                raise
-            try:
-                async with asyncio.timeout(self._publish_timeout_s):
-                    delivery = await self._sender.publish(value, declaration.reference)
-                    metadata = await delivery
-            except (KafkaError, TimeoutError) as err:
-                LODGEMENTS.labels(channel=channel, result="unpublished").inc()
-                raise PublishFailed(
-                    f"the broker did not confirm {declaration.reference} v{declaration.version} "
-                    f"({type(err).__name__})"
-                ) from None
-        finally:
-            self._in_flight -= 1
+            declaration, value = await loop.run_in_executor(
+                self._worker, self._check_and_seal, data, lodger
+            )
+        except LodgementRefused as refused:
+            LODGEMENTS.labels(channel=channel, result=refused.kind).inc()
+            raise
+        try:
+            async with asyncio.timeout(self._publish_timeout_s):
+                delivery = await self._sender.publish(value, declaration.reference)
+                metadata = await delivery
+        except (KafkaError, TimeoutError) as err:
+            LODGEMENTS.labels(channel=channel, result="unpublished").inc()
+            raise PublishFailed(
+                f"the broker did not confirm {declaration.reference} v{declaration.version} "
+                f"({type(err).__name__})"
+            ) from None
         LODGEMENTS.labels(channel=channel, result="lodged").inc()
         lodged = Lodged(
             reference=declaration.reference,

@@ -27,6 +27,7 @@ from gun_tools.processes import free_port
 from tests.builders import EORI, declaration_xml
 from tests.conftest import envelope_of
 from tests.gateway_fixtures import RecordingSender, gateway_with
+from tests.local_cluster import poll_until
 
 LIMIT = 64 * 1024
 STATUS_URL = "https://status.example/gun"
@@ -197,3 +198,67 @@ async def test_beyond_the_lodgements_in_flight_the_answer_is_503_not_a_queue(
     assert (status, headers.get("Retry-After")) == (503, "1")
     assert [(await task)[0] for task in waiting] == [202] * 4
     assert "26FRBUSY0000000099" not in lodging.sender.references()
+
+
+async def _uploads_counted(gateway: Gateway) -> None:
+    """Until the gateway counts its lodgements in flight full (no event marks it)."""
+
+    async def full() -> bool:
+        return gateway.busy
+
+    await poll_until("the lodgements in flight counted full", full, 10)
+
+
+async def test_a_slow_upload_counts_as_in_flight_from_its_first_byte(lodging: Lodging) -> None:
+    """Bodies being received count toward the lodgements in flight: a trader opening many
+    slow uploads gets 503 once the limit is reached, instead of having the gateway hold
+    every body in memory. Stop 30, found by review (this test first): a lodgement counted
+    only once its whole body was read, so the uploads were unbounded."""
+    go_on = asyncio.Event()
+    xml = declaration_xml()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield xml[:100]
+        await go_on.wait()
+        yield xml[100:]
+
+    uploads = [asyncio.create_task(lodging.post(slow_body())) for _ in range(4)]
+    await _uploads_counted(lodging.gateway)
+    status, headers, _ = await lodging.post(declaration_xml(reference="26FRBUSY0000000099"))
+    go_on.set()
+    assert (status, headers.get("Retry-After")) == (503, "1")
+    assert [(await upload)[0] for upload in uploads] == [202] * 4
+    assert not lodging.gateway.busy
+
+
+async def test_an_upload_that_stalls_is_answered_408_and_frees_its_place(
+    access: LocalAccess, keys_dir: Path
+) -> None:
+    topics = topic_registry("gun", ("dgal",))
+    sender = RecordingSender(envelope_of(GATEWAY_PARTY, topics, keys_dir), topics.declarations)
+    gateway = gateway_with(sender, max_bytes=LIMIT)
+    tokens = TraderTokens(
+        PortalKeys(access.portal_jwks), TokenPolicy(issuer=access.issuer, audience=access.audience)
+    )
+    port = free_port()
+    app = lodging_app(gateway, tokens, body_timeout_s=0.5)
+    listener = Listener("lodging", app, "127.0.0.1", port)
+    await gateway.start()
+    await listener.start()
+    never = asyncio.Event()
+
+    async def stalled_body() -> AsyncIterator[bytes]:
+        yield b"<Declaration"
+        await never.wait()
+        yield b"/>"
+
+    try:
+        lodging = Lodging(f"http://127.0.0.1:{port}", access, sender, gateway)
+        status, _, body = await asyncio.wait_for(lodging.post(stalled_body()), 10)
+        assert status == 408
+        assert "0.5 s" in body["error"]
+        assert not gateway.busy
+    finally:
+        never.set()
+        await listener.stop()
+        await gateway.stop()

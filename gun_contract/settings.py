@@ -408,10 +408,13 @@ class WebSettings(BaseModel):
         "dead-letter kinds in /stats).",
     )
     query_threads: PositiveInt = Field(
-        2, description="Threads answering view questions off the event loop."
+        2,
+        description="Threads answering view questions off the event loop, per listener "
+        "(trader, officer: a trader's lookups never wait for the officers' or take theirs).",
     )
     query_max_waiting: PositiveInt = Field(
-        8, description="Questions running or waiting at once; more are answered 503."
+        8,
+        description="Questions running or waiting at once, per listener; more are answered 503.",
     )
     query_timeout_s: float = Field(
         15.0, gt=0, description="A view question running longer is stopped (503)."

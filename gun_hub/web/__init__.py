@@ -56,18 +56,18 @@ class WebConfigError(ValueError):
 
 @dataclass
 class HubWeb:
-    """The trader and officer listeners and the view reader they share."""
+    """The trader and officer listeners, and the view reader of each (by listener name)."""
 
     listeners: list[Listener]
-    reader: ViewReader | None
+    readers: dict[str, ViewReader]
 
     async def start(self) -> None:
         await start_all(self.listeners)
 
     async def stop(self) -> None:
         await stop_all(self.listeners)
-        if self.reader is not None:
-            await asyncio.to_thread(self.reader.close)
+        for reader in self.readers.values():
+            await asyncio.to_thread(reader.close)
 
 
 def trader_tokens(settings: WebSettings, needed_by: str) -> TraderTokens:
@@ -112,20 +112,25 @@ def build_web(
     if settings.trader_port == settings.officer_port:
         raise WebConfigError("GUN_HUB_WEB__TRADER_PORT and __OFFICER_PORT must differ")
     tls = tls_of(settings)
-    reader = (
-        ViewReader(
+    # A reader per listener (threads, questions waiting): a trader keeping lookups in
+    # flight fills its own, never the officers' (stop 30, found by review).
+    readers: dict[str, ViewReader] = {}
+
+    def reader_for(listener: str) -> ViewReader | None:
+        if view_path is None:
+            return None
+        readers[listener] = ViewReader(
             view_path,
             threads=settings.query_threads,
             max_waiting=settings.query_max_waiting,
             timeout_s=settings.query_timeout_s,
         )
-        if view_path is not None
-        else None
-    )
+        return readers[listener]
+
     listeners: list[Listener] = []
     if settings.trader_port:
         tokens = trader_tokens(settings, "GUN_HUB_WEB__TRADER_PORT")
-        app = trader_app(reader, tokens, frozenset(confidential))
+        app = trader_app(reader_for("trader"), tokens, frozenset(confidential))
         listeners.append(Listener("trader", app, settings.trader_host, settings.trader_port, tls))
     if settings.officer_port:
         if settings.officers_file is None:
@@ -140,12 +145,17 @@ def build_web(
             page_size_max=settings.page_size_max,
         )
         app = officer_app(
-            reader, OfficerGate(settings.officers_file), state, bounds, desk=desk, rollout=rollout
+            reader_for("officer"),
+            OfficerGate(settings.officers_file),
+            state,
+            bounds,
+            desk=desk,
+            rollout=rollout,
         )
         listeners.append(
             Listener("officer", app, settings.officer_host, settings.officer_port, tls)
         )
-    return HubWeb(listeners, reader)
+    return HubWeb(listeners, readers)
 
 
 def confidential_authorities(routing: RoutingTable) -> frozenset[str]:

@@ -6,9 +6,11 @@ tokens and passwords are generated at test time.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import ssl
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ from gun_hub.security.web_auth import (
 )
 from gun_hub.web import HubWeb, WebConfigError, build_web
 from gun_hub.web.probes import register_probes
+from gun_hub.web.queries import ViewBusy
 from gun_tools.processes import free_port
 
 TOPICS = FeedTopics(status="s", facts="f", dlq="d", health="h")
@@ -393,3 +396,33 @@ async def test_a_port_already_taken_stops_the_start_naming_the_port(
     finally:
         await second.stop()
         await first.stop()
+
+
+async def test_traders_cannot_take_the_view_readers_of_officers(
+    tmp_path: Path, view: OpsView
+) -> None:
+    """Traders and officers ask the view through readers of their own: a trader keeping
+    lookups in flight fills its listener's, never the officers' (stop 30, found by review,
+    this test first: one reader served both, and a trader with a valid token could make
+    the officers' pages answer 503)."""
+    settings, _ = settings_for(tmp_path, query_threads=1, query_max_waiting=2)
+    web = build_web(settings, view.path, OpsState(), {"dga"})
+    assert web is not None
+    trader, officer = web.readers["trader"], web.readers["officer"]
+    held = threading.Event()
+
+    def slow(_: object) -> int:
+        held.wait(10)
+        return 1
+
+    try:
+        busy = [asyncio.create_task(trader.ask(slow)) for _ in range(2)]
+        await asyncio.sleep(0)  # both taken in (ask counts synchronously, then awaits)
+        with pytest.raises(ViewBusy):
+            await trader.ask(lambda queries: 0)
+        assert await asyncio.wait_for(officer.ask(lambda queries: 2), 5) == 2
+        held.set()
+        assert await asyncio.gather(*busy) == [1, 1]
+    finally:
+        held.set()
+        await web.stop()

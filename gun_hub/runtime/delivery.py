@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
+from faust.exceptions import ProducerSendError
 
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_contract.effects import Effects, OutgoingRecord
@@ -72,6 +73,12 @@ async def _queue(send: Send, records: Sequence[OutgoingRecord]) -> Queued:
     for record in records:
         try:
             queued.append(await send(record))
+        except ProducerSendError as wrapped:
+            # faust's producer wraps aiokafka's refusal in its own error: the cause says
+            # whether it may pass (a timeout) or never will (too large). Not caught, it
+            # restarted the agent on the same record again and again (stop 30).
+            cause = wrapped.__cause__
+            queued.append(cause if isinstance(cause, KafkaError) else wrapped)
         except (KafkaError, ValueError, TypeError) as error:  # refused before queueing
             queued.append(error)
     return queued

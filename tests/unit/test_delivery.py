@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
 
 from gun_contract.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
 from gun_contract.effects import Effects, OutgoingRecord
@@ -79,3 +80,36 @@ async def test_a_broker_that_keeps_failing_stops_the_event_unacknowledged() -> N
     with pytest.raises(DeliveryFailed):
         await deliver(broker.send, outbox, SOURCE, "gun.dlq", Retries(attempts=3, backoff_s=0.001))
     assert confirmed == []  # never marked delivered: the event is redelivered after restart
+
+
+class FaustProducer(Broker):
+    """A broker behind faust's producer, which refuses before queueing as faust does: a
+    ``ProducerSendError`` wrapping aiokafka's error (what the hub's real path raises)."""
+
+    def __init__(self, refusals: dict[str, list[Exception]]) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def send(self, record: OutgoingRecord) -> Awaitable[Any]:
+        refused = self.refusals.get(record.topic)
+        if refused:
+            cause = refused.pop(0)
+            raise ProducerSendError(f"Error while sending: {cause!r}") from cause
+        return await super().send(record)
+
+
+async def test_a_record_faust_refuses_before_queueing_becomes_a_dead_letter() -> None:
+    """Stop 30, found by review (this test first): faust wraps aiokafka's errors in its
+    own, which the delivery did not catch; the agent restarted, the record was read again
+    and refused again, and its partition's commit never moved again."""
+    broker = FaustProducer({"gun.requests.dgal": [MessageSizeTooLargeError()]})
+    await deliver(broker.send, outbox_of("gun.requests.dgal", "gun.status"), SOURCE, "gun.dlq")
+    [status, dead] = broker.kept
+    assert status.topic == "gun.status"
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == UNDELIVERABLE
+
+
+async def test_a_record_faust_refuses_for_now_is_sent_again() -> None:
+    broker = FaustProducer({"gun.status": [KafkaTimeoutError()]})
+    await deliver(broker.send, outbox_of("gun.status"), SOURCE, "gun.dlq", Retries(backoff_s=0.001))
+    assert [record.topic for record in broker.kept] == ["gun.status"]

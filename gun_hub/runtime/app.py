@@ -78,6 +78,7 @@ from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from gun_hub.runtime.delivery import send_outbox
 from gun_hub.runtime.faust_app import (
     HubApp,
+    as_if_handling,
     every,
     handled_agent,
     hold,
@@ -561,21 +562,25 @@ def build_hub(settings: Settings) -> Hub:
             await fetcher.unthrottle()
 
     async def admit(released: list[Waiting]) -> None:
-        """Decide each released declaration in log order, then settle its record."""
+        """Decide each released declaration in log order, then settle its record. From
+        the recheck timer too: its table writes go to the declaration's partition."""
         for waiting in released:
-            outbox = await _handled(
-                functools.partial(gate.admit, waiting),
-                waiting.sealed,
-                waiting.source,
-                topics.dlq,
-                "intake",
-            )
-            settled = await send_outbox(send_record, outbox, waiting.source, topics.dlq)
             where = waiting.source
-            settling.track(
-                settled,
-                functools.partial(mark_handled_at, app, where.topic, where.partition, where.offset),
-            )
+            with as_if_handling(where.topic, where.partition, where.offset):
+                outbox = await _handled(
+                    functools.partial(gate.admit, waiting),
+                    waiting.sealed,
+                    where,
+                    topics.dlq,
+                    "intake",
+                )
+                settled = await send_outbox(send_record, outbox, where, topics.dlq)
+                settling.track(
+                    settled,
+                    functools.partial(
+                        mark_handled_at, app, where.topic, where.partition, where.offset
+                    ),
+                )
 
     async def receive_declaration(event: Any) -> bool | Awaitable[None]:
         # Decided with the modes in force, never with defaults before they were read.

@@ -10,12 +10,16 @@ record faust dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import faust
+import faust.streams as faust_streams
 from aiokafka.errors import KafkaError
 from faust.types import TP, EventT, Message
 
@@ -63,6 +67,42 @@ def mark_handled_at(app: Any, topic: str, partition: int, offset: int) -> None:
 
 
 Handled = bool | None | Awaitable[None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, eq=False)
+class _StandInEvent:
+    """What faust's tables ask of the event being handled: its message's topic and
+    partition (which changelog partition and which store a write goes to)."""
+
+    message: _Read
+
+
+@contextlib.contextmanager
+def as_if_handling(topic: str, partition: int, offset: int) -> Iterator[None]:
+    """Work done outside any event (a timer) as if it handled the record at
+    ``topic/partition/offset``: its table writes go to that partition's changelog and
+    store. faust finds them from the event being handled (a context variable) and refuses
+    a write without one: a TypeError, which dead-lettered the valid declarations the
+    admission recheck released (stop 30, found by review). Within an event, the event's.
+
+    A task started inside copies the context; faust holds the event by a weak reference,
+    so the one who needs it later holds it (runtime/settling.py does)."""
+    if faust.current_event() is not None:
+        yield
+        return
+    event = _StandInEvent(_Read(topic, partition, offset))
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
 
 
 def every(app: Any, interval_s: float, name: str, work: Callable[[], Awaitable[None]]) -> None:

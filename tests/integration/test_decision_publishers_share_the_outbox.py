@@ -119,8 +119,8 @@ class _SlowPartition(DecisionPublisher):
     """A publisher whose transactions on outbox partition 0 take until let go: a slow
     transaction (five broker round trips on a loaded machine, a retried produce)."""
 
-    def __init__(self, *arguments: Any) -> None:
-        super().__init__(*arguments)
+    def __init__(self, *arguments: Any, **options: Any) -> None:
+        super().__init__(*arguments, **options)
         self.slow = 0
         self.in_slow_transaction = asyncio.Event()
         self.let_go = asyncio.Event()
@@ -163,8 +163,8 @@ class _AbortsOnce(_SlowPartition):
     """Its first transaction on the slow partition is aborted (returns unpublished, as
     after a broker error) once a later batch of that partition waits behind it."""
 
-    def __init__(self, *arguments: Any) -> None:
-        super().__init__(*arguments)
+    def __init__(self, *arguments: Any, **options: Any) -> None:
+        super().__init__(*arguments, **options)
         self.later_batch_waiting = asyncio.Event()
         self.aborted = 0
 

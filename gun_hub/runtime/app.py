@@ -83,6 +83,7 @@ from gun_hub.runtime.faust_app import (
     handled_agent,
     hold,
     mark_handled_at,
+    release_at,
     watch_offsets,
 )
 from gun_hub.runtime.publisher import DecisionPublisher
@@ -575,11 +576,14 @@ def build_hub(settings: Settings) -> Hub:
                     "intake",
                 )
                 settled = await send_outbox(send_record, outbox, where, topics.dlq)
+                at = (app, where.topic, where.partition, where.offset)
+                # Its decision not delivered for good: let go of it, so that the watchdog
+                # reads it again (held for ever, its partition's commit stopped there;
+                # stop 30, found by review).
                 settling.track(
                     settled,
-                    functools.partial(
-                        mark_handled_at, app, where.topic, where.partition, where.offset
-                    ),
+                    functools.partial(mark_handled_at, *at),
+                    otherwise=functools.partial(release_at, *at),
                 )
 
     async def receive_declaration(event: Any) -> bool | Awaitable[None]:
@@ -615,7 +619,13 @@ def build_hub(settings: Settings) -> Hub:
         if held or admissions.holds(source.partition, source.offset):
             # Settled by its verdict (admit); a failure to deliver the claim still stops
             # the agent.
-            settling.track(settled, lambda: None)
+            settling.track(
+                settled,
+                lambda: None,
+                otherwise=functools.partial(
+                    release_at, app, source.topic, source.partition, source.offset
+                ),
+            )
             return False
         return settled
 

@@ -59,6 +59,14 @@ def release(app: Any, message: Message) -> None:
         consumer.release(message.tp, message.offset)
 
 
+def release_at(app: Any, topic: str, partition: int, offset: int) -> None:
+    """A record held (``hold``) will not be settled after all: the watchdog reads it
+    again, as it does any record neither handled nor on its way."""
+    consumer = app.consumer
+    if isinstance(consumer, StrictOffsetsConsumer):
+        consumer.release(TP(topic, partition), offset)
+
+
 def mark_handled_at(app: Any, topic: str, partition: int, offset: int) -> None:
     """A record settled after its own event (a declaration admitted on its verdict)."""
     consumer = app.consumer

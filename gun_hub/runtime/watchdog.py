@@ -198,10 +198,16 @@ class OffsetWatchdog:
         return int(ends[partition])
 
     async def _present(self, tp: TP, start: int, stop: int) -> set[int]:
-        """Offsets in [start, stop) that hold a record, read from the broker."""
+        """Offsets in [start, stop) that hold a record, read from the broker. Offsets
+        below the log's start (deleted by retention: a worker back after longer than the
+        topic keeps records) hold none: the look starts at the log's start, or the probe,
+        sought below it, was reset to the log's end and found nothing at all, and the
+        commit point stayed below the log start for ever (stop 30, found by review)."""
         probe = await self._probe_consumer()
         partition = TopicPartition(tp.topic, tp.partition)
         probe.assign([partition])
+        beginning = (await probe.beginning_offsets([partition]))[partition]
+        start = max(start, beginning)
         probe.seek(partition, start)
         stop = min(stop, start + _PROBE_MAX_RECORDS)
         present: set[int] = set()
@@ -226,6 +232,8 @@ class OffsetWatchdog:
             probe = AIOKafkaConsumer(
                 **consumer_options(self._connect),
                 enable_auto_commit=False,
+                # Deleted meanwhile below where it looks: from the log's start, never its end.
+                auto_offset_reset="earliest",
                 # The same isolation as faust's at-least-once consumer: the same offsets
                 # are records for both.
                 isolation_level="read_uncommitted",

@@ -180,3 +180,16 @@ async def test_a_partition_the_hub_stopped_fetching_on_purpose_is_left_alone() -
         now[0] += 2.0
     assert consumer.fetched_again == []
     assert consumer.sought == []
+
+
+async def test_a_commit_point_below_the_log_start_moves_to_the_first_record() -> None:
+    """Back after longer than the topic's retention: the records from the commit point on
+    were deleted, faust reads from the log's start; the offsets in between hold nothing
+    (the broker's part is tested in
+    tests/integration/test_the_watchdog_steps_over_what_retention_deleted.py)."""
+    records = set(range(5000, 5010))
+    consumer = FakeConsumer(committed=10, handled=records, fetched=5009)
+    watchdog, now = _watchdog(Broker(records))
+    await _ticks(watchdog, consumer, now)
+    assert consumer.sought == []
+    assert consumer.first_unsettled(PARTITION) == 5010

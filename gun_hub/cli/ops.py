@@ -305,6 +305,9 @@ def portal_token(
     write_private_file(out, token + "\n")
 
 
+MIN_OFFICER_PASSWORD_CHARS = 12
+
+
 @officers_app.command("add")
 def officers_add(
     name: str = typer.Argument(help="The officer's name (letters, digits, . _ -)."),
@@ -327,6 +330,14 @@ def officers_add(
         password = secrets.token_urlsafe(18)
     else:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_OFFICER_PASSWORD_CHARS:
+        # Officers sign in over the network: a short password falls to guessing.
+        typer.echo(
+            f"an officer's password has at least {MIN_OFFICER_PASSWORD_CHARS} characters "
+            "(a sentence of a few words will do)",
+            err=True,
+        )
+        raise typer.Exit(2)
     try:
         add_officer(file, name, password)
         if credentials_out is not None:

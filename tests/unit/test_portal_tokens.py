@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey, OctKey
+from typer.testing import CliRunner
 
+from gun_hub.cli import app
 from gun_hub.security.web_auth import (
     AccessConfigError,
     OfficerGate,
@@ -279,3 +281,25 @@ def test_a_malformed_officers_file_names_the_line_not_its_content(tmp_path: Path
         OfficerGate(officers)
     assert "line 2" in str(caught.value)
     assert "plaintext-password" not in str(caught.value)
+
+
+def test_an_officer_password_chosen_by_hand_is_at_least_twelve_characters(
+    tmp_path: Path,
+) -> None:
+    """Officers sign in over the network with Basic credentials: a short password falls
+    to guessing (stop 30, found by review, this test first: one byte was accepted)."""
+    officers, short, long_enough = tmp_path / "officers", tmp_path / "short", tmp_path / "ok"
+    short.write_text("pw-alice\n")
+    long_enough.write_text("a sentence of words\n")
+    refused = CliRunner().invoke(
+        app, ["officers", "add", "alice", "--file", str(officers), "--password-file", str(short)]
+    )
+    assert refused.exit_code == 2
+    assert "at least 12 characters" in refused.output
+    assert not officers.exists()
+    taken = CliRunner().invoke(
+        app,
+        ["officers", "add", "alice", "--file", str(officers), "--password-file", str(long_enough)],
+    )
+    assert taken.exit_code == 0, taken.output
+    assert officers.read_text().startswith("alice:")

@@ -11,12 +11,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.state_cipher import StateCipher
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.runtime.publisher import DecisionPublisher
 from tests.conftest import PARTITIONS, KafkaEnv
+from tests.local_cluster import poll_until
 
 
 def new_publisher(
@@ -106,3 +108,17 @@ async def stop(publisher: DecisionPublisher, task: asyncio.Task[None]) -> None:
     assert stopped, "the publisher did not stop within 60 s"
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def delete_topic(bootstrap: str, name: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([name])
+
+        async def gone() -> bool:  # the broker deletes it in the background
+            return name not in await admin.list_topics()
+
+        await poll_until(f"topic {name} deleted", gone, timeout_s=30)
+    finally:
+        await admin.close()

@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from gun_contract.kafka.admin import ensure_topics
 from gun_hub.runtime.publisher import DecisionPublisher
 from tests.conftest import PARTITIONS, KafkaEnv
 from tests.integration.publisher_fixtures import (
     announce,
+    delete_topic,
     new_publisher,
     published,
     running,
@@ -29,20 +29,6 @@ from tests.local_cluster import poll_until
 pytestmark = pytest.mark.broker
 
 STALL_S = 1.0
-
-
-async def _delete_topic(bootstrap: str, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([name])
-
-        async def gone() -> bool:  # the broker deletes it in the background
-            return name not in await admin.list_topics()
-
-        await poll_until(f"topic {name} deleted", gone, timeout_s=30)
-    finally:
-        await admin.close()
 
 
 def _stalled_now(
@@ -60,7 +46,7 @@ async def test_a_publisher_that_cannot_publish_names_its_stalled_partitions_unti
     kafka_env: KafkaEnv,
 ) -> None:
     # The decisions topic is gone: nothing the publisher fetches can be published.
-    await _delete_topic(kafka_env.bootstrap, kafka_env.topics.decisions)
+    await delete_topic(kafka_env.bootstrap, kafka_env.topics.decisions)
     publisher = new_publisher(kafka_env)
     task = await running(publisher)
     try:

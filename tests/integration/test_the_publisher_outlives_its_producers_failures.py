@@ -28,7 +28,7 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
@@ -44,6 +44,7 @@ from gun_hub.runtime.publisher import DecisionPublisher
 from tests.conftest import PARTITIONS, KafkaEnv
 from tests.integration.publisher_fixtures import (
     announce,
+    delete_topic,
     new_publisher,
     published,
     running,
@@ -63,6 +64,20 @@ async def _set_max_message_bytes(kafka_env: KafkaEnv, topic: str, size: int) -> 
     try:
         config = {"max.message.bytes": str(size), "message.timestamp.type": "LogAppendTime"}
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+    finally:
+        await admin.close()
+
+
+async def _topic_refusing_large_records(kafka_env: KafkaEnv, name: str) -> None:
+    await delete_topic(kafka_env.bootstrap, name)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_env.bootstrap)
+    await admin.start()
+    try:
+        config = {
+            "max.message.bytes": str(SMALLER_THAN_A_SEALED_DECISION),
+            "message.timestamp.type": "LogAppendTime",
+        }
+        await admin.create_topics([NewTopic(name, PARTITIONS, 1, topic_configs=config)])
     finally:
         await admin.close()
 
@@ -88,8 +103,10 @@ async def _committed(kafka_env: KafkaEnv, group: str, partition: int) -> int:
 async def test_a_decision_the_broker_refuses_is_not_skipped_and_goes_out_once_accepted(
     kafka_env: KafkaEnv,
 ) -> None:
+    # The decisions topic made again refusing records larger than 512 bytes (a limit
+    # altered on a topic applies a moment later: the first decision could pass).
     decisions = kafka_env.topics.decisions
-    await _set_max_message_bytes(kafka_env, decisions, SMALLER_THAN_A_SEALED_DECISION)
+    await _topic_refusing_large_records(kafka_env, decisions)
     publisher: DecisionPublisher = new_publisher(kafka_env)
     group = f"{kafka_env.prefix}-hub-publisher"
     task = await running(publisher)

@@ -444,7 +444,9 @@ class DecisionPublisher:
                     sealed = self._seal_for_clearance(record)
                     if sealed is None:
                         # In the same transaction: dead-lettered once, with its offset.
-                        await self._dead_letter(publisher.producer, record)
+                        letter = await self._dead_letter(publisher.producer, record)
+                        if letter is not None:
+                            deliveries.append(letter)
                         continue
                     delivery = await publisher.producer.send(
                         self._decisions,
@@ -492,9 +494,11 @@ class DecisionPublisher:
 
     async def _dead_letter(
         self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes]
-    ) -> None:
+    ) -> asyncio.Future[object] | None:
+        """Send the dead letter of ``record``; what acknowledges it (checked before the
+        commit, as the decisions are)."""
         if self._dead_letters is None:
-            return
+            return None
         letter = dead_letter_record(
             self._dead_letters,
             record.value or b"",
@@ -504,7 +508,10 @@ class DecisionPublisher:
             source=SourcePosition(record.topic, record.partition, record.offset, record.key),
             component="decision-publisher",
         )
-        await producer.send(letter.topic, letter.value, key=letter.key, headers=letter.headers)
+        delivery: asyncio.Future[object] = await producer.send(
+            letter.topic, letter.value, key=letter.key, headers=letter.headers
+        )
+        return delivery
 
     async def _retake_if_still_ours(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
         """A fenced partition the group still assigns to this worker after a while was

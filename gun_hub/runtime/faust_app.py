@@ -54,9 +54,7 @@ def hold(app: Any, topic: str, partition: int, offset: int) -> None:
 
 def release(app: Any, message: Message) -> None:
     """A record held will not be settled after all (``StrictOffsetsConsumer.release``)."""
-    consumer = app.consumer
-    if isinstance(consumer, StrictOffsetsConsumer):
-        consumer.release(message.tp, message.offset)
+    release_at(app, message.topic, message.partition, message.offset)
 
 
 def release_at(app: Any, topic: str, partition: int, offset: int) -> None:

@@ -9,6 +9,7 @@ end-to-end test in tests/e2e/test_intake_channels.py runs it against the real on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +64,11 @@ def access(tmp_path_factory: pytest.TempPathFactory) -> LocalAccess:
     return LocalAccess.create(tmp_path_factory.mktemp("access"))
 
 
-@pytest.fixture
-async def lodging(access: LocalAccess, keys_dir: Path) -> AsyncIterator[Lodging]:
+@contextlib.asynccontextmanager
+async def lodging_listener(
+    access: LocalAccess, keys_dir: Path, **app_options: Any
+) -> AsyncIterator[Lodging]:
+    """The lodging listener on a free port, its gateway recording what it publishes."""
     topics = topic_registry("gun", ("dgal",))
     sender = RecordingSender(envelope_of(GATEWAY_PARTY, topics, keys_dir), topics.declarations)
     gateway = gateway_with(sender, max_bytes=LIMIT)
@@ -72,9 +76,7 @@ async def lodging(access: LocalAccess, keys_dir: Path) -> AsyncIterator[Lodging]
         PortalKeys(access.portal_jwks), TokenPolicy(issuer=access.issuer, audience=access.audience)
     )
     port = free_port()
-    listener = Listener(
-        "lodging", lodging_app(gateway, tokens, status_url=STATUS_URL), "127.0.0.1", port
-    )
+    listener = Listener("lodging", lodging_app(gateway, tokens, **app_options), "127.0.0.1", port)
     await gateway.start()
     await listener.start()
     try:
@@ -82,6 +84,12 @@ async def lodging(access: LocalAccess, keys_dir: Path) -> AsyncIterator[Lodging]
     finally:
         await listener.stop()
         await gateway.stop()
+
+
+@pytest.fixture
+async def lodging(access: LocalAccess, keys_dir: Path) -> AsyncIterator[Lodging]:
+    async with lodging_listener(access, keys_dir, status_url=STATUS_URL) as running:
+        yield running
 
 
 async def test_a_trader_s_own_declaration_is_accepted_202_with_where_to_follow_it(
@@ -234,17 +242,6 @@ async def test_a_slow_upload_counts_as_in_flight_from_its_first_byte(lodging: Lo
 async def test_an_upload_that_stalls_is_answered_408_and_frees_its_place(
     access: LocalAccess, keys_dir: Path
 ) -> None:
-    topics = topic_registry("gun", ("dgal",))
-    sender = RecordingSender(envelope_of(GATEWAY_PARTY, topics, keys_dir), topics.declarations)
-    gateway = gateway_with(sender, max_bytes=LIMIT)
-    tokens = TraderTokens(
-        PortalKeys(access.portal_jwks), TokenPolicy(issuer=access.issuer, audience=access.audience)
-    )
-    port = free_port()
-    app = lodging_app(gateway, tokens, body_timeout_s=0.5)
-    listener = Listener("lodging", app, "127.0.0.1", port)
-    await gateway.start()
-    await listener.start()
     never = asyncio.Event()
 
     async def stalled_body() -> AsyncIterator[bytes]:
@@ -252,13 +249,11 @@ async def test_an_upload_that_stalls_is_answered_408_and_frees_its_place(
         await never.wait()
         yield b"/>"
 
-    try:
-        lodging = Lodging(f"http://127.0.0.1:{port}", access, sender, gateway)
-        status, _, body = await asyncio.wait_for(lodging.post(stalled_body()), 10)
+    async with lodging_listener(access, keys_dir, body_timeout_s=0.5) as lodging:
+        try:
+            status, _, body = await asyncio.wait_for(lodging.post(stalled_body()), 10)
+        finally:
+            never.set()
         assert status == 408
         assert "0.5 s" in body["error"]
-        assert not gateway.busy
-    finally:
-        never.set()
-        await listener.stop()
-        await gateway.stop()
+        assert not lodging.gateway.busy

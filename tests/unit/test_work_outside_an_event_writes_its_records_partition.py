@@ -21,11 +21,8 @@ from gun_hub.runtime.faust_app import as_if_handling
 TOPIC = "gun.declarations"
 
 
-async def test_outside_any_event_faust_finds_no_event_to_write_for() -> None:
-    assert faust.current_event() is None
-
-
 async def test_within_the_tables_see_the_record_s_topic_and_partition() -> None:
+    assert faust.current_event() is None  # outside any event: faust would refuse a write
     with as_if_handling(TOPIC, 3, 41):
         event = faust.current_event()
         assert event is not None

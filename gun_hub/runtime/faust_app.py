@@ -25,15 +25,22 @@ from faust.types import TP, EventT, Message
 
 from gun_contract.kafka.client import Connect
 from gun_hub import metrics
+from gun_hub.runtime import table_writes
 from gun_hub.runtime.settling import Settling
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer, StrictOffsetsTransport
+from gun_hub.runtime.table_writes import WriteAwaitedTable
 from gun_hub.runtime.watchdog import OffsetWatchdog
 
 log = logging.getLogger(__name__)
 
 
 class HubApp(faust.App):  # type: ignore[misc]
-    """faust.App whose consumer commits only past handled records."""
+    """faust.App whose consumer commits only past handled records, and whose tables keep
+    their writes for the settling of the record that made them (table_writes.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("Table", WriteAwaitedTable)
+        super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
         return StrictOffsetsTransport(self.conf.broker_consumer, self)
@@ -155,6 +162,8 @@ def handled_agent(
             result = await handle(event)
             if result is False:
                 continue
+            if (result is None or result is True) and table_writes.pending(event):
+                result = table_writes.written(event)  # its table writes still on their way
             if result is None or result is True:
                 mark_handled(app, event.message)
                 continue

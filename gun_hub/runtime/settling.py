@@ -2,7 +2,8 @@
 
 An agent hands each record's effects to the producer (delivery.py ``send_outbox``) and goes
 on with the next record; the record is marked handled (runtime/offsets.py: only handled
-records are committed over) once the broker acknowledged every effect. So the broker's
+records are committed over) once the broker acknowledged every effect, its table writes
+included (runtime/table_writes.py). So the broker's
 round trip is paid once per batch the producer makes instead of once per record, and the
 commit rule is unchanged: a record is never committed over before its effects are on the
 broker.
@@ -20,6 +21,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import faust
+
+from gun_hub.runtime import table_writes
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,9 @@ class Settling:
         then: Callable[[], None],
         otherwise: Callable[[], None] = lambda: None,
     ) -> None:
-        """Run ``then`` (mark the record handled) once ``settled`` completes, or
-        ``otherwise`` (let go of the record) if it fails for good.
+        """Run ``then`` (mark the record handled) once ``settled`` completes and the
+        table writes of the event being handled are on the broker (table_writes.py), or
+        ``otherwise`` (let go of the record) if either fails for good.
 
         The settling runs in the context of the event being handled (a task copies it),
         where faust finds the partition a table write goes to; faust keeps that event
@@ -85,6 +89,7 @@ class Settling:
     ) -> None:
         try:
             await settled
+            await table_writes.written(event)
             then()
         except asyncio.CancelledError:
             otherwise()  # never settled here: whoever reads it next settles it

@@ -1,0 +1,148 @@
+"""A record is marked handled (and so committed over) only once its table writes are on
+the broker too, not only the records it sent (runtime/table_writes.py).
+
+faust sends a table write to the table's changelog through a buffer of its own and does
+not wait for it: before a commit it flushes that buffer, but gives up after 0.1 s without
+a send, and a changelog write the broker refused is only logged. A record marked handled
+as soon as its outbox was acknowledged could be committed over while the write of its
+case was still in that buffer or refused: after a crash the worker restored a table
+without the case, though its requests had left and its answers came back (found by
+review in stop 30). A write that fails for good now stops the agent like a failed
+delivery, and the record is read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+
+from gun_contract.settings import Settings
+from gun_hub.runtime.app import _raw_table
+from gun_hub.runtime.faust_app import HubApp, as_if_handling
+from gun_hub.runtime.settling import Settling
+
+DECLARATIONS = "gun.declarations"
+CLAIMS = "gun.claims"
+
+
+def _hub_table() -> tuple[HubApp, Any]:
+    """The hub's kind of table, in a faust app that never connects (memory store)."""
+    app = HubApp("table-writes-test", broker="kafka://127.0.0.1:9", store="memory://")
+    table = _raw_table(app, Settings(), "cases")
+    # faust checks once, against the broker's metadata, that the source topic has the
+    # changelog's partitions: no broker here (its consumer would start a thread for it).
+    table._verified_source_topics_for_partitions.update({DECLARATIONS, CLAIMS})
+    return app, table
+
+
+def _changelog_writes(app: HubApp) -> list[asyncio.Future[Any]]:
+    """What faust's producer buffer holds: the changelog writes not yet sent."""
+    pending = app.producer.buffer.pending
+    writes = []
+    while not pending.empty():
+        writes.append(pending.get_nowait())
+    return writes
+
+
+async def _let_tasks_run() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def _acknowledged() -> asyncio.Future[None]:
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
+async def test_a_record_is_marked_only_once_the_write_of_its_case_is_acknowledged() -> None:
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    marked: list[int] = []
+    with as_if_handling(DECLARATIONS, 2, 17):
+        cases[b"FR-2026-1"] = b"case: requests sent"
+        settling.track(_acknowledged(), lambda: marked.append(17))
+    [write] = _changelog_writes(app)
+    await _let_tasks_run()
+    assert marked == []  # its outbox is on the broker, its case not yet
+    write.set_result(None)
+    await settling.drained()
+    assert marked == [17]
+
+
+async def test_a_write_made_once_the_outbox_is_delivered_is_awaited_too() -> None:
+    """``after_delivery`` writes the case once the broker has the decision (delivery.py):
+    the record waits for that write as well."""
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    marked: list[int] = []
+
+    async def delivered_then_written() -> None:
+        await asyncio.sleep(0)
+        cases[b"FR-2026-2"] = b"case: decision announced"
+
+    with as_if_handling(DECLARATIONS, 1, 5):
+        settling.track(delivered_then_written(), lambda: marked.append(5))
+    await _let_tasks_run()
+    [write] = _changelog_writes(app)
+    assert marked == []
+    write.set_result(None)
+    await settling.drained()
+    assert marked == [5]
+
+
+async def test_a_write_the_broker_refused_lets_the_record_go_and_stops_the_agent() -> None:
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    marked: list[int] = []
+    let_go: list[int] = []
+    with as_if_handling(DECLARATIONS, 0, 9):
+        cases[b"FR-2026-3"] = b"case"
+        settling.track(_acknowledged(), lambda: marked.append(9), lambda: let_go.append(9))
+    [write] = _changelog_writes(app)
+    write.set_exception(KafkaTimeoutError())
+    with pytest.raises(KafkaTimeoutError):
+        await settling.drained()
+    assert marked == []
+    assert let_go == [9]  # read again (the offset watchdog), never committed over
+
+
+async def test_each_record_waits_for_its_own_writes_only() -> None:
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    marked: list[int] = []
+    for offset in (1, 2):
+        with as_if_handling(DECLARATIONS, 3, offset):
+            cases[f"FR-2026-{offset}".encode()] = b"case"
+            settling.track(_acknowledged(), lambda offset=offset: marked.append(offset))
+    first, second = _changelog_writes(app)
+    second.set_result(None)
+    await _let_tasks_run()
+    assert marked == [2]
+    first.set_result(None)
+    await settling.drained()
+    assert marked == [2, 1]
+
+
+async def test_records_settled_in_one_event_each_wait_for_all_of_its_writes() -> None:
+    """A verdict on the claims topic admits several declarations within its one event
+    (gun_hub/runtime/app.py ``admit``): the second must not be marked on the strength of
+    writes the first is still waiting for."""
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    marked: list[str] = []
+    with as_if_handling(CLAIMS, 1, 4):
+        cases[b"FR-2026-1"] = b"case"
+        settling.track(_acknowledged(), lambda: marked.append("FR-2026-1"))
+        cases[b"FR-2026-2"] = b"case"
+        settling.track(_acknowledged(), lambda: marked.append("FR-2026-2"))
+    first, second = _changelog_writes(app)
+    first.set_result(None)
+    await _let_tasks_run()
+    assert marked == []
+    second.set_result(None)
+    await settling.drained()
+    assert sorted(marked) == ["FR-2026-1", "FR-2026-2"]

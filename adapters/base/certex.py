@@ -31,6 +31,7 @@ from gun_contract.model.exchange import (
     Operation,
     RequestedDocument,
     RequestedItem,
+    rejected_call_code,
 )
 from gun_contract.model.verdicts import Verdict
 from gun_contract.settings import AdapterSettings
@@ -92,6 +93,18 @@ _CLEARANCE_PATHS = {
     Operation.DELETE: ("DELETE", ""),
     Operation.GIVE_BACK: ("POST", "/give-back"),
 }
+
+
+# A 4xx the partner gives a call it may take later: timeout, too early, too many requests.
+# A 404 without NOT_FOUND is a path the partner does not serve (a wrong partner URL, a
+# deployment under way): an outage, replayed once it is mended.
+_SEND_AGAIN_LATER = frozenset({404, 408, 425, 429})
+_REJECTION_TEXT_CHARS = 200
+
+
+def _rejected(status: int) -> bool:
+    """The partner read the call and will not apply it as sent (any other 4xx)."""
+    return 400 <= status < 500 and status not in _SEND_AGAIN_LATER
 
 
 class PartnerUnavailable(Exception):
@@ -262,6 +275,17 @@ def _map_answer(
     detail = str(message) if message is not None else None
     if status == 404 and result == "NOT_FOUND":
         return Verdict.NOT_FOUND, None, "unknown to the partner system"
+    if _rejected(status):
+        said = payload.get("error", message)
+        why = f"partner rejected the call (HTTP {status})" + (
+            f": {str(said)[:_REJECTION_TEXT_CHARS]}" if said is not None else ""
+        )
+        if operation in _CLEARANCE_PATHS:
+            # Sent again it is rejected again: replayed as an outage it was asked every
+            # round for ever, said FOLLOW_UP_PENDING and held its partition's commit (stop
+            # 30, found by review). A refusal naming the rejection: FOLLOW_UP_FAILED.
+            return Verdict.MISMATCH, rejected_call_code(status), why
+        raise PartnerUnavailable(why)  # never refuse a declaration for a call not read
     if status != 200:
         raise PartnerUnavailable(f"partner answered HTTP {status}")
     if result == "REFUSED" and payload.get("code") in CONTRACT_REFUSALS:

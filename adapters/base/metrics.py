@@ -31,6 +31,12 @@ PENDING_FULL_TOTAL = Counter(
     "Times the pending queue reached adapter.pending_limit.",
     ["authority"],
 )
+PARTNER_REJECTIONS = Counter(
+    "gun_adapter_partner_rejections_total",
+    "Write-offs, deletions and give-backs the partner rejected (an HTTP 4xx: never applied, "
+    "never replayed; FOLLOW_UP_FAILED at the hub), by authority and operation.",
+    ["authority", "operation"],
+)
 PARTNER_SECONDS = Histogram(
     "gun_adapter_partner_call_seconds",
     "Time to get every answer of one request from the partner system.",

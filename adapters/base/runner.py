@@ -442,6 +442,16 @@ class AdapterRunner:
             metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
             if any(answer.verdict is Verdict.UNAVAILABLE for answer in answers):
                 self._commit_soon = True
+            if any(answer.call_rejected for answer in answers):
+                metrics.PARTNER_REJECTIONS.labels(
+                    self._spec.authority, request.operation.value
+                ).inc()
+                log.warning(
+                    "the partner rejected %s of %s version %d: not applied, not replayed",
+                    request.operation.value,
+                    request.reference,
+                    request.version,
+                )
             self._answer(outbox, request, answers, record.partition, trace_id)
             log.info(
                 "answered %s of %s version %d: %s",

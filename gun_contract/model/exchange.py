@@ -86,6 +86,21 @@ class DocumentAnswer(BaseModel):
     partner_code: str | None = None
     detail: str | None = None
 
+    @property
+    def call_rejected(self) -> bool:
+        """The partner rejected the call itself (``rejected_call_code``): the verdict says
+        nothing of the document, only that the operation was not applied."""
+        return self.partner_code is not None and self.partner_code.startswith(_REJECTED_CALL)
+
+
+# The partner code of a call the partner read and would not apply (an HTTP 4xx): a
+# follow-up ends with it as a refusal, for operations to look at (adapters/base/certex.py).
+_REJECTED_CALL = "HTTP_"
+
+
+def rejected_call_code(http_status: int) -> str:
+    return f"{_REJECTED_CALL}{http_status}"
+
 
 class AuthorityResponse(BaseModel):
     """The adapter's answer to one :class:`AuthorityRequest`."""

@@ -183,8 +183,11 @@ class Correlation:
             kind = _DONE[response.operation]
         elif all(a.partner_code == STALE_VERSION for a in response.answers):
             kind = StatusKind.FOLLOW_UP_SUPERSEDED
-        elif response.operation is Operation.WRITE_OFF and ctx.routing.checks_after_release(
-            response.authority
+        elif (
+            response.operation is Operation.WRITE_OFF
+            and ctx.routing.checks_after_release(response.authority)
+            # The partner rejected the call: it says nothing of what left.
+            and not any(a.call_rejected for a in response.answers)
         ):
             # War material: what left is not covered by the licence. The goods are gone,
             # so this is an alert for post-clearance control, never a block.

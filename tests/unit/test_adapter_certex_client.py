@@ -12,7 +12,9 @@ import pytest
 from aiohttp import web
 
 from adapters.base.certex import CLEARANCE_VERDICTS, CertexHttpPartner, _map_answer
-from gun_contract.model.exchange import AuthorityRequest, Operation
+from adapters.base.pending import PendingOperations
+from adapters.base.replay import Replayer
+from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.model.verdicts import Verdict
 from gun_contract.settings import AdapterSettings
 from gun_tools.processes import free_port
@@ -127,6 +129,38 @@ async def test_an_operation_older_than_the_partner_has_seen_is_refused_as_stale(
     assert deleted.detail is not None
     assert "older" in deleted.detail
     assert line_1(partner) == (300, 0, 0)
+
+
+async def test_a_write_off_the_partner_rejects_is_answered_once_and_never_replayed(
+    partner: RunningPartner, tmp_path: Path
+) -> None:
+    """The partner simulator rejects (422) an idempotency key reused for another body:
+    the write-off is answered with the rejection, not queued as if the partner were down
+    (replayed for ever, holding its partition's commit: found by review in stop 30)."""
+    adapter = client(partner.url)
+    pending = PendingOperations(tmp_path / "pending.sqlite")
+    published: list[DocumentAnswer] = []
+
+    async def publish(
+        _request: AuthorityRequest, answers: tuple[DocumentAnswer, ...], _partition: int | None
+    ) -> None:
+        published.extend(answers)
+
+    replayer = Replayer(pending, adapter, publish)
+    try:
+        await adapter.answer(request(Operation.RESERVE))
+        await adapter.answer(request(Operation.WRITE_OFF, quantity=None))
+        # The same operation's key with another version: the partner will never take it.
+        reused = request(Operation.WRITE_OFF, quantity=None).model_copy(update={"version": 2})
+        [rejected] = await replayer.ask(reused, 0, 41)
+        assert len(pending) == 0  # not kept for replay
+        await replayer.replay_all()
+    finally:
+        await adapter.close()
+        pending.close()
+    assert (rejected.verdict, rejected.partner_code) == (Verdict.MISMATCH, "HTTP_422")
+    assert published == []  # nothing replayed: answered once, on the live path
+    assert line_1(partner) == (0, 300, 0)  # the first write-off stands, applied once
 
 
 async def test_a_written_off_quantity_is_given_back(partner: RunningPartner) -> None:

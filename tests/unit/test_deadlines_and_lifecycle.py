@@ -15,7 +15,7 @@ from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.hub_context import OpenCaseEntry
-from tests.builders import declaration_xml, document, goods_item
+from tests.builders import answer_to, declaration_xml, document, goods_item
 from tests.unit.test_pipeline import SOURCE, Hub
 
 REF = "26FR000690I0000012"
@@ -203,3 +203,25 @@ def test_a_refused_war_material_write_off_raises_a_post_release_alert(hub: Hub) 
     assert hub.decisions(alert) == []  # an alert, not a block
     after = REGISTRY.get_sample_value("gun_hub_post_release_alerts_total", {"authority": "dga"})
     assert after == before + 1
+
+
+def test_a_war_material_write_off_the_partner_rejected_is_a_failed_follow_up_not_an_alert(
+    hub: Hub,
+) -> None:
+    """SIGALE rejecting the write-off call itself (HTTP 4xx, adapters/base/certex.py)
+    says nothing of what left: no post-release alert, a follow-up operations must look at."""
+    licence = declaration_xml(items=(goods_item(1, (document("LEMG", "LEMG-42", 1, "5", "NAR"),)),))
+    out = hub.answer(hub.intake.handle(licence, SOURCE), "dga", Verdict.VALID)
+    [write_off] = requests(hub, out, "dga")
+    refused = answer_to(write_off, Verdict.MISMATCH)
+    rejected = refused.model_copy(
+        update={
+            "answers": tuple(
+                a.model_copy(update={"partner_code": "HTTP_422", "detail": "rejected"})
+                for a in refused.answers
+            )
+        }
+    )
+    [status] = hub.statuses(hub.respond(rejected))
+    assert status.kind is StatusKind.FOLLOW_UP_FAILED
+    assert "LEMG-42" not in status.detail  # confidential all the same

@@ -56,3 +56,42 @@ def test_an_answer_the_adapter_does_not_know_is_unavailable_never_a_pass(
 def test_an_unknown_write_off_outcome_is_unavailable() -> None:
     with pytest.raises(PartnerUnavailable):
         _map_answer(Operation.WRITE_OFF, 200, {"result": "DONE", "code": "09"})
+
+
+FOLLOW_UPS = (Operation.WRITE_OFF, Operation.DELETE, Operation.GIVE_BACK)
+
+
+@pytest.mark.parametrize("operation", FOLLOW_UPS)
+@pytest.mark.parametrize("status", [400, 403, 409, 422])
+def test_a_follow_up_the_partner_rejects_is_a_definitive_refusal_not_an_outage(
+    operation: Operation, status: int
+) -> None:
+    """A write-off, deletion or give-back the partner rejects (a 4xx: it read the call
+    and will not apply it as sent) is not an outage: kept as UNAVAILABLE it was replayed
+    every two seconds for ever, answered FOLLOW_UP_PENDING, and held its partition's
+    commit (found by review in stop 30). It ends as a refusal that names the rejection:
+    the hub records FOLLOW_UP_FAILED, for operations to look at."""
+    verdict, code, detail = _map_answer(operation, status, {"error": "body does not match"})
+    assert (verdict, code) == (Verdict.MISMATCH, f"HTTP_{status}")
+    assert detail is not None
+    assert f"rejected the call (HTTP {status})" in detail
+
+
+@pytest.mark.parametrize("operation", FOLLOW_UPS)
+@pytest.mark.parametrize("status", [408, 425, 429])
+def test_a_follow_up_the_partner_asks_to_send_again_later_stays_an_outage(
+    operation: Operation, status: int
+) -> None:
+    """Timeout, too early, too many requests: the partner may take it later (replayed)."""
+    with pytest.raises(PartnerUnavailable):
+        _map_answer(operation, status, {"error": "slow down"})
+
+
+@pytest.mark.parametrize("operation", [Operation.CHECK, Operation.RESERVE])
+def test_a_check_or_reservation_the_partner_rejects_is_unavailable_never_a_refusal(
+    operation: Operation,
+) -> None:
+    """The declaration is not refused for a call the partner would not read: degraded
+    mode (documentary control), as for any answer the adapter cannot use."""
+    with pytest.raises(PartnerUnavailable, match="rejected the call"):
+        _map_answer(operation, 422, {"error": "body does not match"})

@@ -16,7 +16,7 @@ Variants, by parameter rather than by copy:
 
 Failure of one record never stops a reader. With :func:`each_record`, whatever handling a
 record raises is logged and given to ``failed``: :class:`DeadLetters` sends its dead
-letter (kind ``UNHANDLED_ERROR``, the error's class and text as reason) and waits for
+letter (kind ``UNHANDLED_ERROR``, the error's class and where it was raised as reason) and waits for
 the broker to take it, then the next record is handled; the batch is committed past the
 record only then, so a record is never committed unhandled and never dead-lettered twice
 but after a crash between the two (at-least-once). A reader without a group does not
@@ -47,6 +47,7 @@ from aiokafka.errors import CommitFailedError
 
 from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_record
 from gun_contract.effects import OutgoingRecord
+from gun_contract.validation import unhandled_reason
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +167,14 @@ def unhandled_dead_letter(
     dlq_topic: str, component: str, record: Record, error: Exception
 ) -> OutgoingRecord:
     """The dead letter of ``record``, whose handling raised ``error``: the original bytes,
-    kind ``UNHANDLED_ERROR``, the error's class and text as reason (gun_contract/dead_letter.py)."""
+    kind ``UNHANDLED_ERROR``, the error's class and where it was raised as reason, never
+    its text (gun_contract/validation.py ``unhandled_reason``)."""
     return dead_letter_record(
         dlq_topic,
         record.value or b"",
         error_class=ErrorClass.PERMANENT,
         kind=UNHANDLED_ERROR,
-        reason=f"{type(error).__name__}: {error}",
+        reason=unhandled_reason(error),
         source=SourcePosition(record.topic, record.partition, record.offset, record.key),
         component=component,
     )

@@ -23,3 +23,20 @@ def invalid_fields(err: ValidationError) -> str:
     more = len(problems) - _MOST_PROBLEMS
     text = "; ".join(problems[:_MOST_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
     return f"{err.title} is invalid: {text}"
+
+
+def unhandled_reason(error: BaseException) -> str:
+    """``error`` as ``ValueError raised at gun_hub.pipeline.correlation:212 in handle``:
+    its type and where it was raised, never its text. An error nobody foresaw says
+    whatever its author put in it, often the value at hand (a licence number); a dead
+    letter's reason is a clear header every officer reads, so the text goes to the
+    worker's log only (found by review in stop 30)."""
+    where = ""
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    if trace is not None:
+        frame = trace.tb_frame
+        module = frame.f_globals.get("__name__", "?")
+        where = f" raised at {module}:{trace.tb_lineno} in {frame.f_code.co_name}"
+    return f"{type(error).__name__}{where} (its text is in the worker's log)"

@@ -56,7 +56,7 @@ from gun_contract.security.state_cipher import StateCipher
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry
 from gun_contract.trace import TRACE_HEADER, trace_id_for, trace_in, tracing
-from gun_contract.validation import invalid_fields
+from gun_contract.validation import invalid_fields, unhandled_reason
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ class AdapterRunner:
                 ErrorClass.PERMANENT,
                 UNHANDLED_ERROR,
                 err,
-                reason=f"{type(err).__name__}: {err}",
+                reason=unhandled_reason(err),
             )
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes], outbox: Effects) -> None:

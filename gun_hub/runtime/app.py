@@ -42,6 +42,7 @@ from gun_contract.topics import (
     TopicSpec,
     topic_registry,
 )
+from gun_contract.validation import unhandled_reason
 from gun_hub import metrics
 from gun_hub.domain.risk import load_risk_rules
 from gun_hub.domain.rollout import RolloutBoard
@@ -294,7 +295,7 @@ def _unhandled(
         data,
         error_class=ErrorClass.PERMANENT,
         kind=UNHANDLED,
-        reason=f"{type(error).__name__}: {error}",
+        reason=unhandled_reason(error),
         source=source,
         component=f"hub.{agent}",
     )

@@ -17,6 +17,7 @@ from aiokafka.structs import ConsumerRecord
 
 from adapters.base import load_adapter
 from adapters.base.runner import AdapterRunner
+from gun_contract.consume import unhandled_dead_letter
 from gun_contract.dead_letter import (
     HEADER_ERROR_KIND,
     HEADER_ERROR_REASON,
@@ -25,11 +26,12 @@ from gun_contract.dead_letter import (
 )
 from gun_contract.effects import Effects
 from gun_contract.envelope import ContentType
-from gun_contract.model.exchange import Operation
+from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import SecuritySettings, Settings
 from gun_hub.domain.routing import RoutingTable
+from gun_hub.runtime.app import _unhandled
 from tests.builders import answer_to
 from tests.conftest import envelope_of
 from tests.unit.test_adapter_pending_replay import FakePartner
@@ -105,4 +107,76 @@ def test_an_invalid_answer_s_dead_letter_names_the_field_not_the_document(
     kind, reason = _reason(outbox, hub.topics.dlq)
     assert kind == "RESPONSE_INVALID"
     assert "goods_item" in reason, reason
+    assert LICENCE[:10] not in reason
+
+
+class _PartnerThatTrips(FakePartner):
+    """A partner client with a bug that puts what it was handling in its error."""
+
+    async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
+        raise ValueError(f"cannot handle {request.items[0].documents[0].reference}")
+
+
+def _trip() -> None:
+    raise ValueError(f"cannot handle {LICENCE}")
+
+
+def _raised_with_the_licence() -> ValueError:
+    try:
+        _trip()
+    except ValueError as error:
+        return error
+    raise AssertionError("_trip raises")
+
+
+async def test_an_adapter_s_unhandled_error_names_its_type_and_place_not_its_text(
+    tmp_path: Path,
+) -> None:
+    """An error nobody foresaw says whatever its author put in it, often the value at
+    hand: the reason names the error's type and where it was raised; its text goes to the
+    worker's log only (found by review in stop 30, this test written before the fix)."""
+    keys = tmp_path / "keys"
+    KeystoreFolder(keys).init(["hub", "dga"])
+    settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
+    runner = AdapterRunner(
+        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), _PartnerThatTrips()
+    )
+    request = dga(Operation.RESERVE)
+    sealed = envelope_of(HUB_PARTY, TOPICS, keys).seal(
+        request.model_dump_json().encode(),
+        recipient="dga",
+        topic=TOPICS.requests("dga"),
+        content_type=ContentType.JSON,
+    )
+    record = ConsumerRecord(
+        TOPICS.requests("dga"), 0, 7, 0, 0, request.reference.encode(), sealed, None, 0, 0, []
+    )
+    outbox = Effects()
+    await runner._handle_survivably(record, outbox)
+    kind, reason = _reason(outbox, TOPICS.dlq)
+    assert kind == "UNHANDLED_ERROR"
+    assert reason.startswith("ValueError raised at "), reason
+    assert "test_dead_letter_reasons_quote_no_content:" in reason  # where
+    assert LICENCE[:10] not in reason
+
+
+def test_the_hub_s_unhandled_error_names_its_type_and_place_not_its_text() -> None:
+    outbox = _unhandled(
+        "gun.dlq",
+        b"sealed",
+        SourcePosition("gun.responses.dga", 0, 3),
+        "correlation",
+        _raised_with_the_licence(),
+    )
+    kind, reason = _reason(outbox, "gun.dlq")
+    assert kind == "UNHANDLED_ERROR"
+    assert reason.startswith("ValueError raised at "), reason
+    assert LICENCE[:10] not in reason
+
+
+def test_a_consumer_s_unhandled_error_names_its_type_and_place_not_its_text() -> None:
+    record = ConsumerRecord("gun.decisions", 0, 3, 0, 0, b"k", b"sealed", None, 0, 0, [])
+    letter = unhandled_dead_letter("gun.dlq", "clearance", record, _raised_with_the_licence())
+    reason = str(header_value(letter.headers, HEADER_ERROR_REASON))
+    assert reason.startswith("ValueError raised at "), reason
     assert LICENCE[:10] not in reason

@@ -11,6 +11,7 @@ clear, for officers who never see a DGA licence (docs/security.md).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
@@ -62,18 +63,20 @@ def _reason(outbox: Effects, dlq: str) -> tuple[str | None, str]:
     )
 
 
-async def test_an_invalid_request_s_dead_letter_names_the_field_not_the_licence(
-    tmp_path: Path,
-) -> None:
+def _dga_adapter_and_request(
+    tmp_path: Path, partner: FakePartner, altered: Callable[[bytes], bytes]
+) -> tuple[AdapterRunner, ConsumerRecord[bytes, bytes]]:
+    """The DGA adapter over ``partner``, and a reservation request the hub sealed to it
+    (its JSON ``altered`` first), read at offset 7."""
     keys = tmp_path / "keys"
     KeystoreFolder(keys).init(["hub", "dga"])
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
     runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), FakePartner()
+        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), partner
     )
     request = dga(Operation.RESERVE)
     sealed = envelope_of(HUB_PARTY, TOPICS, keys).seal(
-        _without_a_code(request.model_dump_json().encode()),
+        altered(request.model_dump_json().encode()),
         recipient="dga",
         topic=TOPICS.requests("dga"),
         content_type=ContentType.JSON,
@@ -81,6 +84,13 @@ async def test_an_invalid_request_s_dead_letter_names_the_field_not_the_licence(
     record = ConsumerRecord(
         TOPICS.requests("dga"), 0, 7, 0, 0, request.reference.encode(), sealed, None, 0, 0, []
     )
+    return runner, record
+
+
+async def test_an_invalid_request_s_dead_letter_names_the_field_not_the_licence(
+    tmp_path: Path,
+) -> None:
+    runner, record = _dga_adapter_and_request(tmp_path, FakePartner(), _without_a_code)
     outbox = Effects()
     await runner._handle(record, outbox)
     kind, reason = _reason(outbox, TOPICS.dlq)
@@ -135,22 +145,7 @@ async def test_an_adapter_s_unhandled_error_names_its_type_and_place_not_its_tex
     """An error nobody foresaw says whatever its author put in it, often the value at
     hand: the reason names the error's type and where it was raised; its text goes to the
     worker's log only (found by review in stop 30, this test written before the fix)."""
-    keys = tmp_path / "keys"
-    KeystoreFolder(keys).init(["hub", "dga"])
-    settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
-    runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), _PartnerThatTrips()
-    )
-    request = dga(Operation.RESERVE)
-    sealed = envelope_of(HUB_PARTY, TOPICS, keys).seal(
-        request.model_dump_json().encode(),
-        recipient="dga",
-        topic=TOPICS.requests("dga"),
-        content_type=ContentType.JSON,
-    )
-    record = ConsumerRecord(
-        TOPICS.requests("dga"), 0, 7, 0, 0, request.reference.encode(), sealed, None, 0, 0, []
-    )
+    runner, record = _dga_adapter_and_request(tmp_path, _PartnerThatTrips(), lambda p: p)
     outbox = Effects()
     await runner._handle_survivably(record, outbox)
     kind, reason = _reason(outbox, TOPICS.dlq)

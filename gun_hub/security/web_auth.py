@@ -368,6 +368,8 @@ _SCHEME = "scrypt"
 # scrypt cost: 2^15 x 8 x 1 takes 32 MiB and about 0.1-0.2 s here; the hub caches a
 # successful check for a minute so a dashboard polling every second costs one per minute.
 _N, _R, _P = 2**15, 8, 1
+# Addresses whose recent failures the officer gate keeps (the oldest forgotten first).
+_ADDRESSES_KEPT = 4096
 _KEY_BYTES = 32
 
 
@@ -475,12 +477,21 @@ class OfficerGate:
     at once, more waiting are refused as busy, and a successful check is remembered for
     ``remember_s`` (under a keyed hash: no password is kept). An unknown name costs as
     much as a wrong password, so names cannot be probed by timing.
+
+    After a failed check, the client's address is refused at once, without a check
+    ("throttled"), for ``backoff_base_s`` doubling with each failure in a row up to
+    ``backoff_cap_s``: one address cannot keep the checks busy (officers without a
+    remembered sign-in would get "busy") nor guess at the CPU's pace. A remembered
+    officer is never held, nor is another address. Behind a reverse proxy the address is
+    the proxy's: a failure holds everyone's new sign-ins for the first, short wait.
     """
 
     path: Path
     remember_s: float = 60.0
     max_checks: int = 2
     max_waiting: int = 16
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
     clock: Callable[[], float] = time.monotonic
     _file: _WatchedFile = field(init=False)
     _remembered: OrderedDict[bytes, float] = field(init=False, default_factory=OrderedDict)
@@ -488,6 +499,8 @@ class OfficerGate:
     _waiting: int = field(init=False, default=0)
     _checks: asyncio.Semaphore | None = field(init=False, default=None)
     _decoy: str = field(init=False, default_factory=lambda: hash_password(secrets.token_hex(8)))
+    # Per address: failures in a row, and until when it is refused without a check.
+    _failures: OrderedDict[str, tuple[int, float]] = field(init=False, default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self._file = _WatchedFile(self.path, _parse_officers)
@@ -501,9 +514,25 @@ class OfficerGate:
         ok = check_password(password, encoded if encoded is not None else self._decoy)
         return ok and encoded is not None
 
-    async def verify(self, authorization: str | None) -> str:
+    def retry_after(self, client: str | None) -> float:
+        """Seconds until ``client`` is checked again (0: now)."""
+        if client is None or client not in self._failures:
+            return 0.0
+        return max(0.0, self._failures[client][1] - self.clock())
+
+    def _failed(self, client: str | None, now: float) -> None:
+        if client is None:
+            return
+        failures = self._failures.pop(client, (0, now))[0] + 1
+        wait = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (failures - 1))
+        self._failures[client] = (failures, now + wait)
+        while len(self._failures) > _ADDRESSES_KEPT:
+            self._failures.popitem(last=False)
+
+    async def verify(self, authorization: str | None, client: str | None = None) -> str:
         """The officer's name, or :class:`Unauthenticated` (``busy`` when too many
-        checks wait: the caller answers 503)."""
+        checks wait: the caller answers 503; ``throttled`` while ``client``, the
+        address, waits after a failure: 429, ``retry_after``)."""
         name, password = basic_credentials(authorization)
         encoded = self._known().get(name, "")
         memo = hmac.new(self._secret, f"{name}\0{password}\0{encoded}".encode(), "sha256").digest()
@@ -511,6 +540,8 @@ class OfficerGate:
         until = self._remembered.get(memo)
         if until is not None and until > now:
             return name
+        if self.retry_after(client) > 0:
+            raise Unauthenticated("throttled", "wrong credentials from this address just now")
         if self._waiting >= self.max_waiting:
             raise Unauthenticated("busy", "too many credential checks waiting")
         if self._checks is None:
@@ -522,7 +553,10 @@ class OfficerGate:
         finally:
             self._waiting -= 1
         if not ok:
+            self._failed(client, self.clock())
             raise Unauthenticated("password", f"officer {name!r} not authenticated")
+        if client is not None:
+            self._failures.pop(client, None)
         self._remembered[memo] = now + self.remember_s
         while len(self._remembered) > 1024:  # a small, bounded memory
             self._remembered.popitem(last=False)

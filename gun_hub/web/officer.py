@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import UTC, datetime, timedelta
@@ -113,11 +114,18 @@ def officer_app(
     @web.middleware
     async def officers_only(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            request[OFFICER] = await officers.verify(request.headers.get("Authorization"))
+            request[OFFICER] = await officers.verify(
+                request.headers.get("Authorization"), client=request.remote
+            )
         except Unauthenticated as refused:
             refusals.refused(request.remote, refused.reason, str(refused))
             if refused.reason == "busy":
                 return refuse(503, "too many sign-ins at once: try again", {"Retry-After": "1"})
+            if refused.reason == "throttled":
+                wait = math.ceil(officers.retry_after(request.remote))
+                return refuse(
+                    429, "wrong credentials just now: try again later", {"Retry-After": str(wait)}
+                )
             return refuse(401, "officer credentials are required", {"WWW-Authenticate": _CHALLENGE})
         try:
             return await handler(request)

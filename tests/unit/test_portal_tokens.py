@@ -303,3 +303,53 @@ def test_an_officer_password_chosen_by_hand_is_at_least_twelve_characters(
     )
     assert taken.exit_code == 0, taken.output
     assert officers.read_text().startswith("alice:")
+
+
+async def test_wrong_passwords_from_one_address_wait_longer_and_longer_before_a_check(
+    tmp_path: Path,
+) -> None:
+    """Each scrypt check costs a large part of a second of CPU: an address that keeps
+    sending wrong passwords kept both checks busy, officers without a remembered sign-in
+    got 503, and guesses went as fast as the CPU allowed (found by review in stop 30).
+    After a failure, its address is refused at once, without a check, for a time that
+    doubles with each failure; other addresses and remembered officers are not held."""
+    officers = tmp_path / "officers"
+    add_officer(officers, "alice", "right-password-1")
+    now = [0.0]
+    gate = OfficerGate(officers, clock=lambda: now[0], backoff_base_s=1, backoff_cap_s=8)
+    right, wrong = (basic_authorization("alice", p) for p in ("right-password-1", "guess"))
+    assert await gate.verify(right, client="10.0.0.7") == "alice"  # remembered from now on
+
+    waits = []
+    for _ in range(5):
+        with pytest.raises(Unauthenticated) as failed:
+            await gate.verify(wrong, client="10.0.0.9")
+        assert failed.value.reason == "password"
+        started = time.perf_counter()
+        with pytest.raises(Unauthenticated) as held:
+            await gate.verify(wrong, client="10.0.0.9")
+        assert held.value.reason == "throttled"
+        assert time.perf_counter() - started < 0.02  # refused without a check
+        waits.append(gate.retry_after(client="10.0.0.9"))
+        now[0] += waits[-1]
+    assert waits == [1, 2, 4, 8, 8]  # doubling, up to the cap
+
+    with pytest.raises(Unauthenticated):
+        await gate.verify(wrong, client="10.0.0.9")
+    assert await gate.verify(right, client="10.0.0.9") == "alice"  # remembered: no check
+    assert await gate.verify(right, client="10.0.0.8") == "alice"  # another address
+
+
+async def test_a_right_password_after_the_wait_clears_the_address(tmp_path: Path) -> None:
+    officers = tmp_path / "officers"
+    add_officer(officers, "bob", "right-password-2")
+    now = [0.0]
+    gate = OfficerGate(officers, clock=lambda: now[0], backoff_base_s=1, backoff_cap_s=8)
+    for _ in range(3):
+        with pytest.raises(Unauthenticated):
+            await gate.verify(basic_authorization("bob", "typo"), client="10.0.0.5")
+        now[0] += gate.retry_after(client="10.0.0.5")
+    assert await gate.verify(basic_authorization("bob", "right-password-2"), client="10.0.0.5")
+    with pytest.raises(Unauthenticated):
+        await gate.verify(basic_authorization("bob", "typo"), client="10.0.0.5")
+    assert gate.retry_after(client="10.0.0.5") == 1  # counted from one again

@@ -270,9 +270,25 @@ async def test_every_officer_page_needs_officer_credentials(hub: Hub) -> None:
             hub.token(),  # a trader's token is not an officer's
         ):
             code, body, headers = await get(f"{hub.officer_url}{path}", authorization)
+            if code == 429:  # this address sent wrong credentials just now: not checked
+                assert int(headers["Retry-After"]) >= 1
+                continue
             assert code == 401, (path, authorization)
             assert body == {"error": "officer credentials are required"}
             assert headers["WWW-Authenticate"].startswith("Basic")
+
+
+async def test_wrong_credentials_hold_the_address_s_next_sign_in_for_a_while(hub: Hub) -> None:
+    """Answered 429 with the wait, without a check (security/web_auth.py ``OfficerGate``);
+    an officer already signed in goes on."""
+    assert (await get(f"{hub.officer_url}/stats", hub.officer))[0] == 200
+    guess = basic_authorization("alice", "a-guess-at-test-time")
+    assert (await get(f"{hub.officer_url}/stats", guess))[0] == 401
+    code, body, headers = await get(f"{hub.officer_url}/stats", guess)
+    assert code == 429
+    assert body == {"error": "wrong credentials just now: try again later"}
+    assert int(headers["Retry-After"]) >= 1
+    assert (await get(f"{hub.officer_url}/stats", hub.officer))[0] == 200  # remembered
 
 
 async def test_an_officer_reads_figures_the_full_status_and_the_dashboard(hub: Hub) -> None:

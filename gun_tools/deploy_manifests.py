@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from gun_contract.kafka.acls import Grant, acl_plan
+from gun_contract.kafka.quotas import Quota, quota_plan
 from gun_contract.resources import config_path
 from gun_contract.security.entitlements import parties
 from gun_contract.settings import HubSettings, KafkaSettings, OpsSettings
@@ -91,8 +92,12 @@ def strimzi_acls(grant: Grant) -> list[dict[str, Any]]:
     ]
 
 
-def kafka_users(principals: Sequence[str], grants: Sequence[Grant]) -> list[dict[str, Any]]:
-    """One ``KafkaUser`` per principal: SCRAM-SHA-512, and its grants as ACLs."""
+def kafka_users(
+    principals: Sequence[str], grants: Sequence[Grant], quotas: Sequence[Quota] = ()
+) -> list[dict[str, Any]]:
+    """One ``KafkaUser`` per principal: SCRAM-SHA-512, its grants as ACLs, and its client
+    quotas if it has any."""
+    limits = {quota.principal: quota.strimzi() for quota in quotas}
     return [
         {
             "apiVersion": STRIMZI_API,
@@ -112,6 +117,7 @@ def kafka_users(principals: Sequence[str], grants: Sequence[Grant]) -> list[dict
                         for acl in strimzi_acls(grant)
                     ],
                 },
+                **({"quotas": limits[principal]} if principal in limits else {}),
             },
         }
         for principal in principals
@@ -133,8 +139,8 @@ def manifests() -> dict[str, str]:
             "gun_contract/topics.py (the topic registry)",
         ),
         USERS_FILE: render(
-            kafka_users(parties(registry), grants),
-            "gun_contract/kafka/acls.py (acl_plan)",
+            kafka_users(parties(registry), grants, quota_plan(registry)),
+            "gun_contract/kafka/acls.py (acl_plan) and quotas.py (quota_plan)",
         ),
     }
 

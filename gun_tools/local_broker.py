@@ -37,6 +37,7 @@ from aiokafka.errors import KafkaError
 from gun_contract.kafka.acls import Grant
 from gun_contract.kafka.admin import wait_for_cluster
 from gun_contract.kafka.client import ClientConfig, client_options
+from gun_contract.kafka.quotas import Quota
 from gun_contract.kafka.tls import BrokerTls, make_broker_tls
 from gun_contract.settings import BrokerSettings
 
@@ -865,31 +866,65 @@ def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
 
 
 def apply_acls(broker: LocalBroker, grants: Sequence[Grant]) -> None:
-    """Run ``kafka.admin.AclCommand`` for each grant (two at a time: JVM start-up dominates)."""
+    """Run ``kafka.admin.AclCommand`` for each grant."""
+    run_admin_tool(
+        broker,
+        "kafka.admin.AclCommand",
+        [(grant.principal, grant.arguments()) for grant in grants],
+    )
+
+
+def apply_quotas(broker: LocalBroker, quotas: Sequence[Quota]) -> None:
+    """Set each principal's client quotas with ``kafka.admin.ConfigCommand``
+    (gun_contract/kafka/quotas.py)."""
+    run_admin_tool(
+        broker,
+        "kafka.admin.ConfigCommand",
+        [
+            (
+                quota.principal,
+                [
+                    *("--alter", "--add-config", quota.config()),
+                    *("--entity-type", "users", "--entity-name", quota.principal),
+                ],
+            )
+            for quota in quotas
+        ],
+    )
+
+
+def run_admin_tool(
+    broker: LocalBroker, main_class: str, runs: Sequence[tuple[str, list[str]]]
+) -> list[str]:
+    """Run one of Kafka's admin tools as admin, once per ``(principal, arguments)``, two
+    at a time (JVM start-up dominates); what each printed, or the first failure raised
+    naming its principal."""
     java = shutil.which("java")
     if java is None:
-        raise BrokerError("Java is needed to run Kafka's AclCommand")
+        raise BrokerError(f"Java is needed to run Kafka's {main_class}")
     properties = broker.admin_properties()
     base = [
         java,
         "-cp",
         broker.java_classpath(),
-        "kafka.admin.AclCommand",
+        main_class,
         "--bootstrap-server",
         broker.bootstrap_servers,
         "--command-config",
         str(properties),
     ]
 
-    def run(grant: Grant) -> subprocess.CompletedProcess[str]:
+    def run(arguments: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            base + grant.arguments(), capture_output=True, text=True, check=False, timeout=120
+            base + arguments, capture_output=True, text=True, check=False, timeout=120
         )
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for grant, result in zip(grants, pool.map(run, grants), strict=True):
-            if result.returncode != 0:
-                raise BrokerError(
-                    f"AclCommand failed for {grant.principal}: "
-                    f"{(result.stderr or result.stdout).strip()[-800:]}"
-                )
+        results = list(pool.map(run, [arguments for _, arguments in runs]))
+    for (principal, _), result in zip(runs, results, strict=True):
+        if result.returncode != 0:
+            tool = main_class.rpartition(".")[2]
+            raise BrokerError(
+                f"{tool} failed for {principal}: {(result.stderr or result.stdout).strip()[-800:]}"
+            )
+    return [result.stdout for result in results]

@@ -13,6 +13,7 @@ import typer
 from gun_contract.kafka.acls import acl_plan
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.kafka.client import from_settings
+from gun_contract.kafka.quotas import quota_plan
 from gun_contract.security.entitlements import parties
 from gun_contract.settings import Settings, load_settings
 from gun_contract.topics import TopicRegistry, topic_registry
@@ -200,9 +201,10 @@ def status(
 
 @app.command("secure-setup")
 def secure_setup() -> None:
-    """On the secured broker: create the topics as admin, grant each principal its ACLs,
-    and write each principal's client settings to <home>/secure/<principal>.env (0600)."""
-    from gun_tools.local_broker import BrokerError, apply_acls
+    """On the secured broker: create the topics as admin, grant each principal its ACLs
+    and set the client quotas of each party outside the hub, and write each principal's
+    client settings to <home>/secure/<principal>.env (0600)."""
+    from gun_tools.local_broker import BrokerError, apply_acls, apply_quotas
 
     settings = load_settings()
     broker = local_broker(settings)
@@ -222,14 +224,17 @@ def secure_setup() -> None:
         )
     )
     grants = acl_plan(registry, settings.hub.app_id, settings.ops.clearance_group)
+    quotas = {quota.principal: quota for quota in quota_plan(registry)}
     try:
         apply_acls(broker, grants)
+        apply_quotas(broker, list(quotas.values()))
     except BrokerError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(1) from None
     for principal in parties(registry):
         path = write_client_env(broker, principal)
-        typer.echo(f"{principal}: ACLs granted; client settings in {path}")
+        limited = f"; quotas {quotas[principal].config()}" if principal in quotas else ""
+        typer.echo(f"{principal}: ACLs granted{limited}; client settings in {path}")
 
 
 def write_client_env(broker: LocalBroker, principal: str) -> Path:

@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,12 +27,13 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     GroupAuthorizationFailedError,
     KafkaConnectionError,
     KafkaError,
+    TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
 )
 from aiokafka.helpers import create_ssl_context
@@ -49,9 +51,10 @@ from aiokafka.protocol.types import (
 )
 
 from gun_contract.envelope import ContentType
-from gun_contract.kafka.acls import acl_plan
+from gun_contract.kafka.acls import Grant, acl_plan
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.kafka.client import ClientConfig
+from gun_contract.kafka.quotas import Quota, quota_plan
 from gun_contract.model.exchange import AuthorityResponse, Operation
 from gun_contract.model.verdicts import Verdict
 from gun_contract.security.entitlements import GATEWAY_PARTY
@@ -68,7 +71,13 @@ from gun_hub.domain.routing import load_routing_table, route_documents
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
 from gun_hub.gateway.sender import DeclarationSender
 from gun_tools.clearance_stand_in import DecisionReader, submit_declarations
-from gun_tools.local_broker import BrokerError, LocalBroker, apply_acls
+from gun_tools.local_broker import (
+    BrokerError,
+    LocalBroker,
+    apply_acls,
+    apply_quotas,
+    run_admin_tool,
+)
 from gun_tools.processes import ProcessGroup, free_port
 from tests.adapter_fixtures import running_adapter
 from tests.builders import declaration, declaration_xml, document, goods_item
@@ -178,6 +187,7 @@ def secured_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredS
             pytest.fail(f"the secured test broker did not start: {err}", pytrace=False)
         asyncio.run(ensure_topics(broker.client_config("admin"), topics, PARTITIONS, 1))
         apply_acls(broker, acl_plan(topics, "gun-hub", "gun-clearance"))
+        apply_quotas(broker, quota_plan(topics))
     yield SecuredSetup(broker, topics, settings, witness)
     broker.stop()
 
@@ -626,3 +636,80 @@ def test_the_secrets_are_readable_by_their_owner_only(secured_setup: SecuredSetu
     for path in [*secure_dir.iterdir(), secured_setup.broker.home / "server.properties"]:
         if path.suffix != ".pem":  # the CA certificate is public
             assert path.stat().st_mode & 0o077 == 0, path
+
+
+# -- quotas (gun_contract/kafka/quotas.py) -------------------------------------------------
+
+
+def _user_quotas(broker: LocalBroker) -> dict[str, dict[str, float]]:
+    """The client quotas the broker holds per user, as Kafka's ConfigCommand describes
+    them: ``Quota configs for user-principal 'cites' are producer_byte_rate=4194304.0, ...``."""
+    [described] = run_admin_tool(
+        broker, "kafka.admin.ConfigCommand", [("admin", ["--describe", "--entity-type", "users"])]
+    )
+    found: dict[str, dict[str, float]] = {}
+    for line in described.splitlines():
+        matched = re.match(r"Quota configs for user-principal '([^']+)' are (.*)$", line.strip())
+        if matched:
+            pairs = (item.split("=") for item in matched.group(2).split(", "))
+            found[matched.group(1)] = {name: float(value) for name, value in pairs}
+    return found
+
+
+def test_every_party_outside_the_hub_has_its_quotas_on_the_broker(
+    secured: tuple[LocalBroker, TopicRegistry],
+) -> None:
+    broker, topics = secured
+    held = _user_quotas(broker)
+    assert "hub" not in held  # the core is never the one slowed down
+    for quota in quota_plan(topics):
+        assert held[quota.principal] == {
+            "producer_byte_rate": quota.producer_byte_rate,
+            "consumer_byte_rate": quota.consumer_byte_rate,
+            "request_percentage": quota.request_percentage,
+        }
+
+
+PROBE = "quota-probe"
+PROBE_RATE = 32 * 1024  # bytes a second: a tight quota, for the test only
+PROBE_RECORDS = 24  # of PROBE_RATE bytes each: 24 s of the quota, 14 s past Kafka's window
+
+
+async def _time_to_send(config: ClientConfig) -> float:
+    producer = AIOKafkaProducer(**config.options(), request_timeout_ms=60_000, linger_ms=0)
+    await producer.start()
+    try:
+        started = time.monotonic()
+        async with asyncio.timeout(120):
+            for n in range(PROBE_RECORDS):
+                await producer.send_and_wait(PROBE, b"q" * PROBE_RATE, key=str(n).encode())
+        return time.monotonic() - started
+    finally:
+        await producer.stop()
+
+
+async def test_a_party_past_its_quota_is_slowed_down_not_refused_and_the_hub_is_not(
+    secured: tuple[LocalBroker, TopicRegistry],
+) -> None:
+    """A flooding party (here CITES's adapter, given a quota far below its own for the
+    test) is throttled by the broker: each of its records is taken, later; the hub,
+    without a quota, sends the same at full speed. Kafka measures a rate over about ten
+    seconds, so the flood is 24 seconds of the quota."""
+    broker, topics = secured
+    admin = AIOKafkaAdminClient(**broker.client_config("admin").options())
+    await admin.start()
+    try:
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics([NewTopic(PROBE, 1, 1)])
+    finally:
+        await admin.close()
+    apply_acls(broker, [Grant(p, ("Write", "Describe"), (PROBE,)) for p in ("cites", "hub")])
+    [own] = [q for q in quota_plan(topics) if q.principal == "cites"]
+    apply_quotas(broker, [Quota("cites", PROBE_RATE, PROBE_RATE, own.request_percentage)])
+    try:
+        throttled = await _time_to_send(broker.client_config("cites"))
+        unthrottled = await _time_to_send(broker.client_config("hub"))
+    finally:
+        apply_quotas(broker, [own])
+    assert throttled >= 8, f"{PROBE_RECORDS * PROBE_RATE} bytes in {throttled:.1f} s"
+    assert unthrottled < throttled / 2, (unthrottled, throttled)

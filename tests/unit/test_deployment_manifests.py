@@ -28,6 +28,7 @@ import adapters.base.metrics
 import gun_hub.metrics
 from gun_contract.health import CircuitStatus
 from gun_contract.kafka.acls import Grant, acl_plan
+from gun_contract.kafka.quotas import quota_plan
 from gun_contract.resources import config_path
 from gun_contract.settings import BrokerSettings, OpsSettings, Settings
 from gun_contract.topics import TopicRegistry, topic_registry
@@ -518,6 +519,17 @@ def test_kafka_user_acls_are_exactly_the_acl_plan(k8s: list[Doc]) -> None:
                 for operation in acl["operations"]
             }
     assert granted == plan
+
+
+def test_every_party_outside_the_hub_has_its_quotas_and_the_hub_none(k8s: list[Doc]) -> None:
+    """gun_contract/kafka/quotas.py: what ``secure-setup`` applies locally, Strimzi applies."""
+    users = of_kind(k8s, "KafkaUser")
+    limited = {name: user["spec"].get("quotas") for name, user in users.items()}
+    assert limited.pop("hub") is None  # the core is never the one slowed down
+    assert limited == {q.principal: q.strimzi() for q in quota_plan(shipped_registry())}
+    for quotas in limited.values():
+        assert 0 < quotas["producerByteRate"] <= 16 * 1024 * 1024
+        assert 0 < quotas["requestPercentage"] <= 100
 
 
 def test_the_kafka_cluster_is_kraft_with_three_replicas_and_scram_over_tls(

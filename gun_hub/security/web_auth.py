@@ -523,7 +523,10 @@ class OfficerGate:
     def _failed(self, client: str | None, now: float) -> None:
         if client is None:
             return
-        failures = self._failures.pop(client, (0, now))[0] + 1
+        failures, until = self._failures.pop(client, (0, now))
+        if now - until > self.backoff_cap_s:
+            failures = 0  # quiet for longer than the longest wait: a typo, not a flood
+        failures += 1
         wait = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (failures - 1))
         self._failures[client] = (failures, now + wait)
         while len(self._failures) > _ADDRESSES_KEPT:

@@ -353,3 +353,19 @@ async def test_a_right_password_after_the_wait_clears_the_address(tmp_path: Path
     with pytest.raises(Unauthenticated):
         await gate.verify(basic_authorization("bob", "typo"), client="10.0.0.5")
     assert gate.retry_after(client="10.0.0.5") == 1  # counted from one again
+
+
+async def test_failures_far_apart_are_not_counted_in_a_row(tmp_path: Path) -> None:
+    officers = tmp_path / "officers"
+    add_officer(officers, "carol", "right-password-3")
+    now = [0.0]
+    gate = OfficerGate(officers, clock=lambda: now[0], backoff_base_s=1, backoff_cap_s=8)
+    for _ in range(3):
+        with pytest.raises(Unauthenticated):
+            await gate.verify(basic_authorization("carol", "typo"), client="10.0.0.6")
+        now[0] += gate.retry_after(client="10.0.0.6")
+    assert gate.retry_after(client="10.0.0.6") == 0
+    now[0] += 9  # quiet for longer than the longest wait
+    with pytest.raises(Unauthenticated):
+        await gate.verify(basic_authorization("carol", "typo"), client="10.0.0.6")
+    assert gate.retry_after(client="10.0.0.6") == 1

@@ -95,6 +95,9 @@ class LogReader:
                 group_id=None,
                 enable_auto_commit=False,
                 client_id="gun-hub-log-reader",
+                # As the hub reads its inputs: an aborted transaction's record is no
+                # original to redrive (gun_hub/runtime/strict_consumer.py).
+                isolation_level="read_committed",
             )
             await start_or_close(consumer)
             self._consumer = consumer

@@ -6,6 +6,13 @@ rebalance) and its gap guesses are ignored, and the commit point follows
 ``offsets.first_unsettled``. A record
 faust dropped is therefore never committed over: it holds the commit back until the
 watchdog (``watchdog.py``) has it read again, or the next assignment seeks back to it.
+
+It reads committed records only (``read_committed``): a clearance system may publish its
+declarations in Kafka transactions, and faust reads what an aborted or still open
+transaction wrote unless it runs exactly-once itself (which the hub does not, ADR 0001).
+Read that way, the declarations of an aborted transaction were decided, and an aborted
+amendment superseded the version it amended, which then went without a decision (found
+by an end-to-end test with librdkafka's transactional producer in stop 31).
 """
 
 from __future__ import annotations
@@ -20,9 +27,28 @@ from faust.types import TP, Message
 
 from gun_hub.runtime.offsets import EmptyOffsets, FetchGaps, first_unsettled
 
+# What every reader of the hub's input topics reads: what transactions committed (the
+# watchdog's probe and the redrives' log reader too, so that the same offsets hold
+# records for all of them).
+ISOLATION_LEVEL = "read_committed"
+
+
+class _CommittedReadsThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    """faust's consumer thread, its aiokafka consumer reading committed records only."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # faust chooses read_committed only in its exactly-once mode; the fetcher that
+        # reads with it is made when the consumer starts, just after this.
+        consumer._isolation_level = ISOLATION_LEVEL
+        return consumer
+
 
 class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """The aiokafka-driver consumer with the hub's commit rule (module docstring)."""
+
+    def _new_consumer_thread(self) -> Any:
+        return _CommittedReadsThread(self, loop=self.loop, beacon=self.beacon)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -29,7 +29,7 @@ from faust.types import TP
 
 from gun_contract.kafka.client import Connect, consumer_options
 from gun_hub import metrics
-from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
+from gun_hub.runtime.strict_consumer import ISOLATION_LEVEL, StrictOffsetsConsumer
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +234,9 @@ class OffsetWatchdog:
                 enable_auto_commit=False,
                 # Deleted meanwhile below where it looks: from the log's start, never its end.
                 auto_offset_reset="earliest",
-                # The same isolation as faust's at-least-once consumer: the same offsets
-                # are records for both.
-                isolation_level="read_uncommitted",
+                # The same isolation as the hub's consumer: the same offsets are records
+                # for both (an aborted transaction's hold none).
+                isolation_level=ISOLATION_LEVEL,
             )
             try:
                 await probe.start()

@@ -131,6 +131,14 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
         # The decision publisher's transactions (publisher.py).
         Grant("hub", ("Write", "Describe"), transactional_ids=(hub_app_id,), prefixed=True),
         Grant("clearance", ("Write", "Describe"), (topics.declarations, topics.dlq)),
+        # A clearance system may publish in transactions (the hub reads committed records
+        # only): its transactional ids begin with its group's name.
+        Grant(
+            "clearance",
+            ("Write", "Describe"),
+            transactional_ids=(clearance_group,),
+            prefixed=True,
+        ),
         Grant("clearance", ("Read", "Describe"), (topics.decisions,), (clearance_group,)),
         Grant("gateway", ("Write", "Describe"), (topics.declarations,)),
     ]

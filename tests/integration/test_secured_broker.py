@@ -35,6 +35,7 @@ from aiokafka.errors import (
     KafkaError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.admin import CreateAclsRequest
@@ -287,6 +288,34 @@ async def test_the_gateway_is_refused_everything_but_writing_declarations(
         await produce(gateway, topics.requests("dgal"), b"x", b"k")
     with pytest.raises(TopicAuthorizationFailedError):
         await produce(gateway, topics.dlq, b"x", b"k")
+
+
+async def _publish_then_abort(config: ClientConfig, topic: str, transactional_id: str) -> None:
+    """A transaction of one record, aborted: its rights are checked at every step, and
+    nobody reading committed records (the hub) ever sees it."""
+    producer = AIOKafkaProducer(
+        **config.options(), transactional_id=transactional_id, request_timeout_ms=10_000
+    )
+    try:
+        async with asyncio.timeout(45):
+            await producer.start()
+            await producer.begin_transaction()
+            await producer.send_and_wait(topic, b"given up", key=b"26FRSECURE00000088")
+            await producer.abort_transaction()
+    finally:
+        await producer.stop()
+
+
+async def test_the_clearance_system_may_publish_in_transactions_of_its_own_ids(
+    secured: tuple[LocalBroker, TopicRegistry],
+) -> None:
+    """Its transactional ids begin with its group's name; no other (the hub's
+    publisher's ids are the hub's: taking one would fence the hub's transactions)."""
+    broker, topics = secured
+    clearance = broker.client_config("clearance")
+    await _publish_then_abort(clearance, topics.declarations, "gun-clearance-customs-1")
+    with pytest.raises(TransactionalIdAuthorizationFailed):
+        await _publish_then_abort(clearance, topics.declarations, "gun-hub-decisions-0")
 
 
 @pytest.fixture

@@ -38,8 +38,13 @@ class WriteAwaitedTable(faust.Table):  # type: ignore[misc]
 
 
 def pending(event: object) -> bool:
-    """Whether ``event`` made table writes the broker has not acknowledged yet."""
-    return event is not None and any(not write.done() for write in _WRITES.get(event, ()))
+    """Whether ``event`` made table writes the broker has not acknowledged yet (or
+    refused: ``written`` raises why)."""
+    return event is not None and any(not _acknowledged(w) for w in _WRITES.get(event, ()))
+
+
+def _acknowledged(write: FutureMessage) -> bool:
+    return write.done() and not write.cancelled() and write.exception() is None
 
 
 async def written(event: object) -> None:

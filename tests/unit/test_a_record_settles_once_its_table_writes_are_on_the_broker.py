@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import faust
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from gun_contract.settings import Settings
+from gun_hub.runtime import table_writes
 from gun_hub.runtime.app import _raw_table
 from gun_hub.runtime.faust_app import HubApp, as_if_handling
 from gun_hub.runtime.settling import Settling
@@ -146,3 +148,19 @@ async def test_records_settled_in_one_event_each_wait_for_all_of_its_writes() ->
     second.set_result(None)
     await settling.drained()
     assert sorted(marked) == ["FR-2026-1", "FR-2026-2"]
+
+
+async def test_a_write_already_refused_still_holds_the_record() -> None:
+    """An event whose handler returned nothing to await (runtime/faust_app.py
+    ``handled_agent``) is settled through its writes while any is not acknowledged,
+    including one the broker already refused: never marked on the strength of it."""
+    app, cases = _hub_table()
+    with as_if_handling(DECLARATIONS, 4, 2):
+        cases[b"FR-2026-4"] = b"case"
+        event = faust.current_event()
+    [write] = _changelog_writes(app)
+    assert table_writes.pending(event)
+    write.set_exception(KafkaTimeoutError())
+    assert table_writes.pending(event)  # refused: the settling raises it
+    with pytest.raises(KafkaTimeoutError):
+        await table_writes.written(event)

@@ -34,13 +34,14 @@ from gun_hub.runtime.strict_consumer import ISOLATION_LEVEL, StrictOffsetsConsum
 log = logging.getLogger(__name__)
 
 # How much of a partition one look at the broker reads at most.
-_PROBE_MAX_RECORDS = 2000
+PROBE_MAX_RECORDS = 2000
 
 
 @dataclass(slots=True)
 class _Suspect:
     offset: int
     since: float
+    looked: bool = False  # the broker was asked what follows this head
 
 
 class OffsetWatchdog:
@@ -119,14 +120,8 @@ class OffsetWatchdog:
             return
         if now - suspect.since < self._stall_s:
             return
-        present = await self._present(tp, head, fetched + 1)
-        if present:
-            absent_from = head
-            for offset in sorted(present):
-                if offset > absent_from:
-                    consumer.mark_empty(tp, absent_from, offset)
-                    self.marked_empty += offset - absent_from
-                absent_from = offset + 1
+        present, covered = await self._present(tp, head, fetched + 1)
+        self._mark_absent(consumer, tp, head, present, covered)
         if head in present:
             log.warning(
                 "%s[%d] offset %d was fetched but never handled (dropped by faust): read "
@@ -167,11 +162,24 @@ class OffsetWatchdog:
         # broker slow): reading it again would only throw away what is on its way, so
         # it gets much longer than one faust stopped fetching.
         patience = 3 * self._stall_s if not consumer.fetching(tp) else 15 * self._stall_s
-        if now - stall.since < patience:
+        # The broker is asked after one stall time, not the whole patience: what follows
+        # the head may hold no record at all (a transaction's marker or an aborted
+        # transaction last in the log), and it is stepped over at once.
+        if now - stall.since < self._stall_s:
             return
-        end = await self._end_offset(tp)
-        if end is None or end <= head:
-            self._stalls[tp] = _Suspect(head, now)  # caught up: look again later
+        if not stall.looked:
+            end = await self._end_offset(tp)
+            if end is None or end <= head:
+                # Caught up: asked again in three stall times (one request a partition).
+                self._stalls[tp] = _Suspect(head, now + 2 * self._stall_s)
+                return
+            present, covered = await self._present(tp, head, end)
+            self._mark_absent(consumer, tp, head, present, covered)
+            if consumer.first_unsettled(tp) != head:
+                self._stalls.pop(tp, None)  # stepped over offsets that hold nothing
+                return
+            stall.looked = True  # a record waits there: fetched again after the patience
+        if now - stall.since < patience:
             return
         log.warning(
             "%s[%d]: records from offset %d wait on the broker but are not fetched "
@@ -187,6 +195,24 @@ class OffsetWatchdog:
         metrics.RECORDS_READ_AGAIN.labels(topic=tp.topic).inc()
         self._stalls.pop(tp, None)
 
+    def _mark_absent(
+        self,
+        consumer: StrictOffsetsConsumer,
+        tp: TP,
+        head: int,
+        present: set[int],
+        covered: int,
+    ) -> None:
+        """Offsets in [head, covered) the broker returned no record at hold none: the
+        look read them all (what a committed read skips: a transaction's markers, what
+        an aborted one wrote; what retention deleted)."""
+        absent_from = head
+        for offset in [*sorted(present), covered]:
+            if offset > absent_from:
+                consumer.mark_empty(tp, absent_from, offset)
+                self.marked_empty += offset - absent_from
+            absent_from = max(absent_from, offset + 1)
+
     async def _end_offset(self, tp: TP) -> int | None:
         probe = await self._probe_consumer()
         partition = TopicPartition(tp.topic, tp.partition)
@@ -197,19 +223,24 @@ class OffsetWatchdog:
             return None
         return int(ends[partition])
 
-    async def _present(self, tp: TP, start: int, stop: int) -> set[int]:
-        """Offsets in [start, stop) that hold a record, read from the broker. Offsets
-        below the log's start (deleted by retention: a worker back after longer than the
-        topic keeps records) hold none: the look starts at the log's start, or the probe,
-        sought below it, was reset to the log's end and found nothing at all, and the
-        commit point stayed below the log start for ever (stop 30, found by review)."""
+    async def _present(self, tp: TP, start: int, stop: int) -> tuple[set[int], int]:
+        """Offsets in [start, stop) that hold a record, read from the broker, and how far
+        the look went (every offset below it that is not among them holds none): at most
+        ``PROBE_MAX_RECORDS`` offsets, never past where a committed read ends.
+
+        Offsets below the log's start (deleted by retention: a worker back after longer
+        than the topic keeps records) hold none: the look starts at the log's start, or
+        the probe, sought below it, was reset to the log's end and found nothing at all,
+        and the commit point stayed below the log start for ever (stop 30, found by
+        review). A look that timed out learnt nothing: it went nowhere."""
         probe = await self._probe_consumer()
         partition = TopicPartition(tp.topic, tp.partition)
         probe.assign([partition])
         beginning = (await probe.beginning_offsets([partition]))[partition]
+        looked_from = start
         start = max(start, beginning)
         probe.seek(partition, start)
-        stop = min(stop, start + _PROBE_MAX_RECORDS)
+        stop = min(stop, start + PROBE_MAX_RECORDS)
         present: set[int] = set()
         end = (await probe.end_offsets([partition]))[partition]
         try:
@@ -224,8 +255,8 @@ class OffsetWatchdog:
                             present.add(record.offset)
         except TimeoutError:
             log.warning("%s[%d]: the look at offsets %d-%d timed out", *tp, start, stop)
-            return set()  # nothing learnt: judged again next tick
-        return present
+            return set(), looked_from  # nothing learnt: judged again next tick
+        return present, max(start, min(position, stop))
 
     async def _probe_consumer(self) -> AIOKafkaConsumer:
         if self._probe is None:

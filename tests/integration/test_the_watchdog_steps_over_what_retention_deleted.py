@@ -39,7 +39,8 @@ async def test_records_deleted_by_retention_are_known_to_hold_nothing(
     await _delete_before(kafka_bootstrap, topic, 20)  # what retention deleted
     watchdog = OffsetWatchdog(lambda: None, kafka_bootstrap, {topic}, 4.0)
     try:
-        present = await watchdog._present(TP(topic, 0), 5, 30)
+        present, covered = await watchdog._present(TP(topic, 0), 5, 30)
     finally:
         await watchdog.stop()
     assert present == set(range(20, 30))
+    assert covered == 30  # 5 to 19 hold nothing: the look went through them

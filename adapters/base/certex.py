@@ -95,16 +95,20 @@ _CLEARANCE_PATHS = {
 }
 
 
-# A 4xx the partner gives a call it may take later: timeout, too early, too many requests.
-# A 404 without NOT_FOUND is a path the partner does not serve (a wrong partner URL, a
-# deployment under way): an outage, replayed once it is mended.
-_SEND_AGAIN_LATER = frozenset({404, 408, 425, 429})
+# What the partner answers a call it read and will not apply as sent: malformed (400),
+# in conflict with its ledger (409), gone (410), too large (413), not processable (422,
+# an idempotency key reused for another body). Any other 4xx is an outage, replayed: a
+# call it may take later (408, 423, 425, 429) or an access or a route to mend on the
+# adapter's side (401, 403, 407 credentials expired or rotated, 404 without NOT_FOUND a
+# wrong partner URL, 421): taken for rejections, every follow-up of a credentials
+# rotation would have ended unapplied for good (found by review in stop 31).
+_REJECTIONS = frozenset({400, 409, 410, 413, 422})
 _REJECTION_TEXT_CHARS = 200
 
 
 def _rejected(status: int) -> bool:
-    """The partner read the call and will not apply it as sent (any other 4xx)."""
-    return 400 <= status < 500 and status not in _SEND_AGAIN_LATER
+    """The partner read the call and will not apply it as sent."""
+    return status in _REJECTIONS
 
 
 class PartnerUnavailable(Exception):

@@ -186,8 +186,9 @@ class Correlation:
         elif (
             response.operation is Operation.WRITE_OFF
             and ctx.routing.checks_after_release(response.authority)
-            # The partner rejected the call: it says nothing of what left.
-            and not any(a.call_rejected for a in response.answers)
+            # A call the partner rejected says nothing of what left; another licence's
+            # refusal in the same answer does (found by review in stop 31).
+            and any(a.verdict.is_refusal and not a.call_rejected for a in response.answers)
         ):
             # War material: what left is not covered by the licence. The goods are gone,
             # so this is an alert for post-clearance control, never a block.

@@ -225,3 +225,24 @@ def test_a_war_material_write_off_the_partner_rejected_is_a_failed_follow_up_not
     [status] = hub.statuses(hub.respond(rejected))
     assert status.kind is StatusKind.FOLLOW_UP_FAILED
     assert "LEMG-42" not in status.detail  # confidential all the same
+
+
+def test_a_rejected_licence_does_not_hide_another_licence_s_post_release_alert(hub: Hub) -> None:
+    """One write-off quoting two licences: SIGALE rejects the call for one, and answers
+    the other is over-used. The real mismatch still raises its alert (found by review in
+    stop 31)."""
+    licences = declaration_xml(
+        items=(
+            goods_item(1, (document("LEMG", "LEMG-42", 1, "5", "NAR"),)),
+            goods_item(2, (document("LEMG", "LEMG-43", 1, "5", "NAR"),)),
+        )
+    )
+    out = hub.answer(hub.intake.handle(licences, SOURCE), "dga", Verdict.VALID)
+    [write_off] = requests(hub, out, "dga")
+    refused = answer_to(write_off, Verdict.MISMATCH)
+    answers = tuple(
+        a.model_copy(update={"partner_code": "HTTP_400"}) if a.reference == "LEMG-43" else a
+        for a in refused.answers
+    )
+    [status] = hub.statuses(hub.respond(refused.model_copy(update={"answers": answers})))
+    assert status.kind is StatusKind.POST_RELEASE_ALERT

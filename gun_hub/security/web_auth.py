@@ -482,8 +482,10 @@ class OfficerGate:
     ("throttled"), for ``backoff_base_s`` doubling with each failure in a row up to
     ``backoff_cap_s``: one address cannot keep the checks busy (officers without a
     remembered sign-in would get "busy") nor guess at the CPU's pace. A remembered
-    officer is never held, nor is another address. Behind a reverse proxy the address is
-    the proxy's: a failure holds everyone's new sign-ins for the first, short wait.
+    officer is never held, nor is another address. One check at a time per address, and
+    the requests of one sign-in made meanwhile (a page's) share its check. Behind a
+    reverse proxy the address is the proxy's: every failure behind it holds everyone's new
+    sign-ins, doubling.
     """
 
     path: Path
@@ -501,6 +503,9 @@ class OfficerGate:
     _decoy: str = field(init=False, default_factory=lambda: hash_password(secrets.token_hex(8)))
     # Per address: failures in a row, and until when it is refused without a check.
     _failures: OrderedDict[str, tuple[int, float]] = field(init=False, default_factory=OrderedDict)
+    # Checks under way: by sign-in (shared), and the addresses they come from (one each).
+    _in_flight: dict[bytes, asyncio.Future[bool]] = field(init=False, default_factory=dict)
+    _checking: set[str] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self._file = _WatchedFile(self.path, _parse_officers)
@@ -513,6 +518,34 @@ class OfficerGate:
         encoded = self._known().get(name)
         ok = check_password(password, encoded if encoded is not None else self._decoy)
         return ok and encoded is not None
+
+    async def _checked(self, memo: bytes, client: str | None, name: str, password: str) -> bool:
+        """One scrypt check, shared by every request of the same sign-in meanwhile."""
+        if self._checks is None:
+            self._checks = asyncio.Semaphore(self.max_checks)
+        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._in_flight[memo] = outcome
+        if client is not None:
+            self._checking.add(client)
+        self._waiting += 1
+        try:
+            async with self._checks:
+                ok = await asyncio.to_thread(self._check, name, password)
+        except asyncio.CancelledError:
+            outcome.cancel()  # those sharing it ask again
+            raise
+        except Exception as error:
+            outcome.set_exception(error)
+            outcome.exception()  # retrieved: nobody else may be waiting for it
+            raise
+        else:
+            outcome.set_result(ok)
+        finally:
+            self._waiting -= 1
+            del self._in_flight[memo]
+            if client is not None:
+                self._checking.discard(client)
+        return ok
 
     def retry_after(self, client: str | None) -> float:
         """Seconds until ``client`` is checked again (0: now)."""
@@ -543,18 +576,17 @@ class OfficerGate:
         until = self._remembered.get(memo)
         if until is not None and until > now:
             return name
-        if self.retry_after(client) > 0:
-            raise Unauthenticated("throttled", "wrong credentials from this address just now")
-        if self._waiting >= self.max_waiting:
-            raise Unauthenticated("busy", "too many credential checks waiting")
-        if self._checks is None:
-            self._checks = asyncio.Semaphore(self.max_checks)
-        self._waiting += 1
-        try:
-            async with self._checks:
-                ok = await asyncio.to_thread(self._check, name, password)
-        finally:
-            self._waiting -= 1
+        same = self._in_flight.get(memo)
+        if same is not None:  # the same sign-in already being checked (a page's requests)
+            ok = await asyncio.shield(same)
+        else:
+            if self.retry_after(client) > 0:
+                raise Unauthenticated("throttled", "wrong credentials from this address just now")
+            if client is not None and client in self._checking:
+                raise Unauthenticated("throttled", "one sign-in checked at a time per address")
+            if self._waiting >= self.max_waiting:
+                raise Unauthenticated("busy", "too many credential checks waiting")
+            ok = await self._checked(memo, client, name, password)
         if not ok:
             self._failed(client, self.clock())
             raise Unauthenticated("password", f"officer {name!r} not authenticated")

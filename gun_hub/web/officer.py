@@ -122,7 +122,7 @@ def officer_app(
             if refused.reason == "busy":
                 return refuse(503, "too many sign-ins at once: try again", {"Retry-After": "1"})
             if refused.reason == "throttled":
-                wait = math.ceil(officers.retry_after(request.remote))
+                wait = max(1, math.ceil(officers.retry_after(request.remote)))
                 return refuse(
                     429, "wrong credentials just now: try again later", {"Retry-After": str(wait)}
                 )

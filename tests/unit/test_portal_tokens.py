@@ -369,3 +369,41 @@ async def test_failures_far_apart_are_not_counted_in_a_row(tmp_path: Path) -> No
     with pytest.raises(Unauthenticated):
         await gate.verify(basic_authorization("carol", "typo"), client="10.0.0.6")
     assert gate.retry_after(client="10.0.0.6") == 1
+
+
+async def test_one_address_gets_one_check_at_a_time_and_the_same_sign_in_is_checked_once(
+    tmp_path: Path,
+) -> None:
+    """A burst of guesses from one address got up to ``max_waiting`` checks before its
+    first failure held it, and the other officers got 503 meanwhile (found by review in
+    stop 31): now one check at a time per address. A browser opening the dashboard sends
+    the same credentials several times at once: checked once, every request let in."""
+    officers = tmp_path / "officers"
+    add_officer(officers, "dave", "right-password-4")
+    gate = OfficerGate(officers)
+    checks: list[str] = []
+    check = gate._check
+
+    def counted(name: str, password: str) -> bool:
+        checks.append(name)
+        return check(name, password)
+
+    gate._check = counted  # type: ignore[method-assign]
+    guesses = await asyncio.gather(
+        *(
+            gate.verify(basic_authorization("dave", f"guess-{n}"), client="10.0.0.3")
+            for n in range(6)
+        ),
+        return_exceptions=True,
+    )
+    reasons = sorted(g.reason for g in guesses if isinstance(g, Unauthenticated))
+    assert reasons == ["password"] + ["throttled"] * 5
+    assert len(checks) == 1
+
+    checks.clear()
+    right = basic_authorization("dave", "right-password-4")
+    assert (
+        await asyncio.gather(*(gate.verify(right, client="10.0.0.4") for _ in range(5)))
+        == ["dave"] * 5
+    )
+    assert len(checks) == 1

@@ -949,3 +949,27 @@ def test_the_dashboard_selects_label_values_that_exist(dashboard: Doc) -> None:
         for q in re.findall(r"histogram_quantile\(([0-9.]+),", e)
     }  # fmt: skip
     assert {0.5, 0.95} <= quantiles
+
+
+def test_every_broker_aborts_a_transaction_left_open_within_a_minute() -> None:
+    """The hub reads committed records only: an open transaction holds what follows it on
+    its partition, whoever wrote that (a trader's declaration through the gateway, any
+    party's dead letters). Kafka lets a producer keep one open up to
+    ``transaction.max.timeout.ms``, 15 minutes by default; here a minute, what Java's,
+    librdkafka's and aiokafka's producers ask by default (found by review in stop 31)."""
+    limits = {}
+    for template in sorted((REPO / "deploy" / "kafka").glob("server*.properties.template")):
+        found = re.search(r"^transaction\.max\.timeout\.ms=(\d+)$", template.read_text(), re.M)
+        limits[template.name] = int(found.group(1)) if found else None
+    for doc in yaml.safe_load_all((K8S / "kafka-cluster.yaml").read_text()):
+        if doc["kind"] == "Kafka":
+            limits["kafka-cluster.yaml"] = doc["spec"]["kafka"]["config"].get(
+                "transaction.max.timeout.ms"
+            )
+    compose = yaml.safe_load((REPO / "docker-compose.kafka.yml").read_text())
+    for name, service in compose["services"].items():
+        environment = service.get("environment") or {}
+        if "KAFKA_PROCESS_ROLES" in environment or "KAFKA_NODE_ID" in environment:
+            limits[f"compose {name}"] = int(environment.get("KAFKA_TRANSACTION_MAX_TIMEOUT_MS", 0))
+    assert len(limits) > 4  # three templates, Strimzi, and the Compose brokers
+    assert limits == dict.fromkeys(limits, 60_000)

@@ -135,8 +135,8 @@ async def last_records(
 ) -> dict[int, bytes | None]:
     """The value of the last record of each partition of ``topic`` (None: empty)."""
     consumer = AIOKafkaConsumer(**consumer_options(connect), enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()  # a broker away: no half-started client left behind
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)

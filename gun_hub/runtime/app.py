@@ -75,6 +75,7 @@ from gun_hub.pipeline.retention import (
     RetentionIndex,
 )
 from gun_hub.runtime import gc_pauses, table_store
+from gun_hub.runtime.audit_resync import resync_audit_heads
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from gun_hub.runtime.delivery import send_outbox
 from gun_hub.runtime.faust_app import (
@@ -707,22 +708,19 @@ def build_hub(settings: Settings) -> Hub:
     )
     audit_keeper.schedule_checkpoints(app, checkpoint_within_s(settings) / 4)
 
-    async def resync_audit_heads(_sender: Any, assigned: Any = (), **_: Any) -> None:
+    async def resync_chains(_sender: Any, assigned: Any = (), **_: Any) -> None:
         """On assignment (partitions still paused): each chain goes on from the last
-        record actually on the audit topic, not from a head a killed worker saved
-        without its record (security/audit.py, ``resync``)."""
+        record actually on the audit topic, never from a head a killed worker saved
+        without its record (runtime/audit_resync.py)."""
         partitions = sorted({tp.partition for tp in assigned if tp.topic == topics.declarations})
-        if not partitions:
-            return
-        try:
-            tails = await last_records(from_settings(settings.kafka), topics.audit, partitions)
-        except (KafkaError, OSError, TimeoutError):
-            log.exception("audit heads not read from %s; the table's are used", topics.audit)
-            return
-        for partition in partitions:
-            context.audit.resync(partition, tails.get(partition))
+        if partitions:
+            await resync_audit_heads(
+                lambda wanted: last_records(from_settings(settings.kafka), topics.audit, wanted),
+                context.audit,
+                partitions,
+            )
 
-    app.on_partitions_assigned.connect(resync_audit_heads)
+    app.on_partitions_assigned.connect(resync_chains)
     every(app, settings.hub.deadline_sweep_s, "deadline sweep", sweep.run)
     every(
         app,

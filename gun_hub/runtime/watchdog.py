@@ -173,7 +173,9 @@ class OffsetWatchdog:
                 # Caught up: asked again in three stall times (one request a partition).
                 self._stalls[tp] = _Suspect(head, now + 2 * self._stall_s)
                 return
-            present, covered = await self._present(tp, head, end)
+            present, covered = await self._present(tp, head, end, first_only=True)
+            if covered <= head:
+                return  # the look timed out: nothing learnt, looked at again next tick
             self._mark_absent(consumer, tp, head, present, covered)
             if consumer.first_unsettled(tp) != head:
                 self._stalls.pop(tp, None)  # stepped over offsets that hold nothing
@@ -223,7 +225,9 @@ class OffsetWatchdog:
             return None
         return int(ends[partition])
 
-    async def _present(self, tp: TP, start: int, stop: int) -> tuple[set[int], int]:
+    async def _present(
+        self, tp: TP, start: int, stop: int, *, first_only: bool = False
+    ) -> tuple[set[int], int]:
         """Offsets in [start, stop) that hold a record, read from the broker, and how far
         the look went (every offset below it that is not among them holds none): at most
         ``PROBE_MAX_RECORDS`` offsets, never past where a committed read ends.
@@ -232,7 +236,12 @@ class OffsetWatchdog:
         than the topic keeps records) hold none: the look starts at the log's start, or
         the probe, sought below it, was reset to the log's end and found nothing at all,
         and the commit point stayed below the log start for ever (stop 30, found by
-        review). A look that timed out learnt nothing: it went nowhere."""
+        review). A look that timed out learnt nothing: it went nowhere. ``first_only``:
+        stop at the first records returned (whether a record waits, not which).
+
+        Only a timeout is caught: aiokafka steps over a record it cannot return (too
+        large, corrupt) and raises, and a look that went on past it would mark a record
+        empty."""
         probe = await self._probe_consumer()
         partition = TopicPartition(tp.topic, tp.partition)
         probe.assign([partition])
@@ -253,6 +262,9 @@ class OffsetWatchdog:
                     for record in batch.get(partition, ()):
                         if record.offset < stop:
                             present.add(record.offset)
+                    if first_only and present:
+                        position = await probe.position(partition)
+                        break
         except TimeoutError:
             log.warning("%s[%d]: the look at offsets %d-%d timed out", *tp, start, stop)
             return set(), looked_from  # nothing learnt: judged again next tick

@@ -65,11 +65,17 @@ class Broker:
         self.end = end if end is not None else max(records, default=-1) + 1
         self.log_start = log_start
         self.asked = 0
+        self.timeouts = 0  # looks that time out (nothing learnt), from the first
 
-    async def present(self, tp: TP, start: int, stop: int) -> tuple[set[int], int]:
+    async def present(
+        self, tp: TP, start: int, stop: int, *, first_only: bool = False
+    ) -> tuple[set[int], int]:
         """The records in [start, stop) and how far the look went: from the log's start
         at the earliest, at most the probe's window, never past the end."""
         self.asked += 1
+        if self.timeouts:
+            self.timeouts -= 1
+            return set(), start
         start = max(start, self.log_start)
         covered = min(stop, start + PROBE_MAX_RECORDS, self.end)
         return {o for o in self.records if start <= o < covered}, covered
@@ -234,4 +240,16 @@ async def test_an_aborted_transaction_longer_than_a_look_is_stepped_over_look_by
         await watchdog._look_at(consumer, PARTITION, now[0], consumer.on_the_way)  # type: ignore[arg-type]
         now[0] += 2.0
     assert consumer.first_unsettled(PARTITION) == first_after + 1
+    assert consumer.sought == []
+
+
+async def test_a_look_that_timed_out_is_made_again_not_taken_for_a_waiting_record() -> None:
+    consumer = FakeConsumer(committed=8, handled={8, 9, 10}, fetched=10)
+    broker = Broker(set(range(11)), end=12)  # 11: the commit marker
+    broker.timeouts = 1
+    watchdog, now = _watchdog(broker)
+    for _ in range(6):  # 12 s: well within the patience before reading again
+        await watchdog._look_at(consumer, PARTITION, now[0], consumer.on_the_way)  # type: ignore[arg-type]
+        now[0] += 2.0
+    assert consumer.first_unsettled(PARTITION) == 12
     assert consumer.sought == []

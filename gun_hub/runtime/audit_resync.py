@@ -1,0 +1,75 @@
+"""Each partition's audit chain goes on from the last record actually on the audit topic.
+
+The head table and the audit records reach the broker separately: a worker killed in
+between leaves a head with no record, and a chain going on from it points its next link
+at a record never written ("record missing", security/audit.py ``resync``). So at each
+assignment, with the partitions still paused, the worker reads the tails of its audit
+partitions. While the broker cannot be asked (it restarts under the rebalance that
+follows a kill) they are read again; a worker that still cannot read them stops (faust
+crashes the worker on an error here, and it starts again) rather than go on from the
+table's head. Found by the full chaos run of stop 31, which went on from the table's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+
+# Reads at most this many times, waiting 0.5 s doubling up to 5 s between them: about 30 s,
+# longer than a broker takes to restart and well within a rebalance's patience.
+ATTEMPTS = 9
+FIRST_WAIT_S = 0.5
+LONGEST_WAIT_S = 5.0
+READ_TIMEOUT_S = 10.0  # one read of the tails (a broker that answers does in milliseconds)
+
+Tails = Callable[[list[int]], Awaitable[dict[int, bytes | None]]]
+
+
+class Chains(Protocol):
+    def resync(self, partition: int, last_record: bytes | None) -> None: ...
+
+
+class AuditHeadsUnknown(RuntimeError):
+    """The audit topic's tails could not be read: the chains cannot safely go on."""
+
+
+async def resync_audit_heads(
+    read_tails: Tails,
+    chains: Chains,
+    partitions: Sequence[int],
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Take each of ``partitions``' chain heads from the audit topic's last records."""
+    wanted = sorted(partitions)
+    failure: BaseException | None = None
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            await sleep(min(LONGEST_WAIT_S, FIRST_WAIT_S * 2 ** (attempt - 1)))
+        try:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                tails = await read_tails(wanted)
+        except (KafkaError, OSError, TimeoutError) as error:
+            failure = error
+            log.warning(
+                "audit tails of partitions %s not read (%s, attempt %d of %d)",
+                wanted,
+                type(error).__name__,
+                attempt + 1,
+                ATTEMPTS,
+            )
+            continue
+        for partition in wanted:
+            chains.resync(partition, tails.get(partition))
+        return
+    named = ", ".join(str(p) for p in wanted)
+    raise AuditHeadsUnknown(
+        f"the audit topic's last records of partitions {named} could not be read: the "
+        "worker stops rather than go on from heads that may have no record"
+    ) from failure

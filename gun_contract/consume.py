@@ -16,11 +16,11 @@ Variants, by parameter rather than by copy:
 
 Failure of one record never stops a reader. With :func:`each_record`, whatever handling a
 record raises is logged and given to ``failed``: :class:`DeadLetters` sends its dead
-letter (kind ``UNHANDLED_ERROR``, the error's class and where it was raised as reason) and waits for
-the broker to take it, then the next record is handled; the batch is committed past the
-record only then, so a record is never committed unhandled and never dead-lettered twice
-but after a crash between the two (at-least-once). A reader without a group does not
-dead-letter: every worker reads every record, and one record would make as many dead
+letter (kind ``UNHANDLED_ERROR``, the error's class and where it was raised as reason)
+and waits for the broker to take it, then the next record is handled; the batch is
+committed past the record only then, so a record is never committed unhandled and never
+dead-lettered twice but after a crash between the two (at-least-once). A reader without a
+group does not dead-letter: every worker reads every record, and one record would make as many dead
 letters as workers (rollout_follower.py, ops/feed.py); its handler decides (skip and
 count, or read again).
 

@@ -162,11 +162,11 @@ def handled_agent(
             result = await handle(event)
             if result is False:
                 continue
-            if (result is None or result is True) and table_writes.pending(event):
-                result = table_writes.written(event)  # its table writes still on their way
             if result is None or result is True:
-                mark_handled(app, event.message)
-                continue
+                if not table_writes.pending(event):
+                    mark_handled(app, event.message)
+                    continue
+                result = table_writes.written(event)  # its table writes still on their way
             if settling is None:
                 await result
                 mark_handled(app, event.message)

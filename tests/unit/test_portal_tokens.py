@@ -340,15 +340,24 @@ async def test_wrong_passwords_from_one_address_wait_longer_and_longer_before_a_
     assert await gate.verify(right, client="10.0.0.8") == "alice"  # another address
 
 
-async def test_a_right_password_after_the_wait_clears_the_address(tmp_path: Path) -> None:
+async def _three_typos_waited_out(
+    tmp_path: Path, name: str, password: str, client: str
+) -> tuple[OfficerGate, list[float]]:
+    """An officers file with ``name``, a gate on a clock the test moves, and three wrong
+    passwords from ``client``, each wait served."""
     officers = tmp_path / "officers"
-    add_officer(officers, "bob", "right-password-2")
+    add_officer(officers, name, password)
     now = [0.0]
     gate = OfficerGate(officers, clock=lambda: now[0], backoff_base_s=1, backoff_cap_s=8)
     for _ in range(3):
         with pytest.raises(Unauthenticated):
-            await gate.verify(basic_authorization("bob", "typo"), client="10.0.0.5")
-        now[0] += gate.retry_after(client="10.0.0.5")
+            await gate.verify(basic_authorization(name, "typo"), client=client)
+        now[0] += gate.retry_after(client=client)
+    return gate, now
+
+
+async def test_a_right_password_after_the_wait_clears_the_address(tmp_path: Path) -> None:
+    gate, _ = await _three_typos_waited_out(tmp_path, "bob", "right-password-2", "10.0.0.5")
     assert await gate.verify(basic_authorization("bob", "right-password-2"), client="10.0.0.5")
     with pytest.raises(Unauthenticated):
         await gate.verify(basic_authorization("bob", "typo"), client="10.0.0.5")
@@ -356,14 +365,7 @@ async def test_a_right_password_after_the_wait_clears_the_address(tmp_path: Path
 
 
 async def test_failures_far_apart_are_not_counted_in_a_row(tmp_path: Path) -> None:
-    officers = tmp_path / "officers"
-    add_officer(officers, "carol", "right-password-3")
-    now = [0.0]
-    gate = OfficerGate(officers, clock=lambda: now[0], backoff_base_s=1, backoff_cap_s=8)
-    for _ in range(3):
-        with pytest.raises(Unauthenticated):
-            await gate.verify(basic_authorization("carol", "typo"), client="10.0.0.6")
-        now[0] += gate.retry_after(client="10.0.0.6")
+    gate, now = await _three_typos_waited_out(tmp_path, "carol", "right-password-3", "10.0.0.6")
     assert gate.retry_after(client="10.0.0.6") == 0
     now[0] += 9  # quiet for longer than the longest wait
     with pytest.raises(Unauthenticated):

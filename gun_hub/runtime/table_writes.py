@@ -12,35 +12,106 @@ Here the hub's tables keep each write's future by the event that made it (faust'
 ``as_if_handling``); the settling of a record (settling.py) awaits them, with those made
 while it settles (``after_delivery``), before the record is marked handled. Keyed
 weakly: the writes of an event are forgotten with it.
+
+A write refused for good stops the agent and its record is read again, but the value
+stays in the worker's own store: the handler finds its case there and writes nothing, so
+the changelog would never get it, and the partition's next owner would restore a table
+without it (found by review in stop 31). So a table remembers each key whose write was
+refused, and the next settling sends the key's current value (or its deletion) again
+and waits for it, as for a write of its own. A partition the worker gives up takes its
+refused keys with it: the store drops its copy, and the next owner writes its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.types import FutureMessage
+import faust.streams as faust_streams
+from faust.types import TP, FutureMessage
 
 _WRITES: weakref.WeakKeyDictionary[object, list[FutureMessage]] = weakref.WeakKeyDictionary()
+_WITH_REFUSED_WRITES: weakref.WeakSet[WriteAwaitedTable] = weakref.WeakSet()
 
 
 class WriteAwaitedTable(faust.Table):  # type: ignore[misc]
-    """faust's table, each changelog write kept for the settling of its event."""
+    """faust's table, each changelog write kept for the settling of its event, and each
+    key whose write was refused sent again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refused: set[tuple[int, Any]] = set()  # (partition, key)
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
         sent: FutureMessage = super().send_changelog(*args, **kwargs)
+        sent.add_done_callback(self._on_write_done)
         event = faust.current_event()
         if event is not None:
             _WRITES.setdefault(event, []).append(sent)
         return sent
 
+    def _on_write_done(self, write: FutureMessage) -> None:
+        if write.cancelled() or write.exception() is not None:
+            self._refused.add((write.message.partition, write.message.key))
+            _WITH_REFUSED_WRITES.add(self)
+
+    def send_refused_again(self) -> None:
+        """Send the current value of every key whose write was refused, each once; a
+        refusal again is remembered again."""
+        refused, self._refused = self._refused, set()
+        _WITH_REFUSED_WRITES.discard(self)
+        for partition, key in refused:
+            with _looking_in(partition):
+                found = key in self.data
+                value = self.data[key] if found else None
+            if found:
+                self.send_changelog(partition, key, value)
+            else:
+                self.send_changelog(partition, key, None, value_serializer="raw")
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        given_up = {tp.partition for tp in revoked if tp.topic in self.changelog_topic.topics}
+        self._refused = {(p, key) for p, key in self._refused if p not in given_up}
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+
+@dataclass(frozen=True)
+class _PartitionOnly:
+    partition: int
+
+
+@dataclass(frozen=True)
+class _LookingIn:
+    message: _PartitionOnly
+
+
+@contextlib.contextmanager
+def _looking_in(partition: int) -> Iterator[None]:
+    """faust's RocksDB store looks a key up in the store of the partition of the event
+    being handled, whichever record's settling sends a refused write again."""
+    event = _LookingIn(_PartitionOnly(partition))  # held here: faust's reference is weak
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
+
 
 def pending(event: object) -> bool:
     """Whether ``event`` made table writes the broker has not acknowledged yet (or
-    refused: ``written`` raises why)."""
-    return event is not None and any(not _acknowledged(w) for w in _WRITES.get(event, ()))
+    refused: ``written`` raises why), or a refused write is still to be sent again."""
+    if event is None:
+        return False
+    if any(table._refused for table in _WITH_REFUSED_WRITES):
+        return True
+    return any(not _acknowledged(w) for w in _WRITES.get(event, ()))
 
 
 def _acknowledged(write: FutureMessage) -> bool:
@@ -54,6 +125,8 @@ async def written(event: object) -> None:
     Every record settled within one event waits for all of that event's writes (a
     verdict admitting several declarations: each waits for the others' too), never for
     only those not yet awaited by another: so none is marked before its own write."""
+    for table in list(_WITH_REFUSED_WRITES):
+        table.send_refused_again()  # as writes of ``event``: awaited below
     writes = _WRITES.get(event) if event is not None else None
     awaited = 0
     while writes is not None and awaited < len(writes):

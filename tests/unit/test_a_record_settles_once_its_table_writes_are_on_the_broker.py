@@ -14,11 +14,15 @@ delivery, and the record is read again.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import faust
 import pytest
 from aiokafka.errors import KafkaTimeoutError
+from faust.types import TP, FutureMessage
 
 from gun_contract.settings import Settings
 from gun_hub.runtime import table_writes
@@ -28,6 +32,14 @@ from gun_hub.runtime.settling import Settling
 
 DECLARATIONS = "gun.declarations"
 CLAIMS = "gun.claims"
+
+
+@pytest.fixture(autouse=True)
+def _one_app_per_test() -> Iterator[None]:
+    """A worker process has one app, whose refused writes every settling sends again
+    (table_writes.py); each test here makes an app of its own, never started."""
+    yield
+    table_writes._WITH_REFUSED_WRITES.clear()
 
 
 def _hub_table() -> tuple[HubApp, Any]:
@@ -40,7 +52,7 @@ def _hub_table() -> tuple[HubApp, Any]:
     return app, table
 
 
-def _changelog_writes(app: HubApp) -> list[asyncio.Future[Any]]:
+def _changelog_writes(app: HubApp) -> list[FutureMessage]:
     """What faust's producer buffer holds: the changelog writes not yet sent."""
     pending = app.producer.buffer.pending
     writes = []
@@ -119,7 +131,7 @@ async def test_each_record_waits_for_its_own_writes_only() -> None:
     for offset in (1, 2):
         with as_if_handling(DECLARATIONS, 3, offset):
             cases[f"FR-2026-{offset}".encode()] = b"case"
-            settling.track(_acknowledged(), lambda offset=offset: marked.append(offset))
+            settling.track(_acknowledged(), functools.partial(marked.append, offset))
     first, second = _changelog_writes(app)
     second.set_result(None)
     await _let_tasks_run()
@@ -164,3 +176,123 @@ async def test_a_write_already_refused_still_holds_the_record() -> None:
     assert table_writes.pending(event)  # refused: the settling raises it
     with pytest.raises(KafkaTimeoutError):
         await table_writes.written(event)
+
+
+async def _refused(app: HubApp, settling: Settling) -> None:
+    """The one write faust's buffer holds is refused for good; the agent stops."""
+    [write] = _changelog_writes(app)
+    write.set_exception(KafkaTimeoutError())
+    with pytest.raises(KafkaTimeoutError):
+        await settling.drained()
+
+
+async def test_a_refused_write_is_sent_again_when_its_record_is_read_again() -> None:
+    """The refused value stays in the worker's own store: the record read again finds its
+    case there and writes nothing. Without a new write, the changelog would never get
+    the case, and the next worker to own the partition would restore a table without it
+    (found by review in stop 31). The current value is sent again, and the record waits
+    for it."""
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    with as_if_handling(DECLARATIONS, 5, 9):
+        cases[b"FR-2026-3"] = b"case: requests sent"
+        settling.track(_acknowledged(), lambda: None)
+    await _refused(app, settling)
+
+    marked: list[int] = []
+    with as_if_handling(DECLARATIONS, 5, 9):  # read again: nothing left to write
+        assert cases[b"FR-2026-3"] == b"case: requests sent"
+        settling.track(_acknowledged(), lambda: marked.append(9))
+    await _let_tasks_run()
+    [again] = _changelog_writes(app)
+    assert (again.message.key, again.message.value) == (b"FR-2026-3", b"case: requests sent")
+    assert again.message.partition == 5
+    assert marked == []
+    again.set_result(None)
+    await settling.drained()
+    assert marked == [9]
+    assert _changelog_writes(app) == []  # sent again once, not at every record
+
+
+async def test_a_refused_deletion_is_sent_again_as_a_deletion() -> None:
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    with as_if_handling(DECLARATIONS, 1, 3):
+        cases[b"FR-2026-8"] = b"case"
+    _changelog_writes(app)[0].set_result(None)
+    with as_if_handling(DECLARATIONS, 1, 4):
+        del cases[b"FR-2026-8"]
+        settling.track(_acknowledged(), lambda: None)
+    await _refused(app, settling)
+
+    with as_if_handling(DECLARATIONS, 1, 4):
+        settling.track(_acknowledged(), lambda: None)
+    await _let_tasks_run()
+    [again] = _changelog_writes(app)
+    assert (again.message.key, again.message.value) == (b"FR-2026-8", None)
+    again.set_result(None)
+    await settling.drained()
+
+
+async def test_a_record_with_no_writes_of_its_own_waits_for_a_refused_write_sent_again() -> None:
+    """A handler that returned nothing to await is settled through the table writes
+    while one is sent again (runtime/faust_app.py ``handled_agent`` asks ``pending``)."""
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    with as_if_handling(DECLARATIONS, 2, 1):
+        cases[b"FR-2026-5"] = b"case"
+        settling.track(_acknowledged(), lambda: None)
+    await _refused(app, settling)
+    with as_if_handling(DECLARATIONS, 2, 2):
+        event = faust.current_event()
+    assert table_writes.pending(event)
+
+
+async def test_a_refused_write_of_a_partition_this_worker_gave_up_is_forgotten() -> None:
+    """Its next owner restored the partition from the changelog and wrote its own value;
+    this worker's copy is dropped with the partition, and sending it again would
+    overwrite the owner's."""
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    with as_if_handling(DECLARATIONS, 6, 2):
+        cases[b"FR-2026-6"] = b"case"
+        settling.track(_acknowledged(), lambda: None)
+    await _refused(app, settling)
+    changelog = next(iter(cases.changelog_topic.topics))
+    await cases.on_rebalance(set(), {TP(changelog, 6)}, set())
+
+    with as_if_handling(DECLARATIONS, 0, 1):
+        event = faust.current_event()
+    assert not table_writes.pending(event)
+    await table_writes.written(event)
+    assert _changelog_writes(app) == []
+
+
+async def test_a_refused_write_is_sent_again_from_its_own_partition_s_store(
+    tmp_path: Path,
+) -> None:
+    """faust's RocksDB store looks a key up in the store of the partition of the event
+    being handled: sent again while another partition's record settles, the case must
+    still be found in its own (not taken for deleted)."""
+    app = HubApp(
+        "table-writes-rocksdb-test",
+        broker="kafka://127.0.0.1:9",
+        store="rocksdb://",
+        datadir=str(tmp_path),
+    )
+    cases = _raw_table(app, Settings(), "cases")
+    cases._verified_source_topics_for_partitions.update({DECLARATIONS, CLAIMS})
+    settling = Settling(limit=10)
+    with as_if_handling(DECLARATIONS, 5, 9):
+        cases[b"FR-2026-7"] = b"case: requests sent"
+        settling.track(_acknowledged(), lambda: None)
+    await _refused(app, settling)
+
+    with as_if_handling(DECLARATIONS, 2, 40):  # another partition's record settles
+        settling.track(_acknowledged(), lambda: None)
+    await _let_tasks_run()
+    [again] = _changelog_writes(app)
+    assert (again.message.key, again.message.value) == (b"FR-2026-7", b"case: requests sent")
+    assert again.message.partition == 5
+    again.set_result(None)
+    await settling.drained()

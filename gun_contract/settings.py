@@ -361,6 +361,12 @@ class WebSettings(BaseModel):
         "credentials required); 0 turns it off. Needs officers_file.",
     )
     officer_host: str = Field("127.0.0.1", description="Address of the officer listener.")
+    trusted_proxies: str = Field(
+        "",
+        description="Reverse proxies (addresses or networks, comma-separated) believed "
+        "about whose request it is (X-Forwarded-For): a wrong password holds that client's "
+        "new sign-ins, not everyone's behind the proxy. Empty: the connection's address.",
+    )
     tls_cert: Path | None = Field(
         None, description="PEM certificate chain: both listeners serve HTTPS with it."
     )

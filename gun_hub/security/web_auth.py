@@ -44,6 +44,8 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
+from gun_hub.security.client_address import ClientAddresses
+
 log = logging.getLogger(__name__)
 
 TOKEN_ALG = "ES256"  # noqa: S105 - an algorithm name, not a secret
@@ -485,7 +487,9 @@ class OfficerGate:
     officer is never held, nor is another address. One check at a time per address, and
     the requests of one sign-in made meanwhile (a page's) share its check. Behind a
     reverse proxy the address is the proxy's: every failure behind it holds everyone's new
-    sign-ins, doubling.
+    sign-ins, doubling, unless the proxy is trusted to name the client
+    (``web.trusted_proxies``, security/client_address.py). An IPv6 client is held by its
+    /64 network.
     """
 
     path: Path
@@ -549,9 +553,10 @@ class OfficerGate:
 
     def retry_after(self, client: str | None) -> float:
         """Seconds until ``client`` is checked again (0: now)."""
-        if client is None or client not in self._failures:
+        if client is None:
             return 0.0
-        return max(0.0, self._failures[client][1] - self.clock())
+        failed = self._failures.get(ClientAddresses.held_as(client))
+        return 0.0 if failed is None else max(0.0, failed[1] - self.clock())
 
     def _failed(self, client: str | None, now: float) -> None:
         if client is None:
@@ -570,6 +575,8 @@ class OfficerGate:
         checks wait: the caller answers 503; ``throttled`` while ``client``, the
         address, waits after a failure: 429, ``retry_after``)."""
         name, password = basic_credentials(authorization)
+        if client is not None:
+            client = ClientAddresses.held_as(client)  # one IPv6 /64 is one client
         encoded = self._known().get(name, "")
         memo = hmac.new(self._secret, f"{name}\0{password}\0{encoded}".encode(), "sha256").digest()
         now = self.clock()
@@ -578,7 +585,9 @@ class OfficerGate:
             return name
         same = self._in_flight.get(memo)
         if same is not None:  # the same sign-in already being checked (a page's requests)
-            ok = await asyncio.shield(same)
+            if not await asyncio.shield(same):  # its failure counted once, by its check
+                raise Unauthenticated("password", f"officer {name!r} not authenticated")
+            ok = True
         else:
             if self.retry_after(client) > 0:
                 raise Unauthenticated("throttled", "wrong credentials from this address just now")

@@ -30,6 +30,7 @@ from gun_contract.settings import WebSettings
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import OpsView
+from gun_hub.security.client_address import ClientAddresses
 from gun_hub.security.web_auth import OfficerGate, PortalKeys, TokenPolicy, TraderTokens
 from gun_hub.web.common import Bounds
 from gun_hub.web.dead_letters import DeadLetterDesk
@@ -112,6 +113,10 @@ def build_web(
     if settings.trader_port == settings.officer_port:
         raise WebConfigError("GUN_HUB_WEB__TRADER_PORT and __OFFICER_PORT must differ")
     tls = tls_of(settings)
+    try:
+        clients = ClientAddresses.parse(settings.trusted_proxies)
+    except ValueError as unreadable:
+        raise WebConfigError(f"GUN_HUB_WEB__TRUSTED_PROXIES: {unreadable}") from None
     # A reader per listener (threads, questions waiting): a trader keeping lookups in
     # flight fills its own, never the officers' (stop 30, found by review).
     readers: dict[str, ViewReader] = {}
@@ -130,7 +135,7 @@ def build_web(
     listeners: list[Listener] = []
     if settings.trader_port:
         tokens = trader_tokens(settings, "GUN_HUB_WEB__TRADER_PORT")
-        app = trader_app(reader_for("trader"), tokens, frozenset(confidential))
+        app = trader_app(reader_for("trader"), tokens, frozenset(confidential), clients)
         listeners.append(Listener("trader", app, settings.trader_host, settings.trader_port, tls))
     if settings.officer_port:
         if settings.officers_file is None:
@@ -151,6 +156,7 @@ def build_web(
             bounds,
             desk=desk,
             rollout=rollout,
+            clients=clients,
         )
         listeners.append(
             Listener("officer", app, settings.officer_host, settings.officer_port, tls)

@@ -30,6 +30,7 @@ from aiohttp import web
 
 from gun_hub.ops.dashboard import DASHBOARD_ASSETS, live_figures, view_figures
 from gun_hub.ops.lag_metrics import OpsState
+from gun_hub.security.client_address import PEERS_ONLY, ClientAddresses
 from gun_hub.security.web_auth import OfficerGate, Unauthenticated
 from gun_hub.web.common import (
     DOCUMENT,
@@ -106,23 +107,26 @@ def officer_app(
     today: Callable[[], Any] = lambda: datetime.now(UTC).date(),
     desk: DeadLetterDesk | None = None,
     rollout: RolloutDesk | None = None,
+    clients: ClientAddresses = PEERS_ONLY,
 ) -> web.Application:
-    """The aiohttp application of the officer listener."""
+    """The aiohttp application of the officer listener; ``clients`` says whose request it
+    is behind a trusted proxy (a wrong password holds that client's sign-ins)."""
     recent: Recent[dict[str, Any]] = Recent(_STATS_SHARED_S)
     refusals = RefusalLog(log, "officer")
 
     @web.middleware
     async def officers_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        client = clients.client(request.remote, request.headers.getall("X-Forwarded-For", []))
         try:
             request[OFFICER] = await officers.verify(
-                request.headers.get("Authorization"), client=request.remote
+                request.headers.get("Authorization"), client=client
             )
         except Unauthenticated as refused:
-            refusals.refused(request.remote, refused.reason, str(refused))
+            refusals.refused(client, refused.reason, str(refused))
             if refused.reason == "busy":
                 return refuse(503, "too many sign-ins at once: try again", {"Retry-After": "1"})
             if refused.reason == "throttled":
-                wait = max(1, math.ceil(officers.retry_after(request.remote)))
+                wait = max(1, math.ceil(officers.retry_after(client)))
                 return refuse(
                     429, "wrong credentials just now: try again later", {"Retry-After": str(wait)}
                 )

@@ -17,6 +17,7 @@ from collections.abc import Collection
 
 from aiohttp import web
 
+from gun_hub.security.client_address import PEERS_ONLY, ClientAddresses
 from gun_hub.security.web_auth import TraderTokens, Unauthenticated, bearer_token
 from gun_hub.web.common import REFERENCE, RefusalLog, answer, from_view, refuse
 from gun_hub.web.queries import ViewReader
@@ -28,16 +29,21 @@ _CHALLENGE = 'Bearer realm="gun-hub", error="invalid_token"'
 
 
 def trader_app(
-    reader: ViewReader | None, tokens: TraderTokens, confidential: Collection[str]
+    reader: ViewReader | None,
+    tokens: TraderTokens,
+    confidential: Collection[str],
+    clients: ClientAddresses = PEERS_ONLY,
 ) -> web.Application:
-    """The aiohttp application of the trader listener."""
+    """The aiohttp application of the trader listener (``clients``: whose request a
+    refusal is logged for, behind a trusted proxy)."""
     refusals = RefusalLog(log, "trader")
 
     async def declaration(request: web.Request) -> web.StreamResponse:
         try:
             eori = tokens.verify(bearer_token(request.headers.get("Authorization")))
         except Unauthenticated as refused:
-            refusals.refused(request.remote, refused.reason, str(refused))
+            client = clients.client(request.remote, request.headers.getall("X-Forwarded-For", []))
+            refusals.refused(client, refused.reason, str(refused))
             return refuse(401, "a valid portal token is required", {"WWW-Authenticate": _CHALLENGE})
         reference = request.match_info["reference"]
         if not REFERENCE.fullmatch(reference):

@@ -409,3 +409,30 @@ async def test_one_address_gets_one_check_at_a_time_and_the_same_sign_in_is_chec
         == ["dave"] * 5
     )
     assert len(checks) == 1
+
+
+async def test_one_wrong_sign_in_shared_by_several_requests_counts_once(tmp_path: Path) -> None:
+    """A dashboard polling with a password changed since sends it several times at once:
+    one check, one failure, not one per request (2 ** 3 times the wait; found by review
+    in stop 31)."""
+    officers = tmp_path / "officers"
+    add_officer(officers, "erin", "right-password-5")
+    gate = OfficerGate(officers, clock=lambda: 0.0, backoff_base_s=1, backoff_cap_s=8)
+    stale = basic_authorization("erin", "the-password-before")
+    refused = await asyncio.gather(
+        *(gate.verify(stale, client="10.0.0.7") for _ in range(4)), return_exceptions=True
+    )
+    assert [r.reason for r in refused if isinstance(r, Unauthenticated)] == ["password"] * 4
+    assert gate.retry_after(client="10.0.0.7") == 1
+
+
+async def test_the_addresses_of_one_ipv6_network_wait_together(tmp_path: Path) -> None:
+    officers = tmp_path / "officers"
+    add_officer(officers, "frank", "right-password-6")
+    gate = OfficerGate(officers, clock=lambda: 0.0, backoff_base_s=1, backoff_cap_s=8)
+    with pytest.raises(Unauthenticated):
+        await gate.verify(basic_authorization("frank", "guess"), client="2001:db8:1:2::10")
+    with pytest.raises(Unauthenticated) as held:
+        await gate.verify(basic_authorization("frank", "guess-2"), client="2001:db8:1:2::11")
+    assert held.value.reason == "throttled"
+    assert gate.retry_after(client="2001:db8:1:3::10") == 0  # another network

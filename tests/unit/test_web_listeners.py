@@ -166,8 +166,12 @@ async def hub(tmp_path: Path, view: OpsView) -> AsyncIterator[Hub]:
         await web.stop()
 
 
-async def get(url: str, authorization: str | None = None) -> tuple[int, Any, Any]:
+async def get(
+    url: str, authorization: str | None = None, forwarded_for: str | None = None
+) -> tuple[int, Any, Any]:
     headers = {"Authorization": authorization} if authorization else {}
+    if forwarded_for is not None:
+        headers["X-Forwarded-For"] = forwarded_for
     async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
         body = await response.read()
         try:
@@ -289,6 +293,31 @@ async def test_wrong_credentials_hold_the_address_s_next_sign_in_for_a_while(hub
     assert body == {"error": "wrong credentials just now: try again later"}
     assert int(headers["Retry-After"]) >= 1
     assert (await get(f"{hub.officer_url}/stats", hub.officer))[0] == 200  # remembered
+
+
+async def test_an_address_a_peer_names_itself_does_not_escape_the_wait(hub: Hub) -> None:
+    """Only a proxy in ``web.trusted_proxies`` is believed about whose request it is."""
+    guess = basic_authorization("alice", "a-guess-at-test-time")
+    assert (await get(f"{hub.officer_url}/stats", guess, "198.51.100.7"))[0] == 401
+    assert (await get(f"{hub.officer_url}/stats", guess, "198.51.100.8"))[0] == 429
+
+
+async def test_behind_a_trusted_proxy_each_client_waits_for_its_own_failures(
+    tmp_path: Path, view: OpsView
+) -> None:
+    settings, _ = settings_for(tmp_path, trusted_proxies="127.0.0.1")
+    web = build_web(settings, view.path, OpsState(), {"dga"})
+    assert web is not None
+    await web.start()
+    try:
+        url = f"http://127.0.0.1:{settings.officer_port}/stats"
+        guess = basic_authorization("alice", "a-guess-at-test-time")
+        assert (await get(url, guess, "198.51.100.7"))[0] == 401
+        assert (await get(url, guess, "198.51.100.7"))[0] == 429
+        officer = basic_authorization("alice", "alice-password-made-at-test-time")
+        assert (await get(url, officer, "198.51.100.8"))[0] == 200  # not held by another's
+    finally:
+        await web.stop()
 
 
 async def test_an_officer_reads_figures_the_full_status_and_the_dashboard(hub: Hub) -> None:

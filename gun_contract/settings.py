@@ -322,6 +322,13 @@ class OpsSettings(BaseModel):
     lag_growing_samples: PositiveInt = Field(
         3, description="Consecutive rising measurements after which a group's lag is flagged."
     )
+    hanging_transaction_s: float = Field(
+        120.0,
+        gt=0,
+        description="A partition whose records have been held behind one open transaction "
+        "this long is logged as a hanging transaction (the broker aborts one left open "
+        "after a minute).",
+    )
     clearance_group: str = Field(
         "gun-clearance", description="Consumer group of the clearance system (lag watched)."
     )

@@ -35,6 +35,19 @@ class GroupLag(BaseModel):
     growing: bool
 
 
+class TransactionHold(BaseModel):
+    """Records a committed reader cannot read yet on one partition: those from an open
+    transaction's first record (the stable end) to the end, whoever wrote them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int
+    stable_end: int
+    records: int
+    since: datetime  # first measured at this stable end
+
+
 class LagSnapshot(BaseModel):
     """One measurement of every watched group, published on ``gun.ops.lag``."""
 
@@ -43,6 +56,7 @@ class LagSnapshot(BaseModel):
     at: datetime
     groups: list[GroupLag]
     partitions: list[PartitionLag]
+    held: list[TransactionHold] = []  # absent from snapshots before stop 32
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -101,7 +115,42 @@ class GrowthWatch:
         return all(later > earlier for earlier, later in itertools.pairwise(history))
 
 
-def snapshot(at: datetime, lags: Iterable[PartitionLag], growth: GrowthWatch) -> LagSnapshot:
+def transaction_holds(
+    ends: Mapping[TopicPartition, int],
+    stable_ends: Mapping[TopicPartition, int],
+    before: Iterable[TransactionHold],
+    at: datetime,
+) -> list[TransactionHold]:
+    """The partitions whose stable end (what a committed reader may read up to) is short
+    of their end: an open transaction holds what follows its first record. A hold keeps
+    the date it was first measured at while its stable end stays put (``before``: the
+    last measurement's): the broker aborts a transaction past its timeout, so a hold much
+    older than that is a transaction hanging (KAFKA-12671), for an operator to abort."""
+    earlier = {(h.topic, h.partition, h.stable_end): h.since for h in before}
+    held = []
+    for (topic, partition), end in sorted(ends.items()):
+        stable = stable_ends.get((topic, partition))
+        if stable is None or stable >= end:
+            continue
+        since = earlier.get((topic, partition, stable), at)
+        held.append(
+            TransactionHold(
+                topic=topic,
+                partition=partition,
+                stable_end=stable,
+                records=end - stable,
+                since=since,
+            )
+        )
+    return held
+
+
+def snapshot(
+    at: datetime,
+    lags: Iterable[PartitionLag],
+    growth: GrowthWatch,
+    held: Iterable[TransactionHold] = (),
+) -> LagSnapshot:
     """Aggregate partition lags per group and flag growing ones."""
     partitions = list(lags)
     totals: dict[str, int] = {}
@@ -111,4 +160,4 @@ def snapshot(at: datetime, lags: Iterable[PartitionLag], growth: GrowthWatch) ->
         GroupLag(group=group, lag=total, growing=growth.observe(group, total))
         for group, total in sorted(totals.items())
     ]
-    return LagSnapshot(at=at, groups=groups, partitions=partitions)
+    return LagSnapshot(at=at, groups=groups, partitions=partitions, held=list(held))

@@ -16,13 +16,15 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from gun_contract.health import CircuitStatus, PartnerHealth
-from gun_hub.ops.lag import LagSnapshot
+from gun_hub.ops.lag import LagSnapshot, TransactionHold
 
 LAG = "kafka_consumergroup_lag"
 LAG_SUM = "kafka_consumergroup_lag_sum"
 GROUP_OFFSET = "kafka_consumergroup_current_offset"
 TOPIC_OFFSET = "kafka_topic_partition_current_offset"
 LAG_GROWING = "gun_hub_consumergroup_lag_growing"
+HELD_RECORDS = "gun_hub_partition_open_transaction_records"
+HELD_AGE = "gun_hub_partition_open_transaction_age_seconds"
 CIRCUIT = "gun_hub_partner_circuit_state"
 PENDING = "gun_hub_partner_pending_operations"
 HEARTBEAT_AGE = "gun_hub_partner_heartbeat_age_seconds"
@@ -85,6 +87,30 @@ class OpsCollector(Collector):
             for g in snapshot.groups:
                 growing.add_metric([g.group], 1 if g.growing else 0)
         yield from (lag, lag_sum, offset, end, growing)
+        yield from self._held(snapshot.held if snapshot is not None else [])
+
+    @staticmethod
+    def _held(held: list[TransactionHold]) -> Iterator[GaugeMetricFamily]:
+        """Only partitions where something is held: absent is nothing held."""
+        records = GaugeMetricFamily(
+            HELD_RECORDS,
+            "Records committed readers cannot read yet: from an open transaction's first "
+            "record to the end of the partition, whoever wrote them.",
+            labels=["topic", "partition"],
+        )
+        age = GaugeMetricFamily(
+            HELD_AGE,
+            "Seconds the partition's stable end has not moved while records are held; "
+            "much more than the broker's transaction timeout: a hanging transaction.",
+            labels=["topic", "partition"],
+        )
+        now = time.time()
+        for hold in held:
+            records.add_metric([hold.topic, str(hold.partition)], hold.records)
+            age.add_metric(
+                [hold.topic, str(hold.partition)], max(0.0, now - hold.since.timestamp())
+            )
+        yield from (records, age)
 
     def _partners(self) -> Iterator[GaugeMetricFamily]:
         circuit = GaugeMetricFamily(

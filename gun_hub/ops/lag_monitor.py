@@ -28,7 +28,15 @@ from gun_contract.kafka.admin import partitions_of
 from gun_contract.kafka.client import ClientConfig, from_settings
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry
-from gun_hub.ops.lag import GrowthWatch, LagSnapshot, PartitionLag, partition_lags, snapshot
+from gun_hub.ops.lag import (
+    GrowthWatch,
+    LagSnapshot,
+    PartitionLag,
+    TransactionHold,
+    partition_lags,
+    snapshot,
+    transaction_holds,
+)
 from gun_hub.ops.lag_metrics import OpsState
 
 log = logging.getLogger(__name__)
@@ -68,21 +76,34 @@ class LagMonitor:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         admin: AIOKafkaAdminClient | None = None,
         offsets: AIOKafkaConsumer | None = None,
+        stable_offsets: AIOKafkaConsumer | None = None,
+        hanging_after_s: float = 120.0,
     ) -> None:
         self._connect = connect
         self._groups = groups
         self._growth = GrowthWatch(growing_after)
         self._clock = clock
-        # Reads offsets only: the admin client for the groups' commits, a group-less
-        # consumer for the partitions' ends (made here unless given, as in tests).
-        if admin is None or offsets is None:
+        self._hanging_after_s = hanging_after_s
+        # Reads offsets only: the admin client for the groups' commits, group-less
+        # consumers for the partitions' ends and their stable ends (the end a committed
+        # reader sees: an open transaction's first record), made here unless given.
+        if admin is None or offsets is None or stable_offsets is None:
             options = connect.options()
             admin = admin or AIOKafkaAdminClient(**options, client_id="gun-hub-lag-monitor")
             offsets = offsets or AIOKafkaConsumer(
                 **options, client_id="gun-hub-lag-monitor", group_id=None
             )
+            stable_offsets = stable_offsets or AIOKafkaConsumer(
+                **options,
+                client_id="gun-hub-lag-monitor",
+                group_id=None,
+                isolation_level="read_committed",
+            )
         self._admin = admin
         self._offsets = offsets
+        self._stable_offsets = stable_offsets
+        self._held: list[TransactionHold] = []  # the last measurement's
+        self._warned: set[tuple[str, int, int]] = set()  # holds logged as hanging
         self._failing: set[str] = set()  # what is logged as not describable, until it is
 
     @classmethod
@@ -92,13 +113,16 @@ class LagMonitor:
             from_settings(settings.kafka),
             watched_groups(topics, settings.hub.app_id, settings.ops.clearance_group),
             growing_after=settings.ops.lag_growing_samples,
+            hanging_after_s=settings.ops.hanging_transaction_s,
         )
 
     async def start(self) -> None:
         await self._admin.start()
         await self._offsets.start()
+        await self._stable_offsets.start()
 
     async def stop(self) -> None:
+        await self._stable_offsets.stop()
         await self._offsets.stop()
         await self._admin.close()
 
@@ -115,9 +139,13 @@ class LagMonitor:
             group: {*watched_topics(self._groups, group), *(tp.topic for tp in committed)}
             for group, committed in committed_by_group.items()
         }
-        existing = await self._partitions(set().union(*read.values()))
+        # Every watched topic's ends, whether or not its group could be described: what an
+        # open transaction holds is the topic's, for every reader.
+        watched = {topic for w in self._groups for topic in w.topics}
+        existing = await self._partitions(watched.union(*read.values()))
         ends: dict[TopicPartition, int] = {}
         starts: dict[TopicPartition, int] = {}
+        stable_ends: dict[TopicPartition, int] = {}
         for topic, numbers in sorted(existing.items()):
             tps = [TopicPartition(topic, p) for p in numbers]
             topic_ends = await self._attempt(f"topic {topic}", self._offsets.end_offsets(tps))
@@ -127,6 +155,11 @@ class LagMonitor:
             if topic_ends is not None and topic_starts is not None:
                 ends.update(topic_ends)
                 starts.update(topic_starts)
+                # asked after the ends: a transaction begun in between reads as nothing held
+                topic_stable = await self._attempt(
+                    f"topic {topic}", self._stable_offsets.end_offsets(tps)
+                )
+                stable_ends.update(topic_stable or {})
         lags: list[PartitionLag] = []
         for group, committed in committed_by_group.items():
             wanted = [tp for tp in ends if tp.topic in read[group]]
@@ -136,7 +169,30 @@ class LagMonitor:
                 _by_name({tp: ends[tp] for tp in wanted}),
                 _by_name({tp: starts[tp] for tp in wanted}),
             )
-        return snapshot(self._clock(), lags, self._growth)
+        at = self._clock()
+        self._held = transaction_holds(_by_name(ends), _by_name(stable_ends), self._held, at)
+        self._warn_of_hanging(at)
+        return snapshot(at, lags, self._growth, self._held)
+
+    def _warn_of_hanging(self, at: datetime) -> None:
+        """Once per hold older than ``hanging_after_s`` (the metric says it all along)."""
+        hanging = {
+            (h.topic, h.partition, h.stable_end): h
+            for h in self._held
+            if (at - h.since).total_seconds() >= self._hanging_after_s
+        }
+        for key, hold in hanging.items():
+            if key not in self._warned:
+                log.warning(
+                    "%s[%d]: %d record(s) held behind a transaction open since %s, longer "
+                    "than any transaction timeout: a hanging transaction? "
+                    "(kafka-transactions.sh find-hanging, then abort)",
+                    hold.topic,
+                    hold.partition,
+                    hold.records,
+                    hold.since.isoformat(timespec="seconds"),
+                )
+        self._warned = set(hanging)
 
     async def _partitions(self, topics: set[str]) -> dict[str, list[int]]:
         """Partitions of the existing topics; one that cannot be described is left out."""

@@ -8,7 +8,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from gun_contract.health import CircuitStatus, PartnerHealth
 from gun_contract.topics import topic_registry
-from gun_hub.ops.lag import GrowthWatch, partition_lags, snapshot
+from gun_hub.ops.lag import (
+    GrowthWatch,
+    TransactionHold,
+    partition_lags,
+    snapshot,
+    transaction_holds,
+)
 from gun_hub.ops.lag_metrics import OpsCollector, OpsState
 from gun_hub.ops.lag_monitor import watched_groups
 
@@ -113,3 +119,49 @@ def test_partner_health_is_exposed_as_one_state_set_per_authority() -> None:
         if line.startswith("gun_hub_partner_heartbeat_age_seconds")
     )
     assert 2.5 < float(age.split()[-1]) < 60
+
+
+# -- records held behind an open transaction -------------------------------------------------
+# A consumer that reads committed records only (the hub, since stop 31) reads nothing past
+# an open transaction's first record, whoever wrote what follows it. The broker aborts a
+# transaction left open past its timeout (a minute here), but a "hanging" transaction
+# (KAFKA-12671) holds its partition until an operator aborts it (kafka-transactions.sh).
+
+
+def test_records_behind_an_open_transaction_are_counted_per_partition() -> None:
+    held = transaction_holds(
+        ends={("gun.declarations", 0): 10, ("gun.declarations", 1): 5},
+        stable_ends={("gun.declarations", 0): 7, ("gun.declarations", 1): 5},
+        before=[],
+        at=NOW,
+    )
+    assert held == [
+        TransactionHold(topic="gun.declarations", partition=0, stable_end=7, records=3, since=NOW)
+    ]
+
+
+def test_a_hold_is_dated_from_when_its_stable_end_stopped_moving() -> None:
+    first = transaction_holds({("t", 0): 10}, {("t", 0): 7}, [], NOW)
+    later = NOW + timedelta(seconds=90)
+    [still] = transaction_holds({("t", 0): 12}, {("t", 0): 7}, first, later)
+    assert (still.records, still.since) == (5, NOW)
+    [moved] = transaction_holds({("t", 0): 12}, {("t", 0): 9}, first, later)
+    assert (moved.records, moved.since) == (3, later)  # another transaction, held anew
+    assert transaction_holds({("t", 0): 12}, {("t", 0): 12}, first, later) == []
+
+
+def test_held_records_and_how_long_are_exposed_per_partition() -> None:
+    at = datetime.now(UTC) - timedelta(seconds=40)
+    held = [
+        TransactionHold(topic="gun.declarations", partition=2, stable_end=7, records=3, since=at)
+    ]
+    text = exposition(OpsState(lag=snapshot(NOW, [], GrowthWatch(), held)))
+    where = 'partition="2",topic="gun.declarations"'
+    assert f"gun_hub_partition_open_transaction_records{{{where}}} 3.0" in text
+    age = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("gun_hub_partition_open_transaction_age_seconds")
+    )
+    assert where in age
+    assert 39 < float(age.split()[-1]) < 120

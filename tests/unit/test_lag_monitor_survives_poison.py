@@ -78,6 +78,7 @@ def monitor(admin: FakeAdmin, offsets: FakeOffsets | None = None) -> LagMonitor:
         GROUPS,
         admin=admin,
         offsets=offsets or FakeOffsets(),
+        stable_offsets=offsets or FakeOffsets(),
     )
 
 

@@ -17,8 +17,9 @@ A write refused for good stops the agent and its record is read again, but the v
 stays in the worker's own store: the handler finds its case there and writes nothing, so
 the changelog would never get it, and the partition's next owner would restore a table
 without it (found by review in stop 31). So a table remembers each key whose write was
-refused, and the next settling sends the key's current value (or its deletion) again
-and waits for it, as for a write of its own. A partition the worker gives up takes its
+refused, the next settling sends the key's current value (or its deletion) again, and
+every settling waits for what was sent again until the broker has it (the record that
+made it included, whichever record's settling sent it). A partition the worker gives up takes its
 refused keys with it: the store drops its copy, and the next owner writes its own.
 """
 
@@ -37,6 +38,9 @@ from faust.types import TP, FutureMessage
 
 _WRITES: weakref.WeakKeyDictionary[object, list[FutureMessage]] = weakref.WeakKeyDictionary()
 _WITH_REFUSED_WRITES: weakref.WeakSet[WriteAwaitedTable] = weakref.WeakSet()
+# Refused writes sent again and not acknowledged yet: every settling waits for them, not
+# only the one that sent them (the record that made one, read again, writes nothing).
+_SENT_AGAIN: set[FutureMessage] = set()
 
 
 class WriteAwaitedTable(faust.Table):  # type: ignore[misc]
@@ -70,9 +74,11 @@ class WriteAwaitedTable(faust.Table):  # type: ignore[misc]
                 found = key in self.data
                 value = self.data[key] if found else None
             if found:
-                self.send_changelog(partition, key, value)
+                again = self.send_changelog(partition, key, value)
             else:
-                self.send_changelog(partition, key, None, value_serializer="raw")
+                again = self.send_changelog(partition, key, None, value_serializer="raw")
+            _SENT_AGAIN.add(again)
+            again.add_done_callback(_SENT_AGAIN.discard)  # refused: the key is refused again
 
     async def on_rebalance(
         self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
@@ -109,7 +115,7 @@ def pending(event: object) -> bool:
     refused: ``written`` raises why), or a refused write is still to be sent again."""
     if event is None:
         return False
-    if any(table._refused for table in _WITH_REFUSED_WRITES):
+    if _SENT_AGAIN or any(table._refused for table in _WITH_REFUSED_WRITES):
         return True
     return any(not _acknowledged(w) for w in _WRITES.get(event, ()))
 
@@ -126,7 +132,9 @@ async def written(event: object) -> None:
     verdict admitting several declarations: each waits for the others' too), never for
     only those not yet awaited by another: so none is marked before its own write."""
     for table in list(_WITH_REFUSED_WRITES):
-        table.send_refused_again()  # as writes of ``event``: awaited below
+        table.send_refused_again()
+    if _SENT_AGAIN:
+        await asyncio.gather(*_SENT_AGAIN)  # whoever sent them: the record that made one too
     writes = _WRITES.get(event) if event is not None else None
     awaited = 0
     while writes is not None and awaited < len(writes):

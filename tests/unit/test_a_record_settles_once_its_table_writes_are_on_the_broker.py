@@ -40,6 +40,7 @@ def _one_app_per_test() -> Iterator[None]:
     (table_writes.py); each test here makes an app of its own, never started."""
     yield
     table_writes._WITH_REFUSED_WRITES.clear()
+    table_writes._SENT_AGAIN.clear()
 
 
 def _hub_table() -> tuple[HubApp, Any]:
@@ -295,4 +296,57 @@ async def test_a_refused_write_is_sent_again_from_its_own_partition_s_store(
     assert (again.message.key, again.message.value) == (b"FR-2026-7", b"case: requests sent")
     assert again.message.partition == 5
     again.set_result(None)
+    await settling.drained()
+
+
+async def test_every_record_waits_for_a_refused_write_sent_again_until_it_is_acknowledged() -> None:
+    """Whichever record's settling sends it again, the record that made it (read again,
+    nothing left to write) is not marked before it is on the broker (found by review in
+    stop 32: it was awaited by the record that happened to send it only)."""
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    with as_if_handling(DECLARATIONS, 5, 9):
+        cases[b"FR-2026-3"] = b"case: requests sent"
+        settling.track(_acknowledged(), lambda: None)
+    await _refused(app, settling)
+    marked: list[str] = []
+    with as_if_handling(DECLARATIONS, 0, 1):  # another record settles first: sends it again
+        settling.track(_acknowledged(), lambda: marked.append("other"))
+    await _let_tasks_run()
+    [again] = _changelog_writes(app)
+    with as_if_handling(DECLARATIONS, 5, 9):  # the record read again: nothing to write
+        event = faust.current_event()
+        assert table_writes.pending(event)
+        settling.track(_acknowledged(), lambda: marked.append("read again"))
+    await _let_tasks_run()
+    assert marked == []
+    again.set_result(None)
+    await settling.drained()
+    assert sorted(marked) == ["other", "read again"]
+    assert not table_writes.pending(event)
+
+
+async def test_a_write_refused_again_fails_every_record_waiting_for_it_and_is_sent_anew() -> None:
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    with as_if_handling(DECLARATIONS, 5, 9):
+        cases[b"FR-2026-3"] = b"case"
+        settling.track(_acknowledged(), lambda: None)
+    await _refused(app, settling)
+    let_go: list[int] = []
+    for offset in (1, 2):
+        with as_if_handling(DECLARATIONS, 0, offset):
+            settling.track(_acknowledged(), lambda: None, functools.partial(let_go.append, offset))
+    await _let_tasks_run()
+    [again] = _changelog_writes(app)
+    again.set_exception(KafkaTimeoutError())
+    with pytest.raises(KafkaTimeoutError):
+        await settling.drained()
+    assert sorted(let_go) == [1, 2]
+    with as_if_handling(DECLARATIONS, 0, 1):
+        settling.track(_acknowledged(), lambda: None)
+    await _let_tasks_run()
+    [anew] = _changelog_writes(app)
+    assert anew.message.key == b"FR-2026-3"
+    anew.set_result(None)
     await settling.drained()

@@ -141,6 +141,7 @@ class _HeaderRule:
         )
 
 
+MESSAGE_ID_MAX_CHARS = 128  # a jti: a UUID's 36 characters, with room to spare
 _CLAIMS = {"iss": "str", "aud": "str", "iat": "int", "exp": "int", "jti": "str", "topic": "str"}
 _SIGNED_CLAIMS = {"iss": "str", "iat": "int", "topic": "str"}
 _ENVELOPE_JWS = _HeaderRule.with_claims(_CLAIMS)
@@ -433,6 +434,13 @@ class JoseEnvelope:
             content_type = ContentType(header["cty"])
         except (KeyError, TypeError, ValueError):
             raise EnvelopeRejected(Kind.MALFORMED, "protected header lacks a claim") from None
+        if not 0 < len(message_id) <= MESSAGE_ID_MAX_CHARS or not message_id.isprintable():
+            # The key of the hub's claim and of every replay memory: a lone surrogate
+            # (valid JSON, no UTF-8) made it unencodable after the hub had put the
+            # declaration waiting for its claim, holding its partition (stop 32, review).
+            raise EnvelopeRejected(
+                Kind.MALFORMED, f"jti: not 1 to {MESSAGE_ID_MAX_CHARS} printable characters"
+            )
         # Freshness is judged when the broker accepted the record (its log-append time),
         # not when this reader reads it: a backlog read an hour or days later is as fresh
         # as when it was written. Without a broker time, the reader's clock stands in.

@@ -336,7 +336,6 @@ class AdmissionGate:
         waiting = Waiting(source, data, unsealed.document, message_id or "", read_as=original)
         if message_id is None:
             return outbox, self._admissions.admit_without_claim(waiting)
-        self._admissions.wait(waiting)
         claim = Claim(
             message_id,
             unsealed.accept_until,
@@ -344,12 +343,12 @@ class AdmissionGate:
             accepted_at,
             original.describe() if original is not None else None,
         )
-        outbox.add(
-            self._topic,
-            message_id.encode(),
-            claim.to_bytes(),
-            partition=claim_partition(message_id, self._partitions),
-        )
+        # Built before anything waits for it: a claim that cannot be built must not leave
+        # its declaration (and every one after it on its partition) waiting for good.
+        key, value = message_id.encode(), claim.to_bytes()
+        partition = claim_partition(message_id, self._partitions)
+        self._admissions.wait(waiting)
+        outbox.add(self._topic, key, value, partition=partition)
         return outbox, []
 
     def settle(self, verdict: ClaimVerdict) -> list[Waiting]:

@@ -213,6 +213,31 @@ def test_a_signed_header_missing_a_claim_is_refused(keys_dir: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "message_id",
+    ["\ud800", "", "two\nlines", "x" * 129, "tab\there"],
+    ids=["lone-surrogate", "empty", "newline", "too-long", "tab"],
+)
+def test_a_message_id_that_is_not_a_short_printable_text_is_malformed(
+    keys_dir: Path, message_id: str
+) -> None:
+    """A ``jti`` is the key of the hub's claim and of every replay memory: one that is
+    not text (a lone surrogate cannot be encoded) held its declaration, and every
+    declaration after it on its partition, for good (found by review in stop 32)."""
+    sealed = encrypt(signed_request(keys_dir, jti=message_id), encryption_key(keys_dir, "dgal"))
+    with pytest.raises(EnvelopeRejected) as rejection:
+        envelope_of("dgal", TOPICS, keys_dir).open(sealed, topic=REQUESTS_DGAL)
+    assert rejection.value.kind is Kind.MALFORMED
+    assert "jti: not 1 to 128 printable characters" in str(rejection.value)
+
+
+def test_a_message_id_of_128_printable_characters_any_script_is_accepted(keys_dir: Path) -> None:
+    message_id = ("déclaration-" * 11)[:128]
+    sealed = encrypt(signed_request(keys_dir, jti=message_id), encryption_key(keys_dir, "dgal"))
+    opened = envelope_of("dgal", TOPICS, keys_dir).open(sealed, topic=REQUESTS_DGAL)
+    assert opened.message_id == message_id
+
+
 def _signing_input(keys_dir: Path) -> bytes:
     header = {
         "alg": "ES256",

@@ -141,8 +141,8 @@ class LagMonitor:
         }
         # Every watched topic's ends, whether or not its group could be described: what an
         # open transaction holds is the topic's, for every reader.
-        watched = {topic for w in self._groups for topic in w.topics}
-        existing = await self._partitions(watched.union(*read.values()))
+        all_watched = {topic for w in self._groups for topic in w.topics}
+        existing = await self._partitions(all_watched.union(*read.values()))
         ends: dict[TopicPartition, int] = {}
         starts: dict[TopicPartition, int] = {}
         stable_ends: dict[TopicPartition, int] = {}

@@ -88,6 +88,7 @@ from gun_hub.runtime.faust_app import (
     release_at,
     watch_offsets,
 )
+from gun_hub.runtime.held_declarations import HeldDeclarations
 from gun_hub.runtime.publisher import DecisionPublisher
 from gun_hub.runtime.retention_sweep import RetentionSweep
 from gun_hub.runtime.rollout_follower import RolloutFollower
@@ -564,29 +565,28 @@ def build_hub(settings: Settings) -> Hub:
         elif fetcher.throttled and len(admissions) <= settings.hub.admission_limit // 2:
             await fetcher.unthrottle()
 
+    # Marked once its own effects and its decision are delivered; its decision not
+    # delivered for good, let go of, so that the watchdog reads it again (held for ever,
+    # its partition's commit stopped there; stop 30, found by review).
+    held_declarations = HeldDeclarations(
+        settling,
+        functools.partial(mark_handled_at, app, topics.declarations),
+        functools.partial(release_at, app, topics.declarations),
+    )
+
+    async def decide(waiting: Waiting) -> None:
+        where = waiting.source
+        with as_if_handling(where.topic, where.partition, where.offset):
+            outbox = await _handled(
+                functools.partial(gate.admit, waiting), waiting.sealed, where, topics.dlq, "intake"
+            )
+            settled = await send_outbox(send_record, outbox, where, topics.dlq)
+            held_declarations.decided(where.partition, where.offset, settled)
+
     async def admit(released: list[Waiting]) -> None:
         """Decide each released declaration in log order, then settle its record. From
         the recheck timer too: its table writes go to the declaration's partition."""
-        for waiting in released:
-            where = waiting.source
-            with as_if_handling(where.topic, where.partition, where.offset):
-                outbox = await _handled(
-                    functools.partial(gate.admit, waiting),
-                    waiting.sealed,
-                    where,
-                    topics.dlq,
-                    "intake",
-                )
-                settled = await send_outbox(send_record, outbox, where, topics.dlq)
-                at = (app, where.topic, where.partition, where.offset)
-                # Its decision not delivered for good: let go of it, so that the watchdog
-                # reads it again (held for ever, its partition's commit stopped there;
-                # stop 30, found by review).
-                settling.track(
-                    settled,
-                    functools.partial(mark_handled_at, *at),
-                    otherwise=functools.partial(release_at, *at),
-                )
+        await held_declarations.admit(released, decide)
 
     async def receive_declaration(event: Any) -> bool | Awaitable[None]:
         # Decided with the modes in force, never with defaults before they were read.
@@ -609,27 +609,25 @@ def build_hub(settings: Settings) -> Hub:
 
         outbox = await _handled(receive, data, source, topics.dlq, "intake")
         await hold_no_more_than_the_limit()
-        held = admissions.holds(source.partition, source.offset)
+        released = caused[1] if caused is not None else []
+        # Waiting for its claim's verdict, or a plain declaration decided in this very
+        # event (no claim): either way marked by its decision's settling, once its own
+        # effects are delivered too (held_declarations.py).
+        held = admissions.holds(source.partition, source.offset) or any(
+            waiting.source == source for waiting in released
+        )
         if held:
             # Before the claim leaves: its verdict may settle the record at once.
             hold(app, source.topic, source.partition, source.offset)
         settled = await send_outbox(
             send_record, _joined(arrival.outbox, outbox), source, topics.dlq
         )
-        if caused is not None:
-            await admit(caused[1])
-        if held or admissions.holds(source.partition, source.offset):
-            # Settled by its verdict (admit); a failure to deliver the claim still stops
-            # the agent.
-            settling.track(
-                settled,
-                lambda: None,
-                otherwise=functools.partial(
-                    release_at, app, source.topic, source.partition, source.offset
-                ),
-            )
-            return False
-        return settled
+        if not held:
+            await admit(released)
+            return settled
+        held_declarations.own_effects(source.partition, source.offset, settled)
+        await admit(released)
+        return False
 
     async def on_claims_record(event: Any) -> Awaitable[None] | None:
         source = _source(event)
@@ -650,7 +648,9 @@ def build_hub(settings: Settings) -> Hub:
         return None
 
     async def forget_admissions(_sender: Any, revoked: Any = (), **_: Any) -> None:
-        admissions.forget({tp.partition for tp in revoked if tp.topic == topics.declarations})
+        given_up = {tp.partition for tp in revoked if tp.topic == topics.declarations}
+        admissions.forget(given_up)
+        held_declarations.forget(given_up)
         # The replay memories forget their expiry order of what another worker will now
         # write: seeded again from the table if the partition comes back.
         claimed_ids.release({tp.partition for tp in revoked if tp.topic == topics.claims})

@@ -131,27 +131,31 @@ async def _align_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> 
 
 
 async def last_records(
-    connect: Connect, topic: str, partitions: Sequence[int], timeout_s: float = 30.0
-) -> dict[int, bytes | None]:
-    """The value of the last record of each partition of ``topic`` (None: empty)."""
+    connect: Connect, topic: str, partitions: Sequence[int], count: int, timeout_s: float = 30.0
+) -> dict[int, list[bytes]]:
+    """The values of the last ``count`` records of each partition of ``topic``, oldest
+    first (fewer where it holds fewer; none where it is empty)."""
     consumer = AIOKafkaConsumer(**consumer_options(connect), enable_auto_commit=False)
     try:
         await consumer.start()  # a broker away: no half-started client left behind
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        found: dict[int, bytes | None] = {tp.partition: None for tp in tps}
-        wanted = {tp: ends[tp] - 1 for tp in tps if ends[tp] > 0}
-        for tp, offset in wanted.items():
-            consumer.seek(tp, offset)
+        starts = await consumer.beginning_offsets(tps)
+        found: dict[int, list[bytes]] = {tp.partition: [] for tp in tps}
+        wanted = {tp: ends[tp] for tp in tps if ends[tp] > starts[tp]}
+        for tp in wanted:
+            consumer.seek(tp, max(starts[tp], ends[tp] - count))
         async with asyncio.timeout(timeout_s):
             while wanted:
                 for tp, records in (await consumer.getmany(timeout_ms=500)).items():
                     for record in records:
-                        if wanted.get(tp) == record.offset:
-                            found[tp.partition] = record.value
-                            del wanted[tp]
-                            consumer.pause(tp)
+                        if tp in wanted and record.offset < wanted[tp]:
+                            found[tp.partition].append(record.value or b"")
+                for tp in list(wanted):
+                    if await consumer.position(tp) >= wanted[tp]:  # markers skipped too
+                        del wanted[tp]
+                        consumer.pause(tp)
         return found
     finally:
         await consumer.stop()

@@ -75,7 +75,8 @@ from gun_hub.pipeline.retention import (
     RetentionIndex,
 )
 from gun_hub.runtime import gc_pauses, table_store
-from gun_hub.runtime.audit_resync import resync_audit_heads
+from gun_hub.runtime.audit_lanes import AuditLanes
+from gun_hub.runtime.audit_resync import TAIL_RECORDS, resync_audit_heads
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from gun_hub.runtime.delivery import send_outbox
 from gun_hub.runtime.faust_app import (
@@ -488,6 +489,10 @@ def build_hub(settings: Settings) -> Hub:
             headers=record.headers,
         )
 
+    # Audit links in chain order, each certain to follow the links before it, never
+    # dead-lettered (runtime/audit_lanes.py).
+    audit_links = AuditLanes(topics.audit, send_record)
+
     def agent(topic: Any, name: str, handle: Handler, redrives: RedriveGate | None = None) -> None:
         """One event at a time per partition (order), handled, then its records sent on
         the event's partition and acknowledged (delivery.py). Any record is survivable:
@@ -506,12 +511,16 @@ def build_hub(settings: Settings) -> Hub:
                 )
                 source, accepted_at, checked = arrival.source, arrival.accepted_at, arrival.outbox
                 if not arrival.handle:
-                    return await send_outbox(send_record, checked, source, topics.dlq)
+                    return await send_outbox(
+                        send_record, checked, source, topics.dlq, links=audit_links
+                    )
             read_as, at = source, accepted_at
             outbox = await _handled(
                 lambda: handle(event, read_as, at), _value(event), source, topics.dlq, name
             )
-            return await send_outbox(send_record, _joined(checked, outbox), source, topics.dlq)
+            return await send_outbox(
+                send_record, _joined(checked, outbox), source, topics.dlq, links=audit_links
+            )
 
         handled_agent(app, topic, name, handled, settling)
 
@@ -580,7 +589,7 @@ def build_hub(settings: Settings) -> Hub:
             outbox = await _handled(
                 functools.partial(gate.admit, waiting), waiting.sealed, where, topics.dlq, "intake"
             )
-            settled = await send_outbox(send_record, outbox, where, topics.dlq)
+            settled = await send_outbox(send_record, outbox, where, topics.dlq, links=audit_links)
             held_declarations.decided(where.partition, where.offset, settled)
 
     async def admit(released: list[Waiting]) -> None:
@@ -598,7 +607,9 @@ def build_hub(settings: Settings) -> Hub:
         )
         if not arrival.handle:
             admissions.saw(source.partition, source.offset)
-            return await send_outbox(send_record, arrival.outbox, source, topics.dlq)
+            return await send_outbox(
+                send_record, arrival.outbox, source, topics.dlq, links=audit_links
+            )
         caused: tuple[Effects, list[Waiting]] | None = None
 
         def receive() -> Effects:
@@ -620,7 +631,7 @@ def build_hub(settings: Settings) -> Hub:
             # Before the claim leaves: its verdict may settle the record at once.
             hold(app, source.topic, source.partition, source.offset)
         settled = await send_outbox(
-            send_record, _joined(arrival.outbox, outbox), source, topics.dlq
+            send_record, _joined(arrival.outbox, outbox), source, topics.dlq, links=audit_links
         )
         if not held:
             await admit(released)
@@ -636,11 +647,11 @@ def build_hub(settings: Settings) -> Hub:
             record = read_claims_record(data)
         except ValueError as error:
             outbox = _unhandled(topics.dlq, data, source, "claims", error)
-            return await send_outbox(send_record, outbox, source, topics.dlq)
+            return await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
         if isinstance(record, Claim):
             claim = record
             outbox = await _handled(lambda: judge.judge(claim), data, source, topics.dlq, "claims")
-            return await send_outbox(send_record, outbox, source, topics.dlq)
+            return await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
         # The verdict's effects are the admitted declarations': each of their records is
         # settled by its own delivery (admit).
         await admit(gate.settle(record))
@@ -651,6 +662,7 @@ def build_hub(settings: Settings) -> Hub:
         given_up = {tp.partition for tp in revoked if tp.topic == topics.declarations}
         admissions.forget(given_up)
         held_declarations.forget(given_up)
+        await audit_links.give_up(given_up)  # the next owner goes on from the log
         # The replay memories forget their expiry order of what another worker will now
         # write: seeded again from the table if the partition comes back.
         claimed_ids.release({tp.partition for tp in revoked if tp.topic == topics.claims})
@@ -715,7 +727,9 @@ def build_hub(settings: Settings) -> Hub:
         partitions = sorted({tp.partition for tp in assigned if tp.topic == topics.declarations})
         if partitions:
             await resync_audit_heads(
-                lambda wanted: last_records(from_settings(settings.kafka), topics.audit, wanted),
+                lambda wanted: last_records(
+                    from_settings(settings.kafka), topics.audit, wanted, TAIL_RECORDS
+                ),
                 context.audit,
                 partitions,
             )

@@ -19,6 +19,8 @@ from typing import Protocol
 
 from aiokafka.errors import KafkaError
 
+from gun_hub.runtime.audit_lanes import BATCH
+
 log = logging.getLogger(__name__)
 
 # Reads at most this many times, waiting 0.5 s doubling up to 5 s between them: about 30 s,
@@ -28,11 +30,16 @@ FIRST_WAIT_S = 0.5
 LONGEST_WAIT_S = 5.0
 READ_TIMEOUT_S = 10.0  # one read of the tails (a broker that answers does in milliseconds)
 
-Tails = Callable[[list[int]], Awaitable[dict[int, bytes | None]]]
+# The last records of each partition, oldest first: more than an audit lane sends at once
+# (runtime/audit_lanes.py), since a link sent again within a batch may land after the
+# links that follow it.
+TAIL_RECORDS = 4 * BATCH
+
+Tails = Callable[[list[int]], Awaitable[dict[int, list[bytes]]]]
 
 
 class Chains(Protocol):
-    def resync(self, partition: int, last_record: bytes | None) -> None: ...
+    def resync(self, partition: int, tail: Sequence[bytes]) -> None: ...
 
 
 class AuditHeadsUnknown(RuntimeError):
@@ -46,7 +53,8 @@ async def resync_audit_heads(
     *,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
-    """Take each of ``partitions``' chain heads from the audit topic's last records."""
+    """Take each of ``partitions``' chain heads from the audit topic's last records
+    (``read_tails``: at most ``TAIL_RECORDS`` of each)."""
     wanted = sorted(partitions)
     failure: BaseException | None = None
     for attempt in range(ATTEMPTS):
@@ -66,7 +74,7 @@ async def resync_audit_heads(
             )
             continue
         for partition in wanted:
-            chains.resync(partition, tails.get(partition))
+            chains.resync(partition, tails.get(partition, []))
         return
     named = ", ".join(str(p) for p in wanted)
     raise AuditHeadsUnknown(

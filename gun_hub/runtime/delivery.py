@@ -26,7 +26,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.exceptions import ProducerSendError
@@ -99,7 +99,8 @@ async def _outcomes(queued: Queued) -> list[BaseException | None]:
     return outcomes
 
 
-async def _attempt(send: Send, records: Sequence[OutgoingRecord]) -> list[BaseException | None]:
+async def attempt(send: Send, records: Sequence[OutgoingRecord]) -> list[BaseException | None]:
+    """Send ``records`` once: each one's failure, or None once the broker has it."""
     return await _outcomes(await _queue(send, records))
 
 
@@ -112,19 +113,35 @@ class Retries:
     max_backoff_s: float = 5.0
 
 
+class ChainLinks(Protocol):
+    """Where the audit links go instead (runtime/audit_lanes.py): in chain order, never
+    dead-lettered."""
+
+    topic: str
+
+    def send(self, links: Sequence[OutgoingRecord]) -> Awaitable[object]: ...
+
+
 async def send_outbox(
     send: Send,
     outbox: Effects,
     source: SourcePosition,
     dlq_topic: str,
     retries: Retries = Retries(),
+    *,
+    links: ChainLinks | None = None,
 ) -> Coroutine[Any, Any, None]:
     """Queue ``outbox`` for the event at ``source``; return what, awaited, completes once
     the broker has every record (or its dead letter) and ``after_delivery`` ran. It must be
-    awaited (runtime/settling.py tracks it)."""
+    awaited (runtime/settling.py tracks it). ``links``: the audit links' lanes; their
+    records go there, and the outbox completes once they are in too."""
     records = pinned(outbox, source.partition)
+    linked: Awaitable[object] | None = None
+    if links is not None and any(record.topic == links.topic for record in records):
+        linked = links.send([record for record in records if record.topic == links.topic])
+        records = [record for record in records if record.topic != links.topic]
     queued = await _queue(send, records)
-    return _settle(send, outbox, records, queued, source, dlq_topic, retries)
+    return _settle(send, outbox, records, queued, source, dlq_topic, retries, linked)
 
 
 async def deliver(
@@ -147,18 +164,44 @@ async def _settle(
     source: SourcePosition,
     dlq_topic: str,
     retries: Retries,
+    linked: Awaitable[object] | None = None,
+) -> None:
+    try:
+        await _settle_records(send, records, queued, source, dlq_topic, retries)
+    except BaseException:
+        if isinstance(linked, asyncio.Future):
+            linked.add_done_callback(_retrieved)  # nobody awaits it now
+        raise
+    if linked is not None:
+        await linked
+    for confirm in outbox.after_delivery:
+        confirm()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+async def _settle_records(
+    send: Send,
+    records: list[OutgoingRecord],
+    queued: Queued,
+    source: SourcePosition,
+    dlq_topic: str,
+    retries: Retries,
 ) -> None:
     attempts, backoff_s, max_backoff_s = retries.attempts, retries.backoff_s, retries.max_backoff_s
     pending = records
     undeliverable: list[tuple[OutgoingRecord, BaseException]] = []
-    for attempt in range(attempts):
-        outcomes = await _outcomes(queued) if attempt == 0 else await _attempt(send, pending)
+    for tried in range(attempts):
+        outcomes = await _outcomes(queued) if tried == 0 else await attempt(send, pending)
         failed = [(r, e) for r, e in zip(pending, outcomes, strict=True) if e is not None]
         undeliverable += [(r, e) for r, e in failed if not _retriable(e)]
         pending = [r for r, e in failed if _retriable(e)]
         if not pending:
             break
-        delay = min(max_backoff_s, backoff_s * 2**attempt) * random.uniform(0.5, 1.0)  # noqa: S311
+        delay = min(max_backoff_s, backoff_s * 2**tried) * random.uniform(0.5, 1.0)  # noqa: S311
         log.warning(
             "%d record(s) not yet acknowledged (%s); retrying in %.2fs",
             len(pending),
@@ -170,8 +213,6 @@ async def _settle(
         raise DeliveryFailed(f"{len(pending)} record(s) refused after {attempts} attempts")
     if undeliverable:
         await _dead_letter_undeliverable(send, undeliverable, source, dlq_topic)
-    for confirm in outbox.after_delivery:
-        confirm()
 
 
 async def _dead_letter_undeliverable(
@@ -198,7 +239,7 @@ async def _dead_letter_undeliverable(
             source=source,
             component=COMPONENT,
         )
-    outcomes = await _attempt(send, pinned(letters, source.partition))
+    outcomes = await attempt(send, pinned(letters, source.partition))
     for outcome in outcomes:
         if outcome is not None:
             raise DeliveryFailed(f"a dead letter was refused too: {outcome!r}")

@@ -41,7 +41,7 @@ import hashlib
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -190,29 +190,37 @@ class AuditTrail:
         self._signed_here.discard(partition)
         self._resynced.pop(partition, None)
 
-    def resync(self, partition: int, last_record: bytes | None) -> None:
-        """Take ``partition``'s head from the last record actually on the audit topic.
+    def resync(self, partition: int, tail: Sequence[bytes]) -> None:
+        """Take ``partition``'s head from the last records actually on the audit topic
+        (``tail``, oldest first; empty: the partition holds none).
 
         The head table and the records reach the broker separately: a worker killed in
         between leaves a head with no record (the next link would leave a hole: "record
         missing") or a record with an older head (the next link would fork). The log is
-        the truth; the table follows it at the next append. The count since the last
-        checkpoint is not known from one record: the next append signs at once.
+        the truth; the table follows it at the next append. The head is the highest link
+        of the tail, not the last record: within a batch, a link sent again may land after
+        the links that follow it (runtime/audit_lanes.py). The count since the last
+        checkpoint is not known from the tail: the next append signs at once.
         """
-        if last_record is None:
+        if not tail:
             self._resynced[partition] = ChainHead(0, GENESIS)
             return
-        try:
-            record = json.loads(last_record)
-            head = ChainHead(
-                int(record["seq"]),
-                str(record["hash"]),
-                0 if record.get("kind") == CHECKPOINT else -1,
-                0.0,
-            )
-        except (ValueError, KeyError, TypeError):
-            return  # not a link of ours: keep the table's head (verify reports the rest)
-        self._resynced[partition] = head
+        highest: ChainHead | None = None
+        for value in tail:
+            try:
+                record = json.loads(value)
+                head = ChainHead(
+                    int(record["seq"]),
+                    str(record["hash"]),
+                    0 if record.get("kind") == CHECKPOINT else -1,
+                    0.0,
+                )
+            except (ValueError, KeyError, TypeError):
+                continue  # not a link of ours (verify reports it)
+            if highest is None or head.seq > highest.seq:
+                highest = head
+        if highest is not None:  # else keep the table's head
+            self._resynced[partition] = highest
 
     def _head(self, partition: int) -> ChainHead:
         resynced = self._resynced.get(partition)

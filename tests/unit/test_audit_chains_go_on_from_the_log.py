@@ -13,6 +13,8 @@ that cannot read them stops rather than break the chain.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
@@ -21,10 +23,10 @@ from gun_hub.runtime.audit_resync import AuditHeadsUnknown, resync_audit_heads
 
 class Chains:
     def __init__(self) -> None:
-        self.resynced: dict[int, bytes | None] = {}
+        self.resynced: dict[int, list[bytes]] = {}
 
-    def resync(self, partition: int, last_record: bytes | None) -> None:
-        self.resynced[partition] = last_record
+    def resync(self, partition: int, tail: Sequence[bytes]) -> None:
+        self.resynced[partition] = list(tail)
 
 
 class Broker:
@@ -34,11 +36,11 @@ class Broker:
         self.down_for = down_for
         self.reads = 0
 
-    async def tails(self, partitions: list[int]) -> dict[int, bytes | None]:
+    async def tails(self, partitions: list[int]) -> dict[int, list[bytes]]:
         self.reads += 1
         if self.reads <= self.down_for:
             raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
-        return {p: f"link {p}".encode() for p in partitions}
+        return {p: [f"link {p}".encode()] for p in partitions}
 
 
 async def no_wait(_seconds: float) -> None:
@@ -48,7 +50,7 @@ async def no_wait(_seconds: float) -> None:
 async def test_tails_unreadable_while_the_broker_restarts_are_read_again() -> None:
     chains, broker = Chains(), Broker(down_for=3)
     await resync_audit_heads(broker.tails, chains, [0, 2], sleep=no_wait)
-    assert chains.resynced == {0: b"link 0", 2: b"link 2"}
+    assert chains.resynced == {0: [b"link 0"], 2: [b"link 2"]}
     assert broker.reads == 4
 
 

@@ -22,11 +22,15 @@ class Effects:
     """Records to send, in order, once the handler has updated its state.
 
     ``after_delivery`` runs once every record is acknowledged by the broker (still in the
-    event's context): what must only be recorded once it is certain it left.
+    event's context): what must only be recorded once it is certain it left;
+    ``if_undelivered`` if that will not happen.
     """
 
     records: list[OutgoingRecord] = field(default_factory=list)
     after_delivery: list[Callable[[], None]] = field(default_factory=list)
+    # Run if the delivery fails for good or is given up (the record is read again): what
+    # was noted as on its way is no longer (hub_context.py ``announcing``).
+    if_undelivered: list[Callable[[], None]] = field(default_factory=list)
 
     def add(
         self,

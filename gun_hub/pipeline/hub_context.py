@@ -260,6 +260,9 @@ class HubContext:
         reference, version = case.reference, case.version
         self.announcing.add((reference, version))
         outbox.after_delivery.append(lambda: self._mark_announced(reference, version))
+        # Not delivered after all (the agent stops and starts again in this process): the
+        # record read again announces it again (found by review in stop 32).
+        outbox.if_undelivered.append(lambda: self.announcing.discard((reference, version)))
         if self.retention is not None:
             self.retention.decided(reference, partition)
 

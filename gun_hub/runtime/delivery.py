@@ -171,11 +171,21 @@ async def _settle(
     except BaseException:
         if isinstance(linked, asyncio.Future):
             linked.add_done_callback(_retrieved)  # nobody awaits it now
+        _undo(outbox)
         raise
     if linked is not None:
-        await linked
+        try:
+            await linked
+        except BaseException:
+            _undo(outbox)
+            raise
     for confirm in outbox.after_delivery:
         confirm()
+
+
+def _undo(outbox: Effects) -> None:
+    for undo in outbox.if_undelivered:
+        undo()
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

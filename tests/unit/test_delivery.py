@@ -113,3 +113,31 @@ async def test_a_record_faust_refuses_for_now_is_sent_again() -> None:
     broker = FaustProducer({"gun.status": [KafkaTimeoutError()]})
     await deliver(broker.send, outbox_of("gun.status"), SOURCE, "gun.dlq", Retries(backoff_s=0.001))
     assert [record.topic for record in broker.kept] == ["gun.status"]
+
+
+async def test_what_must_be_undone_if_never_delivered_runs_when_a_delivery_fails_for_good() -> None:
+    broker = Broker({"gun.status": [KafkaTimeoutError()] * 5})
+    outbox = outbox_of("gun.status")
+    undone: list[str] = []
+    outbox.after_delivery.append(lambda: undone.append("confirmed"))
+    outbox.if_undelivered.append(lambda: undone.append("undone"))
+    with pytest.raises(DeliveryFailed):
+        await deliver(broker.send, outbox, SOURCE, "gun.dlq", Retries(attempts=2, backoff_s=0.001))
+    assert undone == ["undone"]
+
+
+async def test_what_must_be_undone_if_never_delivered_runs_when_a_delivery_is_given_up() -> None:
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def held(_record: OutgoingRecord) -> Awaitable[Any]:
+        return never
+
+    outbox = outbox_of("gun.status")
+    undone: list[str] = []
+    outbox.if_undelivered.append(lambda: undone.append("undone"))
+    settling = asyncio.ensure_future(deliver(held, outbox, SOURCE, "gun.dlq"))
+    await asyncio.sleep(0)
+    settling.cancel()  # a partition given up
+    with pytest.raises(asyncio.CancelledError):
+        await settling
+    assert undone == ["undone"]

@@ -85,8 +85,10 @@ class Hub:
         self.correlation = Correlation(context, self.cases)
         self.audit_keeper = AuditKeeper(context)
         self.deadlines = Deadlines(context, self.cases)
-        # The broker acknowledges everything at once, unless a test plays a crash.
+        # The broker acknowledges everything at once, unless a test plays a crash, or a
+        # delivery that fails for good in a worker that goes on.
         self.broker_up = True
+        self.broker_refusing = False
         self.intake.handle = self._delivered(self.intake.handle)  # type: ignore[method-assign]
         self.correlation.handle = self._delivered(self.correlation.handle)  # type: ignore[method-assign]
         self.deadlines.handle = self._delivered(self.deadlines.handle)  # type: ignore[method-assign]
@@ -94,7 +96,10 @@ class Hub:
     def _delivered(self, handle: Callable[..., Effects]) -> Callable[..., Effects]:
         def handled(*args: object) -> Effects:
             outbox = handle(*args)
-            if self.broker_up:
+            if self.broker_refusing:
+                for gone in outbox.if_undelivered:
+                    gone()
+            elif self.broker_up:
                 for confirm in outbox.after_delivery:
                     confirm()
             else:
@@ -275,6 +280,22 @@ def test_a_decision_lost_with_a_dying_worker_is_announced_again_never_lost(hub: 
     assert hub.decision_objects(again)[0].decided_at == hub.decision_objects(first)[0].decided_at
     # Once confirmed, a further redelivery decides nothing.
     assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == []
+
+
+def test_a_decision_whose_delivery_failed_for_good_is_announced_again_by_the_same_worker(
+    hub: Hub,
+) -> None:
+    """A delivery that fails for good stops the agent, and faust's supervisor starts it
+    again in the same process: the decision was still counted as on its way, so the
+    answer read again announced nothing until the worker restarted (found by review in
+    stop 32)."""
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    hub.broker_refusing = True
+    first = hub.answer(sent, "dgal", Verdict.VALID)
+    assert hub.decisions(first) == [("26FR000690I0000012", 1, Outcome.RELEASE)]
+    hub.broker_refusing = False  # the agent started again; the answer is read again
+    again = hub.answer(sent, "dgal", Verdict.VALID)
+    assert hub.decisions(again) == [("26FR000690I0000012", 1, Outcome.RELEASE)]
 
 
 @pytest.mark.parametrize(

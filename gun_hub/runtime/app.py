@@ -320,17 +320,20 @@ def _header_list(headers: Any) -> Headers:
 
 
 def _joined(first: Effects, then: Effects) -> Effects:
-    return Effects(first.records + then.records, first.after_delivery + then.after_delivery)
+    return Effects(
+        first.records + then.records,
+        first.after_delivery + then.after_delivery,
+        first.if_undelivered + then.if_undelivered,
+    )
 
 
-def _closing(reader: LogReader) -> type[Service]:
-    """A service that closes ``reader`` when the app stops."""
+def _closing(name: str, close: Callable[[], Awaitable[None]]) -> type[Service]:
+    """A service that runs ``close`` when the app stops."""
 
-    class ClosingLogReader(Service):  # type: ignore[misc] # mode is untyped
-        async def on_stop(self) -> None:
-            await reader.close()
+    async def on_stop(_self: Service) -> None:
+        await close()
 
-    return ClosingLogReader
+    return type(name, (Service,), {"on_stop": on_stop})
 
 
 @dataclass(slots=True)
@@ -404,7 +407,7 @@ def build_hub(settings: Settings) -> Hub:
     # Reads records back by position: redrives checked against their original, dead
     # letters shown on the officer listener.
     log_reader = LogReader(from_settings(settings.kafka))
-    app.service(_closing(log_reader))
+    app.service(_closing("ClosingLogReader", log_reader.close))
     keys = PartyKeys.load(settings.security.keys_dir, HUB_PARTY)
     # A case quotes every document, war-material licences included: sealed with the hub's
     # state key before faust sees it, so RocksDB and the changelog hold it encrypted.
@@ -492,6 +495,7 @@ def build_hub(settings: Settings) -> Hub:
     # Audit links in chain order, each certain to follow the links before it, never
     # dead-lettered (runtime/audit_lanes.py).
     audit_links = AuditLanes(topics.audit, send_record)
+    app.service(_closing("StoppingAuditLanes", audit_links.stop))
 
     def agent(topic: Any, name: str, handle: Handler, redrives: RedriveGate | None = None) -> None:
         """One event at a time per partition (order), handled, then its records sent on

@@ -50,6 +50,11 @@ class WriteAwaitedTable(faust.Table):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._refused: set[tuple[int, Any]] = set()  # (partition, key)
+        # The changelog partitions this worker owns (None: not told yet, as in tests) and
+        # those being revoked: a refusal there is the next owner's business, never sent
+        # again from here (this worker's copy may be stale, or gone: a deletion).
+        self._owned: set[int] | None = None
+        self._revoking: set[int] = set()
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
         sent: FutureMessage = super().send_changelog(*args, **kwargs)
@@ -61,8 +66,22 @@ class WriteAwaitedTable(faust.Table):  # type: ignore[misc]
 
     def _on_write_done(self, write: FutureMessage) -> None:
         if write.cancelled() or write.exception() is not None:
-            self._refused.add((write.message.partition, write.message.key))
+            partition = write.message.partition
+            if not self._owns(partition):
+                return  # refused after its partition was given up (found by review)
+            self._refused.add((partition, write.message.key))
             _WITH_REFUSED_WRITES.add(self)
+
+    def _owns(self, partition: int) -> bool:
+        owned = self._owned is None or partition in self._owned
+        return owned and partition not in self._revoking
+
+    def give_up(self, revoked: set[TP]) -> None:
+        """Partitions being revoked (before faust waits for its agents): their refused
+        writes are no longer this worker's to send again, nor any refused from now."""
+        mine = self.changelog_topic.topics
+        self._revoking |= {tp.partition for tp in revoked if tp.topic in mine}
+        self._refused = {(p, key) for p, key in self._refused if self._owns(p)}
 
     def send_refused_again(self) -> None:
         """Send the current value of every key whose write was refused, each once; a
@@ -70,6 +89,8 @@ class WriteAwaitedTable(faust.Table):  # type: ignore[misc]
         refused, self._refused = self._refused, set()
         _WITH_REFUSED_WRITES.discard(self)
         for partition, key in refused:
+            if not self._owns(partition):
+                continue
             with _looking_in(partition):
                 found = key in self.data
                 value = self.data[key] if found else None
@@ -83,8 +104,10 @@ class WriteAwaitedTable(faust.Table):  # type: ignore[misc]
     async def on_rebalance(
         self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
     ) -> None:
-        given_up = {tp.partition for tp in revoked if tp.topic in self.changelog_topic.topics}
-        self._refused = {(p, key) for p, key in self._refused if p not in given_up}
+        mine = self.changelog_topic.topics
+        self._owned = {tp.partition for tp in assigned if tp.topic in mine}
+        self._revoking.clear()
+        self._refused = {(p, key) for p, key in self._refused if self._owns(p)}
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
 

@@ -350,3 +350,43 @@ async def test_a_write_refused_again_fails_every_record_waiting_for_it_and_is_se
     assert anew.message.key == b"FR-2026-3"
     anew.set_result(None)
     await settling.drained()
+
+
+async def test_a_write_refused_after_its_partition_was_given_up_is_not_sent_again() -> None:
+    """Refused after the revocation (or a resend in flight then): remembered, it would be
+    sent again from this worker's stale copy (or as a deletion) into the changelog of a
+    partition another worker now owns (found by review in stop 32)."""
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    with as_if_handling(DECLARATIONS, 6, 2):
+        cases[b"FR-2026-6"] = b"case"
+        settling.track(_acknowledged(), lambda: None)
+    [write] = _changelog_writes(app)
+    changelog = next(iter(cases.changelog_topic.topics))
+    await cases.on_rebalance(set(), {TP(changelog, 6)}, set())
+    write.set_exception(KafkaTimeoutError())
+    with pytest.raises(KafkaTimeoutError):
+        await settling.drained()
+    with as_if_handling(DECLARATIONS, 0, 1):
+        event = faust.current_event()
+    assert not table_writes.pending(event)
+    await table_writes.written(event)
+    assert _changelog_writes(app) == []
+
+
+async def test_a_write_refused_while_its_partition_is_being_revoked_is_not_sent_again() -> None:
+    """Told at revocation, before faust waits for its agents (runtime/faust_app.py)."""
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    with as_if_handling(DECLARATIONS, 6, 2):
+        cases[b"FR-2026-6"] = b"case"
+        settling.track(_acknowledged(), lambda: None)
+    [write] = _changelog_writes(app)
+    changelog = next(iter(cases.changelog_topic.topics))
+    cases.give_up({TP(changelog, 6)})
+    write.set_exception(KafkaTimeoutError())
+    with pytest.raises(KafkaTimeoutError):
+        await settling.drained()
+    with as_if_handling(DECLARATIONS, 0, 1):
+        event = faust.current_event()
+    assert not table_writes.pending(event)

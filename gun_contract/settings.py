@@ -326,8 +326,8 @@ class OpsSettings(BaseModel):
         120.0,
         gt=0,
         description="A partition whose records have been held behind one open transaction "
-        "this long is logged as a hanging transaction (the broker aborts one left open "
-        "after a minute).",
+        "this long is logged as a hanging transaction (every broker profile here lets no "
+        "transaction run longer than a minute: transaction.max.timeout.ms).",
     )
     clearance_group: str = Field(
         "gun-clearance", description="Consumer group of the clearance system (lag watched)."

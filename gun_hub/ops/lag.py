@@ -124,13 +124,19 @@ def transaction_holds(
     """The partitions whose stable end (what a committed reader may read up to) is short
     of their end: an open transaction holds what follows its first record. A hold keeps
     the date it was first measured at while its stable end stays put (``before``: the
-    last measurement's): the broker aborts a transaction past its timeout, so a hold much
-    older than that is a transaction hanging (KAFKA-12671), for an operator to abort."""
+    last measurement's; kept as it was where the stable end could not be read): the broker
+    aborts a transaction past its timeout, so a hold much older than that is a
+    transaction hanging (KAFKA-12671), for an operator to abort."""
     earlier = {(h.topic, h.partition, h.stable_end): h.since for h in before}
+    unread = {(h.topic, h.partition): h for h in before}
     held = []
     for (topic, partition), end in sorted(ends.items()):
         stable = stable_ends.get((topic, partition))
-        if stable is None or stable >= end:
+        if stable is None:  # not read this time: as it was (a hanging one stays dated)
+            if (topic, partition) in unread:
+                held.append(unread[(topic, partition)])
+            continue
+        if stable >= end:
             continue
         since = earlier.get((topic, partition, stable), at)
         held.append(

@@ -185,7 +185,7 @@ class LagMonitor:
             if key not in self._warned:
                 log.warning(
                     "%s[%d]: %d record(s) held behind a transaction open since %s, longer "
-                    "than any transaction timeout: a hanging transaction? "
+                    "than the broker lets a transaction run: a hanging transaction? "
                     "(kafka-transactions.sh find-hanging, then abort)",
                     hold.topic,
                     hold.partition,

@@ -165,3 +165,10 @@ def test_held_records_and_how_long_are_exposed_per_partition() -> None:
     )
     assert where in age
     assert 39 < float(age.split()[-1]) < 120
+
+
+def test_a_hold_is_kept_with_its_date_while_the_stable_end_cannot_be_read() -> None:
+    """One failed question to the broker must not make a hanging transaction look new."""
+    first = transaction_holds({("t", 0): 10}, {("t", 0): 7}, [], NOW)
+    later = NOW + timedelta(seconds=300)
+    assert transaction_holds({("t", 0): 12}, {}, first, later) == first

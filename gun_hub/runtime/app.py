@@ -75,7 +75,7 @@ from gun_hub.pipeline.retention import (
     RetentionIndex,
 )
 from gun_hub.runtime import gc_pauses, table_store
-from gun_hub.runtime.audit_lanes import AuditLanes
+from gun_hub.runtime.audit_lanes import AuditLanes, AuditLinkProducer
 from gun_hub.runtime.audit_resync import TAIL_RECORDS, resync_audit_heads
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from gun_hub.runtime.delivery import send_outbox
@@ -494,8 +494,17 @@ def build_hub(settings: Settings) -> Hub:
 
     # Audit links in chain order, each certain to follow the links before it, never
     # dead-lettered (runtime/audit_lanes.py).
-    audit_links = AuditLanes(topics.audit, send_record)
-    app.service(_closing("StoppingAuditLanes", audit_links.stop))
+    link_producer = AuditLinkProducer(from_settings(settings.kafka), topics.audit)
+    audit_links = AuditLanes(topics.audit, link_producer.send_batch, link_producer.flush)
+
+    async def give_up_audit_lanes(revoked: set[TP]) -> None:
+        await audit_links.give_up(
+            {tp.partition for tp in revoked if tp.topic == topics.declarations}
+        )
+
+    app.before_revoking.append(give_up_audit_lanes)  # before faust waits for the agents
+    app.before_stopping.append(audit_links.stop)
+    app.service(_closing("StoppingAuditLinkProducer", link_producer.stop))
 
     def agent(topic: Any, name: str, handle: Handler, redrives: RedriveGate | None = None) -> None:
         """One event at a time per partition (order), handled, then its records sent on
@@ -666,7 +675,6 @@ def build_hub(settings: Settings) -> Hub:
         given_up = {tp.partition for tp in revoked if tp.topic == topics.declarations}
         admissions.forget(given_up)
         held_declarations.forget(given_up)
-        await audit_links.give_up(given_up)  # the next owner goes on from the log
         # The replay memories forget their expiry order of what another worker will now
         # write: seeded again from the table if the partition comes back.
         claimed_ids.release({tp.partition for tp in revoked if tp.topic == topics.claims})
@@ -737,6 +745,7 @@ def build_hub(settings: Settings) -> Hub:
                 context.audit,
                 partitions,
             )
+            audit_links.open(partitions)  # links go on from the heads just read
 
     app.on_partitions_assigned.connect(resync_chains)
     every(app, settings.hub.deadline_sweep_s, "deadline sweep", sweep.run)

@@ -9,11 +9,13 @@ outright was dead-lettered and the chain went on past it; and a link retried by 
 delivery could land after links built on it, even after a resync (a forged branch), or
 last in the log, where a resync read it as the head (a fork).
 
-Now each audit partition has one lane: its links are sent in order, a batch at a time,
-the next batch only once the broker has all of the last, retried without end (never
-dead-lettered: the audit must not go on without them), and an event settles once its
-links are in. The log is a prefix of the chain, give or take the order within the last
-batch, and a resync takes the highest link among the last records.
+Now each audit partition has one lane: its links are sent in order, each batch one Kafka
+record batch (whole or not at all), the next batch only once the broker has all of the
+last, retried without end (never dead-lettered: the audit must not go on without them),
+and an event settles once its links are in. The log is a prefix of the chain; a resync
+takes the highest link among the last records all the same. A partition given up stops
+its lane before faust waits for its agents, takes no more links, and flushes what the
+producer holds.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ import json
 from collections.abc import Awaitable
 from typing import Any
 
+import faust
 import pytest
 from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
+from faust.types import TP
 
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects, OutgoingRecord
 from gun_contract.security.keystore import AuditSigner, PublicKey
 from gun_hub.runtime.audit_lanes import AuditLanes
 from gun_hub.runtime.delivery import Retries, send_outbox
+from gun_hub.runtime.faust_app import HubApp
 from gun_hub.security.audit import AuditTrail
 from tests.unit.test_audit_chain import (
     Clock,
@@ -49,47 +54,63 @@ FAST = Retries(attempts=3, backoff_s=0.001, max_backoff_s=0.001)
 
 
 class Broker:
-    """Takes records onto a topic, fails them as told, or holds them until released."""
+    """Takes record batches onto a topic whole or not at all (as Kafka appends a record
+    batch), fails them as told, or holds them until released. The hub's other records go
+    through ``send`` as before."""
 
     def __init__(self, failures: list[Exception] | None = None, *, held: bool = False) -> None:
         self.failures = failures or []
         self.held = held
         self.sent: list[OutgoingRecord] = []
         self.kept: list[OutgoingRecord] = []
-        self.waiting: list[tuple[OutgoingRecord, asyncio.Future[None]]] = []
-        self.arrived = asyncio.Event()  # a record held since ``arrived`` was cleared
+        self.waiting: list[tuple[list[OutgoingRecord], asyncio.Future[None]]] = []
+        self.flushed = 0
+        self.arrived = asyncio.Event()  # a batch held since ``arrived`` was cleared
+
+    async def send(self, record: OutgoingRecord) -> Awaitable[Any]:
+        return await self._batch([record])
+
+    async def send_batch(self, _partition: int, links: list[OutgoingRecord]) -> Awaitable[Any]:
+        return await self._batch(links)
+
+    async def _batch(self, records: list[OutgoingRecord]) -> asyncio.Future[None]:
+        self.sent += records
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if records[0].topic == AUDIT and self.failures:
+            future.set_exception(self.failures.pop(0))
+        elif self.held:
+            self.waiting.append((records, future))
+            self.arrived.set()
+        else:
+            self.kept += records
+            future.set_result(None)
+        return future
+
+    async def flush(self) -> None:
+        """What the producer was handed reaches the broker (a held batch included)."""
+        self.flushed += 1
+        self.take()
 
     async def holding(self) -> None:
-        """Until a record is held (sent again after a backoff, say)."""
+        """Until a batch is held (sent again after a backoff, say)."""
         async with asyncio.timeout(5):
             while not self.waiting:
                 self.arrived.clear()
                 await self.arrived.wait()
 
-    async def send(self, record: OutgoingRecord) -> Awaitable[Any]:
-        self.sent.append(record)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if record.topic == AUDIT and self.failures:
-            future.set_exception(self.failures.pop(0))
-        elif self.held:
-            self.waiting.append((record, future))
-            self.arrived.set()
-        else:
-            self.kept.append(record)
-            future.set_result(None)
-        return future
-
     def take(self, count: int | None = None, *, fail: Exception | None = None) -> None:
-        """Acknowledge (or fail) the first ``count`` held records, in order."""
+        """Append (or fail) the first ``count`` held batches, in order, whether or not
+        anyone still waits for them: a producer delivers what it was handed."""
         taken = self.waiting[:count] if count is not None else list(self.waiting)
         del self.waiting[: len(taken)]
-        for record, future in taken:
+        for records, future in taken:
+            if fail is None:
+                self.kept += records
             if future.done():
-                continue  # cancelled by the one who waited for it
+                continue
             if fail is not None:
                 future.set_exception(fail)
             else:
-                self.kept.append(record)
                 future.set_result(None)
 
     def onto(self, topic: Topic) -> None:
@@ -97,6 +118,13 @@ class Broker:
             if record.topic == AUDIT:
                 assert record.partition is not None
                 topic.publish(record.partition, [record.value])
+
+    def lanes(self, *partitions: int, backoff_s: float = 0.001) -> AuditLanes:
+        lanes = AuditLanes(
+            AUDIT, self.send_batch, self.flush, backoff_s=backoff_s, max_backoff_s=backoff_s
+        )
+        lanes.open(set(partitions) or {0})
+        return lanes
 
 
 def event(trail: AuditTrail, n: int, partition: int = 0) -> Effects:
@@ -124,7 +152,7 @@ async def test_a_broker_refusing_links_longer_than_any_retry_leaves_no_hole(
     clock, topic = Clock(), Topic()
     trail = hub_trail(signer, clock)
     broker = Broker([KafkaTimeoutError()] * 20)  # far more than FAST's three attempts
-    lanes = AuditLanes(AUDIT, broker.send, backoff_s=0.001, max_backoff_s=0.001)
+    lanes = broker.lanes()
     for n in range(4):
         await (await settle(broker, lanes, event(trail, n)))  # waits, never fails
         clock.advance(1)
@@ -143,7 +171,7 @@ async def test_a_link_the_broker_refuses_outright_is_never_dead_lettered(
     clock, topic = Clock(), Topic()
     trail = hub_trail(signer, clock)
     broker = Broker([TopicAuthorizationFailedError()] * 3)
-    lanes = AuditLanes(AUDIT, broker.send, backoff_s=0.001, max_backoff_s=0.001)
+    lanes = broker.lanes()
     for n in range(3):
         await (await settle(broker, lanes, event(trail, n)))
     assert [r for r in broker.kept if r.topic == DLQ] == []
@@ -157,7 +185,7 @@ async def test_the_next_links_leave_only_once_the_broker_has_every_link_before_t
     clock = Clock()
     trail = hub_trail(signer, clock)
     broker = Broker(held=True)
-    lanes = AuditLanes(AUDIT, broker.send)
+    lanes = broker.lanes()
     first = await settle(broker, lanes, event(trail, 1))
     await _let_tasks_run()
     second = await settle(broker, lanes, event(trail, 2))
@@ -171,47 +199,92 @@ async def test_the_next_links_leave_only_once_the_broker_has_every_link_before_t
     await second
 
 
-async def test_an_event_settles_only_once_every_link_of_its_batch_is_in(
+async def test_a_batch_of_links_is_appended_whole_or_not_at_all_and_sent_again_whole(
     signer: AuditSigner,  # noqa: F811
+    public: dict[str, PublicKey],  # noqa: F811
 ) -> None:
-    """A link acknowledged while one before it is retried: its event waits, or a crash
-    after its commit would leave the one before it missing for good."""
-    clock = Clock()
+    """A link acknowledged while one before it is retried would leave the one before it
+    missing for good if the partition were given up (or the worker killed) during the
+    backoff (found by review in stop 32): one Kafka record batch per lane batch."""
+    clock, topic = Clock(), Topic()
     trail = hub_trail(signer, clock)
     broker = Broker(held=True)
-    lanes = AuditLanes(AUDIT, broker.send, backoff_s=0.001, max_backoff_s=0.001)
-    # Two events' links queued before the lane sends: one batch.
-    outboxes = [event(trail, 1), event(trail, 2)]
-    links = [r for o in outboxes for r in o.records if r.topic == AUDIT]
-    together = lanes.send(links[:1]), lanes.send(links[1:])
-    await _let_tasks_run()
-    assert len([r for r, _ in broker.waiting if r.topic == AUDIT]) == 2
-    broker.take(1, fail=KafkaTimeoutError())  # the first link: not taken
-    broker.take(1)  # the second: taken
-    await _let_tasks_run()
-    assert not together[1].done()
+    lanes = broker.lanes()
+    links = [r for n in (1, 2) for r in event(trail, n).records if r.topic == AUDIT]
+    together = lanes.send(links[:1]), lanes.send(links[1:])  # queued before the lane sends
     await broker.holding()
-    broker.take()  # the first, sent again
-    await asyncio.gather(*together)
+    [(batch, _)] = broker.waiting
+    assert [json.loads(r.value)["seq"] for r in batch] == [1, 2]  # one record batch
+    broker.take(fail=KafkaTimeoutError())
+    await _let_tasks_run()
+    assert not any(t.done() for t in together)
+    await lanes.give_up({0})  # during the backoff: neither link is on the topic
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.gather(*together)
+    broker.onto(topic)
+    restarted = hub_trail(signer, clock, {})
+    restarted.resync(0, [r.value for r in topic.log])
+    topic.publish(0, restarted.append(0, decision(3)))
+    assert verify(topic, public, clock.now).intact
 
 
-async def test_a_partition_given_up_stops_its_lane_and_lets_its_events_go(
+async def test_links_handed_to_the_producer_are_in_before_a_partition_is_given_up(
     signer: AuditSigner,  # noqa: F811
+    public: dict[str, PublicKey],  # noqa: F811
 ) -> None:
-    clock = Clock()
+    """Cancelling a lane cancels its waiting, not a batch the producer holds: that batch
+    lands, and if after the next owner's resync, forks the chain (found by review in
+    stop 32). The give-up flushes the producer first."""
+    clock, topic = Clock(), Topic()
     trail = hub_trail(signer, clock)
     broker = Broker(held=True)
-    lanes = AuditLanes(AUDIT, broker.send)
-    settled = await settle(broker, lanes, event(trail, 1, partition=3))
-    await _let_tasks_run()
-    await lanes.give_up({3})
-    broker.take()  # its status record goes; its link is no longer waited for
+    lanes = broker.lanes()
+    settled = await settle(broker, lanes, event(trail, 1))
+    await broker.holding()
+    await lanes.give_up({0})
+    assert broker.flushed == 1
+    assert broker.waiting == []  # in before the give-up returned
     with pytest.raises(asyncio.CancelledError):
-        await settled
-    later = await settle(broker, lanes, event(trail, 2, partition=4))  # other lanes go on
-    await _let_tasks_run()
-    broker.take()
-    await later
+        await settled  # read again by the next owner: at worst a link twice, never a fork
+    broker.onto(topic)
+    restarted = hub_trail(signer, clock, {})
+    restarted.resync(0, [r.value for r in topic.log])  # the next owner, after the give-up
+    topic.publish(0, restarted.append(0, decision(2)))
+    assert verify(topic, public, clock.now).intact
+
+
+async def test_a_partition_given_up_takes_no_more_links_until_it_is_open_again(
+    signer: AuditSigner,  # noqa: F811
+) -> None:
+    """An agent finishing an event it had in hand after the give-up: its link would be
+    built on this worker's old head, after the next owner's resync."""
+    clock = Clock()
+    trail = hub_trail(signer, clock)
+    broker = Broker()
+    lanes = broker.lanes(3, 4)
+    await lanes.give_up({3})
+    late = await settle(broker, lanes, event(trail, 1, partition=3))
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    assert [r for r in broker.sent if r.topic == AUDIT] == []
+    await (await settle(broker, lanes, event(trail, 2, partition=4)))  # other lanes go on
+    lanes.open({3})  # assigned again, its chain resynced
+    await (await settle(broker, lanes, event(trail, 3, partition=3)))
+
+
+async def test_an_unexpected_failure_of_a_send_is_sent_again_not_dropped(
+    signer: AuditSigner,  # noqa: F811
+    public: dict[str, PublicKey],  # noqa: F811
+) -> None:
+    """Dropped, the links it failed would be holes: the trail's head moved past them."""
+    clock, topic = Clock(), Topic()
+    trail = hub_trail(signer, clock)
+    broker = Broker([RuntimeError("a fault of the client")])
+    lanes = broker.lanes()
+    for n in range(2):
+        await (await settle(broker, lanes, event(trail, n)))
+    broker.onto(topic)
+    assert verify(topic, public, clock.now).intact
 
 
 def test_a_resync_takes_the_highest_link_among_the_last_records(
@@ -232,3 +305,39 @@ def test_a_resync_takes_the_highest_link_among_the_last_records(
     report = verify(topic, public, clock.now)
     assert report.intact, [b.describe() for b in report.broken]
     assert report.orphans == 0
+
+
+async def test_the_hub_gives_its_lanes_up_before_faust_waits_for_its_agents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """faust waits for every agent to finish the event in hand before it announces a
+    revocation or stops: an agent waiting for room behind links the broker will not take
+    would wait for ever, and the worker with it (found by review in stop 32)."""
+    order: list[str] = []
+
+    async def faust_revokes(_app: Any, _revoked: Any) -> None:
+        order.append("faust waits for the agents")
+
+    async def faust_stops(_app: Any) -> None:
+        order.append("faust stops the consumer")
+
+    monkeypatch.setattr(faust.App, "_on_partitions_revoked", faust_revokes)
+    monkeypatch.setattr(faust.App, "on_stop", faust_stops)
+    app = HubApp("revoke-test", broker="kafka://127.0.0.1:9", store="memory://")
+
+    async def give_up(revoked: set[TP]) -> None:
+        order.append(f"lanes of {sorted(tp.partition for tp in revoked)} given up")
+
+    async def stop() -> None:
+        order.append("every lane given up")
+
+    app.before_revoking.append(give_up)
+    app.before_stopping.append(stop)
+    await app._on_partitions_revoked({TP(AUDIT, 2)})
+    await app.on_stop()
+    assert order == [
+        "lanes of [2] given up",
+        "faust waits for the agents",
+        "every lane given up",
+        "faust stops the consumer",
+    ]

@@ -179,6 +179,20 @@ async def test_a_write_already_refused_still_holds_the_record() -> None:
         await table_writes.written(event)
 
 
+async def _a_case_refused(
+    partition: int, offset: int, key: bytes, value: bytes = b"case"
+) -> tuple[HubApp, Any, Settling]:
+    """A hub table whose write of ``key``, made by the record at ``partition``/``offset``,
+    the broker refused for good; the agent stopped, the record to be read again."""
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    with as_if_handling(DECLARATIONS, partition, offset):
+        cases[key] = value
+        settling.track(_acknowledged(), lambda: None)
+    await _refused(app, settling)
+    return app, cases, settling
+
+
 async def _refused(app: HubApp, settling: Settling) -> None:
     """The one write faust's buffer holds is refused for good; the agent stops."""
     [write] = _changelog_writes(app)
@@ -193,12 +207,7 @@ async def test_a_refused_write_is_sent_again_when_its_record_is_read_again() -> 
     the case, and the next worker to own the partition would restore a table without it
     (found by review in stop 31). The current value is sent again, and the record waits
     for it."""
-    app, cases = _hub_table()
-    settling = Settling(limit=10)
-    with as_if_handling(DECLARATIONS, 5, 9):
-        cases[b"FR-2026-3"] = b"case: requests sent"
-        settling.track(_acknowledged(), lambda: None)
-    await _refused(app, settling)
+    app, cases, settling = await _a_case_refused(5, 9, b"FR-2026-3", b"case: requests sent")
 
     marked: list[int] = []
     with as_if_handling(DECLARATIONS, 5, 9):  # read again: nothing left to write
@@ -238,12 +247,7 @@ async def test_a_refused_deletion_is_sent_again_as_a_deletion() -> None:
 async def test_a_record_with_no_writes_of_its_own_waits_for_a_refused_write_sent_again() -> None:
     """A handler that returned nothing to await is settled through the table writes
     while one is sent again (runtime/faust_app.py ``handled_agent`` asks ``pending``)."""
-    app, cases = _hub_table()
-    settling = Settling(limit=10)
-    with as_if_handling(DECLARATIONS, 2, 1):
-        cases[b"FR-2026-5"] = b"case"
-        settling.track(_acknowledged(), lambda: None)
-    await _refused(app, settling)
+    _app, _cases, _settling = await _a_case_refused(2, 1, b"FR-2026-5")
     with as_if_handling(DECLARATIONS, 2, 2):
         event = faust.current_event()
     assert table_writes.pending(event)
@@ -253,12 +257,7 @@ async def test_a_refused_write_of_a_partition_this_worker_gave_up_is_forgotten()
     """Its next owner restored the partition from the changelog and wrote its own value;
     this worker's copy is dropped with the partition, and sending it again would
     overwrite the owner's."""
-    app, cases = _hub_table()
-    settling = Settling(limit=10)
-    with as_if_handling(DECLARATIONS, 6, 2):
-        cases[b"FR-2026-6"] = b"case"
-        settling.track(_acknowledged(), lambda: None)
-    await _refused(app, settling)
+    app, cases, _settling = await _a_case_refused(6, 2, b"FR-2026-6")
     changelog = next(iter(cases.changelog_topic.topics))
     await cases.on_rebalance(set(), {TP(changelog, 6)}, set())
 
@@ -303,12 +302,7 @@ async def test_every_record_waits_for_a_refused_write_sent_again_until_it_is_ack
     """Whichever record's settling sends it again, the record that made it (read again,
     nothing left to write) is not marked before it is on the broker (found by review in
     stop 32: it was awaited by the record that happened to send it only)."""
-    app, cases = _hub_table()
-    settling = Settling(limit=10)
-    with as_if_handling(DECLARATIONS, 5, 9):
-        cases[b"FR-2026-3"] = b"case: requests sent"
-        settling.track(_acknowledged(), lambda: None)
-    await _refused(app, settling)
+    app, _cases, settling = await _a_case_refused(5, 9, b"FR-2026-3", b"case: requests sent")
     marked: list[str] = []
     with as_if_handling(DECLARATIONS, 0, 1):  # another record settles first: sends it again
         settling.track(_acknowledged(), lambda: marked.append("other"))
@@ -327,12 +321,7 @@ async def test_every_record_waits_for_a_refused_write_sent_again_until_it_is_ack
 
 
 async def test_a_write_refused_again_fails_every_record_waiting_for_it_and_is_sent_anew() -> None:
-    app, cases = _hub_table()
-    settling = Settling(limit=10)
-    with as_if_handling(DECLARATIONS, 5, 9):
-        cases[b"FR-2026-3"] = b"case"
-        settling.track(_acknowledged(), lambda: None)
-    await _refused(app, settling)
+    app, _cases, settling = await _a_case_refused(5, 9, b"FR-2026-3")
     let_go: list[int] = []
     for offset in (1, 2):
         with as_if_handling(DECLARATIONS, 0, offset):

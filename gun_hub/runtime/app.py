@@ -95,6 +95,7 @@ from gun_hub.runtime.retention_sweep import RetentionSweep
 from gun_hub.runtime.rollout_follower import RolloutFollower
 from gun_hub.runtime.settling import Settling
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
+from gun_hub.security.audit import AuditTrail
 from gun_hub.security.factory import (
     build_audit_trail,
     build_heartbeat_gate,
@@ -256,18 +257,25 @@ async def _handled(
     source: SourcePosition,
     dlq: str,
     agent: str,
+    *,
+    audit: AuditTrail | None = None,
 ) -> Effects:
     """What handling the record ``data`` read at ``source`` causes. A failure of the
     cluster or the framework (a changelog not there yet, a broker away) is not the
     record's fault: handled again with backoff, as a redelivery would (handlers are
     idempotent), then the worker stops so that its restart redelivers. Any other failure
-    is the record's: dead-lettered."""
+    is the record's: dead-lettered. Either way the handler's outbox is discarded, so the
+    audit links it built are undone (``audit``), or the next link would name one never
+    sent."""
     for attempt in range(_CLUSTER_RETRIES):
+        mark = audit.mark() if audit is not None else 0
         try:
             return handle()
         except (KafkaError, FaustError, StateUnreadable) as error:
             # StateUnreadable: this worker cannot read its own state (a missing or
             # different state key): never the record's fault, never a dead letter.
+            if audit is not None:
+                audit.undo(mark)
             if attempt == _CLUSTER_RETRIES - 1:
                 raise
             delay = min(5.0, 0.1 * 2**attempt)
@@ -280,6 +288,8 @@ async def _handled(
             )
             await asyncio.sleep(delay)
         except Exception as error:  # noqa: BLE001 - dead-lettered with its reason
+            if audit is not None:
+                audit.undo(mark)
             return _unhandled(dlq, data, source, agent, error)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -529,7 +539,12 @@ def build_hub(settings: Settings) -> Hub:
                     )
             read_as, at = source, accepted_at
             outbox = await _handled(
-                lambda: handle(event, read_as, at), _value(event), source, topics.dlq, name
+                lambda: handle(event, read_as, at),
+                _value(event),
+                source,
+                topics.dlq,
+                name,
+                audit=context.audit,
             )
             return await send_outbox(
                 send_record, _joined(checked, outbox), source, topics.dlq, links=audit_links
@@ -600,7 +615,12 @@ def build_hub(settings: Settings) -> Hub:
         where = waiting.source
         with as_if_handling(where.topic, where.partition, where.offset):
             outbox = await _handled(
-                functools.partial(gate.admit, waiting), waiting.sealed, where, topics.dlq, "intake"
+                functools.partial(gate.admit, waiting),
+                waiting.sealed,
+                where,
+                topics.dlq,
+                "intake",
+                audit=context.audit,
             )
             settled = await send_outbox(send_record, outbox, where, topics.dlq, links=audit_links)
             held_declarations.decided(where.partition, where.offset, settled)
@@ -631,8 +651,7 @@ def build_hub(settings: Settings) -> Hub:
             caused = gate.receive(data, source, arrival.accepted_at, read_as=arrival.source)
             return caused[0]
 
-        outbox = await _handled(receive, data, source, topics.dlq, "intake")
-        await hold_no_more_than_the_limit()
+        outbox = await _handled(receive, data, source, topics.dlq, "intake", audit=context.audit)
         released = caused[1] if caused is not None else []
         # Waiting for its claim's verdict, or a plain declaration decided in this very
         # event (no claim): either way marked by its decision's settling, once its own
@@ -643,9 +662,12 @@ def build_hub(settings: Settings) -> Hub:
         if held:
             # Before the claim leaves: its verdict may settle the record at once.
             hold(app, source.topic, source.partition, source.offset)
+        # Sent before anything can yield: its audit links (a redrive's) reach their lane
+        # in the order they were chained.
         settled = await send_outbox(
             send_record, _joined(arrival.outbox, outbox), source, topics.dlq, links=audit_links
         )
+        await hold_no_more_than_the_limit()
         if not held:
             await admit(released)
             return settled
@@ -663,7 +685,9 @@ def build_hub(settings: Settings) -> Hub:
             return await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
         if isinstance(record, Claim):
             claim = record
-            outbox = await _handled(lambda: judge.judge(claim), data, source, topics.dlq, "claims")
+            outbox = await _handled(
+                lambda: judge.judge(claim), data, source, topics.dlq, "claims", audit=context.audit
+            )
             return await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
         # The verdict's effects are the admitted declarations': each of their records is
         # settled by its own delivery (admit).
@@ -732,10 +756,11 @@ def build_hub(settings: Settings) -> Hub:
     )
     audit_keeper.schedule_checkpoints(app, checkpoint_within_s(settings) / 4)
 
-    async def resync_chains(_sender: Any, assigned: Any = (), **_: Any) -> None:
-        """On assignment (partitions still paused): each chain goes on from the last
-        record actually on the audit topic, never from a head a killed worker saved
-        without its record (runtime/audit_resync.py)."""
+    async def resync_chains(assigned: set[TP]) -> None:
+        """Before faust takes an assignment in (its table recovery resumes the partitions
+        on its own, without waiting for the assignment's signal): each chain goes on from
+        the last records actually on the audit topic, never from a head a killed worker
+        saved without its record (runtime/audit_resync.py); then its lane takes links."""
         partitions = sorted({tp.partition for tp in assigned if tp.topic == topics.declarations})
         if partitions:
             await resync_audit_heads(
@@ -747,7 +772,7 @@ def build_hub(settings: Settings) -> Hub:
             )
             audit_links.open(partitions)  # links go on from the heads just read
 
-    app.on_partitions_assigned.connect(resync_chains)
+    app.before_assigning.append(resync_chains)
     every(app, settings.hub.deadline_sweep_s, "deadline sweep", sweep.run)
     every(
         app,

@@ -29,7 +29,6 @@ the tail (found by review in stop 32: a batch landing after that resync forked t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -114,15 +113,15 @@ class AuditLanes:
             stopped = True
             if lane.task is not None:
                 lane.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lane.task
+                await asyncio.wait([lane.task])  # its end; a cancellation of ours is raised
             for _, future in lane.sending + lane.queued:
                 future.cancel()
         if stopped:
             await self._flush()
 
     async def stop(self) -> None:
-        await self.give_up(list(self._lanes))
+        """Give every partition up (the worker stops): open ones without a lane too."""
+        await self.give_up(set(self._lanes) | self._open)
 
     async def _run(self, partition: int, lane: _Lane) -> None:
         while lane.queued:
@@ -193,12 +192,16 @@ class AuditLinkProducer:
                 **self._connect.options(),
                 client_id="gun-hub-audit-links",
                 acks="all",
+                # A batch not appended within this is failed (and sent again by its lane):
+                # what bounds the flush of a give-up, well within a rebalance's patience.
+                request_timeout_ms=15_000,
                 max_batch_size=4 * BATCH_BYTES,
                 max_request_size=4 * BATCH_BYTES,
             )
-        if self._started is None or (self._started.done() and self._started.exception()):
-            self._started = asyncio.ensure_future(self._producer.start())
-        await asyncio.shield(self._started)
+        started = self._started
+        if started is None or (started.done() and (started.cancelled() or started.exception())):
+            started = self._started = asyncio.ensure_future(self._producer.start())
+        await asyncio.shield(started)
         return self._producer
 
     async def send_batch(self, partition: int, links: list[OutgoingRecord]) -> Awaitable[Any]:
@@ -215,7 +218,12 @@ class AuditLinkProducer:
 
     async def flush(self) -> None:
         started = self._started
-        ready = started is not None and started.done() and started.exception() is None
+        ready = (
+            started is not None
+            and started.done()
+            and not started.cancelled()
+            and started.exception() is None
+        )
         if self._producer is not None and ready:
             await self._producer.flush()
 

@@ -46,14 +46,37 @@ class HubApp(faust.App):  # type: ignore[misc]
         # audit lane retrying links the broker will not take; found by review in stop 32).
         self.before_revoking: list[Callable[[set[TP]], Awaitable[None]]] = []
         self.before_stopping: list[Callable[[], Awaitable[None]]] = []
+        # Run before faust takes an assignment in: its table recovery resumes the
+        # partitions on its own, without waiting for the assignment's signal.
+        self.before_assigning: list[Callable[[set[TP]], Awaitable[None]]] = []
 
     async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
-        for table in self.tables.values():
-            if isinstance(table, WriteAwaitedTable):
-                table.give_up(revoked)
-        for give_up in self.before_revoking:
-            await give_up(revoked)
+        try:
+            # No more events handed to the agents (faust does it again, harmlessly):
+            # those read meanwhile would have their audit links cancelled.
+            consumer = self._consumer  # None before the worker ever consumed: nothing flows
+            if consumer is not None:
+                consumer.stop_flow()
+            self.flow_control.suspend()
+            self.flow_control.clear()
+            for table in self.tables.values():
+                if isinstance(table, WriteAwaitedTable):
+                    table.give_up(revoked)
+            for give_up in self.before_revoking:
+                await give_up(revoked)
+        except Exception as failure:  # noqa: BLE001 - aiokafka would log and swallow it,
+            await self.crash(failure)  # and faust's revocation be skipped without a word
+            return
         await super()._on_partitions_revoked(revoked)
+
+    async def _on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        try:
+            for take_in in self.before_assigning:
+                await take_in(assigned)
+        except Exception as failure:  # noqa: BLE001 - as above: a crash, not a skip
+            await self.crash(failure)
+            return
+        await super()._on_partitions_assigned(assigned, generation_id)
 
     async def on_stop(self) -> None:
         for stop in self.before_stopping:

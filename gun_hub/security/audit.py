@@ -108,6 +108,8 @@ class HeadStore(Protocol):
 
     def __setitem__(self, key: bytes, value: bytes) -> None: ...
 
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None: ...
+
 
 class CheckpointSigner(Protocol):
     """Which key signs a checkpoint made at ``at`` (keystore.AuditSigner)."""
@@ -155,6 +157,33 @@ class AuditTrail:
         # win over the table until the next append (see :meth:`resync`).
         self._resynced: dict[int, ChainHead] = {}
         self._clock = clock
+        # What each link built since the last ``mark`` replaced, to undo it: (partition,
+        # the head table's value, the resynced head, whether signed here), oldest first.
+        self._journal: list[tuple[int, bytes | None, ChainHead | None, bool]] = []
+
+    def mark(self) -> int:
+        """Start recording the links built from now on, to be undone if the handler that
+        builds them fails (``undo``): its outbox is discarded, and the next link must not
+        name one never sent (found by review in stop 32). Handlers build their links
+        without yielding, so nothing else is built in between."""
+        self._journal.clear()
+        return 0
+
+    def undo(self, mark: int) -> None:
+        """Put every chain back where it stood at ``mark``."""
+        while len(self._journal) > mark:
+            partition, table_head, resynced, signed = self._journal.pop()
+            key = _head_key(partition)
+            if table_head is None:
+                self._heads.pop(key, None)
+            else:
+                self._heads[key] = table_head
+            if resynced is None:
+                self._resynced.pop(partition, None)
+            else:
+                self._resynced[partition] = resynced
+            if not signed:
+                self._signed_here.discard(partition)
 
     def append(self, partition: int, body: dict[str, Any]) -> list[bytes]:
         """The record(s) to publish, in order, on ``partition`` of the audit topic."""
@@ -229,6 +258,16 @@ class AuditTrail:
         return ChainHead.from_bytes(self._heads.get(_head_key(partition)))
 
     def _link(self, partition: int, body: dict[str, Any], *, checkpoint: bool = False) -> bytes:
+        if len(self._journal) >= _JOURNAL_MOST:
+            self._journal.clear()  # no handler builds this many: nobody will undo them
+        self._journal.append(
+            (
+                partition,
+                self._heads.get(_head_key(partition)),
+                self._resynced.get(partition),
+                partition in self._signed_here,
+            )
+        )
         head = self._head(partition)
         now = self._clock()
         record: dict[str, Any] = {
@@ -270,6 +309,9 @@ def _signed_part(record: Mapping[str, Any]) -> dict[str, Any]:
         "count": record["seq"] - 1,
         "at": record["at"],
     }
+
+
+_JOURNAL_MOST = 1024
 
 
 def _head_key(partition: int) -> bytes:

@@ -33,6 +33,7 @@ from faust.types import TP
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects, OutgoingRecord
 from gun_contract.security.keystore import AuditSigner, PublicKey
+from gun_hub.runtime.app import _handled
 from gun_hub.runtime.audit_lanes import AuditLanes
 from gun_hub.runtime.delivery import Retries, send_outbox
 from gun_hub.runtime.faust_app import HubApp
@@ -341,3 +342,105 @@ async def test_the_hub_gives_its_lanes_up_before_faust_waits_for_its_agents(
         "every lane given up",
         "faust stops the consumer",
     ]
+
+
+async def test_links_a_handler_built_before_it_failed_are_undone(
+    signer: AuditSigner,  # noqa: F811
+    public: dict[str, PublicKey],  # noqa: F811
+) -> None:
+    """A handler that raised after it chained a link: its outbox is discarded (handled
+    again, or dead-lettered), so the next link must not name the one never sent (found by
+    review in stop 32)."""
+    clock, topic = Clock(), Topic()
+    trail = hub_trail(signer, clock)
+    for n in range(3):
+        topic.publish(0, trail.append(0, decision(n)))
+    attempts: list[int] = []
+
+    def handler() -> Effects:
+        outbox = Effects()
+        for link in trail.append(0, decision(10 + len(attempts))):
+            outbox.add(AUDIT, None, link, partition=0)
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise KafkaTimeoutError  # a broker away: handled again
+        return outbox
+
+    outbox = await _handled(handler, b"record", SOURCE, DLQ, "test", audit=trail)
+    topic.publish(0, [r.value for r in outbox.to(AUDIT)])
+    assert len(attempts) == 2
+    report = verify(topic, public, clock.now)
+    assert report.intact, [b.describe() for b in report.broken]
+    assert report.by_kind["DECISION"] == 4
+
+
+def test_undone_links_leave_the_head_table_as_it_was(signer: AuditSigner) -> None:  # noqa: F811
+    clock, heads = Clock(), {}  # type: ignore[var-annotated]
+    trail = hub_trail(signer, clock, heads)
+    trail.append(0, decision(1))
+    before = dict(heads)
+    mark = trail.mark()
+    trail.append(0, decision(2))
+    trail.append(1, decision(3))  # a partition without a head before
+    trail.undo(mark)
+    assert heads == before
+
+
+async def test_the_hub_resyncs_its_chains_before_faust_takes_an_assignment_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """faust's table recovery resumes the partitions on its own, without waiting for the
+    assignment's signal: the chains must be read (and the lanes opened) before (found by
+    review in stop 32: records handled meanwhile had their links cancelled)."""
+    order: list[str] = []
+
+    async def faust_assigns(_app: Any, _assigned: Any, _generation_id: int = 0) -> None:
+        order.append("faust takes the assignment in")
+
+    monkeypatch.setattr(faust.App, "_on_partitions_assigned", faust_assigns)
+    app = HubApp("assign-test", broker="kafka://127.0.0.1:9", store="memory://")
+
+    async def resync(assigned: set[TP]) -> None:
+        order.append(f"chains of {sorted(tp.partition for tp in assigned)} resynced")
+
+    app.before_assigning.append(resync)
+    await app._on_partitions_assigned({TP(AUDIT, 1)})
+    assert order == ["chains of [1] resynced", "faust takes the assignment in"]
+
+
+async def test_a_hook_that_fails_crashes_the_worker_rather_than_skip_the_revocation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka logs and swallows what a rebalance listener raises: faust's revocation
+    would be skipped without a word."""
+    crashed: list[BaseException] = []
+
+    async def faust_revokes(_app: Any, _revoked: Any) -> None:
+        return None
+
+    async def crash(_app: Any, reason: BaseException) -> None:
+        crashed.append(reason)
+
+    monkeypatch.setattr(faust.App, "_on_partitions_revoked", faust_revokes)
+    monkeypatch.setattr(faust.App, "crash", crash)
+    app = HubApp("crash-test", broker="kafka://127.0.0.1:9", store="memory://")
+
+    async def broken(_revoked: set[TP]) -> None:
+        raise RuntimeError("a lane that cannot be given up")
+
+    app.before_revoking.append(broken)
+    await app._on_partitions_revoked({TP(AUDIT, 0)})
+    assert [str(c) for c in crashed] == ["a lane that cannot be given up"]
+
+
+async def test_stopping_the_lanes_closes_the_partitions_without_a_lane_too(
+    signer: AuditSigner,  # noqa: F811
+) -> None:
+    trail = hub_trail(signer, Clock())
+    broker = Broker()
+    lanes = broker.lanes(0, 1)
+    await (await settle(broker, lanes, event(trail, 1, partition=0)))
+    await lanes.stop()
+    late = await settle(broker, lanes, event(trail, 2, partition=1))  # never had a lane
+    with pytest.raises(asyncio.CancelledError):
+        await late

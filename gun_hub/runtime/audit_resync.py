@@ -3,8 +3,9 @@
 The head table and the audit records reach the broker separately: a worker killed in
 between leaves a head with no record, and a chain going on from it points its next link
 at a record never written ("record missing", security/audit.py ``resync``). So at each
-assignment, with the partitions still paused, the worker reads the tails of its audit
-partitions. While the broker cannot be asked (it restarts under the rebalance that
+assignment, before faust takes it in (its table recovery resumes the partitions on its
+own; faust_app.py ``before_assigning``), the worker reads the tails of its audit
+partitions, then opens their lanes (audit_lanes.py). While the broker cannot be asked (it restarts under the rebalance that
 follows a kill) they are read again; a worker that still cannot read them stops (faust
 crashes the worker on an error here, and it starts again) rather than go on from the
 table's head. Found by the full chaos run of stop 31, which went on from the table's.

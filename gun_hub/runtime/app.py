@@ -329,12 +329,9 @@ def _header_list(headers: Any) -> Headers:
     return [(str(k), bytes(v)) for k, v in pairs if isinstance(v, (bytes, bytearray, memoryview))]
 
 
-def _joined(first: Effects, then: Effects) -> Effects:
-    return Effects(
-        first.records + then.records,
-        first.after_delivery + then.after_delivery,
-        first.if_undelivered + then.if_undelivered,
-    )
+async def _every(*settles: Awaitable[None]) -> None:
+    """Until every one of ``settles`` completes (the first failure raised)."""
+    await asyncio.gather(*settles)
 
 
 def _closing(name: str, close: Callable[[], Awaitable[None]]) -> type[Service]:
@@ -538,6 +535,9 @@ def build_hub(settings: Settings) -> Hub:
                         send_record, checked, source, topics.dlq, links=audit_links
                     )
             read_as, at = source, accepted_at
+            # A redrive's audit link goes to its lane before the handler can yield (handled
+            # again after a cluster error): a link built meanwhile would overtake it.
+            first = await send_outbox(send_record, checked, source, topics.dlq, links=audit_links)
             outbox = await _handled(
                 lambda: handle(event, read_as, at),
                 _value(event),
@@ -546,9 +546,8 @@ def build_hub(settings: Settings) -> Hub:
                 name,
                 audit=context.audit,
             )
-            return await send_outbox(
-                send_record, _joined(checked, outbox), source, topics.dlq, links=audit_links
-            )
+            then = await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
+            return _every(first, then)
 
         handled_agent(app, topic, name, handled, settling)
 
@@ -644,6 +643,10 @@ def build_hub(settings: Settings) -> Hub:
                 send_record, arrival.outbox, source, topics.dlq, links=audit_links
             )
         caused: tuple[Effects, list[Waiting]] | None = None
+        # A redrive's audit link goes to its lane before the intake can yield.
+        first = await send_outbox(
+            send_record, arrival.outbox, source, topics.dlq, links=audit_links
+        )
 
         def receive() -> Effects:
             nonlocal caused
@@ -662,10 +665,8 @@ def build_hub(settings: Settings) -> Hub:
         if held:
             # Before the claim leaves: its verdict may settle the record at once.
             hold(app, source.topic, source.partition, source.offset)
-        # Sent before anything can yield: its audit links (a redrive's) reach their lane
-        # in the order they were chained.
-        settled = await send_outbox(
-            send_record, _joined(arrival.outbox, outbox), source, topics.dlq, links=audit_links
+        settled = _every(
+            first, await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
         )
         await hold_no_more_than_the_limit()
         if not held:

@@ -5,10 +5,11 @@ between leaves a head with no record, and a chain going on from it points its ne
 at a record never written ("record missing", security/audit.py ``resync``). So at each
 assignment, before faust takes it in (its table recovery resumes the partitions on its
 own; faust_app.py ``before_assigning``), the worker reads the tails of its audit
-partitions, then opens their lanes (audit_lanes.py). While the broker cannot be asked (it restarts under the rebalance that
-follows a kill) they are read again; a worker that still cannot read them stops (faust
-crashes the worker on an error here, and it starts again) rather than go on from the
-table's head. Found by the full chaos run of stop 31, which went on from the table's.
+partitions, then opens their lanes (audit_lanes.py). While the broker cannot be asked
+(it restarts under the rebalance that follows a kill) they are read again; a worker
+that still cannot read them stops (an error here crashes the worker, and it starts
+again) rather than go on from the table's head. Found by the full chaos run of stop 31,
+which went on from the table's.
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.pipeline.hub_context import HubContext
 from gun_hub.pipeline.intake import Intake
-from gun_hub.runtime.app import _joined
 from gun_hub.security.audit import AuditTrail
 from gun_hub.xml.decision_codec import DecisionCodec
 from gun_hub.xml.declaration_codec import DeclarationCodec
@@ -297,19 +296,6 @@ def test_a_decision_whose_delivery_failed_for_good_is_announced_again_by_the_sam
     hub.broker_refusing = False  # the agent started again; the answer is read again
     again = hub.answer(sent, "dgal", Verdict.VALID)
     assert hub.decisions(again) == [("26FR000690I0000012", 1, Outcome.RELEASE)]
-
-
-def test_a_redrive_s_outbox_joined_to_its_handling_keeps_what_to_undo() -> None:
-    """A redriven answer's decision goes out in the redrive's outbox joined to the
-    correlation's (runtime/app.py ``_joined``): what undoes its announcement if it is not
-    delivered must not be dropped on the way."""
-    checked, decided = Effects(), Effects()
-    undone: list[str] = []
-    checked.if_undelivered.append(lambda: undone.append("redrive"))
-    decided.if_undelivered.append(lambda: undone.append("decision"))
-    for undo in _joined(checked, decided).if_undelivered:
-        undo()
-    assert undone == ["redrive", "decision"]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -334,6 +334,18 @@ async def _every(*settles: Awaitable[None]) -> None:
     await asyncio.gather(*settles)
 
 
+def _settle_unwatched(settled: Awaitable[None] | None) -> None:
+    """Let ``settled`` run to its end with nobody waiting (its record is read again): its
+    ``after_delivery`` or ``if_undelivered`` still run, its failure is only logged."""
+
+    def logged(done: asyncio.Future[None]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("records of a record read again not delivered: %r", done.exception())
+
+    if settled is not None:
+        asyncio.ensure_future(settled).add_done_callback(logged)
+
+
 def _closing(name: str, close: Callable[[], Awaitable[None]]) -> type[Service]:
     """A service that runs ``close`` when the app stops."""
 
@@ -509,6 +521,14 @@ def build_hub(settings: Settings) -> Hub:
             {tp.partition for tp in revoked if tp.topic == topics.declarations}
         )
 
+    async def sent_if_any(
+        outbox: Effects, source: SourcePosition
+    ) -> Coroutine[Any, Any, None] | None:
+        """``outbox`` handed over (what settles it), or None when it holds nothing."""
+        if not outbox.records and not outbox.after_delivery:
+            return None
+        return await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
+
     app.before_revoking.append(give_up_audit_lanes)  # before faust waits for the agents
     app.before_stopping.append(audit_links.stop)
     app.service(_closing("StoppingAuditLinkProducer", link_producer.stop))
@@ -537,17 +557,21 @@ def build_hub(settings: Settings) -> Hub:
             read_as, at = source, accepted_at
             # A redrive's audit link goes to its lane before the handler can yield (handled
             # again after a cluster error): a link built meanwhile would overtake it.
-            first = await send_outbox(send_record, checked, source, topics.dlq, links=audit_links)
-            outbox = await _handled(
-                lambda: handle(event, read_as, at),
-                _value(event),
-                source,
-                topics.dlq,
-                name,
-                audit=context.audit,
-            )
+            first = await sent_if_any(checked, source)
+            try:
+                outbox = await _handled(
+                    lambda: handle(event, read_as, at),
+                    _value(event),
+                    source,
+                    topics.dlq,
+                    name,
+                    audit=context.audit,
+                )
+            except BaseException:
+                _settle_unwatched(first)  # the agent stops; the record is read again
+                raise
             then = await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
-            return _every(first, then)
+            return then if first is None else _every(first, then)
 
         handled_agent(app, topic, name, handled, settling)
 
@@ -644,9 +668,7 @@ def build_hub(settings: Settings) -> Hub:
             )
         caused: tuple[Effects, list[Waiting]] | None = None
         # A redrive's audit link goes to its lane before the intake can yield.
-        first = await send_outbox(
-            send_record, arrival.outbox, source, topics.dlq, links=audit_links
-        )
+        first = await sent_if_any(arrival.outbox, source)
 
         def receive() -> Effects:
             nonlocal caused
@@ -654,7 +676,13 @@ def build_hub(settings: Settings) -> Hub:
             caused = gate.receive(data, source, arrival.accepted_at, read_as=arrival.source)
             return caused[0]
 
-        outbox = await _handled(receive, data, source, topics.dlq, "intake", audit=context.audit)
+        try:
+            outbox = await _handled(
+                receive, data, source, topics.dlq, "intake", audit=context.audit
+            )
+        except BaseException:
+            _settle_unwatched(first)  # the agent stops; the record is read again
+            raise
         released = caused[1] if caused is not None else []
         # Waiting for its claim's verdict, or a plain declaration decided in this very
         # event (no claim): either way marked by its decision's settling, once its own
@@ -665,16 +693,13 @@ def build_hub(settings: Settings) -> Hub:
         if held:
             # Before the claim leaves: its verdict may settle the record at once.
             hold(app, source.topic, source.partition, source.offset)
-        settled = _every(
-            first, await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
-        )
+        then = await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
+        settled = then if first is None else _every(first, then)
+        if held:  # before anything yields: its verdict's settling waits for these
+            held_declarations.own_effects(source.partition, source.offset, settled)
         await hold_no_more_than_the_limit()
-        if not held:
-            await admit(released)
-            return settled
-        held_declarations.own_effects(source.partition, source.offset, settled)
         await admit(released)
-        return False
+        return False if held else settled
 
     async def on_claims_record(event: Any) -> Awaitable[None] | None:
         source = _source(event)
@@ -757,23 +782,37 @@ def build_hub(settings: Settings) -> Hub:
     )
     audit_keeper.schedule_checkpoints(app, checkpoint_within_s(settings) / 4)
 
-    async def resync_chains(assigned: set[TP]) -> None:
-        """Before faust takes an assignment in (its table recovery resumes the partitions
-        on its own, without waiting for the assignment's signal): each chain goes on from
-        the last records actually on the audit topic, never from a head a killed worker
-        saved without its record (runtime/audit_resync.py); then its lane takes links."""
-        partitions = sorted({tp.partition for tp in assigned if tp.topic == topics.declarations})
-        if partitions:
-            await resync_audit_heads(
-                lambda wanted: last_records(
-                    from_settings(settings.kafka), topics.audit, wanted, TAIL_RECORDS
-                ),
-                context.audit,
-                partitions,
-            )
+    # The chains of an assignment go on from the last records actually on the audit
+    # topic, never from a head a killed worker saved without its record
+    # (runtime/audit_resync.py); then their lanes take links. Read once faust's recovery
+    # is about to resume the partitions (``on_rebalance_complete``): inside the group's
+    # assignment callback no heartbeat is sent, and a slow read got the worker expelled,
+    # again and again (found by review in stop 32).
+    chains_to_resync: dict[str, Any] = {"partitions": [], "generation": None}
+
+    async def note_assignment(assigned: set[TP]) -> None:
+        chains_to_resync["partitions"] = sorted(
+            {tp.partition for tp in assigned if tp.topic == topics.declarations}
+        )
+        chains_to_resync["generation"] = app.consumer_generation_id
+
+    async def resync_chains(_sender: Any = None, **_: Any) -> None:
+        partitions, generation = chains_to_resync["partitions"], chains_to_resync["generation"]
+        if not partitions or generation != app.consumer_generation_id:
+            return  # nothing new, or a rebalance again: its own assignment comes
+        await resync_audit_heads(
+            lambda wanted: last_records(
+                from_settings(settings.kafka), topics.audit, wanted, TAIL_RECORDS
+            ),
+            context.audit,
+            partitions,
+        )
+        if generation == app.consumer_generation_id:
+            chains_to_resync["partitions"] = []
             audit_links.open(partitions)  # links go on from the heads just read
 
-    app.before_assigning.append(resync_chains)
+    app.before_assigning.append(note_assignment)
+    app.on_rebalance_complete.connect(resync_chains)
     every(app, settings.hub.deadline_sweep_s, "deadline sweep", sweep.run)
     every(
         app,

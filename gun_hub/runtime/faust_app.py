@@ -46,11 +46,16 @@ class HubApp(faust.App):  # type: ignore[misc]
         # audit lane retrying links the broker will not take; found by review in stop 32).
         self.before_revoking: list[Callable[[set[TP]], Awaitable[None]]] = []
         self.before_stopping: list[Callable[[], Awaitable[None]]] = []
-        # Run before faust takes an assignment in: its table recovery resumes the
-        # partitions on its own, without waiting for the assignment's signal.
+        # Run before faust takes an assignment in, inside the group's assignment callback
+        # (no heartbeat is sent meanwhile: each must be quick, no broker round trip); what
+        # must read the broker before records flow again runs at ``on_rebalance_complete``,
+        # which faust's recovery awaits before it resumes the partitions.
         self.before_assigning: list[Callable[[set[TP]], Awaitable[None]]] = []
 
     async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
+        if self.should_stop:  # faust returns at once too
+            await super()._on_partitions_revoked(revoked)
+            return
         try:
             # No more events handed to the agents (faust does it again, harmlessly):
             # those read meanwhile would have their audit links cancelled.
@@ -70,6 +75,9 @@ class HubApp(faust.App):  # type: ignore[misc]
         await super()._on_partitions_revoked(revoked)
 
     async def _on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        if self.should_stop:
+            await super()._on_partitions_assigned(assigned, generation_id)
+            return
         try:
             for take_in in self.before_assigning:
                 await take_in(assigned)

@@ -174,9 +174,11 @@ class AuditTrail:
         while len(self._journal) > mark:
             partition, table_head, resynced, signed = self._journal.pop()
             key = _head_key(partition)
+            # Written only where it changed: the failure undone may be this table's own.
             if table_head is None:
-                self._heads.pop(key, None)
-            else:
+                if self._heads.get(key) is not None:
+                    self._heads.pop(key, None)
+            elif self._heads.get(key) != table_head:
                 self._heads[key] = table_head
             if resynced is None:
                 self._resynced.pop(partition, None)

@@ -386,12 +386,15 @@ def test_undone_links_leave_the_head_table_as_it_was(signer: AuditSigner) -> Non
     assert heads == before
 
 
-async def test_the_hub_resyncs_its_chains_before_faust_takes_an_assignment_in(
+async def test_the_hub_notes_an_assignment_before_faust_takes_it_in(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """faust's table recovery resumes the partitions on its own, without waiting for the
-    assignment's signal: the chains must be read (and the lanes opened) before (found by
-    review in stop 32: records handled meanwhile had their links cancelled)."""
+    assignment's signal: the chains to read again are noted before (found by review in
+    stop 32: records handled meanwhile had their links cancelled), and read at
+    ``on_rebalance_complete``, which that recovery awaits before it resumes them (the
+    assignment callback itself sends no heartbeat: a slow read there got the worker
+    expelled; found by the same review)."""
     order: list[str] = []
 
     async def faust_assigns(_app: Any, _assigned: Any, _generation_id: int = 0) -> None:
@@ -400,12 +403,36 @@ async def test_the_hub_resyncs_its_chains_before_faust_takes_an_assignment_in(
     monkeypatch.setattr(faust.App, "_on_partitions_assigned", faust_assigns)
     app = HubApp("assign-test", broker="kafka://127.0.0.1:9", store="memory://")
 
-    async def resync(assigned: set[TP]) -> None:
-        order.append(f"chains of {sorted(tp.partition for tp in assigned)} resynced")
+    async def note(assigned: set[TP]) -> None:
+        order.append(f"chains of {sorted(tp.partition for tp in assigned)} noted")
 
-    app.before_assigning.append(resync)
+    app.before_assigning.append(note)
     await app._on_partitions_assigned({TP(AUDIT, 1)})
-    assert order == ["chains of [1] resynced", "faust takes the assignment in"]
+    assert order == ["chains of [1] noted", "faust takes the assignment in"]
+
+
+async def test_a_worker_stopping_runs_no_hook_at_a_rebalance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """faust returns at once when it stops: a hook would reopen lanes already stopped."""
+    ran: list[str] = []
+
+    async def faust_returns(_app: Any, *_args: Any) -> None:
+        ran.append("faust")
+
+    monkeypatch.setattr(faust.App, "_on_partitions_assigned", faust_returns)
+    monkeypatch.setattr(faust.App, "_on_partitions_revoked", faust_returns)
+    app = HubApp("stopping-test", broker="kafka://127.0.0.1:9", store="memory://")
+
+    async def hook(_tps: set[TP]) -> None:
+        ran.append("hook")
+
+    app.before_assigning.append(hook)
+    app.before_revoking.append(hook)
+    monkeypatch.setattr(HubApp, "should_stop", property(lambda _self: True))
+    await app._on_partitions_revoked({TP(AUDIT, 0)})
+    await app._on_partitions_assigned({TP(AUDIT, 0)})
+    assert ran == ["faust", "faust"]
 
 
 async def test_a_hook_that_fails_crashes_the_worker_rather_than_skip_the_revocation(

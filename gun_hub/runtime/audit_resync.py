@@ -3,9 +3,10 @@
 The head table and the audit records reach the broker separately: a worker killed in
 between leaves a head with no record, and a chain going on from it points its next link
 at a record never written ("record missing", security/audit.py ``resync``). So at each
-assignment, before faust takes it in (its table recovery resumes the partitions on its
-own; faust_app.py ``before_assigning``), the worker reads the tails of its audit
-partitions, then opens their lanes (audit_lanes.py). While the broker cannot be asked
+assignment, once faust's table recovery is about to resume the partitions (its
+``on_rebalance_complete``, which it awaits; not inside the group's assignment callback,
+where no heartbeat is sent), the worker reads the tails of its audit partitions, then
+opens their lanes (audit_lanes.py). While the broker cannot be asked
 (it restarts under the rebalance that follows a kill) they are read again; a worker
 that still cannot read them stops (an error here crashes the worker, and it starts
 again) rather than go on from the table's head. Found by the full chaos run of stop 31,
@@ -25,8 +26,8 @@ from gun_hub.runtime.audit_lanes import BATCH
 
 log = logging.getLogger(__name__)
 
-# Reads at most this many times, waiting 0.5 s doubling up to 5 s between them: about 30 s,
-# longer than a broker takes to restart and well within a rebalance's patience.
+# Reads at most this many times, waiting 0.5 s doubling up to 5 s between them (about 30 s
+# of waiting, each read up to READ_TIMEOUT_S): longer than a broker takes to restart.
 ATTEMPTS = 9
 FIRST_WAIT_S = 0.5
 LONGEST_WAIT_S = 5.0

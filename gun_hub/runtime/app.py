@@ -168,6 +168,9 @@ class _TableStore:
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._table[key] = value
 
+    def __delitem__(self, key: bytes) -> None:
+        del self._table[key]  # a tombstone in the changelog
+
     def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
         if self._table.get(key) is None:
             return default

@@ -108,7 +108,7 @@ class HeadStore(Protocol):
 
     def __setitem__(self, key: bytes, value: bytes) -> None: ...
 
-    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None: ...
+    def __delitem__(self, key: bytes) -> None: ...
 
 
 class CheckpointSigner(Protocol):
@@ -177,7 +177,7 @@ class AuditTrail:
             # Written only where it changed: the failure undone may be this table's own.
             if table_head is None:
                 if self._heads.get(key) is not None:
-                    self._heads.pop(key, None)
+                    del self._heads[key]
             elif self._heads.get(key) != table_head:
                 self._heads[key] = table_head
             if resynced is None:

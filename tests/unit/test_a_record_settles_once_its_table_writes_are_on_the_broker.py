@@ -179,6 +179,20 @@ async def test_a_write_already_refused_still_holds_the_record() -> None:
         await table_writes.written(event)
 
 
+def _a_write_on_its_way(
+    partition: int, offset: int, key: bytes
+) -> tuple[HubApp, Any, Settling, FutureMessage]:
+    """A hub table whose write of ``key``, made by the record at ``partition``/``offset``,
+    is on its way (in faust's buffer), its record settling."""
+    app, cases = _hub_table()
+    settling = Settling(limit=10)
+    with as_if_handling(DECLARATIONS, partition, offset):
+        cases[key] = b"case"
+        settling.track(_acknowledged(), lambda: None)
+    [write] = _changelog_writes(app)
+    return app, cases, settling, write
+
+
 async def _a_case_refused(
     partition: int, offset: int, key: bytes, value: bytes = b"case"
 ) -> tuple[HubApp, Any, Settling]:
@@ -345,12 +359,7 @@ async def test_a_write_refused_after_its_partition_was_given_up_is_not_sent_agai
     """Refused after the revocation (or a resend in flight then): remembered, it would be
     sent again from this worker's stale copy (or as a deletion) into the changelog of a
     partition another worker now owns (found by review in stop 32)."""
-    app, cases = _hub_table()
-    settling = Settling(limit=10)
-    with as_if_handling(DECLARATIONS, 6, 2):
-        cases[b"FR-2026-6"] = b"case"
-        settling.track(_acknowledged(), lambda: None)
-    [write] = _changelog_writes(app)
+    app, cases, settling, write = _a_write_on_its_way(6, 2, b"FR-2026-6")
     changelog = next(iter(cases.changelog_topic.topics))
     await cases.on_rebalance(set(), {TP(changelog, 6)}, set())
     write.set_exception(KafkaTimeoutError())
@@ -365,12 +374,7 @@ async def test_a_write_refused_after_its_partition_was_given_up_is_not_sent_agai
 
 async def test_a_write_refused_while_its_partition_is_being_revoked_is_not_sent_again() -> None:
     """Told at revocation, before faust waits for its agents (runtime/faust_app.py)."""
-    app, cases = _hub_table()
-    settling = Settling(limit=10)
-    with as_if_handling(DECLARATIONS, 6, 2):
-        cases[b"FR-2026-6"] = b"case"
-        settling.track(_acknowledged(), lambda: None)
-    [write] = _changelog_writes(app)
+    _app, cases, settling, write = _a_write_on_its_way(6, 2, b"FR-2026-6")
     changelog = next(iter(cases.changelog_topic.topics))
     cases.give_up({TP(changelog, 6)})
     write.set_exception(KafkaTimeoutError())

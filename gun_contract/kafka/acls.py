@@ -3,7 +3,8 @@
 * an authority's adapter: read its request topic (with its consumer group), write its
   response topic, dead letters and its heartbeat (``ops.health``);
 * the hub: read declarations, every response topic and dead letters (with its group),
-  and decisions (the publisher reads what it already published when it starts);
+  decisions (the publisher reads what it already published when it starts) and the audit
+  trail (each chain goes on from its last records);
   write requests, decisions, status, audit and dead letters; everything on its own
   internal topics (faust changelogs, prefixed with its app id); read the status, facts,
   health and lag topics for the operations views; describe the other groups (lag);
@@ -91,6 +92,9 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 # The decision publisher reads what it already published at start-up
                 # (publisher.py, _remember_published).
                 topics.decisions,
+                # Each audit chain goes on from the audit topic's last records, read
+                # without a group at each assignment (runtime/audit_resync.py).
+                topics.audit,
                 # The operations views (ops/view.py) read these without a group.
                 topics.status,
                 topics.facts,

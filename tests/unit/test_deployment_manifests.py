@@ -974,3 +974,18 @@ def test_every_broker_aborts_a_transaction_left_open_within_a_minute() -> None:
             limits[f"compose {name}"] = int(environment.get("KAFKA_TRANSACTION_MAX_TIMEOUT_MS", 0))
     assert len(limits) > 4  # three templates, Strimzi, and the Compose brokers
     assert limits == dict.fromkeys(limits, 60_000)
+
+
+def test_the_hub_may_read_the_audit_topic_its_chains_go_on_from() -> None:
+    """Each audit chain goes on from the audit topic's last records (runtime/audit_resync.py):
+    without the right to read them, on a secured cluster the worker stopped at every
+    assignment (found by CI in stop 32, once the resync's failure was no longer swallowed
+    by the group's assignment callback)."""
+    topics = shipped_registry()
+    readable = {
+        topic
+        for grant in acl_plan(topics, "gun-hub", "gun-clearance")
+        if grant.principal == "hub" and "Read" in grant.operations
+        for topic in grant.topics
+    }
+    assert topics.audit in readable

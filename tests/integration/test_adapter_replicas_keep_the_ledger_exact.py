@@ -286,7 +286,9 @@ async def test_a_reservation_answered_in_an_outage_is_not_applied_after_a_rebala
             blocked.clear()
             applied = await until_answered(hub, delete_x.request_id, Verdict.VALID)
             assert applied.answers[0].partner_code == "01"
-            assert len(second.pending) == 0
+            # Answer first, then forget (adapters/base/replay.py): the answer can be read a
+            # moment before the queue lets go of it (a CI run of stop 32 saw it there).
+            await until(lambda: len(second.pending) == 0)
 
     assert await hub.ledger(doc_x) == (Decimal(0), Decimal(0))
     # Y never held anything: its reservation was not applied behind its deletion.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
@@ -25,6 +24,9 @@ from gun_hub.runtime.app import _raw_table
 from gun_hub.runtime.faust_app import HubApp, as_if_handling
 from gun_hub.runtime.held_declarations import HeldDeclarations, OwnEffectsLost
 from gun_hub.runtime.settling import Settling
+from tests.unit.test_a_record_settles_once_its_table_writes_are_on_the_broker import (
+    _changelog_writes,
+)
 
 DECLARATIONS = "gun.declarations"
 CLAIMS = "gun.claims"
@@ -107,18 +109,10 @@ async def test_its_own_table_writes_are_awaited_before_the_mark(tmp_path: Path) 
         held.decided(1, 7, _delivered())
     await _let_tasks_run()
     assert marks.marked == []
-    [write] = _buffered(app)
+    [write] = _changelog_writes(app)
     write.set_result(None)
     await settling.drained()
     assert marks.marked == [7]
-
-
-def _buffered(app: HubApp) -> list[Any]:
-    pending = app.producer.buffer.pending
-    writes = []
-    while not pending.empty():
-        writes.append(pending.get_nowait())
-    return writes
 
 
 async def test_own_effects_lost_let_the_record_go_and_the_decision_never_marks_it() -> None:

@@ -133,32 +133,63 @@ async def _align_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> 
 async def last_records(
     connect: Connect, topic: str, partitions: Sequence[int], count: int, timeout_s: float = 30.0
 ) -> dict[int, list[bytes]]:
-    """The values of the last ``count`` records of each partition of ``topic``, oldest
-    first (fewer where it holds fewer; none where it is empty)."""
-    consumer = AIOKafkaConsumer(**consumer_options(connect), enable_auto_commit=False)
+    """The values of the last ``count`` committed records of each partition of ``topic``,
+    oldest first (fewer where it holds fewer; none where it holds none).
+
+    Committed only: what an aborted transaction left is no record (the audit lanes write
+    in transactions, runtime/audit_lanes.py). Aborted batches and transaction markers take
+    offsets too, so where the last ``count`` offsets hold fewer records the read goes
+    further back, up to the partition's start."""
+    consumer = AIOKafkaConsumer(
+        **consumer_options(connect), enable_auto_commit=False, isolation_level="read_committed"
+    )
     try:
         await consumer.start()  # a broker away: no half-started client left behind
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
+        ends = await consumer.end_offsets(tps)  # the stable ends: nothing open after
         starts = await consumer.beginning_offsets(tps)
         found: dict[int, list[bytes]] = {tp.partition: [] for tp in tps}
-        wanted = {tp: ends[tp] for tp in tps if ends[tp] > starts[tp]}
-        for tp in wanted:
-            consumer.seek(tp, max(starts[tp], ends[tp] - count))
+        window = dict.fromkeys(tps, count)
         async with asyncio.timeout(timeout_s):
+            wanted = {tp for tp in tps if ends[tp] > starts[tp]}
             while wanted:
-                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                    for record in records:
-                        if tp in wanted and record.offset < wanted[tp]:
-                            found[tp.partition].append(record.value or b"")
+                read = await _read_back(
+                    consumer, {tp: (ends[tp] - window[tp], ends[tp]) for tp in wanted}, starts
+                )
                 for tp in list(wanted):
-                    if await consumer.position(tp) >= wanted[tp]:  # markers skipped too
-                        del wanted[tp]
-                        consumer.pause(tp)
+                    found[tp.partition] = read[tp][-count:]
+                    if len(read[tp]) >= count or ends[tp] - window[tp] <= starts[tp]:
+                        wanted.discard(tp)
+                    else:
+                        window[tp] *= 4
         return found
     finally:
         await consumer.stop()
+
+
+async def _read_back(
+    consumer: AIOKafkaConsumer,
+    ranges: dict[TopicPartition, tuple[int, int]],
+    starts: dict[TopicPartition, int],
+) -> dict[TopicPartition, list[bytes]]:
+    """The values read in each partition's ``[from, to)`` offsets (from no earlier than its
+    start); a partition is done once its position reaches ``to`` (markers skipped too)."""
+    read: dict[TopicPartition, list[bytes]] = {tp: [] for tp in ranges}
+    for tp, (first, _) in ranges.items():
+        consumer.seek(tp, max(starts[tp], first))
+        consumer.resume(tp)
+    reading = dict(ranges)
+    while reading:
+        for tp, records in (await consumer.getmany(*reading, timeout_ms=500)).items():
+            for record in records:
+                if tp in reading and record.offset < reading[tp][1]:
+                    read[tp].append(record.value or b"")
+        for tp in list(reading):
+            if await consumer.position(tp) >= reading[tp][1]:
+                del reading[tp]
+                consumer.pause(tp)
+    return read
 
 
 async def topic_partitions(connect: Connect, topic: str) -> list[int]:

@@ -35,12 +35,17 @@ app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 async def read_topic(
     connect: Connect, topic: str, progress: ProgressBar = HIDDEN
 ) -> list[LoggedRecord]:
-    """Every record of ``topic`` from its beginning to its end at the time of the call.
+    """Every committed record of ``topic`` from its beginning to its stable end at the
+    time of the call.
 
     ``progress`` counts offsets read out of those between the beginnings and the ends.
     """
     partitions = [TopicPartition(topic, p) for p in await topic_partitions(connect, topic)]
-    consumer = AIOKafkaConsumer(**client_options(connect), enable_auto_commit=False)
+    # Committed records only: the hub appends its links in transactions, and a batch whose
+    # transaction was aborted (a worker fenced, a failed attempt sent again) is no link.
+    consumer = AIOKafkaConsumer(
+        **client_options(connect), enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         consumer.assign(partitions)

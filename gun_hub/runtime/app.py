@@ -252,6 +252,10 @@ def _accepted_at(message: Any) -> float | None:
 _CLUSTER_RETRIES = 10
 # Records handled whose effects the broker has not acknowledged yet, at most (settling.py).
 _IN_FLIGHT_LIMIT = 1000
+# Taking the audit partitions' producers (fencing former owners, ending their open
+# transactions) at an assignment gives up after this long and stops the worker, which
+# starts again: a broker that answers does it in well under a second.
+_TAKE_AUDIT_PARTITIONS_S = 60.0
 
 
 async def _handled(
@@ -515,9 +519,19 @@ def build_hub(settings: Settings) -> Hub:
         )
 
     # Audit links in chain order, each certain to follow the links before it, never
-    # dead-lettered (runtime/audit_lanes.py).
-    link_producer = AuditLinkProducer(from_settings(settings.kafka), topics.audit)
-    audit_links = AuditLanes(topics.audit, link_producer.send_batch, link_producer.flush)
+    # dead-lettered, and added to a chain by its partition's owner only: a lane fenced by
+    # another worker crashes this one, which starts again and resyncs what it is given
+    # (runtime/audit_lanes.py).
+    link_producer = AuditLinkProducer(
+        from_settings(settings.kafka), topics.audit, f"{settings.hub.app_id}-audit-links"
+    )
+
+    async def audit_partition_lost(_partition: int, lost: BaseException) -> None:
+        await app.crash(lost)
+
+    audit_links = AuditLanes(
+        topics.audit, link_producer.send_batch, link_producer.release, on_lost=audit_partition_lost
+    )
 
     async def give_up_audit_lanes(revoked: set[TP]) -> None:
         await audit_links.give_up(
@@ -787,7 +801,9 @@ def build_hub(settings: Settings) -> Hub:
 
     # The chains of an assignment go on from the last records actually on the audit
     # topic, never from a head a killed worker saved without its record
-    # (runtime/audit_resync.py); then their lanes take links. Read once faust's recovery
+    # (runtime/audit_resync.py); then their lanes take links. The partitions' producers
+    # are taken first: any former owner fenced and its open transaction ended, the tail
+    # read next is all that will ever precede this worker's links. Read once faust's recovery
     # is about to resume the partitions (``on_rebalance_complete``): inside the group's
     # assignment callback no heartbeat is sent, and a slow read got the worker expelled,
     # again and again (found by review in stop 32).
@@ -803,6 +819,8 @@ def build_hub(settings: Settings) -> Hub:
         partitions, generation = chains_to_resync["partitions"], chains_to_resync["generation"]
         if not partitions or generation != app.consumer_generation_id:
             return  # nothing new, or a rebalance again: its own assignment comes
+        async with asyncio.timeout(_TAKE_AUDIT_PARTITIONS_S):  # else the worker stops
+            await link_producer.take(partitions)
         await resync_audit_heads(
             lambda wanted: last_records(
                 from_settings(settings.kafka), topics.audit, wanted, TAIL_RECORDS

@@ -20,10 +20,20 @@ verify takes as one).
 
 A lane takes links only for the partitions it was opened for (at assignment, once the
 chain is resynced). Given up at a revocation, before faust waits for its agents
-(faust_app.py ``before_revoking``), it stops, no more links are taken for the partition
-(an agent finishing the event in hand would build on this worker's old head), and the
-producer is flushed, so that a batch it was handed is in before the next owner reads
-the tail (found by review in stop 32: a batch landing after that resync forked the chain).
+(faust_app.py ``before_revoking``), it stops and no more links are taken for the
+partition (an agent finishing the event in hand would build on this worker's old head).
+
+Only the partition's owner may add to its chain. Each audit partition has a transactional
+producer of its own (:class:`AuditLinkProducer`, one transaction per batch), taken at
+assignment before the chain is resynced: taking it fences any former owner's and ends its
+open transaction, so that a worker expelled from its group (a long pause, a network cut)
+cannot append from its old head after the next owner read the tail, and a batch its
+producer gave up on cannot land after that resync (both forks left open by stop 32); the
+trail's readers read committed records only. A lane fenced stops for good: what it was
+given is cancelled, and the worker is told (``on_lost``; the hub crashes it, and it
+starts again, rejoins its group and resyncs what it is given). A lane never takes its
+producer again by itself: taken by a worker that has not yet heard it was expelled, it
+would fence the rightful owner and append from the old head (ADR 0019).
 """
 
 from __future__ import annotations
@@ -33,21 +43,38 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import ProducerFenced
 
 from gun_contract.effects import OutgoingRecord
 from gun_contract.kafka.client import ClientConfig
+from gun_hub.runtime.transactions import (
+    TRANSACTION_RETRY_BACKOFF_MS,
+    producer_is_broken,
+    retrieve_fatal_error,
+)
 
 log = logging.getLogger(__name__)
 
 BATCH = 200  # links in one record batch at most (a resync reads more than this)
 BATCH_BYTES = 256 * 1024  # and at most this many bytes of them (the producer's batch: 1 MiB)
 
-# Sends ``links`` (all of one partition) as one record batch; what completes once the
-# broker has appended it.
-SendBatch = Callable[[int, list[OutgoingRecord]], Awaitable[Awaitable[Any]]]
+# Appends ``links`` (all of one partition) as one record batch, in a transaction of the
+# partition's producer; returns once it is committed.
+SendBatch = Callable[[int, list[OutgoingRecord]], Awaitable[None]]
+# Told that a partition's lane stopped for good (its producer fenced).
+OnLost = Callable[[int, BaseException], Awaitable[None]]
+
+
+class AuditLaneLost(Exception):
+    """This worker may no longer add to ``partition``'s chain: its producer was fenced
+    (another worker took the partition) or is broken, and taking a new one could fence
+    the rightful owner."""
+
+    def __init__(self, partition: int, reason: str = "fenced by another worker") -> None:
+        super().__init__(f"audit partition {partition}: {reason}")
+        self.partition = partition
 
 
 @dataclass
@@ -62,14 +89,16 @@ class AuditLanes:
         self,
         topic: str,
         send_batch: SendBatch,
-        flush: Callable[[], Awaitable[None]],
+        release: Callable[[Collection[int]], Awaitable[None]],
         *,
+        on_lost: OnLost,
         backoff_s: float = 0.1,
         max_backoff_s: float = 5.0,
     ) -> None:
         self.topic = topic
         self._send_batch = send_batch
-        self._flush = flush
+        self._release = release
+        self._on_lost = on_lost
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._lanes: dict[int, _Lane] = {}
@@ -101,44 +130,48 @@ class AuditLanes:
 
     async def give_up(self, partitions: Collection[int]) -> None:
         """Stop the lanes of ``partitions`` (being revoked): take no more links for them,
-        cancel what they were given (its events are read again by the next owner), and
-        flush the producer, so that a batch it was handed is in before that owner reads
-        the tail."""
+        cancel what they were given (its events are read again by the next owner), and let
+        their producers go (a batch one holds is the next owner's to end: taking the
+        partition aborts it before the resync)."""
         self._open -= set(partitions)
-        stopped = False
         for partition in partitions:
             lane = self._lanes.pop(partition, None)
             if lane is None:
                 continue
-            stopped = True
             if lane.task is not None:
                 lane.task.cancel()
                 await asyncio.wait([lane.task])  # its end; a cancellation of ours is raised
-            for _, future in lane.sending + lane.queued:
-                future.cancel()
-        if stopped:
-            await self._flush()
+            _cancel(lane)
+        await self._release(partitions)
 
     async def stop(self) -> None:
         """Give every partition up (the worker stops): open ones without a lane too."""
         await self.give_up(set(self._lanes) | self._open)
 
     async def _run(self, partition: int, lane: _Lane) -> None:
-        while lane.queued:
-            lane.sending, lane.queued = _batch(lane.queued)
-            await self._deliver(partition, [link for link, _ in lane.sending])
-            for _, future in lane.sending:
-                if not future.done():
-                    future.set_result(None)
-            lane.sending = []
+        try:
+            while lane.queued:
+                lane.sending, lane.queued = _batch(lane.queued)
+                await self._deliver(partition, [link for link, _ in lane.sending])
+                for _, future in lane.sending:
+                    if not future.done():
+                        future.set_result(None)
+                lane.sending = []
+        except AuditLaneLost as lost:
+            log.exception("audit partition %d lost: its links are the next owner's", partition)
+            self._open.discard(partition)
+            if self._lanes.get(partition) is lane:
+                del self._lanes[partition]
+            _cancel(lane)
+            await self._on_lost(partition, lost)
 
     async def _deliver(self, partition: int, links: list[OutgoingRecord]) -> None:
         """Until the broker has appended ``links`` (one record batch, whole)."""
         tries = 0
         while True:
             try:
-                await (await self._send_batch(partition, links))
-            except asyncio.CancelledError:
+                await self._send_batch(partition, links)
+            except (asyncio.CancelledError, AuditLaneLost):
                 raise
             except Exception as error:  # noqa: BLE001 - dropped, its links would be holes
                 failure = error
@@ -159,6 +192,11 @@ class AuditLanes:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311
 
 
+def _cancel(lane: _Lane) -> None:
+    for _, future in lane.sending + lane.queued:
+        future.cancel()
+
+
 def _batch(
     queued: list[tuple[OutgoingRecord, asyncio.Future[None]]],
 ) -> tuple[
@@ -176,36 +214,53 @@ def _batch(
 
 
 class AuditLinkProducer:
-    """A producer of the hub's own for the audit links: each lane batch one Kafka record
-    batch (aiokafka ``send_batch``), appended by the broker whole or not at all. Made and
-    started at its first batch (aiokafka makes its clients inside the running loop)."""
+    """The audit lanes' producers: one transactional producer per audit partition this
+    worker owns, each lane batch one transaction holding one Kafka record batch (appended
+    whole or not at all, visible to the trail's readers only once committed).
+    Transactional ids ``<prefix>-<partition>``: the partition's owner, whichever worker
+    it is, uses the same one, which is what fences a former owner."""
 
-    def __init__(self, connect: ClientConfig, topic: str) -> None:
+    def __init__(self, connect: ClientConfig, topic: str, transactional_prefix: str) -> None:
         self._connect = connect
         self._topic = topic
-        self._producer: AIOKafkaProducer | None = None
-        self._started: asyncio.Task[None] | None = None
+        self._prefix = transactional_prefix
+        self._producers: dict[int, AIOKafkaProducer] = {}
 
-    async def _ready(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            self._producer = AIOKafkaProducer(
-                **self._connect.options(),
-                client_id="gun-hub-audit-links",
-                acks="all",
-                # A batch not appended within this is failed (and sent again by its lane):
-                # what bounds the flush of a give-up, well within a rebalance's patience.
-                request_timeout_ms=15_000,
-                max_batch_size=4 * BATCH_BYTES,
-                max_request_size=4 * BATCH_BYTES,
-            )
-        started = self._started
-        if started is None or (started.done() and (started.cancelled() or started.exception())):
-            started = self._started = asyncio.ensure_future(self._producer.start())
-        await asyncio.shield(started)
-        return self._producer
+    def transactional_id(self, partition: int) -> str:
+        return f"{self._prefix}-{partition}"
 
-    async def send_batch(self, partition: int, links: list[OutgoingRecord]) -> Awaitable[Any]:
-        producer = await self._ready()
+    async def take(self, partitions: Collection[int]) -> None:
+        """Own ``partitions``' chains from now on: any former owner's producer is fenced
+        and its open transaction ended (committed or aborted, before this returns), so the
+        tail read next is all that will ever precede this worker's links."""
+        await self.release(partitions)  # a stale one of ours is fenced too: never reused
+        await asyncio.gather(*(self._take_one(p) for p in partitions))
+
+    async def _take_one(self, partition: int) -> None:
+        producer = AIOKafkaProducer(
+            **self._connect.options(),
+            client_id=f"gun-hub-audit-links-{partition}",
+            transactional_id=self.transactional_id(partition),
+            enable_idempotence=True,
+            acks="all",
+            retry_backoff_ms=TRANSACTION_RETRY_BACKOFF_MS,  # transactions.py
+            # A batch not appended within this fails its transaction, aborted and sent
+            # again by its lane.
+            request_timeout_ms=15_000,
+            max_batch_size=4 * BATCH_BYTES,
+            max_request_size=4 * BATCH_BYTES,
+        )
+        try:
+            await producer.start()  # init_transactions: fences, ends the former's
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producers[partition] = producer
+
+    async def send_batch(self, partition: int, links: list[OutgoingRecord]) -> None:
+        producer = self._producers.get(partition)
+        if producer is None or producer_is_broken(producer):
+            raise AuditLaneLost(partition, "no usable producer (not taken, or broken)")
         batch = producer.create_batch()
         for link in links:
             appended = batch.append(
@@ -213,20 +268,28 @@ class AuditLinkProducer:
             )
             if appended is None:  # cannot happen under BATCH_BYTES; never half a batch
                 raise ValueError(f"{len(links)} audit links do not fit one record batch")
-        sent: Awaitable[Any] = await producer.send_batch(batch, self._topic, partition=partition)
-        return sent
+        try:
+            async with producer.transaction():
+                # Checked before the commit: aiokafka commits a transaction whose produce
+                # the broker refused (publisher.py).
+                await (await producer.send_batch(batch, self._topic, partition=partition))
+        except Exception as failure:
+            if isinstance(failure, ProducerFenced) or producer_is_broken(producer):
+                retrieve_fatal_error(producer)
+                reason = (
+                    "fenced by another worker"
+                    if isinstance(failure, ProducerFenced)
+                    else f"producer in a fatal state ({type(failure).__name__})"
+                )
+                raise AuditLaneLost(partition, reason) from failure
+            raise  # aborted: nothing of it is visible; its lane sends it again
 
-    async def flush(self) -> None:
-        started = self._started
-        ready = (
-            started is not None
-            and started.done()
-            and not started.cancelled()
-            and started.exception() is None
-        )
-        if self._producer is not None and ready:
-            await self._producer.flush()
+    async def release(self, partitions: Collection[int]) -> None:
+        """Let the producers of ``partitions`` go (revoked, or the worker stops)."""
+        for partition in partitions:
+            producer = self._producers.pop(partition, None)
+            if producer is not None:
+                await producer.stop()
 
     async def stop(self) -> None:
-        if self._producer is not None and self._started is not None:
-            await self._producer.stop()
+        await self.release(list(self._producers))

@@ -61,20 +61,11 @@ from gun_contract.kafka.client import Connect, consumer_options, producer_option
 from gun_contract.security.entitlements import CLEARANCE_PARTY
 from gun_contract.security.state_cipher import StateCipher, StateUnreadable
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
+from gun_hub.runtime.transactions import TRANSACTION_RETRY_BACKOFF_MS, producer_is_broken
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY = 20_000
-# A batch's transaction starts as soon as the previous one is committed, while the broker
-# may still be writing that one's markers. Since KIP-890 (Kafka 3.6), the leader of an
-# outbox partition checks each transactional produce with the coordinator, and answers
-# "concurrent transactions" to a client of aiokafka's age as NOT_ENOUGH_REPLICAS, which
-# aiokafka retries after its retry backoff: 100 ms by default, added to the decisions of
-# that batch (bench-steady: 181 in 5 minutes at 12.4 declarations/s). 20 ms is what the
-# Java client and aiokafka wait on the same conflict when adding a partition to a
-# transaction (KAFKA-5477).
-PUBLISHER_RETRY_BACKOFF_MS = 20
-
 # A partition fenced while the group still assigns it to this worker is taken again after
 # this long. Another worker that took it over fences it too, but the group then revokes it
 # from this one within a heartbeat (3 s) of its rebalance; a partition still assigned
@@ -322,7 +313,7 @@ class DecisionPublisher:
             transactional_id=self.transactional_id(partition),
             enable_idempotence=True,
             acks="all",
-            retry_backoff_ms=PUBLISHER_RETRY_BACKOFF_MS,
+            retry_backoff_ms=TRANSACTION_RETRY_BACKOFF_MS,  # transactions.py
         )
         # Starting fences any previous owner and aborts its open transaction (or waits for
         # the coordinator to end the one a failed commit of ours left open: the memory read
@@ -406,7 +397,7 @@ class DecisionPublisher:
         # cluster, tests/e2e/test_a_broker_dies_under_the_hub.py).
         async with self._handover[tp.partition]:
             publisher = self._partitions.get(tp.partition)
-            if publisher is not None and _broken(publisher.producer):
+            if publisher is not None and producer_is_broken(publisher.producer):
                 log.warning("publisher: producer of partition %d failed; replaced", tp.partition)
                 await self._drop(tp.partition)
                 publisher = None
@@ -551,14 +542,6 @@ class DecisionPublisher:
             topic=self._decisions,
             content_type=ContentType.XML,
         )
-
-
-def _broken(producer: AIOKafkaProducer) -> bool:
-    """A producer aiokafka put in its fatal state (an error it cannot recover from outside
-    a transaction): like the Java client's, it can only be closed; the next transaction
-    would fail an assertion, not raise a Kafka error. aiokafka has no public test of it."""
-    manager = producer._txn_manager
-    return manager is not None and bool(manager.is_fatal_error())
 
 
 class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -14,15 +14,15 @@ record batch (whole or not at all), the next batch only once the broker has all 
 last, retried without end (never dead-lettered: the audit must not go on without them),
 and an event settles once its links are in. The log is a prefix of the chain; a resync
 takes the highest link among the last records all the same. A partition given up stops
-its lane before faust waits for its agents, takes no more links, and flushes what the
-producer holds.
+its lane before faust waits for its agents, takes no more links, and lets its
+transactional producer go (the next owner's fences it); a lane fenced stops for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from typing import Any
 
 import faust
@@ -34,7 +34,7 @@ from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects, OutgoingRecord
 from gun_contract.security.keystore import AuditSigner, PublicKey
 from gun_hub.runtime.app import _handled
-from gun_hub.runtime.audit_lanes import AuditLanes
+from gun_hub.runtime.audit_lanes import AuditLaneLost, AuditLanes, OnLost
 from gun_hub.runtime.delivery import Retries, send_outbox
 from gun_hub.runtime.faust_app import HubApp
 from gun_hub.security.audit import AuditTrail
@@ -54,6 +54,10 @@ SOURCE = SourcePosition("gun.declarations", 0, 7, b"26FR000690I0000012")
 FAST = Retries(attempts=3, backoff_s=0.001, max_backoff_s=0.001)
 
 
+async def never_lost(partition: int, error: BaseException) -> None:
+    raise AssertionError(f"audit partition {partition} lost: {error}")
+
+
 class Broker:
     """Takes record batches onto a topic whole or not at all (as Kafka appends a record
     batch), fails them as told, or holds them until released. The hub's other records go
@@ -65,14 +69,15 @@ class Broker:
         self.sent: list[OutgoingRecord] = []
         self.kept: list[OutgoingRecord] = []
         self.waiting: list[tuple[list[OutgoingRecord], asyncio.Future[None]]] = []
-        self.flushed = 0
+        self.released: list[set[int]] = []
         self.arrived = asyncio.Event()  # a batch held since ``arrived`` was cleared
 
     async def send(self, record: OutgoingRecord) -> Awaitable[Any]:
         return await self._batch([record])
 
-    async def send_batch(self, _partition: int, links: list[OutgoingRecord]) -> Awaitable[Any]:
-        return await self._batch(links)
+    async def send_batch(self, _partition: int, links: list[OutgoingRecord]) -> None:
+        """One transaction: returns once it is committed."""
+        await (await self._batch(links))
 
     async def _batch(self, records: list[OutgoingRecord]) -> asyncio.Future[None]:
         self.sent += records
@@ -87,10 +92,9 @@ class Broker:
             future.set_result(None)
         return future
 
-    async def flush(self) -> None:
-        """What the producer was handed reaches the broker (a held batch included)."""
-        self.flushed += 1
-        self.take()
+    async def release(self, partitions: Collection[int]) -> None:
+        """The producers of ``partitions`` are let go (the next owner's fences them)."""
+        self.released.append(set(partitions))
 
     async def holding(self) -> None:
         """Until a batch is held (sent again after a backoff, say)."""
@@ -99,18 +103,28 @@ class Broker:
                 self.arrived.clear()
                 await self.arrived.wait()
 
-    def take(self, count: int | None = None, *, fail: Exception | None = None) -> None:
+    def take(
+        self,
+        count: int | None = None,
+        *,
+        fail: Exception | None = None,
+        abort_links: bool = False,
+    ) -> None:
         """Append (or fail) the first ``count`` held batches, in order, whether or not
-        anyone still waits for them: a producer delivers what it was handed."""
+        anyone still waits for them: a producer delivers what it was handed.
+        ``abort_links``: the held audit batches' transactions are aborted instead."""
         taken = self.waiting[:count] if count is not None else list(self.waiting)
         del self.waiting[: len(taken)]
         for records, future in taken:
-            if fail is None:
+            failure = fail
+            if abort_links and records[0].topic == AUDIT:
+                failure = KafkaTimeoutError()
+            if failure is None:
                 self.kept += records
             if future.done():
                 continue
-            if fail is not None:
-                future.set_exception(fail)
+            if failure is not None:
+                future.set_exception(failure)
             else:
                 future.set_result(None)
 
@@ -120,9 +134,16 @@ class Broker:
                 assert record.partition is not None
                 topic.publish(record.partition, [record.value])
 
-    def lanes(self, *partitions: int, backoff_s: float = 0.001) -> AuditLanes:
+    def lanes(
+        self, *partitions: int, backoff_s: float = 0.001, on_lost: OnLost = never_lost
+    ) -> AuditLanes:
         lanes = AuditLanes(
-            AUDIT, self.send_batch, self.flush, backoff_s=backoff_s, max_backoff_s=backoff_s
+            AUDIT,
+            self.send_batch,
+            self.release,
+            on_lost=on_lost,
+            backoff_s=backoff_s,
+            max_backoff_s=backoff_s,
         )
         lanes.open(set(partitions) or {0})
         return lanes
@@ -229,29 +250,60 @@ async def test_a_batch_of_links_is_appended_whole_or_not_at_all_and_sent_again_w
     assert verify(topic, public, clock.now).intact
 
 
-async def test_links_handed_to_the_producer_are_in_before_a_partition_is_given_up(
+async def test_a_partition_given_up_lets_its_producer_go_with_what_it_holds(
     signer: AuditSigner,  # noqa: F811
     public: dict[str, PublicKey],  # noqa: F811
 ) -> None:
-    """Cancelling a lane cancels its waiting, not a batch the producer holds: that batch
-    lands, and if after the next owner's resync, forks the chain (found by review in
-    stop 32). The give-up flushes the producer first."""
+    """Cancelling a lane cancels its waiting, not a batch the producer holds: landing after
+    the next owner's resync, that batch forked the chain (found by review in stop 32).
+    The give-up lets the partition's transactional producer go; the next owner's taking
+    ends its open transaction, aborted, before that resync
+    (tests/integration/test_audit_partitions_are_fenced.py, on the broker)."""
     clock, topic = Clock(), Topic()
     trail = hub_trail(signer, clock)
     broker = Broker(held=True)
-    lanes = broker.lanes()
+    lanes = broker.lanes(0, 1)
     settled = await settle(broker, lanes, event(trail, 1))
     await broker.holding()
     await lanes.give_up({0})
-    assert broker.flushed == 1
-    assert broker.waiting == []  # in before the give-up returned
+    assert broker.released == [{0}]
+    broker.take(abort_links=True)  # its transaction aborted by the next owner's taking
     with pytest.raises(asyncio.CancelledError):
-        await settled  # read again by the next owner: at worst a link twice, never a fork
+        await settled  # read again by the next owner
     broker.onto(topic)
     restarted = hub_trail(signer, clock, {})
-    restarted.resync(0, [r.value for r in topic.log])  # the next owner, after the give-up
+    restarted.resync(0, [r.value for r in topic.log])  # the next owner, after its taking
     topic.publish(0, restarted.append(0, decision(2)))
     assert verify(topic, public, clock.now).intact
+
+
+async def test_a_lane_whose_partition_another_worker_took_stops_and_says_so(
+    signer: AuditSigner,  # noqa: F811
+) -> None:
+    """Fenced: this worker was expelled from its group (a long pause, a network cut) and
+    the partition's next owner has read the tail and built on it. Nothing more of this
+    worker's may reach that chain: its lane stops without sending again, what it was
+    given is cancelled (those events are the next owner's), and the worker is told (the
+    hub crashes it: it starts again, rejoins, and resyncs whatever it is given)."""
+    clock = Clock()
+    trail = hub_trail(signer, clock)
+    broker = Broker([AuditLaneLost(0)])
+    lost: list[int] = []
+
+    async def on_lost(partition: int, error: BaseException) -> None:
+        assert isinstance(error, AuditLaneLost)
+        lost.append(partition)
+
+    lanes = broker.lanes(0, 1, on_lost=on_lost)
+    first = await settle(broker, lanes, event(trail, 1))
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert lost == [0]
+    late = await settle(broker, lanes, event(trail, 2))
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    assert len([r for r in broker.sent if r.topic == AUDIT]) == 1  # never sent again
+    await (await settle(broker, lanes, event(trail, 3, partition=1)))  # the others go on
 
 
 async def test_a_partition_given_up_takes_no_more_links_until_it_is_open_again(

@@ -146,6 +146,12 @@ class HubSettings(BaseModel):
         description="Longest an audit record waits for a checkpoint while the hub runs; "
         "`gun-hub audit verify` allows this plus 300 s.",
     )
+    audit_transaction_interval_ms: NonNegativeInt = Field(
+        100,
+        description="An audit partition's links are appended in one transaction at most "
+        "this often (what arrives meanwhile goes into the next); only the settling of "
+        "their events waits, not the decisions (runtime/audit_lanes.py).",
+    )
     publisher_memory_decisions: PositiveInt = Field(
         20_000,
         description="Decisions the decision publisher remembers per outbox partition (the "

@@ -530,7 +530,11 @@ def build_hub(settings: Settings) -> Hub:
         await app.crash(lost)
 
     audit_links = AuditLanes(
-        topics.audit, link_producer.send_batch, link_producer.release, on_lost=audit_partition_lost
+        topics.audit,
+        link_producer.send_batch,
+        link_producer.release,
+        on_lost=audit_partition_lost,
+        interval_s=settings.hub.audit_transaction_interval_ms / 1000,
     )
 
     async def give_up_audit_lanes(revoked: set[TP]) -> None:

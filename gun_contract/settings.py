@@ -162,6 +162,11 @@ class HubSettings(BaseModel):
         0,
         description="How long the worker's producer waits to fill a request before sending it.",
     )
+    publisher_transaction_interval_ms: NonNegativeInt = Field(
+        50,
+        description="An outbox partition's decisions are published in one transaction at "
+        "most this often; an idle partition's at once (publisher.py).",
+    )
     publisher_stall_s: PositiveFloat = Field(
         60.0,
         description="A decision fetched from the outbox and not published for this long "

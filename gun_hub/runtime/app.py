@@ -875,6 +875,7 @@ def build_hub(settings: Settings) -> Hub:
         state_cipher,
         memory=settings.hub.publisher_memory_decisions,
         dead_letters=topics.dlq,
+        transaction_interval_s=settings.hub.publisher_transaction_interval_ms / 1000,
     )
 
     async def publish_decisions() -> None:

@@ -81,6 +81,9 @@ MEMORY_READ_TIMEOUT_S = 60.0
 # once this many of its fetched decisions wait for their turn: what waits stays bounded.
 MOST_RECORDS_WAITING = 2_000
 
+# A lane this full does not wait for its transaction interval.
+MOST_RECORDS_IN_ONE_TRANSACTION = 500
+
 # The kind of the dead letter of an outbox record that does not open.
 OUTBOX_UNREADABLE = "OUTBOX_UNREADABLE"
 
@@ -140,6 +143,7 @@ class _Lane:
     def __init__(self) -> None:
         self.waiting: list[ConsumerRecord[bytes, bytes]] = []  # fetched, not yet published
         self.publishing: asyncio.Task[None] | None = None
+        self.began = float("-inf")  # when its last transaction began (the loop's clock)
 
 
 class DecisionPublisher:
@@ -155,8 +159,12 @@ class DecisionPublisher:
         clock: Callable[[], float] = time.monotonic,
         retake_fenced_after_s: float = RETAKE_FENCED_AFTER_S,
         dead_letters: str | None = None,
+        transaction_interval_s: float = 0.0,
     ) -> None:
+        """``transaction_interval_s``: a partition begins a transaction at most this
+        often; what is fetched meanwhile goes into its next one."""
         self._connect = connect
+        self._transaction_interval_s = transaction_interval_s
         self._envelope = envelope
         self._outbox_cipher = outbox_cipher
         self._outbox = outbox_topic
@@ -273,7 +281,17 @@ class DecisionPublisher:
         """Publish what the lane holds, all of it in one transaction, until it holds
         nothing. A transaction not published seeks its partition back to its first
         decision and empties the lane: what was fetched after it is read again after it."""
+        loop = asyncio.get_running_loop()
         while lane.waiting:
+            # A busy lane gathers for an interval: a transaction costs the broker some five
+            # requests and a marker, and at saturation the lanes committed one for almost
+            # every decision (0.7 per declaration, stop 33). An idle lane's waits nothing.
+            wait = lane.began + self._transaction_interval_s - loop.time()
+            if wait > 0 and len(lane.waiting) < MOST_RECORDS_IN_ONE_TRANSACTION:
+                await asyncio.sleep(wait)
+                if not lane.waiting:
+                    break  # handed over meanwhile: its next owner reads them
+            lane.began = loop.time()
             records, lane.waiting = lane.waiting, []
             await self._publish_partition(consumer, tp, records, lane)
             if (

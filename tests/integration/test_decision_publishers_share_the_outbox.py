@@ -225,3 +225,38 @@ async def _in_partition_order(kafka_env: KafkaEnv, partition: int) -> list[int]:
     finally:
         await consumer.stop()
     return numbers
+
+
+class _CountsTransactions(DecisionPublisher):
+    def __init__(self, *arguments: Any, **options: Any) -> None:
+        super().__init__(*arguments, **options)
+        self.transactions: list[tuple[int, int]] = []  # (partition, decisions fetched)
+
+    async def _publish_batch(self, publisher: Any, consumer: Any, tp: Any, records: Any) -> bool:
+        self.transactions.append((tp.partition, len(records)))
+        return await super()._publish_batch(publisher, consumer, tp, records)
+
+
+async def test_a_busy_partition_publishes_what_arrives_within_its_interval_in_one_transaction(
+    kafka_env: KafkaEnv,
+) -> None:
+    """A transaction costs the broker some five requests and a marker per partition: at
+    saturation the partitions' lanes committed one for almost every decision (0.7 per
+    declaration, stop 33's census). A lane idle for an interval publishes at once; a busy
+    one begins its next transaction an interval after its last began, with all that was
+    fetched meanwhile."""
+    publisher: _CountsTransactions = new_publisher(
+        kafka_env, _CountsTransactions, transaction_interval_s=5.0
+    )
+    task = await running(publisher)
+    try:
+        await announce(kafka_env, [0])
+        await published(kafka_env, 1, publisher)
+        assert publisher.transactions == [(0, 1)]  # idle: at once
+        for n in range(1, 5):  # partition 0 again, one at a time, within the interval
+            await announce(kafka_env, [n * PARTITIONS])
+        seen = await published(kafka_env, 5, publisher)
+        assert publisher.transactions == [(0, 1), (0, 4)]
+        assert sorted(seen.values()) == [1] * 5
+    finally:
+        await stop(publisher, task)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -76,7 +76,7 @@ from gun_hub.pipeline.retention import (
 )
 from gun_hub.runtime import gc_pauses, table_store
 from gun_hub.runtime.audit_lanes import AuditLanes, AuditLinkProducer
-from gun_hub.runtime.audit_resync import TAIL_RECORDS, resync_audit_heads
+from gun_hub.runtime.audit_resync import TAIL_RECORDS, resync_audit_heads, take_over_chains
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from gun_hub.runtime.delivery import send_outbox
 from gun_hub.runtime.faust_app import (
@@ -823,18 +823,29 @@ def build_hub(settings: Settings) -> Hub:
         partitions, generation = chains_to_resync["partitions"], chains_to_resync["generation"]
         if not partitions or generation != app.consumer_generation_id:
             return  # nothing new, or a rebalance again: its own assignment comes
-        async with asyncio.timeout(_TAKE_AUDIT_PARTITIONS_S):  # else the worker stops
-            await link_producer.take(partitions)
-        await resync_audit_heads(
-            lambda wanted: last_records(
-                from_settings(settings.kafka), topics.audit, wanted, TAIL_RECORDS
-            ),
-            context.audit,
+
+        async def take(wanted: Sequence[int]) -> None:
+            async with asyncio.timeout(_TAKE_AUDIT_PARTITIONS_S):  # else the worker stops
+                await link_producer.take(wanted)
+
+        async def resync(wanted: Sequence[int]) -> None:
+            await resync_audit_heads(
+                lambda tails_of: last_records(
+                    from_settings(settings.kafka), topics.audit, tails_of, TAIL_RECORDS
+                ),
+                context.audit,
+                wanted,
+            )
+
+        if await take_over_chains(
             partitions,
-        )
-        if generation == app.consumer_generation_id:
+            take=take,
+            release=link_producer.release,
+            resync=resync,
+            open_lanes=audit_links.open,  # links go on from the heads just read
+            rebalances=lambda: (app.consumer_generation_id, audit_links.revocations),
+        ):
             chains_to_resync["partitions"] = []
-            audit_links.open(partitions)  # links go on from the heads just read
 
     app.before_assigning.append(note_assignment)
     app.on_rebalance_complete.connect(resync_chains)

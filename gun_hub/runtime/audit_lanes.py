@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 200  # links in one record batch at most (a resync reads more than this)
 BATCH_BYTES = 256 * 1024  # and at most this many bytes of them (the producer's batch: 1 MiB)
+# A give-up waits this long for a lane to end before it cancels it again, and for the
+# producers it lets go to stop; what is still stopping then stops in the background.
+GIVE_UP_WAIT_S = 1.0
 
 # Appends ``links`` (all of one partition) as one record batch, in a transaction of the
 # partition's producer; returns once it is committed.
@@ -108,6 +111,7 @@ class AuditLanes:
         self._max_backoff_s = max_backoff_s
         self._lanes: dict[int, _Lane] = {}
         self._open: set[int] = set()
+        self.revocations = 0  # partitions given up so far, counted by give-up
 
     def open(self, partitions: Collection[int]) -> None:
         """Take links for ``partitions`` (assigned, their chains resynced)."""
@@ -138,14 +142,14 @@ class AuditLanes:
         cancel what they were given (its events are read again by the next owner), and let
         their producers go (a batch one holds is the next owner's to end: taking the
         partition aborts it before the resync)."""
+        self.revocations += 1  # a takeover in progress opens no lane (audit_resync.py)
         self._open -= set(partitions)
         for partition in partitions:
             lane = self._lanes.pop(partition, None)
             if lane is None:
                 continue
             if lane.task is not None:
-                lane.task.cancel()
-                await asyncio.wait([lane.task])  # its end; a cancellation of ours is raised
+                await _ended(lane.task)
             _cancel(lane)
         await self._release(partitions)
 
@@ -173,8 +177,8 @@ class AuditLanes:
             await self._on_lost(partition, lost)
 
     async def _interval_since(self, lane: _Lane) -> None:
-        """Until ``interval_s`` after the lane's last transaction began, or its next batch
-        is full. A transaction costs the broker some five requests and a marker: one per
+        """Until ``interval_s`` after the lane's last transaction began, unless a full batch
+        waits already. A transaction costs the broker some five requests and a marker: one per
         link, at saturation, made the audit the busiest of the hub's Kafka traffic (stop
         33). Only the settling of the links' events waits, not their decisions."""
         wait = lane.began + self._interval_s - asyncio.get_running_loop().time()
@@ -206,6 +210,18 @@ class AuditLanes:
                 delay,
             )
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` until it ends, a bounded wait at a time. Cancelled in its
+    transaction, a lane aborts it, and aiokafka's abort waits for the batch already sent,
+    which a transactional producer never expires while the partition's leader is away:
+    a revocation (and faust's, behind it) hung there (found by review in stop 33). A
+    cancellation again interrupts that wait; the next owner's taking ends the
+    transaction."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=GIVE_UP_WAIT_S)
 
 
 def _cancel(lane: _Lane) -> None:
@@ -241,6 +257,7 @@ class AuditLinkProducer:
         self._topic = topic
         self._prefix = transactional_prefix
         self._producers: dict[int, AIOKafkaProducer] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
 
     def transactional_id(self, partition: int) -> str:
         return f"{self._prefix}-{partition}"
@@ -260,8 +277,10 @@ class AuditLinkProducer:
             enable_idempotence=True,
             acks="all",
             retry_backoff_ms=TRANSACTION_RETRY_BACKOFF_MS,  # transactions.py
-            # A batch not appended within this fails its transaction, aborted and sent
-            # again by its lane.
+            # A request unanswered this long is retried; a batch it sent is never expired
+            # (transactional): its lane waits, and a transaction older than the
+            # coordinator's timeout (60 s) is aborted and this producer fenced, which stops
+            # the worker (it starts again and resyncs).
             request_timeout_ms=15_000,
             max_batch_size=4 * BATCH_BYTES,
             max_request_size=4 * BATCH_BYTES,
@@ -301,11 +320,29 @@ class AuditLinkProducer:
             raise  # aborted: nothing of it is visible; its lane sends it again
 
     async def release(self, partitions: Collection[int]) -> None:
-        """Let the producers of ``partitions`` go (revoked, or the worker stops)."""
+        """Let the producers of ``partitions`` go (revoked, or the worker stops), waiting
+        at most ``GIVE_UP_WAIT_S`` for them to stop: aiokafka's stop flushes what a
+        producer holds, which it never expires while the partition's leader is away (the
+        next owner's taking ends an open transaction; a batch of the old epoch is refused
+        once it did)."""
+        stopping = []
         for partition in partitions:
             producer = self._producers.pop(partition, None)
             if producer is not None:
-                await producer.stop()
+                stop = asyncio.ensure_future(producer.stop())
+                stop.add_done_callback(_stopped)
+                self._stopping.add(stop)
+                stop.add_done_callback(self._stopping.discard)
+                stopping.append(stop)
+        if stopping:
+            await asyncio.wait(stopping, timeout=GIVE_UP_WAIT_S)
 
     async def stop(self) -> None:
         await self.release(list(self._producers))
+        if self._stopping:  # the worker stops: what still stops gets a last moment
+            await asyncio.wait(list(self._stopping), timeout=GIVE_UP_WAIT_S)
+
+
+def _stopped(stop: asyncio.Future[None]) -> None:
+    if not stop.cancelled() and stop.exception() is not None:
+        log.info("an audit link producer let go stopped with %r", stop.exception())

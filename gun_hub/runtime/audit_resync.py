@@ -84,3 +84,28 @@ async def resync_audit_heads(
         f"the audit topic's last records of partitions {named} could not be read: the "
         "worker stops rather than go on from heads that may have no record"
     ) from failure
+
+
+async def take_over_chains(
+    partitions: Sequence[int],
+    *,
+    take: Callable[[Sequence[int]], Awaitable[None]],
+    release: Callable[[Sequence[int]], Awaitable[None]],
+    resync: Callable[[Sequence[int]], Awaitable[None]],
+    open_lanes: Callable[[Sequence[int]], None],
+    rebalances: Callable[[], object],
+) -> bool:
+    """Take ``partitions``' chains over: their producers first (fencing any former owner,
+    ending its open transaction), then their heads from the tails, then their lanes.
+    False, the lanes not opened and the producers let go, when a rebalance came meanwhile
+    (``rebalances`` changed: a revocation's give-up may have run in between, found by
+    review in stop 33); its own assignment takes them over again."""
+    before = rebalances()
+    await take(partitions)
+    if rebalances() == before:
+        await resync(partitions)
+        if rebalances() == before:
+            open_lanes(partitions)
+            return True
+    await release(partitions)
+    return False

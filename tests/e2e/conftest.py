@@ -115,9 +115,13 @@ class Pipeline:
         return received
 
     async def records(self, topic: str, expected: int = 0) -> list[ConsumerRecord[bytes, bytes]]:
-        """All records of ``topic``: waits for ``expected`` of them, then one idle second."""
+        """All committed records of ``topic`` (as every reader of the hub's transactional
+        topics reads them): waits for ``expected`` of them, then one idle second."""
         consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=self.kafka.bootstrap, auto_offset_reset="earliest"
+            topic,
+            bootstrap_servers=self.kafka.bootstrap,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
         )
         await consumer.start()
         found: list[ConsumerRecord[bytes, bytes]] = []

@@ -153,10 +153,11 @@ async def until(
 
 
 async def read_all(pipeline: Pipeline, topic: str) -> list[bytes]:
-    """Every value on ``topic`` now (up to its end offsets)."""
+    """Every committed value on ``topic`` now (up to its stable end offsets): the audit
+    trail is written in transactions, and an aborted batch is no record of it."""
     bootstrap = pipeline.kafka.bootstrap
     numbers = await topic_partitions(bootstrap, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, number) for number in numbers]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from gun_hub.runtime.audit_resync import AuditHeadsUnknown, resync_audit_heads
+from gun_hub.runtime.audit_resync import AuditHeadsUnknown, resync_audit_heads, take_over_chains
 
 
 class Chains:
@@ -60,3 +60,58 @@ async def test_a_worker_that_cannot_read_the_tails_stops_rather_than_break_the_c
         await resync_audit_heads(broker.tails, chains, [0, 1], sleep=no_wait)
     assert chains.resynced == {}  # never the table's head: the worker stops
     assert 1 < broker.reads < 1000  # tried for a while, not for ever
+
+
+class Takeover:
+    """What a worker does with an assignment's audit partitions, and a revocation that may
+    come in the middle of it (``revoke_during``: "take" or "resync")."""
+
+    def __init__(self, revoke_during: str | None = None) -> None:
+        self.revoke_during = revoke_during
+        self.rebalances = 0
+        self.steps: list[str] = []
+
+    async def take(self, partitions: Sequence[int]) -> None:
+        self.steps.append(f"take {list(partitions)}")
+        if self.revoke_during == "take":
+            self.rebalances += 1
+
+    async def release(self, partitions: Sequence[int]) -> None:
+        self.steps.append(f"release {list(partitions)}")
+
+    async def resync(self, partitions: Sequence[int]) -> None:
+        self.steps.append(f"resync {list(partitions)}")
+        if self.revoke_during == "resync":
+            self.rebalances += 1
+
+    def open(self, partitions: Sequence[int]) -> None:
+        self.steps.append(f"open {list(partitions)}")
+
+    async def run(self) -> bool:
+        return await take_over_chains(
+            [0, 2],
+            take=self.take,
+            release=self.release,
+            resync=self.resync,
+            open_lanes=self.open,
+            rebalances=lambda: self.rebalances,
+        )
+
+
+async def test_chains_are_taken_over_producers_first_then_the_tails_then_the_lanes() -> None:
+    takeover = Takeover()
+    assert await takeover.run()
+    assert takeover.steps == ["take [0, 2]", "resync [0, 2]", "open [0, 2]"]
+
+
+@pytest.mark.parametrize("during", ["take", "resync"])
+async def test_a_revocation_during_a_takeover_opens_no_lane_and_lets_the_producers_go(
+    during: str,
+) -> None:
+    """The revocation's give-up ran meanwhile (found by review in stop 33): opened, the
+    lanes would take links for partitions this worker no longer owns, and a producer kept
+    for one would stay behind, able to fence its next owner's at its next taking."""
+    takeover = Takeover(revoke_during=during)
+    assert not await takeover.run()
+    assert takeover.steps[-1] == "release [0, 2]"
+    assert not [step for step in takeover.steps if step.startswith("open")]

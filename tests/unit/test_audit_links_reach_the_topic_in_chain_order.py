@@ -32,9 +32,10 @@ from faust.types import TP
 
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects, OutgoingRecord
+from gun_contract.kafka.client import ClientConfig
 from gun_contract.security.keystore import AuditSigner, PublicKey
 from gun_hub.runtime.app import _handled
-from gun_hub.runtime.audit_lanes import AuditLaneLost, AuditLanes, OnLost
+from gun_hub.runtime.audit_lanes import AuditLaneLost, AuditLanes, AuditLinkProducer, OnLost
 from gun_hub.runtime.delivery import Retries, send_outbox
 from gun_hub.runtime.faust_app import HubApp
 from gun_hub.security.audit import AuditTrail
@@ -342,6 +343,40 @@ async def test_a_busy_lane_begins_one_transaction_per_interval_with_all_it_was_g
     assert verify(topic, public, clock.now).intact
 
 
+async def test_a_give_up_does_not_wait_for_an_abort_the_broker_never_answers(
+    signer: AuditSigner,  # noqa: F811
+) -> None:
+    """A lane cancelled in its transaction aborts it, and aiokafka's abort waits for the
+    batch already sent, which a transactional producer never expires while the partition's
+    leader is away (found by review in stop 33): the revocation, and faust's with it, hung.
+    The give-up cancels again; the next owner's taking ends that transaction."""
+    clock = Clock()
+    trail = hub_trail(signer, clock)
+    sending = asyncio.Event()
+
+    async def broker_away(_partition: int, _links: list[OutgoingRecord]) -> None:
+        sending.set()
+        try:
+            await asyncio.Event().wait()  # never appended
+        finally:
+            await asyncio.Event().wait()  # the abort, waiting for that batch
+
+    released: list[set[int]] = []
+
+    async def release(partitions: Collection[int]) -> None:
+        released.append(set(partitions))
+
+    lanes = AuditLanes(AUDIT, broker_away, release, on_lost=never_lost)
+    lanes.open({0})
+    settled = lanes.send(event(trail, 1).records[1:])
+    await sending.wait()
+    async with asyncio.timeout(5):
+        await lanes.give_up({0})
+    assert released == [{0}]
+    with pytest.raises(asyncio.CancelledError):
+        await settled
+
+
 async def test_a_partition_given_up_takes_no_more_links_until_it_is_open_again(
     signer: AuditSigner,  # noqa: F811
 ) -> None:
@@ -559,3 +594,20 @@ async def test_stopping_the_lanes_closes_the_partitions_without_a_lane_too(
     late = await settle(broker, lanes, event(trail, 2, partition=1))  # never had a lane
     with pytest.raises(asyncio.CancelledError):
         await late
+
+
+async def test_letting_a_producer_go_does_not_wait_for_a_flush_the_broker_never_answers() -> None:
+    """aiokafka's stop flushes what the producer holds, which a transactional producer
+    never expires while the partition's leader is away (found by review in stop 33): the
+    give-up, and faust's revocation behind it, hung there. The next owner's taking ends
+    an open transaction, and the broker refuses a batch of the old epoch once it did."""
+
+    class LeaderAway:
+        async def stop(self) -> None:
+            await asyncio.Event().wait()
+
+    producers = AuditLinkProducer(ClientConfig("127.0.0.1:9"), AUDIT, "gun-hub-audit-links")
+    producers._producers[0] = LeaderAway()  # taken, as if started
+    async with asyncio.timeout(5):
+        await producers.release([0])
+    assert producers._producers == {}

@@ -147,7 +147,7 @@ class HubSettings(BaseModel):
         "`gun-hub audit verify` allows this plus 300 s.",
     )
     audit_transaction_interval_ms: NonNegativeInt = Field(
-        100,
+        250,
         description="An audit partition's links are appended in one transaction at most "
         "this often (what arrives meanwhile goes into the next); only the settling of "
         "their events waits, not the decisions (runtime/audit_lanes.py).",

@@ -58,6 +58,11 @@ CHECKPOINT = "CHECKPOINT"
 CHECKPOINT_TYP = "gun-audit-checkpoint"
 # While the hub runs, no audit record waits longer than this for a checkpoint.
 DEFAULT_CHECKPOINT_WITHIN_S = 60.0
+# Entries each partition's chain remembers, not to chain one again (``AuditTrail``): far
+# more than a partition's records a rebalance or the offset watchdog reads again (those
+# not yet committed over: at most the worker's settling window, 1,000 records), for about
+# 0.5 MiB per partition.
+REMEMBERED_ENTRIES = 5_000
 # What verification allows beyond that: restarts, rebalances, clocks a little apart.
 UNSIGNED_GRACE_S = 300.0
 
@@ -135,6 +140,11 @@ class AuditTrail:
     or ticks it for the first time, and again after it lost the partition (:meth:`release`).
     A record a crashed worker left behind then stops being an undecided fork at once: the
     checkpoint seals the branch the new owner goes on with.
+
+    ``remembered``: entries each partition's chain remembers (those of the tail read at a
+    resync, those appended since): one among them is not chained again (its record read
+    again by the next owner after a rebalance, or by the offset watchdog; left open by stop
+    32, done in stop 33). An entry forgotten is chained again: a duplicate, never a gap.
     """
 
     def __init__(
@@ -146,6 +156,7 @@ class AuditTrail:
         checkpoint_within_s: float | None = None,
         checkpoint_on_start: bool = False,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        remembered: int = REMEMBERED_ENTRIES,
     ) -> None:
         self._heads = heads
         self._signer: CheckpointSigner = _OneKey(signer) if isinstance(signer, ECKey) else signer
@@ -158,8 +169,12 @@ class AuditTrail:
         self._resynced: dict[int, ChainHead] = {}
         self._clock = clock
         # What each link built since the last ``mark`` replaced, to undo it: (partition,
-        # the head table's value, the resynced head, whether signed here), oldest first.
-        self._journal: list[tuple[int, bytes | None, ChainHead | None, bool]] = []
+        # the head table's value, the resynced head, whether signed here, the entry it
+        # chained), oldest first.
+        self._journal: list[tuple[int, bytes | None, ChainHead | None, bool, bytes | None]] = []
+        # Each partition's entries (their identities), oldest first, at most ``remembered``.
+        self._entries: defaultdict[int, dict[bytes, None]] = defaultdict(dict)
+        self._remembered = remembered
 
     def mark(self) -> int:
         """Start recording the links built from now on, to be undone if the handler that
@@ -172,7 +187,9 @@ class AuditTrail:
     def undo(self, mark: int) -> None:
         """Put every chain back where it stood at ``mark``."""
         while len(self._journal) > mark:
-            partition, table_head, resynced, signed = self._journal.pop()
+            partition, table_head, resynced, signed, entry = self._journal.pop()
+            if entry is not None:
+                self._entries[partition].pop(entry, None)
             key = _head_key(partition)
             # Written only where it changed: the failure undone may be this table's own.
             if table_head is None:
@@ -188,8 +205,16 @@ class AuditTrail:
                 self._signed_here.discard(partition)
 
     def append(self, partition: int, body: dict[str, Any]) -> list[bytes]:
-        """The record(s) to publish, in order, on ``partition`` of the audit topic."""
-        records = [self._link(partition, body)]
+        """The record(s) to publish, in order, on ``partition`` of the audit topic; none
+        when ``body`` is an entry the chain already holds (its record read again)."""
+        entry = entry_identity(body)
+        chained = self._entries[partition]
+        if entry in chained:
+            return []
+        records = [self._link(partition, body, entry=entry)]
+        chained[entry] = None
+        if len(chained) > self._remembered:
+            del chained[next(iter(chained))]
         if self.checkpoint_due(partition):
             records.append(self._link(partition, {"kind": CHECKPOINT}, checkpoint=True))
         return records
@@ -220,6 +245,7 @@ class AuditTrail:
         """This worker no longer owns ``partition``: sign its head again if it comes back."""
         self._signed_here.discard(partition)
         self._resynced.pop(partition, None)
+        self._entries.pop(partition, None)
 
     def resync(self, partition: int, tail: Sequence[bytes]) -> None:
         """Take ``partition``'s head from the last records actually on the audit topic
@@ -233,6 +259,8 @@ class AuditTrail:
         the links that follow it (runtime/audit_lanes.py). The count since the last
         checkpoint is not known from the tail: the next append signs at once.
         """
+        chained: dict[bytes, None] = {}  # the tail is what the chain holds
+        self._entries[partition] = chained
         if not tail:
             self._resynced[partition] = ChainHead(0, GENESIS)
             return
@@ -240,6 +268,8 @@ class AuditTrail:
         for value in tail:
             try:
                 record = json.loads(value)
+                if record.get("kind") != CHECKPOINT:
+                    chained[entry_identity(_entry_of(record))] = None
                 head = ChainHead(
                     int(record["seq"]),
                     str(record["hash"]),
@@ -259,7 +289,14 @@ class AuditTrail:
             return resynced
         return ChainHead.from_bytes(self._heads.get(_head_key(partition)))
 
-    def _link(self, partition: int, body: dict[str, Any], *, checkpoint: bool = False) -> bytes:
+    def _link(
+        self,
+        partition: int,
+        body: dict[str, Any],
+        *,
+        checkpoint: bool = False,
+        entry: bytes | None = None,
+    ) -> bytes:
         if len(self._journal) >= _JOURNAL_MOST:
             self._journal.clear()  # no handler builds this many: nobody will undo them
         self._journal.append(
@@ -268,6 +305,7 @@ class AuditTrail:
                 self._heads.get(_head_key(partition)),
                 self._resynced.get(partition),
                 partition in self._signed_here,
+                entry,
             )
         )
         head = self._head(partition)
@@ -314,6 +352,19 @@ def _signed_part(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _JOURNAL_MOST = 1024
+# The fields a link adds to its entry (see ``AuditTrail._link``).
+_LINK_FIELDS = frozenset({"partition", "seq", "prev", "at", "hash", "signature"})
+
+
+def entry_identity(body: Mapping[str, Any]) -> bytes:
+    """What identifies an entry: the hash of its canonical body (a decision's reference,
+    version, outcome and document hash; a dead letter's or an officer action's position),
+    its first 16 bytes."""
+    return hashlib.sha256(canonical(dict(body))).digest()[:16]
+
+
+def _entry_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in _LINK_FIELDS}
 
 
 def _head_key(partition: int) -> bytes:

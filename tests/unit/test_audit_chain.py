@@ -91,7 +91,10 @@ def decision(n: int) -> dict[str, object]:
 
 
 def hub_trail(
-    signer: ECKey | AuditSigner, clock: Clock, heads: dict[bytes, bytes] | None = None
+    signer: ECKey | AuditSigner,
+    clock: Clock,
+    heads: dict[bytes, bytes] | None = None,
+    **options: Any,
 ) -> AuditTrail:
     return AuditTrail(
         {} if heads is None else heads,
@@ -99,14 +102,17 @@ def hub_trail(
         checkpoint_every=EVERY,
         checkpoint_within_s=WITHIN_S,
         clock=clock,
+        **options,
     )
 
 
 def run_hub(
     trail: AuditTrail, topic: Topic, clock: Clock, count: int, *, partition: int = 0
 ) -> None:
-    """The hub records ``count`` decisions, one a second."""
-    for n in range(count):
+    """The hub records ``count`` decisions, one a second, each a new one (the trail
+    chains an entry once)."""
+    first = len(topic.log)
+    for n in range(first, first + count):
         topic.publish(partition, trail.append(partition, decision(n)))
         clock.advance(1)
 

@@ -813,11 +813,15 @@ def build_hub(settings: Settings) -> Hub:
     # again and again (found by review in stop 32).
     chains_to_resync: dict[str, Any] = {"partitions": [], "generation": None}
 
+    def rebalances() -> object:
+        return (app.consumer_generation_id, audit_links.revocations)
+
     async def note_assignment(assigned: set[TP]) -> None:
         chains_to_resync["partitions"] = sorted(
             {tp.partition for tp in assigned if tp.topic == topics.declarations}
         )
         chains_to_resync["generation"] = app.consumer_generation_id
+        chains_to_resync["rebalances"] = rebalances()
 
     async def resync_chains(_sender: Any = None, **_: Any) -> None:
         partitions, generation = chains_to_resync["partitions"], chains_to_resync["generation"]
@@ -843,7 +847,8 @@ def build_hub(settings: Settings) -> Hub:
             release=link_producer.release,
             resync=resync,
             open_lanes=audit_links.open,  # links go on from the heads just read
-            rebalances=lambda: (app.consumer_generation_id, audit_links.revocations),
+            rebalances=rebalances,
+            since=chains_to_resync["rebalances"],
         ):
             chains_to_resync["partitions"] = []
 

@@ -144,14 +144,15 @@ class AuditLanes:
         partition aborts it before the resync)."""
         self.revocations += 1  # a takeover in progress opens no lane (audit_resync.py)
         self._open -= set(partitions)
-        for partition in partitions:
-            lane = self._lanes.pop(partition, None)
-            if lane is None:
-                continue
-            if lane.task is not None:
-                await _ended(lane.task)
-            _cancel(lane)
-        await self._release(partitions)
+        lanes = [lane for p in partitions if (lane := self._lanes.pop(p, None)) is not None]
+        try:
+            for lane in lanes:
+                if lane.task is not None:
+                    await _ended(lane.task)
+        finally:  # the give-up itself cancelled: what the lanes hold is let go all the same
+            for lane in lanes:
+                _cancel(lane)
+            await self._release(partitions)
 
     async def stop(self) -> None:
         """Give every partition up (the worker stops): open ones without a lane too."""

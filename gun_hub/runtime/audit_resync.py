@@ -94,17 +94,21 @@ async def take_over_chains(
     resync: Callable[[Sequence[int]], Awaitable[None]],
     open_lanes: Callable[[Sequence[int]], None],
     rebalances: Callable[[], object],
+    since: object,
 ) -> bool:
     """Take ``partitions``' chains over: their producers first (fencing any former owner,
     ending its open transaction), then their heads from the tails, then their lanes.
     False, the lanes not opened and the producers let go, when a rebalance came meanwhile
-    (``rebalances`` changed: a revocation's give-up may have run in between, found by
-    review in stop 33); its own assignment takes them over again."""
-    before = rebalances()
+    (``rebalances`` no longer what it was, ``since``, when the assignment was noted: a
+    revocation's give-up may have run in between, found by review in stop 33; faust's
+    recovery of an assignment goes on after a revocation and still announces its end);
+    its own assignment takes them over again."""
+    if rebalances() != since:
+        return False
     await take(partitions)
-    if rebalances() == before:
+    if rebalances() == since:
         await resync(partitions)
-        if rebalances() == before:
+        if rebalances() == since:
             open_lanes(partitions)
             return True
     await release(partitions)

@@ -40,7 +40,7 @@ import binascii
 import hashlib
 import json
 import math
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -58,10 +58,9 @@ CHECKPOINT = "CHECKPOINT"
 CHECKPOINT_TYP = "gun-audit-checkpoint"
 # While the hub runs, no audit record waits longer than this for a checkpoint.
 DEFAULT_CHECKPOINT_WITHIN_S = 60.0
-# Entries each partition's chain remembers, not to chain one again (``AuditTrail``): far
-# more than a partition's records a rebalance or the offset watchdog reads again (those
-# not yet committed over: at most the worker's settling window, 1,000 records), for about
-# 0.5 MiB per partition.
+# Entries each partition's chain remembers, not to chain one again (``AuditTrail``), for
+# about 0.5 MiB per partition: more than the offset watchdog reads again. After a resync
+# the chain knows the entries of the tail it read (runtime/audit_resync.py, 800 records).
 REMEMBERED_ENTRIES = 5_000
 # What verification allows beyond that: restarts, rebalances, clocks a little apart.
 UNSIGNED_GRACE_S = 300.0
@@ -173,7 +172,7 @@ class AuditTrail:
         # chained), oldest first.
         self._journal: list[tuple[int, bytes | None, ChainHead | None, bool, bytes | None]] = []
         # Each partition's entries (their identities), oldest first, at most ``remembered``.
-        self._entries: defaultdict[int, dict[bytes, None]] = defaultdict(dict)
+        self._entries: defaultdict[int, OrderedDict[bytes, None]] = defaultdict(OrderedDict)
         self._remembered = remembered
 
     def mark(self) -> int:
@@ -214,7 +213,7 @@ class AuditTrail:
         records = [self._link(partition, body, entry=entry)]
         chained[entry] = None
         if len(chained) > self._remembered:
-            del chained[next(iter(chained))]
+            chained.popitem(last=False)
         if self.checkpoint_due(partition):
             records.append(self._link(partition, {"kind": CHECKPOINT}, checkpoint=True))
         return records
@@ -259,7 +258,7 @@ class AuditTrail:
         the links that follow it (runtime/audit_lanes.py). The count since the last
         checkpoint is not known from the tail: the next append signs at once.
         """
-        chained: dict[bytes, None] = {}  # the tail is what the chain holds
+        chained: OrderedDict[bytes, None] = OrderedDict()  # the tail is what the chain holds
         self._entries[partition] = chained
         if not tail:
             self._resynced[partition] = ChainHead(0, GENESIS)
@@ -268,16 +267,16 @@ class AuditTrail:
         for value in tail:
             try:
                 record = json.loads(value)
-                if record.get("kind") != CHECKPOINT:
-                    chained[entry_identity(_entry_of(record))] = None
                 head = ChainHead(
                     int(record["seq"]),
                     str(record["hash"]),
                     0 if record.get("kind") == CHECKPOINT else -1,
                     0.0,
                 )
-            except (ValueError, KeyError, TypeError):
-                continue  # not a link of ours (verify reports it)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # not a link of ours (verify reports it); JSON but no object too
+            if record.get("kind") != CHECKPOINT and record_hash(record) == record["hash"]:
+                chained[entry_identity(_entry_of(record))] = None
             if highest is None or head.seq > highest.seq:
                 highest = head
         if highest is not None:  # else keep the table's head

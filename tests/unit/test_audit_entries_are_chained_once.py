@@ -110,3 +110,11 @@ def test_a_trail_remembers_a_bounded_number_of_entries(signer: AuditSigner) -> N
         trail.append(0, decision(n))
     assert trail.append(0, decision(0))  # forgotten
     assert trail.append(0, decision(3)) == []
+
+
+def test_a_tail_record_that_is_no_link_is_skipped_not_a_crash(signer: AuditSigner) -> None:  # noqa: F811
+    """Valid JSON that is not an object (found by review in stop 33: every worker taking
+    the partition crashed on it, for good, since no owner could append past it)."""
+    trail = hub_trail(signer, Clock())
+    trail.resync(0, [b"null", b"[]", b"1", b'"x"', b'{"kind": "DECISION"}'])
+    assert len(trail.append(0, decision(1))) >= 1

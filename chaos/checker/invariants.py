@@ -729,6 +729,33 @@ def check(
             tuple(audit.output.splitlines()[-4:]) if audit is not None else (),
         )
     )
+    audited = (
+        Counter(audit.decisions) if audit is not None and audit.decisions is not None else None
+    )
+    decided = {(d.reference, d.version) for d in observations.decisions}
+    missing = sorted(decided - set(audited)) if audited is not None else []
+    twice = sorted(key for key, count in (audited or Counter()).items() if count > 1)
+    if audited is None:
+        rows.append(Row("every decision in the audit trail", False, "not read"))
+    else:
+        rows.append(
+            Row(
+                "every decision in the audit trail",
+                not missing,
+                f"{len(missing)} of {len(decided)} decisions missing",
+                _sample(f"{reference} v{version}" for reference, version in missing),
+            )
+        )
+        # A decision made again after a crash (its first audit link in, its case not yet)
+        # is a new entry; one whose record was only read again is not (stop 33).
+        rows.append(
+            Row(
+                "decisions with more than one audit entry (info)",
+                None,
+                f"{len(twice)} of {len(decided)}",
+                _sample(f"{reference} v{version}" for reference, version in twice),
+            )
+        )
 
     report.figures = {
         "declarations": len(plan.by_reference),
@@ -751,6 +778,8 @@ def check(
         "unexpected_exits": len(crashes),
         "exits_during_broker_restart": len(infrastructure),
         "audit_exit": None if audit is None else audit.exit_code,
+        "audit_missing": len(missing),
+        "audited_more_than_once": len(twice),
         "time_s": elapsed_s,
         "invariants_failed": [row.name for row in rows if row.ok is False],
     }

@@ -189,6 +189,9 @@ class LedgerLine:
 class AuditResult:
     exit_code: int
     output: str
+    # (reference, version) of each DECISION entry of the trail, committed records only;
+    # None: not read.
+    decisions: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

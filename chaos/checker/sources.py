@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,6 +75,8 @@ class MemorySource:
     answered: list[AnswerSeen] = field(default_factory=list)
     lines: list[LedgerLine] = field(default_factory=list)
     audit_result: AuditResult = field(default_factory=lambda: AuditResult(0, "audit trail intact"))
+    # The trail's DECISION entries; None: one for each decision seen (a clean trail).
+    audited: list[tuple[str, int]] | None = None
 
     def decisions(self) -> tuple[list[DecisionSeen], list[Unreadable]]:
         return list(self.decided), []
@@ -87,7 +89,10 @@ class MemorySource:
         return [x for x in self.lines if x.authority == authority and x.document in wanted]
 
     def audit(self) -> AuditResult:
-        return self.audit_result
+        audited = self.audited
+        if audited is None:
+            audited = [(d.reference, d.version) for d in self.decided]
+        return replace(self.audit_result, decisions=tuple(audited))
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +258,24 @@ class LiveSource:
         except subprocess.TimeoutExpired:
             return AuditResult(-1, "gun-hub audit verify did not finish within 300 s")
         output = (done.stdout + done.stderr).strip()
-        return AuditResult(done.returncode, "\n".join(output.splitlines()[-12:]))
+        return AuditResult(
+            done.returncode,
+            "\n".join(output.splitlines()[-12:]),
+            self._audited_decisions(),
+        )
+
+    def _audited_decisions(self) -> tuple[tuple[str, int], ...]:
+        """The (reference, version) of every DECISION entry on the audit topic."""
+        topic = f"{self._prefix}.audit"
+        found = []
+        for record in read_topic(self._bootstrap, topic, timeout_s=self._read_timeout_s):
+            try:
+                entry = json.loads(record.value)
+                if entry.get("kind") == "DECISION":
+                    found.append((str(entry["reference"]), int(entry["version"])))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # verify reports what is no link
+        return tuple(found)
 
 
 def _lines(authority: str, view: dict[str, Any]) -> list[LedgerLine]:

@@ -120,6 +120,23 @@ def test_a_lost_decision_is_caught() -> None:
     assert report.figures["lost_by_client"] == {"aiokafka": 1}
 
 
+def test_a_decision_missing_from_the_audit_trail_is_caught() -> None:
+    scenario = Scenario()
+    scenario.source.audited = [("A", 1), ("B", 1), ("C", 1)]
+    report = scenario.check()
+    assert failing(report) == {"every decision in the audit trail"}
+    assert report.figures["audit_missing"] == 1
+
+
+def test_a_decision_with_two_audit_entries_is_counted_not_failed() -> None:
+    """Decided again after a crash (its audit link in, its case not yet): a new entry."""
+    scenario = Scenario()
+    scenario.source.audited = [("A", 1), ("A", 1), ("B", 1), ("C", 1), ("C", 2)]
+    report = scenario.check()
+    assert report.ok, [(r.name, r.detail) for r in report.failed]
+    assert report.figures["audited_more_than_once"] == 1
+
+
 def test_a_leaked_reservation_is_caught() -> None:
     """B was refused, yet its 10 KGM stay reserved at the partner."""
     scenario = Scenario()

@@ -729,15 +729,15 @@ def check(
             tuple(audit.output.splitlines()[-4:]) if audit is not None else (),
         )
     )
-    audited = (
-        Counter(audit.decisions) if audit is not None and audit.decisions is not None else None
-    )
     decided = {(d.reference, d.version) for d in observations.decisions}
-    missing = sorted(decided - set(audited)) if audited is not None else []
-    twice = sorted(key for key, count in (audited or Counter()).items() if count > 1)
-    if audited is None:
+    missing: list[tuple[str, int]] = []
+    twice: list[tuple[str, int]] = []
+    if audit is None or audit.decisions is None:
         rows.append(Row("every decision in the audit trail", False, "not read"))
     else:
+        audited = Counter(audit.decisions)
+        missing = sorted(decided - set(audited))
+        twice = sorted(key for key, count in audited.items() if count > 1)
         rows.append(
             Row(
                 "every decision in the audit trail",

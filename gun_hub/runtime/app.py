@@ -811,7 +811,7 @@ def build_hub(settings: Settings) -> Hub:
     # is about to resume the partitions (``on_rebalance_complete``): inside the group's
     # assignment callback no heartbeat is sent, and a slow read got the worker expelled,
     # again and again (found by review in stop 32).
-    chains_to_resync: dict[str, Any] = {"partitions": [], "generation": None}
+    chains_to_resync: dict[str, Any] = {"partitions": [], "rebalances": None}
 
     def rebalances() -> object:
         return (app.consumer_generation_id, audit_links.revocations)
@@ -820,13 +820,12 @@ def build_hub(settings: Settings) -> Hub:
         chains_to_resync["partitions"] = sorted(
             {tp.partition for tp in assigned if tp.topic == topics.declarations}
         )
-        chains_to_resync["generation"] = app.consumer_generation_id
         chains_to_resync["rebalances"] = rebalances()
 
     async def resync_chains(_sender: Any = None, **_: Any) -> None:
-        partitions, generation = chains_to_resync["partitions"], chains_to_resync["generation"]
-        if not partitions or generation != app.consumer_generation_id:
-            return  # nothing new, or a rebalance again: its own assignment comes
+        partitions = chains_to_resync["partitions"]
+        if not partitions:
+            return  # nothing new (a rebalance since: take_over_chains sees it)
 
         async def take(wanted: Sequence[int]) -> None:
             async with asyncio.timeout(_TAKE_AUDIT_PARTITIONS_S):  # else the worker stops

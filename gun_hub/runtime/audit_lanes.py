@@ -51,6 +51,7 @@ from gun_contract.effects import OutgoingRecord
 from gun_contract.kafka.client import ClientConfig
 from gun_hub.runtime.transactions import (
     TRANSACTION_RETRY_BACKOFF_MS,
+    paced,
     producer_is_broken,
     retrieve_fatal_error,
 )
@@ -161,8 +162,9 @@ class AuditLanes:
     async def _run(self, partition: int, lane: _Lane) -> None:
         try:
             while lane.queued:
-                await self._interval_since(lane)
-                lane.began = asyncio.get_running_loop().time()
+                # Only the settling of the links' events waits, not their decisions.
+                full = len(lane.queued) >= BATCH
+                lane.began = await paced(lane.began, self._interval_s, full=full)
                 lane.sending, lane.queued = _batch(lane.queued)
                 await self._deliver(partition, [link for link, _ in lane.sending])
                 for _, future in lane.sending:
@@ -176,15 +178,6 @@ class AuditLanes:
                 del self._lanes[partition]
             _cancel(lane)
             await self._on_lost(partition, lost)
-
-    async def _interval_since(self, lane: _Lane) -> None:
-        """Until ``interval_s`` after the lane's last transaction began, unless a full batch
-        waits already. A transaction costs the broker some five requests and a marker: one per
-        link, at saturation, made the audit the busiest of the hub's Kafka traffic (stop
-        33). Only the settling of the links' events waits, not their decisions."""
-        wait = lane.began + self._interval_s - asyncio.get_running_loop().time()
-        if wait > 0 and len(lane.queued) < BATCH:
-            await asyncio.sleep(wait)
 
     async def _deliver(self, partition: int, links: list[OutgoingRecord]) -> None:
         """Until the broker has appended ``links`` (one record batch, whole)."""

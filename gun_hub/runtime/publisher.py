@@ -61,7 +61,11 @@ from gun_contract.kafka.client import Connect, consumer_options, producer_option
 from gun_contract.security.entitlements import CLEARANCE_PARTY
 from gun_contract.security.state_cipher import StateCipher, StateUnreadable
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
-from gun_hub.runtime.transactions import TRANSACTION_RETRY_BACKOFF_MS, producer_is_broken
+from gun_hub.runtime.transactions import (
+    TRANSACTION_RETRY_BACKOFF_MS,
+    paced,
+    producer_is_broken,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +85,8 @@ MEMORY_READ_TIMEOUT_S = 60.0
 # once this many of its fetched decisions wait for their turn: what waits stays bounded.
 MOST_RECORDS_WAITING = 2_000
 
-# A lane this full does not wait for its transaction interval.
-MOST_RECORDS_IN_ONE_TRANSACTION = 500
+# A lane holding this many decisions does not wait for its transaction interval.
+FULL_ENOUGH_NOT_TO_WAIT = 500
 
 # The kind of the dead letter of an outbox record that does not open.
 OUTBOX_UNREADABLE = "OUTBOX_UNREADABLE"
@@ -281,17 +285,13 @@ class DecisionPublisher:
         """Publish what the lane holds, all of it in one transaction, until it holds
         nothing. A transaction not published seeks its partition back to its first
         decision and empties the lane: what was fetched after it is read again after it."""
-        loop = asyncio.get_running_loop()
         while lane.waiting:
-            # A busy lane gathers for an interval: a transaction costs the broker some five
-            # requests and a marker, and at saturation the lanes committed one for almost
-            # every decision (0.7 per declaration, stop 33). An idle lane's waits nothing.
-            wait = lane.began + self._transaction_interval_s - loop.time()
-            if wait > 0 and len(lane.waiting) < MOST_RECORDS_IN_ONE_TRANSACTION:
-                await asyncio.sleep(wait)
-                if not lane.waiting:
-                    break  # handed over meanwhile: its next owner reads them
-            lane.began = loop.time()
+            # A busy lane gathers for an interval (transactions.py); an idle one waits
+            # nothing. On the decisions' way, so the interval is short.
+            full = len(lane.waiting) >= FULL_ENOUGH_NOT_TO_WAIT
+            lane.began = await paced(lane.began, self._transaction_interval_s, full=full)
+            if not lane.waiting:
+                break  # handed over meanwhile: its next owner reads them
             records, lane.waiting = lane.waiting, []
             await self._publish_partition(consumer, tp, records, lane)
             if (

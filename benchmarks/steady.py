@@ -6,30 +6,33 @@ process, sealing every declaration and opening every decision), warmed up as the
 
 1. **The rate**: ``--rate`` declarations/s, or half of a quick saturation measurement
    counted in versions (each control's release is a version too).
-2. **A steady run** of ``--minutes`` (10): fresh declarations of the realistic mix
+2. **The fill**: rounds at saturation until the hub's RocksDB memory reaches 90 % of its
+   budget (at most ``--fill-minutes``, 4): its read cache fills by volume to its cap
+   (``fill_the_caches``), and the run then measures a worker as it stands in service.
+3. **A steady run** of ``--minutes`` (10): fresh declarations of the realistic mix
    (``benchmarks/mix.py``) offered on a fixed schedule at that rate. The clearance system
    also does what it does in production once a control is over: a few seconds after a
    control decision it sends the next version, RELEASED_AFTER_CONTROL. Without it a
    controlled case keeps its reservations and never leaves the hot table (by design:
    ``docs/bounded-state.md``), and 70 % of this mix's decisions are controls.
-3. **Retention within the run**: the hub's case retention, marker time and sweep, and
+4. **Retention within the run**: the hub's case retention, marker time and sweep, and
    the envelope's message lifetime and clock skew (which bound every replay memory) are
    set to seconds (``--retention``) instead of days, so decided cases, their markers and
    the message ids seen do leave while the run lasts.
-4. **Samples** every ``--sample`` seconds (30): VmRSS of every component process, the
+5. **Samples** every ``--sample`` seconds (30): VmRSS of every component process, the
    bytes on disk of each one's state, store by store (the hub's data folder: its RocksDB
    tables; the operations view's SQLite, kept by ``gun-hub view`` in a process of its own
    as ``./tasks bench`` runs it; each adapter's pending and replay SQLite; each partner
    system's ledger), the declarations decided so far, the decision latency of the window
    (from scheduled submission to decision opened, as ``./tasks bench``) and the hub's
    retention counters (cases retired, markers forgotten: retention seen operating).
-5. **The judgement**: the first ``--settle`` of the run (20 %) excluded, each process's
+6. **The judgement**: the first ``--settle`` of the run (20 %) excluded, each process's
    RSS in the last sample against the first sample after it, and its state size (which
    saws: write-ahead logs until a flush) in the highest sample of the judged time's last
    quarter against the highest of its first quarter: within ``--tolerance`` (±10 %)
    FLAT, else GROWING (or SHRINKING), with the least-squares slope per minute over the
    judged samples.
-6. **Nothing lost**: every version offered (the declarations and the releases after
+7. **Nothing lost**: every version offered (the declarations and the releases after
    control) decided exactly once.
 
 A table is printed; everything is saved as JSON (``benchmarks/results/``, or ``--out``).
@@ -77,7 +80,7 @@ from gun_contract.kafka.admin import ensure_topics
 from gun_contract.resources import config_path
 from gun_contract.security.entitlements import parties
 from gun_contract.security.keystore import KeystoreFolder
-from gun_contract.settings import SecuritySettings
+from gun_contract.settings import SecuritySettings, Settings
 from gun_contract.topics import topic_registry
 from gun_hub.cli.progress import progress_bar
 from gun_hub.domain.routing import load_routing_table
@@ -107,6 +110,18 @@ CLOCK_SKEW_S = 30
 # write-off), not state the hub's bounds apply to: shown, but not part of the verdict.
 BOUNDED = ("hub", "view", "adapter-")
 RUN_PREFIX = "26FRSTEADYR"  # the steady run's references (the warm-ups' differ)
+# The fill's rounds: references 26FRSTEADF<letter><serial>, one letter per round.
+FILL_PREFIX = "26FRSTEADF"
+FILL_ROUNDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Declarations per round of the fill, all sent at once: decided well within the envelope's
+# shortened lifetime (their controls' releases too, sent together before the run).
+FILL_ROUND = 1500
+# The fill ends once the hub's RocksDB memory (its read cache and the write buffers
+# charged to it) reaches this share of its budget: full, as a long run leaves it.
+FILL_SHARE = 0.9
+# The pace of the releases after control sent before the run (the warm-ups', the
+# saturation's and the fill's): below what the hub decides at saturation.
+RELEASES_PER_S = 60.0
 
 
 @dataclass
@@ -114,6 +129,7 @@ class Options:
     minutes: float = 10.0
     rate: float | None = None  # declarations/s; None: half of a quick saturation run
     saturation_declarations: int = 1000
+    fill_minutes: float = 4.0  # at most, at saturation, before the run; 0: none
     sample_s: float = 30.0
     settle: float = 0.2  # share of the run left out of the judgement
     tolerance: float = 0.10
@@ -470,6 +486,14 @@ def render(result: Mapping[str, Any]) -> str:
     )
     settle = result["settle_s"]
     tolerance = result["options"]["tolerance"]
+    fill = result.get("fill")
+    filled = (
+        f"; the caches filled first: {fill['declarations']} declarations, the hub's RocksDB "
+        f"memory {fill['rocksdb_mib_after']} MiB of {fill['budget_mib']:g}"
+        f"{'' if fill['full'] else ' (NOT FULL)'}"
+        if fill
+        else ""
+    )
     rows = []
     for name, trends in result["judged"].items():
         label = name if trends["bounded"] else f"{name} (partner's own)"
@@ -484,7 +508,7 @@ def render(result: Mapping[str, Any]) -> str:
         render_table(
             f"Flatness from {settle:.0f} s to the end (RSS: last vs first sample; state: peak of "
             f"the last quarter vs peak of the first; ±{tolerance:.0%}; "
-            "slope per minute, least squares)",
+            f"slope per minute, least squares{filled})",
             [
                 "process",
                 "RSS MiB",
@@ -658,6 +682,13 @@ def half_the_saturation(declarations_per_s: float, controlled_share: float) -> f
     return declarations_per_s / 2 / (1 + controlled_share)
 
 
+def caches_full(metrics: Mapping[str, float] | None, budget_bytes: int) -> bool:
+    """Whether the hub's RocksDB memory (``gun_hub_rocksdb_memory_bytes``) reached
+    ``FILL_SHARE`` of its budget."""
+    used = (metrics or {}).get("gun_hub_rocksdb_memory_bytes")
+    return used is not None and used >= FILL_SHARE * budget_bytes
+
+
 def window_latency(
     arrivals: Sequence[tuple[float, float]], since: float, until: float
 ) -> dict[str, float | int]:
@@ -681,20 +712,75 @@ class RememberingMix(Mix):
         return batch
 
 
+async def fill_the_caches(
+    clearance: Clearance,
+    mix: RememberingMix,
+    http: aiohttp.ClientSession,
+    partner_ports: Mapping[str, int],
+    metrics_url: str,
+    minutes: float,
+) -> dict[str, Any]:
+    """Rounds of ``FILL_ROUND`` declarations at saturation until the hub's RocksDB memory
+    is full (``caches_full``), for at most ``minutes``.
+
+    Its read cache is a least-recently-used cache: it keeps the blocks of the files each
+    flush and compaction replaces until it reaches its cap, so it fills by volume, whatever
+    the tables hold (the tables' files stay under 10 MiB in a steady run while the cache
+    grows by 20 MiB). At half the saturation rate it takes some 20 minutes to get there
+    (stop 33), and a 10-minute run from a fresh start measured the cache filling, not
+    whether anything grows without bound. Filled first, the run starts where a worker in
+    service stands."""
+    budget = Settings().hub.rocksdb_memory_mib * MIB  # the components' defaults
+    began = time.monotonic()
+    rounds = 0
+    metrics = await hub_metrics(http, metrics_url)
+    before = (metrics or {}).get("gun_hub_rocksdb_memory_bytes")
+    while (
+        minutes > 0
+        and not caches_full(metrics, budget)
+        and time.monotonic() - began < minutes * 60
+        and rounds < len(FILL_ROUNDS)
+    ):
+        batch = mix.declarations(FILL_ROUND, FILL_PREFIX + FILL_ROUNDS[rounds])
+        await load_documents(http, partner_ports, mix, batch)
+        await clearance.saturate(batch)
+        rounds += 1
+        metrics = await hub_metrics(http, metrics_url)
+    after = (metrics or {}).get("gun_hub_rocksdb_memory_bytes")
+    filled = {
+        "rounds": rounds,
+        "declarations": rounds * FILL_ROUND,
+        "seconds": round(time.monotonic() - began, 1),
+        "rocksdb_mib_before": _mib(before, of_bytes=True),
+        "rocksdb_mib_after": _mib(after, of_bytes=True),
+        "budget_mib": budget / MIB,
+        "full": caches_full(metrics, budget),
+    }
+    print(
+        f"fill: {filled['declarations']} declarations in {filled['seconds']} s, the hub's "
+        f"RocksDB memory {filled['rocksdb_mib_before']} -> {filled['rocksdb_mib_after']} MiB "
+        f"of {filled['budget_mib']:g} ({'full' if filled['full'] else 'NOT FULL'})",
+        flush=True,
+    )
+    return filled
+
+
 async def release_controls(
     steady: SteadyClearance,
     clearance: Clearance,
     drawn: Mapping[str, PlannedDeclaration],
 ) -> dict[str, Any]:
-    """The releases of the warm-ups' and the saturation's controls, decided before the
+    """The releases of the warm-ups', the saturation's and the fill's controls, decided before the
     steady run (their cases would otherwise stay in the hot table throughout it); their
     books when the run starts. They stay in the run's books: one decided late, or twice,
     is counted there."""
     count = len(clearance.controlled)
-    for reference in sorted(clearance.controlled):
-        steady.follow_up(drawn[reference], 0.0)
+    # Spread at RELEASES_PER_S, each sealed as it leaves: thousands sealed at once would
+    # expire in the queue (the run shortens the envelope's lifetime to a minute).
+    for n, reference in enumerate(sorted(clearance.controlled)):
+        steady.follow_up(drawn[reference], n / RELEASES_PER_S)
     clearance.controlled.clear()
-    # All sent at once: decided at the hub's pace, at least 2 a second on a busy machine.
+    # Decided at the hub's pace, at least 2 a second on a busy machine.
     await steady.drain(120 + count / 2)
     books = accounting(steady.offered, steady.decided)
     steady.releases = 0
@@ -755,6 +841,14 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                     )
                     if rate <= 0:
                         raise RuntimeError(f"no saturation rate measured: {measured}")
+                result["fill"] = await fill_the_caches(
+                    clearance,
+                    mix,
+                    http,
+                    partner_ports,
+                    readiness["hub"].removesuffix("/readyz") + "/metrics",
+                    options.fill_minutes,
+                )
                 batch = mix.declarations(max(1, round(rate * duration_s)), RUN_PREFIX)
                 # Every document the run quotes, given to the partner systems before it
                 # starts: during the run their state changes by the ledger only.
@@ -837,6 +931,11 @@ def parse(argv: list[str]) -> Options:
         help="declarations of that saturation run (default %(default)s)",
     )  # fmt: skip
     parser.add_argument(
+        "--fill-minutes", type=float, default=Options.fill_minutes,
+        help="at most this long at saturation before the run, until the hub's RocksDB "
+        "memory is full (default %(default)s; 0: no fill)",
+    )  # fmt: skip
+    parser.add_argument(
         "--sample", type=float, default=Options.sample_s,
         help="seconds between samples (default %(default)s)",
     )  # fmt: skip
@@ -869,6 +968,7 @@ def parse(argv: list[str]) -> Options:
         minutes=args.minutes,
         rate=args.rate,
         saturation_declarations=args.saturation_declarations,
+        fill_minutes=args.fill_minutes,
         sample_s=args.sample,
         settle=args.settle,
         tolerance=args.tolerance,
@@ -888,6 +988,7 @@ def main(argv: list[str] | None = None) -> int:
             "minutes": options.minutes,
             "rate": options.rate,
             "saturation_declarations": options.saturation_declarations,
+            "fill_minutes": options.fill_minutes,
             "sample_s": options.sample_s,
             "settle": options.settle,
             "tolerance": options.tolerance,

@@ -686,6 +686,11 @@ class AuditSigner:
         )
         return cls(view.get, party)
 
+    def every_key(self) -> list[ECKey]:
+        """Every audit key the hub holds, oldest first: a link made with any of them is
+        the hub's (its MAC, gun_hub/security/audit.py)."""
+        return list(self._view().keys)
+
     def key_for(self, at: datetime) -> ECKey:
         """The newest active audit key whose validity covers ``at``.
 

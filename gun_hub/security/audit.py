@@ -31,6 +31,14 @@ Verification (:func:`verify_chain`) needs public keys only and breaks on:
 One chain per partition keeps the hub scalable: the worker that owns a partition is the
 only writer of that partition's chain. Records left by a crash before the hub's next
 checkpoint are reported as *orphans*, never followed.
+
+Every link also carries a ``mac``: ``<kid>.<HMAC-SHA-256>`` over the link without its
+hash, keyed by a secret derived from that audit key (:func:`link_mac_key`), inside what
+the hash covers. Only hub workers can make or check one; an auditor needs none of it. A
+worker taking a partition over goes on from the highest link of the tail whose MAC
+holds (:meth:`AuditTrail.resync`): records anybody else appended at the head (with a
+correct hash, which anyone can compute) are never gone on from, so no checkpoint of the
+hub's ever signs them (stop 34; before, the next owner's checkpoint did).
 """
 
 from __future__ import annotations
@@ -38,7 +46,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
+import logging
 import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -47,14 +57,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
 from gun_contract.security.keystore import AUDIT_PURPOSE, AUDITING_PARTY, SIGNING_ALG, PublicKey
 
+log = logging.getLogger(__name__)
+
 GENESIS = "0" * 64
 CHECKPOINT = "CHECKPOINT"
+# A link's MAC: which audit key, and the HMAC made with the key derived from it.
+LINK_MAC = "mac"
+_MAC_KEY_INFO = b"gun-hub audit link MAC v1"
 CHECKPOINT_TYP = "gun-audit-checkpoint"
 # While the hub runs, no audit record waits longer than this for a checkpoint.
 DEFAULT_CHECKPOINT_WITHIN_S = 60.0
@@ -87,20 +105,23 @@ class ChainHead:
     hash: str
     unsigned: int = 0
     oldest_unsigned: float = 0.0
+    # Written by a hub whose links carry MACs (``v3``): its chain's tail is held to them.
+    macs: bool = False
 
     def to_bytes(self) -> bytes:
         # Milliseconds, rounded down: the age of the tail is never under-estimated.
         oldest_ms = math.floor(self.oldest_unsigned * 1000)
-        return f"v2|{self.seq}|{self.hash}|{self.unsigned}|{oldest_ms}".encode()
+        version = "v3" if self.macs else "v2"
+        return f"{version}|{self.seq}|{self.hash}|{self.unsigned}|{oldest_ms}".encode()
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> ChainHead:
         if not data:
             return cls(0, GENESIS)
         text = data.decode()
-        if text.startswith("v2|"):
-            _, seq, digest, unsigned, oldest_ms = text.split("|")
-            return cls(int(seq), digest, int(unsigned), int(oldest_ms) / 1000)
+        if text.startswith(("v2|", "v3|")):
+            version, seq, digest, unsigned, oldest_ms = text.split("|")
+            return cls(int(seq), digest, int(unsigned), int(oldest_ms) / 1000, macs=version == "v3")
         seq, digest = text.split(":", 1)
         return cls(int(seq), digest, 0 if int(seq) == 0 else -1)
 
@@ -116,9 +137,12 @@ class HeadStore(Protocol):
 
 
 class CheckpointSigner(Protocol):
-    """Which key signs a checkpoint made at ``at`` (keystore.AuditSigner)."""
+    """Which key signs a checkpoint made at ``at``, and every audit key the hub holds,
+    whose links' MACs a resync checks (keystore.AuditSigner)."""
 
     def key_for(self, at: datetime) -> ECKey: ...
+
+    def every_key(self) -> Sequence[ECKey]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +151,26 @@ class _OneKey:
 
     def key_for(self, at: datetime) -> ECKey:
         return self.key
+
+    def every_key(self) -> Sequence[ECKey]:
+        return (self.key,)
+
+
+def link_mac_key(key: ECKey) -> bytes:
+    """The secret a link's MAC is made with: HKDF-SHA-256 over the audit key's private
+    scalar. Every hub worker holds the audit key, so every worker can make and check
+    the MACs; the public JWKS tells nothing of it."""
+    private = key.private_key
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"audit key {key.kid!r} holds no private EC key")
+    scalar = private.private_numbers().private_value
+    secret = scalar.to_bytes((private.curve.key_size + 7) // 8, "big")
+    return HKDF(algorithm=SHA256(), length=32, salt=None, info=_MAC_KEY_INFO).derive(secret)
+
+
+def _mac(secret: bytes, record: dict[str, Any]) -> str:
+    digest = hmac.new(secret, canonical(record), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 class AuditTrail:
@@ -174,6 +218,7 @@ class AuditTrail:
         # Each partition's entries (their identities), oldest first, at most ``remembered``.
         self._entries: defaultdict[int, OrderedDict[bytes, None]] = defaultdict(OrderedDict)
         self._remembered = remembered
+        self._mac_keys: dict[str, bytes] = {}  # kid -> the secret of its links' MACs
 
     def mark(self) -> int:
         """Start recording the links built from now on, to be undone if the handler that
@@ -257,30 +302,64 @@ class AuditTrail:
         of the tail, not the last record: within a batch, a link sent again may land after
         the links that follow it (runtime/audit_lanes.py). The count since the last
         checkpoint is not known from the tail: the next append signs at once.
+
+        Only the hub's own links count: those whose MAC holds under one of its audit keys.
+        Records appended by anybody else are left behind, logged; with none of the hub's
+        in the tail (a flood longer than the tail read), the chain goes on from the
+        table's head. A tail and a table both from before links carried MACs (the first
+        taking over after the upgrade) are taken as they are, as before.
         """
         chained: OrderedDict[bytes, None] = OrderedDict()  # the tail is what the chain holds
         self._entries[partition] = chained
         if not tail:
             self._resynced[partition] = ChainHead(0, GENESIS)
             return
-        highest: ChainHead | None = None
-        for value in tail:
-            try:
-                record = json.loads(value)
-                head = ChainHead(
-                    int(record["seq"]),
-                    str(record["hash"]),
-                    0 if record.get("kind") == CHECKPOINT else -1,
-                    0.0,
-                )
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue  # not a link of ours (verify reports it); JSON but no object too
-            if record.get("kind") != CHECKPOINT and record_hash(record) == record["hash"]:
+        links = [link for link in map(_parsed_link, tail) if link is not None]
+        table = ChainHead.from_bytes(self._heads.get(_head_key(partition)))
+        strict = table.macs or any(LINK_MAC in record for record in links)
+        ours = [r for r in links if self._mac_holds(r)] if strict else links
+        for record in ours:
+            if record.get("kind") != CHECKPOINT:
                 chained[entry_identity(_entry_of(record))] = None
-            if highest is None or head.seq > highest.seq:
-                highest = head
+        highest = max(ours, key=lambda r: int(r["seq"]), default=None)
+        strangers = (
+            [r for r in links if highest is None or int(r["seq"]) > int(highest["seq"])]
+            if strict
+            else []
+        )
+        if strangers:
+            log.error(
+                "audit partition %d: %d record(s) at the head of the trail (from seq %d) "
+                "not written by the hub (no MAC of its audit keys): the chain goes on "
+                "from %s; someone wrote to the audit topic without the hub's audit key",
+                partition,
+                len(strangers),
+                min(int(r["seq"]) for r in strangers),
+                f"seq {highest['seq']}" if highest else "the head the worker's table holds",
+            )
         if highest is not None:  # else keep the table's head
-            self._resynced[partition] = highest
+            self._resynced[partition] = ChainHead(
+                int(highest["seq"]),
+                str(highest["hash"]),
+                0 if highest.get("kind") == CHECKPOINT else -1,
+                0.0,
+                macs=strict,
+            )
+
+    def _mac_holds(self, record: Mapping[str, Any]) -> bool:
+        kid, _, mac = str(record.get(LINK_MAC, "")).partition(".")
+        key = next((k for k in self._signer.every_key() if str(k.kid) == kid), None)
+        if key is None:
+            return False
+        unmacked = {k: v for k, v in record.items() if k not in ("hash", LINK_MAC)}
+        return hmac.compare_digest(mac, _mac(self._mac_key(key), unmacked))
+
+    def _mac_key(self, key: ECKey) -> bytes:
+        kid = str(key.kid)
+        secret = self._mac_keys.get(kid)
+        if secret is None:
+            secret = self._mac_keys[kid] = link_mac_key(key)
+        return secret
 
     def _head(self, partition: int) -> ChainHead:
         resynced = self._resynced.get(partition)
@@ -316,8 +395,8 @@ class AuditTrail:
             "prev": head.hash,
             "at": now.isoformat(timespec="milliseconds"),
         }
+        key = self._signer.key_for(now)
         if checkpoint:
-            key = self._signer.key_for(now)
             record["signature"] = jws.serialize_compact(
                 {"alg": SIGNING_ALG, "kid": key.kid, "typ": CHECKPOINT_TYP},
                 canonical(_signed_part(record)),
@@ -331,9 +410,10 @@ class AuditTrail:
         else:
             unsigned = head.unsigned + 1 if head.unsigned > 0 else -1
             oldest = head.oldest_unsigned
-        record["hash"] = record_hash(record)
+        record[LINK_MAC] = f"{key.kid}.{_mac(self._mac_key(key), record)}"
+        record["hash"] = record_hash(record)  # over the MAC too
         self._heads[_head_key(partition)] = ChainHead(
-            head.seq + 1, record["hash"], unsigned, oldest
+            head.seq + 1, record["hash"], unsigned, oldest, macs=True
         ).to_bytes()
         self._resynced.pop(partition, None)
         return canonical(record)
@@ -352,7 +432,19 @@ def _signed_part(record: Mapping[str, Any]) -> dict[str, Any]:
 
 _JOURNAL_MOST = 1024
 # The fields a link adds to its entry (see ``AuditTrail._link``).
-_LINK_FIELDS = frozenset({"partition", "seq", "prev", "at", "hash", "signature"})
+_LINK_FIELDS = frozenset({"partition", "seq", "prev", "at", "hash", "signature", LINK_MAC})
+
+
+def _parsed_link(value: bytes) -> dict[str, Any] | None:
+    """A record of the tail that is a link whose hash holds, else None (verify reports it)."""
+    try:
+        record = json.loads(value)
+        if isinstance(record, dict) and record_hash(record) == record["hash"]:
+            int(record["seq"])
+            return record
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def entry_identity(body: Mapping[str, Any]) -> bytes:

@@ -1,9 +1,10 @@
 """The attacks of issue 11, item 3, on a real broker, seen by ``gun-hub audit verify``.
 
 The trail is written to the audit topic as the hub writes it (its own audit key, its
-checkpoint rules); the attacker has write access to the topic (or, to cut its tail, the
-right to delete and re-create it) but not the hub's audit key. The auditor's command runs
-as a separate process with a keys folder that holds the public JWKS only.
+checkpoint rules, its links' MACs, its resync from the topic's tail); the attacker has
+write access to the topic (or, to cut its tail, the right to delete and re-create it) but
+not the hub's audit key. The auditor's command runs as a separate process with a keys
+folder that holds the public JWKS only.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from gun_contract.kafka.admin import last_records
+from gun_contract.kafka.client import ClientConfig
 from gun_contract.security.keystore import PUBLIC_JWKS, AuditSigner
+from gun_hub.runtime.audit_resync import TAIL_RECORDS
 from gun_hub.security.audit import AuditTrail, record_hash
 from tests.conftest import PARTITIONS, KafkaEnv
 
@@ -37,8 +41,9 @@ class HubTrail:
 
     def __init__(self, keys_dir: Path, start: datetime) -> None:
         self.now = start
+        self.heads: dict[bytes, bytes] = {}  # the worker's head table
         self.trail = AuditTrail(
-            {},
+            self.heads,
             AuditSigner.load(keys_dir),
             checkpoint_every=EVERY,
             checkpoint_within_s=60,
@@ -215,3 +220,40 @@ async def test_attack_c_a_forged_branch_hides_real_records(
     output = broken(audit_verify(auditor_env))
     assert "seq 16" in output
     assert "forks" in output
+
+
+async def test_attack_d_forged_records_appended_then_the_partition_changes_hands(
+    kafka_env: KafkaEnv, hub_keys: Path, auditor_env: dict[str, str]
+) -> None:
+    """Records appended at the head, then a worker takes the partition over (a rebalance,
+    a restart) before the hub signed them: it reads the tail from the topic as the hub
+    does, goes on from the hub's last link, and its checkpoint signs its own branch. The
+    attacker's records stay off the chain (open since stop 32, closed in stop 34)."""
+    topic = kafka_env.topics.audit
+    hub = HubTrail(hub_keys, datetime.now(UTC) - timedelta(seconds=30))
+    hub.decide(5)
+    await publish(kafka_env.bootstrap, topic, hub.records)
+    previous = genuine = hub.parsed()[-1]
+    forged = []
+    for _ in range(3):
+        previous = forged_after(previous)
+        forged.append(encoded(previous))
+    await publish(kafka_env.bootstrap, topic, forged)
+
+    successor = AuditTrail(
+        hub.heads,
+        AuditSigner.load(hub_keys),
+        checkpoint_every=EVERY,
+        checkpoint_within_s=60,
+        checkpoint_on_start=True,
+    )
+    tails = await last_records(ClientConfig(kafka_env.bootstrap), topic, [0], TAIL_RECORDS)
+    successor.resync(0, tails[0])
+    links = successor.append(0, {"kind": "DECISION", "reference": "26FR000690I0000006"})
+    await publish(kafka_env.bootstrap, topic, links)
+
+    first = json.loads(links[0])
+    assert (first["seq"], first["prev"]) == (genuine["seq"] + 1, genuine["hash"])
+    verified = audit_verify(auditor_env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "3 intact record(s) off the signed chain" in verified.stdout

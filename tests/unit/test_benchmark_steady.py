@@ -23,6 +23,7 @@ from benchmarks.steady import (
     StateFiles,
     SteadyClearance,
     accounting,
+    caches_full,
     grown,
     half_the_saturation,
     judge,
@@ -467,3 +468,12 @@ def test_half_the_saturation_counts_each_release_after_control_as_a_version() ->
     rate = half_the_saturation(40.0, 0.7)
     assert rate * 1.7 == pytest.approx(20.0)
     assert half_the_saturation(40.0, 0.0) == 20.0
+
+
+def test_the_caches_are_full_from_nine_tenths_of_the_rocksdb_budget() -> None:
+    budget = 64 * MIB
+    assert not caches_full({"gun_hub_rocksdb_memory_bytes": 40 * MIB}, budget)
+    assert caches_full({"gun_hub_rocksdb_memory_bytes": 58 * MIB}, budget)
+    # A hub that did not answer, or has no RocksDB tables, is never found full.
+    assert not caches_full(None, budget)
+    assert not caches_full({"gun_hub_cases_retired_total": 3.0}, budget)

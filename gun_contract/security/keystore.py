@@ -77,6 +77,8 @@ STATE_MEMBER = "state_keys"
 AUDITING_PARTY = "hub"
 # An audit key signs checkpoints for this long after it is made; then a new one is needed
 # (``gun-hub keys rotate hub --audit``), so that a key is never trusted for ever.
+# A new audit key makes the links' MACs this long after its creation (AuditSigner).
+MAC_KEY_SETTLES_S = 600.0
 AUDIT_VALIDITY_DAYS = 730
 # A running process looks at its key files at most this often.
 KEY_RECHECK_S = 5.0
@@ -638,6 +640,15 @@ class _AuditView:
     keys: list[ECKey]
     public: dict[str, PublicKey]
 
+    def valid_at(self, at: datetime) -> list[ECKey]:
+        """The active keys whose validity covers ``at``, oldest first."""
+        return [
+            key
+            for key in self.keys
+            if self.public[str(key.kid)].status is KeyStatus.ACTIVE
+            and self.public[str(key.kid)].invalid_at(at) is None
+        ]
+
 
 def _load_audit(folder: Path, party: str) -> _AuditView:
     path = folder / f"{party}.audit.jwk"
@@ -687,9 +698,32 @@ class AuditSigner:
         return cls(view.get, party)
 
     def every_key(self) -> list[ECKey]:
-        """Every audit key the hub holds, oldest first: a link made with any of them is
-        the hub's (its MAC, gun_hub/security/audit.py)."""
-        return list(self._view().keys)
+        """Every active audit key the hub holds, oldest first: a link whose MAC was made
+        with one of them is the hub's (gun_hub/security/audit.py). A retired key's are
+        not: retiring a key is how a leaked one is revoked."""
+        view = self._view()
+        return [k for k in view.keys if view.public[str(k.kid)].status is KeyStatus.ACTIVE]
+
+    def mac_key_for(self, at: datetime) -> ECKey:
+        """The key a link made at ``at`` carries the MAC of: the newest active audit key
+        valid then that has existed for ``MAC_KEY_SETTLES_S``, else the oldest valid one.
+
+        A new audit key is valid from its creation, but each worker reads it only when
+        its key files reach it (a mounted secret takes a minute or more); a worker taking
+        a partition over must know the key of every link it finds there, or it leaves the
+        links behind as not the hub's and forks the chain (found by review in stop 34).
+        """
+        view = self._view()
+        valid = view.valid_at(at)
+        settled = [
+            key
+            for key in valid
+            if (since := view.public[str(key.kid)].not_before) is None
+            or since <= at - timedelta(seconds=MAC_KEY_SETTLES_S)
+        ]
+        if settled:
+            return settled[-1]
+        return valid[0] if valid else self.key_for(at)
 
     def key_for(self, at: datetime) -> ECKey:
         """The newest active audit key whose validity covers ``at``.
@@ -698,12 +732,7 @@ class AuditSigner:
         verify, which is what an auditor must see, but the hub goes on deciding.
         """
         view = self._view()
-        valid = [
-            key
-            for key in view.keys
-            if view.public[str(key.kid)].status is KeyStatus.ACTIVE
-            and view.public[str(key.kid)].invalid_at(at) is None
-        ]
+        valid = view.valid_at(at)
         if valid:
             return valid[-1]
         key = view.keys[-1]

@@ -85,6 +85,12 @@ def print_report(report: AuditReport) -> None:
             "record that took their place (left by a crash; they prove nothing): "
             + "; ".join(report.orphan_positions)
         )
+    if report.foreign:
+        typer.echo(
+            "the hub found records it did not write at the head of a chain, left them off "
+            "it and said so in the chain (someone wrote to the audit topic without the "
+            "hub's audit key): " + "; ".join(report.foreign)
+        )
     if report.intact:
         typer.echo("audit trail intact")
     else:

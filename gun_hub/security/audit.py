@@ -72,6 +72,10 @@ GENESIS = "0" * 64
 CHECKPOINT = "CHECKPOINT"
 # A link's MAC: which audit key, and the HMAC made with the key derived from it.
 LINK_MAC = "mac"
+# The entry a resync chains when it left records not the hub's behind, naming at most
+# FOREIGN_HASHES_NAMED of their hashes.
+FOREIGN_RECORDS = "FOREIGN_RECORDS"
+FOREIGN_HASHES_NAMED = 10
 _MAC_KEY_INFO = b"gun-hub audit link MAC v1"
 CHECKPOINT_TYP = "gun-audit-checkpoint"
 # While the hub runs, no audit record waits longer than this for a checkpoint.
@@ -105,23 +109,29 @@ class ChainHead:
     hash: str
     unsigned: int = 0
     oldest_unsigned: float = 0.0
-    # Written by a hub whose links carry MACs (``v3``): its chain's tail is held to them.
-    macs: bool = False
+    # The first place of the chain whose link carries a MAC (``v3``): links from there on
+    # are the hub's only if theirs holds. None: the former version's head (``v2``).
+    macs_from: int | None = None
 
     def to_bytes(self) -> bytes:
         # Milliseconds, rounded down: the age of the tail is never under-estimated.
         oldest_ms = math.floor(self.oldest_unsigned * 1000)
-        version = "v3" if self.macs else "v2"
-        return f"{version}|{self.seq}|{self.hash}|{self.unsigned}|{oldest_ms}".encode()
+        fields = f"{self.seq}|{self.hash}|{self.unsigned}|{oldest_ms}"
+        if self.macs_from is None:
+            return f"v2|{fields}".encode()
+        return f"v3|{fields}|{self.macs_from}".encode()
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> ChainHead:
         if not data:
             return cls(0, GENESIS)
         text = data.decode()
-        if text.startswith(("v2|", "v3|")):
-            version, seq, digest, unsigned, oldest_ms = text.split("|")
-            return cls(int(seq), digest, int(unsigned), int(oldest_ms) / 1000, macs=version == "v3")
+        if text.startswith("v3|"):
+            _, seq, digest, unsigned, oldest_ms, macs_from = text.split("|")
+            return cls(int(seq), digest, int(unsigned), int(oldest_ms) / 1000, int(macs_from))
+        if text.startswith("v2|"):
+            _, seq, digest, unsigned, oldest_ms = text.split("|")
+            return cls(int(seq), digest, int(unsigned), int(oldest_ms) / 1000)
         seq, digest = text.split(":", 1)
         return cls(int(seq), digest, 0 if int(seq) == 0 else -1)
 
@@ -142,6 +152,8 @@ class CheckpointSigner(Protocol):
 
     def key_for(self, at: datetime) -> ECKey: ...
 
+    def mac_key_for(self, at: datetime) -> ECKey: ...
+
     def every_key(self) -> Sequence[ECKey]: ...
 
 
@@ -150,6 +162,9 @@ class _OneKey:
     key: ECKey
 
     def key_for(self, at: datetime) -> ECKey:
+        return self.key
+
+    def mac_key_for(self, at: datetime) -> ECKey:
         return self.key
 
     def every_key(self) -> Sequence[ECKey]:
@@ -219,6 +234,8 @@ class AuditTrail:
         self._entries: defaultdict[int, OrderedDict[bytes, None]] = defaultdict(OrderedDict)
         self._remembered = remembered
         self._mac_keys: dict[str, bytes] = {}  # kid -> the secret of its links' MACs
+        # What each partition's resync found that is not the hub's, to be chained next.
+        self._foreign: dict[int, dict[str, Any]] = {}
 
     def mark(self) -> int:
         """Start recording the links built from now on, to be undone if the handler that
@@ -255,7 +272,7 @@ class AuditTrail:
         chained = self._entries[partition]
         if entry in chained:
             return []
-        records = [self._link(partition, body, entry=entry)]
+        records = [*self._report_foreign(partition), self._link(partition, body, entry=entry)]
         chained[entry] = None
         if len(chained) > self._remembered:
             chained.popitem(last=False)
@@ -281,15 +298,26 @@ class AuditTrail:
     def tick(self, partition: int) -> list[bytes]:
         """A checkpoint for ``partition`` if one is due (an idle partition's timer tick),
         else nothing. Called in event context, like :meth:`append`."""
-        if not self.checkpoint_due(partition):
+        records = self._report_foreign(partition)
+        if self.checkpoint_due(partition):
+            records.append(self._link(partition, {"kind": CHECKPOINT}, checkpoint=True))
+        return records
+
+    def _report_foreign(self, partition: int) -> list[bytes]:
+        """The entry saying what records not the hub's its resync left behind, once."""
+        body = self._foreign.pop(partition, None)
+        if body is None:
             return []
-        return [self._link(partition, {"kind": CHECKPOINT}, checkpoint=True)]
+        entry = entry_identity(body)
+        self._entries[partition][entry] = None
+        return [self._link(partition, body, entry=entry)]
 
     def release(self, partition: int) -> None:
         """This worker no longer owns ``partition``: sign its head again if it comes back."""
         self._signed_here.discard(partition)
         self._resynced.pop(partition, None)
         self._entries.pop(partition, None)
+        self._foreign.pop(partition, None)
 
     def resync(self, partition: int, tail: Sequence[bytes]) -> None:
         """Take ``partition``'s head from the last records actually on the audit topic
@@ -303,56 +331,87 @@ class AuditTrail:
         the links that follow it (runtime/audit_lanes.py). The count since the last
         checkpoint is not known from the tail: the next append signs at once.
 
-        Only the hub's own links count: those whose MAC holds under one of its audit keys.
-        Records appended by anybody else are left behind, logged; with none of the hub's
-        in the tail (a flood longer than the tail read), the chain goes on from the
-        table's head. A tail and a table both from before links carried MACs (the first
-        taking over after the upgrade) are taken as they are, as before.
+        Only the hub's own links count: from the place where links began to carry MACs,
+        those whose MAC holds under one of its active audit keys. Records above them that
+        anybody else appended are left behind, logged, and named in the next entry the hub
+        chains (``FOREIGN_RECORDS``), which its next checkpoint signs. With none of the
+        hub's in the tail (a flood longer than the tail read), the chain goes on from the
+        table's head; with its first link with a MAC lost in a crash, from the former
+        version's links before it. A tail and a table that know no MAC (the chain of the
+        version before, until the first link of this one) are taken as they are.
         """
         chained: OrderedDict[bytes, None] = OrderedDict()  # the tail is what the chain holds
         self._entries[partition] = chained
+        self._foreign.pop(partition, None)
         if not tail:
             self._resynced[partition] = ChainHead(0, GENESIS)
             return
-        links = [link for link in map(_parsed_link, tail) if link is not None]
+        links = [r for r in (_parsed_link(value, partition) for value in tail) if r is not None]
         table = ChainHead.from_bytes(self._heads.get(_head_key(partition)))
-        strict = table.macs or any(LINK_MAC in record for record in links)
-        ours = [r for r in links if self._mac_holds(r)] if strict else links
+        macked = [r for r in links if self._mac_holds(r)]
+        macs_from = table.macs_from
+        if macs_from is None and macked:
+            macs_from = min(int(r["seq"]) for r in macked)
+        if macs_from is None:
+            ours = links  # the former version's chain: nothing says which links are whose
+        elif macked:
+            ours = macked
+        elif all(int(r["seq"]) < macs_from for r in links):
+            # None of the links with a MAC reached the topic (the first worker of this
+            # version killed before its first batch landed): the former version's links.
+            ours = [r for r in links if LINK_MAC not in r]
+        else:
+            ours = []  # none of the hub's in the tail: the table's head
         for record in ours:
             if record.get("kind") != CHECKPOINT:
                 chained[entry_identity(_entry_of(record))] = None
         highest = max(ours, key=lambda r: int(r["seq"]), default=None)
-        strangers = (
-            [r for r in links if highest is None or int(r["seq"]) > int(highest["seq"])]
-            if strict
-            else []
-        )
+        top = 0 if highest is None else int(highest["seq"])
+        strangers = sorted((r for r in links if int(r["seq"]) > top), key=lambda r: int(r["seq"]))
         if strangers:
-            log.error(
-                "audit partition %d: %d record(s) at the head of the trail (from seq %d) "
-                "not written by the hub (no MAC of its audit keys): the chain goes on "
-                "from %s; someone wrote to the audit topic without the hub's audit key",
-                partition,
-                len(strangers),
-                min(int(r["seq"]) for r in strangers),
-                f"seq {highest['seq']}" if highest else "the head the worker's table holds",
-            )
+            self._leave_behind(partition, strangers, highest)
         if highest is not None:  # else keep the table's head
             self._resynced[partition] = ChainHead(
-                int(highest["seq"]),
+                top,
                 str(highest["hash"]),
                 0 if highest.get("kind") == CHECKPOINT else -1,
                 0.0,
-                macs=strict,
+                macs_from,
             )
 
+    def _leave_behind(
+        self, partition: int, strangers: list[dict[str, Any]], highest: dict[str, Any] | None
+    ) -> None:
+        first, last = int(strangers[0]["seq"]), int(strangers[-1]["seq"])
+        log.error(
+            "audit partition %d: %d record(s) at the head of the trail (seq %d to %d) not "
+            "written by the hub (no MAC of its audit keys): the chain goes on from %s; "
+            "someone wrote to the audit topic without the hub's audit key",
+            partition,
+            len(strangers),
+            first,
+            last,
+            f"seq {highest['seq']}" if highest else "the head the worker's table holds",
+        )
+        self._foreign[partition] = {
+            "kind": FOREIGN_RECORDS,
+            "count": len(strangers),
+            "first_seq": first,
+            "last_seq": last,
+            "hashes": [str(r["hash"]) for r in strangers[:FOREIGN_HASHES_NAMED]],
+        }
+
     def _mac_holds(self, record: Mapping[str, Any]) -> bool:
-        kid, _, mac = str(record.get(LINK_MAC, "")).partition(".")
+        mac = record.get(LINK_MAC)
+        if not isinstance(mac, str):
+            return False
+        kid, _, value = mac.rpartition(".")
         key = next((k for k in self._signer.every_key() if str(k.kid) == kid), None)
         if key is None:
             return False
         unmacked = {k: v for k, v in record.items() if k not in ("hash", LINK_MAC)}
-        return hmac.compare_digest(mac, _mac(self._mac_key(key), unmacked))
+        expected = _mac(self._mac_key(key), unmacked)
+        return hmac.compare_digest(value.encode("utf-8", "surrogatepass"), expected.encode())
 
     def _mac_key(self, key: ECKey) -> bytes:
         kid = str(key.kid)
@@ -410,10 +469,12 @@ class AuditTrail:
         else:
             unsigned = head.unsigned + 1 if head.unsigned > 0 else -1
             oldest = head.oldest_unsigned
-        record[LINK_MAC] = f"{key.kid}.{_mac(self._mac_key(key), record)}"
+        mac_key = self._signer.mac_key_for(now)
+        record[LINK_MAC] = f"{mac_key.kid}.{_mac(self._mac_key(mac_key), record)}"
         record["hash"] = record_hash(record)  # over the MAC too
+        macs_from = head.seq + 1 if head.macs_from is None else head.macs_from
         self._heads[_head_key(partition)] = ChainHead(
-            head.seq + 1, record["hash"], unsigned, oldest, macs=True
+            head.seq + 1, record["hash"], unsigned, oldest, macs_from
         ).to_bytes()
         self._resynced.pop(partition, None)
         return canonical(record)
@@ -435,16 +496,28 @@ _JOURNAL_MOST = 1024
 _LINK_FIELDS = frozenset({"partition", "seq", "prev", "at", "hash", "signature", LINK_MAC})
 
 
-def _parsed_link(value: bytes) -> dict[str, Any] | None:
-    """A record of the tail that is a link whose hash holds, else None (verify reports it)."""
+def _parsed_link(value: bytes, partition: int) -> dict[str, Any] | None:
+    """A record of the tail that is a link of ``partition`` whose hash holds, else None
+    (verify reports it). Whatever anybody wrote there, never an exception: one would stop
+    every worker that takes the partition, for good (found by review in stop 34)."""
     try:
         record = json.loads(value)
-        if isinstance(record, dict) and record_hash(record) == record["hash"]:
-            int(record["seq"])
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("hash"), str)
+            and _is_place(record.get("seq"))
+            and record.get("partition") == partition
+            and not isinstance(record.get("partition"), bool)
+            and record_hash(record) == record["hash"]
+        ):
             return record
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, TypeError, RecursionError, OverflowError, UnicodeError):
         pass
     return None
+
+
+def _is_place(seq: object) -> bool:
+    return isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq < 2**63
 
 
 def entry_identity(body: Mapping[str, Any]) -> bytes:
@@ -515,6 +588,8 @@ class AuditReport:
     broken: list[BrokenLink] = field(default_factory=list)
     anchors: dict[int, Anchor] = field(default_factory=dict)
     orphan_positions: list[str] = field(default_factory=list)
+    # What the hub itself reported, in its signed chain, as records not its own.
+    foreign: list[str] = field(default_factory=list)
 
     @property
     def intact(self) -> bool:
@@ -621,6 +696,11 @@ class _Partition:
         for _, record in path:
             kind = str(record.get("kind", "?"))
             report.by_kind[kind] = report.by_kind.get(kind, 0) + 1
+            if kind == FOREIGN_RECORDS:
+                report.foreign.append(
+                    f"partition {self.partition}: {record.get('count')} record(s) from seq "
+                    f"{record.get('first_seq')} to {record.get('last_seq')}"
+                )
         report.checkpoints += len(checkpoints)
         if checkpoints:
             record = checkpoints[-1][1]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
 from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_headers
@@ -26,7 +27,6 @@ from gun_contract.model.exchange import (
     request_id_for,
 )
 from gun_contract.model.verdicts import Outcome, Verdict
-from gun_contract.security.keystore import CURVE
 from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops.facts import DecisionFact, DocumentUse, ReceivedFact, fact_bytes
 from gun_hub.ops.lag import GrowthWatch, partition_lags, snapshot
@@ -38,6 +38,8 @@ JsonObject = dict[str, Any]
 
 REFERENCE = "26FR000690I0000012"
 AT = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+# The private scalar of the audit record example's key (a well-known number, no secret).
+EXAMPLE_AUDIT_SCALAR = 0x0123456789ABCDEF
 _AUTHORITY = "dgal"
 _EORI = "FR12345678901234"
 _DOCUMENT = ("N853", "CHEDP.FR.2026.0001234")
@@ -119,8 +121,11 @@ def status_event() -> JsonObject:
 
 
 def audit_record() -> JsonObject:
-    # The key signs checkpoints only, and this record is not one: a throwaway key will do.
-    trail = AuditTrail({}, ECKey.generate_key(CURVE), clock=lambda: AT)
+    # An example key, fixed so that the example's MAC and hash are the same at every
+    # generation: a scalar anyone can read here, the hub's own never is.
+    example = ec.derive_private_key(EXAMPLE_AUDIT_SCALAR, ec.SECP256R1())
+    key = ECKey.import_key(example, {"kid": "example-audit-key"})
+    trail = AuditTrail({}, key, clock=lambda: AT)
     [record] = trail.append(
         0,
         {

@@ -107,8 +107,16 @@ def _audit_record_schemas() -> dict[str, JsonObject]:
         "seq": {"type": "integer", "minimum": 1, "description": "Position in the chain."},
         "prev": text("`hash` of the previous record (64 zeros first).", pattern=_SHA256_HEX),
         "at": text("When the hub appended the record (UTC).", format="date-time"),
+        "mac": text(
+            "`<kid>.<MAC>`: HMAC-SHA-256 (base64url, no padding) over the record's canonical "
+            "JSON without `hash` and `mac`, keyed by a secret the hub derives from its audit "
+            "key `kid`. The hub's check that a link is its own when a worker takes the "
+            "partition over; an auditor needs none of it (docs/security.md).",
+            pattern=r"^[^.]+\.[A-Za-z0-9_-]{43}$",
+        ),
         "hash": text(
-            "SHA-256 of the record's canonical JSON (sorted keys, no spaces) without `hash`.",
+            "SHA-256 of the record's canonical JSON (sorted keys, no spaces) without `hash` "
+            "(its `mac` included).",
             pattern=_SHA256_HEX,
         ),
     }
@@ -167,10 +175,32 @@ def _audit_record_schemas() -> dict[str, JsonObject]:
                 )
             },
         ),
+        "AuditForeignRecords": record(
+            "FOREIGN_RECORDS",
+            "Records a worker taking the partition over found at the head of its chain "
+            "without a MAC of the hub's audit keys (written by someone else to the audit "
+            "topic): left off the chain, which goes on from the hub's own last link.",
+            {
+                "count": {"type": "integer", "minimum": 1},
+                "first_seq": {"type": "integer", "minimum": 1},
+                "last_seq": {"type": "integer", "minimum": 1},
+                "hashes": {
+                    "type": "array",
+                    "maxItems": 10,
+                    "items": {"type": "string", "pattern": _SHA256_HEX},
+                    "description": "The `hash` of the first ten of them.",
+                },
+            },
+        ),
         "AuditRecord": {
             "title": "AuditRecord",
             "description": "One link of the audit hash chain of a partition.",
-            "oneOf": [ref("AuditDecision"), ref("AuditSecurityRejection"), ref("AuditCheckpoint")],
+            "oneOf": [
+                ref("AuditDecision"),
+                ref("AuditSecurityRejection"),
+                ref("AuditCheckpoint"),
+                ref("AuditForeignRecords"),
+            ],
         },
     }
 

@@ -252,8 +252,12 @@ async def test_attack_d_forged_records_appended_then_the_partition_changes_hands
     links = successor.append(0, {"kind": "DECISION", "reference": "26FR000690I0000006"})
     await publish(kafka_env.bootstrap, topic, links)
 
-    first = json.loads(links[0])
-    assert (first["seq"], first["prev"]) == (genuine["seq"] + 1, genuine["hash"])
+    chained = [json.loads(link) for link in links]
+    assert [r["kind"] for r in chained] == ["FOREIGN_RECORDS", "DECISION", "CHECKPOINT"]
+    assert (chained[0]["seq"], chained[0]["prev"]) == (genuine["seq"] + 1, genuine["hash"])
     verified = audit_verify(auditor_env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "3 intact record(s) off the signed chain" in verified.stdout
+    # The auditor learns of them from the hub's signed entry, not only as orphans.
+    first, last = genuine["seq"] + 1, genuine["seq"] + 3
+    assert f"partition 0: 3 record(s) from seq {first} to {last}" in verified.stdout

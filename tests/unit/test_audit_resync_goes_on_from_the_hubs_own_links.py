@@ -20,13 +20,22 @@ import hmac
 import json
 import logging
 import os
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gun_contract.security.keystore import PUBLIC_JWKS, AuditSigner, PublicKey, read_public_keys
+from gun_contract.security.keystore import (
+    AUDITING_PARTY,
+    MAC_KEY_SETTLES_S,
+    PUBLIC_JWKS,
+    AuditSigner,
+    KeystoreFolder,
+    PublicKey,
+    read_public_keys,
+)
 from gun_hub.security.audit import (
     AuditReport,
     AuditTrail,
@@ -156,19 +165,26 @@ def test_a_flood_past_the_tail_read_leaves_the_chain_where_the_hub_left_it(
     assert (link["seq"], link["prev"]) == (genuine["seq"] + 1, genuine["hash"])
 
 
-def test_a_tail_written_before_links_carried_macs_is_gone_on_from(
-    signer: AuditSigner,
-) -> None:
-    """The first taking over after the upgrade: the tail and the table are the former
-    version's (no MAC anywhere; heads stored as ``v2``), and the chain goes on from it."""
+def former_version_log(count: int) -> list[bytes]:
+    """Links as the version before wrote them: no MAC."""
     previous: dict[str, Any] = {"partition": 0, "seq": 0, "hash": "0" * 64}
     log = []
-    for n in range(3):
+    for n in range(count):
         record = {**decision(n), "partition": 0, "seq": previous["seq"] + 1}
         record |= {"prev": previous["hash"], "at": datetime.now(UTC).isoformat()}
         record["hash"] = record_hash(record)
         log.append(canonical(record))
         previous = record
+    return log
+
+
+def test_a_tail_written_before_links_carried_macs_is_gone_on_from(
+    signer: AuditSigner,
+) -> None:
+    """The first taking over after the upgrade: the tail and the table are the former
+    version's (no MAC anywhere; heads stored as ``v2``), and the chain goes on from it."""
+    log = former_version_log(3)
+    previous = json.loads(log[-1])
     heads = {b"audit-head/0": f"v2|{previous['seq']}|{previous['hash']}|3|0".encode()}
     successor = worker(signer, heads)
     successor.resync(0, log)
@@ -186,3 +202,167 @@ def test_every_link_carries_a_mac_under_the_kid_of_an_audit_key(signer: AuditSig
         assert kid == str(signer.key_for(datetime.now(UTC)).kid)
         assert len(mac) == 43  # HMAC-SHA-256, base64url without padding
         assert record_hash(record) == record["hash"]  # the hash covers the MAC
+
+
+# -- found by review in stop 34 ---------------------------------------------------------
+
+
+def hub_log(signer: AuditSigner, heads: dict[bytes, bytes], count: int) -> list[bytes]:
+    trail = worker(signer, heads)
+    return [record for n in range(count) for record in trail.append(0, decision(n))]
+
+
+def genuine_head(log: list[bytes]) -> dict[str, Any]:
+    return dict(json.loads(log[-1]))
+
+
+def next_link(trail: AuditTrail) -> dict[str, Any]:
+    return dict(json.loads(trail.append(0, decision(99))[0]))
+
+
+def hostile(genuine: dict[str, Any], **fields: Any) -> bytes:
+    """A record at the head with ``fields`` and a hash that holds."""
+    record = forged_after(genuine)
+    del record["hash"]
+    record |= fields
+    record["hash"] = record_hash(record)
+    return json.dumps(record, sort_keys=True).encode()
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        pytest.param(lambda g, kid: hostile(g, mac=f"{kid}.é"), id="a MAC that is no ASCII"),
+        pytest.param(lambda g, kid: hostile(g, mac=12), id="a MAC that is no text"),
+        pytest.param(lambda g, kid: hostile(g, mac=None), id="a null MAC"),
+        pytest.param(lambda g, kid: hostile(g, seq=float("inf")), id="seq Infinity"),
+        pytest.param(lambda g, kid: hostile(g, seq=True), id="seq true"),
+        pytest.param(lambda g, kid: hostile(g, seq="7"), id="seq as text"),
+        pytest.param(lambda g, kid: hostile(g, seq=10**30), id="seq past any chain"),
+        pytest.param(lambda g, kid: hostile(g, partition="0"), id="partition as text"),
+        pytest.param(lambda g, kid: b"[" * 100_000 + b"]" * 100_000, id="nested 100,000 deep"),
+        pytest.param(lambda g, kid: b'{"seq": 1e999, "hash": 1}', id="seq overflowing"),
+    ],
+)
+def test_no_record_anybody_writes_stops_a_worker_taking_the_partition_over(
+    signer: AuditSigner, poison: Any
+) -> None:
+    """A record that crashed the resync crashed every worker that took the partition,
+    for good: no owner could append past it (found by review in stop 34)."""
+    heads: dict[bytes, bytes] = {}
+    log = hub_log(signer, heads, 3)
+    genuine = genuine_head(log)
+    kid = str(genuine["mac"]).split(".", 1)[0]
+    successor = worker(signer, heads)
+    successor.resync(0, [*log, poison(genuine, kid)])
+    link = next_link(successor)
+    assert (link["seq"], link["prev"]) == (genuine["seq"] + 1, genuine["hash"])
+
+
+def test_a_genuine_link_copied_from_another_partition_is_not_gone_on_from(
+    signer: AuditSigner,
+) -> None:
+    heads: dict[bytes, bytes] = {}
+    trail = worker(signer, heads)
+    log0 = [r for n in range(3) for r in trail.append(0, decision(n))]
+    log1 = [r for n in range(3, 30) for r in trail.append(1, decision(n))]
+    genuine = genuine_head(log0)
+    successor = worker(signer, heads)
+    successor.resync(0, [*log0, log1[-1]])  # partition 1's head, MAC and all
+    link = next_link(successor)
+    assert (link["seq"], link["prev"]) == (genuine["seq"] + 1, genuine["hash"])
+
+
+def test_a_link_made_with_a_retired_audit_key_is_not_gone_on_from(
+    keys_dir: Path, tmp_path: Path
+) -> None:
+    """Retiring an audit key is how a leaked one is revoked: its MACs count no more."""
+    folder = tmp_path / "keys"
+    shutil.copytree(keys_dir, folder)
+    before = AuditSigner.load(folder)
+    heads: dict[bytes, bytes] = {}
+    log = hub_log(before, heads, 3)
+    genuine = genuine_head(log)
+    [leaked] = before.every_key()
+    keystore = KeystoreFolder(folder)
+    keystore.rotate(AUDITING_PARTY, audit=True)
+    keystore.retire(str(leaked.kid))
+    # Whoever holds the leaked key makes a link the old way.
+    thief = AuditTrail({}, leaked, checkpoint_every=EVERY)
+    thief.resync(0, log)
+    forged, *_ = thief.append(0, {"kind": "DECISION", "reference": "26FR000690I0999999"})
+    successor = worker(AuditSigner.load(folder), heads)
+    successor.resync(0, [*log, forged])
+    link = next_link(successor)
+    assert (link["seq"], link["prev"]) == (genuine["seq"] + 1, genuine["hash"])
+
+
+def test_links_take_a_new_audit_key_only_once_every_worker_can_hold_it(
+    keys_dir: Path, tmp_path: Path
+) -> None:
+    """A worker still on the former key files, taking a partition over, would leave the
+    links made with a key it does not know yet behind, and fork its own chain."""
+    folder = tmp_path / "keys"
+    shutil.copytree(keys_dir, folder)
+    [old] = AuditSigner.load(folder).every_key()
+    [new] = KeystoreFolder(folder).rotate(AUDITING_PARTY, audit=True)
+    signer = AuditSigner.load(folder)
+    now = datetime.now(UTC)
+    assert str(signer.mac_key_for(now).kid) == str(old.kid)
+    assert str(signer.mac_key_for(now + timedelta(seconds=MAC_KEY_SETTLES_S + 1)).kid) == new
+    assert str(signer.key_for(now).kid) == new  # checkpoints: the newest at once
+
+
+def test_in_the_upgrade_window_a_stray_mac_does_not_leave_the_tail_behind(
+    signer: AuditSigner,
+) -> None:
+    """The head table is the former version's (v2) and a step behind the tail: the tail
+    is taken as it is, whatever a record at its head carries."""
+    log = former_version_log(3)
+    previous = json.loads(log[-1])
+    stale = {b"audit-head/0": f"v2|2|{json.loads(log[1])['hash']}|2|0".encode()}
+    successor = worker(signer, stale)
+    successor.resync(0, [*log, hostile(previous, mac="junk.junk")])
+    assert next_link(successor)["seq"] == 5
+
+
+def test_a_first_link_with_a_mac_lost_in_a_crash_leaves_the_chain_on_the_former_tail(
+    signer: AuditSigner,
+) -> None:
+    """The first worker of the new version saved its first head (MACs from there on) and
+    was killed before its record reached the topic: the tail is all the former
+    version's, and the chain goes on from it, not from a head with no record."""
+    log = former_version_log(3)
+    previous = json.loads(log[-1])
+    heads = {b"audit-head/0": f"v2|3|{previous['hash']}|3|0".encode()}
+    first = worker(signer, heads)
+    first.resync(0, log)
+    first.append(0, decision(3))  # its records lost; its head saved
+    successor = worker(signer, heads)
+    successor.resync(0, log)
+    link = next_link(successor)
+    assert (link["seq"], link["prev"]) == (4, previous["hash"])
+
+
+def test_records_not_the_hubs_are_reported_in_the_chain_it_signs(
+    signer: AuditSigner, public: dict[str, PublicKey]
+) -> None:
+    """The auditor, reading public keys only, learns of them from the hub's own signed
+    entry, not only from orphans a crash could have left."""
+    heads: dict[bytes, bytes] = {}
+    log = hub_log(signer, heads, 3)
+    genuine = genuine_head(log)
+    forged = [canonical(forged_after(genuine))]
+    successor = worker(signer, heads)
+    successor.resync(0, [*log, *forged])
+    after = successor.tick(0)
+    records = [json.loads(r) for r in after]
+    assert [r["kind"] for r in records] == ["FOREIGN_RECORDS", "CHECKPOINT"]
+    report = records[0]
+    place = genuine["seq"] + 1
+    assert (report["count"], report["first_seq"], report["last_seq"]) == (1, place, place)
+    assert report["hashes"] == [json.loads(forged[0])["hash"]]
+    verified = verify([*log, *forged, *after], public)
+    assert verified.intact
+    assert verified.foreign == [f"partition 0: 1 record(s) from seq {place} to {place}"]
+    assert successor.tick(0) == []  # reported once

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class CircuitStatus(StrEnum):
@@ -24,7 +25,9 @@ class PartnerHealth(BaseModel):
     authority: str
     adapter: str  # the adapter process's client id
     circuit: CircuitStatus
-    pending_operations: int  # write-offs and deletions waiting for the partner
+    # Write-offs and deletions waiting for the partner; at most what a float (a gauge on
+    # /metrics) holds exactly: 10**400 made every scrape fail (stop 34).
+    pending_operations: Annotated[int, Field(ge=0, le=2**53)]
     at: datetime
     every_s: float  # heartbeat period: older than a few periods means the adapter is gone
 

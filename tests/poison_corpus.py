@@ -128,3 +128,49 @@ def hostile_headers(rng: random.Random) -> list[tuple[str, bytes]]:
         ("gun.reference", b"\xed\xa0\x80" * 100),
         ("x-" + "h" * 1000, b""),
     ]
+
+
+# -- header names that are not UTF-8 ----------------------------------------------------
+
+NAME_NOT_UTF8 = b"\xff\xfe"
+# As the Java client reads it, and gun_contract/kafka/lenient_headers.py.
+NAME_AS_READ = "\ufffd\ufffd"
+
+
+class _RawName(str):
+    """A header name aiokafka's Python record builder writes as the bytes it stands for."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return NAME_NOT_UTF8
+
+
+async def send_with_a_header_name_not_utf8(
+    bootstrap: str, topic: str, partition: int, value: bytes
+) -> tuple[int, int]:
+    """One record whose header name is the bytes ``NAME_NOT_UTF8``, as kcat (``-H``) or
+    any client in C may send; its (partition, offset). aiokafka writes header names from
+    text, and librdkafka through confluent-kafka too (it writes ``str(b"...")``): its
+    Python record builder is given a name that encodes to the bytes."""
+    from unittest import mock
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.producer import message_accumulator, producer
+    from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
+
+    python_builder = _DefaultRecordBatchBuilderPy
+    with (
+        mock.patch.object(message_accumulator, "DefaultRecordBatchBuilder", python_builder),
+        mock.patch.object(producer, "DefaultRecordBatchBuilder", python_builder),
+    ):
+        sender = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await sender.start()
+        try:
+            metadata = await sender.send_and_wait(
+                topic,
+                value,
+                partition=partition,
+                headers=[(_RawName("xx"), b"x"), ("gun.trace.id", b"0af7651916cd43dd")],
+            )
+        finally:
+            await sender.stop()
+    return metadata.partition, metadata.offset

@@ -13,6 +13,7 @@ so a restarted worker still knows them); adapters and readers keep them in SQLit
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -134,11 +135,11 @@ class TableReplayGuard:
         key = message_id.encode()
         partition = self._table_partition(message_id, position)
         self._seed(partition)
-        if seen_at is not None:
+        if seen_at is not None and math.isfinite(seen_at):
             self._log_clock = max(self._log_clock, seen_at)
         first = self._table.get(key)
         if first is not None:
-            return bool(bytes(first).split(b"|", 1)[0] == position.encode())
+            return bool(bytes(first).rpartition(b"|")[0] == position.encode())
         self._table[key] = f"{position}|{expires_at}".encode()
         if partition is not None:
             heapq.heappush(self._expiring[partition], (expires_at, key))
@@ -157,7 +158,7 @@ class TableReplayGuard:
     def position_of(self, message_id: str) -> str:
         """Where ``message_id`` was first read ('' if it is not remembered)."""
         first = self._table.get(message_id.encode())
-        return bytes(first).split(b"|", 1)[0].decode(errors="replace") if first else ""
+        return bytes(first).rpartition(b"|")[0].decode(errors="replace") if first else ""
 
     def _seed(self, partition: int | None) -> None:
         """After a start: the ids this partition recorded, from the table (once)."""
@@ -165,11 +166,13 @@ class TableReplayGuard:
             return
         heap: list[tuple[int, bytes]] = []
         for key, value in list(self._table.items()):
-            position, _, expiry = bytes(value).partition(b"|")
+            # The expiry after the last separator: a position never holds one (claims
+            # records are checked), but one that did stalled the partition (stop 34).
+            position, _, expiry = bytes(value).rpartition(b"|")
             recorded_by = self._table_partition(
                 bytes(key).decode(errors="replace"), position.decode(errors="replace")
             )
-            if recorded_by == partition and expiry:
+            if recorded_by == partition and expiry.isdigit():
                 heap.append((int(expiry), bytes(key)))
         heapq.heapify(heap)
         self._expiring[partition] = heap

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 
 class PartitionLag(BaseModel):
@@ -53,7 +53,9 @@ class LagSnapshot(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    at: datetime
+    # With its time zone: a naive time compared with a kept one raised TypeError, and the
+    # view process stopped at it (stop 34).
+    at: AwareDatetime
     groups: list[GroupLag]
     partitions: list[PartitionLag]
     held: list[TransactionHold] = []  # absent from snapshots before stop 32

@@ -31,6 +31,7 @@ order and settled as itself, at the position it has in the log (``source``).
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
 from gun_contract.security.replay import TableReplayGuard
 from gun_hub.pipeline.intake import Intake
+from gun_hub.pipeline.redrive import parse_position
 
 CLAIM = "claim"
 VERDICT = "verdict"
@@ -106,21 +108,32 @@ class ClaimVerdict:
 
 
 def read_claims_record(data: bytes) -> Claim | ClaimVerdict:
-    """A record of the claims topic; ``ValueError`` for anything else (dead-lettered)."""
+    """A record of the claims topic; ``ValueError`` for anything else (dead-lettered).
+
+    Every number is held to what Kafka and a clock can hold: ``Infinity`` or 1e400
+    raised OverflowError past this reader, a partition the topic does not have an
+    assertion in the producer, and the claims agent crashed on the same record again and
+    again; a ``read_as`` that is no position stalled its partition's memory (found by
+    review in stop 34)."""
     try:
         fields: Any = json.loads(data)
         source = SourcePosition(
-            str(fields["topic"]), int(fields["partition"]), int(fields["offset"]), None
+            str(fields["topic"]),
+            _whole(fields["partition"], KAFKA_PARTITIONS),
+            _whole(fields["offset"], KAFKA_OFFSETS),
+            None,
         )
         if fields["kind"] == CLAIM:
             accepted_at = fields["accepted_at"]
             read_as = fields.get("read_as")
+            if read_as is not None:
+                read_as = parse_position(str(read_as)).describe()
             return Claim(
                 message_id=str(fields["jti"]),
-                accept_until=int(fields["accept_until"]),
+                accept_until=_whole(fields["accept_until"], KAFKA_OFFSETS),
                 source=source,
-                accepted_at=float(accepted_at) if accepted_at is not None else None,
-                read_as=str(read_as) if read_as is not None else None,
+                accepted_at=_instant(accepted_at) if accepted_at is not None else None,
+                read_as=read_as,
             )
         if fields["kind"] == VERDICT:
             return ClaimVerdict(
@@ -129,9 +142,35 @@ def read_claims_record(data: bytes) -> Claim | ClaimVerdict:
                 first=bool(fields["first"]),
                 held_at=str(fields["held_at"]),
             )
-    except (KeyError, TypeError, ValueError, RecursionError) as error:
+    except (KeyError, TypeError, ValueError, RecursionError, OverflowError) as error:
         raise ValueError(f"not a claims record: {type(error).__name__}: {error}") from None
     raise ValueError(f"not a claims record: kind {fields.get('kind')!r}")
+
+
+# What Kafka numbers: partitions are 32-bit, offsets (and the seconds of an expiry) 64-bit.
+KAFKA_PARTITIONS = 2**31
+KAFKA_OFFSETS = 2**63
+
+
+def _whole(value: object, below: int) -> int:
+    """A JSON integer from 0 to ``below`` (excluded); ``ValueError`` for anything else
+    (a bool, a float, text, a number past it)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < below:
+        raise ValueError(f"{str(value)[:40]!r} is not a whole number from 0 to {below - 1}")
+    return value
+
+
+def _instant(value: object) -> float:
+    """Seconds since 1970 as a finite number; ``TypeError`` or ``ValueError`` for anything
+    else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{str(value)[:40]!r} is not a time")
+    if isinstance(value, int) and abs(value) >= KAFKA_OFFSETS:
+        raise ValueError(f"{str(value)[:40]!r} is not a time")
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a time")
+    return seconds
 
 
 class ClaimJudge:

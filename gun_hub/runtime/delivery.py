@@ -81,6 +81,10 @@ async def _queue(send: Send, records: Sequence[OutgoingRecord]) -> Queued:
             queued.append(cause if isinstance(cause, KafkaError) else wrapped)
         except (KafkaError, ValueError, TypeError) as error:  # refused before queueing
             queued.append(error)
+        except AssertionError as error:
+            # aiokafka refuses a partition the topic does not have with an assert (a forged
+            # claim naming partition 4096 crashed the claims agent again and again, stop 34).
+            queued.append(ValueError(f"refused by the producer: {error or 'no such partition'}"))
     return queued
 
 

@@ -123,7 +123,11 @@ def restore_from(*, beginning: int, end: int, capacity: int) -> int:
 
 
 def _version_of(headers: Headers) -> bytes:
-    return next((value for key, value in headers if key == HEADER_VERSION), b"")
+    """The version header's bytes; empty when absent or null (a null one raised TypeError
+    in the publisher, which stopped the worker, stop 34: the record then does not open,
+    and is skipped as unreadable)."""
+    value = next((value for key, value in headers if key == HEADER_VERSION), b"")
+    return value if isinstance(value, bytes) else b""
 
 
 class _PartitionPublisher:

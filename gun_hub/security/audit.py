@@ -948,11 +948,12 @@ _ALTERED = "content does not match its hash (record altered)"
 
 
 def _is_intact(record: dict[str, Any]) -> bool:
-    return (
-        isinstance(record.get("prev"), str)
-        and isinstance(record.get("hash"), str)
-        and record.get("hash") == record_hash(record)
-    )
+    if not (isinstance(record.get("prev"), str) and isinstance(record.get("hash"), str)):
+        return False
+    try:
+        return record.get("hash") == record_hash(record)
+    except (UnicodeError, RecursionError, ValueError):
+        return False  # a lone surrogate, nesting past the serializer: not the hub's
 
 
 def _time(value: object) -> datetime | None:
@@ -991,14 +992,14 @@ def _checkpoint_problem(record: dict[str, Any], ctx: _Context) -> str | None:
         signed = json.loads(verified.payload)
     except (JoseError, ValueError, RecursionError):
         return f"checkpoint signature does not verify with {kid!r}"
+    at = _time(record.get("at"))
+    if at is None or not {"partition", "seq", "prev"} <= record.keys():
+        return "checkpoint time or place unreadable"
     if signed != _signed_part(record):
         return (
             "checkpoint signature is for another point of the chain "
             "(its partition, place, head, count or time differ)"
         )
-    at = _time(record.get("at"))
-    if at is None:
-        return "checkpoint time unreadable"
     why = public.invalid_at(at)
     if why is not None:
         return f"checkpoint made {record['at']}, {why}"

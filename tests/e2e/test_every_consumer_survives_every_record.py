@@ -53,7 +53,13 @@ from gun_tools.clearance_stand_in import DecisionReader, ReceivedDecision
 from tests.builders import declaration_xml
 from tests.conftest import PARTITIONS
 from tests.e2e.conftest import Pipeline
-from tests.poison_corpus import hostile_headers, mutants, named_bombs
+from tests.poison_corpus import (
+    NAME_AS_READ,
+    hostile_headers,
+    mutants,
+    named_bombs,
+    send_with_a_header_name_not_utf8,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
@@ -213,6 +219,7 @@ async def test_every_consumer_survives_every_record(
             await poisoner.send(topics.dlq, f"spliced dead letter {n}", b"", headers)
     finally:
         await producer.stop()
+    await send_header_names_not_utf8(poisoner, kafka.bootstrap, sorted(genuine), rng)
 
     # 3. Genuine declarations after the poison, read by a clearance reader that commits
     # and dead-letters what it cannot use (the poison on the decisions topic included).
@@ -313,6 +320,24 @@ async def test_every_consumer_survives_every_record(
         raise AssertionError(
             f"{len(missing)} of {len(wanted)} security dead letters not audited: {missing}"
         ) from None
+
+
+async def send_header_names_not_utf8(
+    poisoner: Poisoner, bootstrap: str, topics: list[str], rng: random.Random
+) -> None:
+    """One record per topic whose header name is not UTF-8, as kcat or any client in C
+    may send it: aiokafka refused to parse such a batch, and every consumer of the
+    partition stopped at it for ever (found by review in stop 34,
+    gun_contract/kafka/lenient_headers.py)."""
+    value = b"a record whose header name is not UTF-8"
+    for topic in topics:
+        partition, offset = await send_with_a_header_name_not_utf8(
+            bootstrap, topic, rng.randrange(PARTITIONS), value
+        )
+        read_as = ((NAME_AS_READ, b"x"), ("gun.trace.id", b"0af7651916cd43dd"))
+        sent = Sent("header name not UTF-8", topic, partition, offset, read_as)
+        poisoner.sent.append(sent)
+        poisoner.values[sent.position] = value
 
 
 def _first(headers: Sequence[tuple[str, bytes | None]], name: str) -> bytes | None:

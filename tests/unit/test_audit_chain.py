@@ -637,3 +637,42 @@ def test_a_genuine_signature_copied_onto_a_forged_checkpoint_is_refused(
     forged = forge(forged, {"kind": "CHECKPOINT", "signature": genuine}, clock.now)
     topic.publish(0, [canonical(forged)])
     assert "another point" in only_break(verify(topic, public, clock.now))
+
+
+# -- found by review in stop 34 ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        pytest.param(
+            lambda genuine: {k: v for k, v in genuine.items() if k != "at"},
+            id="a checkpoint copied without its time",
+        ),
+        pytest.param(lambda genuine: genuine | {"x": "\ud800"}, id="a lone surrogate"),
+        pytest.param(
+            lambda genuine: genuine | {"x": json.loads("[" * 900 + "]" * 900)},
+            id="nested 900 deep",
+        ),
+    ],
+)
+def test_no_record_makes_the_verification_crash(
+    signer: AuditSigner, public: dict[str, PublicKey], hostile: Any
+) -> None:
+    """An auditor gets a break at the record, never a traceback."""
+    clock, topic = Clock(), Topic()
+    trail = hub_trail(signer, clock)
+    run_hub(trail, topic, clock, EVERY)  # the tenth record is followed by a checkpoint
+    checkpoint = json.loads(topic.log[-1].value)
+    assert checkpoint["kind"] == "CHECKPOINT"
+    record = hostile(checkpoint) | {"seq": checkpoint["seq"] + 1, "prev": checkpoint["hash"]}
+    del record["hash"]
+    try:
+        record["hash"] = record_hash(record)
+    except UnicodeEncodeError:
+        record["hash"] = "0" * 64
+    topic.log.append(
+        LoggedRecord(0, len(topic.log), json.dumps(record).encode())  # ASCII-escaped
+    )
+    report = verify(topic, public, clock.now)
+    assert not report.intact

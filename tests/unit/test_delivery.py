@@ -141,3 +141,21 @@ async def test_what_must_be_undone_if_never_delivered_runs_when_a_delivery_is_gi
     with pytest.raises(asyncio.CancelledError):
         await settling
     assert undone == ["undone"]
+
+
+async def test_a_record_for_a_partition_the_topic_does_not_have_becomes_a_dead_letter() -> None:
+    """aiokafka refuses a partition the topic does not have with an ``assert``; from a
+    claim naming partition 4096 it escaped the delivery and crashed the claims agent on the
+    same record again and again (found by review in stop 34)."""
+
+    class Asserting(Broker):
+        async def send(self, record: OutgoingRecord) -> Awaitable[Any]:
+            if record.topic == "gun.hub.claims":
+                raise AssertionError("Unrecognized partition")
+            return await super().send(record)
+
+    broker = Asserting()
+    await deliver(broker.send, outbox_of("gun.hub.claims", "gun.status"), SOURCE, "gun.dlq")
+    [status, dead] = broker.kept
+    assert status.topic == "gun.status"
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == UNDELIVERABLE

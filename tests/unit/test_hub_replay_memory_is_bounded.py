@@ -69,3 +69,23 @@ def test_a_partition_taken_back_after_another_worker_had_it_forgets_that_workers
         _sight(guard, n, expires_at=n + 2000, at=float(n) + 2000)
     assert b"other-worker" not in table
     assert b"id-0" not in table
+
+
+# -- found by review in stop 34 ------------------------------------------------------------
+
+
+def test_an_entry_whose_position_holds_the_separator_does_not_stall_its_partition() -> None:
+    """A position with ``|`` in it (a forged redrive claim's ``read_as``) made the seeding
+    after every restart fail, and every later claim of its partition with it."""
+    table: dict[bytes, bytes] = {b"evil": b"x|y|1", b"kept": b"gun.declarations/0/3|50"}
+    # As the claims table: an id is recorded by its claim partition, whatever its position.
+    guard = TableReplayGuard(table, keep_after_expiry_s=10, table_partition=lambda _i, _p: 0)
+    assert guard.first_sighting("fresh", 100, "gun.declarations/0/7", seen_at=1.0)
+    assert not guard.first_sighting("kept", 100, "gun.declarations/0/9", seen_at=1.0)
+
+
+def test_a_broker_time_that_is_not_finite_does_not_stop_the_memory() -> None:
+    guard = TableReplayGuard({}, keep_after_expiry_s=10)
+    guard.first_sighting("first", 100, "gun.declarations/0/1", seen_at=float("inf"))
+    for n in range(1_000):
+        assert guard.first_sighting(f"id {n}", 100, f"gun.declarations/0/{n + 2}", seen_at=5.0)

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import ValidationError
 
 from gun_contract.health import CircuitStatus, PartnerHealth
 from gun_contract.kafka.client import ClientConfig
@@ -116,3 +117,32 @@ async def test_the_view_process_is_ready_once_nothing_is_awaited(
     assert code == 200
     assert "# TYPE" in metrics
     assert (await fetch(f"{url}/declarations/26FRVIEWPROC000001"))[0] == 404
+
+
+def test_a_snapshot_without_a_time_zone_is_skipped_not_a_crash() -> None:
+    """Compared with a kept snapshot's aware time, a naive one raised TypeError, and the
+    view process stopped, again at every start until a newer snapshot landed (found by
+    review in stop 34)."""
+    kept = measured(NOW, "kept")
+    state = OpsState(lag=kept)
+    follower = LagFollower(ClientConfig("unused:9092"), "gun.ops.lag", state)
+    follower.apply(record(b'{"at": "2030-01-01T00:00:00", "groups": [], "partitions": []}'))
+    assert state.lag is kept
+
+
+def test_a_heartbeat_counting_more_operations_than_a_float_holds_is_refused() -> None:
+    """Turned into a float for /metrics, 10**400 pending operations raised OverflowError
+    at every scrape, and every metric of the process was lost with it (found by review in
+    stop 34): a heartbeat is held to what a gauge can show exactly."""
+    fields = {
+        "authority": "dgal",
+        "adapter": "adapter-dgal",
+        "circuit": "closed",
+        "at": NOW.isoformat(),
+        "every_s": 5.0,
+    }
+    with pytest.raises(ValidationError):
+        PartnerHealth.model_validate(fields | {"pending_operations": 10**400})
+    with pytest.raises(ValidationError):
+        PartnerHealth.model_validate(fields | {"pending_operations": -1})
+    assert PartnerHealth.model_validate(fields | {"pending_operations": 2**53}).pending_operations

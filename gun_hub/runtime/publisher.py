@@ -42,7 +42,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -55,7 +55,6 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
 
 from gun_contract.consume import Batch, consume
 from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_record
-from gun_contract.effects import Headers
 from gun_contract.envelope import ContentType, Envelope
 from gun_contract.kafka.client import Connect, consumer_options, producer_options
 from gun_contract.security.entitlements import CLEARANCE_PARTY
@@ -122,7 +121,7 @@ def restore_from(*, beginning: int, end: int, capacity: int) -> int:
     return max(beginning, end - 2 * capacity)
 
 
-def _version_of(headers: Headers) -> bytes:
+def _version_of(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
     """The version header's bytes; empty when absent or null (a null one raised TypeError
     in the publisher, which stopped the worker, stop 34: the record then does not open,
     and is skipped as unreadable)."""

@@ -5,7 +5,8 @@ counted in decisions, never in time (a hub down for a day adds no record in betw
 
 from __future__ import annotations
 
-from gun_hub.runtime.publisher import PublishedMemory, restore_from
+from gun_hub.pipeline.decision_outbox import HEADER_VERSION
+from gun_hub.runtime.publisher import PublishedMemory, _version_of, restore_from
 
 
 def test_the_memory_keeps_the_latest_decisions_up_to_its_capacity() -> None:
@@ -34,3 +35,12 @@ def test_the_restore_reads_back_twice_the_capacity_at_most() -> None:
     assert restore_from(beginning=0, end=100_000, capacity=20_000) == 60_000
     assert restore_from(beginning=500, end=1_000, capacity=20_000) == 500
     assert restore_from(beginning=0, end=0, capacity=20_000) == 0
+
+
+def test_an_outbox_record_whose_version_header_is_null_is_read_as_having_none() -> None:
+    """A null version header raised TypeError in the publisher, which stopped the worker
+    (found by review in stop 34); read as none, the record does not open and is skipped
+    as unreadable."""
+    assert _version_of([(HEADER_VERSION, None)]) == b""
+    assert _version_of([]) == b""
+    assert _version_of([("other", b"9"), (HEADER_VERSION, b"2")]) == b"2"

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import Any, SupportsIndex, overload
 
 from aiokafka.consumer import fetcher
+from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import _DefaultRecordBatchPy
 from aiokafka.record.memory_records import _MemoryRecordsPy
 
@@ -121,11 +122,22 @@ def _init(
     _INIT(self, tp, records, aborted_transactions, fetch_offset, *rest)
 
 
+def _a_header_name(error: BaseException) -> bool:
+    """Whether ``error`` is aiokafka's parser refusing a name that is not UTF-8: the C
+    parser raises the decoding error itself, the Python one wraps it."""
+    return isinstance(error, UnicodeDecodeError) or (
+        isinstance(error, CorruptRecordException)
+        and isinstance(error.__cause__, UnicodeDecodeError)
+    )
+
+
 def _unpack_records(self: Any) -> Iterator[Any]:
     try:
         yield from _UNPACK(self)
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, CorruptRecordException) as error:
         records, aborted, fetch_offset = self._gun_start
+        if not _a_header_name(error):
+            raise
         if not isinstance(records, _KeptRecords):
             raise
         resume = self.next_fetch_offset  # the first record not handed on yet
@@ -151,7 +163,7 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    _installed = True
     fetcher.MemoryRecords = _KeptRecords
     fetcher.PartitionRecords.__init__ = _init
     fetcher.PartitionRecords._unpack_records = _unpack_records
+    _installed = True

@@ -139,7 +139,7 @@ class TableReplayGuard:
             self._log_clock = max(self._log_clock, seen_at)
         first = self._table.get(key)
         if first is not None:
-            return bool(bytes(first).rpartition(b"|")[0] == position.encode())
+            return _position_in(bytes(first)) == position.encode()
         self._table[key] = f"{position}|{expires_at}".encode()
         if partition is not None:
             heapq.heappush(self._expiring[partition], (expires_at, key))
@@ -158,7 +158,7 @@ class TableReplayGuard:
     def position_of(self, message_id: str) -> str:
         """Where ``message_id`` was first read ('' if it is not remembered)."""
         first = self._table.get(message_id.encode())
-        return bytes(first).rpartition(b"|")[0].decode(errors="replace") if first else ""
+        return _position_in(bytes(first)).decode(errors="replace") if first else ""
 
     def _seed(self, partition: int | None) -> None:
         """After a start: the ids this partition recorded, from the table (once)."""
@@ -187,6 +187,14 @@ class TableReplayGuard:
             if self._table.get(key) is not None:
                 del self._table[key]
                 self.forgotten += 1
+
+
+def _position_in(value: bytes) -> bytes:
+    """The position of a stored ``position|expiry`` (the expiry after the last separator:
+    a position that held one stalled its partition, stop 34), or of a bare position, as
+    entries were kept before expiries were."""
+    position, separator, _ = value.rpartition(b"|")
+    return position if separator else value
 
 
 def _partition_of_position(_message_id: str, position: str) -> int | None:

@@ -150,6 +150,9 @@ def read_claims_record(data: bytes) -> Claim | ClaimVerdict:
 # What Kafka numbers: partitions are 32-bit, offsets (and the seconds of an expiry) 64-bit.
 KAFKA_PARTITIONS = 2**31
 KAFKA_OFFSETS = 2**63
+# Seconds since 1970 of the year 2242: a broker time past it would make the claims memory
+# forget every id at its next pruning.
+LATEST_TIME_S = 2**33
 
 
 def _whole(value: object, below: int) -> int:
@@ -168,7 +171,7 @@ def _instant(value: object) -> float:
     if isinstance(value, int) and abs(value) >= KAFKA_OFFSETS:
         raise ValueError(f"{str(value)[:40]!r} is not a time")
     seconds = float(value)
-    if not math.isfinite(seconds):
+    if not math.isfinite(seconds) or abs(seconds) >= LATEST_TIME_S:
         raise ValueError(f"{value!r} is not a time")
     return seconds
 

@@ -83,8 +83,11 @@ async def _queue(send: Send, records: Sequence[OutgoingRecord]) -> Queued:
             queued.append(error)
         except AssertionError as error:
             # aiokafka refuses a partition the topic does not have with an assert (a forged
-            # claim naming partition 4096 crashed the claims agent again and again, stop 34).
-            queued.append(ValueError(f"refused by the producer: {error or 'no such partition'}"))
+            # claim naming partition 4096 crashed the claims agent again and again, stop 34);
+            # any other assertion is a bug, and stays one.
+            if "partition" not in str(error):
+                raise
+            queued.append(ValueError(f"refused by the producer: {error}"))
     return queued
 
 

@@ -234,7 +234,7 @@ CLAIM_FIELDS = {
 @pytest.mark.parametrize("field", ["partition", "offset", "accept_until", "accepted_at"])
 @pytest.mark.parametrize(
     "value",
-    ["Infinity", "NaN", "-Infinity", "1e400", "1" + "0" * 400, "true", "-5", '"7"'],
+    ["Infinity", "NaN", "-Infinity", "1e400", "1e300", "1" + "0" * 400, "true", "-5", '"7"'],
 )
 def test_a_claim_whose_numbers_are_out_of_kafkas_range_is_refused(field: str, value: str) -> None:
     """Found by review in stop 34: ``Infinity`` or 1e400 raised OverflowError past the
@@ -242,8 +242,8 @@ def test_a_claim_whose_numbers_are_out_of_kafkas_range_is_refused(field: str, va
     crashed on the same record again and again."""
     text = json.dumps({k: v for k, v in CLAIM_FIELDS.items() if k != field})
     record = text[:-1] + f',"{field}":{value}}}'
-    if field == "accepted_at" and value in ("-5", "true"):
-        return  # a time before 1970 is odd but harmless; true is refused below
+    if field == "accepted_at" and value == "-5":
+        return  # a time before 1970 is odd but harmless
     with pytest.raises(ValueError, match="not a claims record"):
         read_claims_record(record.encode())
 

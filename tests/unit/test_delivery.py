@@ -159,3 +159,17 @@ async def test_a_record_for_a_partition_the_topic_does_not_have_becomes_a_dead_l
     [status, dead] = broker.kept
     assert status.topic == "gun.status"
     assert header_value(dead.headers, HEADER_ERROR_KIND) == UNDELIVERABLE
+
+
+async def test_an_assertion_of_the_producer_about_anything_but_the_partition_is_not_hidden() -> (
+    None
+):
+    """Only aiokafka's partition check is a refusal of the record; another assertion is
+    a bug, and stays one (found by review in stop 34)."""
+
+    class Asserting(Broker):
+        async def send(self, record: OutgoingRecord) -> Awaitable[Any]:
+            raise AssertionError("the producer's loop is not the running loop")
+
+    with pytest.raises(AssertionError, match="loop"):
+        await deliver(Asserting().send, outbox_of("gun.status"), SOURCE, "gun.dlq")

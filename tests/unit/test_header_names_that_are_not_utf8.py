@@ -13,7 +13,9 @@ import struct
 
 import pytest
 from aiokafka.consumer import fetcher
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record import memory_records
+from aiokafka.record.default_records import DefaultRecordBatchBuilder, _DefaultRecordBatchPy
+from aiokafka.record.memory_records import _MemoryRecordsPy
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
 
@@ -105,3 +107,12 @@ def test_without_it_aiokafka_stops_at_the_record_for_ever() -> None:
                 READ_COMMITTED,
             )
         )
+
+
+def test_with_aiokafka_in_pure_python_it_is_read_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without its C extension (``AIOKAFKA_NO_EXTENSIONS``, or a platform without the
+    wheel) aiokafka wraps the decoding error in ``CorruptRecordException`` (found by
+    review in stop 34)."""
+    monkeypatch.setattr(lenient_headers, "_FAST_RECORDS", _MemoryRecordsPy)
+    monkeypatch.setattr(memory_records, "DefaultRecordBatch", _DefaultRecordBatchPy)
+    assert [offset for offset, _ in read(batch(0, ["a", PLACEHOLDER, "b"]))] == [0, 1, 2]

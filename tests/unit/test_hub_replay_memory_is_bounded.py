@@ -89,3 +89,13 @@ def test_a_broker_time_that_is_not_finite_does_not_stop_the_memory() -> None:
     guard.first_sighting("first", 100, "gun.declarations/0/1", seen_at=float("inf"))
     for n in range(1_000):
         assert guard.first_sighting(f"id {n}", 100, f"gun.declarations/0/{n + 2}", seen_at=5.0)
+
+
+def test_an_entry_kept_before_expiries_were_stored_still_names_its_position() -> None:
+    """Entries stored as the bare position (before expiries were kept beside it) are read
+    as that position, not as an empty one: a record read again at its own position is a
+    redelivery, not a replay (found by review in stop 34)."""
+    table: dict[bytes, bytes] = {b"old-id": b"gun.responses.dgal/0/5"}
+    guard = TableReplayGuard(table, keep_after_expiry_s=10)
+    assert guard.first_sighting("old-id", 100, "gun.responses.dgal/0/5", seen_at=1.0)
+    assert guard.position_of("old-id") == "gun.responses.dgal/0/5"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -352,6 +353,28 @@ def test_the_latest_heartbeat_of_each_partner_is_kept(view: OpsView) -> None:
         CircuitStatus.OPEN,
         3,
     )
+
+
+def test_a_heartbeat_kept_before_its_bounds_were_checked_is_left_out_not_a_crash(
+    view: OpsView,
+) -> None:
+    """A row stored before stop 34 held heartbeats to their bounds (10**400 pending
+    operations): read back at every start, it stopped the view again and again (found
+    by review in stop 34)."""
+    kept = PartnerHealth(
+        authority="dgal",
+        adapter="adapter.dgal",
+        circuit=CircuitStatus.CLOSED,
+        pending_operations=1,
+        at=NOON,
+        every_s=5,
+    )
+    view.apply([Feed().record(TOPICS.health, kept.to_bytes())])
+    old = kept.model_dump(mode="json") | {"authority": "cites", "pending_operations": 10**400}
+    view._db.execute(
+        "INSERT INTO partners (authority, health) VALUES (?, ?)", ("cites", json.dumps(old))
+    )
+    assert sorted(view.partners()) == ["dgal"]
 
 
 def test_a_record_of_the_wrong_shape_is_skipped_and_counted(view: OpsView) -> None:

@@ -316,14 +316,25 @@ def payload_schemas() -> dict[str, JsonObject]:
                         "jti": {"type": "string"},
                         "accept_until": {
                             "type": "integer",
+                            "minimum": 0,
+                            "maximum": 2**63 - 1,
                             "description": "Envelope exp plus the allowed skew (epoch s).",
                         },
                         "topic": {"type": "string"},
-                        "partition": {"type": "integer", "minimum": 0},
-                        "offset": {"type": "integer", "minimum": 0},
+                        "partition": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                        "offset": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                         "accepted_at": {
                             "type": ["number", "null"],
-                            "description": "The declaration record's log-append time.",
+                            "exclusiveMinimum": -(2**33),
+                            "exclusiveMaximum": 2**33,
+                            "description": "The declaration record's log-append time (epoch "
+                            "s).",
+                        },
+                        "read_as": {
+                            "type": "string",
+                            "pattern": r"^.{1,249}/(0|[1-9][0-9]{0,18})/(0|[1-9][0-9]{0,18})$",
+                            "description": "A redrive: the original's position "
+                            "(topic/partition/offset), where it is claimed.",
                         },
                     },
                     "additionalProperties": False,

@@ -43,6 +43,7 @@ from gun_hub.cli.asyncapi import deployment_of, document_for
 from gun_hub.cli.kafka import registry_for
 from gun_hub.domain.risk import RiskRules
 from gun_hub.domain.routing import RoutingTable
+from gun_hub.pipeline.admission import Claim
 from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.deadlines import Deadlines
@@ -595,3 +596,22 @@ def _decoded(value: bytes, content_type: str) -> Any:
     if content_type in (XML, JOSE):
         return value.decode()
     return value.decode("latin-1")  # original bytes: any content
+
+
+def test_a_redrive_claim_matches_the_claims_schema_and_a_forged_one_does_not(
+    document: dict[str, Any],
+) -> None:
+    """A redrive's claim names the original's position (``read_as``), which the schema
+    refused until stop 34; a number past what Kafka holds it refuses, as the reader does."""
+    schema = resolve(document, "#/components/schemas/ClaimsRecord")
+    validator = schema_validator(document, schema)
+    claim = Claim(
+        message_id="0f6c",
+        accept_until=1_800_000_000,
+        source=SourcePosition("gun.declarations", 1, 5),
+        accepted_at=1_799_999_000.5,
+        read_as="gun.declarations/2/40",
+    )
+    assert errors(validator, json.loads(claim.to_bytes())) == []
+    forged = json.loads(claim.to_bytes()) | {"partition": 2**31, "read_as": "x|y"}
+    assert len(errors(validator, forged)) > 0

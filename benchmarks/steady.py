@@ -841,14 +841,15 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                     )
                     if rate <= 0:
                         raise RuntimeError(f"no saturation rate measured: {measured}")
-                result["fill"] = await fill_the_caches(
-                    clearance,
-                    mix,
-                    http,
-                    partner_ports,
-                    readiness["hub"].removesuffix("/readyz") + "/metrics",
-                    options.fill_minutes,
-                )
+                if options.fill_minutes > 0:
+                    result["fill"] = await fill_the_caches(
+                        clearance,
+                        mix,
+                        http,
+                        partner_ports,
+                        readiness["hub"].removesuffix("/readyz") + "/metrics",
+                        options.fill_minutes,
+                    )
                 batch = mix.declarations(max(1, round(rate * duration_s)), RUN_PREFIX)
                 # Every document the run quotes, given to the partner systems before it
                 # starts: during the run their state changes by the ledger only.

@@ -3,11 +3,12 @@
 Kafka header names are strings, but a broker keeps whatever bytes a producer sent (kcat
 ``-H $'\\xff=x'``, librdkafka, franz-go), and the Java client decodes them leniently.
 aiokafka decodes them strictly, inside its record parser: one name that is not UTF-8
-makes every fetch of that partition raise ``UnicodeDecodeError`` from ``getmany``, at
-the same offset, for ever. Every consumer of the topic stops there: the hub's agents
-(``gun.declarations``, ``gun.responses.*``, ``gun.dlq``), the operations view, the
-offset watchdog, the audit resync and ``gun-hub audit verify`` (found by review in stop
-34: nothing any party can write may stop another component).
+makes every fetch of that partition raise ``UnicodeDecodeError`` from ``getmany`` (its
+Python parser wraps it in ``CorruptRecordException``), at the same offset, for ever.
+Every consumer of the topic stops there: the hub's agents (``gun.declarations``,
+``gun.responses.*``, ``gun.dlq``), the operations view, the offset watchdog, the audit
+resync and ``gun-hub audit verify`` (found by review in stop 34: nothing any party can
+write may stop another component).
 
 :func:`install` makes aiokafka read such a partition's fetched records again, from the
 same bytes, with its own Python parser and the names decoded as the Java client decodes

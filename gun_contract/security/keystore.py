@@ -75,10 +75,10 @@ STATE_KEY_BYTES = 32
 STATE_MEMBER = "state_keys"
 # The party that writes the audit trail, and so the only one with an audit key.
 AUDITING_PARTY = "hub"
-# An audit key signs checkpoints for this long after it is made; then a new one is needed
-# (``gun-hub keys rotate hub --audit``), so that a key is never trusted for ever.
 # A new audit key makes the links' MACs this long after its creation (AuditSigner).
 MAC_KEY_SETTLES_S = 600.0
+# An audit key signs checkpoints for this long after it is made; then a new one is needed
+# (``gun-hub keys rotate hub --audit``), so that a key is never trusted for ever.
 AUDIT_VALIDITY_DAYS = 730
 # A running process looks at its key files at most this often.
 KEY_RECHECK_S = 5.0
@@ -706,7 +706,8 @@ class AuditSigner:
 
     def mac_key_for(self, at: datetime) -> ECKey:
         """The key a link made at ``at`` carries the MAC of: the newest active audit key
-        valid then that has existed for ``MAC_KEY_SETTLES_S``, else the oldest valid one.
+        valid then that has existed for ``MAC_KEY_SETTLES_S``, else the oldest valid one,
+        else (none valid) the one :meth:`key_for` falls back to, its error logged.
 
         A new audit key is valid from its creation, but each worker reads it only when
         its key files reach it (a mounted secret takes a minute or more); a worker taking

@@ -150,8 +150,9 @@ def read_claims_record(data: bytes) -> Claim | ClaimVerdict:
 # What Kafka numbers: partitions are 32-bit, offsets (and the seconds of an expiry) 64-bit.
 KAFKA_PARTITIONS = 2**31
 KAFKA_OFFSETS = 2**63
-# Seconds since 1970 of the year 2242: a broker time past it would make the claims memory
-# forget every id at its next pruning.
+# Seconds since 1970 of the year 2242: a time that is a time. A claim's time is the
+# broker's; one forged far ahead of it still makes the claims memory forget ids early, as
+# anyone able to write the claims topic could also forge its verdicts (hub-only topic).
 LATEST_TIME_S = 2**33
 
 

@@ -234,8 +234,10 @@ class AuditTrail:
         self._entries: defaultdict[int, OrderedDict[bytes, None]] = defaultdict(OrderedDict)
         self._remembered = remembered
         self._mac_keys: dict[str, bytes] = {}  # kid -> the secret of its links' MACs
-        # What each partition's resync found that is not the hub's, to be chained next.
+        # What each partition's resync found that is not the hub's, to be chained next,
+        # and the reports chained since the last ``mark`` (put back by ``undo``).
         self._foreign: dict[int, dict[str, Any]] = {}
+        self._reported: list[tuple[int, dict[str, Any]]] = []
 
     def mark(self) -> int:
         """Start recording the links built from now on, to be undone if the handler that
@@ -243,10 +245,15 @@ class AuditTrail:
         name one never sent (found by review in stop 32). Handlers build their links
         without yielding, so nothing else is built in between."""
         self._journal.clear()
+        self._reported.clear()
         return 0
 
     def undo(self, mark: int) -> None:
-        """Put every chain back where it stood at ``mark``."""
+        """Put every chain back where it stood at ``mark``; a report of foreign records
+        chained since waits for the next link again."""
+        while self._reported:
+            partition, report = self._reported.pop()
+            self._foreign[partition] = report
         while len(self._journal) > mark:
             partition, table_head, resynced, signed, entry = self._journal.pop()
             if entry is not None:
@@ -308,6 +315,7 @@ class AuditTrail:
         body = self._foreign.pop(partition, None)
         if body is None:
             return []
+        self._reported.append((partition, body))
         entry = entry_identity(body)
         self._entries[partition][entry] = None
         return [self._link(partition, body, entry=entry)]
@@ -362,11 +370,20 @@ class AuditTrail:
             ours = [r for r in links if LINK_MAC not in r]
         else:
             ours = []  # none of the hub's in the tail: the table's head
+        # The link the worker's own table names is the hub's whatever its MAC (made with
+        # a key retired since: an idle partition's tail after a rotation, stop 34).
+        ours += [
+            r
+            for r in links
+            if int(r["seq"]) == table.seq and r["hash"] == table.hash and r not in ours
+        ]
         for record in ours:
             if record.get("kind") != CHECKPOINT:
                 chained[entry_identity(_entry_of(record))] = None
         highest = max(ours, key=lambda r: int(r["seq"]), default=None)
-        top = 0 if highest is None else int(highest["seq"])
+        # Strangers are what lies above where the chain goes on: the highest of the hub's
+        # links, else the table's head.
+        top = table.seq if highest is None else int(highest["seq"])
         strangers = sorted((r for r in links if int(r["seq"]) > top), key=lambda r: int(r["seq"]))
         if strangers:
             self._leave_behind(partition, strangers, highest)
@@ -454,8 +471,8 @@ class AuditTrail:
             "prev": head.hash,
             "at": now.isoformat(timespec="milliseconds"),
         }
-        key = self._signer.key_for(now)
         if checkpoint:
+            key = self._signer.key_for(now)
             record["signature"] = jws.serialize_compact(
                 {"alg": SIGNING_ALG, "kid": key.kid, "typ": CHECKPOINT_TYP},
                 canonical(_signed_part(record)),

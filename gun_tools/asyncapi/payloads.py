@@ -128,7 +128,8 @@ def _audit_record_schemas() -> dict[str, JsonObject]:
             "description": description,
             "type": "object",
             "properties": {"kind": {"type": "string", "const": kind}, **body, **chain},
-            "required": ["kind", *body, *chain],
+            # Links written before stop 34 carry no MAC.
+            "required": ["kind", *body, *(name for name in chain if name != "mac")],
             # Evidence: its fields are fixed; a new one is a deliberate change of format.
             "additionalProperties": False,
         }
@@ -177,9 +178,10 @@ def _audit_record_schemas() -> dict[str, JsonObject]:
         ),
         "AuditForeignRecords": record(
             "FOREIGN_RECORDS",
-            "Records a worker taking the partition over found at the head of its chain "
-            "without a MAC of the hub's audit keys (written by someone else to the audit "
-            "topic): left off the chain, which goes on from the hub's own last link.",
+            "Records a worker taking the partition over found above where its chain goes "
+            "on (the hub's own last link, or the head its table holds) without a MAC of the "
+            "hub's active audit keys: written by someone else to the audit topic, or with "
+            "an audit key retired since; left off the chain.",
             {
                 "count": {"type": "integer", "minimum": 1},
                 "first_seq": {"type": "integer", "minimum": 1},
@@ -327,8 +329,7 @@ def payload_schemas() -> dict[str, JsonObject]:
                             "type": ["number", "null"],
                             "exclusiveMinimum": -(2**33),
                             "exclusiveMaximum": 2**33,
-                            "description": "The declaration record's log-append time (epoch "
-                            "s).",
+                            "description": "The declaration record's log-append time (epoch s).",
                         },
                         "read_as": {
                             "type": "string",

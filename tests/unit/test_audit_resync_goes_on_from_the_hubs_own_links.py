@@ -199,7 +199,7 @@ def test_every_link_carries_a_mac_under_the_kid_of_an_audit_key(signer: AuditSig
     assert kinds == {"DECISION", "CHECKPOINT"}
     for record in records:
         kid, mac = record["mac"].split(".")
-        assert kid == str(signer.key_for(datetime.now(UTC)).kid)
+        assert kid == str(signer.mac_key_for(datetime.now(UTC)).kid)
         assert len(mac) == 43  # HMAC-SHA-256, base64url without padding
         assert record_hash(record) == record["hash"]  # the hash covers the MAC
 
@@ -293,8 +293,51 @@ def test_a_link_made_with_a_retired_audit_key_is_not_gone_on_from(
     forged, *_ = thief.append(0, {"kind": "DECISION", "reference": "26FR000690I0999999"})
     successor = worker(AuditSigner.load(folder), heads)
     successor.resync(0, [*log, forged])
+    report, link, *_ = [json.loads(r) for r in successor.append(0, decision(99))]
+    assert (report["kind"], report["count"]) == ("FOREIGN_RECORDS", 1)
+    assert (report["seq"], report["prev"]) == (genuine["seq"] + 1, genuine["hash"])
+    assert link["kind"] == "DECISION"
+
+
+def test_the_hubs_own_links_made_with_a_key_retired_since_are_not_called_foreign(
+    keys_dir: Path, tmp_path: Path
+) -> None:
+    """A partition idle since its audit key was retired: none of its tail's MACs count
+    any more, but the link its head table names is the hub's, and nothing below it is a
+    stranger (found by review in stop 34: every link of the tail was reported foreign)."""
+    folder = tmp_path / "keys"
+    shutil.copytree(keys_dir, folder)
+    before = AuditSigner.load(folder)
+    heads: dict[bytes, bytes] = {}
+    log = hub_log(before, heads, 3)
+    genuine = genuine_head(log)
+    [retired] = before.every_key()
+    keystore = KeystoreFolder(folder)
+    keystore.rotate(AUDITING_PARTY, audit=True)
+    keystore.retire(str(retired.kid))
+    successor = worker(AuditSigner.load(folder), heads)
+    successor.resync(0, log)
     link = next_link(successor)
+    assert link["kind"] == "DECISION"
     assert (link["seq"], link["prev"]) == (genuine["seq"] + 1, genuine["hash"])
+
+
+def test_a_report_of_foreign_records_undone_with_its_handler_is_made_again(
+    signer: AuditSigner,
+) -> None:
+    """The handler that chained the report failed: its links are undone, and the report
+    waits for the next one (found by review in stop 34: it was lost)."""
+    heads: dict[bytes, bytes] = {}
+    log = hub_log(signer, heads, 3)
+    successor = worker(signer, heads)
+    successor.resync(0, [*log, canonical(forged_after(genuine_head(log)))])
+    mark = successor.mark()
+    failed = [json.loads(r) for r in successor.append(0, decision(98))]
+    assert failed[0]["kind"] == "FOREIGN_RECORDS"
+    successor.undo(mark)
+    again = [json.loads(r) for r in successor.append(0, decision(99))]
+    assert [r["kind"] for r in again][:2] == ["FOREIGN_RECORDS", "DECISION"]
+    assert again[0]["seq"] == failed[0]["seq"]
 
 
 def test_links_take_a_new_audit_key_only_once_every_worker_can_hold_it(

@@ -220,6 +220,7 @@ def test_anything_else_on_the_claims_topic_is_refused_with_a_reason(record: byte
         read_claims_record(record)
 
 
+NUMBERS = ("partition", "offset", "accept_until", "accepted_at")
 CLAIM_FIELDS = {
     "kind": "claim",
     "jti": "0f6c",
@@ -231,10 +232,15 @@ CLAIM_FIELDS = {
 }
 
 
-@pytest.mark.parametrize("field", ["partition", "offset", "accept_until", "accepted_at"])
+OUT_OF_RANGE = ["Infinity", "NaN", "-Infinity", "1e400", "1e300", "1" + "0" * 400, "true", '"7"']
+
+
 @pytest.mark.parametrize(
-    "value",
-    ["Infinity", "NaN", "-Infinity", "1e400", "1e300", "1" + "0" * 400, "true", "-5", '"7"'],
+    ("field", "value"),
+    [
+        *((field, value) for field in CLAIM_FIELDS if field in NUMBERS for value in OUT_OF_RANGE),
+        *((field, "-5") for field in ("partition", "offset", "accept_until")),
+    ],
 )
 def test_a_claim_whose_numbers_are_out_of_kafkas_range_is_refused(field: str, value: str) -> None:
     """Found by review in stop 34: ``Infinity`` or 1e400 raised OverflowError past the
@@ -242,8 +248,6 @@ def test_a_claim_whose_numbers_are_out_of_kafkas_range_is_refused(field: str, va
     crashed on the same record again and again."""
     text = json.dumps({k: v for k, v in CLAIM_FIELDS.items() if k != field})
     record = text[:-1] + f',"{field}":{value}}}'
-    if field == "accepted_at" and value == "-5":
-        return  # a time before 1970 is odd but harmless
     with pytest.raises(ValueError, match="not a claims record"):
         read_claims_record(record.encode())
 

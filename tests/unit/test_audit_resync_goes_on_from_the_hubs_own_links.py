@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from joserfc.jwk import ECKey
 
 from gun_contract.security.keystore import (
     AUDITING_PARTY,
@@ -273,20 +274,29 @@ def test_a_genuine_link_copied_from_another_partition_is_not_gone_on_from(
     assert (link["seq"], link["prev"]) == (genuine["seq"] + 1, genuine["hash"])
 
 
-def test_a_link_made_with_a_retired_audit_key_is_not_gone_on_from(
+def written_then_key_retired(
     keys_dir: Path, tmp_path: Path
-) -> None:
-    """Retiring an audit key is how a leaked one is revoked: its MACs count no more."""
+) -> tuple[Path, dict[bytes, bytes], list[bytes], ECKey]:
+    """A keys folder whose audit key wrote a partition's last links, then was replaced
+    and retired: the folder, the worker's head table, the links and the retired key."""
     folder = tmp_path / "keys"
     shutil.copytree(keys_dir, folder)
     before = AuditSigner.load(folder)
     heads: dict[bytes, bytes] = {}
     log = hub_log(before, heads, 3)
-    genuine = genuine_head(log)
-    [leaked] = before.every_key()
+    [retired] = before.every_key()
     keystore = KeystoreFolder(folder)
     keystore.rotate(AUDITING_PARTY, audit=True)
-    keystore.retire(str(leaked.kid))
+    keystore.retire(str(retired.kid))
+    return folder, heads, log, retired
+
+
+def test_a_link_made_with_a_retired_audit_key_is_not_gone_on_from(
+    keys_dir: Path, tmp_path: Path
+) -> None:
+    """Retiring an audit key is how a leaked one is revoked: its MACs count no more."""
+    folder, heads, log, leaked = written_then_key_retired(keys_dir, tmp_path)
+    genuine = genuine_head(log)
     # Whoever holds the leaked key makes a link the old way.
     thief = AuditTrail({}, leaked, checkpoint_every=EVERY)
     thief.resync(0, log)
@@ -305,16 +315,8 @@ def test_the_hubs_own_links_made_with_a_key_retired_since_are_not_called_foreign
     """A partition idle since its audit key was retired: none of its tail's MACs count
     any more, but the link its head table names is the hub's, and nothing below it is a
     stranger (found by review in stop 34: every link of the tail was reported foreign)."""
-    folder = tmp_path / "keys"
-    shutil.copytree(keys_dir, folder)
-    before = AuditSigner.load(folder)
-    heads: dict[bytes, bytes] = {}
-    log = hub_log(before, heads, 3)
+    folder, heads, log, _ = written_then_key_retired(keys_dir, tmp_path)
     genuine = genuine_head(log)
-    [retired] = before.every_key()
-    keystore = KeystoreFolder(folder)
-    keystore.rotate(AUDITING_PARTY, audit=True)
-    keystore.retire(str(retired.kid))
     successor = worker(AuditSigner.load(folder), heads)
     successor.resync(0, log)
     link = next_link(successor)

@@ -586,6 +586,7 @@ class SteadyClearance:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def start_reading(self) -> None:
+        self._stop = asyncio.Event()  # read again after a stop (the fill's rounds)
         self._reading = asyncio.create_task(self.collect(self._stop))
 
     def check_reading(self) -> None:
@@ -714,6 +715,7 @@ class RememberingMix(Mix):
 
 async def fill_the_caches(
     clearance: Clearance,
+    steady: SteadyClearance,
     mix: RememberingMix,
     http: aiohttp.ClientSession,
     partner_ports: Mapping[str, int],
@@ -744,6 +746,12 @@ async def fill_the_caches(
         batch = mix.declarations(FILL_ROUND, FILL_PREFIX + FILL_ROUNDS[rounds])
         await load_documents(http, partner_ports, mix, batch)
         await clearance.saturate(batch)
+        # Each round's controls released as it ends, as a clearance system does: held
+        # until the fill's end, thousands of controlled cases raised the hub's high-water
+        # mark, under which a slow leak could hide for the whole run (review, stop 34).
+        steady.start_reading()
+        await release_controls(steady, clearance, mix.drawn)
+        await steady.stop_reading()
         rounds += 1
         metrics = await hub_metrics(http, metrics_url)
     after = (metrics or {}).get("gun_hub_rocksdb_memory_bytes")
@@ -844,6 +852,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                 if options.fill_minutes > 0:
                     result["fill"] = await fill_the_caches(
                         clearance,
+                        steady,
                         mix,
                         http,
                         partner_ports,

@@ -515,26 +515,11 @@ _LINK_FIELDS = frozenset({"partition", "seq", "prev", "at", "hash", "signature",
 
 def _parsed_link(value: bytes, partition: int) -> dict[str, Any] | None:
     """A record of the tail that is a link of ``partition`` whose hash holds, else None
-    (verify reports it). Whatever anybody wrote there, never an exception: one would stop
-    every worker that takes the partition, for good (found by review in stop 34)."""
-    try:
-        record = json.loads(value)
-        if (
-            isinstance(record, dict)
-            and isinstance(record.get("hash"), str)
-            and _is_place(record.get("seq"))
-            and record.get("partition") == partition
-            and not isinstance(record.get("partition"), bool)
-            and record_hash(record) == record["hash"]
-        ):
-            return record
-    except (ValueError, TypeError, RecursionError, OverflowError, UnicodeError):
-        pass
-    return None
-
-
-def _is_place(seq: object) -> bool:
-    return isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq < 2**63
+    (verify reports it), judged as verification judges it: whatever anybody wrote there,
+    never an exception, which would stop every worker that takes the partition, for good
+    (found by review in stop 34)."""
+    record = _readable(LoggedRecord(partition, -1, value))
+    return record if record is not None and _is_intact(record) else None
 
 
 def entry_identity(body: Mapping[str, Any]) -> bytes:

@@ -57,17 +57,6 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-@pytest.fixture
-def public(keys_dir: Path) -> dict[str, PublicKey]:
-    """What an auditor holds: the public JWKS, nothing private."""
-    return read_public_keys(keys_dir / PUBLIC_JWKS)
-
-
-@pytest.fixture
-def signer(keys_dir: Path) -> AuditSigner:
-    return AuditSigner.load(keys_dir)
-
-
 class Topic:
     """An audit topic: records laid out with offsets per partition, as Kafka would."""
 

@@ -22,8 +22,6 @@ from tests.unit.test_audit_chain import (
     Topic,
     decision,
     hub_trail,
-    public,  # noqa: F401 - fixture
-    signer,  # noqa: F401 - fixture
     verify,
 )
 
@@ -38,8 +36,8 @@ def entries(topic: Topic) -> list[str]:
 
 
 def test_an_entry_this_worker_chained_is_not_chained_again(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     clock, topic = Clock(), Topic()
     trail = hub_trail(signer, clock)
@@ -51,8 +49,8 @@ def test_an_entry_this_worker_chained_is_not_chained_again(
 
 
 def test_an_entry_on_the_tail_is_not_chained_again_by_the_partitions_next_owner(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     """Its link was in, its record not yet committed over when the partition moved."""
     clock, topic = Clock(), Topic()
@@ -69,7 +67,7 @@ def test_an_entry_on_the_tail_is_not_chained_again_by_the_partitions_next_owner(
 
 
 def test_an_entry_whose_link_was_undone_is_chained_when_handled_again(
-    signer: AuditSigner,  # noqa: F811
+    signer: AuditSigner,
 ) -> None:
     """Undone: its handler failed and its outbox was discarded, the link never sent."""
     trail = hub_trail(signer, Clock())
@@ -80,7 +78,7 @@ def test_an_entry_whose_link_was_undone_is_chained_when_handled_again(
 
 
 def test_an_entry_of_a_partition_given_up_and_not_on_its_tail_is_chained_again(
-    signer: AuditSigner,  # noqa: F811
+    signer: AuditSigner,
 ) -> None:
     """A link cancelled with its lane when the partition was given up never reached the
     trail: the tail read when the partition comes back is what counts."""
@@ -95,14 +93,14 @@ def test_an_entry_of_a_partition_given_up_and_not_on_its_tail_is_chained_again(
 
 
 def test_the_same_entry_on_two_partitions_is_chained_on_each(
-    signer: AuditSigner,  # noqa: F811
+    signer: AuditSigner,
 ) -> None:
     trail = hub_trail(signer, Clock())
     assert trail.append(0, decision(1))
     assert trail.append(1, decision(1))
 
 
-def test_a_trail_remembers_a_bounded_number_of_entries(signer: AuditSigner) -> None:  # noqa: F811
+def test_a_trail_remembers_a_bounded_number_of_entries(signer: AuditSigner) -> None:
     """Memory is bounded: an entry read again long after (more entries chained since than
     it remembers) is chained again, a duplicate, never a gap."""
     trail = hub_trail(signer, Clock(), remembered=3)
@@ -112,7 +110,7 @@ def test_a_trail_remembers_a_bounded_number_of_entries(signer: AuditSigner) -> N
     assert trail.append(0, decision(3)) == []
 
 
-def test_a_tail_record_that_is_no_link_is_skipped_not_a_crash(signer: AuditSigner) -> None:  # noqa: F811
+def test_a_tail_record_that_is_no_link_is_skipped_not_a_crash(signer: AuditSigner) -> None:
     """Valid JSON that is not an object (found by review in stop 33: every worker taking
     the partition crashed on it, for good, since no owner could append past it)."""
     trail = hub_trail(signer, Clock())

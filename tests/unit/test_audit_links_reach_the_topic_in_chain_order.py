@@ -44,8 +44,6 @@ from tests.unit.test_audit_chain import (
     Topic,
     decision,
     hub_trail,
-    public,  # noqa: F401 - fixture
-    signer,  # noqa: F401 - fixture
     verify,
 )
 
@@ -176,8 +174,8 @@ async def _let_tasks_run() -> None:
 
 
 async def test_a_broker_refusing_links_longer_than_any_retry_leaves_no_hole(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     clock, topic = Clock(), Topic()
     trail = hub_trail(signer, clock)
@@ -193,8 +191,8 @@ async def test_a_broker_refusing_links_longer_than_any_retry_leaves_no_hole(
 
 
 async def test_a_link_the_broker_refuses_outright_is_never_dead_lettered(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     """An ACL taken away by mistake: the hub waits (loudly) until it is given back; the
     chain never goes on past a link the topic does not have."""
@@ -210,7 +208,7 @@ async def test_a_link_the_broker_refuses_outright_is_never_dead_lettered(
 
 
 async def test_the_next_links_leave_only_once_the_broker_has_every_link_before_them(
-    signer: AuditSigner,  # noqa: F811
+    signer: AuditSigner,
 ) -> None:
     clock = Clock()
     trail = hub_trail(signer, clock)
@@ -230,8 +228,8 @@ async def test_the_next_links_leave_only_once_the_broker_has_every_link_before_t
 
 
 async def test_a_batch_of_links_is_appended_whole_or_not_at_all_and_sent_again_whole(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     """A link acknowledged while one before it is retried would leave the one before it
     missing for good if the partition were given up (or the worker killed) during the
@@ -259,8 +257,8 @@ async def test_a_batch_of_links_is_appended_whole_or_not_at_all_and_sent_again_w
 
 
 async def test_a_partition_given_up_lets_its_producer_go_with_what_it_holds(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     """Cancelling a lane cancels its waiting, not a batch the producer holds: landing after
     the next owner's resync, that batch forked the chain (found by review in stop 32).
@@ -286,7 +284,7 @@ async def test_a_partition_given_up_lets_its_producer_go_with_what_it_holds(
 
 
 async def test_a_lane_whose_partition_another_worker_took_stops_and_says_so(
-    signer: AuditSigner,  # noqa: F811
+    signer: AuditSigner,
 ) -> None:
     """Fenced: this worker was expelled from its group (a long pause, a network cut) and
     the partition's next owner has read the tail and built on it. Nothing more of this
@@ -315,8 +313,8 @@ async def test_a_lane_whose_partition_another_worker_took_stops_and_says_so(
 
 
 async def test_a_busy_lane_begins_one_transaction_per_interval_with_all_it_was_given(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     """A transaction per batch costs the broker five requests and a marker; one per link
     (stop 33's first measure: a batch of one link almost always, 13.6 to 17.2 Kafka
@@ -344,7 +342,7 @@ async def test_a_busy_lane_begins_one_transaction_per_interval_with_all_it_was_g
 
 
 async def test_a_give_up_does_not_wait_for_an_abort_the_broker_never_answers(
-    signer: AuditSigner,  # noqa: F811
+    signer: AuditSigner,
 ) -> None:
     """A lane cancelled in its transaction aborts it, and aiokafka's abort waits for the
     batch already sent, which a transactional producer never expires while the partition's
@@ -378,7 +376,7 @@ async def test_a_give_up_does_not_wait_for_an_abort_the_broker_never_answers(
 
 
 async def test_a_partition_given_up_takes_no_more_links_until_it_is_open_again(
-    signer: AuditSigner,  # noqa: F811
+    signer: AuditSigner,
 ) -> None:
     """An agent finishing an event it had in hand after the give-up: its link would be
     built on this worker's old head, after the next owner's resync."""
@@ -397,8 +395,8 @@ async def test_a_partition_given_up_takes_no_more_links_until_it_is_open_again(
 
 
 async def test_an_unexpected_failure_of_a_send_is_sent_again_not_dropped(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     """Dropped, the links it failed would be holes: the trail's head moved past them."""
     clock, topic = Clock(), Topic()
@@ -412,8 +410,8 @@ async def test_an_unexpected_failure_of_a_send_is_sent_again_not_dropped(
 
 
 def test_a_resync_takes_the_highest_link_among_the_last_records(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     """A link sent again within a batch may land after the links that follow it."""
     clock, topic = Clock(), Topic()
@@ -468,8 +466,8 @@ async def test_the_hub_gives_its_lanes_up_before_faust_waits_for_its_agents(
 
 
 async def test_links_a_handler_built_before_it_failed_are_undone(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     """A handler that raised after it chained a link: its outbox is discarded (handled
     again, or dead-lettered), so the next link must not name the one never sent (found by
@@ -497,7 +495,7 @@ async def test_links_a_handler_built_before_it_failed_are_undone(
     assert report.by_kind["DECISION"] == 4
 
 
-def test_undone_links_leave_the_head_table_as_it_was(signer: AuditSigner) -> None:  # noqa: F811
+def test_undone_links_leave_the_head_table_as_it_was(signer: AuditSigner) -> None:
     clock, heads = Clock(), {}  # type: ignore[var-annotated]
     trail = hub_trail(signer, clock, heads)
     trail.append(0, decision(1))
@@ -584,7 +582,7 @@ async def test_a_hook_that_fails_crashes_the_worker_rather_than_skip_the_revocat
 
 
 async def test_stopping_the_lanes_closes_the_partitions_without_a_lane_too(
-    signer: AuditSigner,  # noqa: F811
+    signer: AuditSigner,
 ) -> None:
     trail = hub_trail(signer, Clock())
     broker = Broker()

@@ -13,9 +13,7 @@ from tests.unit.test_audit_chain import (
     Topic,
     decision,
     hub_trail,
-    public,  # noqa: F401 - fixture
     run_hub,
-    signer,  # noqa: F401 - fixture
     verify,
 )
 
@@ -25,8 +23,8 @@ def tail(topic: Topic, partition: int = 0) -> list[bytes]:
 
 
 def test_a_head_saved_without_its_record_leaves_no_hole(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     clock, topic, heads = Clock(), Topic(), {}  # type: ignore[var-annotated]
     trail = hub_trail(signer, clock, heads)
@@ -40,8 +38,8 @@ def test_a_head_saved_without_its_record_leaves_no_hole(
 
 
 def test_a_record_taken_without_its_head_saved_leaves_no_fork(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     clock, topic, heads = Clock(), Topic(), {}  # type: ignore[var-annotated]
     trail = hub_trail(signer, clock, heads)
@@ -58,8 +56,8 @@ def test_a_record_taken_without_its_head_saved_leaves_no_fork(
 
 
 def test_an_empty_partition_starts_from_the_genesis(
-    signer: AuditSigner,  # noqa: F811
-    public: dict[str, PublicKey],  # noqa: F811
+    signer: AuditSigner,
+    public: dict[str, PublicKey],
 ) -> None:
     clock, topic = Clock(), Topic()
     trail = hub_trail(signer, clock, {b"stale": b"x"})

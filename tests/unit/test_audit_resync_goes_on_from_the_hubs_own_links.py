@@ -31,11 +31,9 @@ from joserfc.jwk import ECKey
 from gun_contract.security.keystore import (
     AUDITING_PARTY,
     MAC_KEY_SETTLES_S,
-    PUBLIC_JWKS,
     AuditSigner,
     KeystoreFolder,
     PublicKey,
-    read_public_keys,
 )
 from gun_hub.security.audit import (
     AuditReport,
@@ -49,16 +47,6 @@ from gun_hub.security.audit import (
 
 EVERY = 10
 WITHIN_S = 60.0
-
-
-@pytest.fixture
-def signer(keys_dir: Path) -> AuditSigner:
-    return AuditSigner.load(keys_dir)
-
-
-@pytest.fixture
-def public(keys_dir: Path) -> dict[str, PublicKey]:
-    return read_public_keys(keys_dir / PUBLIC_JWKS)
 
 
 def worker(signer: AuditSigner, heads: dict[bytes, bytes]) -> AuditTrail:

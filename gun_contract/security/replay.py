@@ -103,7 +103,15 @@ class TableReplayGuard:
     written in event context.
 
     Bounded: an id is forgotten once the log's clock (the latest broker time read) is
-    ``keep_after_expiry_s`` past its expiry, as ``SqliteReplayGuard`` does. faust writes a
+    ``keep_after_expiry_s`` past its expiry, as ``SqliteReplayGuard`` does. With
+    ``sources`` (the partitions, numbered from 0, that copies of an id may be read from:
+    the hub's claims memory hears of every declarations partition), the clock is the
+    *slowest* of those partitions' (the latest broker time read from each): one partition
+    read to the present says nothing of a copy still waiting in another's backlog, which
+    would then be a first sighting too (found by review in stop 35). A partition not read
+    that far (idle, days behind, not heard of since this worker started) holds the
+    forgetting back, but never beyond ``readable_s`` past an id's expiry, the longest a
+    copy accepted before it can stay in the log. faust writes a
     table key in the current event's partition, so an id is deleted while handling an
     event of the partition that recorded it: each partition keeps its ids in expiry
     order, seeded from the table when the worker gets the partition. ``table_partition``
@@ -120,11 +128,16 @@ class TableReplayGuard:
         *,
         keep_after_expiry_s: int = 300,
         table_partition: Callable[[str, str], int | None] | None = None,
+        sources: int | None = None,
+        readable_s: int | None = None,
     ) -> None:
         self._table = table
         self._keep_s = keep_after_expiry_s
         self._table_partition = table_partition or _partition_of_position
+        self._sources = sources
+        self._readable_s = readable_s
         self._log_clock = 0.0
+        self._source_clocks: dict[int, float] = {}  # source partition -> latest broker time
         self._expiring: dict[int, list[tuple[int, bytes]]] = {}  # partition -> heap
         self._sightings = 0
         self.forgotten = 0
@@ -137,6 +150,9 @@ class TableReplayGuard:
         self._seed(partition)
         if seen_at is not None and math.isfinite(seen_at):
             self._log_clock = max(self._log_clock, seen_at)
+            source = _partition_of_position(message_id, position)
+            if source is not None:
+                self._source_clocks[source] = max(self._source_clocks.get(source, 0.0), seen_at)
         first = self._table.get(key)
         if first is not None:
             return _position_in(bytes(first)) == position.encode()
@@ -177,10 +193,24 @@ class TableReplayGuard:
         heapq.heapify(heap)
         self._expiring[partition] = heap
 
-    def _forget_expired(self, partition: int) -> None:
+    def _horizon(self) -> float | None:
+        """Ids that expired before this are forgotten; None: none yet."""
         if not self._log_clock:
-            return  # no broker time yet: the wall clock would forget a backlog's ids
-        horizon = int(self._log_clock) - self._keep_s
+            return None  # no broker time yet: the wall clock would forget a backlog's ids
+        if self._sources is None:
+            return self._log_clock - self._keep_s
+        horizons = []
+        read_past = [self._source_clocks.get(source) for source in range(self._sources)]
+        if all(clock is not None for clock in read_past):
+            horizons.append(min(clock for clock in read_past if clock is not None) - self._keep_s)
+        if self._readable_s is not None:
+            horizons.append(self._log_clock - self._readable_s)
+        return max(horizons, default=None)
+
+    def _forget_expired(self, partition: int) -> None:
+        horizon = self._horizon()
+        if horizon is None:
+            return
         heap = self._expiring[partition]
         while heap and heap[0][0] < horizon:
             _, key = heapq.heappop(heap)

@@ -53,6 +53,23 @@ def claim_partition(message_id: str, partitions: int) -> int:
     return zlib.crc32(message_id.encode()) % partitions
 
 
+def claims_memory(
+    table: Any, partitions: int, *, keep_after_expiry_s: int, readable_s: int
+) -> TableReplayGuard:
+    """The claims partitions' memory of message ids (ADR 0008). An id is recorded by its
+    claim partition; its copies may be read from any of the ``partitions`` declarations
+    partitions, so it is forgotten once every one of them has been read past its expiry
+    (plus ``keep_after_expiry_s``), or, while one has not, ``readable_s`` after it: by
+    then no copy the broker accepted before the expiry is left in the log."""
+    return TableReplayGuard(
+        table,
+        keep_after_expiry_s=keep_after_expiry_s,
+        table_partition=lambda message_id, _position: claim_partition(message_id, partitions),
+        sources=partitions,
+        readable_s=readable_s,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """The intake asks the owner of ``message_id`` whether it was read elsewhere."""

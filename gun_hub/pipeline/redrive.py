@@ -34,6 +34,7 @@ from aiokafka.errors import KafkaError
 
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter, header_value
 from gun_contract.effects import Effects, Headers
+from gun_contract.envelope import EnvelopeRejectionKind
 from gun_contract.kafka.log_reader import LoggedRecord
 from gun_contract.topics import TopicRegistry
 from gun_hub.ops.dead_letters import DeadLetterId, NotAnId
@@ -64,16 +65,27 @@ def hub_inputs(topics: TopicRegistry) -> dict[str, frozenset[str]]:
     }
 
 
-def not_redrivable(component: str, source_topic: str, topics: TopicRegistry) -> str | None:
-    """Why a dead letter written by ``component`` about a record of ``source_topic`` cannot
-    be redriven; None when it can.
+def not_redrivable(
+    component: str, source_topic: str, topics: TopicRegistry, kind: str | None = None
+) -> str | None:
+    """Why a dead letter of ``kind`` written by ``component`` about a record of
+    ``source_topic`` cannot be redriven; None when it can.
 
     Only what the hub refused while reading its own inputs: there the dead letter's
     source is the record that failed, which the hub reads again as itself. A dead letter
     of another component is no input of the hub (an adapter's request, a decision the
     clearance system could not read), and the delivery's dead letters hold a record the
-    hub produced and the broker refused, not the record being read.
+    hub produced and the broker refused, not the record being read. Nor a replay: a copy
+    of a message the hub acted on at another position. Redriven while its id is
+    remembered it is refused again; once the memory has forgotten the id (ADR 0008), it
+    would be a first sighting on its own partition, and decided a second time (found by
+    review in stop 35).
     """
+    if kind == EnvelopeRejectionKind.REPLAY.value:
+        return (
+            "a replay is a copy of a message the hub already acted on at another position: "
+            "redriven, it would be acted on twice"
+        )
     topics_read = hub_inputs(topics).get(component)
     if topics_read is None:
         return (

@@ -58,7 +58,7 @@ from gun_hub.pipeline.admission import (
     Claim,
     ClaimJudge,
     Waiting,
-    claim_partition,
+    claims_memory,
     read_claims_record,
 )
 from gun_hub.pipeline.answer_progress import AnswerProgress
@@ -614,10 +614,14 @@ def build_hub(settings: Settings) -> Hub:
 
     admissions = Admissions(read_declarations_from)
     gate = AdmissionGate(intake, admissions, topics.claims, settings.kafka.partitions)
-    claimed_ids = TableReplayGuard(
+    # Forgotten once every declarations partition is read past an id's expiry; while
+    # one is not (idle, or days behind), once no copy can be left in the log: the
+    # decided markers' span, twice the declarations' retention.
+    claimed_ids = claims_memory(
         _raw_table(app, settings, CLAIMED_IDS_TABLE),
+        settings.kafka.partitions,
         keep_after_expiry_s=settings.security.max_clock_skew_s,
-        table_partition=lambda jti, _position: claim_partition(jti, settings.kafka.partitions),
+        readable_s=int(settings.hub.decided_marker_s),
     )
     judge = ClaimJudge(claimed_ids, topics.claims)
 

@@ -386,7 +386,7 @@ async def _original(
 ) -> LoggedRecord | web.Response:
     """The record the dead letter is about, as the broker still holds it, once it is known
     to be the one the dead letter kept (its bytes, or their digest when they did not fit)."""
-    why_not = not_redrivable(row.component, row.source_topic, desk.topics)
+    why_not = not_redrivable(row.component, row.source_topic, desk.topics, row.kind)
     if why_not is None and (row.source_partition is None or row.source_offset is None):
         why_not = "its headers do not say where the original is"
     if why_not is not None:
@@ -420,5 +420,5 @@ async def _original(
 
 
 def _listed(row: DeadLetterRow, topics: TopicRegistry) -> dict[str, Any]:
-    why_not = not_redrivable(row.component, row.source_topic, topics)
+    why_not = not_redrivable(row.component, row.source_topic, topics, row.kind)
     return {**row.to_json(), "redrivable": why_not is None, "not_redrivable": why_not}

@@ -300,6 +300,11 @@ def test_only_what_the_hub_refused_reading_its_own_inputs_can_be_redriven(
     crossed = not_redrivable("hub.intake", topics.responses("dgal"), topics)
     assert crossed is not None
     assert "reads" in crossed
+    # A replay is a copy of a message acted on already (review, stop 35).
+    replay = not_redrivable("hub.intake", topics.declarations, topics, "ENVELOPE_REPLAY")
+    assert replay is not None
+    assert "already acted on" in replay
+    assert not_redrivable("hub.intake", topics.declarations, topics, "XML_INVALID") is None
 
 
 def test_a_claim_says_where_it_is_claimed_and_one_that_does_not_is_claimed_where_read() -> None:

@@ -310,6 +310,7 @@ async def test_a_truncated_dead_letter_is_redriven_from_its_original_by_digest(
         ("adapter", "cannot be redriven: written by 'adapter.dgal'"),
         ("gone", "no longer in the log"),
         ("different", "are not those of"),
+        ("replay", "a copy of a message the hub already acted on"),
     ],
 )
 async def test_a_redrive_that_cannot_be_done_is_refused_and_nothing_is_sent(
@@ -326,6 +327,11 @@ async def test_a_redrive_that_cannot_be_done_is_refused_and_nothing_is_sent(
         )
     elif case == "gone":
         desk.dead_letter(0, PLAIN, kind="DECLARATION_NOT_SEALED")
+    elif case == "replay":
+        # Redriven once the claims memory forgot its id, a copy would be decided as a
+        # first sighting on its own partition: a second decision (review, stop 35).
+        desk.broker.put(TOPICS.declarations, 1, 5, REFERENCE.encode(), PLAIN)
+        desk.dead_letter(0, PLAIN, kind="ENVELOPE_REPLAY", error_class=ErrorClass.SECURITY)
     else:
         desk.broker.put(TOPICS.declarations, 1, 5, REFERENCE.encode(), b"<other/>")
         desk.dead_letter(0, PLAIN, kind="DECLARATION_NOT_SEALED")

@@ -7,6 +7,7 @@ tests/e2e/test_replay_across_partitions.py."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,6 @@ from gun_contract.effects import Effects
 from gun_contract.envelope import ContentType
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
-from gun_contract.security.replay import TableReplayGuard
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.admission import (
     AdmissionGate,
@@ -33,6 +33,7 @@ from gun_hub.pipeline.admission import (
     ClaimJudge,
     ClaimVerdict,
     claim_partition,
+    claims_memory,
     read_claims_record,
 )
 from gun_hub.pipeline.intake import Intake
@@ -60,10 +61,11 @@ class Admission:
         self.gate = AdmissionGate(intake, self.admissions, self.topics.claims, PARTITIONS)
         self.claimed_ids: dict[bytes, bytes] = {}
         self.judge = ClaimJudge(
-            TableReplayGuard(
+            claims_memory(
                 self.claimed_ids,
+                PARTITIONS,
                 keep_after_expiry_s=300,
-                table_partition=lambda jti, _: claim_partition(jti, PARTITIONS),
+                readable_s=14 * 24 * 3600,
             ),
             self.topics.claims,
         )
@@ -352,3 +354,55 @@ def test_a_partition_waiting_for_a_record_it_has_not_read_is_named_blocked(
     assert admission.admissions.blocked() == {2: 10}
     admission.through(admission.seal(declaration_xml(version=2)), at(2, 10))
     assert admission.admissions.blocked() == {}
+
+
+# -- found by review in stop 35 -------------------------------------------------------------
+
+
+def test_a_copy_read_first_from_a_partition_caught_up_does_not_get_the_version_decided_twice(
+    routing_table: RoutingTable, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub back after three hours: partition 1 holds a copy of a declaration whose
+    original waits in partition 0's longer backlog. Partition 1, read to the present
+    first, must not make the claims memory forget the id before partition 0 is read that
+    far: the original would be a first sighting too, and each partition's cases would
+    decide the version (found by review in stop 35)."""
+    now = time.time()
+    sealed_at = now - 3 * 3600
+    on_0 = Admission(routing_table, keys_dir)  # partition 0's cases (faust: per partition)
+    on_1 = Admission(routing_table, keys_dir)  # partition 1's
+    on_1.judge = on_0.judge  # one owner of the id's claim partition
+    monkeypatch.setattr(time, "time", lambda: sealed_at)
+    sealed = on_0.seal(declaration_xml())
+    monkeypatch.undo()
+
+    [copy_admitted] = _through_at(on_1, sealed, at(1, 3), sealed_at + 60)
+    judge = on_0.judge
+    [(message_id, _)] = on_0.claimed_ids.items()
+    owner = claim_partition(message_id.decode(), PARTITIONS)
+    others = 0
+    while others < 1_000:  # partition 1 read on to the present
+        other = uuid.uuid4().hex
+        if claim_partition(other, PARTITIONS) == owner:
+            position = SourcePosition("gun.declarations", 1, 10 + others)
+            judge.judge(Claim(other, int(now) + 3_900, position, now))
+            others += 1
+
+    assert _through_at(on_0, sealed, at(0, 500), sealed_at) == []  # a replay now
+    assert on_1.hub.decisions(on_1.hub.answer(copy_admitted, "dgal", Verdict.VALID)) == [
+        (REF, 1, Outcome.RELEASE)
+    ]
+
+
+def _through_at(
+    admission: Admission, sealed: bytes, source: SourcePosition, accepted_at: float
+) -> list[Effects]:
+    """Through intake, claim and verdict, read at the broker time ``accepted_at``; the
+    declarations admitted (a replay is dead-lettered instead)."""
+    outbox, released = admission.gate.receive(sealed, source, accepted_at)
+    assert released == []
+    [record] = outbox.to(admission.topics.claims)
+    claim = read_claims_record(record.value)
+    assert isinstance(claim, Claim)
+    admitted = admission.settle(admission.verdict(claim))
+    return [outbox for outbox in admitted if outbox.to(admission.topics.dlq) == []]

@@ -5,6 +5,7 @@ as expired anyway, so remembering its id longer only grows the table."""
 from __future__ import annotations
 
 from gun_contract.security.replay import TableReplayGuard
+from gun_hub.pipeline.admission import claims_memory
 
 KEEP_S = 300
 
@@ -99,3 +100,62 @@ def test_an_entry_kept_before_expiries_were_stored_still_names_its_position() ->
     guard = TableReplayGuard(table, keep_after_expiry_s=10)
     assert guard.first_sighting("old-id", 100, "gun.responses.dgal/0/5", seen_at=1.0)
     assert guard.position_of("old-id") == "gun.responses.dgal/0/5"
+
+
+# -- the claims memory hears of every declarations partition (found by review in stop 35) ---
+
+PARTITIONS = 4
+READABLE_S = 14 * 24 * 3600
+THREE_HOURS_AGO = 1_700_000_000.0
+NOW = THREE_HOURS_AGO + 3 * 3600
+
+
+def _claims_memory(table: dict[bytes, bytes]) -> TableReplayGuard:
+    return claims_memory(table, PARTITIONS, keep_after_expiry_s=KEEP_S, readable_s=READABLE_S)
+
+
+def _read_on(guard: TableReplayGuard, partitions: range, at: float, count: int = 4_000) -> None:
+    """Other declarations, read from ``partitions`` at broker time ``at``: enough for
+    every claims partition to look for what it may forget, several times."""
+    for n in range(count):
+        partition = partitions[n % len(partitions)]
+        assert guard.first_sighting(
+            f"other-{at}-{n}", int(at) + 600, f"gun.declarations/{partition}/{n + 1000}", at
+        )
+
+
+def test_an_id_is_kept_while_a_partition_has_not_been_read_past_its_expiry() -> None:
+    """Back after hours away: partition 1 holds a copy of a declaration whose original
+    waits in partition 0's longer backlog. Partition 1 read to the present must not make
+    the memory forget the id, or the original is a first sighting too and the version is
+    decided twice, on two partitions (ADR 0008: an id is forgotten once every partition
+    it may be read from is read past its expiry)."""
+    table: dict[bytes, bytes] = {}
+    guard = _claims_memory(table)
+    expires_at = int(THREE_HOURS_AGO) + 600 + KEEP_S
+    guard.first_sighting("old-on-0", expires_at, "gun.declarations/0/1", THREE_HOURS_AGO)
+    assert guard.first_sighting("copied", expires_at, "gun.declarations/1/3", THREE_HOURS_AGO + 60)
+    _read_on(guard, range(1, PARTITIONS), NOW)  # partition 0 not read on yet
+    assert not guard.first_sighting("copied", expires_at, "gun.declarations/0/2", THREE_HOURS_AGO)
+
+
+def test_once_every_partition_is_read_past_an_ids_expiry_it_is_forgotten() -> None:
+    table: dict[bytes, bytes] = {}
+    guard = _claims_memory(table)
+    expires_at = int(THREE_HOURS_AGO) + 600 + KEEP_S
+    guard.first_sighting("copied", expires_at, "gun.declarations/1/3", THREE_HOURS_AGO)
+    _read_on(guard, range(PARTITIONS), NOW)
+    assert b"copied" not in table
+
+
+def test_a_partition_never_read_that_far_keeps_ids_no_longer_than_a_record_stays_readable() -> None:
+    """A partition nobody writes to (or days behind) holds the forgetting back, but no
+    longer than a copy could still be in the log: the memory stays bounded."""
+    table: dict[bytes, bytes] = {}
+    guard = _claims_memory(table)
+    expires_at = int(THREE_HOURS_AGO) + 600 + KEEP_S
+    guard.first_sighting("copied", expires_at, "gun.declarations/1/3", THREE_HOURS_AGO)
+    _read_on(guard, range(1, PARTITIONS), NOW)
+    assert b"copied" in table
+    _read_on(guard, range(1, PARTITIONS), expires_at + READABLE_S + 1.0)
+    assert b"copied" not in table

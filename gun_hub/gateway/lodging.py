@@ -29,7 +29,15 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from gun_contract.model.declaration import Declaration
-from gun_hub.pipeline.intake import TOO_LARGE_TO_DECIDE, too_large_to_decide
+from gun_hub.domain.reference_namespace import (
+    is_declarants_reference,
+    the_declarants_references,
+)
+from gun_hub.pipeline.intake import (
+    REFERENCE_NOT_THE_DECLARANTS,
+    TOO_LARGE_TO_DECIDE,
+    too_large_to_decide,
+)
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_hub.xml.safe_parse import XmlLimits, XmlRejected, XmlRejectionKind
 
@@ -42,7 +50,7 @@ LODGEMENTS = Counter(
     "gun_hub_gateway_lodgements_total",
     "Declarations offered to the intake gateway, by channel (http, file) and result "
     "(lodged, unpublished, or the refusal kind: XML_*, DECLARATION_TOO_LARGE_TO_DECIDE, "
-    "DECLARANT_MISMATCH).",
+    "DECLARANT_MISMATCH, REFERENCE_NOT_THE_DECLARANTS).",
     ["channel", "result"],
 )
 
@@ -137,6 +145,13 @@ class DeclarationCheck:
                 f"the declaration's declarant is {eori}, but {lodger.described} lodges for "
                 f"{', '.join(sorted(lodger.eoris)) or 'nobody'} only: a trader lodges its "
                 "own declarations",
+                403,
+            )
+        if not is_declarants_reference(declaration.reference, eori):
+            raise LodgementRefused(
+                REFERENCE_NOT_THE_DECLARANTS,
+                f"reference {declaration.reference} is not {eori}'s: a declaration lodged "
+                f"here takes {the_declarants_references(eori)}",
                 403,
             )
         return declaration

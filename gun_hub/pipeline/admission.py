@@ -232,6 +232,7 @@ class Waiting:
     first: bool | None = None
     held_at: str = ""
     read_as: SourcePosition | None = None  # a redrive: the original's position
+    sender: str | None = None  # the party that sealed it (None: plain XML)
 
     @property
     def position(self) -> SourcePosition:
@@ -391,7 +392,14 @@ class AdmissionGate:
         if unsealed is None:
             return outbox, []
         message_id = unsealed.message_id
-        waiting = Waiting(source, data, unsealed.document, message_id or "", read_as=original)
+        waiting = Waiting(
+            source,
+            data,
+            unsealed.document,
+            message_id or "",
+            read_as=original,
+            sender=unsealed.sender,
+        )
         if message_id is None:
             return outbox, self._admissions.admit_without_claim(waiting)
         claim = Claim(
@@ -419,7 +427,9 @@ class AdmissionGate:
         """Decide a released declaration, or dead-letter a replay."""
         outbox = Effects()
         if waiting.first:
-            self._intake.admit(outbox, waiting.sealed, waiting.document, waiting.position)
+            self._intake.admit(
+                outbox, waiting.sealed, waiting.document, waiting.position, waiting.sender
+            )
         else:
             self._intake.refuse_replay(
                 outbox, waiting.sealed, waiting.position, waiting.message_id, waiting.held_at

@@ -23,10 +23,12 @@ from gun_contract.model.decision import Decision, DocumentResult, Reason
 from gun_contract.model.declaration import Declaration, Stage
 from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.security.entitlements import GATEWAY_PARTY
 from gun_hub import metrics
 from gun_hub.domain.case import Case, RiskFinding
 from gun_hub.domain.decide import refuse_unreadable
 from gun_hub.domain.lifecycle import dropped_documents, held_reservations
+from gun_hub.domain.reference_namespace import is_declarants_reference, the_declarants_references
 from gun_hub.domain.requests import build_requests, requests_for
 from gun_hub.domain.risk import assess_risk
 from gun_hub.domain.rollout import RolloutMode, describe_modes
@@ -48,6 +50,9 @@ NOT_SEALED = "DECLARATION_NOT_SEALED"
 # A later version naming another declarant than the case's (security.md: a trader lodging
 # another's reference as its own).
 DECLARANT_CHANGED = "DECLARANT_CHANGED"
+# A declaration lodged through the gateway under a reference that is not its declarant's
+# (domain/reference_namespace.py).
+REFERENCE_NOT_THE_DECLARANTS = "REFERENCE_NOT_THE_DECLARANTS"
 # A compact JOSE serialization starts with a base64url JSON object: '{"' is 'eyJ'.
 _SEALED_PREFIX = b"eyJ"
 
@@ -60,6 +65,7 @@ class Unsealed:
     document: bytes
     message_id: str | None
     accept_until: int
+    sender: str | None = None  # the party that sealed it (None: plain XML)
 
 
 class _Arrival(Enum):
@@ -101,7 +107,7 @@ class Intake:
         outbox = Effects()
         unsealed = self.unseal(outbox, data, source, accepted_at, check_replay=True)
         if unsealed is not None:
-            self.admit(outbox, data, unsealed.document, source)
+            self.admit(outbox, data, unsealed.document, source, unsealed.sender)
         return outbox
 
     def unseal(
@@ -149,6 +155,7 @@ class Intake:
             document=opened.payload,
             message_id=opened.message_id,
             accept_until=opened.accept_until,
+            sender=opened.sender,
         )
 
     def refuse_replay(
@@ -165,18 +172,39 @@ class Intake:
             f"message {message_id} was already received at {held_at or 'another position'}",
         )
 
-    def admit(self, outbox: Effects, data: bytes, document: bytes, source: SourcePosition) -> None:
-        """Act on a verified declaration ``document`` (``data`` as received)."""
+    def admit(
+        self,
+        outbox: Effects,
+        data: bytes,
+        document: bytes,
+        source: SourcePosition,
+        sender: str | None = None,
+    ) -> None:
+        """Act on a verified declaration ``document`` (``data`` as received), sealed by
+        ``sender`` (None: plain XML, where allowed)."""
+        through_the_gateway = sender == GATEWAY_PARTY
         try:
             declaration = self._codec.decode(document)
         except XmlRejected as rejection:
-            self._reject(
-                outbox, data, document, source, f"XML_{rejection.kind.value}", str(rejection)
-            )
+            kind, reason = f"XML_{rejection.kind.value}", str(rejection)
+            if through_the_gateway:
+                self._refuse_unread_from_the_gateway(outbox, data, document, source, kind, reason)
+            else:
+                self._reject(outbox, data, document, source, kind, reason)
             return
         too_large = too_large_to_decide(declaration)
         if too_large is not None:
-            self._reject(outbox, data, document, source, TOO_LARGE_TO_DECIDE, too_large)
+            if through_the_gateway:
+                self._refuse_unread_from_the_gateway(
+                    outbox, data, document, source, TOO_LARGE_TO_DECIDE, too_large
+                )
+            else:
+                self._reject(outbox, data, document, source, TOO_LARGE_TO_DECIDE, too_large)
+            return
+        if through_the_gateway and not is_declarants_reference(
+            declaration.reference, declaration.declarant.eori
+        ):
+            self._refuse_anothers_reference(outbox, data, declaration, source)
             return
         self._accept(outbox, data, declaration, source)
 
@@ -247,6 +275,52 @@ class Intake:
 
     # -- a declaration that cannot be accepted as sent ---------------------------------
 
+    def _refuse_unread_from_the_gateway(
+        self,
+        outbox: Effects,
+        data: bytes,
+        document: bytes,
+        source: SourcePosition,
+        kind: str,
+        reason: str,
+    ) -> None:
+        """The gateway runs the hub's checks before it seals (gateway/lodging.py): one it
+        sealed and the hub cannot read means the two disagree (a rolling upgrade, another
+        size limit). Its reference is sniffed, not known to be its declarant's, so nothing
+        is decided or superseded under it (a trader would otherwise refuse, and delete the
+        reservations of, another's declaration: found by review in stop 35); the dead
+        letter can be redriven once the two agree."""
+        metrics.DECLARATIONS_REJECTED.labels(kind=kind).inc()
+        identity = sniff_identity(document)
+        self._dead_letter(
+            outbox,
+            data,
+            source,
+            ErrorClass.PERMANENT,
+            kind,
+            f"{reason} (lodged through the gateway, whose checks should have refused it: "
+            "are the gateway and the hub on the same version and limits?)",
+            identity.reference if identity else None,
+        )
+
+    def _refuse_anothers_reference(
+        self, outbox: Effects, data: bytes, declaration: Declaration, source: SourcePosition
+    ) -> None:
+        """A trader lodging a reference that is not its own (domain/reference_namespace.py):
+        a security dead letter, and nothing said or decided about that reference."""
+        metrics.DECLARATIONS_REJECTED.labels(kind=REFERENCE_NOT_THE_DECLARANTS).inc()
+        eori = declaration.declarant.eori
+        self._dead_letter(
+            outbox,
+            data,
+            source,
+            ErrorClass.SECURITY,
+            REFERENCE_NOT_THE_DECLARANTS,
+            f"lodged through the gateway for {eori} under a reference that is not its own; "
+            f"{the_declarants_references(eori)}",
+            None,
+        )
+
     def _reject(
         self,
         outbox: Effects,
@@ -292,6 +366,9 @@ class Intake:
             pending_announcements=carried,
             # Earlier versions' requests may still be answered (late, replayed).
             requested=list(known.requested) if known is not None else [],
+            # Still its declarant's: a case naming nobody took the next version of anyone
+            # (found by review in stop 35).
+            declarant_eori=known.declarant_eori if known is not None else "",
         )
         decision = refuse_unreadable(
             reference=identity.reference,

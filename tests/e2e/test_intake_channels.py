@@ -113,7 +113,7 @@ async def test_a_declaration_posted_over_http_is_decided_and_followed_in_the_sta
     channels: Channels,
 ) -> None:
     channels.start_http()
-    reference = "26FRHTTP0000000001"
+    reference = "FR12345678901234-HTTP-0000000001"
 
     assert channels.post(covered(reference), EORI) == (
         202,
@@ -125,9 +125,9 @@ async def test_a_declaration_posted_over_http_is_decided_and_followed_in_the_sta
         },
     )
     # Refused at the door, with the reason, and never published.
-    status, body = channels.post(covered("26FRHTTP0000000002"), "DE999999999")
+    status, body = channels.post(covered("FR12345678901234-HTTP-0000000002"), "DE999999999")
     assert (status, body["kind"]) == (403, "DECLARANT_MISMATCH")
-    status, body = channels.post(invalid("26FRHTTP0000000003"), EORI)
+    status, body = channels.post(invalid("FR12345678901234-HTTP-0000000003"), EORI)
     assert (status, body["kind"]) == (400, "XML_SCHEMA")
     assert "/Declaration/Version" in body["error"]
 
@@ -153,9 +153,9 @@ async def test_a_declaration_posted_over_http_is_decided_and_followed_in_the_sta
 async def test_a_dropped_file_is_lodged_once_decided_and_receipted(channels: Channels) -> None:
     folder = channels.work / "drop"
     channels.start_watcher(folder)
-    reference = "26FRFILE0000000001"
+    reference = "FR12345678901234-FILE-0000000001"
     drop(folder, "covered.xml", covered(reference))
-    drop(folder, "invalid.xml", invalid("26FRFILE0000000002"))
+    drop(folder, "invalid.xml", invalid("FR12345678901234-FILE-0000000002"))
 
     [received] = await channels.pipeline.decisions(1)
     assert received.decision.reference == reference

@@ -80,12 +80,12 @@ def files(place: Path) -> list[str]:
 async def test_a_complete_file_is_lodged_once_and_moved_to_done_beside_its_receipt(
     folder: DropFolder, gateway: Gateway, sender: RecordingSender
 ) -> None:
-    data = declaration_xml(reference="26FRFILE0000000001")
+    data = declaration_xml(reference="FR12345678901234-FILE-0000000001")
     drop(folder, "a.xml", data)
     assert await watcher(folder, gateway).pass_once() == 1
     assert await watcher(folder, gateway).pass_once() == 0, "never taken twice"
 
-    assert sender.references() == ["26FRFILE0000000001"]
+    assert sender.references() == ["FR12345678901234-FILE-0000000001"]
     [done] = files(folder.done)
     assert done.endswith("--a.xml")
     assert (folder.done / done).read_bytes() == data
@@ -93,7 +93,7 @@ async def test_a_complete_file_is_lodged_once_and_moved_to_done_beside_its_recei
     assert receipt["file"] == "a.xml"
     assert receipt["result"] == "lodged"
     assert (receipt["reference"], receipt["version"], receipt["declarant"]) == (
-        "26FRFILE0000000001",
+        "FR12345678901234-FILE-0000000001",
         1,
         EORI,
     )
@@ -127,7 +127,7 @@ def test_a_file_is_settled_once_unchanged_for_the_settle_time() -> None:
 async def test_an_invalid_file_is_moved_to_rejected_with_the_hub_s_kind_and_reason(
     folder: DropFolder, gateway: Gateway, sender: RecordingSender
 ) -> None:
-    broken = declaration_xml(reference="26FRFILE0000000002").replace(
+    broken = declaration_xml(reference="FR12345678901234-FILE-0000000002").replace(
         b"<Version>1</Version>", b"<Version>one</Version>"
     )
     drop(folder, "e.xml", broken)
@@ -139,7 +139,9 @@ async def test_an_invalid_file_is_moved_to_rejected_with_the_hub_s_kind_and_reas
     assert receipt["result"] == "rejected"
     assert receipt["kind"] == "XML_SCHEMA"
     assert "/Declaration/Version" in receipt["reason"]
-    assert receipt["reference"] == "26FRFILE0000000002", "named for the declarant to find it"
+    assert receipt["reference"] == "FR12345678901234-FILE-0000000002", (
+        "named for the declarant to find it"
+    )
 
 
 async def test_a_folder_for_named_declarants_rejects_another_declarant_s_file(
@@ -157,11 +159,14 @@ async def test_a_folder_for_named_declarants_rejects_another_declarant_s_file(
 async def test_the_same_name_dropped_twice_makes_two_lodgements_and_two_receipts(
     folder: DropFolder, gateway: Gateway, sender: RecordingSender
 ) -> None:
-    drop(folder, "g.xml", declaration_xml(reference="26FRFILE0000000003"))
+    drop(folder, "g.xml", declaration_xml(reference="FR12345678901234-FILE-0000000003"))
     await watcher(folder, gateway).pass_once()
-    drop(folder, "g.xml", declaration_xml(reference="26FRFILE0000000004"))
+    drop(folder, "g.xml", declaration_xml(reference="FR12345678901234-FILE-0000000004"))
     await watcher(folder, gateway).pass_once()
-    assert sender.references() == ["26FRFILE0000000003", "26FRFILE0000000004"]
+    assert sender.references() == [
+        "FR12345678901234-FILE-0000000003",
+        "FR12345678901234-FILE-0000000004",
+    ]
     assert [r["reference"] for r in receipts(folder.done)] == sender.references()
 
 
@@ -179,11 +184,11 @@ async def test_after_a_crash_a_claimed_file_is_lodged_again(
     folder: DropFolder, gateway: Gateway, sender: RecordingSender
 ) -> None:
     """Killed after the claim, before or after the broker had it: published (again)."""
-    drop(folder, "i.xml", declaration_xml(reference="26FRFILE0000000005"))
+    drop(folder, "i.xml", declaration_xml(reference="FR12345678901234-FILE-0000000005"))
     claimed = folder.claim("i.xml")
     assert claimed is not None
     assert await watcher(folder, gateway).pass_once() == 1
-    assert sender.references() == ["26FRFILE0000000005"]
+    assert sender.references() == ["FR12345678901234-FILE-0000000005"]
     assert files(folder.done) == [claimed.name]
 
 
@@ -191,7 +196,7 @@ async def test_after_a_crash_a_file_whose_receipt_was_written_is_only_moved_on(
     folder: DropFolder, gateway: Gateway, sender: RecordingSender
 ) -> None:
     """Killed between the receipt and the move: it was lodged, it is not published again."""
-    drop(folder, "j.xml", declaration_xml(reference="26FRFILE0000000006"))
+    drop(folder, "j.xml", declaration_xml(reference="FR12345678901234-FILE-0000000006"))
     claimed = folder.claim("j.xml")
     assert claimed is not None
     receipt = folder.done / f"{claimed.name}{RECEIPT_SUFFIX}"
@@ -205,14 +210,14 @@ async def test_after_a_crash_a_file_whose_receipt_was_written_is_only_moved_on(
 async def test_a_file_the_broker_did_not_confirm_stays_claimed_and_is_lodged_next_time(
     folder: DropFolder, gateway: Gateway, sender: RecordingSender
 ) -> None:
-    drop(folder, "k.xml", declaration_xml(reference="26FRFILE0000000007"))
+    drop(folder, "k.xml", declaration_xml(reference="FR12345678901234-FILE-0000000007"))
     sender.confirm = False
     assert await watcher(folder, gateway).pass_once() == 0
     [claimed] = files(folder.processing)
     assert files(folder.done) == []
     sender.confirm = True
     assert await watcher(folder, gateway).pass_once() == 1
-    assert sender.references() == ["26FRFILE0000000007"]
+    assert sender.references() == ["FR12345678901234-FILE-0000000007"]
     assert files(folder.done) == [claimed]
 
 

@@ -75,7 +75,9 @@ async def test_what_the_gateway_lodges_is_sealed_by_it_and_decided_by_the_hub(
     gateway = gateway_with(sender)
     await gateway.start()
     try:
-        lodged = await gateway.lodge(declaration_xml(), THE_TRADER, channel="test")
+        lodged = await gateway.lodge(
+            declaration_xml(reference=f"{EORI}-INV-1"), THE_TRADER, channel="test"
+        )
     finally:
         await gateway.stop()
     [(key, value)] = sender.published
@@ -127,7 +129,7 @@ async def test_a_lodgement_the_broker_does_not_confirm_fails_without_being_refus
     gateway = gateway_with(sender)
     await gateway.start()
     try:
-        with pytest.raises(PublishFailed, match="did not confirm 26FR000690I0000012 v1"):
-            await gateway.lodge(declaration_xml(), ANY, channel="test")
+        with pytest.raises(PublishFailed, match=f"did not confirm {EORI}-INV-1 v1"):
+            await gateway.lodge(declaration_xml(reference=f"{EORI}-INV-1"), ANY, channel="test")
     finally:
         await gateway.stop()

@@ -31,6 +31,7 @@ from tests.gateway_fixtures import RecordingSender, gateway_with
 from tests.local_cluster import poll_until
 
 LIMIT = 64 * 1024
+OWN = f"{EORI}-INV-1"  # a reference of the trader's own (domain/reference_namespace.py)
 STATUS_URL = "https://status.example/gun"
 
 
@@ -95,16 +96,18 @@ async def lodging(access: LocalAccess, keys_dir: Path) -> AsyncIterator[Lodging]
 async def test_a_trader_s_own_declaration_is_accepted_202_with_where_to_follow_it(
     lodging: Lodging,
 ) -> None:
-    status, headers, body = await lodging.post(declaration_xml(reference="26FRHTTP0000000001"))
+    status, headers, body = await lodging.post(
+        declaration_xml(reference="FR12345678901234-HTTP-0000000001")
+    )
     assert status == 202
     assert body == {
-        "reference": "26FRHTTP0000000001",
+        "reference": "FR12345678901234-HTTP-0000000001",
         "version": 1,
         "declarant": EORI,
-        "status": "/declarations/26FRHTTP0000000001",
+        "status": "/declarations/FR12345678901234-HTTP-0000000001",
     }
-    assert headers["Location"] == f"{STATUS_URL}/declarations/26FRHTTP0000000001"
-    assert lodging.sender.references() == ["26FRHTTP0000000001"]
+    assert headers["Location"] == f"{STATUS_URL}/declarations/FR12345678901234-HTTP-0000000001"
+    assert lodging.sender.references() == ["FR12345678901234-HTTP-0000000001"]
 
 
 async def test_without_a_valid_portal_token_nothing_is_looked_at(lodging: Lodging) -> None:
@@ -171,12 +174,12 @@ async def test_a_broker_that_does_not_confirm_gets_503_and_lodging_again_is_allo
     lodging: Lodging,
 ) -> None:
     lodging.sender.confirm = False
-    status, headers, body = await lodging.post(declaration_xml())
+    status, headers, body = await lodging.post(declaration_xml(reference=OWN))
     assert status == 503
     assert "Retry-After" in headers
     assert "send it again" in body["error"]
     lodging.sender.confirm = True
-    assert (await lodging.post(declaration_xml()))[0] == 202
+    assert (await lodging.post(declaration_xml(reference=OWN)))[0] == 202
 
 
 async def test_beyond_the_lodgements_in_flight_the_answer_is_503_not_a_queue(
@@ -196,16 +199,20 @@ async def test_beyond_the_lodgements_in_flight_the_answer_is_503_not_a_queue(
 
     lodging.sender.publish = slow_publish  # type: ignore[method-assign]
     waiting = [
-        asyncio.create_task(lodging.post(declaration_xml(reference=f"26FRBUSY{n:010d}")))
+        asyncio.create_task(
+            lodging.post(declaration_xml(reference=f"FR12345678901234-BUSY-{n:010d}"))
+        )
         for n in range(4)
     ]
     async with asyncio.timeout(10):
         await all_waiting.wait()
-    status, headers, _ = await lodging.post(declaration_xml(reference="26FRBUSY0000000099"))
+    status, headers, _ = await lodging.post(
+        declaration_xml(reference="FR12345678901234-BUSY-0000000099")
+    )
     held.set()
     assert (status, headers.get("Retry-After")) == (503, "1")
     assert [(await task)[0] for task in waiting] == [202] * 4
-    assert "26FRBUSY0000000099" not in lodging.sender.references()
+    assert "FR12345678901234-BUSY-0000000099" not in lodging.sender.references()
 
 
 async def _uploads_counted(gateway: Gateway) -> None:
@@ -223,7 +230,7 @@ async def test_a_slow_upload_counts_as_in_flight_from_its_first_byte(lodging: Lo
     every body in memory. Stop 30, found by review (this test first): a lodgement counted
     only once its whole body was read, so the uploads were unbounded."""
     go_on = asyncio.Event()
-    xml = declaration_xml()
+    xml = declaration_xml(reference=OWN)
 
     async def slow_body() -> AsyncIterator[bytes]:
         yield xml[:100]
@@ -232,7 +239,9 @@ async def test_a_slow_upload_counts_as_in_flight_from_its_first_byte(lodging: Lo
 
     uploads = [asyncio.create_task(lodging.post(slow_body())) for _ in range(4)]
     await _uploads_counted(lodging.gateway)
-    status, headers, _ = await lodging.post(declaration_xml(reference="26FRBUSY0000000099"))
+    status, headers, _ = await lodging.post(
+        declaration_xml(reference="FR12345678901234-BUSY-0000000099")
+    )
     go_on.set()
     assert (status, headers.get("Retry-After")) == (503, "1")
     assert [(await upload)[0] for upload in uploads] == [202] * 4

@@ -23,7 +23,7 @@ from gun_contract.security.entitlements import CLEARANCE_PARTY, GATEWAY_PARTY, H
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.intake import NOT_SEALED, Intake
 from gun_hub.xml.declaration_codec import DeclarationCodec
-from tests.builders import declaration_xml, document, goods_item
+from tests.builders import EORI, declaration_xml, document, goods_item
 from tests.unit.test_pipeline import Hub
 
 REF = "26FR000690I0000012"
@@ -59,8 +59,13 @@ def test_a_declaration_sealed_by_the_clearance_system_is_decided(hub: Hub) -> No
 
 def test_a_declaration_sealed_by_the_intake_gateway_is_decided_the_same_way(hub: Hub) -> None:
     """The HTTP and file-drop channels lodge through the gateway's own keys (ADR 0011)."""
-    sent = hub.intake.handle(sealed_by(hub, GATEWAY_PARTY, declaration_xml()), at(0))
-    assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
+    reference = f"{EORI}-INV-1"  # a trader's own (domain/reference_namespace.py)
+    sent = hub.intake.handle(
+        sealed_by(hub, GATEWAY_PARTY, declaration_xml(reference=reference)), at(0)
+    )
+    assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == [
+        (reference, 1, Outcome.RELEASE)
+    ]
 
 
 def test_a_plain_declaration_is_dead_lettered_and_never_acted_on(hub: Hub) -> None:

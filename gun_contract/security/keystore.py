@@ -14,9 +14,10 @@ Layout::
 
 Each party generates its private keys on its own machine (``gun-hub keys init --party P``)
 and hands out its public keys only (``keys export-public``); the others add them to their
-own JWKS (``keys import-public``), which refuses private material and refuses a different
-key under a key id it already knows. ``keys init`` without ``--party`` makes every party's
-keys in one folder, for the demo and the tests.
+own JWKS (``keys import-public FILE --party P``), which refuses private material, a
+different key under a key id it already knows, and anything in the file in another
+party's name than P: each party vouches for its own keys only. ``keys init`` without
+``--party`` makes every party's keys in one folder, for the demo and the tests.
 
 Each party has separate keys per use (ANSSI key separation): an ``ES256`` key that signs
 (``use: sig``) and an ``ECDH-ES+A256KW`` key others encrypt to (``use: enc``), both on
@@ -962,16 +963,18 @@ class KeystoreFolder:
             raise KeystoreError(f"no public key of {party!r} in {self.public_file}")
         return {"keys": [{k: v for k, v in e.items() if k not in PRIVATE_MEMBERS} for e in keys]}
 
-    def import_public_file(self, path: Path) -> ImportReport:
-        return self.import_public(_read_json_value(path), source=str(path))
+    def import_public_file(self, path: Path, *, party: str) -> ImportReport:
+        return self.import_public(_read_json_value(path), party=party, source=str(path))
 
-    def import_public(self, data: object, *, source: str) -> ImportReport:
-        """Add another party's public keys to this folder's JWKS.
+    def import_public(self, data: object, *, party: str, source: str) -> ImportReport:
+        """Add ``party``'s public keys, as it exported them, to this folder's JWKS.
 
-        Refuses, importing nothing: anything private; a key in the name of a party whose
-        private keys are in this folder; a different key under a key id already known. A
-        key already known is left as it is, except that a retirement is taken over (a
-        retired key is never made active again)."""
+        Refuses, importing nothing: anything private; any key (or retirement) in another
+        party's name than ``party``, or whose key id is not one ``party`` makes; a key in
+        the name of a party whose private keys are in this folder; a different key under
+        a key id already known. A key already known is left as it is, except that a
+        retirement is taken over (a retired key is never made active again)."""
+        check_party_name(party)
         jwks_in = _as_jwks(data, source)
         for number, entry in enumerate(jwks_in["keys"], start=1):
             if isinstance(entry, dict) and PRIVATE_MEMBERS & set(entry):
@@ -982,6 +985,20 @@ class KeystoreFolder:
         incoming = _public_keys(jwks_in, source)
         if not incoming:
             raise KeystoreError(f"{source} holds no key")
+        # A file vouches for its sender's keys only: a key labelled as another party's
+        # (the gateway's, to sign declarations; the hub's, to be encrypted to) or a
+        # retirement of another's key would otherwise be taken on the sender's word.
+        for kid, key in incoming.items():
+            if key.party != party:
+                raise KeystoreError(
+                    f"{source}: key {kid!r} is in the name of {key.party!r}, not of "
+                    f"{party!r} whose keys this file is to hold; nothing imported"
+                )
+            if not kid.startswith(f"{party}-"):
+                raise KeystoreError(
+                    f"{source}: key id {kid!r} does not start with {party + '-'!r}, as "
+                    f"every key id of {party!r} does; nothing imported"
+                )
         jwks = self._read_public() if self.public_file.exists() else {"keys": []}
         known = _public_keys(jwks, str(self.public_file))
         local = self.local_parties()

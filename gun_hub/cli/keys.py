@@ -4,7 +4,7 @@ Each party makes its own private keys on its own machine and exchanges public ke
 
     gun-hub keys init --party dgal --dir DIR          # dgal's private keys, nobody else's
     gun-hub keys export-public --party dgal --out dgal.jwks
-    gun-hub keys import-public hub.jwks --dir DIR     # the others' public keys
+    gun-hub keys import-public hub.jwks --party hub --dir DIR   # the hub's public keys
 
 ``keys init`` without ``--party`` makes every party's keys in one folder (the demo).
 Either way each party also gets a state key (AES-256-GCM, in its private file only) that
@@ -144,13 +144,19 @@ def export_public(
 @app.command("import-public")
 def import_public(
     file: Path = typer.Argument(..., help="A JWKS exported by another party."),
+    party: str = typer.Option(
+        ...,
+        help="The party that exported FILE: every key and retirement in it must be its own.",
+    ),
     directory: Path | None = DirOption,
 ) -> None:
-    """Add another party's public keys to this folder's jwks.json. Refuses private key
-    material, a different key under a known key id, and keys in the name of a party whose
-    keys are made here. Compare the thumbprints with the other party before trusting them."""
+    """Add PARTY's public keys to this folder's jwks.json. Refuses the whole file if it
+    holds private key material, a key or retirement in another party's name, a key id
+    PARTY does not make, a different key under a known key id, or keys in the name of a
+    party whose keys are made here. Compare the thumbprints with PARTY before trusting
+    them."""
     try:
-        report = _folder(directory).import_public_file(file)
+        report = _folder(directory).import_public_file(file, party=party)
     except KeystoreError as err:
         raise _fail(err) from None
     for label, keys in (

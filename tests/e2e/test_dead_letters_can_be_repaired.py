@@ -78,9 +78,11 @@ class Repairable:
 
     def fix_the_cause(self) -> None:
         """The hub's operator imports the clearance system's public keys, as exported by it
-        (`gun-hub keys export-public` / `import-public`)."""
+        (`gun-hub keys export-public` / `import-public --party clearance`)."""
         exported = KeystoreFolder(self.clearance_keys).export_public(CLEARANCE_PARTY)
-        report = KeystoreFolder(self.hub_keys).import_public(exported, source="clearance")
+        report = KeystoreFolder(self.hub_keys).import_public(
+            exported, party=CLEARANCE_PARTY, source="clearance"
+        )
         assert report.added, "the new clearance keys were not imported"
 
     async def decisions(self, expected: int, settle_s: float = 3.0) -> list[ReceivedDecision]:

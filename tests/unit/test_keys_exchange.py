@@ -2,9 +2,10 @@
 
 ``keys init --party P`` writes P's private keys and nothing of anyone else's;
 ``keys export-public --party P`` gives the JWKS P hands to the others; ``keys import-public
-FILE`` adds another party's public keys, refusing private material and refusing a
-different key under a key id already known. Sealed messages then travel between parties
-whose folders never held each other's private keys.
+FILE --party P`` adds P's public keys, refusing private material, a different key under a
+key id already known, and anything in the file in another party's name: a partner's file
+is trusted for that partner's keys only. Sealed messages then travel between parties whose
+folders never held each other's private keys.
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ def ok(*args: str | Path) -> Result:
     result = keys(*args)
     assert result.exit_code == 0, result.output
     return result
+
+
+def exported(tmp_path: Path, party: str) -> list[dict[str, Any]]:
+    return list(json.loads((tmp_path / f"{party}.pub").read_text())["keys"])
+
+
+def write_jwks(path: Path, keys: list[dict[str, Any]]) -> Path:
+    path.write_text(json.dumps({"keys": keys}))
+    return path
 
 
 def jwks(folder: Path) -> dict[str, Any]:
@@ -112,8 +122,8 @@ def test_export_public_holds_no_private_member(tmp_path: Path) -> None:
 
 def test_parties_exchange_public_keys_only_and_messages_travel(tmp_path: Path) -> None:
     hub, dgal = machine(tmp_path, "hub"), machine(tmp_path, "dgal")
-    ok("import-public", tmp_path / "dgal.pub", "--dir", hub)
-    ok("import-public", tmp_path / "hub.pub", "--dir", dgal)
+    ok("import-public", tmp_path / "dgal.pub", "--party", "dgal", "--dir", hub)
+    ok("import-public", tmp_path / "hub.pub", "--party", "hub", "--dir", dgal)
     assert not (hub / "dgal.jwk").exists()
     assert not (dgal / "hub.jwk").exists()
     assert not (dgal / "hub.audit.jwk").exists()
@@ -133,7 +143,7 @@ def test_parties_exchange_public_keys_only_and_messages_travel(tmp_path: Path) -
 def test_import_refuses_private_key_material(tmp_path: Path) -> None:
     hub, dgal = machine(tmp_path, "hub"), machine(tmp_path, "dgal")
     before = (hub / PUBLIC_JWKS).read_bytes()
-    refused = keys("import-public", dgal / "dgal.jwk", "--dir", hub)
+    refused = keys("import-public", dgal / "dgal.jwk", "--party", "dgal", "--dir", hub)
     assert refused.exit_code == 1
     assert "private" in refused.output
     assert str(dgal / "dgal.jwk") in refused.output
@@ -143,13 +153,16 @@ def test_import_refuses_private_key_material(tmp_path: Path) -> None:
     mixed = json.loads((tmp_path / "dgal.pub").read_text())
     mixed["keys"][1]["d"] = json.loads((dgal / "dgal.jwk").read_text())["keys"][1]["d"]
     (tmp_path / "mixed.pub").write_text(json.dumps(mixed))
-    assert keys("import-public", tmp_path / "mixed.pub", "--dir", hub).exit_code == 1
+    assert (
+        keys("import-public", tmp_path / "mixed.pub", "--party", "dgal", "--dir", hub).exit_code
+        == 1
+    )
     assert (hub / PUBLIC_JWKS).read_bytes() == before
 
 
 def test_import_refuses_another_key_under_a_known_kid(tmp_path: Path) -> None:
     hub, dgal = machine(tmp_path, "hub"), machine(tmp_path, "dgal")
-    ok("import-public", tmp_path / "dgal.pub", "--dir", hub)
+    ok("import-public", tmp_path / "dgal.pub", "--party", "dgal", "--dir", hub)
     before = (hub / PUBLIC_JWKS).read_bytes()
     # An impostor's key, published under dgal's signing key id.
     impostor = tmp_path / "impostor"
@@ -160,7 +173,7 @@ def test_import_refuses_another_key_under_a_known_kid(tmp_path: Path) -> None:
         if key["use"] == "sig":
             key["kid"] = genuine_kid
     (tmp_path / "impostor.pub").write_text(json.dumps({"keys": theirs}))
-    refused = keys("import-public", tmp_path / "impostor.pub", "--dir", hub)
+    refused = keys("import-public", tmp_path / "impostor.pub", "--party", "dgal", "--dir", hub)
     assert refused.exit_code == 1
     assert genuine_kid in refused.output
     assert "different key" in refused.output
@@ -172,7 +185,7 @@ def test_import_refuses_keys_in_the_name_of_the_local_party(tmp_path: Path) -> N
     forged = tmp_path / "forged-hub"
     ok("init", "--party", "hub", "--dir", forged)
     ok("export-public", "--party", "hub", "--dir", forged, "--out", tmp_path / "forged.pub")
-    refused = keys("import-public", tmp_path / "forged.pub", "--dir", hub)
+    refused = keys("import-public", tmp_path / "forged.pub", "--party", "hub", "--dir", hub)
     assert refused.exit_code == 1
     assert "hub" in refused.output
     assert "made here" in refused.output
@@ -180,26 +193,31 @@ def test_import_refuses_keys_in_the_name_of_the_local_party(tmp_path: Path) -> N
 
 def test_a_retirement_travels_with_the_next_export(tmp_path: Path) -> None:
     hub, dgal = machine(tmp_path, "hub"), machine(tmp_path, "dgal")
-    ok("import-public", tmp_path / "dgal.pub", "--dir", hub)
+    ok("import-public", tmp_path / "dgal.pub", "--party", "dgal", "--dir", hub)
     old = next(k["kid"] for k in jwks(dgal)["keys"] if k["use"] == "sig")
     ok("rotate", "dgal", "--dir", dgal)
     ok("retire", old, "--dir", dgal)
     ok("export-public", "--party", "dgal", "--dir", dgal, "--out", tmp_path / "dgal.pub")
-    again = ok("import-public", tmp_path / "dgal.pub", "--dir", hub)
+    again = ok("import-public", tmp_path / "dgal.pub", "--party", "dgal", "--dir", hub)
     assert "retired" in again.output
     known = read_public_keys(hub / PUBLIC_JWKS)
     assert known[old].status.value == "retired"
     assert sum(1 for k in known.values() if k.party == "dgal") == 4
     # Importing the same file again changes nothing and says so.
-    assert "unchanged" in ok("import-public", tmp_path / "dgal.pub", "--dir", hub).output
+    assert (
+        "unchanged"
+        in ok("import-public", tmp_path / "dgal.pub", "--party", "dgal", "--dir", hub).output
+    )
 
 
 def test_an_older_export_cannot_bring_a_retired_key_back(tmp_path: Path) -> None:
     hub, dgal = machine(tmp_path, "hub"), machine(tmp_path, "dgal")
-    ok("import-public", tmp_path / "dgal.pub", "--dir", hub)
+    ok("import-public", tmp_path / "dgal.pub", "--party", "dgal", "--dir", hub)
     old = next(k["kid"] for k in jwks(dgal)["keys"] if k["use"] == "sig")
     ok("retire", old, "--dir", hub)  # retired locally, e.g. on the partner's word
-    ok("import-public", tmp_path / "dgal.pub", "--dir", hub)  # the first, older export
+    ok(
+        "import-public", tmp_path / "dgal.pub", "--party", "dgal", "--dir", hub
+    )  # the first, older export
     assert read_public_keys(hub / PUBLIC_JWKS)[old].status.value == "retired"
 
 
@@ -237,7 +255,7 @@ def test_import_of_something_that_is_no_jwks_names_the_file(tmp_path: Path) -> N
         ),
     }.items():
         (tmp_path / name).write_text(content)
-        refused = keys("import-public", tmp_path / name, "--dir", hub)
+        refused = keys("import-public", tmp_path / name, "--party", "dgal", "--dir", hub)
         assert refused.exit_code == 1, name
         assert str(tmp_path / name) in refused.output, name
         assert "Traceback" not in refused.output
@@ -248,4 +266,125 @@ def test_keystore_folder_api_refuses_private_members_too(tmp_path: Path) -> None
     KeystoreFolder(folder).init_party("dgal")
     private = json.loads((folder / "dgal.jwk").read_text())
     with pytest.raises(KeystoreError, match="private"):
-        KeystoreFolder(tmp_path / "hub").import_public(private, source="a dict")
+        KeystoreFolder(tmp_path / "hub").import_public(private, party="dgal", source="a dict")
+
+
+def test_a_key_file_of_another_party_is_refused(tmp_path: Path) -> None:
+    hub, dgal = machine(tmp_path, "hub"), machine(tmp_path, "dgal")
+    before = (hub / PUBLIC_JWKS).read_bytes()
+    refused = keys("import-public", tmp_path / "dgal.pub", "--party", "cites", "--dir", hub)
+    assert refused.exit_code == 1
+    kid = next(k["kid"] for k in jwks(dgal)["keys"])
+    assert kid in refused.output
+    assert "'dgal'" in refused.output
+    assert "'cites'" in refused.output
+    assert "nothing imported" in refused.output
+    assert (hub / PUBLIC_JWKS).read_bytes() == before
+
+
+def test_import_public_needs_the_party_whose_file_it_is(tmp_path: Path) -> None:
+    hub = machine(tmp_path, "hub")
+    machine(tmp_path, "dgal")
+    before = (hub / PUBLIC_JWKS).read_bytes()
+    refused = keys("import-public", tmp_path / "dgal.pub", "--dir", hub)
+    assert refused.exit_code != 0
+    assert "--party" in refused.output
+    assert (hub / PUBLIC_JWKS).read_bytes() == before
+
+
+@pytest.mark.parametrize("impersonated", ["gateway", "clearance"])
+def test_a_partners_file_with_a_signing_key_in_another_partys_name_is_refused_whole(
+    tmp_path: Path, impersonated: str
+) -> None:
+    """CITES makes a key of its own labelled as the intake gateway's (or the clearance
+    system's) and slips it into its export: imported, it would let CITES seal declarations
+    in any declarant's name."""
+    hub = machine(tmp_path, "hub")
+    machine(tmp_path, "cites")
+    made_by_cites = machine(tmp_path / "cites-workshop", impersonated)
+    [forged] = [
+        dict(k, kid="cites-sig-extra")
+        for k in jwks(made_by_cites)["keys"]
+        if k["use"] == "sig" and k["party"] == impersonated
+    ]
+    cites_file = write_jwks(tmp_path / "cites-file.pub", [*exported(tmp_path, "cites"), forged])
+    before = (hub / PUBLIC_JWKS).read_bytes()
+
+    refused = keys("import-public", cites_file, "--party", "cites", "--dir", hub)
+
+    assert refused.exit_code == 1
+    assert "cites-sig-extra" in refused.output
+    assert repr(impersonated) in refused.output
+    assert (hub / PUBLIC_JWKS).read_bytes() == before  # not even CITES's own keys
+
+
+def test_a_partners_file_cannot_redirect_what_is_encrypted_to_the_hub(tmp_path: Path) -> None:
+    """At DGAL's machine an encryption key labelled ``hub`` in CITES's export would become
+    the newest key of the hub, the one DGAL's adapter encrypts its answers to."""
+    machine(tmp_path, "hub")
+    dgal = machine(tmp_path, "dgal")
+    machine(tmp_path, "cites")
+    ok("import-public", tmp_path / "hub.pub", "--party", "hub", "--dir", dgal)
+    genuine = PartyKeys.load(dgal, "dgal").encryption_key_for("hub").kid
+    made_by_cites = machine(tmp_path / "cites-workshop", "hub")
+    [redirect] = [
+        dict(k, kid="cites-enc-2")
+        for k in jwks(made_by_cites)["keys"]
+        if k["use"] == "enc" and not k.get("purpose")
+    ]
+    cites_file = write_jwks(tmp_path / "cites-file.pub", [*exported(tmp_path, "cites"), redirect])
+
+    refused = keys("import-public", cites_file, "--party", "cites", "--dir", dgal)
+
+    assert refused.exit_code == 1
+    assert "cites-enc-2" in refused.output
+    assert "'hub'" in refused.output
+    assert PartyKeys.load(dgal, "dgal").encryption_key_for("hub").kid == genuine
+
+
+def test_a_partners_file_cannot_retire_another_partys_key(tmp_path: Path) -> None:
+    hub = machine(tmp_path, "hub")
+    machine(tmp_path, "dgal")
+    machine(tmp_path, "cites")
+    ok("import-public", tmp_path / "dgal.pub", "--party", "dgal", "--dir", hub)
+    [dgal_signing] = [k for k in exported(tmp_path, "dgal") if k["use"] == "sig"]
+    retirement = dict(dgal_signing, status="retired", retired="2026-01-01T00:00:00+00:00")
+    cites_file = write_jwks(tmp_path / "cites-file.pub", [*exported(tmp_path, "cites"), retirement])
+
+    refused = keys("import-public", cites_file, "--party", "cites", "--dir", hub)
+
+    assert refused.exit_code == 1
+    assert dgal_signing["kid"] in refused.output
+    assert "'dgal'" in refused.output
+    known = read_public_keys(hub / PUBLIC_JWKS)
+    assert known[dgal_signing["kid"]].status.value == "active"
+    assert not any(k.party == "cites" for k in known.values())
+
+
+def test_a_key_whose_id_is_not_of_its_party_is_refused(tmp_path: Path) -> None:
+    """Every key id a party makes starts with its name: one that does not was not made by
+    ``keys init`` or ``rotate`` of that party (and reads, in a list, as another's)."""
+    hub = machine(tmp_path, "hub")
+    machine(tmp_path, "cites")
+    renamed = [
+        dict(k, kid="dgal-sig-20260101T000000-000000") if k["use"] == "sig" else k
+        for k in exported(tmp_path, "cites")
+    ]
+    cites_file = write_jwks(tmp_path / "cites-file.pub", renamed)
+    before = (hub / PUBLIC_JWKS).read_bytes()
+
+    refused = keys("import-public", cites_file, "--party", "cites", "--dir", hub)
+
+    assert refused.exit_code == 1
+    assert "dgal-sig-20260101T000000-000000" in refused.output
+    assert "'cites-'" in refused.output
+    assert (hub / PUBLIC_JWKS).read_bytes() == before
+
+
+def test_keystore_folder_api_checks_the_party_too(tmp_path: Path) -> None:
+    machine(tmp_path, "dgal")
+    data = {"keys": exported(tmp_path, "dgal")}
+    with pytest.raises(KeystoreError, match="nothing imported"):
+        KeystoreFolder(tmp_path / "hub").import_public(data, party="cites", source="a dict")
+    report = KeystoreFolder(tmp_path / "hub").import_public(data, party="dgal", source="a dict")
+    assert {k.party for k in report.added} == {"dgal"}

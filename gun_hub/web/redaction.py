@@ -6,11 +6,18 @@ nothing more. For the trader's eyes, then:
 
 * an event of a confidential authority (its answer, write-off, alert, follow-up) is left
   out entirely, and so is its time;
-* a list of authorities (``RESERVE sent to dgal, dga``, ``no answer from dga within 30s``)
-  loses the confidential ones, and the event goes if none is left;
+* a list of authorities is read clause by clause (``RESERVE sent to dga, dgal``, ``CHECK
+  sent again to dga``, ``rollout: dga shadow``, ``no answer from dga within 30s``): each
+  clause loses the confidential ones, a clause left empty goes, and the event goes if no
+  clause is left. What remains must read exactly as it would had the confidential
+  authority never taken part, so the clauses are put in one order (an authority's name
+  decides where the hub puts its operation), a count of documents is left out (it would
+  count DGA's), and a detail with a clause this module does not know is replaced as a
+  whole by a fixed text, whether or not it names a confidential authority: emptied only
+  when it did, the emptiness itself would tell;
 * a decision's reasons keep the document verdicts and degraded-mode codes; risk-targeting
   codes (``RISK.*``, ``SAMPLING.*``) are targeting criteria and are never shown;
-* any other text that names a confidential authority is emptied;
+* any other text that names a confidential authority is emptied (the hub writes none);
 * the state (``answered_by``, ``quantities``, ``post_release_alert``, ``updated_at``,
   ``last_event``) is computed again from what is left.
 
@@ -28,16 +35,26 @@ from typing import Any
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.view import current_state
 
-_SENT = re.compile(r"(?P<what>[A-Z_]+ sent to )(?P<who>[a-z0-9_]+(?:, [a-z0-9_]+)*)")
-_NO_ANSWER = re.compile(
-    r"(?P<what>no answer from )(?P<who>[a-z0-9_]+(?:, [a-z0-9_]+)*)(?P<rest> within \d+s)"
+# The clauses the hub writes in a list of authorities, joined by "; " (intake.py: sent,
+# sent again on a redelivery, documents no longer quoted, rollout modes; hub_context.py:
+# follow-ups; deadlines.py: silence).
+_NAME = r"[a-z0-9_]+"
+_NAMES = rf"{_NAME}(?:, {_NAME})*"
+_SENT = re.compile(
+    rf"(?P<operation>[A-Z_]+)(?P<dropped> of \d+ document\(s\) no longer quoted)?"
+    rf" (?P<sent>sent(?: again)?) to (?P<who>{_NAMES})"
 )
-_CODE = re.compile(r"[A-Z][A-Z0-9_]*")
-_LISTS = {
-    StatusKind.REQUESTS_SENT.value: _SENT,
-    StatusKind.FOLLOW_UP_SENT.value: _SENT,
-    StatusKind.DEADLINE_PASSED.value: _NO_ANSWER,
+_ROLLOUT = re.compile(rf"rollout: (?P<who>{_NAME} [a-z]+(?:, {_NAME} [a-z]+)*)")
+_NO_ANSWER = re.compile(rf"no answer from (?P<who>{_NAMES}) within (?P<seconds>\d+)s")
+_CLAUSES = "; "
+# What a trader reads instead of a list the clauses above do not read: the same whoever
+# the list names.
+_UNREAD_LIST = {
+    StatusKind.REQUESTS_SENT.value: "requests sent",
+    StatusKind.FOLLOW_UP_SENT.value: "follow-up requests sent",
+    StatusKind.DEADLINE_PASSED.value: "no answer within the deadline",
 }
+_CODE = re.compile(r"[A-Z][A-Z0-9_]*")
 _FIELDS = ("version", "kind", "at", "detail", "authority", "outcome")
 
 
@@ -71,11 +88,12 @@ def trader_history(
         authority = str(event.get("authority") or "")
         if authority.lower() in hidden:
             continue
-        detail = _detail(str(event.get("kind")), str(event.get("detail") or ""), hidden)
+        kind = str(event.get("kind"))
+        detail = _detail(kind, str(event.get("detail") or ""), hidden)
         if detail is None:
             continue
         if mentions is not None and mentions.search(detail):
-            detail = ""
+            detail = _UNREAD_LIST.get(kind, "")
         kept = {name: event[name] for name in _FIELDS if name in event}
         kept["detail"] = detail
         shown.append(kept)
@@ -87,15 +105,42 @@ def _detail(kind: str, detail: str, hidden: set[str]) -> str | None:
     if kind == StatusKind.DECIDED.value:
         codes = [code.strip() for code in detail.split(";")]
         return "; ".join(c for c in codes if _CODE.fullmatch(c) and c.lower() not in hidden)
-    pattern = _LISTS.get(kind)
-    if pattern is None:
+    if kind not in _UNREAD_LIST:
         return detail
-    found = pattern.fullmatch(detail)
-    if found is None:
-        return detail  # another wording: still emptied below if it names one of them
-    named = found.group("who").split(", ")
-    left = [authority for authority in named if authority.lower() not in hidden]
-    if not left:
+    kept: list[str] = []
+    for clause in detail.split(_CLAUSES):
+        redacted = _clause(clause, hidden)
+        if redacted is None:
+            return _UNREAD_LIST[kind]
+        if redacted:
+            kept.append(redacted)
+    if not kept:
         return None
-    rest = found.groupdict().get("rest") or ""
-    return f"{found.group('what')}{', '.join(left)}{rest}"
+    # The hub orders operations by their first authority's name, so DGA's could put one
+    # before another: one order whoever took part (rollout modes last, as written).
+    kept.sort(key=lambda clause: (clause.startswith("rollout: "), clause))
+    return _CLAUSES.join(kept)
+
+
+def _clause(clause: str, hidden: set[str]) -> str | None:
+    """One clause of a list of authorities without the hidden ones ("" if none is left);
+    None if it is not a clause the hub writes."""
+    if found := _SENT.fullmatch(clause):
+        left = _left(found.group("who").split(", "), hidden)
+        # How many documents were dropped would count the confidential authority's.
+        dropped = " of documents no longer quoted" if found.group("dropped") else ""
+        what = f"{found.group('operation')}{dropped} {found.group('sent')} to"
+        return f"{what} {', '.join(left)}" if left else ""
+    if found := _ROLLOUT.fullmatch(clause):
+        modes = found.group("who").split(", ")
+        left = [m for m in modes if m.split(" ")[0] not in hidden]
+        return f"rollout: {', '.join(sorted(left))}" if left else ""
+    if found := _NO_ANSWER.fullmatch(clause):
+        left = _left(found.group("who").split(", "), hidden)
+        seconds = found.group("seconds")
+        return f"no answer from {', '.join(left)} within {seconds}s" if left else ""
+    return None
+
+
+def _left(names: list[str], hidden: set[str]) -> list[str]:
+    return sorted(name for name in names if name.lower() not in hidden)

@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.model.declaration import DocumentRef
+from gun_hub.domain.rollout import RolloutMode, RolloutSetting
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
 from gun_hub.web.redaction import trader_history, trader_status
+from tests.builders import declaration_xml, document, goods_item
+from tests.unit.test_pipeline import NOW, SOURCE, Hub
 
 CONFIDENTIAL = frozenset({"dga"})
 REFERENCE = "26FRREDACT00000001"
@@ -155,3 +165,186 @@ def test_officers_read_the_history_as_recorded(tmp_path: Path) -> None:
     assert full is not None
     assert full["post_release_alert"] is True
     assert "dga" in full["answered_by"]
+
+
+# Every wording the hub writes in a list of authorities (intake.py: requests sent, sent
+# again on a redelivery, rollout modes, documents no longer quoted; hub_context.py:
+# follow-ups; deadlines.py: silence), as recorded with DGA and without it, all else alike.
+WORDINGS = {
+    "first sending": (
+        StatusKind.REQUESTS_SENT,
+        "RESERVE sent to dga, dgal",
+        "RESERVE sent to dgal",
+    ),
+    "pre-lodged check": (
+        StatusKind.REQUESTS_SENT,
+        "CHECK sent to cites, dga",
+        "CHECK sent to cites",
+    ),
+    "redelivery": (
+        StatusKind.REQUESTS_SENT,
+        "RESERVE sent again to dga, dgal",
+        "RESERVE sent again to dgal",
+    ),
+    "dga in shadow mode": (
+        StatusKind.REQUESTS_SENT,
+        "CHECK sent to dga; RESERVE sent to dgal; rollout: dga shadow",
+        "RESERVE sent to dgal",
+    ),
+    "dga in shadow mode, redelivered": (
+        StatusKind.REQUESTS_SENT,
+        "CHECK sent again to dga; RESERVE sent again to cites, dgal; rollout: dga shadow",
+        "RESERVE sent again to cites, dgal",
+    ),
+    "dga in advice mode, dgal in shadow mode": (
+        StatusKind.REQUESTS_SENT,
+        "CHECK sent to dga, dgal; rollout: dga advice, dgal shadow",
+        "CHECK sent to dgal; rollout: dgal shadow",
+    ),
+    "dgal in shadow mode, dga enforced": (
+        StatusKind.REQUESTS_SENT,
+        "CHECK sent to dgal; RESERVE sent to cites, dga; rollout: dgal shadow",
+        "CHECK sent to dgal; RESERVE sent to cites; rollout: dgal shadow",
+    ),
+    "another authority off": (
+        StatusKind.REQUESTS_SENT,
+        "RESERVE sent to dga, dgal; rollout: cites off",
+        "RESERVE sent to dgal; rollout: cites off",
+    ),
+    # The operations come in the order of their first authority's name: DGA's can put
+    # one before the other.
+    "operations ordered by authority": (
+        StatusKind.REQUESTS_SENT,
+        "CHECK sent to dga, zoo; RESERVE sent to dgal; rollout: dga shadow, zoo shadow",
+        "RESERVE sent to dgal; CHECK sent to zoo; rollout: zoo shadow",
+    ),
+    "documents no longer quoted": (
+        StatusKind.FOLLOW_UP_SENT,
+        "DELETE of 2 document(s) no longer quoted sent to dga, dgal",
+        "DELETE of 1 document(s) no longer quoted sent to dgal",
+    ),
+    "write-off after release": (
+        StatusKind.FOLLOW_UP_SENT,
+        "WRITE_OFF sent to dga, dgal",
+        "WRITE_OFF sent to dgal",
+    ),
+    "deletion after refusal": (
+        StatusKind.FOLLOW_UP_SENT,
+        "DELETE sent to dgal, dga",
+        "DELETE sent to dgal",
+    ),
+    "silence": (
+        StatusKind.DEADLINE_PASSED,
+        "no answer from dga, dgal within 30s",
+        "no answer from dgal within 30s",
+    ),
+}
+
+
+@pytest.mark.parametrize(("kind", "with_dga", "without_dga"), WORDINGS.values(), ids=WORDINGS)
+def test_every_list_of_authorities_reads_the_same_with_or_without_dga(
+    kind: StatusKind, with_dga: str, without_dga: str
+) -> None:
+    seen = trader_history([event(0, kind, with_dga)], CONFIDENTIAL)
+    assert seen == trader_history([event(0, kind, without_dga)], CONFIDENTIAL)
+    assert seen[0]["detail"]  # never emptied: an empty detail would tell
+    assert leaks({"history": seen}) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "detail"),
+    [
+        (StatusKind.REQUESTS_SENT, "RESERVE sent again to dga"),
+        (StatusKind.REQUESTS_SENT, "CHECK sent to dga; rollout: dga shadow"),
+        (StatusKind.REQUESTS_SENT, "CHECK sent again to dga; rollout: dga advice"),
+        (StatusKind.FOLLOW_UP_SENT, "DELETE of 1 document(s) no longer quoted sent to dga"),
+        (StatusKind.DEADLINE_PASSED, "no answer from dga within 30s"),
+    ],
+)
+def test_an_event_naming_dga_alone_is_left_out(kind: StatusKind, detail: str) -> None:
+    history = [event(0, StatusKind.RECEIVED), event(0, kind, detail)]
+    assert trader_history(history, CONFIDENTIAL) == trader_history(history[:1], CONFIDENTIAL)
+
+
+@pytest.mark.parametrize(
+    ("kind", "with_dga", "without_dga"),
+    [
+        (StatusKind.REQUESTS_SENT, "RESERVE posted to dga, dgal", "RESERVE posted to dgal"),
+        (
+            StatusKind.REQUESTS_SENT,
+            "RESERVE sent to dga, dgal; and so on",
+            "RESERVE sent to dgal; and so on",
+        ),
+        (
+            StatusKind.FOLLOW_UP_SENT,
+            "WRITE_OFF sent to dga and dgal",
+            "WRITE_OFF sent to cites and dgal",
+        ),
+        (
+            StatusKind.DEADLINE_PASSED,
+            "no answer from dga, dgal in time",
+            "no answer from dgal in time",
+        ),
+    ],
+)
+def test_a_wording_the_redaction_does_not_know_reads_the_same_with_or_without_dga(
+    kind: StatusKind, with_dga: str, without_dga: str
+) -> None:
+    """A wording the hub may write some day: replaced as a whole by a fixed text, whether
+    or not it names DGA (emptied only when it did, the emptiness would tell)."""
+    seen = trader_history([event(0, kind, with_dga)], CONFIDENTIAL)
+    assert seen == trader_history([event(0, kind, without_dga)], CONFIDENTIAL)
+    assert seen[0]["detail"]
+    assert leaks({"history": seen}) == []
+
+
+CHED = document("N853", "CHEDP.FR.2026.0001234", 1, "10")
+SECOND_CHED = document("N853", "CHEDP.FR.2026.0001235", 1, "10")
+LICENCE = document("LEMG", "LEMG.FR.2026.0042", 1, "5", "NAR")
+LISTS = (StatusKind.REQUESTS_SENT, StatusKind.FOLLOW_UP_SENT, StatusKind.DEADLINE_PASSED)
+
+
+def lists_of_authorities(
+    routing_table: RoutingTable, keys_dir: Path, licence: tuple[DocumentRef, ...], shadow: str
+) -> list[dict[str, Any]]:
+    """What the real hub writes in lists of authorities for a declaration: sent, sent again
+    (a redelivery), a version dropping documents, then silence until the deadline."""
+    hub = Hub(routing_table, keys_dir)
+    if shadow:
+        pilot = {"officer": "amelie", "reason": "pilot", "at": NOW}
+        hub.rollout.apply(RolloutSetting(authority=shadow, mode=RolloutMode.SHADOW, **pilot))
+
+    def lodged(version: int, *documents: DocumentRef) -> bytes:
+        item = goods_item(1, documents, commodity_code="9301100000")
+        return declaration_xml(version=version, items=(item,))
+
+    later = SourcePosition(SOURCE.topic, SOURCE.partition, SOURCE.offset + 1)
+    outboxes: list[Effects] = [
+        hub.intake.handle(lodged(1, CHED, SECOND_CHED, *licence), SOURCE),
+        hub.intake.handle(lodged(1, CHED, SECOND_CHED, *licence), SOURCE),  # redelivered
+        hub.intake.handle(lodged(2, CHED), later),  # the licence dropped too
+    ]
+    hub.now += timedelta(seconds=31)
+    [sent] = [s for s in hub.statuses(outboxes[-1]) if s.kind is StatusKind.REQUESTS_SENT]
+    outboxes.append(hub.deadlines.handle(sent.reference, 2, later))
+    return [
+        status.model_dump(mode="json")
+        for outbox in outboxes
+        for status in hub.statuses(outbox)
+        if status.kind in LISTS
+    ]
+
+
+@pytest.mark.parametrize(
+    "shadow", ["", "dga", "dgal"], ids=["enforced", "dga-shadow", "dgal-shadow"]
+)
+def test_what_the_hub_writes_reads_the_same_to_the_trader_with_or_without_a_licence(
+    routing_table: RoutingTable, keys_dir: Path, shadow: str
+) -> None:
+    with_licence = lists_of_authorities(routing_table, keys_dir, (LICENCE,), shadow)
+    without = lists_of_authorities(routing_table, keys_dir, (), shadow)
+    assert any(re.search(r"\bdga\b", e["detail"]) for e in with_licence)  # DGA is in them
+    seen = trader_history(with_licence, CONFIDENTIAL)
+    assert seen == trader_history(without, CONFIDENTIAL)
+    assert StatusKind.DEADLINE_PASSED.value in {e["kind"] for e in seen}
+    assert all(e["detail"] for e in seen)

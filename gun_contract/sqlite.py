@@ -10,6 +10,10 @@ and end with :func:`transaction`, never the driver behind its back.
 the file's consistency: right for what can be read again from Kafka (a view, a replay
 memory). A store that is the only copy of what it holds (pending operations) keeps
 ``FULL``.
+
+A store is readable by its owner only (:mod:`gun_contract.private_files`): the file is
+made 0600 before SQLite opens it, in a folder made 0700 when missing, and SQLite gives its
+write-ahead log and shared-memory file the database's own mode.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
+
+from gun_contract.private_files import make_private_file, make_private_folder
 
 BUSY_TIMEOUT_S = 5.0
 """How long a statement waits for another connection's lock before it fails."""
@@ -34,12 +40,14 @@ def open_database(
     any_thread: bool = True,
     busy_timeout_s: float = BUSY_TIMEOUT_S,
 ) -> sqlite3.Connection:
-    """A connection to the SQLite file at ``path`` (its folder made if missing), in WAL
-    mode and autocommit. ``secure_delete``: what a row held is zeroed when it is replaced
+    """A connection to the SQLite file at ``path`` (it and its folder made readable by
+    their owner only if missing; a file made before is narrowed to 0600), in WAL mode
+    and autocommit. ``secure_delete``: what a row held is zeroed when it is replaced
     or deleted, not left in free pages (a store of secrets). ``any_thread``: the
     connection may be used from another thread than the one that opened it (the caller
     serialises its use)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(Path(path).parent)
+    make_private_file(Path(path), "-wal", "-shm", "-journal")
     db = sqlite3.connect(
         str(path),
         isolation_level=None,

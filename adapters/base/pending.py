@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from adapters.base import metrics
 from gun_contract.model.exchange import AuthorityRequest
+from gun_contract.private_files import make_private_folder
 from gun_contract.security.state_cipher import StateCipher, StateUnreadable
 from gun_contract.sqlite import open_database, transaction
 
@@ -76,7 +77,7 @@ def _lock(path: Path) -> int:
     """Hold ``path``'s lock file for as long as the queue is open. Two replicas sharing a
     queue would forget each other's rows on every rebalance (each forgets what is not its
     own to replay), so the second one stops at once, naming the setting."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(path.parent)
     descriptor = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -61,6 +61,8 @@ from typing import Any, Generic, TypeVar
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
+from gun_contract.private_files import refuse_if_shared
+
 log = logging.getLogger(__name__)
 
 SIGNING_ALG = "ES256"
@@ -362,7 +364,7 @@ def read_public_keys(path: Path) -> dict[str, PublicKey]:
 def _private_json(path: Path, party: str) -> dict[str, Any]:
     """A private key file of ``party`` as a JWK Set, refused if others may read it."""
     try:
-        mode = path.stat().st_mode & 0o777
+        refuse_if_shared(path, KeystoreError)
     except FileNotFoundError:
         raise KeystoreError(
             f"{path} does not exist (make {party}'s keys on its own machine with: "
@@ -370,8 +372,6 @@ def _private_json(path: Path, party: str) -> dict[str, Any]:
         ) from None
     except OSError as err:
         raise KeystoreError(f"{path} cannot be read ({err.strerror or 'I/O error'})") from None
-    if mode & 0o077:
-        raise KeystoreError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
     data = _read_json(path)
     if data.get("party", party) != party:
         raise KeystoreError(f"{path} holds the keys of {data.get('party')!r}, not {party!r}")

@@ -31,7 +31,6 @@ import math
 import os
 import re
 import secrets
-import stat
 import threading
 import time
 from collections import OrderedDict
@@ -44,6 +43,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
+from gun_contract.private_files import refuse_if_shared
 from gun_hub.security.client_address import ClientAddresses
 
 log = logging.getLogger(__name__)
@@ -95,14 +95,6 @@ def write_private_file(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _refuse_if_shared(path: Path) -> None:
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise AccessConfigError(
-            f"{path} is readable by others (mode {stat.S_IMODE(mode):o}): chmod 600 it"
-        )
-
-
 class _WatchedFile:
     """A file parsed again when it changes (checked at most every ``check_every_s``).
 
@@ -115,11 +107,13 @@ class _WatchedFile:
         path: Path,
         parse: Callable[[bytes, Path], Any],
         *,
+        private: bool = False,
         check_every_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self._parse = parse
+        self._private = private
         self._check_every_s = check_every_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -136,6 +130,8 @@ class _WatchedFile:
 
     def _load(self) -> Any:
         try:
+            if self._private:  # checked at every reading: a file replaced may be shared
+                refuse_if_shared(self.path, AccessConfigError)
             data = self.path.read_bytes()
         except OSError as err:
             raise AccessConfigError(f"cannot read {self.path}: {err.strerror}") from None
@@ -329,7 +325,7 @@ def generate_portal_key(directory: Path) -> tuple[Path, Path]:
 
 def load_portal_key(path: Path) -> ECKey:
     """A portal's private signing key written by :func:`generate_portal_key`."""
-    _refuse_if_shared(path)
+    refuse_if_shared(path, AccessConfigError)
     try:
         key = ECKey.import_key(json.loads(path.read_text()))
     except (OSError, ValueError, TypeError, JoseError) as err:
@@ -437,7 +433,7 @@ def write_officer_credentials(path: Path, name: str, password: str) -> None:
 def read_officer_credentials(path: Path) -> tuple[str, str]:
     """``(name, password)`` from a credentials file, refused if others may read it."""
     try:
-        _refuse_if_shared(path)
+        refuse_if_shared(path, AccessConfigError)
         name, sep, password = path.read_text().strip().partition(":")
     except OSError as err:
         raise AccessConfigError(f"cannot read {path}: {err.strerror}") from None
@@ -512,7 +508,8 @@ class OfficerGate:
     _checking: set[str] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
-        self._file = _WatchedFile(self.path, _parse_officers)
+        # Whoever reads the hashes can guess passwords offline, past every wait below.
+        self._file = _WatchedFile(self.path, _parse_officers, private=True)
 
     def _known(self) -> dict[str, str]:
         officers: dict[str, str] = self._file.current()

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gun_contract.private_files import refuse_if_shared
+from gun_hub.security.web_auth import AccessConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -53,7 +56,12 @@ class Listener:
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """A server context: TLS 1.2 and 1.3 only (as the broker, docs/security.md)."""
+    """A server context: TLS 1.2 and 1.3 only (as the broker, docs/security.md). The key
+    is refused if others may read it, as every private key of the hub is."""
+    try:
+        refuse_if_shared(key, AccessConfigError)
+    except OSError as err:
+        raise AccessConfigError(f"cannot read {key}: {err.strerror}") from None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)

@@ -785,12 +785,37 @@ def test_the_hub_serves_probes_trader_and_officer_each_on_its_own_port_and_servi
     assert settings.web.tls_key is not None
     jwks = mounted_from(pod, container, settings.web.portal_jwks)
     assert jwks["configMap"]["name"] == "gun-hub-portal-jwks"  # public keys only
-    officers = mounted_from(pod, container, settings.web.officers_file)
-    assert officers["secret"]["secretName"] == "gun-hub-officers"
-    for path in (settings.web.tls_cert, settings.web.tls_key):
-        tls = mounted_from(pod, container, path)
-        assert tls["secret"]["secretName"] == "gun-hub-web-tls"
+    cert = mounted_from(pod, container, settings.web.tls_cert)
+    assert cert["secret"]["secretName"] == "gun-hub-web-tls"
+    # The hashes and the key are refused readable by others: a Secret volume gives a
+    # non-root user 0440 at best, so the init container copies them 0600.
+    copied_private(pod, container, settings.web.officers_file, "gun-hub-officers", "officers")
+    copied_private(pod, container, settings.web.tls_key, "gun-hub-web-tls", "tls.key")
     assert {settings.web.tls_cert.name, settings.web.tls_key.name} == {"tls.crt", "tls.key"}
+
+
+def copied_private(pod: Doc, container: Doc, path: Path, secret: str, key: str) -> None:
+    """``path`` is in a memory volume, where the init container copied ``secret``'s
+    ``key`` and made it 0600."""
+    volume = mounted_from(pod, container, path)
+    assert volume["emptyDir"]["medium"] == "Memory", path
+    (init,) = pod["initContainers"]
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    [source] = [
+        mounts[name]
+        for name, v in volumes.items()
+        if name in mounts and v.get("secret", {}).get("secretName") == secret
+    ]
+    copied = f"{mounts[volume_name(pod, volume)]}/{path.name}"
+    steps = [step.split() for step in init["command"][-1].split("&&")]
+    assert any(step[0] == "cp" and f"{source}/{key}" in step for step in steps), path
+    assert any(step[:2] == ["chmod", "0600"] and copied in step for step in steps), path
+
+
+def volume_name(pod: Doc, volume: Doc) -> str:
+    [name] = [v["name"] for v in pod["volumes"] if v is volume]
+    return str(name)
 
 
 def test_each_audience_reaches_its_own_listener_and_no_other(

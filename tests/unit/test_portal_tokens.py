@@ -274,8 +274,23 @@ def test_officer_credentials_files_are_private(tmp_path: Path) -> None:
             basic_credentials(bad)
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o660], ids=oct)
+def test_an_officers_file_others_can_read_is_refused_naming_it(tmp_path: Path, mode: int) -> None:
+    """The officers' scrypt hashes: anyone who reads them can guess passwords offline,
+    at their own pace, past every wait the gate imposes."""
+    officers = tmp_path / "officers"
+    add_officer(officers, "alice", "correct horse battery staple")
+    officers.chmod(mode)
+    with pytest.raises(AccessConfigError) as refused:
+        OfficerGate(officers)
+    assert str(officers) in str(refused.value)
+    assert f"mode {mode:o}" in str(refused.value)
+    assert "chmod 600" in str(refused.value)
+
+
 def test_a_malformed_officers_file_names_the_line_not_its_content(tmp_path: Path) -> None:
     officers = tmp_path / "officers"
+    officers.touch(mode=0o600)
     officers.write_text("# officers\nalice:plaintext-password\n")
     with pytest.raises(AccessConfigError) as caught:
         OfficerGate(officers)

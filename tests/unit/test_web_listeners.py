@@ -29,6 +29,7 @@ from gun_hub.ops.facts import DecisionFact, DocumentUse, fact_bytes
 from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
 from gun_hub.security.web_auth import (
+    AccessConfigError,
     add_officer,
     basic_authorization,
     generate_portal_key,
@@ -392,6 +393,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
     key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -400,6 +402,18 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604], ids=oct)
+def test_a_tls_key_others_can_read_is_refused_naming_it(tmp_path: Path, mode: int) -> None:
+    cert, key = self_signed(tmp_path)
+    key.chmod(mode)
+    settings, _ = settings_for(tmp_path, tls_cert=cert, tls_key=key)
+    with pytest.raises(AccessConfigError) as refused:
+        build_web(settings, None, OpsState(), set())
+    assert str(key) in str(refused.value)
+    assert f"mode {mode:o}" in str(refused.value)
+    assert "chmod 600" in str(refused.value)
 
 
 async def test_the_listeners_serve_https_when_given_a_certificate(

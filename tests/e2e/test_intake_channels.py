@@ -192,8 +192,8 @@ async def test_the_same_declaration_gets_the_same_decision_through_every_channel
     through: dict[str, dict[str, str]] = {"kafka": {}, "http": {}, "file": {}}
     for n, name in enumerate(contents, start=1):
         through["kafka"][name] = f"26FRKAFKA{n:09d}"
-        through["http"][name] = f"26FRHTTP{n:010d}"
-        through["file"][name] = f"26FRFILE{n:010d}"
+        through["http"][name] = f"{EORI}-HTTP-{n:010d}"
+        through["file"][name] = f"{EORI}-FILE-{n:010d}"
 
     await channels.pipeline.submit([contents[n](r) for n, r in through["kafka"].items()])
     for name, reference in through["http"].items():
@@ -240,7 +240,7 @@ async def test_a_file_published_before_a_crash_and_still_claimed_is_decided_once
     in processing/ without its receipt. The watcher publishes it again; the hub decides
     the first copy and ignores the second as an equal version."""
     kafka = channels.pipeline.kafka
-    reference = "26FRCRASH000000001"
+    reference = f"{EORI}-CRASH-1"
     folder = DropFolder(channels.work / "drop")
     folder.root.mkdir()
     folder.prepare()
@@ -321,7 +321,7 @@ async def test_the_watcher_killed_mid_batch_neither_loses_nor_doubles_a_declarat
     files = 300
     folder = DropFolder(channels.work / "drop")
     folder.root.mkdir()
-    references = [f"26FRKILL{n:010d}" for n in range(files)]
+    references = [f"{EORI}-KILL-{n:010d}" for n in range(files)]
     for n, reference in enumerate(references):
         drop(folder.root, f"d{n:04d}.xml", covered(reference))
 

@@ -64,6 +64,9 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         specs = [*registry.specs(), *extra]
+        await _check_partition_counts(
+            admin, [spec for spec in specs if spec.name in existing], partitions
+        )
         await _align_configs(admin, [spec for spec in specs if spec.name in existing])
         wanted = [spec for spec in specs if spec.name not in existing]
         if not wanted:
@@ -87,6 +90,58 @@ async def ensure_topics(
         return [spec.name for spec in wanted]
     finally:
         await admin.close()
+
+
+class PartitionCountMismatch(RuntimeError):
+    """Keyed topics whose partition count is not ``kafka.partitions``."""
+
+
+async def check_partition_counts(
+    connect: Connect, specs: Sequence[TopicSpec], partitions: int
+) -> None:
+    """Raise :class:`PartitionCountMismatch` if an existing keyed topic of ``specs`` has
+    another partition count than ``partitions`` (on a secured cluster, where an admin
+    created the topics, this is the whole of the start-up's topic check)."""
+    admin = AIOKafkaAdminClient(**client_options(connect))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        await _check_partition_counts(
+            admin, [spec for spec in specs if spec.name in existing], partitions
+        )
+    finally:
+        await admin.close()
+
+
+async def _check_partition_counts(
+    admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec], partitions: int
+) -> None:
+    """The hub's tables, claims, requests and answers are co-partitioned with the
+    declarations: a case lives on the partition its declaration arrived on, and its
+    claim's verdict, requests and answers go back to that partition number on their own
+    topics. A keyed topic with another count breaks that silently (a verdict for a
+    claims partition that does not exist: the declaration held for good, its partition
+    stopped; found by review in stop 35), so nothing starts on one."""
+    keyed = sorted(spec.name for spec in specs if spec.keyed)
+    if not keyed:
+        return
+    counts = {
+        str(topic["topic"]): len(topic["partitions"])
+        for topic in await admin.describe_topics(keyed)
+        if not topic.get("error_code")
+    }
+    wrong = {name: count for name, count in counts.items() if count != partitions}
+    if wrong:
+        listed = "; ".join(
+            f"{name} has {count} partitions" for name, count in sorted(wrong.items())
+        )
+        raise PartitionCountMismatch(
+            f"{listed}, but kafka.partitions is {partitions}: every keyed topic (the hub's "
+            "table changelogs too) must have the same count, the hub's co-partitioning "
+            "(a case lives on its declaration's partition). Set GUN_HUB_KAFKA__PARTITIONS "
+            "to the declarations topic's count, with every other keyed topic at that count "
+            "(docs/deployment.md, 'Partitions')"
+        )
 
 
 def _raise_topic_errors(response: Any) -> None:

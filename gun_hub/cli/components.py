@@ -11,7 +11,12 @@ from pathlib import Path
 
 import typer
 
-from gun_contract.kafka.admin import ensure_topics, wait_for_cluster
+from gun_contract.kafka.admin import (
+    PartitionCountMismatch,
+    check_partition_counts,
+    ensure_topics,
+    wait_for_cluster,
+)
 from gun_contract.kafka.client import from_settings
 from gun_contract.logs import configure_logging
 from gun_contract.security.keystore import KeystoreError
@@ -31,7 +36,10 @@ def prepare_cluster(settings: Settings, extra: Sequence[TopicSpec] = ()) -> None
         connect = from_settings(settings.kafka)
         await wait_for_cluster(connect, timeout_s=60)
         if settings.kafka.security_protocol == "SASL_SSL":
-            return  # on a secured cluster topics are created by the admin (secure-setup)
+            # On a secured cluster topics are created by the admin (secure-setup).
+            specs = [*registry_for(settings).specs(), *extra]
+            await check_partition_counts(connect, specs, settings.kafka.partitions)
+            return
         await ensure_topics(
             connect,
             registry_for(settings),
@@ -40,7 +48,11 @@ def prepare_cluster(settings: Settings, extra: Sequence[TopicSpec] = ()) -> None
             extra,
         )
 
-    asyncio.run(prepare())
+    try:
+        asyncio.run(prepare())
+    except PartitionCountMismatch as err:
+        typer.echo(f"cannot start: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 def hub() -> None:

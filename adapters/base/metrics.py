@@ -43,3 +43,16 @@ PARTNER_SECONDS = Histogram(
     ["authority"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+OLDEST_PENDING_AGE = Gauge(
+    "gun_adapter_oldest_pending_age_seconds",
+    "How long ago the request of the oldest operation pending on a down partner entered "
+    "the log (its record timestamp; 0 when none is pending). The request topics keep 7 "
+    "days: past that, retention deletes it and only the replica that queued it holds it.",
+    ["authority"],
+)
+REQUESTS_AGED_OUT = Counter(
+    "gun_adapter_requests_aged_out_total",
+    "Requests the request topic's retention deleted before any replica of the adapter "
+    "read them (dead-lettered as REQUEST_AGED_OUT_OF_THE_LOG: never sent to the partner).",
+    ["authority"],
+)

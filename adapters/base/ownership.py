@@ -28,6 +28,18 @@ file (ADR 0014):
 
 Rows queued before offsets were kept (no offset) hold no partition and are replayed by
 whoever has them, as before.
+
+* **What the log no longer holds is kept.** The request topic keeps records 7 days. A row
+  whose request retention deleted (its offset below its partition's log start) cannot be
+  read again by anyone: it is not forgotten on revoke nor on assignment, and this replica
+  replays it (in its declaration's order here; if its partition went to another replica,
+  out of that replica's sight, which is logged). Without the log start (a broker call
+  that failed) no row is forgotten.
+* **What no one read is said.** A partition whose log starts past the offset its replica
+  expected next (the commit, then what it handled) lost requests to retention: those no
+  replica answered (:meth:`PartitionOwnership.unread`) are dead-lettered by the runner as
+  ``REQUEST_AGED_OUT_OF_THE_LOG``, logged and counted; aiokafka would step over them
+  (``auto_offset_reset``) in silence.
 """
 
 from __future__ import annotations
@@ -54,6 +66,17 @@ def _answered_mark(metadata: str) -> int | None:
         return None
 
 
+def deleted_unanswered(commit: int, metadata: str, log_start: int) -> range:
+    """The offsets of a partition committed at ``commit`` (-1: never) with ``metadata``
+    that retention deleted before any replica answered them, now that its log starts at
+    ``log_start``: from past what its committer answered to the log start."""
+    if commit < 0 or log_start <= commit:
+        return range(0)
+    mark = _answered_mark(metadata)
+    begin = commit if mark is None else max(commit, mark)
+    return range(begin, max(begin, log_start))
+
+
 class PartitionOwnership:
     """One replica's request partitions: owned, handled up to, committed up to."""
 
@@ -71,6 +94,9 @@ class PartitionOwnership:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # Per partition: its committed offset when it was assigned (before any record is
+        # handled, the next one expected).
+        self._assigned_at: dict[int, int] = {}
         # Set once an assignment is taken in (its rows forgotten, its commits' marks
         # read): aiokafka fetches the new partitions while its listener still runs.
         self._settled = asyncio.Event()
@@ -105,11 +131,20 @@ class PartitionOwnership:
                 self._idle.set()
 
     def assigned(
-        self, partitions: Collection[int], metadata: Mapping[int, str] | None = None
+        self,
+        partitions: Collection[int],
+        metadata: Mapping[int, str] | None = None,
+        *,
+        committed: Mapping[int, int] | None = None,
+        log_starts: Mapping[int, int] | None = None,
     ) -> None:
         """The group gave this replica ``partitions``, each read from its commit on;
-        ``metadata``: each one's commit metadata (how far its committer answered)."""
-        forgotten = self._pending.forget()
+        ``metadata``: each one's commit metadata (how far its committer answered);
+        ``committed``: each one's committed offset; ``log_starts``: the first offset the
+        log still holds, of these partitions and of those this replica has rows of (a
+        row of a partition not in it is kept)."""
+        starts = log_starts or {}
+        forgotten = self._pending.forget(None, starts)
         if forgotten:
             log.info(
                 "forgot %d pending operations of an earlier assignment: their partitions' "
@@ -121,7 +156,68 @@ class PartitionOwnership:
         self._answered_before = {
             p: mark for p, mark in marks.items() if mark is not None and p in self._owned
         }
+        self._assigned_at = {
+            p: c for p, c in (committed or {}).items() if c >= 0 and p in self._owned
+        }
+        self._say_what_the_log_lost(self._assigned_at, starts)
+        for partition, commit in self._assigned_at.items():
+            start = starts.get(partition, commit)
+            if start > commit:
+                # What the log lost before the commit was said by the runner as the
+                # partition was assigned (deleted_unanswered): the next record expected is
+                # the log's first, and the partition is committed there (said once, not
+                # at every rebalance), unless a row kept here holds it back.
+                self._handled[partition] = start
         self._settled.set()
+
+    def _say_what_the_log_lost(
+        self, commits: Mapping[int, int], log_starts: Mapping[int, int]
+    ) -> None:
+        """Log the rows kept because retention deleted their requests, and a commit held
+        by another replica's pending operation that retention deleted."""
+        held = self._pending.oldest_offsets()
+        for partition, oldest in sorted(held.items()):
+            start = log_starts.get(partition)
+            if start is None or oldest >= start:
+                continue
+            if partition in self._owned:
+                log.warning(
+                    "partition %d: pending operations from offset %d on are no longer in "
+                    "the log (it starts at %d: the partner was down longer than the "
+                    "retention); kept and replayed from here",
+                    partition,
+                    oldest,
+                    start,
+                )
+            else:
+                log.error(
+                    "partition %d is another replica's now, and pending operations of it "
+                    "from offset %d on are no longer in the log (it starts at %d): "
+                    "replayed from here, out of that replica's order for their "
+                    "declarations",
+                    partition,
+                    oldest,
+                    start,
+                )
+        for partition, commit in sorted(commits.items()):
+            start = log_starts.get(partition)
+            answered = self._answered_before.get(partition, commit)
+            if (
+                start is not None
+                and commit < min(start, answered)
+                and held.get(partition) != commit
+            ):
+                # The commit was held at ``commit`` by an operation pending with the
+                # replica that made it; retention deleted its request since.
+                log.warning(
+                    "partition %d: the operation pending at offset %d when it was last "
+                    "committed is no longer in the log (it starts at %d); the replica that "
+                    "queued it keeps and replays it, and it never reaches the partner if "
+                    "that replica's pending file is lost",
+                    partition,
+                    commit,
+                    start,
+                )
 
     def answered_before(self, partition: int, offset: int) -> bool:
         """Whether the record at ``offset`` was answered by the replica that committed
@@ -135,9 +231,13 @@ class PartitionOwnership:
         answered = max(self._handled[partition], self._answered_before.get(partition, 0))
         return f"{_ANSWERED}{answered}"
 
-    async def revoked(self, partitions: Collection[int]) -> None:
+    async def revoked(
+        self, partitions: Collection[int], log_starts: Mapping[int, int] | None = None
+    ) -> None:
         """The group takes ``partitions`` back: no further record of them is handled,
-        the records in flight end, then their queued operations are forgotten."""
+        the records in flight end, then their queued operations that the log still holds
+        are forgotten (``log_starts``: the first offset in each partition's log; a
+        partition not in it keeps its rows)."""
         self.generation += 1
         self._settled.clear()
         self._owned -= set(partitions)
@@ -146,8 +246,9 @@ class PartitionOwnership:
             self._committed.pop(partition, None)
             self._committed_handled.pop(partition, None)
             self._answered_before.pop(partition, None)
+            self._assigned_at.pop(partition, None)
         await self._idle.wait()
-        forgotten = self._pending.forget(partitions)
+        forgotten = self._pending.forget(partitions, log_starts or {})
         if forgotten:
             log.info(
                 "partitions %s revoked: forgot their %d pending operations, which the "
@@ -155,6 +256,29 @@ class PartitionOwnership:
                 sorted(partitions),
                 forgotten,
             )
+
+    def next_offset(self, partition: int) -> int | None:
+        """The offset of the next record this replica expects of ``partition``: after
+        the last it handled, else its commit at the assignment (None: not known)."""
+        return self._handled.get(partition, self._assigned_at.get(partition))
+
+    def skipped(self, partition: int, first: int) -> bool:
+        """Whether a batch of ``partition`` beginning at ``first`` skips records this
+        replica expected (a fetch out of range, reset to the log's start)."""
+        expected = self.next_offset(partition)
+        return expected is not None and first > expected
+
+    def unread(self, partition: int, first: int, log_start: int) -> range:
+        """The offsets of ``partition`` that retention deleted before any replica
+        answered them, when a batch of it begins at ``first`` and its log at
+        ``log_start``: from where this replica expected to go on (past what the
+        partition's last committer answered) to the first record the log still holds.
+        Empty when nothing was skipped, or the log start does not explain the gap."""
+        expected = self.next_offset(partition)
+        if expected is None or not self.skipped(partition, first) or log_start <= expected:
+            return range(0)
+        begin = max(expected, self._answered_before.get(partition, expected))
+        return range(begin, max(begin, min(first, log_start)))
 
     def handled(self, offsets: Mapping[int, int], generation: int) -> None:
         """A batch begun in ``generation`` was handled: each partition up to (before)

@@ -22,6 +22,12 @@ replica commits a partition no further than its oldest pending operation
 the rows of a partition it loses (:meth:`PendingOperations.forget`), which its next owner
 reads again. One file per replica (:func:`pending_path`): a second process opening the
 same file refuses to start (:class:`PendingQueueInUse`).
+
+The log keeps a request only for the topic's retention (7 days). A row whose request the
+log no longer holds (its offset below its partition's log start) is the only copy left:
+it is never forgotten, and is replayed by the replica that has it (ADR 0014, addendum).
+Each row keeps its record's timestamp, what retention judges by
+(:meth:`PendingOperations.oldest_logged_at`: how close the oldest is to being deleted).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import hashlib
 import logging
 import os
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,7 +61,8 @@ CREATE TABLE IF NOT EXISTS queue (
     version INTEGER NOT NULL,
     request TEXT NOT NULL,
     partition INTEGER,
-    request_offset INTEGER
+    request_offset INTEGER,
+    logged_at REAL
 );
 CREATE INDEX IF NOT EXISTS queue_reference ON queue (reference, id);
 """
@@ -141,12 +148,14 @@ class PendingOperations:
             self._db.execute("ALTER TABLE queue ADD COLUMN partition INTEGER")
         if "request_offset" not in columns:
             self._db.execute("ALTER TABLE queue ADD COLUMN request_offset INTEGER")
+        if "logged_at" not in columns:
+            self._db.execute("ALTER TABLE queue ADD COLUMN logged_at REAL")
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
         if "pending" not in tables:
             return
         with transaction(self._db):
             for (body,) in self._db.execute("SELECT request FROM pending ORDER BY id").fetchall():
-                self._add(AuthorityRequest.model_validate_json(body), None, None)
+                self._add(AuthorityRequest.model_validate_json(body), None, None, None)
             self._db.execute("DROP TABLE pending")
 
     def _seal_clear_rows(self) -> None:
@@ -219,14 +228,20 @@ class PendingOperations:
             if operation_key(queued) == wanted
         ]
 
-    def _add(self, request: AuthorityRequest, partition: int | None, offset: int | None) -> None:
+    def _add(
+        self,
+        request: AuthorityRequest,
+        partition: int | None,
+        offset: int | None,
+        logged_at: float | None,
+    ) -> None:
         if self._same_operation(request):
             return
         key = _row_key(request) if self._cipher is not None else operation_key(request)
         self._db.execute(
             "INSERT INTO queue"
             " (operation_key, request_id, reference, version, request, partition,"
-            " request_offset) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " request_offset, logged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 request.request_id,
@@ -235,18 +250,24 @@ class PendingOperations:
                 self._sealed(request, key),
                 partition,
                 offset,
+                logged_at,
             ),
         )
 
     def add(
-        self, request: AuthorityRequest, partition: int | None = None, offset: int | None = None
+        self,
+        request: AuthorityRequest,
+        partition: int | None = None,
+        offset: int | None = None,
+        logged_at: float | None = None,
     ) -> None:
         """Queue ``request`` behind its reference's earlier operations (once: a
         redelivered request keeps its first place, and its offset). ``partition``: where
         the request was read, and so where its answer goes (the hub's case lives there);
-        ``offset``: where in that partition (it holds the partition's commit back)."""
+        ``offset``: where in that partition (it holds the partition's commit back);
+        ``logged_at``: its record's timestamp (epoch seconds), what retention judges by."""
         with transaction(self._db):
-            self._add(request, partition, offset)
+            self._add(request, partition, offset, logged_at)
 
     def holds(self, request: AuthorityRequest) -> bool:
         """Whether ``request``'s operation is still queued (not replayed nor forgotten)."""
@@ -261,20 +282,38 @@ class PendingOperations:
         ).fetchall()
         return {int(partition): int(offset) for partition, offset in rows}
 
-    def forget(self, partitions: Collection[int] | None = None) -> int:
-        """Drop the queued operations read from ``partitions`` (every partition: None),
-        without replaying them: their partition was committed no further than the oldest
-        of them, so its owner reads them again. Rows kept before offsets were cannot be
-        read again from anywhere: they stay, and are replayed. The number dropped."""
+    def oldest_logged_at(self) -> float | None:
+        """The record timestamp (epoch seconds) of the oldest queued operation that has
+        one: retention deletes a request by it (None: nothing queued, or rows kept before
+        timestamps were)."""
+        (oldest,) = self._db.execute("SELECT MIN(logged_at) FROM queue").fetchone()
+        return None if oldest is None else float(oldest)
+
+    def held_partitions(self) -> set[int]:
+        """The partitions some queued operation was read from (at a known offset)."""
+        rows = self._db.execute(
+            "SELECT DISTINCT partition FROM queue"
+            " WHERE partition IS NOT NULL AND request_offset IS NOT NULL"
+        ).fetchall()
+        return {int(partition) for (partition,) in rows}
+
+    def forget(self, partitions: Collection[int] | None, log_starts: Mapping[int, int]) -> int:
+        """Drop the queued operations read from ``partitions`` (every partition: None)
+        that the log still holds, without replaying them: their partition was committed no
+        further than the oldest of them, so its owner reads them again.
+
+        ``log_starts``: each partition's first offset still in the log. A row below it
+        (retention deleted its request: the partner was down longer than the topic keeps
+        records) is the only copy left, and so is a row of a partition whose log start is
+        not known: they stay, and are replayed here, as do rows kept before offsets were.
+        The number dropped."""
+        chosen = self.held_partitions() if partitions is None else set(partitions)
         with transaction(self._db):
-            if partitions is None:
-                cursor = self._db.execute("DELETE FROM queue WHERE request_offset IS NOT NULL")
-            else:
-                cursor = self._db.executemany(
-                    "DELETE FROM queue WHERE request_offset IS NOT NULL AND partition = ?",
-                    [(partition,) for partition in partitions],
-                )
-        return cursor.rowcount
+            cursor = self._db.executemany(
+                "DELETE FROM queue WHERE partition = ? AND request_offset >= ?",
+                [(p, log_starts[p]) for p in sorted(chosen) if p in log_starts],
+            )
+        return max(cursor.rowcount, 0)
 
     def references(self) -> list[str]:
         """References with queued operations, the one waiting longest first."""

@@ -110,16 +110,21 @@ class Replayer:
         self._locks = KeyedLocks()
 
     async def ask(
-        self, request: AuthorityRequest, partition: int | None = None, offset: int | None = None
+        self,
+        request: AuthorityRequest,
+        partition: int | None = None,
+        offset: int | None = None,
+        logged_at: float | None = None,
     ) -> tuple[DocumentAnswer, ...]:
         """The partner's answers to a request read from the log (the live path), at
-        ``partition`` and ``offset`` (kept with the operation if it is queued)."""
+        ``partition`` and ``offset``, its record's timestamp ``logged_at`` (kept with the
+        operation if it is queued)."""
         async with self._locks.hold(request.reference):
             clear = not self._pending.has(request.reference) or await self._replayed_before(
                 request.reference
             )
             if not clear and request.operation in REPLAYED_OPERATIONS:
-                self._pending.add(request, partition, offset)
+                self._pending.add(request, partition, offset, logged_at)
                 return _answered_unavailable(
                     request,
                     "queued behind an earlier operation of this declaration that the "
@@ -128,7 +133,7 @@ class Replayer:
             answers = await self._partner.answer(request)
             if unavailable(answers):
                 if request.operation in REPLAYED_OPERATIONS:
-                    self._pending.add(request, partition, offset)
+                    self._pending.add(request, partition, offset, logged_at)
             elif request.operation in _VERSIONED:
                 self._drop_superseded(request)
             return answers

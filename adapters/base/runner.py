@@ -9,6 +9,9 @@ Replicas (one consumer group) share the request partitions. A partition is commi
 further than its oldest operation still pending on a down partner, and a replica losing
 a partition forgets the operations it queued there: the next owner reads them again,
 and replays them before the declaration's later operations (:mod:`adapters.base.ownership`).
+What retention deleted is not stepped over in silence: an operation whose request left
+the log is kept and replayed by the replica that queued it, and requests deleted before
+any replica read them are dead-lettered (``REQUEST_AGED_OUT_OF_THE_LOG``).
 
 Order: records of one declaration (one key) are handled one after the other, so a newer
 version's reservation never overtakes an older one; different declarations run
@@ -28,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -38,7 +41,7 @@ from pydantic import ValidationError
 
 from adapters.base import metrics
 from adapters.base.health_server import serve_health
-from adapters.base.ownership import PartitionOwnership
+from adapters.base.ownership import PartitionOwnership, deleted_unanswered
 from adapters.base.pending import PendingLimit, PendingOperations, pending_path
 from adapters.base.replay import REPLAYED_OPERATIONS, Replayer
 from adapters.base.spec import AdapterSpec, PartnerPort
@@ -59,6 +62,10 @@ from gun_contract.trace import TRACE_HEADER, trace_id_for, trace_in, tracing
 from gun_contract.validation import invalid_fields, unhandled_reason
 
 log = logging.getLogger(__name__)
+
+REQUEST_AGED_OUT = "REQUEST_AGED_OUT_OF_THE_LOG"
+"""The dead-letter kind of requests the request topic's retention deleted before any
+replica of the adapter read them: what they asked never reached the partner."""
 
 __all__ = ["REPLAYED_OPERATIONS", "AdapterRunner", "consumer_group"]
 
@@ -153,7 +160,7 @@ class AdapterRunner:
             # ``adapter.commit_interval_s`` (``_commit``).
             await consume(
                 consumer,
-                lambda batch: self._process(batch, producer),
+                lambda batch: self._process(batch, producer, consumer),
                 commit=False,
                 stopping=self._stopping,
                 timeout_ms=250,
@@ -230,7 +237,16 @@ class AdapterRunner:
 
     async def _replay_once(self, producer: AIOKafkaProducer) -> None:
         await self._replayer.replay_all()
+        self.report_pending()
+
+    def report_pending(self) -> None:
+        """The pending queue's gauges: how many operations wait, and how long ago the
+        oldest one's request entered the log (retention deletes it at 7 days). After each
+        replay round and rebalance; a request handled updates the count only."""
         metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
+        oldest = self.pending.oldest_logged_at()
+        age = 0.0 if oldest is None else max(0.0, time.time() - oldest)
+        metrics.OLDEST_PENDING_AGE.labels(self._spec.authority).set(age)
 
     async def _publish_replayed(
         self, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...], partition: int | None
@@ -295,10 +311,13 @@ class AdapterRunner:
         except Exception:
             log.warning("commit as %s failed: the records since are read again", why, exc_info=True)
 
-    async def _process(self, batches: Batch, producer: AIOKafkaProducer) -> None:
+    async def _process(
+        self, batches: Batch, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer
+    ) -> None:
         """Handle a batch, and send what it makes (answers, dead letters) until the
         broker acknowledged all of it; the loop commits past it then. A partition revoked
-        meanwhile gets no further record handled: its next owner reads them."""
+        meanwhile gets no further record handled: its next owner reads them. Requests
+        retention deleted before they were read are dead-lettered with it."""
         fetched_in = self.ownership.generation
         if not await self._settled():
             return  # stopping before an assignment was taken in: nothing is handled
@@ -309,7 +328,8 @@ class AdapterRunner:
             for records in batches.values():
                 for record in records:
                     by_key[record.key].append(record)
-            outboxes = await asyncio.gather(*(self._handle_in_order(r) for r in by_key.values()))
+            outboxes = [await self._aged_out(batches, consumer)]
+            outboxes += await asyncio.gather(*(self._handle_in_order(r) for r in by_key.values()))
             deliveries = [
                 await producer.send(
                     record.topic,
@@ -325,6 +345,78 @@ class AdapterRunner:
         self.ownership.handled(
             {tp.partition: offset for tp, offset in next_offsets(batches).items()}, generation
         )
+
+    async def _aged_out(self, batches: Batch, consumer: AIOKafkaConsumer) -> Effects:
+        """Dead letters of the requests retention deleted before any replica read them.
+
+        A batch that begins past the offset expected next (the commit, then what was
+        handled) follows a fetch that was out of range: aiokafka resets it to the log's
+        start (``auto_offset_reset``), past every request the topic's retention deleted
+        meanwhile (the adapter down, or fetching nothing at its pending limit, longer
+        than the topic keeps records). A request topic has no other gaps (no
+        transactions, no compaction); the log start is asked only then (failing, the
+        batch fails and the replica stops, unanswered: said at its next assignment)."""
+        outbox = Effects()
+        skipped = [
+            tp
+            for tp, records in batches.items()
+            if records
+            and self.ownership.owns(tp.partition)
+            and self.ownership.skipped(tp.partition, records[0].offset)
+        ]
+        if not skipped:
+            return outbox
+        starts = await consumer.beginning_offsets(skipped)
+        for tp in skipped:
+            unread = self.ownership.unread(tp.partition, batches[tp][0].offset, starts[tp])
+            self._dead_letter_unread(outbox, tp.partition, unread)
+        return outbox
+
+    def _dead_letter_unread(self, outbox: Effects, partition: int, unread: range) -> None:
+        """One dead letter for the requests at ``unread`` offsets of ``partition``, which
+        retention deleted before any replica answered them (nothing when empty): there is
+        nothing of them to keep but where they were."""
+        if not unread:
+            return
+        last = unread[-1]
+        log.error(
+            "requests %d to %d of %s/%d were deleted by the topic's retention before any "
+            "replica read them: the write-offs, deletions and give-backs among them never "
+            "reached the partner (dead-lettered as %s)",
+            unread.start,
+            last,
+            self._request_topic,
+            partition,
+            REQUEST_AGED_OUT,
+        )
+        metrics.REQUESTS_AGED_OUT.labels(self._spec.authority).inc(len(unread))
+        self._dead_letter(
+            outbox,
+            b"",
+            SourcePosition(self._request_topic, partition, unread.start),
+            ErrorClass.PERMANENT,
+            REQUEST_AGED_OUT,
+            LookupError(
+                f"requests {unread.start} to {last} of {self._request_topic}/{partition} "
+                "were deleted by the topic's retention before the adapter read them; the "
+                "declarations they concerned have no answer to those requests (the hub's "
+                "FOLLOW_UP_PENDING)"
+            ),
+        )
+
+    async def dead_letter_unread(self, lost: Mapping[int, range]) -> None:
+        """Dead-letter what retention deleted before any replica answered it, found as
+        partitions are assigned, and wait for the broker to have it."""
+        outbox = Effects()
+        for partition, unread in sorted(lost.items()):
+            self._dead_letter_unread(outbox, partition, unread)
+        if not outbox.records:
+            return
+        assert self._producer is not None  # noqa: S101 - partitions come after its start
+        for record in outbox.records:
+            await self._producer.send_and_wait(
+                record.topic, record.value, key=record.key, headers=record.headers
+            )
 
     async def _settled(self) -> bool:
         """Until the current assignment is taken in; False if the replica stops first. An
@@ -436,7 +528,9 @@ class AdapterRunner:
         trace_id = trace_in(record.headers) or trace_id_for(request.reference, request.version)
         with tracing(trace_id):
             with metrics.PARTNER_SECONDS.labels(self._spec.authority).time():
-                answers = await self._replayer.ask(request, record.partition, record.offset)
+                answers = await self._replayer.ask(
+                    request, record.partition, record.offset, _logged_at(record)
+                )
             metrics.REQUESTS.labels(self._spec.authority).inc()
             # Asking may queue this request, or replay or drop what its declaration had queued.
             metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
@@ -524,7 +618,14 @@ class AdapterRunner:
         )
 
 
+def _logged_at(record: ConsumerRecord[bytes, bytes]) -> float | None:
+    """The record's timestamp in epoch seconds, whatever its type: retention deletes a
+    record by it."""
+    return record.timestamp / 1000.0 if record.timestamp >= 0 else None
+
+
 _METADATA_TRIES = 3
+_LOG_START_TIMEOUT_S = 10.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -534,13 +635,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._runner = runner
         self._consumer = consumer
 
-    async def _commit_metadata(self, assigned: set[TopicPartition]) -> dict[int, str]:
+    async def _commits(self, assigned: set[TopicPartition]) -> dict[int, tuple[int, str]]:
         """The metadata of each assigned partition's commit. aiokafka's public
         ``committed()`` returns the offset only; its coordinator's fetch (the call behind
         it) returns both. Not read after three tries: raised, and the replica stops. Taken
         as "nothing answered", it would ask the partner again the reservations its
         predecessor answered UNAVAILABLE in an outage, applied now while their deletions
-        were answered "nothing to delete" (ADR 0014; stop 30, found by review)."""
+        were answered "nothing to delete" (ADR 0014; stop 30, found by review). Each
+        partition's committed offset with it (-1: none)."""
         for attempt in range(_METADATA_TRIES):
             try:
                 fetched = await self._consumer._coordinator.fetch_committed_offsets(list(assigned))
@@ -550,22 +652,76 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.warning("commit metadata not read; tried again", exc_info=True)
                 await asyncio.sleep(0.5 * 2**attempt)
             else:
-                return {tp.partition: str(entry.metadata or "") for tp, entry in fetched.items()}
+                return {
+                    tp.partition: (entry.offset, str(entry.metadata or ""))
+                    for tp, entry in fetched.items()
+                }
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _log_starts(self, partitions: set[int]) -> dict[int, int]:
+        """The first offset each request partition's log still holds (retention deletes
+        before it). Raised after three tries."""
+        topic = self._runner._request_topic
+        wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not wanted:
+            return {}
+        for attempt in range(_METADATA_TRIES):
+            try:
+                async with asyncio.timeout(_LOG_START_TIMEOUT_S):
+                    starts = await self._consumer.beginning_offsets(wanted)
+            except Exception:
+                if attempt == _METADATA_TRIES - 1:
+                    raise
+                log.warning("log start offsets not read; tried again", exc_info=True)
+                await asyncio.sleep(0.5 * 2**attempt)
+            else:
+                return {tp.partition: int(offset) for tp, offset in starts.items()}
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._runner.commit_now(self._consumer, "partitions are revoked")
-        await self._runner.ownership.revoked({tp.partition for tp in revoked})
-        metrics.PENDING.labels(self._runner._spec.authority).set(len(self._runner.pending))
+        partitions = {tp.partition for tp in revoked}
+        # Only the rows the log still holds may be forgotten: read where it starts (for
+        # every revoked partition: a record in flight may still queue a row). Unread,
+        # every row is kept (the assignment that follows decides again).
+        try:
+            starts: dict[int, int] | None = await self._log_starts(partitions)
+        except Exception:
+            log.warning(
+                "log start offsets not read on revocation: the pending operations of the "
+                "revoked partitions are kept until the next assignment",
+                exc_info=True,
+            )
+            starts = None
+        await self._runner.ownership.revoked(partitions, starts)
+        self._runner.report_pending()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         try:
-            metadata = await self._commit_metadata(assigned)
-            self._runner.ownership.assigned({tp.partition for tp in assigned}, metadata)
+            commits = await self._commits(assigned)
+            partitions = {tp.partition for tp in assigned}
+            # Which rows the log no longer holds (kept), and whether the log lost requests
+            # before the commits (said): where each partition's log starts.
+            starts = await self._log_starts(partitions | self._runner.pending.held_partitions())
+            # Said before a record is handled: a replica stopped by a failure here commits
+            # nothing past what it did not say.
+            await self._runner.dead_letter_unread(
+                {
+                    p: deleted_unanswered(offset, metadata, starts[p])
+                    for p, (offset, metadata) in commits.items()
+                    if p in partitions
+                }
+            )
+            self._runner.ownership.assigned(
+                partitions,
+                {p: metadata for p, (_, metadata) in commits.items()},
+                committed={p: offset for p, (offset, _) in commits.items()},
+                log_starts=starts,
+            )
         except Exception:
             # Its queue not cleared, no record may be handled (aiokafka would only log
             # this): the replica stops, and its supervisor starts it again.
             log.exception("taking in the assigned partitions failed; stopping")
             self._runner.stop()
             raise
-        metrics.PENDING.labels(self._runner._spec.authority).set(len(self._runner.pending))
+        self._runner.report_pending()

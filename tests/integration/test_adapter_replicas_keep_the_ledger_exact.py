@@ -25,7 +25,6 @@ from adapters.base import PartnerPort, load_adapter
 from adapters.base.runner import AdapterRunner, consumer_group
 from adapters.conformance.harness import Harness, Quote
 from gun_contract.health import CircuitStatus
-from gun_contract.kafka.client import from_settings
 from gun_contract.model.exchange import (
     AuthorityRequest,
     AuthorityResponse,
@@ -103,25 +102,6 @@ async def replica(
         Unreachable(client, blocked if blocked is not None else set()),
     ) as runner:
         yield runner
-
-
-@pytest.fixture
-async def hub(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Harness]:
-    harness = Harness(
-        authority="dgal",
-        document_type="N853",
-        connect=from_settings(kafka_env.settings().kafka),
-        topics=kafka_env.topics,
-        hub_envelope=kafka_env.envelope("hub"),
-        partner_url=partner.url,
-        answer_timeout_s=60,
-        partner_timeout_s=1,
-    )
-    await harness.start()
-    try:
-        yield harness
-    finally:
-        await harness.stop()
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 60) -> None:

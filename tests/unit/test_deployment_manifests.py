@@ -68,6 +68,7 @@ DEFAULT_BROKER = {
         "KAFKA_TRANSACTION_MAX_TIMEOUT_MS": "60000",
         "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
         "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_OFFSETS_RETENTION_MINUTES": "86400",  # stop 35: offsets outlive every record
         "KAFKA_LOG_RETENTION_HOURS": "168",
     },
     "volumes": ["kafka-data:/var/lib/kafka/data"],
@@ -1014,3 +1015,53 @@ def test_the_hub_may_read_the_audit_topic_its_chains_go_on_from() -> None:
         for topic in grant.topics
     }
     assert topics.audit in readable
+
+
+# ---- consumer offsets outlive every record a group reads (found by review in stop 35) ------
+
+
+# The longest a record of a finite-retention topic can be read: its retention, plus the
+# time its segment may stay open before rolling (log.roll.ms, 7 days by default).
+def _longest_record_life_min() -> int:
+    retentions = [s.retention_ms for s in shipped_registry().specs() if s.retention_ms]
+    return max(ms for ms in retentions if ms > 0) // 60_000 + 7 * 24 * 60
+
+
+def _offsets_retention_minutes_everywhere(k8s: list[Doc]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for template in sorted((REPO / "deploy" / "kafka").glob("server*.properties.template")):
+        for line in template.read_text().splitlines():
+            if line.startswith("offsets.retention.minutes="):
+                found[template.name] = int(line.split("=", 1)[1])
+    ((_name, kafka),) = of_kind(k8s, "Kafka").items()
+    if "offsets.retention.minutes" in kafka["spec"]["kafka"]["config"]:
+        found["kafka-cluster.yaml"] = int(
+            kafka["spec"]["kafka"]["config"]["offsets.retention.minutes"]
+        )
+    in_compose = [
+        int(line.split(":", 1)[1].strip(' "'))
+        for line in COMPOSE.read_text().splitlines()
+        if "KAFKA_OFFSETS_RETENTION_MINUTES:" in line
+    ]
+    if len(in_compose) == 2:  # the cluster's nodes and the single broker
+        found["docker-compose.kafka.yml"] = min(in_compose)
+    return found
+
+
+def test_every_broker_keeps_consumer_offsets_longer_than_any_record_lives(
+    k8s: list[Doc],
+) -> None:
+    """Kafka forgets an empty group's offsets after ``offsets.retention.minutes`` (7 days
+    by default). A hub down longer then read its topics again from the start: the decision
+    publisher, whose memory holds the last 20,000 decisions per partition, published older
+    decisions of the outbox a second time. Kept longer than any record lives, a group
+    that lost its offsets finds nothing it has read before."""
+    found = _offsets_retention_minutes_everywhere(k8s)
+    assert set(found) == {
+        "server.properties.template",
+        "server-cluster.properties.template",
+        "server-secure.properties.template",
+        "kafka-cluster.yaml",
+        "docker-compose.kafka.yml",
+    }
+    assert all(minutes > _longest_record_life_min() for minutes in found.values()), found

@@ -90,10 +90,10 @@ from gun_hub.runtime.faust_app import (
     watch_offsets,
 )
 from gun_hub.runtime.held_declarations import HeldDeclarations
+from gun_hub.runtime.ownership import PartitionGivenUp
 from gun_hub.runtime.publisher import DecisionPublisher
 from gun_hub.runtime.retention_sweep import RetentionSweep
 from gun_hub.runtime.rollout_follower import RolloutFollower
-from gun_hub.runtime.settling import Settling
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 from gun_hub.security.audit import AuditTrail
 from gun_hub.security.factory import (
@@ -278,6 +278,14 @@ async def _handled(
         mark = audit.mark() if audit is not None else 0
         try:
             return handle()
+        except PartitionGivenUp:
+            # A table refused its write: the record's partition is being revoked (faust
+            # lets the agents finish the event in hand). Not the record's fault, and
+            # nothing to retry: its next owner reads it again. Nothing is sent.
+            if audit is not None:
+                audit.undo(mark)
+            log.info("agent %s: %s given up with its partition", agent, source.describe())
+            return Effects()
         except (KafkaError, FaustError, StateUnreadable) as error:
             # StateUnreadable: this worker cannot read its own state (a missing or
             # different state key): never the record's fault, never a dead letter.
@@ -388,6 +396,7 @@ def build_hub(settings: Settings) -> Hub:
         # At-least-once with idempotent handling (ADR 0001): faust's exactly_once mode
         # was measured to duplicate decisions and is not offered.
         processing_guarantee="at_least_once",
+        in_flight_limit=_IN_FLIGHT_LIMIT,
         web_enabled=settings.hub.web_enabled,
         web_host=settings.hub.web_host,
         web_port=settings.hub.web_port,
@@ -505,8 +514,8 @@ def build_hub(settings: Settings) -> Hub:
     deadlines = Deadlines(context, store)
 
     # Records whose effects are on their way: marked handled once acknowledged, while the
-    # agents go on (runtime/settling.py).
-    settling = Settling(limit=_IN_FLIGHT_LIMIT)
+    # agents go on (runtime/settling.py), for as long as their partitions are this worker's.
+    settling = app.settling
 
     async def send_record(record: OutgoingRecord) -> Any:
         return await app.producer.send(

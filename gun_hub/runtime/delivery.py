@@ -11,7 +11,8 @@ checked.
   waits for it: a failure the broker may recover from is retried with backoff; a record
   the broker will never take (too large, invalid) becomes a dead letter saying so, so one
   record cannot stop the worker or crash-loop it; and ``after_delivery`` runs only once
-  every record is acknowledged.
+  every record is acknowledged, and only while the event's partition is still this
+  worker's (ownership.py; ``if_undelivered`` otherwise).
 * **Pipelined.** :func:`send_outbox` queues the records (in order, so the producer keeps
   the order of events per partition) and returns what settles them: the agent goes on with
   the next record while the broker acknowledges, and marks a record handled only once its
@@ -33,6 +34,8 @@ from faust.exceptions import ProducerSendError
 
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_contract.effects import Effects, OutgoingRecord
+from gun_hub.runtime import ownership
+from gun_hub.runtime.ownership import PartitionGivenUp
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +189,12 @@ async def _settle(
         except BaseException:
             _undo(outbox)
             raise
+    if not ownership.acts_for_its_partition():
+        # Delivered, but its partition changed hands meanwhile: what ``after_delivery``
+        # records (a case marked announced) is its new owner's to write, and written from
+        # here it would land after the owner's own writes (ownership.py).
+        _undo(outbox)
+        raise PartitionGivenUp(f"{source.describe()} was revoked while its records were sent")
     for confirm in outbox.after_delivery:
         confirm()
 

@@ -35,12 +35,15 @@ log = logging.getLogger(__name__)
 
 
 class HubApp(faust.App):  # type: ignore[misc]
-    """faust.App whose consumer commits only past handled records, and whose tables keep
-    their writes for the settling of the record that made them (table_writes.py)."""
+    """faust.App whose consumer commits only past handled records, whose tables keep
+    their writes for the settling of the record that made them (table_writes.py), and
+    whose agents' delivery window (``settling``) acts for a record only while its
+    partition is this worker's (ownership.py)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, in_flight_limit: int = 1000, **kwargs: Any) -> None:
         kwargs.setdefault("Table", WriteAwaitedTable)
         super().__init__(*args, **kwargs)
+        self.settling = Settling(limit=in_flight_limit)
         # Run before faust waits for every agent to finish the event in hand (at a
         # revocation, at stop): what could hold an agent for ever is let go first (an
         # audit lane retrying links the broker will not take; found by review in stop 32).
@@ -64,6 +67,9 @@ class HubApp(faust.App):  # type: ignore[misc]
                 consumer.stop_flow()
             self.flow_control.suspend()
             self.flow_control.clear()
+            # Before faust waits for the agents: a settling that ends meanwhile must not
+            # write for a partition its next owner is about to restore.
+            self.settling.give_up(revoked)
             for table in self.tables.values():
                 if isinstance(table, WriteAwaitedTable):
                     table.give_up(revoked)
@@ -78,6 +84,7 @@ class HubApp(faust.App):  # type: ignore[misc]
         if self.should_stop:
             await super()._on_partitions_assigned(assigned, generation_id)
             return
+        self.settling.take(assigned)
         try:
             for take_in in self.before_assigning:
                 await take_in(assigned)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import faust
+from faust.types import TP
 
-from gun_hub.runtime import table_writes
+from gun_hub.runtime import ownership, table_writes
+from gun_hub.runtime.ownership import PartitionGivenUp
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ class Settling:
         self._room.set()
         self._failure: BaseException | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Each partition's ownership by this worker, by generation: moved on at each
+        # revocation. A partition being revoked (until it is assigned again) has none.
+        self._generations: dict[TP, int] = {}
+        self._revoking: set[TP] = set()
 
     def __len__(self) -> int:
         return self._in_flight
@@ -70,9 +76,35 @@ class Settling:
         by a weak reference only, so it is held here until the settling is done.
         """
         self._in_flight += 1
-        task = asyncio.ensure_future(self._settle(settled, then, otherwise, faust.current_event()))
+        event = faust.current_event()
+        still_ours = self._tenure(event)
+        task = asyncio.ensure_future(self._settle(settled, then, otherwise, event, still_ours))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def give_up(self, revoked: Iterable[TP]) -> None:
+        """Partitions being revoked (before faust waits for the agents to finish the event
+        in hand): no settling of their records acts for them any more, those tracked from
+        now until they are assigned again included."""
+        for tp in revoked:
+            self._generations[tp] = self._generations.get(tp, 0) + 1
+            self._revoking.add(tp)
+
+    def take(self, assigned: Iterable[TP]) -> None:
+        """Partitions assigned: the records read from now on are this worker's to settle."""
+        self._revoking.difference_update(assigned)
+
+    def _tenure(self, event: object) -> Callable[[], bool]:
+        """Whether the partition of ``event``'s record is still this worker's as it is now
+        (always, for work outside any event)."""
+        message = getattr(event, "message", None)
+        if message is None:
+            return lambda: True
+        tp = TP(message.topic, message.partition)
+        if tp in self._revoking:
+            return lambda: False
+        generation = self._generations.get(tp, 0)
+        return lambda: self._generations.get(tp, 0) == generation
 
     async def drained(self) -> None:
         """Until every record in flight is settled (or one failed)."""
@@ -86,14 +118,21 @@ class Settling:
         then: Callable[[], None],
         otherwise: Callable[[], None],
         event: object,
+        still_ours: Callable[[], bool],
     ) -> None:
+        ownership.settling_for(still_ours)  # this task's context: asked by delivery.py
         try:
             await settled
             await table_writes.written(event)
+            _refuse_if_given_up(still_ours)
             then()
         except asyncio.CancelledError:
             otherwise()  # never settled here: whoever reads it next settles it
             raise
+        except PartitionGivenUp:
+            # Neither settled nor failed: the partition's owner reads the record again.
+            log.info("a record's partition was revoked while it settled; let go")
+            otherwise()
         except BaseException as failure:
             log.exception("a delivery failed for good; the agent stops at its next record")
             self._failure = failure
@@ -102,3 +141,8 @@ class Settling:
             del event  # no longer needed by the table writes of ``settled``
             self._in_flight -= 1
             self._room.set()
+
+
+def _refuse_if_given_up(ours: Callable[[], bool]) -> None:
+    if not ours():
+        raise PartitionGivenUp("its partition was revoked while it settled")

@@ -21,12 +21,19 @@ refused, the next settling sends the key's current value (or its deletion) again
 every settling waits for what was sent again until the broker has it (the record that
 made it included, whichever record's settling sent it). A partition the worker gives up takes its
 refused keys with it: the store drops its copy, and the next owner writes its own.
+
+A write to a changelog partition this worker does not own, or is giving up, is refused
+before anything is written (``PartitionGivenUp``, logged): it would land after its new
+owner's writes, and the partition's next recovery would restore this worker's stale value
+(ownership.py; a settling that outlived its partition wrote one, found by the scale-out
+review). faust writes the changelog before the store, so the store is left as it was too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +43,9 @@ import faust
 import faust.streams as faust_streams
 from faust.types import TP, FutureMessage
 
+from gun_hub.runtime.ownership import PartitionGivenUp
+
+log = logging.getLogger(__name__)
 _WRITES: weakref.WeakKeyDictionary[object, list[FutureMessage]] = weakref.WeakKeyDictionary()
 _WITH_REFUSED_WRITES: weakref.WeakSet[WriteAwaitedTable] = weakref.WeakSet()
 # Refused writes sent again and not acknowledged yet: every settling waits for them, not
@@ -56,8 +66,16 @@ class WriteAwaitedTable(faust.Table):  # type: ignore[misc]
         self._owned: set[int] | None = None
         self._revoking: set[int] = set()
 
-    def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
-        sent: FutureMessage = super().send_changelog(*args, **kwargs)
+    def send_changelog(self, partition: int | None, *args: Any, **kwargs: Any) -> FutureMessage:
+        if partition is not None and not self._owns(partition):
+            log.error(
+                "table %s: a write to changelog partition %d refused: not this worker's"
+                " (revoked, or being revoked)",
+                self.name,
+                partition,
+            )
+            raise PartitionGivenUp(f"{self.name} partition {partition} is not this worker's")
+        sent: FutureMessage = super().send_changelog(partition, *args, **kwargs)
         sent.add_done_callback(self._on_write_done)
         event = faust.current_event()
         if event is not None:

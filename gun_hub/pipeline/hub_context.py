@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -103,6 +103,15 @@ class Retirement(Protocol):
     def decided(self, reference: str, partition: int) -> None: ...
 
 
+@dataclass(frozen=True, eq=False, slots=True)
+class OnItsWay:
+    """One announcement of a decision on its way, for the partition of the record that
+    made it. Each is its own (compared by identity): the settling of one given up late
+    must not forget another made since for the same decision."""
+
+    partition: int
+
+
 @dataclass(frozen=True, slots=True)
 class HubContext:
     topics: TopicRegistry
@@ -125,9 +134,10 @@ class HubContext:
     # The rollout modes in force (rollout.py), kept current by the worker's follower.
     rollout: RolloutBoard = field(default_factory=RolloutBoard)
     # Decisions announced by this worker whose delivery is still on its way (the agents do
-    # not wait for the broker: runtime/settling.py). Not "lost": announced again only if
-    # the worker restarts before the broker has them.
-    announcing: set[tuple[str, int]] = field(default_factory=set)
+    # not wait for the broker: runtime/settling.py), by (reference, version). Not "lost":
+    # announced again only if the worker restarts before the broker has them, or if the
+    # partition they were announced for is revoked (``give_up``).
+    announcing: dict[tuple[str, int], OnItsWay] = field(default_factory=dict)
 
     def record_audit(
         self,
@@ -258,13 +268,31 @@ class HubContext:
                 + ", ".join(r.authority for r in follow_ups),
             )
         reference, version = case.reference, case.version
-        self.announcing.add((reference, version))
-        outbox.after_delivery.append(lambda: self._mark_announced(reference, version))
-        # Not delivered after all (the agent stops and starts again in this process): the
-        # record read again announces it again (found by review in stop 32).
-        outbox.if_undelivered.append(lambda: self.announcing.discard((reference, version)))
+        on_its_way = self.announcing[(reference, version)] = OnItsWay(partition)
+        outbox.after_delivery.append(lambda: self._mark_announced(reference, version, on_its_way))
+        # Not delivered after all (the agent stops and starts again in this process; its
+        # partition revoked meanwhile): the record read again announces it again (found
+        # by review in stop 32).
+        outbox.if_undelivered.append(lambda: self._arrived_or_not((reference, version), on_its_way))
         if self.retention is not None:
             self.retention.decided(reference, partition)
+
+    def give_up(self, partitions: Collection[int]) -> None:
+        """Partitions revoked: their decisions on their way are no longer this worker's to
+        wait for. A sticky assignor may give a partition straight back, and its records
+        are read again from the committed offset while the first deliveries still run:
+        remembered, the decision was skipped there, the record committed past, and when
+        its delivery then failed for good (or was let go with the partition) nothing
+        announced it again (found by the scale-out review)."""
+        for key, on_its_way in list(self.announcing.items()):
+            if on_its_way.partition in partitions:
+                del self.announcing[key]
+
+    def _arrived_or_not(self, key: tuple[str, int], on_its_way: OnItsWay) -> None:
+        """``on_its_way`` is no longer: forgotten, unless another announcement of the same
+        decision was made since (it is still on its way)."""
+        if self.announcing.get(key) is on_its_way:
+            del self.announcing[key]
 
     def override_of(self, case: Case) -> OverrideReview:
         """What the declarant's override does to ``case``'s results (pure, so the same
@@ -285,10 +313,10 @@ class HubContext:
             self.cases[case.reference.encode()] = case.to_bytes()
         return bool(lost)
 
-    def _mark_announced(self, reference: str, version: int) -> None:
+    def _mark_announced(self, reference: str, version: int, on_its_way: OnItsWay) -> None:
         """The broker has the decision of ``version``: record it on the case as stored
         now, which may be a newer version than the one announced (defect 13)."""
-        self.announcing.discard((reference, version))
+        self._arrived_or_not((reference, version), on_its_way)
         key = reference.encode()
         stored = self.cases.get(key)
         if stored is None:

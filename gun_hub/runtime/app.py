@@ -759,6 +759,9 @@ def build_hub(settings: Settings) -> Hub:
         given_up = {tp.partition for tp in revoked if tp.topic == topics.declarations}
         admissions.forget(given_up)
         held_declarations.forget(given_up)
+        # Their records are read again (here too, if they come back): what they announced
+        # and is still on its way is announced again then (hub_context.py ``give_up``).
+        context.give_up(given_up)
         # The replay memories forget their expiry order of what another worker will now
         # write: seeded again from the table if the partition comes back.
         claimed_ids.release({tp.partition for tp in revoked if tp.topic == topics.claims})

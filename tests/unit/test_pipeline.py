@@ -89,6 +89,9 @@ class Hub:
         # delivery that fails for good in a worker that goes on.
         self.broker_up = True
         self.broker_refusing = False
+        # Deliveries on their way (neither acknowledged nor failed yet), when a test holds them.
+        self.broker_slow = False
+        self.on_their_way: list[Effects] = []
         self.intake.handle = self._delivered(self.intake.handle)  # type: ignore[method-assign]
         self.correlation.handle = self._delivered(self.correlation.handle)  # type: ignore[method-assign]
         self.deadlines.handle = self._delivered(self.deadlines.handle)  # type: ignore[method-assign]
@@ -96,7 +99,9 @@ class Hub:
     def _delivered(self, handle: Callable[..., Effects]) -> Callable[..., Effects]:
         def handled(*args: object) -> Effects:
             outbox = handle(*args)
-            if self.broker_refusing:
+            if self.broker_slow:
+                self.on_their_way.append(outbox)
+            elif self.broker_refusing:
                 for gone in outbox.if_undelivered:
                     gone()
             elif self.broker_up:
@@ -296,6 +301,50 @@ def test_a_decision_whose_delivery_failed_for_good_is_announced_again_by_the_sam
     hub.broker_refusing = False  # the agent started again; the answer is read again
     again = hub.answer(sent, "dgal", Verdict.VALID)
     assert hub.decisions(again) == [("26FR000690I0000012", 1, Outcome.RELEASE)]
+
+
+def test_a_decision_on_its_way_when_its_partition_was_revoked_is_announced_again(
+    hub: Hub,
+) -> None:
+    """An eager rebalance revokes the partition and a sticky assignor gives it back: the
+    answer is read again from the committed offset while the decision's delivery is still
+    on its way. Remembered as being announced, it was skipped, the answer committed past,
+    and when the delivery then failed for good nothing announced it again: the decision
+    never reached gun.decisions (found by the scale-out review)."""
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    hub.broker_slow = True
+    first = hub.answer(sent, "dgal", Verdict.VALID)
+    assert hub.decisions(first) == [("26FR000690I0000012", 1, Outcome.RELEASE)]
+    hub.context.give_up({0})  # the partition revoked (and assigned back)
+    again = hub.answer(sent, "dgal", Verdict.VALID)
+    assert hub.decisions(again) == [("26FR000690I0000012", 1, Outcome.RELEASE)]
+
+
+def test_an_announcement_let_go_after_it_was_made_again_does_not_forget_the_new_one(
+    hub: Hub,
+) -> None:
+    """The first settling, its partition gone, ends with its ``if_undelivered`` after the
+    answer read again announced the decision anew: the new announcement is still on its
+    way, and is not made a third time."""
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    hub.broker_slow = True
+    hub.answer(sent, "dgal", Verdict.VALID)
+    hub.context.give_up({0})
+    hub.answer(sent, "dgal", Verdict.VALID)
+    first, _second = hub.on_their_way
+    for gone in first.if_undelivered:
+        gone()
+    assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == []
+
+
+def test_a_revocation_forgets_only_the_announcements_of_the_partitions_revoked(
+    hub: Hub,
+) -> None:
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    hub.broker_slow = True
+    hub.answer(sent, "dgal", Verdict.VALID)
+    hub.context.give_up({1, 2})
+    assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == []
 
 
 @pytest.mark.parametrize(

@@ -76,8 +76,8 @@ DEFAULT_MEMORY = 20_000
 # older than its timeout, a broker lost), and nobody else publishes it.
 RETAKE_FENCED_AFTER_S = 30.0
 
-# Reading what a partition published (taking it over) gives up after this long: it runs
-# under the partition's handover lock, which a revocation waits for.
+# Reading what a partition published (taking it over) gives up after this long; a
+# revocation meanwhile gives the taking up without waiting for it.
 MEMORY_READ_TIMEOUT_S = 60.0
 
 # A partition whose transactions fall behind (a slow broker, a retried produce) is paused
@@ -187,6 +187,10 @@ class DecisionPublisher:
         # partition's transactions run beside the others' (its lane, :meth:`_queue`).
         self._handover: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._lanes: defaultdict[int, _Lane] = defaultdict(_Lane)  # by outbox partition
+        # Outbox partitions being taken (a producer started, the memory of what was
+        # published read: seconds), one task each: begun at the assignment, awaited by the
+        # partition's first batch, given up at a revocation (:meth:`_begin_taking`).
+        self._taking: dict[int, asyncio.Task[None]] = {}
         self._fenced: set[int] = set()  # paused until assigned again, or still ours later
         self._retake_fenced_after_s = retake_fenced_after_s
         self._retakes: set[asyncio.Task[None]] = set()
@@ -262,7 +266,7 @@ class DecisionPublisher:
                 retake.cancel()
             await asyncio.gather(*self._retakes, return_exceptions=True)
             await consumer.stop()
-            await self._release(list(self._partitions))
+            await self._release(list(self._partitions.keys() | self._taking.keys()))
         if self._failure is not None:
             raise self._failure
 
@@ -312,21 +316,42 @@ class DecisionPublisher:
         self._failure = task.exception()
         self._stopping.set()
 
-    async def _take(self, partitions: Iterable[int]) -> None:
-        """Partitions assigned: a producer each (fencing the previous owner), and the
-        memory of what was published on each."""
-        for partition in partitions:
-            async with self._handover[partition]:
-                await self._take_one(partition)
+    def _begin_taking(self, partitions: Iterable[int]) -> None:
+        """Partitions assigned: each is taken in a task of its own, beside the others.
 
-    async def _take_logged(self, partitions: Iterable[int]) -> None:
-        """``_take``, a broker failure logged (the partition is taken at its next batch)."""
+        Called in the group's assignment callback, where aiokafka sends no heartbeat: a
+        take there (InitProducerId, which may wait for a fenced owner's transaction to
+        end, then up to twice ``memory`` decisions read back), one partition after the
+        other, got a survivor taking over 8 partitions expelled from the group before it
+        was done, and the rebalance that followed began it again: a publishing storm
+        (found by the scale-out review; ADR 0019 moved the audit chains' reads out of
+        that callback for the same reason). A partition's lane waits for its taking
+        before its first batch: nothing is published before the memory is read."""
+        for partition in partitions:
+            self._taking_of(partition)
+
+    def _taking_of(self, partition: int) -> asyncio.Task[None]:
+        """The taking of ``partition`` under way, or a new one: one at a time (two
+        producers of one transactional id would fence each other)."""
+        taking = self._taking.get(partition)
+        if taking is None or taking.done():
+            taking = asyncio.create_task(self._take(partition))
+            taking.add_done_callback(self._note_failure)  # a bug stops the publisher
+            self._taking[partition] = taking
+        return taking
+
+    async def _take(self, partition: int) -> None:
+        """``_take_one``, a broker failure logged (the partition is taken again at its
+        next batch)."""
         try:
-            await self._take(partitions)
+            await self._take_one(partition)
         except KafkaError:
-            log.exception("publisher: outbox partitions not taken yet; tried again")
+            log.exception("publisher: outbox partition %d not taken yet; tried again", partition)
 
     async def _take_one(self, partition: int) -> None:
+        """A producer for ``partition`` (fencing the previous owner) and the memory of what
+        was published on it; the partition is published from then on. No handover lock is
+        held meanwhile: a revocation cancels the taking instead of waiting for it."""
         if partition in self._partitions:
             return
         producer = AIOKafkaProducer(
@@ -336,11 +361,11 @@ class DecisionPublisher:
             acks="all",
             retry_backoff_ms=TRANSACTION_RETRY_BACKOFF_MS,  # transactions.py
         )
-        # Starting fences any previous owner and aborts its open transaction (or waits for
-        # the coordinator to end the one a failed commit of ours left open: the memory read
-        # below then has it, whichever way it ended).
-        await producer.start()
         try:
+            # Starting fences any previous owner and aborts its open transaction (or waits
+            # for the coordinator to end the one a failed commit of ours left open: the
+            # memory read next then has it, whichever way it ended).
+            await producer.start()
             published = await self._recently_published(partition)
         except BaseException:
             await producer.stop()  # not one producer more at every attempt of an outage
@@ -357,6 +382,12 @@ class DecisionPublisher:
         for partition in partitions:
             # What its lane holds, its next owner reads from the committed offset.
             self._lanes[partition].waiting.clear()
+            taking = self._taking.pop(partition, None)
+            if taking is not None and not taking.done():
+                # Given up, not waited for (a revocation runs in the group's callback too):
+                # its producer is stopped, nothing of it kept.
+                taking.cancel()
+                await asyncio.wait([taking])
             async with self._handover[partition]:
                 self._unpublished_since.pop(partition, None)  # its next owner's concern now
                 self._fenced.discard(partition)
@@ -410,7 +441,9 @@ class DecisionPublisher:
             if tp not in consumer.assignment():
                 self._unpublished_since.pop(tp.partition, None)
                 return  # revoked: its next owner reads them from the committed offset
-            await self._take_logged([tp.partition])
+            # Its taking, begun at the assignment (or begun again after a failure): the
+            # batch is published only once what the partition published is known.
+            await asyncio.wait([self._taking_of(tp.partition)])
         # The batch's transaction runs under its partition's handover lock: a revocation
         # (the group rebalancing, a broker lost) waits for it to commit or abort before it
         # stops the partition's producer. A producer stopped mid-transaction never resolves
@@ -576,7 +609,9 @@ class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._publisher._release(tp.partition for tp in revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._publisher._take_logged(tp.partition for tp in assigned)
+        # No broker round trip here (no heartbeat is sent meanwhile): the partitions are
+        # taken in the background (``_begin_taking``).
+        self._publisher._begin_taking(tp.partition for tp in assigned)
         # Assigned (again): none of them fenced or paused any more.
         self._publisher._fenced.difference_update(tp.partition for tp in assigned)
         self._consumer.resume(*assigned)

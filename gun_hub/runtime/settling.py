@@ -129,13 +129,15 @@ class Settling:
         except asyncio.CancelledError:
             otherwise()  # never settled here: whoever reads it next settles it
             raise
-        except PartitionGivenUp:
-            # Neither settled nor failed: the partition's owner reads the record again.
-            log.info("a record's partition was revoked while it settled; let go")
-            otherwise()
         except BaseException as failure:
-            log.exception("a delivery failed for good; the agent stops at its next record")
-            self._failure = failure
+            if isinstance(failure, PartitionGivenUp) or not still_ours():
+                # Neither settled nor failed here, whatever went wrong: the partition's
+                # owner reads the record again (a held declaration's own effects, let go
+                # at the revocation, failed its decision's settling and stopped the agent).
+                log.info("a record's partition was revoked while it settled; let go")
+            else:
+                log.exception("a delivery failed for good; the agent stops at its next record")
+                self._failure = failure
             otherwise()
         finally:
             del event  # no longer needed by the table writes of ``settled``

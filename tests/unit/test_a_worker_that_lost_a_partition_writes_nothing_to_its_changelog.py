@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 from faust.types import TP, FutureMessage
 
 from gun_contract.dead_letter import SourcePosition
@@ -218,3 +219,20 @@ async def test_a_handler_whose_table_write_was_refused_is_not_dead_lettered() ->
     with as_if_handling(DECLARATIONS, P, 9):
         outbox = await _handled(handle, b"record", SourcePosition(DECLARATIONS, P, 9), DLQ, "test")
     assert outbox.records == []
+
+
+async def test_a_delivery_that_fails_after_its_partition_was_revoked_does_not_stop_the_agent() -> (
+    None
+):
+    """Its record is the partition's owner's to read again: nothing for this worker to
+    retry by stopping its agent (a held declaration's own effects let go at the revocation
+    failed its decision's settling so)."""
+    worker = Worker()
+    await worker.decide(P, 41, b"X")
+    worker.changelog_writes()
+    await worker.app._on_partitions_revoked(worker.partition(P))
+    for ack in worker.acks:
+        ack.set_exception(KafkaTimeoutError())
+    await _let_tasks_run()
+    await worker.app.settling.drained()  # raises nothing: the agent goes on
+    assert (worker.marked, worker.let_go) == ([], [41])

@@ -105,10 +105,11 @@ class TableReplayGuard:
     Bounded: an id is forgotten once the log's clock (the latest broker time read) is
     ``keep_after_expiry_s`` past its expiry, as ``SqliteReplayGuard`` does. With
     ``sources`` (the partitions, numbered from 0, that copies of an id may be read from:
-    the hub's claims memory hears of every declarations partition), the clock is the
-    *slowest* of those partitions' (the latest broker time read from each): one partition
-    read to the present says nothing of a copy still waiting in another's backlog, which
-    would then be a first sighting too (found by review in stop 35). A partition not read
+    the hub's claims memory hears of every declarations partition), a table partition's
+    clock is the *slowest* of those partitions' (the latest broker time it read from
+    each): one partition read to the present says nothing of a copy still waiting in
+    another's backlog, which would then be a first sighting too (found by review in stop
+    35), nor one table partition's reading of another's. A partition not read
     that far (idle, days behind, not heard of since this worker started) holds the
     forgetting back, but never beyond ``readable_s`` past an id's expiry, the longest a
     copy accepted before it can stay in the log. faust writes a
@@ -137,7 +138,8 @@ class TableReplayGuard:
         self._sources = sources
         self._readable_s = readable_s
         self._log_clock = 0.0
-        self._source_clocks: dict[int, float] = {}  # source partition -> latest broker time
+        # Table partition -> source partition -> the latest broker time read from it there.
+        self._source_clocks: dict[int | None, dict[int, float]] = {}
         self._expiring: dict[int, list[tuple[int, bytes]]] = {}  # partition -> heap
         self._sightings = 0
         self.forgotten = 0
@@ -152,7 +154,8 @@ class TableReplayGuard:
             self._log_clock = max(self._log_clock, seen_at)
             source = _partition_of_position(message_id, position)
             if source is not None:
-                self._source_clocks[source] = max(self._source_clocks.get(source, 0.0), seen_at)
+                clocks = self._source_clocks.setdefault(partition, {})
+                clocks[source] = max(clocks.get(source, 0.0), seen_at)
         first = self._table.get(key)
         if first is not None:
             return _position_in(bytes(first)) == position.encode()
@@ -170,6 +173,7 @@ class TableReplayGuard:
         seeded again from the table, or those ids would never be forgotten."""
         for partition in partitions:
             self._expiring.pop(partition, None)
+            self._source_clocks.pop(partition, None)
 
     def position_of(self, message_id: str) -> str:
         """Where ``message_id`` was first read ('' if it is not remembered)."""
@@ -193,14 +197,19 @@ class TableReplayGuard:
         heapq.heapify(heap)
         self._expiring[partition] = heap
 
-    def _horizon(self) -> float | None:
-        """Ids that expired before this are forgotten; None: none yet."""
+    def _horizon(self, partition: int) -> float | None:
+        """Ids ``partition`` recorded that expired before this are forgotten; None: none
+        yet. With ``sources``, by what this table partition has read from each source:
+        the records of one source reach each table partition in order, but the table
+        partitions are read at their own pace (one behind while another runs ahead:
+        found by the review of stop 35's diff)."""
         if not self._log_clock:
             return None  # no broker time yet: the wall clock would forget a backlog's ids
         if self._sources is None:
             return self._log_clock - self._keep_s
         horizons = []
-        read_past = [self._source_clocks.get(source) for source in range(self._sources)]
+        clocks = self._source_clocks.get(partition, {})
+        read_past = [clocks.get(source) for source in range(self._sources)]
         if all(clock is not None for clock in read_past):
             horizons.append(min(clock for clock in read_past if clock is not None) - self._keep_s)
         if self._readable_s is not None:
@@ -208,7 +217,7 @@ class TableReplayGuard:
         return max(horizons, default=None)
 
     def _forget_expired(self, partition: int) -> None:
-        horizon = self._horizon()
+        horizon = self._horizon(partition)
         if horizon is None:
             return
         heap = self._expiring[partition]

@@ -34,5 +34,5 @@ def is_declarants_reference(reference: str, eori: str) -> bool:
 def the_declarants_references(eori: str) -> str:
     """How to say which references ``eori`` may lodge, in a refusal."""
     return (
-        f"a reference of the declarant's own: {eori}/ (or {eori}- . _) followed by its own number"
+        f"a reference of the declarant's own: {eori}- (or {eori}. or {eori}_) then its own number"
     )

@@ -5,7 +5,7 @@ as expired anyway, so remembering its id longer only grows the table."""
 from __future__ import annotations
 
 from gun_contract.security.replay import TableReplayGuard
-from gun_hub.pipeline.admission import claims_memory
+from gun_hub.pipeline.admission import claim_partition, claims_memory
 
 KEEP_S = 300
 
@@ -159,3 +159,26 @@ def test_a_partition_never_read_that_far_keeps_ids_no_longer_than_a_record_stays
     assert b"copied" in table
     _read_on(guard, range(1, PARTITIONS), expires_at + READABLE_S + 1.0)
     assert b"copied" not in table
+
+
+def test_a_claims_partition_behind_the_others_forgets_by_what_it_has_read() -> None:
+    """One worker judges several claims partitions, read at their own pace. Claims from a
+    declarations partition reach each claims partition in order, so what one claims
+    partition has read says nothing of another's backlog: one running ahead must not
+    make a lagging one forget an id whose copy's claim waits there (found by the review
+    of stop 35's diff)."""
+    table: dict[bytes, bytes] = {}
+    guard = claims_memory(table, 2, keep_after_expiry_s=KEEP_S, readable_s=READABLE_S)
+    on: dict[int, list[str]] = {0: [], 1: []}
+    n = 0
+    while min(len(ids) for ids in on.values()) < 2 * TableReplayGuard._PRUNE_EVERY:
+        on[claim_partition(f"id-{n}", 2)].append(f"id-{n}")
+        n += 1
+    original, *later_on_0 = on[0]
+    assert guard.first_sighting(original, 1000, "gun.declarations/0/5", 900.0)
+    for k, message_id in enumerate(on[1]):  # claims partition 1 runs ahead
+        assert guard.first_sighting(message_id, 2500, f"gun.declarations/{k % 2}/{k + 9}", 2000.0)
+    for k, message_id in enumerate(later_on_0):  # claims partition 0, behind, reads on
+        assert guard.first_sighting(message_id, 2400, f"gun.declarations/0/{k + 6}", 950.0)
+    # The copy, appended at 1200 (within exp + skew), its claim next on claims partition 0.
+    assert not guard.first_sighting(original, 1000, "gun.declarations/1/7", 1200.0)

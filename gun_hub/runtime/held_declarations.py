@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from gun_hub.pipeline.admission import Waiting
+from gun_hub.runtime import ownership
 from gun_hub.runtime.settling import Settling
 
 Position = tuple[int, int]  # (partition, offset) of a declarations record
@@ -52,7 +53,11 @@ class HeldDeclarations:
                 own.set_result(True)
 
         def lost() -> None:
-            self._release(partition, offset)
+            # Run in the record's own settling: a partition that changed hands since
+            # dropped this hold at the revocation, and one taken since is the new
+            # tenure's, not to be released (review of stop 35's diff; faust_app.let_go).
+            if ownership.acts_for_its_partition():
+                self._release(partition, offset)
             if not own.done():
                 own.set_result(False)
 

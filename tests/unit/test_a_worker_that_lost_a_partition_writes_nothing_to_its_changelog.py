@@ -12,6 +12,7 @@ recovery of p restored v1, v2 was never decided and its reservation held for eve
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import faust
@@ -25,8 +26,9 @@ from gun_contract.settings import Settings
 from gun_hub.runtime import table_writes
 from gun_hub.runtime.app import _handled, _raw_table
 from gun_hub.runtime.delivery import Retries, send_outbox
-from gun_hub.runtime.faust_app import HubApp, as_if_handling
+from gun_hub.runtime.faust_app import HubApp, as_if_handling, let_go
 from gun_hub.runtime.ownership import PartitionGivenUp
+from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 
 DECLARATIONS = "gun.declarations"
 OUTBOX = "gun.hub.decision-outbox"
@@ -236,3 +238,44 @@ async def test_a_delivery_that_fails_after_its_partition_was_revoked_does_not_st
     await _let_tasks_run()
     await worker.app.settling.drained()  # raises nothing: the agent goes on
     assert (worker.marked, worker.let_go) == ([], [41])
+
+
+async def test_a_settling_from_before_a_sticky_reassignment_leaves_the_new_hold_alone() -> None:
+    """Revoked and assigned straight back while a record's delivery was retried: the
+    record is read again and held anew. The first settling, let go, must not release
+    that hold: the record would be neither handled nor on its way, and the watchdog
+    would read its partition again from it (found by the review of stop 35's diff)."""
+    worker = Worker()
+    consumer = worker.app.consumer
+    assert isinstance(consumer, StrictOffsetsConsumer)
+    try:
+        await _a_hold_read_again_after_a_sticky_reassignment(worker, consumer)
+    finally:
+        consumer._thread.thread_loop.close()  # made with the consumer, never started here
+
+
+async def _a_hold_read_again_after_a_sticky_reassignment(
+    worker: Worker, consumer: StrictOffsetsConsumer
+) -> None:
+    tp = TP(DECLARATIONS, P)
+    consumer.hold(tp, 41)
+    outbox = Effects()
+    outbox.add(OUTBOX, b"X", b"decision v1")
+    with as_if_handling(DECLARATIONS, P, 41):
+        message = faust.current_event().message
+        settled = await send_outbox(
+            worker.send, outbox, SourcePosition(DECLARATIONS, P, 41), DLQ, Retries(attempts=1)
+        )
+        worker.app.settling.track(
+            settled,
+            lambda: worker.marked.append(41),
+            functools.partial(let_go, worker.app, message),
+        )
+    await worker.app._on_partitions_revoked(worker.partition(P))
+    await worker.app._on_partitions_assigned(worker.partition(P))
+    consumer.hold(tp, 41)  # read again after the reassignment, on its way again
+
+    worker.acknowledge()
+    await worker.app.settling.drained()
+    assert worker.marked == []
+    assert (tp, 41) in consumer._held

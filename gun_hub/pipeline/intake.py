@@ -187,19 +187,27 @@ class Intake:
             declaration = self._codec.decode(document)
         except XmlRejected as rejection:
             kind, reason = f"XML_{rejection.kind.value}", str(rejection)
-            if through_the_gateway:
-                self._refuse_unread_from_the_gateway(outbox, data, document, source, kind, reason)
-            else:
-                self._reject(outbox, data, document, source, kind, reason)
+            self._reject(
+                outbox,
+                data,
+                document,
+                source,
+                kind,
+                reason,
+                through_the_gateway=through_the_gateway,
+            )
             return
         too_large = too_large_to_decide(declaration)
         if too_large is not None:
-            if through_the_gateway:
-                self._refuse_unread_from_the_gateway(
-                    outbox, data, document, source, TOO_LARGE_TO_DECIDE, too_large
-                )
-            else:
-                self._reject(outbox, data, document, source, TOO_LARGE_TO_DECIDE, too_large)
+            self._reject(
+                outbox,
+                data,
+                document,
+                source,
+                TOO_LARGE_TO_DECIDE,
+                too_large,
+                through_the_gateway=through_the_gateway,
+            )
             return
         if through_the_gateway and not is_declarants_reference(
             declaration.reference, declaration.declarant.eori
@@ -275,34 +283,6 @@ class Intake:
 
     # -- a declaration that cannot be accepted as sent ---------------------------------
 
-    def _refuse_unread_from_the_gateway(
-        self,
-        outbox: Effects,
-        data: bytes,
-        document: bytes,
-        source: SourcePosition,
-        kind: str,
-        reason: str,
-    ) -> None:
-        """The gateway runs the hub's checks before it seals (gateway/lodging.py): one it
-        sealed and the hub cannot read means the two disagree (a rolling upgrade, another
-        size limit). Its reference is sniffed, not known to be its declarant's, so nothing
-        is decided or superseded under it (a trader would otherwise refuse, and delete the
-        reservations of, another's declaration: found by review in stop 35); the dead
-        letter can be redriven once the two agree."""
-        metrics.DECLARATIONS_REJECTED.labels(kind=kind).inc()
-        identity = sniff_identity(document)
-        self._dead_letter(
-            outbox,
-            data,
-            source,
-            ErrorClass.PERMANENT,
-            kind,
-            f"{reason} (lodged through the gateway, whose checks should have refused it: "
-            "are the gateway and the hub on the same version and limits?)",
-            identity.reference if identity else None,
-        )
-
     def _refuse_anothers_reference(
         self, outbox: Effects, data: bytes, declaration: Declaration, source: SourcePosition
     ) -> None:
@@ -329,12 +309,27 @@ class Intake:
         source: SourcePosition,
         kind: str,
         reason: str,
+        *,
+        through_the_gateway: bool = False,
     ) -> None:
         """Refuse a declaration whose sender is verified (or plain, where allowed) but
         which cannot be accepted as it is. The dead letter keeps the record as received:
-        a sealed declaration stays encrypted at rest."""
+        a sealed declaration stays encrypted at rest.
+
+        ``through_the_gateway``: the gateway runs the hub's checks before it seals
+        (gateway/lodging.py), so one it sealed that the hub cannot read means the two
+        disagree (a rolling upgrade, another size limit). Its reference is sniffed, not
+        known to be its declarant's, so nothing is decided or superseded under it (a
+        trader would otherwise refuse, and delete the reservations of, another's
+        declaration: found by review in stop 35); the dead letter can be redriven once
+        the two agree."""
         metrics.DECLARATIONS_REJECTED.labels(kind=kind).inc()
         identity = sniff_identity(document)
+        if through_the_gateway:
+            reason = (
+                f"{reason} (lodged through the gateway, whose checks should have refused it: "
+                "are the gateway and the hub on the same version and limits?)"
+            )
         self._dead_letter(
             outbox,
             data,
@@ -344,7 +339,7 @@ class Intake:
             reason,
             identity.reference if identity else None,
         )
-        if identity is None:
+        if identity is None or through_the_gateway:
             return
         known = self._known(identity.reference)
         if self._arrival(outbox, known, identity.version, source) is not _Arrival.NEW:

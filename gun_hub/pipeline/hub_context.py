@@ -138,6 +138,27 @@ class HubContext:
     # announced again only if the worker restarts before the broker has them, or if the
     # partition they were announced for is revoked (``give_up``).
     announcing: dict[tuple[str, int], OnItsWay] = field(default_factory=dict)
+    # The announcements made since the last ``mark``, undone with a failed handler's.
+    _announced_since_mark: list[tuple[tuple[str, int], OnItsWay]] = field(
+        default_factory=list, init=False, repr=False
+    )
+
+    def mark(self) -> int:
+        """Before a record is handled: what its handler changes here is recorded, to be
+        put back (``undo``) if the handler fails and its outbox is discarded. Handlers
+        run without yielding, so nothing else is announced in between."""
+        self._announced_since_mark.clear()
+        return self.audit.mark()
+
+    def undo(self, mark: int) -> None:
+        """The handler failed: its outbox (links, decisions) never leaves, so the
+        decisions it announced are not on their way. Remembered as such, each was skipped
+        by every later reading of its case until the worker restarted (found by the
+        review of stop 35)."""
+        self.audit.undo(mark)
+        for key, on_its_way in self._announced_since_mark:
+            self._arrived_or_not(key, on_its_way)
+        self._announced_since_mark.clear()
 
     def record_audit(
         self,
@@ -269,6 +290,7 @@ class HubContext:
             )
         reference, version = case.reference, case.version
         on_its_way = self.announcing[(reference, version)] = OnItsWay(partition)
+        self._announced_since_mark.append(((reference, version), on_its_way))
         outbox.after_delivery.append(lambda: self._mark_announced(reference, version, on_its_way))
         # Not delivered after all (the agent stops and starts again in this process; its
         # partition revoked meanwhile): the record read again announces it again (found

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from aiokafka.errors import KafkaError
@@ -95,7 +95,6 @@ from gun_hub.runtime.publisher import DecisionPublisher
 from gun_hub.runtime.retention_sweep import RetentionSweep
 from gun_hub.runtime.rollout_follower import RolloutFollower
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
-from gun_hub.security.audit import AuditTrail
 from gun_hub.security.factory import (
     build_audit_trail,
     build_heartbeat_gate,
@@ -258,6 +257,16 @@ _IN_FLIGHT_LIMIT = 1000
 _TAKE_AUDIT_PARTITIONS_S = 60.0
 
 
+class Rollback(Protocol):
+    """What a handler changes in memory besides its outbox (the audit chains, the
+    decisions on their way): recorded from ``mark``, put back by ``undo`` when its outbox
+    is discarded."""
+
+    def mark(self) -> int: ...
+
+    def undo(self, mark: int) -> None: ...
+
+
 async def _handled(
     handle: Callable[[], Effects],
     data: bytes,
@@ -265,7 +274,7 @@ async def _handled(
     dlq: str,
     agent: str,
     *,
-    audit: AuditTrail | None = None,
+    audit: Rollback | None = None,
 ) -> Effects:
     """What handling the record ``data`` read at ``source`` causes. A failure of the
     cluster or the framework (a changelog not there yet, a broker away) is not the
@@ -595,7 +604,7 @@ def build_hub(settings: Settings) -> Hub:
                     source,
                     topics.dlq,
                     name,
-                    audit=context.audit,
+                    audit=context,
                 )
             except BaseException:
                 _settle_unwatched(first)  # the agent stops; the record is read again
@@ -677,7 +686,7 @@ def build_hub(settings: Settings) -> Hub:
                 where,
                 topics.dlq,
                 "intake",
-                audit=context.audit,
+                audit=context,
             )
             settled = await send_outbox(send_record, outbox, where, topics.dlq, links=audit_links)
             held_declarations.decided(where.partition, where.offset, settled)
@@ -711,9 +720,7 @@ def build_hub(settings: Settings) -> Hub:
             return caused[0]
 
         try:
-            outbox = await _handled(
-                receive, data, source, topics.dlq, "intake", audit=context.audit
-            )
+            outbox = await _handled(receive, data, source, topics.dlq, "intake", audit=context)
         except BaseException:
             _settle_unwatched(first)  # the agent stops; the record is read again
             raise
@@ -746,7 +753,7 @@ def build_hub(settings: Settings) -> Hub:
         if isinstance(record, Claim):
             claim = record
             outbox = await _handled(
-                lambda: judge.judge(claim), data, source, topics.dlq, "claims", audit=context.audit
+                lambda: judge.judge(claim), data, source, topics.dlq, "claims", audit=context
             )
             return await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
         # The verdict's effects are the admitted declarations': each of their records is

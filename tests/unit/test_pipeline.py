@@ -32,6 +32,7 @@ from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.pipeline.hub_context import HubContext
 from gun_hub.pipeline.intake import Intake
+from gun_hub.runtime.app import _handled
 from gun_hub.security.audit import AuditTrail
 from gun_hub.xml.decision_codec import DecisionCodec
 from gun_hub.xml.declaration_codec import DeclarationCodec
@@ -372,3 +373,27 @@ def test_a_follow_up_stage_decision_lost_with_a_dying_worker_is_announced_again(
     again = hub.answer(later, "dgal", Verdict.VALID)
     assert hub.decisions(again) == [("26FR000690I0000012", 2, outcome)]
     assert hub.decisions(hub.answer(later, "dgal", Verdict.VALID)) == []
+
+
+async def test_a_decision_announced_by_a_handling_that_failed_is_announced_again(
+    hub: Hub,
+) -> None:
+    """A handler that announced a decision and then failed is dead-lettered, its outbox
+    discarded: the decision never left. Remembered as on its way, it was skipped by every
+    later reading of its case until the worker restarted (found by the review of stop 35;
+    older than it)."""
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    hub.broker_slow = True  # the discarded outbox is never delivered
+
+    def fails_after_announcing() -> Effects:
+        hub.answer(sent, "dgal", Verdict.VALID)
+        raise ValueError("a fault after the decision was announced")
+
+    answer_at = SourcePosition(hub.topics.responses("dgal"), 0, 0)
+    dead = await _handled(
+        fails_after_announcing, b"answer", answer_at, hub.topics.dlq, "correlation",
+        audit=hub.context,
+    )  # fmt: skip
+    assert len(dead.to(hub.topics.dlq)) == 1
+    again = hub.answer(sent, "dgal", Verdict.VALID)  # the next reading of the case
+    assert hub.decisions(again) == [("26FR000690I0000012", 1, Outcome.RELEASE)]

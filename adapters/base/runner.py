@@ -31,8 +31,9 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -625,7 +626,20 @@ def _logged_at(record: ConsumerRecord[bytes, bytes]) -> float | None:
 
 
 _METADATA_TRIES = 3
+T = TypeVar("T")
 _LOG_START_TIMEOUT_S = 10.0
+
+
+async def _tried(read: Callable[[], Awaitable[T]], what: str) -> T:
+    """``read()``, tried ``_METADATA_TRIES`` times with a growing pause; the last failure
+    raised (the callers stop the replica rather than guess)."""
+    for attempt in range(_METADATA_TRIES - 1):
+        try:
+            return await read()
+        except Exception:
+            log.warning("%s not read; tried again", what, exc_info=True)
+            await asyncio.sleep(0.5 * 2**attempt)
+    return await read()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -643,20 +657,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         predecessor answered UNAVAILABLE in an outage, applied now while their deletions
         were answered "nothing to delete" (ADR 0014; stop 30, found by review). Each
         partition's committed offset with it (-1: none)."""
-        for attempt in range(_METADATA_TRIES):
-            try:
-                fetched = await self._consumer._coordinator.fetch_committed_offsets(list(assigned))
-            except Exception:
-                if attempt == _METADATA_TRIES - 1:
-                    raise
-                log.warning("commit metadata not read; tried again", exc_info=True)
-                await asyncio.sleep(0.5 * 2**attempt)
-            else:
-                return {
-                    tp.partition: (entry.offset, str(entry.metadata or ""))
-                    for tp, entry in fetched.items()
-                }
-        raise AssertionError("unreachable")  # pragma: no cover
+        fetched = await _tried(
+            lambda: self._consumer._coordinator.fetch_committed_offsets(list(assigned)),
+            "commit metadata",
+        )
+        return {
+            tp.partition: (entry.offset, str(entry.metadata or "")) for tp, entry in fetched.items()
+        }
 
     async def _log_starts(self, partitions: set[int]) -> dict[int, int]:
         """The first offset each request partition's log still holds (retention deletes
@@ -665,18 +672,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
         if not wanted:
             return {}
-        for attempt in range(_METADATA_TRIES):
-            try:
-                async with asyncio.timeout(_LOG_START_TIMEOUT_S):
-                    starts = await self._consumer.beginning_offsets(wanted)
-            except Exception:
-                if attempt == _METADATA_TRIES - 1:
-                    raise
-                log.warning("log start offsets not read; tried again", exc_info=True)
-                await asyncio.sleep(0.5 * 2**attempt)
-            else:
-                return {tp.partition: int(offset) for tp, offset in starts.items()}
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def read() -> dict[TopicPartition, int]:
+            async with asyncio.timeout(_LOG_START_TIMEOUT_S):
+                starts: dict[TopicPartition, int] = await self._consumer.beginning_offsets(wanted)
+                return starts
+
+        starts = await _tried(read, "log start offsets")
+        return {tp.partition: int(offset) for tp, offset in starts.items()}
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._runner.commit_now(self._consumer, "partitions are revoked")

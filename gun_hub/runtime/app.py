@@ -274,32 +274,32 @@ async def _handled(
     dlq: str,
     agent: str,
     *,
-    audit: Rollback | None = None,
+    rollback: Rollback | None = None,
 ) -> Effects:
     """What handling the record ``data`` read at ``source`` causes. A failure of the
     cluster or the framework (a changelog not there yet, a broker away) is not the
     record's fault: handled again with backoff, as a redelivery would (handlers are
     idempotent), then the worker stops so that its restart redelivers. Any other failure
-    is the record's: dead-lettered. Either way the handler's outbox is discarded, so the
-    audit links it built are undone (``audit``), or the next link would name one never
-    sent."""
+    is the record's: dead-lettered. Either way the handler's outbox is discarded, so what
+    it changed besides (``rollback``: the audit links it built, the decisions it
+    announced) is undone, or the next link would name one never sent."""
     for attempt in range(_CLUSTER_RETRIES):
-        mark = audit.mark() if audit is not None else 0
+        mark = rollback.mark() if rollback is not None else 0
         try:
             return handle()
         except PartitionGivenUp:
             # A table refused its write: the record's partition is being revoked (faust
             # lets the agents finish the event in hand). Not the record's fault, and
             # nothing to retry: its next owner reads it again. Nothing is sent.
-            if audit is not None:
-                audit.undo(mark)
+            if rollback is not None:
+                rollback.undo(mark)
             log.info("agent %s: %s given up with its partition", agent, source.describe())
             return Effects()
         except (KafkaError, FaustError, StateUnreadable) as error:
             # StateUnreadable: this worker cannot read its own state (a missing or
             # different state key): never the record's fault, never a dead letter.
-            if audit is not None:
-                audit.undo(mark)
+            if rollback is not None:
+                rollback.undo(mark)
             if attempt == _CLUSTER_RETRIES - 1:
                 raise
             delay = min(5.0, 0.1 * 2**attempt)
@@ -312,8 +312,8 @@ async def _handled(
             )
             await asyncio.sleep(delay)
         except Exception as error:  # noqa: BLE001 - dead-lettered with its reason
-            if audit is not None:
-                audit.undo(mark)
+            if rollback is not None:
+                rollback.undo(mark)
             return _unhandled(dlq, data, source, agent, error)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -604,7 +604,7 @@ def build_hub(settings: Settings) -> Hub:
                     source,
                     topics.dlq,
                     name,
-                    audit=context,
+                    rollback=context,
                 )
             except BaseException:
                 _settle_unwatched(first)  # the agent stops; the record is read again
@@ -686,7 +686,7 @@ def build_hub(settings: Settings) -> Hub:
                 where,
                 topics.dlq,
                 "intake",
-                audit=context,
+                rollback=context,
             )
             settled = await send_outbox(send_record, outbox, where, topics.dlq, links=audit_links)
             held_declarations.decided(where.partition, where.offset, settled)
@@ -720,7 +720,7 @@ def build_hub(settings: Settings) -> Hub:
             return caused[0]
 
         try:
-            outbox = await _handled(receive, data, source, topics.dlq, "intake", audit=context)
+            outbox = await _handled(receive, data, source, topics.dlq, "intake", rollback=context)
         except BaseException:
             _settle_unwatched(first)  # the agent stops; the record is read again
             raise
@@ -753,7 +753,7 @@ def build_hub(settings: Settings) -> Hub:
         if isinstance(record, Claim):
             claim = record
             outbox = await _handled(
-                lambda: judge.judge(claim), data, source, topics.dlq, "claims", audit=context
+                lambda: judge.judge(claim), data, source, topics.dlq, "claims", rollback=context
             )
             return await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
         # The verdict's effects are the admitted declarations': each of their records is

@@ -487,7 +487,7 @@ async def test_links_a_handler_built_before_it_failed_are_undone(
             raise KafkaTimeoutError  # a broker away: handled again
         return outbox
 
-    outbox = await _handled(handler, b"record", SOURCE, DLQ, "test", audit=trail)
+    outbox = await _handled(handler, b"record", SOURCE, DLQ, "test", rollback=trail)
     topic.publish(0, [r.value for r in outbox.to(AUDIT)])
     assert len(attempts) == 2
     report = verify(topic, public, clock.now)

@@ -392,7 +392,7 @@ async def test_a_decision_announced_by_a_handling_that_failed_is_announced_again
     answer_at = SourcePosition(hub.topics.responses("dgal"), 0, 0)
     dead = await _handled(
         fails_after_announcing, b"answer", answer_at, hub.topics.dlq, "correlation",
-        audit=hub.context,
+        rollback=hub.context,
     )  # fmt: skip
     assert len(dead.to(hub.topics.dlq)) == 1
     again = hub.answer(sent, "dgal", Verdict.VALID)  # the next reading of the case

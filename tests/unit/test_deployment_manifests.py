@@ -20,12 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 import typer.main
 import yaml
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import REGISTRY
 from pydantic import BaseModel
 
-import adapters.base.metrics
-import gun_hub.metrics
 from gun_contract.health import CircuitStatus
 from gun_contract.kafka.acls import Grant, acl_plan
 from gun_contract.kafka.quotas import quota_plan
@@ -34,8 +30,8 @@ from gun_contract.settings import BrokerSettings, OpsSettings, Settings
 from gun_contract.topics import TopicRegistry, topic_registry
 from gun_hub.cli import app
 from gun_hub.domain.routing import load_routing_table
-from gun_hub.ops.lag_metrics import OpsCollector, OpsState
 from gun_tools.deploy_manifests import manifests
+from tests.prometheus_series import exported_metric_names, promql_metric_names
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.kafka.yml"
@@ -131,43 +127,6 @@ def settings_from(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> Se
 
 def shipped_registry() -> TopicRegistry:
     return topic_registry("gun", load_routing_table(config_path("routing.toml")).authorities)
-
-
-def exported_metric_names() -> set[str]:
-    """Every series name the hub and adapter processes can expose on ``/metrics``."""
-    assert gun_hub.metrics.DECISIONS is not None  # imported: registered on REGISTRY
-    assert adapters.base.metrics.REQUESTS is not None
-    families: list[Metric] = [*REGISTRY.collect(), *OpsCollector(OpsState()).collect()]
-    suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_sum", "_count", "_created"),
-        "summary": ("", "_sum", "_count", "_created"),
-        "gauge": ("",),
-        "info": ("_info",),
-    }
-    names: set[str] = set()
-    for family in families:
-        names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
-        names |= {sample.name for sample in family.samples}
-    return names
-
-
-_PROMQL_WORDS = {
-    "sum", "max", "min", "avg", "count", "rate", "irate", "increase", "histogram_quantile",
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
-    "offset", "bool", "topk", "bottomk", "abs", "clamp_min", "clamp_max", "delta", "time",
-    "vector", "scalar", "absent", "changes", "max_over_time", "min_over_time", "avg_over_time",
-}  # fmt: skip
-
-
-def promql_metric_names(expr: str) -> set[str]:
-    """Metric names of a PromQL expression (strings, matchers, ranges, groupings removed)."""
-    expr = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)
-    expr = re.sub(r"\{[^}]*\}", "", expr)
-    expr = re.sub(r"\[[^\]]*\]", "", expr)
-    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
-    words = re.findall(r"(?<![\w$.])[A-Za-z_:][A-Za-z0-9_:]*", expr)
-    return {word for word in words if word not in _PROMQL_WORDS}
 
 
 def gun_hub_invocations(service: Doc) -> list[list[str]]:

@@ -667,9 +667,22 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _log_starts(self, partitions: set[int]) -> dict[int, int]:
         """The first offset each request partition's log still holds (retention deletes
-        before it). Raised after three tries."""
+        before it). Raised after three tries. A partition the topic no longer has (it was
+        recreated with fewer) has none: asked, aiokafka would wait for its leader until
+        the timeout, and every assignment would fail; its pending rows, left out, are
+        kept (their only copy) and said."""
         topic = self._runner._request_topic
-        wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
+        known = self._consumer.partitions_for_topic(topic)
+        gone = sorted(partitions - known) if known else []
+        if gone:
+            log.error(
+                "pending operations of partition(s) %s, which %s no longer has, are kept and "
+                "replayed from this replica's state; reconcile them with the partner if the "
+                "topic was recreated",
+                ", ".join(f"partition {p}" for p in gone),
+                topic,
+            )
+        wanted = [TopicPartition(topic, p) for p in sorted(partitions) if p not in gone]
         if not wanted:
             return {}
 

@@ -16,6 +16,7 @@ it never reached the partner, and the hub's last word stayed FOLLOW_UP_PENDING.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from pathlib import Path
@@ -66,7 +67,10 @@ class FakeCoordinator:
 
 class FakeConsumer:
     """The group's commits and each partition's log start, as the broker would tell
-    them; ``unreachable``: reading the log starts fails."""
+    them; ``unreachable``: reading the log starts fails; ``partitions``: the request
+    topic's partitions (default: those with a log start), as its metadata says. Like
+    aiokafka's, ``beginning_offsets`` never answers for a partition the topic does not
+    have (it waits for a leader until its timeout)."""
 
     def __init__(
         self,
@@ -74,17 +78,24 @@ class FakeConsumer:
         commits: Mapping[int, tuple[int, str]] | None = None,
         *,
         unreachable: bool = False,
+        partitions: set[int] | None = None,
     ) -> None:
         self.log_starts = dict(log_starts)
         self._coordinator = FakeCoordinator(commits or {})
         self.unreachable = unreachable
+        self.partitions = set(self.log_starts) if partitions is None else partitions
 
     async def beginning_offsets(
         self, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, int]:
         if self.unreachable:
             raise ConnectionError("broker unreachable")
+        if any(tp.partition not in self.partitions for tp in partitions):
+            raise TimeoutError("no leader for a partition the topic does not have")
         return {tp: self.log_starts.get(tp.partition, 0) for tp in partitions}
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return set(self.partitions) if topic == REQUESTS else None
 
     def assignment(self) -> set[TopicPartition]:
         return set()
@@ -247,6 +258,30 @@ async def test_an_assignment_that_cannot_read_the_log_start_stops_the_replica(
 
 async def _no_wait(_: float) -> None:
     return None
+
+
+async def test_an_operation_of_a_partition_the_topic_no_longer_has_is_kept_and_the_replica_goes_on(
+    runner: AdapterRunner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The request topic was recreated with fewer partitions while a write-off of its old
+    partition 3 waited for a down partner. That partition has no log start to read: the
+    replica takes its partitions in all the same (before, every assignment failed and
+    the replica restarted for ever), keeps the row (its only copy: replayed), and says
+    so once per assignment."""
+    monkeypatch.setattr("adapters.base.runner.asyncio.sleep", _no_wait)
+    runner.pending.add(WRITE_OFF, partition=3, offset=5)
+    runner.pending.add(DELETE, partition=0, offset=2)  # still in the log: read again
+    consumer = FakeConsumer({0: 0, 1: 0}, {0: (2, "answered:3"), 1: (0, "")})
+
+    with caplog.at_level(logging.ERROR, logger="adapters.base.runner"):
+        await _Rebalance(runner, consumer).on_partitions_assigned(tps(0, 1))
+
+    assert not runner._stopping.is_set()
+    assert runner.ownership.is_settled
+    assert queued(runner.pending) == [WRITE_OFF.request_id]
+    (said,) = [r.getMessage() for r in caplog.records if "no longer has" in r.getMessage()]
+    assert "partition 3" in said
+    assert REQUESTS in said
 
 
 # -- what no one can read again is said ------------------------------------------------

@@ -141,6 +141,9 @@ class TableReplayGuard:
         # Table partition -> source partition -> the latest broker time read from it there.
         self._source_clocks: dict[int | None, dict[int, float]] = {}
         self._expiring: dict[int, list[tuple[int, bytes]]] = {}  # partition -> heap
+        # The table's ids by the partition that recorded them, read once for every
+        # partition not seeded yet (``_seed``); None: not read since the last revocation.
+        self._read: dict[int | None, list[tuple[int, bytes]]] | None = None
         self._sightings = 0
         self.forgotten = 0
 
@@ -171,6 +174,7 @@ class TableReplayGuard:
         """Partitions taken from this worker: forget their expiry order. Their next owner
         records ids in the shared table meanwhile, so a partition that comes back is
         seeded again from the table, or those ids would never be forgotten."""
+        self._read = None  # another worker may have written any partition it gets back
         for partition in partitions:
             self._expiring.pop(partition, None)
             self._source_clocks.pop(partition, None)
@@ -181,10 +185,22 @@ class TableReplayGuard:
         return _position_in(bytes(first)).decode(errors="replace") if first else ""
 
     def _seed(self, partition: int | None) -> None:
-        """After a start: the ids this partition recorded, from the table (once)."""
+        """After a start: the ids this partition recorded, from the table. One reading
+        of the table seeds every partition this worker holds (a worker given eight read
+        it eight times, seconds each on the event loop at the claims memory's worst
+        case); it stands until a revocation (``release``), the only way an id can enter
+        the table other than through ``first_sighting``, which seeds its partition
+        first."""
         if partition is None or partition in self._expiring:
             return
-        heap: list[tuple[int, bytes]] = []
+        if self._read is None:
+            self._read = self._read_expiry_orders()
+        heap = self._read.pop(partition, [])
+        heapq.heapify(heap)
+        self._expiring[partition] = heap
+
+    def _read_expiry_orders(self) -> dict[int | None, list[tuple[int, bytes]]]:
+        orders: dict[int | None, list[tuple[int, bytes]]] = {}
         for key, value in list(self._table.items()):
             # The expiry after the last separator: a position never holds one (claims
             # records are checked), but one that did stalled the partition (stop 34).
@@ -192,10 +208,9 @@ class TableReplayGuard:
             recorded_by = self._table_partition(
                 bytes(key).decode(errors="replace"), position.decode(errors="replace")
             )
-            if recorded_by == partition and expiry.isdigit():
-                heap.append((int(expiry), bytes(key)))
-        heapq.heapify(heap)
-        self._expiring[partition] = heap
+            if expiry.isdigit():
+                orders.setdefault(recorded_by, []).append((int(expiry), bytes(key)))
+        return orders
 
     def _horizon(self, partition: int) -> float | None:
         """Ids ``partition`` recorded that expired before this are forgotten; None: none

@@ -4,6 +4,8 @@ as expired anyway, so remembering its id longer only grows the table."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from gun_contract.security.replay import TableReplayGuard
 from gun_hub.pipeline.admission import claim_partition, claims_memory
 
@@ -182,3 +184,42 @@ def test_a_claims_partition_behind_the_others_forgets_by_what_it_has_read() -> N
         assert guard.first_sighting(message_id, 2400, f"gun.declarations/0/{k + 6}", 950.0)
     # The copy, appended at 1200 (within exp + skew), its claim next on claims partition 0.
     assert not guard.first_sighting(original, 1000, "gun.declarations/1/7", 1200.0)
+
+
+class CountingTable(dict[bytes, bytes]):
+    """A table that counts its full scans (a faust table's ``items()`` reads every
+    active partition's store: seconds at the claims memory's worst case)."""
+
+    scans = 0
+
+    def items(self) -> Any:
+        self.scans += 1
+        return super().items()
+
+
+def test_taking_many_partitions_reads_the_table_once() -> None:
+    """A worker given eight partitions at start-up seeds each one's expiry order at its
+    first record: from one reading of the table, not one each (before: eight full scans
+    on the event loop, where no heartbeat is sent)."""
+    table = CountingTable(
+        {f"old-{p}".encode(): f"gun.declarations/{p}/1|10".encode() for p in range(8)}
+    )
+    guard = TableReplayGuard(table, keep_after_expiry_s=KEEP_S)
+    for n in range(8 * 200):  # 200 on each partition in turn: each forgets once
+        _sight(guard, n, expires_at=n + 600, at=float(n) + 10_000, partition=n // 200)
+    assert table.scans == 1
+    assert not any(f"old-{p}".encode() in table for p in range(8))  # each seeded, forgotten
+
+
+def test_a_partition_taken_back_is_seeded_from_a_new_reading() -> None:
+    """What another worker recorded while it held the partition is in the table now: the
+    reading made before the revocation does not stand for it."""
+    table = CountingTable()
+    guard = TableReplayGuard(table, keep_after_expiry_s=KEEP_S)
+    _sight(guard, 1, expires_at=600, at=0.0, partition=0)
+    guard.release([0, 1])
+    table[b"theirs"] = b"gun.declarations/1/9|10"  # written by the other owner of 1
+    for n in range(2, 2 + 400):
+        _sight(guard, n, expires_at=n + 600, at=float(n) + 10_000, partition=1)
+    assert table.scans == 2
+    assert b"theirs" not in table

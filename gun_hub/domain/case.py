@@ -15,12 +15,12 @@ from pydantic import BaseModel, ConfigDict
 
 from gun_contract.model.decision import Decision, DocumentResult
 from gun_contract.model.declaration import Declaration, Direction, Stage
-from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse
+from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, Operation
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.override import overriding_items
 from gun_hub.domain.risk import RiskHit
 from gun_hub.domain.rollout import RolloutMode
-from gun_hub.domain.routing import RoutedDeclaration
+from gun_hub.domain.routing import OPERATION_FOR_STAGE, RoutedDeclaration
 
 
 class ExpectedAnswer(BaseModel):
@@ -94,6 +94,11 @@ class Case(BaseModel):
     # What the authorities in shadow mode answered: kept for the pilot report, never
     # decided on (pipeline/shadow.py).
     shadow_results: list[DocumentResult] = []
+    # Reservations of earlier versions this one no longer makes (documents it does not
+    # quote, or at an authority it no longer asks to reserve), deleted under this
+    # version: kept to send the deletions again when its record is read again after a
+    # crash, as its own requests are (lifecycle.py; found by review in stop 36).
+    dropped: list[ExpectedAnswer] = []
 
     @classmethod
     def open(
@@ -187,9 +192,39 @@ class Case(BaseModel):
     def complete(self) -> bool:
         return not self.awaiting
 
+    def operation_asked(self, authority: str) -> Operation:
+        """What this version asks ``authority``: the stage's operation, or a CHECK in
+        shadow mode (it must reserve nothing)."""
+        mode = self.rollout.get(authority, RolloutMode.ENFORCE)
+        return OPERATION_FOR_STAGE[self.stage] if mode.reserves else Operation.CHECK
+
+    def awaits(self, response: AuthorityResponse) -> bool:
+        """Whether ``response`` is the answer this version waits for from its authority:
+        to the operation it asked, about the documents it quotes there. The deletion of
+        what an earlier version held and this one dropped (``dropped``) goes to the same
+        authority under the same version, before the version's own request; its answer
+        is a follow-up, never that one (before: taken for it, the documents this version
+        quotes were recorded UNAVAILABLE, the partner up; found by review in stop 36)."""
+        if (
+            self.decided
+            or response.version != self.version
+            or response.authority not in self.awaiting
+            or response.operation is not self.operation_asked(response.authority)
+        ):
+            return False
+        quoted = {
+            (e.goods_item, e.code, e.reference)
+            for e in self.expected
+            if e.authority == response.authority
+        }
+        return not response.answers or any(
+            (a.goods_item, a.code, a.reference) in quoted for a in response.answers
+        )
+
     def record(self, response: AuthorityResponse) -> bool:
-        """Take one authority's answers in; False if they were not awaited (duplicate)."""
-        if response.authority not in self.awaiting:
+        """Take one authority's answers in; False if they were not awaited (a duplicate,
+        or an answer to another request: ``awaits``)."""
+        if not self.awaits(response):
             return False
         self.awaiting.remove(response.authority)
         answers = {(a.goods_item, a.code, a.reference): a for a in response.answers}

@@ -11,8 +11,9 @@
 * INVALIDATED: the give-backs of the written-off quantities were the case's own
   requests, then CANCELLED.
 
-A new version restates every document it quotes; a document the new version no longer
-quotes gets its reservation deleted (:func:`dropped_documents`). A version that cannot be
+A new version restates every reservation it makes; one it no longer makes (a document it
+no longer quotes, or quotes at an authority it no longer asks to reserve) is deleted
+(:func:`dropped_documents`, ``Case.dropped``). A version that cannot be
 read is refused, and whatever the previous version held is deleted with it
 (:func:`held_reservations`).
 

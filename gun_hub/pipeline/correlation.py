@@ -125,12 +125,7 @@ class Correlation:
     ) -> None:
         """Record the answer in ``case``, the answer's case as stored (None: none is)."""
         key = response.reference.encode()
-        awaited = (
-            case is not None
-            and case.version == response.version
-            and not case.decided
-            and response.authority in case.awaiting
-        )
+        awaited = case is not None and case.awaits(response)
         if case is not None:
             # Decisions the broker may not have are announced again, and the answer is
             # still recorded: it will not come again (chaos run: a cancellation waited
@@ -157,7 +152,7 @@ class Correlation:
             )
             return
         if not case.record(response):
-            return  # a redelivered answer already taken into account
+            return  # a redelivered answer already taken into account (or another request's)
         self._ctx.emit_status(
             outbox,
             response.reference,

@@ -431,6 +431,9 @@ class Intake:
             return
         if arrival is _Arrival.REDELIVERED:
             assert known is not None  # noqa: S101 - a redelivery has a known case
+            # Before its own requests, as the first reading sent them: whether the
+            # deletions reached the broker is not known (found by review in stop 36).
+            self._delete_dropped(outbox, known, again=True)
             if not known.decided:
                 # Named again: what the crash may have lost before the broker had it.
                 self._name_declarant(outbox, declaration, known.opened_at)
@@ -463,7 +466,8 @@ class Intake:
             for hit in assess_risk(declaration, routed.authorities, ctx.risk_rules)
         ]
         if known is not None:
-            self._release_dropped_documents(outbox, known, routed, case, now)
+            self._release_dropped_documents(known, routed, case)
+            self._delete_dropped(outbox, case, again=False)
         if case.complete:
             # Nothing to ask anyone (no documents, or only exempt/unrouted ones).
             ctx.decide_case(outbox, case, source.partition)
@@ -549,30 +553,36 @@ class Intake:
             "; ".join(sent),
         )
 
-    def _release_dropped_documents(
-        self,
-        outbox: Effects,
-        previous: Case,
-        routed: RoutedDeclaration,
-        case: Case,
-        now: datetime,
-    ) -> None:
-        """A new version restates the documents it quotes; those it dropped are deleted."""
-        kept = {(d.authority, d.reference) for d in routed.documents if d.authority}
-        dropped = dropped_documents(previous, kept)
-        if not dropped:
+    @staticmethod
+    def _release_dropped_documents(previous: Case, routed: RoutedDeclaration, case: Case) -> None:
+        """A new version restates the reservations it makes; the others ``previous``
+        held are deleted under it (``case.dropped``): documents it no longer quotes, and
+        those at an authority it no longer asks to reserve (switched off or to shadow
+        since: before, nothing was sent, and no later version followed them up; found
+        by review in stop 36)."""
+        kept = {
+            (d.authority, d.reference)
+            for d in routed.documents
+            if d.authority and case.rollout.get(d.authority, RolloutMode.ENFORCE).reserves
+        }
+        case.dropped = dropped_documents(previous, kept)
+
+    def _delete_dropped(self, outbox: Effects, case: Case, *, again: bool) -> None:
+        if not case.dropped:
             return
         # Under the new version: the partner refuses an operation older than the newest
         # version it has seen of the declaration.
-        requests = requests_for(previous, dropped, Operation.DELETE, case.version, now)
+        requests = requests_for(
+            case, case.dropped, Operation.DELETE, case.version, self._ctx.clock()
+        )
         self._ctx.send_requests(outbox, requests, case)
         self._ctx.emit_status(
             outbox,
-            previous.reference,
+            case.reference,
             case.version,
             StatusKind.FOLLOW_UP_SENT,
-            f"DELETE of {len(dropped)} document(s) no longer quoted sent to "
-            + ", ".join(r.authority for r in requests),
+            f"DELETE of {len(case.dropped)} document(s) no longer reserved "
+            f"{'sent again' if again else 'sent'} to " + ", ".join(r.authority for r in requests),
         )
 
 

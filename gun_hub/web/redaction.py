@@ -36,12 +36,14 @@ from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.view import current_state
 
 # The clauses the hub writes in a list of authorities, joined by "; " (intake.py: sent,
-# sent again on a redelivery, documents no longer quoted, rollout modes; hub_context.py:
+# sent again on a redelivery, documents no longer reserved, rollout modes; hub_context.py:
 # follow-ups; deadlines.py: silence).
 _NAME = r"[a-z0-9_]+"
 _NAMES = rf"{_NAME}(?:, {_NAME})*"
 _SENT = re.compile(
-    rf"(?P<operation>[A-Z_]+)(?P<dropped> of \d+ document\(s\) no longer quoted)?"
+    # "no longer quoted" before stop 36, "no longer reserved" since (a version that
+    # quotes a document at an authority it no longer asks to reserve deletes it too).
+    rf"(?P<operation>[A-Z_]+)(?P<dropped> of \d+ document\(s\) no longer (?:quoted|reserved))?"
     rf" (?P<sent>sent(?: again)?) to (?P<who>{_NAMES})"
 )
 _ROLLOUT = re.compile(rf"rollout: (?P<who>{_NAME} [a-z]+(?:, {_NAME} [a-z]+)*)")
@@ -128,7 +130,7 @@ def _clause(clause: str, hidden: set[str]) -> str | None:
     if found := _SENT.fullmatch(clause):
         left = _left(found.group("who").split(", "), hidden)
         # How many documents were dropped would count the confidential authority's.
-        dropped = " of documents no longer quoted" if found.group("dropped") else ""
+        dropped = " of documents no longer reserved" if found.group("dropped") else ""
         what = f"{found.group('operation')}{dropped} {found.group('sent')} to"
         return f"{what} {', '.join(left)}" if left else ""
     if found := _ROLLOUT.fullmatch(clause):

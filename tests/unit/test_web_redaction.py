@@ -218,10 +218,15 @@ WORDINGS = {
         "CHECK sent to dga, zoo; RESERVE sent to dgal; rollout: dga shadow, zoo shadow",
         "RESERVE sent to dgal; CHECK sent to zoo; rollout: zoo shadow",
     ),
-    "documents no longer quoted": (
+    "documents no longer quoted (written before stop 36)": (
         StatusKind.FOLLOW_UP_SENT,
         "DELETE of 2 document(s) no longer quoted sent to dga, dgal",
         "DELETE of 1 document(s) no longer quoted sent to dgal",
+    ),
+    "documents no longer reserved, sent again": (
+        StatusKind.FOLLOW_UP_SENT,
+        "DELETE of 2 document(s) no longer reserved sent again to dga, dgal",
+        "DELETE of 1 document(s) no longer reserved sent again to dgal",
     ),
     "write-off after release": (
         StatusKind.FOLLOW_UP_SENT,

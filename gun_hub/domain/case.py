@@ -99,6 +99,12 @@ class Case(BaseModel):
     # version: kept to send the deletions again when its record is read again after a
     # crash, as its own requests are (lifecycle.py; found by review in stop 36).
     dropped: list[ExpectedAnswer] = []
+    # What earlier versions of the declaration wrote off at its partners and nothing gave
+    # back since, with lines and quantities: what an invalidation gives back, whatever it
+    # quotes (lifecycle.written_off; found by review, stop 36). A retention marker holds
+    # the whole of it, its own version's write-offs included. None: stored before the hub
+    # kept it (a marker of then does not know what was written off).
+    written_off: list[ExpectedAnswer] | None = None
 
     @classmethod
     def open(

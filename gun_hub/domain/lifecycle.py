@@ -9,7 +9,9 @@
 * RELEASED_AFTER_CONTROL: the write-offs were the case's own requests (what the control
   kept reserved), then RELEASE.
 * INVALIDATED: the give-backs of the written-off quantities were the case's own
-  requests, then CANCELLED.
+  requests, then CANCELLED. What is given back is what the declaration wrote off
+  (:func:`written_off`), not what the invalidation quotes: a case remembers its versions'
+  write-offs, and so does its retention marker (found by review, stop 36).
 
 A new version restates every reservation it makes; one it no longer makes (a document it
 no longer quotes, or quotes at an authority it no longer asks to reserve) is deleted
@@ -31,6 +33,7 @@ from gun_contract.model.exchange import AuthorityRequest, Operation
 from gun_contract.model.verdicts import Outcome
 from gun_hub.domain.case import Case, ExpectedAnswer
 from gun_hub.domain.requests import requests_for
+from gun_hub.domain.rollout import RolloutMode
 
 FOLLOW_UP = {Outcome.RELEASE: Operation.WRITE_OFF, Outcome.REFUSE: Operation.DELETE}
 
@@ -39,6 +42,12 @@ def follow_up_requests(case: Case, now: datetime) -> list[AuthorityRequest]:
     """Write-offs after a release, deletions after a refusal; nothing otherwise."""
     if case.stage is not Stage.LODGED or case.outcome not in FOLLOW_UP:
         return []
+    documents = _followed_up(case)
+    return requests_for(case, documents, FOLLOW_UP[case.outcome], case.version, now)
+
+
+def _followed_up(case: Case) -> list[ExpectedAnswer]:
+    """The documents a decided lodged version's follow-up concerns."""
     documents = case.reserving()
     if case.outcome is Outcome.RELEASE:
         # Released over an advisory refusal (rollout.py): the partner reserved nothing
@@ -51,7 +60,34 @@ def follow_up_requests(case: Case, now: datetime) -> list[AuthorityRequest]:
         documents = [
             d for d in documents if (d.goods_item, d.code, d.reference, d.authority) not in refused
         ]
-    return requests_for(case, documents, FOLLOW_UP[case.outcome], case.version, now)
+    return documents
+
+
+def own_write_offs(case: Case) -> list[ExpectedAnswer]:
+    """What this version asked its partners to write off: a lodged version's follow-up
+    after a release, a release after a control's own requests."""
+    if case.stage is Stage.RELEASED_AFTER_CONTROL:
+        return case.reserving()
+    if case.stage is Stage.LODGED and case.outcome is Outcome.RELEASE:
+        return _followed_up(case)
+    return []
+
+
+def written_off(case: Case) -> list[ExpectedAnswer] | None:
+    """What the declaration wrote off at its partners and nothing gave back since (per
+    document, with the lines and quantities its version declared): what an invalidation
+    gives back. A write-off asked counts, answered or not: a give-back of a document the
+    partner never wrote off is answered 02 and shown, one left out would lose quantity.
+
+    None when the hub does not know: a retention marker stored before cases kept their
+    write-offs (it has neither the field nor the documents)."""
+    if case.written_off is None and case.decided and case.decision is None:
+        return None  # such a marker (a live decided case always holds its decision)
+    latest: dict[tuple[str, int, str, str], ExpectedAnswer] = {}
+    for document in [*(case.written_off or []), *own_write_offs(case)]:
+        key = (document.authority, document.goods_item, document.code, document.reference)
+        latest[key] = document.model_copy(update={"mode": RolloutMode.ENFORCE})
+    return list(latest.values())
 
 
 # Outcomes of a lodged declaration after which its reservations are still held.

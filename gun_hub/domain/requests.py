@@ -113,8 +113,12 @@ def requests_for(
     operation: Operation,
     version: int,
     now: datetime,
+    *,
+    quantities: bool = False,
 ) -> list[AuthorityRequest]:
-    """One request per authority for ``documents`` of ``case``."""
+    """One request per authority for ``documents`` of ``case``. ``quantities``: each
+    document with the line and quantity its version declared (a give-back of what was
+    written off says what it gives back)."""
     by_authority: dict[str, dict[int, list[ExpectedAnswer]]] = defaultdict(
         lambda: defaultdict(list)
     )
@@ -135,7 +139,14 @@ def requests_for(
                     number=number,
                     commodity_code=quoted[0].commodity_code,
                     documents=tuple(
-                        RequestedDocument(code=d.code, reference=d.reference) for d in quoted
+                        RequestedDocument(
+                            code=d.code,
+                            reference=d.reference,
+                            line=d.line if quantities else None,
+                            quantity=d.quantity if quantities else None,
+                            unit=d.unit if quantities else None,
+                        )
+                        for d in quoted
                     ),
                 )
                 for number, quoted in sorted(items.items())

@@ -25,15 +25,16 @@ from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_contract.security.entitlements import GATEWAY_PARTY
 from gun_hub import metrics
-from gun_hub.domain.case import Case, RiskFinding
+from gun_hub.domain.case import Case, ExpectedAnswer, RiskFinding
 from gun_hub.domain.decide import refuse_unreadable
-from gun_hub.domain.lifecycle import dropped_documents, held_reservations
+from gun_hub.domain.lifecycle import dropped_documents, held_reservations, written_off
 from gun_hub.domain.reference_namespace import is_declarants_reference, the_declarants_references
 from gun_hub.domain.requests import build_requests, requests_for
 from gun_hub.domain.risk import assess_risk
 from gun_hub.domain.rollout import RolloutMode, describe_modes
 from gun_hub.domain.routing import (
     OPERATION_FOR_STAGE,
+    ExpectedDocument,
     RoutedDeclaration,
     route_documents,
 )
@@ -364,6 +365,8 @@ class Intake:
             # Still its declarant's: a case naming nobody took the next version of anyone
             # (found by review in stop 35).
             declarant_eori=known.declarant_eori if known is not None else "",
+            # Still written off: an invalidation may come (found by review, stop 36).
+            written_off=(written_off(known) if known is not None else []) or [],
         )
         decision = refuse_unreadable(
             reference=identity.reference,
@@ -451,22 +454,33 @@ class Intake:
         self._name_declarant(outbox, declaration, now)
         ctx.emit_status(outbox, declaration.reference, declaration.version, StatusKind.RECEIVED)
         routed = route_documents(declaration, ctx.routing)
+        # None: the hub does not know (a declaration it never saw, or forgot).
+        earlier_write_offs = written_off(known) if known is not None else None
+        # An invalidation gives back what was written off, whatever it quotes; what the
+        # hub does not know (a case it never saw, or forgot) it gives back as quoted.
+        give_back = declaration.stage is Stage.INVALIDATED and earlier_write_offs is not None
+        asked = _giving_back(routed, earlier_write_offs or []) if give_back else routed
         case = Case.open(
             declaration=declaration,
-            routed=routed,
+            routed=asked,
             opened_at=now,
             deadline=now + timedelta(seconds=ctx.request_deadline_s),
-            modes=self._modes(declaration, routed, known),
+            modes=self._modes(declaration, asked, known, give_back=give_back),
         )
         case.opened_from = source.describe()
         case.pending_announcements = carried
         case.requested = list(known.requested) if known is not None else []
+        # Carried from version to version until an invalidation gives it back (a past the
+        # hub does not know is not made up: nothing).
+        case.written_off = (
+            [] if declaration.stage is Stage.INVALIDATED else earlier_write_offs or []
+        )
         case.risk = [
             RiskFinding(code=hit.code, action=hit.action, text=hit.text)
             for hit in assess_risk(declaration, routed.authorities, ctx.risk_rules)
         ]
         if known is not None:
-            self._release_dropped_documents(known, routed, case)
+            self._release_dropped_documents(known, asked, case)
             self._delete_dropped(outbox, case, again=False)
         if case.complete:
             # Nothing to ask anyone (no documents, or only exempt/unrouted ones).
@@ -480,19 +494,29 @@ class Intake:
         self._cases[key] = case.to_bytes()
 
     def _modes(
-        self, declaration: Declaration, routed: RoutedDeclaration, known: Case | None
+        self,
+        declaration: Declaration,
+        routed: RoutedDeclaration,
+        known: Case | None,
+        *,
+        give_back: bool = False,
     ) -> dict[str, RolloutMode]:
         """Each routed authority's rollout mode for this version (rollout.py).
 
         A lodged or pre-lodged version takes the modes in force at its office. A later
         stage follows up what the hub knows was reserved, whatever the mode is now: the
         authorities an earlier version asked to reserve are asked (so switching one off
-        never strands a reservation), the others are not (nothing to follow up)."""
+        never strands a reservation), the others are not (nothing to follow up).
+        ``give_back``: ``routed`` is what the declaration wrote off (an invalidation):
+        every authority of it is asked to give it back."""
         board = self._ctx.rollout.modes_for(routed.authorities, declaration.customs_office)
         if declaration.stage in (Stage.LODGED, Stage.PRELODGED):
             return board
-        if known is None:
-            # The hub never saw the lodging: follow up wherever reservations are made now.
+        if give_back:
+            return dict.fromkeys(routed.authorities, RolloutMode.ENFORCE)
+        if known is None or declaration.stage is Stage.INVALIDATED:
+            # The hub never saw the lodging (or forgot it, or, for an invalidation, does
+            # not know what was written off): follow up wherever reservations are made now.
             return {
                 a: RolloutMode.ENFORCE if mode.reserves else RolloutMode.OFF
                 for a, mode in board.items()
@@ -531,13 +555,22 @@ class Intake:
             ctx.open_cases[declaration.reference.encode()] = open_case_entry(case, partition)
         sent = []
         for operation, authorities in by_operation.items():
-            ctx.send_requests(
-                outbox,
-                build_requests(
+            if operation is Operation.GIVE_BACK:
+                # What the case gives back: what was written off (its expected documents),
+                # not necessarily what the invalidation quotes.
+                requests = requests_for(
+                    case,
+                    [e for e in case.expected if e.authority in authorities],
+                    operation,
+                    case.version,
+                    ctx.clock(),
+                    quantities=True,
+                )
+            else:
+                requests = build_requests(
                     declaration, ctx.routing, tuple(authorities), operation, ctx.clock()
-                ),
-                case,
-            )
+                )
+            ctx.send_requests(outbox, requests, case)
             sent.append(
                 f"{operation.value} {'sent again' if again else 'sent'} to "
                 + ", ".join(authorities)
@@ -623,6 +656,31 @@ def too_large_to_decide(declaration: Declaration) -> str | None:
     return (
         f"its decision on {len(documents)} documents would take {size} bytes sealed, "
         f"over the {MAX_RECORD_BYTES}-byte record limit: split the declaration"
+    )
+
+
+def _giving_back(routed: RoutedDeclaration, given_back: list[ExpectedAnswer]) -> RoutedDeclaration:
+    """What an invalidation asks: the written-off documents ``given_back``, at their
+    authorities, beside the documents it quotes that no authority checks (exempt,
+    unrouted). A quoted document nothing was written off on has nothing to give back."""
+    return RoutedDeclaration(
+        documents=(
+            *(d for d in routed.documents if d.authority is None),
+            *(
+                ExpectedDocument(
+                    e.goods_item,
+                    e.code,
+                    e.reference,
+                    e.authority,
+                    commodity_code=e.commodity_code,
+                    line=e.line,
+                    quantity=e.quantity,
+                    unit=e.unit,
+                )
+                for e in given_back
+            ),
+        ),
+        authorities=tuple(sorted({e.authority for e in given_back})),
     )
 
 

@@ -8,7 +8,12 @@ nothing waits on it (no ``open-cases`` entry). ``case_retention_s`` after its de
 such a case is deleted from the table (a changelog tombstone: a restarted worker does not
 bring it back) and replaced by a **marker**: the case stripped to what the versions rule
 needs (reference, version, stage, outcome, the position it was opened from, the ids of
-the requests sent), without documents, results or the declarant, a few hundred bytes.
+the requests sent) and to the documents written off that an invalidation gives back
+(``lifecycle.written_off``; found by review, stop 36), without the quoted documents,
+results or the declarant: a few hundred bytes, sealed with the hub's state key (a
+licence written off is confidential). A marker written before then is in clear and has
+no documents written off: it still loads, and an invalidation then gives back what it
+quotes, as for a declaration the hub never saw (or forgot: after ``decided_marker_s``).
 
 Why a marker, and for how long (``decided_marker_s``):
 - A declaration record about the reference may still come after the sweep: a stale
@@ -28,7 +33,8 @@ Why a marker, and for how long (``decided_marker_s``):
   naming an old version, which the hub no longer knows: that is the limit of the rule.
 - A late answer to a request of the case (a write-off replayed after a partner was down
   for days) is still solicited (the marker keeps the request ids); its status is recorded,
-  and a confirmed write-off is counted without quantities (the marker has no documents).
+  and a confirmed write-off is counted without quantities (the marker keeps no quoted
+  documents).
 
 Memory: the worker keeps the keys of the entries due within the next hour in a heap per
 partition (``RetentionIndex``), read from the table as the hour moves on; the table holds
@@ -53,7 +59,7 @@ from typing import Any, Protocol
 from gun_contract.effects import Effects
 from gun_hub import metrics
 from gun_hub.domain.case import Case
-from gun_hub.domain.lifecycle import held_reservations, kept_for_control
+from gun_hub.domain.lifecycle import held_reservations, kept_for_control, written_off
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +79,33 @@ class _Store(Protocol):
     def __setitem__(self, key: bytes, value: bytes) -> None: ...
 
     def pop(self, key: bytes, default: bytes | None = None) -> bytes | None: ...
+
+
+class _Cipher(Protocol):
+    """What seals a marker at rest (the hub's ``StateCipher``)."""
+
+    def seal(self, table: str, key: bytes | str, value: bytes) -> bytes: ...
+
+    def open(self, table: str, key: bytes | str, sealed: bytes) -> bytes: ...
+
+
+# The table a marker is sealed for (its associated data: a marker copied under another
+# key or into another table does not open).
+RETENTION_TABLE = "case-retention"
+# A marker written before markers were sealed (stop 36) is the case's JSON, in clear.
+_PLAIN_MARKER = b"{"
+
+
+def seal_marker(cipher: _Cipher | None, key: bytes, marker: bytes) -> bytes:
+    return marker if cipher is None else cipher.seal(RETENTION_TABLE, key, marker)
+
+
+def open_marker(cipher: _Cipher | None, key: bytes, stored: bytes) -> bytes:
+    """A marker as written: sealed, or in clear (written before markers were sealed, or
+    by a store without a cipher: the unit tests)."""
+    if cipher is None or stored.startswith(_PLAIN_MARKER):
+        return stored
+    return cipher.open(RETENTION_TABLE, key, stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +129,13 @@ class RetentionEntry:
 
 
 def marker_of(case: Case) -> Case:
-    """``case`` stripped to what the versions rule and a late answer need: no documents,
-    results, risk findings or declarant (the marker is stored unsealed)."""
+    """``case`` stripped to what the versions rule, a late answer and an invalidation
+    need: no quoted documents, results, risk findings or declarant; only the documents
+    written off and not given back (:func:`lifecycle.written_off`: what an invalidation
+    gives back), which is why the worker seals the marker."""
     return case.model_copy(
         update={
+            "written_off": written_off(case) or [],
             "declarant_eori": "",
             "procedure": "",
             "awaiting": [],
@@ -216,11 +252,12 @@ class RetentionIndex:
 
 class RetainedCases:
     """The case store the pipeline reads: the live case, else the marker of a retired
-    one. Writes go to the live cases."""
+    one. Writes go to the live cases. ``cipher``: what sealed the markers."""
 
-    def __init__(self, cases: _Store, entries: _Store) -> None:
+    def __init__(self, cases: _Store, entries: _Store, cipher: _Cipher | None = None) -> None:
         self._cases = cases
         self._entries = entries
+        self._cipher = cipher
 
     def get(self, key: bytes) -> bytes | None:
         live = self._cases.get(key)
@@ -229,7 +266,8 @@ class RetainedCases:
         raw = self._entries.get(key)
         if raw is None:
             return None
-        return RetentionEntry.from_bytes(bytes(raw)).marker
+        marker = RetentionEntry.from_bytes(bytes(raw)).marker
+        return None if marker is None else open_marker(self._cipher, key, marker)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._cases[key] = value
@@ -251,8 +289,12 @@ class CaseRetention:
         clock: Callable[[], datetime],
         retention_s: float = DEFAULT_CASE_RETENTION_S,
         marker_s: float = DEFAULT_MARKER_S,
+        cipher: _Cipher | None = None,
     ) -> None:
+        """``cipher``: seals the markers (they keep the documents written off, war
+        material included); None only where nothing is at rest (unit tests)."""
         self._cases = cases
+        self._cipher = cipher
         self._entries = entries
         self._open_cases = open_cases
         self.index = index
@@ -303,7 +345,9 @@ class CaseRetention:
             # Defaults left out: a third less, read back the same (pydantic fills them).
             forget_at,
             partition,
-            marker_of(case).model_dump_json(exclude_defaults=True).encode(),
+            seal_marker(
+                self._cipher, key, marker_of(case).model_dump_json(exclude_defaults=True).encode()
+            ),
         ).to_bytes()
         self.index.push(partition, forget_at, key)
         metrics.CASES_RETIRED.inc()

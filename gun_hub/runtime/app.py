@@ -69,6 +69,7 @@ from gun_hub.pipeline.hub_context import HubContext
 from gun_hub.pipeline.intake import Intake
 from gun_hub.pipeline.redrive import RedriveGate
 from gun_hub.pipeline.retention import (
+    RETENTION_TABLE,
     RETENTION_TICK,
     CaseRetention,
     RetainedCases,
@@ -115,7 +116,7 @@ SEEN_MESSAGES_TABLE = "seen-messages"
 CLAIMED_IDS_TABLE = "claimed-ids"
 AUDIT_HEADS_TABLE = "audit-heads"
 OPEN_CASES_TABLE = "open-cases"
-CASE_RETENTION_TABLE = "case-retention"
+CASE_RETENTION_TABLE = RETENTION_TABLE  # the markers are sealed for it (retention.py)
 _RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 UNHANDLED = "UNHANDLED_ERROR"
 
@@ -483,9 +484,11 @@ def build_hub(settings: Settings) -> Hub:
         clock=utc_now,
         retention_s=settings.hub.case_retention_s,
         marker_s=settings.hub.decided_marker_s,
+        # A marker keeps the documents written off (war-material licences included).
+        cipher=state_cipher,
     )
     # What the pipeline reads: the live case, else the marker of a retired one.
-    store = RetainedCases(sealed_cases, retention_entries)
+    store = RetainedCases(sealed_cases, retention_entries, state_cipher)
     answer_ids = TableReplayGuard(
         seen_messages, keep_after_expiry_s=settings.security.max_clock_skew_s
     )

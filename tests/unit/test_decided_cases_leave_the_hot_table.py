@@ -13,6 +13,7 @@ import pytest
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
 from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.security.state_cipher import StateCipher
 from gun_hub.domain.case import Case
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
@@ -39,10 +40,14 @@ TICKS = SourcePosition("gun.hub.deadlines", 0, 7)
 class RetainingHub(Hub):
     """The unit hub with the retention wired as the worker wires it (app.py)."""
 
-    def __init__(self, routing: RoutingTable, keys_dir: Path) -> None:
+    def __init__(
+        self, routing: RoutingTable, keys_dir: Path, marker_cipher: StateCipher | None = None
+    ) -> None:
+        """``marker_cipher``: what seals the markers (the worker's state cipher)."""
         super().__init__(routing, keys_dir)
         self.retained: dict[bytes, bytes] = {}  # the case-retention table
         self.index = RetentionIndex()
+        self.marker_cipher = marker_cipher
         self.retention = CaseRetention(
             cases=self.cases,
             entries=self.retained,
@@ -51,8 +56,9 @@ class RetainingHub(Hub):
             clock=lambda: self.now,
             retention_s=RETENTION_S,
             marker_s=MARKER_S,
+            cipher=marker_cipher,
         )
-        store = RetainedCases(self.cases, self.retained)
+        self.store = store = RetainedCases(self.cases, self.retained, marker_cipher)
         context = dataclasses.replace(
             self.intake._ctx,  # the context Hub built, with the retention added
             cases=store,

@@ -246,7 +246,13 @@ def judge(sub: Submission, decision: DecisionSeen, answers: AnswerIndex) -> Judg
                 f"{label}: {result.verdict}, partner said {sorted(verdicts) or 'nothing'}"
             )
     expected = rule_outcome(sub.stage, (r.verdict for r in decision.documents))
-    raised = expected == RELEASE and decision.outcome in CONTROLS and has_risk_reason(decision)
+    # A risk rule raises a release, or a documentary control (degraded mode), to the
+    # control it asks for, and is named; it never touches a refusal.
+    raised = (
+        expected in (RELEASE, CONTROL_DOCUMENTARY)
+        and decision.outcome in CONTROLS
+        and has_risk_reason(decision)
+    )
     if decision.outcome != expected and not raised:
         judgement.problems.append(
             f"{where}: outcome {decision.outcome}, the verdicts call for {expected}"

@@ -2,6 +2,10 @@
 
 * LODGED: every document VALID or EXEMPT: RELEASE. Any refusal verdict: REFUSE. Otherwise
   any UNAVAILABLE or UNROUTED (degraded mode): CONTROL_DOCUMENTARY.
+* Risk targeting (:mod:`gun_hub.domain.risk`), on a LODGED version that is not refused:
+  the stronger of the outcome and the control any hit asks for, each hit named. An outage,
+  the override or an authority not connected never softens what a rule asks (a rule on
+  live animals keeps its physical control); a REFUSE is never weakened.
 * The declarant's override (mention 73000 on a goods item, :mod:`gun_hub.domain.override`): a
   refusal it covers no longer refuses the declaration but sends it to documentary
   control, never to release; a refusal it may not cover (war material) still refuses.
@@ -33,6 +37,10 @@ from gun_hub.domain.risk import RiskHit
 from gun_hub.domain.rollout import ADVISORY_ONLY, AUTHORITY_NOT_CONNECTED, RolloutMode
 
 DEGRADED_MODE = "DEGRADED_MODE"
+
+# The outcomes risk targeting acts on, weakest first: it raises a release or a control to
+# the strongest control a hit asks for, and never touches a refusal.
+_TARGETED = (Outcome.RELEASE, Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL)
 
 
 def _describe(result: DocumentResult) -> str:
@@ -143,7 +151,9 @@ def decide(
 ) -> Decision:
     """The decision for one declaration version, its reasons and per-document results.
 
-    Risk hits only ever raise a RELEASE to a control (the strongest one asked for).
+    Risk hits (lodged versions only) raise a RELEASE, or a control that degraded mode, a
+    deadline, an authority not connected or the override asked for, to the strongest
+    control any hit asks for, and are named; they never weaken a REFUSE (nor name it).
     ``override``: what the declarant's override did
     (:func:`gun_hub.domain.override.review_override`).
     ``rollout``: each authority's mode for this version (none: enforce).
@@ -169,9 +179,9 @@ def decide(
                 text="some documents could not be checked automatically: check them at the office",
             ),
         )
-    if outcome is Outcome.RELEASE and risk and stage is not Stage.RELEASED_AFTER_CONTROL:
-        physical = any(hit.action is Outcome.CONTROL_PHYSICAL for hit in risk)
-        outcome = Outcome.CONTROL_PHYSICAL if physical else Outcome.CONTROL_DOCUMENTARY
+    if risk and stage is Stage.LODGED and outcome in _TARGETED:
+        asked = [hit.action for hit in risk if hit.action in _TARGETED]
+        outcome = max((outcome, *asked), key=_TARGETED.index)
         reasons += [Reason(code=hit.code, text=hit.text) for hit in risk]
     ordered = sorted(results, key=lambda r: (r.goods_item, r.code, r.reference))
     return Decision(

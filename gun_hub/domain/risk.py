@@ -1,7 +1,8 @@
 """Risk targeting as data: rules on declaration fields, and random sampling per authority.
 
 Evaluated once, at intake, into the case; applied by :func:`gun_hub.domain.decide.decide`, which
-raises a RELEASE to the strongest control any hit asks for and names each hit.
+raises a RELEASE, or a control degraded mode or the override asked for, to the strongest
+control any hit asks for and names each hit; a REFUSE stays one.
 """
 
 from __future__ import annotations

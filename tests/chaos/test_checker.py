@@ -194,6 +194,34 @@ def test_a_risk_control_of_a_valid_declaration_is_allowed() -> None:
     assert Scenario.check(scenario).ok
 
 
+def test_a_risk_rule_raising_a_degraded_control_to_physical_is_allowed() -> None:
+    """C's partner was down (a documentary control); a risk rule asks for a physical one.
+    The stronger control wins, the rule named (found by review, stop 36, D5)."""
+    scenario = Scenario()
+    scenario.source.decided[2] = replace(
+        _decision("C", 1, "CONTROL_PHYSICAL", "UNAVAILABLE"),
+        reasons=(("DEGRADED_MODE", "office"), ("RISK.LIVE-ANIMALS", "rule")),
+    )
+    assert Scenario.check(scenario).ok
+
+
+def test_a_degraded_control_raised_to_physical_without_a_risk_rule_is_caught() -> None:
+    scenario = Scenario()
+    scenario.source.decided[2] = _decision("C", 1, "CONTROL_PHYSICAL", "UNAVAILABLE")
+    report = scenario.check()
+    assert "every outcome follows from the partner answers and the rules" in failing(report)
+
+
+def test_a_risk_rule_never_excuses_a_control_of_a_refused_declaration() -> None:
+    scenario = Scenario()
+    scenario.source.decided[1] = replace(
+        _decision("B", 1, "CONTROL_PHYSICAL", "QUANTITY_INSUFFICIENT"),
+        reasons=(("RISK.LIVE-ANIMALS", "rule"),),
+    )
+    report = scenario.check()
+    assert "every outcome follows from the partner answers and the rules" in failing(report)
+
+
 def test_a_stale_version_decided_is_caught() -> None:
     """D's version 1 arrives after its version 2: it must be ignored, not decided."""
     scenario = Scenario()

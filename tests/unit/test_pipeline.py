@@ -51,6 +51,7 @@ class Hub:
         routing: RoutingTable,
         keys_dir: Path,
         open_cases: dict[bytes, bytes] | None = None,
+        risk_rules: RiskRules | None = None,
     ) -> None:
         self.topics = topic_registry("gun", routing.authorities)
         self.keys_dir = keys_dir
@@ -72,7 +73,7 @@ class Hub:
             audit=AuditTrail(self.audit_heads, PartyKeys.load(keys_dir, HUB_PARTY).signing_key),
             cases=self.cases,
             open_cases=self.open_cases,
-            risk_rules=RiskRules(),
+            risk_rules=risk_rules or RiskRules(),
             request_deadline_s=30,
             clock=lambda: self.now,
             outbox_cipher=self.outbox_cipher,

@@ -84,17 +84,17 @@ def test_the_decision_names_the_rule_and_takes_the_strongest_control() -> None:
     assert [r.code for r in decision.reasons] == ["RISK.R1", "RISK.R2"]
 
 
-@pytest.mark.parametrize("verdict", [Verdict.NOT_FOUND, Verdict.UNAVAILABLE])
-def test_a_risk_hit_never_softens_a_refusal_or_degraded_mode(verdict: Verdict) -> None:
+def test_a_risk_hit_never_softens_a_refusal() -> None:
+    """A physical-control rule on a refused declaration: still REFUSE. (Degraded mode is
+    no refusal: a rule's control stands there, test_risk_targeting_survives_degraded_mode.py.)"""
     hits = assess_risk(declaration(), ["dgal"], RiskRules(rules=(rule(procedure=["4000"]),)))
     result = DocumentResult(
-        goods_item=1, code="N853", reference="D", authority="dgal", verdict=verdict
+        goods_item=1, code="N853", reference="D", authority="dgal", verdict=Verdict.NOT_FOUND
     )
     decision = decide(
         reference="R", version=1, stage=Stage.LODGED, results=[result], decided_at=NOW, risk=hits
     )
-    assert decision.outcome in (Outcome.REFUSE, Outcome.CONTROL_DOCUMENTARY)
-    assert decision.outcome is not Outcome.CONTROL_PHYSICAL
+    assert decision.outcome is Outcome.REFUSE
 
 
 def test_the_same_declaration_version_always_draws_the_same() -> None:

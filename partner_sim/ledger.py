@@ -92,7 +92,8 @@ class Refusal:
 
 
 def requested_per_line(lines: Sequence[RequestedLine]) -> dict[int, Decimal]:
-    """The declaration's position: quantity per document line, summed over goods items."""
+    """The declaration's position: quantity per document line, summed over goods items
+    (:func:`evaluate` has refused a claim that states no line or no quantity)."""
     totals: dict[int, Decimal] = defaultdict(Decimal)
     for line in lines:
         if line.line is not None and line.quantity is not None:
@@ -138,6 +139,8 @@ def evaluate(
             f"document is for {document.country_of_destination}, "
             f"declared {request.country_of_destination}",
         )
+    if not request.lines:
+        return Refusal(RefusalCode.QUANTITY_NOT_VALIDATABLE, "no line claimed")
     for claim in request.lines:
         refusal = _check_claim(document, claim)
         if refusal is not None:
@@ -157,15 +160,32 @@ def evaluate(
 
 
 def _check_claim(document: PartnerDocument, claim: RequestedLine) -> Refusal | None:
+    """Why one goods item's claim cannot be validated, or None.
+
+    Every line of a document authorises a quantity (documents.py): each document is
+    quantity-managed, so a claim must state the line it draws on and how much, with its
+    unit. One that states neither, or a line without a quantity, cannot be validated
+    (CERTEX 11): before, it was accepted and reserved nothing, so a declaration went out
+    on the document without using any of it, even once the line was fully used (found by
+    review, stop 36, D7).
+    """
     if claim.quantity is not None and claim.unit is None:
         return Refusal(RefusalCode.QUANTITY_NOT_VALIDATABLE, "quantity without a unit")
     if claim.line is None:
         if claim.quantity is not None:
             return Refusal(RefusalCode.QUANTITY_NOT_VALIDATABLE, "quantity without a line")
-        return None
+        return Refusal(
+            RefusalCode.QUANTITY_NOT_VALIDATABLE,
+            f"goods item {claim.goods_item} states no line and no quantity",
+        )
     line = document.line(claim.line)
     if line is None:
         return Refusal(RefusalCode.LINE_MISMATCH, f"document has no line {claim.line}")
+    if claim.quantity is None:
+        return Refusal(
+            RefusalCode.QUANTITY_NOT_VALIDATABLE,
+            f"goods item {claim.goods_item} states no quantity on line {claim.line}",
+        )
     if claim.unit is not None and claim.unit != line.unit:
         return Refusal(
             RefusalCode.UNIT_MISMATCH, f"line {claim.line} is in {line.unit}, not {claim.unit}"

@@ -123,6 +123,66 @@ def test_each_refusal_reason_has_its_code(
     assert ledger.balances(REF)[0].reserved == 0
 
 
+@pytest.mark.parametrize(
+    ("line", "unit"),
+    [(1, "KGM"), (1, None), (None, None)],
+    ids=["line-without-quantity", "line-without-quantity-or-unit", "neither-line-nor-quantity"],
+)
+def test_a_claim_stating_no_quantity_is_refused_with_code_11(
+    store: LedgerStore, line: int | None, unit: str | None
+) -> None:
+    """Line and Quantity are optional in declaration.xsd, but every line of a partner
+    document authorises a quantity: a claim that states none cannot be validated (CERTEX
+    11, "quantities cannot be validated"), it is not a pass. Before, it was ACCEPTED and
+    reserved nothing (found by review, stop 36, D7)."""
+    claim = position(quantity=None, line=line, unit=unit)
+    refusal = store.reserve(REF, claim, TODAY)
+    assert refusal is not None
+    assert refusal.code is RefusalCode.QUANTITY_NOT_VALIDATABLE
+    checked = store.check(REF, claim, TODAY)
+    assert checked is not None
+    assert checked.code is RefusalCode.QUANTITY_NOT_VALIDATABLE
+    # Nothing held: there is nothing to write off (before: "01", a write-off of nothing).
+    assert store.write_off(REF, "DECL-1") is ClearanceCode.NO_RECORD
+
+
+def test_claims_without_a_quantity_never_get_past_a_fully_used_line(store: LedgerStore) -> None:
+    """Five declarations quote the certificate with no quantity, one of them after the line
+    is fully used: none is accepted, none is written off with nothing (found by review,
+    stop 36, D7)."""
+    assert store.reserve(REF, position("DECL-0", "1000"), TODAY) is None
+    codes = [
+        refusal.code
+        for n in range(1, 6)
+        if (refusal := store.reserve(REF, position(f"DECL-{n}", None, line=None), TODAY))
+    ]
+    assert codes == [RefusalCode.QUANTITY_NOT_VALIDATABLE] * 5
+    written_off = [store.write_off(REF, f"DECL-{n}") for n in range(1, 6)]
+    assert written_off == [ClearanceCode.NO_RECORD] * 5
+
+
+def test_a_position_claiming_no_line_at_all_is_refused_with_code_11(store: LedgerStore) -> None:
+    empty = PositionRequest("DECL-1", "N853", HOLDER, "FR", ())
+    refusal = store.reserve(REF, empty, TODAY)
+    assert refusal is not None
+    assert refusal.code is RefusalCode.QUANTITY_NOT_VALIDATABLE
+    assert store.write_off(REF, "DECL-1") is ClearanceCode.NO_RECORD
+
+
+def test_one_goods_item_stating_no_quantity_refuses_the_whole_position(
+    store: LedgerStore,
+) -> None:
+    """Two goods items quote the certificate, the second without a quantity: the position
+    cannot be validated as a whole, so nothing of it is reserved."""
+    first = position(quantity="400").lines[0]
+    second = RequestedLine(2, 1, None, None, "0302130000")
+    claim = PositionRequest("DECL-1", "N853", HOLDER, "FR", (first, second))
+    refusal = store.reserve(REF, claim, TODAY)
+    assert refusal is not None
+    assert refusal.code is RefusalCode.QUANTITY_NOT_VALIDATABLE
+    assert store.balances(REF)[0].reserved == 0
+
+
 def test_a_check_never_reserves(store: LedgerStore) -> None:
     assert store.check(REF, position(quantity="900"), TODAY) is None
     assert store.balances(REF)[0].reserved == 0

@@ -33,6 +33,7 @@ from gun_contract.model.exchange import (
     RequestedItem,
     rejected_call_code,
 )
+from gun_contract.model.partner_codes import STALE_VERSION
 from gun_contract.model.verdicts import Verdict
 from gun_contract.settings import AdapterSettings
 from gun_contract.trace import TRACEPARENT, current_trace, traceparent
@@ -81,11 +82,14 @@ CLEARANCE_VERDICTS: dict[Operation, dict[str, Verdict]] = {
         "05": Verdict.MISMATCH,
     },
 }
-# Refusals of the hub's contract rather than CERTEX's, for any operation. STALE_VERSION:
-# the partner has seen a newer version of the declaration on this document, so this
-# operation is superseded and changed nothing; a refusal, never a pass.
-STALE_VERSION = "STALE_VERSION"
-CONTRACT_REFUSALS: dict[str, Verdict] = {STALE_VERSION: Verdict.MISMATCH}
+# Refusals of the hub's contract rather than CERTEX's, for any operation, by the code the
+# partner answers, to a verdict and the code the decision carries (decision.xsd allows
+# [0-9A-Za-z]{1,8}: partner_codes.py). STALE_VERSION: the partner has seen a newer version
+# of the declaration on this document, so this operation is superseded and changed
+# nothing; a refusal, never a pass.
+CONTRACT_REFUSALS: dict[str, tuple[Verdict, str]] = {
+    "STALE_VERSION": (Verdict.MISMATCH, STALE_VERSION)
+}
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Operations that change the partner's ledger without a body of their own.
 _CLEARANCE_PATHS = {
@@ -293,8 +297,8 @@ def _map_answer(
     if status != 200:
         raise PartnerUnavailable(f"partner answered HTTP {status}")
     if result == "REFUSED" and payload.get("code") in CONTRACT_REFUSALS:
-        code = str(payload["code"])
-        return CONTRACT_REFUSALS[code], code, detail
+        refused, contract_code = CONTRACT_REFUSALS[str(payload["code"])]
+        return refused, contract_code, detail
     if operation in CLEARANCE_VERDICTS:
         code = str(payload.get("code"))
         verdict = CLEARANCE_VERDICTS[operation].get(code)

@@ -25,7 +25,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from adapters.base.certex import STALE_VERSION
 from adapters.base.pending import PendingOperations
 from adapters.base.spec import PartnerPort
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
@@ -194,7 +193,7 @@ class Replayer:
                 # partner answers a repeated idempotency key as the first time.
                 await self._publish(request, answers, partition)
                 self._pending.done(request)
-                if any(a.partner_code == STALE_VERSION for a in answers):
+                if any(a.stale_version for a in answers):
                     log.info(
                         "dropped %s: stale, the partner has seen a newer version",
                         request.request_id,

@@ -16,6 +16,7 @@ from typing import Any
 
 from adapters.conformance.harness import Harness, Quote, ScenarioFailed, today
 from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, Operation
+from gun_contract.model.partner_codes import PARTNER_CODE, STALE_VERSION
 from gun_contract.model.verdicts import Verdict
 
 Run = Callable[[Harness], Awaitable[None]]
@@ -37,9 +38,20 @@ def expect(
             for a in response.answers
         )
         raise ScenarioFailed(f"expected {[v.value for v in verdicts]}, got: {details}")
+    outside = [a.partner_code for a in response.answers if not _decision_code(a.partner_code)]
+    if outside:
+        # The hub would leave it out of its decision (found by review, stop 36).
+        raise ScenarioFailed(
+            f"partner codes {outside} do not fit decision.xsd's PartnerCodeType "
+            f"{PARTNER_CODE.pattern}"
+        )
     if codes and [a.partner_code for a in response.answers] != list(codes):
         seen_codes = [a.partner_code for a in response.answers]
         raise ScenarioFailed(f"expected partner codes {list(codes)}, got {seen_codes}")
+
+
+def _decision_code(code: str | None) -> bool:
+    return code is None or PARTNER_CODE.fullmatch(code) is not None
 
 
 async def expect_ledger(h: Harness, reference: str, reserved: str, written_off: str = "0") -> None:
@@ -292,7 +304,8 @@ async def stale_version_refused(h: Harness) -> None:
     v2 = h.request(Operation.RESERVE, [Quote(doc, "20")], version=2)
     expect(await h.ask(v2), Verdict.VALID)
     late = follow_up(h, Operation.DELETE, doc, v2.reference, version=1)  # v1's, arriving late
-    expect(await h.ask(late), Verdict.MISMATCH, codes=("STALE_VERSION",))
+    # The hub contract's code, in the form decision.xsd carries (partner_codes.py).
+    expect(await h.ask(late), Verdict.MISMATCH, codes=(STALE_VERSION,))
     await expect_ledger(h, doc, "20")
     [position] = (await h.balance(doc))["positions"]
     if position["version"] != 2:

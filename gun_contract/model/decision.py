@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
+from gun_contract.model.partner_codes import contract_partner_code
 from gun_contract.model.verdicts import Outcome, Verdict
 
 
@@ -26,7 +27,14 @@ class DocumentResult(BaseModel):
     reference: str
     authority: str | None
     verdict: Verdict
+    # Only what decision.xsd's PartnerCodeType carries (partner_codes.py): a result kept
+    # in a case table by an earlier release is shown in the contract's form too.
     partner_code: str | None = None
+
+    @field_validator("partner_code")
+    @classmethod
+    def _contract_form(cls, code: str | None) -> str | None:
+        return contract_partner_code(code)
 
 
 class Decision(BaseModel):

@@ -13,6 +13,13 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from gun_contract.model.declaration import Direction, Stage
+from gun_contract.model.partner_codes import (
+    STALE_VERSION,
+    contract_partner_code,
+    is_rejected_call,
+    is_stale_version,
+    rejected_call_code,
+)
 from gun_contract.model.verdicts import Verdict
 
 
@@ -90,16 +97,30 @@ class DocumentAnswer(BaseModel):
     def call_rejected(self) -> bool:
         """The partner rejected the call itself (``rejected_call_code``): the verdict says
         nothing of the document, only that the operation was not applied."""
-        return self.partner_code is not None and self.partner_code.startswith(_REJECTED_CALL)
+        return is_rejected_call(self.partner_code)
+
+    @property
+    def stale_version(self) -> bool:
+        """The partner has seen a newer version of the declaration on this document: the
+        operation is superseded and changed nothing."""
+        return is_stale_version(self.partner_code)
 
 
-# The partner code of a call the partner read and would not apply (an HTTP 4xx): a
-# follow-up ends with it as a refusal, for operations to look at (adapters/base/certex.py).
-_REJECTED_CALL = "HTTP_"
-
-
-def rejected_call_code(http_status: int) -> str:
-    return f"{_REJECTED_CALL}{http_status}"
+# The codes of the hub contract itself (gun_contract/model/partner_codes.py): a follow-up
+# the partner rejected ends with rejected_call_code(status) as a refusal, for operations to
+# look at (adapters/base/certex.py); an operation of an older version with STALE_VERSION.
+__all__ = [
+    "STALE_VERSION",
+    "AuthorityRequest",
+    "AuthorityResponse",
+    "DocumentAnswer",
+    "Operation",
+    "RequestedDocument",
+    "RequestedItem",
+    "contract_partner_code",
+    "rejected_call_code",
+    "request_id_for",
+]
 
 
 class AuthorityResponse(BaseModel):

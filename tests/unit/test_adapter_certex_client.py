@@ -124,7 +124,7 @@ async def test_an_operation_older_than_the_partner_has_seen_is_refused_as_stale(
         [deleted] = await adapter.answer(request(Operation.DELETE, version=1, quantity=None))
     finally:
         await adapter.close()
-    assert deleted.partner_code == "STALE_VERSION"
+    assert deleted.partner_code == "STALE"  # decision.xsd's form (stop 36)
     assert deleted.verdict is Verdict.MISMATCH  # a refusal, never a pass
     assert deleted.detail is not None
     assert "older" in deleted.detail
@@ -158,7 +158,7 @@ async def test_a_write_off_the_partner_rejects_is_answered_once_and_never_replay
     finally:
         await adapter.close()
         pending.close()
-    assert (rejected.verdict, rejected.partner_code) == (Verdict.MISMATCH, "HTTP_422")
+    assert (rejected.verdict, rejected.partner_code) == (Verdict.MISMATCH, "HTTP422")
     assert published == []  # nothing replayed: answered once, on the live path
     assert line_1(partner) == (0, 300, 0)  # the first write-off stands, applied once
 
@@ -197,6 +197,6 @@ def test_a_stale_version_refusal_keeps_its_code_for_every_operation(operation: O
     refusal = {"result": "REFUSED", "code": "STALE_VERSION", "message": "older than 2"}
     assert _map_answer(operation, 200, refusal) == (
         Verdict.MISMATCH,
-        "STALE_VERSION",
+        "STALE",  # the partner's STALE_VERSION, in the form decision.xsd carries (stop 36)
         "older than 2",
     )

@@ -117,7 +117,7 @@ def test_a_follow_up_refused_as_stale_is_recorded_as_superseded(hub: Hub) -> Non
                 code="N853",
                 reference="CHEDP.FR.2026.0001234",
                 verdict=Verdict.MISMATCH,
-                partner_code="STALE_VERSION",
+                partner_code="STALE",
             ),
         ),
         answered_at=hub.now,

@@ -217,7 +217,7 @@ def test_a_war_material_write_off_the_partner_rejected_is_a_failed_follow_up_not
     rejected = refused.model_copy(
         update={
             "answers": tuple(
-                a.model_copy(update={"partner_code": "HTTP_422", "detail": "rejected"})
+                a.model_copy(update={"partner_code": "HTTP422", "detail": "rejected"})
                 for a in refused.answers
             )
         }
@@ -241,7 +241,7 @@ def test_a_rejected_licence_does_not_hide_another_licence_s_post_release_alert(h
     [write_off] = requests(hub, out, "dga")
     refused = answer_to(write_off, Verdict.MISMATCH)
     answers = tuple(
-        a.model_copy(update={"partner_code": "HTTP_400"}) if a.reference == "LEMG-43" else a
+        a.model_copy(update={"partner_code": "HTTP400"}) if a.reference == "LEMG-43" else a
         for a in refused.answers
     )
     [status] = hub.statuses(hub.respond(refused.model_copy(update={"answers": answers})))

@@ -103,7 +103,7 @@ def test_a_write_off_or_deletion_code_never_passes_for_a_refusal_reason(operatio
 
 
 def test_a_stale_version_or_unknown_partner_code_keeps_the_verdict_as_its_code() -> None:
-    assert document_reason_code(result(Verdict.MISMATCH, "STALE_VERSION")) == "MISMATCH"
+    assert document_reason_code(result(Verdict.MISMATCH, "STALE")) == "MISMATCH"
     assert document_reason_code(result(Verdict.MISMATCH, "99")) == "MISMATCH"
 
 

@@ -72,7 +72,10 @@ def test_a_follow_up_the_partner_rejects_is_a_definitive_refusal_not_an_outage(
     commit (found by review in stop 30). It ends as a refusal that names the rejection:
     the hub records FOLLOW_UP_FAILED, for operations to look at."""
     verdict, code, detail = _map_answer(operation, status, {"error": "body does not match"})
-    assert (verdict, code) == (Verdict.MISMATCH, f"HTTP_{status}")
+    assert (verdict, code) == (
+        Verdict.MISMATCH,
+        f"HTTP{status}",
+    )  # decision.xsd PartnerCodeType (stop 36)
     assert detail is not None
     assert f"rejected the call (HTTP {status})" in detail
 

@@ -19,6 +19,7 @@ from gun_contract.model.declaration import Declaration
 from gun_contract.model.verdicts import Outcome
 
 CONTROLS = (Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL)
+DESCRIPTION_MAX_CHARS = 1024
 
 
 class RiskRulesError(ValueError):
@@ -29,7 +30,10 @@ class RiskRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=r"^[A-Z][A-Z0-9_-]{1,40}$")
-    description: str = Field(min_length=1)
+    # Quoted in the reason of every decision it raises ("risk rule <id>: <description>"),
+    # which decision.xsd bounds to 2048 characters: refused at load rather than cut on
+    # every hit (found by review, stop 36).
+    description: str = Field(min_length=1, max_length=DESCRIPTION_MAX_CHARS)
     action: Outcome
     origin: tuple[str, ...] = ()
     commodity_prefix: tuple[str, ...] = ()

@@ -24,12 +24,41 @@ from gun_hub.xml.safe_parse import (
 DECLARATION_NS = "urn:gun-hub:declaration:v1"
 _NS = "{" + DECLARATION_NS + "}"
 
-# Used only to address a REFUSE to a declaration too broken to parse: the first
-# <Reference> of the document is the declaration's own (document references come later).
-_REFERENCE_SNIFF = re.compile(
-    rb"<(?:[A-Za-z_][\w.-]*:)?Reference>\s*([0-9A-Z][0-9A-Z._/-]{5,34})\s*<"
+# Used only to address a REFUSE to a declaration too broken to parse, and only by the
+# declaration's own reference: the one declaration.xsd places first under the root, never
+# a Document's (which may be another declaration's: refusing under it superseded that
+# declaration's case; found by review, stop 36). Between the root start tag, its
+# Reference and its Version: only white space, comments and processing instructions.
+# Every part is bounded by its terminator and the pattern is anchored at the start, so it
+# runs in one pass over the window, safe on exactly the inputs the parser refused.
+_GAP = rb"(?:\s|<!--(?:(?!-->).)*-->|<\?(?:(?!\?>).)*\?>)*"
+_NAME = rb"[A-Za-z_][\w.-]*"
+_ATTRIBUTES = rb"(?:\s+[^\s=/>]+\s*=\s*(?:\"[^\"]*\"|'[^']*'))*\s*"
+_IDENTITY_SNIFF = re.compile(
+    # The prolog: anything but an element (declaration, comments, a DOCTYPE, which is
+    # refused but does not hide the reference): the first element must be the root.
+    rb"\A(?:[^<]|<[!?])*"
+    + rb"<(?:"
+    + _NAME
+    + rb":)?Declaration"
+    + _ATTRIBUTES
+    + rb">"
+    + _GAP
+    + rb"<(?P<r>(?:"
+    + _NAME
+    + rb":)?)Reference>\s*(?P<reference>[0-9A-Z][0-9A-Z._/-]{5,34})\s*"
+    + rb"</(?P=r)Reference>"
+    + rb"(?:"
+    + _GAP
+    # VersionType: xs:positiveInteger (a sign, leading zeros, collapsed white space)
+    # up to 999999. Anything else is unreadable: version 0.
+    + rb"<(?P<v>(?:"
+    + _NAME
+    + rb":)?)Version>\s*\+?0*(?P<version>[1-9][0-9]{0,5})\s*"
+    + rb"</(?P=v)Version>"
+    + rb")?",
+    re.DOTALL,
 )
-_VERSION_SNIFF = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?Version>\s*([0-9]{1,6})\s*<")
 _SNIFF_WINDOW = 4096
 
 
@@ -45,16 +74,16 @@ def sniff_identity(data: bytes) -> Identity | None:
     """Best-effort reference (and version) of a declaration that failed to parse.
 
     Looks only at the first few kilobytes with a bounded pattern, never parses: it must be
-    safe on exactly the inputs the parser refused.
+    safe on exactly the inputs the parser refused. None when the declaration's own
+    reference cannot be told (it is then dead-lettered only, contract section 6).
     """
-    head = data[:_SNIFF_WINDOW]
-    reference = _REFERENCE_SNIFF.search(head)
-    if reference is None:
+    found = _IDENTITY_SNIFF.match(data[:_SNIFF_WINDOW])
+    if found is None:
         return None
-    version = _VERSION_SNIFF.search(head)
+    version = found.group("version")
     return Identity(
-        reference=reference.group(1).decode("ascii"),
-        version=int(version.group(1)) if version else 0,
+        reference=found.group("reference").decode("ascii"),
+        version=int(version) if version else 0,
     )
 
 

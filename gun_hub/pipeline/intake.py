@@ -28,6 +28,7 @@ from gun_hub import metrics
 from gun_hub.domain.case import Case, ExpectedAnswer, RiskFinding
 from gun_hub.domain.decide import refuse_unreadable
 from gun_hub.domain.lifecycle import dropped_documents, held_reservations, written_off
+from gun_hub.domain.override import OVERRIDE_MENTION
 from gun_hub.domain.reference_namespace import is_declarants_reference, the_declarants_references
 from gun_hub.domain.requests import build_requests, requests_for
 from gun_hub.domain.risk import assess_risk
@@ -198,7 +199,14 @@ class Intake:
                 through_the_gateway=through_the_gateway,
             )
             return
-        too_large = too_large_to_decide(declaration)
+        too_large = too_large_to_decide(
+            declaration,
+            authority_chars=max(map(len, self._ctx.routing.authorities), default=1),
+            advice=RolloutMode.ADVICE
+            in self._ctx.rollout.modes_for(
+                self._ctx.routing.authorities, declaration.customs_office
+            ).values(),
+        )
         if too_large is not None:
             self._reject(
                 outbox,
@@ -619,42 +627,84 @@ class Intake:
         )
 
 
-def too_large_to_decide(declaration: Declaration) -> str | None:
+# The longest a document's result and reasons can be (decision.xsd and decide.py): a
+# verdict word, a reason code, a partner code, an authority name (AuthorityType).
+_LONGEST_VERDICT = max(Verdict, key=lambda v: len(v.value))
+_LONGEST_REASON_CODE = 32
+_LONGEST_PARTNER_CODE = 8
+_LONGEST_AUTHORITY = 32
+# What a second reason adds to a document's description (decide.py: the override's
+# "covered", "cannot cover" or the advice mode's text), the longest of them, with margin.
+_SECOND_REASON_EXTRA = 128
+# The declaration's own reasons: degraded mode, risk hits (descriptions of at most 1024
+# characters, risk.py), sampling draws. Room for fifty of them.
+_DECLARATION_REASONS_BYTES = 50 * (2048 + 64)
+
+
+def too_large_to_decide(
+    declaration: Declaration,
+    *,
+    authority_chars: int = _LONGEST_AUTHORITY,
+    advice: bool = False,
+) -> str | None:
     """Why the decision on ``declaration`` could not travel, or None when it can.
 
-    A decision lists every quoted document; its sealed size is bounded by encoding the
-    longest result each document can get (limits.py). Refused at intake, with this
-    reason, rather than decided and lost at the publisher.
+    A decision lists every quoted document, with a reason for each one refused (two where
+    the declarant's override or an authority's advice mode speaks too). Its size is that
+    of the longest decision this declaration can get: its own goods item numbers, codes
+    and references, the longest verdict, reason code and partner code, authority names
+    of ``authority_chars``, and a second reason on every document of an item carrying
+    the override mention, or on every document when ``advice`` (an authority of its
+    office in advice mode). Refused at intake, with this reason, rather than decided and
+    lost at the publisher. Until stop 36 the probe gave every document a 200-character
+    reason and 16-character codes, about 2.5 times the real size: an 898 kB declaration
+    was refused (found by review).
     """
     documents = [
-        DocumentResult(
-            goods_item=item.number,
-            code=document.code,
-            reference=document.reference,
-            authority="x" * 16,
-            verdict=Verdict.QUANTITY_INSUFFICIENT,
-            partner_code="x" * 16,
-        )
-        for item in declaration.goods_items
-        for document in item.documents
+        (item, document) for item in declaration.goods_items for document in item.documents
     ]
     if len(documents) < 1000:
         return None  # far below the limit: no need to measure
+    authority = "x" * authority_chars
+    verdict = _LONGEST_VERDICT.value.lower().replace("_", " ")
+    results = []
+    reasons = []
+    for item, document in documents:
+        results.append(
+            DocumentResult(
+                goods_item=item.number,
+                code=document.code,
+                reference=document.reference,
+                authority=authority,
+                verdict=_LONGEST_VERDICT,
+                partner_code="x" * _LONGEST_PARTNER_CODE,
+            )
+        )
+        described = (
+            f"goods item {item.number}, {document.code} {document.reference}: {verdict} at "
+            f"{authority} (partner code {'x' * _LONGEST_PARTNER_CODE})"
+        )
+        reasons.append(Reason(code="X" * _LONGEST_REASON_CODE, text=described))
+        if advice or item.mentions(OVERRIDE_MENTION):
+            reasons.append(
+                Reason(
+                    code="X" * _LONGEST_REASON_CODE,
+                    text=described + "x" * _SECOND_REASON_EXTRA,
+                )
+            )
     probe = Decision(
         reference=declaration.reference,
         version=declaration.version,
         outcome=Outcome.CONTROL_DOCUMENTARY,
         decided_at=datetime.now().astimezone(),
-        reasons=tuple(
-            Reason(code=Verdict.QUANTITY_INSUFFICIENT.value, text="x" * 200) for _ in documents
-        ),
-        documents=tuple(documents),
+        reasons=tuple(reasons),
+        documents=tuple(results),
     )
-    size = sealed_size(len(encode_decision(probe)))
+    size = sealed_size(len(encode_decision(probe)) + _DECLARATION_REASONS_BYTES)
     if size <= MAX_RECORD_BYTES:
         return None
     return (
-        f"its decision on {len(documents)} documents would take {size} bytes sealed, "
+        f"its decision on {len(documents)} documents could take {size} bytes sealed, "
         f"over the {MAX_RECORD_BYTES}-byte record limit: split the declaration"
     )
 

@@ -167,6 +167,13 @@ class Correlation:
             + self._withheld_codes(response),
             authority=response.authority,
         )
+        if response.operation in FOLLOW_UP_OPERATIONS:
+            # The stage's own operation is a follow-up (the write-off of what a control
+            # kept, a cancellation's deletion, an invalidation's give-back): answered in
+            # time, it is reported as one answered later is, so the statistics and the
+            # trader's quantities count it (found by review, stop 36: they missed every
+            # write-off after a control).
+            self._follow_up_answered(outbox, response, case)
         if case.complete:
             self._ctx.decide_case(outbox, case, partition)
         self._cases[key] = case.to_bytes()
@@ -190,7 +197,9 @@ class Correlation:
     def _follow_up_answered(
         self, outbox: Effects, response: AuthorityResponse, case: Case | None
     ) -> None:
-        """An answer to a write-off or deletion sent after a decision (lifecycle.py)."""
+        """What a write-off, deletion or give-back did: sent after a decision
+        (lifecycle.py), or as the stage's own operation (its awaited answer, recorded in
+        the case as well)."""
         verdicts = sorted({a.verdict for a in response.answers})
         detail = ", ".join(f"{a.code} {a.reference}: {a.verdict.value}" for a in response.answers)
         ctx = self._ctx

@@ -11,6 +11,7 @@ from gun_contract.effects import Effects
 from gun_contract.envelope import EnvelopeRejected
 from gun_contract.model.exchange import (
     AuthorityResponse,
+    DocumentAnswer,
     Operation,
     contract_partner_code,
     request_id_for,
@@ -200,21 +201,44 @@ class Correlation:
         """What a write-off, deletion or give-back did: sent after a decision
         (lifecycle.py), or as the stage's own operation (its awaited answer, recorded in
         the case as well)."""
-        verdicts = sorted({a.verdict for a in response.answers})
-        detail = ", ".join(f"{a.code} {a.reference}: {a.verdict.value}" for a in response.answers)
+        stale = tuple(a for a in response.answers if a.stale_version)
+        applied = tuple(a for a in response.answers if not a.stale_version)
+        if stale and applied and not any(a.verdict is Verdict.UNAVAILABLE for a in applied):
+            # Partly superseded: a newer version took some documents over at the partner
+            # (STALE_VERSION there, nothing changed) and the operation was applied to the
+            # others. Each part is said for what it is: reported whole, it was a
+            # FOLLOW_UP_FAILED, or a post-release alert for war material, though nothing
+            # failed (found by review, stop 36). An answer still UNAVAILABLE somewhere
+            # stays one pending operation: its replay gives the final answer.
+            self._report_follow_up(outbox, response, case, applied)
+            self._report_follow_up(outbox, response, case, stale)
+        else:
+            self._report_follow_up(outbox, response, case, response.answers)
+
+    def _report_follow_up(
+        self,
+        outbox: Effects,
+        response: AuthorityResponse,
+        case: Case | None,
+        answers: tuple[DocumentAnswer, ...],
+    ) -> None:
+        """The status of what ``response`` did on ``answers`` (some or all of its
+        documents), and the fact of what it wrote off."""
+        verdicts = sorted({a.verdict for a in answers})
+        detail = ", ".join(f"{a.code} {a.reference}: {a.verdict.value}" for a in answers)
         ctx = self._ctx
         if Verdict.UNAVAILABLE in verdicts:
             kind = StatusKind.FOLLOW_UP_PENDING  # the adapter replays it when the partner is back
         elif verdicts == [Verdict.VALID]:
             kind = _DONE[response.operation]
-        elif all(a.stale_version for a in response.answers):
+        elif all(a.stale_version for a in answers):
             kind = StatusKind.FOLLOW_UP_SUPERSEDED
         elif (
             response.operation is Operation.WRITE_OFF
             and ctx.routing.checks_after_release(response.authority)
             # A call the partner rejected says nothing of what left; another licence's
             # refusal in the same answer does (found by review in stop 31).
-            and any(a.verdict.is_refusal and not a.call_rejected for a in response.answers)
+            and any(a.verdict.is_refusal and not a.call_rejected for a in answers)
         ):
             # War material: what left is not covered by the licence. The goods are gone,
             # so this is an alert for post-clearance control, never a block.
@@ -233,7 +257,7 @@ class Correlation:
             authority=response.authority,
         )
         if kind is StatusKind.WRITTEN_OFF and not ctx.routing.is_confidential(response.authority):
-            ctx.emit_fact(outbox, written_off(response, case, ctx.clock()))
+            ctx.emit_fact(outbox, written_off(response, case, ctx.clock(), answers))
 
     def _dead_letter(
         self,
@@ -257,16 +281,22 @@ class Correlation:
         )
 
 
-def written_off(response: AuthorityResponse, case: Case | None, at: datetime) -> WriteOffFact:
-    """What a confirmed write-off took off each document, from what the case declared
-    (a case of another version knows no quantities: they are left unknown)."""
+def written_off(
+    response: AuthorityResponse,
+    case: Case | None,
+    at: datetime,
+    answers: tuple[DocumentAnswer, ...] | None = None,
+) -> WriteOffFact:
+    """What a confirmed write-off took off each document (those of ``answers``, by
+    default all of ``response``'s), from what the case declared (a case of another
+    version knows no quantities: they are left unknown)."""
     declared = {
         (e.goods_item, e.code, e.reference): e
         for e in (case.expected if case is not None and case.version == response.version else [])
         if e.authority == response.authority
     }
     documents = []
-    for answer in response.answers:
+    for answer in response.answers if answers is None else answers:
         quoted = declared.get((answer.goods_item, answer.code, answer.reference))
         documents.append(
             WrittenOff(

@@ -10,9 +10,11 @@ operations in the order the hub asked them:
 * a replay round walks every declaration's queue concurrently; a declaration whose head
   still meets an UNAVAILABLE partner stops there and blocks no other; any definitive
   answer (a refusal too) ends the operation, which is answered and leaves the queue;
-* when a newer version's operation got a definitive answer on the same documents, older
-  queued operations are stale (the partner refuses them by version anyway): they are
-  dropped, with a log line;
+* a reservation that would overtake a queued operation is not sent: answered UNAVAILABLE
+  (degraded mode), never queued, and the queue stays whole: no queued operation is
+  dropped unanswered (found by review, stop 36); a check, which changes nothing, is asked;
+* a replayed operation the partner refuses as stale (a newer version took its documents
+  over) is answered like any other, and logged;
 * an operation forgotten while its declaration's queue is replayed (its partition was
   revoked, :mod:`adapters.base.ownership`) ends that replay: the partition's next owner
   replays it and what follows.
@@ -73,10 +75,6 @@ def unavailable(answers: tuple[DocumentAnswer, ...]) -> bool:
     return any(a.verdict is Verdict.UNAVAILABLE for a in answers)
 
 
-def _documents(request: AuthorityRequest) -> set[tuple[str, str]]:
-    return {(d.code, d.reference) for item in request.items for d in item.documents}
-
-
 def _answered_unavailable(request: AuthorityRequest, detail: str) -> tuple[DocumentAnswer, ...]:
     return tuple(
         DocumentAnswer(
@@ -129,12 +127,24 @@ class Replayer:
                     "queued behind an earlier operation of this declaration that the "
                     "partner has not taken yet",
                 )
+            if not clear and request.operation in _VERSIONED:
+                # A reservation is not sent ahead of a queued operation either: the partner
+                # would then refuse that one as stale (a write-off of goods that left never
+                # applied). It is not queued (reservations are never replayed): answered
+                # UNAVAILABLE, its version goes to degraded mode, the queue stays whole
+                # (found by review, stop 36: the reservation went out and the queued
+                # operations it restated were dropped unanswered). A check changes
+                # nothing at the partner and is asked all the same.
+                return _answered_unavailable(
+                    request,
+                    "not sent: an earlier operation of this declaration waits for the "
+                    "partner (queued)",
+                )
+            # Clear: nothing of this declaration is queued (the lock holds it so), so
+            # nothing older can be superseded by what this one does.
             answers = await self._partner.answer(request)
-            if unavailable(answers):
-                if request.operation in REPLAYED_OPERATIONS:
-                    self._pending.add(request, partition, offset, logged_at)
-            elif request.operation in _VERSIONED:
-                self._drop_superseded(request)
+            if unavailable(answers) and request.operation in REPLAYED_OPERATIONS:
+                self._pending.add(request, partition, offset, logged_at)
             return answers
 
     async def _replayed_before(self, reference: str) -> bool:
@@ -201,15 +211,3 @@ class Replayer:
                 else:
                     log.info("replayed %s after the partner came back", request.request_id)
         return True
-
-    def _drop_superseded(self, newer: AuthorityRequest) -> None:
-        covered = _documents(newer)
-        for older in self._pending.queued(newer.reference):
-            if older.version < newer.version and _documents(older) <= covered:
-                self._pending.done(older)
-                log.info(
-                    "dropped %s: stale, superseded by %s which the partner took",
-                    older.request_id,
-                    newer.request_id,
-                    extra={"trace_id": trace_id_for(older.reference, older.version)},
-                )

@@ -1,10 +1,9 @@
 """Operations met by an outage are replayed in each declaration's order; a definitive
-answer leaves the queue, a declaration still failing blocks no other, and an operation a
-newer version superseded is dropped (defect 7)."""
+answer leaves the queue, a declaration still failing blocks no other, and no newer
+operation that changes the partner's ledger overtakes a queued one (defect 7; stop 36)."""
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -235,30 +234,78 @@ async def test_an_operation_that_met_a_down_partner_is_queued(
     ]  # checks and reservations are not replayed: the hub goes to degraded mode
 
 
-async def test_an_older_operation_a_newer_version_superseded_is_dropped_as_stale(
+async def test_a_reservation_never_overtakes_its_declarations_queued_write_off(
     pending: PendingOperations,
     partner: FakePartner,
     replayer: Replayer,
-    caplog: pytest.LogCaptureFixture,
+    published: list[tuple[str, Verdict]],
 ) -> None:
-    superseded = op(Operation.DELETE, version=1)
-    elsewhere = op(Operation.DELETE, version=1, document=OTHER_DOC)
-    pending.add(superseded)
-    pending.add(elsewhere)
-    # The partner still fails the deletions but takes v2's reservation of DOC.
+    """v1 was released and its write-off met the outage (queued); a LODGED v2 of the same
+    declaration arrives while the partner is flaky: it still fails the write-off but would
+    take v2's reservation. The reservation is not sent ahead of the write-off (answered
+    UNAVAILABLE: degraded mode); the write-off stays queued, and is applied and answered
+    when the partner is back.
+
+    Found by review, stop 36 (D9): the reservation went to the partner, then the queued
+    write-off, whose documents it restated, was dropped without an answer as superseded:
+    the quantity of goods that had left under v1 was never written off (and a deletion
+    of v2 would have given it back to the document)."""
+    write_off = op(Operation.WRITE_OFF, version=1)
+    pending.add(write_off)
     partner.rule = lambda r: (
         Verdict.VALID if r.operation is Operation.RESERVE else Verdict.UNAVAILABLE
     )
-    with caplog.at_level(logging.INFO, logger="adapters.base.replay"):
-        answers = await replayer.ask(op(Operation.RESERVE, version=2))
-    assert [a.verdict for a in answers] == [Verdict.VALID]
-    # v2 restated DOC: v1's deletion there is stale. OTHER_DOC, which v2 no longer quotes,
-    # keeps its deletion (it frees what v1 held there).
-    assert queued(pending) == [elsewhere.request_id]
-    assert any(
-        "stale" in record.getMessage() and superseded.request_id in record.getMessage()
-        for record in caplog.records
+    answers = await replayer.ask(op(Operation.RESERVE, version=2))
+    assert [a.verdict for a in answers] == [Verdict.UNAVAILABLE]
+    assert answers[0].detail is not None
+    assert "queued" in answers[0].detail
+    assert partner.asked == [write_off.request_id]  # the reservation never went out
+    assert queued(pending) == [write_off.request_id]  # nor is it queued: never replayed
+    partner.rule = lambda r: Verdict.VALID
+    await replayer.replay_all()
+    assert published == [(write_off.request_id, Verdict.VALID)]
+    assert len(pending) == 0
+
+
+async def test_a_reservation_waits_behind_its_declarations_queued_deletions_which_are_kept(
+    pending: PendingOperations,
+    partner: FakePartner,
+    replayer: Replayer,
+    published: list[tuple[str, Verdict]],
+) -> None:
+    """v1's deletions queued in an outage, v2's reservation of one of the documents read
+    while the partner still fails them: v2 is answered UNAVAILABLE, nothing is dropped,
+    and each deletion is answered when it goes through (was: v2's reservation went out
+    and v1's deletion of its document was dropped unanswered; found by review, stop 36)."""
+    on_doc = op(Operation.DELETE, version=1)
+    elsewhere = op(Operation.DELETE, version=1, document=OTHER_DOC)
+    pending.add(on_doc)
+    pending.add(elsewhere)
+    partner.rule = lambda r: (
+        Verdict.VALID if r.operation is Operation.RESERVE else Verdict.UNAVAILABLE
     )
+    answers = await replayer.ask(op(Operation.RESERVE, version=2))
+    assert [a.verdict for a in answers] == [Verdict.UNAVAILABLE]
+    assert op(Operation.RESERVE, version=2).request_id not in partner.asked
+    assert queued(pending) == [on_doc.request_id, elsewhere.request_id]
+    partner.rule = lambda r: Verdict.VALID
+    await replayer.replay_all()
+    assert published == [(on_doc.request_id, Verdict.VALID), (elsewhere.request_id, Verdict.VALID)]
+
+
+async def test_a_check_changes_nothing_and_is_asked_while_the_queue_waits(
+    pending: PendingOperations, partner: FakePartner, replayer: Replayer
+) -> None:
+    """A check reads and never mutates: the order of the partner's ledger does not
+    depend on it, so it is asked even while its declaration's queue waits."""
+    write_off = op(Operation.WRITE_OFF, version=1)
+    pending.add(write_off)
+    partner.rule = lambda r: (
+        Verdict.VALID if r.operation is Operation.CHECK else Verdict.UNAVAILABLE
+    )
+    answers = await replayer.ask(op(Operation.CHECK, version=2))
+    assert [a.verdict for a in answers] == [Verdict.VALID]
+    assert queued(pending) == [write_off.request_id]
 
 
 async def test_a_stale_version_answer_on_replay_ends_the_operation(

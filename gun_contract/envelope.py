@@ -29,12 +29,16 @@ class EnvelopeRejectionKind(StrEnum):
     RETIRED_KEY = "ENVELOPE_RETIRED_KEY"
     DECRYPTION_FAILED = "ENVELOPE_DECRYPTION_FAILED"
     BAD_SIGNATURE = "ENVELOPE_BAD_SIGNATURE"
+    # A protected header outside the policy (security.md): a member the hub does not
+    # accept, a claim missing or of the wrong type, a ``crit`` it cannot honour, too large.
+    HEADER_REFUSED = "ENVELOPE_HEADER_REFUSED"
     SENDER_MISMATCH = "ENVELOPE_SENDER_MISMATCH"
     NOT_ENTITLED = "ENVELOPE_NOT_ENTITLED"
     WRONG_RECIPIENT = "ENVELOPE_WRONG_RECIPIENT"
     WRONG_TOPIC = "ENVELOPE_WRONG_TOPIC"
     EXPIRED = "ENVELOPE_EXPIRED"
     IAT_SKEW = "ENVELOPE_IAT_SKEW"
+    NOT_YET_VALID = "ENVELOPE_NOT_YET_VALID"  # an ``nbf`` ahead, beyond the allowed skew
     REPLAY = "ENVELOPE_REPLAY"
 
 

@@ -72,6 +72,7 @@ _FROM_ENVELOPE = {
     EnvelopeRejectionKind.DISALLOWED_ALG: HeartbeatFault.DISALLOWED_ALG,
     EnvelopeRejectionKind.RETIRED_KEY: HeartbeatFault.RETIRED_KEY,
     EnvelopeRejectionKind.BAD_SIGNATURE: HeartbeatFault.BAD_SIGNATURE,
+    EnvelopeRejectionKind.HEADER_REFUSED: HeartbeatFault.MALFORMED,
     EnvelopeRejectionKind.SENDER_MISMATCH: HeartbeatFault.SENDER_MISMATCH,
     EnvelopeRejectionKind.WRONG_TOPIC: HeartbeatFault.WRONG_TOPIC,
 }

@@ -7,18 +7,21 @@ a fresh content key (ephemeral ECDH per message). Opening checks, before anythin
 used: the outer algorithms against an allow-list, the recipient key id among our own,
 decryption, the inner algorithm against the signing key's registered algorithm, the key
 id known and not retired, the signature, that the key belongs to ``iss``, that ``iss``
-may send on this topic, ``aud``, the topic, ``exp``, ``iat`` within the skew, and the
-``jti`` never seen. Algorithms are never taken from the header alone (RFC 8725).
+may send on this topic, ``aud``, the topic, ``exp``, ``iat`` within the skew, ``nbf`` if
+present, and the ``jti`` never seen. Algorithms are never taken from the header alone
+(RFC 8725).
 
 Both layers are read and written here, on pyca ``cryptography`` (:mod:`jose_compact`,
 ADR 0016), with the key objects the keystore loaded: nothing is parsed per message but the
-sender's ephemeral public key, whose point must be on P-256. Past the key id, a layer is
-refused whole, as one kind: the outer one as DECRYPTION_FAILED (a protected header outside
-its rule, an ephemeral key that is not a P-256 point, an encrypted key, IV or tag of the
-wrong length, anything that does not unwrap or authenticate), the inner one as
-BAD_SIGNATURE (a header outside its rule, a signature that is not 64 bytes of ``r || s`` or
-does not verify). A header's rule: every member known and of its type, the contract's
-claims present; ``crit``, ``b64`` and ``zip`` refused; base64url in its one canonical form.
+sender's ephemeral public key, whose point must be on P-256. Past the key id, a protected
+header over its cap or outside its rule (below) is HEADER_REFUSED, the reason naming the
+member; the inner one is judged only once its signature verifies, so a forgery stays a bad
+signature whatever its header holds (found by review, stop 36: a header outside the rule
+was reported as "signature does not verify", and operators chased keys). Anything else
+wrong with the outer layer is DECRYPTION_FAILED (an ephemeral key that is not a P-256
+point, an encrypted key, IV or tag of the wrong length, anything that does not unwrap or
+authenticate), with the inner one BAD_SIGNATURE (a signature that is not 64 bytes of
+``r || s`` or does not verify); base64url in its one canonical form.
 
 Signed only (:meth:`JoseEnvelope.sign`, :func:`verify_signed`): a JWS alone, typed
 ``gun-signed``, with ``iss``, ``iat`` and the topic, for what every reader of a topic may
@@ -33,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -76,13 +80,22 @@ class EnvelopePolicy:
 
 
 # -- what a protected header may hold ------------------------------------------------------
-# Every member must be known and of its shape, and the required ones present; anything
-# else is refused, as a header parameter a reader does not understand must be (RFC 7515
-# section 4). ``crit`` and ``b64`` (RFC 7797) are refused outright: no party uses an
-# extension, and an unencoded payload would change what the signature covers. ``zip`` is
-# refused too: no decompression of what a sender chose (a bomb), nothing we seal uses it.
-# ``jku``, ``jwk`` and ``x5*`` are allowed but never used: the key is the registered one
-# ``kid`` names, never one the message brings along (RFC 8725 section 3.10).
+# The policy (security.md, "What a protected header may hold"): the members RFC 7515 and
+# RFC 7516 register, the claims RFC 7519 registers (``sub`` read and ignored, ``nbf``
+# honoured) and the contract's ``topic``, each of its type; the contract's claims present.
+# A NumericDate may be any finite number (RFC 7519 section 2); ``aud`` a text or an array
+# of texts (section 4.1.3: the reader checks it names itself alone); ``cty`` one of the
+# contract's two types, in any of its equivalent spellings (RFC 7515 section 4.1.10).
+# ``crit`` may list only claims the hub acts on, each present (RFC 7515 section 4.1.11): it
+# can never make the hub ignore what a sender meant. A member no registry defines is
+# refused, not ignored: the contract names what a header holds, and a sender who adds one
+# meant something by it the hub would not do. ``b64`` (RFC 7797) is refused outright: an
+# unencoded payload would change what the signature covers; ``zip`` too: no decompression
+# of what a sender chose (a bomb), nothing we seal uses it. ``jku``, ``jwk`` and ``x5*``
+# are allowed but never used: the key is the registered one ``kid`` names, never one the
+# message brings along (RFC 8725 section 3.10). A header outside this policy is refused as
+# ENVELOPE_HEADER_REFUSED, naming the member; an inner one only once its signature
+# verifies (a forgery is a bad signature, whatever its header holds).
 
 Check = Callable[[Any], bool]
 
@@ -91,8 +104,10 @@ def _is_str(value: Any) -> bool:
     return isinstance(value, str)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int)
+def _is_numeric_date(value: Any) -> bool:
+    """RFC 7519 section 2: seconds since the epoch, "can be non-integer"; never a boolean,
+    never NaN or an infinity (which Python's JSON reader would otherwise let through)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_object(value: Any) -> bool:
@@ -107,6 +122,36 @@ def _is_list_of_str(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
+def _is_audience(value: Any) -> bool:
+    return isinstance(value, str) or _is_list_of_str(value)
+
+
+def content_type(value: Any) -> ContentType | None:
+    """The contract's content type ``value`` names, or None. RFC 7515 section 4.1.10:
+    ``xml`` is ``application/xml``; media types are case-insensitive (RFC 9110 section
+    8.3.1); a ``charset`` parameter is allowed when it says UTF-8, the only encoding the
+    parties write (any other would be read wrongly)."""
+    if not isinstance(value, str) or len(value) > 128:
+        return None
+    media, *parameters = value.split(";")
+    media = media.strip().lower()
+    if "/" not in media:
+        media = "application/" + media
+    try:
+        kind = ContentType(media)
+    except ValueError:
+        return None
+    for parameter in parameters:
+        name, _, setting = parameter.partition("=")
+        if name.strip().lower() != "charset" or setting.strip().strip('"').lower() != "utf-8":
+            return None
+    return kind
+
+
+def _is_content_type(value: Any) -> bool:
+    return content_type(value) is not None
+
+
 _COMMON: dict[str, Check] = {
     "alg": _is_str,
     "kid": _is_str,
@@ -119,53 +164,103 @@ _COMMON: dict[str, Check] = {
     "x5t": _is_str,
     "x5t#S256": _is_str,
 }
-_CLAIM_CHECKS = {"str": _is_str, "int": _is_int}
+_CLAIM_CHECKS: dict[str, Check] = {
+    "str": _is_str,
+    "date": _is_numeric_date,
+    "audience": _is_audience,
+    "content": _is_content_type,
+}
+
+
+def _named(name: str) -> str:
+    """A member name as a rejection says it: quoted, at most 40 characters of it."""
+    return repr(name[:40])
 
 
 @dataclass(frozen=True, slots=True)
 class _HeaderRule:
-    """The members a protected header may hold and those it must."""
+    """The members a protected header may hold, those it must, and those ``crit`` may list."""
 
     members: Mapping[str, Check]
     required: frozenset[str]
+    understood: frozenset[str] = frozenset()
 
     @classmethod
-    def with_claims(cls, claims: Mapping[str, str]) -> _HeaderRule:
-        members = {**_COMMON, **{name: _CLAIM_CHECKS[kind] for name, kind in claims.items()}}
-        return cls(members, frozenset({"alg", *claims}))
+    def with_claims(
+        cls,
+        claims: Mapping[str, str],
+        optional: Mapping[str, str] | None = None,
+        understood: frozenset[str] = frozenset(),
+    ) -> _HeaderRule:
+        every = {**claims, **(optional or {})}
+        members = {**_COMMON, **{name: _CLAIM_CHECKS[kind] for name, kind in every.items()}}
+        if understood:
+            members["crit"] = _is_list_of_str
+        return cls(members, frozenset({"alg", *claims}), understood)
 
-    def admits(self, header: Mapping[str, Any]) -> bool:
+    def problem(self, header: Mapping[str, Any]) -> str | None:
+        """What in ``header`` is outside this rule, said precisely; None if nothing is."""
+        missing = sorted(self.required.difference(header))
+        if missing:
+            return f"lacks {', '.join(map(_named, missing))}"
         members = self.members
-        return self.required.issubset(header) and all(
-            name in members and members[name](value) for name, value in header.items()
-        )
+        for name, value in header.items():
+            check = members.get(name)
+            if check is None:
+                return f"holds {_named(name)}, a member the hub does not accept"
+            if not check(value):
+                return f"has {_named(name)} of a type or value the hub does not accept"
+        critical = header.get("crit")
+        if critical is not None:
+            if not critical or len(set(critical)) != len(critical):
+                return "has a 'crit' that is not a list of distinct member names"
+            for name in critical:
+                if name not in self.understood:
+                    return f"marks {_named(name)} critical, which the hub does not act on"
+                if name not in header:
+                    return f"marks {_named(name)} critical but does not hold it"
+        return None
 
 
 MESSAGE_ID_MAX_CHARS = 128  # a jti: a UUID's 36 characters, with room to spare
-_CLAIMS = {"iss": "str", "aud": "str", "iat": "int", "exp": "int", "jti": "str", "topic": "str"}
-_SIGNED_CLAIMS = {"iss": "str", "iat": "int", "topic": "str"}
-_ENVELOPE_JWS = _HeaderRule.with_claims(_CLAIMS)
+_CLAIMS = {
+    "cty": "content",
+    "iss": "str",
+    "aud": "audience",
+    "iat": "date",
+    "exp": "date",
+    "jti": "str",
+    "topic": "str",
+}
+_OPTIONAL_CLAIMS = {"sub": "str", "nbf": "date"}
+# What ``crit`` may list: the claims the hub checks (RFC 7515 names are not allowed there).
+_UNDERSTOOD = frozenset({"iss", "aud", "iat", "exp", "nbf", "jti", "topic"})
+_SIGNED_CLAIMS = {"cty": "content", "iss": "str", "iat": "date", "topic": "str"}
+_ENVELOPE_JWS = _HeaderRule.with_claims(_CLAIMS, _OPTIONAL_CLAIMS, _UNDERSTOOD)
 _SIGNED_JWS = _HeaderRule.with_claims(_SIGNED_CLAIMS)
 _JWE = _HeaderRule(
     {**_COMMON, "enc": _is_str, "epk": _is_object, "apu": _is_str, "apv": _is_str},
     frozenset({"alg", "enc", "epk"}),
 )
 
-_MAX_HEADER_BYTES = 2048  # a protected header of ours is about 400 bytes: beyond, malformed
-# Tighter caps per layer (those the JOSE library used before ADR 0016, kept): the inner
-# header is about 300 bytes encoded, the outer about 330.
-_MAX_SIGNED_HEADER_BYTES = 512
+# Caps on a protected header as sent (base64url), checked before it is decoded. Ours are
+# about 300 bytes (inner) and 330 (outer); the inner one has room for an ``x5c`` chain of a
+# few certificates (about 800 bytes each, encoded twice), which a sender may add.
+_MAX_SIGNED_HEADER_BYTES = 8192
 _MAX_SEALED_HEADER_BYTES = 1024
 # Whatever seal() produces, open() accepts: the caps follow the record limit (limits.py).
 _MAX_SEGMENT_BYTES = MAX_RECORD_BYTES
 
 
-def _header_of(encoded: bytes) -> tuple[dict[str, Any], bool]:
+def _header_of(encoded: bytes, cap: int) -> tuple[dict[str, Any], bool]:
     """Decode a protected header without trusting it, and whether its base64url is the
     one canonical encoding (a header that is not fails its layer's check later: the
     kinds of rejection stay in the order of the docstring)."""
-    if len(encoded) > _MAX_HEADER_BYTES:
-        raise EnvelopeRejected(Kind.MALFORMED, f"protected header over {_MAX_HEADER_BYTES} bytes")
+    if len(encoded) > cap:
+        raise EnvelopeRejected(
+            Kind.HEADER_REFUSED,
+            f"protected header of {len(encoded)} bytes (base64url), over the {cap}-byte cap",
+        )
     try:
         try:
             raw, canonical = jose_compact.b64decode(encoded), True
@@ -202,7 +297,7 @@ def verify_jws(
     if signed.count(b".") != 2:
         raise EnvelopeRejected(Kind.MALFORMED, "inner content is not a compact JWS")
     parts = signed.split(b".")
-    header, canonical = _header_of(parts[0])
+    header, canonical = _header_of(parts[0], _MAX_SIGNED_HEADER_BYTES)
     return _verify_parts(parts, header, canonical, public, rule)
 
 
@@ -225,9 +320,15 @@ def _verify_parts(
         )
     if key.status is KeyStatus.RETIRED:
         raise EnvelopeRejected(Kind.RETIRED_KEY, f"signing key {kid!r} is retired")
-    payload = _signed_payload(parts, header, canonical, key, rule)
+    payload = _signed_payload(parts, canonical, key)
     if payload is None:
         raise EnvelopeRejected(Kind.BAD_SIGNATURE, f"signature by {kid!r} does not verify")
+    # Judged once the signature verifies: the sender did write this header.
+    problem = rule.problem(header)
+    if problem is not None:
+        raise EnvelopeRejected(
+            Kind.HEADER_REFUSED, f"signed by {kid!r}, but its protected header {problem}"
+        )
     if header.get("iss") != key.party:
         raise EnvelopeRejected(
             Kind.SENDER_MISMATCH,
@@ -236,24 +337,10 @@ def _verify_parts(
     return header, payload
 
 
-def _signed_payload(
-    parts: list[bytes],
-    header: dict[str, Any],
-    canonical: bool,
-    key: PublicKey,
-    rule: _HeaderRule,
-) -> bytes | None:
-    """The payload, if the header holds to ``rule`` and ``key``'s signature verifies."""
+def _signed_payload(parts: list[bytes], canonical: bool, key: PublicKey) -> bytes | None:
+    """The payload, if every part has its one encoding and ``key``'s signature verifies."""
     header_segment, payload_segment, signature_segment = parts
-    # The header is part of what is signed: one that does not hold to the rule (an unknown
-    # member, a claim missing or of the wrong type) is not a signed header of ours,
-    # whatever the signature says.
-    if not (
-        canonical
-        and len(header_segment) <= _MAX_SIGNED_HEADER_BYTES
-        and len(payload_segment) <= _MAX_SEGMENT_BYTES
-        and rule.admits(header)
-    ):
+    if not (canonical and len(payload_segment) <= _MAX_SEGMENT_BYTES):
         return None
     try:
         signature = jose_compact.b64decode(signature_segment)
@@ -272,7 +359,7 @@ def verify_signed(signed: bytes, *, topic: str, public: Mapping[str, PublicKey])
     if signed.count(b".") != 2:
         raise EnvelopeRejected(Kind.MALFORMED, "not a compact JWS (three parts expected)")
     parts = signed.split(b".")
-    header, canonical = _header_of(parts[0])
+    header, canonical = _header_of(parts[0], _MAX_SIGNED_HEADER_BYTES)
     if header.get("typ") != SIGNED_TYPE:
         # An envelope's inner JWS (typ JOSE), an audit checkpoint: not meant to travel alone.
         raise EnvelopeRejected(Kind.MALFORMED, f"not a signed message (typ is not {SIGNED_TYPE})")
@@ -281,17 +368,12 @@ def verify_signed(signed: bytes, *, topic: str, public: Mapping[str, PublicKey])
         raise EnvelopeRejected(
             Kind.WRONG_TOPIC, f"signed for topic {header.get('topic')!r}, read from {topic!r}"
         )
-    try:
-        content_type = ContentType(header["cty"])
-        issued_at = int(header["iat"])
-    except (KeyError, TypeError, ValueError):
-        raise EnvelopeRejected(Kind.MALFORMED, "protected header lacks a claim") from None
     return SignedMessage(
         payload=payload,
-        content_type=content_type,
+        content_type=_checked_content_type(header),
         sender=str(header["iss"]),
         topic=topic,
-        issued_at=issued_at,
+        issued_at=math.floor(header["iat"]),
         signing_kid=str(header["kid"]),
     )
 
@@ -382,7 +464,7 @@ class JoseEnvelope:
         if sealed.count(b".") != 4:
             raise EnvelopeRejected(Kind.MALFORMED, "not a compact JWE (five parts expected)")
         parts = sealed.split(b".")
-        header, canonical = _header_of(parts[0])
+        header, canonical = _header_of(parts[0], _MAX_SEALED_HEADER_BYTES)
         if header.get("alg") != KEY_WRAP_ALG or header.get("enc") != CONTENT_ALG:
             raise EnvelopeRejected(
                 Kind.DISALLOWED_ALG,
@@ -393,6 +475,11 @@ class JoseEnvelope:
         if key is None:
             raise EnvelopeRejected(
                 Kind.UNKNOWN_KID, f"encrypted to key {kid!r}, not an active key of {self.party}"
+            )
+        problem = _JWE.problem(header)
+        if problem is not None:
+            raise EnvelopeRejected(
+                Kind.HEADER_REFUSED, f"encrypted to {kid!r}, but its protected header {problem}"
             )
         try:
             return _decrypted(parts, header, canonical, _private(key))
@@ -424,16 +511,19 @@ class JoseEnvelope:
             )
         if not self._entitlements.may_send(sender, topic):
             raise EnvelopeRejected(Kind.NOT_ENTITLED, f"{sender!r} may not send on {topic!r}")
-        if header.get("aud") != self.party:
+        audience = header["aud"]
+        if audience != self.party and audience != [self.party]:
+            # RFC 7519 section 4.1.3 lets ``aud`` be an array; the one the hub accepts names
+            # this reader alone (a message for several is not one only it may act on).
             raise EnvelopeRejected(
-                Kind.WRONG_RECIPIENT, f"addressed to {header.get('aud')!r}, not {self.party!r}"
+                Kind.WRONG_RECIPIENT, f"addressed to {audience!r:.80}, not {self.party!r} alone"
             )
-        try:
-            issued_at, expires_at = int(header["iat"]), int(header["exp"])
-            message_id = str(header["jti"])
-            content_type = ContentType(header["cty"])
-        except (KeyError, TypeError, ValueError):
-            raise EnvelopeRejected(Kind.MALFORMED, "protected header lacks a claim") from None
+        # The rule checked every claim's type: NumericDates are finite numbers.
+        issued_at: float = header["iat"]
+        expires_at: float = header["exp"]
+        not_before: float | None = header.get("nbf")
+        message_id = str(header["jti"])
+        kind = _checked_content_type(header)
         if not 0 < len(message_id) <= MESSAGE_ID_MAX_CHARS or not message_id.isprintable():
             # The key of the hub's claim and of every replay memory: a lone surrogate
             # (valid JSON, no UTF-8) made it unencodable after the hub had put the
@@ -456,25 +546,41 @@ class JoseEnvelope:
                 Kind.IAT_SKEW,
                 f"issued {int(now - issued_at)}s before it was {when}, beyond {skew}s",
             )
-        if expires_at - issued_at > self._policy.lifetime_s + skew:
-            raise EnvelopeRejected(Kind.EXPIRED, "lifetime longer than policy allows")
+        if not_before is not None and not_before - skew > now:
+            raise EnvelopeRejected(
+                Kind.NOT_YET_VALID,
+                f"not valid before {int(not_before - now)}s after it was {when}, beyond {skew}s",
+            )
+        # A message opens only within the skew of its ``iat``, so an ``exp`` further than
+        # the policy's lifetime widens nothing; its id is remembered until the lifetime
+        # the policy allows, not for as long as a sender writes (an ``exp`` years ahead
+        # would otherwise keep it in every replay memory for years).
+        accept_until = math.ceil(min(expires_at, issued_at + self._policy.lifetime_s) + skew)
         # Without a position every second sighting is a replay.
         where = position or uuid.uuid4().hex
         if check_replay and not self._replay.first_sighting(
-            message_id, expires_at + skew, where, accepted_at
+            message_id, accept_until, where, accepted_at
         ):
             raise EnvelopeRejected(Kind.REPLAY, f"message {message_id} was already received")
         return OpenedMessage(
             payload=payload,
-            content_type=content_type,
+            content_type=kind,
             sender=sender,
             recipient=self.party,
             topic=topic,
             message_id=message_id,
-            issued_at=issued_at,
+            issued_at=math.floor(issued_at),
             signing_kid=str(header["kid"]),
-            accept_until=expires_at + skew,
+            accept_until=accept_until,
         )
+
+
+def _checked_content_type(header: Mapping[str, Any]) -> ContentType:
+    """The content type of a header its rule admitted (which checked ``cty``)."""
+    kind = content_type(header.get("cty"))
+    if kind is None:  # pragma: no cover - every rule requires a content type
+        raise EnvelopeRejected(Kind.HEADER_REFUSED, "protected header has no content type")
+    return kind
 
 
 def _decrypted(
@@ -482,13 +588,8 @@ def _decrypted(
 ) -> bytes:
     """The plaintext of a sealed message whose algorithms and key id were accepted.
     Raises ValueError, TypeError, ``InvalidUnwrap`` or ``InvalidTag``."""
-    if not (
-        canonical
-        and len(parts[0]) <= _MAX_SEALED_HEADER_BYTES
-        and len(parts[3]) <= _MAX_SEGMENT_BYTES
-        and _JWE.admits(header)
-    ):
-        raise ValueError("protected header refused")
+    if not (canonical and len(parts[3]) <= _MAX_SEGMENT_BYTES):
+        raise ValueError("a part in a non-canonical encoding, or too large")
     return jose_compact.decrypt_compact(
         parts,
         KEY_WRAP_ALG,

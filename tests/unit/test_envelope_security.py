@@ -160,7 +160,11 @@ def test_a_message_issued_in_the_future_is_refused(keys_dir: Path) -> None:
     assert refused(envelope_of("dgal", TOPICS, keys_dir), sealed) is Kind.IAT_SKEW
 
 
-def test_a_lifetime_beyond_policy_is_refused(keys_dir: Path) -> None:
+def test_a_lifetime_beyond_policy_widens_nothing(keys_dir: Path) -> None:
+    """An ``exp`` 30 days ahead: the message opens only while its ``iat`` is within the
+    skew, as any other, and its id is remembered for the policy's lifetime, not 30 days
+    (it was refused EXPIRED, "lifetime longer than policy allows", though the contract
+    sets no lifetime; found by review, stop 36)."""
     now = int(time.time())
     signed = sign(
         claims(iss="hub", aud="dgal", topic=REQUESTS_DGAL, iat=now, exp=now + 86400 * 30),
@@ -168,7 +172,12 @@ def test_a_lifetime_beyond_policy_is_refused(keys_dir: Path) -> None:
         signing_key(keys_dir, "hub"),
     )
     sealed = encrypt(signed, encryption_key(keys_dir, "dgal"))
-    assert refused(envelope_of("dgal", TOPICS, keys_dir), sealed) is Kind.EXPIRED
+    dgal = envelope_of("dgal", TOPICS, keys_dir)
+    opened = dgal.open(sealed, topic=REQUESTS_DGAL, accepted_at=now)
+    assert opened.accept_until == now + 3600 + 300
+    with pytest.raises(EnvelopeRejected) as later:
+        dgal.open(sealed, topic=REQUESTS_DGAL, accepted_at=now + 301, check_replay=False)
+    assert later.value.kind is Kind.IAT_SKEW
 
 
 def test_an_unknown_signing_key_is_refused(keys_dir: Path) -> None:

@@ -16,7 +16,10 @@ Each party generates its private keys on its own machine (``gun-hub keys init --
 and hands out its public keys only (``keys export-public``); the others add them to their
 own JWKS (``keys import-public FILE --party P``), which refuses private material, a
 different key under a key id it already knows, and anything in the file in another
-party's name than P: each party vouches for its own keys only. ``keys init`` without
+party's name than P: each party vouches for its own keys only. The file may be a standard
+JWKS (RFC 7517), as a partner's JOSE library writes it: no ``party`` (P is the party),
+any key id that cannot read as another party's, ``use`` or ``alg`` inferred from the
+other (security.md, "Keys"). ``keys init`` without
 ``--party`` makes every party's keys in one folder, for the demo and the tests.
 
 Each party has separate keys per use (ANSSI key separation): an ``ES256`` key that signs
@@ -62,6 +65,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
 from gun_contract.private_files import refuse_if_shared
+from gun_contract.security.entitlements import CLEARANCE_PARTY, GATEWAY_PARTY, HUB_PARTY
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,16 @@ _monotonic: Callable[[], float] = time.monotonic
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _META = ("party", "status", "created", "retired", "purpose", "not_before", "not_after")
 _PARTY = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-_KID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# A key id: printable, no spaces; it may start with "-" or "_", as about 3 % of RFC 7638
+# thumbprints (base64url) do, the key ids of partners who make their keys with a JOSE library.
+_KID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._:-]{0,127}")
+# The form of every key id ``keys init`` and ``rotate`` give (``_new_kid``), and its party.
+_MADE_HERE_KID = re.compile(
+    r"(?P<party>[a-z0-9][a-z0-9_-]{0,62})-(?:sig|enc|audit|state)-[0-9]{8}T[0-9]{6}-[0-9a-f]{6}"
+)
+# The parties the contract names whatever the topic registry holds: a key id starting with
+# one of their names reads as theirs.
+_CONTRACT_PARTIES = frozenset({HUB_PARTY, CLEARANCE_PARTY, GATEWAY_PARTY})
 
 
 class KeyUse(StrEnum):
@@ -102,6 +115,8 @@ class KeyUse(StrEnum):
 
 
 ALG_FOR_USE = {KeyUse.SIG: SIGNING_ALG, KeyUse.ENC: KEY_WRAP_ALG}
+# What an algorithm says of a key's use, when a standard JWKS leaves ``use`` out.
+_USE_FOR_ALG = {alg: use.value for use, alg in ALG_FOR_USE.items()}
 
 
 class KeyStatus(StrEnum):
@@ -969,11 +984,13 @@ class KeystoreFolder:
     def import_public(self, data: object, *, party: str, source: str) -> ImportReport:
         """Add ``party``'s public keys, as it exported them, to this folder's JWKS.
 
-        Refuses, importing nothing: anything private; any key (or retirement) in another
-        party's name than ``party``, or whose key id is not one ``party`` makes; a key in
-        the name of a party whose private keys are in this folder; a different key under
-        a key id already known. A key already known is left as it is, except that a
-        retirement is taken over (a retired key is never made active again)."""
+        A standard JWKS is taken as ``party``'s (:func:`_as_partys`). Refuses, importing
+        nothing: anything private; any key (or retirement) in another party's name than
+        ``party``, or whose key id reads as another party's; a key in the name of a party
+        whose private keys are in this folder; a different key under a key id already
+        known; a key already registered under another key id. A key already known is
+        left as it is, except that a retirement is taken over (a retired key is never
+        made active again)."""
         check_party_name(party)
         jwks_in = _as_jwks(data, source)
         for number, entry in enumerate(jwks_in["keys"], start=1):
@@ -982,6 +999,13 @@ class KeystoreFolder:
                     f"{source} holds private key material (key {number}{_kid_of(entry)}): "
                     "only public keys are exchanged; nothing imported"
                 )
+        jwks_in = {
+            **jwks_in,
+            "keys": [
+                _as_partys(entry, party, f"{source}: key {number}{_kid_of(entry)}")
+                for number, entry in enumerate(jwks_in["keys"], start=1)
+            ],
+        }
         incoming = _public_keys(jwks_in, source)
         if not incoming:
             raise KeystoreError(f"{source} holds no key")
@@ -994,14 +1018,35 @@ class KeystoreFolder:
                     f"{source}: key {kid!r} is in the name of {key.party!r}, not of "
                     f"{party!r} whose keys this file is to hold; nothing imported"
                 )
-            if not kid.startswith(f"{party}-"):
-                raise KeystoreError(
-                    f"{source}: key id {kid!r} does not start with {party + '-'!r}, as "
-                    f"every key id of {party!r} does; nothing imported"
-                )
         jwks = self._read_public() if self.public_file.exists() else {"keys": []}
         known = _public_keys(jwks, str(self.public_file))
         local = self.local_parties()
+        # The contract sets no key id format: a partner's library names its keys as it
+        # will (RFC 7638 thumbprints). A key id of another form than ``party-`` is taken
+        # only if it cannot read as another party's key: none begins with the name of a
+        # party known here or named by the contract, nor has the form ``keys init`` gives
+        # another party's keys. The key id stays the one key of one party (a known id
+        # under another key is refused below), and a key is registered once only.
+        others = ({k.party for k in known.values()} | local | _CONTRACT_PARTIES) - {party}
+        for kid in incoming:
+            if kid.startswith(f"{party}-"):
+                continue
+            made_here = _MADE_HERE_KID.fullmatch(kid)
+            if made_here or any(kid.startswith(f"{other}-") for other in others):
+                whose = made_here.group("party") if made_here else kid.split("-", 1)[0]
+                raise KeystoreError(
+                    f"{source}: key id {kid!r} reads as a key of {whose!r}, not of {party!r} "
+                    f"(whose key ids start with {party + '-'!r} or name no other party); "
+                    "nothing imported"
+                )
+        thumbprints = {key.thumbprint(): key for key in known.values()}
+        for kid, key in incoming.items():
+            same = thumbprints.setdefault(key.thumbprint(), key)
+            if same.kid != kid:
+                raise KeystoreError(
+                    f"{source}: key {kid!r} is already registered as {same.kid!r} of "
+                    f"{same.party!r}: one key, one key id, one party; nothing imported"
+                )
         report = ImportReport()
         for kid, key in incoming.items():
             old = known.get(kid)
@@ -1039,6 +1084,29 @@ class KeystoreFolder:
         jwks = _read_json(self.public_file)
         _public_keys(jwks, str(self.public_file))  # every entry checked before any change
         return jwks
+
+
+def _as_partys(entry: object, party: str, where: str) -> object:
+    """A standard JWKS entry (RFC 7517) as ``party``'s key: ``party`` taken from the
+    command when the file does not say it (a file that names another is refused later),
+    ``use`` and ``alg`` from each other when one is absent. A P-256 key with neither may
+    sign or be encrypted to: refused, saying what to add."""
+    if not isinstance(entry, dict):
+        return entry
+    entry = dict(entry)
+    entry.setdefault("party", party)
+    use, alg = entry.get("use"), entry.get("alg")
+    if use is None and alg is None:
+        raise KeystoreError(
+            f"{where} has neither 'use' nor 'alg': a {CURVE} key may sign ({SIGNING_ALG}) "
+            f'or be encrypted to ({KEY_WRAP_ALG}); add "use": "sig" or "use": "enc" to it '
+            "in the file; nothing imported"
+        )
+    if use is None and isinstance(alg, str) and alg in _USE_FOR_ALG:
+        entry["use"] = _USE_FOR_ALG[alg]
+    if alg is None and isinstance(use, str) and use in ALG_FOR_USE:
+        entry["alg"] = ALG_FOR_USE[KeyUse(use)]
+    return entry
 
 
 def _same_key(a: PublicKey, b: PublicKey) -> bool:

@@ -150,11 +150,13 @@ def import_public(
     ),
     directory: Path | None = DirOption,
 ) -> None:
-    """Add PARTY's public keys to this folder's jwks.json. Refuses the whole file if it
-    holds private key material, a key or retirement in another party's name, a key id
-    PARTY does not make, a different key under a known key id, or keys in the name of a
-    party whose keys are made here. Compare the thumbprints with PARTY before trusting
-    them."""
+    """Add PARTY's public keys to this folder's jwks.json. FILE may be a standard JWKS
+    (RFC 7517: no "party", thumbprint key ids, "use" or "alg" left out where the other
+    says it). Refuses the whole file if it holds private key material, a key or
+    retirement in another party's name, a key id that reads as another party's, a
+    different key under a known key id, a key already registered under another id, or
+    keys in the name of a party whose keys are made here. Compare the thumbprints with
+    PARTY before trusting them."""
     try:
         report = _folder(directory).import_public_file(file, party=party)
     except KeystoreError as err:

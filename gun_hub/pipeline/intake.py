@@ -11,6 +11,7 @@ confirmed, never dropped (defect 4).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum, auto
@@ -55,8 +56,9 @@ DECLARANT_CHANGED = "DECLARANT_CHANGED"
 # A declaration lodged through the gateway under a reference that is not its declarant's
 # (domain/reference_namespace.py).
 REFERENCE_NOT_THE_DECLARANTS = "REFERENCE_NOT_THE_DECLARANTS"
-# A compact JOSE serialization starts with a base64url JSON object: '{"' is 'eyJ'.
-_SEALED_PREFIX = b"eyJ"
+# A compact JOSE serialization starts with a base64url part and a dot (its protected
+# header, which need not be compact JSON: '{ "alg"' is not 'eyJ'; found by review, stop 36).
+_SEALED_START = re.compile(rb"[A-Za-z0-9_-]+\.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,7 @@ class Intake:
         """The declaration in ``data``, verified and decrypted; None once dead-lettered.
         ``check_replay=False``: the caller claims the message id itself."""
         metrics.DECLARATIONS_RECEIVED.inc()
-        if not data.startswith(_SEALED_PREFIX):
+        if not _SEALED_START.match(data):
             if self._accept_plain:
                 return Unsealed(document=data, message_id=None, accept_until=0)
             self._security_dead_letter(

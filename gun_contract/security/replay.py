@@ -106,11 +106,14 @@ class TableReplayGuard:
     ``keep_after_expiry_s`` past its expiry, as ``SqliteReplayGuard`` does. With
     ``sources`` (the partitions, numbered from 0, that copies of an id may be read from:
     the hub's claims memory hears of every declarations partition), a table partition's
-    clock is the *slowest* of those partitions' (the latest broker time it read from
-    each): one partition read to the present says nothing of a copy still waiting in
-    another's backlog, which would then be a first sighting too (found by review in stop
-    35), nor one table partition's reading of another's. A partition not read
-    that far (idle, days behind, not heard of since this worker started) holds the
+    clock is the *slowest* of those partitions' (for each, the latest broker time below
+    which it can no longer be read again, ``readable_from``, as its claims said): one
+    partition read to the present says nothing of a copy still waiting in another's
+    backlog, which would then be a first sighting too (found by review in stop 35), nor
+    one table partition's reading of another's; and a partition read past an id's expiry
+    but not committed past a copy reads that copy again after a crash (stop 36). A
+    partition not that far (idle, days behind, not heard of since this worker started,
+    its claims written by a worker that did not say) holds the
     forgetting back, but never beyond ``readable_s`` past an id's expiry, the longest a
     copy accepted before it can stay in the log. faust writes a
     table key in the current event's partition, so an id is deleted while handling an
@@ -148,17 +151,32 @@ class TableReplayGuard:
         self.forgotten = 0
 
     def first_sighting(
-        self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
+        self,
+        message_id: str,
+        expires_at: int,
+        position: str,
+        seen_at: float | None = None,
+        *,
+        readable_from: float | None = None,
     ) -> bool:
+        """As ``ReplayGuard.first_sighting``. With ``sources``, ``readable_from`` is the
+        broker time below which the source partition of ``position`` can no longer be
+        read again (its records before the offset the broker confirmed committed): the
+        only thing that moves that partition's clock. ``seen_at``, how far it was *read*,
+        does not: a partition is read again from its commit point after a crash, a
+        rebalance or a watchdog seek, and a copy judged a replay there would be a first
+        sighting once its id was forgotten (found by review, stop 36). None (a claim
+        from a worker that did not say): the clock stays where it is."""
         key = message_id.encode()
         partition = self._table_partition(message_id, position)
         self._seed(partition)
         if seen_at is not None and math.isfinite(seen_at):
             self._log_clock = max(self._log_clock, seen_at)
+        if readable_from is not None and math.isfinite(readable_from):
             source = _partition_of_position(message_id, position)
             if source is not None:
                 clocks = self._source_clocks.setdefault(partition, {})
-                clocks[source] = max(clocks.get(source, 0.0), seen_at)
+                clocks[source] = max(clocks.get(source, 0.0), readable_from)
         first = self._table.get(key)
         if first is not None:
             return _position_in(bytes(first)) == position.encode()

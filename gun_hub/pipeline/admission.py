@@ -79,6 +79,11 @@ class Claim:
     source: SourcePosition
     accepted_at: float | None
     read_as: str | None = None  # a redrive: the original's position, where it is claimed
+    # The broker time below which the source partition can no longer be read again: of
+    # the record at the offset the broker confirmed committed (``Admissions.readable_from``).
+    # What moves the claims memory's clock for that partition; None: unknown (or written
+    # by a worker from before stop 36), which moves nothing.
+    readable_from: float | None = None
 
     @property
     def position(self) -> str:
@@ -97,6 +102,8 @@ class Claim:
         }
         if self.read_as is not None:
             fields["read_as"] = self.read_as
+        if self.readable_from is not None:
+            fields["readable_from"] = self.readable_from
         return json.dumps(fields, separators=(",", ":")).encode()
 
 
@@ -142,6 +149,7 @@ def read_claims_record(data: bytes) -> Claim | ClaimVerdict:
         )
         if fields["kind"] == CLAIM:
             accepted_at = fields["accepted_at"]
+            readable_from = fields.get("readable_from")
             read_as = fields.get("read_as")
             if read_as is not None:
                 read_as = parse_position(str(read_as)).describe()
@@ -151,6 +159,7 @@ def read_claims_record(data: bytes) -> Claim | ClaimVerdict:
                 source=source,
                 accepted_at=_instant(accepted_at) if accepted_at is not None else None,
                 read_as=read_as,
+                readable_from=_instant(readable_from) if readable_from is not None else None,
             )
         if fields["kind"] == VERDICT:
             return ClaimVerdict(
@@ -203,7 +212,13 @@ class ClaimJudge:
     def judge(self, claim: Claim) -> Effects:
         position = claim.position
         first = self._memory.first_sighting(
-            claim.message_id, claim.accept_until, position, claim.accepted_at
+            claim.message_id,
+            claim.accept_until,
+            position,
+            claim.accepted_at,
+            # A redrive is claimed at its original's position, on another partition
+            # maybe: what it says of its own partition is no clock of the original's.
+            readable_from=claim.readable_from if claim.read_as is None else None,
         )
         verdict = ClaimVerdict(
             message_id=claim.message_id,
@@ -247,6 +262,16 @@ class _Partition:
     # admitted, or being dead-lettered. Every other offset from where reading must start
     # is one faust has not handed over (yet): nothing after it may be decided before it.
     read: set[int] = field(default_factory=set)
+    # The broker time of each record read from the confirmed commit point on
+    # (``times_from``), and the latest of those read below it (``floor``): what a claim
+    # says of how far the partition can no longer be read again (``readable_from``).
+    times: dict[int, float] = field(default_factory=dict)
+    times_from: int = 0
+    floor: float | None = None
+    # Copies released as replays (offset -> message id, where it was held) that this
+    # worker may read again (a watchdog seek back to its first unsettled offset): a
+    # replay acted on stands, whatever a later judging of the same claim says.
+    refused: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 ReadFrom = Callable[[int], "int | None"]
@@ -265,37 +290,99 @@ class Admissions:
     to hold no record (None: not known yet, so nothing to wait for). A declaration is
     released only when every offset from there to it was read by the intake: deciding
     version 1 while version 2, before it in the log, was skipped would decide a stale
-    version (seen in the short chaos run)."""
+    version (seen in the short chaos run).
 
-    def __init__(self, read_from: ReadFrom | None = None) -> None:
+    ``committed(partition)`` is the offset the broker confirmed committed (None: not
+    known): from it, the partition may be read again (after a crash, a rebalance), so a
+    claim says how far it can *not* be (``readable_from``)."""
+
+    def __init__(
+        self, read_from: ReadFrom | None = None, committed: ReadFrom | None = None
+    ) -> None:
         self._partitions: dict[int, _Partition] = {}
         self._read_from = read_from
+        self._committed = committed
 
-    def saw(self, partition: int, offset: int) -> None:
-        """The intake read the record at ``offset`` (whatever becomes of it)."""
+    def saw(self, partition: int, offset: int, accepted_at: float | None = None) -> None:
+        """The intake read the record at ``offset`` (whatever becomes of it), appended by
+        the broker at ``accepted_at`` (None: not known)."""
         held = self._partitions.setdefault(partition, _Partition())
         held.read.add(offset)
+        if accepted_at is not None and self._committed is not None:
+            held.times[offset] = accepted_at
+            if len(held.times) > _PRUNE_AT:
+                self._forget_times_below_commit(partition, held)
         if len(held.read) > _PRUNE_AT:
             start = self._start(partition)
             if start is not None:
                 held.read = {o for o in held.read if o >= start}
+                held.refused = {o: r for o, r in held.refused.items() if o >= start}
+
+    def readable_from(self, partition: int) -> float | None:
+        """The broker time below which ``partition`` can no longer be read again: of the
+        record at the offset the broker confirmed committed, as the intake read it, or,
+        while that one is not read, of the latest record read before it (the broker's
+        times grow along a partition). None: neither read (or no commit known).
+
+        Not how far the intake has *read* (stop 36, found by review): a partition is read
+        again from its committed offset after a crash or a rebalance, so a copy judged a
+        replay there is claimed again, and the claims memory must still know its id. Not
+        the offset being committed either: a crash before the broker answers reads again
+        from the older one."""
+        held = self._partitions.get(partition)
+        if held is None:
+            return None
+        committed = self._forget_times_below_commit(partition, held)
+        if committed is None:
+            return None
+        at_commit = held.times.get(committed)
+        return at_commit if at_commit is not None else held.floor
+
+    def _forget_times_below_commit(self, partition: int, held: _Partition) -> int | None:
+        """Drop the times of records the partition can no longer read again (keeping
+        the latest of them); the offset confirmed committed."""
+        committed = self._committed(partition) if self._committed is not None else None
+        if committed is None or committed <= held.times_from:
+            return committed
+        below = [at for offset, at in held.times.items() if offset < committed]
+        if below:
+            held.floor = max(below + ([held.floor] if held.floor is not None else []))
+            held.times = {o: at for o, at in held.times.items() if o >= committed}
+        held.times_from = committed
+        return committed
 
     def wait(self, waiting: Waiting) -> None:
-        """Hold ``waiting`` (read again: the newer reading replaces the older)."""
-        self.saw(waiting.source.partition, waiting.source.offset)
-        self._partitions[waiting.source.partition].waiting[waiting.source.offset] = waiting
+        """Hold ``waiting`` (read again: the newer reading replaces the older, keeping a
+        replay verdict the older one had, or one this worker acted on there)."""
+        source = waiting.source
+        self.saw(source.partition, source.offset)
+        partition = self._partitions[source.partition]
+        older = partition.waiting.get(source.offset)
+        refused = partition.refused.get(source.offset)
+        if older is not None and older.message_id == waiting.message_id and older.first is False:
+            waiting.first, waiting.held_at = False, older.held_at
+        elif refused is not None and refused[0] == waiting.message_id:
+            waiting.first, waiting.held_at = False, refused[1]
+        partition.waiting[source.offset] = waiting
 
     def settle(self, verdict: ClaimVerdict) -> list[Waiting]:
         """Record ``verdict``; every declaration now releasable, in log order. A verdict
-        for nothing held (a claim sent again, a partition since reassigned) is ignored."""
+        for nothing held (a claim sent again, a partition since reassigned) is ignored.
+
+        A replay verdict is never overturned: two judgings of one claim that disagree
+        (a zombie owner and its successor, an owner judging its partition again from its
+        commit point after deleting the id: found by review, stop 36) mean the id was
+        forgotten in between and another position may hold it now. Nothing was acted on
+        while the declaration is held, so a replay after a first sighting refuses it."""
         partition = self._partitions.get(verdict.source.partition)
         if partition is None:
             return []
         waiting = partition.waiting.get(verdict.source.offset)
         if waiting is None or waiting.message_id != verdict.message_id:
             return []
-        waiting.first = verdict.first
-        waiting.held_at = verdict.held_at
+        if waiting.first is not False:
+            waiting.first = verdict.first
+            waiting.held_at = verdict.held_at
         return self._release(verdict.source.partition, partition)
 
     def admit_without_claim(self, waiting: Waiting) -> list[Waiting]:
@@ -336,7 +423,8 @@ class Admissions:
         return held is not None and offset in held.waiting
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """Partitions taken from this worker: their next owner reads them again."""
+        """Partitions taken from this worker: their next owner reads them again (from
+        the commit the broker has: a new reading tells its times)."""
         for partition in partitions:
             self._partitions.pop(partition, None)
 
@@ -356,7 +444,10 @@ class Admissions:
                 if any(o not in partition.read for o in range(start, offset)):
                     break  # a record before it was not read: it comes first
                 start = offset + 1
-            released.append(partition.waiting.pop(offset))
+            waiting = partition.waiting.pop(offset)
+            if waiting.first is False:
+                partition.refused[offset] = (waiting.message_id, waiting.held_at)
+            released.append(waiting)
         return released
 
 
@@ -385,8 +476,10 @@ class AdmissionGate:
         ``read_as``: a redrive's original position (``accepted_at`` is then the
         original's broker time)."""
         outbox = Effects()
-        self._admissions.saw(source.partition, source.offset)
         original = read_as if read_as is not None and read_as != source else None
+        # A redrive's broker time is its original's, earlier than its own: no later than
+        # the time it can be read again from.
+        self._admissions.saw(source.partition, source.offset, accepted_at)
         position = original or source
         unsealed = self._intake.unseal(outbox, data, position, accepted_at, check_replay=False)
         if unsealed is None:
@@ -408,6 +501,8 @@ class AdmissionGate:
             source,
             accepted_at,
             original.describe() if original is not None else None,
+            # A redrive is judged at its original's position: no clock of that partition.
+            self._admissions.readable_from(source.partition) if original is None else None,
         )
         # Built before anything waits for it: a claim that cannot be built must not leave
         # its declaration (and every one after it on its partition) waiting for good.

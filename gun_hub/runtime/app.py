@@ -633,11 +633,20 @@ def build_hub(settings: Settings) -> Hub:
             return None
         return fetcher.first_unsettled(TP(topics.declarations, partition))
 
-    admissions = Admissions(read_declarations_from)
+    def declarations_committed(partition: int) -> int | None:
+        """Where the broker has this declarations partition read again from: each claim
+        says how far its partition can no longer be read again (stop 36, ADR 0008)."""
+        fetcher = consumer()
+        if fetcher is None:
+            return None
+        return fetcher.confirmed_commit(TP(topics.declarations, partition))
+
+    admissions = Admissions(read_declarations_from, declarations_committed)
     gate = AdmissionGate(intake, admissions, topics.claims, settings.kafka.partitions)
-    # Forgotten once every declarations partition is read past an id's expiry; while
-    # one is not (idle, or days behind), once no copy can be left in the log: the
-    # decided markers' span, twice the declarations' retention.
+    # Forgotten once every declarations partition is committed past an id's expiry (the
+    # broker confirmed it: nothing before can be read again); while one is not (idle,
+    # days behind, or its claims from an older worker), once no copy can be left in the
+    # log: the decided markers' span, twice the declarations' retention.
     claimed_ids = claims_memory(
         _raw_table(app, settings, CLAIMED_IDS_TABLE),
         settings.kafka.partitions,
@@ -708,7 +717,7 @@ def build_hub(settings: Settings) -> Hub:
             _header_list(event.headers), data, source, _accepted_at(event.message)
         )
         if not arrival.handle:
-            admissions.saw(source.partition, source.offset)
+            admissions.saw(source.partition, source.offset, _accepted_at(event.message))
             return await send_outbox(
                 send_record, arrival.outbox, source, topics.dlq, links=audit_links
             )

@@ -61,6 +61,11 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         # and the handled offsets below it are forgotten at once, while faust records
         # the offset as committed only once the broker answered (seconds, under load).
         self._committing: dict[TP, int] = {}
+        # The offset the broker confirmed committed (or, with none, the partition's start
+        # sought at the assignment): where the partition is read again from after a crash
+        # or a rebalance. faust's own ``_committed_offset`` is set whatever the broker
+        # answered, so it is kept here from the answers.
+        self._confirmed: dict[TP, int] = {}
         # The highest offset fetched for the streams since the last seek.
         self._fetched: dict[TP, int] = {}
         # The record faust's fetch loop is handing to the agents' queues right now (it
@@ -117,6 +122,11 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         if committed is None:
             return committing if committing is not None else self._start.get(tp)
         return committed if committing is None else max(committed, committing)
+
+    def confirmed_commit(self, tp: TP) -> int | None:
+        """The offset the broker confirmed committed for ``tp`` (None: not known yet):
+        nothing before it can be read again, by this worker or the next owner."""
+        return self._confirmed.get(tp)
 
     def first_unsettled(self, tp: TP) -> int | None:
         """The first offset of ``tp`` neither handled nor known empty."""
@@ -308,6 +318,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             if offset:
                 self._reseeking.add(TP(tp.topic, tp.partition))
                 self._sought[TP(tp.topic, tp.partition)] = offset
+                self._confirmed[TP(tp.topic, tp.partition)] = offset  # the broker's
         uncommitted = [TP(tp.topic, tp.partition) for tp, offset in committed.items() if not offset]
         if uncommitted:
             starts: Mapping[TP, int] = await self.earliest_offsets(*uncommitted)
@@ -315,7 +326,18 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 start = starts.get(tp)
                 if start is not None:
                     await self.seek(tp, start)
+                    self._confirmed[tp] = start  # nothing committed: read from the start
         return committed
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        """The commit, and what the broker confirmed of it (``confirmed_commit``)."""
+        done: bool = await super()._commit(offsets)
+        if done:
+            assigned = self.assignment()
+            for tp, offset in offsets.items():
+                if tp in assigned and offset > self._confirmed.get(tp, -1):
+                    self._confirmed[tp] = offset
+        return done
 
     async def seek_wait(self, partitions: Any) -> None:
         self._positions_move()
@@ -358,6 +380,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         it starts again from the offset the broker has committed."""
         for tp in revoked:
             self._committing.pop(tp, None)
+            self._confirmed.pop(tp, None)
             self._handled.pop(tp, None)
             self._empty.pop(tp, None)
             self._start.pop(tp, None)

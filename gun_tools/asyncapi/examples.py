@@ -215,6 +215,7 @@ def _claimed(declarations_topic: str) -> Claim:
         accept_until=int(AT.timestamp()) + 1200,
         source=SourcePosition(declarations_topic, 3, 1041),
         accepted_at=AT.timestamp(),
+        readable_from=AT.timestamp() - 2.5,  # the record at partition 3's commit point
     )
 
 

@@ -337,6 +337,17 @@ def payload_schemas() -> dict[str, JsonObject]:
                             "description": "A redrive: the original's position "
                             "(topic/partition/offset), where it is claimed.",
                         },
+                        "readable_from": {
+                            "type": "number",
+                            "exclusiveMinimum": -(2**33),
+                            "exclusiveMaximum": 2**33,
+                            "description": "The log-append time (epoch s) below which the "
+                            "declaration's partition can no longer be read again: of the "
+                            "record at the offset the broker confirmed committed. What moves "
+                            "the claims memory's clock for that partition (ADR 0008, stop "
+                            "36). Absent when unknown, for a redrive, and from a worker "
+                            "before stop 36 (its claims move no clock).",
+                        },
                     },
                     "additionalProperties": False,
                 },

@@ -615,3 +615,21 @@ def test_a_redrive_claim_matches_the_claims_schema_and_a_forged_one_does_not(
     assert errors(validator, json.loads(claim.to_bytes())) == []
     forged = json.loads(claim.to_bytes()) | {"partition": 2**31, "read_as": "x|y"}
     assert len(errors(validator, forged)) > 0
+
+
+def test_a_claim_saying_how_far_its_partition_can_be_read_again_matches_the_claims_schema(
+    document: dict[str, Any],
+) -> None:
+    """Stop 36 (found by review): a claim carries ``readable_from``, the broker time below
+    which its partition can no longer be read again."""
+    schema = resolve(document, "#/components/schemas/ClaimsRecord")
+    validator = schema_validator(document, schema)
+    claim = Claim(
+        message_id="0f6c",
+        accept_until=1_800_000_000,
+        source=SourcePosition("gun.declarations", 1, 5),
+        accepted_at=1_799_999_000.5,
+        readable_from=1_799_998_000.0,
+    )
+    assert errors(validator, json.loads(claim.to_bytes())) == []
+    assert len(errors(validator, json.loads(claim.to_bytes()) | {"readable_from": 1e300})) > 0

@@ -63,6 +63,7 @@ def _strict(committed: int, handled: list[int], acked: list[int] | None = None) 
     consumer._empty = defaultdict(EmptyOffsets)
     consumer._start = {}
     consumer._committing = {}
+    consumer._confirmed = {}
     consumer._held = set()
     return consumer
 
@@ -335,3 +336,38 @@ def test_a_gap_marked_empty_lets_the_commit_point_pass_it() -> None:
     for start, stop in gaps.returned(TOPIC_PARTITION, [3, 4, 6]):
         empty.add(start, stop)
     assert first_unsettled(3, [3, 4, 6], empty) == 7
+
+
+class _Thread:
+    """The consumer thread's side of a commit: the broker's answer."""
+
+    def __init__(self, answer: bool) -> None:
+        self.answer = answer
+
+    async def commit(self, offsets: Any) -> bool:
+        return self.answer
+
+    def assignment(self) -> set[TP]:
+        return {TOPIC_PARTITION}
+
+
+def test_the_commit_confirmed_is_the_one_the_broker_answered() -> None:
+    """Found by review, stop 36 (A): the claims memory learns from each claim how far its
+    declarations partition can no longer be read again, which is from the offset the
+    broker confirmed committed: neither the one being committed (a crash before the
+    broker answers reads again from the older one) nor one faust records although the
+    broker refused it (faust sets its committed offset whatever the answer)."""
+    consumer = _strict(committed=10, handled=[10, 11, 12])
+    consumer._confirmed[TOPIC_PARTITION] = 10  # as sought at the assignment
+    assert consumer._new_offset(TOPIC_PARTITION) == 13  # handed to faust to commit
+    assert consumer.confirmed_commit(TOPIC_PARTITION) == 10
+    consumer._thread = _Thread(answer=False)  # "already rebalanced"
+    assert not asyncio.run(consumer._commit({TOPIC_PARTITION: 13}))
+    assert consumer.confirmed_commit(TOPIC_PARTITION) == 10
+    consumer._thread = _Thread(answer=True)
+    assert asyncio.run(consumer._commit({TOPIC_PARTITION: 13}))
+    assert consumer.confirmed_commit(TOPIC_PARTITION) == 13
+    consumer._fetched, consumer._sought, consumer._reseeking = {}, {}, set()
+    consumer.throttled = set()
+    consumer._forget_partitions({TOPIC_PARTITION})
+    assert consumer.confirmed_commit(TOPIC_PARTITION) is None  # learnt again when assigned

@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,6 +33,7 @@ from gun_hub.pipeline.admission import (
     Claim,
     ClaimJudge,
     ClaimVerdict,
+    Waiting,
     claim_partition,
     claims_memory,
     read_claims_record,
@@ -53,12 +55,13 @@ class Admission:
         routing: RoutingTable,
         keys_dir: Path,
         read_from: Callable[[int], int | None] | None = None,
+        committed: Callable[[int], int | None] | None = None,
     ) -> None:
         self.hub = Hub(routing, keys_dir)
-        intake = Intake(self.hub.intake._ctx, DeclarationCodec(), self.hub.cases)
+        self.intake = Intake(self.hub.intake._ctx, DeclarationCodec(), self.hub.cases)
         self.topics = self.hub.topics
-        self.admissions = Admissions(read_from)
-        self.gate = AdmissionGate(intake, self.admissions, self.topics.claims, PARTITIONS)
+        self._read_from, self._committed = read_from, committed
+        self.restart()
         self.claimed_ids: dict[bytes, bytes] = {}
         self.judge = ClaimJudge(
             claims_memory(
@@ -69,6 +72,12 @@ class Admission:
             ),
             self.topics.claims,
         )
+
+    def restart(self) -> None:
+        """A crash or a reassignment: what the worker held in memory is gone (the cases
+        and the claimed ids are tables, kept)."""
+        self.admissions = Admissions(self._read_from, self._committed)
+        self.gate = AdmissionGate(self.intake, self.admissions, self.topics.claims, PARTITIONS)
 
     def seal(self, xml: bytes) -> bytes:
         return self.hub.envelope(CLEARANCE_PARTY).seal(
@@ -222,7 +231,7 @@ def test_anything_else_on_the_claims_topic_is_refused_with_a_reason(record: byte
         read_claims_record(record)
 
 
-NUMBERS = ("partition", "offset", "accept_until", "accepted_at")
+NUMBERS = ("partition", "offset", "accept_until", "accepted_at", "readable_from")
 CLAIM_FIELDS = {
     "kind": "claim",
     "jti": "0f6c",
@@ -231,6 +240,7 @@ CLAIM_FIELDS = {
     "offset": 5,
     "accept_until": 1_800_000_000,
     "accepted_at": 1_799_999_000.5,
+    "readable_from": 1_799_998_000.0,
 }
 
 
@@ -266,6 +276,7 @@ def test_a_claim_within_range_is_read() -> None:
         json.dumps(CLAIM_FIELDS | {"read_as": "gun.declarations/2/40"}).encode()
     )
     assert isinstance(claim, Claim)
+    assert claim.readable_from == CLAIM_FIELDS["readable_from"]
     assert (claim.source.partition, claim.source.offset, claim.read_as) == (
         1,
         5,
@@ -385,7 +396,7 @@ def test_a_copy_read_first_from_a_partition_caught_up_does_not_get_the_version_d
         other = uuid.uuid4().hex
         if claim_partition(other, PARTITIONS) == owner:
             position = SourcePosition("gun.declarations", 1, 10 + others)
-            judge.judge(Claim(other, int(now) + 3_900, position, now))
+            judge.judge(Claim(other, int(now) + 3_900, position, now, readable_from=now))
             others += 1
 
     assert _through_at(on_0, sealed, at(0, 500), sealed_at) == []  # a replay now
@@ -406,3 +417,215 @@ def _through_at(
     assert isinstance(claim, Claim)
     admitted = admission.settle(admission.verdict(claim))
     return [outbox for outbox in admitted if outbox.to(admission.topics.dlq) == []]
+
+
+# -- found by review, stop 36 ---------------------------------------------------------------
+
+
+def _claim_of_a_declaration_read_at(
+    admission: Admission, source: SourcePosition, accepted_at: float, owner: int
+) -> Claim:
+    """A fresh declaration read at ``source`` whose claim goes to claims partition
+    ``owner``: the claim its intake sends there (judged too, its verdict let be)."""
+    while True:
+        sealed = admission.seal(declaration_xml(reference="26FR000690I0000077"))
+        outbox, _ = admission.gate.receive(sealed, source, accepted_at)
+        [record] = outbox.to(admission.topics.claims)
+        claim = read_claims_record(record.value)
+        assert isinstance(claim, Claim)
+        if claim_partition(claim.message_id, PARTITIONS) == owner:
+            admission.judge.judge(claim)
+            return claim
+        admission.admissions.forget([source.partition])  # not this one: as if never read
+
+
+def _others_read_and_committed_on(
+    judge: ClaimJudge, owner: int, partitions: tuple[int, ...], now: float, count: int = 1000
+) -> None:
+    """Every declarations partition in ``partitions`` read on, and committed, to the
+    present: claims reaching claims partition ``owner`` from each, as the hub writes
+    them (enough for the owner to look for what it may forget several times)."""
+    n = 0
+    while n < count:
+        other = uuid.uuid4().hex
+        if claim_partition(other, PARTITIONS) == owner:
+            partition = partitions[n % len(partitions)]
+            record = Claim(
+                other,
+                int(now) + 3_900,
+                SourcePosition("gun.declarations", partition, 10_000 + n),
+                now,
+                readable_from=now,
+            )
+            claim = read_claims_record(record.to_bytes())  # through the wire format
+            assert isinstance(claim, Claim)
+            judge.judge(claim)
+            n += 1
+
+
+@dataclass
+class Replayed:
+    """Where the review's scenario leaves the hub before the copy is read again."""
+
+    on_0: Admission  # partition 0's worker (and the owner of the id's claims partition)
+    on_1: Admission  # partition 1's
+    original: Effects  # the original's admission, on partition 0
+    sealed: bytes
+    sealed_at: float
+    message_id: bytes
+
+
+def _a_copy_judged_a_replay_then_everything_read_on(
+    routing_table: RoutingTable,
+    keys_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    committed_on_1: Callable[[int], int | None],
+) -> Replayed:
+    """The review's scenario up to the re-reading: the hub back after three hours, the
+    original at 0/1 and a copy at 1/3 appended a minute later; the copy judged a replay
+    and dead-lettered; then every declarations partition read on to the present (the
+    intake runs ahead of the commit point: faust skipped a record before offset 3, and
+    everything behind it is held, up to ``admission_limit``)."""
+    now = time.time()
+    sealed_at = now - 3 * 3600
+    on_0 = Admission(routing_table, keys_dir, committed=lambda _partition: None)
+    on_1 = Admission(routing_table, keys_dir, committed=committed_on_1)
+    on_1.judge = on_0.judge  # one owner of the id's claim partition
+    monkeypatch.setattr(time, "time", lambda: sealed_at)
+    sealed = on_0.seal(declaration_xml())
+    monkeypatch.undo()
+
+    [original] = _through_at(on_0, sealed, at(0, 1), sealed_at)
+    assert _through_at(on_1, sealed, at(1, 3), sealed_at + 60) == []  # the copy: a replay
+    [(message_id, _)] = on_0.claimed_ids.items()
+    owner = claim_partition(message_id.decode(), PARTITIONS)
+    # Partition 1 read on to the present: its claims reach the owner too.
+    _claim_of_a_declaration_read_at(on_1, at(1, 10_000), now, owner)
+    _others_read_and_committed_on(on_0.judge, owner, (0, 2, 3), now)
+    return Replayed(on_0, on_1, original, sealed, sealed_at, message_id)
+
+
+def test_a_copy_judged_a_replay_stays_one_when_read_again_from_its_partitions_commit_point(
+    routing_table: RoutingTable, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review, stop 36 (A). The claims memory forgot an id once every
+    declarations partition had been *read* past its expiry (each source partition's
+    clock the broker time of the claims read from it). But partition 1, its commit point
+    still before the copy at offset 3, is read again from there after a crash, a
+    rebalance or a watchdog seek (ADR 0009): the copy's claim, judged again after the id
+    was forgotten, was a first sighting, and partition 1 decided REF v1 a second time.
+    A source partition's clock now follows the broker time of the first record at its
+    *confirmed* commit point, which each claim carries: the id is kept while the copy
+    can be read again."""
+    hub = _a_copy_judged_a_replay_then_everything_read_on(
+        routing_table, keys_dir, monkeypatch, committed_on_1=lambda _partition: 3
+    )
+    assert hub.message_id in hub.on_0.claimed_ids  # partition 1 can read the copy again
+
+    hub.on_1.restart()  # a crash before partition 1 was committed past offset 3
+    admitted_again = _through_at(hub.on_1, hub.sealed, at(1, 3), hub.sealed_at + 60)
+    assert admitted_again == []  # still a replay: dead-lettered again
+    on_0 = hub.on_0
+    assert on_0.hub.decisions(on_0.hub.answer(hub.original, "dgal", Verdict.VALID)) == [
+        (REF, 1, Outcome.RELEASE)
+    ]
+
+
+def test_an_id_is_forgotten_once_every_partition_is_committed_past_its_copies(
+    routing_table: RoutingTable, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory stays bounded (docs/bounded-state.md): once partition 1's commit point
+    is confirmed past the copy (at the record read at 10,000, read at the present), no
+    copy accepted before the id's expiry can be read again, and the id is forgotten."""
+    hub = _a_copy_judged_a_replay_then_everything_read_on(
+        routing_table, keys_dir, monkeypatch, committed_on_1=lambda _partition: 10_000
+    )
+    assert hub.message_id not in hub.on_0.claimed_ids
+
+
+def test_a_replay_verdict_is_not_overturned_by_a_later_first_sighting_for_a_held_declaration() -> (
+    None
+):
+    """Found by review, stop 36 (1, the compound zombie form): two judgings of one claim
+    (a zombie owner and its successor, or an owner judging its partition again from its
+    commit point after a deletion it had made) answer differently, and the declaration,
+    still held behind an unread offset, took whichever came last: a replay admitted."""
+    admissions = Admissions(lambda partition: 2)  # offset 2 not read yet
+    source = SourcePosition("gun.declarations", 1, 3)
+    admissions.wait(Waiting(source, b"sealed", b"<xml/>", "jti-1"))
+    assert admissions.settle(ClaimVerdict("jti-1", source, False, "gun.declarations/0/1")) == []
+    assert admissions.settle(ClaimVerdict("jti-1", source, True, "gun.declarations/1/3")) == []
+    admissions.saw(1, 2)
+    [released] = admissions.release_ready()
+    assert released.first is False, "the replay verdict was overwritten by a later 'first'"
+    assert released.held_at == "gun.declarations/0/1"
+
+
+def test_a_replay_verdict_after_a_first_sighting_for_a_held_declaration_refuses_it() -> None:
+    """Nothing was acted on while it is held: of two answers, the replay holds (another
+    position may have been admitted on the id's later first sighting)."""
+    admissions = Admissions(lambda partition: 2)
+    source = SourcePosition("gun.declarations", 1, 3)
+    admissions.wait(Waiting(source, b"sealed", b"<xml/>", "jti-1"))
+    admissions.settle(ClaimVerdict("jti-1", source, True, "gun.declarations/1/3"))
+    admissions.settle(ClaimVerdict("jti-1", source, False, "gun.declarations/0/1"))
+    admissions.saw(1, 2)
+    [released] = admissions.release_ready()
+    assert (released.first, released.held_at) == (False, "gun.declarations/0/1")
+
+
+@pytest.mark.parametrize("acted_on", [True, False])
+def test_a_copy_refused_as_a_replay_and_read_again_stays_refused_whatever_its_new_verdict(
+    acted_on: bool,
+) -> None:
+    """The copy dead-lettered as a replay and read again by the same worker (a watchdog
+    seek before its partition's commit passed it), or read again while still held (the
+    newer reading replaces the older): the replay verdict acted on, or received, stands
+    against a first sighting judged after the id was forgotten."""
+    start = {1: 3 if acted_on else 2}  # else: offset 2 not read yet, the copy held
+    admissions = Admissions(start.get)
+    source = SourcePosition("gun.declarations", 1, 3)
+    admissions.wait(Waiting(source, b"sealed", b"<xml/>", "jti-1"))
+    replay = ClaimVerdict("jti-1", source, False, "gun.declarations/0/1")
+    if acted_on:
+        [refused] = admissions.settle(replay)
+        assert refused.first is False
+    else:
+        assert admissions.settle(replay) == []
+        admissions.saw(1, 2)
+    admissions.wait(Waiting(source, b"sealed", b"<xml/>", "jti-1"))  # read again
+    [released] = admissions.settle(ClaimVerdict("jti-1", source, True, "gun.declarations/1/3"))
+    assert (released.first, released.held_at) == (False, "gun.declarations/0/1")
+
+
+def test_a_claim_carries_the_broker_time_of_the_record_at_its_partitions_confirmed_commit(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """Found by review, stop 36 (A): what a claim says of its partition is how far it can
+    no longer be read again, not how far it was read. That is the broker time of the
+    record at the offset the broker confirmed committed (a crash before a commit is
+    confirmed reads again from the older one), as the intake read it; unknown until the
+    intake has read it or a record before it."""
+    committed = {1: 3}
+    admission = Admission(routing_table, keys_dir, committed=committed.get)
+    t = time.time() - 60  # the broker's time of each record: t + its offset
+
+    def claimed_at(offset: int) -> float | None:
+        sealed = admission.seal(declaration_xml())
+        outbox, _ = admission.gate.receive(sealed, at(1, offset), t + offset)
+        [record] = outbox.to(admission.topics.claims)
+        claim = read_claims_record(record.value)
+        assert isinstance(claim, Claim)
+        assert claim.accepted_at == t + offset  # the log clock still hears of it
+        return claim.readable_from
+
+    assert claimed_at(5) is None  # nothing read at or before offset 3 yet
+    admission.gate.receive(b"eyJnot-an-envelope", at(1, 3), t + 3)  # dead-lettered
+    admission.gate.receive(b"eyJnot-an-envelope", at(1, 4), t + 4)
+    assert claimed_at(6) == t + 3  # the record at the commit, not its own
+    committed[1] = 5  # the broker confirmed a commit at 5
+    assert claimed_at(7) == t + 5
+    committed[1] = 8  # offset 8 not read yet: no later than the records before it
+    assert claimed_at(9) == t + 7
+    admission.admissions.forget([1])  # the partition taken from this worker
+    assert claimed_at(10) is None

@@ -116,13 +116,28 @@ def _claims_memory(table: dict[bytes, bytes]) -> TableReplayGuard:
     return claims_memory(table, PARTITIONS, keep_after_expiry_s=KEEP_S, readable_s=READABLE_S)
 
 
-def _read_on(guard: TableReplayGuard, partitions: range, at: float, count: int = 4_000) -> None:
+_COMMITTED_AS_READ = -1.0
+
+
+def _read_on(
+    guard: TableReplayGuard,
+    partitions: range,
+    at: float,
+    count: int = 4_000,
+    readable_from: float | None = _COMMITTED_AS_READ,
+) -> None:
     """Other declarations, read from ``partitions`` at broker time ``at``: enough for
-    every claims partition to look for what it may forget, several times."""
+    every claims partition to look for what it may forget, several times. Each claim
+    says its partition can no longer be read again before ``readable_from`` (by default
+    ``at``: committed as read; None: a claim from a worker that did not say)."""
     for n in range(count):
         partition = partitions[n % len(partitions)]
         assert guard.first_sighting(
-            f"other-{at}-{n}", int(at) + 600, f"gun.declarations/{partition}/{n + 1000}", at
+            f"other-{at}-{n}",
+            int(at) + 600,
+            f"gun.declarations/{partition}/{n + 1000}",
+            at,
+            readable_from=at if readable_from == _COMMITTED_AS_READ else readable_from,
         )
 
 
@@ -179,9 +194,13 @@ def test_a_claims_partition_behind_the_others_forgets_by_what_it_has_read() -> N
     original, *later_on_0 = on[0]
     assert guard.first_sighting(original, 1000, "gun.declarations/0/5", 900.0)
     for k, message_id in enumerate(on[1]):  # claims partition 1 runs ahead
-        assert guard.first_sighting(message_id, 2500, f"gun.declarations/{k % 2}/{k + 9}", 2000.0)
+        assert guard.first_sighting(
+            message_id, 2500, f"gun.declarations/{k % 2}/{k + 9}", 2000.0, readable_from=2000.0
+        )
     for k, message_id in enumerate(later_on_0):  # claims partition 0, behind, reads on
-        assert guard.first_sighting(message_id, 2400, f"gun.declarations/0/{k + 6}", 950.0)
+        assert guard.first_sighting(
+            message_id, 2400, f"gun.declarations/0/{k + 6}", 950.0, readable_from=950.0
+        )
     # The copy, appended at 1200 (within exp + skew), its claim next on claims partition 0.
     assert not guard.first_sighting(original, 1000, "gun.declarations/1/7", 1200.0)
 
@@ -223,3 +242,36 @@ def test_a_partition_taken_back_is_seeded_from_a_new_reading() -> None:
         _sight(guard, n, expires_at=n + 600, at=float(n) + 10_000, partition=1)
     assert table.scans == 2
     assert b"theirs" not in table
+
+
+# -- a source partition's clock is how far it can no longer be read again (review, stop 36) --
+
+
+def test_a_partition_read_past_an_ids_expiry_but_not_committed_past_it_keeps_the_id() -> None:
+    """Found by review, stop 36 (A): a partition read to the present whose commit point
+    is still before a copy of the id (the copy judged a replay, its record read again
+    after a crash, a rebalance or a watchdog seek) must keep the id remembered: each
+    claim says how far its partition can no longer be read again (``readable_from``),
+    and only that moves the partition's clock, not the claim's own broker time."""
+    table: dict[bytes, bytes] = {}
+    guard = _claims_memory(table)
+    expires_at = int(THREE_HOURS_AGO) + 600 + KEEP_S
+    guard.first_sighting("copied", expires_at, "gun.declarations/1/3", THREE_HOURS_AGO)
+    _read_on(guard, range(PARTITIONS), NOW, readable_from=THREE_HOURS_AGO + 60)
+    assert b"copied" in table
+    _read_on(guard, range(PARTITIONS), NOW + 1, readable_from=NOW)  # committed on
+    assert b"copied" not in table
+
+
+def test_a_claim_from_an_older_worker_does_not_move_its_partitions_clock() -> None:
+    """During a rolling upgrade, a claim written without ``readable_from`` says nothing
+    of how far its partition can be read again: the id is kept, but no longer than a
+    record stays readable (the memory stays bounded)."""
+    table: dict[bytes, bytes] = {}
+    guard = _claims_memory(table)
+    expires_at = int(THREE_HOURS_AGO) + 600 + KEEP_S
+    guard.first_sighting("copied", expires_at, "gun.declarations/1/3", THREE_HOURS_AGO)
+    _read_on(guard, range(PARTITIONS), NOW, readable_from=None)
+    assert b"copied" in table
+    _read_on(guard, range(PARTITIONS), expires_at + READABLE_S + 1.0, readable_from=None)
+    assert b"copied" not in table

@@ -542,7 +542,8 @@ def build_hub(settings: Settings) -> Hub:
     # Audit links in chain order, each certain to follow the links before it, never
     # dead-lettered, and added to a chain by its partition's owner only: a lane fenced by
     # another worker crashes this one, which starts again and resyncs what it is given
-    # (runtime/audit_lanes.py).
+    # (runtime/audit_lanes.py), unless the group no longer assigns it the partition (the
+    # newer owner is the rightful one: given up, no crash; review stop 36).
     link_producer = AuditLinkProducer(
         from_settings(settings.kafka), topics.audit, f"{settings.hub.app_id}-audit-links"
     )
@@ -555,6 +556,7 @@ def build_hub(settings: Settings) -> Hub:
         link_producer.send_batch,
         link_producer.release,
         on_lost=audit_partition_lost,
+        owns=lambda partition: TP(topics.declarations, partition) in app.consumer.assignment(),
         interval_s=settings.hub.audit_transaction_interval_ms / 1000,
     )
 

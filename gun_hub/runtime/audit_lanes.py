@@ -34,11 +34,20 @@ given is cancelled, and the worker is told (``on_lost``; the hub crashes it, and
 starts again, rejoins its group and resyncs what it is given). A lane never takes its
 producer again by itself: taken by a worker that has not yet heard it was expelled, it
 would fence the rightful owner and append from the old head (ADR 0019).
+
+A taking under way when its partition is revoked is given up (letting the partition go
+cancels it): aiokafka retries InitProducerId until the coordinator answers, and a slow
+coordinator took the old owner's after the next owner's, fencing the rightful owner,
+which crashed, and its restart caused another rebalance (found by review, stop 36). And a
+lane fenced once its partition is no longer this worker's (given up, or no longer
+assigned to it by the group) gives the partition up without telling the worker: the
+newer owner is the rightful one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -69,6 +78,12 @@ GIVE_UP_WAIT_S = 1.0
 SendBatch = Callable[[int, list[OutgoingRecord]], Awaitable[None]]
 # Told that a partition's lane stopped for good (its producer fenced).
 OnLost = Callable[[int, BaseException], Awaitable[None]]
+# Whether the group still assigns a partition to this worker.
+Owns = Callable[[int], bool]
+
+
+def _always(_partition: int) -> bool:
+    return True
 
 
 class AuditLaneLost(Exception):
@@ -79,6 +94,15 @@ class AuditLaneLost(Exception):
     def __init__(self, partition: int, reason: str = "fenced by another worker") -> None:
         super().__init__(f"audit partition {partition}: {reason}")
         self.partition = partition
+
+
+class AuditTakingGivenUp(Exception):
+    """The taking of these partitions' producers was given up before it was done (their
+    producers let go: a revocation); no producer of theirs is kept."""
+
+    def __init__(self, partitions: Collection[int]) -> None:
+        super().__init__(f"audit partitions {sorted(partitions)}: taking given up")
+        self.partitions = sorted(partitions)
 
 
 @dataclass
@@ -97,16 +121,20 @@ class AuditLanes:
         release: Callable[[Collection[int]], Awaitable[None]],
         *,
         on_lost: OnLost,
+        owns: Owns = _always,
         interval_s: float = 0.0,
         backoff_s: float = 0.1,
         max_backoff_s: float = 5.0,
     ) -> None:
         """``interval_s``: a lane begins a transaction at most this often; what it is
-        given meanwhile goes into its next one (a full batch does not wait)."""
+        given meanwhile goes into its next one (a full batch does not wait). ``owns``:
+        whether the group still assigns a partition here; a lane fenced when it does not
+        gives the partition up without ``on_lost``."""
         self.topic = topic
         self._send_batch = send_batch
         self._release = release
         self._on_lost = on_lost
+        self._owns = owns
         self._interval_s = interval_s
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
@@ -172,12 +200,37 @@ class AuditLanes:
                         future.set_result(None)
                 lane.sending = []
         except AuditLaneLost as lost:
-            log.exception("audit partition %d lost: its links are the next owner's", partition)
-            self._open.discard(partition)
-            if self._lanes.get(partition) is lane:
-                del self._lanes[partition]
             _cancel(lane)
+            if self._lanes.get(partition) is not lane:  # given up meanwhile (a revocation)
+                log.warning(
+                    "audit partition %d fenced as it was given up: its next owner's (%s)",
+                    partition,
+                    lost,
+                )
+                return
+            del self._lanes[partition]
+            self._open.discard(partition)
+            if not self._still_owned(partition):
+                # The group gave it to another worker already (its revocation still to
+                # come): that owner is the rightful one; crashing would only cause another
+                # rebalance (found by review, stop 36).
+                log.warning(
+                    "audit partition %d fenced by its next owner (no longer assigned here): "
+                    "given up, its links are the next owner's",
+                    partition,
+                )
+                await self._release([partition])
+                return
+            log.exception("audit partition %d lost: its links are the next owner's", partition)
             await self._on_lost(partition, lost)
+
+    def _still_owned(self, partition: int) -> bool:
+        """``owns``, and owned when it cannot say (the worker is told, as before)."""
+        try:
+            return self._owns(partition)
+        except Exception:
+            log.exception("audit partition %d: whether it is still assigned is unknown", partition)
+            return True
 
     async def _deliver(self, partition: int, links: list[OutgoingRecord]) -> None:
         """Until the broker has appended ``links`` (one record batch, whole)."""
@@ -251,6 +304,7 @@ class AuditLinkProducer:
         self._topic = topic
         self._prefix = transactional_prefix
         self._producers: dict[int, AIOKafkaProducer] = {}
+        self._taking: dict[int, asyncio.Task[None]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
 
     def transactional_id(self, partition: int) -> str:
@@ -259,9 +313,37 @@ class AuditLinkProducer:
     async def take(self, partitions: Collection[int]) -> None:
         """Own ``partitions``' chains from now on: any former owner's producer is fenced
         and its open transaction ended (committed or aborted, before this returns), so the
-        tail read next is all that will ever precede this worker's links."""
+        tail read next is all that will ever precede this worker's links.
+
+        Each partition is taken in a task of its own, which letting the partition go
+        (:meth:`release`, at a revocation) cancels: its InitProducerId, retried until the
+        coordinator answers, must not land after the next owner's and fence it (found by
+        review, stop 36). :class:`AuditTakingGivenUp` when one was."""
         await self.release(partitions)  # a stale one of ours is fenced too: never reused
-        await asyncio.gather(*(self._take_one(p) for p in partitions))
+        wanted = list(partitions)
+        takings = []
+        for partition in wanted:
+            taking = asyncio.create_task(self._take_one(partition))
+            self._taking[partition] = taking
+            taking.add_done_callback(functools.partial(self._taken, partition))
+            takings.append(taking)
+        outcomes = await asyncio.gather(*takings, return_exceptions=True)
+        given_up = [
+            p
+            for p, o in zip(wanted, outcomes, strict=True)
+            if isinstance(o, asyncio.CancelledError)
+        ]
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(
+                outcome, asyncio.CancelledError
+            ):
+                raise outcome
+        if given_up:
+            raise AuditTakingGivenUp(given_up)
+
+    def _taken(self, partition: int, taking: asyncio.Task[None]) -> None:
+        if self._taking.get(partition) is taking:
+            del self._taking[partition]
 
     async def _take_one(self, partition: int) -> None:
         producer = AIOKafkaProducer(
@@ -284,6 +366,9 @@ class AuditLinkProducer:
         except BaseException:
             await producer.stop()
             raise
+        if self._taking.get(partition) is not asyncio.current_task():
+            await producer.stop()  # let go meanwhile: never kept
+            raise asyncio.CancelledError
         self._producers[partition] = producer
 
     async def send_batch(self, partition: int, links: list[OutgoingRecord]) -> None:
@@ -318,8 +403,13 @@ class AuditLinkProducer:
         at most ``GIVE_UP_WAIT_S`` for them to stop: aiokafka's stop flushes what a
         producer holds, which it never expires while the partition's leader is away (the
         next owner's taking ends an open transaction; a batch of the old epoch is refused
-        once it did)."""
-        stopping = []
+        once it did). A taking of one under way is cancelled (:meth:`take`)."""
+        stopping: list[asyncio.Future[None]] = []
+        for partition in partitions:
+            taking = self._taking.pop(partition, None)
+            if taking is not None and not taking.done():
+                taking.cancel()  # its InitProducerId no longer retried
+                stopping.append(taking)
         for partition in partitions:
             producer = self._producers.pop(partition, None)
             if producer is not None:
@@ -332,7 +422,7 @@ class AuditLinkProducer:
             await asyncio.wait(stopping, timeout=GIVE_UP_WAIT_S)
 
     async def stop(self) -> None:
-        await self.release(list(self._producers))
+        await self.release(list(self._producers.keys() | self._taking.keys()))
         if self._stopping:  # the worker stops: what still stops gets a last moment
             await asyncio.wait(list(self._stopping), timeout=GIVE_UP_WAIT_S)
 

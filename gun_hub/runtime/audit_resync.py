@@ -22,7 +22,7 @@ from typing import Protocol
 
 from aiokafka.errors import KafkaError
 
-from gun_hub.runtime.audit_lanes import BATCH
+from gun_hub.runtime.audit_lanes import BATCH, AuditTakingGivenUp
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,16 @@ async def take_over_chains(
     (``rebalances`` no longer what it was, ``since``, when the assignment was noted: a
     revocation's give-up may have run in between, found by review in stop 33; faust's
     recovery of an assignment goes on after a revocation and still announces its end);
-    its own assignment takes them over again."""
+    its own assignment takes them over again. The revocation's give-up also gives a
+    taking under way up (``AuditTakingGivenUp``; found by review, stop 36): one given up
+    with no rebalance noted is raised."""
     if rebalances() != since:
         return False
-    await take(partitions)
+    try:
+        await take(partitions)
+    except AuditTakingGivenUp:
+        if rebalances() == since:
+            raise
     if rebalances() == since:
         await resync(partitions)
         if rebalances() == since:

@@ -6,6 +6,8 @@ reference or a document number.
 
 from __future__ import annotations
 
+import math
+
 from prometheus_client import Counter, Gauge, Histogram
 
 DECLARATIONS_RECEIVED = Counter(
@@ -130,3 +132,11 @@ TIMER_FAILURES = Counter(
     "failed and were logged; the next run tries again.",
     ["timer"],
 )
+CLOCK_OFFSET = Gauge(
+    "gun_hub_clock_offset_seconds",
+    "This worker's wall clock minus the broker's, estimated as the least (read time - "
+    "log-append time) of the records read at the end of their partitions over the last 5 "
+    "minutes: a fetch's delay above the true offset; negative, the worker runs behind "
+    "(runtime/clock_check.py). NaN until estimated.",
+)
+CLOCK_OFFSET.set(math.nan)

@@ -75,7 +75,7 @@ from gun_hub.pipeline.retention import (
     RetainedCases,
     RetentionIndex,
 )
-from gun_hub.runtime import gc_pauses, table_store
+from gun_hub.runtime import clock_check, gc_pauses, table_store
 from gun_hub.runtime.audit_lanes import AuditLanes, AuditLinkProducer
 from gun_hub.runtime.audit_resync import TAIL_RECORDS, resync_audit_heads, take_over_chains
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
@@ -395,6 +395,8 @@ def build_hub(settings: Settings) -> Hub:
     topics = topic_registry(settings.kafka.topic_prefix, routing.authorities)
     table_store.use()  # rocksdb://: every table under one memory budget
     gc_pauses.watch()  # gun_hub_gc_pause_seconds
+    # gun_hub_clock_offset_seconds; an error logged beyond the envelope skew.
+    clock_check.CLOCK.configure(envelope_skew_s=settings.security.max_clock_skew_s)
     # HubApp: commits only past records an agent handled (runtime/offsets.py).
     app = HubApp(
         settings.hub.app_id,

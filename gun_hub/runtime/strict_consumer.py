@@ -25,6 +25,7 @@ from weakref import WeakValueDictionary
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
+from gun_hub.runtime import clock_check
 from gun_hub.runtime.offsets import EmptyOffsets, FetchGaps, first_unsettled
 
 # What every reader of the hub's input topics reads: what transactions committed (the
@@ -241,6 +242,8 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         the declarations after them until the watchdog looked)."""
         moved = self._positions_moved
         records = await super()._getmany(active_partitions, timeout)
+        # This worker's clock against the broker's log-append times (clock_check.py).
+        clock_check.CLOCK.fetched(records, self.highwater)
         if moved != self._positions_moved:
             self._gaps.forget()  # a seek during the fetch: these may predate it
             # A partition being sought may have records from before the seek or from

@@ -210,6 +210,7 @@ class _Record:
         self.tp = TOPIC_PARTITION
         self.offset = offset
         self.refcount, self.tracked, self.acked = 1, False, False  # in an agent's queue
+        self.timestamp, self.timestamp_type = None, None  # no broker time (clock_check.py)
 
 
 class _Fetches:

@@ -79,10 +79,13 @@ def written_off(case: Case) -> list[ExpectedAnswer] | None:
     gives back. A write-off asked counts, answered or not: a give-back of a document the
     partner never wrote off is answered 02 and shown, one left out would lose quantity.
 
-    None when the hub does not know: a retention marker stored before cases kept their
-    write-offs (it has neither the field nor the documents)."""
-    if case.written_off is None and case.decided and case.decision is None:
-        return None  # such a marker (a live decided case always holds its decision)
+    None when the hub does not know: a case or retention marker stored before cases kept
+    their write-offs (stop 36), unless it is the declaration's first version (no earlier
+    one can have written anything off; found by the review of stop 36's change, G2)."""
+    if case.written_off is None and (
+        case.version > 1 or (case.decided and case.decision is None)  # such a marker
+    ):
+        return None
     latest: dict[tuple[str, int, str, str], ExpectedAnswer] = {}
     for document in [*(case.written_off or []), *own_write_offs(case)]:
         key = (document.authority, document.goods_item, document.code, document.reference)

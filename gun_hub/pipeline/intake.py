@@ -480,11 +480,9 @@ class Intake:
         case.opened_from = source.describe()
         case.pending_announcements = carried
         case.requested = list(known.requested) if known is not None else []
-        # Carried from version to version until an invalidation gives it back (a past the
-        # hub does not know is not made up: nothing).
-        case.written_off = (
-            [] if declaration.stage is Stage.INVALIDATED else earlier_write_offs or []
-        )
+        # Carried from version to version until an invalidation gives it back; a past the
+        # hub does not know stays unknown (None), never made up as nothing.
+        case.written_off = [] if declaration.stage is Stage.INVALIDATED else earlier_write_offs
         case.risk = [
             RiskFinding(code=hit.code, action=hit.action, text=hit.text)
             for hit in assess_risk(declaration, routed.authorities, ctx.risk_rules)

@@ -135,7 +135,9 @@ def marker_of(case: Case) -> Case:
     gives back), which is why the worker seals the marker."""
     return case.model_copy(
         update={
-            "written_off": written_off(case) or [],
+            # None (a past the hub does not know) stays unknown: read as "nothing", an
+            # invalidation would give nothing back (found by the review of stop 36's change).
+            "written_off": written_off(case),
             "declarant_eori": "",
             "procedure": "",
             "awaiting": [],
@@ -146,6 +148,8 @@ def marker_of(case: Case) -> Case:
             "announced": True,
             "pending_announcements": [],
             "override_items": [],
+            "dropped": [],  # deleted when the version was read; not again days later
+            "shadow_results": [],
         }
     )
 

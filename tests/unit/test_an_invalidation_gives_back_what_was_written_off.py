@@ -281,3 +281,57 @@ def test_an_invalidation_of_a_declaration_held_for_a_control_deletes_what_it_hol
         (Operation.DELETE, 2, [(1, A, None, None)])
     ]
     assert hub.decisions(out) == [(REF, 2, Outcome.CANCELLED)]
+
+
+def test_a_live_case_stored_before_it_kept_the_write_offs_gives_back_what_is_quoted(
+    hub: RetainingHub,
+) -> None:
+    """Backward compatibility (found by the review of stop 36's change, G2): v1 was
+    released and written off, then v2 (an amendment, still undecided) was stored by a
+    worker of before stop 36, without the written-off documents. The hub does not know
+    what v1 wrote off: an invalidation gives back what it quotes, as before stop 36
+    (before this fix: nothing, the past read as "nothing written off")."""
+    released_with(hub)
+    hub.intake.handle(
+        declaration_xml(version=2, items=(goods_item(1, (document("N853", A, 1, "40"),)),)),
+        at(1),
+    )
+    stored = Case.from_bytes(hub.store.get(KEY) or b"")
+    hub.store[KEY] = stored.model_dump_json(exclude={"written_off"}).encode()
+
+    out = hub.intake.handle(
+        declaration_xml(
+            version=3,
+            stage=Stage.INVALIDATED,
+            items=(goods_item(1, (document("N853", A, 1, "40"),)),),
+        ),
+        at(2),
+    )
+
+    give_backs = [r for r in requests(hub, out) if r.operation is Operation.GIVE_BACK]
+    assert [given_back(r) for r in give_backs] == [[(1, A, 1, Decimal("40"))]]
+
+
+def test_a_case_that_does_not_know_what_was_written_off_is_retired_still_not_knowing(
+    hub: RetainingHub,
+) -> None:
+    """The same past retired to a marker: the marker does not read the unknown as
+    "nothing written off" (the invalidation then gives back what it quotes)."""
+    released_with(hub)
+    stored = Case.from_bytes(hub.store.get(KEY) or b"")
+    hub.store[KEY] = (
+        stored.model_copy(update={"version": 2}).model_dump_json(exclude={"written_off"}).encode()
+    )
+    hub.retire()
+
+    out = invalidated_as(hub, 3, document("N853", A, 1, "40"))
+
+    give_backs = [r for r in requests(hub, out) if r.operation is Operation.GIVE_BACK]
+    assert [given_back(r) for r in give_backs] == [[(1, A, 1, Decimal("40"))]]
+
+
+def invalidated_as(hub: RetainingHub, version: int, *docs: DocumentRef) -> Effects:
+    return hub.intake.handle(
+        declaration_xml(version=version, stage=Stage.INVALIDATED, items=(goods_item(1, docs),)),
+        at(version),
+    )

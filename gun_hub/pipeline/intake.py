@@ -209,6 +209,12 @@ class Intake:
                 self._ctx.routing.authorities, declaration.customs_office
             ).values(),
         )
+        if too_large is not None and self._read_again(declaration, source):
+            # Judged when its case was opened: judged again against the rollout board of
+            # now (an authority switched to advice meanwhile), it was refused on its
+            # redelivery and its requests never sent again (found by the review of stop
+            # 36's change, G4).
+            too_large = None
         if too_large is not None:
             self._reject(
                 outbox,
@@ -256,6 +262,15 @@ class Intake:
         )
 
     # -- what the hub already holds ----------------------------------------------------
+
+    def _read_again(self, declaration: Declaration, source: SourcePosition) -> bool:
+        """Whether this record opened the case of this version (a redelivery)."""
+        known = self._known(declaration.reference)
+        return (
+            known is not None
+            and known.version == declaration.version
+            and known.opened_from == source.describe()
+        )
 
     def _known(self, reference: str) -> Case | None:
         stored = self._cases.get(reference.encode())

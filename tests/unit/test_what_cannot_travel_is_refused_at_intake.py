@@ -7,12 +7,20 @@ an extreme declaration's decision would not fit in one record (gun_contract/limi
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 from gun_contract.limits import MAX_DECLARATION_BYTES, MAX_RECORD_BYTES
 from gun_contract.model.declaration import Declaration
+from gun_contract.model.exchange import Operation
 from gun_contract.settings import HubSettings
+from gun_hub.domain.rollout import RolloutMode, RolloutSetting
+from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.intake import too_large_to_decide
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import declaration, declaration_xml, document, goods_item
+from tests.unit.test_pipeline import Hub
+from tests.unit.test_versions_and_recovery import at, requests
 
 
 def test_a_declaration_whose_decision_could_not_travel_is_refused_with_its_reason() -> None:
@@ -77,3 +85,38 @@ def test_what_still_cannot_travel_under_one_mib_is_refused_with_figures() -> Non
     assert "10989 documents" in advice
     assert str(MAX_RECORD_BYTES) in advice
     assert too_large_to_decide(_contract_sized(99, items=158), authority_chars=4) is not None
+
+
+def test_a_version_read_again_is_not_refused_by_a_rollout_change_made_since(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """The 898 kB declaration was accepted and its case opened; the worker died before
+    its requests reached the broker; an officer then switched DGAL to advice at the
+    office, with which its longest decision would not fit. Read again, it is the same
+    version at the same position: its requests are sent again (before: refused as too
+    large on its redelivery, a dead letter and a case left to its deadline; found by the
+    review of stop 36's change, G4)."""
+    hub = Hub(routing_table, keys_dir)
+    xml = declaration_xml(
+        items=tuple(
+            goods_item(
+                n, tuple(document("N853", f"C{k}", line=None, quantity=None) for k in range(11))
+            )
+            for n in range(1, 1000)
+        )
+    )
+    assert len(xml) <= MAX_DECLARATION_BYTES
+    hub.broker_up = False
+    hub.intake.handle(xml, at(0))
+    hub.broker_up = True
+    hub.rollout.apply(
+        RolloutSetting(
+            authority="dgal", mode=RolloutMode.ADVICE, officer="o", reason="pilot",
+            at=datetime.now(UTC),
+        )
+    )  # fmt: skip
+
+    again = hub.intake.handle(xml, at(0))
+
+    assert [r.operation for r in requests(hub, again)] == [Operation.RESERVE]
+    assert again.to(hub.topics.dlq) == []

@@ -194,8 +194,10 @@ async def test_each_refusal_has_the_code_the_eu_single_window_uses(
 async def test_an_override_when_the_single_window_cannot_answer_is_named_and_audited(
     impatient_hub: Pipeline,
 ) -> None:
-    """Nobody answers for CITES: the deadline (2 s) sends both to documentary control;
-    only the one with the mention names the override."""
+    """Nobody answers for CITES: the deadline (2 s) decides both in degraded mode; only
+    the one with the mention names the override. They are live animals (commodity 01),
+    so the risk rule's physical control holds through the outage and is named (since
+    stop 36: an outage no longer softens targeting, review D5)."""
     cites = (document("C638", "CITES.FR.2026.555", 1, "2", "NAR"),)
     with_mention, without = "26FRCANNOTANSWER01", "26FRCANNOTANSWER02"
     await impatient_hub.submit(
@@ -208,15 +210,21 @@ async def test_an_override_when_the_single_window_cannot_answer_is_named_and_aud
         ]
     )
     decided = by_reference([r.decision for r in await impatient_hub.decisions(2)])
-    assert decided[with_mention].outcome is Outcome.CONTROL_DOCUMENTARY
+    assert decided[with_mention].outcome is Outcome.CONTROL_PHYSICAL
     assert codes(decided[with_mention]) == [
         "DEGRADED_MODE",
         "DEADLINE",
         "UNAVAILABLE",
         "OVERRIDE_73000",
+        "RISK.LIVE-ANIMALS-PHYSICAL",
     ]
-    assert decided[without].outcome is Outcome.CONTROL_DOCUMENTARY
-    assert codes(decided[without]) == ["DEGRADED_MODE", "DEADLINE", "UNAVAILABLE"]
+    assert decided[without].outcome is Outcome.CONTROL_PHYSICAL
+    assert codes(decided[without]) == [
+        "DEGRADED_MODE",
+        "DEADLINE",
+        "UNAVAILABLE",
+        "RISK.LIVE-ANIMALS-PHYSICAL",
+    ]
     audit = [
         json.loads(r.value or b"{}")
         for r in await impatient_hub.records(impatient_hub.kafka.topics.audit)

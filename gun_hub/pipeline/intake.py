@@ -265,12 +265,7 @@ class Intake:
 
     def _read_again(self, declaration: Declaration, source: SourcePosition) -> bool:
         """Whether this record opened the case of this version (a redelivery)."""
-        known = self._known(declaration.reference)
-        return (
-            known is not None
-            and known.version == declaration.version
-            and known.opened_from == source.describe()
-        )
+        return _opened_by(self._known(declaration.reference), declaration.version, source)
 
     def _known(self, reference: str) -> Case | None:
         stored = self._cases.get(reference.encode())
@@ -286,7 +281,7 @@ class Intake:
         self._ctx.announce_again_if_lost(outbox, known, source.partition)
         if version > known.version:
             return _Arrival.NEW
-        if version == known.version and known.opened_from == source.describe():
+        if _opened_by(known, version, source):
             return _Arrival.REDELIVERED
         self._ignore_stale(outbox, known.reference, version)
         return _Arrival.STALE
@@ -747,6 +742,12 @@ def _giving_back(routed: RoutedDeclaration, given_back: list[ExpectedAnswer]) ->
         ),
         authorities=tuple(sorted({e.authority for e in given_back})),
     )
+
+
+def _opened_by(known: Case | None, version: int, source: SourcePosition) -> bool:
+    """Whether the record at ``source`` opened ``known`` as ``version``: read again, it
+    is a redelivery, not a copy."""
+    return known is not None and known.version == version and known.opened_from == source.describe()
 
 
 def _declarant_changed(known: Case | None, declaration: Declaration) -> bool:

@@ -37,9 +37,11 @@ class Coordinator:
 
     def __init__(self) -> None:
         self.epoch: dict[str, int] = {}
+        self.holding = asyncio.Event()  # a held InitProducerId has reached it
 
     async def init(self, transactional_id: str, held: asyncio.Event | None) -> int:
         if held is not None:
+            self.holding.set()
             await held.wait()  # CONCURRENT_TRANSACTIONS, COORDINATOR_LOAD_IN_PROGRESS, ...
         self.epoch[transactional_id] = self.epoch.get(transactional_id, 0) + 1
         return self.epoch[transactional_id]
@@ -126,6 +128,14 @@ async def nothing(_: Sequence[int]) -> None:
     return None
 
 
+def lanes_task(lanes: AuditLanes, partition: int = 0) -> asyncio.Task[None]:
+    """The task sending ``partition``'s lane (it ends once the lane is fenced and dealt
+    with: the worker told, or the partition given up)."""
+    task = lanes._lanes[partition].task
+    assert task is not None
+    return task
+
+
 def link(partition: int = 0) -> OutgoingRecord:
     return OutgoingRecord(AUDIT, None, b"{}", [], partition=partition)
 
@@ -140,7 +150,8 @@ async def test_a_taking_under_way_at_a_revocation_is_given_up_and_never_fences_t
     a, b = Worker(), Worker()
     FakeProducer.hold_next = coordinator_busy = asyncio.Event()
     a_takes = asyncio.create_task(a.take_over([0], generation=7))
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        await coordinator.holding.wait()
     async with asyncio.timeout(5):
         await a.lanes.give_up({0})  # A's revocation (before_revoking)
     assert await b.take_over([0], generation=8)
@@ -161,7 +172,8 @@ async def test_a_taking_given_up_stops_its_producer(coordinator: Coordinator) ->
     a = Worker()
     FakeProducer.hold_next = asyncio.Event()
     taking = asyncio.create_task(a.take_over([0, 1], generation=1))
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        await coordinator.holding.wait()
     async with asyncio.timeout(5):
         await a.lanes.give_up({0})
         assert await taking is False
@@ -177,7 +189,8 @@ async def test_a_taking_given_up_with_no_rebalance_noted_is_not_taken_for_a_succ
     a = Worker()
     FakeProducer.hold_next = asyncio.Event()
     taking = asyncio.create_task(a.take_over([0], generation=1))
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        await coordinator.holding.wait()
     await a.producers.release([0])  # no give-up: the rebalance marker is unchanged
     with pytest.raises(audit_lanes.AuditTakingGivenUp):
         async with asyncio.timeout(5):
@@ -211,10 +224,9 @@ async def test_a_lane_fenced_while_its_partition_is_given_up_does_not_crash_the_
     settled = lanes.send([link()])
     await sending.wait()
     async with asyncio.timeout(5):
-        await lanes.give_up({0})
+        await lanes.give_up({0})  # it waits for the lane's task to end
     with pytest.raises(asyncio.CancelledError):
         await settled
-    await asyncio.sleep(0.01)
     assert lost == []
 
 
@@ -241,10 +253,12 @@ async def test_a_lane_fenced_once_the_group_gave_its_partition_away_does_not_cra
     lanes = AuditLanes(AUDIT, fenced, release, on_lost=on_lost, owns=lambda _p: owned)
     lanes.open({0})
     settled = lanes.send([link()])
+    lane_ends = lanes_task(lanes)
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(5):
             await settled
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        await lane_ends  # what it does once fenced (told, or given up) is done
     assert lost == told
     late = lanes.send([link()])
     with pytest.raises(asyncio.CancelledError):
@@ -270,8 +284,11 @@ async def test_a_lane_fenced_when_its_assignment_cannot_be_read_tells_the_worker
 
     lanes = AuditLanes(AUDIT, fenced, release, on_lost=on_lost, owns=unknown)
     lanes.open({0})
+    settled = lanes.send([link()])
+    lane_ends = lanes_task(lanes)
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(5):
-            await lanes.send([link()])
-    await asyncio.sleep(0.01)
+            await settled
+    async with asyncio.timeout(5):
+        await lane_ends
     assert lost == [0]

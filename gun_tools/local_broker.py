@@ -709,6 +709,33 @@ class LocalCluster:
     def status(self) -> ClusterStatus:
         return ClusterStatus(tuple(node.status() for node in self.nodes), self.bootstrap_servers)
 
+    def ensure_cluster_id(self) -> str:
+        """The id every node is formatted with: the one on file, else the one the nodes
+        already formatted carry (the file lost: a new id would keep a node formatted again
+        later, its disk replaced, out of the cluster for ever), else a new one. Nodes
+        formatted with different ids stop the start here, naming them."""
+        formatted = {
+            node.node_id: found
+            for node in self.nodes
+            if (found := _formatted_cluster_id(node.data_dir)) is not None
+        }
+        on_file = (
+            self.cluster_id_file.read_text().strip() if self.cluster_id_file.exists() else None
+        )
+        cluster_id = on_file or next(iter(formatted.values()), None) or _new_cluster_id()
+        strangers = {node: found for node, found in formatted.items() if found != cluster_id}
+        if strangers:
+            named = ", ".join(f"node {node} has {found}" for node, found in strangers.items())
+            raise BrokerError(
+                f"the cluster's id is {cluster_id} ({self.cluster_id_file}), but {named} "
+                "(meta.properties): remove that node's data folder to format it again, or "
+                "write the id its peers share into the cluster's id file"
+            )
+        if on_file is None:
+            self.home.mkdir(parents=True, exist_ok=True)
+            self.cluster_id_file.write_text(cluster_id)
+        return cluster_id
+
     def start(self) -> ClusterStatus:
         """Start every node that is not running (all of them, or one that died and
         rejoins) and wait until each answers and the cluster counts all of them."""
@@ -720,8 +747,7 @@ class LocalCluster:
             node._check_ports_free()
         self.nodes[0].fetch_jars()  # one cache for every node
         self.home.mkdir(parents=True, exist_ok=True)
-        if not self.cluster_id_file.exists():
-            self.cluster_id_file.write_text(_new_cluster_id())
+        self.ensure_cluster_id()
         # The nodes are prepared and spawned together: none answers before a quorum of
         # controllers runs, and formatting storage is a JVM run of its own each.
         launched: list[tuple[ClusterNode, subprocess.Popen[bytes]]] = []
@@ -826,6 +852,18 @@ def _node_ports(explicit: Sequence[int], first: int, count: int, setting: str) -
             f"GUN_HUB_BROKER__{setting} names {len(explicit)} port(s) for {count} nodes"
         )
     return list(explicit[:count])
+
+
+def _formatted_cluster_id(data_dir: Path) -> str | None:
+    """The cluster id a node's data folder was formatted with, if it was."""
+    meta = data_dir / "meta.properties"
+    if not meta.exists():
+        return None
+    for line in meta.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "cluster.id" and value.strip():
+            return value.strip()
+    return None
 
 
 def _new_cluster_id() -> str:

@@ -128,3 +128,39 @@ def test_status_and_stop_of_a_cluster_that_does_not_run(tmp_path: Path) -> None:
     refused = CliRunner().invoke(app, ["kafka", "start", "--nodes", "2"], env=env)
     assert refused.exit_code == 2
     assert "3 nodes or more" in refused.output
+
+
+def formatted(node_dir: Path, cluster_id: str) -> None:
+    """A node's data folder as `kafka-storage.sh format` leaves it."""
+    node_dir.mkdir(parents=True)
+    (node_dir / "meta.properties").write_text(
+        f"#\n#Thu Dec 03 10:00:00 UTC 2026\nnode.id=1\nversion=1\ncluster.id={cluster_id}\n"
+    )
+
+
+def test_a_lost_cluster_id_is_read_back_from_a_formatted_node(tmp_path: Path) -> None:
+    # Found by review, stop 37 (K5): a new id was written, and a node formatted again
+    # later (its disk replaced) could never rejoin the others.
+    cluster = LocalCluster(BrokerSettings(home=tmp_path), nodes=3)
+    formatted(cluster.nodes[1].data_dir, "Kept1dOfTheClusterXYZ")
+    assert not cluster.cluster_id_file.exists()
+    assert cluster.ensure_cluster_id() == "Kept1dOfTheClusterXYZ"
+    assert cluster.cluster_id_file.read_text().strip() == "Kept1dOfTheClusterXYZ"
+
+
+def test_a_new_cluster_gets_a_new_id_once(tmp_path: Path) -> None:
+    cluster = LocalCluster(BrokerSettings(home=tmp_path), nodes=3)
+    first = cluster.ensure_cluster_id()
+    assert first == cluster.cluster_id_file.read_text().strip()
+    assert cluster.ensure_cluster_id() == first
+
+
+def test_nodes_formatted_with_another_id_stop_the_start_naming_both(tmp_path: Path) -> None:
+    cluster = LocalCluster(BrokerSettings(home=tmp_path), nodes=3)
+    formatted(cluster.nodes[0].data_dir, "FirstIdOfTheCluster12")
+    formatted(cluster.nodes[2].data_dir, "OtherIdOfTheCluster34")
+    with pytest.raises(BrokerError) as refused:
+        cluster.ensure_cluster_id()
+    assert "FirstIdOfTheCluster12" in str(refused.value)
+    assert "OtherIdOfTheCluster34" in str(refused.value)
+    assert "node 3" in str(refused.value)

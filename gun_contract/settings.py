@@ -7,6 +7,11 @@ down, so tests build their own :class:`Settings` without touching the process en
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +31,11 @@ from gun_contract.logs import LogFormat
 from gun_contract.resources import config_path
 
 DEFAULT_STATE_DIR = Path(".gun-hub")
+ENV_PREFIX = "GUN_HUB_"
+# The test suite's own variables (GUN_HUB_TEST_BOOTSTRAP), read by tests/conftest.py.
+_TEST_SUITE_PREFIX = "GUN_HUB_TEST_"
+
+log = logging.getLogger(__name__)
 
 
 class KafkaSettings(BaseModel):
@@ -550,5 +560,69 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
-    """Read the settings from the environment (called by entry points only)."""
+    """Read the settings from the environment (called by entry points only), warning of
+    every ``GUN_HUB_*`` variable that is no setting (a misspelt one is otherwise ignored
+    without a word, its default silently used)."""
+    for unknown in unknown_settings(os.environ):
+        log.warning("%s", unknown.describe())
     return Settings()
+
+
+@dataclass(frozen=True)
+class UnknownSetting:
+    """A ``GUN_HUB_*`` environment variable that names no setting."""
+
+    name: str
+    meant: str | None
+    """The setting's variable it is closest to, if one is close."""
+
+    def describe(self) -> str:
+        guess = f"did you mean {self.meant}? " if self.meant else ""
+        return f"{self.name} is not a setting: ignored ({guess}see the README's Configuration)"
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[UnknownSetting]:
+    """The ``GUN_HUB_*`` names of ``environ`` that name no setting, each with the one it
+    was probably meant to be. Names are compared as pydantic-settings reads them: case
+    apart, nested groups joined by ``__``; a group given whole (as JSON) is a setting, and
+    a dict or list setting's own keys are not checked."""
+    groups, leaves = _setting_names(Settings, ENV_PREFIX)
+    known = groups | leaves
+    unknown: list[UnknownSetting] = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(_TEST_SUITE_PREFIX):
+            continue
+        if upper in known or any(upper.startswith(f"{leaf}__") for leaf in _open_leaves()):
+            continue
+        close = difflib.get_close_matches(upper, sorted(leaves), n=1, cutoff=0.8)
+        unknown.append(UnknownSetting(name, close[0] if close else None))
+    return unknown
+
+
+def _setting_names(model: type[BaseModel], prefix: str) -> tuple[set[str], set[str]]:
+    """The variable names of a settings model: its groups, and its settings."""
+    groups: set[str] = set()
+    leaves: set[str] = set()
+    for field_name, field in model.model_fields.items():
+        name = f"{prefix}{field_name.upper()}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            groups.add(name)
+            inner_groups, inner_leaves = _setting_names(annotation, f"{name}__")
+            groups |= inner_groups
+            leaves |= inner_leaves
+        else:
+            leaves.add(name)
+    return groups, leaves
+
+
+def _open_leaves() -> frozenset[str]:
+    """Settings holding a dict or a list, whose items may be given one by one."""
+    return frozenset(
+        f"{ENV_PREFIX}{group.upper()}__{name.upper()}"
+        for group, model in Settings.model_fields.items()
+        if isinstance(model.annotation, type) and issubclass(model.annotation, BaseModel)
+        for name, field in model.annotation.model_fields.items()
+        if getattr(field.annotation, "__origin__", None) in (dict, list)
+    )

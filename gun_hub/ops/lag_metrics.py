@@ -9,7 +9,7 @@ reference.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily
@@ -36,12 +36,20 @@ class OpsState:
 
     lag: LagSnapshot | None = None
     partners: dict[str, PartnerHealth] = field(default_factory=dict)
+    expected_partners: frozenset[str] = frozenset()
+    """The routed authorities: each has a heartbeat age, heard from or not."""
+    listening_since: float = field(default_factory=time.time)
+    """When this process began to listen for heartbeats: a routed authority never heard
+    from is as silent as one last heard then (found by review, stop 37)."""
 
 
 class OpsCollector(Collector):
-    def __init__(self, state: OpsState, *, lag: bool = True) -> None:
+    def __init__(
+        self, state: OpsState, *, lag: bool = True, clock: Callable[[], float] = time.time
+    ) -> None:
         self._state = state
         self._lag_exposed = lag
+        self._clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         if self._lag_exposed:
@@ -126,12 +134,16 @@ class OpsCollector(Collector):
         age = GaugeMetricFamily(
             HEARTBEAT_AGE, "Seconds since an adapter's last heartbeat.", labels=["authority"]
         )
-        now = time.time()
-        for authority, health in sorted(self._state.partners.items()):
+        now = self._clock()
+        heard = self._state.partners
+        for authority, health in sorted(heard.items()):
             for state in CircuitStatus:
                 circuit.add_metric([authority, state.value], 1 if health.circuit is state else 0)
             pending.add_metric([authority], health.pending_operations)
             age.add_metric([authority], max(0.0, now - health.at.timestamp()))
+        # Never heard from: no circuit or queue to tell, but silent all the same.
+        for authority in sorted(self._state.expected_partners - heard.keys()):
+            age.add_metric([authority], max(0.0, now - self._state.listening_since))
         yield from (circuit, pending, age)
 
 

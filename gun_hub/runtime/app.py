@@ -937,7 +937,10 @@ def build_hub(settings: Settings) -> Hub:
 
     app.task(publish_decisions)
 
-    ops_state = OpsState()
+    # Heartbeats are followed where the view runs: only there is an authority never heard
+    # from known to be silent (a worker beside `gun-hub view` follows none).
+    listened = frozenset(routing.authorities) if settings.ops.view_enabled else frozenset()
+    ops_state = OpsState(expected_partners=listened)
     register_ops_metrics(ops_state)
     view = _operations_view(app, settings, topics, ops_state)
     if settings.ops.lag_monitor_enabled:

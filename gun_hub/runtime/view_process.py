@@ -114,7 +114,7 @@ def build_view_process(settings: Settings) -> ViewProcess:
     routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
     topics = topic_registry(settings.kafka.topic_prefix, routing.authorities)
     connect = from_settings(settings.kafka)
-    state = OpsState()
+    state = OpsState(expected_partners=frozenset(routing.authorities))
     # The lag series are the measuring worker's; this process exposes the partners' health.
     register_ops_metrics(state, lag=False)
     settings.ops.view_data_dir.mkdir(parents=True, exist_ok=True)

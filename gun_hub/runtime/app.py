@@ -93,6 +93,7 @@ from gun_hub.runtime.faust_app import (
 from gun_hub.runtime.held_declarations import HeldDeclarations
 from gun_hub.runtime.ownership import PartitionGivenUp
 from gun_hub.runtime.publisher import DecisionPublisher
+from gun_hub.runtime.readiness import GroupMembership, waiting_for
 from gun_hub.runtime.retention_sweep import RetentionSweep
 from gun_hub.runtime.rollout_follower import RolloutFollower
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
@@ -963,8 +964,11 @@ def build_hub(settings: Settings) -> Hub:
         metadata = await (await send_record(record))
         return int(metadata.offset)
 
+    membership = GroupMembership(app)
+    app.on_rebalance_complete.connect(membership.rebalance_completed)
+
     def ready() -> list[str]:
-        return _readiness(app, publisher, rollout, settings.hub.publisher_stall_s)
+        return waiting_for(app, publisher, rollout, settings.hub.publisher_stall_s, membership)
 
     if view is None:
         # A worker without the view decides and serves its probes only: the trader and
@@ -1030,29 +1034,3 @@ def _operations_view(
 
     app.task(feed_view)
     return view
-
-
-def _readiness(
-    app: faust.App, publisher: DecisionPublisher, rollout: RolloutFollower, stall_s: float
-) -> list[str]:
-    """What keeps the hub from processing now (empty: ready)."""
-    waiting = []
-    if not rollout.caught_up.is_set():
-        waiting.append("rollout modes not read yet")
-    if not app.consumer.assignment():
-        waiting.append("no partitions assigned yet")
-    if app.rebalancing:
-        waiting.append("consumer group rebalancing")
-    if app.in_recovery:
-        waiting.append("tables recovering from their changelogs")
-    if not app.producer.started:
-        waiting.append("producer not started")
-    if not publisher.ready.is_set():
-        waiting.append("decision publisher not started")
-    if stalled := publisher.stalled(longer_than_s=stall_s):
-        partitions = ", ".join(str(p) for p in stalled)
-        waiting.append(
-            f"decision publisher stalled: outbox partition(s) {partitions} unpublished "
-            f"for more than {stall_s:g} s"
-        )
-    return waiting

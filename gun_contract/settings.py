@@ -492,6 +492,13 @@ class GatewaySettings(BaseModel):
         description="Lodgements checked, sealed or waiting for the broker at once; an HTTP "
         "lodgement beyond this is answered 503 with Retry-After.",
     )
+    max_in_flight_per_trader: PositiveInt | None = Field(
+        None,
+        description="Of those, how many one trader (a token's EORI) may have under way, "
+        "bodies being received included; its HTTP lodgement beyond this is answered 429 "
+        "with Retry-After, so that one trader cannot take every place. Unset: a quarter "
+        "of max_in_flight (at least 1); never more than max_in_flight.",
+    )
     publish_timeout_s: PositiveFloat = Field(
         15.0,
         description="Longest wait for the broker to confirm a lodgement; then HTTP answers "

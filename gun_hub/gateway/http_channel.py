@@ -5,10 +5,14 @@ checked as the status lookup checks it (ADR 0007), and the body is the declarati
 (``Content-Type: application/xml``). In order, nothing else looked at once one fails:
 
 * no token, or one that does not verify: 401;
+* the token's trader has its share of the lodgements in flight under way
+  (``GUN_HUB_GATEWAY__MAX_IN_FLIGHT_PER_TRADER``, by default a quarter of them): 429,
+  ``Retry-After``;
 * busy (``GUN_HUB_GATEWAY__MAX_IN_FLIGHT`` lodgements under way): 503, ``Retry-After``;
 * not XML, or a charset other than UTF-8: 415;
 * a body over the hub's size limit: 413, before it is read (``Content-Length``) or as
   soon as it passes the limit (chunked);
+* a body not received whole within 30 s, or of which nothing arrives for 10 s: 408;
 * a declaration the hub would refuse: 400 with the hub's kind and precise reason
   (413 for ``DECLARATION_TOO_LARGE_TO_DECIDE``);
 * a declarant other than the token's EORI: 403 ``DECLARANT_MISMATCH``;
@@ -22,10 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import web
 
-from gun_hub.gateway.lodging import Gateway, LodgementRefused, Lodger, PublishFailed
+from gun_hub.gateway.lodging import (
+    LODGEMENTS,
+    Gateway,
+    LodgementRefused,
+    Lodger,
+    PublishFailed,
+)
 from gun_hub.security.web_auth import TraderTokens, Unauthenticated, bearer_token
 from gun_hub.web.common import RefusalLog, answer, refuse
 
@@ -38,18 +49,52 @@ _CHUNK = 64 * 1024
 # A body not received whole within this long is answered 408: its place among the
 # lodgements in flight goes to another (a trader's stalled uploads cannot hold them all).
 BODY_TIMEOUT_S = 30.0
+# Nor one of which nothing arrives for this long: a client that stopped sending (or one
+# holding its places with stalled uploads) gives them back sooner than BODY_TIMEOUT_S.
+BODY_IDLE_TIMEOUT_S = 10.0
+TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT"
 
 
-async def _body_within(request: web.Request, limit: int) -> bytes | None:
-    """The request body, or None as soon as it passes ``limit`` bytes."""
+class _BodyIdle(Exception):
+    """Nothing of the body arrived for the idle time."""
+
+
+async def _body_within(request: web.Request, limit: int, idle_s: float) -> bytes | None:
+    """The request body, or None as soon as it passes ``limit`` bytes; :class:`_BodyIdle`
+    when nothing arrives for ``idle_s``."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(_CHUNK):
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                chunk = await request.content.read(_CHUNK)
+        except TimeoutError:
+            raise _BodyIdle from None
+        if not chunk:
+            return b"".join(chunks)
         size += len(chunk)
         if size > limit:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
+
+
+class _Throttled:
+    """A warning at most once a second (a trader hammering must not flood the logs;
+    ``gun_hub_gateway_lodgements_total`` counts every refusal)."""
+
+    def __init__(self) -> None:
+        self._last = -1.0
+        self._quiet = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < 1.0:
+            self._quiet += 1
+            return
+        if self._quiet:
+            message += f" ({self._quiet} more such since the last line)"
+        log.warning(message, *args)
+        self._last, self._quiet = now, 0
 
 
 def _refused(refusal: LodgementRefused) -> web.Response:
@@ -62,9 +107,14 @@ def lodging_app(
     *,
     status_url: str | None = None,
     body_timeout_s: float = BODY_TIMEOUT_S,
+    body_idle_timeout_s: float = BODY_IDLE_TIMEOUT_S,
 ) -> web.Application:
     """The aiohttp application of the lodging listener."""
     refusals = RefusalLog(log, "lodging")
+    over_share = _Throttled()
+
+    def turned_away(result: str) -> None:
+        LODGEMENTS.labels(channel=CHANNEL, result=result).inc()
 
     async def lodge(request: web.Request) -> web.StreamResponse:
         try:
@@ -72,7 +122,22 @@ def lodging_app(
         except Unauthenticated as refused:
             refusals.refused(request.remote, refused.reason, str(refused))
             return refuse(401, "a valid portal token is required", {"WWW-Authenticate": _CHALLENGE})
+        # The trader's share before the global bound: a trader holding its share hears
+        # that it is the one to wait, whether or not the others fill the rest.
+        if gateway.holds_its_share(eori):
+            turned_away("trader_busy")
+            over_share.warning("trader %s holds its share of the lodgements in flight", eori)
+            share = gateway.trader_share
+            return refuse(
+                429,
+                f"{eori} has {share} declaration{'s' if share > 1 else ''} being lodged "
+                "already, the most one trader may have at once: send again once one is "
+                "answered",
+                {"Retry-After": "1"},
+                kind=TOO_MANY_IN_FLIGHT,
+            )
         if gateway.busy:
+            turned_away("busy")
             return refuse(503, "too many declarations at once: send again", {"Retry-After": "1"})
         if request.content_type not in _XML_TYPES:
             return refuse(415, "the body must be declaration XML (Content-Type: application/xml)")
@@ -83,13 +148,19 @@ def lodging_app(
         if declared is not None and declared > gateway.max_bytes:
             return _refused(gateway.too_large(declared))
         # Counted from the body's first byte: a body being received holds memory (stop
-        # 30, found by review: counted once read, slow uploads were unbounded).
-        with gateway.in_flight():
+        # 30, found by review: counted once read, slow uploads were unbounded), and
+        # toward the trader's share (stop 37, found by review: one trader's slow uploads
+        # held every place).
+        with gateway.in_flight(eori):
             try:
                 async with asyncio.timeout(body_timeout_s):
-                    body = await _body_within(request, gateway.max_bytes)
+                    body = await _body_within(request, gateway.max_bytes, body_idle_timeout_s)
             except TimeoutError:
+                turned_away("body_timeout")
                 return refuse(408, f"the body did not arrive within {body_timeout_s:g} s")
+            except _BodyIdle:
+                turned_away("body_timeout")
+                return refuse(408, f"no part of the body arrived for {body_idle_timeout_s:g} s")
             if body is None:
                 return _refused(gateway.too_large())
             return await lodged_answer(body, eori)

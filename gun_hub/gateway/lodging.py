@@ -50,7 +50,9 @@ LODGEMENTS = Counter(
     "gun_hub_gateway_lodgements_total",
     "Declarations offered to the intake gateway, by channel (http, file) and result "
     "(lodged, unpublished, or the refusal kind: XML_*, DECLARATION_TOO_LARGE_TO_DECIDE, "
-    "DECLARANT_MISMATCH, REFERENCE_NOT_THE_DECLARANTS).",
+    "DECLARANT_MISMATCH, REFERENCE_NOT_THE_DECLARANTS; over HTTP also busy: every "
+    "lodgement in flight taken, 503; trader_busy: the trader's share taken, 429; "
+    "body_timeout: the body too slow, 408).",
     ["channel", "result"],
 )
 
@@ -157,11 +159,20 @@ class DeclarationCheck:
         return declaration
 
 
+def share_of(max_in_flight: int) -> int:
+    """A trader's share of the lodgements in flight when none is set: a quarter, so that
+    one trader never holds them all (at least 1)."""
+    return max(1, max_in_flight // 4)
+
+
 class Gateway:
     """Checks, seals and publishes declarations for every channel.
 
     ``busy`` says when ``max_in_flight`` lodgements are already under way (the HTTP
-    channel then answers 503 rather than queueing without bound).
+    channel then answers 503 rather than queueing without bound). Each trader may hold
+    ``trader_share`` of them (``max_in_flight_per_trader``, by default a quarter):
+    :meth:`holds_its_share` says when it does, and the HTTP channel then answers it 429,
+    so that one trader's uploads cannot shut every other trader out.
     """
 
     def __init__(
@@ -170,13 +181,17 @@ class Gateway:
         check: DeclarationCheck,
         *,
         max_in_flight: int = 32,
+        max_in_flight_per_trader: int | None = None,
         publish_timeout_s: float = 15.0,
     ) -> None:
         self._sender = sender
         self._check = check
         self._max_in_flight = max_in_flight
+        self.trader_share = min(max_in_flight, max_in_flight_per_trader or share_of(max_in_flight))
         self._publish_timeout_s = publish_timeout_s
         self._in_flight = 0
+        # Only traders with a lodgement under way have an entry: at most max_in_flight.
+        self._in_flight_of: dict[str, int] = {}
         self._worker: ThreadPoolExecutor | None = None
         self.ready = False
 
@@ -187,6 +202,10 @@ class Gateway:
     @property
     def busy(self) -> bool:
         return self._in_flight >= self._max_in_flight
+
+    def holds_its_share(self, trader: str) -> bool:
+        """Whether ``trader`` (an EORI) has ``trader_share`` lodgements under way."""
+        return self._in_flight_of.get(trader, 0) >= self.trader_share
 
     def too_large(self, size: int | None = None) -> LodgementRefused:
         return self._check.too_large(size)
@@ -211,14 +230,21 @@ class Gateway:
         return declaration, self._sender.seal(data)
 
     @contextmanager
-    def in_flight(self) -> Iterator[None]:
-        """One lodgement under way, counted toward ``busy`` (the HTTP channel counts its
-        bodies from their first byte, before :meth:`lodge`, with ``counted=True``)."""
+    def in_flight(self, trader: str | None = None) -> Iterator[None]:
+        """One lodgement under way, counted toward ``busy`` and, when it is ``trader``'s,
+        toward its share (the HTTP channel counts its bodies from their first byte, before
+        :meth:`lodge`, with ``counted=True``; the file drop's are nobody's share)."""
         self._in_flight += 1
+        if trader is not None:
+            self._in_flight_of[trader] = self._in_flight_of.get(trader, 0) + 1
         try:
             yield
         finally:
             self._in_flight -= 1
+            if trader is not None:
+                left = self._in_flight_of.pop(trader) - 1
+                if left:
+                    self._in_flight_of[trader] = left
 
     async def lodge(
         self, data: bytes, lodger: Lodger, *, channel: str, counted: bool = False

@@ -30,6 +30,7 @@ def build_gateway(settings: Settings, topics: TopicRegistry) -> Gateway:
         DeclarationSender(from_settings(settings.kafka), topics.declarations, envelope),
         DeclarationCheck(settings.hub.max_declaration_bytes),
         max_in_flight=settings.gateway.max_in_flight,
+        max_in_flight_per_trader=settings.gateway.max_in_flight_per_trader,
         publish_timeout_s=settings.gateway.publish_timeout_s,
     )
 

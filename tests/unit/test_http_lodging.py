@@ -17,11 +17,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 
 from gun_contract.security.entitlements import GATEWAY_PARTY
+from gun_contract.settings import GatewaySettings
 from gun_contract.topics import topic_registry
 from gun_hub.gateway.http_channel import lodging_app
-from gun_hub.gateway.lodging import Gateway
+from gun_hub.gateway.lodging import DeclarationCheck, Gateway
 from gun_hub.security.web_auth import LocalAccess, PortalKeys, TokenPolicy, TraderTokens
 from gun_hub.web.listeners import Listener
 from gun_tools.processes import free_port
@@ -32,6 +34,10 @@ from tests.local_cluster import poll_until
 
 LIMIT = 64 * 1024
 OWN = f"{EORI}-INV-1"  # a reference of the trader's own (domain/reference_namespace.py)
+# Other traders, each lodging its own declarations (tests/gateway_fixtures.py gives the
+# gateway 4 lodgements in flight, so each trader a share of 1).
+OTHERS = ("DE999999999", "BE0123456789", "NL123456789")
+FIFTH = "IT12345678901"
 STATUS_URL = "https://status.example/gun"
 
 
@@ -182,9 +188,21 @@ async def test_a_broker_that_does_not_confirm_gets_503_and_lodging_again_is_allo
     assert (await lodging.post(declaration_xml(reference=OWN)))[0] == 202
 
 
+def own_declaration(eori: str, number: str) -> bytes:
+    """A declaration of ``eori``'s, under a reference of its own."""
+    return declaration_xml(reference=f"{eori}-{number}", declarant=eori)
+
+
+def lodgements_counted(result: str) -> float:
+    labels = {"channel": "http", "result": result}
+    return REGISTRY.get_sample_value("gun_hub_gateway_lodgements_total", labels) or 0.0
+
+
 async def test_beyond_the_lodgements_in_flight_the_answer_is_503_not_a_queue(
     lodging: Lodging,
 ) -> None:
+    """The global bound: four traders each hold their share, a fifth trader, with nothing
+    in flight, is answered 503."""
     held, all_waiting = asyncio.Event(), asyncio.Event()
     publish = lodging.sender.publish
     arrived = 0
@@ -199,20 +217,18 @@ async def test_beyond_the_lodgements_in_flight_the_answer_is_503_not_a_queue(
 
     lodging.sender.publish = slow_publish  # type: ignore[method-assign]
     waiting = [
-        asyncio.create_task(
-            lodging.post(declaration_xml(reference=f"FR12345678901234-BUSY-{n:010d}"))
-        )
-        for n in range(4)
+        asyncio.create_task(lodging.post(own_declaration(eori, "BUSY-1"), eori=eori))
+        for eori in (EORI, *OTHERS)
     ]
     async with asyncio.timeout(10):
         await all_waiting.wait()
-    status, headers, _ = await lodging.post(
-        declaration_xml(reference="FR12345678901234-BUSY-0000000099")
-    )
+    turned_away = lodgements_counted("busy")
+    status, headers, _ = await lodging.post(own_declaration(FIFTH, "BUSY-1"), eori=FIFTH)
     held.set()
     assert (status, headers.get("Retry-After")) == (503, "1")
+    assert lodgements_counted("busy") == turned_away + 1
     assert [(await task)[0] for task in waiting] == [202] * 4
-    assert "FR12345678901234-BUSY-0000000099" not in lodging.sender.references()
+    assert f"{FIFTH}-BUSY-1" not in lodging.sender.references()
 
 
 async def _uploads_counted(gateway: Gateway) -> None:
@@ -225,27 +241,66 @@ async def _uploads_counted(gateway: Gateway) -> None:
 
 
 async def test_a_slow_upload_counts_as_in_flight_from_its_first_byte(lodging: Lodging) -> None:
-    """Bodies being received count toward the lodgements in flight: a trader opening many
-    slow uploads gets 503 once the limit is reached, instead of having the gateway hold
+    """Bodies being received count toward the lodgements in flight: traders opening many
+    slow uploads get 503 once the limit is reached, instead of having the gateway hold
     every body in memory. Stop 30, found by review (this test first): a lodgement counted
     only once its whole body was read, so the uploads were unbounded."""
     go_on = asyncio.Event()
-    xml = declaration_xml(reference=OWN)
+
+    async def slow_body(xml: bytes) -> AsyncIterator[bytes]:
+        yield xml[:100]
+        await go_on.wait()
+        yield xml[100:]
+
+    uploads = [
+        asyncio.create_task(lodging.post(slow_body(own_declaration(eori, "SLOW-1")), eori=eori))
+        for eori in (EORI, *OTHERS)
+    ]
+    await _uploads_counted(lodging.gateway)
+    status, headers, _ = await lodging.post(own_declaration(FIFTH, "BUSY-1"), eori=FIFTH)
+    go_on.set()
+    assert (status, headers.get("Retry-After")) == (503, "1")
+    assert [(await upload)[0] for upload in uploads] == [202] * 4
+    assert not lodging.gateway.busy
+
+
+async def test_one_trader_s_slow_uploads_do_not_shut_out_another_trader(
+    lodging: Lodging,
+) -> None:
+    """Each trader has a share of the lodgements in flight (here 1 of 4): past it, its
+    uploads are answered 429, and another trader still lodges. Stop 37, found by review
+    (this test first): one trader's slow uploads held every place, everyone else got 503."""
+    go_on = asyncio.Event()
+    xml = own_declaration(EORI, "SLOW-1")
 
     async def slow_body() -> AsyncIterator[bytes]:
         yield xml[:100]
         await go_on.wait()
         yield xml[100:]
 
-    uploads = [asyncio.create_task(lodging.post(slow_body())) for _ in range(4)]
-    await _uploads_counted(lodging.gateway)
-    status, headers, _ = await lodging.post(
-        declaration_xml(reference="FR12345678901234-BUSY-0000000099")
-    )
-    go_on.set()
-    assert (status, headers.get("Retry-After")) == (503, "1")
-    assert [(await upload)[0] for upload in uploads] == [202] * 4
-    assert not lodging.gateway.busy
+    held = asyncio.create_task(lodging.post(slow_body()))
+
+    async def share_held() -> bool:
+        return lodging.gateway.holds_its_share(EORI)
+
+    await poll_until("the trader's share of lodgements in flight held", share_held, 10)
+    refused_before = lodgements_counted("trader_busy")
+    try:
+        hogs = await asyncio.gather(*(lodging.post(slow_body()) for _ in range(3)))
+        other = await lodging.post(own_declaration(OTHERS[0], "INV-1"), eori=OTHERS[0])
+    finally:
+        go_on.set()
+    assert other[0] == 202, f"another trader was refused while one held its share: {other}"
+    assert [(status, headers.get("Retry-After")) for status, headers, _ in hogs] == [(429, "1")] * 3
+    assert hogs[0][2] == {
+        "error": f"{EORI} has 1 declaration being lodged already, the most one trader may "
+        "have at once: send again once one is answered",
+        "kind": "TOO_MANY_IN_FLIGHT",
+    }
+    assert lodgements_counted("trader_busy") == refused_before + 3
+    assert (await held)[0] == 202
+    assert lodging.sender.references() == [f"{OTHERS[0]}-INV-1", f"{EORI}-SLOW-1"]
+    assert not lodging.gateway.holds_its_share(EORI)
 
 
 async def test_an_upload_that_stalls_is_answered_408_and_frees_its_place(
@@ -266,3 +321,74 @@ async def test_an_upload_that_stalls_is_answered_408_and_frees_its_place(
         assert status == 408
         assert "0.5 s" in body["error"]
         assert not lodging.gateway.busy
+
+
+async def test_an_upload_that_sends_nothing_for_a_while_is_answered_408_before_its_time_is_up(
+    access: LocalAccess, keys_dir: Path
+) -> None:
+    """A body must keep arriving: one silent for ``body_idle_timeout_s`` gives its place
+    back at once, rather than after the whole body's time."""
+    never = asyncio.Event()
+
+    async def stalled_body() -> AsyncIterator[bytes]:
+        yield b"<Declaration"
+        await never.wait()
+        yield b"/>"
+
+    async with lodging_listener(
+        access, keys_dir, body_timeout_s=60, body_idle_timeout_s=0.5
+    ) as lodging:
+        timed_out = lodgements_counted("body_timeout")
+        try:
+            status, _, body = await asyncio.wait_for(lodging.post(stalled_body()), 10)
+        finally:
+            never.set()
+        assert status == 408
+        assert body["error"] == "no part of the body arrived for 0.5 s"
+        assert lodgements_counted("body_timeout") == timed_out + 1
+        assert not lodging.gateway.holds_its_share(EORI)
+
+
+async def test_a_body_that_keeps_arriving_may_take_longer_than_the_idle_time(
+    access: LocalAccess, keys_dir: Path
+) -> None:
+    """The idle time is between two parts of a body, not for the whole of it."""
+    xml = own_declaration(EORI, "STEADY-1")
+    parts = [xml[n : n + len(xml) // 5 + 1] for n in range(0, len(xml), len(xml) // 5 + 1)]
+
+    async def steady_body() -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+            await asyncio.sleep(0.5)  # a slow client, the behaviour under test
+
+    async with lodging_listener(access, keys_dir, body_idle_timeout_s=2) as lodging:
+        status, _, _ = await asyncio.wait_for(lodging.post(steady_body()), 20)
+    assert len(parts) * 0.5 > 2
+    assert status == 202
+
+
+def test_a_trader_s_share_is_a_quarter_of_the_lodgements_in_flight_unless_set() -> None:
+    def share(**options: int) -> int:
+        return Gateway(RecordingSender(), DeclarationCheck(LIMIT), **options).trader_share
+
+    assert share(max_in_flight=32) == 8
+    assert share(max_in_flight=3) == 1
+    assert share(max_in_flight=32, max_in_flight_per_trader=5) == 5
+    assert share(max_in_flight=4, max_in_flight_per_trader=10) == 4
+    assert GatewaySettings().max_in_flight_per_trader is None
+    assert GatewaySettings(max_in_flight_per_trader="3").max_in_flight_per_trader == 3
+
+
+def test_each_trader_s_lodgements_in_flight_are_counted_apart() -> None:
+    gateway = Gateway(
+        RecordingSender(), DeclarationCheck(LIMIT), max_in_flight=8, max_in_flight_per_trader=2
+    )
+    with gateway.in_flight(EORI):
+        assert not gateway.holds_its_share(EORI)
+        with gateway.in_flight(EORI), gateway.in_flight(OTHERS[0]):
+            assert gateway.holds_its_share(EORI)
+            assert not gateway.holds_its_share(OTHERS[0])
+            assert not gateway.busy
+        assert not gateway.holds_its_share(EORI)
+    with gateway.in_flight():  # the file drop's: nobody's share
+        assert not gateway.holds_its_share(EORI)

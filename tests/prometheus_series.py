@@ -11,6 +11,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import REGISTRY
 
 import adapters.base.metrics
+import gun_hub.gateway.lodging
 import gun_hub.metrics
 import gun_hub.web.common
 import gun_hub.web.queries
@@ -26,10 +27,12 @@ _SUFFIXES = {
 
 
 def exported_metric_names() -> set[str]:
-    """Every series name the hub, view and adapter processes can expose on ``/metrics``."""
+    """Every series name the hub, view, gateway and adapter processes can expose on
+    ``/metrics``."""
     # Imported for their registrations on the default registry.
     assert gun_hub.metrics.DECISIONS is not None
     assert adapters.base.metrics.REQUESTS is not None
+    assert gun_hub.gateway.lodging.LODGEMENTS is not None
     assert gun_hub.web.common.AUTH_FAILURES is not None
     assert gun_hub.web.queries is not None
     families: list[Metric] = [*REGISTRY.collect(), *OpsCollector(OpsState()).collect()]

@@ -270,12 +270,11 @@ class TraderTokens:
         policy = self._policy
         if claims.get("iss") != policy.issuer:
             raise Unauthenticated("claims", "issuer is not the portal")
+        # A text, or an array naming the hub alone (as the envelope's ``aud``): a token
+        # the portal issued for several services could be replayed here by any of them.
         audience = claims.get("aud")
-        if not (
-            audience == policy.audience
-            or (isinstance(audience, list) and policy.audience in audience)
-        ):
-            raise Unauthenticated("claims", "the token is not for the hub")
+        if audience != policy.audience and audience != [policy.audience]:
+            raise Unauthenticated("claims", "the token is not for the hub alone")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not EORI.fullmatch(subject):
             raise Unauthenticated("claims", "the subject is not an EORI number")

@@ -24,7 +24,13 @@ from gun_contract.settings import GatewaySettings
 from gun_contract.topics import topic_registry
 from gun_hub.gateway.http_channel import lodging_app
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway
-from gun_hub.security.web_auth import LocalAccess, PortalKeys, TokenPolicy, TraderTokens
+from gun_hub.security.web_auth import (
+    LocalAccess,
+    PortalKeys,
+    TokenPolicy,
+    TraderTokens,
+    issue_trader_token,
+)
 from gun_hub.web.listeners import Listener
 from gun_tools.processes import free_port
 from tests.builders import EORI, declaration_xml
@@ -122,6 +128,19 @@ async def test_without_a_valid_portal_token_nothing_is_looked_at(lodging: Lodgin
     assert headers["WWW-Authenticate"].startswith("Bearer")
     forged = {"Authorization": "Bearer eyJhbGciOiJFUzI1NiJ9.e30.AAAA"}
     assert (await lodging.post(declaration_xml(), eori=None, headers=forged))[0] == 401
+    # A genuine portal token, issued for another service as well as the hub (review
+    # stop 37-i, 4): that service could replay it here.
+    shared = issue_trader_token(
+        lodging.access.portal_key,
+        EORI,
+        issuer=lodging.access.issuer,
+        audience=lodging.access.audience,
+        extra={"aud": ["tracking-partner.example", lodging.access.audience]},
+    )
+    status, headers, _ = await lodging.post(
+        declaration_xml(), eori=None, headers={"Authorization": f"Bearer {shared}"}
+    )
+    assert (status, headers["WWW-Authenticate"].startswith("Bearer")) == (401, True)
     assert lodging.sender.published == []
 
 

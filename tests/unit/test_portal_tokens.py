@@ -71,7 +71,27 @@ def test_a_token_from_the_portal_names_the_trader(portal: tuple[ECKey, TraderTok
     key, tokens, _ = portal
     issued = issue_trader_token(key, EORI, issuer=POLICY.issuer, audience=POLICY.audience)
     assert tokens.verify(issued) == EORI
-    assert tokens.verify(token(key, aud=["other", POLICY.audience])) == EORI
+    assert tokens.verify(token(key, aud=[POLICY.audience])) == EORI, "an array naming the hub alone"
+
+
+@pytest.mark.parametrize(
+    "audience",
+    [
+        ["tracking-partner.example", POLICY.audience],
+        [POLICY.audience, "tracking-partner.example"],
+        [POLICY.audience, POLICY.audience],
+        [],
+        [["gun-hub"]],
+        {"gun-hub": True},
+    ],
+)
+def test_a_token_for_several_audiences_is_refused(
+    portal: tuple[ECKey, TraderTokens, Path], audience: object
+) -> None:
+    """A token the portal issued for several services could be replayed at the hub by any of
+    them (review stop 37-i, 4): as for the envelope, ``aud`` names the hub alone."""
+    key, tokens, _ = portal
+    assert refused(tokens, token(key, aud=audience)) == "claims"
 
 
 def test_a_token_signed_by_anyone_but_the_portal_is_refused(

@@ -15,7 +15,7 @@ from gun_contract.security.keystore import KeystoreError
 from gun_contract.settings import load_settings
 from gun_hub.cli.components import prepare_cluster
 from gun_hub.cli.kafka import registry_for
-from gun_hub.gateway.file_drop import DropFolderBusy
+from gun_hub.gateway.file_drop import DropFolderBusy, DropFolderUnsafe
 from gun_hub.gateway.lodging import lodger_for
 from gun_hub.gateway.service import build_gateway, serve_http, watch_folder
 from gun_hub.security.web_auth import EORI, AccessConfigError
@@ -45,6 +45,7 @@ def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> No
         WebConfigError,
         AccessConfigError,
         DropFolderBusy,
+        DropFolderUnsafe,
         NotADirectoryError,
     ) as err:
         typer.echo(f"cannot start: {err}", err=True)

@@ -29,24 +29,40 @@ ignores the other as an equal version (contract section 4, recorded as
 decision; and it never loses a file, since nothing is removed before its receipt exists.
 
 One watcher per folder: a second one on the same folder is refused (a lock file).
+
+**No symlink is followed, at any depth.** A depositor can write the folder, so it can
+rename or replace anything in it, ``processing/``, ``done/`` and ``rejected/`` included,
+and swap a file it dropped for a link between two looks. The sub-folders are therefore
+the watcher's own (made by it, ``processing/`` 0700, ``done/`` and ``rejected/`` 0750 so
+the folder's group reads its receipts), opened once per pass without following a link and
+checked (a folder, the watcher's, writable by nobody else); every move, receipt and read
+of that pass goes through those descriptors, never through a path a depositor could
+change meanwhile. A claimed file is opened without following a link and read only if it
+is a regular file. A sub-folder that fails the check stops the watcher taking files
+(logged, ``gun_hub_gateway_drop_folder_refused`` 1, ``/readyz`` 503) until it is mended:
+it is evidence for an operator, not something to repair by itself (review stop 37-i, 1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import secrets
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import Gauge
 
 from gun_hub.gateway.lodging import Gateway, Lodged, LodgementRefused, Lodger, PublishFailed
 from gun_hub.xml.declaration_codec import sniff_identity
@@ -59,24 +75,85 @@ RECEIPT_SUFFIX = ".receipt.json"
 LOCK_NAME = ".gun-hub-watch.lock"
 _SEPARATOR = "--"
 UNREADABLE = "FILE_UNREADABLE"
+NOT_REGULAR = "FILE_NOT_REGULAR"
+# processing/ is the watcher's alone; the depositors read their receipts in done/ and
+# rejected/ through the folder's group, and nobody but the watcher writes any of them.
+_PART_MODES = {"processing": 0o700, "done": 0o750, "rejected": 0o750}
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a pipe a depositor slipped in returns at once instead of waiting for
+# a writer; fstat then tells it is no regular file. No effect on a regular file.
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+
+REFUSED = Gauge(
+    "gun_hub_gateway_drop_folder_refused",
+    "1 while the watched drop folder's processing/, done/ or rejected/ is refused (a "
+    "symlink, not a folder, not the watcher's, writable by others): no file is taken.",
+)
 
 
 class DropFolderBusy(RuntimeError):
     """Another watcher holds the folder."""
 
 
+class DropFolderUnsafe(RuntimeError):
+    """A sub-folder the watcher will not use: the message names it and says why."""
+
+
+class NotARegularFile(Exception):
+    """A claimed entry that is a symlink, a pipe, a device...: never read."""
+
+
 def _claim_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """``path`` holds ``data`` whole, or is absent: written aside, synced, renamed."""
-    aside = path.with_name(f".{path.name}.tmp")
-    with aside.open("wb") as out:
+def _why_not_a_folder(root: int, name: str) -> str:
+    try:
+        found = os.stat(name, dir_fd=root, follow_symlinks=False)
+    except FileNotFoundError:
+        return "is missing"
+    return "is a symlink" if stat.S_ISLNK(found.st_mode) else "is not a folder"
+
+
+def _open_part(root: int, name: str, where: Path) -> int:
+    """``name`` in ``root`` opened as a folder without following a link, once checked to be
+    the watcher's alone: its descriptor, or :class:`DropFolderUnsafe`."""
+    mend = (
+        "no file is taken until it is mended (the watcher makes processing/, done/ and "
+        "rejected/ itself when they are absent; docs/intake-channels.md)"
+    )
+    try:
+        part = os.open(name, _DIRECTORY, dir_fd=root)
+    except OSError as err:
+        why = (
+            _why_not_a_folder(root, name)
+            if err.errno in (errno.ENOTDIR, errno.ELOOP, errno.ENOENT)
+            else f"cannot be opened ({err.strerror})"
+        )
+        raise DropFolderUnsafe(f"{where} {why}: {mend}") from None
+    found = os.fstat(part)
+    watcher = os.geteuid()
+    why = ""
+    if found.st_uid != watcher:
+        why = f"belongs to uid {found.st_uid}, not to the watcher's (uid {watcher})"
+    elif found.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        why = f"is writable by others than the watcher (mode {stat.S_IMODE(found.st_mode):04o})"
+    if why:
+        os.close(part)
+        raise DropFolderUnsafe(f"{where} {why}: {mend}")
+    return part
+
+
+def _write_atomically(directory: int, name: str, data: bytes) -> None:
+    """``name`` in ``directory`` holds ``data`` whole, or is absent: written aside, synced,
+    renamed."""
+    aside = f".{name}.tmp"
+    with os.fdopen(os.open(aside, _WRITE, 0o644, dir_fd=directory), "wb") as out:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
-    aside.replace(path)
+    os.replace(aside, name, src_dir_fd=directory, dst_dir_fd=directory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,15 +175,58 @@ class DropFolder:
         return self.root / "rejected"
 
     def prepare(self) -> None:
+        """Makes the absent sub-folders (processing/ 0700, done/ and rejected/ 0750, whatever
+        the umask) and checks all three: :class:`DropFolderUnsafe` names one that is not
+        the watcher's alone."""
         if not self.root.is_dir():
             raise NotADirectoryError(f"{self.root} is not a folder")
-        for part in (self.processing, self.done, self.rejected):
-            part.mkdir(exist_ok=True)
+        with self._root() as root:
+            for name, mode in _PART_MODES.items():
+                try:
+                    os.mkdir(name, mode, dir_fd=root)
+                    made = True
+                except FileExistsError:
+                    made = False
+                part = _open_part(root, name, self.root / name)
+                try:
+                    if made:
+                        os.fchmod(part, mode)
+                finally:
+                    os.close(part)
+
+    @contextlib.contextmanager
+    def _root(self) -> Iterator[int]:
+        # The folder itself is the operator's choice: a link to it is followed.
+        root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            yield root
+        finally:
+            os.close(root)
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[OpenDropFolder]:
+        """The sub-folders opened and checked for one pass (:class:`DropFolderUnsafe`
+        otherwise); closed when the pass ends."""
+        with self._root() as root, contextlib.ExitStack() as opened:
+            parts = []
+            for name in _PART_MODES:
+                part = _open_part(root, name, self.root / name)
+                opened.callback(os.close, part)
+                parts.append(part)
+            processing, done, rejected = parts
+            yield OpenDropFolder(self, root, processing, done, rejected)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Held while a watcher runs; the kernel lets go of it when the process dies."""
-        with (self.root / LOCK_NAME).open("a") as lock:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            opened = os.open(self.root / LOCK_NAME, flags, 0o600)
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+            raise DropFolderUnsafe(f"{self.root / LOCK_NAME} is a symlink: remove it") from None
+        with os.fdopen(opened, "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -125,46 +245,84 @@ class DropFolder:
                 if not entry.is_file(follow_symlinks=False):
                     continue
                 with contextlib.suppress(FileNotFoundError):
-                    stat = entry.stat(follow_symlinks=False)
-                    found[name] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+                    info = entry.stat(follow_symlinks=False)
+                    found[name] = (info.st_size, info.st_mtime_ns, info.st_ino)
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class OpenDropFolder:
+    """The moves between the folder's parts for one pass, through the sub-folders'
+    descriptors (:meth:`DropFolder.opened`): a sub-folder a depositor renames or replaces
+    meanwhile is never followed. Paths returned name where things are, for the receipts
+    and the logs."""
+
+    folder: DropFolder
+    root: int
+    processing: int
+    done: int
+    rejected: int
 
     def claim(self, name: str) -> Path | None:
         """Move ``name`` into processing/ under a name of its own; None if it is gone."""
-        claimed = self.processing / f"{_claim_id()}{_SEPARATOR}{name}"
+        claimed = f"{_claim_id()}{_SEPARATOR}{name}"
         try:
-            (self.root / name).rename(claimed)
+            os.rename(name, claimed, src_dir_fd=self.root, dst_dir_fd=self.processing)
         except FileNotFoundError:
             return None
-        return claimed
+        return self.folder.processing / claimed
 
     def claimed(self) -> list[Path]:
-        """What is in processing/, oldest claim first."""
-        return sorted(
-            path
-            for path in self.processing.iterdir()
-            if path.is_file() and not path.name.startswith(".")
-        )
+        """The regular files in processing/, oldest claim first."""
+        with os.scandir(self.processing) as entries:
+            names = sorted(
+                entry.name
+                for entry in entries
+                if entry.is_file(follow_symlinks=False) and not entry.name.startswith(".")
+            )
+        return [self.folder.processing / name for name in names]
+
+    def read(self, claimed: Path, limit: int) -> bytes:
+        """At most ``limit + 1`` bytes (enough to tell the file is over the limit) of a
+        claimed regular file; :class:`NotARegularFile` for anything else, unread."""
+        try:
+            source = os.open(claimed.name, _READ, dir_fd=self.processing)
+        except OSError as err:
+            if err.errno == errno.ELOOP:  # what O_NOFOLLOW says of a symlink
+                raise NotARegularFile("a symlink") from None
+            raise
+        with os.fdopen(source, "rb") as opened:
+            if not stat.S_ISREG(os.fstat(opened.fileno()).st_mode):
+                raise NotARegularFile("not a regular file")
+            return opened.read(limit + 1)
+
+    def _place(self, lodged: bool) -> tuple[int, Path]:
+        if lodged:
+            return self.done, self.folder.done
+        return self.rejected, self.folder.rejected
 
     def receipt_of(self, claimed: Path) -> Path | None:
         """The receipt already written for a claimed file (it died before moving on)."""
-        for place in (self.done, self.rejected):
-            receipt = place / f"{claimed.name}{RECEIPT_SUFFIX}"
-            if receipt.is_file():
-                return receipt
+        name = f"{claimed.name}{RECEIPT_SUFFIX}"
+        for lodged in (True, False):
+            place, where = self._place(lodged)
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISREG(os.stat(name, dir_fd=place, follow_symlinks=False).st_mode):
+                    return where / name
         return None
 
     def finish(self, claimed: Path, receipt: dict[str, Any], *, lodged: bool) -> Path:
         """Write the receipt, then move the file beside it: its receipt path."""
-        place = self.done if lodged else self.rejected
-        path = place / f"{claimed.name}{RECEIPT_SUFFIX}"
-        _write_atomically(path, json.dumps(receipt, indent=2, ensure_ascii=False).encode())
-        claimed.rename(place / claimed.name)
-        return path
+        place, where = self._place(lodged)
+        name = f"{claimed.name}{RECEIPT_SUFFIX}"
+        _write_atomically(place, name, json.dumps(receipt, indent=2, ensure_ascii=False).encode())
+        os.rename(claimed.name, claimed.name, src_dir_fd=self.processing, dst_dir_fd=place)
+        return where / name
 
     def move_on(self, claimed: Path, receipt: Path) -> None:
         """A claimed file whose receipt exists joins it."""
-        claimed.rename(receipt.parent / claimed.name)
+        place, _ = self._place(receipt.parent == self.folder.done)
+        os.rename(claimed.name, claimed.name, src_dir_fd=self.processing, dst_dir_fd=place)
 
 
 def original_name(claimed: Path) -> str:
@@ -193,12 +351,6 @@ class Settling:
         return sorted(ready)
 
 
-def _read_claimed(claimed: Path, limit: int) -> bytes:
-    """At most ``limit + 1`` bytes: enough to tell the file is over the limit."""
-    with claimed.open("rb") as source:
-        return source.read(limit + 1)
-
-
 class DropWatcher:
     """Takes complete files from a drop folder and lodges each through the gateway."""
 
@@ -220,6 +372,7 @@ class DropWatcher:
         self._poll_s = poll_s
         self._settling = Settling(settle_s)
         self._batch = batch
+        self.refused: str | None = None  # why the folder is refused, while it is
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set: what a crash left in processing/ first, then new files.
@@ -230,44 +383,76 @@ class DropWatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._poll_s)
 
+    def not_ready(self) -> list[str]:
+        """What stops the watcher taking files, for ``/readyz``."""
+        return [] if self.refused is None else [self.refused]
+
     async def pass_once(self) -> int:
-        """One look at the folder; the number of files handled."""
+        """One look at the folder; the number of files handled. A refused sub-folder
+        stops this pass, not the watcher: it looks again at the next."""
+        try:
+            with self.folder.opened() as folder:
+                self._accepted()
+                return await self._pass(folder)
+        except DropFolderUnsafe as unsafe:
+            self._refuse(str(unsafe))
+            return 0
+
+    def _refuse(self, why: str) -> None:
+        if why != self.refused:  # once, not at every look
+            log.error("drop folder refused, no file is taken: %s", why)
+        self.refused = why
+        REFUSED.set(1)
+
+    def _accepted(self) -> None:
+        if self.refused is not None:
+            log.warning("drop folder %s accepted again: files are taken", self.folder.root)
+        self.refused = None
+        REFUSED.set(0)
+
+    async def _pass(self, folder: OpenDropFolder) -> int:
         handled = 0
-        left = self.folder.claimed()
+        left = folder.claimed()
         if left:
             log.info("%d file(s) left in %s: lodged again", len(left), self.folder.processing)
         for start in range(0, len(left), self._batch):
-            handled += await self._lodge_all(left[start : start + self._batch])
+            handled += await self._lodge_all(folder, left[start : start + self._batch])
         settled = self._settling.settled(self.folder.waiting())[: self._batch]
-        claimed = [path for path in map(self.folder.claim, settled) if path is not None]
-        return handled + await self._lodge_all(claimed)
+        claimed = [path for path in map(folder.claim, settled) if path is not None]
+        return handled + await self._lodge_all(folder, claimed)
 
-    async def _lodge_all(self, claimed: list[Path]) -> int:
-        results = await asyncio.gather(*(self._lodge_one(path) for path in claimed))
+    async def _lodge_all(self, folder: OpenDropFolder, claimed: list[Path]) -> int:
+        results = await asyncio.gather(*(self._lodge_one(folder, path) for path in claimed))
         return sum(results)
 
-    async def _lodge_one(self, claimed: Path) -> int:
+    async def _lodge_one(self, folder: OpenDropFolder, claimed: Path) -> int:
         """1 once the file has left processing/; 0 when it stays to be tried again."""
         try:
-            receipt = self.folder.receipt_of(claimed)
+            receipt = folder.receipt_of(claimed)
             if receipt is not None:
-                self.folder.move_on(claimed, receipt)
+                folder.move_on(claimed, receipt)
                 return 1
             try:
-                data = await asyncio.to_thread(_read_claimed, claimed, self._gateway.max_bytes)
+                data = await asyncio.to_thread(folder.read, claimed, self._gateway.max_bytes)
+            except NotARegularFile as what:
+                # Swapped for a link (or a pipe) between the look and the claim: set aside
+                # unread, so its receipt tells nothing of what it pointed at.
+                reason = f"{what}: never read, only regular files are lodged"
+                await self._reject(folder, claimed, b"", NOT_REGULAR, reason)
+                return 1
             except OSError as err:
-                await self._reject(claimed, b"", UNREADABLE, f"cannot read: {err.strerror}")
+                await self._reject(folder, claimed, b"", UNREADABLE, f"cannot read: {err.strerror}")
                 return 1
             try:
                 lodged = await self._gateway.lodge(data, self._lodger, channel=CHANNEL)
             except LodgementRefused as refusal:
-                await self._reject(claimed, data, refusal.kind, refusal.reason)
+                await self._reject(folder, claimed, data, refusal.kind, refusal.reason)
                 return 1
             except PublishFailed as failure:
                 log.warning("%s stays in processing/ to be lodged again: %s", claimed, failure)
                 return 0
             await asyncio.to_thread(
-                self.folder.finish,
+                folder.finish,
                 claimed,
                 self._lodged_receipt(claimed, data, lodged),
                 lodged=True,
@@ -300,7 +485,9 @@ class DropWatcher:
             "status": f"/declarations/{lodged.reference}",
         }
 
-    async def _reject(self, claimed: Path, data: bytes, kind: str, reason: str) -> None:
+    async def _reject(
+        self, folder: OpenDropFolder, claimed: Path, data: bytes, kind: str, reason: str
+    ) -> None:
         receipt: dict[str, Any] = {
             **self._receipt(claimed, data),
             "result": "rejected",
@@ -311,4 +498,4 @@ class DropWatcher:
         if identity is not None:  # to tell the declarant which declaration it was
             receipt.update(reference=identity.reference, version=identity.version)
         log.info("%s rejected: %s", claimed.name, kind)
-        await asyncio.to_thread(self.folder.finish, claimed, receipt, lodged=False)
+        await asyncio.to_thread(folder.finish, claimed, receipt, lodged=False)

@@ -4,6 +4,7 @@ built from the settings and run until asked to stop."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from gun_contract.kafka.client import from_settings
@@ -35,11 +36,14 @@ def build_gateway(settings: Settings, topics: TopicRegistry) -> Gateway:
     )
 
 
-def _probes(settings: Settings, gateway: Gateway) -> list[Listener]:
+def _probes(
+    settings: Settings, gateway: Gateway, not_ready: Callable[[], list[str]] | None = None
+) -> list[Listener]:
     port = settings.gateway.probes_port
     if not port:
         return []
-    return [Listener("probes", probes_app(gateway), settings.gateway.probes_host, port)]
+    app = probes_app(gateway, not_ready)
+    return [Listener("probes", app, settings.gateway.probes_host, port)]
 
 
 async def _running(gateway: Gateway, probes: list[Listener]) -> None:
@@ -97,7 +101,7 @@ async def watch_folder(
         batch=settings.gateway.drop_batch,
     )
     with folder.locked():
-        probes = _probes(settings, gateway)
+        probes = _probes(settings, gateway, watcher.not_ready)
         await _running(gateway, probes)
         try:
             await watcher.run(stop)

@@ -11,22 +11,29 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 
 from gun_contract.security.entitlements import GATEWAY_PARTY
 from gun_contract.topics import topic_registry
-from gun_hub.gateway import file_drop
 from gun_hub.gateway.file_drop import (
     RECEIPT_SUFFIX,
     DropFolder,
     DropFolderBusy,
+    DropFolderUnsafe,
     DropWatcher,
+    OpenDropFolder,
     Settling,
 )
 from gun_hub.gateway.lodging import Gateway, Lodger
+from gun_hub.gateway.probes import probes_app
+from gun_hub.web.listeners import Listener
+from gun_tools.processes import free_port
 from tests.builders import EORI, declaration_xml
 from tests.conftest import envelope_of
 from tests.gateway_fixtures import RecordingSender, gateway_with
@@ -185,7 +192,8 @@ async def test_after_a_crash_a_claimed_file_is_lodged_again(
 ) -> None:
     """Killed after the claim, before or after the broker had it: published (again)."""
     drop(folder, "i.xml", declaration_xml(reference="FR12345678901234-FILE-0000000005"))
-    claimed = folder.claim("i.xml")
+    with folder.opened() as opened:
+        claimed = opened.claim("i.xml")
     assert claimed is not None
     assert await watcher(folder, gateway).pass_once() == 1
     assert sender.references() == ["FR12345678901234-FILE-0000000005"]
@@ -197,7 +205,8 @@ async def test_after_a_crash_a_file_whose_receipt_was_written_is_only_moved_on(
 ) -> None:
     """Killed between the receipt and the move: it was lodged, it is not published again."""
     drop(folder, "j.xml", declaration_xml(reference="FR12345678901234-FILE-0000000006"))
-    claimed = folder.claim("j.xml")
+    with folder.opened() as opened:
+        claimed = opened.claim("j.xml")
     assert claimed is not None
     receipt = folder.done / f"{claimed.name}{RECEIPT_SUFFIX}"
     receipt.write_text('{"result": "lodged"}')
@@ -227,11 +236,11 @@ async def test_an_unreadable_file_is_rejected_with_the_reason(
     sender: RecordingSender,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def refused(path: Path, limit: int) -> bytes:
+    def refused(opened: OpenDropFolder, path: Path, limit: int) -> bytes:
         # What open() raises on a file of mode 000 (the tests may run as root, who reads it).
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
-    monkeypatch.setattr(file_drop, "_read_claimed", refused)
+    monkeypatch.setattr(OpenDropFolder, "read", refused)
     drop(folder, "l.xml", declaration_xml())
     assert await watcher(folder, gateway).pass_once() == 1
     assert sender.published == []
@@ -243,3 +252,221 @@ async def test_an_unreadable_file_is_rejected_with_the_reason(
 def test_a_second_watcher_on_the_same_folder_is_refused(folder: DropFolder) -> None:
     with folder.locked(), pytest.raises(DropFolderBusy), folder.locked():
         pass
+
+
+# -- review stop 37-i, 1: a depositor can write the folder, so it can rename or replace
+# processing/, done/ and rejected/, or swap a file it dropped for a link between two looks.
+# The watcher follows no link at any depth and uses sub-folders of its own only.
+
+OTHER_DECLARANTS = "DE999999999"
+ANOTHER_S_REFERENCE = "FR12345678901234-FILE-0000000099"
+
+
+def refused_metric() -> float | None:
+    return REGISTRY.get_sample_value("gun_hub_gateway_drop_folder_refused")
+
+
+def another_declarant_s_file(tmp_path: Path) -> Path:
+    """A declaration the watcher can read and the depositor cannot: another drop folder's."""
+    other = tmp_path / "other-drop" / "done"
+    other.mkdir(parents=True)
+    secret = other / "x.xml"
+    secret.write_bytes(declaration_xml(reference=ANOTHER_S_REFERENCE))
+    return secret
+
+
+def every_receipt_under(place: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(place.rglob(f"*{RECEIPT_SUFFIX}"))]
+
+
+@pytest.mark.parametrize("part", ["processing", "done", "rejected"])
+def test_a_sub_folder_that_is_a_symlink_is_refused_at_start(tmp_path: Path, part: str) -> None:
+    folder = DropFolder(tmp_path / "drop")
+    folder.root.mkdir()
+    (tmp_path / "depositor").mkdir()
+    (folder.root / part).symlink_to(tmp_path / "depositor")
+    with pytest.raises(DropFolderUnsafe, match=rf"drop/{part} is a symlink"):
+        folder.prepare()
+
+
+def test_a_sub_folder_that_is_not_a_folder_is_refused_at_start(tmp_path: Path) -> None:
+    folder = DropFolder(tmp_path / "drop")
+    folder.root.mkdir()
+    (folder.root / "done").write_bytes(b"")
+    with pytest.raises(DropFolderUnsafe, match=r"drop/done is not a folder"):
+        folder.prepare()
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o702, 0o777])
+def test_a_sub_folder_others_can_write_is_refused_at_start(folder: DropFolder, mode: int) -> None:
+    folder.rejected.chmod(mode)
+    with pytest.raises(
+        DropFolderUnsafe, match=rf"drop/rejected is writable by others .*{mode:04o}"
+    ):
+        folder.prepare()
+
+
+def test_a_sub_folder_someone_else_owns_is_refused_at_start(
+    folder: DropFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As if the depositor had put a folder of its own in place of the watcher's (the tests
+    may run as root, who cannot be shown a folder it does not own otherwise)."""
+    owner = folder.processing.stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    with pytest.raises(DropFolderUnsafe, match=rf"drop/processing belongs to uid {owner}, not"):
+        folder.prepare()
+
+
+def test_the_sub_folders_are_made_the_watcher_s_alone_whatever_the_umask(tmp_path: Path) -> None:
+    folder = DropFolder(tmp_path / "drop")
+    folder.root.mkdir()
+    umask = os.umask(0)
+    try:
+        folder.prepare()
+    finally:
+        os.umask(umask)
+    modes = {
+        p: stat.S_IMODE((folder.root / p).lstat().st_mode)
+        for p in ("processing", "done", "rejected")
+    }
+    # done/ and rejected/: the folder's group (the depositors) reads its receipts there.
+    assert modes == {"processing": 0o700, "done": 0o750, "rejected": 0o750}
+    folder.prepare()  # what it made, it accepts
+
+
+async def test_a_depositor_swapping_processing_for_a_symlink_gets_nothing_read(
+    folder: DropFolder, gateway: Gateway, sender: RecordingSender, tmp_path: Path
+) -> None:
+    """The review's case: processing/ swapped, while the watcher runs, for a folder of the
+    depositor's holding a link to another declarant's file. The watcher stops taking files
+    and says so; it neither reads the file nor writes a receipt anywhere."""
+    secret = another_declarant_s_file(tmp_path)
+    mine = tmp_path / "depositor"
+    mine.mkdir()
+    (mine / "20260101T000000000000Z-abcdef--stolen.xml").symlink_to(secret)
+    folder.processing.rmdir()
+    folder.processing.symlink_to(mine)
+    drop(folder, "a.xml", declaration_xml(reference="FR12345678901234-FILE-0000000010"))
+    running = DropWatcher(
+        folder, gateway, Lodger("d", frozenset({OTHER_DECLARANTS})), topic=TOPICS.declarations,
+        settle_s=0,
+    )  # fmt: skip
+
+    assert await running.pass_once() == 0
+    assert sender.published == []
+    assert every_receipt_under(tmp_path) == [], "nothing read, nothing written"
+    assert files(folder.root) == ["a.xml", "done", "processing", "rejected"], "nothing claimed"
+    assert running.refused is not None
+    assert "drop/processing is a symlink" in running.refused
+    assert running.not_ready() == [running.refused], "what /readyz says"
+    assert refused_metric() == 1
+
+    # Mended (the watcher's own folder back): the next look takes the waiting file.
+    folder.processing.unlink()
+    folder.processing.mkdir(mode=0o700)
+    assert await running.pass_once() == 1
+    assert running.not_ready() == []
+    assert refused_metric() == 0
+    assert sender.references() == []  # DE999999999's folder: rejected, not lodged
+    [receipt] = receipts(folder.rejected)
+    assert receipt["file"] == "a.xml"
+
+
+@pytest.mark.parametrize("part", ["done", "rejected"])
+async def test_done_and_rejected_that_are_symlinks_are_refused(
+    folder: DropFolder, gateway: Gateway, sender: RecordingSender, tmp_path: Path, part: str
+) -> None:
+    """No receipt (nor file) is ever written through a link: not into the depositor's reach,
+    not over a file the watcher may write."""
+    mine = tmp_path / "depositor"
+    mine.mkdir()
+    (folder.root / part).rmdir()
+    (folder.root / part).symlink_to(mine)
+    drop(folder, "good.xml", declaration_xml(reference="FR12345678901234-FILE-0000000011"))
+    drop(folder, "bad.xml", b"<not a declaration")
+    running = watcher(folder, gateway)
+    assert await running.pass_once() == 0
+    assert list(mine.iterdir()) == []
+    assert sender.published == []
+    assert files(folder.root) == ["bad.xml", "done", "good.xml", "processing", "rejected"]
+    assert running.refused is not None
+    assert f"drop/{part} is a symlink" in running.refused
+
+
+async def test_a_symlink_in_processing_is_not_read(
+    folder: DropFolder, gateway: Gateway, sender: RecordingSender, tmp_path: Path
+) -> None:
+    """A link in processing/ (only a claim racing a swap puts one there) is left alone."""
+    link = folder.processing / "20260101T000000000000Z-abcdef--stolen.xml"
+    link.symlink_to(another_declarant_s_file(tmp_path))
+    assert await watcher(folder, gateway).pass_once() == 0
+    assert sender.published == []
+    assert every_receipt_under(tmp_path) == []
+    assert link.is_symlink()
+
+
+@pytest.mark.timeout(20)  # a pipe opened for reading without O_NONBLOCK waits for a writer
+@pytest.mark.parametrize("swapped_for", ["a symlink", "a pipe"])
+async def test_a_file_swapped_between_the_look_and_the_claim_is_rejected_unread(
+    folder: DropFolder,
+    gateway: Gateway,
+    sender: RecordingSender,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    swapped_for: str,
+) -> None:
+    """The look saw a settled regular file; by the claim, the depositor had put a link (or a
+    pipe) in its place. The claim moves whatever is there: it is set aside unread."""
+    if swapped_for == "a symlink":
+        (folder.root / "m.xml").symlink_to(another_declarant_s_file(tmp_path))
+    else:
+        os.mkfifo(folder.root / "m.xml")
+    monkeypatch.setattr(DropFolder, "waiting", lambda self: {"m.xml": (835, 1, 1)})
+    lodger = Lodger("d", frozenset({OTHER_DECLARANTS}))
+    assert await watcher(folder, gateway, lodger).pass_once() == 1
+    assert sender.published == []
+    [receipt] = receipts(folder.rejected)
+    assert receipt["kind"] == "FILE_NOT_REGULAR"
+    assert receipt["reason"].startswith(swapped_for if swapped_for == "a symlink" else "not a")
+    assert (receipt["bytes"], "reference" in receipt) == (0, False), "nothing of it read"
+    assert ANOTHER_S_REFERENCE not in json.dumps(receipt)
+    [moved] = files(folder.rejected)
+    moved_mode = (folder.rejected / moved).lstat().st_mode
+    assert not stat.S_ISREG(moved_mode), "the link (or pipe) itself moved, not a copy"
+
+
+def test_a_lock_file_replaced_by_a_symlink_is_not_followed(
+    folder: DropFolder, tmp_path: Path
+) -> None:
+    target = tmp_path / "the-watcher-could-write-this"
+    (folder.root / ".gun-hub-watch.lock").symlink_to(target)
+    refused = pytest.raises(DropFolderUnsafe, match=r"drop/\.gun-hub-watch\.lock is a symlink")
+    with refused, folder.locked():
+        pass
+    assert not target.exists(), "not made through the link"
+
+
+async def test_the_gateway_s_readiness_says_the_folder_is_refused_while_it_is(
+    folder: DropFolder, gateway: Gateway
+) -> None:
+    """Not a crash loop: the process lives (``/livez``), ``/readyz`` says why nothing is taken."""
+    running = watcher(folder, gateway)
+    listener = Listener("probes", probes_app(gateway, running.not_ready), "127.0.0.1", free_port())
+    await listener.start()
+    try:
+        url = f"http://127.0.0.1:{listener.port}"
+        async with aiohttp.ClientSession() as http:
+            folder.done.chmod(0o777)
+            await running.pass_once()
+            async with http.get(f"{url}/readyz") as answer:
+                assert answer.status == 503
+                [why] = (await answer.json())["waiting"]
+                assert "drop/done is writable by others" in why
+            async with http.get(f"{url}/livez") as answer:
+                assert answer.status == 200
+            folder.done.chmod(0o750)
+            await running.pass_once()
+            async with http.get(f"{url}/readyz") as answer:
+                assert (answer.status, await answer.json()) == (200, {"status": "ready"})
+    finally:
+        await listener.stop()

@@ -15,15 +15,16 @@ adapter handles one.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from adapters.base.resilience import Backoff, CircuitBreaker
+from adapters.base.resilience import Backoff, CircuitBreaker, retry_after_s
 from gun_contract.health import CircuitStatus
 from gun_contract.model.exchange import (
     AuthorityRequest,
@@ -119,10 +120,62 @@ class PartnerUnavailable(Exception):
     """The partner did not give a usable answer (down, slow, erroring, or nonsense)."""
 
 
+# Every legitimate answer is under 1 KiB; a longer one is a misbehaving partner or proxy (a
+# debug dump, a looping gateway). Read whole, a 150 MB answer was believed, and 64
+# concurrent ones could get the adapter OOM-killed into a crash loop (stop 37, J4).
+ANSWER_LIMIT_BYTES = 64 * 1024
+# Answers asking for a pause (Retry-After honoured): retried like a 5xx, not mapped.
+_THROTTLED = frozenset({429, 503})
+
+
 @dataclass(frozen=True, slots=True)
 class _Quoted:
     item: RequestedItem
     document: RequestedDocument
+
+
+async def _read_json(response: aiohttp.ClientResponse) -> Any:
+    """The answer's JSON, read up to ``ANSWER_LIMIT_BYTES`` (stop 37, J4)."""
+    too_large = f"answer too large (over {ANSWER_LIMIT_BYTES} bytes)"
+    declared = response.content_length
+    if declared is not None and declared > ANSWER_LIMIT_BYTES:
+        raise PartnerUnavailable(too_large)  # refused before a byte of it is read
+    raw = bytearray()
+    while len(raw) <= ANSWER_LIMIT_BYTES:
+        # read(n) returns what has arrived, up to n: one byte past the limit tells.
+        chunk = await response.content.read(ANSWER_LIMIT_BYTES + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    if len(raw) > ANSWER_LIMIT_BYTES:
+        raise PartnerUnavailable(too_large)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
+        raise PartnerUnavailable("partner answer is not JSON") from None
+
+
+def _origin(location: str | None) -> str:
+    """Where a redirect pointed, without its path (it may name a document or a licence)
+    or any credentials: ``scheme://host[:port]``."""
+    if not location:
+        return "nowhere (no Location)"
+    try:
+        parts = urlsplit(location)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "an unreadable Location"
+    if not host:
+        return "the partner's own origin"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def _outage_answer(status: int, payload: dict[str, Any]) -> bool:
+    """An answer neither about the document nor about the call: the partner is not
+    serving this adapter (401, 403, 407 credentials, a 404 of a wrong URL, 408, 421...)."""
+    if status == 200 or _rejected(status):
+        return False
+    return not (status == 404 and payload.get("result") == "NOT_FOUND")
 
 
 class CertexHttpPartner:
@@ -133,6 +186,7 @@ class CertexHttpPartner:
         self._timeout = aiohttp.ClientTimeout(total=settings.partner_timeout_s)
         self._attempts = settings.retry_attempts
         self._session: aiohttp.ClientSession | None = None
+        self._redirects_logged: set[str] = set()
         self.backoff = Backoff(
             base_s=settings.retry_backoff_base_s, cap_s=settings.retry_backoff_cap_s
         )
@@ -179,6 +233,17 @@ class CertexHttpPartner:
             verdict, code, detail = await self._ask(request, quoted)
         except PartnerUnavailable as err:
             verdict, code, detail = Verdict.UNAVAILABLE, None, str(err)
+        except Exception as err:
+            # An answer of a shape no check foresaw, or a bug: raised out of the client it
+            # dead-lettered a live follow-up unanswered, blocked a queued one's replay for
+            # ever, and threw away the other documents' answers (stop 37, J2). UNAVAILABLE,
+            # so a follow-up is queued and replayed; its type only (the text may quote the
+            # partner's answer: it is in the log).
+            log.warning(
+                "answer of the partner to %s not understood", request.request_id, exc_info=True
+            )
+            verdict, code = Verdict.UNAVAILABLE, None
+            detail = f"partner answer not understood ({type(err).__name__})"
         return [
             DocumentAnswer(
                 goods_item=q.item.number,
@@ -242,26 +307,36 @@ class CertexHttpPartner:
         """
         last_error = "no attempt made"
         for attempt in range(self._attempts):
-            if attempt:
-                await asyncio.sleep(self.backoff.delay(attempt))
+            delay = self.backoff.delay(attempt) if attempt else 0.0
+            paused_s = self.circuit.paused_for_s()
+            if paused_s <= self.backoff.cap_s:
+                # The partner's Retry-After, waited out when no longer than a retry may
+                # wait; a longer one ends the call at once (below), held for everyone.
+                delay = max(delay, paused_s)
+            if delay > 0:
+                await asyncio.sleep(delay)
             if not self.circuit.allow():
-                raise PartnerUnavailable(f"circuit open: partner failing ({last_error})")
+                raise PartnerUnavailable(self._not_calling(last_error))
             try:
+                # Never followed: a redirect sent the body, the key, the trace and a
+                # licence reference to another origin, and turned a POST into a GET (J5).
                 async with self._client().request(
-                    method, url, json=body, headers=headers
+                    method, url, json=body, headers=headers, allow_redirects=False
                 ) as response:
-                    if response.status >= 500:
+                    if response.status >= 500 or response.status in _THROTTLED:
                         last_error = f"partner answered HTTP {response.status}"
                         self.circuit.record_failure()
+                        self._pause_if_asked(response)
                         continue
-                    payload = await response.json(content_type=None)
+                    self._refuse_a_redirect(response)
+                    payload = await _read_json(response)
+            except PartnerUnavailable:
+                self.circuit.record_failure()  # an answer unusable as sent: a failure
+                raise
             except (TimeoutError, aiohttp.ClientError) as err:
                 last_error = f"partner unreachable: {type(err).__name__}"
                 self.circuit.record_failure()
                 continue
-            except ValueError:
-                self.circuit.record_failure()
-                raise PartnerUnavailable("partner answer is not JSON") from None
             except BaseException:
                 # Cancelled (the adapter stops, an outer deadline) or a bug: no verdict on
                 # the partner, but the call must not keep the circuit's trial slot.
@@ -270,9 +345,42 @@ class CertexHttpPartner:
             if not isinstance(payload, dict):
                 self.circuit.record_failure()
                 raise PartnerUnavailable("partner answer is not a JSON object")
-            self.circuit.record_success()
+            if _outage_answer(response.status, payload):
+                # Expired credentials or a wrong URL answer every call so: the circuit
+                # opens and the heartbeat says so, not "closed" (stop 37, J6).
+                self.circuit.record_failure()
+            else:
+                self.circuit.record_success()
             return response.status, payload
         raise PartnerUnavailable(last_error)
+
+    def _not_calling(self, last_error: str) -> str:
+        paused_s = self.circuit.paused_for_s()
+        if paused_s > 0:
+            return f"partner asked for a pause (Retry-After): {paused_s:.0f} s left"
+        return f"circuit open: partner failing ({last_error})"
+
+    def _pause_if_asked(self, response: aiohttp.ClientResponse) -> None:
+        if response.status in _THROTTLED:
+            asked_s = retry_after_s(response.headers.get("Retry-After"))
+            if asked_s is not None:
+                self.circuit.pause(asked_s)
+
+    def _refuse_a_redirect(self, response: aiohttp.ClientResponse) -> None:
+        """A redirect ends the call UNAVAILABLE; logged once per origin it pointed to."""
+        if not 300 <= response.status < 400:
+            return
+        origin = _origin(response.headers.get("Location"))
+        # Bounded: a partner redirecting to ever new origins cannot grow it.
+        if origin not in self._redirects_logged and len(self._redirects_logged) < 64:
+            self._redirects_logged.add(origin)
+            log.error(
+                "partner %s redirected (HTTP %d) to %s: not followed; check partner_url",
+                _origin(self._base),
+                response.status,
+                origin,
+            )
+        raise PartnerUnavailable(f"partner redirected (HTTP {response.status}): check partner_url")
 
 
 def _map_answer(
@@ -296,21 +404,27 @@ def _map_answer(
         raise PartnerUnavailable(why)  # never refuse a declaration for a call not read
     if status != 200:
         raise PartnerUnavailable(f"partner answered HTTP {status}")
-    if result == "REFUSED" and payload.get("code") in CONTRACT_REFUSALS:
-        refused, contract_code = CONTRACT_REFUSALS[str(payload["code"])]
+    code = _partner_code(payload)
+    if result == "REFUSED" and code in CONTRACT_REFUSALS:
+        refused, contract_code = CONTRACT_REFUSALS[code]
         return refused, contract_code, detail
     if operation in CLEARANCE_VERDICTS:
-        code = str(payload.get("code"))
-        verdict = CLEARANCE_VERDICTS[operation].get(code)
+        verdict = CLEARANCE_VERDICTS[operation].get(code or "")
         if result != "DONE" or verdict is None:
             raise PartnerUnavailable(f"unknown {operation.value} outcome {code!r}")
         return verdict, code, detail
     if result == "ACCEPTED":
         return Verdict.VALID, None, None
     if result == "REFUSED":
-        code = str(payload.get("code"))
-        verdict = REFUSAL_VERDICTS.get(code)
+        verdict = REFUSAL_VERDICTS.get(code or "")
         if verdict is None:
             raise PartnerUnavailable(f"unknown refusal code {code!r}")
         return verdict, code, detail
     raise PartnerUnavailable(f"unknown answer {result!r}")
+
+
+def _partner_code(payload: dict[str, Any]) -> str | None:
+    """The answer's ``code`` when it is a string; a list or an object is no code (it raised
+    ``TypeError: unhashable`` out of the client: stop 37, J2)."""
+    code = payload.get("code")
+    return code if isinstance(code, str) else None

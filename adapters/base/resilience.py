@@ -8,6 +8,9 @@ every request times out). After ``reset_after_s`` it lets one trial call through
 (cancelled: the adapter stops, an outer deadline) gives its slot back with
 :meth:`CircuitBreaker.release`; a slot whose caller never reports is taken back after
 ``trial_timeout_s``, so the circuit can never stick open.
+
+A partner answering 429 or 503 with ``Retry-After`` asks for a pause: :meth:`CircuitBreaker.pause`
+holds every call (live and replayed) until it ends, at most ``RETRY_AFTER_CAP_S``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
 RETRY_BACKOFF_BASE_S = 0.25
@@ -24,6 +29,9 @@ RETRY_BACKOFF_CAP_S = 4.0
 request takes at most about 16 s, well inside the hub's 30 s answer deadline."""
 TRIAL_TIMEOUT_S = 30.0
 """A half-open trial that has not reported after this long is presumed lost."""
+RETRY_AFTER_CAP_S = 60.0
+"""The longest pause a partner's ``Retry-After`` holds calls for: a partner asking for an
+hour (maintenance) is tried again after this, like any other outage."""
 
 
 class CircuitState(StrEnum):
@@ -48,9 +56,12 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._trial_started_at: float | None = None
+        self._paused_until: float | None = None
 
     @property
     def state(self) -> CircuitState:
+        if self.paused_for_s() > 0:
+            return CircuitState.OPEN  # the adapter is not calling the partner: say so
         if self._opened_at is None:
             return CircuitState.CLOSED
         if self._clock() - self._opened_at >= self._reset_after_s:
@@ -60,6 +71,8 @@ class CircuitBreaker:
     def allow(self) -> bool:
         """Whether a call may go to the partner now. A call allowed must end in
         :meth:`record_success`, :meth:`record_failure` or :meth:`release`."""
+        if self.paused_for_s() > 0:
+            return False
         state = self.state
         if state is CircuitState.CLOSED:
             return True
@@ -79,6 +92,18 @@ class CircuitBreaker:
             self._opened_at = self._clock()
         self._trial_started_at = None
 
+    def pause(self, seconds: float) -> None:
+        """The partner asked for no call for ``seconds`` (``Retry-After``), bounded by
+        ``RETRY_AFTER_CAP_S``; a shorter pause never cuts a longer one asked before."""
+        until = self._clock() + min(max(seconds, 0.0), RETRY_AFTER_CAP_S)
+        self._paused_until = max(until, self._paused_until or until)
+
+    def paused_for_s(self) -> float:
+        """How long the partner's pause still holds calls (0: none)."""
+        if self._paused_until is None:
+            return 0.0
+        return max(self._paused_until - self._clock(), 0.0)
+
     def release(self) -> None:
         """An allowed call ended with no verdict on the partner (cancelled): free the
         trial slot, so the next call may try."""
@@ -88,6 +113,23 @@ class CircuitBreaker:
         if self._trial_started_at is None:
             return False
         return self._clock() - self._trial_started_at < self._trial_timeout_s
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (RFC 9110: delay-seconds or an
+    HTTP-date), or None when absent or unreadable (the ordinary backoff applies)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None  # not an HTTP-date (always GMT)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
 class Backoff:

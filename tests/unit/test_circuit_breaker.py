@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -13,11 +14,13 @@ from aiohttp import web
 
 from adapters.base.certex import CertexHttpPartner
 from adapters.base.resilience import (
+    RETRY_AFTER_CAP_S,
     RETRY_BACKOFF_BASE_S,
     RETRY_BACKOFF_CAP_S,
     Backoff,
     CircuitBreaker,
     CircuitState,
+    retry_after_s,
 )
 from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Verdict
@@ -172,3 +175,49 @@ async def test_the_partner_client_waits_between_attempts(samples: Path, tmp_path
             await partner.close()
     assert answer.verdict is Verdict.VALID
     assert time.monotonic() - began >= 0.75  # 0.25 s, then 0.5 s
+
+
+def test_a_pause_the_partner_asks_for_holds_every_call_until_it_ends() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=5, clock=clock)
+    breaker.pause(10)
+    assert not breaker.allow()
+    assert state(breaker) is CircuitState.OPEN  # not calling the partner: the health says so
+    breaker.pause(2)  # a shorter pause asked later never cuts the longer one
+    clock.now += 9.5
+    assert breaker.paused_for_s() == pytest.approx(0.5)
+    assert not breaker.allow()
+    clock.now += 0.5
+    assert breaker.allow()
+    assert state(breaker) is CircuitState.CLOSED
+
+
+def test_a_pause_is_bounded() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(clock=clock)
+    breaker.pause(86_400)  # "come back tomorrow"
+    assert breaker.paused_for_s() == RETRY_AFTER_CAP_S
+    clock.now += RETRY_AFTER_CAP_S
+    assert breaker.allow()
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 3 ", 3.0),
+        ("Wed, 21 Oct 2026 07:28:30 GMT", 30.0),  # an HTTP-date, 30 s after "now"
+        ("Wed, 21 Oct 2026 07:27:00 GMT", 0.0),  # in the past: no pause
+        (None, None),
+        ("soon", None),
+        ("-5", None),
+        ("1.5", None),  # delay-seconds is a whole number
+        ("\u0663", None),  # a digit, but not an ASCII one
+        ("2026-10-21T07:28:30", None),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_an_http_date(
+    header: str | None, seconds: float | None
+) -> None:
+    now = datetime(2026, 10, 21, 7, 28, 0, tzinfo=UTC)
+    assert retry_after_s(header, now) == seconds

@@ -272,6 +272,24 @@ async def write_off_replayed_after_outage(h: Harness) -> None:
     await expect_ledger(h, doc, "0", "15")
 
 
+async def write_off_answered_nonsense_is_replayed(h: Harness) -> None:
+    """An answer the adapter cannot read is an outage for a follow-up too: queued and
+    replayed, never dead-lettered unanswered (found by review, stop 37: a refusal whose
+    code was an object raised out of the client, and the write-off was lost)."""
+    doc = await h.seed("nonsense-writeoff")
+    request = h.request(Operation.RESERVE, [Quote(doc, "12")])
+    expect(await h.ask(request), Verdict.VALID)
+    write_off = follow_up(h, Operation.WRITE_OFF, doc, request.reference)
+    await h.faults(garbage=True)
+    try:
+        expect(await h.ask(write_off), Verdict.UNAVAILABLE)
+    finally:
+        await h.faults()
+    *_, replayed = await h.answers(write_off.request_id, 2, h.answer_timeout_s * 3)
+    expect(replayed, Verdict.VALID, codes=("01",))
+    await expect_ledger(h, doc, "0", "12")
+
+
 def follow_up(
     h: Harness, operation: Operation, doc: str, reference: str, version: int = 1
 ) -> AuthorityRequest:
@@ -430,6 +448,10 @@ def scenarios() -> list[Scenario]:
         Scenario("partner slower than the deadline", partner_slower_than_deadline),
         Scenario("unknown partner answer is never a pass", nonsense_is_never_a_pass),
         Scenario("write-off during an outage is replayed", write_off_replayed_after_outage),
+        Scenario(
+            "write-off answered with nonsense is replayed",
+            write_off_answered_nonsense_is_replayed,
+        ),
         Scenario("write-off whose answer was lost is applied once", lost_answer_retried_once),
         Scenario("an older version's operation is refused as stale", stale_version_refused),
         Scenario("give-back returns a written-off quantity", give_back_after_invalidation),

@@ -7,7 +7,10 @@ body) and an ``Idempotency-Key`` header, as the hub's contract asks of partner s
   the document is refused, ``{"result": "REFUSED", "code": "STALE_VERSION"}``, and changes
   nothing;
 * a call repeated with the same key (on the same document) is applied once and answered
-  as the first time; the same key for a different call is refused with HTTP 422.
+  as the first time; the same key for a different call is refused with HTTP 422. A
+  simulator keeping keys per client (the ``keys_per_client`` fault, :mod:`partner_sim.server`)
+  remembers a key across documents, as the IETF idempotency-key draft and Stripe-like APIs
+  do: a caller sending one key on several documents' calls is answered from the first.
 
 A check never mutates: it neither judges nor records versions and keys.
 """
@@ -36,6 +39,10 @@ from partner_sim.store import (
 STORE_KEY = web.AppKey("store", LedgerStore)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+# Set on a request (by the fault switch, server.py) when keys are remembered per client.
+KEYS_PER_CLIENT = web.RequestKey("keys_per_client", bool)
+# The scope of a key remembered per client (no document reference is empty).
+CLIENT_SCOPE = ""
 
 
 class _LineBody(BaseModel):
@@ -95,6 +102,14 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key
 
 
+def key_scope(request: web.Request) -> str:
+    """What an idempotency key is remembered under: the document of the URL, or the
+    whole client (``KEYS_PER_CLIENT``)."""
+    if request.get(KEYS_PER_CLIENT, False):
+        return CLIENT_SCOPE
+    return request.match_info["reference"]
+
+
 def _refusal_answer(code: str, message: str) -> Answer:
     return Answer(200, {"result": "REFUSED", "code": code, "message": message})
 
@@ -119,7 +134,9 @@ def _keyed(
         f"{operation}\n{declaration}\n{body.model_dump_json()}".encode()
     ).hexdigest()
     try:
-        return _respond(store.idempotent(reference, _idempotency_key(request), fingerprint, apply))
+        return _respond(
+            store.idempotent(key_scope(request), _idempotency_key(request), fingerprint, apply)
+        )
     except UnknownDocument:
         return _not_found(reference)
     except StaleVersion as stale:

@@ -16,7 +16,8 @@ versions and idempotency keys, is :mod:`partner_sim.api`):
 * ``PUT    /admin/documents/{ref}/reservations/{declaration}/force`` force a reservation
 * ``DELETE /admin/documents/{ref}/write-offs/{declaration}``         cancel a write-off
 * ``GET|PUT /admin/faults``                                          latency, errors, timeouts,
-                                                                     outage, garbage, lost answers
+                                                                     outage, garbage, lost answers,
+                                                                     keys kept per client
 * ``GET    /health``
 """
 
@@ -66,6 +67,12 @@ class Faults(BaseModel):
         ge=0,
         description="The next N calls are applied, then their answer is held for hang_s "
         "(the caller times out not knowing the call went through).",
+    )
+    keys_per_client: bool = Field(
+        False,
+        description="Idempotency keys are remembered per client, not per document (the "
+        "IETF draft, Stripe-like APIs): a key seen on another document's call is answered "
+        "from that call's memory, or 422 for another operation, declaration or body.",
     )
 
 
@@ -165,6 +172,7 @@ async def fault_injection(request: web.Request, handler: Handler) -> web.StreamR
     if not request.path.startswith("/api/"):
         return await handler(request)
     faults = request.app[FAULTS_KEY].current
+    request[api.KEYS_PER_CLIENT] = faults.keys_per_client
     if faults.latency_ms:
         await asyncio.sleep(faults.latency_ms / 1000)
     if faults.outage:

@@ -171,9 +171,10 @@ class LedgerStore:
         return sorted(self._documents)
 
     def idempotent(
-        self, reference: str, key: str | None, fingerprint: str, apply: Callable[[], Answer]
+        self, scope: str, key: str | None, fingerprint: str, apply: Callable[[], Answer]
     ) -> Answer:
-        """Apply a call once per ``key`` on the document; a repeat gets the first answer.
+        """Apply a call once per ``key`` in ``scope`` (the document of the call, or one
+        scope for the whole client); a repeat gets the first answer.
 
         The answer is recorded in the transaction that applies the call, so a crash never
         leaves a call applied and its key unknown. A call that raises (unknown document,
@@ -185,7 +186,7 @@ class LedgerStore:
         with self._transaction():
             row = self._db.execute(
                 "SELECT fingerprint, status, body FROM idempotency WHERE document = ? AND key = ?",
-                (reference, key),
+                (scope, key),
             ).fetchone()
             if row is not None:
                 if row[0] != fingerprint:
@@ -194,7 +195,7 @@ class LedgerStore:
             answer = apply()
             self._db.execute(
                 "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
-                (reference, key, fingerprint, answer.status, json.dumps(answer.body)),
+                (scope, key, fingerprint, answer.status, json.dumps(answer.body)),
             )
             return answer
 

@@ -5,8 +5,8 @@ whole, summing its goods items), mapped to the hub's verdicts. Partner failures 
 UNAVAILABLE, never a pass; an answer the adapter does not understand is a failure too.
 
 Every call carries the declaration version (``declaration_version`` in its JSON body)
-and the request's idempotency key (``Idempotency-Key`` header; the partner scopes it to
-the document of the URL): a retried or replayed call is applied once, and an operation
+and its own idempotency key (``Idempotency-Key``: the request id and a digest of the
+document, one key per call): a retried or replayed call is applied once, and an operation
 older than the newest version the partner has seen is refused ``STALE_VERSION``. It also
 carries the declaration version's trace (W3C ``traceparent``, gun_contract/trace.py) when the
 adapter handles one.
@@ -289,7 +289,9 @@ class CertexHttpPartner:
                 method, url = "POST", f"{url}/checks/{declaration}"
             else:
                 method, url = "PUT", f"{url}/reservations/{declaration}"
-        headers = {IDEMPOTENCY_HEADER: request.idempotency_key}
+        # One key per call, not per request: a partner may keep keys per client (J1).
+        key = request.idempotency_key_for(document.code, document.reference)
+        headers = {IDEMPOTENCY_HEADER: key}
         trace_id = current_trace.get()
         if trace_id is not None:
             # The declaration version's trace, for the partner's own logs (W3C format).

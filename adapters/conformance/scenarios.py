@@ -317,6 +317,36 @@ async def lost_answer_retried_once(h: Harness) -> None:
     await expect_ledger(h, doc, "0", "25")
 
 
+async def two_documents_written_off_with_keys_per_client(h: Harness) -> None:
+    """Each document's call carries its own idempotency key: a partner that remembers keys
+    per client, not per document (the IETF draft, Stripe-like APIs), writes off both.
+    With one key for the whole request it answered the second document from the first
+    one's memory, never writing it off (found by review, stop 37, J1)."""
+    first, second = await h.seed("perclient-a"), await h.seed("perclient-b")
+    request = h.request(
+        Operation.RESERVE,
+        [Quote(first, "10", goods_item=1), Quote(second, "20", goods_item=2)],
+    )
+    expect(await h.ask(request), Verdict.VALID, Verdict.VALID)
+    write_off = h.request(
+        Operation.WRITE_OFF,
+        [
+            Quote(first, None, line=None, unit=None, goods_item=1),
+            Quote(second, None, line=None, unit=None, goods_item=2),
+        ],
+        reference=request.reference,
+    )
+    await h.faults(keys_per_client=True)
+    try:
+        expect(await h.ask(write_off), Verdict.VALID, Verdict.VALID, codes=("01", "01"))
+        # Redelivered: each call's key again, each answered from its own memory.
+        expect(await h.ask(write_off), Verdict.VALID, Verdict.VALID, codes=("01", "01"))
+    finally:
+        await h.faults()
+    await expect_ledger(h, first, "0", "10")
+    await expect_ledger(h, second, "0", "20")
+
+
 async def stale_version_refused(h: Harness) -> None:
     doc = await h.seed("stale")
     v2 = h.request(Operation.RESERVE, [Quote(doc, "20")], version=2)
@@ -453,6 +483,10 @@ def scenarios() -> list[Scenario]:
             write_off_answered_nonsense_is_replayed,
         ),
         Scenario("write-off whose answer was lost is applied once", lost_answer_retried_once),
+        Scenario(
+            "two documents written off, the partner keeping keys per client",
+            two_documents_written_off_with_keys_per_client,
+        ),
         Scenario("an older version's operation is refused as stale", stale_version_refused),
         Scenario("give-back returns a written-off quantity", give_back_after_invalidation),
         Scenario(

@@ -85,7 +85,7 @@ async def test_every_partner_call_carries_the_declaration_version_and_an_idempot
             [answer] = await partner.answer(asked)
             assert answer.verdict is Verdict.VALID, operation
             _, _, key, body = seen[-1]
-            assert key == asked.idempotency_key, operation
+            assert key == asked.idempotency_key_for("N853", DOC), operation
             assert body["declaration_version"] == 3, operation
     finally:
         await partner.close()

@@ -17,6 +17,7 @@ versions and idempotency keys, is :mod:`partner_sim.api`):
 * ``DELETE /admin/documents/{ref}/write-offs/{declaration}``         cancel a write-off
 * ``GET|PUT /admin/faults``                                          latency, errors, timeouts,
                                                                      outage, garbage, lost answers,
+                                                                     keys held in progress (409),
                                                                      keys kept per client
 * ``GET    /health``
 """
@@ -68,6 +69,13 @@ class Faults(BaseModel):
         description="The next N calls are applied, then their answer is held for hang_s "
         "(the caller times out not knowing the call went through).",
     )
+    in_progress_next: int = Field(
+        0,
+        ge=0,
+        description="The next N keyed calls are held for hang_s, then applied; meanwhile a "
+        "call with the same key is answered 409 (still being processed, as the IETF "
+        "idempotency-key draft answers a retry that overtakes the first attempt).",
+    )
     keys_per_client: bool = Field(
         False,
         description="Idempotency keys are remembered per client, not per document (the "
@@ -81,6 +89,8 @@ class FaultSwitch:
 
     def __init__(self, faults: Faults) -> None:
         self.current = faults
+        # (key scope, key) of the calls ``in_progress_next`` holds: a repeat gets 409.
+        self.processing: set[tuple[str, str]] = set()
 
 
 FAULTS_KEY = web.AppKey("faults", FaultSwitch)
@@ -171,7 +181,8 @@ async def fault_injection(request: web.Request, handler: Handler) -> web.StreamR
     """Latency, errors and outage apply to the partner API, never to admin routes."""
     if not request.path.startswith("/api/"):
         return await handler(request)
-    faults = request.app[FAULTS_KEY].current
+    switch = request.app[FAULTS_KEY]
+    faults = switch.current
     request[api.KEYS_PER_CLIENT] = faults.keys_per_client
     if faults.latency_ms:
         await asyncio.sleep(faults.latency_ms / 1000)
@@ -187,6 +198,38 @@ async def fault_injection(request: web.Request, handler: Handler) -> web.StreamR
         await asyncio.sleep(faults.hang_s)
     if faults.garbage:
         return web.json_response({"result": "MAYBE", "code": "99"})
+    key = request.headers.get(api.IDEMPOTENCY_HEADER)
+    if key is not None and "reference" in request.match_info:
+        return await _held_in_progress(request, handler, switch, key)
+    return await _lost_or_answered(request, handler, faults)
+
+
+async def _held_in_progress(
+    request: web.Request, handler: Handler, switch: FaultSwitch, key: str
+) -> web.StreamResponse:
+    """A keyed call: 409 while a call with its key is held (``in_progress_next``), held
+    itself if ``in_progress_next`` asks, else on to the other faults and the API."""
+    faults = switch.current
+    held = (api.key_scope(request), key)
+    if held in switch.processing:
+        return web.json_response(
+            {"error": "a request with this Idempotency-Key is being processed"}, status=409
+        )
+    if not faults.in_progress_next:
+        return await _lost_or_answered(request, handler, faults)
+    faults.in_progress_next -= 1
+    switch.processing.add(held)
+    try:
+        await request.read()  # received whole (kept by aiohttp), then processed slowly
+        await asyncio.sleep(faults.hang_s)
+        return await handler(request)
+    finally:
+        switch.processing.discard(held)
+
+
+async def _lost_or_answered(
+    request: web.Request, handler: Handler, faults: Faults
+) -> web.StreamResponse:
     if faults.lose_next:
         faults.lose_next -= 1
         answer = await handler(request)

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from adapters.base.keys_in_flight import KeysInFlight
 from adapters.base.resilience import Backoff, CircuitBreaker, retry_after_s
 from gun_contract.health import CircuitStatus
 from gun_contract.model.exchange import (
@@ -92,6 +93,8 @@ CONTRACT_REFUSALS: dict[str, tuple[Verdict, str]] = {
     "STALE_VERSION": (Verdict.MISMATCH, STALE_VERSION)
 }
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# A ledger conflict to a key's first attempt; to a repeat, "still being processed" (J3).
+HTTP_CONFLICT = 409
 # Operations that change the partner's ledger without a body of their own.
 _CLEARANCE_PATHS = {
     Operation.WRITE_OFF: ("POST", "/write-off"),
@@ -196,6 +199,8 @@ class CertexHttpPartner:
             # A trial outlives one call's deadline only if its caller was lost.
             trial_timeout_s=2 * settings.partner_timeout_s + 1,
         )
+        # Keys sent with no answer yet: a 409 to one of them is "still in progress" (J3).
+        self._keys_in_flight = KeysInFlight()
 
     @property
     def circuit_state(self) -> CircuitStatus:
@@ -297,7 +302,15 @@ class CertexHttpPartner:
             # The declaration version's trace, for the partner's own logs (W3C format).
             headers[TRACEPARENT] = traceparent(trace_id)
         status, payload = await self._call(method, url, body, headers)
-        return _map_answer(request.operation, status, payload)
+        if status == HTTP_CONFLICT and self._keys_in_flight.still_in_progress(key):
+            # A repeat of a key the partner is still processing (IETF idempotency-key
+            # draft), not a rejection: queued and replayed, the replay gets its answer.
+            raise PartnerUnavailable(
+                "partner still processing an earlier attempt with this key (HTTP 409)"
+            )
+        answer = _map_answer(request.operation, status, payload)
+        self._keys_in_flight.settled(key)  # a usable answer: the next attempt is a first
+        return answer
 
     async def _call(
         self, method: str, url: str, body: dict[str, Any], headers: dict[str, str]
@@ -319,6 +332,7 @@ class CertexHttpPartner:
                 await asyncio.sleep(delay)
             if not self.circuit.allow():
                 raise PartnerUnavailable(self._not_calling(last_error))
+            self._keys_in_flight.sending(headers[IDEMPOTENCY_HEADER])
             try:
                 # Never followed: a redirect sent the body, the key, the trace and a
                 # licence reference to another origin, and turned a POST into a GET (J5).

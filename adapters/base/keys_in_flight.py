@@ -1,0 +1,86 @@
+"""The idempotency keys a partner client sent without learning what became of them.
+
+A call whose attempt timed out, failed on the way or got a 5xx may still be running at the
+partner. Sent again with the same key (a retry, or a replay of the queued operation), it
+may meet a partner that answers **409 Conflict**: a request with this key is still being
+processed. That is the IETF idempotency-key draft's answer (draft-ietf-httpapi-idempotency-
+key-header), and Stripe's. It says nothing against the call: the first attempt is going
+through. Taken for a rejection, the follow-up ended FOLLOW_UP_FAILED (for war material, a
+post-release alert) while the partner applied it (found by review, stop 37, J3).
+
+A 409 to the first attempt of a key stays what it was: the partner read the call and will
+not apply it (a conflict with its ledger), a refusal. So the client remembers, per key,
+how many attempts it sent and when the first went out, until an answer settles the key.
+A 409 to a key already sent is "still in progress", an outage: the operation is queued
+and replayed, and the replay gets the partner's remembered answer.
+
+Bounded twice. A partner does not take minutes over one call, so past
+:data:`IN_PROGRESS_AT_MOST_S` since a key's first attempt a 409 is the partner's word
+again (a partner that remembers a conflict under the key would otherwise be asked every
+round for ever). And at most :data:`KEYS_KEPT` keys are remembered, the oldest dropped
+first (the keys of reservations that met an outage are never settled: they are not
+replayed). The memory is the process's: after a restart a key's next attempt counts as its
+first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+IN_PROGRESS_AT_MOST_S = 600.0
+"""How long after a key's first attempt a 409 to it is taken for "still processing"."""
+KEYS_KEPT = 10_000
+"""Unsettled keys remembered at most (the pending queue's default bound)."""
+
+
+@dataclass(slots=True)
+class _Sent:
+    first_at: float
+    attempts: int
+
+
+class KeysInFlight:
+    """Per idempotency key: the attempts sent since the partner last settled it."""
+
+    def __init__(
+        self,
+        *,
+        in_progress_at_most_s: float = IN_PROGRESS_AT_MOST_S,
+        kept: int = KEYS_KEPT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window_s = in_progress_at_most_s
+        self._kept = kept
+        self._clock = clock
+        # In the order of their first attempt: the oldest are dropped first.
+        self._sent: OrderedDict[str, _Sent] = OrderedDict()
+
+    def sending(self, key: str) -> None:
+        """An attempt carrying ``key`` goes to the partner."""
+        sent = self._sent.get(key)
+        if sent is None:
+            self._sent[key] = _Sent(self._clock(), 1)
+            while len(self._sent) > self._kept:
+                self._sent.popitem(last=False)
+        else:
+            sent.attempts += 1
+
+    def still_in_progress(self, key: str) -> bool:
+        """Whether a 409 just answered to ``key`` means "an earlier attempt is still being
+        processed": the key was sent before the attempt answered, not too long ago."""
+        sent = self._sent.get(key)
+        return (
+            sent is not None
+            and sent.attempts > 1
+            and self._clock() - sent.first_at <= self._window_s
+        )
+
+    def settled(self, key: str) -> None:
+        """The partner answered ``key`` for good: its next attempt is a first one again."""
+        self._sent.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._sent)

@@ -1,0 +1,243 @@
+"""A 409 answered to a repeat of an idempotency key (a retry, or a replay of the queued
+operation) while the partner still processes an earlier attempt is an outage, not a
+rejection: the follow-up is queued and replayed, and the replay gets the partner's
+remembered answer. Found by review, stop 37 (J3): it ended MISMATCH ``HTTP409``
+(FOLLOW_UP_FAILED at the hub, for war material a post-release alert, never replayed)
+though the partner wrote the goods off. A 409 to a key's first attempt keeps its meaning:
+the partner will not apply the call (a conflict with its ledger), a refusal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from adapters.base.certex import CertexHttpPartner
+from adapters.base.keys_in_flight import KeysInFlight
+from adapters.base.pending import PendingOperations
+from adapters.base.replay import Replayer
+from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
+from gun_contract.model.verdicts import Verdict
+from gun_contract.settings import AdapterSettings
+from gun_tools.processes import free_port
+from partner_sim.documents import load_documents
+from partner_sim.server import build_app
+from partner_sim.store import LedgerStore
+from tests.adapter_fixtures import partner_request
+from tests.partner_fixtures import RunningPartner
+
+DOC = "CHEDP.FR.2026.0001234"
+DECL = "26FR000690I0000401"
+IN_PROGRESS = {"error": "a request with this Idempotency-Key is being processed"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def client(url: str, **settings: Any) -> CertexHttpPartner:
+    return CertexHttpPartner(AdapterSettings(partner_url=url, **settings))
+
+
+def write_off() -> AuthorityRequest:
+    return partner_request(Operation.WRITE_OFF, reference=DECL, quantity=None)
+
+
+@asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class SignallingPartner(RunningPartner):
+    """The simulator, telling when a write-off went through (its answer may be lost to
+    the adapter, which gave up on it: nothing else signals it)."""
+
+    written_off: asyncio.Event
+
+
+@pytest.fixture
+async def partner(samples: Path, tmp_path: Path) -> AsyncIterator[SignallingPartner]:
+    written_off = asyncio.Event()
+
+    @web.middleware
+    async def signal(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.path.endswith("/write-off") and response.status == 200:
+            written_off.set()
+        return response
+
+    store = LedgerStore(tmp_path / "l.db")
+    store.load(load_documents(samples / "partners" / "dgal-documents.json"))
+    app = build_app(store)
+    app.middlewares.insert(0, signal)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield SignallingPartner(f"http://127.0.0.1:{port}", store, written_off)
+    finally:
+        await runner.cleanup()
+        store.close()
+
+
+def line_1(partner: RunningPartner) -> tuple[int, int, int]:
+    [line, _] = partner.store.balances(DOC)
+    return int(line.reserved), int(line.written_off), int(line.given_back)
+
+
+async def test_a_retry_met_by_409_in_progress_is_unavailable_then_replayed_and_applied_once(
+    partner: SignallingPartner, tmp_path: Path
+) -> None:
+    adapter = client(partner.url, partner_timeout_s=0.3, retry_attempts=3)
+    pending = PendingOperations(tmp_path / "pending.sqlite")
+    published: list[DocumentAnswer] = []
+
+    async def publish(
+        _request: AuthorityRequest, answers: tuple[DocumentAnswer, ...], _partition: int | None
+    ) -> None:
+        published.extend(answers)
+
+    replayer = Replayer(pending, adapter, publish)
+    try:
+        [reserved] = await adapter.answer(partner_request(Operation.RESERVE, reference=DECL))
+        assert reserved.verdict is Verdict.VALID
+        # The partner holds the write-off 1.5 s, past the adapter's 0.3 s deadline: the
+        # retry with the same key meets 409 "still being processed".
+        async with aiohttp.ClientSession() as http:
+            await http.put(
+                f"{partner.url}/admin/faults", json={"in_progress_next": 1, "hang_s": 1.5}
+            )
+        [live] = await replayer.ask(write_off(), 0, 41)
+        assert (live.verdict, live.partner_code) == (Verdict.UNAVAILABLE, None), live.detail
+        assert live.detail is not None
+        assert "still processing" in live.detail
+        assert pending.holds(write_off())  # queued, to be replayed
+        if not partner.written_off.is_set():
+            # A replay round while the partner still holds it: 409 again, still queued.
+            await replayer.replay_all()
+            assert published == []
+            assert pending.holds(write_off())
+        await asyncio.wait_for(partner.written_off.wait(), 5)
+        await replayer.replay_all()
+        left = len(pending)
+    finally:
+        await adapter.close()
+        pending.close()
+    # The replay carries the same key: the partner's remembered answer, not a second write-off.
+    assert [(a.verdict, a.partner_code) for a in published] == [(Verdict.VALID, "01")]
+    assert left == 0
+    assert line_1(partner) == (0, 300, 0)
+
+
+async def test_a_retry_met_by_409_from_a_partner_still_processing_is_not_a_refusal() -> None:
+    """The reviewer's partner: it answers 409 to a key in flight, and applies the first."""
+    applied: list[str] = []
+    in_progress: set[str] = set()
+    done = asyncio.Event()
+
+    async def partner_app(request: web.Request) -> web.Response:
+        key = request.headers["Idempotency-Key"] + request.path
+        if key in in_progress:
+            return web.json_response(IN_PROGRESS, status=409)
+        in_progress.add(key)
+        await asyncio.sleep(0.8)  # slower than the adapter's 0.3 s deadline
+        applied.append(request.path)  # ... and the write-off is applied all the same
+        in_progress.discard(key)
+        done.set()
+        return web.json_response({"result": "DONE", "code": "01"})
+
+    async with serving(partner_app) as url:
+        adapter = client(url, partner_timeout_s=0.3, retry_attempts=3)
+        try:
+            [answer] = await adapter.answer(write_off())
+        finally:
+            await adapter.close()
+        await asyncio.wait_for(done.wait(), 5)
+    assert applied, "the partner applied the write-off"
+    assert answer.verdict is Verdict.UNAVAILABLE, (answer.verdict, answer.partner_code)
+
+
+async def test_a_409_to_a_keys_first_attempt_is_still_a_refusal() -> None:
+    """A conflict with the partner's ledger: sent again it is refused again, so it ends
+    as a refusal naming the rejection (stop 30), as before."""
+    calls = 0
+
+    async def conflicting(_: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.json_response({"error": "conflicts with the ledger"}, status=409)
+
+    async with serving(conflicting) as url:
+        adapter = client(url)
+        try:
+            [first] = await adapter.answer(write_off())
+            # Answered for good: the same key asked again (a redelivery) is a first attempt.
+            [again] = await adapter.answer(write_off())
+        finally:
+            await adapter.close()
+    assert (first.verdict, first.partner_code) == (Verdict.MISMATCH, "HTTP409")
+    assert (again.verdict, again.partner_code) == (Verdict.MISMATCH, "HTTP409")
+    assert calls == 2
+
+
+async def test_a_409_after_an_attempt_whose_outcome_is_unknown_is_unavailable() -> None:
+    """The first attempt got a 5xx (its outcome unknown: it may be running); the retry's
+    409 is the partner still at it."""
+    statuses = iter([503, 409])
+
+    async def partner_app(_: web.Request) -> web.Response:
+        status = next(statuses)
+        return web.json_response(IN_PROGRESS if status == 409 else {"error": "busy"}, status=status)
+
+    async with serving(partner_app) as url:
+        adapter = client(url, retry_attempts=2, retry_backoff_base_s=0.01)
+        try:
+            [answer] = await adapter.answer(write_off())
+        finally:
+            await adapter.close()
+    assert (answer.verdict, answer.partner_code) == (Verdict.UNAVAILABLE, None)
+
+
+def test_a_409_long_after_a_keys_first_attempt_is_the_partners_word_again() -> None:
+    """A partner takes seconds over a call, not minutes: past the window a 409 to a repeat
+    is a refusal again (a conflict the partner remembers under the key is not asked every
+    replay round for ever)."""
+    now = [0.0]
+    keys = KeysInFlight(in_progress_at_most_s=600, clock=lambda: now[0])
+    keys.sending("k")
+    assert not keys.still_in_progress("k")  # the first attempt
+    keys.sending("k")
+    assert keys.still_in_progress("k")
+    now[0] = 601
+    keys.sending("k")
+    assert not keys.still_in_progress("k")
+
+
+def test_a_settled_key_starts_again_and_the_memory_is_bounded() -> None:
+    keys = KeysInFlight(kept=3)
+    for key in ("a", "a", "b", "c"):
+        keys.sending(key)
+    keys.settled("a")
+    keys.sending("a")
+    assert not keys.still_in_progress("a")  # the partner answered it: a first attempt
+    for key in ("d", "e", "f"):
+        keys.sending(key)
+    assert len(keys) == 3  # the oldest dropped first
+    keys.sending("a")
+    assert not keys.still_in_progress("a")  # dropped: counted from its next attempt

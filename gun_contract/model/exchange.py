@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gun_contract.model.declaration import Direction, Stage
 from gun_contract.model.partner_codes import (
@@ -91,14 +91,24 @@ class AuthorityRequest(BaseModel):
         return f"{self.request_id}/{document}"
 
 
+# The contract's bounds of a quoted document (schemas/common-types.xsd: GoodsItemNumberType,
+# DocumentCodeType, DocumentReferenceType), anchored: pydantic searches a pattern. What a
+# partner answers about is what the hub asked, which the declaration schema bounded: an
+# answer outside them is malformed, refused at parsing (review stop 37, i3: free text of
+# any length reached the trader's status history).
+DOCUMENT_CODE_PATTERN = r"^[A-Z][0-9A-Z]{3}$"
+DOCUMENT_REFERENCE_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z._/\-]{0,69}$"
+MAX_GOODS_ITEM = 999
+
+
 class DocumentAnswer(BaseModel):
     """The authority's verdict on one quoted document of one goods item."""
 
     model_config = ConfigDict(frozen=True)
 
-    goods_item: int
-    code: str
-    reference: str
+    goods_item: int = Field(ge=1, le=MAX_GOODS_ITEM)
+    code: str = Field(pattern=DOCUMENT_CODE_PATTERN)
+    reference: str = Field(pattern=DOCUMENT_REFERENCE_PATTERN)
     verdict: Verdict
     partner_code: str | None = None
     detail: str | None = None

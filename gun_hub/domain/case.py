@@ -22,6 +22,9 @@ from gun_hub.domain.risk import RiskHit
 from gun_hub.domain.rollout import RolloutMode
 from gun_hub.domain.routing import OPERATION_FOR_STAGE, RoutedDeclaration
 
+# A document as a request quotes it to an authority: (goods item, code, reference).
+DocumentKey = tuple[int, str, str]
+
 
 class ExpectedAnswer(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -84,6 +87,12 @@ class Case(BaseModel):
     # Every request the hub sent about this declaration (its versions' own requests and
     # follow-ups): an answer is acted on only if it answers one of them (issue 11, item 7).
     requested: list[str] = []
+    # What those requests quoted, per authority: an answer speaks only of these (another
+    # authority's document, or any text, is left out: review stop 37, i3). Once per
+    # document, whatever the number of versions and operations that asked it. None:
+    # stored before the hub kept it (derived then from the documents the case knows:
+    # ``asked_by_authority``).
+    asked: dict[str, list[DocumentKey]] | None = None
     # Goods items carrying the declarant's override (mention 73000, gun_hub/domain/override.py):
     # what they cover is judged when the case is decided, from the results then.
     override_items: list[int] = []
@@ -163,6 +172,7 @@ class Case(BaseModel):
             override_items=overriding_items(declaration),
             office=declaration.customs_office,
             rollout=modes,
+            asked={},
         )
 
     @property
@@ -184,14 +194,56 @@ class Case(BaseModel):
         return [*self.pending_announcements, *own]
 
     def expect_answers_to(self, requests: Iterable[AuthorityRequest]) -> None:
-        """Record requests sent about this declaration: their answers are solicited."""
+        """Record requests sent about this declaration: their answers are solicited, and
+        may speak of the documents they quote."""
         known = set(self.requested)
-        self.requested += [r.request_id for r in requests if r.request_id not in known]
+        asked = self.asked_by_authority()
+        for request in requests:
+            if request.request_id not in known:
+                known.add(request.request_id)
+                self.requested.append(request.request_id)
+            quoted = asked.setdefault(request.authority, [])
+            already = set(quoted)
+            for item in request.items:
+                for document in item.documents:
+                    key = (item.number, document.code, document.reference)
+                    if key not in already:
+                        already.add(key)
+                        quoted.append(key)
+        self.asked = asked
+
+    def asked_by_authority(self) -> dict[str, list[DocumentKey]]:
+        """The documents the hub asked each authority about (a copy). A case stored
+        before the hub kept them knows them from its documents: its version's, those it
+        deleted as dropped, those written off, and those of its unconfirmed earlier
+        versions (a retention marker of then: what was written off only)."""
+        if self.asked is not None:
+            return {authority: list(keys) for authority, keys in self.asked.items()}
+        derived: dict[str, list[DocumentKey]] = {}
+        for document in [
+            *self.expected,
+            *self.dropped,
+            *(self.written_off or []),
+            *(e for earlier in self.pending_announcements for e in earlier.expected),
+        ]:
+            keys = derived.setdefault(document.authority, [])
+            key = (document.goods_item, document.code, document.reference)
+            if key not in keys:
+                keys.append(key)
+        return derived
+
+    def asked_of(self, authority: str) -> frozenset[DocumentKey]:
+        """The documents ``authority`` may answer about."""
+        if self.asked is not None:
+            return frozenset(self.asked.get(authority, ()))
+        return frozenset(self.asked_by_authority().get(authority, ()))
 
     def superseding_state(self) -> list[Case]:
         """What a newer version must keep of this case: its unconfirmed decisions."""
+        # Not what they asked: the newer case carries that on for the whole declaration.
         return [
-            case.model_copy(update={"pending_announcements": []}) for case in self.unconfirmed()
+            case.model_copy(update={"pending_announcements": [], "asked": {}})
+            for case in self.unconfirmed()
         ]
 
     @property

@@ -65,6 +65,7 @@ from gun_contract.dead_letter import (
 from gun_contract.effects import Effects, Headers
 from gun_contract.envelope import EnvelopeRejectionKind
 from gun_contract.security.state_cipher import StateUnreadable
+from gun_hub.pipeline.correlation import UNASKED_DOCUMENT, UNSOLICITED
 from gun_hub.pipeline.hub_context import HubContext
 from gun_hub.pipeline.redrive import REDRIVE_UNVERIFIED
 from gun_hub.security.operator_actions import open_action
@@ -82,6 +83,8 @@ SECURITY_REJECTION_KINDS = frozenset(
         "DECLARATION_NOT_SEALED",
         "RESPONSE_KEY_MISMATCH",
         "RESPONSE_WRONG_SENDER",
+        UNSOLICITED,
+        UNASKED_DOCUMENT,
         "REQUEST_KEY_MISMATCH",
         "REQUEST_MISADDRESSED",
         REDRIVE_UNVERIFIED,

@@ -26,6 +26,7 @@ from gun_hub.pipeline.hub_context import CaseStore, HubContext
 
 COMPONENT = "hub.correlation"
 UNSOLICITED = "RESPONSE_UNSOLICITED"
+UNASKED_DOCUMENT = "RESPONSE_UNASKED_DOCUMENT"
 FOLLOW_UP_OPERATIONS = frozenset({Operation.WRITE_OFF, Operation.DELETE, Operation.GIVE_BACK})
 # A withheld partner code is shown this long at most, and so many of them.
 _WITHHELD_CODE_CHARS = 32
@@ -112,7 +113,10 @@ class Correlation:
                 ),
             )
             return outbox
-        self._record(outbox, response, source.partition, case)
+        assert case is not None  # noqa: S101 - a solicited answer has a case
+        asked_only = self._asked_only(outbox, data, source, response, case)
+        if asked_only is not None:
+            self._record(outbox, asked_only, source.partition, case)
         return outbox
 
     def _solicited(self, response: AuthorityResponse, case: Case | None) -> bool:
@@ -125,6 +129,43 @@ class Correlation:
         if response.request_id != asked:
             return False
         return case is not None and asked in case.requested
+
+    def _asked_only(
+        self,
+        outbox: Effects,
+        data: bytes,
+        source: SourcePosition,
+        response: AuthorityResponse,
+        case: Case,
+    ) -> AuthorityResponse | None:
+        """``response`` with only the answers about documents the hub asked its authority
+        (``Case.asked``); None when none is left of a response that named some. Whatever
+        else it names (another authority's document, a document nobody quoted, any text)
+        would reach the status history the trader reads, the write-off facts and the
+        decision in that authority's name: it is left out and dead-lettered (review stop
+        37, i3). The reason counts the documents and does not quote them (partner text)."""
+        asked = case.asked_of(response.authority)
+        kept = tuple(a for a in response.answers if (a.goods_item, a.code, a.reference) in asked)
+        left_out = len(response.answers) - len(kept)
+        if not left_out:
+            return response
+        self._dead_letter(
+            outbox,
+            data,
+            source,
+            ErrorClass.SECURITY,
+            UNASKED_DOCUMENT,
+            ValueError(
+                f"{response.authority} answered {response.operation.value} of version "
+                f"{response.version} about {left_out} document(s) the hub never asked it: "
+                + (
+                    f"left out, its {len(kept)} other answer(s) taken"
+                    if kept
+                    else "nothing else in the answer, nothing taken"
+                )
+            ),
+        )
+        return response.model_copy(update={"answers": kept}) if kept else None
 
     def _record(
         self, outbox: Effects, response: AuthorityResponse, partition: int, case: Case | None

@@ -382,6 +382,7 @@ class Intake:
             pending_announcements=carried,
             # Earlier versions' requests may still be answered (late, replayed).
             requested=list(known.requested) if known is not None else [],
+            asked=known.asked_by_authority() if known is not None else {},
             # Still its declarant's: a case naming nobody took the next version of anyone
             # (found by review in stop 35).
             declarant_eori=known.declarant_eori if known is not None else "",
@@ -490,6 +491,8 @@ class Intake:
         case.opened_from = source.describe()
         case.pending_announcements = carried
         case.requested = list(known.requested) if known is not None else []
+        # And about the documents they quoted (review stop 37, i3).
+        case.asked = known.asked_by_authority() if known is not None else {}
         # Carried from version to version until an invalidation gives it back; a past the
         # hub does not know stays unknown (None), never made up as nothing.
         case.written_off = [] if declaration.stage is Stage.INVALIDATED else earlier_write_offs

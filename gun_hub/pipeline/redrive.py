@@ -38,6 +38,7 @@ from gun_contract.envelope import EnvelopeRejectionKind
 from gun_contract.kafka.log_reader import LoggedRecord
 from gun_contract.topics import TopicRegistry
 from gun_hub.ops.dead_letters import DeadLetterId, NotAnId
+from gun_hub.pipeline.correlation import UNASKED_DOCUMENT
 from gun_hub.pipeline.hub_context import HubContext
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,11 @@ def not_redrivable(
         return (
             "a replay is a copy of a message the hub already acted on at another position: "
             "redriven, it would be acted on twice"
+        )
+    if kind == UNASKED_DOCUMENT:
+        return (
+            "the answer's documents the hub asked were acted on when it was read, only the "
+            "others left out: redriven, they would be acted on twice"
         )
     topics_read = hub_inputs(topics).get(component)
     if topics_read is None:

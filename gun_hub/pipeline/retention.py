@@ -132,7 +132,8 @@ def marker_of(case: Case) -> Case:
     """``case`` stripped to what the versions rule, a late answer and an invalidation
     need: no quoted documents, results, risk findings or declarant; only the documents
     written off and not given back (:func:`lifecycle.written_off`: what an invalidation
-    gives back), which is why the worker seals the marker."""
+    gives back), and those its requests asked each authority (``Case.asked``: what a late
+    answer may speak of, review stop 37, i3), which is why the worker seals the marker."""
     return case.model_copy(
         update={
             # None (a past the hub does not know) stays unknown: read as "nothing", an

@@ -10,14 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from gun_contract.dead_letter import SourcePosition
+from gun_contract.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
 from gun_contract.effects import Effects
+from gun_contract.model.exchange import (
+    AuthorityResponse,
+    DocumentAnswer,
+    Operation,
+    request_id_for,
+)
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_contract.security.state_cipher import StateCipher
 from gun_hub.domain.case import Case
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
-from gun_hub.pipeline.correlation import Correlation
+from gun_hub.pipeline.correlation import UNASKED_DOCUMENT, Correlation
 from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.intake import Intake
 from gun_hub.pipeline.retention import (
@@ -158,6 +164,37 @@ def test_a_late_answer_to_a_follow_up_is_still_solicited_after_the_sweep(
     late = hub.answer(decided, "dgal", Verdict.VALID)  # the partner was down for days
     assert hub.status_kinds(late) == [StatusKind.WRITTEN_OFF]
     assert late.to(hub.topics.dlq) == []
+
+
+def test_a_late_deletion_after_the_sweep_speaks_of_what_it_was_asked_and_nothing_else(
+    hub: RetainingHub,
+) -> None:
+    """The marker keeps what the case's requests asked each authority (review stop 37,
+    i3): a refusal's deletion answered days later is reported with its document, and a
+    document it was never asked about is still left out."""
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    refused = hub.answer(sent, "dgal", Verdict.NOT_FOUND)
+    assert hub.decisions(refused) == [(REF, 1, Outcome.REFUSE)]
+    hub.retire()
+    late = hub.answer(refused, "dgal", Verdict.VALID)
+    assert hub.status_kinds(late) == [StatusKind.RESERVATION_DELETED]
+    assert "CHEDP.FR.2026.0001234" in hub.statuses(late)[0].detail
+    assert late.to(hub.topics.dlq) == []
+    forged = AuthorityResponse(
+        request_id=request_id_for(REF, 1, "dgal", Operation.DELETE),
+        authority="dgal",
+        operation=Operation.DELETE,
+        reference=REF,
+        version=1,
+        answers=(
+            DocumentAnswer(goods_item=3, code="C640", reference="CHEDA.X", verdict=Verdict.VALID),
+        ),
+        answered_at=hub.now,
+    )
+    unasked = hub.respond(forged)
+    assert unasked.to(hub.topics.status) == []
+    [dead] = unasked.to(hub.topics.dlq)
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == UNASKED_DOCUMENT
 
 
 def test_a_case_kept_for_a_control_stays_until_the_control_ends(hub: RetainingHub) -> None:

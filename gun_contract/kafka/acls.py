@@ -15,7 +15,9 @@
 * the clearance system: write declarations; read decisions (with its group); write dead
   letters;
 * the intake gateway (HTTP and file drop, ADR 0011): write declarations, nothing else
-  (it answers whoever lodged with it directly, so it has nothing to dead-letter).
+  (it answers whoever lodged with it directly, so it has nothing to dead-letter);
+* the hub, each adapter and the gateway: DescribeConfigs on the topics they use, which
+  their start-up reads to refuse settings that break the contract (review stop 37, K1).
 
 Dead letters are the one addition to "its own topics only": every hop must be able to
 dead-letter what fails verification (contract section 5), so each may write ``gun.dlq``.
@@ -60,6 +62,17 @@ def adapter_group(authority: str) -> str:
     return f"gun-adapter-{authority}"
 
 
+def adapter_topics(topics: TopicRegistry, authority: str) -> tuple[str, ...]:
+    """The topics an authority's adapter reads or writes: those whose settings it checks
+    at start-up on a secured cluster (cli/components.py, prepare_cluster)."""
+    return (topics.requests(authority), topics.responses(authority), topics.dlq, topics.ops_health)
+
+
+def gateway_topics(topics: TopicRegistry) -> tuple[str, ...]:
+    """The one topic the intake gateway writes, whose settings it checks at start-up."""
+    return (topics.declarations,)
+
+
 def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> list[Grant]:
     grants: list[Grant] = []
     for authority in topics.authorities:
@@ -75,6 +88,9 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 ("Write", "Describe"),
                 (topics.responses(authority), topics.dlq, topics.ops_health),
             ),
+            # The start-up reads its topics' settings (never changes them) and refuses
+            # those that break the contract (admin.py, check_topic_configs).
+            Grant(authority, ("DescribeConfigs",), adapter_topics(topics, authority)),
         ]
     grants += [
         Grant(
@@ -130,6 +146,9 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
             ("Describe",),
             groups=(*(adapter_group(a) for a in topics.authorities), clearance_group),
         ),
+        # The start-up reads every topic's settings (never changes them) and refuses those
+        # that break the contract (admin.py, check_topic_configs).
+        Grant("hub", ("DescribeConfigs",), tuple(topics.names())),
         # faust's own topics (changelogs, leader election) and group prefix.
         Grant("hub", ("All",), (f"{hub_app_id}-",), (hub_app_id,), prefixed=True),
         # The decision publisher's transactions (publisher.py).
@@ -145,5 +164,6 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
         ),
         Grant("clearance", ("Read", "Describe"), (topics.decisions,), (clearance_group,)),
         Grant("gateway", ("Write", "Describe"), (topics.declarations,)),
+        Grant("gateway", ("DescribeConfigs",), gateway_topics(topics)),
     ]
     return grants

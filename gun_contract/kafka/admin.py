@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -15,11 +16,19 @@ from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
     for_code,
 )
 from aiokafka.protocol.metadata import MetadataRequest
 
 from gun_contract.kafka.client import Connect, client_config, client_options, consumer_options
+from gun_contract.kafka.topic_settings import (
+    Deviation,
+    TopicAlignmentRefused,
+    TopicSettingsRefused,
+    aligned_overrides,
+    deviations,
+)
 from gun_contract.topics import TopicRegistry, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -67,7 +76,7 @@ async def ensure_topics(
         await _check_partition_counts(
             admin, [spec for spec in specs if spec.name in existing], partitions
         )
-        await _align_configs(admin, [spec for spec in specs if spec.name in existing])
+        await _align_configs(admin, [spec for spec in specs if spec.name in existing], connect)
         wanted = [spec for spec in specs if spec.name not in existing]
         if not wanted:
             return []
@@ -101,7 +110,8 @@ async def check_partition_counts(
 ) -> None:
     """Raise :class:`PartitionCountMismatch` if an existing keyed topic of ``specs`` has
     another partition count than ``partitions`` (on a secured cluster, where an admin
-    created the topics, this is the whole of the start-up's topic check)."""
+    created the topics, this and :func:`check_topic_configs` are the start-up's topic
+    checks)."""
     admin = AIOKafkaAdminClient(**client_options(connect))
     await admin.start()
     try:
@@ -157,32 +167,133 @@ def _raise_topic_errors(response: Any) -> None:
             raise for_code(code)(f"could not create topic {name}{detail}")
 
 
-# Settings a topic must have for the contract to hold: a topic created by an earlier
-# release, or by hand, is brought in line at start-up.
-_ALIGNED = ("max.message.bytes", "message.timestamp.type")
+# DescribeConfigs' config source of a setting made on the topic itself (KIP-226); the
+# others are the broker's (dynamic or static) and the defaults.
+_DYNAMIC_TOPIC_CONFIG = 1
 
 
-async def _align_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
-    """Set the contract's settings on existing topics where they differ."""
-    if not specs:
+@dataclass(frozen=True, slots=True)
+class _Described:
+    """Topics' configurations as the broker describes them."""
+
+    values: dict[str, dict[str, str | None]]  # every setting, whatever its source
+    overrides: dict[str, dict[str, str]]  # the topic-level ones only
+    unauthorised: list[str]  # topics the principal may not DescribeConfigs
+
+
+async def _describe_configs(admin: AIOKafkaAdminClient, names: Sequence[str]) -> _Described:
+    """Every setting of each topic of ``names``; a refusal other than authorisation raises."""
+    described = _Described({}, {}, [])
+    if not names:
+        return described
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    for response in await admin.describe_configs(resources):
+        for code, message, _type, name, entries in response.resources:
+            if code == TopicAuthorizationFailedError.errno:
+                described.unauthorised.append(name)
+                continue
+            if code:
+                raise for_code(code)(f"could not describe the configuration of {name}: {message}")
+            described.values[name] = {entry[0]: entry[1] for entry in entries}
+            described.overrides[name] = {
+                entry[0]: entry[1]
+                for entry in entries
+                if _is_topic_override(response.API_VERSION, entry) and entry[1] is not None
+            }
+    return described
+
+
+def _is_topic_override(api_version: int, entry: Sequence[Any]) -> bool:
+    # v0 answers ``is_default`` where v1+ answer the source.
+    if api_version == 0:
+        return not entry[3]
+    return bool(entry[3] == _DYNAMIC_TOPIC_CONFIG)
+
+
+async def check_topic_configs(connect: Connect, specs: Sequence[TopicSpec]) -> None:
+    """Raise :class:`TopicSettingsRefused` if an existing topic of ``specs`` has a setting
+    that breaks the contract (topic_settings.py); change nothing.
+
+    The secured start-up's check (the admin made the topics, review stop 37, K1): it needs
+    the DescribeConfigs ACL on the topics only. A principal without it is not stopped for
+    that: one warning names the ACL, and the start goes on unchecked."""
+    admin = AIOKafkaAdminClient(**client_options(connect))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        present = [spec for spec in specs if spec.name in existing]
+        described = await _describe_configs(admin, [spec.name for spec in present])
+    finally:
+        await admin.close()
+    config = client_config(connect)
+    _warn_unchecked(config.username, described.unauthorised)
+    found = _deviations(present, described)
+    if found:
+        raise TopicSettingsRefused(found, config.bootstrap_servers)
+
+
+def _warn_unchecked(principal: str | None, unauthorised: Sequence[str]) -> None:
+    if unauthorised:
+        log.warning(
+            "the principal %s may not DescribeConfigs topics %s: their settings (timestamp "
+            "type, size limit, cleanup policy, retention) were not checked; grant it the "
+            "DescribeConfigs ACL on them (docs/deployment.md, 'Topic settings')",
+            principal,
+            ", ".join(sorted(unauthorised)),
+        )
+
+
+def _deviations(specs: Sequence[TopicSpec], described: _Described) -> dict[str, list[Deviation]]:
+    """Each described topic's deviations, for those that have any (a topic not
+    described, for want of the right, is not judged)."""
+    return {
+        spec.name: wrong
+        for spec in specs
+        if spec.name in described.values
+        and (wrong := deviations(spec, described.values[spec.name]))
+    }
+
+
+async def _align_configs(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec], connect: Connect
+) -> None:
+    """Bring existing topics' size limit and timestamp type in line with the contract (a
+    topic made by an earlier release, or by hand); refuse, changing nothing, a topic
+    whose cleanup policy or retention breaks it, as those are an operator's decisions.
+
+    Every other topic-level override is kept, and nothing is shortened: only the two
+    aligned keys change (review stop 37, K2: a lengthened retention was put back to 7
+    days, a min.insync.replicas dropped)."""
+    described = await _describe_configs(admin, [spec.name for spec in specs])
+    config = client_config(connect)
+    _warn_unchecked(config.username, described.unauthorised)
+    found = _deviations(specs, described)
+    refused = {
+        name: [d for d in wrong if not d.alignable]
+        for name, wrong in found.items()
+        if any(not d.alignable for d in wrong)
+    }
+    if refused:
+        raise TopicSettingsRefused(refused, config.bootstrap_servers)
+    changes = [
+        ConfigResource(
+            ConfigResourceType.TOPIC,
+            name,
+            configs=aligned_overrides(described.overrides.get(name, {}), wrong),
+        )
+        for name, wrong in sorted(found.items())
+    ]
+    if not changes:
         return
-    resources = [ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs]
-    described = await admin.describe_configs(resources)
-    current: dict[str, dict[str, str]] = {}
-    for response in described:
-        for _code, _message, _type, name, entries in response.resources:
-            current[name] = {entry[0]: entry[1] for entry in entries}
-    changes = []
-    for spec in specs:
-        wanted = spec.broker_config()
-        have = current.get(spec.name, {})
-        if all(have.get(key) == wanted[key] for key in _ALIGNED if key in wanted):
-            continue
-        # alter_configs replaces a topic's overrides: send the whole wanted set.
-        log.info("aligning the configuration of %s", spec.name)
-        changes.append(ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=wanted))
-    if changes:
-        await admin.alter_configs(changes)
+    log.info("aligning the configuration of %s", ", ".join(c.name for c in changes))
+    for response in await admin.alter_configs(changes):
+        for code, message, _type, name in response.resources:
+            if code:
+                raise TopicAlignmentRefused(
+                    f"the broker refused to align the settings of topic {name} "
+                    f"({for_code(code).__name__}: {message}); set them as admin "
+                    f"(docs/deployment.md, 'Topic settings')"
+                )
 
 
 async def last_records(

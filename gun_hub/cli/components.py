@@ -6,18 +6,21 @@ from __future__ import annotations
 import asyncio
 import signal
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import typer
 
+from gun_contract.kafka.acls import adapter_topics
 from gun_contract.kafka.admin import (
     PartitionCountMismatch,
     check_partition_counts,
+    check_topic_configs,
     ensure_topics,
     wait_for_cluster,
 )
 from gun_contract.kafka.client import from_settings
+from gun_contract.kafka.topic_settings import TopicSettingsError
 from gun_contract.logs import configure_logging
 from gun_contract.security.keystore import KeystoreError
 from gun_contract.settings import Settings, load_settings
@@ -29,16 +32,26 @@ from gun_hub.security.web_auth import AccessConfigError
 from gun_hub.web import WebConfigError
 
 
-def prepare_cluster(settings: Settings, extra: Sequence[TopicSpec] = ()) -> None:
-    """Wait for the cluster and create the topics (``extra``: the hub's changelogs)."""
+def prepare_cluster(
+    settings: Settings, extra: Sequence[TopicSpec] = (), own: Collection[str] | None = None
+) -> None:
+    """Wait for the cluster and create the topics (``extra``: the hub's changelogs), or on
+    a secured cluster check them; exit 2 with the reason on topics nothing can run on.
+
+    ``own``: the topics whose settings this component checks on a secured cluster, those
+    its principal may DescribeConfigs (acls.py); None: every topic."""
 
     async def prepare() -> None:
         connect = from_settings(settings.kafka)
         await wait_for_cluster(connect, timeout_s=60)
         if settings.kafka.security_protocol == "SASL_SSL":
-            # On a secured cluster topics are created by the admin (secure-setup).
+            # On a secured cluster topics are created by the admin (secure-setup), who
+            # may have left a setting the contract relies on at the broker's default.
             specs = [*registry_for(settings).specs(), *extra]
             await check_partition_counts(connect, specs, settings.kafka.partitions)
+            await check_topic_configs(
+                connect, [spec for spec in specs if own is None or spec.name in own]
+            )
             return
         await ensure_topics(
             connect,
@@ -50,7 +63,7 @@ def prepare_cluster(settings: Settings, extra: Sequence[TopicSpec] = ()) -> None
 
     try:
         asyncio.run(prepare())
-    except PartitionCountMismatch as err:
+    except (PartitionCountMismatch, TopicSettingsError) as err:
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
 
@@ -134,9 +147,9 @@ def adapter(
     except LookupError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
-    prepare_cluster(settings)
-
     topics = registry_for(settings)
+    prepare_cluster(settings, own=adapter_topics(topics, authority))
+
     try:
         envelope = build_envelope(settings.security, authority, topics)
     except KeystoreError as err:  # names the key file at fault

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from gun_contract.kafka.acls import gateway_topics
 from gun_contract.logs import configure_logging
 from gun_contract.security.keystore import KeystoreError
 from gun_contract.settings import load_settings
@@ -65,7 +66,7 @@ def serve() -> None:
     except (KeystoreError, WebConfigError, AccessConfigError) as err:
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
-    prepare_cluster(settings)
+    prepare_cluster(settings, own=gateway_topics(topics))
     _run_until_signalled(lambda stop: serve_http(settings, gateway, tokens, stop))
 
 
@@ -109,7 +110,7 @@ def watch(
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
     lodger = lodger_for(declarant, "this drop folder")
-    prepare_cluster(settings)
+    prepare_cluster(settings, own=gateway_topics(topics))
     _run_until_signalled(
         lambda stop: watch_folder(settings, gateway, folder, lodger, topics.declarations, stop)
     )

@@ -1,0 +1,211 @@
+"""Which of a topic's settings break the contract, and the line that says so (review stop
+37, K1 and K2): the pure logic under the start-up's topic checks (gun_contract/kafka/
+topic_settings.py); the broker side is tests/integration/test_topic_alignment.py and
+tests/integration/test_cli_start_up_checks.py."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from gun_contract.kafka.admin import _align_configs
+from gun_contract.kafka.topic_settings import (
+    TopicAlignmentRefused,
+    TopicSettingsRefused,
+    aligned_overrides,
+    deviations,
+    refusal_line,
+)
+from gun_contract.topics import TOPIC_MAX_MESSAGE_BYTES, Payload, TopicSpec, topic_registry
+
+TOPICS = topic_registry("gun", ["dgal"])
+BY_NAME = {spec.name: spec for spec in TOPICS.specs()}
+CHANGELOG = TopicSpec("gun-hub-cases-changelog", "hub", "hub", Payload.JSON, "", compacted=True)
+LIMIT = str(TOPIC_MAX_MESSAGE_BYTES)
+BROKER_DEFAULTS = {
+    "max.message.bytes": "1048588",
+    "message.timestamp.type": "CreateTime",
+    "cleanup.policy": "delete",
+    "retention.ms": "604800000",
+    "retention.bytes": "-1",
+}
+
+
+def as_created(spec: TopicSpec, **changed: str) -> dict[str, str]:
+    """What the broker describes for a topic made by ``ensure_topics``, with changes."""
+    return {**BROKER_DEFAULTS, **spec.broker_config(), **changed}
+
+
+def settings_of(found: list[Any]) -> list[str]:
+    return [d.setting for d in found]
+
+
+@pytest.mark.parametrize("spec", [*TOPICS.specs(), CHANGELOG], ids=lambda s: s.name)
+def test_a_topic_made_from_the_registry_breaks_nothing(spec: TopicSpec) -> None:
+    assert deviations(spec, as_created(spec)) == []
+
+
+def test_an_envelope_topic_on_create_time_is_named_and_may_be_aligned() -> None:
+    spec = BY_NAME["gun.declarations"]
+    [found] = deviations(spec, as_created(spec, **{"message.timestamp.type": "CreateTime"}))
+    assert (found.setting, found.value, found.wanted) == (
+        "message.timestamp.type",
+        "CreateTime",
+        "LogAppendTime",
+    )
+    assert found.alignable
+
+
+def test_a_topic_that_is_not_an_envelope_topic_may_keep_create_time() -> None:
+    spec = BY_NAME["gun.status"]
+    assert deviations(spec, as_created(spec, **{"message.timestamp.type": "CreateTime"})) == []
+
+
+def test_the_brokers_default_size_limit_is_named_and_a_larger_one_is_not() -> None:
+    spec = BY_NAME["gun.decisions"]
+    [found] = deviations(spec, as_created(spec, **{"max.message.bytes": "1048588"}))
+    assert (found.setting, found.value, found.wanted, found.fix) == (
+        "max.message.bytes",
+        "1048588",
+        f"at least {LIMIT}",
+        LIMIT,
+    )
+    assert found.alignable
+    larger = str(2 * TOPIC_MAX_MESSAGE_BYTES)
+    assert deviations(spec, as_created(spec, **{"max.message.bytes": larger})) == []
+
+
+@pytest.mark.parametrize("policy", ["compact", "compact,delete", "delete, compact"])
+def test_a_compacted_log_topic_is_refused_not_aligned(policy: str) -> None:
+    spec = BY_NAME["gun.declarations"]
+    [found] = deviations(spec, as_created(spec, **{"cleanup.policy": policy}))
+    assert (found.setting, found.value, found.wanted) == ("cleanup.policy", policy, "delete")
+    assert not found.alignable
+
+
+def test_a_compacted_registry_topic_left_deleting_is_refused() -> None:
+    for spec in (BY_NAME["gun.hub.rollout"], CHANGELOG):
+        [found] = deviations(spec, as_created(spec, **{"cleanup.policy": "delete"}))
+        assert (found.setting, found.wanted, found.alignable) == (
+            "cleanup.policy",
+            "compact",
+            False,
+        )
+
+
+def test_an_audit_topic_that_deletes_by_age_or_size_is_refused() -> None:
+    spec = BY_NAME["gun.audit"]
+    by_age = deviations(spec, as_created(spec, **{"retention.ms": "604800000"}))
+    assert settings_of(by_age) == ["retention.ms"]
+    assert (by_age[0].value, by_age[0].wanted, by_age[0].alignable) == ("604800000", "-1", False)
+    by_size = deviations(spec, as_created(spec, **{"retention.bytes": "1073741824"}))
+    assert settings_of(by_size) == ["retention.bytes"]
+
+
+def test_a_longer_retention_than_the_registrys_is_no_fault() -> None:
+    spec = BY_NAME["gun.requests.dgal"]
+    assert deviations(spec, as_created(spec, **{"retention.ms": str(30 * 86_400_000)})) == []
+
+
+def test_the_line_names_each_setting_its_value_the_value_wanted_and_the_command() -> None:
+    spec = BY_NAME["gun.decisions"]
+    found = deviations(
+        spec,
+        as_created(
+            spec, **{"max.message.bytes": "1048588", "message.timestamp.type": "CreateTime"}
+        ),
+    )
+    line = refusal_line("gun.decisions", found, "kafka:9093")
+    assert "\n" not in line
+    assert line.startswith("gun.decisions: max.message.bytes is 1048588, wanted at least ")
+    assert "message.timestamp.type is CreateTime, wanted LogAppendTime" in line
+    assert (
+        "kafka-configs.sh --bootstrap-server kafka:9093 --command-config <admin client "
+        "properties> --alter --entity-type topics --entity-name gun.decisions --add-config "
+        f"max.message.bytes={LIMIT},message.timestamp.type=LogAppendTime"
+    ) in line
+
+
+def test_the_refusal_has_one_line_per_topic() -> None:
+    audit, declarations = BY_NAME["gun.audit"], BY_NAME["gun.declarations"]
+    refused = TopicSettingsRefused(
+        {
+            "gun.audit": deviations(audit, as_created(audit, **{"retention.ms": "1"})),
+            "gun.declarations": deviations(
+                declarations,
+                as_created(
+                    declarations,
+                    **{"cleanup.policy": "compact", "message.timestamp.type": "CreateTime"},
+                ),
+            ),
+        },
+        "kafka:9093",
+    )
+    header, *lines = str(refused).splitlines()
+    assert "KafkaTopic" in header
+    assert [line.split(":")[0] for line in lines] == ["gun.audit", "gun.declarations"]
+    assert "cleanup.policy is compact, wanted delete" in lines[1]
+    assert "message.timestamp.type is CreateTime, wanted LogAppendTime" in lines[1]
+
+
+def test_alignment_sends_the_operators_overrides_back_with_the_two_aligned_keys() -> None:
+    spec = BY_NAME["gun.requests.dgal"]
+    overrides = {
+        "retention.ms": str(30 * 86_400_000),
+        "min.insync.replicas": "2",
+        "compression.type": "zstd",
+    }
+    found = deviations(spec, {**BROKER_DEFAULTS, **overrides})
+    assert aligned_overrides(overrides, found) == {
+        **overrides,
+        "max.message.bytes": LIMIT,
+        "message.timestamp.type": "LogAppendTime",
+    }
+
+
+# ---- a refused alignment is reported (the broker's answer is read) -------------------------
+
+
+@dataclass
+class _Response:
+    resources: list[tuple[Any, ...]]
+    API_VERSION: int = 2
+
+
+@dataclass
+class _AdminRefusingAlterations:
+    """Answers DescribeConfigs with a topic on CreateTime, and refuses every alteration as
+    a broker with an alter-config policy would."""
+
+    described: dict[str, dict[str, str]]
+    altered: list[Any] = field(default_factory=list)
+
+    async def describe_configs(self, resources: list[Any]) -> list[_Response]:
+        return [
+            _Response(
+                [
+                    (0, None, 2, r.name, [(k, v, False, 1, False, []) for k, v in cfg.items()])
+                    for r in resources
+                    if (cfg := self.described[r.name]) is not None
+                ]
+            )
+        ]
+
+    async def alter_configs(self, resources: list[Any]) -> list[_Response]:
+        self.altered += resources
+        return [_Response([(44, "refused by policy", 2, r.name) for r in resources])]
+
+
+def test_a_refused_alignment_is_reported() -> None:
+    spec = BY_NAME["gun.requests.dgal"]
+    admin = _AdminRefusingAlterations(
+        {spec.name: as_created(spec, **{"message.timestamp.type": "CreateTime"})}
+    )
+    with pytest.raises(TopicAlignmentRefused) as refused:
+        asyncio.run(_align_configs(admin, [spec], "kafka:9092"))  # type: ignore[arg-type]
+    assert admin.altered, "nothing was sent"
+    assert "gun.requests.dgal" in str(refused.value)
+    assert "refused by policy" in str(refused.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,16 +142,21 @@ async def _check_partition_counts(
     }
     wrong = {name: count for name, count in counts.items() if count != partitions}
     if wrong:
-        listed = "; ".join(
-            f"{name} has {count} partitions" for name, count in sorted(wrong.items())
-        )
-        raise PartitionCountMismatch(
-            f"{listed}, but kafka.partitions is {partitions}: every keyed topic (the hub's "
-            "table changelogs too) must have the same count, the hub's co-partitioning "
-            "(a case lives on its declaration's partition). Set GUN_HUB_KAFKA__PARTITIONS "
-            "to the declarations topic's count, with every other keyed topic at that count "
-            "(docs/deployment.md, 'Partitions')"
-        )
+        raise partition_count_mismatch(wrong, partitions)
+
+
+def partition_count_mismatch(wrong: Mapping[str, int], partitions: int) -> PartitionCountMismatch:
+    """The refusal naming each topic of ``wrong`` with its partition count, the count
+    wanted, and what to do: the same words at start-up and when a running worker is handed
+    partitions grown since (gun_hub/runtime/partition_counts.py)."""
+    listed = "; ".join(f"{name} has {count} partitions" for name, count in sorted(wrong.items()))
+    return PartitionCountMismatch(
+        f"{listed}, but kafka.partitions is {partitions}: every keyed topic (the hub's "
+        "table changelogs too) must have the same count, the hub's co-partitioning "
+        "(a case lives on its declaration's partition). Set GUN_HUB_KAFKA__PARTITIONS "
+        "to the declarations topic's count, with every other keyed topic at that count "
+        "(docs/deployment.md, 'Partitions')"
+    )
 
 
 def _raise_topic_errors(response: Any) -> None:

@@ -92,6 +92,7 @@ from gun_hub.runtime.faust_app import (
 )
 from gun_hub.runtime.held_declarations import HeldDeclarations
 from gun_hub.runtime.ownership import PartitionGivenUp
+from gun_hub.runtime.partition_counts import refuse_other_counts
 from gun_hub.runtime.publisher import DecisionPublisher
 from gun_hub.runtime.readiness import GroupMembership, waiting_for
 from gun_hub.runtime.retention_sweep import RetentionSweep
@@ -432,6 +433,15 @@ def build_hub(settings: Settings) -> Hub:
         broker_heartbeat_interval=settings.hub.session_timeout_s / 5,
         logging_config=None,
         broker_credentials=_credentials(settings),
+    )
+    # First at every assignment: a keyed topic grown while the worker runs stops it
+    # before any partition is taken in (runtime/partition_counts.py; review stop 37, K3).
+    app.before_assigning.append(
+        refuse_other_counts(
+            [spec.name for spec in (*topics.specs(), *table_changelogs(settings)) if spec.keyed],
+            settings.kafka.partitions,
+            _partition_count(app),
+        )
     )
     if settings.hub.gc_freeze_after_start:
 
@@ -1004,6 +1014,18 @@ def build_hub(settings: Settings) -> Hub:
         ),
     )
     return Hub(app=app, topics=topics, routing=routing)
+
+
+def _partition_count(app: faust.App) -> Callable[[str], int | None]:
+    """A topic's partition count as this worker's consumer last learnt it."""
+
+    def count(topic: str) -> int | None:
+        consumer = app.consumer
+        return (
+            consumer.partition_count(topic) if isinstance(consumer, StrictOffsetsConsumer) else None
+        )
+
+    return count
 
 
 def _operations_view(

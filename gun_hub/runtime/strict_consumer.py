@@ -94,6 +94,16 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     # -- what the hub's agents and the watchdog call ----------------------------------
 
+    def partition_count(self, topic: str) -> int | None:
+        """How many partitions ``topic`` has in the consumer's latest metadata (None: not
+        known). Read from the client's cluster view, not faust's ``topic_partitions``: that
+        one is the group leader's snapshot, empty on every other member."""
+        consumer = getattr(self._thread, "_consumer", None)
+        if consumer is None:
+            return None
+        found = consumer._client.cluster.partitions_for_topic(topic)
+        return len(found) if found else None
+
     def mark_handled(self, message: Message) -> None:
         """The agent has handled this record and sent what it caused."""
         self.mark_handled_at(message.tp, message.offset)

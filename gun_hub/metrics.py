@@ -132,6 +132,12 @@ TIMER_FAILURES = Counter(
     "failed and were logged; the next run tries again.",
     ["timer"],
 )
+LAG_SNAPSHOTS_UNSENT = Counter(
+    "gun_hub_lag_snapshots_unsent_total",
+    "Lag snapshots the broker refused or never acknowledged on gun.ops.lag (logged at most "
+    "once a minute): the view process and the other workers miss them "
+    "(gun_contract/kafka/watched_sends.py).",
+)
 CLOCK_OFFSET = Gauge(
     "gun_hub_clock_offset_seconds",
     "This worker's wall clock minus the broker's, estimated as the least (read time - "

@@ -56,3 +56,9 @@ REQUESTS_AGED_OUT = Counter(
     "read them (dead-lettered as REQUEST_AGED_OUT_OF_THE_LOG: never sent to the partner).",
     ["authority"],
 )
+HEARTBEATS_UNSENT = Counter(
+    "gun_adapter_heartbeats_unsent_total",
+    "Heartbeats the broker refused or never acknowledged on gun.ops.health (logged at most "
+    "once a minute): the hub sees the adapter silent (gun_contract/kafka/watched_sends.py).",
+    ["authority"],
+)

@@ -53,6 +53,7 @@ from gun_contract.envelope import ContentType, Envelope, EnvelopeRejected, broke
 from gun_contract.health import PartnerHealth
 from gun_contract.heartbeats import signed_heartbeat
 from gun_contract.kafka.client import consumer_options, from_settings, producer_options
+from gun_contract.kafka.watched_sends import WatchedSends
 from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
 from gun_contract.model.verdicts import Verdict
 from gun_contract.security.entitlements import HUB_PARTY
@@ -215,15 +216,19 @@ class AdapterRunner:
 
     async def _heartbeat(self, producer: AIOKafkaProducer) -> None:
         """Tell operations, on ops.health, whether the partner answers (dashboard)."""
+        # Not awaited (the next beat is on time whatever the broker does), but watched:
+        # a refused heartbeat is logged and counted (watched_sends.py; review stop 37, K4).
+        heartbeats = WatchedSends(
+            "heartbeat", metrics.HEARTBEATS_UNSENT.labels(self._spec.authority).inc
+        )
         while True:
-            try:
-                await producer.send(
+            await heartbeats.send(
+                lambda: producer.send(
                     self._topics.ops_health,
                     self.heartbeat(),
                     key=self._spec.authority.encode(),
                 )
-            except Exception:
-                log.warning("heartbeat not sent", exc_info=True)
+            )
             await asyncio.sleep(self._settings.ops.heartbeat_s)
 
     async def _replay_pending(self, producer: AIOKafkaProducer) -> None:

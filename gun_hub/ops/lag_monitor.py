@@ -26,8 +26,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from gun_contract.kafka.acls import adapter_group
 from gun_contract.kafka.admin import partitions_of
 from gun_contract.kafka.client import ClientConfig, from_settings
+from gun_contract.kafka.watched_sends import WatchedSends
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry
+from gun_hub import metrics
 from gun_hub.ops.lag import (
     GrowthWatch,
     LagSnapshot,
@@ -246,6 +248,20 @@ class LagMonitor:
             except Exception as err:  # noqa: BLE001 - the monitor must outlive a broker hiccup
                 log.warning("lag measurement or its publication failed: %s", err)
             await asyncio.sleep(interval_s)
+
+
+def snapshot_publisher(
+    send: Callable[[str, bytes], Awaitable[Awaitable[Any]]], topic: str
+) -> Callable[[LagSnapshot], Awaitable[None]]:
+    """What hands each snapshot to ``send`` (a producer's: returns the delivery) for
+    ``topic`` without waiting for the broker, a refusal logged and counted
+    (``gun_hub_lag_snapshots_unsent_total``; watched_sends.py)."""
+    watched = WatchedSends("lag snapshot", metrics.LAG_SNAPSHOTS_UNSENT.inc)
+
+    async def publish(measured: LagSnapshot) -> None:
+        await watched.send(lambda: send(topic, measured.to_bytes()))
+
+    return publish
 
 
 def watched_topics(groups: Iterable[WatchedGroup], group: str) -> tuple[str, ...]:

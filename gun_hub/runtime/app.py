@@ -48,9 +48,8 @@ from gun_hub.domain.risk import load_risk_rules
 from gun_hub.domain.rollout import RolloutBoard
 from gun_hub.domain.routing import RoutingTable, load_routing_table
 from gun_hub.ops.feed import OpsFeed
-from gun_hub.ops.lag import LagSnapshot
 from gun_hub.ops.lag_metrics import OpsState, register_ops_metrics
-from gun_hub.ops.lag_monitor import LagMonitor
+from gun_hub.ops.lag_monitor import LagMonitor, snapshot_publisher
 from gun_hub.ops.view import FeedTopics, OpsView
 from gun_hub.pipeline.admission import (
     AdmissionGate,
@@ -960,9 +959,10 @@ def build_hub(settings: Settings) -> Hub:
             monitor = LagMonitor.for_settings(settings, topics)
             await monitor.start()
 
-            async def publish(measured: LagSnapshot) -> None:
-                await app.producer.send(topics.ops_lag, None, measured.to_bytes(), None, None, None)
+            async def send(topic: str, value: bytes) -> Any:
+                return await app.producer.send(topic, None, value, None, None, None)
 
+            publish = snapshot_publisher(send, topics.ops_lag)
             try:
                 await monitor.run(ops_state, settings.ops.lag_interval_s, publish)
             finally:

@@ -108,8 +108,10 @@ def officer_authorization(credentials_file: Path) -> str:
 
 
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:
+    """``rows`` under ``headers``, each column as wide as its widest cell (the headers
+    alone when there is no row: the callers say what an empty table means)."""
     cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     typer.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in cells:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

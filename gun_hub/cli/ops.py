@@ -20,6 +20,7 @@ import contextlib
 import json
 import secrets
 import urllib.parse
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,8 @@ def stats(
         refused(code, body, "the hub refused")
     if as_json:
         typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    elif declarant is not None and not body["documents"]:
+        typer.echo(f"no document used by declarant {declarant}" + _past(offset))
     elif declarant is not None:
         print_table(
             ["code", "document", "authority", "declarations", "last used"],
@@ -154,6 +157,9 @@ def stats(
                 for d in body["documents"]
             ],
         )
+    elif written_off and not body["written_off"]:
+        on = f"document {document}" if document else "any document"
+        typer.echo(f"nothing written off on {on}" + _past(offset))
     elif written_off:
         print_table(
             ["authority", "code", "document", "line", "quantity", "unit", "declarations"],
@@ -176,9 +182,38 @@ def stats(
         typer.echo(f"(more: --offset {body['next_offset']})", err=True)
 
 
+def _past(offset: int) -> str:
+    """What an empty page past the first means: the rows skipped were all there is."""
+    return f" past the first {offset}" if offset else ""
+
+
 def _print_statistics(body: dict[str, Any]) -> None:
     decisions = body["decisions"]
     typer.echo(f"decisions from {body['from']} to {body['to']}: {decisions['total']}")
+    if decisions["by_outcome"]:
+        _print_decisions(decisions)
+    else:
+        typer.echo(f"no decision from {body['from']} to {body['to']}")
+    overrides = body.get("overrides")
+    if overrides:
+        typer.echo(
+            f"\noverrides (mention 73000): {overrides['declared']} declared, "
+            f"{overrides['applied']} applied, {overrides['declined']} not accepted"
+        )
+        print_table(
+            ["declarant", "declared", "applied", "not accepted"],
+            [
+                [eori, v["declared"], v["applied"], v["declined"]]
+                for eori, v in overrides["by_declarant"].items()
+            ],
+        )
+    dead = body["dead_letters"]
+    typer.echo(f"\ndead letters: {dead['total']}")
+    for kind, count in dead["by_kind"].items():
+        typer.echo(f"  {kind}: {count}")
+
+
+def _print_decisions(decisions: dict[str, Any]) -> None:
     print_table(["outcome", "count"], [[k, v] for k, v in decisions["by_outcome"].items()])
     typer.echo("")
     outcomes = sorted({o for day in decisions["by_day"].values() for o in day})
@@ -199,23 +234,9 @@ def _print_statistics(body: dict[str, Any]) -> None:
             for code, v in decisions["by_document_code"].items()
         ],
     )
-    overrides = body.get("overrides")
-    if overrides:
-        typer.echo(
-            f"\noverrides (mention 73000): {overrides['declared']} declared, "
-            f"{overrides['applied']} applied, {overrides['declined']} not accepted"
-        )
-        print_table(
-            ["declarant", "declared", "applied", "not accepted"],
-            [
-                [eori, v["declared"], v["applied"], v["declined"]]
-                for eori, v in overrides["by_declarant"].items()
-            ],
-        )
-    dead = body["dead_letters"]
-    typer.echo(f"\ndead letters: {dead['total']}")
-    for kind, count in dead["by_kind"].items():
-        typer.echo(f"  {kind}: {count}")
+
+
+CANNOT_MEASURE = 3
 
 
 def lag(
@@ -224,32 +245,64 @@ def lag(
     ),
     as_json: bool = AS_JSON,
 ) -> None:
-    """Consumer lag of every group of the hub, its adapters and the clearance system."""
+    """Consumer lag of every group of the hub, its adapters and the clearance system.
+    Exit code 3: the cluster could not be measured (with --watch, a failed measurement is
+    said and the next one taken)."""
     settings = load_settings()
     topics = registry_for(settings)
 
-    async def measure() -> None:
+    async def measure() -> bool:
+        """Whether the last measurement measured a group."""
         monitor = LagMonitor.for_settings(settings, topics)
-        await monitor.start()
+        try:
+            await monitor.start()
+        except Exception as err:  # noqa: BLE001 - an unreachable cluster is one sentence
+            _cannot_measure(err, f"(Kafka at {settings.kafka.bootstrap_servers})")
+            return False
         try:
             while True:
-                measured = await monitor.measure()
-                if as_json:
+                try:
+                    measured: LagSnapshot | None = await monitor.measure()
+                except Exception as err:  # noqa: BLE001 - said; with --watch, measured again
+                    _cannot_measure(err, f"measuring again in {watch:g} s" if watch > 0 else "")
+                    measured = None
+                if measured is not None and as_json:
                     typer.echo(measured.model_dump_json())
-                else:
+                elif measured is not None:
                     _print_lag(measured)
                 if watch <= 0:
-                    return
+                    return measured is not None and bool(measured.groups)
+                # The cluster is most often unwell when an operator watches it: a failed
+                # measurement is said, and the watch goes on.
                 await asyncio.sleep(watch)
         finally:
             await monitor.stop()
 
+    measured_any = True
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(measure())
+        measured_any = asyncio.run(measure())
+    if not measured_any:
+        raise typer.Exit(CANNOT_MEASURE)
+
+
+def _cannot_measure(err: Exception, then: str) -> None:
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    typer.echo(
+        f"cannot measure the lag at {at}: {type(err).__name__}: {err}"
+        + (f"; {then}" if then else ""),
+        err=True,
+    )
 
 
 def _print_lag(measured: LagSnapshot) -> None:
-    typer.echo(f"consumer lag at {measured.at.isoformat(timespec='seconds')}")
+    at = measured.at.isoformat(timespec="seconds")
+    if not measured.groups:
+        typer.echo(
+            f"consumer lag at {at}: no group could be measured (the cluster described none "
+            "of them: see the warnings above)"
+        )
+        return
+    typer.echo(f"consumer lag at {at}")
     rows = []
     for group in measured.groups:
         parts = [p for p in measured.partitions if p.group == group.group]

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from gun_contract.kafka.admin import topic_partitions
 from gun_contract.kafka.client import Connect, client_options, from_settings
 from gun_contract.security.keystore import PUBLIC_JWKS, KeystoreError, read_public_keys
-from gun_contract.settings import load_settings
 from gun_hub.cli.kafka import registry_for
 from gun_hub.cli.progress import HIDDEN, ProgressBar, progress_bar
+from gun_hub.cli.startup import error_text, settings_or_exit
 from gun_hub.security.audit import (
     UNSIGNED_GRACE_S,
     AuditReport,
@@ -30,6 +31,8 @@ from gun_hub.security.audit import (
 from gun_hub.security.factory import tail_policy
 
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+
+CANNOT_READ = 3
 
 
 async def read_topic(
@@ -91,7 +94,12 @@ def print_report(report: AuditReport) -> None:
             "it and said so in the chain (someone wrote to the audit topic without the "
             "hub's audit key): " + "; ".join(report.foreign)
         )
-    if report.intact:
+    if report.intact and not report.records:
+        # An empty trail proves nothing: a recreated topic, another cluster, another prefix.
+        typer.echo(
+            "0 audit records: nothing verified (a new or recreated topic, or the wrong cluster?)"
+        )
+    elif report.intact:
         typer.echo("audit trail intact")
     else:
         typer.echo(f"AUDIT TRAIL BROKEN: first broken link at {report.broken[0].describe()}")
@@ -125,8 +133,10 @@ def verify(
         "in the trail (a cut tail is a break); updated after an intact verification.",
     ),
 ) -> None:
-    """Check every chain link, checkpoint signature and unsigned tail; exit 1 on any break."""
-    settings = load_settings()
+    """Check every chain link, checkpoint signature and unsigned tail. Exit 0 intact; 1 a
+    break; 2 keys or witness unreadable; 3 the trail cannot be read (no such topic, the
+    cluster unreachable)."""
+    settings = settings_or_exit()
     topic = topic or registry_for(settings).audit
     public_file = jwks or settings.security.keys_dir / PUBLIC_JWKS
     policy = tail_policy(settings)
@@ -143,8 +153,17 @@ def verify(
     except (KeystoreError, WitnessError) as err:
         typer.echo(f"cannot verify: {err}", err=True)
         raise typer.Exit(2) from None
-    with progress_bar(f"replaying {topic}", unit="records") as bar:
-        records = asyncio.run(read_topic(from_settings(settings.kafka), topic, bar))
+    try:
+        with progress_bar(f"replaying {topic}", unit="records") as bar:
+            records = asyncio.run(read_topic(from_settings(settings.kafka), topic, bar))
+    except (LookupError, KafkaError, OSError) as err:  # OSError: TimeoutError, refused
+        # Not a break: exit 1 is read as tampering by whoever watches the exit code.
+        typer.echo(
+            f"cannot read the audit trail {topic}: {error_text(err)} "
+            f"(Kafka at {settings.kafka.bootstrap_servers})",
+            err=True,
+        )
+        raise typer.Exit(CANNOT_READ) from None
     report = verify_chain(records, keys, policy=policy, witness=anchors)
     print_report(report)
     if not report.intact:

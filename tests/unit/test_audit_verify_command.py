@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from typer.testing import CliRunner, Result
 
 from gun_contract.security.keystore import PUBLIC_JWKS, AuditSigner
@@ -193,3 +194,40 @@ def test_the_bounds_are_settings_and_options(
     strict = verify(monkeypatch, log, "--max-unsigned-age-s", "60")
     assert strict.exit_code == 1, strict.output
     assert verify(monkeypatch, log, "--max-unsigned", "5").exit_code == 1
+
+
+def failing_to_read(monkeypatch: pytest.MonkeyPatch, error: Exception, *args: str) -> Result:
+    async def read_topic(*_: object, **__: object) -> list[LoggedRecord]:
+        raise error
+
+    monkeypatch.setattr(audit_command, "read_topic", read_topic)
+    return CliRunner().invoke(app, ["audit", "verify", *args])
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        LookupError("topic gun.nope does not exist"),
+        KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]"),
+        TimeoutError(),
+    ],
+    ids=["a missing topic", "an unreachable broker", "a broker that does not answer"],
+)
+def test_a_trail_that_cannot_be_read_is_not_a_break(
+    auditor: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    # Exit 1 is a break: an auditor's cron job reads it as tampering (review stop 37, H3).
+    result = failing_to_read(monkeypatch, error, "--topic", "gun.nope")
+    assert result.exit_code == 3, repr(result.exception)
+    assert result.output.startswith("cannot read the audit trail gun.nope: ")
+    assert len(result.output.strip().splitlines()) == 1
+    assert "BROKEN" not in result.output
+
+
+def test_an_empty_trail_is_said_to_verify_nothing(
+    auditor: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = verify(monkeypatch, [])
+    assert result.exit_code == 0, result.output
+    assert "0 audit records: nothing verified" in result.output
+    assert "intact" not in result.output

@@ -1,0 +1,105 @@
+"""The start-up path every command shares: the settings read, the cluster reached, the
+listeners bound. A fault there is the configuration's, not a bug: it is said in one
+sentence, ``cannot start: <reason>`` naming the setting at fault, with exit code 2, never
+a traceback (review stop 37, H5).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from gun_contract.settings import Settings, load_settings
+
+CANNOT_START = 2
+_MOST_FAULTS = 5
+
+log = logging.getLogger(__name__)
+
+
+def error_text(err: BaseException) -> str:
+    """``err`` as one line: its type and its text (aiokafka's errors already begin with
+    their type)."""
+    name = type(err).__name__
+    text = " ".join(str(err).split())
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
+def cannot_start(reason: str) -> NoReturn:
+    typer.echo(f"cannot start: {reason}", err=True)
+    raise typer.Exit(CANNOT_START)
+
+
+def settings_or_exit() -> Settings:
+    """The settings from the environment; a value that does not fit its setting stops the
+    command with the variable's name and what it wants."""
+    try:
+        return load_settings()
+    except ValidationError as err:
+        cannot_start(settings_fault(err))
+    except ValueError as err:  # a refusal of the settings' own (names what it refuses)
+        cannot_start(str(err))
+
+
+def settings_fault(err: ValidationError) -> str:
+    """Each wrong setting as ``GUN_HUB_HUB__WEB_PORT: Input should be a valid integer``,
+    without the value given (it may be a secret, and the operator has it at hand)."""
+    config = Settings.model_config
+    prefix = str(config.get("env_prefix") or "")
+    nested = str(config.get("env_nested_delimiter") or "__")
+    faults = []
+    for problem in err.errors(include_url=False, include_input=False):
+        steps = [str(step) for step in problem["loc"]]
+        variable = (prefix + nested.join(steps)).upper() if steps else "the settings"
+        faults.append(f"{variable}: {problem['msg']}")
+    more = len(faults) - _MOST_FAULTS
+    return "; ".join(faults[:_MOST_FAULTS]) + (f"; and {more} more" if more > 0 else "")
+
+
+@contextmanager
+def aiokafka_quiet() -> Iterator[None]:
+    """aiokafka's own errors held back: while a start waits for the cluster, it logs each
+    failed connection (four a second); the wait says once in a while what it waits for."""
+    kafka_log = logging.getLogger("aiokafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        kafka_log.setLevel(level)
+
+
+async def reach_cluster(
+    settings: Settings,
+    wait: Callable[[float], Awaitable[None]],
+    *,
+    timeout_s: float = 60.0,
+    say_every_s: float = 10.0,
+) -> None:
+    """``wait(seconds)`` (a wait for the cluster that raises ``TimeoutError``) until the
+    cluster answers, saying every ``say_every_s`` what it waits for; a cluster that has not
+    answered within ``timeout_s`` stops the start naming the bootstrap servers."""
+    servers = settings.kafka.bootstrap_servers
+    waited = 0.0
+    with aiokafka_quiet():
+        while True:
+            step = min(say_every_s, timeout_s - waited)
+            try:
+                await wait(step)
+            except TimeoutError as err:
+                waited += step
+                if waited >= timeout_s:
+                    cannot_start(
+                        f"Kafka at {servers} did not answer within {timeout_s:g} s "
+                        f"(GUN_HUB_KAFKA__BOOTSTRAP_SERVERS; last error: {err})"
+                    )
+                log.warning("waiting for Kafka at %s (%.0f s so far): %s", servers, waited, err)
+            else:
+                return

@@ -10,7 +10,9 @@ prints it; ``gun.dlq/PARTITION/OFFSET`` works too.
 
 Exit codes: 0 done; 1 no such dead letter (none matched); 2 refused (a bad parameter, a
 dead letter that cannot be redriven, a sealed payload); 3 hub unreachable; 4 not
-authenticated; 5 not a dead-letter operator (``--payload``, ``redrive``).
+authenticated; 5 not a dead-letter operator (``--payload``, ``redrive``). ``redrive
+--kind`` tries every dead letter of the kind, says each one not redriven and why, and ends
+with its summary: exit 2 when the hub refused one, 3 when it did not answer for one.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from gun_hub.cli.hub_client import (
     CREDENTIALS_FILE,
     HUB_URL,
     NOT_FOUND,
+    UNREACHABLE,
+    HubUnanswered,
     OfficerClient,
     print_table,
 )
@@ -246,20 +250,35 @@ def _redrive_kind(
     if not chosen and not skipped:
         typer.echo(f"no dead letter of kind {kind} matches", err=True)
         raise typer.Exit(NOT_FOUND)
-    failed = 0
+    failed = unanswered = 0
     for named in chosen.values():
-        code, body = officer.post(f"/dead-letters/{named}/redrive")
+        # Each dead letter on its own: one the hub refuses, or does not answer for in time,
+        # is said, and the others are still redriven; the summary ends the run.
+        try:
+            code, body = officer.try_post(f"/dead-letters/{named}/redrive")
+        except HubUnanswered as err:
+            unanswered += 1
+            typer.echo(
+                f"{named}: not redriven: the hub did not answer ({err.reason}); redriving it "
+                "again is safe (the hub decides a redrive once)",
+                err=True,
+            )
+            continue
         if code in (401, 403):
             _fail(code, body, named)
         if code != 200:
             failed += 1
-            typer.echo(f"{named}: not redriven: {body.get('error', code)}", err=True)
+            error = body.get("error", code) if isinstance(body, dict) else code
+            typer.echo(f"{named}: not redriven: {error}", err=True)
             continue
         _print_redriven(body)
     typer.echo(
-        f"{len(chosen) - failed} redriven, {skipped} cannot be redriven, {failed} refused",
+        f"{len(chosen) - failed - unanswered} redriven, {skipped} cannot be redriven, "
+        f"{failed} refused, {unanswered} not answered",
         err=True,
     )
+    if unanswered:
+        raise typer.Exit(UNREACHABLE)
     if failed:
         raise typer.Exit(2)
 

@@ -2,7 +2,8 @@
 the officer's credentials, one JSON request, and what a refusal exits with.
 
 Exit codes shared by the commands that ask a listener: 2 refused (a bad parameter, the
-view off), 3 hub unreachable, 4 not authenticated.
+view off), 3 hub unreachable (or no answer within ``ANSWER_TIMEOUT_S``), 4 not
+authenticated.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from gun_hub.security.web_auth import (
 
 Listener = Literal["trader", "officer"]
 NOT_AUTHENTICATED = 4
+UNREACHABLE = 3
+# How long a command waits for the hub's answer: longer than the hub's own bound on a
+# broker read (10 s, gun_contract/kafka/log_reader.py), so that the hub says what it found.
+ANSWER_TIMEOUT_S = 30.0
 
 HUB_URL = typer.Option(
     None,
@@ -60,6 +65,15 @@ def hub_url_of(hub_url: str | None, listener: Listener) -> str:
     return f"{'https' if web.tls_cert else 'http'}://{host}:{port}"
 
 
+class HubUnanswered(Exception):
+    """The hub could not be asked, or did not answer in time."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
 def call_hub(
     url: str,
     authorization: str,
@@ -67,7 +81,24 @@ def call_hub(
     *,
     body: dict[str, Any] | None = None,
 ) -> tuple[int, Any]:
-    """GET ``url`` (POST ``body`` as JSON when given); the status and the JSON answer."""
+    """GET ``url`` (POST ``body`` as JSON when given); the status and the JSON answer. A
+    hub that cannot be reached, or does not answer in time, ends the command (exit 3)."""
+    try:
+        return ask_hub(url, authorization, cafile, body=body)
+    except HubUnanswered as err:
+        typer.echo(f"cannot reach the hub at {err.url}: {err.reason}", err=True)
+        raise typer.Exit(UNREACHABLE) from None
+
+
+def ask_hub(
+    url: str,
+    authorization: str,
+    cafile: Path | None = None,
+    *,
+    body: dict[str, Any] | None = None,
+) -> tuple[int, Any]:
+    """As :func:`call_hub`, for a command that goes on without this answer: a hub that
+    cannot be reached or does not answer in time raises ``HubUnanswered``."""
     headers = {"Authorization": authorization}
     data = None
     if body is not None:
@@ -76,16 +107,17 @@ def call_hub(
     request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310
     context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
     try:
-        with urllib.request.urlopen(request, timeout=30, context=context) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=ANSWER_TIMEOUT_S, context=context) as response:  # noqa: S310
             return response.status, json.load(response)
     except urllib.error.HTTPError as err:
         try:
             return err.code, json.load(err)
         except ValueError:
             return err.code, {"error": err.reason}
-    except (urllib.error.URLError, OSError) as err:
-        typer.echo(f"cannot reach the hub at {url}: {err}", err=True)
-        raise typer.Exit(3) from None
+    except urllib.error.URLError as err:
+        raise HubUnanswered(url, str(err.reason)) from None
+    except OSError as err:  # TimeoutError: the answer did not come in time
+        raise HubUnanswered(url, str(err) or type(err).__name__) from None
 
 
 def refused(code: int, body: Any, what: str) -> None:
@@ -139,6 +171,10 @@ class OfficerClient:
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         return call_hub(f"{self.base}{path}", self.authorization, self.cafile, body=body or {})
+
+    def try_post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """As ``post``; a hub that does not answer raises ``HubUnanswered``."""
+        return ask_hub(f"{self.base}{path}", self.authorization, self.cafile, body=body or {})
 
 
 def fail_as_hub_says(code: int, body: Any, what: str) -> None:

@@ -28,10 +28,10 @@ import binascii
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -72,13 +72,19 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class DeskReader(RecordReader, Protocol):
+    """Records by position, and the partitions a topic has (gun_contract/kafka/log_reader)."""
+
+    async def partitions(self, *topics: str) -> dict[str, frozenset[int]]: ...
+
+
 @dataclass
 class DeadLetterDesk:
     """What the desk reads and writes with: the broker (records by position, sends
     acknowledged with their offset) and the hub's state key (actions)."""
 
     topics: TopicRegistry
-    reader: RecordReader
+    reader: DeskReader
     send: Callable[[OutgoingRecord], Awaitable[int]]
     cipher: StateCipher
     operators: frozenset[str]
@@ -171,9 +177,10 @@ def add_dead_letter_routes(
         if isinstance(found, web.Response):
             return found
         rows, following = paged(found, limit, offset)
+        existing = await _partitions_if_said(desk, rows)
         return answer(
             {
-                "dead_letters": [_listed(row, desk.topics) for row in rows],
+                "dead_letters": [_listed(row, desk.topics, existing) for row in rows],
                 "next_offset": following,
             }
         )
@@ -190,9 +197,10 @@ def add_dead_letter_routes(
             name: value.decode("utf-8", "replace")[:_MAX_HEADER_CHARS]
             for name, value in record.headers
         }
+        existing = await _partitions_if_said(desk, [row])
         return answer(
             {
-                **_listed(row, desk.topics),
+                **_listed(row, desk.topics, existing),
                 "dead_letter": desk.position(dead_letter),
                 "reason": (header_value(record.headers, HEADER_ERROR_REASON) or "")[
                     :_MAX_HEADER_CHARS
@@ -367,8 +375,38 @@ async def _read_dead_letter(
     except (KafkaError, TimeoutError):
         return refuse(503, "the broker did not answer in time: ask again", {"Retry-After": "1"})
     if record is None:
-        return refuse(404, "no such dead letter (or no longer retained)", id=str(dead_letter))
+        return refuse(404, await _not_found(desk, dead_letter), id=str(dead_letter))
     return record
+
+
+async def _not_found(desk: DeadLetterDesk, dead_letter: DeadLetterId) -> str:
+    """Why the dead-letter topic does not hold ``dead_letter``, as far as the broker says."""
+    topic = desk.topics.dlq
+    try:
+        existing = await desk.reader.partitions(topic)
+    except (KafkaError, TimeoutError):
+        existing = {}
+    if topic in existing and dead_letter.partition not in existing[topic]:
+        return (
+            f"no such dead letter: {topic} has no partition {dead_letter.partition} "
+            f"(it has {len(existing[topic])})"
+        )
+    return "no such dead letter (or no longer retained)"
+
+
+async def _partitions_if_said(
+    desk: DeadLetterDesk, rows: Iterable[DeadLetterRow]
+) -> Mapping[str, frozenset[int]]:
+    """The partitions of the topics ``rows`` name as their originals', in one question;
+    nothing when the broker does not say (a list is the view's: the redrive asks again)."""
+    topics = {row.source_topic for row in rows if row.source_topic}
+    if not topics:
+        return {}
+    try:
+        return await desk.reader.partitions(*topics)
+    except (KafkaError, TimeoutError) as err:
+        log.info("dead letters listed without their originals' partitions: %s", err)
+        return {}
 
 
 def _row(record: LoggedRecord) -> DeadLetterRow:
@@ -389,6 +427,12 @@ async def _original(
     why_not = not_redrivable(row.component, row.source_topic, desk.topics, row.kind)
     if why_not is None and (row.source_partition is None or row.source_offset is None):
         why_not = "its headers do not say where the original is"
+    if why_not is None:
+        try:
+            existing = await desk.reader.partitions(row.source_topic)
+        except (KafkaError, TimeoutError):
+            return refuse(503, "the broker did not answer in time: ask again", {"Retry-After": "1"})
+        why_not = _why_not(row, desk.topics, existing)
     if why_not is not None:
         return refuse(409, f"this dead letter cannot be redriven: {why_not}", id=str(row.id))
     assert row.source_partition is not None  # noqa: S101 - checked just above
@@ -419,6 +463,28 @@ async def _original(
     return original
 
 
-def _listed(row: DeadLetterRow, topics: TopicRegistry) -> dict[str, Any]:
-    why_not = not_redrivable(row.component, row.source_topic, topics, row.kind)
+def _listed(
+    row: DeadLetterRow, topics: TopicRegistry, existing: Mapping[str, frozenset[int]]
+) -> dict[str, Any]:
+    why_not = _why_not(row, topics, existing)
     return {**row.to_json(), "redrivable": why_not is None, "not_redrivable": why_not}
+
+
+def _why_not(
+    row: DeadLetterRow, topics: TopicRegistry, existing: Mapping[str, frozenset[int]]
+) -> str | None:
+    """Why ``row`` cannot be redriven (None: it can, as far as is known): the rules of
+    redrive.py, then the partitions ``existing`` says its original's topic has (a foreign
+    producer's header, a topic recreated with fewer partitions): a redrive there would
+    wait on a partition that will never answer."""
+    why_not = not_redrivable(row.component, row.source_topic, topics, row.kind)
+    partitions = existing.get(row.source_topic)
+    if why_not is not None or partitions is None or row.source_partition is None:
+        return why_not
+    if row.source_partition in partitions:
+        return None
+    has = f"has {len(partitions)}" if partitions else "does not exist"
+    return (
+        f"its original's partition, {row.source_topic}/{row.source_partition}, does not "
+        f"exist ({row.source_topic} {has})"
+    )

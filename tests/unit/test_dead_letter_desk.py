@@ -8,6 +8,7 @@ broker is a dict of records by position and a list of what was sent.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -41,6 +42,7 @@ FEED = FeedTopics(
     status=TOPICS.status, facts=TOPICS.facts, dlq=TOPICS.dlq, health=TOPICS.ops_health
 )
 REFERENCE = "26FRDSK00000000001"
+PARTITIONS = frozenset(range(4))
 PLAIN = b"<declaration>not sealed</declaration>"
 # alice's is the one settings_for gives her; bob's is made now.
 SECRETS = {"alice": "alice-password-made-at-test-time", "bob": secrets.token_urlsafe(16)}
@@ -53,6 +55,11 @@ class Broker:
     records: dict[tuple[str, int, int], LoggedRecord] = field(default_factory=dict)
     sent: list[OutgoingRecord] = field(default_factory=list)
     refusing: bool = False  # the broker refuses every send (KafkaTimeoutError)
+    topics: dict[str, frozenset[int]] = field(
+        default_factory=lambda: {topic.name: PARTITIONS for topic in TOPICS.specs()}
+    )
+    undescribed: bool = False  # the broker does not describe its topics (TimeoutError)
+    slow: dict[tuple[str, int, int], float] = field(default_factory=dict)  # seconds to read
 
     def put(
         self,
@@ -75,7 +82,14 @@ class Broker:
         )
 
     async def read(self, topic: str, partition: int, offset: int) -> LoggedRecord | None:
+        if (topic, partition, offset) in self.slow:  # a broker slow to give this one
+            await asyncio.sleep(self.slow[(topic, partition, offset)])
         return self.records.get((topic, partition, offset))
+
+    async def partitions(self, *topics: str) -> dict[str, frozenset[int]]:
+        if self.undescribed:
+            raise TimeoutError
+        return {topic: self.topics.get(topic, frozenset()) for topic in topics}
 
     async def send(self, record: OutgoingRecord) -> int:
         if self.refusing:
@@ -119,19 +133,22 @@ class Desk:
         component: str = "hub.intake",
         source_topic: str | None = None,
         source_offset: int = 5,
+        source_partition: int = 1,
         reference: str | None = None,
         key: bytes | None = REFERENCE.encode(),
         error_class: ErrorClass = ErrorClass.SECURITY,
     ) -> None:
         """A dead letter at ``1:offset``, on the broker and in the view, about the record
-        at ``source_topic/1/source_offset``."""
+        at ``source_topic/source_partition/source_offset``."""
         letter = dead_letter_record(
             TOPICS.dlq,
             value,
             error_class=error_class,
             kind=kind,
             reason=f"the whole reason why {kind} " + "x" * 400,
-            source=SourcePosition(source_topic or TOPICS.declarations, 1, source_offset, key),
+            source=SourcePosition(
+                source_topic or TOPICS.declarations, source_partition, source_offset, key
+            ),
             component=component,
             reference=reference,
         )
@@ -240,6 +257,56 @@ async def test_an_unknown_or_malformed_id_is_answered_as_such(desk: Desk) -> Non
     status, body = await desk.call("GET", "/dead-letters/one", "bob")
     assert status == 400
     assert "PARTITION:OFFSET" in body["error"]
+
+
+async def test_a_dead_letter_on_a_partition_that_does_not_exist_is_not_found_saying_why(
+    desk: Desk,
+) -> None:
+    """Not "ask again" (503): that record will never exist (review stop 37, H2)."""
+    status, body = await desk.call("GET", "/dead-letters/99:0", "bob")
+    assert status == 404
+    assert body["error"] == f"no such dead letter: {TOPICS.dlq} has no partition 99 (it has 4)"
+    status, body = await desk.call("POST", "/dead-letters/99:0/redrive", "alice")
+    assert status == 404
+    assert desk.broker.sent == []
+
+
+async def test_a_dead_letter_whose_original_is_on_no_partition_cannot_be_redriven(
+    desk: Desk,
+) -> None:
+    """A foreign producer's header, or a topic recreated with fewer partitions: listed as
+    not redrivable, with the reason, and refused as such (review stop 37, H2)."""
+    desk.dead_letter(0, PLAIN, kind="XML_MALFORMED", source_partition=99)
+    desk.dead_letter(1, PLAIN, kind="XML_MALFORMED")
+    why = (
+        f"its original's partition, {TOPICS.declarations}/99, does not exist "
+        f"({TOPICS.declarations} has 4)"
+    )
+    status, body = await desk.call("GET", "/dead-letters", "bob")
+    assert status == 200
+    rows = {row["id"]: row for row in body["dead_letters"]}
+    assert (rows["1:0"]["redrivable"], rows["1:0"]["not_redrivable"]) == (False, why)
+    assert (rows["1:1"]["redrivable"], rows["1:1"]["not_redrivable"]) == (True, None)
+    status, body = await desk.call("GET", "/dead-letters/1:0", "bob")
+    assert (status, body["redrivable"], body["not_redrivable"]) == (200, False, why)
+    status, body = await desk.call("POST", "/dead-letters/1:0/redrive", "alice")
+    assert status == 409
+    assert body["error"] == f"this dead letter cannot be redriven: {why}"
+    assert desk.broker.sent == []
+
+
+async def test_the_list_does_not_wait_on_a_broker_that_cannot_describe_its_topics(
+    desk: Desk,
+) -> None:
+    """The list is the view's: what the broker cannot say now, the redrive checks again."""
+    desk.dead_letter(0, PLAIN, kind="XML_MALFORMED", source_partition=99)
+    desk.broker.undescribed = True
+    status, body = await desk.call("GET", "/dead-letters", "bob")
+    assert status == 200
+    assert [row["redrivable"] for row in body["dead_letters"]] == [True]
+    status, body = await desk.call("POST", "/dead-letters/1:0/redrive", "alice")
+    assert status == 503
+    assert desk.broker.sent == []
 
 
 # -- operators only ---------------------------------------------------------------------------

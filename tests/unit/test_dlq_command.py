@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner, Result
 
 from gun_contract.dead_letter import ErrorClass
-from gun_hub.cli import app
+from gun_hub.cli import app, hub_client
 from gun_hub.security.web_auth import write_officer_credentials
 from tests.unit.test_dead_letter_desk import PLAIN, REFERENCE, SECRETS, TOPICS, Desk, desk
 
@@ -61,8 +62,36 @@ async def test_redriving_a_kind_redrives_each_original_once(desk: Desk, tmp_path
     assert done.exit_code == 0, done.output
     assert f"1:0 ({REFERENCE}): {TOPICS.declarations}/1/5 redriven as" in done.stdout
     assert "1:2: not redriven: written by 'adapter.dgal'" in done.stderr
-    assert "1 redriven, 1 cannot be redriven, 0 refused" in done.stderr
+    assert "1 redriven, 1 cannot be redriven, 0 refused, 0 not answered" in done.stderr
     assert len(desk.broker.to(TOPICS.declarations)) == 1
+
+
+async def test_redriving_a_kind_says_each_dead_letter_not_redriven_and_goes_on(
+    desk: Desk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One original on a partition that does not exist, one the hub does not answer for in
+    time: each is said, the others are redriven, and the summary ends it (review stop 37,
+    H2: the command stopped at the first it could not redrive, without a summary)."""
+    monkeypatch.setattr(hub_client, "ANSWER_TIMEOUT_S", 0.5)
+    for offset in (5, 6, 7):
+        desk.broker.put(TOPICS.declarations, 1, offset, REFERENCE.encode(), PLAIN)
+    desk.broker.slow[(TOPICS.declarations, 1, 6)] = 3.0
+    desk.dead_letter(0, PLAIN, kind="XML_MALFORMED", source_partition=99)
+    desk.dead_letter(1, PLAIN, kind="XML_MALFORMED", source_offset=5)
+    desk.dead_letter(2, PLAIN, kind="XML_MALFORMED", source_offset=6)
+    desk.dead_letter(3, PLAIN, kind="XML_MALFORMED", source_offset=7)
+    done = await dlq(desk, tmp_path, "alice", "redrive", "--kind", "XML_MALFORMED")
+    assert done.exit_code == 3, done.output  # documented: some went unanswered
+    assert (
+        f"1:0: not redriven: its original's partition, {TOPICS.declarations}/99, does not exist"
+        in done.stderr
+    )
+    assert "1:2: not redriven: the hub did not answer (timed out)" in done.stderr
+    assert f"1:1 ({REFERENCE}): {TOPICS.declarations}/1/5 redriven as" in done.stdout
+    assert f"1:3 ({REFERENCE}): {TOPICS.declarations}/1/7 redriven as" in done.stdout
+    assert done.stderr.splitlines()[-1] == (
+        "2 redriven, 1 cannot be redriven, 0 refused, 1 not answered"
+    )
 
 
 async def test_an_officer_who_is_no_operator_is_told_so_and_exits_5(

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gun_contract.listening import PortNotBound
+
 
 async def serve_health(host: str, port: int, waiting: Callable[[], list[str]]) -> web.AppRunner:
     """Start the endpoints; ``waiting`` says what keeps the adapter from being ready."""
@@ -35,5 +37,11 @@ async def serve_health(host: str, port: int, waiting: Callable[[], list[str]]) -
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as err:
+        await runner.cleanup()
+        raise PortNotBound(
+            "adapter's probes", host, port, "GUN_HUB_ADAPTER__METRICS_PORT", err
+        ) from None
     return runner

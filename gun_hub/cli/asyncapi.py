@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 import typer
 
 from gun_contract.resources import schema_path
-from gun_contract.settings import Settings, load_settings
+from gun_contract.settings import Settings
 from gun_hub.cli.kafka import registry_for
+from gun_hub.cli.startup import settings_or_exit
 from gun_hub.cli.tooling import require_tooling
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def asyncapi(
     from gun_tools.asyncapi import render_yaml
 
     path = output or schema_path("asyncapi.yaml")
-    document = document_for(load_settings())
+    document = document_for(settings_or_exit())
     text = render_yaml(document)
     if check:
         current = path.read_text(encoding="utf-8") if path.is_file() else None

@@ -13,19 +13,25 @@ import typer
 
 from gun_contract.kafka.acls import adapter_topics
 from gun_contract.kafka.admin import (
-    PartitionCountMismatch,
     check_partition_counts,
     check_topic_configs,
     ensure_topics,
     wait_for_cluster,
 )
 from gun_contract.kafka.client import from_settings
-from gun_contract.kafka.topic_settings import TopicSettingsError
+from gun_contract.listening import PortNotBound
 from gun_contract.logs import configure_logging
 from gun_contract.security.keystore import KeystoreError
-from gun_contract.settings import Settings, load_settings
+from gun_contract.settings import Settings
 from gun_contract.topics import TopicSpec
 from gun_hub.cli.kafka import registry_for, routing_for
+from gun_hub.cli.startup import (
+    cannot_start,
+    ports_free,
+    reach_cluster,
+    run_on_the_cluster,
+    settings_or_exit,
+)
 from gun_hub.domain.risk import RiskRulesError, load_risk_rules
 from gun_hub.security.factory import build_envelope
 from gun_hub.security.web_auth import AccessConfigError
@@ -33,17 +39,24 @@ from gun_hub.web import WebConfigError
 
 
 def prepare_cluster(
-    settings: Settings, extra: Sequence[TopicSpec] = (), own: Collection[str] | None = None
+    settings: Settings,
+    extra: Sequence[TopicSpec] = (),
+    own: Collection[str] | None = None,
+    *,
+    wait_s: float = 60.0,
 ) -> None:
     """Wait for the cluster and create the topics (``extra``: the hub's changelogs), or on
-    a secured cluster check them; exit 2 with the reason on topics nothing can run on.
+    a secured cluster check them; a cluster that does not answer within ``wait_s``, or
+    topics nothing can run on, stop the start in one sentence (exit 2).
 
     ``own``: the topics whose settings this component checks on a secured cluster, those
     its principal may DescribeConfigs (acls.py); None: every topic."""
 
     async def prepare() -> None:
         connect = from_settings(settings.kafka)
-        await wait_for_cluster(connect, timeout_s=60)
+        await reach_cluster(
+            settings, lambda seconds: wait_for_cluster(connect, timeout_s=seconds), timeout_s=wait_s
+        )
         if settings.kafka.security_protocol == "SASL_SSL":
             # On a secured cluster topics are created by the admin (secure-setup), who
             # may have left a setting the contract relies on at the broker's default.
@@ -61,11 +74,16 @@ def prepare_cluster(
             extra,
         )
 
-    try:
-        asyncio.run(prepare())
-    except (PartitionCountMismatch, TopicSettingsError) as err:
-        typer.echo(f"cannot start: {err}", err=True)
-        raise typer.Exit(2) from None
+    run_on_the_cluster(settings, prepare())
+
+
+def _listeners(settings: Settings) -> list[tuple[str, str, int, str]]:
+    """The trader and officer listeners, as ``ports_free`` takes them."""
+    web = settings.web
+    return [
+        ("trader listener", web.trader_host, web.trader_port, "GUN_HUB_WEB__TRADER_PORT"),
+        ("officer listener", web.officer_host, web.officer_port, "GUN_HUB_WEB__OFFICER_PORT"),
+    ]
 
 
 def hub() -> None:
@@ -74,14 +92,17 @@ def hub() -> None:
 
     from gun_hub.runtime.app import build_hub, table_changelogs
 
-    settings = load_settings()
+    settings = settings_or_exit()
     configure_logging(settings.log_level, component="hub", log_format=settings.log_format)
     routing = routing_for(settings)  # a bad routing table stops here with its reason
     try:
         load_risk_rules(settings.hub.risk_rules, routing.authorities)
     except RiskRulesError as err:
-        typer.echo(f"cannot start: {err}", err=True)
-        raise typer.Exit(2) from None
+        cannot_start(str(err))
+    ports_free(
+        ("hub's web server", settings.hub.web_host, settings.hub.web_port, "GUN_HUB_HUB__WEB_PORT"),
+        *_listeners(settings),
+    )
     prepare_cluster(settings, table_changelogs(settings))
     settings.hub.data_dir.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
@@ -109,9 +130,18 @@ def view() -> None:
     (ADR 0015)."""
     from gun_hub.runtime.view_process import build_view_process
 
-    settings = load_settings()
+    settings = settings_or_exit()
     configure_logging(settings.log_level, component="view", log_format=settings.log_format)
     routing_for(settings)  # a bad routing table stops here with its reason
+    ports_free(
+        (
+            "probes listener",
+            settings.ops.view_web_host,
+            settings.ops.view_web_port,
+            "GUN_HUB_OPS__VIEW_WEB_PORT",
+        ),
+        *_listeners(settings),
+    )
     prepare_cluster(settings)
 
     async def run() -> None:
@@ -125,9 +155,8 @@ def view() -> None:
 
     try:
         asyncio.run(run())
-    except (KeystoreError, WebConfigError, AccessConfigError) as err:  # names what is at fault
-        typer.echo(f"cannot start: {err}", err=True)
-        raise typer.Exit(2) from None
+    except (KeystoreError, WebConfigError, AccessConfigError, PortNotBound) as err:
+        cannot_start(str(err))  # each names what is at fault (the file, the setting)
 
 
 def adapter(
@@ -138,7 +167,7 @@ def adapter(
     from adapters.base.pending import PendingQueueInUse
     from adapters.base.runner import AdapterRunner
 
-    settings = load_settings()
+    settings = settings_or_exit()
     configure_logging(
         settings.log_level, component=f"adapter.{authority}", log_format=settings.log_format
     )
@@ -167,10 +196,10 @@ def adapter(
 
     try:
         asyncio.run(run())
-    except (KeystoreError, PendingQueueInUse) as err:  # no state key, a replica's file in
-        # use by another: the message names the file (and the setting)
-        typer.echo(f"cannot start: {err}", err=True)
-        raise typer.Exit(2) from None
+    except (KeystoreError, PendingQueueInUse, PortNotBound) as err:  # no state key, a
+        # replica's file in use by another, the probes' port taken: the message names the
+        # file or the setting
+        cannot_start(str(err))
 
 
 def partner_sim(
@@ -187,7 +216,7 @@ def partner_sim(
     from partner_sim.server import build_app
     from partner_sim.store import LedgerStore
 
-    settings = load_settings()
+    settings = settings_or_exit()
     configure_logging(
         settings.log_level, component=f"partner-sim.{authority}", log_format=settings.log_format
     )

@@ -11,9 +11,9 @@ from adapters.conformance.kit import run_kit, selected_scenarios, table
 from gun_contract.kafka.client import from_settings
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.replay import MemoryReplayGuard
-from gun_contract.settings import load_settings
 from gun_hub.cli.kafka import registry_for, routing_for
 from gun_hub.cli.progress import progress_bar
+from gun_hub.cli.startup import settings_or_exit
 from gun_hub.security.factory import build_envelope
 
 
@@ -28,7 +28,7 @@ def conformance(
     only: str | None = typer.Option(None, help="Run only scenarios whose name contains this."),
 ) -> None:
     """Run the scenario suite as the hub would; exit 1 if any scenario fails."""
-    settings = load_settings()
+    settings = settings_or_exit()
     routing = routing_for(settings)
     entry = routing.authorities.get(authority)
     if entry is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from gun_contract.settings import load_settings
+from gun_hub.cli.startup import settings_or_exit
 from gun_hub.cli.tooling import require_tooling
 
 
@@ -24,7 +24,7 @@ def demo(
     from gun_tools.demo import DemoFailed, run_demo
     from gun_tools.demo.report import problems, report
 
-    settings = load_settings()
+    settings = settings_or_exit()
     work_dir = Path(tempfile.mkdtemp(prefix="gun-hub-demo-"))
     try:
         result = run_demo(

@@ -28,7 +28,6 @@ from typing import Any
 
 import typer
 
-from gun_contract.settings import load_settings
 from gun_hub.cli.hub_client import (
     AS_JSON,
     CAFILE,
@@ -42,6 +41,7 @@ from gun_hub.cli.hub_client import (
 )
 from gun_hub.cli.hub_client import fail_as_hub_says as _fail
 from gun_hub.cli.kafka import registry_for
+from gun_hub.cli.startup import settings_or_exit
 from gun_hub.ops.dead_letters import DeadLetterId, NotAFilter, NotAnId, parse_since
 
 _REASON_CHARS = 60
@@ -63,7 +63,7 @@ REFERENCE = typer.Option(None, help="About this declaration only.")
 
 def _dead_letter_id(text: str) -> DeadLetterId:
     try:
-        return DeadLetterId.parse(text, registry_for(load_settings()).dlq)
+        return DeadLetterId.parse(text, registry_for(settings_or_exit()).dlq)
     except NotAnId as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None

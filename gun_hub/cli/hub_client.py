@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import typer
 
-from gun_contract.settings import load_settings
+from gun_hub.cli.startup import settings_or_exit
 from gun_hub.security.web_auth import (
     AccessConfigError,
     basic_authorization,
@@ -48,7 +48,7 @@ def hub_url_of(hub_url: str | None, listener: Listener) -> str:
     """``hub_url`` as given, else the listener's address from the settings."""
     if hub_url:
         return hub_url.rstrip("/")
-    web = load_settings().web
+    web = settings_or_exit().web
     host, port = (
         (web.trader_host, web.trader_port)
         if listener == "trader"

@@ -11,11 +11,12 @@ from pathlib import Path
 import typer
 
 from gun_contract.kafka.acls import gateway_topics
+from gun_contract.listening import PortNotBound
 from gun_contract.logs import configure_logging
 from gun_contract.security.keystore import KeystoreError
-from gun_contract.settings import load_settings
 from gun_hub.cli.components import prepare_cluster
 from gun_hub.cli.kafka import registry_for
+from gun_hub.cli.startup import cannot_start, settings_or_exit
 from gun_hub.gateway.file_drop import DropFolderBusy, DropFolderUnsafe
 from gun_hub.gateway.lodging import lodger_for
 from gun_hub.gateway.service import build_gateway, serve_http, watch_folder
@@ -48,16 +49,16 @@ def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> No
         DropFolderBusy,
         DropFolderUnsafe,
         NotADirectoryError,
+        PortNotBound,
     ) as err:
-        typer.echo(f"cannot start: {err}", err=True)
-        raise typer.Exit(2) from None
+        cannot_start(str(err))
 
 
 @app.command()
 def serve() -> None:
     """Take declarations over HTTP: POST /declarations with a portal token
     (GUN_HUB_GATEWAY__HOST/__PORT; the token settings are the trader lookup's)."""
-    settings = load_settings()
+    settings = settings_or_exit()
     configure_logging(settings.log_level, component="gateway.http", log_format=settings.log_format)
     topics = registry_for(settings)
     try:
@@ -91,7 +92,7 @@ def watch(
     """Lodge each complete *.xml file dropped in FOLDER once, then move it to done/ or
     rejected/ beside a receipt; restart-safe (what a crash leaves in processing/ is
     lodged again and decided once)."""
-    settings = load_settings()
+    settings = settings_or_exit()
     configure_logging(settings.log_level, component="gateway.file", log_format=settings.log_format)
     for eori in declarant:
         if not EORI.fullmatch(eori):

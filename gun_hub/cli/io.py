@@ -11,8 +11,8 @@ import typer
 from gun_contract.kafka.client import from_settings
 from gun_contract.security.entitlements import CLEARANCE_PARTY
 from gun_contract.security.replay import MemoryReplayGuard
-from gun_contract.settings import load_settings
 from gun_hub.cli.kafka import registry_for
+from gun_hub.cli.startup import settings_or_exit
 from gun_hub.cli.tooling import require_tooling
 from gun_hub.domain.decision_text import decision_lines
 from gun_hub.security.factory import build_envelope
@@ -42,7 +42,7 @@ def submit(
     require_tooling("submit")
     from gun_tools.clearance_stand_in import submit_declarations
 
-    settings = load_settings()
+    settings = settings_or_exit()
     topics = registry_for(settings)
     envelope = (
         None
@@ -77,7 +77,7 @@ def decisions(
     require_tooling("decisions")
     from gun_tools.clearance_stand_in import DecisionReader
 
-    settings = load_settings()
+    settings = settings_or_exit()
     topics = registry_for(settings)
 
     async def read() -> tuple[list[ReceivedDecision], int]:

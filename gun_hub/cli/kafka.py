@@ -15,8 +15,9 @@ from gun_contract.kafka.admin import ensure_topics
 from gun_contract.kafka.client import from_settings
 from gun_contract.kafka.quotas import quota_plan
 from gun_contract.security.entitlements import parties
-from gun_contract.settings import Settings, load_settings
+from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry, topic_registry
+from gun_hub.cli.startup import cannot_start, run_on_the_cluster, settings_or_exit
 from gun_hub.cli.tooling import require_tooling
 from gun_hub.domain.routing import RoutingTable, RoutingTableError, load_routing_table
 
@@ -41,8 +42,7 @@ def routing_for(settings: Settings) -> RoutingTable:
     try:
         return load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
     except RoutingTableError as err:
-        typer.echo(f"cannot start: {err}", err=True)
-        raise typer.Exit(2) from None
+        cannot_start(str(err))
 
 
 def registry_for(settings: Settings) -> TopicRegistry:
@@ -92,7 +92,7 @@ def start(
     """Fetch the jars once, format storage once, start the broker and wait until it answers."""
     from gun_tools.local_broker import BrokerError
 
-    settings = load_settings()
+    settings = settings_or_exit()
     count = settings.broker.nodes if nodes is None else nodes
     if count > 1:
         start_cluster(settings, count)
@@ -149,7 +149,7 @@ def stop(
 ) -> None:
     """Shut the broker, or every node of a cluster, down cleanly (SIGTERM, controlled
     shutdown)."""
-    settings = load_settings()
+    settings = settings_or_exit()
     stopped = False
     if nodes in (None, 1) and local_broker(settings).stop():
         typer.echo("Kafka stopped")
@@ -176,7 +176,7 @@ def status(
 ) -> None:
     """Say whether the local broker (or each node of a cluster) runs, where, and where its
     log is. Exit code 3: nothing runs; 4: a cluster runs only partly."""
-    settings = load_settings()
+    settings = settings_or_exit()
     configured = settings.broker.nodes if nodes is None else nodes
     # (line, something runs, the configured one): what runs is shown, else the configured.
     reports: list[tuple[str, bool, bool]] = []
@@ -206,7 +206,7 @@ def secure_setup() -> None:
     client settings to <home>/secure/<principal>.env (0600)."""
     from gun_tools.local_broker import BrokerError, apply_acls, apply_quotas
 
-    settings = load_settings()
+    settings = settings_or_exit()
     broker = local_broker(settings)
     if not broker.secure or broker.running_pid() is None:
         typer.echo(
@@ -255,14 +255,15 @@ def write_client_env(broker: LocalBroker, principal: str) -> Path:
 @topics_app.command("create")
 def create_topics() -> None:
     """Create every topic of the registry that does not exist yet."""
-    settings = load_settings()
-    created = asyncio.run(
+    settings = settings_or_exit()
+    created = run_on_the_cluster(
+        settings,
         ensure_topics(
             from_settings(settings.kafka),
             registry_for(settings),
             settings.kafka.partitions,
             settings.kafka.replication_factor,
-        )
+        ),
     )
     typer.echo(f"created {len(created)} topic(s)" + (f": {', '.join(created)}" if created else ""))
 
@@ -270,5 +271,5 @@ def create_topics() -> None:
 @topics_app.command("list")
 def list_topics() -> None:
     """Print the registry: name, producer, consumer, payload."""
-    for spec in registry_for(load_settings()).specs():
+    for spec in registry_for(settings_or_exit()).specs():
         typer.echo(f"{spec.name:<28} {spec.producer:>18} -> {spec.consumer:<28} {spec.payload}")

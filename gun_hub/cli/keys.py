@@ -26,8 +26,8 @@ from gun_contract.security.keystore import (
     KeystoreFolder,
     PublicKey,
 )
-from gun_contract.settings import load_settings
 from gun_hub.cli.kafka import registry_for
+from gun_hub.cli.startup import settings_or_exit
 
 app = typer.Typer(help="Signing, encryption, audit and state keys.", no_args_is_help=True)
 
@@ -38,7 +38,7 @@ ValidOption = typer.Option(
 
 
 def _folder(directory: Path | None) -> KeystoreFolder:
-    return KeystoreFolder(directory or load_settings().security.keys_dir)
+    return KeystoreFolder(directory or settings_or_exit().security.keys_dir)
 
 
 def _fail(err: KeystoreError) -> typer.Exit:
@@ -75,7 +75,9 @@ def init(
             )
             return
         created = folder.init(
-            parties(registry_for(load_settings())), force=force, audit_valid_days=audit_valid_days
+            parties(registry_for(settings_or_exit())),
+            force=force,
+            audit_valid_days=audit_valid_days,
         )
     except KeystoreError as err:
         raise _fail(err) from None

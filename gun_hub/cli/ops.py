@@ -26,7 +26,6 @@ from typing import Any
 
 import typer
 
-from gun_contract.settings import load_settings
 from gun_contract.trace import trace_id_for
 from gun_hub.cli.hub_client import (
     AS_JSON,
@@ -40,6 +39,7 @@ from gun_hub.cli.hub_client import (
     refused,
 )
 from gun_hub.cli.kafka import registry_for
+from gun_hub.cli.startup import settings_or_exit
 from gun_hub.ops.lag import LagSnapshot
 from gun_hub.ops.lag_monitor import LagMonitor
 from gun_hub.security.web_auth import (
@@ -248,7 +248,7 @@ def lag(
     """Consumer lag of every group of the hub, its adapters and the clearance system.
     Exit code 3: the cluster could not be measured (with --watch, a failed measurement is
     said and the next one taken)."""
-    settings = load_settings()
+    settings = settings_or_exit()
     topics = registry_for(settings)
 
     async def measure() -> bool:
@@ -340,7 +340,7 @@ def portal_token(
     out: Path | None = typer.Option(None, help="Write the token to this file (mode 0600)."),
 ) -> None:
     """A token for one trader, as the portal would issue it (printed, or written)."""
-    web = load_settings().web
+    web = settings_or_exit().web
     try:
         token = issue_trader_token(
             load_portal_key(key),

@@ -6,20 +6,27 @@ a traceback (review stop 37, H5).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import typer
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from gun_contract.kafka.admin import PartitionCountMismatch
+from gun_contract.kafka.topic_settings import TopicSettingsError
+from gun_contract.listening import PortNotBound
 from gun_contract.settings import Settings, load_settings
 
 CANNOT_START = 2
 _MOST_FAULTS = 5
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def error_text(err: BaseException) -> str:
@@ -95,11 +102,45 @@ async def reach_cluster(
                 await wait(step)
             except TimeoutError as err:
                 waited += step
+                last = str(err).removeprefix(f"Kafka at {servers} did not answer: ")
                 if waited >= timeout_s:
                     cannot_start(
                         f"Kafka at {servers} did not answer within {timeout_s:g} s "
-                        f"(GUN_HUB_KAFKA__BOOTSTRAP_SERVERS; last error: {err})"
+                        f"(GUN_HUB_KAFKA__BOOTSTRAP_SERVERS): {last}"
                     )
-                log.warning("waiting for Kafka at %s (%.0f s so far): %s", servers, waited, err)
+                log.warning("waiting for Kafka at %s (%.0f s so far): %s", servers, waited, last)
             else:
                 return
+
+
+def run_on_the_cluster(settings: Settings, work: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run(work)`` for a start-up step on the cluster: topics that do not fit the
+    settings, or a cluster that fails meanwhile, stop the command in one sentence."""
+    try:
+        with aiokafka_quiet():  # what fails is said once, below
+            return asyncio.run(work)
+    except (PartitionCountMismatch, TopicSettingsError) as err:  # names topics and settings
+        cannot_start(str(err))
+    except (KafkaError, OSError) as err:  # OSError: refused, reset, TimeoutError
+        cannot_start(f"Kafka at {settings.kafka.bootstrap_servers}: {error_text(err)}")
+
+
+def ports_free(*listeners: tuple[str, str, int, str]) -> None:
+    """Each listener's port, ``(what, host, port, setting)``, bound and let go at once: a
+    port another process holds stops the start before the cluster is waited for, naming
+    the port and its setting (a port of 0 is a listener that is off). The listener's own
+    bind still says so if the port is taken in between."""
+    for what, host, port, setting in listeners:
+        if not port:
+            continue
+        try:
+            addresses = socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            for family, kind, protocol, _, address in addresses:
+                with socket.socket(family, kind, protocol) as probe:
+                    # as aiohttp binds: a port left in TIME_WAIT is free
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind(address)
+        except OSError as err:
+            cannot_start(str(PortNotBound(what, host, port, setting, err)))

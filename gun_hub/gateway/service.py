@@ -42,8 +42,15 @@ def _probes(
     port = settings.gateway.probes_port
     if not port:
         return []
-    app = probes_app(gateway, not_ready)
-    return [Listener("probes", app, settings.gateway.probes_host, port)]
+    return [
+        Listener(
+            "probes",
+            probes_app(gateway, not_ready),
+            settings.gateway.probes_host,
+            port,
+            setting="GUN_HUB_GATEWAY__PROBES_PORT",
+        )
+    ]
 
 
 async def _running(gateway: Gateway, probes: list[Listener]) -> None:
@@ -67,6 +74,7 @@ async def serve_http(
         settings.gateway.host,
         settings.gateway.port,
         tls_of(settings.web),
+        "GUN_HUB_GATEWAY__PORT",
     )
     await _running(gateway, probes)
     try:

@@ -196,7 +196,11 @@ def build_view_process(settings: Settings) -> ViewProcess:
         producer=producer,
         web=web,
         probes=Listener(
-            "probes", probes_app(waiting), settings.ops.view_web_host, settings.ops.view_web_port
+            "probes",
+            probes_app(waiting),
+            settings.ops.view_web_host,
+            settings.ops.view_web_port,
+            setting="GUN_HUB_OPS__VIEW_WEB_PORT",
         ),
         producing=producing,
     )

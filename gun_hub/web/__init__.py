@@ -136,7 +136,16 @@ def build_web(
     if settings.trader_port:
         tokens = trader_tokens(settings, "GUN_HUB_WEB__TRADER_PORT")
         app = trader_app(reader_for("trader"), tokens, frozenset(confidential), clients)
-        listeners.append(Listener("trader", app, settings.trader_host, settings.trader_port, tls))
+        listeners.append(
+            Listener(
+                "trader",
+                app,
+                settings.trader_host,
+                settings.trader_port,
+                tls,
+                "GUN_HUB_WEB__TRADER_PORT",
+            )
+        )
     if settings.officer_port:
         if settings.officers_file is None:
             raise WebConfigError(
@@ -159,7 +168,14 @@ def build_web(
             clients=clients,
         )
         listeners.append(
-            Listener("officer", app, settings.officer_host, settings.officer_port, tls)
+            Listener(
+                "officer",
+                app,
+                settings.officer_host,
+                settings.officer_port,
+                tls,
+                "GUN_HUB_WEB__OFFICER_PORT",
+            )
         )
     return HubWeb(listeners, readers)
 

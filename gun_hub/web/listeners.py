@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gun_contract.listening import PortNotBound
 from gun_contract.private_files import refuse_if_shared
 from gun_hub.security.web_auth import AccessConfigError
 
@@ -28,6 +29,7 @@ class Listener:
     host: str
     port: int
     tls: ssl.SSLContext | None = None
+    setting: str = ""  # the variable that gives ``port``, named when it cannot be bound
     _runner: web.AppRunner | None = field(default=None, init=False)
 
     async def start(self) -> None:
@@ -37,8 +39,8 @@ class Listener:
             await web.TCPSite(runner, self.host, self.port, ssl_context=self.tls).start()
         except OSError as err:
             await runner.cleanup()
-            raise OSError(
-                err.errno, f"the {self.name} listener cannot bind {self.host}:{self.port}: {err}"
+            raise PortNotBound(
+                f"{self.name} listener", self.host, self.port, self.setting, err
             ) from None
         self._runner = runner
         log.info(

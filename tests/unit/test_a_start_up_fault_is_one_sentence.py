@@ -1,0 +1,186 @@
+"""A start-up fault of the configuration is one sentence, ``cannot start: <reason>`` naming
+the setting at fault, and exit 2: never a traceback (review stop 37, H5).
+
+A wrong value type ended every command in a 47-line pydantic traceback; a wrong broker
+address in 239 aiokafka error lines and a ``TimeoutError`` traceback a minute later;
+``topics create`` in a traceback whatever went wrong; a listener port already taken in a
+traceback too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+import typer
+from aiohttp import web
+from typer.testing import CliRunner
+
+import gun_hub.cli.kafka as kafka_command
+from gun_contract.kafka.admin import PartitionCountMismatch, wait_for_cluster
+from gun_contract.kafka.client import ClientConfig
+from gun_contract.listening import PortNotBound
+from gun_contract.settings import KafkaSettings, Settings
+from gun_hub.cli import app
+from gun_hub.cli.components import prepare_cluster
+from gun_hub.cli.startup import reach_cluster
+from gun_hub.web.listeners import Listener
+
+COMMANDS = [
+    ["lag"],
+    ["hub"],
+    ["view"],
+    ["adapter", "dgal"],
+    ["intake", "serve"],
+    ["topics", "create"],
+    ["audit", "verify"],
+    ["submit", "--plain", __file__],
+    ["decisions"],
+]
+
+
+@pytest.fixture(autouse=True)
+def no_settings_of_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.startswith("GUN_HUB_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_a_setting_of_the_wrong_type_stops_with_one_line(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GUN_HUB_HUB__WEB_PORT", "abc")
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, repr(result.exception)
+    assert result.output.strip().splitlines() == [
+        "cannot start: GUN_HUB_HUB__WEB_PORT: Input should be a valid integer, unable to "
+        "parse string as an integer"
+    ]
+
+
+def test_a_setting_that_does_not_match_its_pattern_is_named_with_the_pattern(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GUN_HUB_KAFKA__TOPIC_PREFIX", "gun.prod")
+    monkeypatch.setenv("GUN_HUB_KAFKA__PARTITIONS", "-1")
+    result = CliRunner().invoke(app, ["lag"])
+    assert result.exit_code == 2, repr(result.exception)
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("cannot start: GUN_HUB_KAFKA__TOPIC_PREFIX: String should match")
+    assert "; GUN_HUB_KAFKA__PARTITIONS: Input should be greater than 0" in line
+    assert "gun.prod" not in line  # the value is the operator's, and may be a secret
+
+
+def settings_at(bootstrap: str) -> Settings:
+    return Settings(kafka=KafkaSettings(bootstrap_servers=bootstrap))
+
+
+def test_a_broker_that_does_not_answer_stops_the_start_naming_its_address(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with pytest.raises(typer.Exit) as stopped:
+        prepare_cluster(settings_at("127.0.0.1:1"), wait_s=1.0)
+    assert stopped.value.exit_code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        "cannot start: Kafka at 127.0.0.1:1 did not answer within 1 s "
+        "(GUN_HUB_KAFKA__BOOTSTRAP_SERVERS): KafkaConnectionError"
+    )
+    # aiokafka's error for each failed connection (four a second) is held back
+    assert [r for r in caplog.records if r.name.startswith("aiokafka")] == []
+
+
+async def test_the_wait_for_the_cluster_says_now_and_then_what_it_waits_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    connect = ClientConfig("127.0.0.1:1")
+    with pytest.raises(typer.Exit):
+        await reach_cluster(
+            settings_at("127.0.0.1:1"),
+            lambda seconds: wait_for_cluster(connect, timeout_s=seconds),
+            timeout_s=1.0,
+            say_every_s=0.4,
+        )
+    assert [r.name for r in caplog.records if r.name.startswith("aiokafka")] == []
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2
+    assert all(line.startswith("waiting for Kafka at 127.0.0.1:1 (") for line in said)
+
+
+def test_topics_create_on_a_partition_mismatch_exits_2_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def mismatched(*_: object, **__: object) -> list[str]:
+        raise PartitionCountMismatch(
+            "gun.declarations has 4 partitions, GUN_HUB_KAFKA__PARTITIONS says 8"
+        )
+
+    monkeypatch.setattr(kafka_command, "ensure_topics", mismatched)
+    result = CliRunner().invoke(app, ["topics", "create"])
+    assert result.exit_code == 2, repr(result.exception)
+    assert result.output.strip().splitlines() == [
+        "cannot start: gun.declarations has 4 partitions, GUN_HUB_KAFKA__PARTITIONS says 8"
+    ]
+
+
+def test_topics_create_on_a_broker_that_cannot_be_reached_exits_2_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GUN_HUB_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    result = CliRunner().invoke(app, ["topics", "create"])
+    assert result.exit_code == 2, repr(result.exception)
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("cannot start: Kafka at 127.0.0.1:1: KafkaConnectionError")
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+async def test_a_listener_whose_port_is_taken_names_the_port_and_its_setting(
+    taken_port: int,
+) -> None:
+    listener = Listener(
+        "officer", web.Application(), "127.0.0.1", taken_port, setting="GUN_HUB_WEB__OFFICER_PORT"
+    )
+    with pytest.raises(PortNotBound) as refused:
+        await listener.start()
+    assert str(refused.value).startswith(
+        f"the officer listener cannot bind 127.0.0.1:{taken_port} (GUN_HUB_WEB__OFFICER_PORT): "
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "what"),
+    [
+        (["view"], "GUN_HUB_WEB__OFFICER_PORT", "officer listener"),
+        (["view"], "GUN_HUB_OPS__VIEW_WEB_PORT", "probes listener"),
+        (["hub"], "GUN_HUB_HUB__WEB_PORT", "hub's web server"),
+        (["hub"], "GUN_HUB_WEB__TRADER_PORT", "trader listener"),
+    ],
+)
+def test_a_port_already_in_use_stops_the_start_before_the_cluster_is_waited_for(
+    command: list[str],
+    setting: str,
+    what: str,
+    taken_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GUN_HUB_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    monkeypatch.setenv(setting, str(taken_port))
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, repr(result.exception)
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(
+        f"cannot start: the {what} cannot bind 127.0.0.1:{taken_port} ({setting}): "
+    )
+    assert line.endswith("in use")

@@ -89,6 +89,34 @@ def _answered_unavailable(request: AuthorityRequest, detail: str) -> tuple[Docum
     )
 
 
+class Rounds:
+    """How many replay rounds began and ended, so that a caller can wait for a round that
+    began after it asked: one already under way may have listed the queue before what the
+    caller just did (the adapter's integration tests wait on it instead of sleeping
+    longer than the interval, which a loaded machine does not honour)."""
+
+    def __init__(self) -> None:
+        self._begun = 0
+        self._ended = 0
+        self._ending = asyncio.Event()
+
+    def begin(self) -> None:
+        self._begun += 1
+
+    def end(self) -> None:
+        self._ended += 1
+        # Everyone waiting on this round wakes; later waiters wait on the next one's.
+        self._ending.set()
+        self._ending = asyncio.Event()
+
+    async def one_begun_after_now(self) -> None:
+        """Return once a round that begins after this call has ended (rounds run one
+        after the other, so that is the round numbered one past those begun now)."""
+        wanted = self._begun + 1
+        while self._ended < wanted:
+            await self._ending.wait()
+
+
 class Replayer:
     """Asks the partner, keeping each declaration's order across outages."""
 

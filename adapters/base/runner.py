@@ -44,7 +44,7 @@ from adapters.base import metrics
 from adapters.base.health_server import serve_health
 from adapters.base.ownership import PartitionOwnership, deleted_unanswered
 from adapters.base.pending import PendingLimit, PendingOperations, pending_path
-from adapters.base.replay import REPLAYED_OPERATIONS, Replayer
+from adapters.base.replay import REPLAYED_OPERATIONS, Replayer, Rounds
 from adapters.base.spec import AdapterSpec, PartnerPort
 from gun_contract.consume import UNHANDLED_ERROR, Batch, commit_assigned, consume, next_offsets
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
@@ -111,6 +111,7 @@ class AdapterRunner:
         self.ownership = PartitionOwnership(self.pending)
         self._producer: AIOKafkaProducer | None = None
         self._replayer = Replayer(self.pending, partner, self._publish_replayed)
+        self.replay_rounds = Rounds()
         self._pending_limit = PendingLimit(spec.authority, settings.adapter.pending_limit)
         # Commits go one at a time (never racing each other backwards), at most every
         # ``adapter.commit_interval_s`` from the loop, and at once when partitions are
@@ -236,10 +237,12 @@ class AdapterRunner:
         interval = self._settings.adapter.replay_interval_s
         while True:
             await asyncio.sleep(interval)
+            self.replay_rounds.begin()
             try:
                 await self._replay_once(producer)
             except Exception:  # one bad round (a bug, logged) must not end replaying for good
                 log.exception("replaying pending operations failed; will retry")
+            self.replay_rounds.end()
 
     async def _replay_once(self, producer: AIOKafkaProducer) -> None:
         await self._replayer.replay_all()

@@ -15,6 +15,7 @@ from decimal import Decimal
 
 import pytest
 
+from adapters.base.runner import AdapterRunner
 from adapters.conformance.harness import Harness, Quote
 from gun_contract.model.exchange import AuthorityResponse, Operation
 from gun_contract.model.verdicts import Verdict
@@ -32,7 +33,7 @@ async def adapter_and_hub(
     partner: RunningPartner,
     replay_interval_s: float,
     circuit_failure_threshold: int = 2,
-) -> AsyncIterator[Harness]:
+) -> AsyncIterator[tuple[Harness, AdapterRunner]]:
     """The DGAL adapter running, and a harness playing the hub in front of it."""
     settings = kafka_env.settings()
     settings.adapter = AdapterSettings(
@@ -53,28 +54,32 @@ async def adapter_and_hub(
         answer_timeout_s=30,
         partner_timeout_s=1,
     )
-    async with running_adapter("dgal", settings, kafka_env.topics, kafka_env.envelope("dgal")):
+    async with running_adapter(
+        "dgal", settings, kafka_env.topics, kafka_env.envelope("dgal")
+    ) as adapter:
         await harness.start()
         try:
-            yield harness
+            yield harness, adapter
         finally:
             await harness.stop()
 
 
 @pytest.fixture
 async def hub(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Harness]:
-    async with adapter_and_hub(kafka_env, partner, replay_interval_s=0.5) as harness:
+    async with adapter_and_hub(kafka_env, partner, replay_interval_s=0.5) as (harness, _):
         yield harness
 
 
 @pytest.fixture
-async def hub_slow_replay(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Harness]:
+async def hub_slow_replay(
+    kafka_env: KafkaEnv, partner: RunningPartner
+) -> AsyncIterator[tuple[Harness, AdapterRunner]]:
     """Replay rounds 3 s apart and a circuit that stays closed: a new version reaches the
     partner through the adapter before the next replay round."""
     async with adapter_and_hub(
         kafka_env, partner, replay_interval_s=3, circuit_failure_threshold=50
-    ) as harness:
-        yield harness
+    ) as running:
+        yield running
 
 
 async def ask_all(hub: Harness, requests: list) -> list[AuthorityResponse]:  # type: ignore[type-arg]
@@ -160,12 +165,12 @@ async def test_an_outage_answers_unavailable_promptly_then_replays_write_offs(
 
 
 async def test_a_deletion_queued_in_an_outage_never_wipes_the_next_versions_reservation(
-    hub_slow_replay: Harness, partner: RunningPartner
+    hub_slow_replay: tuple[Harness, AdapterRunner], partner: RunningPartner
 ) -> None:
     """Defect 7: v1 refused, its DELETE met an outage and was queued; v2 (an amendment)
     reserves once the partner is back. Replaying v1's DELETE after v2's RESERVE would
     wipe v2's reservation and v2's release would then write nothing off."""
-    hub = hub_slow_replay
+    hub, adapter = hub_slow_replay
     doc = await hub.seed("order")
     v1 = hub.request(Operation.RESERVE, [Quote(doc, "60")])
     [answer] = (await ask_all(hub, [v1]))[0].answers
@@ -178,13 +183,20 @@ async def test_a_deletion_queued_in_an_outage_never_wipes_the_next_versions_rese
     )
     [answer] = (await ask_all(hub, [delete_v1]))[0].answers
     assert answer.verdict is Verdict.UNAVAILABLE  # queued for replay
+    assert len(adapter.pending) == 1
     await hub.faults()
 
     reserve_v2 = hub.request(Operation.RESERVE, [Quote(doc, "40")], reference=reference, version=2)
     [answer] = (await ask_all(hub, [reserve_v2]))[0].answers
     assert answer.verdict is Verdict.VALID
     assert await hub.ledger(doc) == (Decimal(40), Decimal(0))
-    await asyncio.sleep(4)  # more than a replay round: nothing may wipe v2's reservation
+    # v2 went out only after v1's queued DELETE was replayed ahead of it (its second
+    # answer, published before v2 was sent), and a whole replay round that began after v2's
+    # answer finds nothing left to replay: nothing may wipe v2's reservation.
+    *_, replayed = await hub.answers(delete_v1.request_id, 2, 30)
+    assert replayed.answers[0].verdict is Verdict.VALID
+    await asyncio.wait_for(adapter.replay_rounds.one_begun_after_now(), 30)
+    assert len(adapter.pending) == 0
     assert await hub.ledger(doc) == (Decimal(40), Decimal(0))
 
     write_off_v2 = hub.request(

@@ -392,15 +392,22 @@ class FakeSender:
 
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes]] = []
+        self._changed = asyncio.Condition()
 
     def seal(self, data: bytes) -> bytes:
         return data
 
     async def publish(self, value: bytes, reference: str) -> asyncio.Future[None]:
         self.published.append((reference, value))
+        async with self._changed:
+            self._changed.notify_all()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
+
+    async def until_published(self, count: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.published) >= count)
 
 
 class FakeReader:
@@ -433,7 +440,8 @@ async def test_a_control_is_followed_by_its_release_and_every_version_is_counted
     await clearance.offer([controlled, released], rate=100.0, start=time.monotonic())
     reader.decide(controlled.reference, 1, Outcome.CONTROL_PHYSICAL)
     reader.decide(released.reference, 1, Outcome.RELEASE)
-    await asyncio.sleep(0.2)  # the control's result is due 0.05 s after its decision
+    # The control's result is due 0.05 s after its decision: the third publication.
+    await asyncio.wait_for(sender.until_published(3), 5)
     reader.decide(controlled.reference, 2, Outcome.RELEASE)
     reader.decide(controlled.reference, 2, Outcome.RELEASE)  # a duplicate, counted
     await clearance.drain(timeout_s=2)

@@ -21,6 +21,10 @@ opens every decision from ``gun.decisions``):
    sealed declarations through three hop processes (``benchmarks/raw_hop.py``), and the
    ratio hub ÷ raw.
 5. **Resident memory** (VmRSS) of every process at start and end.
+6. **None twice**: once the last phase is over and the decisions topic has settled, it is
+   read again from its beginning to its end offsets (``benchmarks/decision_books.py``)
+   and every (reference, version) decided more than once over the whole run is counted:
+   a late duplicate, after the last read of a phase, is counted too.
 
 A table is printed; everything is saved as JSON (``benchmarks/results/``, or ``--out``).
 The machine's load average is recorded before and after: other work on a 2-core machine
@@ -56,6 +60,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from benchmarks.cpu import CpuMeter, broker_threads, thread_ticks
+from benchmarks.decision_books import books_of_the_run, summary
 from benchmarks.metrics_scrape import scrape
 from benchmarks.mix import Mix, PlannedDeclaration, describe
 from benchmarks.report import (
@@ -72,7 +77,7 @@ from gun_contract.model.verdicts import Outcome
 from gun_contract.resources import config_path
 from gun_contract.security.entitlements import CLEARANCE_PARTY, parties
 from gun_contract.security.keystore import KeystoreFolder
-from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.security.replay import MemoryReplayGuard, NoReplayMemory
 from gun_contract.settings import BrokerSettings, SecuritySettings
 from gun_contract.topics import TopicRegistry, topic_registry
 from gun_hub.cli.progress import progress_bar
@@ -595,6 +600,14 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
                         phase["records_read_again"] = int(repairs_after - repairs_before)
                     result["hub"].append(phase)
                     print_phase(phase)
+            # Every phase over: the decisions of the whole run, read once the topic is
+            # quiet, a late duplicate of the last phase included.
+            result["decisions_settled_s"] = await settle(lambda: decision_ends(watcher, topics))
+            result["decision_books"] = await books_of_the_run(
+                bootstrap,
+                topics.decisions,
+                build_envelope(security, CLEARANCE_PARTY, topics, NoReplayMemory()),
+            )
             rss_end = rss_of(group)
         finally:
             await watcher.stop()
@@ -604,7 +617,8 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         name: {"start": rss_start.get(name), "end": rss_end.get(name)} for name in rss_end
     }
     result["decision_outcomes"] = dict(clearance.outcomes.most_common())
-    result["duplicate_decisions"] = clearance.duplicates
+    result["duplicate_decisions"] = result["decision_books"]["duplicate_decisions"]
+    result["duplicates_seen_while_reading"] = clearance.duplicates
     result["partner_documents"] = len(mix.documents)
     # Last, on a machine the stack has left: the broker alone with three plain hops.
     raw = await raw_pipe(broker, raw_values, options.raw_records, work)
@@ -661,6 +675,12 @@ async def follow_up_ends(consumer: AIOKafkaConsumer, topics: TopicRegistry) -> d
         for topic in (topics.requests(authority), topics.responses(authority))
         for partition in range(PARTITIONS)
     ]
+    return dict(await consumer.end_offsets(partitions))
+
+
+async def decision_ends(consumer: AIOKafkaConsumer, topics: TopicRegistry) -> dict[Any, int]:
+    """End offsets of every decisions partition: a late decision moves one."""
+    partitions = [TopicPartition(topics.decisions, partition) for partition in range(PARTITIONS)]
     return dict(await consumer.end_offsets(partitions))
 
 
@@ -821,22 +841,32 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render_result(result))
     print()
+    print(summary(result["decision_books"]))
     print_machine(result, out)
+    verdict = untrustworthy(result)
+    if verdict is not None:
+        print(verdict, file=sys.stderr)
+        return 1
+    return 0
+
+
+def untrustworthy(result: Mapping[str, Any]) -> str | None:
+    """Why the figures of a run are not to be trusted (a pipeline that lost or doubled
+    decisions, or whose decisions were not all read again), or None."""
     undecided = [
         f"{phase['workers']} worker(s) {run}: {figures['decided']} of {figures['declarations']}"
         for phase in result["hub"]
         for run, figures in phase.items()
         if isinstance(figures, dict) and figures["decided"] < figures["declarations"]
     ]
-    if undecided or result["duplicate_decisions"]:
-        # Figures of a pipeline that lost or doubled decisions are not to be trusted.
-        print(
-            f"NOT TRUSTWORTHY: undecided {undecided or 'none'}, "
-            f"{result['duplicate_decisions']} duplicate decision(s)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    books = result["decision_books"]
+    if not undecided and not books["duplicate_decisions"] and books["read_to_end"]:
+        return None
+    unread = "" if books["read_to_end"] else "; the decisions topic was not read to its end"
+    return (
+        f"NOT TRUSTWORTHY: undecided {undecided or 'none'}, "
+        f"{books['duplicate_decisions']} duplicate decision(s){unread}"
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 A broker of its own, the simulated TRACES, the DGAL adapter and the hub as processes,
 N lodged declarations each quoting one CHED-P line (reserve, decide, write off).
+Once every declaration is decided, the decisions topic is read again to its end and
+every (reference, version) decided more than once is reported
+(``benchmarks/decision_books.py``).
 
 Run: ./tasks bench-pipeline [COUNT]
 """
@@ -14,16 +17,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
 
 from benchmarks.common import save
+from benchmarks.decision_books import books_of_the_run, summary
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.resources import config_path
 from gun_contract.security.entitlements import Entitlements, parties
 from gun_contract.security.jose_envelope import JoseEnvelope
 from gun_contract.security.keystore import KeystoreFolder, PartyKeys
-from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.security.replay import MemoryReplayGuard, NoReplayMemory
 from gun_contract.settings import BrokerSettings
 from gun_contract.topics import topic_registry
 from gun_hub.cli.progress import progress_bar
@@ -138,7 +143,7 @@ async def run(count: int, work: Path, broker: LocalBroker) -> dict[str, object]:
             )
         )
         arrivals: list[float] = []
-        seen: set[str] = set()
+        seen: set[str] = set()  # each declaration timed by its first decision
         with progress_bar("decisions", total=count, unit="declarations") as bar:
             while len(seen) < count and time.monotonic() - began < 600:
                 group.check_alive()
@@ -150,6 +155,17 @@ async def run(count: int, work: Path, broker: LocalBroker) -> dict[str, object]:
                 bar.advance(len(seen) - before)
         await submitted
         await reader.stop()
+        # Every decision of the run, the warm-up's included, each copy counted: a
+        # duplicate is reported, not dropped (review stop 37, T11).
+        books = await books_of_the_run(
+            broker.bootstrap_servers,
+            topics.decisions,
+            JoseEnvelope(
+                PartyKeys.load(keys, "clearance"),
+                Entitlements.from_registry(topics),
+                NoReplayMemory(),
+            ),
+        )
     elapsed = arrivals[-1] if arrivals else float("nan")
     return {
         "declarations": count,
@@ -157,10 +173,12 @@ async def run(count: int, work: Path, broker: LocalBroker) -> dict[str, object]:
         "seconds": round(elapsed, 2),
         "declarations_per_second": round(len(seen) / elapsed, 1),
         "median_time_to_decision_s": round(statistics.median(arrivals), 2) if arrivals else None,
+        "duplicate_decisions": books["duplicate_decisions"],
+        "decision_books": books,
     }
 
 
-def main() -> None:
+def main() -> int:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -181,8 +199,14 @@ def main() -> None:
         f"{result['decided']} of {count} declarations decided in {result['seconds']} s: "
         f"{result['declarations_per_second']} declarations/s end to end (signed, encrypted)"
     )
+    books = cast(dict[str, Any], result["decision_books"])
+    print(summary(books))
     print(f"saved {save('pipeline', result)}")
+    if result["duplicate_decisions"] or not books["read_to_end"]:
+        print("NOT TRUSTWORTHY: decisions doubled or not all read again", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

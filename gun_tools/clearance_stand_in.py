@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -193,6 +193,27 @@ class DecisionReader:
             max_records=_BATCH,
         )
         return received
+
+    async def end_offsets(self) -> dict[int, int]:
+        """Where each partition read ends now; read_committed, so at its last stable
+        offset (a transaction still open holds it back)."""
+        consumer = self._started()
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def reached(self, ends: Mapping[int, int]) -> bool:
+        """Whether every partition of ``ends`` is read up to its offset there (its
+        transaction markers included: they move the position without a record)."""
+        consumer = self._started()
+        for partition, end in ends.items():
+            if await consumer.position(TopicPartition(self._topic, partition)) < end:
+                return False
+        return True
+
+    def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("DecisionReader.start() was not called")
+        return self._consumer
 
     def examine(self, record: ConsumerRecord[bytes, bytes]) -> ReceivedDecision | Unreadable:
         """Open and decode one record; never raises for anything the record holds."""

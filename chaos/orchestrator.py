@@ -283,10 +283,21 @@ class Run:
         }
         switched = settings[fault.kind]
         url = stack.partner_urls[fault.target]
+        began_at = time.time()
         await asyncio.to_thread(put_faults, url, switched)
+        # Read back: the checker counts the fault only if the simulator holds the switch.
+        held = await asyncio.to_thread(get_faults, url)
+        applied = all(held.get(name) == value for name, value in switched.items())
         await asyncio.sleep(fault.duration_s)
         await asyncio.to_thread(put_faults, url, {})
-        return {"target": fault.target, "for_s": fault.duration_s, **switched}
+        return {
+            "target": fault.target,
+            "for_s": fault.duration_s,
+            **switched,
+            "applied": applied,
+            "from_epoch": round(began_at, 3),
+            "until_epoch": round(time.time(), 3),
+        }
 
     # -- quiet ---------------------------------------------------------------------------
 
@@ -379,6 +390,12 @@ def put_faults(url: str, switched: dict[str, Any]) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         response.read()
+
+
+def get_faults(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/admin/faults", timeout=10) as response:  # noqa: S310
+        held: dict[str, Any] = json.loads(response.read())
+    return held
 
 
 def held_back_reader(run: Run) -> dict[str, Any]:

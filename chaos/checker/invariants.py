@@ -52,6 +52,13 @@ RISK_PREFIXES = ("RISK.", "SAMPLING.")
 # "beaten by the deadline" (clock resolution of the two timestamps).
 DEADLINE_MARGIN_S = 1.0
 MAX_DETAIL = 12
+# A kill's process exit code when SIGKILL ended it (Popen: minus the signal number).
+SIGKILLED = -9
+PARTNER_FAULTS = ("partner_outage", "partner_timeouts", "partner_garbage")
+# After a partner outage ends, how long its effect may still show: an adapter's answer to
+# a call made during it, a deadline the hub reached because of it (at most the request
+# deadline, 15 s in the full profile, plus a restart's delay).
+FELT_AFTER_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +453,182 @@ def declaration_checks(
     return checks
 
 
+# -- what was read, and whether the run's faults took ------------------------------------
+
+
+def fault_without_effect(event: Event, observations: Observations) -> str:
+    """Why ``event``, an injection that says it succeeded, shows no effect ("": it does).
+
+    Cheap evidence only: a kill's SIGKILL exit and the restart seen ready, the broker seen
+    down, poison sent, a partner's fault switch read back from the simulator, and for an
+    outage (every call of its window fails) an UNAVAILABLE answer or a deadline decision
+    for that authority. Timeouts and garbage hit a share of calls in a few seconds, which
+    a retry or a quiet moment may leave unseen by the hub: the read-back is their evidence.
+    """
+    kind = event.name.split(":")[0]
+    detail = event.detail
+    if kind in ("hub_kill", "adapter_kill"):
+        if detail.get("exit") != SIGKILLED:
+            return f"exit {detail.get('exit')}, not killed by SIGKILL"
+        if "ready_after_s" not in detail:
+            return "no restart seen"
+        return ""
+    if kind == "broker_restart":
+        return "" if float(detail.get("down_s", 0)) > 0 else "the broker was not seen down"
+    if kind == "poison":
+        return "" if int(detail.get("records", 0)) > 0 else "no poisoned record sent"
+    if kind not in PARTNER_FAULTS:
+        return ""
+    target = str(detail.get("target", "?"))
+    if detail.get("applied") is not True:
+        return f"{target}: the simulator's fault switch was not read back"
+    if kind == "partner_outage" and not _outage_felt(target, detail, observations):
+        return f"{target}: no UNAVAILABLE answer nor deadline decision in its window"
+    return ""
+
+
+def _outage_felt(authority: str, detail: Mapping[str, Any], observations: Observations) -> bool:
+    began = float(detail.get("from_epoch", 0.0))
+    ended = float(detail.get("until_epoch", float("inf"))) + FELT_AFTER_S
+    answered = any(
+        a.authority == authority
+        and began <= a.timestamp <= ended
+        and any(verdict == UNAVAILABLE for *_, verdict in a.verdicts)
+        for a in observations.answers
+    )
+    return answered or any(
+        authority in deadline_authorities(d) and began <= d.decided_at <= ended
+        for d in observations.decisions
+    )
+
+
+def decision_order_problems(
+    decided: Iterable[DecisionSeen], plan: Plan
+) -> tuple[list[tuple[str, str]], int]:
+    """(reference, what is wrong) for the references whose decisions are not in version
+    order on their partition, and how many references were decided.
+
+    A declaration's decisions go to the partition its versions arrived on, in the order
+    they were decided (docs/decisions.md), and a lower version arriving after a higher one
+    is ignored (architecture.md section 4): a version decided after a higher one is the
+    clearance system's last word for a superseded version. Only versions that were owed a
+    decision count here (a stale or invented one fails its own row).
+    """
+    by_reference: dict[str, list[DecisionSeen]] = defaultdict(list)
+    for decision in decided:
+        if (decision.reference, decision.version) in plan.live:
+            by_reference[decision.reference].append(decision)
+    problems: list[tuple[str, str]] = []
+    for reference, found in sorted(by_reference.items()):
+        partitions = sorted({d.partition for d in found})
+        if len(partitions) > 1:
+            problems.append(
+                (reference, f"decisions on partitions {', '.join(map(str, partitions))}")
+            )
+            continue
+        highest: DecisionSeen | None = None
+        for decision in sorted(found, key=lambda d: d.offset):
+            if (
+                highest is not None
+                and decision.version < highest.version
+                and decision.offset > highest.offset
+            ):
+                problems.append(
+                    (
+                        reference,
+                        f"v{decision.version} at {decision.partition}/{decision.offset} after "
+                        f"v{highest.version} at {highest.partition}/{highest.offset}",
+                    )
+                )
+            if highest is None or decision.version > highest.version:
+                highest = decision
+    return problems, len(by_reference)
+
+
+def ledger_coverage(
+    observations: Observations,
+    per_reference: Mapping[str, Mapping[LineKey, Position]],
+    claims_quantities: bool,
+) -> Row:
+    """Was the ledger read at all, and does it show every line something is expected on?
+
+    A line is owed an observation when its document was loaded into the partner (its
+    ledger was asked for) or when something must be held on it (a lower bound above
+    zero). A document no partner has (the workload quotes such references, refused
+    NOT_FOUND) holds nothing and is owed nothing. Without this row, a read that came back
+    empty or without a document left the ledger rows comparing nothing, and passing.
+    """
+    asked = {(a, d) for a, docs in observations.ledger_documents.items() for d in docs}
+    seen_lines = {(x.authority, x.document, x.line) for x in observations.ledger}
+    seen_documents = {(a, d) for a, d, _ in seen_lines}
+    owed: dict[LineKey, list[tuple[str, Position]]] = defaultdict(list)
+    for reference, positions in sorted(per_reference.items()):
+        for key, position in positions.items():
+            if (key[0], key[1]) in asked or position.reserved_lo or position.written_lo:
+                owed[key].append((reference, position))
+    missing_documents = sorted(asked - seen_documents)
+    missing_lines = sorted(key for key in owed if key not in seen_lines)
+    read_nothing = not observations.ledger and bool(asked or claims_quantities)
+    detail = (
+        [f"the ledger read returned no line ({len(asked)} documents asked)"] if read_nothing else []
+    )
+    detail += [f"document not in the ledger read: {a} {d}" for a, d in missing_documents]
+    detail += [
+        f"expected line not observed: {a} {d} line {n} ({_holders(owed[(a, d, n)])})"
+        for a, d, n in missing_lines
+    ]
+    return Row(
+        "every expected ledger line observed (the partners' ledgers were read)",
+        not (read_nothing or missing_documents or missing_lines),
+        f"{len(seen_lines)} lines read; missing: {len(missing_documents)} of {len(asked)} "
+        f"documents, {len(missing_lines)} of {len(owed)} expected lines",
+        _sample(detail),
+    )
+
+
+def _holders(expected: Sequence[tuple[str, Position]]) -> str:
+    said = []
+    for reference, p in expected:
+        parts = []
+        if p.reserved_hi:
+            parts.append(f"reserved {_interval(p.reserved_lo, p.reserved_hi)}")
+        if p.written_hi:
+            parts.append(f"written off {_interval(p.written_lo, p.written_hi)}")
+        if parts:
+            said.append(f"{reference} {', '.join(parts)}")
+    return "; ".join(said) or "nothing expected held"
+
+
+def exercised(
+    plan: Plan,
+    observations: Observations,
+    judged: int,
+    expected_declarations: int | None,
+) -> Row:
+    """A run that checked nothing passes every other row ("0 lost of 0"): it fails here."""
+    declarations = len(plan.by_reference)
+    wanted = max(1, expected_declarations or 0)
+    shortfalls = []
+    if declarations < wanted:
+        shortfalls.append(
+            f"{declarations} declarations in the manifest, at least {wanted} expected"
+        )
+    if not observations.decisions:
+        shortfalls.append("0 decisions read, at least 1 expected")
+    if judged < 1:
+        shortfalls.append(f"{judged} decisions judged against the rules, at least 1 expected")
+    nothing = not plan.submissions and not observations.decisions and not observations.ledger
+    return Row(
+        "the run exercised the stack (something was checked)",
+        not shortfalls,
+        "nothing was checked"
+        if nothing
+        else f"{declarations} declarations, {len(observations.decisions)} decisions, "
+        f"{len(observations.ledger)} ledger lines",
+        tuple(shortfalls),
+    )
+
+
 # -- the whole check ------------------------------------------------------------------
 
 
@@ -456,6 +639,7 @@ def check(
     *,
     required_faults: Sequence[str] = (),
     elapsed_s: float | None = None,
+    expected_declarations: int | None = None,
 ) -> CheckReport:
     plan = Plan.of(submissions)
     report = CheckReport()
@@ -465,21 +649,28 @@ def check(
         decisions[(decision.reference, decision.version)].append(decision)
     answers = AnswerIndex(observations.answers)
 
-    # Faults.
+    # Faults: each kind injected at least once with its effect seen, and none failed (an
+    # event that does not say ok is no injection).
     faults = [e for e in events if e.kind == "fault"]
-    injected = Counter(e.name for e in faults if e.detail.get("ok", True))
-    missing_faults = [f for f in required_faults if injected[f] == 0]
-    failed_faults = [
-        f"{e.name}: {e.detail.get('error')}" for e in faults if not e.detail.get("ok", True)
+    failed_faults = [e for e in faults if e.detail.get("ok") is not True]
+    effects = [
+        (e, fault_without_effect(e, observations)) for e in faults if e.detail.get("ok") is True
     ]
+    injected = Counter(e.name for e, why_not in effects if not why_not)
+    missing_faults = [f for f in required_faults if injected[f] == 0]
     rows.append(
         Row(
-            "fault schedule executed (each fault at least once)",
-            not missing_faults,
-            f"{sum(injected.values())} faults, {len(injected)} kinds",
+            "fault schedule executed (each kind injected, its effect seen)",
+            not missing_faults and not failed_faults,
+            f"{sum(injected.values())} of {len(faults)} faults with effect, {len(injected)} kinds",
             _sample(
-                [f"never injected: {f}" for f in missing_faults]
-                + [f"failed to inject {f}" for f in failed_faults]
+                [f"never injected with its effect seen: {f}" for f in missing_faults]
+                + [
+                    f"failed to inject {e.name} at {e.t} s: "
+                    + str(e.detail.get("error", "no ok in its event"))
+                    for e in failed_faults
+                ]
+                + [f"no effect seen: {e.name} at {e.t} s ({why})" for e, why in effects if why]
                 + [f"{name} x{n}" for name, n in sorted(injected.items())]
             ),
         )
@@ -554,14 +745,35 @@ def check(
             _sample(f"{ref} v{version}" for ref, version in stale_decided),
         )
     )
+    # A decision for a version nobody sent: a misread version number, a poisoned record
+    # given a real key. No poisoned declaration carries a readable reference (chaos/poison.py).
     known = {s.reference for s in plan.submissions}
-    unknown = sorted({d.reference for d in observations.decisions if d.reference not in known})
+    invented = [
+        d
+        for d in observations.decisions
+        if (d.reference, d.version) not in plan.live and (d.reference, d.version) not in plan.stale
+    ]
     rows.append(
         Row(
-            "decisions about references never submitted (info)",
-            None,
-            str(len(unknown)),
-            _sample(unknown),
+            "no decision for a version never submitted",
+            not invented,
+            f"{len(invented)} decisions for "
+            f"{len({(d.reference, d.version) for d in invented})} versions nobody sent",
+            _sample(
+                f"{d.reference} v{d.version}: {d.outcome}"
+                + ("" if d.reference in known else " (reference never submitted)")
+                for d in invented
+            ),
+        )
+    )
+    out_of_order, decided_references = decision_order_problems(observations.decisions, plan)
+    rows.append(
+        Row(
+            "each reference's decisions in version order",
+            not out_of_order,
+            f"{len({reference for reference, _ in out_of_order})} of {decided_references} "
+            "references decided out of order",
+            _sample(f"{reference}: {problem}" for reference, problem in out_of_order),
         )
     )
     unreadable_decisions = [u for u in observations.unreadable if u.topic.endswith(".decisions")]
@@ -571,6 +783,14 @@ def check(
             not unreadable_decisions,
             f"{len(unreadable_decisions)} unreadable",
             _sample(f"{u.partition}/{u.offset}: {u.reason}" for u in unreadable_decisions),
+        )
+    )
+    rows.append(
+        Row(
+            "every topic read to its end (no incomplete read)",
+            not observations.incomplete,
+            f"{len(observations.incomplete)} partitions read incompletely",
+            _sample(x.describe() for x in observations.incomplete),
         )
     )
     unreadable_answers = [u for u in observations.unreadable if not u.topic.endswith(".decisions")]
@@ -603,6 +823,8 @@ def check(
             _sample(problems),
         )
     )
+    # The premise of every other row, so it heads the table.
+    rows.insert(0, exercised(plan, observations, judged, expected_declarations))
     rows.append(
         Row(
             "no deadline decision while the answer was already in the log",
@@ -646,6 +868,8 @@ def check(
     )
     if per_declaration:
         checks = declaration_checks(observations, per_reference, plan, decisions)
+    claims = any(quantities(sub) for sub in plan.live.values())
+    rows.append(ledger_coverage(observations, per_reference, claims))
     reserved_off = [x for x in checks if x.reserved_deviation]
     written_off = [x for x in checks if x.written_deviation]
     leaked = sum((x.reserved_deviation for x in reserved_off if x.reserved_deviation > 0), _ZERO)
@@ -775,12 +999,16 @@ def check(
         "lost_by_client": dict(lost_by_client),
         "duplicates": len(duplicates),
         "stale_decided": len(stale_decided),
+        "invented_decisions": len(invented),
+        "decided_out_of_order": len(out_of_order),
+        "incomplete_reads": len(observations.incomplete),
         "outcome_problems": len(problems),
         "deadline_beat_answer": len(beaten),
         "ledger_deviation": str(deviation),
         "ledger_lines": len(lines),
         "reservations_leaked": str(leaked),
         "faults": dict(injected),
+        "faults_failed": len(failed_faults),
         "unexpected_exits": len(crashes),
         "exits_during_broker_restart": len(infrastructure),
         "audit_exit": None if audit is None else audit.exit_code,

@@ -204,6 +204,36 @@ class Unreadable:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class IncompleteRead:
+    """A partition the checker did not read to its end.
+
+    ``read_to``: the offset the read reached (the next one it would have read);
+    ``stable_end``: the partition's last stable offset, as far as ``read_committed`` can
+    read; ``high_watermark``: the end of its log. A transaction left open holds the last
+    stable offset back, and every record after it (committed or not) stays hidden.
+    """
+
+    topic: str
+    partition: int
+    read_to: int
+    stable_end: int
+    high_watermark: int
+
+    def describe(self) -> str:
+        causes = []
+        if self.read_to < self.stable_end:
+            causes.append(f"the read stopped before the last stable offset {self.stable_end}")
+        if self.stable_end < self.high_watermark:
+            causes.append(
+                f"last stable offset {self.stable_end}: a transaction left open hides what follows"
+            )
+        return (
+            f"{self.topic} partition {self.partition}: read up to offset {self.read_to} of "
+            f"{self.high_watermark} ({'; '.join(causes)})"
+        )
+
+
 @dataclass(slots=True)
 class Observations:
     """Everything read from the running (quiet) stack."""
@@ -211,8 +241,13 @@ class Observations:
     decisions: list[DecisionSeen] = field(default_factory=list)
     answers: list[AnswerSeen] = field(default_factory=list)
     ledger: list[LedgerLine] = field(default_factory=list)
+    # Authority -> the partner documents whose ledger was asked for (the documents loaded
+    # into that partner): each must come back, and every line expected on them.
+    ledger_documents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     audit: AuditResult | None = None
     unreadable: list[Unreadable] = field(default_factory=list)
+    # Partitions of the topics read (decisions, answers, audit) not read to their end.
+    incomplete: list[IncompleteRead] = field(default_factory=list)
     # Records on the decisions topic that were not committed (aborted transactions) are
     # invisible to read_committed: counted for information only.
     notes: list[str] = field(default_factory=list)

@@ -75,6 +75,7 @@ def check_run(
         observed,
         load_events(run_dir / EVENTS),
         required_faults=info.get("required_faults", ()),
+        expected_declarations=info.get("declarations"),
         elapsed_s=elapsed_s if elapsed_s is not None else info.get("elapsed_s"),
     )
     print(render(report), flush=True)

@@ -32,6 +32,7 @@ from chaos.checker.model import (
     AuditResult,
     DecisionSeen,
     Holding,
+    IncompleteRead,
     LedgerLine,
     Observations,
     Unreadable,
@@ -52,6 +53,10 @@ class Source(Protocol):
 
     def audit(self) -> AuditResult: ...
 
+    def incomplete_reads(self) -> list[IncompleteRead]:
+        """The partitions the reads so far did not read to their end."""
+        ...
+
 
 def observe(source: Source, documents: Mapping[str, Iterable[str]]) -> Observations:
     """Read everything: ``documents`` maps each authority to its partner documents."""
@@ -62,8 +67,11 @@ def observe(source: Source, documents: Mapping[str, Iterable[str]]) -> Observati
         answers, unreadable = source.answers(authority)
         seen.answers += answers
         seen.unreadable += unreadable
-        seen.ledger += source.ledger(authority, references)
+        asked = tuple(references)
+        seen.ledger_documents[authority] = asked
+        seen.ledger += source.ledger(authority, asked)
     seen.audit = source.audit()
+    seen.incomplete = source.incomplete_reads()
     return seen
 
 
@@ -75,6 +83,7 @@ class MemorySource:
     answered: list[AnswerSeen] = field(default_factory=list)
     lines: list[LedgerLine] = field(default_factory=list)
     audit_result: AuditResult = field(default_factory=lambda: AuditResult(0, "audit trail intact"))
+    incomplete: list[IncompleteRead] = field(default_factory=list)
     # The trail's DECISION entries; None: one for each decision seen (a clean trail).
     audited: list[tuple[str, int]] | None = None
 
@@ -94,6 +103,9 @@ class MemorySource:
             audited = [(d.reference, d.version) for d in self.decided]
         return replace(self.audit_result, decisions=tuple(audited))
 
+    def incomplete_reads(self) -> list[IncompleteRead]:
+        return list(self.incomplete)
+
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
@@ -105,13 +117,22 @@ class RawRecord:
     timestamp: float
 
 
+@dataclass(frozen=True, slots=True)
+class TopicRead:
+    records: list[RawRecord]
+    incomplete: list[IncompleteRead]
+
+
 def read_topic(
     bootstrap: str, topic: str, *, timeout_s: float = 120.0, idle_s: float = 3.0
-) -> list[RawRecord]:
-    """Every committed record of ``topic``, from the beginning to the end of each partition.
+) -> TopicRead:
+    """Every committed record of ``topic``, from the beginning to the end of each partition,
+    and the partitions not read to the end of their log.
 
-    Bounded: gives up after ``timeout_s`` (a transaction left open would hold the
-    ``read_committed`` end back), returning what it has.
+    Bounded: gives up after ``timeout_s``, returning what it has. ``read_committed`` ends
+    at the last stable offset: a transaction left open holds it back and hides every
+    record after it, committed or not. Both are said (:class:`IncompleteRead`), so a
+    decision hidden that way is not only counted "lost".
     """
     consumer = Consumer(
         {
@@ -126,9 +147,11 @@ def read_topic(
         }
     )
     records: list[RawRecord] = []
+    reached: dict[int, int] = {}  # partition -> the next offset the read would have read
     try:
         metadata = consumer.list_topics(topic, timeout=30)
         partitions = sorted(metadata.topics[topic].partitions)
+        reached = dict.fromkeys(partitions, 0)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         at_end: set[int] = set()
         deadline = time.monotonic() + timeout_s
@@ -144,9 +167,12 @@ def read_topic(
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     at_end.add(message.partition())
+                    end = message.offset()
+                    reached[message.partition()] = max(reached[message.partition()], end)
                     continue
                 raise RuntimeError(f"reading {topic}: {error}")
             at_end.discard(message.partition())
+            reached[message.partition()] = max(reached[message.partition()], message.offset() + 1)
             _, stamp = message.timestamp()
             records.append(
                 RawRecord(
@@ -158,9 +184,38 @@ def read_topic(
                     stamp / 1000.0 if stamp and stamp > 0 else 0.0,
                 )
             )
+        incomplete = _not_read_to_the_end(bootstrap, topic, consumer, reached)
     finally:
         consumer.close()
-    return records
+    return TopicRead(records, incomplete)
+
+
+def _not_read_to_the_end(
+    bootstrap: str, topic: str, committed_reader: Consumer, reached: Mapping[int, int]
+) -> list[IncompleteRead]:
+    """Each partition's read position against its last stable offset (as the
+    ``read_committed`` reader sees the end) and its high watermark (asked of a
+    ``read_uncommitted`` client: librdkafka asks for offsets at its own isolation level)."""
+    log_reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"chaos-checker-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+        }
+    )
+    incomplete = []
+    try:
+        for partition, read_to in sorted(reached.items()):
+            where = TopicPartition(topic, partition)
+            low, stable = committed_reader.get_watermark_offsets(where, timeout=30, cached=False)
+            _, high = log_reader.get_watermark_offsets(where, timeout=30, cached=False)
+            read_to = max(read_to, low)  # nothing below the log start is there to read
+            if read_to < stable or stable < high:
+                incomplete.append(IncompleteRead(topic, partition, read_to, stable, high))
+    finally:
+        log_reader.close()
+    return incomplete
 
 
 class LiveSource:
@@ -183,13 +238,22 @@ class LiveSource:
         self._partner_urls = dict(partner_urls)
         self._audit_env = dict(audit_env or {})
         self._read_timeout_s = read_timeout_s
+        self._incomplete: list[IncompleteRead] = []
+
+    def _read(self, topic: str) -> list[RawRecord]:
+        read = read_topic(self._bootstrap, topic, timeout_s=self._read_timeout_s)
+        self._incomplete += read.incomplete
+        return read.records
+
+    def incomplete_reads(self) -> list[IncompleteRead]:
+        return list(self._incomplete)
 
     def decisions(self) -> tuple[list[DecisionSeen], list[Unreadable]]:
         topic = f"{self._prefix}.decisions"
         opener = EnvelopeOpener(self._keys, sender=HUB, recipient=CLEARANCE, topic=topic)
         decided: list[DecisionSeen] = []
         unreadable: list[Unreadable] = []
-        for record in read_topic(self._bootstrap, topic, timeout_s=self._read_timeout_s):
+        for record in self._read(topic):
             try:
                 opened = opener.open(record.value)
                 decided.append(
@@ -204,7 +268,7 @@ class LiveSource:
         opener = EnvelopeOpener(self._keys, sender=authority, recipient=HUB, topic=topic)
         answered: list[AnswerSeen] = []
         unreadable: list[Unreadable] = []
-        for record in read_topic(self._bootstrap, topic, timeout_s=self._read_timeout_s):
+        for record in self._read(topic):
             try:
                 opened = opener.open(record.value)
                 answered.append(
@@ -227,13 +291,12 @@ class LiveSource:
         wanted = list(documents)
         everything = _get_json(f"{base}/admin/ledger")
         if everything is not None:
-            views = [v for v in everything.get("documents", []) if v.get("reference") in wanted]
-        else:
-            views = []
-            for reference in wanted:
-                view = _get_json(f"{base}/admin/documents/{quote(reference, safe='')}")
-                if view is not None:  # None: unknown to the partner (NOT_FOUND on purpose)
-                    views.append({**view, "reference": reference})
+            return ledger_lines(authority, everything, wanted)
+        views = []
+        for reference in wanted:
+            view = _get_json(f"{base}/admin/documents/{quote(reference, safe='')}")
+            if view is not None:  # None: unknown to the partner (the check row says so)
+                views.append({**view, "reference": reference})
         return [line for view in views for line in _lines(authority, view)]
 
     def audit(self) -> AuditResult:
@@ -268,7 +331,7 @@ class LiveSource:
         """The (reference, version) of every DECISION entry on the audit topic."""
         topic = f"{self._prefix}.audit"
         found = []
-        for record in read_topic(self._bootstrap, topic, timeout_s=self._read_timeout_s):
+        for record in self._read(topic):
             try:
                 entry = json.loads(record.value)
                 if entry.get("kind") == "DECISION":
@@ -278,9 +341,19 @@ class LiveSource:
         return tuple(found)
 
 
-def _lines(authority: str, view: dict[str, Any]) -> list[LedgerLine]:
+def ledger_lines(
+    authority: str, everything: Mapping[str, Any], wanted: Iterable[str]
+) -> list[LedgerLine]:
+    """The lines of the ``wanted`` documents in a ``GET /admin/ledger`` answer. A field
+    missing is a KeyError, never an empty ledger: an empty read would compare nothing."""
+    references = set(wanted)
+    views = [v for v in everything["documents"] if v["reference"] in references]
+    return [line for view in views for line in _lines(authority, view)]
+
+
+def _lines(authority: str, view: Mapping[str, Any]) -> list[LedgerLine]:
     lines = []
-    for balance in view.get("balances", []):
+    for balance in view["balances"]:
         positions = balance.get("positions")
         lines.append(
             LedgerLine(

@@ -162,7 +162,16 @@ def stats(
         typer.echo(f"nothing written off on {on}" + _past(offset))
     elif written_off:
         print_table(
-            ["authority", "code", "document", "line", "quantity", "unit", "declarations"],
+            [
+                "authority",
+                "code",
+                "document",
+                "line",
+                "quantity",
+                "given back",
+                "unit",
+                "declarations",
+            ],
             [
                 [
                     w["authority"],
@@ -170,6 +179,7 @@ def stats(
                     w["document"],
                     w["line"] or "-",
                     w["quantity"] or "-",
+                    w.get("given_back") or "-",  # a hub before stop 37-s does not say it
                     w["unit"] or "-",
                     w["declarations"],
                 ]

@@ -5,9 +5,9 @@ heartbeats). Each batch of records is applied in one SQLite transaction together
 offsets it reaches, so the model is exact across restarts: nothing applied twice, nothing
 skipped. Records that arrive twice anyway (a status event or a fact emitted again after a
 worker crash, see case.py) are absorbed by the primary keys: a decision counts once per
-(reference, version), a write-off once per document line. The facts name each version's
-declarant from its receipt at intake: what the trader lookup checks ownership against
-(ADR 0007).
+(reference, version), a write-off or a give-back once per goods item and document line.
+The facts name each version's declarant from its receipt at intake: what the trader lookup
+checks ownership against (ADR 0007).
 
 Nothing written on these topics stops the view (issue 10, defect 3): adapters may write the
 dead-letter and health topics, so anything can be there. A record that cannot be applied
@@ -31,7 +31,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -46,7 +46,14 @@ from gun_hub.domain.reasons import explain_codes
 from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops import dead_letters
 from gun_hub.ops.dead_letters import DeadLetterFilter, DeadLetterRow
-from gun_hub.ops.facts import FACT, DecisionFact, ReceivedFact, WriteOffFact
+from gun_hub.ops.facts import (
+    FACT,
+    DecisionFact,
+    GivenBackFact,
+    ReceivedFact,
+    WriteOffFact,
+    WrittenOff,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS offsets (
@@ -64,16 +71,28 @@ CREATE TABLE IF NOT EXISTS decisions (
     PRIMARY KEY (reference, version));
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at);
 CREATE INDEX IF NOT EXISTS decisions_by_declarant ON decisions (declarant);
+-- A decision's documents by their place in its fact: two of one code on one goods item
+-- (two licences, both "(confidential)"; a certificate quoted on two lines) are two uses.
 CREATE TABLE IF NOT EXISTS decision_documents (
     reference TEXT NOT NULL, version INTEGER NOT NULL, goods_item INTEGER NOT NULL,
     code TEXT NOT NULL, document TEXT NOT NULL, authority TEXT NOT NULL, verdict TEXT NOT NULL,
-    PRIMARY KEY (reference, version, goods_item, code, document));
+    position INTEGER NOT NULL,
+    PRIMARY KEY (reference, version, position));
+-- Per goods item: several may draw on one line. goods_item <= 0: not known (_keep_lines).
 CREATE TABLE IF NOT EXISTS write_offs (
     reference TEXT NOT NULL, version INTEGER NOT NULL, authority TEXT NOT NULL,
     code TEXT NOT NULL, document TEXT NOT NULL, line INTEGER NOT NULL,
-    quantity TEXT NOT NULL, unit TEXT NOT NULL, at TEXT NOT NULL,
-    PRIMARY KEY (reference, version, authority, code, document, line));
+    quantity TEXT NOT NULL, unit TEXT NOT NULL, at TEXT NOT NULL, goods_item INTEGER NOT NULL,
+    PRIMARY KEY (reference, version, authority, goods_item, code, document, line));
 CREATE INDEX IF NOT EXISTS write_offs_by_document ON write_offs (document);
+-- What invalidations gave back of those write-offs (version: the invalidation's).
+CREATE TABLE IF NOT EXISTS give_backs (
+    reference TEXT NOT NULL, version INTEGER NOT NULL, authority TEXT NOT NULL,
+    code TEXT NOT NULL, document TEXT NOT NULL, line INTEGER NOT NULL,
+    quantity TEXT NOT NULL, unit TEXT NOT NULL, at TEXT NOT NULL, goods_item INTEGER NOT NULL,
+    PRIMARY KEY (reference, version, authority, goods_item, code, document, line));
+CREATE INDEX IF NOT EXISTS give_backs_by_document ON give_backs (document);
+CREATE INDEX IF NOT EXISTS give_backs_by_time ON give_backs (at);
 CREATE TABLE IF NOT EXISTS declarants (
     reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
     received_at REAL NOT NULL DEFAULT 0, PRIMARY KEY (reference, version));
@@ -144,6 +163,18 @@ _COUNTER_TABLES = tuple(_COUNTER_KEYS)
 # Counters kept per day: forgotten with their day, once it is wholly before the cutoff.
 _DAILY_COUNTERS = tuple(table for table, key in _COUNTER_KEYS.items() if key[0] == "day")
 _NO_VERDICT = -1
+# Tables a view made before stop 37-s keyed too coarsely (F1, F2): the column their key
+# gained, and its value for a row kept from then (``_rekey_tables_made_before``): a
+# decision's documents numbered in the order they were stored, a write-off's goods item
+# unknown (0) until a fact states it again.
+_REKEYED = {
+    "decision_documents": (
+        "position",
+        "ROW_NUMBER() OVER (PARTITION BY reference, version ORDER BY rowid) - 1",
+    ),
+    "write_offs": ("goods_item", "0"),
+}
+_KEYED_BEFORE = "{}_keyed_before"
 
 log = logging.getLogger(__name__)
 
@@ -460,37 +491,35 @@ class ViewQueries:
     def written_off(
         self, document: str | None = None, *, limit: int | None = None, offset: int = 0
     ) -> list[dict[str, Any]]:
-        """Quantity written off per document line and unit, summed exactly (``limit`` and
-        ``offset``: one page of lines, in authority, code, document, line and unit order).
+        """Quantity written off per document line and unit, net of what invalidations gave
+        back, summed exactly (``limit`` and ``offset``: one page of lines, in authority,
+        code, document, line and unit order).
 
-        SQLite groups the lines and pages them; the quantities of a page's lines are
-        summed here as decimals (SQLite would sum them as floats)."""
+        Each declaration's give-backs are taken off its own write-offs on the line, and
+        never more than them: a give-back read before its write-off, or whose write-off
+        left the view with the retention, takes nothing off another declaration's.
+        ``without_quantity`` counts the write-offs and give-backs whose quantity is not
+        known (left out of the sums). SQLite pages the lines; their quantities are summed
+        here as decimals (SQLite would sum them as floats)."""
         where = "WHERE document = ?" if document is not None else ""
         args: tuple[Any, ...] = (document,) if document is not None else ()
         rows = self._db.execute(
-            "SELECT authority, code, document, line, unit, COUNT(DISTINCT reference), "
-            "SUM(quantity = ''), group_concat(NULLIF(quantity, ''), ' ') "
-            f"FROM write_offs {where} GROUP BY authority, code, document, line, unit "
-            "ORDER BY authority, code, document, line, unit LIMIT ? OFFSET ?",
+            "WITH page AS (SELECT DISTINCT authority, code, document, line, unit "
+            f"FROM write_offs {where} ORDER BY authority, code, document, line, unit "
+            "LIMIT ? OFFSET ?) "
+            "SELECT p.authority, p.code, p.document, p.line, p.unit, 1, w.reference, w.quantity "
+            "FROM page p JOIN write_offs w USING (authority, code, document, line, unit) "
+            "UNION ALL "
+            "SELECT p.authority, p.code, p.document, p.line, p.unit, 0, g.reference, g.quantity "
+            "FROM page p JOIN give_backs g USING (authority, code, document, line, unit)",
             (*args, -1 if limit is None else limit, offset),
         ).fetchall()
-        return [
-            {
-                "authority": authority,
-                "code": code,
-                "document": doc,
-                "line": line if line != _NO_LINE else None,
-                "unit": unit or None,
-                "quantity": (
-                    str(sum((Decimal(q) for q in (quantities or "").split()), Decimal(0)))
-                    if unit
-                    else None
-                ),
-                "declarations": declarations,
-                "without_quantity": int(without or 0),
-            }
-            for authority, code, doc, line, unit, declarations, without, quantities in rows
-        ]
+        # Per line, per declaration: the quantities written off, and given back.
+        lines: dict[tuple[str, str, str, int, str], dict[str, _Drawn]] = defaultdict(dict)
+        for authority, code, doc, line, unit, is_write_off, reference, quantity in rows:
+            drawn = lines[(authority, code, doc, line, unit)].setdefault(reference, _Drawn())
+            (drawn.written if is_write_off else drawn.given).append(quantity)
+        return [_line_written_off(key, lines[key]) for key in sorted(lines)]
 
     def dead_letter_counts(self, max_kinds: int | None = None) -> dict[str, Any]:
         """Dead letters by kind; with ``max_kinds``, the most frequent kinds only and the
@@ -551,8 +580,10 @@ class OpsView(ViewQueries):
         self.topics = topics
         self._reread_dead_letters_kept_the_old_way()
         self._date_the_receipts()
+        self._set_aside_tables_keyed_before()
         missing = set(_COUNTER_TABLES) - self._tables()
         self._db.executescript(_SCHEMA + dead_letters.SCHEMA + _COUNTERS)
+        self._rekey_tables_made_before()
         if missing:
             self._count_what_is_kept(missing)
         self.skipped = 0  # records that could not be applied (skipped, counted, logged once)
@@ -621,12 +652,12 @@ class OpsView(ViewQueries):
 
     def prune(self, before: datetime, batch: int = _PRUNE_BATCH) -> int:
         """Forget what is older than ``before``: decisions (with their documents, override
-        and rollout uses), status events, write-offs and dead letters older than it, the
-        declarant of a declaration none of whose events is left (and a receipt older than
-        it that no kept event needs), and the daily counts of the days before its own,
-        with the memory of the decisions that left during them (``decisions_left``). The
-        topics keep as long (30 days): a view rebuilt from them holds the same. Times are
-        compared as the hub writes them (UTC, ISO 8601).
+        and rollout uses), status events, write-offs, give-backs and dead letters older
+        than it, the declarant of a declaration none of whose events is left (and a
+        receipt older than it that no kept event needs), and the daily counts of the days
+        before its own, with the memory of the decisions that left during them
+        (``decisions_left``). The topics keep as long (30 days): a view rebuilt from them
+        holds the same. Times are compared as the hub writes them (UTC, ISO 8601).
 
         A decision leaves by its time, not its day, so a retention shorter than a day
         bounds the view too; the statistics count it until its whole day leaves, as they
@@ -680,11 +711,12 @@ class OpsView(ViewQueries):
                 "(SELECT 1 FROM events e WHERE e.reference = d.reference) LIMIT ?)",
                 (at_s, batch),
             ).rowcount
-            deleted += self._db.execute(
-                "DELETE FROM write_offs WHERE rowid IN "
-                "(SELECT rowid FROM write_offs WHERE at < ? LIMIT ?)",
-                (at, batch),
-            ).rowcount
+            for table in ("write_offs", "give_backs"):
+                deleted += self._db.execute(
+                    f"DELETE FROM {table} WHERE rowid IN "
+                    f"(SELECT rowid FROM {table} WHERE at < ? LIMIT ?)",
+                    (at, batch),
+                ).rowcount
             letters = self._db.execute(
                 "SELECT seq, kind FROM dead_letters WHERE at < ? LIMIT ?", (at_s, batch)
             ).fetchall()
@@ -756,6 +788,43 @@ class OpsView(ViewQueries):
                 self._db.execute(
                     "ALTER TABLE declarants ADD COLUMN received_at REAL NOT NULL DEFAULT 0"
                 )
+
+    def _set_aside_tables_keyed_before(self) -> None:
+        """A view made before stop 37-s keyed a decision's documents by (goods item, code,
+        document) and a write-off by its line only (``_REKEYED``): such a table is renamed,
+        its indexes dropped, for the schema to make it anew (``_rekey_tables_made_before``
+        moves its rows in). No rename of a primary key in SQLite: a table is made again."""
+        for table, (column, _value) in _REKEYED.items():
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if not columns or column in columns:
+                continue
+            log.info("operations view: %s keyed again by %s, its rows kept", table, column)
+            with self._transaction():
+                indexes = self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                    "AND sql IS NOT NULL",
+                    (table,),
+                ).fetchall()
+                for (index,) in indexes:
+                    self._db.execute(f"DROP INDEX {index}")
+                self._db.execute(f"ALTER TABLE {table} RENAME TO {_KEYED_BEFORE.format(table)}")
+
+    def _rekey_tables_made_before(self) -> None:
+        """The rows of a table set aside (even by a start that stopped before this step),
+        moved into the table made anew and counted as they were: the counters were counted
+        from them, and a fact read again replaces them (``_decision``, ``_keep_lines``)."""
+        tables = self._tables()
+        for table, (column, value) in _REKEYED.items():
+            before = _KEYED_BEFORE.format(table)
+            if before not in tables:
+                continue
+            kept = ", ".join(row[1] for row in self._db.execute(f"PRAGMA table_info({before})"))
+            with self._transaction():
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO {table} ({kept}, {column}) "
+                    f"SELECT {kept}, {value} FROM {before}"
+                )
+                self._db.execute(f"DROP TABLE {before}")
 
     def _reread_dead_letters_kept_the_old_way(self) -> None:
         """A view made before dead letters were kept by id (kind, component and reason
@@ -844,8 +913,10 @@ class OpsView(ViewQueries):
                 self._received(fact)
             elif isinstance(fact, DecisionFact):
                 self._decision(fact)
-            else:
+            elif isinstance(fact, WriteOffFact):
                 self._write_off(fact)
+            else:
+                self._given_back(fact)
         elif record.topic == topics.dlq:
             self._dead_letter(record)
         elif record.topic == topics.health:
@@ -906,7 +977,9 @@ class OpsView(ViewQueries):
             ),
         )
         self._db.executemany(
-            "INSERT OR REPLACE INTO decision_documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO decision_documents "
+            "(reference, version, goods_item, code, document, authority, verdict, position) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     fact.reference,
@@ -916,8 +989,9 @@ class OpsView(ViewQueries):
                     d.reference if d.reference is not None else CONFIDENTIAL,
                     d.authority or "",
                     d.verdict,
+                    position,
                 )
-                for d in fact.documents
+                for position, d in enumerate(fact.documents)
             ],
         )
         self._db.executemany(
@@ -955,14 +1029,39 @@ class OpsView(ViewQueries):
         self._count_decision(fact.reference, fact.version, 1)
 
     def _write_off(self, fact: WriteOffFact) -> None:
+        self._keep_lines("write_offs", fact)
+
+    def _given_back(self, fact: GivenBackFact) -> None:
+        """What an invalidation gave back: netted from the declaration's write-offs when
+        asked (``written_off``), whichever of the two is read first."""
+        self._keep_lines("give_backs", fact)
+
+    def _keep_lines(self, table: str, fact: WriteOffFact | GivenBackFact) -> None:
+        """One row per goods item and document line of ``fact``.
+
+        A fact of a hub that did not name goods items (before stop 37-s) keys its
+        documents by their place in it (-1, -2...: never a goods item); a row whose goods
+        item is not known (that, or 0: kept by a view from then) is replaced by any fact
+        stating the same line of the same write-off again, so an upgrade counts it once.
+        """
         for document in fact.documents:
             quantity = document.quantity
             if quantity is not None and (
                 not quantity.is_finite() or quantity.adjusted() >= _MAX_QUANTITY_DIGITS
             ):
                 raise Unusable(f"quantity {quantity} cannot be summed exactly")
+        lines = [(d, _line_of(d)) for d in fact.documents]
         self._db.executemany(
-            "INSERT OR REPLACE INTO write_offs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"DELETE FROM {table} WHERE reference = ? AND version = ? AND authority = ? "
+            "AND code = ? AND document = ? AND line = ? AND goods_item <= 0",
+            {
+                (fact.reference, fact.version, fact.authority, d.code, d.reference, line)
+                for d, line in lines
+            },
+        )
+        self._db.executemany(
+            f"INSERT OR REPLACE INTO {table} (reference, version, authority, code, document, "
+            "line, quantity, unit, at, goods_item) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     fact.reference,
@@ -970,12 +1069,13 @@ class OpsView(ViewQueries):
                     fact.authority,
                     d.code,
                     d.reference,
-                    d.line if d.line is not None else _NO_LINE,
+                    line,
                     str(d.quantity) if d.quantity is not None else "",
                     d.unit or "",
                     fact.at.isoformat(),
+                    d.goods_item if d.goods_item is not None else -1 - position,
                 )
-                for d in fact.documents
+                for position, (d, line) in enumerate(lines)
             ],
         )
 
@@ -1013,6 +1113,52 @@ def _local_time(seconds: float) -> str:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class _Drawn:
+    """One declaration's quantities on one document line, as stored ('': not known)."""
+
+    written: list[str] = field(default_factory=list)
+    given: list[str] = field(default_factory=list)
+
+
+def _line_written_off(
+    key: tuple[str, str, str, int, str], by_declaration: dict[str, _Drawn]
+) -> dict[str, Any]:
+    """What is written off one line: each declaration's write-offs less what was given
+    back of them (at most all of them)."""
+    authority, code, document, line, unit = key
+    net = given_back = Decimal(0)
+    for drawn in by_declaration.values():
+        written = _known_sum(drawn.written)
+        back = min(_known_sum(drawn.given), written)
+        net += written - back
+        given_back += back
+    return {
+        "authority": authority,
+        "code": code,
+        "document": document,
+        "line": line if line != _NO_LINE else None,
+        "unit": unit or None,
+        "quantity": str(net) if unit else None,
+        # None: nothing of the line was given back.
+        "given_back": (
+            str(given_back) if unit and any(d.given for d in by_declaration.values()) else None
+        ),
+        "declarations": sum(1 for drawn in by_declaration.values() if drawn.written),
+        "without_quantity": sum(
+            drawn.written.count("") + drawn.given.count("") for drawn in by_declaration.values()
+        ),
+    }
+
+
+def _known_sum(quantities: list[str]) -> Decimal:
+    return sum((Decimal(q) for q in quantities if q), Decimal(0))
+
+
+def _line_of(document: WrittenOff) -> int:
+    return document.line if document.line is not None else _NO_LINE
 
 
 def _sized(record: FeedRecord, limit: int) -> bytes:

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_contract.effects import Effects
 from gun_contract.envelope import EnvelopeRejected
+from gun_contract.model.declaration import Stage
 from gun_contract.model.exchange import (
     AuthorityResponse,
     DocumentAnswer,
@@ -19,9 +20,9 @@ from gun_contract.model.exchange import (
 from gun_contract.model.verdicts import Verdict
 from gun_contract.validation import invalid_fields
 from gun_hub import metrics
-from gun_hub.domain.case import Case
+from gun_hub.domain.case import Case, DocumentKey, ExpectedAnswer
 from gun_hub.domain.status_events import StatusKind
-from gun_hub.ops.facts import WriteOffFact, WrittenOff
+from gun_hub.ops.facts import GivenBackFact, WriteOffFact, WrittenOff
 from gun_hub.pipeline.hub_context import CaseStore, HubContext
 
 COMPONENT = "hub.correlation"
@@ -297,8 +298,16 @@ class Correlation:
             f"{response.operation.value}: {detail}",
             authority=response.authority,
         )
-        if kind is StatusKind.WRITTEN_OFF and not ctx.routing.is_confidential(response.authority):
+        if ctx.routing.is_confidential(response.authority):
+            return  # a licence's quantities are never written on the facts topic
+        if kind is StatusKind.WRITTEN_OFF:
             ctx.emit_fact(outbox, written_off(response, case, ctx.clock(), answers))
+        elif response.operation is Operation.GIVE_BACK and kind is not StatusKind.FOLLOW_UP_PENDING:
+            # What the partner gave back, document by document (a partner gives back each
+            # on its own): the others (02, nothing written off; stale) gave nothing back.
+            back = tuple(a for a in answers if a.verdict is Verdict.VALID and not a.stale_version)
+            if back:
+                ctx.emit_fact(outbox, given_back(response, case, ctx.clock(), back))
 
     def _dead_letter(
         self,
@@ -329,29 +338,81 @@ def written_off(
     answers: tuple[DocumentAnswer, ...] | None = None,
 ) -> WriteOffFact:
     """What a confirmed write-off took off each document (those of ``answers``, by
-    default all of ``response``'s), from what the case declared (a case of another
-    version knows no quantities: they are left unknown)."""
-    declared = {
-        (e.goods_item, e.code, e.reference): e
-        for e in (case.expected if case is not None and case.version == response.version else [])
-        if e.authority == response.authority
-    }
-    documents = []
-    for answer in response.answers if answers is None else answers:
-        quoted = declared.get((answer.goods_item, answer.code, answer.reference))
-        documents.append(
-            WrittenOff(
-                code=answer.code,
-                reference=answer.reference,
-                line=quoted.line if quoted else None,
-                quantity=quoted.quantity if quoted else None,
-                unit=quoted.unit if quoted else None,
-            )
-        )
+    default all of ``response``'s), with the lines and quantities the hub knows
+    (:func:`_quoted`)."""
     return WriteOffFact(
         reference=response.reference,
         version=response.version,
         authority=response.authority,
         at=at,
-        documents=documents,
+        documents=_lines(response, case, response.answers if answers is None else answers),
     )
+
+
+def given_back(
+    response: AuthorityResponse,
+    case: Case | None,
+    at: datetime,
+    answers: tuple[DocumentAnswer, ...],
+) -> GivenBackFact:
+    """What a confirmed give-back returned to each document of ``answers``: what the
+    invalidation asked to give back, the quantities written off (its documents)."""
+    return GivenBackFact(
+        reference=response.reference,
+        version=response.version,
+        authority=response.authority,
+        at=at,
+        documents=_lines(response, case, answers),
+    )
+
+
+def _lines(
+    response: AuthorityResponse, case: Case | None, answers: tuple[DocumentAnswer, ...]
+) -> list[WrittenOff]:
+    """Each answer with the line and quantity it quoted. The adapter answers each quoted
+    line (a certificate quoted on two lines of one goods item gets two answers): the
+    answers about one document take its lines in the order they were quoted."""
+    quoted = _quoted(response, case)
+    documents = []
+    for answer in answers:
+        lines = quoted.get((answer.goods_item, answer.code, answer.reference), [])
+        # The last line stays for an answer repeated (the view keeps it once).
+        line = lines.pop(0) if len(lines) > 1 else next(iter(lines), None)
+        documents.append(
+            WrittenOff(
+                goods_item=answer.goods_item,
+                code=answer.code,
+                reference=answer.reference,
+                line=line.line if line else None,
+                quantity=line.quantity if line else None,
+                unit=line.unit if line else None,
+            )
+        )
+    return documents
+
+
+def _quoted(
+    response: AuthorityResponse, case: Case | None
+) -> dict[DocumentKey, list[ExpectedAnswer]]:
+    """The documents of ``response``'s version the hub knows its authority was asked
+    about, with lines and quantities: the version's own while it is the case's; else
+    what the case remembers written off (a retention marker, or a newer version, keeps
+    ``Case.written_off``: found by review, stop 37-s, F6), and an invalidation's own
+    documents, which are what was written off. Unknown (None) only when the hub does not
+    know: a case or marker stored before cases kept their write-offs."""
+    if case is None:
+        return {}
+    own = case.expected if case.version == response.version else []
+    remembered = [
+        *(case.written_off or []),
+        *(case.expected if case.stage is Stage.INVALIDATED else []),
+    ]
+    quoted: dict[DocumentKey, list[ExpectedAnswer]] = {}
+    for source in (own, remembered):
+        found: dict[DocumentKey, list[ExpectedAnswer]] = {}
+        for e in source:
+            if e.authority == response.authority:
+                found.setdefault((e.goods_item, e.code, e.reference), []).append(e)
+        for key, lines in found.items():
+            quoted.setdefault(key, lines)  # the version's own first
+    return quoted

@@ -28,12 +28,11 @@ from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.shadow import rollout_uses
 from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops.facts import (
+    AnyFact,
     DecisionFact,
     DocumentUse,
     OverrideUse,
-    ReceivedFact,
     RolloutUse,
-    WriteOffFact,
     fact_bytes,
 )
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
@@ -459,7 +458,7 @@ class HubContext:
             ),
         )
 
-    def emit_fact(self, outbox: Effects, fact: ReceivedFact | DecisionFact | WriteOffFact) -> None:
+    def emit_fact(self, outbox: Effects, fact: AnyFact) -> None:
         outbox.add(
             self.topics.facts,
             fact.reference.encode(),

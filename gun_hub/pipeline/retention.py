@@ -33,8 +33,8 @@ Why a marker, and for how long (``decided_marker_s``):
   naming an old version, which the hub no longer knows: that is the limit of the rule.
 - A late answer to a request of the case (a write-off replayed after a partner was down
   for days) is still solicited (the marker keeps the request ids); its status is recorded,
-  and a confirmed write-off is counted without quantities (the marker keeps no quoted
-  documents).
+  and a confirmed write-off is counted with the quantities the marker remembers written
+  off (``correlation._quoted``; review stop 37-s, F6).
 
 Memory: the worker keeps the keys of the entries due within the next hour in a heap per
 partition (``RetentionIndex``), read from the table as the hour moves on; the table holds

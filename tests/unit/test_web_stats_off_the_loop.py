@@ -68,9 +68,9 @@ def seed_view(path: Path, decisions: int = DECISIONS) -> Path:
             ),
         )
         db.executemany(
-            "INSERT INTO decision_documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO decision_documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                (f"26FRBIG{n:011d}", 1, item, code, f"DOC.{n}.{item}", authority, "VALID")
+                (f"26FRBIG{n:011d}", 1, item, code, f"DOC.{n}.{item}", authority, "VALID", item)
                 for n in range(decisions)
                 for item, code, authority in ((1, "N853", "dgal"), (2, "C638", "cites"))
             ),
@@ -82,9 +82,9 @@ def seed_view(path: Path, decisions: int = DECISIONS) -> Path:
             ((n % 4, n, f"KIND_{n}", n % 4, n) for n in range(5_000)),
         )
         db.executemany(
-            "INSERT INTO write_offs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO write_offs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                (f"26FRBIG{n:011d}", 1, "dgal", "N853", f"DOC.{n}.1", line, "1.5", "KGM", "")
+                (f"26FRBIG{n:011d}", 1, "dgal", "N853", f"DOC.{n}.1", line, "1.5", "KGM", "", 1)
                 for n in range(decisions)
                 for line in range(1, 5)
             ),

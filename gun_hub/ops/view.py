@@ -580,10 +580,9 @@ class OpsView(ViewQueries):
         self.topics = topics
         self._reread_dead_letters_kept_the_old_way()
         self._date_the_receipts()
-        self._set_aside_tables_keyed_before()
+        self._rekey_tables_made_before()
         missing = set(_COUNTER_TABLES) - self._tables()
         self._db.executescript(_SCHEMA + dead_letters.SCHEMA + _COUNTERS)
-        self._rekey_tables_made_before()
         if missing:
             self._count_what_is_kept(missing)
         self.skipped = 0  # records that could not be applied (skipped, counted, logged once)
@@ -789,11 +788,14 @@ class OpsView(ViewQueries):
                     "ALTER TABLE declarants ADD COLUMN received_at REAL NOT NULL DEFAULT 0"
                 )
 
-    def _set_aside_tables_keyed_before(self) -> None:
+    def _rekey_tables_made_before(self) -> None:
         """A view made before stop 37-s keyed a decision's documents by (goods item, code,
-        document) and a write-off by its line only (``_REKEYED``): such a table is renamed,
-        its indexes dropped, for the schema to make it anew (``_rekey_tables_made_before``
-        moves its rows in). No rename of a primary key in SQLite: a table is made again."""
+        document) and a write-off by its line only (``_REKEYED``). SQLite cannot change a
+        primary key: such a table is set aside (renamed, its indexes dropped), made anew
+        by the schema, and its rows moved in, counted as they were (the counters were
+        counted from them; a fact read again replaces them: ``_decision``,
+        ``_keep_lines``). A table set aside by a start that stopped before moving its
+        rows in is moved in by the next."""
         for table, (column, _value) in _REKEYED.items():
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if not columns or column in columns:
@@ -808,15 +810,13 @@ class OpsView(ViewQueries):
                 for (index,) in indexes:
                     self._db.execute(f"DROP INDEX {index}")
                 self._db.execute(f"ALTER TABLE {table} RENAME TO {_KEYED_BEFORE.format(table)}")
-
-    def _rekey_tables_made_before(self) -> None:
-        """The rows of a table set aside (even by a start that stopped before this step),
-        moved into the table made anew and counted as they were: the counters were counted
-        from them, and a fact read again replaces them (``_decision``, ``_keep_lines``)."""
-        tables = self._tables()
+        set_aside = {_KEYED_BEFORE.format(table) for table in _REKEYED} & self._tables()
+        if not set_aside:
+            return
+        self._db.executescript(_SCHEMA)  # the tables made anew (the rest exists already)
         for table, (column, value) in _REKEYED.items():
             before = _KEYED_BEFORE.format(table)
-            if before not in tables:
+            if before not in set_aside:
                 continue
             kept = ", ".join(row[1] for row in self._db.execute(f"PRAGMA table_info({before})"))
             with self._transaction():

@@ -249,23 +249,35 @@ class ViewQueries:
         return {"reference": reference, **current_state(history), "history": history}
 
     def history(self, reference: str) -> list[dict[str, Any]]:
-        """The dated status events of one declaration, in the order they were applied."""
+        """The dated status events of one declaration, in the order they were applied.
+
+        A DECIDED event of a version that already has one is marked ``decided_again``: the
+        version was decided again after a crash (see ``_decision``) and the clearance
+        system received the first; a repeat saying the same was never kept (``events``
+        is unique without the time)."""
         rows = self._db.execute(
             "SELECT version, kind, at, detail, authority, outcome FROM events "
             "WHERE reference = ? ORDER BY seq",
             (reference,),
         ).fetchall()
-        return [
-            {
-                "version": version,
-                "kind": kind,
-                "at": at,
-                "detail": detail,
-                **({"authority": authority} if authority else {}),
-                **({"outcome": outcome} if outcome else {}),
-            }
-            for version, kind, at, detail, authority, outcome in rows
-        ]
+        decided: set[int] = set()
+        history = []
+        for version, kind, at, detail, authority, outcome in rows:
+            again = kind in _DECIDED and version in decided
+            if kind in _DECIDED:
+                decided.add(version)
+            history.append(
+                {
+                    "version": version,
+                    "kind": kind,
+                    "at": at,
+                    "detail": detail,
+                    **({"authority": authority} if authority else {}),
+                    **({"outcome": outcome} if outcome else {}),
+                    **({DECIDED_AGAIN: True} if again else {}),
+                }
+            )
+        return history
 
     def declarant_of(self, reference: str) -> str | None:
         """The declarant (EORI) of the latest version of a declaration the hub accepted or
@@ -952,20 +964,24 @@ class OpsView(ViewQueries):
         )
 
     def _decision(self, fact: DecisionFact) -> None:
+        """Keep and count the first decision of a (reference, version); a later one is
+        ignored.
+
+        A version is decided again when its worker died after the broker took the
+        decision and before it took the case (review stop 37-s, F4): the repeat has its
+        own time and may have another outcome. The publisher publishes the first outbox
+        record of a (reference, version) and skips the repeat (runtime/publisher.py), and
+        the first fact precedes the repeat's on its partition (one key, written by one
+        worker after the other), so the first fact is the published decision. The same
+        fact announced again (``announce_again_if_lost``) changes nothing either way."""
         if self._db.execute(
+            "SELECT 1 FROM decisions WHERE reference = ? AND version = ? UNION ALL "
             "SELECT 1 FROM decisions_left WHERE reference = ? AND version = ?",
-            (fact.reference, fact.version),
+            (fact.reference, fact.version, fact.reference, fact.version),
         ).fetchone():
-            return  # counted when first read; it left by its time, its day's counts stay
-        # Applied again (emitted again after a crash): counted once, as the rows it leaves.
-        self._count_decision(fact.reference, fact.version, -1)
-        for table in ("decision_documents", "overrides", "rollout_uses"):
-            self._db.execute(
-                f"DELETE FROM {table} WHERE reference = ? AND version = ?",
-                (fact.reference, fact.version),
-            )
+            return  # counted when first read (and kept, or left by its time)
         self._db.execute(
-            "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 fact.reference,
                 fact.version,
@@ -1183,6 +1199,8 @@ def _day_range(
 
 # Where a declaration stands, from the last significant event of its latest version.
 _DECIDED = {StatusKind.DECIDED.value}
+# Marks a DECIDED event of a version decided before (``ViewQueries.history``).
+DECIDED_AGAIN = "decided_again"
 _FINISHED_FOLLOW_UPS = {StatusKind.WRITTEN_OFF.value, StatusKind.RESERVATION_DELETED.value}
 
 
@@ -1192,8 +1210,11 @@ def current_state(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     The latest version is the highest one that was not ignored as stale; its state is
     CHECKING until a decision, then DECIDED with the outcome, its reasons (each code with
     what to do, in French and English) and, for a release, whether the quantities are
-    written off yet. Post-release alerts are flagged, never detailed.
+    written off yet. Post-release alerts are flagged, never detailed. The decision is the
+    version's first: a version decided again after a crash was published as first decided
+    (``ViewQueries.history``), and the repeat counts for nothing here.
     """
+    history = [e for e in history if not e.get(DECIDED_AGAIN)]
     live = [e for e in history if e["kind"] != StatusKind.IGNORED_STALE_VERSION.value]
     version = max(e["version"] for e in (live or history))
     events = [e for e in history if e["version"] == version]
@@ -1209,10 +1230,10 @@ def current_state(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "answered_by": answered,
     }
     if decided:
-        state["outcome"] = decided[-1].get("outcome")
+        state["outcome"] = decided[0].get("outcome")
         # What each reason means and what to do, in French and English (reasons.py): the
         # decision's codes are in its status event, the texts in the catalogue.
-        codes = str(decided[-1].get("detail") or "").split(";")
+        codes = str(decided[0].get("detail") or "").split(";")
         state["reasons"] = explain_codes(code.strip() for code in codes)
         follow_ups = {e["kind"] for e in events} & _FINISHED_FOLLOW_UPS
         if follow_ups:

@@ -18,6 +18,8 @@ nothing more. For the trader's eyes, then:
 * a decision's reasons keep the document verdicts and degraded-mode codes; risk-targeting
   codes (``RISK.*``, ``SAMPLING.*``) are targeting criteria and are never shown;
 * any other text that names a confidential authority is emptied (the hub writes none);
+* a version's decision made again after a crash (``decided_again``) is left out: the
+  clearance system received the first;
 * the state (``answered_by``, ``quantities``, ``post_release_alert``, ``updated_at``,
   ``last_event``) is computed again from what is left.
 
@@ -33,7 +35,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from gun_hub.domain.status_events import StatusKind
-from gun_hub.ops.view import current_state
+from gun_hub.ops.view import DECIDED_AGAIN, current_state
 
 # The clauses the hub writes in a list of authorities, joined by "; " (intake.py: sent,
 # sent again on a redelivery, documents no longer reserved, rollout modes; hub_context.py:
@@ -87,6 +89,8 @@ def trader_history(
     )
     shown: list[dict[str, Any]] = []
     for event in history:
+        if event.get(DECIDED_AGAIN):
+            continue  # a decision made again after a crash: the trader has the published one
         authority = str(event.get("authority") or "")
         if authority.lower() in hidden:
             continue

@@ -99,16 +99,21 @@ def test_the_dashboards_counts_read_no_decision_nor_dead_letter_row(view: OpsVie
     assert read.isdisjoint(kept), read
 
 
-def test_the_counters_follow_a_decision_applied_again_or_replaced(view: OpsView) -> None:
+def test_the_counters_keep_the_first_decision_applied_again_or_made_again(
+    view: OpsView,
+) -> None:
+    """Applied again, or decided again after a crash: the first is counted, once (the
+    publisher publishes the first, review stop 37-s F4)."""
     feed = Feed()
     dgal = [use("N853", "CHEDP.1", "dgal")]
     view.apply([feed.decided("26FRA0000000000001", "RELEASE", dgal)])
     view.apply([feed.decided("26FRA0000000000001", "RELEASE", dgal)])  # after a crash
     assert view.outcome_counts() == {"RELEASE": 1}
-    view.apply([feed.decided("26FRA0000000000001", "REFUSE", [use("N853", "CHEDP.1", "dgal")])])
-    assert view.outcome_counts() == {"REFUSE": 1}
+    refused = [use("N853", "CHEDP.1", "dgal", "NOT_FOUND")]
+    view.apply([feed.decided("26FRA0000000000001", "REFUSE", refused)])
+    assert view.outcome_counts() == {"RELEASE": 1}
     stats = view.statistics()["decisions"]
-    assert stats["by_authority"] == {"dgal": {"REFUSE": 1}}
+    assert stats["by_authority"] == {"dgal": {"RELEASE": 1}}
     assert stats["by_document_code"]["N853"] == {"uses": 1, "by_verdict": {"VALID": 1}}
 
 

@@ -107,6 +107,14 @@ ROLLOUT_SETTINGS_REFUSED = Counter(
     "Records of the rollout topic that did not open as a hub-sealed setting: ignored.",
 )
 
+VIEW_RECORDS_PARKED = Counter(
+    "gun_hub_view_records_parked_total",
+    "Status events and facts of a kind the operations view does not know (a newer hub's, "
+    "during a rolling upgrade): kept, applied once a view that knows the kind starts "
+    "(ops/view.py).",
+    ["topic"],
+)
+
 CASES_RETIRED = Counter(
     "gun_hub_cases_retired_total",
     "Finalised cases deleted from the cases table after hub.case_retention_s, each replaced "

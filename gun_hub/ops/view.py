@@ -42,6 +42,7 @@ from pydantic import ValidationError
 from gun_contract.health import PartnerHealth
 from gun_contract.limits import MAX_RECORD_BYTES
 from gun_contract.sqlite import open_database, transaction
+from gun_hub import metrics
 from gun_hub.domain.reasons import explain_codes
 from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops import dead_letters
@@ -145,6 +146,19 @@ CREATE TABLE IF NOT EXISTS rollout_reason_counts (
     day TEXT NOT NULL, authority TEXT NOT NULL, office TEXT NOT NULL, mode TEXT NOT NULL,
     code TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (day, authority, office, mode, code));
 """
+# Status events and facts of a kind this view does not know (a newer hub worker's, during a
+# rolling upgrade), kept as read, by the role of their topic, for a view that knows their
+# kind: applied when it starts (``OpsView._apply_parked``); they leave with the retention.
+_PARKED = """
+CREATE TABLE IF NOT EXISTS parked (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+    kind TEXT NOT NULL, at REAL NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (topic, partition, offset));
+CREATE INDEX IF NOT EXISTS parked_by_time ON parked (at);
+"""
+# The kind of a record a newer hub may write: upper-case words, as the hub's kinds are. A
+# record whose kind is anything else is no record of ours (skipped, not kept).
+_NEWER_KIND = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 # Rows of each kind one prune step deletes (a few milliseconds of the event loop).
 _PRUNE_BATCH = 2000
 # The key columns of each counter (its value is ``n``).
@@ -571,6 +585,15 @@ class ViewQueries:
         ).fetchall()
         return int(count)
 
+    def parked_records(self) -> dict[str, dict[str, int]]:
+        """Records kept for a view that knows their kind, by topic role and kind."""
+        kept: dict[str, dict[str, int]] = defaultdict(dict)
+        for role, kind, count in self._db.execute(
+            "SELECT topic, kind, COUNT(*) FROM parked GROUP BY topic, kind ORDER BY topic, kind"
+        ):
+            kept[role][kind] = count
+        return dict(kept)
+
     def partners(self) -> dict[str, PartnerHealth]:
         """The latest heartbeat kept of each partner; one that no longer reads (kept before
         stop 34 held heartbeats to their bounds) is left out, logged, until the next."""
@@ -594,12 +617,14 @@ class OpsView(ViewQueries):
         self._date_the_receipts()
         self._rekey_tables_made_before()
         missing = set(_COUNTER_TABLES) - self._tables()
-        self._db.executescript(_SCHEMA + dead_letters.SCHEMA + _COUNTERS)
+        self._db.executescript(_SCHEMA + dead_letters.SCHEMA + _COUNTERS + _PARKED)
         if missing:
             self._count_what_is_kept(missing)
         self.skipped = 0  # records that could not be applied (skipped, counted, logged once)
         self.skipped_by_topic: dict[str, int] = defaultdict(int)
         self._logged: set[tuple[str, str]] = set()  # (topic, fault) already logged
+        self.parked = 0  # records of a kind this view does not know, kept (logged once)
+        self._apply_parked()
 
     def close(self) -> None:
         self._db.close()
@@ -735,6 +760,11 @@ class OpsView(ViewQueries):
                 self._db.execute("DELETE FROM dead_letters WHERE seq = ?", (seq,))
                 self._add("dead_letter_counts", (kind,), -1)
             deleted += len(letters)
+            # Gone from the topics too: a view rebuilt from them would not have them.
+            deleted += self._db.execute(
+                "DELETE FROM parked WHERE rowid IN (SELECT rowid FROM parked WHERE at < ? LIMIT ?)",
+                (at_s, batch),
+            ).rowcount
         return deleted
 
     def _add(self, table: str, key: tuple[str | int, ...], n: int) -> None:
@@ -893,10 +923,107 @@ class OpsView(ViewQueries):
         except Exception as fault:  # noqa: BLE001 - whatever a record makes the model raise
             if several:
                 self._db.execute("ROLLBACK TO SAVEPOINT record")
-            self._skip(record, fault)
+            kind = self._unknown_kind(record, fault)
+            if kind is not None:
+                self._park(record, kind)
+            else:
+                self._skip(record, fault)
         finally:
             if several:
                 self._db.execute("RELEASE SAVEPOINT record")
+
+    # -- records of a kind a newer hub writes ----------------------------------------------
+
+    def _roles(self) -> dict[str, str]:
+        """The topics whose records name a kind, by role (the stored name: the topics'
+        names are settings)."""
+        return {self.topics.status: "status", self.topics.facts: "facts"}
+
+    def _unknown_kind(self, record: FeedRecord, fault: Exception) -> str | None:
+        """The kind of a status event or fact whose one fault is that this view does not
+        know its kind; None for any other fault (the record is then skipped)."""
+        if record.topic not in self._roles() or not isinstance(fault, ValidationError):
+            return None
+        errors = fault.errors()
+        if len(errors) != 1:
+            return None  # something else is wrong too: not a record this view may apply
+        [error] = errors
+        if error["type"] == "enum" and error["loc"] == ("kind",):
+            kind = error["input"]  # a status event's kind: every other field is right
+        elif error["type"] == "union_tag_invalid" and isinstance(error["input"], dict):
+            kind = error["input"].get("kind")  # a fact's kind: the rest is its kind's own
+        else:
+            return None
+        return kind if isinstance(kind, str) and _NEWER_KIND.fullmatch(kind) else None
+
+    def _park(self, record: FeedRecord, kind: str) -> None:
+        """Keep a record of a kind this view does not know, for a view that does."""
+        role = self._roles()[record.topic]
+        at_ms = record.timestamp_ms
+        self._db.execute(
+            "INSERT OR IGNORE INTO parked VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                role,
+                record.partition,
+                record.offset,
+                kind,
+                at_ms / 1000 if at_ms in _TIMESTAMP_MS else time.time(),
+                record.value,
+            ),
+        )
+        self.parked += 1
+        metrics.VIEW_RECORDS_PARKED.labels(topic=role).inc()
+        if (record.topic, kind) in self._logged:
+            return
+        self._logged.add((record.topic, kind))
+        log.warning(
+            "operations view: the record at %s/%d/%d is of a kind this view does not know "
+            "(%s: a newer hub's?); kept, applied by a view that knows it when it starts "
+            "(upgrade the view); further records of this kind are counted, not logged",
+            record.topic,
+            record.partition,
+            record.offset,
+            kind,
+        )
+
+    def _apply_parked(self) -> None:
+        """Apply the records kept for their kind that this view now knows (it was
+        upgraded), in the order they were read; those it still does not know stay."""
+        by_role = {role: topic for topic, role in self._roles().items()}
+        applied = kept = 0
+        with self._transaction():
+            rows = self._db.execute(
+                "SELECT rowid, topic, partition, offset, at, value FROM parked ORDER BY rowid"
+            ).fetchall()
+            for rowid, role, partition, offset, at, value in rows:
+                topic = by_role.get(role)
+                if topic is None:
+                    continue  # no such role in this release: kept for one that has it
+                record = FeedRecord(topic, partition, offset, int(at * 1000), bytes(value))
+                self._db.execute("SAVEPOINT record")
+                try:
+                    self._apply_one(record)
+                except _DATABASE_FAULTS:
+                    raise
+                except Exception as fault:  # noqa: BLE001 - as in _apply_or_skip
+                    self._db.execute("ROLLBACK TO SAVEPOINT record")
+                    if self._unknown_kind(record, fault) is not None:
+                        kept += 1
+                        self._db.execute("RELEASE SAVEPOINT record")
+                        continue
+                    self._skip(record, fault)
+                else:
+                    applied += 1
+                self._db.execute("DELETE FROM parked WHERE rowid = ?", (rowid,))
+                self._db.execute("RELEASE SAVEPOINT record")
+        if applied or kept:
+            log.info(
+                "operations view: %d record(s) kept for their kind applied; %d of kinds "
+                "this view does not know still kept (%s)",
+                applied,
+                kept,
+                self.parked_records(),
+            )
 
     def _skip(self, record: FeedRecord, fault: Exception) -> None:
         self.skipped += 1

@@ -151,7 +151,7 @@ def stats(
         typer.echo(f"no document used by declarant {declarant}" + _past(offset))
     elif declarant is not None:
         print_table(
-            ["code", "document", "authority", "declarations", "last used"],
+            ["code", "document", "authority", "declarations", "last used (UTC)"],
             [
                 [d["code"], d["document"], d["authority"] or "-", d["declarations"], d["last_used"]]
                 for d in body["documents"]
@@ -199,7 +199,8 @@ def _past(offset: int) -> str:
 
 def _print_statistics(body: dict[str, Any]) -> None:
     decisions = body["decisions"]
-    typer.echo(f"decisions from {body['from']} to {body['to']}: {decisions['total']}")
+    zone = body.get("timezone", "UTC")  # days as the hub counts them
+    typer.echo(f"decisions from {body['from']} to {body['to']} ({zone} days): {decisions['total']}")
     if decisions["by_outcome"]:
         _print_decisions(decisions)
     else:

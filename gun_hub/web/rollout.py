@@ -29,6 +29,7 @@ from gun_contract.effects import OutgoingRecord
 from gun_contract.security.state_cipher import StateCipher
 from gun_contract.topics import TopicRegistry
 from gun_hub.domain.rollout import RolloutBoard, RolloutMode, RolloutSetting, seal_setting
+from gun_hub.ops.view import DAYS_IN
 from gun_hub.security.operator_actions import ActionKind, OperatorAction, seal_action
 from gun_hub.web.common import BadRequest, answer, day, from_view, refuse
 from gun_hub.web.dead_letters import OFFICER
@@ -155,7 +156,12 @@ def add_rollout_routes(
         if isinstance(found, web.Response):
             return found
         return answer(
-            {"from": request.query.get("from"), "to": request.query.get("to"), "report": found}
+            {
+                "from": request.query.get("from"),
+                "to": request.query.get("to"),
+                "timezone": DAYS_IN,  # the days' (review stop 37-s, F7)
+                "report": found,
+            }
         )
 
     app.router.add_get("/rollout", show, allow_head=False)

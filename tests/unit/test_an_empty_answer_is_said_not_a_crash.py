@@ -66,7 +66,7 @@ def test_stats_of_a_period_without_decisions_says_so(
 ) -> None:
     result = stats_answering(monkeypatch, tmp_path, EMPTY_STATS)
     assert result.exit_code == 0, repr(result.exception)
-    assert "decisions from 2026-11-01 to 2026-12-01: 0" in result.output
+    assert "decisions from 2026-11-01 to 2026-12-01 (UTC days): 0" in result.output
     assert "no decision from 2026-11-01 to 2026-12-01" in result.output
     assert "dead letters: 0" in result.output
 

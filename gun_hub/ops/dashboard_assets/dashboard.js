@@ -30,9 +30,16 @@ function fill(tableId, rows, draw) {
   }
 }
 
+// Times as the hub gives them and counts its days: UTC, and labelled so (an officer's
+// browser may be elsewhere).
+function utcTime(iso) {
+  const when = new Date(iso);
+  return Number.isNaN(when.getTime()) ? "–" : when.toISOString().slice(11, 19) + " UTC";
+}
+
 function render(data) {
   const set = (id, text) => { document.getElementById(id).textContent = text; };
-  set("updated-at", new Date(data.at).toLocaleTimeString());
+  set("updated-at", utcTime(data.at));
   set("decisions-total", String(data.decisions_total ?? "–"));
   set("throughput", String(data.throughput_per_s ?? "–"));
   set("dead-letters-total", String(data.dead_letters ? data.dead_letters.total : "–"));
@@ -73,7 +80,7 @@ function render(data) {
     cell(tr, Object.entries(r.offices).map(([office, o]) => office + " " + o.mode).join(", ") || "–");
   });
   fill("dead-letters", data.recent_dead_letters || [], (tr, d) => {
-    cell(tr, new Date(d.at).toLocaleTimeString());
+    cell(tr, utcTime(d.at));
     cell(tr, d.kind);
     cell(tr, d.component);
     cell(tr, d.reason);

@@ -9,7 +9,8 @@ run at a lower CPU priority than the loop's.
 
 Bounds: at most ``max_waiting`` questions run or wait at once (more are refused as busy,
 answered 503 with ``Retry-After``), and a question still running after ``timeout_s`` is
-interrupted (503: narrow the question).
+interrupted (503: narrow the question) within the statement it runs, or as its next
+statement starts.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class ViewReader:
         self._max_waiting = max_waiting
         self._timeout_s = timeout_s
         self._waiting = 0
+        self._closing = False
 
     async def ask(self, question: Callable[[ViewQueries], T], name: str = "other") -> T:
         """``question``'s answer, computed in a worker thread."""
@@ -95,9 +97,21 @@ class ViewReader:
     def _answer(self, question: Callable[[ViewQueries], T], name: str) -> T:
         db = self._connection()
         started = time.monotonic()
-        # Interrupted from a timer thread (sqlite3_interrupt is thread-safe): no Python
-        # callback inside the query, which would take the GIL from the loop again and
-        # again (a progress handler did, and the probes' latency showed it).
+        deadline = started + self._timeout_s
+
+        def at_each_statement(_sql: str) -> None:
+            # sqlite3_interrupt only stops the statements running when it is called: one
+            # sent before the first statement or between two is forgotten. SQLite calls
+            # this as each statement starts to run, so a question past its limit, or of a
+            # closing reader, is interrupted again there: it stops at its next statement.
+            if self._closing or time.monotonic() >= deadline:
+                db.interrupt()
+
+        # Within a statement, interrupted from a timer thread (sqlite3_interrupt is
+        # thread-safe): no Python callback every so many SQLite instructions, which
+        # would take the GIL from the loop again and again (a progress handler did, and
+        # the probes' latency showed it); the one above runs once a statement.
+        db.set_trace_callback(at_each_statement)
         alarm = threading.Timer(self._timeout_s, db.interrupt)
         alarm.daemon = True
         alarm.start()
@@ -110,6 +124,7 @@ class ViewReader:
             raise QueryTooSlow from None
         finally:
             alarm.cancel()
+            db.set_trace_callback(None)
             QUERY_SECONDS.labels(question=name).observe(time.monotonic() - started)
 
     def _connection(self) -> sqlite3.Connection:
@@ -122,7 +137,9 @@ class ViewReader:
         return db
 
     def close(self) -> None:
-        """Stop the threads (a running question is interrupted) and close connections."""
+        """Stop the threads (a running question is interrupted, at the latest as its next
+        statement starts) and close connections."""
+        self._closing = True  # before the interrupts: a statement starting after sees it
         with self._lock:
             for db in self._connections:
                 db.interrupt()

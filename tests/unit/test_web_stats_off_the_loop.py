@@ -298,3 +298,90 @@ async def test_closing_the_reader_interrupts_a_running_question(big_view: Path) 
     with pytest.raises(QueryTooSlow):  # interrupted, not answered
         await question
     assert rounds_done < 20
+
+
+# A quick statement (one declaration's history, by its index) and the heavy question after
+# it, asked twice: a question SQLite does not stop runs both to the end.
+QUICK_REFERENCE = "26FRBIG00000000001"
+HEAVY_ROUNDS = 2
+
+# Where the interrupt lands: before the question's first statement, or between its first
+# (quick) statement and the heavy ones. sqlite3_interrupt only stops the statements running
+# when it is called: at either place there is none.
+PLACES = ["before-the-first-statement", "between-two-statements"]
+
+
+@pytest.mark.parametrize("place", PLACES)
+async def test_closing_the_reader_when_no_statement_runs_stops_the_question_at_the_next(
+    big_view: Path, monkeypatch: pytest.MonkeyPatch, place: str
+) -> None:
+    """A hub that stops while a question is between two statements does not wait for it."""
+    reader = ViewReader(big_view, threads=1, timeout_s=120)
+    # close() interrupts every connection, then waits for the threads: once it waits, its
+    # interrupts have been sent.
+    closing_sent_its_interrupts = threading.Event()
+    shutdown = reader._executor.shutdown
+
+    def shutdown_after_the_interrupts(wait: bool = True, *, cancel_futures: bool = False) -> None:
+        closing_sent_its_interrupts.set()
+        shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    monkeypatch.setattr(reader._executor, "shutdown", shutdown_after_the_interrupts)
+    waiting = threading.Event()
+    heavy_rounds_done = 0
+
+    def question(q: ViewQueries) -> None:
+        nonlocal heavy_rounds_done
+        if place == "between-two-statements":
+            q.history(QUICK_REFERENCE)
+        waiting.set()
+        assert closing_sent_its_interrupts.wait(30), "the reader was never closed"
+        for _ in range(HEAVY_ROUNDS):
+            q.written_off(limit=1001)
+            heavy_rounds_done += 1
+
+    asked = asyncio.create_task(reader.ask(question))
+    assert await asyncio.to_thread(waiting.wait, 30), "the question never started"
+    await asyncio.to_thread(reader.close)
+    with pytest.raises(QueryTooSlow):  # stopped, not answered
+        await asked
+    assert heavy_rounds_done == 0
+
+
+def time_limit_alarm(db: sqlite3.Connection) -> threading.Thread:
+    """The timer that interrupts ``db`` at its question's time limit."""
+    (alarm,) = (
+        thread
+        for thread in threading.enumerate()
+        if isinstance(thread, threading.Timer) and thread.function == db.interrupt
+    )
+    return alarm
+
+
+@pytest.mark.parametrize("place", PLACES)
+async def test_a_question_past_its_time_limit_when_no_statement_runs_stops_at_the_next(
+    big_view: Path, place: str
+) -> None:
+    """The limit is kept even when it falls between two statements of a question."""
+    reader = ViewReader(big_view, threads=1, timeout_s=QUERY_TIMEOUT_S)
+    heavy_rounds_done = 0
+
+    def question(q: ViewQueries) -> None:
+        nonlocal heavy_rounds_done
+        if place == "between-two-statements":
+            q.history(QUICK_REFERENCE)
+        alarm = time_limit_alarm(q._db)
+        alarm.join(30)  # the limit passes and its interrupt is sent
+        assert not alarm.is_alive()
+        for _ in range(HEAVY_ROUNDS):
+            q.written_off(limit=1001)
+            heavy_rounds_done += 1
+
+    slow_before = refused("slow")
+    try:
+        with pytest.raises(QueryTooSlow):
+            await reader.ask(question)
+    finally:
+        await asyncio.to_thread(reader.close)
+    assert heavy_rounds_done == 0
+    assert refused("slow") - slow_before == 1

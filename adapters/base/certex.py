@@ -15,7 +15,6 @@ adapter handles one.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from gun_contract.model.partner_codes import STALE_VERSION
 from gun_contract.model.verdicts import Verdict
 from gun_contract.settings import AdapterSettings
 from gun_contract.trace import TRACEPARENT, current_trace, traceparent
+from gun_contract.untrusted_json import parse_untrusted
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ async def _read_json(response: aiohttp.ClientResponse) -> Any:
     if len(raw) > ANSWER_LIMIT_BYTES:
         raise PartnerUnavailable(too_large)
     try:
-        return json.loads(raw)
+        return parse_untrusted(raw)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
         raise PartnerUnavailable("partner answer is not JSON") from None
 

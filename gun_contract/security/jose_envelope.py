@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import time
 import uuid
@@ -64,6 +63,7 @@ from gun_contract.security.keystore import (
     PublicKey,
 )
 from gun_contract.security.replay import ReplayGuard
+from gun_contract.untrusted_json import parse_untrusted
 
 TYPE = "JOSE"
 # Signed only: no recipient (``aud``), no one-time id (``jti``), no expiry (``exp``); the
@@ -267,10 +267,15 @@ def _header_of(encoded: bytes, cap: int) -> tuple[dict[str, Any], bool]:
         except ValueError:
             raw = base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4))
             canonical = False
-        header = json.loads(raw)
-    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
-        # RecursionError: deeply nested brackets must be a rejection, never a crash.
+    except (ValueError, binascii.Error):
         raise EnvelopeRejected(Kind.MALFORMED, "not a compact JOSE serialization") from None
+    try:
+        # Off the interpreter's stack: nested brackets are refused at the parser's own
+        # depth limit, a lone surrogate (no text) as not JSON (untrusted_json).
+        header = parse_untrusted(raw)
+    except ValueError as err:
+        # The parser's reason names a place, never the header's content.
+        raise EnvelopeRejected(Kind.MALFORMED, f"protected header is not JSON: {err}") from None
     if not isinstance(header, dict):
         raise EnvelopeRejected(Kind.MALFORMED, "protected header is not a JSON object")
     return header, canonical

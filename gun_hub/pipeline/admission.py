@@ -40,6 +40,7 @@ from typing import Any
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
 from gun_contract.security.replay import TableReplayGuard
+from gun_contract.untrusted_json import parse_untrusted
 from gun_hub.pipeline.intake import Intake
 from gun_hub.pipeline.redrive import parse_position
 
@@ -140,7 +141,7 @@ def read_claims_record(data: bytes) -> Claim | ClaimVerdict:
     again; a ``read_as`` that is no position stalled its partition's memory (found by
     review in stop 34)."""
     try:
-        fields: Any = json.loads(data)
+        fields: Any = parse_untrusted(data)
         source = SourcePosition(
             str(fields["topic"]),
             _whole(fields["partition"], KAFKA_PARTITIONS),

@@ -65,6 +65,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
 from gun_contract.security.keystore import AUDIT_PURPOSE, AUDITING_PARTY, SIGNING_ALG, PublicKey
+from gun_contract.untrusted_json import parse_untrusted
 
 log = logging.getLogger(__name__)
 
@@ -644,7 +645,7 @@ def verify_chain(
 
 def _readable(entry: LoggedRecord) -> dict[str, Any] | None:
     try:
-        record = json.loads(entry.value)
+        record = parse_untrusted(entry.value)
     except (ValueError, RecursionError):
         return None
     if not isinstance(record, dict) or record.get("partition") != entry.partition:
@@ -973,7 +974,7 @@ def _checkpoint_problem(record: dict[str, Any], ctx: _Context) -> str | None:
     if not isinstance(signature, str) or signature.count(".") != 2:
         return "checkpoint without a compact JWS signature"
     try:
-        header = json.loads(_b64decode(signature.split(".", 1)[0]))
+        header = parse_untrusted(_b64decode(signature.split(".", 1)[0]))
     except (ValueError, binascii.Error, RecursionError):
         return "checkpoint signature is not a JWS"
     if not isinstance(header, dict):
@@ -991,7 +992,7 @@ def _checkpoint_problem(record: dict[str, Any], ctx: _Context) -> str | None:
         return f"checkpoint signature algorithm is not {public.alg}, the one of {kid!r}"
     try:
         verified = jws.deserialize_compact(signature, public.key, algorithms=[public.alg])
-        signed = json.loads(verified.payload)
+        signed = parse_untrusted(verified.payload)
     except (JoseError, ValueError, RecursionError):
         return f"checkpoint signature does not verify with {kid!r}"
     at = _time(record.get("at"))

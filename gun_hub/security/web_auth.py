@@ -44,6 +44,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
 from gun_contract.private_files import refuse_if_shared
+from gun_contract.untrusted_json import parse_untrusted
 from gun_hub.security.client_address import ClientAddresses
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def _parse_portal_jwks(data: bytes, path: Path) -> dict[str, ECKey]:
     """Public ES256 (P-256) keys by ``kid``. A private key in the file is refused: the hub
     only ever holds the portal's public keys."""
     try:
-        document = json.loads(data)
+        document = parse_untrusted(data)
         # A JWK Set, or a single JWK (checked the same way).
         entries = [document] if "kty" in document else document["keys"]
     except (ValueError, KeyError, TypeError) as err:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from gun_contract.kafka.log_reader import LoggedRecord
 from gun_contract.security.state_cipher import MAGIC as STATE_SEALED_MAGIC
 from gun_contract.security.state_cipher import StateCipher
 from gun_contract.topics import TopicRegistry
+from gun_contract.untrusted_json import parse_untrusted
 from gun_hub.ops.dead_letters import (
     DeadLetterFilter,
     DeadLetterId,
@@ -149,7 +149,7 @@ def describe_value(value: bytes) -> dict[str, Any]:
 def _protected_header(compact: bytes) -> dict[str, Any]:
     encoded = compact.split(b".", 1)[0][:2048]
     try:
-        header = json.loads(base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4)))
+        header = parse_untrusted(base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4)))
     except (ValueError, binascii.Error, RecursionError):
         return {}
     return header if isinstance(header, dict) else {}

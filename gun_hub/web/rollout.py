@@ -14,7 +14,6 @@ until this worker applies it, so the next ``rollout show`` shows it.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pydantic import ValidationError
 from gun_contract.effects import OutgoingRecord
 from gun_contract.security.state_cipher import StateCipher
 from gun_contract.topics import TopicRegistry
+from gun_contract.untrusted_json import parse_untrusted
 from gun_hub.domain.rollout import RolloutBoard, RolloutMode, RolloutSetting, seal_setting
 from gun_hub.ops.view import DAYS_IN
 from gun_hub.security.operator_actions import ActionKind, OperatorAction, seal_action
@@ -171,7 +171,7 @@ def add_rollout_routes(
 
 async def _setting(request: web.Request, desk: RolloutDesk, officer: str) -> RolloutSetting:
     try:
-        body = json.loads(await request.read())
+        body = parse_untrusted(await request.read())
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("the body is not JSON") from None
     if not isinstance(body, dict):

@@ -219,12 +219,20 @@ def test_a_signed_header_missing_a_claim_is_refused(keys_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "message_id",
-    ["\ud800", "", "two\nlines", "x" * 129, "tab\there"],
+    ("message_id", "reason"),
+    [
+        # No text at all: its header is refused as JSON, before any claim is read
+        # (stop 37: headers are parsed as untrusted JSON, which a lone surrogate is not).
+        ("\ud800", "protected header is not JSON"),
+        ("", "jti: not 1 to 128 printable characters"),
+        ("two\nlines", "jti: not 1 to 128 printable characters"),
+        ("x" * 129, "jti: not 1 to 128 printable characters"),
+        ("tab\there", "jti: not 1 to 128 printable characters"),
+    ],
     ids=["lone-surrogate", "empty", "newline", "too-long", "tab"],
 )
 def test_a_message_id_that_is_not_a_short_printable_text_is_malformed(
-    keys_dir: Path, message_id: str
+    keys_dir: Path, message_id: str, reason: str
 ) -> None:
     """A ``jti`` is the key of the hub's claim and of every replay memory: one that is
     not text (a lone surrogate cannot be encoded) held its declaration, and every
@@ -233,7 +241,7 @@ def test_a_message_id_that_is_not_a_short_printable_text_is_malformed(
     with pytest.raises(EnvelopeRejected) as rejection:
         envelope_of("dgal", TOPICS, keys_dir).open(sealed, topic=REQUESTS_DGAL)
     assert rejection.value.kind is Kind.MALFORMED
-    assert "jti: not 1 to 128 printable characters" in str(rejection.value)
+    assert reason in str(rejection.value)
 
 
 def test_a_message_id_of_128_printable_characters_any_script_is_accepted(keys_dir: Path) -> None:

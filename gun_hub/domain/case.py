@@ -197,11 +197,14 @@ class Case(BaseModel):
         """Record requests sent about this declaration: their answers are solicited, and
         may speak of the documents they quote."""
         known = set(self.requested)
-        asked = self.asked_by_authority()
         for request in requests:
             if request.request_id not in known:
                 known.add(request.request_id)
                 self.requested.append(request.request_id)
+        asked = self.asked_by_authority()
+        if asked is None:
+            return  # unknown stays unknown (asked_by_authority)
+        for request in requests:
             quoted = asked.setdefault(request.authority, [])
             already = set(quoted)
             for item in request.items:
@@ -212,31 +215,22 @@ class Case(BaseModel):
                         quoted.append(key)
         self.asked = asked
 
-    def asked_by_authority(self) -> dict[str, list[DocumentKey]]:
-        """The documents the hub asked each authority about (a copy). A case stored
-        before the hub kept them knows them from its documents: its version's, those it
-        deleted as dropped, those written off, and those of its unconfirmed earlier
-        versions (a retention marker of then: what was written off only)."""
-        if self.asked is not None:
-            return {authority: list(keys) for authority, keys in self.asked.items()}
-        derived: dict[str, list[DocumentKey]] = {}
-        for document in [
-            *self.expected,
-            *self.dropped,
-            *(self.written_off or []),
-            *(e for earlier in self.pending_announcements for e in earlier.expected),
-        ]:
-            keys = derived.setdefault(document.authority, [])
-            key = (document.goods_item, document.code, document.reference)
-            if key not in keys:
-                keys.append(key)
-        return derived
+    def asked_by_authority(self) -> dict[str, list[DocumentKey]] | None:
+        """The documents the hub asked each authority about (a copy); None when it does not
+        know: a case or retention marker stored before the hub kept them (stop 37). Such a
+        declaration's answers are taken whole, as then: what it knows of its documents is
+        not what it asked (a marker of then keeps none, a superseded version's are gone),
+        and deriving it dead-lettered a late deletion as unasked on an upgrade (found by
+        review of stop 37's change, G2)."""
+        if self.asked is None:
+            return None
+        return {authority: list(keys) for authority, keys in self.asked.items()}
 
-    def asked_of(self, authority: str) -> frozenset[DocumentKey]:
-        """The documents ``authority`` may answer about."""
-        if self.asked is not None:
-            return frozenset(self.asked.get(authority, ()))
-        return frozenset(self.asked_by_authority().get(authority, ()))
+    def asked_of(self, authority: str) -> frozenset[DocumentKey] | None:
+        """The documents ``authority`` may answer about; None: any (not known)."""
+        if self.asked is None:
+            return None
+        return frozenset(self.asked.get(authority, ()))
 
     def superseding_state(self) -> list[Case]:
         """What a newer version must keep of this case: its unconfirmed decisions."""

@@ -86,9 +86,18 @@ def written_off(case: Case) -> list[ExpectedAnswer] | None:
         case.version > 1 or (case.decided and case.decision is None)  # such a marker
     ):
         return None
-    latest: dict[tuple[str, int, str, str], ExpectedAnswer] = {}
+    # By line too: one certificate quoted on two lines of one goods item is two
+    # write-offs at the partner (found by review of stop 37's change, G1: keyed by
+    # document, the second line was lost, and an invalidation gave back one of two).
+    latest: dict[tuple[str, int, str, str, int | None], ExpectedAnswer] = {}
     for document in [*(case.written_off or []), *own_write_offs(case)]:
-        key = (document.authority, document.goods_item, document.code, document.reference)
+        key = (
+            document.authority,
+            document.goods_item,
+            document.code,
+            document.reference,
+            document.line,
+        )
         latest[key] = document.model_copy(update={"mode": RolloutMode.ENFORCE})
     return list(latest.values())
 

@@ -146,6 +146,8 @@ class Correlation:
         decision in that authority's name: it is left out and dead-lettered (review stop
         37, i3). The reason counts the documents and does not quote them (partner text)."""
         asked = case.asked_of(response.authority)
+        if asked is None:
+            return response  # a case stored before the hub kept what it asked
         kept = tuple(a for a in response.answers if (a.goods_item, a.code, a.reference) in asked)
         left_out = len(response.answers) - len(kept)
         if not left_out:

@@ -23,6 +23,7 @@ from gun_contract.security.state_cipher import StateCipher
 from gun_hub.domain.case import Case
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
+from gun_hub.pipeline import retention
 from gun_hub.pipeline.correlation import UNASKED_DOCUMENT, Correlation
 from gun_hub.pipeline.deadlines import Deadlines
 from gun_hub.pipeline.intake import Intake
@@ -309,3 +310,23 @@ async def test_under_a_steady_load_the_tables_stay_flat(hub: RetainingHub) -> No
     assert max(entries) - min(entries) <= 4
     assert max(entries) <= 17 * 4 + 4  # retention and marker time
     assert len(hub.index) <= 4  # the next hours' keys only, in memory
+
+
+def test_a_late_deletion_on_a_marker_an_earlier_hub_wrote_is_reported(
+    hub: RetainingHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A marker written before the hub kept what it asked (no ``asked``, its documents
+    stripped) takes a late deletion's answer as that hub did: it was dead-lettered as
+    unasked, its RESERVATION_DELETED lost (found by review of stop 37's change, G2)."""
+    sent = hub.intake.handle(declaration_xml(), SOURCE)
+    refused = hub.answer(sent, "dgal", Verdict.NOT_FOUND)
+    assert hub.decisions(refused) == [(REF, 1, Outcome.REFUSE)]
+    marker_of = retention.marker_of
+    monkeypatch.setattr(  # the marker as an earlier hub wrote it
+        retention, "marker_of", lambda case: marker_of(case).model_copy(update={"asked": None})
+    )
+    hub.retire()
+    monkeypatch.setattr(retention, "marker_of", marker_of)
+    late = hub.answer(refused, "dgal", Verdict.VALID)
+    assert hub.status_kinds(late) == [StatusKind.RESERVATION_DELETED]
+    assert late.to(hub.topics.dlq) == []

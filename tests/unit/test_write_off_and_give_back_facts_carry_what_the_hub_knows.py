@@ -194,3 +194,37 @@ def test_a_write_off_confirmed_after_an_invalidation_was_read_keeps_its_quantity
     feed(decided, pending, out, replayed, given)
     [line] = view.written_off(CHED)
     assert (line["quantity"], line["given_back"], line["without_quantity"]) == ("0", "1200", 0)
+
+
+# -- one certificate on two lines of one goods item, late (found by review of the merged
+# change, stop 37, G1): the case kept one write-off per document, so after retirement both
+# answers took the last line, and an invalidation gave back one line of two.
+
+TWO_LINES = (document("N853", CHED, 1, "500", "KGM"), document("N853", CHED, 2, "700", "KGM"))
+
+
+def test_two_lines_of_one_item_written_off_after_retirement_keep_both(
+    hub: RetainingHub, view: OpsView
+) -> None:
+    feed = Feeder(hub, view)  # type: ignore[arg-type]
+    decided = released(hub, declaration_xml(version=1, items=(goods_item(1, TWO_LINES),)))
+    pending = hub.answer(decided, "dgal", Verdict.UNAVAILABLE)
+    hub.retire()
+    replayed = hub.answer(decided, "dgal", Verdict.VALID)
+    [fact] = facts_of(hub, replayed)
+    feed(decided, pending, replayed)
+    assert documents_of(fact) == [(1, CHED, 1, Decimal(500)), (1, CHED, 2, Decimal(700))]
+    lines = sorted((w["line"], w["quantity"]) for w in view.written_off(CHED))
+    assert lines == [(1, "500"), (2, "700")]
+
+
+def test_two_lines_of_one_item_are_both_given_back_by_an_invalidation(
+    hub: RetainingHub, view: OpsView
+) -> None:
+    feed = Feeder(hub, view)  # type: ignore[arg-type]
+    decided = released(hub, declaration_xml(version=1, items=(goods_item(1, TWO_LINES),)))
+    confirmed = hub.answer(decided, "dgal", Verdict.VALID)
+    out = invalidated(hub)
+    given = hub.answer(out, "dgal", Verdict.VALID)
+    feed(decided, confirmed, out, given)
+    assert [w["quantity"] for w in view.written_off(CHED)] == ["0", "0"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -602,9 +603,33 @@ def unknown_settings(environ: Mapping[str, str]) -> list[UnknownSetting]:
             continue
         if upper in known or any(upper.startswith(f"{leaf}__") for leaf in _open_leaves()):
             continue
+        if _kubernetes_service_link(upper, environ[name]):
+            continue
         close = difflib.get_close_matches(upper, sorted(leaves), n=1, cutoff=0.8)
         unknown.append(UnknownSetting(name, close[0] if close else None))
     return unknown
+
+
+# What the kubelet hands a pod for each Service of its namespace (a Service named
+# gun-hub-trader: GUN_HUB_TRADER_SERVICE_HOST, ..._PORT=tcp://..., ..._PORT_6067_TCP_ADDR):
+# never a setting (no "__"); the shipped Deployments turn them off (enableServiceLinks).
+_SERVICE_LINK = re.compile(
+    r"[A-Z0-9_]+_(SERVICE_(HOST|PORT(_[A-Z0-9_]+)?)|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)"
+)
+_SERVICE_ADDRESS = re.compile(r"(tcp|udp|sctp)://", re.IGNORECASE)
+
+
+def _kubernetes_service_link(name: str, value: str) -> bool:
+    if "__" in name or not _SERVICE_LINK.fullmatch(name):
+        return False
+    # ``<SERVICE>_PORT`` and ``<SERVICE>_PORT_<n>_<PROTO>`` hold an address: a misspelt
+    # setting ending in _PORT (a number) is still named.
+    address = (
+        "_SERVICE_" not in name
+        and not name.endswith(("_TCP_PORT", "_UDP_PORT", "_SCTP_PORT"))
+        and re.fullmatch(r"[A-Z0-9_]+?_PORT(_\d+_(TCP|UDP|SCTP))?", name) is not None
+    )
+    return not address or bool(_SERVICE_ADDRESS.match(value))
 
 
 def _setting_names(model: type[BaseModel], prefix: str) -> tuple[set[str], set[str]]:

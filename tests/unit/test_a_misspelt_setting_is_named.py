@@ -79,3 +79,26 @@ def test_every_variable_the_documentation_names_is_a_setting() -> None:
     assert len(named) > 20
     unknown = {u.name: named[u.name] for u in unknown_settings(dict.fromkeys(named, ""))}
     assert unknown == {}
+
+
+def test_the_variables_kubernetes_hands_a_pod_for_each_service_are_not_named() -> None:
+    """A pod outside the shipped manifests (enableServiceLinks left on) gets these for the
+    Services named gun-hub... (found by review of stop 37's change, G3)."""
+    kubelet = {
+        "GUN_HUB_SERVICE_HOST": "10.0.0.7",
+        "GUN_HUB_SERVICE_PORT": "6066",
+        "GUN_HUB_SERVICE_PORT_PROBES": "6066",
+        "GUN_HUB_PORT": "tcp://10.0.0.7:6066",
+        "GUN_HUB_PORT_6066_TCP": "tcp://10.0.0.7:6066",
+        "GUN_HUB_PORT_6066_TCP_PROTO": "tcp",
+        "GUN_HUB_PORT_6066_TCP_PORT": "6066",
+        "GUN_HUB_PORT_6066_TCP_ADDR": "10.0.0.7",
+        "GUN_HUB_TRADER_SERVICE_HOST": "10.0.0.8",
+        "GUN_HUB_TRADER_PORT": "tcp://10.0.0.8:6067",
+    }
+    assert unknown_settings(kubelet) == []
+
+
+def test_a_misspelt_port_setting_is_still_named() -> None:
+    (found,) = unknown_settings({"GUN_HUB_HUB_WEB_PORT": "6066"})
+    assert found.meant == "GUN_HUB_HUB__WEB_PORT"

@@ -585,6 +585,15 @@ def test_every_deployment_probes_livez_and_readyz_on_a_declared_port(k8s: list[D
             assert get["port"] in ports, f"{name} {probe} port {get['port']}"
 
 
+def test_no_pod_is_handed_the_services_variables(k8s: list[Doc]) -> None:
+    """The kubelet hands every pod ``<SERVICE>_SERVICE_HOST``, ``<SERVICE>_PORT...`` for
+    each Service of its namespace unless told not to: the Services named ``gun-hub...``
+    made about twenty ``GUN_HUB_*`` variables that are no setting, each named in a
+    warning at every start (found by review of stop 37's change, G3)."""
+    for name, deployment in of_kind(k8s, "Deployment").items():
+        assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False, name
+
+
 def test_every_pod_runs_non_root_read_only_with_resources(k8s: list[Doc]) -> None:
     for name, deployment in of_kind(k8s, "Deployment").items():
         spec = deployment["spec"]

@@ -128,7 +128,8 @@ class PartnerUnavailable(Exception):
 # concurrent ones could get the adapter OOM-killed into a crash loop (stop 37, J4).
 ANSWER_LIMIT_BYTES = 64 * 1024
 # Answers asking for a pause (Retry-After honoured): retried like a 5xx, not mapped.
-_THROTTLED = frozenset({429, 503})
+HTTP_TOO_MANY_REQUESTS = 429
+_THROTTLED = frozenset({HTTP_TOO_MANY_REQUESTS, 503})
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +342,10 @@ class CertexHttpPartner:
                 ) as response:
                     if response.status >= 500 or response.status in _THROTTLED:
                         last_error = f"partner answered HTTP {response.status}"
+                        if response.status == HTTP_TOO_MANY_REQUESTS:
+                            # Not taken: a 409 to the retry is no earlier attempt still
+                            # running (a 503 may hide one, behind a proxy; review G4).
+                            self._keys_in_flight.turned_away(headers[IDEMPOTENCY_HEADER])
                         self.circuit.record_failure()
                         self._pause_if_asked(response)
                         continue

@@ -78,6 +78,15 @@ class KeysInFlight:
             and self._clock() - sent.first_at <= self._window_s
         )
 
+    def turned_away(self, key: str) -> None:
+        """The partner did not take the attempt just sent (429: it asked the client to
+        slow down): it does not count as one that may still be running."""
+        sent = self._sent.get(key)
+        if sent is not None:
+            sent.attempts -= 1
+            if sent.attempts <= 0:
+                del self._sent[key]
+
     def settled(self, key: str) -> None:
         """The partner answered ``key`` for good: its next attempt is a first one again."""
         self._sent.pop(key, None)

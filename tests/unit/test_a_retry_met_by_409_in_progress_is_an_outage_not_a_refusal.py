@@ -214,6 +214,27 @@ async def test_a_409_after_an_attempt_whose_outcome_is_unknown_is_unavailable() 
     assert (answer.verdict, answer.partner_code) == (Verdict.UNAVAILABLE, None)
 
 
+async def test_a_409_after_an_attempt_turned_away_429_is_a_refusal() -> None:
+    """A 429 says the partner did not take the attempt (a 503 may hide one it did, behind
+    a proxy): the retry that meets 409 is the key's first attempt taken, so the conflict
+    is the partner's word, not an outage replayed for ten minutes (found by review of
+    stop 37's change, G4)."""
+    statuses = iter([429, 409])
+
+    async def partner_app(_: web.Request) -> web.Response:
+        status = next(statuses)
+        body = {"error": "conflicts with the ledger"} if status == 409 else {"error": "slow down"}
+        return web.json_response(body, status=status)
+
+    async with serving(partner_app) as url:
+        adapter = client(url, retry_attempts=2, retry_backoff_base_s=0.01)
+        try:
+            [answer] = await adapter.answer(write_off())
+        finally:
+            await adapter.close()
+    assert (answer.verdict, answer.partner_code) == (Verdict.MISMATCH, "HTTP409")
+
+
 def test_a_409_long_after_a_keys_first_attempt_is_the_partners_word_again() -> None:
     """A partner takes seconds over a call, not minutes: past the window a 409 to a repeat
     is a refusal again (a conflict the partner remembers under the key is not asked every

@@ -476,7 +476,7 @@ def fault_without_effect(event: Event, observations: Observations) -> str:
     if kind == "broker_restart":
         return "" if float(detail.get("down_s", 0)) > 0 else "the broker was not seen down"
     if kind == "poison":
-        return "" if int(detail.get("records", 0)) > 0 else "no poisoned record sent"
+        return "" if _records_sent(detail.get("records")) > 0 else "no poisoned record sent"
     if kind not in PARTNER_FAULTS:
         return ""
     target = str(detail.get("target", "?"))
@@ -485,6 +485,19 @@ def fault_without_effect(event: Event, observations: Observations) -> str:
     if kind == "partner_outage" and not _outage_felt(target, detail, observations):
         return f"{target}: no UNAVAILABLE answer nor deadline decision in its window"
     return ""
+
+
+def _records_sent(records: Any) -> int:
+    """The poisoned records an event says it sent: a count, or counts by topic (as the
+    orchestrator writes them)."""
+    if isinstance(records, Mapping):
+        return sum(_records_sent(n) for n in records.values())
+    if isinstance(records, bool) or not isinstance(records, int | float | str):
+        return 0
+    try:
+        return int(records)
+    except ValueError:
+        return 0
 
 
 def _outage_felt(authority: str, detail: Mapping[str, Any], observations: Observations) -> bool:

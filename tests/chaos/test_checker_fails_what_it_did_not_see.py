@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from chaos.checker.invariants import CheckReport, check
+from chaos.checker.invariants import CheckReport, check, fault_without_effect
 from chaos.checker.model import (
     DecisionSeen,
     Event,
@@ -393,3 +393,17 @@ def test_a_ledger_answer_without_its_fields_is_an_error_not_an_empty_ledger() ->
         ledger_lines(AUTHORITY, {"documents": [{"reference": DOC, "lines": []}]}, [DOC])
     with pytest.raises(KeyError, match="documents"):
         ledger_lines(AUTHORITY, {"docs": []}, [DOC])
+
+
+@pytest.mark.parametrize(
+    ("records", "seen"),
+    [({"chaos.declarations": 15, "chaos.dlq": 10}, True), (12, True), ({}, False), (0, False)],
+    ids=["by-topic", "a-count", "no-topic", "none"],
+)
+def test_poison_sent_counts_by_topic_or_in_all(records: object, seen: bool) -> None:
+    """The orchestrator writes the poisoned records it sent by topic: the first real run of
+    the stricter checker crashed on that form (stop 37)."""
+    event = Event(2.0, "fault", "poison", {"ok": True, "records": records})
+    why = fault_without_effect(event, observe(MemorySource(), {}))
+    assert (why == "") is seen
+    assert seen or why == "no poisoned record sent"

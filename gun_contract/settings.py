@@ -548,7 +548,7 @@ class Settings(BaseSettings):
     """Everything configurable, grouped by component."""
 
     model_config = SettingsConfigDict(
-        env_prefix="GUN_HUB_", env_nested_delimiter="__", extra="ignore"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore"
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -594,18 +594,18 @@ def unknown_settings(environ: Mapping[str, str]) -> list[UnknownSetting]:
     was probably meant to be. Names are compared as pydantic-settings reads them: case
     apart, nested groups joined by ``__``; a group given whole (as JSON) is a setting, and
     a dict or list setting's own keys are not checked."""
-    groups, leaves = _setting_names(Settings, ENV_PREFIX)
-    known = groups | leaves
+    names = _setting_names(Settings, ENV_PREFIX)
+    known = names.groups | names.leaves
     unknown: list[UnknownSetting] = []
     for name in sorted(environ):
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper.startswith(_TEST_SUITE_PREFIX):
             continue
-        if upper in known or any(upper.startswith(f"{leaf}__") for leaf in _open_leaves()):
+        if upper in known or any(upper.startswith(f"{leaf}__") for leaf in names.open_leaves):
             continue
         if _kubernetes_service_link(upper, environ[name]):
             continue
-        close = difflib.get_close_matches(upper, sorted(leaves), n=1, cutoff=0.8)
+        close = difflib.get_close_matches(upper, sorted(names.leaves), n=1, cutoff=0.8)
         unknown.append(UnknownSetting(name, close[0] if close else None))
     return unknown
 
@@ -632,29 +632,29 @@ def _kubernetes_service_link(name: str, value: str) -> bool:
     return not address or bool(_SERVICE_ADDRESS.match(value))
 
 
-def _setting_names(model: type[BaseModel], prefix: str) -> tuple[set[str], set[str]]:
-    """The variable names of a settings model: its groups, and its settings."""
+@dataclass(frozen=True)
+class _SettingNames:
+    groups: frozenset[str]
+    leaves: frozenset[str]
+    open_leaves: frozenset[str]
+    """Settings holding a dict or a list, whose items may be given one by one."""
+
+
+def _setting_names(model: type[BaseModel], prefix: str) -> _SettingNames:
+    """The variable names of a settings model: its groups and its settings."""
     groups: set[str] = set()
     leaves: set[str] = set()
+    open_leaves: set[str] = set()
     for field_name, field in model.model_fields.items():
         name = f"{prefix}{field_name.upper()}"
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            groups.add(name)
-            inner_groups, inner_leaves = _setting_names(annotation, f"{name}__")
-            groups |= inner_groups
-            leaves |= inner_leaves
+            inner = _setting_names(annotation, f"{name}__")
+            groups |= {name, *inner.groups}
+            leaves |= inner.leaves
+            open_leaves |= inner.open_leaves
         else:
             leaves.add(name)
-    return groups, leaves
-
-
-def _open_leaves() -> frozenset[str]:
-    """Settings holding a dict or a list, whose items may be given one by one."""
-    return frozenset(
-        f"{ENV_PREFIX}{group.upper()}__{name.upper()}"
-        for group, model in Settings.model_fields.items()
-        if isinstance(model.annotation, type) and issubclass(model.annotation, BaseModel)
-        for name, field in model.annotation.model_fields.items()
-        if getattr(field.annotation, "__origin__", None) in (dict, list)
-    )
+            if getattr(annotation, "__origin__", None) in (dict, list):
+                open_leaves.add(name)
+    return _SettingNames(frozenset(groups), frozenset(leaves), frozenset(open_leaves))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from aiohttp import web
 
@@ -38,7 +37,7 @@ from gun_hub.gateway.lodging import (
     PublishFailed,
 )
 from gun_hub.security.web_auth import TraderTokens, Unauthenticated, bearer_token
-from gun_hub.web.common import RefusalLog, answer, refuse
+from gun_hub.web.common import OncePerSecond, RefusalLog, answer, refuse
 
 log = logging.getLogger(__name__)
 
@@ -78,25 +77,6 @@ async def _body_within(request: web.Request, limit: int, idle_s: float) -> bytes
         chunks.append(chunk)
 
 
-class _Throttled:
-    """A warning at most once a second (a trader hammering must not flood the logs;
-    ``gun_hub_gateway_lodgements_total`` counts every refusal)."""
-
-    def __init__(self) -> None:
-        self._last = -1.0
-        self._quiet = 0
-
-    def warning(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last < 1.0:
-            self._quiet += 1
-            return
-        if self._quiet:
-            message += f" ({self._quiet} more such since the last line)"
-        log.warning(message, *args)
-        self._last, self._quiet = now, 0
-
-
 def _refused(refusal: LodgementRefused) -> web.Response:
     return refuse(refusal.status, refusal.reason, kind=refusal.kind)
 
@@ -111,7 +91,8 @@ def lodging_app(
 ) -> web.Application:
     """The aiohttp application of the lodging listener."""
     refusals = RefusalLog(log, "lodging")
-    over_share = _Throttled()
+    # ``gun_hub_gateway_lodgements_total`` counts every refusal; the log, one a second.
+    over_share = OncePerSecond(log, "such")
 
     def turned_away(result: str) -> None:
         LODGEMENTS.labels(channel=CHANNEL, result=result).inc()
@@ -126,7 +107,9 @@ def lodging_app(
         # that it is the one to wait, whether or not the others fill the rest.
         if gateway.holds_its_share(eori):
             turned_away("trader_busy")
-            over_share.warning("trader %s holds its share of the lodgements in flight", eori)
+            over_share.log(
+                logging.WARNING, "trader %s holds its share of the lodgements in flight", eori
+            )
             share = gateway.trader_share
             return refuse(
                 429,

@@ -4,8 +4,9 @@ Fed from Kafka by :mod:`gun_hub.ops.feed` (status events, facts, dead letters, a
 heartbeats). Each batch of records is applied in one SQLite transaction together with the
 offsets it reaches, so the model is exact across restarts: nothing applied twice, nothing
 skipped. Records that arrive twice anyway (a status event or a fact emitted again after a
-worker crash, see case.py) are absorbed by the primary keys: a decision counts once per
-(reference, version), a write-off or a give-back once per goods item and document line.
+worker crash, see case.py) count once: a decision per (reference, version), the first
+one standing as the publisher's does (a decision made again is not counted), a write-off
+or a give-back per goods item and document line (the primary keys).
 The facts name each version's declarant from its receipt at intake: what the trader lookup
 checks ownership against (ADR 0007).
 
@@ -724,8 +725,8 @@ class OpsView(ViewQueries):
                     [(reference, version) for reference, version, _day in old],
                 )
             deleted += len(old)
-            # Overrides and rollout uses leave with their decisions; what a decision
-            # replaced left behind leaves with its day.
+            # Overrides and rollout uses leave with their decisions; rows a view before
+            # stop 37 left behind when a decision replaced another leave with their day.
             for table in ("overrides", "rollout_uses", "decisions_left", *_DAILY_COUNTERS):
                 deleted += self._db.execute(
                     f"DELETE FROM {table} WHERE rowid IN "
@@ -783,9 +784,9 @@ class OpsView(ViewQueries):
             where = " AND ".join(f"{column} = ?" for column in columns)
             self._db.execute(f"DELETE FROM {table} WHERE {where} AND n <= 0", key)
 
-    def _count_decision(self, reference: str, version: int, sign: int) -> None:
-        """Count (``sign`` 1) or uncount (-1) the decision stored for (reference, version),
-        its documents, override and rollout uses."""
+    def _count_decision(self, reference: str, version: int) -> None:
+        """Count the decision stored for (reference, version), its documents, override and
+        rollout uses (once: a decision made again is not counted, the first stands)."""
         row = self._db.execute(
             "SELECT day, outcome FROM decisions WHERE reference = ? AND version = ?",
             (reference, version),
@@ -793,26 +794,26 @@ class OpsView(ViewQueries):
         if row is None:
             return
         day, outcome = row
-        self._add("decision_counts", (day, outcome), sign)
+        self._add("decision_counts", (day, outcome), 1)
         for (authority,) in self._db.execute(
             "SELECT DISTINCT authority FROM decision_documents "
             "WHERE reference = ? AND version = ? AND authority != ''",
             (reference, version),
         ).fetchall():
-            self._add("authority_counts", (day, authority, outcome), sign)
+            self._add("authority_counts", (day, authority, outcome), 1)
         for code, verdict, count in self._db.execute(
             "SELECT code, verdict, COUNT(*) FROM decision_documents "
             "WHERE reference = ? AND version = ? GROUP BY code, verdict",
             (reference, version),
         ).fetchall():
-            self._add("code_counts", (day, code, verdict), sign * count)
+            self._add("code_counts", (day, code, verdict), count)
         for measure, condition in _OVERRIDE_MEASURES.items():
             for declarant, override_day in self._db.execute(
                 f"SELECT declarant, day FROM overrides WHERE reference = ? AND version = ? "
                 f"AND {condition}",
                 (reference, version),
             ).fetchall():
-                self._add("override_counts", (override_day, declarant, measure), sign)
+                self._add("override_counts", (override_day, declarant, measure), 1)
         for use_day, authority, office, mode, outcome, would, agrees, reasons in self._db.execute(
             "SELECT day, authority, office, mode, outcome, would_decide, agrees, reasons "
             "FROM rollout_uses WHERE reference = ? AND version = ?",
@@ -820,9 +821,9 @@ class OpsView(ViewQueries):
         ).fetchall():
             where = (use_day, authority, office, mode)
             verdict = _NO_VERDICT if agrees is None else agrees
-            self._add("rollout_counts", (*where, outcome, would, verdict), sign)
+            self._add("rollout_counts", (*where, outcome, would, verdict), 1)
             for code in filter(None, reasons.split(",")):
-                self._add("rollout_reason_counts", (*where, code), sign)
+                self._add("rollout_reason_counts", (*where, code), 1)
 
     def _date_the_receipts(self) -> None:
         """A view made before receipts were dated: its receipts count as older than any
@@ -1173,7 +1174,7 @@ class OpsView(ViewQueries):
                     fact.override.declined,
                 ),
             )
-        self._count_decision(fact.reference, fact.version, 1)
+        self._count_decision(fact.reference, fact.version)
 
     def _write_off(self, fact: WriteOffFact) -> None:
         self._keep_lines("write_offs", fact)

@@ -171,24 +171,24 @@ class Correlation:
         return response.model_copy(update={"answers": kept}) if kept else None
 
     def _record(
-        self, outbox: Effects, response: AuthorityResponse, partition: int, case: Case | None
+        self, outbox: Effects, response: AuthorityResponse, partition: int, case: Case
     ) -> None:
-        """Record the answer in ``case``, the answer's case as stored (None: none is)."""
+        """Record the answer in ``case``, the answer's case as stored (a solicited answer
+        has one)."""
         key = response.reference.encode()
-        awaited = case is not None and case.awaits(response)
-        if case is not None:
-            # Decisions the broker may not have are announced again, and the answer is
-            # still recorded: it will not come again (chaos run: a cancellation waited
-            # for an answer already consumed, because an earlier decision was unconfirmed).
-            # Before anything else: a cancellation decided on its DELETE answers, whose
-            # worker died before the broker had the decision, is announced again when the
-            # answer is read again, though that answer now looks like a late follow-up
-            # (chaos run with two workers: 7 cancellations lost).
-            self._ctx.announce_again_if_lost(outbox, case, partition)
+        awaited = case.awaits(response)
+        # Decisions the broker may not have are announced again, and the answer is still
+        # recorded: it will not come again (chaos run: a cancellation waited for an answer
+        # already consumed, because an earlier decision was unconfirmed). Before anything
+        # else: a cancellation decided on its DELETE answers, whose worker died before the
+        # broker had the decision, is announced again when the answer is read again,
+        # though that answer now looks like a late follow-up (chaos run with two workers:
+        # 7 cancellations lost).
+        self._ctx.announce_again_if_lost(outbox, case, partition)
         if response.operation in FOLLOW_UP_OPERATIONS and not awaited:
             self._follow_up_answered(outbox, response, case)
             return
-        if case is None or case.version != response.version or case.decided:
+        if case.version != response.version or case.decided:
             metrics.LATE_ANSWERS.labels(authority=response.authority).inc()
             self._ctx.emit_status(
                 outbox,
@@ -239,9 +239,7 @@ class Correlation:
             withheld[:_WITHHELD_CODES_SHOWN]
         )
 
-    def _follow_up_answered(
-        self, outbox: Effects, response: AuthorityResponse, case: Case | None
-    ) -> None:
+    def _follow_up_answered(self, outbox: Effects, response: AuthorityResponse, case: Case) -> None:
         """What a write-off, deletion or give-back did: sent after a decision
         (lifecycle.py), or as the stage's own operation (its awaited answer, recorded in
         the case as well)."""
@@ -263,7 +261,7 @@ class Correlation:
         self,
         outbox: Effects,
         response: AuthorityResponse,
-        case: Case | None,
+        case: Case,
         answers: tuple[DocumentAnswer, ...],
     ) -> None:
         """The status of what ``response`` did on ``answers`` (some or all of its

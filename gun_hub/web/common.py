@@ -43,27 +43,41 @@ _JSON_HEADERS = {
 }
 
 
-class RefusalLog:
-    """Logs refused callers at most once a second (a flood must not flood the logs too;
-    ``gun_hub_web_auth_failures_total`` counts every one)."""
+class OncePerSecond:
+    """Logs at most one line a second, saying how many it held back since the last (a
+    flood must not flood the logs too; a counter counts every one)."""
 
-    def __init__(self, logger: logging.Logger, listener: str) -> None:
+    def __init__(self, logger: logging.Logger, held_back: str) -> None:
         self._log = logger
-        self._listener = listener
+        self._held_back = held_back  # "refused": "(3 more refused since the last line)"
         self._last = -1.0
         self._quiet = 0
 
-    def refused(self, remote: str | None, reason: str, message: str) -> None:
-        AUTH_FAILURES.labels(listener=self._listener, reason=reason).inc()
+    def log(self, level: int, message: str, *args: object) -> None:
         now = time.monotonic()
         if now - self._last < 1.0:
             self._quiet += 1
             return
-        also = f" ({self._quiet} more refused since the last line)" if self._quiet else ""
-        self._log.info(
-            "%s listener refused a request from %s: %s%s", self._listener, remote, message, also
-        )
+        if self._quiet:
+            message += f" ({self._quiet} more {self._held_back} since the last line)"
+        self._log.log(level, message, *args)
         self._last, self._quiet = now, 0
+
+
+class RefusalLog:
+    """Logs refused callers at most once a second;
+    ``gun_hub_web_auth_failures_total`` counts every one."""
+
+    def __init__(self, logger: logging.Logger, listener: str) -> None:
+        self._lines = OncePerSecond(logger, "refused")
+        self._listener = listener
+
+    def refused(self, remote: str | None, reason: str, message: str) -> None:
+        AUTH_FAILURES.labels(listener=self._listener, reason=reason).inc()
+        self._lines.log(
+            logging.INFO, "%s listener refused a request from %s: %s", self._listener, remote,
+            message,
+        )  # fmt: skip
 
 
 class BadRequest(Exception):

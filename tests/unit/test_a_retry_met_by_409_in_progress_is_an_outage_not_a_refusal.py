@@ -9,57 +9,37 @@ the partner will not apply the call (a conflict with its ledger), a refusal."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
-from adapters.base.certex import CertexHttpPartner
 from adapters.base.keys_in_flight import KeysInFlight
 from adapters.base.pending import PendingOperations
 from adapters.base.replay import Replayer
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.model.verdicts import Verdict
-from gun_contract.settings import AdapterSettings
-from gun_tools.processes import free_port
-from partner_sim.documents import load_documents
-from partner_sim.server import build_app
-from partner_sim.store import LedgerStore
 from tests.adapter_fixtures import partner_request
-from tests.partner_fixtures import RunningPartner
+from tests.partner_fixtures import (
+    Handler,
+    RunningPartner,
+    partner_client,
+    running_partner,
+    serving,
+    set_faults,
+)
 
 DOC = "CHEDP.FR.2026.0001234"
 DECL = "26FR000690I0000401"
 IN_PROGRESS = {"error": "a request with this Idempotency-Key is being processed"}
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def client(url: str, **settings: Any) -> CertexHttpPartner:
-    return CertexHttpPartner(AdapterSettings(partner_url=url, **settings))
+# Long past the live call and a replay round (about a second), on a loaded machine too.
+HELD_S = 5.0
 
 
 def write_off() -> AuthorityRequest:
     return partner_request(Operation.WRITE_OFF, reference=DECL, quantity=None)
-
-
-@asynccontextmanager
-async def serving(handler: Handler) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @dataclass
@@ -81,19 +61,10 @@ async def partner(samples: Path, tmp_path: Path) -> AsyncIterator[SignallingPart
             written_off.set()
         return response
 
-    store = LedgerStore(tmp_path / "l.db")
-    store.load(load_documents(samples / "partners" / "dgal-documents.json"))
-    app = build_app(store)
-    app.middlewares.insert(0, signal)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield SignallingPartner(f"http://127.0.0.1:{port}", store, written_off)
-    finally:
-        await runner.cleanup()
-        store.close()
+    async with running_partner(
+        samples / "partners" / "dgal-documents.json", tmp_path / "l.db", [signal]
+    ) as running:
+        yield SignallingPartner(running.url, running.store, written_off)
 
 
 def line_1(partner: RunningPartner) -> tuple[int, int, int]:
@@ -104,7 +75,7 @@ def line_1(partner: RunningPartner) -> tuple[int, int, int]:
 async def test_a_retry_met_by_409_in_progress_is_unavailable_then_replayed_and_applied_once(
     partner: SignallingPartner, tmp_path: Path
 ) -> None:
-    adapter = client(partner.url, partner_timeout_s=0.3, retry_attempts=3)
+    adapter = partner_client(partner.url, partner_timeout_s=0.3, retry_attempts=3)
     pending = PendingOperations(tmp_path / "pending.sqlite")
     published: list[DocumentAnswer] = []
 
@@ -117,23 +88,20 @@ async def test_a_retry_met_by_409_in_progress_is_unavailable_then_replayed_and_a
     try:
         [reserved] = await adapter.answer(partner_request(Operation.RESERVE, reference=DECL))
         assert reserved.verdict is Verdict.VALID
-        # The partner holds the write-off 1.5 s, past the adapter's 0.3 s deadline: the
+        # The partner holds the write-off HELD_S, past the adapter's 0.3 s deadline: the
         # retry with the same key meets 409 "still being processed".
-        async with aiohttp.ClientSession() as http:
-            await http.put(
-                f"{partner.url}/admin/faults", json={"in_progress_next": 1, "hang_s": 1.5}
-            )
+        await set_faults(partner.url, in_progress_next=1, hang_s=HELD_S)
         [live] = await replayer.ask(write_off(), 0, 41)
         assert (live.verdict, live.partner_code) == (Verdict.UNAVAILABLE, None), live.detail
         assert live.detail is not None
         assert "still processing" in live.detail
         assert pending.holds(write_off())  # queued, to be replayed
-        if not partner.written_off.is_set():
-            # A replay round while the partner still holds it: 409 again, still queued.
-            await replayer.replay_all()
-            assert published == []
-            assert pending.holds(write_off())
-        await asyncio.wait_for(partner.written_off.wait(), 5)
+        # A replay round while the partner still holds it: 409 again, still queued.
+        assert not partner.written_off.is_set()
+        await replayer.replay_all()
+        assert published == []
+        assert pending.holds(write_off())
+        await asyncio.wait_for(partner.written_off.wait(), HELD_S + 10)
         await replayer.replay_all()
         left = len(pending)
     finally:
@@ -149,26 +117,31 @@ async def test_a_retry_met_by_409_from_a_partner_still_processing_is_not_a_refus
     """The reviewer's partner: it answers 409 to a key in flight, and applies the first."""
     applied: list[str] = []
     in_progress: set[str] = set()
+    conflicts: list[str] = []
+    released = asyncio.Event()
     done = asyncio.Event()
 
     async def partner_app(request: web.Request) -> web.Response:
         key = request.headers["Idempotency-Key"] + request.path
         if key in in_progress:
+            conflicts.append(key)
             return web.json_response(IN_PROGRESS, status=409)
         in_progress.add(key)
-        await asyncio.sleep(0.8)  # slower than the adapter's 0.3 s deadline
+        await released.wait()  # held past the adapter's 0.3 s deadline, until its answer
         applied.append(request.path)  # ... and the write-off is applied all the same
         in_progress.discard(key)
         done.set()
         return web.json_response({"result": "DONE", "code": "01"})
 
     async with serving(partner_app) as url:
-        adapter = client(url, partner_timeout_s=0.3, retry_attempts=3)
+        adapter = partner_client(url, partner_timeout_s=0.3, retry_attempts=3)
         try:
             [answer] = await adapter.answer(write_off())
         finally:
+            released.set()
             await adapter.close()
         await asyncio.wait_for(done.wait(), 5)
+    assert conflicts, "the retry met the partner's 409"
     assert applied, "the partner applied the write-off"
     assert answer.verdict is Verdict.UNAVAILABLE, (answer.verdict, answer.partner_code)
 
@@ -184,7 +157,7 @@ async def test_a_409_to_a_keys_first_attempt_is_still_a_refusal() -> None:
         return web.json_response({"error": "conflicts with the ledger"}, status=409)
 
     async with serving(conflicting) as url:
-        adapter = client(url)
+        adapter = partner_client(url)
         try:
             [first] = await adapter.answer(write_off())
             # Answered for good: the same key asked again (a redelivery) is a first attempt.
@@ -206,7 +179,7 @@ async def test_a_409_after_an_attempt_whose_outcome_is_unknown_is_unavailable() 
         return web.json_response(IN_PROGRESS if status == 409 else {"error": "busy"}, status=status)
 
     async with serving(partner_app) as url:
-        adapter = client(url, retry_attempts=2, retry_backoff_base_s=0.01)
+        adapter = partner_client(url, retry_attempts=2, retry_backoff_base_s=0.01)
         try:
             [answer] = await adapter.answer(write_off())
         finally:
@@ -227,7 +200,7 @@ async def test_a_409_after_an_attempt_turned_away_429_is_a_refusal() -> None:
         return web.json_response(body, status=status)
 
     async with serving(partner_app) as url:
-        adapter = client(url, retry_attempts=2, retry_backoff_base_s=0.01)
+        adapter = partner_client(url, retry_attempts=2, retry_backoff_base_s=0.01)
         try:
             [answer] = await adapter.answer(write_off())
         finally:

@@ -7,19 +7,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
-from adapters.base.certex import CLEARANCE_VERDICTS, CertexHttpPartner, _map_answer
+from adapters.base.certex import CLEARANCE_VERDICTS, _map_answer
 from adapters.base.pending import PendingOperations
 from adapters.base.replay import Replayer
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.model.verdicts import Verdict
-from gun_contract.settings import AdapterSettings
 from gun_tools.processes import free_port
 from tests.adapter_fixtures import partner_request
-from tests.partner_fixtures import RunningPartner, running_partner
+from tests.partner_fixtures import RunningPartner, partner_client, running_partner, set_faults
 
 DOC = "CHEDP.FR.2026.0001234"
 DECL = "26FR000690I0000401"
@@ -37,15 +35,6 @@ async def partner(samples: Path, tmp_path: Path) -> AsyncIterator[RunningPartner
         samples / "partners" / "dgal-documents.json", tmp_path / "l.db"
     ) as running:
         yield running
-
-
-def client(url: str, **settings: Any) -> CertexHttpPartner:
-    return CertexHttpPartner(AdapterSettings(partner_url=url, **settings))
-
-
-async def faults(partner: RunningPartner, **switch: Any) -> None:
-    async with aiohttp.ClientSession() as http:
-        await http.put(f"{partner.url}/admin/faults", json=switch)
 
 
 def line_1(partner: RunningPartner) -> tuple[int, int, int]:
@@ -78,7 +67,7 @@ async def test_every_partner_call_carries_the_declaration_version_and_an_idempot
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    partner = client(f"http://127.0.0.1:{port}")
+    partner = partner_client(f"http://127.0.0.1:{port}")
     try:
         for operation in Operation:
             asked = request(operation, version=3)
@@ -102,11 +91,11 @@ async def test_every_partner_call_carries_the_declaration_version_and_an_idempot
 async def test_a_write_off_whose_answer_was_lost_is_retried_and_applied_once(
     partner: RunningPartner,
 ) -> None:
-    adapter = client(partner.url, partner_timeout_s=0.5, retry_attempts=3)
+    adapter = partner_client(partner.url, partner_timeout_s=0.5, retry_attempts=3)
     try:
         [reserved] = await adapter.answer(request(Operation.RESERVE))
         assert reserved.verdict is Verdict.VALID
-        await faults(partner, lose_next=1, hang_s=1)
+        await set_faults(partner.url, lose_next=1, hang_s=1)
         [written_off] = await adapter.answer(request(Operation.WRITE_OFF, quantity=None))
     finally:
         await adapter.close()
@@ -118,7 +107,7 @@ async def test_a_write_off_whose_answer_was_lost_is_retried_and_applied_once(
 async def test_an_operation_older_than_the_partner_has_seen_is_refused_as_stale(
     partner: RunningPartner,
 ) -> None:
-    adapter = client(partner.url)
+    adapter = partner_client(partner.url)
     try:
         await adapter.answer(request(Operation.RESERVE, version=2))
         [deleted] = await adapter.answer(request(Operation.DELETE, version=1, quantity=None))
@@ -137,7 +126,7 @@ async def test_a_write_off_the_partner_rejects_is_answered_once_and_never_replay
     """The partner simulator rejects (422) an idempotency key reused for another body:
     the write-off is answered with the rejection, not queued as if the partner were down
     (replayed for ever, holding its partition's commit: found by review in stop 30)."""
-    adapter = client(partner.url)
+    adapter = partner_client(partner.url)
     pending = PendingOperations(tmp_path / "pending.sqlite")
     published: list[DocumentAnswer] = []
 
@@ -164,7 +153,7 @@ async def test_a_write_off_the_partner_rejects_is_answered_once_and_never_replay
 
 
 async def test_a_written_off_quantity_is_given_back(partner: RunningPartner) -> None:
-    adapter = client(partner.url)
+    adapter = partner_client(partner.url)
     try:
         await adapter.answer(request(Operation.RESERVE))
         await adapter.answer(request(Operation.WRITE_OFF, quantity=None))

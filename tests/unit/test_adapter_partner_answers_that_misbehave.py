@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,33 +28,25 @@ from gun_contract.model.exchange import (
     RequestedItem,
 )
 from gun_contract.model.verdicts import Verdict
-from gun_contract.settings import AdapterSettings
-from gun_tools.processes import free_port
 from tests.adapter_fixtures import partner_request
+from tests.partner_fixtures import Handler, partner_client
+from tests.partner_fixtures import serving as partner_serving
 from tests.poison_corpus import settle_garbage
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @asynccontextmanager
 async def serving(handler: Handler) -> AsyncIterator[str]:
-    """A partner answering every call with ``handler``; yields its base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    # A handler whose client hung up is cancelled: none outlives its test.
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    """A partner answering every call with ``handler`` (a handler whose client hung up is
+    cancelled: none outlives its test)."""
+    async with partner_serving(handler, cancelled_with_client=True) as url:
+        yield url
 
 
 def client(url: str, **settings: Any) -> CertexHttpPartner:
-    settings = {"retry_backoff_base_s": 0.01, "retry_backoff_cap_s": 2.0, **settings}
-    return CertexHttpPartner(AdapterSettings(partner_url=url, **settings))
+    """The partner client, retrying fast unless told otherwise."""
+    return partner_client(
+        url, **{"retry_backoff_base_s": 0.01, "retry_backoff_cap_s": 2.0, **settings}
+    )
 
 
 def answering(body: bytes, status: int = 200) -> Handler:

@@ -8,7 +8,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -27,7 +26,7 @@ from gun_contract.model.verdicts import Verdict
 from gun_contract.settings import AdapterSettings
 from gun_tools.processes import free_port
 from tests.adapter_fixtures import partner_request
-from tests.partner_fixtures import running_partner
+from tests.partner_fixtures import running_partner, set_faults
 
 
 class Clock:
@@ -164,8 +163,7 @@ async def test_the_partner_client_waits_between_attempts(samples: Path, tmp_path
     async with running_partner(
         samples / "partners" / "dgal-documents.json", tmp_path / "l.db"
     ) as running:
-        async with aiohttp.ClientSession() as http:
-            await http.put(f"{running.url}/admin/faults", json={"fail_next": 2})
+        await set_faults(running.url, fail_next=2)
         partner = CertexHttpPartner(AdapterSettings(partner_url=running.url, retry_attempts=3))
         partner.backoff = Backoff(base_s=0.25, cap_s=4, draw=lambda low, high: high)
         began = time.monotonic()

@@ -590,7 +590,9 @@ def test_no_pod_is_handed_the_services_variables(k8s: list[Doc]) -> None:
     each Service of its namespace unless told not to: the Services named ``gun-hub...``
     made about twenty ``GUN_HUB_*`` variables that are no setting, each named in a
     warning at every start (found by review of stop 37's change, G3)."""
-    for name, deployment in of_kind(k8s, "Deployment").items():
+    deployments = of_kind(k8s, "Deployment")
+    assert deployments
+    for name, deployment in deployments.items():
         assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False, name
 
 

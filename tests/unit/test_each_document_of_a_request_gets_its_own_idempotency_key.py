@@ -9,8 +9,7 @@ reference (a war-material licence number) out of the header."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from adapters.base.certex import CertexHttpPartner
 from adapters.base.pending import PendingOperations
 from adapters.base.replay import Replayer
 from gun_contract.model.exchange import (
@@ -30,16 +28,18 @@ from gun_contract.model.exchange import (
     request_id_for,
 )
 from gun_contract.model.verdicts import Verdict
-from gun_contract.settings import AdapterSettings
-from gun_tools.processes import free_port
 from tests.adapter_fixtures import partner_request
-from tests.partner_fixtures import RunningPartner, running_partner
+from tests.partner_fixtures import (
+    RunningPartner,
+    partner_client,
+    running_partner,
+    serving,
+    set_faults,
+)
 
 DECL = "26FR000690I0000401"
 FISH = "CHEDP.FR.2026.0001234"  # line 1: 0302, 5000 KGM
 TINS = "CHEDP.FR.2026.0004410"  # line 1: 1604, 30 KGM
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def two_documents(operation: Operation, version: int = 1) -> AuthorityRequest:
@@ -69,24 +69,6 @@ def two_documents(operation: Operation, version: int = 1) -> AuthorityRequest:
     )
 
 
-def client(url: str, **settings: Any) -> CertexHttpPartner:
-    return CertexHttpPartner(AdapterSettings(partner_url=url, **settings))
-
-
-@asynccontextmanager
-async def serving(handler: Handler) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 @pytest.fixture
 async def partner(samples: Path, tmp_path: Path) -> AsyncIterator[RunningPartner]:
     async with running_partner(
@@ -96,9 +78,7 @@ async def partner(samples: Path, tmp_path: Path) -> AsyncIterator[RunningPartner
 
 
 async def keys_per_client(partner: RunningPartner, on: bool = True) -> None:
-    async with aiohttp.ClientSession() as http:
-        answer = await http.put(f"{partner.url}/admin/faults", json={"keys_per_client": on})
-        assert answer.status == 200, await answer.text()
+    await set_faults(partner.url, keys_per_client=on)
 
 
 def written_off(partner: RunningPartner, reference: str) -> int:
@@ -126,7 +106,7 @@ async def test_a_partner_keeping_keys_per_client_writes_off_every_document() -> 
         return web.json_response(answer)
 
     async with serving(partner_app) as url:
-        adapter = client(url)
+        adapter = partner_client(url)
         try:
             answers = await adapter.answer(two_documents(Operation.WRITE_OFF))
         finally:
@@ -147,7 +127,7 @@ async def test_the_keys_of_two_documents_differ_and_each_is_the_same_on_every_at
 
     request = two_documents(Operation.DELETE)
     async with serving(partner_app) as url:
-        adapter = client(url, retry_attempts=2, retry_backoff_base_s=0.01)
+        adapter = partner_client(url, retry_attempts=2, retry_backoff_base_s=0.01)
         try:
             first = await adapter.answer(request)
             # Asked again from a copy read back (a replay from the pending queue, or the
@@ -171,7 +151,7 @@ async def test_the_keys_of_two_documents_differ_and_each_is_the_same_on_every_at
 async def test_the_simulator_keeping_keys_per_client_writes_off_every_document(
     partner: RunningPartner,
 ) -> None:
-    adapter = client(partner.url)
+    adapter = partner_client(partner.url)
     try:
         reserved = await adapter.answer(two_documents(Operation.RESERVE))
         assert [a.verdict for a in reserved] == [Verdict.VALID, Verdict.VALID]
@@ -189,7 +169,7 @@ async def test_the_simulator_keeping_keys_per_client_answers_one_key_sent_twice_
     """The mode the kit switches on does what such a partner does: the request id sent on
     both documents' calls (what adapters before stop 37 did) writes off the first only,
     and the second is answered from the first's memory."""
-    adapter = client(partner.url)
+    adapter = partner_client(partner.url)
     try:
         await adapter.answer(two_documents(Operation.RESERVE))
     finally:
@@ -222,7 +202,7 @@ async def test_an_operation_queued_before_the_upgrade_and_applied_already_is_ans
     replayed under its new key. The partner does not know that key, so it answers by its
     ledger's state (03 already written off or given back, 02 nothing to delete): VALID,
     and the ledger changes once."""
-    adapter = client(partner.url)
+    adapter = partner_client(partner.url)
     old = partner_request(Operation.RESERVE, reference=DECL, quantity="300")
     queued = partner_request(operation, reference=DECL, version=version, quantity=None)
     url = f"{partner.url}/api/v1/documents/{FISH}/reservations/{DECL}"

@@ -94,6 +94,7 @@ from gun_tools.processes import (
     start_adapter,
     start_partner_system,
     start_view,
+    stopping_what_it_started_on_termination,
     wait_all_ready,
 )
 
@@ -870,4 +871,6 @@ def untrustworthy(result: Mapping[str, Any]) -> str | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A SIGTERM or SIGHUP stops the broker and components it started, as Ctrl-C does.
+    with stopping_what_it_started_on_termination():
+        sys.exit(main())

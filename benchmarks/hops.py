@@ -82,6 +82,7 @@ from gun_hub.pipeline.admission import Claim, ClaimVerdict, read_claims_record
 from gun_tools.local_broker import LocalBroker
 from gun_tools.processes import (
     ProcessGroup,
+    stopping_what_it_started_on_termination,
 )
 
 STAGES = ("declaration", "claim", "verdict", "request", "answer", "outbox", "decision", "seen")
@@ -488,4 +489,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A SIGTERM or SIGHUP stops the broker and components it started, as Ctrl-C does.
+    with stopping_what_it_started_on_termination():
+        sys.exit(main())

@@ -35,7 +35,12 @@ from gun_hub.cli.progress import progress_bar
 from gun_hub.domain.routing import load_routing_table
 from gun_tools.clearance_stand_in import DecisionReader, submit_declarations
 from gun_tools.local_broker import LocalBroker
-from gun_tools.processes import ProcessGroup, free_port, wait_http_ok
+from gun_tools.processes import (
+    ProcessGroup,
+    free_port,
+    stopping_what_it_started_on_termination,
+    wait_http_ok,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DOCUMENT = "CHEDP.BENCH.2026.1"
@@ -209,4 +214,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A SIGTERM or SIGHUP stops the broker and components it started, as Ctrl-C does.
+    with stopping_what_it_started_on_termination():
+        sys.exit(main())

@@ -88,6 +88,7 @@ from gun_tools.clearance_stand_in import DecisionReader, DeclarationSender
 from gun_tools.local_broker import LocalBroker
 from gun_tools.processes import (
     ProcessGroup,
+    stopping_what_it_started_on_termination,
 )
 
 MIB = 1024 * 1024
@@ -1022,4 +1023,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A SIGTERM or SIGHUP stops the broker and components it started, as Ctrl-C does.
+    with stopping_what_it_started_on_termination():
+        sys.exit(main())

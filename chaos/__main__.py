@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chaos.orchestrator import execute
+from gun_tools.processes import stopping_what_it_started_on_termination
 
 
 def main() -> int:
@@ -62,4 +63,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A SIGTERM or SIGHUP stops the broker and components it started, as Ctrl-C does.
+    with stopping_what_it_started_on_termination():
+        sys.exit(main())

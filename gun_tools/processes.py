@@ -12,10 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,46 @@ def free_port() -> int:
                 _HANDED_OUT.clear()
             _HANDED_OUT.add(port)
             return port
+
+
+# The signals that end a command from outside: a supervisor or ``timeout`` (SIGTERM), the
+# terminal closed (SIGHUP). Ctrl-C (SIGINT) already unwinds as KeyboardInterrupt.
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(SystemExit):
+    """A SIGTERM or SIGHUP, raised where the main thread was; its exit status is the
+    shell's for that signal (128 + its number)."""
+
+
+@contextlib.contextmanager
+def stopping_what_it_started_on_termination() -> Iterator[None]:
+    """SIGTERM and SIGHUP unwind the command as Ctrl-C does, so that every ``finally`` and
+    context manager on the way out runs and the processes it started are stopped.
+
+    Python's default for those signals ends the interpreter at once, unwinding nothing;
+    the components and broker a demo, a benchmark or a chaos run starts live in sessions of
+    their own (so that a terminal's Ctrl-C reaches the command alone), and were left
+    running, holding their ports and state. A second signal while unwinding is ignored, so
+    the stopping is not cut short (SIGKILL still ends everything at once). Outside the main
+    thread, where Python does not let handlers be set, this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def unwind(signum: int, _frame: object) -> None:
+        for ending in ENDING_SIGNALS:
+            signal.signal(ending, signal.SIG_IGN)
+        name = signal.Signals(signum).name
+        print(f"{name}: stopping what this command started...", file=sys.stderr, flush=True)
+        raise Terminated(128 + signum)
+
+    previous = {ending: signal.signal(ending, unwind) for ending in ENDING_SIGNALS}
+    try:
+        yield
+    finally:
+        for ending, handler in previous.items():
+            signal.signal(ending, handler)
 
 
 class ChildExited(RuntimeError):

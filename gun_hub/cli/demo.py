@@ -23,13 +23,15 @@ def demo(
     require_tooling("demo")
     from gun_tools.demo import DemoFailed, run_demo
     from gun_tools.demo.report import problems, report
+    from gun_tools.processes import stopping_what_it_started_on_termination
 
     settings = settings_or_exit()
     work_dir = Path(tempfile.mkdtemp(prefix="gun-hub-demo-"))
     try:
-        result = run_demo(
-            settings, work_dir, typer.echo, keep_broker=keep_broker, bootstrap=bootstrap
-        )
+        with stopping_what_it_started_on_termination():
+            result = run_demo(
+                settings, work_dir, typer.echo, keep_broker=keep_broker, bootstrap=bootstrap
+            )
     except DemoFailed as failure:
         typer.echo(f"demo failed: {failure}", err=True)
         raise typer.Exit(1) from None

@@ -74,11 +74,11 @@ from gun_hub.pipeline.retention import (
     RetainedCases,
     RetentionIndex,
 )
-from gun_hub.runtime import clock_check, gc_pauses, table_store
+from gun_hub.runtime import clock_check, gc_pauses, table_store, table_writes
 from gun_hub.runtime.audit_lanes import AuditLanes, AuditLinkProducer
 from gun_hub.runtime.audit_resync import TAIL_RECORDS, resync_audit_heads, take_over_chains
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
-from gun_hub.runtime.delivery import send_outbox
+from gun_hub.runtime.delivery import StateFirst, send_outbox
 from gun_hub.runtime.faust_app import (
     HubApp,
     as_if_handling,
@@ -540,6 +540,14 @@ def build_hub(settings: Settings) -> Hub:
     # Records whose effects are on their way: marked handled once acknowledged, while the
     # agents go on (runtime/settling.py), for as long as their partitions are this worker's.
     settling = app.settling
+    # A handling that decided sends its records once its decided case is on the broker,
+    # and its partition's later records after them (delivery.py, ADR 0013's addendum of
+    # stop 38): never a decision published for a case the changelog does not hold.
+    state_first = StateFirst(
+        topics.decision_outbox,
+        writes=lambda: table_writes.so_far(faust.current_event()),
+        tenure=lambda: settling.tenure(faust.current_event()),
+    )
 
     async def send_record(record: OutgoingRecord) -> Any:
         return await app.producer.send(
@@ -583,7 +591,9 @@ def build_hub(settings: Settings) -> Hub:
         """``outbox`` handed over (what settles it), or None when it holds nothing."""
         if not outbox.records and not outbox.after_delivery:
             return None
-        return await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
+        return await send_outbox(
+            send_record, outbox, source, topics.dlq, links=audit_links, state_first=state_first
+        )
 
     app.before_revoking.append(give_up_audit_lanes)  # before faust waits for the agents
     app.before_stopping.append(audit_links.stop)
@@ -608,7 +618,12 @@ def build_hub(settings: Settings) -> Hub:
                 source, accepted_at, checked = arrival.source, arrival.accepted_at, arrival.outbox
                 if not arrival.handle:
                     return await send_outbox(
-                        send_record, checked, source, topics.dlq, links=audit_links
+                        send_record,
+                        checked,
+                        source,
+                        topics.dlq,
+                        links=audit_links,
+                        state_first=state_first,
                     )
             read_as, at = source, accepted_at
             # A redrive's audit link goes to its lane before the handler can yield (handled
@@ -626,7 +641,9 @@ def build_hub(settings: Settings) -> Hub:
             except BaseException:
                 _settle_unwatched(first)  # the agent stops; the record is read again
                 raise
-            then = await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
+            then = await send_outbox(
+                send_record, outbox, source, topics.dlq, links=audit_links, state_first=state_first
+            )
             return then if first is None else _every(first, then)
 
         handled_agent(app, topic, name, handled, settling)
@@ -714,7 +731,9 @@ def build_hub(settings: Settings) -> Hub:
                 "intake",
                 rollback=context,
             )
-            settled = await send_outbox(send_record, outbox, where, topics.dlq, links=audit_links)
+            settled = await send_outbox(
+                send_record, outbox, where, topics.dlq, links=audit_links, state_first=state_first
+            )
             held_declarations.decided(where.partition, where.offset, settled)
 
     async def admit(released: list[Waiting]) -> None:
@@ -733,7 +752,12 @@ def build_hub(settings: Settings) -> Hub:
         if not arrival.handle:
             admissions.saw(source.partition, source.offset, _accepted_at(event.message))
             return await send_outbox(
-                send_record, arrival.outbox, source, topics.dlq, links=audit_links
+                send_record,
+                arrival.outbox,
+                source,
+                topics.dlq,
+                links=audit_links,
+                state_first=state_first,
             )
         caused: tuple[Effects, list[Waiting]] | None = None
         # A redrive's audit link goes to its lane before the intake can yield.
@@ -760,7 +784,9 @@ def build_hub(settings: Settings) -> Hub:
         if held:
             # Before the claim leaves: its verdict may settle the record at once.
             hold(app, source.topic, source.partition, source.offset)
-        then = await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
+        then = await send_outbox(
+            send_record, outbox, source, topics.dlq, links=audit_links, state_first=state_first
+        )
         settled = then if first is None else _every(first, then)
         if held:  # before anything yields: its verdict's settling waits for these
             held_declarations.own_effects(source.partition, source.offset, settled)
@@ -775,13 +801,17 @@ def build_hub(settings: Settings) -> Hub:
             record = read_claims_record(data)
         except ValueError as error:
             outbox = _unhandled(topics.dlq, data, source, "claims", error)
-            return await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
+            return await send_outbox(
+                send_record, outbox, source, topics.dlq, links=audit_links, state_first=state_first
+            )
         if isinstance(record, Claim):
             claim = record
             outbox = await _handled(
                 lambda: judge.judge(claim), data, source, topics.dlq, "claims", rollback=context
             )
-            return await send_outbox(send_record, outbox, source, topics.dlq, links=audit_links)
+            return await send_outbox(
+                send_record, outbox, source, topics.dlq, links=audit_links, state_first=state_first
+            )
         # The verdict's effects are the admitted declarations': each of their records is
         # settled by its own delivery (admit).
         await admit(gate.settle(record))

@@ -18,6 +18,13 @@ checked.
   the next record while the broker acknowledges, and marks a record handled only once its
   own records are settled (runtime/settling.py). One round trip to the broker per batch the
   producer makes, not per event.
+* **State first, for a decision** (:class:`StateFirst`). The records of a handling that
+  decided leave once its table writes (the decided case) are on the broker, and every
+  later handling's records on that partition wait behind them. Sent side by side, a
+  worker dying between the two left the decision on the broker and the case undecided:
+  decided again, maybe otherwise, its follow-up following a decision nobody published
+  (review stop 38). Now a crash in between leaves a decided case with no decision, which
+  the record read again announces again, the same decision (ADR 0013's second addendum).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -132,6 +139,66 @@ class ChainLinks(Protocol):
     def send(self, links: Sequence[OutgoingRecord]) -> Awaitable[object]: ...
 
 
+def _no_writes() -> Awaitable[None]:
+    return asyncio.sleep(0)
+
+
+def _always_ours() -> Callable[[], bool]:
+    return lambda: True
+
+
+@dataclass(slots=True)
+class StateFirst:
+    """Holds the records of a handling that decided until its table writes are
+    acknowledged, and each partition's later records behind them (in order).
+
+    ``decisions_topic``: a handling whose records go there decided (or announced a
+    decision again). ``writes``: the table writes of the event being handled so far,
+    acknowledged (the first failure raised; table_writes.py ``so_far``). ``tenure``: asked
+    at the handling, whether the partition of its event is still this worker's when asked
+    later (settling.py): a decision whose partition changed hands while its case was on
+    its way is not sent (the new owner may have restored the case without it, and decides
+    the version itself)."""
+
+    decisions_topic: str
+    writes: Callable[[], Awaitable[None]] = _no_writes
+    tenure: Callable[[], Callable[[], bool]] = _always_ours
+    # Per partition: the queueing of the last records held, until they are queued.
+    _held: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+
+    def hold(self, partition: int, records: Sequence[OutgoingRecord]) -> Awaitable[None] | None:
+        """What ``records`` (an event's, on ``partition``) wait for before they are
+        queued; None: nothing, they are queued at once."""
+        ahead = self._held.get(partition)
+        if ahead is not None and ahead.done():
+            del self._held[partition]
+            ahead = None
+        if any(record.topic == self.decisions_topic for record in records):
+            return _decided(ahead, self.writes(), self.tenure())
+        return None if ahead is None else _behind(ahead)
+
+    def queueing(self, partition: int, queueing: asyncio.Future[Any]) -> None:
+        self._held[partition] = queueing
+
+
+async def _behind(ahead: asyncio.Future[Any]) -> None:
+    """Until ``ahead`` is queued or never will be (its failure is its own settling's)."""
+    await asyncio.wait([ahead])
+
+
+async def _decided(
+    ahead: asyncio.Future[Any] | None, writes: Awaitable[None], ours: Callable[[], bool]
+) -> None:
+    if ahead is not None:
+        await _behind(ahead)
+    await writes
+    if not ours():
+        raise PartitionGivenUp("its partition changed hands while its decided case was written")
+
+
+Queueing = tuple[Queued, Awaitable[object] | None, list[OutgoingRecord]]
+
+
 async def send_outbox(
     send: Send,
     outbox: Effects,
@@ -140,18 +207,58 @@ async def send_outbox(
     retries: Retries = Retries(),
     *,
     links: ChainLinks | None = None,
+    state_first: StateFirst | None = None,
 ) -> Coroutine[Any, Any, None]:
     """Queue ``outbox`` for the event at ``source``; return what, awaited, completes once
     the broker has every record (or its dead letter) and ``after_delivery`` ran. It must be
     awaited (runtime/settling.py tracks it). ``links``: the audit links' lanes; their
-    records go there, and the outbox completes once they are in too."""
+    records go there, and the outbox completes once they are in too. ``state_first``: a
+    decision's records wait for the event's table writes (:class:`StateFirst`)."""
     records = pinned(outbox, source.partition)
+    held = state_first.hold(source.partition, records) if state_first is not None else None
+    if held is None:
+        queued, linked, records = await _queue_with_links(send, records, links)
+        return _settle(send, outbox, records, queued, source, dlq_topic, retries, linked)
+    assert state_first is not None  # noqa: S101 - only a state_first holds records
+    # A task of its own: the partition's later records wait for it, whoever awaits what.
+    queueing = asyncio.ensure_future(_queue_after(held, send, records, links))
+    state_first.queueing(source.partition, queueing)
+    return _settle_once_queued(queueing, send, outbox, source, dlq_topic, retries)
+
+
+async def _queue_with_links(
+    send: Send, records: list[OutgoingRecord], links: ChainLinks | None
+) -> Queueing:
+    """The audit links handed to their lanes and the other records queued: what
+    acknowledges each, and the records queued."""
     linked: Awaitable[object] | None = None
     if links is not None and any(record.topic == links.topic for record in records):
         linked = links.send([record for record in records if record.topic == links.topic])
         records = [record for record in records if record.topic != links.topic]
-    queued = await _queue(send, records)
-    return _settle(send, outbox, records, queued, source, dlq_topic, retries, linked)
+    return await _queue(send, records), linked, records
+
+
+async def _queue_after(
+    held: Awaitable[None], send: Send, records: list[OutgoingRecord], links: ChainLinks | None
+) -> Queueing:
+    await held
+    return await _queue_with_links(send, records, links)
+
+
+async def _settle_once_queued(
+    queueing: asyncio.Future[Queueing],
+    send: Send,
+    outbox: Effects,
+    source: SourcePosition,
+    dlq_topic: str,
+    retries: Retries,
+) -> None:
+    try:
+        queued, linked, records = await queueing
+    except BaseException:
+        _undo(outbox)  # never sent: the record read again announces it again
+        raise
+    await _settle(send, outbox, records, queued, source, dlq_topic, retries, linked)
 
 
 async def deliver(

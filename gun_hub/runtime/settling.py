@@ -77,7 +77,7 @@ class Settling:
         """
         self._in_flight += 1
         event = faust.current_event()
-        still_ours = self._tenure(event)
+        still_ours = self.tenure(event)
         task = asyncio.ensure_future(self._settle(settled, then, otherwise, event, still_ours))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -94,7 +94,7 @@ class Settling:
         """Partitions assigned: the records read from now on are this worker's to settle."""
         self._revoking.difference_update(assigned)
 
-    def _tenure(self, event: object) -> Callable[[], bool]:
+    def tenure(self, event: object) -> Callable[[], bool]:
         """Whether the partition of ``event``'s record is still this worker's as it is now
         (always, for work outside any event)."""
         message = getattr(event, "message", None)

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,3 +181,16 @@ async def written(event: object) -> None:
     while writes is not None and awaited < len(writes):
         batch, awaited = writes[awaited:], len(writes)
         await asyncio.gather(*batch)
+
+
+def so_far(event: object) -> Awaitable[None]:
+    """Until the table writes ``event`` made so far are acknowledged by the broker (the
+    first failure raised): what a decision waits for before it leaves (delivery.py
+    ``StateFirst``). Those it makes later (``after_delivery``) are not awaited here."""
+    writes = list(_WRITES.get(event, ())) if event is not None else []
+    return _all_of(writes)
+
+
+async def _all_of(writes: list[FutureMessage]) -> None:
+    if writes:
+        await asyncio.gather(*writes)

@@ -50,6 +50,15 @@ async def run_kit(
     return outcomes
 
 
+# What certification needs and no scenario can show, printed under every table: a key
+# lifetime takes days to observe (docs/partner-simulator.md).
+UNTESTED = (
+    "not tested, ask the partner: how long it remembers an idempotency key with its answer "
+    "(at least its longest outage plus 7 days, and 30 days; shorter, a write-off sent again "
+    "after a long outage is applied twice: docs/partner-simulator.md)",
+)
+
+
 def table(authority: str, outcomes: list[Outcome]) -> str:
     width = max((len(o.name) for o in outcomes), default=10)
     lines = [f"conformance of the {authority} adapter", f"{'scenario':<{width}}  result  time"]
@@ -59,4 +68,5 @@ def table(authority: str, outcomes: list[Outcome]) -> str:
             lines.append(f"{'':<{width}}    {o.detail}")
     passed = sum(o.passed for o in outcomes)
     lines.append(f"{passed} passed, {len(outcomes) - passed} failed")
+    lines.extend(UNTESTED)
     return "\n".join(lines)

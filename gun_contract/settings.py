@@ -33,6 +33,9 @@ from gun_contract.resources import config_path
 
 DEFAULT_STATE_DIR = Path(".gun-hub")
 ENV_PREFIX = "GUN_HUB_"
+# What a portal token must grant to lodge over HTTP (the OAuth ``scope`` claim, RFC 8693
+# section 4.2); the trader lookup asks for none (ADR 0007, addendum of stop 38).
+DEFAULT_LODGING_SCOPE = "gun:lodge"
 # The test suite's own variables (GUN_HUB_TEST_BOOTSTRAP), read by tests/conftest.py.
 _TEST_SUITE_PREFIX = "GUN_HUB_TEST_"
 
@@ -470,8 +473,9 @@ class GatewaySettings(BaseModel):
     """The intake gateway: declarations lodged over HTTP or dropped as files, checked like
     the hub checks them and published on the declarations topic (docs/intake-channels.md).
 
-    Traders authenticate with the same portal tokens as the status lookup (the
-    ``GUN_HUB_WEB__PORTAL_*`` and ``__TOKEN_*`` settings), over the same TLS certificate
+    Traders authenticate with portal tokens checked as the status lookup checks them (the
+    ``GUN_HUB_WEB__PORTAL_*`` and ``__TOKEN_*`` settings) that also grant
+    ``lodging_scope``, over the same TLS certificate
     (``GUN_HUB_WEB__TLS_CERT``/``__TLS_KEY``); a declaration's size limit is the hub's
     (``GUN_HUB_HUB__MAX_DECLARATION_BYTES``).
     """
@@ -499,6 +503,16 @@ class GatewaySettings(BaseModel):
         "bodies being received included; its HTTP lodgement beyond this is answered 429 "
         "with Retry-After, so that one trader cannot take every place. Unset: a quarter "
         "of max_in_flight (at least 1); never more than max_in_flight.",
+    )
+    lodging_scope: str = Field(
+        DEFAULT_LODGING_SCOPE,
+        # One scope token (RFC 6749 section 3.3): printable ASCII but space, " and \.
+        pattern=r"^[\x21\x23-\x5b\x5d-\x7e]*$",
+        description="The scope a portal token must grant (among the space-separated "
+        "names of its scope claim) to lodge over HTTP; the trader lookup takes tokens "
+        "without it, so a token given to a read-only integration cannot lodge. Empty: any "
+        "valid portal token lodges, an opt-out for a portal that does not grant it yet, "
+        "warned at every start of `intake serve`.",
     )
     publish_timeout_s: PositiveFloat = Field(
         15.0,

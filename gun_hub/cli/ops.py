@@ -349,16 +349,25 @@ def portal_token(
     key: Path = typer.Option(..., help="The portal's private key (portal.jwk)."),
     lifetime: int = typer.Option(300, help="Seconds the token stays valid."),
     out: Path | None = typer.Option(None, help="Write the token to this file (mode 0600)."),
+    lodge: bool = typer.Option(
+        False,
+        "--lodge",
+        help="Grant the lodging scope (GUN_HUB_GATEWAY__LODGING_SCOPE, gun:lodge): the "
+        "token lodges over HTTP too. Without it, it reads the status lookup only.",
+    ),
 ) -> None:
     """A token for one trader, as the portal would issue it (printed, or written)."""
-    web = settings_or_exit().web
+    settings = settings_or_exit()
+    # The opt-out (empty) asks for no scope: a token naming none is what it takes then.
+    scope = settings.gateway.lodging_scope if lodge and settings.gateway.lodging_scope else None
     try:
         token = issue_trader_token(
             load_portal_key(key),
             eori,
-            issuer=web.portal_issuer,
-            audience=web.token_audience,
+            issuer=settings.web.portal_issuer,
+            audience=settings.web.token_audience,
             lifetime_s=lifetime,
+            scope=scope,
         )
     except AccessConfigError as err:
         typer.echo(str(err), err=True)

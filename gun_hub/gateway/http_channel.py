@@ -5,6 +5,9 @@ checked as the status lookup checks it (ADR 0007), and the body is the declarati
 (``Content-Type: application/xml``). In order, nothing else looked at once one fails:
 
 * no token, or one that does not verify: 401;
+* a token that does not grant the lodging scope (``GUN_HUB_GATEWAY__LODGING_SCOPE``,
+  ``gun:lodge``; a lookup token, such as one given to a read-only integration): 403
+  ``INSUFFICIENT_SCOPE`` (RFC 6750 section 3.1);
 * the token's trader has its share of the lodgements in flight under way
   (``GUN_HUB_GATEWAY__MAX_IN_FLIGHT_PER_TRADER``, by default a quarter of them): 429,
   ``Retry-After``;
@@ -42,7 +45,8 @@ from gun_hub.web.common import OncePerSecond, RefusalLog, answer, refuse
 log = logging.getLogger(__name__)
 
 CHANNEL = "http"
-_CHALLENGE = 'Bearer realm="gun-hub", error="invalid_token"'
+_REALM = 'Bearer realm="gun-hub"'
+_CHALLENGE = f'{_REALM}, error="invalid_token"'
 _XML_TYPES = frozenset({"application/xml", "text/xml"})
 _CHUNK = 64 * 1024
 # A body not received whole within this long is answered 408: its place among the
@@ -52,6 +56,7 @@ BODY_TIMEOUT_S = 30.0
 # holding its places with stalled uploads) gives them back sooner than BODY_TIMEOUT_S.
 BODY_IDLE_TIMEOUT_S = 10.0
 TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT"
+INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
 
 
 class _BodyIdle(Exception):
@@ -85,11 +90,13 @@ def lodging_app(
     gateway: Gateway,
     tokens: TraderTokens,
     *,
+    scope: str | None,
     status_url: str | None = None,
     body_timeout_s: float = BODY_TIMEOUT_S,
     body_idle_timeout_s: float = BODY_IDLE_TIMEOUT_S,
 ) -> web.Application:
-    """The aiohttp application of the lodging listener."""
+    """The aiohttp application of the lodging listener; a token lodges only if it grants
+    ``scope`` (None: any token does, the operator's opt-out, warned at start)."""
     refusals = RefusalLog(log, "lodging")
     # ``gun_hub_gateway_lodgements_total`` counts every refusal; the log, one a second.
     over_share = OncePerSecond(log, "such")
@@ -99,9 +106,17 @@ def lodging_app(
 
     async def lodge(request: web.Request) -> web.StreamResponse:
         try:
-            eori = tokens.verify(bearer_token(request.headers.get("Authorization")))
+            eori = tokens.verify(bearer_token(request.headers.get("Authorization")), scope=scope)
         except Unauthenticated as refused:
             refusals.refused(request.remote, refused.reason, str(refused))
+            if refused.reason == "scope":  # a genuine token, that does not allow this
+                return refuse(
+                    403,
+                    f"this token does not allow lodging: the clearance portal grants it with "
+                    f"the scope {scope}",
+                    {"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{scope}"'},
+                    kind=INSUFFICIENT_SCOPE,
+                )
             return refuse(401, "a valid portal token is required", {"WWW-Authenticate": _CHALLENGE})
         # The trader's share before the global bound: a trader holding its share hears
         # that it is the one to wait, whether or not the others fill the rest.

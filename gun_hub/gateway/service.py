@@ -4,13 +4,14 @@ built from the settings and run until asked to stop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from gun_contract.kafka.client import from_settings
 from gun_contract.security.entitlements import GATEWAY_PARTY
 from gun_contract.security.replay import MemoryReplayGuard
-from gun_contract.settings import Settings
+from gun_contract.settings import GatewaySettings, Settings
 from gun_contract.topics import TopicRegistry
 from gun_hub.gateway.file_drop import DropFolder, DropWatcher
 from gun_hub.gateway.http_channel import lodging_app
@@ -21,6 +22,8 @@ from gun_hub.security.factory import build_envelope
 from gun_hub.security.web_auth import TraderTokens
 from gun_hub.web import tls_of
 from gun_hub.web.listeners import Listener, start_all, stop_all
+
+log = logging.getLogger(__name__)
 
 
 def build_gateway(settings: Settings, topics: TopicRegistry) -> Gateway:
@@ -63,6 +66,20 @@ async def _running(gateway: Gateway, probes: list[Listener]) -> None:
         raise
 
 
+def required_lodging_scope(settings: GatewaySettings) -> str | None:
+    """The scope a portal token must grant to lodge. Empty is the operator's opt-out (a
+    portal that does not grant it yet), never silent: any token of a trader then lodges,
+    a read-only integration's included (review stop 37-i, 4)."""
+    if settings.lodging_scope:
+        return settings.lodging_scope
+    log.warning(
+        "GUN_HUB_GATEWAY__LODGING_SCOPE is empty: any valid portal token lodges, "
+        "including one the portal gave a read-only integration; set it (gun:lodge) once "
+        "the portal grants that scope in lodging tokens"
+    )
+    return None
+
+
 async def serve_http(
     settings: Settings, gateway: Gateway, tokens: TraderTokens, stop: asyncio.Event
 ) -> None:
@@ -70,7 +87,12 @@ async def serve_http(
     probes = _probes(settings, gateway)
     lodging = Listener(
         "lodging",
-        lodging_app(gateway, tokens, status_url=settings.gateway.status_url),
+        lodging_app(
+            gateway,
+            tokens,
+            scope=required_lodging_scope(settings.gateway),
+            status_url=settings.gateway.status_url,
+        ),
         settings.gateway.host,
         settings.gateway.port,
         tls_of(settings.web),

@@ -4,7 +4,8 @@
   them: a compact JWS (ES256) signed with a portal key whose *public* half the hub is
   configured with (a JWKS file), issued by the portal (``iss``), for the hub (``aud``),
   naming the trader's EORI as its subject (``sub``), with ``iat`` and a near ``exp``.
-  The hub needs no trader accounts and holds no secret to check them.
+  The hub needs no trader accounts and holds no secret to check them. Lodging over HTTP
+  asks for a scope as well (``gun:lodge`` in ``scope``); the lookup asks for none.
 * **Customs officers** give a name and a password (HTTP basic, over TLS or a trusted
   network), checked against a file of scrypt hashes: the hub never holds a plain password,
   and the repository holds neither (tests and the demo generate theirs at run time).
@@ -44,6 +45,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
 from gun_contract.private_files import refuse_if_shared
+from gun_contract.settings import DEFAULT_LODGING_SCOPE
 from gun_contract.untrusted_json import parse_untrusted
 from gun_hub.security.client_address import ClientAddresses
 
@@ -58,6 +60,9 @@ EORI = re.compile(r"[A-Z]{2}[0-9A-Z]{1,15}")
 OFFICER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_PASSWORD_BYTES = 1024
 _BEARER = re.compile(r"Bearer ([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)")
+# A scope claim: scope tokens (printable ASCII but space, " and \) one space apart.
+_SCOPE_NAME = r"[\x21\x23-\x5b\x5d-\x7e]+"
+_SCOPE = re.compile(rf"{_SCOPE_NAME}(?: {_SCOPE_NAME})*")
 _BASIC = re.compile(r"Basic ([A-Za-z0-9+/=]{1,2048})")
 
 
@@ -225,6 +230,16 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float:
     return float(value)
 
 
+def _granted(claims: Mapping[str, Any]) -> frozenset[str]:
+    """The scopes a token grants: its ``scope`` claim, space-separated names (RFC 8693
+    section 4.2, RFC 6749 section 3.3). Anything else (a list, a tab, a space too many)
+    grants nothing: read loosely, a portal's mistake would widen what a token allows."""
+    scope = claims.get("scope")
+    if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
+        return frozenset()
+    return frozenset(scope.split(" "))
+
+
 class TraderTokens:
     """Verifies a trader's token and says which EORI it speaks for.
 
@@ -240,8 +255,10 @@ class TraderTokens:
         self._policy = policy
         self._clock = clock
 
-    def verify(self, token: str) -> str:
-        """The EORI the token names, or :class:`Unauthenticated`."""
+    def verify(self, token: str, *, scope: str | None = None) -> str:
+        """The EORI the token names, or :class:`Unauthenticated`; with ``scope``, only if
+        the token grants it too (reason ``scope``, checked last: a token refused for
+        anything else says that)."""
         if len(token) > MAX_TOKEN_BYTES:
             raise Unauthenticated("malformed", f"token of {len(token)} bytes")
         try:
@@ -265,7 +282,10 @@ class TraderTokens:
             raise Unauthenticated(
                 "signature", f"signature not verified ({type(err).__name__})"
             ) from None
-        return self._subject(verified.claims)
+        subject = self._subject(verified.claims)
+        if scope is not None and scope not in _granted(verified.claims):
+            raise Unauthenticated("scope", f"the token does not grant {scope}")
+        return subject
 
     def _subject(self, claims: Mapping[str, Any]) -> str:
         policy = self._policy
@@ -343,20 +363,24 @@ def issue_trader_token(
     audience: str,
     lifetime_s: int = 300,
     now: float | None = None,
+    scope: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> str:
     """What the portal gives a trader it has authenticated: the hub accepts it until it
-    expires, for this EORI's declarations only."""
+    expires, for this EORI's declarations only; to lodge as well, ``scope`` holds the
+    gateway's lodging scope (``GUN_HUB_GATEWAY__LODGING_SCOPE``, ``gun:lodge``)."""
     issued = int(_now() if now is None else now)
-    claims = {
+    claims: dict[str, Any] = {
         "iss": issuer,
         "aud": audience,
         "sub": eori,
         "iat": issued,
         "exp": issued + lifetime_s,
         "jti": secrets.token_urlsafe(12),
-        **(extra or {}),
     }
+    if scope is not None:
+        claims["scope"] = scope
+    claims.update(extra or {})
     return jwt.encode({"alg": TOKEN_ALG, "kid": key.kid}, claims, key, algorithms=[TOKEN_ALG])
 
 
@@ -644,13 +668,24 @@ class LocalAccess:
             "GUN_HUB_WEB__OFFICERS_FILE": str(self.officers_file),
         }
 
-    def trader_token(self, eori: str, lifetime_s: int = 300) -> str:
+    def trader_token(self, eori: str, lifetime_s: int = 300, *, lodging: bool = False) -> str:
+        """A lookup token; with ``lodging``, one that lodges over HTTP too."""
         return issue_trader_token(
-            self.portal_key, eori, issuer=self.issuer, audience=self.audience, lifetime_s=lifetime_s
+            self.portal_key,
+            eori,
+            issuer=self.issuer,
+            audience=self.audience,
+            lifetime_s=lifetime_s,
+            scope=DEFAULT_LODGING_SCOPE if lodging else None,
         )
 
     def trader_authorization(self, eori: str) -> str:
+        """For the trader lookup."""
         return f"Bearer {self.trader_token(eori)}"
+
+    def lodging_authorization(self, eori: str) -> str:
+        """For ``POST /declarations`` of the gateway (the ``gun:lodge`` scope)."""
+        return f"Bearer {self.trader_token(eori, lodging=True)}"
 
     def officer_authorization(self) -> str:
         return basic_authorization(self.officer, self.password)

@@ -30,7 +30,7 @@ AUTH_FAILURES = Counter(
     "gun_hub_web_auth_failures_total",
     "Requests refused on a trader or officer listener because the caller did not prove "
     "who it is (reason: missing, malformed, algorithm, unknown_key, signature, expired, "
-    "claims, password, busy).",
+    "claims, scope, password, busy, throttled).",
     ["listener", "reason"],
 )
 

@@ -293,15 +293,18 @@ class Channels:
         )
         wait_http_ok(f"http://127.0.0.1:{probes}/readyz", 60, self.pipeline.group)
 
-    def post(self, declaration: bytes, eori: str) -> tuple[int, Any]:
-        """POST /declarations as the trader ``eori``: status and JSON body."""
+    def post(self, declaration: bytes, eori: str, *, lodging: bool = True) -> tuple[int, Any]:
+        """POST /declarations as the trader ``eori``: status and JSON body. The token
+        grants the lodging scope unless ``lodging`` is False (a lookup token)."""
+        authorization = (
+            self.access.lodging_authorization(eori)
+            if lodging
+            else self.access.trader_authorization(eori)
+        )
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.lodging_port}/declarations",
             data=declaration,
-            headers={
-                "Content-Type": "application/xml",
-                "Authorization": self.access.trader_authorization(eori),
-            },
+            headers={"Content-Type": "application/xml", "Authorization": authorization},
             method="POST",
         )
         try:

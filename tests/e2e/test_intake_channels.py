@@ -124,7 +124,11 @@ async def test_a_declaration_posted_over_http_is_decided_and_followed_in_the_sta
             "status": f"/declarations/{reference}",
         },
     )
-    # Refused at the door, with the reason, and never published.
+    # Refused at the door, with the reason, and never published: a token without the
+    # lodging scope (a read-only integration's, review stop 37-i, 4), another declarant,
+    # an invalid declaration.
+    status, body = channels.post(covered("FR12345678901234-HTTP-0000000004"), EORI, lodging=False)
+    assert (status, body["kind"]) == (403, "INSUFFICIENT_SCOPE")
     status, body = channels.post(covered("FR12345678901234-HTTP-0000000002"), "DE999999999")
     assert (status, body["kind"]) == (403, "DECLARANT_MISMATCH")
     status, body = channels.post(invalid("FR12345678901234-HTTP-0000000003"), EORI)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,14 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client import REGISTRY
+from pydantic import ValidationError
 
 from gun_contract.security.entitlements import GATEWAY_PARTY
-from gun_contract.settings import GatewaySettings
+from gun_contract.settings import DEFAULT_LODGING_SCOPE, GatewaySettings, Settings
 from gun_contract.topics import topic_registry
 from gun_hub.gateway.http_channel import lodging_app
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway
+from gun_hub.gateway.service import required_lodging_scope
 from gun_hub.security.web_auth import (
     LocalAccess,
     PortalKeys,
@@ -64,7 +67,7 @@ class Lodging:
     ) -> tuple[int, dict[str, str], Any]:
         sent = {"Content-Type": content_type, **(headers or {})}
         if eori is not None:
-            sent["Authorization"] = self.access.trader_authorization(eori)
+            sent["Authorization"] = self.access.lodging_authorization(eori)
         async with (
             aiohttp.ClientSession() as session,
             session.post(f"{self.url}/declarations", data=body, headers=sent) as answer,
@@ -89,7 +92,8 @@ async def lodging_listener(
         PortalKeys(access.portal_jwks), TokenPolicy(issuer=access.issuer, audience=access.audience)
     )
     port = free_port()
-    listener = Listener("lodging", lodging_app(gateway, tokens, **app_options), "127.0.0.1", port)
+    app = lodging_app(gateway, tokens, **{"scope": DEFAULT_LODGING_SCOPE, **app_options})
+    listener = Listener("lodging", app, "127.0.0.1", port)
     await gateway.start()
     await listener.start()
     try:
@@ -142,6 +146,90 @@ async def test_without_a_valid_portal_token_nothing_is_looked_at(lodging: Lodgin
     )
     assert (status, headers["WWW-Authenticate"].startswith("Bearer")) == (401, True)
     assert lodging.sender.published == []
+
+
+def _portal_token(lodging: Lodging, **claims: Any) -> dict[str, str]:
+    """Authorization with a genuine portal token for EORI carrying ``claims`` as given."""
+    issued = issue_trader_token(
+        lodging.access.portal_key,
+        EORI,
+        issuer=lodging.access.issuer,
+        audience=lodging.access.audience,
+        extra=claims,
+    )
+    return {"Authorization": f"Bearer {issued}"}
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        None,  # a lookup token, as the portal gave every trader before stop 38
+        "",
+        "gun:read",
+        "gun:lodge:all",  # one scope token, not gun:lodge
+        "GUN:LODGE",
+        "gun:read\tgun:lodge",  # scope tokens are separated by a space (RFC 6749, 3.3)
+        ["gun:lodge"],  # the claim is a text (RFC 8693, 4.2), never a list
+    ],
+)
+async def test_a_lookup_token_cannot_lodge(lodging: Lodging, scope: object) -> None:
+    """A token handed to a read-only integration (a forwarder's tracking tool) reads the
+    trader lookup (tests/unit/test_web_listeners.py) but lodges nothing in the trader's
+    name (review stop 37-i, 4): lodging needs ``gun:lodge`` among the token's ``scope``.
+    403 ``insufficient_scope`` (RFC 6750, 3.1): the token is genuine, it does not allow this."""
+    claims = {} if scope is None else {"scope": scope}
+    status, headers, body = await lodging.post(
+        declaration_xml(reference=OWN), eori=None, headers=_portal_token(lodging, **claims)
+    )
+    assert status == 403
+    assert headers["WWW-Authenticate"] == (
+        'Bearer realm="gun-hub", error="insufficient_scope", scope="gun:lodge"'
+    )
+    assert body["kind"] == "INSUFFICIENT_SCOPE"
+    assert "gun:lodge" in body["error"]
+    assert lodging.sender.published == []
+
+
+@pytest.mark.parametrize("scope", ["gun:lodge", "openid gun:read gun:lodge"])
+async def test_a_token_with_the_lodging_scope_lodges(lodging: Lodging, scope: str) -> None:
+    status, _, body = await lodging.post(
+        declaration_xml(reference=OWN), eori=None, headers=_portal_token(lodging, scope=scope)
+    )
+    assert (status, body["declarant"]) == (202, EORI)
+    assert len(lodging.sender.published) == 1
+
+
+def test_lodging_needs_gun_lodge_unless_the_operator_opts_out_and_is_warned(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GUN_HUB_GATEWAY__LODGING_SCOPE``: ``gun:lodge`` unless set; one scope token (RFC
+    6749, 3.3), so a list or a typing error is refused at start; empty is the opt-out for a
+    portal that does not grant it yet, never silent: a warning at every start."""
+    assert GatewaySettings().lodging_scope == "gun:lodge"
+    with caplog.at_level(logging.WARNING, logger="gun_hub.gateway.service"):
+        assert required_lodging_scope(GatewaySettings()) == "gun:lodge"
+        assert required_lodging_scope(GatewaySettings(lodging_scope="customs:lodge")) == (
+            "customs:lodge"
+        )
+    assert caplog.records == []
+    for wrong in ("gun:lodge gun:read", " gun:lodge", "gun\\lodge", 'gun"lodge', "gün:lodge"):
+        with pytest.raises(ValidationError, match="lodging_scope"):
+            GatewaySettings(lodging_scope=wrong)
+    monkeypatch.setenv("GUN_HUB_GATEWAY__LODGING_SCOPE", "")
+    opted_out = Settings().gateway
+    with caplog.at_level(logging.WARNING, logger="gun_hub.gateway.service"):
+        assert required_lodging_scope(opted_out) is None
+    (warning,) = caplog.records
+    assert warning.levelno == logging.WARNING
+    assert "GUN_HUB_GATEWAY__LODGING_SCOPE" in warning.getMessage()
+
+
+async def test_with_the_opt_out_a_lookup_token_lodges(access: LocalAccess, keys_dir: Path) -> None:
+    async with lodging_listener(access, keys_dir, scope=None) as running:
+        status, _, _ = await running.post(
+            declaration_xml(reference=OWN), eori=None, headers=_portal_token(running)
+        )
+    assert status == 202
 
 
 async def test_a_declaration_of_another_declarant_is_refused_403_with_the_reason(

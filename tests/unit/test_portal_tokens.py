@@ -94,6 +94,59 @@ def test_a_token_for_several_audiences_is_refused(
     assert refused(tokens, token(key, aud=audience)) == "claims"
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {},
+        {"scope": ""},
+        {"scope": "gun:read"},
+        {"scope": "gun:lodge:all"},
+        {"scope": "GUN:LODGE"},
+        {"scope": "gun:read\tgun:lodge"},
+        {"scope": " gun:lodge"},  # an empty scope token first: not the RFC 6749 syntax
+        {"scope": ["gun:lodge"]},
+        {"scope": None},
+        {"scp": "gun:lodge"},  # another claim's name means nothing here
+    ],
+)
+def test_a_token_without_the_scope_asked_for_is_refused_for_it_alone(
+    portal: tuple[ECKey, TraderTokens, Path], claims: dict[str, object]
+) -> None:
+    """Lodging asks for ``gun:lodge`` (review stop 37-i, 4); the lookup asks for no scope and
+    takes the same token."""
+    key, tokens, _ = portal
+    issued = token(key, **claims)
+    assert tokens.verify(issued) == EORI
+    with pytest.raises(Unauthenticated) as caught:
+        tokens.verify(issued, scope="gun:lodge")
+    assert caught.value.reason == "scope"
+
+
+@pytest.mark.parametrize("scope", ["gun:lodge", "gun:read gun:lodge", "openid gun:lodge profile"])
+def test_a_token_with_the_scope_asked_for_names_the_trader(
+    portal: tuple[ECKey, TraderTokens, Path], scope: str
+) -> None:
+    key, tokens, _ = portal
+    assert tokens.verify(token(key, scope=scope), scope="gun:lodge") == EORI
+    issued = issue_trader_token(
+        key, EORI, issuer=POLICY.issuer, audience=POLICY.audience, scope=scope
+    )
+    assert tokens.verify(issued, scope="gun:lodge") == EORI
+
+
+def test_the_scope_is_checked_after_everything_else(
+    portal: tuple[ECKey, TraderTokens, Path],
+) -> None:
+    """A token otherwise refused says why (401), not that it lacks the scope (403)."""
+    key, tokens, _ = portal
+    with pytest.raises(Unauthenticated) as caught:
+        tokens.verify(token(key, aud="other"), scope="gun:lodge")
+    assert caught.value.reason == "claims"
+    with pytest.raises(Unauthenticated) as caught:
+        tokens.verify(token(key, exp=int(time.time()) - 3600), scope="gun:lodge")
+    assert caught.value.reason == "expired"
+
+
 def test_a_token_signed_by_anyone_but_the_portal_is_refused(
     portal: tuple[ECKey, TraderTokens, Path],
 ) -> None:

@@ -18,7 +18,8 @@ from gun_contract.settings import WebSettings
 from gun_hub.cli import app
 from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import OpsView
-from gun_hub.web import HubWeb, build_web
+from gun_hub.security.web_auth import Unauthenticated
+from gun_hub.web import HubWeb, build_web, trader_tokens
 from gun_tools.processes import free_port
 from tests.unit.test_web_listeners import MINE, OTHER, THEIRS, TOPICS, TRADER, fill
 
@@ -94,6 +95,24 @@ async def test_a_trader_and_an_officer_use_the_commands(
     )  # fmt: skip
     assert documents.exit_code == 0, documents.output
     assert "(more: --offset 5)" in documents.output
+
+
+async def test_the_stand_in_portal_issues_lodging_tokens_on_request(
+    listening: tuple[HubWeb, WebSettings, Path],
+) -> None:
+    """``gun-hub portal token`` gives a lookup token; with ``--lodge``, one that may also lodge
+    over HTTP (the ``gun:lodge`` scope, review stop 37-i, 4)."""
+    _, settings, work = listening
+    key = str(work / "portal" / "portal.jwk")
+    tokens = trader_tokens(settings, "this test")
+    lookup = await gun_hub("portal", "token", "--eori", TRADER, "--key", key)
+    lodging = await gun_hub("portal", "token", "--eori", TRADER, "--key", key, "--lodge")
+    assert lookup.exit_code == lodging.exit_code == 0, (lookup.output, lodging.output)
+    assert tokens.verify(lookup.output.strip()) == TRADER
+    with pytest.raises(Unauthenticated) as refused:
+        tokens.verify(lookup.output.strip(), scope="gun:lodge")
+    assert refused.value.reason == "scope"
+    assert tokens.verify(lodging.output.strip(), scope="gun:lodge") == TRADER
 
 
 async def test_the_commands_say_when_credentials_are_missing_or_wrong(

@@ -223,6 +223,16 @@ async def test_a_trader_cannot_read_a_declaration_it_did_not_lodge(hub: Hub) -> 
     assert (await get(f"{hub.trader_url}/declarations/{THEIRS}", hub.token(OTHER)))[0] == 200
 
 
+async def test_the_lookup_takes_a_token_with_or_without_the_lodging_scope(hub: Hub) -> None:
+    """Only lodging asks for ``gun:lodge`` (review stop 37-i, 4): a read-only integration's
+    token, and a lodging one, both read the lookup, as many times as they like within
+    their lifetime (a bearer token serves many requests: no ``jti`` memory here)."""
+    url = f"{hub.trader_url}/declarations/{MINE}"
+    lookup, lodging = hub.token(), hub.token(scope="gun:lodge")
+    for authorization in (lookup, lookup, lodging, lodging):
+        assert (await get(url, authorization))[0] == 200
+
+
 async def test_without_a_valid_portal_token_the_trader_listener_tells_nothing(
     hub: Hub, tmp_path: Path
 ) -> None:

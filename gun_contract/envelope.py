@@ -99,7 +99,9 @@ class Envelope(Protocol):
 
         ``accepted_at`` is when the broker accepted the record (its log-append time, in
         seconds): freshness is judged against it, so a backlog read hours later still
-        opens. ``None`` (no broker time known) judges against the reader's clock.
+        opens, and so is a key's retirement: a key retired after the broker accepted the
+        record still serves it. ``None`` (no broker time known) judges freshness against
+        the reader's clock and refuses every retired key.
         ``check_replay=False``: every check but the replay one, which the caller makes
         itself with ``message_id`` and ``accept_until`` (the hub's declarations:
         pipeline/admission.py).

@@ -20,7 +20,7 @@ from urllib.parse import quote as url_segment
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from gun_contract.envelope import ContentType, Envelope, EnvelopeRejected
+from gun_contract.envelope import ContentType, Envelope, EnvelopeRejected, broker_accepted_at
 from gun_contract.kafka.admin import topic_partitions
 from gun_contract.kafka.client import ClientConfig, client_options
 from gun_contract.model.declaration import Direction, Stage
@@ -133,6 +133,8 @@ class Harness:
                             record.value or b"",
                             topic=record.topic,
                             position=f"{record.topic}/{record.partition}/{record.offset}",
+                            # Judged as the hub judges: at the broker's time (ADR 0006).
+                            accepted_at=broker_accepted_at(record.timestamp, record.timestamp_type),
                         )
                     except EnvelopeRejected:
                         self.unverifiable_answers += 1

@@ -6,10 +6,17 @@ the topic; then encrypts that compact JWS to the recipient's newest encryption k
 a fresh content key (ephemeral ECDH per message). Opening checks, before anything is
 used: the outer algorithms against an allow-list, the recipient key id among our own,
 decryption, the inner algorithm against the signing key's registered algorithm, the key
-id known and not retired, the signature, that the key belongs to ``iss``, that ``iss``
-may send on this topic, ``aud``, the topic, ``exp``, ``iat`` within the skew, ``nbf`` if
-present, and the ``jti`` never seen. Algorithms are never taken from the header alone
-(RFC 8725).
+id known and not retired before the broker accepted the record, the signature, that the
+key belongs to ``iss``, that ``iss`` may send on this topic, ``aud``, the topic, ``exp``,
+``iat`` within the skew, ``nbf`` if present, and the ``jti`` never seen. Algorithms are
+never taken from the header alone (RFC 8725).
+
+A retired key (ours to decrypt with, or the sender's to verify) still serves for a record
+the broker accepted before its retirement: its log-append time says so, which the sender
+cannot choose (ADR 0006), never a time the message states. A backlog sealed before a
+rotation then opens whenever its reader comes back (review stop 38, L2). Without a broker
+time (a topic not stamped ``LogAppendTime``) a retired key is refused, as is anything
+the broker accepted at or after the retirement.
 
 Both layers are read and written here, on pyca ``cryptography`` (:mod:`jose_compact`,
 ADR 0016), with the key objects the keystore loaded: nothing is parsed per message but the
@@ -40,6 +47,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -294,16 +302,20 @@ class SignedMessage:
 
 
 def verify_jws(
-    signed: bytes, public: Mapping[str, PublicKey], rule: _HeaderRule = _ENVELOPE_JWS
+    signed: bytes,
+    public: Mapping[str, PublicKey],
+    rule: _HeaderRule = _ENVELOPE_JWS,
+    accepted_at: float | None = None,
 ) -> tuple[dict[str, Any], bytes]:
     """Verify a compact JWS with the registered key its ``kid`` names; its protected
-    header and payload. Raises :class:`EnvelopeRejected`, never anything else."""
+    header and payload. ``accepted_at``: the record's log-append time, before which a
+    retired key still vouches. Raises :class:`EnvelopeRejected`, never anything else."""
     # Counted before split: a record of millions of dots must not become millions of parts.
     if signed.count(b".") != 2:
         raise EnvelopeRejected(Kind.MALFORMED, "inner content is not a compact JWS")
     parts = signed.split(b".")
     header, canonical = _header_of(parts[0], _MAX_SIGNED_HEADER_BYTES)
-    return _verify_parts(parts, header, canonical, public, rule)
+    return _verify_parts(parts, header, canonical, public, rule, accepted_at)
 
 
 def _verify_parts(
@@ -312,6 +324,7 @@ def _verify_parts(
     canonical: bool,
     public: Mapping[str, PublicKey],
     rule: _HeaderRule,
+    accepted_at: float | None = None,
 ) -> tuple[dict[str, Any], bytes]:
     kid = str(header.get("kid"))
     key = public.get(kid)
@@ -323,8 +336,9 @@ def _verify_parts(
             Kind.DISALLOWED_ALG,
             f"signature algorithm {header.get('alg')!r} is not allowed for {kid!r}",
         )
-    if key.status is KeyStatus.RETIRED:
-        raise EnvelopeRejected(Kind.RETIRED_KEY, f"signing key {kid!r} is retired")
+    retired = retired_for(key, accepted_at)
+    if retired is not None:
+        raise EnvelopeRejected(Kind.RETIRED_KEY, f"signing key {kid!r} {retired}")
     payload = _signed_payload(parts, canonical, key)
     if payload is None:
         raise EnvelopeRejected(Kind.BAD_SIGNATURE, f"signature by {kid!r} does not verify")
@@ -340,6 +354,29 @@ def _verify_parts(
             f"signed with a key of {key.party!r} but claims to be {header.get('iss')!r}",
         )
     return header, payload
+
+
+def retired_for(key: PublicKey, accepted_at: float | None) -> str | None:
+    """Why ``key`` may not serve a record the broker accepted at ``accepted_at`` (its
+    log-append time, in epoch seconds) because it is retired; None if it may.
+
+    A retired key serves only what the broker accepted strictly before its retirement.
+    Without a broker time nothing proves that: a reader's clock, or a time the message
+    states, would let a holder of the key seal past its retirement. A key marked retired
+    with no retirement time never serves.
+    """
+    if key.status is not KeyStatus.RETIRED:
+        return None
+    retired_at = key.retired_at
+    if retired_at is None:
+        return "is retired"
+    since = retired_at.isoformat(timespec="seconds")
+    if accepted_at is None:
+        return f"is retired (since {since}) and the record has no broker time to show otherwise"
+    if accepted_at >= retired_at.timestamp():
+        accepted = datetime.fromtimestamp(accepted_at, UTC).isoformat(timespec="seconds")
+        return f"was retired on {since}, before the broker accepted the record ({accepted})"
+    return None
 
 
 def _signed_payload(parts: list[bytes], canonical: bool, key: PublicKey) -> bytes | None:
@@ -457,15 +494,15 @@ class JoseEnvelope:
         accepted_at: float | None = None,
         check_replay: bool = True,
     ) -> OpenedMessage:
-        signed = self._decrypt(sealed)
-        header, payload = self._verify(signed)
+        signed = self._decrypt(sealed, accepted_at)
+        header, payload = verify_jws(signed, self._keys.public, accepted_at=accepted_at)
         return self._check_claims(
             header, payload, topic, position, accepted_at, check_replay=check_replay
         )
 
     # -- outer layer: confidentiality ----------------------------------------------------
 
-    def _decrypt(self, sealed: bytes) -> bytes:
+    def _decrypt(self, sealed: bytes, accepted_at: float | None) -> bytes:
         if sealed.count(b".") != 4:
             raise EnvelopeRejected(Kind.MALFORMED, "not a compact JWE (five parts expected)")
         parts = sealed.split(b".")
@@ -476,11 +513,7 @@ class JoseEnvelope:
                 f"encryption {header.get('alg')!r}/{header.get('enc')!r} is not allowed",
             )
         kid = str(header.get("kid"))
-        key = self._keys.decryption_keys.get(kid)
-        if key is None:
-            raise EnvelopeRejected(
-                Kind.UNKNOWN_KID, f"encrypted to key {kid!r}, not an active key of {self.party}"
-            )
+        key = self._decryption_key(kid, accepted_at)
         problem = _JWE.problem(header)
         if problem is not None:
             raise EnvelopeRejected(
@@ -494,10 +527,23 @@ class JoseEnvelope:
                 Kind.DECRYPTION_FAILED, f"cannot decrypt with {kid!r} (tampered or corrupt)"
             ) from None
 
-    # -- inner layer: origin and integrity ---------------------------------------------------
+    def _decryption_key(self, kid: str, accepted_at: float | None) -> ECKey:
+        """Our private key ``kid``: an active one, or one retired after the broker accepted
+        the record (a backlog encrypted to it before a rotation)."""
+        key = self._keys.decryption_keys.get(kid)
+        if key is not None:
+            return key
+        retired = self._keys.retired_decryption_keys.get(kid)
+        if retired is None:
+            raise EnvelopeRejected(
+                Kind.UNKNOWN_KID, f"encrypted to key {kid!r}, not a key of {self.party}"
+            )
+        why = retired_for(retired.public, accepted_at)
+        if why is not None:
+            raise EnvelopeRejected(Kind.RETIRED_KEY, f"encrypted to key {kid!r}, which {why}")
+        return retired.key
 
-    def _verify(self, signed: bytes) -> tuple[dict[str, Any], bytes]:
-        return verify_jws(signed, self._keys.public)
+    # -- inner layer: origin and integrity: verify_jws -----------------------------------------
 
     def _check_claims(
         self,

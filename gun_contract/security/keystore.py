@@ -26,7 +26,10 @@ Each party has separate keys per use (ANSSI key separation): an ``ES256`` key th
 (``use: sig``) and an ``ECDH-ES+A256KW`` key others encrypt to (``use: enc``), both on
 P-256; the hub has a third, its audit key, which the envelope never sees. Rotation adds a
 new generation, which becomes the one used; older keys keep verifying and decrypting
-until they are retired.
+until they are retired, and after it for what the broker accepted before the retirement
+(a backlog read late: the envelope judges by the record's log-append time). So a party
+keeps a retired encryption key in its private file until every record encrypted to it
+has left the topics (security.md, "Keys").
 
 Each party also has **state keys**: symmetric AES-256-GCM keys (JWK ``oct``, ``use: enc``,
 ``purpose: state``) that seal what it keeps at rest (the hub's case table, an adapter's
@@ -560,11 +563,21 @@ class _Reloading(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
+class RetiredDecryptionKey:
+    """One of our own encryption keys, retired: it still decrypts what the broker accepted
+    before ``public``'s retirement time, and nothing after (the envelope judges)."""
+
+    key: ECKey
+    public: PublicKey
+
+
+@dataclass(frozen=True, slots=True)
 class _PartyView:
     signing_key: ECKey
     decryption_keys: dict[str, ECKey]
     public: dict[str, PublicKey]
     audit_keys: dict[str, PublicKey] = field(default_factory=dict)
+    retired_decryption_keys: dict[str, RetiredDecryptionKey] = field(default_factory=dict)
 
 
 def _load_party(folder: Path, party: str) -> _PartyView:
@@ -577,12 +590,22 @@ def _load_party(folder: Path, party: str) -> _PartyView:
     signing = [k for k in usable if k.get("use") == KeyUse.SIG.value]
     if not signing:
         raise KeystoreError(f"{party} has no active signing key in {folder}")
+    # A retired key of ours still decrypts a backlog encrypted to it before its retirement;
+    # one missing from the JWKS has no retirement time to judge by, and decrypts nothing.
+    retired = {
+        str(k.kid): RetiredDecryptionKey(k, public[str(k.kid)])
+        for k in own
+        if k.get("use") == KeyUse.ENC.value
+        and str(k.kid) in public
+        and public[str(k.kid)].status is KeyStatus.RETIRED
+    }
     return _PartyView(
         # The newest generation signs; older ones only keep verifying until retired.
         signing_key=signing[-1],
         decryption_keys={str(k.kid): k for k in usable if k.get("use") == KeyUse.ENC.value},
         public=public,
         audit_keys={kid: k for kid, k in everything.items() if k.purpose == AUDIT_PURPOSE},
+        retired_decryption_keys=retired,
     )
 
 
@@ -602,9 +625,12 @@ class PartyKeys:
         decryption_keys: dict[str, ECKey],
         public: dict[str, PublicKey],
         audit_keys: dict[str, PublicKey] | None = None,
+        retired_decryption_keys: dict[str, RetiredDecryptionKey] | None = None,
     ) -> None:
         self.party = party
-        fixed = _PartyView(signing_key, decryption_keys, public, audit_keys or {})
+        fixed = _PartyView(
+            signing_key, decryption_keys, public, audit_keys or {}, retired_decryption_keys or {}
+        )
         self._view: Callable[[], _PartyView] = lambda: fixed
 
     @classmethod
@@ -627,7 +653,13 @@ class PartyKeys:
 
     @property
     def decryption_keys(self) -> dict[str, ECKey]:
+        """Our active encryption keys' private parts, by key id."""
         return self._view().decryption_keys
+
+    @property
+    def retired_decryption_keys(self) -> dict[str, RetiredDecryptionKey]:
+        """Our retired encryption keys still in our private file, by key id."""
+        return self._view().retired_decryption_keys
 
     @property
     def public(self) -> dict[str, PublicKey]:
@@ -954,13 +986,28 @@ class KeystoreFolder:
         _write_private(path, data)
         return str(new["kid"])
 
-    def retire(self, kid: str) -> str:
-        """Mark a key retired: it no longer verifies, nor is encrypted to; returns its party."""
+    def retire(self, kid: str, *, since: datetime | None = None) -> str:
+        """Mark a key retired as of ``since`` (default now): it is no longer encrypted to,
+        nor signs, and serves only records the broker accepted before that time; returns
+        its party. ``since`` earlier than now is for a leaked key: everything accepted
+        since the leak is refused too. A key already retired keeps the earlier time: a
+        second retirement never lets through what the first refused."""
+        now = _now()
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        if since is not None and since > now:
+            raise KeystoreError(f"a retirement cannot be dated in the future ({_iso(since)})")
+        when = since or now
         jwks = self._read_public()
         for entry in jwks["keys"]:
             if entry.get("kid") == kid:
+                if entry.get("status") == KeyStatus.RETIRED.value:
+                    before = entry.get("retired")
+                    if not before:  # retired with no time: it serves nothing already
+                        return str(entry["party"])
+                    when = min(when, _parse_time(str(before)))
                 entry["status"] = KeyStatus.RETIRED.value
-                entry["retired"] = _iso(_now())
+                entry["retired"] = _iso(when)
                 _write_public(self.public_file, jwks)
                 return str(entry["party"])
         raise KeystoreError(f"no key {kid!r} in {self.public_file}")
@@ -1055,14 +1102,20 @@ class KeystoreFolder:
                     f"{source}: key id {kid!r} already names a different key in "
                     f"{self.public_file}; nothing imported"
                 )
-            if key.party in local and (old is None or key.status is not old.status):
+            if key.party in local and (
+                old is None or key.status is not old.status or _retired_earlier(key, old)
+            ):
                 raise KeystoreError(
                     f"{source}: key {kid!r} is in the name of {key.party!r}, whose keys are "
                     f"made here (gun-hub keys init/rotate/retire); nothing imported"
                 )
             if old is None:
                 report.added.append(key)
-            elif key.status is KeyStatus.RETIRED and old.status is KeyStatus.ACTIVE:
+            elif key.status is KeyStatus.RETIRED and (
+                old.status is KeyStatus.ACTIVE or _retired_earlier(key, old)
+            ):
+                # An earlier retirement time is taken over too: the party dated it back
+                # to when its key leaked.
                 report.retired.append(key)
             elif key.status is KeyStatus.ACTIVE and old.status is KeyStatus.RETIRED:
                 report.kept_retired.append(old)
@@ -1071,10 +1124,13 @@ class KeystoreFolder:
         entries = {str(e.get("kid")): e for e in jwks["keys"]}
         for key in report.retired:
             entries[key.kid]["status"] = KeyStatus.RETIRED.value
-            entries[key.kid]["retired"] = key.retired or _iso(_now())
+            entries[key.kid]["retired"] = _retirement_known_here(key)
         for key in report.added:
             [entry] = [e for e in jwks_in["keys"] if e.get("kid") == key.kid]
-            jwks["keys"].append(_clean_public(entry))
+            entry = _clean_public(entry)
+            if key.status is KeyStatus.RETIRED:
+                entry["retired"] = _retirement_known_here(key)
+            jwks["keys"].append(entry)
         if report.added or report.retired:
             self._prepare()
             _write_public(self.public_file, jwks)
@@ -1107,6 +1163,22 @@ def _as_partys(entry: object, party: str, where: str) -> object:
     if alg is None and isinstance(use, str) and use in ALG_FOR_USE:
         entry["alg"] = ALG_FOR_USE[KeyUse(use)]
     return entry
+
+
+def _retired_earlier(incoming: PublicKey, known: PublicKey) -> bool:
+    """Whether ``incoming`` dates the retirement of a key already retired here earlier."""
+    earlier, later = incoming.retired_at, known.retired_at
+    # Known retired with no time, it serves nothing: no stated time can be earlier.
+    return earlier is not None and later is not None and earlier < later
+
+
+def _retirement_known_here(key: PublicKey) -> str:
+    """The retirement time of an imported retired key: its party's, but never later than
+    now (a retirement dated ahead would let the key serve on after it is marked retired),
+    and now when its party gave none."""
+    now = _now()
+    stated = key.retired_at
+    return _iso(min(stated, now) if stated is not None else now)
 
 
 def _same_key(a: PublicKey, b: PublicKey) -> bool:

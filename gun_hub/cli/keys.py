@@ -14,6 +14,7 @@ seals what it keeps at rest; ``keys rotate P --state`` adds a new one.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -110,11 +111,21 @@ def rotate(
 
 
 @app.command()
-def retire(kid: str, directory: Path | None = DirOption) -> None:
-    """Retire a key: messages signed with it are refused from now on (running processes
-    within seconds); checkpoints it signed before stay valid."""
+def retire(
+    kid: str,
+    since: datetime | None = typer.Option(
+        None,
+        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"],
+        help="Date the retirement back to this time (UTC unless it names a zone): for a "
+        "leaked key, whatever the broker accepted since the leak is refused too.",
+    ),
+    directory: Path | None = DirOption,
+) -> None:
+    """Retire a key: what the broker accepts from now on (from --since) signed with it, or
+    encrypted to it, is refused (running processes within seconds); a backlog the broker
+    accepted before still opens, and checkpoints it signed before stay valid."""
     try:
-        party = _folder(directory).retire(kid)
+        party = _folder(directory).retire(kid, since=since)
     except KeystoreError as err:
         raise _fail(err) from None
     typer.echo(f"{party}: key {kid} retired")

@@ -543,7 +543,7 @@ class JoseEnvelope:
             raise EnvelopeRejected(Kind.RETIRED_KEY, f"encrypted to key {kid!r}, which {why}")
         return retired.key
 
-    # -- inner layer: origin and integrity: verify_jws -----------------------------------------
+    # -- inner layer: origin and integrity (verify_jws), then the claims ---------------------
 
     def _check_claims(
         self,

@@ -21,6 +21,11 @@ from typing import Any, Protocol
 
 from gun_contract.sqlite import open_database
 
+# How long a record can stay readable after the broker accepted it, by default: twice
+# the request topics' retention of seven days (a segment is deleted only once its newest
+# record is past the retention), as the hub's claims memory (``hub.decided_marker_s``).
+READABLE_S = 14 * 24 * 3600
+
 
 class ReplayGuard(Protocol):
     def first_sighting(
@@ -55,19 +60,45 @@ class NoReplayMemory:
 
 
 class SqliteReplayGuard:
-    """Durable memory for a process without faust tables (adapters, clearance reader)."""
+    """Durable memory for a process without faust tables (adapters, clearance reader).
+
+    An id is forgotten once no copy of it can still be unread: every partition of the
+    topics read has been read past its expiry (plus ``keep_after_expiry_s``), each by
+    its own clock, the broker time of what was read from it. One clock for all (the
+    latest broker time read anywhere) forgot, after a reader's absence, the ids of what
+    one partition's short backlog had run past while a copy waited in another's longer
+    one, then read as a first sighting (found by review in stop 38, as stop 35 found it
+    for the hub's claims memory). ``partitions``: how many each topic read has (the
+    ``kafka.partitions`` of every keyed topic); a partition not read from since this
+    process started (idle, another replica's, or not reached yet) holds the forgetting
+    back, as does every partition when the count is not given, but never beyond
+    ``readable_s`` past an id's expiry (by the latest broker time read): by then no copy
+    the broker accepted before the expiry is left in the log, so the memory stays
+    bounded, by the rate of ids times ``readable_s`` at worst.
+    """
 
     _PRUNE_EVERY = 1000
 
-    def __init__(self, path: Path, *, keep_after_expiry_s: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        keep_after_expiry_s: int,
+        partitions: int | None = None,
+        readable_s: int = READABLE_S,
+    ) -> None:
         self._db = open_database(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS seen "
             "(jti TEXT PRIMARY KEY, expires_at INTEGER, position TEXT)"
         )
         self._keep_s = keep_after_expiry_s
+        self._partitions = partitions
+        self._readable_s = readable_s
         self._inserts = 0
-        self._log_clock = 0.0  # the latest broker time read
+        self._log_clock = 0.0  # the latest broker time read, from any partition
+        # Topic -> partition -> the latest broker time read from it.
+        self._clocks: dict[str, dict[int, float]] = {}
 
     def first_sighting(
         self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
@@ -79,8 +110,13 @@ class SqliteReplayGuard:
         (first_position,) = self._db.execute(
             "SELECT position FROM seen WHERE jti = ?", (message_id,)
         ).fetchone()
-        if seen_at is not None:
+        if seen_at is not None and math.isfinite(seen_at):
             self._log_clock = max(self._log_clock, seen_at)
+            source = _topic_partition_of(position)
+            if source is not None:
+                topic, partition = source
+                clocks = self._clocks.setdefault(topic, {})
+                clocks[partition] = max(clocks.get(partition, 0.0), seen_at)
         self._inserts += 1
         if self._inserts % self._PRUNE_EVERY == 0:
             self._prune()
@@ -88,11 +124,33 @@ class SqliteReplayGuard:
 
     def _prune(self) -> None:
         """Forget ids no copy of which could still be accepted. A copy is accepted only
-        if the broker took it before ``expires_at`` (exp plus skew), so the clock is the
-        log's (the broker time of what was read), not this reader's: a reader days behind
-        still remembers the ids of its backlog. Without any broker time, the wall clock."""
-        now = self._log_clock if self._log_clock else time.time()
-        self._db.execute("DELETE FROM seen WHERE expires_at < ?", (int(now) - self._keep_s,))
+        if the broker took it before ``expires_at`` (exp plus skew), so the clocks are
+        the log's (the broker time of what was read), not this reader's: a reader days
+        behind still remembers the ids of its backlog. Without any broker time, the wall
+        clock."""
+        self._db.execute("DELETE FROM seen WHERE expires_at < ?", (int(self._horizon()),))
+
+    def _horizon(self) -> float:
+        """Ids that expired before this are forgotten."""
+        if not self._log_clock:
+            return time.time() - self._keep_s
+        horizon = self._log_clock - self._readable_s
+        slowest = self._slowest_clock()
+        if slowest is not None:
+            horizon = max(horizon, slowest - self._keep_s)
+        return horizon
+
+    def _slowest_clock(self) -> float | None:
+        """The least broker time read over every partition of the topics read; None
+        while one of them has not been read from (or their number is not known)."""
+        if self._partitions is None or not self._clocks:
+            return None
+        slowest = math.inf
+        for clocks in self._clocks.values():
+            if any(partition not in clocks for partition in range(self._partitions)):
+                return None
+            slowest = min(slowest, *clocks.values())
+        return slowest
 
     def close(self) -> None:
         self._db.close()
@@ -267,6 +325,14 @@ def _position_in(value: bytes) -> bytes:
     entries were kept before expiries were."""
     position, separator, _ = value.rpartition(b"|")
     return position if separator else value
+
+
+def _topic_partition_of(position: str) -> tuple[str, int] | None:
+    """``topic/partition/offset`` -> (topic, partition) (None for any other shape)."""
+    parts = position.rsplit("/", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    return None
 
 
 def _partition_of_position(_message_id: str, position: str) -> int | None:

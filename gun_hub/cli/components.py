@@ -180,7 +180,9 @@ def adapter(
     prepare_cluster(settings, own=adapter_topics(topics, authority))
 
     try:
-        envelope = build_envelope(settings.security, authority, topics)
+        envelope = build_envelope(
+            settings.security, authority, topics, partitions=settings.kafka.partitions
+        )
     except KeystoreError as err:  # names the key file at fault
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None

@@ -81,7 +81,9 @@ def decisions(
     topics = registry_for(settings)
 
     async def read() -> tuple[list[ReceivedDecision], int]:
-        envelope = build_envelope(settings.security, CLEARANCE_PARTY, topics)
+        envelope = build_envelope(
+            settings.security, CLEARANCE_PARTY, topics, partitions=settings.kafka.partitions
+        )
         reader = DecisionReader(
             from_settings(settings.kafka),
             topics.decisions,

@@ -9,7 +9,7 @@ from gun_contract.heartbeats import HeartbeatGate
 from gun_contract.security.entitlements import HUB_PARTY, Entitlements
 from gun_contract.security.jose_envelope import EnvelopePolicy, JoseEnvelope
 from gun_contract.security.keystore import AuditSigner, KeystoreError, PartyKeys
-from gun_contract.security.replay import ReplayGuard, SqliteReplayGuard
+from gun_contract.security.replay import READABLE_S, ReplayGuard, SqliteReplayGuard
 from gun_contract.settings import SecuritySettings, Settings, load_settings
 from gun_contract.topics import TopicRegistry, topic_registry
 from gun_hub.domain.routing import RoutingTableError, load_routing_table
@@ -35,15 +35,37 @@ def build_envelope(
     party: str,
     topics: TopicRegistry,
     replay: ReplayGuard | None = None,
+    *,
+    partitions: int | None = None,
 ) -> JoseEnvelope:
-    """The envelope of ``party``; replay memory defaults to a SQLite file of its own."""
+    """The envelope of ``party``; replay memory defaults to a SQLite file of its own,
+    which forgets an id once each of the ``partitions`` (``kafka.partitions``) of the
+    topics it reads is read past its expiry (not given: only once no copy can be left in
+    the log)."""
     keys = PartyKeys.load(settings.keys_dir, party)
+    entitlements = Entitlements.from_registry(topics)
     if replay is None:
         replay = SqliteReplayGuard(
             settings.state_dir / f"{topics.prefix}-{party}-replay.sqlite",
             keep_after_expiry_s=settings.max_clock_skew_s,
+            partitions=partitions,
+            readable_s=readable_s(topics, entitlements, party),
         )
-    return JoseEnvelope(keys, Entitlements.from_registry(topics), replay, policy_from(settings))
+    return JoseEnvelope(keys, entitlements, replay, policy_from(settings))
+
+
+def readable_s(topics: TopicRegistry, entitlements: Entitlements, party: str) -> int:
+    """The longest a record addressed to ``party`` can stay readable: twice the longest
+    retention of the topics addressed to it (a segment is deleted only once its newest
+    record is past the retention), as the hub's ``decided_marker_s`` for declarations."""
+    retentions = [
+        spec.retention_ms // 1000
+        for spec in topics.specs()
+        if entitlements.recipient_of(spec.name) == party
+        and spec.retention_ms is not None
+        and spec.retention_ms > 0
+    ]
+    return 2 * max(retentions) if retentions else READABLE_S
 
 
 def checkpoint_within_s(settings: Settings) -> float:

@@ -43,9 +43,14 @@ def sealed_at(
     ]
 
 
+PARTITIONS = 2
+
+
 def reader(keys_dir: Path, state: Path) -> JoseEnvelope:
     """DGAL's adapter as the factory builds it (gun_hub/security/factory.py)."""
-    guard = SqliteReplayGuard(state, keep_after_expiry_s=POLICY.max_clock_skew_s)
+    guard = SqliteReplayGuard(
+        state, keep_after_expiry_s=POLICY.max_clock_skew_s, partitions=PARTITIONS
+    )
     return JoseEnvelope(
         PartyKeys.load(keys_dir, "dgal"), Entitlements.from_registry(TOPICS), guard, POLICY
     )
@@ -89,7 +94,9 @@ def test_the_memory_forgets_ids_once_the_log_is_past_their_expiry(
     state = tmp_path / "replay.sqlite"
     envelope = reader(keys_dir, state)
     read(envelope, early, partition=0, at=T0)
-    read(envelope, late, partition=0, at=later)
+    # Each partition read past the early ids' expiry (by its own clock: stop 38, L3).
+    read(envelope, late[: BATCH // 2], partition=1, at=later)
+    read(envelope, late[BATCH // 2 :], partition=0, at=later)
 
     # Bounded: only ids of messages a copy of which could still be accepted remain.
     with sqlite3.connect(state) as db:

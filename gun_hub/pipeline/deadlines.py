@@ -17,7 +17,10 @@ history (LATE_ANSWER_IGNORED, with its verdicts) for the officer doing the contr
 
 The same ticks report a reservation kept for a control that has had no result (no
 RELEASED_AFTER_CONTROL or CANCELLED version) for ``control_report_after_s``: once, as a
-CONTROL_RESULT_OVERDUE status and a metric, so that operations can chase the office.
+CONTROL_RESULT_OVERDUE status and a metric, so that operations can chase the office; as
+a deadline, only once the declarations that may hold that result are read through (a
+worker back from a long stop reported every control whose result waited in its backlog:
+review stop 38, L4).
 
 The timer does not read every open case each time it looks (every case decided CONTROL_*
 keeps its entry for up to a week: in production, hundreds of thousands): the due times of
@@ -159,7 +162,7 @@ class Deadlines:
         if case.version != version:
             return outbox  # a stale tick: nothing is due
         if case.decided:
-            self._report_overdue_control(outbox, case)
+            self._report_overdue_control(outbox, case, source.partition)
             return outbox
         now = self._ctx.clock()
         if now < case.deadline or not self._ctx.answers_read(source.partition):
@@ -176,7 +179,7 @@ class Deadlines:
         self._cases[key] = case.to_bytes()
         return outbox
 
-    def _report_overdue_control(self, outbox: Effects, case: Case) -> None:
+    def _report_overdue_control(self, outbox: Effects, case: Case, partition: int) -> None:
         key = case.reference.encode()
         entry = self._ctx.open_cases.get(key)
         if entry is None or not kept_for_control(case) or case.decision is None:
@@ -185,6 +188,11 @@ class Deadlines:
         if not waiting.waits_for_control or waiting.version != case.version:
             return
         if self._ctx.clock().timestamp() < waiting.due:
+            return
+        if not self._ctx.answers_read(partition):
+            # The control's result (RELEASED_AFTER_CONTROL, CANCELLED) may wait unread in
+            # the declarations backlog of a worker back from a long stop: reported only
+            # once it is read through; the entry stays, a later sweep ticks again.
             return
         self._ctx.open_cases.pop(key, None)  # reported once
         metrics.CONTROLS_OVERDUE.inc()

@@ -9,7 +9,8 @@ the backlog is read before any deadline fires. Under a steady flow some records 
 always on their way when the ends are asked, so the sweep waits a little
 (``_CATCH_UP_S``) for the worker to read past them rather than finding the partitions
 never read (deadlines would then never fire under load). A case waiting for a control's
-result is ticked when the report falls due.
+result is ticked when the report falls due, on the same condition: that result is a
+declaration, which may wait in the backlog (review stop 38, L4).
 """
 
 from __future__ import annotations
@@ -90,18 +91,16 @@ class DeadlineSweep:
                 due.append((key, entry))  # else rewritten later: pushed again then
         if not due:
             return
-        waiting_for_answers = {
-            e.partition for _, e in due if e.partition is not None and not e.waits_for_control
-        }
-        await self._refresh_progress(waiting_for_answers)
-        await self._catch_up(waiting_for_answers)
+        # A control's result comes as a declaration: its report waits for the inputs
+        # to be read through, as an answer's deadline does.
+        partitions = {e.partition for _, e in due if e.partition is not None}
+        await self._refresh_progress(partitions)
+        await self._catch_up(partitions)
         for key, entry in due:
-            if (
-                not entry.waits_for_control
-                and entry.partition is not None
-                and not self._progress.all_read(inputs_of(self._topics, entry.partition))
+            if entry.partition is not None and not self._progress.all_read(
+                inputs_of(self._topics, entry.partition)
             ):
-                self._index.push(key, now)  # answers may wait unread: next sweep
+                self._index.push(key, now)  # answers or results may wait unread: next sweep
                 continue
             # Looked at again in a while: a tick lost, or not acted on, is sent again.
             self._index.push(key, now + _RETICK_S)

@@ -72,6 +72,13 @@ RECORDS_READ_AGAIN = Counter(
     "(runtime/watchdog.py). Any rise is worth a look at the hub's log around it.",
     ["topic"],
 )
+INPUTS_AGED_OUT = Counter(
+    "gun_hub_inputs_aged_out_total",
+    "Records of the hub's inputs (declarations, partners' answers) the topic's retention "
+    "deleted before any worker read them (dead-lettered as INPUT_AGED_OUT_OF_THE_LOG: "
+    "never decided, never correlated; runtime/aged_out.py).",
+    ["topic"],
+)
 GC_PAUSE_SECONDS = Histogram(
     "gun_hub_gc_pause_seconds",
     "Time the cyclic garbage collector stopped the process, per generation collected "

@@ -75,6 +75,7 @@ from gun_hub.pipeline.retention import (
     RetentionIndex,
 )
 from gun_hub.runtime import clock_check, gc_pauses, table_store, table_writes
+from gun_hub.runtime.aged_out import InputsAgedOut
 from gun_hub.runtime.audit_lanes import AuditLanes, AuditLinkProducer
 from gun_hub.runtime.audit_resync import TAIL_RECORDS, resync_audit_heads, take_over_chains
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
@@ -939,11 +940,19 @@ def build_hub(settings: Settings) -> Hub:
         "retention sweep",
         RetentionSweep(app, topics, retention_table, retention_index).run,
     )
+
+    async def send_and_wait(record: OutgoingRecord) -> None:
+        await (await send_record(record))
+
     watch_offsets(
         app,
         from_settings(settings.kafka),
         # Every topic an agent reads: a partition never committed before has its start
         # learned here, without which nothing read on it would ever be committed.
+        # What retention deleted unread is stepped over in silence on the internal
+        # topics (claims, deadline ticks, operator actions, dead letters): a claim is made
+        # again when its declaration is read again, deadlines are swept from the open
+        # cases, ticks only tick. On the inputs someone waits on, it is named.
         {
             topics.declarations,
             topics.claims,
@@ -953,6 +962,19 @@ def build_hub(settings: Settings) -> Hub:
             topics.operator_actions,
         },
         settings.hub.offset_watchdog_s,
+        InputsAgedOut(
+            {
+                topics.declarations: "declarations never decided: the clearance system "
+                "waits for their decisions",
+                **dict.fromkeys(
+                    topics.all_responses(),
+                    "partners' answers never correlated: their cases were decided without "
+                    "them, or their follow-ups stay FOLLOW_UP_PENDING",
+                ),
+            },
+            topics.dlq,
+            send_and_wait,
+        ),
     )
 
     publisher = DecisionPublisher(

@@ -26,6 +26,7 @@ from faust.types import TP, EventT, Message
 from gun_contract.kafka.client import Connect
 from gun_hub import metrics
 from gun_hub.runtime import ownership, table_writes
+from gun_hub.runtime.aged_out import InputsAgedOut
 from gun_hub.runtime.settling import Settling
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer, StrictOffsetsTransport
 from gun_hub.runtime.table_writes import WriteAwaitedTable
@@ -252,10 +253,17 @@ def handled_agent(
 
 
 def watch_offsets(
-    app: Any, connect: Connect, topics: set[str], interval_s: float
+    app: Any,
+    connect: Connect,
+    topics: set[str],
+    interval_s: float,
+    aged_out: InputsAgedOut | None = None,
 ) -> OffsetWatchdog:
-    """Tick the offset watchdog every ``interval_s`` on this worker's partitions of ``topics``."""
-    watchdog = OffsetWatchdog(lambda: app.consumer, connect, topics, stall_s=2 * interval_s)
+    """Tick the offset watchdog every ``interval_s`` on this worker's partitions of
+    ``topics``; what retention deleted unread from ``aged_out``'s inputs is named."""
+    watchdog = OffsetWatchdog(
+        lambda: app.consumer, connect, topics, stall_s=2 * interval_s, aged_out=aged_out
+    )
 
     async def watch() -> None:
         try:

@@ -47,6 +47,11 @@ class EmptyOffsets:
                 return stop
         return None
 
+    def next_span_start(self, offset: int) -> int | None:
+        """The start of the first empty span beginning after ``offset`` (None: none)."""
+        index = bisect_right(self._spans, (offset, float("inf")))
+        return self._spans[index][0] if index < len(self._spans) else None
+
     def forget_below(self, offset: int) -> None:
         """Spans wholly below the committed offset are no longer needed."""
         self._spans = [(a, b) for a, b in self._spans if b > offset]
@@ -103,3 +108,34 @@ class FetchGaps:
         if last is not None:
             self._last[tp] = last
         return gaps
+
+
+def unsettled_spans(
+    start: int, stop: int, handled: Iterable[int], empty: EmptyOffsets
+) -> list[range]:
+    """The runs of offsets in [start, stop) neither handled nor known empty, in order:
+    what a partition's records there were never dealt with (stepped over one offset
+    span at a time, never one offset at a time: a gap retention made can be millions)."""
+    done = sorted(o for o in set(handled) if start <= o < stop)
+    spans: list[range] = []
+    offset = start
+    while offset < stop:
+        while done and done[0] < offset:
+            done.pop(0)  # inside an empty span stepped over
+        past_empty = empty.end_of_span_at(offset)
+        if past_empty is not None:
+            offset = past_empty
+            continue
+        if done and done[0] == offset:
+            done.pop(0)
+            offset += 1
+            continue
+        # Up to the next offset handled or known empty.
+        following = done[:1]
+        next_empty = empty.next_span_start(offset)
+        if next_empty is not None:
+            following.append(next_empty)
+        end = min([stop, *following])
+        spans.append(range(offset, end))
+        offset = end
+    return spans

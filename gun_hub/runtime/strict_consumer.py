@@ -26,7 +26,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
 from gun_hub.runtime import clock_check
-from gun_hub.runtime.offsets import EmptyOffsets, FetchGaps, first_unsettled
+from gun_hub.runtime.offsets import EmptyOffsets, FetchGaps, first_unsettled, unsettled_spans
 
 # What every reader of the hub's input topics reads: what transactions committed (the
 # watchdog's probe and the redrives' log reader too, so that the same offsets hold
@@ -67,6 +67,9 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         # or a rebalance. faust's own ``_committed_offset`` is set whatever the broker
         # answered, so it is kept here from the answers.
         self._confirmed: dict[TP, int] = {}
+        # What the broker had committed for each partition as it was assigned (None:
+        # never committed), until the watchdog has compared it with the log's start.
+        self._committed_when_assigned: dict[TP, int | None] = {}
         # The highest offset fetched for the streams since the last seek.
         self._fetched: dict[TP, int] = {}
         # The record faust's fetch loop is handing to the agents' queues right now (it
@@ -138,6 +141,36 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         """The offset the broker confirmed committed for ``tp`` (None: not known yet):
         nothing before it can be read again, by this worker or the next owner."""
         return self._confirmed.get(tp)
+
+    def take_committed_when_assigned(self, tps: Iterable[TP]) -> dict[TP, int | None]:
+        """What the broker had committed for each of ``tps`` assigned since the last
+        call (None: never committed); each partition's once an assignment."""
+        return {
+            tp: self._committed_when_assigned.pop(tp)
+            for tp in tps
+            if tp in self._committed_when_assigned
+        }
+
+    def unsettled_spans(self, tp: TP, start: int, stop: int) -> list[range]:
+        """The runs of offsets of ``tp`` in [start, stop) neither handled nor known empty."""
+        return unsettled_spans(start, stop, self._handled.get(tp, ()), self._empty[tp])
+
+    async def commit_from(self, offsets: Mapping[TP, int]) -> None:
+        """Commit each partition at an offset below which it holds no record (its log
+        start), unless it is committed or being committed past it already: what retention
+        deleted, once named, is not named again after a restart; a partition never
+        committed gets its start, so that what retention deletes while the hub is away is
+        measured from it. A commit of faust's racing this one can only be put back to
+        this offset: records read again, as after any crash."""
+        chosen = {
+            tp: offset
+            for tp, offset in offsets.items()
+            if tp in self.assignment() and offset >= (self.commit_start(tp) or 0)
+        }
+        if chosen and await self._commit(chosen):
+            for tp, offset in chosen.items():
+                if offset:  # faust keeps None for a committed 0 (``perform_seek``)
+                    self._committed_offset[tp] = offset
 
     def first_unsettled(self, tp: TP) -> int | None:
         """The first offset of ``tp`` neither handled nor known empty."""
@@ -325,6 +358,8 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         watchdog until this)."""
         self._positions_move()
         committed: Mapping[TP, int | None] = await super().seek_to_committed()
+        for tp, offset in committed.items():
+            self._committed_when_assigned[TP(tp.topic, tp.partition)] = offset
         # aiokafka sought those above 0 itself, not through ``seek``: they are being
         # sought all the same (the record in hand must not move faust's read offset).
         for tp, offset in committed.items():
@@ -340,6 +375,11 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 if start is not None:
                     await self.seek(tp, start)
                     self._confirmed[tp] = start  # nothing committed: read from the start
+                if committed.get(tp) == 0:
+                    # Committed at 0 (faust keeps None for it): the commit point moves on
+                    # from 0, not from the log start, so that what retention deleted from
+                    # 0 holds it until the watchdog has named it (aged_out.py).
+                    self._start[tp] = 0
         return committed
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
@@ -397,6 +437,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             self._handled.pop(tp, None)
             self._empty.pop(tp, None)
             self._start.pop(tp, None)
+            self._committed_when_assigned.pop(tp, None)
             self._fetched.pop(tp, None)
             self._sought.pop(tp, None)
             self._reseeking.discard(tp)

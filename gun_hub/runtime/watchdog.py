@@ -13,6 +13,11 @@ head is judged by the broker itself (a plain consumer reads the range): absent o
 before a present record hold nothing (transaction markers, expired records) and are
 marked empty; a present head is read again (seek). Handling is idempotent, so reading
 again what follows the head costs time, never a duplicate.
+
+Offsets below the log's start were deleted by retention: on the hub's inputs
+(declarations, partners' answers) they are named (``aged_out.py``: a dead letter, an error
+line, a counter) before they are stepped over, at the first tick after an assignment and
+wherever a look finds the head below the log's start.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from faust.types import TP
 
 from gun_contract.kafka.client import Connect, consumer_options
 from gun_hub import metrics
+from gun_hub.runtime.aged_out import InputsAgedOut
 from gun_hub.runtime.strict_consumer import ISOLATION_LEVEL, StrictOffsetsConsumer
 
 log = logging.getLogger(__name__)
@@ -56,12 +62,14 @@ class OffsetWatchdog:
         topics: set[str],
         stall_s: float,
         clock: Any = time.monotonic,
+        aged_out: InputsAgedOut | None = None,
     ) -> None:
         self._consumer = consumer
         self._connect = connect
         self._topics = topics
         self._stall_s = stall_s
         self._clock = clock
+        self._aged_out = aged_out
         self._suspects: dict[TP, _Suspect] = {}
         self._sought: dict[TP, _Suspect] = {}
         self._stalls: dict[TP, _Suspect] = {}
@@ -78,6 +86,7 @@ class OffsetWatchdog:
             return
         assigned = [tp for tp in consumer.assignment() if tp.topic in self._topics]
         await consumer.learn_starts(assigned)
+        await self._check_new_assignments(consumer, assigned)
         now = self._clock()
         snapshot: list[set[tuple[TP, int]]] = []
 
@@ -91,6 +100,48 @@ class OffsetWatchdog:
         for memory in (self._suspects, self._sought, self._settled_quiet, self._stalls):
             for tp in [tp for tp in memory if tp not in assigned]:
                 del memory[tp]
+
+    async def _check_new_assignments(
+        self, consumer: StrictOffsetsConsumer, assigned: list[TP]
+    ) -> None:
+        """Each input partition newly assigned: committed below the log's start, what
+        lies between is named, stepped over and committed past at once; never committed,
+        its start is committed, so that what retention deletes while the hub is away is
+        measured from there (the adapters' request partitions are the same, ADR 0014)."""
+        if self._aged_out is None:
+            return
+        inputs = [tp for tp in assigned if tp.topic in self._aged_out.inputs]
+        committed = consumer.take_committed_when_assigned(inputs)
+        if not committed:
+            return
+        try:
+            starts = await self._log_starts(list(committed))
+            past: dict[TP, int] = {}
+            for tp, offset in committed.items():
+                start = starts[tp]
+                if offset is None:
+                    past[tp] = start
+                elif offset < start:
+                    await self._aged_out.deleted_unread(
+                        tp, consumer.unsettled_spans(tp, offset, start)
+                    )
+                    consumer.mark_empty(tp, offset, start)
+                    self.marked_empty += start - offset
+                    past[tp] = start
+            await consumer.commit_from(past)
+        except Exception:  # the looks at the heads name it later
+            log.warning(
+                "the input partitions assigned could not be compared with their log "
+                "starts: what retention deleted is named when the watchdog looks at them",
+                exc_info=True,
+            )
+
+    async def _log_starts(self, tps: list[TP]) -> dict[TP, int]:
+        probe = await self._probe_consumer()
+        partitions = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+        async with asyncio.timeout(10):
+            starts = await probe.beginning_offsets(partitions)
+        return {TP(tp.topic, tp.partition): int(starts[tp]) for tp in partitions}
 
     async def _look_at(
         self,
@@ -120,7 +171,7 @@ class OffsetWatchdog:
             return
         if now - suspect.since < self._stall_s:
             return
-        present, covered = await self._present(tp, head, fetched + 1)
+        present, covered = await self._present(consumer, tp, head, fetched + 1)
         self._mark_absent(consumer, tp, head, present, covered)
         if head in present:
             log.warning(
@@ -173,7 +224,7 @@ class OffsetWatchdog:
                 # Caught up: asked again in three stall times (one request a partition).
                 self._stalls[tp] = _Suspect(head, now + 2 * self._stall_s)
                 return
-            present, covered = await self._present(tp, head, end, first_only=True)
+            present, covered = await self._present(consumer, tp, head, end, first_only=True)
             if covered <= head:
                 return  # the look timed out: nothing learnt, looked at again next tick
             self._mark_absent(consumer, tp, head, present, covered)
@@ -226,7 +277,13 @@ class OffsetWatchdog:
         return int(ends[partition])
 
     async def _present(
-        self, tp: TP, start: int, stop: int, *, first_only: bool = False
+        self,
+        consumer: StrictOffsetsConsumer,
+        tp: TP,
+        start: int,
+        stop: int,
+        *,
+        first_only: bool = False,
     ) -> tuple[set[int], int]:
         """Offsets in [start, stop) that hold a record, read from the broker, and how far
         the look went (every offset below it that is not among them holds none): at most
@@ -236,7 +293,9 @@ class OffsetWatchdog:
         than the topic keeps records) hold none: the look starts at the log's start, or
         the probe, sought below it, was reset to the log's end and found nothing at all,
         and the commit point stayed below the log start for ever (stop 30, found by
-        review). A look that timed out learnt nothing: it went nowhere. ``first_only``:
+        review); on the hub's inputs they are named first (``aged_out.py``), and the
+        partition committed past them. A look that timed out, or whose dead letter the
+        broker did not take, learnt nothing: it went nowhere. ``first_only``:
         stop at the first records returned (whether a record waits, not which).
 
         Only a timeout is caught: aiokafka steps over a record it cannot return (too
@@ -247,6 +306,24 @@ class OffsetWatchdog:
         probe.assign([partition])
         beginning = (await probe.beginning_offsets([partition]))[partition]
         looked_from = start
+        if beginning > start and self._aged_out is not None:
+            try:
+                await self._aged_out.deleted_unread(
+                    tp, consumer.unsettled_spans(tp, start, beginning)
+                )
+            except Exception:  # not stepped over: looked at again next tick
+                log.warning(
+                    "%s[%d]: offsets %d-%d deleted by retention could not be named; looked "
+                    "at again",
+                    *tp,
+                    start,
+                    beginning,
+                    exc_info=True,
+                )
+                return set(), looked_from
+            if tp.topic in self._aged_out.inputs:
+                consumer.mark_empty(tp, start, beginning)
+                await consumer.commit_from({tp: beginning})
         start = max(start, beginning)
         probe.seek(partition, start)
         stop = min(stop, start + PROBE_MAX_RECORDS)

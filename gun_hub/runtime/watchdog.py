@@ -171,7 +171,7 @@ class OffsetWatchdog:
             return
         if now - suspect.since < self._stall_s:
             return
-        present, covered = await self._present(consumer, tp, head, fetched + 1)
+        present, covered = await self._present(tp, head, fetched + 1, consumer=consumer)
         self._mark_absent(consumer, tp, head, present, covered)
         if head in present:
             log.warning(
@@ -224,7 +224,9 @@ class OffsetWatchdog:
                 # Caught up: asked again in three stall times (one request a partition).
                 self._stalls[tp] = _Suspect(head, now + 2 * self._stall_s)
                 return
-            present, covered = await self._present(consumer, tp, head, end, first_only=True)
+            present, covered = await self._present(
+                tp, head, end, first_only=True, consumer=consumer
+            )
             if covered <= head:
                 return  # the look timed out: nothing learnt, looked at again next tick
             self._mark_absent(consumer, tp, head, present, covered)
@@ -278,12 +280,12 @@ class OffsetWatchdog:
 
     async def _present(
         self,
-        consumer: StrictOffsetsConsumer,
         tp: TP,
         start: int,
         stop: int,
         *,
         first_only: bool = False,
+        consumer: StrictOffsetsConsumer | None = None,
     ) -> tuple[set[int], int]:
         """Offsets in [start, stop) that hold a record, read from the broker, and how far
         the look went (every offset below it that is not among them holds none): at most
@@ -306,7 +308,7 @@ class OffsetWatchdog:
         probe.assign([partition])
         beginning = (await probe.beginning_offsets([partition]))[partition]
         looked_from = start
-        if beginning > start and self._aged_out is not None:
+        if beginning > start and self._aged_out is not None and consumer is not None:
             try:
                 await self._aged_out.deleted_unread(
                     tp, consumer.unsettled_spans(tp, start, beginning)

@@ -68,7 +68,13 @@ class Broker:
         self.timeouts = 0  # looks that time out (nothing learnt), from the first
 
     async def present(
-        self, _consumer: object, tp: TP, start: int, stop: int, *, first_only: bool = False
+        self,
+        tp: TP,
+        start: int,
+        stop: int,
+        *,
+        first_only: bool = False,
+        consumer: object = None,
     ) -> tuple[set[int], int]:
         """The records in [start, stop) and how far the look went: from the log's start
         at the earliest, at most the probe's window, never past the end."""

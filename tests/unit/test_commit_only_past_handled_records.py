@@ -64,6 +64,7 @@ def _strict(committed: int, handled: list[int], acked: list[int] | None = None) 
     consumer._start = {}
     consumer._committing = {}
     consumer._confirmed = {}
+    consumer._committed_when_assigned = {}
     consumer._held = set()
     return consumer
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from aiokafka.partitioner import murmur2
+
 from gun_contract.limits import MAX_RECORD_BYTES, RECORD_OVERHEAD_BYTES
 
 TOPIC_MAX_MESSAGE_BYTES = MAX_RECORD_BYTES + RECORD_OVERHEAD_BYTES
@@ -59,6 +61,20 @@ class TopicSpec:
         if self.retention_ms is not None:
             config["retention.ms"] = str(self.retention_ms)
         return config
+
+
+def reference_partition(reference: str, partitions: int) -> int:
+    """The partition the hub itself chooses for a declaration reference: murmur2 of its
+    UTF-8 bytes, as the Java client's and aiokafka's default partitioners hash a key.
+
+    Only where the hub picks a partition for its own records, never to guess where a
+    declaration arrived (the clearance system's producer chose that, contract section 2).
+    The decision outbox is written here (pipeline/hub_context.py): the versions of one
+    reference may arrive on several partitions, and every decision of the reference then
+    goes through one publisher lane, the one gate of its versions (ADR 0005's addendum
+    of stop 38)."""
+    hashed: int = murmur2(reference.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 _SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000

@@ -62,6 +62,14 @@ POST_RELEASE_ALERTS = Counter(
     "Negative answers to a post-release check (war material), for post-clearance control.",
     ["authority"],
 )
+DECISIONS_NOT_PUBLISHED = Counter(
+    "gun_hub_decisions_not_published_total",
+    "Decisions of the outbox the publisher did not publish, by reason: duplicate (the "
+    "same reference and version was published: announced again after a crash, or "
+    "decided by the reference's case on another partition too) or superseded (a higher "
+    "version of the reference was published; also a status event IGNORED_STALE_VERSION).",
+    ["reason"],
+)
 DECISIONS_ANNOUNCED_AGAIN = Counter(
     "gun_hub_decisions_announced_again_total",
     "Decisions emitted again because a worker died before the broker confirmed them.",

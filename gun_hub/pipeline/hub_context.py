@@ -15,7 +15,7 @@ from gun_contract.model.decision import Decision, Reason
 from gun_contract.model.declaration import Stage
 from gun_contract.model.exchange import AuthorityRequest
 from gun_contract.security.state_cipher import StateCipher
-from gun_contract.topics import TopicRegistry
+from gun_contract.topics import TopicRegistry, reference_partition
 from gun_contract.trace import trace_header, trace_id_for
 from gun_hub import metrics
 from gun_hub.domain.case import Case
@@ -124,6 +124,9 @@ class HubContext:
     clock: Callable[[], datetime]
     # Seals the decision outbox's records with the hub's state key (emit_decision).
     outbox_cipher: StateCipher
+    # The decision outbox's partition count (kafka.partitions): a decision goes to the
+    # partition of its reference's hash, whichever partition its case lives on.
+    outbox_partitions: int
     # Whether every answer in the log on ``partition`` has been read (answer_progress.py);
     # a deadline waits until it is (defect 10).
     answers_read: Callable[[int], bool] = _all_read
@@ -399,13 +402,18 @@ class HubContext:
         sealed = self.outbox_cipher.seal(
             OUTBOX_STATE, outbox_record_key(decision.reference.encode(), version), document
         )
-        # Through the outbox: the publisher makes it exactly one per (reference, version).
+        # Through the outbox: the publisher makes it exactly one per (reference, version),
+        # and none for a version below one it published. The contract lets the versions of
+        # one reference arrive on several partitions (each its own case there): their
+        # decisions all go to the outbox partition of the reference, so one publisher lane
+        # sees them all, in the order they were announced (ADR 0005's addendum of stop 38).
         outbox.add(
             self.topics.decision_outbox,
             decision.reference.encode(),
             sealed,
             # The publisher copies the headers to gun.decisions: the trace goes on.
             [(HEADER_VERSION, version), trace_header(decision.reference, decision.version)],
+            partition=reference_partition(decision.reference, self.outbox_partitions),
         )
         self.record_audit(
             outbox,

@@ -527,6 +527,7 @@ def build_hub(settings: Settings) -> Hub:
         request_deadline_s=settings.hub.request_deadline_s,
         clock=utc_now,
         outbox_cipher=state_cipher,
+        outbox_partitions=settings.kafka.partitions,
         answers_read=sweep.answers_read,
         control_report_after_s=settings.hub.control_report_after_s,
         retention=retention,
@@ -992,6 +993,7 @@ def build_hub(settings: Settings) -> Hub:
         memory=settings.hub.publisher_memory_decisions,
         dead_letters=topics.dlq,
         transaction_interval_s=settings.hub.publisher_transaction_interval_ms / 1000,
+        status=topics.status,
     )
 
     async def publish_decisions() -> None:

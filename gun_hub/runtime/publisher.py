@@ -13,8 +13,21 @@ that had it, aborts its open transaction and carries on from its committed offse
 rebalance loses and doubles nothing. A fenced or failing partition is dropped or retried
 without stopping the worker.
 
+**The one gate of a reference's versions.** The contract lets the clearance system's
+producers split one reference across partitions (section 2); each partition keeps a case
+of its own, and two of them may decide the same version, or a lower version after a higher
+one was decided. The agents write every decision of a reference to the outbox partition
+of the reference's hash (pipeline/hub_context.py), so one lane sees them all, and it
+publishes none at or below a version of that reference it published (contract section 4:
+"Exactly one decision per (Reference, Version). A lower or equal version arriving after a
+higher one is ignored and recorded"). A lower one skipped is recorded: logged, counted
+(``gun_hub_decisions_not_published_total``) and, in the same transaction, a status event
+of that version (IGNORED_STALE_VERSION, on the lane's partition of ``gun.status``). ADR
+0005's addendum of stop 38.
+
 The memory of what was published is per partition and bounded by a count, the last
-``memory`` decisions committed on that partition (issue 12, bounded state). A decision is
+``memory`` decisions committed on that partition (issue 12, bounded state), and the
+highest version published of the references among them. A decision is
 announced twice only when a worker dies after the broker took it and before the case
 recorded that: the event that decided it is then uncommitted (a record is marked handled
 once the broker acknowledged its effects, and faust commits offsets only after flushing the
@@ -43,6 +56,8 @@ import logging
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Literal
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -59,6 +74,9 @@ from gun_contract.envelope import ContentType, Envelope
 from gun_contract.kafka.client import Connect, consumer_options, producer_options
 from gun_contract.security.entitlements import CLEARANCE_PARTY
 from gun_contract.security.state_cipher import StateCipher, StateUnreadable
+from gun_contract.trace import trace_header
+from gun_hub import metrics
+from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.runtime.transactions import (
     TRANSACTION_RETRY_BACKOFF_MS,
@@ -92,20 +110,57 @@ OUTBOX_UNREADABLE = "OUTBOX_UNREADABLE"
 
 _Identity = tuple[bytes, bytes]
 
+# Why a decision of the outbox was not published: the same (reference, version) was (a
+# worker announced it again after a crash, or a case on another partition decided it too),
+# or a higher version of the reference was.
+Refusal = Literal["duplicate", "superseded"]
+DUPLICATE: Refusal = "duplicate"
+SUPERSEDED: Refusal = "superseded"
+
+
+def _number(version: bytes) -> int | None:
+    """The version header as a number; None when it is none (such a record does not
+    open: its seal is bound to the version, and it is dead-lettered as unreadable)."""
+    return int(version) if version.isdigit() else None
+
 
 class PublishedMemory:
     """The (reference, version) pairs last published on one partition, at most
-    ``capacity`` of them: the oldest is forgotten first."""
+    ``capacity`` of them: the oldest is forgotten first. With them, the highest version
+    published of each reference, as many references at most, forgotten the same way."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._ids: OrderedDict[_Identity, None] = OrderedDict()
+        self._highest: OrderedDict[bytes, int] = OrderedDict()
 
     def add(self, identity: _Identity) -> None:
         self._ids[identity] = None
         self._ids.move_to_end(identity)
         while len(self._ids) > self._capacity:
             self._ids.popitem(last=False)
+        reference, version = identity[0], _number(identity[1])
+        if version is not None:
+            self._highest[reference] = max(version, self._highest.get(reference, version))
+            self._highest.move_to_end(reference)
+            while len(self._highest) > self._capacity:
+                self._highest.popitem(last=False)
+
+    def refusal(self, identity: _Identity) -> Refusal | None:
+        """Why the decision ``identity`` must not be published; None: it may be."""
+        version = _number(identity[1])
+        highest = self._highest.get(identity[0])
+        if version is not None and highest is not None and version < highest:
+            return SUPERSEDED  # even if it was published itself, before the higher one
+        if identity in self._ids or (version is not None and version == highest):
+            return DUPLICATE
+        return None
+
+    def highest(self, reference: bytes) -> int | None:
+        return self._highest.get(reference)
+
+    def identities(self) -> list[_Identity]:
+        return list(self._ids)
 
     def __contains__(self, identity: object) -> bool:
         return identity in self._ids
@@ -167,10 +222,16 @@ class DecisionPublisher:
         retake_fenced_after_s: float = RETAKE_FENCED_AFTER_S,
         dead_letters: str | None = None,
         transaction_interval_s: float = 0.0,
+        status: str | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         """``transaction_interval_s``: a partition begins a transaction at most this
-        often; what is fetched meanwhile goes into its next one."""
+        often; what is fetched meanwhile goes into its next one. ``status``: the status
+        topic, where a version not published for being superseded is recorded (None:
+        logged and counted only)."""
         self._connect = connect
+        self._status = status
+        self._wall_clock = wall_clock
         self._transaction_interval_s = transaction_interval_s
         self._envelope = envelope
         self._outbox_cipher = outbox_cipher
@@ -477,15 +538,32 @@ class DecisionPublisher:
         """One transaction: the batch's decisions not yet published, and its offsets.
         False when it was aborted or fenced. The caller holds the partition's handover
         lock."""
-        sent: set[_Identity] = set()
+        sent = PublishedMemory(len(records))  # this batch's, until it is committed
+        skipped: list[tuple[_Identity, Refusal, int | None]] = []
         deliveries: list[asyncio.Future[object]] = []
         try:
             async with publisher.producer.transaction():
                 for record in records:
                     headers = list(record.headers)
                     identity = (record.key or b"", _version_of(headers))
-                    if identity in publisher.published or identity in sent:
-                        continue  # announced again after a crash: published already
+                    refusal = publisher.published.refusal(identity) or sent.refusal(identity)
+                    if refusal is not None:
+                        # A duplicate: announced again after a crash, or decided by the
+                        # reference's case on another partition too. Superseded: a lower
+                        # version decided after a higher one was published, recorded.
+                        known = (publisher.published, sent)
+                        highest = max(
+                            (h for m in known if (h := m.highest(identity[0])) is not None),
+                            default=None,
+                        )
+                        skipped.append((identity, refusal, highest))
+                        if refusal == SUPERSEDED:
+                            recorded = await self._record_superseded(
+                                publisher.producer, tp.partition, identity, highest
+                            )
+                            if recorded is not None:
+                                deliveries.append(recorded)
+                        continue
                     sealed = self._seal_for_clearance(record)
                     if sealed is None:
                         # In the same transaction: dead-lettered once, with its offset.
@@ -532,10 +610,50 @@ class DecisionPublisher:
             log.exception("publisher: batch of partition %d aborted; retried", tp.partition)
             await self._drop(tp.partition)
             return False
-        for identity in sent:  # only once the transaction is committed
+        for identity in sent.identities():  # only once the transaction is committed
             publisher.published.add(identity)
         self.published_count += len(sent)
+        for (reference, version), refusal, highest in skipped:
+            metrics.DECISIONS_NOT_PUBLISHED.labels(reason=refusal).inc()
+            if refusal == SUPERSEDED:
+                log.warning(
+                    "publisher: decision of %s version %s not published: version %s of it "
+                    "was published already (its versions arrived on several partitions)",
+                    reference.decode(errors="replace"),
+                    version.decode(errors="replace"),
+                    highest,
+                )
         return True
+
+    async def _record_superseded(
+        self,
+        producer: AIOKafkaProducer,
+        partition: int,
+        identity: _Identity,
+        highest: int | None,
+    ) -> asyncio.Future[object] | None:
+        """The status event of a version not published for being below one published
+        (contract section 4: ignored and recorded), in the lane's transaction: on the
+        lane's partition of the status topic, the case's partition being unknown here."""
+        if self._status is None:
+            return None
+        reference, version = identity[0].decode(errors="replace"), int(identity[1])
+        event = StatusEvent(
+            reference=reference,
+            version=version,
+            kind=StatusKind.IGNORED_STALE_VERSION,
+            at=self._wall_clock(),
+            detail=f"decided but not published: version {highest} of this declaration "
+            "was published already",
+        )
+        delivery: asyncio.Future[object] = await producer.send(
+            self._status,
+            event.to_bytes(),
+            key=identity[0],
+            partition=partition,
+            headers=[trace_header(reference, version)],
+        )
+        return delivery
 
     async def _dead_letter(
         self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes]

@@ -398,6 +398,7 @@ def written(routing_table: RoutingTable, keys_dir: Path) -> tuple[TopicRegistry,
         risk_rules=RiskRules(),
         request_deadline_s=30,
         outbox_cipher=StateCipher.load(keys_dir, HUB_PARTY),
+        outbox_partitions=4,
         clock=lambda: clock[0],
     )
     intake = Intake(context, DeclarationCodec(), cases)

@@ -73,6 +73,7 @@ def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
         risk_rules=RiskRules(),
         request_deadline_s=30,
         outbox_cipher=StateCipher.load(keys_dir, HUB_PARTY),
+        outbox_partitions=4,
         clock=clock,
     )
     return Hub(context, AuditKeeper(context), clock, heads)
@@ -217,6 +218,7 @@ def test_a_partition_lost_in_a_rebalance_is_signed_again_when_it_comes_back(
         risk_rules=RiskRules(),
         request_deadline_s=30,
         outbox_cipher=StateCipher.load(keys_dir, HUB_PARTY),
+        outbox_partitions=4,
         clock=Clock(),
     )
     app = FakeApp([TP(topics.deadlines, 0), TP(topics.deadlines, 1)])

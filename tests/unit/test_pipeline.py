@@ -77,6 +77,7 @@ class Hub:
             request_deadline_s=30,
             clock=lambda: self.now,
             outbox_cipher=self.outbox_cipher,
+            outbox_partitions=4,
             answers_read=lambda partition: self.answers_read,
             control_report_after_s=self.control_report_after_s,
             rollout=self.rollout,

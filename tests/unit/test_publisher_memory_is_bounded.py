@@ -44,3 +44,36 @@ def test_an_outbox_record_whose_version_header_is_null_is_read_as_having_none() 
     assert _version_of([(HEADER_VERSION, None)]) == b""
     assert _version_of([]) == b""
     assert _version_of([("other", b"9"), (HEADER_VERSION, b"2")]) == b"2"
+
+
+def test_a_version_at_or_below_one_published_of_its_reference_is_not_published() -> None:
+    """The publisher is the one gate of a reference's versions (review stop 38, D1): its
+    cases on two partitions may both decide, and only the first decision of a version,
+    never one below a version published, reaches the clearance system."""
+    memory = PublishedMemory(capacity=10)
+    memory.add((b"A", b"2"))
+    assert memory.refusal((b"A", b"2")) == "duplicate"
+    assert memory.refusal((b"A", b"1")) == "superseded"
+    assert memory.refusal((b"A", b"3")) is None
+    assert memory.refusal((b"B", b"1")) is None
+    memory.add((b"A", b"3"))
+    assert memory.refusal((b"A", b"2")) == "superseded"  # published, and superseded since
+
+
+def test_the_highest_versions_are_bounded_as_the_decisions_are() -> None:
+    memory = PublishedMemory(capacity=2)
+    memory.add((b"A", b"5"))
+    memory.add((b"B", b"1"))
+    memory.add((b"C", b"1"))
+    assert memory.refusal((b"A", b"4")) is None  # forgotten with the oldest decisions
+    assert memory.refusal((b"B", b"1")) == "duplicate"
+    assert memory.refusal((b"C", b"0")) == "superseded"
+
+
+def test_an_unreadable_version_is_never_called_superseded() -> None:
+    """The record does not open then (its seal is bound to the version): dead-lettered
+    as unreadable, not counted as a stale version."""
+    memory = PublishedMemory(capacity=2)
+    memory.add((b"A", b"5"))
+    assert memory.refusal((b"A", b"")) is None
+    assert memory.refusal((b"A", b"x")) is None

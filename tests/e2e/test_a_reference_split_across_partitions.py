@@ -1,0 +1,95 @@
+"""One reference's versions on two partitions of ``gun.declarations`` (review stop 38, D1).
+
+The contract lets the clearance system's producers choose partitions (section 2: Java's
+murmur2, librdkafka's CRC32, or a partition named), so two producers of one clearance
+system may split a reference. Each partition then keeps a case of its own and decides it;
+the decision publisher is the one gate of the reference (ADR 0005's addendum of stop 38):
+exactly one decision per (reference, version), and a lower version arriving after a
+higher one is ignored and recorded (section 4). Here the real hub on the real broker,
+the partitions named as a clearance system may name them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from gun_hub.domain.status_events import StatusEvent, StatusKind
+from tests.builders import declaration_xml, document, goods_item
+from tests.e2e.conftest import Pipeline
+
+pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+
+RESENT = "26FRXPART00000011"  # version 1 sent again through another partition
+STALE = "26FRXPART00000012"  # version 2 on one partition, then version 1 on another
+
+
+def _exempt(reference: str, version: int) -> bytes:
+    """A declaration the hub decides at once (an exempt document: nobody to ask)."""
+    return declaration_xml(
+        reference=reference,
+        version=version,
+        items=(goods_item(1, (document("Y900", "EX-1", None, None),)),),
+    )
+
+
+async def _statuses_of(
+    hub: Pipeline, wanted: set[tuple[str, int, StatusKind, int | None]]
+) -> list[tuple[StatusEvent, int]]:
+    """Every status event with its partition, once each of ``wanted`` (reference,
+    version, kind, partition or None: any) is among them."""
+    async with asyncio.timeout(90):
+        while True:
+            found = [
+                (StatusEvent.model_validate_json(r.value or b""), r.partition)
+                for r in await hub.records(hub.kafka.topics.status)
+            ]
+            have = {(e.reference, e.version, e.kind, p) for e, p in found}
+            have |= {(e.reference, e.version, e.kind, None) for e, _ in found}
+            if wanted <= have:
+                return found
+
+
+async def test_versions_of_one_reference_on_two_partitions_get_one_decision_each_in_order(
+    hub_only: Pipeline,
+) -> None:
+    topics = hub_only.kafka.topics
+    producer = AIOKafkaProducer(bootstrap_servers=hub_only.kafka.bootstrap)
+    await producer.start()
+    try:
+
+        async def send(reference: str, version: int, partition: int) -> None:
+            # Sealed anew each time (a fresh jti): an application-level resend, not a replay.
+            sealed = hub_only.seal(_exempt(reference, version))
+            await producer.send_and_wait(
+                topics.declarations, sealed, key=reference.encode(), partition=partition
+            )
+
+        await send(RESENT, 1, 0)
+        await send(STALE, 2, 1)
+        await hub_only.decisions(2, settle_s=0.5)  # both decided before the others arrive
+        await send(RESENT, 1, 2)
+        await send(STALE, 1, 3)
+    finally:
+        await producer.stop()
+
+    # Each partition's case decided its version (the hub cannot see across partitions)...
+    await _statuses_of(
+        hub_only, {(RESENT, 1, StatusKind.DECIDED, 2), (STALE, 1, StatusKind.DECIDED, 3)}
+    )
+    # ...and the clearance system received one decision per version, none below a higher
+    # one: RESENT v1 once, STALE v2 alone.
+    received = await hub_only.decisions(2, settle_s=3.0)
+    assert sorted((d.decision.reference, d.decision.version) for d in received) == [
+        (RESENT, 1),
+        (STALE, 2),
+    ]
+    # The version not published is recorded: a status event of that version (written by
+    # the publisher, on the outbox partition of the reference), and a count.
+    statuses = await _statuses_of(hub_only, {(STALE, 1, StatusKind.IGNORED_STALE_VERSION, None)})
+    [ignored] = [e for e, _ in statuses if e.kind is StatusKind.IGNORED_STALE_VERSION]
+    assert (ignored.reference, ignored.version) == (STALE, 1)
+    metrics = hub_only.metrics()
+    assert 'gun_hub_decisions_not_published_total{reason="superseded"} 1.0' in metrics
+    assert 'gun_hub_decisions_not_published_total{reason="duplicate"} 1.0' in metrics

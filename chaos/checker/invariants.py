@@ -521,11 +521,12 @@ def decision_order_problems(
     """(reference, what is wrong) for the references whose decisions are not in version
     order on their partition, and how many references were decided.
 
-    A declaration's decisions go to the partition its versions arrived on, in the order
-    they were decided (docs/decisions.md), and a lower version arriving after a higher one
-    is ignored (architecture.md section 4): a version decided after a higher one is the
-    clearance system's last word for a superseded version. Only versions that were owed a
-    decision count here (a stale or invented one fails its own row).
+    A declaration's decisions go to the partition of its reference's hash, whatever
+    partitions its versions arrived on (docs/decisions.md), and a lower version arriving
+    after a higher one is ignored (architecture.md section 4): a version decided after a
+    higher one is the clearance system's last word for a superseded version. Only
+    versions that were owed a decision count here (a stale or invented one fails its own
+    row).
     """
     by_reference: dict[str, list[DecisionSeen]] = defaultdict(list)
     for decision in decided:

@@ -56,6 +56,7 @@ from gun_contract.kafka.client import consumer_options, from_settings, producer_
 from gun_contract.kafka.watched_sends import WatchedSends
 from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
 from gun_contract.model.verdicts import Verdict
+from gun_contract.record_keys import keyed_by, not_keyed_by
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.state_cipher import StateCipher
 from gun_contract.settings import Settings
@@ -66,6 +67,8 @@ from gun_contract.validation import invalid_fields, unhandled_reason
 log = logging.getLogger(__name__)
 
 REQUEST_AGED_OUT = "REQUEST_AGED_OUT_OF_THE_LOG"
+REQUEST_KEY_MISMATCH = "REQUEST_KEY_MISMATCH"
+REQUEST_NOT_JSON = "REQUEST_NOT_JSON"
 """The dead-letter kind of requests the request topic's retention deleted before any
 replica of the adapter read them: what they asked never reached the partner."""
 
@@ -487,6 +490,21 @@ class AdapterRunner:
             metrics.ENVELOPE_REJECTIONS.labels(self._spec.authority, rejection.kind.value).inc()
             self._dead_letter(outbox, data, source, ErrorClass.SECURITY, rejection.kind, rejection)
             return
+        if opened.content_type is not ContentType.JSON:
+            # Judged by what its signed header says, as the hub judges answers and
+            # declarations (review stop 38, D4).
+            self._dead_letter(
+                outbox,
+                data,
+                source,
+                ErrorClass.SECURITY,
+                REQUEST_NOT_JSON,
+                ValueError(
+                    f"sealed and signed, but its content type is {opened.content_type} where "
+                    f"a request must be {ContentType.JSON}"
+                ),
+            )
+            return
         try:
             request = AuthorityRequest.model_validate_json(opened.payload)
         except ValidationError as err:
@@ -499,14 +517,16 @@ class AdapterRunner:
                 ValueError(invalid_fields(err)),
             )
             return
-        if record.key is not None and record.key != request.reference.encode():
+        if not keyed_by(record.key, request.reference):
+            # A null key too: the hub keys every request by its reference (review stop
+            # 38, D3, for answers; the same gap here).
             self._dead_letter(
                 outbox,
                 data,
                 source,
                 ErrorClass.SECURITY,
-                "REQUEST_KEY_MISMATCH",
-                ValueError(f"request about {request.reference!r} under another record key"),
+                REQUEST_KEY_MISMATCH,
+                ValueError(not_keyed_by("request", record.key, request.reference)),
             )
             return
         if request.authority != self._spec.authority or opened.sender != HUB_PARTY:

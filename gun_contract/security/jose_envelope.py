@@ -593,9 +593,14 @@ class JoseEnvelope:
                 Kind.EXPIRED, f"expired {int(now - expires_at)}s before it was {when}"
             )
         if abs(issued_at - now) > skew:
+            # Said as the sender's clock runs: ahead ("in the future") or behind, never a
+            # negative age (review stop 38, D5).
             raise EnvelopeRejected(
                 Kind.IAT_SKEW,
-                f"issued {int(now - issued_at)}s before it was {when}, beyond {skew}s",
+                f"issued {int(issued_at - now)}s in the future of when it was {when}, "
+                f"beyond {skew}s"
+                if issued_at > now
+                else f"issued {int(now - issued_at)}s before it was {when}, beyond {skew}s",
             )
         if not_before is not None and not_before - skew > now:
             raise EnvelopeRejected(

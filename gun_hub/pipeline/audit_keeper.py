@@ -65,8 +65,9 @@ from gun_contract.dead_letter import (
 from gun_contract.effects import Effects, Headers
 from gun_contract.envelope import EnvelopeRejectionKind
 from gun_contract.security.state_cipher import StateUnreadable
-from gun_hub.pipeline.correlation import UNASKED_DOCUMENT, UNSOLICITED
+from gun_hub.pipeline.correlation import KEY_MISMATCH, NOT_JSON, UNASKED_DOCUMENT, UNSOLICITED
 from gun_hub.pipeline.hub_context import HubContext
+from gun_hub.pipeline.intake import NOT_SEALED, NOT_XML
 from gun_hub.pipeline.redrive import REDRIVE_UNVERIFIED
 from gun_hub.security.operator_actions import open_action
 
@@ -80,12 +81,15 @@ UNLISTED = "UNLISTED"
 SECURITY_REJECTION_KINDS = frozenset(
     {
         *(kind.value for kind in EnvelopeRejectionKind),
-        "DECLARATION_NOT_SEALED",
-        "RESPONSE_KEY_MISMATCH",
+        NOT_SEALED,
+        NOT_XML,
+        KEY_MISMATCH,
+        NOT_JSON,
         "RESPONSE_WRONG_SENDER",
         UNSOLICITED,
         UNASKED_DOCUMENT,
         "REQUEST_KEY_MISMATCH",
+        "REQUEST_NOT_JSON",
         "REQUEST_MISADDRESSED",
         REDRIVE_UNVERIFIED,
         OPERATOR_ACTION_UNVERIFIED,

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_contract.effects import Effects
-from gun_contract.envelope import EnvelopeRejected
+from gun_contract.envelope import ContentType, EnvelopeRejected
 from gun_contract.model.declaration import Stage
 from gun_contract.model.exchange import (
     AuthorityResponse,
@@ -18,6 +18,7 @@ from gun_contract.model.exchange import (
     request_id_for,
 )
 from gun_contract.model.verdicts import Verdict
+from gun_contract.record_keys import keyed_by, not_keyed_by
 from gun_contract.validation import invalid_fields
 from gun_hub import metrics
 from gun_hub.domain.case import Case, DocumentKey, ExpectedAnswer
@@ -28,6 +29,10 @@ from gun_hub.pipeline.hub_context import CaseStore, HubContext
 COMPONENT = "hub.correlation"
 UNSOLICITED = "RESPONSE_UNSOLICITED"
 UNASKED_DOCUMENT = "RESPONSE_UNASKED_DOCUMENT"
+KEY_MISMATCH = "RESPONSE_KEY_MISMATCH"
+# Sealed and verified, but its content type is not the JSON an answer is (contract
+# section 5), whatever the payload looks like (review stop 38, D4).
+NOT_JSON = "RESPONSE_NOT_JSON"
 FOLLOW_UP_OPERATIONS = frozenset({Operation.WRITE_OFF, Operation.DELETE, Operation.GIVE_BACK})
 # A withheld partner code is shown this long at most, and so many of them.
 _WITHHELD_CODE_CHARS = 32
@@ -59,6 +64,21 @@ class Correlation:
             metrics.ENVELOPE_REJECTIONS.labels(kind=rejection.kind.value).inc()
             self._dead_letter(outbox, data, source, ErrorClass.SECURITY, rejection.kind, rejection)
             return outbox
+        if opened.content_type is not ContentType.JSON:
+            # Judged by what its signed header says, as a declaration is: a payload read
+            # as another type than its sender sealed it is not acted on.
+            self._dead_letter(
+                outbox,
+                data,
+                source,
+                ErrorClass.SECURITY,  # as a declaration of another type is
+                NOT_JSON,
+                ValueError(
+                    f"sealed and signed, but its content type is {opened.content_type} where "
+                    f"an answer must be {ContentType.JSON}"
+                ),
+            )
+            return outbox
         try:
             response = AuthorityResponse.model_validate_json(opened.payload)
         except ValidationError as err:
@@ -71,16 +91,17 @@ class Correlation:
                 ValueError(invalid_fields(err)),
             )
             return outbox
-        if source.key is not None and source.key != response.reference.encode():
+        if not keyed_by(source.key, response.reference):
             # Records of a declaration share a key (and so a partition, where its case
-            # and replay memory live); an answer moved to another key is a forgery.
+            # and replay memory live); an answer moved to another key is a forgery, and
+            # so is one with none (a null key passed until review stop 38, D3).
             self._dead_letter(
                 outbox,
                 data,
                 source,
                 ErrorClass.SECURITY,
-                "RESPONSE_KEY_MISMATCH",
-                ValueError(f"answer about {response.reference!r} under another record key"),
+                KEY_MISMATCH,
+                ValueError(not_keyed_by("answer", source.key, response.reference)),
             )
             return outbox
         if opened.sender != response.authority or source.topic != self._ctx.topics.responses(

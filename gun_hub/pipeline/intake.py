@@ -24,6 +24,7 @@ from gun_contract.model.decision import Decision, DocumentResult, Reason
 from gun_contract.model.declaration import Declaration, Stage
 from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.record_keys import keyed_by, not_keyed_by
 from gun_contract.security.entitlements import GATEWAY_PARTY
 from gun_hub import metrics
 from gun_hub.domain.case import Case, ExpectedAnswer, RiskFinding
@@ -50,6 +51,12 @@ from gun_hub.xml.safe_parse import XmlRejected
 COMPONENT = "hub.intake"
 TOO_LARGE_TO_DECIDE = "DECLARATION_TOO_LARGE_TO_DECIDE"
 NOT_SEALED = "DECLARATION_NOT_SEALED"
+# Sealed and verified, but its content type is not the XML a declaration is (contract
+# section 5); until review stop 38 (D5) this was called "not sealed".
+NOT_XML = "DECLARATION_NOT_XML"
+# A declaration whose record key is not its reference (contract section 2): it would not
+# share a partition with its other versions (review stop 38, D2).
+RECORD_KEY_NOT_REFERENCE = "RECORD_KEY_NOT_REFERENCE"
 # A later version naming another declarant than the case's (security.md: a trader lodging
 # another's reference as its own).
 DECLARANT_CHANGED = "DECLARANT_CHANGED"
@@ -129,14 +136,7 @@ class Intake:
         if not _SEALED_START.match(data):
             if self._accept_plain:
                 return Unsealed(document=data, message_id=None, accept_until=0)
-            self._security_dead_letter(
-                outbox,
-                data,
-                source,
-                NOT_SEALED,
-                "a declaration must be sealed by the clearance system (signed, then encrypted "
-                "to the hub); plain declarations are accepted in local development only",
-            )
+            self._security_dead_letter(outbox, data, source, NOT_SEALED, _not_sealed(data))
             return None
         try:
             opened = self._ctx.envelope.open(
@@ -152,7 +152,12 @@ class Intake:
             return None
         if opened.content_type is not ContentType.XML:
             self._security_dead_letter(
-                outbox, data, source, NOT_SEALED, f"sealed content is {opened.content_type}"
+                outbox,
+                data,
+                source,
+                NOT_XML,
+                f"sealed and signed, but its content type is {opened.content_type} where a "
+                f"declaration must be {ContentType.XML}",
             )
             return None
         return Unsealed(
@@ -198,6 +203,19 @@ class Intake:
                 source,
                 kind,
                 reason,
+                through_the_gateway=through_the_gateway,
+            )
+            return
+        if not keyed_by(source.key, declaration.reference):
+            # Under another key it lands on another partition than its other versions,
+            # where its case is not (contract section 2): refused, never decided there.
+            self._reject(
+                outbox,
+                data,
+                document,
+                source,
+                RECORD_KEY_NOT_REFERENCE,
+                not_keyed_by("declaration", source.key, declaration.reference),
                 through_the_gateway=through_the_gateway,
             )
             return
@@ -744,6 +762,22 @@ def _giving_back(routed: RoutedDeclaration, given_back: list[ExpectedAnswer]) ->
             ),
         ),
         authorities=tuple(sorted({e.authority for e in given_back})),
+    )
+
+
+def _not_sealed(data: bytes) -> str:
+    """Why a record that is no compact JOSE serialization was refused: an empty one (a
+    tombstone, nothing but whitespace) is said to be empty, not taken for plain XML (the
+    runtime reads a null value as empty: the two cannot be told apart here)."""
+    if not data.strip():
+        what = "only whitespace" if data else "no value (null, as a tombstone, or empty)"
+        return (
+            f"the record carries {what}; a declaration is sealed by the clearance system "
+            "(signed, then encrypted to the hub)"
+        )
+    return (
+        "a declaration must be sealed by the clearance system (signed, then encrypted "
+        "to the hub); plain declarations are accepted in local development only"
     )
 
 

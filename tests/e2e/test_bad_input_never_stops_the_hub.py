@@ -88,3 +88,53 @@ async def test_the_hostile_corpus_is_refused_and_a_valid_declaration_still_decid
         if line.startswith("gun_hub_declarations_rejected_total{")
     )
     assert counted == len(cases)
+
+
+async def test_a_declaration_not_keyed_by_its_reference_is_refused_and_the_next_decided(
+    hub_only: Pipeline,
+) -> None:
+    """Review stop 38, D2: a genuine declaration sealed by the clearance system, sent under
+    another reference's key, a null key or a key that is not UTF-8, as a producer with a
+    keying bug would (the key as the broker hands it to the hub's worker: a null stays
+    null). Each is refused under its own reference with the code of the fault, and
+    dead-lettered; a declaration keyed by its reference is decided as ever."""
+    keys = {
+        "26FRKEY00000000001": b"26FRSOMEBODYELSE01",
+        "26FRKEY00000000002": None,
+        "26FRKEY00000000003": b"\xff\xfe\x00",
+    }
+
+    def exempt(reference: str) -> bytes:
+        return declaration_xml(
+            reference=reference,
+            items=(goods_item(1, (document("Y900", "EXEMPT-1", None, None),)),),
+        )
+
+    await hub_only.send_sealed(
+        [
+            *((key, hub_only.seal(exempt(reference))) for reference, key in keys.items()),
+            (b"26FRGOOD0000000002", hub_only.seal(exempt("26FRGOOD0000000002"))),
+        ]
+    )
+
+    received = await hub_only.decisions(len(keys) + 1)
+    decisions = {r.decision.reference: r.decision for r in received}
+    assert len(decisions) == len(received), "no reference decided twice"
+    assert decisions.pop("26FRGOOD0000000002").outcome is Outcome.RELEASE
+    assert sorted(decisions) == sorted(keys)
+    for decision in decisions.values():
+        assert decision.outcome is Outcome.REFUSE
+        assert [r.code for r in decision.reasons] == ["RECORD_KEY_NOT_REFERENCE"]
+    dead = await hub_only.records(hub_only.kafka.topics.dlq, expected=len(keys))
+    assert sorted(header_value(list(r.headers), HEADER_REFERENCE) or "" for r in dead) == sorted(
+        keys
+    )
+    assert {header_value(list(r.headers), HEADER_ERROR_KIND) for r in dead} == {
+        "RECORD_KEY_NOT_REFERENCE"
+    }
+    null_key = next(
+        r for r in dead if header_value(list(r.headers), HEADER_REFERENCE) == "26FRKEY00000000002"
+    )
+    assert "no record key (null)" in (
+        header_value(list(null_key.headers), HEADER_ERROR_REASON) or ""
+    )

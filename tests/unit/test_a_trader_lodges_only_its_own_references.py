@@ -95,7 +95,7 @@ def test_the_hub_refuses_a_gateway_lodgement_under_a_reference_not_the_declarant
     squat = declaration_xml(
         reference=MRN, version=1, declarant=TRADER_B, items=(goods_item(documents=()),)
     )
-    refused = hub.intake.handle(_through_the_gateway(hub, squat), SOURCE)
+    refused = hub.intake.handle(_through_the_gateway(hub, squat), replace(SOURCE, key=MRN.encode()))
     [dead] = refused.to(hub.topics.dlq)
     assert header_value(dead.headers, HEADER_ERROR_KIND) == REFERENCE_NOT_THE_DECLARANTS
     assert header_value(dead.headers, HEADER_ERROR_CLASS) == "security"
@@ -117,7 +117,7 @@ def test_the_hub_decides_a_gateway_lodgement_under_the_declarants_own_reference(
     reference = f"{TRADER_B}-INV-001"
     lodged = hub.intake.handle(
         _through_the_gateway(hub, declaration_xml(reference=reference, declarant=TRADER_B)),
-        SOURCE,
+        replace(SOURCE, key=reference.encode()),
     )
     assert lodged.to(hub.topics.dlq) == []
     assert hub.decisions(hub.answer(lodged, "dgal", Verdict.VALID)) == [

@@ -35,7 +35,7 @@ from gun_hub.pipeline.retention import (
 )
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import declaration_xml
-from tests.unit.test_pipeline import SOURCE, Hub
+from tests.unit.test_pipeline import SOURCE, Hub, keyed_by_reference
 
 REF = "26FR000690I0000012"
 KEY = REF.encode()
@@ -75,7 +75,7 @@ class RetainingHub(Hub):
         self.intake = Intake(context, DeclarationCodec(), store, accept_plain=True)
         self.correlation = Correlation(context, store)
         self.deadlines = Deadlines(context, store)
-        self.intake.handle = self._delivered(self.intake.handle)  # type: ignore[method-assign]
+        self.intake.handle = keyed_by_reference(self._delivered(self.intake.handle))  # type: ignore[method-assign]
         self.correlation.handle = self._delivered(self.correlation.handle)  # type: ignore[method-assign]
         self.deadlines.handle = self._delivered(self.deadlines.handle)  # type: ignore[method-assign]
 

@@ -7,6 +7,7 @@ on the topic and in its dead letters. Each test performs the attack and sees it 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,8 @@ def test_a_declaration_sealed_by_the_intake_gateway_is_decided_the_same_way(hub:
     """The HTTP and file-drop channels lodge through the gateway's own keys (ADR 0011)."""
     reference = f"{EORI}-INV-1"  # a trader's own (domain/reference_namespace.py)
     sent = hub.intake.handle(
-        sealed_by(hub, GATEWAY_PARTY, declaration_xml(reference=reference)), at(0)
+        sealed_by(hub, GATEWAY_PARTY, declaration_xml(reference=reference)),
+        dataclasses.replace(at(0), key=reference.encode()),
     )
     assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == [
         (reference, 1, Outcome.RELEASE)

@@ -25,6 +25,10 @@ checked.
   decided again, maybe otherwise, its follow-up following a decision nobody published
   (review stop 38). Now a crash in between leaves a decided case with no decision, which
   the record read again announces again, the same decision (ADR 0013's second addendum).
+  Its audit links wait with it, but a case write that failed still hands them to their
+  lane: later links are built on them (review stop 38-sf, SF1). "That partition" is the
+  case's partition number, whichever co-partitioned topic the event came from, but the
+  claims topic's partitions have lines of their own (SF2).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -147,6 +152,30 @@ def _always_ours() -> Callable[[], bool]:
     return lambda: True
 
 
+Queueing = tuple[Queued, Awaitable[object] | None, list[OutgoingRecord]]
+
+
+@dataclass(slots=True)
+class _Held:
+    """One handling's records in its partition's line, and what they wait for."""
+
+    send: Send
+    records: list[OutgoingRecord]
+    links: ChainLinks | None
+    writes: Awaitable[None] | None  # a decision's table writes; None: it decided nothing
+    ours: Callable[[], bool]
+    queued: asyncio.Future[Queueing]
+
+
+@dataclass(slots=True)
+class _Line:
+    """A partition's handlings whose records wait, in the order they were handled, and
+    the one task that queues them."""
+
+    waiting: deque[_Held] = field(default_factory=deque)
+    draining: asyncio.Task[None] | None = None
+
+
 @dataclass(slots=True)
 class StateFirst:
     """Holds the records of a handling that decided until its table writes are
@@ -156,47 +185,130 @@ class StateFirst:
     decision again). ``writes``: the table writes of the event being handled so far,
     acknowledged (the first failure raised; table_writes.py ``so_far``). ``tenure``: asked
     at the handling, whether the partition of its event is still this worker's when asked
-    later (settling.py): a decision whose partition changed hands while its case was on
-    its way is not sent (the new owner may have restored the case without it, and decides
-    the version itself)."""
+    later (settling.py): a held handling whose partition changed hands meanwhile sends
+    nothing (the new owner may have restored the case without the decision, and decides
+    the version itself; and its audit links, built on this worker's old head, would fork
+    the chain the new owner resynced).
+
+    ``held_apart``: topics whose records concern the cases of other partitions (the
+    claims topic: a verdict read on claims partition q admits a declaration of partition
+    p); each of their partitions has a line of its own. Every other topic is
+    co-partitioned with the cases, and a partition's line is shared by all of them: each
+    builds links on that partition's audit chain, and a link built after a held one must
+    not reach the lane before it (review stop 38-sf, SF2).
+
+    One line per partition, drained by one task (not a task per record waiting), and
+    forgotten once drained (SF3, SF4)."""
 
     decisions_topic: str
     writes: Callable[[], Awaitable[None]] = _no_writes
     tenure: Callable[[], Callable[[], bool]] = _always_ours
-    # Per partition: the queueing of the last records held, until they are queued.
-    _held: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    held_apart: frozenset[str] = frozenset()
+    _lines: dict[tuple[str | None, int], _Line] = field(default_factory=dict)
 
-    def hold(self, partition: int, records: Sequence[OutgoingRecord]) -> Awaitable[None] | None:
-        """What ``records`` (an event's, on ``partition``) wait for before they are
-        queued; None: nothing, they are queued at once."""
-        ahead = self._held.get(partition)
-        if ahead is not None and ahead.done():
-            del self._held[partition]
-            ahead = None
-        if any(record.topic == self.decisions_topic for record in records):
-            return _decided(ahead, self.writes(), self.tenure())
-        return None if ahead is None else _behind(ahead)
+    def hold(
+        self,
+        source: SourcePosition,
+        send: Send,
+        records: list[OutgoingRecord],
+        links: ChainLinks | None,
+    ) -> asyncio.Future[Queueing] | None:
+        """Where ``records`` (the event's at ``source``) will be queued, once what they
+        wait for is done; None: they wait for nothing, queue them at once."""
+        line_of = (source.topic if source.topic in self.held_apart else None, source.partition)
+        line = self._lines.get(line_of)
+        decided = any(record.topic == self.decisions_topic for record in records)
+        if line is None and not decided:
+            return None
+        held = _Held(
+            send,
+            records,
+            links,
+            self.writes() if decided else None,
+            self.tenure(),
+            asyncio.get_running_loop().create_future(),
+        )
+        if line is None:
+            line = self._lines[line_of] = _Line()
+            line.waiting.append(held)
+            line.draining = asyncio.ensure_future(self._drain(line_of, line))
+        else:
+            line.waiting.append(held)
+        return held.queued
 
-    def queueing(self, partition: int, queueing: asyncio.Future[Any]) -> None:
-        self._held[partition] = queueing
+    def holding(self) -> int:
+        """How many partitions have records waiting."""
+        return len(self._lines)
+
+    async def _drain(self, line_of: tuple[str | None, int], line: _Line) -> None:
+        try:
+            while line.waiting:
+                held = line.waiting[0]
+                try:
+                    queued = await _in_turn(held)
+                except asyncio.CancelledError:
+                    if _being_cancelled():
+                        raise
+                    held.queued.cancel()  # a write cancelled: never sent, as a failure
+                except BaseException as failure:  # noqa: BLE001 - its own settling's
+                    held.queued.add_done_callback(_retrieved)  # its settling may be gone
+                    held.queued.set_exception(failure)
+                else:
+                    held.queued.set_result(queued)
+                line.waiting.popleft()
+        finally:
+            # No await since the line was found empty: a handling appends to a line that
+            # drains, or finds none and starts one.
+            if self._lines.get(line_of) is line:
+                del self._lines[line_of]
+            for held in line.waiting:  # the drain itself cancelled (the worker stops)
+                _close(held.writes)
+                held.queued.cancel()
 
 
-async def _behind(ahead: asyncio.Future[Any]) -> None:
-    """Until ``ahead`` is queued or never will be (its failure is its own settling's)."""
-    await asyncio.wait([ahead])
+async def _in_turn(held: _Held) -> Queueing:
+    """Once the handlings before it are queued: ``held``'s records queued, once its
+    table writes are acknowledged if it decided."""
+    if held.writes is not None:
+        try:
+            await held.writes
+        except BaseException as failure:
+            if isinstance(failure, asyncio.CancelledError) and _being_cancelled():
+                raise  # the worker stops: the case may yet be written, the link not
+            if not held.ours():
+                raise PartitionGivenUp(
+                    "its partition changed hands, its case not written"
+                ) from failure
+            # The trail's head moved past its links when the handler built them, and the
+            # partition's later links are built on them: held back, the chain would have a
+            # hole there for good. The case stays in this worker's store (its refused write
+            # sent again by the next settling), and the record read again announces the
+            # same decision, the one the link attests (review stop 38-sf, SF1).
+            _hand_links_over(held.records, held.links)
+            raise
+    if not held.ours():
+        raise PartitionGivenUp("its partition changed hands while its records waited")
+    return await _queue_with_links(held.send, held.records, held.links)
 
 
-async def _decided(
-    ahead: asyncio.Future[Any] | None, writes: Awaitable[None], ours: Callable[[], bool]
-) -> None:
-    if ahead is not None:
-        await _behind(ahead)
-    await writes
-    if not ours():
-        raise PartitionGivenUp("its partition changed hands while its decided case was written")
+def _hand_links_over(records: list[OutgoingRecord], links: ChainLinks | None) -> None:
+    if links is None:
+        return
+    chained = [record for record in records if record.topic == links.topic]
+    if chained:
+        linked = links.send(chained)
+        if isinstance(linked, asyncio.Future):
+            linked.add_done_callback(_retrieved)  # the settling fails: nobody awaits it
 
 
-Queueing = tuple[Queued, Awaitable[object] | None, list[OutgoingRecord]]
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _close(writes: Awaitable[None] | None) -> None:
+    if isinstance(writes, Coroutine):
+        writes.close()  # never awaited: the worker stops
 
 
 async def send_outbox(
@@ -215,15 +327,12 @@ async def send_outbox(
     records go there, and the outbox completes once they are in too. ``state_first``: a
     decision's records wait for the event's table writes (:class:`StateFirst`)."""
     records = pinned(outbox, source.partition)
-    held = state_first.hold(source.partition, records) if state_first is not None else None
-    if held is None:
-        queued, linked, records = await _queue_with_links(send, records, links)
-        return _settle(send, outbox, records, queued, source, dlq_topic, retries, linked)
-    assert state_first is not None  # noqa: S101 - only a state_first holds records
-    # A task of its own: the partition's later records wait for it, whoever awaits what.
-    queueing = asyncio.ensure_future(_queue_after(held, send, records, links))
-    state_first.queueing(source.partition, queueing)
-    return _settle_once_queued(queueing, send, outbox, source, dlq_topic, retries)
+    if state_first is not None:
+        held = state_first.hold(source, send, records, links)
+        if held is not None:
+            return _settle_once_queued(held, send, outbox, source, dlq_topic, retries)
+    queued, linked, records = await _queue_with_links(send, records, links)
+    return _settle(send, outbox, records, queued, source, dlq_topic, retries, linked)
 
 
 async def _queue_with_links(
@@ -236,13 +345,6 @@ async def _queue_with_links(
         linked = links.send([record for record in records if record.topic == links.topic])
         records = [record for record in records if record.topic != links.topic]
     return await _queue(send, records), linked, records
-
-
-async def _queue_after(
-    held: Awaitable[None], send: Send, records: list[OutgoingRecord], links: ChainLinks | None
-) -> Queueing:
-    await held
-    return await _queue_with_links(send, records, links)
 
 
 async def _settle_once_queued(

@@ -183,3 +183,27 @@ async def test_a_decision_whose_partition_was_lost_while_its_case_was_written_is
     with pytest.raises(PartitionGivenUp):
         await settled
     assert broker.kept == []
+
+
+async def test_records_behind_several_held_decisions_leave_in_the_order_they_were_handled() -> None:
+    """One line per partition (review stop 38-sf, SF3): each decision waits for its own
+    case write, and whatever was handled after it waits behind it."""
+    broker = Broker()
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    writes = iter([first, second])
+    state = StateFirst(DECISIONS, writes=lambda: next(writes))
+    on_p3 = SourcePosition("gun.declarations", 3, 1)
+    handled = ["gun.status", DECISIONS, "gun.facts", DECISIONS, "gun.requests.dgal"]
+    settlings = [
+        await send_outbox(broker.send, _outbox(topic), on_p3, "dlq", state_first=state)
+        for topic in handled
+    ]
+    await settlings[0]  # handled before any decision: not held
+    second.set_result(None)  # the later case write first: nothing may overtake the first
+    await _let_tasks_run()
+    assert [r.topic for r in broker.kept] == ["gun.status"]
+
+    first.set_result(None)
+    await asyncio.gather(*settlings[1:])
+    assert [r.topic for r in broker.kept] == handled

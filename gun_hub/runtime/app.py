@@ -545,10 +545,13 @@ def build_hub(settings: Settings) -> Hub:
     # A handling that decided sends its records once its decided case is on the broker,
     # and its partition's later records after them (delivery.py, ADR 0013's addendum of
     # stop 38): never a decision published for a case the changelog does not hold.
+    # The claims topic's records concern other partitions' cases: its partitions wait
+    # behind none of the cases' (review stop 38-sf, SF2).
     state_first = StateFirst(
         topics.decision_outbox,
         writes=lambda: table_writes.so_far(faust.current_event()),
         tenure=lambda: settling.tenure(faust.current_event()),
+        held_apart=frozenset({topics.claims}),
     )
 
     async def send_record(record: OutgoingRecord) -> Any:

@@ -24,6 +24,7 @@ Where it travels:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -42,6 +43,10 @@ _INVALID = "0" * 32  # W3C: an all-zero trace id is invalid
 current_trace: ContextVar[str | None] = ContextVar("gun_hub_trace_id", default=None)
 
 
+# A version's handling names its trace about a dozen times (each record's header, the log
+# line): hashed once. Bounded, as references come from outside; typed, so that a version
+# True never answers for version 1.
+@functools.lru_cache(maxsize=1024, typed=True)
 def trace_id_for(reference: str, version: int) -> str:
     """The trace id of one declaration version."""
     digest = hashlib.sha256(f"gun-hub/trace/v1|{reference}|{version}".encode()).hexdigest()

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from gun_contract.model.decision import Decision, DocumentResult
 from gun_contract.model.declaration import Declaration, Direction, Stage
+from gun_contract.model.encoding import json_bytes
 from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, Operation
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.override import overriding_items
@@ -315,7 +316,7 @@ class Case(BaseModel):
         )
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        return json_bytes(self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Case:

@@ -10,6 +10,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from gun_contract.model.encoding import json_bytes
+
 
 class StatusKind(StrEnum):
     RECEIVED = "RECEIVED"
@@ -48,4 +50,4 @@ class StatusEvent(BaseModel):
     outcome: str | None = None
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json(exclude_none=True).encode()
+        return json_bytes(self, exclude_none=True)

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from gun_contract.model.encoding import json_bytes
+
 
 class DocumentUse(BaseModel):
     """A document quoted by a decided declaration and the verdict it got."""
@@ -142,4 +144,4 @@ FACT = TypeAdapter(Fact)
 
 
 def fact_bytes(fact: AnyFact) -> bytes:
-    return fact.model_dump_json().encode()
+    return json_bytes(fact)

@@ -13,6 +13,7 @@ from gun_contract.effects import Effects
 from gun_contract.envelope import ContentType, Envelope
 from gun_contract.model.decision import Decision, Reason
 from gun_contract.model.declaration import Stage
+from gun_contract.model.encoding import json_bytes
 from gun_contract.model.exchange import AuthorityRequest
 from gun_contract.security.state_cipher import StateCipher
 from gun_contract.topics import TopicRegistry, reference_partition
@@ -366,7 +367,7 @@ class HubContext:
         for request in requests:
             topic = self.topics.requests(request.authority)
             sealed = self.envelope.seal(
-                request.model_dump_json().encode(),
+                json_bytes(request),
                 recipient=request.authority,
                 topic=topic,
                 content_type=ContentType.JSON,

@@ -89,8 +89,13 @@ REMEMBERED_ENTRIES = 5_000
 UNSIGNED_GRACE_S = 300.0
 
 
+# One encoder for every record: json.dumps builds a new one per call when given options
+# (four per audit record), and its output is exactly this encoder's.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(data).encode()
 
 
 def record_hash(record: dict[str, Any]) -> str:

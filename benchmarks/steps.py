@@ -31,7 +31,6 @@ from gun_hub.domain.routing import load_routing_table
 from tests.builders import answer_to, declaration_xml, document, goods_item
 from tests.conftest import envelope_of
 from tests.unit.test_pipeline import Hub
-from tests.unit.test_versions_and_recovery import at
 
 REPO = Path(__file__).resolve().parent.parent
 GROUPS = {
@@ -62,6 +61,10 @@ def _group(filename: str) -> str:
     return "other"
 
 
+def reference_of(n: int) -> str:
+    return f"26FRSTEP{n:010d}"
+
+
 def main(count: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         keys = Path(folder)
@@ -76,7 +79,7 @@ def main(count: int) -> None:
         sealed = [
             clearance.seal(
                 declaration_xml(
-                    reference=f"26FRSTEP{n:010d}",
+                    reference=reference_of(n),
                     items=(goods_item(1, (document("N853", f"CHEDP.FR.2026.{n}", 1, "10"),)),),
                 ),
                 recipient=HUB_PARTY,
@@ -130,7 +133,9 @@ def _run(
     for n, declaration in enumerate(sealed):
         started = _cpu_clock()
         profile.enable() if profile else None
-        requests = hub.intake.handle(declaration, at(n))
+        # Keyed by its reference, as the contract asks (another key is refused).
+        source = SourcePosition(topics.declarations, 0, n, reference_of(n).encode())
+        requests = hub.intake.handle(declaration, source)
         profile.disable() if profile else None
         hub_seconds += _cpu_clock() - started
         [record] = requests.to(topics.requests("dgal"))

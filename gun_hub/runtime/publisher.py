@@ -125,48 +125,73 @@ def _number(version: bytes) -> int | None:
 
 
 class PublishedMemory:
-    """The (reference, version) pairs last published on one partition, at most
-    ``capacity`` of them: the oldest is forgotten first. With them, the highest version
-    published of each reference, as many references at most, forgotten the same way."""
+    """The decisions last published on one partition, by reference: each remembered
+    reference's published versions and the highest of them, ``capacity`` decisions in
+    all at most. The reference published least recently is forgotten first, all its
+    versions at once: a version of a remembered reference is published exactly when it
+    is in the memory, so a lower version announced again after a crash (it was published
+    before the higher one) is a duplicate, never taken for a version decided too late
+    (review stop 38-g, G1: a memory of pairs forgot a reference's version 1 while it
+    still knew its version 2 as the highest)."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._ids: OrderedDict[_Identity, None] = OrderedDict()
-        self._highest: OrderedDict[bytes, int] = OrderedDict()
+        # Each reference's published versions, in the order published (a dict as an
+        # ordered set), the reference published last at the end.
+        self._versions: OrderedDict[bytes, dict[bytes, None]] = OrderedDict()
+        self._highest: dict[bytes, int] = {}  # of the remembered references
+        self._count = 0  # decisions remembered, all references together
 
     def add(self, identity: _Identity) -> None:
-        self._ids[identity] = None
-        self._ids.move_to_end(identity)
-        while len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
-        reference, version = identity[0], _number(identity[1])
-        if version is not None:
-            self._highest[reference] = max(version, self._highest.get(reference, version))
-            self._highest.move_to_end(reference)
-            while len(self._highest) > self._capacity:
-                self._highest.popitem(last=False)
+        reference, version = identity
+        versions = self._versions.setdefault(reference, {})
+        self._versions.move_to_end(reference)
+        if version not in versions:
+            versions[version] = None
+            self._count += 1
+        number = _number(version)
+        if number is not None:
+            self._highest[reference] = max(number, self._highest.get(reference, number))
+        while self._count > self._capacity and len(self._versions) > 1:
+            oldest, forgotten = self._versions.popitem(last=False)
+            self._highest.pop(oldest, None)
+            self._count -= len(forgotten)
+        if self._count > self._capacity:
+            # One reference with more versions than the capacity (never in practice:
+            # 20,000 amendments): its earliest published go, its highest is kept.
+            for version in list(versions)[: self._count - self._capacity]:
+                del versions[version]
+            self._count = self._capacity
 
     def refusal(self, identity: _Identity) -> Refusal | None:
-        """Why the decision ``identity`` must not be published; None: it may be."""
-        version = _number(identity[1])
-        highest = self._highest.get(identity[0])
-        if version is not None and highest is not None and version < highest:
-            return SUPERSEDED  # even if it was published itself, before the higher one
-        if identity in self._ids or (version is not None and version == highest):
+        """Why the decision ``identity`` must not be published; None: it may be. A
+        version published is a duplicate even below a higher one published since; only
+        a version never published below one published is superseded."""
+        reference, version = identity
+        if version in self._versions.get(reference, ()):
             return DUPLICATE
-        return None
+        number = _number(version)
+        highest = self._highest.get(reference)
+        if number is None or highest is None:
+            return None
+        if number < highest:
+            return SUPERSEDED
+        return DUPLICATE if number == highest else None
 
     def highest(self, reference: bytes) -> int | None:
         return self._highest.get(reference)
 
     def identities(self) -> list[_Identity]:
-        return list(self._ids)
+        return [(r, v) for r, versions in self._versions.items() for v in versions]
 
     def __contains__(self, identity: object) -> bool:
-        return identity in self._ids
+        if not isinstance(identity, tuple) or len(identity) != 2:
+            return False
+        reference, version = identity
+        return version in self._versions.get(reference, ())
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return self._count
 
 
 def restore_from(*, beginning: int, end: int, capacity: int) -> int:

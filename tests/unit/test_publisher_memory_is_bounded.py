@@ -5,8 +5,24 @@ counted in decisions, never in time (a hub down for a day adds no record in betw
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
+
+from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION
-from gun_hub.runtime.publisher import PublishedMemory, _version_of, restore_from
+from gun_hub.runtime.publisher import (
+    DecisionPublisher,
+    PublishedMemory,
+    _PartitionPublisher,
+    _version_of,
+    restore_from,
+)
 
 
 def test_the_memory_keeps_the_latest_decisions_up_to_its_capacity() -> None:
@@ -57,7 +73,9 @@ def test_a_version_at_or_below_one_published_of_its_reference_is_not_published()
     assert memory.refusal((b"A", b"3")) is None
     assert memory.refusal((b"B", b"1")) is None
     memory.add((b"A", b"3"))
-    assert memory.refusal((b"A", b"2")) == "superseded"  # published, and superseded since
+    # Published, then superseded: its repeat is a duplicate (review stop 38-g, G1).
+    assert memory.refusal((b"A", b"2")) == "duplicate"
+    assert memory.refusal((b"A", b"1")) == "superseded"  # never published
 
 
 def test_the_highest_versions_are_bounded_as_the_decisions_are() -> None:
@@ -77,3 +95,103 @@ def test_an_unreadable_version_is_never_called_superseded() -> None:
     memory.add((b"A", b"5"))
     assert memory.refusal((b"A", b"")) is None
     assert memory.refusal((b"A", b"x")) is None
+
+
+def test_a_remembered_reference_keeps_all_its_published_versions() -> None:
+    """A reference's published versions are forgotten together, the reference published
+    least recently first: a version it published is never taken for one it did not
+    (a memory of pairs forgot version 1 while it still knew version 2 was the highest,
+    and called version 1's repeat superseded; review stop 38-g, G1)."""
+    memory = PublishedMemory(capacity=3)
+    memory.add((b"A", b"1"))
+    memory.add((b"B", b"1"))
+    memory.add((b"A", b"2"))
+    memory.add((b"C", b"1"))  # four decisions: B, the least recent reference, goes
+    assert memory.refusal((b"A", b"1")) == "duplicate"
+    assert memory.refusal((b"A", b"2")) == "duplicate"
+    assert memory.refusal((b"B", b"1")) is None
+    assert len(memory) == 3
+
+
+def test_a_reference_alone_keeps_its_highest_versions_up_to_the_capacity() -> None:
+    memory = PublishedMemory(capacity=2)
+    for version in (b"1", b"2", b"3"):
+        memory.add((b"A", version))
+    assert len(memory) == 2
+    assert memory.highest(b"A") == 3
+    assert memory.refusal((b"A", b"3")) == "duplicate"
+    assert memory.refusal((b"A", b"4")) is None
+
+
+REFERENCE = b"25BE000000000001"
+
+
+class _Producer:
+    """A transactional producer that takes every record (the lane's sends, no broker)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        yield
+
+    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[object]:
+        self.sent.append((topic, value))
+        delivered: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
+
+    async def send_offsets_to_transaction(self, *_: Any) -> None:
+        pass
+
+
+class _OutboxRecord:
+    def __init__(self, version: bytes, offset: int) -> None:
+        self.key = REFERENCE
+        self.value = b"sealed"
+        self.headers = [(HEADER_VERSION, version)]
+        self.offset = offset
+
+
+def _not_published(reason: str) -> float:
+    sample = REGISTRY.get_sample_value("gun_hub_decisions_not_published_total", {"reason": reason})
+    return sample or 0.0
+
+
+@pytest.mark.asyncio
+async def test_a_published_version_announced_again_behind_a_higher_one_is_a_duplicate() -> None:
+    """Version 1 published, then version 2; the worker died before their announcements
+    were marked, and the case announces both again, version 1 first
+    (``case.unconfirmed()``). Version 1 reached the clearance system: no
+    IGNORED_STALE_VERSION "decided but not published" for it, and no ``superseded`` count
+    (the operators' sign of a reference split across partitions; review stop 38-g, G1)."""
+    publisher = DecisionPublisher(
+        connect=None,  # type: ignore[arg-type]
+        outbox_topic="gun.hub.decision-outbox",
+        decisions_topic="gun.decisions",
+        app_id="gun-hub",
+        envelope=None,  # type: ignore[arg-type]
+        outbox_cipher=None,  # type: ignore[arg-type]
+        status="gun.status",
+    )
+    memory = PublishedMemory(100)
+    memory.add((REFERENCE, b"1"))
+    memory.add((REFERENCE, b"2"))
+    producer = _Producer()
+    lane = _PartitionPublisher(0, producer, memory)  # type: ignore[arg-type]
+    superseded, duplicates = _not_published("superseded"), _not_published("duplicate")
+
+    published = await publisher._publish_batch(
+        lane,
+        None,  # type: ignore[arg-type]
+        TopicPartition("gun.hub.decision-outbox", 0),
+        [_OutboxRecord(b"1", 7), _OutboxRecord(b"2", 8)],  # type: ignore[list-item]
+    )
+
+    assert published
+    statuses = [StatusEvent.model_validate_json(v) for t, v in producer.sent if t == "gun.status"]
+    assert [s for s in statuses if s.kind == StatusKind.IGNORED_STALE_VERSION] == []
+    assert [t for t, _ in producer.sent] == []  # nothing published again either
+    assert _not_published("superseded") == superseded
+    assert _not_published("duplicate") == duplicates + 2

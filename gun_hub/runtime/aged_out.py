@@ -11,8 +11,10 @@ ever). Each run of offsets deleted unread becomes one dead letter of kind
 ``INPUT_AGED_OUT_OF_THE_LOG`` (source = the first offset lost, the reason names the
 range; nothing of the records is left to keep), an error line and
 ``gun_hub_inputs_aged_out_total{topic}``, and the watchdog steps over it only once the
-broker has the dead letter. The adapters do the same for their request topics
-(``REQUEST_AGED_OUT_OF_THE_LOG``, ADR 0014 addendum).
+broker has the dead letter. Records a worker handled, or fetched and still has on their
+way, before retention deleted them are not lost: the watchdog leaves them out, and never
+commits past one on its way (review stop 38-g, G2). The adapters do the same for their
+request topics (``REQUEST_AGED_OUT_OF_THE_LOG``, ADR 0014 addendum).
 
 Once per gap, at least once: a worker names a gap once (remembered by partition); the
 commit past it follows at the next commit, so only a worker dying or losing the partition

@@ -17,7 +17,9 @@ again what follows the head costs time, never a duplicate.
 Offsets below the log's start were deleted by retention: on the hub's inputs
 (declarations, partners' answers) they are named (``aged_out.py``: a dead letter, an error
 line, a counter) before they are stepped over, at the first tick after an assignment and
-wherever a look finds the head below the log's start.
+wherever a look finds the head below the log's start. Only those no worker dealt with:
+records handled, or fetched before the deletion and still on their way, are not named,
+and nothing is committed past a record on its way (review stop 38-g, G2).
 """
 
 from __future__ import annotations
@@ -107,7 +109,12 @@ class OffsetWatchdog:
         """Each input partition newly assigned: committed below the log's start, what
         lies between is named, stepped over and committed past at once; never committed,
         its start is committed, so that what retention deletes while the hub is away is
-        measured from there (the adapters' request partitions are the same, ADR 0014)."""
+        measured from there (the adapters' request partitions are the same, ADR 0014).
+
+        Measured from where the partition's commit point stands at this tick, not from
+        the offset committed at the assignment: records handled since were committed past
+        (their handled marks forgotten), and records on their way are being decided;
+        neither was deleted unread (review stop 38-g, G2)."""
         if self._aged_out is None:
             return
         inputs = [tp for tp in assigned if tp.topic in self._aged_out.inputs]
@@ -117,17 +124,21 @@ class OffsetWatchdog:
         try:
             starts = await self._log_starts(list(committed))
             past: dict[TP, int] = {}
+            on_the_way: set[tuple[TP, int]] | None = None
             for tp, offset in committed.items():
                 start = starts[tp]
                 if offset is None:
                     past[tp] = start
-                elif offset < start:
-                    await self._aged_out.deleted_unread(
-                        tp, consumer.unsettled_spans(tp, offset, start)
+                    continue
+                since = max(offset, consumer.commit_start(tp) or offset)
+                if since < start:
+                    if on_the_way is None:
+                        on_the_way = consumer.on_the_way()
+                    point = await self._step_over_deleted(
+                        self._aged_out, consumer, tp, since, start, on_the_way
                     )
-                    consumer.mark_empty(tp, offset, start)
-                    self.marked_empty += start - offset
-                    past[tp] = start
+                    if point is not None:
+                        past[tp] = point
             await consumer.commit_from(past)
         except Exception:  # the looks at the heads name it later
             log.warning(
@@ -135,6 +146,35 @@ class OffsetWatchdog:
                 "starts: what retention deleted is named when the watchdog looks at them",
                 exc_info=True,
             )
+
+    async def _step_over_deleted(
+        self,
+        aged_out: InputsAgedOut,
+        consumer: StrictOffsetsConsumer,
+        tp: TP,
+        since: int,
+        log_start: int,
+        on_the_way: set[tuple[TP, int]],
+    ) -> int | None:
+        """The offsets of the input ``tp`` in [since, log_start), deleted by retention,
+        that no worker dealt with (neither handled nor on their way: fetched and held
+        until their effects are on the broker) are named, then known empty. Where the
+        partition may be committed now (None: not past where it is): up to the first
+        record still on its way, never past it (ADR 0009); the normal commit passes the
+        rest once those records are handled."""
+        lost = [
+            part
+            for span in consumer.unsettled_spans(tp, since, log_start)
+            for part in _leaving_out(span, {o for t, o in on_the_way if t == tp})
+        ]
+        await aged_out.deleted_unread(tp, lost)
+        for span in lost:
+            consumer.mark_empty(tp, span.start, span.stop)
+            self.marked_empty += len(span)
+        point = consumer.first_unsettled(tp)
+        if point is None or point <= (consumer.commit_start(tp) or 0):
+            return None
+        return min(point, log_start)
 
     async def _log_starts(self, tps: list[TP]) -> dict[TP, int]:
         probe = await self._probe_consumer()
@@ -171,7 +211,9 @@ class OffsetWatchdog:
             return
         if now - suspect.since < self._stall_s:
             return
-        present, covered = await self._present(tp, head, fetched + 1, consumer=consumer)
+        present, covered = await self._present(
+            tp, head, fetched + 1, consumer=consumer, on_the_way=on_the_way
+        )
         self._mark_absent(consumer, tp, head, present, covered)
         if head in present:
             log.warning(
@@ -225,7 +267,7 @@ class OffsetWatchdog:
                 self._stalls[tp] = _Suspect(head, now + 2 * self._stall_s)
                 return
             present, covered = await self._present(
-                tp, head, end, first_only=True, consumer=consumer
+                tp, head, end, first_only=True, consumer=consumer, on_the_way=on_the_way
             )
             if covered <= head:
                 return  # the look timed out: nothing learnt, looked at again next tick
@@ -286,6 +328,7 @@ class OffsetWatchdog:
         *,
         first_only: bool = False,
         consumer: StrictOffsetsConsumer | None = None,
+        on_the_way: Callable[[], set[tuple[TP, int]]] = set,
     ) -> tuple[set[int], int]:
         """Offsets in [start, stop) that hold a record, read from the broker, and how far
         the look went (every offset below it that is not among them holds none): at most
@@ -308,11 +351,18 @@ class OffsetWatchdog:
         probe.assign([partition])
         beginning = (await probe.beginning_offsets([partition]))[partition]
         looked_from = start
+        # Records below the log's start the hub still has on their way were fetched
+        # before retention deleted them: they hold a record, being handled (review stop
+        # 38-g, G2: they were named deleted unread, and committed past).
+        held = {o for t, o in on_the_way() if t == tp and start <= o < beginning}
         if beginning > start and self._aged_out is not None and consumer is not None:
             try:
-                await self._aged_out.deleted_unread(
-                    tp, consumer.unsettled_spans(tp, start, beginning)
-                )
+                if tp.topic in self._aged_out.inputs:
+                    point = await self._step_over_deleted(
+                        self._aged_out, consumer, tp, start, beginning, {(tp, o) for o in held}
+                    )
+                    if point is not None:
+                        await consumer.commit_from({tp: point})
             except Exception:  # not stepped over: looked at again next tick
                 log.warning(
                     "%s[%d]: offsets %d-%d deleted by retention could not be named; looked "
@@ -323,13 +373,10 @@ class OffsetWatchdog:
                     exc_info=True,
                 )
                 return set(), looked_from
-            if tp.topic in self._aged_out.inputs:
-                consumer.mark_empty(tp, start, beginning)
-                await consumer.commit_from({tp: beginning})
         start = max(start, beginning)
         probe.seek(partition, start)
         stop = min(stop, start + PROBE_MAX_RECORDS)
-        present: set[int] = set()
+        present: set[int] = held  # never marked empty
         end = (await probe.end_offsets([partition]))[partition]
         try:
             async with asyncio.timeout(10):
@@ -372,3 +419,16 @@ class OffsetWatchdog:
         if self._probe is not None:
             await self._probe.stop()
             self._probe = None
+
+
+def _leaving_out(span: range, offsets: set[int]) -> list[range]:
+    """The runs of ``span`` without ``offsets``."""
+    runs: list[range] = []
+    start = span.start
+    for offset in sorted(o for o in offsets if o in span):
+        if offset > start:
+            runs.append(range(start, offset))
+        start = offset + 1
+    if start < span.stop:
+        runs.append(range(start, span.stop))
+    return runs

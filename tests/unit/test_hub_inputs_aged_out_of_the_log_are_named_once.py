@@ -5,6 +5,9 @@ counter by topic; internal topics are not named (review stop 38, L1)."""
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from faust.types import TP
@@ -21,6 +24,8 @@ from gun_contract.dead_letter import (
 from gun_contract.effects import OutgoingRecord
 from gun_hub.runtime.aged_out import INPUT_AGED_OUT, InputsAgedOut
 from gun_hub.runtime.offsets import EmptyOffsets, unsettled_spans
+from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
+from gun_hub.runtime.watchdog import OffsetWatchdog
 
 DECLARATIONS = "gun.declarations"
 
@@ -90,3 +95,167 @@ async def test_a_dead_letter_the_broker_did_not_take_is_named_again() -> None:
         await named.deleted_unread(TP(DECLARATIONS, 0), [range(0, 4)])
     await named.deleted_unread(TP(DECLARATIONS, 0), [range(0, 4)])
     assert len(attempts) == 2
+
+
+# -- the offset watchdog names only what no worker read (review stop 38-g, G2) ----------
+
+INPUT = TP(DECLARATIONS, 0)
+
+
+class _Conductor:
+    def __init__(self) -> None:
+        self._topic_name_index: dict[str, set[Any]] = {}  # no agent queue here
+
+
+class _NoQueues:
+    def __init__(self) -> None:
+        self.topics = _Conductor()
+
+
+def _consumer(committed_when_assigned: int) -> Any:
+    """A ``StrictOffsetsConsumer``'s state, no broker: the broker had committed
+    ``committed_when_assigned`` when the partition was assigned; the commits it is asked
+    for are kept in ``commits``."""
+    consumer = object.__new__(StrictOffsetsConsumer)
+    consumer._acked = defaultdict(list)
+    consumer._acked_index = defaultdict(set)
+    consumer._gap = defaultdict(lambda: None)
+    consumer._committed_offset = defaultdict(lambda: None, {INPUT: committed_when_assigned})
+    consumer._handled = defaultdict(set)
+    consumer._empty = defaultdict(EmptyOffsets)
+    consumer._start = {}
+    consumer._committing = {}
+    consumer._confirmed = {}
+    consumer._held = set()
+    consumer._unacked_messages = set()
+    consumer._delivering = None
+    consumer._fetched = {}
+    consumer.app = _NoQueues()
+    consumer._committed_when_assigned = {INPUT: committed_when_assigned}
+    consumer.assignment = lambda: {INPUT}
+    commits: list[dict[TP, int]] = []
+
+    async def commit(offsets: Mapping[TP, int]) -> bool:
+        commits.append(dict(offsets))
+        return True
+
+    consumer._commit = commit
+    consumer.commits = commits
+    return consumer
+
+
+def _watchdog(consumer: Any, log_start: int) -> tuple[OffsetWatchdog, list[str]]:
+    """The watchdog over ``consumer``, the input's log starting at ``log_start``, and
+    the reasons of the dead letters it sends."""
+    reasons: list[str] = []
+
+    async def send(record: OutgoingRecord) -> None:
+        reasons.append(header_value(record.headers, HEADER_ERROR_REASON) or "")
+
+    aged = InputsAgedOut({DECLARATIONS: "declarations never decided"}, "gun.dlq", send)
+    watchdog = OffsetWatchdog(lambda: consumer, None, {DECLARATIONS}, 10.0, aged_out=aged)  # type: ignore[arg-type]
+
+    async def log_starts(tps: list[TP]) -> dict[TP, int]:
+        return dict.fromkeys(tps, log_start)
+
+    watchdog._log_starts = log_starts  # type: ignore[method-assign]
+    return watchdog, reasons
+
+
+@pytest.mark.asyncio
+async def test_records_read_or_on_their_way_since_the_assignment_are_not_named_deleted() -> None:
+    """Committed at 100 when assigned; before the watchdog's first tick 100-199 were
+    handled and committed past, 200-249 are on their way (held until their cases are on
+    the broker), and retention moved the log start to 250. Each was read: nothing is
+    'deleted before the hub read it', and nothing is committed past a record on its way
+    (ADR 0009)."""
+    consumer = _consumer(committed_when_assigned=100)
+    consumer._handled[INPUT].update(range(100, 200))
+    assert consumer._new_offset(INPUT) == 200
+    consumer._committed_offset[INPUT] = 200  # the broker answered
+    consumer._held = {(INPUT, offset) for offset in range(200, 250)}
+    watchdog, reasons = _watchdog(consumer, log_start=250)
+
+    await watchdog._check_new_assignments(consumer, [INPUT])
+
+    assert reasons == []
+    assert all(offsets[INPUT] <= 200 for offsets in consumer.commits)
+    assert consumer.first_unsettled(INPUT) == 200
+
+
+@pytest.mark.asyncio
+async def test_what_was_deleted_past_the_records_on_their_way_is_named_then_committed() -> None:
+    """Committed at 100 when assigned; 100-119 fetched and on their way, and the log now
+    starts at 250: 120-249 were deleted unread (one dead letter), and the partition is
+    committed past them once the records on their way are handled, not before."""
+    consumer = _consumer(committed_when_assigned=100)
+    consumer._held = {(INPUT, offset) for offset in range(100, 120)}
+    watchdog, reasons = _watchdog(consumer, log_start=250)
+
+    await watchdog._check_new_assignments(consumer, [INPUT])
+
+    assert len(reasons) == 1
+    assert f"records 120 to 249 of {DECLARATIONS}/0 (130 offsets)" in reasons[0]
+    assert consumer.commits == []
+    for offset in range(100, 120):
+        consumer.mark_handled_at(INPUT, offset)
+    assert consumer._new_offset(INPUT) == 250
+
+
+@pytest.mark.asyncio
+async def test_a_partition_whose_offsets_were_all_deleted_unread_is_committed_past_them() -> None:
+    consumer = _consumer(committed_when_assigned=100)
+    watchdog, reasons = _watchdog(consumer, log_start=250)
+
+    await watchdog._check_new_assignments(consumer, [INPUT])
+
+    assert len(reasons) == 1
+    assert f"records 100 to 249 of {DECLARATIONS}/0 (150 offsets)" in reasons[0]
+    assert consumer.commits == [{INPUT: 250}]
+
+
+class _EmptyProbe:
+    """The watchdog's look at the broker: the log starts at ``start`` and holds nothing
+    more (everything before it deleted)."""
+
+    def __init__(self, start: int) -> None:
+        self._start = start
+
+    def assign(self, _: Any) -> None:
+        pass
+
+    def seek(self, *_: Any) -> None:
+        pass
+
+    async def beginning_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return dict.fromkeys(tps, self._start)
+
+    end_offsets = beginning_offsets
+
+    async def position(self, _: Any) -> int:
+        return self._start
+
+
+@pytest.mark.asyncio
+async def test_a_look_at_a_dropped_head_below_the_log_start_names_it_not_the_records_held() -> None:
+    """The head (100) was fetched and dropped by faust; 101-149 are on their way; the log
+    now starts at 150. Only 100 was never dealt with: named, and the records on their way
+    are neither named nor marked empty (the commit waits for them)."""
+    consumer = _consumer(committed_when_assigned=100)
+    consumer._committed_when_assigned = {}  # checked at the assignment already
+    consumer._fetched = {INPUT: 149}
+    consumer._held = {(INPUT, offset) for offset in range(101, 150)}
+    watchdog, reasons = _watchdog(consumer, log_start=150)
+    probe = _EmptyProbe(150)
+
+    async def probe_consumer() -> Any:
+        return probe
+
+    watchdog._probe_consumer = probe_consumer  # type: ignore[method-assign]
+    for now in (0.0, 100.0):  # suspect at one look, judged at the next
+        await watchdog._look_at(consumer, INPUT, now, consumer.on_the_way)
+
+    assert len(reasons) == 1
+    assert f"records 100 to 100 of {DECLARATIONS}/0 (1 offsets)" in reasons[0]
+    assert consumer.first_unsettled(INPUT) == 101
+    assert all(offsets[INPUT] <= 101 for offsets in consumer.commits)

@@ -75,6 +75,7 @@ class Broker:
         *,
         first_only: bool = False,
         consumer: object = None,
+        on_the_way: object = None,
     ) -> tuple[set[int], int]:
         """The records in [start, stop) and how far the look went: from the log's start
         at the earliest, at most the probe's window, never past the end."""

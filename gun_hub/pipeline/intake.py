@@ -206,9 +206,14 @@ class Intake:
                 through_the_gateway=through_the_gateway,
             )
             return
-        if not keyed_by(source.key, declaration.reference):
+        if not keyed_by(source.key, declaration.reference) and not self._read_again(
+            declaration, source
+        ):
             # Under another key it lands on another partition than its other versions,
             # where its case is not (contract section 2): refused, never decided there.
+            # Unless this very record opened its case here (decided by a worker from
+            # before keys were checked, read again after the upgrade): a redelivery, its
+            # decision stands, no dead letter (review stop 38-g, S4).
             self._reject(
                 outbox,
                 data,

@@ -179,3 +179,29 @@ async def test_a_request_not_keyed_by_its_reference_is_refused_at_the_adapter(
     assert describe_key(key) in (header_value(dead.headers, HEADER_ERROR_REASON) or "")
     assert outbox.to(TOPICS.responses("dga")) == []
     assert partner.asked == []  # nothing asked of the partner
+
+
+def test_a_record_read_again_that_opened_its_case_before_keys_were_checked_is_no_refusal(
+    hub: Hub,
+) -> None:
+    """An older worker (before keys were checked) decided a declaration sealed under
+    another key and died before committing it; the upgraded worker reads it again. It
+    opened the case on this partition, and its decision stands: read again, it is a
+    redelivery, not a record to refuse (no RECORD_KEY_NOT_REFERENCE dead letter and page
+    after the upgrade; review stop 38-g, S4)."""
+    sealed = _sealed(hub, declaration_xml(reference=REF))
+    # The older worker's handling: no key check, the case opened from offset 0.
+    opened = hub.intake.handle(sealed, _declarations(0, REF.encode()))
+    assert hub.decisions(hub.answer(opened, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
+    counted = _dead_letters(RECORD_KEY_NOT_REFERENCE)
+
+    again = hub.intake.handle(sealed, _declarations(0, ANOTHER))
+
+    assert again.to(hub.topics.dlq) == []
+    assert _dead_letters(RECORD_KEY_NOT_REFERENCE) == counted
+    assert [d.outcome for d in hub.decision_objects(again)] in ([], [Outcome.RELEASE])
+    # The same declaration under a wrong key at another offset is still refused.
+    resent = _sealed(hub, declaration_xml(reference=REF))  # a fresh seal: no replay
+    other = hub.intake.handle(resent, _declarations(1, ANOTHER))
+    [dead] = other.to(hub.topics.dlq)
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == RECORD_KEY_NOT_REFERENCE

@@ -104,8 +104,18 @@ class Envelope(Protocol):
         the reader's clock and refuses every retired key.
         ``check_replay=False``: every check but the replay one, which the caller makes
         itself with ``message_id`` and ``accept_until`` (the hub's declarations:
-        pipeline/admission.py).
+        pipeline/admission.py), or later through ``record_sighting``.
         """
+        ...
+
+    def record_sighting(
+        self, message: OpenedMessage, *, position: str | None, accepted_at: float | None
+    ) -> None:
+        """The replay check ``open`` left out (``check_replay=False``): remember
+        ``message``'s id as read at ``position``, or raise ``EnvelopeRejected`` (REPLAY)
+        if it was read at another one. For a reader that first checks what the envelope
+        cannot (the record's key): a record refused for it leaves no id behind, so a copy
+        read first never makes the genuine record a replay (review stop 38-s, S2)."""
         ...
 
 

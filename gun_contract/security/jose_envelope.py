@@ -612,13 +612,7 @@ class JoseEnvelope:
         # the policy allows, not for as long as a sender writes (an ``exp`` years ahead
         # would otherwise keep it in every replay memory for years).
         accept_until = math.ceil(min(expires_at, issued_at + self._policy.lifetime_s) + skew)
-        # Without a position every second sighting is a replay.
-        where = position or uuid.uuid4().hex
-        if check_replay and not self._replay.first_sighting(
-            message_id, accept_until, where, accepted_at
-        ):
-            raise EnvelopeRejected(Kind.REPLAY, f"message {message_id} was already received")
-        return OpenedMessage(
+        opened = OpenedMessage(
             payload=payload,
             content_type=kind,
             sender=sender,
@@ -629,6 +623,21 @@ class JoseEnvelope:
             signing_kid=str(header["kid"]),
             accept_until=accept_until,
         )
+        if check_replay:
+            self.record_sighting(opened, position=position, accepted_at=accepted_at)
+        return opened
+
+    def record_sighting(
+        self, message: OpenedMessage, *, position: str | None, accepted_at: float | None
+    ) -> None:
+        # Without a position every second sighting is a replay.
+        where = position or uuid.uuid4().hex
+        if not self._replay.first_sighting(
+            message.message_id, message.accept_until, where, accepted_at
+        ):
+            raise EnvelopeRejected(
+                Kind.REPLAY, f"message {message.message_id} was already received"
+            )
 
 
 def _checked_content_type(header: Mapping[str, Any]) -> ContentType:

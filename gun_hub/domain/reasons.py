@@ -284,15 +284,6 @@ _ENTRIES = (
         "La déclaration cite trop de documents pour une seule décision : scindez-la en "
         "plusieurs déclarations.",
     ),
-    ReasonEntry(
-        "RECORD_KEY_NOT_REFERENCE",
-        "The clearance system sent this declaration under another record key than its "
-        "reference: have it send the declaration again, keyed by its reference, as a new "
-        "version.",
-        "Le système de dédouanement a envoyé cette déclaration sous une autre clé "
-        "d'enregistrement que sa référence : faites-la renvoyer, avec sa référence pour "
-        "clé, comme nouvelle version.",
-    ),
     # -- a declaration that could not be read (intake, XML_<kind>) -------------------
     ReasonEntry(
         "XML_OVERSIZED",

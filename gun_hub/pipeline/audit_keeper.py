@@ -67,7 +67,7 @@ from gun_contract.envelope import EnvelopeRejectionKind
 from gun_contract.security.state_cipher import StateUnreadable
 from gun_hub.pipeline.correlation import KEY_MISMATCH, NOT_JSON, UNASKED_DOCUMENT, UNSOLICITED
 from gun_hub.pipeline.hub_context import HubContext
-from gun_hub.pipeline.intake import NOT_SEALED, NOT_XML
+from gun_hub.pipeline.intake import NOT_SEALED, NOT_XML, RECORD_KEY_NOT_REFERENCE
 from gun_hub.pipeline.redrive import REDRIVE_UNVERIFIED
 from gun_hub.security.operator_actions import open_action
 
@@ -83,6 +83,7 @@ SECURITY_REJECTION_KINDS = frozenset(
         *(kind.value for kind in EnvelopeRejectionKind),
         NOT_SEALED,
         NOT_XML,
+        RECORD_KEY_NOT_REFERENCE,
         KEY_MISMATCH,
         NOT_JSON,
         "RESPONSE_WRONG_SENDER",

@@ -57,12 +57,18 @@ class Correlation:
         """``accepted_at``: the broker's log-append time of the record (freshness)."""
         outbox = Effects()
         try:
+            # Its id is remembered only once its key is checked below (review stop 38-s,
+            # S2): a copy under another key, read first, would otherwise make the genuine
+            # answer a replay, and the case wait for its deadline.
             opened = self._ctx.envelope.open(
-                data, topic=source.topic, position=source.describe(), accepted_at=accepted_at
+                data,
+                topic=source.topic,
+                position=source.describe(),
+                accepted_at=accepted_at,
+                check_replay=False,
             )
         except EnvelopeRejected as rejection:
-            metrics.ENVELOPE_REJECTIONS.labels(kind=rejection.kind.value).inc()
-            self._dead_letter(outbox, data, source, ErrorClass.SECURITY, rejection.kind, rejection)
+            self._refuse_envelope(outbox, data, source, rejection)
             return outbox
         if opened.content_type is not ContentType.JSON:
             # Judged by what its signed header says, as a declaration is: a payload read
@@ -103,6 +109,13 @@ class Correlation:
                 KEY_MISMATCH,
                 ValueError(not_keyed_by("answer", source.key, response.reference)),
             )
+            return outbox
+        try:
+            self._ctx.envelope.record_sighting(
+                opened, position=source.describe(), accepted_at=accepted_at
+            )
+        except EnvelopeRejected as rejection:
+            self._refuse_envelope(outbox, data, source, rejection)
             return outbox
         if opened.sender != response.authority or source.topic != self._ctx.topics.responses(
             response.authority
@@ -329,6 +342,12 @@ class Correlation:
             back = tuple(a for a in answers if a.verdict is Verdict.VALID and not a.stale_version)
             if back:
                 ctx.emit_fact(outbox, given_back(response, case, ctx.clock(), back))
+
+    def _refuse_envelope(
+        self, outbox: Effects, data: bytes, source: SourcePosition, rejection: EnvelopeRejected
+    ) -> None:
+        metrics.ENVELOPE_REJECTIONS.labels(kind=rejection.kind.value).inc()
+        self._dead_letter(outbox, data, source, ErrorClass.SECURITY, rejection.kind, rejection)
 
     def _dead_letter(
         self,

@@ -55,7 +55,8 @@ NOT_SEALED = "DECLARATION_NOT_SEALED"
 # section 5); until review stop 38 (D5) this was called "not sealed".
 NOT_XML = "DECLARATION_NOT_XML"
 # A declaration whose record key is not its reference (contract section 2): it would not
-# share a partition with its other versions (review stop 38, D2).
+# share a partition with its other versions (review stop 38, D2). A security dead letter
+# only, never a decision (review stop 38-s, S1).
 RECORD_KEY_NOT_REFERENCE = "RECORD_KEY_NOT_REFERENCE"
 # A later version naming another declarant than the case's (security.md: a trader lodging
 # another's reference as its own).
@@ -139,16 +140,17 @@ class Intake:
             self._security_dead_letter(outbox, data, source, NOT_SEALED, _not_sealed(data))
             return None
         try:
+            # The id is remembered (or claimed, by the worker) only once the record's key
+            # is checked below (review stop 38-s, S2).
             opened = self._ctx.envelope.open(
                 data,
                 topic=source.topic,
                 position=source.describe(),
                 accepted_at=accepted_at,
-                check_replay=check_replay,
+                check_replay=False,
             )
         except EnvelopeRejected as rejection:
-            metrics.ENVELOPE_REJECTIONS.labels(kind=rejection.kind.value).inc()
-            self._security_dead_letter(outbox, data, source, rejection.kind.value, str(rejection))
+            self._refuse_envelope(outbox, data, source, rejection)
             return None
         if opened.content_type is not ContentType.XML:
             self._security_dead_letter(
@@ -160,11 +162,63 @@ class Intake:
                 f"declaration must be {ContentType.XML}",
             )
             return None
+        misplaced = self._sniffed_under_another_key(opened.payload, source)
+        if misplaced is not None:
+            self._refuse_record_key(outbox, data, source, misplaced)
+            return None
+        if check_replay:
+            try:
+                self._ctx.envelope.record_sighting(
+                    opened, position=source.describe(), accepted_at=accepted_at
+                )
+            except EnvelopeRejected as rejection:
+                self._refuse_envelope(outbox, data, source, rejection)
+                return None
         return Unsealed(
             document=opened.payload,
             message_id=opened.message_id,
             accept_until=opened.accept_until,
             sender=opened.sender,
+        )
+
+    def _sniffed_under_another_key(self, document: bytes, source: SourcePosition) -> str | None:
+        """The reference ``document`` names, sniffed, if the record's key is not it (and
+        the record did not open that reference's case: a redelivery, see ``admit``).
+        Checked before the message id is claimed: a copy under another key then leaves
+        no trace in the replay memory. None where the reference cannot be sniffed: the
+        full parse in ``admit`` checks the key again."""
+        identity = sniff_identity(document)
+        if identity is None or keyed_by(source.key, identity.reference):
+            return None
+        if _opened_by(self._known(identity.reference), identity.version, source):
+            return None
+        return identity.reference
+
+    def _refuse_envelope(
+        self, outbox: Effects, data: bytes, source: SourcePosition, rejection: EnvelopeRejected
+    ) -> None:
+        metrics.ENVELOPE_REJECTIONS.labels(kind=rejection.kind.value).inc()
+        self._security_dead_letter(outbox, data, source, rejection.kind.value, str(rejection))
+
+    def _refuse_record_key(
+        self, outbox: Effects, data: bytes, source: SourcePosition, reference: str
+    ) -> None:
+        """A declaration whose record key is not its reference: a security dead letter,
+        and nothing else (review stop 38-s, S1). It cannot be matched to the case that
+        owns its reference (under another key it lands on another partition than its
+        other versions, contract section 2) and may be a copy of another's genuine
+        declaration: no decision (a REFUSE for a version it does not own would hold back
+        the real decisions at the publisher), no case opened or superseded, no
+        reservation deleted."""
+        metrics.DECLARATIONS_REJECTED.labels(kind=RECORD_KEY_NOT_REFERENCE).inc()
+        self._dead_letter(
+            outbox,
+            data,
+            source,
+            ErrorClass.SECURITY,
+            RECORD_KEY_NOT_REFERENCE,
+            not_keyed_by("declaration", source.key, reference),
+            reference,
         )
 
     def refuse_replay(
@@ -209,20 +263,12 @@ class Intake:
         if not keyed_by(source.key, declaration.reference) and not self._read_again(
             declaration, source
         ):
-            # Under another key it lands on another partition than its other versions,
-            # where its case is not (contract section 2): refused, never decided there.
-            # Unless this very record opened its case here (decided by a worker from
-            # before keys were checked, read again after the upgrade): a redelivery, its
-            # decision stands, no dead letter (review stop 38-g, S4).
-            self._reject(
-                outbox,
-                data,
-                document,
-                source,
-                RECORD_KEY_NOT_REFERENCE,
-                not_keyed_by("declaration", source.key, declaration.reference),
-                through_the_gateway=through_the_gateway,
-            )
+            # Checked before the claim on the sniffed reference (``unseal``); here for a
+            # reference the sniff could not find, and for plain XML. Unless this very
+            # record opened its case here (decided by a worker from before keys were
+            # checked, read again after the upgrade): a redelivery, its decision stands,
+            # no dead letter (review stop 38-g, S4).
+            self._refuse_record_key(outbox, data, source, declaration.reference)
             return
         too_large = too_large_to_decide(
             declaration,
@@ -239,6 +285,11 @@ class Intake:
             # 36's change, G4).
             too_large = None
         if too_large is not None:
+            if self._another_declarants_version(declaration):
+                # Refused for its size, it would supersede the case in ``_reject``: the
+                # declarant check ``_accept`` makes comes first (review stop 38-s).
+                self._refuse_other_declarant(outbox, data, declaration, source)
+                return
             self._reject(
                 outbox,
                 data,
@@ -289,6 +340,15 @@ class Intake:
     def _read_again(self, declaration: Declaration, source: SourcePosition) -> bool:
         """Whether this record opened the case of this version (a redelivery)."""
         return _opened_by(self._known(declaration.reference), declaration.version, source)
+
+    def _another_declarants_version(self, declaration: Declaration) -> bool:
+        """A higher version than the known case's, naming another declarant."""
+        known = self._known(declaration.reference)
+        return (
+            known is not None
+            and declaration.version > known.version
+            and _declarant_changed(known, declaration)
+        )
 
     def _known(self, reference: str) -> Case | None:
         stored = self._cases.get(reference.encode())

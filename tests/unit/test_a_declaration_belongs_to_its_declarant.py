@@ -29,7 +29,7 @@ from gun_hub.domain.case import Case
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.view import OpsView
-from tests.builders import EORI, declaration_xml
+from tests.builders import EORI, declaration_xml, document, goods_item
 from tests.unit.test_operations_view import TOPICS, Feed
 from tests.unit.test_pipeline import SOURCE, Hub
 
@@ -91,3 +91,34 @@ def test_a_trader_reads_only_the_versions_it_lodged(view: OpsView) -> None:
     assert theirs is not None
     assert {event["version"] for event in theirs} == {2}
     assert view.history_of_declarant(REF, EORI) is None  # the latest version is not A's
+
+
+def test_a_later_version_of_another_declarant_too_large_to_decide_changes_nothing(
+    hub: Hub,
+) -> None:
+    """Refused as too large to decide, a version went through ``_reject``, which
+    superseded the case without the declarant check (review stop 38-s, the older paths
+    beside S1): it is refused as another declarant's, as a readable one is."""
+    first = hub.intake.handle(declaration_xml(version=1), SOURCE)
+    too_large = declaration_xml(
+        version=99,
+        declarant=OTHER,
+        items=tuple(
+            goods_item(
+                n, tuple(document("N853", f"C{k}", line=None, quantity=None) for k in range(99))
+            )
+            for n in range(1, 159)
+        ),
+    )
+    forged = hub.intake.handle(
+        too_large, SourcePosition(SOURCE.topic, SOURCE.partition, SOURCE.offset + 1)
+    )
+
+    [letter] = forged.to(hub.topics.dlq)
+    assert header_value(letter.headers, HEADER_ERROR_KIND) == "DECLARANT_CHANGED"
+    assert hub.decisions(forged) == []
+    assert hub.status_kinds(forged) == []
+    assert forged.to(hub.topics.requests("dgal")) == []  # no deletion of A's reservations
+    case = Case.from_bytes(hub.cases[REF.encode()])
+    assert (case.version, case.declarant_eori) == (1, EORI)
+    assert hub.decisions(hub.answer(first, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]

@@ -5,8 +5,15 @@ clearance system under another reference's key, a null key or a key that is not 
 decided, silently, on whatever partition that key led to (where its other versions are
 not); and an authority's answer with a null key was acted on, though one under another
 non-null key was refused as a forgery. Each is now refused with a precise reason that
-says what the key was without quoting its bytes; the declaration gets a REFUSE decision,
-since its sender is verified and its reference readable.
+says what the key was without quoting its bytes.
+
+A declaration (or an answer) under a key that is not its reference gets a security dead
+letter and nothing else (review stop 38-s, S1 and S2): it cannot be matched to the case
+that owns its reference, and may be a copy of another's genuine declaration. So no REFUSE
+decision (one for a version it does not own would hold back the real decisions at the
+publisher), no case opened or superseded, no reservation deleted; and its key is checked
+before its message id is claimed, so a copy read first never makes the genuine record a
+replay.
 """
 
 from __future__ import annotations
@@ -35,18 +42,25 @@ from gun_contract.record_keys import describe_key
 from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import SecuritySettings, Settings
+from gun_hub.domain.case import Case
 from gun_hub.domain.reasons import CATALOGUE
 from gun_hub.domain.routing import RoutingTable
+from gun_hub.domain.status_events import StatusKind
+from gun_hub.pipeline.audit_keeper import SECURITY_REJECTION_KINDS
+from gun_hub.pipeline.decision_outbox import HEADER_VERSION
 from gun_hub.pipeline.intake import RECORD_KEY_NOT_REFERENCE, Intake
+from gun_hub.runtime.publisher import SUPERSEDED, PublishedMemory
 from gun_hub.xml.declaration_codec import DeclarationCodec
-from tests.builders import answer_to, declaration_xml
+from tests.builders import EORI, answer_to, declaration_xml
 from tests.conftest import envelope_of
 from tests.unit.test_adapter_pending_replay import FakePartner
+from tests.unit.test_declarations_admitted_once_claimed import Admission
 from tests.unit.test_pipeline import Hub
 from tests.unit.test_state_pending_queue import TOPICS, dga
 
 REF = "26FR000690I0000012"
 ANOTHER = b"26FRSOMEBODYELSE01"
+OTHER_DECLARANT = "DE999999999999999"
 WRONG_KEYS = {
     "another reference": ANOTHER,
     "null": None,
@@ -79,7 +93,7 @@ def _dead_letters(kind: str) -> float:
 
 
 @pytest.mark.parametrize("key", list(WRONG_KEYS.values()), ids=list(WRONG_KEYS))
-def test_a_declaration_under_a_key_that_is_not_its_reference_is_refused(
+def test_a_declaration_under_a_key_that_is_not_its_reference_is_dead_lettered_only(
     hub: Hub, key: bytes | None
 ) -> None:
     counted = _dead_letters(RECORD_KEY_NOT_REFERENCE)
@@ -87,6 +101,9 @@ def test_a_declaration_under_a_key_that_is_not_its_reference_is_refused(
 
     [dead] = out.to(hub.topics.dlq)
     assert header_value(dead.headers, HEADER_ERROR_KIND) == RECORD_KEY_NOT_REFERENCE
+    # A security rejection, audited like the envelope's.
+    assert header_value(dead.headers, HEADER_ERROR_CLASS) == "security"
+    assert RECORD_KEY_NOT_REFERENCE in SECURITY_REJECTION_KINDS
     assert header_value(dead.headers, HEADER_REFERENCE) == REF
     reason = header_value(dead.headers, HEADER_ERROR_REASON) or ""
     assert describe_key(key) in reason  # what the key was
@@ -94,12 +111,112 @@ def test_a_declaration_under_a_key_that_is_not_its_reference_is_refused(
     if key:
         assert key.decode("utf-8", "replace") not in reason  # never the key's bytes
     assert _dead_letters(RECORD_KEY_NOT_REFERENCE) == counted + 1
-    # Refused, with a reason the trader's lookup explains; nothing asked of anyone.
-    [decision] = hub.decision_objects(out)
-    assert (decision.reference, decision.version, decision.outcome) == (REF, 1, Outcome.REFUSE)
-    assert [r.code for r in decision.reasons] == [RECORD_KEY_NOT_REFERENCE]
+    # Nothing else: no decision, no status, no case, nothing asked of anyone.
+    assert out.to(hub.topics.decision_outbox) == []
+    assert out.to(hub.topics.status) == []
     assert out.to(hub.topics.requests("dgal")) == []
-    assert RECORD_KEY_NOT_REFERENCE in CATALOGUE
+    assert hub.cases == {}
+    # No longer a reason a decision can give.
+    assert RECORD_KEY_NOT_REFERENCE not in CATALOGUE
+
+
+def test_a_declaration_whose_reference_cannot_be_sniffed_is_still_dead_lettered_only(
+    hub: Hub,
+) -> None:
+    """The key is checked on the sniffed reference before the claim; past the sniff's
+    window, the full parse finds the reference, and the refusal is the same."""
+    xml = declaration_xml(reference=REF).replace(b"?>\n", b"?>\n" + b" " * 5000, 1)
+    out = hub.intake.handle(_sealed(hub, xml), _declarations(0, ANOTHER))
+
+    [dead] = out.to(hub.topics.dlq)
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == RECORD_KEY_NOT_REFERENCE
+    assert header_value(dead.headers, HEADER_ERROR_CLASS) == "security"
+    assert out.to(hub.topics.decision_outbox) == []
+    assert out.to(hub.topics.status) == []
+    assert hub.cases == {}
+
+
+def test_a_wrong_keyed_version_of_another_declarant_leaves_the_case_as_it_was(hub: Hub) -> None:
+    """Review stop 38-s, S1: refused for its key, a version 99 naming another declarant
+    went around the declarant check: it superseded the case, deleted its reservations
+    and got a REFUSE at version 99."""
+    first = hub.intake.handle(
+        _sealed(hub, declaration_xml(reference=REF, version=1)), _declarations(0, REF.encode())
+    )
+    assert len(first.to(hub.topics.requests("dgal"))) == 1
+
+    forged = hub.intake.handle(
+        _sealed(hub, declaration_xml(reference=REF, version=99, declarant=OTHER_DECLARANT)),
+        SourcePosition("gun.declarations", 1, 0, ANOTHER),
+    )
+
+    [dead] = forged.to(hub.topics.dlq)
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == RECORD_KEY_NOT_REFERENCE
+    assert hub.decisions(forged) == []
+    assert StatusKind.SUPERSEDED not in hub.status_kinds(forged)
+    assert forged.to(hub.topics.requests("dgal")) == []  # no deletion of its reservations
+    case = Case.from_bytes(hub.cases[REF.encode()])
+    assert (case.version, case.declarant_eori) == (1, EORI)
+    # The case goes on: its genuine answer decides it.
+    assert hub.decisions(hub.answer(first, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
+
+
+def test_a_wrong_keyed_forgery_never_makes_the_publisher_withhold_the_real_decision(
+    hub: Hub,
+) -> None:
+    """Review stop 38-s, S1: where the reference's case is not known (another worker's
+    partition), a REFUSE of version 99 reached the reference's publisher lane, which then
+    withheld the real version 1's decision as superseded."""
+    forged = hub.intake.handle(
+        _sealed(hub, declaration_xml(reference=REF, version=99, declarant=OTHER_DECLARANT)),
+        SourcePosition("gun.declarations", 1, 0, None),
+    )
+    memory = PublishedMemory(100)
+    for record in forged.to(hub.topics.decision_outbox):
+        version = next(v for k, v in record.headers if k == HEADER_VERSION)
+        memory.add((record.key or b"", version))
+    assert hub.decisions(forged) == []
+    assert memory.refusal((REF.encode(), b"1")) != SUPERSEDED
+
+
+@pytest.mark.parametrize("key", [None, ANOTHER], ids=["null", "another reference"])
+def test_a_wrong_keyed_copy_read_first_leaves_the_genuine_declaration_to_be_decided(
+    hub: Hub, key: bytes | None
+) -> None:
+    """Review stop 38-s, S2: the copy's message id was recorded before its key was
+    checked; the genuine record, read after, was then a replay, never decided."""
+    sealed = _sealed(hub, declaration_xml(reference=REF))
+    copy = hub.intake.handle(sealed, SourcePosition("gun.declarations", 1, 0, key))
+    [dead] = copy.to(hub.topics.dlq)
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == RECORD_KEY_NOT_REFERENCE
+    assert hub.decisions(copy) == []
+
+    genuine = hub.intake.handle(sealed, _declarations(0, REF.encode()))
+    assert genuine.to(hub.topics.dlq) == []
+    assert hub.decisions(hub.answer(genuine, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
+
+
+@pytest.mark.parametrize("key", [None, ANOTHER], ids=["null", "another reference"])
+def test_a_wrong_keyed_copy_claims_no_message_id_in_the_worker(
+    routing_table: RoutingTable, keys_dir: Path, key: bytes | None
+) -> None:
+    """The worker's two steps (pipeline/admission.py): the copy is dead-lettered before
+    its id is claimed, and the genuine record's claim is a first sighting."""
+    admission = Admission(routing_table, keys_dir)
+    sealed = admission.seal(declaration_xml(reference=REF))
+    copy, released = admission.gate.receive(
+        sealed, SourcePosition("gun.declarations", 1, 0, key), accepted_at=None
+    )
+    assert released == []
+    assert copy.to(admission.topics.claims) == []
+    [dead] = copy.to(admission.topics.dlq)
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == RECORD_KEY_NOT_REFERENCE
+    assert header_value(dead.headers, HEADER_ERROR_CLASS) == "security"
+    assert not admission.admissions.holds(1, 0)
+
+    [genuine] = admission.through(sealed, _declarations(0, REF.encode()))
+    assert genuine.to(admission.topics.dlq) == []
+    assert len(genuine.to(admission.topics.requests("dgal"))) == 1
 
 
 def test_a_key_is_described_by_its_length_and_the_hex_of_its_head_only() -> None:
@@ -149,6 +266,29 @@ def test_an_answer_not_keyed_by_its_reference_is_refused_as_a_forgery(
     assert hub.decisions(out) == []
     # The case still waits: the genuine answer, keyed by the reference, decides it.
     genuine = hub.respond(answer_to(request, Verdict.VALID))
+    assert hub.decisions(genuine) == [(REF, 1, Outcome.RELEASE)]
+
+
+@pytest.mark.parametrize("key", [None, ANOTHER], ids=["null", "another reference"])
+def test_a_wrong_keyed_copy_of_an_answer_read_first_leaves_the_genuine_to_decide(
+    hub: Hub, key: bytes | None
+) -> None:
+    """Review stop 38-s, S2: the copy's id was recorded before its key was checked, so
+    the genuine answer was a replay and the case waited for its deadline."""
+    request = _pending(hub)
+    responses = hub.topics.responses("dgal")
+    sealed = envelope_of("dgal", hub.topics, hub.keys_dir).seal(
+        answer_to(request).model_dump_json().encode(),
+        recipient=HUB_PARTY,
+        topic=responses,
+        content_type=ContentType.JSON,
+    )
+    copy = hub.correlation.handle(sealed, SourcePosition(responses, 1, 0, key))
+    [dead] = copy.to(hub.topics.dlq)
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == "RESPONSE_KEY_MISMATCH"
+
+    genuine = hub.correlation.handle(sealed, SourcePosition(responses, 0, 0, REF.encode()))
+    assert genuine.to(hub.topics.dlq) == []
     assert hub.decisions(genuine) == [(REF, 1, Outcome.RELEASE)]
 
 

@@ -27,7 +27,7 @@ from gun_hub.domain.reasons import (
 )
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.view import current_state
-from gun_hub.pipeline.intake import RECORD_KEY_NOT_REFERENCE, TOO_LARGE_TO_DECIDE
+from gun_hub.pipeline.intake import TOO_LARGE_TO_DECIDE
 from gun_hub.web.redaction import trader_status
 from gun_hub.xml.decision_codec import encode_decision
 from gun_hub.xml.safe_parse import XmlRejectionKind
@@ -50,10 +50,7 @@ def codes_the_hub_can_give() -> set[str]:
         document_reason_code(result(verdict, code)) for code, verdict in REFUSAL_VERDICTS.items()
     }
     whole = {"DEGRADED_MODE", "DEADLINE", OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED}
-    unread = {f"XML_{kind.value}" for kind in XmlRejectionKind} | {
-        TOO_LARGE_TO_DECIDE,
-        RECORD_KEY_NOT_REFERENCE,
-    }
+    unread = {f"XML_{kind.value}" for kind in XmlRejectionKind} | {TOO_LARGE_TO_DECIDE}
     return (from_documents - {"VALID", "EXEMPT"}) | whole | unread
 
 

@@ -58,7 +58,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -375,8 +375,44 @@ def _public_keys(jwks: dict[str, Any], source: str) -> dict[str, PublicKey]:
 
 
 def read_public_keys(path: Path) -> dict[str, PublicKey]:
-    """Every public key of a JWKS file (envelope and audit keys), checked; by key id."""
-    return _public_keys(_read_json(path), str(path))
+    """Every public key of a JWKS file (envelope and audit keys), checked; by key id.
+    A retirement dated after the reading is taken as a retirement with no time."""
+    return _no_retirement_ahead(_public_keys(_read_json(path), str(path)), str(path), _now())
+
+
+def _no_retirement_ahead(
+    keys: dict[str, PublicKey], source: str, loaded_at: datetime
+) -> dict[str, PublicKey]:
+    """``keys``, a retired key whose retirement is dated after ``loaded_at`` made a key
+    retired with no time, which serves nothing (jose_envelope.retired_for); logged, by
+    its key id. A retirement is stamped when it is made, so no honest one is ahead: a
+    JWKS written by an import before stop 38 kept a partner's stated time (a tool's
+    error, a typo, an export edited by a leaked key's holder), and taken at its word it
+    let a key retired until then vouch again until that date (review stop 38-s, S4)."""
+    for kid, key in keys.items():
+        retired = key.retired_at
+        if key.status is not KeyStatus.RETIRED or retired is None or retired <= loaded_at:
+            continue
+        keys[kid] = replace(key, retired="")
+        said = (source, kid, key.retired)
+        if said not in _RETIREMENTS_AHEAD_SAID:  # a process reads a JWKS several times
+            _RETIREMENTS_AHEAD_SAID.add(said)
+            log.warning(
+                "%s: key %s is retired with a retirement dated %s, after it was read (%s): "
+                "taken as retired with no time, it serves nothing; set its retirement with "
+                "'gun-hub keys retire %s --since TIME' if a backlog signed or encrypted "
+                "before it must still open",
+                source,
+                kid,
+                _iso(retired),
+                _iso(loaded_at),
+                kid,
+            )
+    return keys
+
+
+# The retirements dated ahead already logged, by JWKS file, key id and stated time.
+_RETIREMENTS_AHEAD_SAID: set[tuple[str, str, str]] = set()
 
 
 def _private_json(path: Path, party: str) -> dict[str, Any]:

@@ -103,6 +103,35 @@ def test_a_retired_key_with_no_retirement_time_serves_nothing(folder: Path) -> N
     )
 
 
+def test_a_retirement_dated_after_the_jwks_is_loaded_serves_nothing(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review stop 38-s, S4: imports before stop 38 stored a partner's retirement time
+    as stated, so a jwks.json can hold one dated ahead; taken at its word, a key refused
+    until the upgrade vouched again for all the broker accepted until that date. Loaded,
+    it is a retirement with no time (it serves nothing), said once, naming the key."""
+    sealed = envelope_of("dgal", TOPICS, folder).seal(
+        PAYLOAD, recipient="hub", topic=RESPONSES, content_type=ContentType.JSON
+    )
+    kid = str(PartyKeys.load(folder, "dgal").signing_key.kid)
+    jwks = json.loads((folder / "jwks.json").read_text())
+    for entry in jwks["keys"]:
+        if entry["kid"] == kid:
+            entry["status"] = "retired"
+            entry["retired"] = "2099-01-01T00:00:00+00:00"
+    (folder / "jwks.json").write_text(json.dumps(jwks))
+
+    with caplog.at_level("WARNING"):
+        hub = envelope_of("hub", TOPICS, folder)
+    assert KeystoreFolder(folder).public_keys()[kid].retired_at is None
+    now = datetime.now(UTC).timestamp()  # the broker accepted the record now
+    assert rejection(hub, sealed, RESPONSES, now) == Kind.RETIRED_KEY
+    assert rejection(hub, sealed, RESPONSES, now - 3600) == Kind.RETIRED_KEY
+    warned = [r.getMessage() for r in caplog.records if kid in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "2099-01-01" in warned[0]
+
+
 def test_a_request_encrypted_to_a_retired_key_of_the_reader_opens_if_accepted_before(
     folder: Path,
 ) -> None:

@@ -13,6 +13,7 @@ later versions were ignored as stale, and B read A's whole history in the status
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,25 @@ def test_a_later_version_of_another_declarant_too_large_to_decide_changes_nothin
     case = Case.from_bytes(hub.cases[REF.encode()])
     assert (case.version, case.declarant_eori) == (1, EORI)
     assert hub.decisions(hub.answer(first, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
+
+
+def test_a_refusal_for_another_declarant_is_audited_under_its_own_name(hub: Hub) -> None:
+    """A security dead letter is chained in the audit trail as a SECURITY_REJECTION naming
+    its kind; a kind outside the keeper's vocabulary reads UNLISTED there, and this one
+    did (noticed in stop 38): the evidence of a trader lodging in another's name."""
+    hub.intake.handle(declaration_xml(version=1), SOURCE)
+    forged = hub.intake.handle(
+        declaration_xml(version=99, declarant=OTHER),
+        SourcePosition(SOURCE.topic, SOURCE.partition, SOURCE.offset + 1),
+    )
+    [letter] = forged.to(hub.topics.dlq)
+
+    audited = hub.audit_keeper.handle(letter.headers, SourcePosition(hub.topics.dlq, 0, 7))
+
+    [entry] = [
+        json.loads(record.value)
+        for record in audited.records
+        if json.loads(record.value)["kind"] == "SECURITY_REJECTION"
+    ]
+    assert entry["rejection"] == "DECLARANT_CHANGED"
+    assert entry["reference"] == REF

@@ -66,8 +66,10 @@ DECISIONS_NOT_PUBLISHED = Counter(
     "gun_hub_decisions_not_published_total",
     "Decisions of the outbox the publisher did not publish, by reason: duplicate (the "
     "same reference and version was published: announced again after a crash, or "
-    "decided by the reference's case on another partition too) or superseded (a higher "
-    "version of the reference was published; also a status event IGNORED_STALE_VERSION).",
+    "decided by the reference's case on another partition too), superseded (a higher "
+    "version of the reference was published; also a status event IGNORED_STALE_VERSION) "
+    "or declarant_changed (decided for another declarant than the reference's decisions "
+    "published; also a security dead letter DECLARANT_CHANGED).",
     ["reason"],
 )
 DECISIONS_ANNOUNCED_AGAIN = Counter(

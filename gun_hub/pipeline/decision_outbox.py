@@ -3,7 +3,16 @@ pipeline writes there and the decision publisher (:mod:`gun_hub.runtime.publishe
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 HEADER_VERSION = "gun.decision.version"
+# Who the decided version was lodged by, as ``declarant_tag``: the publisher lane, the one
+# place that sees every version of a reference, publishes no decision of a reference for
+# another declarant than its first one published (review stop 38-s, S3). Copied to
+# ``gun.decisions`` with the other headers, where the lane reads it back at a takeover:
+# the clearance system sees it there, a hash, never the EORI.
+HEADER_DECLARANT = "gun.decision.declarant"
 # What the outbox's records are sealed as (the hub's state key, AES-GCM).
 OUTBOX_STATE = "decision-outbox"
 
@@ -12,3 +21,17 @@ def outbox_record_key(reference: bytes, version: bytes) -> bytes:
     """What an outbox record's seal is bound to: a record moved under another reference
     or version does not open."""
     return reference + b"|" + version
+
+
+def declarant_tag(eori: str) -> bytes:
+    """The declarant as the lane compares it: 16 hex digits of a SHA-256 of the EORI
+    (64 bits: two declarants of one reference never meet by chance). Not a secret (an
+    EORI guessed is confirmed by it); it keeps the EORI out of readable headers."""
+    return hashlib.sha256(b"gun.decision.declarant|" + eori.encode()).hexdigest()[:16].encode()
+
+
+def declarant_of(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
+    """The declarant header's bytes; empty when absent or null (a decision of a
+    declaration refused unread names none: judged by its version only)."""
+    value = next((value for key, value in headers if key == HEADER_DECLARANT), b"")
+    return value if isinstance(value, bytes) else b""

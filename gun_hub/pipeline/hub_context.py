@@ -36,7 +36,13 @@ from gun_hub.ops.facts import (
     RolloutUse,
     fact_bytes,
 )
-from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
+from gun_hub.pipeline.decision_outbox import (
+    HEADER_DECLARANT,
+    HEADER_VERSION,
+    OUTBOX_STATE,
+    declarant_tag,
+    outbox_record_key,
+)
 from gun_hub.security.audit import AuditTrail
 from gun_hub.xml.decision_codec import encode_decision
 
@@ -408,12 +414,18 @@ class HubContext:
         # one reference arrive on several partitions (each its own case there): their
         # decisions all go to the outbox partition of the reference, so one publisher lane
         # sees them all, in the order they were announced (ADR 0005's addendum of stop 38).
+        # The publisher copies the headers to gun.decisions: the trace goes on.
+        headers = [(HEADER_VERSION, version), trace_header(decision.reference, decision.version)]
+        if declarant_eori:
+            # The lane publishes no decision of a reference for another declarant than its
+            # first one published (review stop 38-s, S3). A declaration refused unread
+            # names none: its decision is judged by its version only.
+            headers.append((HEADER_DECLARANT, declarant_tag(declarant_eori)))
         outbox.add(
             self.topics.decision_outbox,
             decision.reference.encode(),
             sealed,
-            # The publisher copies the headers to gun.decisions: the trace goes on.
-            [(HEADER_VERSION, version), trace_header(decision.reference, decision.version)],
+            headers,
             partition=reference_partition(decision.reference, self.outbox_partitions),
         )
         self.record_audit(

@@ -23,7 +23,12 @@ publishes none at or below a version of that reference it published (contract se
 higher one is ignored and recorded"). A lower one skipped is recorded: logged, counted
 (``gun_hub_decisions_not_published_total``) and, in the same transaction, a status event
 of that version (IGNORED_STALE_VERSION, on the lane's partition of ``gun.status``). ADR
-0005's addendum of stop 38.
+0005's addendum of stop 38. The lane also keeps each reference's declarant (a hash, the
+outbox record's ``gun.decision.declarant`` header) from its first decision published, and
+publishes none decided for another: a security dead letter DECLARANT_CHANGED in the same
+transaction. The intake's check sees one partition's case only; a version in another
+trader's name decided on another partition withheld the real decisions (review stop 38-s,
+S3).
 
 The memory of what was published is per partition and bounded by a count, the last
 ``memory`` decisions committed on that partition (issue 12, bounded state), and the
@@ -77,7 +82,13 @@ from gun_contract.security.state_cipher import StateCipher, StateUnreadable
 from gun_contract.trace import trace_header
 from gun_hub import metrics
 from gun_hub.domain.status_events import StatusEvent, StatusKind
-from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
+from gun_hub.pipeline.decision_outbox import (
+    HEADER_VERSION,
+    OUTBOX_STATE,
+    declarant_of,
+    outbox_record_key,
+)
+from gun_hub.pipeline.intake import DECLARANT_CHANGED
 from gun_hub.runtime.transactions import (
     TRANSACTION_RETRY_BACKOFF_MS,
     paced,
@@ -112,10 +123,13 @@ _Identity = tuple[bytes, bytes]
 
 # Why a decision of the outbox was not published: the same (reference, version) was (a
 # worker announced it again after a crash, or a case on another partition decided it too),
-# or a higher version of the reference was.
-Refusal = Literal["duplicate", "superseded"]
+# a higher version of the reference was, or it was decided for another declarant than the
+# reference's decisions published (a version lodged in another's name, decided on another
+# partition than the reference's case: review stop 38-s, S3).
+Refusal = Literal["duplicate", "superseded", "declarant_changed"]
 DUPLICATE: Refusal = "duplicate"
 SUPERSEDED: Refusal = "superseded"
+OTHER_DECLARANT: Refusal = "declarant_changed"
 
 
 def _number(version: bytes) -> int | None:
@@ -132,7 +146,13 @@ class PublishedMemory:
     is in the memory, so a lower version announced again after a crash (it was published
     before the higher one) is a duplicate, never taken for a version decided too late
     (review stop 38-g, G1: a memory of pairs forgot a reference's version 1 while it
-    still knew its version 2 as the highest)."""
+    still knew its version 2 as the highest).
+
+    It keeps with each reference the declarant of its first decision published that
+    names one (``declarant_tag``), forgotten with the reference: a decision naming
+    another is not published (review stop 38-s, S3). A decision naming none (of a
+    declaration refused unread) is judged by its version only, and so is every decision
+    of a reference whose published decisions named none."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
@@ -140,10 +160,14 @@ class PublishedMemory:
         # ordered set), the reference published last at the end.
         self._versions: OrderedDict[bytes, dict[bytes, None]] = OrderedDict()
         self._highest: dict[bytes, int] = {}  # of the remembered references
+        self._declarants: dict[bytes, bytes] = {}  # of the remembered references that name one
         self._count = 0  # decisions remembered, all references together
 
-    def add(self, identity: _Identity) -> None:
+    def add(self, identity: _Identity, declarant: bytes = b"") -> None:
+        """``identity`` published, decided for ``declarant`` (empty: it names none)."""
         reference, version = identity
+        if declarant:
+            self._declarants.setdefault(reference, declarant)
         versions = self._versions.setdefault(reference, {})
         self._versions.move_to_end(reference)
         if version not in versions:
@@ -155,6 +179,7 @@ class PublishedMemory:
         while self._count > self._capacity and len(self._versions) > 1:
             oldest, forgotten = self._versions.popitem(last=False)
             self._highest.pop(oldest, None)
+            self._declarants.pop(oldest, None)
             self._count -= len(forgotten)
         if self._count > self._capacity:
             # One reference with more versions than the capacity (never in practice:
@@ -163,11 +188,16 @@ class PublishedMemory:
                 del versions[version]
             self._count = self._capacity
 
-    def refusal(self, identity: _Identity) -> Refusal | None:
-        """Why the decision ``identity`` must not be published; None: it may be. A
-        version published is a duplicate even below a higher one published since; only
-        a version never published below one published is superseded."""
+    def refusal(self, identity: _Identity, declarant: bytes = b"") -> Refusal | None:
+        """Why the decision ``identity``, decided for ``declarant``, must not be
+        published; None: it may be. Another declarant than the reference's first one
+        published is refused first, whatever its version (a security matter, not a
+        repeat). A version published is a duplicate even below a higher one published
+        since; only a version never published below one published is superseded."""
         reference, version = identity
+        owner = self._declarants.get(reference)
+        if declarant and owner is not None and declarant != owner:
+            return OTHER_DECLARANT
         if version in self._versions.get(reference, ()):
             return DUPLICATE
         number = _number(version)
@@ -180,6 +210,10 @@ class PublishedMemory:
 
     def highest(self, reference: bytes) -> int | None:
         return self._highest.get(reference)
+
+    def declarant(self, reference: bytes) -> bytes:
+        """The declarant of ``reference``'s decisions published; empty: none known."""
+        return self._declarants.get(reference, b"")
 
     def identities(self) -> list[_Identity]:
         return [(r, v) for r, versions in self._versions.items() for v in versions]
@@ -506,7 +540,13 @@ class DecisionPublisher:
                 while await reader.position(tp) < end:
                     for records in (await reader.getmany(tp, timeout_ms=200)).values():
                         for record in records:
-                            found.add((record.key or b"", _version_of(list(record.headers))))
+                            headers = list(record.headers)
+                            # Published decisions carry their declarant as the outbox
+                            # record did (its headers are copied); those published before
+                            # the header existed name none: judged by version only.
+                            found.add(
+                                (record.key or b"", _version_of(headers)), declarant_of(headers)
+                            )
         except TimeoutError:
             raise KafkaTimeoutError(f"decisions partition {partition} not read back") from None
         finally:
@@ -571,7 +611,28 @@ class DecisionPublisher:
                 for record in records:
                     headers = list(record.headers)
                     identity = (record.key or b"", _version_of(headers))
-                    refusal = publisher.published.refusal(identity) or sent.refusal(identity)
+                    declarant = declarant_of(headers)
+                    refusal = publisher.published.refusal(identity, declarant) or sent.refusal(
+                        identity, declarant
+                    )
+                    if refusal == OTHER_DECLARANT:
+                        # Lodged in another's name and decided where the reference's
+                        # case was not (another partition, another worker): never
+                        # published, and the reference's highest version stays where it
+                        # was. A security dead letter, in the same transaction.
+                        skipped.append((identity, refusal, None))
+                        letter = await self._dead_letter(
+                            publisher.producer,
+                            record,
+                            error_class=ErrorClass.SECURITY,
+                            kind=DECLARANT_CHANGED,
+                            reason=f"decided for another declarant than the decisions of "
+                            f"reference {identity[0].decode(errors='replace')} published "
+                            "before it; a declaration's later versions are its declarant's",
+                        )
+                        if letter is not None:
+                            deliveries.append(letter)
+                        continue
                     if refusal is not None:
                         # A duplicate: announced again after a crash, or decided by the
                         # reference's case on another partition too. Superseded: a lower
@@ -604,7 +665,7 @@ class DecisionPublisher:
                         headers=headers,
                     )
                     deliveries.append(delivery)
-                    sent.add(identity)
+                    sent.add(identity, declarant)
                 await publisher.producer.send_offsets_to_transaction(
                     {tp: records[-1].offset + 1}, self._group
                 )
@@ -636,7 +697,7 @@ class DecisionPublisher:
             await self._drop(tp.partition)
             return False
         for identity in sent.identities():  # only once the transaction is committed
-            publisher.published.add(identity)
+            publisher.published.add(identity, sent.declarant(identity[0]))
         self.published_count += len(sent)
         for (reference, version), refusal, highest in skipped:
             metrics.DECISIONS_NOT_PUBLISHED.labels(reason=refusal).inc()
@@ -647,6 +708,15 @@ class DecisionPublisher:
                     reference.decode(errors="replace"),
                     version.decode(errors="replace"),
                     highest,
+                )
+            elif refusal == OTHER_DECLARANT:
+                # Neither declarant is named (nor its hash): the dead letter holds the rest.
+                log.warning(
+                    "publisher: decision of %s version %s not published: decided for another "
+                    "declarant than the reference's decisions published (dead-lettered as %s)",
+                    reference.decode(errors="replace"),
+                    version.decode(errors="replace"),
+                    DECLARANT_CHANGED,
                 )
         return True
 
@@ -681,7 +751,13 @@ class DecisionPublisher:
         return delivery
 
     async def _dead_letter(
-        self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes]
+        self,
+        producer: AIOKafkaProducer,
+        record: ConsumerRecord[bytes, bytes],
+        *,
+        error_class: ErrorClass = ErrorClass.PERMANENT,
+        kind: str = OUTBOX_UNREADABLE,
+        reason: str = "the outbox record does not open with the hub's state key",
     ) -> asyncio.Future[object] | None:
         """Send the dead letter of ``record``; what acknowledges it (checked before the
         commit, as the decisions are)."""
@@ -690,9 +766,9 @@ class DecisionPublisher:
         letter = dead_letter_record(
             self._dead_letters,
             record.value or b"",
-            error_class=ErrorClass.PERMANENT,
-            kind=OUTBOX_UNREADABLE,
-            reason="the outbox record does not open with the hub's state key",
+            error_class=error_class,
+            kind=kind,
+            reason=reason,
             source=SourcePosition(record.topic, record.partition, record.offset, record.key),
             component="decision-publisher",
         )

@@ -26,7 +26,7 @@ from gun_contract.dead_letter import (
 )
 from gun_contract.topics import Payload, TopicRegistry
 from gun_contract.trace import TRACE_HEADER
-from gun_hub.pipeline.decision_outbox import HEADER_VERSION
+from gun_hub.pipeline.decision_outbox import HEADER_DECLARANT, HEADER_VERSION
 from gun_hub.pipeline.redrive import HEADER_REDRIVE_DEAD_LETTER, HEADER_REDRIVE_OF
 from gun_tools.asyncapi import examples
 from gun_tools.asyncapi.examples import example
@@ -172,6 +172,14 @@ _DECISION_HEADERS: JsonObject = {
             "The declaration version decided, in decimal: with the key, the identity the "
             "decision publisher keeps exactly one decision of.",
             pattern=r"^[0-9]{1,6}$",
+        ),
+        HEADER_DECLARANT: text(
+            "Who the decided version was lodged by: 16 lowercase hex digits of a SHA-256 of "
+            "the declarant's EORI, never the EORI (the hub reads it back when a publisher "
+            "takes a partition over: it publishes no decision of a reference for another "
+            "declarant than the first one published). Absent on the decision of a "
+            "declaration refused unread.",
+            pattern=r"^[0-9a-f]{16}$",
         ),
         TRACE_HEADER: _TRACE,
     },

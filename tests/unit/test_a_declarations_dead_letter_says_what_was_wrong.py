@@ -26,8 +26,7 @@ from gun_contract.envelope import ContentType
 from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.audit_keeper import SECURITY_REJECTION_KINDS
-from gun_hub.pipeline.intake import NOT_SEALED, NOT_XML, Intake
-from gun_hub.xml.declaration_codec import DeclarationCodec
+from gun_hub.pipeline.intake import NOT_SEALED, NOT_XML
 from tests.builders import declaration_xml
 from tests.forgery import claims, encrypt, encryption_key, sign, signing_key
 from tests.unit.test_pipeline import Hub
@@ -39,10 +38,7 @@ AT = SourcePosition("gun.declarations", 0, 0, REF.encode())
 @pytest.fixture
 def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
     """The pipeline with a production intake: sealed declarations only."""
-    hub = Hub(routing_table, keys_dir)
-    strict = Intake(hub.intake._ctx, DeclarationCodec(), hub.cases)
-    hub.intake.handle = hub._delivered(strict.handle)  # type: ignore[method-assign]
-    return hub
+    return Hub(routing_table, keys_dir).sealed_only()
 
 
 def _letter(out: Effects, dlq: str) -> tuple[str | None, str, str | None]:

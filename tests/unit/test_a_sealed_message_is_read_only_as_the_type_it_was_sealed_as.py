@@ -76,7 +76,8 @@ def test_an_answer_sealed_as_xml_is_refused_whatever_it_carries(hub: Hub) -> Non
     ]
 
 
-async def test_a_request_sealed_as_xml_is_refused_at_the_adapter(tmp_path: Path) -> None:
+def dga_adapter(tmp_path: Path) -> tuple[AdapterRunner, FakePartner, Path]:
+    """The DGA adapter's runner before a stand-in partner system, with keys of its own."""
     keys = tmp_path / "keys"
     KeystoreFolder(keys).init(["hub", "dga"])
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
@@ -84,13 +85,23 @@ async def test_a_request_sealed_as_xml_is_refused_at_the_adapter(tmp_path: Path)
     runner = AdapterRunner(
         load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), partner
     )
-    request = dga(Operation.RESERVE)
-    sealed = envelope_of(HUB_PARTY, TOPICS, keys).seal(
+    return runner, partner, keys
+
+
+def sealed_by_the_hub(request: AuthorityRequest, keys: Path, content_type: ContentType) -> bytes:
+    """``request`` as the hub seals it to DGA, saying ``content_type``."""
+    return envelope_of(HUB_PARTY, TOPICS, keys).seal(
         request.model_dump_json().encode(),
         recipient="dga",
         topic=TOPICS.requests("dga"),
-        content_type=ContentType.XML,
+        content_type=content_type,
     )
+
+
+async def test_a_request_sealed_as_xml_is_refused_at_the_adapter(tmp_path: Path) -> None:
+    runner, partner, keys = dga_adapter(tmp_path)
+    request = dga(Operation.RESERVE)
+    sealed = sealed_by_the_hub(request, keys, ContentType.XML)
     record = ConsumerRecord(
         TOPICS.requests("dga"), 0, 7, 0, 0, request.reference.encode(), sealed, None, 0, 0, []
     )

@@ -23,9 +23,7 @@ from prometheus_client import REGISTRY
 
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import OutgoingRecord
-from gun_contract.envelope import ContentType
 from gun_contract.model.verdicts import Outcome, Verdict
-from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.decision_outbox import (
     HEADER_DECLARANT,
@@ -33,9 +31,7 @@ from gun_hub.pipeline.decision_outbox import (
     declarant_of,
     declarant_tag,
 )
-from gun_hub.pipeline.intake import Intake
 from gun_hub.runtime.publisher import DecisionPublisher, PublishedMemory, _PartitionPublisher
-from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import declaration_xml
 from tests.unit.test_pipeline import Hub
 from tests.unit.test_publisher_memory_is_bounded import _Producer
@@ -46,16 +42,7 @@ OTHER = "DE999999999999999"
 
 
 def _strict(routing: RoutingTable, keys_dir: Path) -> Hub:
-    hub = Hub(routing, keys_dir)
-    strict = Intake(hub.intake._ctx, DeclarationCodec(), hub.cases)
-    hub.intake.handle = hub._delivered(strict.handle)  # type: ignore[method-assign]
-    return hub
-
-
-def _sealed(hub: Hub, xml: bytes) -> bytes:
-    return hub.envelope(CLEARANCE_PARTY).seal(
-        xml, recipient=HUB_PARTY, topic=hub.topics.declarations, content_type=ContentType.XML
-    )
+    return Hub(routing, keys_dir).sealed_only()
 
 
 def _publish(memory: PublishedMemory, out: list[OutgoingRecord]) -> list[str | None]:
@@ -73,7 +60,9 @@ def _publish(memory: PublishedMemory, out: list[OutgoingRecord]) -> list[str | N
 
 def _lodge(hub: Hub, version: int, partition: int, declarant: str = OWNER) -> object:
     return hub.intake.handle(
-        _sealed(hub, declaration_xml(reference=REF, version=version, declarant=declarant)),
+        hub.sealed_by_clearance(
+            declaration_xml(reference=REF, version=version, declarant=declarant)
+        ),
         SourcePosition("gun.declarations", partition, version, REF.encode()),
     )
 

@@ -24,8 +24,6 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
 
-from adapters.base import load_adapter
-from adapters.base.runner import AdapterRunner
 from gun_contract.dead_letter import (
     HEADER_ERROR_CLASS,
     HEADER_ERROR_KIND,
@@ -39,21 +37,21 @@ from gun_contract.envelope import ContentType
 from gun_contract.model.exchange import AuthorityRequest, Operation
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_contract.record_keys import describe_key
-from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
-from gun_contract.security.keystore import KeystoreFolder
-from gun_contract.settings import SecuritySettings, Settings
+from gun_contract.security.entitlements import HUB_PARTY
 from gun_hub.domain.case import Case
 from gun_hub.domain.reasons import CATALOGUE
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.audit_keeper import SECURITY_REJECTION_KINDS
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION
-from gun_hub.pipeline.intake import RECORD_KEY_NOT_REFERENCE, Intake
+from gun_hub.pipeline.intake import RECORD_KEY_NOT_REFERENCE
 from gun_hub.runtime.publisher import SUPERSEDED, PublishedMemory
-from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import EORI, answer_to, declaration_xml
 from tests.conftest import envelope_of
-from tests.unit.test_adapter_pending_replay import FakePartner
+from tests.unit.test_a_sealed_message_is_read_only_as_the_type_it_was_sealed_as import (
+    dga_adapter,
+    sealed_by_the_hub,
+)
 from tests.unit.test_declarations_admitted_once_claimed import Admission
 from tests.unit.test_pipeline import Hub
 from tests.unit.test_state_pending_queue import TOPICS, dga
@@ -72,16 +70,7 @@ WRONG_KEYS = {
 @pytest.fixture
 def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
     """The pipeline with a production intake: sealed declarations only."""
-    hub = Hub(routing_table, keys_dir)
-    strict = Intake(hub.intake._ctx, DeclarationCodec(), hub.cases)
-    hub.intake.handle = hub._delivered(strict.handle)  # type: ignore[method-assign]
-    return hub
-
-
-def _sealed(hub: Hub, xml: bytes) -> bytes:
-    return hub.envelope(CLEARANCE_PARTY).seal(
-        xml, recipient=HUB_PARTY, topic=hub.topics.declarations, content_type=ContentType.XML
-    )
+    return Hub(routing_table, keys_dir).sealed_only()
 
 
 def _declarations(offset: int, key: bytes | None) -> SourcePosition:
@@ -97,7 +86,9 @@ def test_a_declaration_under_a_key_that_is_not_its_reference_is_dead_lettered_on
     hub: Hub, key: bytes | None
 ) -> None:
     counted = _dead_letters(RECORD_KEY_NOT_REFERENCE)
-    out = hub.intake.handle(_sealed(hub, declaration_xml(reference=REF)), _declarations(0, key))
+    out = hub.intake.handle(
+        hub.sealed_by_clearance(declaration_xml(reference=REF)), _declarations(0, key)
+    )
 
     [dead] = out.to(hub.topics.dlq)
     assert header_value(dead.headers, HEADER_ERROR_KIND) == RECORD_KEY_NOT_REFERENCE
@@ -126,7 +117,7 @@ def test_a_declaration_whose_reference_cannot_be_sniffed_is_still_dead_lettered_
     """The key is checked on the sniffed reference before the claim; past the sniff's
     window, the full parse finds the reference, and the refusal is the same."""
     xml = declaration_xml(reference=REF).replace(b"?>\n", b"?>\n" + b" " * 5000, 1)
-    out = hub.intake.handle(_sealed(hub, xml), _declarations(0, ANOTHER))
+    out = hub.intake.handle(hub.sealed_by_clearance(xml), _declarations(0, ANOTHER))
 
     [dead] = out.to(hub.topics.dlq)
     assert header_value(dead.headers, HEADER_ERROR_KIND) == RECORD_KEY_NOT_REFERENCE
@@ -141,12 +132,15 @@ def test_a_wrong_keyed_version_of_another_declarant_leaves_the_case_as_it_was(hu
     went around the declarant check: it superseded the case, deleted its reservations
     and got a REFUSE at version 99."""
     first = hub.intake.handle(
-        _sealed(hub, declaration_xml(reference=REF, version=1)), _declarations(0, REF.encode())
+        hub.sealed_by_clearance(declaration_xml(reference=REF, version=1)),
+        _declarations(0, REF.encode()),
     )
     assert len(first.to(hub.topics.requests("dgal"))) == 1
 
     forged = hub.intake.handle(
-        _sealed(hub, declaration_xml(reference=REF, version=99, declarant=OTHER_DECLARANT)),
+        hub.sealed_by_clearance(
+            declaration_xml(reference=REF, version=99, declarant=OTHER_DECLARANT)
+        ),
         SourcePosition("gun.declarations", 1, 0, ANOTHER),
     )
 
@@ -168,7 +162,9 @@ def test_a_wrong_keyed_forgery_never_makes_the_publisher_withhold_the_real_decis
     partition), a REFUSE of version 99 reached the reference's publisher lane, which then
     withheld the real version 1's decision as superseded."""
     forged = hub.intake.handle(
-        _sealed(hub, declaration_xml(reference=REF, version=99, declarant=OTHER_DECLARANT)),
+        hub.sealed_by_clearance(
+            declaration_xml(reference=REF, version=99, declarant=OTHER_DECLARANT)
+        ),
         SourcePosition("gun.declarations", 1, 0, None),
     )
     memory = PublishedMemory(100)
@@ -185,7 +181,7 @@ def test_a_wrong_keyed_copy_read_first_leaves_the_genuine_declaration_to_be_deci
 ) -> None:
     """Review stop 38-s, S2: the copy's message id was recorded before its key was
     checked; the genuine record, read after, was then a replay, never decided."""
-    sealed = _sealed(hub, declaration_xml(reference=REF))
+    sealed = hub.sealed_by_clearance(declaration_xml(reference=REF))
     copy = hub.intake.handle(sealed, SourcePosition("gun.declarations", 1, 0, key))
     [dead] = copy.to(hub.topics.dlq)
     assert header_value(dead.headers, HEADER_ERROR_KIND) == RECORD_KEY_NOT_REFERENCE
@@ -228,7 +224,7 @@ def test_a_key_is_described_by_its_length_and_the_hex_of_its_head_only() -> None
 
 def test_a_declaration_keyed_by_its_reference_is_decided(hub: Hub) -> None:
     out = hub.intake.handle(
-        _sealed(hub, declaration_xml(reference=REF)), _declarations(0, REF.encode())
+        hub.sealed_by_clearance(declaration_xml(reference=REF)), _declarations(0, REF.encode())
     )
     assert out.to(hub.topics.dlq) == []
     assert hub.decisions(hub.answer(out, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
@@ -237,7 +233,7 @@ def test_a_declaration_keyed_by_its_reference_is_decided(hub: Hub) -> None:
 def _pending(hub: Hub) -> AuthorityRequest:
     """A declaration waiting for DGAL's answer: the request DGAL was sent."""
     sent = hub.intake.handle(
-        _sealed(hub, declaration_xml(reference=REF)), _declarations(0, REF.encode())
+        hub.sealed_by_clearance(declaration_xml(reference=REF)), _declarations(0, REF.encode())
     )
     [record] = sent.to(hub.topics.requests("dgal"))
     return AuthorityRequest.model_validate_json(
@@ -296,20 +292,8 @@ def test_a_wrong_keyed_copy_of_an_answer_read_first_leaves_the_genuine_to_decide
 async def test_a_request_not_keyed_by_its_reference_is_refused_at_the_adapter(
     tmp_path: Path, key: bytes | None
 ) -> None:
-    keys = tmp_path / "keys"
-    KeystoreFolder(keys).init(["hub", "dga"])
-    settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
-    partner = FakePartner()
-    runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), partner
-    )
-    request = dga(Operation.RESERVE)
-    sealed = envelope_of(HUB_PARTY, TOPICS, keys).seal(
-        request.model_dump_json().encode(),
-        recipient="dga",
-        topic=TOPICS.requests("dga"),
-        content_type=ContentType.JSON,
-    )
+    runner, partner, keys = dga_adapter(tmp_path)
+    sealed = sealed_by_the_hub(dga(Operation.RESERVE), keys, ContentType.JSON)
     record = ConsumerRecord(TOPICS.requests("dga"), 0, 7, 0, 0, key, sealed, None, 0, 0, [])
     outbox = Effects()
     await runner._handle(record, outbox)
@@ -329,7 +313,7 @@ def test_a_record_read_again_that_opened_its_case_before_keys_were_checked_is_no
     opened the case on this partition, and its decision stands: read again, it is a
     redelivery, not a record to refuse (no RECORD_KEY_NOT_REFERENCE dead letter and page
     after the upgrade; review stop 38-g, S4)."""
-    sealed = _sealed(hub, declaration_xml(reference=REF))
+    sealed = hub.sealed_by_clearance(declaration_xml(reference=REF))
     # The older worker's handling: no key check, the case opened from offset 0.
     opened = hub.intake.handle(sealed, _declarations(0, REF.encode()))
     assert hub.decisions(hub.answer(opened, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
@@ -341,7 +325,7 @@ def test_a_record_read_again_that_opened_its_case_before_keys_were_checked_is_no
     assert _dead_letters(RECORD_KEY_NOT_REFERENCE) == counted
     assert [d.outcome for d in hub.decision_objects(again)] in ([], [Outcome.RELEASE])
     # The same declaration under a wrong key at another offset is still refused.
-    resent = _sealed(hub, declaration_xml(reference=REF))  # a fresh seal: no replay
+    resent = hub.sealed_by_clearance(declaration_xml(reference=REF))  # a fresh seal: no replay
     other = hub.intake.handle(resent, _declarations(1, ANOTHER))
     [dead] = other.to(hub.topics.dlq)
     assert header_value(dead.headers, HEADER_ERROR_KIND) == RECORD_KEY_NOT_REFERENCE

@@ -23,8 +23,6 @@ from gun_hub.gateway.lodging import (
     Lodger,
     PublishFailed,
 )
-from gun_hub.pipeline.intake import Intake
-from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import EORI, declaration_xml
 from tests.gateway_fixtures import RecordingSender, gateway_with
 from tests.hostile_corpus import HostileCase, hostile_cases
@@ -39,10 +37,7 @@ THE_TRADER = Lodger("the portal token's trader", frozenset({EORI}))
 @pytest.fixture
 def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
     """The hub's intake as in production: sealed declarations only."""
-    hub = Hub(routing_table, keys_dir)
-    strict = Intake(hub.intake._ctx, DeclarationCodec(), hub.cases)
-    hub.intake.handle = hub._delivered(strict.handle)  # type: ignore[method-assign]
-    return hub
+    return Hub(routing_table, keys_dir).sealed_only()
 
 
 @pytest.fixture

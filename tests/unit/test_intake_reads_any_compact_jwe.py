@@ -28,8 +28,7 @@ from gun_contract.model.verdicts import Outcome, Verdict
 from gun_contract.security.jose_compact import b64encode, concat_kdf
 from gun_contract.security.keystore import PartyKeys
 from gun_hub.domain.routing import RoutingTable
-from gun_hub.pipeline.intake import NOT_SEALED, Intake
-from gun_hub.xml.declaration_codec import DeclarationCodec
+from gun_hub.pipeline.intake import NOT_SEALED
 from tests.builders import declaration_xml
 from tests.unit.test_pipeline import Hub
 
@@ -39,10 +38,7 @@ REF = "26FR000690I0000012"
 @pytest.fixture
 def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
     """The pipeline with a production intake: sealed declarations only."""
-    hub = Hub(routing_table, keys_dir)
-    strict = Intake(hub.intake._ctx, DeclarationCodec(), hub.cases)
-    hub.intake.handle = hub._delivered(strict.handle)  # type: ignore[method-assign]
-    return hub
+    return Hub(routing_table, keys_dir).sealed_only()
 
 
 def signed_by_clearance(keys_dir: Path, xml: bytes, topic: str) -> bytes:

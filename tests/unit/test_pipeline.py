@@ -18,7 +18,7 @@ from gun_contract.model.decision import Decision
 from gun_contract.model.declaration import Stage
 from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse
 from gun_contract.model.verdicts import Outcome, Verdict
-from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
 from gun_contract.security.jose_envelope import JoseEnvelope
 from gun_contract.security.keystore import PartyKeys
 from gun_contract.security.state_cipher import StateCipher
@@ -184,6 +184,19 @@ class Hub:
 
     def envelope(self, party: str) -> JoseEnvelope:
         return envelope_of(party, self.topics, self.keys_dir)
+
+    def sealed_only(self) -> Hub:
+        """This hub with its intake as in production: sealed declarations only, under the
+        key they came with."""
+        strict = Intake(self.intake._ctx, DeclarationCodec(), self.cases)
+        self.intake.handle = self._delivered(strict.handle)  # type: ignore[method-assign]
+        return self
+
+    def sealed_by_clearance(self, xml: bytes) -> bytes:
+        """``xml`` as the clearance system seals a declaration to the hub."""
+        return self.envelope(CLEARANCE_PARTY).seal(
+            xml, recipient=HUB_PARTY, topic=self.topics.declarations, content_type=ContentType.XML
+        )
 
 
 @pytest.fixture

@@ -22,8 +22,7 @@ from gun_contract.envelope import ContentType
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_contract.security.entitlements import CLEARANCE_PARTY, GATEWAY_PARTY, HUB_PARTY
 from gun_hub.domain.routing import RoutingTable
-from gun_hub.pipeline.intake import NOT_SEALED, Intake
-from gun_hub.xml.declaration_codec import DeclarationCodec
+from gun_hub.pipeline.intake import NOT_SEALED
 from tests.builders import EORI, declaration_xml, document, goods_item
 from tests.unit.test_pipeline import Hub
 
@@ -34,10 +33,7 @@ LICENCE = "LEMG-SECRET-0042"
 @pytest.fixture
 def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
     """The pipeline with a production intake: sealed declarations only."""
-    hub = Hub(routing_table, keys_dir)
-    strict = Intake(hub.intake._ctx, DeclarationCodec(), hub.cases)
-    hub.intake.handle = hub._delivered(strict.handle)  # type: ignore[method-assign]
-    return hub
+    return Hub(routing_table, keys_dir).sealed_only()
 
 
 def sealed_by(hub: Hub, party: str, xml: bytes, *, topic: str | None = None) -> bytes:

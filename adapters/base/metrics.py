@@ -50,6 +50,13 @@ OLDEST_PENDING_AGE = Gauge(
     "days: past that, retention deletes it and only the replica that queued it holds it.",
     ["authority"],
 )
+LONGEST_FAILING = Gauge(
+    "gun_adapter_longest_failing_operation_seconds",
+    "How long the queued operation failing longest has met an UNAVAILABLE partner at every "
+    "attempt, since its first failed attempt in this process (0 when none fails). Rising "
+    "while the partner's circuit is closed: the partner is up and fails that one call.",
+    ["authority"],
+)
 REQUESTS_AGED_OUT = Counter(
     "gun_adapter_requests_aged_out_total",
     "Requests the request topic's retention deleted before any replica of the adapter "

@@ -2,34 +2,46 @@
 
 The adapter's live path and its replay rounds both go through :class:`Replayer`, which
 holds one lock per declaration reference, so the partner sees one declaration's
-operations in the order the hub asked them:
+operations on each document in the order the hub asked them (the partner keeps a
+declaration's position, and judges its version, per document):
 
 * a new request first replays what its declaration has queued; a write-off, deletion or
-  give-back that would overtake a queued one still failing is queued behind it instead
-  (answered UNAVAILABLE), never sent out of order;
-* a replay round walks every declaration's queue concurrently; a declaration whose head
-  still meets an UNAVAILABLE partner stops there and blocks no other; any definitive
-  answer (a refusal too) ends the operation, which is answered and leaves the queue;
-* a reservation that would overtake a queued operation is not sent: answered UNAVAILABLE
-  (degraded mode), never queued, and the queue stays whole: no queued operation is
-  dropped unanswered (found by review, stop 36); a check, which changes nothing, is asked;
+  give-back that would overtake a queued one still failing on one of its documents is
+  queued behind it instead (answered UNAVAILABLE), never sent out of order;
+* a replay round walks every declaration's queue concurrently; an operation still
+  meeting an UNAVAILABLE partner holds back what follows on its documents, and blocks
+  nothing else; any definitive answer (a refusal too) ends the operation, which is
+  answered and leaves the queue;
+* a reservation that would overtake a queued operation on its documents is not sent:
+  answered UNAVAILABLE (degraded mode), never queued, and the queue stays whole: no
+  queued operation is dropped unanswered (found by review, stop 36); a check, which
+  changes nothing, is asked;
+* except a queued deletion of an older version, which a later version's reservation or
+  deletion of all its documents supersedes: that one is sent, and once the partner
+  applied it the deletion is answered STALE and never sent again (review stop 36, G7: a
+  deletion the partner kept failing held every later version in degraded mode). A
+  write-off or a give-back is never superseded (:func:`supersedes`);
 * a replayed operation the partner refuses as stale (a newer version took its documents
   over) is answered like any other, and logged;
 * an operation forgotten while its declaration's queue is replayed (its partition was
   revoked, :mod:`adapters.base.ownership`) ends that replay: the partition's next owner
-  replays it and what follows.
+  replays it and what follows;
+* an operation failing at every attempt for longer than :data:`STUCK_AFTER_S` is said
+  once in the log, and the longest such time is the adapter's
+  ``gun_adapter_longest_failing_operation_seconds``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from adapters.base.pending import PendingOperations
+from adapters.base.pending import PendingOperations, operation_key
 from adapters.base.spec import PartnerPort
-from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
+from gun_contract.model.exchange import STALE_VERSION, AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.model.verdicts import Verdict
 from gun_contract.trace import trace_id_for, tracing
 
@@ -40,6 +52,12 @@ log = logging.getLogger(__name__)
 REPLAYED_OPERATIONS = frozenset({Operation.WRITE_OFF, Operation.DELETE, Operation.GIVE_BACK})
 # Operations whose version the partner records (a check changes nothing).
 _VERSIONED = frozenset({Operation.RESERVE, *REPLAYED_OPERATIONS})
+# Operations that restate (or drop) a declaration's whole position on a document: applied,
+# they make a queued deletion of an older version of it pointless (``supersedes``).
+_RESTATING = frozenset({Operation.RESERVE, Operation.DELETE})
+STUCK_AFTER_S = 600.0
+"""A queued operation failing at every attempt for this long is said in the log (once):
+the partner may be up and failing that one call (review stop 36, G7)."""
 REPLAY_CONCURRENCY = 8
 """Declarations replayed at once in a round (each one's operations stay in order)."""
 
@@ -117,6 +135,63 @@ class Rounds:
             await self._ending.wait()
 
 
+def _documents(request: AuthorityRequest) -> frozenset[str]:
+    """The partner documents ``request`` operates on. The partner keeps a declaration's
+    position, and judges its version, per document: operations on different documents
+    touch different ledgers, and their order between them does not matter. By reference
+    alone (one document quoted under two codes is one ledger at the partner: kept in
+    order, never told apart)."""
+    return frozenset(d.reference for item in request.items for d in item.documents)
+
+
+def supersedes(newer: AuthorityRequest, older: AuthorityRequest) -> bool:
+    """Whether ``newer``, once applied, makes the queued ``older`` pointless and harmful
+    after it: ``older`` is a deletion (it only drops a reservation), ``newer`` a later
+    version's reservation (which restates the declaration's whole position) or deletion
+    of every document ``older`` concerns. A write-off (goods that left) or a give-back
+    (goods given back) records a fact no later version restates: never superseded."""
+    return (
+        older.operation is Operation.DELETE
+        and newer.operation in _RESTATING
+        and newer.version > older.version
+        and _documents(older) <= _documents(newer)
+    )
+
+
+def _applied_on(answers: tuple[DocumentAnswer, ...], documents: frozenset[str]) -> bool:
+    """Whether the partner applied the operation (VALID) on every one of ``documents``."""
+    mine = [a for a in answers if a.reference in documents]
+    return bool(mine) and all(a.verdict is Verdict.VALID for a in mine)
+
+
+def superseded_answers(
+    request: AuthorityRequest, by: AuthorityRequest
+) -> tuple[DocumentAnswer, ...]:
+    """The answer of a queued operation a later version's applied one superseded: STALE,
+    as the partner's version guard would answer it (the hub records
+    FOLLOW_UP_SUPERSEDED). The partner's ledger holds the newer version's position,
+    whatever an earlier attempt of this one did."""
+    return tuple(
+        DocumentAnswer(
+            goods_item=item.number,
+            code=document.code,
+            reference=document.reference,
+            verdict=Verdict.MISMATCH,
+            partner_code=STALE_VERSION,
+            detail=(
+                f"superseded by version {by.version}'s {by.operation.value}, applied by the "
+                "partner; not sent again"
+            ),
+        )
+        for item in request.items
+        for document in item.documents
+    )
+
+
+# A queued operation still waiting: the request and the partition its answer goes to.
+_Waiting = list[tuple[AuthorityRequest, int | None]]
+
+
 class Replayer:
     """Asks the partner, keeping each declaration's order across outages."""
 
@@ -127,12 +202,20 @@ class Replayer:
         publish: Publish,
         *,
         concurrency: int = REPLAY_CONCURRENCY,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pending = pending
         self._partner = partner
         self._publish = publish
         self._concurrency = concurrency
         self._locks = KeyedLocks()
+        self._clock = clock
+        # Per queued operation (its operation key) that met an UNAVAILABLE partner: when
+        # it first did, in this process, and its request id. Kept across rounds for the
+        # ones that fail again; what a round no longer finds failing is dropped.
+        self._failing: dict[str, tuple[float, str]] = {}
+        self._failed_this_round: set[str] = set()
+        self._said_stuck: set[str] = set()
 
     async def ask(
         self,
@@ -145,41 +228,60 @@ class Replayer:
         ``partition`` and ``offset``, its record's timestamp ``logged_at`` (kept with the
         operation if it is queued)."""
         async with self._locks.hold(request.reference):
-            clear = not self._pending.has(request.reference) or await self._replayed_before(
-                request.reference
+            waiting: _Waiting = (
+                await self._replayed_before(request.reference)
+                if self._pending.has(request.reference)
+                else []
             )
-            if not clear and request.operation in REPLAYED_OPERATIONS:
+            ahead = _on_documents_of(request, waiting)
+            held_back = any(not supersedes(request, older) for older, _ in ahead)
+            if held_back and request.operation in REPLAYED_OPERATIONS:
                 self._pending.add(request, partition, offset, logged_at)
                 return _answered_unavailable(
                     request,
                     "queued behind an earlier operation of this declaration that the "
                     "partner has not taken yet",
                 )
-            if not clear and request.operation in _VERSIONED:
-                # A reservation is not sent ahead of a queued operation either: the partner
-                # would then refuse that one as stale (a write-off of goods that left never
-                # applied). It is not queued (reservations are never replayed): answered
-                # UNAVAILABLE, its version goes to degraded mode, the queue stays whole
-                # (found by review, stop 36: the reservation went out and the queued
-                # operations it restated were dropped unanswered). A check changes
-                # nothing at the partner and is asked all the same.
+            if held_back and request.operation in _VERSIONED:
+                # A reservation is not sent ahead of a queued write-off or give-back (or a
+                # deletion it does not wholly restate): the partner would then refuse that
+                # one as stale (a write-off of goods that left never applied). It is not
+                # queued (reservations are never replayed): answered UNAVAILABLE, its
+                # version goes to degraded mode, the queue stays whole (found by review,
+                # stop 36: the reservation went out and the queued operations it restated
+                # were dropped unanswered). A check changes nothing at the partner and is
+                # asked all the same.
                 return _answered_unavailable(
                     request,
                     "not sent: an earlier operation of this declaration waits for the "
                     "partner (queued)",
                 )
-            # Clear: nothing of this declaration is queued (the lock holds it so), so
-            # nothing older can be superseded by what this one does.
+            # Nothing queued on its documents, or only deletions of older versions that
+            # this one restates: sent now (the lock holds the queue so). Review stop 36,
+            # G7: one deletion the partner kept failing held every later version of its
+            # declaration in degraded mode.
             answers = await self._partner.answer(request)
             if unavailable(answers) and request.operation in REPLAYED_OPERATIONS:
                 self._pending.add(request, partition, offset, logged_at)
+            elif ahead:
+                try:
+                    await self._supersede(ahead, request, answers)
+                except Exception:
+                    # Its answer not published (the broker): it stays queued, replayed,
+                    # and superseded again by the declaration's next restating operation.
+                    log.warning(
+                        "the operations %s superseded could not be answered; kept queued",
+                        request.request_id,
+                        exc_info=True,
+                    )
             return answers
 
-    async def _replayed_before(self, reference: str) -> bool:
-        """``_replay`` ahead of a live operation; a failure (its answer not published, the
-        broker unreachable) leaves the queue as it is and counts as not clear: the live
-        operation waits behind it. Raised, it dead-lettered the live operation as
-        unhandled and let its offset be committed: never sent (stop 30, found by review)."""
+    async def _replayed_before(self, reference: str) -> _Waiting:
+        """``_replay`` ahead of a live operation: what is still queued. A failure (its
+        answer not published, the broker unreachable) leaves the queue as it is, all of it
+        still waiting: the live operation waits behind what concerns its documents.
+        Raised, it dead-lettered the live operation as unhandled and let its offset be
+        committed: never sent (stop 30, found by review)."""
         try:
             return await self._replay(reference)
         except Exception:
@@ -188,11 +290,12 @@ class Replayer:
                 reference,
                 exc_info=True,
             )
-            return False
+            return self._pending.queued_at(reference)
 
     async def replay_all(self) -> None:
         """One replay round over every declaration with queued operations."""
         slots = asyncio.Semaphore(self._concurrency)
+        self._failed_this_round = set()
 
         async def replay(reference: str) -> None:
             async with slots, self._locks.hold(reference):
@@ -212,25 +315,78 @@ class Replayer:
                     reference,
                     exc_info=result,
                 )
+        self._after_round()
 
-    async def _replay(self, reference: str) -> bool:
-        """Replay ``reference``'s queue in order, until its head still meets an
-        UNAVAILABLE partner; True when the queue is empty. Holds the reference's lock."""
+    def longest_failing_s(self) -> float:
+        """How long the queued operation failing longest has met an UNAVAILABLE partner at
+        every attempt, since its first failed attempt in this process (0: none fails)."""
+        if not self._failing:
+            return 0.0
+        return max(0.0, self._clock() - min(since for since, _ in self._failing.values()))
+
+    def _after_round(self) -> None:
+        """Forget what this round no longer found failing (taken, superseded, forgotten
+        on a revoke), and say once each operation failing longer than STUCK_AFTER_S."""
+        self._failing = {k: v for k, v in self._failing.items() if k in self._failed_this_round}
+        self._said_stuck &= self._failing.keys()
+        now = self._clock()
+        stuck = {
+            key: value
+            for key, value in self._failing.items()
+            if now - value[0] >= STUCK_AFTER_S and key not in self._said_stuck
+        }
+        if not stuck:
+            return
+        self._said_stuck |= stuck.keys()
+        since, request_id = min(stuck.values())
+        # One line a round at most (a long outage brings many past the threshold at once).
+        log.warning(
+            "%d queued operation(s) newly failed at every attempt for more than %d s, the "
+            "longest %s for %d s: what follows on their documents waits (a write-off or "
+            "give-back holds later versions in degraded mode); if the partner answers other "
+            "calls, ask its administration about this one",
+            len(stuck),
+            STUCK_AFTER_S,
+            request_id,
+            now - since,
+        )
+
+    def _failed(self, request: AuthorityRequest) -> None:
+        key = operation_key(request)
+        self._failing.setdefault(key, (self._clock(), request.request_id))
+        self._failed_this_round.add(key)
+
+    def _ended(self, request: AuthorityRequest) -> None:
+        self._failing.pop(operation_key(request), None)
+
+    async def _replay(self, reference: str) -> _Waiting:
+        """Replay ``reference``'s queue in order: an operation on a document of one still
+        failing (or waiting) is not sent, unless it supersedes every one of them; the
+        others are. What is still queued, in order (empty: the queue is). Holds the
+        reference's lock."""
+        waiting: _Waiting = []
         for request, partition in self._pending.queued_at(reference):
             if not self._pending.holds(request):
                 # Forgotten meanwhile (its partition was revoked, ownership.py): the
                 # partition's next owner replays it and what follows, in order.
-                return not self._pending.has(reference)
+                return self._pending.queued_at(reference)
+            ahead = _on_documents_of(request, waiting)
+            if any(not supersedes(request, older) for older, _ in ahead):
+                waiting.append((request, partition))
+                continue
             # Its version's trace (gun_contract/trace.py): the call, the answer and the log
             # lines of a replay are followed like those of the first attempt.
             with tracing(trace_id_for(request.reference, request.version)):
                 answers = await self._partner.answer(request)
                 if unavailable(answers):
-                    return False
+                    self._failed(request)
+                    waiting.append((request, partition))
+                    continue
                 # Answer first, then forget: a crash in between replays it again, and the
                 # partner answers a repeated idempotency key as the first time.
                 await self._publish(request, answers, partition)
                 self._pending.done(request)
+                self._ended(request)
                 if any(a.stale_version for a in answers):
                     log.info(
                         "dropped %s: stale, the partner has seen a newer version",
@@ -238,4 +394,40 @@ class Replayer:
                     )
                 else:
                     log.info("replayed %s after the partner came back", request.request_id)
-        return True
+            superseded = await self._supersede(ahead, request, answers)
+            waiting = [(r, p) for r, p in waiting if r not in superseded]
+        return waiting
+
+    async def _supersede(
+        self, ahead: _Waiting, newer: AuthorityRequest, answers: tuple[DocumentAnswer, ...]
+    ) -> list[AuthorityRequest]:
+        """End the queued operations ``ahead`` of ``newer`` that it superseded, now that
+        the partner answered it ``answers``: those it applied on every one of their
+        documents, answered STALE and never sent again (an earlier attempt still under
+        way at the partner meets its version guard). One it refused (a reservation
+        refused for quantity: the older one's reservation may still be held) stays. The
+        ones ended."""
+        ended = []
+        for older, partition in ahead:
+            if not (
+                supersedes(newer, older)
+                and _applied_on(answers, _documents(older))
+                and self._pending.holds(older)
+            ):
+                continue
+            await self._publish(older, superseded_answers(older, newer), partition)
+            self._pending.done(older)
+            self._ended(older)
+            ended.append(older)
+            log.info(
+                "dropped %s: superseded by %s, which the partner applied",
+                older.request_id,
+                newer.request_id,
+            )
+        return ended
+
+
+def _on_documents_of(request: AuthorityRequest, waiting: _Waiting) -> _Waiting:
+    """The operations of ``waiting`` on a document ``request`` also concerns."""
+    mine = _documents(request)
+    return [(older, p) for older, p in waiting if _documents(older) & mine]

@@ -252,13 +252,16 @@ class AdapterRunner:
         self.report_pending()
 
     def report_pending(self) -> None:
-        """The pending queue's gauges: how many operations wait, and how long ago the
-        oldest one's request entered the log (retention deletes it at 7 days). After each
-        replay round and rebalance; a request handled updates the count only."""
+        """The pending queue's gauges: how many operations wait, how long ago the oldest
+        one's request entered the log (retention deletes it at 7 days), and how long the
+        one failing longest has failed. After each replay round and rebalance; a request
+        handled updates the count only."""
         metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
         oldest = self.pending.oldest_logged_at()
         age = 0.0 if oldest is None else max(0.0, time.time() - oldest)
         metrics.OLDEST_PENDING_AGE.labels(self._spec.authority).set(age)
+        # An operation stuck while the partner answers others (review stop 36, G7).
+        metrics.LONGEST_FAILING.labels(self._spec.authority).set(self._replayer.longest_failing_s())
 
     async def _publish_replayed(
         self, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...], partition: int | None

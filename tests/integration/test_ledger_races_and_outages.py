@@ -12,8 +12,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from adapters.base.runner import AdapterRunner
 from adapters.conformance.harness import Harness, Quote
@@ -22,7 +24,7 @@ from gun_contract.model.verdicts import Verdict
 from gun_contract.settings import AdapterSettings
 from tests.adapter_fixtures import running_adapter
 from tests.conftest import KafkaEnv
-from tests.partner_fixtures import RunningPartner
+from tests.partner_fixtures import Handler, RunningPartner, running_partner
 
 pytestmark = pytest.mark.broker
 
@@ -211,4 +213,77 @@ async def test_a_deletion_queued_in_an_outage_never_wipes_the_next_versions_rese
     positions = partner.store.positions(doc)
     assert [(p.declaration, p.version, p.state) for p in positions] == [
         (reference, 2, "WRITTEN_OFF")
+    ]
+
+
+@pytest.fixture
+async def partner_failing(
+    samples: Path, tmp_path: Path
+) -> AsyncIterator[tuple[RunningPartner, set[str], list[str]]]:
+    """The simulator, up, answering 500 to every call whose idempotency key begins with a
+    request id of the set (one operation of one declaration), and to nothing else; the
+    list: those calls."""
+    failing: set[str] = set()
+    failed: list[str] = []
+
+    @web.middleware
+    async def fail_one_operation(request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = request.headers.get("Idempotency-Key", "")
+        if key.rsplit("/", 1)[0] in failing:
+            failed.append(key)
+            return web.json_response({"error": "internal error"}, status=500)
+        return await handler(request)
+
+    async with running_partner(
+        samples / "partners" / "dgal-documents.json", tmp_path / "l.db", [fail_one_operation]
+    ) as running:
+        yield running, failing, failed
+
+
+async def test_a_deletion_the_partner_keeps_failing_does_not_hold_the_next_version_back(
+    kafka_env: KafkaEnv, partner_failing: tuple[RunningPartner, set[str], list[str]]
+) -> None:
+    """Review stop 36, G7: v1 reserved 60 and was refused; the partner, up, answers 500 to
+    every call of v1's DELETE (and only to it). v2 (an amendment) is lodged: its
+    reservation is sent and applied, v1's queued DELETE is answered STALE (superseded)
+    and never sent again, and the ledger holds exactly v2's 40. Before, v2 was answered
+    UNAVAILABLE, "not sent: an earlier operation of this declaration waits", in degraded
+    mode for as long as the partner failed v1's DELETE."""
+    partner, failing, failed = partner_failing
+    async with adapter_and_hub(
+        kafka_env, partner, replay_interval_s=0.5, circuit_failure_threshold=50
+    ) as (hub, adapter):
+        doc = await hub.seed("order")
+        v1 = hub.request(Operation.RESERVE, [Quote(doc, "60")])
+        [answer] = (await ask_all(hub, [v1]))[0].answers
+        assert answer.verdict is Verdict.VALID
+        reference = v1.reference
+        delete_v1 = hub.request(
+            Operation.DELETE, [Quote(doc, None, line=None, unit=None)], reference=reference
+        )
+        failing.add(delete_v1.request_id)
+        [answer] = (await ask_all(hub, [delete_v1]))[0].answers
+        assert answer.verdict is Verdict.UNAVAILABLE  # queued for replay
+        # Stuck: a whole replay round later, the partner still fails it, nothing else.
+        await asyncio.wait_for(adapter.replay_rounds.one_begun_after_now(), 30)
+        assert len(adapter.pending) == 1
+        assert len(failed) >= 2
+
+        reserve_v2 = hub.request(
+            Operation.RESERVE, [Quote(doc, "40")], reference=reference, version=2
+        )
+        [answer] = (await ask_all(hub, [reserve_v2]))[0].answers
+        assert (answer.verdict, answer.partner_code) == (Verdict.VALID, None), answer.detail
+        *_, superseded = await hub.answers(delete_v1.request_id, 2, 30)
+        assert [(a.verdict, a.partner_code) for a in superseded.answers] == [
+            (Verdict.MISMATCH, "STALE")
+        ]
+        calls_when_superseded = len(failed)
+        await asyncio.wait_for(adapter.replay_rounds.one_begun_after_now(), 30)
+        assert len(adapter.pending) == 0
+        assert len(failed) == calls_when_superseded  # never sent again
+        assert len(await hub.answers(delete_v1.request_id, 2, 1)) == 2
+    assert partner.store.balances(doc)[0].reserved == Decimal(40)
+    assert [(p.declaration, p.version, p.state) for p in partner.store.positions(doc)] == [
+        (reference, 2, "ACTIVE")
     ]

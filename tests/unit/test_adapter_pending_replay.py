@@ -1,6 +1,8 @@
 """Operations met by an outage are replayed in each declaration's order; a definitive
 answer leaves the queue, a declaration still failing blocks no other, and no newer
-operation that changes the partner's ledger overtakes a queued one (defect 7; stop 36)."""
+operation that changes the partner's ledger overtakes a queued one on its documents
+(defect 7; stop 36), except a later version superseding a queued deletion (stop 36, G7:
+tests/unit/test_a_stuck_queue_head_does_not_keep_later_versions_degraded.py)."""
 
 from __future__ import annotations
 
@@ -267,16 +269,19 @@ async def test_a_reservation_never_overtakes_its_declarations_queued_write_off(
     assert len(pending) == 0
 
 
-async def test_a_reservation_waits_behind_its_declarations_queued_deletions_which_are_kept(
+async def test_a_reservation_supersedes_only_the_queued_deletion_of_its_documents(
     pending: PendingOperations,
     partner: FakePartner,
     replayer: Replayer,
     published: list[tuple[str, Verdict]],
 ) -> None:
     """v1's deletions queued in an outage, v2's reservation of one of the documents read
-    while the partner still fails them: v2 is answered UNAVAILABLE, nothing is dropped,
-    and each deletion is answered when it goes through (was: v2's reservation went out
-    and v1's deletion of its document was dropped unanswered; found by review, stop 36)."""
+    while the partner still fails them: v2 is sent (it restates the position on its
+    document), v1's deletion of that document is answered STALE, never dropped
+    unanswered, and v1's deletion of the other document stays queued until it goes
+    through. Found by review, stop 36: v2's reservation went out and v1's deletion of its
+    document was dropped unanswered; then (G7) v2 was held back, degraded, for as long as
+    the partner failed the deletions (tests/unit/test_a_stuck_queue_head_...py)."""
     on_doc = op(Operation.DELETE, version=1)
     elsewhere = op(Operation.DELETE, version=1, document=OTHER_DOC)
     pending.add(on_doc)
@@ -285,12 +290,13 @@ async def test_a_reservation_waits_behind_its_declarations_queued_deletions_whic
         Verdict.VALID if r.operation is Operation.RESERVE else Verdict.UNAVAILABLE
     )
     answers = await replayer.ask(op(Operation.RESERVE, version=2))
-    assert [a.verdict for a in answers] == [Verdict.UNAVAILABLE]
-    assert op(Operation.RESERVE, version=2).request_id not in partner.asked
-    assert queued(pending) == [on_doc.request_id, elsewhere.request_id]
+    assert [a.verdict for a in answers] == [Verdict.VALID]
+    assert published == [(on_doc.request_id, Verdict.MISMATCH)]  # STALE: superseded
+    assert queued(pending) == [elsewhere.request_id]
     partner.rule = lambda r: Verdict.VALID
     await replayer.replay_all()
-    assert published == [(on_doc.request_id, Verdict.VALID), (elsewhere.request_id, Verdict.VALID)]
+    assert published[1:] == [(elsewhere.request_id, Verdict.VALID)]
+    assert queued(pending) == []
 
 
 async def test_a_check_changes_nothing_and_is_asked_while_the_queue_waits(

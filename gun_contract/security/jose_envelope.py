@@ -534,6 +534,14 @@ class JoseEnvelope:
         if key is not None:
             return key
         retired = self._keys.retired_decryption_keys.get(kid)
+        pruned = self._keys.pruned_decryption_keys.get(kid) if retired is None else None
+        if pruned is not None:
+            # Its public part still names it: a late record gets the precise reason, not
+            # "unknown key" (review stop 38-s: keys prune).
+            gone = retired_for(pruned.public, accepted_at) or pruned.describe()
+            retired_key = pruned.public.status is KeyStatus.RETIRED
+            kind = Kind.RETIRED_KEY if retired_key else Kind.UNKNOWN_KID
+            raise EnvelopeRejected(kind, f"encrypted to key {kid!r}, which {gone}")
         if retired is None:
             raise EnvelopeRejected(
                 Kind.UNKNOWN_KID, f"encrypted to key {kid!r}, not a key of {self.party}"

@@ -29,7 +29,9 @@ new generation, which becomes the one used; older keys keep verifying and decryp
 until they are retired, and after it for what the broker accepted before the retirement
 (a backlog read late: the envelope judges by the record's log-append time). So a party
 keeps a retired encryption key in its private file until every record encrypted to it
-has left the topics (security.md, "Keys").
+has left the topics, then removes it with ``keys prune`` (``KeystoreFolder.prune``): its
+key id stays, in ``jwks.json`` and the private file's ``pruned_keys``, so a late record is
+refused as sealed to a pruned key (security.md, "Keys").
 
 Each party also has **state keys**: symmetric AES-256-GCM keys (JWK ``oct``, ``use: enc``,
 ``purpose: state``) that seal what it keeps at rest (the hub's case table, an adapter's
@@ -83,6 +85,9 @@ STATE_ALG = "A256GCM"
 STATE_KEY_BYTES = 32
 # The member of a party's private file that holds its state keys.
 STATE_MEMBER = "state_keys"
+# The member of a party's private file that says which of its keys' private parts were
+# pruned, and when (key ids and times only: ``keys prune``).
+PRUNED_MEMBER = "pruned_keys"
 # The party that writes the audit trail, and so the only one with an audit key.
 AUDITING_PARTY = "hub"
 # A new audit key makes the links' MACs this long after its creation (AuditSigner).
@@ -434,7 +439,11 @@ def _private_json(path: Path, party: str) -> dict[str, Any]:
 
 def _read_private(path: Path, party: str) -> list[ECKey]:
     """The private keys of a private key file, refused if others may read it."""
-    data = _private_json(path, party)
+    return _private_keys(_private_json(path, party), path)
+
+
+def _private_keys(data: dict[str, Any], path: Path) -> list[ECKey]:
+    """The private keys of the private key file ``path`` holding ``data``."""
     keys: list[ECKey] = []
     for number, entry in enumerate(data["keys"], start=1):
         where = f"{path}: key {number}{_kid_of(entry)}"
@@ -608,17 +617,41 @@ class RetiredDecryptionKey:
 
 
 @dataclass(frozen=True, slots=True)
+class PrunedDecryptionKey:
+    """One of our own encryption keys whose private part is gone (``keys prune``, or
+    removed by hand: ``pruned`` is then ''): what was encrypted to it is refused, saying
+    so, rather than as a key nobody knows."""
+
+    public: PublicKey
+    pruned: str = ""
+
+    def describe(self) -> str:
+        """Why a record encrypted to it before its retirement no longer opens."""
+        retired = self.public.retired_at
+        when = f" on {_iso(retired)}" if retired is not None else ""
+        state = "was retired" + when if self.public.status is KeyStatus.RETIRED else "is active"
+        gone = (
+            f"its private part was pruned on {self.pruned} (gun-hub keys prune)"
+            if self.pruned
+            else f"its private part is no longer in {self.public.party}.jwk"
+        )
+        return f"{state} and {gone}: nothing encrypted to it can be decrypted any more"
+
+
+@dataclass(frozen=True, slots=True)
 class _PartyView:
     signing_key: ECKey
     decryption_keys: dict[str, ECKey]
     public: dict[str, PublicKey]
     audit_keys: dict[str, PublicKey] = field(default_factory=dict)
     retired_decryption_keys: dict[str, RetiredDecryptionKey] = field(default_factory=dict)
+    pruned_decryption_keys: dict[str, PrunedDecryptionKey] = field(default_factory=dict)
 
 
 def _load_party(folder: Path, party: str) -> _PartyView:
     path = folder / f"{party}.jwk"
-    own = _read_private(path, party)
+    data = _private_json(path, party)
+    own = _private_keys(data, path)
     everything = read_public_keys(folder / PUBLIC_JWKS)
     _check_matches(own, everything, path)
     public = {kid: k for kid, k in everything.items() if k.purpose != AUDIT_PURPOSE}
@@ -635,6 +668,15 @@ def _load_party(folder: Path, party: str) -> _PartyView:
         and str(k.kid) in public
         and public[str(k.kid)].status is KeyStatus.RETIRED
     }
+    # Our encryption keys the JWKS knows whose private part is gone: pruned, or removed
+    # by hand before ``keys prune`` existed.
+    pruned_on = _pruned_members(data, path)
+    kept = {str(k.kid) for k in own}
+    pruned = {
+        kid: PrunedDecryptionKey(key, pruned_on.get(kid, ""))
+        for kid, key in public.items()
+        if key.party == party and key.use is KeyUse.ENC and kid not in kept
+    }
     return _PartyView(
         # The newest generation signs; older ones only keep verifying until retired.
         signing_key=signing[-1],
@@ -642,7 +684,25 @@ def _load_party(folder: Path, party: str) -> _PartyView:
         public=public,
         audit_keys={kid: k for kid, k in everything.items() if k.purpose == AUDIT_PURPOSE},
         retired_decryption_keys=retired,
+        pruned_decryption_keys=pruned,
     )
+
+
+def _pruned_members(data: dict[str, Any], path: Path) -> dict[str, str]:
+    """Key id -> when its private part was pruned, from the ``pruned_keys`` member."""
+    entries = data.get(PRUNED_MEMBER, [])
+    if not isinstance(entries, list):
+        raise KeystoreError(f"{path}: {PRUNED_MEMBER!r} is not a list")
+    pruned: dict[str, str] = {}
+    for number, entry in enumerate(entries, start=1):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("kid"), str)
+            and isinstance(entry.get("pruned"), str)
+        ):
+            raise KeystoreError(f"{path}: {PRUNED_MEMBER} entry {number} has no kid or time")
+        pruned[entry["kid"]] = entry["pruned"]
+    return pruned
 
 
 class PartyKeys:
@@ -696,6 +756,11 @@ class PartyKeys:
     def retired_decryption_keys(self) -> dict[str, RetiredDecryptionKey]:
         """Our retired encryption keys still in our private file, by key id."""
         return self._view().retired_decryption_keys
+
+    @property
+    def pruned_decryption_keys(self) -> dict[str, PrunedDecryptionKey]:
+        """Our encryption keys whose private part is gone (``keys prune``), by key id."""
+        return self._view().pruned_decryption_keys
 
     @property
     def public(self) -> dict[str, PublicKey]:
@@ -847,8 +912,73 @@ class ImportReport:
     kept_retired: list[PublicKey] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class PruneDecision:
+    """Whether a key's private part may be removed (``prunable``), and why."""
+
+    kid: str
+    party: str
+    use: KeyUse
+    retired: str  # as jwks.json says ('': active, or retired with no time)
+    prunable: bool
+    reason: str
+
+
+def prune_decision(
+    key: PublicKey, *, now: datetime, keep_for: timedelta, force: bool = False
+) -> PruneDecision:
+    """Whether the private part of our key ``key`` may be removed at ``now``.
+
+    A key still current never (retire it first, even forced: everything sealed to it now
+    would be refused). A retired signing key at once: what it signs from its retirement on
+    is refused, and what it signed before is verified with its public part. An encryption
+    key retired with no time only with ``force``: it decrypts nothing, but dated with
+    ``keys retire --since`` it opens a backlog again. A retired encryption key once
+    ``keep_for`` has passed
+    since its retirement: it decrypts what the broker accepted before the retirement, and
+    such a record stays readable at most that long after (twice the longest retention of
+    the topics addressed to the party: ``gun_hub.security.factory.readable_s``); earlier
+    only with ``force``, and those records are then refused.
+    """
+
+    def decided(prunable: bool, reason: str) -> PruneDecision:
+        return PruneDecision(key.kid, key.party, key.use, key.retired, prunable, reason)
+
+    if key.status is not KeyStatus.RETIRED:
+        return decided(False, "still current: retire it first (gun-hub keys retire KID)")
+    retired = key.retired_at
+    if key.use is KeyUse.SIG:
+        since = f" on {_iso(retired)}" if retired is not None else ""
+        return decided(True, f"retired{since}: what it signs from then on is refused")
+    if retired is None:
+        # Serves nothing now, but ``keys retire KID --since TIME`` (a retirement dated
+        # ahead, an old file) makes it decrypt the backlog before TIME again.
+        return decided(
+            force,
+            "retired with no time: it decrypts nothing now, unless dated with 'gun-hub keys "
+            "retire KID --since TIME'" + (" (forced)" if force else " (--force to prune)"),
+        )
+    since = f"retired on {_iso(retired)}"
+    needed = _days(keep_for)
+    if now - retired >= keep_for:
+        return decided(
+            True,
+            f"{since}, more than {needed} ago: no record encrypted to it before can be "
+            "left in the log",
+        )
+    until = f"a record encrypted to it before may stay readable until {_iso(retired + keep_for)}"
+    if force:
+        return decided(True, f"{since} (forced: {until}, and is then refused)")
+    return decided(False, f"{since}, less than {needed} ago: {until} (--force to prune now)")
+
+
+def _days(span: timedelta) -> str:
+    days = span.total_seconds() / 86_400
+    return f"{days:g} day{'s' if days != 1 else ''}"
+
+
 class KeystoreFolder:
-    """Create, rotate, retire, export and import the keys of a keystore folder."""
+    """Create, rotate, retire, prune, export and import the keys of a keystore folder."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -995,13 +1125,13 @@ class KeystoreFolder:
             path = self.private_file(party)
             new = [_generate(party, KeyUse.SIG), _generate(party, KeyUse.ENC)]
             entries = [_public_entry(k, party) for k in new]
+            # The other members kept as they are: the state keys seal data at rest, the
+            # record of pruned keys names what a late record was encrypted to.
             data = {
+                **_private_json(path, party),
                 "party": party,
                 "keys": [k.as_dict(private=True) for k in _read_private(path, party)],
             }
-            state_keys = _private_json(path, party).get(STATE_MEMBER)
-            if state_keys is not None:  # kept as they are: they seal data at rest
-                data[STATE_MEMBER] = state_keys
         data["keys"] += [k.as_dict(private=True) for k in new]
         jwks["keys"] += entries
         _write_private(path, data)
@@ -1047,6 +1177,53 @@ class KeystoreFolder:
                 _write_public(self.public_file, jwks)
                 return str(entry["party"])
         raise KeystoreError(f"no key {kid!r} in {self.public_file}")
+
+    def prune(
+        self,
+        party: str,
+        *,
+        keep_for: timedelta,
+        now: datetime | None = None,
+        force: bool = False,
+        apply: bool = False,
+    ) -> list[PruneDecision]:
+        """What to do with each envelope key in ``party``'s private file (``prune_decision``);
+        with ``apply``, remove the private parts of those that may go, and note their key
+        ids and the time in the file's ``pruned_keys`` (their public parts stay in
+        jwks.json: a late record is refused as sealed to a pruned key, not an unknown one).
+        Without ``apply`` nothing is written. Running processes follow within seconds."""
+        now = now or _now()
+        path = self.private_file(party)
+        data = _private_json(path, party)
+        own = _private_keys(data, path)
+        public = self.public_keys()
+        decisions = [
+            prune_decision(public[str(k.kid)], now=now, keep_for=keep_for, force=force)
+            if str(k.kid) in public
+            else PruneDecision(
+                str(k.kid),
+                party,
+                KeyUse(str(k.get("use"))),
+                "",
+                False,
+                f"not in {self.public_file}: nothing to judge its retirement by; left alone",
+            )
+            for k in own
+        ]
+        gone = {d.kid for d in decisions if d.prunable}
+        if apply and gone:
+            pruned = data.get(PRUNED_MEMBER, [])
+            data[PRUNED_MEMBER] = [
+                *pruned,
+                *(
+                    {"kid": d.kid, "use": d.use.value, "retired": d.retired, "pruned": _iso(now)}
+                    for d in decisions
+                    if d.prunable
+                ),
+            ]
+            data["keys"] = [k.as_dict(private=True) for k in own if str(k.kid) not in gone]
+            _write_private(path, data)
+        return decisions
 
     def public_keys(self) -> dict[str, PublicKey]:
         return read_public_keys(self.public_file)

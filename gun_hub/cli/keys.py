@@ -1,4 +1,4 @@
-"""``gun-hub keys``: make, rotate, retire, export and import keys.
+"""``gun-hub keys``: make, rotate, retire, prune, export and import keys.
 
 Each party makes its own private keys on its own machine and exchanges public keys only::
 
@@ -14,12 +14,12 @@ seals what it keeps at rest; ``keys rotate P --state`` adds a new one.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import typer
 
-from gun_contract.security.entitlements import parties
+from gun_contract.security.entitlements import Entitlements, parties
 from gun_contract.security.keystore import (
     AUDIT_VALIDITY_DAYS,
     AUDITING_PARTY,
@@ -29,6 +29,7 @@ from gun_contract.security.keystore import (
 )
 from gun_hub.cli.kafka import registry_for
 from gun_hub.cli.startup import settings_or_exit
+from gun_hub.security.factory import readable_s
 
 app = typer.Typer(help="Signing, encryption, audit and state keys.", no_args_is_help=True)
 
@@ -129,6 +130,76 @@ def retire(
     except KeystoreError as err:
         raise _fail(err) from None
     typer.echo(f"{party}: key {kid} retired")
+
+
+@app.command()
+def prune(
+    party: list[str] | None = typer.Option(
+        None,
+        "--party",
+        help="Whose keys (again for several; default: every party whose private file is in "
+        "the folder).",
+    ),
+    older_than: float | None = typer.Option(
+        None,
+        "--older-than",
+        min=0,
+        help="Days since an encryption key's retirement after which it is pruned, instead of "
+        "twice the longest retention of the topics addressed to the party (shorter: only "
+        "with --force).",
+    ),
+    force: bool = typer.Option(
+        False,
+        help="Also prune encryption keys retired more recently than that (what the log still "
+        "holds encrypted to them is then refused), or retired with no time.",
+    ),
+    apply: bool = typer.Option(
+        False, "--apply", help="Remove them; without it, only say what would be removed."
+    ),
+    directory: Path | None = DirOption,
+) -> None:
+    """Remove the private parts of retired keys no record can still need: a retired
+    signing key's at once, a retired encryption key's once every record encrypted to it
+    before its retirement can have left the topics. Their public parts stay in jwks.json,
+    so a late record is refused as sealed to a pruned key. A key still current is never
+    pruned. Without --apply, only says what it would do."""
+    settings = settings_or_exit()
+    folder = KeystoreFolder(directory or settings.security.keys_dir)
+    topics = registry_for(settings)
+    entitlements = Entitlements.from_registry(topics)
+    explicit = timedelta(days=older_than) if older_than is not None else None
+    chosen = party or sorted(folder.local_parties())
+    pruned = kept = 0
+    try:
+        for name in chosen:
+            needed = timedelta(seconds=readable_s(topics, entitlements, name))
+            if explicit is not None and explicit < needed and not force:
+                typer.echo(
+                    f"{name}: --older-than {older_than:g} is shorter than the "
+                    f"{needed.total_seconds() / 86_400:g} days a record addressed to {name} "
+                    "can stay in the topics (twice their retention); records still there "
+                    "encrypted to a key pruned earlier would be refused: add --force to do so",
+                    err=True,
+                )
+                raise typer.Exit(1)
+            decisions = folder.prune(name, keep_for=explicit or needed, force=force, apply=apply)
+            for decision in decisions:
+                if decision.prunable:
+                    pruned += 1
+                    label = "pruned" if apply else "would prune"
+                else:
+                    kept += 1
+                    label = "keep"
+                typer.echo(
+                    f"{label} {decision.party} {decision.use.value} {decision.kid}: "
+                    f"{decision.reason}"
+                )
+    except KeystoreError as err:
+        raise _fail(err) from None
+    if apply:
+        typer.echo(f"{pruned} private key(s) pruned, {kept} kept")
+    else:
+        typer.echo(f"{pruned} private key(s) would be pruned, {kept} kept: run again with --apply")
 
 
 @app.command("export-public")

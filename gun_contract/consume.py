@@ -89,11 +89,13 @@ async def consume(
     max_records: int | None = None,
     before_poll: Callable[[], object] | None = None,
     after_poll: Callable[[], Awaitable[None]] | None = None,
+    committed: Callable[[dict[TopicPartition, int]], object] | None = None,
 ) -> None:
     """Poll ``consumer``, give each non-empty batch to ``handle``, commit past it when
     ``commit``; until ``stopping`` is set or ``until()`` holds (see the module docstring).
     ``before_poll`` runs before each poll (pausing partitions), ``after_poll`` after each,
-    the empty ones too (a caught-up check, housekeeping)."""
+    the empty ones too (a caught-up check, housekeeping); ``committed`` is told each
+    commit the broker confirmed (a replay memory forgets by it)."""
 
     def done() -> bool:
         return (stopping is not None and stopping.is_set()) or (until is not None and until())
@@ -105,13 +107,17 @@ async def consume(
         if batch:
             await handle(batch)
             if commit:
-                await _commit(consumer, next_offsets(batch))
+                confirmed = await _commit(consumer, next_offsets(batch))
+                if committed is not None and confirmed:
+                    committed(confirmed)
         if after_poll is not None:
             await after_poll()
 
 
-async def _commit(consumer: Polled, offsets: dict[TopicPartition, int]) -> None:
-    await commit_assigned(consumer, offsets)
+async def _commit(
+    consumer: Polled, offsets: dict[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    return await commit_assigned(consumer, offsets)
 
 
 # An offset to commit, or an offset and the commit's metadata.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from gun_contract.commit_clock import CommitClock
 from gun_contract.consume import Batch, consume
 from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_record
 from gun_contract.effects import OutgoingRecord
@@ -31,6 +32,7 @@ from gun_contract.kafka.client import (
 )
 from gun_contract.limits import max_sealed_payload_bytes
 from gun_contract.model.decision import Decision
+from gun_contract.security.replay import FollowsCommits
 from gun_hub.gateway.sender import DeclarationSender
 from gun_hub.xml.decision_codec import DecisionCodec
 from gun_hub.xml.declaration_codec import sniff_identity
@@ -111,8 +113,14 @@ class DecisionReader:
         *,
         group_id: str | None = None,
         dlq_topic: str | None = None,
+        replay_memory: FollowsCommits | None = None,
     ) -> None:
         self._group_id = group_id
+        # The envelope's replay memory, told how far back each partition can be read
+        # again after each confirmed commit (a batch handled, then a crash before its
+        # commit, is read again: review stop 38, L3).
+        self._replay_memory = replay_memory
+        self._read_times = CommitClock()
         self._dlq_topic = dlq_topic
         self._dead_letters: AIOKafkaProducer | None = None
         self._connect = connect
@@ -173,6 +181,11 @@ class DecisionReader:
                     if record.offset < self._next.get(record.partition, 0):
                         continue  # read again after a rebalance: already handled
                     self._next[record.partition] = record.offset + 1
+                    self._read_times.saw(
+                        record.partition,
+                        record.offset,
+                        broker_accepted_at(record.timestamp, record.timestamp_type),
+                    )
                     examined = self.examine(record)  # never raises
                     if isinstance(examined, Unreadable):
                         await self._send_dead_letter(record, examined)  # never acted on
@@ -191,8 +204,15 @@ class DecisionReader:
             until=lambda: len(received) >= expected or time.monotonic() >= deadline,
             timeout_ms=200,
             max_records=_BATCH,
+            committed=self._committed,
         )
         return received
+
+    def _committed(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            readable_from = self._read_times.readable_from(tp.partition, offset)
+            if readable_from is not None and self._replay_memory is not None:
+                self._replay_memory.committed(tp.topic, tp.partition, readable_from)
 
     async def end_offsets(self) -> dict[int, int]:
         """Where each partition read ends now; read_committed, so at its last stable

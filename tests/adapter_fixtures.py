@@ -19,6 +19,7 @@ from gun_contract.model.exchange import (
     RequestedItem,
     request_id_for,
 )
+from gun_contract.security.replay import FollowsCommits
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry
 
@@ -30,12 +31,19 @@ async def running_adapter(
     topics: TopicRegistry,
     envelope: Envelope,
     partner: PartnerPort | None = None,
+    replay_memory: FollowsCommits | None = None,
 ) -> AsyncIterator[AdapterRunner]:
     """Start ``authority``'s adapter, wait until it consumes, stop it cleanly after
-    (``partner``: another client of the partner system than the package's own)."""
+    (``partner``: another client of the partner system than the package's own;
+    ``replay_memory``: the envelope's, told the adapter's commits)."""
     spec = load_adapter(authority)
     runner = AdapterRunner(
-        spec, settings, topics, envelope, partner or spec.build_partner(settings.adapter)
+        spec,
+        settings,
+        topics,
+        envelope,
+        partner or spec.build_partner(settings.adapter),
+        replay_memory=replay_memory,
     )
     ready = asyncio.Event()
     task = asyncio.create_task(runner.run(ready))

@@ -46,6 +46,7 @@ from adapters.base.ownership import PartitionOwnership, deleted_unanswered
 from adapters.base.pending import PendingLimit, PendingOperations, pending_path
 from adapters.base.replay import REPLAYED_OPERATIONS, Replayer, Rounds
 from adapters.base.spec import AdapterSpec, PartnerPort
+from gun_contract.commit_clock import CommitClock
 from gun_contract.consume import UNHANDLED_ERROR, Batch, commit_assigned, consume, next_offsets
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_contract.effects import Effects
@@ -58,6 +59,7 @@ from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, Doc
 from gun_contract.model.verdicts import Verdict
 from gun_contract.record_keys import keyed_by, not_keyed_by
 from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.replay import FollowsCommits
 from gun_contract.security.state_cipher import StateCipher
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry
@@ -89,6 +91,8 @@ class AdapterRunner:
         topics: TopicRegistry,
         envelope: Envelope,
         partner: PartnerPort,
+        *,
+        replay_memory: FollowsCommits | None = None,
     ) -> None:
         self._spec = spec
         self._settings = settings
@@ -124,9 +128,20 @@ class AdapterRunner:
         # An answer UNAVAILABLE was sent since the last commit: the next one is not held
         # back (``_commit``).
         self._commit_soon = False
+        # The envelope's replay memory, told how far back each partition can be read
+        # again after each confirmed commit: the commit is held at the oldest pending
+        # operation while the replica reads ahead, and a copy judged a replay there is
+        # read again after a rebalance (review stop 38, L3; ADR 0008).
+        self._replay_memory = replay_memory
+        self._read_times = CommitClock()
 
     def stop(self) -> None:
         self._stopping.set()
+
+    @property
+    def read_times(self) -> CommitClock:
+        """The broker times of what was read since each partition's commit point."""
+        return self._read_times
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         connect = from_settings(self._settings.kafka)
@@ -317,6 +332,10 @@ class AdapterRunner:
             self.ownership.committed(
                 {tp.partition: offset for tp, (offset, _) in committed.items()}
             )
+            for tp, (offset, _) in committed.items():
+                readable_from = self._read_times.readable_from(tp.partition, offset)
+                if readable_from is not None and self._replay_memory is not None:
+                    self._replay_memory.committed(tp.topic, tp.partition, readable_from)
 
     async def commit_now(self, consumer: AIOKafkaConsumer, why: str) -> None:
         """Commit what is handled at once (partitions revoked, the replica stopping). A
@@ -343,6 +362,11 @@ class AdapterRunner:
             for records in batches.values():
                 for record in records:
                     by_key[record.key].append(record)
+                    self._read_times.saw(
+                        record.partition,
+                        record.offset,
+                        broker_accepted_at(record.timestamp, record.timestamp_type),
+                    )
             outboxes = [await self._aged_out(batches, consumer)]
             outboxes += await asyncio.gather(*(self._handle_in_order(r) for r in by_key.values()))
             deliveries = [
@@ -728,6 +752,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._runner.commit_now(self._consumer, "partitions are revoked")
         partitions = {tp.partition for tp in revoked}
+        self._runner.read_times.forget(partitions)
         # Only the rows the log still holds may be forgotten: read where it starts (for
         # every revoked partition: a record in flight may still queue a row). Unread,
         # every row is kept (the assignment that follows decides again).

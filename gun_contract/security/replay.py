@@ -37,6 +37,15 @@ class ReplayGuard(Protocol):
         ...
 
 
+class FollowsCommits(Protocol):
+    """A replay memory told each partition's confirmed commit point (``SqliteReplayGuard``)."""
+
+    def committed(self, topic: str, partition: int, readable_from: float) -> None:
+        """``partition`` of ``topic`` can no longer be read again below the broker time
+        ``readable_from``."""
+        ...
+
+
 class MemoryReplayGuard:
     """For one-shot readers and unit tests: forgets everything at exit."""
 
@@ -62,19 +71,24 @@ class NoReplayMemory:
 class SqliteReplayGuard:
     """Durable memory for a process without faust tables (adapters, clearance reader).
 
-    An id is forgotten once no copy of it can still be unread: every partition of the
-    topics read has been read past its expiry (plus ``keep_after_expiry_s``), each by
-    its own clock, the broker time of what was read from it. One clock for all (the
-    latest broker time read anywhere) forgot, after a reader's absence, the ids of what
-    one partition's short backlog had run past while a copy waited in another's longer
-    one, then read as a first sighting (found by review in stop 38, as stop 35 found it
-    for the hub's claims memory). ``partitions``: how many each topic read has (the
-    ``kafka.partitions`` of every keyed topic); a partition not read from since this
-    process started (idle, another replica's, or not reached yet) holds the forgetting
-    back, as does every partition when the count is not given, but never beyond
-    ``readable_s`` past an id's expiry (by the latest broker time read): by then no copy
-    the broker accepted before the expiry is left in the log, so the memory stays
-    bounded, by the rate of ids times ``readable_s`` at worst.
+    An id is forgotten once no copy of it can still be read, for the first time or
+    again: every partition of the topics read is *committed* past its expiry (plus
+    ``keep_after_expiry_s``), each by its own clock, the broker time below which it can
+    no longer be read again (``committed``, from the reader's confirmed commits:
+    :class:`gun_contract.commit_clock.CommitClock`). One clock for all (the latest broker
+    time read anywhere) forgot, after a reader's absence, the ids of what one partition's
+    short backlog had run past while a copy waited in another's longer one (found by
+    review in stop 38, as stop 35 found it for the hub's claims memory); a clock moved by
+    what was *read* forgot the ids of what an adapter read ahead of its commit, held at
+    its oldest pending operation (ADR 0014), so a copy judged a replay there was a first
+    sighting when a rebalance had the partition read again (stop 38, L3; the hub's in
+    stop 36). ``partitions``: how many each topic read has (the ``kafka.partitions`` of
+    every keyed topic); a partition whose commit this process has not heard of (idle,
+    another replica's, a reader that reports no commits) holds the forgetting back, as
+    does every partition when the count is not given, but never beyond ``readable_s``
+    past an id's expiry (by the latest broker time read): by then no copy the broker
+    accepted before the expiry is left in the log, so the memory stays bounded, by the
+    rate of ids times ``readable_s`` at worst.
     """
 
     _PRUNE_EVERY = 1000
@@ -111,16 +125,23 @@ class SqliteReplayGuard:
             "SELECT position FROM seen WHERE jti = ?", (message_id,)
         ).fetchone()
         if seen_at is not None and math.isfinite(seen_at):
+            # How far anything was read bounds the memory (``readable_s``), never a
+            # partition's clock: that moves by its commit only (``committed``).
             self._log_clock = max(self._log_clock, seen_at)
-            source = _topic_partition_of(position)
-            if source is not None:
-                topic, partition = source
-                clocks = self._clocks.setdefault(topic, {})
-                clocks[partition] = max(clocks.get(partition, 0.0), seen_at)
         self._inserts += 1
         if self._inserts % self._PRUNE_EVERY == 0:
             self._prune()
         return bool(first_position == position)
+
+    def committed(self, topic: str, partition: int, readable_from: float) -> None:
+        """``partition`` of ``topic`` can no longer be read again below the broker time
+        ``readable_from``: of the record at the offset the broker confirmed committed
+        (``gun_contract.commit_clock``). The only thing that moves its clock; a commit
+        reported out of order moves nothing back."""
+        if not math.isfinite(readable_from):
+            return
+        clocks = self._clocks.setdefault(topic, {})
+        clocks[partition] = max(clocks.get(partition, 0.0), readable_from)
 
     def _prune(self) -> None:
         """Forget ids no copy of which could still be accepted. A copy is accepted only
@@ -141,8 +162,8 @@ class SqliteReplayGuard:
         return horizon
 
     def _slowest_clock(self) -> float | None:
-        """The least broker time read over every partition of the topics read; None
-        while one of them has not been read from (or their number is not known)."""
+        """The least commit clock over every partition of the topics read; None while
+        the commit of one of them is not known (or their number is not)."""
         if self._partitions is None or not self._clocks:
             return None
         slowest = math.inf
@@ -325,14 +346,6 @@ def _position_in(value: bytes) -> bytes:
     entries were kept before expiries were."""
     position, separator, _ = value.rpartition(b"|")
     return position if separator else value
-
-
-def _topic_partition_of(position: str) -> tuple[str, int] | None:
-    """``topic/partition/offset`` -> (topic, partition) (None for any other shape)."""
-    parts = position.rsplit("/", 2)
-    if len(parts) == 3 and parts[1].isdigit():
-        return parts[0], int(parts[1])
-    return None
 
 
 def _partition_of_position(_message_id: str, position: str) -> int | None:

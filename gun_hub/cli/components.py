@@ -33,7 +33,7 @@ from gun_hub.cli.startup import (
     settings_or_exit,
 )
 from gun_hub.domain.risk import RiskRulesError, load_risk_rules
-from gun_hub.security.factory import build_envelope
+from gun_hub.security.factory import build_envelope, replay_memory
 from gun_hub.security.web_auth import AccessConfigError
 from gun_hub.web import WebConfigError
 
@@ -179,17 +179,25 @@ def adapter(
     topics = registry_for(settings)
     prepare_cluster(settings, own=adapter_topics(topics, authority))
 
+    # The runner tells the replay memory its confirmed commits: an id is forgotten only
+    # once no partition can be read again from before a copy of it (ADR 0008).
+    replay = replay_memory(
+        settings.security, authority, topics, partitions=settings.kafka.partitions
+    )
     try:
-        envelope = build_envelope(
-            settings.security, authority, topics, partitions=settings.kafka.partitions
-        )
+        envelope = build_envelope(settings.security, authority, topics, replay)
     except KeystoreError as err:  # names the key file at fault
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
 
     async def run() -> None:
         runner = AdapterRunner(
-            spec, settings, topics, envelope, spec.build_partner(settings.adapter)
+            spec,
+            settings,
+            topics,
+            envelope,
+            spec.build_partner(settings.adapter),
+            replay_memory=replay,
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -15,7 +15,7 @@ from gun_hub.cli.kafka import registry_for
 from gun_hub.cli.startup import settings_or_exit
 from gun_hub.cli.tooling import require_tooling
 from gun_hub.domain.decision_text import decision_lines
-from gun_hub.security.factory import build_envelope
+from gun_hub.security.factory import build_envelope, replay_memory
 
 if TYPE_CHECKING:
     from gun_tools.clearance_stand_in import ReceivedDecision
@@ -81,15 +81,19 @@ def decisions(
     topics = registry_for(settings)
 
     async def read() -> tuple[list[ReceivedDecision], int]:
-        envelope = build_envelope(
+        # Told the reader's confirmed commits: an id is forgotten only once no partition
+        # can be read again from before a copy of it (ADR 0008).
+        replay = replay_memory(
             settings.security, CLEARANCE_PARTY, topics, partitions=settings.kafka.partitions
         )
+        envelope = build_envelope(settings.security, CLEARANCE_PARTY, topics, replay)
         reader = DecisionReader(
             from_settings(settings.kafka),
             topics.decisions,
             envelope,
             group_id=group or settings.ops.clearance_group,
             dlq_topic=topics.dlq,
+            replay_memory=replay,
         )
         await reader.start()
         try:

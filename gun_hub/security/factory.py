@@ -38,20 +38,28 @@ def build_envelope(
     *,
     partitions: int | None = None,
 ) -> JoseEnvelope:
-    """The envelope of ``party``; replay memory defaults to a SQLite file of its own,
-    which forgets an id once each of the ``partitions`` (``kafka.partitions``) of the
-    topics it reads is read past its expiry (not given: only once no copy can be left in
-    the log)."""
+    """The envelope of ``party``; replay memory defaults to :func:`replay_memory` (a
+    reader that commits builds that itself, to tell it its commits)."""
     keys = PartyKeys.load(settings.keys_dir, party)
     entitlements = Entitlements.from_registry(topics)
     if replay is None:
-        replay = SqliteReplayGuard(
-            settings.state_dir / f"{topics.prefix}-{party}-replay.sqlite",
-            keep_after_expiry_s=settings.max_clock_skew_s,
-            partitions=partitions,
-            readable_s=readable_s(topics, entitlements, party),
-        )
+        replay = replay_memory(settings, party, topics, partitions=partitions)
     return JoseEnvelope(keys, entitlements, replay, policy_from(settings))
+
+
+def replay_memory(
+    settings: SecuritySettings, party: str, topics: TopicRegistry, *, partitions: int | None
+) -> SqliteReplayGuard:
+    """``party``'s durable replay memory, a SQLite file of its own: it forgets an id once
+    each of the ``partitions`` (``kafka.partitions``) of the topics it reads is committed
+    past its expiry, as its reader tells it (``SqliteReplayGuard.committed``); not told,
+    or the count not given, only once no copy can be left in the log."""
+    return SqliteReplayGuard(
+        settings.state_dir / f"{topics.prefix}-{party}-replay.sqlite",
+        keep_after_expiry_s=settings.max_clock_skew_s,
+        partitions=partitions,
+        readable_s=readable_s(topics, Entitlements.from_registry(topics), party),
+    )
 
 
 def readable_s(topics: TopicRegistry, entitlements: Entitlements, party: str) -> int:

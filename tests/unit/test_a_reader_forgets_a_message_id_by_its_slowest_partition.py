@@ -1,6 +1,7 @@
 """The adapters' and clearance reader's replay memory (SQLite, ADR 0008) forgets a
-message id only once every partition of the topic it reads has been read past the id's
-expiry, each by its own clock (the broker time of what was read from it), never by the
+message id only once every partition of the topic it reads has been committed past the
+id's expiry, each by its own clock (the broker time at its confirmed commit point: see
+test_a_reader_forgets_a_message_id_only_past_its_partitions_commit.py), never by the
 latest broker time read anywhere; and, while one partition is not read that far (idle,
 another replica's), still forgets once no copy can be left in the log.
 
@@ -70,12 +71,15 @@ def test_without_the_partition_count_no_partition_is_taken_as_read(tmp_path: Pat
     assert not guard.first_sighting("jti-original", expiry, f"{TOPIC}/1/3", T0 + 60)
 
 
-def test_ids_are_forgotten_once_every_partition_is_read_past_them(tmp_path: Path) -> None:
+def test_ids_are_forgotten_once_every_partition_is_committed_past_them(tmp_path: Path) -> None:
+    """Committed, not only read (the commit point: stop 38, L3's rest)."""
     path = tmp_path / "replay.sqlite"
     guard = SqliteReplayGuard(path, keep_after_expiry_s=SKEW, partitions=2)
     expiry = int(T0 + LIFETIME + SKEW)
     assert guard.first_sighting("jti-original", expiry, f"{TOPIC}/0/10", T0)
     assert guard.first_sighting("jti-other", expiry, f"{TOPIC}/1/2", T0 + DAY)
+    guard.committed(TOPIC, 1, T0 + DAY)
+    guard.committed(TOPIC, 0, T0 + DAY)
     read_to_the_present(guard, 0, T0 + DAY, tag="p0")
     assert "jti-original" not in remembered(path)
 

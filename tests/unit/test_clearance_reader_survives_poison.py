@@ -241,3 +241,39 @@ async def test_the_reader_goes_on_past_poison_and_commits(keys_dir: Path) -> Non
     assert all(len(value) <= MAX_DEAD_LETTER_VALUE_BYTES for _, value, _, _ in producer.sent)
     assert consumer.commits == 1
     assert len(decisions.unreadable) == 3
+
+
+class _RecordedCommits:
+    """A replay memory's ear for commits (SqliteReplayGuard.committed)."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, int, float]] = []
+
+    def committed(self, topic: str, partition: int, readable_from: float) -> None:
+        self.told.append((topic, partition, readable_from))
+
+
+async def test_the_reader_tells_its_replay_memory_each_commit_in_broker_time(
+    keys_dir: Path,
+) -> None:
+    """A batch handled and not yet committed is read again after a crash: the memory
+    forgets an id only once the partition is committed past it (review stop 38, L3)."""
+    memory = _RecordedCommits()
+    decisions = DecisionReader(
+        "127.0.0.1:1",
+        TOPICS.decisions,
+        envelope_of("clearance", TOPICS, keys_dir),
+        group_id="gun-clearance",
+        dlq_topic=TOPICS.dlq,
+        replay_memory=memory,
+    )
+    at = int(time.time() * 1000)
+    batch = [
+        record(seal(keys_dir, encode_decision(DECISION)), 3, timestamp_ms=at),
+        record(None, 4, timestamp_ms=at + 500),
+    ]
+    decisions._consumer = _Consumer([batch])
+    decisions._dead_letters = _Producer()
+    await decisions.collect(expected=1, timeout_s=5)
+    # Committed past offset 4: the partition can no longer be read again below its time.
+    assert memory.told == [(TOPICS.decisions, 1, (at + 500) / 1000)]

@@ -157,6 +157,22 @@ async def test_a_commit_refused_after_a_rebalance_does_not_stop_the_reader() -> 
     assert handled == [0, 1]
 
 
+async def test_only_commits_the_broker_confirmed_are_told() -> None:
+    """What a replay memory forgets by (the clearance reader's: review stop 38, L3): a
+    commit the group refused is not told, one it took is."""
+
+    async def handle(b: Batch) -> None:
+        pass
+
+    told: list[dict[TopicPartition, int]] = []
+    refused = Consumer({TP0: [record(TP0, 0)]}, refuse_commits=True)
+    await consume(refused, handle, commit=True, until=refused.drained, committed=told.append)
+    assert told == []
+    taken = Consumer({TP0: [record(TP0, 0)]}, {TP1: [record(TP1, 9)]})
+    await consume(taken, handle, commit=True, until=taken.drained, committed=told.append)
+    assert told == [{TP0: 1}, {TP1: 10}]
+
+
 async def test_the_loop_stops_between_two_polls_once_told_and_runs_its_hooks() -> None:
     stopping = asyncio.Event()
     calls: list[str] = []

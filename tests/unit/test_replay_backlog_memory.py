@@ -46,9 +46,9 @@ def sealed_at(
 PARTITIONS = 2
 
 
-def reader(keys_dir: Path, state: Path) -> JoseEnvelope:
+def reader(keys_dir: Path, state: Path, guard: SqliteReplayGuard | None = None) -> JoseEnvelope:
     """DGAL's adapter as the factory builds it (gun_hub/security/factory.py)."""
-    guard = SqliteReplayGuard(
+    guard = guard or SqliteReplayGuard(
         state, keep_after_expiry_s=POLICY.max_clock_skew_s, partitions=PARTITIONS
     )
     return JoseEnvelope(
@@ -92,10 +92,15 @@ def test_the_memory_forgets_ids_once_the_log_is_past_their_expiry(
     late = sealed_at(keys_dir, later, BATCH, monkeypatch)
     monkeypatch.setattr(time, "time", lambda: T0 + 3 * DAY)
     state = tmp_path / "replay.sqlite"
-    envelope = reader(keys_dir, state)
+    memory = SqliteReplayGuard(
+        state, keep_after_expiry_s=POLICY.max_clock_skew_s, partitions=PARTITIONS
+    )
+    envelope = reader(keys_dir, state, memory)
     read(envelope, early, partition=0, at=T0)
-    # Each partition read past the early ids' expiry (by its own clock: stop 38, L3).
+    # Each partition committed past the early ids' expiry (by its own clock: stop 38, L3).
     read(envelope, late[: BATCH // 2], partition=1, at=later)
+    memory.committed(TOPIC, 0, later)
+    memory.committed(TOPIC, 1, later)
     read(envelope, late[BATCH // 2 :], partition=0, at=later)
 
     # Bounded: only ids of messages a copy of which could still be accepted remain.

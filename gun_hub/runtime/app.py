@@ -77,7 +77,12 @@ from gun_hub.pipeline.retention import (
 from gun_hub.runtime import clock_check, gc_pauses, table_store, table_writes
 from gun_hub.runtime.aged_out import InputsAgedOut
 from gun_hub.runtime.audit_lanes import AuditLanes, AuditLinkProducer
-from gun_hub.runtime.audit_resync import TAIL_RECORDS, resync_audit_heads, take_over_chains
+from gun_hub.runtime.audit_resync import (
+    TAIL_RECORDS,
+    resync_audit_heads,
+    retaker,
+    take_over_chains,
+)
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from gun_hub.runtime.delivery import StateFirst, send_outbox
 from gun_hub.runtime.faust_app import (
@@ -565,10 +570,14 @@ def build_hub(settings: Settings) -> Hub:
         )
 
     # Audit links in chain order, each certain to follow the links before it, never
-    # dead-lettered, and added to a chain by its partition's owner only: a lane fenced by
-    # another worker crashes this one, which starts again and resyncs what it is given
-    # (runtime/audit_lanes.py), unless the group no longer assigns it the partition (the
-    # newer owner is the rightful one: given up, no crash; review stop 36).
+    # dead-lettered, and added to a chain by its partition's owner only
+    # (runtime/audit_lanes.py). A lane fenced once the group no longer assigns it the
+    # partition gives it up (the newer owner is the rightful one: no crash; review stop
+    # 36); one still assigned 30 s after its fence was fenced by its transaction
+    # coordinator (a transaction older than its timeout), and takes its partition again,
+    # going on with what it holds once the committed tail shows nobody else wrote (review
+    # stop 39-Z, Z1); a lane that cannot crashes this worker, which starts again and
+    # resyncs what it is given.
     link_producer = AuditLinkProducer(
         from_settings(settings.kafka), topics.audit, f"{settings.hub.app_id}-audit-links"
     )
@@ -576,12 +585,20 @@ def build_hub(settings: Settings) -> Hub:
     async def audit_partition_lost(_partition: int, lost: BaseException) -> None:
         await app.crash(lost)
 
+    async def take_audit_partitions(wanted: Sequence[int]) -> None:
+        async with asyncio.timeout(_TAKE_AUDIT_PARTITIONS_S):  # else the worker stops
+            await link_producer.take(wanted)
+
+    def audit_tails(partitions: list[int]) -> Awaitable[dict[int, list[bytes]]]:
+        return last_records(from_settings(settings.kafka), topics.audit, partitions, TAIL_RECORDS)
+
     audit_links = AuditLanes(
         topics.audit,
         link_producer.send_batch,
         link_producer.release,
         on_lost=audit_partition_lost,
         owns=lambda partition: TP(topics.declarations, partition) in app.consumer.assignment(),
+        retake=retaker(take_audit_partitions, audit_tails),
         interval_s=settings.hub.audit_transaction_interval_ms / 1000,
     )
 
@@ -911,22 +928,12 @@ def build_hub(settings: Settings) -> Hub:
         if not partitions:
             return  # nothing new (a rebalance since: take_over_chains sees it)
 
-        async def take(wanted: Sequence[int]) -> None:
-            async with asyncio.timeout(_TAKE_AUDIT_PARTITIONS_S):  # else the worker stops
-                await link_producer.take(wanted)
-
         async def resync(wanted: Sequence[int]) -> None:
-            await resync_audit_heads(
-                lambda tails_of: last_records(
-                    from_settings(settings.kafka), topics.audit, tails_of, TAIL_RECORDS
-                ),
-                context.audit,
-                wanted,
-            )
+            await resync_audit_heads(audit_tails, context.audit, wanted)
 
         if await take_over_chains(
             partitions,
-            take=take,
+            take=take_audit_partitions,
             release=link_producer.release,
             resync=resync,
             open_lanes=audit_links.open,  # links go on from the heads just read
@@ -1035,7 +1042,14 @@ def build_hub(settings: Settings) -> Hub:
     app.on_rebalance_complete.connect(membership.rebalance_completed)
 
     def ready() -> list[str]:
-        return waiting_for(app, publisher, rollout, settings.hub.publisher_stall_s, membership)
+        return waiting_for(
+            app,
+            publisher,
+            rollout,
+            settings.hub.publisher_stall_s,
+            membership,
+            audit_fenced=audit_links.fenced,
+        )
 
     if view is None:
         # A worker without the view decides and serves its probes only: the trader and

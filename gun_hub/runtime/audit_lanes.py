@@ -29,11 +29,22 @@ assignment before the chain is resynced: taking it fences any former owner's and
 open transaction, so that a worker expelled from its group (a long pause, a network cut)
 cannot append from its old head after the next owner read the tail, and a batch its
 producer gave up on cannot land after that resync (both forks left open by stop 32); the
-trail's readers read committed records only. A lane fenced stops for good: what it was
-given is cancelled, and the worker is told (``on_lost``; the hub crashes it, and it
-starts again, rejoins its group and resyncs what it is given). A lane never takes its
-producer again by itself: taken by a worker that has not yet heard it was expelled, it
-would fence the rightful owner and append from the old head (ADR 0019).
+trail's readers read committed records only.
+
+A lane fenced does not take its producer again at once: taken by a worker that has not
+yet heard it was expelled, it would fence the rightful owner and append from the old head
+(ADR 0019). The fence does not say who fenced it: another worker taking the partition, or
+the transaction coordinator aborting a transaction older than its timeout (the broker
+frozen or unreachable that long: review stop 39-Z, Z1, where every fence was read as the
+first and the worker crashed, its log naming a worker that did not exist). The group
+tells them apart (transactions.py ``RETAKE_FENCED_AFTER_S``): a lane whose partition is
+still assigned here 30 s later takes it again (``retake``: a new producer, whose
+InitProducerId ends the aborted transaction, then the committed tail read) and goes on
+with the links it holds, nothing cancelled: the batch whose commit was refused is sent
+again (or not, when the tail holds it after all), then what was built on it. A tail that
+does not lead to those links (another worker wrote meanwhile), or a retake that fails,
+loses the lane: what it was given is cancelled, and the worker is told (``on_lost``; the
+hub crashes it, and it starts again, rejoins its group and resyncs what it is given).
 
 A taking under way when its partition is revoked is given up (letting the partition go
 cancels it): aiokafka retries InitProducerId until the coordinator answers, and a slow
@@ -55,13 +66,18 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerFenced
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from gun_contract.effects import OutgoingRecord
 from gun_contract.kafka.client import ClientConfig
 from gun_hub.runtime.transactions import (
+    RETAKE_FENCED_AFTER_S,
     TRANSACTION_RETRY_BACKOFF_MS,
+    fenced_by_its_coordinator,
+    fenced_while_assigned,
     paced,
     producer_is_broken,
+    retaken_after_a_fence,
     retrieve_fatal_error,
 )
 
@@ -72,6 +88,9 @@ BATCH_BYTES = 256 * 1024  # and at most this many bytes of them (the producer's 
 # A give-up waits this long for a lane to end before it cancels it again, and for the
 # producers it lets go to stop; what is still stopping then stops in the background.
 GIVE_UP_WAIT_S = 1.0
+# How long a lane's transaction may stay open before its coordinator aborts it (and fences
+# its producer): aiokafka's default, the broker's ``transaction.max.timeout.ms`` too.
+TRANSACTION_TIMEOUT_MS = 60_000
 
 # Appends ``links`` (all of one partition) as one record batch, in a transaction of the
 # partition's producer; returns once it is committed.
@@ -80,6 +99,18 @@ SendBatch = Callable[[int, list[OutgoingRecord]], Awaitable[None]]
 OnLost = Callable[[int, BaseException], Awaitable[None]]
 # Whether the group still assigns a partition to this worker.
 Owns = Callable[[int], bool]
+# Takes a partition's producer again after a fence by its transaction coordinator and
+# tells how many of the links the lane held (the batch whose commit was refused) the topic
+# already holds; AuditLaneLost when the chain went on without them (audit_resync.py
+# ``retaker``).
+Retake = Callable[[int, Sequence[bytes]], Awaitable[int]]
+
+
+# Why a lane's producer can no longer write: the fence does not say by whom.
+FENCED = (
+    "producer fenced (another worker took the partition, or the transaction coordinator "
+    "aborted a transaction older than its timeout)"
+)
 
 
 def _always(_partition: int) -> bool:
@@ -87,13 +118,15 @@ def _always(_partition: int) -> bool:
 
 
 class AuditLaneLost(Exception):
-    """This worker may no longer add to ``partition``'s chain: its producer was fenced
-    (another worker took the partition) or is broken, and taking a new one could fence
-    the rightful owner."""
+    """This worker can no longer add to ``partition``'s chain with the producer it has:
+    fenced (another worker took the partition, or the transaction coordinator aborted a
+    transaction older than its timeout) or broken. Taking a new one at once could fence
+    the rightful owner: the lane waits to see whether the group still assigns it here."""
 
-    def __init__(self, partition: int, reason: str = "fenced by another worker") -> None:
+    def __init__(self, partition: int, reason: str = FENCED) -> None:
         super().__init__(f"audit partition {partition}: {reason}")
         self.partition = partition
+        self.reason = reason
 
 
 class AuditTakingGivenUp(Exception):
@@ -122,6 +155,8 @@ class AuditLanes:
         *,
         on_lost: OnLost,
         owns: Owns = _always,
+        retake: Retake | None = None,
+        retake_fenced_after_s: float = RETAKE_FENCED_AFTER_S,
         interval_s: float = 0.0,
         backoff_s: float = 0.1,
         max_backoff_s: float = 5.0,
@@ -129,18 +164,29 @@ class AuditLanes:
         """``interval_s``: a lane begins a transaction at most this often; what it is
         given meanwhile goes into its next one (a full batch does not wait). ``owns``:
         whether the group still assigns a partition here; a lane fenced when it does not
-        gives the partition up without ``on_lost``."""
+        gives the partition up without ``on_lost``. ``retake``: a lane fenced while its
+        partition is assigned here, and still ``retake_fenced_after_s`` later, takes it
+        again with it and goes on (fenced by its transaction coordinator, not by another
+        worker); None: such a lane is lost at once (``on_lost``)."""
         self.topic = topic
         self._send_batch = send_batch
         self._release = release
         self._on_lost = on_lost
         self._owns = owns
+        self._retake = retake
+        self._retake_fenced_after_s = retake_fenced_after_s
         self._interval_s = interval_s
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._lanes: dict[int, _Lane] = {}
         self._open: set[int] = set()
+        self._fenced: set[int] = set()  # waiting to see who fenced them (readiness)
         self.revocations = 0  # partitions given up so far, counted by give-up
+
+    def fenced(self) -> list[int]:
+        """The partitions whose lanes, fenced while assigned here, wait to be taken again
+        (their links wait with them: the worker is not processing those partitions)."""
+        return sorted(self._fenced)
 
     def open(self, partitions: Collection[int]) -> None:
         """Take links for ``partitions`` (assigned, their chains resynced)."""
@@ -188,41 +234,135 @@ class AuditLanes:
         await self.give_up(set(self._lanes) | self._open)
 
     async def _run(self, partition: int, lane: _Lane) -> None:
-        try:
-            while lane.queued:
-                # Only the settling of the links' events waits, not their decisions.
-                full = len(lane.queued) >= BATCH
-                lane.began = await paced(lane.began, self._interval_s, full=full)
-                lane.sending, lane.queued = _batch(lane.queued)
-                await self._deliver(partition, [link for link, _ in lane.sending])
-                for _, future in lane.sending:
-                    if not future.done():
-                        future.set_result(None)
-                lane.sending = []
-        except AuditLaneLost as lost:
-            _cancel(lane)
-            if self._lanes.get(partition) is not lane:  # given up meanwhile (a revocation)
-                log.warning(
-                    "audit partition %d fenced as it was given up: its next owner's (%s)",
-                    partition,
-                    lost,
-                )
+        while True:
+            try:
+                await self._send_all(partition, lane)
+            except AuditLaneLost as lost:
+                if not await self._taken_again(partition, lane, lost):
+                    return
+            else:
                 return
+
+    async def _send_all(self, partition: int, lane: _Lane) -> None:
+        while lane.queued:
+            # Only the settling of the links' events waits, not their decisions.
+            full = len(lane.queued) >= BATCH
+            lane.began = await paced(lane.began, self._interval_s, full=full)
+            lane.sending, lane.queued = _batch(lane.queued)
+            await self._deliver(partition, [link for link, _ in lane.sending])
+            for _, future in lane.sending:
+                if not future.done():
+                    future.set_result(None)
+            lane.sending = []
+
+    async def _taken_again(self, partition: int, lane: _Lane, lost: AuditLaneLost) -> bool:
+        """Whether the lane, its producer fenced (or broken), goes on with a new one.
+
+        Given up meanwhile, or no longer assigned here: the next owner is the rightful
+        one (its links cancelled, its events read again by that owner). Still assigned:
+        the fence does not say who fenced it, the group does (transactions.py
+        ``RETAKE_FENCED_AFTER_S``): still assigned that much later, the transaction
+        coordinator fenced it (a transaction older than its timeout: the broker stalled or
+        unreachable that long; review stop 39-Z, Z1, where the worker crashed and its log
+        blamed a worker that did not exist). The partition is then taken again
+        (``retake``), and what the lane holds goes on, nothing of it cancelled: the links
+        of the aborted batch are sent again, unless the topic holds them after all; later
+        links were built on them. A retake that fails, or a chain on the topic that went
+        on without those links (a worker expelled that never heard of it: another one
+        wrote), loses the lane (``on_lost``: the hub crashes the worker, which starts
+        again and resyncs), as a lane without ``retake`` is at once."""
+        if self._lanes.get(partition) is not lane:  # given up meanwhile (a revocation)
+            _cancel(lane)
+            log.warning(
+                "audit partition %d fenced as it was given up: its next owner's (%s)",
+                partition,
+                lost,
+            )
+            return False
+        if not self._still_owned(partition):
+            await self._given_away(partition, lane)
+            return False
+        if self._retake is None:
+            await self._lose(partition, lane, lost)
+            return False
+        what = f"audit partition {partition}"
+        log.warning(
+            "%s; %d link(s) held%s",
+            fenced_while_assigned(what, self._retake_fenced_after_s),
+            len(lane.sending) + len(lane.queued),
+            "" if lost.reason == FENCED else f" ({lost.reason})",
+        )
+        self._fenced.add(partition)
+        try:
+            by_its_coordinator = await fenced_by_its_coordinator(
+                lambda: self._lanes.get(partition) is lane and self._still_owned(partition),
+                self._retake_fenced_after_s,
+            )
+        finally:
+            self._fenced.discard(partition)
+        if not by_its_coordinator:
+            if self._lanes.get(partition) is lane:
+                await self._given_away(partition, lane)
+            else:
+                _cancel(lane)  # given up meanwhile (its give-up cancels this wait anyway)
+            return False
+        log.warning(retaken_after_a_fence(what, self._retake_fenced_after_s))
+        held = [link.value for link, _ in lane.sending]
+        try:
+            landed = await self._retake(partition, held)
+        except asyncio.CancelledError:
+            raise  # given up meanwhile: the give-up cancels what the lane holds
+        except Exception as failure:  # noqa: BLE001 - the worker is told, as before
+            if self._lanes.get(partition) is lane:
+                await self._lose(partition, lane, failure)
+            else:
+                _cancel(lane)  # given up meanwhile: its next owner's
+            return False
+        for _, future in lane.sending[:landed]:
+            if not future.done():
+                future.set_result(None)
+        # Sent again first, in chain order: the links queued since were built on them.
+        lane.queued = lane.sending[landed:] + lane.queued
+        lane.sending = []
+        log.warning(
+            "%s taken again: %d link(s) of the batch its fenced producer held were on the "
+            "topic, %d sent again, then %d queued since",
+            what,
+            landed,
+            len(held) - landed,
+            len(lane.queued) - (len(held) - landed),
+        )
+        return True
+
+    def _close(self, partition: int, lane: _Lane) -> None:
+        """No more links for ``partition`` until it is opened again."""
+        if self._lanes.get(partition) is lane:  # not a lane opened since
             del self._lanes[partition]
             self._open.discard(partition)
-            if not self._still_owned(partition):
-                # The group gave it to another worker already (its revocation still to
-                # come): that owner is the rightful one; crashing would only cause another
-                # rebalance (found by review, stop 36).
-                log.warning(
-                    "audit partition %d fenced by its next owner (no longer assigned here): "
-                    "given up, its links are the next owner's",
-                    partition,
-                )
-                await self._release([partition])
-                return
-            log.exception("audit partition %d lost: its links are the next owner's", partition)
-            await self._on_lost(partition, lost)
+
+    async def _given_away(self, partition: int, lane: _Lane) -> None:
+        """The group gave the partition to another worker already (its revocation still
+        to come): that owner is the rightful one; crashing would only cause another
+        rebalance (found by review, stop 36)."""
+        _cancel(lane)
+        self._close(partition, lane)
+        log.warning(
+            "audit partition %d fenced by its next owner (no longer assigned here): "
+            "given up, its links are the next owner's",
+            partition,
+        )
+        await self._release([partition])
+
+    async def _lose(self, partition: int, lane: _Lane, lost: BaseException) -> None:
+        _cancel(lane)
+        self._close(partition, lane)
+        log.error(
+            "audit partition %d lost (%s): its links are the next owner's",
+            partition,
+            lost,
+            exc_info=lost,
+        )
+        await self._on_lost(partition, lost)
 
     def _still_owned(self, partition: int) -> bool:
         """``owns``, and owned when it cannot say (the worker is told, as before)."""
@@ -299,10 +439,18 @@ class AuditLinkProducer:
     Transactional ids ``<prefix>-<partition>``: the partition's owner, whichever worker
     it is, uses the same one, which is what fences a former owner."""
 
-    def __init__(self, connect: ClientConfig, topic: str, transactional_prefix: str) -> None:
+    def __init__(
+        self,
+        connect: ClientConfig,
+        topic: str,
+        transactional_prefix: str,
+        *,
+        transaction_timeout_ms: int = TRANSACTION_TIMEOUT_MS,
+    ) -> None:
         self._connect = connect
         self._topic = topic
         self._prefix = transactional_prefix
+        self._transaction_timeout_ms = transaction_timeout_ms
         self._producers: dict[int, AIOKafkaProducer] = {}
         self._taking: dict[int, asyncio.Task[None]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
@@ -360,6 +508,7 @@ class AuditLinkProducer:
             request_timeout_ms=15_000,
             max_batch_size=4 * BATCH_BYTES,
             max_request_size=4 * BATCH_BYTES,
+            transaction_timeout_ms=self._transaction_timeout_ms,
         )
         try:
             await producer.start()  # init_transactions: fences, ends the former's
@@ -384,19 +533,24 @@ class AuditLinkProducer:
                 raise ValueError(f"{len(links)} audit links do not fit one record batch")
         try:
             async with producer.transaction():
-                # Checked before the commit: aiokafka commits a transaction whose produce
-                # the broker refused (publisher.py).
-                await (await producer.send_batch(batch, self._topic, partition=partition))
+                await self._append(producer, batch, partition)
         except Exception as failure:
             if isinstance(failure, ProducerFenced) or producer_is_broken(producer):
                 retrieve_fatal_error(producer)
                 reason = (
-                    "fenced by another worker"
+                    FENCED
                     if isinstance(failure, ProducerFenced)
                     else f"producer in a fatal state ({type(failure).__name__})"
                 )
                 raise AuditLaneLost(partition, reason) from failure
             raise  # aborted: nothing of it is visible; its lane sends it again
+
+    async def _append(
+        self, producer: AIOKafkaProducer, batch: BatchBuilder, partition: int
+    ) -> None:
+        """``batch`` appended, inside its transaction. Awaited before the commit:
+        aiokafka commits a transaction whose produce the broker refused (publisher.py)."""
+        await (await producer.send_batch(batch, self._topic, partition=partition))
 
     async def release(self, partitions: Collection[int]) -> None:
         """Let the producers of ``partitions`` go (revoked, or the worker stops), waiting

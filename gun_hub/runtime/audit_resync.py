@@ -22,7 +22,8 @@ from typing import Protocol
 
 from aiokafka.errors import KafkaError
 
-from gun_hub.runtime.audit_lanes import BATCH, AuditTakingGivenUp
+from gun_hub.runtime.audit_lanes import BATCH, AuditLaneLost, AuditTakingGivenUp, Retake
+from gun_hub.security.audit import held_links_landed
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ READ_TIMEOUT_S = 10.0  # one read of the tails (a broker that answers does in mi
 TAIL_RECORDS = 4 * BATCH
 
 Tails = Callable[[list[int]], Awaitable[dict[int, list[bytes]]]]
+# How many of a lane's held links a partition's committed tail holds; None: the chain
+# went on without them (security/audit.py ``held_links_landed``).
+Landed = Callable[[int, Sequence[bytes], Sequence[bytes]], int | None]
 
 
 class Chains(Protocol):
@@ -59,13 +63,26 @@ async def resync_audit_heads(
     """Take each of ``partitions``' chain heads from the audit topic's last records
     (``read_tails``: at most ``TAIL_RECORDS`` of each)."""
     wanted = sorted(partitions)
+    tails = await read_tails_patiently(read_tails, wanted, sleep=sleep)
+    for partition in wanted:
+        chains.resync(partition, tails.get(partition, []))
+
+
+async def read_tails_patiently(
+    read_tails: Tails,
+    wanted: list[int],
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> dict[int, list[bytes]]:
+    """``read_tails(wanted)``, read again while the broker cannot be asked
+    (``ATTEMPTS`` times); :class:`AuditHeadsUnknown` when it never could."""
     failure: BaseException | None = None
     for attempt in range(ATTEMPTS):
         if attempt:
             await sleep(min(LONGEST_WAIT_S, FIRST_WAIT_S * 2 ** (attempt - 1)))
         try:
             async with asyncio.timeout(READ_TIMEOUT_S):
-                tails = await read_tails(wanted)
+                return await read_tails(wanted)
         except (KafkaError, OSError, TimeoutError) as error:
             failure = error
             log.warning(
@@ -75,15 +92,42 @@ async def resync_audit_heads(
                 attempt + 1,
                 ATTEMPTS,
             )
-            continue
-        for partition in wanted:
-            chains.resync(partition, tails.get(partition, []))
-        return
     named = ", ".join(str(p) for p in wanted)
     raise AuditHeadsUnknown(
         f"the audit topic's last records of partitions {named} could not be read: the "
         "worker stops rather than go on from heads that may have no record"
     ) from failure
+
+
+def retaker(
+    take: Callable[[Sequence[int]], Awaitable[None]],
+    read_tails: Tails,
+    *,
+    landed: Landed = held_links_landed,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Retake:
+    """How a lane fenced by its transaction coordinator goes on (audit_lanes.py
+    ``retake``; review stop 39-Z, Z1): its partition's producer taken again (a new
+    InitProducerId, which fences whoever holds the transactional id and ends the
+    transaction the coordinator aborted, or any still open), then the committed tail
+    read, which tells how many links of the batch the lane held landed. The chain head in
+    memory is not touched: it is the head of the links the lane holds, which go on.
+    :class:`AuditLaneLost` when the tail does not lead to them: someone else wrote to the
+    chain meanwhile, and they must not be sent."""
+
+    async def retake(partition: int, held: Sequence[bytes]) -> int:
+        await take([partition])
+        tails = await read_tails_patiently(read_tails, [partition], sleep=sleep)
+        count = landed(partition, tails.get(partition, []), held)
+        if count is None:
+            raise AuditLaneLost(
+                partition,
+                "the chain on the topic went on without the links this worker holds while "
+                "its producer was fenced (another worker wrote to it): they are not sent",
+            )
+        return count
+
+    return retake
 
 
 async def take_over_chains(

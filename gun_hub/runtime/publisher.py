@@ -90,20 +90,18 @@ from gun_hub.pipeline.decision_outbox import (
 )
 from gun_hub.pipeline.intake import DECLARANT_CHANGED
 from gun_hub.runtime.transactions import (
+    RETAKE_FENCED_AFTER_S,
     TRANSACTION_RETRY_BACKOFF_MS,
+    fenced_by_its_coordinator,
+    fenced_while_assigned,
     paced,
     producer_is_broken,
+    retaken_after_a_fence,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY = 20_000
-# A partition fenced while the group still assigns it to this worker is taken again after
-# this long. Another worker that took it over fences it too, but the group then revokes it
-# from this one within a heartbeat (3 s) of its rebalance; a partition still assigned
-# after 30 s was fenced by its transaction coordinator, not by a new owner (a transaction
-# older than its timeout, a broker lost), and nobody else publishes it.
-RETAKE_FENCED_AFTER_S = 30.0
 
 # Reading what a partition published (taking it over) gives up after this long; a
 # revocation meanwhile gives the taking up without waiting for it.
@@ -676,9 +674,14 @@ class DecisionPublisher:
                 await asyncio.gather(*deliveries)
         except ProducerFenced:
             # Another worker owns this partition now (we missed a rebalance): it
-            # publishes from the committed offsets. Ours stops here, until the group
+            # publishes from the committed offsets. Or the coordinator aborted a
+            # transaction older than its timeout. Ours stops here, until the group
             # assigns it to us again, or still assigns it later (RETAKE_FENCED_AFTER_S).
-            log.warning("publisher: partition %d fenced", tp.partition)
+            log.warning(
+                fenced_while_assigned(
+                    f"publisher: outbox partition {tp.partition}", self._retake_fenced_after_s
+                )
+            )
             await self._drop(tp.partition)
             consumer.pause(tp)
             self._fenced.add(tp.partition)
@@ -781,12 +784,14 @@ class DecisionPublisher:
         """A fenced partition the group still assigns to this worker after a while was
         fenced by the transaction coordinator, not by a new owner: taken again. Parked for
         good, its decisions stopped with nobody else to publish them."""
-        await asyncio.sleep(self._retake_fenced_after_s)
-        if tp.partition in self._fenced and tp in consumer.assignment():
+        if await fenced_by_its_coordinator(
+            lambda: tp.partition in self._fenced and tp in consumer.assignment(),
+            self._retake_fenced_after_s,
+        ):
             log.warning(
-                "publisher: partition %d still assigned %.0f s after it was fenced; taken again",
-                tp.partition,
-                self._retake_fenced_after_s,
+                retaken_after_a_fence(
+                    f"publisher: outbox partition {tp.partition}", self._retake_fenced_after_s
+                )
             )
             self._fenced.discard(tp.partition)
             consumer.resume(tp)

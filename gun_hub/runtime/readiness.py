@@ -9,6 +9,7 @@ review, stop 37).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Collection
 from typing import Any
 
 import faust
@@ -46,8 +47,11 @@ def waiting_for(
     rollout: RolloutFollower,
     stall_s: float,
     membership: GroupMembership,
+    audit_fenced: Callable[[], Collection[int]] = lambda: (),
 ) -> list[str]:
-    """What keeps the hub from processing now (empty: ready)."""
+    """What keeps the hub from processing now (empty: ready). ``audit_fenced``: the
+    audit partitions whose lanes, fenced while assigned here, wait to be taken again
+    (audit_lanes.py ``fenced``)."""
     waiting = []
     if not rollout.caught_up.is_set():
         waiting.append("rollout modes not read yet")
@@ -66,5 +70,11 @@ def waiting_for(
         waiting.append(
             f"decision publisher stalled: outbox partition(s) {partitions} unpublished "
             f"for more than {stall_s:g} s"
+        )
+    if fenced := audit_fenced():
+        partitions = ", ".join(str(p) for p in sorted(fenced))
+        waiting.append(
+            f"audit partition(s) {partitions} fenced: taken again once it is clear no other "
+            "worker took them"
         )
     return waiting

@@ -1,10 +1,13 @@
 """What the hub's transactional producers share: the decision publisher's (one per outbox
-partition, publisher.py) and the audit lanes' (one per audit partition, audit_lanes.py).
+partition, publisher.py) and the audit lanes' (one per audit partition, audit_lanes.py):
+their retry backoff, their fatal state, their pacing, and how a fence is told apart from
+another worker's takeover.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 
@@ -17,6 +20,53 @@ from aiokafka import AIOKafkaProducer
 # the Java client and aiokafka wait on the same conflict when adding a partition to a
 # transaction (KAFKA-5477).
 TRANSACTION_RETRY_BACKOFF_MS = 20
+
+
+# A producer fenced while the group still assigns its partition to this worker is taken
+# again after this long. The fence does not say who fenced it: aiokafka raises
+# ProducerFenced ("a newer producer ... or transaction timeout occurred") both when
+# another worker took the partition (its InitProducerId bumped the epoch) and when the
+# transaction coordinator aborted a transaction older than its timeout (it bumps the
+# epoch too: a broker frozen or unreachable longer than that, a long pause of this
+# worker). The group tells them apart: another worker that took the partition has the
+# group revoke it from this one within a heartbeat (3 s) of its rebalance, so a partition
+# still assigned after 30 s was fenced by its coordinator, and nobody else writes it.
+RETAKE_FENCED_AFTER_S = 30.0
+
+
+async def fenced_by_its_coordinator(
+    still_assigned: Callable[[], bool],
+    after_s: float = RETAKE_FENCED_AFTER_S,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> bool:
+    """Whether a producer fenced while its partition was assigned here was fenced by its
+    transaction coordinator, not by another worker taking the partition: the partition is
+    ``still_assigned`` ``after_s`` later (see ``RETAKE_FENCED_AFTER_S``). True: it is this
+    worker's to take again (a fresh producer: InitProducerId ends what the old one left
+    open). The decision publisher's and the audit lanes' rule (review stop 39-Z, Z1: the
+    lanes took every fence for another worker's and crashed the worker)."""
+    await sleep(after_s)
+    return still_assigned()
+
+
+def fenced_while_assigned(what: str, after_s: float) -> str:
+    """The log line of a producer fenced while ``what`` is still assigned here."""
+    return (
+        f"{what}: producer fenced while still assigned here (another worker took it, or "
+        "the transaction coordinator aborted a transaction older than its timeout: the "
+        f"broker stalled or unreachable that long); taken again in {after_s:g} s if the "
+        "group still assigns it here then"
+    )
+
+
+def retaken_after_a_fence(what: str, after_s: float) -> str:
+    """The log line of a fenced ``what`` taken again, still assigned ``after_s`` later."""
+    return (
+        f"{what}: still assigned {after_s:g} s after its producer was fenced, so fenced by "
+        "its transaction coordinator (a transaction older than its timeout), not by "
+        "another worker; taken again with a new producer"
+    )
 
 
 def producer_is_broken(producer: AIOKafkaProducer) -> bool:

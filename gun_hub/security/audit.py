@@ -528,6 +528,35 @@ def _parsed_link(value: bytes, partition: int) -> dict[str, Any] | None:
     return record if record is not None and _is_intact(record) else None
 
 
+def held_links_landed(partition: int, tail: Sequence[bytes], held: Sequence[bytes]) -> int | None:
+    """How many of ``held`` the committed ``tail`` of ``partition`` already holds, when
+    the tail leads to them; None when the chain went on without them.
+
+    ``held``: links this worker built in chain order whose fate it does not know (a lane's
+    batch whose producer was fenced before it learned of its commit), every link before
+    them committed (a lane sends a batch once the one before it is in), all of them in one
+    transaction (committed whole or not at all). Read after the partition's producer was
+    taken again (any open transaction ended), the tail's highest link is then the one
+    ``held[0]`` names (0: none of them landed, all are sent again) or one of ``held``
+    (those up to it landed). Anything else (another worker's links, records not the hub's
+    on top, a tail that lost the link they name) means another writer went on from the
+    tail: sent, they would fork the chain (review stop 39-Z, Z1)."""
+    parsed = [_parsed_link(value, partition) for value in held]
+    chain = [link for link in parsed if link is not None]
+    if not chain or len(chain) != len(parsed):
+        return None  # not links of this worker's (never the case)
+    links = [r for r in (_parsed_link(value, partition) for value in tail) if r is not None]
+    top = max(links, key=lambda r: int(r["seq"]), default=None)
+    top_seq, top_hash = (0, GENESIS) if top is None else (int(top["seq"]), str(top["hash"]))
+    first = chain[0]
+    if int(first["seq"]) == top_seq + 1 and first["prev"] == top_hash:
+        return 0
+    for landed, link in enumerate(chain, start=1):
+        if int(link["seq"]) == top_seq and link["hash"] == top_hash:
+            return landed
+    return None
+
+
 def entry_identity(body: Mapping[str, Any]) -> bytes:
     """What identifies an entry: the hash of its canonical body (a decision's reference,
     version, outcome and document hash; a dead letter's or an officer action's position),

@@ -238,7 +238,9 @@ async def test_a_lane_fenced_once_the_group_gave_its_partition_away_does_not_cra
     revocation not yet run): the newer owner is the rightful one, and this worker gives
     the partition up (links cancelled, the partition closed) instead of crashing and
     causing another rebalance. Still assigned, it may be a worker expelled that has not
-    heard of it: it is told (the hub crashes it, ADR 0019)."""
+    heard of it: a lane without ``retake`` tells it at once (ADR 0019); the hub's waits
+    to see whether it is still assigned later
+    (test_an_audit_lane_fenced_by_its_coordinator_takes_its_partition_again.py)."""
     lost: list[int] = []
 
     async def fenced(partition: int, _links: list[OutgoingRecord]) -> None:
@@ -267,7 +269,8 @@ async def test_a_lane_fenced_once_the_group_gave_its_partition_away_does_not_cra
 
 async def test_a_lane_fenced_when_its_assignment_cannot_be_read_tells_the_worker() -> None:
     """Whether the group still assigns the partition unknown (the consumer stopping): the
-    worker is told, as before, rather than go on with a lane lost and nothing said."""
+    worker is told (a lane without ``retake``), rather than go on with a lane lost and
+    nothing said."""
     lost: list[int] = []
 
     async def fenced(partition: int, _links: list[OutgoingRecord]) -> None:

@@ -101,7 +101,9 @@ def hub() -> None:
         cannot_start(str(err))
     ports_free(
         ("hub's web server", settings.hub.web_host, settings.hub.web_port, "GUN_HUB_HUB__WEB_PORT"),
-        *_listeners(settings),
+        # A worker with the view off opens neither listener: their ports may be held by
+        # the view in a process of its own on this host (review stop 39-O, O3).
+        *(_listeners(settings) if settings.ops.view_enabled else []),
     )
     prepare_cluster(settings, table_changelogs(settings))
     settings.hub.data_dir.mkdir(parents=True, exist_ok=True)

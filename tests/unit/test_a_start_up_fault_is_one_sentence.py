@@ -184,3 +184,26 @@ def test_a_port_already_in_use_stops_the_start_before_the_cluster_is_waited_for(
         f"cannot start: the {what} cannot bind 127.0.0.1:{taken_port} ({setting}): "
     )
     assert line.endswith("in use")
+
+
+@pytest.mark.parametrize("setting", ["GUN_HUB_WEB__TRADER_PORT", "GUN_HUB_WEB__OFFICER_PORT"])
+def test_a_worker_with_the_view_off_starts_whoever_holds_the_views_ports(
+    setting: str, taken_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view in a process of its own holds the trader and officer ports on the same
+    host, with the same web settings as the workers (docs/deployment.md): a worker with
+    the view off opens neither listener, so their ports are none of its business (review
+    stop 39-O, O3)."""
+
+    class ReachedTheCluster(Exception):
+        """The start went past every port check."""
+
+    def reached(*_: object, **__: object) -> None:
+        raise ReachedTheCluster
+
+    monkeypatch.setattr("gun_hub.cli.components.prepare_cluster", reached)
+    monkeypatch.setenv("GUN_HUB_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("GUN_HUB_OPS__VIEW_ENABLED", "false")
+    monkeypatch.setenv(setting, str(taken_port))
+    result = CliRunner().invoke(app, ["hub"])
+    assert isinstance(result.exception, ReachedTheCluster), result.output

@@ -110,6 +110,8 @@ class OffsetWatchdog:
         lies between is named, stepped over and committed past at once; never committed,
         its start is committed, so that what retention deletes while the hub is away is
         measured from there (the adapters' request partitions are the same, ADR 0014).
+        The consumer commits that start at the assignment already
+        (``StrictOffsetsConsumer.seek_to_committed``); this is for a commit it was refused.
 
         Measured from where the partition's commit point stands at this tick, not from
         the offset committed at the assignment: records handled since were committed past

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from faust.types import TP
 from prometheus_client import REGISTRY
 
@@ -23,7 +24,7 @@ from gun_contract.dead_letter import (
 )
 from gun_contract.effects import OutgoingRecord
 from gun_hub.runtime.aged_out import INPUT_AGED_OUT, InputsAgedOut
-from gun_hub.runtime.offsets import EmptyOffsets, unsettled_spans
+from gun_hub.runtime.offsets import EmptyOffsets, FetchGaps, unsettled_spans
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 from gun_hub.runtime.watchdog import OffsetWatchdog
 
@@ -259,3 +260,86 @@ async def test_a_look_at_a_dropped_head_below_the_log_start_names_it_not_the_rec
     assert f"records 100 to 100 of {DECLARATIONS}/0 (1 offsets)" in reasons[0]
     assert consumer.first_unsettled(INPUT) == 101
     assert all(offsets[INPUT] <= 101 for offsets in consumer.commits)
+
+
+# -- a partition never committed is committed at its start as it is assigned -------------
+# The gap a worker names is measured from a commit. A partition the group never committed
+# used to get one only at the watchdog's first tick after the assignment (and no handled
+# record was committed before it: the commit point's start was unknown), so a worker that
+# lived less than that left it uncommitted, and what retention deleted from it before the
+# next worker came went unnamed (review stop 38-L, L1's rest).
+
+
+class _Thread:
+    """faust's consumer thread, no broker: the broker has committed nothing on INPUT."""
+
+    async def seek_to_committed(self) -> dict[Any, int | None]:
+        return {TopicPartition(DECLARATIONS, 0): None}
+
+
+def _assigned_never_committed(log_start: int, *, commit: str = "taken") -> Any:
+    consumer = _consumer(committed_when_assigned=0)
+    consumer._committed_when_assigned = {}
+    consumer._committed_offset = defaultdict(lambda: None)
+    consumer._positions_moved = 0
+    consumer._gaps = FetchGaps()
+    consumer._reseeking = set()
+    consumer._sought = {}
+    consumer._thread = _Thread()
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, log_start)
+
+    consumer.seek = seek
+    consumer.earliest_offsets = earliest_offsets
+    consumer.sought = sought
+
+    async def refuse(offsets: Mapping[TP, int]) -> bool:
+        if commit == "raises":
+            raise RuntimeError("rebalance in progress")
+        return False  # faust's answer to a commit the broker did not take
+
+    if commit != "taken":
+        consumer._commit = refuse
+    return consumer
+
+
+@pytest.mark.asyncio
+async def test_a_partition_never_committed_is_committed_at_its_start_as_it_is_assigned() -> None:
+    consumer = _assigned_never_committed(log_start=40)
+
+    await consumer.seek_to_committed()
+
+    assert consumer.sought == [(INPUT, 40)]
+    assert consumer.commits == [{INPUT: 40}]  # before any watchdog tick
+    assert consumer.commit_start(INPUT) == 40
+    # The watchdog's first tick measures from that commit: nothing committed again.
+    assert consumer.take_committed_when_assigned([INPUT]) == {INPUT: 40}
+
+
+@pytest.mark.asyncio
+async def test_a_fresh_partition_is_committed_at_0_as_it_is_assigned() -> None:
+    consumer = _assigned_never_committed(log_start=0)
+
+    await consumer.seek_to_committed()
+
+    assert consumer.commits == [{INPUT: 0}]
+    assert consumer.commit_start(INPUT) == 0  # faust keeps None for a committed 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("commit", ["raises", "refused"])
+async def test_a_refused_commit_at_the_assignment_leaves_it_to_the_watchdog(
+    commit: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    consumer = _assigned_never_committed(log_start=40, commit=commit)
+
+    await consumer.seek_to_committed()  # the assignment goes on
+
+    assert consumer.sought == [(INPUT, 40)]
+    assert consumer.take_committed_when_assigned([INPUT]) == {INPUT: None}
+    assert "at the watchdog's first tick" in caplog.text

@@ -27,6 +27,7 @@ from gun_contract.kafka.topic_settings import (
     TopicAlignmentRefused,
     TopicSettingsRefused,
     aligned_overrides,
+    deleted_after_ms,
     deviations,
 )
 from gun_contract.topics import TopicRegistry, TopicSpec
@@ -213,6 +214,16 @@ def _is_topic_override(api_version: int, entry: Sequence[Any]) -> bool:
     if api_version == 0:
         return not entry[3]
     return bool(entry[3] == _DYNAMIC_TOPIC_CONFIG)
+
+
+async def topic_retentions(
+    admin: AIOKafkaAdminClient, names: Sequence[str]
+) -> dict[str, int | None]:
+    """How long (ms) each topic of ``names`` keeps a record before retention may delete
+    it, as the broker says now (an operator may have lengthened it for an outage); None:
+    never by age. A topic the principal may not DescribeConfigs is left out."""
+    described = await _describe_configs(admin, names)
+    return {name: deleted_after_ms(values) for name, values in described.values.items()}
 
 
 async def check_topic_configs(connect: Connect, specs: Sequence[TopicSpec]) -> None:

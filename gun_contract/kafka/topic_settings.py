@@ -97,6 +97,20 @@ def deviations(spec: TopicSpec, config: Mapping[str, str | None]) -> list[Deviat
     return found
 
 
+def deleted_after_ms(config: Mapping[str, str | None]) -> int | None:
+    """After how long (ms) the topic's retention may delete a record, from its effective
+    configuration; None: never by age (``retention.ms`` -1, a compacted-only topic) or not
+    said. ``retention.bytes`` may delete sooner: not judged here (-1 on every topic of
+    the contract)."""
+    if "delete" not in _policies(config.get(CLEANUP_POLICY) or "delete"):
+        return None
+    try:
+        retention = int(config.get(RETENTION_MS) or "")
+    except ValueError:
+        return None
+    return retention if retention >= 0 else None
+
+
 def _at_least(value: str | None, minimum: int) -> bool:
     try:
         return value is not None and int(value) >= minimum

@@ -322,8 +322,30 @@ def _print_lag(measured: LagSnapshot) -> None:
             by_topic[p.topic] = by_topic.get(p.topic, 0) + p.lag
         flag = "GROWING" if group.growing else ""
         for topic, total in sorted(by_topic.items()):
-            rows.append([group.group, topic, total, flag])
-    print_table(["group", "topic", "lag", ""], rows)
+            # The oldest record the group has not read on the topic, and what the topic's
+            # retention leaves of it (docs/operations.md, "Unread records near retention").
+            unread = [u for u in measured.unread if u.group == group.group and u.topic == topic]
+            headrooms = [u.headroom_s for u in unread if u.headroom_s is not None]
+            oldest = max((u.age_s for u in unread), default=None)
+            left = min(headrooms, default=None)
+            rows.append([group.group, topic, total, _duration(oldest), _duration(left), flag])
+    print_table(["group", "topic", "lag", "oldest unread", "retention left", ""], rows)
+
+
+def _duration(seconds: float | None) -> str:
+    """``seconds`` in its two largest units, without a space ("5d6h", "42min"); "-" for
+    none."""
+    if seconds is None:
+        return "-"
+    left = max(0, round(seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+        if len(parts) == 2:
+            break
+    return "".join(parts)
 
 
 portal_app = typer.Typer(

@@ -4,6 +4,13 @@ Pure functions over offsets; :mod:`gun_hub.ops.lag_monitor` fetches the offsets 
 cluster. Lag is measured as kafka_exporter measures it: end offset (high watermark) minus
 the group's committed offset; a partition the group never committed counts its whole
 content as lag (the group has read none of it).
+
+A lag in records does not say whether anything is about to be lost: retention deletes a
+record by its age, read or not. So each lagging partition also has the age of the
+group's oldest unread record (its broker timestamp: the log-append time on the
+contract's topics) and what the topic's retention leaves of it (``UnreadAge``): a page
+while there is still time to act, where ``INPUT_AGED_OUT_OF_THE_LOG`` and
+``REQUEST_AGED_OUT_OF_THE_LOG`` can only name what is lost (review stop 38-L, L1).
 """
 
 from __future__ import annotations
@@ -27,12 +34,36 @@ class PartitionLag(BaseModel):
     lag: int
 
 
+class UnreadAge(BaseModel):
+    """How old a group's oldest unread record on one partition is, and how long the topic's
+    retention leaves it before it may be deleted unread."""
+
+    model_config = ConfigDict(frozen=True)
+
+    group: str
+    topic: str
+    partition: int
+    offset: int  # the oldest unread record's
+    appended: AwareDatetime  # its broker timestamp
+    age_s: float  # at the snapshot's time
+    # The topic's retention.ms as the broker describes it; None: records are not deleted
+    # by age (retention.ms -1, a compacted topic), or the configuration could not be read.
+    retention_s: float | None
+    # Retention minus age, never below 0: the least time before retention may delete
+    # this record (Kafka deletes a segment once its newest record is that old, so a record
+    # lives at least this long, often a segment's span longer).
+    headroom_s: float | None
+
+
 class GroupLag(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     group: str
     lag: int
     growing: bool
+    # Over the group's partitions (None: nothing unread dated; absent before stop 39).
+    oldest_unread_age_s: float | None = None
+    retention_headroom_s: float | None = None
 
 
 class TransactionHold(BaseModel):
@@ -59,6 +90,7 @@ class LagSnapshot(BaseModel):
     groups: list[GroupLag]
     partitions: list[PartitionLag]
     held: list[TransactionHold] = []  # absent from snapshots before stop 32
+    unread: list[UnreadAge] = []  # absent from snapshots before stop 39
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -153,19 +185,86 @@ def transaction_holds(
     return held
 
 
+def unread_positions(
+    lags: Iterable[PartitionLag], starts: Mapping[TopicPartition, int]
+) -> dict[tuple[str, str, int], int]:
+    """Where each group's next read of each partition it lags on begins, by (group,
+    topic, partition): its committed offset, or the log's start where it never committed
+    or committed below it (retention deleted what lay between). A partition without lag
+    has nothing unread, so no age: none is reported for it."""
+    positions = {}
+    for lag in lags:
+        if lag.lag <= 0:
+            continue
+        start = starts.get((lag.topic, lag.partition), 0)
+        done = lag.committed if lag.committed is not None else start
+        positions[(lag.group, lag.topic, lag.partition)] = max(done, start)
+    return positions
+
+
+DatedRecords = Mapping[tuple[str, int, int], tuple[int, datetime]]
+"""By (topic, partition, position): the offset and broker timestamp of the first record
+at or after the position, where the broker returned one."""
+
+
+def unread_ages(
+    positions: Mapping[tuple[str, str, int], int],
+    first_records: DatedRecords,
+    retention_ms: Mapping[str, int | None],
+    at: datetime,
+) -> list[UnreadAge]:
+    """The age of each group's oldest unread record (``unread_positions``), and how long
+    retention leaves it. A position whose first record is not known (only transaction
+    markers after it, or the broker did not answer in time) has no age."""
+    ages = []
+    for (group, topic, partition), position in sorted(positions.items()):
+        found = first_records.get((topic, partition, position))
+        if found is None:
+            continue
+        offset, appended = found
+        age_s = max(0.0, (at - appended).total_seconds())
+        retention = retention_ms.get(topic)
+        retention_s = retention / 1000 if retention is not None else None
+        ages.append(
+            UnreadAge(
+                group=group,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                appended=appended,
+                age_s=age_s,
+                retention_s=retention_s,
+                headroom_s=max(0.0, retention_s - age_s) if retention_s is not None else None,
+            )
+        )
+    return ages
+
+
 def snapshot(
     at: datetime,
     lags: Iterable[PartitionLag],
     growth: GrowthWatch,
     held: Iterable[TransactionHold] = (),
+    unread: Iterable[UnreadAge] = (),
 ) -> LagSnapshot:
-    """Aggregate partition lags per group and flag growing ones."""
+    """Aggregate partition lags per group and flag growing ones; each group's oldest
+    unread record and least retention headroom over its partitions."""
     partitions = list(lags)
+    unread = list(unread)
     totals: dict[str, int] = {}
     for lag in partitions:
         totals[lag.group] = totals.get(lag.group, 0) + lag.lag
-    groups = [
-        GroupLag(group=group, lag=total, growing=growth.observe(group, total))
-        for group, total in sorted(totals.items())
-    ]
-    return LagSnapshot(at=at, groups=groups, partitions=partitions, held=list(held))
+    groups = []
+    for group, total in sorted(totals.items()):
+        ages = [u for u in unread if u.group == group]
+        headrooms = [u.headroom_s for u in ages if u.headroom_s is not None]
+        groups.append(
+            GroupLag(
+                group=group,
+                lag=total,
+                growing=growth.observe(group, total),
+                oldest_unread_age_s=max((u.age_s for u in ages), default=None),
+                retention_headroom_s=min(headrooms, default=None),
+            )
+        )
+    return LagSnapshot(at=at, groups=groups, partitions=partitions, held=list(held), unread=unread)

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from gun_contract.health import CircuitStatus, PartnerHealth
-from gun_hub.ops.lag import LagSnapshot, TransactionHold
+from gun_hub.ops.lag import LagSnapshot, TransactionHold, UnreadAge
 
 LAG = "kafka_consumergroup_lag"
 LAG_SUM = "kafka_consumergroup_lag_sum"
@@ -25,6 +25,9 @@ TOPIC_OFFSET = "kafka_topic_partition_current_offset"
 LAG_GROWING = "gun_hub_consumergroup_lag_growing"
 HELD_RECORDS = "gun_hub_partition_open_transaction_records"
 HELD_AGE = "gun_hub_partition_open_transaction_age_seconds"
+UNREAD_AGE = "gun_hub_consumergroup_oldest_unread_age_seconds"
+RETENTION_HEADROOM = "gun_hub_consumergroup_retention_headroom_seconds"
+RETENTION = "gun_hub_topic_retention_seconds"
 CIRCUIT = "gun_hub_partner_circuit_state"
 PENDING = "gun_hub_partner_pending_operations"
 HEARTBEAT_AGE = "gun_hub_partner_heartbeat_age_seconds"
@@ -96,6 +99,7 @@ class OpsCollector(Collector):
                 growing.add_metric([g.group], 1 if g.growing else 0)
         yield from (lag, lag_sum, offset, end, growing)
         yield from self._held(snapshot.held if snapshot is not None else [])
+        yield from self._unread(snapshot.unread if snapshot is not None else [])
 
     @staticmethod
     def _held(held: list[TransactionHold]) -> Iterator[GaugeMetricFamily]:
@@ -119,6 +123,40 @@ class OpsCollector(Collector):
                 [hold.topic, str(hold.partition)], max(0.0, now - hold.since.timestamp())
             )
         yield from (records, age)
+
+    @staticmethod
+    def _unread(unread: list[UnreadAge]) -> Iterator[GaugeMetricFamily]:
+        """Only partitions a group lags on, with their first unread record found: a
+        partition caught up has no age (never the last one it had)."""
+        labels = ["consumergroup", "topic", "partition"]
+        age = GaugeMetricFamily(
+            UNREAD_AGE,
+            "Seconds since the broker appended the group's oldest unread record of the "
+            "partition (at the lag monitor's last measurement).",
+            labels=labels,
+        )
+        headroom = GaugeMetricFamily(
+            RETENTION_HEADROOM,
+            "Seconds left before the topic's retention may delete the group's oldest "
+            "unread record of the partition: retention.ms minus its age, never below 0.",
+            labels=labels,
+        )
+        retention = GaugeMetricFamily(
+            RETENTION,
+            "The topic's retention.ms in seconds, as the broker describes it, for topics "
+            "a group lags on (absent: records are not deleted by age).",
+            labels=["topic"],
+        )
+        retentions: dict[str, float] = {}
+        for u in unread:
+            where = [u.group, u.topic, str(u.partition)]
+            age.add_metric(where, u.age_s)
+            if u.headroom_s is not None and u.retention_s is not None:
+                headroom.add_metric(where, u.headroom_s)
+                retentions[u.topic] = u.retention_s
+        for topic, seconds in sorted(retentions.items()):
+            retention.add_metric([topic], seconds)
+        yield from (age, headroom, retention)
 
     def _partners(self) -> Iterator[GaugeMetricFamily]:
         circuit = GaugeMetricFamily(

@@ -5,6 +5,11 @@ the clearance system), each on the topics it reads, plus whatever else those gro
 committed on. A group that never committed counts its whole backlog as lag: an adapter
 that has not started yet is behind, not "unknown".
 
+Where a group lags, the monitor dates its oldest unread record on each partition (the
+broker timestamp of the first record from its commit point: ``first_records.py``) and
+reads the topic's retention from the broker, so that an operator is paged while retention
+has not deleted it yet (``lag.UnreadAge``, review stop 38-L, L1).
+
 A group or a topic the monitor cannot describe (an ACL, a topic deleted between two
 requests, a broker refusing one question) is left out of that measurement and logged once
 until it can be described again; every other group is still measured, and the periodic
@@ -24,20 +29,24 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from gun_contract.kafka.acls import adapter_group
-from gun_contract.kafka.admin import partitions_of
+from gun_contract.kafka.admin import partitions_of, topic_retentions
 from gun_contract.kafka.client import ClientConfig, from_settings
 from gun_contract.kafka.watched_sends import WatchedSends
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry
 from gun_hub import metrics
+from gun_hub.ops.first_records import FirstRecords, dating_consumer
 from gun_hub.ops.lag import (
     GrowthWatch,
     LagSnapshot,
     PartitionLag,
     TransactionHold,
+    UnreadAge,
     partition_lags,
     snapshot,
     transaction_holds,
+    unread_ages,
+    unread_positions,
 )
 from gun_hub.ops.lag_metrics import OpsState
 
@@ -79,7 +88,9 @@ class LagMonitor:
         admin: AIOKafkaAdminClient | None = None,
         offsets: AIOKafkaConsumer | None = None,
         stable_offsets: AIOKafkaConsumer | None = None,
+        records: AIOKafkaConsumer | None = None,
         hanging_after_s: float = 120.0,
+        dating_timeout_s: float = 2.0,
     ) -> None:
         self._connect = connect
         self._groups = groups
@@ -88,7 +99,9 @@ class LagMonitor:
         self._hanging_after_s = hanging_after_s
         # Reads offsets only: the admin client for the groups' commits, group-less
         # consumers for the partitions' ends and their stable ends (the end a committed
-        # reader sees: an open transaction's first record), made here unless given.
+        # reader sees: an open transaction's first record), made here unless given; and
+        # one that reads the first unread record of lagging partitions, to date it (not
+        # made when the others are given without it: nothing is dated then).
         if admin is None or offsets is None or stable_offsets is None:
             options = connect.options()
             admin = admin or AIOKafkaAdminClient(**options, client_id="gun-hub-lag-monitor")
@@ -101,9 +114,14 @@ class LagMonitor:
                 group_id=None,
                 isolation_level="read_committed",
             )
+            records = records or dating_consumer(connect, "gun-hub-lag-monitor")
         self._admin = admin
         self._offsets = offsets
         self._stable_offsets = stable_offsets
+        self._records = records
+        self._first_records = (
+            FirstRecords(records, timeout_s=dating_timeout_s) if records is not None else None
+        )
         self._held: list[TransactionHold] = []  # the last measurement's
         self._warned: set[tuple[str, int, int]] = set()  # holds logged as hanging
         self._failing: set[str] = set()  # what is logged as not describable, until it is
@@ -122,8 +140,12 @@ class LagMonitor:
         await self._admin.start()
         await self._offsets.start()
         await self._stable_offsets.start()
+        if self._records is not None:
+            await self._records.start()
 
     async def stop(self) -> None:
+        if self._records is not None:
+            await self._records.stop()
         await self._stable_offsets.stop()
         await self._offsets.stop()
         await self._admin.close()
@@ -174,7 +196,48 @@ class LagMonitor:
         at = self._clock()
         self._held = transaction_holds(_by_name(ends), _by_name(stable_ends), self._held, at)
         self._warn_of_hanging(at)
-        return snapshot(at, lags, self._growth, self._held)
+        unread = await self._unread(
+            unread_positions(lags, _by_name(starts)), _by_name(stable_ends), at
+        )
+        return snapshot(at, lags, self._growth, self._held, unread)
+
+    async def _unread(
+        self,
+        positions: dict[tuple[str, str, int], int],
+        stable_ends: dict[tuple[str, int], int],
+        at: datetime,
+    ) -> list[UnreadAge]:
+        """How old each lagging group's first unread record is, and the retention of its
+        topic as the broker says now (an operator may lengthen it for an outage)."""
+        if not positions or self._first_records is None:
+            return []
+        topics = sorted({topic for _, topic, _ in positions})
+        retention = await self._attempt(
+            "the lagging topics' retention", topic_retentions(self._admin, topics)
+        )
+        for topic in topics if retention is not None else ():
+            # Left out: no DescribeConfigs right on it. Its records are aged all the same,
+            # never judged against a retention assumed.
+            what = f"the retention of {topic}"
+            if retention is not None and topic in retention:
+                self._described(what)
+            else:
+                self._not_described(what, PermissionError("DescribeConfigs refused"))
+        first = await self._attempt(
+            "the oldest unread records",
+            self._first_records.find(
+                {(topic, partition, offset) for (_, topic, partition), offset in positions.items()},
+                stable_ends,
+            ),
+        )
+        for topic in topics if first is not None else ():
+            what = f"the records of {topic}"
+            if topic in self._first_records.refused:
+                # Their age is unknown, not none: said once (the Read right is missing).
+                self._not_described(what, PermissionError("Read refused: not dated"))
+            else:
+                self._described(what)
+        return unread_ages(positions, first or {}, retention or {}, at)
 
     def _warn_of_hanging(self, at: datetime) -> None:
         """Once per hold older than ``hanging_after_s`` (the metric says it all along)."""
@@ -215,19 +278,26 @@ class LagMonitor:
         try:
             answer = await question
         except Exception as err:  # noqa: BLE001 - one unanswerable question is not a crash
-            if not quiet and what not in self._failing:
-                self._failing.add(what)
-                log.warning(
-                    "lag monitor: cannot describe %s (%s: %s); measuring the rest",
-                    what,
-                    type(err).__name__,
-                    err,
-                )
+            if not quiet:
+                self._not_described(what, err)
             return None
+        self._described(what)
+        return answer
+
+    def _not_described(self, what: str, err: Exception) -> None:
+        if what not in self._failing:
+            self._failing.add(what)
+            log.warning(
+                "lag monitor: cannot describe %s (%s: %s); measuring the rest",
+                what,
+                type(err).__name__,
+                err,
+            )
+
+    def _described(self, what: str) -> None:
         if what in self._failing:
             self._failing.discard(what)
             log.info("lag monitor: %s can be described again", what)
-        return answer
 
     async def run(
         self,

@@ -37,6 +37,28 @@ function utcTime(iso) {
   return Number.isNaN(when.getTime()) ? "–" : when.toISOString().slice(11, 19) + " UTC";
 }
 
+// A duration in its two largest units: "5 d 6 h", "42 min".
+function duration(seconds) {
+  const units = [["d", 86400], ["h", 3600], ["min", 60], ["s", 1]];
+  const parts = [];
+  let left = Math.max(0, Math.round(seconds));
+  for (const [name, size] of units) {
+    if (left >= size || (name === "s" && parts.length === 0)) {
+      parts.push(Math.floor(left / size) + " " + name);
+      left %= size;
+    }
+    if (parts.length === 2) break;
+  }
+  return parts.join(" ");
+}
+
+// The group's oldest unread record, and what its topic's retention leaves of it.
+function unread(g) {
+  if (g.oldest_unread_age_s == null) return "–";
+  const left = g.retention_headroom_s == null ? "" : " (" + duration(g.retention_headroom_s) + " left)";
+  return duration(g.oldest_unread_age_s) + left;
+}
+
 function render(data) {
   const set = (id, text) => { document.getElementById(id).textContent = text; };
   set("updated-at", utcTime(data.at));
@@ -63,6 +85,7 @@ function render(data) {
     cell(tr, String(g.lag), "num");
     badge(cell(tr, ""), g.growing ? "growing" : g.lag > 0 ? "behind" : "ok",
           g.growing ? "bad" : g.lag > 0 ? "warn" : "ok");
+    cell(tr, unread(g), "num");
   });
   fill("partners", data.partners || [], (tr, p) => {
     tr.dataset.authority = p.authority;

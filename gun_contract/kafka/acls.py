@@ -3,8 +3,9 @@
 * an authority's adapter: read its request topic (with its consumer group), write its
   response topic, dead letters and its heartbeat (``ops.health``);
 * the hub: read declarations, every response topic and dead letters (with its group),
-  decisions (the publisher reads what it already published when it starts) and the audit
-  trail (each chain goes on from its last records);
+  decisions (the publisher reads what it already published when it starts), the audit
+  trail (each chain goes on from its last records) and the requests (the lag monitor
+  dates the oldest unread one: sealed for the adapters, and the hub's own writing);
   write requests, decisions, status, audit and dead letters; everything on its own
   internal topics (faust changelogs, prefixed with its app id); read the status, facts,
   health and lag topics for the operations views; describe the other groups (lag);
@@ -116,6 +117,10 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 topics.facts,
                 topics.ops_health,
                 topics.ops_lag,
+                # The lag monitor dates each group's oldest unread record, the adapters'
+                # requests too (ops/first_records.py): sealed for the adapters, and
+                # written by the hub itself.
+                *(topics.requests(a) for a in topics.authorities),
             ),
             (hub_app_id,),
         ),

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -71,6 +71,7 @@ from gun_hub.domain.requests import build_requests
 from gun_hub.domain.routing import load_routing_table, route_documents
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
 from gun_hub.gateway.sender import DeclarationSender
+from gun_hub.ops.first_records import FirstRecords, dating_consumer
 from gun_tools.clearance_stand_in import DecisionReader, submit_declarations
 from gun_tools.local_broker import (
     BrokerError,
@@ -231,6 +232,29 @@ async def test_cites_is_refused_reading_the_dga_requests(
     broker, topics = secured
     with pytest.raises(TopicAuthorizationFailedError):
         await consume(broker.client_config("cites"), topics.requests("dga"), "gun-adapter-cites", 1)
+
+
+async def test_the_hubs_lag_monitor_dates_an_unread_request_with_its_own_rights(
+    secured: tuple[LocalBroker, TopicRegistry],
+) -> None:
+    """A partner down for days lets its requests wait unread: the lag monitor, in a hub
+    worker and under the hub's principal, must be able to date the oldest of them before
+    retention deletes it (docs/operations.md, "Unread records near retention")."""
+    broker, topics = secured
+    hub = broker.client_config("hub")
+    topic = topics.requests("dga")
+    await produce(hub, topic, b"sealed for the adapter", key=b"26FRSECAGE0000001")
+    first = await first_offsets(hub, topic)
+    consumer = dating_consumer(hub, "gun-hub-lag-dating")
+    await consumer.start()
+    try:
+        dating = FirstRecords(consumer, timeout_s=20)
+        ends = {(topic, p): end for p, end in (await end_offsets(hub, topic)).items()}
+        found = await dating.find([(topic, p, first[p]) for p in first], ends)
+    finally:
+        await consumer.stop()
+    assert dating.refused == set()
+    assert len(found) == 1, found  # the one partition holding the request
 
 
 async def test_cites_is_refused_writing_the_dgal_responses(
@@ -742,3 +766,24 @@ async def test_a_party_past_its_quota_is_slowed_down_not_refused_and_the_hub_is_
         apply_quotas(broker, [own])
     assert throttled >= 8, f"{PROBE_RECORDS * PROBE_RATE} bytes in {throttled:.1f} s"
     assert unthrottled < throttled / 2, (unthrottled, throttled)
+
+
+async def _offsets(config: ClientConfig, topic: str, *, at_end: bool) -> dict[int, int]:
+    """Each partition's first (or next) offset, read without a group."""
+    consumer = AIOKafkaConsumer(**config.options(), group_id=None)
+    try:
+        async with asyncio.timeout(45):
+            await consumer.start()
+            partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            read = consumer.end_offsets if at_end else consumer.beginning_offsets
+            return {tp.partition: offset for tp, offset in (await read(partitions)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def first_offsets(config: ClientConfig, topic: str) -> dict[int, int]:
+    return await _offsets(config, topic, at_end=False)
+
+
+async def end_offsets(config: ClientConfig, topic: str) -> dict[int, int]:
+    return await _offsets(config, topic, at_end=True)

@@ -7,8 +7,13 @@ reference or a document number.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from gun_contract.counters import export_at_zero
+from gun_contract.envelope import EnvelopeRejectionKind
+from gun_contract.model.verdicts import Outcome
 
 DECLARATIONS_RECEIVED = Counter(
     "gun_hub_declarations_received_total", "Declarations read from the declarations topic."
@@ -171,3 +176,16 @@ CLOCK_OFFSET = Gauge(
     "(runtime/clock_check.py). NaN until estimated.",
 )
 CLOCK_OFFSET.set(math.nan)
+
+
+def export_at_start(authorities: Iterable[str]) -> None:
+    """The hub's counters an alert reads, at 0 for every label value a worker knows at
+    start-up (gun_contract/counters.py): each outcome, each routed authority (a case with
+    several silent authorities counts under their names joined, a value the alert covers
+    by its first appearance), each envelope rejection kind (also a dead-letter kind). The
+    timers, the watched topics and the aged-out inputs are made where they are set up."""
+    rejections = [kind.value for kind in EnvelopeRejectionKind]
+    export_at_zero(DECISIONS, outcome=[outcome.value for outcome in Outcome])
+    export_at_zero(DEADLINES, authority=authorities)
+    export_at_zero(ENVELOPE_REJECTIONS, kind=rejections)
+    export_at_zero(DEAD_LETTERS, kind=rejections)

@@ -48,9 +48,16 @@ from adapters.base.replay import REPLAYED_OPERATIONS, Replayer, Rounds
 from adapters.base.spec import AdapterSpec, PartnerPort
 from gun_contract.commit_clock import CommitClock
 from gun_contract.consume import UNHANDLED_ERROR, Batch, commit_assigned, consume, next_offsets
+from gun_contract.counters import export_at_zero
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_contract.effects import Effects
-from gun_contract.envelope import ContentType, Envelope, EnvelopeRejected, broker_accepted_at
+from gun_contract.envelope import (
+    ContentType,
+    Envelope,
+    EnvelopeRejected,
+    EnvelopeRejectionKind,
+    broker_accepted_at,
+)
 from gun_contract.health import PartnerHealth
 from gun_contract.heartbeats import signed_heartbeat
 from gun_contract.kafka.client import consumer_options, from_settings, producer_options
@@ -104,6 +111,14 @@ class AdapterRunner:
         self._in_flight = asyncio.Semaphore(settings.adapter.max_in_flight)
         self._stopping = asyncio.Event()
         self.component = f"adapter.{spec.authority}"
+        # The counters its alerts read, at 0 from the start (gun_contract/counters.py).
+        rejections = [kind.value for kind in EnvelopeRejectionKind]
+        authority = [spec.authority]
+        export_at_zero(metrics.REQUESTS_AGED_OUT, authority=authority)
+        export_at_zero(metrics.ENVELOPE_REJECTIONS, authority=authority, kind=rejections)
+        export_at_zero(
+            metrics.DEAD_LETTERS, authority=authority, kind=[REQUEST_AGED_OUT, *rejections]
+        )
         # Requests quote licences (DGA): kept sealed with the adapter's state key. One
         # file per replica: each forgets the rows of the partitions it loses.
         self.pending = PendingOperations(

@@ -64,7 +64,15 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from gun_hub.gateway.lodging import Gateway, Lodged, LodgementRefused, Lodger, PublishFailed
+from gun_contract.counters import export_at_zero
+from gun_hub.gateway.lodging import (
+    LODGEMENTS,
+    Gateway,
+    Lodged,
+    LodgementRefused,
+    Lodger,
+    PublishFailed,
+)
 from gun_hub.xml.declaration_codec import sniff_identity
 
 log = logging.getLogger(__name__)
@@ -367,6 +375,7 @@ class DropWatcher:
     ) -> None:
         self.folder = folder
         self._gateway = gateway
+        export_at_zero(LODGEMENTS, channel=[CHANNEL], result=["lodged", "unpublished"])
         self._lodger = lodger
         self._topic = topic
         self._poll_s = poll_s

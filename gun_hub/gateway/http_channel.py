@@ -32,6 +32,7 @@ import logging
 
 from aiohttp import web
 
+from gun_contract.counters import export_at_zero
 from gun_hub.gateway.lodging import (
     LODGEMENTS,
     Gateway,
@@ -100,6 +101,12 @@ def lodging_app(
     refusals = RefusalLog(log, "lodging")
     # ``gun_hub_gateway_lodgements_total`` counts every refusal; the log, one a second.
     over_share = OncePerSecond(log, "such")
+
+    export_at_zero(
+        LODGEMENTS,
+        channel=[CHANNEL],
+        result=["lodged", "unpublished", "busy", "trader_busy", "body_timeout"],
+    )
 
     def turned_away(result: str) -> None:
         LODGEMENTS.labels(channel=CHANNEL, result=result).inc()

@@ -65,6 +65,7 @@ from gun_contract.dead_letter import (
 from gun_contract.effects import Effects, Headers
 from gun_contract.envelope import EnvelopeRejectionKind
 from gun_contract.security.state_cipher import StateUnreadable
+from gun_hub import metrics
 from gun_hub.pipeline.correlation import KEY_MISMATCH, NOT_JSON, UNASKED_DOCUMENT, UNSOLICITED
 from gun_hub.pipeline.hub_context import HubContext
 from gun_hub.pipeline.intake import NOT_SEALED, NOT_XML, RECORD_KEY_NOT_REFERENCE
@@ -183,6 +184,7 @@ class AuditKeeper:
             action = open_action(self._ctx.outbox_cipher, key or b"", value)
         except (StateUnreadable, ValueError) as refused:
             log.warning("operator action at %s refused: %s", source.describe(), refused)
+            metrics.DEAD_LETTERS.labels(kind=OPERATOR_ACTION_UNVERIFIED).inc()
             add_dead_letter(
                 outbox,
                 self._ctx.topics.dlq,

@@ -37,6 +37,7 @@ from gun_contract.effects import Effects, Headers
 from gun_contract.envelope import EnvelopeRejectionKind
 from gun_contract.kafka.log_reader import LoggedRecord
 from gun_contract.topics import TopicRegistry
+from gun_hub import metrics
 from gun_hub.ops.dead_letters import DeadLetterId, NotAnId
 from gun_hub.pipeline.correlation import UNASKED_DOCUMENT
 from gun_hub.pipeline.hub_context import HubContext
@@ -196,6 +197,7 @@ class RedriveGate:
             position = verify_claim(claim, source, value, original)
         except RedriveRefused as refused:
             log.warning("redrive at %s refused: %s", source.describe(), refused)
+            metrics.DEAD_LETTERS.labels(kind=REDRIVE_UNVERIFIED).inc()
             add_dead_letter(
                 outbox,
                 self._ctx.topics.dlq,

@@ -10,7 +10,8 @@ partners' answers (a write-off's confirmation deleted unread leaves FOLLOW_UP_PE
 ever). Each run of offsets deleted unread becomes one dead letter of kind
 ``INPUT_AGED_OUT_OF_THE_LOG`` (source = the first offset lost, the reason names the
 range; nothing of the records is left to keep), an error line and
-``gun_hub_inputs_aged_out_total{topic}``, and the watchdog steps over it only once the
+``gun_hub_inputs_aged_out_total{topic}`` (and ``gun_hub_dead_letters_total{kind}``, as every
+dead letter of the hub), and the watchdog steps over it only once the
 broker has the dead letter. Records a worker handled, or fetched and still has on their
 way, before retention deleted them are not lost: the watchdog leaves them out, and never
 commits past one on its way (review stop 38-g, G2). The adapters do the same for their
@@ -35,6 +36,7 @@ from typing import Any
 
 from faust.types import TP
 
+from gun_contract.counters import export_at_zero
 from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_record
 from gun_contract.effects import OutgoingRecord
 from gun_hub import metrics
@@ -59,6 +61,8 @@ class InputsAgedOut:
 
     def __init__(self, inputs: Mapping[str, str], dlq: str, send: Send) -> None:
         self.inputs = dict(inputs)
+        export_at_zero(metrics.INPUTS_AGED_OUT, topic=self.inputs)
+        export_at_zero(metrics.DEAD_LETTERS, kind=[INPUT_AGED_OUT])
         self._dlq = dlq
         self._send = send
         # Per partition, the offset up to which its gaps are named: the watchdog may find
@@ -97,6 +101,7 @@ class InputsAgedOut:
             )
         )
         metrics.INPUTS_AGED_OUT.labels(topic=tp.topic).inc(len(unread))
+        metrics.DEAD_LETTERS.labels(kind=INPUT_AGED_OUT).inc()
         log.error(
             "records %d to %d of %s/%d were deleted by the topic's retention before any "
             "worker read them (the hub away or behind longer than the topic keeps "

@@ -400,6 +400,7 @@ def build_hub(settings: Settings) -> Hub:
     """Create the faust app for these settings; nothing connects until the worker starts."""
     routing = load_routing_table(settings.hub.routing_table, settings.hub.extra_routes)
     topics = topic_registry(settings.kafka.topic_prefix, routing.authorities)
+    metrics.export_at_start(routing.authorities)  # alerts see a counter's first increment
     table_store.use()  # rocksdb://: every table under one memory budget
     gc_pauses.watch()  # gun_hub_gc_pause_seconds
     # gun_hub_clock_offset_seconds; an error logged beyond the envelope skew.

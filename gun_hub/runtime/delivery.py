@@ -46,6 +46,7 @@ from faust.exceptions import ProducerSendError
 
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_contract.effects import Effects, OutgoingRecord
+from gun_hub import metrics
 from gun_hub.runtime import ownership
 from gun_hub.runtime.ownership import PartitionGivenUp
 
@@ -464,6 +465,7 @@ async def _dead_letter_undeliverable(
             record.topic,
             type(error).__name__,
         )
+        metrics.DEAD_LETTERS.labels(kind=UNDELIVERABLE).inc()
         add_dead_letter(
             letters,
             dlq_topic,

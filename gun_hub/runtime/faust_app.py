@@ -23,6 +23,7 @@ import faust.streams as faust_streams
 from aiokafka.errors import KafkaError
 from faust.types import TP, EventT, Message
 
+from gun_contract.counters import export_at_zero
 from gun_contract.kafka.client import Connect
 from gun_hub import metrics
 from gun_hub.runtime import ownership, table_writes
@@ -194,6 +195,8 @@ def every(app: Any, interval_s: float, name: str, work: Callable[[], Awaitable[N
     its read in a rebalance, or a send faust refused stopped the whole worker (stop 30,
     found by review), and its own recovery (the keys pushed back for "the next sweep")
     never ran."""
+
+    export_at_zero(metrics.TIMER_FAILURES, timer=[name])
 
     async def survivably() -> None:
         try:

@@ -766,6 +766,7 @@ class DecisionPublisher:
         commit, as the decisions are)."""
         if self._dead_letters is None:
             return None
+        metrics.DEAD_LETTERS.labels(kind=kind).inc()
         letter = dead_letter_record(
             self._dead_letters,
             record.value or b"",

@@ -34,6 +34,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
+from gun_contract.counters import export_at_zero
 from gun_contract.kafka.client import Connect, consumer_options
 from gun_hub import metrics
 from gun_hub.runtime.aged_out import InputsAgedOut
@@ -69,6 +70,7 @@ class OffsetWatchdog:
         self._consumer = consumer
         self._connect = connect
         self._topics = topics
+        export_at_zero(metrics.RECORDS_READ_AGAIN, topic=topics)
         self._stall_s = stall_s
         self._clock = clock
         self._aged_out = aged_out

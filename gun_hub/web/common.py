@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import Counter
 
+from gun_contract.counters import export_at_zero
 from gun_hub.ops.view import ViewQueries
 from gun_hub.security.web_auth import EORI
 from gun_hub.web.queries import QueryTooSlow, ViewBusy, ViewReader
@@ -26,11 +27,24 @@ REFERENCE = re.compile(r"[0-9A-Z][0-9A-Z._/\-]{5,34}")
 DOCUMENT = re.compile(r"[0-9A-Za-z][0-9A-Za-z._/\-]{0,69}")
 __all__ = ["DOCUMENT", "EORI", "REFERENCE"]
 
+REFUSAL_REASONS = (
+    "missing",
+    "malformed",
+    "algorithm",
+    "unknown_key",
+    "signature",
+    "expired",
+    "claims",
+    "scope",
+    "password",
+    "busy",
+    "throttled",
+)
+"""The ``reason`` of ``security.web_auth.Unauthenticated``: a small closed set."""
 AUTH_FAILURES = Counter(
     "gun_hub_web_auth_failures_total",
     "Requests refused on a trader or officer listener because the caller did not prove "
-    "who it is (reason: missing, malformed, algorithm, unknown_key, signature, expired, "
-    "claims, scope, password, busy, throttled).",
+    f"who it is (reason: {', '.join(REFUSAL_REASONS)}).",
     ["listener", "reason"],
 )
 
@@ -71,6 +85,7 @@ class RefusalLog:
     def __init__(self, logger: logging.Logger, listener: str) -> None:
         self._lines = OncePerSecond(logger, "refused")
         self._listener = listener
+        export_at_zero(AUTH_FAILURES, listener=[listener], reason=REFUSAL_REASONS)
 
     def refused(self, remote: str | None, reason: str, message: str) -> None:
         AUTH_FAILURES.labels(listener=self._listener, reason=reason).inc()

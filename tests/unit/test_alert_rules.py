@@ -1,8 +1,11 @@
 """The alerting rules shipped in ``deploy/prometheus/gun-hub-alerts.yml`` hold what an
 operator loads them for: each parses as PromQL, reads series the processes export (an
 alert on a series nobody exports never fires), judges counters by their increase (a
-counter restarts at zero with its process), says how urgent it is and where its runbook
-is, and docs/operations.md lists exactly these alerts."""
+counter restarts at zero with its process) or, for a series that appeared within the
+window, by its whole value (``X unless X offset W``: its first increments, review stop
+39-O, O1), says how urgent it is and where its runbook is, and docs/operations.md lists
+exactly these alerts. That they fire on a first increment is promtool's test
+(test_alert_rules_fire_on_a_first_increment.py)."""
 
 from __future__ import annotations
 
@@ -36,18 +39,39 @@ def github_anchors(markdown: Path) -> set[str]:
     return anchors
 
 
+def appeared_within(node: object) -> bool:
+    """``node`` is ``X unless X offset W``: the series of X that were not there W ago."""
+    if not (isinstance(node, promql_parser.BinaryExpr) and str(node.op) == "unless"):
+        return False
+    now, then = node.lhs, node.rhs
+    return (
+        isinstance(now, promql_parser.VectorSelector)
+        and isinstance(then, promql_parser.VectorSelector)
+        and now.offset is None
+        and then.offset is not None
+        and now.prettify() == then.prettify().rsplit(" offset ", 1)[0]
+    )
+
+
 def counters_outside_rate_or_increase(expr: str) -> set[str]:
-    """``*_total`` series an expression reads other than through rate() or increase()."""
+    """``*_total`` series an expression reads other than through rate() or increase(), or
+    as the series that appeared within a window (:func:`appeared_within`)."""
     calls: list[str] = []
     bare: set[str] = set()
+    # promql_parser makes a new wrapper of a node at each access: compared by their text
+    new_series: set[str] = set()
 
     def enter(node: object) -> None:
         if isinstance(node, promql_parser.Call):
             calls.append(node.func.name)
+        elif appeared_within(node):
+            assert isinstance(node, promql_parser.BinaryExpr)
+            new_series.update({node.lhs.prettify(), node.rhs.prettify()})
         elif (
             isinstance(node, promql_parser.VectorSelector)
             and node.name.endswith("_total")
             and not {"rate", "increase", "irate"} & set(calls)
+            and node.prettify() not in new_series
         ):
             bare.add(node.name)
 
@@ -94,6 +118,12 @@ def test_the_metric_reader_refuses_what_prometheus_would_refuse() -> None:
         "gun_hub_decisions_total"
     }
     assert counters_outside_rate_or_increase("sum(increase(gun_hub_decisions_total[5m]))") == set()
+    assert counters_outside_rate_or_increase("x_total unless x_total offset 5m") == set()
+    assert counters_outside_rate_or_increase("x_total unless y_total offset 5m") == {
+        "x_total",
+        "y_total",
+    }
+    assert counters_outside_rate_or_increase("x_total unless x_total") == {"x_total"}
 
 
 def test_the_operations_guide_lists_exactly_the_shipped_alerts() -> None:

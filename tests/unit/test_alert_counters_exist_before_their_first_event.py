@@ -1,0 +1,149 @@
+"""Every counter an alert judges by its increase is on ``/metrics`` at 0 as soon as its
+process started, before any event (review stop 39-O, O1).
+
+Prometheus' ``increase()`` needs two samples of a series: a labelled counter of
+prometheus_client has no series until its first ``inc()``, so the step from "no series"
+to its first value is never counted, and an alert on a counter's first increment stays
+silent (the aged-out pages, the first degraded decision of an authority). Each component
+is built in a process of its own as its command builds it at start-up
+(tests/started_components.py), and its registry read before anything happened.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import defaultdict
+from functools import cache
+from pathlib import Path
+
+import promql_parser
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from gun_contract.envelope import EnvelopeRejectionKind
+from gun_contract.topics import topic_registry
+from gun_hub.domain.routing import load_routing_table
+from gun_hub.runtime.aged_out import INPUT_AGED_OUT
+from tests.conftest import REPO
+from tests.started_components import COMPONENTS
+from tests.unit.test_alert_rules import alert_rules
+
+ROUTING = load_routing_table(REPO / "config" / "routing.toml", [])
+TOPICS = topic_registry("gun", ROUTING.authorities)
+Selector = tuple[str, tuple[tuple[str, str], ...]]
+
+
+@cache
+def started(component: str, folder: Path) -> tuple[Sample, ...]:
+    """The samples of ``component``'s registry just after its start-up."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.started_components", component, str(folder)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return tuple(
+        sample
+        for family in text_string_to_metric_families(done.stdout)
+        for sample in family.samples
+    )
+
+
+@pytest.fixture(scope="module")
+def at_start(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Sample]]:
+    """Every ``*_total`` sample of every component at start-up, by series name."""
+    samples: dict[str, list[Sample]] = defaultdict(list)
+    for component in COMPONENTS:
+        for sample in started(component, tmp_path_factory.mktemp(component)):
+            if sample.name.endswith("_total"):
+                samples[sample.name].append(sample)
+    return samples
+
+
+def counters_judged_by_increase(expr: str) -> set[Selector]:
+    """The counters ``expr`` applies increase() or rate() to, with their label matchers."""
+    found: set[Selector] = set()
+    calls: list[str] = []
+
+    def enter(node: object) -> None:
+        if isinstance(node, promql_parser.Call):
+            calls.append(node.func.name)
+        elif (
+            isinstance(node, promql_parser.VectorSelector)
+            and {"increase", "rate", "irate"} & set(calls)
+            and node.name.endswith("_total")
+        ):
+            matchers = tuple(
+                sorted((m.name, m.value) for m in node.matchers.matchers if m.name != "__name__")
+            )
+            found.add((node.name, matchers))
+
+    def leave(node: object) -> None:
+        if isinstance(node, promql_parser.Call):
+            calls.pop()
+
+    promql_parser.walk(promql_parser.parse(expr), enter, leave)
+    return found
+
+
+JUDGED = sorted(
+    {selector for rule in alert_rules() for selector in counters_judged_by_increase(rule["expr"])}
+)
+
+
+@pytest.mark.parametrize("selector", JUDGED, ids=lambda selector: selector[0])
+def test_a_counter_an_alert_reads_is_exported_at_zero_at_start_up(
+    selector: Selector, at_start: dict[str, list[Sample]]
+) -> None:
+    name, matchers = selector
+    matching = [s for s in at_start[name] if all(s.labels.get(k) == v for k, v in matchers)]
+    assert matching, f"{name}{dict(matchers)} has no sample before its first event"
+    assert {s.value for s in at_start[name]} == {0.0}
+
+
+def label_values(samples: list[Sample], label: str) -> set[str]:
+    return {sample.labels[label] for sample in samples}
+
+
+def test_each_label_value_known_in_advance_is_there_at_zero(
+    at_start: dict[str, list[Sample]],
+) -> None:
+    authorities = set(ROUTING.authorities)
+    inputs = {TOPICS.declarations, *TOPICS.all_responses()}
+    assert label_values(at_start["gun_hub_inputs_aged_out_total"], "topic") == inputs
+    assert inputs < label_values(at_start["gun_hub_records_read_again_total"], "topic")
+    assert label_values(at_start["gun_hub_deadlines_passed_total"], "authority") == authorities
+    assert label_values(at_start["gun_adapter_requests_aged_out_total"], "authority") == (
+        authorities
+    )
+    assert label_values(at_start["gun_hub_timer_failures_total"], "timer") >= {
+        "deadline sweep",
+        "retention sweep",
+        "admission recheck",
+    }
+    rejections = {kind.value for kind in EnvelopeRejectionKind}
+    assert label_values(at_start["gun_hub_envelope_rejections_total"], "kind") == rejections
+    assert rejections | {INPUT_AGED_OUT} <= label_values(
+        at_start["gun_hub_dead_letters_total"], "kind"
+    )
+    assert {
+        (s.labels["authority"], s.labels["kind"])
+        for s in at_start["gun_adapter_envelope_rejections_total"]
+    } == {(authority, kind) for authority in authorities for kind in rejections}
+    assert {"REQUEST_AGED_OUT_OF_THE_LOG"} <= label_values(
+        at_start["gun_adapter_dead_letters_total"], "kind"
+    )
+    assert {
+        (s.labels["channel"], s.labels["result"])
+        for s in at_start["gun_hub_gateway_lodgements_total"]
+    } >= {("http", "busy"), ("http", "lodged"), ("file", "lodged")}
+    assert label_values(at_start["gun_hub_web_auth_failures_total"], "listener") >= {
+        "trader",
+        "officer",
+        "lodging",
+    }

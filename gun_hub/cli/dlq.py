@@ -18,7 +18,6 @@ with its summary: exit 2 when the hub refused one, 3 when it did not answer for 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import sys
 import urllib.parse
@@ -42,6 +41,8 @@ from gun_hub.cli.hub_client import (
 from gun_hub.cli.hub_client import fail_as_hub_says as _fail
 from gun_hub.cli.kafka import registry_for
 from gun_hub.cli.startup import settings_or_exit
+from gun_hub.cli.terminal import as_json as json_text
+from gun_hub.cli.terminal import shown
 from gun_hub.ops.dead_letters import DeadLetterId, NotAFilter, NotAnId, parse_since
 
 _REASON_CHARS = 60
@@ -109,7 +110,7 @@ def list_dead_letters(
     if code != 200:
         _fail(code, body, "the hub refused")
     if as_json:
-        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        typer.echo(json_text(body))
         return
     rows = body["dead_letters"]
     if not rows:
@@ -159,21 +160,21 @@ def show(
     if code != 200:
         _fail(code, body, str(named))
     if as_json and not payload:
-        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        typer.echo(json_text(body))
     elif not as_json:
         _print_dead_letter(body)
     if not payload:
         return
-    code, shown = officer.post(f"/dead-letters/{named}/payload")
+    code, answer = officer.post(f"/dead-letters/{named}/payload")
     if code != 200:
-        _fail(code, shown, f"{named}: payload")
+        _fail(code, answer, f"{named}: payload")
     if as_json:
-        typer.echo(json.dumps({**body, "payload": shown}, indent=2, ensure_ascii=False))
+        typer.echo(json_text({**body, "payload": answer}))
         return
     data = (
-        base64.b64decode(shown["payload"])
-        if shown["encoding"] == "base64"
-        else shown["payload"].encode()
+        base64.b64decode(answer["payload"])
+        if answer["encoding"] == "base64"
+        else answer["payload"].encode()
     )
     if out is not None:
         out.touch(mode=0o600, exist_ok=True)
@@ -183,13 +184,16 @@ def show(
         return
     typer.echo(
         "payload"
-        + (" (the head only: the original did not fit)" if shown["truncated"] else "")
+        + (" (the head only: the original did not fit)" if answer["truncated"] else "")
         + ":"
     )
-    if shown["encoding"] == "base64":
-        typer.echo(shown["payload"])
+    if answer["encoding"] == "base64":
+        typer.echo(answer["payload"])
     else:
-        sys.stdout.write(shown["payload"] + ("" if shown["payload"].endswith("\n") else os.linesep))
+        # A foreign producer's text: its lines as lines, any control sequence escaped
+        # (the bytes as they are only with --out).
+        text = shown(answer["payload"], multiline=True)
+        sys.stdout.write(text + ("" if text.endswith("\n") else os.linesep))
 
 
 @app.command()
@@ -243,7 +247,7 @@ def _redrive_kind(
         for row in body["dead_letters"]:
             if not row["redrivable"]:
                 skipped += 1
-                typer.echo(f"{row['id']}: not redriven: {row['not_redrivable']}", err=True)
+                typer.echo(f"{row['id']}: not redriven: {shown(row['not_redrivable'])}", err=True)
             else:
                 chosen.setdefault(row["source"], row["id"])
         offset = body.get("next_offset")
@@ -269,7 +273,7 @@ def _redrive_kind(
         if code != 200:
             failed += 1
             error = body.get("error", code) if isinstance(body, dict) else code
-            typer.echo(f"{named}: not redriven: {error}", err=True)
+            typer.echo(f"{named}: not redriven: {shown(error)}", err=True)
             continue
         _print_redriven(body)
     typer.echo(
@@ -285,7 +289,7 @@ def _redrive_kind(
 
 def _print_redriven(body: dict[str, Any]) -> None:
     reference = f" ({body['reference']})" if body.get("reference") else ""
-    typer.echo(f"{body['id']}{reference}: {body['origin']} redriven as {body['redrive']}")
+    typer.echo(shown(f"{body['id']}{reference}: {body['origin']} redriven as {body['redrive']}"))
 
 
 def _print_dead_letter(body: dict[str, Any]) -> None:
@@ -293,7 +297,7 @@ def _print_dead_letter(body: dict[str, Any]) -> None:
     form = value["form"]
     if form == "sealed":
         form = f"sealed to {value['sealed_to']} ({value['encryption']}): not shown"
-    typer.echo(f"dead letter {body['id']} ({body['dead_letter']}), written {body['at']}")
+    typer.echo(shown(f"dead letter {body['id']} ({body['dead_letter']}), written {body['at']}"))
     rows = [
         ["kind", f"{body['kind']} ({body['class'] or 'no class'})"],
         ["component", body["component"]],
@@ -308,9 +312,10 @@ def _print_dead_letter(body: dict[str, Any]) -> None:
             "possible" if body["redrivable"] else f"not possible: {body['not_redrivable']}",
         ],
     ]
+    # Every field is a header someone wrote (a producer on the dead-letter topic too).
     for name, text in rows:
-        typer.echo(f"  {name:<10} {text}")
-    typer.echo(f"  {'reason':<10} {body['reason']}")
+        typer.echo(f"  {name:<10} {shown(text)}")
+    typer.echo(f"  {'reason':<10} {shown(body['reason'])}")
 
 
 def _short(text: str) -> str:

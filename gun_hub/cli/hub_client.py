@@ -18,6 +18,7 @@ from typing import Any, Literal
 import typer
 
 from gun_hub.cli.startup import settings_or_exit
+from gun_hub.cli.terminal import shown
 from gun_hub.security.web_auth import (
     AccessConfigError,
     basic_authorization,
@@ -122,7 +123,8 @@ def ask_hub(
 
 def refused(code: int, body: Any, what: str) -> None:
     """Exit with what the hub said when it did not answer 200."""
-    error = body.get("error", code) if isinstance(body, dict) else code
+    error = shown(body.get("error", code) if isinstance(body, dict) else code)
+    what = shown(what)
     if code == 401:
         typer.echo(f"{what}: not authenticated ({error})", err=True)
         raise typer.Exit(NOT_AUTHENTICATED)
@@ -142,7 +144,8 @@ def officer_authorization(credentials_file: Path) -> str:
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:
     """``rows`` under ``headers``, each column as wide as its widest cell (the headers
     alone when there is no row: the callers say what an empty table means)."""
-    cells = [[str(c) for c in row] for row in rows]
+    # A cell may hold others' words (a kind, a key, a reason): shown escaped, one line each.
+    cells = [[shown(c) for c in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     typer.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in cells:
@@ -179,7 +182,8 @@ class OfficerClient:
 
 def fail_as_hub_says(code: int, body: Any, what: str) -> None:
     """Exit as the hub's refusal says (after printing it): 1 not found, 5 not allowed."""
-    error = body.get("error", code) if isinstance(body, dict) else code
+    error = shown(body.get("error", code) if isinstance(body, dict) else code)
+    what = shown(what)
     if code == 404:
         typer.echo(f"{what}: {error}", err=True)
         raise typer.Exit(NOT_FOUND)

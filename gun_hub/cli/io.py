@@ -13,6 +13,7 @@ from gun_contract.security.entitlements import CLEARANCE_PARTY
 from gun_contract.security.replay import MemoryReplayGuard
 from gun_hub.cli.kafka import registry_for
 from gun_hub.cli.startup import settings_or_exit
+from gun_hub.cli.terminal import shown
 from gun_hub.cli.tooling import require_tooling
 from gun_hub.domain.decision_text import decision_lines
 from gun_hub.security.factory import build_envelope, replay_memory
@@ -104,7 +105,7 @@ def decisions(
 
     received, rejected = asyncio.run(read())
     for decision in received:
-        typer.echo(format_decision(decision))
+        typer.echo(shown(format_decision(decision), multiline=True))  # a declaration's texts
     if rejected:
         typer.echo(
             f"{rejected} message(s) failed verification or could not be read, and were "

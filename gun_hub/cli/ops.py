@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import urllib.parse
 from datetime import UTC, datetime
@@ -40,6 +39,8 @@ from gun_hub.cli.hub_client import (
 )
 from gun_hub.cli.kafka import registry_for
 from gun_hub.cli.startup import settings_or_exit
+from gun_hub.cli.terminal import as_json as json_text
+from gun_hub.cli.terminal import shown
 from gun_hub.ops.lag import LagSnapshot
 from gun_hub.ops.lag_monitor import LagMonitor
 from gun_hub.security.web_auth import (
@@ -88,7 +89,7 @@ def status(
     path = f"/declarations/{urllib.parse.quote(reference, safe='')}"
     code, body = call_hub(f"{base}{path}", authorization, cafile)
     if as_json:
-        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        typer.echo(json_text(body))
     if code == 404:
         if not as_json:
             typer.echo(f"{reference}: unknown declaration", err=True)
@@ -97,17 +98,20 @@ def status(
         refused(code, body, reference)
     if as_json:
         return
+    # Texts a declaration carried, or a partner's answer: each line shown escaped.
     outcome = f" {body['outcome']}" if body.get("outcome") else ""
-    typer.echo(f"{body['reference']} version {body['version']}: {body['state']}{outcome}")
+    typer.echo(shown(f"{body['reference']} version {body['version']}: {body['state']}{outcome}"))
     if body.get("post_release_alert"):
         typer.echo("  post-release alert raised (post-clearance control)")
     for reason in body.get("reasons", []):
         csw = f" (EU CSW-CERTEX {reason['csw']})" if reason.get("csw") else ""
-        typer.echo(f"  {reason['code']}{csw}\n    en: {reason['en']}\n    fr: {reason['fr']}")
+        typer.echo(shown(f"  {reason['code']}{csw}"))
+        typer.echo(shown(f"    en: {reason['en']}"))
+        typer.echo(shown(f"    fr: {reason['fr']}"))
     for event in body["history"]:
         who = f" [{event['authority']}]" if event.get("authority") else ""
         detail = f"  {event['detail']}" if event.get("detail") else ""
-        typer.echo(f"  {event['at']}  v{event['version']}  {event['kind']}{who}{detail}")
+        typer.echo(shown(f"  {event['at']}  v{event['version']}  {event['kind']}{who}{detail}"))
 
 
 def stats(
@@ -146,7 +150,7 @@ def stats(
     if code != 200:
         refused(code, body, "the hub refused")
     if as_json:
-        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        typer.echo(json_text(body))
     elif declarant is not None and not body["documents"]:
         typer.echo(f"no document used by declarant {declarant}" + _past(offset))
     elif declarant is not None:
@@ -221,7 +225,7 @@ def _print_statistics(body: dict[str, Any]) -> None:
     dead = body["dead_letters"]
     typer.echo(f"\ndead letters: {dead['total']}")
     for kind, count in dead["by_kind"].items():
-        typer.echo(f"  {kind}: {count}")
+        typer.echo(f"  {shown(kind)}: {count}")
 
 
 def _print_decisions(decisions: dict[str, Any]) -> None:

@@ -11,7 +11,6 @@ Exit codes: 0 done; 2 refused (a bad parameter); 3 hub unreachable; 4 not authen
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from datetime import date
 from pathlib import Path
@@ -28,6 +27,8 @@ from gun_hub.cli.hub_client import (
     fail_as_hub_says,
     print_table,
 )
+from gun_hub.cli.terminal import as_json as json_text
+from gun_hub.cli.terminal import shown
 from gun_hub.domain.rollout import RolloutMode
 
 app = typer.Typer(
@@ -51,12 +52,12 @@ def show(
     if code != 200:
         fail_as_hub_says(code, body, "the hub refused")
     if as_json:
-        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        typer.echo(json_text(body))
         return
     rows = []
-    for authority, shown in body["authorities"].items():
-        rows.append([authority, "(everywhere)", shown["mode"], *_set_by(shown["set"])])
-        for office, at_office in shown["offices"].items():
+    for authority, everywhere in body["authorities"].items():
+        rows.append([authority, "(everywhere)", everywhere["mode"], *_set_by(everywhere["set"])])
+        for office, at_office in everywhere["offices"].items():
             rows.append([authority, office, at_office["mode"], *_set_by(at_office["set"])])
     print_table(["authority", "office", "mode", "set by", "at", "reason"], rows)
 
@@ -89,7 +90,7 @@ def set_mode(
     if code != 200:
         fail_as_hub_says(code, body, f"{authority}: not set")
     where = f" at {body['office']}" if body.get("office") else " everywhere"
-    typer.echo(f"{body['authority']}{where}: {body['previous']} -> {body['mode']}")
+    typer.echo(shown(f"{body['authority']}{where}: {body['previous']} -> {body['mode']}"))
     if not body.get("applied"):
         typer.echo("(published; this hub worker has not applied it yet)", err=True)
 
@@ -119,7 +120,7 @@ def report(
     if code != 200:
         fail_as_hub_says(code, body, "the hub refused")
     if as_json:
-        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        typer.echo(json_text(body))
         return
     rows = body["report"]
     if not rows:

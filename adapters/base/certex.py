@@ -306,12 +306,42 @@ class CertexHttpPartner:
         if status == HTTP_CONFLICT and self._keys_in_flight.still_in_progress(key):
             # A repeat of a key the partner is still processing (IETF idempotency-key
             # draft), not a rejection: queued and replayed, the replay gets its answer.
+            self._keys_in_flight.unanswered(key)
             raise PartnerUnavailable(
                 "partner still processing an earlier attempt with this key (HTTP 409)"
             )
-        answer = _map_answer(request.operation, status, payload)
+        try:
+            answer = _map_answer(request.operation, status, payload)
+        except PartnerUnavailable:
+            if _rejected(status):
+                # Read and refused (a reservation's too): the partner will not apply it,
+                # so nothing of it is left to wait for (review stop 39, P1).
+                self._keys_in_flight.settled(key)
+            raise
         self._keys_in_flight.settled(key)  # a usable answer: the next attempt is a first
         return answer
+
+    def _keys(self, request: AuthorityRequest) -> set[str]:
+        """The idempotency keys of ``request``'s calls (one per quoted document)."""
+        return {
+            request.idempotency_key_for(document.code, document.reference)
+            for item in request.items
+            for document in item.documents
+        }
+
+    def may_still_apply(self, request: AuthorityRequest) -> bool:
+        """Whether the partner may still apply one of ``request``'s calls: an attempt got
+        no answer (timed out, connection lost) or a repeat met 409 "being processed", and
+        no answer settled it since (a 5xx or 429 is the partner turning it down). A
+        reservation in that state is kept queued by the replayer, so that its
+        declaration's follow-up does not overtake it at the partner (stop 39, P1)."""
+        return any(self._keys_in_flight.unsettled(key) for key in self._keys(request))
+
+    def sent_before(self, request: AuthorityRequest) -> None:
+        """``request``'s calls were sent by an earlier process or replica and not settled:
+        a 409 to the next attempt is the partner still processing one of those."""
+        for key in self._keys(request):
+            self._keys_in_flight.sent_earlier(key)
 
     async def _call(
         self, method: str, url: str, body: dict[str, Any], headers: dict[str, str]
@@ -354,8 +384,16 @@ class CertexHttpPartner:
             except PartnerUnavailable:
                 self.circuit.record_failure()  # an answer unusable as sent: a failure
                 raise
+            except aiohttp.ClientConnectorError as err:
+                # No connection: the attempt never reached the partner, so it is no call
+                # the partner may be applying (a reservation is not kept for it, P1).
+                last_error = f"partner unreachable: {type(err).__name__}"
+                self.circuit.record_failure()
+                continue
             except (TimeoutError, aiohttp.ClientError) as err:
                 last_error = f"partner unreachable: {type(err).__name__}"
+                # Sent, and no answer: the partner may be applying it (P1).
+                self._keys_in_flight.unanswered(headers[IDEMPOTENCY_HEADER])
                 self.circuit.record_failure()
                 continue
             except BaseException:

@@ -18,9 +18,16 @@ Bounded twice. A partner does not take minutes over one call, so past
 :data:`IN_PROGRESS_AT_MOST_S` since a key's first attempt a 409 is the partner's word
 again (a partner that remembers a conflict under the key would otherwise be asked every
 round for ever). And at most :data:`KEYS_KEPT` keys are remembered, the oldest dropped
-first (the keys of reservations that met an outage are never settled: they are not
-replayed). The memory is the process's: after a restart a key's next attempt counts as its
-first.
+first. The memory is the process's: after a restart a key's next attempt counts as its
+first, unless the caller says it was sent before (:meth:`KeysInFlight.sent_earlier`).
+
+Narrower, per key: whether the partner may be applying a call still
+(:meth:`KeysInFlight.unsettled`): an attempt went out and got no answer at all (it timed
+out, the connection was lost), or a repeat met 409 "being processed". A 5xx or a 429 is
+an answer (the partner, or its gateway, turned the attempt down), and a failed connection
+sent nothing. A reservation in that state is kept queued by the replayer, asked again with
+the same key, so that its declaration's deletion or write-off does not overtake it
+(review stop 39, P1). Any answer that settles the key (a rejection too) ends it.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ KEYS_KEPT = 10_000
 class _Sent:
     first_at: float
     attempts: int
+    # An attempt got no answer, or a repeat met 409 "being processed": the partner may be
+    # applying the call still.
+    maybe_applying: bool = False
 
 
 class KeysInFlight:
@@ -77,6 +87,28 @@ class KeysInFlight:
             and sent.attempts > 1
             and self._clock() - sent.first_at <= self._window_s
         )
+
+    def unanswered(self, key: str) -> None:
+        """The attempt carrying ``key`` went out and got no answer (timed out, connection
+        lost), or a repeat met 409 "being processed": the partner may be applying it."""
+        sent = self._sent.get(key)
+        if sent is not None:
+            sent.maybe_applying = True
+
+    def sent_earlier(self, key: str) -> None:
+        """``key`` was sent before, by an earlier process or replica, and the partner may
+        be applying it still (the pending queue or the commit's metadata says so): its
+        next attempt is a repeat, and a 409 to it "still in progress". Nothing changes
+        for a key already remembered."""
+        if key not in self._sent:
+            self.sending(key)
+            self.unanswered(key)
+
+    def unsettled(self, key: str) -> bool:
+        """Whether the partner may be applying a call carrying ``key`` still: an attempt
+        got no answer, or a repeat met 409, and nothing settled the key since."""
+        sent = self._sent.get(key)
+        return sent is not None and sent.maybe_applying
 
     def turned_away(self, key: str) -> None:
         """The partner did not take the attempt just sent (429: it asked the client to

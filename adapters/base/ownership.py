@@ -26,6 +26,16 @@ file (ADR 0014):
   now would hold quantities that its declaration's follow-up, already answered, never
   frees. So a rebalance changes nothing of what one replica alone would have done.
 
+* **Name the reservations the partner may still apply.** A reservation whose call timed
+  out or met 409 "being processed" is queued until the partner answers it for good, its
+  documents' follow-ups behind it (:mod:`adapters.base.replay`). Its row is forgotten on
+  revoke like any other, but it was answered, so the next owner would skip it and send
+  its follow-up first. Each commit names those still queued, by their distance from the
+  committed offset (``answered:<offset>;unsettled:<d>,<d>``; only ``answered:<offset>``
+  when there are none, as before): the next owner queues them again as it reads them
+  (:meth:`PartitionOwnership.unsettled_at`), asks them with the same key, and holds their
+  follow-ups behind them (review stop 39, P1).
+
 Rows queued before offsets were kept (no offset) hold no partition and are replayed by
 whoever has them, as before.
 
@@ -54,16 +64,36 @@ from adapters.base.pending import PendingOperations
 log = logging.getLogger(__name__)
 
 _ANSWERED = "answered:"
+_UNSETTLED = "unsettled:"
+_PARTS = ";"
+# Kafka refuses a commit whose metadata is longer than offset.metadata.max.bytes (4096 by
+# default): the whole commit would fail. Reservations left unsettled at a partner are a
+# few calls in flight; past this many characters the rest are left out (logged).
+_UNSETTLED_CHARS = 3500
 
 
 def _answered_mark(metadata: str) -> int | None:
     """The offset a commit's metadata says was answered before (None: no mark)."""
-    if not metadata.startswith(_ANSWERED):
+    first = metadata.split(_PARTS, 1)[0]
+    if not first.startswith(_ANSWERED):
         return None
     try:
-        return int(metadata.removeprefix(_ANSWERED))
+        return int(first.removeprefix(_ANSWERED))
     except ValueError:
         return None
+
+
+def _unsettled_offsets(metadata: str, committed: int | None) -> frozenset[int]:
+    """The offsets of the reservations a commit at ``committed`` names as still
+    unsettled at the partner (none: no such part, or no committed offset)."""
+    if committed is None or committed < 0:
+        return frozenset()
+    for part in metadata.split(_PARTS)[1:]:
+        distances = part.removeprefix(_UNSETTLED).split(",")
+        if part.startswith(_UNSETTLED) and all(d.isdigit() for d in distances):
+            return frozenset(committed + int(d) for d in distances)
+        log.error("commit metadata part %r not understood: ignored", part)
+    return frozenset()
 
 
 def deleted_unanswered(commit: int, metadata: str, log_start: int) -> range:
@@ -91,6 +121,9 @@ class PartitionOwnership:
         self._committed_handled: dict[int, int] = {}  # the mark in that commit's metadata
         # Per partition: records before this offset were answered by whoever committed it.
         self._answered_before: dict[int, int] = {}
+        # Per partition: offsets of reservations the partition's last committer left
+        # unsettled at the partner (asked again as they are read, replay.py).
+        self._unsettled: dict[int, frozenset[int]] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -159,6 +192,11 @@ class PartitionOwnership:
         self._assigned_at = {
             p: c for p, c in (committed or {}).items() if c >= 0 and p in self._owned
         }
+        self._unsettled = {
+            p: offsets
+            for p, text in (metadata or {}).items()
+            if p in self._owned and (offsets := _unsettled_offsets(text, self._assigned_at.get(p)))
+        }
         self._say_what_the_log_lost(self._assigned_at, starts)
         for partition, commit in self._assigned_at.items():
             start = starts.get(partition, commit)
@@ -224,12 +262,43 @@ class PartitionOwnership:
         ``partition`` last (this one included, before a rebalance)."""
         return offset < self._answered_before.get(partition, -1)
 
+    def unsettled_at(self, partition: int, offset: int) -> bool:
+        """Whether the record at ``offset`` is a reservation the partition's last
+        committer left unsettled at the partner: answered, but to be queued again."""
+        return offset in self._unsettled.get(partition, frozenset())
+
+    def _commit_offset(self, partition: int) -> int:
+        """Where ``partition`` is committed now (:meth:`to_commit`)."""
+        handled = self._handled[partition]
+        return min(handled, self._pending.oldest_offsets().get(partition, handled))
+
     def commit_metadata(self, partition: int) -> str:
         """What a commit of ``partition`` says: how far it was answered, by this replica
         or by the one it took the partition from (never lower: the records between were
-        answered, and asking them again would apply what was answered UNAVAILABLE)."""
+        answered, and asking them again would apply what was answered UNAVAILABLE); and
+        which of those are reservations the partner may still apply: queued here, or
+        named by the commit this replica inherited and not read again yet."""
         answered = max(self._handled[partition], self._answered_before.get(partition, 0))
-        return f"{_ANSWERED}{answered}"
+        mark = f"{_ANSWERED}{answered}"
+        at = self._commit_offset(partition)
+        inherited = {o for o in self._unsettled.get(partition, ()) if o >= self._handled[partition]}
+        queued = self._pending.reservation_offsets().get(partition, [])
+        distances = [str(o - at) for o in sorted(inherited.union(queued)) if o >= at]
+        if not distances:
+            return mark  # as before stop 39: read by every release
+        named = ""
+        for count, distance in enumerate(distances):
+            if len(named) + len(distance) + 1 > _UNSETTLED_CHARS:
+                log.error(
+                    "partition %d: %d reservations the partner may still apply are not "
+                    "named in its commit (too many): its next owner takes them for "
+                    "answered, and their declarations' follow-ups may overtake them",
+                    partition,
+                    len(distances) - count,
+                )
+                break
+            named += ("," if named else "") + distance
+        return f"{mark}{_PARTS}{_UNSETTLED}{named}"
 
     async def revoked(
         self, partitions: Collection[int], log_starts: Mapping[int, int] | None = None
@@ -246,6 +315,7 @@ class PartitionOwnership:
             self._committed.pop(partition, None)
             self._committed_handled.pop(partition, None)
             self._answered_before.pop(partition, None)
+            self._unsettled.pop(partition, None)
             self._assigned_at.pop(partition, None)
         await self._idle.wait()
         forgotten = self._pending.forget(partitions, log_starts or {})

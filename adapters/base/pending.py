@@ -1,9 +1,13 @@
 """Write-offs, deletions and give-backs the partner could not take while it was down,
-kept durably (SQLite) until they are replayed (:mod:`adapters.base.replay`).
+and reservations it may still apply (sent, no answer settled them), kept durably
+(SQLite) until they are replayed (:mod:`adapters.base.replay`).
 
 Checks and reservations are answered UNAVAILABLE and the hub goes to degraded mode; a
 write-off, a deletion or a give-back, though, must eventually reach the partner's ledger
 (the goods left, the declaration was refused or cancelled, or invalidated after release).
+A reservation the partner may still be applying (its call timed out, or met 409 "being
+processed") is queued too, never answered again: it holds its documents' later
+operations behind it until the partner answers it for good (review stop 39, P1).
 The queue is ordered per declaration (record key): operations of one reference are
 replayed in the order they were asked, and references are independent of each other.
 
@@ -42,7 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from adapters.base import metrics
-from gun_contract.model.exchange import AuthorityRequest
+from gun_contract.model.exchange import AuthorityRequest, Operation
 from gun_contract.private_files import make_private_folder
 from gun_contract.security.state_cipher import StateCipher, StateUnreadable
 from gun_contract.sqlite import open_database, transaction
@@ -62,7 +66,8 @@ CREATE TABLE IF NOT EXISTS queue (
     request TEXT NOT NULL,
     partition INTEGER,
     request_offset INTEGER,
-    logged_at REAL
+    logged_at REAL,
+    operation TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_reference ON queue (reference, id);
 """
@@ -150,6 +155,9 @@ class PendingOperations:
             self._db.execute("ALTER TABLE queue ADD COLUMN request_offset INTEGER")
         if "logged_at" not in columns:
             self._db.execute("ALTER TABLE queue ADD COLUMN logged_at REAL")
+        if "operation" not in columns:
+            # Rows queued before reservations were (stop 39) are follow-ups: NULL.
+            self._db.execute("ALTER TABLE queue ADD COLUMN operation TEXT")
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
         if "pending" not in tables:
             return
@@ -241,7 +249,7 @@ class PendingOperations:
         self._db.execute(
             "INSERT INTO queue"
             " (operation_key, request_id, reference, version, request, partition,"
-            " request_offset, logged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " request_offset, logged_at, operation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 request.request_id,
@@ -251,6 +259,7 @@ class PendingOperations:
                 partition,
                 offset,
                 logged_at,
+                request.operation.value,
             ),
         )
 
@@ -281,6 +290,21 @@ class PendingOperations:
             " WHERE partition IS NOT NULL AND request_offset IS NOT NULL GROUP BY partition"
         ).fetchall()
         return {int(partition): int(offset) for partition, offset in rows}
+
+    def reservation_offsets(self) -> dict[int, list[int]]:
+        """Per partition, the offsets of its queued reservations (those the partner may
+        still apply, :mod:`adapters.base.replay`), in order: a commit names them, so that
+        the partition's next owner asks them again (``ownership.py``)."""
+        rows = self._db.execute(
+            "SELECT partition, request_offset FROM queue WHERE operation = ?"
+            " AND partition IS NOT NULL AND request_offset IS NOT NULL"
+            " ORDER BY partition, request_offset",
+            (Operation.RESERVE.value,),
+        ).fetchall()
+        offsets: dict[int, list[int]] = {}
+        for partition, offset in rows:
+            offsets.setdefault(int(partition), []).append(int(offset))
+        return offsets
 
     def oldest_logged_at(self) -> float | None:
         """The record timestamp (epoch seconds) of the oldest queued operation that has

@@ -16,8 +16,15 @@ declaration's position, and judges its version, per document):
   answered UNAVAILABLE (degraded mode), never queued, and the queue stays whole: no
   queued operation is dropped unanswered (found by review, stop 36); a check, which
   changes nothing, is asked;
-* except a queued deletion of an older version, which a later version's reservation or
-  deletion of all its documents supersedes: that one is sent, and once the partner
+* a reservation answered UNAVAILABLE that the partner may still apply (a call timed out
+  or met 409 "being processed": :meth:`PartnerPort.may_still_apply`) is queued, never
+  answered again: the replay rounds ask it again with the same key until the partner
+  answers it for good, and meanwhile its documents' later operations (its own version's
+  deletion or write-off) wait behind it. Sent ahead, a refused declaration's deletion
+  was answered "no reservation", then the partner applied the reservation: held for
+  ever (review stop 39, P1);
+* except a queued deletion or reservation of an older version, which a later version's
+  reservation or deletion of all its documents supersedes: that one is sent, and once the partner
   applied it the deletion is answered STALE and never sent again (review stop 36, G7: a
   deletion the partner kept failing held every later version in degraded mode). A
   write-off or a give-back is never superseded (:func:`supersedes`);
@@ -53,7 +60,8 @@ REPLAYED_OPERATIONS = frozenset({Operation.WRITE_OFF, Operation.DELETE, Operatio
 # Operations whose version the partner records (a check changes nothing).
 _VERSIONED = frozenset({Operation.RESERVE, *REPLAYED_OPERATIONS})
 # Operations that restate (or drop) a declaration's whole position on a document: applied,
-# they make a queued deletion of an older version of it pointless (``supersedes``).
+# they make a queued deletion or reservation of an older version of it pointless
+# (``supersedes``).
 _RESTATING = frozenset({Operation.RESERVE, Operation.DELETE})
 STUCK_AFTER_S = 600.0
 """A queued operation failing at every attempt for this long is said in the log (once):
@@ -146,12 +154,14 @@ def _documents(request: AuthorityRequest) -> frozenset[str]:
 
 def supersedes(newer: AuthorityRequest, older: AuthorityRequest) -> bool:
     """Whether ``newer``, once applied, makes the queued ``older`` pointless and harmful
-    after it: ``older`` is a deletion (it only drops a reservation), ``newer`` a later
-    version's reservation (which restates the declaration's whole position) or deletion
-    of every document ``older`` concerns. A write-off (goods that left) or a give-back
-    (goods given back) records a fact no later version restates: never superseded."""
+    after it: ``older`` is a deletion (it only drops a reservation) or a reservation the
+    partner may still apply (its version guard refuses it after ``newer``), ``newer`` a
+    later version's reservation (which restates the declaration's whole position) or
+    deletion of every document ``older`` concerns. A write-off (goods that left) or a
+    give-back (goods given back) records a fact no later version restates: never
+    superseded."""
     return (
-        older.operation is Operation.DELETE
+        older.operation in _RESTATING
         and newer.operation in _RESTATING
         and newer.version > older.version
         and _documents(older) <= _documents(newer)
@@ -263,7 +273,19 @@ class Replayer:
             answers = await self._partner.answer(request)
             if unavailable(answers) and request.operation in REPLAYED_OPERATIONS:
                 self._pending.add(request, partition, offset, logged_at)
-            elif ahead:
+                return answers
+            if self._unsettled(request, answers):
+                # The partner may still apply it (review stop 39, P1): kept, asked again,
+                # and what follows on its documents waits behind it. Its answer stays
+                # the UNAVAILABLE the hub gets now: a refused declaration's decision does
+                # not wait for it, its deletion does.
+                self._pending.add(request, partition, offset, logged_at)
+                log.info(
+                    "%s may still be applied by the partner: queued, asked again until "
+                    "answered, its documents' later operations behind it",
+                    request.request_id,
+                )
+            if ahead:
                 try:
                     await self._supersede(ahead, request, answers)
                 except Exception:
@@ -275,6 +297,30 @@ class Replayer:
                         exc_info=True,
                     )
             return answers
+
+    def _unsettled(self, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]) -> bool:
+        """Whether ``request`` is a reservation answered UNAVAILABLE that the partner may
+        still apply (a call timed out, or met 409 "being processed")."""
+        return (
+            request.operation is Operation.RESERVE
+            and unavailable(answers)
+            and self._partner.may_still_apply(request)
+        )
+
+    async def settle_later(
+        self,
+        request: AuthorityRequest,
+        partition: int | None,
+        offset: int | None,
+        logged_at: float | None,
+    ) -> None:
+        """Queue a reservation read again after a restart or a rebalance that the
+        commit's metadata names as one the partner may still apply: asked again with its
+        key (a 409 is the partner still at it), and its documents' later operations wait
+        behind it, as they did with the replica that asked it first. Not answered again."""
+        async with self._locks.hold(request.reference):
+            self._partner.sent_before(request)
+            self._pending.add(request, partition, offset, logged_at)
 
     async def _replayed_before(self, reference: str) -> _Waiting:
         """``_replay`` ahead of a live operation: what is still queued. A failure (its
@@ -377,10 +423,26 @@ class Replayer:
             # Its version's trace (gun_contract/trace.py): the call, the answer and the log
             # lines of a replay are followed like those of the first attempt.
             with tracing(trace_id_for(request.reference, request.version)):
+                settling = request.operation is Operation.RESERVE
+                if settling:
+                    # Sent before, maybe by an earlier process: a 409 is "still at it".
+                    self._partner.sent_before(request)
                 answers = await self._partner.answer(request)
-                if unavailable(answers):
+                if unavailable(answers) and (not settling or self._unsettled(request, answers)):
                     self._failed(request)
                     waiting.append((request, partition))
+                    continue
+                if settling:
+                    # The hub decided on its UNAVAILABLE: nothing more is told about it,
+                    # and what waited behind it on its documents goes now.
+                    self._pending.done(request)
+                    self._ended(request)
+                    log.info(
+                        "the partner settled %s: %s",
+                        request.request_id,
+                        ", ".join(sorted({a.verdict.value for a in answers})),
+                    )
+                    waiting = await self._after(ahead, request, answers, waiting)
                     continue
                 # Answer first, then forget: a crash in between replays it again, and the
                 # partner answers a repeated idempotency key as the first time.
@@ -394,9 +456,20 @@ class Replayer:
                     )
                 else:
                     log.info("replayed %s after the partner came back", request.request_id)
-            superseded = await self._supersede(ahead, request, answers)
-            waiting = [(r, p) for r, p in waiting if r not in superseded]
+            waiting = await self._after(ahead, request, answers, waiting)
         return waiting
+
+    async def _after(
+        self,
+        ahead: _Waiting,
+        request: AuthorityRequest,
+        answers: tuple[DocumentAnswer, ...],
+        waiting: _Waiting,
+    ) -> _Waiting:
+        """What still waits once ``request`` (ahead of which ``ahead`` waited) was
+        answered ``answers``: less what it superseded."""
+        superseded = await self._supersede(ahead, request, answers)
+        return [(r, p) for r, p in waiting if r not in superseded]
 
     async def _supersede(
         self, ahead: _Waiting, newer: AuthorityRequest, answers: tuple[DocumentAnswer, ...]
@@ -415,7 +488,9 @@ class Replayer:
                 and self._pending.holds(older)
             ):
                 continue
-            await self._publish(older, superseded_answers(older, newer), partition)
+            if older.operation is not Operation.RESERVE:
+                # A queued reservation was answered already (UNAVAILABLE): nothing more.
+                await self._publish(older, superseded_answers(older, newer), partition)
             self._pending.done(older)
             self._ended(older)
             ended.append(older)

@@ -62,7 +62,12 @@ from gun_contract.health import PartnerHealth
 from gun_contract.heartbeats import signed_heartbeat
 from gun_contract.kafka.client import consumer_options, from_settings, producer_options
 from gun_contract.kafka.watched_sends import WatchedSends
-from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, DocumentAnswer
+from gun_contract.model.exchange import (
+    AuthorityRequest,
+    AuthorityResponse,
+    DocumentAnswer,
+    Operation,
+)
 from gun_contract.model.verdicts import Verdict
 from gun_contract.record_keys import keyed_by, not_keyed_by
 from gun_contract.security.entitlements import HUB_PARTY
@@ -579,6 +584,22 @@ class AdapterRunner:
                 ErrorClass.SECURITY,
                 "REQUEST_MISADDRESSED",
                 ValueError(f"request for {request.authority!r} from {opened.sender!r}"),
+            )
+            return
+        if request.operation is Operation.RESERVE and self.ownership.unsettled_at(
+            record.partition, record.offset
+        ):
+            # Answered before the rebalance, but the partner may still apply it (the
+            # commit says so): queued again, asked with its key, and its documents' later
+            # operations wait behind it; not answered again (review stop 39, P1).
+            log.info(
+                "%s of %s version %d may still be applied by the partner: queued again",
+                request.operation.value,
+                request.reference,
+                request.version,
+            )
+            await self._replayer.settle_later(
+                request, record.partition, record.offset, _logged_at(record)
             )
             return
         if request.operation not in REPLAYED_OPERATIONS and self.ownership.answered_before(

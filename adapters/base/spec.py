@@ -22,6 +22,19 @@ class PartnerPort(Protocol):
 
     async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]: ...
 
+    def may_still_apply(self, request: AuthorityRequest) -> bool:
+        """Whether the partner may still apply a call of ``request`` that got no answer
+        settling it (timed out, or 409 "still being processed"): a reservation in that
+        state is kept queued, asked again, so that no later operation of its documents
+        overtakes it at the partner. False for a system whose calls cannot outlive their
+        answer."""
+        ...
+
+    def sent_before(self, request: AuthorityRequest) -> None:
+        """``request``'s calls were sent by an earlier process or replica and may still be
+        applied (the commit's metadata says so): the next attempt is a repeat."""
+        ...
+
     async def close(self) -> None: ...
 
     @property

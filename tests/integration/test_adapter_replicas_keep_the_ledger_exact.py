@@ -66,6 +66,12 @@ class Unreachable:
             )
         return await self._inner.answer(request)
 
+    def may_still_apply(self, request: AuthorityRequest) -> bool:
+        return self._inner.may_still_apply(request)
+
+    def sent_before(self, request: AuthorityRequest) -> None:
+        self._inner.sent_before(request)
+
     async def close(self) -> None:
         await self._inner.close()
 

@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,12 +22,50 @@ from adapters.base.runner import AdapterRunner
 from adapters.conformance.harness import Harness, Quote
 from gun_contract.model.exchange import AuthorityResponse, Operation
 from gun_contract.model.verdicts import Verdict
-from gun_contract.settings import AdapterSettings
+from gun_contract.settings import AdapterSettings, Settings
 from tests.adapter_fixtures import running_adapter
 from tests.conftest import KafkaEnv
 from tests.partner_fixtures import Handler, RunningPartner, running_partner
 
 pytestmark = pytest.mark.broker
+
+
+def adapter_settings(
+    kafka_env: KafkaEnv,
+    partner: RunningPartner,
+    replay_interval_s: float,
+    circuit_failure_threshold: int = 2,
+) -> Settings:
+    settings = kafka_env.settings()
+    settings.adapter = AdapterSettings(
+        partner_url=partner.url,
+        partner_timeout_s=1,
+        retry_attempts=2,
+        circuit_failure_threshold=circuit_failure_threshold,
+        circuit_reset_s=1,
+        replay_interval_s=replay_interval_s,
+    )
+    return settings
+
+
+@asynccontextmanager
+async def playing_the_hub(kafka_env: KafkaEnv, partner: RunningPartner) -> AsyncIterator[Harness]:
+    """A harness playing the hub in front of the DGAL adapter."""
+    harness = Harness(
+        authority="dgal",
+        document_type="N853",
+        connect=kafka_env.settings().kafka.bootstrap_servers,  # type: ignore[arg-type]
+        topics=kafka_env.topics,
+        hub_envelope=kafka_env.envelope("hub"),
+        partner_url=partner.url,
+        answer_timeout_s=30,
+        partner_timeout_s=1,
+    )
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        await harness.stop()
 
 
 @asynccontextmanager
@@ -37,33 +76,12 @@ async def adapter_and_hub(
     circuit_failure_threshold: int = 2,
 ) -> AsyncIterator[tuple[Harness, AdapterRunner]]:
     """The DGAL adapter running, and a harness playing the hub in front of it."""
-    settings = kafka_env.settings()
-    settings.adapter = AdapterSettings(
-        partner_url=partner.url,
-        partner_timeout_s=1,
-        retry_attempts=2,
-        circuit_failure_threshold=circuit_failure_threshold,
-        circuit_reset_s=1,
-        replay_interval_s=replay_interval_s,
-    )
-    harness = Harness(
-        authority="dgal",
-        document_type="N853",
-        connect=settings.kafka.bootstrap_servers,  # type: ignore[arg-type]
-        topics=kafka_env.topics,
-        hub_envelope=kafka_env.envelope("hub"),
-        partner_url=partner.url,
-        answer_timeout_s=30,
-        partner_timeout_s=1,
-    )
-    async with running_adapter(
-        "dgal", settings, kafka_env.topics, kafka_env.envelope("dgal")
-    ) as adapter:
-        await harness.start()
-        try:
-            yield harness, adapter
-        finally:
-            await harness.stop()
+    settings = adapter_settings(kafka_env, partner, replay_interval_s, circuit_failure_threshold)
+    async with (
+        running_adapter("dgal", settings, kafka_env.topics, kafka_env.envelope("dgal")) as adapter,
+        playing_the_hub(kafka_env, partner) as harness,
+    ):
+        yield harness, adapter
 
 
 @pytest.fixture
@@ -287,3 +305,108 @@ async def test_a_deletion_the_partner_keeps_failing_does_not_hold_the_next_versi
     assert [(p.declaration, p.version, p.state) for p in partner.store.positions(doc)] == [
         (reference, 2, "ACTIVE")
     ]
+
+
+@dataclass
+class SlowPartner(RunningPartner):
+    """The simulator, telling when it answered a reservation call (the one it held, whose
+    caller gave up on it, included: nothing else signals it)."""
+
+    reservation_answered: asyncio.Event
+
+
+@pytest.fixture
+async def slow_partner(samples: Path, tmp_path: Path) -> AsyncIterator[SlowPartner]:
+    answered = asyncio.Event()
+
+    @web.middleware
+    async def signal(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.method == "PUT" and "/reservations/" in request.path and response.status == 200:
+            answered.set()
+        return response
+
+    async with running_partner(
+        samples / "partners" / "dgal-documents.json", tmp_path / "l.db", [signal]
+    ) as running:
+        yield SlowPartner(running.url, running.store, answered)
+
+
+def verdicts(answer: AuthorityResponse) -> list[tuple[Verdict, str | None]]:
+    return [(a.verdict, a.partner_code) for a in answer.answers]
+
+
+async def test_a_refused_declarations_deletion_waits_for_a_reservation_still_in_progress(
+    kafka_env: KafkaEnv, slow_partner: SlowPartner
+) -> None:
+    """Review stop 39, P1: the partner holds v1's reservation of 10 (its retry meets 409
+    "being processed", so the adapter answers UNAVAILABLE); the hub refuses the
+    declaration (another authority refused) and sends the DELETE of v1. It is queued behind
+    the reservation (UNAVAILABLE: FOLLOW_UP_PENDING), sent once the partner has answered
+    the reservation, and finds it: 01, nothing left reserved. Before, the DELETE reached
+    the partner first, was answered 02 (VALID, RESERVATION_DELETED), and the partner then
+    applied the reservation: 10 reserved for a refused declaration for ever."""
+    held_s = 8.0  # past the live call (2 x 1 s) and the DELETE's answer
+    async with adapter_and_hub(kafka_env, slow_partner, replay_interval_s=0.5) as (hub, adapter):
+        doc = await hub.seed("late-reservation")
+        await hub.faults(in_progress_next=1, hang_s=held_s)
+        reserve = hub.request(Operation.RESERVE, [Quote(doc, "10")])
+        [answer] = (await ask_all(hub, [reserve]))[0].answers
+        assert answer.verdict is Verdict.UNAVAILABLE
+        assert "still processing" in (answer.detail or "")
+        delete = hub.request(
+            Operation.DELETE, [Quote(doc, None, line=None, unit=None)], reference=reserve.reference
+        )
+        [pending] = await ask_all(hub, [delete])
+        assert verdicts(pending) == [(Verdict.UNAVAILABLE, None)]  # queued behind
+        assert not slow_partner.reservation_answered.is_set()  # the partner still holds it
+
+        await asyncio.wait_for(slow_partner.reservation_answered.wait(), held_s + 30)
+        *_, done = await hub.answers(delete.request_id, 2, 30)
+        assert verdicts(done) == [(Verdict.VALID, "01")]
+        await asyncio.wait_for(adapter.replay_rounds.one_begun_after_now(), 30)
+        assert len(adapter.pending) == 0
+        assert len(await hub.answers(reserve.request_id, 1, 1)) == 1  # never answered again
+    assert slow_partner.store.balances(doc)[0].reserved == Decimal(0)
+
+
+async def test_a_restart_keeps_the_deletion_behind_a_reservation_still_in_progress(
+    kafka_env: KafkaEnv, slow_partner: SlowPartner
+) -> None:
+    """The same, with the adapter stopped after queuing the DELETE and started again while
+    the partner still holds the reservation: its pending file forgets both rows (the log
+    holds them), and it reads them again from the commit, whose metadata names the
+    reservation as unsettled. It asks the reservation again with its key (409) instead of
+    taking it for answered, and keeps the DELETE behind it."""
+    held_s = 30.0  # past the live call, a stop, a start and a rebalance on a loaded machine
+    settings = adapter_settings(kafka_env, slow_partner, replay_interval_s=0.5)
+    envelope = kafka_env.envelope("dgal")
+    async with playing_the_hub(kafka_env, slow_partner) as hub:
+        doc = await hub.seed("late-reservation-restart")
+        reserve = hub.request(Operation.RESERVE, [Quote(doc, "10")])
+        delete = hub.request(
+            Operation.DELETE, [Quote(doc, None, line=None, unit=None)], reference=reserve.reference
+        )
+        async with running_adapter("dgal", settings, kafka_env.topics, envelope) as first:
+            await hub.faults(in_progress_next=1, hang_s=held_s)
+            [answer] = (await ask_all(hub, [reserve]))[0].answers
+            assert answer.verdict is Verdict.UNAVAILABLE
+            [pending] = await ask_all(hub, [delete])
+            assert verdicts(pending) == [(Verdict.UNAVAILABLE, None)]
+            assert len(first.pending) == 2
+        async with running_adapter("dgal", settings, kafka_env.topics, envelope) as second:
+            # The DELETE read again and answered again: still behind the reservation.
+            _, again = await hub.answers(delete.request_id, 2, 60)
+            assert verdicts(again) == [(Verdict.UNAVAILABLE, None)]
+            await asyncio.wait_for(second.replay_rounds.one_begun_after_now(), 30)
+            assert not slow_partner.reservation_answered.is_set(), "held too briefly to tell"
+            assert slow_partner.store.balances(doc)[0].reserved == Decimal(0)
+            assert len(second.pending) == 2
+
+            await asyncio.wait_for(slow_partner.reservation_answered.wait(), held_s + 30)
+            *_, done = await hub.answers(delete.request_id, 3, 30)
+            assert verdicts(done) == [(Verdict.VALID, "01")]
+            await asyncio.wait_for(second.replay_rounds.one_begun_after_now(), 30)
+            assert len(second.pending) == 0
+        assert len(await hub.answers(reserve.request_id, 1, 1)) == 1  # never answered again
+    assert slow_partner.store.balances(doc)[0].reserved == Decimal(0)

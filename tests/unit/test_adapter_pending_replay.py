@@ -50,6 +50,12 @@ class FakePartner:
             for document in item.documents
         )
 
+    def may_still_apply(self, request: AuthorityRequest) -> bool:
+        return False  # its calls never outlive their answer
+
+    def sent_before(self, request: AuthorityRequest) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 

@@ -280,6 +280,12 @@ class Run:
                 "hang_s": self.profile.partner_timeout_s + 2,
             },
             faults.PARTNER_GARBAGE: {"garbage": True},
+            # Held past the adapter's deadline and its retry (409), applied after: long
+            # enough for the hub to decide and follow up meanwhile.
+            faults.PARTNER_IN_PROGRESS: {
+                "in_progress_next": 20,
+                "hang_s": self.profile.partner_timeout_s + 8,
+            },
         }
         switched = settings[fault.kind]
         url = stack.partner_urls[fault.target]
@@ -287,7 +293,7 @@ class Run:
         await asyncio.to_thread(put_faults, url, switched)
         # Read back: the checker counts the fault only if the simulator holds the switch.
         held = await asyncio.to_thread(get_faults, url)
-        applied = all(held.get(name) == value for name, value in switched.items())
+        applied = all(fault_switch_held(held, name, value) for name, value in switched.items())
         await asyncio.sleep(fault.duration_s)
         await asyncio.to_thread(put_faults, url, {})
         return {
@@ -390,6 +396,19 @@ def put_faults(url: str, switched: dict[str, Any]) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         response.read()
+
+
+# Switches the simulator counts down as calls come in: read back, any value down to 0 is
+# the switch taken (the calls between the switch and the read consumed the rest).
+_COUNTERS = frozenset({"fail_next", "lose_next", "in_progress_next"})
+
+
+def fault_switch_held(held: dict[str, Any], name: str, value: Any) -> bool:
+    """Whether the simulator's read-back faults ``held`` show ``name`` switched to
+    ``value``."""
+    if name in _COUNTERS:
+        return isinstance(held.get(name), int) and 0 <= held[name] <= value
+    return bool(held.get(name) == value)
 
 
 def get_faults(url: str) -> dict[str, Any]:

@@ -54,7 +54,12 @@ DEADLINE_MARGIN_S = 1.0
 MAX_DETAIL = 12
 # A kill's process exit code when SIGKILL ended it (Popen: minus the signal number).
 SIGKILLED = -9
-PARTNER_FAULTS = ("partner_outage", "partner_timeouts", "partner_garbage")
+PARTNER_FAULTS = (
+    "partner_outage",
+    "partner_timeouts",
+    "partner_garbage",
+    "partner_in_progress",
+)
 # After a partner outage ends, how long its effect may still show: an adapter's answer to
 # a call made during it, a deadline the hub reached because of it (at most the request
 # deadline, 15 s in the full profile, plus a restart's delay).
@@ -462,8 +467,9 @@ def fault_without_effect(event: Event, observations: Observations) -> str:
     Cheap evidence only: a kill's SIGKILL exit and the restart seen ready, the broker seen
     down, poison sent, a partner's fault switch read back from the simulator, and for an
     outage (every call of its window fails) an UNAVAILABLE answer or a deadline decision
-    for that authority. Timeouts and garbage hit a share of calls in a few seconds, which
-    a retry or a quiet moment may leave unseen by the hub: the read-back is their evidence.
+    for that authority. Timeouts, garbage and calls held in progress hit a share of calls
+    in a few seconds, which a retry or a quiet moment may leave unseen by the hub: the
+    read-back is their evidence.
     """
     kind = event.name.split(":")[0]
     detail = event.detail

@@ -10,6 +10,7 @@ import xmlschema
 
 from chaos import faults
 from chaos.checker.model import DecisionSeen, DocumentResultSeen
+from chaos.orchestrator import fault_switch_held
 from chaos.workload import STORY_WEIGHTS, Workload
 from tests.conftest import REPO
 
@@ -77,6 +78,7 @@ def test_every_fault_kind_is_scheduled(profile: str) -> None:
         "partner_outage",
         "partner_timeouts",
         "partner_garbage",
+        "partner_in_progress",
         "broker_restart",
         "poison",
         "clearance_held_back",
@@ -85,3 +87,17 @@ def test_every_fault_kind_is_scheduled(profile: str) -> None:
     outage = next(f for f in schedule if f.kind == faults.PARTNER_OUTAGE)
     assert outage.duration_s == 15.0
     assert schedule == faults.schedule(profile, 100.0, 15.0, seed=1)
+
+
+def test_a_counted_down_fault_switch_reads_back_as_taken() -> None:
+    """``in_progress_next`` counts down as calls come in: read back lower (calls came
+    between the switch and the read), it was taken; the hang it was set with says the
+    simulator holds this switch, not the previous one."""
+    switched = {"in_progress_next": 20, "hang_s": 10.0}
+
+    def taken(held: dict[str, object]) -> bool:
+        return all(fault_switch_held(held, k, v) for k, v in switched.items())
+
+    assert taken({"in_progress_next": 3, "hang_s": 10.0})
+    assert not taken({"in_progress_next": 0, "hang_s": 30.0})
+    assert not fault_switch_held({"in_progress_next": 21}, "in_progress_next", 20)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from functools import cache
 from pathlib import Path
@@ -56,11 +57,12 @@ def started(component: str, folder: Path) -> tuple[Sample, ...]:
 
 @pytest.fixture(scope="module")
 def at_start(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Sample]]:
-    """Every ``*_total`` sample of every component at start-up, by series name."""
+    """Every counter's sample (``*_total``) and its creation time (``*_created``) of every
+    component at start-up, by series name."""
     samples: dict[str, list[Sample]] = defaultdict(list)
     for component in COMPONENTS:
         for sample in started(component, tmp_path_factory.mktemp(component)):
-            if sample.name.endswith("_total"):
+            if sample.name.endswith(("_total", "_created")):
                 samples[sample.name].append(sample)
     return samples
 
@@ -104,6 +106,22 @@ def test_a_counter_an_alert_reads_is_exported_at_zero_at_start_up(
     matching = [s for s in at_start[name] if all(s.labels.get(k) == v for k, v in matchers)]
     assert matching, f"{name}{dict(matchers)} has no sample before its first event"
     assert {s.value for s in at_start[name]} == {0.0}
+
+
+@pytest.mark.parametrize("selector", JUDGED, ids=lambda selector: selector[0])
+def test_a_counter_an_alert_reads_says_when_its_process_made_it(
+    selector: Selector, at_start: dict[str, list[Sample]]
+) -> None:
+    """The alerts count a series whole only when ``X_created`` says its process made it
+    within their window (deploy/prometheus/gun-hub-alerts.yml; review stop 39-G, G1): each
+    series of ``X_total`` has its ``X_created`` beside it, at the time the process made it
+    (not disabled by PROMETHEUS_DISABLE_CREATED_SERIES)."""
+    name, _ = selector
+    created = at_start[name.removesuffix("_total") + "_created"]
+    assert {frozenset(s.labels.items()) for s in created} == {
+        frozenset(s.labels.items()) for s in at_start[name]
+    }
+    assert all(0 < time.time() - s.value < 600 for s in created), created
 
 
 def label_values(samples: list[Sample], label: str) -> set[str]:

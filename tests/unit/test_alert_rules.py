@@ -1,10 +1,12 @@
 """The alerting rules shipped in ``deploy/prometheus/gun-hub-alerts.yml`` hold what an
 operator loads them for: each parses as PromQL, reads series the processes export (an
 alert on a series nobody exports never fires), judges counters by their increase (a
-counter restarts at zero with its process) or, for a series that appeared within the
-window, by its whole value (``X unless X offset W``: its first increments, review stop
-39-O, O1), says how urgent it is and where its runbook is, and docs/operations.md lists
-exactly these alerts. That they fire on a first increment is promtool's test
+counter restarts at zero with its process) or, for a series its process created within
+the window, by its whole value (``X_total and time() - X_created < W``: its first
+increments, review stop 39-O, O1; not "no sample W ago", which a failed scrape also
+gives, review stop 39-G, G1), says how urgent it is and where its runbook is, and
+docs/operations.md lists exactly these alerts. That they fire on a first increment, and
+not when Prometheus lost sight of a series, is promtool's test
 (test_alert_rules_fire_on_a_first_increment.py)."""
 
 from __future__ import annotations
@@ -39,39 +41,103 @@ def github_anchors(markdown: Path) -> set[str]:
     return anchors
 
 
-def appeared_within(node: object) -> bool:
-    """``node`` is ``X unless X offset W``: the series of X that were not there W ago."""
-    if not (isinstance(node, promql_parser.BinaryExpr) and str(node.op) == "unless"):
-        return False
-    now, then = node.lhs, node.rhs
-    return (
-        isinstance(now, promql_parser.VectorSelector)
-        and isinstance(then, promql_parser.VectorSelector)
-        and now.offset is None
-        and then.offset is not None
-        and now.prettify() == then.prettify().rsplit(" offset ", 1)[0]
+def unparenthesised(node: object) -> object:
+    while isinstance(node, promql_parser.ParenExpr):
+        node = node.expr
+    return node
+
+
+def label_matchers(selector: promql_parser.VectorSelector) -> set[tuple[str, str, str]]:
+    return {
+        (m.name, str(m.op), m.value) for m in selector.matchers.matchers if m.name != "__name__"
+    }
+
+
+def created_within(node: object) -> tuple[promql_parser.VectorSelector, float] | None:
+    """``node`` is ``X_total and time() - X_created < S``: the series of X their process
+    created less than S seconds ago (everything they count happened since): ``X_total``
+    and S, or None."""
+    node = unparenthesised(node)
+    if not (
+        isinstance(node, promql_parser.BinaryExpr)
+        and str(node.op) == "and"
+        and (node.modifier is None or node.modifier.matching is None)  # on every label
+    ):
+        return None
+    counter, young = unparenthesised(node.lhs), unparenthesised(node.rhs)
+    if not (
+        isinstance(counter, promql_parser.VectorSelector)
+        and counter.name.endswith("_total")
+        and counter.offset is None
+        and isinstance(young, promql_parser.BinaryExpr)
+        and str(young.op) == "<"
+        and not (young.modifier and young.modifier.return_bool)  # `< bool` keeps all
+        and isinstance(young.rhs, promql_parser.NumberLiteral)
+    ):
+        return None
+    age = unparenthesised(young.lhs)
+    if not (
+        isinstance(age, promql_parser.BinaryExpr)
+        and str(age.op) == "-"
+        and isinstance(age.lhs, promql_parser.Call)
+        and age.lhs.func.name == "time"
+        and isinstance(age.rhs, promql_parser.VectorSelector)
+    ):
+        return None
+    created = age.rhs
+    same_series = (
+        created.name == counter.name.removesuffix("_total") + "_created"
+        and created.offset is None
+        and label_matchers(created) == label_matchers(counter)
     )
+    return (counter, young.rhs.val) if same_series else None
+
+
+def counted_within(node: object) -> promql_parser.VectorSelector | None:
+    """``node`` is ``(X_total and time() - X_created < W) or increase(X_total[W])``: what X
+    counted within the window W, a series created within it whole (its first sample may
+    hold events, review stop 39-O, O1), the others by their increase. A series merely
+    without a sample W ago (``X unless X offset W``) need not be new: a failed scrape or
+    a Prometheus outage leaves none there, and its lifetime total would count (review
+    stop 39-G, G1). ``X_total``, or None."""
+    node = unparenthesised(node)
+    if not (isinstance(node, promql_parser.BinaryExpr) and str(node.op) == "or"):
+        return None
+    young, increase = created_within(node.lhs), unparenthesised(node.rhs)
+    if young is None or not (
+        isinstance(increase, promql_parser.Call)
+        and increase.func.name == "increase"
+        and isinstance(increase.args[0], promql_parser.MatrixSelector)
+    ):
+        return None
+    counter, window_s = young
+    ranged = increase.args[0]
+    same = (
+        ranged.vector_selector.prettify() == counter.prettify()
+        and ranged.range.total_seconds() == window_s
+    )
+    return counter if same else None
 
 
 def counters_outside_rate_or_increase(expr: str) -> set[str]:
     """``*_total`` series an expression reads other than through rate() or increase(), or
-    as the series that appeared within a window (:func:`appeared_within`)."""
+    as what it counted within a window (:func:`counted_within`)."""
     calls: list[str] = []
     bare: set[str] = set()
     # promql_parser makes a new wrapper of a node at each access: compared by their text
-    new_series: set[str] = set()
+    counted: set[str] = set()
 
     def enter(node: object) -> None:
+        counter = counted_within(node)
+        if counter is not None:
+            counted.add(counter.prettify())
         if isinstance(node, promql_parser.Call):
             calls.append(node.func.name)
-        elif appeared_within(node):
-            assert isinstance(node, promql_parser.BinaryExpr)
-            new_series.update({node.lhs.prettify(), node.rhs.prettify()})
         elif (
             isinstance(node, promql_parser.VectorSelector)
             and node.name.endswith("_total")
             and not {"rate", "increase", "irate"} & set(calls)
-            and node.prettify() not in new_series
+            and node.prettify() not in counted
         ):
             bare.add(node.name)
 
@@ -118,12 +184,26 @@ def test_the_metric_reader_refuses_what_prometheus_would_refuse() -> None:
         "gun_hub_decisions_total"
     }
     assert counters_outside_rate_or_increase("sum(increase(gun_hub_decisions_total[5m]))") == set()
-    assert counters_outside_rate_or_increase("x_total unless x_total offset 5m") == set()
-    assert counters_outside_rate_or_increase("x_total unless y_total offset 5m") == {
-        "x_total",
-        "y_total",
+    counted = "(x_total{a='b'} and time() - x_created{a='b'} < 300) or increase(x_total{a='b'}[5m])"
+    assert counters_outside_rate_or_increase(counted) == set()
+    assert counters_outside_rate_or_increase(f"sum by (a) ({counted}) > 0") == set()
+    not_counted = {
+        # a series merely without a sample 5m ago: stale after one failed scrape (G1)
+        "x_total unless x_total offset 5m",
+        "(x_total unless x_total offset 5m) or increase(x_total[5m])",
+        # the series' age and its window differ, or it is another series' age
+        "(x_total and time() - x_created < 3600) or increase(x_total[5m])",
+        "(x_total and time() - y_created < 300) or increase(x_total[5m])",
+        "(x_total{a='b'} and time() - x_created < 300) or increase(x_total{a='b'}[5m])",
+        "(x_total and time() - x_created < 300) or increase(y_total[5m])",
+        # `< bool` keeps every series; `>` the old ones
+        "(x_total and time() - x_created < bool 300) or increase(x_total[5m])",
+        "(x_total and time() - x_created > 300) or increase(x_total[5m])",
+        "(x_total and on () time() - x_created < 300) or increase(x_total[5m])",
+        "(x_total and time() - x_created < 300) or x_total",
     }
-    assert counters_outside_rate_or_increase("x_total unless x_total") == {"x_total"}
+    for expr in not_counted:
+        assert counters_outside_rate_or_increase(expr) == {"x_total"}, expr
 
 
 def test_the_operations_guide_lists_exactly_the_shipped_alerts() -> None:

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from gun_contract.envelope import ContentType, Envelope, EnvelopeRejected, EnvelopeRejectionKind
 from gun_contract.health import PartnerHealth
 from gun_contract.security.entitlements import Entitlements
-from gun_contract.security.jose_envelope import verify_signed
+from gun_contract.security.jose_envelope import SignedMessage, UnknownKeyId, verify_signed
 from gun_contract.security.keystore import PublicKey
 
 # A signed heartbeat is under 1 kB; anything much larger is no heartbeat of ours.
@@ -96,6 +96,13 @@ class PublicKeys(Protocol):
     @property
     def public(self) -> Mapping[str, PublicKey]: ...
 
+    @property
+    def looked_at(self) -> datetime | None: ...
+
+    def look_again(self) -> bool:
+        """Look at the key files now (a key id not known); whether anything changed."""
+        ...
+
 
 def signed_heartbeat(envelope: Envelope, health: PartnerHealth, topic: str) -> bytes:
     """``health`` as its adapter writes it on ``topic``: signed with its party's key."""
@@ -142,6 +149,19 @@ class HeartbeatGate:
                 HeartbeatFault.UNREADABLE, f"could not be read ({type(unforeseen).__name__})"
             ) from None
 
+    def _verified(self, value: bytes, topic: str) -> SignedMessage:
+        """``value`` verified; a key id not known makes the keys be looked at again once
+        (published a moment ago: a rotation used at once), as the envelope does."""
+        try:
+            return verify_signed(value, topic=topic, public=self._keys.public)
+        except UnknownKeyId as unknown:
+            if not self._keys.look_again():
+                raise unknown.dated(self._keys.looked_at) from None
+        try:
+            return verify_signed(value, topic=topic, public=self._keys.public)
+        except UnknownKeyId as unknown:
+            raise unknown.dated(self._keys.looked_at) from None
+
     def _check(self, value: bytes, topic: str, latest: Mapping[str, datetime]) -> PartnerHealth:
         if self._broken is not None:
             raise HeartbeatRefused(HeartbeatFault.NO_KEYS, self._broken)
@@ -155,7 +175,7 @@ class HeartbeatGate:
                 HeartbeatFault.UNSIGNED, "not a compact JWS: unsigned, or no heartbeat at all"
             )
         try:
-            message = verify_signed(value, topic=topic, public=self._keys.public)
+            message = self._verified(value, topic)
         except EnvelopeRejected as rejected:
             fault = _FROM_ENVELOPE.get(rejected.kind, HeartbeatFault.MALFORMED)
             raise HeartbeatRefused(fault, str(rejected)) from None
@@ -215,3 +235,10 @@ class _NoKeys:
     @property
     def public(self) -> Mapping[str, PublicKey]:
         return {}
+
+    @property
+    def looked_at(self) -> datetime | None:
+        return None
+
+    def look_again(self) -> bool:
+        return False

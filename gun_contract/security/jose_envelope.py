@@ -63,6 +63,7 @@ from gun_contract.security.entitlements import Entitlements
 from gun_contract.security.keystore import (
     CONTENT_ALG,
     KEY_WRAP_ALG,
+    PUBLIC_JWKS,
     SIGNING_ALG,
     KeyStatus,
     KeystoreError,
@@ -289,6 +290,25 @@ def _header_of(encoded: bytes, cap: int) -> tuple[dict[str, Any], bool]:
     return header, canonical
 
 
+class UnknownKeyId(EnvelopeRejected):
+    """ENVELOPE_UNKNOWN_KID: a key id none of the keys read from ``file`` has. The
+    envelope looks at its key files again once before it refuses (a key published a
+    moment ago), and the refusal says when they were last looked at."""
+
+    def __init__(self, message: str, file: str) -> None:
+        super().__init__(Kind.UNKNOWN_KID, message)
+        self.file = file
+
+    def dated(self, looked_at: datetime | None) -> EnvelopeRejected:
+        """The refusal as a dead letter keeps it: what the reader had read, and when."""
+        known = (
+            f"not in {self.file} as re-read at {looked_at.isoformat(timespec='seconds')}"
+            if looked_at is not None
+            else "not among the keys this process was given"
+        )
+        return EnvelopeRejected(self.kind, f"{self}: unknown key id ({known})")
+
+
 @dataclass(frozen=True, slots=True)
 class SignedMessage:
     """The verified content of a signed-only message and who signed it."""
@@ -329,7 +349,7 @@ def _verify_parts(
     kid = str(header.get("kid"))
     key = public.get(kid)
     if key is None or key.use is not KeyUse.SIG:
-        raise EnvelopeRejected(Kind.UNKNOWN_KID, f"signing key {kid!r} is not registered")
+        raise UnknownKeyId(f"signing key {kid!r} is not registered", PUBLIC_JWKS)
     if header.get("alg") != key.alg:
         # The key's registered algorithm decides, never the header ("none", HS256...).
         raise EnvelopeRejected(
@@ -494,6 +514,28 @@ class JoseEnvelope:
         accepted_at: float | None = None,
         check_replay: bool = True,
     ) -> OpenedMessage:
+        try:
+            return self._open(sealed, topic, position, accepted_at, check_replay)
+        except UnknownKeyId as unknown:
+            # Published a moment ago (a rotation used at once, an import): look at the key
+            # files now rather than at the next recheck, once, before refusing for good
+            # (review stop 39-U, U1). Nothing was remembered of the record yet: the replay
+            # memory is written only once everything else holds.
+            if not self._keys.look_again():
+                raise unknown.dated(self._keys.looked_at) from None
+        try:
+            return self._open(sealed, topic, position, accepted_at, check_replay)
+        except UnknownKeyId as unknown:
+            raise unknown.dated(self._keys.looked_at) from None
+
+    def _open(
+        self,
+        sealed: bytes,
+        topic: str,
+        position: str | None,
+        accepted_at: float | None,
+        check_replay: bool,
+    ) -> OpenedMessage:
         signed = self._decrypt(sealed, accepted_at)
         header, payload = verify_jws(signed, self._keys.public, accepted_at=accepted_at)
         return self._check_claims(
@@ -543,8 +585,8 @@ class JoseEnvelope:
             kind = Kind.RETIRED_KEY if retired_key else Kind.UNKNOWN_KID
             raise EnvelopeRejected(kind, f"encrypted to key {kid!r}, which {gone}")
         if retired is None:
-            raise EnvelopeRejected(
-                Kind.UNKNOWN_KID, f"encrypted to key {kid!r}, not a key of {self.party}"
+            raise UnknownKeyId(
+                f"encrypted to key {kid!r}, not a key of {self.party}", f"{self.party}.jwk"
             )
         why = retired_for(retired.public, accepted_at)
         if why is not None:

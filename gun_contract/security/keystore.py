@@ -8,7 +8,8 @@ Layout::
     DIR/hub.audit.jwk      the hub's audit keys (mode 0600): they sign the audit trail's
                            checkpoints and nothing else
     DIR/jwks.json          public JWK Set; each key carries ``party``, ``status``
-                           (``active`` or ``retired``) and ``created``; audit keys also
+                           (``active`` or ``retired``) and ``created``; a rotated
+                           envelope key ``use_from`` (below); audit keys also
                            ``purpose: audit`` and their validity (``not_before``,
                            ``not_after``)
 
@@ -25,9 +26,13 @@ other (security.md, "Keys"). ``keys init`` without
 Each party has separate keys per use (ANSSI key separation): an ``ES256`` key that signs
 (``use: sig``) and an ``ECDH-ES+A256KW`` key others encrypt to (``use: enc``), both on
 P-256; the hub has a third, its audit key, which the envelope never sees. Rotation adds a
-new generation, which becomes the one used; older keys keep verifying and decrypting
-until they are retired, and after it for what the broker accepted before the retirement
-(a backlog read late: the envelope judges by the record's log-append time). So a party
+new generation, published at once and used (to sign, and by the others to encrypt to)
+only from its ``use_from`` time, ``ROTATION_GRACE`` later unless the rotation says when:
+every reader accepts it from the moment it reads it, so nothing it seals is refused by a
+reader that has not read ``jwks.json`` yet, nor by a partner that has not imported it
+(ADR 0020). Older keys keep verifying and decrypting until they are retired, and after
+it for what the broker accepted before the retirement (a backlog read late: the envelope
+judges by the record's log-append time). So a party
 keeps a retired encryption key in its private file until every record encrypted to it
 has left the topics, then removes it with ``keys prune`` (``KeystoreFolder.prune``): its
 key id stays, in ``jwks.json`` and the private file's ``pruned_keys``, so a late record is
@@ -43,8 +48,10 @@ adds a generation; the newest seals, every one kept still opens what it sealed.
 
 A running process sees a rotation or retirement without a restart: :class:`PartyKeys` and
 :class:`AuditSigner` look at their files again at most once every ``KEY_RECHECK_S``
-seconds and read them again when one was replaced or written. A file that cannot be read
-then leaves the keys read before in place and is logged with its name.
+seconds and read them again when one was replaced or written; and :class:`PartyKeys` looks
+at once (at most every ``UNKNOWN_KID_RECHECK_S``) when the envelope meets a key id it does
+not know. A file that cannot be read then leaves the keys read before in place and is
+logged with its name.
 
 Nothing here ever writes key material to a log or an error message; errors name files and
 key ids only, never the JSON or JOSE library's own message.
@@ -59,7 +66,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -97,13 +104,28 @@ MAC_KEY_SETTLES_S = 600.0
 AUDIT_VALIDITY_DAYS = 730
 # A running process looks at its key files at most this often.
 KEY_RECHECK_S = 5.0
+# A rotated envelope key is published at once and used (signs, is encrypted to) only this
+# long after, unless ``keys rotate`` says when: time for every process to read jwks.json
+# and for the other machines to import it (ADR 0020).
+ROTATION_GRACE = timedelta(minutes=10)
+# A reader refused an unknown key id looks at its files again, at most this often.
+UNKNOWN_KID_RECHECK_S = 1.0
 
 # Read through the module so that tests can move time instead of sleeping.
 _monotonic: Callable[[], float] = time.monotonic
 
 # JWK members that only a private (or symmetric) key has (RFC 7518, section 6).
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_META = ("party", "status", "created", "retired", "purpose", "not_before", "not_after")
+_META = (
+    "party",
+    "status",
+    "created",
+    "retired",
+    "purpose",
+    "not_before",
+    "not_after",
+    "use_from",
+)
 _PARTY = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 # A key id: printable, no spaces; it may start with "-" or "_", as about 3 % of RFC 7638
 # thumbprints (base64url) do, the key ids of partners who make their keys with a JOSE library.
@@ -151,10 +173,17 @@ class PublicKey:
     purpose: str = ""
     not_before: datetime | None = None
     not_after: datetime | None = None
+    # An envelope key signs and is encrypted to from this time on (None: since it was
+    # published); every reader accepts it before, from the moment it reads it.
+    use_from: datetime | None = None
 
     @property
     def retired_at(self) -> datetime | None:
         return _parse_time(self.retired) if self.retired else None
+
+    def in_use_at(self, when: datetime) -> bool:
+        """Whether its party signs with it, or is encrypted to with it, at ``when``."""
+        return self.use_from is None or self.use_from <= when
 
     def invalid_at(self, when: datetime) -> str | None:
         """Why this key may not vouch for something signed at ``when``; None if it may.
@@ -234,13 +263,20 @@ def _new_state_key(party: str) -> dict[str, Any]:
 
 
 def _public_entry(
-    key: ECKey, party: str, *, purpose: str = "", valid_days: int | None = None
+    key: ECKey,
+    party: str,
+    *,
+    purpose: str = "",
+    valid_days: int | None = None,
+    use_from: datetime | None = None,
 ) -> dict[str, Any]:
     now = _now()
     entry = dict(key.as_dict(private=False))
     entry.update({"party": party, "status": KeyStatus.ACTIVE.value, "created": _iso(now)})
     if purpose:
         entry["purpose"] = purpose
+    if use_from is not None:
+        entry["use_from"] = _iso(use_from)
     if valid_days is not None:
         entry["not_before"] = _iso(now)
         entry["not_after"] = _iso(now + timedelta(days=valid_days))
@@ -339,7 +375,7 @@ def _parse_public(entry: object, where: str) -> PublicKey:
     except ValueError:
         raise KeystoreError(f"{where} has an unknown status (active or retired)") from None
     times: dict[str, datetime | None] = {}
-    for name in ("created", "retired", "not_before", "not_after"):
+    for name in ("created", "retired", "not_before", "not_after", "use_from"):
         value = text(name, "")
         try:
             times[name] = _parse_time(value) if value else None
@@ -366,6 +402,7 @@ def _parse_public(entry: object, where: str) -> PublicKey:
         purpose=purpose,
         not_before=times["not_before"],
         not_after=times["not_after"],
+        use_from=times["use_from"],
     )
 
 
@@ -548,6 +585,7 @@ def _status(public: Mapping[str, PublicKey], kid: str) -> KeyStatus:
 # -- a view of files that reads them again when they change ---------------------------
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 def _stamp(paths: Iterable[Path]) -> tuple[tuple[int, int, int] | None, ...]:
@@ -577,6 +615,8 @@ class _Reloading(Generic[T]):
         self._stamp = _stamp(paths)
         self._value = load()
         self._checked = _monotonic()
+        self.looked_at = _now()  # wall clock: what a refusal names
+        self._asked: float | None = None
 
     def get(self) -> T:
         now = _monotonic()
@@ -590,7 +630,20 @@ class _Reloading(Generic[T]):
         self._checked = _monotonic()
         self._refresh()
 
+    def check_if_not_asked_within(self, interval_s: float) -> bool:
+        """Look at the files now, unless this was asked less than ``interval_s`` seconds
+        ago (a flood of made-up key ids must not make it a loop); whether what was read
+        changed."""
+        now = _monotonic()
+        if self._asked is not None and now - self._asked < interval_s:
+            return False
+        self._asked = now
+        before = self._value
+        self.check_now()
+        return self._value is not before
+
     def _refresh(self) -> None:
+        self.looked_at = _now()
         stamp = _stamp(self._paths)
         if stamp == self._stamp:
             return
@@ -638,14 +691,25 @@ class PrunedDecryptionKey:
         return f"{state} and {gone}: nothing encrypted to it can be decrypted any more"
 
 
+def _current(keys: Sequence[K], public: Callable[[K], PublicKey | None], at: datetime) -> K:
+    """The key of ``keys`` (active, oldest first) its party uses at ``at``: the newest in
+    use then; with none in use yet (the keys before them retired early: a leak), the
+    newest, which every reader that has read it accepts."""
+    in_use = [k for k in keys if (entry := public(k)) is None or entry.in_use_at(at)]
+    return (in_use or keys)[-1]
+
+
 @dataclass(frozen=True, slots=True)
 class _PartyView:
-    signing_key: ECKey
+    signing_keys: tuple[ECKey, ...]  # active, oldest first
     decryption_keys: dict[str, ECKey]
     public: dict[str, PublicKey]
     audit_keys: dict[str, PublicKey] = field(default_factory=dict)
     retired_decryption_keys: dict[str, RetiredDecryptionKey] = field(default_factory=dict)
     pruned_decryption_keys: dict[str, PrunedDecryptionKey] = field(default_factory=dict)
+
+    def signing_key_at(self, at: datetime) -> ECKey:
+        return _current(self.signing_keys, lambda k: self.public.get(str(k.kid)), at)
 
 
 def _load_party(folder: Path, party: str) -> _PartyView:
@@ -678,8 +742,8 @@ def _load_party(folder: Path, party: str) -> _PartyView:
         if key.party == party and key.use is KeyUse.ENC and kid not in kept
     }
     return _PartyView(
-        # The newest generation signs; older ones only keep verifying until retired.
-        signing_key=signing[-1],
+        # The newest generation in use signs; older ones only keep verifying until retired.
+        signing_keys=tuple(signing),
         decryption_keys={str(k.kid): k for k in usable if k.get("use") == KeyUse.ENC.value},
         public=public,
         audit_keys={kid: k for kid, k in everything.items() if k.purpose == AUDIT_PURPOSE},
@@ -725,9 +789,14 @@ class PartyKeys:
     ) -> None:
         self.party = party
         fixed = _PartyView(
-            signing_key, decryption_keys, public, audit_keys or {}, retired_decryption_keys or {}
+            (signing_key,),
+            decryption_keys,
+            public,
+            audit_keys or {},
+            retired_decryption_keys or {},
         )
         self._view: Callable[[], _PartyView] = lambda: fixed
+        self._files: _Reloading[_PartyView] | None = None
 
     @classmethod
     def load(cls, folder: Path, party: str, *, recheck_s: float = KEY_RECHECK_S) -> PartyKeys:
@@ -739,13 +808,28 @@ class PartyKeys:
             f"keys of {party} in {folder}",
         )
         first = view.get()
-        keys = cls(party, first.signing_key, first.decryption_keys, first.public)
+        keys = cls(party, first.signing_key_at(_now()), first.decryption_keys, first.public)
         keys._view = view.get
+        keys._files = view
         return keys
 
     @property
     def signing_key(self) -> ECKey:
-        return self._view().signing_key
+        """Our newest signing key in use now (a rotated one from its ``use_from`` on)."""
+        return self._view().signing_key_at(_now())
+
+    def look_again(self) -> bool:
+        """Look at the key files now: the envelope met a key id it does not know (one
+        published a moment ago). At most once every ``UNKNOWN_KID_RECHECK_S`` seconds, so
+        a flood of made-up key ids cannot make it a loop; whether what was read changed."""
+        if self._files is None:
+            return False
+        return self._files.check_if_not_asked_within(UNKNOWN_KID_RECHECK_S)
+
+    @property
+    def looked_at(self) -> datetime | None:
+        """When the key files were last looked at (None: keys given, not read from files)."""
+        return self._files.looked_at if self._files is not None else None
 
     @property
     def decryption_keys(self) -> dict[str, ECKey]:
@@ -773,7 +857,8 @@ class PartyKeys:
         return self._view().audit_keys
 
     def encryption_key_for(self, party: str) -> PublicKey:
-        """The newest active encryption key of ``party``."""
+        """The newest active encryption key of ``party`` in use now (rotation appends: the
+        last one is the newest; a rotated one is used from its ``use_from`` on)."""
         candidates = [
             k
             for k in self.public.values()
@@ -781,7 +866,7 @@ class PartyKeys:
         ]
         if not candidates:
             raise KeystoreError(f"no active encryption key for {party!r} in the JWKS")
-        return candidates[-1]  # rotation appends: the last one is the newest
+        return _current(candidates, lambda k: k, _now())
 
 
 @dataclass(frozen=True, slots=True)
@@ -1096,12 +1181,24 @@ class KeystoreFolder:
         audit: bool = False,
         state: bool = False,
         audit_valid_days: int = AUDIT_VALIDITY_DAYS,
+        use_from: datetime | None = None,
     ) -> list[str]:
         """Add a new key generation for ``party`` (``audit``: a new audit key of the hub;
         ``state``: a new state key); return the new key ids. The old keys keep verifying
-        until retired; old state keys keep opening what they sealed."""
+        until retired; old state keys keep opening what they sealed.
+
+        New envelope keys are published now and used (they sign, the others encrypt to
+        them) from ``use_from`` on, ``ROTATION_GRACE`` from now by default: every process
+        reads them before then, and they are exported for the other machines to import
+        (ADR 0020). ``use_from`` now or earlier: in use at once (one machine whose every
+        process looks again on an unknown key id, or a leaked key)."""
         if audit and state:
             raise KeystoreError("rotate either the audit key or the state key, not both")
+        if use_from is not None and (audit or state):
+            raise KeystoreError(
+                "a use time is for envelope keys only (an audit key settles on its own, a "
+                "state key is its party's alone)"
+            )
         if state:
             return [self._rotate_state(party)]
         jwks = self._read_public()
@@ -1124,7 +1221,11 @@ class KeystoreFolder:
         else:
             path = self.private_file(party)
             new = [_generate(party, KeyUse.SIG), _generate(party, KeyUse.ENC)]
-            entries = [_public_entry(k, party) for k in new]
+            now = _now()
+            if use_from is not None and use_from.tzinfo is None:
+                use_from = use_from.replace(tzinfo=UTC)
+            in_use = max(use_from, now) if use_from is not None else now + ROTATION_GRACE
+            entries = [_public_entry(k, party, use_from=in_use) for k in new]
             # The other members kept as they are: the state keys seal data at rest, the
             # record of pruned keys names what a late record was encrypted to.
             data = {

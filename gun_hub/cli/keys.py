@@ -14,7 +14,7 @@ seals what it keeps at rest; ``keys rotate P --state`` adds a new one.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
@@ -23,6 +23,8 @@ from gun_contract.security.entitlements import Entitlements, parties
 from gun_contract.security.keystore import (
     AUDIT_VALIDITY_DAYS,
     AUDITING_PARTY,
+    ROTATION_GRACE,
+    KeyStatus,
     KeystoreError,
     KeystoreFolder,
     PublicKey,
@@ -50,7 +52,11 @@ def _fail(err: KeystoreError) -> typer.Exit:
 
 def _describe(key: PublicKey) -> str:
     what = key.purpose or key.use.value
-    return f"{key.party} {what} {key.kid} ({key.status.value}) thumbprint {key.thumbprint()}"
+    status = key.status.value
+    ahead = key.use_from if key.status is KeyStatus.ACTIVE else None
+    if ahead is not None and ahead > datetime.now(UTC):
+        status += f", published, in use from {ahead.isoformat(timespec='seconds')}"
+    return f"{key.party} {what} {key.kid} ({status}) thumbprint {key.thumbprint()}"
 
 
 @app.command()
@@ -99,16 +105,42 @@ def rotate(
         "opening what they sealed) instead of envelope keys.",
     ),
     audit_valid_days: int = ValidOption,
+    use_from: datetime | None = typer.Option(
+        None,
+        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"],
+        help="When the new keys start to sign and be encrypted to (UTC unless it names a "
+        f"zone); default: {ROTATION_GRACE.total_seconds() / 60:g} minutes from now. Every "
+        "other party must have imported them by then.",
+    ),
+    use_now: bool = typer.Option(
+        False,
+        "--use-now",
+        help="Use the new keys at once: every reader shares this folder (it looks again on "
+        "an unknown key id), or the old key leaked (retire it too).",
+    ),
 ) -> None:
-    """Add a new key generation for PARTY; the old keys verify until retired. Running
-    processes use it within seconds, without a restart."""
+    """Add a new key generation for PARTY, published at once in jwks.json (readers accept
+    it from when they read it, within seconds) and used to sign and be encrypted to only
+    from --use-from, 10 minutes ahead by default; the old keys verify until retired."""
+    if use_now and use_from is not None:
+        typer.echo("--use-now or --use-from, not both", err=True)
+        raise typer.Exit(2)
+    when = datetime.now(UTC) if use_now else use_from
     try:
         kids = _folder(directory).rotate(
-            party, audit=audit, state=state, audit_valid_days=audit_valid_days
+            party, audit=audit, state=state, audit_valid_days=audit_valid_days, use_from=when
         )
     except KeystoreError as err:
         raise _fail(err) from None
-    typer.echo(f"{party}: new keys {', '.join(kids)}")
+    if audit or state:
+        typer.echo(f"{party}: new keys {', '.join(kids)}")
+        return
+    [entry] = {_folder(directory).public_keys()[kid].use_from for kid in kids}
+    at = entry.isoformat(timespec="seconds") if entry is not None else "now"
+    typer.echo(
+        f"{party}: new keys {', '.join(kids)}, published now, in use from {at}; other "
+        f"machines must import them before then (gun-hub keys export-public --party {party})"
+    )
 
 
 @app.command()

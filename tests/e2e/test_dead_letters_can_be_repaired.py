@@ -1,7 +1,8 @@
 """Dead letters can be repaired (issue 13, item 5; ADR 0010), on the real broker.
 
-The cause: the clearance system rotated its signing key and signed a declaration with the
-new key before the hub had its public half. The hub dead-letters it
+The cause: the clearance system rotated its signing key for use at once (`keys rotate
+--use-now`, skipping the grace that publishes a new key before it signs: ADR 0020) and
+signed a declaration with the new key before the hub had its public half. The hub dead-letters it
 (ENVELOPE_UNKNOWN_KID), as it must: it cannot tell who signed it. A redrive before the
 cause is fixed is dead-lettered again. The operator imports the clearance system's new
 public key (`keys import-public`; the test restarts the hub so as not to wait for the
@@ -22,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +119,7 @@ def keys_apart(kafka_env: KafkaEnv, work: Path) -> tuple[Path, Path]:
             private.unlink()
     clearance_keys = work / "clearance-keys"
     shutil.copytree(kafka_env.keys_dir, clearance_keys)
-    KeystoreFolder(clearance_keys).rotate(CLEARANCE_PARTY)
+    KeystoreFolder(clearance_keys).rotate(CLEARANCE_PARTY, use_from=datetime.now(UTC))
     return hub_keys, clearance_keys
 
 
@@ -202,6 +204,7 @@ async def test_a_dead_letter_whose_cause_is_fixed_is_redriven_and_decided_once(
     assert UNKNOWN_KID in shown.stdout
     assert "sealed to hub" in shown.stdout
     assert "is not registered" in shown.stdout  # the whole reason
+    assert "unknown key id (not in jwks.json as re-read at" in shown.stdout
     sealed = repairable.dlq("show", row["id"], "--payload")
     assert sealed.returncode == 2  # sealed to the hub: never opened for display
     assert "not opened for display" in sealed.stderr

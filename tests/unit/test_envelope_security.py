@@ -10,6 +10,7 @@ import base64
 import json
 import shutil
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -255,7 +256,7 @@ def test_rotation_keeps_old_keys_verifying_until_they_are_retired(
     )
     old_kid = PartyKeys.load(folder, "hub").signing_key.kid
 
-    new_kids = KeystoreFolder(folder).rotate("hub")
+    new_kids = KeystoreFolder(folder).rotate("hub", use_from=datetime.now(UTC))
     rotated = envelope_of("hub", TOPICS, folder)
     assert PartyKeys.load(folder, "hub").signing_key.kid in new_kids
     sealed_after = rotated.seal(

@@ -98,8 +98,10 @@ def test_a_retired_key_is_refused_by_a_running_process(folder: Path, clock: Mono
 
 def test_a_rotation_reaches_running_senders_and_receivers(folder: Path, clock: Monotonic) -> None:
     hub, dgal = running(folder, "hub"), running(folder, "dgal")
-    new_hub_kids = KeystoreFolder(folder).rotate("hub")
-    new_dgal_kids = KeystoreFolder(folder).rotate("dgal")
+    # In use at once (the keys' use time is test_a_rotated_key_is_published_before_it_signs').
+    now = datetime.now(UTC)
+    new_hub_kids = KeystoreFolder(folder).rotate("hub", use_from=now)
+    new_dgal_kids = KeystoreFolder(folder).rotate("dgal", use_from=now)
     clock.now += KEY_RECHECK_S + 1
     sealed = seal(hub)
     # The hub signs with its new key and encrypts to dgal's new key...

@@ -1,0 +1,287 @@
+"""A rotated key is published before it is used, and a reader looks at its key files again
+before refusing a key id it does not know (review stop 39-U, U1).
+
+``gun-hub keys rotate P`` had P sign (and its peers encrypt to P) with the new key as soon
+as P's process read its files again, while a reader that had not read ``jwks.json`` yet
+refused those records as ENVELOPE_UNKNOWN_KID and dead-lettered them for good: requests
+never asked, a cancellation's deletion never sent, a reservation held for ever. Now a
+rotation publishes the new keys with a ``use_from`` time (ten minutes ahead by default)
+and they sign and are encrypted to only from then on, readers accepting them from the
+moment they see them; and a reader refused an unknown key id looks at its files again
+(at most once a second) before it refuses.
+
+The keystore's clocks are moved, never slept on: ``keystore._monotonic`` for when files
+are looked at again, ``keystore._now`` for the wall-clock time a key comes into use.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gun_contract.envelope import ContentType, EnvelopeRejected
+from gun_contract.envelope import EnvelopeRejectionKind as Kind
+from gun_contract.health import CircuitStatus, PartnerHealth
+from gun_contract.heartbeats import HeartbeatGate
+from gun_contract.security import keystore
+from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import (
+    KEY_RECHECK_S,
+    ROTATION_GRACE,
+    UNKNOWN_KID_RECHECK_S,
+    KeystoreFolder,
+    KeyUse,
+    PartyKeys,
+)
+from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.topics import topic_registry
+from gun_hub.cli import app
+
+TOPICS = topic_registry("gun", ("dgal", "cites", "dga"))
+REQUESTS = TOPICS.requests("dgal")
+RESPONSES = TOPICS.responses("dgal")
+
+
+class Clocks:
+    """The keystore's monotonic clock (files looked at again) and its wall clock (keys
+    coming into use), moved by the test."""
+
+    def __init__(self) -> None:
+        self.monotonic = 1000.0
+        self.offset = timedelta(0)
+
+    def wall(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.monotonic += seconds
+        self.offset += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clocks(monkeypatch: pytest.MonkeyPatch) -> Clocks:
+    fake = Clocks()
+    monkeypatch.setattr(keystore, "_monotonic", lambda: fake.monotonic)
+    monkeypatch.setattr(keystore, "_now", fake.wall)
+    return fake
+
+
+@pytest.fixture
+def folder(keys_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "keys"
+    shutil.copytree(keys_dir, copy)
+    return copy
+
+
+def running(folder: Path, party: str) -> JoseEnvelope:
+    """``party``'s envelope as its process builds it at start-up (it then follows the files)."""
+    return JoseEnvelope(
+        PartyKeys.load(folder, party), Entitlements.from_registry(TOPICS), MemoryReplayGuard()
+    )
+
+
+def request(hub: JoseEnvelope) -> bytes:
+    return hub.seal(b"<r/>", recipient="dgal", topic=REQUESTS, content_type=ContentType.XML)
+
+
+def header(compact: bytes) -> dict[str, str]:
+    segment = compact.split(b".")[0]
+    return dict(json.loads(base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))))
+
+
+def new_kid(kids: list[str], use: KeyUse) -> str:
+    [kid] = [k for k in kids if f"-{use.value}-" in k]
+    return kid
+
+
+def refusal(envelope: JoseEnvelope, sealed: bytes, topic: str = REQUESTS) -> EnvelopeRejected:
+    with pytest.raises(EnvelopeRejected) as refused:
+        envelope.open(sealed, topic=topic, accepted_at=time.time())
+    return refused.value
+
+
+# -- publish before use --------------------------------------------------------------------
+
+
+def test_a_request_signed_right_after_the_hubs_rotation_is_opened_by_the_adapter(
+    tmp_path: Path,
+) -> None:
+    """The reviewer's race, as it was found: the adapter running since before the rotation,
+    the hub's process reading its files first (its recheck came due, or it restarted)."""
+    KeystoreFolder(tmp_path).init(["hub", "dgal", "cites", "dga"], force=True)
+    adapter = running(tmp_path, "dgal")
+    adapter.open(request(running(tmp_path, "hub")), topic=REQUESTS, accepted_at=time.time())
+
+    KeystoreFolder(tmp_path).rotate("hub")  # gun-hub keys rotate hub
+    hub = running(tmp_path, "hub")
+    opened = adapter.open(request(hub), topic=REQUESTS, accepted_at=time.time())
+    assert opened.sender == "hub"
+
+
+def test_rotated_keys_sign_and_are_encrypted_to_only_from_their_use_time(
+    folder: Path, clocks: Clocks
+) -> None:
+    old_signing = str(PartyKeys.load(folder, "hub").signing_key.kid)
+    [old_encryption] = PartyKeys.load(folder, "dgal").decryption_keys
+    hub_kids = KeystoreFolder(folder).rotate("hub")
+    dgal_kids = KeystoreFolder(folder).rotate("dgal")
+    hub = running(folder, "hub")  # reads the new keys at once: they are published
+
+    sealed = request(hub)
+    assert header(sealed)["kid"] == old_encryption  # dgal's new key is not in use yet
+    adapter = running(folder, "dgal")
+    assert adapter.open(sealed, topic=REQUESTS).signing_kid == old_signing
+
+    # The grace passes: no file changes, the hub's process switches on its own.
+    clocks.advance(ROTATION_GRACE.total_seconds() + 1)
+    sealed = request(hub)
+    assert header(sealed)["kid"] == new_kid(dgal_kids, KeyUse.ENC)
+    assert adapter.open(sealed, topic=REQUESTS).signing_kid == new_kid(hub_kids, KeyUse.SIG)
+
+
+def test_a_reader_accepts_a_published_key_before_its_use_time(folder: Path, clocks: Clocks) -> None:
+    """A sender whose clock runs ahead (or one told to use it now, on another machine)
+    uses the key early: every reader that has it accepts it from the moment it sees it."""
+    hub_kids = KeystoreFolder(folder).rotate("hub")
+    adapter = running(folder, "dgal")
+    clocks.advance(ROTATION_GRACE.total_seconds() + 1)
+    early = request(running(folder, "hub"))
+    clocks.offset = timedelta(0)  # the reader's clock: before the use time
+    assert adapter.open(early, topic=REQUESTS).signing_kid == new_kid(hub_kids, KeyUse.SIG)
+
+
+def test_retiring_the_old_key_before_the_use_time_puts_the_new_one_in_use(
+    folder: Path, clocks: Clocks
+) -> None:
+    """A leaked key retired at once: its successor signs, published or not for long."""
+    old = str(PartyKeys.load(folder, "hub").signing_key.kid)
+    hub_kids = KeystoreFolder(folder).rotate("hub")
+    KeystoreFolder(folder).retire(old)
+    sealed = request(running(folder, "hub"))
+    assert running(folder, "dgal").open(sealed, topic=REQUESTS).signing_kid == new_kid(
+        hub_kids, KeyUse.SIG
+    )
+
+
+def test_the_use_time_travels_with_the_export(tmp_path: Path, clocks: Clocks) -> None:
+    """On another machine: the hub encrypts to dgal's imported new key from dgal's use
+    time on, not from the import."""
+    hub_machine, dgal_machine = tmp_path / "hub", tmp_path / "dgal"
+    KeystoreFolder(hub_machine).init_party("hub")
+    KeystoreFolder(dgal_machine).init_party("dgal")
+    first = KeystoreFolder(dgal_machine).export_public("dgal")
+    KeystoreFolder(hub_machine).import_public(first, party="dgal", source="dgal.jwks")
+    [old_encryption] = PartyKeys.load(dgal_machine, "dgal").decryption_keys
+    kids = KeystoreFolder(dgal_machine).rotate("dgal")
+    rotated = KeystoreFolder(dgal_machine).export_public("dgal")
+    KeystoreFolder(hub_machine).import_public(rotated, party="dgal", source="dgal.jwks")
+
+    hub_keys = PartyKeys.load(hub_machine, "hub")
+    assert hub_keys.encryption_key_for("dgal").kid == old_encryption
+    clocks.advance(ROTATION_GRACE.total_seconds() + 1)
+    assert hub_keys.encryption_key_for("dgal").kid == new_kid(kids, KeyUse.ENC)
+
+
+def test_rotate_on_the_command_line_says_when_the_keys_come_into_use(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GUN_HUB_SECURITY__KEYS_DIR", str(folder))
+    runner = CliRunner()
+    published = runner.invoke(app, ["keys", "rotate", "hub", "--dir", str(folder)])
+    assert published.exit_code == 0, published.output
+    assert "in use from" in published.output
+    listed = runner.invoke(app, ["keys", "list", "--dir", str(folder)])
+    assert "published, in use from" in listed.output
+
+    at_once = runner.invoke(app, ["keys", "rotate", "dgal", "--use-now", "--dir", str(folder)])
+    assert at_once.exit_code == 0, at_once.output
+    kid = at_once.output.split("new keys ")[1].split(",")[0].strip()
+    assert str(PartyKeys.load(folder, "dgal").signing_key.kid) == kid
+
+    before = (folder / "jwks.json").read_text()
+    both = CliRunner().invoke(
+        app,
+        ["keys", "rotate", "cites", "--use-now", "--use-from", "2030-01-01T00:00:00"],
+    )
+    assert both.exit_code == 2
+    assert (folder / "jwks.json").read_text() == before
+
+
+# -- a reader looks again before refusing an unknown key id --------------------------------
+
+
+def test_a_reader_looks_at_its_files_again_before_refusing_an_unknown_signing_key(
+    folder: Path, clocks: Clocks
+) -> None:
+    """Used at once (--use-now, the single-machine or leaked-key case): the adapter has not
+    reached its 5 s recheck, yet opens what the hub signs with the new key."""
+    adapter = running(folder, "dgal")
+    kids = KeystoreFolder(folder).rotate("hub", use_from=clocks.wall())
+    sealed = request(running(folder, "hub"))
+    clocks.monotonic += KEY_RECHECK_S / 10
+    assert adapter.open(sealed, topic=REQUESTS).signing_kid == new_kid(kids, KeyUse.SIG)
+
+
+def test_a_reader_looks_again_before_refusing_an_unknown_encryption_key(
+    folder: Path, clocks: Clocks
+) -> None:
+    """dgal's own key, rotated at once by another of its processes: the hub encrypts to it
+    before this adapter process's recheck."""
+    adapter = running(folder, "dgal")
+    kids = KeystoreFolder(folder).rotate("dgal", use_from=clocks.wall())
+    sealed = request(running(folder, "hub"))
+    assert header(sealed)["kid"] == new_kid(kids, KeyUse.ENC)
+    assert adapter.open(sealed, topic=REQUESTS).sender == "hub"
+
+
+def test_unknown_key_ids_make_a_reader_look_again_at_most_once_a_second(
+    folder: Path, clocks: Clocks
+) -> None:
+    """A flood of made-up key ids cannot turn the look into a loop; the refusal says when
+    the files were last looked at, and the record can be redriven once the key is there."""
+    adapter = running(folder, "dgal")
+    stranger = folder.parent / "stranger"
+    shutil.copytree(folder, stranger)
+    kids = KeystoreFolder(stranger).rotate("hub", use_from=clocks.wall())
+    forged = request(running(stranger, "hub"))
+
+    first = refusal(adapter, forged)
+    assert first.kind is Kind.UNKNOWN_KID
+    looked_at = clocks.wall().isoformat(timespec="seconds")
+    assert f"unknown key id (not in jwks.json as re-read at {looked_at}" in str(first)
+
+    # Published here a moment later; within the second the reader does not look again...
+    shutil.copy(stranger / "jwks.json", folder / "jwks.json")
+    clocks.monotonic += UNKNOWN_KID_RECHECK_S / 2
+    assert refusal(adapter, forged).kind is Kind.UNKNOWN_KID
+    # ...after it, it does: the same record (a redrive of the dead letter) opens.
+    clocks.monotonic += UNKNOWN_KID_RECHECK_S
+    assert adapter.open(forged, topic=REQUESTS).signing_kid == new_kid(kids, KeyUse.SIG)
+
+
+def test_a_signed_heartbeat_under_a_key_published_a_moment_ago_is_taken(
+    folder: Path, clocks: Clocks
+) -> None:
+    gate = HeartbeatGate(PartyKeys.load(folder, "hub"), Entitlements.from_registry(TOPICS))
+    kids = KeystoreFolder(folder).rotate("dgal", use_from=clocks.wall())
+    health = PartnerHealth(
+        authority="dgal",
+        adapter="adapter.dgal",
+        circuit=CircuitStatus.CLOSED,
+        pending_operations=0,
+        at=datetime.now(UTC),
+        every_s=5.0,
+    )
+    signed = running(folder, "dgal").sign(
+        health.model_dump_json().encode(), topic=TOPICS.ops_health, content_type=ContentType.JSON
+    )
+    assert header(signed)["kid"] == new_kid(kids, KeyUse.SIG)
+    assert gate.check(signed, topic=TOPICS.ops_health).authority == "dgal"

@@ -1035,3 +1035,19 @@ def test_every_broker_keeps_consumer_offsets_longer_than_any_record_lives(
         "docker-compose.kafka.yml",
     }
     assert all(minutes > _longest_record_life_min() for minutes in found.values()), found
+
+
+def test_every_key_change_on_kubernetes_ends_with_a_restart_of_the_pods_that_copy_them() -> None:
+    """The pods copy their key files out of the Secret once, at start (an init container):
+    a rotation, a retirement or a prune reaches a running pod only when it restarts, and a
+    pruned private key stays in it until then (review stop 39-U, U2)."""
+    copied_once = re.compile(r"cp /run/secrets/gun-keys/\w+\.jwk")
+    for manifest in ("adapters.yaml", "hub.yaml"):
+        assert copied_once.search((REPO / "deploy" / "k8s" / manifest).read_text()), manifest
+    doc = (REPO / "docs" / "deployment.md").read_text()
+    step = doc[doc.index("1. Keys, made once") : doc.index("2. What the hub's trader")]
+    rotation = step[step.index("Rotation:") : step.index("A retirement")]
+    prune = step[step.index("prune --apply") :]
+    assert "rollout restart" in rotation
+    assert "before that time" in rotation  # before the new keys come into use
+    assert "rollout restart" in prune

@@ -179,6 +179,7 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         Kind.NAMESPACE,
         "expected 'urn:gun-hub:declaration:v1'",
         path="/Declaration",
+        hidden="someone-else",
     )
     r = nxt()
     add(
@@ -193,8 +194,9 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         "foreign-element",
         _replace(r, "<Version>", '<x:Evil xmlns:x="urn:evil">1</x:Evil><Version>'),
         Kind.NAMESPACE,
-        "namespace 'urn:evil'",
+        "element 'Evil' is in another namespace",  # never its name (stop 39, C1)
         path="/Declaration/Evil",
+        hidden="urn:evil",
     )
     r = nxt()
     add(

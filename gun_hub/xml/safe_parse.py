@@ -10,7 +10,8 @@ its own :class:`XmlRejectionKind` and a precise message:
   to UTF-8, so the checks on the text see exactly what libxml2 will see;
 * any ``<!DOCTYPE``, ``<!ENTITY`` or other markup declaration in the decoded text: no DTD
   means no entity (XXE, billion laughs, quadratic blow-up) and no external subset;
-* malformed XML, with line and column;
+* malformed XML, with the kind of fault (libxml2's error code) and its line and column,
+  never libxml2's message, which quotes the document (see :mod:`gun_hub.xml.syntax_errors`);
 * documents deeper or larger (in elements) than the limits;
 * XInclude and any element outside the expected namespace;
 * anything the (precompiled, locally loaded) XSD refuses, with the path of the element
@@ -33,6 +34,7 @@ from typing import Any, cast
 from lxml import etree
 
 from gun_hub.xml.schema_errors import schema_refusal_text
+from gun_hub.xml.syntax_errors import malformed_text
 
 XINCLUDE_NS = "http://www.w3.org/2001/XInclude"
 
@@ -234,6 +236,12 @@ def _check_no_markup_declaration(text: str) -> None:
         raise XmlRejected(XmlRejectionKind.DTD_FORBIDDEN, _NO_DTD)
 
 
+def _namespace_of(found: str | None) -> str:
+    """Which namespace an element is in, never its name: the name is the document's own
+    text (an attribute value), which a refusal does not quote (stop 39, C1)."""
+    return "another namespace" if found else "no namespace"
+
+
 class SafeXmlParser:
     """Parses and schema-validates untrusted documents of one namespace.
 
@@ -280,10 +288,12 @@ class SafeXmlParser:
         try:
             root = etree.fromstring(data, self._parser)
         except etree.XMLSyntaxError as err:
+            # Built from the error's code and position, never its message: libxml2 quotes
+            # the document in it (a licence in a CDATA section cut short; stop 39, C1).
             line, column = err.position
+            code = cast(Any, err).code  # lxml-stubs do not declare it
             raise XmlRejected(
-                XmlRejectionKind.MALFORMED,
-                f"not well-formed XML: {err.msg} (line {line}, column {column})",
+                XmlRejectionKind.MALFORMED, malformed_text(int(code), line, column)
             ) from None
         if root is None:
             raise XmlRejected(XmlRejectionKind.MALFORMED, "no root element")
@@ -307,10 +317,9 @@ class SafeXmlParser:
             )
         root_ns = etree.QName(root).namespace
         if root_ns != self._namespace:
-            found = f"namespace {root_ns!r}" if root_ns else "no namespace"
             raise XmlRejected(
                 XmlRejectionKind.NAMESPACE,
-                f"root element {etree.QName(root).localname!r} has {found}; "
+                f"root element {etree.QName(root).localname!r} has {_namespace_of(root_ns)}; "
                 f"expected {self._namespace!r}",
                 "/" + etree.QName(root).localname,
             )
@@ -328,7 +337,7 @@ class SafeXmlParser:
                 )
             raise XmlRejected(
                 XmlRejectionKind.NAMESPACE,
-                f"element {qname.localname!r} is in namespace {qname.namespace!r}; "
+                f"element {qname.localname!r} is in {_namespace_of(qname.namespace)}; "
                 f"expected {self._namespace!r}",
                 readable_path(element),
             )

@@ -1,9 +1,9 @@
 """Every ``<Reason>`` the hub emits fits ``decision.xsd``'s ``ReasonTextType`` (at most
 2048 characters, contract sections 3 and 4), whatever it quotes.
 
-Intake put libxml2's MALFORMED message, which quotes element names of any length, into
-a REFUSE's reason, and risk rule descriptions had no length limit: a decision could fail
-the schema (found by review, stop 36).
+Intake put libxml2's MALFORMED message, which quoted element names of any length, into
+a REFUSE's reason (since stop 39 it quotes nothing), and risk rule descriptions had no
+length limit: a decision could fail the schema (found by review, stop 36).
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ XSD = xmlschema.XMLSchema10(str(schema_path("decision.xsd")))
 REF = "26FR000690I0000012"
 
 
-def test_a_refusal_quoting_a_long_mismatched_tag_fits_the_schema_and_says_it_was_cut(
+def test_a_refusal_of_a_long_mismatched_tag_fits_the_schema_and_quotes_neither_name(
     routing_table: RoutingTable, keys_dir: Path
 ) -> None:
     """Scenario: a declaration whose reference can be read carries a 3000-character
-    element name closed by another; the REFUSE's reason (libxml2's message quotes both
-    names) is cut to 2048 characters, keeps the start (what is wrong) and the end (where),
-    says it was cut, and the decision validates against decision.xsd. Found by review,
-    stop 36."""
+    element name closed by another; libxml2's message quotes both names (a 6000-character
+    reason failed the schema before stop 36, then was cut to 2048 characters). Since stop
+    39 (C1) the reason names the fault and where, from libxml2's error code, never the
+    names: it fits, and the decision validates against decision.xsd."""
     hub = Hub(routing_table, keys_dir)
     name = b"X" * 3000
     broken = declaration_xml().replace(
@@ -51,10 +51,10 @@ def test_a_refusal_quoting_a_long_mismatched_tag_fits_the_schema_and_says_it_was
     assert decision.outcome is Outcome.REFUSE
     [reason] = decision.reasons
     assert reason.code == "XML_MALFORMED"
-    assert len(reason.text) <= REASON_TEXT_MAX_CHARS
-    assert "cut to 2048 characters" in reason.text
-    assert reason.text.startswith("not well-formed XML: Opening and ending tag mismatch")
-    assert reason.text.endswith("(line 2, column 6116)")  # where, kept
+    assert reason.text == (
+        "not well-formed XML: an end tag does not match the start tag it closes "
+        "[ERR_TAG_NAME_MISMATCH] (line 2, column 6116)"
+    )
 
 
 def test_a_risk_rule_whose_description_would_not_fit_a_reason_is_refused_at_load(

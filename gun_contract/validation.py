@@ -31,6 +31,14 @@ def unhandled_reason(error: BaseException) -> str:
     whatever its author put in it, often the value at hand (a licence number); a dead
     letter's reason is a clear header every officer reads, so the text goes to the
     worker's log only (found by review in stop 30)."""
+    return f"{fault_without_text(error)} (its text is in the worker's log)"
+
+
+def fault_without_text(error: BaseException) -> str:
+    """``error`` as ``ValueError raised at adapters.base.certex:468 in _map_answer``: the
+    kind of fault and the innermost place it was raised, for a log line about input from
+    another party, whose text the exception may quote (a partner's answer echoing a
+    licence: review stop 39, C2). No traceback either: it carries the same text."""
     where = ""
     trace = error.__traceback__
     while trace is not None and trace.tb_next is not None:
@@ -39,4 +47,4 @@ def unhandled_reason(error: BaseException) -> str:
         frame = trace.tb_frame
         module = frame.f_globals.get("__name__", "?")
         where = f" raised at {module}:{trace.tb_lineno} in {frame.f_code.co_name}"
-    return f"{type(error).__name__}{where} (its text is in the worker's log)"
+    return f"{type(error).__name__}{where}"

@@ -39,6 +39,7 @@ from gun_contract.model.verdicts import Verdict
 from gun_contract.settings import AdapterSettings
 from gun_contract.trace import TRACEPARENT, current_trace, traceparent
 from gun_contract.untrusted_json import parse_untrusted
+from gun_contract.validation import fault_without_text
 
 log = logging.getLogger(__name__)
 
@@ -239,14 +240,17 @@ class CertexHttpPartner:
             verdict, code, detail = await self._ask(request, quoted)
         except PartnerUnavailable as err:
             verdict, code, detail = Verdict.UNAVAILABLE, None, str(err)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - logged by kind and place, not text (C2)
             # An answer of a shape no check foresaw, or a bug: raised out of the client it
             # dead-lettered a live follow-up unanswered, blocked a queued one's replay for
             # ever, and threw away the other documents' answers (stop 37, J2). UNAVAILABLE,
-            # so a follow-up is queued and replayed; its type only (the text may quote the
-            # partner's answer: it is in the log).
+            # so a follow-up is queued and replayed. Its kind and where it was raised, in
+            # the answer and the log alike: its text (and so its traceback) may quote the
+            # partner's answer, a licence the partner echoes (review stop 39, C2).
             log.warning(
-                "answer of the partner to %s not understood", request.request_id, exc_info=True
+                "answer of the partner to %s not understood: %s",
+                request.request_id,
+                fault_without_text(err),
             )
             verdict, code = Verdict.UNAVAILABLE, None
             detail = f"partner answer not understood ({type(err).__name__})"

@@ -21,6 +21,7 @@ from gun_contract.kafka.admin import (
 from gun_contract.kafka.client import from_settings
 from gun_contract.listening import PortNotBound
 from gun_contract.logs import configure_logging
+from gun_contract.private_files import make_private_folder
 from gun_contract.security.keystore import KeystoreError
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicSpec
@@ -106,7 +107,8 @@ def hub() -> None:
         *(_listeners(settings) if settings.ops.view_enabled else []),
     )
     prepare_cluster(settings, table_changelogs(settings))
-    settings.hub.data_dir.mkdir(parents=True, exist_ok=True)
+    # 0700 when missing: the operations view and the tables' local state are in it.
+    make_private_folder(settings.hub.data_dir)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

@@ -29,6 +29,7 @@ from gun_contract.envelope import LOG_APPEND_TIME
 from gun_contract.kafka.admin import last_records
 from gun_contract.kafka.client import SCRAM, from_settings
 from gun_contract.kafka.log_reader import LogReader
+from gun_contract.private_files import make_private_folder
 from gun_contract.security.entitlements import HUB_PARTY, Entitlements
 from gun_contract.security.jose_envelope import JoseEnvelope
 from gun_contract.security.keystore import PartyKeys
@@ -1106,7 +1107,7 @@ def _operations_view(
     """The status and statistics view, fed by its own task (ops/feed.py)."""
     if not settings.ops.view_enabled:
         return None
-    settings.hub.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_folder(settings.hub.data_dir)  # the view's file is its owner's only
     view = OpsView(
         settings.hub.data_dir / "ops-view.sqlite3",
         FeedTopics(

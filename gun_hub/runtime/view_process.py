@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaProducer
 from gun_contract.effects import OutgoingRecord
 from gun_contract.kafka.client import from_settings, producer_options, start_or_close
 from gun_contract.kafka.log_reader import LogReader
+from gun_contract.private_files import make_private_folder
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.state_cipher import StateCipher
 from gun_contract.settings import Settings
@@ -117,7 +118,8 @@ def build_view_process(settings: Settings) -> ViewProcess:
     state = OpsState(expected_partners=frozenset(routing.authorities))
     # The lag series are the measuring worker's; this process exposes the partners' health.
     register_ops_metrics(state, lag=False)
-    settings.ops.view_data_dir.mkdir(parents=True, exist_ok=True)
+    # 0700 when missing: what SQLite would make it, had it been first (review stop 39-C).
+    make_private_folder(settings.ops.view_data_dir)
     view = OpsView(
         settings.ops.view_data_dir / VIEW_FILE,
         FeedTopics(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -103,3 +105,27 @@ def test_an_existing_folder_is_left_as_it_is(tmp_path: Path) -> None:
     open_database(folder / "s.sqlite3")
     assert mode(folder) == 0o755
     assert mode(folder / "s.sqlite3") == 0o600
+
+
+# component (as tests/started_components.py builds it) -> its data folder there
+DATA_FOLDERS = {"view": "view", "hub": "data"}
+
+
+@pytest.mark.parametrize("component", sorted(DATA_FOLDERS))
+def test_a_process_makes_its_missing_data_folder_readable_by_its_owner_only(
+    tmp_path: Path, component: str
+) -> None:
+    """``gun-hub view`` made its data folder (the operations view's) 0755 before the
+    SQLite helper, which leaves a folder that exists as it is; the hub its data folder
+    likewise (review stop 39-C). Built as at start-up, in a process of its own (the
+    metrics registry is process-wide), under the usual umask."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.started_components", component, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert mode(tmp_path / DATA_FOLDERS[component]) == 0o700

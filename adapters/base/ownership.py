@@ -9,11 +9,17 @@ file (ADR 0014):
 * **Low watermark.** A partition is committed up to the offset after the last record the
   replica handled, but never past its oldest operation still queued: whoever owns the
   partition next reads that operation again, and every request after it, in order.
-* **Forget on revoke.** A replica losing partitions takes no further record of them,
-  waits for the records it is handling, then drops their queued operations (their replays
-  stop). The next owner's replays are the only ones. Reading a request again is harmless:
-  every partner operation carries its idempotency key and version, and the hub ignores an
-  answer it already has.
+* **Forget on revoke, after the last commit.** A replica losing partitions takes no
+  further record of them (:meth:`PartitionOwnership.leaving`), waits for the records it
+  is handling (at most a partner call's deadline: the group's rebalance waits for it),
+  commits them once more, naming what the batch left unsettled at the partner, then drops
+  their queued operations (:meth:`PartitionOwnership.revoked`; their replays stop). The
+  next owner's replays are the only ones. Reading a request again is harmless: every
+  partner operation carries its idempotency key and version, and the hub ignores an
+  answer it already has. A commit made before the batch ended missed the reservation
+  that batch queued as it timed out (review stop 39-G, G2); a reservation whose call
+  outlasts the wait is named all the same (:meth:`PartitionOwnership.asking`), and what
+  such a call queues once its partition is gone is dropped by the runner.
 * **Forget on assignment.** aiokafka's group protocol is eager: every rebalance revokes
   every partition, and each replica reads its new ones from their commit. Rows a replica
   finds queued then (left by a crash) are another term's and are dropped too.
@@ -56,8 +62,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Collection, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 
 from adapters.base.pending import PendingOperations
 
@@ -116,9 +122,14 @@ class PartitionOwnership:
         # Bumped by every revocation: a batch begun under an earlier generation says
         # nothing of what the partitions hold now.
         self.generation = 0
+        # Partitions being revoked: no record of them is handled any more, but they are
+        # committed once more when the batch in flight ends (:meth:`leaving`).
+        self._leaving: set[int] = set()
         self._handled: dict[int, int] = {}
         self._committed: dict[int, int] = {}
-        self._committed_handled: dict[int, int] = {}  # the mark in that commit's metadata
+        self._committed_metadata: dict[int, str] = {}  # what that commit said
+        # Per partition: offsets of the reservations whose partner call is under way.
+        self._asking: dict[int, set[int]] = {}
         # Per partition: records before this offset were answered by whoever committed it.
         self._answered_before: dict[int, int] = {}
         # Per partition: offsets of reservations the partition's last committer left
@@ -136,6 +147,11 @@ class PartitionOwnership:
 
     def owns(self, partition: int) -> bool:
         return partition in self._owned
+
+    def keeps(self, partition: int) -> bool:
+        """Whether rows of ``partition`` queued now are this replica's to keep: it owns
+        the partition, or is revoking it and has not forgotten its rows yet."""
+        return partition in self._owned or partition in self._leaving
 
     @property
     def partitions(self) -> frozenset[int]:
@@ -162,6 +178,17 @@ class PartitionOwnership:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    @contextmanager
+    def asking(self, partition: int, offset: int) -> Iterator[None]:
+        """Around the partner call of the reservation read at ``offset``: a commit made
+        while it runs (a revocation that could not wait for it) names it as one the
+        partner may still apply."""
+        self._asking.setdefault(partition, set()).add(offset)
+        try:
+            yield
+        finally:
+            self._asking.get(partition, set()).discard(offset)
 
     def assigned(
         self,
@@ -198,7 +225,13 @@ class PartitionOwnership:
             if p in self._owned and (offsets := _unsettled_offsets(text, self._assigned_at.get(p)))
         }
         self._say_what_the_log_lost(self._assigned_at, starts)
+        oldest = self._pending.oldest_offsets()
+        queued = self._pending.reservation_offsets()
         for partition, commit in self._assigned_at.items():
+            # What the group holds now, as this replica would say it: committed again
+            # only once something changes (a record handled, a reservation queued).
+            self._committed[partition] = commit
+            self._committed_metadata[partition] = self._metadata(partition, oldest, queued)
             start = starts.get(partition, commit)
             if start > commit:
                 # What the log lost before the commit was said by the runner as the
@@ -267,23 +300,38 @@ class PartitionOwnership:
         committer left unsettled at the partner: answered, but to be queued again."""
         return offset in self._unsettled.get(partition, frozenset())
 
-    def _commit_offset(self, partition: int) -> int:
-        """Where ``partition`` is committed now (:meth:`to_commit`)."""
-        handled = self._handled[partition]
-        return min(handled, self._pending.oldest_offsets().get(partition, handled))
+    def _commit_offset(self, partition: int, oldest: Mapping[int, int]) -> int | None:
+        """Where ``partition`` is committed now: past what was handled (its commit at the
+        assignment, before any record), no further than its oldest queued operation
+        (``oldest``: :meth:`PendingOperations.oldest_offsets`). None: nowhere known."""
+        handled = self.next_offset(partition)
+        if handled is None:
+            return None
+        return min(handled, oldest.get(partition, handled))
 
     def commit_metadata(self, partition: int) -> str:
         """What a commit of ``partition`` says: how far it was answered, by this replica
         or by the one it took the partition from (never lower: the records between were
         answered, and asking them again would apply what was answered UNAVAILABLE); and
-        which of those are reservations the partner may still apply: queued here, or
-        named by the commit this replica inherited and not read again yet."""
-        answered = max(self._handled[partition], self._answered_before.get(partition, 0))
+        which of those are reservations the partner may still apply: queued here, asked
+        right now, or named by the commit this replica inherited and not read again yet."""
+        return self._metadata(
+            partition, self._pending.oldest_offsets(), self._pending.reservation_offsets()
+        )
+
+    def _metadata(
+        self, partition: int, oldest: Mapping[int, int], queued: Mapping[int, list[int]]
+    ) -> str:
+        """:meth:`commit_metadata`, given the queue's oldest offsets and reservations."""
+        handled = self.next_offset(partition) or 0
+        answered = max(handled, self._answered_before.get(partition, 0))
         mark = f"{_ANSWERED}{answered}"
-        at = self._commit_offset(partition)
-        inherited = {o for o in self._unsettled.get(partition, ()) if o >= self._handled[partition]}
-        queued = self._pending.reservation_offsets().get(partition, [])
-        distances = [str(o - at) for o in sorted(inherited.union(queued)) if o >= at]
+        at = self._commit_offset(partition, oldest)
+        if at is None:
+            return mark
+        inherited = {o for o in self._unsettled.get(partition, ()) if o >= handled}
+        unsettled = inherited.union(queued.get(partition, ()), self._asking.get(partition, ()))
+        distances = [str(o - at) for o in sorted(unsettled) if o >= at]
         if not distances:
             return mark  # as before stop 39: read by every release
         named = ""
@@ -300,24 +348,48 @@ class PartitionOwnership:
             named += ("," if named else "") + distance
         return f"{mark}{_PARTS}{_UNSETTLED}{named}"
 
+    async def leaving(self, partitions: Collection[int], within_s: float | None = None) -> bool:
+        """The group takes ``partitions`` back: no further record of them is handled,
+        and the batch in flight is waited for, at most ``within_s`` (None: for as long as
+        it takes). They are still committed (:meth:`to_commit`), until :meth:`revoked`.
+        Whether the batch ended: if not, the reservations whose calls still run are
+        named by the commits made meanwhile (:meth:`asking`)."""
+        self.generation += 1
+        self._settled.clear()
+        leaving = set(partitions) & self._owned
+        self._owned -= leaving
+        self._leaving |= leaving
+        try:
+            await asyncio.wait_for(self._idle.wait(), within_s)
+        except TimeoutError:
+            log.warning(
+                "partitions %s revoked while a batch of them is still handled after %.1f s: "
+                "committed without waiting longer, the reservations whose partner calls "
+                "still run named as ones the partner may still apply",
+                sorted(partitions),
+                within_s,
+            )
+            return False
+        return True
+
     async def revoked(
         self, partitions: Collection[int], log_starts: Mapping[int, int] | None = None
     ) -> None:
-        """The group takes ``partitions`` back: no further record of them is handled,
-        the records in flight end, then their queued operations that the log still holds
-        are forgotten (``log_starts``: the first offset in each partition's log; a
-        partition not in it keeps its rows)."""
-        self.generation += 1
-        self._settled.clear()
-        self._owned -= set(partitions)
+        """The group took ``partitions`` back and their last commit is made: their queued
+        operations that the log still holds are forgotten (``log_starts``: the first
+        offset in each partition's log; a partition not in it keeps its rows). Not left
+        by :meth:`leaving` first, they are now (the batch in flight waited for)."""
+        if not set(partitions) <= self._leaving:
+            await self.leaving(set(partitions) - self._leaving)
         for partition in partitions:
+            self._leaving.discard(partition)
             self._handled.pop(partition, None)
             self._committed.pop(partition, None)
-            self._committed_handled.pop(partition, None)
+            self._committed_metadata.pop(partition, None)
             self._answered_before.pop(partition, None)
             self._unsettled.pop(partition, None)
             self._assigned_at.pop(partition, None)
-        await self._idle.wait()
+            self._asking.pop(partition, None)
         forgotten = self._pending.forget(partitions, log_starts or {})
         if forgotten:
             log.info(
@@ -350,6 +422,15 @@ class PartitionOwnership:
         begin = max(expected, self._answered_before.get(partition, expected))
         return range(begin, max(begin, min(first, log_start)))
 
+    def reading(self, firsts: Mapping[int, int]) -> None:
+        """A batch begins at ``firsts`` (per partition, its first record's offset). A
+        partition the group never committed, nothing of it handled yet, is read from
+        there (its log start): where a commit made before the batch ends goes, to name
+        what the batch leaves unsettled (a revocation, :meth:`leaving`)."""
+        for partition, first in firsts.items():
+            if partition in self._owned and self.next_offset(partition) is None:
+                self._handled[partition] = first
+
     def handled(self, offsets: Mapping[int, int], generation: int) -> None:
         """A batch begun in ``generation`` was handled: each partition up to (before)
         its offset in ``offsets``."""
@@ -360,25 +441,34 @@ class PartitionOwnership:
                 self._handled[partition] = max(offset, self._handled.get(partition, 0))
 
     def to_commit(self) -> dict[int, int]:
-        """What to commit now, per owned partition: up to the last record handled, but
-        no further than the oldest operation still queued; where that or the records
-        handled (the commit's metadata) moved forward."""
+        """What to commit now, per partition owned (or being revoked): up to the last
+        record handled, but no further than the oldest operation still queued; where that
+        or what the commit says (:meth:`commit_metadata`: how far it was answered, the
+        reservations the partner may still apply) changed since the last commit."""
         oldest = self._pending.oldest_offsets()
-        marks = {
-            partition: min(handled, oldest.get(partition, handled))
-            for partition, handled in self._handled.items()
-            if partition in self._owned
-        }
-        return {
-            partition: offset
-            for partition, offset in marks.items()
-            if offset > self._committed.get(partition, -1)
-            or self._handled[partition] > self._committed_handled.get(partition, -1)
-        }
+        queued = self._pending.reservation_offsets()
+        marks: dict[int, int] = {}
+        for partition in sorted(self._owned | self._leaving):
+            at = self._commit_offset(partition, oldest)
+            if at is None:
+                continue
+            said = self._metadata(partition, oldest, queued)
+            if at > self._committed.get(partition, -1) or said != self._committed_metadata.get(
+                partition
+            ):
+                marks[partition] = at
+        return marks
 
-    def committed(self, offsets: Mapping[int, int]) -> None:
-        """The group took these commits."""
+    def committed(
+        self, offsets: Mapping[int, int], metadata: Mapping[int, str] | None = None
+    ) -> None:
+        """The group took these commits, with ``metadata`` (None: what
+        :meth:`commit_metadata` says now)."""
         for partition, offset in offsets.items():
-            if partition in self._owned:
+            if partition in self._owned or partition in self._leaving:
                 self._committed[partition] = offset
-                self._committed_handled[partition] = self._handled[partition]
+                self._committed_metadata[partition] = (
+                    metadata[partition]
+                    if metadata is not None and partition in metadata
+                    else self.commit_metadata(partition)
+                )

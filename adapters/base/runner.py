@@ -73,7 +73,7 @@ from gun_contract.record_keys import keyed_by, not_keyed_by
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.replay import FollowsCommits
 from gun_contract.security.state_cipher import StateCipher
-from gun_contract.settings import Settings
+from gun_contract.settings import AdapterSettings, Settings
 from gun_contract.topics import TopicRegistry
 from gun_contract.trace import TRACE_HEADER, trace_id_for, trace_in, tracing
 from gun_contract.validation import invalid_fields, unhandled_reason
@@ -91,6 +91,19 @@ __all__ = ["REPLAYED_OPERATIONS", "AdapterRunner", "consumer_group"]
 
 def consumer_group(authority: str) -> str:
     return f"gun-adapter-{authority}"
+
+
+# What a revocation needs besides waiting for the batch in flight: its commit and the
+# log starts (read meanwhile), as aiokafka's default allowed it (the session timeout).
+_REVOCATION_SLACK_S = 10.0
+
+
+def revocation_wait_s(settings: AdapterSettings) -> float:
+    """How long a revocation waits for the batch in flight before it commits: one
+    partner call's deadline and a second (the call under way when the group rebalances
+    has ended by then, answered or timed out). A call that outlasts it is a retry begun
+    meanwhile: named as unsettled (ownership.py), not waited for."""
+    return settings.partner_timeout_s + 1.0
 
 
 class AdapterRunner:
@@ -154,6 +167,8 @@ class AdapterRunner:
         # read again after a rebalance (review stop 38, L3; ADR 0008).
         self._replay_memory = replay_memory
         self._read_times = CommitClock()
+        # A revocation waits this long for the batch in flight, then commits (G2).
+        self.revocation_wait_s = revocation_wait_s(settings.adapter)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -173,6 +188,10 @@ class AdapterRunner:
             auto_offset_reset="earliest",
             max_poll_records=500,
             isolation_level="read_committed",
+            # The group waits this long for a member to rejoin: a revocation first waits
+            # for the batch in flight, then commits (ownership.py). aiokafka's default
+            # (the session timeout, 10 s) was shorter than a slow partner call.
+            rebalance_timeout_ms=int(1000 * (self.revocation_wait_s + _REVOCATION_SLACK_S)),
         )
         producer = AIOKafkaProducer(
             **producer_options(connect),
@@ -350,7 +369,8 @@ class AdapterRunner:
                 },
             )
             self.ownership.committed(
-                {tp.partition: offset for tp, (offset, _) in committed.items()}
+                {tp.partition: offset for tp, (offset, _) in committed.items()},
+                {tp.partition: said for tp, (_, said) in committed.items()},
             )
             for tp, (offset, _) in committed.items():
                 readable_from = self._read_times.readable_from(tp.partition, offset)
@@ -378,6 +398,9 @@ class AdapterRunner:
         if self.ownership.generation != fetched_in:
             return  # fetched before a rebalance: read again from the commits
         async with self.ownership.handling() as generation:
+            self.ownership.reading(
+                {tp.partition: records[0].offset for tp, records in batches.items() if records}
+            )
             by_key: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
             for records in batches.values():
                 for record in records:
@@ -620,9 +643,7 @@ class AdapterRunner:
         trace_id = trace_in(record.headers) or trace_id_for(request.reference, request.version)
         with tracing(trace_id):
             with metrics.PARTNER_SECONDS.labels(self._spec.authority).time():
-                answers = await self._replayer.ask(
-                    request, record.partition, record.offset, _logged_at(record)
-                )
+                answers = await self._ask(request, record)
             metrics.REQUESTS.labels(self._spec.authority).inc()
             # Asking may queue this request, or replay or drop what its declaration had queued.
             metrics.PENDING.labels(self._spec.authority).set(len(self.pending))
@@ -646,6 +667,28 @@ class AdapterRunner:
                 request.version,
                 ", ".join(sorted({a.verdict.value for a in answers})) or "no document",
             )
+
+    async def _ask(
+        self, request: AuthorityRequest, record: ConsumerRecord[bytes, bytes]
+    ) -> tuple[DocumentAnswer, ...]:
+        """The partner's answers to ``request``, read at ``record``. A reservation's call
+        is known as under way meanwhile: a revocation that cannot wait for it names it in
+        its commit (the partner may still apply it). What the call queued once its
+        partition is no longer this replica's is dropped: its next owner reads it again
+        from that commit (review stop 39-G, G2)."""
+        partition, offset = record.partition, record.offset
+        asking = (
+            self.ownership.asking(partition, offset)
+            if request.operation is Operation.RESERVE
+            else contextlib.nullcontext()
+        )
+        with asking:
+            answers = await self._replayer.ask(request, partition, offset, _logged_at(record))
+        if not self.ownership.keeps(partition):
+            # Rows of a partition this replica no longer has, that the log holds (this
+            # record is read from it): forgotten, as on its revocation.
+            self.pending.forget([partition], {partition: offset})
+        return answers
 
     def _answer(
         self,
@@ -786,23 +829,40 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         return {tp.partition: int(offset) for tp, offset in starts.items()}
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._runner.commit_now(self._consumer, "partitions are revoked")
+        """No further record of ``revoked`` is handled; the batch in flight ends (waited
+        for at most ``revocation_wait_s``); the commit names what it left unsettled at the
+        partner; only then are the partitions' queued rows forgotten. Committed before the
+        batch ended, a reservation it queued as its call timed out was named by no commit,
+        and the next owner let its deletion overtake it (review stop 39-G, G2)."""
         partitions = {tp.partition for tp in revoked}
-        self._runner.read_times.forget(partitions)
-        # Only the rows the log still holds may be forgotten: read where it starts (for
-        # every revoked partition: a record in flight may still queue a row). Unread,
-        # every row is kept (the assignment that follows decides again).
+        ownership = self._runner.ownership
+        # Read while the batch ends. Only the rows the log still holds may be forgotten:
+        # read where it starts (for every revoked partition: a record in flight may still
+        # queue a row).
+        starts = asyncio.ensure_future(self._log_starts_or_none(partitions))
         try:
-            starts: dict[int, int] | None = await self._log_starts(partitions)
+            await ownership.leaving(partitions, self._runner.revocation_wait_s)
+            await self._runner.commit_now(self._consumer, "partitions are revoked")
+        except BaseException:
+            starts.cancel()
+            raise
+        known = await starts
+        self._runner.read_times.forget(partitions)
+        await ownership.revoked(partitions, known)
+        self._runner.report_pending()
+
+    async def _log_starts_or_none(self, partitions: set[int]) -> dict[int, int] | None:
+        """:meth:`_log_starts`, or None when they cannot be read: every row is kept then
+        (the assignment that follows decides again)."""
+        try:
+            return await self._log_starts(partitions)
         except Exception:
             log.warning(
                 "log start offsets not read on revocation: the pending operations of the "
                 "revoked partitions are kept until the next assignment",
                 exc_info=True,
             )
-            starts = None
-        await self._runner.ownership.revoked(partitions, starts)
-        self._runner.report_pending()
+            return None
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         try:

@@ -17,14 +17,23 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from aiokafka import TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
-from adapters.base.runner import AdapterRunner
+from adapters.base import PartnerPort, load_adapter
+from adapters.base.runner import AdapterRunner, _Rebalance
 from adapters.conformance.harness import Harness, Quote
-from gun_contract.model.exchange import AuthorityResponse, Operation
+from gun_contract.health import CircuitStatus
+from gun_contract.model.exchange import (
+    AuthorityRequest,
+    AuthorityResponse,
+    DocumentAnswer,
+    Operation,
+)
 from gun_contract.model.verdicts import Verdict
 from gun_contract.settings import AdapterSettings, Settings
 from tests.adapter_fixtures import running_adapter
-from tests.conftest import KafkaEnv
+from tests.conftest import PARTITIONS, KafkaEnv
 from tests.partner_fixtures import Handler, RunningPartner, running_partner
 
 pytestmark = pytest.mark.broker
@@ -410,3 +419,131 @@ async def test_a_restart_keeps_the_deletion_behind_a_reservation_still_in_progre
             assert len(second.pending) == 0
         assert len(await hub.answers(reserve.request_id, 1, 1)) == 1  # never answered again
     assert slow_partner.store.balances(doc)[0].reserved == Decimal(0)
+
+
+class HeldUntilRevoked:
+    """The DGAL partner client; the outcome of each reservation call (the partner holding
+    it, the client gives up: UNAVAILABLE, the partner may still apply it) reaches the
+    replica only once its partitions are being revoked: the batch is still in flight
+    when the group takes them back, as with a slow partner during a rebalance."""
+
+    def __init__(self, inner: PartnerPort, held: int) -> None:
+        self._inner = inner
+        self._held = held
+        self.calls: set[str] = set()
+        self.all_called = asyncio.Event()
+        self.revoking = asyncio.Event()
+
+    async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
+        if request.operation is not Operation.RESERVE or self.revoking.is_set():
+            return await self._inner.answer(request)
+        self.calls.add(request.reference)
+        if len(self.calls) == self._held:
+            self.all_called.set()
+        answers = await self._inner.answer(request)
+        await self.revoking.wait()
+        return answers
+
+    def may_still_apply(self, request: AuthorityRequest) -> bool:
+        return self._inner.may_still_apply(request)
+
+    def sent_before(self, request: AuthorityRequest) -> None:
+        self._inner.sent_before(request)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    @property
+    def circuit_state(self) -> CircuitStatus:
+        return self._inner.circuit_state
+
+
+def one_reference_per_partition(hub: Harness) -> list[str]:
+    """A declaration reference on each request partition (the harness publishes by key,
+    with the Java client's partitioner)."""
+    partitioner = DefaultPartitioner()
+    partitions = list(range(PARTITIONS))
+    found: dict[int, str] = {}
+    while len(found) < PARTITIONS:
+        reference = hub.declaration_reference()
+        found.setdefault(partitioner(reference.encode(), partitions, partitions), reference)
+    return [found[p] for p in partitions]
+
+
+async def test_a_rebalance_keeps_the_deletion_behind_a_reservation_in_flight_at_the_revocation(
+    kafka_env: KafkaEnv, slow_partner: SlowPartner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review stop 39-G, G2. Replica A is asking the partner a reservation on each request
+    partition when a second replica, B, joins: the partner holds the calls (A's retry
+    meets 409: UNAVAILABLE, the partner may still apply them), and A's batch is still in
+    flight as the group revokes its partitions. A waits for it, then commits naming the
+    four reservations, then forgets them. Whichever partitions go to B, B asks each of
+    its reservations again with its key (409: still in progress, not a refusal) and
+    keeps the refused declaration's DELETE behind it until the partner has applied it:
+    the DELETE finds it (01), nothing stays reserved. Before, A committed before its batch
+    ended: no commit named them, B asked them as first attempts, took the 409 for a
+    refusal, and the DELETEs went first (02), the partner then reserving 10 for each
+    refused declaration for ever."""
+    held_s = 30.0  # past the live calls, a stop, a start and a rebalance on a loaded machine
+    settings_a = adapter_settings(kafka_env, slow_partner, replay_interval_s=0.5)
+    settings_a.adapter.replica_id = "a"
+    settings_b = adapter_settings(kafka_env, slow_partner, replay_interval_s=0.5)
+    settings_b.adapter.replica_id = "b"
+    envelope = kafka_env.envelope("dgal")
+    held = HeldUntilRevoked(load_adapter("dgal").build_partner(settings_a.adapter), PARTITIONS)
+    revoking = _Rebalance.on_partitions_revoked
+
+    async def signalled(listener: _Rebalance, revoked: set[TopicPartition]) -> None:
+        if revoked and listener._runner._partner is held:
+            held.revoking.set()
+        await revoking(listener, revoked)
+
+    monkeypatch.setattr(_Rebalance, "on_partitions_revoked", signalled)
+    async with playing_the_hub(kafka_env, slow_partner) as hub:
+        references = one_reference_per_partition(hub)
+        docs = [await hub.seed(f"revoked-in-flight-{p}") for p in range(PARTITIONS)]
+        reservations = [
+            hub.request(Operation.RESERVE, [Quote(doc, "10")], reference=reference)
+            for doc, reference in zip(docs, references, strict=True)
+        ]
+        deletions = [
+            hub.request(Operation.DELETE, [Quote(doc, None, line=None, unit=None)], reference=ref)
+            for doc, ref in zip(docs, references, strict=True)
+        ]
+        # Every partition committed first (the review's case: "answered:<n>" before).
+        async with running_adapter("dgal", settings_a, kafka_env.topics, envelope):
+            for doc, reference in zip(docs, references, strict=True):
+                check = hub.request(Operation.CHECK, [Quote(doc, "1")], reference=reference)
+                assert (await hub.ask(check)).answers[0].verdict is Verdict.VALID
+        # The four reservations wait in the log: A's first batch holds all of them.
+        await hub.faults(in_progress_next=PARTITIONS, hang_s=held_s)
+        for reservation in reservations:
+            await hub.publish(reservation.reference, hub.seal(reservation))
+        async with running_adapter("dgal", settings_a, kafka_env.topics, envelope, held) as first:
+            await asyncio.wait_for(held.all_called.wait(), 30)
+            async with running_adapter("dgal", settings_b, kafka_env.topics, envelope) as second:
+                for reservation in reservations:
+                    [answer] = (await hub.answers(reservation.request_id, 1, 60))[0].answers
+                    assert answer.verdict is Verdict.UNAVAILABLE
+                await asyncio.wait_for(held.revoking.wait(), 30)
+                for deletion in deletions:
+                    await hub.publish(deletion.reference, hub.seal(deletion))
+                for deletion in deletions:
+                    [waiting] = await hub.answers(deletion.request_id, 1, 60)
+                    # Queued behind the reservation, on whichever replica owns it now.
+                    assert verdicts(waiting) == [(Verdict.UNAVAILABLE, None)], deletion.reference
+                assert not slow_partner.reservation_answered.is_set(), "held too briefly to tell"
+                assert second.ownership.partitions, "B was given no partition"
+
+                await asyncio.wait_for(slow_partner.reservation_answered.wait(), held_s + 30)
+                for deletion in deletions:
+                    *_, done = await hub.answers(deletion.request_id, 2, 60)
+                    assert verdicts(done) == [(Verdict.VALID, "01")], deletion.reference
+                for replica in (first, second):
+                    await asyncio.wait_for(replica.replay_rounds.one_begun_after_now(), 30)
+                    assert len(replica.pending) == 0
+        for reservation in reservations:
+            # Answered once, by A; never refused by B.
+            assert len(await hub.answers(reservation.request_id, 1, 1)) == 1
+    for doc in docs:
+        assert slow_partner.store.balances(doc)[0].reserved == Decimal(0)

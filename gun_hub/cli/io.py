@@ -10,9 +10,13 @@ import typer
 
 from gun_contract.kafka.client import from_settings
 from gun_contract.security.entitlements import CLEARANCE_PARTY
-from gun_contract.security.replay import MemoryReplayGuard
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import KeystoreError
+from gun_contract.security.replay import MemoryReplayGuard, ReplayGuard
+from gun_contract.settings import Settings
+from gun_contract.topics import TopicRegistry
 from gun_hub.cli.kafka import registry_for
-from gun_hub.cli.startup import settings_or_exit
+from gun_hub.cli.startup import cannot_start, settings_or_exit
 from gun_hub.cli.terminal import shown
 from gun_hub.cli.tooling import require_tooling
 from gun_hub.domain.decision_text import decision_lines
@@ -27,6 +31,18 @@ if TYPE_CHECKING:
 def format_decision(received: ReceivedDecision) -> str:
     """One decision as a few readable lines (the clearance system's view: in clear)."""
     return "\n".join(decision_lines(received.decision))
+
+
+def clearance_envelope(
+    settings: Settings, topics: TopicRegistry, replay: ReplayGuard
+) -> JoseEnvelope:
+    """The clearance system's envelope; its keys not where the settings say (a wrong copy
+    out of the ``keys`` volume, deployment.md) stops the command in one sentence naming
+    the file and the setting (review stop 39-O, O7)."""
+    try:
+        return build_envelope(settings.security, CLEARANCE_PARTY, topics, replay)
+    except KeystoreError as err:
+        cannot_start(f"{err}; the keys folder is GUN_HUB_SECURITY__KEYS_DIR")
 
 
 def submit(
@@ -45,11 +61,7 @@ def submit(
 
     settings = settings_or_exit()
     topics = registry_for(settings)
-    envelope = (
-        None
-        if plain
-        else build_envelope(settings.security, CLEARANCE_PARTY, topics, MemoryReplayGuard())
-    )
+    envelope = None if plain else clearance_envelope(settings, topics, MemoryReplayGuard())
     sent = asyncio.run(
         submit_declarations(
             from_settings(settings.kafka),
@@ -80,14 +92,14 @@ def decisions(
 
     settings = settings_or_exit()
     topics = registry_for(settings)
+    # Told the reader's confirmed commits: an id is forgotten only once no partition
+    # can be read again from before a copy of it (ADR 0008).
+    replay = replay_memory(
+        settings.security, CLEARANCE_PARTY, topics, partitions=settings.kafka.partitions
+    )
+    envelope = clearance_envelope(settings, topics, replay)
 
     async def read() -> tuple[list[ReceivedDecision], int]:
-        # Told the reader's confirmed commits: an id is forgotten only once no partition
-        # can be read again from before a copy of it (ADR 0008).
-        replay = replay_memory(
-            settings.security, CLEARANCE_PARTY, topics, partitions=settings.kafka.partitions
-        )
-        envelope = build_envelope(settings.security, CLEARANCE_PARTY, topics, replay)
         reader = DecisionReader(
             from_settings(settings.kafka),
             topics.decisions,

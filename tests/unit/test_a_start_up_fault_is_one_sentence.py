@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import typer
@@ -207,3 +208,20 @@ def test_a_worker_with_the_view_off_starts_whoever_holds_the_views_ports(
     monkeypatch.setenv(setting, str(taken_port))
     result = CliRunner().invoke(app, ["hub"])
     assert isinstance(result.exception, ReachedTheCluster), result.output
+
+
+@pytest.mark.parametrize("command", [["submit", __file__], ["decisions"]], ids=lambda c: c[0])
+def test_the_clearance_commands_without_the_clearance_key_name_the_file_and_the_setting(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong copy of the clearance system's keys (deployment.md's Compose procedure) is
+    a fault of the configuration: one sentence naming the key file and the setting, exit
+    2, not a 56-line traceback (review stop 39-O, O7)."""
+    monkeypatch.setenv("GUN_HUB_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    monkeypatch.setenv("GUN_HUB_SECURITY__KEYS_DIR", str(tmp_path))
+    monkeypatch.setenv("GUN_HUB_SECURITY__STATE_DIR", str(tmp_path / "state"))
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, repr(result.exception)
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"cannot start: {tmp_path / 'clearance.jwk'} does not exist")
+    assert "GUN_HUB_SECURITY__KEYS_DIR" in line

@@ -38,6 +38,7 @@ from gun_contract.kafka.acls import Grant
 from gun_contract.kafka.admin import wait_for_cluster
 from gun_contract.kafka.client import ClientConfig, client_options
 from gun_contract.kafka.quotas import Quota
+from gun_contract.kafka.refusals import ClusterRefused
 from gun_contract.kafka.tls import BrokerTls, make_broker_tls
 from gun_contract.settings import BrokerSettings
 
@@ -510,7 +511,7 @@ class LocalBroker:
         remaining = max(1.0, deadline - time.monotonic())
         try:
             asyncio.run(wait_for_cluster(self.client_config("admin"), remaining))
-        except TimeoutError as err:
+        except (TimeoutError, ClusterRefused) as err:
             raise BrokerError(f"{err}; last lines of the log:\n{self.log_tail()}") from None
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:

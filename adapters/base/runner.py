@@ -201,9 +201,16 @@ class AdapterRunner:
             linger_ms=5,
         )
         consumer.subscribe([self._request_topic], listener=_Rebalance(self, consumer))
-        await producer.start()
-        self._producer = producer
-        await consumer.start()
+        try:
+            await producer.start()
+            self._producer = producer
+            await consumer.start()
+        except BaseException:
+            # A start the cluster refused (another party's credentials: ACLs) leaves no
+            # client for the garbage collector to report as unclosed after the refusal.
+            await consumer.stop()
+            await producer.stop()
+            raise
         log.info("adapter %s consuming %s", self._spec.authority, self._request_topic)
         health = await self._serve_health(consumer)
         if ready is not None:

@@ -22,6 +22,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.metadata import MetadataRequest
 
 from gun_contract.kafka.client import Connect, client_config, client_options, consumer_options
+from gun_contract.kafka.refusals import ClusterRefused, ConnectionFault, connection_fault, fault_of
 from gun_contract.kafka.topic_settings import (
     Deviation,
     TopicAlignmentRefused,
@@ -35,23 +36,38 @@ from gun_contract.topics import TopicRegistry, TopicSpec
 log = logging.getLogger(__name__)
 
 
+# A handshake cut short this many times in a row is the protocol's fault, not a broker
+# going down (refusals.py): the wait ends with it.
+_CUT_SHORT_TIMES = 3
+
+
 async def wait_for_cluster(connect: Connect, timeout_s: float = 30.0) -> None:
-    """Return once the cluster answers a metadata request; raise TimeoutError otherwise."""
+    """Return once the cluster answers a metadata request; raise TimeoutError otherwise,
+    or :class:`ClusterRefused` at once when it answers with a refusal of this client (the
+    credentials, the certificate, the protocol): no wait lets that client in."""
     deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
+    last_error: Exception | ConnectionFault | None = None
+    cut_short = 0
+    where = client_config(connect).bootstrap_servers
     while time.monotonic() < deadline:
         admin = AIOKafkaAdminClient(**client_options(connect), request_timeout_ms=3000)
         try:
             await admin.start()
             await admin.list_topics()
         except (KafkaError, OSError) as err:
-            last_error = err
+            fault = fault_of(err, connect)
+            if fault is None and isinstance(err, KafkaConnectionError):
+                # "Unable to bootstrap": aiokafka kept the broker's answer to itself
+                fault = await connection_fault(connect)
+            cut_short = cut_short + 1 if fault is not None and not fault.final else 0
+            if fault is not None and (fault.final or cut_short >= _CUT_SHORT_TIMES):
+                raise ClusterRefused(where, fault) from err
+            last_error = fault or err
             await asyncio.sleep(0.25)
         else:
             return
         finally:
             await admin.close()
-    where = client_config(connect).bootstrap_servers
     raise TimeoutError(f"Kafka at {where} did not answer: {last_error}")
 
 

@@ -30,6 +30,7 @@ from gun_hub.cli.startup import (
     cannot_start,
     ports_free,
     reach_cluster,
+    refused_rights_stop_the_start,
     run_on_the_cluster,
     settings_or_exit,
 )
@@ -158,7 +159,8 @@ def view() -> None:
         await process.run(stop)
 
     try:
-        asyncio.run(run())
+        with refused_rights_stop_the_start(settings):
+            asyncio.run(run())
     except (KeystoreError, WebConfigError, AccessConfigError, PortNotBound) as err:
         cannot_start(str(err))  # each names what is at fault (the file, the setting)
 
@@ -209,7 +211,8 @@ def adapter(
         await runner.run()
 
     try:
-        asyncio.run(run())
+        with refused_rights_stop_the_start(settings):
+            asyncio.run(run())
     except (KeystoreError, PendingQueueInUse, PortNotBound) as err:  # no state key, a
         # replica's file in use by another, the probes' port taken: the message names the
         # file or the setting

@@ -14,10 +14,17 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import typer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 from pydantic import ValidationError
 
 from gun_contract.kafka.admin import PartitionCountMismatch
+from gun_contract.kafka.refusals import ClusterRefused
 from gun_contract.kafka.topic_settings import TopicSettingsError
 from gun_contract.listening import PortNotBound
 from gun_contract.settings import Settings, load_settings
@@ -92,7 +99,8 @@ async def reach_cluster(
 ) -> None:
     """``wait(seconds)`` (a wait for the cluster that raises ``TimeoutError``) until the
     cluster answers, saying every ``say_every_s`` what it waits for; a cluster that has not
-    answered within ``timeout_s`` stops the start naming the bootstrap servers."""
+    answered within ``timeout_s`` stops the start naming the bootstrap servers, one that
+    refused this client (``ClusterRefused``) at once, naming why and the setting to check."""
     servers = settings.kafka.bootstrap_servers
     waited = 0.0
     with aiokafka_quiet():
@@ -100,6 +108,8 @@ async def reach_cluster(
             step = min(say_every_s, timeout_s - waited)
             try:
                 await wait(step)
+            except ClusterRefused as err:
+                cannot_start(str(err))
             except TimeoutError as err:
                 waited += step
                 last = str(err).removeprefix(f"Kafka at {servers} did not answer: ")
@@ -113,6 +123,39 @@ async def reach_cluster(
                 return
 
 
+# What a principal's rights refuse, by the kind of resource named in the refusal.
+_REFUSED_ON: dict[type[KafkaError], str] = {
+    TopicAuthorizationFailedError: "topic",
+    GroupAuthorizationFailedError: "consumer group",
+    TransactionalIdAuthorizationFailed: "transactional id",
+    ClusterAuthorizationFailedError: "the cluster",
+}
+NOT_AUTHORISED = tuple(_REFUSED_ON)
+
+
+def not_authorised(settings: Settings, err: KafkaError) -> str:
+    """A refusal of the principal's rights in one sentence: another party's credentials
+    (its ``.env``) or ACLs not granted, never a traceback (review stop 39-O, O4)."""
+    resource = next(name for kind, name in _REFUSED_ON.items() if isinstance(err, kind))
+    named = " ".join(str(arg) for arg in err.args)
+    return (
+        f"Kafka at {settings.kafka.bootstrap_servers} did not authorise user "
+        f"{settings.kafka.sasl_username!r} on {resource}{' ' + named if named else ''}: "
+        "check GUN_HUB_KAFKA__SASL_USERNAME and GUN_HUB_KAFKA__SASL_PASSWORD (another "
+        "party's?) and that principal's ACLs (gun-hub kafka secure-setup)"
+    )
+
+
+@contextmanager
+def refused_rights_stop_the_start(settings: Settings) -> Iterator[None]:
+    """Around a component's run: a refusal of its principal's rights is a fault of the
+    configuration (it happens as its clients start), said in one sentence, exit 2."""
+    try:
+        yield
+    except NOT_AUTHORISED as err:
+        cannot_start(not_authorised(settings, err))
+
+
 def run_on_the_cluster(settings: Settings, work: Coroutine[Any, Any, _T]) -> _T:
     """``asyncio.run(work)`` for a start-up step on the cluster: topics that do not fit the
     settings, or a cluster that fails meanwhile, stop the command in one sentence."""
@@ -121,6 +164,8 @@ def run_on_the_cluster(settings: Settings, work: Coroutine[Any, Any, _T]) -> _T:
             return asyncio.run(work)
     except (PartitionCountMismatch, TopicSettingsError) as err:  # names topics and settings
         cannot_start(str(err))
+    except NOT_AUTHORISED as err:
+        cannot_start(not_authorised(settings, err))
     except (KafkaError, OSError) as err:  # OSError: refused, reset, TimeoutError
         cannot_start(f"Kafka at {settings.kafka.bootstrap_servers}: {error_text(err)}")
 

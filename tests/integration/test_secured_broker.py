@@ -16,7 +16,9 @@ import gc
 import hashlib
 import os
 import re
+import secrets
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -56,6 +58,7 @@ from gun_contract.kafka.acls import Grant, acl_plan
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.kafka.client import ClientConfig
 from gun_contract.kafka.quotas import Quota, quota_plan
+from gun_contract.kafka.tls import make_broker_tls
 from gun_contract.model.exchange import AuthorityResponse, Operation
 from gun_contract.model.verdicts import Verdict
 from gun_contract.security.entitlements import GATEWAY_PARTY
@@ -273,6 +276,123 @@ async def test_a_wrong_password_does_not_get_in(
     impostor = ClientConfig(good.bootstrap_servers, "cites", "not-the-password", good.ca_file)
     with pytest.raises((KafkaError, KafkaConnectionError, TimeoutError)):
         await produce(impostor, topics.responses("cites"), b"x", b"k")
+
+
+# -- start-up names why the broker refused it (review stop 39-O, O4) -------------------------
+
+
+def adapter_start(
+    config: ClientConfig,
+    authority: str,
+    keys_dir: Path,
+    state_dir: Path,
+    *,
+    protocol: str = "SASL_SSL",
+    password: str | None = None,
+    timeout_s: float = 120,
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``gun-hub adapter AUTHORITY`` run as an operator runs it with ``config``'s
+    credentials (``password`` instead of its own if given); its end and how long it took."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GUN_HUB_")},
+        "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": config.bootstrap_servers,
+        "GUN_HUB_KAFKA__SECURITY_PROTOCOL": protocol,
+        "GUN_HUB_KAFKA__SASL_USERNAME": str(config.username),
+        "GUN_HUB_KAFKA__SASL_PASSWORD": password or str(config.password),
+        "GUN_HUB_KAFKA__SSL_CAFILE": str(config.ca_file),
+        "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
+        "GUN_HUB_SECURITY__KEYS_DIR": str(keys_dir),
+        "GUN_HUB_SECURITY__STATE_DIR": str(state_dir),
+        "GUN_HUB_ADAPTER__METRICS_PORT": "0",
+    }
+    began = time.monotonic()
+    ended = subprocess.run(
+        [sys.executable, "-m", "gun_hub", "adapter", authority],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    return ended, time.monotonic() - began
+
+
+def one_sentence(ended: subprocess.CompletedProcess[str]) -> str:
+    """The ``cannot start:`` line a fault of the configuration ends in, alone on stderr."""
+    assert ended.returncode == 2, ended.stderr[-3000:]
+    assert "Traceback" not in ended.stderr, ended.stderr[-3000:]
+    lines = ended.stderr.strip().splitlines()
+    assert lines[-1].startswith("cannot start: "), ended.stderr[-3000:]
+    assert [line for line in lines if "Unclosed" in line] == [], ended.stderr[-3000:]
+    return lines[-1]
+
+
+def test_a_wrong_password_stops_the_start_at_once_naming_the_credentials(
+    secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path, tmp_path: Path
+) -> None:
+    """A rotated Secret or a typo: the broker answered "authentication failed", and the
+    start said "did not answer within 60 s (GUN_HUB_KAFKA__BOOTSTRAP_SERVERS)"."""
+    broker, _ = secured
+    dgal = broker.client_config("dgal")
+    wrong = secrets.token_urlsafe(16)
+    ended, took_s = adapter_start(dgal, "dgal", keys_dir, tmp_path, password=wrong)
+    line = one_sentence(ended)
+    assert line == (
+        f"cannot start: Kafka at {dgal.bootstrap_servers} refused the credentials of user "
+        "'dgal' (authentication failed): check GUN_HUB_KAFKA__SASL_USERNAME and "
+        "GUN_HUB_KAFKA__SASL_PASSWORD"
+    )
+    assert took_s < 30, "no wait lets a refused password in"
+    assert wrong not in ended.stdout + ended.stderr
+    assert str(dgal.password) not in ended.stdout + ended.stderr
+
+
+def test_a_broker_certificate_not_trusted_names_the_ca_file(
+    secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path, tmp_path: Path
+) -> None:
+    broker, _ = secured
+    dgal = broker.client_config("dgal")
+    # The CA of another broker (another cluster's, an old copy): not the one that signed.
+    stranger = make_broker_tls(tmp_path / "another-broker", "127.0.0.1", "keystore").ca_file
+    config = ClientConfig(dgal.bootstrap_servers, dgal.username, dgal.password, stranger)
+    ended, took_s = adapter_start(config, "dgal", keys_dir, tmp_path)
+    line = one_sentence(ended)
+    assert line.startswith(
+        f"cannot start: Kafka at {dgal.bootstrap_servers} presented a certificate this "
+        "client does not trust ("
+    ), line
+    assert line.endswith("): check GUN_HUB_KAFKA__SSL_CAFILE"), line
+    assert took_s < 30
+
+
+def test_a_plaintext_client_at_the_tls_listener_names_the_security_protocol(
+    secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path, tmp_path: Path
+) -> None:
+    broker, _ = secured
+    dgal = broker.client_config("dgal")
+    ended, took_s = adapter_start(dgal, "dgal", keys_dir, tmp_path, protocol="PLAINTEXT")
+    line = one_sentence(ended)
+    assert line == (
+        f"cannot start: Kafka at {dgal.bootstrap_servers} closed the connection at the first "
+        "request (a listener that speaks SASL_SSL?): check GUN_HUB_KAFKA__SECURITY_PROTOCOL"
+    )
+    assert took_s < 30
+
+
+def test_an_adapter_with_another_partys_credentials_stops_naming_the_topic(
+    secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path, tmp_path: Path
+) -> None:
+    """CITES's adapter started with DGAL's ``.env``: a 59-line traceback, exit 1."""
+    broker, topics = secured
+    dgal = broker.client_config("dgal")
+    ended, _ = adapter_start(dgal, "cites", keys_dir, tmp_path)
+    line = one_sentence(ended)
+    assert line.startswith(
+        f"cannot start: Kafka at {dgal.bootstrap_servers} did not authorise user 'dgal' on "
+        f"topic {topics.requests('cites')}: check GUN_HUB_KAFKA__SASL_USERNAME and "
+        "GUN_HUB_KAFKA__SASL_PASSWORD"
+    ), line
+    assert str(dgal.password) not in ended.stdout + ended.stderr
 
 
 async def test_the_gateway_lodges_a_declaration_with_its_own_rights(

@@ -60,6 +60,7 @@ from gun_contract.envelope import (
 )
 from gun_contract.health import PartnerHealth
 from gun_contract.heartbeats import signed_heartbeat
+from gun_contract.kafka.acls import adapter_group
 from gun_contract.kafka.client import consumer_options, from_settings, producer_options
 from gun_contract.kafka.watched_sends import WatchedSends
 from gun_contract.model.exchange import (
@@ -86,11 +87,7 @@ REQUEST_NOT_JSON = "REQUEST_NOT_JSON"
 """The dead-letter kind of requests the request topic's retention deleted before any
 replica of the adapter read them: what they asked never reached the partner."""
 
-__all__ = ["REPLAYED_OPERATIONS", "AdapterRunner", "consumer_group"]
-
-
-def consumer_group(authority: str) -> str:
-    return f"gun-adapter-{authority}"
+__all__ = ["REPLAYED_OPERATIONS", "AdapterRunner"]
 
 
 # What a revocation needs besides waiting for the batch in flight: its commit and the
@@ -182,7 +179,7 @@ class AdapterRunner:
         connect = from_settings(self._settings.kafka)
         consumer = AIOKafkaConsumer(
             **consumer_options(connect),
-            group_id=consumer_group(self._spec.authority),
+            group_id=adapter_group(self._topics, self._spec.authority),
             client_id=self.component,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

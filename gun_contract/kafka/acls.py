@@ -59,8 +59,12 @@ class Grant:
         return args
 
 
-def adapter_group(authority: str) -> str:
-    return f"gun-adapter-{authority}"
+def adapter_group(topics: TopicRegistry, authority: str) -> str:
+    """An authority's adapters' consumer group, named after the topic prefix (``gun``:
+    ``gun-adapter-dgal``, the name it always had), so that a second deployment on the
+    cluster, with a prefix of its own, shares no group with the first (review stop 39-O,
+    O5)."""
+    return f"{topics.prefix}-adapter-{authority}"
 
 
 def adapter_topics(topics: TopicRegistry, authority: str) -> tuple[str, ...]:
@@ -82,7 +86,7 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 authority,
                 ("Read", "Describe"),
                 (topics.requests(authority),),
-                (adapter_group(authority),),
+                (adapter_group(topics, authority),),
             ),
             Grant(
                 authority,
@@ -149,7 +153,7 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
         Grant(
             "hub",
             ("Describe",),
-            groups=(*(adapter_group(a) for a in topics.authorities), clearance_group),
+            groups=(*(adapter_group(topics, a) for a in topics.authorities), clearance_group),
         ),
         # The start-up reads every topic's settings (never changes them) and refuses those
         # that break the contract (admin.py, check_topic_configs).

@@ -159,7 +159,34 @@ async def _check_partition_counts(
     }
     wrong = {name: count for name, count in counts.items() if count != partitions}
     if wrong:
-        raise partition_count_mismatch(wrong, partitions)
+        raise partition_refusal(wrong, partitions)
+
+
+CHANGELOG_SUFFIX = "-changelog"
+
+
+def partition_refusal(wrong: Mapping[str, int], partitions: int) -> PartitionCountMismatch:
+    """The start-up's refusal: when only the hub's changelogs disagree, they are most
+    likely another deployment's, named after the same ``GUN_HUB_HUB__APP_ID`` (a second
+    deployment with a topic prefix of its own, the app id left at its default), not
+    topics to re-count (review stop 39-O, O5)."""
+    if all(name.endswith(CHANGELOG_SUFFIX) for name in wrong):
+        return changelogs_of_another_count(wrong, partitions)
+    return partition_count_mismatch(wrong, partitions)
+
+
+def changelogs_of_another_count(
+    wrong: Mapping[str, int], partitions: int
+) -> PartitionCountMismatch:
+    listed = "; ".join(f"{name} has {count} partitions" for name, count in sorted(wrong.items()))
+    return PartitionCountMismatch(
+        f"{listed}, but kafka.partitions is {partitions}, which no topic of the registry "
+        "contradicts: these changelogs are named after the hub's application id "
+        "(GUN_HUB_HUB__APP_ID), and may be another deployment's on this cluster. Give this "
+        "deployment an app id of its own (GUN_HUB_HUB__APP_ID, beside its "
+        "GUN_HUB_KAFKA__TOPIC_PREFIX), or, if they are this deployment's, its partition "
+        "count (docs/deployment.md, 'Partitions')"
+    )
 
 
 def partition_count_mismatch(wrong: Mapping[str, int], partitions: int) -> PartitionCountMismatch:

@@ -70,7 +70,10 @@ def watched_groups(
             (topics.declarations, *topics.all_responses(), topics.dlq, topics.deadlines),
         ),
         WatchedGroup(f"{hub_app_id}-publisher", (topics.decision_outbox,)),
-        *(WatchedGroup(adapter_group(a), (topics.requests(a),)) for a in topics.authorities),
+        *(
+            WatchedGroup(adapter_group(topics, a), (topics.requests(a),))
+            for a in topics.authorities
+        ),
         WatchedGroup(clearance_group, (topics.decisions,)),
     ]
 

@@ -230,7 +230,7 @@ def _consumer_groups(registry: TopicRegistry, deployment: Deployment) -> dict[st
     groups[registry.decision_outbox] = f"{deployment.hub_group}-publisher"  # publisher.py
     groups[registry.decisions] = deployment.clearance_group
     for authority in registry.authorities:
-        groups[registry.requests(authority)] = adapter_group(authority)
+        groups[registry.requests(authority)] = adapter_group(registry, authority)
     return groups
 
 

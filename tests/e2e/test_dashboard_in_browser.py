@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from gun_contract.kafka.acls import adapter_group
 from gun_hub.security.web_auth import LocalAccess
 from tests.browser import Page, headless_page
 from tests.builders import declaration_xml
@@ -70,6 +71,7 @@ async def test_the_dashboard_shows_live_figures_while_declarations_flow(
 ) -> None:
     pipeline, access, officer_port = officers_pipeline
     dashboard = f"http://127.0.0.1:{officer_port}/dashboard"
+    dgal_group = adapter_group(pipeline.kafka.topics, "dgal")
     # The listener opens with the hub's services, once its tables are recovered.
     deadline = time.monotonic() + 60
     while await asyncio.to_thread(status_of, dashboard) == 0:
@@ -113,7 +115,7 @@ async def test_the_dashboard_shows_live_figures_while_declarations_flow(
         assert as_int(released) >= 1
         await shown(
             page,
-            lambda: page.text('#lag tr[data-group="gun-adapter-dgal"] td:nth-child(2)'),
+            lambda: page.text(f'#lag tr[data-group="{dgal_group}"] td:nth-child(2)'),
             lambda v: v == "0",
         )
         assert float(await page.text("#throughput")) > 0

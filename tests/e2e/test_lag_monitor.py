@@ -30,7 +30,10 @@ from tests.e2e.conftest import Pipeline, start_pipeline
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
-DGAL_GROUP = adapter_group("dgal")
+
+def dgal_group(pipeline: Pipeline) -> str:
+    """The DGAL adapters' group: named after the test's topic prefix (acls.py)."""
+    return adapter_group(pipeline.kafka.topics, "dgal")
 
 
 @pytest.fixture
@@ -79,7 +82,7 @@ async def lag_topic(pipeline: Pipeline) -> AsyncIterator[LagTopic]:
 def metric_lag(pipeline: Pipeline) -> int | None:
     """``kafka_consumergroup_lag_sum`` of the DGAL adapter on its request topic."""
     pattern = (
-        rf'^kafka_consumergroup_lag_sum\{{consumergroup="{DGAL_GROUP}",'
+        rf'^kafka_consumergroup_lag_sum\{{consumergroup="{dgal_group(pipeline)}",'
         rf'topic="{re.escape(pipeline.kafka.topics.requests("dgal"))}"\}} (\S+)$'
     )
     found = re.search(pattern, pipeline.metrics(), re.MULTILINE)
@@ -97,12 +100,9 @@ async def metric_until(pipeline: Pipeline, condition: Callable[[int | None], boo
 
 
 def dgal_lag(measured: LagSnapshot, topic: str) -> int:
-    """The DGAL adapter's lag on this test's request topic (-1: not measured).
-
-    Consumer group names do not carry the topic prefix, so on the shared test broker the
-    group has also committed on other tests' topics; only this test's topic is looked at.
-    """
-    lags = [p.lag for p in measured.partitions if p.group == DGAL_GROUP and p.topic == topic]
+    """The DGAL adapter's lag on this test's request topic (-1: not measured)."""
+    group = topic.replace(".requests.", "-adapter-")  # the group of the same prefix
+    lags = [p.lag for p in measured.partitions if p.group == group and p.topic == topic]
     return sum(lags) if lags else -1
 
 
@@ -111,6 +111,7 @@ async def test_a_stopped_adapter_shows_growing_lag_that_returns_to_zero_once_res
 ) -> None:
     pipeline = watched_pipeline
     requests = pipeline.kafka.topics.requests("dgal")
+    group = dgal_group(pipeline)
     async with lag_topic(pipeline) as snapshots:
         await snapshots.until(lambda s: dgal_lag(s, requests) == 0)
         pipeline.group.stop("adapter-dgal")
@@ -134,9 +135,7 @@ async def test_a_stopped_adapter_shows_growing_lag_that_returns_to_zero_once_res
         try:
             growing = await snapshots.until(
                 lambda s: (
-                    (g := s.group(DGAL_GROUP)) is not None
-                    and g.growing
-                    and dgal_lag(s, requests) >= 10
+                    (g := s.group(group)) is not None and g.growing and dgal_lag(s, requests) >= 10
                 )
             )
         finally:
@@ -145,7 +144,7 @@ async def test_a_stopped_adapter_shows_growing_lag_that_returns_to_zero_once_res
         scraped = await metric_until(pipeline, lambda v: v is not None and v >= 10)
         assert scraped is not None
         assert scraped >= 10
-        assert 'gun_hub_consumergroup_lag_growing{consumergroup="gun-adapter-dgal"} 1.0' in (
+        assert f'gun_hub_consumergroup_lag_growing{{consumergroup="{group}"}} 1.0' in (
             pipeline.metrics()
         )
         peak = dgal_lag(growing, requests)
@@ -161,12 +160,12 @@ async def test_a_stopped_adapter_shows_growing_lag_that_returns_to_zero_once_res
         )
         assert table.returncode == 0, table.stderr
         [row] = [line.split() for line in table.stdout.splitlines() if f" {requests} " in line]
-        assert row[0] == DGAL_GROUP
+        assert row[0] == group
         assert int(row[2]) >= peak
 
         assert pipeline.partner_port is not None
         start_adapter(pipeline.group, "dgal", pipeline.partner_port)
         drained = await snapshots.until(lambda s: dgal_lag(s, requests) == 0)
-        assert drained.group(DGAL_GROUP) is not None
-        await snapshots.until(lambda s: not s.group(DGAL_GROUP).growing)  # type: ignore[union-attr]
+        assert drained.group(group) is not None
+        await snapshots.until(lambda s: not s.group(group).growing)  # type: ignore[union-attr]
         assert await metric_until(pipeline, lambda v: v == 0) == 0

@@ -22,9 +22,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
 from adapters.base import PartnerPort, load_adapter
-from adapters.base.runner import AdapterRunner, consumer_group
+from adapters.base.runner import AdapterRunner
 from adapters.conformance.harness import Harness, Quote
 from gun_contract.health import CircuitStatus
+from gun_contract.kafka.acls import adapter_group
 from gun_contract.model.exchange import (
     AuthorityRequest,
     AuthorityResponse,
@@ -290,7 +291,7 @@ async def group_commits(kafka_env: KafkaEnv) -> dict[int, tuple[int, str]]:
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_env.bootstrap)
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(consumer_group("dgal"))
+        offsets = await admin.list_consumer_group_offsets(adapter_group(kafka_env.topics, "dgal"))
     finally:
         await admin.close()
     topic = kafka_env.topics.requests("dgal")

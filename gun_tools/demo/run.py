@@ -15,7 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gun_contract.kafka.admin import ensure_topics
+from aiokafka.errors import KafkaError
+
+from gun_contract.kafka.admin import PartitionCountMismatch, ensure_topics, wait_for_cluster
+from gun_contract.kafka.refusals import ClusterRefused
 from gun_contract.security.entitlements import CLEARANCE_PARTY, parties
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.security.replay import MemoryReplayGuard
@@ -48,6 +51,8 @@ from gun_tools.processes import (
 READY_WITHIN_S = 90.0
 # From the first submission: far more than the demo needs, less than a user's patience.
 DECISIONS_WITHIN_S = 120.0
+# A Kafka given with --bootstrap is running already: it answers at once, or not at all.
+CLUSTER_WITHIN_S = 15.0
 
 
 class DemoFailed(RuntimeError):
@@ -77,6 +82,31 @@ class DemoResult:
         ]
 
 
+@dataclass(frozen=True)
+class DemoNames:
+    """What the demo's records, groups and changelogs are named after: its own, beside
+    the deployment whose settings are loaded. On a Kafka that holds a deployment, the
+    demo's throw-away keys signed checkpoints on its audit trail (``audit verify`` failed
+    for good), its decisions reached the real clearance reader, its workers joined the
+    real groups (review stop 39-O, O6)."""
+
+    topic_prefix: str
+    app_id: str
+    clearance_group: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "GUN_HUB_KAFKA__TOPIC_PREFIX": self.topic_prefix,  # the adapters' groups too
+            "GUN_HUB_HUB__APP_ID": self.app_id,
+            "GUN_HUB_OPS__CLEARANCE_GROUP": self.clearance_group,
+        }
+
+
+def demo_names(settings: Settings) -> DemoNames:
+    prefix = f"{settings.kafka.topic_prefix}-demo"
+    return DemoNames(prefix, f"{prefix}-hub", f"{prefix}-clearance")
+
+
 def documents_file(authority: str) -> Path:
     return samples_dir() / "partners" / f"{authority}-documents.json"
 
@@ -92,37 +122,43 @@ def run_demo(
     """The whole job; ``bootstrap``: use that running broker instead of the embedded one."""
     began = time.monotonic()
     routing, samples = _prepare(settings)
-    topics = topic_registry(settings.kafka.topic_prefix, routing.authorities)
+    names = demo_names(settings)
+    topics = topic_registry(names.topic_prefix, routing.authorities)
     broker = None
     if bootstrap is None:
         broker = LocalBroker(settings.broker, settings.kafka.partitions)
         bootstrap = broker.bootstrap_servers
+    else:  # running already: nothing is started on a Kafka that does not answer
+        _reach(bootstrap, CLUSTER_WITHIN_S)
     started_broker = broker is not None and broker.running_pid() is None
+    say(
+        f"Kafka at {bootstrap}: topics {names.topic_prefix}.*, the hub's app id "
+        f"{names.app_id} (no deployment's names are touched)"
+    )
     # Keys are made for this run only: nothing secret is shipped or reused.
     security = SecuritySettings(keys_dir=work_dir / "keys", state_dir=work_dir / "state")
     KeystoreFolder(security.keys_dir).init(parties(topics))
     say(f"generated signing and encryption keys for {', '.join(parties(topics))}")
     base_env = {
         "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "GUN_HUB_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        **names.env(),
         "GUN_HUB_SECURITY__KEYS_DIR": str(security.keys_dir),
         "GUN_HUB_SECURITY__STATE_DIR": str(security.state_dir),
     }
     log_dir = work_dir / "logs"
     try:
         with ProcessGroup(log_dir, base_env, stop_together=True) as group:
-            names = ", ".join(a.upper() for a in routing.authorities)
-            say(f"starting the simulated partner systems and adapters ({names}) and the hub...")
+            authorities = ", ".join(a.upper() for a in routing.authorities)
+            say(
+                f"starting the simulated partner systems and adapters ({authorities}) "
+                "and the hub..."
+            )
             # Started before the broker is up, so that their start-up (imports, keys)
             # overlaps the broker's: each waits for the cluster before using it.
             readiness = _start_components(group, routing, work_dir)
             if broker is not None:
                 _start_broker(broker, say)
-            asyncio.run(
-                ensure_topics(
-                    bootstrap, topics, settings.kafka.partitions, settings.kafka.replication_factor
-                )
-            )
+            _create_topics(bootstrap, topics, settings)
             wait_all_ready(readiness, READY_WITHIN_S, group)
             say(
                 f"submitting {len(samples.declarations)} sample declarations (an amendment "
@@ -154,6 +190,30 @@ def _prepare(settings: Settings) -> tuple[RoutingTable, SampleRun]:
     except SamplesError as err:
         raise DemoFailed(str(err)) from err
     return routing, samples
+
+
+def _reach(bootstrap: str, within_s: float) -> None:
+    try:
+        asyncio.run(wait_for_cluster(bootstrap, timeout_s=within_s))
+    except ClusterRefused as err:
+        raise DemoFailed(str(err)) from err
+    except TimeoutError as err:
+        raise DemoFailed(f"Kafka at {bootstrap} did not answer within {within_s:g} s") from err
+
+
+def _create_topics(bootstrap: str, topics: TopicRegistry, settings: Settings) -> None:
+    """The demo's topics, created if missing; a cluster lost meanwhile, or topics of its
+    names left with another partition count, fail the demo in one sentence."""
+    try:
+        asyncio.run(
+            ensure_topics(
+                bootstrap, topics, settings.kafka.partitions, settings.kafka.replication_factor
+            )
+        )
+    except PartitionCountMismatch as err:
+        raise DemoFailed(str(err)) from err
+    except (KafkaError, OSError) as err:
+        raise DemoFailed(f"Kafka at {bootstrap}: {type(err).__name__}: {err}") from err
 
 
 def _start_broker(broker: LocalBroker, say: Callable[[str], None]) -> None:

@@ -171,10 +171,11 @@ class DemoRun:
 
 
 @pytest.fixture(scope="module")
-def demo_env(
+def deployment_env(
     kafka_bootstrap: str, keys_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> KafkaEnv:
-    """Topics of the demo's own (one prefix), shared by this module's tests."""
+    """The settings of a deployment of the user's (one prefix, its app id) on the Kafka the
+    demo is pointed at; shared by this module's tests."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     routing = load_routing_table(REPO / "config" / "routing.toml")
     return KafkaEnv(
@@ -188,12 +189,28 @@ def demo_env(
 
 
 @pytest.fixture(scope="module")
-def demo_run(demo_env: KafkaEnv, tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    """The demo, once for the module, as a user starts it (the topics are its to create)."""
+def demo_env(deployment_env: KafkaEnv) -> KafkaEnv:
+    """The names the demo takes beside that deployment's: ``<prefix>-demo``."""
+    prefix = f"{deployment_env.prefix}-demo"
+    routing = deployment_env.routing
+    return KafkaEnv(
+        deployment_env.bootstrap,
+        prefix,
+        topic_registry(prefix, routing.authorities),
+        routing,
+        deployment_env.keys_dir,
+        deployment_env.state_dir,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(deployment_env: KafkaEnv, tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The demo, once for the module, as a user starts it with their deployment's settings
+    loaded (the topics are its to create)."""
     work = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, **demo_env.env(), "TMPDIR": str(work)}
+    env = {**os.environ, **deployment_env.env(), "TMPDIR": str(work)}
     finished = subprocess.run(
-        [sys.executable, "-m", "gun_hub", "demo", "--bootstrap", demo_env.bootstrap],
+        [sys.executable, "-m", "gun_hub", "demo", "--bootstrap", deployment_env.bootstrap],
         capture_output=True,
         text=True,
         env=env,
@@ -287,3 +304,31 @@ async def test_the_war_material_licence_is_never_shown_in_clear(
             [record.key or b"", record.value or b"", *(v for _, v in record.headers)]
         )
         assert LICENCE.encode() not in content, record.topic
+
+
+async def test_the_demo_leaves_the_deployments_topics_groups_and_trail_alone(
+    demo_run: DemoRun, deployment_env: KafkaEnv, demo_env: KafkaEnv
+) -> None:
+    """On a Kafka the user already runs, the demo wrote under the deployment's topic names
+    and joined its groups (``gun-hub``, ``gun-hub-publisher``, the adapters'): its
+    throw-away audit key's checkpoints on ``gun.audit`` made ``gun-hub audit verify`` fail
+    for good, and the real clearance reader dead-lettered its decisions (review stop 39-O,
+    O6). It takes names of its own instead, and says which."""
+    assert demo_run.exit_code == 0, demo_run.stderr
+    admin = AIOKafkaAdminClient(bootstrap_servers=deployment_env.bootstrap)
+    await admin.start()
+    try:
+        topics = await admin.list_topics()
+        groups = {str(group[0]) for group in await admin.list_consumer_groups()}
+    finally:
+        await admin.close()
+    deployments = f"{deployment_env.prefix}."
+    assert [t for t in topics if t.startswith(deployments)] == []
+    assert demo_env.topics.audit in topics
+    deployment_app = f"{deployment_env.prefix}-hub"  # GUN_HUB_HUB__APP_ID of its settings
+    assert [t for t in topics if t.startswith(f"{deployment_app}-")] == []
+    assert [g for g in groups if g == deployment_app or g.startswith(f"{deployment_app}-")] == []
+    assert [g for g in groups if g.startswith(f"{deployment_env.prefix}-adapter-")] == []
+    assert f"{demo_env.prefix}-hub" in groups
+    assert f"{demo_env.prefix}-adapter-dgal" in groups
+    assert f"topics {demo_env.prefix}.*" in demo_run.stdout  # and it says which

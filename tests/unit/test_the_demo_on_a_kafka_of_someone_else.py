@@ -1,0 +1,44 @@
+"""``gun-hub demo --bootstrap HOST:PORT``, "on a Kafka you already run" (review stop 39-O,
+O6): a Kafka that does not answer ended in a 56-line traceback where demo.md promises
+``demo failed: ...``. (What it leaves on a Kafka that answers, its names of its own:
+tests/e2e/test_the_demo_shows_the_three_administrations.py.)
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+import gun_tools.demo.run as demo_run
+from gun_contract.settings import KafkaSettings, Settings
+from gun_hub.cli import app
+from gun_tools.demo.run import demo_names
+
+
+@pytest.fixture(autouse=True)
+def no_settings_of_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.startswith("GUN_HUB_")]:
+        monkeypatch.delenv(name)
+
+
+def test_a_kafka_that_does_not_answer_fails_the_demo_in_one_line_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(demo_run, "CLUSTER_WITHIN_S", 1.0)
+    result = CliRunner().invoke(app, ["demo", "--bootstrap", "127.0.0.1:1"])
+    assert result.exit_code == 1, repr(result.exception)
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("demo failed: Kafka at 127.0.0.1:1 did not answer within 1 s"), line
+
+
+def test_the_demos_names_are_its_own_beside_a_deployments() -> None:
+    names = demo_names(Settings(kafka=KafkaSettings(topic_prefix="gun")))
+    assert (names.topic_prefix, names.app_id, names.clearance_group) == (
+        "gun-demo",
+        "gun-demo-hub",
+        "gun-demo-clearance",
+    )
+    staging = demo_names(Settings(kafka=KafkaSettings(topic_prefix="ro")))
+    assert staging.topic_prefix == "ro-demo"

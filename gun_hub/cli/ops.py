@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
@@ -373,7 +374,12 @@ def portal_init(
 def portal_token(
     eori: str = typer.Option(..., help="The trader the portal authenticated."),
     key: Path = typer.Option(..., help="The portal's private key (portal.jwk)."),
-    lifetime: int = typer.Option(300, help="Seconds the token stays valid."),
+    lifetime: int = typer.Option(
+        300,
+        min=1,
+        help="Seconds the token stays valid; at most what the hub accepts "
+        "(GUN_HUB_WEB__TOKEN_MAX_LIFETIME_S, 900 by default).",
+    ),
     out: Path | None = typer.Option(None, help="Write the token to this file (mode 0600)."),
     lodge: bool = typer.Option(
         False,
@@ -384,6 +390,15 @@ def portal_token(
 ) -> None:
     """A token for one trader, as the portal would issue it (printed, or written)."""
     settings = settings_or_exit()
+    longest = settings.web.token_max_lifetime_s
+    if lifetime > longest:  # the hub would refuse it for good (review stop 39-O, O8)
+        typer.echo(
+            f"--lifetime {lifetime} is over the {longest} s the hub accepts "
+            "(GUN_HUB_WEB__TOKEN_MAX_LIFETIME_S): it would refuse the token; ask for "
+            f"{longest} s at most",
+            err=True,
+        )
+        raise typer.Exit(2)
     # The opt-out (empty) asks for no scope: a token naming none is what it takes then.
     scope = settings.gateway.lodging_scope if lodge and settings.gateway.lodging_scope else None
     try:
@@ -400,8 +415,14 @@ def portal_token(
         raise typer.Exit(2) from None
     if out is None:
         typer.echo(token)
-        return
-    write_private_file(out, token + "\n")
+    else:
+        write_private_file(out, token + "\n")
+    until = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + lifetime))
+    typer.echo(
+        f"a token for {eori}, valid for {lifetime} s (until {until}); then the hub answers "
+        "that it has expired: make another the same way",
+        err=True,
+    )
 
 
 MIN_OFFICER_PASSWORD_CHARS = 12

@@ -40,7 +40,7 @@ from gun_hub.gateway.lodging import (
     Lodger,
     PublishFailed,
 )
-from gun_hub.security.web_auth import TraderTokens, Unauthenticated, bearer_token
+from gun_hub.security.web_auth import TraderTokens, Unauthenticated, bearer_token, token_refusal
 from gun_hub.web.common import OncePerSecond, RefusalLog, answer, refuse
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def lodging_app(
                     {"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{scope}"'},
                     kind=INSUFFICIENT_SCOPE,
                 )
-            return refuse(401, "a valid portal token is required", {"WWW-Authenticate": _CHALLENGE})
+            return refuse(401, token_refusal(refused), {"WWW-Authenticate": _CHALLENGE})
         # The trader's share before the global bound: a trader holding its share hears
         # that it is the one to wait, whether or not the others fill the rest.
         if gateway.holds_its_share(eori):

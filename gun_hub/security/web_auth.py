@@ -313,6 +313,19 @@ class TraderTokens:
         return subject
 
 
+# What a refused trader reads: sentences, no secret (S105 goes by the names).
+REFUSED_TOKEN = "a valid portal token is required"  # noqa: S105
+EXPIRED_TOKEN = "the portal token has expired: ask the portal for another"  # noqa: S105
+
+
+def token_refusal(refused: Unauthenticated) -> str:
+    """What a refused trader is told: that its token has expired, when it has (the dates
+    are read only once the portal's signature is verified, so this is said of the
+    trader's own token only and tells a forger nothing), and nothing more otherwise
+    (review stop 39-O, O8)."""
+    return EXPIRED_TOKEN if refused.reason == "expired" else REFUSED_TOKEN
+
+
 def bearer_token(authorization: str | None) -> str:
     """The token of an ``Authorization: Bearer`` header, or :class:`Unauthenticated`."""
     if not authorization:

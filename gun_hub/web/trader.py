@@ -18,7 +18,7 @@ from collections.abc import Collection
 from aiohttp import web
 
 from gun_hub.security.client_address import PEERS_ONLY, ClientAddresses
-from gun_hub.security.web_auth import TraderTokens, Unauthenticated, bearer_token
+from gun_hub.security.web_auth import TraderTokens, Unauthenticated, bearer_token, token_refusal
 from gun_hub.web.common import REFERENCE, RefusalLog, answer, from_view, refuse
 from gun_hub.web.queries import ViewReader
 from gun_hub.web.redaction import trader_status
@@ -44,7 +44,7 @@ def trader_app(
         except Unauthenticated as refused:
             client = clients.client(request.remote, request.headers.getall("X-Forwarded-For", []))
             refusals.refused(client, refused.reason, str(refused))
-            return refuse(401, "a valid portal token is required", {"WWW-Authenticate": _CHALLENGE})
+            return refuse(401, token_refusal(refused), {"WWW-Authenticate": _CHALLENGE})
         reference = request.match_info["reference"]
         if not REFERENCE.fullmatch(reference):
             return refuse(400, "not a declaration reference", reference=reference[:40])

@@ -245,7 +245,7 @@ async def test_without_a_valid_portal_token_the_trader_listener_tells_nothing(
         None,
         "Bearer not-a-token",
         f"Bearer {impostor}",  # the attacker's own "portal"
-        hub.token(now=NOW.timestamp() - 3600),  # expired
+        hub.token(lifetime_s=3600),  # a lifetime beyond what the hub accepts
         hub.officer,  # officer credentials are not a trader's
     ):
         code, body, headers = await get(url, authorization)
@@ -255,6 +255,30 @@ async def test_without_a_valid_portal_token_the_trader_listener_tells_nothing(
     # Refused before the reference is even looked at.
     assert (await get(f"{hub.trader_url}/declarations/not%20a%20ref"))[0] == 401
     assert (await get(f"{hub.trader_url}/declarations/not%20a%20ref", hub.token()))[0] == 400
+
+
+async def test_an_expired_portal_token_is_told_it_has_expired_and_nothing_more(
+    hub: Hub, tmp_path: Path
+) -> None:
+    """The tokens of "Credentials for a local run" last 5 minutes: afterwards the trader
+    was told "a valid portal token is required", and had to guess why (review stop 39-O,
+    O8). A genuine token that has expired is told so: the trader's own token, checked
+    signed by the portal before its dates are read; a forged one still hears nothing."""
+    url = f"{hub.trader_url}/declarations/{MINE}"
+    code, body, headers = await get(url, hub.token(now=NOW.timestamp() - 3600))
+    assert code == 401
+    assert body == {"error": "the portal token has expired: ask the portal for another"}
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    impostor_private, _ = generate_portal_key(tmp_path / "impostor")
+    forged_and_expired = issue_trader_token(
+        load_portal_key(impostor_private),
+        TRADER,
+        issuer="clearance-portal",
+        audience="gun-hub",
+        now=NOW.timestamp() - 3600,
+    )
+    code, body, _ = await get(url, f"Bearer {forged_and_expired}")
+    assert (code, body) == (401, {"error": "a valid portal token is required"})
 
 
 async def test_statistics_and_the_dashboard_are_not_on_the_trader_listener(hub: Hub) -> None:

@@ -64,6 +64,13 @@ DECLARANT_CHANGED = "DECLARANT_CHANGED"
 # A declaration lodged through the gateway under a reference that is not its declarant's
 # (domain/reference_namespace.py).
 REFERENCE_NOT_THE_DECLARANTS = "REFERENCE_NOT_THE_DECLARANTS"
+# The head of the reason of a declaration the gateway lodged that the hub cannot read: the
+# two disagree, and the dead letter waits to be redriven once they agree (redrive.py). At
+# the head, so that the view's cut reason keeps it.
+GATEWAY_DISAGREES = (
+    "lodged through the gateway, whose checks should have refused it (are the gateway and "
+    "the hub on the same version and limits?)"
+)
 # A compact JOSE serialization starts with a base64url part and a dot (its protected
 # header, which need not be compact JSON: '{ "alg"' is not 'eyJ'; found by review, stop 36).
 _SEALED_START = re.compile(rb"[A-Za-z0-9_-]+\.")
@@ -430,10 +437,7 @@ class Intake:
         metrics.DECLARATIONS_REJECTED.labels(kind=kind).inc()
         identity = sniff_identity(document)
         if through_the_gateway:
-            reason = (
-                f"{reason} (lodged through the gateway, whose checks should have refused it: "
-                "are the gateway and the hub on the same version and limits?)"
-            )
+            reason = f"{GATEWAY_DISAGREES}: {reason}"
         self._dead_letter(
             outbox,
             data,

@@ -41,6 +41,8 @@ from gun_hub import metrics
 from gun_hub.ops.dead_letters import DeadLetterId, NotAnId
 from gun_hub.pipeline.correlation import UNASKED_DOCUMENT
 from gun_hub.pipeline.hub_context import HubContext
+from gun_hub.pipeline.intake import GATEWAY_DISAGREES
+from gun_hub.xml.safe_parse import XmlRejectionKind
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,11 @@ _READ_ATTEMPTS = 3
 # -- which dead letters can be redriven -------------------------------------------------------
 
 
+# The same said at the end of the reason, by releases before stop 39 (found when the
+# view did not cut it off).
+_GATEWAY_DISAGREED_BEFORE = "(lodged through the gateway, whose checks should have refused it"
+
+
 def hub_inputs(topics: TopicRegistry) -> dict[str, frozenset[str]]:
     """The components that honour a redrive, and the topics each reads."""
     return {
@@ -67,8 +74,22 @@ def hub_inputs(topics: TopicRegistry) -> dict[str, frozenset[str]]:
     }
 
 
+# A declaration refused for what it holds, whatever the hub's settings: the clearance
+# system had its REFUSE decision (where the reference could be read), and the same bytes
+# read again are refused again (no second decision, only a new dead letter). Not
+# XML_OVERSIZED: a limit of the settings (GUN_HUB_HUB__MAX_DECLARATION_BYTES) the operator
+# may raise.
+REFUSED_AS_IT_IS = frozenset(
+    f"XML_{kind.value}" for kind in XmlRejectionKind if kind is not XmlRejectionKind.OVERSIZED
+)
+
+
 def not_redrivable(
-    component: str, source_topic: str, topics: TopicRegistry, kind: str | None = None
+    component: str,
+    source_topic: str,
+    topics: TopicRegistry,
+    kind: str | None = None,
+    reason: str = "",
 ) -> str | None:
     """Why a dead letter of ``kind`` written by ``component`` about a record of
     ``source_topic`` cannot be redriven; None when it can.
@@ -81,7 +102,8 @@ def not_redrivable(
     of a message the hub acted on at another position. Redriven while its id is
     remembered it is refused again; once the memory has forgotten the id (ADR 0008), it
     would be a first sighting on its own partition, and decided a second time (found by
-    review in stop 35).
+    review in stop 35). Nor a declaration the intake refused for what it holds (``reason``:
+    the dead letter's, which says whether the gateway lodged it; review stop 39-O, O9).
     """
     if kind == EnvelopeRejectionKind.REPLAY.value:
         return (
@@ -92,6 +114,18 @@ def not_redrivable(
         return (
             "the answer's documents the hub asked were acted on when it was read, only the "
             "others left out: redriven, they would be acted on twice"
+        )
+    if (
+        component == "hub.intake"
+        and kind in REFUSED_AS_IT_IS
+        and GATEWAY_DISAGREES not in reason
+        and _GATEWAY_DISAGREED_BEFORE not in reason
+    ):
+        return (
+            f"as it is, the declaration is refused again ({kind}): what it holds is at "
+            "fault, not the hub (the clearance system had the refusal where its reference "
+            "could be read); read again it decides nothing and only writes another dead "
+            "letter: its declarant sends a corrected version"
         )
     topics_read = hub_inputs(topics).get(component)
     if topics_read is None:

@@ -424,7 +424,7 @@ async def _original(
 ) -> LoggedRecord | web.Response:
     """The record the dead letter is about, as the broker still holds it, once it is known
     to be the one the dead letter kept (its bytes, or their digest when they did not fit)."""
-    why_not = not_redrivable(row.component, row.source_topic, desk.topics, row.kind)
+    why_not = not_redrivable(row.component, row.source_topic, desk.topics, row.kind, row.reason)
     if why_not is None and (row.source_partition is None or row.source_offset is None):
         why_not = "its headers do not say where the original is"
     if why_not is None:
@@ -477,7 +477,7 @@ def _why_not(
     redrive.py, then the partitions ``existing`` says its original's topic has (a foreign
     producer's header, a topic recreated with fewer partitions): a redrive there would
     wait on a partition that will never answer."""
-    why_not = not_redrivable(row.component, row.source_topic, topics, row.kind)
+    why_not = not_redrivable(row.component, row.source_topic, topics, row.kind, row.reason)
     partitions = existing.get(row.source_topic)
     if why_not is not None or partitions is None or row.source_partition is None:
         return why_not

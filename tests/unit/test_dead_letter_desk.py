@@ -276,8 +276,8 @@ async def test_a_dead_letter_whose_original_is_on_no_partition_cannot_be_redrive
 ) -> None:
     """A foreign producer's header, or a topic recreated with fewer partitions: listed as
     not redrivable, with the reason, and refused as such (review stop 37, H2)."""
-    desk.dead_letter(0, PLAIN, kind="XML_MALFORMED", source_partition=99)
-    desk.dead_letter(1, PLAIN, kind="XML_MALFORMED")
+    desk.dead_letter(0, PLAIN, kind="ENVELOPE_UNKNOWN_KID", source_partition=99)
+    desk.dead_letter(1, PLAIN, kind="ENVELOPE_UNKNOWN_KID")
     why = (
         f"its original's partition, {TOPICS.declarations}/99, does not exist "
         f"({TOPICS.declarations} has 4)"
@@ -299,7 +299,7 @@ async def test_the_list_does_not_wait_on_a_broker_that_cannot_describe_its_topic
     desk: Desk,
 ) -> None:
     """The list is the view's: what the broker cannot say now, the redrive checks again."""
-    desk.dead_letter(0, PLAIN, kind="XML_MALFORMED", source_partition=99)
+    desk.dead_letter(0, PLAIN, kind="ENVELOPE_UNKNOWN_KID", source_partition=99)
     desk.broker.undescribed = True
     status, body = await desk.call("GET", "/dead-letters", "bob")
     assert status == 200

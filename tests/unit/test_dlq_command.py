@@ -76,11 +76,11 @@ async def test_redriving_a_kind_says_each_dead_letter_not_redriven_and_goes_on(
     for offset in (5, 6, 7):
         desk.broker.put(TOPICS.declarations, 1, offset, REFERENCE.encode(), PLAIN)
     desk.broker.slow[(TOPICS.declarations, 1, 6)] = 3.0
-    desk.dead_letter(0, PLAIN, kind="XML_MALFORMED", source_partition=99)
-    desk.dead_letter(1, PLAIN, kind="XML_MALFORMED", source_offset=5)
-    desk.dead_letter(2, PLAIN, kind="XML_MALFORMED", source_offset=6)
-    desk.dead_letter(3, PLAIN, kind="XML_MALFORMED", source_offset=7)
-    done = await dlq(desk, tmp_path, "alice", "redrive", "--kind", "XML_MALFORMED")
+    desk.dead_letter(0, PLAIN, kind="ENVELOPE_UNKNOWN_KID", source_partition=99)
+    desk.dead_letter(1, PLAIN, kind="ENVELOPE_UNKNOWN_KID", source_offset=5)
+    desk.dead_letter(2, PLAIN, kind="ENVELOPE_UNKNOWN_KID", source_offset=6)
+    desk.dead_letter(3, PLAIN, kind="ENVELOPE_UNKNOWN_KID", source_offset=7)
+    done = await dlq(desk, tmp_path, "alice", "redrive", "--kind", "ENVELOPE_UNKNOWN_KID")
     assert done.exit_code == 3, done.output  # documented: some went unanswered
     assert (
         f"1:0: not redriven: its original's partition, {TOPICS.declarations}/99, does not exist"

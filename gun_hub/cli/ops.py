@@ -39,7 +39,7 @@ from gun_hub.cli.hub_client import (
     refused,
 )
 from gun_hub.cli.kafka import registry_for
-from gun_hub.cli.startup import settings_or_exit
+from gun_hub.cli.startup import aiokafka_quiet, settings_or_exit
 from gun_hub.cli.terminal import as_json as json_text
 from gun_hub.cli.terminal import shown
 from gun_hub.ops.lag import LagSnapshot
@@ -214,10 +214,10 @@ def _print_statistics(body: dict[str, Any]) -> None:
     if overrides:
         typer.echo(
             f"\noverrides (mention 73000): {overrides['declared']} declared, "
-            f"{overrides['applied']} applied, {overrides['declined']} not accepted"
+            f"{overrides['applied']} applied, {overrides['declined']} declined"
         )
         print_table(
-            ["declarant", "declared", "applied", "not accepted"],
+            ["declarant", "declared", "applied", "declined"],
             [
                 [eori, v["declared"], v["applied"], v["declined"]]
                 for eori, v in overrides["by_declarant"].items()
@@ -259,7 +259,12 @@ def lag(
     watch: float = typer.Option(
         0.0, help="Measure again every N seconds (flags growing lag); 0: once."
     ),
-    as_json: bool = AS_JSON,
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print each measurement as JSON (the gun.ops.lag snapshot), asked of the "
+        "cluster: no hub needed.",
+    ),
 ) -> None:
     """Consumer lag of every group of the hub, its adapters and the clearance system.
     Exit code 3: the cluster could not be measured (with --watch, a failed measurement is
@@ -273,6 +278,7 @@ def lag(
         try:
             await monitor.start()
         except Exception as err:  # noqa: BLE001 - an unreachable cluster is one sentence
+            await monitor.stop()  # its clients closed, none reported unclosed afterwards
             _cannot_measure(err, f"(Kafka at {settings.kafka.bootstrap_servers})")
             return False
         try:
@@ -295,7 +301,8 @@ def lag(
             await monitor.stop()
 
     measured_any = True
-    with contextlib.suppress(KeyboardInterrupt):
+    # aiokafka's error for each failed connection held back: the sentence says it once.
+    with contextlib.suppress(KeyboardInterrupt), aiokafka_quiet():
         measured_any = asyncio.run(measure())
     if not measured_any:
         raise typer.Exit(CANNOT_MEASURE)

@@ -9,6 +9,7 @@ traceback too.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -225,3 +226,19 @@ def test_the_clearance_commands_without_the_clearance_key_name_the_file_and_the_
     [line] = result.output.strip().splitlines()
     assert line.startswith(f"cannot start: {tmp_path / 'clearance.jwk'} does not exist")
     assert "GUN_HUB_SECURITY__KEYS_DIR" in line
+
+
+def test_lag_on_a_cluster_that_cannot_be_reached_says_one_sentence_without_aiokafkas_noise(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Exit 3 as documented, and nothing around it: aiokafka's "Unable connect to" lines
+    and two "Unclosed AIOKafkaConsumer" blocks framed the sentence (review stop 39-O, O9)."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setenv("GUN_HUB_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    result = CliRunner().invoke(app, ["lag"])
+    gc.collect()  # a client left unclosed says so as it is collected
+    assert result.exit_code == 3, repr(result.exception)
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("cannot measure the lag at ")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")] == []
+    assert [r.getMessage() for r in caplog.records if "Unclosed" in r.getMessage()] == []

@@ -16,6 +16,7 @@ from typer.testing import CliRunner, Result
 
 from gun_contract.settings import WebSettings
 from gun_hub.cli import app
+from gun_hub.cli.ops import _print_statistics
 from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import OpsView
 from gun_hub.security.web_auth import Unauthenticated
@@ -171,3 +172,33 @@ async def test_the_stand_in_portal_says_how_long_its_token_lasts_and_issues_none
         "--out", str(too_long),
     )  # fmt: skip
     assert longer.exit_code == 0, longer.output
+
+
+def test_the_statistics_call_the_overrides_columns_what_the_json_and_the_docs_call_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``stats`` printed "not accepted" where the JSON and operations.md say ``declined``
+    (review stop 39-O, O9)."""
+    counts = {"declared": 3, "applied": 1, "declined": 2}
+    _print_statistics(
+        {
+            "from": "2026-12-01",
+            "to": "2026-12-05",
+            "decisions": {"total": 0, "by_outcome": {}},
+            "overrides": {**counts, "by_declarant": {TRADER: counts}},
+            "dead_letters": {"total": 0, "by_kind": {}},
+        }
+    )
+    printed = capsys.readouterr().out
+    assert "3 declared, 1 applied, 2 declined" in printed
+    assert "not accepted" not in printed
+    [heading] = [line for line in printed.splitlines() if line.startswith("declarant")]
+    assert heading.split() == ["declarant", "declared", "applied", "declined"]
+
+
+def test_lag_says_its_json_is_the_clusters_measurement_not_a_hubs_answer() -> None:
+    """``gun-hub lag`` asks the cluster, no hub needed (operations.md)."""
+    shown = CliRunner().invoke(app, ["lag", "--help"], terminal_width=200)
+    assert shown.exit_code == 0
+    assert "hub's JSON answer" not in shown.output
+    assert "measurement" in shown.output

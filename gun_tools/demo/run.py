@@ -25,6 +25,7 @@ from gun_contract.security.replay import MemoryReplayGuard
 from gun_contract.settings import SecuritySettings, Settings
 from gun_contract.topics import TopicRegistry, topic_registry
 from gun_hub.cli.progress import progress_bar
+from gun_hub.cli.startup import aiokafka_quiet
 from gun_hub.domain.routing import RoutingTable, RoutingTableError, load_routing_table
 from gun_hub.security.factory import build_envelope
 from gun_tools.clearance_stand_in import DecisionReader, ReceivedDecision, submit_declarations
@@ -194,7 +195,8 @@ def _prepare(settings: Settings) -> tuple[RoutingTable, SampleRun]:
 
 def _reach(bootstrap: str, within_s: float) -> None:
     try:
-        asyncio.run(wait_for_cluster(bootstrap, timeout_s=within_s))
+        with aiokafka_quiet():  # its error for each attempt: the failure says it once
+            asyncio.run(wait_for_cluster(bootstrap, timeout_s=within_s))
     except ClusterRefused as err:
         raise DemoFailed(str(err)) from err
     except TimeoutError as err:

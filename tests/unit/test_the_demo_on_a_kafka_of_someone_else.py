@@ -6,6 +6,7 @@ tests/e2e/test_the_demo_shows_the_three_administrations.py.)
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -24,13 +25,16 @@ def no_settings_of_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_kafka_that_does_not_answer_fails_the_demo_in_one_line_before_anything_starts(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     monkeypatch.setattr(demo_run, "CLUSTER_WITHIN_S", 1.0)
     result = CliRunner().invoke(app, ["demo", "--bootstrap", "127.0.0.1:1"])
     assert result.exit_code == 1, repr(result.exception)
     [line] = result.output.strip().splitlines()
     assert line.startswith("demo failed: Kafka at 127.0.0.1:1 did not answer within 1 s"), line
+    # aiokafka's error for each attempt (on the terminal, without a handler) held back
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")] == []
 
 
 def test_the_demos_names_are_its_own_beside_a_deployments() -> None:

@@ -97,7 +97,7 @@ class PublicKeys(Protocol):
     def public(self) -> Mapping[str, PublicKey]: ...
 
     @property
-    def looked_at(self) -> datetime | None: ...
+    def read_at(self) -> datetime | None: ...
 
     def look_again(self) -> bool:
         """Look at the key files now (a key id not known); whether anything changed."""
@@ -156,11 +156,11 @@ class HeartbeatGate:
             return verify_signed(value, topic=topic, public=self._keys.public)
         except UnknownKeyId as unknown:
             if not self._keys.look_again():
-                raise unknown.dated(self._keys.looked_at) from None
+                raise unknown.dated(self._keys.read_at) from None
         try:
             return verify_signed(value, topic=topic, public=self._keys.public)
         except UnknownKeyId as unknown:
-            raise unknown.dated(self._keys.looked_at) from None
+            raise unknown.dated(self._keys.read_at) from None
 
     def _check(self, value: bytes, topic: str, latest: Mapping[str, datetime]) -> PartnerHealth:
         if self._broken is not None:
@@ -237,7 +237,7 @@ class _NoKeys:
         return {}
 
     @property
-    def looked_at(self) -> datetime | None:
+    def read_at(self) -> datetime | None:
         return None
 
     def look_again(self) -> bool:

@@ -292,18 +292,20 @@ def _header_of(encoded: bytes, cap: int) -> tuple[dict[str, Any], bool]:
 
 class UnknownKeyId(EnvelopeRejected):
     """ENVELOPE_UNKNOWN_KID: a key id none of the keys read from ``file`` has. The
-    envelope looks at its key files again once before it refuses (a key published a
-    moment ago), and the refusal says when they were last looked at."""
+    envelope looks at its key files again before it refuses (a key published a moment
+    ago), and the refusal says when the keys it holds were read."""
 
     def __init__(self, message: str, file: str) -> None:
         super().__init__(Kind.UNKNOWN_KID, message)
         self.file = file
 
-    def dated(self, looked_at: datetime | None) -> EnvelopeRejected:
-        """The refusal as a dead letter keeps it: what the reader had read, and when."""
+    def dated(self, read_at: datetime | None) -> EnvelopeRejected:
+        """The refusal as a dead letter keeps it: what the reader had read, and when (the
+        files were looked at again just before, and had not changed since, or could not
+        be read)."""
         known = (
-            f"not in {self.file} as re-read at {looked_at.isoformat(timespec='seconds')}"
-            if looked_at is not None
+            f"not in {self.file} as last read at {read_at.isoformat(timespec='seconds')}"
+            if read_at is not None
             else "not among the keys this process was given"
         )
         return EnvelopeRejected(self.kind, f"{self}: unknown key id ({known})")
@@ -518,15 +520,15 @@ class JoseEnvelope:
             return self._open(sealed, topic, position, accepted_at, check_replay)
         except UnknownKeyId as unknown:
             # Published a moment ago (a rotation used at once, an import): look at the key
-            # files now rather than at the next recheck, once, before refusing for good
-            # (review stop 39-U, U1). Nothing was remembered of the record yet: the replay
-            # memory is written only once everything else holds.
+            # files now rather than at the next recheck, before refusing for good (review
+            # stop 39-U, U1; each time: a stat, stop 39-S, S1). Nothing was remembered of
+            # the record yet: the replay memory is written only once everything else holds.
             if not self._keys.look_again():
-                raise unknown.dated(self._keys.looked_at) from None
+                raise unknown.dated(self._keys.read_at) from None
         try:
             return self._open(sealed, topic, position, accepted_at, check_replay)
         except UnknownKeyId as unknown:
-            raise unknown.dated(self._keys.looked_at) from None
+            raise unknown.dated(self._keys.read_at) from None
 
     def _open(
         self,

@@ -49,9 +49,9 @@ adds a generation; the newest seals, every one kept still opens what it sealed.
 A running process sees a rotation or retirement without a restart: :class:`PartyKeys` and
 :class:`AuditSigner` look at their files again at most once every ``KEY_RECHECK_S``
 seconds and read them again when one was replaced or written; and :class:`PartyKeys` looks
-at once (at most every ``UNKNOWN_KID_RECHECK_S``) when the envelope meets a key id it does
-not know. A file that cannot be read then leaves the keys read before in place and is
-logged with its name.
+at once when the envelope meets a key id it does not know, each time: a look is a ``stat``
+of its two files, and only a changed one makes it read them (ADR 0020). A file that cannot
+be read then leaves the keys read before in place and is logged with its name.
 
 Nothing here ever writes key material to a log or an error message; errors name files and
 key ids only, never the JSON or JOSE library's own message.
@@ -108,9 +108,6 @@ KEY_RECHECK_S = 5.0
 # long after, unless ``keys rotate`` says when: time for every process to read jwks.json
 # and for the other machines to import it (ADR 0020).
 ROTATION_GRACE = timedelta(minutes=10)
-# A reader refused an unknown key id looks at its files again, at most this often.
-UNKNOWN_KID_RECHECK_S = 1.0
-
 # Read through the module so that tests can move time instead of sleeping.
 _monotonic: Callable[[], float] = time.monotonic
 
@@ -554,10 +551,11 @@ def read_state_keys(folder: Path, party: str) -> list[StateKey]:
 
 def follow_state_keys(
     folder: Path, party: str, recheck_s: float = KEY_RECHECK_S
-) -> tuple[Callable[[], list[StateKey]], Callable[[], None]]:
+) -> tuple[Callable[[], list[StateKey]], Callable[[], bool]]:
     """``party``'s state keys as a running process sees them: read again when its private
     file changes (looked at once every ``recheck_s`` seconds), and a function that looks
-    at once (a value sealed with a key id not known yet: rotated by another worker)."""
+    at once (a value sealed with a key id not known yet: rotated by another worker) and
+    says whether they changed."""
     view = _Reloading(
         lambda: read_state_keys(folder, party),
         [folder / f"{check_party_name(party)}.jwk"],
@@ -602,8 +600,11 @@ def _stamp(paths: Iterable[Path]) -> tuple[tuple[int, int, int] | None, ...]:
 
 class _Reloading(Generic[T]):
     """What ``load`` read from ``paths``; read again when one of them has changed, looked
-    at no more often than once every ``recheck_s`` seconds. A failed reading is logged and
-    leaves the previous value in place."""
+    at (a ``stat`` of each) every ``recheck_s`` seconds, or at once when asked. Only a
+    changed stat makes it read the files, so a look costs two ``stat`` calls and reading
+    happens no more often than the files change. Every writer of these files writes a file
+    beside them and renames it into place, so a read never meets one half-written. A
+    failed reading is logged and leaves the previous value in place."""
 
     def __init__(
         self, load: Callable[[], T], paths: list[Path], recheck_s: float, what: str
@@ -612,52 +613,39 @@ class _Reloading(Generic[T]):
         self._paths = paths
         self._recheck_s = recheck_s
         self._what = what
+        # Stat before reading: a change made during the read is then seen at the next look.
         self._stamp = _stamp(paths)
         self._value = load()
         self._checked = _monotonic()
-        self.looked_at = _now()  # wall clock: what a refusal names
-        self._asked: float | None = None
+        self.read_at = _now()  # wall clock, of the reading the value comes from
 
     def get(self) -> T:
         now = _monotonic()
         if now - self._checked >= self._recheck_s:
-            self._checked = now
-            self._refresh()
+            self.check_now()
         return self._value
 
-    def check_now(self) -> None:
-        """Look at the files now, whenever they were last looked at."""
+    def check_now(self) -> bool:
+        """Look at the files now, whenever they were last looked at, and read them if they
+        changed since; whether what is held changed."""
         self._checked = _monotonic()
-        self._refresh()
-
-    def check_if_not_asked_within(self, interval_s: float) -> bool:
-        """Look at the files now, unless this was asked less than ``interval_s`` seconds
-        ago (a flood of made-up key ids must not make it a loop); whether what was read
-        changed."""
-        now = _monotonic()
-        if self._asked is not None and now - self._asked < interval_s:
-            return False
-        self._asked = now
-        before = self._value
-        self.check_now()
-        return self._value is not before
-
-    def _refresh(self) -> None:
-        self.looked_at = _now()
         stamp = _stamp(self._paths)
         if stamp == self._stamp:
-            return
+            return False
         self._stamp = stamp  # a broken file is reported once, until it changes again
         try:
-            self._value = self._load()
+            value = self._load()
         except KeystoreError as err:
-            problem: KeystoreError | None = err
+            problem: KeystoreError | None = err  # logged below: its text names the file
         else:
             problem = None
         if problem is not None:
             log.error("%s: %s; keeping the keys loaded before", self._what, problem)
-        else:
-            log.info("%s: read again after a change", self._what)
+            return False
+        self._value = value
+        self.read_at = _now()
+        log.info("%s: read again after a change", self._what)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -820,16 +808,18 @@ class PartyKeys:
 
     def look_again(self) -> bool:
         """Look at the key files now: the envelope met a key id it does not know (one
-        published a moment ago). At most once every ``UNKNOWN_KID_RECHECK_S`` seconds, so
-        a flood of made-up key ids cannot make it a loop; whether what was read changed."""
+        published a moment ago); whether what is held changed. Done for every such key id,
+        with no limit in time, so that a record under a made-up one cannot use up the look
+        a genuine one needs (review stop 39-S, S1): it costs a ``stat`` of the two files,
+        and they are read only if one of them changed."""
         if self._files is None:
             return False
-        return self._files.check_if_not_asked_within(UNKNOWN_KID_RECHECK_S)
+        return self._files.check_now()
 
     @property
-    def looked_at(self) -> datetime | None:
-        """When the key files were last looked at (None: keys given, not read from files)."""
-        return self._files.looked_at if self._files is not None else None
+    def read_at(self) -> datetime | None:
+        """When the keys held were read from the files (None: keys given, not read)."""
+        return self._files.read_at if self._files is not None else None
 
     @property
     def decryption_keys(self) -> dict[str, ECKey]:

@@ -69,7 +69,7 @@ class StateCipher:
         self,
         keys: Callable[[], Sequence[StateKey]],
         *,
-        check_now: Callable[[], None] | None = None,
+        check_now: Callable[[], bool] | None = None,
         what: str = "the state keys",
     ) -> None:
         self._keys = keys

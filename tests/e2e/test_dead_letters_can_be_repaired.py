@@ -204,7 +204,7 @@ async def test_a_dead_letter_whose_cause_is_fixed_is_redriven_and_decided_once(
     assert UNKNOWN_KID in shown.stdout
     assert "sealed to hub" in shown.stdout
     assert "is not registered" in shown.stdout  # the whole reason
-    assert "unknown key id (not in jwks.json as re-read at" in shown.stdout
+    assert "unknown key id (not in jwks.json as last read at" in shown.stdout
     sealed = repairable.dlq("show", row["id"], "--payload")
     assert sealed.returncode == 2  # sealed to the hub: never opened for display
     assert "not opened for display" in sealed.stderr

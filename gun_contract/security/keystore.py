@@ -999,8 +999,17 @@ class PruneDecision:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class NoKnownSpan:
+    """No span is known after which a retired encryption key serves nothing: a topic
+    addressed to its party keeps records for ever, or how long they are kept could not be
+    learnt (``why`` says which, and what to do). Such a key is kept, forced or not."""
+
+    why: str
+
+
 def prune_decision(
-    key: PublicKey, *, now: datetime, keep_for: timedelta, force: bool = False
+    key: PublicKey, *, now: datetime, keep_for: timedelta | NoKnownSpan, force: bool = False
 ) -> PruneDecision:
     """Whether the private part of our key ``key`` may be removed at ``now``.
 
@@ -1009,11 +1018,11 @@ def prune_decision(
     is refused, and what it signed before is verified with its public part. An encryption
     key retired with no time only with ``force``: it decrypts nothing, but dated with
     ``keys retire --since`` it opens a backlog again. A retired encryption key once
-    ``keep_for`` has passed
-    since its retirement: it decrypts what the broker accepted before the retirement, and
-    such a record stays readable at most that long after (twice the longest retention of
-    the topics addressed to the party: ``gun_hub.security.factory.readable_s``); earlier
-    only with ``force``, and those records are then refused.
+    ``keep_for`` has passed since its retirement: it decrypts what the broker accepted
+    before the retirement, and such a record stays readable at most that long after (twice
+    the longest retention of the topics addressed to the party, the registry's or the
+    broker's: ``gun_hub.security.key_retention``); earlier only with ``force``, and those
+    records are then refused; never while no such span is known (:class:`NoKnownSpan`).
     """
 
     def decided(prunable: bool, reason: str) -> PruneDecision:
@@ -1034,6 +1043,8 @@ def prune_decision(
             "retire KID --since TIME'" + (" (forced)" if force else " (--force to prune)"),
         )
     since = f"retired on {_iso(retired)}"
+    if isinstance(keep_for, NoKnownSpan):
+        return decided(False, f"{since}: {keep_for.why}")
     needed = _days(keep_for)
     if now - retired >= keep_for:
         return decided(
@@ -1273,7 +1284,7 @@ class KeystoreFolder:
         self,
         party: str,
         *,
-        keep_for: timedelta,
+        keep_for: timedelta | NoKnownSpan,
         now: datetime | None = None,
         force: bool = False,
         apply: bool = False,

@@ -13,12 +13,16 @@ seals what it keeps at rest; ``keys rotate P --state`` adds a new one.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
+from aiokafka.errors import KafkaError
 
+from gun_contract.kafka.client import from_settings
 from gun_contract.security.entitlements import Entitlements, parties
 from gun_contract.security.keystore import (
     AUDIT_VALIDITY_DAYS,
@@ -27,11 +31,20 @@ from gun_contract.security.keystore import (
     KeyStatus,
     KeystoreError,
     KeystoreFolder,
+    KeyUse,
+    NoKnownSpan,
     PublicKey,
 )
+from gun_contract.settings import Settings
+from gun_contract.topics import TopicRegistry
 from gun_hub.cli.kafka import registry_for
-from gun_hub.cli.startup import settings_or_exit
-from gun_hub.security.factory import readable_s
+from gun_hub.cli.startup import aiokafka_quiet, error_text, settings_or_exit
+from gun_hub.security.key_retention import (
+    RetentionNotDescribed,
+    addressed_to,
+    needed_after_retirement,
+    retentions_on_the_broker,
+)
 
 app = typer.Typer(help="Signing, encryption, audit and state keys.", no_args_is_help=True)
 
@@ -177,8 +190,8 @@ def prune(
         "--older-than",
         min=0,
         help="Days since an encryption key's retirement after which it is pruned, instead of "
-        "twice the longest retention of the topics addressed to the party (shorter: only "
-        "with --force).",
+        "twice the longest retention of the topics addressed to the party, the registry's or "
+        "the broker's (shorter: only with --force). Needed when the broker cannot be asked.",
     ),
     force: bool = typer.Option(
         False,
@@ -192,29 +205,29 @@ def prune(
 ) -> None:
     """Remove the private parts of retired keys no record can still need: a retired
     signing key's at once, a retired encryption key's once every record encrypted to it
-    before its retirement can have left the topics. Their public parts stay in jwks.json,
+    before its retirement can have left the topics, by their retention as the broker
+    describes it (or the registry's, if longer). Their public parts stay in jwks.json,
     so a late record is refused as sealed to a pruned key. A key still current is never
-    pruned. Without --apply, only says what it would do."""
+    pruned. Without --apply, only says what it would do. Exit status 1 when an encryption
+    key could not be judged (no broker to ask: give --older-than)."""
     settings = settings_or_exit()
     folder = KeystoreFolder(directory or settings.security.keys_dir)
     topics = registry_for(settings)
-    entitlements = Entitlements.from_registry(topics)
-    explicit = timedelta(days=older_than) if older_than is not None else None
     chosen = party or sorted(folder.local_parties())
     pruned = kept = 0
     try:
+        spans = _Spans.asked(
+            settings,
+            topics,
+            # Only these need the broker: pruning a signing key needs none.
+            [name for name in chosen if _retired_encryption_keys(folder, name)],
+            older_than=older_than,
+            force=force,
+        )
+        # Every party's span first: a refusal (--older-than too short) changes nothing.
+        keep_for = {name: spans.keep_for(name) for name in chosen}
         for name in chosen:
-            needed = timedelta(seconds=readable_s(topics, entitlements, name))
-            if explicit is not None and explicit < needed and not force:
-                typer.echo(
-                    f"{name}: --older-than {older_than:g} is shorter than the "
-                    f"{needed.total_seconds() / 86_400:g} days a record addressed to {name} "
-                    "can stay in the topics (twice their retention); records still there "
-                    "encrypted to a key pruned earlier would be refused: add --force to do so",
-                    err=True,
-                )
-                raise typer.Exit(1)
-            decisions = folder.prune(name, keep_for=explicit or needed, force=force, apply=apply)
+            decisions = folder.prune(name, keep_for=keep_for[name], force=force, apply=apply)
             for decision in decisions:
                 if decision.prunable:
                     pruned += 1
@@ -232,6 +245,100 @@ def prune(
         typer.echo(f"{pruned} private key(s) pruned, {kept} kept")
     else:
         typer.echo(f"{pruned} private key(s) would be pruned, {kept} kept: run again with --apply")
+    if spans.unreachable is not None and older_than is None:
+        # One line, and the exit status shows it to a cron job.
+        typer.echo(
+            f"encryption keys of {', '.join(spans.waiting)} not pruned: {spans.unreachable}; "
+            "give --older-than DAYS (twice how long the brokers keep those topics' records) "
+            "to prune them without it",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def _retired_encryption_keys(folder: KeystoreFolder, party: str) -> list[str]:
+    """``party``'s retired encryption keys with a retirement time whose private part is
+    still in its file: those whose pruning depends on how long the topics keep records."""
+    decisions = folder.prune(party, keep_for=NoKnownSpan(""), apply=False)
+    return [d.kid for d in decisions if d.use is KeyUse.ENC and d.retired]
+
+
+@dataclass(frozen=True, slots=True)
+class _Spans:
+    """How long after its retirement each party's encryption keys are kept, from the
+    topics' retention on the broker (asked once) and the registry, or ``--older-than``."""
+
+    topics: TopicRegistry
+    entitlements: Entitlements
+    waiting: list[str]  # the parties with a retired encryption key to judge
+    on_broker: dict[str, int | None]
+    unreachable: str | None  # why the broker could not say
+    older_than: float | None
+    force: bool
+
+    @classmethod
+    def asked(
+        cls,
+        settings: Settings,
+        topics: TopicRegistry,
+        waiting: list[str],
+        *,
+        older_than: float | None,
+        force: bool,
+    ) -> _Spans:
+        entitlements = Entitlements.from_registry(topics)
+        # A party no topic is addressed to (the gateway) has nothing on the broker to wait for.
+        waiting = [name for name in waiting if addressed_to(topics, entitlements, name)]
+        names = sorted(
+            {spec.name for name in waiting for spec in addressed_to(topics, entitlements, name)}
+        )
+        on_broker: dict[str, int | None] = {}
+        unreachable = None
+        if names:
+            try:
+                with aiokafka_quiet():  # what fails is said once, in the refusal
+                    on_broker = asyncio.run(
+                        retentions_on_the_broker(from_settings(settings.kafka), names)
+                    )
+            except (KafkaError, OSError, RetentionNotDescribed) as err:  # OSError: timeouts
+                unreachable = (
+                    f"Kafka at {settings.kafka.bootstrap_servers} could not say how long it "
+                    f"keeps {', '.join(names)} ({error_text(err)})"
+                )
+        if unreachable is not None and older_than is not None:
+            typer.echo(f"{unreachable}: going by --older-than {older_than:g}", err=True)
+        return cls(topics, entitlements, waiting, on_broker, unreachable, older_than, force)
+
+    def keep_for(self, party: str) -> timedelta | NoKnownSpan:
+        """``--older-than`` where given (not shorter than what the topics need, unless
+        forced), else what the topics need; no span while that is not known."""
+        explicit = timedelta(days=self.older_than) if self.older_than is not None else None
+        if self.unreachable is not None and party in self.waiting and explicit is None:
+            return NoKnownSpan("how long its topics keep records is not known (no broker)")
+        needed = needed_after_retirement(self.topics, self.entitlements, party, self.on_broker)
+        if needed.span is None:
+            why = f"{needed.because}: a key retired any time ago may still be needed"
+            if explicit is None:
+                return NoKnownSpan(f"{why} (--older-than DAYS --force to prune)")
+            if not self.force:
+                typer.echo(f"{party}: {why}; add --force to prune with --older-than", err=True)
+                raise typer.Exit(1)
+            return explicit
+        if explicit is not None and explicit < needed.span and not self.force:
+            typer.echo(
+                f"{party}: --older-than {self.older_than:g} is shorter than the "
+                f"{needed.span.total_seconds() / 86_400:g} days a record addressed to {party} "
+                f"can stay in the topics ({needed.because}); records still there "
+                "encrypted to a key pruned earlier would be refused: add --force to do so",
+                err=True,
+            )
+            raise typer.Exit(1)
+        if explicit is None and party in self.waiting:
+            days = needed.span.total_seconds() / 86_400
+            typer.echo(
+                f"{party}: encryption keys kept {days:g} days after retirement: {needed.because}"
+            )
+        return explicit or needed.span
 
 
 @app.command("export-public")

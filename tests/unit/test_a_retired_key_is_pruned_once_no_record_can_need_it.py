@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import gun_hub.cli.keys as keys_cli
 from gun_contract.envelope import ContentType, EnvelopeRejected
 from gun_contract.envelope import EnvelopeRejectionKind as Kind
+from gun_contract.kafka.client import Connect
 from gun_contract.security.entitlements import CLEARANCE_PARTY, Entitlements
 from gun_contract.security.keystore import (
     KeyStatus,
@@ -185,6 +188,13 @@ def test_the_command_says_what_it_would_prune_and_prunes_only_when_told(
     old_enc, old_sig = rotated_and_retired(folder, "dgal", datetime.now(UTC) - timedelta(days=20))
     recent, _ = rotated_and_retired(folder, "dgal", datetime.now(UTC) - timedelta(days=1))
     monkeypatch.setenv("GUN_HUB_SECURITY__KEYS_DIR", str(folder))
+
+    async def as_registered(connect: Connect, names: Sequence[str]) -> dict[str, int | None]:
+        """The broker keeps the topics as the registry says (it is asked since stop 39-S:
+        test_a_key_is_pruned_only_once_the_brokers_retention_has_passed.py)."""
+        return {spec.name: spec.retention_ms for spec in TOPICS.specs() if spec.name in names}
+
+    monkeypatch.setattr(keys_cli, "retentions_on_the_broker", as_registered)
     runner = CliRunner()
 
     dry = runner.invoke(app, ["keys", "prune", "--party", "dgal", "--dir", str(folder)])

@@ -1,0 +1,241 @@
+"""``gun-hub keys prune`` asks the broker how long the topics addressed to a party keep
+their records, and keeps a retired encryption key while that says a record encrypted to it
+can still be there (review stop 39-S, S2).
+
+The prune judged by the topic registry's retention alone (7 days, so 14 after the
+retirement). docs/operations.md has operators lengthen a request topic's retention for a
+partner's outage and run the prune daily from cron: the cron prune then removed the key
+while the unread requests encrypted to it were still in the log, and the adapter
+dead-lettered each of them as ENVELOPE_RETIRED_KEY (not redrivable, ADR 0010). It now takes
+the longer of the registry's and the broker's retention (twice it, as before); a topic
+kept for ever keeps the key unless ``--older-than`` and ``--force`` say otherwise; with no
+broker to ask, encryption keys are pruned only when ``--older-than`` states the span
+(signing keys need no broker).
+
+The broker is stood in for by the function the command asks it through (a unit test); the
+same command on a real broker: tests/integration/test_keys_prune_asks_the_broker.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import gun_contract.security.jose_envelope as jose
+import gun_hub.cli.keys as keys_cli
+from gun_contract.envelope import ContentType, EnvelopeRejected
+from gun_contract.kafka.client import Connect
+from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.keystore import KeyStatus, KeystoreFolder, KeyUse
+from gun_contract.topics import topic_registry
+from gun_hub.cli import app
+from gun_hub.security.key_retention import needed_after_retirement
+from tests.conftest import envelope_of
+
+TOPICS = topic_registry("gun", ["cites", "dga", "dgal"])
+REQUESTS = TOPICS.requests("dgal")
+DAY_MS = 86_400_000
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def folder(keys_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    copy = tmp_path / "keys"
+    shutil.copytree(keys_dir, copy)
+    monkeypatch.setenv("GUN_HUB_SECURITY__KEYS_DIR", str(copy))
+    monkeypatch.setenv("GUN_HUB_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")  # nothing there
+    return copy
+
+
+class Broker:
+    """What the command is told about the topics' retention, and what it asked."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, retention_ms: Mapping[str, int | None]):
+        self.retention_ms = dict(retention_ms)
+        self.asked: list[list[str]] = []
+
+        async def retentions(connect: Connect, names: Sequence[str]) -> dict[str, int | None]:
+            self.asked.append(list(names))
+            return {name: self.retention_ms.get(name, 7 * DAY_MS) for name in names}
+
+        monkeypatch.setattr(keys_cli, "retentions_on_the_broker", retentions)
+
+
+def backlog_then_retired(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, float, str]:
+    """A request sealed to dgal's encryption key and accepted 16 days ago (dgal's partner
+    is down, its unread backlog waits); dgal rotates and retires that key as of 15 days
+    ago. The request, when the broker accepted it, and the retired key id."""
+    accepted_at = (NOW - timedelta(days=16)).timestamp()
+    with monkeypatch.context() as then:  # sealed then, as the broker accepted it
+        then.setattr(jose.time, "time", lambda: accepted_at)
+        backlog = envelope_of("hub", TOPICS, folder).seal(
+            b"<r/>", recipient="dgal", topic=REQUESTS, content_type=ContentType.XML
+        )
+    [old_enc] = [
+        k.kid
+        for k in KeystoreFolder(folder).public_keys().values()
+        if k.party == "dgal" and k.use is KeyUse.ENC and k.status is KeyStatus.ACTIVE
+    ]
+    KeystoreFolder(folder).rotate("dgal", use_from=NOW)
+    KeystoreFolder(folder).retire(old_enc, since=NOW - timedelta(days=15))
+    assert opens(folder, backlog, accepted_at)
+    return backlog, accepted_at, old_enc
+
+
+def opens(folder: Path, sealed: bytes, accepted_at: float) -> bool:
+    try:
+        envelope_of("dgal", TOPICS, folder).open(sealed, topic=REQUESTS, accepted_at=accepted_at)
+    except EnvelopeRejected:
+        return False
+    return True
+
+
+def private_kids(folder: Path, party: str) -> set[str]:
+    return {entry["kid"] for entry in json.loads((folder / f"{party}.jwk").read_text())["keys"]}
+
+
+def prune(*args: str) -> tuple[int, str, str]:
+    ran = CliRunner().invoke(app, ["keys", "prune", "--party", "dgal", *args])
+    return ran.exit_code, ran.stdout, ran.stderr
+
+
+# -- how long, from what --------------------------------------------------------------------
+
+
+def test_the_span_is_twice_the_longer_of_the_registrys_and_the_brokers_retention() -> None:
+    entitlements = Entitlements.from_registry(TOPICS)
+    as_registered = needed_after_retirement(TOPICS, entitlements, "dgal", {})
+    assert as_registered.span == timedelta(days=14)
+    shortened = needed_after_retirement(TOPICS, entitlements, "dgal", {REQUESTS: 1 * DAY_MS})
+    assert shortened.span == timedelta(days=14)  # the registry's still holds
+    lengthened = needed_after_retirement(TOPICS, entitlements, "dgal", {REQUESTS: 30 * DAY_MS})
+    assert lengthened.span == timedelta(days=60)
+    assert REQUESTS in lengthened.because
+    assert "30 days" in lengthened.because
+    for_ever = needed_after_retirement(TOPICS, entitlements, "dgal", {REQUESTS: None})
+    assert for_ever.span is None
+    assert REQUESTS in for_ever.because
+    # Another party's topic changes nothing for dgal.
+    other = needed_after_retirement(
+        TOPICS, entitlements, "dgal", {TOPICS.requests("cites"): 90 * DAY_MS}
+    )
+    assert other.span == timedelta(days=14)
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def test_prune_keeps_a_key_whose_backlog_the_broker_still_keeps(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reviewer's case, the broker reachable: the request topic lengthened to 30 days."""
+    backlog, accepted_at, old_enc = backlog_then_retired(folder, monkeypatch)
+    broker = Broker(monkeypatch, {REQUESTS: 30 * DAY_MS})
+
+    code, out, err = prune("--apply")
+    assert code == 0, out + err
+    assert broker.asked
+    assert REQUESTS in broker.asked[0]
+    assert f"keep dgal enc {old_enc}" in out
+    assert "60 days" in out  # twice the broker's 30
+    assert old_enc in private_kids(folder, "dgal")
+    assert opens(folder, backlog, accepted_at)
+
+    # The outage over, the retention set back: the same cron prune removes it.
+    broker.retention_ms[REQUESTS] = 7 * DAY_MS
+    code, out, err = prune("--apply")
+    assert code == 0, out + err
+    assert f"pruned dgal enc {old_enc}" in out
+    assert old_enc not in private_kids(folder, "dgal")
+
+
+def test_with_no_broker_to_ask_encryption_keys_are_pruned_only_when_the_span_is_stated(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reviewer's reproduction as it was: nothing listens at the bootstrap address."""
+    [old_sig] = [
+        k.kid
+        for k in KeystoreFolder(folder).public_keys().values()
+        if k.party == "dgal" and k.use is KeyUse.SIG and k.status is KeyStatus.ACTIVE
+    ]
+    backlog, accepted_at, old_enc = backlog_then_retired(folder, monkeypatch)
+    KeystoreFolder(folder).retire(old_sig)
+    code, out, err = prune("--apply")
+    assert code == 1, out + err  # a cron job shows it: the keys it should judge were not
+    [why] = [line for line in err.splitlines() if line.strip()]
+    assert "127.0.0.1:9" in why
+    assert "--older-than" in why
+    assert f"keep dgal enc {old_enc}" in out
+    assert old_enc in private_kids(folder, "dgal")
+    assert opens(folder, backlog, accepted_at)
+    assert f"pruned dgal sig {old_sig}" in out  # a signing key needs no broker
+    assert old_sig not in private_kids(folder, "dgal")
+
+    # The operator states the span (knowing the topics' retention): that is taken.
+    code, out, err = prune("--apply", "--older-than", "14")
+    assert code == 0, out + err
+    assert f"pruned dgal enc {old_enc}" in out
+    assert old_enc not in private_kids(folder, "dgal")
+
+
+def test_with_no_broker_a_retired_signing_key_is_still_pruned(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing to ask the broker for: what a retired signing key signs is refused anyway."""
+    [old_sig] = [
+        k.kid
+        for k in KeystoreFolder(folder).public_keys().values()
+        if k.party == "dgal" and k.use is KeyUse.SIG and k.status is KeyStatus.ACTIVE
+    ]
+    KeystoreFolder(folder).rotate("dgal", use_from=NOW)
+    KeystoreFolder(folder).retire(old_sig)
+
+    async def never(connect: Connect, names: Sequence[str]) -> dict[str, int | None]:
+        raise AssertionError(f"the broker was asked about {names}")
+
+    monkeypatch.setattr(keys_cli, "retentions_on_the_broker", never)
+    code, out, err = prune("--apply")
+    assert code == 0, out + err
+    assert f"pruned dgal sig {old_sig}" in out
+    assert old_sig not in private_kids(folder, "dgal")
+
+
+def test_a_topic_kept_for_ever_keeps_the_key_unless_a_span_is_stated_and_forced(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _, old_enc = backlog_then_retired(folder, monkeypatch)
+    Broker(monkeypatch, {REQUESTS: None})  # retention.ms -1
+
+    code, out, err = prune("--apply", "--force")
+    assert code == 0, out + err
+    assert f"keep dgal enc {old_enc}" in out
+    assert "for ever" in out
+    assert old_enc in private_kids(folder, "dgal")
+
+    code, out, err = prune("--apply", "--older-than", "10")
+    assert code == 1
+    assert "for ever" in out + err
+    assert "--force" in out + err
+    assert old_enc in private_kids(folder, "dgal")
+
+    code, out, err = prune("--apply", "--older-than", "10", "--force")
+    assert code == 0, out + err
+    assert f"pruned dgal enc {old_enc}" in out
+    assert old_enc not in private_kids(folder, "dgal")
+
+
+def test_a_stated_span_shorter_than_the_brokers_needs_force(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _, old_enc = backlog_then_retired(folder, monkeypatch)
+    Broker(monkeypatch, {REQUESTS: 30 * DAY_MS})
+    code, out, err = prune("--apply", "--older-than", "14")
+    assert code == 1
+    assert "60" in out + err
+    assert old_enc in private_kids(folder, "dgal")

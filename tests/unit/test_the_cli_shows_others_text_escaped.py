@@ -49,6 +49,21 @@ def test_control_characters_are_shown_escaped_and_text_kept() -> None:
     assert shown("crlf\r\nbare\rcr", multiline=True) == "crlf\r\nbare\\rcr"
 
 
+# Line and paragraph separators (a line break to some terminals and viewers) and the
+# characters that print nothing: a cell that looks like another ("ok" and "o\u200bk"),
+# a line that ends where it does not (review stop 39-S, a note).
+INVISIBLE = "\u2028\u2029\u200b\u200c\u200d\u2060\u2063\ufeff\u180e"
+
+
+def test_separators_and_characters_that_print_nothing_are_shown_escaped() -> None:
+    for char in INVISIBLE:
+        assert shown(f"o{char}k") == f"o\\u{ord(char):04x}k"
+        assert shown(f"o{char}k", multiline=True) == f"o\\u{ord(char):04x}k"
+        printed = as_json({"reason": f"o{char}k"})
+        assert char not in printed
+        assert json.loads(printed) == {"reason": f"o{char}k"}
+
+
 def test_json_output_escapes_what_json_leaves_raw() -> None:
     """json.dumps escapes C0 characters; C1 (an 8-bit CSI) and bidi overrides it keeps."""
     printed = as_json({"reason": HOSTILE, "café": "中"})

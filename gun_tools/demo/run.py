@@ -103,7 +103,14 @@ class DemoNames:
         }
 
 
-def demo_names(settings: Settings) -> DemoNames:
+def demo_names(settings: Settings, *, on_a_running_kafka: bool) -> DemoNames:
+    """On a Kafka someone runs already (``--bootstrap``), names of the demo's own; on the
+    embedded broker, the contract's own names (``gun.declarations``, ``gun.decisions``...):
+    the main job is what a newcomer, or another system, reads the contract's topics on."""
+    if not on_a_running_kafka:
+        return DemoNames(
+            settings.kafka.topic_prefix, settings.hub.app_id, settings.ops.clearance_group
+        )
     prefix = f"{settings.kafka.topic_prefix}-demo"
     return DemoNames(prefix, f"{prefix}-hub", f"{prefix}-clearance")
 
@@ -123,7 +130,7 @@ def run_demo(
     """The whole job; ``bootstrap``: use that running broker instead of the embedded one."""
     began = time.monotonic()
     routing, samples = _prepare(settings)
-    names = demo_names(settings)
+    names = demo_names(settings, on_a_running_kafka=bootstrap is not None)
     topics = topic_registry(names.topic_prefix, routing.authorities)
     broker = None
     if bootstrap is None:
@@ -133,8 +140,8 @@ def run_demo(
         _reach(bootstrap, CLUSTER_WITHIN_S)
     started_broker = broker is not None and broker.running_pid() is None
     say(
-        f"Kafka at {bootstrap}: topics {names.topic_prefix}.*, the hub's app id "
-        f"{names.app_id} (no deployment's names are touched)"
+        f"Kafka at {bootstrap}: topics {names.topic_prefix}.*, the hub's app id {names.app_id}"
+        + (" (no deployment's names are touched)" if broker is None else "")
     )
     # Keys are made for this run only: nothing secret is shipped or reused.
     security = SecuritySettings(keys_dir=work_dir / "keys", state_dir=work_dir / "state")

@@ -37,12 +37,23 @@ def test_a_kafka_that_does_not_answer_fails_the_demo_in_one_line_before_anything
     assert [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")] == []
 
 
-def test_the_demos_names_are_its_own_beside_a_deployments() -> None:
-    names = demo_names(Settings(kafka=KafkaSettings(topic_prefix="gun")))
+def test_the_demos_names_are_its_own_on_a_kafka_someone_runs() -> None:
+    names = demo_names(Settings(kafka=KafkaSettings(topic_prefix="gun")), on_a_running_kafka=True)
     assert (names.topic_prefix, names.app_id, names.clearance_group) == (
         "gun-demo",
         "gun-demo-hub",
         "gun-demo-clearance",
     )
-    staging = demo_names(Settings(kafka=KafkaSettings(topic_prefix="ro")))
+    staging = demo_names(Settings(kafka=KafkaSettings(topic_prefix="ro")), on_a_running_kafka=True)
     assert staging.topic_prefix == "ro-demo"
+
+
+def test_on_its_embedded_broker_the_demo_uses_the_contracts_names() -> None:
+    """The main job is where a newcomer, or another system, reads ``gun.decisions``."""
+    settings = Settings()
+    names = demo_names(settings, on_a_running_kafka=False)
+    assert (names.topic_prefix, names.app_id, names.clearance_group) == (
+        "gun",
+        settings.hub.app_id,
+        settings.ops.clearance_group,
+    )

@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from gun_contract.kafka.admin import topic_retentions
 from gun_contract.kafka.client import Connect, client_options
-from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.entitlements import HUB_PARTY, Entitlements
 from gun_contract.topics import TopicRegistry, TopicSpec
 from gun_hub.security.factory import readable_s
 
@@ -42,8 +42,27 @@ class NeededFor:
 
 
 def addressed_to(topics: TopicRegistry, entitlements: Entitlements, party: str) -> list[TopicSpec]:
-    """The topics whose records are encrypted to ``party``."""
-    return [spec for spec in topics.specs() if entitlements.recipient_of(spec.name) == party]
+    """The topics whose records are encrypted to ``party``; for the hub, the dead letters
+    too: a redrive opens a dead letter's original, sealed to the hub, for as long as
+    ``gun.dlq`` keeps it (ADR 0010; an adapter's dead letters are not redriven)."""
+    return [
+        spec
+        for spec in topics.specs()
+        if entitlements.recipient_of(spec.name) == party
+        or (party == HUB_PARTY and spec.name == topics.dlq)
+    ]
+
+
+def _as_registered(topics: TopicRegistry, entitlements: Entitlements, party: str) -> timedelta:
+    """Twice the longest registry retention of the topics addressed to ``party``."""
+    kept = [
+        spec.retention_ms
+        for spec in addressed_to(topics, entitlements, party)
+        if spec.retention_ms is not None and spec.retention_ms > 0
+    ]
+    if not kept:
+        return timedelta(seconds=readable_s(topics, entitlements, party))
+    return 2 * timedelta(milliseconds=max(kept))
 
 
 def needed_after_retirement(
@@ -55,7 +74,7 @@ def needed_after_retirement(
     """Twice the longest retention of the topics addressed to ``party``: the registry's,
     or the broker's (``on_broker``: ms by topic, None for a topic kept for ever) where
     longer."""
-    registry = timedelta(seconds=readable_s(topics, entitlements, party))
+    registry = _as_registered(topics, entitlements, party)
     longest: tuple[int, str] | None = None
     for spec in addressed_to(topics, entitlements, party):
         if spec.name not in on_broker:

@@ -128,6 +128,24 @@ def test_the_span_is_twice_the_longer_of_the_registrys_and_the_brokers_retention
     assert other.span == timedelta(days=14)
 
 
+def test_the_hubs_key_is_kept_as_long_as_its_dead_letters_can_be_redriven() -> None:
+    """A redrive opens the dead letter's original, sealed to the hub, for as long as
+    ``gun.dlq`` keeps it (30 days; ADR 0010): the hub's key is needed that long after its
+    retirement, twice over, not only the 7 days of its own input topics."""
+    entitlements = Entitlements.from_registry(TOPICS)
+    dead_letters_kept = next(s.retention_ms for s in TOPICS.specs() if s.name == TOPICS.dlq)
+    assert dead_letters_kept is not None
+    as_registered = needed_after_retirement(TOPICS, entitlements, "hub", {})
+    assert as_registered.span == 2 * timedelta(milliseconds=dead_letters_kept)
+    lengthened = needed_after_retirement(TOPICS, entitlements, "hub", {TOPICS.dlq: 90 * DAY_MS})
+    assert lengthened.span == timedelta(days=180)
+    assert TOPICS.dlq in lengthened.because
+    # An adapter's dead letters are not redriven (ADR 0010): nothing changes for dgal.
+    assert needed_after_retirement(
+        TOPICS, entitlements, "dgal", {TOPICS.dlq: 90 * DAY_MS}
+    ).span == timedelta(days=14)
+
+
 # -- the command --------------------------------------------------------------------------
 
 

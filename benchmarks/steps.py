@@ -150,9 +150,20 @@ def _run(
         )
         started = _cpu_clock()
         profile.enable() if profile else None
-        decided = hub.correlation.handle(answer, SourcePosition(topics.responses("dgal"), 0, n))
+        # Keyed by its reference too: an answer under another key (or none) is refused.
+        decided = hub.correlation.handle(
+            answer, SourcePosition(topics.responses("dgal"), 0, n, reference_of(n).encode())
+        )
+        outgoing_decisions = decided.to(topics.decision_outbox)
+        if not outgoing_decisions:
+            # Measuring a refusal instead of a decision would go unnoticed (stop 38's key
+            # rule refused every answer here): stop, saying what came out instead.
+            raise RuntimeError(
+                f"declaration {reference_of(n)} was not decided by its answer: "
+                f"{sorted({record.topic for record in decided.records})}"
+            )
         # The publisher's share: open the decision from the outbox, seal it on.
-        for outgoing in decided.to(topics.decision_outbox):
+        for outgoing in outgoing_decisions:
             publisher.seal(
                 hub.outbox_document(outgoing),
                 recipient=CLEARANCE_PARTY,

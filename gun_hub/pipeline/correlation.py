@@ -209,7 +209,6 @@ class Correlation:
     ) -> None:
         """Record the answer in ``case``, the answer's case as stored (a solicited answer
         has one)."""
-        key = response.reference.encode()
         awaited = case.awaits(response)
         # Decisions the broker may not have are announced again, and the answer is still
         # recorded: it will not come again (chaos run: a cancellation waited for an answer
@@ -255,7 +254,7 @@ class Correlation:
             self._follow_up_answered(outbox, response, case)
         if case.complete:
             self._ctx.decide_case(outbox, case, partition)
-        self._cases[key] = case.to_bytes()
+        self._ctx.store_case(self._cases, case)
 
     def _withheld_codes(self, response: AuthorityResponse) -> str:
         """The partner codes decision.xsd cannot carry, left out of the decision

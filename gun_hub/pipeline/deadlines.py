@@ -176,7 +176,7 @@ class Deadlines:
         self._ctx.decide_case(
             outbox, case, source.partition, extra_reasons=[Reason(code="DEADLINE", text=text)]
         )
-        self._cases[key] = case.to_bytes()
+        self._ctx.store_case(self._cases, case)
         return outbox
 
     def _report_overdue_control(self, outbox: Effects, case: Case, partition: int) -> None:

@@ -109,13 +109,21 @@ class Retirement(Protocol):
     def decided(self, reference: str, partition: int) -> None: ...
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class OnItsWay:
     """One announcement of a decision on its way, for the partition of the record that
     made it. Each is its own (compared by identity): the settling of one given up late
-    must not forget another made since for the same decision."""
+    must not forget another made since for the same decision.
+
+    ``stored`` and ``marked``: the decided case as the handling stored it, and the same
+    case marked announced (``HubContext.store_case``). Once the broker has the decision,
+    a case still stored as ``stored`` is written as ``marked``, without reading it back
+    into a model and writing it out again (stop 39); anything else stored then (a newer
+    version, a later handling's write, a retention marker) is read as before."""
 
     partition: int
+    stored: bytes | None = None
+    marked: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,8 +349,20 @@ class HubContext:
             metrics.DECISIONS_ANNOUNCED_AGAIN.inc()
             self.announce(outbox, unconfirmed, partition, stored=case)
         if lost:
-            self.cases[case.reference.encode()] = case.to_bytes()
+            self.store_case(self.cases, case)
         return bool(lost)
+
+    def store_case(self, cases: CaseStore, case: Case) -> None:
+        """Store ``case`` in ``cases`` (the handler's store). If its decision is on its
+        way, the bytes its mark will write are made now, from the model, and kept with
+        the announcement (``OnItsWay``): the mark then only compares what is stored."""
+        stored = case.to_bytes()
+        cases[case.reference.encode()] = stored
+        on_its_way = self.announcing.get((case.reference, case.version))
+        if on_its_way is None or not case.decided or case.announced:
+            return
+        on_its_way.stored = stored
+        on_its_way.marked = case.model_copy(update={"announced": True}).to_bytes()
 
     def _mark_announced(self, reference: str, version: int, on_its_way: OnItsWay) -> None:
         """The broker has the decision of ``version``: record it on the case as stored
@@ -351,6 +371,10 @@ class HubContext:
         key = reference.encode()
         stored = self.cases.get(key)
         if stored is None:
+            return
+        if on_its_way.marked is not None and stored == on_its_way.stored:
+            # The case as the handling stored it, nothing written over it since.
+            self.cases[key] = on_its_way.marked
             return
         case = Case.from_bytes(stored)
         if case.version == version and case.decided:

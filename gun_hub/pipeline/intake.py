@@ -490,7 +490,7 @@ class Intake:
         # Announced like any decision: marked confirmed only once the broker has it, so a
         # crash in between announces it again on redelivery (defect 5).
         self._ctx.announce(outbox, case, source.partition)
-        self._cases[identity.reference.encode()] = case.to_bytes()
+        self._ctx.store_case(self._cases, case)
 
     def _refuse_other_declarant(
         self, outbox: Effects, data: bytes, declaration: Declaration, source: SourcePosition
@@ -593,7 +593,7 @@ class Intake:
         if case.complete:
             # Nothing to ask anyone (no documents, or only exempt/unrouted ones).
             ctx.decide_case(outbox, case, source.partition)
-            self._cases[key] = case.to_bytes()
+            ctx.store_case(self._cases, case)
             return
         ctx.open_cases[key] = open_case_entry(case, source.partition)
         self._ask(outbox, declaration, case, source.partition, again=False)

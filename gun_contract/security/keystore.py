@@ -695,9 +695,27 @@ class _PartyView:
     audit_keys: dict[str, PublicKey] = field(default_factory=dict)
     retired_decryption_keys: dict[str, RetiredDecryptionKey] = field(default_factory=dict)
     pruned_decryption_keys: dict[str, PrunedDecryptionKey] = field(default_factory=dict)
+    # Each party's active encryption keys, oldest first, gathered once per reading of the
+    # keys: every seal asks for one, and scanning the whole JWKS each time cost more than
+    # the look-up (stop 39). Which of them is in use is still judged at each seal (a
+    # rotated key from its ``use_from`` on). A view is never changed once made.
+    encryption_keys: dict[str, list[PublicKey]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "encryption_keys", active_encryption_keys(self.public))
 
     def signing_key_at(self, at: datetime) -> ECKey:
         return _current(self.signing_keys, lambda k: self.public.get(str(k.kid)), at)
+
+
+def active_encryption_keys(public: Mapping[str, PublicKey]) -> dict[str, list[PublicKey]]:
+    """Each party's active encryption keys in ``public``, in the order listed (rotation
+    appends: the last is the newest)."""
+    keys: dict[str, list[PublicKey]] = {}
+    for key in public.values():
+        if key.use is KeyUse.ENC and key.status is KeyStatus.ACTIVE:
+            keys.setdefault(key.party, []).append(key)
+    return keys
 
 
 def _load_party(folder: Path, party: str) -> _PartyView:
@@ -849,11 +867,7 @@ class PartyKeys:
     def encryption_key_for(self, party: str) -> PublicKey:
         """The newest active encryption key of ``party`` in use now (rotation appends: the
         last one is the newest; a rotated one is used from its ``use_from`` on)."""
-        candidates = [
-            k
-            for k in self.public.values()
-            if k.party == party and k.use is KeyUse.ENC and k.status is KeyStatus.ACTIVE
-        ]
+        candidates = self._view().encryption_keys.get(party)
         if not candidates:
             raise KeystoreError(f"no active encryption key for {party!r} in the JWKS")
         return _current(candidates, lambda k: k, _now())

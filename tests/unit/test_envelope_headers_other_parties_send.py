@@ -30,9 +30,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from jwcrypto import jwe, jwk, jws
 
-from gun_contract.envelope import EnvelopeRejected, OpenedMessage
+from gun_contract.envelope import ContentType, EnvelopeRejected, OpenedMessage
 from gun_contract.envelope import EnvelopeRejectionKind as Kind
 from gun_contract.security import jose_compact
+from gun_contract.security.jose_envelope import content_type
 from gun_contract.security.keystore import PartyKeys
 from gun_contract.topics import topic_registry
 from tests.conftest import envelope_of
@@ -262,3 +263,29 @@ def test_a_header_over_the_size_cap_is_refused_as_too_large(keys_dir: Path) -> N
     rejected = refusal(keys_dir, sealed_by_jwcrypto(keys_dir, header))
     assert rejected.kind is Kind.HEADER_REFUSED
     assert "bytes" in str(rejected)
+
+
+CONTENT_TYPES: dict[str, tuple[Any, ContentType | None]] = {
+    "as the parties seal it, XML": ("application/xml", ContentType.XML),
+    "as the parties seal it, JSON": ("application/json", ContentType.JSON),
+    "the short form": ("xml", ContentType.XML),
+    "a charset": ("application/json; charset=utf-8", ContentType.JSON),
+    "capitals, charset quoted": ('Application/XML;Charset="UTF-8"', ContentType.XML),
+    "another charset": ("application/xml; charset=iso-8859-1", None),
+    "another type": ("text/plain", None),
+    "a space before": (" application/xml", ContentType.XML),
+    "a member name in place of a type": ("application/xml/", None),
+    "too long": ("application/xml;" + " " * 128, None),
+    "a number": (7, None),
+    "a list (unhashable)": (["application/xml"], None),
+    "an object (unhashable)": ({"type": "application/xml"}, None),
+}
+
+
+@pytest.mark.parametrize(("value", "kind"), CONTENT_TYPES.values(), ids=CONTENT_TYPES.keys())
+def test_a_content_type_is_read_the_same_whether_spelled_as_sealed_or_otherwise(
+    value: Any, kind: ContentType | None
+) -> None:
+    """Stop 39: the spelling the parties seal with is found without parsing (an opened
+    message's ``cty`` is judged twice); every other spelling is parsed as before."""
+    assert content_type(value) is kind

@@ -27,8 +27,10 @@ from gun_contract.security.keystore import (
     KEY_RECHECK_S,
     PUBLIC_JWKS,
     AuditSigner,
+    KeyStatus,
     KeystoreError,
     KeystoreFolder,
+    KeyUse,
     PartyKeys,
     read_public_keys,
 )
@@ -109,6 +111,50 @@ def test_a_rotation_reaches_running_senders_and_receivers(folder: Path, clock: M
     assert outer["kid"] in new_dgal_kids
     # ...and dgal, running since before either rotation, opens it.
     assert dgal.open(sealed, topic=REQUEST).signing_kid in new_hub_kids
+
+
+def _encrypted_to(sealed: bytes) -> str:
+    return str(json.loads(_b64(sealed.split(b".")[0]))["kid"])
+
+
+def _newest_by_scanning(keys: PartyKeys, party: str) -> str | None:
+    """The rule before stop 39 looked the key up this way at every seal."""
+    candidates = [
+        k
+        for k in keys.public.values()
+        if k.party == party and k.use is KeyUse.ENC and k.status is KeyStatus.ACTIVE
+    ]
+    return candidates[-1].kid if candidates else None
+
+
+def test_a_running_sender_encrypts_to_the_newest_active_key_as_the_jwks_lists_it(
+    folder: Path, clock: Monotonic
+) -> None:
+    """Stop 39: each party's newest active encryption key is chosen once per reading of
+    the key files, not by scanning every key at each seal; the choice is the same, and
+    follows a rotation and a retirement without a restart."""
+    hub_keys = PartyKeys.load(folder, "hub")
+    hub = JoseEnvelope(hub_keys, Entitlements.from_registry(TOPICS), MemoryReplayGuard())
+    first = _encrypted_to(seal(hub))
+    [newer] = [
+        kid
+        for kid in KeystoreFolder(folder).rotate("dgal")
+        if read_public_keys(folder / PUBLIC_JWKS)[kid].use is KeyUse.ENC
+    ]
+    clock.now += KEY_RECHECK_S + 1
+    assert _encrypted_to(seal(hub)) == newer != first
+    for party in ("hub", "clearance", "dgal", "cites", "dga"):
+        assert hub_keys.encryption_key_for(party).kid == _newest_by_scanning(hub_keys, party)
+
+    KeystoreFolder(folder).retire(newer)  # the older key is still active: sealed to again
+    clock.now += KEY_RECHECK_S + 1
+    assert _encrypted_to(seal(hub)) == first == _newest_by_scanning(hub_keys, "dgal")
+
+    KeystoreFolder(folder).retire(first)  # none left: nothing is sealed to dgal
+    clock.now += KEY_RECHECK_S + 1
+    assert _newest_by_scanning(hub_keys, "dgal") is None
+    with pytest.raises(KeystoreError, match="no active encryption key for 'dgal'"):
+        seal(hub)
 
 
 def test_the_audit_signer_picks_up_a_new_audit_key(folder: Path, clock: Monotonic) -> None:

@@ -24,6 +24,7 @@ declaration).
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Callable, Sequence
@@ -50,16 +51,38 @@ def _describe(key: bytes | str) -> str:
     return repr(text if len(text) <= 120 else text[:120] + "...")
 
 
+def _where(table: str, key: bytes | str) -> str:
+    """Where a value that does not open was found (said only then: the key's text is
+    made for the message, never at every open)."""
+    return f"{table}: the value of key {_describe(key)}"
+
+
 def _text(key: bytes | str) -> bytes:
     return key.encode() if isinstance(key, str) else key
 
 
 def _associated(table: str, key: bytes | str, header: bytes) -> bytes:
     """What a value is bound to: its table, its record key and its header (key id)."""
-    name, record = table.encode(), _text(key)
-    return b"".join(
-        (_LABEL, struct.pack(">H", len(name)), name, struct.pack(">I", len(record)), record, header)
-    )
+    return _bound_to_table(table) + _bound_to_record(key, header)
+
+
+@functools.lru_cache(maxsize=64)
+def _bound_to_table(table: str) -> bytes:
+    """The associated data's start, the same for every value of ``table`` (a handful of
+    tables: made once each, not at every seal and open)."""
+    name = table.encode()
+    return _LABEL + struct.pack(">H", len(name)) + name
+
+
+def _bound_to_record(key: bytes | str, header: bytes) -> bytes:
+    record = _text(key)
+    return struct.pack(">I", len(record)) + record + header
+
+
+def _header(kid: str) -> bytes:
+    """What a sealed value starts with: the format and the id of the key that sealed it."""
+    encoded = kid.encode()
+    return MAGIC + bytes((len(encoded),)) + encoded
 
 
 class StateCipher:
@@ -75,7 +98,10 @@ class StateCipher:
         self._keys = keys
         self._check_now = check_now
         self._what = what
-        self._ciphers: dict[tuple[str, bytes], AESGCM] = {}
+        # Per key, its AES-GCM object and the header of what it seals: made once, not at
+        # every seal and open (keyed by the secret too: a file rewritten with another
+        # secret under the same id gets its own).
+        self._ciphers: dict[tuple[str, bytes], tuple[AESGCM, bytes]] = {}
 
     @classmethod
     def of(cls, keys: Sequence[StateKey]) -> StateCipher:
@@ -96,10 +122,11 @@ class StateCipher:
     def sealing_kid(self) -> str:
         return self._keys()[-1].kid
 
-    def _cipher(self, key: StateKey) -> AESGCM:
+    def _cipher(self, key: StateKey) -> tuple[AESGCM, bytes]:
+        """``key``'s AES-GCM object and the header of the values it seals."""
         cached = self._ciphers.get((key.kid, key.secret))
         if cached is None:
-            cached = self._ciphers[(key.kid, key.secret)] = AESGCM(key.secret)
+            cached = self._ciphers[(key.kid, key.secret)] = (AESGCM(key.secret), _header(key.kid))
         return cached
 
     def _find(self, kid: str) -> StateKey | None:
@@ -110,24 +137,23 @@ class StateCipher:
 
     def seal(self, table: str, key: bytes | str, value: bytes) -> bytes:
         """``value`` sealed for record ``key`` of ``table``, with the newest state key."""
-        state_key = self._keys()[-1]
-        kid = state_key.kid.encode()
-        header = MAGIC + bytes((len(kid),)) + kid
+        cipher, header = self._cipher(self._keys()[-1])
+        # A random nonce from the system's generator (a system call, about 0.3 us of the
+        # 2 us a seal takes): several workers seal with the same key, and a counter would
+        # need a prefix no two processes (or a forked one) ever share; not worth the risk.
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._cipher(state_key).encrypt(nonce, value, _associated(table, key, header))
-        return header + nonce + sealed
+        return header + nonce + cipher.encrypt(nonce, value, _associated(table, key, header))
 
     def open(self, table: str, key: bytes | str, sealed: bytes) -> bytes:
         """The value sealed for record ``key`` of ``table``; raises :class:`StateUnreadable`."""
-        where = f"{table}: the value of key {_describe(key)}"
         if not sealed.startswith(MAGIC):
             raise StateUnreadable(
-                f"{where} is not sealed with a state key (written in clear, or by something "
-                "else): refused"
+                f"{_where(table, key)} is not sealed with a state key (written in clear, or "
+                "by something else): refused"
             )
         size = len(MAGIC) + 1 + (sealed[len(MAGIC)] if len(sealed) > len(MAGIC) else 0)
         if len(sealed) < size + NONCE_BYTES + TAG_BYTES:
-            raise StateUnreadable(f"{where} is truncated")
+            raise StateUnreadable(f"{_where(table, key)} is truncated")
         header = sealed[:size]
         kid = header[len(MAGIC) + 1 :].decode("ascii", errors="replace")
         state_key = self._find(kid)
@@ -136,17 +162,19 @@ class StateCipher:
             state_key = self._find(kid)
         if state_key is None:
             raise StateUnreadable(
-                f"{where} is sealed with state key {kid!r}, which is not among {self._what}"
+                f"{_where(table, key)} is sealed with state key {kid!r}, which is not among "
+                f"{self._what}"
             )
         nonce = sealed[size : size + NONCE_BYTES]
+        cipher, _ = self._cipher(state_key)
         try:
-            return self._cipher(state_key).decrypt(
+            return cipher.decrypt(
                 nonce, sealed[size + NONCE_BYTES :], _associated(table, key, header)
             )
         except InvalidTag:
             raise StateUnreadable(
-                f"{where} does not decrypt with state key {kid!r}: altered, or moved there "
-                "from another key or table"
+                f"{_where(table, key)} does not decrypt with state key {kid!r}: altered, or "
+                "moved there from another key or table"
             ) from None
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from typer.testing import CliRunner, Result
 
 from gun_contract.security import keystore
@@ -112,6 +114,32 @@ def test_a_value_opens_only_in_the_table_and_under_the_key_it_was_sealed_for() -
         cipher().open("cases", KEY, sealed[:30])
     with pytest.raises(StateUnreadable, match="'hub-state-test-1', which is not among"):
         cipher(2).open("cases", KEY, sealed)
+
+
+def test_a_value_is_sealed_byte_for_byte_as_the_format_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stop 39: the key's AES-GCM object, its header and each table's part of the
+    associated data are made once, not at every seal and open; what is sealed is the same
+    bytes, under the same associated data (a value sealed before opens after, and back)."""
+    nonce = bytes(range(12))
+    monkeypatch.setattr(os, "urandom", lambda size: nonce[:size])
+    secret, kid = bytes([7]) * 32, "hub-state-test-7"
+    sealing = StateCipher.of([StateKey(kid, secret)])
+    for table, key in (("cases", KEY), ("open-cases", KEY), ("cases", "26FR-é"), ("a", b"")):
+        record = key.encode() if isinstance(key, str) else key
+        header = MAGIC + bytes((len(kid),)) + kid.encode()
+        associated = (
+            b"gun-hub state v1"
+            + struct.pack(">H", len(table))
+            + table.encode()
+            + struct.pack(">I", len(record))
+            + record
+            + header
+        )
+        expected = header + nonce + AESGCM(secret).encrypt(nonce, CASE, associated)
+        assert sealing.seal(table, key, CASE) == expected
+        assert sealing.open(table, key, expected) == CASE
 
 
 def test_the_store_below_holds_sealed_values_and_its_users_see_plain_ones() -> None:

@@ -138,7 +138,7 @@ def test_a_running_sender_encrypts_to_the_newest_active_key_as_the_jwks_lists_it
     first = _encrypted_to(seal(hub))
     [newer] = [
         kid
-        for kid in KeystoreFolder(folder).rotate("dgal")
+        for kid in KeystoreFolder(folder).rotate("dgal", use_from=datetime.now(UTC))
         if read_public_keys(folder / PUBLIC_JWKS)[kid].use is KeyUse.ENC
     ]
     clock.now += KEY_RECHECK_S + 1

@@ -131,6 +131,11 @@ ANSWER_LIMIT_BYTES = 64 * 1024
 # Answers asking for a pause (Retry-After honoured): retried like a 5xx, not mapped.
 HTTP_TOO_MANY_REQUESTS = 429
 _THROTTLED = frozenset({HTTP_TOO_MANY_REQUESTS, 503})
+# A gateway or proxy answering for a partner it forwarded the call to and heard nothing
+# (502 Bad Gateway, 504 Gateway Timeout, RFC 9110 §15.6.3, §15.6.5): it says nothing of
+# what the partner does with the call, which may have reached it and be applied later,
+# like a call that timed out. A 503, a 429 or a refused connection say "not taken".
+_GATEWAY_GAVE_UP = frozenset({502, 504})
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +385,11 @@ class CertexHttpPartner:
                             # Not taken: a 409 to the retry is no earlier attempt still
                             # running (a 503 may hide one, behind a proxy; review G4).
                             self._keys_in_flight.turned_away(headers[IDEMPOTENCY_HEADER])
+                        elif response.status in _GATEWAY_GAVE_UP:
+                            # A gateway's "no answer in time": the call may have reached
+                            # the partner, which goes on with it, as after a timeout
+                            # (review stop 39-SF, SF3).
+                            self._keys_in_flight.unanswered(headers[IDEMPOTENCY_HEADER])
                         self.circuit.record_failure()
                         self._pause_if_asked(response)
                         continue

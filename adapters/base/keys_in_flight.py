@@ -23,11 +23,13 @@ first, unless the caller says it was sent before (:meth:`KeysInFlight.sent_earli
 
 Narrower, per key: whether the partner may be applying a call still
 (:meth:`KeysInFlight.unsettled`): an attempt went out and got no answer at all (it timed
-out, the connection was lost), or a repeat met 409 "being processed". A 5xx or a 429 is
-an answer (the partner, or its gateway, turned the attempt down), and a failed connection
-sent nothing. A reservation in that state is kept queued by the replayer, asked again with
-the same key, so that its declaration's deletion or write-off does not overtake it
-(review stop 39, P1). Any answer that settles the key (a rejection too) ends it.
+out, the connection was lost, or a gateway answered 502/504: it heard nothing from the
+partner in time, review stop 39-SF, SF3), or a repeat met 409 "being processed". Another
+5xx or a 429 is an answer (the partner, or its gateway, turned the attempt down), and a
+failed connection sent nothing. A reservation in that state is kept queued by the
+replayer, asked again with the same key, so that its declaration's deletion or write-off
+does not overtake it (review stop 39, P1). Any answer that settles the key (a rejection
+too) ends it.
 """
 
 from __future__ import annotations

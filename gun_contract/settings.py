@@ -269,6 +269,13 @@ class AdapterSettings(BaseModel):
     retry_backoff_cap_s: float = Field(
         4.0, description="Longest backoff between two attempts of a partner call."
     )
+    partner_in_progress_window_s: NonNegativeFloat = Field(
+        600.0,
+        description="How long after a call's first attempt a 409 to a repeat of its key is "
+        "taken for the partner still processing it. Past it, a write-off, deletion or "
+        "give-back so answered is a rejection; a reservation stays queued (its follow-ups "
+        "behind it) and a warning names it (adapters/base/keys_in_flight.py).",
+    )
     circuit_failure_threshold: PositiveInt = Field(
         5, description="Consecutive partner failures that open the circuit breaker."
     )

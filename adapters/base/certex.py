@@ -207,7 +207,9 @@ class CertexHttpPartner:
             trial_timeout_s=2 * settings.partner_timeout_s + 1,
         )
         # Keys sent with no answer yet: a 409 to one of them is "still in progress" (J3).
-        self._keys_in_flight = KeysInFlight()
+        self._keys_in_flight = KeysInFlight(
+            in_progress_at_most_s=settings.partner_in_progress_window_s
+        )
 
     @property
     def circuit_state(self) -> CircuitStatus:
@@ -312,7 +314,7 @@ class CertexHttpPartner:
             # The declaration version's trace, for the partner's own logs (W3C format).
             headers[TRACEPARENT] = traceparent(trace_id)
         status, payload = await self._call(method, url, body, headers)
-        if status == HTTP_CONFLICT and self._keys_in_flight.still_in_progress(key):
+        if status == HTTP_CONFLICT and self._still_processing(request, key):
             # A repeat of a key the partner is still processing (IETF idempotency-key
             # draft), not a rejection: queued and replayed, the replay gets its answer.
             self._keys_in_flight.unanswered(key)
@@ -329,6 +331,31 @@ class CertexHttpPartner:
             raise
         self._keys_in_flight.settled(key)  # a usable answer: the next attempt is a first
         return answer
+
+    def _still_processing(self, request: AuthorityRequest, key: str) -> bool:
+        """Whether a 409 to ``key`` (one of ``request``'s calls) is the partner still
+        processing an earlier attempt. For a reservation, however long since its first:
+        taken for a rejection past the window, its follow-ups overtook it and the partner
+        applied it later, held for ever (review stop 39-SF, SF1). The window then only
+        makes a warning name it, once; the stuck-operation gauge follows it."""
+        keys = self._keys_in_flight
+        if request.operation is not Operation.RESERVE:
+            return keys.still_in_progress(key)
+        if not keys.repeated(key):
+            return False
+        if keys.newly_overdue(key):
+            log.warning(
+                # The key, not the document: a licence reference stays out of logs.
+                "the partner is still processing %s of %s version %d (key %s) %d s after "
+                "its first attempt: kept queued, its follow-ups wait behind it; if it "
+                "lasts, ask the partner's administration about this call",
+                request.operation.value,
+                request.reference,
+                request.version,
+                key,
+                keys.since_first_s(key),
+            )
+        return True
 
     def _keys(self, request: AuthorityRequest) -> set[str]:
         """The idempotency keys of ``request``'s calls (one per quoted document)."""

@@ -15,9 +15,14 @@ A 409 to a key already sent is "still in progress", an outage: the operation is 
 and replayed, and the replay gets the partner's remembered answer.
 
 Bounded twice. A partner does not take minutes over one call, so past
-:data:`IN_PROGRESS_AT_MOST_S` since a key's first attempt a 409 is the partner's word
+:data:`IN_PROGRESS_AT_MOST_S` (the adapter's ``partner_in_progress_window_s``) since a
+key's first attempt a 409 to a write-off, deletion or give-back is the partner's word
 again (a partner that remembers a conflict under the key would otherwise be asked every
-round for ever). And at most :data:`KEYS_KEPT` keys are remembered, the oldest dropped
+round for ever). Not to a reservation: taken for a rejection, its follow-ups went ahead
+of a call the partner then applied (held for ever; review stop 39-SF, SF1). Its 409 stays
+"still processing" past the window, which only makes the client say so once, at WARNING
+(:meth:`KeysInFlight.newly_overdue`); the replayer's stuck-operation gauge and its alert
+follow it from there. And at most :data:`KEYS_KEPT` keys are remembered, the oldest dropped
 first. The memory is the process's: after a restart a key's next attempt counts as its
 first, unless the caller says it was sent before (:meth:`KeysInFlight.sent_earlier`).
 
@@ -52,6 +57,8 @@ class _Sent:
     # An attempt got no answer, or a repeat met 409 "being processed": the partner may be
     # applying the call still.
     maybe_applying: bool = False
+    # A warning said the partner still processes it past the window (reservations).
+    said_overdue: bool = False
 
 
 class KeysInFlight:
@@ -83,12 +90,31 @@ class KeysInFlight:
     def still_in_progress(self, key: str) -> bool:
         """Whether a 409 just answered to ``key`` means "an earlier attempt is still being
         processed": the key was sent before the attempt answered, not too long ago."""
+        return self.repeated(key) and not self._overdue(key)
+
+    def repeated(self, key: str) -> bool:
+        """Whether the attempt just answered is not ``key``'s first: a 409 to it may be
+        an earlier attempt still being processed, however long ago that one went."""
         sent = self._sent.get(key)
-        return (
-            sent is not None
-            and sent.attempts > 1
-            and self._clock() - sent.first_at <= self._window_s
-        )
+        return sent is not None and sent.attempts > 1
+
+    def newly_overdue(self, key: str) -> bool:
+        """Whether ``key`` has just passed the window since its first attempt: true once
+        per key (a caller that keeps waiting on it says so once)."""
+        sent = self._sent.get(key)
+        if sent is None or sent.said_overdue or not self._overdue(key):
+            return False
+        sent.said_overdue = True
+        return True
+
+    def since_first_s(self, key: str) -> float:
+        """Seconds since ``key``'s first attempt (0: not remembered)."""
+        sent = self._sent.get(key)
+        return 0.0 if sent is None else self._clock() - sent.first_at
+
+    def _overdue(self, key: str) -> bool:
+        sent = self._sent.get(key)
+        return sent is not None and self._clock() - sent.first_at > self._window_s
 
     def unanswered(self, key: str) -> None:
         """The attempt carrying ``key`` went out and got no answer (timed out, connection

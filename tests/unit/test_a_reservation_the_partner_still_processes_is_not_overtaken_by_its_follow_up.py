@@ -296,3 +296,57 @@ async def test_a_reservation_the_partner_turned_down_or_never_got_is_not_kept(
     assert turned_down.verdict is Verdict.UNAVAILABLE
     assert unreachable.verdict is Verdict.UNAVAILABLE
     assert left == 0
+
+
+@pytest.mark.parametrize(
+    ("follow_up", "ledger_after"),
+    [
+        (Operation.DELETE, (Decimal(0), Decimal(0))),
+        (Operation.WRITE_OFF, (Decimal(0), Decimal(10))),
+    ],
+)
+async def test_a_reservation_still_processed_past_the_window_keeps_its_follow_up_behind_it(
+    partner: WatchedPartner,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    follow_up: Operation,
+    ledger_after: tuple[Decimal, Decimal],
+) -> None:
+    """Review stop 39-SF, SF1: ten minutes after the reservation's first attempt (here a
+    window of 0: every repeat is past it) the partner's 409 "being processed" was taken
+    for a rejection, the reservation for settled (logged at INFO), and its follow-up went
+    first: the DELETE answered ``02`` (RESERVATION_DELETED) then the reservation applied,
+    held for ever; the WRITE_OFF ``02``, a post-release alert (SF1b). A partner still
+    processing a reservation turns nothing down: it stays queued, its follow-up behind it,
+    and the window only makes a warning name it."""
+    client = partner_client(
+        partner.url, partner_timeout_s=0.3, retry_attempts=3, partner_in_progress_window_s=0
+    )
+    pending = PendingOperations(tmp_path / "pending.sqlite")
+    published: Published = []
+    replayer = replayer_of(pending, client, published)
+    try:
+        await set_faults(partner.url, in_progress_next=1, hang_s=HELD_S)
+        [reserve] = await replayer.ask(op(Operation.RESERVE, quantity="10"), 0, 10)
+        assert reserve.verdict is Verdict.UNAVAILABLE
+        [live] = await replayer.ask(op(follow_up), 0, 11)
+        assert (live.verdict, live.partner_code) == (Verdict.UNAVAILABLE, None), live.detail
+        # Replay rounds while the partner still holds it: 409, past the window, both wait.
+        await replayer.replay_all()
+        await replayer.replay_all()
+        assert not partner.reservation_answered.is_set()
+        assert published == []
+        assert [r.operation for r in pending.queued(DECL)] == [Operation.RESERVE, follow_up]
+
+        await asyncio.wait_for(partner.reservation_answered.wait(), HELD_S + 10)
+        await replayer.replay_all()
+        left = len(pending)
+    finally:
+        await client.close()
+        pending.close()
+    assert published == [(op(follow_up).request_id, Verdict.VALID, "01")]
+    assert left == 0
+    assert reserved_and_written_off(partner) == ledger_after
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and DECL in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in caplog.records]
+    assert "still processing" in warned[0].getMessage()

@@ -20,9 +20,10 @@ declaration's position, and judges its version, per document):
   or met 409 "being processed": :meth:`PartnerPort.may_still_apply`) is queued, never
   answered again: the replay rounds ask it again with the same key until the partner
   answers it for good, and meanwhile its documents' later operations (its own version's
-  deletion or write-off) wait behind it. Sent ahead, a refused declaration's deletion
-  was answered "no reservation", then the partner applied the reservation: held for
-  ever (review stop 39, P1);
+  deletion or write-off) wait behind it: on the documents answered UNAVAILABLE only, a
+  document whose call the partner answered is free (review stop 39-SF, SF4). Sent
+  ahead, a refused declaration's deletion was answered "no reservation", then the
+  partner applied the reservation: held for ever (review stop 39, P1);
 * except a queued deletion or reservation of an older version, which a later version's
   reservation or deletion of all its documents supersedes: that one is sent, and once the partner
   applied it the deletion is answered STALE and never sent again (review stop 36, G7: a
@@ -226,6 +227,11 @@ class Replayer:
         self._failing: dict[str, tuple[float, str]] = {}
         self._failed_this_round: set[str] = set()
         self._said_stuck: set[str] = set()
+        # Per queued reservation (its operation key): the documents whose calls the
+        # partner may still apply, those answered UNAVAILABLE. It holds back what follows
+        # on those only: a document whose call was answered is free (review stop 39-SF,
+        # SF4). Not known (one queued again after a restart): all of its documents.
+        self._unsettled_documents: dict[str, frozenset[str]] = {}
 
     async def ask(
         self,
@@ -243,7 +249,7 @@ class Replayer:
                 if self._pending.has(request.reference)
                 else []
             )
-            ahead = _on_documents_of(request, waiting)
+            ahead = self._on_documents_of(request, waiting)
             held_back = any(not supersedes(request, older) for older, _ in ahead)
             if held_back and request.operation in REPLAYED_OPERATIONS:
                 self._pending.add(request, partition, offset, logged_at)
@@ -280,6 +286,7 @@ class Replayer:
                 # the UNAVAILABLE the hub gets now: a refused declaration's decision does
                 # not wait for it, its deletion does.
                 self._pending.add(request, partition, offset, logged_at)
+                self._still_unsettled_on(request, answers)
                 log.info(
                     "%s may still be applied by the partner: queued, asked again until "
                     "answered, its documents' later operations behind it",
@@ -404,6 +411,30 @@ class Replayer:
 
     def _ended(self, request: AuthorityRequest) -> None:
         self._failing.pop(operation_key(request), None)
+        self._unsettled_documents.pop(operation_key(request), None)
+
+    def _still_unsettled_on(
+        self, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]
+    ) -> None:
+        """``request``, a queued reservation, was just answered ``answers``: the
+        documents answered UNAVAILABLE are those the partner may still be applying."""
+        self._unsettled_documents[operation_key(request)] = frozenset(
+            a.reference for a in answers if a.verdict is Verdict.UNAVAILABLE
+        )
+
+    def _holding(self, queued: AuthorityRequest) -> frozenset[str]:
+        """The documents on which the queued operation holds back what follows: all of
+        them, but for a reservation only those its partner may still apply (SF4)."""
+        if queued.operation is Operation.RESERVE:
+            known = self._unsettled_documents.get(operation_key(queued))
+            if known:
+                return known
+        return _documents(queued)
+
+    def _on_documents_of(self, request: AuthorityRequest, waiting: _Waiting) -> _Waiting:
+        """The operations of ``waiting`` holding back a document ``request`` concerns."""
+        mine = _documents(request)
+        return [(older, p) for older, p in waiting if self._holding(older) & mine]
 
     async def _replay(self, reference: str) -> _Waiting:
         """Replay ``reference``'s queue in order: an operation on a document of one still
@@ -416,7 +447,7 @@ class Replayer:
                 # Forgotten meanwhile (its partition was revoked, ownership.py): the
                 # partition's next owner replays it and what follows, in order.
                 return self._pending.queued_at(reference)
-            ahead = _on_documents_of(request, waiting)
+            ahead = self._on_documents_of(request, waiting)
             if any(not supersedes(request, older) for older, _ in ahead):
                 waiting.append((request, partition))
                 continue
@@ -429,6 +460,8 @@ class Replayer:
                     self._partner.sent_before(request)
                 answers = await self._partner.answer(request)
                 if unavailable(answers) and (not settling or self._unsettled(request, answers)):
+                    if settling:
+                        self._still_unsettled_on(request, answers)
                     self._failed(request)
                     waiting.append((request, partition))
                     continue
@@ -500,9 +533,3 @@ class Replayer:
                 newer.request_id,
             )
         return ended
-
-
-def _on_documents_of(request: AuthorityRequest, waiting: _Waiting) -> _Waiting:
-    """The operations of ``waiting`` on a document ``request`` also concerns."""
-    mine = _documents(request)
-    return [(older, p) for older, p in waiting if _documents(older) & mine]

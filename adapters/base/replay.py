@@ -327,6 +327,9 @@ class Replayer:
         behind it, as they did with the replica that asked it first. Not answered again."""
         async with self._locks.hold(request.reference):
             self._partner.sent_before(request)
+            # What this process knew of its documents, from before it lost the partition,
+            # is not trusted: all of them are held back (the safe side, SF4).
+            self._unsettled_documents.pop(operation_key(request), None)
             self._pending.add(request, partition, offset, logged_at)
 
     async def _replayed_before(self, reference: str) -> _Waiting:

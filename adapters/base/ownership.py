@@ -40,7 +40,10 @@ file (ADR 0014):
   committed offset (``answered:<offset>;unsettled:<d>,<d>``; only ``answered:<offset>``
   when there are none, as before): the next owner queues them again as it reads them
   (:meth:`PartitionOwnership.unsettled_at`), asks them with the same key, and holds their
-  follow-ups behind them (review stop 39, P1).
+  follow-ups behind them (review stop 39, P1). A write-off, deletion or give-back the
+  partner may still be applying (queued after a timeout or a 409 "being processed", or
+  under way) is named too: the next owner asks it as a repeat, so a 409 is "still in
+  progress", not a rejection (review stop 39-SF, SF2).
 
 Rows queued before offsets were kept (no offset) hold no partition and are replayed by
 whoever has them, as before.
@@ -62,10 +65,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 
 from adapters.base.pending import PendingOperations
+from gun_contract.model.exchange import AuthorityRequest
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +120,15 @@ def deleted_unanswered(commit: int, metadata: str, log_start: int) -> range:
 class PartitionOwnership:
     """One replica's request partitions: owned, handled up to, committed up to."""
 
-    def __init__(self, pending: PendingOperations) -> None:
+    def __init__(
+        self,
+        pending: PendingOperations,
+        follow_ups_unsettled: Callable[[], Collection[AuthorityRequest]] = list,
+    ) -> None:
         self._pending = pending
+        # The queued follow-ups the partner may still be applying (Replayer): named in
+        # the commits beside the reservations (review stop 39-SF, SF2).
+        self._follow_ups_unsettled = follow_ups_unsettled
         self._owned: set[int] = set()
         # Bumped by every revocation: a batch begun under an earlier generation says
         # nothing of what the partitions hold now.
@@ -315,9 +326,10 @@ class PartitionOwnership:
         answered, and asking them again would apply what was answered UNAVAILABLE); and
         which of those are reservations the partner may still apply: queued here, asked
         right now, or named by the commit this replica inherited and not read again yet."""
-        return self._metadata(
-            partition, self._pending.oldest_offsets(), self._pending.reservation_offsets()
-        )
+        queued = self._pending.reservation_offsets()
+        for p, offsets in self._pending.offsets_of(self._follow_ups_unsettled()).items():
+            queued[p] = sorted({*queued.get(p, ()), *offsets})
+        return self._metadata(partition, self._pending.oldest_offsets(), queued)
 
     def _metadata(
         self, partition: int, oldest: Mapping[int, int], queued: Mapping[int, list[int]]

@@ -306,6 +306,21 @@ class PendingOperations:
             offsets.setdefault(int(partition), []).append(int(offset))
         return offsets
 
+    def offsets_of(self, requests: Collection[AuthorityRequest]) -> dict[int, list[int]]:
+        """Per partition, the offsets ``requests`` were read at, those still queued, in
+        order: the follow-ups the partner may still be applying (:mod:`adapters.base.replay`),
+        which a commit names beside the reservations (``ownership.py``). Found by request
+        (a sealed row's key says nothing of its operation); they are few."""
+        offsets: dict[int, list[int]] = {}
+        for request in requests:
+            for row_id in self._same_operation(request):
+                partition, offset = self._db.execute(
+                    "SELECT partition, request_offset FROM queue WHERE id = ?", (row_id,)
+                ).fetchone()
+                if partition is not None and offset is not None:
+                    offsets.setdefault(int(partition), []).append(int(offset))
+        return {p: sorted(o) for p, o in offsets.items()}
+
     def oldest_logged_at(self) -> float | None:
         """The record timestamp (epoch seconds) of the oldest queued operation that has
         one: retention deletes a request by it (None: nothing queued, or rows kept before

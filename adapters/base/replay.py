@@ -232,6 +232,12 @@ class Replayer:
         # on those only: a document whose call was answered is free (review stop 39-SF,
         # SF4). Not known (one queued again after a restart): all of its documents.
         self._unsettled_documents: dict[str, frozenset[str]] = {}
+        # Per queued write-off, deletion or give-back (its operation key) whose call the
+        # partner may still be applying (timed out, or met 409 "being processed"): a
+        # commit names it, so that the partition's next owner asks it as a repeat and
+        # takes the partner's 409 for "still in progress" (review stop 39-SF, SF2). One
+        # queued behind another and never sent is not in it.
+        self._follow_ups_unsettled: dict[str, AuthorityRequest] = {}
 
     async def ask(
         self,
@@ -239,11 +245,18 @@ class Replayer:
         partition: int | None = None,
         offset: int | None = None,
         logged_at: float | None = None,
+        *,
+        sent_before: bool = False,
     ) -> tuple[DocumentAnswer, ...]:
         """The partner's answers to a request read from the log (the live path), at
         ``partition`` and ``offset``, its record's timestamp ``logged_at`` (kept with the
-        operation if it is queued)."""
+        operation if it is queued). ``sent_before``: the commit names it as a follow-up
+        the partition's previous owner left unsettled at the partner: its next attempt
+        is a repeat, a 409 to it "still in progress" (SF2)."""
         async with self._locks.hold(request.reference):
+            if sent_before:
+                # Before anything: queued behind another here, its replay is a repeat too.
+                self._partner.sent_before(request)
             waiting: _Waiting = (
                 await self._replayed_before(request.reference)
                 if self._pending.has(request.reference)
@@ -279,6 +292,7 @@ class Replayer:
             answers = await self._partner.answer(request)
             if unavailable(answers) and request.operation in REPLAYED_OPERATIONS:
                 self._pending.add(request, partition, offset, logged_at)
+                self._follow_up_failed(request)
                 return answers
             if self._unsettled(request, answers):
                 # The partner may still apply it (review stop 39, P1): kept, asked again,
@@ -415,6 +429,20 @@ class Replayer:
     def _ended(self, request: AuthorityRequest) -> None:
         self._failing.pop(operation_key(request), None)
         self._unsettled_documents.pop(operation_key(request), None)
+        self._follow_ups_unsettled.pop(operation_key(request), None)
+
+    def _follow_up_failed(self, request: AuthorityRequest) -> None:
+        """``request``, a queued follow-up, was just answered UNAVAILABLE: named in the
+        commits while the partner may still be applying it (SF2)."""
+        if self._partner.may_still_apply(request):
+            self._follow_ups_unsettled[operation_key(request)] = request
+        else:
+            self._follow_ups_unsettled.pop(operation_key(request), None)
+
+    def follow_ups_unsettled(self) -> list[AuthorityRequest]:
+        """The queued follow-ups the partner may still be applying (a commit names those
+        still queued: :meth:`PendingOperations.offsets_of`)."""
+        return list(self._follow_ups_unsettled.values())
 
     def _still_unsettled_on(
         self, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]
@@ -465,6 +493,8 @@ class Replayer:
                 if unavailable(answers) and (not settling or self._unsettled(request, answers)):
                     if settling:
                         self._still_unsettled_on(request, answers)
+                    else:
+                        self._follow_up_failed(request)
                     self._failed(request)
                     waiting.append((request, partition))
                     continue

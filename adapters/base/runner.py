@@ -145,9 +145,9 @@ class AdapterRunner:
             ),
             StateCipher.load(settings.security.keys_dir, spec.authority),
         )
-        self.ownership = PartitionOwnership(self.pending)
         self._producer: AIOKafkaProducer | None = None
         self._replayer = Replayer(self.pending, partner, self._publish_replayed)
+        self.ownership = PartitionOwnership(self.pending, self._replayer.follow_ups_unsettled)
         self.replay_rounds = Rounds()
         self._pending_limit = PendingLimit(spec.authority, settings.adapter.pending_limit)
         # Commits go one at a time (never racing each other backwards), at most every
@@ -681,13 +681,22 @@ class AdapterRunner:
         partition is no longer this replica's is dropped: its next owner reads it again
         from that commit (review stop 39-G, G2)."""
         partition, offset = record.partition, record.offset
+        # A write-off, deletion or give-back under way is named too: the next owner asks
+        # it as a repeat, and a 409 is the partner still at it (review stop 39-SF, SF2).
         asking = (
             self.ownership.asking(partition, offset)
-            if request.operation is Operation.RESERVE
+            if request.operation is Operation.RESERVE or request.operation in REPLAYED_OPERATIONS
             else contextlib.nullcontext()
         )
+        # Named by the commit the partition was taken from: its previous owner's call may
+        # still be running at the partner (SF2).
+        sent_before = request.operation in REPLAYED_OPERATIONS and self.ownership.unsettled_at(
+            partition, offset
+        )
         with asking:
-            answers = await self._replayer.ask(request, partition, offset, _logged_at(record))
+            answers = await self._replayer.ask(
+                request, partition, offset, _logged_at(record), sent_before=sent_before
+            )
         if not self.ownership.keeps(partition):
             # Rows of a partition this replica no longer has, that the log holds (this
             # record is read from it): forgotten, as on its revocation.

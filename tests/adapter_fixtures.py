@@ -9,16 +9,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from adapters.base import PartnerPort, load_adapter
+from adapters.base.pending import PendingOperations
+from adapters.base.replay import Replayer
 from adapters.base.runner import AdapterRunner
 from gun_contract.envelope import Envelope
 from gun_contract.model.declaration import Direction, Stage
 from gun_contract.model.exchange import (
     AuthorityRequest,
+    DocumentAnswer,
     Operation,
     RequestedDocument,
     RequestedItem,
     request_id_for,
 )
+from gun_contract.model.verdicts import Verdict
 from gun_contract.security.replay import FollowsCommits
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry
@@ -94,3 +98,20 @@ def partner_request(
         ),
         sent_at=datetime.now(UTC),
     )
+
+
+Published = list[tuple[str, Verdict, str | None]]
+
+
+def replayer_publishing_to(
+    pending: PendingOperations, client: PartnerPort, published: Published
+) -> Replayer:
+    """A replayer whose answers to the hub are kept in ``published`` (request id, verdict,
+    partner code)."""
+
+    async def publish(
+        request: AuthorityRequest, answers: tuple[DocumentAnswer, ...], _partition: int | None
+    ) -> None:
+        published.extend((request.request_id, a.verdict, a.partner_code) for a in answers)
+
+    return Replayer(pending, client, publish)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,37 @@ async def running_partner(
             yield RunningPartner(url, store)
         finally:
             store.close()
+
+
+@dataclass
+class WatchedPartner(RunningPartner):
+    """The simulator, telling when a call it watches was answered 200 (a held one
+    included, though its caller gave up on it: nothing else signals it)."""
+
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@asynccontextmanager
+async def watched_partner(
+    documents: Path, db: Path, watched: Callable[[web.Request], bool]
+) -> AsyncIterator[WatchedPartner]:
+    """:func:`running_partner`, its ``answered`` set once a ``watched`` call is answered 200."""
+    answered = asyncio.Event()
+
+    @web.middleware
+    async def signal(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if watched(request) and response.status == 200:
+            answered.set()
+        return response
+
+    async with running_partner(documents, db, [signal]) as running:
+        yield WatchedPartner(running.url, running.store, answered)
+
+
+def slow_partner_client(partner: RunningPartner) -> CertexHttpPartner:
+    """A client that gives a held call up quickly: 3 attempts of 0.3 s."""
+    return partner_client(partner.url, partner_timeout_s=0.3, retry_attempts=3)
 
 
 @asynccontextmanager

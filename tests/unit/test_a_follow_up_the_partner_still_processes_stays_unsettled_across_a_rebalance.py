@@ -14,26 +14,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
-from adapters.base.certex import CertexHttpPartner
 from adapters.base.ownership import PartitionOwnership
 from adapters.base.pending import PendingOperations
 from adapters.base.replay import Replayer
-from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
+from gun_contract.model.exchange import AuthorityRequest, Operation
 from gun_contract.model.verdicts import Verdict
-from tests.adapter_fixtures import partner_request
+from tests.adapter_fixtures import Published, partner_request, replayer_publishing_to
 from tests.partner_fixtures import (
-    Handler,
     RunningPartner,
-    partner_client,
-    running_partner,
+    WatchedPartner,
     set_faults,
+    slow_partner_client,
+    watched_partner,
 )
 
 DOC = "CHEDP.FR.2026.0001234"
@@ -42,8 +39,6 @@ DECL = "26FR000690I0000701"
 HELD_S = 5.0
 FOLLOW_UP_PATHS = ("/write-off", "/give-back")
 
-Published = list[tuple[str, Verdict, str | None]]
-
 
 def op(operation: Operation, version: int, quantity: str | None = None) -> AuthorityRequest:
     return partner_request(
@@ -51,44 +46,14 @@ def op(operation: Operation, version: int, quantity: str | None = None) -> Autho
     )
 
 
-@dataclass
-class WatchedPartner(RunningPartner):
-    """The simulator, telling when a follow-up call was answered 200 (the held one
-    included, though its caller gave up on it: nothing else signals it)."""
-
-    follow_up_answered: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 @pytest.fixture
 async def partner(samples: Path, tmp_path: Path) -> AsyncIterator[WatchedPartner]:
-    answered = asyncio.Event()
-
-    @web.middleware
-    async def signal(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        if request.path.endswith(FOLLOW_UP_PATHS) and response.status == 200:
-            answered.set()
-        return response
-
-    async with running_partner(
-        samples / "partners" / "dgal-documents.json", tmp_path / "ledger.db", [signal]
+    async with watched_partner(
+        samples / "partners" / "dgal-documents.json",
+        tmp_path / "ledger.db",
+        lambda r: r.path.endswith(FOLLOW_UP_PATHS),
     ) as running:
-        yield WatchedPartner(running.url, running.store, answered)
-
-
-def slow_client(partner: RunningPartner) -> CertexHttpPartner:
-    return partner_client(partner.url, partner_timeout_s=0.3, retry_attempts=3)
-
-
-def replayer_of(
-    pending: PendingOperations, client: CertexHttpPartner, published: Published
-) -> Replayer:
-    async def publish(
-        request: AuthorityRequest, answers: tuple[DocumentAnswer, ...], _partition: int | None
-    ) -> None:
-        published.extend((request.request_id, a.verdict, a.partner_code) for a in answers)
-
-    return Replayer(pending, client, publish)
+        yield running
 
 
 def owner_of(pending: PendingOperations, replayer: Replayer) -> PartitionOwnership:
@@ -120,9 +85,9 @@ async def test_a_follow_up_the_partner_still_processes_is_not_a_rejection_for_th
     queued by the first owner, which dies; the next owner reads it again from the
     commit."""
     version = 2 + len(before)
-    first = slow_client(partner)
+    first = slow_partner_client(partner)
     first_pending = PendingOperations(tmp_path / "first.sqlite")
-    first_replayer = replayer_of(first_pending, first, [])
+    first_replayer = replayer_publishing_to(first_pending, first, [])
     first_owner = owner_of(first_pending, first_replayer)
     first_owner.assigned({0})
     try:
@@ -132,7 +97,7 @@ async def test_a_follow_up_the_partner_still_processes_is_not_a_rejection_for_th
             [done] = await first_replayer.ask(op(earlier, offset - 9), 0, offset)
             assert done.verdict is Verdict.VALID, done.detail
         at = 10 + version - 1
-        partner.follow_up_answered.clear()  # the earlier write-off's answer
+        partner.answered.clear()  # the earlier write-off's answer
         await set_faults(partner.url, in_progress_next=1, hang_s=HELD_S)
         [first_answer] = await first_replayer.ask(op(follow_up, version), 0, at)
         assert first_answer.verdict is Verdict.UNAVAILABLE, first_answer.detail
@@ -143,10 +108,10 @@ async def test_a_follow_up_the_partner_still_processes_is_not_a_rejection_for_th
         await first.close()
         first_pending.close()
 
-    second = slow_client(partner)
+    second = slow_partner_client(partner)
     second_pending = PendingOperations(tmp_path / "second.sqlite")
     published: Published = []
-    second_replayer = replayer_of(second_pending, second, published)
+    second_replayer = replayer_publishing_to(second_pending, second, published)
     second_owner = owner_of(second_pending, second_replayer)
     second_owner.assigned({0}, {0: metadata}, committed={0: at})
     try:
@@ -157,12 +122,12 @@ async def test_a_follow_up_the_partner_still_processes_is_not_a_rejection_for_th
         )
         # Still in progress at the partner: pending, not rejected (MISMATCH HTTP409).
         assert (again.verdict, again.partner_code) == (Verdict.UNAVAILABLE, None), again.detail
-        assert not partner.follow_up_answered.is_set()
+        assert not partner.answered.is_set()
         second_owner.handled({0: at + 1}, second_owner.generation)
         # Named again: a third owner would take it as this one did.
         assert second_owner.commit_metadata(0) == metadata == f"answered:{at + 1};unsettled:0"
 
-        await asyncio.wait_for(partner.follow_up_answered.wait(), HELD_S + 10)
+        await asyncio.wait_for(partner.answered.wait(), HELD_S + 10)
         await second_replayer.replay_all()
         left = len(second_pending)
         after = second_owner.commit_metadata(0)
@@ -181,9 +146,9 @@ async def test_a_follow_up_queued_behind_another_and_never_sent_is_not_named(
     """Only a follow-up whose call the partner may still be applying is named: one held
     back behind a reservation still in progress was never sent (its 409 could only be a
     conflict the partner remembers), and the reservation names the partition already."""
-    client = slow_client(partner)
+    client = slow_partner_client(partner)
     pending = PendingOperations(tmp_path / "pending.sqlite")
-    replayer = replayer_of(pending, client, [])
+    replayer = replayer_publishing_to(pending, client, [])
     owner = owner_of(pending, replayer)
     owner.assigned({0})
     try:

@@ -161,6 +161,16 @@ def next_owner(tmp_path: Path, commit: tuple[int, str]) -> PartitionOwnership:
     return owner
 
 
+async def revocation_under_way(runner: AdapterRunner, rebalance: _Rebalance) -> asyncio.Task[None]:
+    """The revocation of P0, started and run to its first wait: it has taken the
+    partition back (its ownership's generation moved) and waits for the batch in flight."""
+    generation = runner.ownership.generation
+    revoking = asyncio.create_task(rebalance.on_partitions_revoked({P0}))
+    await asyncio.sleep(0)  # one turn of the loop: the task runs until it first waits
+    assert runner.ownership.generation == generation + 1, "the revocation is not under way"
+    return revoking
+
+
 @pytest.mark.parametrize(
     ("commits", "at"),
     [
@@ -185,8 +195,7 @@ async def test_a_reservation_left_unsettled_by_the_batch_in_flight_at_revocation
     )
     await asyncio.wait_for(partner.called(RESERVE), 5)
 
-    revoking = asyncio.create_task(rebalance.on_partitions_revoked({P0}))
-    await asyncio.sleep(0.05)  # the revocation is under way while the call still runs
+    revoking = await revocation_under_way(runner, rebalance)  # while the call still runs
     partner.release.set()  # the call times out: the partner may still apply it
     await asyncio.wait_for(asyncio.gather(batch, revoking), 10)
 
@@ -246,8 +255,7 @@ async def test_a_write_off_queued_by_the_batch_in_flight_is_read_again_by_the_ne
         runner._process({P0: [record(tmp_path, WRITE_OFF, 5)]}, producer, consumer)  # type: ignore[arg-type]
     )
     await asyncio.wait_for(partner.called(WRITE_OFF), 5)
-    revoking = asyncio.create_task(rebalance.on_partitions_revoked({P0}))
-    await asyncio.sleep(0.05)
+    revoking = await revocation_under_way(runner, rebalance)
     partner.release.set()
     await asyncio.wait_for(asyncio.gather(batch, revoking), 10)
 

@@ -16,36 +16,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from adapters.base.certex import CertexHttpPartner
 from adapters.base.ownership import PartitionOwnership
 from adapters.base.pending import PendingOperations
-from adapters.base.replay import Replayer
-from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
+from gun_contract.model.exchange import AuthorityRequest, Operation
 from gun_contract.model.verdicts import Verdict
 from gun_tools.processes import free_port
-from tests.adapter_fixtures import partner_request
+from tests.adapter_fixtures import Published, partner_request, replayer_publishing_to
 from tests.partner_fixtures import (
-    Handler,
     RunningPartner,
+    WatchedPartner,
     partner_client,
-    running_partner,
     serving,
     set_faults,
+    slow_partner_client,
+    watched_partner,
 )
 
 DOC = "CHEDP.FR.2026.0001234"
 DECL = "26FR000690I0000601"
 # Long past the live call (3 attempts of 0.3 s) and a replay round, on a loaded machine too.
 HELD_S = 5.0
-
-Published = list[tuple[str, Verdict, str | None]]
 
 
 def op(operation: Operation, version: int = 1, quantity: str | None = None) -> AuthorityRequest:
@@ -54,44 +50,14 @@ def op(operation: Operation, version: int = 1, quantity: str | None = None) -> A
     )
 
 
-@dataclass
-class WatchedPartner(RunningPartner):
-    """The simulator, telling when a reservation call was answered for good (the held one
-    included, though its caller gave up on it: nothing else signals it)."""
-
-    reservation_answered: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 @pytest.fixture
 async def partner(samples: Path, tmp_path: Path) -> AsyncIterator[WatchedPartner]:
-    answered = asyncio.Event()
-
-    @web.middleware
-    async def signal(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        if request.method == "PUT" and "/reservations/" in request.path and response.status == 200:
-            answered.set()
-        return response
-
-    async with running_partner(
-        samples / "partners" / "dgal-documents.json", tmp_path / "ledger.db", [signal]
+    async with watched_partner(
+        samples / "partners" / "dgal-documents.json",
+        tmp_path / "ledger.db",
+        lambda r: r.method == "PUT" and "/reservations/" in r.path,
     ) as running:
-        yield WatchedPartner(running.url, running.store, answered)
-
-
-def slow_client(partner: RunningPartner) -> CertexHttpPartner:
-    return partner_client(partner.url, partner_timeout_s=0.3, retry_attempts=3)
-
-
-def replayer_of(
-    pending: PendingOperations, client: CertexHttpPartner, published: Published
-) -> Replayer:
-    async def publish(
-        request: AuthorityRequest, answers: tuple[DocumentAnswer, ...], _partition: int | None
-    ) -> None:
-        published.extend((request.request_id, a.verdict, a.partner_code) for a in answers)
-
-    return Replayer(pending, client, publish)
+        yield running
 
 
 def reserved_and_written_off(partner: RunningPartner) -> tuple[Decimal, Decimal]:
@@ -114,10 +80,10 @@ async def test_a_follow_up_waits_behind_its_versions_reservation_the_partner_sti
 ) -> None:
     """The review's case: the reservation (10) held by the partner; the hub decides (a
     refusal elsewhere: DELETE; a release in degraded mode: WRITE_OFF) and follows up."""
-    client = slow_client(partner)
+    client = slow_partner_client(partner)
     pending = PendingOperations(tmp_path / "pending.sqlite")
     published: Published = []
-    replayer = replayer_of(pending, client, published)
+    replayer = replayer_publishing_to(pending, client, published)
     try:
         await set_faults(partner.url, in_progress_next=1, hang_s=HELD_S)
         [reserve] = await replayer.ask(op(Operation.RESERVE, quantity="10"), 0, 10)
@@ -130,12 +96,12 @@ async def test_a_follow_up_waits_behind_its_versions_reservation_the_partner_sti
         assert (live.verdict, live.partner_code) == (Verdict.UNAVAILABLE, None), live.detail
         assert [r.operation for r in pending.queued(DECL)] == [Operation.RESERVE, follow_up]
         # A replay round while the partner still holds the reservation: both wait.
-        assert not partner.reservation_answered.is_set()
+        assert not partner.answered.is_set()
         await replayer.replay_all()
         assert published == []
         assert len(pending) == 2
 
-        await asyncio.wait_for(partner.reservation_answered.wait(), HELD_S + 10)
+        await asyncio.wait_for(partner.answered.wait(), HELD_S + 10)
         await replayer.replay_all()
         left = len(pending)
     finally:
@@ -154,10 +120,10 @@ async def test_a_later_versions_reservation_supersedes_one_the_partner_still_pro
     """v1's reservation (10) is held by the partner; v2 (amended to 7) is lodged: sent,
     applied, and v1's reservation leaves the queue. When the partner gets to v1's call,
     its version guard refuses it: the ledger holds v2's 7 only."""
-    client = slow_client(partner)
+    client = slow_partner_client(partner)
     pending = PendingOperations(tmp_path / "pending.sqlite")
     published: Published = []
-    replayer = replayer_of(pending, client, published)
+    replayer = replayer_publishing_to(pending, client, published)
     try:
         await set_faults(partner.url, in_progress_next=1, hang_s=HELD_S)
         [v1] = await replayer.ask(op(Operation.RESERVE, 1, quantity="10"), 0, 10)
@@ -165,8 +131,8 @@ async def test_a_later_versions_reservation_supersedes_one_the_partner_still_pro
         [v2] = await replayer.ask(op(Operation.RESERVE, 2, quantity="7"), 0, 11)
         assert (v2.verdict, v2.partner_code) == (Verdict.VALID, None), v2.detail
         assert len(pending) == 0  # superseded: v1's late call cannot change the ledger
-        partner.reservation_answered.clear()
-        await asyncio.wait_for(partner.reservation_answered.wait(), HELD_S + 10)
+        partner.answered.clear()
+        await asyncio.wait_for(partner.answered.wait(), HELD_S + 10)
         await replayer.replay_all()
     finally:
         await client.close()
@@ -185,13 +151,13 @@ async def test_a_reservation_the_partner_still_processes_stays_unsettled_across_
     it again with the same key (409: still in progress, though its own first attempt) and
     holds the deletion behind it. Without it, the reservation was taken for answered (not
     asked again) and the deletion went first."""
-    first = slow_client(partner)
+    first = slow_partner_client(partner)
     first_pending = PendingOperations(tmp_path / "first.sqlite")
     first_owner = PartitionOwnership(first_pending)
     first_owner.assigned({0})
     try:
         await set_faults(partner.url, in_progress_next=1, hang_s=HELD_S)
-        [reserve] = await replayer_of(first_pending, first, []).ask(
+        [reserve] = await replayer_publishing_to(first_pending, first, []).ask(
             op(Operation.RESERVE, quantity="10"), 0, 10
         )
         assert reserve.verdict is Verdict.UNAVAILABLE
@@ -203,12 +169,12 @@ async def test_a_reservation_the_partner_still_processes_stays_unsettled_across_
         await first.close()
         first_pending.close()
 
-    second = slow_client(partner)
+    second = slow_partner_client(partner)
     second_pending = PendingOperations(tmp_path / "second.sqlite")
     second_owner = PartitionOwnership(second_pending)
     second_owner.assigned({0}, {0: metadata}, committed={0: 10})
     published: Published = []
-    replayer = replayer_of(second_pending, second, published)
+    replayer = replayer_publishing_to(second_pending, second, published)
     try:
         # Read again from the commit: the reservation was answered, but is not settled.
         assert second_owner.answered_before(0, 10)
@@ -222,7 +188,7 @@ async def test_a_reservation_the_partner_still_processes_stays_unsettled_across_
         assert second_owner.unsettled_at(0, 10)
         assert second_owner.commit_metadata(0) == "answered:12;unsettled:0"
 
-        await asyncio.wait_for(partner.reservation_answered.wait(), HELD_S + 10)
+        await asyncio.wait_for(partner.answered.wait(), HELD_S + 10)
         await replayer.replay_all()
         left = len(second_pending)
     finally:
@@ -278,14 +244,14 @@ async def test_a_reservation_the_partner_turned_down_or_never_got_is_not_kept(
         async with serving(busy) as url:
             client = partner_client(url, retry_attempts=2, retry_backoff_base_s=0.01)
             try:
-                [turned_down] = await replayer_of(pending, client, []).ask(
+                [turned_down] = await replayer_publishing_to(pending, client, []).ask(
                     op(Operation.RESERVE, quantity="10"), 0, 10
                 )
             finally:
                 await client.close()
         client = partner_client(f"http://127.0.0.1:{free_port()}", retry_attempts=2)
         try:
-            [unreachable] = await replayer_of(pending, client, []).ask(
+            [unreachable] = await replayer_publishing_to(pending, client, []).ask(
                 op(Operation.RESERVE, 2, quantity="10"), 0, 11
             )
         finally:
@@ -324,7 +290,7 @@ async def test_a_reservation_still_processed_past_the_window_keeps_its_follow_up
     )
     pending = PendingOperations(tmp_path / "pending.sqlite")
     published: Published = []
-    replayer = replayer_of(pending, client, published)
+    replayer = replayer_publishing_to(pending, client, published)
     try:
         await set_faults(partner.url, in_progress_next=1, hang_s=HELD_S)
         [reserve] = await replayer.ask(op(Operation.RESERVE, quantity="10"), 0, 10)
@@ -334,11 +300,11 @@ async def test_a_reservation_still_processed_past_the_window_keeps_its_follow_up
         # Replay rounds while the partner still holds it: 409, past the window, both wait.
         await replayer.replay_all()
         await replayer.replay_all()
-        assert not partner.reservation_answered.is_set()
+        assert not partner.answered.is_set()
         assert published == []
         assert [r.operation for r in pending.queued(DECL)] == [Operation.RESERVE, follow_up]
 
-        await asyncio.wait_for(partner.reservation_answered.wait(), HELD_S + 10)
+        await asyncio.wait_for(partner.answered.wait(), HELD_S + 10)
         await replayer.replay_all()
         left = len(pending)
     finally:

@@ -351,6 +351,13 @@ class OpsSettings(BaseModel):
         True, description="Measure consumer lag, publish it on ops.lag and /metrics."
     )
     lag_interval_s: float = Field(5.0, gt=0, description="Seconds between lag measurements.")
+    lag_dating_interval_s: NonNegativeFloat = Field(
+        60.0,
+        description="A partition a lagging group moves through has its oldest unread "
+        "record dated (read from the broker) at most this often; in between, the record "
+        "dated earlier stands for it, so the age shown is never less than the real one. "
+        "A group that does not move is dated once. 0: at every measurement.",
+    )
     lag_growing_samples: PositiveInt = Field(
         3, description="Consecutive rising measurements after which a group's lag is flagged."
     )

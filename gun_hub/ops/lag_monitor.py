@@ -94,6 +94,7 @@ class LagMonitor:
         records: AIOKafkaConsumer | None = None,
         hanging_after_s: float = 120.0,
         dating_timeout_s: float = 2.0,
+        dating_interval_s: float = 60.0,
     ) -> None:
         self._connect = connect
         self._groups = groups
@@ -123,7 +124,9 @@ class LagMonitor:
         self._stable_offsets = stable_offsets
         self._records = records
         self._first_records = (
-            FirstRecords(records, timeout_s=dating_timeout_s) if records is not None else None
+            FirstRecords(records, timeout_s=dating_timeout_s, redate_after_s=dating_interval_s)
+            if records is not None
+            else None
         )
         self._held: list[TransactionHold] = []  # the last measurement's
         self._warned: set[tuple[str, int, int]] = set()  # holds logged as hanging
@@ -137,6 +140,7 @@ class LagMonitor:
             watched_groups(topics, settings.hub.app_id, settings.ops.clearance_group),
             growing_after=settings.ops.lag_growing_samples,
             hanging_after_s=settings.ops.hanging_transaction_s,
+            dating_interval_s=settings.ops.lag_dating_interval_s,
         )
 
     async def start(self) -> None:

@@ -1011,6 +1011,12 @@ class PruneDecision:
     retired: str  # as jwks.json says ('': active, or retired with no time)
     prunable: bool
     reason: str
+    purpose: str = ""  # AUDIT_PURPOSE for the hub's audit keys
+
+    @property
+    def kind(self) -> str:
+        """What the key is, as ``keys prune`` prints it: sig, enc or audit."""
+        return self.purpose or self.use.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -1070,6 +1076,67 @@ def prune_decision(
     if force:
         return decided(True, f"{since} (forced: {until}, and is then refused)")
     return decided(False, f"{since}, less than {needed} ago: {until} (--force to prune now)")
+
+
+def _audit_prune_decisions(
+    own: Sequence[ECKey], public: Mapping[str, PublicKey], *, now: datetime, party: str
+) -> list[PruneDecision]:
+    """Whether each of the hub's audit keys may go: a retired one at once, like a retired
+    signing key (its checkpoints from its retirement on are refused, its links' MACs count
+    no more, what it signed before is verified with its public part), unless no active one
+    is left: the hub signs with the newest until a new one is made, and could not start
+    without any."""
+    active = [k for k in own if _status(public, str(k.kid)) is KeyStatus.ACTIVE]
+    decisions = []
+    for key in own:
+        entry = public.get(str(key.kid))
+        if entry is None:
+            decisions.append(
+                PruneDecision(
+                    str(key.kid),
+                    party,
+                    KeyUse.SIG,
+                    "",
+                    False,
+                    "not in the JWKS: nothing to judge its retirement by; left alone",
+                    AUDIT_PURPOSE,
+                )
+            )
+            continue
+        decision = prune_decision(entry, now=now, keep_for=NoKnownSpan("never encrypted to"))
+        if decision.prunable and not active:
+            decision = replace(
+                decision,
+                prunable=False,
+                reason=f"{decision.reason}; but the hub has no active audit key to sign "
+                f"with instead: make one first (gun-hub keys rotate {party} --audit)",
+            )
+        decisions.append(replace(decision, purpose=AUDIT_PURPOSE))
+    return decisions
+
+
+def _remove_pruned(
+    path: Path,
+    data: dict[str, Any],
+    own: Sequence[ECKey],
+    decisions: Sequence[PruneDecision],
+    now: datetime,
+) -> None:
+    """Remove from the private file ``path`` (holding ``data``) the keys ``decisions`` let
+    go, and note their key ids and the time in its ``pruned_keys``."""
+    gone = {d.kid for d in decisions if d.prunable}
+    if not gone:
+        return
+    data[PRUNED_MEMBER] = [
+        *data.get(PRUNED_MEMBER, []),
+        *(
+            {"kid": d.kid, "use": d.use.value, "retired": d.retired, "pruned": _iso(now)}
+            for d in decisions
+            if d.prunable
+        ),
+    ]
+    data["keys"] = [k.as_dict(private=True) for k in own if str(k.kid) not in gone]
+    _write_private(path, data)
 
 
 def _days(span: timedelta) -> str:
@@ -1227,12 +1294,16 @@ class KeystoreFolder:
                 _public_entry(k, party, purpose=AUDIT_PURPOSE, valid_days=audit_valid_days)
                 for k in new
             ]
-            owned = (
-                [k.as_dict(private=True) for k in _read_private(path, party)]
+            # The other members kept as they are (the record of pruned keys).
+            data = (
+                {
+                    **_private_json(path, party),
+                    "keys": [k.as_dict(private=True) for k in _read_private(path, party)],
+                }
                 if path.exists()
-                else []
+                else {"keys": []}
             )
-            data = {"party": party, "purpose": AUDIT_PURPOSE, "keys": owned}
+            data.update(party=party, purpose=AUDIT_PURPOSE)
         else:
             path = self.private_file(party)
             new = [_generate(party, KeyUse.SIG), _generate(party, KeyUse.ENC)]
@@ -1326,19 +1397,16 @@ class KeystoreFolder:
             )
             for k in own
         ]
-        gone = {d.kid for d in decisions if d.prunable}
-        if apply and gone:
-            pruned = data.get(PRUNED_MEMBER, [])
-            data[PRUNED_MEMBER] = [
-                *pruned,
-                *(
-                    {"kid": d.kid, "use": d.use.value, "retired": d.retired, "pruned": _iso(now)}
-                    for d in decisions
-                    if d.prunable
-                ),
-            ]
-            data["keys"] = [k.as_dict(private=True) for k in own if str(k.kid) not in gone]
-            _write_private(path, data)
+        if apply:
+            _remove_pruned(path, data, own, decisions, now)
+        audit = self.audit_file(party)
+        if party == AUDITING_PARTY and audit.exists():
+            audit_data = _private_json(audit, party)
+            audit_keys = _private_keys(audit_data, audit)
+            judged = _audit_prune_decisions(audit_keys, public, now=now, party=party)
+            if apply:
+                _remove_pruned(audit, audit_data, audit_keys, judged, now)
+            decisions += judged
         return decisions
 
     def public_keys(self) -> dict[str, PublicKey]:

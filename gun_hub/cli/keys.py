@@ -236,8 +236,7 @@ def prune(
                     kept += 1
                     label = "keep"
                 typer.echo(
-                    f"{label} {decision.party} {decision.use.value} {decision.kid}: "
-                    f"{decision.reason}"
+                    f"{label} {decision.party} {decision.kind} {decision.kid}: {decision.reason}"
                 )
     except KeystoreError as err:
         raise _fail(err) from None

@@ -1,6 +1,7 @@
 """What each process exposes on ``/metrics`` just after it started, before any event.
 
-``python -m tests.started_components COMPONENT FOLDER`` builds one component as its
+``python -m tests.started_components COMPONENT FOLDER`` builds one component (or
+``adapter-AUTHORITY``: one adapter alone, as its replica runs) as its
 ``gun-hub`` command does at start-up (keys made in FOLDER at run time; nothing connects
 to a broker) and prints its registry in the Prometheus text format. A process of its
 own per component: the default registry is process-wide, and a test process has
@@ -98,7 +99,7 @@ def _gateway(settings: Settings, folder: Path) -> None:
     asyncio.run(build())
 
 
-def _adapters(settings: Settings) -> None:
+def _adapters(settings: Settings, authorities: tuple[str, ...] = ("dgal", "cites", "dga")) -> None:
     from adapters.base import load_adapter
     from adapters.base.runner import AdapterRunner
     from gun_hub.cli.kafka import registry_for
@@ -107,7 +108,7 @@ def _adapters(settings: Settings) -> None:
     topics = registry_for(settings)
 
     async def build() -> None:
-        for authority in ("dgal", "cites", "dga"):
+        for authority in authorities:
             spec = load_adapter(authority)
             envelope = build_envelope(
                 settings.security, authority, topics, partitions=settings.kafka.partitions
@@ -127,6 +128,8 @@ def main(component: str, folder: Path) -> None:
         _gateway(settings, folder)
     elif component == "adapters":
         _adapters(settings)
+    elif component.startswith("adapter-"):  # one replica, as `gun-hub adapter dgal` runs
+        _adapters(settings, (component.removeprefix("adapter-"),))
     else:
         raise SystemExit(f"unknown component {component!r}: one of {', '.join(COMPONENTS)}")
     sys.stdout.write(generate_latest(REGISTRY).decode())

@@ -112,8 +112,10 @@ def test_a_counter_an_alert_reads_is_exported_at_zero_at_start_up(
 def test_a_counter_an_alert_reads_says_when_its_process_made_it(
     selector: Selector, at_start: dict[str, list[Sample]]
 ) -> None:
-    """The alerts count a series whole only when ``X_created`` says its process made it
-    within their window (deploy/prometheus/gun-hub-alerts.yml; review stop 39-G, G1): each
+    """The alerts count a series whole only when Prometheus has not seen its ``X_created``
+    value before (the series' identity: a process made it since), or, while Prometheus
+    was not watching, when it says its process made it within their window
+    (deploy/prometheus/gun-hub-alerts.yml; review stop 39-G, G1, and stop 40): each
     series of ``X_total`` has its ``X_created`` beside it, at the time the process made it
     (not disabled by PROMETHEUS_DISABLE_CREATED_SERIES)."""
     name, _ = selector
@@ -165,3 +167,38 @@ def test_each_label_value_known_in_advance_is_there_at_zero(
         "officer",
         "lodging",
     }
+
+
+def present(samples: tuple[Sample, ...], name: str) -> set[frozenset[tuple[str, str]]]:
+    return {frozenset(s.labels.items()) for s in samples if s.name == name}
+
+
+def test_the_presence_alerts_read_series_only_their_process_exports(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """GunHubWorkersAbsent pages when no series of ``gun_hub_inputs_aged_out_total`` is
+    scraped, GunHubAdapterAbsent when an authority has no ``gun_adapter_requests_aged_out_total``
+    (review stop 40): each must be there from the start of its process (a worker, an
+    adapter replica) and from no other process, or a running view process, gateway or
+    another authority's adapter would keep the page from coming."""
+    worker_series, adapter_series = (
+        "gun_hub_inputs_aged_out_total",
+        "gun_adapter_requests_aged_out_total",
+    )
+    rules = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    assert worker_series in rules["GunHubWorkersAbsent"]
+    assert adapter_series in rules["GunHubAdapterAbsent"]
+    hub = started("hub", tmp_path_factory.mktemp("hub"))
+    assert present(hub, worker_series)
+    for other in ("view", "gateway", "adapters"):
+        assert not present(started(other, tmp_path_factory.mktemp(other)), worker_series), other
+    for authority in ROUTING.authorities:
+        replica = started(f"adapter-{authority}", tmp_path_factory.mktemp(authority))
+        assert {dict(labels)["authority"] for labels in present(replica, adapter_series)} == {
+            authority
+        }
+        assert not present(replica, worker_series)
+    # the routed authorities the adapter alert expects a replica of, from the workers
+    assert {
+        dict(labels)["authority"] for labels in present(hub, "gun_hub_deadlines_passed_total")
+    } == set(ROUTING.authorities)

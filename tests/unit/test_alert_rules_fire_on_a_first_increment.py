@@ -1,11 +1,14 @@
 """The alerting rules fire on a counter's first increment however Prometheus first sees
 it, run by Prometheus' own rule tester on deploy/prometheus/gun-hub-alerts.test.yml
 (review stop 39-O, O1): the series' first sample holding the events (a process that
-counted them before its first scrape, a label value nobody knew in advance), the counter
+counted them before its first scrape, however late that scrape came, a label value
+nobody knew in advance, a worker whose clock is a day behind: stop 40), the counter
 exported at 0 then incremented; and not on counters at 0 across a restart, nor on events
 of long ago, nor when Prometheus lost sight of a series a long-running process made long
 ago: failed scrapes (stale markers), Prometheus restarted after more than its lookback, a
-new Prometheus (review stop 39-G, G1).
+new Prometheus (review stop 39-G, G1), a changed scrape configuration, a worker whose
+clock is a day ahead (stop 40). The absence alerts page when no hub worker or no
+adapter replica of an authority is scraped, not when one of two is gone (stop 40).
 
 ``promtool`` comes from ``./tasks`` (Debian's prometheus package unpacked into
 ``.gun-hub/cache``, or one on the PATH). Missing, the test fails: never a skip.

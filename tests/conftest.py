@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,6 +82,14 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("keys")
     KeystoreFolder(folder).init(PARTIES, force=True)
     return folder
+
+
+@pytest.fixture
+def own_keys_dir(keys_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the session's keys for this test alone, to rotate, retire and prune."""
+    copy = tmp_path / "keys"
+    shutil.copytree(keys_dir, copy)
+    return copy
 
 
 def envelope_of(

@@ -8,8 +8,6 @@ tests/unit/test_a_key_is_pruned_only_once_the_brokers_retention_has_passed.py.
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,16 +15,13 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from typer.testing import CliRunner
 
 from gun_contract.kafka.admin import topic_retentions
-from gun_contract.security.keystore import KeyStatus, KeystoreFolder, KeyUse
-from gun_hub.cli import app
+from gun_contract.security.keystore import KeyUse
 from tests.conftest import KafkaEnv
+from tests.keystore_fixtures import DAY_MS, keys_prune, private_kids, retired_after_a_rotation
 
 pytestmark = pytest.mark.broker
-
-DAY_MS = 86_400_000
 
 
 async def set_retention(env: KafkaEnv, topic: str, retention_ms: int) -> None:
@@ -49,37 +44,30 @@ async def set_retention(env: KafkaEnv, topic: str, retention_ms: int) -> None:
         await admin.close()
 
 
-def private_kids(folder: Path) -> set[str]:
-    return {entry["kid"] for entry in json.loads((folder / "dgal.jwk").read_text())["keys"]}
-
-
 def test_prune_keeps_a_key_while_the_broker_keeps_its_topic_longer(
-    kafka_env: KafkaEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kafka_env: KafkaEnv, own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = tmp_path / "keys"
-    shutil.copytree(kafka_env.keys_dir, folder)
-    for name, value in {**kafka_env.env(), "GUN_HUB_SECURITY__KEYS_DIR": str(folder)}.items():
+    for name, value in {
+        **kafka_env.env(),
+        "GUN_HUB_SECURITY__KEYS_DIR": str(own_keys_dir),
+    }.items():
         monkeypatch.setenv(name, value)
-    [old_enc] = [
-        k.kid
-        for k in KeystoreFolder(folder).public_keys().values()
-        if k.party == "dgal" and k.use is KeyUse.ENC and k.status is KeyStatus.ACTIVE
-    ]
     now = datetime.now(UTC)
-    KeystoreFolder(folder).rotate("dgal", use_from=now)
-    KeystoreFolder(folder).retire(old_enc, since=now - timedelta(days=15))
+    [old_enc] = retired_after_a_rotation(
+        own_keys_dir, "dgal", now - timedelta(days=15), uses=[KeyUse.ENC], use_from=now
+    )
     requests = kafka_env.topics.requests("dgal")
 
     asyncio.run(set_retention(kafka_env, requests, 30 * DAY_MS))  # the partner's outage
-    kept = CliRunner().invoke(app, ["keys", "prune", "--party", "dgal", "--apply"])
-    assert kept.exit_code == 0, kept.output
-    assert f"keep dgal enc {old_enc}" in kept.stdout
-    assert "60 days" in kept.stdout
-    assert requests in kept.stdout  # what the span comes from
-    assert old_enc in private_kids(folder)
+    code, out, err = keys_prune("dgal", "--apply")
+    assert code == 0, out + err
+    assert f"keep dgal enc {old_enc}" in out
+    assert "60 days" in out
+    assert requests in out  # what the span comes from
+    assert old_enc in private_kids(own_keys_dir, "dgal")
 
     asyncio.run(set_retention(kafka_env, requests, 7 * DAY_MS))  # the outage over
-    pruned = CliRunner().invoke(app, ["keys", "prune", "--party", "dgal", "--apply"])
-    assert pruned.exit_code == 0, pruned.output
-    assert f"pruned dgal enc {old_enc}" in pruned.stdout
-    assert old_enc not in private_kids(folder)
+    code, out, err = keys_prune("dgal", "--apply")
+    assert code == 0, out + err
+    assert f"pruned dgal enc {old_enc}" in out
+    assert old_enc not in private_kids(own_keys_dir, "dgal")

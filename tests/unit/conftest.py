@@ -1,5 +1,5 @@
-"""Fixtures the unit tests of the audit trail share: the hub's audit keys and what an
-auditor holds."""
+"""Fixtures the unit tests share: the hub's audit keys and what an auditor holds (the audit
+trail's tests), the key store's clocks moved by the test (the key store's)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from gun_contract.security.keystore import (
     PublicKey,
     read_public_keys,
 )
+from tests.keystore_fixtures import KeystoreClocks
 
 
 @pytest.fixture
@@ -25,3 +26,9 @@ def public(keys_dir: Path) -> dict[str, PublicKey]:
 def signer(keys_dir: Path) -> AuditSigner:
     """The hub's audit keys, as the hub loads them."""
     return AuditSigner.load(keys_dir)
+
+
+@pytest.fixture
+def keystore_clocks(monkeypatch: pytest.MonkeyPatch) -> KeystoreClocks:
+    """The key store's clocks, moved by the test only (its monotonic one stands still)."""
+    return KeystoreClocks(monkeypatch)

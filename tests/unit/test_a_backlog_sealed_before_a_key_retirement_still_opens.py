@@ -11,7 +11,6 @@ broker time the retired key is refused (review stop 38, L2).
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,13 +32,6 @@ TOPICS = topic_registry("gun", ["cites", "dga", "dgal"])
 RESPONSES = TOPICS.responses("dgal")
 REQUESTS = TOPICS.requests("dgal")
 PAYLOAD = b'{"reference": "26FR000690I0000012"}'
-
-
-@pytest.fixture
-def folder(keys_dir: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "keys"
-    shutil.copytree(keys_dir, copy)
-    return copy
 
 
 def retired_at(folder: Path, kid: str) -> float:
@@ -67,63 +59,65 @@ def answer_sealed_then_signing_key_retired(folder: Path) -> tuple[bytes, float]:
     return sealed, retired_at(folder, old_kid)
 
 
-def test_an_answer_signed_before_its_key_was_retired_opens_when_read_after(folder: Path) -> None:
-    sealed, retired = answer_sealed_then_signing_key_retired(folder)
-    hub = envelope_of("hub", TOPICS, folder)
+def test_an_answer_signed_before_its_key_was_retired_opens_when_read_after(
+    own_keys_dir: Path,
+) -> None:
+    sealed, retired = answer_sealed_then_signing_key_retired(own_keys_dir)
+    hub = envelope_of("hub", TOPICS, own_keys_dir)
     # The broker appended it a second before the retirement; the hub, away, reads it now.
     opened = hub.open(sealed, topic=RESPONSES, position=f"{RESPONSES}/0/7", accepted_at=retired - 1)
     assert opened.payload == PAYLOAD
 
 
-def test_what_the_broker_accepted_from_the_retirement_on_is_refused(folder: Path) -> None:
-    sealed, retired = answer_sealed_then_signing_key_retired(folder)
+def test_what_the_broker_accepted_from_the_retirement_on_is_refused(own_keys_dir: Path) -> None:
+    sealed, retired = answer_sealed_then_signing_key_retired(own_keys_dir)
     for at in (retired, retired + 1):
-        assert rejection(envelope_of("hub", TOPICS, folder), sealed, RESPONSES, at) == (
+        assert rejection(envelope_of("hub", TOPICS, own_keys_dir), sealed, RESPONSES, at) == (
             Kind.RETIRED_KEY
         )
 
 
-def test_a_record_without_a_broker_time_gets_no_benefit(folder: Path) -> None:
+def test_a_record_without_a_broker_time_gets_no_benefit(own_keys_dir: Path) -> None:
     """A topic not stamped LogAppendTime: nothing shows when the record was accepted; the
     message's own ``iat`` (a holder of the key writes what it likes) is not asked."""
-    sealed, _ = answer_sealed_then_signing_key_retired(folder)
-    assert rejection(envelope_of("hub", TOPICS, folder), sealed, RESPONSES, None) == (
+    sealed, _ = answer_sealed_then_signing_key_retired(own_keys_dir)
+    assert rejection(envelope_of("hub", TOPICS, own_keys_dir), sealed, RESPONSES, None) == (
         Kind.RETIRED_KEY
     )
 
 
-def test_a_retired_key_with_no_retirement_time_serves_nothing(folder: Path) -> None:
-    sealed, retired = answer_sealed_then_signing_key_retired(folder)
-    jwks = json.loads((folder / "jwks.json").read_text())
+def test_a_retired_key_with_no_retirement_time_serves_nothing(own_keys_dir: Path) -> None:
+    sealed, retired = answer_sealed_then_signing_key_retired(own_keys_dir)
+    jwks = json.loads((own_keys_dir / "jwks.json").read_text())
     for entry in jwks["keys"]:
         entry.pop("retired", None)
-    (folder / "jwks.json").write_text(json.dumps(jwks))
-    assert rejection(envelope_of("hub", TOPICS, folder), sealed, RESPONSES, retired - 60) == (
+    (own_keys_dir / "jwks.json").write_text(json.dumps(jwks))
+    assert rejection(envelope_of("hub", TOPICS, own_keys_dir), sealed, RESPONSES, retired - 60) == (
         Kind.RETIRED_KEY
     )
 
 
 def test_a_retirement_dated_after_the_jwks_is_loaded_serves_nothing(
-    folder: Path, caplog: pytest.LogCaptureFixture
+    own_keys_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Review stop 38-s, S4: imports before stop 38 stored a partner's retirement time
     as stated, so a jwks.json can hold one dated ahead; taken at its word, a key refused
     until the upgrade vouched again for all the broker accepted until that date. Loaded,
     it is a retirement with no time (it serves nothing), said once, naming the key."""
-    sealed = envelope_of("dgal", TOPICS, folder).seal(
+    sealed = envelope_of("dgal", TOPICS, own_keys_dir).seal(
         PAYLOAD, recipient="hub", topic=RESPONSES, content_type=ContentType.JSON
     )
-    kid = str(PartyKeys.load(folder, "dgal").signing_key.kid)
-    jwks = json.loads((folder / "jwks.json").read_text())
+    kid = str(PartyKeys.load(own_keys_dir, "dgal").signing_key.kid)
+    jwks = json.loads((own_keys_dir / "jwks.json").read_text())
     for entry in jwks["keys"]:
         if entry["kid"] == kid:
             entry["status"] = "retired"
             entry["retired"] = "2099-01-01T00:00:00+00:00"
-    (folder / "jwks.json").write_text(json.dumps(jwks))
+    (own_keys_dir / "jwks.json").write_text(json.dumps(jwks))
 
     with caplog.at_level("WARNING"):
-        hub = envelope_of("hub", TOPICS, folder)
-    assert KeystoreFolder(folder).public_keys()[kid].retired_at is None
+        hub = envelope_of("hub", TOPICS, own_keys_dir)
+    assert KeystoreFolder(own_keys_dir).public_keys()[kid].retired_at is None
     now = datetime.now(UTC).timestamp()  # the broker accepted the record now
     assert rejection(hub, sealed, RESPONSES, now) == Kind.RETIRED_KEY
     assert rejection(hub, sealed, RESPONSES, now - 3600) == Kind.RETIRED_KEY
@@ -133,80 +127,80 @@ def test_a_retirement_dated_after_the_jwks_is_loaded_serves_nothing(
 
 
 def test_a_request_encrypted_to_a_retired_key_of_the_reader_opens_if_accepted_before(
-    folder: Path,
+    own_keys_dir: Path,
 ) -> None:
     """DGAL rotates and retires its old encryption key while requests encrypted to it wait
     for its adapter: the adapter keeps the old private key and decrypts them."""
-    sealed = envelope_of("hub", TOPICS, folder).seal(
+    sealed = envelope_of("hub", TOPICS, own_keys_dir).seal(
         PAYLOAD, recipient="dgal", topic=REQUESTS, content_type=ContentType.JSON
     )
-    [old_kid] = PartyKeys.load(folder, "dgal").decryption_keys
-    KeystoreFolder(folder).rotate("dgal")
-    KeystoreFolder(folder).retire(old_kid)
-    retired = retired_at(folder, old_kid)
-    assert old_kid not in PartyKeys.load(folder, "dgal").decryption_keys
-    adapter = envelope_of("dgal", TOPICS, folder)
+    [old_kid] = PartyKeys.load(own_keys_dir, "dgal").decryption_keys
+    KeystoreFolder(own_keys_dir).rotate("dgal")
+    KeystoreFolder(own_keys_dir).retire(old_kid)
+    retired = retired_at(own_keys_dir, old_kid)
+    assert old_kid not in PartyKeys.load(own_keys_dir, "dgal").decryption_keys
+    adapter = envelope_of("dgal", TOPICS, own_keys_dir)
     opened = adapter.open(
         sealed, topic=REQUESTS, position=f"{REQUESTS}/0/7", accepted_at=retired - 1
     )
     assert opened.payload == PAYLOAD
     # The same bytes accepted at or after the retirement, or with no broker time: refused.
     for at in (retired, retired + 1, None):
-        assert rejection(envelope_of("dgal", TOPICS, folder), sealed, REQUESTS, at) == (
+        assert rejection(envelope_of("dgal", TOPICS, own_keys_dir), sealed, REQUESTS, at) == (
             Kind.RETIRED_KEY
         )
 
 
-def test_an_encryption_key_no_longer_in_the_jwks_decrypts_nothing(folder: Path) -> None:
-    sealed = envelope_of("hub", TOPICS, folder).seal(
+def test_an_encryption_key_no_longer_in_the_jwks_decrypts_nothing(own_keys_dir: Path) -> None:
+    sealed = envelope_of("hub", TOPICS, own_keys_dir).seal(
         PAYLOAD, recipient="dgal", topic=REQUESTS, content_type=ContentType.JSON
     )
-    [old_kid] = PartyKeys.load(folder, "dgal").decryption_keys
-    KeystoreFolder(folder).rotate("dgal")
-    jwks = json.loads((folder / "jwks.json").read_text())
+    [old_kid] = PartyKeys.load(own_keys_dir, "dgal").decryption_keys
+    KeystoreFolder(own_keys_dir).rotate("dgal")
+    jwks = json.loads((own_keys_dir / "jwks.json").read_text())
     jwks["keys"] = [e for e in jwks["keys"] if e["kid"] != old_kid]
-    (folder / "jwks.json").write_text(json.dumps(jwks))
+    (own_keys_dir / "jwks.json").write_text(json.dumps(jwks))
     at = datetime.now(UTC).timestamp()
-    assert rejection(envelope_of("dgal", TOPICS, folder), sealed, REQUESTS, at) == (
+    assert rejection(envelope_of("dgal", TOPICS, own_keys_dir), sealed, REQUESTS, at) == (
         Kind.UNKNOWN_KID
     )
 
 
 def test_a_leaked_key_retired_since_the_leak_refuses_the_backlog_since_then(
-    folder: Path,
+    own_keys_dir: Path,
 ) -> None:
-    sealed = envelope_of("dgal", TOPICS, folder).seal(
+    sealed = envelope_of("dgal", TOPICS, own_keys_dir).seal(
         PAYLOAD, recipient="hub", topic=RESPONSES, content_type=ContentType.JSON
     )
     accepted = datetime.now(UTC).timestamp()
-    old_kid = str(PartyKeys.load(folder, "dgal").signing_key.kid)
-    KeystoreFolder(folder).rotate("dgal")
+    old_kid = str(PartyKeys.load(own_keys_dir, "dgal").signing_key.kid)
+    KeystoreFolder(own_keys_dir).rotate("dgal")
     leak = datetime.fromtimestamp(accepted - 60, UTC)
-    KeystoreFolder(folder).retire(old_kid, since=leak)
-    assert retired_at(folder, old_kid) == int(leak.timestamp())
-    assert rejection(envelope_of("hub", TOPICS, folder), sealed, RESPONSES, accepted) == (
+    KeystoreFolder(own_keys_dir).retire(old_kid, since=leak)
+    assert retired_at(own_keys_dir, old_kid) == int(leak.timestamp())
+    assert rejection(envelope_of("hub", TOPICS, own_keys_dir), sealed, RESPONSES, accepted) == (
         Kind.RETIRED_KEY
     )
 
 
-def test_retiring_a_key_again_never_moves_its_retirement_later(folder: Path) -> None:
-    kid = str(PartyKeys.load(folder, "dgal").signing_key.kid)
-    KeystoreFolder(folder).rotate("dgal")
+def test_retiring_a_key_again_never_moves_its_retirement_later(own_keys_dir: Path) -> None:
+    kid = str(PartyKeys.load(own_keys_dir, "dgal").signing_key.kid)
+    KeystoreFolder(own_keys_dir).rotate("dgal")
     first = datetime.now(UTC) - timedelta(hours=1)
-    KeystoreFolder(folder).retire(kid, since=first)
-    KeystoreFolder(folder).retire(kid)
-    assert retired_at(folder, kid) == int(first.timestamp())
+    KeystoreFolder(own_keys_dir).retire(kid, since=first)
+    KeystoreFolder(own_keys_dir).retire(kid)
+    assert retired_at(own_keys_dir, kid) == int(first.timestamp())
     with pytest.raises(KeystoreError, match="future"):
-        KeystoreFolder(folder).retire(kid, since=datetime.now(UTC) + timedelta(hours=1))
+        KeystoreFolder(own_keys_dir).retire(kid, since=datetime.now(UTC) + timedelta(hours=1))
 
 
 def test_an_imported_retirement_is_never_later_than_its_import(
-    folder: Path, tmp_path: Path
+    own_keys_dir: Path, tmp_path: Path
 ) -> None:
     """DGAL's export dates its key's retirement a day ahead: at the hub it is retired as of
     the import, not a day later; an export dating it back (a leak) is taken over."""
-    dgal_kid = str(PartyKeys.load(folder, "dgal").signing_key.kid)
-    exported = KeystoreFolder(folder).export_public("dgal")
+    dgal_kid = str(PartyKeys.load(own_keys_dir, "dgal").signing_key.kid)
+    exported = KeystoreFolder(own_keys_dir).export_public("dgal")
     hub_side = tmp_path / "hub-side"
     hub_side.mkdir()
     KeystoreFolder(hub_side).init_party("hub")
@@ -239,17 +233,17 @@ def test_an_imported_retirement_is_never_later_than_its_import(
 
 
 def test_the_hub_decides_on_an_answer_accepted_before_its_signing_key_was_retired(
-    routing_table: RoutingTable, folder: Path
+    routing_table: RoutingTable, own_keys_dir: Path
 ) -> None:
-    old_signing_key = signing_key(folder, "dgal")
-    KeystoreFolder(folder).rotate("dgal")
-    KeystoreFolder(folder).retire(str(old_signing_key.kid))
-    retired = retired_at(folder, str(old_signing_key.kid))
-    hub = Hub(routing_table, folder)
+    old_signing_key = signing_key(own_keys_dir, "dgal")
+    KeystoreFolder(own_keys_dir).rotate("dgal")
+    KeystoreFolder(own_keys_dir).retire(str(old_signing_key.kid))
+    retired = retired_at(own_keys_dir, str(old_signing_key.kid))
+    hub = Hub(routing_table, own_keys_dir)
     request, payload = pending_case(hub)
     answer = encrypt(
         sign(claims(iss="dgal", aud="hub", topic=RESPONSES), payload, old_signing_key),
-        encryption_key(folder, "hub"),
+        encryption_key(own_keys_dir, "hub"),
     )
     key = request.reference.encode()
     late = hub.correlation.handle(answer, SourcePosition(RESPONSES, 0, 3, key), retired + 1)
@@ -262,17 +256,17 @@ def test_the_hub_decides_on_an_answer_accepted_before_its_signing_key_was_retire
 
 
 def test_a_party_keeps_decrypting_only_with_its_own_retired_encryption_keys(
-    folder: Path,
+    own_keys_dir: Path,
 ) -> None:
     """Retiring every key of DGAL's first generation leaves DGAL one retired key to
     decrypt a backlog with: its old encryption key, not its old signing key."""
-    first = PartyKeys.load(folder, "dgal")
+    first = PartyKeys.load(own_keys_dir, "dgal")
     [old_enc] = first.decryption_keys
     generation = [kid for kid, key in first.public.items() if key.party == "dgal"]
-    KeystoreFolder(folder).rotate("dgal")
+    KeystoreFolder(own_keys_dir).rotate("dgal")
     for kid in generation:
-        KeystoreFolder(folder).retire(kid)
-    keys = PartyKeys.load(folder, "dgal")
+        KeystoreFolder(own_keys_dir).retire(kid)
+    keys = PartyKeys.load(own_keys_dir, "dgal")
     assert list(keys.retired_decryption_keys) == [old_enc]
     assert keys.retired_decryption_keys[old_enc].public.use is KeyUse.ENC
     assert old_enc not in keys.decryption_keys

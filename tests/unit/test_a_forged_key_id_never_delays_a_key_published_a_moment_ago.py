@@ -21,7 +21,6 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,44 +29,14 @@ import pytest
 from gun_contract.envelope import ContentType, EnvelopeRejected
 from gun_contract.envelope import EnvelopeRejectionKind as Kind
 from gun_contract.security import keystore
-from gun_contract.security.entitlements import Entitlements
 from gun_contract.security.jose_envelope import JoseEnvelope
 from gun_contract.security.keystore import KEY_RECHECK_S, KeystoreFolder, KeyUse, PartyKeys
-from gun_contract.security.replay import MemoryReplayGuard
 from gun_contract.topics import topic_registry
+from tests.conftest import envelope_of
+from tests.keystore_fixtures import KeystoreClocks, new_kid
 
 TOPICS = topic_registry("gun", ("dgal", "cites", "dga"))
 REQUESTS = TOPICS.requests("dgal")
-
-
-class Clocks:
-    """The keystore's monotonic clock (files looked at again) and its wall clock."""
-
-    def __init__(self) -> None:
-        self.monotonic = 1000.0
-        self.offset = timedelta(0)
-
-    def wall(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.monotonic += seconds
-        self.offset += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clocks(monkeypatch: pytest.MonkeyPatch) -> Clocks:
-    fake = Clocks()
-    monkeypatch.setattr(keystore, "_monotonic", lambda: fake.monotonic)
-    monkeypatch.setattr(keystore, "_now", fake.wall)
-    return fake
-
-
-@pytest.fixture
-def folder(keys_dir: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "keys"
-    shutil.copytree(keys_dir, copy)
-    return copy
 
 
 class Counted:
@@ -90,22 +59,19 @@ class Counted:
 
 
 def running(folder: Path, party: str) -> JoseEnvelope:
-    return JoseEnvelope(
-        PartyKeys.load(folder, party), Entitlements.from_registry(TOPICS), MemoryReplayGuard()
-    )
+    return envelope_of(party, TOPICS, folder)
 
 
 def request(sender: JoseEnvelope) -> bytes:
     return sender.seal(b"<r/>", recipient="dgal", topic=REQUESTS, content_type=ContentType.XML)
 
 
-def forged_by_a_stranger(folder: Path, clocks: Clocks) -> tuple[bytes, str]:
+def forged_by_a_stranger(folder: Path, clocks: KeystoreClocks) -> tuple[bytes, str]:
     """A request signed "by the hub" under a key id nobody registered, and that key id."""
     stranger = folder.parent / "stranger"
     shutil.copytree(folder, stranger)
     kids = KeystoreFolder(stranger).rotate("hub", use_from=clocks.wall())
-    [kid] = [k for k in kids if f"-{KeyUse.SIG.value}-" in k]
-    return request(running(stranger, "hub")), kid
+    return request(running(stranger, "hub")), new_kid(kids, KeyUse.SIG)
 
 
 def refusal(envelope: JoseEnvelope, sealed: bytes) -> EnvelopeRejected:
@@ -115,19 +81,19 @@ def refusal(envelope: JoseEnvelope, sealed: bytes) -> EnvelopeRejected:
 
 
 def test_a_forged_key_id_does_not_make_the_reader_refuse_a_key_published_before_use(
-    folder: Path, clocks: Clocks
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks
 ) -> None:
     """The reviewer's case: a forged record at t, ``keys rotate hub --use-now`` at t+0.5 s
     on this machine, the hub's genuine record at t+0.6 s, before the 5 s recheck."""
-    adapter = running(folder, "dgal")  # running since before the rotation
-    forged, _ = forged_by_a_stranger(folder, clocks)
+    adapter = running(own_keys_dir, "dgal")  # running since before the rotation
+    forged, _ = forged_by_a_stranger(own_keys_dir, keystore_clocks)
     assert refusal(adapter, forged).kind is Kind.UNKNOWN_KID
 
-    clocks.monotonic += 0.5
-    KeystoreFolder(folder).rotate("hub", use_from=clocks.wall())
-    genuine = request(running(folder, "hub"))
-    clocks.monotonic += 0.1
-    assert clocks.monotonic - 1000.0 < KEY_RECHECK_S
+    keystore_clocks.monotonic += 0.5
+    KeystoreFolder(own_keys_dir).rotate("hub", use_from=keystore_clocks.wall())
+    genuine = request(running(own_keys_dir, "hub"))
+    keystore_clocks.monotonic += 0.1
+    assert keystore_clocks.monotonic - 1000.0 < KEY_RECHECK_S
     try:
         opened = adapter.open(genuine, topic=REQUESTS, accepted_at=time.time())
     except EnvelopeRejected as refused:
@@ -136,11 +102,11 @@ def test_a_forged_key_id_does_not_make_the_reader_refuse_a_key_published_before_
 
 
 def test_a_flood_of_unknown_key_ids_costs_a_stat_each_and_no_reading(
-    folder: Path, clocks: Clocks, monkeypatch: pytest.MonkeyPatch
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    adapter = running(folder, "dgal")
-    forged, kid = forged_by_a_stranger(folder, clocks)
-    counted = Counted(monkeypatch, folder)
+    adapter = running(own_keys_dir, "dgal")
+    forged, kid = forged_by_a_stranger(own_keys_dir, keystore_clocks)
+    counted = Counted(monkeypatch, own_keys_dir)
     for _ in range(200):
         assert refusal(adapter, forged).kind is Kind.UNKNOWN_KID
     assert counted.reads == 0  # the files did not change: never read
@@ -148,12 +114,12 @@ def test_a_flood_of_unknown_key_ids_costs_a_stat_each_and_no_reading(
 
     # The key is published here (an import): the very next record under it opens, after
     # one reading; the flood goes on costing stats only.
-    shutil.copy(folder.parent / "stranger" / "jwks.json", folder / "jwks.json")
+    shutil.copy(own_keys_dir.parent / "stranger" / "jwks.json", own_keys_dir / "jwks.json")
     assert adapter.open(forged, topic=REQUESTS, accepted_at=time.time()).signing_kid == kid
     assert counted.reads == 1
-    stranger_again = folder.parent / "again"
-    shutil.copytree(folder.parent / "stranger", stranger_again)
-    KeystoreFolder(stranger_again).rotate("hub", use_from=clocks.wall())
+    stranger_again = own_keys_dir.parent / "again"
+    shutil.copytree(own_keys_dir.parent / "stranger", stranger_again)
+    KeystoreFolder(stranger_again).rotate("hub", use_from=keystore_clocks.wall())
     forged_again = request(running(stranger_again, "hub"))
     for _ in range(50):
         assert refusal(adapter, forged_again).kind is Kind.UNKNOWN_KID
@@ -161,14 +127,14 @@ def test_a_flood_of_unknown_key_ids_costs_a_stat_each_and_no_reading(
 
 
 def test_the_refusal_names_when_the_files_were_last_read_not_looked_at(
-    folder: Path, clocks: Clocks
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks
 ) -> None:
-    read_at = clocks.wall()
-    adapter = running(folder, "dgal")
-    forged, _ = forged_by_a_stranger(folder, clocks)
+    read_at = keystore_clocks.wall()
+    adapter = running(own_keys_dir, "dgal")
+    forged, _ = forged_by_a_stranger(own_keys_dir, keystore_clocks)
 
     # Time passes, the files unchanged: looked at (the recheck, the unknown kid), not read.
-    clocks.advance(3 * KEY_RECHECK_S)
+    keystore_clocks.advance(3 * KEY_RECHECK_S)
     said = str(refusal(adapter, forged))
     assert (
         f"unknown key id (not in jwks.json as last read at {read_at.isoformat(timespec='seconds')})"
@@ -176,26 +142,29 @@ def test_the_refusal_names_when_the_files_were_last_read_not_looked_at(
     ), said
 
     # Another party's rotation changes jwks.json: the unknown kid makes it read them again.
-    clocks.advance(30)
-    KeystoreFolder(folder).rotate("cites")
-    changed_at = clocks.wall().isoformat(timespec="seconds")
+    keystore_clocks.advance(30)
+    KeystoreFolder(own_keys_dir).rotate("cites")
+    changed_at = keystore_clocks.wall().isoformat(timespec="seconds")
     said = str(refusal(adapter, forged))
     assert f"as last read at {changed_at})" in said, said
 
 
 def test_a_key_file_being_written_is_never_read_half_written(
-    folder: Path, clocks: Clocks, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    own_keys_dir: Path,
+    keystore_clocks: KeystoreClocks,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """``keys rotate`` writes each file beside it and renames it into place: a reader that
     looks (or a process that starts) in the middle of a write reads the whole old file."""
-    adapter = PartyKeys.load(folder, "dgal")
+    adapter = PartyKeys.load(own_keys_dir, "dgal")
     before = set(adapter.public)
     looks: list[set[str]] = []
 
     def look_midway() -> None:
         adapter.look_again()
         looks.append(set(adapter.public))
-        assert PartyKeys.load(folder, "dgal").public  # a start-up meanwhile reads it whole
+        assert PartyKeys.load(own_keys_dir, "dgal").public  # a start-up meanwhile reads it whole
 
     def halfway(write_rest: Callable[[str], None], text: str, flush: Callable[[], None]) -> None:
         write_rest(text[: len(text) // 2])
@@ -216,7 +185,7 @@ def test_a_key_file_being_written_is_never_read_half_written(
     monkeypatch.setattr(Path, "write_text", write_text_halfway)
     monkeypatch.setattr(keystore.json, "dump", dump_halfway)
     with caplog.at_level(logging.ERROR, logger=keystore.__name__):
-        kids = KeystoreFolder(folder).rotate("dgal", use_from=clocks.wall())
+        kids = KeystoreFolder(own_keys_dir).rotate("dgal", use_from=keystore_clocks.wall())
     monkeypatch.setattr(Path, "write_text", real_write_text)
 
     assert len(looks) == 2  # one in the middle of each of the two files' writes

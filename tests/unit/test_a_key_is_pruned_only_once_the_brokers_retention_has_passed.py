@@ -18,53 +18,40 @@ same command on a real broker: tests/integration/test_keys_prune_asks_the_broker
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import gun_contract.security.jose_envelope as jose
 import gun_hub.cli.keys as keys_cli
 from gun_contract.envelope import ContentType, EnvelopeRejected
 from gun_contract.kafka.client import Connect
 from gun_contract.security.entitlements import Entitlements
-from gun_contract.security.keystore import KeyStatus, KeystoreFolder, KeyUse
+from gun_contract.security.keystore import KeystoreFolder, KeyUse
 from gun_contract.topics import topic_registry
-from gun_hub.cli import app
 from gun_hub.security.key_retention import needed_after_retirement
 from tests.conftest import envelope_of
+from tests.keystore_fixtures import (
+    DAY_MS,
+    BrokerRetentions,
+    active_kid,
+    keys_prune,
+    private_kids,
+    retired_after_a_rotation,
+)
 
 TOPICS = topic_registry("gun", ["cites", "dga", "dgal"])
 REQUESTS = TOPICS.requests("dgal")
-DAY_MS = 86_400_000
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-@pytest.fixture
-def folder(keys_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    copy = tmp_path / "keys"
-    shutil.copytree(keys_dir, copy)
-    monkeypatch.setenv("GUN_HUB_SECURITY__KEYS_DIR", str(copy))
+@pytest.fixture(autouse=True)
+def nothing_listens_at_the_bootstrap(own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command finds this test's own keys, and no broker unless one is stood in."""
+    monkeypatch.setenv("GUN_HUB_SECURITY__KEYS_DIR", str(own_keys_dir))
     monkeypatch.setenv("GUN_HUB_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")  # nothing there
-    return copy
-
-
-class Broker:
-    """What the command is told about the topics' retention, and what it asked."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, retention_ms: Mapping[str, int | None]):
-        self.retention_ms = dict(retention_ms)
-        self.asked: list[list[str]] = []
-
-        async def retentions(connect: Connect, names: Sequence[str]) -> dict[str, int | None]:
-            self.asked.append(list(names))
-            return {name: self.retention_ms.get(name, 7 * DAY_MS) for name in names}
-
-        monkeypatch.setattr(keys_cli, "retentions_on_the_broker", retentions)
 
 
 def backlog_then_retired(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, float, str]:
@@ -77,13 +64,9 @@ def backlog_then_retired(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple
         backlog = envelope_of("hub", TOPICS, folder).seal(
             b"<r/>", recipient="dgal", topic=REQUESTS, content_type=ContentType.XML
         )
-    [old_enc] = [
-        k.kid
-        for k in KeystoreFolder(folder).public_keys().values()
-        if k.party == "dgal" and k.use is KeyUse.ENC and k.status is KeyStatus.ACTIVE
-    ]
-    KeystoreFolder(folder).rotate("dgal", use_from=NOW)
-    KeystoreFolder(folder).retire(old_enc, since=NOW - timedelta(days=15))
+    [old_enc] = retired_after_a_rotation(
+        folder, "dgal", NOW - timedelta(days=15), uses=[KeyUse.ENC], use_from=NOW
+    )
     assert opens(folder, backlog, accepted_at)
     return backlog, accepted_at, old_enc
 
@@ -96,13 +79,8 @@ def opens(folder: Path, sealed: bytes, accepted_at: float) -> bool:
     return True
 
 
-def private_kids(folder: Path, party: str) -> set[str]:
-    return {entry["kid"] for entry in json.loads((folder / f"{party}.jwk").read_text())["keys"]}
-
-
 def prune(*args: str) -> tuple[int, str, str]:
-    ran = CliRunner().invoke(app, ["keys", "prune", "--party", "dgal", *args])
-    return ran.exit_code, ran.stdout, ran.stderr
+    return keys_prune("dgal", *args)
 
 
 # -- how long, from what --------------------------------------------------------------------
@@ -150,11 +128,11 @@ def test_the_hubs_key_is_kept_as_long_as_its_dead_letters_can_be_redriven() -> N
 
 
 def test_prune_keeps_a_key_whose_backlog_the_broker_still_keeps(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
+    own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The reviewer's case, the broker reachable: the request topic lengthened to 30 days."""
-    backlog, accepted_at, old_enc = backlog_then_retired(folder, monkeypatch)
-    broker = Broker(monkeypatch, {REQUESTS: 30 * DAY_MS})
+    backlog, accepted_at, old_enc = backlog_then_retired(own_keys_dir, monkeypatch)
+    broker = BrokerRetentions(monkeypatch, {REQUESTS: 30 * DAY_MS})
 
     code, out, err = prune("--apply")
     assert code == 0, out + err
@@ -162,57 +140,47 @@ def test_prune_keeps_a_key_whose_backlog_the_broker_still_keeps(
     assert REQUESTS in broker.asked[0]
     assert f"keep dgal enc {old_enc}" in out
     assert "60 days" in out  # twice the broker's 30
-    assert old_enc in private_kids(folder, "dgal")
-    assert opens(folder, backlog, accepted_at)
+    assert old_enc in private_kids(own_keys_dir, "dgal")
+    assert opens(own_keys_dir, backlog, accepted_at)
 
     # The outage over, the retention set back: the same cron prune removes it.
     broker.retention_ms[REQUESTS] = 7 * DAY_MS
     code, out, err = prune("--apply")
     assert code == 0, out + err
     assert f"pruned dgal enc {old_enc}" in out
-    assert old_enc not in private_kids(folder, "dgal")
+    assert old_enc not in private_kids(own_keys_dir, "dgal")
 
 
 def test_with_no_broker_to_ask_encryption_keys_are_pruned_only_when_the_span_is_stated(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
+    own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The reviewer's reproduction as it was: nothing listens at the bootstrap address."""
-    [old_sig] = [
-        k.kid
-        for k in KeystoreFolder(folder).public_keys().values()
-        if k.party == "dgal" and k.use is KeyUse.SIG and k.status is KeyStatus.ACTIVE
-    ]
-    backlog, accepted_at, old_enc = backlog_then_retired(folder, monkeypatch)
-    KeystoreFolder(folder).retire(old_sig)
+    old_sig = active_kid(own_keys_dir, "dgal", KeyUse.SIG)
+    backlog, accepted_at, old_enc = backlog_then_retired(own_keys_dir, monkeypatch)
+    KeystoreFolder(own_keys_dir).retire(old_sig)
     code, out, err = prune("--apply")
     assert code == 1, out + err  # a cron job shows it: the keys it should judge were not
     [why] = [line for line in err.splitlines() if line.strip()]
     assert "127.0.0.1:9" in why
     assert "--older-than" in why
     assert f"keep dgal enc {old_enc}" in out
-    assert old_enc in private_kids(folder, "dgal")
-    assert opens(folder, backlog, accepted_at)
+    assert old_enc in private_kids(own_keys_dir, "dgal")
+    assert opens(own_keys_dir, backlog, accepted_at)
     assert f"pruned dgal sig {old_sig}" in out  # a signing key needs no broker
-    assert old_sig not in private_kids(folder, "dgal")
+    assert old_sig not in private_kids(own_keys_dir, "dgal")
 
     # The operator states the span (knowing the topics' retention): that is taken.
     code, out, err = prune("--apply", "--older-than", "14")
     assert code == 0, out + err
     assert f"pruned dgal enc {old_enc}" in out
-    assert old_enc not in private_kids(folder, "dgal")
+    assert old_enc not in private_kids(own_keys_dir, "dgal")
 
 
 def test_with_no_broker_a_retired_signing_key_is_still_pruned(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
+    own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nothing to ask the broker for: what a retired signing key signs is refused anyway."""
-    [old_sig] = [
-        k.kid
-        for k in KeystoreFolder(folder).public_keys().values()
-        if k.party == "dgal" and k.use is KeyUse.SIG and k.status is KeyStatus.ACTIVE
-    ]
-    KeystoreFolder(folder).rotate("dgal", use_from=NOW)
-    KeystoreFolder(folder).retire(old_sig)
+    [old_sig] = retired_after_a_rotation(own_keys_dir, "dgal", uses=[KeyUse.SIG], use_from=NOW)
 
     async def never(connect: Connect, names: Sequence[str]) -> dict[str, int | None]:
         raise AssertionError(f"the broker was asked about {names}")
@@ -221,39 +189,39 @@ def test_with_no_broker_a_retired_signing_key_is_still_pruned(
     code, out, err = prune("--apply")
     assert code == 0, out + err
     assert f"pruned dgal sig {old_sig}" in out
-    assert old_sig not in private_kids(folder, "dgal")
+    assert old_sig not in private_kids(own_keys_dir, "dgal")
 
 
 def test_a_topic_kept_for_ever_keeps_the_key_unless_a_span_is_stated_and_forced(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
+    own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, _, old_enc = backlog_then_retired(folder, monkeypatch)
-    Broker(monkeypatch, {REQUESTS: None})  # retention.ms -1
+    _, _, old_enc = backlog_then_retired(own_keys_dir, monkeypatch)
+    BrokerRetentions(monkeypatch, {REQUESTS: None})  # retention.ms -1
 
     code, out, err = prune("--apply", "--force")
     assert code == 0, out + err
     assert f"keep dgal enc {old_enc}" in out
     assert "for ever" in out
-    assert old_enc in private_kids(folder, "dgal")
+    assert old_enc in private_kids(own_keys_dir, "dgal")
 
     code, out, err = prune("--apply", "--older-than", "10")
     assert code == 1
     assert "for ever" in out + err
     assert "--force" in out + err
-    assert old_enc in private_kids(folder, "dgal")
+    assert old_enc in private_kids(own_keys_dir, "dgal")
 
     code, out, err = prune("--apply", "--older-than", "10", "--force")
     assert code == 0, out + err
     assert f"pruned dgal enc {old_enc}" in out
-    assert old_enc not in private_kids(folder, "dgal")
+    assert old_enc not in private_kids(own_keys_dir, "dgal")
 
 
 def test_a_stated_span_shorter_than_the_brokers_needs_force(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
+    own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, _, old_enc = backlog_then_retired(folder, monkeypatch)
-    Broker(monkeypatch, {REQUESTS: 30 * DAY_MS})
+    _, _, old_enc = backlog_then_retired(own_keys_dir, monkeypatch)
+    BrokerRetentions(monkeypatch, {REQUESTS: 30 * DAY_MS})
     code, out, err = prune("--apply", "--older-than", "14")
     assert code == 1
     assert "60" in out + err
-    assert old_enc in private_kids(folder, "dgal")
+    assert old_enc in private_kids(own_keys_dir, "dgal")

@@ -11,15 +11,12 @@ moment they see them; and a reader refused an unknown key id looks at its files 
 before it refuses (at what cost:
 ``test_a_forged_key_id_never_delays_a_key_published_a_moment_ago.py``).
 
-The keystore's clocks are moved, never slept on: ``keystore._monotonic`` for when files
-are looked at again, ``keystore._now`` for the wall-clock time a key comes into use.
+The keystore's clocks are moved, never slept on: ``keystore_clocks.monotonic`` for when
+files are looked at again, its wall clock for the time a key comes into use.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +27,6 @@ from typer.testing import CliRunner
 from gun_contract.envelope import ContentType, EnvelopeRejected
 from gun_contract.health import CircuitStatus, PartnerHealth
 from gun_contract.heartbeats import HeartbeatGate
-from gun_contract.security import keystore
 from gun_contract.security.entitlements import Entitlements
 from gun_contract.security.jose_envelope import JoseEnvelope
 from gun_contract.security.keystore import (
@@ -40,65 +36,23 @@ from gun_contract.security.keystore import (
     KeyUse,
     PartyKeys,
 )
-from gun_contract.security.replay import MemoryReplayGuard
 from gun_contract.topics import topic_registry
 from gun_hub.cli import app
+from tests.conftest import envelope_of
+from tests.keystore_fixtures import KeystoreClocks, new_kid, protected_header
 
 TOPICS = topic_registry("gun", ("dgal", "cites", "dga"))
 REQUESTS = TOPICS.requests("dgal")
 RESPONSES = TOPICS.responses("dgal")
 
 
-class Clocks:
-    """The keystore's monotonic clock (files looked at again) and its wall clock (keys
-    coming into use), moved by the test."""
-
-    def __init__(self) -> None:
-        self.monotonic = 1000.0
-        self.offset = timedelta(0)
-
-    def wall(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.monotonic += seconds
-        self.offset += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clocks(monkeypatch: pytest.MonkeyPatch) -> Clocks:
-    fake = Clocks()
-    monkeypatch.setattr(keystore, "_monotonic", lambda: fake.monotonic)
-    monkeypatch.setattr(keystore, "_now", fake.wall)
-    return fake
-
-
-@pytest.fixture
-def folder(keys_dir: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "keys"
-    shutil.copytree(keys_dir, copy)
-    return copy
-
-
 def running(folder: Path, party: str) -> JoseEnvelope:
     """``party``'s envelope as its process builds it at start-up (it then follows the files)."""
-    return JoseEnvelope(
-        PartyKeys.load(folder, party), Entitlements.from_registry(TOPICS), MemoryReplayGuard()
-    )
+    return envelope_of(party, TOPICS, folder)
 
 
 def request(hub: JoseEnvelope) -> bytes:
     return hub.seal(b"<r/>", recipient="dgal", topic=REQUESTS, content_type=ContentType.XML)
-
-
-def header(compact: bytes) -> dict[str, str]:
-    segment = compact.split(b".")[0]
-    return dict(json.loads(base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))))
-
-
-def new_kid(kids: list[str], use: KeyUse) -> str:
-    [kid] = [k for k in kids if f"-{use.value}-" in k]
-    return kid
 
 
 def refusal(envelope: JoseEnvelope, sealed: bytes, topic: str = REQUESTS) -> EnvelopeRejected:
@@ -126,51 +80,55 @@ def test_a_request_signed_right_after_the_hubs_rotation_is_opened_by_the_adapter
 
 
 def test_rotated_keys_sign_and_are_encrypted_to_only_from_their_use_time(
-    folder: Path, clocks: Clocks
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks
 ) -> None:
-    old_signing = str(PartyKeys.load(folder, "hub").signing_key.kid)
-    [old_encryption] = PartyKeys.load(folder, "dgal").decryption_keys
-    hub_kids = KeystoreFolder(folder).rotate("hub")
-    dgal_kids = KeystoreFolder(folder).rotate("dgal")
-    hub = running(folder, "hub")  # reads the new keys at once: they are published
+    old_signing = str(PartyKeys.load(own_keys_dir, "hub").signing_key.kid)
+    [old_encryption] = PartyKeys.load(own_keys_dir, "dgal").decryption_keys
+    hub_kids = KeystoreFolder(own_keys_dir).rotate("hub")
+    dgal_kids = KeystoreFolder(own_keys_dir).rotate("dgal")
+    hub = running(own_keys_dir, "hub")  # reads the new keys at once: they are published
 
     sealed = request(hub)
-    assert header(sealed)["kid"] == old_encryption  # dgal's new key is not in use yet
-    adapter = running(folder, "dgal")
+    assert protected_header(sealed)["kid"] == old_encryption  # dgal's new key is not in use yet
+    adapter = running(own_keys_dir, "dgal")
     assert adapter.open(sealed, topic=REQUESTS).signing_kid == old_signing
 
     # The grace passes: no file changes, the hub's process switches on its own.
-    clocks.advance(ROTATION_GRACE.total_seconds() + 1)
+    keystore_clocks.advance(ROTATION_GRACE.total_seconds() + 1)
     sealed = request(hub)
-    assert header(sealed)["kid"] == new_kid(dgal_kids, KeyUse.ENC)
+    assert protected_header(sealed)["kid"] == new_kid(dgal_kids, KeyUse.ENC)
     assert adapter.open(sealed, topic=REQUESTS).signing_kid == new_kid(hub_kids, KeyUse.SIG)
 
 
-def test_a_reader_accepts_a_published_key_before_its_use_time(folder: Path, clocks: Clocks) -> None:
+def test_a_reader_accepts_a_published_key_before_its_use_time(
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks
+) -> None:
     """A sender whose clock runs ahead (or one told to use it now, on another machine)
     uses the key early: every reader that has it accepts it from the moment it sees it."""
-    hub_kids = KeystoreFolder(folder).rotate("hub")
-    adapter = running(folder, "dgal")
-    clocks.advance(ROTATION_GRACE.total_seconds() + 1)
-    early = request(running(folder, "hub"))
-    clocks.offset = timedelta(0)  # the reader's clock: before the use time
+    hub_kids = KeystoreFolder(own_keys_dir).rotate("hub")
+    adapter = running(own_keys_dir, "dgal")
+    keystore_clocks.advance(ROTATION_GRACE.total_seconds() + 1)
+    early = request(running(own_keys_dir, "hub"))
+    keystore_clocks.offset = timedelta(0)  # the reader's clock: before the use time
     assert adapter.open(early, topic=REQUESTS).signing_kid == new_kid(hub_kids, KeyUse.SIG)
 
 
 def test_retiring_the_old_key_before_the_use_time_puts_the_new_one_in_use(
-    folder: Path, clocks: Clocks
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks
 ) -> None:
     """A leaked key retired at once: its successor signs, published or not for long."""
-    old = str(PartyKeys.load(folder, "hub").signing_key.kid)
-    hub_kids = KeystoreFolder(folder).rotate("hub")
-    KeystoreFolder(folder).retire(old)
-    sealed = request(running(folder, "hub"))
-    assert running(folder, "dgal").open(sealed, topic=REQUESTS).signing_kid == new_kid(
+    old = str(PartyKeys.load(own_keys_dir, "hub").signing_key.kid)
+    hub_kids = KeystoreFolder(own_keys_dir).rotate("hub")
+    KeystoreFolder(own_keys_dir).retire(old)
+    sealed = request(running(own_keys_dir, "hub"))
+    assert running(own_keys_dir, "dgal").open(sealed, topic=REQUESTS).signing_kid == new_kid(
         hub_kids, KeyUse.SIG
     )
 
 
-def test_the_use_time_travels_with_the_export(tmp_path: Path, clocks: Clocks) -> None:
+def test_the_use_time_travels_with_the_export(
+    tmp_path: Path, keystore_clocks: KeystoreClocks
+) -> None:
     """On another machine: the hub encrypts to dgal's imported new key from dgal's use
     time on, not from the import."""
     hub_machine, dgal_machine = tmp_path / "hub", tmp_path / "dgal"
@@ -185,67 +143,69 @@ def test_the_use_time_travels_with_the_export(tmp_path: Path, clocks: Clocks) ->
 
     hub_keys = PartyKeys.load(hub_machine, "hub")
     assert hub_keys.encryption_key_for("dgal").kid == old_encryption
-    clocks.advance(ROTATION_GRACE.total_seconds() + 1)
+    keystore_clocks.advance(ROTATION_GRACE.total_seconds() + 1)
     assert hub_keys.encryption_key_for("dgal").kid == new_kid(kids, KeyUse.ENC)
 
 
 def test_rotate_on_the_command_line_says_when_the_keys_come_into_use(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
+    own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("GUN_HUB_SECURITY__KEYS_DIR", str(folder))
+    monkeypatch.setenv("GUN_HUB_SECURITY__KEYS_DIR", str(own_keys_dir))
     runner = CliRunner()
-    published = runner.invoke(app, ["keys", "rotate", "hub", "--dir", str(folder)])
+    published = runner.invoke(app, ["keys", "rotate", "hub", "--dir", str(own_keys_dir)])
     assert published.exit_code == 0, published.output
     assert "in use from" in published.output
-    listed = runner.invoke(app, ["keys", "list", "--dir", str(folder)])
+    listed = runner.invoke(app, ["keys", "list", "--dir", str(own_keys_dir)])
     assert "published, in use from" in listed.output
 
-    at_once = runner.invoke(app, ["keys", "rotate", "dgal", "--use-now", "--dir", str(folder)])
+    at_once = runner.invoke(
+        app, ["keys", "rotate", "dgal", "--use-now", "--dir", str(own_keys_dir)]
+    )
     assert at_once.exit_code == 0, at_once.output
     kid = at_once.output.split("new keys ")[1].split(",")[0].strip()
-    assert str(PartyKeys.load(folder, "dgal").signing_key.kid) == kid
+    assert str(PartyKeys.load(own_keys_dir, "dgal").signing_key.kid) == kid
 
-    before = (folder / "jwks.json").read_text()
+    before = (own_keys_dir / "jwks.json").read_text()
     both = CliRunner().invoke(
         app,
         ["keys", "rotate", "cites", "--use-now", "--use-from", "2030-01-01T00:00:00"],
     )
     assert both.exit_code == 2
-    assert (folder / "jwks.json").read_text() == before
+    assert (own_keys_dir / "jwks.json").read_text() == before
 
 
 # -- a reader looks again before refusing an unknown key id --------------------------------
 
 
 def test_a_reader_looks_at_its_files_again_before_refusing_an_unknown_signing_key(
-    folder: Path, clocks: Clocks
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks
 ) -> None:
     """Used at once (--use-now, the single-machine or leaked-key case): the adapter has not
     reached its 5 s recheck, yet opens what the hub signs with the new key."""
-    adapter = running(folder, "dgal")
-    kids = KeystoreFolder(folder).rotate("hub", use_from=clocks.wall())
-    sealed = request(running(folder, "hub"))
-    clocks.monotonic += KEY_RECHECK_S / 10
+    adapter = running(own_keys_dir, "dgal")
+    kids = KeystoreFolder(own_keys_dir).rotate("hub", use_from=keystore_clocks.wall())
+    sealed = request(running(own_keys_dir, "hub"))
+    keystore_clocks.monotonic += KEY_RECHECK_S / 10
     assert adapter.open(sealed, topic=REQUESTS).signing_kid == new_kid(kids, KeyUse.SIG)
 
 
 def test_a_reader_looks_again_before_refusing_an_unknown_encryption_key(
-    folder: Path, clocks: Clocks
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks
 ) -> None:
     """dgal's own key, rotated at once by another of its processes: the hub encrypts to it
     before this adapter process's recheck."""
-    adapter = running(folder, "dgal")
-    kids = KeystoreFolder(folder).rotate("dgal", use_from=clocks.wall())
-    sealed = request(running(folder, "hub"))
-    assert header(sealed)["kid"] == new_kid(kids, KeyUse.ENC)
+    adapter = running(own_keys_dir, "dgal")
+    kids = KeystoreFolder(own_keys_dir).rotate("dgal", use_from=keystore_clocks.wall())
+    sealed = request(running(own_keys_dir, "hub"))
+    assert protected_header(sealed)["kid"] == new_kid(kids, KeyUse.ENC)
     assert adapter.open(sealed, topic=REQUESTS).sender == "hub"
 
 
 def test_a_signed_heartbeat_under_a_key_published_a_moment_ago_is_taken(
-    folder: Path, clocks: Clocks
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks
 ) -> None:
-    gate = HeartbeatGate(PartyKeys.load(folder, "hub"), Entitlements.from_registry(TOPICS))
-    kids = KeystoreFolder(folder).rotate("dgal", use_from=clocks.wall())
+    gate = HeartbeatGate(PartyKeys.load(own_keys_dir, "hub"), Entitlements.from_registry(TOPICS))
+    kids = KeystoreFolder(own_keys_dir).rotate("dgal", use_from=keystore_clocks.wall())
     health = PartnerHealth(
         authority="dgal",
         adapter="adapter.dgal",
@@ -254,8 +214,8 @@ def test_a_signed_heartbeat_under_a_key_published_a_moment_ago_is_taken(
         at=datetime.now(UTC),
         every_s=5.0,
     )
-    signed = running(folder, "dgal").sign(
+    signed = running(own_keys_dir, "dgal").sign(
         health.model_dump_json().encode(), topic=TOPICS.ops_health, content_type=ContentType.JSON
     )
-    assert header(signed)["kid"] == new_kid(kids, KeyUse.SIG)
+    assert protected_header(signed)["kid"] == new_kid(kids, KeyUse.SIG)
     assert gate.check(signed, topic=TOPICS.ops_health).authority == "dgal"

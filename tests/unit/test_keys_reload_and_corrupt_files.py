@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from typer.testing import CliRunner
 
 from gun_contract.envelope import ContentType, EnvelopeRejected
 from gun_contract.envelope import EnvelopeRejectionKind as Kind
-from gun_contract.security import keystore
 from gun_contract.security.entitlements import Entitlements
 from gun_contract.security.jose_envelope import JoseEnvelope
 from gun_contract.security.keystore import (
@@ -37,38 +35,16 @@ from gun_contract.security.keystore import (
 from gun_contract.security.replay import MemoryReplayGuard
 from gun_contract.topics import topic_registry
 from gun_hub.cli import app
+from tests.conftest import envelope_of
+from tests.keystore_fixtures import KeystoreClocks, protected_header
 
 TOPICS = topic_registry("gun", ("dgal", "cites", "dga"))
 REQUEST = TOPICS.requests("dgal")
 
 
-class Monotonic:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Monotonic:
-    fake = Monotonic()
-    monkeypatch.setattr(keystore, "_monotonic", fake)
-    return fake
-
-
-@pytest.fixture
-def folder(keys_dir: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "keys"
-    shutil.copytree(keys_dir, copy)
-    return copy
-
-
 def running(folder: Path, party: str) -> JoseEnvelope:
     """``party``'s envelope, built once, as a process builds it at start-up."""
-    return JoseEnvelope(
-        PartyKeys.load(folder, party), Entitlements.from_registry(TOPICS), MemoryReplayGuard()
-    )
+    return envelope_of(party, TOPICS, folder)
 
 
 def seal(hub: JoseEnvelope) -> bytes:
@@ -81,40 +57,44 @@ def refused(envelope: JoseEnvelope, sealed: bytes) -> Kind:
     return rejection.value.kind
 
 
-def test_a_retired_key_is_refused_by_a_running_process(folder: Path, clock: Monotonic) -> None:
-    hub, dgal = running(folder, "hub"), running(folder, "dgal")
+def test_a_retired_key_is_refused_by_a_running_process(
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks
+) -> None:
+    hub, dgal = running(own_keys_dir, "hub"), running(own_keys_dir, "dgal")
     old = hub.seal(b"{}", recipient="dgal", topic=REQUEST, content_type=ContentType.JSON)
     also_old = seal(hub)
     assert dgal.open(seal(hub), topic=REQUEST).sender == "hub"
-    old_kid = PartyKeys.load(folder, "hub").signing_key.kid
+    old_kid = PartyKeys.load(own_keys_dir, "hub").signing_key.kid
 
-    KeystoreFolder(folder).rotate("hub")
-    KeystoreFolder(folder).retire(str(old_kid))
+    KeystoreFolder(own_keys_dir).rotate("hub")
+    KeystoreFolder(own_keys_dir).retire(str(old_kid))
     # The files are looked at again at most once every KEY_RECHECK_S seconds...
-    clock.now += KEY_RECHECK_S / 2
+    keystore_clocks.monotonic += KEY_RECHECK_S / 2
     assert dgal.open(old, topic=REQUEST).signing_kid == old_kid
     # ...and then the retirement holds, with no restart.
-    clock.now += KEY_RECHECK_S
+    keystore_clocks.monotonic += KEY_RECHECK_S
     assert refused(dgal, also_old) is Kind.RETIRED_KEY
 
 
-def test_a_rotation_reaches_running_senders_and_receivers(folder: Path, clock: Monotonic) -> None:
-    hub, dgal = running(folder, "hub"), running(folder, "dgal")
+def test_a_rotation_reaches_running_senders_and_receivers(
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks
+) -> None:
+    hub, dgal = running(own_keys_dir, "hub"), running(own_keys_dir, "dgal")
     # In use at once (the keys' use time is test_a_rotated_key_is_published_before_it_signs').
     now = datetime.now(UTC)
-    new_hub_kids = KeystoreFolder(folder).rotate("hub", use_from=now)
-    new_dgal_kids = KeystoreFolder(folder).rotate("dgal", use_from=now)
-    clock.now += KEY_RECHECK_S + 1
+    new_hub_kids = KeystoreFolder(own_keys_dir).rotate("hub", use_from=now)
+    new_dgal_kids = KeystoreFolder(own_keys_dir).rotate("dgal", use_from=now)
+    keystore_clocks.monotonic += KEY_RECHECK_S + 1
     sealed = seal(hub)
     # The hub signs with its new key and encrypts to dgal's new key...
-    outer = json.loads(_b64(sealed.split(b".")[0]))
+    outer = protected_header(sealed)
     assert outer["kid"] in new_dgal_kids
     # ...and dgal, running since before either rotation, opens it.
     assert dgal.open(sealed, topic=REQUEST).signing_kid in new_hub_kids
 
 
 def _encrypted_to(sealed: bytes) -> str:
-    return str(json.loads(_b64(sealed.split(b".")[0]))["kid"])
+    return str(protected_header(sealed)["kid"])
 
 
 def _newest_by_scanning(keys: PartyKeys, party: str) -> str | None:
@@ -128,69 +108,65 @@ def _newest_by_scanning(keys: PartyKeys, party: str) -> str | None:
 
 
 def test_a_running_sender_encrypts_to_the_newest_active_key_as_the_jwks_lists_it(
-    folder: Path, clock: Monotonic
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks
 ) -> None:
     """Stop 39: each party's newest active encryption key is chosen once per reading of
     the key files, not by scanning every key at each seal; the choice is the same, and
     follows a rotation and a retirement without a restart."""
-    hub_keys = PartyKeys.load(folder, "hub")
+    hub_keys = PartyKeys.load(own_keys_dir, "hub")
     hub = JoseEnvelope(hub_keys, Entitlements.from_registry(TOPICS), MemoryReplayGuard())
     first = _encrypted_to(seal(hub))
     [newer] = [
         kid
-        for kid in KeystoreFolder(folder).rotate("dgal", use_from=datetime.now(UTC))
-        if read_public_keys(folder / PUBLIC_JWKS)[kid].use is KeyUse.ENC
+        for kid in KeystoreFolder(own_keys_dir).rotate("dgal", use_from=datetime.now(UTC))
+        if read_public_keys(own_keys_dir / PUBLIC_JWKS)[kid].use is KeyUse.ENC
     ]
-    clock.now += KEY_RECHECK_S + 1
+    keystore_clocks.monotonic += KEY_RECHECK_S + 1
     assert _encrypted_to(seal(hub)) == newer != first
     for party in ("hub", "clearance", "dgal", "cites", "dga"):
         assert hub_keys.encryption_key_for(party).kid == _newest_by_scanning(hub_keys, party)
 
-    KeystoreFolder(folder).retire(newer)  # the older key is still active: sealed to again
-    clock.now += KEY_RECHECK_S + 1
+    KeystoreFolder(own_keys_dir).retire(newer)  # the older key is still active: sealed to again
+    keystore_clocks.monotonic += KEY_RECHECK_S + 1
     assert _encrypted_to(seal(hub)) == first == _newest_by_scanning(hub_keys, "dgal")
 
-    KeystoreFolder(folder).retire(first)  # none left: nothing is sealed to dgal
-    clock.now += KEY_RECHECK_S + 1
+    KeystoreFolder(own_keys_dir).retire(first)  # none left: nothing is sealed to dgal
+    keystore_clocks.monotonic += KEY_RECHECK_S + 1
     assert _newest_by_scanning(hub_keys, "dgal") is None
     with pytest.raises(KeystoreError, match="no active encryption key for 'dgal'"):
         seal(hub)
 
 
-def test_the_audit_signer_picks_up_a_new_audit_key(folder: Path, clock: Monotonic) -> None:
-    signer = AuditSigner.load(folder)
+def test_the_audit_signer_picks_up_a_new_audit_key(
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks
+) -> None:
+    signer = AuditSigner.load(own_keys_dir)
     now = datetime.now(UTC)
     before = signer.key_for(now).kid
-    [new] = KeystoreFolder(folder).rotate("hub", audit=True)
-    clock.now += KEY_RECHECK_S + 1
+    [new] = KeystoreFolder(own_keys_dir).rotate("hub", audit=True)
+    keystore_clocks.monotonic += KEY_RECHECK_S + 1
     assert signer.key_for(now).kid == new != before
 
 
 def test_a_file_broken_while_running_keeps_the_last_good_keys_and_says_which(
-    folder: Path, clock: Monotonic, caplog: pytest.LogCaptureFixture
+    own_keys_dir: Path, keystore_clocks: KeystoreClocks, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hub, dgal = running(folder, "hub"), running(folder, "dgal")
-    good = (folder / PUBLIC_JWKS).read_text()
-    (folder / PUBLIC_JWKS).write_text(good[: len(good) // 2])  # a copy cut short
-    clock.now += KEY_RECHECK_S + 1
+    hub, dgal = running(own_keys_dir, "hub"), running(own_keys_dir, "dgal")
+    good = (own_keys_dir / PUBLIC_JWKS).read_text()
+    (own_keys_dir / PUBLIC_JWKS).write_text(good[: len(good) // 2])  # a copy cut short
+    keystore_clocks.monotonic += KEY_RECHECK_S + 1
     with caplog.at_level(logging.ERROR, logger="gun_contract.security.keystore"):
         assert dgal.open(seal(hub), topic=REQUEST).sender == "hub"
-    assert str(folder / PUBLIC_JWKS) in caplog.text
+    assert str(own_keys_dir / PUBLIC_JWKS) in caplog.text
     assert "keeping the keys loaded before" in caplog.text
     # Mended, it is read again.
-    (folder / PUBLIC_JWKS).write_text(good)
-    os.utime(folder / PUBLIC_JWKS, ns=(1, 1))
+    (own_keys_dir / PUBLIC_JWKS).write_text(good)
+    os.utime(own_keys_dir / PUBLIC_JWKS, ns=(1, 1))
     caplog.clear()
-    clock.now += KEY_RECHECK_S + 1
+    keystore_clocks.monotonic += KEY_RECHECK_S + 1
     with caplog.at_level(logging.ERROR, logger="gun_contract.security.keystore"):
         assert dgal.open(seal(hub), topic=REQUEST).sender == "hub"
     assert caplog.text == ""
-
-
-def _b64(part: bytes) -> bytes:
-    import base64
-
-    return base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4))
 
 
 # -- corrupt files -------------------------------------------------------------------------
@@ -236,12 +212,12 @@ PUBLIC_DAMAGE = [
 
 
 @pytest.mark.parametrize("how", PUBLIC_DAMAGE)
-def test_a_corrupt_public_jwks_is_named_in_a_clear_error(folder: Path, how: str) -> None:
-    _corrupt_public(folder, how)
+def test_a_corrupt_public_jwks_is_named_in_a_clear_error(own_keys_dir: Path, how: str) -> None:
+    _corrupt_public(own_keys_dir, how)
     with pytest.raises(KeystoreError) as error:
-        PartyKeys.load(folder, "hub")
+        PartyKeys.load(own_keys_dir, "hub")
     message = str(error.value)
-    assert str(folder / PUBLIC_JWKS) in message
+    assert str(own_keys_dir / PUBLIC_JWKS) in message
     assert "Traceback" not in message
     assert error.value.__cause__ is None or isinstance(error.value.__cause__, KeystoreError)
 
@@ -250,44 +226,46 @@ def test_a_corrupt_public_jwks_is_named_in_a_clear_error(folder: Path, how: str)
     "damage",
     ["", "{", '{"keys": 3}', '{"keys": [{"kty": "EC"}]}', '{"keys": [{"kty": "oct", "k": "AA"}]}'],
 )
-def test_a_corrupt_private_key_file_is_named_in_a_clear_error(folder: Path, damage: str) -> None:
-    (folder / "dgal.jwk").write_text(damage)
+def test_a_corrupt_private_key_file_is_named_in_a_clear_error(
+    own_keys_dir: Path, damage: str
+) -> None:
+    (own_keys_dir / "dgal.jwk").write_text(damage)
     with pytest.raises(KeystoreError) as error:
-        PartyKeys.load(folder, "dgal")
-    assert str(folder / "dgal.jwk") in str(error.value)
+        PartyKeys.load(own_keys_dir, "dgal")
+    assert str(own_keys_dir / "dgal.jwk") in str(error.value)
 
 
-def test_a_private_file_holding_only_public_keys_is_refused(folder: Path) -> None:
-    data = json.loads((folder / "dgal.jwk").read_text())
+def test_a_private_file_holding_only_public_keys_is_refused(own_keys_dir: Path) -> None:
+    data = json.loads((own_keys_dir / "dgal.jwk").read_text())
     for key in data["keys"]:
         key.pop("d")
-    (folder / "dgal.jwk").write_text(json.dumps(data))
+    (own_keys_dir / "dgal.jwk").write_text(json.dumps(data))
     with pytest.raises(KeystoreError, match="no private key"):
-        PartyKeys.load(folder, "dgal")
+        PartyKeys.load(own_keys_dir, "dgal")
 
 
-def test_a_corrupt_audit_key_file_is_named(folder: Path) -> None:
-    (folder / "hub.audit.jwk").write_text("{]")
-    with pytest.raises(KeystoreError, match=str(folder / "hub.audit.jwk")):
-        AuditSigner.load(folder)
+def test_a_corrupt_audit_key_file_is_named(own_keys_dir: Path) -> None:
+    (own_keys_dir / "hub.audit.jwk").write_text("{]")
+    with pytest.raises(KeystoreError, match=str(own_keys_dir / "hub.audit.jwk")):
+        AuditSigner.load(own_keys_dir)
 
 
 @pytest.mark.parametrize("how", ["cut short", "point off the curve"])
 def test_the_commands_report_a_corrupt_file_without_a_stack_trace(
-    folder: Path, how: str, monkeypatch: pytest.MonkeyPatch
+    own_keys_dir: Path, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in [name for name in os.environ if name.startswith("GUN_HUB_")]:
         monkeypatch.delenv(name)
-    _corrupt_public(folder, how)
+    _corrupt_public(own_keys_dir, how)
     for command in (["rotate", "hub"], ["retire", "x"], ["export-public", "--party", "hub"]):
-        result = CliRunner().invoke(app, ["keys", *command, "--dir", str(folder)])
+        result = CliRunner().invoke(app, ["keys", *command, "--dir", str(own_keys_dir)])
         assert result.exit_code == 1, (command, result.output)
-        assert str(folder / PUBLIC_JWKS) in result.output
+        assert str(own_keys_dir / PUBLIC_JWKS) in result.output
         assert not isinstance(result.exception, KeyError | ValueError)
 
 
-def test_validity_is_read_as_dates(folder: Path) -> None:
-    [audit] = [k for k in read_public_keys(folder / PUBLIC_JWKS).values() if k.purpose]
+def test_validity_is_read_as_dates(own_keys_dir: Path) -> None:
+    [audit] = [k for k in read_public_keys(own_keys_dir / PUBLIC_JWKS).values() if k.purpose]
     assert audit.not_before is not None
     assert audit.not_after is not None
     assert audit.not_after - audit.not_before >= timedelta(days=365)

@@ -45,6 +45,23 @@ def _with_doctype(
     return f"{head}\n{doctype}\n{rest}".encode()
 
 
+def in_encoding(
+    text: str,
+    codec: str,
+    declared: str | None,
+    *,
+    bom: bool = False,
+    doctype: str | None = None,
+) -> bytes:
+    """The declaration ``text``, as the builder writes it, in ``codec`` instead: its own
+    XML declaration replaced by one declaring ``declared`` (or by none), ``doctype`` (if
+    any) before the root, a byte order mark first if ``bom``."""
+    _, body = text.split("\n", 1)
+    prolog = f'<?xml version="1.0" encoding="{declared}"?>\n' if declared else ""
+    document = prolog + (doctype + "\n" if doctype else "") + body
+    return (("\ufeff" if bom else "") + document).encode(codec)
+
+
 def _encoded(
     reference: str,
     codec: str,
@@ -54,10 +71,7 @@ def _encoded(
     doctype: str | None = None,
 ) -> bytes:
     """The valid declaration in another encoding, declaring ``declared`` (or nothing)."""
-    _, body = _valid(reference).split("\n", 1)
-    prolog = f'<?xml version="1.0" encoding="{declared}"?>\n' if declared else ""
-    text = prolog + (doctype + "\n" if doctype else "") + body
-    return (("\ufeff" if bom else "") + text).encode(codec)
+    return in_encoding(_valid(reference), codec, declared, bom=bom, doctype=doctype)
 
 
 def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:

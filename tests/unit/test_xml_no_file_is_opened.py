@@ -30,6 +30,7 @@ from lxml import etree
 from gun_hub.xml.declaration_codec import DECLARATION_NS, DeclarationCodec
 from gun_hub.xml.safe_parse import XmlRejected, XmlRejectionKind, _new_lxml_parser
 from tests.builders import declaration_xml
+from tests.hostile_corpus import in_encoding
 
 # Long enough for a loaded 2-core machine; a parse takes well under a millisecond.
 PROMPTLY_S = 5.0
@@ -142,12 +143,7 @@ def hostile(vector: str, encoding: Encoding, system_id: str) -> bytes:
     text = declaration_xml().decode()
     if change is not None:
         text = text.replace(*change, 1)
-    _, body = text.split("\n", 1)  # drop the builder's own XML declaration
-    prolog = f'<?xml version="1.0" encoding="{encoding.declared}"?>\n' if encoding.declared else ""
-    document = f"{prolog}{doctype}\n{body}"
-    if encoding.bom:
-        document = "\ufeff" + document
-    return document.encode(encoding.codec)
+    return in_encoding(text, encoding.codec, encoding.declared, bom=encoding.bom, doctype=doctype)
 
 
 CASES = [(vector, name) for vector in VECTORS for name in ENCODINGS]

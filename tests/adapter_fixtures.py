@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,6 +13,7 @@ from adapters.base.pending import PendingOperations
 from adapters.base.replay import Replayer
 from adapters.base.runner import AdapterRunner
 from gun_contract.envelope import Envelope
+from gun_contract.health import CircuitStatus
 from gun_contract.model.declaration import Direction, Stage
 from gun_contract.model.exchange import (
     AuthorityRequest,
@@ -115,3 +116,50 @@ def replayer_publishing_to(
         published.extend((request.request_id, a.verdict, a.partner_code) for a in answers)
 
     return Replayer(pending, client, publish)
+
+
+Rule = Callable[[AuthorityRequest], Verdict]
+
+
+class PartnerAnsweringByRule:
+    """A partner client that answers every document of a request with the verdict
+    ``rule`` gives the request (tests may switch it), never leaves a call that may still
+    apply, and records the request ids it is asked."""
+
+    def __init__(
+        self,
+        rule: Rule = lambda request: Verdict.VALID,
+        *,
+        unavailable_detail: str = "partner down",
+    ) -> None:
+        self.asked: list[str] = []
+        self.rule = rule
+        self.unavailable_detail = unavailable_detail
+
+    async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
+        self.asked.append(request.request_id)
+        verdict = self.rule(request)
+        return tuple(
+            DocumentAnswer(
+                goods_item=item.number,
+                code=document.code,
+                reference=document.reference,
+                verdict=verdict,
+                detail=self.unavailable_detail if verdict is Verdict.UNAVAILABLE else None,
+            )
+            for item in request.items
+            for document in item.documents
+        )
+
+    def may_still_apply(self, request: AuthorityRequest) -> bool:
+        return False  # its calls never outlive their answer
+
+    def sent_before(self, request: AuthorityRequest) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    @property
+    def circuit_state(self) -> CircuitStatus:
+        return CircuitStatus.CLOSED

@@ -22,8 +22,8 @@ from gun_contract.settings import OpsSettings, SecuritySettings, Settings
 from gun_contract.topics import topic_registry
 from gun_hub.ops.lag import LagSnapshot
 from gun_hub.ops.lag_monitor import snapshot_publisher
+from tests.adapter_fixtures import PartnerAnsweringByRule
 from tests.conftest import envelope_of
-from tests.unit.test_adapter_pending_replay import FakePartner
 
 TOPICS = topic_registry("gun", ("dgal", "cites", "dga"))
 SNAPSHOTS_UNSENT = "gun_hub_lag_snapshots_unsent_total"
@@ -89,7 +89,11 @@ def test_a_refused_heartbeat_is_logged_and_counted(
         ops=OpsSettings(heartbeat_s=3600),  # one beat in the test
     )
     runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys_dir), FakePartner()
+        load_adapter("dga"),
+        settings,
+        TOPICS,
+        envelope_of("dga", TOPICS, keys_dir),
+        PartnerAnsweringByRule(),
     )
     producer = RefusingProducer(KafkaTimeoutError("no acknowledgement"))
     before = _sample(HEARTBEATS_UNSENT, authority="dga")

@@ -16,8 +16,8 @@ from adapters.base.replay import Rounds
 from adapters.base.runner import AdapterRunner
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import AdapterSettings, SecuritySettings, Settings
+from tests.adapter_fixtures import PartnerAnsweringByRule
 from tests.conftest import envelope_of
-from tests.unit.test_adapter_pending_replay import FakePartner
 from tests.unit.test_state_pending_queue import TOPICS
 
 
@@ -66,7 +66,11 @@ async def test_the_adapters_replay_loop_marks_each_round_a_failing_one_too(
         adapter=AdapterSettings(replay_interval_s=0.01),
     )
     runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), FakePartner()
+        load_adapter("dga"),
+        settings,
+        TOPICS,
+        envelope_of("dga", TOPICS, keys),
+        PartnerAnsweringByRule(),
     )
     rounds_run = 0
 

@@ -32,9 +32,9 @@ from gun_contract.settings import SecuritySettings, Settings
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.audit_keeper import SECURITY_REJECTION_KINDS
 from gun_hub.pipeline.correlation import NOT_JSON
+from tests.adapter_fixtures import PartnerAnsweringByRule
 from tests.builders import answer_to, declaration_xml
 from tests.conftest import envelope_of
-from tests.unit.test_adapter_pending_replay import FakePartner
 from tests.unit.test_pipeline import SOURCE, Hub
 from tests.unit.test_state_pending_queue import TOPICS, dga
 
@@ -76,12 +76,12 @@ def test_an_answer_sealed_as_xml_is_refused_whatever_it_carries(hub: Hub) -> Non
     ]
 
 
-def dga_adapter(tmp_path: Path) -> tuple[AdapterRunner, FakePartner, Path]:
+def dga_adapter(tmp_path: Path) -> tuple[AdapterRunner, PartnerAnsweringByRule, Path]:
     """The DGA adapter's runner before a stand-in partner system, with keys of its own."""
     keys = tmp_path / "keys"
     KeystoreFolder(keys).init(["hub", "dga"])
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
-    partner = FakePartner()
+    partner = PartnerAnsweringByRule()
     runner = AdapterRunner(
         load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), partner
     )

@@ -24,7 +24,6 @@ from aiohttp import web
 from adapters.base.pending import PendingOperations
 from adapters.base.replay import STUCK_AFTER_S, Replayer, superseded_answers
 from adapters.base.spec import PartnerPort
-from gun_contract.health import CircuitStatus
 from gun_contract.model.exchange import (
     AuthorityRequest,
     AuthorityResponse,
@@ -34,7 +33,7 @@ from gun_contract.model.exchange import (
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
-from tests.adapter_fixtures import partner_request
+from tests.adapter_fixtures import PartnerAnsweringByRule, Rule, partner_request
 from tests.builders import declaration_xml
 from tests.partner_fixtures import Handler, RunningPartner, partner_client, running_partner
 from tests.unit.test_pipeline import Hub
@@ -43,8 +42,6 @@ from tests.unit.test_versions_and_recovery import REF, at, requests
 DECL = "26FR000690I0000401"
 DOC = "CHEDP.FR.2026.0001234"
 OTHER_DOC = "CHEDP.FR.2026.0009999"
-
-Rule = Callable[[AuthorityRequest], Verdict]
 
 
 def op(
@@ -65,42 +62,6 @@ def op(
     return request.model_copy(
         update={"items": (item.model_copy(update={"documents": item.documents + more}),)}
     )
-
-
-class FakePartner:
-    """Answers every document of a request by a rule; records what it is asked."""
-
-    def __init__(self, rule: Rule) -> None:
-        self.asked: list[str] = []
-        self.rule = rule
-
-    async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
-        self.asked.append(request.request_id)
-        verdict = self.rule(request)
-        return tuple(
-            DocumentAnswer(
-                goods_item=item.number,
-                code=document.code,
-                reference=document.reference,
-                verdict=verdict,
-                detail="HTTP 500" if verdict is Verdict.UNAVAILABLE else None,
-            )
-            for item in request.items
-            for document in item.documents
-        )
-
-    def may_still_apply(self, request: AuthorityRequest) -> bool:
-        return False  # its calls never outlive their answer
-
-    def sent_before(self, request: AuthorityRequest) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    @property
-    def circuit_state(self) -> CircuitStatus:
-        return CircuitStatus.CLOSED
 
 
 def failing_only(stuck: AuthorityRequest) -> Rule:
@@ -226,7 +187,7 @@ async def test_a_stuck_write_off_or_give_back_is_never_superseded(
     so nothing of a later version on its documents is sent ahead of it (stop 36)."""
     stuck = op(stuck_operation, 1)
     pending.add(stuck)
-    partner = FakePartner(failing_only(stuck))
+    partner = PartnerAnsweringByRule(failing_only(stuck), unavailable_detail="HTTP 500")
     replayer = replayer_of(pending, partner, published)
     [reserve] = await replayer.ask(op(Operation.RESERVE, 2, quantity="200"))
     [delete] = await replayer.ask(op(Operation.DELETE, 2))
@@ -241,7 +202,7 @@ async def test_a_newer_deletion_of_the_same_documents_supersedes_a_stuck_one(
     pending: PendingOperations, published: Published
 ) -> None:
     stuck = op(Operation.DELETE, 1)
-    partner = FakePartner(failing_only(stuck))
+    partner = PartnerAnsweringByRule(failing_only(stuck), unavailable_detail="HTTP 500")
     replayer = replayer_of(pending, partner, published)
     pending.add(stuck)
     [answer] = await replayer.ask(op(Operation.DELETE, 2))  # v2 cancelled
@@ -260,7 +221,7 @@ async def test_queued_deletions_supersede_each_other_in_a_replay_round(
     stuck, newer = op(Operation.DELETE, 1), op(Operation.DELETE, 2)
     pending.add(stuck)
     pending.add(newer)
-    partner = FakePartner(failing_only(stuck))
+    partner = PartnerAnsweringByRule(failing_only(stuck), unavailable_detail="HTTP 500")
     await replayer_of(pending, partner, published).replay_all()
     assert [(r.request_id, verdicts(a)) for r, a in published] == [
         (newer.request_id, [(Verdict.VALID, None)]),
@@ -276,12 +237,13 @@ async def test_a_refused_reservation_does_not_supersede_the_stuck_deletion(
     held at the partner, so its deletion stays queued, replayed until it ends."""
     stuck = op(Operation.DELETE, 1)
     pending.add(stuck)
-    partner = FakePartner(
+    partner = PartnerAnsweringByRule(
         lambda r: (
             Verdict.UNAVAILABLE
             if r.request_id == stuck.request_id
             else Verdict.QUANTITY_INSUFFICIENT
-        )
+        ),
+        unavailable_detail="HTTP 500",
     )
     [answer] = await replayer_of(pending, partner, published).ask(
         op(Operation.RESERVE, 2, quantity="900")
@@ -299,7 +261,7 @@ async def test_a_reservation_covering_part_of_a_stuck_deletion_waits(
     speaks for the whole deletion): v2 waits, degraded, as before."""
     stuck = op(Operation.DELETE, 1, DOC, OTHER_DOC)
     pending.add(stuck)
-    partner = FakePartner(failing_only(stuck))
+    partner = PartnerAnsweringByRule(failing_only(stuck), unavailable_detail="HTTP 500")
     [answer] = await replayer_of(pending, partner, published).ask(
         op(Operation.RESERVE, 2, DOC, quantity="200")
     )
@@ -315,7 +277,7 @@ async def test_a_stuck_operation_holds_back_only_its_own_documents(
     another ledger at the partner: it is sent. A deletion of OTHER_DOC still waits."""
     stuck = op(Operation.WRITE_OFF, 1, OTHER_DOC)
     pending.add(stuck)
-    partner = FakePartner(failing_only(stuck))
+    partner = PartnerAnsweringByRule(failing_only(stuck), unavailable_detail="HTTP 500")
     replayer = replayer_of(pending, partner, published)
     [reserved] = await replayer.ask(op(Operation.RESERVE, 2, DOC, quantity="200"))
     [deleted] = await replayer.ask(op(Operation.DELETE, 2, OTHER_DOC))
@@ -336,7 +298,7 @@ async def test_an_operation_failing_at_its_queue_head_is_measured_and_named(
     now = [1000.0]
     stuck = op(Operation.WRITE_OFF, 1)
     pending.add(stuck)
-    partner = FakePartner(failing_only(stuck))
+    partner = PartnerAnsweringByRule(failing_only(stuck), unavailable_detail="HTTP 500")
     replayer = replayer_of(pending, partner, published, lambda: now[0])
     assert replayer.longest_failing_s() == 0.0
     await replayer.replay_all()

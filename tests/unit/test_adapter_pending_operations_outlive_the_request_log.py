@@ -43,8 +43,9 @@ from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operat
 from gun_contract.model.verdicts import Verdict
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import SecuritySettings, Settings
+from tests.adapter_fixtures import PartnerAnsweringByRule
 from tests.conftest import envelope_of
-from tests.unit.test_adapter_pending_replay import R1, R2, FakePartner, down, op
+from tests.unit.test_adapter_pending_replay import R1, R2, down, op
 from tests.unit.test_state_pending_queue import TOPICS
 
 REQUESTS = TOPICS.requests("dga")
@@ -125,7 +126,11 @@ async def runner(tmp_path: Path) -> AsyncIterator[AdapterRunner]:
     KeystoreFolder(keys).init(["hub", "dga"])
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
     adapter = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), FakePartner()
+        load_adapter("dga"),
+        settings,
+        TOPICS,
+        envelope_of("dga", TOPICS, keys),
+        PartnerAnsweringByRule(),
     )
     yield adapter
     adapter.pending.close()
@@ -184,7 +189,7 @@ async def test_a_kept_operation_is_replayed_once_the_partner_is_back(
 ) -> None:
     """Kept on an assignment, whether or not its partition came back to this replica: no
     one else can read it again. A later operation of its declaration waits behind it."""
-    partner = FakePartner()
+    partner = PartnerAnsweringByRule()
     partner.rule = down
     answered: list[tuple[str, int | None]] = []
 

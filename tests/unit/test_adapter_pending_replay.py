@@ -7,7 +7,7 @@ tests/unit/test_a_stuck_queue_head_does_not_keep_later_versions_degraded.py)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,53 +15,14 @@ from aiokafka.errors import KafkaTimeoutError
 
 from adapters.base.pending import PendingOperations
 from adapters.base.replay import Replayer
-from gun_contract.health import CircuitStatus
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.model.verdicts import Verdict
-from tests.adapter_fixtures import partner_request
+from tests.adapter_fixtures import PartnerAnsweringByRule, partner_request
 
 R1 = "26FR000690I0000501"
 R2 = "26FR000690I0000502"
 DOC = "CHEDP.FR.2026.0001234"
 OTHER_DOC = "CHEDP.FR.2026.0009999"
-
-Rule = Callable[[AuthorityRequest], Verdict]
-
-
-class FakePartner:
-    """Answers by a rule that tests switch; records every request it is asked."""
-
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-        self.rule: Rule = lambda request: Verdict.VALID
-
-    async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
-        self.asked.append(request.request_id)
-        verdict = self.rule(request)
-        return tuple(
-            DocumentAnswer(
-                goods_item=item.number,
-                code=document.code,
-                reference=document.reference,
-                verdict=verdict,
-                detail="partner down" if verdict is Verdict.UNAVAILABLE else None,
-            )
-            for item in request.items
-            for document in item.documents
-        )
-
-    def may_still_apply(self, request: AuthorityRequest) -> bool:
-        return False  # its calls never outlive their answer
-
-    def sent_before(self, request: AuthorityRequest) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    @property
-    def circuit_state(self) -> CircuitStatus:
-        return CircuitStatus.CLOSED
 
 
 def down(request: AuthorityRequest) -> Verdict:
@@ -84,8 +45,8 @@ async def pending(tmp_path: Path) -> AsyncIterator[PendingOperations]:
 
 
 @pytest.fixture
-def partner() -> FakePartner:
-    return FakePartner()
+def partner() -> PartnerAnsweringByRule:
+    return PartnerAnsweringByRule()
 
 
 @pytest.fixture
@@ -95,7 +56,9 @@ def published() -> list[tuple[str, Verdict]]:
 
 @pytest.fixture
 def replayer(
-    pending: PendingOperations, partner: FakePartner, published: list[tuple[str, Verdict]]
+    pending: PendingOperations,
+    partner: PartnerAnsweringByRule,
+    published: list[tuple[str, Verdict]],
 ) -> Replayer:
     async def publish(
         request: AuthorityRequest, answers: tuple[DocumentAnswer, ...], partition: int | None
@@ -144,7 +107,7 @@ def test_a_queue_written_before_references_were_kept_is_read(tmp_path: Path) -> 
 
 
 async def test_replay_keeps_each_declarations_order(
-    pending: PendingOperations, partner: FakePartner, replayer: Replayer
+    pending: PendingOperations, partner: PartnerAnsweringByRule, replayer: Replayer
 ) -> None:
     pending.add(op(Operation.DELETE, version=1))
     pending.add(op(Operation.WRITE_OFF, R2))
@@ -157,7 +120,7 @@ async def test_replay_keeps_each_declarations_order(
 
 async def test_a_definitive_answer_leaves_the_queue_and_the_next_one_goes_on(
     pending: PendingOperations,
-    partner: FakePartner,
+    partner: PartnerAnsweringByRule,
     replayer: Replayer,
     published: list[tuple[str, Verdict]],
 ) -> None:
@@ -178,7 +141,7 @@ async def test_a_definitive_answer_leaves_the_queue_and_the_next_one_goes_on(
 
 async def test_a_declaration_still_failing_blocks_no_other(
     pending: PendingOperations,
-    partner: FakePartner,
+    partner: PartnerAnsweringByRule,
     replayer: Replayer,
     published: list[tuple[str, Verdict]],
 ) -> None:
@@ -198,7 +161,7 @@ async def test_a_declaration_still_failing_blocks_no_other(
 
 async def test_a_new_request_first_replays_what_its_declaration_has_queued(
     pending: PendingOperations,
-    partner: FakePartner,
+    partner: PartnerAnsweringByRule,
     replayer: Replayer,
     published: list[tuple[str, Verdict]],
 ) -> None:
@@ -214,7 +177,7 @@ async def test_a_new_request_first_replays_what_its_declaration_has_queued(
 
 
 async def test_a_follow_up_waits_behind_its_declarations_queued_operation(
-    pending: PendingOperations, partner: FakePartner, replayer: Replayer
+    pending: PendingOperations, partner: PartnerAnsweringByRule, replayer: Replayer
 ) -> None:
     pending.add(op(Operation.WRITE_OFF, version=1))
     partner.rule = down
@@ -230,7 +193,7 @@ async def test_a_follow_up_waits_behind_its_declarations_queued_operation(
 
 
 async def test_an_operation_that_met_a_down_partner_is_queued(
-    pending: PendingOperations, partner: FakePartner, replayer: Replayer
+    pending: PendingOperations, partner: PartnerAnsweringByRule, replayer: Replayer
 ) -> None:
     partner.rule = down
     for operation in Operation:
@@ -244,7 +207,7 @@ async def test_an_operation_that_met_a_down_partner_is_queued(
 
 async def test_a_reservation_never_overtakes_its_declarations_queued_write_off(
     pending: PendingOperations,
-    partner: FakePartner,
+    partner: PartnerAnsweringByRule,
     replayer: Replayer,
     published: list[tuple[str, Verdict]],
 ) -> None:
@@ -277,7 +240,7 @@ async def test_a_reservation_never_overtakes_its_declarations_queued_write_off(
 
 async def test_a_reservation_supersedes_only_the_queued_deletion_of_its_documents(
     pending: PendingOperations,
-    partner: FakePartner,
+    partner: PartnerAnsweringByRule,
     replayer: Replayer,
     published: list[tuple[str, Verdict]],
 ) -> None:
@@ -306,7 +269,7 @@ async def test_a_reservation_supersedes_only_the_queued_deletion_of_its_document
 
 
 async def test_a_check_changes_nothing_and_is_asked_while_the_queue_waits(
-    pending: PendingOperations, partner: FakePartner, replayer: Replayer
+    pending: PendingOperations, partner: PartnerAnsweringByRule, replayer: Replayer
 ) -> None:
     """A check reads and never mutates: the order of the partner's ledger does not
     depend on it, so it is asked even while its declaration's queue waits."""
@@ -322,7 +285,7 @@ async def test_a_check_changes_nothing_and_is_asked_while_the_queue_waits(
 
 async def test_a_stale_version_answer_on_replay_ends_the_operation(
     pending: PendingOperations,
-    partner: FakePartner,
+    partner: PartnerAnsweringByRule,
     replayer: Replayer,
     published: list[tuple[str, Verdict]],
 ) -> None:
@@ -334,7 +297,7 @@ async def test_a_stale_version_answer_on_replay_ends_the_operation(
 
 
 async def test_a_replay_whose_answer_cannot_be_published_queues_the_live_operation(
-    pending: PendingOperations, partner: FakePartner
+    pending: PendingOperations, partner: PartnerAnsweringByRule
 ) -> None:
     """A queued write-off is replayed as a give-back of its declaration arrives, and the
     broker does not take the replayed answer (a leader election on the responses topic):

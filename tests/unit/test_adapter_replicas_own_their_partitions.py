@@ -27,8 +27,9 @@ from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operat
 from gun_contract.model.verdicts import Verdict
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import SecuritySettings, Settings
+from tests.adapter_fixtures import PartnerAnsweringByRule
 from tests.conftest import envelope_of
-from tests.unit.test_adapter_pending_replay import R1, R2, FakePartner, down, op
+from tests.unit.test_adapter_pending_replay import R1, R2, down, op
 from tests.unit.test_state_pending_queue import TOPICS
 
 # Every partition's log still holds every request (retention deleted nothing yet): a row
@@ -186,7 +187,7 @@ async def test_an_assignment_forgets_what_an_earlier_term_left_queued(
 async def test_a_replay_round_replays_nothing_of_a_partition_revoked_meanwhile(
     pending: PendingOperations, ownership: PartitionOwnership
 ) -> None:
-    partner = FakePartner()
+    partner = PartnerAnsweringByRule()
     partner.rule = down
     answered: list[str] = []
 
@@ -320,7 +321,11 @@ async def test_a_replica_whose_assignment_failed_stops_instead_of_waiting_for_ev
     KeystoreFolder(keys).init(["hub", "dga"])
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
     runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), FakePartner()
+        load_adapter("dga"),
+        settings,
+        TOPICS,
+        envelope_of("dga", TOPICS, keys),
+        PartnerAnsweringByRule(),
     )
     await runner.ownership.revoked({0})  # the assignment after it is never taken in
     batch = asyncio.create_task(runner._process({}, None, None))  # type: ignore[arg-type]

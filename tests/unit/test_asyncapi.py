@@ -53,10 +53,10 @@ from gun_hub.security.audit import AuditTrail, record_hash
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_tools.asyncapi import UndocumentedTopic, build_document, render_yaml
 from gun_tools.asyncapi.payloads import JOSE, JSON, XML
+from tests.adapter_fixtures import PartnerAnsweringByRule
 from tests.builders import answer_to, declaration_xml, goods_item
 from tests.builders import document as quoted
 from tests.conftest import REPO, envelope_of
-from tests.unit.test_adapter_pending_replay import FakePartner
 
 COMMITTED = REPO / "schemas" / "asyncapi.yaml"
 META_SCHEMA = REPO / "schemas" / "vendor" / "asyncapi-3.0.0.schema.json"
@@ -518,7 +518,11 @@ def test_a_heartbeat_an_adapter_writes_matches_its_channel(
     topics = topic_registry("gun", ("cites", "dga", "dgal"))
     settings = Settings(security=SecuritySettings(keys_dir=keys_dir, state_dir=tmp_path / "state"))
     runner = AdapterRunner(
-        load_adapter("dgal"), settings, topics, envelope_of("dgal", topics, keys_dir), FakePartner()
+        load_adapter("dgal"),
+        settings,
+        topics,
+        envelope_of("dgal", topics, keys_dir),
+        PartnerAnsweringByRule(),
     )
     try:
         value = runner.heartbeat()

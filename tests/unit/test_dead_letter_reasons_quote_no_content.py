@@ -33,9 +33,9 @@ from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import SecuritySettings, Settings
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.runtime.app import _unhandled
+from tests.adapter_fixtures import PartnerAnsweringByRule
 from tests.builders import answer_to
 from tests.conftest import envelope_of
-from tests.unit.test_adapter_pending_replay import FakePartner
 from tests.unit.test_pipeline import Hub
 from tests.unit.test_state_pending_queue import LICENCE, TOPICS, dga
 
@@ -64,7 +64,7 @@ def _reason(outbox: Effects, dlq: str) -> tuple[str | None, str]:
 
 
 def _dga_adapter_and_request(
-    tmp_path: Path, partner: FakePartner, altered: Callable[[bytes], bytes]
+    tmp_path: Path, partner: PartnerAnsweringByRule, altered: Callable[[bytes], bytes]
 ) -> tuple[AdapterRunner, ConsumerRecord[bytes, bytes]]:
     """The DGA adapter over ``partner``, and a reservation request the hub sealed to it
     (its JSON ``altered`` first), read at offset 7."""
@@ -90,7 +90,7 @@ def _dga_adapter_and_request(
 async def test_an_invalid_request_s_dead_letter_names_the_field_not_the_licence(
     tmp_path: Path,
 ) -> None:
-    runner, record = _dga_adapter_and_request(tmp_path, FakePartner(), _without_a_code)
+    runner, record = _dga_adapter_and_request(tmp_path, PartnerAnsweringByRule(), _without_a_code)
     outbox = Effects()
     await runner._handle(record, outbox)
     kind, reason = _reason(outbox, TOPICS.dlq)
@@ -120,7 +120,7 @@ def test_an_invalid_answer_s_dead_letter_names_the_field_not_the_document(
     assert LICENCE[:10] not in reason
 
 
-class _PartnerThatTrips(FakePartner):
+class _PartnerThatTrips(PartnerAnsweringByRule):
     """A partner client with a bug that puts what it was handling in its error."""
 
     async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:

@@ -47,9 +47,9 @@ from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedTopics, OpsView
 from tests import forgery
+from tests.adapter_fixtures import PartnerAnsweringByRule
 from tests.conftest import envelope_of
 from tests.poison_corpus import mutants, named_bombs
-from tests.unit.test_adapter_pending_replay import FakePartner
 
 TOPICS = topic_registry("gun", ("dgal", "cites", "dga"))
 HEALTH = TOPICS.ops_health
@@ -379,7 +379,7 @@ def test_the_adapter_signs_its_heartbeat_with_its_own_key(tmp_path: Path, keys_d
         settings,
         TOPICS,
         envelope_of("dga", TOPICS, keys_dir),
-        FakePartner(),
+        PartnerAnsweringByRule(),
     )
     try:
         value = runner.heartbeat()

@@ -34,8 +34,8 @@ from gun_contract.security.keystore import KeystoreFolder, StateKey
 from gun_contract.security.state_cipher import StateCipher, StateUnreadable
 from gun_contract.settings import SecuritySettings, Settings
 from gun_contract.topics import topic_registry
+from tests.adapter_fixtures import PartnerAnsweringByRule
 from tests.conftest import envelope_of
-from tests.unit.test_adapter_pending_replay import FakePartner
 
 LICENCE = "LEMG.FR.2026.SECRET-0815"
 R1 = "26FRSTATEQ00000001"
@@ -86,7 +86,11 @@ async def test_the_dga_adapters_queue_keeps_no_licence_in_its_file(tmp_path: Pat
     state = tmp_path / "state"
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=state))
     runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), FakePartner()
+        load_adapter("dga"),
+        settings,
+        TOPICS,
+        envelope_of("dga", TOPICS, keys),
+        PartnerAnsweringByRule(),
     )
     runner.pending.add(dga(Operation.WRITE_OFF), partition=3)
     runner.pending.add(dga(Operation.DELETE, R2))
@@ -121,7 +125,7 @@ async def test_the_sealed_queue_replays_in_each_declarations_order_after_a_resta
     again = PendingOperations(tmp_path / "p.sqlite", cipher())
     assert again.references() == [R1, R2]
     assert len(again) == 3
-    partner = FakePartner()
+    partner = PartnerAnsweringByRule()
     published: list[str] = []
 
     async def publish(

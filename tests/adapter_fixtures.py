@@ -27,6 +27,7 @@ from gun_contract.model.verdicts import Verdict
 from gun_contract.security.replay import FollowsCommits
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry
+from tests.conftest import envelope_of
 
 
 @asynccontextmanager
@@ -163,3 +164,18 @@ class PartnerAnsweringByRule:
     @property
     def circuit_state(self) -> CircuitStatus:
         return CircuitStatus.CLOSED
+
+
+def adapter_runner(
+    authority: str, settings: Settings, topics: TopicRegistry, partner: PartnerPort | None = None
+) -> AdapterRunner:
+    """``authority``'s adapter as its process builds it, with the keys ``settings`` name,
+    not started (``partner``: a :class:`PartnerAnsweringByRule` answering VALID unless
+    given)."""
+    return AdapterRunner(
+        load_adapter(authority),
+        settings,
+        topics,
+        envelope_of(authority, topics, settings.security.keys_dir),
+        PartnerAnsweringByRule() if partner is None else partner,
+    )

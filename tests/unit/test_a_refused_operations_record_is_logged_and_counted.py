@@ -15,15 +15,12 @@ import pytest
 from aiokafka.errors import CorruptRecordException, KafkaTimeoutError
 from prometheus_client import REGISTRY
 
-from adapters.base import load_adapter
-from adapters.base.runner import AdapterRunner
 from gun_contract.kafka.watched_sends import WatchedSends
 from gun_contract.settings import OpsSettings, SecuritySettings, Settings
 from gun_contract.topics import topic_registry
 from gun_hub.ops.lag import LagSnapshot
 from gun_hub.ops.lag_monitor import snapshot_publisher
-from tests.adapter_fixtures import PartnerAnsweringByRule
-from tests.conftest import envelope_of
+from tests.adapter_fixtures import adapter_runner
 
 TOPICS = topic_registry("gun", ("dgal", "cites", "dga"))
 SNAPSHOTS_UNSENT = "gun_hub_lag_snapshots_unsent_total"
@@ -88,13 +85,7 @@ def test_a_refused_heartbeat_is_logged_and_counted(
         security=SecuritySettings(keys_dir=keys_dir, state_dir=tmp_path / "state"),
         ops=OpsSettings(heartbeat_s=3600),  # one beat in the test
     )
-    runner = AdapterRunner(
-        load_adapter("dga"),
-        settings,
-        TOPICS,
-        envelope_of("dga", TOPICS, keys_dir),
-        PartnerAnsweringByRule(),
-    )
+    runner = adapter_runner("dga", settings, TOPICS)
     producer = RefusingProducer(KafkaTimeoutError("no acknowledgement"))
     before = _sample(HEARTBEATS_UNSENT, authority="dga")
 

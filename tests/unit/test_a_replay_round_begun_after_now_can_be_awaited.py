@@ -11,13 +11,10 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from adapters.base import load_adapter
 from adapters.base.replay import Rounds
-from adapters.base.runner import AdapterRunner
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import AdapterSettings, SecuritySettings, Settings
-from tests.adapter_fixtures import PartnerAnsweringByRule
-from tests.conftest import envelope_of
+from tests.adapter_fixtures import adapter_runner
 from tests.unit.test_state_pending_queue import TOPICS
 
 
@@ -65,13 +62,7 @@ async def test_the_adapters_replay_loop_marks_each_round_a_failing_one_too(
         security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"),
         adapter=AdapterSettings(replay_interval_s=0.01),
     )
-    runner = AdapterRunner(
-        load_adapter("dga"),
-        settings,
-        TOPICS,
-        envelope_of("dga", TOPICS, keys),
-        PartnerAnsweringByRule(),
-    )
+    runner = adapter_runner("dga", settings, TOPICS)
     rounds_run = 0
 
     async def a_failing_round(_: object) -> None:

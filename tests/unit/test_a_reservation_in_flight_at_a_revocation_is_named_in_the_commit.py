@@ -30,7 +30,6 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from adapters.base import load_adapter
 from adapters.base.ownership import PartitionOwnership
 from adapters.base.pending import PendingOperations
 from adapters.base.runner import AdapterRunner, _Rebalance
@@ -40,7 +39,7 @@ from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operat
 from gun_contract.model.verdicts import Verdict
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import AdapterSettings, SecuritySettings, Settings
-from tests.adapter_fixtures import partner_request
+from tests.adapter_fixtures import adapter_runner, partner_request
 from tests.conftest import envelope_of
 from tests.unit.test_adapter_pending_operations_outlive_the_request_log import (
     FakeConsumer,
@@ -123,9 +122,7 @@ def runner_of(tmp_path: Path, partner: HeldPartner, partner_timeout_s: float) ->
         security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"),
         adapter=AdapterSettings(partner_timeout_s=partner_timeout_s),
     )
-    return AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), partner
-    )
+    return adapter_runner("dga", settings, TOPICS, partner)
 
 
 def record(tmp_path: Path, request: AuthorityRequest, offset: int) -> ConsumerRecord[bytes, bytes]:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from adapters.base import load_adapter
 from adapters.base.runner import REQUEST_NOT_JSON, AdapterRunner
 from gun_contract.dead_letter import (
     HEADER_ERROR_CLASS,
@@ -32,7 +31,7 @@ from gun_contract.settings import SecuritySettings, Settings
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.audit_keeper import SECURITY_REJECTION_KINDS
 from gun_hub.pipeline.correlation import NOT_JSON
-from tests.adapter_fixtures import PartnerAnsweringByRule
+from tests.adapter_fixtures import PartnerAnsweringByRule, adapter_runner
 from tests.builders import answer_to, declaration_xml
 from tests.conftest import envelope_of
 from tests.unit.test_pipeline import SOURCE, Hub
@@ -82,9 +81,7 @@ def dga_adapter(tmp_path: Path) -> tuple[AdapterRunner, PartnerAnsweringByRule, 
     KeystoreFolder(keys).init(["hub", "dga"])
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
     partner = PartnerAnsweringByRule()
-    runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), partner
-    )
+    runner = adapter_runner("dga", settings, TOPICS, partner)
     return runner, partner, keys
 
 

@@ -27,7 +27,6 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import REGISTRY
 
-from adapters.base import load_adapter
 from adapters.base.ownership import PartitionOwnership, deleted_unanswered
 from adapters.base.pending import PendingOperations
 from adapters.base.replay import Replayer
@@ -43,8 +42,7 @@ from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operat
 from gun_contract.model.verdicts import Verdict
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import SecuritySettings, Settings
-from tests.adapter_fixtures import PartnerAnsweringByRule
-from tests.conftest import envelope_of
+from tests.adapter_fixtures import PartnerAnsweringByRule, adapter_runner
 from tests.unit.test_adapter_pending_replay import R1, R2, down, op
 from tests.unit.test_state_pending_queue import TOPICS
 
@@ -125,13 +123,7 @@ async def runner(tmp_path: Path) -> AsyncIterator[AdapterRunner]:
     keys = tmp_path / "keys"
     KeystoreFolder(keys).init(["hub", "dga"])
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
-    adapter = AdapterRunner(
-        load_adapter("dga"),
-        settings,
-        TOPICS,
-        envelope_of("dga", TOPICS, keys),
-        PartnerAnsweringByRule(),
-    )
+    adapter = adapter_runner("dga", settings, TOPICS)
     yield adapter
     adapter.pending.close()
 

@@ -18,17 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import load_adapter
 from adapters.base.ownership import PartitionOwnership
 from adapters.base.pending import PendingOperations, PendingQueueInUse, pending_path
 from adapters.base.replay import Replayer
-from adapters.base.runner import AdapterRunner
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.model.verdicts import Verdict
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import SecuritySettings, Settings
-from tests.adapter_fixtures import PartnerAnsweringByRule
-from tests.conftest import envelope_of
+from tests.adapter_fixtures import PartnerAnsweringByRule, adapter_runner
 from tests.unit.test_adapter_pending_replay import R1, R2, down, op
 from tests.unit.test_state_pending_queue import TOPICS
 
@@ -320,13 +317,7 @@ async def test_a_replica_whose_assignment_failed_stops_instead_of_waiting_for_ev
     keys = tmp_path / "keys"
     KeystoreFolder(keys).init(["hub", "dga"])
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
-    runner = AdapterRunner(
-        load_adapter("dga"),
-        settings,
-        TOPICS,
-        envelope_of("dga", TOPICS, keys),
-        PartnerAnsweringByRule(),
-    )
+    runner = adapter_runner("dga", settings, TOPICS)
     await runner.ownership.revoked({0})  # the assignment after it is never taken in
     batch = asyncio.create_task(runner._process({}, None, None))  # type: ignore[arg-type]
     await asyncio.sleep(0)

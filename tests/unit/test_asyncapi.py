@@ -26,8 +26,6 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from typer.testing import CliRunner
 
-from adapters.base import load_adapter
-from adapters.base.runner import AdapterRunner
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects, OutgoingRecord
 from gun_contract.envelope import ContentType
@@ -53,7 +51,7 @@ from gun_hub.security.audit import AuditTrail, record_hash
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from gun_tools.asyncapi import UndocumentedTopic, build_document, render_yaml
 from gun_tools.asyncapi.payloads import JOSE, JSON, XML
-from tests.adapter_fixtures import PartnerAnsweringByRule
+from tests.adapter_fixtures import adapter_runner
 from tests.builders import answer_to, declaration_xml, goods_item
 from tests.builders import document as quoted
 from tests.conftest import REPO, envelope_of
@@ -517,13 +515,7 @@ def test_a_heartbeat_an_adapter_writes_matches_its_channel(
 ) -> None:
     topics = topic_registry("gun", ("cites", "dga", "dgal"))
     settings = Settings(security=SecuritySettings(keys_dir=keys_dir, state_dir=tmp_path / "state"))
-    runner = AdapterRunner(
-        load_adapter("dgal"),
-        settings,
-        topics,
-        envelope_of("dgal", topics, keys_dir),
-        PartnerAnsweringByRule(),
-    )
+    runner = adapter_runner("dgal", settings, topics)
     try:
         value = runner.heartbeat()
     finally:

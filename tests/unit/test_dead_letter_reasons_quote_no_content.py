@@ -16,7 +16,6 @@ from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
 
-from adapters.base import load_adapter
 from adapters.base.runner import AdapterRunner
 from gun_contract.consume import unhandled_dead_letter
 from gun_contract.dead_letter import (
@@ -33,7 +32,7 @@ from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import SecuritySettings, Settings
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.runtime.app import _unhandled
-from tests.adapter_fixtures import PartnerAnsweringByRule
+from tests.adapter_fixtures import PartnerAnsweringByRule, adapter_runner
 from tests.builders import answer_to
 from tests.conftest import envelope_of
 from tests.unit.test_pipeline import Hub
@@ -71,9 +70,7 @@ def _dga_adapter_and_request(
     keys = tmp_path / "keys"
     KeystoreFolder(keys).init(["hub", "dga"])
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
-    runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), partner
-    )
+    runner = adapter_runner("dga", settings, TOPICS, partner)
     request = dga(Operation.RESERVE)
     sealed = envelope_of(HUB_PARTY, TOPICS, keys).seal(
         altered(request.model_dump_json().encode()),

@@ -29,8 +29,6 @@ from hypothesis import strategies as st
 from joserfc.jwk import OctKey
 from prometheus_client import REGISTRY
 
-from adapters.base import load_adapter
-from adapters.base.runner import AdapterRunner
 from gun_contract.envelope import ContentType
 from gun_contract.health import CircuitStatus, PartnerHealth
 from gun_contract.heartbeats import (
@@ -47,7 +45,7 @@ from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedTopics, OpsView
 from tests import forgery
-from tests.adapter_fixtures import PartnerAnsweringByRule
+from tests.adapter_fixtures import adapter_runner
 from tests.conftest import envelope_of
 from tests.poison_corpus import mutants, named_bombs
 
@@ -374,13 +372,7 @@ async def test_the_feed_survives_any_bytes_on_the_health_topic(
 
 def test_the_adapter_signs_its_heartbeat_with_its_own_key(tmp_path: Path, keys_dir: Path) -> None:
     settings = Settings(security=SecuritySettings(keys_dir=keys_dir, state_dir=tmp_path / "state"))
-    runner = AdapterRunner(
-        load_adapter("dga"),
-        settings,
-        TOPICS,
-        envelope_of("dga", TOPICS, keys_dir),
-        PartnerAnsweringByRule(),
-    )
+    runner = adapter_runner("dga", settings, TOPICS)
     try:
         value = runner.heartbeat()
         believed = gate_of(keys_dir).check(value, topic=HEALTH)

@@ -17,10 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import load_adapter
 from adapters.base.pending import STATE_TABLE, PendingOperations
 from adapters.base.replay import Replayer
-from adapters.base.runner import AdapterRunner
 from gun_contract.model.declaration import Direction, Stage
 from gun_contract.model.exchange import (
     AuthorityRequest,
@@ -34,8 +32,7 @@ from gun_contract.security.keystore import KeystoreFolder, StateKey
 from gun_contract.security.state_cipher import StateCipher, StateUnreadable
 from gun_contract.settings import SecuritySettings, Settings
 from gun_contract.topics import topic_registry
-from tests.adapter_fixtures import PartnerAnsweringByRule
-from tests.conftest import envelope_of
+from tests.adapter_fixtures import PartnerAnsweringByRule, adapter_runner
 
 LICENCE = "LEMG.FR.2026.SECRET-0815"
 R1 = "26FRSTATEQ00000001"
@@ -85,13 +82,7 @@ async def test_the_dga_adapters_queue_keeps_no_licence_in_its_file(tmp_path: Pat
     KeystoreFolder(keys).init(["hub", "dga"])
     state = tmp_path / "state"
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=state))
-    runner = AdapterRunner(
-        load_adapter("dga"),
-        settings,
-        TOPICS,
-        envelope_of("dga", TOPICS, keys),
-        PartnerAnsweringByRule(),
-    )
+    runner = adapter_runner("dga", settings, TOPICS)
     runner.pending.add(dga(Operation.WRITE_OFF), partition=3)
     runner.pending.add(dga(Operation.DELETE, R2))
 

@@ -12,11 +12,9 @@ what it signed before is verified with its public part, which stays in ``jwks.js
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from gun_contract.security.keystore import (
@@ -29,13 +27,6 @@ from gun_contract.security.keystore import (
 from gun_hub.cli import app
 
 KEEP = timedelta(days=14)
-
-
-@pytest.fixture
-def folder(keys_dir: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "keys"
-    shutil.copytree(keys_dir, copy)
-    return copy
 
 
 def audit_file(folder: Path) -> dict[str, object]:
@@ -58,8 +49,9 @@ def rotated_audit_key(folder: Path) -> tuple[str, str]:
 
 
 def test_a_retired_audit_keys_private_part_is_pruned_and_the_active_one_signs_on(
-    folder: Path,
+    own_keys_dir: Path,
 ) -> None:
+    folder = own_keys_dir
     old, new = rotated_audit_key(folder)
     decisions = KeystoreFolder(folder).prune(AUDITING_PARTY, keep_for=KEEP, apply=True)
     by_kid = {d.kid: d for d in decisions}
@@ -75,7 +67,8 @@ def test_a_retired_audit_keys_private_part_is_pruned_and_the_active_one_signs_on
     assert [str(k.kid) for k in signer.every_key()] == [new]
 
 
-def test_the_last_audit_key_is_kept_even_retired(folder: Path) -> None:
+def test_the_last_audit_key_is_kept_even_retired(own_keys_dir: Path) -> None:
+    folder = own_keys_dir
     """Retired with no successor, it still signs the checkpoints (which then do not
     verify, as an auditor must see): removed, the hub could not start at all."""
     [only] = audit_kids(folder)
@@ -90,7 +83,8 @@ def test_the_last_audit_key_is_kept_even_retired(folder: Path) -> None:
     AuditSigner.load(folder).key_for(datetime.now(UTC))
 
 
-def test_a_dry_run_names_the_audit_key_and_writes_nothing(folder: Path) -> None:
+def test_a_dry_run_names_the_audit_key_and_writes_nothing(own_keys_dir: Path) -> None:
+    folder = own_keys_dir
     old, _ = rotated_audit_key(folder)
     before = KeystoreFolder(folder).audit_file().read_bytes()
     result = CliRunner().invoke(
@@ -100,7 +94,8 @@ def test_a_dry_run_names_the_audit_key_and_writes_nothing(folder: Path) -> None:
     assert KeystoreFolder(folder).audit_file().read_bytes() == before
 
 
-def test_a_new_audit_key_keeps_the_record_of_pruned_ones(folder: Path) -> None:
+def test_a_new_audit_key_keeps_the_record_of_pruned_ones(own_keys_dir: Path) -> None:
+    folder = own_keys_dir
     old, _ = rotated_audit_key(folder)
     KeystoreFolder(folder).prune(AUDITING_PARTY, keep_for=KEEP, apply=True)
     KeystoreFolder(folder).rotate(AUDITING_PARTY, audit=True)

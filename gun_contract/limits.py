@@ -25,6 +25,17 @@ RECORD_OVERHEAD_BYTES = 64 * 1024
 SEALED_OVERHEAD_BYTES = 4096
 """JOSE headers, encrypted key, IV, tag and signature around a sealed payload."""
 
+MAX_STATUS_EVENT_BYTES = 64 * 1024
+"""Largest status event (a ``gun.status`` value) the view reads: the hub cuts each
+event's free text to ``MAX_STATUS_DETAIL_CHARS`` so that every event of a declaration the
+contract allows fits (review stop 40-W, W1: a write-off listing 6,000 documents did not)."""
+
+MAX_STATUS_DETAIL_CHARS = 4 * 1024
+"""Longest free text of a status event; what is longer is cut between two entries and
+says how many are left (the decision and the facts list every document). Even if every
+character took six bytes of JSON escaping, the event stays well under
+``MAX_STATUS_EVENT_BYTES``."""
+
 MAX_DEAD_LETTER_VALUE_BYTES = 512 * 1024
 """A dead letter keeps the original bytes up to this size, else a digest, the size and
 the head (dead_letter.py): a dead letter must always fit."""

@@ -10,7 +10,11 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from gun_contract.limits import MAX_STATUS_DETAIL_CHARS
 from gun_contract.model.encoding import json_bytes
+
+# Between two entries of a detail that lists documents ("N853 CHEDP...: VALID, ...").
+_ENTRY_SEPARATOR = ", "
 
 
 class StatusKind(StrEnum):
@@ -51,3 +55,27 @@ class StatusEvent(BaseModel):
 
     def to_bytes(self) -> bytes:
         return json_bytes(self, exclude_none=True)
+
+
+def bounded_detail(detail: str, limit: int = MAX_STATUS_DETAIL_CHARS) -> str:
+    """``detail``, or as much of it as fits in ``limit`` characters, cut between two
+    entries and saying how many are left: an event listing every document of a large
+    declaration would not fit what the view reads (review stop 40-W, W1)."""
+    if len(detail) <= limit:
+        return detail
+    entries = detail.split(_ENTRY_SEPARATOR)
+    kept: list[str] = []
+    size = 0
+    room = limit - 100  # for the tail
+    for entry in entries:
+        size += len(entry) + (len(_ENTRY_SEPARATOR) if kept else 0)
+        if size > room:
+            break
+        kept.append(entry)
+    if not kept:  # one entry longer than the room: cut inside it
+        return f"{detail[:room]} … cut at {limit} characters"
+    left = len(entries) - len(kept)
+    return (
+        f"{_ENTRY_SEPARATOR.join(kept)} … and {left} more (the decision and the facts list "
+        "every document)"
+    )

@@ -41,7 +41,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gun_contract.health import PartnerHealth
-from gun_contract.limits import MAX_RECORD_BYTES
+from gun_contract.limits import MAX_RECORD_BYTES, MAX_STATUS_EVENT_BYTES
 from gun_contract.sqlite import open_database, transaction
 from gun_hub import metrics
 from gun_hub.domain.reasons import explain_codes
@@ -204,7 +204,7 @@ DAYS_IN = "UTC"
 
 # Larger values are no record of ours: skipped before parsing. A decision fact lists every
 # document of its declaration, so facts may be as large as any record.
-_MAX_EVENT_BYTES = 64 * 1024
+_MAX_EVENT_BYTES = MAX_STATUS_EVENT_BYTES  # what the hub writes fits (limits.py)
 _MAX_FACT_BYTES = MAX_RECORD_BYTES
 # An authority id as the routing table names them; a heartbeat naming anything else is not
 # an adapter's (and would become a metric label).

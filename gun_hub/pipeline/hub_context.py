@@ -27,7 +27,7 @@ from gun_hub.domain.risk import RiskRules
 from gun_hub.domain.rollout import RolloutBoard
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.shadow import rollout_uses
-from gun_hub.domain.status_events import StatusEvent, StatusKind
+from gun_hub.domain.status_events import StatusEvent, StatusKind, bounded_detail
 from gun_hub.ops.facts import (
     AnyFact,
     DecisionFact,
@@ -207,7 +207,7 @@ class HubContext:
             version=version,
             kind=kind,
             at=self.clock(),
-            detail=detail,
+            detail=bounded_detail(detail),
             authority=authority,
             outcome=outcome,
         )

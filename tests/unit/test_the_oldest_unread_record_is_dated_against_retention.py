@@ -324,3 +324,23 @@ async def test_a_group_behind_the_position_dated_gets_its_own_date() -> None:
     both = await reader.find({(DECLARATIONS, 0, 2), (DECLARATIONS, 0, 0)}, ends)
     assert both[(DECLARATIONS, 0, 0)] == (0, datetime.fromtimestamp(5, UTC))
     assert both[(DECLARATIONS, 0, 2)] == (2, datetime.fromtimestamp(7, UTC))
+
+
+@pytest.mark.parametrize("timestamp_ms", [253_402_300_800_000, -62_135_596_800_001])
+async def test_a_record_dated_outside_any_calendar_leaves_only_its_partition_undated(
+    timestamp_ms: int,
+) -> None:
+    """``gun.dlq`` keeps its producers' timestamps, and every party may write it: one
+    record dated year 10000 made the whole reading fail ("year 10000 is out of range"),
+    and every group's backlog went undated, the declarations' too, for as long as the
+    hub sat before it (review stop 40-F, F1)."""
+    poisoned, declarations = TopicPartition("gun.dlq", 0), TopicPartition(DECLARATIONS, 0)
+    fake = FakeLog({poisoned: [(0, timestamp_ms)], declarations: [(0, 2_000)]})
+    reader = FirstRecords(fake)  # type: ignore[arg-type]
+    wanted = {("gun.dlq", 0, 0), (DECLARATIONS, 0, 0)}
+    ends = {("gun.dlq", 0): 1, (DECLARATIONS, 0): 1}
+    first = await reader.find(wanted, ends)
+    assert first == {(DECLARATIONS, 0, 0): (0, datetime.fromtimestamp(2, UTC))}
+    asked = len(fake.fetched)
+    assert await reader.find(wanted, ends) == first
+    assert len(fake.fetched) == asked  # not read again until more is written there

@@ -132,7 +132,13 @@ def reader_without_group(
     moment it is written fetches a few times a second, not once per burst of records.
     Each fetch names every partition the reader follows, and both the broker and this
     client pay for each (docs/benchmark.md, "The cost per declaration depends on the
-    load")."""
+    load").
+
+    It reads committed records only, as every consumer of the project does: a status event
+    or a dead letter of a transaction then aborted (the publisher's, retried; a party's on
+    ``gun.dlq``) never happened (review stop 40-F, F2). Its end offsets are then the last
+    stable ones, so "caught up" waits at most for a transaction open at the start (the
+    brokers let none run longer than a minute)."""
     gathering = (
         {"fetch_min_bytes": GATHER_BYTES, "fetch_max_wait_ms": gather_ms} if gather_ms else {}
     )
@@ -141,6 +147,7 @@ def reader_without_group(
         client_id=client_id,
         group_id=None,
         enable_auto_commit=False,
+        isolation_level="read_committed",
         auto_offset_reset="earliest",
         **gathering,
     )

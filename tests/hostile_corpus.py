@@ -184,7 +184,8 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         ),
         Kind.XINCLUDE_FORBIDDEN,
         "XInclude is not allowed",
-        path="/Declaration/Declarant/include",
+        # by position: a local name in the XInclude namespace is the document's (stop 40)
+        path="/Declaration/Declarant/*[3]",
     )
     r = nxt()
     add(
@@ -208,8 +209,10 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         "foreign-element",
         _replace(r, "<Version>", '<x:Evil xmlns:x="urn:evil">1</x:Evil><Version>'),
         Kind.NAMESPACE,
-        "element 'Evil' is in another namespace",  # never its name (stop 39, C1)
-        path="/Declaration/Evil",
+        # never its namespace (stop 39, C1) nor its name, the schema does not declare
+        # it (stop 40): its position
+        "an element is in another namespace",
+        path="/Declaration/*[2]",
         hidden="urn:evil",
     )
     r = nxt()
@@ -418,8 +421,12 @@ def hostile_cases(prefix: str = "26FRHOSTILE") -> list[HostileCase]:
         "unknown-element",
         _replace(r, "<Version>1</Version>", "<Version>1</Version><Priority>HIGH</Priority>"),
         Kind.SCHEMA,
-        "Priority",
-        path="/Declaration/Priority",
+        # a name the schema does not declare is the document's text: never quoted, the
+        # element is located by its position (stop 40)
+        "element the schema does not allow here (line 2): [content] This element is not "
+        "expected. Expected is ( Stage )",
+        path="/Declaration/*[3]",
+        hidden="Priority",
     )
     r = nxt()
     text = _valid(r)

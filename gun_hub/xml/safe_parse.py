@@ -17,6 +17,11 @@ its own :class:`XmlRejectionKind` and a precise message:
 * anything the (precompiled, locally loaded) XSD refuses, with the path of the element
   and the rule it broke, never the value (see :mod:`gun_hub.xml.schema_errors`).
 
+Every refusal names an element or attribute only by a name the schema declares: a name is
+the document's own text as much as a value (an element named after a licence); any other
+is a fixed phrase, its path an index (``/Declaration/Declarant/*[3]``) and its line
+(:mod:`gun_hub.xml.schema_words`).
+
 The lxml parser itself is configured so that, even if a check above were bypassed, no
 entity is expanded and nothing is read from disk or network: no DTD loading (and
 ``collect_ids`` left True, see :func:`_new_lxml_parser`), no network, and a resolver that
@@ -34,6 +39,7 @@ from typing import Any, cast
 from lxml import etree
 
 from gun_hub.xml.schema_errors import schema_refusal_text
+from gun_hub.xml.schema_words import SchemaWords, declared_words
 from gun_hub.xml.syntax_errors import malformed_text
 
 XINCLUDE_NS = "http://www.w3.org/2001/XInclude"
@@ -101,15 +107,21 @@ class XmlLimits:
     max_elements: int = 100_000
 
 
-def readable_path(element: etree._Element) -> str:
-    """``/Declaration/GoodsItem[2]/Document[1]/Quantity``: local names, 1-based positions."""
+def readable_path(element: etree._Element, words: SchemaWords) -> str:
+    """``/Declaration/GoodsItem[2]/Document[1]/Quantity``: local names, 1-based positions.
+
+    A step whose name the schema does not declare is ``*[n]``, the n-th child element:
+    the name is the document's own text (stop 40)."""
     steps: list[str] = []
     node: etree._Element | None = element
     while node is not None:
-        name = etree.QName(node).localname
+        name = words.element(etree.QName(node).localname)
         parent = node.getparent()
         if parent is None:
-            steps.append(name)
+            steps.append(name or "*")
+        elif name is None:
+            elements = [child for child in parent if isinstance(child.tag, str)]
+            steps.append(f"*[{elements.index(node) + 1}]")
         else:
             same = [child for child in parent if child.tag == node.tag]
             steps.append(f"{name}[{same.index(node) + 1}]" if len(same) > 1 else name)
@@ -170,11 +182,19 @@ class _LocalOnlyResolver(etree.Resolver):
         return self.resolve_filename(str(candidate), context)  # type: ignore[attr-defined]
 
 
-def load_schema(xsd: Path) -> etree.XMLSchema:
+@dataclass(frozen=True, slots=True)
+class LoadedSchema:
+    """A compiled XSD and the names it declares (those a refusal may quote)."""
+
+    xsd: etree.XMLSchema
+    words: SchemaWords
+
+
+def load_schema(xsd: Path) -> LoadedSchema:
     """Compile an XSD once; its includes may only come from its own folder."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
     parser.resolvers.add(_LocalOnlyResolver(xsd.parent))
-    return etree.XMLSchema(etree.parse(str(xsd), parser))
+    return LoadedSchema(etree.XMLSchema(etree.parse(str(xsd), parser)), declared_words(xsd))
 
 
 def _refuse_foreign_byte_order_mark(data: bytes) -> None:
@@ -236,10 +256,32 @@ def _check_no_markup_declaration(text: str) -> None:
         raise XmlRejected(XmlRejectionKind.DTD_FORBIDDEN, _NO_DTD)
 
 
+def _named(words: SchemaWords, element: etree._Element, phrase: str) -> str:
+    """``phrase`` ("element", "root element") with the element's name when the schema
+    declares it; a name of the document's own is not quoted."""
+    name = words.element(etree.QName(element).localname)
+    if name:
+        return f"{phrase} {name!r}"
+    return f"the {phrase}" if phrase == "root element" else f"an {phrase}"
+
+
 def _namespace_of(found: str | None) -> str:
     """Which namespace an element is in, never its name: the name is the document's own
     text (an attribute value), which a refusal does not quote (stop 39, C1)."""
     return "another namespace" if found else "no namespace"
+
+
+def _element_at(root: etree._Element, node_path: str) -> etree._Element | None:
+    """The element libxml2 names by ``node_path`` (its ``xmlGetNodePath``, as lxml's
+    ``getpath``). Not evaluated as XPath: an element written with a prefix of the
+    document's is ``/*/*[8]/p:Eori``, whose prefix no XPath context knows (the refusal
+    was an ``XPathEvalError`` instead, found in stop 40)."""
+    if not node_path:
+        return None
+    tree = root.getroottree()
+    return next(
+        (node for node in root.iter(tag=etree.Element) if tree.getpath(node) == node_path), None
+    )
 
 
 class SafeXmlParser:
@@ -249,8 +291,9 @@ class SafeXmlParser:
     a typical declaration then costs tens of microseconds.
     """
 
-    def __init__(self, schema: etree.XMLSchema, namespace: str, limits: XmlLimits) -> None:
-        self._schema = schema
+    def __init__(self, schema: LoadedSchema, namespace: str, limits: XmlLimits) -> None:
+        self._schema = schema.xsd
+        self._words = schema.words
         self._namespace = namespace
         self._limits = limits
         self._parser = _new_lxml_parser()
@@ -319,9 +362,9 @@ class SafeXmlParser:
         if root_ns != self._namespace:
             raise XmlRejected(
                 XmlRejectionKind.NAMESPACE,
-                f"root element {etree.QName(root).localname!r} has {_namespace_of(root_ns)}; "
+                f"{_named(self._words, root, 'root element')} has {_namespace_of(root_ns)}; "
                 f"expected {self._namespace!r}",
-                "/" + etree.QName(root).localname,
+                readable_path(root, self._words),
             )
 
     def _refuse_foreign_elements(self, root: etree._Element) -> None:
@@ -333,13 +376,13 @@ class SafeXmlParser:
                 raise XmlRejected(
                     XmlRejectionKind.XINCLUDE_FORBIDDEN,
                     "XInclude is not allowed",
-                    readable_path(element),
+                    readable_path(element, self._words),
                 )
             raise XmlRejected(
                 XmlRejectionKind.NAMESPACE,
-                f"element {qname.localname!r} is in {_namespace_of(qname.namespace)}; "
-                f"expected {self._namespace!r}",
-                readable_path(element),
+                f"{_named(self._words, element, 'element')} is in "
+                f"{_namespace_of(qname.namespace)}; expected {self._namespace!r}",
+                readable_path(element, self._words),
             )
 
     def _validate(self, root: etree._Element) -> None:
@@ -351,11 +394,13 @@ class SafeXmlParser:
         # The first fault is the one to fix first (lxml-stubs do not declare indexing).
         error = cast(Any, self._schema.error_log)[0]
         path = element = None
-        if error.path:
-            found = root.getroottree().xpath(error.path)
-            if isinstance(found, list) and found and isinstance(found[0], etree._Element):
-                path = readable_path(found[0])
-                element = etree.QName(found[0]).localname
-        # Built from the rule and the names, never copied: libxml2 quotes the value.
-        message = schema_refusal_text(str(error.type_name), str(error.message), element)
+        found = _element_at(root, str(error.path or ""))
+        if found is not None:
+            path = readable_path(found, self._words)
+            element = etree.QName(found).localname
+        # Built from the rule and the declared names, never copied: libxml2 quotes the
+        # value, and names the element as the document wrote it.
+        message = schema_refusal_text(
+            str(error.type_name), str(error.message), self._words, element, int(error.line) or None
+        )
         raise XmlRejected(XmlRejectionKind.SCHEMA, message, path)

@@ -7,6 +7,11 @@ EORI (issue 11). So a refusal text is *built* here, never copied: from the error
 (which rule failed), the element and attribute names, and only those parts of libxml2's
 message that come from the schema (a pattern, a bound, an enumeration, a type name).
 
+Names are the document's text too (an element named after a licence): an element,
+attribute, type or identity-constraint name is quoted only when the schema declares it
+(:mod:`gun_hub.xml.schema_words`); any other is "an element (an attribute) the schema does
+not allow here", with its line.
+
 Each schema part is taken by a pattern anchored at the end of the message, where libxml2
 writes it after the value, and may not contain a quote: a value made to look like a
 message ("x' is not accepted by the pattern 'y") cannot be taken for it. A message longer
@@ -19,10 +24,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from gun_hub.xml.schema_words import (
+    UNDECLARED_ATTRIBUTE,
+    UNDECLARED_ELEMENT,
+    XSD_NS,
+    SchemaWords,
+)
+
 
 def _name(group: str) -> str:
-    """A name as libxml2 prints it, maybe in Clark notation; no quote, brace or blank."""
-    return r"(?:\{[^{}']*\})?(?P<" + group + r">[^{}'\s]+)"
+    """A name as libxml2 prints it, maybe in Clark notation (its namespace in the group
+    ``<group>_ns``); no quote, brace or blank."""
+    return r"(?:\{(?P<" + group + r"_ns>[^{}']*)\})?(?P<" + group + r">[^{}'\s]+)"
 
 
 _HEAD = re.compile(
@@ -79,7 +92,7 @@ _ENUMERATION = re.compile(r"is not an element of the set \{(?P<set>'[^']*'(?:, '
 _ENUMERATION_LISTED = 16  # longer sets (countries, units) are counted, not listed
 _DATATYPE = re.compile(
     r"is not a valid value of the (?P<variety>(?:local )?(?:atomic|list|union)) type"
-    r"(?: '(?P<type>(?:\{[^{}']*\})?[^{}'\s]+)')?\.?\Z"
+    r"(?: '" + _name("type") + r"')?\.?\Z"
 )
 _IDENTITY = re.compile(
     r"\A(?P<what>Duplicate key-sequence|No match found for key-sequence) \[.*\] in "
@@ -88,7 +101,7 @@ _IDENTITY = re.compile(
 )
 _CONTENT = re.compile(
     r"\A(?P<what>This element is not expected\.|Missing child element\(s\)\.)"
-    r"(?P<expected> Expected is (?:one of )?\( [^()']* \)\.)?\Z"
+    r"(?: Expected is (?P<one_of>one of )?\( (?P<expected>[^()']*) \)\.)?\Z"
 )
 _REQUIRED_ATTRIBUTE = re.compile(
     r"\AThe attribute '" + _name("name") + r"' is required but missing\.?\Z"
@@ -137,39 +150,49 @@ def _facet(rest: str) -> str | None:
     return prefix + known[1].format(bound=bound.group("bound"))
 
 
-def _datatype(rest: str) -> str:
+def _datatype(rest: str, words: SchemaWords) -> str:
     found = _DATATYPE.search(rest)
     if found is None:
         return "[type] the value is not a valid value of its type"
     name = found.group("type")
     kind = found.group("variety")
-    if name is None:
+    # A type of XML Schema's own (xs:decimal) or of the contract's: never one the
+    # document named (an xsi:type naming no type of the schema is refused before).
+    if name is None or (found.group("type_ns") != XSD_NS and name not in words.types):
         return f"[type] the value is not a valid value of the {kind} type"
-    return f"[type] the value is not a valid value of the {kind} type '{_CLARK.sub('', name)}'"
+    return f"[type] the value is not a valid value of the {kind} type '{name}'"
 
 
-def _identity(rest: str) -> str | None:
+def _identity(rest: str, words: SchemaWords) -> str | None:
     found = _IDENTITY.match(rest)
-    if found is None:
+    if found is None or found["name"] not in words.constraints:
         return None
     return f"{found['what']} in {found['kind']} identity-constraint '{found['name']}'"
 
 
-def _content(rest: str) -> str | None:
+def _content(rest: str, words: SchemaWords) -> str | None:
     found = _CONTENT.match(_CLARK.sub("", rest))
     if found is None:
         return None
-    return "[content] " + found.group("what") + (found.group("expected") or "")
+    text = "[content] " + found.group("what")
+    expected = found.group("expected")
+    # The names libxml2 lists come from the content model: the schema's, checked all the
+    # same (a name not declared drops the list, it is never quoted).
+    names = expected.split(", ") if expected else []
+    if names and all(words.element(name) for name in names):
+        text += f" Expected is {found.group('one_of') or ''}( {', '.join(names)} )."
+    return text
 
 
-def _required_attribute(rest: str) -> str | None:
+def _required_attribute(rest: str, words: SchemaWords) -> str | None:
     found = _REQUIRED_ATTRIBUTE.match(rest)
-    if found is None:
+    named = words.attribute(found["name"], found["name_ns"]) if found else None
+    if named is None:
         return None
-    return f"[attribute] The attribute '{found['name']}' is required but missing"
+    return f"[attribute] The attribute '{named}' is required but missing"
 
 
-_BY_TYPE: dict[str, Callable[[str], str | None]] = {
+_BY_TYPE: dict[str, Callable[[str, SchemaWords], str | None]] = {
     "SCHEMAV_CVC_DATATYPE_VALID_1_2_1": _datatype,
     "SCHEMAV_CVC_DATATYPE_VALID_1_2_2": _datatype,
     "SCHEMAV_CVC_DATATYPE_VALID_1_2_3": _datatype,
@@ -179,26 +202,55 @@ _BY_TYPE: dict[str, Callable[[str], str | None]] = {
 }
 
 
-def schema_refusal_text(type_name: str, message: str, element: str | None = None) -> str:
-    """The text of a schema refusal: element, attribute and rule; never the value.
+def _subject(
+    words: SchemaWords,
+    element: str | None,
+    attribute: tuple[str, str | None] | None,
+    line: int | None,
+) -> str:
+    """What the refusal is about: the element and attribute by their declared names, any
+    other as a fixed phrase with its line; never a name of the document's own."""
+    if element is None:
+        subject = "The document"
+    elif words.element(element):
+        subject = f"Element '{element}'"
+    else:
+        where = f" (line {line})" if line else ""
+        subject = UNDECLARED_ELEMENT[0].upper() + UNDECLARED_ELEMENT[1:] + where
+    if attribute is not None:
+        named = words.attribute(*attribute)
+        subject += f", attribute '{named}'" if named else f", {UNDECLARED_ATTRIBUTE}"
+    return subject
 
-    ``type_name`` and ``message`` are those of libxml2's error (lxml's ``_LogEntry``);
-    ``element`` is the element's local name when the caller found it in the tree.
+
+def schema_refusal_text(
+    type_name: str,
+    message: str,
+    words: SchemaWords,
+    element: str | None = None,
+    line: int | None = None,
+) -> str:
+    """The text of a schema refusal: element, attribute and rule; never the value, never
+    a name the schema does not declare.
+
+    ``type_name``, ``message`` and ``line`` are those of libxml2's error (lxml's
+    ``_LogEntry``); ``words`` what the schema declares; ``element`` is the element's local
+    name when the caller found it in the tree.
     """
     head = _HEAD.match(message) if len(message) <= _MINED_AT_MOST else None
+    attribute: tuple[str, str | None] | None = None
     if head is not None:
         element = head.group("element")
-        attribute = head.group("attribute")
+        if head.group("attribute"):
+            attribute = (head.group("attribute"), head.group("attribute_ns"))
         rest = head.group("rest").strip()
     else:
-        attribute, rest = None, ""
-    subject = f"Element '{element}'" if element else "The document"
-    if attribute:
-        subject += f", attribute '{attribute}'"
+        rest = ""
+    subject = _subject(words, element, attribute, line)
     text: str | None = _FIXED.get(type_name)
     if text is None and rest:
         handler = _BY_TYPE.get(type_name)
-        text = handler(rest) if handler is not None else _facet(rest)
+        text = handler(rest, words) if handler is not None else _facet(rest)
     if text is None:
         rule = type_name.removeprefix("SCHEMAV_") or "unknown"
         text = f"[rule {rule}] not valid against the schema"

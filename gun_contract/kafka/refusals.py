@@ -6,15 +6,32 @@ log, which a start-up holds back. A wrong password or the wrong security protoco
 looked like a cluster that does not answer, and the operator was sent to the address
 (review stop 39-O, O4). :func:`connection_fault` connects to each bootstrap address as
 aiokafka does and names the cause and the setting to check, never the password.
+
+A client the cluster let in may still be refused what its principal's ACLs do not grant
+(another party's ``.env``, grants missing): :func:`rights_refusal` finds such a refusal
+however faust or aiokafka wrapped it, :func:`refused_resource` names what was refused,
+and :func:`check_coordinators` asks for it before a worker starts, where faust would hang
+on a consumer group it may not join (stop 40, carried from review stop 39-O, O4).
 """
 
 from __future__ import annotations
 
+import re
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 
 from gun_contract.kafka.client import Connect, client_config, client_options
 
@@ -99,3 +116,72 @@ async def connection_fault(connect: Connect, timeout_ms: int = 3000) -> Connecti
             connection.close()
             return None
     return None
+
+
+# What a principal's rights refuse, by the kind of resource named in the refusal.
+_REFUSED_ON: dict[type[KafkaError], str] = {
+    TopicAuthorizationFailedError: "topic",
+    GroupAuthorizationFailedError: "consumer group",
+    TransactionalIdAuthorizationFailed: "transactional id",
+    ClusterAuthorizationFailedError: "the cluster",
+}
+NOT_AUTHORISED = tuple(_REFUSED_ON)
+# faust's text when the broker refuses it a topic it creates (its changelogs, its leader
+# topic): ``Cannot create topic: gun-hub-cases-changelog (29): Authorization failed.``
+_CREATING = re.compile(r"\ACannot create topic: (?P<topic>\S+) \(\d+\)")
+
+
+def rights_refusal(err: BaseException | None) -> KafkaError | None:
+    """The refusal of a principal's rights that ``err`` is or was caused by (aiokafka
+    wraps some: "Unexpected error during coordination ..."), or None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, NOT_AUTHORISED):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def refused_resource(err: KafkaError) -> str:
+    """What ``err`` refused, by kind and name: ``topic gun.requests.cites``, ``consumer
+    group gun-hub``, ``topic gun-hub-cases-changelog (creating it)``; aiokafka names a
+    set of topics, faust a topic in a sentence of its own."""
+    kind = next(name for cls, name in _REFUSED_ON.items() if isinstance(err, cls))
+    names: list[str] = []
+    for arg in err.args:
+        if isinstance(arg, set | frozenset | list | tuple):
+            names += sorted(str(name) for name in arg)
+            continue
+        creating = _CREATING.match(str(arg))
+        names.append(f"{creating['topic']} (creating it)" if creating else str(arg))
+    named = ", ".join(name for name in names if name)
+    return f"{kind} {named}" if named else kind
+
+
+async def check_coordinators(
+    connect: Connect, groups: Iterable[str] = (), transactional_ids: Iterable[str] = ()
+) -> None:
+    """Ask the cluster for the coordinator of each consumer group and transactional id a
+    worker will use: a principal not granted one is refused here (Describe, which every
+    grant of Read or Write on it implies), with its name. faust's consumer never reads
+    the refusal of its group, which aiokafka holds for a poll faust does not make: the
+    worker waited for an assignment for ever, without a word in its log (stop 40). Any
+    other answer (no coordinator yet on a cluster starting) is the clients' to wait for."""
+    client = AIOKafkaClient(**client_options(connect))
+    await client.bootstrap()
+    try:
+        asked = [(CoordinationType.GROUP, g, GroupAuthorizationFailedError) for g in groups]
+        asked += [
+            (CoordinationType.TRANSACTION, t, TransactionalIdAuthorizationFailed)
+            for t in transactional_ids
+        ]
+        for kind, key, refusal in asked:
+            try:
+                await client.coordinator_lookup(kind, key)
+            except refusal as err:
+                raise refusal(key) from err
+            except KafkaError:
+                continue
+    finally:
+        await client.close()

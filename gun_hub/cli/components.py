@@ -19,6 +19,7 @@ from gun_contract.kafka.admin import (
     wait_for_cluster,
 )
 from gun_contract.kafka.client import from_settings
+from gun_contract.kafka.refusals import check_coordinators
 from gun_contract.listening import PortNotBound
 from gun_contract.logs import configure_logging
 from gun_contract.private_files import make_private_folder
@@ -28,6 +29,7 @@ from gun_contract.topics import TopicSpec
 from gun_hub.cli.kafka import registry_for, routing_for
 from gun_hub.cli.startup import (
     cannot_start,
+    not_authorised,
     ports_free,
     reach_cluster,
     refused_rights_stop_the_start,
@@ -46,13 +48,17 @@ def prepare_cluster(
     own: Collection[str] | None = None,
     *,
     wait_s: float = 60.0,
+    groups: Sequence[str] = (),
+    transactional_ids: Sequence[str] = (),
 ) -> None:
     """Wait for the cluster and create the topics (``extra``: the hub's changelogs), or on
     a secured cluster check them; a cluster that does not answer within ``wait_s``, or
     topics nothing can run on, stop the start in one sentence (exit 2).
 
     ``own``: the topics whose settings this component checks on a secured cluster, those
-    its principal may DescribeConfigs (acls.py); None: every topic."""
+    its principal may DescribeConfigs (acls.py); None: every topic. ``groups`` and
+    ``transactional_ids``: those the component will use, which its principal must be
+    granted (a refusal stops the start naming the one refused)."""
 
     async def prepare() -> None:
         connect = from_settings(settings.kafka)
@@ -67,6 +73,7 @@ def prepare_cluster(
             await check_topic_configs(
                 connect, [spec for spec in specs if own is None or spec.name in own]
             )
+            await check_coordinators(connect, groups, transactional_ids)
             return
         await ensure_topics(
             connect,
@@ -90,9 +97,8 @@ def _listeners(settings: Settings) -> list[tuple[str, str, int, str]]:
 
 def hub() -> None:
     """Run the hub worker (faust): intake, routing, correlation, decisions."""
-    from faust.worker import Worker
-
-    from gun_hub.runtime.app import build_hub, table_changelogs
+    from gun_hub.cli.hub_worker import HubWorker, log_refusals_without_traceback
+    from gun_hub.runtime.app import build_hub, hub_coordinated, table_changelogs
 
     settings = settings_or_exit()
     configure_logging(settings.log_level, component="hub", log_format=settings.log_format)
@@ -107,7 +113,10 @@ def hub() -> None:
         # the view in a process of its own on this host (review stop 39-O, O3).
         *(_listeners(settings) if settings.ops.view_enabled else []),
     )
-    prepare_cluster(settings, table_changelogs(settings))
+    groups, transactional_ids = hub_coordinated(settings)
+    prepare_cluster(
+        settings, table_changelogs(settings), groups=groups, transactional_ids=transactional_ids
+    )
     # 0700 when missing: the operations view and the tables' local state are in it.
     make_private_folder(settings.hub.data_dir)
     loop = asyncio.new_event_loop()
@@ -117,7 +126,7 @@ def hub() -> None:
     except (KeystoreError, WebConfigError, AccessConfigError) as err:  # names what is at fault
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
-    worker = Worker(
+    worker = HubWorker(
         built.app,
         loop=loop,
         loglevel=settings.log_level,
@@ -125,7 +134,17 @@ def hub() -> None:
         redirect_stdouts=False,
         override_logging=False,
     )
-    worker.execute_from_commandline()
+    log_refusals_without_traceback()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        # A refusal of the principal's rights surfaces inside faust (a changelog or the
+        # leader topic created, a transactional producer initialised, a partition taken
+        # by the publisher): a fault of the configuration, said as one.
+        refused = worker.refusal()
+        if refused is not None:
+            cannot_start(not_authorised(settings, refused))
+        raise
 
 
 def view() -> None:

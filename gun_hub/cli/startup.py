@@ -14,17 +14,11 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import typer
-from aiokafka.errors import (
-    ClusterAuthorizationFailedError,
-    GroupAuthorizationFailedError,
-    KafkaError,
-    TopicAuthorizationFailedError,
-    TransactionalIdAuthorizationFailed,
-)
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from gun_contract.kafka.admin import PartitionCountMismatch
-from gun_contract.kafka.refusals import ClusterRefused
+from gun_contract.kafka.refusals import NOT_AUTHORISED, ClusterRefused, refused_resource
 from gun_contract.kafka.topic_settings import TopicSettingsError
 from gun_contract.listening import PortNotBound
 from gun_contract.settings import Settings, load_settings
@@ -123,24 +117,12 @@ async def reach_cluster(
                 return
 
 
-# What a principal's rights refuse, by the kind of resource named in the refusal.
-_REFUSED_ON: dict[type[KafkaError], str] = {
-    TopicAuthorizationFailedError: "topic",
-    GroupAuthorizationFailedError: "consumer group",
-    TransactionalIdAuthorizationFailed: "transactional id",
-    ClusterAuthorizationFailedError: "the cluster",
-}
-NOT_AUTHORISED = tuple(_REFUSED_ON)
-
-
 def not_authorised(settings: Settings, err: KafkaError) -> str:
     """A refusal of the principal's rights in one sentence: another party's credentials
     (its ``.env``) or ACLs not granted, never a traceback (review stop 39-O, O4)."""
-    resource = next(name for kind, name in _REFUSED_ON.items() if isinstance(err, kind))
-    named = " ".join(str(arg) for arg in err.args)
     return (
         f"Kafka at {settings.kafka.bootstrap_servers} did not authorise user "
-        f"{settings.kafka.sasl_username!r} on {resource}{' ' + named if named else ''}: "
+        f"{settings.kafka.sasl_username!r} on {refused_resource(err)}: "
         "check GUN_HUB_KAFKA__SASL_USERNAME and GUN_HUB_KAFKA__SASL_PASSWORD (another "
         "party's?) and that principal's ACLs (gun-hub kafka secure-setup)"
     )

@@ -99,7 +99,11 @@ from gun_hub.runtime.faust_app import (
 from gun_hub.runtime.held_declarations import HeldDeclarations
 from gun_hub.runtime.ownership import PartitionGivenUp
 from gun_hub.runtime.partition_counts import refuse_other_counts
-from gun_hub.runtime.publisher import DecisionPublisher
+from gun_hub.runtime.publisher import (
+    DecisionPublisher,
+    publisher_group,
+    publisher_transactional_id,
+)
 from gun_hub.runtime.readiness import GroupMembership, waiting_for
 from gun_hub.runtime.retention_sweep import RetentionSweep
 from gun_hub.runtime.rollout_follower import RolloutFollower
@@ -137,6 +141,24 @@ TABLES = (
     OPEN_CASES_TABLE,
     CASE_RETENTION_TABLE,
 )
+
+
+def audit_links_prefix(app_id: str) -> str:
+    """The transactional ids of the audit chains' producers begin with it."""
+    return f"{app_id}-audit-links"
+
+
+def hub_coordinated(settings: Settings) -> tuple[list[str], list[str]]:
+    """The consumer groups a hub worker joins and (one of each family of) the
+    transactional ids it uses: its principal must be granted them, which its start checks
+    (cli/components.py)."""
+    app_id = settings.hub.app_id
+    groups = [app_id, publisher_group(app_id)]
+    transactional_ids = [
+        publisher_transactional_id(app_id, 0),
+        AuditLinkProducer.transactional_id_of(audit_links_prefix(app_id), 0),
+    ]
+    return groups, transactional_ids
 
 
 def table_changelogs(settings: Settings) -> list[TopicSpec]:
@@ -581,7 +603,7 @@ def build_hub(settings: Settings) -> Hub:
     # stop 39-Z, Z1); a lane that cannot crashes this worker, which starts again and
     # resyncs what it is given.
     link_producer = AuditLinkProducer(
-        from_settings(settings.kafka), topics.audit, f"{settings.hub.app_id}-audit-links"
+        from_settings(settings.kafka), topics.audit, audit_links_prefix(settings.hub.app_id)
     )
 
     async def audit_partition_lost(_partition: int, lost: BaseException) -> None:

@@ -455,8 +455,12 @@ class AuditLinkProducer:
         self._taking: dict[int, asyncio.Task[None]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
 
+    @staticmethod
+    def transactional_id_of(prefix: str, partition: int) -> str:
+        return f"{prefix}-{partition}"
+
     def transactional_id(self, partition: int) -> str:
-        return f"{self._prefix}-{partition}"
+        return self.transactional_id_of(self._prefix, partition)
 
     async def take(self, partitions: Collection[int]) -> None:
         """Own ``partitions``' chains from now on: any former owner's producer is fenced

@@ -77,6 +77,7 @@ from gun_contract.consume import Batch, consume
 from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_record
 from gun_contract.envelope import ContentType, Envelope
 from gun_contract.kafka.client import Connect, consumer_options, producer_options
+from gun_contract.kafka.refusals import NOT_AUTHORISED
 from gun_contract.security.entitlements import CLEARANCE_PARTY
 from gun_contract.security.state_cipher import StateCipher, StateUnreadable
 from gun_contract.trace import trace_header
@@ -128,6 +129,16 @@ Refusal = Literal["duplicate", "superseded", "declarant_changed"]
 DUPLICATE: Refusal = "duplicate"
 SUPERSEDED: Refusal = "superseded"
 OTHER_DECLARANT: Refusal = "declarant_changed"
+
+
+def publisher_group(app_id: str) -> str:
+    """The consumer group of the decision publishers of the hub ``app_id``."""
+    return f"{app_id}-publisher"
+
+
+def publisher_transactional_id(app_id: str, partition: int) -> str:
+    """The transactional id of the publisher of an outbox ``partition``."""
+    return f"{app_id}-publisher-{partition}"
 
 
 def _number(version: bytes) -> int | None:
@@ -296,7 +307,7 @@ class DecisionPublisher:
         self._dead_letters = dead_letters  # the dead-letter topic (None: logged only)
         self._decisions = decisions_topic
         self._app_id = app_id
-        self._group = f"{app_id}-publisher"
+        self._group = publisher_group(app_id)
         self._memory = memory
         self._partitions: dict[int, _PartitionPublisher] = {}
         # The group hands partitions over in the background while batches are published:
@@ -323,7 +334,7 @@ class DecisionPublisher:
         self._clock = clock
 
     def transactional_id(self, partition: int) -> str:
-        return f"{self._app_id}-publisher-{partition}"
+        return publisher_transactional_id(self._app_id, partition)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -463,6 +474,8 @@ class DecisionPublisher:
         next batch)."""
         try:
             await self._take_one(partition)
+        except NOT_AUTHORISED:
+            raise  # the principal's rights, not an outage: tried again, refused for ever
         except KafkaError:
             log.exception("publisher: outbox partition %d not taken yet; tried again", partition)
 
@@ -689,6 +702,11 @@ class DecisionPublisher:
             self._retakes.add(retake)
             retake.add_done_callback(self._retakes.discard)
             return False
+        except NOT_AUTHORISED:
+            # Refused by the principal's rights (no Write on the decisions, the dead
+            # letters, the status): read again, it would be refused again for ever. The
+            # publisher stops, and the worker with it, naming the refusal (stop 40).
+            raise
         except KafkaError:
             # Aborted: nothing of the batch is visible; read it again, with a new producer.
             # The old one may be unusable (aiokafka leaves a producer in a fatal state on

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import os
@@ -162,6 +163,97 @@ class CommandLineWitness:
                 sampler.join()
 
 
+def _with_the_hubs_rights_but(principal: str, topics: TopicRegistry, change: Any) -> list[Grant]:
+    """The hub's grants (acls.py) for ``principal``, each changed by ``change`` (None
+    drops it): a hub whose ACLs were not all granted."""
+    grants = []
+    for grant in acl_plan(topics, "gun-hub", "gun-clearance"):
+        if grant.principal == "hub":
+            changed = change(dataclasses.replace(grant, principal=principal))
+            if changed is not None and (
+                changed.topics or changed.groups or changed.transactional_ids
+            ):
+                grants.append(changed)
+    return grants
+
+
+# Principals with the hub's rights but one (the resource named in the refusal expected):
+# each path by which a refusal reaches a hub worker.
+PARTIAL_HUBS: dict[str, tuple[Any, str]] = {
+    # no Read on its consumer group: faust waited for an assignment for ever, silent
+    "hub-without-its-group": (
+        lambda g: dataclasses.replace(g, groups=()) if g.groups == ("gun-hub",) else g,
+        "consumer group gun-hub",
+    ),
+    # no transactional id: the publisher's producers, the audit chains' producers
+    "hub-without-transactions": (
+        lambda g: None if g.transactional_ids else g,
+        "transactional id gun-hub-publisher-0",
+    ),
+    # Describe granted, not Write: found only when faust's recovery initialises the
+    # audit chains' producers (a traceback and exit 1, before)
+    "hub-describing-its-transactions": (
+        lambda g: dataclasses.replace(g, operations=("Describe",)) if g.transactional_ids else g,
+        "transactional id gun-hub-audit-links-0",
+    ),
+    # no right on its own topics: faust creates its leader topic and changelogs
+    # no Write on the decisions: the publisher is refused its first transaction (a
+    # traceback at every retry, for ever, before); its start has nothing to refuse
+    "hub-not-writing-decisions": (
+        lambda g: (
+            dataclasses.replace(g, topics=tuple(t for t in g.topics if t != "gun.decisions"))
+            if "Write" in g.operations and not g.prefixed
+            else g
+        ),
+        "topic gun.decisions",
+    ),
+    "hub-without-its-own-topics": (
+        lambda g: dataclasses.replace(g, topics=()) if g.prefixed and g.topics else g,
+        "topic gun-hub-__assignor-__leader (creating it)",
+    ),
+}
+
+
+# Kafka's codes (CreateAcls): operations, resource types, pattern types, permission.
+_OPERATIONS = {"All": 2, "Read": 3, "Write": 4, "Describe": 8, "DescribeConfigs": 10}
+_RESOURCE_TYPES = {"topics": 2, "groups": 3, "transactional_ids": 5}
+_LITERAL_OR_PREFIXED = {False: 3, True: 4}
+_ALLOW = 3
+
+
+async def grant_over_the_protocol(
+    settings: BrokerSettings, broker: LocalBroker, grants: Sequence[Grant]
+) -> None:
+    """``grants`` as CreateAcls requests, as admin, on one connection: Kafka's AclCommand
+    starts a JVM per grant, seconds each on a loaded machine, and the partial hubs' grants
+    are many (found by a fixture that timed out)."""
+    options = broker.client_config("admin").options()
+    options.pop("bootstrap_servers")
+    connection = await create_conn(settings.host, settings.port, **options)
+    try:
+        for grant in grants:
+            for field_name, resource_type in _RESOURCE_TYPES.items():
+                for name in getattr(grant, field_name):
+                    for operation in grant.operations:
+                        response = await connection.send(
+                            CreateAclsRequest(
+                                resource_type,
+                                name,
+                                _LITERAL_OR_PREFIXED[grant.prefixed],
+                                f"User:{grant.principal}",
+                                "*",
+                                _OPERATIONS[operation],
+                                _ALLOW,
+                            )
+                        )
+                        assert not any(error_codes(response)), (grant, response)
+    finally:
+        connection.close()
+
+
+PUBLISHING = "hub-not-writing-decisions"  # refused only once a decision is published
+
+
 @dataclass(frozen=True)
 class SecuredSetup:
     broker: LocalBroker
@@ -181,7 +273,7 @@ def secured_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredS
         secure=True,
         start_timeout_s=90,
     )
-    broker = LocalBroker(settings, PARTITIONS, PARTIES)
+    broker = LocalBroker(settings, PARTITIONS, [*PARTIES, *PARTIAL_HUBS])
     routing = load_routing_table(REPO / "config" / "routing.toml")
     topics = topic_registry("gun", routing.authorities)
     witness = CommandLineWitness()
@@ -192,6 +284,17 @@ def secured_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredS
             pytest.fail(f"the secured test broker did not start: {err}", pytrace=False)
         asyncio.run(ensure_topics(broker.client_config("admin"), topics, PARTITIONS, 1))
         apply_acls(broker, acl_plan(topics, "gun-hub", "gun-clearance"))
+        asyncio.run(
+            grant_over_the_protocol(
+                settings,
+                broker,
+                [
+                    grant
+                    for principal, (change, _) in PARTIAL_HUBS.items()
+                    for grant in _with_the_hubs_rights_but(principal, topics, change)
+                ],
+            )
+        )
         apply_quotas(broker, quota_plan(topics))
     yield SecuredSetup(broker, topics, settings, witness)
     broker.stop()
@@ -393,6 +496,92 @@ def test_an_adapter_with_another_partys_credentials_stops_naming_the_topic(
         "GUN_HUB_KAFKA__SASL_PASSWORD"
     ), line
     assert str(dgal.password) not in ended.stdout + ended.stderr
+
+
+def hub_start(
+    config: ClientConfig, keys_dir: Path, tmp_path: Path, timeout_s: float = 150
+) -> subprocess.CompletedProcess[str]:
+    """``gun-hub hub`` run as an operator runs it with ``config``'s credentials."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GUN_HUB_")},
+        "GUN_HUB_KAFKA__BOOTSTRAP_SERVERS": config.bootstrap_servers,
+        "GUN_HUB_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+        "GUN_HUB_KAFKA__SASL_USERNAME": str(config.username),
+        "GUN_HUB_KAFKA__SASL_PASSWORD": str(config.password),
+        "GUN_HUB_KAFKA__SSL_CAFILE": str(config.ca_file),
+        "GUN_HUB_KAFKA__PARTITIONS": str(PARTITIONS),
+        "GUN_HUB_SECURITY__KEYS_DIR": str(keys_dir),
+        "GUN_HUB_SECURITY__STATE_DIR": str(tmp_path / "state"),
+        "GUN_HUB_HUB__DATA_DIR": str(tmp_path / "hub"),
+        "GUN_HUB_HUB__WEB_PORT": str(free_port()),
+        "GUN_HUB_OPS__VIEW_ENABLED": "false",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "gun_hub", "hub"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def refused_rights(config: ClientConfig, resource: str) -> str:
+    return (
+        f"cannot start: Kafka at {config.bootstrap_servers} did not authorise user "
+        f"{config.username!r} on {resource}: check GUN_HUB_KAFKA__SASL_USERNAME and "
+        "GUN_HUB_KAFKA__SASL_PASSWORD (another party's?) and that principal's ACLs "
+        "(gun-hub kafka secure-setup)"
+    )
+
+
+def test_a_hub_started_with_an_adapters_credentials_stops_naming_its_group(
+    secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path, tmp_path: Path
+) -> None:
+    """DGAL's ``.env`` given to a hub worker: let in, refused the hub's group (and all
+    the rest); faust died in its leader topic's creation with a traceback, exit 1."""
+    broker, _ = secured
+    dgal = broker.client_config("dgal")
+    ended = hub_start(dgal, keys_dir, tmp_path)
+    assert one_sentence(ended) == refused_rights(dgal, "consumer group gun-hub")
+    assert str(dgal.password) not in ended.stdout + ended.stderr
+
+
+@pytest.mark.parametrize("principal", [p for p in PARTIAL_HUBS if p != PUBLISHING])
+def test_a_hub_refused_one_of_its_rights_stops_naming_it(
+    secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path, tmp_path: Path, principal: str
+) -> None:
+    """Each path a refusal reaches a hub worker by: its start's check (group,
+    transactional ids), faust's topic creation, faust's recovery (a transactional
+    producer initialised); one sentence naming the resource and the principal, exit 2,
+    no traceback in its log either."""
+    broker, _ = secured
+    config = broker.client_config(principal)
+    ended = hub_start(config, keys_dir, tmp_path)
+    assert one_sentence(ended) == refused_rights(config, PARTIAL_HUBS[principal][1])
+
+
+async def test_a_hub_whose_publisher_is_refused_the_decisions_stops_naming_them(
+    secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path, tmp_path: Path
+) -> None:
+    """The publisher's refusal comes with the first decision: a declaration is waiting
+    when the worker starts; the publisher retried its transaction for ever, a traceback
+    each time, the decision never published."""
+    broker, topics = secured
+    await submit_declarations(
+        broker.client_config("clearance"),
+        topics.declarations,
+        [
+            declaration_xml(
+                reference="26FRSECPUB00000001",
+                items=(goods_item(1, (document("Y900", "EX-1", None, None),)),),
+            )
+        ],
+        envelope_of("clearance", topics, keys_dir),
+    )
+    config = broker.client_config(PUBLISHING)
+    ended = await asyncio.to_thread(hub_start, config, keys_dir, tmp_path)
+    assert one_sentence(ended) == refused_rights(config, PARTIAL_HUBS[PUBLISHING][1])
 
 
 async def test_the_gateway_lodges_a_declaration_with_its_own_rights(

@@ -45,6 +45,20 @@ file (ADR 0014):
   under way) is named too: the next owner asks it as a repeat, so a 409 is "still in
   progress", not a rejection (review stop 39-SF, SF2).
 
+* **A hand-over says so; after a crash, what the log held may have been sent.** A
+  replica killed with a call under way names nothing: its last commit is a periodic one,
+  and its next owner took the partner's 409 to its first attempt for a refusal, letting
+  the declaration's deletion overtake the dead replica's reservation (stop 40). The
+  commits of a partition being revoked (or of a replica stopping between batches) end
+  with ``;handed-over:<generation>``, the group generation it was owned in: no record
+  and no replay of it starts any more, and every call left under way is named. Only an
+  owner of the next generation believes it (a replica that took the partition over and
+  died before committing left it in place). After any other commit, every record read
+  from the commit up to the partition's log end at the assignment may have been sent
+  (:meth:`PartitionOwnership.sent_before`): asked as a repeat, a 409 "still in
+  progress". An owner that inherited such records and has not read them all writes no
+  marker.
+
 Rows queued before offsets were kept (no offset) hold no partition and are replayed by
 whoever has them, as before.
 
@@ -75,6 +89,14 @@ log = logging.getLogger(__name__)
 
 _ANSWERED = "answered:"
 _UNSETTLED = "unsettled:"
+# Said last by a commit made as its replica hands the partition over (revoked, or
+# stopping), with the group generation it owned the partition in: every call it may have
+# left under way at the partner is named. Believed by an owner of the next generation
+# only: one of a later one finds it left by a replica that took the partition over and
+# died without committing. Without it (a periodic commit, the last before a crash, or a
+# commit of the previous release), the next owner takes what the log held at its
+# assignment for records maybe sent.
+_HANDED_OVER = "handed-over:"
 _PARTS = ";"
 # Kafka refuses a commit whose metadata is longer than offset.metadata.max.bytes (4096 by
 # default): the whole commit would fail. Reservations left unsettled at a partner are a
@@ -99,11 +121,21 @@ def _unsettled_offsets(metadata: str, committed: int | None) -> frozenset[int]:
     if committed is None or committed < 0:
         return frozenset()
     for part in metadata.split(_PARTS)[1:]:
+        if part.startswith(_HANDED_OVER):
+            continue
         distances = part.removeprefix(_UNSETTLED).split(",")
         if part.startswith(_UNSETTLED) and all(d.isdigit() for d in distances):
             return frozenset(committed + int(d) for d in distances)
         log.error("commit metadata part %r not understood: ignored", part)
     return frozenset()
+
+
+def _handed_over(metadata: str, group_generation: int | None) -> bool:
+    """Whether a commit's metadata says its replica handed the partition over in the
+    generation before ``group_generation`` (None: not known, never)."""
+    if group_generation is None:
+        return False
+    return f"{_HANDED_OVER}{group_generation - 1}" in metadata.split(_PARTS)[1:]
 
 
 def deleted_unanswered(commit: int, metadata: str, log_start: int) -> range:
@@ -146,6 +178,14 @@ class PartitionOwnership:
         # Per partition: offsets of reservations the partition's last committer left
         # unsettled at the partner (asked again as they are read, replay.py).
         self._unsettled: dict[int, frozenset[int]] = {}
+        # The consumer group generation this replica's partitions were assigned in (its
+        # hand-over commits say it; None: not known, none is said).
+        self._group_generation: int | None = None
+        # Per partition taken over after a commit that was no hand-over (a crash): the
+        # offsets its earlier owner may have sent to the partner unnamed, from the commit
+        # to the log's end at the assignment. Asked as repeats: a 409 is the partner
+        # still at the earlier call.
+        self._maybe_sent: dict[int, range] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -158,6 +198,11 @@ class PartitionOwnership:
 
     def owns(self, partition: int) -> bool:
         return partition in self._owned
+
+    def leaves(self, partition: int) -> bool:
+        """Whether ``partition`` is being revoked: its queued operations are not sent
+        any more (the replayer), its commits say it is handed over."""
+        return partition in self._leaving
 
     def keeps(self, partition: int) -> bool:
         """Whether rows of ``partition`` queued now are this replica's to keep: it owns
@@ -208,12 +253,16 @@ class PartitionOwnership:
         *,
         committed: Mapping[int, int] | None = None,
         log_starts: Mapping[int, int] | None = None,
+        log_ends: Mapping[int, int] | None = None,
+        group_generation: int | None = None,
     ) -> None:
         """The group gave this replica ``partitions``, each read from its commit on;
         ``metadata``: each one's commit metadata (how far its committer answered);
         ``committed``: each one's committed offset; ``log_starts``: the first offset the
         log still holds, of these partitions and of those this replica has rows of (a
-        row of a partition not in it is kept)."""
+        row of a partition not in it is kept); ``log_ends``: the offset each partition's
+        next record gets, now (what its earlier owner may have read stops there);
+        ``group_generation``: the consumer group's generation of this assignment."""
         starts = log_starts or {}
         forgotten = self._pending.forget(None, starts)
         if forgotten:
@@ -234,6 +283,12 @@ class PartitionOwnership:
             p: offsets
             for p, text in (metadata or {}).items()
             if p in self._owned and (offsets := _unsettled_offsets(text, self._assigned_at.get(p)))
+        }
+        self._group_generation = group_generation
+        self._maybe_sent = {
+            p: range(max(0, (committed or {}).get(p, -1), starts.get(p, 0)), end)
+            for p, end in (log_ends or {}).items()
+            if p in self._owned and not _handed_over((metadata or {}).get(p, ""), group_generation)
         }
         self._say_what_the_log_lost(self._assigned_at, starts)
         oldest = self._pending.oldest_offsets()
@@ -311,6 +366,27 @@ class PartitionOwnership:
         committer left unsettled at the partner: answered, but to be queued again."""
         return offset in self._unsettled.get(partition, frozenset())
 
+    def sent_before(self, partition: int, offset: int) -> bool:
+        """Whether the record at ``offset`` may have been sent to the partner by the
+        partition's earlier owner, its call unsettled: named by the commit, or read
+        below the log's end at the assignment after a commit that was no hand-over (its
+        replica died past it, naming nothing). Its next attempt is a repeat."""
+        return self.unsettled_at(partition, offset) or offset in self._maybe_sent.get(
+            partition, range(0)
+        )
+
+    def _hands_over(self, partition: int) -> bool:
+        """Whether a commit of ``partition`` now is a hand-over: it is being revoked (no
+        further record of it is sent, what its calls under way left is named), and
+        nothing an earlier owner may have sent is still unread here."""
+        handled = self.next_offset(partition) or 0
+        inherited = self._maybe_sent.get(partition, range(0))
+        return (
+            self._group_generation is not None
+            and partition in self._leaving
+            and handled >= inherited.stop
+        )
+
     def _commit_offset(self, partition: int, oldest: Mapping[int, int]) -> int | None:
         """Where ``partition`` is committed now: past what was handled (its commit at the
         assignment, before any record), no further than its oldest queued operation
@@ -338,14 +414,17 @@ class PartitionOwnership:
         handled = self.next_offset(partition) or 0
         answered = max(handled, self._answered_before.get(partition, 0))
         mark = f"{_ANSWERED}{answered}"
+        handed = (
+            f"{_PARTS}{_HANDED_OVER}{self._group_generation}" if self._hands_over(partition) else ""
+        )
         at = self._commit_offset(partition, oldest)
         if at is None:
-            return mark
+            return mark + handed
         inherited = {o for o in self._unsettled.get(partition, ()) if o >= handled}
         unsettled = inherited.union(queued.get(partition, ()), self._asking.get(partition, ()))
         distances = [str(o - at) for o in sorted(unsettled) if o >= at]
         if not distances:
-            return mark  # as before stop 39: read by every release
+            return mark + handed  # as before stop 39 when not handed over
         named = ""
         for count, distance in enumerate(distances):
             if len(named) + len(distance) + 1 > _UNSETTLED_CHARS:
@@ -358,7 +437,9 @@ class PartitionOwnership:
                 )
                 break
             named += ("," if named else "") + distance
-        return f"{mark}{_PARTS}{_UNSETTLED}{named}"
+        # The hand-over last: a replica of the previous release reads the unsettled part
+        # first and stops there.
+        return f"{mark}{_PARTS}{_UNSETTLED}{named}{handed}"
 
     async def leaving(self, partitions: Collection[int], within_s: float | None = None) -> bool:
         """The group takes ``partitions`` back: no further record of them is handled,
@@ -400,6 +481,7 @@ class PartitionOwnership:
             self._committed_metadata.pop(partition, None)
             self._answered_before.pop(partition, None)
             self._unsettled.pop(partition, None)
+            self._maybe_sent.pop(partition, None)
             self._assigned_at.pop(partition, None)
             self._asking.pop(partition, None)
         forgotten = self._pending.forget(partitions, log_starts or {})

@@ -214,8 +214,14 @@ class Replayer:
         *,
         concurrency: int = REPLAY_CONCURRENCY,
         clock: Callable[[], float] = time.monotonic,
+        sends_for: Callable[[int | None], bool] = lambda partition: True,
     ) -> None:
         self._pending = pending
+        # Whether the queued operations of a partition may be sent: not once it is being
+        # revoked (ownership.py). Its revocation commit names every call left under way
+        # and says the partition was handed over; a replay begun after it would be named
+        # by no commit, and the next owner's first attempt would meet its 409.
+        self._sends_for = sends_for
         self._partner = partner
         self._publish = publish
         self._concurrency = concurrency
@@ -236,7 +242,9 @@ class Replayer:
         # partner may still be applying (timed out, or met 409 "being processed"): a
         # commit names it, so that the partition's next owner asks it as a repeat and
         # takes the partner's 409 for "still in progress" (review stop 39-SF, SF2). One
-        # queued behind another and never sent is not in it.
+        # queued behind another and never sent is not in it; one whose replay is under
+        # way is (a revocation's commit is made meanwhile, or the replica stops and cuts
+        # the call: the partner may be applying it).
         self._follow_ups_unsettled: dict[str, AuthorityRequest] = {}
 
     async def ask(
@@ -474,9 +482,9 @@ class Replayer:
         reference's lock."""
         waiting: _Waiting = []
         for request, partition in self._pending.queued_at(reference):
-            if not self._pending.holds(request):
-                # Forgotten meanwhile (its partition was revoked, ownership.py): the
-                # partition's next owner replays it and what follows, in order.
+            if not self._pending.holds(request) or not self._sends_for(partition):
+                # Forgotten meanwhile (its partition was revoked, ownership.py), or being
+                # revoked: the partition's next owner replays it and what follows, in order.
                 return self._pending.queued_at(reference)
             ahead = self._on_documents_of(request, waiting)
             if any(not supersedes(request, older) for older, _ in ahead):
@@ -489,6 +497,9 @@ class Replayer:
                 if settling:
                     # Sent before, maybe by an earlier process: a 409 is "still at it".
                     self._partner.sent_before(request)
+                else:
+                    # Under way: named until an answer says what became of it.
+                    self._follow_ups_unsettled[operation_key(request)] = request
                 answers = await self._partner.answer(request)
                 if unavailable(answers) and (not settling or self._unsettled(request, answers)):
                     if settling:

@@ -146,7 +146,14 @@ class AdapterRunner:
             StateCipher.load(settings.security.keys_dir, spec.authority),
         )
         self._producer: AIOKafkaProducer | None = None
-        self._replayer = Replayer(self.pending, partner, self._publish_replayed)
+        # No replay of a partition being revoked starts (its commit says it is handed
+        # over, naming the calls under way); ``self.ownership`` is read at each replay.
+        self._replayer = Replayer(
+            self.pending,
+            partner,
+            self._publish_replayed,
+            sends_for=lambda partition: partition is None or not self.ownership.leaves(partition),
+        )
         self.ownership = PartitionOwnership(self.pending, self._replayer.follow_ups_unsettled)
         self.replay_rounds = Rounds()
         self._pending_limit = PendingLimit(spec.authority, settings.adapter.pending_limit)
@@ -232,6 +239,12 @@ class AdapterRunner:
                 before_poll=lambda: self._pending_limit.hold(consumer, len(self.pending)),
                 after_poll=lambda: self._commit(consumer),
             )
+            # Stopped between batches: no record is under way. The partitions are left
+            # as on a revocation, so the last commit says they are handed over (no
+            # replay starts, and one cut under way is named): their next owner reads
+            # only what it names as sent. A replica that dies instead commits no such
+            # thing, and its next owner takes what the log held for maybe sent.
+            await self.ownership.leaving(self.ownership.partitions)
         finally:
             for task in background:
                 task.cancel()
@@ -688,11 +701,13 @@ class AdapterRunner:
             if request.operation is Operation.RESERVE or request.operation in REPLAYED_OPERATIONS
             else contextlib.nullcontext()
         )
-        # Named by the commit the partition was taken from: its previous owner's call may
-        # still be running at the partner (SF2).
-        sent_before = request.operation in REPLAYED_OPERATIONS and self.ownership.unsettled_at(
-            partition, offset
-        )
+        # Named by the commit the partition was taken from (SF2), or read below the log's
+        # end at the assignment after a commit that was no hand-over (its replica died):
+        # its previous owner's call may still be running at the partner, and a 409 to
+        # this attempt is that call in progress, not a refusal.
+        sent_before = (
+            request.operation is Operation.RESERVE or request.operation in REPLAYED_OPERATIONS
+        ) and self.ownership.sent_before(partition, offset)
         with asking:
             answers = await self._replayer.ask(
                 request, partition, offset, _logged_at(record), sent_before=sent_before
@@ -841,6 +856,23 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         starts = await _tried(read, "log start offsets")
         return {tp.partition: int(offset) for tp, offset in starts.items()}
 
+    async def _log_ends(self, partitions: set[int]) -> dict[int, int]:
+        """The offset the next record of each assigned request partition gets (the last
+        stable one: the consumer reads committed records only). Raised after three tries:
+        without it, a reservation its dead predecessor sent would be asked as a first
+        attempt, and the partner's 409 taken for a refusal."""
+        wanted = [TopicPartition(self._runner._request_topic, p) for p in sorted(partitions)]
+        if not wanted:
+            return {}
+
+        async def read() -> dict[TopicPartition, int]:
+            async with asyncio.timeout(_LOG_START_TIMEOUT_S):
+                ends: dict[TopicPartition, int] = await self._consumer.end_offsets(wanted)
+                return ends
+
+        ends = await _tried(read, "log end offsets")
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """No further record of ``revoked`` is handled; the batch in flight ends (waited
         for at most ``revocation_wait_s``); the commit names what it left unsettled at the
@@ -884,6 +916,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             # Which rows the log no longer holds (kept), and whether the log lost requests
             # before the commits (said): where each partition's log starts.
             starts = await self._log_starts(partitions | self._runner.pending.held_partitions())
+            # How far an earlier owner that died may have read (and sent): where each log
+            # ends now. Later records reach the partner first through this replica.
+            ends = await self._log_ends(partitions)
             # Said before a record is handled: a replica stopped by a failure here commits
             # nothing past what it did not say.
             await self._runner.dead_letter_unread(
@@ -898,6 +933,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                 {p: metadata for p, (_, metadata) in commits.items()},
                 committed={p: offset for p, (offset, _) in commits.items()},
                 log_starts=starts,
+                log_ends=ends,
+                # The generation its hand-over commits will name, and the one a commit
+                # handed over just before this assignment names.
+                group_generation=self._consumer._coordinator.generation,
             )
         except Exception:
             # Its queue not cleared, no record may be handled (aiokafka would only log

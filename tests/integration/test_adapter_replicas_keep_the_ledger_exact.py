@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from decimal import Decimal
@@ -319,12 +320,18 @@ async def answer_reservations(hub: Harness) -> None:
 
 
 def assert_committed_up_to_the_end(
-    commits: dict[int, tuple[int, str]], ends: dict[int, int]
+    commits: dict[int, tuple[int, str]], ends: dict[int, int], *, handed_over: bool
 ) -> None:
-    """Every request partition committed past its last record, its metadata saying so."""
+    """Every request partition committed past its last record, its metadata saying so;
+    ``handed_over``: by the commit of a revocation or a stop, which says it handed the
+    partition over (with the group generation it owned it in)."""
     assert {p: commits.get(p, (None, ""))[0] for p in ends} == ends
     for partition, end in ends.items():
-        assert commits[partition][1] == f"answered:{end}"
+        said = commits[partition][1]
+        if handed_over:
+            assert re.fullmatch(rf"answered:{end};handed-over:\d+", said), said
+        else:
+            assert said == f"answered:{end}"
 
 
 async def test_what_a_replica_answered_is_committed_when_its_partitions_move(
@@ -343,7 +350,7 @@ async def test_what_a_replica_answered_is_committed_when_its_partitions_move(
 
         async with replica(kafka_env, partner, "b", commit_interval_s=3600) as second:
             await until_owned([first, second])
-            assert_committed_up_to_the_end(await group_commits(kafka_env), ends)
+            assert_committed_up_to_the_end(await group_commits(kafka_env), ends, handed_over=True)
 
 
 async def test_a_replica_that_stops_commits_what_it_answered(
@@ -353,7 +360,7 @@ async def test_a_replica_that_stops_commits_what_it_answered(
         await until_owned([only])
         await answer_reservations(hub)
         ends = await request_ends(kafka_env)
-    assert_committed_up_to_the_end(await group_commits(kafka_env), ends)
+    assert_committed_up_to_the_end(await group_commits(kafka_env), ends, handed_over=True)
 
 
 async def test_a_batch_with_an_answer_unavailable_is_committed_without_waiting(
@@ -379,4 +386,4 @@ async def test_a_batch_with_an_answer_unavailable_is_committed_without_waiting(
                 if commits == wanted:
                     break
                 await asyncio.sleep(0.2)
-        assert_committed_up_to_the_end(commits, ends)
+        assert_committed_up_to_the_end(commits, ends, handed_over=False)

@@ -7,6 +7,7 @@ over HTTP; the conformance harness plays the hub.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator
@@ -319,26 +320,31 @@ async def test_a_deletion_the_partner_keeps_failing_does_not_hold_the_next_versi
 @dataclass
 class SlowPartner(RunningPartner):
     """The simulator, telling when it answered a reservation call (the one it held, whose
-    caller gave up on it, included: nothing else signals it)."""
+    caller gave up on it, included: nothing else signals it), and when one reached it."""
 
     reservation_answered: asyncio.Event
+    reservation_received: asyncio.Event
 
 
 @pytest.fixture
 async def slow_partner(samples: Path, tmp_path: Path) -> AsyncIterator[SlowPartner]:
     answered = asyncio.Event()
+    received = asyncio.Event()
 
     @web.middleware
     async def signal(request: web.Request, handler: Handler) -> web.StreamResponse:
+        reservation = request.method == "PUT" and "/reservations/" in request.path
+        if reservation:
+            received.set()
         response = await handler(request)
-        if request.method == "PUT" and "/reservations/" in request.path and response.status == 200:
+        if reservation and response.status == 200:
             answered.set()
         return response
 
     async with running_partner(
         samples / "partners" / "dgal-documents.json", tmp_path / "l.db", [signal]
     ) as running:
-        yield SlowPartner(running.url, running.store, answered)
+        yield SlowPartner(running.url, running.store, answered, received)
 
 
 def verdicts(answer: AuthorityResponse) -> list[tuple[Verdict, str | None]]:
@@ -547,3 +553,69 @@ async def test_a_rebalance_keeps_the_deletion_behind_a_reservation_in_flight_at_
             assert len(await hub.answers(reservation.request_id, 1, 1)) == 1
     for doc in docs:
         assert slow_partner.store.balances(doc)[0].reserved == Decimal(0)
+
+
+async def test_a_crash_keeps_the_deletion_behind_a_reservation_its_replica_had_sent(
+    kafka_env: KafkaEnv, slow_partner: SlowPartner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica sends v1's reservation, the partner holds it, and the replica dies with
+    the call under way (cancelled hard, nothing committed: as a SIGKILL). Its last
+    commit names nothing; it is even the clean hand-over of the replica before it, whose
+    generation has passed. The replica started again reads the reservation from that
+    commit, below the log's end at its assignment: it may have been sent, so it is asked
+    as a repeat, the partner's 409 is "still in progress", and it is queued with its key;
+    the refused declaration's DELETE, appended after, waits behind it and finds it once
+    the partner has applied it (01), nothing left reserved. Before, the reservation was
+    asked as a first attempt, the 409 read as a refusal, and the DELETE went first (02,
+    RESERVATION_DELETED), the partner then reserving 10 for a refused declaration for
+    ever (review stop 39, P1, through a crash; stop 40)."""
+    held_s = 30.0  # past the crash, a start and the live calls, on a loaded machine
+    settings = adapter_settings(kafka_env, slow_partner, replay_interval_s=0.5)
+    envelope = kafka_env.envelope("dgal")
+    spec = load_adapter("dgal")
+    async with playing_the_hub(kafka_env, slow_partner) as hub:
+        doc = await hub.seed("late-reservation-crash")
+        reserve = hub.request(Operation.RESERVE, [Quote(doc, "10")])
+        delete = hub.request(
+            Operation.DELETE, [Quote(doc, None, line=None, unit=None)], reference=reserve.reference
+        )
+        # The partition committed first, and handed over by a clean stop.
+        async with running_adapter("dgal", settings, kafka_env.topics, envelope):
+            check = hub.request(Operation.CHECK, [Quote(doc, "1")], reference=reserve.reference)
+            assert (await hub.ask(check)).answers[0].verdict is Verdict.VALID
+
+        crashing = AdapterRunner(
+            spec, settings, kafka_env.topics, envelope, spec.build_partner(settings.adapter)
+        )
+        ready = asyncio.Event()
+        running = asyncio.create_task(crashing.run(ready))
+        await asyncio.wait_for(ready.wait(), 30)
+        await hub.faults(in_progress_next=1, hang_s=held_s)
+        await hub.publish(reserve.reference, hub.seal(reserve))
+        await asyncio.wait_for(slow_partner.reservation_received.wait(), 30)
+
+        async def killed(*_: object, **__: object) -> None:
+            return None  # a SIGKILL commits nothing more
+
+        monkeypatch.setattr(crashing, "_commit", killed)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        assert not await hub.answers(reserve.request_id, 0, 1)  # it answered nothing
+
+        async with running_adapter("dgal", settings, kafka_env.topics, envelope) as restarted:
+            [answer] = (await hub.answers(reserve.request_id, 1, 60))[0].answers
+            assert answer.verdict is Verdict.UNAVAILABLE
+            assert "still processing" in (answer.detail or ""), answer.detail
+            [pending] = await ask_all(hub, [delete])
+            assert verdicts(pending) == [(Verdict.UNAVAILABLE, None)]  # queued behind
+            assert not slow_partner.reservation_answered.is_set(), "held too briefly to tell"
+            assert slow_partner.store.balances(doc)[0].reserved == Decimal(0)
+
+            await asyncio.wait_for(slow_partner.reservation_answered.wait(), held_s + 30)
+            *_, done = await hub.answers(delete.request_id, 2, 30)
+            assert verdicts(done) == [(Verdict.VALID, "01")]
+            await asyncio.wait_for(restarted.replay_rounds.one_begun_after_now(), 30)
+            assert len(restarted.pending) == 0
+        assert len(await hub.answers(reserve.request_id, 1, 1)) == 1  # answered once
+    assert slow_partner.store.balances(doc)[0].reserved == Decimal(0)

@@ -53,6 +53,7 @@ AGED_OUT = "REQUEST_AGED_OUT_OF_THE_LOG"
 class FakeCoordinator:
     def __init__(self, commits: Mapping[int, tuple[int, str]]) -> None:
         self._commits = commits
+        self.generation = 1  # the group's generation, as aiokafka's coordinator keeps it
 
     async def fetch_committed_offsets(
         self, partitions: list[TopicPartition]
@@ -83,6 +84,8 @@ class FakeConsumer:
         self._coordinator = FakeCoordinator(commits or {})
         self.unreachable = unreachable
         self.partitions = set(self.log_starts) if partitions is None else partitions
+        # Where each partition's log ends (default: at its start, nothing in it).
+        self.log_ends: dict[int, int] = {}
 
     async def beginning_offsets(
         self, partitions: list[TopicPartition]
@@ -92,6 +95,14 @@ class FakeConsumer:
         if any(tp.partition not in self.partitions for tp in partitions):
             raise TimeoutError("no leader for a partition the topic does not have")
         return {tp: self.log_starts.get(tp.partition, 0) for tp in partitions}
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if self.unreachable:
+            raise ConnectionError("broker unreachable")
+        return {
+            tp: self.log_ends.get(tp.partition, self.log_starts.get(tp.partition, 0))
+            for tp in partitions
+        }
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         return set(self.partitions) if topic == REQUESTS else None

@@ -22,6 +22,13 @@ Every record is survivable: whatever handling one record raises (a rejected enve
 invalid request, a bug) dead-letters that record with its reason, and the adapter goes on
 and commits. Freshness is judged at the broker's log-append time of the record, so a
 backlog read hours later still opens (contract section 5).
+
+A redrive of one of its dead letters (``gun-hub dlq redrive``: the hub republishes the
+original request with ``gun.redrive.of``) is read as the original read again, once the
+log bears it out (gun_contract/redrive.py, ADR 0010): opened at the original's position
+and broker time (a redelivery to the replay memory, freshness as the first time), then
+handled as any request at its own position (its commit, its pending row). A claim the
+log does not bear out is a security dead letter (``REDRIVE_UNVERIFIED``), never asked.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ from gun_contract.health import PartnerHealth
 from gun_contract.heartbeats import signed_heartbeat
 from gun_contract.kafka.acls import adapter_group
 from gun_contract.kafka.client import consumer_options, from_settings, producer_options
+from gun_contract.kafka.log_reader import LogReader
 from gun_contract.kafka.watched_sends import WatchedSends
 from gun_contract.model.exchange import (
     AuthorityRequest,
@@ -71,6 +79,21 @@ from gun_contract.model.exchange import (
 )
 from gun_contract.model.verdicts import Verdict
 from gun_contract.record_keys import keyed_by, not_keyed_by
+from gun_contract.redrive import (
+    REDRIVE_UNVERIFIED,
+    Original,
+    RecordReader,
+    RedriveRefused,
+    read_as_original,
+    redrive_claim,
+)
+from gun_contract.request_refusals import (
+    REQUEST_AGED_OUT,
+    REQUEST_INVALID,
+    REQUEST_KEY_MISMATCH,
+    REQUEST_MISADDRESSED,
+    REQUEST_NOT_JSON,
+)
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.replay import FollowsCommits
 from gun_contract.security.state_cipher import StateCipher
@@ -81,13 +104,13 @@ from gun_contract.validation import invalid_fields, unhandled_reason
 
 log = logging.getLogger(__name__)
 
-REQUEST_AGED_OUT = "REQUEST_AGED_OUT_OF_THE_LOG"
-REQUEST_KEY_MISMATCH = "REQUEST_KEY_MISMATCH"
-REQUEST_NOT_JSON = "REQUEST_NOT_JSON"
-"""The dead-letter kind of requests the request topic's retention deleted before any
-replica of the adapter read them: what they asked never reached the partner."""
-
-__all__ = ["REPLAYED_OPERATIONS", "AdapterRunner"]
+__all__ = [
+    "REPLAYED_OPERATIONS",
+    "REQUEST_AGED_OUT",
+    "REQUEST_KEY_MISMATCH",
+    "REQUEST_NOT_JSON",
+    "AdapterRunner",
+]
 
 
 # What a revocation needs besides waiting for the batch in flight: its commit and the
@@ -115,6 +138,7 @@ class AdapterRunner:
         partner: PartnerPort,
         *,
         replay_memory: FollowsCommits | None = None,
+        record_reader: RecordReader | None = None,
     ) -> None:
         self._spec = spec
         self._settings = settings
@@ -132,7 +156,9 @@ class AdapterRunner:
         export_at_zero(metrics.REQUESTS_AGED_OUT, authority=authority)
         export_at_zero(metrics.ENVELOPE_REJECTIONS, authority=authority, kind=rejections)
         export_at_zero(
-            metrics.DEAD_LETTERS, authority=authority, kind=[REQUEST_AGED_OUT, *rejections]
+            metrics.DEAD_LETTERS,
+            authority=authority,
+            kind=[REQUEST_AGED_OUT, REDRIVE_UNVERIFIED, *rejections],
         )
         # Requests quote licences (DGA): kept sealed with the adapter's state key. One
         # file per replica: each forgets the rows of the partitions it loses.
@@ -173,6 +199,11 @@ class AdapterRunner:
         self._read_times = CommitClock()
         # A revocation waits this long for the batch in flight, then commits (G2).
         self.revocation_wait_s = revocation_wait_s(settings.adapter)
+        # Reads a redrive's original back from the log (started on the first redrive).
+        self._log_reader = LogReader(
+            from_settings(settings.kafka), client_id=f"{self.component}-log-reader"
+        )
+        self._record_reader: RecordReader = record_reader or self._log_reader
 
     def stop(self) -> None:
         self._stopping.set()
@@ -255,6 +286,7 @@ class AdapterRunner:
             await self.commit_now(consumer, "the replica stops")
             await consumer.stop()
             await producer.stop()
+            await self._log_reader.close()
             await self._partner.close()
             self.pending.close()
 
@@ -543,13 +575,19 @@ class AdapterRunner:
     async def _handle_survivably(
         self, record: ConsumerRecord[bytes, bytes], outbox: Effects
     ) -> None:
-        """Handle one record; whatever it raises dead-letters it, and the batch goes on."""
+        """Handle one record; whatever it raises dead-letters it, and the batch goes on.
+        A redrive is handled as its original (dead-lettered again, it is about the
+        original); a broker that cannot give the original back stops the replica rather
+        than dead-letter the redrive as itself (gun_contract/redrive.py)."""
+        read_as = await self._read_as(record, outbox)
+        if read_as is None:
+            return
         answered = len(outbox.records)
         try:
-            await self._handle(record, outbox)
+            await self._handle(record, outbox, read_as)
         except Exception as err:  # dead-lettered with its reason and logged: never swallowed
             del outbox.records[answered:]  # nothing half-done of this record leaves
-            source = SourcePosition(record.topic, record.partition, record.offset, record.key)
+            source = read_as.position
             log.exception(
                 "unexpected %s handling the record at %s", type(err).__name__, source.describe()
             )
@@ -563,15 +601,41 @@ class AdapterRunner:
                 reason=unhandled_reason(err),
             )
 
-    async def _handle(self, record: ConsumerRecord[bytes, bytes], outbox: Effects) -> None:
+    async def _read_as(
+        self, record: ConsumerRecord[bytes, bytes], outbox: Effects
+    ) -> Original | None:
+        """Where ``record`` is read as, and the broker time it is judged at: its own, or,
+        for a redrive the log bears out, its original's. None for a redrive refused (its
+        security dead letter is in ``outbox``)."""
         source = SourcePosition(record.topic, record.partition, record.offset, record.key)
+        claim = redrive_claim(record.headers)
+        if claim is None:
+            return Original(source, broker_accepted_at(record.timestamp, record.timestamp_type))
+        data = record.value or b""
+        try:
+            original = await read_as_original(self._record_reader, claim, source, data)
+        except RedriveRefused as refused:
+            self._dead_letter(
+                outbox, data, source, ErrorClass.SECURITY, REDRIVE_UNVERIFIED, refused
+            )
+            return None
+        log.info("redrive at %s read as %s", source.describe(), original.position.describe())
+        return original
+
+    async def _handle(
+        self, record: ConsumerRecord[bytes, bytes], outbox: Effects, read_as: Original
+    ) -> None:
+        """Handle ``record`` read as ``read_as``: opened there (the replay memory's
+        position, freshness at its broker time) and dead-lettered about it; asked,
+        queued and committed at the record's own position."""
+        source = read_as.position
         data = record.value or b""
         try:
             opened = self._envelope.open(
                 data,
                 topic=record.topic,
                 position=source.describe(),
-                accepted_at=broker_accepted_at(record.timestamp, record.timestamp_type),
+                accepted_at=read_as.accepted_at,
             )
         except EnvelopeRejected as rejection:
             metrics.ENVELOPE_REJECTIONS.labels(self._spec.authority, rejection.kind.value).inc()
@@ -600,7 +664,7 @@ class AdapterRunner:
                 data,
                 source,
                 ErrorClass.PERMANENT,
-                "REQUEST_INVALID",
+                REQUEST_INVALID,
                 ValueError(invalid_fields(err)),
             )
             return
@@ -622,7 +686,7 @@ class AdapterRunner:
                 data,
                 source,
                 ErrorClass.SECURITY,
-                "REQUEST_MISADDRESSED",
+                REQUEST_MISADDRESSED,
                 ValueError(f"request for {request.authority!r} from {opened.sender!r}"),
             )
             return

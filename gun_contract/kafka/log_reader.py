@@ -52,9 +52,12 @@ class LoggedRecord:
 class LogReader:
     """Reads single records by position (see the module docstring)."""
 
-    def __init__(self, connect: Connect, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, connect: Connect, *, timeout_s: float = 10.0, client_id: str = "gun-hub-log-reader"
+    ) -> None:
         self._connect = connect
         self._timeout_s = timeout_s
+        self._client_id = client_id
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._lock = asyncio.Lock()
@@ -130,7 +133,7 @@ class LogReader:
                 **consumer_options(self._connect),
                 group_id=None,
                 enable_auto_commit=False,
-                client_id="gun-hub-log-reader",
+                client_id=self._client_id,
                 # As the hub reads its inputs: an aborted transaction's record is no
                 # original to redrive (gun_hub/runtime/strict_consumer.py).
                 isolation_level="read_committed",
@@ -145,7 +148,7 @@ class LogReader:
         async with self._admin_lock:
             if self._admin is None:
                 admin = AIOKafkaAdminClient(
-                    **client_options(self._connect), client_id="gun-hub-log-reader"
+                    **client_options(self._connect), client_id=self._client_id
                 )
                 await start_or_close(_Closable(admin))
                 self._admin = admin

@@ -19,23 +19,31 @@ The hub believes nothing the header says that it cannot read back from the broke
 claimed original must be an earlier record of the same topic and partition, still in the
 log, with the same key and bytes. A claim that does not hold is a security dead letter
 (``REDRIVE_UNVERIFIED``), never acted on; one that holds is chained into the audit trail.
+That check is shared with the adapters, which honour a redrive of their own dead letters
+the same way (gun_contract/redrive.py, adapters/base/runner.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
-
-from aiokafka.errors import KafkaError
 
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter, header_value
 from gun_contract.effects import Effects, Headers
 from gun_contract.envelope import EnvelopeRejectionKind
-from gun_contract.kafka.log_reader import LoggedRecord
+from gun_contract.redrive import (
+    HEADER_REDRIVE_DEAD_LETTER,
+    HEADER_REDRIVE_OF,
+    REDRIVE_UNVERIFIED,
+    RecordReader,
+    RedriveRefused,
+    parse_position,
+    read_as_original,
+    redrive_claim,
+    verify_claim,
+)
+from gun_contract.request_refusals import REFUSED_AS_IT_IS as REQUEST_REFUSED_AS_IT_IS
 from gun_contract.topics import TopicRegistry
 from gun_hub import metrics
 from gun_hub.ops.dead_letters import DeadLetterId, NotAnId
@@ -46,16 +54,23 @@ from gun_hub.xml.safe_parse import XmlRejectionKind
 
 log = logging.getLogger(__name__)
 
-HEADER_REDRIVE_OF = "gun.redrive.of"
-"""``topic/partition/offset`` of the original record a redrive is a copy of."""
-HEADER_REDRIVE_DEAD_LETTER = "gun.redrive.dead-letter"
-"""The id (``PARTITION:OFFSET``) of the dead letter that was redriven (information)."""
+# Shared with the adapters (gun_contract/redrive.py), named here as before.
+__all__ = [
+    "HEADER_REDRIVE_DEAD_LETTER",
+    "HEADER_REDRIVE_OF",
+    "REDRIVE_UNVERIFIED",
+    "Arrival",
+    "RecordReader",
+    "RedriveGate",
+    "RedriveRefused",
+    "not_redrivable",
+    "parse_position",
+    "redrive_headers",
+    "redrive_readers",
+    "verify_claim",
+]
 
 COMPONENT = "hub.redrive"
-REDRIVE_UNVERIFIED = "REDRIVE_UNVERIFIED"
-_NUMBER = r"0|[1-9][0-9]{0,18}"
-_POSITION = re.compile(rf"(.{{1,249}})/({_NUMBER})/({_NUMBER})")
-_READ_ATTEMPTS = 3
 
 
 # -- which dead letters can be redriven -------------------------------------------------------
@@ -66,11 +81,13 @@ _READ_ATTEMPTS = 3
 _GATEWAY_DISAGREED_BEFORE = "(lodged through the gateway, whose checks should have refused it"
 
 
-def hub_inputs(topics: TopicRegistry) -> dict[str, frozenset[str]]:
-    """The components that honour a redrive, and the topics each reads."""
+def redrive_readers(topics: TopicRegistry) -> dict[str, frozenset[str]]:
+    """The components that honour a redrive, and the topics each reads: the hub's intake
+    and correlation, and each authority's adapter its request topic (adapters/base/runner.py)."""
     return {
         "hub.intake": frozenset({topics.declarations}),
         "hub.correlation": frozenset(topics.all_responses()),
+        **{f"adapter.{a}": frozenset({topics.requests(a)}) for a in topics.authorities},
     }
 
 
@@ -94,21 +111,29 @@ def not_redrivable(
     """Why a dead letter of ``kind`` written by ``component`` about a record of
     ``source_topic`` cannot be redriven; None when it can.
 
-    Only what the hub refused while reading its own inputs: there the dead letter's
-    source is the record that failed, which the hub reads again as itself. A dead letter
-    of another component is no input of the hub (an adapter's request, a decision the
-    clearance system could not read), and the delivery's dead letters hold a record the
-    hub produced and the broker refused, not the record being read. Nor a replay: a copy
-    of a message the hub acted on at another position. Redriven while its id is
+    Only what a reader that honours a redrive refused while reading its own inputs
+    (:func:`redrive_readers`): the hub's intake and correlation, an adapter's requests.
+    There the dead letter's source is the record that failed, which the reader reads again
+    as itself. The clearance reader's dead letters are no input of anyone who honours one,
+    and the delivery's hold a record the hub produced and the broker refused, not the
+    record being read. Nor a redrive refused (``REDRIVE_UNVERIFIED``): its source is the
+    refused copy, which a redrive would have read as itself, at its own broker time. Nor
+    a replay: a copy of a message acted on at another position. Redriven while its id is
     remembered it is refused again; once the memory has forgotten the id (ADR 0008), it
-    would be a first sighting on its own partition, and decided a second time (found by
+    would be a first sighting on its own partition, and acted on a second time (found by
     review in stop 35). Nor a declaration the intake refused for what it holds (``reason``:
-    the dead letter's, which says whether the gateway lodged it; review stop 39-O, O9).
+    the dead letter's, which says whether the gateway lodged it; review stop 39-O, O9),
+    nor a request an adapter refused for what it holds (gun_contract/request_refusals.py).
     """
     if kind == EnvelopeRejectionKind.REPLAY.value:
         return (
-            "a replay is a copy of a message the hub already acted on at another position: "
+            "a replay is a copy of a message already acted on at another position: "
             "redriven, it would be acted on twice"
+        )
+    if kind == REDRIVE_UNVERIFIED:
+        return (
+            "a redrive whose claim the log did not bear out: redriven, the refused copy "
+            "would be read as an original of its own"
         )
     if kind == UNASKED_DOCUMENT:
         return (
@@ -127,26 +152,19 @@ def not_redrivable(
             "could be read); read again it decides nothing and only writes another dead "
             "letter: its declarant sends a corrected version"
         )
-    topics_read = hub_inputs(topics).get(component)
+    refused_request = REQUEST_REFUSED_AS_IT_IS.get(kind or "")
+    if component.startswith("adapter.") and refused_request is not None:
+        return f"as it is, the request is refused again ({kind}): {refused_request}"
+    topics_read = redrive_readers(topics).get(component)
     if topics_read is None:
         return (
             f"written by {component[:60]!r}: only what the hub's intake and correlation "
-            "refused can be redriven (other components do not honour a redrive)"
+            "and the adapters refused can be redriven (other components do not honour a "
+            "redrive)"
         )
     if source_topic not in topics_read:
         return f"{component} reads {', '.join(sorted(topics_read))}, not {source_topic[:80]!r}"
     return None
-
-
-def parse_position(text: str) -> SourcePosition:
-    """``topic/partition/offset``; ``ValueError`` for anything else."""
-    found = _POSITION.fullmatch(text.strip())
-    if found is None:
-        raise ValueError(f"{text[:80]!r} is not a topic/partition/offset")
-    partition, offset = int(found.group(2)), int(found.group(3))
-    if partition >= 2**31 or offset >= 2**63:
-        raise ValueError(f"{text[:80]!r}: beyond what Kafka numbers")
-    return SourcePosition(found.group(1), partition, offset)
 
 
 def redrive_headers(original: SourcePosition, dead_letter: DeadLetterId) -> Headers:
@@ -156,44 +174,7 @@ def redrive_headers(original: SourcePosition, dead_letter: DeadLetterId) -> Head
     ]
 
 
-class RedriveRefused(ValueError):
-    """A redrive claim the log does not bear out; the message says which part."""
-
-
-def verify_claim(
-    claim: str, arrived: SourcePosition, value: bytes, original: LoggedRecord | None
-) -> SourcePosition:
-    """The original position a redrive read at ``arrived`` stands for, once checked
-    against ``original`` (the record at the claimed position, as the broker holds it).
-    Raises :class:`RedriveRefused`."""
-    try:
-        claimed = parse_position(claim)
-    except ValueError as err:
-        raise RedriveRefused(f"{HEADER_REDRIVE_OF}: {err}") from None
-    if (claimed.topic, claimed.partition) != (arrived.topic, arrived.partition):
-        # The hub writes what a record causes on the partition it arrived on (ADR 0005):
-        # a copy on another partition would be handled where the case does not live.
-        raise RedriveRefused(
-            f"claims {claimed.describe()[:120]}, a record of another topic or partition"
-        )
-    if claimed.offset >= arrived.offset:
-        raise RedriveRefused(f"claims {claimed.describe()}, which is not an earlier record")
-    if original is None:
-        raise RedriveRefused(
-            f"{claimed.describe()} is no longer in the log (retention) or never held a record"
-        )
-    if original.value != value:
-        raise RedriveRefused(f"its bytes differ from those of {claimed.describe()}")
-    if original.key != arrived.key:
-        raise RedriveRefused(f"its key differs from that of {claimed.describe()}")
-    return SourcePosition(claimed.topic, claimed.partition, claimed.offset, original.key)
-
-
 # -- the hub's side ---------------------------------------------------------------------------
-
-
-class RecordReader(Protocol):
-    async def read(self, topic: str, partition: int, offset: int) -> LoggedRecord | None: ...
 
 
 @dataclass(slots=True)
@@ -222,13 +203,14 @@ class RedriveGate:
         source: SourcePosition,
         accepted_at: float | None,
     ) -> Arrival:
-        claim = header_value(headers, HEADER_REDRIVE_OF)
+        claim = redrive_claim(headers)
         if claim is None:
             return Arrival(source, accepted_at)
         outbox = Effects()
         try:
-            original = await self._original(claim, source)
-            position = verify_claim(claim, source, value, original)
+            original = await read_as_original(
+                self._reader, claim, source, value, retry_s=self._retry_s
+            )
         except RedriveRefused as refused:
             log.warning("redrive at %s refused: %s", source.describe(), refused)
             metrics.DEAD_LETTERS.labels(kind=REDRIVE_UNVERIFIED).inc()
@@ -243,48 +225,20 @@ class RedriveGate:
                 component=COMPONENT,
             )
             return Arrival(source, accepted_at, handle=False, outbox=outbox)
-        assert original is not None  # noqa: S101 - verify_claim refuses a missing original
         dead_letter = _dead_letter_named(headers, self._ctx.topics.dlq)
         self._ctx.record_audit(
             outbox,
             source.partition,
             {
                 "kind": "REDRIVE",
-                "origin": position.describe(),
+                "origin": original.position.describe(),
                 "redrive": source.describe(),
                 # The header is the writer's word: kept only when it has an id's form.
                 "dead_letter": dead_letter,
             },
         )
-        log.info("redrive at %s read as %s", source.describe(), position.describe())
-        return Arrival(position, original.accepted_at, outbox=outbox)
-
-    async def _original(self, claim: str, source: SourcePosition) -> LoggedRecord | None:
-        """The record at the claimed position (None for a claim that names none of this
-        partition: verify_claim says why). A broker that does not answer is asked again a
-        few times; then its error goes up, as any failure of the cluster does in an agent
-        (not the record's fault: the worker stops and its restart reads the redrive again).
-        """
-        try:
-            claimed = parse_position(claim)
-        except ValueError:
-            return None
-        if (claimed.topic, claimed.partition) != (source.topic, source.partition):
-            return None
-        for attempt in range(_READ_ATTEMPTS):
-            try:
-                return await self._reader.read(claimed.topic, claimed.partition, claimed.offset)
-            except (KafkaError, TimeoutError, OSError) as err:
-                if attempt == _READ_ATTEMPTS - 1:
-                    raise
-                log.warning(
-                    "redrive at %s: %s reading %s back; asked again",
-                    source.describe(),
-                    type(err).__name__,
-                    claimed.describe(),
-                )
-                await asyncio.sleep(self._retry_s * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+        log.info("redrive at %s read as %s", source.describe(), original.position.describe())
+        return Arrival(original.position, original.accepted_at, outbox=outbox)
 
 
 def _dead_letter_named(headers: Sequence[tuple[str, bytes]], dlq_topic: str) -> str | None:

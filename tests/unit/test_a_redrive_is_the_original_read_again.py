@@ -285,15 +285,20 @@ async def test_a_claim_the_log_does_not_bear_out_is_a_security_dead_letter(
     assert len(agent.hub.decisions(await agent.redrive(agent.at(5), 20))) == 1
 
 
-def test_only_what_the_hub_refused_reading_its_own_inputs_can_be_redriven(
+def test_only_what_a_reader_refused_reading_its_own_inputs_can_be_redriven(
     agent: Agent,
 ) -> None:
     topics = agent.hub.topics
     assert not_redrivable("hub.intake", topics.declarations, topics) is None
     assert not_redrivable("hub.correlation", topics.responses("dgal"), topics) is None
-    adapter = not_redrivable("adapter.dgal", topics.requests("dgal"), topics)
-    assert adapter is not None
-    assert "do not honour a redrive" in adapter
+    # An adapter honours a redrive of its requests (ADR 0010, addendum).
+    assert not_redrivable("adapter.dgal", topics.requests("dgal"), topics) is None
+    other = not_redrivable("adapter.dgal", topics.requests("dga"), topics)
+    assert other is not None
+    assert "reads" in other
+    clearance = not_redrivable("clearance.reader", topics.decisions, topics, "UNHANDLED_ERROR")
+    assert clearance is not None
+    assert "do not honour a redrive" in clearance
     # The delivery's dead letters hold a record the hub produced, not the one it read.
     assert not_redrivable("hub.delivery", topics.declarations, topics) is not None
     assert not_redrivable("clearance.reader", topics.decisions, topics) is not None

@@ -103,7 +103,7 @@ async def test_a_request_sealed_as_xml_is_refused_at_the_adapter(tmp_path: Path)
         TOPICS.requests("dga"), 0, 7, 0, 0, request.reference.encode(), sealed, None, 0, 0, []
     )
     outbox = Effects()
-    await runner._handle(record, outbox)
+    await runner._handle_survivably(record, outbox)
 
     [dead] = outbox.to(TOPICS.dlq)
     assert header_value(dead.headers, HEADER_ERROR_KIND) == REQUEST_NOT_JSON

@@ -209,21 +209,32 @@ async def test_any_officer_lists_dead_letters_and_whether_each_can_be_redriven(
     desk.dead_letter(
         1,
         b"r",
-        kind="REQUEST_INVALID",
+        kind="REQUEST_MISADDRESSED",
         component="adapter.dgal",
         source_topic=TOPICS.requests("dgal"),
-        error_class=ErrorClass.PERMANENT,
+    )
+    # An adapter honours a redrive of what it refused for a cause outside the request.
+    desk.dead_letter(
+        2,
+        b"r",
+        kind="ENVELOPE_UNKNOWN_KID",
+        component="adapter.dgal",
+        source_topic=TOPICS.requests("dgal"),
     )
     status, body = await desk.call("GET", "/dead-letters", "bob")
     assert status == 200
     rows = {row["id"]: row for row in body["dead_letters"]}
-    assert set(rows) == {"1:0", "1:1"}
+    assert set(rows) == {"1:0", "1:1", "1:2"}
     assert rows["1:0"]["redrivable"] is True
     assert rows["1:0"]["source"] == f"{TOPICS.declarations}/1/5"
     assert rows["1:0"]["reference"] == REFERENCE  # from the key: no reference header
     assert rows["1:1"]["redrivable"] is False
-    assert "adapter.dgal" in rows["1:1"]["not_redrivable"]
-    status, body = await desk.call("GET", "/dead-letters?kind=REQUEST_INVALID", "bob")
+    assert "the request is refused again" in rows["1:1"]["not_redrivable"]
+    assert (rows["1:2"]["redrivable"], rows["1:2"]["source"]) == (
+        True,
+        f"{TOPICS.requests('dgal')}/1/5",
+    )
+    status, body = await desk.call("GET", "/dead-letters?kind=REQUEST_MISADDRESSED", "bob")
     assert [row["id"] for row in body["dead_letters"]] == ["1:1"]
     assert body["next_offset"] is None
 
@@ -374,10 +385,11 @@ async def test_a_truncated_dead_letter_is_redriven_from_its_original_by_digest(
 @pytest.mark.parametrize(
     ("case", "why"),
     [
-        ("adapter", "cannot be redriven: written by 'adapter.dgal'"),
+        ("adapter", "the request is refused again (REQUEST_MISADDRESSED)"),
+        ("clearance", "cannot be redriven: written by 'clearance.reader'"),
         ("gone", "no longer in the log"),
         ("different", "are not those of"),
-        ("replay", "a copy of a message the hub already acted on"),
+        ("replay", "a copy of a message already acted on"),
     ],
 )
 async def test_a_redrive_that_cannot_be_done_is_refused_and_nothing_is_sent(
@@ -388,9 +400,18 @@ async def test_a_redrive_that_cannot_be_done_is_refused_and_nothing_is_sent(
         desk.dead_letter(
             0,
             PLAIN,
-            kind="REQUEST_INVALID",
+            kind="REQUEST_MISADDRESSED",
             component="adapter.dgal",
             source_topic=TOPICS.requests("dgal"),
+        )
+    elif case == "clearance":
+        desk.broker.put(TOPICS.decisions, 1, 5, REFERENCE.encode(), PLAIN)
+        desk.dead_letter(
+            0,
+            PLAIN,
+            kind="ENVELOPE_UNKNOWN_KID",
+            component="clearance.reader",
+            source_topic=TOPICS.decisions,
         )
     elif case == "gone":
         desk.dead_letter(0, PLAIN, kind="DECLARATION_NOT_SEALED")

@@ -89,7 +89,7 @@ async def test_an_invalid_request_s_dead_letter_names_the_field_not_the_licence(
 ) -> None:
     runner, record = _dga_adapter_and_request(tmp_path, PartnerAnsweringByRule(), _without_a_code)
     outbox = Effects()
-    await runner._handle(record, outbox)
+    await runner._handle_survivably(record, outbox)
     kind, reason = _reason(outbox, TOPICS.dlq)
     assert kind == "REQUEST_INVALID"
     assert "code" in reason  # where it is invalid

@@ -46,7 +46,7 @@ async def test_list_prints_the_ids_to_type_and_what_can_be_redriven(
 
 async def test_redriving_a_kind_redrives_each_original_once(desk: Desk, tmp_path: Path) -> None:
     """Two dead letters about the same original (a redrive dead-lettered again) and one an
-    adapter wrote: one redrive, one dead letter that cannot be redriven."""
+    the clearance reader wrote: one redrive, one dead letter that cannot be redriven."""
     desk.broker.put(TOPICS.declarations, 1, 5, REFERENCE.encode(), PLAIN)
     desk.dead_letter(0, PLAIN, kind="UNHANDLED_ERROR", error_class=ErrorClass.PERMANENT)
     desk.dead_letter(1, PLAIN, kind="UNHANDLED_ERROR", error_class=ErrorClass.PERMANENT)
@@ -54,14 +54,14 @@ async def test_redriving_a_kind_redrives_each_original_once(desk: Desk, tmp_path
         2,
         PLAIN,
         kind="UNHANDLED_ERROR",
-        component="adapter.dgal",
-        source_topic=TOPICS.requests("dgal"),
+        component="clearance.reader",
+        source_topic=TOPICS.decisions,
         error_class=ErrorClass.PERMANENT,
     )
     done = await dlq(desk, tmp_path, "alice", "redrive", "--kind", "UNHANDLED_ERROR")
     assert done.exit_code == 0, done.output
     assert f"1:0 ({REFERENCE}): {TOPICS.declarations}/1/5 redriven as" in done.stdout
-    assert "1:2: not redriven: written by 'adapter.dgal'" in done.stderr
+    assert "1:2: not redriven: written by 'clearance.reader'" in done.stderr
     assert "1 redriven, 1 cannot be redriven, 0 refused, 0 not answered" in done.stderr
     assert len(desk.broker.to(TOPICS.declarations)) == 1
 

@@ -296,7 +296,7 @@ async def test_a_request_not_keyed_by_its_reference_is_refused_at_the_adapter(
     sealed = sealed_by_the_hub(dga(Operation.RESERVE), keys, ContentType.JSON)
     record = ConsumerRecord(TOPICS.requests("dga"), 0, 7, 0, 0, key, sealed, None, 0, 0, [])
     outbox = Effects()
-    await runner._handle(record, outbox)
+    await runner._handle_survivably(record, outbox)
 
     [dead] = outbox.to(TOPICS.dlq)
     assert header_value(dead.headers, HEADER_ERROR_KIND) == "REQUEST_KEY_MISMATCH"

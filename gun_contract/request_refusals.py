@@ -1,0 +1,66 @@
+"""What an adapter dead-letters about the requests it reads, and which of those a redrive
+cannot repair (ADR 0010, addendum).
+
+An adapter honours a redrive of its own dead letters (adapters/base/runner.py): the
+original request read again, at its position and broker time. That helps only where the
+cause lay outside the record, and the operator fixed it: a key imported late
+(``ENVELOPE_UNKNOWN_KID``), a retirement corrected or a decryption key restored, the
+allowed clock skew corrected (the redrive is judged at the original's broker time), a bug
+fixed in a new release (``UNHANDLED_ERROR``), a request of a newer contract than the
+adapter read (``REQUEST_INVALID``, once the adapter is upgraded). Where the record itself
+is at fault, the same bytes are refused again, and the desk says so instead of redriving
+them (gun_hub/pipeline/redrive.py, ``not_redrivable``; a replay and a redrive refused are
+every reader's rule there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gun_contract.envelope import EnvelopeRejectionKind
+
+REQUEST_AGED_OUT = "REQUEST_AGED_OUT_OF_THE_LOG"
+"""The dead-letter kind of requests the request topic's retention deleted before any
+replica of the adapter read them: what they asked never reached the partner."""
+REQUEST_KEY_MISMATCH = "REQUEST_KEY_MISMATCH"
+REQUEST_NOT_JSON = "REQUEST_NOT_JSON"
+REQUEST_INVALID = "REQUEST_INVALID"
+REQUEST_MISADDRESSED = "REQUEST_MISADDRESSED"
+
+# An envelope refused for what it is, not for what the adapter lacked: not one the hub
+# makes for this adapter as the contract says (a forgery, a corruption, another party's
+# or another topic's record).
+_FORGED_OR_BROKEN = (
+    EnvelopeRejectionKind.MALFORMED,
+    EnvelopeRejectionKind.DISALLOWED_ALG,
+    EnvelopeRejectionKind.BAD_SIGNATURE,
+    EnvelopeRejectionKind.HEADER_REFUSED,
+    EnvelopeRejectionKind.SENDER_MISMATCH,
+    EnvelopeRejectionKind.NOT_ENTITLED,
+    EnvelopeRejectionKind.WRONG_RECIPIENT,
+    EnvelopeRejectionKind.WRONG_TOPIC,
+)
+
+REFUSED_AS_IT_IS: Mapping[str, str] = {
+    REQUEST_AGED_OUT: (
+        "retention deleted the requests before the adapter read them: there is no original "
+        "to read again (the hub's FOLLOW_UP_PENDING names the declarations concerned)"
+    ),
+    REQUEST_KEY_MISMATCH: (
+        "its record key is not its reference: a redrive carries the same key and is refused again"
+    ),
+    REQUEST_NOT_JSON: "its signed header says it is not JSON: the same bytes are refused again",
+    REQUEST_MISADDRESSED: (
+        "it is addressed to another authority or was sealed by another party than the "
+        "hub: the same bytes are refused again"
+    ),
+    **{
+        kind.value: (
+            "its envelope is not one the hub makes for this adapter (forged, damaged, or "
+            "another party's): the same bytes are refused again"
+        )
+        for kind in _FORGED_OR_BROKEN
+    },
+}
+"""The adapter's dead-letter kinds about a request at fault as it is, with why a redrive
+would not help."""

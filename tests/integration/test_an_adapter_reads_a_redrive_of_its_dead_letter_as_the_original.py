@@ -1,0 +1,341 @@
+"""An adapter honours a redrive of its own dead letters (ADR 0010, addendum), on the real
+broker, with the DGAL adapter and the simulated TRACES.
+
+The cause: the hub rotated its signing key for use at once and sealed a reservation with
+it before the adapter had the public half. The adapter dead-letters it
+(ENVELOPE_UNKNOWN_KID), as it must: it cannot tell who signed it. The operator imports the
+hub's new public key into the adapter's folder and redrives: the hub republishes the
+original on its topic and partition with ``gun.redrive.of`` (gun_hub/web/dead_letters.py,
+done here as it does it). The adapter reads the original back from the log, finds the same
+bytes, opens it as the original read again, and the partner gets the reservation, the hub
+its answer. A "redrive" whose bytes are not the original's is refused
+(REDRIVE_UNVERIFIED) and never reaches the partner, however well it is sealed.
+
+A request that opened before it failed (a bug, UNHANDLED_ERROR) had its message id
+remembered at its position: its redrive is that position read again, not a replay, and
+it is asked once the bug is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from adapters.base.certex import CertexHttpPartner
+from adapters.base.runner import AdapterRunner
+from gun_contract.dead_letter import (
+    HEADER_COMPONENT,
+    HEADER_ERROR_KIND,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+    SourcePosition,
+    header_value,
+)
+from gun_contract.envelope import ContentType
+from gun_contract.health import CircuitStatus
+from gun_contract.kafka.client import ClientConfig
+from gun_contract.kafka.log_reader import LogReader
+from gun_contract.model.exchange import (
+    AuthorityRequest,
+    AuthorityResponse,
+    DocumentAnswer,
+    Operation,
+)
+from gun_contract.model.verdicts import Verdict
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import KeystoreFolder
+from gun_contract.settings import AdapterSettings, SecuritySettings
+from gun_hub.ops.dead_letters import DeadLetterId
+from gun_hub.pipeline.redrive import REDRIVE_UNVERIFIED, not_redrivable, redrive_headers
+from tests.adapter_fixtures import partner_request, running_adapter
+from tests.conftest import KafkaEnv, envelope_of
+from tests.partner_fixtures import RunningPartner, partner_client
+
+pytestmark = pytest.mark.broker
+
+REFERENCE = "26FRADR00000000001"
+DOCUMENT = "CHEDP.FR.2026.0001234"
+UNKNOWN_KID = "ENVELOPE_UNKNOWN_KID"
+
+
+class FixableClient:
+    """The adapter's partner client, with a bug (it raises) until a release fixes it."""
+
+    def __init__(self, client: CertexHttpPartner) -> None:
+        self._client = client
+        self.broken = False
+
+    async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
+        if self.broken:
+            raise RuntimeError("a bug in the partner client")
+        return await self._client.answer(request)
+
+    def may_still_apply(self, request: AuthorityRequest) -> bool:
+        return self._client.may_still_apply(request)
+
+    def sent_before(self, request: AuthorityRequest) -> None:
+        self._client.sent_before(request)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    @property
+    def circuit_state(self) -> CircuitStatus:
+        return self._client.circuit_state
+
+
+@dataclass
+class Stand:
+    """The DGAL adapter with a keys folder of its own, behind on the hub's keys."""
+
+    kafka: KafkaEnv
+    adapter: AdapterRunner
+    adapter_keys: Path
+    hub_keys: Path
+    client: FixableClient
+
+    @property
+    def requests(self) -> str:
+        return self.kafka.topics.requests("dgal")
+
+    def hub_envelope(self) -> JoseEnvelope:
+        """The hub's, with its newest (rotated) signing key."""
+        return envelope_of(HUB_PARTY, self.kafka.topics, self.hub_keys)
+
+    def sealed_by_the_hub(self, request: AuthorityRequest, envelope: JoseEnvelope) -> bytes:
+        return envelope.seal(
+            request.model_dump_json().encode(),
+            recipient="dgal",
+            topic=self.requests,
+            content_type=ContentType.JSON,
+        )
+
+    def fix_the_cause(self) -> None:
+        """The adapter's operator imports the hub's public keys, as the hub exported them
+        (`gun-hub keys export-public` / `import-public --party hub`)."""
+        exported = KeystoreFolder(self.hub_keys).export_public(HUB_PARTY)
+        report = KeystoreFolder(self.adapter_keys).import_public(
+            exported, party=HUB_PARTY, source="hub"
+        )
+        assert report.added, "the hub's new keys were not imported"
+
+
+def keys_apart(kafka_env: KafkaEnv, work: Path) -> tuple[Path, Path]:
+    """The adapter's folder (its own private keys, everyone's public ones) and the hub's,
+    whose signing key is rotated there, for use at once, and nowhere else."""
+    adapter_keys = work / "adapter-keys"
+    shutil.copytree(kafka_env.keys_dir, adapter_keys)
+    for private in adapter_keys.glob("*.jwk"):
+        if not private.name.startswith("dgal"):
+            private.unlink()
+    hub_keys = work / "hub-keys"
+    shutil.copytree(kafka_env.keys_dir, hub_keys)
+    KeystoreFolder(hub_keys).rotate(HUB_PARTY, use_from=datetime.now(UTC))
+    return adapter_keys, hub_keys
+
+
+@pytest.fixture
+async def stand(
+    kafka_env: KafkaEnv, partner: RunningPartner, tmp_path: Path
+) -> AsyncIterator[Stand]:
+    adapter_keys, hub_keys = keys_apart(kafka_env, tmp_path)
+    settings = kafka_env.settings()
+    settings.security = SecuritySettings(keys_dir=adapter_keys, state_dir=kafka_env.state_dir)
+    settings.adapter = AdapterSettings(partner_url=partner.url, partner_timeout_s=2)
+    client = FixableClient(partner_client(partner.url, partner_timeout_s=2))
+    async with running_adapter(
+        "dgal",
+        settings,
+        kafka_env.topics,
+        envelope_of("dgal", kafka_env.topics, adapter_keys),
+        partner=client,
+    ) as runner:
+        yield Stand(kafka_env, runner, adapter_keys, hub_keys, client)
+
+
+async def publish(
+    kafka_env: KafkaEnv,
+    topic: str,
+    key: bytes,
+    value: bytes,
+    *,
+    partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> SourcePosition:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_env.bootstrap)
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(
+            topic, value, key=key, partition=partition, headers=headers
+        )
+    finally:
+        await producer.stop()
+    return SourcePosition(topic, sent.partition, sent.offset, key)
+
+
+class Reader:
+    """Every record of ``topic`` from its start, as they come."""
+
+    def __init__(self, kafka_env: KafkaEnv, topic: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=kafka_env.bootstrap, auto_offset_reset="earliest"
+        )
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
+
+    async def __aenter__(self) -> Reader:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._consumer.stop()
+
+    async def until(self, count: int, within_s: float = 60) -> list[ConsumerRecord[bytes, bytes]]:
+        async with asyncio.timeout(within_s):
+            while len(self.records) < count:
+                for batch in (await self._consumer.getmany(timeout_ms=200)).values():
+                    self.records += batch
+        return self.records
+
+
+async def redrive_as_the_hub_does(
+    kafka_env: KafkaEnv, dead_letter: ConsumerRecord[bytes, bytes]
+) -> SourcePosition:
+    """What `gun-hub dlq redrive` has the hub do (gun_hub/web/dead_letters.py): read the
+    original back where the dead letter says it is, and republish it there, as it is,
+    naming its position."""
+    headers = list(dead_letter.headers)
+    origin = SourcePosition(
+        header_value(headers, HEADER_SOURCE_TOPIC) or "",
+        int(header_value(headers, HEADER_SOURCE_PARTITION) or -1),
+        int(header_value(headers, HEADER_SOURCE_OFFSET) or -1),
+    )
+    reader = LogReader(ClientConfig(kafka_env.bootstrap))
+    try:
+        original = await reader.read(origin.topic, origin.partition, origin.offset)
+    finally:
+        await reader.close()
+    assert original is not None
+    assert original.value == dead_letter.value, "the dead letter kept the original's bytes"
+    return await publish(
+        kafka_env,
+        original.topic,
+        original.key or b"",
+        original.value,
+        partition=original.partition,
+        headers=redrive_headers(origin, DeadLetterId(dead_letter.partition, dead_letter.offset)),
+    )
+
+
+def kinds(records: list[ConsumerRecord[bytes, bytes]]) -> list[str | None]:
+    return [header_value(list(r.headers), HEADER_ERROR_KIND) for r in records]
+
+
+async def test_a_request_dead_lettered_for_a_key_imported_late_is_redriven_and_answered(
+    stand: Stand, partner: RunningPartner
+) -> None:
+    kafka = stand.kafka
+    request = partner_request(Operation.RESERVE, reference=REFERENCE, quantity="250")
+    sealed = stand.sealed_by_the_hub(request, stand.hub_envelope())
+    origin = await publish(kafka, stand.requests, REFERENCE.encode(), sealed)
+
+    async with Reader(kafka, kafka.topics.dlq) as dead_letters:
+        [dead] = await dead_letters.until(1)
+    headers = list(dead.headers)
+    assert kinds([dead]) == [UNKNOWN_KID]
+    assert header_value(headers, HEADER_COMPONENT) == "adapter.dgal"
+    assert int(header_value(headers, HEADER_SOURCE_OFFSET) or -1) == origin.offset
+    # The desk lists it as one that can be redriven.
+    assert not_redrivable("adapter.dgal", stand.requests, kafka.topics, UNKNOWN_KID) is None
+    assert partner.store.balances(DOCUMENT)[0].reserved == Decimal(0)
+
+    stand.fix_the_cause()
+    redrive = await redrive_as_the_hub_does(kafka, dead)
+    assert redrive.offset > origin.offset
+
+    async with Reader(kafka, kafka.topics.responses("dgal")) as responses:
+        [answer] = await responses.until(1)
+    opened = stand.hub_envelope().open(answer.value or b"", topic=answer.topic)
+    response = AuthorityResponse.model_validate_json(opened.payload)
+    assert (response.request_id, [a.verdict for a in response.answers]) == (
+        request.request_id,
+        [Verdict.VALID],
+    )
+    assert answer.partition == origin.partition
+    assert partner.store.balances(DOCUMENT)[0].reserved == Decimal(250)
+
+
+async def test_a_redrive_whose_bytes_are_not_the_originals_is_refused_and_never_asked(
+    stand: Stand, partner: RunningPartner
+) -> None:
+    kafka = stand.kafka
+    request = partner_request(Operation.RESERVE, reference=REFERENCE, quantity="250")
+    sealed = stand.sealed_by_the_hub(request, stand.hub_envelope())
+    origin = await publish(kafka, stand.requests, REFERENCE.encode(), sealed)
+    async with Reader(kafka, kafka.topics.dlq) as dead_letters:
+        [dead] = await dead_letters.until(1)
+        stand.fix_the_cause()
+
+        # A later version's reservation, sealed with a hub key the adapter now knows (it
+        # would open and be asked), claiming to be the dead letter's original.
+        forged_request = partner_request(
+            Operation.RESERVE, reference=REFERENCE, version=2, quantity="900"
+        )
+        forged = stand.sealed_by_the_hub(forged_request, stand.hub_envelope())
+        forgery = await publish(
+            kafka,
+            origin.topic,
+            REFERENCE.encode(),
+            forged,
+            partition=origin.partition,
+            headers=redrive_headers(origin, DeadLetterId(dead.partition, dead.offset)),
+        )
+        [_, refused] = await dead_letters.until(2)
+
+    headers = list(refused.headers)
+    assert kinds([refused]) == [REDRIVE_UNVERIFIED]
+    assert header_value(headers, HEADER_COMPONENT) == "adapter.dgal"
+    assert int(header_value(headers, HEADER_SOURCE_OFFSET) or -1) == forgery.offset
+    assert refused.value == forged
+    # A redrive's own refusal is not redrivable: it would have the forgery read as itself.
+    assert not_redrivable("adapter.dgal", stand.requests, kafka.topics, REDRIVE_UNVERIFIED)
+
+    # The genuine redrive afterwards is answered; the forgery never reached the partner.
+    await redrive_as_the_hub_does(kafka, dead)
+    async with Reader(kafka, kafka.topics.responses("dgal")) as responses:
+        [answer] = await responses.until(1)
+    opened = stand.hub_envelope().open(answer.value or b"", topic=answer.topic)
+    assert AuthorityResponse.model_validate_json(opened.payload).request_id == request.request_id
+    assert partner.store.balances(DOCUMENT)[0].reserved == Decimal(250)
+
+
+async def test_a_request_that_opened_before_a_bug_failed_it_is_asked_once_redriven(
+    stand: Stand, partner: RunningPartner
+) -> None:
+    kafka = stand.kafka
+    stand.fix_the_cause()  # only the bug is at fault here
+    stand.client.broken = True
+    request = partner_request(Operation.RESERVE, reference=REFERENCE, quantity="250")
+    sealed = stand.sealed_by_the_hub(request, stand.hub_envelope())
+    await publish(kafka, stand.requests, REFERENCE.encode(), sealed)
+    async with Reader(kafka, kafka.topics.dlq) as dead_letters:
+        [dead] = await dead_letters.until(1)
+    assert kinds([dead]) == ["UNHANDLED_ERROR"]
+    assert not_redrivable("adapter.dgal", stand.requests, kafka.topics, "UNHANDLED_ERROR") is None
+
+    stand.client.broken = False  # the release that fixes it
+    await redrive_as_the_hub_does(kafka, dead)
+    async with Reader(kafka, kafka.topics.responses("dgal")) as responses:
+        [answer] = await responses.until(1)
+    opened = stand.hub_envelope().open(answer.value or b"", topic=answer.topic)
+    assert AuthorityResponse.model_validate_json(opened.payload).request_id == request.request_id
+    assert partner.store.balances(DOCUMENT)[0].reserved == Decimal(250)

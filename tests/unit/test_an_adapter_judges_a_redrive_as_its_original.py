@@ -32,11 +32,11 @@ from gun_contract.model.exchange import Operation
 from gun_contract.redrive import HEADER_REDRIVE_OF
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import SecuritySettings, Settings
+from tests.adapter_fixtures import PartnerAnsweringByRule
 from tests.conftest import envelope_of
 from tests.unit.test_a_sealed_message_is_read_only_as_the_type_it_was_sealed_as import (
     sealed_by_the_hub,
 )
-from tests.unit.test_adapter_pending_replay import FakePartner
 from tests.unit.test_state_pending_queue import TOPICS, dga
 
 REQUESTS = TOPICS.requests("dga")
@@ -60,11 +60,11 @@ class Log:
         return self.records.get((topic, partition, offset))
 
 
-def adapter(tmp_path: Path, log: Log) -> tuple[AdapterRunner, FakePartner, Path]:
+def adapter(tmp_path: Path, log: Log) -> tuple[AdapterRunner, PartnerAnsweringByRule, Path]:
     keys = tmp_path / "keys"
     KeystoreFolder(keys).init(["hub", "dga"])
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
-    partner = FakePartner()
+    partner = PartnerAnsweringByRule()
     runner = AdapterRunner(
         load_adapter("dga"),
         settings,

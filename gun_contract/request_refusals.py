@@ -26,6 +26,12 @@ REQUEST_KEY_MISMATCH = "REQUEST_KEY_MISMATCH"
 REQUEST_NOT_JSON = "REQUEST_NOT_JSON"
 REQUEST_INVALID = "REQUEST_INVALID"
 REQUEST_MISADDRESSED = "REQUEST_MISADDRESSED"
+REDRIVE_SUPERSEDED = "REDRIVE_SUPERSEDED"
+"""A redriven request a later operation of its declaration, sent between the original
+and the redrive, superseded (adapters/base/supersession.py): never asked."""
+REDRIVE_SUPERSESSION_UNKNOWN = "REDRIVE_SUPERSESSION_UNKNOWN"
+"""A redriven request the adapter could not tell superseded or not (too far from its
+original, a record of its declaration between them that does not open): never asked."""
 
 # An envelope refused for what it is, not for what the adapter lacked: not one the hub
 # makes for this adapter as the contract says (a forgery, a corruption, another party's
@@ -53,6 +59,11 @@ REFUSED_AS_IT_IS: Mapping[str, str] = {
     REQUEST_MISADDRESSED: (
         "it is addressed to another authority or was sealed by another party than the "
         "hub: the same bytes are refused again"
+    ),
+    REDRIVE_SUPERSEDED: (
+        "a later operation of its declaration, sent after it, superseded it (the reason "
+        "names it): redriven again it is superseded again; asked, it would undo what the "
+        "hub decided since"
     ),
     **{
         kind.value: (

@@ -316,6 +316,18 @@ class AdapterSettings(BaseModel):
         "which the adapter fetches no request (backpressure, nothing dropped) until replays "
         "bring them down to half; the metric gun_adapter_pending_queue_full says so.",
     )
+    redrive_read_limit: PositiveInt = Field(
+        50_000,
+        description="Records of its partition a redrive may lie after its original: the "
+        "adapter reads them all to find a later operation of the declaration, which "
+        "supersedes the redriven request. Further: dead-lettered as "
+        "REDRIVE_SUPERSESSION_UNKNOWN, never asked (adapters/base/supersession.py).",
+    )
+    redrive_read_within_s: PositiveFloat = Field(
+        30.0,
+        description="How long reading those records may take; longer: "
+        "REDRIVE_SUPERSESSION_UNKNOWN, never asked.",
+    )
 
 
 class OpsSettings(BaseModel):

@@ -28,7 +28,9 @@ original request with ``gun.redrive.of``) is read as the original read again, on
 log bears it out (gun_contract/redrive.py, ADR 0010): opened at the original's position
 and broker time (a redelivery to the replay memory, freshness as the first time), then
 handled as any request at its own position (its commit, its pending row). A claim the
-log does not bear out is a security dead letter (``REDRIVE_UNVERIFIED``), never asked.
+log does not bear out is a security dead letter (``REDRIVE_UNVERIFIED``), never asked;
+so is a redriven request a later operation of its declaration superseded, sent between
+the original and the redrive (``REDRIVE_SUPERSEDED``, adapters/base/supersession.py).
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ from adapters.base.ownership import PartitionOwnership, deleted_unanswered
 from adapters.base.pending import PendingLimit, PendingOperations, pending_path
 from adapters.base.replay import REPLAYED_OPERATIONS, Replayer, Rounds
 from adapters.base.spec import AdapterSpec, PartnerPort
+from adapters.base.supersession import (
+    LogRecords,
+    LogUnread,
+    Sent,
+    SupersessionUnknown,
+    superseding,
+)
 from gun_contract.commit_clock import CommitClock
 from gun_contract.consume import UNHANDLED_ERROR, Batch, commit_assigned, consume, next_offsets
 from gun_contract.counters import export_at_zero
@@ -82,12 +91,13 @@ from gun_contract.record_keys import keyed_by, not_keyed_by
 from gun_contract.redrive import (
     REDRIVE_UNVERIFIED,
     Original,
-    RecordReader,
     RedriveRefused,
     read_as_original,
     redrive_claim,
 )
 from gun_contract.request_refusals import (
+    REDRIVE_SUPERSEDED,
+    REDRIVE_SUPERSESSION_UNKNOWN,
     REQUEST_AGED_OUT,
     REQUEST_INVALID,
     REQUEST_KEY_MISMATCH,
@@ -138,7 +148,7 @@ class AdapterRunner:
         partner: PartnerPort,
         *,
         replay_memory: FollowsCommits | None = None,
-        record_reader: RecordReader | None = None,
+        record_reader: LogRecords | None = None,
     ) -> None:
         self._spec = spec
         self._settings = settings
@@ -158,7 +168,13 @@ class AdapterRunner:
         export_at_zero(
             metrics.DEAD_LETTERS,
             authority=authority,
-            kind=[REQUEST_AGED_OUT, REDRIVE_UNVERIFIED, *rejections],
+            kind=[
+                REQUEST_AGED_OUT,
+                REDRIVE_UNVERIFIED,
+                REDRIVE_SUPERSEDED,
+                REDRIVE_SUPERSESSION_UNKNOWN,
+                *rejections,
+            ],
         )
         # Requests quote licences (DGA): kept sealed with the adapter's state key. One
         # file per replica: each forgets the rows of the partitions it loses.
@@ -199,11 +215,12 @@ class AdapterRunner:
         self._read_times = CommitClock()
         # A revocation waits this long for the batch in flight, then commits (G2).
         self.revocation_wait_s = revocation_wait_s(settings.adapter)
-        # Reads a redrive's original back from the log (started on the first redrive).
+        # Reads a redrive's original back from the log, and what its declaration was sent
+        # between the two (started on the first redrive).
         self._log_reader = LogReader(
             from_settings(settings.kafka), client_id=f"{self.component}-log-reader"
         )
-        self._record_reader: RecordReader = record_reader or self._log_reader
+        self._record_reader: LogRecords = record_reader or self._log_reader
 
     def stop(self) -> None:
         self._stopping.set()
@@ -577,14 +594,18 @@ class AdapterRunner:
     ) -> None:
         """Handle one record; whatever it raises dead-letters it, and the batch goes on.
         A redrive is handled as its original (dead-lettered again, it is about the
-        original); a broker that cannot give the original back stops the replica rather
-        than dead-letter the redrive as itself (gun_contract/redrive.py)."""
+        original); a broker that cannot give the original back, or the records between
+        the two, stops the replica rather than dead-letter the redrive
+        (gun_contract/redrive.py, adapters/base/supersession.py)."""
         read_as = await self._read_as(record, outbox)
         if read_as is None:
             return
         answered = len(outbox.records)
         try:
             await self._handle(record, outbox, read_as)
+        except LogUnread:
+            del outbox.records[answered:]
+            raise
         except Exception as err:  # dead-lettered with its reason and logged: never swallowed
             del outbox.records[answered:]  # nothing half-done of this record leaves
             source = read_as.position
@@ -690,6 +711,10 @@ class AdapterRunner:
                 ValueError(f"request for {request.authority!r} from {opened.sender!r}"),
             )
             return
+        if read_as.position.offset != record.offset and not await self._still_stands(
+            record, read_as, request, outbox
+        ):
+            return
         if request.operation is Operation.RESERVE and self.ownership.unsettled_at(
             record.partition, record.offset
         ):
@@ -748,6 +773,61 @@ class AdapterRunner:
                 request.version,
                 ", ".join(sorted({a.verdict.value for a in answers})) or "no document",
             )
+
+    async def _still_stands(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        read_as: Original,
+        request: AuthorityRequest,
+        outbox: Effects,
+    ) -> bool:
+        """Whether ``request``, redriven at ``record`` and read as ``read_as``, is still to
+        be asked: no later operation of its declaration was sent between the original and
+        the redrive (adapters/base/supersession.py). Otherwise it is dead-lettered about
+        the original, naming that operation, or why it cannot be told."""
+        redrive = SourcePosition(record.topic, record.partition, record.offset, record.key)
+        redriven = Sent(request.operation, request.version)
+        data = record.value or b""
+        try:
+            later = await superseding(
+                self._record_reader,
+                self._envelope,
+                redriven,
+                authority=self._spec.authority,
+                reference=request.reference,
+                original=read_as.position,
+                redrive=redrive,
+                limit=self._settings.adapter.redrive_read_limit,
+                within_s=self._settings.adapter.redrive_read_within_s,
+            )
+        except SupersessionUnknown as unknown:
+            self._dead_letter(
+                outbox,
+                data,
+                read_as.position,
+                ErrorClass.PERMANENT,
+                REDRIVE_SUPERSESSION_UNKNOWN,
+                ValueError(
+                    f"{redriven.describe()}, redriven at {redrive.describe()}, not asked: "
+                    f"whether a later operation of its declaration superseded it is not "
+                    f"known: {unknown}"
+                ),
+            )
+            return False
+        if later is None:
+            return True
+        self._dead_letter(
+            outbox,
+            data,
+            read_as.position,
+            ErrorClass.PERMANENT,
+            REDRIVE_SUPERSEDED,
+            ValueError(
+                f"{redriven.describe()}, redriven at {redrive.describe()}, not asked: the "
+                f"{later.describe()}, sent after its original, superseded it"
+            ),
+        )
+        return False
 
     async def _ask(
         self, request: AuthorityRequest, record: ConsumerRecord[bytes, bytes]

@@ -1,6 +1,7 @@
 """Reading one record back by its position: for the few places that must see a record
 again, as the broker holds it (a redrive checked against its original, a dead letter
-shown to an operator).
+shown to an operator); and, bounded by the caller, the records of one key between two
+positions (what an adapter's declaration was sent between a redrive and its original).
 
 One consumer without a group, started on first use and kept: a redrive of many dead
 letters reads many records, and a consumer's start costs a metadata round trip or two.
@@ -16,7 +17,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import UnknownTopicOrPartitionError, for_code
 from aiokafka.protocol.metadata import MetadataRequest
@@ -88,22 +89,53 @@ class LogReader:
                 for record in fetched.get(tp, []):
                     if record.offset != offset:
                         return None  # the offset held a control record, skipped
-                    return LoggedRecord(
-                        topic,
-                        partition,
-                        offset,
-                        record.key,
-                        record.value or b"",
-                        tuple(
-                            (str(name), bytes(value))
-                            for name, value in record.headers or ()
-                            if isinstance(value, bytes | bytearray | memoryview)
-                        ),
-                        record.timestamp,
-                        record.timestamp_type,
-                    )
+                    return _logged(topic, partition, record)
                 if await consumer.position(tp) >= end:
                     return None
+
+    async def read_between(
+        self,
+        topic: str,
+        partition: int,
+        first: int,
+        end: int,
+        *,
+        key: bytes | None,
+        within_s: float | None = None,
+    ) -> list[LoggedRecord] | None:
+        """The records of ``topic/partition`` from offset ``first`` up to ``end``
+        (excluded) whose key is ``key``, in log order; None when the log no longer holds
+        all of them (retention deleted some, or the partition is gone or shorter). Every
+        record between is fetched (Kafka cannot filter by key): the caller bounds
+        ``end - first``. Within ``within_s`` (the reader's timeout by default), the wait
+        for another read included, or ``TimeoutError``; the broker's errors, ``KafkaError``.
+        """
+        if end <= first:
+            return []
+        async with asyncio.timeout(within_s or self._timeout_s), self._lock:
+            if partition not in (await self._partitions([topic]))[topic]:
+                return None
+            consumer = await self._started()
+            tp = TopicPartition(topic, partition)
+            if (await consumer.beginning_offsets([tp]))[tp] > first:
+                return None
+            if (await consumer.end_offsets([tp]))[tp] < end:
+                return None
+            consumer.assign([tp])
+            consumer.seek(tp, first)
+            found: list[LoggedRecord] = []
+            while await consumer.position(tp) < end:
+                fetched = await consumer.getmany(tp, timeout_ms=500, max_records=500)
+                found += [
+                    _logged(topic, partition, record)
+                    for record in fetched.get(tp, [])
+                    if record.offset < end and record.key == key
+                ]
+            # A fetch whose offset retention deleted meanwhile is reset to the log's end
+            # (the consumer's default): past records never seen. The log's start tells.
+            if (await consumer.beginning_offsets([tp]))[tp] > first:
+                return None
+            return found
 
     async def partitions(self, *topics: str) -> dict[str, frozenset[int]]:
         """The partition numbers of each of ``topics`` (none for a topic that does not
@@ -163,6 +195,23 @@ class LogReader:
             if self._admin is not None:
                 await self._admin.close()
                 self._admin = None
+
+
+def _logged(topic: str, partition: int, record: ConsumerRecord[bytes, bytes]) -> LoggedRecord:
+    return LoggedRecord(
+        topic,
+        partition,
+        record.offset,
+        record.key,
+        record.value or b"",
+        tuple(
+            (str(name), bytes(value))
+            for name, value in record.headers or ()
+            if isinstance(value, bytes | bytearray | memoryview)
+        ),
+        record.timestamp,
+        record.timestamp_type,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,11 @@ its answer. A "redrive" whose bytes are not the original's is refused
 A request that opened before it failed (a bug, UNHANDLED_ERROR) had its message id
 remembered at its position: its redrive is that position read again, not a replay, and
 it is asked once the bug is fixed.
+
+A redrive the hub has overtaken is not asked (ADR 0010, addendum 2): a reservation
+redriven after its declaration's deletion was answered is dead-lettered
+REDRIVE_SUPERSEDED, and the partner holds nothing; a write-off with only other
+declarations' records between is applied.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from adapters.base.runner import AdapterRunner
 from gun_contract.dead_letter import (
     HEADER_COMPONENT,
     HEADER_ERROR_KIND,
+    HEADER_ERROR_REASON,
     HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
@@ -51,6 +57,7 @@ from gun_contract.model.exchange import (
     Operation,
 )
 from gun_contract.model.verdicts import Verdict
+from gun_contract.request_refusals import REDRIVE_SUPERSEDED
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.jose_envelope import JoseEnvelope
 from gun_contract.security.keystore import KeystoreFolder
@@ -184,11 +191,11 @@ async def publish(
 
 
 class Reader:
-    """Every record of ``topic`` from its start, as they come."""
+    """Every record of ``topics`` from their start, as they come."""
 
-    def __init__(self, kafka_env: KafkaEnv, topic: str) -> None:
+    def __init__(self, kafka_env: KafkaEnv, *topics: str) -> None:
         self._consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=kafka_env.bootstrap, auto_offset_reset="earliest"
+            *topics, bootstrap_servers=kafka_env.bootstrap, auto_offset_reset="earliest"
         )
         self.records: list[ConsumerRecord[bytes, bytes]] = []
 
@@ -339,3 +346,106 @@ async def test_a_request_that_opened_before_a_bug_failed_it_is_asked_once_redriv
     opened = stand.hub_envelope().open(answer.value or b"", topic=answer.topic)
     assert AuthorityResponse.model_validate_json(opened.payload).request_id == request.request_id
     assert partner.store.balances(DOCUMENT)[0].reserved == Decimal(250)
+
+
+async def test_a_reservation_redriven_after_its_declarations_deletion_is_not_applied(
+    stand: Stand, partner: RunningPartner
+) -> None:
+    """The reservation never reached the partner (ENVELOPE_UNKNOWN_KID); the hub decided
+    meanwhile and deleted version 1, which the partner answered "nothing to delete". The
+    operator then redrives the reservation: applied, the partner would hold the quantity
+    for ever (its version guard lets a same-version reservation through after its
+    deletion). The adapter reads what its declaration was sent between the original and
+    the redrive, finds the deletion, and dead-letters the redrive as superseded, naming it.
+    """
+    kafka = stand.kafka
+    responses = kafka.topics.responses("dgal")
+    reservation = partner_request(Operation.RESERVE, reference=REFERENCE, quantity="250")
+    sealed = stand.sealed_by_the_hub(reservation, stand.hub_envelope())
+    origin = await publish(kafka, stand.requests, REFERENCE.encode(), sealed)
+
+    async with Reader(kafka, kafka.topics.dlq, responses) as out:
+        [dead] = await out.until(1)
+        assert kinds([dead]) == [UNKNOWN_KID]
+        # The keys imported, the hub's deletion of version 1 (the declaration refused) is
+        # read and answered: the partner holds nothing for it.
+        stand.fix_the_cause()
+        deletion = partner_request(Operation.DELETE, reference=REFERENCE, quantity=None)
+        deleted = await publish(
+            kafka,
+            stand.requests,
+            REFERENCE.encode(),
+            stand.sealed_by_the_hub(deletion, stand.hub_envelope()),
+            partition=origin.partition,
+        )
+        [_, answered] = await out.until(2)
+        assert answered.topic == responses
+        assert partner.store.balances(DOCUMENT)[0].reserved == Decimal(0)
+
+        redrive = await redrive_as_the_hub_does(kafka, dead)
+        [*_, outcome] = await out.until(3)
+
+    assert partner.store.balances(DOCUMENT)[0].reserved == Decimal(0), (
+        "the partner holds the redriven reservation of a deleted declaration"
+    )
+    assert (outcome.topic, kinds([outcome])) == (kafka.topics.dlq, [REDRIVE_SUPERSEDED])
+    headers = list(outcome.headers)
+    assert header_value(headers, HEADER_COMPONENT) == "adapter.dgal"
+    # About the original, as every dead letter of a redrive; naming the deletion.
+    assert int(header_value(headers, HEADER_SOURCE_OFFSET) or -1) == origin.offset
+    reason = header_value(headers, HEADER_ERROR_REASON) or ""
+    assert deleted.describe() in reason
+    assert "DELETE" in reason
+    assert redrive.describe() in reason
+    why = not_redrivable("adapter.dgal", stand.requests, kafka.topics, REDRIVE_SUPERSEDED)
+    assert why is not None
+
+
+async def test_a_write_off_redriven_with_only_other_declarations_between_is_applied(
+    stand: Stand, partner: RunningPartner
+) -> None:
+    """A write-off a bug failed (UNHANDLED_ERROR), redriven once the bug is fixed: between
+    the original and the redrive its partition holds another declaration's reservation
+    only, and its own declaration nothing later. It is applied, as before."""
+    kafka = stand.kafka
+    responses = kafka.topics.responses("dgal")
+    stand.fix_the_cause()  # only the bug is at fault here
+    envelope = stand.hub_envelope()
+    reservation = partner_request(Operation.RESERVE, reference=REFERENCE, quantity="250")
+    reserved = await publish(
+        kafka, stand.requests, REFERENCE.encode(), stand.sealed_by_the_hub(reservation, envelope)
+    )
+    async with Reader(kafka, kafka.topics.dlq, responses) as out:
+        await out.until(1)
+        assert partner.store.balances(DOCUMENT)[0].reserved == Decimal(250)
+
+        stand.client.broken = True
+        write_off = partner_request(Operation.WRITE_OFF, reference=REFERENCE, quantity=None)
+        await publish(
+            kafka,
+            stand.requests,
+            REFERENCE.encode(),
+            stand.sealed_by_the_hub(write_off, envelope),
+            partition=reserved.partition,
+        )
+        [_, dead] = await out.until(2)
+        assert kinds([dead]) == ["UNHANDLED_ERROR"]
+        stand.client.broken = False  # the release that fixes it
+
+        other = partner_request(Operation.RESERVE, reference="26FRADR00000000002", quantity="100")
+        await publish(
+            kafka,
+            stand.requests,
+            other.reference.encode(),
+            stand.sealed_by_the_hub(other, envelope),
+            partition=reserved.partition,
+        )
+        await out.until(3)
+        await redrive_as_the_hub_does(kafka, dead)
+        [*_, outcome] = await out.until(4)
+
+    assert outcome.topic == responses
+    opened = envelope.open(outcome.value or b"", topic=outcome.topic)
+    assert AuthorityResponse.model_validate_json(opened.payload).request_id == write_off.request_id
+    line = partner.store.balances(DOCUMENT)[0]
+    assert (line.reserved, line.written_off) == (Decimal(100), Decimal(250))

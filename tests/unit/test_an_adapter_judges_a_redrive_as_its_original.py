@@ -43,21 +43,61 @@ REQUESTS = TOPICS.requests("dga")
 
 
 class Log:
-    """The records the broker holds, by position; ``failing``: it does not answer."""
+    """The records the broker holds, by position; ``failing``: it does not answer;
+    ``starts_at``: where retention left the log; ``slow``: a read between two positions
+    does not end in time; ``read_between_asked``: what was asked so."""
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, int, int], LoggedRecord] = {}
         self.failing = False
+        self.starts_at = 0
+        self.slow = False
+        self.read_between_asked: list[tuple[int, int]] = []
 
-    def put(self, offset: int, key: bytes, value: bytes, accepted_at: float) -> None:
+    def put(
+        self,
+        offset: int,
+        key: bytes,
+        value: bytes,
+        accepted_at: float,
+        redrive_of: int | None = None,
+    ) -> None:
+        headers = (
+            ()
+            if redrive_of is None
+            else ((HEADER_REDRIVE_OF, f"{REQUESTS}/0/{redrive_of}".encode()),)
+        )
         self.records[(REQUESTS, 0, offset)] = LoggedRecord(
-            REQUESTS, 0, offset, key, value, (), int(accepted_at * 1000), LOG_APPEND_TIME
+            REQUESTS, 0, offset, key, value, headers, int(accepted_at * 1000), LOG_APPEND_TIME
         )
 
     async def read(self, topic: str, partition: int, offset: int) -> LoggedRecord | None:
         if self.failing:
             raise KafkaTimeoutError
         return self.records.get((topic, partition, offset))
+
+    async def read_between(
+        self,
+        topic: str,
+        partition: int,
+        first: int,
+        end: int,
+        *,
+        key: bytes | None,
+        within_s: float | None = None,
+    ) -> list[LoggedRecord] | None:
+        self.read_between_asked.append((first, end))
+        if self.failing:
+            raise KafkaTimeoutError
+        if self.slow:
+            raise TimeoutError
+        if first < self.starts_at:
+            return None
+        return [
+            record
+            for (t, p, offset), record in sorted(self.records.items())
+            if (t, p) == (topic, partition) and first <= offset < end and record.key == key
+        ]
 
 
 def adapter(tmp_path: Path, log: Log) -> tuple[AdapterRunner, PartnerAnsweringByRule, Path]:

@@ -8,7 +8,9 @@ original must be an earlier record of the same topic and partition, still in the
 the same key and bytes. Then the redrive is handled *as the original read again*: at the
 original's position (the replay memory sees a redelivery, never a replay) and with the
 original's log-append time (freshness judged as the first time). A claim that does not
-hold is a security dead letter (``REDRIVE_UNVERIFIED``), never acted on.
+hold is a security dead letter (``REDRIVE_UNVERIFIED``), never acted on; so is a claim
+naming a record that is itself a redrive (a chain: only the first original is read
+again, at its own position and time).
 """
 
 from __future__ import annotations
@@ -76,11 +78,31 @@ def verify_claim(
         raise RedriveRefused(
             f"{claimed.describe()} is no longer in the log (retention) or never held a record"
         )
+    chained = chained_from(original)
+    if chained is not None:
+        raise RedriveRefused(chained)
     if original.value != value:
         raise RedriveRefused(f"its bytes differ from those of {claimed.describe()}")
     if original.key != arrived.key:
         raise RedriveRefused(f"its key differs from that of {claimed.describe()}")
     return SourcePosition(claimed.topic, claimed.partition, claimed.offset, original.key)
+
+
+def chained_from(original: LoggedRecord) -> str | None:
+    """Why ``original`` cannot be redriven when it is itself a redrive (None: it is not).
+
+    A dead letter about a redrive's own position (an error handled where the record was
+    read rather than where it was read as) would, redriven, have the copy read as an
+    original of its own: at its position and broker time, not the first original's (an
+    envelope expired by then revived, a replay judged as a first sighting). Every
+    redrive names the first original; that one's dead letter is the one to redrive."""
+    first = redrive_claim(original.headers)
+    if first is None:
+        return None
+    return (
+        f"{original.describe()} is itself a redrive of {first[:120]!r}: a redrive names "
+        "the first original (redrive that one's dead letter)"
+    )
 
 
 class RecordReader(Protocol):

@@ -43,6 +43,7 @@ from gun_contract.dead_letter import (
 )
 from gun_contract.effects import OutgoingRecord
 from gun_contract.kafka.log_reader import LoggedRecord
+from gun_contract.redrive import chained_from
 from gun_contract.security.state_cipher import MAGIC as STATE_SEALED_MAGIC
 from gun_contract.security.state_cipher import StateCipher
 from gun_contract.topics import TopicRegistry
@@ -460,6 +461,9 @@ async def _original(
             f"the dead letter's bytes are not those of {row.source}: not redriven",
             id=str(row.id),
         )
+    chained = chained_from(original)
+    if chained is not None:  # every reader would refuse it (REDRIVE_UNVERIFIED)
+        return refuse(409, f"this dead letter cannot be redriven: {chained}", id=str(row.id))
     return original
 
 

@@ -45,7 +45,11 @@ class Log:
         self.reads = 0
 
     def put(
-        self, position: SourcePosition, value: bytes, accepted_at: float | None = None
+        self,
+        position: SourcePosition,
+        value: bytes,
+        accepted_at: float | None = None,
+        headers: Headers | None = None,
     ) -> SourcePosition:
         at = time.time() if accepted_at is None else accepted_at
         self.records[(position.topic, position.partition, position.offset)] = LoggedRecord(
@@ -54,7 +58,7 @@ class Log:
             position.offset,
             position.key,
             value,
-            (),
+            tuple(headers or ()),
             int(at * 1000),
             LOG_APPEND_TIME,
         )
@@ -283,6 +287,27 @@ async def test_a_claim_the_log_does_not_bear_out_is_a_security_dead_letter(
     assert agent.audit(refused) == []  # the keeper audits the dead letter, not a redrive
     # Nothing was handled: the genuine original is still decided by its own redrive.
     assert len(agent.hub.decisions(await agent.redrive(agent.at(5), 20))) == 1
+
+
+async def test_a_redrive_of_a_redrive_is_refused_naming_the_first_original(
+    agent: Agent,
+) -> None:
+    """A dead letter about a redrive's own position (the intake's UNHANDLED_ERROR names
+    the record it read), redriven: the claimed original is itself a redrive. Read as that
+    copy, it would be judged at the copy's position and broker time, not the first
+    original's (an expired envelope revived, a replay laundered): refused, naming the
+    first original, whose own dead letter is the one to redrive."""
+    sealed = agent.sealed(exempt_declaration())
+    original = agent.log.put(agent.at(5), sealed)
+    copy = agent.log.put(agent.at(9), sealed, headers=redrive_headers(original, DEAD_LETTER))
+    refused = await agent.read(sealed, agent.at(12), redrive_headers(copy, DEAD_LETTER))
+    [letter] = refused.to(agent.hub.topics.dlq)
+    assert header_value(letter.headers, HEADER_ERROR_KIND) == REDRIVE_UNVERIFIED
+    reason = header_value(letter.headers, "gun.error.reason") or ""
+    assert f"itself a redrive of '{agent.topic}/0/5'" in reason
+    assert agent.hub.decisions(refused) == []
+    # The first original's own redrive is decided.
+    assert len(agent.hub.decisions(await agent.redrive(original, 20))) == 1
 
 
 def test_only_what_a_reader_refused_reading_its_own_inputs_can_be_redriven(

@@ -22,6 +22,7 @@ from adapters.base import load_adapter
 from adapters.base.runner import AdapterRunner
 from gun_contract.dead_letter import (
     HEADER_ERROR_KIND,
+    HEADER_ERROR_REASON,
     HEADER_SOURCE_OFFSET,
     header_value,
 )
@@ -186,4 +187,28 @@ async def test_a_broker_that_cannot_give_the_original_back_stops_the_replica(
     with pytest.raises(KafkaTimeoutError):
         await runner._handle_survivably(record, outbox)
     assert outbox.records == []  # no dead letter about the copy itself
+    assert partner.asked == []
+
+
+async def test_a_redrive_of_a_redrive_is_refused_and_never_asked(tmp_path: Path) -> None:
+    """The claimed original is itself a redrive (of offset 3): read as it, the request
+    would be judged at the copy's broker time; refused as the hub refuses it
+    (gun_contract/redrive.py ``verify_claim``)."""
+    log = Log()
+    runner, partner, keys = adapter(tmp_path, log)
+    request = dga(Operation.RESERVE)
+    sealed = sealed_by_the_hub(request, keys, ContentType.JSON)
+    key = request.reference.encode()
+    now = time.time()
+    log.put(3, key, sealed, accepted_at=now)
+    log.put(9, key, sealed, accepted_at=now, redrive_of=3)
+    outbox = Effects()
+    await runner._handle_survivably(record_at(12, key, sealed, now, redrive_of=9), outbox)
+
+    [dead] = outbox.to(TOPICS.dlq)
+    assert header_value(dead.headers, HEADER_ERROR_KIND) == "REDRIVE_UNVERIFIED"
+    assert header_value(dead.headers, HEADER_SOURCE_OFFSET) == "12"  # the refused copy
+    assert f"itself a redrive of '{REQUESTS}/0/3'" in (
+        header_value(dead.headers, HEADER_ERROR_REASON) or ""
+    )
     assert partner.asked == []

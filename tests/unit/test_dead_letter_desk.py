@@ -390,6 +390,7 @@ async def test_a_truncated_dead_letter_is_redriven_from_its_original_by_digest(
         ("gone", "no longer in the log"),
         ("different", "are not those of"),
         ("replay", "a copy of a message already acted on"),
+        ("chained", f"is itself a redrive of '{TOPICS.declarations}/1/2'"),
     ],
 )
 async def test_a_redrive_that_cannot_be_done_is_refused_and_nothing_is_sent(
@@ -415,6 +416,17 @@ async def test_a_redrive_that_cannot_be_done_is_refused_and_nothing_is_sent(
         )
     elif case == "gone":
         desk.dead_letter(0, PLAIN, kind="DECLARATION_NOT_SEALED")
+    elif case == "chained":
+        # A dead letter about a redrive's own position: redrive the first original's.
+        desk.broker.put(
+            TOPICS.declarations,
+            1,
+            5,
+            REFERENCE.encode(),
+            PLAIN,
+            [(HEADER_REDRIVE_OF, f"{TOPICS.declarations}/1/2".encode())],
+        )
+        desk.dead_letter(0, PLAIN, kind="UNHANDLED_ERROR", error_class=ErrorClass.PERMANENT)
     elif case == "replay":
         # Redriven once the claims memory forgot its id, a copy would be decided as a
         # first sighting on its own partition: a second decision (review, stop 35).

@@ -9,8 +9,9 @@ allowed clock skew corrected (the redrive is judged at the original's broker tim
 fixed in a new release (``UNHANDLED_ERROR``), a request of a newer contract than the
 adapter read (``REQUEST_INVALID``, once the adapter is upgraded). Where the record itself
 is at fault, the same bytes are refused again, and the desk says so instead of redriving
-them (gun_hub/pipeline/redrive.py, ``not_redrivable``; a replay and a redrive refused are
-every reader's rule there).
+them (gun_hub/pipeline/redrive.py, ``not_redrivable``; a replay, a redrive refused and an
+envelope not made for its reader, :data:`ENVELOPES_REFUSED_AS_THEY_ARE`, are every
+reader's rule there: the hub's intake and correlation too, since stop 40).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ REDRIVE_SUPERSESSION_UNKNOWN = "REDRIVE_SUPERSESSION_UNKNOWN"
 """A redriven request the adapter could not tell superseded or not (too far from its
 original, a record of its declaration between them that does not open): never asked."""
 
-# An envelope refused for what it is, not for what the adapter lacked: not one the hub
-# makes for this adapter as the contract says (a forgery, a corruption, another party's
-# or another topic's record).
+# An envelope refused for what it is, not for what its reader lacked: not one its sender
+# makes for that reader as the contract says (a forgery, a corruption, another party's or
+# another topic's record). The key id it names is registered (else UNKNOWN_KID), and an
+# import never binds a known key id to another key (keystore.py, import_public).
 _FORGED_OR_BROKEN = (
     EnvelopeRejectionKind.MALFORMED,
     EnvelopeRejectionKind.DISALLOWED_ALG,
@@ -65,13 +67,16 @@ REFUSED_AS_IT_IS: Mapping[str, str] = {
         "names it): redriven again it is superseded again; asked, it would undo what the "
         "hub decided since"
     ),
-    **{
-        kind.value: (
-            "its envelope is not one the hub makes for this adapter (forged, damaged, or "
-            "another party's): the same bytes are refused again"
-        )
-        for kind in _FORGED_OR_BROKEN
-    },
 }
 """The adapter's dead-letter kinds about a request at fault as it is, with why a redrive
-would not help."""
+would not help (the envelope kinds are every reader's: :data:`ENVELOPES_REFUSED_AS_THEY_ARE`)."""
+
+ENVELOPES_REFUSED_AS_THEY_ARE: Mapping[str, str] = {
+    kind.value: (
+        "its envelope is not one its sender makes for this reader (forged, damaged, or "
+        "another party's or topic's): the same bytes are refused again"
+    )
+    for kind in _FORGED_OR_BROKEN
+}
+"""Envelope rejections about the record as it is, whoever reads it (the hub's intake and
+correlation, an adapter), with why a redrive would not help."""

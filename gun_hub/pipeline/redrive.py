@@ -43,6 +43,7 @@ from gun_contract.redrive import (
     redrive_claim,
     verify_claim,
 )
+from gun_contract.request_refusals import ENVELOPES_REFUSED_AS_THEY_ARE
 from gun_contract.request_refusals import REFUSED_AS_IT_IS as REQUEST_REFUSED_AS_IT_IS
 from gun_contract.topics import TopicRegistry
 from gun_hub import metrics
@@ -123,7 +124,10 @@ def not_redrivable(
     would be a first sighting on its own partition, and acted on a second time (found by
     review in stop 35). Nor a declaration the intake refused for what it holds (``reason``:
     the dead letter's, which says whether the gateway lodged it; review stop 39-O, O9),
-    nor a request an adapter refused for what it holds (gun_contract/request_refusals.py).
+    nor a request an adapter refused for what it holds, nor, for every reader, an envelope
+    refused for what it is rather than for what the reader lacked: forged, damaged, another
+    party's (gun_contract/request_refusals.py; the hub's own inputs offered those until
+    stop 40).
     """
     if kind == EnvelopeRejectionKind.REPLAY.value:
         return (
@@ -152,6 +156,9 @@ def not_redrivable(
             "could be read); read again it decides nothing and only writes another dead "
             "letter: its declarant sends a corrected version"
         )
+    envelope_at_fault = ENVELOPES_REFUSED_AS_THEY_ARE.get(kind or "")
+    if envelope_at_fault is not None:
+        return f"as it is, the envelope is refused again ({kind}): {envelope_at_fault}"
     refused_request = REQUEST_REFUSED_AS_IT_IS.get(kind or "")
     if component.startswith("adapter.") and refused_request is not None:
         return f"as it is, the request is refused again ({kind}): {refused_request}"

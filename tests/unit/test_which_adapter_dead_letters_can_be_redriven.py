@@ -2,7 +2,9 @@
 gun_contract/request_refusals.py): those whose cause lay outside the request and can be
 fixed (a key, a setting, a release); not those where the request is at fault as it is,
 which the same bytes read again would only dead-letter again, nor a replay or a refused
-redrive, whoever wrote them."""
+redrive, whoever wrote them. An envelope not made for its reader (forged, damaged, another
+party's) is every reader's rule: the hub's intake and correlation refuse to redrive it too
+(stop 40; they offered it before)."""
 
 from __future__ import annotations
 
@@ -59,3 +61,60 @@ def test_an_adapter_honours_a_redrive_of_its_own_request_topic_only() -> None:
     unknown = not_redrivable("adapter.nobody", TOPICS.requests("dgal"), TOPICS)
     assert unknown is not None
     assert "do not honour a redrive" in unknown
+
+
+FORGED_OR_BROKEN = [
+    "ENVELOPE_MALFORMED",
+    "ENVELOPE_DISALLOWED_ALG",
+    "ENVELOPE_BAD_SIGNATURE",
+    "ENVELOPE_HEADER_REFUSED",
+    "ENVELOPE_SENDER_MISMATCH",
+    "ENVELOPE_NOT_ENTITLED",
+    "ENVELOPE_WRONG_RECIPIENT",
+    "ENVELOPE_WRONG_TOPIC",
+]
+
+
+@pytest.mark.parametrize(
+    ("component", "topic"),
+    [
+        ("hub.intake", TOPICS.declarations),
+        ("hub.correlation", TOPICS.responses("dgal")),
+        ("adapter.dgal", TOPICS.requests("dgal")),
+    ],
+)
+@pytest.mark.parametrize("kind", FORGED_OR_BROKEN)
+def test_an_envelope_not_made_for_its_reader_is_not_redriven_by_any_reader(
+    component: str, topic: str, kind: str
+) -> None:
+    """Forged, damaged or another party's: the same bytes are refused again, whoever reads
+    them. The hub's own inputs offered them until stop 40 (the adapters' did not)."""
+    refused = not_redrivable(component, topic, TOPICS, kind)
+    assert refused is not None
+    assert "forged" in refused
+    assert kind in refused
+
+
+@pytest.mark.parametrize(
+    ("component", "topic"),
+    [
+        ("hub.intake", TOPICS.declarations),
+        ("hub.correlation", TOPICS.responses("dgal")),
+        ("adapter.dgal", TOPICS.requests("dgal")),
+    ],
+)
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "ENVELOPE_UNKNOWN_KID",
+        "ENVELOPE_RETIRED_KEY",
+        "ENVELOPE_DECRYPTION_FAILED",
+        "ENVELOPE_IAT_SKEW",
+        "ENVELOPE_NOT_YET_VALID",
+        "ENVELOPE_EXPIRED",
+    ],
+)
+def test_an_envelope_refused_for_what_its_reader_lacked_is_redriven_by_every_reader(
+    component: str, topic: str, kind: str
+) -> None:
+    assert not_redrivable(component, topic, TOPICS, kind) is None

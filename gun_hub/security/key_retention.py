@@ -42,14 +42,17 @@ class NeededFor:
 
 
 def addressed_to(topics: TopicRegistry, entitlements: Entitlements, party: str) -> list[TopicSpec]:
-    """The topics whose records are encrypted to ``party``; for the hub, the dead letters
-    too: a redrive opens a dead letter's original, sealed to the hub, for as long as
-    ``gun.dlq`` keeps it (ADR 0010; an adapter's dead letters are not redriven)."""
+    """The topics whose records are encrypted to ``party``; for every reader that honours
+    a redrive, the dead letters too: a redrive opens a dead letter's original, sealed to
+    it, for as long as ``gun.dlq`` keeps it (ADR 0010): the hub's intake and correlation,
+    and since stop 40 each authority's adapter. Not the clearance system's (its reader's
+    dead letters are not redriven)."""
+    redriven_by = {HUB_PARTY, *topics.authorities}
     return [
         spec
         for spec in topics.specs()
         if entitlements.recipient_of(spec.name) == party
-        or (party == HUB_PARTY and spec.name == topics.dlq)
+        or (party in redriven_by and spec.name == topics.dlq)
     ]
 
 

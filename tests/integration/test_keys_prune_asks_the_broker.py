@@ -54,15 +54,15 @@ def test_prune_keeps_a_key_while_the_broker_keeps_its_topic_longer(
         monkeypatch.setenv(name, value)
     now = datetime.now(UTC)
     [old_enc] = retired_after_a_rotation(
-        own_keys_dir, "dgal", now - timedelta(days=15), uses=[KeyUse.ENC], use_from=now
+        own_keys_dir, "dgal", now - timedelta(days=61), uses=[KeyUse.ENC], use_from=now
     )
     requests = kafka_env.topics.requests("dgal")
 
-    asyncio.run(set_retention(kafka_env, requests, 30 * DAY_MS))  # the partner's outage
+    asyncio.run(set_retention(kafka_env, requests, 45 * DAY_MS))  # the partner's outage
     code, out, err = keys_prune("dgal", "--apply")
     assert code == 0, out + err
     assert f"keep dgal enc {old_enc}" in out
-    assert "60 days" in out
+    assert "90 days" in out
     assert requests in out  # what the span comes from
     assert old_enc in private_kids(own_keys_dir, "dgal")
 

@@ -10,7 +10,9 @@ dead-lettered each of them as ENVELOPE_RETIRED_KEY (not redrivable, ADR 0010). I
 the longer of the registry's and the broker's retention (twice it, as before); a topic
 kept for ever keeps the key unless ``--older-than`` and ``--force`` say otherwise; with no
 broker to ask, encryption keys are pruned only when ``--older-than`` states the span
-(signing keys need no broker).
+(signing keys need no broker). Since stop 40 an adapter's key is also kept as long as
+``gun.dlq`` keeps its dead letters (a redrive opens the original: 30 days, so 60 after the
+retirement), so the backlog here waited longer than that.
 
 The broker is stood in for by the function the command asks it through (a unit test); the
 same command on a real broker: tests/integration/test_keys_prune_asks_the_broker.py.
@@ -55,17 +57,18 @@ def nothing_listens_at_the_bootstrap(own_keys_dir: Path, monkeypatch: pytest.Mon
 
 
 def backlog_then_retired(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, float, str]:
-    """A request sealed to dgal's encryption key and accepted 16 days ago (dgal's partner
-    is down, its unread backlog waits); dgal rotates and retires that key as of 15 days
-    ago. The request, when the broker accepted it, and the retired key id."""
-    accepted_at = (NOW - timedelta(days=16)).timestamp()
+    """A request sealed to dgal's encryption key and accepted 62 days ago (dgal's partner
+    is down, its unread backlog waits); dgal rotates and retires that key as of 61 days
+    ago, past the 60 its dead letters need it. The request, when the broker accepted it,
+    and the retired key id."""
+    accepted_at = (NOW - timedelta(days=62)).timestamp()
     with monkeypatch.context() as then:  # sealed then, as the broker accepted it
         then.setattr(jose.time, "time", lambda: accepted_at)
         backlog = envelope_of("hub", TOPICS, folder).seal(
             b"<r/>", recipient="dgal", topic=REQUESTS, content_type=ContentType.XML
         )
     [old_enc] = retired_after_a_rotation(
-        folder, "dgal", NOW - timedelta(days=15), uses=[KeyUse.ENC], use_from=NOW
+        folder, "dgal", NOW - timedelta(days=61), uses=[KeyUse.ENC], use_from=NOW
     )
     assert opens(folder, backlog, accepted_at)
     return backlog, accepted_at, old_enc
@@ -89,13 +92,13 @@ def prune(*args: str) -> tuple[int, str, str]:
 def test_the_span_is_twice_the_longer_of_the_registrys_and_the_brokers_retention() -> None:
     entitlements = Entitlements.from_registry(TOPICS)
     as_registered = needed_after_retirement(TOPICS, entitlements, "dgal", {})
-    assert as_registered.span == timedelta(days=14)
+    assert as_registered.span == timedelta(days=60)  # twice gun.dlq's 30 (stop 40)
     shortened = needed_after_retirement(TOPICS, entitlements, "dgal", {REQUESTS: 1 * DAY_MS})
-    assert shortened.span == timedelta(days=14)  # the registry's still holds
-    lengthened = needed_after_retirement(TOPICS, entitlements, "dgal", {REQUESTS: 30 * DAY_MS})
-    assert lengthened.span == timedelta(days=60)
+    assert shortened.span == timedelta(days=60)  # the registry's still holds
+    lengthened = needed_after_retirement(TOPICS, entitlements, "dgal", {REQUESTS: 45 * DAY_MS})
+    assert lengthened.span == timedelta(days=90)
     assert REQUESTS in lengthened.because
-    assert "30 days" in lengthened.because
+    assert "45 days" in lengthened.because
     for_ever = needed_after_retirement(TOPICS, entitlements, "dgal", {REQUESTS: None})
     assert for_ever.span is None
     assert REQUESTS in for_ever.because
@@ -103,7 +106,7 @@ def test_the_span_is_twice_the_longer_of_the_registrys_and_the_brokers_retention
     other = needed_after_retirement(
         TOPICS, entitlements, "dgal", {TOPICS.requests("cites"): 90 * DAY_MS}
     )
-    assert other.span == timedelta(days=14)
+    assert other.span == timedelta(days=60)
 
 
 def test_the_hubs_key_is_kept_as_long_as_its_dead_letters_can_be_redriven() -> None:
@@ -118,10 +121,28 @@ def test_the_hubs_key_is_kept_as_long_as_its_dead_letters_can_be_redriven() -> N
     lengthened = needed_after_retirement(TOPICS, entitlements, "hub", {TOPICS.dlq: 90 * DAY_MS})
     assert lengthened.span == timedelta(days=180)
     assert TOPICS.dlq in lengthened.because
-    # An adapter's dead letters are not redriven (ADR 0010): nothing changes for dgal.
-    assert needed_after_retirement(
-        TOPICS, entitlements, "dgal", {TOPICS.dlq: 90 * DAY_MS}
-    ).span == timedelta(days=14)
+
+
+def test_an_adapters_key_is_kept_as_long_as_its_dead_letters_can_be_redriven() -> None:
+    """Since stop 40 an adapter honours a redrive of its own dead letters (ADR 0010,
+    addendum): the redrive opens the original request, sealed to the adapter, for as long
+    as ``gun.dlq`` keeps the dead letter, as the hub's own. Pruned after twice the request
+    topic's 7 days, the key left a dead letter fixed by a key import unredrivable
+    (ENVELOPE_RETIRED_KEY on the redrive)."""
+    entitlements = Entitlements.from_registry(TOPICS)
+    dead_letters_kept = next(s.retention_ms for s in TOPICS.specs() if s.name == TOPICS.dlq)
+    assert dead_letters_kept is not None
+    for authority in TOPICS.authorities:
+        as_registered = needed_after_retirement(TOPICS, entitlements, authority, {})
+        assert as_registered.span == 2 * timedelta(milliseconds=dead_letters_kept), authority
+    lengthened = needed_after_retirement(TOPICS, entitlements, "dgal", {TOPICS.dlq: 90 * DAY_MS})
+    assert lengthened.span == timedelta(days=180)
+    assert TOPICS.dlq in lengthened.because
+    # The clearance reader's dead letters are not redriven: its key owes gun.dlq nothing.
+    assert (
+        needed_after_retirement(TOPICS, entitlements, "clearance", {TOPICS.dlq: 90 * DAY_MS}).span
+        == needed_after_retirement(TOPICS, entitlements, "clearance", {}).span
+    )
 
 
 # -- the command --------------------------------------------------------------------------
@@ -130,16 +151,16 @@ def test_the_hubs_key_is_kept_as_long_as_its_dead_letters_can_be_redriven() -> N
 def test_prune_keeps_a_key_whose_backlog_the_broker_still_keeps(
     own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The reviewer's case, the broker reachable: the request topic lengthened to 30 days."""
+    """The reviewer's case, the broker reachable: the request topic lengthened to 45 days."""
     backlog, accepted_at, old_enc = backlog_then_retired(own_keys_dir, monkeypatch)
-    broker = BrokerRetentions(monkeypatch, {REQUESTS: 30 * DAY_MS})
+    broker = BrokerRetentions(monkeypatch, {REQUESTS: 45 * DAY_MS})
 
     code, out, err = prune("--apply")
     assert code == 0, out + err
     assert broker.asked
     assert REQUESTS in broker.asked[0]
     assert f"keep dgal enc {old_enc}" in out
-    assert "60 days" in out  # twice the broker's 30
+    assert "90 days" in out  # twice the broker's 45
     assert old_enc in private_kids(own_keys_dir, "dgal")
     assert opens(own_keys_dir, backlog, accepted_at)
 
@@ -170,7 +191,7 @@ def test_with_no_broker_to_ask_encryption_keys_are_pruned_only_when_the_span_is_
     assert old_sig not in private_kids(own_keys_dir, "dgal")
 
     # The operator states the span (knowing the topics' retention): that is taken.
-    code, out, err = prune("--apply", "--older-than", "14")
+    code, out, err = prune("--apply", "--older-than", "60")
     assert code == 0, out + err
     assert f"pruned dgal enc {old_enc}" in out
     assert old_enc not in private_kids(own_keys_dir, "dgal")
@@ -220,8 +241,8 @@ def test_a_stated_span_shorter_than_the_brokers_needs_force(
     own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, _, old_enc = backlog_then_retired(own_keys_dir, monkeypatch)
-    BrokerRetentions(monkeypatch, {REQUESTS: 30 * DAY_MS})
-    code, out, err = prune("--apply", "--older-than", "14")
+    BrokerRetentions(monkeypatch, {REQUESTS: 45 * DAY_MS})
+    code, out, err = prune("--apply", "--older-than", "60")
     assert code == 1
-    assert "60" in out + err
+    assert "90" in out + err
     assert old_enc in private_kids(own_keys_dir, "dgal")

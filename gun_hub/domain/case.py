@@ -115,6 +115,10 @@ class Case(BaseModel):
     # the whole of it, its own version's write-offs included. None: stored before the hub
     # kept it (a marker of then does not know what was written off).
     written_off: list[ExpectedAnswer] | None = None
+    # The higher version that replaced this one before it was decided: the decision of
+    # such a version is REFUSE, SUPERSEDED (``superseded``), carried by the newer case
+    # until the broker has it, with nothing to follow up (review stop 40, W4).
+    superseded_by: int | None = None
 
     @classmethod
     def open(
@@ -240,6 +244,38 @@ class Case(BaseModel):
             case.model_copy(update={"pending_announcements": [], "asked": {}})
             for case in self.unconfirmed()
         ]
+
+    def superseded(self, by_version: int, decision: Decision) -> Case:
+        """This undecided version decided ``decision`` (``decide.refuse_superseded``)
+        because ``by_version`` replaced it: what the newer case carries to announce it.
+
+        Taken on no document, it keeps none of its documents, results, risk findings,
+        override or rollout: no document use or override is counted or audited for it,
+        and nothing is followed up (``lifecycle.follow_up_requests``). Its reservations
+        are the newer version's to restate (RESERVE is a PUT), or to delete as dropped
+        under it, as before this version had a decision: a DELETE of its own would free,
+        for a moment, what the newer version reserves again (another declaration could
+        take it in between)."""
+        return self.model_copy(
+            update={
+                "outcome": decision.outcome,
+                "decision": decision,
+                "announced": False,
+                "superseded_by": by_version,
+                "awaiting": [],
+                "expected": [],
+                "results": [],
+                "shadow_results": [],
+                "risk": [],
+                "override_items": [],
+                "rollout": {},
+                "dropped": [],
+                "pending_announcements": [],
+                "requested": [],
+                "asked": {},
+                "written_off": [],
+            }
+        )
 
     @property
     def complete(self) -> bool:

@@ -16,6 +16,8 @@
 * PRELODGED: ADVICE, whatever the verdicts; they are warnings.
 * CANCELLED and INVALIDATED: CANCELLED (after the deletions or give-backs were asked).
 * RELEASED_AFTER_CONTROL: RELEASE (the office released the goods; risk does not apply again).
+* Any stage, replaced by a higher version before it was decided: REFUSE, SUPERSEDED
+  (:func:`refuse_superseded`); the higher version's decision governs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from gun_hub.domain.risk import RiskHit
 from gun_hub.domain.rollout import ADVISORY_ONLY, AUTHORITY_NOT_CONNECTED, RolloutMode
 
 DEGRADED_MODE = "DEGRADED_MODE"
+# A version a higher one replaced before it was decided (contract section 4: exactly one
+# decision per version; review stop 40, W4).
+SUPERSEDED = "SUPERSEDED"
 
 # The outcomes risk targeting acts on, weakest first: it raises a release or a control to
 # the strongest control a hit asks for, and never touches a refusal.
@@ -204,4 +209,29 @@ def refuse_unreadable(
         outcome=Outcome.REFUSE,
         decided_at=decided_at,
         reasons=(reason,),
+    )
+
+
+def refuse_superseded(
+    *, reference: str, version: int, by_version: int, decided_at: datetime
+) -> Decision:
+    """The decision of a version that ``by_version`` replaced before it was decided.
+
+    REFUSE: the one outcome that says "this version is not released" without saying
+    anything of the declaration (CANCELLED would tell the clearance system the declaration
+    is cancelled, while its newer version goes on). No document results: the version was
+    not decided on its documents (the schema allows none); the newer version's decision
+    carries the verdicts that govern."""
+    return Decision(
+        reference=reference,
+        version=version,
+        outcome=Outcome.REFUSE,
+        decided_at=decided_at,
+        reasons=(
+            Reason(
+                code=SUPERSEDED,
+                text=f"superseded by version {by_version} before it was decided: "
+                f"version {by_version}'s decision governs",
+            ),
+        ),
     )

@@ -39,8 +39,14 @@ FOLLOW_UP = {Outcome.RELEASE: Operation.WRITE_OFF, Outcome.REFUSE: Operation.DEL
 
 
 def follow_up_requests(case: Case, now: datetime) -> list[AuthorityRequest]:
-    """Write-offs after a release, deletions after a refusal; nothing otherwise."""
-    if case.stage is not Stage.LODGED or case.outcome not in FOLLOW_UP:
+    """Write-offs after a release, deletions after a refusal; nothing otherwise, nor for
+    a version refused because a newer one superseded it (the newer one restates or
+    deletes its reservations: ``Case.superseded``)."""
+    if (
+        case.stage is not Stage.LODGED
+        or case.outcome not in FOLLOW_UP
+        or case.superseded_by is not None
+    ):
         return []
     documents = _followed_up(case)
     return requests_for(case, documents, FOLLOW_UP[case.outcome], case.version, now)

@@ -278,6 +278,15 @@ _ENTRIES = (
         "déclaration rectificative.",
     ),
     ReasonEntry(
+        "SUPERSEDED",
+        "A later version of this declaration arrived before this version was decided: "
+        "this version is not released; the later version's decision is the one to follow. "
+        "Nothing to do for this version.",
+        "Une version ultérieure de cette déclaration est arrivée avant que celle-ci soit "
+        "décidée : cette version n'est pas libérée ; suivez la décision de la version "
+        "ultérieure. Rien à faire pour cette version.",
+    ),
+    ReasonEntry(
         "DECLARATION_TOO_LARGE_TO_DECIDE",
         "The declaration quotes too many documents for one decision: split it into "
         "several declarations.",

@@ -1,10 +1,12 @@
 """Intake: a declaration arrives; validate it, route it, open its case, ask the authorities.
 
 Versions (contract section 4): a higher version supersedes, a lower or equal one is
-ignored and recorded. The same record read again (same log position) is a redelivery
-after a crash: its effects are sent again, because the case may have reached the
-changelog while its requests did not (issue 10, defect 9); the partner operations are
-idempotent and the hub ignores an answer it already has. Decisions of earlier versions
+ignored and recorded. A version superseded before its decision gets one all the same
+(REFUSE, SUPERSEDED: exactly one decision per version; review stop 40, W4). The same
+record read again (same log position) is a redelivery after a crash: its effects are sent
+again, because the case may have reached the changelog while its requests did not (issue
+10, defect 9); the partner operations are idempotent and the hub ignores an answer it
+already has. Decisions of earlier versions
 the broker had not confirmed are announced again and carried by the newer case until
 confirmed, never dropped (defect 4).
 """
@@ -28,7 +30,7 @@ from gun_contract.record_keys import keyed_by, not_keyed_by
 from gun_contract.security.entitlements import GATEWAY_PARTY
 from gun_hub import metrics
 from gun_hub.domain.case import Case, ExpectedAnswer, RiskFinding
-from gun_hub.domain.decide import refuse_unreadable
+from gun_hub.domain.decide import refuse_superseded, refuse_unreadable
 from gun_hub.domain.lifecycle import dropped_documents, held_reservations, written_off
 from gun_hub.domain.override import OVERRIDE_MENTION
 from gun_hub.domain.reference_namespace import is_declarants_reference, the_declarants_references
@@ -376,21 +378,43 @@ class Intake:
         self._ignore_stale(outbox, known.reference, version)
         return _Arrival.STALE
 
-    def _supersede(self, outbox: Effects, known: Case | None, version: int) -> list[Case]:
+    def _supersede(
+        self, outbox: Effects, known: Case | None, version: int, partition: int
+    ) -> list[Case]:
         """``known`` is replaced by ``version``: say so, stop its deadline, and return the
-        unconfirmed decisions the new case must carry."""
+        unconfirmed decisions the new case must carry.
+
+        Undecided, ``known`` is decided here: REFUSE, SUPERSEDED (contract section 4:
+        exactly one decision per version; only a version arriving after a higher one
+        gets none; review stop 40, W4). Announced now, in this handling, it reaches the
+        reference's outbox partition before anything the new version is decided on, so
+        the publisher's lane publishes it first (a lower version after a higher one it
+        would withhold). Carried by the new case until the broker has it, like any
+        unconfirmed decision. ``known`` itself is left as it was: the new version reads
+        from it what was reserved (to restate, or delete as dropped)."""
         if known is None:
             return []
+        carried = known.superseding_state()
         if not known.decided:
-            self._ctx.emit_status(
+            ctx = self._ctx
+            ctx.emit_status(
                 outbox,
                 known.reference,
                 known.version,
                 StatusKind.SUPERSEDED,
                 f"superseded by version {version} before a decision",
             )
+            decision = refuse_superseded(
+                reference=known.reference,
+                version=known.version,
+                by_version=version,
+                decided_at=ctx.clock(),
+            )
+            superseded = known.superseded(version, decision)
+            ctx.announce(outbox, superseded, partition)
+            carried.append(superseded)
         self._ctx.open_cases.pop(known.reference.encode(), None)
-        return known.superseding_state()
+        return carried
 
     # -- a declaration that cannot be accepted as sent ---------------------------------
 
@@ -453,7 +477,7 @@ class Intake:
         if self._arrival(outbox, known, identity.version, source) is not _Arrival.NEW:
             return  # a redelivery was announced again above if it needed to be
         now = self._ctx.clock()
-        carried = self._supersede(outbox, known, identity.version)
+        carried = self._supersede(outbox, known, identity.version, source.partition)
         # Whatever the previous version still holds is deleted with the refusal (defect 6).
         held = held_reservations(known) if known is not None else []
         case = Case(
@@ -558,7 +582,7 @@ class Intake:
                 self._cases[key] = known.to_bytes()
             return
         now = ctx.clock()
-        carried = self._supersede(outbox, known, declaration.version)
+        carried = self._supersede(outbox, known, declaration.version, source.partition)
         self._name_declarant(outbox, declaration, now)
         ctx.emit_status(outbox, declaration.reference, declaration.version, StatusKind.RECEIVED)
         routed = route_documents(declaration, ctx.routing)

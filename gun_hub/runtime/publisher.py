@@ -23,9 +23,13 @@ publishes none at or below a version of that reference it published (contract se
 higher one is ignored and recorded"). A lower one skipped is recorded: logged, counted
 (``gun_hub_decisions_not_published_total``) and, in the same transaction, a status event
 of that version (IGNORED_STALE_VERSION, on the lane's partition of ``gun.status``). ADR
-0005's addendum of stop 38. The lane also keeps each reference's declarant (a hash, the
-outbox record's ``gun.decision.declarant`` header) from its first decision published, and
-publishes none decided for another: a security dead letter DECLARANT_CHANGED in the same
+0005's addendum of stop 38. Within one partition's case this never withholds a version
+superseded before its decision: the intake announces its REFUSE (SUPERSEDED) as the
+higher version arrives, before anything the higher one is decided on (pipeline/intake.py
+``_supersede``, review stop 40, W4); only a split reference meets the rule. The lane
+also keeps each reference's declarant (a hash, the outbox record's
+``gun.decision.declarant`` header) from its first decision published, and publishes none
+decided for another: a security dead letter DECLARANT_CHANGED in the same
 transaction. The intake's check sees one partition's case only; a version in another
 trader's name decided on another partition withheld the real decisions (review stop 38-s,
 S3).

@@ -3,8 +3,9 @@
 Files that carry the same ``<Reference>`` are versions of one declaration (an amendment, a
 cancellation): the run gives each declaration a fresh reference, shared by its versions,
 and submits a version only once the one before it is decided, as a clearance system does.
-Submitted together, the hub would take the later version before deciding the earlier one
-and decide only the later (a superseded version gets no decision).
+Submitted together, the hub would take the later version before deciding the earlier one,
+which would be refused as superseded (reason SUPERSEDED) instead of decided on its
+documents.
 """
 
 from __future__ import annotations

@@ -154,7 +154,8 @@ def test_a_version_refused_unread_keeps_the_declarant_its_case_named(hub: Hub) -
         b"</Declaration>", b"<Unknown/></Declaration>"
     )
     refused = hub.intake.handle(unreadable, at(1))
-    assert [d[2] for d in hub.decisions(refused)] == [Outcome.REFUSE]
+    # Version 1, superseded undecided, gets its own REFUSE first (review stop 40, W4).
+    assert [d[1:] for d in hub.decisions(refused)] == [(1, Outcome.REFUSE), (2, Outcome.REFUSE)]
     assert Case.from_bytes(hub.cases[MRN.encode()]).declarant_eori == TRADER_A
 
     taken = hub.intake.handle(

@@ -15,7 +15,7 @@ from gun_contract.model.decision import DocumentResult
 from gun_contract.model.declaration import Stage
 from gun_contract.model.verdicts import Verdict
 from gun_contract.resources import schema_path
-from gun_hub.domain.decide import decide
+from gun_hub.domain.decide import SUPERSEDED, decide
 from gun_hub.domain.override import OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED
 from gun_hub.domain.reasons import (
     CATALOGUE,
@@ -49,7 +49,7 @@ def codes_the_hub_can_give() -> set[str]:
     from_documents = {document_reason_code(result(verdict)) for verdict in Verdict} | {
         document_reason_code(result(verdict, code)) for code, verdict in REFUSAL_VERDICTS.items()
     }
-    whole = {"DEGRADED_MODE", "DEADLINE", OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED}
+    whole = {"DEGRADED_MODE", "DEADLINE", OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED, SUPERSEDED}
     unread = {f"XML_{kind.value}" for kind in XmlRejectionKind} | {TOO_LARGE_TO_DECIDE}
     return (from_documents - {"VALID", "EXEMPT"}) | whole | unread
 

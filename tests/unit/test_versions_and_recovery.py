@@ -108,7 +108,8 @@ def test_an_unreadable_newer_version_deletes_what_the_previous_one_reserved(hub:
     hub.intake.handle(declaration_xml(version=1), at(0))
     assert REF.encode() in hub.open_cases
     refused = hub.intake.handle(unreadable(2), at(1))
-    assert hub.decisions(refused) == [(REF, 2, Outcome.REFUSE)]
+    # Version 1, superseded undecided, gets its own REFUSE first (review stop 40, W4).
+    assert hub.decisions(refused) == [(REF, 1, Outcome.REFUSE), (REF, 2, Outcome.REFUSE)]
     assert REF.encode() not in hub.open_cases
     [delete] = requests(hub, refused)
     assert (delete.operation, delete.version) == (Operation.DELETE, 2)

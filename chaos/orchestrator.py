@@ -89,6 +89,10 @@ class Run:
     events: list[Event] = field(default_factory=list)
     submissions: list[Submission] = field(default_factory=list)
     partitions: dict[int, int] = field(default_factory=dict)
+    offsets: dict[int, int] = field(default_factory=dict)
+    # Versions a send of which was reported failed (sent again): the failed send may be in
+    # the log all the same, so where the version first arrived is not known.
+    resent: set[int] = field(default_factory=set)
     producers: dict[str, ClearanceProducer] = field(default_factory=dict)
     stories: dict[str, Story] = field(default_factory=dict)
     office_backlog: int = 0
@@ -119,11 +123,15 @@ class Run:
             self.submissions.append(sub)
         seq = sub.seq
 
-        def delivered(partition: int | None, error: str | None) -> None:
+        def delivered(partition: int | None, offset: int | None, error: str | None) -> None:
             self.in_flight.discard(seq)
             if error is None and partition is not None:
                 self.partitions[seq] = partition
-            elif attempt < 5:
+                if offset is not None:
+                    self.offsets[seq] = offset
+                return
+            self.resent.add(seq)
+            if attempt < 5:
                 self.event("note", "send_failed", reference=sub.reference, error=error)
                 self.retries.append((sub, version.data, attempt + 1))
             else:
@@ -555,7 +563,15 @@ async def execute(
         run.producers.clear()
         write_jsonl(
             out / MANIFEST,
-            [dataclasses.replace(s, partition=run.partitions.get(s.seq)) for s in run.submissions],
+            [
+                dataclasses.replace(
+                    s,
+                    partition=run.partitions.get(s.seq),
+                    offset=run.offsets.get(s.seq),
+                    resent=s.seq in run.resent,
+                )
+                for s in run.submissions
+            ],
         )
         result = await asyncio.to_thread(held_back_reader, run)
         run.event("fault", faults.CLEARANCE_HELD_BACK, ok="error" not in result, **result)

@@ -23,7 +23,7 @@ from confluent_kafka import Producer as RdProducer
 
 log = logging.getLogger("chaos.producers")
 BIG = 16 * 1024 * 1024
-Delivered = Callable[[int | None, str | None], None]  # partition, error
+Delivered = Callable[[int | None, int | None, str | None], None]  # partition, offset, error
 
 
 class ClearanceProducer(Protocol):
@@ -69,11 +69,12 @@ class AiokafkaProducer:
         def done(f: asyncio.Future[Any]) -> None:
             self._pending.discard(f)
             if f.cancelled():
-                delivered(None, "cancelled")
+                delivered(None, None, "cancelled")
             elif f.exception() is not None:
-                delivered(None, repr(f.exception()))
+                delivered(None, None, repr(f.exception()))
             else:
-                delivered(int(f.result().partition), None)
+                metadata = f.result()
+                delivered(int(metadata.partition), int(metadata.offset), None)
 
         self._pending.add(future)
         future.add_done_callback(done)
@@ -171,11 +172,11 @@ class ConfluentProducer:
 
         def report(error: KafkaError | None, message: Message) -> None:
             if error is None:
-                delivered(message.partition(), None)
+                delivered(message.partition(), message.offset(), None)
                 return
             if error.code() == KafkaError._MSG_TIMED_OUT or error.fatal():
                 self._retire(producer)
-            delivered(None, str(error))
+            delivered(None, None, str(error))
 
         while True:
             try:
@@ -184,7 +185,7 @@ class ConfluentProducer:
                 await asyncio.sleep(0.1)
             except KafkaException as err:  # a fatal error: this instance takes no more
                 self._retire(producer)
-                delivered(None, str(err))
+                delivered(None, None, str(err))
                 return
             else:
                 break

@@ -33,6 +33,7 @@ from chaos.checker.model import (
     RELEASE,
     RELEASED_AFTER_CONTROL,
     ROUTED,
+    SUPERSEDED,
     UNAVAILABLE,
     UNROUTED,
     VALID,
@@ -47,6 +48,7 @@ Key = tuple[str, int]  # (reference, version)
 LineKey = tuple[str, str, int]  # (authority, document, line)
 _ZERO = Decimal(0)
 _DEADLINE_AUTHORITIES = re.compile(r"no answer from (.+?) within")
+_SUPERSEDED_BY = re.compile(r"superseded by version (\d+) before it was decided")
 RISK_PREFIXES = ("RISK.", "SAMPLING.")
 # How far before a deadline decision an answer must have been in the log to count as
 # "beaten by the deadline" (clock resolution of the two timestamps).
@@ -125,6 +127,35 @@ class Plan:
         plan.stale = {k: s for k, s in stale_keys.items() if k not in plan.live}
         return plan
 
+    def later_versions(self, sub: Submission) -> list[Submission]:
+        """The versions of ``sub``'s reference submitted after it (not stale)."""
+        return [s for s in self.by_reference.get(sub.reference, []) if s.seq > sub.seq]
+
+    def owed_a_decision(self, sub: Submission) -> bool:
+        """Whether ``sub`` must have a decision (architecture.md section 4: exactly one per
+        version; only a version arriving after a higher one gets none).
+
+        A version sent on its own (the next one waits for its decision) arrived in order.
+        One sent right before the next (``may_be_superseded``) is owed one when the log
+        shows it first: both delivered at known offsets of one partition, neither resent
+        (a send reported failed may be in the log anyway, anywhere). Otherwise the next
+        may have overtaken it (a retry), and it may rightly have none."""
+        if not sub.may_be_superseded:
+            return True
+        later = self.later_versions(sub)
+        if not later:
+            return True
+        following = later[0]
+        return (
+            not sub.resent
+            and not following.resent
+            and sub.offset is not None
+            and following.offset is not None
+            and sub.partition is not None
+            and sub.partition == following.partition
+            and sub.offset < following.offset
+        )
+
 
 def quantities(sub: Submission) -> dict[LineKey, Decimal]:
     """What ``sub`` claims per partner document line (goods items summed)."""
@@ -189,10 +220,52 @@ class AnswerIndex:
         return [a for a in found if a.operation in operations]
 
 
-def judge(sub: Submission, decision: DecisionSeen, answers: AnswerIndex) -> Judgement:
-    """Does ``decision`` follow from the partner answers and the rules?"""
+def is_superseded(decision: DecisionSeen) -> bool:
+    """The decision of a version a higher one replaced before it was decided."""
+    return SUPERSEDED in decision.reason_codes()
+
+
+def judge_superseded(
+    sub: Submission, decision: DecisionSeen, later: Sequence[Submission]
+) -> list[str]:
+    """A SUPERSEDED decision is a REFUSE with that one reason, naming a higher version of
+    the reference that was submitted after this one, and no document result (it was not
+    decided on its documents)."""
+    where = f"{sub.reference} v{sub.version}"
+    problems = []
+    if decision.outcome != REFUSE:
+        problems.append(f"{where}: superseded, decided {decision.outcome}, expected {REFUSE}")
+    if decision.reason_codes() != {SUPERSEDED}:
+        problems.append(f"{where}: superseded, yet reasons {sorted(decision.reason_codes())}")
+    if decision.documents:
+        problems.append(f"{where}: superseded, yet {len(decision.documents)} document results")
+    named = {
+        int(match.group(1))
+        for code, text in decision.reasons
+        if code == SUPERSEDED and (match := _SUPERSEDED_BY.search(text))
+    }
+    submitted = {s.version for s in later if s.version > sub.version}
+    if not named or not named <= submitted:
+        problems.append(
+            f"{where}: superseded by version {sorted(named) or '?'}, versions submitted after "
+            f"it: {sorted(submitted) or 'none'}"
+        )
+    return problems
+
+
+def judge(
+    sub: Submission,
+    decision: DecisionSeen,
+    answers: AnswerIndex,
+    later: Sequence[Submission] = (),
+) -> Judgement:
+    """Does ``decision`` follow from the partner answers and the rules? ``later``: the
+    versions of the reference submitted after ``sub`` (what may have superseded it)."""
     judgement = Judgement()
     where = f"{sub.reference} v{sub.version}"
+    if is_superseded(decision):
+        judgement.problems += judge_superseded(sub, decision, later)
+        return judgement
     if sub.unreadable or sub.oversized:
         if decision.outcome != REFUSE:
             what = "unreadable" if sub.unreadable else "oversized"
@@ -307,12 +380,16 @@ class Lifecycle:
 
     def apply(self, sub: Submission, decision: DecisionSeen | None) -> None:
         claimed = quantities(sub)
+        if (decision is None and sub.may_be_superseded) or (
+            decision is not None and is_superseded(decision)
+        ):
+            # Superseded (refused as such, or overtaken): nothing is deleted for it, the
+            # next version restates these lines (its reservation may have landed or not).
+            for key, q in claimed.items():
+                p = self.positions[key]
+                p.reserved_lo, p.reserved_hi = _ZERO, max(p.reserved_hi, q)
+            return
         if decision is None:
-            if sub.may_be_superseded:
-                for key, q in claimed.items():  # the next version restates these lines
-                    p = self.positions[key]
-                    p.reserved_lo, p.reserved_hi = _ZERO, max(p.reserved_hi, q)
-                return
             self.determined = False  # a lost decision: anything between nothing and all
             for key, q in claimed.items():
                 p = self.positions[key]
@@ -711,11 +788,12 @@ def check(
             )
         )
 
-    # Exactly one decision per live version.
+    # Exactly one decision per version that arrived in order (architecture.md section 4):
+    # one superseded before its decision is owed its REFUSE (SUPERSEDED) too.
     lost = [
         sub
         for key, sub in plan.live.items()
-        if not decisions.get(key) and not sub.may_be_superseded
+        if not decisions.get(key) and plan.owed_a_decision(sub)
     ]
     lost_by_client = Counter(sub.client for sub in lost)
     sent_by_client = Counter(sub.client for sub in plan.live.values())
@@ -737,14 +815,27 @@ def check(
             ),
         )
     )
-    superseded_undecided = [
-        s for key, s in plan.live.items() if s.may_be_superseded and not decisions.get(key)
+    overtaken_undecided = [
+        s for key, s in plan.live.items() if not decisions.get(key) and not plan.owed_a_decision(s)
     ]
     rows.append(
         Row(
-            "versions superseded in flight, left undecided (allowed)",
+            "versions perhaps overtaken by the next (a send retried), left undecided (allowed)",
             None,
-            str(len(superseded_undecided)),
+            str(len(overtaken_undecided)),
+            _sample(f"{s.reference} v{s.version} ({s.client})" for s in overtaken_undecided),
+        )
+    )
+    superseded_refused = [
+        d
+        for d in observations.decisions
+        if (d.reference, d.version) in plan.live and is_superseded(d)
+    ]
+    rows.append(
+        Row(
+            "versions superseded before their decision, refused as such",
+            None,
+            str(len(superseded_refused)),
         )
     )
     duplicates = {key: len(found) for key, found in decisions.items() if len(found) > 1}
@@ -832,7 +923,7 @@ def check(
             continue
         for decision in found:
             judged += 1
-            verdict = judge(sub, decision, answers)
+            verdict = judge(sub, decision, answers, plan.later_versions(sub))
             problems += verdict.problems
             beaten += sorted(set(verdict.beaten_by_deadline))
     rows.append(
@@ -1016,6 +1107,8 @@ def check(
         "decisions": len(observations.decisions),
         "outcomes": dict(Counter(d.outcome for d in observations.decisions)),
         "lost": len(lost),
+        "superseded_refused": len(superseded_refused),
+        "overtaken_undecided": len(overtaken_undecided),
         "lost_by_client": dict(lost_by_client),
         "duplicates": len(duplicates),
         "stale_decided": len(stale_decided),

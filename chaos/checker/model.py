@@ -37,6 +37,9 @@ REFUSALS = frozenset(
     {"NOT_FOUND", "INVALID_STATUS", "ALREADY_USED", "QUANTITY_INSUFFICIENT", "MISMATCH"}
 )
 DEGRADED = frozenset({UNAVAILABLE, UNROUTED})
+# The reason of the REFUSE a version gets when a higher version replaced it before it was
+# decided (the hub's docs/decisions.md, "A version superseded before its decision").
+SUPERSEDED = "SUPERSEDED"
 
 # How a quoted document is handled: sent to an authority, a declared exemption (a "Y"
 # code), or a code no authority is configured for.
@@ -77,12 +80,17 @@ class Submission:
     oversized: bool = False  # above the intake limit (sent compressed)
     large: bool = False  # >= 100 kB, valid
     size: int = 0
-    # Sent right behind a previous version: a newer version may supersede this one
-    # before it is decided, so it may get no decision (never two).
+    # Sent right before the next version: the next one may supersede it before it is
+    # decided (then its decision is a REFUSE, SUPERSEDED), or overtake it in the log when
+    # a send of it failed and was retried (then it is stale and gets none).
     may_be_superseded: bool = False
     story: str = ""
     submitted_at: float = 0.0
     partition: int | None = None  # where the broker put it (from the delivery report)
+    offset: int | None = None  # at which offset (from the same report)
+    # A send of it was reported failed and it was sent again: the failed one may be in
+    # the log too, at an offset nobody reported.
+    resent: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -75,7 +75,7 @@ async def _send(producer: ConfluentProducer, topic: str) -> tuple[int | None, st
         asyncio.get_running_loop().create_future()
     )
 
-    def delivered(partition: int | None, error: str | None) -> None:
+    def delivered(partition: int | None, offset: int | None, error: str | None) -> None:
         if not outcome.done():
             outcome.set_result((partition, error))
 

@@ -259,7 +259,27 @@ class AdapterSettings(BaseModel):
     partner_url: str = Field(
         "http://127.0.0.1:8701", description="Base URL of the partner administration's API."
     )
-    partner_timeout_s: float = Field(5.0, description="Deadline of one partner HTTP call.")
+    partner_timeout_s: float = Field(
+        5.0,
+        description="Deadline of one partner HTTP call, counted from when it goes out (the "
+        "partner's time; its wait for a turn is partner_queue_wait_s).",
+    )
+    partner_connections: PositiveInt = Field(
+        64, description="Partner calls out at once (the adapter's connections to its partner)."
+    )
+    partner_calls_per_request: PositiveInt = Field(
+        48,
+        description="Of those, how many one request may have out at once (never more than "
+        "partner_connections): a declaration with thousands of documents leaves the rest to "
+        "the others, whose calls go in between its own in turn (adapters/base/call_turns.py).",
+    )
+    partner_queue_wait_s: PositiveFloat = Field(
+        20.0,
+        description="How long, counted from a request's start, its calls may wait inside the "
+        "adapter for their turn at the partner connections. A call whose turn has not come "
+        "by then is not sent: its document is answered UNAVAILABLE 'not sent: ...'. Keep it "
+        "and partner_timeout_s inside the hub's request deadline (30 s).",
+    )
     retry_attempts: PositiveInt = Field(
         3, description="Attempts per partner call (exponential backoff with full jitter)."
     )

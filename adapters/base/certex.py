@@ -10,6 +10,14 @@ document, one key per call): a retried or replayed call is applied once, and an 
 older than the newest version the partner has seen is refused ``STALE_VERSION``. It also
 carries the declaration version's trace (W3C ``traceparent``, gun_contract/trace.py) when the
 adapter handles one.
+
+Each call waits for its turn at the partner connections (:mod:`adapters.base.call_turns`:
+``adapter.partner_connections``, at most ``adapter.partner_calls_per_request`` of one
+request's, the others' calls in between), and only then goes out: its deadline
+(``adapter.partner_timeout_s``) is the partner's time. A call whose turn has not come
+``adapter.partner_queue_wait_s`` after its request began is not sent (:class:`CallNotSent`):
+UNAVAILABLE, saying so, with no failure counted against the partner and nothing it may
+still apply (review stop 40, W2).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from adapters.base.call_turns import CallTurns, NoTurnInTime, RequestTurns
 from adapters.base.keys_in_flight import KeysInFlight
 from adapters.base.resilience import Backoff, CircuitBreaker, retry_after_s
 from gun_contract.health import CircuitStatus
@@ -124,6 +133,12 @@ class PartnerUnavailable(Exception):
     """The partner did not give a usable answer (down, slow, erroring, or nonsense)."""
 
 
+class CallNotSent(PartnerUnavailable):
+    """The call never went out: its turn at the partner connections did not come before its
+    request's deadline (``adapter.partner_queue_wait_s``). Nothing is said of the partner:
+    no failure is counted against it, and it has nothing of the call to apply."""
+
+
 # Every legitimate answer is under 1 KiB; a longer one is a misbehaving partner or proxy (a
 # debug dump, a looping gateway). Read whole, a 150 MB answer was believed, and 64
 # concurrent ones could get the adapter OOM-killed into a crash loop (stop 37, J4).
@@ -193,7 +208,12 @@ class CertexHttpPartner:
 
     def __init__(self, settings: AdapterSettings) -> None:
         self._base = settings.partner_url.rstrip("/")
+        # Counted once the call has its turn (below): the partner's time, not the wait
+        # for a connection (review stop 40, W2).
         self._timeout = aiohttp.ClientTimeout(total=settings.partner_timeout_s)
+        self._connections = settings.partner_connections
+        self._turns = CallTurns(settings.partner_connections, settings.partner_calls_per_request)
+        self._queue_wait_s = settings.partner_queue_wait_s
         self._attempts = settings.retry_attempts
         self._session: aiohttp.ClientSession | None = None
         self._redirects_logged: set[str] = set()
@@ -219,7 +239,9 @@ class CertexHttpPartner:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=64),
+                # As many as calls may have their turn at once: a call with its turn
+                # finds a connection free, so its deadline counts no wait in the pool.
+                connector=aiohttp.TCPConnector(limit=self._connections),
                 raise_for_status=False,
             )
         return self._session
@@ -234,17 +256,34 @@ class CertexHttpPartner:
         for item in request.items:
             for document in item.documents:
                 by_document[(document.code, document.reference)].append(_Quoted(item, document))
+        # One call per document, each waiting for its turn (call_turns.py): a request of
+        # thousands of documents holds a share of the connections, the others' calls go
+        # in between (review stop 40, W2).
+        turns = self._turns.request(self._queue_wait_s)
         results = await asyncio.gather(
-            *(self._answer_document(request, quoted) for quoted in by_document.values())
+            *(self._answer_document(request, quoted, turns) for quoted in by_document.values())
         )
+        if turns.not_sent:
+            log.warning(
+                "%d call(s) of %s of %s version %d (of %d documents) not sent: their turn at "
+                "the partner connections did not come within %g s (adapter."
+                "partner_queue_wait_s); answered UNAVAILABLE. The adapter has more calls than "
+                "partner_connections carry in that time at the partner's pace",
+                turns.not_sent,
+                request.operation.value,
+                request.reference,
+                request.version,
+                len(by_document),
+                self._queue_wait_s,
+            )
         return tuple(answer for answers in results for answer in answers)
 
     async def _answer_document(
-        self, request: AuthorityRequest, quoted: list[_Quoted]
+        self, request: AuthorityRequest, quoted: list[_Quoted], turns: RequestTurns
     ) -> list[DocumentAnswer]:
         document = quoted[0].document
         try:
-            verdict, code, detail = await self._ask(request, quoted)
+            verdict, code, detail = await self._ask(request, quoted, turns)
         except PartnerUnavailable as err:
             verdict, code, detail = Verdict.UNAVAILABLE, None, str(err)
         except Exception as err:  # noqa: BLE001 - logged by kind and place, not text (C2)
@@ -274,7 +313,7 @@ class CertexHttpPartner:
         ]
 
     async def _ask(
-        self, request: AuthorityRequest, quoted: list[_Quoted]
+        self, request: AuthorityRequest, quoted: list[_Quoted], turns: RequestTurns
     ) -> tuple[Verdict, str | None, str | None]:
         document = quoted[0].document
         # References may hold "/" (the contract allows it): each is one path segment.
@@ -313,7 +352,7 @@ class CertexHttpPartner:
         if trace_id is not None:
             # The declaration version's trace, for the partner's own logs (W3C format).
             headers[TRACEPARENT] = traceparent(trace_id)
-        status, payload = await self._call(method, url, body, headers)
+        status, payload = await self._call(method, url, body, headers, turns)
         if status == HTTP_CONFLICT and self._still_processing(request, key):
             # A repeat of a key the partner is still processing (IETF idempotency-key
             # draft), not a rejection: queued and replayed, the replay gets its answer.
@@ -380,12 +419,19 @@ class CertexHttpPartner:
             self._keys_in_flight.sent_earlier(key)
 
     async def _call(
-        self, method: str, url: str, body: dict[str, Any], headers: dict[str, str]
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        turns: RequestTurns,
     ) -> tuple[int, dict[str, Any]]:
         """One idempotent call, retried with exponential backoff and full jitter.
 
         Every attempt carries the same idempotency key, so the partner applies the call
-        once even when an earlier attempt went through and only its answer was lost.
+        once even when an earlier attempt went through and only its answer was lost. Each
+        attempt waits for its turn at the partner connections first (``turns``); its
+        deadline counts from when it goes out.
         """
         last_error = "no attempt made"
         for attempt in range(self._attempts):
@@ -397,62 +443,86 @@ class CertexHttpPartner:
                 delay = max(delay, paused_s)
             if delay > 0:
                 await asyncio.sleep(delay)
-            if not self.circuit.allow():
-                raise PartnerUnavailable(self._not_calling(last_error))
-            self._keys_in_flight.sending(headers[IDEMPOTENCY_HEADER])
             try:
-                # Never followed: a redirect sent the body, the key, the trace and a
-                # licence reference to another origin, and turned a POST into a GET (J5).
-                async with self._client().request(
-                    method, url, json=body, headers=headers, allow_redirects=False
-                ) as response:
-                    if response.status >= 500 or response.status in _THROTTLED:
-                        last_error = f"partner answered HTTP {response.status}"
-                        if response.status == HTTP_TOO_MANY_REQUESTS:
-                            # Not taken: a 409 to the retry is no earlier attempt still
-                            # running (a 503 may hide one, behind a proxy; review G4).
-                            self._keys_in_flight.turned_away(headers[IDEMPOTENCY_HEADER])
-                        elif response.status in _GATEWAY_GAVE_UP:
-                            # A gateway's "no answer in time": the call may have reached
-                            # the partner, which goes on with it, as after a timeout
-                            # (review stop 39-SF, SF3).
-                            self._keys_in_flight.unanswered(headers[IDEMPOTENCY_HEADER])
-                        self.circuit.record_failure()
-                        self._pause_if_asked(response)
-                        continue
-                    self._refuse_a_redirect(response)
-                    payload = await _read_json(response)
-            except PartnerUnavailable:
-                self.circuit.record_failure()  # an answer unusable as sent: a failure
-                raise
-            except aiohttp.ClientConnectorError as err:
-                # No connection: the attempt never reached the partner, so it is no call
-                # the partner may be applying (a reservation is not kept for it, P1).
-                last_error = f"partner unreachable: {type(err).__name__}"
-                self.circuit.record_failure()
+                async with turns.turn():
+                    if not self.circuit.allow():
+                        raise PartnerUnavailable(self._not_calling(last_error))
+                    answered = await self._attempt(method, url, body, headers)
+            except NoTurnInTime:
+                raise CallNotSent(self._not_sent(attempt, last_error)) from None
+            if isinstance(answered, str):
+                last_error = answered
                 continue
-            except (TimeoutError, aiohttp.ClientError) as err:
-                last_error = f"partner unreachable: {type(err).__name__}"
-                # Sent, and no answer: the partner may be applying it (P1).
-                self._keys_in_flight.unanswered(headers[IDEMPOTENCY_HEADER])
-                self.circuit.record_failure()
-                continue
-            except BaseException:
-                # Cancelled (the adapter stops, an outer deadline) or a bug: no verdict on
-                # the partner, but the call must not keep the circuit's trial slot.
-                self.circuit.release()
-                raise
-            if not isinstance(payload, dict):
-                self.circuit.record_failure()
-                raise PartnerUnavailable("partner answer is not a JSON object")
-            if _outage_answer(response.status, payload):
-                # Expired credentials or a wrong URL answer every call so: the circuit
-                # opens and the heartbeat says so, not "closed" (stop 37, J6).
-                self.circuit.record_failure()
-            else:
-                self.circuit.record_success()
-            return response.status, payload
+            return answered
         raise PartnerUnavailable(last_error)
+
+    def _not_sent(self, attempt: int, last_error: str) -> str:
+        """Why a call (``attempt`` 0) or a retry did not go out."""
+        why = (
+            "its turn at the partner connections did not come within adapter."
+            f"partner_queue_wait_s ({self._queue_wait_s:g} s) of the request's start: the "
+            "adapter was busy with other calls"
+        )
+        if attempt == 0:
+            return f"not sent: {why}; the partner was not asked"
+        return f"{last_error}; retry not sent: {why}"
+
+    async def _attempt(
+        self, method: str, url: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any]] | str:
+        """One attempt of a call the circuit allowed: the partner's status and answer, or
+        why it is to be tried again."""
+        key = headers[IDEMPOTENCY_HEADER]
+        self._keys_in_flight.sending(key)
+        try:
+            # Never followed: a redirect sent the body, the key, the trace and a
+            # licence reference to another origin, and turned a POST into a GET (J5).
+            async with self._client().request(
+                method, url, json=body, headers=headers, allow_redirects=False
+            ) as response:
+                if response.status >= 500 or response.status in _THROTTLED:
+                    if response.status == HTTP_TOO_MANY_REQUESTS:
+                        # Not taken: a 409 to the retry is no earlier attempt still
+                        # running (a 503 may hide one, behind a proxy; review G4).
+                        self._keys_in_flight.turned_away(key)
+                    elif response.status in _GATEWAY_GAVE_UP:
+                        # A gateway's "no answer in time": the call may have reached
+                        # the partner, which goes on with it, as after a timeout
+                        # (review stop 39-SF, SF3).
+                        self._keys_in_flight.unanswered(key)
+                    self.circuit.record_failure()
+                    self._pause_if_asked(response)
+                    return f"partner answered HTTP {response.status}"
+                self._refuse_a_redirect(response)
+                payload = await _read_json(response)
+        except PartnerUnavailable:
+            self.circuit.record_failure()  # an answer unusable as sent: a failure
+            raise
+        except aiohttp.ClientConnectorError as err:
+            # No connection: the attempt never reached the partner, so it is no call
+            # the partner may be applying (a reservation is not kept for it, P1).
+            self.circuit.record_failure()
+            return f"partner unreachable: {type(err).__name__}"
+        except (TimeoutError, aiohttp.ClientError) as err:
+            # Sent, and no answer: the partner may be applying it (P1).
+            self._keys_in_flight.unanswered(key)
+            self.circuit.record_failure()
+            return f"partner unreachable: {type(err).__name__}"
+        except BaseException:
+            # Cancelled (the adapter stops, an outer deadline) or a bug: no verdict on
+            # the partner, but the call must not keep the circuit's trial slot.
+            self.circuit.release()
+            raise
+        if not isinstance(payload, dict):
+            self.circuit.record_failure()
+            raise PartnerUnavailable("partner answer is not a JSON object")
+        if _outage_answer(response.status, payload):
+            # Expired credentials or a wrong URL answer every call so: the circuit
+            # opens and the heartbeat says so, not "closed" (stop 37, J6).
+            self.circuit.record_failure()
+        else:
+            self.circuit.record_success()
+        return response.status, payload
 
     def _not_calling(self, last_error: str) -> str:
         paused_s = self.circuit.paused_for_s()

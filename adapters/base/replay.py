@@ -8,6 +8,11 @@ declaration's position, and judges its version, per document):
 * a new request first replays what its declaration has queued; a write-off, deletion or
   give-back that would overtake a queued one still failing on one of its documents is
   queued behind it instead (answered UNAVAILABLE), never sent out of order;
+* an operation asked again (a replay) asks the partner only about the documents its last
+  attempt in this process left unanswered (UNAVAILABLE); those answered for good keep
+  their answer, as the partner's per-document idempotency keys would give it again (review
+  stop 40, W2: a reservation of 5,994 documents was re-sent whole every round). After a
+  restart, or taken over from another replica, every document is asked;
 * a replay round walks every declaration's queue concurrently; an operation still
   meeting an UNAVAILABLE partner holds back what follows on its documents, and blocks
   nothing else; any definitive answer (a refusal too) ends the operation, which is
@@ -44,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Set
 from contextlib import asynccontextmanager
 
 from adapters.base.pending import PendingOperations, operation_key
@@ -153,6 +158,28 @@ def _documents(request: AuthorityRequest) -> frozenset[str]:
     return frozenset(d.reference for item in request.items for d in item.documents)
 
 
+def without_documents(
+    request: AuthorityRequest, answered: Set[tuple[str, str]]
+) -> AuthorityRequest | None:
+    """``request`` less the documents (code, reference) in ``answered``, every goods item
+    quoting the others kept (a document's call restates its lines of every item, so its
+    body, and its idempotency key, are those of the first attempt); None: nothing left."""
+    if not answered:
+        return request
+    items = tuple(
+        item.model_copy(
+            update={
+                "documents": tuple(
+                    d for d in item.documents if (d.code, d.reference) not in answered
+                )
+            }
+        )
+        for item in request.items
+    )
+    left = tuple(item for item in items if item.documents)
+    return request.model_copy(update={"items": left}) if left else None
+
+
 def supersedes(newer: AuthorityRequest, older: AuthorityRequest) -> bool:
     """Whether ``newer``, once applied, makes the queued ``older`` pointless and harmful
     after it: ``older`` is a deletion (it only drops a reservation) or a reservation the
@@ -246,6 +273,14 @@ class Replayer:
         # way is (a revocation's commit is made meanwhile, or the replica stops and cuts
         # the call: the partner may be applying it).
         self._follow_ups_unsettled: dict[str, AuthorityRequest] = {}
+        # Per queued operation (its operation key) that the partner answered in part: the
+        # request and the answers of its documents answered for good (not UNAVAILABLE) by
+        # its last attempt in this process. A replay asks the rest only: the partner's
+        # idempotency keys are per document, so a document's answer does not change, and
+        # a reservation of 5,994 documents was re-sent whole every round for the few
+        # still unanswered (review stop 40, W2). Not known (after a restart, or taken
+        # over from another replica): every document is asked.
+        self._answered_before: dict[str, tuple[AuthorityRequest, tuple[DocumentAnswer, ...]]] = {}
 
     async def ask(
         self,
@@ -298,9 +333,12 @@ class Replayer:
             # G7: one deletion the partner kept failing held every later version of its
             # declaration in degraded mode.
             answers = await self._partner.answer(request)
+            # Sent whole: what an earlier attempt answered is superseded by this one's.
+            self._answered_before.pop(operation_key(request), None)
             if unavailable(answers) and request.operation in REPLAYED_OPERATIONS:
                 self._pending.add(request, partition, offset, logged_at)
                 self._follow_up_failed(request)
+                self._answered_for_good(request, answers)
                 return answers
             if self._unsettled(request, answers):
                 # The partner may still apply it (review stop 39, P1): kept, asked again,
@@ -309,6 +347,7 @@ class Replayer:
                 # not wait for it, its deletion does.
                 self._pending.add(request, partition, offset, logged_at)
                 self._still_unsettled_on(request, answers)
+                self._answered_for_good(request, answers)
                 log.info(
                     "%s may still be applied by the partner: queued, asked again until "
                     "answered, its documents' later operations behind it",
@@ -350,8 +389,10 @@ class Replayer:
         async with self._locks.hold(request.reference):
             self._partner.sent_before(request)
             # What this process knew of its documents, from before it lost the partition,
-            # is not trusted: all of them are held back (the safe side, SF4).
+            # is not trusted: all of them are held back (the safe side, SF4), and all of
+            # them are asked again.
             self._unsettled_documents.pop(operation_key(request), None)
+            self._answered_before.pop(operation_key(request), None)
             self._pending.add(request, partition, offset, logged_at)
 
     async def _replayed_before(self, reference: str) -> _Waiting:
@@ -407,6 +448,10 @@ class Replayer:
         on a revoke), and say once each operation failing longer than STUCK_AFTER_S."""
         self._failing = {k: v for k, v in self._failing.items() if k in self._failed_this_round}
         self._said_stuck &= self._failing.keys()
+        # Answers kept for operations no longer queued here (forgotten on a revocation).
+        self._answered_before = {
+            k: v for k, v in self._answered_before.items() if self._pending.holds(v[0])
+        }
         now = self._clock()
         stuck = {
             key: value
@@ -438,6 +483,7 @@ class Replayer:
         self._failing.pop(operation_key(request), None)
         self._unsettled_documents.pop(operation_key(request), None)
         self._follow_ups_unsettled.pop(operation_key(request), None)
+        self._answered_before.pop(operation_key(request), None)
 
     def _follow_up_failed(self, request: AuthorityRequest) -> None:
         """``request``, a queued follow-up, was just answered UNAVAILABLE: named in the
@@ -451,6 +497,34 @@ class Replayer:
         """The queued follow-ups the partner may still be applying (a commit names those
         still queued: :meth:`PendingOperations.offsets_of`)."""
         return list(self._follow_ups_unsettled.values())
+
+    def _answered_for_good(
+        self, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]
+    ) -> None:
+        """``request``, queued, was just answered ``answers``: keep those of the documents
+        the partner answered for good, so that a replay does not ask them again."""
+        failing = {(a.code, a.reference) for a in answers if a.verdict is Verdict.UNAVAILABLE}
+        kept = tuple(a for a in answers if (a.code, a.reference) not in failing)
+        if kept:
+            self._answered_before[operation_key(request)] = (request, kept)
+        else:
+            self._answered_before.pop(operation_key(request), None)
+
+    async def _asked_again(
+        self, request: AuthorityRequest, *, settling: bool
+    ) -> tuple[DocumentAnswer, ...]:
+        """The answers of a queued operation asked again: the documents the partner
+        answered for good in an earlier attempt are not sent again (their answers are
+        kept), the others are. ``settling``: a reservation the partner may still apply."""
+        _, answered = self._answered_before.get(operation_key(request), (request, ()))
+        rest = without_documents(request, {(a.code, a.reference) for a in answered})
+        if rest is None:
+            return answered
+        if settling:
+            # Sent before, maybe by an earlier process: a 409 is "still at it". Only what
+            # is sent again: a key answered for good and not sent stays settled.
+            self._partner.sent_before(rest)
+        return answered + await self._partner.answer(rest)
 
     def _still_unsettled_on(
         self, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]
@@ -494,18 +568,16 @@ class Replayer:
             # lines of a replay are followed like those of the first attempt.
             with tracing(trace_id_for(request.reference, request.version)):
                 settling = request.operation is Operation.RESERVE
-                if settling:
-                    # Sent before, maybe by an earlier process: a 409 is "still at it".
-                    self._partner.sent_before(request)
-                else:
+                if not settling:
                     # Under way: named until an answer says what became of it.
                     self._follow_ups_unsettled[operation_key(request)] = request
-                answers = await self._partner.answer(request)
+                answers = await self._asked_again(request, settling=settling)
                 if unavailable(answers) and (not settling or self._unsettled(request, answers)):
                     if settling:
                         self._still_unsettled_on(request, answers)
                     else:
                         self._follow_up_failed(request)
+                    self._answered_for_good(request, answers)
                     self._failed(request)
                     waiting.append((request, partition))
                     continue

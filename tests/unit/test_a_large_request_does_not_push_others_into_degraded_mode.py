@@ -1,0 +1,222 @@
+"""One declaration the contract allows may quote thousands of distinct documents, one partner
+call each. With a healthy partner every document is answered as the partner says, and the
+other declarations asked meanwhile are answered as quickly as usual: a call's deadline is
+the partner's time, not its wait for a free connection inside the adapter, and no request
+holds more than its share of the connections, so the others' calls go in between.
+
+Found by review, stop 40 (W2): 5,994 documents fired at once through 64 connections, each
+with a 5 s deadline that counted the wait for a connection. At 100 ms a call, 4,393 of them
+came back UNAVAILABLE, the circuit opened, every other trader's declaration lodged in the
+next 5 s got UNAVAILABLE (CONTROL_DOCUMENTARY, degraded mode), and the reservation was then
+replayed whole, again and again (7,089 calls for 5,994 documents; 28,959 at 0 ms)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from adapters.base.pending import PendingOperations
+from gun_contract.model.declaration import Direction, Stage
+from gun_contract.model.exchange import (
+    AuthorityRequest,
+    Operation,
+    RequestedDocument,
+    RequestedItem,
+    request_id_for,
+)
+from gun_contract.model.verdicts import Verdict
+from tests.adapter_fixtures import Published, partner_request, replayer_publishing_to
+from tests.partner_fixtures import RunningPartner, partner_client, running_partner, set_faults
+
+VALID_DOC = "CHEDP.FR.2026.0001234"
+LARGE_DOCUMENTS = 2000
+LATENCY_MS = 100
+# The partner answers each call in 0.1 s; 2,000 calls through 64 connections take about
+# 3 s, so with the wait for a connection counted in a 1 s deadline most of them would
+# time out.
+PARTNER_TIMEOUT_S = 1.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def many_documents(reference: str, documents: int, operation: Operation) -> AuthorityRequest:
+    """A reservation quoting ``documents`` distinct CHED-P (unknown to the partner: each
+    answered NOT_FOUND, a definitive answer), six to a goods item as in the review."""
+    items = tuple(
+        RequestedItem(
+            number=number,
+            commodity_code="0302130000",
+            documents=tuple(
+                RequestedDocument(
+                    code="N853",
+                    reference=f"CHEDP.FR.2027.{n:07d}",
+                    line=1,
+                    quantity=Decimal(1),
+                    unit="KGM",
+                )
+                for n in range((number - 1) * 6, min(number * 6, documents))
+            ),
+        )
+        for number in range(1, (documents + 5) // 6 + 1)
+    )
+    return AuthorityRequest(
+        request_id=request_id_for(reference, 1, "dgal", operation),
+        authority="dgal",
+        operation=operation,
+        reference=reference,
+        version=1,
+        stage=Stage.LODGED,
+        direction=Direction.IMPORT,
+        procedure="4000",
+        declarant_eori="FR12345678901234",
+        country_of_destination="FR",
+        items=items,
+        sent_at=datetime.now(UTC),
+    )
+
+
+class CallsSeen:
+    """The partner's calls, counted per idempotency key, and an event set once ``after``
+    calls of a request id arrived."""
+
+    def __init__(self, request_id: str, after: int) -> None:
+        self.per_key: Counter[str] = Counter()
+        self._request_id = request_id
+        self._after = after
+        self.under_way = asyncio.Event()
+
+    @web.middleware
+    async def count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = request.headers.get("Idempotency-Key")
+        if key is not None:
+            self.per_key[key] += 1
+            mine = sum(n for k, n in self.per_key.items() if k.startswith(self._request_id))
+            if mine >= self._after:
+                self.under_way.set()
+        return await handler(request)
+
+
+LARGE = many_documents("26FRWB0000000001", LARGE_DOCUMENTS, Operation.RESERVE)
+
+
+@pytest.fixture
+async def calls() -> CallsSeen:
+    return CallsSeen(LARGE.request_id, after=200)
+
+
+@pytest.fixture
+async def partner(samples: Path, tmp_path: Path, calls: CallsSeen) -> AsyncIterator[RunningPartner]:
+    async with running_partner(
+        samples / "partners" / "dgal-documents.json", tmp_path / "ledger.db", [calls.count]
+    ) as running:
+        await set_faults(running.url, latency_ms=LATENCY_MS)
+        yield running
+
+
+async def test_small_requests_asked_during_a_large_one_are_answered_valid(
+    partner: RunningPartner, calls: CallsSeen
+) -> None:
+    client = partner_client(partner.url, partner_timeout_s=PARTNER_TIMEOUT_S)
+    small = [
+        partner_request(Operation.RESERVE, reference=f"26FRWV00000000{n:02d}", quantity="1")
+        for n in range(1, 21)
+    ]
+    try:
+        large = asyncio.create_task(client.answer(LARGE))
+        # Lodged while the large one is being checked: its calls are under way.
+        await asyncio.wait_for(calls.under_way.wait(), 30)
+        small_answers = await asyncio.gather(*(client.answer(r) for r in small))
+        large_answers = await large
+    finally:
+        await client.close()
+    assert [[a.verdict for a in answers] for answers in small_answers] == [[Verdict.VALID]] * 20
+    verdicts = Counter(a.verdict for a in large_answers)
+    assert verdicts == Counter({Verdict.NOT_FOUND: LARGE_DOCUMENTS}), verdicts
+    assert client.circuit_state.value == "closed"
+
+
+async def test_a_healthy_partner_gets_one_call_per_document(
+    partner: RunningPartner, calls: CallsSeen
+) -> None:
+    """No more than one call per distinct document (a document quoted by several goods
+    items is one call) when the partner answers every one in time."""
+    client = partner_client(partner.url, partner_timeout_s=PARTNER_TIMEOUT_S)
+    try:
+        answers = await client.answer(LARGE)
+    finally:
+        await client.close()
+    assert len(answers) == LARGE_DOCUMENTS
+    mine = {k: n for k, n in calls.per_key.items() if k.startswith(LARGE.request_id)}
+    assert len(mine) == LARGE_DOCUMENTS
+    assert set(mine.values()) == {1}
+
+
+async def test_a_call_whose_turn_does_not_come_in_time_is_not_sent_and_says_so(
+    partner: RunningPartner, calls: CallsSeen
+) -> None:
+    """One connection, a partner at 0.1 s a call, and a request may wait 0.25 s in all:
+    the first calls go out, the rest are not sent. They are answered UNAVAILABLE naming
+    the setting, they are not calls the partner may still apply, and they do not count
+    against the partner (its circuit stays closed)."""
+    client = partner_client(
+        partner.url,
+        partner_timeout_s=PARTNER_TIMEOUT_S,
+        partner_connections=1,
+        partner_queue_wait_s=0.25,
+        circuit_failure_threshold=1,
+    )
+    request = many_documents("26FRWQ0000000001", 12, Operation.RESERVE)
+    try:
+        answers = await client.answer(request)
+        unsettled = client.may_still_apply(request)
+    finally:
+        await client.close()
+    sent = sum(n for k, n in calls.per_key.items() if k.startswith(request.request_id))
+    not_sent = [a for a in answers if a.verdict is Verdict.UNAVAILABLE]
+    assert 1 <= sent < 12
+    assert len(not_sent) == 12 - sent
+    assert {a.verdict for a in answers} == {Verdict.NOT_FOUND, Verdict.UNAVAILABLE}
+    for answer in not_sent:
+        assert answer.detail is not None
+        assert answer.detail.startswith("not sent: ")
+        assert "partner_queue_wait_s" in answer.detail
+    assert not unsettled
+    assert client.circuit_state.value == "closed"
+
+
+async def test_a_queued_reservation_is_asked_again_for_its_unanswered_documents_only(
+    partner: RunningPartner, calls: CallsSeen, tmp_path: Path
+) -> None:
+    """The partner applies 3 of a reservation's 30 calls but their answers are lost (the
+    adapter times out, one attempt each): the reservation is queued, the partner may still
+    apply it. The replay round asks those 3 again, not the 27 answered ones."""
+    await set_faults(partner.url, latency_ms=0, lose_next=3, hang_s=1.5)
+    client = partner_client(partner.url, partner_timeout_s=0.3, retry_attempts=1)
+    pending = PendingOperations(tmp_path / "pending.sqlite")
+    published: Published = []
+    replayer = replayer_publishing_to(pending, client, published)
+    request = many_documents("26FRWR0000000001", 30, Operation.RESERVE)
+    try:
+        first = await replayer.ask(request, 0, 10)
+        lost = {a.reference for a in first if a.verdict is Verdict.UNAVAILABLE}
+        assert len(lost) == 3
+        assert pending.queued(request.reference) == [request]
+        await replayer.replay_all()
+        left = len(pending)
+    finally:
+        await client.close()
+        pending.close()
+    assert left == 0  # settled: answered for good
+    per_document = {
+        reference: calls.per_key[request.idempotency_key_for("N853", reference)]
+        for reference in {d.reference for i in request.items for d in i.documents}
+    }
+    assert {r: n for r, n in per_document.items() if n != 1} == dict.fromkeys(lost, 2)
+    assert published == []  # the hub decided on its UNAVAILABLE: nothing more is told

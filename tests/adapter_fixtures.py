@@ -102,6 +102,45 @@ def partner_request(
     )
 
 
+def many_documents_request(
+    reference: str, documents: int, operation: Operation = Operation.RESERVE
+) -> AuthorityRequest:
+    """A request of the hub to DGAL quoting ``documents`` distinct CHED-P, six to a goods
+    item (as in review stop 40, W2), each unknown to the sample partner: answered
+    NOT_FOUND, a definitive answer."""
+    items = tuple(
+        RequestedItem(
+            number=number,
+            commodity_code="0302130000",
+            documents=tuple(
+                RequestedDocument(
+                    code="N853",
+                    reference=f"CHEDP.FR.2027.{n:07d}",
+                    line=1,
+                    quantity=Decimal(1),
+                    unit="KGM",
+                )
+                for n in range((number - 1) * 6, min(number * 6, documents))
+            ),
+        )
+        for number in range(1, (documents + 5) // 6 + 1)
+    )
+    return AuthorityRequest(
+        request_id=request_id_for(reference, 1, "dgal", operation),
+        authority="dgal",
+        operation=operation,
+        reference=reference,
+        version=1,
+        stage=Stage.LODGED,
+        direction=Direction.IMPORT,
+        procedure="4000",
+        declarant_eori="FR12345678901234",
+        country_of_destination="FR",
+        items=items,
+        sent_at=datetime.now(UTC),
+    )
+
+
 Published = list[tuple[str, Verdict, str | None]]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -70,6 +71,30 @@ async def watched_partner(
 
     async with running_partner(documents, db, [signal]) as running:
         yield WatchedPartner(running.url, running.store, answered)
+
+
+class CallsCounted:
+    """A middleware counting the partner's calls per idempotency key; ``under_way`` is set
+    once ``after`` calls of request ``request_id`` arrived."""
+
+    def __init__(self, request_id: str, after: int) -> None:
+        self.per_key: Counter[str] = Counter()
+        self._request_id = request_id
+        self._after = after
+        self.under_way = asyncio.Event()
+
+    def of(self, request_id: str) -> dict[str, int]:
+        """The calls of ``request_id``, per key (its keys begin with it)."""
+        return {k: n for k, n in self.per_key.items() if k.startswith(f"{request_id}/")}
+
+    @web.middleware
+    async def count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = request.headers.get("Idempotency-Key")
+        if key is not None:
+            self.per_key[key] += 1
+            if sum(self.of(self._request_id).values()) >= self._after:
+                self.under_way.set()
+        return await handler(request)
 
 
 def slow_partner_client(partner: RunningPartner) -> CertexHttpPartner:

@@ -14,26 +14,29 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
-from decimal import Decimal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from adapters.base.pending import PendingOperations
-from gun_contract.model.declaration import Direction, Stage
 from gun_contract.model.exchange import (
-    AuthorityRequest,
     Operation,
-    RequestedDocument,
-    RequestedItem,
-    request_id_for,
 )
 from gun_contract.model.verdicts import Verdict
-from tests.adapter_fixtures import Published, partner_request, replayer_publishing_to
-from tests.partner_fixtures import RunningPartner, partner_client, running_partner, set_faults
+from tests.adapter_fixtures import (
+    Published,
+    many_documents_request,
+    partner_request,
+    replayer_publishing_to,
+)
+from tests.partner_fixtures import (
+    CallsCounted,
+    RunningPartner,
+    partner_client,
+    running_partner,
+    set_faults,
+)
 
 VALID_DOC = "CHEDP.FR.2026.0001234"
 LARGE_DOCUMENTS = 2000
@@ -43,76 +46,18 @@ LATENCY_MS = 100
 # time out.
 PARTNER_TIMEOUT_S = 1.0
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def many_documents(reference: str, documents: int, operation: Operation) -> AuthorityRequest:
-    """A reservation quoting ``documents`` distinct CHED-P (unknown to the partner: each
-    answered NOT_FOUND, a definitive answer), six to a goods item as in the review."""
-    items = tuple(
-        RequestedItem(
-            number=number,
-            commodity_code="0302130000",
-            documents=tuple(
-                RequestedDocument(
-                    code="N853",
-                    reference=f"CHEDP.FR.2027.{n:07d}",
-                    line=1,
-                    quantity=Decimal(1),
-                    unit="KGM",
-                )
-                for n in range((number - 1) * 6, min(number * 6, documents))
-            ),
-        )
-        for number in range(1, (documents + 5) // 6 + 1)
-    )
-    return AuthorityRequest(
-        request_id=request_id_for(reference, 1, "dgal", operation),
-        authority="dgal",
-        operation=operation,
-        reference=reference,
-        version=1,
-        stage=Stage.LODGED,
-        direction=Direction.IMPORT,
-        procedure="4000",
-        declarant_eori="FR12345678901234",
-        country_of_destination="FR",
-        items=items,
-        sent_at=datetime.now(UTC),
-    )
-
-
-class CallsSeen:
-    """The partner's calls, counted per idempotency key, and an event set once ``after``
-    calls of a request id arrived."""
-
-    def __init__(self, request_id: str, after: int) -> None:
-        self.per_key: Counter[str] = Counter()
-        self._request_id = request_id
-        self._after = after
-        self.under_way = asyncio.Event()
-
-    @web.middleware
-    async def count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        key = request.headers.get("Idempotency-Key")
-        if key is not None:
-            self.per_key[key] += 1
-            mine = sum(n for k, n in self.per_key.items() if k.startswith(self._request_id))
-            if mine >= self._after:
-                self.under_way.set()
-        return await handler(request)
-
-
-LARGE = many_documents("26FRWB0000000001", LARGE_DOCUMENTS, Operation.RESERVE)
+LARGE = many_documents_request("26FRWB0000000001", LARGE_DOCUMENTS, Operation.RESERVE)
 
 
 @pytest.fixture
-async def calls() -> CallsSeen:
-    return CallsSeen(LARGE.request_id, after=200)
+async def calls() -> CallsCounted:
+    return CallsCounted(LARGE.request_id, after=200)
 
 
 @pytest.fixture
-async def partner(samples: Path, tmp_path: Path, calls: CallsSeen) -> AsyncIterator[RunningPartner]:
+async def partner(
+    samples: Path, tmp_path: Path, calls: CallsCounted
+) -> AsyncIterator[RunningPartner]:
     async with running_partner(
         samples / "partners" / "dgal-documents.json", tmp_path / "ledger.db", [calls.count]
     ) as running:
@@ -121,7 +66,7 @@ async def partner(samples: Path, tmp_path: Path, calls: CallsSeen) -> AsyncItera
 
 
 async def test_small_requests_asked_during_a_large_one_are_answered_valid(
-    partner: RunningPartner, calls: CallsSeen
+    partner: RunningPartner, calls: CallsCounted
 ) -> None:
     client = partner_client(partner.url, partner_timeout_s=PARTNER_TIMEOUT_S)
     small = [
@@ -143,7 +88,7 @@ async def test_small_requests_asked_during_a_large_one_are_answered_valid(
 
 
 async def test_a_healthy_partner_gets_one_call_per_document(
-    partner: RunningPartner, calls: CallsSeen
+    partner: RunningPartner, calls: CallsCounted
 ) -> None:
     """No more than one call per distinct document (a document quoted by several goods
     items is one call) when the partner answers every one in time."""
@@ -153,13 +98,13 @@ async def test_a_healthy_partner_gets_one_call_per_document(
     finally:
         await client.close()
     assert len(answers) == LARGE_DOCUMENTS
-    mine = {k: n for k, n in calls.per_key.items() if k.startswith(LARGE.request_id)}
+    mine = calls.of(LARGE.request_id)
     assert len(mine) == LARGE_DOCUMENTS
     assert set(mine.values()) == {1}
 
 
 async def test_a_call_whose_turn_does_not_come_in_time_is_not_sent_and_says_so(
-    partner: RunningPartner, calls: CallsSeen
+    partner: RunningPartner, calls: CallsCounted
 ) -> None:
     """One connection, a partner at 0.1 s a call, and a request may wait 0.25 s in all:
     the first calls go out, the rest are not sent. They are answered UNAVAILABLE naming
@@ -172,13 +117,13 @@ async def test_a_call_whose_turn_does_not_come_in_time_is_not_sent_and_says_so(
         partner_queue_wait_s=0.25,
         circuit_failure_threshold=1,
     )
-    request = many_documents("26FRWQ0000000001", 12, Operation.RESERVE)
+    request = many_documents_request("26FRWQ0000000001", 12, Operation.RESERVE)
     try:
         answers = await client.answer(request)
         unsettled = client.may_still_apply(request)
     finally:
         await client.close()
-    sent = sum(n for k, n in calls.per_key.items() if k.startswith(request.request_id))
+    sent = sum(calls.of(request.request_id).values())
     not_sent = [a for a in answers if a.verdict is Verdict.UNAVAILABLE]
     assert 1 <= sent < 12
     assert len(not_sent) == 12 - sent
@@ -192,7 +137,7 @@ async def test_a_call_whose_turn_does_not_come_in_time_is_not_sent_and_says_so(
 
 
 async def test_a_queued_reservation_is_asked_again_for_its_unanswered_documents_only(
-    partner: RunningPartner, calls: CallsSeen, tmp_path: Path
+    partner: RunningPartner, calls: CallsCounted, tmp_path: Path
 ) -> None:
     """The partner applies 3 of a reservation's 30 calls but their answers are lost (the
     adapter times out, one attempt each): the reservation is queued, the partner may still
@@ -202,7 +147,7 @@ async def test_a_queued_reservation_is_asked_again_for_its_unanswered_documents_
     pending = PendingOperations(tmp_path / "pending.sqlite")
     published: Published = []
     replayer = replayer_publishing_to(pending, client, published)
-    request = many_documents("26FRWR0000000001", 30, Operation.RESERVE)
+    request = many_documents_request("26FRWR0000000001", 30, Operation.RESERVE)
     try:
         first = await replayer.ask(request, 0, 10)
         lost = {a.reference for a in first if a.verdict is Verdict.UNAVAILABLE}

@@ -127,6 +127,13 @@ _PARTY = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 # A key id: printable, no spaces; it may start with "-" or "_", as about 3 % of RFC 7638
 # thumbprints (base64url) do, the key ids of partners who make their keys with a JOSE library.
 _KID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._:-]{0,127}")
+
+
+def is_key_id(text: str) -> bool:
+    """Whether ``text`` has the form of a key id a keystore may hold."""
+    return _KID.fullmatch(text) is not None
+
+
 # The form of every key id ``keys init`` and ``rotate`` give (``_new_kid``), and its party.
 _MADE_HERE_KID = re.compile(
     r"(?P<party>[a-z0-9][a-z0-9_-]{0,62})-(?:sig|enc|audit|state)-[0-9]{8}T[0-9]{6}-[0-9a-f]{6}"

@@ -17,9 +17,11 @@ A sealed value::
     b"GS1" | len(kid) (1 byte) | kid (ASCII) | nonce (12 bytes) | ciphertext | tag (16 bytes)
 
 A value that does not open raises :class:`StateUnreadable`, naming the table, the record
-key and the key id, never the content. Random nonces bound a key to 2**32 values (NIST SP
-800-38D): rotate the state key well before that (the hub writes a case a few times per
-declaration).
+key and the key id, never the content, and carrying the table and key (its reader forgets
+the value by them: ADR 0022); one sealed with a key id the party does not hold raises its
+subclass :class:`StateKeyMissing` (a key not deployed yet: not the value's fault). Random
+nonces bound a key to 2**32 values (NIST SP 800-38D): rotate the state key well before that
+(the hub writes a case a few times per declaration).
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gun_contract.security.keystore import KEY_RECHECK_S, StateKey, follow_state_keys
+from gun_contract.security.keystore import (
+    KEY_RECHECK_S,
+    StateKey,
+    follow_state_keys,
+    is_key_id,
+)
 
 MAGIC = b"GS1"
 NONCE_BYTES = 12
@@ -43,7 +50,24 @@ _LABEL = b"gun-hub state v1"
 
 
 class StateUnreadable(RuntimeError):
-    """A stored value that cannot be opened; the message names table, key and key id."""
+    """A stored value that cannot be opened; the message names table, key and key id.
+    ``table`` and ``key`` say where it is stored (empty where a caller did not say)."""
+
+    def __init__(self, message: str, *, table: str = "", key: bytes | str = b"") -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = _text(key)
+
+
+class StateKeyMissing(StateUnreadable):
+    """A value sealed with a state key id (``kid``) the party does not hold, even after
+    reading its key file again: another of its processes sealed with a key rotated since
+    and not deployed here yet (or removed from the file). The value may be sound: a worker
+    that meets one stops, naming the key, rather than taking the value for bad data."""
+
+    def __init__(self, message: str, *, table: str, key: bytes | str, kid: str) -> None:
+        super().__init__(message, table=table, key=key)
+        self.kid = kid
 
 
 def _describe(key: bytes | str) -> str:
@@ -149,21 +173,34 @@ class StateCipher:
         if not sealed.startswith(MAGIC):
             raise StateUnreadable(
                 f"{_where(table, key)} is not sealed with a state key (written in clear, or "
-                "by something else): refused"
+                "by something else): refused",
+                table=table,
+                key=key,
             )
         size = len(MAGIC) + 1 + (sealed[len(MAGIC)] if len(sealed) > len(MAGIC) else 0)
         if len(sealed) < size + NONCE_BYTES + TAG_BYTES:
-            raise StateUnreadable(f"{_where(table, key)} is truncated")
+            raise StateUnreadable(f"{_where(table, key)} is truncated", table=table, key=key)
         header = sealed[:size]
         kid = header[len(MAGIC) + 1 :].decode("ascii", errors="replace")
         state_key = self._find(kid)
+        if state_key is None and not is_key_id(kid):
+            # No key a party could hold has such an id: bytes that only look sealed.
+            raise StateUnreadable(
+                f"{_where(table, key)} names no key id (its header is not one a state key "
+                "writes): refused",
+                table=table,
+                key=key,
+            )
         if state_key is None and self._check_now is not None:
             self._check_now()  # a key another worker made since the file was last read
             state_key = self._find(kid)
         if state_key is None:
-            raise StateUnreadable(
+            raise StateKeyMissing(
                 f"{_where(table, key)} is sealed with state key {kid!r}, which is not among "
-                f"{self._what}"
+                f"{self._what}",
+                table=table,
+                key=key,
+                kid=kid,
             )
         nonce = sealed[size : size + NONCE_BYTES]
         cipher, _ = self._cipher(state_key)
@@ -174,7 +211,9 @@ class StateCipher:
         except InvalidTag:
             raise StateUnreadable(
                 f"{_where(table, key)} does not decrypt with state key {kid!r}: altered, or "
-                "moved there from another key or table"
+                "moved there from another key or table",
+                table=table,
+                key=key,
             ) from None
 
 
@@ -209,3 +248,8 @@ class SealedStore:
             return default
         self._store.pop(key, None)
         return value
+
+    def discard(self, key: bytes) -> None:
+        """Remove what is stored under ``key`` without opening it: a value that does not
+        open (``pop`` would raise) is forgotten this way."""
+        self._store.pop(key, None)

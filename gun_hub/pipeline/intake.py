@@ -28,6 +28,7 @@ from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_contract.record_keys import keyed_by, not_keyed_by
 from gun_contract.security.entitlements import GATEWAY_PARTY
+from gun_contract.security.state_cipher import StateUnreadable
 from gun_hub import metrics
 from gun_hub.domain.case import Case, ExpectedAnswer, RiskFinding
 from gun_hub.domain.decide import refuse_superseded, refuse_unreadable
@@ -46,6 +47,12 @@ from gun_hub.domain.routing import (
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.facts import ReceivedFact
 from gun_hub.pipeline.hub_context import CaseStore, HubContext, open_case_entry
+from gun_hub.pipeline.unreadable_state import (
+    REFUSAL,
+    STATE_UNREADABLE,
+    dead_letter_unreadable,
+    read_case,
+)
 from gun_hub.xml.decision_codec import encode_decision
 from gun_hub.xml.declaration_codec import DeclarationCodec, sniff_identity
 from gun_hub.xml.safe_parse import XmlRejected
@@ -360,8 +367,12 @@ class Intake:
         )
 
     def _known(self, reference: str) -> Case | None:
-        stored = self._cases.get(reference.encode())
-        return Case.from_bytes(stored) if stored is not None else None
+        """The case of ``reference``. One that does not open reads as none to the checks
+        that ask (a redelivery? another declarant's version?): they cannot tell, and the
+        handling that would write the case (``_accept``, ``_reject``) refuses the version
+        over it (unreadable_state.py)."""
+        found = read_case(self._cases, reference)
+        return None if isinstance(found, StateUnreadable) else found
 
     def _arrival(
         self, outbox: Effects, known: Case | None, version: int, source: SourcePosition
@@ -462,6 +473,15 @@ class Intake:
         identity = sniff_identity(document)
         if through_the_gateway:
             reason = f"{GATEWAY_DISAGREES}: {reason}"
+        found = (
+            read_case(self._cases, identity.reference)
+            if identity is not None and not through_the_gateway
+            else None
+        )
+        if isinstance(found, StateUnreadable):
+            # Refused for its own fault all the same; its dead letter says the state too,
+            # and the refusal takes that state's place (unreadable_state.py).
+            reason = f"{reason} (and {found}: replaced by this refusal)"
         self._dead_letter(
             outbox,
             data,
@@ -473,7 +493,10 @@ class Intake:
         )
         if identity is None or through_the_gateway:
             return
-        known = self._known(identity.reference)
+        # A past that did not open is a past the hub does not know.
+        known = None if isinstance(found, StateUnreadable) else found
+        if isinstance(found, StateUnreadable):
+            self._ctx.open_cases.pop(identity.reference.encode(), None)  # its deadline
         if self._arrival(outbox, known, identity.version, source) is not _Arrival.NEW:
             return  # a redelivery was announced again above if it needed to be
         now = self._ctx.clock()
@@ -498,7 +521,10 @@ class Intake:
             # (found by review in stop 35).
             declarant_eori=known.declarant_eori if known is not None else "",
             # Still written off: an invalidation may come (found by review, stop 36).
-            written_off=(written_off(known) if known is not None else []) or [],
+            # Unknown (None) where what was stored did not open.
+            written_off=None
+            if isinstance(found, StateUnreadable)
+            else (written_off(known) if known is not None else []) or [],
         )
         decision = refuse_unreadable(
             reference=identity.reference,
@@ -540,6 +566,58 @@ class Intake:
             declaration.reference,
         )
 
+    def _refuse_over_unreadable(
+        self,
+        outbox: Effects,
+        data: bytes,
+        declaration: Declaration,
+        source: SourcePosition,
+        unreadable: StateUnreadable,
+    ) -> None:
+        """A readable declaration whose reference's stored case does not open (ADR 0022):
+        the hub cannot apply the versions rule (new, read again or stale?), the declarant
+        check, or restate and delete what earlier versions reserved. Refused, nothing sent
+        to the partners, the record dead-lettered; the refused case takes the place of the
+        value (it names this version's declarant, as a first version does, and a past the
+        hub does not know: ``written_off`` None), so the next version is decided as ever.
+        The publisher drops the refusal if this version was already published."""
+        ctx = self._ctx
+        reference, version = declaration.reference, declaration.version
+        metrics.DECLARATIONS_REJECTED.labels(kind=STATE_UNREADABLE).inc()
+        dead_letter_unreadable(
+            outbox,
+            ctx.topics.dlq,
+            data,
+            source,
+            COMPONENT,
+            unreadable,
+            f"version {version} is refused ({STATE_UNREADABLE}) and the refusal takes the "
+            "place of what was stored; reservations earlier versions made are no longer "
+            "known to the hub: have them checked with the authorities",
+        )
+        ctx.open_cases.pop(reference.encode(), None)  # an earlier version's deadline
+        now = ctx.clock()
+        case = Case(
+            reference=reference,
+            version=version,
+            stage=declaration.stage,
+            opened_at=now,
+            deadline=now,
+            awaiting=[],
+            expected=[],
+            results=[],
+            opened_from=source.describe(),
+            declarant_eori=declaration.declarant.eori,
+            written_off=None,
+        )
+        case.decision = refuse_unreadable(
+            reference=reference, version=version, reason=REFUSAL, decided_at=now
+        )
+        case.outcome = case.decision.outcome
+        ctx.emit_status(outbox, reference, version, StatusKind.REJECTED, STATE_UNREADABLE)
+        ctx.announce(outbox, case, source.partition)
+        ctx.store_case(self._cases, case)
+
     def _ignore_stale(self, outbox: Effects, reference: str, version: int) -> None:
         metrics.STALE_VERSIONS.inc()
         self._ctx.emit_status(
@@ -557,7 +635,11 @@ class Intake:
     ) -> None:
         ctx = self._ctx
         key = declaration.reference.encode()
-        known = self._known(declaration.reference)
+        found = read_case(self._cases, declaration.reference)
+        if isinstance(found, StateUnreadable):
+            self._refuse_over_unreadable(outbox, data, declaration, source, found)
+            return
+        known = found
         arrival = self._arrival(outbox, known, declaration.version, source)
         if arrival is _Arrival.STALE:
             return

@@ -81,6 +81,13 @@ class _Store(Protocol):
     def pop(self, key: bytes, default: bytes | None = None) -> bytes | None: ...
 
 
+class _LiveCases(_Store, Protocol):
+    """The live cases as the worker keeps them (``SealedStore``): a value that does not
+    open can be removed unopened."""
+
+    def discard(self, key: bytes) -> None: ...
+
+
 class _Cipher(Protocol):
     """What seals a marker at rest (the hub's ``StateCipher``)."""
 
@@ -259,7 +266,7 @@ class RetainedCases:
     """The case store the pipeline reads: the live case, else the marker of a retired
     one. Writes go to the live cases. ``cipher``: what sealed the markers."""
 
-    def __init__(self, cases: _Store, entries: _Store, cipher: _Cipher | None = None) -> None:
+    def __init__(self, cases: _LiveCases, entries: _Store, cipher: _Cipher | None = None) -> None:
         self._cases = cases
         self._entries = entries
         self._cipher = cipher
@@ -279,6 +286,13 @@ class RetainedCases:
 
     def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
         return self._cases.pop(key, default)
+
+    def discard(self, key: bytes) -> None:
+        """Forget everything held for ``key``, unopened: the live case and its retention
+        entry (a schedule, or a retired case's marker). What ``get`` could not open is
+        either of them (ADR 0022)."""
+        self._cases.discard(key)
+        self._entries.pop(key, None)
 
 
 class CaseRetention:

@@ -34,7 +34,12 @@ from gun_contract.security.entitlements import HUB_PARTY, Entitlements
 from gun_contract.security.jose_envelope import JoseEnvelope
 from gun_contract.security.keystore import PartyKeys
 from gun_contract.security.replay import NoReplayMemory, TableReplayGuard
-from gun_contract.security.state_cipher import SealedStore, StateCipher, StateUnreadable
+from gun_contract.security.state_cipher import (
+    SealedStore,
+    StateCipher,
+    StateKeyMissing,
+    StateUnreadable,
+)
 from gun_contract.settings import Settings
 from gun_contract.topics import (
     TOPIC_MAX_MESSAGE_BYTES,
@@ -75,6 +80,7 @@ from gun_hub.pipeline.retention import (
     RetainedCases,
     RetentionIndex,
 )
+from gun_hub.pipeline.unreadable_state import UnreadableCases, dead_letter_unreadable
 from gun_hub.runtime import clock_check, gc_pauses, table_store, table_writes
 from gun_hub.runtime.aged_out import InputsAgedOut
 from gun_hub.runtime.audit_lanes import AuditLanes, AuditLinkProducer
@@ -306,14 +312,20 @@ async def _handled(
     agent: str,
     *,
     rollback: Rollback | None = None,
+    unreadable: Callable[[StateUnreadable], None] | None = None,
 ) -> Effects:
     """What handling the record ``data`` read at ``source`` causes. A failure of the
     cluster or the framework (a changelog not there yet, a broker away) is not the
     record's fault: handled again with backoff, as a redelivery would (handlers are
-    idempotent), then the worker stops so that its restart redelivers. Any other failure
-    is the record's: dead-lettered. Either way the handler's outbox is discarded, so what
-    it changed besides (``rollback``: the audit links it built, the decisions it
-    announced) is undone, or the next link would name one never sent."""
+    idempotent), then raised (the agent restarts and the record is read again). A stored
+    value sealed with a state key this worker lacks is not either: handled again the same
+    way (the key file is read again each time), then raised, and the agent stops the
+    worker (``handled_agent``), naming the key. A stored value that does not open for any
+    other reason is data about its key (ADR 0022): ``unreadable`` forgets it and the
+    record is dead-lettered (STATE_UNREADABLE). Any other failure is the record's:
+    dead-lettered. Either way the handler's outbox is discarded, so what it changed
+    besides (``rollback``: the audit links it built, the decisions it announced) is
+    undone, or the next link would name one never sent."""
     for attempt in range(_CLUSTER_RETRIES):
         mark = rollback.mark() if rollback is not None else 0
         try:
@@ -326,9 +338,10 @@ async def _handled(
                 rollback.undo(mark)
             log.info("agent %s: %s given up with its partition", agent, source.describe())
             return Effects()
-        except (KafkaError, FaustError, StateUnreadable) as error:
-            # StateUnreadable: this worker cannot read its own state (a missing or
-            # different state key): never the record's fault, never a dead letter.
+        except (KafkaError, FaustError, StateKeyMissing) as error:
+            # StateKeyMissing: this worker lacks a state key another one sealed with
+            # (rotated, not deployed here yet): never the record's fault, never a dead
+            # letter, and never a reason to forget the value.
             if rollback is not None:
                 rollback.undo(mark)
             if attempt == _CLUSTER_RETRIES - 1:
@@ -342,11 +355,40 @@ async def _handled(
                 delay,
             )
             await asyncio.sleep(delay)
+        except StateUnreadable as error:
+            if rollback is not None:
+                rollback.undo(mark)
+            return _state_unreadable(dlq, data, source, agent, error, unreadable)
         except Exception as error:  # noqa: BLE001 - dead-lettered with its reason
             if rollback is not None:
                 rollback.undo(mark)
             return _unhandled(dlq, data, source, agent, error)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _state_unreadable(
+    dlq: str,
+    data: bytes,
+    source: SourcePosition,
+    agent: str,
+    error: StateUnreadable,
+    forget: Callable[[StateUnreadable], None] | None,
+) -> Effects:
+    """A record whose handling met a stored value that does not open (an answer, a tick:
+    the intake refuses a declaration itself): the value forgotten, so that no later event
+    meets it again, and the record dead-lettered; the worker goes on."""
+    log.warning("agent %s: %s on %s: dead-lettered", agent, error, source.describe())
+    then = "left as it is (nothing here forgets it)"
+    if forget is not None:
+        try:
+            forget(error)
+        except PartitionGivenUp:
+            log.info("agent %s: %s given up with its partition", agent, source.describe())
+            return Effects()  # its next owner reads it again, and forgets the value
+        then = UnreadableCases.FORGOTTEN
+    outbox = Effects()
+    dead_letter_unreadable(outbox, dlq, data, source, f"hub.{agent}", error, then)
+    return outbox
 
 
 def _unhandled(
@@ -531,6 +573,9 @@ def build_hub(settings: Settings) -> Hub:
     )
     # What the pipeline reads: the live case, else the marker of a retired one.
     store = RetainedCases(sealed_cases, retention_entries, state_cipher)
+    # A case (or marker) that does not open is forgotten by the event that meets it, which
+    # is dead-lettered: never retried, never a stop (ADR 0022).
+    unreadable_cases = UnreadableCases(store, open_case_store)
     answer_ids = TableReplayGuard(
         seen_messages, keep_after_expiry_s=settings.security.max_clock_skew_s
     )
@@ -683,6 +728,7 @@ def build_hub(settings: Settings) -> Hub:
                     topics.dlq,
                     name,
                     rollback=context,
+                    unreadable=unreadable_cases.forget,
                 )
             except BaseException:
                 _settle_unwatched(first)  # the agent stops; the record is read again
@@ -776,6 +822,7 @@ def build_hub(settings: Settings) -> Hub:
                 topics.dlq,
                 "intake",
                 rollback=context,
+                unreadable=unreadable_cases.forget,
             )
             settled = await send_outbox(
                 send_record, outbox, where, topics.dlq, links=audit_links, state_first=state_first
@@ -816,7 +863,15 @@ def build_hub(settings: Settings) -> Hub:
             return caused[0]
 
         try:
-            outbox = await _handled(receive, data, source, topics.dlq, "intake", rollback=context)
+            outbox = await _handled(
+                receive,
+                data,
+                source,
+                topics.dlq,
+                "intake",
+                rollback=context,
+                unreadable=unreadable_cases.forget,
+            )
         except BaseException:
             _settle_unwatched(first)  # the agent stops; the record is read again
             raise
@@ -853,7 +908,13 @@ def build_hub(settings: Settings) -> Hub:
         if isinstance(record, Claim):
             claim = record
             outbox = await _handled(
-                lambda: judge.judge(claim), data, source, topics.dlq, "claims", rollback=context
+                lambda: judge.judge(claim),
+                data,
+                source,
+                topics.dlq,
+                "claims",
+                rollback=context,
+                unreadable=unreadable_cases.forget,
             )
             return await send_outbox(
                 send_record, outbox, source, topics.dlq, links=audit_links, state_first=state_first

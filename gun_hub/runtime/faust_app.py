@@ -25,6 +25,7 @@ from faust.types import TP, EventT, Message
 
 from gun_contract.counters import export_at_zero
 from gun_contract.kafka.client import Connect
+from gun_contract.security.state_cipher import StateKeyMissing
 from gun_hub import metrics
 from gun_hub.runtime import ownership, table_writes
 from gun_hub.runtime.aged_out import InputsAgedOut
@@ -223,13 +224,30 @@ def handled_agent(
     * False: it held the record (``hold``, before sending anything that could settle it)
       until ``mark_handled_at`` settles it;
     * None or True: the record is marked handled now.
+
+    A stored value sealed with a state key this worker lacks (``StateKeyMissing``, raised
+    once ``handle`` gave up waiting for the key) stops the worker, exit non-zero, naming
+    the key: restarted by faust's supervisor, the agent read the same record and failed
+    again, for good, in a worker still live and ready whose partition's commit no longer
+    moved (review stop 40-F, F3). Restarted with the key, the worker reads it again.
     """
 
     async def process(stream: Any) -> None:
         async for event in stream.events():
             if settling is not None:
                 await settling.room()
-            result = await handle(event)
+            try:
+                result = await handle(event)
+            except StateKeyMissing as missing:
+                log.critical(
+                    "agent %s: %s; this worker stops: deploy the state key %r to it (the "
+                    "key file every worker of the hub shares) and start it again",
+                    name,
+                    missing,
+                    missing.kid,
+                )
+                await app.crash(missing)
+                return
             if result is False:
                 continue
             if result is None or result is True:

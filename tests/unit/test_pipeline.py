@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,10 +67,13 @@ class Hub:
         keys_dir: Path,
         open_cases: dict[bytes, bytes] | None = None,
         risk_rules: RiskRules | None = None,
+        cases: Any = None,
     ) -> None:
+        """``cases``: the case store, a dict unless given (the worker's sealed store in
+        the tests of values that do not open)."""
         self.topics = topic_registry("gun", routing.authorities)
         self.keys_dir = keys_dir
-        self.cases: dict[bytes, bytes] = {}
+        self.cases: Any = {} if cases is None else cases
         self.audit_heads: dict[bytes, bytes] = {}
         self.open_cases: dict[bytes, bytes] = {} if open_cases is None else open_cases
         self.now = NOW

@@ -138,3 +138,30 @@ async def test_the_loop_outlives_failed_measurements_and_failed_publications() -
     assert len(published) >= 3
     assert state.lag is not None
     assert lags(state.lag) == {"hub": 27, "forbidden": 10, "clearance": 10}
+
+
+async def test_the_hubs_own_changelogs_are_not_counted_as_its_lag() -> None:
+    """faust commits the hub's group at offset 0 on each of its changelogs (and its
+    leader topic), which the worker never reads in the group: counted, every state write
+    was an unread record, and a hub keeping up was flagged "lag keeps growing" at any
+    steady load (review stop 40-PR, PR2). A group's own topics (named after it, as faust
+    names an app's) are not its inputs."""
+
+    class WithChangelogs(FakeAdmin):
+        async def list_consumer_group_offsets(self, group: str) -> dict[TopicPartition, Any]:
+            committed = await super().list_consumer_group_offsets(group)
+            if group == "hub":
+                committed[TopicPartition("hub-cases-changelog", 0)] = OffsetMeta(0)
+                committed[TopicPartition("hub-__assignor-__leader", 0)] = OffsetMeta(0)
+            return committed
+
+    PARTITIONS.update({"hub-cases-changelog": 1, "hub-__assignor-__leader": 1})
+    try:
+        measured = await monitor(WithChangelogs()).measure()
+    finally:
+        del PARTITIONS["hub-cases-changelog"], PARTITIONS["hub-__assignor-__leader"]
+    assert lags(measured)["hub"] == 27  # decl and resp only, as without them
+    assert not {p.topic for p in measured.partitions} & {
+        "hub-cases-changelog",
+        "hub-__assignor-__leader",
+    }

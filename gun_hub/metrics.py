@@ -56,6 +56,13 @@ DEADLINES = Counter(
     "Cases decided in degraded mode because an authority did not answer in time.",
     ["authority"],
 )
+DEGRADED_DECISIONS = Counter(
+    "gun_hub_degraded_decisions_total",
+    "Decisions made in degraded mode, once for each authority whose answer they lack "
+    "(UNAVAILABLE): its adapter answered UNAVAILABLE (its circuit to a partner that is down "
+    "is open, the partner failed every attempt) or its deadline passed (review stop 40-PR).",
+    ["authority"],
+)
 OVERRIDES = Counter(
     "gun_hub_overrides_total",
     "Decisions on which the declarant's override (mention 73000) covered or was refused "
@@ -187,5 +194,6 @@ def export_at_start(authorities: Iterable[str]) -> None:
     rejections = [kind.value for kind in EnvelopeRejectionKind]
     export_at_zero(DECISIONS, outcome=[outcome.value for outcome in Outcome])
     export_at_zero(DEADLINES, authority=authorities)
+    export_at_zero(DEGRADED_DECISIONS, authority=authorities)
     export_at_zero(ENVELOPE_REJECTIONS, kind=rejections)
     export_at_zero(DEAD_LETTERS, kind=rejections)

@@ -1,7 +1,8 @@
 """What each process exposes on ``/metrics`` just after it started, before any event.
 
 ``python -m tests.started_components COMPONENT FOLDER`` builds one component (or
-``adapter-AUTHORITY``: one adapter alone, as its replica runs) as its
+``adapter-AUTHORITY``: one adapter alone, as its replica runs; ``hub-without-view``: a
+worker of the split deployment, GUN_HUB_OPS__VIEW_ENABLED=false) as its
 ``gun-hub`` command does at start-up (keys made in FOLDER at run time; nothing connects
 to a broker) and prints its registry in the Prometheus text format. A process of its
 own per component: the default registry is process-wide, and a test process has
@@ -34,7 +35,7 @@ from gun_tools.processes import free_port
 COMPONENTS = ("hub", "view", "gateway", "adapters")
 
 
-def _settings(folder: Path) -> Settings:
+def _settings(folder: Path, *, view_enabled: bool = True) -> Settings:
     keys = folder / "keys"
     public = generate_portal_key(folder / "portal")[1]
     officers = folder / "officers"
@@ -42,7 +43,7 @@ def _settings(folder: Path) -> Settings:
     settings = Settings(
         security=SecuritySettings(keys_dir=keys, state_dir=folder / "state"),
         hub=HubSettings(data_dir=folder / "data"),
-        ops=OpsSettings(view_data_dir=folder / "view"),
+        ops=OpsSettings(view_data_dir=folder / "view", view_enabled=view_enabled),
         web=WebSettings(
             trader_port=free_port(),
             officer_port=free_port(),
@@ -119,8 +120,8 @@ def _adapters(settings: Settings, authorities: tuple[str, ...] = ("dgal", "cites
 
 
 def main(component: str, folder: Path) -> None:
-    settings = _settings(folder)
-    if component == "hub":
+    settings = _settings(folder, view_enabled=component != "hub-without-view")
+    if component in ("hub", "hub-without-view"):
         _hub(settings)
     elif component == "view":
         _view(settings)

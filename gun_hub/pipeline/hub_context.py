@@ -15,12 +15,13 @@ from gun_contract.model.decision import Decision, Reason
 from gun_contract.model.declaration import Stage
 from gun_contract.model.encoding import json_bytes
 from gun_contract.model.exchange import AuthorityRequest
+from gun_contract.model.verdicts import Verdict
 from gun_contract.security.state_cipher import StateCipher
 from gun_contract.topics import TopicRegistry, reference_partition
 from gun_contract.trace import trace_header, trace_id_for
 from gun_hub import metrics
 from gun_hub.domain.case import Case
-from gun_hub.domain.decide import counted, decide
+from gun_hub.domain.decide import DEGRADED_MODE, counted, decide
 from gun_hub.domain.lifecycle import follow_up_requests, kept_for_control
 from gun_hub.domain.override import OverrideReview, audit_body, review_override
 from gun_hub.domain.risk import RiskRules
@@ -409,6 +410,24 @@ class HubContext:
                 [trace_header(request.reference, request.version)],
             )
 
+    @staticmethod
+    def _count_degraded(decision: Decision) -> None:
+        """A decision in degraded mode counts once for each authority whose answer it
+        lacks, whatever made it missing: an UNAVAILABLE answer (a partner that is down
+        answers so at once, its circuit open: no deadline passes) or a passed deadline
+        (review stop 40-PR, PR1). Only a degraded decision: an UNAVAILABLE result of an
+        authority in shadow mode does not make one."""
+        if all(reason.code != DEGRADED_MODE for reason in decision.reasons):
+            return
+        for authority in sorted(
+            {
+                result.authority
+                for result in decision.documents
+                if result.verdict is Verdict.UNAVAILABLE and result.authority
+            }
+        ):
+            metrics.DEGRADED_DECISIONS.labels(authority=authority).inc()
+
     def emit_decision(
         self,
         outbox: Effects,
@@ -467,6 +486,7 @@ class HubContext:
             about=(decision.reference, decision.version),
         )
         metrics.DECISIONS.labels(outcome=decision.outcome.value).inc()
+        self._count_degraded(decision)
         self.emit_status(
             outbox,
             decision.reference,

@@ -202,3 +202,23 @@ def test_the_presence_alerts_read_series_only_their_process_exports(
     assert {
         dict(labels)["authority"] for labels in present(hub, "gun_hub_deadlines_passed_total")
     } == set(ROUTING.authorities)
+
+
+def test_the_view_absence_alert_reads_a_series_only_the_view_exports(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """GunHubViewAbsent pages when no series of ``gun_hub_partner_heartbeat_age_seconds``
+    is scraped (review stop 40-PR, PR3): in the split deployment only ``gun-hub view``
+    exports the partners' heartbeats and circuits, so with it gone GunHubAdapterSilent
+    and the partner alerts are silent. The view exports one per routed authority from its
+    start, heard from or not; a worker running the view itself (GUN_HUB_OPS__VIEW_ENABLED,
+    one process as in the k8s manifests) does too; a worker of the split deployment, the
+    gateway and the adapters do not, or they would keep the page from coming."""
+    view_series = "gun_hub_partner_heartbeat_age_seconds"
+    rules = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    assert view_series in rules["GunHubViewAbsent"]
+    for component in ("view", "hub"):
+        exported = present(started(component, tmp_path_factory.mktemp(component)), view_series)
+        assert {dict(labels)["authority"] for labels in exported} == set(ROUTING.authorities)
+    for other in ("hub-without-view", "gateway", "adapters"):
+        assert not present(started(other, tmp_path_factory.mktemp(other)), view_series), other

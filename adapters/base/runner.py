@@ -597,12 +597,13 @@ class AdapterRunner:
         original); a broker that cannot give the original back, or the records between
         the two, stops the replica rather than dead-letter the redrive
         (gun_contract/redrive.py, adapters/base/supersession.py)."""
+        began_in = self.ownership.generation  # bumped by a revocation during the reads
         read_as = await self._read_as(record, outbox)
         if read_as is None:
             return
         answered = len(outbox.records)
         try:
-            await self._handle(record, outbox, read_as)
+            await self._handle(record, outbox, read_as, began_in)
         except LogUnread:
             del outbox.records[answered:]
             raise
@@ -644,11 +645,16 @@ class AdapterRunner:
         return original
 
     async def _handle(
-        self, record: ConsumerRecord[bytes, bytes], outbox: Effects, read_as: Original
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        outbox: Effects,
+        read_as: Original,
+        began_in: int | None = None,
     ) -> None:
         """Handle ``record`` read as ``read_as``: opened there (the replay memory's
         position, freshness at its broker time) and dead-lettered about it; asked,
-        queued and committed at the record's own position."""
+        queued and committed at the record's own position. ``began_in``: the ownership
+        generation before a redrive's log reads (a revocation meanwhile: not asked)."""
         source = read_as.position
         data = record.value or b""
         try:
@@ -714,9 +720,8 @@ class AdapterRunner:
         if read_as.position.offset != record.offset:
             if not await self._still_stands(record, read_as, request, outbox):
                 return
-            if not self.ownership.owns(record.partition) or self.ownership.leaves(
-                record.partition
-            ):
+            revoked = began_in is not None and began_in != self.ownership.generation
+            if revoked or self.ownership.leaves(record.partition):
                 # Revoked while the log was read (the original, what lay between): a
                 # hand-over commit may be made already, naming nothing of this call, and
                 # its next owner reads the redrive again from it (review stop 40-G, G1).

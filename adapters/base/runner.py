@@ -804,7 +804,11 @@ class AdapterRunner:
         the redrive (adapters/base/supersession.py). Otherwise it is dead-lettered about
         the original, naming that operation, or why it cannot be told."""
         redrive = SourcePosition(record.topic, record.partition, record.offset, record.key)
-        redriven = Sent(request.operation, request.version)
+        redriven = Sent(
+            request.operation,
+            request.version,
+            documents=frozenset((d.code, d.reference) for i in request.items for d in i.documents),
+        )
         data = record.value or b""
         try:
             later = await superseding(

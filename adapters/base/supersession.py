@@ -56,13 +56,21 @@ _STAGE = {
 }
 
 
+# The follow-ups: they release or settle what a reservation held.
+_FOLLOW_UPS = frozenset({Operation.WRITE_OFF, Operation.DELETE, Operation.GIVE_BACK})
+
+Document = tuple[str, str]  # code, reference
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
-    """An operation the hub sent a declaration, where it lies in the log."""
+    """An operation the hub sent a declaration, where it lies in the log, and the
+    documents it concerns (empty: not known, as good as all)."""
 
     operation: Operation
     version: int
     position: SourcePosition | None = None
+    documents: frozenset[Document] = frozenset()
 
     def describe(self) -> str:
         where = "" if self.position is None else f" at {self.position.describe()}"
@@ -78,8 +86,13 @@ def supersedes(later: Sent, redriven: Sent) -> bool:
     a deletion and a write-off each other (the hub settled the version the other way).
     Not the same operation again (a repeat, another redrive of the same original), nor an
     earlier stage of the same version (a reservation sent again before its follow-up is
-    redriven), nor an older version's operation (the partner's version guard refuses it).
+    redriven), nor an older version's operation (the partner's version guard refuses it),
+    nor a check after a follow-up: it reads, and releases nothing the follow-up would
+    (review stop 40-S, S1). A follow-up is superseded document by document
+    (:func:`superseding`).
     """
+    if redriven.operation in _FOLLOW_UPS and later.operation is Operation.CHECK:
+        return False
     if later.version != redriven.version:
         return later.version > redriven.version
     if later.operation is redriven.operation:
@@ -113,14 +126,27 @@ class LogRecords(RecordReader, Protocol):
     ) -> list[LoggedRecord] | None: ...
 
 
+class _Document(BaseModel):
+    code: str
+    reference: str
+
+
+class _Item(BaseModel):
+    documents: tuple[_Document, ...] = ()
+
+
 class _Operation(BaseModel):
     """As much of a request as supersession needs (every other field ignored: a request
-    of a newer contract still tells its operation and version)."""
+    of a newer contract still tells its operation, version and documents)."""
 
     authority: str
     operation: Operation
     reference: str
     version: int
+    items: tuple[_Item, ...] = ()
+
+    def documents(self) -> frozenset[Document]:
+        return frozenset((d.code, d.reference) for i in self.items for d in i.documents)
 
 
 async def superseding(
@@ -174,6 +200,13 @@ async def superseding(
             f"{original.describe()} and the redrive at {redrive.describe()}"
         )
     unknown: SupersessionUnknown | None = None
+    # A follow-up (deletion, write-off, give-back) is superseded only once later
+    # operations concern every one of its documents: a later version that drops a
+    # document neither restates nor deletes it (the hub took the deletion sent for done),
+    # so the deletion of that one must still be asked; what a later version does concern,
+    # the partner's version guard answers STALE (review stop 40-S, S1).
+    per_document = redriven.operation in _FOLLOW_UPS and bool(redriven.documents)
+    covered: set[Document] = set()
     for record in logged:
         if redrive_claim(record.headers) is not None:
             # A redrive between: its original, if between too, counts where it lies; one
@@ -194,8 +227,14 @@ async def superseding(
             operation.operation,
             operation.version,
             SourcePosition(record.topic, record.partition, record.offset, record.key),
+            operation.documents(),
         )
-        if supersedes(sent, redriven):
+        if not supersedes(sent, redriven):
+            continue
+        if not per_document or not sent.documents:  # not known: as good as all
+            return sent
+        covered |= sent.documents & redriven.documents
+        if covered >= redriven.documents:
             return sent
     if unknown is not None:
         raise unknown

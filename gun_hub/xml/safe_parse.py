@@ -205,6 +205,19 @@ def _refuse_foreign_byte_order_mark(data: bytes) -> None:
             )
 
 
+# Encodings a refusal may name (IANA's preferred names): what a sender declares otherwise
+# is not quoted.
+_KNOWN_ENCODINGS = {
+    name.lower(): name
+    for name in (
+        "US-ASCII", "ISO-8859-1", "ISO-8859-2", "ISO-8859-15", "UTF-7", "UTF-16",
+        "UTF-16BE", "UTF-16LE", "UTF-32", "UTF-32BE", "UTF-32LE", "windows-1250",
+        "windows-1252", "Shift_JIS", "EUC-JP", "GB2312", "GBK", "GB18030", "Big5",
+        "KOI8-R", "IBM037", "IBM500", "IBM1047",
+    )
+}  # fmt: skip
+
+
 def _check_xml_declaration(body: bytes) -> None:
     """Refuse a declared encoding other than UTF-8 (before decoding, for a precise reason).
 
@@ -219,9 +232,12 @@ def _check_xml_declaration(body: bytes) -> None:
         raise XmlRejected(XmlRejectionKind.MALFORMED, "the XML declaration is malformed")
     declared = declaration.group("enc")
     if declared is not None and declared.lower() not in _UTF8_NAMES:
+        # Named only in this hub's own spelling of a registered encoding: the name is the
+        # sender's bytes, and a refusal copies none (review stop 40-S, S2).
+        known = _KNOWN_ENCODINGS.get(declared.lower())
+        named = f"declared encoding {known!r}" if known else "the declared encoding"
         raise XmlRejected(
-            XmlRejectionKind.ENCODING,
-            f"declared encoding {declared!r} is not accepted; the contract is UTF-8",
+            XmlRejectionKind.ENCODING, f"{named} is not accepted; the contract is UTF-8"
         )
 
 

@@ -208,9 +208,9 @@ class _TableStore:
         del self._table[key]  # a tombstone in the changelog
 
     def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
-        if self._table.get(key) is None:
+        value = self._table.get(key)  # one lookup (WriteAwaitedTable.get), not three
+        if value is None:
             return default
-        value = self._table[key]
         del self._table[key]  # a tombstone in the changelog
         return value if isinstance(value, bytes) else default
 

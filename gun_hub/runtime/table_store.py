@@ -18,6 +18,7 @@ per database. ``rocksdb://`` names this store in the hub's process (``use``).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import faust.stores
 import rocksdict
 from faust.stores import rocksdb as faust_rocksdb
+from faust.types import TP
 
 from gun_hub import metrics
 
@@ -93,12 +95,60 @@ class BudgetedOptions(faust_rocksdb.RocksDBOptions):  # type: ignore[misc]
 
 
 class Store(faust_rocksdb.Store):  # type: ignore[misc]
-    """faust's RocksDB store, its databases opened with ``BudgetedOptions``."""
+    """faust's RocksDB store, its databases opened with ``BudgetedOptions``, and the
+    changelog offset each partition's database is stored up to written at most once a
+    second."""
+
+    # How long the offset of a partition's database may lag its data (what a restart
+    # after a crash reads of the changelog again, at most).
+    OFFSET_WRITTEN_EVERY_S = 1.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # What faust built its own options from (read_only and driver taken out).
         self.rocksdb_options = BudgetedOptions(**self.options, use_rocksdict=self.use_rocksdict)
+        # Offsets acknowledged and not written yet, by partition (the last one).
+        self._offsets_to_write: dict[int, tuple[TP, int]] = {}
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        """faust calls this for every changelog write the broker acknowledges (about
+        eleven RocksDB writes a declaration, the acknowledgements of one produce response
+        seldom two of the same table and partition), and only the last of a partition
+        counts: it is written within ``OFFSET_WRITTEN_EVERY_S``. Until then the database
+        holds an earlier offset, never a later one (the data was stored before its
+        changelog write was sent), so a crash in between has the restore read that much
+        of the changelog again, never skip any of it."""
+        if not self._offsets_to_write:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop: nothing would write it later
+                super().set_persisted_offset(tp, offset)
+                return
+            loop.call_later(self.OFFSET_WRITTEN_EVERY_S, self.write_offsets)
+        self._offsets_to_write[tp.partition] = (tp, offset)
+
+    def write_offsets(self) -> None:
+        """Write the offsets acknowledged since the last time."""
+        waiting, self._offsets_to_write = self._offsets_to_write, {}
+        for tp, offset in waiting.values():
+            super().set_persisted_offset(tp, offset)
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        self.write_offsets()
+        offset: int | None = super().persisted_offset(tp)
+        return offset
+
+    def revoke_partitions(self, table: Any, tps: set[TP]) -> None:
+        self.write_offsets()  # into the databases about to be let go, not reopened later
+        super().revoke_partitions(table, tps)
+
+    async def stop(self) -> None:
+        self.write_offsets()
+        await super().stop()
+
+    def reset_state(self) -> None:
+        self._offsets_to_write.clear()  # offsets of the data being removed
+        super().reset_state()
 
 
 def use() -> None:

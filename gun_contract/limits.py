@@ -50,3 +50,9 @@ def sealed_size(payload_bytes: int) -> int:
 def max_sealed_payload_bytes() -> int:
     """The largest payload whose sealed form fits in one record."""
     return (MAX_RECORD_BYTES - 3 * SEALED_OVERHEAD_BYTES) * 9 // 16
+
+
+DATABLE_TIMESTAMPS_MS = range(-62_135_596_800_000 + 86_400_000, 253_402_300_799_000 - 86_400_000)
+"""Record timestamps a calendar holds (year 1 to 9999 in milliseconds since the epoch, a
+day inside each end): a producer's CreateTime can be anything, and ``datetime`` refuses
+the rest (the view, the lag monitor)."""

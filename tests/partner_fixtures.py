@@ -97,6 +97,19 @@ class CallsCounted:
         return await handler(request)
 
 
+@asynccontextmanager
+async def counted_dgal_partner(
+    samples: Path, work: Path, calls: CallsCounted, latency_ms: int
+) -> AsyncIterator[RunningPartner]:
+    """The DGAL simulator over its sample documents, answering after ``latency_ms`` and
+    counting its calls in ``calls``."""
+    async with running_partner(
+        samples / "partners" / "dgal-documents.json", work / "ledger.db", [calls.count]
+    ) as running:
+        await set_faults(running.url, latency_ms=latency_ms)
+        yield running
+
+
 def slow_partner_client(partner: RunningPartner) -> CertexHttpPartner:
     """A client that gives a held call up quickly: 3 attempts of 0.3 s."""
     return partner_client(partner.url, partner_timeout_s=0.3, retry_attempts=3)

@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from gun_contract.kafka.client import ClientConfig
+from gun_contract.limits import DATABLE_TIMESTAMPS_MS
 
 Position = tuple[str, int, int]  # topic, partition, offset
 
@@ -190,16 +191,12 @@ class FirstRecords:
         return dated, empty
 
 
-# Year 1 to 9999 in milliseconds since the epoch, a day inside each end (as the view's).
-_DATABLE_MS = range(-62_135_596_800_000 + 86_400_000, 253_402_300_799_000 - 86_400_000)
-
-
 def _broker_time(timestamp_ms: int) -> datetime | None:
     """A record's timestamp: its log-append time on the contract's topics; on a topic left
     on CreateTime (``gun.dlq``, which every party may write) its producer's, which
     retention judges it by all the same. None for one no calendar holds (year 10000):
     that partition goes undated until more is written there, the others are dated (review
     stop 40-F, F1: one such record failed the whole reading)."""
-    if timestamp_ms not in _DATABLE_MS:
+    if timestamp_ms not in DATABLE_TIMESTAMPS_MS:
         return None
     return datetime.fromtimestamp(timestamp_ms / 1000, UTC)

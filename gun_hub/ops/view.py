@@ -41,7 +41,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gun_contract.health import PartnerHealth
-from gun_contract.limits import MAX_RECORD_BYTES, MAX_STATUS_EVENT_BYTES
+from gun_contract.limits import DATABLE_TIMESTAMPS_MS, MAX_RECORD_BYTES, MAX_STATUS_EVENT_BYTES
 from gun_contract.sqlite import open_database, transaction
 from gun_hub import metrics
 from gun_hub.domain.reasons import explain_codes
@@ -211,8 +211,6 @@ _MAX_FACT_BYTES = MAX_RECORD_BYTES
 _AUTHORITY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Quantities are summed exactly: a quantity beyond this magnitude is no real quantity.
 _MAX_QUANTITY_DIGITS = 30
-# Year 1 to 9999 in milliseconds since the epoch: a producer's CreateTime can be anything.
-_TIMESTAMP_MS = range(-62_135_596_800_000 + 86_400_000, 253_402_300_799_000 - 86_400_000)
 # A failure of the database itself (a full disk, a lock, corruption): the batch fails and
 # is read again; never a reason to skip a record.
 _DATABASE_FAULTS = (sqlite3.OperationalError, sqlite3.InternalError, MemoryError)
@@ -972,7 +970,7 @@ class OpsView(ViewQueries):
                 record.partition,
                 record.offset,
                 kind,
-                at_ms / 1000 if at_ms in _TIMESTAMP_MS else time.time(),
+                at_ms / 1000 if at_ms in DATABLE_TIMESTAMPS_MS else time.time(),
                 record.value,
             ),
         )
@@ -1234,7 +1232,7 @@ class OpsView(ViewQueries):
         row = dead_letters.row_of(
             record.partition,
             record.offset,
-            at_ms / 1000 if at_ms in _TIMESTAMP_MS else time.time(),
+            at_ms / 1000 if at_ms in DATABLE_TIMESTAMPS_MS else time.time(),
             record.headers,
             record.key,
         )

@@ -24,7 +24,7 @@ from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.settings import AdapterSettings
 from tests.adapter_fixtures import many_documents_request, partner_request, running_adapter
 from tests.conftest import KafkaEnv
-from tests.partner_fixtures import CallsCounted, RunningPartner, running_partner, set_faults
+from tests.partner_fixtures import CallsCounted, RunningPartner, counted_dgal_partner
 
 pytestmark = pytest.mark.broker
 
@@ -44,10 +44,7 @@ async def calls() -> CallsCounted:
 async def partner(
     samples: Path, tmp_path: Path, calls: CallsCounted
 ) -> AsyncIterator[RunningPartner]:
-    async with running_partner(
-        samples / "partners" / "dgal-documents.json", tmp_path / "ledger.db", [calls.count]
-    ) as running:
-        await set_faults(running.url, latency_ms=100)
+    async with counted_dgal_partner(samples, tmp_path, calls, 100) as running:
         yield running
 
 

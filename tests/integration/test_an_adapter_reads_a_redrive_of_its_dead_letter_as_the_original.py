@@ -127,6 +127,14 @@ class Stand:
             content_type=ContentType.JSON,
         )
 
+    async def the_answer(self) -> tuple[ConsumerRecord[bytes, bytes], AuthorityResponse]:
+        """The one answer on the adapter's response topic, and what it says, opened as
+        the hub opens it."""
+        async with Reader(self.kafka, self.kafka.topics.responses("dgal")) as responses:
+            [answer] = await responses.until(1)
+        opened = self.hub_envelope().open(answer.value or b"", topic=answer.topic)
+        return answer, AuthorityResponse.model_validate_json(opened.payload)
+
     def fix_the_cause(self) -> None:
         """The adapter's operator imports the hub's public keys, as the hub exported them
         (`gun-hub keys export-public` / `import-public --party hub`)."""
@@ -269,10 +277,7 @@ async def test_a_request_dead_lettered_for_a_key_imported_late_is_redriven_and_a
     redrive = await redrive_as_the_hub_does(kafka, dead)
     assert redrive.offset > origin.offset
 
-    async with Reader(kafka, kafka.topics.responses("dgal")) as responses:
-        [answer] = await responses.until(1)
-    opened = stand.hub_envelope().open(answer.value or b"", topic=answer.topic)
-    response = AuthorityResponse.model_validate_json(opened.payload)
+    answer, response = await stand.the_answer()
     assert (response.request_id, [a.verdict for a in response.answers]) == (
         request.request_id,
         [Verdict.VALID],
@@ -318,10 +323,8 @@ async def test_a_redrive_whose_bytes_are_not_the_originals_is_refused_and_never_
 
     # The genuine redrive afterwards is answered; the forgery never reached the partner.
     await redrive_as_the_hub_does(kafka, dead)
-    async with Reader(kafka, kafka.topics.responses("dgal")) as responses:
-        [answer] = await responses.until(1)
-    opened = stand.hub_envelope().open(answer.value or b"", topic=answer.topic)
-    assert AuthorityResponse.model_validate_json(opened.payload).request_id == request.request_id
+    _, response = await stand.the_answer()
+    assert response.request_id == request.request_id
     assert partner.store.balances(DOCUMENT)[0].reserved == Decimal(250)
 
 
@@ -341,10 +344,8 @@ async def test_a_request_that_opened_before_a_bug_failed_it_is_asked_once_redriv
 
     stand.client.broken = False  # the release that fixes it
     await redrive_as_the_hub_does(kafka, dead)
-    async with Reader(kafka, kafka.topics.responses("dgal")) as responses:
-        [answer] = await responses.until(1)
-    opened = stand.hub_envelope().open(answer.value or b"", topic=answer.topic)
-    assert AuthorityResponse.model_validate_json(opened.payload).request_id == request.request_id
+    _, response = await stand.the_answer()
+    assert response.request_id == request.request_id
     assert partner.store.balances(DOCUMENT)[0].reserved == Decimal(250)
 
 

@@ -33,8 +33,8 @@ from tests.adapter_fixtures import (
 from tests.partner_fixtures import (
     CallsCounted,
     RunningPartner,
+    counted_dgal_partner,
     partner_client,
-    running_partner,
     set_faults,
 )
 
@@ -58,10 +58,7 @@ async def calls() -> CallsCounted:
 async def partner(
     samples: Path, tmp_path: Path, calls: CallsCounted
 ) -> AsyncIterator[RunningPartner]:
-    async with running_partner(
-        samples / "partners" / "dgal-documents.json", tmp_path / "ledger.db", [calls.count]
-    ) as running:
-        await set_faults(running.url, latency_ms=LATENCY_MS)
+    async with counted_dgal_partner(samples, tmp_path, calls, LATENCY_MS) as running:
         yield running
 
 

@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import textwrap
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -680,6 +682,65 @@ def test_pods_hold_their_own_key_and_the_cluster_ca_where_settings_look(
         assert str(settings.hub.data_dir).startswith("/var/lib/gun-hub")
         # Everything the process writes lands on a volume: the root fs is read-only.
         assert {"/var/lib/gun-hub", "/tmp"} <= set(mounts), name  # noqa: S108
+
+
+DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
+
+
+def doc_key_secrets(work: Path) -> dict[str, set[str]]:
+    """The key Secrets docs/deployment.md's first Kubernetes step makes, run as written
+    (the real ``gun-hub keys init``, a ``kubectl`` that records each Secret's files and
+    fails, as kubectl does, on a ``--from-file`` source that does not exist): each Secret's
+    name and the file names it holds."""
+    text = DEPLOYMENT_DOC.read_text()
+    (indented,) = re.findall(r"```bash\n( *gun-hub keys init --dir ./keys\n.*?) *```", text, re.S)
+    block = textwrap.dedent(indented)
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    made = work / "secrets.jsonl"
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, os, sys\n"
+        "args = sys.argv[1:]\n"
+        "if 'secret' not in args:\n"
+        "    sys.exit(0)\n"
+        "name = args[args.index('generic') + 1]\n"
+        "files = {}\n"
+        "for arg in args:\n"
+        "    if arg.startswith('--from-file='):\n"
+        "        key, _, source = arg.removeprefix('--from-file=').partition('=')\n"
+        "        if not os.path.isfile(source):\n"
+        "            sys.exit(f'error: {source}: no such file')\n"
+        "        files[key] = source\n"
+        f"record = json.dumps({{'name': name, 'files': list(files)}})\n"
+        f"open({str(made)!r}, 'a').write(record + '\\n')\n"
+    )
+    kubectl.chmod(0o755)
+    gun_hub = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
+    env = {**os.environ, "PATH": f"{bin_dir}:{gun_hub}:{os.environ['PATH']}"}
+    subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=work, env=env, check=True)
+    secrets: dict[str, set[str]] = {}
+    for line in made.read_text().splitlines():
+        secret = json.loads(line)
+        secrets[secret["name"]] = set(secret["files"])
+    return secrets
+
+
+def test_the_key_secrets_the_doc_makes_hold_every_file_each_pod_copies(
+    k8s: list[Doc], tmp_path: Path
+) -> None:
+    """Found by review, stop 41 (R1): the doc's Secret for the hub had no hub.audit.jwk, the
+    hub pod's init container failed to copy it and the hub never started."""
+    secrets = doc_key_secrets(tmp_path)
+    for name, pod, _ in workloads(k8s):
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        secret = volumes["keys-secret"]["secret"]["secretName"]
+        (init,) = pod["initContainers"]
+        copied = set(re.findall(r"/run/secrets/gun-keys/([^\s]+)", init["command"][-1]))
+        assert copied, name
+        held = secrets.get(secret, set())
+        assert copied <= held, (name, secret, copied - held)
 
 
 # ---- the hub's three listeners (ADR 0007) ---------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,13 +64,35 @@ def _fail(err: KeystoreError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _describe(key: PublicKey) -> str:
+def _describe(key: PublicKey, others: Mapping[str, PublicKey]) -> str:
+    """One line for ``key``; ``others`` (the JWKS it is in) tells whether a key waiting for
+    its ``use_from`` is in use already: with no older key of its kind still active (retired
+    early, a leak), the processes use the newest at once (keystore ``_current``)."""
     what = key.purpose or key.use.value
     status = key.status.value
     ahead = key.use_from if key.status is KeyStatus.ACTIVE else None
-    if ahead is not None and ahead > datetime.now(UTC):
-        status += f", published, in use from {ahead.isoformat(timespec='seconds')}"
+    now = datetime.now(UTC)
+    if ahead is not None and ahead > now:
+        planned = ahead.isoformat(timespec="seconds")
+        if _in_use_early(key, others, now):
+            status += f", published, in use now (the keys before it retired; planned {planned})"
+        else:
+            status += f", published, in use from {planned}"
     return f"{key.party} {what} {key.kid} ({status}) thumbprint {key.thumbprint()}"
+
+
+def _in_use_early(key: PublicKey, others: Mapping[str, PublicKey], now: datetime) -> bool:
+    """Whether ``key``, not in use before its ``use_from``, is used now anyway: no other
+    active key of its party, use and purpose is in use now (review stop 41, R4)."""
+    return not any(
+        other.kid != key.kid
+        and other.party == key.party
+        and other.use is key.use
+        and other.purpose == key.purpose
+        and other.status is KeyStatus.ACTIVE
+        and other.in_use_at(now)
+        for other in others.values()
+    )
 
 
 @app.command()
@@ -171,10 +194,29 @@ def retire(
     encrypted to it, is refused (running processes within seconds); a backlog the broker
     accepted before still opens, and checkpoints it signed before stay valid."""
     try:
-        party = _folder(directory).retire(kid, since=since)
+        folder = _folder(directory)
+        party = folder.retire(kid, since=since)
+        keys = folder.public_keys()
     except KeystoreError as err:
         raise _fail(err) from None
     typer.echo(f"{party}: key {kid} retired")
+    retired = keys.get(kid)
+    now = datetime.now(UTC)
+    for key in keys.values():
+        planned = key.use_from
+        if (
+            retired is not None
+            and planned is not None
+            and planned > now
+            and key.status is KeyStatus.ACTIVE
+            and (key.party, key.use, key.purpose) == (retired.party, retired.use, retired.purpose)
+            and _in_use_early(key, keys, now)
+        ):
+            typer.echo(
+                f"{party}: key {key.kid} is in use now, not from its planned "
+                f"{planned.isoformat(timespec='seconds')}: every process must have the "
+                "new jwks.json now"
+            )
 
 
 @app.command()
@@ -360,7 +402,7 @@ def export_public(
     keys = folder.public_keys()
     typer.echo(f"{len(jwks['keys'])} public keys of {party} written to {out}:", err=True)
     for entry in jwks["keys"]:
-        typer.echo(f"  {_describe(keys[entry['kid']])}", err=True)
+        typer.echo(f"  {_describe(keys[entry['kid']], keys)}", err=True)
 
 
 @app.command("import-public")
@@ -390,7 +432,7 @@ def import_public(
         ("unchanged", report.unchanged),
     ):
         for key in keys:
-            typer.echo(f"{label}: {_describe(key)}")
+            typer.echo(f"{label}: {_describe(key, _folder(directory).public_keys())}")
 
 
 @app.command("list")
@@ -401,4 +443,4 @@ def list_keys(directory: Path | None = DirOption) -> None:
     except KeystoreError as err:
         raise _fail(err) from None
     for key in keys.values():
-        typer.echo(_describe(key))
+        typer.echo(_describe(key, keys))

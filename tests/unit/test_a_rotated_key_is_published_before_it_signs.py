@@ -219,3 +219,36 @@ def test_a_signed_heartbeat_under_a_key_published_a_moment_ago_is_taken(
     )
     assert protected_header(signed)["kid"] == new_kid(kids, KeyUse.SIG)
     assert gate.check(signed, topic=TOPICS.ops_health).authority == "dgal"
+
+
+def test_a_successor_in_use_early_is_listed_as_in_use_now(
+    own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review, stop 41 (R4): the old signing key retired before its successor's
+    use time (a leak), the hub signs with the successor at once, yet `keys list` said it
+    was waiting for its use time: an operator was told he had 10 minutes to hand out the
+    new jwks.json when every other machine already met records signed with it."""
+    monkeypatch.setenv("GUN_HUB_SECURITY__KEYS_DIR", str(own_keys_dir))
+    runner = CliRunner()
+    old = str(PartyKeys.load(own_keys_dir, "hub").signing_key.kid)
+    rotated = runner.invoke(app, ["keys", "rotate", "hub", "--dir", str(own_keys_dir)])
+    assert rotated.exit_code == 0, rotated.output
+    kids = [k.strip() for k in rotated.output.split("new keys ")[1].split(",")[:2]]
+    new = new_kid(kids, KeyUse.SIG)
+    waiting = runner.invoke(app, ["keys", "list", "--dir", str(own_keys_dir)])
+    assert f"{new} (active, published, in use from" in waiting.output
+
+    retired = runner.invoke(app, ["keys", "retire", old, "--dir", str(own_keys_dir)])
+    assert retired.exit_code == 0, retired.output
+    assert str(PartyKeys.load(own_keys_dir, "hub").signing_key.kid) == new
+    assert f"key {new} is in use now" in retired.output
+    listed = runner.invoke(app, ["keys", "list", "--dir", str(own_keys_dir)])
+    line = next(x for x in listed.output.splitlines() if new in x)
+    assert "in use now" in line, line
+    assert "in use from" not in line, line
+    # The other parties' rotated-but-waiting keys are still listed as waiting.
+    others = runner.invoke(app, ["keys", "rotate", "dgal", "--dir", str(own_keys_dir)])
+    assert others.exit_code == 0, others.output
+    listed = runner.invoke(app, ["keys", "list", "--dir", str(own_keys_dir)])
+    dgal_waiting = [x for x in listed.output.splitlines() if x.startswith("dgal sig")]
+    assert any("in use from" in x for x in dgal_waiting), dgal_waiting

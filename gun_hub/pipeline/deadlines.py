@@ -22,6 +22,16 @@ a deadline, only once the declarations that may hold that result are read throug
 worker back from a long stop reported every control whose result waited in its backlog:
 review stop 38, L4).
 
+A tick also keeps the ``open-cases`` entry to what its case waits for, since only an
+event may change the table and the timer ticks an entry again every 5 s for as long as it
+is there (review stop 40): an entry with no case, or naming another version than a decided
+case's, or an answers deadline on a decided case, or a control's on a case that keeps
+nothing for one (a retired case's marker) is removed; one naming another version than an
+undecided case's (that version's handling failed after writing it) is replaced by the
+case's own deadline. The routes that end or replace a case remove its entry themselves;
+this is for what one leaves behind when it fails midway (table writes are not undone
+with a failed handling's outbox) or a case tombstoned without its entry.
+
 The timer does not read every open case each time it looks (every case decided CONTROL_*
 keeps its entry for up to a week: in production, hundreds of thousands): the due times of
 the next hour are kept in memory (``DeadlineIndex``), fed by the pipeline's own writes
@@ -44,7 +54,13 @@ from gun_hub import metrics
 from gun_hub.domain.case import Case
 from gun_hub.domain.lifecycle import kept_for_control
 from gun_hub.domain.status_events import StatusKind
-from gun_hub.pipeline.hub_context import CaseStore, HubContext, OpenCaseEntry, OpenCases
+from gun_hub.pipeline.hub_context import (
+    CaseStore,
+    HubContext,
+    OpenCaseEntry,
+    OpenCases,
+    open_case_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +171,12 @@ class Deadlines:
         key = reference.encode()
         stored = self._cases.get(key)
         if stored is None:
+            self._drop_entry(key, "no case is stored for it")
             return outbox
         case = Case.from_bytes(stored)
         # Decisions the broker may not have are announced again; the tick goes on.
         self._ctx.announce_again_if_lost(outbox, case, source.partition)
+        self._keep_entry_to_what_waits(key, case, source.partition)
         if case.version != version:
             return outbox  # a stale tick: nothing is due
         if case.decided:
@@ -178,6 +196,44 @@ class Deadlines:
         )
         self._ctx.store_case(self._cases, case)
         return outbox
+
+    def _keep_entry_to_what_waits(self, key: bytes, case: Case, partition: int) -> None:
+        """The open-cases entry of ``key`` made to say what ``case`` waits for, if it says
+        something else. Only a tick can change the table (event context), and the timer
+        ticks an entry again every few seconds for as long as it is there: an entry
+        nothing waits for, left by a handling that failed after writing it or by a case
+        removed without it, was ticked for ever (review stop 40, open item)."""
+        raw = self._ctx.open_cases.get(key)
+        if raw is None:
+            return
+        try:
+            entry = OpenCaseEntry.from_bytes(raw)
+        except (ValueError, UnicodeDecodeError):
+            self._drop_entry(key, "it does not read as a deadline")
+            return
+        if not case.decided:
+            if entry.version != case.version:
+                # The case is still an earlier version's, undecided (a later version's
+                # handling failed after replacing its deadline): without its own
+                # deadline nothing would ever decide it.
+                log.warning(
+                    "deadline of %s named version %d, its case is version %d, undecided: "
+                    "the case's own deadline restored",
+                    case.reference,
+                    entry.version,
+                    case.version,
+                )
+                self._ctx.open_cases[key] = open_case_entry(case, partition)
+            return
+        if entry.version != case.version:
+            self._drop_entry(key, f"its case is version {case.version}, decided")
+        elif not entry.waits_for_control or not kept_for_control(case) or case.decision is None:
+            self._drop_entry(key, "its case is decided and keeps nothing for a control")
+
+    def _drop_entry(self, key: bytes, why: str) -> None:
+        """Remove an open-cases entry nothing waits for (said once: it is gone after)."""
+        if self._ctx.open_cases.pop(key, None) is not None:
+            log.warning("deadline of %s removed: %s", key.decode("utf-8", "replace"), why)
 
     def _report_overdue_control(self, outbox: Effects, case: Case, partition: int) -> None:
         key = case.reference.encode()

@@ -29,6 +29,7 @@ from gun_contract.security.state_cipher import StateKeyMissing
 from gun_hub import metrics
 from gun_hub.runtime import ownership, table_writes
 from gun_hub.runtime.aged_out import InputsAgedOut
+from gun_hub.runtime.raw_codecs import RawBytesRegistry
 from gun_hub.runtime.settling import Settling
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer, StrictOffsetsTransport
 from gun_hub.runtime.table_writes import WriteAwaitedTable
@@ -41,10 +42,14 @@ class HubApp(faust.App):  # type: ignore[misc]
     """faust.App whose consumer commits only past handled records, whose tables keep
     their writes for the settling of the record that made them (table_writes.py), and
     whose agents' delivery window (``settling``) acts for a record only while its
-    partition is this worker's (ownership.py)."""
+    partition is this worker's (ownership.py); its raw bytes skip faust's codecs
+    (raw_codecs.py)."""
 
     def __init__(self, *args: Any, in_flight_limit: int = 1000, **kwargs: Any) -> None:
         kwargs.setdefault("Table", WriteAwaitedTable)
+        # Keys and values are bytes under the raw codec: handed back as they are, not put
+        # through faust's codec lookups (raw_codecs.py).
+        kwargs.setdefault("Serializers", RawBytesRegistry)
         super().__init__(*args, **kwargs)
         self.settling = Settling(limit=in_flight_limit)
         # Run before faust waits for every agent to finish the event in hand (at a

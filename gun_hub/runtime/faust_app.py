@@ -29,6 +29,7 @@ from gun_contract.security.state_cipher import StateKeyMissing
 from gun_hub import metrics
 from gun_hub.runtime import ownership, table_writes
 from gun_hub.runtime.aged_out import InputsAgedOut
+from gun_hub.runtime.faust_monitor import LivelockMonitor
 from gun_hub.runtime.raw_codecs import RawBytesRegistry
 from gun_hub.runtime.settling import Settling
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer, StrictOffsetsTransport
@@ -43,13 +44,15 @@ class HubApp(faust.App):  # type: ignore[misc]
     their writes for the settling of the record that made them (table_writes.py), and
     whose agents' delivery window (``settling``) acts for a record only while its
     partition is this worker's (ownership.py); its raw bytes skip faust's codecs
-    (raw_codecs.py)."""
+    (raw_codecs.py) and its monitor counts only what faust reads (faust_monitor.py)."""
 
     def __init__(self, *args: Any, in_flight_limit: int = 1000, **kwargs: Any) -> None:
         kwargs.setdefault("Table", WriteAwaitedTable)
         # Keys and values are bytes under the raw codec: handed back as they are, not put
         # through faust's codec lookups (raw_codecs.py).
         kwargs.setdefault("Serializers", RawBytesRegistry)
+        # faust's own sensor, counting only what faust reads (faust_monitor.py).
+        kwargs.setdefault("Monitor", LivelockMonitor)
         super().__init__(*args, **kwargs)
         self.settling = Settling(limit=in_flight_limit)
         # Run before faust waits for every agent to finish the event in hand (at a

@@ -1,12 +1,12 @@
 """faust's serializer registry, with bytes under the raw codec handed back as they are.
 
 Everything the hub keeps in its tables, and every record its topics carry, is bytes under
-faust's ``raw`` codec (sealed by the hub itself: ADR 0002). faust still puts each key and
-value through its registry: the codec looked up by name (``get_codec``: a ``|`` chain
-parsed, an extension lookup), a Record looked for (``isinstance`` against faust's model
-ABC, ``Model._maybe_reconstruct``), and ``want_bytes`` at the end, for every table read
-and write, every changelog record and every record consumed: about a third of a table
-read's time (docs/benchmark.md, stops 40 and 41).
+faust's ``raw`` codec (ADR 0002; a table's values sealed by the hub's state cipher). faust
+still puts each key and value through its registry: the codec looked up by name
+(``get_codec``: a ``|`` chain parsed, an extension lookup), a Record looked for
+(``isinstance`` against faust's model ABC, ``Model._maybe_reconstruct``), and
+``want_bytes`` at the end, for every table read and write, every changelog record and
+every record consumed: about a third of a table read's time (docs/benchmark.md, stops 40 and 41).
 
 ``RawBytesRegistry`` answers at once only where faust's own answer is the value itself:
 

@@ -6,6 +6,11 @@ partition, encoding the key, reading the database) for every case, open-case ent
 head and message id the hub reads, several per declaration. One lookup answers the same:
 the value, or None for a key that is not there, from the store of the event's partition,
 and faust's sensors still told of the read.
+
+The tests are coroutines: a faust table made outside a running event loop asks for the
+current loop, and after some async test files there is none ("There is no current event
+loop": these tests failed when run after
+test_a_worker_that_lost_a_partition_writes_nothing_to_its_changelog.py).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class _CountedReads:
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
-def test_a_table_read_gives_the_value_or_none_as_before(store: str, tmp_path: Path) -> None:
+async def test_a_table_read_gives_the_value_or_none_as_before(store: str, tmp_path: Path) -> None:
     _app, table = _table(store, tmp_path)
     with as_if_handling(DECLARATIONS, 2, 7):
         table[b"FR-2026-1"] = b"case one"
@@ -71,7 +76,7 @@ def test_a_table_read_gives_the_value_or_none_as_before(store: str, tmp_path: Pa
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
-def test_a_table_store_pops_what_it_holds_and_leaves_a_tombstone(
+async def test_a_table_store_pops_what_it_holds_and_leaves_a_tombstone(
     store: str, tmp_path: Path
 ) -> None:
     app, table = _table(store, tmp_path)
@@ -88,7 +93,7 @@ def test_a_table_store_pops_what_it_holds_and_leaves_a_tombstone(
     assert [(m.key, m.value) for m in sent] == [(b"FR-2026-3", b"entry"), (b"FR-2026-3", None)]
 
 
-def test_a_rocksdb_table_read_asks_the_store_once(tmp_path: Path) -> None:
+async def test_a_rocksdb_table_read_asks_the_store_once(tmp_path: Path) -> None:
     _app, table = _table("rocksdb://", tmp_path)
     with as_if_handling(DECLARATIONS, 0, 1):
         table[b"FR-2026-4"] = b"case"
@@ -99,7 +104,7 @@ def test_a_rocksdb_table_read_asks_the_store_once(tmp_path: Path) -> None:
     assert reads.lookups == 3  # faust's own reading: 6 (is it there? then read it)
 
 
-def test_a_table_read_is_still_told_to_faust_s_sensors(tmp_path: Path) -> None:
+async def test_a_table_read_is_still_told_to_faust_s_sensors(tmp_path: Path) -> None:
     _app, table = _table("memory://", tmp_path)
     told: list[object] = []
     table._sensor_on_get = lambda _table, key: told.append(key)
@@ -108,7 +113,7 @@ def test_a_table_read_is_still_told_to_faust_s_sensors(tmp_path: Path) -> None:
     assert told == [b"FR-2026-6"]
 
 
-def test_a_table_with_a_default_still_makes_it_for_a_missing_key(tmp_path: Path) -> None:
+async def test_a_table_with_a_default_still_makes_it_for_a_missing_key(tmp_path: Path) -> None:
     """faust's ``default``: a missing key reads as a new default value. The hub's tables
     have none, but the one lookup must not skip it for a table that has."""
     _app, table = _table("memory://", tmp_path)

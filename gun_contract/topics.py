@@ -271,10 +271,12 @@ class TopicRegistry:
                 Payload.STATE_SEALED,
                 "Internal: each authority's rollout mode (off, shadow, advice, enforce), "
                 "everywhere or at one customs office, sealed with the hub's state key; "
-                "compacted: the latest setting of each scope is kept.",
-                compacted=True,
-                # The modes in force are kept as long as they are in force: compaction
-                # drops only a scope's older settings (their history is in the audit).
+                "never deleted: the newest setting of each scope is in force.",
+                # Kept whole, not compacted (ADR 0023): compaction keeps each key's newest
+                # record, so garbage, a tombstone or an older setting written again under
+                # a scope's key erased the officer's mode for every worker started after
+                # the cleaning (review stop 40-F). A setting is a few hundred bytes, set
+                # by hand: the log stays small.
                 retention_ms=-1,
             ),
             TopicSpec(

@@ -133,7 +133,8 @@ ROLLOUT_MODE = Gauge(
 )
 ROLLOUT_SETTINGS_REFUSED = Counter(
     "gun_hub_rollout_settings_refused_total",
-    "Records of the rollout topic that did not open as a hub-sealed setting: ignored.",
+    "Records of the rollout topic that did not open as a hub-sealed setting of their "
+    "key, or were older than their scope's setting in force: ignored (ADR 0023).",
 )
 
 VIEW_RECORDS_PARKED = Counter(

@@ -6,7 +6,8 @@ your own" can carry the broker's defaults instead of the registry's settings
 K1): on ``CreateTime`` an envelope read more than the clock skew after it was sealed is
 refused and dead-lettered; a size limit below the contract's refuses large decisions and
 stops the partition writing them; a compacted log topic keeps one record per key and
-refuses records without one; an audit topic with a finite retention deletes evidence.
+refuses records without one; an audit topic with a finite retention deletes evidence, a
+rollout topic compacted or deleting loses the officers' modes (ADR 0023).
 
 Pure logic: what is wrong with one topic's described configuration, and the line that
 says so. Reading the configuration and acting on it is ``admin.py``'s.
@@ -38,9 +39,15 @@ _WHY_TIMESTAMP = (
 _WHY_SIZE = (
     "a smaller limit refuses records the contract allows and stops the partition writing them"
 )
-_WHY_DELETE = "compaction keeps only each key's latest record and refuses records without a key"
+_WHY_DELETE = (
+    "compaction keeps only each key's latest record, whatever it holds, and refuses records "
+    "without a key"
+)
 _WHY_COMPACT = "each key's latest record must be kept however old it is"
-_WHY_KEPT = "this trail is evidence: never deleted"
+_WHY_KEPT = (
+    "its records are never deleted (the audit trail is evidence; a rollout setting is in "
+    "force until a newer one)"
+)
 
 
 @dataclass(frozen=True, slots=True)

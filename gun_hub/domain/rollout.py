@@ -3,7 +3,8 @@
 A partner administration is switched on the way the French single window was: a pilot
 ("expérimentation") at a few offices, then the generalisation. The mode of an authority
 at an office is data (ADR 0012), changed while the hub runs (``gun-hub rollout set``,
-audited) and read by every hub worker from the compacted ``hub.rollout`` topic:
+audited) and read by every hub worker from the ``hub.rollout`` topic, kept whole (ADR
+0023):
 
 * ``off``: the authority is not asked. Its documents are checked at the office, as before
   the single window: the decision is a documentary control (verdict UNROUTED, reason
@@ -30,10 +31,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from gun_contract.security.state_cipher import StateCipher
 
@@ -79,7 +79,7 @@ class RolloutSetting(BaseModel):
     mode: RolloutMode
     officer: str = Field(max_length=64)
     reason: str = Field(min_length=1, max_length=500)
-    at: datetime
+    at: AwareDatetime  # compared with the setting in force (RolloutBoard.apply)
 
     @field_validator("office")
     @classmethod
@@ -119,7 +119,7 @@ def open_setting(cipher: StateCipher, key: bytes, sealed: bytes) -> RolloutSetti
 
 
 class RolloutBoard:
-    """The modes in force: the latest setting of each scope; an authority's office
+    """The modes in force: the newest setting of each scope; an authority's office
     setting wins over its own; no setting at all is ``enforce`` (the contract's rules)."""
 
     def __init__(self, settings: Iterable[RolloutSetting] = ()) -> None:
@@ -127,8 +127,23 @@ class RolloutBoard:
         for setting in settings:
             self.apply(setting)
 
-    def apply(self, setting: RolloutSetting) -> None:
+    def apply(self, setting: RolloutSetting) -> bool:
+        """Whether ``setting`` is now in force: not if its scope holds one set after it.
+
+        Newest by the date it was set, not by where it stands in the topic (ADR 0023): a
+        hub-sealed setting copied back onto the topic opens like the original, and must
+        not bring an earlier mode back. The desk dates each setting after the one it
+        replaces (web/rollout.py), so the officers' own order is kept; of two equally
+        dated, the one read last wins, as every worker reads them in the same order."""
+        held = self._settings.get(setting.key)
+        if held is not None and setting.at < held.at:
+            return False
         self._settings[setting.key] = setting
+        return True
+
+    def setting_for(self, authority: str, office: str | None) -> RolloutSetting | None:
+        """The setting of exactly this scope (None: never set)."""
+        return self._settings.get(setting_key(authority, office))
 
     def mode_for(self, authority: str, office: str | None) -> RolloutMode:
         if office:

@@ -8,8 +8,11 @@ and admits no declaration (it would decide with modes that are not the ones in f
 
 A record that does not open as a setting sealed with the hub's state key is ignored,
 logged and counted (``gun_hub_rollout_settings_refused_total``): only the hub's officer
-listener sets a mode. It is not dead-lettered: every worker reads it, and one record
-would make as many dead letters as there are workers.
+listener sets a mode. So is a hub-sealed setting older than the one its scope holds (a
+record copied back onto the topic). Neither is dead-lettered: every worker reads it, and
+one record would make as many dead letters as there are workers. Ignoring is enough
+because the topic is never cleaned (ADR 0023): the officer's setting stays before the
+record for every worker that starts later, not only for those that were running.
 """
 
 from __future__ import annotations
@@ -84,7 +87,19 @@ class RolloutFollower:
             metrics.ROLLOUT_SETTINGS_REFUSED.inc()
             log.warning("rollout setting at %s ignored: %s", where, refused)
             return None
-        self.board.apply(setting)
+        if not self.board.apply(setting):
+            metrics.ROLLOUT_SETTINGS_REFUSED.inc()
+            held = self.board.setting_for(setting.authority, setting.office)
+            log.warning(
+                "rollout setting at %s ignored: %s %s set at %s is older than the setting "
+                "in force, set at %s (a record written again?)",
+                where,
+                setting.scope,
+                setting.mode.value,
+                setting.at.isoformat(),
+                held.at.isoformat() if held else "?",
+            )
+            return None
         for awaited, waiter in self._waiters:
             if awaited == setting and not waiter.done():
                 waiter.set_result(None)

@@ -8,8 +8,9 @@
 
 A mode set is audited before it is published, as a dead-letter redrive is: the action is
 on the broker (the audit keeper chains it) or nothing is set. The setting is then sealed
-with the hub's state key onto the compacted ``hub.rollout`` topic, and the answer waits
-until this worker applies it, so the next ``rollout show`` shows it.
+with the hub's state key onto the ``hub.rollout`` topic (kept whole, ADR 0023), dated
+after the setting it replaces, and the answer waits until this worker applies it, so the
+next ``rollout show`` shows it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -100,7 +101,9 @@ def add_rollout_routes(
             return refuse(
                 403, "only rollout operators may set a mode (GUN_HUB_WEB__ROLLOUT_OPERATORS)"
             )
-        setting = await _setting(request, desk, officer)
+        setting = _dated_after_the_one_it_replaces(
+            await _setting(request, desk, officer), desk.board
+        )
         previous = desk.board.mode_for(setting.authority, setting.office)
         action = OperatorAction(
             action=ActionKind.ROLLOUT_SET,
@@ -198,6 +201,18 @@ async def _setting(request: web.Request, desk: RolloutDesk, officer: str) -> Rol
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
         )
         raise BadRequest(problems) from None
+
+
+def _dated_after_the_one_it_replaces(
+    setting: RolloutSetting, board: RolloutBoard
+) -> RolloutSetting:
+    """``setting``, dated after its scope's setting in force: the workers keep the newest
+    by date (ADR 0023), and the one in force may have been set through a worker whose
+    clock is ahead of this one's."""
+    held = board.setting_for(setting.authority, setting.office)
+    if held is None or setting.at > held.at:
+        return setting
+    return setting.model_copy(update={"at": held.at + timedelta(microseconds=1)})
 
 
 def _no_desk() -> web.Response:

@@ -382,7 +382,8 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             "An authority's rollout mode (off, shadow, advice, enforce), everywhere or at one "
             "customs office, with the officer who set it, when and why; sealed with the hub's "
             "state key (AES-256-GCM, bound to the record key) by the officer listener; every "
-            "hub worker reads the whole compacted topic. Internal to the hub.",
+            "hub worker reads the whole topic (never cleaned: ADR 0023), the newest setting of "
+            "each scope in force. Internal to the hub.",
             BYTES,
             ref("StateSealedBytes"),
             _ROLLOUT_KEY,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,25 @@ async def test_the_dashboard_shows_each_authority_s_mode(listener: Listener) -> 
         "pilot",
     )
     assert figures["rollout"]["dgal"] == {"mode": "enforce", "set": None, "offices": {}}
+
+
+async def test_a_setting_is_dated_after_the_one_it_replaces_whatever_this_worker_s_clock(
+    listener: Listener,
+) -> None:
+    """Workers keep the newest setting of a scope by its date (ADR 0023): one set through
+    a worker whose clock is behind the one that set the previous must still be newer."""
+    ahead = RolloutSetting(
+        authority="dga",
+        office="FR000690",
+        mode=RolloutMode.OFF,
+        officer="alice",
+        reason="partner down",
+        at=datetime.now(UTC) + timedelta(hours=1),  # set through a worker an hour ahead
+    )
+    listener.board.apply(ahead)
+    status, body = await listener.call("POST", "/rollout", body=DGA_SHADOW)
+    assert status == 200, body
+    assert body["previous"] == "off"
+    [published] = listener.settings_published()
+    assert published.at > ahead.at
+    assert listener.board.mode_for("dga", "FR000690") is RolloutMode.SHADOW

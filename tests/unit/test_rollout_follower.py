@@ -77,3 +77,40 @@ async def test_a_setting_moved_under_another_scope_is_refused(
     sealed = seal_setting(StateCipher.load(keys_dir, HUB_PARTY), SHADOW)
     assert follower.apply(record(b"dga|*", sealed)) is None  # FR000690's, not everywhere's
     assert follower.board.settings() == []
+
+
+# Review stop 40-F (suspected, shown by tests/integration/
+# test_an_officers_rollout_mode_outlives_what_is_written_after_it.py): a record written
+# after an officer's setting under its scope's key must not take the mode away, neither
+# from a worker that reads it as it comes nor from one that starts later (ADR 0023).
+ENFORCE = SHADOW.model_copy(
+    update={"mode": RolloutMode.ENFORCE, "at": datetime(2026, 12, 3, tzinfo=UTC)}
+)
+
+
+async def test_a_fresh_worker_keeps_the_mode_set_before_garbage_or_a_tombstone(
+    follower: RolloutFollower, keys_dir: Path
+) -> None:
+    sealed = seal_setting(StateCipher.load(keys_dir, HUB_PARTY), SHADOW)
+    before = refused()
+    follower.apply(record(SHADOW.key, sealed, 0))
+    assert follower.apply(record(SHADOW.key, b"\x8f" * 40, 1)) is None
+    assert follower.apply(record(SHADOW.key, b"", 2)) is None  # a tombstone reads as b""
+    assert refused() == before + 2
+    assert follower.board.mode_for("dga", "FR000690") is RolloutMode.SHADOW
+
+
+async def test_an_older_setting_written_again_does_not_replace_the_newer(
+    follower: RolloutFollower, keys_dir: Path
+) -> None:
+    """A hub-sealed record copied back onto the topic (any party that may write it and
+    read it) opens: it must not bring an officer's earlier mode back."""
+    cipher = StateCipher.load(keys_dir, HUB_PARTY)
+    shadow = seal_setting(cipher, SHADOW)
+    follower.apply(record(SHADOW.key, shadow, 0))
+    assert follower.apply(record(ENFORCE.key, seal_setting(cipher, ENFORCE), 1)) == ENFORCE
+    before = refused()
+    assert follower.apply(record(SHADOW.key, shadow, 2)) is None
+    assert refused() == before + 1
+    assert follower.board.mode_for("dga", "FR000690") is RolloutMode.ENFORCE
+    assert follower.board.settings() == [ENFORCE]

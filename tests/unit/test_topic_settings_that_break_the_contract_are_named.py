@@ -86,14 +86,9 @@ def test_a_compacted_log_topic_is_refused_not_aligned(policy: str) -> None:
     assert not found.alignable
 
 
-def test_a_compacted_registry_topic_left_deleting_is_refused() -> None:
-    for spec in (BY_NAME["gun.hub.rollout"], CHANGELOG):
-        [found] = deviations(spec, as_created(spec, **{"cleanup.policy": "delete"}))
-        assert (found.setting, found.wanted, found.alignable) == (
-            "cleanup.policy",
-            "compact",
-            False,
-        )
+def test_a_compacted_topic_left_deleting_is_refused() -> None:
+    [found] = deviations(CHANGELOG, as_created(CHANGELOG, **{"cleanup.policy": "delete"}))
+    assert (found.setting, found.wanted, found.alignable) == ("cleanup.policy", "compact", False)
 
 
 def test_an_audit_topic_that_deletes_by_age_or_size_is_refused() -> None:
@@ -209,3 +204,18 @@ def test_a_refused_alignment_is_reported() -> None:
     assert admin.altered, "nothing was sent"
     assert "gun.requests.dgal" in str(refused.value)
     assert "refused by policy" in str(refused.value)
+
+
+def test_the_rollout_topic_keeps_every_setting_for_ever() -> None:
+    """Review stop 40-F (ADR 0023): on a compacted rollout topic a record written after an
+    officer's setting under its scope's key (garbage, a tombstone, an old setting copied)
+    erased it at the next cleaning, for every worker starting after."""
+    spec = BY_NAME["gun.hub.rollout"]
+    config = spec.broker_config()
+    assert (config["cleanup.policy"], config["retention.ms"]) == ("delete", "-1")
+    assert settings_of(deviations(spec, as_created(spec, **{"cleanup.policy": "compact"}))) == [
+        "cleanup.policy"
+    ]
+    assert settings_of(deviations(spec, as_created(spec, **{"retention.bytes": "1048576"}))) == [
+        "retention.bytes"
+    ]

@@ -300,7 +300,9 @@ class AdapterSettings(BaseModel):
         5, description="Consecutive partner failures that open the circuit breaker."
     )
     circuit_reset_s: float = Field(
-        5.0, description="Pause before a trial call to a partner whose circuit is open."
+        5.0,
+        description="Pause before a trial call to a partner whose circuit is open; with no "
+        "call to make, the adapter makes its own (a read-only lookup) this often.",
     )
     replay_interval_s: float = Field(
         2.0, description="How often write-offs and deletions pending on a down partner retry."

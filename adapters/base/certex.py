@@ -18,6 +18,12 @@ request's, the others' calls in between), and only then goes out: its deadline
 ``adapter.partner_queue_wait_s`` after its request began is not sent (:class:`CallNotSent`):
 UNAVAILABLE, saying so, with no failure counted against the partner and nothing it may
 still apply (review stop 40, W2).
+
+While the circuit is not closed the client tries the partner itself whenever a trial is
+due and no call holds it (:mod:`adapters.base.circuit_probe`): ``GET`` of a document no
+declaration can quote (:data:`TRIAL_REFERENCE`), read-only, with no idempotency key; the
+partner's ``NOT_FOUND`` (or the document) closes the circuit, what would fail a call keeps
+it open (review stop 41).
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from adapters.base.call_turns import CallTurns, NoTurnInTime, RequestTurns
+from adapters.base.circuit_probe import CircuitProbe
 from adapters.base.keys_in_flight import KeysInFlight
-from adapters.base.resilience import Backoff, CircuitBreaker, retry_after_s
+from adapters.base.resilience import Backoff, CircuitBreaker, CircuitState, retry_after_s
 from gun_contract.health import CircuitStatus
 from gun_contract.model.exchange import (
     AuthorityRequest,
@@ -121,6 +128,11 @@ _CLEARANCE_PATHS = {
 # wrong partner URL, 421): taken for rejections, every follow-up of a credentials
 # rotation would have ended unapplied for good (found by review in stop 31).
 _REJECTIONS = frozenset({400, 409, 410, 413, 422})
+# The document the adapter's own trial call looks up: "~" (unreserved in a URL, sent as
+# is) is outside the contract's references (DOCUMENT_REFERENCE_PATTERN), so no declaration
+# quotes it and the lookup reads no trader's document; the partner answers NOT_FOUND (or,
+# checking its format, 400), either an answer.
+TRIAL_REFERENCE = "GUN-HUB~CIRCUIT-TRIAL"
 _REJECTION_TEXT_CHARS = 200
 
 
@@ -226,6 +238,8 @@ class CertexHttpPartner:
             # A trial outlives one call's deadline only if its caller was lost.
             trial_timeout_s=2 * settings.partner_timeout_s + 1,
         )
+        # With no call to make after an outage, the circuit would never close (stop 41).
+        self._probe = CircuitProbe(self.circuit, self._trial_call)
         # Keys sent with no answer yet: a 409 to one of them is "still in progress" (J3).
         self._keys_in_flight = KeysInFlight(
             in_progress_at_most_s=settings.partner_in_progress_window_s
@@ -247,6 +261,7 @@ class CertexHttpPartner:
         return self._session
 
     async def close(self) -> None:
+        await self._probe.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -467,13 +482,41 @@ class CertexHttpPartner:
             return f"not sent: {why}; the partner was not asked"
         return f"{last_error}; retry not sent: {why}"
 
+    async def _trial_call(self) -> None:
+        """The adapter's own trial (circuit_probe.py): a lookup of :data:`TRIAL_REFERENCE`,
+        judged like any call's answer (``_attempt`` records it on the circuit). It changes
+        nothing at the partner and carries no idempotency key, so no key of a
+        declaration's can meet it, and no count of a declaration's calls includes it."""
+        url = f"{self._base}/api/v1/documents/{quote(TRIAL_REFERENCE, safe='')}"
+        try:
+            answered = await self._attempt("GET", url, None, {})
+        except PartnerUnavailable:
+            return  # an answer unusable as sent: recorded as a failure
+        if not isinstance(answered, str) and self.circuit.state is CircuitState.CLOSED:
+            log.info(
+                "partner %s answers again (the adapter's own trial, HTTP %d): circuit closed",
+                _origin(self._base),
+                answered[0],
+            )
+
     async def _attempt(
-        self, method: str, url: str, body: dict[str, Any], headers: dict[str, str]
+        self, method: str, url: str, body: dict[str, Any] | None, headers: dict[str, str]
     ) -> tuple[int, dict[str, Any]] | str:
         """One attempt of a call the circuit allowed: the partner's status and answer, or
-        why it is to be tried again."""
-        key = headers[IDEMPOTENCY_HEADER]
-        self._keys_in_flight.sending(key)
+        why it is to be tried again. A circuit it leaves not closed is tried from then on
+        by the adapter itself, calls or none (circuit_probe.py)."""
+        try:
+            return await self._attempt_once(method, url, body, headers)
+        finally:
+            self._probe.watch()
+
+    async def _attempt_once(
+        self, method: str, url: str, body: dict[str, Any] | None, headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any]] | str:
+        # A declaration's calls carry their key; the adapter's own trial none.
+        key = headers.get(IDEMPOTENCY_HEADER)
+        if key is not None:
+            self._keys_in_flight.sending(key)
         try:
             # Never followed: a redirect sent the body, the key, the trace and a
             # licence reference to another origin, and turned a POST into a GET (J5).
@@ -481,15 +524,8 @@ class CertexHttpPartner:
                 method, url, json=body, headers=headers, allow_redirects=False
             ) as response:
                 if response.status >= 500 or response.status in _THROTTLED:
-                    if response.status == HTTP_TOO_MANY_REQUESTS:
-                        # Not taken: a 409 to the retry is no earlier attempt still
-                        # running (a 503 may hide one, behind a proxy; review G4).
-                        self._keys_in_flight.turned_away(key)
-                    elif response.status in _GATEWAY_GAVE_UP:
-                        # A gateway's "no answer in time": the call may have reached
-                        # the partner, which goes on with it, as after a timeout
-                        # (review stop 39-SF, SF3).
-                        self._keys_in_flight.unanswered(key)
+                    if key is not None:
+                        self._turned_down(key, response.status)
                     self.circuit.record_failure()
                     self._pause_if_asked(response)
                     return f"partner answered HTTP {response.status}"
@@ -505,7 +541,8 @@ class CertexHttpPartner:
             return f"partner unreachable: {type(err).__name__}"
         except (TimeoutError, aiohttp.ClientError) as err:
             # Sent, and no answer: the partner may be applying it (P1).
-            self._keys_in_flight.unanswered(key)
+            if key is not None:
+                self._keys_in_flight.unanswered(key)
             self.circuit.record_failure()
             return f"partner unreachable: {type(err).__name__}"
         except BaseException:
@@ -523,6 +560,17 @@ class CertexHttpPartner:
         else:
             self.circuit.record_success()
         return response.status, payload
+
+    def _turned_down(self, key: str, status: int) -> None:
+        """What a 5xx or 429 to the call keyed ``key`` says of the partner applying it."""
+        if status == HTTP_TOO_MANY_REQUESTS:
+            # Not taken: a 409 to the retry is no earlier attempt still running (a 503
+            # may hide one, behind a proxy; review G4).
+            self._keys_in_flight.turned_away(key)
+        elif status in _GATEWAY_GAVE_UP:
+            # A gateway's "no answer in time": the call may have reached the partner,
+            # which goes on with it, as after a timeout (review stop 39-SF, SF3).
+            self._keys_in_flight.unanswered(key)
 
     def _not_calling(self, last_error: str) -> str:
         paused_s = self.circuit.paused_for_s()

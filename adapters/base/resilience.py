@@ -7,7 +7,9 @@ every request times out). After ``reset_after_s`` it lets one trial call through
 (half-open): success closes it, failure opens it again. A trial that ends with neither
 (cancelled: the adapter stops, an outer deadline) gives its slot back with
 :meth:`CircuitBreaker.release`; a slot whose caller never reports is taken back after
-``trial_timeout_s``, so the circuit can never stick open.
+``trial_timeout_s``, so the circuit can never stick open. Trials need calls: with no traffic
+after an outage the adapter makes its own (:mod:`adapters.base.circuit_probe`), when
+:meth:`CircuitBreaker.trial_in_s` says one is due.
 
 A partner answering 429 or 503 with ``Retry-After`` asks for a pause: :meth:`CircuitBreaker.pause`
 holds every call (live and replayed) until it ends, at most ``RETRY_AFTER_CAP_S``.
@@ -103,6 +105,25 @@ class CircuitBreaker:
         if self._paused_until is None:
             return 0.0
         return max(self._paused_until - self._clock(), 0.0)
+
+    def trial_in_s(self) -> float | None:
+        """Seconds until :meth:`allow` lets a trial call through (0: now), or None while
+        the circuit is closed (no trial to make). While a trial is under way, until its
+        slot would be taken back, at most ``reset_after_s``: it reports sooner."""
+        paused_s = self.paused_for_s()
+        if paused_s > 0:
+            return paused_s
+        if self._opened_at is None:
+            return None
+        now = self._clock()
+        opened_for = now - self._opened_at
+        if opened_for < self._reset_after_s:
+            return self._reset_after_s - opened_for
+        if self._trial_in_flight():
+            assert self._trial_started_at is not None  # noqa: S101 - in flight: started
+            left = self._trial_started_at + self._trial_timeout_s - now
+            return min(left, self._reset_after_s)
+        return 0.0
 
     def release(self) -> None:
         """An allowed call ended with no verdict on the partner (cancelled): free the

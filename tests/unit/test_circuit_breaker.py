@@ -107,9 +107,12 @@ def test_a_trial_slot_lost_by_a_caller_is_taken_back_after_the_trial_deadline() 
 
 async def test_a_partner_call_cancelled_during_the_trial_does_not_stick_the_circuit_open() -> None:
     hanging = asyncio.Event()
+    trial_of_its_own = asyncio.Event()
 
     async def hang(request: web.Request) -> web.Response:
         hanging.set()
+        if request.method == "GET":  # the adapter's own trial (review stop 41)
+            trial_of_its_own.set()
         await asyncio.sleep(30)
         return web.json_response({"result": "ACCEPTED"})
 
@@ -137,7 +140,9 @@ async def test_a_partner_call_cancelled_during_the_trial_does_not_stick_the_circ
         trial.cancel()  # e.g. the adapter stops, or an outer deadline
         with pytest.raises(asyncio.CancelledError):
             await trial
-        assert partner.circuit.allow(), "the cancelled trial kept the only trial slot"
+        # The slot given back, the adapter's own trial takes it at once (circuit_probe.py):
+        # held by the cancelled call, no trial would have gone for 21 s.
+        await asyncio.wait_for(trial_of_its_own.wait(), 5)
     finally:
         await partner.close()
         await runner.cleanup()
@@ -219,3 +224,45 @@ def test_retry_after_is_read_as_seconds_or_an_http_date(
 ) -> None:
     now = datetime(2026, 10, 21, 7, 28, 0, tzinfo=UTC)
     assert retry_after_s(header, now) == seconds
+
+
+# -- review stop 41: when the adapter's own trial is due ------------------------------------
+
+
+def test_a_trial_is_due_a_reset_after_each_failure_and_never_while_closed() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=2, reset_after_s=5, trial_timeout_s=11, clock=clock)
+    assert breaker.trial_in_s() is None
+    breaker.record_failure()
+    assert breaker.trial_in_s() is None  # one failure of two: still closed
+    breaker.record_failure()
+    assert breaker.trial_in_s() == 5
+    clock.now += 4
+    assert breaker.trial_in_s() == 1
+    clock.now += 1
+    assert breaker.trial_in_s() == 0
+    assert breaker.allow()  # a trial under way: the next is due when it would be taken back
+    assert breaker.trial_in_s() == 5  # no later than a reset: it reports sooner
+    clock.now += 8
+    assert breaker.trial_in_s() == 3
+    breaker.record_failure()
+    assert breaker.trial_in_s() == 5
+    clock.now += 5
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.trial_in_s() is None
+
+
+def test_a_trial_waits_for_the_partners_pause() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=5, clock=clock)
+    breaker.record_failure()
+    breaker.pause(30)
+    assert breaker.trial_in_s() == 30
+    clock.now += 30
+    assert breaker.trial_in_s() == 0
+    closed = CircuitBreaker(clock=clock)
+    closed.pause(10)
+    assert closed.trial_in_s() == 10  # waited out; then closed, so none
+    clock.now += 10
+    assert closed.trial_in_s() is None

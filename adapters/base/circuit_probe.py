@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -43,8 +44,10 @@ class CircuitProbe:
         no-op while the probe runs, the circuit is closed, or after :meth:`close`)."""
         if self._closed or self.running or self._circuit.state is CircuitState.CLOSED:
             return
+        # A context of its own: started from a declaration's call, the trials would carry
+        # its trace (gun_contract/trace.py) into the log, and they belong to none.
         self._task = asyncio.get_running_loop().create_task(
-            self._try_until_closed(), name="partner-circuit-probe"
+            self._try_until_closed(), name="partner-circuit-probe", context=contextvars.Context()
         )
 
     async def stopped(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from adapters.base.resilience import CircuitBreaker, CircuitState
 from gun_contract.health import CircuitStatus
 from gun_contract.model.exchange import DOCUMENT_REFERENCE_PATTERN, Operation
 from gun_contract.model.verdicts import Verdict
+from gun_contract.trace import TRACEPARENT, TraceFilter, trace_id_for, tracing
 from tests.adapter_fixtures import partner_request
 from tests.partner_fixtures import (
     Handler,
@@ -208,6 +210,33 @@ async def test_a_trial_the_partner_does_not_answer_keeps_the_circuit_open(
             await closed_within(adapter, RESET_S + SLACK_S)
         finally:
             await adapter.close()
+
+
+async def test_a_trial_carries_no_trace_of_the_declaration_whose_call_opened_the_circuit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    traced: list[str | None] = []
+
+    async def partner(request: web.Request) -> web.Response:
+        if request.method == "GET":
+            traced.append(request.headers.get(TRACEPARENT))
+            return web.json_response({"result": "NOT_FOUND", "document": "x"}, status=404)
+        return web.json_response({"error": "down"}, status=503)
+
+    caplog.handler.addFilter(TraceFilter())
+    caplog.set_level(logging.INFO, logger="adapters.base.certex")
+    async with serving(partner) as url:
+        adapter = client(url)
+        try:
+            with tracing(trace_id_for("26FR000690I0000401", 1)):
+                await adapter.answer(partner_request(Operation.RESERVE))
+            await closed_within(adapter, RESET_S + SLACK_S)
+        finally:
+            await adapter.close()
+    assert traced == [None]
+    [closed] = [r for r in caplog.records if "answers again" in r.getMessage()]
+    # Its own trial, in a context of its own: the log names no declaration's trace.
+    assert getattr(closed, "trace_id", "unset") is None
 
 
 # -- the probe against the breaker: when a trial is its to make ---------------------------

@@ -22,15 +22,18 @@ still apply (review stop 40, W2).
 While the circuit is not closed the client tries the partner itself whenever a trial is
 due and no call holds it (:mod:`adapters.base.circuit_probe`): ``GET`` of a document no
 declaration can quote (:data:`TRIAL_REFERENCE`), read-only, with no idempotency key; the
-partner's ``NOT_FOUND`` (or the document) closes the circuit, what would fail a call keeps
-it open (review stop 41).
+partner's ``NOT_FOUND`` (or the document) closes the circuit, no connection or a 5xx keeps
+it open, an answer that may concern the lookup alone leaves the trial to the next call
+(review stop 41).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -157,6 +160,7 @@ class CallNotSent(PartnerUnavailable):
 ANSWER_LIMIT_BYTES = 64 * 1024
 # Answers asking for a pause (Retry-After honoured): retried like a 5xx, not mapped.
 HTTP_TOO_MANY_REQUESTS = 429
+HTTP_NOT_IMPLEMENTED = 501
 _THROTTLED = frozenset({HTTP_TOO_MANY_REQUESTS, 503})
 # A gateway or proxy answering for a partner it forwarded the call to and heard nothing
 # (502 Bad Gateway, 504 Gateway Timeout, RFC 9110 §15.6.3, §15.6.5): it says nothing of
@@ -240,6 +244,7 @@ class CertexHttpPartner:
         )
         # With no call to make after an outage, the circuit would never close (stop 41).
         self._probe = CircuitProbe(self.circuit, self._trial_call)
+        self._trial_undecided_logged = False
         # Keys sent with no answer yet: a 409 to one of them is "still in progress" (J3).
         self._keys_in_flight = KeysInFlight(
             in_progress_at_most_s=settings.partner_in_progress_window_s
@@ -483,35 +488,65 @@ class CertexHttpPartner:
         return f"{last_error}; retry not sent: {why}"
 
     async def _trial_call(self) -> None:
-        """The adapter's own trial (circuit_probe.py): a lookup of :data:`TRIAL_REFERENCE`,
-        judged like any call's answer (``_attempt`` records it on the circuit). It changes
-        nothing at the partner and carries no idempotency key, so no key of a
-        declaration's can meet it, and no count of a declaration's calls includes it."""
+        """The adapter's own trial (circuit_probe.py): a lookup of :data:`TRIAL_REFERENCE`.
+        It changes nothing at the partner and carries no idempotency key, so no key of a
+        declaration's can meet it, and no count of a declaration's calls includes it.
+
+        Judged as a call's answer, with one difference: an answer that may concern this
+        lookup only (a 4xx other than NOT_FOUND or a rejection, a 501, a redirect, not
+        JSON: a partner not serving the lookup, or authorising it apart) decides nothing.
+        Taken for a failure, it reopened the circuit at every trial, and a partner whose
+        calls go through but not the lookup would have had its circuit open for good;
+        so the trial gives its slot back, for the next call to decide."""
         url = f"{self._base}/api/v1/documents/{quote(TRIAL_REFERENCE, safe='')}"
-        try:
-            answered = await self._attempt("GET", url, None, {})
-        except PartnerUnavailable:
-            return  # an answer unusable as sent: recorded as a failure
-        if not isinstance(answered, str) and self.circuit.state is CircuitState.CLOSED:
-            log.info(
-                "partner %s answers again (the adapter's own trial, HTTP %d): circuit closed",
+        with contextlib.suppress(PartnerUnavailable):  # recorded on the circuit
+            answered = await self._attempt(
+                "GET", url, None, {}, answer_unusable=self.circuit.release
+            )
+            if not isinstance(answered, str) and self.circuit.state is CircuitState.CLOSED:
+                log.info(
+                    "partner %s answers again (the adapter's own trial, HTTP %d): circuit closed",
+                    _origin(self._base),
+                    answered[0],
+                )
+        if self.circuit.trial_in_s() == 0 and not self._trial_undecided_logged:
+            self._trial_undecided_logged = True
+            log.warning(
+                "partner %s did not answer the adapter's own trial (GET of a document no "
+                "declaration can quote) with NOT_FOUND: the trial decides nothing, and the "
+                "circuit closes only at the next call that succeeds. Does the partner serve "
+                "GET /api/v1/documents/{reference} to this adapter?",
                 _origin(self._base),
-                answered[0],
             )
 
     async def _attempt(
-        self, method: str, url: str, body: dict[str, Any] | None, headers: dict[str, str]
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        headers: dict[str, str],
+        *,
+        answer_unusable: Callable[[], None] | None = None,
     ) -> tuple[int, dict[str, Any]] | str:
         """One attempt of a call the circuit allowed: the partner's status and answer, or
-        why it is to be tried again. A circuit it leaves not closed is tried from then on
-        by the adapter itself, calls or none (circuit_probe.py)."""
+        why it is to be tried again. ``answer_unusable`` tells the circuit of an answer
+        that is no answer about the call: a failure unless said otherwise. A circuit the
+        attempt leaves not closed is tried from then on by the adapter itself, calls or
+        none (circuit_probe.py)."""
         try:
-            return await self._attempt_once(method, url, body, headers)
+            return await self._attempt_once(
+                method, url, body, headers, answer_unusable or self.circuit.record_failure
+            )
         finally:
             self._probe.watch()
 
     async def _attempt_once(
-        self, method: str, url: str, body: dict[str, Any] | None, headers: dict[str, str]
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        headers: dict[str, str],
+        answer_unusable: Callable[[], None],
     ) -> tuple[int, dict[str, Any]] | str:
         # A declaration's calls carry their key; the adapter's own trial none.
         key = headers.get(IDEMPOTENCY_HEADER)
@@ -526,13 +561,16 @@ class CertexHttpPartner:
                 if response.status >= 500 or response.status in _THROTTLED:
                     if key is not None:
                         self._turned_down(key, response.status)
-                    self.circuit.record_failure()
+                    if response.status == HTTP_NOT_IMPLEMENTED:
+                        answer_unusable()  # what is not implemented may be this call only
+                    else:
+                        self.circuit.record_failure()
                     self._pause_if_asked(response)
                     return f"partner answered HTTP {response.status}"
                 self._refuse_a_redirect(response)
                 payload = await _read_json(response)
         except PartnerUnavailable:
-            self.circuit.record_failure()  # an answer unusable as sent: a failure
+            answer_unusable()  # an answer unusable as sent
             raise
         except aiohttp.ClientConnectorError as err:
             # No connection: the attempt never reached the partner, so it is no call
@@ -551,12 +589,12 @@ class CertexHttpPartner:
             self.circuit.release()
             raise
         if not isinstance(payload, dict):
-            self.circuit.record_failure()
+            answer_unusable()
             raise PartnerUnavailable("partner answer is not a JSON object")
         if _outage_answer(response.status, payload):
             # Expired credentials or a wrong URL answer every call so: the circuit
             # opens and the heartbeat says so, not "closed" (stop 37, J6).
-            self.circuit.record_failure()
+            answer_unusable()
         else:
             self.circuit.record_success()
         return response.status, payload

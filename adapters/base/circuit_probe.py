@@ -8,7 +8,9 @@ trial (review stop 41). So while the circuit is not closed, a :class:`CircuitPro
 the trial slot whenever one is due (every ``circuit_reset_s`` after a failure, once a
 partner's ``Retry-After`` pause is over) and no call holds it, and makes a call of its
 own that changes nothing at the partner; the call's answer decides as a real trial's
-would. It stops as soon as the circuit is closed: a closed circuit is never probed.
+would, or, when it may concern that call only, gives the slot back to the next call
+(certex.py ``_trial_call``), tried again a reset later. It stops as soon as the circuit
+is closed: a closed circuit is never probed.
 """
 
 from __future__ import annotations
@@ -67,10 +69,13 @@ class CircuitProbe:
         while (due_in_s := self._circuit.trial_in_s()) is not None:
             if due_in_s > 0:
                 await asyncio.sleep(due_in_s)
-            elif self._circuit.allow():
+                continue
+            if self._circuit.allow():
                 try:
                     await self._trial()
                 except Exception as err:  # noqa: BLE001 - a bug must not end the trials
                     log.warning("the partner's trial call failed: %s", fault_without_text(err))
-            else:  # not reachable: due now means allowed; never spin on it
-                await asyncio.sleep(0.1)
+            if self._circuit.trial_in_s() == 0:
+                # A trial that decided nothing (its slot given back): the next call may
+                # decide; the next trial of the adapter's own is a reset away.
+                await asyncio.sleep(self._circuit.reset_after_s)

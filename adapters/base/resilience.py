@@ -61,6 +61,10 @@ class CircuitBreaker:
         self._paused_until: float | None = None
 
     @property
+    def reset_after_s(self) -> float:
+        return self._reset_after_s
+
+    @property
     def state(self) -> CircuitState:
         if self.paused_for_s() > 0:
             return CircuitState.OPEN  # the adapter is not calling the partner: say so

@@ -11,6 +11,7 @@ import itertools
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,8 +180,10 @@ async def test_no_trial_is_sent_while_the_circuit_is_closed() -> None:
     ("status", "body"),
     [
         (503, {"error": "down"}),
-        (401, {"message": "Unauthorized"}),  # a gateway, not the partner
-        (404, {"message": "no such route"}),  # a wrong URL: no NOT_FOUND of the partner's
+        (401, {"message": "Unauthorized"}),  # a gateway, or the lookup authorised apart
+        (404, {"message": "no such route"}),  # a wrong URL, or no lookup served
+        (405, {"message": "method not allowed"}),
+        (501, {"message": "not implemented"}),
     ],
 )
 async def test_a_trial_the_partner_does_not_answer_keeps_the_circuit_open(
@@ -237,6 +240,49 @@ async def test_a_trial_carries_no_trace_of_the_declaration_whose_call_opened_the
     [closed] = [r for r in caplog.records if "answers again" in r.getMessage()]
     # Its own trial, in a context of its own: the log names no declaration's trace.
     assert getattr(closed, "trace_id", "unset") is None
+
+
+async def until(holds: Callable[[], bool], within_s: float, what: str) -> None:
+    began = time.monotonic()
+    while not holds():
+        if time.monotonic() - began > within_s:
+            pytest.fail(f"not {what} within {within_s:g} s")
+        await asyncio.sleep(0.01)
+
+
+async def test_a_partner_not_serving_the_lookup_has_its_circuit_closed_by_the_next_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A trial answered as if the lookup were not there decides nothing: taken for a
+    failure, it would reopen the circuit at every trial, before any call could try, and
+    a partner serving the declarations' calls would be given up on for good."""
+    seen = CallsSeen()
+    up = False
+
+    async def partner(request: web.Request) -> web.Response:
+        await seen.see(request)
+        if request.method == "GET":
+            return web.Response(status=404, text="404: Not Found")  # no such route
+        if up:
+            return web.json_response({"result": "ACCEPTED"})
+        return web.json_response({"error": "down"}, status=503)
+
+    caplog.set_level(logging.WARNING, logger="adapters.base.certex")
+    async with serving(partner) as url:
+        adapter = client(url)
+        try:
+            await adapter.answer(partner_request(Operation.RESERVE))
+            up = True
+            await seen.unkeyed_count(1, within_s=RESET_S + SLACK_S)
+            # Its slot given back: the next call is the trial, not turned away.
+            await until(lambda: adapter.circuit.trial_in_s() == 0, SLACK_S, "given back")
+            [answer] = await adapter.answer(partner_request(Operation.RESERVE))
+            assert answer.verdict is Verdict.VALID
+            assert adapter.circuit_state is CircuitStatus.CLOSED
+        finally:
+            await adapter.close()
+    warned = [r for r in caplog.records if "did not answer the adapter's own trial" in r.message]
+    assert len(warned) == 1
 
 
 # -- the probe against the breaker: when a trial is its to make ---------------------------

@@ -97,7 +97,7 @@ def _listeners(settings: Settings) -> list[tuple[str, str, int, str]]:
 
 def hub() -> None:
     """Run the hub worker (faust): intake, routing, correlation, decisions."""
-    from gun_hub.cli.hub_worker import HubWorker, log_refusals_without_traceback
+    from gun_hub.cli.hub_worker import HubWorker, log_expected_ends_without_traceback
     from gun_hub.runtime.app import build_hub, hub_coordinated, table_changelogs
 
     settings = settings_or_exit()
@@ -134,7 +134,7 @@ def hub() -> None:
         redirect_stdouts=False,
         override_logging=False,
     )
-    log_refusals_without_traceback()
+    log_expected_ends_without_traceback()
     try:
         worker.execute_from_commandline()
     except SystemExit:

@@ -1,12 +1,18 @@
-"""The hub's faust worker, ended by a refusal of its principal's rights in one sentence.
+"""The hub's faust worker, ended by a refusal of its principal's rights in one sentence,
+and by a state key it lacks in another.
 
 A hub started with another principal's credentials (an adapter's ``.env``), or with ACLs
 not all granted, is let into the cluster and refused later, inside faust: creating its
 leader topic or a changelog, initialising a transactional producer, taking a publisher's
 partition. mode logged each with its traceback and exited 1 (carried from review stop
-39-O, O4). :class:`HubWorker` keeps the refusal, :class:`RefusalsWithoutTraceback` logs it
-in one line, and ``gun-hub hub`` ends with ``cannot start:`` naming what was refused and
-whom, exit 2, as for every fault of the configuration (startup.py).
+39-O, O4). :class:`HubWorker` keeps the refusal, :class:`ExpectedEndsWithoutTraceback`
+logs it in one line, and ``gun-hub hub`` ends with ``cannot start:`` naming what was
+refused and whom, exit 2, as for every fault of the configuration (startup.py).
+
+A worker meeting a value sealed with a state key it does not hold (``StateKeyMissing``: a
+rotation not deployed to it, ADR 0022) stops too, exit 1, after the agent or the decision
+publisher said so in a line naming the key and what to do: an expected end of a
+deployment left unfinished, logged without the traceback mode adds to its crash.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from aiokafka.errors import KafkaError
 from faust.worker import Worker
 
 from gun_contract.kafka.refusals import rights_refusal
+from gun_contract.security.state_cipher import StateKeyMissing
 
 
 class HubWorker(Worker):  # type: ignore[misc]
@@ -33,27 +40,45 @@ class HubWorker(Worker):  # type: ignore[misc]
             if refused is None:
                 raise
             self.refused = refused
-            _REFUSALS.refused = True  # its teardown's tracebacks are not logged either
+            _EXPECTED_ENDS.ended = True  # its teardown's tracebacks are not logged either
 
     def refusal(self) -> KafkaError | None:
         """The refusal of rights that ended this worker (its start, or a crash), if any."""
         return self.refused or rights_refusal(self.crash_reason)
 
 
-class RefusalsWithoutTraceback(logging.Filter):
-    """A record about a refusal of rights keeps its message, not its traceback: the
-    refusal is the configuration's, said once more, in a sentence, as the process ends.
-    So does every record after it: the worker's teardown, which faust logs with
-    tracebacks (each agent it cancels; mode stopping a thread whose loop it closed)."""
+def _state_key_missing(err: BaseException | None) -> StateKeyMissing | None:
+    """The missing state key that ``err`` is or was caused by, or None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, StateKeyMissing):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def expected_end(err: BaseException | None) -> bool:
+    """Whether ``err`` ends the worker for a reason said in a sentence already: a refusal
+    of the principal's rights, or a state key it lacks (named by whoever met it)."""
+    return rights_refusal(err) is not None or _state_key_missing(err) is not None
+
+
+class ExpectedEndsWithoutTraceback(logging.Filter):
+    """A record about an expected end (a refusal of rights, a state key missing) keeps its
+    message, not its traceback: the reason is the configuration's or the deployment's,
+    said once more, in a sentence, as the process ends. So does every record after it:
+    the worker's teardown, which faust logs with tracebacks (each agent it cancels; mode
+    stopping a thread whose loop it closed)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.refused = False
+        self.ended = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.refused and record.exc_info:
-            self.refused = rights_refusal(record.exc_info[1]) is not None
-        if self.refused:
+        if not self.ended and record.exc_info:
+            self.ended = expected_end(record.exc_info[1])
+        if self.ended:
             record.exc_info = None
             record.exc_text = None
         return True
@@ -61,9 +86,9 @@ class RefusalsWithoutTraceback(logging.Filter):
 
 # One for every handler (what one saw, all saw) and for the worker, which tells it of a
 # refusal that ended its start (nothing logs that one).
-_REFUSALS = RefusalsWithoutTraceback()
+_EXPECTED_ENDS = ExpectedEndsWithoutTraceback()
 
 
-def log_refusals_without_traceback() -> None:
+def log_expected_ends_without_traceback() -> None:
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_REFUSALS)
+        handler.addFilter(_EXPECTED_ENDS)

@@ -55,7 +55,12 @@ and version: the outbox is the hub's own, an envelope there cost a signature, an
 exchange and their checks for nothing); the publisher opens it and seals it to the
 clearance system as it publishes. The envelope's ``iat`` is thus the time the decision
 enters ``gun.decisions``, and the clearance system's freshness check (against the
-broker's log-append time) holds however long a decision waited in the outbox.
+broker's log-append time) holds however long a decision waited in the outbox. A record
+that does not open is dead-lettered (OUTBOX_UNREADABLE) and committed past; one sealed with
+a state key this worker does not hold (another worker's rotation, not deployed here) is
+not the record's fault: its transaction is aborted, it is read again for
+``KEY_MISSING_PATIENCE_S``, then the worker stops naming the key, and publishes it once
+restarted with the key (ADR 0022's addendum of stop 41).
 """
 
 from __future__ import annotations
@@ -83,7 +88,8 @@ from gun_contract.envelope import ContentType, Envelope
 from gun_contract.kafka.client import Connect, consumer_options, producer_options
 from gun_contract.kafka.refusals import NOT_AUTHORISED
 from gun_contract.security.entitlements import CLEARANCE_PARTY
-from gun_contract.security.state_cipher import StateCipher, StateUnreadable
+from gun_contract.security.keystore import KEY_RECHECK_S
+from gun_contract.security.state_cipher import StateCipher, StateKeyMissing, StateUnreadable
 from gun_contract.trace import trace_header
 from gun_hub import metrics
 from gun_hub.domain.status_events import StatusEvent, StatusKind
@@ -121,6 +127,13 @@ FULL_ENOUGH_NOT_TO_WAIT = 500
 
 # The kind of the dead letter of an outbox record that does not open.
 OUTBOX_UNREADABLE = "OUTBOX_UNREADABLE"
+
+# How long a partition's decisions sealed with a state key this worker does not hold are
+# read again (its key file looked at each time) before the worker stops, naming the key:
+# about as long as the agents wait for one (runtime/app.py ``_handled``), a few of the key
+# file's rechecks. A key file being deployed arrives within it; a worker left without the
+# key stops rather than dead-letter what the other workers decided (ADR 0022, stop 41).
+KEY_MISSING_PATIENCE_S = 4 * KEY_RECHECK_S
 
 _Identity = tuple[bytes, bytes]
 
@@ -296,11 +309,14 @@ class DecisionPublisher:
         transaction_interval_s: float = 0.0,
         status: str | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        key_missing_patience_s: float = KEY_MISSING_PATIENCE_S,
     ) -> None:
         """``transaction_interval_s``: a partition begins a transaction at most this
         often; what is fetched meanwhile goes into its next one. ``status``: the status
         topic, where a version not published for being superseded is recorded (None:
-        logged and counted only)."""
+        logged and counted only). ``key_missing_patience_s``: how long a partition whose
+        decisions are sealed with a state key this worker lacks is read again before the
+        publisher stops (:data:`KEY_MISSING_PATIENCE_S`)."""
         self._connect = connect
         self._status = status
         self._wall_clock = wall_clock
@@ -335,6 +351,10 @@ class DecisionPublisher:
         # be published (a transaction failing again and again, a producer that cannot be
         # started, a commit that never returns). Cleared by a published batch.
         self._unpublished_since: dict[int, float] = {}
+        # Per outbox partition: since when its batch waits for a state key this worker
+        # does not hold. Cleared by a published batch and by the partition's release.
+        self._key_missing_since: dict[int, float] = {}
+        self._key_missing_patience_s = key_missing_patience_s
         self._clock = clock
 
     def transactional_id(self, partition: int) -> str:
@@ -442,8 +462,10 @@ class DecisionPublisher:
                 consumer.resume(tp)
 
     def _note_failure(self, task: asyncio.Task[None]) -> None:
-        """A lane that raised (not a broker's refusal, which is retried: a bug) stops the
-        publisher, and :meth:`run` raises it, as the poll loop did before lanes."""
+        """A lane that raised (not a broker's refusal, which is retried: a bug, a refusal
+        of the principal's rights, a state key this worker still lacks after waiting for
+        it) stops the publisher, and :meth:`run` raises it, as the poll loop did before
+        lanes: the worker ends with it."""
         if task.cancelled() or task.exception() is None or self._failure is not None:
             return
         self._failure = task.exception()
@@ -525,6 +547,7 @@ class DecisionPublisher:
                 await asyncio.wait([taking])
             async with self._handover[partition]:
                 self._unpublished_since.pop(partition, None)  # its next owner's concern now
+                self._key_missing_since.pop(partition, None)
                 self._fenced.discard(partition)
                 await self._drop(partition)
 
@@ -621,6 +644,7 @@ class DecisionPublisher:
         sent = PublishedMemory(len(records))  # this batch's, until it is committed
         skipped: list[tuple[_Identity, Refusal, int | None]] = []
         deliveries: list[asyncio.Future[object]] = []
+        opening = records[0].offset  # the record being opened: named if its key is missing
         try:
             async with publisher.producer.transaction():
                 for record in records:
@@ -665,6 +689,7 @@ class DecisionPublisher:
                             if recorded is not None:
                                 deliveries.append(recorded)
                         continue
+                    opening = record.offset
                     sealed = self._seal_for_clearance(record)
                     if sealed is None:
                         # In the same transaction: dead-lettered once, with its offset.
@@ -706,6 +731,14 @@ class DecisionPublisher:
             self._retakes.add(retake)
             retake.add_done_callback(self._retakes.discard)
             return False
+        except StateKeyMissing as missing:
+            # Sealed by another worker with a state key rotated since and not deployed here
+            # (a well-formed key id, not among this worker's keys even after its key file
+            # was looked at again): not the record's fault. The transaction is aborted
+            # (nothing of the batch is visible, no dead letter, no offset committed) and
+            # the batch read again, until the key arrives or the patience ends.
+            self._wait_for_the_key(tp.partition, opening, missing)
+            return False
         except NOT_AUTHORISED:
             # Refused by the principal's rights (no Write on the decisions, the dead
             # letters, the status): read again, it would be refused again for ever. The
@@ -721,6 +754,7 @@ class DecisionPublisher:
             log.exception("publisher: batch of partition %d aborted; retried", tp.partition)
             await self._drop(tp.partition)
             return False
+        self._key_missing_since.pop(tp.partition, None)  # a key missing later: waited anew
         for identity in sent.identities():  # only once the transaction is committed
             publisher.published.add(identity, sent.declarant(identity[0]))
         self.published_count += len(sent)
@@ -744,6 +778,42 @@ class DecisionPublisher:
                     DECLARANT_CHANGED,
                 )
         return True
+
+    def _wait_for_the_key(self, partition: int, offset: int, missing: StateKeyMissing) -> None:
+        """The batch of ``partition`` waits for the state key ``missing`` names (of the
+        outbox record at ``offset``): said once, then, after ``key_missing_patience_s``,
+        the publisher stops, and the worker with it (the lane's failure ends :meth:`run`,
+        faust's task crashes the app), its reason in one line. Restarted with the key,
+        the worker reads the partition again from its committed offset, which never moved
+        past the decision: published once. Never a dead letter: the other workers'
+        decisions would be lost for the clearance system (review stop 40's open item; ADR
+        0022's addendum of stop 41)."""
+        now = self._clock()
+        first = partition not in self._key_missing_since
+        since = self._key_missing_since.setdefault(partition, now)
+        if now - since < self._key_missing_patience_s:
+            if first:  # not at every read again (every half second)
+                log.warning(
+                    "publisher: outbox partition %d offset %d: %s; not published, read "
+                    "again until the key is deployed (this worker stops after %.0f s "
+                    "without it)",
+                    partition,
+                    offset,
+                    missing,
+                    self._key_missing_patience_s,
+                )
+            return
+        log.critical(
+            "publisher: outbox partition %d offset %d: %s; this worker stops: deploy the "
+            "state key %r to it (the key file every worker of the hub shares) and start it "
+            "again (nothing of the partition was published, dead-lettered or committed "
+            "past it)",
+            partition,
+            offset,
+            missing,
+            missing.kid,
+        )
+        raise missing
 
     async def _record_superseded(
         self,
@@ -825,10 +895,15 @@ class DecisionPublisher:
 
         The outbox is written by the hub's agents alone; a record that does not open is a
         bug or a state key changed wrongly, not data: logged, dead-lettered, skipped.
+        Raises :class:`StateKeyMissing` when it is sealed with a state key this worker
+        does not hold (another worker's rotation, not deployed here yet): the record may
+        be sound, and is never dead-lettered for it (ADR 0022).
         """
         key = outbox_record_key(record.key or b"", _version_of(list(record.headers)))
         try:
             document = self._outbox_cipher.open(OUTBOX_STATE, key, record.value or b"")
+        except StateKeyMissing:
+            raise  # the worker's deployment, not the record: _publish_batch waits, or stops
         except StateUnreadable:
             log.exception(
                 "publisher: outbox record %s/%d/%d does not open; skipped",

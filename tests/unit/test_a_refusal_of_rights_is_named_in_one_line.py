@@ -15,7 +15,7 @@ from aiokafka.errors import (
 )
 
 from gun_contract.kafka.refusals import refused_resource, rights_refusal
-from gun_hub.cli.hub_worker import RefusalsWithoutTraceback
+from gun_hub.cli.hub_worker import ExpectedEndsWithoutTraceback
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def _record(error: BaseException) -> logging.LogRecord:
 
 
 def test_a_refusal_and_the_teardown_after_it_are_logged_without_traceback() -> None:
-    refusals = RefusalsWithoutTraceback()
+    refusals = ExpectedEndsWithoutTraceback()
     before = _record(_raised(RuntimeError("a bug of its own")))
     assert refusals.filter(before)
     assert before.exc_info is not None  # not a refusal, nor after one: kept

@@ -44,7 +44,12 @@ queue of pending operations; :mod:`gun_contract.security.state_cipher`). They ar
 that party alone: kept in the ``state_keys`` member of its private file (a JWK Set member
 that every other reader ignores, RFC 7517 section 5), so they travel wherever the private
 file is deployed, and never in ``jwks.json``, never exported. ``keys rotate P --state``
-adds a generation; the newest seals, every one kept still opens what it sealed.
+adds a generation, which opens at once and seals only from its ``use_from`` time,
+``ROTATION_GRACE`` later unless the rotation says when (ADR 0020's addendum of stop 41):
+the new file is handed to every process of the party, and each restarted, before then, so
+none ever meets a value sealed with a key it does not hold. The newest key in use seals,
+every one kept still opens what it sealed; a state key with no ``use_from`` (every one
+written before stop 41, and a party's first) is in use.
 
 A running process sees a rotation or retirement without a restart: :class:`PartyKeys` and
 :class:`AuditSigner` look at their files again at most once every ``KEY_RECHECK_S``
@@ -71,7 +76,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
@@ -136,8 +141,19 @@ def is_key_id(text: str) -> bool:
 
 # The form of every key id ``keys init`` and ``rotate`` give (``_new_kid``), and its party.
 _MADE_HERE_KID = re.compile(
-    r"(?P<party>[a-z0-9][a-z0-9_-]{0,62})-(?:sig|enc|audit|state)-[0-9]{8}T[0-9]{6}-[0-9a-f]{6}"
+    r"(?P<party>[a-z0-9][a-z0-9_-]{0,62})-(?P<kind>sig|enc|audit|state)-[0-9]{8}T[0-9]{6}"
+    r"-[0-9a-f]{6}"
 )
+
+
+def never_a_state_key_of(kid: str, party: str) -> bool:
+    """Whether ``kid`` has the form ``keys init`` and ``rotate`` give and names a key that
+    is not a state key of ``party`` (another party's, or a key of another kind): no key
+    file of ``party`` ever holds it as one, however late it is deployed."""
+    made = _MADE_HERE_KID.fullmatch(kid)
+    return made is not None and (made["party"], made["kind"]) != (party, STATE_PURPOSE)
+
+
 # The parties the contract names whatever the topic registry holds: a key id starting with
 # one of their names reads as theirs.
 _CONTRACT_PARTIES = frozenset({HUB_PARTY, CLEARANCE_PARTY, GATEWAY_PARTY})
@@ -215,6 +231,11 @@ def _iso(when: datetime) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def now() -> datetime:
+    """The wall clock the key store judges use times by (a test moves it: ``_now``)."""
+    return _now()
 
 
 def _parse_time(text: str) -> datetime:
@@ -506,10 +527,25 @@ def _private_keys(data: dict[str, Any], path: Path) -> list[ECKey]:
 
 @dataclass(frozen=True, slots=True)
 class StateKey:
-    """One state key of a party: its id (kept in every value it seals) and its secret."""
+    """One state key of a party: its id (kept in every value it seals), its secret, and
+    from when it seals (None: since it was written); it opens from the moment it is read."""
 
     kid: str
     secret: bytes = field(repr=False)
+    use_from: datetime | None = None
+
+    def in_use_at(self, when: datetime) -> bool:
+        """Whether its party seals with it at ``when`` (the newest such key does)."""
+        return self.use_from is None or self.use_from <= when
+
+
+def sealing_state_key(keys: Sequence[StateKey], at: datetime) -> tuple[StateKey, datetime | None]:
+    """The key of ``keys`` (oldest first) that seals at ``at``: the newest in use then (with
+    none in use yet, the newest: a file edited by hand; every process holding it opens what
+    it seals); and when that may change (the next use time after ``at``, None: never)."""
+    sealing = _current(keys, lambda key: key, at)
+    ahead = [key.use_from for key in keys if key.use_from is not None and key.use_from > at]
+    return sealing, min(ahead, default=None)
 
 
 def _parse_state_key(entry: object, where: str) -> StateKey:
@@ -533,7 +569,13 @@ def _parse_state_key(entry: object, where: str) -> StateKey:
     secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
     if len(secret) != STATE_KEY_BYTES:
         raise KeystoreError(f"{where} is not a {STATE_KEY_BYTES * 8}-bit key")
-    return StateKey(kid, secret)
+    use_from = entry.get("use_from")
+    if use_from is None:
+        return StateKey(kid, secret)
+    try:
+        return StateKey(kid, secret, _parse_time(str(use_from)))
+    except ValueError:
+        raise KeystoreError(f"{where}: 'use_from' is not an ISO 8601 time") from None
 
 
 def read_state_keys(folder: Path, party: str) -> list[StateKey]:
@@ -686,7 +728,11 @@ class PrunedDecryptionKey:
         return f"{state} and {gone}: nothing encrypted to it can be decrypted any more"
 
 
-def _current(keys: Sequence[K], public: Callable[[K], PublicKey | None], at: datetime) -> K:
+class _InUse(Protocol):
+    def in_use_at(self, when: datetime) -> bool: ...
+
+
+def _current(keys: Sequence[K], public: Callable[[K], _InUse | None], at: datetime) -> K:
     """The key of ``keys`` (active, oldest first) its party uses at ``at``: the newest in
     use then; with none in use yet (the keys before them retired early: a leak), the
     newest, which every reader that has read it accepts."""
@@ -1151,6 +1197,13 @@ def _days(span: timedelta) -> str:
     return f"{days:g} day{'s' if days != 1 else ''}"
 
 
+def _use_time(use_from: datetime | None) -> datetime:
+    """When a rotated key comes into use: ``use_from``, now if that is past, or
+    ``ROTATION_GRACE`` from now by default."""
+    now = _now()
+    return max(use_from, now) if use_from is not None else now + ROTATION_GRACE
+
+
 class KeystoreFolder:
     """Create, rotate, retire, prune, export and import the keys of a keystore folder."""
 
@@ -1280,16 +1333,19 @@ class KeystoreFolder:
         them) from ``use_from`` on, ``ROTATION_GRACE`` from now by default: every process
         reads them before then, and they are exported for the other machines to import
         (ADR 0020). ``use_from`` now or earlier: in use at once (one machine whose every
-        process looks again on an unknown key id, or a leaked key)."""
+        process looks again on an unknown key id, or a leaked key). A new state key is
+        the same: it opens at once and seals from ``use_from`` on, time for the private
+        file to reach every process of the party (ADR 0020's addendum of stop 41)."""
         if audit and state:
             raise KeystoreError("rotate either the audit key or the state key, not both")
-        if use_from is not None and (audit or state):
+        if use_from is not None and use_from.tzinfo is None:
+            use_from = use_from.replace(tzinfo=UTC)
+        if use_from is not None and audit:
             raise KeystoreError(
-                "a use time is for envelope keys only (an audit key settles on its own, a "
-                "state key is its party's alone)"
+                "a use time is for envelope and state keys only (an audit key settles on its own)"
             )
         if state:
-            return [self._rotate_state(party)]
+            return [self._rotate_state(party, use_from)]
         jwks = self._read_public()
         data: dict[str, Any]
         if audit:
@@ -1314,10 +1370,7 @@ class KeystoreFolder:
         else:
             path = self.private_file(party)
             new = [_generate(party, KeyUse.SIG), _generate(party, KeyUse.ENC)]
-            now = _now()
-            if use_from is not None and use_from.tzinfo is None:
-                use_from = use_from.replace(tzinfo=UTC)
-            in_use = max(use_from, now) if use_from is not None else now + ROTATION_GRACE
+            in_use = _use_time(use_from)
             entries = [_public_entry(k, party, use_from=in_use) for k in new]
             # The other members kept as they are: the state keys seal data at rest, the
             # record of pruned keys names what a late record was encrypted to.
@@ -1332,16 +1385,18 @@ class KeystoreFolder:
         _write_public(self.public_file, jwks)
         return [str(k.kid) for k in new]
 
-    def _rotate_state(self, party: str) -> str:
-        """A new state key for ``party``, which seals from now on (a file made before
-        state keys existed gets its first one)."""
+    def _rotate_state(self, party: str, use_from: datetime | None) -> str:
+        """A new state key for ``party``, which opens at once and seals from ``use_from``
+        (:func:`_use_time`); a file made before state keys existed gets its first one, in
+        use at once (there is nothing else to seal with, and no value sealed before)."""
         path = self.private_file(party)
         _read_private(path, party)  # the envelope keys are checked before any change
         data = _private_json(path, party)
         kept = data.get(STATE_MEMBER, [])
+        new = _new_state_key(party)
         if kept:
             read_state_keys(self.folder, party)  # the ones kept are checked too
-        new = _new_state_key(party)
+            new["use_from"] = _iso(_use_time(use_from))
         data[STATE_MEMBER] = [*kept, new]
         _write_private(path, data)
         return str(new["kid"])

@@ -9,8 +9,10 @@ state key (:func:`gun_contract.security.keystore.read_state_keys`) before they a
 * the associated data binds each value to where it is stored (table name and record
   key): a value copied under another key, or into another table, does not open;
 * each value names the key id that sealed it, so that after a rotation
-  (``gun-hub keys rotate P --state``) the newest key seals and the older ones still open
-  what they sealed.
+  (``gun-hub keys rotate P --state``) the newest key in use seals and the older ones still
+  open what they sealed. A rotated key opens from the moment a process reads it and seals
+  only from its use time (ADR 0020's addendum of stop 41): the party's processes are all
+  given it before then, and none meets a value sealed with a key it lacks.
 
 A sealed value::
 
@@ -19,9 +21,11 @@ A sealed value::
 A value that does not open raises :class:`StateUnreadable`, naming the table, the record
 key and the key id, never the content, and carrying the table and key (its reader forgets
 the value by them: ADR 0022); one sealed with a key id the party does not hold raises its
-subclass :class:`StateKeyMissing` (a key not deployed yet: not the value's fault). Random
-nonces bound a key to 2**32 values (NIST SP 800-38D): rotate the state key well before that
-(the hub writes a case a few times per declaration).
+subclass :class:`StateKeyMissing` (a key not deployed yet: not the value's fault), unless
+the key id reads as another party's key or a key of another kind (no deployment brings it:
+refused as any value that does not open). Random nonces bound a key to 2**32 values (NIST
+SP 800-38D): rotate the state key well before that (the hub writes a case a few times per
+declaration).
 """
 
 from __future__ import annotations
@@ -30,18 +34,30 @@ import functools
 import os
 import struct
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gun_contract.security import keystore
 from gun_contract.security.keystore import (
     KEY_RECHECK_S,
     StateKey,
     follow_state_keys,
     is_key_id,
+    never_a_state_key_of,
+    sealing_state_key,
 )
+
+# How long a process that meets a value sealed with a state key it does not hold reads it
+# again (its key file looked at each time) before it stops, naming the key: about as long
+# as the agents wait for one (gun_hub/runtime/app.py ``_handled``), a few of the key file's
+# rechecks. A key file being deployed arrives within it; a process left without the key
+# stops rather than take for bad data what the others sealed (the decision publisher, the
+# rollout follower: ADR 0022, stop 41).
+KEY_MISSING_PATIENCE_S = 4 * KEY_RECHECK_S
 
 MAGIC = b"GS1"
 NONCE_BYTES = 12
@@ -118,10 +134,22 @@ class StateCipher:
         *,
         check_now: Callable[[], bool] | None = None,
         what: str = "the state keys",
+        wall_clock: Callable[[], datetime] = keystore.now,
+        party: str | None = None,
     ) -> None:
+        """``keys``: the party's state keys, oldest first, a new sequence whenever they
+        change (what the key file holds as it is read again). ``party``: whose keys they
+        are (a value naming a key that is never one of its state keys is not opened as
+        a key missing: nothing deployed later would open it)."""
         self._keys = keys
+        self._party = party
         self._check_now = check_now
         self._what = what
+        self._wall_clock = wall_clock
+        # The key that seals, chosen from which keys and valid until when (the next use
+        # time; None: until the keys change): the wall clock is read only while a rotated
+        # key waits for its use time, not at every seal.
+        self._sealing: tuple[Sequence[StateKey], StateKey, datetime | None] | None = None
         # Per key, its AES-GCM object and the header of what it seals: made once, not at
         # every seal and open (keyed by the secret too: a file rewritten with another
         # secret under the same id gets its own).
@@ -129,7 +157,7 @@ class StateCipher:
 
     @classmethod
     def of(cls, keys: Sequence[StateKey]) -> StateCipher:
-        """A cipher over fixed keys (the last one seals)."""
+        """A cipher over fixed keys (the newest in use seals: the last, without use times)."""
         if not keys:
             raise ValueError("a state cipher needs at least one key")
         fixed = list(keys)
@@ -140,11 +168,25 @@ class StateCipher:
         """``party``'s state keys from its private file in ``folder``, followed as they
         change; raises :class:`KeystoreError` (naming the file) when there are none."""
         keys, check_now = follow_state_keys(folder, party, recheck_s)
-        return cls(keys, check_now=check_now, what=f"the state keys of {party} in {folder}")
+        return cls(
+            keys, check_now=check_now, what=f"the state keys of {party} in {folder}", party=party
+        )
 
     @property
     def sealing_kid(self) -> str:
-        return self._keys()[-1].kid
+        return self._sealing_key().kid
+
+    def _sealing_key(self) -> StateKey:
+        """The newest key in use now: a rotated one only from its use time."""
+        keys = self._keys()
+        chosen = self._sealing
+        if chosen is not None and chosen[0] is keys:
+            until = chosen[2]
+            if until is None or self._wall_clock() < until:
+                return chosen[1]
+        key, until = sealing_state_key(keys, self._wall_clock())
+        self._sealing = (keys, key, until)
+        return key
 
     def _cipher(self, key: StateKey) -> tuple[AESGCM, bytes]:
         """``key``'s AES-GCM object and the header of the values it seals."""
@@ -160,8 +202,9 @@ class StateCipher:
         return None
 
     def seal(self, table: str, key: bytes | str, value: bytes) -> bytes:
-        """``value`` sealed for record ``key`` of ``table``, with the newest state key."""
-        cipher, header = self._cipher(self._keys()[-1])
+        """``value`` sealed for record ``key`` of ``table``, with the newest state key in
+        use (a rotated one opens at once, and seals only from its use time)."""
+        cipher, header = self._cipher(self._sealing_key())
         # A random nonce from the system's generator (a system call, about 0.3 us of the
         # 2 us a seal takes): several workers seal with the same key, and a counter would
         # need a prefix no two processes (or a forked one) ever share; not worth the risk.
@@ -188,6 +231,15 @@ class StateCipher:
             raise StateUnreadable(
                 f"{_where(table, key)} names no key id (its header is not one a state key "
                 "writes): refused",
+                table=table,
+                key=key,
+            )
+        if state_key is None and self._party and never_a_state_key_of(kid, self._party):
+            # Another party's key, or a key of another kind: no rotation of ours made it,
+            # so no deployment will bring it (a value sealed elsewhere, or forged).
+            raise StateUnreadable(
+                f"{_where(table, key)} is sealed with key {kid!r}, which is not a state key "
+                f"of {self._party}: refused",
                 table=table,
                 key=key,
             )

@@ -8,7 +8,8 @@ Each party makes its own private keys on its own machine and exchanges public ke
 
 ``keys init`` without ``--party`` makes every party's keys in one folder (the demo).
 Either way each party also gets a state key (AES-256-GCM, in its private file only) that
-seals what it keeps at rest; ``keys rotate P --state`` adds a new one.
+seals what it keeps at rest; ``keys rotate P --state`` adds a new one, which opens at once
+and seals from its use time (every process of P holds it by then).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from gun_contract.security.keystore import (
     KeyUse,
     NoKnownSpan,
     PublicKey,
+    read_state_keys,
 )
+from gun_contract.security.keystore import now as keys_now
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry
 from gun_hub.cli.kafka import registry_for
@@ -137,16 +140,18 @@ def rotate(
     ),
     state: bool = typer.Option(
         False,
-        help="A new state key (seals PARTY's data at rest from now on; the old ones keep "
-        "opening what they sealed) instead of envelope keys.",
+        help="A new state key (opens at once, seals PARTY's data at rest from --use-from on; "
+        "the old ones keep opening what they sealed) instead of envelope keys. Hand "
+        "PARTY.jwk to every process of PARTY and restart them before then.",
     ),
     audit_valid_days: int = ValidOption,
     use_from: datetime | None = typer.Option(
         None,
         formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"],
-        help="When the new keys start to sign and be encrypted to (UTC unless it names a "
-        f"zone); default: {ROTATION_GRACE.total_seconds() / 60:g} minutes from now. Every "
-        "other party must have imported them by then.",
+        help="When the new keys start to sign and be encrypted to, or a new state key to "
+        "seal (UTC unless it names a zone); default: "
+        f"{ROTATION_GRACE.total_seconds() / 60:g} minutes from now. Every other party must "
+        "have imported them (every process of PARTY hold the state key) by then.",
     ),
     use_now: bool = typer.Option(
         False,
@@ -157,7 +162,8 @@ def rotate(
 ) -> None:
     """Add a new key generation for PARTY, published at once in jwks.json (readers accept
     it from when they read it, within seconds) and used to sign and be encrypted to only
-    from --use-from, 10 minutes ahead by default; the old keys verify until retired."""
+    from --use-from, 10 minutes ahead by default; the old keys verify until retired. A new
+    state key (--state) likewise opens at once and seals only from --use-from."""
     if use_now and use_from is not None:
         typer.echo("--use-now or --use-from, not both", err=True)
         raise typer.Exit(2)
@@ -168,14 +174,35 @@ def rotate(
         )
     except KeystoreError as err:
         raise _fail(err) from None
-    if audit or state:
+    if audit:
         typer.echo(f"{party}: new keys {', '.join(kids)}")
+        return
+    if state:
+        typer.echo(_new_state_key(_folder(directory), party, kids[-1]))
         return
     [entry] = {_folder(directory).public_keys()[kid].use_from for kid in kids}
     at = entry.isoformat(timespec="seconds") if entry is not None else "now"
     typer.echo(
         f"{party}: new keys {', '.join(kids)}, published now, in use from {at}; other "
         f"machines must import them before then (gun-hub keys export-public --party {party})"
+    )
+
+
+def _new_state_key(folder: KeystoreFolder, party: str, kid: str) -> str:
+    """What ``keys rotate P --state`` says: when the new key seals, and what to do first."""
+    [key] = [k for k in read_state_keys(folder.folder, party) if k.kid == kid]
+    if key.use_from is None:
+        return f"{party}: new state key {kid}, its first: seals from now"
+    if key.use_from <= keys_now():
+        return (
+            f"{party}: new state key {kid}, opens and seals from now; a process of {party} "
+            f"not given this {party}.jwk yet stops on what it seals, naming the key, until "
+            "it is (hand it out and restart them)"
+        )
+    return (
+        f"{party}: new state key {kid}, opens now, seals from "
+        f"{key.use_from.isoformat(timespec='seconds')}; hand {folder.private_file(party)} "
+        f"to every process of {party} and restart them before then"
     )
 
 

@@ -30,6 +30,7 @@ from gun_contract.security.keystore import (
 )
 from gun_contract.security.state_cipher import MAGIC, SealedStore, StateCipher, StateUnreadable
 from gun_hub.cli import app
+from tests.keystore_fixtures import KeystoreClocks
 
 CASE = b'{"reference":"26FR000690E0000001","expected":[{"reference":"LEMG.FR.2026.0042"}]}'
 KEY = b"26FR000690E0000001"
@@ -156,21 +157,22 @@ def test_the_store_below_holds_sealed_values_and_its_users_see_plain_ones() -> N
 
 
 def test_after_a_rotation_the_newest_key_seals_and_older_values_still_open(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, keystore_clocks: KeystoreClocks
 ) -> None:
     folder = tmp_path / "keys"
     KeystoreFolder(folder).init(["hub", "dgal"])
-    clock = [0.0]
-    monkeypatch.setattr(keystore, "_monotonic", lambda: clock[0])
     worker_a = StateCipher.load(folder, "hub")
     worker_b = StateCipher.load(folder, "hub")
     first_kid = worker_a.sealing_kid
     old = worker_a.seal("cases", KEY, CASE)
 
-    [new_kid] = keys("rotate", "hub", "--state", "--dir", folder).stdout.split()[-1:]
+    keys("rotate", "hub", "--state", "--dir", folder)
+    new_kid = read_state_keys(folder, "hub")[-1].kid
     assert new_kid != first_kid
     assert (folder / "hub.jwk").stat().st_mode & 0o777 == 0o600
-    clock[0] += keystore.KEY_RECHECK_S
+    keystore_clocks.advance(keystore.KEY_RECHECK_S)
+    assert worker_a.sealing_kid == first_kid  # read, not in use before its use time
+    keystore_clocks.advance(keystore.ROTATION_GRACE.total_seconds())
     assert worker_a.sealing_kid == new_kid  # followed without a restart
     new = worker_a.seal("cases", KEY, CASE)
     assert new[len(MAGIC) + 1 :].startswith(new_kid.encode())
@@ -181,8 +183,8 @@ def test_after_a_rotation_the_newest_key_seals_and_older_values_still_open(
     # A worker that looked at the file a moment ago meets a value sealed with a key made
     # since (another worker rotated): it looks again at once instead of failing.
     worker_c = StateCipher.load(folder, "hub")
-    keys("rotate", "hub", "--state", "--dir", folder)
-    clock[0] += 0.1
+    keys("rotate", "hub", "--state", "--use-now", "--dir", folder)
+    keystore_clocks.advance(0.1)
     other_worker = StateCipher.load(folder, "hub")
     assert other_worker.sealing_kid != worker_c.sealing_kid  # worker_c has not looked yet
     assert worker_c.open("cases", KEY, other_worker.seal("cases", KEY, CASE)) == CASE

@@ -32,9 +32,12 @@ never raises on them.
 Officers' actions (a dead letter's payload read, a redrive) reach the keeper on the
 hub-internal operator-actions topic, sealed with the hub's state key by the officer
 listener that authenticated the officer (security/operator_actions.py): each is chained
-as it is, naming the officer. A record there that does not open is a forgery (or a worker
-without the hub's state key): dead-lettered as a security rejection, never chained as an
-action.
+as it is, naming the officer. A record there that does not open is a forgery:
+dead-lettered as a security rejection, never chained as an action. One sealed with a state
+key of the hub this worker does not hold (``StateKeyMissing``: a rotation not deployed
+here yet) is no forgery: it is raised, and the agent stops the worker naming the key
+without committing past the record, chained once the worker restarts with the key
+(ADR 0022's addendum of stop 41; until then the officer's action was lost to the audit).
 
 The keeper also ticks the audit chains: a timer asks, for each partition this worker
 owns, whether records wait for a checkpoint that is due, and if so sends a tick on the
@@ -64,7 +67,7 @@ from gun_contract.dead_letter import (
 )
 from gun_contract.effects import Effects, Headers
 from gun_contract.envelope import EnvelopeRejectionKind
-from gun_contract.security.state_cipher import StateUnreadable
+from gun_contract.security.state_cipher import StateKeyMissing, StateUnreadable
 from gun_hub import metrics
 from gun_hub.pipeline.correlation import KEY_MISMATCH, NOT_JSON, UNASKED_DOCUMENT, UNSOLICITED
 from gun_hub.pipeline.hub_context import HubContext
@@ -178,10 +181,14 @@ class AuditKeeper:
 
     def operator_action(self, key: bytes | None, value: bytes, source: SourcePosition) -> Effects:
         """Chain the action read at ``source``, naming the officer the listener
-        authenticated; anything that does not open as a hub-sealed action is refused."""
+        authenticated; anything that does not open as a hub-sealed action is refused.
+        Raises :class:`StateKeyMissing` for one sealed with a state key this worker lacks:
+        the worker's deployment, not the record (the agent stops the worker, ADR 0022)."""
         outbox = Effects()
         try:
             action = open_action(self._ctx.outbox_cipher, key or b"", value)
+        except StateKeyMissing:
+            raise
         except (StateUnreadable, ValueError) as refused:
             log.warning("operator action at %s refused: %s", source.describe(), refused)
             metrics.DEAD_LETTERS.labels(kind=OPERATOR_ACTION_UNVERIFIED).inc()

@@ -88,8 +88,12 @@ from gun_contract.envelope import ContentType, Envelope
 from gun_contract.kafka.client import Connect, consumer_options, producer_options
 from gun_contract.kafka.refusals import NOT_AUTHORISED
 from gun_contract.security.entitlements import CLEARANCE_PARTY
-from gun_contract.security.keystore import KEY_RECHECK_S
-from gun_contract.security.state_cipher import StateCipher, StateKeyMissing, StateUnreadable
+from gun_contract.security.state_cipher import (
+    KEY_MISSING_PATIENCE_S,
+    StateCipher,
+    StateKeyMissing,
+    StateUnreadable,
+)
 from gun_contract.trace import trace_header
 from gun_hub import metrics
 from gun_hub.domain.status_events import StatusEvent, StatusKind
@@ -127,13 +131,6 @@ FULL_ENOUGH_NOT_TO_WAIT = 500
 
 # The kind of the dead letter of an outbox record that does not open.
 OUTBOX_UNREADABLE = "OUTBOX_UNREADABLE"
-
-# How long a partition's decisions sealed with a state key this worker does not hold are
-# read again (its key file looked at each time) before the worker stops, naming the key:
-# about as long as the agents wait for one (runtime/app.py ``_handled``), a few of the key
-# file's rechecks. A key file being deployed arrives within it; a worker left without the
-# key stops rather than dead-letter what the other workers decided (ADR 0022, stop 41).
-KEY_MISSING_PATIENCE_S = 4 * KEY_RECHECK_S
 
 _Identity = tuple[bytes, bytes]
 

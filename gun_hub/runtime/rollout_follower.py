@@ -1,7 +1,7 @@
 """Keeps a worker's rollout board (rollout.py) current from the ``hub.rollout`` topic.
 
-A consumer without a group: every hub worker reads every partition of the compacted
-topic from the beginning, then follows it, so a mode set through any worker's officer
+A consumer without a group: every hub worker reads every partition of the topic (kept
+whole, ADR 0023) from the beginning, then follows it, so a mode set through any worker's officer
 listener applies on all of them within a fetch. ``caught_up`` is set once the settings
 that were on the topic at start-up are all applied: until then the worker is not ready
 and admits no declaration (it would decide with modes that are not the ones in force).
@@ -13,12 +13,20 @@ record copied back onto the topic). Neither is dead-lettered: every worker reads
 one record would make as many dead letters as there are workers. Ignoring is enough
 because the topic is never cleaned (ADR 0023): the officer's setting stays before the
 record for every worker that starts later, not only for those that were running.
+
+A setting sealed with a state key of the hub this process does not hold (a rotation not
+deployed here yet) is no such record: read again for ``KEY_MISSING_PATIENCE_S``, the key
+file looked at each time, then the follower stops naming the key, and the worker (or
+``gun-hub view``) with it; restarted with the key, it reads the topic from its start (ADR
+0022's addendum of stop 41). Before, it was ignored and that worker decided in the old
+mode until its next restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -27,18 +35,33 @@ from pydantic import ValidationError
 from gun_contract.consume import Batch, consume
 from gun_contract.kafka.admin import topic_partitions
 from gun_contract.kafka.client import ClientConfig, reached, read_without_group
-from gun_contract.security.state_cipher import StateCipher, StateUnreadable
+from gun_contract.security.state_cipher import (
+    KEY_MISSING_PATIENCE_S,
+    StateCipher,
+    StateKeyMissing,
+    StateUnreadable,
+)
 from gun_hub import metrics
 from gun_hub.domain.rollout import RolloutBoard, RolloutMode, RolloutSetting, open_setting
 
 log = logging.getLogger(__name__)
 
+# How often a setting sealed with a state key this process lacks is opened again.
+_KEY_LOOK_S = 0.5
+
 
 class RolloutFollower:
     def __init__(
-        self, connect: ClientConfig, topic: str, cipher: StateCipher, board: RolloutBoard
+        self,
+        connect: ClientConfig,
+        topic: str,
+        cipher: StateCipher,
+        board: RolloutBoard,
+        *,
+        key_missing_patience_s: float = KEY_MISSING_PATIENCE_S,
     ) -> None:
         self._connect = connect
+        self._key_missing_patience_s = key_missing_patience_s
         self._topic = topic
         self._cipher = cipher
         self.board = board
@@ -70,7 +93,9 @@ class RolloutFollower:
         async def apply_all(batch: Batch) -> None:
             for records in batch.values():
                 for record in records:
-                    self.apply(record)  # a record it cannot use is ignored, never raises
+                    # A record it cannot use is ignored; only a key this process lacks,
+                    # waited for in vain, raises and ends the follower.
+                    await self.apply_waiting_for_the_key(record)
 
         async def check_caught_up() -> None:
             if not self.caught_up.is_set() and await reached(consumer, targets):
@@ -79,10 +104,49 @@ class RolloutFollower:
 
         await consume(consumer, apply_all, commit=False, after_poll=check_caught_up)
 
+    async def apply_waiting_for_the_key(
+        self, record: ConsumerRecord[bytes, bytes]
+    ) -> RolloutSetting | None:
+        """:meth:`apply`, tried again while ``record`` is sealed with a state key this
+        process does not hold (each try looks at the key file), for
+        ``key_missing_patience_s``; then :class:`StateKeyMissing` is raised, naming the key."""
+        where = f"{record.topic}/{record.partition}/{record.offset}"
+        since = time.monotonic()
+        told = False
+        while True:
+            try:
+                return self.apply(record)
+            except StateKeyMissing as missing:
+                waited = time.monotonic() - since
+                if waited >= self._key_missing_patience_s:
+                    log.critical(
+                        "rollout setting at %s: %s; this process stops: deploy the state "
+                        "key %r to it (the key file every hub process shares) and start it "
+                        "again (it reads the modes from the start of the topic)",
+                        where,
+                        missing,
+                        missing.kid,
+                    )
+                    raise
+                if not told:  # once, not at every try
+                    told = True
+                    log.warning(
+                        "rollout setting at %s: %s; not applied, read again until the key is "
+                        "deployed (this process stops after %.0f s without it)",
+                        where,
+                        missing,
+                        self._key_missing_patience_s,
+                    )
+                await asyncio.sleep(min(_KEY_LOOK_S, self._key_missing_patience_s - waited))
+
     def apply(self, record: ConsumerRecord[bytes, bytes]) -> RolloutSetting | None:
+        """The setting ``record`` holds, applied; None if it is not one (ignored). Raises
+        :class:`StateKeyMissing` for one sealed with a state key this process lacks."""
         where = f"{record.topic}/{record.partition}/{record.offset}"
         try:
             setting = open_setting(self._cipher, record.key or b"", record.value or b"")
+        except StateKeyMissing:
+            raise  # this process's deployment, not the record: waited for, never ignored
         except (StateUnreadable, ValidationError, ValueError) as refused:
             metrics.ROLLOUT_SETTINGS_REFUSED.inc()
             log.warning("rollout setting at %s ignored: %s", where, refused)

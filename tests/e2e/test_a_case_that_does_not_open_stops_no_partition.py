@@ -150,6 +150,7 @@ async def test_a_case_sealed_with_a_state_key_the_worker_lacks_stops_the_worker_
     assert await asyncio.to_thread(hub.wait, 120) != 0
     log = hub_only.hub_log()
     assert f"deploy the state key {kid!r}" in log
+    assert "Traceback" not in log  # an expected end, said in a sentence (stop 41)
     assert "Restarting dead" not in log  # the agent was not restarted in a live worker
     dead = await hub_only.records(hub_only.kafka.topics.dlq)
     assert [header_value(list(r.headers), HEADER_ERROR_KIND) for r in dead] == []

@@ -30,7 +30,10 @@ nothing for one (a retired case's marker) is removed; one naming another version
 undecided case's (that version's handling failed after writing it) is replaced by the
 case's own deadline. The routes that end or replace a case remove its entry themselves;
 this is for what one leaves behind when it fails midway (table writes are not undone
-with a failed handling's outbox) or a case tombstoned without its entry.
+with a failed handling's outbox) or a case tombstoned without its entry. An entry that
+does not read as a deadline is treated the same way, and its tick dead-lettered
+STATE_UNREADABLE (ADR 0022): the timer ticks it rather than skipping it for ever (review
+stop 40, open item 1).
 
 The timer does not read every open case each time it looks (every case decided CONTROL_*
 keeps its entry for up to a week: in production, hundreds of thousands): the due times of
@@ -50,6 +53,7 @@ from typing import Any
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
 from gun_contract.model.decision import Reason
+from gun_contract.security.state_cipher import StateUnreadable
 from gun_hub import metrics
 from gun_hub.domain.case import Case
 from gun_hub.domain.lifecycle import kept_for_control
@@ -61,8 +65,12 @@ from gun_hub.pipeline.hub_context import (
     OpenCases,
     open_case_entry,
 )
+from gun_hub.pipeline.unreadable_state import dead_letter_unreadable
 
 log = logging.getLogger(__name__)
+
+COMPONENT = "hub.deadlines"  # the agent's name, as runtime/app.py dead-letters for it
+OPEN_CASES = "open-cases"  # the table, as a dead letter names it
 
 
 class DeadlineIndex:
@@ -116,8 +124,9 @@ class DeadlineIndex:
                 try:
                     due = OpenCaseEntry.from_bytes(bytes(value)).due
                 except (ValueError, UnicodeDecodeError):
-                    log.exception("unreadable open-case entry for %r: ignored", key)
-                    continue
+                    # Looked at now: the timer ticks it, and its handler replaces or
+                    # removes it (skipped, it stayed for ever: review stop 40, item 1).
+                    due = now
                 if due <= until:
                     held.append((due, bytes(key)))
             held.extend(pushed for pushed in self._pushed_while_reading if pushed[0] <= until)
@@ -170,13 +179,13 @@ class Deadlines:
         outbox = Effects()
         key = reference.encode()
         stored = self._cases.get(key)
-        if stored is None:
-            self._drop_entry(key, "no case is stored for it")
+        case = None if stored is None else Case.from_bytes(stored)
+        if case is not None:
+            # Decisions the broker may not have are announced again; the tick goes on.
+            self._ctx.announce_again_if_lost(outbox, case, source.partition)
+        self._keep_entry_to_what_waits(outbox, key, case, version, source)
+        if case is None:
             return outbox
-        case = Case.from_bytes(stored)
-        # Decisions the broker may not have are announced again; the tick goes on.
-        self._ctx.announce_again_if_lost(outbox, case, source.partition)
-        self._keep_entry_to_what_waits(key, case, source.partition)
         if case.version != version:
             return outbox  # a stale tick: nothing is due
         if case.decided:
@@ -197,7 +206,14 @@ class Deadlines:
         self._ctx.store_case(self._cases, case)
         return outbox
 
-    def _keep_entry_to_what_waits(self, key: bytes, case: Case, partition: int) -> None:
+    def _keep_entry_to_what_waits(
+        self,
+        outbox: Effects,
+        key: bytes,
+        case: Case | None,
+        version: int,
+        source: SourcePosition,
+    ) -> None:
         """The open-cases entry of ``key`` made to say what ``case`` waits for, if it says
         something else. Only a tick can change the table (event context), and the timer
         ticks an entry again every few seconds for as long as it is there: an entry
@@ -209,7 +225,10 @@ class Deadlines:
         try:
             entry = OpenCaseEntry.from_bytes(raw)
         except (ValueError, UnicodeDecodeError):
-            self._drop_entry(key, "it does not read as a deadline")
+            self._replace_unreadable_entry(outbox, key, case, version, source)
+            return
+        if case is None:
+            self._drop_entry(key, "no case is stored for it")
             return
         if not case.decided:
             if entry.version != case.version:
@@ -223,12 +242,66 @@ class Deadlines:
                     entry.version,
                     case.version,
                 )
-                self._ctx.open_cases[key] = open_case_entry(case, partition)
+                self._ctx.open_cases[key] = open_case_entry(case, source.partition)
             return
         if entry.version != case.version:
             self._drop_entry(key, f"its case is version {case.version}, decided")
         elif not entry.waits_for_control or not kept_for_control(case) or case.decision is None:
             self._drop_entry(key, "its case is decided and keeps nothing for a control")
+
+    def _replace_unreadable_entry(
+        self,
+        outbox: Effects,
+        key: bytes,
+        case: Case | None,
+        version: int,
+        source: SourcePosition,
+    ) -> None:
+        """An entry that does not read as a deadline (bytes a writer of the changelog put
+        there, a value cut short) is data about its key, as any stored value that does
+        not open (ADR 0022): what ``case`` waits for takes its place (its answers'
+        deadline, or its control's report date), or it is removed when nothing waits;
+        the tick is dead-lettered (STATE_UNREADABLE), naming the reference, never the
+        value. Skipped before, it was never ticked, stayed for ever, kept a decided case
+        from retiring, and, in the place of an undecided case's deadline, left the case
+        undecided for ever (review stop 40, open item 1)."""
+        waits = self._what_waits(case, source.partition)
+        if waits is None:
+            self._ctx.open_cases.pop(key, None)
+            then = "removed: nothing waits on that reference"
+        else:
+            self._ctx.open_cases[key] = waits
+            assert case is not None  # noqa: S101 - something waits only on a case
+            then = (
+                f"replaced by what version {case.version} waits for: its "
+                + ("control's report date" if case.decided else "answers' deadline")
+                + " restored"
+            )
+        unreadable = StateUnreadable(
+            f"{OPEN_CASES}: the value of key {key.decode('utf-8', 'replace')!r} does not read "
+            "as a deadline (version|due|partition|kind)",
+            table=OPEN_CASES,
+            key=key,
+        )
+        log.warning("%s; %s", unreadable, then)
+        # The tick as the timer sends it (an entry that does not read names no version).
+        tick = str(version).encode()
+        dead_letter_unreadable(
+            outbox, self._ctx.topics.dlq, tick, source, COMPONENT, unreadable, then
+        )
+
+    def _what_waits(self, case: Case | None, partition: int) -> bytes | None:
+        """The entry ``case`` waits on, written as its handling wrote it: an undecided
+        case's deadline, a control's report date (due ``control_report_after_s`` after
+        the decision, as ``HubContext.decide_case`` writes it); None when nothing waits."""
+        if case is None:
+            return None
+        if not case.decided:
+            return open_case_entry(case, partition)
+        if not kept_for_control(case) or case.decision is None:
+            return None
+        due = case.decision.decided_at.timestamp() + self._ctx.control_report_after_s
+        return OpenCaseEntry(case.version, due, partition, waits_for_control=True).to_bytes()
 
     def _drop_entry(self, key: bytes, why: str) -> None:
         """Remove an open-cases entry nothing waits for (said once: it is gone after)."""

@@ -10,7 +10,9 @@ always on their way when the ends are asked, so the sweep waits a little
 (``_CATCH_UP_S``) for the worker to read past them rather than finding the partitions
 never read (deadlines would then never fire under load). A case waiting for a control's
 result is ticked when the report falls due, on the same condition: that result is a
-declaration, which may wait in the backlog (review stop 38, L4).
+declaration, which may wait in the backlog (review stop 38, L4). An entry that does not
+read as a deadline is ticked too, on every deadlines partition this worker holds (its value
+names none), for its handler to replace or remove it (review stop 40, open item 1).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 _RETICK_S = 5.0  # a tick not yet acted on is sent again after this long
 _CATCH_UP_S = 2.0  # how long a sweep waits for the records on their way to be read
 _CATCH_UP_LOOK_S = 0.05
+# The tick of an entry that does not read: it names no version (read as 0 by the agent).
+_NO_VERSION = b"0"
 
 
 class DeadlineSweep:
@@ -78,6 +82,7 @@ class DeadlineSweep:
 
     async def _look_at(self, keys: list[bytes], now: float) -> None:
         due: list[tuple[bytes, OpenCaseEntry]] = []
+        unreadable: list[bytes] = []
         for key in keys:
             value = self._open_cases.get(key)
             if value is None:
@@ -85,10 +90,11 @@ class DeadlineSweep:
             try:
                 entry = OpenCaseEntry.from_bytes(bytes(value))
             except (ValueError, UnicodeDecodeError):
-                log.exception("unreadable open-case entry for %r: ignored", key)
+                unreadable.append(key)
                 continue
             if entry.due <= now:
                 due.append((key, entry))  # else rewritten later: pushed again then
+        await self._tick_unreadable(unreadable, now)
         if not due:
             return
         # A control's result comes as a declaration: its report waits for the inputs
@@ -112,6 +118,45 @@ class DeadlineSweep:
                 None,
                 [trace_header(key.decode("utf-8", "replace"), entry.version)],
             )
+
+    async def _tick_unreadable(self, keys: list[bytes], now: float) -> None:
+        """Tick each entry that does not read as a deadline: its handler puts what the
+        case waits for in its place, or removes it, and dead-letters the tick
+        (pipeline/deadlines.py). Skipped, it stayed for ever (review stop 40, open
+        item 1). Its value names no partition, and the hub never derives one from a key
+        (the producer chose the declaration's): the tick goes to every deadlines
+        partition this worker holds, each handled against its own partition's store, so
+        only the one holding the entry finds it. It names no version (0): the handler
+        decides nothing on it."""
+        if not keys:
+            return
+        for key in keys:
+            self._index.push(key, now + _RETICK_S)  # still there then: ticked again
+        try:
+            held = sorted(
+                tp.partition
+                for tp in self._app.assignor.assigned_actives()
+                if tp.topic == self._topics.deadlines
+            )
+        except Exception:  # the assignment is changing (a rebalance): the next look
+            log.debug("partition assignment unknown; unreadable entries wait", exc_info=True)
+            return
+        for key in keys:
+            log.warning(
+                "open-case entry for %r does not read as a deadline: ticked on partitions "
+                "%s for its handler to replace or remove it",
+                key,
+                held,
+            )
+            for partition in held:
+                await self._app.producer.send(
+                    self._topics.deadlines,
+                    key,
+                    _NO_VERSION,
+                    partition,
+                    None,
+                    [trace_header(key.decode("utf-8", "replace"), 0)],
+                )
 
     async def _refresh_progress(self, partitions: set[int]) -> None:
         """Ask the broker where each input partition ends, and the consumer how far

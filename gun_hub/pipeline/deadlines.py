@@ -29,8 +29,9 @@ case's, or an answers deadline on a decided case, or a control's on a case that 
 nothing for one (a retired case's marker) is removed; one naming another version than an
 undecided case's (that version's handling failed after writing it) is replaced by the
 case's own deadline. The routes that end or replace a case remove its entry themselves;
-this is for what one leaves behind when it fails midway (table writes are not undone
-with a failed handling's outbox) or a case tombstoned without its entry. An entry that
+this is for what one left behind when it failed midway (before a failed handling's
+table writes were undone with its outbox: handling_writes.py), an entry whose tombstone
+the changelog lost, or a case tombstoned without its entry. An entry that
 does not read as a deadline is treated the same way, and its tick dead-lettered
 STATE_UNREADABLE (ADR 0022): the timer ticks it rather than skipping it for ever (review
 stop 40, open item 1).

@@ -44,6 +44,7 @@ from gun_hub.pipeline.decision_outbox import (
     declarant_tag,
     outbox_record_key,
 )
+from gun_hub.pipeline.handling_writes import WriteJournal
 from gun_hub.security.audit import AuditTrail
 from gun_hub.xml.decision_codec import encode_decision
 
@@ -156,6 +157,9 @@ class HubContext:
     # announced again only if the worker restarts before the broker has them, or if the
     # partition they were announced for is revoked (``give_up``).
     announcing: dict[tuple[str, int], OnItsWay] = field(default_factory=dict)
+    # The table writes of the handling under way, undone with a failed handler's outbox
+    # (handling_writes.py); None: not undone (unit tests of other things).
+    writes: WriteJournal | None = None
     # The announcements made since the last ``mark``, undone with a failed handler's.
     _announced_since_mark: list[tuple[tuple[str, int], OnItsWay]] = field(
         default_factory=list, init=False, repr=False
@@ -166,16 +170,29 @@ class HubContext:
         put back (``undo``) if the handler fails and its outbox is discarded. Handlers
         run without yielding, so nothing else is announced in between."""
         self._announced_since_mark.clear()
+        if self.writes is not None:
+            self.writes.mark()
         return self.audit.mark()
 
     def undo(self, mark: int) -> None:
         """The handler failed: its outbox (links, decisions) never leaves, so the
         decisions it announced are not on their way. Remembered as such, each was skipped
         by every later reading of its case until the worker restarted (found by the
-        review of stop 35)."""
+        review of stop 35). Its table writes are undone: a prefix of them left cases no
+        handling leaves (handling_writes.py; review stop 40, open item 2)."""
+        if self.writes is not None:
+            self.writes.undo()
         self.audit.undo(mark)
         for key, on_its_way in self._announced_since_mark:
             self._arrived_or_not(key, on_its_way)
+        self._announced_since_mark.clear()
+
+    def kept(self) -> None:
+        """The handler completed: what it changed stands, and nothing more is recorded
+        for it (what its delivery writes later is no handling's to undo)."""
+        if self.writes is not None:
+            self.writes.kept()
+        self.audit.kept()
         self._announced_since_mark.clear()
 
     def record_audit(

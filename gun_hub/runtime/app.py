@@ -70,6 +70,7 @@ from gun_hub.pipeline.answer_progress import AnswerProgress
 from gun_hub.pipeline.audit_keeper import AuditKeeper
 from gun_hub.pipeline.correlation import Correlation
 from gun_hub.pipeline.deadlines import DeadlineIndex, Deadlines, IndexedOpenCases
+from gun_hub.pipeline.handling_writes import WriteJournal
 from gun_hub.pipeline.hub_context import HubContext
 from gun_hub.pipeline.intake import Intake
 from gun_hub.pipeline.redrive import RedriveGate
@@ -295,13 +296,15 @@ _TAKE_AUDIT_PARTITIONS_S = 60.0
 
 
 class Rollback(Protocol):
-    """What a handler changes in memory besides its outbox (the audit chains, the
-    decisions on their way): recorded from ``mark``, put back by ``undo`` when its outbox
-    is discarded."""
+    """What a handler changes besides its outbox (the audit chains, the decisions on their
+    way, its table writes): recorded from ``mark``, put back by ``undo`` when its outbox
+    is discarded, kept by ``kept`` when it completed."""
 
     def mark(self) -> int: ...
 
     def undo(self, mark: int) -> None: ...
+
+    def kept(self) -> None: ...
 
 
 async def _handled(
@@ -324,12 +327,13 @@ async def _handled(
     other reason is data about its key (ADR 0022): ``unreadable`` forgets it and the
     record is dead-lettered (STATE_UNREADABLE). Any other failure is the record's:
     dead-lettered. Either way the handler's outbox is discarded, so what it changed
-    besides (``rollback``: the audit links it built, the decisions it announced) is
-    undone, or the next link would name one never sent."""
+    besides (``rollback``: the audit links it built, the decisions it announced, its
+    table writes) is undone, or the next link would name one never sent, and a case be
+    left as no handling ever leaves one (pipeline/handling_writes.py)."""
     for attempt in range(_CLUSTER_RETRIES):
         mark = rollback.mark() if rollback is not None else 0
         try:
-            return handle()
+            outbox = handle()
         except PartitionGivenUp:
             # A table refused its write: the record's partition is being revoked (faust
             # lets the agents finish the event in hand). Not the record's fault, and
@@ -355,6 +359,7 @@ async def _handled(
                 delay,
             )
             await asyncio.sleep(delay)
+            continue
         except StateUnreadable as error:
             if rollback is not None:
                 rollback.undo(mark)
@@ -363,6 +368,9 @@ async def _handled(
             if rollback is not None:
                 rollback.undo(mark)
             return _unhandled(dlq, data, source, agent, error)
+        if rollback is not None:
+            rollback.kept()
+        return outbox
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -541,16 +549,20 @@ def build_hub(settings: Settings) -> Hub:
     # A case quotes every document, war-material licences included: sealed with the hub's
     # state key before faust sees it, so RocksDB and the changelog hold it encrypted.
     state_cipher = StateCipher.load(settings.security.keys_dir, HUB_PARTY)
-    sealed_cases = SealedStore(_TableStore(cases), state_cipher, CASES_TABLE)
+    # A handling that fails has its table writes undone with its outbox: a prefix of them
+    # left cases no handling leaves (pipeline/handling_writes.py, review stop 40).
+    writes = WriteJournal()
+    sealed_cases = SealedStore(writes.journaled(_TableStore(cases)), state_cipher, CASES_TABLE)
     # The deadline timer looks at what falls due, kept in memory for the next hour from
-    # the pipeline's writes (read_the_tables_again, below: and after each rebalance).
+    # the pipeline's writes (read_the_tables_again, below: and after each rebalance);
+    # an entry written back by an undo is scheduled as any write.
     deadline_index = DeadlineIndex()
-    open_case_store = IndexedOpenCases(_TableStore(open_cases), deadline_index)
+    open_case_store = writes.journaled(IndexedOpenCases(_TableStore(open_cases), deadline_index))
     progress = AnswerProgress()
     sweep = DeadlineSweep(app, topics, open_cases, progress, deadline_index)
     # Finalised cases leave the cases table; a marker each keeps the versions rule.
     retention_table = _raw_table(app, settings, CASE_RETENTION_TABLE)
-    retention_entries = _TableStore(retention_table)
+    retention_entries = writes.journaled(_TableStore(retention_table))
     retention_index = RetentionIndex()
 
     async def read_the_tables_again(sender: Any, **_: Any) -> None:
@@ -606,6 +618,7 @@ def build_hub(settings: Settings) -> Hub:
         control_report_after_s=settings.hub.control_report_after_s,
         retention=retention,
         rollout=rollout.board,
+        writes=writes,
     )
     codec = DeclarationCodec(XmlLimits(max_bytes=settings.hub.max_declaration_bytes))
     intake = Intake(context, codec, store, accept_plain=settings.hub.accept_plain_declarations)

@@ -254,6 +254,12 @@ class AuditTrail:
         self._reported.clear()
         return 0
 
+    def kept(self) -> None:
+        """The handler completed: its links stand (sent with its outbox); nothing is
+        recorded for it any more."""
+        self._journal.clear()
+        self._reported.clear()
+
     def undo(self, mark: int) -> None:
         """Put every chain back where it stood at ``mark``; a report of foreign records
         chained since waits for the next link again."""

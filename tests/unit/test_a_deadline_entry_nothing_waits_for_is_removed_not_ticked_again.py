@@ -9,12 +9,13 @@ another version than the entry's, or a decided case the entry no longer concerns
 entry stayed, was ticked every 5 s for ever (a tick record and a handling each time), and
 kept the decided case from retiring (retention.py retires no case with an entry).
 
-Such an entry is left behind by a handling that failed after writing it (a version's
-deadline is written before its case: a failure in between is dead-lettered, the table
-write stays), by a case removed without it (a tombstone of the cases table alone), or by
-an entry whose tombstone the changelog lost. The routes that end or replace a case in
-the pipeline remove the entry in the same step: the second half of this file shows each,
-as the rule that would catch one that did not.
+Such an entry was left behind by a handling that failed after writing it (a version's
+deadline is written before its case: a failure in between is dead-lettered; since stop 41
+the worker writes a failed handling's table writes back, and the tests here, which call
+the handlers directly, play the state it left before), by a case removed without it (a
+tombstone of the cases table alone), or by an entry whose tombstone the changelog lost.
+The routes that end or replace a case in the pipeline remove the entry in the same step:
+the second half of this file shows each, as the rule that would catch one that did not.
 """
 
 from __future__ import annotations

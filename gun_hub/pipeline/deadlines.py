@@ -31,8 +31,8 @@ undecided case's (that version's handling failed after writing it) is replaced b
 case's own deadline. The routes that end or replace a case remove its entry themselves;
 this is for what one left behind when it failed midway (before a failed handling's
 table writes were undone with its outbox: handling_writes.py), an entry whose tombstone
-the changelog lost, or a case tombstoned without its entry. An entry that
-does not read as a deadline is treated the same way, and its tick dead-lettered
+the changelog lost, or a case tombstoned without its entry. An entry that does not read
+as a deadline is made to say what its case waits for too, and its tick dead-lettered
 STATE_UNREADABLE (ADR 0022): the timer ticks it rather than skipping it for ever (review
 stop 40, open item 1).
 

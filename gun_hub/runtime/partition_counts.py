@@ -22,7 +22,8 @@ hub again, as docs/deployment.md ("Partitions") says.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable
+from typing import Any
 
 from faust.types import TP
 
@@ -54,7 +55,7 @@ def counts_other_than(
 
 def refuse_other_counts(
     keyed: Collection[str], partitions: int, known_count: KnownCount
-) -> Callable[[set[TP]], Awaitable[None]]:
+) -> Callable[[set[TP]], Coroutine[Any, Any, None]]:
     """What ``HubApp.before_assigning`` runs first: raises
     :class:`~gun_contract.kafka.admin.PartitionCountMismatch` on an assignment that
     includes, or comes with, a keyed topic of another count."""

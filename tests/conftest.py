@@ -124,7 +124,7 @@ class KafkaEnv:
                 partitions=PARTITIONS,
                 replication_factor=self.replication_factor,
             ),
-            hub=HubSettings(**hub),  # type: ignore[arg-type]
+            hub=HubSettings(**hub),
             security=SecuritySettings(keys_dir=self.keys_dir, state_dir=self.state_dir),
         )
 

@@ -23,6 +23,13 @@ _OPEN_JWS = JWSRegistry(strict_check_header=False, algorithms=["ES256", "HS256",
 _OPEN_JWE = JWERegistry(strict_check_header=False, algorithms=["ECDH-ES+A256KW", "A256GCM"])
 
 
+def kid_of(key: ECKey) -> str:
+    """The key id of a key the key store made: each has one (joserfc's is optional)."""
+    kid = key.kid
+    assert kid is not None, "the key store made a key without a key id"
+    return kid
+
+
 def signing_key(keys_dir: Path, party: str) -> ECKey:
     return PartyKeys.load(keys_dir, party).signing_key
 

@@ -100,7 +100,7 @@ class SealedHub:
 def sealed(routing_table: RoutingTable, keys_dir: Path) -> SealedHub:
     below: dict[bytes, bytes] = {}
     cipher = StateCipher.load(keys_dir, HUB_PARTY)
-    store = RetainedCases(SealedStore(below, cipher, "cases"), {}, cipher)
+    store = RetainedCases(SealedStore(below, cipher, "cases"), dict[bytes, bytes](), cipher)
     return SealedHub(Hub(routing_table, keys_dir, cases=store), below, store)
 
 

@@ -166,7 +166,7 @@ def test_a_key_file_being_written_is_never_read_half_written(
         looks.append(set(adapter.public))
         assert PartyKeys.load(own_keys_dir, "dgal").public  # a start-up meanwhile reads it whole
 
-    def halfway(write_rest: Callable[[str], None], text: str, flush: Callable[[], None]) -> None:
+    def halfway(write_rest: Callable[[str], object], text: str, flush: Callable[[], None]) -> None:
         write_rest(text[: len(text) // 2])
         flush()
         look_midway()
@@ -183,7 +183,7 @@ def test_a_key_file_being_written_is_never_read_half_written(
         halfway(handle.write, json.dumps(data, **kwargs), handle.flush)
 
     monkeypatch.setattr(Path, "write_text", write_text_halfway)
-    monkeypatch.setattr(keystore.json, "dump", dump_halfway)
+    monkeypatch.setattr(json, "dump", dump_halfway)  # the module the key store writes with
     with caplog.at_level(logging.ERROR, logger=keystore.__name__):
         kids = KeystoreFolder(own_keys_dir).rotate("dgal", use_from=keystore_clocks.wall())
     monkeypatch.setattr(Path, "write_text", real_write_text)

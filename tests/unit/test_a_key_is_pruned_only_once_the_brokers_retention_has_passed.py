@@ -20,13 +20,13 @@ same command on a real broker: tests/integration/test_keys_prune_asks_the_broker
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-import gun_contract.security.jose_envelope as jose
 import gun_hub.cli.keys as keys_cli
 from gun_contract.envelope import ContentType, EnvelopeRejected
 from gun_contract.kafka.client import Connect
@@ -63,7 +63,7 @@ def backlog_then_retired(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple
     and the retired key id."""
     accepted_at = (NOW - timedelta(days=62)).timestamp()
     with monkeypatch.context() as then:  # sealed then, as the broker accepted it
-        then.setattr(jose.time, "time", lambda: accepted_at)
+        then.setattr(time, "time", lambda: accepted_at)  # the envelope's clock (jose_envelope)
         backlog = envelope_of("hub", TOPICS, folder).seal(
             b"<r/>", recipient="dgal", topic=REQUESTS, content_type=ContentType.XML
         )

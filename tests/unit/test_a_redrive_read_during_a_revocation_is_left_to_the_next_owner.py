@@ -26,7 +26,8 @@ from adapters.base.ownership import PartitionOwnership
 from adapters.base.pending import PendingOperations
 from adapters.base.runner import AdapterRunner, _Rebalance
 from gun_contract.envelope import LOG_APPEND_TIME, ContentType
-from gun_contract.model.exchange import Operation
+from gun_contract.kafka.log_reader import LoggedRecord
+from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import AdapterSettings, SecuritySettings, Settings
 from tests.adapter_fixtures import PartnerAnsweringByRule
@@ -53,10 +54,19 @@ class SlowLog(Log):
         self.go = asyncio.Event()
         self.reading = asyncio.Event()
 
-    async def read_between(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def read_between(
+        self,
+        topic: str,
+        partition: int,
+        first: int,
+        end: int,
+        *,
+        key: bytes | None,
+        within_s: float | None = None,
+    ) -> list[LoggedRecord] | None:
         self.reading.set()
         await self.go.wait()
-        return await super().read_between(*args, **kwargs)
+        return await super().read_between(topic, partition, first, end, key=key, within_s=within_s)
 
 
 class TimedPartner(PartnerAnsweringByRule):
@@ -64,7 +74,7 @@ class TimedPartner(PartnerAnsweringByRule):
         super().__init__()
         self.asked_at: list[float] = []
 
-    async def answer(self, request):  # type: ignore[no-untyped-def]
+    async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
         self.asked_at.append(time.monotonic())
         return await super().answer(request)
 
@@ -126,11 +136,11 @@ async def test_a_redrive_read_during_a_revocation_is_left_to_the_next_owner(
         )
         consumer = GroupConsumer({0: (6, "answered:6")})
         producer = FakeProducer()
-        runner._producer = producer  # type: ignore[assignment]
+        runner._producer = producer
         rebalance = _Rebalance(runner, consumer)
         await rebalance.on_partitions_assigned({P0})  # generation 1
 
-        batch = asyncio.create_task(runner._process({P0: [redrive]}, producer, consumer))  # type: ignore[arg-type]
+        batch = asyncio.create_task(runner._process({P0: [redrive]}, producer, consumer))
         await asyncio.wait_for(log.reading.wait(), 5)  # reading what lies between
         await asyncio.wait_for(rebalance.on_partitions_revoked({P0}), 10)  # gives up waiting
         handed_over = consumer.commits[0]

@@ -90,7 +90,7 @@ def test_a_refused_heartbeat_is_logged_and_counted(
     before = _sample(HEARTBEATS_UNSENT, authority="dga")
 
     async def beat_once() -> None:
-        beating = asyncio.ensure_future(runner._heartbeat(producer))  # type: ignore[arg-type]
+        beating = asyncio.ensure_future(runner._heartbeat(producer))
         try:
             await producer.delivered.wait()
             await _settled()

@@ -71,7 +71,7 @@ async def test_the_adapters_replay_loop_marks_each_round_a_failing_one_too(
         raise RuntimeError("a bug in one round")
 
     runner._replay_once = a_failing_round  # type: ignore[method-assign,assignment]
-    loop = asyncio.create_task(runner._replay_pending(None))  # type: ignore[arg-type]
+    loop = asyncio.create_task(runner._replay_pending(None))
     try:
         await asyncio.wait_for(runner.replay_rounds.one_begun_after_now(), 10)
         assert rounds_run >= 1

@@ -107,7 +107,7 @@ async def replica(
     runner = AdapterRunner(
         load_adapter("dgal"), settings, TOPICS, envelope_of("dgal", TOPICS, keys), client
     )
-    runner._producer = FakeProducer()  # type: ignore[assignment]
+    runner._producer = FakeProducer()
     try:
         yield runner
     finally:
@@ -131,7 +131,7 @@ def record(tmp_path: Path, request: AuthorityRequest, offset: int) -> ConsumerRe
 
 async def handle(runner: AdapterRunner, consumer: GroupConsumer, *records: object) -> None:
     """One batch of partition 0, handled as the poll loop does (no commit)."""
-    await runner._process({P0: list(records)}, runner._producer, consumer)  # type: ignore[arg-type]
+    await runner._process({P0: list(records)}, runner._producer, consumer)
 
 
 async def test_the_next_owner_after_a_crash_keeps_the_deletion_behind_the_reservation(

@@ -184,11 +184,11 @@ async def test_a_reservation_left_unsettled_by_the_batch_in_flight_at_revocation
 ) -> None:
     consumer = GroupConsumer(commits)
     producer = FakeProducer()
-    runner._producer = producer  # type: ignore[assignment]
+    runner._producer = producer
     rebalance = _Rebalance(runner, consumer)
     await rebalance.on_partitions_assigned({P0})
     batch = asyncio.create_task(
-        runner._process({P0: [record(tmp_path, RESERVE, at)]}, producer, consumer)  # type: ignore[arg-type]
+        runner._process({P0: [record(tmp_path, RESERVE, at)]}, producer, consumer)
     )
     await asyncio.wait_for(partner.called(RESERVE), 5)
 
@@ -216,11 +216,11 @@ async def test_a_call_that_outlasts_the_revocations_wait_is_named_all_the_same(
     try:
         consumer = GroupConsumer({0: (5, "answered:5")})
         producer = FakeProducer()
-        runner._producer = producer  # type: ignore[assignment]
+        runner._producer = producer
         rebalance = _Rebalance(runner, consumer)
         await rebalance.on_partitions_assigned({P0})
         batch = asyncio.create_task(
-            runner._process({P0: [record(tmp_path, RESERVE, 5)]}, producer, consumer)  # type: ignore[arg-type]
+            runner._process({P0: [record(tmp_path, RESERVE, 5)]}, producer, consumer)
         )
         await asyncio.wait_for(partner.called(RESERVE), 5)
 
@@ -245,11 +245,11 @@ async def test_a_write_off_queued_by_the_batch_in_flight_is_read_again_by_the_ne
     taken for answered)."""
     consumer = GroupConsumer({0: (5, "answered:5")})
     producer = FakeProducer()
-    runner._producer = producer  # type: ignore[assignment]
+    runner._producer = producer
     rebalance = _Rebalance(runner, consumer)
     await rebalance.on_partitions_assigned({P0})
     batch = asyncio.create_task(
-        runner._process({P0: [record(tmp_path, WRITE_OFF, 5)]}, producer, consumer)  # type: ignore[arg-type]
+        runner._process({P0: [record(tmp_path, WRITE_OFF, 5)]}, producer, consumer)
     )
     await asyncio.wait_for(partner.called(WRITE_OFF), 5)
     revoking = await revocation_under_way(runner, rebalance)

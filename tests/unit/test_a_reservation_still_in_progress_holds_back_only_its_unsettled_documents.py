@@ -11,6 +11,7 @@ keeps a declaration's position per document): nothing was in progress on C2."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from adapters.base.pending import PendingOperations
@@ -34,9 +35,7 @@ def op(operation: Operation, version: int, *quoted: tuple[str, str | None]) -> A
     [item] = request.items
     [document] = item.documents
     more = tuple(
-        document.model_copy(
-            update={"reference": r, "quantity": None if q is None else type(document.quantity)(q)}
-        )
+        document.model_copy(update={"reference": r, "quantity": None if q is None else Decimal(q)})
         for r, q in others
     )
     return request.model_copy(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -170,7 +171,11 @@ async def test_a_deletion_the_partner_keeps_failing_is_superseded_by_the_next_ve
     assert queued(pending) == []
     # The partner's ledger: DECL holds v3's position, nothing else, and v1 is refused.
     [line_1, _] = partner.store.balances(DOC)
-    assert (line_1.reserved, line_1.written_off, line_1.given_back) == (250, 0, 0)
+    assert (line_1.reserved, line_1.written_off, line_1.given_back) == (
+        Decimal(250),
+        Decimal(0),
+        Decimal(0),
+    )
     assert {(p.declaration, p.version, p.state) for p in partner.store.positions(DOC)} == {
         (DECL, 3, "ACTIVE")
     }

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faust.stores import rocksdb as faust_rocksdb
 from faust.types import TP
 
 from gun_contract.settings import HubSettings, Settings
@@ -60,13 +61,13 @@ class _CountedWrites:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.writes: list[tuple[int, int]] = []
-        original = table_store.faust_rocksdb.Store.set_persisted_offset
+        original = faust_rocksdb.Store.set_persisted_offset
 
         def counted(store: Any, tp: TP, offset: int) -> None:
             self.writes.append((tp.partition, offset))
             original(store, tp, offset)
 
-        monkeypatch.setattr(table_store.faust_rocksdb.Store, "set_persisted_offset", counted)
+        monkeypatch.setattr(faust_rocksdb.Store, "set_persisted_offset", counted)
 
 
 async def test_the_acknowledgements_of_an_interval_write_each_partition_s_offset_once(

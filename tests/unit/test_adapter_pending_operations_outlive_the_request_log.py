@@ -360,7 +360,7 @@ async def test_requests_deleted_before_a_restart_are_dead_lettered_as_it_begins(
     any record is handled, so operations can find the declarations whose follow-ups
     never reached the partner."""
     consumer = FakeConsumer({0: 12}, {0: (4, "answered:4")})
-    runner._producer = producer = FakeProducer()  # type: ignore[assignment]
+    runner._producer = producer = FakeProducer()
     before = aged_out_count()
 
     await _Rebalance(runner, consumer).on_partitions_assigned(tps(0))
@@ -380,8 +380,8 @@ async def test_requests_deleted_before_a_restart_are_dead_lettered_as_it_begins(
     # The first batch begins at the log start: nothing more is said.
     await runner._process(
         {TopicPartition(REQUESTS, 0): [record(0, 12)]},
-        producer,  # type: ignore[arg-type]
-        consumer,  # type: ignore[arg-type]
+        producer,
+        consumer,
     )
     assert len(aged_out(producer)) == 1
 
@@ -393,15 +393,15 @@ async def test_requests_deleted_while_fetching_was_paused_are_dead_lettered(
     fetched leave the log. The batch after the resume begins at the log start, past
     them."""
     consumer = FakeConsumer({0: 4}, {0: (4, "answered:4")})
-    runner._producer = producer = FakeProducer()  # type: ignore[assignment]
+    runner._producer = producer = FakeProducer()
     await _Rebalance(runner, consumer).on_partitions_assigned(tps(0))
     batch = {TopicPartition(REQUESTS, 0): [record(0, 4), record(0, 5)]}
-    await runner._process(batch, producer, consumer)  # type: ignore[arg-type]
+    await runner._process(batch, producer, consumer)
     assert aged_out(producer) == []
 
     consumer.log_starts[0] = 14
     batch = {TopicPartition(REQUESTS, 0): [record(0, 14)]}
-    await runner._process(batch, producer, consumer)  # type: ignore[arg-type]
+    await runner._process(batch, producer, consumer)
 
     [letter] = aged_out(producer)
     assert header_value(letter["headers"], HEADER_SOURCE_OFFSET) == "6"

@@ -319,7 +319,7 @@ async def test_a_replica_whose_assignment_failed_stops_instead_of_waiting_for_ev
     settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
     runner = adapter_runner("dga", settings, TOPICS)
     await runner.ownership.revoked({0})  # the assignment after it is never taken in
-    batch = asyncio.create_task(runner._process({}, None, None))  # type: ignore[arg-type]
+    batch = asyncio.create_task(runner._process({}, None, None))
     await asyncio.sleep(0)
     assert not batch.done()
     runner.stop()  # what the failed assignment does

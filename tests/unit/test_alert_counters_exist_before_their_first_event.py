@@ -31,7 +31,7 @@ from tests.conftest import REPO
 from tests.started_components import COMPONENTS
 from tests.unit.test_alert_rules import alert_rules
 
-ROUTING = load_routing_table(REPO / "config" / "routing.toml", [])
+ROUTING = load_routing_table(REPO / "config" / "routing.toml")
 TOPICS = topic_registry("gun", ROUTING.authorities)
 Selector = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -78,6 +78,7 @@ def counters_judged_by_increase(expr: str) -> set[Selector]:
         elif (
             isinstance(node, promql_parser.VectorSelector)
             and {"increase", "rate", "irate"} & set(calls)
+            and node.name is not None
             and node.name.endswith("_total")
         ):
             matchers = tuple(

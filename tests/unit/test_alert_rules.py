@@ -108,7 +108,11 @@ def counted_within(node: object) -> promql_parser.VectorSelector | None:
         return None
     ranged = increase.args[0]
     counter = ranged.vector_selector
-    if not (isinstance(counter, promql_parser.VectorSelector) and counter.name.endswith("_total")):
+    if not (
+        isinstance(counter, promql_parser.VectorSelector)
+        and counter.name is not None
+        and counter.name.endswith("_total")
+    ):
         return None
     window = promql_parser.display_duration(ranged.range)
     canonical = promql_parser.parse(counted_form(counter.prettify(), window))
@@ -144,6 +148,7 @@ def counters_outside_rate_or_increase(expr: str) -> set[str]:
             functions.append(name)
         elif (
             isinstance(node, promql_parser.VectorSelector)
+            and node.name is not None
             and node.name.endswith("_total")
             and not ({"rate", "increase", "irate"} | PRESENCE) & set(functions)
             and node.prettify() not in counted

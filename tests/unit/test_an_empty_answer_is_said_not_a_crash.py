@@ -74,7 +74,7 @@ def test_stats_of_a_period_without_decisions_says_so(
 def test_stats_of_a_declarant_without_documents_says_so(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    body = {"documents": [], "next_offset": None}
+    body: dict[str, object] = {"documents": [], "next_offset": None}
     result = stats_answering(monkeypatch, tmp_path, body, "--declarant", "FR12345678901234")
     assert result.exit_code == 0, repr(result.exception)
     assert "no document used by declarant FR12345678901234" in result.output
@@ -83,7 +83,7 @@ def test_stats_of_a_declarant_without_documents_says_so(
 def test_stats_of_a_document_with_nothing_written_off_says_so(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    body = {"written_off": [], "next_offset": None}
+    body: dict[str, object] = {"written_off": [], "next_offset": None}
     result = stats_answering(
         monkeypatch, tmp_path, body, "--written-off", "--document", "IMPORT.EU.FR.2026.0000001"
     )

@@ -22,7 +22,7 @@ from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
 from gun_contract.dead_letter import SourcePosition
-from gun_contract.effects import OutgoingRecord
+from gun_contract.effects import Effects, OutgoingRecord
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.decision_outbox import (
@@ -47,7 +47,7 @@ def _strict(routing: RoutingTable, keys_dir: Path) -> Hub:
 
 def _publish(memory: PublishedMemory, out: list[OutgoingRecord]) -> list[str | None]:
     """The lane's judgement of each outbox record, as ``_publish_batch`` makes it."""
-    verdicts = []
+    verdicts: list[str | None] = []
     for record in out:
         version = next(v for k, v in record.headers if k == HEADER_VERSION)
         declarant = declarant_of(record.headers)
@@ -58,7 +58,7 @@ def _publish(memory: PublishedMemory, out: list[OutgoingRecord]) -> list[str | N
     return verdicts
 
 
-def _lodge(hub: Hub, version: int, partition: int, declarant: str = OWNER) -> object:
+def _lodge(hub: Hub, version: int, partition: int, declarant: str = OWNER) -> Effects:
     return hub.intake.handle(
         hub.sealed_by_clearance(
             declaration_xml(reference=REF, version=version, declarant=declarant)
@@ -189,14 +189,14 @@ async def test_the_lane_dead_letters_another_declarants_decision_in_its_transact
     memory = PublishedMemory(100)
     memory.add((REF.encode(), b"1"), owner)
     producer = _Producer()
-    lane = _PartitionPublisher(0, producer, memory)  # type: ignore[arg-type]
+    lane = _PartitionPublisher(0, producer, memory)
     changed = _not_published("declarant_changed")
 
     published = await publisher._publish_batch(
         lane,
-        None,  # type: ignore[arg-type]
+        None,
         TopicPartition("gun.hub.decision-outbox", 0),
-        [_OutboxRecord(b"99", 7, other)],  # type: ignore[list-item]
+        [_OutboxRecord(b"99", 7, other)],
     )
 
     assert published

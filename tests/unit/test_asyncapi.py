@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import xmlschema
@@ -61,11 +61,15 @@ META_SCHEMA = REPO / "schemas" / "vendor" / "asyncapi-3.0.0.schema.json"
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 
+# referencing's stubs mark its attrs classes with a decorator only pyright reads
+# (``__dataclass_transform__``), so mypy sees no constructor arguments:
+# ``NoSuchResource``'s one (``ref``) is given by position, and ``Registry``'s
+# ``retrieve`` (its fourth) through Any.
 def _no_network(uri: str) -> Resource[Any]:
-    raise NoSuchResource(ref=uri)
+    raise NoSuchResource(uri)
 
 
-OFFLINE: Registry[Any] = Registry(retrieve=_no_network)
+OFFLINE: Registry[Any] = cast(Any, Registry)(retrieve=_no_network)
 
 
 @pytest.fixture(scope="module")
@@ -392,7 +396,7 @@ def written(routing_table: RoutingTable, keys_dir: Path) -> tuple[TopicRegistry,
             clock=lambda: clock[0],
         ),
         cases=cases,
-        open_cases={},
+        open_cases=dict[bytes, bytes](),
         risk_rules=RiskRules(),
         request_deadline_s=30,
         outbox_cipher=StateCipher.load(keys_dir, HUB_PARTY),

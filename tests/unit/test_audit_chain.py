@@ -38,6 +38,7 @@ from gun_hub.security.audit import (
     record_hash,
     verify_chain,
 )
+from tests.forgery import kid_of
 
 EVERY = 10
 WITHIN_S = 60.0
@@ -335,7 +336,7 @@ def test_a_checkpoint_signed_by_an_unknown_key_under_the_audit_kid_is_refused(
     signer: AuditSigner, public: dict[str, PublicKey]
 ) -> None:
     clock, topic = Clock(), Topic()
-    kid = signer.key_for(clock.now).kid
+    kid = kid_of(signer.key_for(clock.now))
     forger = ECKey.generate_key("P-256", parameters={"kid": kid}, private=True)
     run_hub(hub_trail(forger, clock), topic, clock, 12)
     broken = only_break(verify(topic, public, clock.now))

@@ -69,7 +69,7 @@ def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
             clock=clock,
         ),
         cases={},
-        open_cases={},
+        open_cases=dict[bytes, bytes](),
         risk_rules=RiskRules(),
         request_deadline_s=30,
         outbox_cipher=StateCipher.load(keys_dir, HUB_PARTY),
@@ -214,7 +214,7 @@ def test_a_partition_lost_in_a_rebalance_is_signed_again_when_it_comes_back(
         envelope=envelope_of(HUB_PARTY, topics, keys_dir),
         audit=Trail(),  # type: ignore[arg-type]
         cases={},
-        open_cases={},
+        open_cases=dict[bytes, bytes](),
         risk_rules=RiskRules(),
         request_deadline_s=30,
         outbox_cipher=StateCipher.load(keys_dir, HUB_PARTY),

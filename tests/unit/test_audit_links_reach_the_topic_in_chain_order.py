@@ -496,7 +496,8 @@ async def test_links_a_handler_built_before_it_failed_are_undone(
 
 
 def test_undone_links_leave_the_head_table_as_it_was(signer: AuditSigner) -> None:
-    clock, heads = Clock(), {}  # type: ignore[var-annotated]
+    clock = Clock()
+    heads: dict[bytes, bytes] = {}
     trail = hub_trail(signer, clock, heads)
     trail.append(0, decision(1))
     before = dict(heads)

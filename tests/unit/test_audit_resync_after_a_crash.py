@@ -26,7 +26,8 @@ def test_a_head_saved_without_its_record_leaves_no_hole(
     signer: AuditSigner,
     public: dict[str, PublicKey],
 ) -> None:
-    clock, topic, heads = Clock(), Topic(), {}  # type: ignore[var-annotated]
+    clock, topic = Clock(), Topic()
+    heads: dict[bytes, bytes] = {}
     trail = hub_trail(signer, clock, heads)
     run_hub(trail, topic, clock, 5)
     trail.append(0, decision(99))  # head saved; killed before the broker took the record
@@ -41,7 +42,8 @@ def test_a_record_taken_without_its_head_saved_leaves_no_fork(
     signer: AuditSigner,
     public: dict[str, PublicKey],
 ) -> None:
-    clock, topic, heads = Clock(), Topic(), {}  # type: ignore[var-annotated]
+    clock, topic = Clock(), Topic()
+    heads: dict[bytes, bytes] = {}
     trail = hub_trail(signer, clock, heads)
     run_hub(trail, topic, clock, 5)
     saved = dict(heads)

@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks import common, steps
 from gun_contract.effects import OutgoingRecord
+from tests.unit.test_pipeline import Hub  # the hub the benchmark drives
 
 
 def test_every_declaration_goes_through_intake_answer_and_publishing(
@@ -22,13 +23,13 @@ def test_every_declaration_goes_through_intake_answer_and_publishing(
 ) -> None:
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     published: list[bytes] = []
-    opening = steps.Hub.outbox_document
+    opening = Hub.outbox_document
 
-    def publishing(hub: steps.Hub, record: OutgoingRecord) -> bytes:
+    def publishing(hub: Hub, record: OutgoingRecord) -> bytes:
         published.append(opening(hub, record))
         return published[-1]
 
-    monkeypatch.setattr(steps.Hub, "outbox_document", publishing)
+    monkeypatch.setattr(Hub, "outbox_document", publishing)
 
     steps.main(3)
 

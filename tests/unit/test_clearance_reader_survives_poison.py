@@ -141,6 +141,12 @@ class _Exploding:
     def seal(self, *args: Any, **kwargs: Any) -> bytes:
         raise NotImplementedError
 
+    def sign(self, *args: Any, **kwargs: Any) -> bytes:
+        raise NotImplementedError
+
+    def record_sighting(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
+
 
 @pytest.mark.parametrize(
     "error", [RecursionError("deep"), KeyError("iss"), TypeError("x"), MemoryError()]

@@ -171,6 +171,7 @@ class Desk:
 async def desk(tmp_path: Path, keys_dir: Path) -> AsyncIterator[Desk]:
     view = OpsView(tmp_path / "view.sqlite3", FEED)
     settings, _ = settings_for(tmp_path)
+    assert settings.officers_file is not None  # settings_for names one
     add_officer(settings.officers_file, "bob", SECRETS["bob"])  # an officer, not an operator
     broker = Broker()
     cipher = StateCipher.load(keys_dir, HUB_PARTY)

@@ -139,7 +139,8 @@ def gun_hub_invocations(service: Doc) -> list[list[str]]:
     (script,) = service["command"]
     lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
-    runs, current = [], []
+    runs: list[list[str]] = []
+    current: list[str] = []
     for token in [*lexer, ";"]:
         if token in {";", "&&", "||", "|"}:
             if "gun-hub" in current:

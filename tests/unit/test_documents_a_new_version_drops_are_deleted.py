@@ -6,6 +6,7 @@ are deleted, and that deletion is never mistaken for the new version's own answe
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +41,7 @@ def documents_of(hub: Hub, outbox: object) -> list[tuple[Operation, int, list[st
 
 
 def test_an_amendment_replacing_a_document_at_the_same_authority_is_decided_on_its_own_answer(
-    routing_table: RoutingTable, keys_dir: object
+    routing_table: RoutingTable, keys_dir: Path
 ) -> None:
     """v1 quotes CHED A, v2 CHED B instead, both at DGAL: v2 sends DELETE(A) then
     RESERVE(B) to DGAL, answered in that order. The DELETE's answer is a follow-up; v2
@@ -60,7 +61,7 @@ def test_an_amendment_replacing_a_document_at_the_same_authority_is_decided_on_i
 
 
 def test_an_amendment_the_partner_refuses_is_refused_whatever_its_deletion_answered(
-    routing_table: RoutingTable, keys_dir: object
+    routing_table: RoutingTable, keys_dir: Path
 ) -> None:
     hub = Hub(routing_table, keys_dir)
     hub.intake.handle(quoting(1, A), at(0))
@@ -73,7 +74,7 @@ def test_an_amendment_the_partner_refuses_is_refused_whatever_its_deletion_answe
 
 
 def test_a_cancellation_waits_for_its_own_deletion_not_for_that_of_a_document_it_dropped(
-    routing_table: RoutingTable, keys_dir: object
+    routing_table: RoutingTable, keys_dir: Path
 ) -> None:
     """A cancellation quoting B only, after a version that held A and B: both DELETEs go
     to DGAL, for different documents. The one of A (dropped) decides nothing."""
@@ -98,7 +99,7 @@ def test_a_cancellation_waits_for_its_own_deletion_not_for_that_of_a_document_it
 
 
 def test_a_redelivered_amendment_sends_the_deletion_of_what_it_dropped_again(
-    routing_table: RoutingTable, keys_dir: object
+    routing_table: RoutingTable, keys_dir: Path
 ) -> None:
     """The worker died after case v2 reached the changelog and before its requests
     reached the broker: the record read again sends DELETE(A) again, not only
@@ -116,7 +117,7 @@ def test_a_redelivered_amendment_sends_the_deletion_of_what_it_dropped_again(
 
 
 def test_a_redelivered_cancellation_quoting_nothing_sends_its_deletions_again(
-    routing_table: RoutingTable, keys_dir: object
+    routing_table: RoutingTable, keys_dir: Path
 ) -> None:
     """A cancellation quoting no document is decided at once; read again after the
     crash, its decision is announced again and the deletion of what v1 held is sent
@@ -138,7 +139,7 @@ def test_a_redelivered_cancellation_quoting_nothing_sends_its_deletions_again(
 
 @pytest.mark.parametrize("mode", [RolloutMode.OFF, RolloutMode.SHADOW])
 def test_an_authority_no_longer_enforced_gets_the_reservations_of_earlier_versions_deleted(
-    routing_table: RoutingTable, keys_dir: object, mode: RolloutMode
+    routing_table: RoutingTable, keys_dir: Path, mode: RolloutMode
 ) -> None:
     """v1 reserved A at DGAL; an officer then set DGAL off (or to shadow: a pilot
     rolled back); v2 still quotes A. v2 does not reserve at DGAL, so A's reservation is

@@ -83,7 +83,8 @@ def sealed_by_jwcrypto(keys_dir: Path, header: dict[str, Any]) -> bytes:
         protected={"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "kid": hub.get("kid")},
     )
     outer.add_recipient(hub)
-    return outer.serialize(compact=True).encode()
+    compact: str = outer.serialize(compact=True)
+    return compact.encode()
 
 
 def sealed_as_signed(keys_dir: Path, header: dict[str, Any], *, forge: bool = False) -> bytes:

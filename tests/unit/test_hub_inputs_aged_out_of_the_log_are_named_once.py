@@ -113,11 +113,21 @@ class _NoQueues:
         self.topics = _Conductor()
 
 
+class _KeptCommits(StrictOffsetsConsumer):
+    """Keeps the commits it is asked for in ``commits`` instead of sending them."""
+
+    commits: list[dict[TP, int]]
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        self.commits.append(dict(offsets))
+        return True
+
+
 def _consumer(committed_when_assigned: int) -> Any:
     """A ``StrictOffsetsConsumer``'s state, no broker: the broker had committed
     ``committed_when_assigned`` when the partition was assigned; the commits it is asked
     for are kept in ``commits``."""
-    consumer = object.__new__(StrictOffsetsConsumer)
+    consumer = object.__new__(_KeptCommits)
     consumer._acked = defaultdict(list)
     consumer._acked_index = defaultdict(set)
     consumer._gap = defaultdict(lambda: None)
@@ -134,14 +144,7 @@ def _consumer(committed_when_assigned: int) -> Any:
     consumer.app = _NoQueues()
     consumer._committed_when_assigned = {INPUT: committed_when_assigned}
     consumer.assignment = lambda: {INPUT}
-    commits: list[dict[TP, int]] = []
-
-    async def commit(offsets: Mapping[TP, int]) -> bool:
-        commits.append(dict(offsets))
-        return True
-
-    consumer._commit = commit
-    consumer.commits = commits
+    consumer.commits = []
     return consumer
 
 

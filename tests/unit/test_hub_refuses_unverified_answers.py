@@ -8,6 +8,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from joserfc.jwk import ECKey, OctKey
@@ -25,7 +26,16 @@ from gun_contract.security.keystore import KeystoreFolder
 from gun_hub.domain.routing import RoutingTable
 from tests.builders import answer_to, declaration_xml
 from tests.conftest import envelope_of
-from tests.forgery import b64, claims, encrypt, encryption_key, flip_byte, sign, signing_key
+from tests.forgery import (
+    b64,
+    claims,
+    encrypt,
+    encryption_key,
+    flip_byte,
+    kid_of,
+    sign,
+    signing_key,
+)
 from tests.unit.test_pipeline import Hub
 
 RESPONSES = "gun.responses.dgal"
@@ -33,7 +43,7 @@ RESPONSES = "gun.responses.dgal"
 Forge = Callable[[Path, bytes], bytes]
 
 
-def _genuine(keys: Path, payload: bytes, **overrides: object) -> str:
+def _genuine(keys: Path, payload: bytes, **overrides: Any) -> str:
     return sign(
         claims(iss="dgal", aud="hub", topic=RESPONSES, **overrides),
         payload,
@@ -51,7 +61,7 @@ def _unknown_kid(keys: Path, payload: bytes) -> bytes:
 
 
 def _hmac_with_public_key(keys: Path, payload: bytes) -> bytes:
-    kid = signing_key(keys, "dgal").kid
+    kid = kid_of(signing_key(keys, "dgal"))
     public = json.dumps(signing_key(keys, "dgal").as_dict(private=False)).encode()
     secret = OctKey.import_key(public, parameters={"kid": kid})
     return _to_hub(

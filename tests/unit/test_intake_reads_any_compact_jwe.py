@@ -58,7 +58,8 @@ def signed_by_clearance(keys_dir: Path, xml: bytes, topic: str) -> bytes:
     }
     signed = jws.JWS(xml)
     signed.add_signature(jwk.JWK(**key.as_dict(private=True)), protected=header)
-    return signed.serialize(compact=True).encode()
+    compact: str = signed.serialize(compact=True)
+    return compact.encode()
 
 
 def encrypted_under_a_spaced_header(keys_dir: Path, plaintext: bytes) -> bytes:

@@ -110,7 +110,8 @@ class ClearanceSystem:
             protected={"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "kid": hub_key.kid},
         )
         sealed.add_recipient(recipient)
-        return sealed.serialize(compact=True).encode()
+        compact: str = sealed.serialize(compact=True)
+        return compact.encode()
 
 
 def hub_envelope(hub: Path) -> JoseEnvelope:

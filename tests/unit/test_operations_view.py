@@ -49,7 +49,7 @@ class Feed:
             version=int(fields.pop("version", 1)),  # type: ignore[call-overload]
             kind=kind,
             at=NOON + timedelta(minutes=minutes),
-            **fields,  # type: ignore[arg-type]
+            **fields,
         )
         return self.record(TOPICS.status, event.to_bytes())
 

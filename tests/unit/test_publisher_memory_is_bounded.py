@@ -179,14 +179,14 @@ async def test_a_published_version_announced_again_behind_a_higher_one_is_a_dupl
     memory.add((REFERENCE, b"1"))
     memory.add((REFERENCE, b"2"))
     producer = _Producer()
-    lane = _PartitionPublisher(0, producer, memory)  # type: ignore[arg-type]
+    lane = _PartitionPublisher(0, producer, memory)
     superseded, duplicates = _not_published("superseded"), _not_published("duplicate")
 
     published = await publisher._publish_batch(
         lane,
-        None,  # type: ignore[arg-type]
+        None,
         TopicPartition("gun.hub.decision-outbox", 0),
-        [_OutboxRecord(b"1", 7), _OutboxRecord(b"2", 8)],  # type: ignore[list-item]
+        [_OutboxRecord(b"1", 7), _OutboxRecord(b"2", 8)],
     )
 
     assert published

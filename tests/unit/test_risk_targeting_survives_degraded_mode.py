@@ -25,7 +25,7 @@ from gun_contract.model.decision import Decision, DocumentResult
 from gun_contract.model.declaration import Stage
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.decide import DEGRADED_MODE, decide
-from gun_hub.domain.override import OVERRIDE_APPLIED, OverrideReview
+from gun_hub.domain.override import NO_OVERRIDE, OVERRIDE_APPLIED, OverrideReview
 from gun_hub.domain.risk import RiskHit, RiskRule, RiskRules
 from gun_hub.domain.rollout import AUTHORITY_NOT_CONNECTED, RolloutMode
 from gun_hub.domain.routing import RoutingTable
@@ -58,7 +58,7 @@ def decided(
     risk: list[RiskHit],
     *,
     stage: Stage = Stage.LODGED,
-    override: OverrideReview | None = None,
+    override: OverrideReview = NO_OVERRIDE,
     rollout: dict[str, RolloutMode] | None = None,
 ) -> Decision:
     return decide(
@@ -69,7 +69,7 @@ def decided(
         decided_at=NOW,
         risk=risk,
         rollout=rollout,
-        **({"override": override} if override is not None else {}),
+        override=override,
     )
 
 

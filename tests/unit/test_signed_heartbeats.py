@@ -162,7 +162,8 @@ def _forgeries(keys_dir: Path) -> dict[str, tuple[bytes, HeartbeatFault]]:
         {**header, "topic": HEALTH},
         payload,
         OctKey.import_key(
-            json.dumps(dgal.as_dict(private=False)).encode(), parameters={"kid": dgal.kid}
+            json.dumps(dgal.as_dict(private=False)).encode(),
+            parameters={"kid": forgery.kid_of(dgal)},
         ),
         alg="HS256",
     )

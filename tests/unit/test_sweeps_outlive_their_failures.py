@@ -22,7 +22,7 @@ Found by review in stop 30, each test written before its fix:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,12 +43,15 @@ NOW = 1_800_000_000.0
 
 @dataclass
 class TimerApp:
-    """What ``every`` asks of faust's app: a timer registered by name."""
+    """What ``every`` asks of faust's app: a timer registered by name (an ``async def``,
+    as faust's timers are)."""
 
-    timers: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    timers: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
 
     def timer(self, interval: float, name: str) -> Callable[[Any], Any]:
-        def register(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        def register(
+            work: Callable[[], Coroutine[Any, Any, None]],
+        ) -> Callable[[], Coroutine[Any, Any, None]]:
             self.timers[name] = work
             return work
 

@@ -34,7 +34,7 @@ from gun_contract.model.verdicts import Verdict
 from gun_hub import metrics
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.runtime import clock_check
-from gun_hub.runtime.clock_check import ClockCheck, ClockOffset
+from gun_hub.runtime.clock_check import ENVELOPE_SKEW_S, ClockCheck, ClockOffset
 from gun_hub.runtime.offsets import EmptyOffsets, FetchGaps
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 from tests.unit.test_deadlines_and_lifecycle import REF, TWO_AUTHORITIES
@@ -77,8 +77,8 @@ def appended(offset: int, seconds_ago: float, clocks: Clocks) -> Record:
     return Record(offset, round((clocks.broker - seconds_ago) * 1000))
 
 
-def check(clocks: Clocks, **kwargs: float) -> ClockCheck:
-    return ClockCheck(wall=clocks.wall, monotonic=clocks.monotonic, **kwargs)
+def check(clocks: Clocks, envelope_skew_s: float = ENVELOPE_SKEW_S) -> ClockCheck:
+    return ClockCheck(wall=clocks.wall, monotonic=clocks.monotonic, envelope_skew_s=envelope_skew_s)
 
 
 def fetch(check: ClockCheck, clocks: Clocks, *, delay_s: float = 0.05, behind_end: int = 0) -> None:

@@ -220,7 +220,7 @@ async def test_a_position_that_does_not_move_is_fetched_once() -> None:
         }
     )
     # dated anew at every measurement: the interval is the next test's
-    reader = FirstRecords(fake, redate_after_s=0)  # type: ignore[arg-type]
+    reader = FirstRecords(fake, redate_after_s=0)
     stable_ends = {(DECLARATIONS, 0): 4, (DECLARATIONS, 1): 3}
     first = await reader.find({(DECLARATIONS, 0, 2), (DECLARATIONS, 1, 0)}, stable_ends)
     assert first[(DECLARATIONS, 0, 2)] == (2, datetime.fromtimestamp(1, UTC))
@@ -236,7 +236,7 @@ async def test_a_position_that_does_not_move_is_fetched_once() -> None:
 async def test_a_position_with_only_markers_up_to_the_stable_end_has_no_record() -> None:
     tp = TopicPartition(REQUESTS, 0)
     fake = FakeLog({tp: [(0, 1_000)]})  # offset 1: a transaction's commit marker
-    reader = FirstRecords(fake)  # type: ignore[arg-type]
+    reader = FirstRecords(fake)
     assert await reader.find({(REQUESTS, 0, 1)}, {(REQUESTS, 0): 2}) == {}
     assert fake.fetched == [(tp, 1)]
     assert await reader.find({(REQUESTS, 0, 1)}, {(REQUESTS, 0): 2}) == {}
@@ -253,7 +253,7 @@ async def test_a_topic_it_may_not_read_is_left_out_and_tried_again_later() -> No
     requests, declarations = TopicPartition(REQUESTS, 0), TopicPartition(DECLARATIONS, 0)
     fake = FakeLog({requests: [(0, 1_000)], declarations: [(0, 2_000)]}, refused={REQUESTS})
     now = [0.0]
-    reader = FirstRecords(fake, refused_retry_s=600, clock=lambda: now[0])  # type: ignore[arg-type]
+    reader = FirstRecords(fake, refused_retry_s=600, clock=lambda: now[0])
     wanted = {(REQUESTS, 0, 0), (DECLARATIONS, 0, 0)}
     ends = {(REQUESTS, 0): 1, (DECLARATIONS, 0): 1}
     assert set(await reader.find(wanted, ends)) == {(DECLARATIONS, 0, 0)}
@@ -294,7 +294,7 @@ async def test_a_partition_its_group_moves_through_is_dated_at_most_once_an_inte
     tp = TopicPartition(DECLARATIONS, 0)
     fake = FakeLog({tp: [(0, 5_000), (1, 6_000), (2, 7_000), (3, 8_000)]})
     now = [0.0]
-    reader = FirstRecords(fake, redate_after_s=60, clock=lambda: now[0])  # type: ignore[arg-type]
+    reader = FirstRecords(fake, redate_after_s=60, clock=lambda: now[0])
     ends = {(DECLARATIONS, 0): 4}
     assert await reader.find({(DECLARATIONS, 0, 0)}, ends) == {
         (DECLARATIONS, 0, 0): (0, datetime.fromtimestamp(5, UTC))
@@ -317,7 +317,7 @@ async def test_a_group_behind_the_position_dated_gets_its_own_date() -> None:
     tp = TopicPartition(DECLARATIONS, 0)
     fake = FakeLog({tp: [(0, 5_000), (1, 6_000), (2, 7_000)]})
     now = [0.0]
-    reader = FirstRecords(fake, redate_after_s=60, clock=lambda: now[0])  # type: ignore[arg-type]
+    reader = FirstRecords(fake, redate_after_s=60, clock=lambda: now[0])
     ends = {(DECLARATIONS, 0): 3}
     await reader.find({(DECLARATIONS, 0, 2)}, ends)
     now[0] = 5.0
@@ -336,7 +336,7 @@ async def test_a_record_dated_outside_any_calendar_leaves_only_its_partition_und
     hub sat before it (review stop 40-F, F1)."""
     poisoned, declarations = TopicPartition("gun.dlq", 0), TopicPartition(DECLARATIONS, 0)
     fake = FakeLog({poisoned: [(0, timestamp_ms)], declarations: [(0, 2_000)]})
-    reader = FirstRecords(fake)  # type: ignore[arg-type]
+    reader = FirstRecords(fake)
     wanted = {("gun.dlq", 0, 0), (DECLARATIONS, 0, 0)}
     ends = {("gun.dlq", 0): 1, (DECLARATIONS, 0): 1}
     first = await reader.find(wanted, ends)

@@ -15,17 +15,23 @@ memory of what was published is read.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from gun_contract.kafka.client import ClientConfig
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.state_cipher import StateCipher
+from gun_contract.topics import topic_registry
 from gun_hub.runtime import publisher as publisher_module
 from gun_hub.runtime.publisher import DecisionPublisher, PublishedMemory, _Handover
+from tests.conftest import envelope_of
 
 OUTBOX = "gun.hub.decision-outbox"
 DECISIONS = "gun.decisions"
+TOPICS = topic_registry("gun", ("cites", "dga", "dgal"))
 # Well under the publisher consumer's session timeout (10 s): the callback must not wait
 # for the broker at all.
 PROMPTLY_S = 0.5
@@ -89,15 +95,22 @@ class Consumer:
         self.sought.append((tp.partition, offset))
 
 
-def _publisher(monkeypatch: pytest.MonkeyPatch) -> tuple[DecisionPublisher, Broker, list[int]]:
+def _publisher(
+    monkeypatch: pytest.MonkeyPatch, keys_dir: Path
+) -> tuple[DecisionPublisher, Broker, list[int]]:
     """A publisher whose broker the test answers; the partitions it publishes a batch on,
-    in order."""
+    in order. (Its envelope and outbox cipher go unused: no batch is really published.)"""
     broker = Broker()
     monkeypatch.setattr(
         publisher_module, "AIOKafkaProducer", lambda **options: Producer(broker, **options)
     )
     publisher = DecisionPublisher(
-        ClientConfig("127.0.0.1:9"), OUTBOX, DECISIONS, "hub", envelope=None, outbox_cipher=None
+        ClientConfig("127.0.0.1:9"),
+        OUTBOX,
+        DECISIONS,
+        "hub",
+        envelope=envelope_of(HUB_PARTY, TOPICS, keys_dir),
+        outbox_cipher=StateCipher.load(keys_dir, HUB_PARTY),
     )
     published: list[int] = []
 
@@ -120,9 +133,9 @@ async def _let_tasks_run() -> None:
 
 
 async def test_eight_partitions_assigned_are_taken_after_the_assignment_callback_returns(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, keys_dir: Path
 ) -> None:
-    publisher, broker, _published = _publisher(monkeypatch)
+    publisher, broker, _published = _publisher(monkeypatch, keys_dir)
     consumer = Consumer()
     assigned = {TopicPartition(OUTBOX, p) for p in range(8)}
     consumer.assigned = assigned
@@ -140,9 +153,9 @@ async def test_eight_partitions_assigned_are_taken_after_the_assignment_callback
 
 
 async def test_a_partition_publishes_nothing_before_its_memory_is_read(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, keys_dir: Path
 ) -> None:
-    publisher, broker, published = _publisher(monkeypatch)
+    publisher, broker, published = _publisher(monkeypatch, keys_dir)
     consumer = Consumer()
     tp = TopicPartition(OUTBOX, 2)
     consumer.assigned = {tp}
@@ -158,11 +171,11 @@ async def test_a_partition_publishes_nothing_before_its_memory_is_read(
 
 
 async def test_a_revocation_does_not_wait_for_a_partition_being_taken(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, keys_dir: Path
 ) -> None:
     """The revocation runs in the group's callback too: it gives the taking up (its
     producer stopped, nothing kept) rather than wait for the memory read."""
-    publisher, broker, published = _publisher(monkeypatch)
+    publisher, broker, published = _publisher(monkeypatch, keys_dir)
     consumer = Consumer()
     tp = TopicPartition(OUTBOX, 5)
     consumer.assigned = {tp}

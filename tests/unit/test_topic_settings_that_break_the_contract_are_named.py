@@ -200,7 +200,7 @@ def test_a_refused_alignment_is_reported() -> None:
         {spec.name: as_created(spec, **{"message.timestamp.type": "CreateTime"})}
     )
     with pytest.raises(TopicAlignmentRefused) as refused:
-        asyncio.run(_align_configs(admin, [spec], "kafka:9092"))  # type: ignore[arg-type]
+        asyncio.run(_align_configs(admin, [spec], "kafka:9092"))
     assert admin.altered, "nothing was sent"
     assert "gun.requests.dgal" in str(refused.value)
     assert "refused by policy" in str(refused.value)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 
 import faust
+from faust.types import EventT
 
 from gun_hub.runtime.faust_app import as_if_handling
 
@@ -36,7 +37,7 @@ async def test_a_task_started_within_that_holds_the_event_sees_it() -> None:
     the settling holds it meanwhile (runtime/settling.py)."""
     seen: list[int] = []
 
-    async def later(held: object) -> None:
+    async def later(held: EventT) -> None:
         await asyncio.sleep(0)
         event = faust.current_event()
         assert event is held

@@ -97,7 +97,7 @@ def invalidated(hub: RetainingHub) -> Effects:
 def test_each_goods_item_drawing_on_a_line_is_in_the_write_off_fact(
     hub: RetainingHub, view: OpsView
 ) -> None:
-    feed = Feeder(hub, view)  # type: ignore[arg-type]
+    feed = Feeder(hub, view)
     decided = released(hub)
     confirmed = hub.answer(decided, "dgal", Verdict.VALID)
     [fact] = facts_of(hub, confirmed)
@@ -113,7 +113,7 @@ def test_a_certificate_quoted_on_two_lines_of_one_item_is_written_off_line_by_li
 ) -> None:
     """The adapter answers each quoted line; the fact took the last line's quantity for
     both (and the view kept 700 on line 2 only)."""
-    feed = Feeder(hub, view)  # type: ignore[arg-type]
+    feed = Feeder(hub, view)
     quoted = (document("N853", CHED, 1, "500", "KGM"), document("N853", CHED, 2, "700", "KGM"))
     decided = released(hub, declaration_xml(version=1, items=(goods_item(1, quoted),)))
     confirmed = hub.answer(decided, "dgal", Verdict.VALID)
@@ -131,7 +131,7 @@ def test_what_an_invalidation_gave_back_is_no_longer_reported_written_off(
 ) -> None:
     """Released and written off (1200 KGM on line 1), then INVALIDATED: the give-back is
     confirmed; the fact says what was given back, and the line nets to nothing."""
-    feed = Feeder(hub, view)  # type: ignore[arg-type]
+    feed = Feeder(hub, view)
     decided = released(hub)
     confirmed = hub.answer(decided, "dgal", Verdict.VALID)
     out = invalidated(hub)
@@ -163,7 +163,7 @@ def test_a_write_off_replayed_after_retirement_keeps_its_quantity(
     """The partner was down for days: the write-off is confirmed once the case is a
     marker. The marker remembers what was written off: the fact carries it (it carried
     no quantity, and the line was counted ``without_quantity``)."""
-    feed = Feeder(hub, view)  # type: ignore[arg-type]
+    feed = Feeder(hub, view)
     decided = released(hub)
     pending = hub.answer(decided, "dgal", Verdict.UNAVAILABLE)
     assert hub.status_kinds(pending) == [StatusKind.FOLLOW_UP_PENDING]
@@ -181,7 +181,7 @@ def test_a_write_off_confirmed_after_an_invalidation_was_read_keeps_its_quantity
 ) -> None:
     """The write-off is confirmed after v2 INVALIDATED was read (whose give-back quotes
     what was written off): the write-off fact has its quantities, the give-back nets them."""
-    feed = Feeder(hub, view)  # type: ignore[arg-type]
+    feed = Feeder(hub, view)
     decided = released(hub)
     pending = hub.answer(decided, "dgal", Verdict.UNAVAILABLE)
     hub.now += timedelta(hours=1)
@@ -206,7 +206,7 @@ TWO_LINES = (document("N853", CHED, 1, "500", "KGM"), document("N853", CHED, 2, 
 def test_two_lines_of_one_item_written_off_after_retirement_keep_both(
     hub: RetainingHub, view: OpsView
 ) -> None:
-    feed = Feeder(hub, view)  # type: ignore[arg-type]
+    feed = Feeder(hub, view)
     decided = released(hub, declaration_xml(version=1, items=(goods_item(1, TWO_LINES),)))
     pending = hub.answer(decided, "dgal", Verdict.UNAVAILABLE)
     hub.retire()
@@ -221,7 +221,7 @@ def test_two_lines_of_one_item_written_off_after_retirement_keep_both(
 def test_two_lines_of_one_item_are_both_given_back_by_an_invalidation(
     hub: RetainingHub, view: OpsView
 ) -> None:
-    feed = Feeder(hub, view)  # type: ignore[arg-type]
+    feed = Feeder(hub, view)
     decided = released(hub, declaration_xml(version=1, items=(goods_item(1, TWO_LINES),)))
     confirmed = hub.answer(decided, "dgal", Verdict.VALID)
     out = invalidated(hub)

@@ -262,11 +262,11 @@ def test_the_demo_decides_every_sample_for_the_three_administrations(
             expected_table[decision.outcome.value, authority] += 1
     table = printed_table(demo_run.stdout)
     assert list(next(iter(table.values()))) == ["dgal", "cites", "dga", NONE, "total"]
-    for outcome, row in table.items():
+    for outcome_name, row in table.items():
         for column, count in row.items():
             if column != "total":
-                assert count == expected_table[outcome, column], (outcome, column)
-        assert row["total"] == sum(1 for d in decided.values() if d.outcome.value == outcome)
+                assert count == expected_table[outcome_name, column], (outcome_name, column)
+        assert row["total"] == sum(1 for d in decided.values() if d.outcome.value == outcome_name)
     assert table["CONTROL_DOCUMENTARY"]["dga"] == 1
     assert table["REFUSE"]["dga"] == 1
     assert table["CONTROL_PHYSICAL"]["cites"] == 1

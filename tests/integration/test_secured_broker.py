@@ -76,7 +76,7 @@ from gun_hub.domain.routing import load_routing_table, route_documents
 from gun_hub.gateway.lodging import DeclarationCheck, Gateway, Lodger
 from gun_hub.gateway.sender import DeclarationSender
 from gun_hub.ops.first_records import FirstRecords, dating_consumer
-from gun_tools.clearance_stand_in import DecisionReader, submit_declarations
+from gun_tools.clearance_stand_in import DecisionReader, ReceivedDecision, submit_declarations
 from gun_tools.local_broker import (
     BrokerError,
     LocalBroker,
@@ -665,7 +665,7 @@ async def cites_adapter(
                 bootstrap_servers=cites.bootstrap_servers,
                 security_protocol="SASL_SSL",
                 sasl_username="cites",
-                sasl_password=cites.password,  # type: ignore[arg-type]
+                sasl_password=cites.password,
                 ssl_cafile=cites.ca_file,
             ),
             adapter=AdapterSettings(partner_url=partner.url),
@@ -735,7 +735,7 @@ async def decided(
         ],
         envelope_of("clearance", topics, keys_dir),
     )
-    received = []
+    received: list[ReceivedDecision] = []
     async with asyncio.timeout(90):
         while not received:
             group.check_alive()
@@ -795,7 +795,9 @@ SCRAM_SHA_512 = 2  # the mechanism's number in the Kafka protocol
 TOPIC, LITERAL, READ, ALLOW = 2, 3, 3, 3  # ACL resource type, pattern, operation, permission
 
 
-class AlterUserScramCredentialsResponseV0(Response):
+# aiokafka's classes are Any to mypy (pyproject.toml skips its imports): subclassed as the
+# hub's own code subclasses aiokafka's and faust's.
+class AlterUserScramCredentialsResponseV0(Response):  # type: ignore[misc]
     API_KEY = 51
     API_VERSION = 0
     SCHEMA = Schema(
@@ -813,7 +815,7 @@ class AlterUserScramCredentialsResponseV0(Response):
     )
 
 
-class AlterUserScramCredentialsRequestV0(RequestStruct):
+class AlterUserScramCredentialsRequestV0(RequestStruct):  # type: ignore[misc]
     """What ``kafka-configs --alter --add-config SCRAM-SHA-512=[...]`` sends (aiokafka has
     no such request; Kafka's own admin client refuses to send it to a controller itself,
     but the controller carries it out when it arrives)."""
@@ -844,14 +846,22 @@ class AlterUserScramCredentialsRequestV0(RequestStruct):
     )
 
 
-class SetScramPassword(Request[AlterUserScramCredentialsRequestV0]):
+class SetScramPassword(Request[AlterUserScramCredentialsRequestV0]):  # type: ignore[misc]
     API_KEY = 51
     ALLOW_UNKNOWN_API_VERSION = True
 
     def __init__(self, user: str, password: str, iterations: int = 4096) -> None:
         salt = os.urandom(32)
         salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-        self._upsertion = (user, SCRAM_SHA_512, iterations, salt, salted, {})
+        # name, mechanism, iterations, salt, salted password, tagged fields (none)
+        self._upsertion: tuple[str, int, int, bytes, bytes, dict[int, bytes]] = (
+            user,
+            SCRAM_SHA_512,
+            iterations,
+            salt,
+            salted,
+            {},
+        )
 
     def build(
         self, request_struct_class: type[AlterUserScramCredentialsRequestV0]

@@ -114,7 +114,8 @@ async def test_a_worker_started_after_the_cleaning_reads_the_officers_modes(
 
         async def write(topic: str, key: bytes, value: bytes | None) -> int:
             sent = await producer.send_and_wait(topic, value, key=key, partition=0)
-            return sent.offset
+            offset: int = sent.offset
+            return offset
 
         written_over = [
             await write(topics.rollout, dgal_shadow.key, seal_setting(cipher, dgal_shadow)),

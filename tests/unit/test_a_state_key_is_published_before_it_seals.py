@@ -39,7 +39,7 @@ from gun_contract.security.state_cipher import MAGIC, StateCipher, StateKeyMissi
 from gun_contract.topics import TopicRegistry, topic_registry
 from gun_hub.cli import app
 from gun_hub.domain.routing import RoutingTable
-from gun_hub.pipeline.decision_outbox import OUTBOX_STATE, outbox_record_key
+from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.runtime import publisher as pub
 from tests.keystore_fixtures import KeystoreClocks
 
@@ -78,7 +78,7 @@ def outbox_record(topics: TopicRegistry, sealed: bytes) -> SimpleNamespace:
         partition=0,
         offset=7,
         key=REFERENCE,
-        headers=[(pub.HEADER_VERSION, b"1")],
+        headers=[(HEADER_VERSION, b"1")],
         value=sealed,
     )
 

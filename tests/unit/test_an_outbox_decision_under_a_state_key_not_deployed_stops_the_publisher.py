@@ -29,11 +29,14 @@ from aiokafka import TopicPartition
 from gun_contract.dead_letter import HEADER_ERROR_KIND, header_value
 from gun_contract.envelope import ContentType
 from gun_contract.security.keystore import StateKey
-from gun_contract.security.state_cipher import StateCipher, StateKeyMissing
+from gun_contract.security.state_cipher import (
+    KEY_MISSING_PATIENCE_S,
+    StateCipher,
+    StateKeyMissing,
+)
 from gun_hub.cli.hub_worker import ExpectedEndsWithoutTraceback
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
 from gun_hub.runtime.publisher import (
-    KEY_MISSING_PATIENCE_S,
     OUTBOX_UNREADABLE,
     DecisionPublisher,
     PublishedMemory,
@@ -141,14 +144,14 @@ class _Lane:
         )
         self.producer = _Producer()
         self.memory = PublishedMemory(100)
-        self._partition = _PartitionPublisher(0, self.producer, self.memory)  # type: ignore[arg-type]
+        self._partition = _PartitionPublisher(0, self.producer, self.memory)
 
     async def publish(self, records: list[_OutboxRecord]) -> bool:
         return await self.publisher._publish_batch(
             self._partition,
-            None,  # type: ignore[arg-type]
+            None,
             TopicPartition(OUTBOX, 0),
-            records,  # type: ignore[arg-type]
+            records,
         )
 
 

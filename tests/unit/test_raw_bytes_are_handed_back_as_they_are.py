@@ -29,7 +29,7 @@ from gun_hub.runtime.raw_codecs import RawBytesRegistry
 DECLARATIONS = "gun.declarations"
 
 
-class _Point(faust.Record, serializer="json"):
+class _Point(faust.Record, serializer="json"):  # type: ignore[misc,call-arg]  # faust: untyped
     x: int
 
 

@@ -24,7 +24,6 @@ from gun_contract.listening import PortNotBound
 from gun_contract.logs import configure_logging
 from gun_contract.private_files import make_private_folder
 from gun_contract.security.keystore import KeystoreError
-from gun_contract.security.state_cipher import StateKeyMissing
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicSpec
 from gun_hub.cli.kafka import registry_for, routing_for
@@ -183,10 +182,6 @@ def view() -> None:
             asyncio.run(run())
     except (KeystoreError, WebConfigError, AccessConfigError, PortNotBound) as err:
         cannot_start(str(err))  # each names what is at fault (the file, the setting)
-    except StateKeyMissing:
-        # A rollout mode sealed with a hub state key this process lacks: the follower said
-        # so in a line naming the key; exit 1 for the supervisor, without the traceback.
-        raise typer.Exit(1) from None
 
 
 def adapter(

@@ -15,18 +15,21 @@ because the topic is never cleaned (ADR 0023): the officer's setting stays befor
 record for every worker that starts later, not only for those that were running.
 
 A setting sealed with a state key of the hub this process does not hold (a rotation not
-deployed here yet) is no such record: read again for ``KEY_MISSING_PATIENCE_S``, the key
-file looked at each time, then the follower stops naming the key, and the worker (or
-``gun-hub view``) with it; restarted with the key, it reads the topic from its start (ADR
-0022's addendum of stop 41). Before, it was ignored and that worker decided in the old
-mode until its next restart.
+deployed here yet) is read again for ``KEY_MISSING_PATIENCE_S``, the key file looked at
+each time, and applied if the key comes. If not, it is ignored with a critical line naming
+the key (deploy it and restart: the process reads the topic from its start, and the
+setting, kept for ever, is applied then). It does not stop the process: the key id is the
+record's word, and a record under a made-up one, which anyone allowed to write the topic
+can send and which the topic keeps for ever, stopped every worker and the view at every
+start (review stop 41, G1). The patience is the follower's, not each record's: spent once,
+later records under keys it lacks are ignored at once, so a thousand of them do not hold
+the worker unready for hours.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -61,7 +64,8 @@ class RolloutFollower:
         key_missing_patience_s: float = KEY_MISSING_PATIENCE_S,
     ) -> None:
         self._connect = connect
-        self._key_missing_patience_s = key_missing_patience_s
+        # What is left of the wait for a missing state key, for all records together.
+        self._patience_left_s = key_missing_patience_s
         self._topic = topic
         self._cipher = cipher
         self.board = board
@@ -93,8 +97,8 @@ class RolloutFollower:
         async def apply_all(batch: Batch) -> None:
             for records in batch.values():
                 for record in records:
-                    # A record it cannot use is ignored; only a key this process lacks,
-                    # waited for in vain, raises and ends the follower.
+                    # A record it cannot use is ignored, one under a key this process
+                    # lacks once the key was waited for.
                     await self.apply_waiting_for_the_key(record)
 
         async def check_caught_up() -> None:
@@ -108,36 +112,39 @@ class RolloutFollower:
         self, record: ConsumerRecord[bytes, bytes]
     ) -> RolloutSetting | None:
         """:meth:`apply`, tried again while ``record`` is sealed with a state key this
-        process does not hold (each try looks at the key file), for
-        ``key_missing_patience_s``; then :class:`StateKeyMissing` is raised, naming the key."""
+        process does not hold (each try looks at the key file), while the follower's
+        patience lasts; then the record is ignored, a critical line naming the key."""
         where = f"{record.topic}/{record.partition}/{record.offset}"
-        since = time.monotonic()
         told = False
         while True:
             try:
                 return self.apply(record)
             except StateKeyMissing as missing:
-                waited = time.monotonic() - since
-                if waited >= self._key_missing_patience_s:
+                if self._patience_left_s <= 0:
+                    metrics.ROLLOUT_SETTINGS_REFUSED.inc()
                     log.critical(
-                        "rollout setting at %s: %s; this process stops: deploy the state "
-                        "key %r to it (the key file every hub process shares) and start it "
-                        "again (it reads the modes from the start of the topic)",
+                        "rollout setting at %s not applied: %s; this process keeps the "
+                        "modes it holds: deploy the state key %r to it (the key file every "
+                        "hub process shares) and restart it (it reads the modes from the "
+                        "start of the topic); a key id nobody holds is a record written by "
+                        "hand, which changes nothing",
                         where,
                         missing,
                         missing.kid,
                     )
-                    raise
+                    return None
                 if not told:  # once, not at every try
                     told = True
                     log.warning(
-                        "rollout setting at %s: %s; not applied, read again until the key is "
-                        "deployed (this process stops after %.0f s without it)",
+                        "rollout setting at %s: %s; not applied, read again for up to "
+                        "%.0f s in case the key is being deployed",
                         where,
                         missing,
-                        self._key_missing_patience_s,
+                        self._patience_left_s,
                     )
-                await asyncio.sleep(min(_KEY_LOOK_S, self._key_missing_patience_s - waited))
+                pause = min(_KEY_LOOK_S, self._patience_left_s)
+                await asyncio.sleep(pause)
+                self._patience_left_s -= pause
 
     def apply(self, record: ConsumerRecord[bytes, bytes]) -> RolloutSetting | None:
         """The setting ``record`` holds, applied; None if it is not one (ignored). Raises
@@ -146,7 +153,7 @@ class RolloutFollower:
         try:
             setting = open_setting(self._cipher, record.key or b"", record.value or b"")
         except StateKeyMissing:
-            raise  # this process's deployment, not the record: waited for, never ignored
+            raise  # perhaps this process's deployment, not the record: waited for first
         except (StateUnreadable, ValidationError, ValueError) as refused:
             metrics.ROLLOUT_SETTINGS_REFUSED.inc()
             log.warning("rollout setting at %s ignored: %s", where, refused)

@@ -149,26 +149,41 @@ def follower_of(folder: Path, patience_s: float) -> RolloutFollower:
     )
 
 
-async def test_a_mode_set_under_a_key_the_worker_lacks_stops_it_naming_the_key(
+async def test_a_mode_set_under_a_key_the_worker_lacks_is_ignored_naming_the_key(
     rollout: Rollout, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Not ignored (the worker went on deciding in the old mode): after waiting for the
-    key, the follower raises, which ends the worker (an app task) or ``gun-hub view``;
-    either reads the topic from its start again when restarted, with the key."""
+    """Waited for, then ignored with a critical line naming the key: the process keeps the
+    modes it holds and goes on. Restarted with the key, it reads the topic (kept whole)
+    from its start and applies the setting. It does not stop: a key id nobody holds, on a
+    record anyone allowed to write the topic can send, stopped every worker and the view
+    at every start (review stop 41, G1)."""
     follower = follower_of(rollout.late, patience_s=0.0)
     sealed = seal_setting(rollout.restarted, SHADOW)
-    with pytest.raises(StateKeyMissing) as missing:
-        await follower.apply_waiting_for_the_key(record(sealed))
-    assert missing.value.kid == rollout.kid
+    assert await follower.apply_waiting_for_the_key(record(sealed)) is None
     assert follower.board.settings() == []
-    [stop] = [r for r in caplog.records if r.levelno == logging.CRITICAL]
-    assert rollout.kid in stop.getMessage()
-    assert "deploy the state key" in stop.getMessage()
+    [ignored] = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert rollout.kid in ignored.getMessage()
+    assert "deploy the state key" in ignored.getMessage()
 
     rollout.deploy()  # restarted with the key
     restarted = follower_of(rollout.late, patience_s=0.0)
     await restarted.apply_waiting_for_the_key(record(sealed))
     assert restarted.board.mode_for("dga", "FR000690") is RolloutMode.SHADOW
+
+
+async def test_the_wait_for_missing_keys_is_spent_once_not_per_record(
+    rollout: Rollout, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twenty records under key ids nobody holds: the follower waits once, then ignores
+    the rest at once (a thousand such records would otherwise hold a starting worker
+    unready for hours)."""
+    follower = follower_of(rollout.late, patience_s=0.2)
+    sealed = seal_setting(rollout.restarted, SHADOW)
+    for _ in range(20):
+        assert await follower.apply_waiting_for_the_key(record(sealed)) is None
+    waits = [r for r in caplog.records if "read again for up to" in r.getMessage()]
+    assert len(waits) == 1
+    assert len([r for r in caplog.records if r.levelno == logging.CRITICAL]) == 20
 
 
 class DeployOnWarning(logging.Handler):

@@ -19,12 +19,15 @@ request's, the others' calls in between), and only then goes out: its deadline
 UNAVAILABLE, saying so, with no failure counted against the partner and nothing it may
 still apply (review stop 40, W2).
 
-While the circuit is not closed the client tries the partner itself whenever a trial is
-due and no call holds it (:mod:`adapters.base.circuit_probe`): ``GET`` of a document no
-declaration can quote (:data:`TRIAL_REFERENCE`), read-only, with no idempotency key; the
-partner's ``NOT_FOUND`` (or the document) closes the circuit, no connection or a 5xx keeps
-it open, an answer that may concern the lookup alone leaves the trial to the next call
-(review stop 41).
+While the circuit is not closed after calls that got no answer (no connection, a timeout),
+the client tries the partner itself whenever a trial is due and no call holds it
+(:mod:`adapters.base.circuit_probe`): ``GET`` of a document no declaration can quote
+(:data:`TRIAL_REFERENCE`), read-only, with no idempotency key; the partner's ``NOT_FOUND``
+(or the document) closes the circuit, no connection keeps it open, a 5xx or 429 ends the
+adapter's trials, an answer that may concern the lookup alone leaves the trial to the next
+call (review stop 41). A circuit whose last failure was an answer (a 5xx, a 429, an answer
+unusable) is not tried so: a lookup answered proves the partner reachable, not that it
+applies the calls that failed; its next real call is the trial (review stop 41, G2).
 """
 
 from __future__ import annotations
@@ -535,7 +538,7 @@ class CertexHttpPartner:
         none (circuit_probe.py)."""
         try:
             return await self._attempt_once(
-                method, url, body, headers, answer_unusable or self.circuit.record_failure
+                method, url, body, headers, answer_unusable or self._failed_with_an_answer
             )
         finally:
             self._probe.watch()
@@ -564,7 +567,8 @@ class CertexHttpPartner:
                     if response.status == HTTP_NOT_IMPLEMENTED:
                         answer_unusable()  # what is not implemented may be this call only
                     else:
-                        self.circuit.record_failure()
+                        # Answered, failing: no lookup answered closes it again (G2).
+                        self.circuit.record_failure(answered=True)
                     self._pause_if_asked(response)
                     return f"partner answered HTTP {response.status}"
                 self._refuse_a_redirect(response)
@@ -575,13 +579,13 @@ class CertexHttpPartner:
         except aiohttp.ClientConnectorError as err:
             # No connection: the attempt never reached the partner, so it is no call
             # the partner may be applying (a reservation is not kept for it, P1).
-            self.circuit.record_failure()
+            self.circuit.record_failure(answered=False)
             return f"partner unreachable: {type(err).__name__}"
         except (TimeoutError, aiohttp.ClientError) as err:
             # Sent, and no answer: the partner may be applying it (P1).
             if key is not None:
                 self._keys_in_flight.unanswered(key)
-            self.circuit.record_failure()
+            self.circuit.record_failure(answered=False)
             return f"partner unreachable: {type(err).__name__}"
         except BaseException:
             # Cancelled (the adapter stops, an outer deadline) or a bug: no verdict on
@@ -598,6 +602,12 @@ class CertexHttpPartner:
         else:
             self.circuit.record_success()
         return response.status, payload
+
+    def _failed_with_an_answer(self) -> None:
+        """An answer unusable (not JSON, a redirect, 401, a wrong URL's 404, 501): the
+        partner, or something in front of it, answers; a lookup answered would prove no
+        more, so it does not close the circuit (G2)."""
+        self.circuit.record_failure(answered=True)
 
     def _turned_down(self, key: str, status: int) -> None:
         """What a 5xx or 429 to the call keyed ``key`` says of the partner applying it."""

@@ -9,7 +9,10 @@ every request times out). After ``reset_after_s`` it lets one trial call through
 :meth:`CircuitBreaker.release`; a slot whose caller never reports is taken back after
 ``trial_timeout_s``, so the circuit can never stick open. Trials need calls: with no traffic
 after an outage the adapter makes its own (:mod:`adapters.base.circuit_probe`), when
-:meth:`CircuitBreaker.trial_in_s` says one is due.
+:meth:`CircuitBreaker.trial_in_s` says one is due, and only for a circuit whose last failure
+got no answer (:attr:`CircuitBreaker.a_lookup_may_close`): the adapter's own trial reads,
+and a read answered proves the partner reachable, not that it applies the calls that
+failed with an answer (review stop 41, G2).
 
 A partner answering 429 or 503 with ``Retry-After`` asks for a pause: :meth:`CircuitBreaker.pause`
 holds every call (live and replayed) until it ends, at most ``RETRY_AFTER_CAP_S``.
@@ -56,6 +59,9 @@ class CircuitBreaker:
         self._trial_timeout_s = trial_timeout_s
         self._clock = clock
         self._failures = 0
+        # Whether the last failure got an answer (a 5xx, a 429, an answer unusable) rather
+        # than none (no connection, a timeout); None after a success.
+        self._last_failure_answered: bool | None = None
         self._opened_at: float | None = None
         self._trial_started_at: float | None = None
         self._paused_until: float | None = None
@@ -87,13 +93,27 @@ class CircuitBreaker:
             return True
         return False
 
+    @property
+    def a_lookup_may_close(self) -> bool:
+        """Whether a read-only trial answered may close the circuit: only one whose last
+        failure got no answer (the partner or the network was down), which an answer
+        proves over. One whose last failure was the partner answering and failing (a 5xx,
+        a 429) is decided by its next real call: a partner whose lookups answer and whose
+        writes fail had its circuit closed by every lookup, about half the time, and its
+        failing writes sent to it with all their retries (review stop 41, G2)."""
+        return self._last_failure_answered is False
+
     def record_success(self) -> None:
         self._failures = 0
+        self._last_failure_answered = None
         self._opened_at = None
         self._trial_started_at = None
 
-    def record_failure(self) -> None:
+    def record_failure(self, *, answered: bool) -> None:
+        """A call failed: ``answered`` when the partner (or a gateway in front of it) gave
+        an answer, a failing one, rather than none (see :attr:`a_lookup_may_close`)."""
         self._failures += 1
+        self._last_failure_answered = answered
         if self._trial_started_at is not None or self._failures >= self._threshold:
             self._opened_at = self._clock()
         self._trial_started_at = None

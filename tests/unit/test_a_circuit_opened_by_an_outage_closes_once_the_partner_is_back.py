@@ -2,7 +2,10 @@
 declaration to try it: while the circuit is not closed the adapter tries the partner itself
 every ``circuit_reset_s`` with a read-only lookup of a document no declaration can quote
 (review stop 41: with no traffic after an outage the circuit stayed open for ever, and
-``GunHubPartnerCircuitOpen`` with it)."""
+``GunHubPartnerCircuitOpen`` with it). Only after an outage with no answer (no connection,
+timeouts): a lookup answered proves no more than that the partner answers, so a circuit
+opened by the partner answering and failing (a 5xx, a 429) is decided by its next real
+call (review stop 41, G2)."""
 
 from __future__ import annotations
 
@@ -85,6 +88,16 @@ class CallsSeen:
         return await handler(request)
 
 
+def status(partner: CertexHttpPartner) -> CircuitStatus:
+    """Read afresh each time (mypy would narrow ``circuit_state`` across calls)."""
+    return partner.circuit_state
+
+
+def state(circuit: CircuitBreaker) -> CircuitState:
+    """Read afresh each time, as :func:`status`."""
+    return circuit.state
+
+
 def client(url: str, **settings: Any) -> CertexHttpPartner:
     """One failure opens the circuit, and a call is one attempt: the test says when."""
     return partner_client(
@@ -113,6 +126,36 @@ async def closed_within(partner: CertexHttpPartner, within_s: float) -> float:
     return time.monotonic() - began
 
 
+async def stays_not_closed(partner: CertexHttpPartner, for_s: float) -> None:
+    """Fail the test as soon as the client's circuit reads closed within ``for_s``."""
+    began = time.monotonic()
+    while time.monotonic() - began < for_s:
+        assert partner.circuit_state is not CircuitStatus.CLOSED, (
+            f"closed {time.monotonic() - began:.2f} s in, with no call of a declaration"
+        )
+        await asyncio.sleep(0.01)
+
+
+async def hung_up(request: web.Request) -> web.Response:
+    """No answer: the connection dropped (the partner or the network down)."""
+    assert request.transport is not None
+    request.transport.close()
+    return web.Response()
+
+
+@dataclass
+class Down:
+    """In front of the simulator: while ``down``, its API calls get no answer."""
+
+    down: bool = False
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.down and request.path.startswith("/api/"):
+            return await hung_up(request)
+        return await handler(request)
+
+
 async def ledger(url: str) -> Any:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/admin/ledger") as answer:
         assert answer.status == 200
@@ -123,17 +166,20 @@ async def test_the_circuit_closes_within_a_reset_of_the_partner_coming_back_with
     samples: Path, tmp_path: Path
 ) -> None:
     seen = CallsSeen()
+    outage = Down()
     async with running_partner(
-        samples / "partners" / "dgal-documents.json", tmp_path / "ledger.db", [seen.middleware]
+        samples / "partners" / "dgal-documents.json",
+        tmp_path / "ledger.db",
+        [seen.middleware, outage.middleware],
     ) as running:
         before = await ledger(running.url)
         partner = client(running.url)
         try:
-            await set_faults(running.url, outage=True)
+            outage.down = True
             [answer] = await partner.answer(partner_request(Operation.RESERVE))
             assert answer.verdict is Verdict.UNAVAILABLE
             assert partner.circuit_state is CircuitStatus.OPEN
-            await set_faults(running.url)  # the partner is back; no declaration comes
+            outage.down = False  # the partner is back; no declaration comes
             took_s = await closed_within(partner, RESET_S + SLACK_S)
             trials = len(seen.unkeyed)
             # Closed, it is tried no more: calls go through again, each deciding.
@@ -144,8 +190,9 @@ async def test_the_circuit_closes_within_a_reset_of_the_partner_coming_back_with
         after = await ledger(running.url)
     assert took_s <= RESET_S + SLACK_S
     assert after == before  # the trials changed nothing at the partner
-    # Only the declaration's call carried a key; the trials none that could collide.
-    assert [c.method for c in seen.calls if c.keyed] == ["PUT"]
+    # Only the declaration's call carried a key; the trials none that could collide. (Its
+    # connection dropped, aiohttp sends an idempotent PUT once more: RFC 9112 9.3.1.)
+    assert {c.method for c in seen.calls if c.keyed} == {"PUT"}
     assert seen.unkeyed, "closed with no call at all"
     for trial in seen.unkeyed:
         assert trial.method == "GET"  # a read-only lookup
@@ -153,6 +200,31 @@ async def test_the_circuit_closes_within_a_reset_of_the_partner_coming_back_with
         assert found is not None, trial.path
         # Of a document no declaration can quote (outside the contract's references).
         assert re.match(DOCUMENT_REFERENCE_PATTERN, found.group(1)) is None
+
+
+async def test_after_an_outage_answered_503_the_next_real_call_closes_the_circuit(
+    samples: Path, tmp_path: Path
+) -> None:
+    """The partner answered every call 503: the adapter makes no trial of its own (a lookup
+    answered would prove nothing the 503s did not); the circuit stays half_open with no
+    traffic, and the next declaration's call is the trial that closes it (G2)."""
+    seen = CallsSeen()
+    async with running_partner(
+        samples / "partners" / "dgal-documents.json", tmp_path / "ledger.db", [seen.middleware]
+    ) as running:
+        partner = client(running.url)
+        try:
+            await set_faults(running.url, outage=True)
+            [answer] = await partner.answer(partner_request(Operation.RESERVE))
+            assert answer.verdict is Verdict.UNAVAILABLE
+            await set_faults(running.url)  # back; no declaration comes
+            await stays_not_closed(partner, 3 * RESET_S)
+            assert seen.unkeyed == []
+            [decided] = await partner.answer(partner_request(Operation.RESERVE))
+            assert decided.verdict is Verdict.VALID
+            assert partner.circuit_state is CircuitStatus.CLOSED
+        finally:
+            await partner.close()
 
 
 async def test_no_trial_is_sent_while_the_circuit_is_closed() -> None:
@@ -179,7 +251,6 @@ async def test_no_trial_is_sent_while_the_circuit_is_closed() -> None:
 @pytest.mark.parametrize(
     ("status", "body"),
     [
-        (503, {"error": "down"}),
         (401, {"message": "Unauthorized"}),  # a gateway, or the lookup authorised apart
         (404, {"message": "no such route"}),  # a wrong URL, or no lookup served
         (405, {"message": "method not allowed"}),
@@ -196,7 +267,7 @@ async def test_a_trial_the_partner_does_not_answer_keeps_the_circuit_open(
         await seen.see(request)
         if request.method == "GET":
             return web.json_response(trial_answer[1], status=trial_answer[0])
-        return web.json_response({"error": "down"}, status=503)
+        return await hung_up(request)
 
     async with serving(partner) as url:
         adapter = client(url)
@@ -215,6 +286,31 @@ async def test_a_trial_the_partner_does_not_answer_keeps_the_circuit_open(
             await adapter.close()
 
 
+async def test_a_trial_answered_503_hands_the_circuit_to_the_next_real_call() -> None:
+    """Down (no answer), then back answering 503: the partner answers, failing; a lookup
+    answered later would not prove it applies calls, so the adapter's trials end, and the
+    next declaration's call decides (G2)."""
+    seen = CallsSeen()
+
+    async def partner(request: web.Request) -> web.Response:
+        await seen.see(request)
+        if request.method == "GET":
+            return web.json_response({"error": "starting"}, status=503)
+        return await hung_up(request)
+
+    async with serving(partner) as url:
+        adapter = client(url)
+        try:
+            await adapter.answer(partner_request(Operation.RESERVE))
+            await seen.unkeyed_count(1, within_s=RESET_S + SLACK_S)
+            await until(lambda: not adapter._probe.running, SLACK_S, "the probe stopped")
+            await asyncio.sleep(3 * RESET_S)  # what must not happen has time to
+            assert len(seen.unkeyed) == 1
+            assert adapter.circuit_state is CircuitStatus.HALF_OPEN
+        finally:
+            await adapter.close()
+
+
 async def test_a_trial_carries_no_trace_of_the_declaration_whose_call_opened_the_circuit(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -224,7 +320,7 @@ async def test_a_trial_carries_no_trace_of_the_declaration_whose_call_opened_the
         if request.method == "GET":
             traced.append(request.headers.get(TRACEPARENT))
             return web.json_response({"result": "NOT_FOUND", "document": "x"}, status=404)
-        return web.json_response({"error": "down"}, status=503)
+        return await hung_up(request)
 
     caplog.handler.addFilter(TraceFilter())
     caplog.set_level(logging.INFO, logger="adapters.base.certex")
@@ -265,7 +361,7 @@ async def test_a_partner_not_serving_the_lookup_has_its_circuit_closed_by_the_ne
             return web.Response(status=404, text="404: Not Found")  # no such route
         if up:
             return web.json_response({"result": "ACCEPTED"})
-        return web.json_response({"error": "down"}, status=503)
+        return await hung_up(request)
 
     caplog.set_level(logging.WARNING, logger="adapters.base.certex")
     async with serving(partner) as url:
@@ -283,6 +379,49 @@ async def test_a_partner_not_serving_the_lookup_has_its_circuit_closed_by_the_ne
             await adapter.close()
     warned = [r for r in caplog.records if "did not answer the adapter's own trial" in r.message]
     assert len(warned) == 1
+
+
+async def test_a_partner_answering_lookups_and_failing_writes_is_not_closed_by_a_trial() -> None:
+    """A lookup answered proves only that the partner answers. Its writes answered 503 (a
+    ledger read-only or failed over, a maintenance page on the write API), the adapter's own
+    trial closed the circuit every reset: it read closed about half the time,
+    ``GunHubPartnerCircuitOpen`` could not fire, the failing partner got ~3x the calls and
+    each declaration waited out its retries (review stop 41, G2). A circuit opened by
+    answers is decided by its next real call, as before the trial existed."""
+    seen = CallsSeen()
+
+    async def reads_up_writes_down(request: web.Request) -> web.Response:
+        await seen.see(request)
+        if request.method == "GET":
+            return web.json_response({"result": "NOT_FOUND", "document": "x"}, status=404)
+        return web.json_response({"error": "write service unavailable"}, status=503)
+
+    async with serving(reads_up_writes_down) as url:
+        adapter = client(url)
+        try:
+            [answer] = await adapter.answer(partner_request(Operation.RESERVE))
+            assert answer.verdict is Verdict.UNAVAILABLE
+            # No declaration comes for several resets: nothing of the adapter's own closes it.
+            await stays_not_closed(adapter, 4 * RESET_S)
+            assert seen.unkeyed == []  # no trial of its own: it could decide nothing
+            assert adapter.circuit_state is CircuitStatus.HALF_OPEN
+            # The next declaration's call is the trial; it fails and reopens the circuit...
+            [trial] = await adapter.answer(partner_request(Operation.RESERVE))
+            assert trial.verdict is Verdict.UNAVAILABLE
+            assert status(adapter) is CircuitStatus.OPEN
+            writes = len(seen.calls)
+            # ... and while open, a declaration is answered UNAVAILABLE at once, not sent.
+            began = time.monotonic()
+            [at_once] = await adapter.answer(partner_request(Operation.RESERVE))
+            assert time.monotonic() - began < RESET_S
+            assert at_once.verdict is Verdict.UNAVAILABLE
+            assert at_once.detail is not None
+            assert "circuit open" in at_once.detail
+            assert len(seen.calls) == writes
+            await stays_not_closed(adapter, 2 * RESET_S)
+            assert seen.unkeyed == []
+        finally:
+            await adapter.close()
 
 
 # -- the probe against the breaker: when a trial is its to make ---------------------------
@@ -303,14 +442,14 @@ class Trials:
         if self.succeeds:
             self.circuit.record_success()
         else:
-            self.circuit.record_failure()
+            self.circuit.record_failure(answered=False)  # a lookup unanswered
 
 
 async def test_no_trial_is_made_while_a_call_holds_the_trial_slot() -> None:
     circuit = CircuitBreaker(failure_threshold=1, reset_after_s=0.05, trial_timeout_s=60)
     trials = Trials(circuit, succeeds=True)
     probe = CircuitProbe(circuit, trials)
-    circuit.record_failure()
+    circuit.record_failure(answered=False)
     await asyncio.sleep(0.06)  # half_open: a trial is due
     assert circuit.allow()  # a declaration's call takes it and is under way
     probe.watch()
@@ -328,13 +467,40 @@ async def test_a_pause_asked_while_closed_is_waited_out_with_no_trial() -> None:
     circuit = CircuitBreaker(failure_threshold=5, reset_after_s=0.05)
     trials = Trials(circuit)
     probe = CircuitProbe(circuit, trials)
-    circuit.pause(0.2)  # a 429 with Retry-After: the circuit reads open meanwhile
+    circuit.record_failure(answered=True)  # a 429 with Retry-After: an answer...
+    circuit.pause(0.2)  # ... asking for a pause: the circuit reads open meanwhile
     probe.watch()
     try:
-        assert probe.running
-        await asyncio.wait_for(probe.stopped(), 2)
-        assert circuit.state is CircuitState.CLOSED
+        assert circuit.state is CircuitState.OPEN
+        assert not probe.running  # the partner answered: no lookup of its own to prove it
+        await asyncio.sleep(0.3)
+        assert state(circuit) is CircuitState.CLOSED  # one failure of five
         assert trials.made == 0
+    finally:
+        await probe.close()
+
+
+async def test_the_probe_stops_once_a_call_fails_with_an_answer() -> None:
+    """Down (no answer), the probe tries; a real call then answered 503 hands the circuit
+    to the next real call: the probe ends, its lookup could not close it (G2)."""
+    circuit = CircuitBreaker(failure_threshold=1, reset_after_s=0.05, trial_timeout_s=60)
+    trials = Trials(circuit)
+    probe = CircuitProbe(circuit, trials)
+    circuit.record_failure(answered=False)
+    probe.watch()
+    try:
+        await asyncio.wait_for(trials.one_made.wait(), 2)
+        circuit.record_failure(answered=True)  # e.g. a declaration's trial answered 503
+        await asyncio.wait_for(probe.stopped(), 2)
+        made = trials.made
+        probe.watch()  # after that call: nothing to start
+        assert not probe.running
+        await asyncio.sleep(0.2)
+        assert trials.made == made
+        assert circuit.state is not CircuitState.CLOSED
+        circuit.record_failure(answered=False)  # the next call got no answer: down again
+        probe.watch()
+        assert probe.running
     finally:
         await probe.close()
 
@@ -343,7 +509,7 @@ async def test_a_closed_probe_makes_no_further_trial() -> None:
     circuit = CircuitBreaker(failure_threshold=1, reset_after_s=0.05)
     trials = Trials(circuit)
     probe = CircuitProbe(circuit, trials)
-    circuit.record_failure()
+    circuit.record_failure(answered=False)
     probe.watch()
     await asyncio.wait_for(trials.one_made.wait(), 2)
     await probe.close()  # the adapter stops

@@ -45,30 +45,30 @@ def state(breaker: CircuitBreaker) -> CircuitState:
 def test_consecutive_failures_open_the_circuit_and_calls_stop() -> None:
     breaker = CircuitBreaker(failure_threshold=3, reset_after_s=5, clock=Clock())
     for _ in range(2):
-        breaker.record_failure()
+        breaker.record_failure(answered=True)
     assert breaker.allow()
-    breaker.record_failure()
+    breaker.record_failure(answered=True)
     assert state(breaker) is CircuitState.OPEN
     assert not breaker.allow()
 
 
 def test_a_success_resets_the_count() -> None:
     breaker = CircuitBreaker(failure_threshold=2, clock=Clock())
-    breaker.record_failure()
+    breaker.record_failure(answered=True)
     breaker.record_success()
-    breaker.record_failure()
+    breaker.record_failure(answered=True)
     assert state(breaker) is CircuitState.CLOSED
 
 
 def test_after_the_pause_one_trial_goes_through_and_decides() -> None:
     clock = Clock()
     breaker = CircuitBreaker(failure_threshold=1, reset_after_s=5, clock=clock)
-    breaker.record_failure()
+    breaker.record_failure(answered=True)
     clock.now += 5
     assert state(breaker) is CircuitState.HALF_OPEN
     assert breaker.allow()
     assert not breaker.allow()  # only one trial at a time
-    breaker.record_failure()
+    breaker.record_failure(answered=True)
     assert state(breaker) is CircuitState.OPEN
     clock.now += 5
     assert breaker.allow()
@@ -83,7 +83,7 @@ def test_after_the_pause_one_trial_goes_through_and_decides() -> None:
 def test_a_trial_that_ends_without_a_verdict_gives_its_slot_back() -> None:
     clock = Clock()
     breaker = CircuitBreaker(failure_threshold=1, reset_after_s=5, clock=clock)
-    breaker.record_failure()
+    breaker.record_failure(answered=True)
     clock.now += 5
     assert breaker.allow()
     breaker.release()  # the trial call was cancelled: neither a success nor a failure
@@ -96,7 +96,7 @@ def test_a_trial_that_ends_without_a_verdict_gives_its_slot_back() -> None:
 def test_a_trial_slot_lost_by_a_caller_is_taken_back_after_the_trial_deadline() -> None:
     clock = Clock()
     breaker = CircuitBreaker(failure_threshold=1, reset_after_s=5, trial_timeout_s=10, clock=clock)
-    breaker.record_failure()
+    breaker.record_failure(answered=True)
     clock.now += 5
     assert breaker.allow()
     clock.now += 9
@@ -132,7 +132,7 @@ async def test_a_partner_call_cancelled_during_the_trial_does_not_stick_the_circ
         )
     )
     try:
-        partner.circuit.record_failure()  # opened by an earlier failure
+        partner.circuit.record_failure(answered=False)  # an earlier call got no answer
         await asyncio.sleep(0.06)
         assert partner.circuit.state is CircuitState.HALF_OPEN
         trial = asyncio.create_task(partner.answer(partner_request(Operation.RESERVE)))
@@ -233,9 +233,9 @@ def test_a_trial_is_due_a_reset_after_each_failure_and_never_while_closed() -> N
     clock = Clock()
     breaker = CircuitBreaker(failure_threshold=2, reset_after_s=5, trial_timeout_s=11, clock=clock)
     assert breaker.trial_in_s() is None
-    breaker.record_failure()
+    breaker.record_failure(answered=True)
     assert breaker.trial_in_s() is None  # one failure of two: still closed
-    breaker.record_failure()
+    breaker.record_failure(answered=True)
     assert breaker.trial_in_s() == 5
     clock.now += 4
     assert breaker.trial_in_s() == 1
@@ -245,7 +245,7 @@ def test_a_trial_is_due_a_reset_after_each_failure_and_never_while_closed() -> N
     assert breaker.trial_in_s() == 5  # no later than a reset: it reports sooner
     clock.now += 8
     assert breaker.trial_in_s() == 3
-    breaker.record_failure()
+    breaker.record_failure(answered=True)
     assert breaker.trial_in_s() == 5
     clock.now += 5
     assert breaker.allow()
@@ -256,7 +256,7 @@ def test_a_trial_is_due_a_reset_after_each_failure_and_never_while_closed() -> N
 def test_a_trial_waits_for_the_partners_pause() -> None:
     clock = Clock()
     breaker = CircuitBreaker(failure_threshold=1, reset_after_s=5, clock=clock)
-    breaker.record_failure()
+    breaker.record_failure(answered=True)
     breaker.pause(30)
     assert breaker.trial_in_s() == 30
     clock.now += 30
@@ -266,3 +266,31 @@ def test_a_trial_waits_for_the_partners_pause() -> None:
     assert closed.trial_in_s() == 10  # waited out; then closed, so none
     clock.now += 10
     assert closed.trial_in_s() is None
+
+
+def test_only_a_circuit_whose_last_failure_got_no_answer_may_be_closed_by_a_lookup() -> None:
+    """Review stop 41, G2: a read answered proves the partner reachable, which matters only
+    after failures that got no answer; after answers (a 5xx, a 429) the next real call
+    decides."""
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=2, reset_after_s=5, clock=clock)
+    assert not breaker.a_lookup_may_close  # nothing failed
+    breaker.record_failure(answered=False)
+    breaker.record_failure(answered=False)  # down: no connection, timeouts
+    assert breaker.a_lookup_may_close
+    clock.now += 5
+    assert breaker.allow()
+    breaker.record_failure(answered=True)  # back, failing: the trial answered 503
+    assert not breaker.a_lookup_may_close
+    clock.now += 5
+    assert breaker.allow()
+    breaker.record_failure(answered=False)  # the next trial timed out: down again
+    assert breaker.a_lookup_may_close
+    clock.now += 5
+    assert breaker.allow()
+    breaker.record_success()
+    assert not breaker.a_lookup_may_close  # closed: nothing to prove
+    breaker.record_failure(answered=True)
+    breaker.record_failure(answered=False)  # the last one opened it: no answer
+    assert state(breaker) is CircuitState.OPEN
+    assert breaker.a_lookup_may_close

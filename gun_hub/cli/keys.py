@@ -36,7 +36,9 @@ from gun_contract.security.keystore import (
     KeyUse,
     NoKnownSpan,
     PublicKey,
+    StateKey,
     read_state_keys,
+    sealing_state_key,
 )
 from gun_contract.security.keystore import now as keys_now
 from gun_contract.settings import Settings
@@ -82,6 +84,24 @@ def _describe(key: PublicKey, others: Mapping[str, PublicKey]) -> str:
         else:
             status += f", published, in use from {planned}"
     return f"{key.party} {what} {key.kid} ({status}) thumbprint {key.thumbprint()}"
+
+
+def _describe_state_keys(party: str, state_keys: list[StateKey]) -> str:
+    """The lines of ``party``'s state keys (private, never exported: only their ids and
+    use times), which one seals now and when the next one will (review stop 41, V-b: a
+    state key's use time was printed by ``keys rotate --state`` alone)."""
+    now = keys_now()
+    sealing, _ = sealing_state_key(state_keys, now)
+    lines = []
+    for key in state_keys:
+        if key is sealing:
+            status = "seals now"
+        elif key.use_from is not None and key.use_from > now:
+            status = f"opens now, seals from {key.use_from.isoformat(timespec='seconds')}"
+        else:
+            status = "opens what it sealed"
+        lines.append(f"{party} state {key.kid} ({status}; private, never exported)")
+    return "\n".join(lines)
 
 
 def _in_use_early(key: PublicKey, others: Mapping[str, PublicKey], now: datetime) -> bool:
@@ -465,9 +485,16 @@ def import_public(
 @app.command("list")
 def list_keys(directory: Path | None = DirOption) -> None:
     """Every key of jwks.json: party, use, id, status and thumbprint."""
+    folder = _folder(directory)
     try:
-        keys = _folder(directory).public_keys()
+        keys = folder.public_keys()
     except KeystoreError as err:
         raise _fail(err) from None
     for key in keys.values():
         typer.echo(_describe(key, keys))
+    for party in sorted(folder.local_parties()):
+        try:
+            state_keys = read_state_keys(folder.folder, party)
+        except KeystoreError:
+            continue  # a file without state keys (made before them): nothing to list
+        typer.echo(_describe_state_keys(party, state_keys))

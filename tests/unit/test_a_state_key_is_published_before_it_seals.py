@@ -16,6 +16,7 @@ around the rotation, as deploy/k8s copies the Secret at each pod's start.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -182,6 +183,34 @@ def test_keys_rotate_state_says_when_the_new_key_seals_from(
     assert "seals from now" in said
     # The one in use now seals: the --use-now key, not the one waiting for two hours.
     assert StateCipher.load(folder, HUB_PARTY).sealing_kid == newest.kid
+
+
+def test_keys_list_shows_which_state_key_seals_and_from_when(
+    tmp_path: Path, keystore_clocks: KeystoreClocks
+) -> None:
+    """The use time is not only in the rotate command's output, which an operator may not
+    have kept (review stop 41, V-b): ``keys list`` names each state key (id and times, never
+    its material), the one sealing now and the one waiting for its use time."""
+    folder = tmp_path / "keys"
+    KeystoreFolder(folder).init([HUB_PARTY], force=True)
+    [first] = read_state_keys(folder, HUB_PARTY)
+    rotate_state(folder)
+    newest = read_state_keys(folder, HUB_PARTY)[-1]
+    assert newest.use_from is not None
+
+    listed = CliRunner().invoke(app, ["keys", "list", "--dir", str(folder)])
+    assert listed.exit_code == 0, listed.output
+    lines = {line.split()[2]: line for line in listed.output.splitlines() if " state " in line}
+    assert "seals now" in lines[first.kid]
+    assert f"seals from {newest.use_from.isoformat(timespec='seconds')}" in lines[newest.kid]
+    material = [base64.urlsafe_b64encode(k.secret).rstrip(b"=").decode() for k in (first, newest)]
+    assert not [m for m in material if m in listed.output]
+
+    keystore_clocks.advance(ROTATION_GRACE.total_seconds() + 1)
+    listed = CliRunner().invoke(app, ["keys", "list", "--dir", str(folder)])
+    lines = {line.split()[2]: line for line in listed.output.splitlines() if " state " in line}
+    assert "seals now" in lines[newest.kid]
+    assert "opens what it sealed" in lines[first.kid]
 
 
 def test_a_state_key_without_a_use_time_seals_as_before(tmp_path: Path) -> None:

@@ -468,8 +468,10 @@ def import_public(
     different key under a known key id, a key already registered under another id, or
     keys in the name of a party whose keys are made here. Compare the thumbprints with
     PARTY before trusting them."""
+    folder = _folder(directory)
     try:
-        report = _folder(directory).import_public_file(file, party=party)
+        report = folder.import_public_file(file, party=party)
+        everything = folder.public_keys()
     except KeystoreError as err:
         raise _fail(err) from None
     for label, keys in (
@@ -479,7 +481,7 @@ def import_public(
         ("unchanged", report.unchanged),
     ):
         for key in keys:
-            typer.echo(f"{label}: {_describe(key, _folder(directory).public_keys())}")
+            typer.echo(f"{label}: {_describe(key, everything)}")
 
 
 @app.command("list")

@@ -11,8 +11,9 @@ always on their way when the ends are asked, so the sweep waits a little
 never read (deadlines would then never fire under load). A case waiting for a control's
 result is ticked when the report falls due, on the same condition: that result is a
 declaration, which may wait in the backlog (review stop 38, L4). An entry that does not
-read as a deadline is ticked too, on every deadlines partition this worker holds (its value
-names none), for its handler to replace or remove it (review stop 40, open item 1).
+read as a deadline is ticked too, on the partition holding it, for its handler to replace
+or remove it (review stop 40, open item 1). A reference may have an entry on several
+partitions (the producer chooses: ADR 0005 addendum): each is looked at.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from gun_contract.trace import trace_header
 from gun_hub.pipeline.answer_progress import AnswerProgress, inputs_of
 from gun_hub.pipeline.deadlines import DeadlineIndex
 from gun_hub.pipeline.hub_context import OpenCaseEntry
+from gun_hub.runtime.table_store import values_by_partition
 
 log = logging.getLogger(__name__)
 
@@ -81,31 +83,34 @@ class DeadlineSweep:
             raise
 
     async def _look_at(self, keys: list[bytes], now: float) -> None:
-        due: list[tuple[bytes, OpenCaseEntry]] = []
-        unreadable: list[bytes] = []
+        """Tick what is due of ``keys``' entries, on each partition holding one: a
+        reference may be on several (ADR 0005 addendum), and an entry found on one
+        partition says nothing of another's (looked up outside any event, faust's store
+        answered from one partition: CI, stop 41)."""
+        due: list[tuple[bytes, int, OpenCaseEntry]] = []
+        unreadable: list[tuple[bytes, int | None]] = []
         for key in keys:
-            value = self._open_cases.get(key)
-            if value is None:
-                continue  # decided (or reported) meanwhile
-            try:
-                entry = OpenCaseEntry.from_bytes(bytes(value))
-            except (ValueError, UnicodeDecodeError):
-                unreadable.append(key)
-                continue
-            if entry.due <= now:
-                due.append((key, entry))  # else rewritten later: pushed again then
+            for held, value in values_by_partition(self._open_cases, key):
+                try:
+                    entry = OpenCaseEntry.from_bytes(value)
+                except (ValueError, UnicodeDecodeError):
+                    unreadable.append((key, held))
+                    continue
+                # Ticked where the entry is (its handler reads that partition's store),
+                # which is where its handling wrote it: the partition it names.
+                partition = entry.partition if held is None else held
+                if entry.due <= now and partition is not None:
+                    due.append((key, partition, entry))  # else rewritten later: pushed then
         await self._tick_unreadable(unreadable, now)
         if not due:
             return
         # A control's result comes as a declaration: its report waits for the inputs
         # to be read through, as an answer's deadline does.
-        partitions = {e.partition for _, e in due if e.partition is not None}
+        partitions = {partition for _, partition, _ in due}
         await self._refresh_progress(partitions)
         await self._catch_up(partitions)
-        for key, entry in due:
-            if entry.partition is not None and not self._progress.all_read(
-                inputs_of(self._topics, entry.partition)
-            ):
+        for key, partition, entry in due:
+            if not self._progress.all_read(inputs_of(self._topics, partition)):
                 self._index.push(key, now)  # answers or results may wait unread: next sweep
                 continue
             # Looked at again in a while: a tick lost, or not acted on, is sent again.
@@ -114,46 +119,49 @@ class DeadlineSweep:
                 self._topics.deadlines,
                 key,
                 str(entry.version).encode(),
-                entry.partition,
+                partition,
                 None,
                 [trace_header(key.decode("utf-8", "replace"), entry.version)],
             )
 
-    async def _tick_unreadable(self, keys: list[bytes], now: float) -> None:
-        """Tick each entry that does not read as a deadline: its handler puts what the
-        case waits for in its place, or removes it, and dead-letters the tick
-        (pipeline/deadlines.py). Skipped, it stayed for ever (review stop 40, open
-        item 1). Its value names no partition, and the hub never derives one from a key
-        (the producer chose the declaration's): the tick goes to every deadlines
+    async def _tick_unreadable(self, found: list[tuple[bytes, int | None]], now: float) -> None:
+        """Tick each entry that does not read as a deadline, on the partition holding it:
+        its handler puts what the case waits for in its place, or removes it, and
+        dead-letters the tick (pipeline/deadlines.py). Skipped, it stayed for ever (review
+        stop 40, open item 1). Its value names no partition: a store that does not say
+        where it holds it (an in-memory one) has the tick sent to every deadlines
         partition this worker holds, each handled against its own partition's store, so
         only the one holding the entry finds it. It names no version (0): the handler
         decides nothing on it."""
-        if not keys:
+        if not found:
             return
-        for key in keys:
+        for key, _ in found:
             self._index.push(key, now + _RETICK_S)  # still there then: ticked again
-        try:
-            held = sorted(
-                tp.partition
-                for tp in self._app.assignor.assigned_actives()
-                if tp.topic == self._topics.deadlines
-            )
-        except Exception:  # the assignment is changing (a rebalance): the next look
-            log.debug("partition assignment unknown; unreadable entries wait", exc_info=True)
-            return
-        for key in keys:
+        held: list[int] = []
+        if any(partition is None for _, partition in found):
+            try:
+                held = sorted(
+                    tp.partition
+                    for tp in self._app.assignor.assigned_actives()
+                    if tp.topic == self._topics.deadlines
+                )
+            except Exception:  # the assignment is changing (a rebalance): the next look
+                log.debug("partition assignment unknown; unreadable entries wait", exc_info=True)
+                return
+        for key, partition in found:
+            partitions = held if partition is None else [partition]
             log.warning(
                 "open-case entry for %r does not read as a deadline: ticked on partitions "
                 "%s for its handler to replace or remove it",
                 key,
-                held,
+                partitions,
             )
-            for partition in held:
+            for each in partitions:
                 await self._app.producer.send(
                     self._topics.deadlines,
                     key,
                     _NO_VERSION,
-                    partition,
+                    each,
                     None,
                     [trace_header(key.decode("utf-8", "replace"), 0)],
                 )

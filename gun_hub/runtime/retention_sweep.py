@@ -19,6 +19,7 @@ from typing import Any
 from gun_contract.topics import TopicRegistry
 from gun_hub import metrics
 from gun_hub.pipeline.retention import RETENTION_TICK, RetentionEntry, RetentionIndex
+from gun_hub.runtime.table_store import value_on
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class RetentionSweep:
                     return
 
     async def _tick_if_due(self, partition: int, key: bytes, now: float) -> None:
-        value = self._entries.get(key)
+        # The entry on that partition: a reference may have one on several (ADR 0005
+        # addendum), and a read outside any event found one partition's only.
+        value = value_on(self._entries, key, partition)
         if value is None:
             return  # forgotten meanwhile
         try:

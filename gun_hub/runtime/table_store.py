@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import faust
 import faust.stores
 import rocksdict
 from faust.stores import rocksdb as faust_rocksdb
@@ -95,9 +96,18 @@ class BudgetedOptions(faust_rocksdb.RocksDBOptions):  # type: ignore[misc]
 
 
 class Store(faust_rocksdb.Store):  # type: ignore[misc]
-    """faust's RocksDB store, its databases opened with ``BudgetedOptions``, and the
+    """faust's RocksDB store, its databases opened with ``BudgetedOptions``, the
     changelog offset each partition's database is stored up to written at most once a
-    second."""
+    second, a deletion made where its event's write would be, and a key's value read on
+    each partition.
+
+    faust's deletion removed the key from the partition its key index (an LRU of key to
+    the partition it was last read or written on) named, or from every partition when the
+    key was not indexed, whatever the event's partition, and never forgot the key's index:
+    a read outside any event (the deadline timer's) then looked on that partition alone and
+    found nothing, while another partition still held the key (a reference may be on
+    several: ADR 0005 addendum). CI, stop 41: a case whose deadline was put back on one
+    partition after its key was removed on another was never decided."""
 
     # How long the offset of a partition's database may lag its data (what a restart
     # after a crash reads of the changelog again, at most).
@@ -149,6 +159,53 @@ class Store(faust_rocksdb.Store):  # type: ignore[misc]
     def reset_state(self) -> None:
         self._offsets_to_write.clear()  # offsets of the data being removed
         super().reset_state()
+
+    def _del(self, key: bytes) -> None:
+        """``key`` deleted from its event's partition, as faust's ``_set`` writes it
+        there (the changelog's tombstone goes to that partition), and forgotten by the key
+        index, so a read outside any event looks on every partition again."""
+        event = faust.current_event()
+        if event is not None and not self.table.is_global and not self.table.use_partitioner:
+            self._db_for_partition(event.message.partition).delete(key)
+        else:
+            super()._del(key)
+        self._key_index.pop(key, None)
+
+    def values_by_partition(self, key: bytes) -> list[tuple[int, bytes]]:
+        """``key``'s value on each partition this worker holds as active that has it,
+        by partition (a standby's copy, or a partition being revoked, is another
+        worker's business)."""
+        topic = self.table.changelog_topic_name
+        actives = self.app.assignor.assigned_actives()
+        found: list[tuple[int, bytes]] = []
+        for partition, db in sorted(self._dbs.items()):
+            if self.table.is_global or TP(topic, partition) in actives:
+                value = db.get(key)
+                if value is not None:
+                    found.append((partition, bytes(value)))
+        return found
+
+
+def values_by_partition(table: Any, key: bytes) -> list[tuple[int | None, bytes]]:
+    """``key``'s value on each partition of ``table`` this worker holds, for a read outside
+    any event (the deadline timer's): a table on this store answers by partition (a
+    reference may be on several: ADR 0005 addendum); any other (faust's in-memory store,
+    one mapping for every partition) gives its one value, its partition unknown (None).
+    The key as the store holds it: the hub's tables are raw bytes (ADR 0002)."""
+    store = getattr(table, "data", None)
+    if isinstance(store, Store):
+        return list(store.values_by_partition(key))
+    value = table.get(key)
+    return [] if value is None else [(None, bytes(value))]
+
+
+def value_on(table: Any, key: bytes, partition: int) -> bytes | None:
+    """``key``'s value on ``partition`` of ``table`` (on a store that does not say where
+    it holds a key, its one value), for a read outside any event."""
+    for held, value in values_by_partition(table, key):
+        if held is None or held == partition:
+            return value
+    return None
 
 
 def use() -> None:

@@ -6,9 +6,12 @@ bytes that are no deadline are written under the reference's key on every partit
 ``<app_id>-open-cases-changelog`` (anyone may, on the plain profile), and the hub started
 again: recovery restores them in the place of the case's deadline. The deadline timer
 skipped such an entry, so nothing ever ticked the case: it was never decided. Now the
-timer ticks it on each partition the worker holds, the handler of the partition holding
-it puts the case's own deadline back (elsewhere it removes the entry: no case there) and
-dead-letters the tick STATE_UNREADABLE, and the case is decided at its deadline.
+timer ticks it on each partition holding it, the handler of the case's partition puts the
+case's own deadline back (elsewhere it removes the entry: no case there) and dead-letters
+the tick STATE_UNREADABLE, and the case is decided at its deadline. (Stop 41's version
+failed when the case's partition was not the last to handle its tick: the timer, reading
+outside any event, then looked for the deadline put back on the partition where the
+entry had just been removed: tests/unit/test_each_partitions_deadline_entry_is_looked_at.py.)
 """
 
 from __future__ import annotations

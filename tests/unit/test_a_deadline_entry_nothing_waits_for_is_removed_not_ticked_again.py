@@ -20,7 +20,6 @@ the second half of this file shows each, as the rule that would catch one that d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,8 @@ from gun_hub.pipeline.hub_context import OpenCaseEntry
 from gun_hub.pipeline.intake import Intake
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from tests.builders import declaration_xml, document, goods_item
-from tests.unit.test_deadline_sweep_reads_what_is_due import TOPICS, FakeConsumer
+from tests.deadline_fixtures import TimerApp
+from tests.unit.test_deadline_sweep_reads_what_is_due import TOPICS
 from tests.unit.test_decided_cases_leave_the_hot_table import (
     KEY,
     MARKER_S,
@@ -80,27 +80,6 @@ def failing_to_ask(*_: object, **__: object) -> None:
 
 
 # -- the timer and the handler together: the entry is ticked once, not every 5 s -----------
-
-
-@dataclass
-class TickProducer:
-    """Where the sweep sends its ticks: (key, value, partition) each."""
-
-    sent: list[tuple[bytes, bytes, int | None]] = field(default_factory=list)
-
-    async def send(
-        self, topic: str, key: bytes, value: bytes, partition: int | None, *_: Any
-    ) -> None:
-        assert topic == TOPICS.deadlines
-        self.sent.append((key, value, partition))
-
-
-@dataclass
-class TimerApp:
-    producer: TickProducer = field(default_factory=TickProducer)
-    consumer: FakeConsumer = field(default_factory=FakeConsumer)
-    rebalancing: bool = False
-    in_recovery: bool = False
 
 
 async def test_an_entry_whose_case_is_gone_is_ticked_once_and_removed(

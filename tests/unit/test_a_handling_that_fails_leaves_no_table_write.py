@@ -49,9 +49,7 @@ from gun_hub.runtime.app import UNHANDLED, _handled
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import declaration_xml
-from tests.unit.test_a_deadline_entry_nothing_waits_for_is_removed_not_ticked_again import (
-    TimerApp,
-)
+from tests.deadline_fixtures import TimerApp
 from tests.unit.test_deadline_sweep_reads_what_is_due import TOPICS
 from tests.unit.test_decided_cases_leave_the_hot_table import KEY, REF, RetainingHub
 from tests.unit.test_pipeline import keyed_by_reference

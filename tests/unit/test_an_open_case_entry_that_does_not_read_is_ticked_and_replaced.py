@@ -12,17 +12,18 @@ retiring, and taking the place of an undecided case's deadline, which then never
 (the case stuck, undecided, if a partner stayed silent).
 
 The value names no partition the timer can trust, and the hub never derives one from a
-key (architecture.md, "Partitions are the producer's"): the tick goes to every deadlines
-partition this worker holds; each partition's handler looks in its own store, and only
-the one holding the entry finds it.
+key (architecture.md, "Partitions are the producer's"): the hub's store says which
+partition holds it, and the tick goes there
+(tests/unit/test_each_partitions_deadline_entry_is_looked_at.py); the in-memory
+stand-in here says none, so the tick goes to every deadlines partition this worker
+holds; each partition's handler looks in its own store, and only the one holding the
+entry finds it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -44,7 +45,8 @@ from gun_hub.pipeline.hub_context import OpenCaseEntry
 from gun_hub.pipeline.unreadable_state import STATE_UNREADABLE
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from tests.builders import declaration_xml
-from tests.unit.test_deadline_sweep_reads_what_is_due import TOPICS, FakeConsumer
+from tests.deadline_fixtures import TimerApp
+from tests.unit.test_deadline_sweep_reads_what_is_due import TOPICS
 from tests.unit.test_decided_cases_leave_the_hot_table import KEY, REF, RetainingHub
 from tests.unit.test_versions_and_recovery import at
 
@@ -162,55 +164,6 @@ def test_an_answer_still_decides_the_case_whose_entry_was_replaced(hub: Retainin
 
 
 # -- the timer: the entry is ticked, not skipped ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class Assigned:
-    topic: str
-    partition: int
-
-
-@dataclass
-class TickProducer:
-    sent: list[tuple[bytes, bytes, int | None]] = field(default_factory=list)
-
-    async def send(
-        self, topic: str, key: bytes, value: bytes, partition: int | None, *_: Any
-    ) -> None:
-        assert topic == TOPICS.deadlines
-        self.sent.append((key, value, partition))
-
-
-@dataclass
-class Assignor:
-    actives: set[Assigned]
-    rebalancing: bool = False
-
-    def assigned_actives(self) -> set[Assigned]:
-        if self.rebalancing:
-            raise RuntimeError("the assignment is changing")
-        return self.actives
-
-
-@dataclass
-class TimerApp:
-    """A worker holding partitions 0 and 2 of the deadlines topic (and other topics')."""
-
-    assignor: Assignor = field(
-        default_factory=lambda: Assignor(
-            {
-                Assigned(TOPICS.deadlines, 0),
-                Assigned(TOPICS.deadlines, 2),
-                Assigned(TOPICS.declarations, 0),
-                Assigned(TOPICS.declarations, 2),
-                Assigned(TOPICS.declarations, 3),
-            }
-        )
-    )
-    producer: TickProducer = field(default_factory=TickProducer)
-    consumer: FakeConsumer = field(default_factory=FakeConsumer)
-    rebalancing: bool = False
-    in_recovery: bool = False
 
 
 def sweep_of(hub: RetainingHub, app: TimerApp, index: DeadlineIndex) -> DeadlineSweep:

@@ -31,16 +31,19 @@ DAY_MS = 86_400_000
 class KeystoreClocks:
     """The key store's monotonic clock (when its files are looked at again) and its wall
     clock (when a key comes into use, when the files were read), moved by the test, never
-    slept on."""
+    slept on. The wall clock starts at the real time and stands still between moves: a
+    test naming the time the files were read read it a second late when the real clock
+    ticked over a second in between (CI, stop 42)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.monotonic = 1000.0
+        self.started = datetime.now(UTC)
         self.offset = timedelta(0)
         monkeypatch.setattr(keystore, "_monotonic", lambda: self.monotonic)
         monkeypatch.setattr(keystore, "_now", self.wall)
 
     def wall(self) -> datetime:
-        return datetime.now(UTC) + self.offset
+        return self.started + self.offset
 
     def advance(self, seconds: float) -> None:
         self.monotonic += seconds

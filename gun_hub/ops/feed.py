@@ -88,8 +88,10 @@ class OpsFeed:
             return False
         self._pruned_at = now
         before = datetime.fromtimestamp(now - self._retention_s, UTC)
+        # What left is remembered for one more retention (OpsView.prune).
+        forget_left_before = datetime.fromtimestamp(now - 2 * self._retention_s, UTC)
         while True:
-            if not self._view.prune(before):
+            if not self._view.prune(before, forget_left_before=forget_left_before):
                 return True
             await asyncio.sleep(0)  # the agents run between two steps
 

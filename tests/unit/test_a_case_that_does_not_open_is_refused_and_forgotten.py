@@ -24,12 +24,7 @@ from typing import Any
 import pytest
 
 from gun_contract.dead_letter import (
-    HEADER_COMPONENT,
-    HEADER_ERROR_KIND,
-    HEADER_ERROR_REASON,
-    HEADER_REFERENCE,
     SourcePosition,
-    header_value,
 )
 from gun_contract.effects import Effects
 from gun_contract.model.verdicts import Outcome, Verdict
@@ -49,6 +44,7 @@ from gun_hub.runtime import app as runtime
 from gun_hub.runtime.app import _handled
 from gun_hub.runtime.faust_app import handled_agent
 from tests.builders import declaration_xml, document, goods_item
+from tests.dead_letters import dead_letters_in
 from tests.unit.test_pipeline import Hub
 
 REF = "26FR000690I0000012"  # declaration_xml's
@@ -115,18 +111,7 @@ def unreadable(sealed: SealedHub, form: str) -> bytes:
 
 
 def dead_letters(hub: Hub, outbox: Effects) -> list[dict[str, str | None]]:
-    return [
-        {
-            name: header_value(record.headers, header)
-            for name, header in (
-                ("kind", HEADER_ERROR_KIND),
-                ("reason", HEADER_ERROR_REASON),
-                ("reference", HEADER_REFERENCE),
-                ("component", HEADER_COMPONENT),
-            )
-        }
-        for record in outbox.to(hub.topics.dlq)
-    ]
+    return dead_letters_in(outbox, hub.topics.dlq)
 
 
 FORMS = ["random bytes", "in clear (before state encryption)", "altered"]

@@ -28,12 +28,7 @@ from pathlib import Path
 import pytest
 
 from gun_contract.dead_letter import (
-    HEADER_COMPONENT,
-    HEADER_ERROR_KIND,
-    HEADER_ERROR_REASON,
-    HEADER_REFERENCE,
     SourcePosition,
-    header_value,
 )
 from gun_contract.effects import Effects
 from gun_contract.model.verdicts import Outcome, Verdict
@@ -45,6 +40,7 @@ from gun_hub.pipeline.hub_context import OpenCaseEntry
 from gun_hub.pipeline.unreadable_state import STATE_UNREADABLE
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from tests.builders import declaration_xml
+from tests.dead_letters import dead_letters_in
 from tests.deadline_fixtures import TimerApp
 from tests.unit.test_deadline_sweep_reads_what_is_due import TOPICS
 from tests.unit.test_decided_cases_leave_the_hot_table import KEY, REF, RetainingHub
@@ -75,18 +71,7 @@ def entry(hub: RetainingHub) -> OpenCaseEntry | None:
 
 
 def dead_letters(hub: RetainingHub, outbox: Effects) -> list[dict[str, str | None]]:
-    return [
-        {
-            name: header_value(record.headers, header)
-            for name, header in (
-                ("kind", HEADER_ERROR_KIND),
-                ("reason", HEADER_ERROR_REASON),
-                ("component", HEADER_COMPONENT),
-                ("reference", HEADER_REFERENCE),
-            )
-        }
-        for record in outbox.to(hub.topics.dlq)
-    ]
+    return dead_letters_in(outbox, hub.topics.dlq)
 
 
 def the_dead_letter(hub: RetainingHub, outbox: Effects) -> dict[str, str | None]:

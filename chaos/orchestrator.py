@@ -375,11 +375,14 @@ class Run:
             for group, *_ in await admin.list_consumer_groups():
                 if not isinstance(group, str) or group.endswith("clearance"):
                     continue
-                committed = await admin.list_consumer_group_offsets(group)
+                committed = {
+                    tp: meta.offset
+                    for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
+                }
                 if not committed:
                     continue
                 latest = await consumer.end_offsets(list(committed))
-                if any(committed[tp].offset < latest[tp] for tp in committed):
+                if uncommitted(committed, latest):
                     behind.append(group)
                 elif group == f"{self.topics.prefix}-hub":
                     # Partitions with records the hub never committed on are unread.
@@ -592,3 +595,19 @@ async def execute(
     finally:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(stack.stop_all)
+
+
+def uncommitted(
+    committed: dict[TopicPartition, int], ends: dict[TopicPartition, int]
+) -> list[TopicPartition]:
+    """The partitions a group has not committed up to their end, its tables' changelogs
+    left out: faust leaves an offset of 0 in the hub's group for every changelog partition
+    it restored, and never reads them through the group (each store keeps its own
+    changelog offset), so counting them had every run wait six quiet times and note the
+    hub's commits as stalled while every invariant held (stop 42, read on the run's own
+    broker)."""
+    return [
+        tp
+        for tp, offset in committed.items()
+        if not tp.topic.endswith("-changelog") and offset < ends[tp]
+    ]

@@ -68,6 +68,8 @@ from benchmarks.bench import (
 from benchmarks.census import CensusReader, census, render_census
 from benchmarks.cpu import CpuMeter, broker_threads, thread_ticks
 from benchmarks.mix import Mix, PlannedDeclaration
+from benchmarks.profile import Profiler
+from benchmarks.profile import render as render_profile
 from benchmarks.report import percentile, steady_rate
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.kafka.client import consumer_options
@@ -107,6 +109,7 @@ class Options:
     seed: int = 1
     out: Path | None = None
     view_in_hub: bool = False  # the hub worker keeps the view, no `gun-hub view`
+    profile: bool = False  # py-spy on the hub worker during the batch (benchmarks/profile.py)
 
 
 # -- the figures (pure) -------------------------------------------------------------------
@@ -368,9 +371,13 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
             # The census's first snapshot starts its JVM: before the meters start.
             counted_before = await counters.snapshot()
             counted_from = time.monotonic()
+            profiler = Profiler(pids["hub"], work / "logs" / "hub-profile.raw.txt")
+            if options.profile:
+                await profiler.start()
             meter.start()
             threads.begin()
             seen_at = await send_batch(clearance, batch, options.rate)
+            profile = await profiler.stop()
             counted_after = await counters.snapshot() if counted_before is not None else None
             counted_for = time.monotonic() - counted_from
             main_threads = threads.end()
@@ -404,6 +411,7 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         "broker_jit_cpus_while_warming": jit_busy,
         # Requests by type and records by topic the broker handled, per declaration.
         "census": requests_and_records,
+        "hub_profile": profile if profile is not None else {"unavailable": profiler.problem},
         # Every declaration's stage times, for a closer look (periodic stalls, outliers).
         "paths": paths,
     }
@@ -433,6 +441,10 @@ def parse(argv: list[str]) -> Options:
         "--view-in-hub", action="store_true",
         help="the hub worker keeps the operations view (no gun-hub view process)",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="sample the hub worker's CPU with py-spy during the batch and print where it goes",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     return Options(
         args.declarations,
@@ -442,6 +454,7 @@ def parse(argv: list[str]) -> Options:
         args.seed,
         args.out,
         args.view_in_hub,
+        args.profile,
     )
 
 
@@ -483,6 +496,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {name:<20} {share['running']:6.0%} {share['waiting_for_cpu']:6.0%} "
             f"{share['asleep']:6.0%}"
+        )
+    profile = figures["hub_profile"]
+    if options.profile:
+        print(
+            render_profile(profile)
+            if "unavailable" not in profile
+            else f"hub profile not taken: {profile['unavailable']}"
         )
     print_machine(result, out)
     return 0 if figures["decided"] == figures["declarations"] else 1

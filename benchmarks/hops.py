@@ -99,6 +99,10 @@ HOP_NAMES = {
     ("decision", "seen"): "commit marker + clearance reader",
 }
 
+# The processes ``--profile`` samples: the one that sets the rate, and the busiest adapter
+# (the mix asks DGAL most).
+PROFILED = ("hub", "adapter-dgal")
+
 
 @dataclass
 class Options:
@@ -109,7 +113,8 @@ class Options:
     seed: int = 1
     out: Path | None = None
     view_in_hub: bool = False  # the hub worker keeps the view, no `gun-hub view`
-    profile: bool = False  # py-spy on the hub worker during the batch (benchmarks/profile.py)
+    # py-spy on the hub worker and the DGAL adapter during the batch (benchmarks/profile.py)
+    profile: bool = False
 
 
 # -- the figures (pure) -------------------------------------------------------------------
@@ -371,13 +376,17 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
             # The census's first snapshot starts its JVM: before the meters start.
             counted_before = await counters.snapshot()
             counted_from = time.monotonic()
-            profiler = Profiler(pids["hub"], work / "logs" / "hub-profile.raw.txt")
-            if options.profile:
+            profilers = {
+                name: Profiler(pids[name], work / "logs" / f"{name}-profile.raw.txt")
+                for name in PROFILED
+                if options.profile
+            }
+            for profiler in profilers.values():
                 await profiler.start()
             meter.start()
             threads.begin()
             seen_at = await send_batch(clearance, batch, options.rate)
-            profile = await profiler.stop()
+            profiles = {name: await profiler.stop() for name, profiler in profilers.items()}
             counted_after = await counters.snapshot() if counted_before is not None else None
             counted_for = time.monotonic() - counted_from
             main_threads = threads.end()
@@ -411,7 +420,11 @@ async def run(options: Options, work: Path, broker: LocalBroker) -> dict[str, An
         "broker_jit_cpus_while_warming": jit_busy,
         # Requests by type and records by topic the broker handled, per declaration.
         "census": requests_and_records,
-        "hub_profile": profile if profile is not None else {"unavailable": profiler.problem},
+        # Where each profiled process's CPU went (``--profile``), or why it was not taken.
+        "profiles": {
+            name: profile if profile is not None else {"unavailable": profilers[name].problem}
+            for name, profile in profiles.items()
+        },
         # Every declaration's stage times, for a closer look (periodic stalls, outliers).
         "paths": paths,
     }
@@ -443,7 +456,8 @@ def parse(argv: list[str]) -> Options:
     )  # fmt: skip
     parser.add_argument(
         "--profile", action="store_true",
-        help="sample the hub worker's CPU with py-spy during the batch and print where it goes",
+        help="sample the CPU of the hub worker and the DGAL adapter with py-spy during the "
+        "batch and print where it goes",
     )  # fmt: skip
     args = parser.parse_args(argv)
     return Options(
@@ -497,12 +511,11 @@ def main(argv: list[str] | None = None) -> int:
             f"  {name:<20} {share['running']:6.0%} {share['waiting_for_cpu']:6.0%} "
             f"{share['asleep']:6.0%}"
         )
-    profile = figures["hub_profile"]
-    if options.profile:
+    for name, profile in figures["profiles"].items():
         print(
-            render_profile(profile)
+            render_profile(name, profile)
             if "unavailable" not in profile
-            else f"hub profile not taken: {profile['unavailable']}"
+            else f"{name} profile not taken: {profile['unavailable']}"
         )
     print_machine(result, out)
     return 0 if figures["decided"] == figures["declarations"] else 1

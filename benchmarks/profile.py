@@ -1,12 +1,13 @@
-"""A CPU profile of one process over a measured stretch (``./tasks bench-hops --profile``).
+"""A CPU profile of a process over a measured stretch (``./tasks bench-hops --profile``).
 
 ``py-spy record`` samples the process's threads while it runs (idle samples left out, so
 the counts are CPU), writes the collapsed stacks (``--format raw``: one line per distinct
 stack, ``frame;frame;...;frame COUNT``), and this module sums them two ways: by the code
-that was running (a frame's *self* samples, grouped by where it lives: the hub's own code,
-faust, aiokafka, the envelopes' cryptography, RocksDB, asyncio...) and by the hub's steps
-that were on the stack (*inclusive*: admission, correlation, the publisher...). Those say
-where a declaration's CPU goes at saturation, which the hop table (time) cannot.
+that was running (a frame's *self* samples, grouped by where it lives: the hub's or an
+adapter's own code, faust, aiokafka, the envelopes' cryptography, RocksDB, asyncio...) and
+by the steps that were on the stack (*inclusive*: admission, correlation, the publisher,
+an adapter's partner call...). Those say where a declaration's CPU goes at saturation,
+which the hop table (time) cannot.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 _AREAS: tuple[tuple[str, str], ...] = (
     ("gun_hub/runtime/", "hub runtime (gun_hub/runtime)"),
     ("gun_hub/", "hub steps (gun_hub, not runtime)"),
+    ("adapters/", "adapter code (adapters)"),
     # The calls into pyca's C code count in the Python frame that made them (no --native).
     ("gun_contract/security/jose", "envelopes (JOSE, their cryptography inside)"),
     ("gun_contract/envelope", "envelopes (JOSE, their cryptography inside)"),
@@ -41,6 +43,9 @@ _AREAS: tuple[tuple[str, str], ...] = (
     ("mode/", "mode (faust's services)"),
     ("aiokafka/", "aiokafka"),
     ("kafka/", "aiokafka"),
+    ("aiohttp/", "aiohttp"),
+    ("yarl/", "aiohttp"),
+    ("multidict/", "aiohttp"),
     ("rocksdict", "RocksDB"),
     ("rocksdb", "RocksDB"),
     ("pydantic", "pydantic"),
@@ -56,7 +61,7 @@ _AREAS: tuple[tuple[str, str], ...] = (
     ("prometheus_client", "prometheus_client"),
 )
 
-# The hub's steps, recognised by a function on the stack (inclusive samples).
+# The steps, recognised by a function on the stack (inclusive samples).
 _STEPS: tuple[tuple[str, str], ...] = (
     ("gun_hub/pipeline/admission.py", "admission (claims, the verdict's admit)"),
     ("gun_hub/pipeline/intake.py", "intake (parse, route, open the case, seal requests)"),
@@ -71,6 +76,9 @@ _STEPS: tuple[tuple[str, str], ...] = (
     ("aiokafka/producer/", "aiokafka producer"),
     ("aiokafka/consumer/", "aiokafka consumer"),
     ("faust/tables/", "faust tables"),
+    ("adapters/base/runner.py", "adapter runner"),
+    ("adapters/base/resilience.py", "adapter's partner calls (resilience)"),
+    ("aiohttp/client", "aiohttp client (partner calls)"),
 )
 
 
@@ -140,11 +148,11 @@ def _shares(counter: Mapping[str, int], total: int) -> dict[str, float]:
     }
 
 
-def render(figures: Mapping[str, Any]) -> str:
-    lines = [f"hub CPU profile ({figures['samples']} samples, py-spy):"]
+def render(name: str, figures: Mapping[str, Any]) -> str:
+    lines = [f"{name} CPU profile ({figures['samples']} samples, py-spy):"]
     for title, key in (
         ("running code, by where it lives (self)", "self_by_area"),
-        ("hub steps on the stack (inclusive)", "inclusive_by_step"),
+        ("steps on the stack (inclusive)", "inclusive_by_step"),
         ("costliest running functions (self)", "top_self_functions"),
     ):
         shares = figures[key]

@@ -60,6 +60,6 @@ def test_a_step_counts_every_sample_it_was_on_the_stack_for() -> None:
 
 
 def test_the_printed_profile_names_each_share() -> None:
-    text = render(summary(collapsed(RAW.splitlines())))
+    text = render("hub", summary(collapsed(RAW.splitlines())))
     assert "hub CPU profile (100 samples" in text
     assert "40.0%  aiokafka" in text

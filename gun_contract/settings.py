@@ -249,7 +249,9 @@ class HubSettings(BaseModel):
         "topic's retention, the longest a record can stay readable (pipeline/retention.py).",
     )
     case_sweep_s: PositiveFloat = Field(
-        60.0, description="How often the hub looks for cases and markers due to leave."
+        60.0,
+        description="How often the hub looks for cases and markers due to leave; a look "
+        "spreads what is due over half this period (runtime/retention_sweep.py).",
     )
 
 

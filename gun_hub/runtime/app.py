@@ -1047,7 +1047,9 @@ def build_hub(settings: Settings) -> Hub:
         app,
         settings.hub.case_sweep_s,
         "retention sweep",
-        RetentionSweep(app, topics, retention_table, retention_index).run,
+        RetentionSweep(
+            app, topics, retention_table, retention_index, spread_s=settings.hub.case_sweep_s / 2
+        ).run,
     )
 
     async def send_and_wait(record: OutgoingRecord) -> None:

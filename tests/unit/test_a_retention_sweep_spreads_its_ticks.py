@@ -14,6 +14,7 @@ stay interleaved with the declarations'.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gun_hub.pipeline.retention import RetentionEntry, RetentionIndex
@@ -38,6 +39,7 @@ class Waits:
 
     now: float = 1000.0
     slept: list[float] = field(default_factory=list)
+    then: Callable[[], None] | None = None  # what happens meanwhile, at each sleep
 
     def monotonic(self) -> float:
         return self.now
@@ -45,6 +47,8 @@ class Waits:
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
+        if self.then is not None:
+            self.then()
 
 
 def _due(count: int, partitions: int = 1) -> RetentionTable:
@@ -143,16 +147,11 @@ async def test_a_rebalance_during_the_spread_leaves_the_unsent_ticks_to_the_next
     app, producer = _app(waits)
     table = _due(3 * SLICE)
     sweep = _sweep(table, app, waits)
-
-    async def rebalance_after_the_first_slice(seconds: float) -> None:
-        await Waits.sleep(waits, seconds)
-        app.rebalancing = True
-
-    sweep._sleep = rebalance_after_the_first_slice
+    waits.then = lambda: setattr(app, "rebalancing", True)  # after the first slice
     await sweep.run()
     assert len(producer.ticks) == SLICE, "nothing sent for partitions that may be moving"
     app.rebalancing = False
-    sweep._sleep = waits.sleep
+    waits.then = None
     await sweep.run()
     assert sorted(producer.ticks) == sorted(table), "the rest sent at the next look, once"
 

@@ -62,10 +62,12 @@ def stopping_what_it_started_on_termination() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    ended_by: list[int] = []  # the signal, once one came
 
     def unwind(signum: int, _frame: object) -> None:
         for ending in ENDING_SIGNALS:
             signal.signal(ending, signal.SIG_IGN)
+        ended_by.append(signum)
         name = signal.Signals(signum).name
         print(f"{name}: stopping what this command started...", file=sys.stderr, flush=True)
         raise Terminated(128 + signum)
@@ -73,9 +75,20 @@ def stopping_what_it_started_on_termination() -> Iterator[None]:
     previous = {ending: signal.signal(ending, unwind) for ending in ENDING_SIGNALS}
     try:
         yield
+    except Terminated:
+        raise
+    except BaseException as unwinding:
+        # The handler raises wherever the main thread was; a library that calls back into
+        # Python may catch it there and raise its own error instead (lxml reading an
+        # xsd:include: the demo exited 1, stop 43's CI). The signal still ends the command.
+        if ended_by:
+            raise Terminated(128 + ended_by[0]) from unwinding
+        raise
     finally:
         for ending, handler in previous.items():
             signal.signal(ending, handler)
+    if ended_by:  # caught and swallowed on the way: the command ran on to here
+        raise Terminated(128 + ended_by[0])
 
 
 class ChildExited(RuntimeError):

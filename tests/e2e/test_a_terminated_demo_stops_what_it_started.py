@@ -103,8 +103,12 @@ def test_a_demo_ended_by_sigterm_stops_every_component_it_started(
 
     demo.send_signal(signum)
     demo.wait(timeout=WITHIN_S)
+    assert demo.stdout is not None
+    said_after = demo.stdout.read()  # what it printed on its way out, for a failure
 
     # The demo waits for what it stops: once it has exited, they are gone.
     left = {pid for pid in started if alive(pid)}
-    assert not left, f"still running after the demo ended: {sorted(left)}"
-    assert demo.returncode == 128 + signum, "the exit status says which signal ended it"
+    assert not left, f"still running after the demo ended: {sorted(left)}\n{said_after}"
+    assert demo.returncode == 128 + signum, (
+        f"the exit status says which signal ended it; it printed:\n{said_after}"
+    )

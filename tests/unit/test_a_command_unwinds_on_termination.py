@@ -34,26 +34,100 @@ COMMAND = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_the_command_runs_its_finally_blocks_and_exits_with_the_signals_status(
-    tmp_path: Path, signum: signal.Signals
-) -> None:
+def signalled_while_running(
+    command_text: str, signum: signal.Signals, tmp_path: Path
+) -> tuple[int, str, str]:
+    """Run ``command_text``, signal it once it says "running" (its handlers are in place),
+    and return its exit status, its stderr and what its ``finally`` block wrote."""
     unwound = tmp_path / "unwound"
     command = subprocess.Popen(
-        [sys.executable, "-c", COMMAND, str(unwound)],
+        [sys.executable, "-c", command_text, str(unwound)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     assert command.stdout is not None
-    assert command.stdout.readline() == "running\n"  # the handlers are in place
+    assert command.stdout.readline() == "running\n"
 
     command.send_signal(signum)
     _, err = command.communicate(timeout=30)
+    return command.returncode, err, unwound.read_text() if unwound.exists() else ""
 
-    assert unwound.read_text() == "stopped what it started"
-    assert command.returncode == 128 + signum
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_the_command_runs_its_finally_blocks_and_exits_with_the_signals_status(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    status, err, unwound = signalled_while_running(COMMAND, signum, tmp_path)
+
+    assert unwound == "stopped what it started"
+    assert status == 128 + signum
     assert f"{signum.name}: stopping what this command started" in err
+
+
+# Where the signal lands is chance. In a library that calls back into Python, the raised
+# exit can be caught there: lxml turns an exception in a resolver (an xsd:include being
+# read when the signal came) into its own parse error (the demo's exit status 1 in stop
+# 43's CI). Other code may swallow it whole and carry on.
+TURNED_INTO_A_LIBRARY_ERROR = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from lxml import etree
+    from gun_tools.processes import stopping_what_it_started_on_termination
+
+    class SlowInclude(etree.Resolver):
+        def resolve(self, url, pubid, context):
+            print("running", flush=True)
+            time.sleep(3600)
+
+    parser = etree.XMLParser(no_network=True)
+    parser.resolvers.add(SlowInclude())
+    schema = (
+        b'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">'
+        b'<xs:include schemaLocation="slow:common.xsd"/></xs:schema>'
+    )
+    unwound = Path(sys.argv[1])
+    with stopping_what_it_started_on_termination():
+        try:
+            etree.XMLSchema(etree.fromstring(schema, parser))
+        finally:
+            unwound.write_text("stopped what it started")
+    """
+)
+SWALLOWED_AND_CARRIED_ON = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from gun_tools.processes import stopping_what_it_started_on_termination
+
+    unwound = Path(sys.argv[1])
+    with stopping_what_it_started_on_termination():
+        try:
+            try:
+                print("running", flush=True)
+                time.sleep(3600)
+            except BaseException:
+                pass  # a careless library: the command runs on to its end
+        finally:
+            unwound.write_text("stopped what it started")
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "command_text",
+    [TURNED_INTO_A_LIBRARY_ERROR, SWALLOWED_AND_CARRIED_ON],
+    ids=["turned-into-a-library-error", "swallowed-and-carried-on"],
+)
+def test_the_exit_status_names_the_signal_wherever_it_landed(
+    tmp_path: Path, command_text: str
+) -> None:
+    status, err, unwound = signalled_while_running(command_text, signal.SIGTERM, tmp_path)
+
+    assert unwound == "stopped what it started"
+    assert status == 128 + signal.SIGTERM, err
+    assert "SIGTERM: stopping what this command started" in err
 
 
 def test_outside_the_main_thread_it_changes_nothing() -> None:

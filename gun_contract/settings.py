@@ -251,7 +251,8 @@ class HubSettings(BaseModel):
     case_sweep_s: PositiveFloat = Field(
         60.0,
         description="How often the hub looks for cases and markers due to leave; a look "
-        "spreads what is due over half this period (runtime/retention_sweep.py).",
+        "spreads what is due over half this period, and after an outage sends what became "
+        "due within twice this period of the oldest waiting (runtime/retention_sweep.py).",
     )
 
 

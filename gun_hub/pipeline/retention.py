@@ -254,12 +254,18 @@ class RetentionIndex:
         self._due = held
         self._until = until
 
-    def due(self, partition: int, now: float) -> list[bytes]:
+    def due(
+        self, partition: int, now: float, *, within_s: float | None = None, at_least: int = 0
+    ) -> list[bytes]:
         """Keys of ``partition`` whose entry is due by ``now``, taken off the heap, each
-        once."""
+        once, oldest first. ``within_s``: only those due within that long of the oldest
+        (the rest stay for a later call), yet ``at_least`` keys while that many are due."""
         heap = self._due.get(partition, [])
+        if not heap:
+            return []
+        until = now if within_s is None else min(now, heap[0][0] + within_s)
         keys: dict[bytes, None] = {}
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and (heap[0][0] <= until or len(keys) < at_least):
             keys[heapq.heappop(heap)[1]] = None
         return list(keys)
 

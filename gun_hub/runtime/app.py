@@ -1048,7 +1048,12 @@ def build_hub(settings: Settings) -> Hub:
         settings.hub.case_sweep_s,
         "retention sweep",
         RetentionSweep(
-            app, topics, retention_table, retention_index, spread_s=settings.hub.case_sweep_s / 2
+            app,
+            topics,
+            retention_table,
+            retention_index,
+            spread_s=settings.hub.case_sweep_s / 2,
+            window_s=2 * settings.hub.case_sweep_s,
         ).run,
     )
 

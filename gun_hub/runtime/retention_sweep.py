@@ -14,6 +14,13 @@ declarations a second, sent at once reached the deadlines agent as one burst of
 tombstones that overflowed faust's changelog buffer, which pauses every stream while it
 empties, and held the declarations behind it. Spread, the same ticks go at about twice
 the rate cases become due, and never slower than they can be sent.
+
+A look sends what became due within twice the period of the oldest entry waiting, oldest
+first (stop 44): in steady running, everything due; after an outage, about twice the
+flow, so a backlog shrinks by a period's worth of due times at every look instead of
+going at once (an hour away at 100 declarations a second: 360,000 ticks, each writing
+three or four tombstones, ahead of the declarations the hub also had to catch up on). A
+backlog spread thinly over days still goes ``BACKLOG_FLOOR`` ticks a look.
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ _RETICK_S = 300.0
 # changelog records, about what faust's changelog buffer (100) empties in one go.
 TICKS_PER_SLICE = 20
 
+# The least a look sends of a backlog whose window of due times holds fewer (entries days
+# apart): some tens a second over the spread of production's look of a minute.
+BACKLOG_FLOOR = 50 * TICKS_PER_SLICE
+
 
 class RetentionSweep:
     def __init__(
@@ -51,17 +62,22 @@ class RetentionSweep:
         clock: Callable[[], float] = time.time,
         *,
         spread_s: float = 0.0,
+        window_s: float | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``spread_s``: a look's ticks are sent over this long (half the sweep's period,
-        so that a look ends before the next begins); 0 sends them at once."""
+        so that a look ends before the next begins); 0 sends them at once. ``window_s``:
+        a look sends what became due within this long of the oldest entry waiting (twice
+        the sweep's period: a backlog is worked off a period's worth at every look), at
+        least ``BACKLOG_FLOOR``; None sends everything due."""
         self._app = app
         self._topics = topics
         self._entries = entries_table
         self._index = index
         self._clock = clock
         self._spread_s = spread_s
+        self._window_s = window_s
         self._sleep = sleep
         self._monotonic = monotonic
 
@@ -90,7 +106,9 @@ class RetentionSweep:
         due = [
             (partition, key)
             for partition in sorted(owned)
-            for key in self._index.due(partition, now)
+            for key in self._index.due(
+                partition, now, within_s=self._window_s, at_least=BACKLOG_FLOOR
+            )
         ]
         began = self._monotonic()
         slices = -(-len(due) // TICKS_PER_SLICE)

@@ -17,7 +17,9 @@ request's, the others' calls in between), and only then goes out: its deadline
 (``adapter.partner_timeout_s``) is the partner's time. A call whose turn has not come
 ``adapter.partner_queue_wait_s`` after its request began is not sent (:class:`CallNotSent`):
 UNAVAILABLE, saying so, with no failure counted against the partner and nothing it may
-still apply (review stop 40, W2).
+still apply (review stop 40, W2). A call that times out while the adapter's own event loop
+was held for a quarter of its deadline or more is retried and counts nothing against the
+partner (:mod:`adapters.base.loop_stalls`, stop 44).
 
 While the circuit is not closed after calls that got no answer (no connection, a timeout),
 the client tries the partner itself whenever a trial is due and no call holds it
@@ -46,6 +48,7 @@ import aiohttp
 from adapters.base.call_turns import CallTurns, NoTurnInTime, RequestTurns
 from adapters.base.circuit_probe import CircuitProbe
 from adapters.base.keys_in_flight import KeysInFlight
+from adapters.base.loop_stalls import LoopStalls
 from adapters.base.resilience import Backoff, CircuitBreaker, CircuitState, retry_after_s
 from gun_contract.health import CircuitStatus
 from gun_contract.model.exchange import (
@@ -164,6 +167,11 @@ ANSWER_LIMIT_BYTES = 64 * 1024
 # Answers asking for a pause (Retry-After honoured): retried like a 5xx, not mapped.
 HTTP_TOO_MANY_REQUESTS = 429
 HTTP_NOT_IMPLEMENTED = 501
+# A call that timed out while the adapter's own event loop was held for at least this
+# share of its deadline is no verdict on the partner: it had three quarters of its time
+# at most (adapters/base/loop_stalls.py).
+_STALL_SHARE = 0.25
+
 _THROTTLED = frozenset({HTTP_TOO_MANY_REQUESTS, 503})
 # A gateway or proxy answering for a partner it forwarded the call to and heard nothing
 # (502 Bad Gateway, 504 Gateway Timeout, RFC 9110 §15.6.3, §15.6.5): it says nothing of
@@ -230,6 +238,10 @@ class CertexHttpPartner:
         # Counted once the call has its turn (below): the partner's time, not the wait
         # for a connection (review stop 40, W2).
         self._timeout = aiohttp.ClientTimeout(total=settings.partner_timeout_s)
+        # A timeout while the adapter's own loop was held this long is not the partner's.
+        self._stall_excuses_s = settings.partner_timeout_s * _STALL_SHARE
+        self._stalls = LoopStalls()
+        self._stall_logged = 0.0  # the stall total when one was last logged
         self._connections = settings.partner_connections
         self._turns = CallTurns(settings.partner_connections, settings.partner_calls_per_request)
         self._queue_wait_s = settings.partner_queue_wait_s
@@ -270,6 +282,7 @@ class CertexHttpPartner:
 
     async def close(self) -> None:
         await self._probe.close()
+        await self._stalls.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -555,6 +568,8 @@ class CertexHttpPartner:
         key = headers.get(IDEMPOTENCY_HEADER)
         if key is not None:
             self._keys_in_flight.sending(key)
+        self._stalls.watch()
+        held_before = self._stalls.stalled_s
         try:
             # Never followed: a redirect sent the body, the key, the trace and a
             # licence reference to another origin, and turned a POST into a GET (J5).
@@ -585,6 +600,13 @@ class CertexHttpPartner:
             # Sent, and no answer: the partner may be applying it (P1).
             if key is not None:
                 self._keys_in_flight.unanswered(key)
+            held_s = self._stalls.since(held_before)
+            if isinstance(err, TimeoutError) and held_s >= self._stall_excuses_s:
+                # The adapter's own loop was held for much of the deadline: the partner
+                # did not have its time. Retried; no verdict on the partner (stop 44).
+                self.circuit.release()
+                self._log_stall(held_s)
+                return f"no answer in time while the adapter itself was held {held_s:.1f} s"
             self.circuit.record_failure(answered=False)
             return f"partner unreachable: {type(err).__name__}"
         except BaseException:
@@ -602,6 +624,17 @@ class CertexHttpPartner:
         else:
             self.circuit.record_success()
         return response.status, payload
+
+    def _log_stall(self, held_s: float) -> None:
+        """Once a stall, however many calls it timed out."""
+        if self._stalls.stalled_s > self._stall_logged:
+            self._stall_logged = self._stalls.stalled_s
+            log.warning(
+                "the adapter's event loop was held %.1f s during partner calls (a long "
+                "collection, a loaded machine?): their timeouts are retried and not counted "
+                "against the partner",
+                held_s,
+            )
 
     def _failed_with_an_answer(self) -> None:
         """An answer unusable (not JSON, a redirect, 401, a wrong URL's 404, 501): the

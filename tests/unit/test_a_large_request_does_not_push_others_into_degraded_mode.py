@@ -129,6 +129,46 @@ async def test_a_stall_of_the_adapters_event_loop_within_the_deadline_fails_no_c
     assert client.circuit_state.value == "closed"
 
 
+async def test_a_stall_of_the_adapters_event_loop_beyond_the_deadline_opens_no_circuit(
+    partner: RunningPartner, calls: CallsCounted
+) -> None:
+    """The adapter's loop held longer than the calls' whole deadline (1.5 s against 1 s)
+    just after the first calls went out: they time out without the partner having had
+    its time, so they are retried and count nothing against it (adapters/base/
+    loop_stalls.py). Before stop 44 each counted as a failure of the partner, the circuit
+    opened and all 2,000 documents came back UNAVAILABLE, as the 3 s version above did
+    once in CI on a loaded machine."""
+    client = partner_client(partner.url, partner_timeout_s=1.0)
+    try:
+        large = asyncio.create_task(client.answer(LARGE))
+        await asyncio.wait_for(calls.under_way.wait(), 30)  # its first calls are out
+        time.sleep(1.5)  # noqa: ASYNC251 - the loop held on purpose: no read, no timer
+        answers = await large
+    finally:
+        await client.close()
+    assert Counter(a.verdict for a in answers) == Counter({Verdict.NOT_FOUND: LARGE_DOCUMENTS})
+    assert client.circuit_state.value == "closed"
+
+
+async def test_a_partner_slower_than_the_deadline_still_opens_the_circuit(
+    samples: Path, tmp_path: Path
+) -> None:
+    """What the adapter's own stalls excuse is theirs alone: a partner answering in 3 s
+    against a 1 s deadline, the loop free all along, is failing, and its circuit opens."""
+    calls = CallsCounted("none", after=1)
+    async with counted_dgal_partner(samples, tmp_path, calls, latency_ms=3000) as slow:
+        client = partner_client(
+            slow.url, partner_timeout_s=1.0, retry_attempts=1, circuit_failure_threshold=1
+        )
+        try:
+            answers = await client.answer(partner_request(Operation.RESERVE))
+        finally:
+            await client.close()
+    assert [a.verdict for a in answers] == [Verdict.UNAVAILABLE]
+    assert "TimeoutError" in (answers[0].detail or ""), answers[0].detail
+    assert client.circuit_state.value == "open"
+
+
 async def test_a_call_whose_turn_does_not_come_in_time_is_not_sent_and_says_so(
     partner: RunningPartner, calls: CallsCounted
 ) -> None:

@@ -1,10 +1,13 @@
-"""What the retention index's periodic read costs per entry, on a real RocksDB.
+"""What the retention index costs on a real RocksDB: reading the table into it, and a look.
 
-``RetentionIndex.refresh`` reads every ``case-retention`` entry of the worker's partitions
-once every half hour (docs/bounded-state.md, "The half-hourly read is a known limit"). This
-writes ``--entries`` entries into a rocksdict database, as the hub's store keeps them
-(raw bytes; one scheduled case to five markers of about 400 bytes), then times a plain
-iteration and a refresh, and says what that makes at production's volume.
+``RetentionIndex`` keeps every ``case-retention`` entry's key in due order on the worker's
+disk (``RocksDueKeys``): it reads the whole table when the worker's partitions change (a
+start, a rebalance), and each look takes only what is due (docs/bounded-state.md). Before
+stop 44 it held the next hour's keys in memory and read the whole table every half hour.
+This writes ``--entries`` entries into a rocksdict database, as the hub's store keeps
+them (raw bytes; one scheduled case to five markers of about 400 bytes), then times a
+plain iteration, the index's read of them, and looks taking what falls due, and says what
+that makes at production's volume.
 
 Run: ./tasks bench-retention-read [--entries N]
 """
@@ -23,13 +26,15 @@ from rocksdict import Options, Rdict
 
 from benchmarks.common import save
 from gun_hub.pipeline.retention import RetentionEntry, RetentionIndex
+from gun_hub.runtime.due_keys import RocksDueKeys
 
 PARTITIONS = 6
 MARKER_BYTES = 350  # a sealed marker of a typical case; its head adds the rest
 # Production (docs/domain.md): 100 declarations a second, cases kept 3 days after their
 # decision, markers 14 more (the defaults of hub.case_retention_s and decided_marker_s).
 PRODUCTION_ENTRIES = 100 * 86_400 * (3 + 14)
-READ_EVERY_S = 1800.0  # half the index's horizon
+PRODUCTION_LOOK = 100 * 60  # what falls due in a look of a minute (hub.case_sweep_s)
+LOOKED_AT = 60_000  # keys taken by the timed looks
 
 
 def _entry(n: int, now: float) -> bytes:
@@ -42,31 +47,44 @@ def _entry(n: int, now: float) -> bytes:
 
 def measure(entries: int, folder: Path) -> dict[str, float | int]:
     now = time.time()
-    db = Rdict(str(folder), Options(raw_mode=True))
+    db = Rdict(str(folder / "case-retention"), Options(raw_mode=True))
     for n in range(entries):
         db[f"26FR{n:014d}".encode()] = _entry(n, now)
     db.close()  # read back from disk, as a worker's store after a while
-    db = Rdict(str(folder), Options(raw_mode=True))
+    db = Rdict(str(folder / "case-retention"), Options(raw_mode=True))
+    keys = RocksDueKeys(folder / "retention-due")
     try:
         began = time.perf_counter()
         iterated = sum(1 for _ in db.items())
         iterate_s = time.perf_counter() - began
-        index = RetentionIndex()
+        index = RetentionIndex(keys)
         began = time.perf_counter()
         asyncio.run(index.refresh(set(range(PARTITIONS)), db.items, now))
-        refresh_s = time.perf_counter() - began
+        read_s = time.perf_counter() - began
+        held = len(index)
+        # Looks until LOOKED_AT keys came out (or the index is empty), each taking what
+        # fell due in the next day of the entries' time, partition by partition.
+        taken, looked, began = 0, now, time.perf_counter()
+        while taken < LOOKED_AT and len(index):
+            looked += 86_400
+            for partition in range(PARTITIONS):
+                taken += len(index.due(partition, looked))
+        look_s = time.perf_counter() - began
     finally:
         db.close()
-    per_entry_s = refresh_s / iterated
-    core_s = per_entry_s * PRODUCTION_ENTRIES
+        keys.close()
+    read_per_entry_s = read_s / iterated
+    take_per_key_s = look_s / max(taken, 1)
     return {
         "entries": iterated,
+        "held": held,
         "iterate_us_per_entry": round(iterate_s / iterated * 1e6, 2),
-        "refresh_us_per_entry": round(per_entry_s * 1e6, 2),
-        "held_for_the_hour": len(index),
+        "read_us_per_entry": round(read_per_entry_s * 1e6, 2),
+        "look_us_per_key": round(take_per_key_s * 1e6, 2),
+        "keys_taken": taken,
         "production_entries": PRODUCTION_ENTRIES,
-        "production_core_s_per_read": round(core_s),
-        "production_share_of_a_core": round(core_s / READ_EVERY_S, 3),
+        "production_read_core_s": round(read_per_entry_s * PRODUCTION_ENTRIES),
+        "production_look_ms": round(take_per_key_s * PRODUCTION_LOOK * 1e3, 1),
     }
 
 
@@ -76,18 +94,19 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="gun-hub-retention-read-"))
     try:
-        result = measure(args.entries, folder / "case-retention")
+        result = measure(args.entries, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(
         f"{result['entries']:,} entries: iterate {result['iterate_us_per_entry']} µs, "
-        f"refresh {result['refresh_us_per_entry']} µs an entry"
+        f"read into the index {result['read_us_per_entry']} µs an entry; "
+        f"a look {result['look_us_per_key']} µs a key taken ({result['keys_taken']:,} taken)"
     )
     print(
-        f"at production's {PRODUCTION_ENTRIES:,} entries: "
-        f"{result['production_core_s_per_read']:,} s of one core a read, "
-        f"{result['production_share_of_a_core']:.0%} of a core (a read every half hour), "
-        "shared among the workers"
+        f"at production's {PRODUCTION_ENTRIES:,} entries: a read "
+        f"{result['production_read_core_s']:,} s of one core, at a start or a rebalance only "
+        f"(shared among the workers); a look at the {PRODUCTION_LOOK:,} keys due in a "
+        f"minute {result['production_look_ms']} ms"
     )
     print(f"saved {save('retention-read', result)}")
 

@@ -156,8 +156,8 @@ CASE_MARKERS_FORGOTTEN = Counter(
 )
 CASES_RETAINED = Gauge(
     "gun_hub_case_retention_entries",
-    "Retention entries due within the hour this worker holds in memory (retained cases "
-    "and markers): flat under a steady load.",
+    "Retention entries (retained cases and markers) this worker's index holds in due "
+    "order, on its disk: flat under a steady load.",
 )
 ROCKSDB_MEMORY = Gauge(
     "gun_hub_rocksdb_memory_bytes",

@@ -99,6 +99,7 @@ def hub() -> None:
     """Run the hub worker (faust): intake, routing, correlation, decisions."""
     from gun_hub.cli.hub_worker import HubWorker, log_expected_ends_without_traceback
     from gun_hub.runtime.app import build_hub, hub_coordinated, table_changelogs
+    from gun_hub.runtime.due_keys import DueKeysInUse
 
     settings = settings_or_exit()
     configure_logging(settings.log_level, component="hub", log_format=settings.log_format)
@@ -123,7 +124,7 @@ def hub() -> None:
     asyncio.set_event_loop(loop)
     try:
         built = build_hub(settings)
-    except (KeystoreError, WebConfigError, AccessConfigError) as err:  # names what is at fault
+    except (KeystoreError, WebConfigError, AccessConfigError, DueKeysInUse) as err:  # names it
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
     worker = HubWorker(

@@ -36,9 +36,10 @@ Why a marker, and for how long (``decided_marker_s``):
   and a confirmed write-off is counted with the quantities the marker remembers written
   off (``correlation._quoted``; review stop 37-s, F6).
 
-Memory: the worker keeps the keys of the entries due within the next hour in a heap per
-partition (``RetentionIndex``), read from the table as the hour moves on; the table holds
-one small entry per retained case and per marker, on disk.
+Memory: none that grows with the table. The worker keeps every entry's key in due order
+on its disk (``RetentionIndex`` over ``runtime/due_keys.py``), written as entries are and
+read from the table only when its partitions change; the table holds one small entry per
+retained case and per marker, on disk.
 
 The sweep that finds due entries runs on a timer (``gun_hub/runtime/retention_sweep.py``) and,
 like the deadline sweep, only sends a tick on the deadlines topic to the case's partition:
@@ -130,6 +131,14 @@ class RetentionEntry:
         head = f"{self.due}|{self.partition}|".encode()
         return (_MARKER + head + self.marker) if self.marker is not None else _SCHEDULED + head
 
+    @staticmethod
+    def due_and_partition(value: bytes) -> tuple[float, int]:
+        """An entry's due time and partition, its marker left unread (the index's read
+        of the whole table: a third less time than ``from_bytes``)."""
+        first = value.index(b"|", 1)
+        second = value.index(b"|", first + 1)
+        return float(value[1:first]), int(value[first + 1 : second])
+
     @classmethod
     def from_bytes(cls, value: bytes) -> RetentionEntry:
         kind, rest = value[:1], value[1:]
@@ -164,37 +173,101 @@ def marker_of(case: Case) -> Case:
     )
 
 
+class DueKeys(Protocol):
+    """Keys of each partition in the order they fall due: every retention entry the
+    worker holds, days of them (on disk in the hub: ``runtime/due_keys.py``)."""
+
+    def put(self, partition: int, due: float, key: bytes) -> None: ...
+
+    def load(self, rows: list[tuple[int, float, bytes]]) -> None:
+        """``put`` each of ``rows``, none held yet (a read of the table into partitions
+        just dropped), in one go."""
+        ...
+
+    def take(
+        self, partition: int, now: float, within_s: float | None, at_least: int
+    ) -> list[bytes]:
+        """Remove and return, oldest first and each once, the keys due by ``now``; with
+        ``within_s``, only those due within that long of the oldest, yet ``at_least``
+        while that many are due."""
+        ...
+
+    def drop(self, partition: int) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class HeapDueKeys:
+    """``DueKeys`` in memory, a heap a partition: for the unit tests and the benchmarks
+    that stand in for the hub's store."""
+
+    def __init__(self) -> None:
+        self._heaps: dict[int, list[tuple[float, bytes]]] = {}
+        self._held: set[tuple[int, float, bytes]] = set()  # one each, as rows on disk
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def put(self, partition: int, due: float, key: bytes) -> None:
+        if (partition, due, key) not in self._held:
+            self._held.add((partition, due, key))
+            heapq.heappush(self._heaps.setdefault(partition, []), (due, key))
+
+    def load(self, rows: list[tuple[int, float, bytes]]) -> None:
+        for partition, due, key in rows:
+            self.put(partition, due, key)
+
+    def take(
+        self, partition: int, now: float, within_s: float | None, at_least: int
+    ) -> list[bytes]:
+        heap = self._heaps.get(partition, [])
+        if not heap:
+            return []
+        until = now if within_s is None else min(now, heap[0][0] + within_s)
+        keys: dict[bytes, None] = {}
+        while heap and heap[0][0] <= now and (heap[0][0] <= until or len(keys) < at_least):
+            due, key = heapq.heappop(heap)
+            self._held.discard((partition, due, key))
+            keys[key] = None
+        return list(keys)
+
+    def drop(self, partition: int) -> None:
+        for due, key in self._heaps.pop(partition, []):
+            self._held.discard((partition, due, key))
+
+
 class RetentionIndex:
-    """Due times of the retention entries of this worker's partitions, in a heap each,
-    shared by the tick handler (which schedules) and the sweep (which pops what is due).
+    """Due times of the retention entries of this worker's partitions, in due order,
+    shared by the tick handler (which schedules) and the sweep (which takes what is due).
 
-    Only entries due within the horizon (``horizon_s``, an hour) are held: the table holds
-    days of them (every retained case and marker), and one key each in memory would grow
-    with the rate times the retention. The sweep reads the table again once half the
-    horizon has passed (a scan of small values, yielding to the event loop as it goes),
-    when its partitions change (another worker may have changed their entries), and after
-    each rebalance's recovery (``invalidate``).
+    The table holds days of entries (every retained case and marker: some 147 million at
+    production's 100 declarations a second), so the index keeps them in ``keys``, on the
+    worker's disk in the hub, not in memory. It reads the table only when its partitions
+    change and after each rebalance's recovery (``invalidate``: another worker may have
+    changed their entries, which came back through the changelog); between those, every
+    entry written reaches it through ``push`` (stop 44: it used to hold only the next
+    hour's and read the whole table again every half hour, a quarter of a core at
+    production's volume: docs/bounded-state.md).
 
-    Each read rebuilds the heaps from the table, entries already due included: an entry
-    still there past its time is one whose tick was lost (a send that failed after it
-    was queued, a tick dead-lettered), and it is ticked again. A key may be in a heap more
-    than once, or for an entry since rewritten: the sweep checks the table's entry."""
+    A read builds each partition again from the table, entries already due included: one
+    still there past its time lost its tick (the worker stopped before sending it), and
+    is ticked again. A key may be held more than once, or for an entry since rewritten:
+    the sweep checks the table's entry, and puts back the due time it finds."""
 
     _YIELD_EVERY = 5000
 
-    def __init__(self, horizon_s: float = 3600.0) -> None:
-        self._horizon_s = horizon_s
-        self._due: dict[int, list[tuple[float, bytes]]] = {}
-        self._until = float("-inf")  # every entry due by then is in the heaps
+    def __init__(self, keys: DueKeys | None = None) -> None:
+        self._keys: DueKeys = HeapDueKeys() if keys is None else keys
+        self._held: set[int] = set()
         self._stale = True
         self._pushed_while_reading: list[tuple[int, float, bytes]] | None = None
 
     def __len__(self) -> int:
-        return sum(len(heap) for heap in self._due.values())
+        return len(self._keys)
 
     @property
     def partitions(self) -> set[int]:
-        return set(self._due)
+        return set(self._held)
 
     def invalidate(self) -> None:
         """Read every partition again at the next refresh (after a rebalance: a partition
@@ -203,71 +276,60 @@ class RetentionIndex:
         self._stale = True
 
     def push(self, partition: int, due: float, key: bytes) -> None:
-        """Schedule ``key``; beyond the horizon, the table has it for the next read."""
+        """Schedule ``key`` on ``partition`` (one this worker holds: another's is read
+        from the table if it comes here)."""
         if self._pushed_while_reading is not None:
             self._pushed_while_reading.append((partition, due, key))  # held once it ends
-        elif partition in self._due and due <= self._until:
-            heapq.heappush(self._due[partition], (due, key))
+        elif partition in self._held:
+            self._keys.put(partition, due, key)
 
     def needs_reading(self, partitions: set[int], now: float) -> bool:
-        return (
-            self._stale or set(self._due) != partitions or now + self._horizon_s / 2 > self._until
-        )
+        return self._stale or self._held != partitions
 
     async def refresh(
         self, partitions: set[int], entries: Callable[[], Iterable[Any]], now: float
     ) -> None:
-        """Follow the assignment and move the horizon on when half of it has passed: the
-        heaps of ``partitions`` built again from the table's ``entries``, with what was
-        pushed while they were read. A read that fails leaves the heaps as they were (and
-        what was pushed meanwhile in them), and is tried again at the next refresh."""
+        """Follow the assignment: when it changed, or after a rebalance, every partition
+        of ``partitions`` built again from the table's ``entries``, with what was pushed
+        while they were read. A read that fails is tried again at the next refresh; what
+        it read and what was pushed meanwhile are kept."""
         if not self.needs_reading(partitions, now):
             return
         self._stale = False
-        until = now + self._horizon_s
-        held: dict[int, list[tuple[float, bytes]]] = {partition: [] for partition in partitions}
+        for partition in self._held | partitions:
+            self._keys.drop(partition)
+        self._held = set(partitions)
         self._pushed_while_reading = []
+        rows: list[tuple[int, float, bytes]] = []
         try:
             for read, (key, value) in enumerate(entries(), 1):
                 if read % self._YIELD_EVERY == 0:
+                    self._keys.load(rows)
+                    rows = []
                     await asyncio.sleep(0)  # a large table: the agents go on meanwhile
                 try:
-                    entry = RetentionEntry.from_bytes(bytes(value))
+                    due, partition = RetentionEntry.due_and_partition(bytes(value))
                 except (ValueError, IndexError):
                     log.exception("unreadable retention entry for %r: left alone", key)
                     continue
-                if entry.partition in held and entry.due <= until:
-                    held[entry.partition].append((entry.due, bytes(key)))
-            for partition, due, key in self._pushed_while_reading:
-                if partition in held and due <= until:
-                    held[partition].append((due, key))
+                if partition in partitions:
+                    rows.append((partition, due, bytes(key)))
         except BaseException:
             self._stale = True
+            raise
+        finally:
+            self._keys.load(rows)
             pushed, self._pushed_while_reading = self._pushed_while_reading, None
             for partition, due, key in pushed:
                 self.push(partition, due, key)
-            raise
-        finally:
-            self._pushed_while_reading = None
-        for heap in held.values():
-            heapq.heapify(heap)
-        self._due = held
-        self._until = until
 
     def due(
         self, partition: int, now: float, *, within_s: float | None = None, at_least: int = 0
     ) -> list[bytes]:
-        """Keys of ``partition`` whose entry is due by ``now``, taken off the heap, each
+        """Keys of ``partition`` whose entry is due by ``now``, taken off the index, each
         once, oldest first. ``within_s``: only those due within that long of the oldest
         (the rest stay for a later call), yet ``at_least`` keys while that many are due."""
-        heap = self._due.get(partition, [])
-        if not heap:
-            return []
-        until = now if within_s is None else min(now, heap[0][0] + within_s)
-        keys: dict[bytes, None] = {}
-        while heap and heap[0][0] <= now and (heap[0][0] <= until or len(keys) < at_least):
-            keys[heapq.heappop(heap)[1]] = None
-        return list(keys)
+        return self._keys.take(partition, now, within_s, at_least)
 
 
 class RetainedCases:

@@ -93,6 +93,7 @@ from gun_hub.runtime.audit_resync import (
 )
 from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from gun_hub.runtime.delivery import StateFirst, send_outbox
+from gun_hub.runtime.due_keys import RocksDueKeys
 from gun_hub.runtime.faust_app import (
     HubApp,
     as_if_handling,
@@ -563,7 +564,8 @@ def build_hub(settings: Settings) -> Hub:
     # Finalised cases leave the cases table; a marker each keeps the versions rule.
     retention_table = _raw_table(app, settings, CASE_RETENTION_TABLE)
     retention_entries = writes.journaled(_TableStore(retention_table))
-    retention_index = RetentionIndex()
+    # Every entry's key in due order, on the worker's disk (days of them: due_keys.py).
+    retention_index = RetentionIndex(RocksDueKeys(settings.hub.data_dir / "retention-due"))
 
     async def read_the_tables_again(sender: Any, **_: Any) -> None:
         """The timers' indexes hold what this worker wrote: once a rebalance's recovery

@@ -4,9 +4,9 @@ due to leave (pipeline/retention.py).
 Like the deadline sweep it only reads and sends: the tick goes to the hub's deadlines
 topic on the case's partition, and the deadlines agent acts on it in event context, so
 deletions reach the right changelog partition as tombstones. It looks at the due times
-the worker keeps in memory for the next hour (``RetentionIndex``), never at the cases
+the worker keeps in due order on its disk (``RetentionIndex``), never at the cases
 themselves: one look costs what is due, and the small retention entries are read again
-once every half hour.
+only when the worker's partitions change.
 
 A look spreads its ticks over half the sweep's period, in slices (stop 43): every case
 and marker due since the last look, some 6,000 at production's minute and 100
@@ -151,7 +151,10 @@ class RetentionSweep:
             log.exception("unreadable retention entry for %r: left alone", key)
             return
         if due > now:
-            return  # scheduled again later: pushed again then
+            # Scheduled again later, or written back by a failed handling's undo (which
+            # does not go through the index): held again at the due time it has now.
+            self._index.push(partition, due, key)
+            return
         self._index.push(partition, now + _RETICK_S, key)
         await self._app.producer.send(
             self._topics.deadlines, key, RETENTION_TICK, partition, None, None

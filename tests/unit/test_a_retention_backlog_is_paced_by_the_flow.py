@@ -61,7 +61,7 @@ def _sweep_of(
     producer = HandlingProducer(waits, table)
     app = sweeps.SweepApp(assignor=sweeps.Assignor({0}))
     app.producer = producer  # type: ignore[assignment]
-    index = RetentionIndex(horizon_s=3600.0)
+    index = RetentionIndex()
     sweep = RetentionSweep(
         app,
         sweeps.TOPICS,

@@ -65,7 +65,7 @@ def _sweep(table: RetentionTable, app: SweepApp, waits: Waits) -> RetentionSweep
         app,
         TOPICS,
         table,
-        RetentionIndex(horizon_s=3600.0),
+        RetentionIndex(),
         clock=Clock(),
         spread_s=PERIOD_S / 2,
         sleep=waits.sleep,

@@ -1,0 +1,132 @@
+"""The retention index's keys in due order, on the worker's disk (``DueKeys`` of
+pipeline/retention.py).
+
+The ``case-retention`` table holds an entry per retained case and per marker for days:
+some 147 million at production's 100 declarations a second. The index used to hold the
+next hour's keys in memory and read the whole table again every half hour to find those
+coming due (2.8 to 3.2 µs an entry on RocksDB: a quarter of a core at that volume,
+``./tasks bench-retention-read``). Here every entry's key is a row of a RocksDB database
+of the worker's own, ordered by partition then due time, so a look reads only what is
+due and a read of the table happens only when the partitions change.
+
+A row is ``partition (2 bytes) | due (8 bytes) | key``, big-endian, with an empty value:
+positive IEEE doubles sort as their bytes do. The database is a cache of the table, not
+state: it is not changelogged, it is wiped when the worker starts, and each partition is
+built again from the table when the worker takes it (``RetentionIndex.refresh``).
+
+Taking the oldest rows leaves tombstones at the front of each partition's range until
+RocksDB compacts them; each look seeks from where the last one stopped (or from an
+earlier due time put since), not from the partition's start, so it does not walk them.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import rocksdict
+
+from gun_contract.private_files import make_private_folder
+from gun_hub.runtime.table_store import INFO_LOG_BYTES, INFO_LOGS_KEPT
+
+_HEAD = struct.Struct(">Hd")  # partition, due
+_PARTITION = struct.Struct(">H")
+
+# A small database (keys of about 30 bytes, no values): one write buffer of a few MiB,
+# outside the tables' shared budget.
+_WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+class DueKeysInUse(RuntimeError):
+    """Another process holds the database: two workers given one ``hub.data_dir``."""
+
+
+class RocksDueKeys:
+    """``DueKeys`` in a RocksDB database at ``path``, emptied when it is opened."""
+
+    def __init__(self, path: Path) -> None:
+        # Declaration references: the owner's only, as the hub's data folder it is in.
+        make_private_folder(path.parent)
+        make_private_folder(path)
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_write_buffer_size(_WRITE_BUFFER_BYTES)
+        options.set_max_write_buffer_number(2)
+        options.set_max_log_file_size(INFO_LOG_BYTES)
+        options.set_keep_log_file_num(INFO_LOGS_KEPT)
+        try:
+            self._db = rocksdict.Rdict(str(path), options)
+        except Exception as err:  # rocksdict raises its own errors as Exception
+            raise DueKeysInUse(
+                f"cannot open the retention index at {path} (another hub worker on the "
+                f"same hub.data_dir?): {err}"
+            ) from err
+        # What a previous run left is not trusted: every partition is read from the table
+        # when this worker takes it (its rows may predate writes made elsewhere since).
+        # Emptied once open, never removed before: a second worker given this folder by
+        # mistake fails on RocksDB's lock above instead of wiping the first one's rows.
+        self._db.delete_range(b"", b"\xff" * (_HEAD.size + 1))
+        self._rows: dict[int, int] = {}  # rows held, by partition
+        self._from: dict[int, float] = {}  # no row of the partition is due before this
+
+    def __len__(self) -> int:
+        return sum(self._rows.values())
+
+    def put(self, partition: int, due: float, key: bytes) -> None:
+        due = max(due, 0.0)  # negative doubles would sort after the positive ones
+        row = _HEAD.pack(partition, due) + key
+        if self._db.get(row) is None:
+            self._db.put(row, b"")
+            self._rows[partition] = self._rows.get(partition, 0) + 1
+        self._from[partition] = min(self._from.get(partition, due), due)
+
+    def load(self, rows: list[tuple[int, float, bytes]]) -> None:
+        """Rows none of which is held (a read into partitions just dropped): written in
+        one batch, not looked up first as ``put`` does (a third of the time)."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for partition, due, key in rows:
+            due = max(due, 0.0)
+            batch.put(_HEAD.pack(partition, due) + key, b"")
+            self._rows[partition] = self._rows.get(partition, 0) + 1
+            self._from[partition] = min(self._from.get(partition, due), due)
+        if rows:
+            self._db.write(batch)
+
+    def take(
+        self, partition: int, now: float, within_s: float | None, at_least: int
+    ) -> list[bytes]:
+        prefix = _PARTITION.pack(partition)
+        rows = self._db.iter()
+        rows.seek(_HEAD.pack(partition, self._from.get(partition, 0.0)))
+        until: float | None = None
+        keys: dict[bytes, None] = {}
+        taken = rocksdict.WriteBatch(raw_mode=True)
+        count = 0
+        while rows.valid():
+            row: bytes = rows.key()
+            if row[:2] != prefix:
+                break
+            _, due = _HEAD.unpack_from(row)
+            if until is None:  # the oldest: the window is measured from it
+                until = now if within_s is None else min(now, due + within_s)
+            if due > now or (due > until and len(keys) >= at_least):
+                break
+            keys[row[_HEAD.size :]] = None
+            taken.delete(row)
+            count += 1
+            self._from[partition] = due
+            rows.next()
+        del rows
+        if count:
+            self._db.write(taken)
+            self._rows[partition] -= count
+        return list(keys)
+
+    def drop(self, partition: int) -> None:
+        end = _PARTITION.pack(partition + 1) if partition < 0xFFFF else b"\xff" * (_HEAD.size + 1)
+        self._db.delete_range(_PARTITION.pack(partition), end)
+        self._rows.pop(partition, None)
+        self._from.pop(partition, None)
+
+    def close(self) -> None:
+        self._db.close()

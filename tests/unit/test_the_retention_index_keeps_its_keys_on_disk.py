@@ -1,0 +1,149 @@
+"""The retention index keeps every entry's key in due order on the worker's disk
+(gun_hub/runtime/due_keys.py, ``RocksDueKeys``), as the in-memory heaps the other unit
+tests use do (``HeapDueKeys``).
+
+The table holds days of entries, 147 million at production's volume: held in memory they
+would not fit, and holding only the next hour's meant reading the whole table again every
+half hour (a quarter of a core, stop 44's ``./tasks bench-retention-read``). On RocksDB,
+ordered by partition then due time, a look reads only what is due.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gun_hub.pipeline.retention import HeapDueKeys
+from gun_hub.runtime.due_keys import DueKeysInUse, RocksDueKeys
+
+
+@pytest.fixture
+def on_disk(tmp_path: Path) -> RocksDueKeys:
+    return RocksDueKeys(tmp_path / "retention-due")
+
+
+def test_keys_come_out_oldest_first_by_partition_each_once(on_disk: RocksDueKeys) -> None:
+    on_disk.put(0, 300.0, b"C")
+    on_disk.put(0, 100.0, b"A")
+    on_disk.put(1, 50.0, b"OTHER")
+    on_disk.put(0, 200.0, b"B")
+    on_disk.put(0, 200.0, b"B")  # the same due time again: one row
+    on_disk.put(0, 250.0, b"A")  # the same key at another time: a row of its own
+    assert len(on_disk) == 5
+
+    assert on_disk.take(0, 260.0, None, 0) == [b"A", b"B"]
+    assert len(on_disk) == 2
+    assert on_disk.take(0, 1000.0, None, 0) == [b"C"]
+    assert on_disk.take(1, 1000.0, None, 0) == [b"OTHER"]
+    assert len(on_disk) == 0
+
+
+def test_a_look_takes_the_window_of_the_oldest_yet_at_least_what_it_asks(
+    on_disk: RocksDueKeys,
+) -> None:
+    for n, key in enumerate([b"A", b"B", b"C", b"D", b"E"]):
+        on_disk.put(0, 1000.0 + 100 * n, key)
+    assert on_disk.take(0, 5000.0, 150.0, 0) == [b"A", b"B"]
+    assert on_disk.take(0, 5000.0, 50.0, 2) == [b"C", b"D"]
+    assert on_disk.take(0, 1300.0, None, 10) == [], "never what is not due yet"
+    assert on_disk.take(0, 1400.0, None, 0) == [b"E"]
+
+
+def test_a_key_put_earlier_than_the_last_look_is_found(on_disk: RocksDueKeys) -> None:
+    """Each look seeks from where the last one stopped (RocksDB's tombstones of what was
+    taken lie before it); a row put before that point since is still found."""
+    on_disk.put(0, 500.0, b"LATE")
+    assert on_disk.take(0, 600.0, None, 0) == [b"LATE"]
+    on_disk.put(0, 100.0, b"PUT_BACK")
+    assert on_disk.take(0, 600.0, None, 0) == [b"PUT_BACK"]
+
+
+def test_a_partition_given_up_is_dropped_whole(on_disk: RocksDueKeys) -> None:
+    for partition in (0, 1, 2):
+        on_disk.put(partition, 10.0, b"K")
+        on_disk.put(partition, 20.0, b"L")
+    on_disk.drop(1)
+    assert len(on_disk) == 4
+    assert on_disk.take(1, 100.0, None, 0) == []
+    assert on_disk.take(2, 100.0, None, 0) == [b"K", b"L"]
+
+
+def test_what_a_previous_run_left_is_not_trusted(tmp_path: Path) -> None:
+    first = RocksDueKeys(tmp_path / "retention-due")
+    first.put(0, 10.0, b"OLD")
+    first.close()
+    again = RocksDueKeys(tmp_path / "retention-due")
+    assert len(again) == 0
+    assert again.take(0, 100.0, None, 0) == [], "each partition is read from the table"
+
+
+def test_a_second_worker_on_the_same_folder_is_refused_and_wipes_nothing(
+    tmp_path: Path,
+) -> None:
+    running = RocksDueKeys(tmp_path / "retention-due")
+    running.put(0, 10.0, b"HELD")
+    with pytest.raises(DueKeysInUse, match=r"another hub worker on the same hub\.data_dir"):
+        RocksDueKeys(tmp_path / "retention-due")
+    assert running.take(0, 100.0, None, 0) == [b"HELD"]
+    running.close()
+
+
+def test_its_folder_is_its_owners_only_whatever_the_umask(tmp_path: Path) -> None:
+    """Rows name declarations (their references), as the tables beside it do."""
+    before = os.umask(0o022)
+    try:
+        RocksDueKeys(tmp_path / "data" / "retention-due").close()
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "data" / "retention-due").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700, "the hub's, made here"
+
+
+_OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("put"),
+            st.integers(0, 2),
+            st.floats(-10.0, 1000.0, allow_nan=False),
+            st.sampled_from([b"A", b"B", b"C", b"D"]),
+        ),
+        st.tuples(
+            st.just("take"),
+            st.integers(0, 2),
+            st.floats(0.0, 1000.0, allow_nan=False),
+            st.one_of(st.none(), st.floats(0.0, 500.0, allow_nan=False)),
+            st.integers(0, 3),
+        ),
+        st.tuples(st.just("drop"), st.integers(0, 2)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations=_OPERATIONS)
+def test_on_disk_it_answers_as_the_heaps_do(
+    tmp_path_factory: pytest.TempPathFactory, operations: list[tuple[object, ...]]
+) -> None:
+    """Any sequence of puts, looks and drops: the same keys out, in the same order."""
+    on_disk = RocksDueKeys(tmp_path_factory.mktemp("due") / "retention-due")
+    heaps = HeapDueKeys()
+    for operation in operations:
+        match operation:
+            case ("put", int(partition), float(due), bytes(key)):
+                on_disk.put(partition, due, key)
+                heaps.put(partition, max(due, 0.0), key)
+            case ("take", int(partition), float(now), within_s, int(at_least)):
+                assert isinstance(within_s, float | None)
+                assert on_disk.take(partition, now, within_s, at_least) == heaps.take(
+                    partition, now, within_s, at_least
+                ), operation
+            case ("drop", int(partition)):
+                on_disk.drop(partition)
+                heaps.drop(partition)
+    on_disk.close()

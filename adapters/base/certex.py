@@ -271,6 +271,7 @@ class CertexHttpPartner:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
+            self._stalls.watch()  # from the first call on, in the loop the calls run in
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
                 # As many as calls may have their turn at once: a call with its turn
@@ -568,7 +569,6 @@ class CertexHttpPartner:
         key = headers.get(IDEMPOTENCY_HEADER)
         if key is not None:
             self._keys_in_flight.sending(key)
-        self._stalls.watch()
         held_before = self._stalls.stalled_s
         try:
             # Never followed: a redirect sent the body, the key, the trace and a

@@ -197,6 +197,17 @@ class DueKeys(Protocol):
     def __len__(self) -> int: ...
 
 
+def window_end(now: float, oldest: float, within_s: float | None) -> float:
+    """The last due time a look takes without counting (``DueKeys.take``): ``now``, or
+    within ``within_s`` of the ``oldest`` key waiting if that is earlier."""
+    return now if within_s is None else min(now, oldest + within_s)
+
+
+def takes(due: float, now: float, until: float, taken: int, at_least: int) -> bool:
+    """Whether a look that took ``taken`` keys takes the next, due at ``due``."""
+    return due <= now and (due <= until or taken < at_least)
+
+
 class HeapDueKeys:
     """``DueKeys`` in memory, a heap a partition: for the unit tests and the benchmarks
     that stand in for the hub's store."""
@@ -223,9 +234,9 @@ class HeapDueKeys:
         heap = self._heaps.get(partition, [])
         if not heap:
             return []
-        until = now if within_s is None else min(now, heap[0][0] + within_s)
+        until = window_end(now, heap[0][0], within_s)
         keys: dict[bytes, None] = {}
-        while heap and heap[0][0] <= now and (heap[0][0] <= until or len(keys) < at_least):
+        while heap and takes(heap[0][0], now, until, len(keys), at_least):
             due, key = heapq.heappop(heap)
             self._held.discard((partition, due, key))
             keys[key] = None
@@ -283,7 +294,7 @@ class RetentionIndex:
         elif partition in self._held:
             self._keys.put(partition, due, key)
 
-    def needs_reading(self, partitions: set[int], now: float) -> bool:
+    def needs_reading(self, partitions: set[int]) -> bool:
         return self._stale or self._held != partitions
 
     async def refresh(
@@ -293,7 +304,7 @@ class RetentionIndex:
         of ``partitions`` built again from the table's ``entries``, with what was pushed
         while they were read. A read that fails is tried again at the next refresh; what
         it read and what was pushed meanwhile are kept."""
-        if not self.needs_reading(partitions, now):
+        if not self.needs_reading(partitions):
             return
         self._stale = False
         for partition in self._held | partitions:

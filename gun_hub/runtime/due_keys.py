@@ -27,6 +27,7 @@ from pathlib import Path
 import rocksdict
 
 from gun_contract.private_files import make_private_folder
+from gun_hub.pipeline.retention import takes, window_end
 from gun_hub.runtime.table_store import INFO_LOG_BYTES, INFO_LOGS_KEPT
 
 _HEAD = struct.Struct(">Hd")  # partition, due
@@ -108,8 +109,8 @@ class RocksDueKeys:
                 break
             _, due = _HEAD.unpack_from(row)
             if until is None:  # the oldest: the window is measured from it
-                until = now if within_s is None else min(now, due + within_s)
-            if due > now or (due > until and len(keys) >= at_least):
+                until = window_end(now, due, within_s)
+            if not takes(due, now, until, len(keys), at_least):
                 break
             keys[row[_HEAD.size :]] = None
             taken.delete(row)

@@ -6,9 +6,9 @@ decisions, several at once: the quantities written off over its 800,000 write-of
 counters since issue 12 and are quick; a question over every line is not. Asked on the
 event loop, each question held it for a second or more, and with it every agent and
 ``/livez`` (a liveness probe that times out gets the hub restarted). Asked off the loop,
-``/livez`` on the same loop keeps answering (nine probes in ten within 100 ms, all
-within a second) while the questions run; too many questions at once are refused as
-busy, and one that runs past its limit is stopped.
+``/livez`` on the same loop keeps answering (nine probes in ten within 100 ms and all
+within a second of what they took before the questions) while the questions run; too
+many questions at once are refused as busy, and one that runs past its limit is stopped.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +43,8 @@ HEAVY = "/stats/written-off"
 # stop 37): the question every line before it is read for, over half a second here.
 DEEP_PAGE = 600_000
 LIVEZ_BUDGET_S = 0.1
+# Probes taken before the questions: what the machine adds to each, questions or not.
+QUIET_PROBES = 40
 PASSWORD = "officer-password-made-at-test-time"  # noqa: S105 - made for the test
 
 
@@ -156,25 +158,47 @@ async def timed_get(
         return response.status, time.perf_counter() - started, dict(response.headers)
 
 
-def assert_probes_kept_answering(probes: list[float], meanwhile: str) -> str:
-    """Nine probes in ten within the budget, and none anywhere near a question's duration.
+async def probe(
+    session: aiohttp.ClientSession, url: str, until: Callable[[], bool], at_least: int = 0
+) -> list[float]:
+    """``url``'s answer times, one probe every 20 ms until ``until()`` holds (and at least
+    ``at_least`` probes)."""
+    probes: list[float] = []
+    while len(probes) < at_least or not until():
+        started = time.perf_counter()
+        async with session.get(url) as response:
+            await response.read()
+            assert response.status == 200
+        probes.append(time.perf_counter() - started)
+        await asyncio.sleep(0.02)
+    return probes
+
+
+def assert_probes_kept_answering(quiet: list[float], probes: list[float], meanwhile: str) -> str:
+    """While the questions ran, nine probes in ten within the budget of what they took
+    before, and none anywhere near a question's duration.
 
     A loop held by a question holds every probe sent meanwhile for the whole question
     (seconds). The odd probe waits for a CPU on a shared two-core machine (CI runs the
     end-to-end tests beside the unit tests), not for the question: with some 40 probes a
     "99th percentile" is the single slowest one, and one 0.4-s wait for a CPU failed CI.
-    Returns the summary, for the run's log.
+    What the machine adds to every probe shows in the ``quiet`` ones, taken just before
+    the questions on the same loops: a noisy machine once made nine probes in ten take
+    181 ms during the questions (stop 44's CI) when the questions had nothing to do with
+    it. The budget is what the questions add. Returns the summary, for the run's log.
     """
     assert len(probes) >= 5, f"only {len(probes)} probes: the loop was held"
-    ordered = sorted(probes)
-    p90, worst = ordered[int(len(ordered) * 0.9)], ordered[-1]
+    before, during = sorted(quiet), sorted(probes)
+    p90_before, worst_before = before[int(len(before) * 0.9)], before[-1]
+    p90, worst = during[int(len(during) * 0.9)], during[-1]
     summary = (
-        f"/livez: 90% within {p90 * 1000:.0f} ms, max {worst * 1000:.0f} ms, median "
-        f"{ordered[len(ordered) // 2] * 1000:.0f} ms over {len(ordered)} probes, while "
+        f"/livez: 90% within {p90 * 1000:.0f} ms (before: {p90_before * 1000:.0f} ms), max "
+        f"{worst * 1000:.0f} ms (before: {worst_before * 1000:.0f} ms), median "
+        f"{during[len(during) // 2] * 1000:.0f} ms over {len(during)} probes, while "
         f"{meanwhile} ran"
     )
-    assert p90 < LIVEZ_BUDGET_S, summary
-    assert worst < 10 * LIVEZ_BUDGET_S, summary
+    assert p90 < p90_before + LIVEZ_BUDGET_S, summary
+    assert worst < worst_before + 10 * LIVEZ_BUDGET_S, summary
     return summary
 
 
@@ -199,23 +223,21 @@ async def test_livez_answers_within_100_ms_while_statistics_run(stack: Stack) ->
     async with aiohttp.ClientSession() as session:
         # Sign in once (scrypt runs off the loop too), then measure.
         assert (await timed_get(session, f"{stack.officer_url}/api/dashboard", officer))[0] == 200
+        quiet = await probe(session, stack.livez_url, lambda: True, at_least=QUIET_PROBES)
         questions = [  # different questions (none shares another's answer), one per thread
             asyncio.create_task(
                 timed_get(session, f"{stack.officer_url}{HEAVY}?offset={DEEP_PAGE + n}", officer)
             )
             for n in range(2)
         ]
-        probes: list[float] = []
-        while not all(q.done() for q in questions):
-            code, took, _ = await timed_get(session, stack.livez_url)
-            assert code == 200
-            probes.append(took)
-            await asyncio.sleep(0.02)
+        probes = await probe(session, stack.livez_url, lambda: all(q.done() for q in questions))
         answers = [q.result() for q in questions]
     assert [code for code, _, _ in answers] == [200, 200]
     slowest = max(took for _, took, _ in answers)
     assert slowest > 3 * LIVEZ_BUDGET_S  # the questions did take their time
-    assert_probes_kept_answering(probes, f"statistics over {DECISIONS} decisions ({slowest:.1f} s)")
+    assert_probes_kept_answering(
+        quiet, probes, f"statistics over {DECISIONS} decisions ({slowest:.1f} s)"
+    )
 
 
 @pytest.mark.parametrize("stack", [{"query_max_waiting": 2, "query_threads": 1}], indirect=True)

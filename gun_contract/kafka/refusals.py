@@ -16,6 +16,7 @@ on a consumer group it may not join (stop 40, carried from review stop 39-O, O4)
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 from collections.abc import Iterable
@@ -25,19 +26,35 @@ from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
     GroupAuthorizationFailedError,
     KafkaConnectionError,
     KafkaError,
+    NotCoordinatorError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
+from aiokafka.errors import for_code as errors_for_code
+from aiokafka.protocol.group import HeartbeatRequest
 
 from gun_contract.kafka.client import Connect, client_config, client_options
 
 CREDENTIALS = "GUN_HUB_KAFKA__SASL_USERNAME and GUN_HUB_KAFKA__SASL_PASSWORD"
 CA_FILE = "GUN_HUB_KAFKA__SSL_CAFILE"
 PROTOCOL = "GUN_HUB_KAFKA__SECURITY_PROTOCOL"
+# A consumer group generation no member ever has.
+_NO_GENERATION = -1
+# How long a start waits for a new cluster's coordinators, and how often it asks.
+COORDINATOR_WAIT_S = 30.0
+_ASK_AGAIN_S = 0.25
+# The answers of a cluster whose coordinator is not there yet.
+_NOT_THERE_YET = (
+    CoordinatorNotAvailableError,
+    CoordinatorLoadInProgressError,
+    NotCoordinatorError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,14 +177,22 @@ def refused_resource(err: KafkaError) -> str:
 
 
 async def check_coordinators(
-    connect: Connect, groups: Iterable[str] = (), transactional_ids: Iterable[str] = ()
+    connect: Connect,
+    groups: Iterable[str] = (),
+    transactional_ids: Iterable[str] = (),
+    *,
+    wait_s: float = COORDINATOR_WAIT_S,
 ) -> None:
     """Ask the cluster for the coordinator of each consumer group and transactional id a
     worker will use: a principal not granted one is refused here (Describe, which every
-    grant of Read or Write on it implies), with its name. faust's consumer never reads
-    the refusal of its group, which aiokafka holds for a poll faust does not make: the
-    worker waited for an assignment for ever, without a word in its log (stop 40). Any
-    other answer (no coordinator yet on a cluster starting) is the clients' to wait for."""
+    grant of Read or Write on it implies), with its name; one granted Describe on a group
+    but not Read, by a heartbeat of no member. faust's consumer never reads the refusal
+    of its group, which aiokafka holds for a poll faust does not make: the worker waited
+    for an assignment for ever, without a word in its log (stops 40 and 45).
+
+    A cluster just made has no coordinator yet (its offsets and transactions topics are
+    created at the first lookup): it is asked again for up to ``wait_s``, then the clients
+    are left to wait for it. Any other answer is theirs to handle too."""
     client = AIOKafkaClient(**client_options(connect))
     await client.bootstrap()
     try:
@@ -176,12 +201,34 @@ async def check_coordinators(
             (CoordinationType.TRANSACTION, t, TransactionalIdAuthorizationFailed)
             for t in transactional_ids
         ]
+        deadline = asyncio.get_running_loop().time() + wait_s
         for kind, key, refusal in asked:
-            try:
-                await client.coordinator_lookup(kind, key)
-            except refusal as err:
-                raise refusal(key) from err
-            except KafkaError:
-                continue
+            while True:
+                try:
+                    coordinator = await client.coordinator_lookup(kind, key)
+                    if kind is CoordinationType.GROUP:
+                        await _check_joining(client, coordinator, key)
+                    break
+                except refusal as err:
+                    raise refusal(key) from err
+                except _NOT_THERE_YET:
+                    if asyncio.get_running_loop().time() >= deadline:
+                        break
+                    await asyncio.sleep(_ASK_AGAIN_S)
+                except KafkaError:
+                    break
     finally:
         await client.close()
+
+
+async def _check_joining(client: AIOKafkaClient, coordinator: int, group: str) -> None:
+    """Raise the refusal of ``group`` to a principal granted Describe on it but not Read.
+
+    Finding the coordinator needs Describe only, joining needs Read: such a principal got
+    past the lookup, and faust then waited for an assignment for ever, silent (stop 45).
+    A heartbeat of no member needs Read as a join does, and changes nothing in the group
+    (the broker checks the right first, then answers that it knows no such member)."""
+    answer = await client.send(coordinator, HeartbeatRequest(group, _NO_GENERATION, ""))
+    error = errors_for_code(answer.error_code)
+    if error in (GroupAuthorizationFailedError, *_NOT_THERE_YET):
+        raise error(group)

@@ -55,7 +55,7 @@ from aiokafka.protocol.types import (
 )
 
 from gun_contract.envelope import ContentType
-from gun_contract.kafka.acls import Grant, acl_plan
+from gun_contract.kafka.acls import Grant, acl_plan, adapter_group
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.kafka.client import ClientConfig
 from gun_contract.kafka.quotas import Quota, quota_plan
@@ -163,17 +163,18 @@ class CommandLineWitness:
                 sampler.join()
 
 
-def _with_the_hubs_rights_but(principal: str, topics: TopicRegistry, change: Any) -> list[Grant]:
-    """The hub's grants (acls.py) for ``principal``, each changed by ``change`` (None
-    drops it): a hub whose ACLs were not all granted."""
+def _with_the_hubs_rights_but(
+    principal: str, topics: TopicRegistry, change: Any, party: str = "hub"
+) -> list[Grant]:
+    """``party``'s grants (acls.py) for ``principal``, each changed by ``change`` (None
+    drops it, a list splits it): a hub (or another party) whose ACLs were not all granted."""
     grants = []
     for grant in acl_plan(topics, "gun-hub", "gun-clearance"):
-        if grant.principal == "hub":
+        if grant.principal == party:
             changed = change(dataclasses.replace(grant, principal=principal))
-            if changed is not None and (
-                changed.topics or changed.groups or changed.transactional_ids
-            ):
-                grants.append(changed)
+            for kept in changed if isinstance(changed, list) else [changed]:
+                if kept is not None and (kept.topics or kept.groups or kept.transactional_ids):
+                    grants.append(kept)
     return grants
 
 
@@ -183,6 +184,19 @@ PARTIAL_HUBS: dict[str, tuple[Any, str]] = {
     # no Read on its consumer group: faust waited for an assignment for ever, silent
     "hub-without-its-group": (
         lambda g: dataclasses.replace(g, groups=()) if g.groups == ("gun-hub",) else g,
+        "consumer group gun-hub",
+    ),
+    # Describe on its group, not Read: its start's coordinator lookup went through, and
+    # faust waited for an assignment for ever, silent (JoinGroup needs Read)
+    "hub-describing-its-group": (
+        lambda g: (
+            [
+                dataclasses.replace(g, groups=()),
+                dataclasses.replace(g, operations=("Describe",), topics=()),
+            ]
+            if g.groups == ("gun-hub",)
+            else g
+        ),
         "consumer group gun-hub",
     ),
     # no transactional id: the publisher's producers, the audit chains' producers
@@ -253,6 +267,20 @@ async def grant_over_the_protocol(
 
 PUBLISHING = "hub-not-writing-decisions"  # refused only once a decision is published
 
+# DGAL's adapter granted Describe on its consumer group, not Read (stop 45).
+DGAL_DESCRIBING_ITS_GROUP = "dgal-describing-its-group"
+
+
+def _describe_only_on_groups(grant: Grant) -> Any:
+    return (
+        [
+            dataclasses.replace(grant, groups=()),
+            dataclasses.replace(grant, operations=("Describe",), topics=()),
+        ]
+        if grant.groups
+        else grant
+    )
+
 
 @dataclass(frozen=True)
 class SecuredSetup:
@@ -273,7 +301,7 @@ def secured_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredS
         secure=True,
         start_timeout_s=90,
     )
-    broker = LocalBroker(settings, PARTITIONS, [*PARTIES, *PARTIAL_HUBS])
+    broker = LocalBroker(settings, PARTITIONS, [*PARTIES, *PARTIAL_HUBS, DGAL_DESCRIBING_ITS_GROUP])
     routing = load_routing_table(REPO / "config" / "routing.toml")
     topics = topic_registry("gun", routing.authorities)
     witness = CommandLineWitness()
@@ -292,7 +320,10 @@ def secured_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredS
                     grant
                     for principal, (change, _) in PARTIAL_HUBS.items()
                     for grant in _with_the_hubs_rights_but(principal, topics, change)
-                ],
+                ]
+                + _with_the_hubs_rights_but(
+                    DGAL_DESCRIBING_ITS_GROUP, topics, _describe_only_on_groups, party="dgal"
+                ),
             )
         )
         apply_quotas(broker, quota_plan(topics))
@@ -496,6 +527,21 @@ def test_an_adapter_with_another_partys_credentials_stops_naming_the_topic(
         "GUN_HUB_KAFKA__SASL_PASSWORD"
     ), line
     assert str(dgal.password) not in ended.stdout + ended.stderr
+
+
+def test_an_adapter_granted_only_describe_on_its_group_stops_naming_it(
+    secured: tuple[LocalBroker, TopicRegistry], keys_dir: Path, tmp_path: Path
+) -> None:
+    """Finding the group's coordinator needs Describe, joining the group needs Read."""
+    broker, topics = secured
+    config = broker.client_config(DGAL_DESCRIBING_ITS_GROUP)
+    ended, _ = adapter_start(config, "dgal", keys_dir, tmp_path)
+    line = one_sentence(ended)
+    assert line.startswith(
+        f"cannot start: Kafka at {config.bootstrap_servers} did not authorise user "
+        f"{config.username!r} on consumer group {adapter_group(topics, 'dgal')}: check "
+        "GUN_HUB_KAFKA__SASL_USERNAME and GUN_HUB_KAFKA__SASL_PASSWORD"
+    ), line
 
 
 def hub_start(

@@ -141,8 +141,8 @@ async def _listening(
 
 
 def partner_client(url: str, **settings: Any) -> CertexHttpPartner:
-    """The adapters' partner client, calling ``url``."""
-    return CertexHttpPartner(AdapterSettings(partner_url=url, **settings))
+    """The adapters' partner client, calling ``url`` (DGAL's, for its metrics)."""
+    return CertexHttpPartner(AdapterSettings(partner_url=url, **settings), authority="dgal")
 
 
 async def set_faults(url: str, **switch: object) -> None:

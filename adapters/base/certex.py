@@ -49,6 +49,7 @@ from adapters.base.call_turns import CallTurns, NoTurnInTime, RequestTurns
 from adapters.base.circuit_probe import CircuitProbe
 from adapters.base.keys_in_flight import KeysInFlight
 from adapters.base.loop_stalls import LoopStalls
+from adapters.base.metrics import EVENT_LOOP_HELD, TIMEOUTS_EXCUSED
 from adapters.base.resilience import Backoff, CircuitBreaker, CircuitState, retry_after_s
 from gun_contract.health import CircuitStatus
 from gun_contract.model.exchange import (
@@ -233,14 +234,16 @@ def _outage_answer(status: int, payload: dict[str, Any]) -> bool:
 class CertexHttpPartner:
     """HTTP client for one partner system; a single pooled session per adapter."""
 
-    def __init__(self, settings: AdapterSettings) -> None:
+    def __init__(self, settings: AdapterSettings, *, authority: str = "") -> None:
+        """``authority``: the label of this client's metrics."""
         self._base = settings.partner_url.rstrip("/")
         # Counted once the call has its turn (below): the partner's time, not the wait
         # for a connection (review stop 40, W2).
         self._timeout = aiohttp.ClientTimeout(total=settings.partner_timeout_s)
         # A timeout while the adapter's own loop was held this long is not the partner's.
         self._stall_excuses_s = settings.partner_timeout_s * _STALL_SHARE
-        self._stalls = LoopStalls()
+        self._stalls = LoopStalls(on_held=EVENT_LOOP_HELD.labels(authority).inc)
+        self._timeouts_excused = TIMEOUTS_EXCUSED.labels(authority)
         self._stall_logged = 0.0  # the stall total when one was last logged
         self._connections = settings.partner_connections
         self._turns = CallTurns(settings.partner_connections, settings.partner_calls_per_request)
@@ -605,6 +608,7 @@ class CertexHttpPartner:
                 # The adapter's own loop was held for much of the deadline: the partner
                 # did not have its time. Retried; no verdict on the partner (stop 44).
                 self.circuit.release()
+                self._timeouts_excused.inc()
                 self._log_stall(held_s)
                 return f"no answer in time while the adapter itself was held {held_s:.1f} s"
             self.circuit.record_failure(answered=False)

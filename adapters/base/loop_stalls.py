@@ -28,9 +28,15 @@ _TOLERANCE_S = 0.02
 class LoopStalls:
     """The seconds this event loop was held, summed since it started watching."""
 
-    def __init__(self, tick_s: float = 0.05, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        tick_s: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        on_held: Callable[[float], None] = lambda _held_s: None,
+    ) -> None:
         self._tick_s = tick_s
         self._clock = clock
+        self._on_held = on_held  # told each stall's seconds (the operators' metric)
         self._task: asyncio.Task[None] | None = None
         self.stalled_s = 0.0
 
@@ -50,6 +56,7 @@ class LoopStalls:
             late = self._clock() - before - self._tick_s
             if late > _TOLERANCE_S:
                 self.stalled_s += late
+                self._on_held(late)
 
     async def close(self) -> None:
         if self._task is not None:

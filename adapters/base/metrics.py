@@ -57,6 +57,20 @@ LONGEST_FAILING = Gauge(
     "while the partner's circuit is closed: the partner is up and fails that one call.",
     ["authority"],
 )
+EVENT_LOOP_HELD = Counter(
+    "gun_adapter_event_loop_held_seconds_total",
+    "Seconds the adapter's own event loop could not run (wake-ups late by more than 20 ms: "
+    "a long garbage collection, a loaded machine). Partner calls cannot be sent or read "
+    "meanwhile; rising with the partner's timeouts: the adapter's host, not the partner.",
+    ["authority"],
+)
+TIMEOUTS_EXCUSED = Counter(
+    "gun_adapter_partner_timeouts_excused_total",
+    "Partner calls that timed out while the adapter's own event loop was held for a quarter "
+    "of adapter.partner_timeout_s or more: retried, and not counted against the partner "
+    "(its circuit does not open for them).",
+    ["authority"],
+)
 REQUESTS_AGED_OUT = Counter(
     "gun_adapter_requests_aged_out_total",
     "Requests the request topic's retention deleted before any replica of the adapter "

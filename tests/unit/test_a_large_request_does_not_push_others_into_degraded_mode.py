@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from adapters.base.pending import PendingOperations
 from gun_contract.model.exchange import (
@@ -137,7 +138,9 @@ async def test_a_stall_of_the_adapters_event_loop_beyond_the_deadline_opens_no_c
     its time, so they are retried and count nothing against it (adapters/base/
     loop_stalls.py). Before stop 44 each counted as a failure of the partner, the circuit
     opened and all 2,000 documents came back UNAVAILABLE, as the 3 s version above did
-    once in CI on a loaded machine."""
+    once in CI on a loaded machine. Operators see both the hold and the timeouts it
+    excused in the adapter's metrics."""
+    held_before, excused_before = _sample(LOOP_HELD), _sample(EXCUSED)
     client = partner_client(partner.url, partner_timeout_s=1.0)
     try:
         large = asyncio.create_task(client.answer(LARGE))
@@ -148,6 +151,17 @@ async def test_a_stall_of_the_adapters_event_loop_beyond_the_deadline_opens_no_c
         await client.close()
     assert Counter(a.verdict for a in answers) == Counter({Verdict.NOT_FOUND: LARGE_DOCUMENTS})
     assert client.circuit_state.value == "closed"
+    assert _sample(LOOP_HELD) - held_before >= 1.4
+    assert _sample(EXCUSED) - excused_before >= 1
+
+
+LOOP_HELD = "gun_adapter_event_loop_held_seconds_total"
+EXCUSED = "gun_adapter_partner_timeouts_excused_total"
+
+
+def _sample(name: str) -> float:
+    """The partner client's counter ``name`` (labelled as DGAL's by partner_client)."""
+    return REGISTRY.get_sample_value(name, {"authority": "dgal"}) or 0.0
 
 
 async def test_a_partner_slower_than_the_deadline_still_opens_the_circuit(
@@ -156,6 +170,7 @@ async def test_a_partner_slower_than_the_deadline_still_opens_the_circuit(
     """What the adapter's own stalls excuse is theirs alone: a partner answering in 3 s
     against a 1 s deadline, the loop free all along, is failing, and its circuit opens."""
     calls = CallsCounted("none", after=1)
+    excused_before = _sample(EXCUSED)
     async with counted_dgal_partner(samples, tmp_path, calls, latency_ms=3000) as slow:
         client = partner_client(
             slow.url, partner_timeout_s=1.0, retry_attempts=1, circuit_failure_threshold=1
@@ -167,6 +182,7 @@ async def test_a_partner_slower_than_the_deadline_still_opens_the_circuit(
     assert [a.verdict for a in answers] == [Verdict.UNAVAILABLE]
     assert "TimeoutError" in (answers[0].detail or ""), answers[0].detail
     assert client.circuit_state.value == "open"
+    assert _sample(EXCUSED) == excused_before
 
 
 async def test_a_call_whose_turn_does_not_come_in_time_is_not_sent_and_says_so(

@@ -25,7 +25,8 @@ async def _turns(count: int = 20) -> None:
 
 async def test_a_held_loop_is_counted_and_ordinary_wake_ups_are_not() -> None:
     clock = Clock()
-    stalls = LoopStalls(tick_s=0.0, clock=clock)
+    told: list[float] = []  # what the operators' metric is given
+    stalls = LoopStalls(tick_s=0.0, clock=clock, on_held=told.append)
     stalls.watch()
     try:
         await _turns()
@@ -39,6 +40,7 @@ async def test_a_held_loop_is_counted_and_ordinary_wake_ups_are_not() -> None:
         assert stalls.since(mark) == 1.5
     finally:
         await stalls.close()
+    assert told == [1.5]
 
 
 async def test_a_real_hold_is_counted_before_a_call_it_timed_out_handles_its_timeout() -> None:

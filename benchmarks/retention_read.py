@@ -59,7 +59,7 @@ def measure(entries: int, folder: Path) -> dict[str, float | int]:
         iterate_s = time.perf_counter() - began
         index = RetentionIndex(keys)
         began = time.perf_counter()
-        asyncio.run(index.refresh(set(range(PARTITIONS)), db.items, now))
+        asyncio.run(index.refresh(set(range(PARTITIONS)), db.items))
         read_s = time.perf_counter() - began
         held = len(index)
         # Looks until LOOKED_AT keys came out (or the index is empty), each taking what

@@ -116,7 +116,7 @@ def main(count: int) -> None:
 
 def _tick_due(hub: RetainingHub) -> None:
     now = hub.now.timestamp()
-    asyncio.run(hub.index.refresh({0}, hub.retained.items, now))
+    asyncio.run(hub.index.refresh({0}, hub.retained.items))
     for key in hub.index.due(0, now):
         hub.retention.handle(
             key.decode(),

@@ -297,9 +297,7 @@ class RetentionIndex:
     def needs_reading(self, partitions: set[int]) -> bool:
         return self._stale or self._held != partitions
 
-    async def refresh(
-        self, partitions: set[int], entries: Callable[[], Iterable[Any]], now: float
-    ) -> None:
+    async def refresh(self, partitions: set[int], entries: Callable[[], Iterable[Any]]) -> None:
         """Follow the assignment: when it changed, or after a rebalance, every partition
         of ``partitions`` built again from the table's ``entries``, with what was pushed
         while they were read. A read that fails is tried again at the next refresh; what

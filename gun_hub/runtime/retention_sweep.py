@@ -101,7 +101,7 @@ class RetentionSweep:
             return
         now = self._clock()
         # RocksDB iterates a snapshot, so the scan may yield to the agents as it goes.
-        await self._index.refresh(owned, self._entries.items, now)
+        await self._index.refresh(owned, self._entries.items)
         metrics.CASES_RETAINED.set(len(self._index))
         due = [
             (partition, key)

@@ -153,7 +153,7 @@ async def test_the_index_hands_out_the_window_and_keeps_the_rest() -> None:
         key: RetentionEntry(NOW - 1000 + 100 * n, 0).to_bytes()  # due 1000, 900... s ago
         for n, key in enumerate([b"A", b"B", b"C", b"D", b"E"])
     }
-    await index.refresh({0}, entries.items, NOW)
+    await index.refresh({0}, entries.items)
     assert index.due(0, NOW, within_s=150.0) == [b"A", b"B"]
     assert index.due(0, NOW, within_s=50.0, at_least=2) == [b"C", b"D"]
     assert index.due(0, NOW, within_s=50.0) == [b"E"]

@@ -245,14 +245,14 @@ async def test_the_sweep_finds_what_is_due_per_partition_and_reseeds_on_assignme
         b"C": RetentionEntry(300.0, 0, b"{}").to_bytes(),
     }
     index = RetentionIndex()
-    await index.refresh({0}, table.items, now=0.0)
+    await index.refresh({0}, table.items)
     assert index.due(0, 99.0) == []
     assert index.due(0, 100.0) == [b"A"]
     assert index.due(1, 1000.0) == []  # not this worker's
-    await index.refresh({1}, table.items, now=100.0)  # 0 revoked, 1 assigned
+    await index.refresh({1}, table.items)  # 0 revoked, 1 assigned
     assert index.partitions == {1}
     assert index.due(1, 1000.0) == [b"B"]
-    await index.refresh({0, 1}, table.items, now=100.0)  # 0 back: seeded again
+    await index.refresh({0, 1}, table.items)  # 0 back: seeded again
     assert index.due(0, 1000.0) == [b"A", b"C"]
 
 
@@ -262,12 +262,12 @@ async def test_entries_recovered_in_a_rebalance_are_read_once_it_completes() -> 
     has completed (``on_rebalance_complete``), every partition is read again."""
     table = {b"A": RetentionEntry(100.0, 0).to_bytes()}
     index = RetentionIndex()
-    await index.refresh({0}, table.items, now=0.0)
+    await index.refresh({0}, table.items)
     table[b"RECOVERED"] = RetentionEntry(50.0, 0).to_bytes()
-    await index.refresh({0}, table.items, now=10.0)
+    await index.refresh({0}, table.items)
     assert index.due(0, 60.0) == []  # not read again: nothing says it changed
     index.invalidate()
-    await index.refresh({0}, table.items, now=60.0)
+    await index.refresh({0}, table.items)
     assert index.due(0, 100.0) == [b"RECOVERED", b"A"]
 
 
@@ -284,16 +284,16 @@ async def test_the_index_reads_the_table_only_when_its_partitions_change() -> No
         yield from table.items()
 
     index = RetentionIndex()
-    await index.refresh({0}, entries, now=0.0)
+    await index.refresh({0}, entries)
     assert len(index) == 10
     index.push(0, 1500.0, b"NEW")  # the tick handler schedules a case
     index.push(0, 500_000.0, b"LATER")  # days ahead: held all the same
-    for now in (1800.0, 3600.0, 86_400.0):
-        await index.refresh({0}, entries, now=now)
+    for _look in range(3):  # an hour's looks, a day's
+        await index.refresh({0}, entries)
     assert len(reads) == 1, "no read while the partitions stay the same"
     assert index.due(0, 1800.0) == [b"K1", b"K2", b"NEW", b"K3"]
     assert index.due(0, 500_000.0) == [f"K{n}".encode() for n in range(4, 11)] + [b"LATER"]
-    await index.refresh({0, 1}, entries, now=1800.0)  # a partition taken: read again
+    await index.refresh({0, 1}, entries)  # a partition taken: read again
     assert len(reads) == 2
 
 
@@ -306,7 +306,7 @@ async def test_under_a_steady_load_the_tables_stay_flat(hub: RetainingHub) -> No
         sent = hub.intake.handle(declaration_xml(reference=f"26FRFLAT{n:010d}"), source)
         hub.answer(hub.answer(sent, "dgal", Verdict.VALID), "dgal", Verdict.VALID)
         now = hub.now.timestamp()
-        await hub.index.refresh({0}, hub.retained.items, now)
+        await hub.index.refresh({0}, hub.retained.items)
         for key in hub.index.due(0, now):
             hub.retention_tick(key.decode())
         if n % 4 == 3:

@@ -222,7 +222,7 @@ async def test_a_retention_read_that_fails_is_tried_again_and_loses_nothing() ->
 
 async def test_a_retention_entry_pushed_during_a_read_that_fails_is_kept() -> None:
     index = RetentionIndex()
-    await index.refresh({0}, RetentionTable().items, NOW)  # partition 0 held, empty
+    await index.refresh({0}, RetentionTable().items)  # partition 0 held, empty
     table = RetentionTable({b"A": RetentionEntry(NOW, 0).to_bytes()})
     table.fail_after = 0
 
@@ -232,8 +232,8 @@ async def test_a_retention_entry_pushed_during_a_read_that_fails_is_kept() -> No
 
     index.invalidate()
     with pytest.raises(RuntimeError):
-        await index.refresh({0}, entries, NOW)
+        await index.refresh({0}, entries)
     assert index.due(0, NOW + 10) == [b"PUSHED"]
     table.fail_after = None
-    await index.refresh({0}, table.items, NOW + 20)  # read again: stale since it failed
+    await index.refresh({0}, table.items)  # read again: stale since it failed
     assert index.due(0, NOW + 20) == [b"A"]

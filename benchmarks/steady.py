@@ -189,16 +189,19 @@ class StateFiles:
 
 _PARTITION_SUFFIX = re.compile(r"-\d+\.db$")
 _SQLITE_SIDE_FILES = re.compile(r"-(wal|shm|journal)$")
+# The hub's retention index on its disk (runtime/due_keys.py), under hub.data_dir.
+_RETENTION_INDEX = "retention-due"
 
 
 def store_name(relative: PurePath) -> str:
     """The store a state file belongs to: a RocksDB table's folder (``<table>-<partition>
     .db``, every partition together), its write-ahead log (``*.log``) apart as
     ``<table> [wal]``: it holds every write since the last memtable flush, deletions
-    included, so it grows until the memtable is full whatever the table holds; else the
-    file itself, with a SQLite database's side files (``-wal``, ``-shm``, ``-journal``)."""
+    included, so it grows until the memtable is full whatever the table holds; the hub's
+    retention index (``retention-due``, one RocksDB database) likewise; else the file
+    itself, with a SQLite database's side files (``-wal``, ``-shm``, ``-journal``)."""
     for part in relative.parts[:-1]:
-        if part.endswith(".db"):
+        if part.endswith(".db") or part == _RETENTION_INDEX:
             table = _PARTITION_SUFFIX.sub("", part).removesuffix(".db")
             return f"{table} [wal]" if relative.suffix == ".log" else table
     return _SQLITE_SIDE_FILES.sub("", relative.name)

@@ -156,8 +156,9 @@ CASE_MARKERS_FORGOTTEN = Counter(
 )
 CASES_RETAINED = Gauge(
     "gun_hub_case_retention_entries",
-    "Retention entries (retained cases and markers) this worker's index holds in due "
-    "order, on its disk: flat under a steady load.",
+    "Rows of the retention index on this worker's disk (retained cases and markers in due "
+    "order): an entry has one, and for a while a second when it is scheduled again or its "
+    "tick was sent (the old row leaves when it comes due). Flat under a steady load.",
 )
 ROCKSDB_MEMORY = Gauge(
     "gun_hub_rocksdb_memory_bytes",

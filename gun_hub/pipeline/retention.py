@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -137,13 +138,31 @@ class RetentionEntry:
         of the whole table: a third less time than ``from_bytes``)."""
         first = value.index(b"|", 1)
         second = value.index(b"|", first + 1)
-        return float(value[1:first]), int(value[first + 1 : second])
+        return _due(value[1:first]), int(value[first + 1 : second])
+
+    @staticmethod
+    def marker_in(value: bytes) -> bytes | None:
+        """An entry's marker, its due time left unread (the versions rule needs the
+        marker whatever its due time says)."""
+        if value[:1] != _MARKER:
+            return None
+        return value[1:].split(b"|", 2)[2]
 
     @classmethod
     def from_bytes(cls, value: bytes) -> RetentionEntry:
         kind, rest = value[:1], value[1:]
         due, partition, marker = rest.split(b"|", 2)
-        return cls(float(due), int(partition), marker if kind == _MARKER else None)
+        return cls(_due(due), int(partition), marker if kind == _MARKER else None)
+
+
+def _due(text: bytes) -> float:
+    """A due time as an entry writes it: a finite number. ``nan`` is never due and never
+    later than now either (a tick's handler read it as due and retired the case at once),
+    ``inf`` never comes: both are an entry unreadable, left alone with a log line."""
+    due = float(text)
+    if not math.isfinite(due):
+        raise ValueError(f"a retention entry's due time is not a time: {text!r}")
+    return due
 
 
 def marker_of(case: Case) -> Case:
@@ -357,7 +376,7 @@ class RetainedCases:
         raw = self._entries.get(key)
         if raw is None:
             return None
-        marker = RetentionEntry.from_bytes(bytes(raw)).marker
+        marker = RetentionEntry.marker_in(bytes(raw))
         return None if marker is None else open_marker(self._cipher, key, marker)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:

@@ -38,6 +38,14 @@ _PARTITION = struct.Struct(">H")
 _WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 
 
+def _sortable(due: float) -> float:
+    """``due``, or 0.0 (due at once) for a time whose bytes would not sort: a negative
+    double sorts after every positive one, -0.0 too (``max(-0.0, 0.0)`` is -0.0, and a
+    partition's looks then sought past its rows until the next read), and NaN anywhere
+    (found by the review of stop 45)."""
+    return due if due > 0.0 else 0.0
+
+
 class DueKeysInUse(RuntimeError):
     """Another process holds the database: two workers given one ``hub.data_dir``."""
 
@@ -74,7 +82,7 @@ class RocksDueKeys:
         return sum(self._rows.values())
 
     def put(self, partition: int, due: float, key: bytes) -> None:
-        due = max(due, 0.0)  # negative doubles would sort after the positive ones
+        due = _sortable(due)
         row = _HEAD.pack(partition, due) + key
         if self._db.get(row) is None:
             self._db.put(row, b"")
@@ -86,7 +94,7 @@ class RocksDueKeys:
         one batch, not looked up first as ``put`` does (a third of the time)."""
         batch = rocksdict.WriteBatch(raw_mode=True)
         for partition, due, key in rows:
-            due = max(due, 0.0)
+            due = _sortable(due)
             batch.put(_HEAD.pack(partition, due) + key, b"")
             self._rows[partition] = self._rows.get(partition, 0) + 1
             self._from[partition] = min(self._from.get(partition, due), due)

@@ -99,10 +99,22 @@ class RetentionSweep:
         owned = self.owned()
         if owned is None:
             return
-        now = self._clock()
-        # RocksDB iterates a snapshot, so the scan may yield to the agents as it goes.
-        await self._index.refresh(owned, self._entries.items)
+        # Each partition's RocksDB iterates a snapshot, so the read may yield to the
+        # agents as it goes; faust's walk from one partition's database to the next does
+        # not survive a rebalance meanwhile.
+        try:
+            await self._index.refresh(owned, self._entries.items)
+        except RuntimeError:
+            if not self._overtaken(owned):
+                raise
+            # A rebalance took or gave partitions during the read (minutes at production's
+            # volume): read again once it is over, not a failure of the timer (stop 45).
+            log.info("the retention index's read was overtaken by a rebalance: read again")
+            return
         metrics.CASES_RETAINED.set(len(self._index))
+        # After the read, which may take minutes: what came due meanwhile goes in this
+        # look, and each tick's look-again time is counted from when it is sent.
+        now = self._clock()
         due = [
             (partition, key)
             for partition in sorted(owned)
@@ -134,6 +146,9 @@ class RetentionSweep:
                 )
                 self._push_back(due[sent:], now)
                 return
+
+    def _overtaken(self, read_for: set[int]) -> bool:
+        return self._app.rebalancing or self._app.in_recovery or self.owned() != read_for
 
     def _push_back(self, unsent: list[tuple[int, bytes]], now: float) -> None:
         for partition, key in unsent:

@@ -254,6 +254,10 @@ def test_store_names() -> None:
         store_name(PurePath("state/bench-cites-replay.sqlite-shm")) == "bench-cites-replay.sqlite"
     )
     assert store_name(PurePath("hub/ops-view.sqlite3-journal")) == "ops-view.sqlite3"
+    # The retention index: one store, not its files one by one (stop 45's steady run).
+    assert store_name(PurePath("hub/retention-due/000012.sst")) == "retention-due"
+    assert store_name(PurePath("hub/retention-due/000004.log")) == "retention-due [wal]"
+    assert store_name(PurePath("hub/retention-due/MANIFEST-000005")) == "retention-due"
 
 
 def test_the_hubs_retention_counters_are_read_from_its_metrics_summed_over_labels() -> None:

@@ -21,6 +21,7 @@ earlier due time put since), not from the partition's start, so it does not walk
 
 from __future__ import annotations
 
+import logging
 import struct
 from pathlib import Path
 
@@ -29,6 +30,8 @@ import rocksdict
 from gun_contract.private_files import make_private_folder
 from gun_hub.pipeline.retention import takes, window_end
 from gun_hub.runtime.table_store import INFO_LOG_BYTES, INFO_LOGS_KEPT
+
+log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct(">Hd")  # partition, due
 _PARTITION = struct.Struct(">H")
@@ -47,7 +50,21 @@ def _sortable(due: float) -> float:
 
 
 class DueKeysInUse(RuntimeError):
-    """Another process holds the database: two workers given one ``hub.data_dir``."""
+    """The database cannot be opened: another process holds it (two workers given one
+    ``hub.data_dir``), or the folder is not the worker's to write."""
+
+
+# How RocksDB begins the message of a database whose files do not read.
+_DAMAGED = "Corruption:"
+
+
+def _cannot_open(path: Path, err: Exception) -> str:
+    if "lock" in str(err).lower():
+        return (
+            f"cannot open the retention index at {path} (another hub worker on the same "
+            f"hub.data_dir?): {err}"
+        )
+    return f"cannot open the retention index at {path}: {err}"
 
 
 class RocksDueKeys:
@@ -66,10 +83,15 @@ class RocksDueKeys:
         try:
             self._db = rocksdict.Rdict(str(path), options)
         except Exception as err:  # rocksdict raises its own errors as Exception
-            raise DueKeysInUse(
-                f"cannot open the retention index at {path} (another hub worker on the "
-                f"same hub.data_dir?): {err}"
-            ) from err
+            if not str(err).startswith(_DAMAGED):
+                raise DueKeysInUse(_cannot_open(path, err)) from err
+            # RocksDB reads its files once it holds the lock: no worker has it open. A
+            # cache of the table, emptied at every start anyway: made again, not a start
+            # refused until someone deletes the folder by hand (review stop 45).
+            log.warning("the retention index at %s was damaged (%s): made again", path, err)
+            rocksdict.Rdict.destroy(str(path), options)
+            make_private_folder(path)
+            self._db = rocksdict.Rdict(str(path), options)
         # What a previous run left is not trusted: every partition is read from the table
         # when this worker takes it (its rows may predate writes made elsewhere since).
         # Emptied once open, never removed before: a second worker given this folder by

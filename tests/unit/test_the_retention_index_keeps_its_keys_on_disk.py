@@ -107,6 +107,23 @@ def test_a_second_worker_on_the_same_folder_is_refused_and_wipes_nothing(
     running.close()
 
 
+def test_a_damaged_index_is_made_again_not_a_start_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache of the table, emptied at every start: a crash that left its files damaged
+    refused the worker's start, naming "another hub worker", until someone deleted the
+    folder by hand (review stop 45)."""
+    folder = tmp_path / "retention-due"
+    RocksDueKeys(folder).close()
+    (folder / "CURRENT").write_text("not a manifest's name\n")
+    again = RocksDueKeys(folder)
+    again.put(0, 10.0, b"NEW")
+    assert again.take(0, 100.0, None, 0) == [b"NEW"]
+    again.close()
+    assert "was damaged" in caplog.text
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
 def test_its_folder_is_its_owners_only_whatever_the_umask(tmp_path: Path) -> None:
     """Rows name declarations (their references), as the tables beside it do."""
     before = os.umask(0o022)

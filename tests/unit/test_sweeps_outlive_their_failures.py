@@ -32,7 +32,12 @@ from faust.types import TP
 
 from gun_contract.topics import topic_registry
 from gun_hub import metrics
-from gun_hub.pipeline.retention import RETENTION_TICK, RetentionEntry, RetentionIndex
+from gun_hub.pipeline.retention import (
+    RETENTION_TICK,
+    HeapDueKeys,
+    RetentionEntry,
+    RetentionIndex,
+)
 from gun_hub.runtime import retention_sweep
 from gun_hub.runtime.faust_app import every
 from gun_hub.runtime.retention_sweep import RetentionSweep
@@ -303,3 +308,37 @@ async def test_an_entry_whose_due_time_is_not_a_time_is_left_alone(due: bytes) -
         RetentionEntry.from_bytes(damaged)
     marker = RetentionEntry(NOW, 0, b"sealed marker").to_bytes().replace(str(NOW).encode(), due)
     assert RetentionEntry.marker_in(marker) == b"sealed marker"
+
+
+class UnreadableOnce(HeapDueKeys):
+    """The index's keys, a look at ``partition`` refused once (a disk error)."""
+
+    def __init__(self, partition: int) -> None:
+        super().__init__()
+        self.refuse = partition
+
+    def take(self, partition: int, *args: Any) -> list[bytes]:
+        if partition == self.refuse:
+            self.refuse = -1
+            raise OSError("the index's disk refused a read")
+        return super().take(partition, *args)
+
+
+async def test_keys_taken_before_a_partition_whose_look_fails_are_sent_not_lost() -> None:
+    """A look takes each partition's due keys off the index in turn: one partition's look
+    failing dropped the keys already taken from the others, held nowhere for the rest
+    of the worker's run (review stop 45). They are sent; the failed partition's keys, not
+    taken, wait for the next look."""
+    table = RetentionTable(
+        {
+            b"ZERO": RetentionEntry(NOW, 0).to_bytes(),
+            b"ONE": RetentionEntry(NOW, 1).to_bytes(),
+        }
+    )
+    app, clock = SweepApp(assignor=Assignor({0, 1})), Clock()
+    sweep = RetentionSweep(app, TOPICS, table, RetentionIndex(UnreadableOnce(1)), clock=clock)
+    await sweep.run()
+    assert app.producer.ticks == [b"ZERO"]
+    clock.now += 1
+    await sweep.run()
+    assert app.producer.ticks == [b"ZERO", b"ONE"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -96,7 +97,10 @@ class OpenCaseEntry:
         """Also reads the ``version|due`` entries written before partitions were kept."""
         version, due, *rest = value.decode().split("|")
         partition = int(rest[0]) if rest and rest[0] else None
-        return cls(int(version), float(due), partition, len(rest) > 1 and rest[1] == "control")
+        when = float(due)
+        if not math.isfinite(when):  # never due: its case would wait for ever (stop 45)
+            raise ValueError(f"an open case entry's due time is not a time: {due!r}")
+        return cls(int(version), when, partition, len(rest) > 1 and rest[1] == "control")
 
 
 def open_case_entry(case: Case, partition: int | None) -> bytes:

@@ -49,7 +49,13 @@ from tests.unit.test_versions_and_recovery import at
 # What a party may write under a reference's key on the open-cases changelog.
 GARBAGE = bytes(range(0x80, 0xC0))
 CUT_SHORT = b"1|"  # cut short after its version: no due time
-FORMS = {"random bytes": GARBAGE, "not a number": b"one|two|0|answers", "empty": b""}
+FORMS = {
+    "random bytes": GARBAGE,
+    "not a number": b"one|two|0|answers",
+    "empty": b"",
+    # Read as a number it was never due: the case stayed undecided for ever (stop 45).
+    "not a time": b"1|nan|0|answers",
+}
 
 
 @pytest.fixture

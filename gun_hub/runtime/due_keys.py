@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from pathlib import Path
 
 import rocksdict
@@ -56,10 +57,32 @@ class DueKeysInUse(RuntimeError):
 
 # How RocksDB begins the message of a database whose files do not read.
 _DAMAGED = "Corruption:"
+# How long a start waits for a database another process holds (faust: 30 tries a second
+# apart for its tables), and how often it tries.
+LOCK_WAIT_S = 30.0
+_LOCK_RETRY_S = 0.5
+
+
+def _locked(err: Exception) -> bool:
+    return "lock" in str(err).lower()
+
+
+def _open_waiting_for_the_lock(
+    path: Path, options: rocksdict.Options, wait_s: float
+) -> rocksdict.Rdict:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return rocksdict.Rdict(str(path), options)
+        except Exception as err:  # rocksdict raises its own errors as Exception
+            if not _locked(err) or time.monotonic() >= deadline:
+                raise
+            log.info("the retention index at %s is held by another process: waiting", path)
+            time.sleep(_LOCK_RETRY_S)  # at start-up, before the worker runs anything
 
 
 def _cannot_open(path: Path, err: Exception) -> str:
-    if "lock" in str(err).lower():
+    if _locked(err):
         return (
             f"cannot open the retention index at {path} (another hub worker on the same "
             f"hub.data_dir?): {err}"
@@ -70,7 +93,9 @@ def _cannot_open(path: Path, err: Exception) -> str:
 class RocksDueKeys:
     """``DueKeys`` in a RocksDB database at ``path``, emptied when it is opened."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, lock_wait_s: float = LOCK_WAIT_S) -> None:
+        """``lock_wait_s``: how long a database another process holds is waited for (the
+        worker this one replaces may still be exiting), as faust does for its tables."""
         # Declaration references: the owner's only, as the hub's data folder it is in.
         make_private_folder(path.parent)
         make_private_folder(path)
@@ -81,7 +106,7 @@ class RocksDueKeys:
         options.set_max_log_file_size(INFO_LOG_BYTES)
         options.set_keep_log_file_num(INFO_LOGS_KEPT)
         try:
-            self._db = rocksdict.Rdict(str(path), options)
+            self._db = _open_waiting_for_the_lock(path, options, lock_wait_s)
         except Exception as err:  # rocksdict raises its own errors as Exception
             if not str(err).startswith(_DAMAGED):
                 raise DueKeysInUse(_cannot_open(path, err)) from err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -102,9 +103,24 @@ def test_a_second_worker_on_the_same_folder_is_refused_and_wipes_nothing(
     running = RocksDueKeys(tmp_path / "retention-due")
     running.put(0, 10.0, b"HELD")
     with pytest.raises(DueKeysInUse, match=r"another hub worker on the same hub\.data_dir"):
-        RocksDueKeys(tmp_path / "retention-due")
+        RocksDueKeys(tmp_path / "retention-due", lock_wait_s=1.0)
     assert running.take(0, 100.0, None, 0) == [b"HELD"]
     running.close()
+
+
+def test_a_worker_restarted_waits_for_the_one_it_replaces_to_let_go(tmp_path: Path) -> None:
+    """The process it replaces may still be exiting, its lock held: refused at once, the
+    restarted worker exited too (a restart loop), where faust waits for its tables."""
+    exiting = RocksDueKeys(tmp_path / "retention-due")
+    lets_go = threading.Timer(0.5, exiting.close)
+    lets_go.start()
+    try:
+        restarted = RocksDueKeys(tmp_path / "retention-due", lock_wait_s=10.0)
+    finally:
+        lets_go.join()
+    restarted.put(0, 10.0, b"NEW")
+    assert restarted.take(0, 100.0, None, 0) == [b"NEW"]
+    restarted.close()
 
 
 def test_a_damaged_index_is_made_again_not_a_start_refused(

@@ -59,8 +59,9 @@ LONGEST_FAILING = Gauge(
 )
 EVENT_LOOP_HELD = Counter(
     "gun_adapter_event_loop_held_seconds_total",
-    "Seconds the adapter's own event loop could not run (wake-ups late by more than 20 ms: "
-    "a long garbage collection, a loaded machine). Partner calls cannot be sent or read "
+    "Seconds the adapter's own event loop was held, from its first partner call (the sum of "
+    "50-ms wake-ups late by more than 20 ms: a long garbage collection, a loaded machine; "
+    "a loop slowed by less each time is not counted). Partner calls cannot be sent or read "
     "meanwhile; rising with the partner's timeouts: the adapter's host, not the partner.",
     ["authority"],
 )

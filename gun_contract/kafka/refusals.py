@@ -16,7 +16,7 @@ on a consumer group it may not join (stop 40, carried from review stop 39-O, O4)
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import re
 import ssl
 from collections.abc import Iterable
@@ -26,12 +26,9 @@ from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
-    CoordinatorLoadInProgressError,
-    CoordinatorNotAvailableError,
     GroupAuthorizationFailedError,
     KafkaConnectionError,
     KafkaError,
-    NotCoordinatorError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
@@ -41,20 +38,13 @@ from aiokafka.protocol.group import HeartbeatRequest
 
 from gun_contract.kafka.client import Connect, client_config, client_options
 
+log = logging.getLogger(__name__)
+
 CREDENTIALS = "GUN_HUB_KAFKA__SASL_USERNAME and GUN_HUB_KAFKA__SASL_PASSWORD"
 CA_FILE = "GUN_HUB_KAFKA__SSL_CAFILE"
 PROTOCOL = "GUN_HUB_KAFKA__SECURITY_PROTOCOL"
 # A consumer group generation no member ever has.
 _NO_GENERATION = -1
-# How long a start waits for a new cluster's coordinators, and how often it asks.
-COORDINATOR_WAIT_S = 30.0
-_ASK_AGAIN_S = 0.25
-# The answers of a cluster whose coordinator is not there yet.
-_NOT_THERE_YET = (
-    CoordinatorNotAvailableError,
-    CoordinatorLoadInProgressError,
-    NotCoordinatorError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,11 +167,7 @@ def refused_resource(err: KafkaError) -> str:
 
 
 async def check_coordinators(
-    connect: Connect,
-    groups: Iterable[str] = (),
-    transactional_ids: Iterable[str] = (),
-    *,
-    wait_s: float = COORDINATOR_WAIT_S,
+    connect: Connect, groups: Iterable[str] = (), transactional_ids: Iterable[str] = ()
 ) -> None:
     """Ask the cluster for the coordinator of each consumer group and transactional id a
     worker will use: a principal not granted one is refused here (Describe, which every
@@ -190,9 +176,9 @@ async def check_coordinators(
     of its group, which aiokafka holds for a poll faust does not make: the worker waited
     for an assignment for ever, without a word in its log (stops 40 and 45).
 
-    A cluster just made has no coordinator yet (its offsets and transactions topics are
-    created at the first lookup): it is asked again for up to ``wait_s``, then the clients
-    are left to wait for it. Any other answer is theirs to handle too."""
+    The broker checks the right before anything else, so any other answer (no
+    coordinator yet on a cluster just made, another broker's) says it was granted: the
+    clients wait for the coordinator themselves."""
     client = AIOKafkaClient(**client_options(connect))
     await client.bootstrap()
     try:
@@ -201,34 +187,38 @@ async def check_coordinators(
             (CoordinationType.TRANSACTION, t, TransactionalIdAuthorizationFailed)
             for t in transactional_ids
         ]
-        deadline = asyncio.get_running_loop().time() + wait_s
         for kind, key, refusal in asked:
-            while True:
-                try:
-                    coordinator = await client.coordinator_lookup(kind, key)
-                    if kind is CoordinationType.GROUP:
-                        await _check_joining(client, coordinator, key)
-                    break
-                except refusal as err:
-                    raise refusal(key) from err
-                except _NOT_THERE_YET:
-                    if asyncio.get_running_loop().time() >= deadline:
-                        break
-                    await asyncio.sleep(_ASK_AGAIN_S)
-                except KafkaError:
-                    break
+            try:
+                await client.coordinator_lookup(kind, key)
+            except refusal as err:
+                raise refusal(key) from err
+            except KafkaError:
+                pass  # granted (the right is checked first); not there yet, perhaps
+            if kind is CoordinationType.GROUP:
+                await _check_joining(client, key)
     finally:
         await client.close()
 
 
-async def _check_joining(client: AIOKafkaClient, coordinator: int, group: str) -> None:
+async def _check_joining(client: AIOKafkaClient, group: str) -> None:
     """Raise the refusal of ``group`` to a principal granted Describe on it but not Read.
 
     Finding the coordinator needs Describe only, joining needs Read: such a principal got
     past the lookup, and faust then waited for an assignment for ever, silent (stop 45).
-    A heartbeat of no member needs Read as a join does, and changes nothing in the group
-    (the broker checks the right first, then answers that it knows no such member)."""
-    answer = await client.send(coordinator, HeartbeatRequest(group, _NO_GENERATION, ""))
-    error = errors_for_code(answer.error_code)
-    if error in (GroupAuthorizationFailedError, *_NOT_THERE_YET):
-        raise error(group)
+    A heartbeat of no member needs Read as a join does and changes nothing in the group:
+    any broker checks the right first, then answers that it is not the coordinator or
+    knows no such member. Sent to any broker, it needs no coordinator (a cluster just made
+    has none until its offsets topic is created: the check was skipped there)."""
+    node = client.get_random_node()
+    try:
+        answer = await client.send(node, HeartbeatRequest(group, _NO_GENERATION, ""))
+    except KafkaError as err:
+        log.warning(
+            "could not check that this principal may join consumer group %s (%s): if it "
+            "may not, the worker waits for partitions without a word",
+            group,
+            type(err).__name__,
+        )
+        return
+    if errors_for_code(answer.error_code) is GroupAuthorizationFailedError:
+        raise GroupAuthorizationFailedError(group)

@@ -290,6 +290,7 @@ class RetentionIndex:
         self._keys: DueKeys = HeapDueKeys() if keys is None else keys
         self._held: set[int] = set()
         self._stale = True
+        self.rebalances = 0  # rebalances this index was told of (``invalidate``)
         self._pushed_while_reading: list[tuple[int, float, bytes]] | None = None
 
     def __len__(self) -> int:
@@ -304,6 +305,7 @@ class RetentionIndex:
         may have come back with entries recovered from the changelog). A flag: a read
         under way when it comes does not count."""
         self._stale = True
+        self.rebalances += 1
 
     def push(self, partition: int, due: float, key: bytes) -> None:
         """Schedule ``key`` on ``partition`` (one this worker holds: another's is read

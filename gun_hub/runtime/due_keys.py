@@ -64,7 +64,11 @@ _LOCK_RETRY_S = 0.5
 
 
 def _locked(err: Exception) -> bool:
-    return "lock" in str(err).lower()
+    """RocksDB's refusal of a database another holder has locked: "While lock file: ..."
+    from another process, "lock hold by current process" from this one (not any message
+    naming a path with "lock" in it)."""
+    message = str(err)
+    return "While lock file" in message or "lock hold by" in message
 
 
 def _open_waiting_for_the_lock(
@@ -114,9 +118,12 @@ class RocksDueKeys:
             # cache of the table, emptied at every start anyway: made again, not a start
             # refused until someone deletes the folder by hand (review stop 45).
             log.warning("the retention index at %s was damaged (%s): made again", path, err)
-            rocksdict.Rdict.destroy(str(path), options)
-            make_private_folder(path)
-            self._db = rocksdict.Rdict(str(path), options)
+            try:
+                rocksdict.Rdict.destroy(str(path), options)
+                make_private_folder(path)
+                self._db = rocksdict.Rdict(str(path), options)
+            except Exception as again:  # rocksdict raises its own errors as Exception
+                raise DueKeysInUse(_cannot_open(path, again)) from again
         # What a previous run left is not trusted: every partition is read from the table
         # when this worker takes it (its rows may predate writes made elsewhere since).
         # Emptied once open, never removed before: a second worker given this folder by
@@ -158,6 +165,7 @@ class RocksDueKeys:
         keys: dict[bytes, None] = {}
         taken = rocksdict.WriteBatch(raw_mode=True)
         count = 0
+        last_due = 0.0
         while rows.valid():
             row: bytes = rows.key()
             if row[:2] != prefix:
@@ -170,11 +178,14 @@ class RocksDueKeys:
             keys[row[_HEAD.size :]] = None
             taken.delete(row)
             count += 1
-            self._from[partition] = due
+            last_due = due
             rows.next()
         del rows
         if count:
             self._db.write(taken)
+            # Moved only once the rows are gone: a look that fails leaves them in place and
+            # the next one seeks from where it did (review stop 45).
+            self._from[partition] = last_due
             self._rows[partition] -= count
         return list(keys)
 

@@ -102,10 +102,11 @@ class RetentionSweep:
         # Each partition's RocksDB iterates a snapshot, so the read may yield to the
         # agents as it goes; faust's walk from one partition's database to the next does
         # not survive a rebalance meanwhile.
+        rebalances = self._index.rebalances
         try:
             await self._index.refresh(owned, self._entries.items)
         except RuntimeError:
-            if not self._overtaken(owned):
+            if not self._overtaken(owned, rebalances):
                 raise
             # A rebalance took or gave partitions during the read (minutes at production's
             # volume): read again once it is over, not a failure of the timer (stop 45).
@@ -156,8 +157,17 @@ class RetentionSweep:
                 self._push_back(due[sent:], now)
                 return
 
-    def _overtaken(self, read_for: set[int]) -> bool:
-        return self._app.rebalancing or self._app.in_recovery or self.owned() != read_for
+    def _overtaken(self, read_for: set[int], rebalances: int) -> bool:
+        """Whether a rebalance came during a read for ``read_for`` (the index had been told
+        of ``rebalances``): faust's walk raises only when it moves to the next partition's
+        database, minutes later at production's volume, and the partitions may be the
+        same again by then (given to another worker and back: a rolling deploy)."""
+        return (
+            self._app.rebalancing
+            or self._app.in_recovery
+            or self._index.rebalances != rebalances
+            or self.owned() != read_for
+        )
 
     def _push_back(self, unsent: list[tuple[int, bytes]], now: float) -> None:
         for partition, key in unsent:

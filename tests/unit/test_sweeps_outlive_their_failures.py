@@ -253,6 +253,23 @@ async def test_a_read_overtaken_by_a_rebalance_is_read_again_not_counted_as_a_fa
     assert sorted(app.producer.ticks) == [b"A", b"B"]
 
 
+async def test_a_read_a_rebalance_came_and_went_during_is_read_again_too() -> None:
+    """faust's walk raises only as it moves to the next partition's database, minutes
+    later at production's volume: by then the rebalance (partitions given to another
+    worker and back, a rolling deploy) is over, the same partitions held again; the
+    recovery's end told the index (review stop 45)."""
+    table = RetentionTable({key: RetentionEntry(NOW, 0).to_bytes() for key in [b"A", b"B"]})
+    app, clock = SweepApp(), Clock()
+    index = RetentionIndex()
+    sweep = RetentionSweep(app, TOPICS, table, index, clock=clock)
+    table.fail_after = 1
+    table.meanwhile = index.invalidate  # the rebalance's recovery ended during the read
+    await sweep.run()  # not raised
+    table.fail_after = None
+    await sweep.run()
+    assert sorted(app.producer.ticks) == [b"A", b"B"]
+
+
 async def test_what_comes_due_during_a_long_read_goes_in_the_same_look() -> None:
     """The look's time is taken once the read is over (minutes at production's volume),
     not before it: an entry due meanwhile is not left for the next look, and a tick's

@@ -64,6 +64,28 @@ def test_a_key_put_earlier_than_the_last_look_is_found(on_disk: RocksDueKeys) ->
     assert on_disk.take(0, 600.0, None, 0) == [b"PUT_BACK"]
 
 
+def test_a_look_whose_deletions_fail_leaves_its_rows_to_the_next(on_disk: RocksDueKeys) -> None:
+    """The look moved its seek point past the rows before deleting them: when the
+    deletion failed (a full disk), the rows stayed but every later look sought past
+    them until the next read of the table (review stop 45)."""
+    on_disk.put(0, 10.0, b"A")
+    on_disk.put(0, 20.0, b"B")
+    disk = on_disk._db
+
+    class FullDisk:
+        def __getattr__(self, name: str) -> object:
+            return getattr(disk, name)
+
+        def write(self, _batch: object) -> None:
+            raise OSError("no space left on device")
+
+    on_disk._db = FullDisk()  # type: ignore[assignment]
+    with pytest.raises(OSError, match="no space left"):
+        on_disk.take(0, 100.0, None, 0)
+    on_disk._db = disk
+    assert on_disk.take(0, 100.0, None, 0) == [b"A", b"B"]
+
+
 def test_a_partition_given_up_is_dropped_whole(on_disk: RocksDueKeys) -> None:
     for partition in (0, 1, 2):
         on_disk.put(partition, 10.0, b"K")

@@ -198,7 +198,9 @@ def assert_probes_kept_answering(quiet: list[float], probes: list[float], meanwh
         f"{meanwhile} ran"
     )
     assert p90 < p90_before + LIVEZ_BUDGET_S, summary
-    assert worst < worst_before + 10 * LIVEZ_BUDGET_S, summary
+    # From the quiet probes' p90, not their slowest: one stall among them (the hub still
+    # starting) would otherwise lift the ceiling past a question holding the loop.
+    assert worst < p90_before + 10 * LIVEZ_BUDGET_S, summary
     return summary
 
 

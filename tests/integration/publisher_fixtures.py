@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.state_cipher import StateCipher
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
-from gun_hub.runtime.publisher import DecisionPublisher
+from gun_hub.runtime.publisher import DecisionPublisher, publisher_group
 from tests.conftest import PARTITIONS, KafkaEnv
 from tests.local_cluster import poll_until
 
@@ -92,6 +92,29 @@ async def published(
     finally:
         await consumer.stop()
     return seen
+
+
+async def outbox_read_to_its_end(kafka_env: KafkaEnv) -> None:
+    """Once the publishers' group has committed the whole outbox (every record announced
+    so far published or skipped, in a committed transaction)."""
+    tps = [TopicPartition(kafka_env.topics.decision_outbox, p) for p in range(PARTITIONS)]
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka_env.bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_env.bootstrap)
+    await reader.start()
+    await admin.start()
+    try:
+        ends = await reader.end_offsets(tps)
+
+        async def committed_to_the_end() -> bool:
+            offsets = await admin.list_consumer_group_offsets(
+                publisher_group(f"{kafka_env.prefix}-hub"), partitions=tps
+            )
+            return all(tp in offsets and offsets[tp].offset >= ends[tp] for tp in tps if ends[tp])
+
+        await poll_until("the outbox committed to its end", committed_to_the_end, timeout_s=120)
+    finally:
+        await admin.close()
+        await reader.stop()
 
 
 async def running(publisher: DecisionPublisher) -> asyncio.Task[None]:

@@ -528,10 +528,17 @@ class PartitionOwnership:
     def handled(self, offsets: Mapping[int, int], generation: int) -> None:
         """A batch begun in ``generation`` was handled: each partition up to (before)
         its offset in ``offsets``."""
-        if generation != self.generation:
-            return  # cut by a rebalance: its partitions are read again from the commit
         for partition, offset in offsets.items():
-            if partition in self._owned:
+            # A batch begun before a revocation that waits for it (its partitions leaving,
+            # not yet revoked) ended within the wait, its answers sent and acknowledged:
+            # committed past, as any batch. Left out, its records were read again by the
+            # next owner, a reservation answered UNAVAILABLE applied then, and its
+            # deletion, answered in the same batch, met the partner's remembered answer
+            # to its key: the quantity reserved for ever (review stop 45). Otherwise, cut
+            # by a rebalance: its partitions are read again from the commit.
+            ours = partition in self._owned and generation == self.generation
+            waited_for = partition in self._leaving and generation < self.generation
+            if ours or waited_for:
                 self._handled[partition] = max(offset, self._handled.get(partition, 0))
 
     def to_commit(self) -> dict[int, int]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -296,44 +296,48 @@ def test_a_reservation_asked_while_a_commit_is_made_is_named(tmp_path: Path) -> 
         pending.close()
 
 
-async def test_the_batch_a_revocation_waited_for_is_committed_past(tmp_path: Path) -> None:
+@pytest.fixture
+def owner_at_5(tmp_path: Path) -> Iterator[PartitionOwnership]:
+    """Partition 0 owned, committed at offset 5, answered up to there."""
+    pending = PendingOperations(tmp_path / "p.sqlite")
+    try:
+        owner = PartitionOwnership(pending)
+        owner.assigned({0}, {0: "answered:5"}, committed={0: 5}, log_starts={0: 0})
+        yield owner
+    finally:
+        pending.close()
+
+
+async def test_the_batch_a_revocation_waited_for_is_committed_past(
+    owner_at_5: PartitionOwnership,
+) -> None:
     """A reservation answered UNAVAILABLE (not one the partner may still apply) and its
     declaration's deletion answered in the same batch, which ends while the revocation
     waits for it: the commit goes past both. It stopped before the batch (begun in the
     generation before the revocation's), so the next owner asked both again: the
     reservation was applied then, and the deletion met the partner's remembered answer
     to its key, nothing to delete: the quantity reserved for ever (review stop 45)."""
-    pending = PendingOperations(tmp_path / "p.sqlite")
-    try:
-        owner = PartitionOwnership(pending)
-        owner.assigned({0}, {0: "answered:5"}, committed={0: 5}, log_starts={0: 0})
-        async with owner.handling() as generation:
-            owner.reading({0: 5})
-            revoking = asyncio.create_task(owner.leaving({0}, within_s=10))
-            await asyncio.sleep(0)  # the revocation is waiting for this batch
-            assert not revoking.done()
-        owner.handled({0: 7}, generation)  # offsets 5 and 6 answered, nothing queued
-        assert await revoking, "the batch ended within the wait"
-        assert owner.to_commit() == {0: 7}
-        assert owner.commit_metadata(0).startswith("answered:7")
-    finally:
-        pending.close()
+    owner = owner_at_5
+    async with owner.handling() as generation:
+        owner.reading({0: 5})
+        revoking = asyncio.create_task(owner.leaving({0}, within_s=10))
+        await asyncio.sleep(0)  # the revocation is waiting for this batch
+        assert not revoking.done()
+    owner.handled({0: 7}, generation)  # offsets 5 and 6 answered, nothing queued
+    assert await revoking, "the batch ended within the wait"
+    assert owner.to_commit() == {0: 7}
+    assert owner.commit_metadata(0).startswith("answered:7")
 
 
 async def test_a_batch_that_outlasts_the_revocations_wait_is_not_committed_past(
-    tmp_path: Path,
+    owner_at_5: PartitionOwnership,
 ) -> None:
     """Ended after the partition was revoked (the wait ran out): its next owner reads it
     again, as before."""
-    pending = PendingOperations(tmp_path / "p.sqlite")
-    try:
-        owner = PartitionOwnership(pending)
-        owner.assigned({0}, {0: "answered:5"}, committed={0: 5}, log_starts={0: 0})
-        async with owner.handling() as generation:
-            owner.reading({0: 5})
-            assert not await owner.leaving({0}, within_s=0.01)
-            await owner.revoked({0})
-        owner.handled({0: 7}, generation)
-        assert owner.to_commit() == {}
-    finally:
-        pending.close()
+    owner = owner_at_5
+    async with owner.handling() as generation:
+        owner.reading({0: 5})
+        assert not await owner.leaving({0}, within_s=0.01)
+        await owner.revoked({0})
+    owner.handled({0: 7}, generation)
+    assert owner.to_commit() == {}

@@ -4,9 +4,10 @@ The hub process starts with an operations view of 200,000 decisions and 800,000 
 lines; officers ask for the quantities written off (grouped over every line), two
 questions at a time (the statistics' counts come from counters since issue 12), while
 the test polls the hub's ``/livez`` on its probes port (faust's web server, the same event
-loop as every agent). Nine probes in ten must answer within 100 ms of what they took just
-before the questions (the machine's own delay), and every one within a second of it; asked
-on the loop, each question held it for seconds (see tests/unit/test_web_stats_off_the_loop.py).
+loop as every agent). Nine probes in ten must answer within 100 ms (a twentieth of the
+question's time on a machine that makes it longer) of what they took just before the
+questions (the machine's own delay), and every one within a second of it; asked on the
+loop, each question held it for seconds (see tests/unit/test_web_stats_off_the_loop.py).
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ async def test_livez_answers_within_100_ms_while_heavy_statistics_run(
     assert f'"next_offset": {DEEP_PAGE + 100}'.encode() in answers[0][2]  # of 800,000 lines
     assert slowest > 3 * LIVEZ_BUDGET_S
     summary = assert_probes_kept_answering(
-        quiet, probes, f"questions over the write-offs of {DECISIONS} decisions ({slowest:.1f} s)"
+        quiet,
+        probes,
+        slowest,
+        f"questions over the write-offs of {DECISIONS} decisions ({slowest:.1f} s)",
     )
     print(f"\n{summary}")  # for the run's log: what was measured

@@ -174,9 +174,12 @@ async def probe(
     return probes
 
 
-def assert_probes_kept_answering(quiet: list[float], probes: list[float], meanwhile: str) -> str:
-    """While the questions ran, nine probes in ten within the budget of what they took
-    before, and none anywhere near a question's duration.
+def assert_probes_kept_answering(
+    quiet: list[float], probes: list[float], question_s: float, meanwhile: str
+) -> str:
+    """While the questions ran (the slowest for ``question_s``), nine probes in ten
+    within the budget of what they took before, and none anywhere near a question's
+    duration.
 
     A loop held by a question holds every probe sent meanwhile for the whole question
     (seconds). The odd probe waits for a CPU on a shared two-core machine (CI runs the
@@ -185,7 +188,11 @@ def assert_probes_kept_answering(quiet: list[float], probes: list[float], meanwh
     What the machine adds to every probe shows in the ``quiet`` ones, taken just before
     the questions on the same loops: a noisy machine once made nine probes in ten take
     181 ms during the questions (stop 44's CI) when the questions had nothing to do with
-    it. The budget is what the questions add. Returns the summary, for the run's log.
+    it. The budget is what the questions add: 100 ms, or a twentieth of the question's
+    own time when the machine makes that longer (a question of 1.3 s alone took 7.1 s in
+    stop 45's CI, beside the unit tests, and nine probes in ten 112 ms): a loop the
+    question held would hold the probes for all of it. Returns the summary, for the
+    run's log.
     """
     assert len(probes) >= 5, f"only {len(probes)} probes: the loop was held"
     before, during = sorted(quiet), sorted(probes)
@@ -197,7 +204,7 @@ def assert_probes_kept_answering(quiet: list[float], probes: list[float], meanwh
         f"{during[len(during) // 2] * 1000:.0f} ms over {len(during)} probes, while "
         f"{meanwhile} ran"
     )
-    assert p90 < p90_before + LIVEZ_BUDGET_S, summary
+    assert p90 < p90_before + max(LIVEZ_BUDGET_S, question_s / 20), summary
     # From the quiet probes' p90, not their slowest: one stall among them (the hub still
     # starting) would otherwise lift the ceiling past a question holding the loop.
     assert worst < p90_before + 10 * LIVEZ_BUDGET_S, summary
@@ -238,7 +245,7 @@ async def test_livez_answers_within_100_ms_while_statistics_run(stack: Stack) ->
     slowest = max(took for _, took, _ in answers)
     assert slowest > 3 * LIVEZ_BUDGET_S  # the questions did take their time
     assert_probes_kept_answering(
-        quiet, probes, f"statistics over {DECISIONS} decisions ({slowest:.1f} s)"
+        quiet, probes, slowest, f"statistics over {DECISIONS} decisions ({slowest:.1f} s)"
     )
 
 

@@ -72,6 +72,17 @@ class OpenCases(Protocol):
     def pop(self, key: bytes, default: bytes | None, /) -> bytes | None: ...
 
 
+def due_time(text: str | bytes) -> float:
+    """A due time as a timer's table entry writes it: a finite number, else ValueError
+    (the entry is unreadable). NaN is never due and never later than now either: an open
+    case's deadline so read left it undecided for ever, a retention entry's retired its
+    case at once (stop 45); the hub never writes one, a damaged changelog may."""
+    due = float(text)
+    if not math.isfinite(due):
+        raise ValueError(f"a due time that is not a time: {text!r}")
+    return due
+
+
 @dataclass(frozen=True, slots=True)
 class OpenCaseEntry:
     """What the deadline sweep needs of a case that waits for something.
@@ -97,10 +108,7 @@ class OpenCaseEntry:
         """Also reads the ``version|due`` entries written before partitions were kept."""
         version, due, *rest = value.decode().split("|")
         partition = int(rest[0]) if rest and rest[0] else None
-        when = float(due)
-        if not math.isfinite(when):  # never due: its case would wait for ever (stop 45)
-            raise ValueError(f"an open case entry's due time is not a time: {due!r}")
-        return cls(int(version), when, partition, len(rest) > 1 and rest[1] == "control")
+        return cls(int(version), due_time(due), partition, len(rest) > 1 and rest[1] == "control")
 
 
 def open_case_entry(case: Case, partition: int | None) -> bytes:

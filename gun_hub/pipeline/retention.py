@@ -52,7 +52,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,6 +61,7 @@ from gun_contract.effects import Effects
 from gun_hub import metrics
 from gun_hub.domain.case import Case
 from gun_hub.domain.lifecycle import held_reservations, kept_for_control, written_off
+from gun_hub.pipeline.hub_context import due_time
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class RetentionEntry:
         of the whole table: a third less time than ``from_bytes``)."""
         first = value.index(b"|", 1)
         second = value.index(b"|", first + 1)
-        return _due(value[1:first]), int(value[first + 1 : second])
+        return due_time(value[1:first]), int(value[first + 1 : second])
 
     @staticmethod
     def marker_in(value: bytes) -> bytes | None:
@@ -152,17 +152,7 @@ class RetentionEntry:
     def from_bytes(cls, value: bytes) -> RetentionEntry:
         kind, rest = value[:1], value[1:]
         due, partition, marker = rest.split(b"|", 2)
-        return cls(_due(due), int(partition), marker if kind == _MARKER else None)
-
-
-def _due(text: bytes) -> float:
-    """A due time as an entry writes it: a finite number. ``nan`` is never due and never
-    later than now either (a tick's handler read it as due and retired the case at once),
-    ``inf`` never comes: both are an entry unreadable, left alone with a log line."""
-    due = float(text)
-    if not math.isfinite(due):
-        raise ValueError(f"a retention entry's due time is not a time: {text!r}")
-    return due
+        return cls(due_time(due), int(partition), marker if kind == _MARKER else None)
 
 
 def marker_of(case: Case) -> Case:

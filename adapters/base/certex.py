@@ -596,7 +596,10 @@ class CertexHttpPartner:
             raise
         except aiohttp.ClientConnectorError as err:
             # No connection: the attempt never reached the partner, so it is no call
-            # the partner may be applying (a reservation is not kept for it, P1).
+            # the partner may be applying (a reservation is not kept for it, P1), and
+            # no attempt a later 409 could be the partner still processing.
+            if key is not None:
+                self._keys_in_flight.not_taken(key)
             self.circuit.record_failure(answered=False)
             return f"partner unreachable: {type(err).__name__}"
         except (TimeoutError, aiohttp.ClientError) as err:
@@ -651,7 +654,7 @@ class CertexHttpPartner:
         if status == HTTP_TOO_MANY_REQUESTS:
             # Not taken: a 409 to the retry is no earlier attempt still running (a 503
             # may hide one, behind a proxy; review G4).
-            self._keys_in_flight.turned_away(key)
+            self._keys_in_flight.not_taken(key)
         elif status in _GATEWAY_GAVE_UP:
             # A gateway's "no answer in time": the call may have reached the partner,
             # which goes on with it, as after a timeout (review stop 39-SF, SF3).

@@ -35,6 +35,11 @@ failed connection sent nothing. A reservation in that state is kept queued by th
 replayer, asked again with the same key, so that its declaration's deletion or write-off
 does not overtake it (review stop 39, P1). Any answer that settles the key (a rejection
 too) ends it.
+
+Neither a 429 nor a refused connection counts as an attempt at all
+(:meth:`KeysInFlight.not_taken`): counted, the genuine 409 that met the first call to
+reach a partner back from an outage read as "still in progress", and a reservation so
+refused was asked again for ever (ledger review, stop 45).
 """
 
 from __future__ import annotations
@@ -138,9 +143,10 @@ class KeysInFlight:
         sent = self._sent.get(key)
         return sent is not None and sent.maybe_applying
 
-    def turned_away(self, key: str) -> None:
-        """The partner did not take the attempt just sent (429: it asked the client to
-        slow down): it does not count as one that may still be running."""
+    def not_taken(self, key: str) -> None:
+        """The attempt just counted never reached the partner (its connection was
+        refused) or the partner did not take it (429: it asked the client to slow down):
+        it does not count as one that may still be running."""
         sent = self._sent.get(key)
         if sent is not None:
             sent.attempts -= 1

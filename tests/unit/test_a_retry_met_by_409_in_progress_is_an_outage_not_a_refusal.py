@@ -9,6 +9,7 @@ the partner will not apply the call (a conflict with its ledger), a refusal."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,55 @@ async def test_a_409_after_an_attempt_turned_away_429_is_a_refusal() -> None:
         finally:
             await adapter.close()
     assert (answer.verdict, answer.partner_code) == (Verdict.MISMATCH, "HTTP409")
+
+
+@pytest.mark.parametrize(
+    ("operation", "refused_as"),
+    [
+        # A reservation is never refused for a call not read: unavailable, for the
+        # partner's reason, and nothing left to wait for.
+        (Operation.RESERVE, (Verdict.UNAVAILABLE, None)),
+        (Operation.WRITE_OFF, (Verdict.MISMATCH, "HTTP409")),
+    ],
+)
+async def test_a_409_after_attempts_that_never_connected_is_a_refusal(
+    operation: Operation, refused_as: tuple[Verdict, str | None]
+) -> None:
+    """A refused connection sends nothing: once the partner is back, its 409 to the call
+    is its first attempt's answer, a conflict with its ledger, not an earlier attempt still
+    being processed. Found by review of the ledger (stop 45, concern b): each attempt
+    counted as sent before it connected, so a reservation refused that way after an outage
+    was queued and asked again for ever (a write-off, for ten minutes)."""
+    request = partner_request(operation, reference=DECL, quantity=None)
+    with socket.socket() as listener:
+        # Bound, not listening: every connection is refused until it listens.
+        listener.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        adapter = partner_client(url, retry_attempts=3, retry_backoff_base_s=0.01)
+        try:
+            [down] = await adapter.answer(request)
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", _conflicting)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            listener.listen()
+            await web.SockSite(runner, listener).start()
+            try:
+                [back] = await adapter.answer(request)
+            finally:
+                await runner.cleanup()
+            maybe_applying = adapter.may_still_apply(request)
+        finally:
+            await adapter.close()
+    assert (down.verdict, down.partner_code) == (Verdict.UNAVAILABLE, None), down.detail
+    assert "unreachable" in str(down.detail)
+    assert (back.verdict, back.partner_code) == refused_as, back.detail
+    assert "rejected the call (HTTP 409)" in str(back.detail)
+    assert not maybe_applying, "nothing of the call is left at the partner to wait for"
+
+
+async def _conflicting(_: web.Request) -> web.Response:
+    return web.json_response({"error": "conflicts with the ledger"}, status=409)
 
 
 def test_a_409_long_after_a_keys_first_attempt_is_the_partners_word_again() -> None:

@@ -292,7 +292,7 @@ class PartitionOwnership:
         }
         self._say_what_the_log_lost(self._assigned_at, starts)
         oldest = self._pending.oldest_offsets()
-        queued = self._pending.reservation_offsets()
+        queued = self._queued_unsettled()
         for partition, commit in self._assigned_at.items():
             # What the group holds now, as this replica would say it: committed again
             # only once something changes (a record handled, a reservation queued).
@@ -402,15 +402,21 @@ class PartitionOwnership:
         answered, and asking them again would apply what was answered UNAVAILABLE); and
         which of those are reservations the partner may still apply: queued here, asked
         right now, or named by the commit this replica inherited and not read again yet."""
+        return self._metadata(partition, self._pending.oldest_offsets(), self._queued_unsettled())
+
+    def _queued_unsettled(self) -> dict[int, list[int]]:
+        """Per partition, the offsets of the queued operations the partner may still
+        apply: every queued reservation, and the follow-ups the replayer names."""
         queued = self._pending.reservation_offsets()
         for p, offsets in self._pending.offsets_of(self._follow_ups_unsettled()).items():
             queued[p] = sorted({*queued.get(p, ()), *offsets})
-        return self._metadata(partition, self._pending.oldest_offsets(), queued)
+        return queued
 
     def _metadata(
         self, partition: int, oldest: Mapping[int, int], queued: Mapping[int, list[int]]
     ) -> str:
-        """:meth:`commit_metadata`, given the queue's oldest offsets and reservations."""
+        """:meth:`commit_metadata`, given the queue's oldest offsets and what of it the
+        partner may still apply (:meth:`_queued_unsettled`)."""
         handled = self.next_offset(partition) or 0
         answered = max(handled, self._answered_before.get(partition, 0))
         mark = f"{_ANSWERED}{answered}"
@@ -547,7 +553,10 @@ class PartitionOwnership:
         or what the commit says (:meth:`commit_metadata`: how far it was answered, the
         reservations the partner may still apply) changed since the last commit."""
         oldest = self._pending.oldest_offsets()
-        queued = self._pending.reservation_offsets()
+        # What commit_metadata says, follow-ups included: compared on the reservations
+        # alone, an idle partition with such a follow-up was committed again at every
+        # interval (ledger review, stop 45).
+        queued = self._queued_unsettled()
         marks: dict[int, int] = {}
         for partition in sorted(self._owned | self._leaving):
             at = self._commit_offset(partition, oldest)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -58,6 +59,24 @@ async def partner(samples: Path, tmp_path: Path) -> AsyncIterator[WatchedPartner
 
 def owner_of(pending: PendingOperations, replayer: Replayer) -> PartitionOwnership:
     return PartitionOwnership(pending, replayer.follow_ups_unsettled)
+
+
+@asynccontextmanager
+async def an_owner(
+    partner: RunningPartner, pending_file: Path
+) -> AsyncIterator[tuple[Replayer, PartitionOwnership]]:
+    """One replica's replayer and its ownership of partition 0, asking ``partner`` with a
+    client that gives a held call up quickly."""
+    client = slow_partner_client(partner)
+    pending = PendingOperations(pending_file)
+    replayer = replayer_publishing_to(pending, client, [])
+    owner = owner_of(pending, replayer)
+    owner.assigned({0})
+    try:
+        yield replayer, owner
+    finally:
+        await client.close()
+        pending.close()
 
 
 def balances(partner: RunningPartner) -> tuple[Decimal, Decimal, Decimal]:
@@ -146,12 +165,7 @@ async def test_a_follow_up_queued_behind_another_and_never_sent_is_not_named(
     """Only a follow-up whose call the partner may still be applying is named: one held
     back behind a reservation still in progress was never sent (its 409 could only be a
     conflict the partner remembers), and the reservation names the partition already."""
-    client = slow_partner_client(partner)
-    pending = PendingOperations(tmp_path / "pending.sqlite")
-    replayer = replayer_publishing_to(pending, client, [])
-    owner = owner_of(pending, replayer)
-    owner.assigned({0})
-    try:
+    async with an_owner(partner, tmp_path / "pending.sqlite") as (replayer, owner):
         await set_faults(partner.url, in_progress_next=1, hang_s=HELD_S)
         [reserve] = await replayer.ask(op(Operation.RESERVE, 1, quantity="10"), 0, 10)
         assert reserve.verdict is Verdict.UNAVAILABLE
@@ -159,7 +173,26 @@ async def test_a_follow_up_queued_behind_another_and_never_sent_is_not_named(
         assert write_off.verdict is Verdict.UNAVAILABLE
         owner.handled({0: 12}, owner.generation)
         metadata = owner.commit_metadata(0)
-    finally:
-        await client.close()
-        pending.close()
     assert metadata == "answered:12;unsettled:0"  # the reservation only
+
+
+async def test_a_commit_naming_such_a_follow_up_is_not_made_again_while_nothing_changes(
+    partner: WatchedPartner, tmp_path: Path
+) -> None:
+    """What is to commit is judged on what the commit says, follow-ups included: judged
+    on the reservations alone, a partition idle with such a follow-up queued was
+    committed again at every interval (ledger review, stop 45, concern c)."""
+    async with an_owner(partner, tmp_path / "pending.sqlite") as (replayer, owner):
+        [reserved] = await replayer.ask(op(Operation.RESERVE, 1, quantity="10"), 0, 10)
+        assert reserved.verdict is Verdict.VALID, reserved.detail
+        await set_faults(partner.url, in_progress_next=1, hang_s=HELD_S)
+        [write_off] = await replayer.ask(op(Operation.WRITE_OFF, 2), 0, 11)
+        assert write_off.verdict is Verdict.UNAVAILABLE, write_off.detail
+        owner.handled({0: 12}, owner.generation)
+        first = owner.to_commit()
+        owner.committed(first)
+        said = owner.commit_metadata(0)
+        again = owner.to_commit()
+    assert first == {0: 11}
+    assert said == "answered:12;unsettled:0"
+    assert again == {}, "nothing changed since the last commit"

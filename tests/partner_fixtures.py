@@ -110,9 +110,10 @@ async def counted_dgal_partner(
         yield running
 
 
-def slow_partner_client(partner: RunningPartner) -> CertexHttpPartner:
-    """A client that gives a held call up quickly: 3 attempts of 0.3 s."""
-    return partner_client(partner.url, partner_timeout_s=0.3, retry_attempts=3)
+def slow_partner_client(partner: RunningPartner, **settings: Any) -> CertexHttpPartner:
+    """A client that gives a held call up quickly: 3 attempts of 0.3 s (``settings``: the
+    others)."""
+    return partner_client(partner.url, partner_timeout_s=0.3, retry_attempts=3, **settings)
 
 
 @asynccontextmanager

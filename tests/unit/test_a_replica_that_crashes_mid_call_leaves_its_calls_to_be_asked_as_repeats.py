@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
@@ -40,6 +41,7 @@ from adapters.base.pending import PendingOperations
 from adapters.base.runner import AdapterRunner, _Rebalance
 from gun_contract.envelope import ContentType
 from gun_contract.model.exchange import AuthorityRequest, Operation
+from gun_contract.model.verdicts import Verdict
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import AdapterSettings, SecuritySettings, Settings
 from tests.adapter_fixtures import partner_request
@@ -59,6 +61,8 @@ RESERVE = partner_request(Operation.RESERVE, reference=DECL, document=DOC, quant
 DELETE = partner_request(Operation.DELETE, reference=DECL, document=DOC, quantity=None)
 # Long past A's call (3 attempts of 0.3 s) and B's, on a loaded machine too.
 HELD_S = 5.0
+# A's call held through B's outage (three attempts with backoff) and its first replay.
+HELD_LONG_S = 10.0
 
 
 class GroupConsumer(FakeConsumer):
@@ -93,9 +97,10 @@ async def partner(samples: Path, tmp_path: Path) -> AsyncIterator[WatchedPartner
 
 @asynccontextmanager
 async def replica(
-    tmp_path: Path, partner: WatchedPartner, name: str
+    tmp_path: Path, partner: WatchedPartner, name: str, **client_settings: Any
 ) -> AsyncIterator[AdapterRunner]:
-    """A DGAL adapter replica asking the simulator, its answers kept by a fake producer."""
+    """A DGAL adapter replica asking the simulator, its answers kept by a fake producer;
+    ``client_settings``: its partner client's beyond :func:`slow_partner_client`'s."""
     keys = tmp_path / "keys"
     if not keys.exists():
         KeystoreFolder(keys).init(["hub", "dgal"])
@@ -103,7 +108,7 @@ async def replica(
         security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / name),
         adapter=AdapterSettings(replica_id=name),
     )
-    client = slow_partner_client(partner)
+    client = slow_partner_client(partner, **client_settings)
     runner = AdapterRunner(
         load_adapter("dgal"), settings, TOPICS, envelope_of("dgal", TOPICS, keys), client
     )
@@ -171,6 +176,90 @@ async def test_the_next_owner_after_a_crash_keeps_the_deletion_behind_the_reserv
     assert (line.reserved, line.written_off) == (Decimal(0), Decimal(0)), (
         "the DELETE overtook the crashed replica's reservation: held for ever"
     )
+
+
+def amended(operation: Operation, version: int) -> AuthorityRequest:
+    """The declaration's later life on DOC: released (v2 writes v1's 10 off), its
+    release invalidated (v3 gives them back), lodged again (v4 reserves 10), refused
+    (v4's deletion)."""
+    quantity = "10" if operation is Operation.RESERVE else None
+    return partner_request(
+        operation, reference=DECL, version=version, document=DOC, quantity=quantity
+    )
+
+
+async def test_a_reservation_a_crashed_replica_may_have_sent_waits_queued_behind_what_holds_it(
+    partner: WatchedPartner, tmp_path: Path
+) -> None:
+    """A answers v3's give-back, sends v4's reservation, which the partner holds, and
+    dies. B reads both again from A's last commit while the partner is down: the
+    give-back is queued, and the reservation, held back behind it (never sent ahead of a
+    queued give-back, stop 36), was answered UNAVAILABLE and not queued: named in no
+    commit, and the refused v4's deletion, queued behind the give-back only, went to the
+    partner before A's call was applied: 10 held for ever (ledger review, stop 45,
+    concern a). Now it is queued as one the partner may still apply: named in B's
+    commits, asked again with its key after the give-back, and the deletion waits
+    behind it."""
+    history = slow_partner_client(partner)
+    try:
+        for earlier in (amended(Operation.RESERVE, 1), amended(Operation.WRITE_OFF, 2)):
+            [answer] = await history.answer(earlier)
+            assert answer.verdict is Verdict.VALID, answer.detail
+    finally:
+        await history.close()
+    partner.answered.clear()
+    give_back, reserve, delete = (
+        amended(Operation.GIVE_BACK, 3),
+        amended(Operation.RESERVE, 4),
+        amended(Operation.DELETE, 4),
+    )
+    commits = {0: (10, "answered:10")}  # A's last periodic commit
+    async with replica(tmp_path, partner, "a") as first:
+        consumer = GroupConsumer(commits, log_end=12)
+        await _Rebalance(first, consumer).on_partitions_assigned({P0})
+        await handle(first, consumer, record(tmp_path, give_back, 10))
+        await set_faults(partner.url, in_progress_next=1, hang_s=HELD_LONG_S)
+        await handle(first, consumer, record(tmp_path, reserve, 11))
+        assert first.pending.has(DECL)  # the partner still at the reservation; A dies
+    assert commits == {0: (10, "answered:10")}
+
+    # Its circuit kept closed through the outage: replayed as soon as the partner is back.
+    async with replica(tmp_path, partner, "b", circuit_failure_threshold=100) as second:
+        consumer = GroupConsumer(commits, log_end=12)
+        await _Rebalance(second, consumer).on_partitions_assigned({P0})
+        await set_faults(partner.url, in_progress_next=0, hang_s=HELD_LONG_S, outage=True)
+        await handle(second, consumer, record(tmp_path, give_back, 10))
+        await handle(second, consumer, record(tmp_path, reserve, 11))
+        assert second.pending.holds(reserve), "the reservation A may have sent is kept"
+        await handle(second, consumer, record(tmp_path, delete, 12))
+        assert [r.operation for r, _ in second.pending.queued_at(DECL)] == [
+            Operation.GIVE_BACK,
+            Operation.RESERVE,
+            Operation.DELETE,
+        ]
+        # The give-back (B's attempt a repeat of A's) and the reservation named: a third
+        # owner would keep both, and the deletion behind them.
+        assert second.ownership.commit_metadata(0) == "answered:13;unsettled:0,1"
+
+        await set_faults(partner.url, hang_s=HELD_LONG_S, outage=False)
+        assert not partner.answered.is_set(), "A's call must still be held for this test"
+        await second._replayer.replay_all()
+        # The give-back is answered (the partner's memory); the reservation meets 409,
+        # still in progress: the deletion is not sent.
+        assert [r.operation for r, _ in second.pending.queued_at(DECL)] == [
+            Operation.RESERVE,
+            Operation.DELETE,
+        ]
+        await asyncio.wait_for(partner.answered.wait(), HELD_LONG_S + 10)
+        assert partner.store.balances(DOC)[0].reserved == Decimal(10)  # A's call, applied
+        await second._replayer.replay_all()
+        assert len(second.pending) == 0
+    line = partner.store.balances(DOC)[0]
+    assert (line.reserved, line.written_off, line.given_back) == (
+        Decimal(0),
+        Decimal(0),
+        Decimal(10),
+    ), "the deletion overtook the reservation A sent: held for ever"
 
 
 def owner(tmp_path: Path, metadata: str, *, log_end: int) -> PartitionOwnership:

@@ -160,6 +160,12 @@ CASES_RETAINED = Gauge(
     "order): an entry has one, and for a while a second when it is scheduled again or its "
     "tick was sent (the old row leaves when it comes due). Flat under a steady load.",
 )
+RETENTION_ENTRIES_UNREADABLE = Gauge(
+    "gun_hub_case_retention_entries_unreadable",
+    "Entries of the case-retention table that did not read at its last whole read (a "
+    "start, a rebalance): left alone, their cases never retired; the first few are named in "
+    "the worker's log (pipeline/retention.py).",
+)
 ROCKSDB_MEMORY = Gauge(
     "gun_hub_rocksdb_memory_bytes",
     "Memory of the worker's RocksDB tables: their shared read cache with the write "

@@ -321,6 +321,7 @@ class RetentionIndex:
         self._held = set(partitions)
         self._pushed_while_reading = []
         rows: list[tuple[int, float, bytes]] = []
+        unreadable: list[bytes] = []
         try:
             for read, (key, value) in enumerate(entries(), 1):
                 if read % self._YIELD_EVERY == 0:
@@ -330,10 +331,11 @@ class RetentionIndex:
                 try:
                     due, partition = RetentionEntry.due_and_partition(bytes(value))
                 except (ValueError, IndexError):
-                    log.exception("unreadable retention entry for %r: left alone", key)
+                    unreadable.append(bytes(key))
                     continue
                 if partition in partitions:
                     rows.append((partition, due, bytes(key)))
+            _say_unreadable(unreadable)
         except BaseException:
             self._stale = True
             raise
@@ -350,6 +352,24 @@ class RetentionIndex:
         once, oldest first. ``within_s``: only those due within that long of the oldest
         (the rest stay for a later call), yet ``at_least`` keys while that many are due."""
         return self._keys.take(partition, now, within_s, at_least)
+
+
+_UNREADABLE_NAMED = 5
+"""Keys of unreadable entries a read names in its log line (the gauge counts them all)."""
+
+
+def _say_unreadable(keys: list[bytes]) -> None:
+    """After a whole read of the table: how many of its entries do not read. They are
+    left alone for ever (their cases never retired), so one line a read and a gauge, not
+    a traceback per entry at every start and rebalance (stop 46)."""
+    metrics.RETENTION_ENTRIES_UNREADABLE.set(len(keys))
+    if keys:
+        log.warning(
+            "%d retention entries do not read (a damaged changelog record?): left alone, "
+            "their cases never retired; the first: %s",
+            len(keys),
+            ", ".join(repr(key) for key in keys[:_UNREADABLE_NAMED]),
+        )
 
 
 class RetainedCases:

@@ -327,6 +327,33 @@ async def test_an_entry_whose_due_time_is_not_a_time_is_left_alone(due: bytes) -
     assert RetentionEntry.marker_in(marker) == b"sealed marker"
 
 
+async def test_unreadable_entries_are_counted_and_said_once_a_read_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Left alone for ever, a damaged entry was logged with its traceback at every read
+    of the table (every start and rebalance), one per entry. Now one line a read names
+    how many and the first few, and a gauge counts them for an alert."""
+    damaged = {f"DAMAGED-{n}".encode(): b"S" + b"nan|0|" for n in range(7)}
+    table = RetentionTable({**damaged, b"FINE": RetentionEntry(NOW, 0).to_bytes()})
+    index = RetentionIndex()
+    with caplog.at_level("WARNING", logger="gun_hub.pipeline.retention"):
+        await index.refresh({0}, table.items)
+    said = [r for r in caplog.records if "retention entr" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].exc_info is None
+    assert "7 retention entries" in said[0].getMessage()
+    assert "DAMAGED-0" in said[0].getMessage()
+    assert "DAMAGED-6" not in said[0].getMessage()  # the first few only
+    assert metrics.RETENTION_ENTRIES_UNREADABLE._value.get() == 7
+    assert index.due(0, NOW) == [b"FINE"]
+
+    for key in damaged:
+        del table[key]  # mended (or the worker holds other partitions now)
+    index.invalidate()
+    await index.refresh({0}, table.items)
+    assert metrics.RETENTION_ENTRIES_UNREADABLE._value.get() == 0
+
+
 class UnreadableOnce(HeapDueKeys):
     """The index's keys, a look at ``partition`` refused once (a disk error)."""
 

@@ -48,7 +48,7 @@ async def running_adapter(
         settings,
         topics,
         envelope,
-        partner or spec.build_partner(settings.adapter),
+        partner or spec.partner(settings.adapter),
         replay_memory=replay_memory,
     )
     ready = asyncio.Event()

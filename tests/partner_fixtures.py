@@ -143,7 +143,7 @@ async def _listening(
 
 def partner_client(url: str, **settings: Any) -> CertexHttpPartner:
     """The adapters' partner client, calling ``url`` (DGAL's, for its metrics)."""
-    return CertexHttpPartner(AdapterSettings(partner_url=url, **settings), authority="dgal")
+    return CertexHttpPartner(AdapterSettings(partner_url=url, **settings), "dgal")
 
 
 async def set_faults(url: str, **switch: object) -> None:

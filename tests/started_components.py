@@ -114,7 +114,7 @@ def _adapters(settings: Settings, authorities: tuple[str, ...] = ("dgal", "cites
             envelope = build_envelope(
                 settings.security, authority, topics, partitions=settings.kafka.partitions
             )
-            AdapterRunner(spec, settings, topics, envelope, spec.build_partner(settings.adapter))
+            AdapterRunner(spec, settings, topics, envelope, spec.partner(settings.adapter))
 
     asyncio.run(build())
 

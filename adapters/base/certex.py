@@ -234,8 +234,9 @@ def _outage_answer(status: int, payload: dict[str, Any]) -> bool:
 class CertexHttpPartner:
     """HTTP client for one partner system; a single pooled session per adapter."""
 
-    def __init__(self, settings: AdapterSettings, *, authority: str = "") -> None:
-        """``authority``: the label of this client's metrics."""
+    def __init__(self, settings: AdapterSettings, authority: str) -> None:
+        """``authority``: the adapter's authority id, the label of this client's metrics
+        (:meth:`AdapterSpec.partner` gives it)."""
         self._base = settings.partner_url.rstrip("/")
         # Counted once the call has its turn (below): the partner's time, not the wait
         # for a connection (review stop 40, W2).

@@ -50,7 +50,13 @@ class AdapterSpec:
     authority: str
     partner_name: str
     processing_guarantee: str
-    build_partner: Callable[[AdapterSettings], PartnerPort]
+    # Makes the partner client from the adapter's settings and the authority id (the
+    # label of its metrics): called through :meth:`partner`, which names it once.
+    build_partner: Callable[[AdapterSettings, str], PartnerPort]
+
+    def partner(self, settings: AdapterSettings) -> PartnerPort:
+        """This authority's partner client, asking the system ``settings`` name."""
+        return self.build_partner(settings, self.authority)
 
 
 _AUTHORITY = re.compile(r"^[a-z][a-z0-9_]{1,31}$")

@@ -9,8 +9,6 @@ as goods are cleared), so the adapter is the shared HTTP client with the CITES i
 Processing guarantee: at-least-once delivery, idempotent effect.
 """
 
-from functools import partial
-
 from adapters.base.certex import CertexHttpPartner
 from adapters.base.spec import AdapterSpec
 
@@ -18,5 +16,5 @@ ADAPTER = AdapterSpec(
     authority="cites",
     partner_name="CITES permit register (ministry of ecology)",
     processing_guarantee="at-least-once delivery, idempotent effect",
-    build_partner=partial(CertexHttpPartner, authority="cites"),
+    build_partner=CertexHttpPartner,
 )

@@ -8,8 +8,6 @@ the DGA alone, and nothing of a licence but its verdict leaves this adapter.
 Processing guarantee: at-least-once delivery, idempotent effect.
 """
 
-from functools import partial
-
 from adapters.base.certex import CertexHttpPartner
 from adapters.base.spec import AdapterSpec
 
@@ -17,5 +15,5 @@ ADAPTER = AdapterSpec(
     authority="dga",
     partner_name="SIGALE (DGA)",
     processing_guarantee="at-least-once delivery, idempotent effect",
-    build_partner=partial(CertexHttpPartner, authority="dga"),
+    build_partner=CertexHttpPartner,
 )

@@ -9,8 +9,6 @@ Processing guarantee: at-least-once delivery, idempotent effect. A redelivered r
 restates the same position at TRACES and yields the same answer.
 """
 
-from functools import partial
-
 from adapters.base.certex import CertexHttpPartner
 from adapters.base.spec import AdapterSpec
 
@@ -18,5 +16,5 @@ ADAPTER = AdapterSpec(
     authority="dgal",
     partner_name="TRACES (DGAL)",
     processing_guarantee="at-least-once delivery, idempotent effect",
-    build_partner=partial(CertexHttpPartner, authority="dgal"),
+    build_partner=CertexHttpPartner,
 )

@@ -222,7 +222,7 @@ def adapter(
             settings,
             topics,
             envelope,
-            spec.build_partner(settings.adapter),
+            spec.partner(settings.adapter),
             replay_memory=replay,
         )
         loop = asyncio.get_running_loop()

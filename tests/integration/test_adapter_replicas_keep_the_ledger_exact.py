@@ -101,7 +101,7 @@ async def replica(
         replica_id=replica_id,
         commit_interval_s=commit_interval_s,
     )
-    client = load_adapter("dgal").build_partner(settings.adapter)
+    client = load_adapter("dgal").partner(settings.adapter)
     async with running_adapter(
         "dgal",
         settings,

@@ -272,7 +272,7 @@ async def test_an_unexpected_error_on_one_record_dead_letters_it_and_the_next_is
 ) -> None:
     settings = kafka_env.settings()
     settings.adapter = AdapterSettings(partner_url=partner.url, partner_timeout_s=2)
-    buggy = BuggyPartner(CertexHttpPartner(settings.adapter), "26FR000690I0000112")
+    buggy = BuggyPartner(CertexHttpPartner(settings.adapter, "dgal"), "26FR000690I0000112")
     async with running_adapter(
         "dgal", settings, kafka_env.topics, kafka_env.envelope("dgal"), partner=buggy
     ):

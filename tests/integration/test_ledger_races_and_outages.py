@@ -496,7 +496,7 @@ async def test_a_rebalance_keeps_the_deletion_behind_a_reservation_in_flight_at_
     settings_b = adapter_settings(kafka_env, slow_partner, replay_interval_s=0.5)
     settings_b.adapter.replica_id = "b"
     envelope = kafka_env.envelope("dgal")
-    held = HeldUntilRevoked(load_adapter("dgal").build_partner(settings_a.adapter), PARTITIONS)
+    held = HeldUntilRevoked(load_adapter("dgal").partner(settings_a.adapter), PARTITIONS)
     revoking = _Rebalance.on_partitions_revoked
 
     async def signalled(listener: _Rebalance, revoked: set[TopicPartition]) -> None:
@@ -585,7 +585,7 @@ async def test_a_crash_keeps_the_deletion_behind_a_reservation_its_replica_had_s
             assert (await hub.ask(check)).answers[0].verdict is Verdict.VALID
 
         crashing = AdapterRunner(
-            spec, settings, kafka_env.topics, envelope, spec.build_partner(settings.adapter)
+            spec, settings, kafka_env.topics, envelope, spec.partner(settings.adapter)
         )
         ready = asyncio.Event()
         running = asyncio.create_task(crashing.run(ready))

@@ -80,7 +80,7 @@ async def adapter_remembering(
         settings,
         kafka_env.topics,
         envelope,
-        Unreachable(load_adapter("dgal").build_partner(settings.adapter), blocked),
+        Unreachable(load_adapter("dgal").partner(settings.adapter), blocked),
         replay_memory=memory,
     ) as runner:
         yield runner

@@ -56,7 +56,7 @@ async def decided_through_the_partner(hub: Hub, partner: RunningPartner, xml: by
     [record] = sent.to(topic)
     opened = envelope_of("dgal", hub.topics, hub.keys_dir).open(record.value, topic=topic)
     request = AuthorityRequest.model_validate_json(opened.payload)
-    client = CertexHttpPartner(AdapterSettings(partner_url=partner.url))
+    client = CertexHttpPartner(AdapterSettings(partner_url=partner.url), "dgal")
     try:
         answers = await client.answer(request)
     finally:

@@ -129,7 +129,8 @@ async def test_a_partner_call_cancelled_during_the_trial_does_not_stick_the_circ
             retry_attempts=1,
             circuit_failure_threshold=1,
             circuit_reset_s=0.05,
-        )
+        ),
+        "dgal",
     )
     try:
         partner.circuit.record_failure(answered=False)  # an earlier call got no answer
@@ -169,7 +170,9 @@ async def test_the_partner_client_waits_between_attempts(samples: Path, tmp_path
         samples / "partners" / "dgal-documents.json", tmp_path / "l.db"
     ) as running:
         await set_faults(running.url, fail_next=2)
-        partner = CertexHttpPartner(AdapterSettings(partner_url=running.url, retry_attempts=3))
+        partner = CertexHttpPartner(
+            AdapterSettings(partner_url=running.url, retry_attempts=3), "dgal"
+        )
         partner.backoff = Backoff(base_s=0.25, cap_s=4, draw=lambda low, high: high)
         began = time.monotonic()
         try:

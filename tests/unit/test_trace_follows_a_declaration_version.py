@@ -137,7 +137,7 @@ async def test_a_partner_call_carries_the_trace_and_the_partner_logs_it(
     async with running_partner(
         samples / "partners" / "dgal-documents.json", tmp_path / "l.db"
     ) as partner:
-        adapter = CertexHttpPartner(AdapterSettings(partner_url=partner.url))
+        adapter = CertexHttpPartner(AdapterSettings(partner_url=partner.url), "dgal")
         try:
             with tracing(trace_id):
                 await adapter.answer(partner_request(Operation.RESERVE, version=1))

@@ -16,6 +16,7 @@ on a consumer group it may not join (stop 40, carried from review stop 39-O, O4)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import ssl
@@ -200,7 +201,11 @@ async def check_coordinators(
         await client.close()
 
 
-async def _check_joining(client: AIOKafkaClient, group: str) -> None:
+_JOIN_CHECKS = 3
+"""Heartbeats the Read check sends at most, another broker each time (stop 46)."""
+
+
+async def _check_joining(client: AIOKafkaClient, group: str, *, backoff_s: float = 0.5) -> None:
     """Raise the refusal of ``group`` to a principal granted Describe on it but not Read.
 
     Finding the coordinator needs Describe only, joining needs Read: such a principal got
@@ -208,17 +213,28 @@ async def _check_joining(client: AIOKafkaClient, group: str) -> None:
     A heartbeat of no member needs Read as a join does and changes nothing in the group:
     any broker checks the right first, then answers that it is not the coordinator or
     knows no such member. Sent to any broker, it needs no coordinator (a cluster just made
-    has none until its offsets topic is created: the check was skipped there)."""
-    node = client.get_random_node()
-    try:
-        answer = await client.send(node, HeartbeatRequest(group, _NO_GENERATION, ""))
-    except KafkaError as err:
-        log.warning(
-            "could not check that this principal may join consumer group %s (%s): if it "
-            "may not, the worker waits for partitions without a word",
-            group,
-            type(err).__name__,
-        )
+    has none until its offsets topic is created: the check was skipped there).
+
+    A heartbeat that cannot be sent (a broker restarting as the worker starts) is sent
+    again, to another broker, ``backoff_s`` later and twice that the next time; given up
+    on the first, the check let such a principal wait as before (stop 46)."""
+    failure = ""
+    for attempt in range(_JOIN_CHECKS):
+        if attempt:
+            await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+        node = client.get_random_node()
+        try:
+            answer = await client.send(node, HeartbeatRequest(group, _NO_GENERATION, ""))
+        except KafkaError as err:
+            failure = type(err).__name__
+            continue
+        if errors_for_code(answer.error_code) is GroupAuthorizationFailedError:
+            raise GroupAuthorizationFailedError(group)
         return
-    if errors_for_code(answer.error_code) is GroupAuthorizationFailedError:
-        raise GroupAuthorizationFailedError(group)
+    log.warning(
+        "could not check that this principal may join consumer group %s (%s, %d times): "
+        "if it may not, the worker waits for partitions without a word",
+        group,
+        failure,
+        _JOIN_CHECKS,
+    )

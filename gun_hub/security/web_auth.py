@@ -79,6 +79,11 @@ class AccessConfigError(RuntimeError):
     """A key or credentials file cannot be used; the message names the file."""
 
 
+class AccessWithdrawn(AccessConfigError):
+    """A key or credentials file is gone, or grants nothing: everything it granted is
+    withdrawn (at start-up, it cannot be used)."""
+
+
 def _now() -> float:
     return time.time()
 
@@ -101,11 +106,19 @@ def write_private_file(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+# The stamp of a watched file withdrawn: any file found later differs from it.
+_WITHDRAWN = (-2, -2, -2)
+
+
 class _WatchedFile:
     """A file parsed again when it changes (checked at most every ``check_every_s``).
 
     A file that cannot be parsed at start-up is an error; one that breaks later (half
-    written by an editor) keeps the last good contents and is logged once per change.
+    written by an editor) keeps the last good contents and is logged once per change. One
+    that is gone, cannot be read, or grants nothing (:class:`AccessWithdrawn`) withdraws
+    what it granted at once: ``withdrawn()`` is the value then, until it is back. Kept
+    like a broken one, the only portal key of a file emptied or deleted after it leaked
+    went on being believed (review stop 46).
     """
 
     def __init__(
@@ -113,12 +126,14 @@ class _WatchedFile:
         path: Path,
         parse: Callable[[bytes, Path], Any],
         *,
+        withdrawn: Callable[[], Any] = dict,
         private: bool = False,
         check_every_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self._parse = parse
+        self._withdrawn = withdrawn
         self._private = private
         self._check_every_s = check_every_s
         self._clock = clock
@@ -131,7 +146,7 @@ class _WatchedFile:
         try:
             found = self.path.stat()
         except OSError as err:
-            raise AccessConfigError(f"cannot read {self.path}: {err.strerror}") from None
+            raise AccessWithdrawn(f"cannot read {self.path}: {err.strerror}") from None
         return (found.st_mtime_ns, found.st_size, found.st_ino)
 
     def _load(self) -> Any:
@@ -140,7 +155,7 @@ class _WatchedFile:
                 refuse_if_shared(self.path, AccessConfigError)
             data = self.path.read_bytes()
         except OSError as err:
-            raise AccessConfigError(f"cannot read {self.path}: {err.strerror}") from None
+            raise AccessWithdrawn(f"cannot read {self.path}: {err.strerror}") from None
         return self._parse(data, self.path)
 
     def current(self) -> Any:
@@ -155,6 +170,12 @@ class _WatchedFile:
                     self._value = self._load()
                     self._stamp = stamp
                     log.info("%s changed: read again", self.path)
+            except AccessWithdrawn as err:
+                if self._stamp != _WITHDRAWN:  # said once, not at every check
+                    # The reason is the message: no traceback (a file removed on purpose).
+                    log.error("%s: everything it granted is refused until it is back", err)  # noqa: TRY400
+                self._value = self._withdrawn()
+                self._stamp = _WITHDRAWN  # read again at the next check
             except AccessConfigError as err:
                 log.warning("%s: keeping what was read before: %s", self.path, err)
                 self._stamp = (-1, -1, -1)  # try again at the next check
@@ -195,7 +216,7 @@ def _parse_portal_jwks(data: bytes, path: Path) -> dict[str, ECKey]:
         except (JoseError, ValueError, TypeError) as err:
             raise AccessConfigError(f"{path}: key {kid} cannot be read: {err}") from None
     if not keys:
-        raise AccessConfigError(f"{path} holds no key")
+        raise AccessWithdrawn(f"{path} holds no key")
     return keys
 
 

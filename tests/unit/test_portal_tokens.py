@@ -246,6 +246,41 @@ def test_a_rotated_portal_key_works_and_a_removed_one_stops_without_a_restart(
     assert tokens.verify(new) == EORI
 
 
+@pytest.mark.parametrize("withdrawal", ["emptied", "deleted"])
+def test_a_portal_key_file_emptied_or_deleted_refuses_every_token_at_once(
+    tmp_path: Path, withdrawal: str
+) -> None:
+    """The portal's only key leaked: emptying or deleting its file withdraws it, as
+    removing one of two does (ADR 0007). Both used to count as a broken file, which keeps
+    the last good keys, and the leaked key went on being believed (review stop 46). A
+    half-written file still keeps them: that one is an editor's, not a withdrawal."""
+    private, public = generate_portal_key(tmp_path / "portal")
+    key = load_portal_key(private)
+    tokens = TraderTokens(PortalKeys(public, check_every_s=0), POLICY)
+    leaked = issue_trader_token(key, EORI, issuer=POLICY.issuer, audience=POLICY.audience)
+    assert tokens.verify(leaked) == EORI
+    published = public.read_text()
+    if withdrawal == "emptied":
+        public.write_text('{"keys": []}')
+    else:
+        public.unlink()
+    assert refused(tokens, leaked) == "unknown_key"
+    public.write_text(published)  # published again: believed again, without a restart
+    assert tokens.verify(leaked) == EORI
+
+
+async def test_an_officers_file_deleted_signs_every_officer_out(tmp_path: Path) -> None:
+    officers = tmp_path / "officers"
+    add_officer(officers, "alice", "pw-alice-at-test-time")
+    gate = OfficerGate(officers)
+    gate._file._check_every_s = 0  # see the change at once
+    alice = basic_authorization("alice", "pw-alice-at-test-time")
+    assert await gate.verify(alice) == "alice"
+    officers.unlink()
+    with pytest.raises(Unauthenticated):
+        await gate.verify(alice)
+
+
 def test_the_hub_refuses_a_portal_key_file_with_a_private_key(tmp_path: Path) -> None:
     private, _ = generate_portal_key(tmp_path)
     with pytest.raises(AccessConfigError, match="private"):

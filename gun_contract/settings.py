@@ -444,6 +444,18 @@ class WebSettings(BaseModel):
         "credentials required); 0 turns it off. Needs officers_file.",
     )
     officer_host: str = Field("127.0.0.1", description="Address of the officer listener.")
+    connection_idle_s: PositiveFloat = Field(
+        15.0,
+        description="The trader, officer and lodging listeners close a connection with no "
+        "request under way (its first request's head not complete, or idle between two) "
+        "after this long.",
+    )
+    max_connections: PositiveInt = Field(
+        256,
+        description="Connections each of the trader, officer and lodging listeners holds "
+        "at once; past it a new one is answered 503 and closed "
+        "(gun_hub_web_connections_turned_away_total).",
+    )
     trusted_proxies: str = Field(
         "",
         description="Reverse proxies (addresses or networks, comma-separated) believed "

@@ -21,7 +21,7 @@ from gun_hub.gateway.sender import DeclarationSender
 from gun_hub.security.factory import build_envelope
 from gun_hub.security.web_auth import TraderTokens
 from gun_hub.web import tls_of
-from gun_hub.web.listeners import Listener, start_all, stop_all
+from gun_hub.web.listeners import Listener, connection_bounds, start_all, stop_all
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ async def serve_http(
         settings.gateway.port,
         tls_of(settings.web),
         "GUN_HUB_GATEWAY__PORT",
+        connection_bounds(settings.web),
     )
     await _running(gateway, probes)
     try:

@@ -34,7 +34,7 @@ from gun_hub.security.client_address import ClientAddresses
 from gun_hub.security.web_auth import OfficerGate, PortalKeys, TokenPolicy, TraderTokens
 from gun_hub.web.common import Bounds
 from gun_hub.web.dead_letters import DeadLetterDesk
-from gun_hub.web.listeners import Listener, start_all, stop_all, tls_context
+from gun_hub.web.listeners import Listener, connection_bounds, start_all, stop_all, tls_context
 from gun_hub.web.officer import officer_app
 from gun_hub.web.probes import register_probes
 from gun_hub.web.queries import ViewReader
@@ -144,6 +144,7 @@ def build_web(
                 settings.trader_port,
                 tls,
                 "GUN_HUB_WEB__TRADER_PORT",
+                connection_bounds(settings),
             )
         )
     if settings.officer_port:
@@ -175,6 +176,7 @@ def build_web(
                 settings.officer_port,
                 tls,
                 "GUN_HUB_WEB__OFFICER_PORT",
+                connection_bounds(settings),
             )
         )
     return HubWeb(listeners, readers)

@@ -4,22 +4,61 @@ Each is an aiohttp application on its own host and port (the probes stay on faus
 server), over HTTPS when a certificate is configured. They start with the hub's other
 services and stop with it; a port that cannot be bound stops the worker, with the port
 in the message.
+
+Each bounds what its clients can hold of it (:class:`ConnectionBounds`): the trader and
+officer listeners run inside the hub worker, and the intake gateway's is open to every
+trader. aiohttp alone kept a connection whose request head never ended for an hour (its
+keep-alive limit), and any number of them: a caller without a token held 281 MiB with
+150 (review stop 46). Fairness between clients (one client's share) is the reverse
+proxy's in front (docs/deployment.md); these bounds keep the worker alive.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from prometheus_client import Counter
 
 from gun_contract.listening import PortNotBound
 from gun_contract.private_files import refuse_if_shared
+from gun_contract.settings import WebSettings
 from gun_hub.security.web_auth import AccessConfigError
 
 log = logging.getLogger(__name__)
+
+CONNECTIONS_TURNED_AWAY = Counter(
+    "gun_hub_web_connections_turned_away_total",
+    "Connections a listener answered 503 and closed at once: it held its limit of "
+    "connections (web.max_connections). Clients holding connections idle, or a load "
+    "beyond what the listener was sized for.",
+    ["listener"],
+)
+# What a turned-away connection is told before it is closed.
+_FULL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionBounds:
+    """What a listener's clients can hold of it at most."""
+
+    # A connection with no request under way (its first request's head not complete, or
+    # idle between two requests) is closed after this long.
+    idle_s: float = 15.0
+    # Connections open at once; past it a new one is answered 503 and closed.
+    max_connections: int = 256
+    # Headers of a request, and the length of each (aiohttp's 128 and 8,190): with the
+    # connections, what a listener holds of request heads at most (64 MiB by default).
+    max_headers: int = 32
+    max_field_size: int = 8190
 
 
 @dataclass
@@ -30,11 +69,24 @@ class Listener:
     port: int
     tls: ssl.SSLContext | None = None
     setting: str = ""  # the variable that gives ``port``, named when it cannot be bound
+    bounds: ConnectionBounds = field(default_factory=ConnectionBounds)
     _runner: web.AppRunner | None = field(default=None, init=False)
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            # aiohttp closes a connection whose handler waits for a request's head
+            # (none complete yet, or the next one) once this has passed since it opened
+            # or since its last answer: a head sent byte by byte does not reset it.
+            keepalive_timeout=self.bounds.idle_s,
+            max_headers=self.bounds.max_headers,
+            max_field_size=self.bounds.max_field_size,
+        )
         await runner.setup()
+        if runner.server is not None:  # set up just now
+            _turn_away_past(runner.server, self.bounds.max_connections, self.name)
         try:
             await web.TCPSite(runner, self.host, self.port, ssl_context=self.tls).start()
         except OSError as err:
@@ -55,6 +107,31 @@ class Listener:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def connection_bounds(settings: WebSettings) -> ConnectionBounds:
+    """The bounds the listeners clients reach (trader, officer, lodging) are given."""
+    return ConnectionBounds(
+        idle_s=settings.connection_idle_s, max_connections=settings.max_connections
+    )
+
+
+def _turn_away_past(server: web.Server, most: int, name: str) -> None:
+    """Make ``server`` answer 503 and close a connection made while it holds ``most``.
+
+    aiohttp offers no such limit: the server's own ``connection_made``, which every new
+    connection's handler calls as it opens (a TLS one once its handshake is done), is
+    wrapped here (its public API since aiohttp 3.0)."""
+    registered = server.connection_made
+
+    def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
+        registered(handler, transport)
+        if len(server.connections) > most:
+            CONNECTIONS_TURNED_AWAY.labels(name).inc()
+            transport.write(_FULL)
+            transport.close()  # after what was written; the handler then ends
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:

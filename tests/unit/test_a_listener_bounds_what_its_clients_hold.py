@@ -1,0 +1,111 @@
+"""A listener bounds what its clients can hold of it: nothing any party can send may stop
+the worker that serves it (the trader and officer listeners run inside the hub worker;
+the lodging listener is the single window's door to the internet).
+
+Found by review (stop 46): a caller without any token opened connections and sent a
+request's head without its end; aiohttp kept each for an hour (its default keep-alive
+limit, 3,630 s) with up to 128 headers of 8 kB: 150 such connections held 281 MiB of the
+listener's memory, a few hundred would have had the worker killed for memory (1 GiB in
+deploy/k8s), and nothing limited how many. Now a connection that has no request under
+way (its first request's head not complete, or idle between two) is closed after
+``idle_s``, and past ``max_connections`` a new one is answered 503 and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gun_hub.web.listeners import CONNECTIONS_TURNED_AWAY, ConnectionBounds, Listener
+from gun_tools.processes import free_port
+
+# A request's head that never ends (no blank line): what a slow client sends.
+UNFINISHED = b"GET /declarations/26FR000690I0000401 HTTP/1.1\r\nHost: hub\r\nX-Pad: 1\r\n"
+BOUNDS = ConnectionBounds(idle_s=1.0, max_connections=3)
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[Listener]:
+    async def hello(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    serving = Listener("trader", app, "127.0.0.1", free_port(), bounds=BOUNDS)
+    await serving.start()
+    try:
+        yield serving
+    finally:
+        await serving.stop()
+
+
+async def unfinished_request(
+    listener: Listener,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(listener.host, listener.port)
+    writer.write(UNFINISHED)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_a_request_head_that_never_ends_is_closed_after_the_idle_limit(
+    listener: Listener,
+) -> None:
+    reader, writer = await unfinished_request(listener)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        # The end of the stream, awaited: the listener closes the connection.
+        left = await asyncio.wait_for(reader.read(), timeout=BOUNDS.idle_s + 10)
+    finally:
+        writer.close()
+    waited = loop.time() - started
+    assert not left.startswith(b"HTTP/1.1 200")
+    assert waited >= BOUNDS.idle_s * 0.9, f"closed after {waited:.2f} s: too soon"
+
+
+async def test_past_its_connections_a_listener_answers_503_and_still_serves_later(
+    listener: Listener,
+) -> None:
+    turned_away = CONNECTIONS_TURNED_AWAY.labels("trader")
+    before = turned_away._value.get()
+    held = [await unfinished_request(listener) for _ in range(BOUNDS.max_connections)]
+    try:
+        reader, writer = await asyncio.open_connection(listener.host, listener.port)
+        try:
+            answer = await asyncio.wait_for(reader.read(), timeout=10)
+        finally:
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
+        assert b"Retry-After" in answer
+        assert turned_away._value.get() == before + 1
+        # The held connections end (the idle limit): room again for a real client.
+        for held_reader, _ in held:
+            await asyncio.wait_for(held_reader.read(), timeout=BOUNDS.idle_s + 10)
+    finally:
+        for _, held_writer in held:
+            held_writer.close()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{listener.host}:{listener.port}/hello") as response,
+    ):
+        assert response.status == 200
+
+
+async def test_a_client_between_two_requests_is_closed_after_the_idle_limit_too(
+    listener: Listener,
+) -> None:
+    reader, writer = await asyncio.open_connection(listener.host, listener.port)
+    try:
+        writer.write(b"GET /hello HTTP/1.1\r\nHost: hub\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        assert head.startswith(b"HTTP/1.1 200")
+        # Kept alive, then idle: closed, not held for an hour.
+        await asyncio.wait_for(reader.read(), timeout=BOUNDS.idle_s + 10)
+    finally:
+        writer.close()

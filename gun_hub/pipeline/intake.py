@@ -673,7 +673,18 @@ class Intake:
         # An invalidation gives back what was written off, whatever it quotes; what the
         # hub does not know (a case it never saw, or forgot) it gives back as quoted.
         give_back = declaration.stage is Stage.INVALIDATED and earlier_write_offs is not None
-        asked = _giving_back(routed, earlier_write_offs or []) if give_back else routed
+        asked = _following_up(routed, earlier_write_offs or []) if give_back else routed
+        # A release after a control writes off what the control kept, whatever it quotes
+        # (contract, section 4): read as a new version quoting fewer documents, the others
+        # were deleted (the goods gone, their quantity back on the certificate; review
+        # stop 46). What the hub does not know it writes off as quoted.
+        kept = (
+            held_reservations(known)
+            if known is not None and declaration.stage is Stage.RELEASED_AFTER_CONTROL
+            else []
+        )
+        if kept:
+            asked = _following_up(routed, kept)
         case = Case.open(
             declaration=declaration,
             routed=asked,
@@ -769,9 +780,10 @@ class Intake:
             ctx.open_cases[declaration.reference.encode()] = open_case_entry(case, partition)
         sent = []
         for operation, authorities in by_operation.items():
-            if operation is Operation.GIVE_BACK:
-                # What the case gives back: what was written off (its expected documents),
-                # not necessarily what the invalidation quotes.
+            if operation in (Operation.GIVE_BACK, Operation.WRITE_OFF):
+                # What the case gives back or writes off: what was written off or kept for
+                # the control (its expected documents), not necessarily what the
+                # invalidation or the release after control quotes.
                 requests = requests_for(
                     case,
                     [e for e in case.expected if e.authority in authorities],
@@ -915,10 +927,11 @@ def too_large_to_decide(
     )
 
 
-def _giving_back(routed: RoutedDeclaration, given_back: list[ExpectedAnswer]) -> RoutedDeclaration:
-    """What an invalidation asks: the written-off documents ``given_back``, at their
-    authorities, beside the documents it quotes that no authority checks (exempt,
-    unrouted). A quoted document nothing was written off on has nothing to give back."""
+def _following_up(routed: RoutedDeclaration, held: list[ExpectedAnswer]) -> RoutedDeclaration:
+    """What a follow-up stage asks: the documents ``held`` at their authorities (written
+    off, for an invalidation; kept for a control, for a release after it), beside the
+    documents it quotes that no authority checks (exempt, unrouted). A quoted document
+    nothing is held on has nothing to follow up."""
     return RoutedDeclaration(
         documents=(
             *(d for d in routed.documents if d.authority is None),
@@ -933,10 +946,10 @@ def _giving_back(routed: RoutedDeclaration, given_back: list[ExpectedAnswer]) ->
                     quantity=e.quantity,
                     unit=e.unit,
                 )
-                for e in given_back
+                for e in held
             ),
         ),
-        authorities=tuple(sorted({e.authority for e in given_back})),
+        authorities=tuple(sorted({e.authority for e in held})),
     )
 
 

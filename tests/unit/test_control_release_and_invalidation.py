@@ -12,12 +12,13 @@ from datetime import timedelta
 import pytest
 
 from gun_contract.dead_letter import SourcePosition
-from gun_contract.model.declaration import Stage
+from gun_contract.effects import Effects
+from gun_contract.model.declaration import DocumentRef, Stage
 from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
-from tests.builders import declaration_xml
+from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_pipeline import Hub
 from tests.unit.test_versions_and_recovery import REF, at, requests
 
@@ -44,6 +45,63 @@ def test_released_after_control_writes_off_what_the_control_kept_then_releases(h
     decided = hub.answer(after, "dgal", Verdict.VALID)
     assert hub.decisions(decided) == [(REF, 2, Outcome.RELEASE)]
     assert requests(hub, decided) == []  # the write-off was the case's own request
+
+
+CHED = "CHEDP.FR.2026.0001234"
+PERMIT = "FR26CITES000123"
+
+
+def held_at_two_authorities(hub: Hub) -> None:
+    """Version 1 quotes a CHED (dgal) and a CITES permit (cites); dgal answers, cites
+    stays silent: a documentary control keeps both reservations."""
+    quoted = (document("N853", CHED, 1, "40"), document("C400", PERMIT, 1, "2", "NAR"))
+    sent = hub.intake.handle(declaration_xml(version=1, items=(goods_item(1, quoted),)), at(0))
+    hub.answer(sent, "dgal", Verdict.VALID)
+    hub.now += timedelta(seconds=31)
+    ticked = hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 0))
+    assert hub.decisions(ticked) == [(REF, 1, Outcome.CONTROL_DOCUMENTARY)]
+
+
+def followed_up(hub: Hub, outbox: Effects) -> list[tuple[str, Operation, int, list[str]]]:
+    return sorted(
+        (r.authority, r.operation, r.version, [d.reference for i in r.items for d in i.documents])
+        for authority in ("cites", "dgal")
+        for r in requests(hub, outbox, authority)
+    )
+
+
+@pytest.mark.parametrize(
+    "quoted",
+    [
+        pytest.param((), id="quoting-no-document"),
+        pytest.param((document("N853", CHED, 1, "40"),), id="quoting-one-of-two"),
+    ],
+)
+def test_a_release_after_control_writes_off_everything_the_control_kept(
+    hub: Hub, quoted: tuple[DocumentRef, ...]
+) -> None:
+    """What the control kept is written off, whatever the release quotes (contract,
+    section 4). Found by review (stop 46): the general rule for a new version (a document
+    it no longer quotes is deleted) applied to this stage too, so a release quoting one
+    of two documents deleted the other's reservation and one quoting none deleted both
+    and released at once: goods gone, their quantity back on the certificate, and a
+    later invalidation gave nothing back for them."""
+    held_at_two_authorities(hub)
+    after = hub.intake.handle(
+        declaration_xml(
+            version=2, stage=Stage.RELEASED_AFTER_CONTROL, items=(goods_item(1, quoted),)
+        ),
+        at(1),
+    )
+    assert followed_up(hub, after) == [
+        ("cites", Operation.WRITE_OFF, 2, [PERMIT]),
+        ("dgal", Operation.WRITE_OFF, 2, [CHED]),
+    ]
+    assert hub.decisions(after) == []  # released once the write-offs are answered
+    hub.answer(after, "cites", Verdict.VALID)
+    decided = hub.answer(after, "dgal", Verdict.VALID)
+    assert hub.decisions(decided) == [(REF, 2, Outcome.RELEASE)]
+    assert requests(hub, decided) == []
 
 
 def test_released_after_control_releases_even_when_the_partner_cannot_confirm(hub: Hub) -> None:

@@ -16,7 +16,12 @@ from pydantic import BaseModel, ConfigDict
 from gun_contract.model.decision import Decision, DocumentResult
 from gun_contract.model.declaration import Declaration, Direction, Stage
 from gun_contract.model.encoding import json_bytes
-from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, Operation
+from gun_contract.model.exchange import (
+    AuthorityRequest,
+    AuthorityResponse,
+    DocumentAnswer,
+    Operation,
+)
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.override import overriding_items
 from gun_hub.domain.risk import RiskHit
@@ -25,6 +30,14 @@ from gun_hub.domain.routing import OPERATION_FOR_STAGE, RoutedDeclaration
 
 # A document as a request quotes it to an authority: (goods item, code, reference).
 DocumentKey = tuple[int, str, str]
+
+
+def _gravity(verdict: Verdict) -> int:
+    """How far ``verdict`` stands from a release: a refusal, then what degraded mode
+    checks by hand, then a verdict that lets the goods go."""
+    if verdict.is_refusal:
+        return 2
+    return 1 if verdict.is_degraded else 0
 
 
 class ExpectedAnswer(BaseModel):
@@ -316,7 +329,14 @@ class Case(BaseModel):
         if not self.awaits(response):
             return False
         self.awaiting.remove(response.authority)
-        answers = {(a.goods_item, a.code, a.reference): a for a in response.answers}
+        # One certificate on two lines of a goods item may be answered per line: the
+        # worse answer counts, whatever their order (the last one did: a refused line
+        # followed by a valid one was released; review stop 46).
+        answers: dict[tuple[int, str, str], DocumentAnswer] = {}
+        for a in response.answers:
+            key = (a.goods_item, a.code, a.reference)
+            if key not in answers or _gravity(a.verdict) > _gravity(answers[key].verdict):
+                answers[key] = a
         for expected in self.expected:
             if expected.authority != response.authority:
                 continue

@@ -819,10 +819,16 @@ class Intake:
         those at an authority it no longer asks to reserve (switched off or to shadow
         since: before, nothing was sent, and no later version followed them up; found
         by review in stop 36)."""
+        # A pre-lodged version asks a CHECK whatever the mode: it reserves nothing, so
+        # what the lodged version before it held is deleted (read as the mode's
+        # "reserves", it was kept at the partners for ever; review stop 46).
+        restates = OPERATION_FOR_STAGE[case.stage] is not Operation.CHECK
         kept = {
             (d.authority, d.reference)
             for d in routed.documents
-            if d.authority and case.rollout.get(d.authority, RolloutMode.ENFORCE).reserves
+            if restates
+            and d.authority
+            and case.rollout.get(d.authority, RolloutMode.ENFORCE).reserves
         }
         case.dropped = dropped_documents(previous, kept)
 

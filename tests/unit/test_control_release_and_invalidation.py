@@ -104,6 +104,40 @@ def test_a_release_after_control_writes_off_everything_the_control_kept(
     assert requests(hub, decided) == []
 
 
+@pytest.mark.parametrize("v1", ["undecided", "kept-for-control"])
+def test_a_pre_lodged_version_after_a_lodged_one_deletes_what_that_one_held(
+    hub: Hub, v1: str
+) -> None:
+    """A pre-lodged version reserves nothing (a CHECK): what the lodged version before it
+    held is deleted under it, as any new version deletes what it no longer reserves.
+    Found by review (stop 46): the rollout mode (enforce) was read as "reserves", so
+    nothing was deleted; the pre-lodged version held nothing to follow up, and the lodged
+    one's reservations stayed at the partners for ever, no control left to report them."""
+    if v1 == "kept-for-control":
+        held_at_two_authorities(hub)
+    else:
+        quoted = (document("N853", CHED, 1, "40"), document("C400", PERMIT, 1, "2", "NAR"))
+        hub.intake.handle(declaration_xml(version=1, items=(goods_item(1, quoted),)), at(0))
+    after = hub.intake.handle(
+        declaration_xml(
+            version=2,
+            stage=Stage.PRELODGED,
+            items=(
+                goods_item(
+                    1, (document("N853", CHED, 1, "40"), document("C400", PERMIT, 1, "2", "NAR"))
+                ),
+            ),
+        ),
+        at(1),
+    )
+    assert followed_up(hub, after) == [
+        ("cites", Operation.CHECK, 2, [PERMIT]),
+        ("cites", Operation.DELETE, 2, [PERMIT]),
+        ("dgal", Operation.CHECK, 2, [CHED]),
+        ("dgal", Operation.DELETE, 2, [CHED]),
+    ]
+
+
 def test_released_after_control_releases_even_when_the_partner_cannot_confirm(hub: Hub) -> None:
     """The office already released the goods: the decision records it, the adapter
     replays the write-off when the partner is back."""

@@ -520,6 +520,12 @@ class WebSettings(BaseModel):
     query_timeout_s: float = Field(
         15.0, gt=0, description="A view question running longer is stopped (503)."
     )
+    trader_lookups_at_once: PositiveInt = Field(
+        2,
+        description="Lookups one trader (one EORI) may have running or waiting at once on "
+        "the trader listener; more are answered 429: one trader cannot take the listener's "
+        "query_max_waiting from the others.",
+    )
 
     def dead_letter_operator_names(self) -> frozenset[str]:
         return _names(self.dead_letter_operators)

@@ -135,7 +135,13 @@ def build_web(
     listeners: list[Listener] = []
     if settings.trader_port:
         tokens = trader_tokens(settings, "GUN_HUB_WEB__TRADER_PORT")
-        app = trader_app(reader_for("trader"), tokens, frozenset(confidential), clients)
+        app = trader_app(
+            reader_for("trader"),
+            tokens,
+            frozenset(confidential),
+            clients,
+            at_once=settings.trader_lookups_at_once,
+        )
         listeners.append(
             Listener(
                 "trader",

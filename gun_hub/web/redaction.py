@@ -62,14 +62,25 @@ _CODE = re.compile(r"[A-Z][A-Z0-9_]*")
 _FIELDS = ("version", "kind", "at", "detail", "authority", "outcome")
 
 
+HISTORY_SHOWN_AT_MOST = 500
+"""Events a trader's answer holds at most: the latest (``history_left_off`` counts the
+others). A declaration's versions are many only when its trader makes them so."""
+
+
 def trader_status(
     reference: str, history: Sequence[dict[str, Any]], confidential: Collection[str]
 ) -> dict[str, Any]:
-    """The trader's answer for one declaration: state and history, redacted."""
+    """The trader's answer for one declaration: state and history, redacted; the history
+    its latest :data:`HISTORY_SHOWN_AT_MOST` events (review stop 46: a trader's thousands
+    of versions were one answer of megabytes)."""
     shown = trader_history(history, confidential)
     if not shown:  # cannot happen (RECEIVED is never an authority's), but never leak
         return {"reference": reference, "state": "CHECKING", "history": []}
-    return {"reference": reference, **current_state(shown), "history": shown}
+    status = {"reference": reference, **current_state(shown)}
+    left_off = len(shown) - HISTORY_SHOWN_AT_MOST
+    if left_off > 0:
+        return {**status, "history": shown[left_off:], "history_left_off": left_off}
+    return {**status, "history": shown}
 
 
 def trader_history(

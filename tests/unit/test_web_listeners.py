@@ -27,7 +27,7 @@ from gun_contract.settings import WebSettings
 from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops.facts import DecisionFact, DocumentUse, fact_bytes
 from gun_hub.ops.lag_metrics import OpsState
-from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
+from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView, ViewQueries
 from gun_hub.security.web_auth import (
     AccessConfigError,
     add_officer,
@@ -519,3 +519,53 @@ async def test_traders_cannot_take_the_view_readers_of_officers(
     finally:
         held.set()
         await web.stop()
+
+
+async def test_one_trader_keeping_lookups_in_flight_does_not_shut_the_others_out(
+    tmp_path: Path, view: OpsView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trader's lookups in flight are bounded by trader (``trader_lookups_at_once``):
+    past it that trader alone is answered 429. Found by review (stop 46): the listener's
+    reader took eight questions for every trader together, and one token (a read-only
+    integration's too) keeping eight in flight had every other trader answered 503."""
+    # As many threads as questions: each one let in is held in a thread, where it says so.
+    settings, key = settings_for(tmp_path, query_threads=8, query_max_waiting=8)
+    web = build_web(settings, view.path, OpsState(), {"dga"})
+    assert web is not None
+    loop = asyncio.get_running_loop()
+    held, released = asyncio.Event(), threading.Event()
+    holding: list[str] = []
+    answered = ViewQueries.history_of_declarant
+
+    def held_for_other(queries: ViewQueries, reference: str, eori: str) -> Any:
+        if eori == OTHER:
+            holding.append(reference)
+            loop.call_soon_threadsafe(held.set)
+            released.wait(10)
+        return answered(queries, reference, eori)
+
+    monkeypatch.setattr(ViewQueries, "history_of_declarant", held_for_other)
+    hub = Hub(web, f"http://127.0.0.1:{settings.trader_port}", "", key, "", settings)
+    flood = settings.query_max_waiting
+    await web.start()
+    try:
+        other = [
+            asyncio.create_task(get(f"{hub.trader_url}/declarations/{THEIRS}", hub.token(OTHER)))
+            for _ in range(flood)
+        ]
+        while sum(t.done() for t in other) + len(holding) < flood:
+            held.clear()
+            waiting = [asyncio.ensure_future(held.wait()), *[t for t in other if not t.done()]]
+            await asyncio.wait(waiting, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            waiting[0].cancel()
+        code, body, _ = await asyncio.wait_for(
+            get(f"{hub.trader_url}/declarations/{MINE}", hub.token(TRADER)), 10
+        )
+        assert code == 200, body
+        released.set()
+        codes = sorted(c for c, _, _ in await asyncio.gather(*other))
+    finally:
+        released.set()
+        await web.stop()
+    at_once = settings.trader_lookups_at_once
+    assert codes == [200] * at_once + [429] * (flood - at_once)

@@ -107,10 +107,20 @@ def ask_hub(
         data = json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310
     context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=context), _RedirectsNotFollowed()
+    )
     try:
-        with urllib.request.urlopen(request, timeout=ANSWER_TIMEOUT_S, context=context) as response:  # noqa: S310
+        with opener.open(request, timeout=ANSWER_TIMEOUT_S) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as err:
+        if 300 <= err.code < 400:
+            where = err.headers.get("Location", "nowhere said")  # shown where printed
+            return err.code, {
+                "error": f"the hub's address redirects (HTTP {err.code}) to {where}: not "
+                "followed, the credentials are sent to the address given only; give the "
+                "address it redirects to if it is the hub's"
+            }
         try:
             return err.code, json.load(err)
         except ValueError:
@@ -119,6 +129,15 @@ def ask_hub(
         raise HubUnanswered(url, str(err.reason)) from None
     except OSError as err:  # TimeoutError: the answer did not come in time
         raise HubUnanswered(url, str(err) or type(err).__name__) from None
+
+
+class _RedirectsNotFollowed(urllib.request.HTTPRedirectHandler):
+    """urllib follows a redirect with every header of the request, ``Authorization``
+    too, to another host or from https down to http (review stop 46): the clients answer
+    a redirect as it is (an HTTPError of its code) and follow none."""
+
+    def redirect_request(self, *_: Any, **__: Any) -> None:
+        return None
 
 
 def refused(code: int, body: Any, what: str) -> None:

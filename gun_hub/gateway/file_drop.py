@@ -188,6 +188,7 @@ class DropFolder:
         the watcher's alone."""
         if not self.root.is_dir():
             raise NotADirectoryError(f"{self.root} is not a folder")
+        self._warn_if_entries_are_anyones()
         with self._root() as root:
             for name, mode in _PART_MODES.items():
                 try:
@@ -201,6 +202,23 @@ class DropFolder:
                         os.fchmod(part, mode)
                 finally:
                     os.close(part)
+
+    def _warn_if_entries_are_anyones(self) -> None:
+        """A folder others may write without its sticky bit lets any depositor rename or
+        delete any entry: the watcher's sub-folders (it stops taking files for everyone
+        until they are mended) and another depositor's file before it is claimed (review
+        stop 46). Said at start; the folder is the operator's, not refused."""
+        mode = self.root.stat().st_mode
+        if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
+            log.warning(
+                "%s is writable by others than the watcher without the sticky bit (mode "
+                "%04o): any depositor may rename the watcher's sub-folders, which stops it "
+                "taking files for everyone, or delete another depositor's file before it "
+                "is claimed; chmod +t %s (docs/intake-channels.md)",
+                self.root,
+                stat.S_IMODE(mode),
+                self.root,
+            )
 
     @contextlib.contextmanager
     def _root(self) -> Iterator[int]:

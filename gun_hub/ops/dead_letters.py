@@ -142,7 +142,10 @@ def parse_since(text: str, now: datetime, zone: tzinfo | None = None) -> datetim
     relative = _RELATIVE.fullmatch(cleaned)
     if relative is not None:
         amount, unit = int(relative.group(1)), _UNITS[relative.group(2)]
-        return now - timedelta(**{unit: amount})
+        try:
+            return now - timedelta(**{unit: amount})
+        except OverflowError:
+            raise NotAFilter(f"since: {cleaned} goes back before the year 1") from None
     zone = zone or UTC
     try:
         if len(cleaned) == 10:
@@ -247,6 +250,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (at);
 CREATE INDEX IF NOT EXISTS dead_letters_by_kind ON dead_letters (kind, seq);
 CREATE INDEX IF NOT EXISTS dead_letters_by_reference ON dead_letters (reference, seq);
+CREATE INDEX IF NOT EXISTS dead_letters_by_original
+    ON dead_letters (source_topic, source_partition, source_offset);
 """
 _COLUMNS = (
     "dlq_partition, dlq_offset, at, kind, class, component, reason, reference, "
@@ -282,10 +287,29 @@ def select_rows(
 ) -> list[DeadLetterRow]:
     """The dead letters ``chosen`` keeps, in the order the view read them (a page)."""
     where, args = chosen.where()
-    rows = db.execute(
-        f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY seq LIMIT ? OFFSET ?",
-        (*args, limit, offset),
-    ).fetchall()
+    return _rows(
+        db.execute(
+            f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY seq LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+    )
+
+
+def select_rows_about(
+    db: sqlite3.Connection, topic: str, partition: int, offset: int, *, limit: int = 100
+) -> list[DeadLetterRow]:
+    """The dead letters that say they are about the record at ``topic/partition/offset``
+    (each one's headers say so: their writer's word), in the order the view read them."""
+    return _rows(
+        db.execute(
+            f"SELECT {_COLUMNS} FROM dead_letters WHERE source_topic = ? AND "
+            "source_partition = ? AND source_offset = ? ORDER BY seq LIMIT ?",
+            (topic, partition, offset, limit),
+        ).fetchall()
+    )
+
+
+def _rows(rows: list[Any]) -> list[DeadLetterRow]:
     return [
         DeadLetterRow(
             id=DeadLetterId(partition, dlq_offset),

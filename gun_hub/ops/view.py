@@ -583,6 +583,10 @@ class ViewQueries:
         """The dead letters ``chosen`` keeps, oldest first (one page): ``gun-hub dlq list``."""
         return dead_letters.select_rows(self._db, chosen, limit=limit, offset=offset)
 
+    def dead_letters_about(self, topic: str, partition: int, offset: int) -> list[DeadLetterRow]:
+        """The dead letters about the record at ``topic/partition/offset``."""
+        return dead_letters.select_rows_about(self._db, topic, partition, offset)
+
     def decisions_since(self, timestamp: float) -> int:
         [(count,)] = self._db.execute(
             "SELECT COUNT(*) FROM decisions WHERE decided_at >= ?", (timestamp,)

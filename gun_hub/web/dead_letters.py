@@ -59,7 +59,16 @@ from gun_hub.ops.dead_letters import (
 )
 from gun_hub.pipeline.redrive import RecordReader, not_redrivable, redrive_headers
 from gun_hub.security.operator_actions import ActionKind, OperatorAction, seal_action
-from gun_hub.web.common import BadRequest, Bounds, answer, from_view, page, paged, refuse
+from gun_hub.web.common import (
+    REFERENCE,
+    BadRequest,
+    Bounds,
+    answer,
+    from_view,
+    page,
+    paged,
+    refuse,
+)
 from gun_hub.web.queries import ViewReader
 
 log = logging.getLogger(__name__)
@@ -99,7 +108,8 @@ class DeadLetterDesk:
         kind: ActionKind,
         officer: str,
         dead_letter: DeadLetterId,
-        row: DeadLetterRow,
+        origin: str,
+        reference: str | None,
     ) -> None:
         """Publish the action and wait for the broker to have it (before it is done)."""
         key = str(dead_letter).encode()
@@ -107,8 +117,8 @@ class DeadLetterDesk:
             action=kind,
             officer=officer,
             dead_letter=self.position(dead_letter),
-            origin=row.source,
-            reference=row.reference or None,
+            origin=origin,
+            reference=reference,
             at=self.clock(),
         )
         await self.send(
@@ -226,7 +236,10 @@ def add_dead_letter_routes(
                 value=described,
             )
         row = _row(record)
-        unrecorded = await _audited(desk, ActionKind.DLQ_PAYLOAD_READ, officer, dead_letter, row)
+        # What the dead letter says it is about (its writer's word: nothing is redriven).
+        unrecorded = await _audited(
+            desk, ActionKind.DLQ_PAYLOAD_READ, officer, dead_letter, row.source, row.reference
+        )
         if unrecorded is not None:
             return unrecorded
         log.info("officer %s read the payload of dead letter %s", officer, dead_letter)
@@ -251,10 +264,20 @@ def add_dead_letter_routes(
         officer, dead_letter, record = asked
         assert desk is not None  # noqa: S101 - refused above otherwise
         row = _row(record)
-        original = await _original(desk, row, record)
+        original = await _original(desk, row, record, reader)
         if isinstance(original, web.Response):
             return original
-        unrecorded = await _audited(desk, ActionKind.DLQ_REDRIVE, officer, dead_letter, row)
+        # What is redriven, as the log has it: the dead letter's headers are its writer's
+        # word (an action named the reference they claimed; review stop 46).
+        redriven_reference = _reference_of(original.key)
+        unrecorded = await _audited(
+            desk,
+            ActionKind.DLQ_REDRIVE,
+            officer,
+            dead_letter,
+            original.describe(),
+            redriven_reference,
+        )
         if unrecorded is not None:
             return unrecorded
         try:
@@ -283,7 +306,7 @@ def add_dead_letter_routes(
                 "id": str(dead_letter),
                 "origin": original.describe(),
                 "redrive": redriven,
-                "reference": row.reference or None,
+                "reference": redriven_reference,
                 "kind": row.kind,
             }
         )
@@ -299,18 +322,54 @@ async def _audited(
     kind: ActionKind,
     officer: str,
     dead_letter: DeadLetterId,
-    row: DeadLetterRow,
+    origin: str,
+    reference: str,
 ) -> web.Response | None:
     """None once the broker has the action; else the refusal (an action that could not be
-    recorded is not done)."""
+    recorded is not done). ``reference``: "" when none is known."""
     try:
-        await desk.audit(kind, officer, dead_letter, row)
+        await desk.audit(kind, officer, dead_letter, origin, reference or None)
     except (KafkaError, TimeoutError) as err:
         log.warning("%s of %s not recorded: %s", kind.value, dead_letter, type(err).__name__)
         return refuse(
             503, f"the action could not be recorded ({type(err).__name__}): not done, ask again"
         )
     return None
+
+
+async def _others_about(
+    desk: DeadLetterDesk, row: DeadLetterRow, view: ViewReader | None, partition: int, offset: int
+) -> str | web.Response | None:
+    """Why another dead letter about the same original forbids its redrive (None: none
+    does). Every party may write ``gun.dlq``: a dead letter's kind is its writer's word,
+    and one forged beside a refused replay, claiming a kind that may be redriven, got the
+    replay redriven (review stop 46). The view is asked; without it, nothing is redriven."""
+    if view is None:
+        return refuse(
+            503,
+            "the operations view is off on this worker: the other dead letters about this "
+            "original cannot be checked, so nothing is redriven here",
+        )
+    found = await from_view(
+        view,
+        lambda q: q.dead_letters_about(row.source_topic, partition, offset),
+        "dead_letters_about",
+    )
+    if isinstance(found, web.Response):
+        return found
+    for other in found:
+        why = not_redrivable(
+            other.component, other.source_topic, desk.topics, other.kind, other.reason
+        )
+        if other.id != row.id and why is not None:
+            return f"dead letter {other.id}, about the same original, says so: {why}"
+    return None
+
+
+def _reference_of(key: bytes | None) -> str:
+    """The declaration reference a record's key names ("" for none that is one)."""
+    text = (key or b"").decode("utf-8", "replace")
+    return text if REFERENCE.fullmatch(text) else ""
 
 
 def _no_desk() -> web.Response:
@@ -421,13 +480,21 @@ def _row(record: LoggedRecord) -> DeadLetterRow:
 
 
 async def _original(
-    desk: DeadLetterDesk, row: DeadLetterRow, dead_letter: LoggedRecord
+    desk: DeadLetterDesk, row: DeadLetterRow, dead_letter: LoggedRecord, view: ViewReader | None
 ) -> LoggedRecord | web.Response:
     """The record the dead letter is about, as the broker still holds it, once it is known
-    to be the one the dead letter kept (its bytes, or their digest when they did not fit)."""
+    to be the one the dead letter kept (its bytes, or their digest when they did not fit)
+    and no dead letter about it says it may not be redriven."""
     why_not = not_redrivable(row.component, row.source_topic, desk.topics, row.kind, row.reason)
     if why_not is None and (row.source_partition is None or row.source_offset is None):
         why_not = "its headers do not say where the original is"
+    if why_not is None:
+        assert row.source_partition is not None  # noqa: S101 - checked just above
+        assert row.source_offset is not None  # noqa: S101
+        others = await _others_about(desk, row, view, row.source_partition, row.source_offset)
+        if isinstance(others, web.Response):
+            return others
+        why_not = others
     if why_not is None:
         try:
             existing = await desk.reader.partitions(row.source_topic)

@@ -442,6 +442,37 @@ async def test_a_redrive_that_cannot_be_done_is_refused_and_nothing_is_sent(
     assert desk.broker.sent == []
 
 
+async def test_a_dead_letter_forged_beside_a_refused_replay_does_not_redrive_it(
+    desk: Desk,
+) -> None:
+    """Every party may write ``gun.dlq``, so a dead letter's kind is its writer's word. A
+    second dead letter about a refused replay, claiming a kind that may be redriven, got
+    the replay redriven (found by review, stop 46). What the desk knows of the same
+    original counts: any dead letter about it that forbids a redrive forbids it."""
+    desk.broker.put(TOPICS.declarations, 1, 5, REFERENCE.encode(), PLAIN)
+    desk.dead_letter(0, PLAIN, kind="ENVELOPE_REPLAY", error_class=ErrorClass.SECURITY)
+    desk.dead_letter(1, PLAIN, kind="ENVELOPE_UNKNOWN_KID")  # the forgery, same original
+    status, body = await desk.call("POST", "/dead-letters/1:1/redrive", "alice")
+    assert status == 409, body
+    assert "1:0" in body["error"]
+    assert "a copy of a message already acted on" in body["error"]
+    assert desk.broker.sent == []
+
+
+async def test_a_redrive_is_audited_under_the_originals_own_reference(desk: Desk) -> None:
+    """The audit of a redrive named the reference the dead letter's headers claimed,
+    whatever the original's key (found by review, stop 46): the action now names what
+    was redriven, read from the log."""
+    desk.broker.put(TOPICS.declarations, 1, 5, REFERENCE.encode(), PLAIN)
+    desk.dead_letter(0, PLAIN, kind="UNHANDLED_ERROR", reference="26FROTHER000000099")
+    status, body = await desk.call("POST", "/dead-letters/1:0/redrive", "alice")
+    assert status == 200, body
+    [record] = desk.broker.to(TOPICS.operator_actions)
+    action = open_action(desk.cipher, record.key or b"", record.value)
+    assert (action.reference, action.origin) == (REFERENCE, f"{TOPICS.declarations}/1/5")
+    assert body["reference"] == REFERENCE
+
+
 async def test_actions_take_json_only_so_no_other_site_can_send_them(desk: Desk) -> None:
     """A form on another site can post text/plain with the officer's cached credentials;
     it cannot post JSON without a CORS consent the listener never gives."""

@@ -63,6 +63,15 @@ class TopicSpec:
         return config
 
 
+# Topics other parties write besides the envelope ones: the broker dates their records.
+# With the producer's time, one record dated in the year 9000 kept its segment, and every
+# later one, from retention for good, and records dated further and further ahead made the
+# broker roll a segment per batch, open files and memory maps until it stopped (review
+# stop 46). No reader needs the writer's time there (a heartbeat and a dead letter say
+# theirs in their content and headers).
+_WRITERS_DO_NOT_DATE = {"message.timestamp.type": "LogAppendTime"}
+
+
 def reference_partition(reference: str, partitions: int) -> int:
     """The partition the hub itself chooses for a declaration reference: murmur2 of its
     UTF-8 bytes, as the Java client's and aiokafka's default partitioners hash a key.
@@ -229,6 +238,7 @@ class TopicRegistry:
                 "Messages that could not be processed: original bytes, error kind and "
                 "text in headers.",
                 retention_ms=_THIRTY_DAYS_MS,
+                config=_WRITERS_DO_NOT_DATE,
             ),
             TopicSpec(
                 self.decision_outbox,
@@ -296,6 +306,7 @@ class TopicRegistry:
                 "Each adapter's heartbeat, signed with its authority's key: partner circuit "
                 "state and pending operations.",
                 retention_ms=24 * 3600 * 1000,
+                config=_WRITERS_DO_NOT_DATE,
             ),
             TopicSpec(
                 self.facts,

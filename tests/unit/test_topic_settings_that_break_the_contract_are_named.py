@@ -59,6 +59,23 @@ def test_an_envelope_topic_on_create_time_is_named_and_may_be_aligned() -> None:
     assert found.alignable
 
 
+@pytest.mark.parametrize("topic", ["gun.dlq", "gun.ops.health"])
+def test_a_topic_other_parties_write_is_dated_by_the_broker(topic: str) -> None:
+    """Every party may write ``gun.dlq``, the adapters ``gun.ops.health``: on the
+    producer's time, one record dated in the year 9000 kept its segment and every later
+    one from retention for good, and records dated further and further ahead rolled a
+    segment per batch until the broker ran out of files (found by review, stop 46). The
+    broker's time, named and aligned like an envelope topic's."""
+    spec = BY_NAME[topic]
+    assert spec.broker_config()["message.timestamp.type"] == "LogAppendTime"
+    [found] = deviations(spec, as_created(spec, **{"message.timestamp.type": "CreateTime"}))
+    assert (found.setting, found.wanted, found.alignable) == (
+        "message.timestamp.type",
+        "LogAppendTime",
+        True,
+    )
+
+
 def test_a_topic_that_is_not_an_envelope_topic_may_keep_create_time() -> None:
     spec = BY_NAME["gun.status"]
     assert deviations(spec, as_created(spec, **{"message.timestamp.type": "CreateTime"})) == []

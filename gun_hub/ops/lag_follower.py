@@ -10,6 +10,8 @@ partition, and keeps the newest snapshot. A record that is not a snapshot is ski
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -23,12 +25,29 @@ from gun_hub.ops.lag_metrics import OpsState
 
 log = logging.getLogger(__name__)
 
+# A snapshot dated further ahead of this process's clock is skipped: kept as the newest,
+# one dated in the year 9999 hid every real one until a restart (review stop 46). The
+# contract's clock skew, as the heartbeat gate allows.
+AHEAD_AT_MOST = timedelta(seconds=300)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
 
 class LagFollower:
-    def __init__(self, connect: ClientConfig, topic: str, state: OpsState) -> None:
+    def __init__(
+        self,
+        connect: ClientConfig,
+        topic: str,
+        state: OpsState,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
         self._connect = connect
         self._topic = topic
         self._state = state
+        self._clock = clock
 
     async def run(self) -> None:
         await read_without_group(self._connect, "gun-hub-view-lag", self._assign, self.follow)
@@ -53,6 +72,17 @@ class LagFollower:
                 record.partition,
                 record.offset,
                 err.errors()[0]["msg"] if err.errors() else err,
+            )
+            return
+        if snapshot.at > self._clock() + AHEAD_AT_MOST:
+            log.warning(
+                "lag record at %s/%d/%d skipped: dated %s, ahead of this process's clock "
+                "by more than %d s",
+                record.topic,
+                record.partition,
+                record.offset,
+                snapshot.at.isoformat(),
+                AHEAD_AT_MOST.total_seconds(),
             )
             return
         kept = self._state.lag

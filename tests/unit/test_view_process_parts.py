@@ -65,6 +65,23 @@ def test_a_record_that_is_no_lag_snapshot_changes_nothing() -> None:
     assert state.lag is kept
 
 
+def test_a_snapshot_dated_far_ahead_is_skipped_not_kept_for_ever() -> None:
+    """Kept as the newest, a snapshot dated in the year 9999 (anyone on a plaintext
+    deployment may write the topic) hid every real measurement from the dashboard until
+    the view restarted (found by review, stop 46). Past the clock skew ahead of the
+    view's clock it is skipped, as the heartbeat gate skips one."""
+    state = OpsState()
+    follower = LagFollower(ClientConfig("unused:9092"), "gun.ops.lag", state, clock=lambda: NOW)
+    follower.apply(record(measured(datetime(9999, 1, 1, tzinfo=UTC), "forged").to_bytes()))
+    assert state.lag is None
+    follower.apply(
+        record(measured(NOW + timedelta(seconds=60), "a clock a little ahead").to_bytes())
+    )
+    follower.apply(record(measured(NOW, "now").to_bytes()))
+    assert state.lag is not None
+    assert [g.group for g in state.lag.groups] == ["a clock a little ahead"]
+
+
 def test_without_lag_the_metrics_carry_the_partners_health_only() -> None:
     beat = PartnerHealth(
         authority="dgal",

@@ -160,6 +160,12 @@ CASES_RETAINED = Gauge(
     "order): an entry has one, and for a while a second when it is scheduled again or its "
     "tick was sent (the old row leaves when it comes due). Flat under a steady load.",
 )
+SECURITY_REPORTS_LEFT_OUT = Counter(
+    "gun_hub_security_reports_left_out_total",
+    "Security dead letters not chained one by one into the audit trail: beyond "
+    "REPORTS_CHAINED_A_MINUTE a minute on a partition (a flood), each flood chained as its "
+    "start and its count (pipeline/audit_keeper.py).",
+)
 RETENTION_ENTRIES_UNREADABLE = Gauge(
     "gun_hub_case_retention_entries_unreadable",
     "Entries of the case-retention table that did not read at its last whole read (a "

@@ -23,6 +23,16 @@ vouches for (issue 11, item 3):
   letter, for operations);
 - ``dead_letter``: where the broker says the dead letter is, not what its headers say.
 
+A flood is bounded: any party's quota allowed 23 bytes of header to make some 525 bytes
+of never-deleted audit, and a sustained flood filled the broker's disks with what nothing
+can prune without breaking the chain (review stop 46). At most
+:data:`REPORTS_CHAINED_A_MINUTE` reports a minute of broker time (the dead-letter topic is
+dated by the broker) are chained one by one on each partition; the first left out is
+chained as the start of a flood (``SECURITY_REPORTS_LEFT_OUT``, from that dead letter),
+and how many were left out, to which dead letter, with the next report of a later minute;
+``gun_hub_security_reports_left_out_total`` counts them at once. A worker restarted
+within a flood's minute counts that minute again (at most twice the bound).
+
 Auditing them still matters: an adapter that refuses forged requests is evidence of an
 attack on that authority. Not auditing partner-written dead letters at all would also lose
 the hub's own rejections, which reach the keeper the same way. Headers can be anything
@@ -50,6 +60,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from gun_contract.dead_letter import (
@@ -124,6 +136,21 @@ AUDIT_TICK_KEY = b"\x00audit-checkpoint"
 Handler = Callable[[Any, SourcePosition, float | None], Effects]
 
 
+REPORTS_CHAINED_A_MINUTE = 600
+"""Security reports chained one by one per audit partition and minute of broker time."""
+
+
+@dataclass(slots=True)
+class _Minute:
+    """One partition's security reports in one minute of broker time."""
+
+    minute: int
+    chained: int = 0
+    left_out: int = 0
+    first_left_out: str = ""
+    last_left_out: str = ""
+
+
 def is_audit_tick(key: object) -> bool:
     return isinstance(key, bytes | bytearray) and bytes(key) == AUDIT_TICK_KEY
 
@@ -135,13 +162,20 @@ class AuditKeeper:
         self._components = _HUB_COMPONENTS | _OTHER_COMPONENTS
         self._components |= {f"adapter.{a}" for a in topics.authorities}
         self._topics = {spec.name for spec in topics.specs()}
+        self._minutes: dict[int, _Minute] = {}  # per audit partition, the current one
 
     # -- dead letters ------------------------------------------------------------------
 
-    def handle(self, headers: Headers | Any, source: SourcePosition) -> Effects:
+    def handle(
+        self, headers: Headers | Any, source: SourcePosition, at: float | None = None
+    ) -> Effects:
+        """The audit entry of the dead letter at ``source`` if it reports a security
+        rejection; ``at``: its broker time (None: unknown, chained whatever the flood)."""
         outbox = Effects()
         pairs = _pairs(headers)
         if header_value(pairs, HEADER_ERROR_CLASS) != ErrorClass.SECURITY.value:
+            return outbox
+        if not self._within_the_bound(outbox, source, at):
             return outbox
 
         def field(name: str) -> str | None:
@@ -164,6 +198,53 @@ class AuditKeeper:
             },
         )
         return outbox
+
+    def _within_the_bound(self, outbox: Effects, source: SourcePosition, at: float | None) -> bool:
+        """Whether the report at ``source`` is chained one by one; the flood's start and,
+        at a later minute's first report, its count are chained here."""
+        if at is None:
+            return True
+        minute = int(at // 60)
+        current = self._minutes.get(source.partition)
+        if current is None or current.minute != minute:
+            if current is not None and current.left_out:
+                self._chain_flood(outbox, source.partition, current)
+            current = self._minutes[source.partition] = _Minute(minute)
+        if current.chained < REPORTS_CHAINED_A_MINUTE:
+            current.chained += 1
+            return True
+        metrics.SECURITY_REPORTS_LEFT_OUT.inc()
+        current.left_out += 1
+        current.last_left_out = source.describe()
+        if current.left_out == 1:
+            current.first_left_out = source.describe()
+            self._ctx.record_audit(
+                outbox,
+                source.partition,
+                {
+                    "kind": "SECURITY_REPORTS_LEFT_OUT",
+                    "reason": REPORTED_BY,
+                    "minute": _iso_minute(minute),
+                    "from_dead_letter": current.first_left_out,
+                    "chained_a_minute": REPORTS_CHAINED_A_MINUTE,
+                },
+            )
+        return False
+
+    def _chain_flood(self, outbox: Effects, partition: int, ended: _Minute) -> None:
+        """How many reports of a minute were left out, and the last of them."""
+        self._ctx.record_audit(
+            outbox,
+            partition,
+            {
+                "kind": "SECURITY_REPORTS_LEFT_OUT",
+                "reason": REPORTED_BY,
+                "minute": _iso_minute(ended.minute),
+                "from_dead_letter": ended.first_left_out,
+                "to_dead_letter": ended.last_left_out,
+                "count": ended.left_out,
+            },
+        )
 
     def _origin(self, field: Callable[[str], str | None]) -> str:
         topic = field(HEADER_SOURCE_TOPIC)
@@ -277,3 +358,7 @@ def _bounded(text: str | None) -> str | None:
     if text is None or len(text.encode("utf-8", "replace")) > _MAX_HEADER_BYTES:
         return None
     return text
+
+
+def _iso_minute(minute: int) -> str:
+    return datetime.fromtimestamp(minute * 60, UTC).isoformat(timespec="minutes")

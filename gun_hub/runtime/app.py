@@ -980,7 +980,7 @@ def build_hub(settings: Settings) -> Hub:
     agent(
         dead_letters,
         "audit-keeper",
-        lambda event, source, _at: audit_keeper.handle(_header_list(event.headers), source),
+        lambda event, source, at: audit_keeper.handle(_header_list(event.headers), source, at),
     )
     agent(
         deadline_ticks,

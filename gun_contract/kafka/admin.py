@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -355,26 +357,53 @@ async def _align_configs(
                 )
 
 
+@dataclass(frozen=True, slots=True)
+class CommittedTail:
+    """A partition's last committed records (values, oldest first) and the offset where
+    they start (the partition's end when it holds none)."""
+
+    values: list[bytes]
+    start: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsRead:
+    """Committed records read from a partition; ``complete``: False when the bound on
+    how many to read left the earliest of those asked for unread."""
+
+    values: list[bytes]
+    complete: bool
+
+
 async def last_records(
     connect: Connect, topic: str, partitions: Sequence[int], count: int, timeout_s: float = 30.0
 ) -> dict[int, list[bytes]]:
     """The values of the last ``count`` committed records of each partition of ``topic``,
-    oldest first (fewer where it holds fewer; none where it holds none).
+    oldest first (fewer where it holds fewer; none where it holds none): see
+    :func:`committed_tails`."""
+    tails = await committed_tails(connect, topic, partitions, count, timeout_s)
+    return {partition: tail.values for partition, tail in tails.items()}
+
+
+async def committed_tails(
+    connect: Connect, topic: str, partitions: Sequence[int], count: int, timeout_s: float = 30.0
+) -> dict[int, CommittedTail]:
+    """The last ``count`` committed records of each partition of ``topic``, oldest first,
+    with the offset where they start (where a read further back ends:
+    :func:`committed_records_since`).
 
     Committed only: what an aborted transaction left is no record (the audit lanes write
     in transactions, runtime/audit_lanes.py). Aborted batches and transaction markers take
     offsets too, so where the last ``count`` offsets hold fewer records the read goes
     further back, up to the partition's start."""
-    consumer = AIOKafkaConsumer(
-        **consumer_options(connect), enable_auto_commit=False, isolation_level="read_committed"
-    )
+    consumer = _committed_reader(connect)
     try:
         await consumer.start()  # a broker away: no half-started client left behind
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)  # the stable ends: nothing open after
         starts = await consumer.beginning_offsets(tps)
-        found: dict[int, list[bytes]] = {tp.partition: [] for tp in tps}
+        found = {tp.partition: CommittedTail([], ends[tp]) for tp in tps}
         window = dict.fromkeys(tps, count)
         async with asyncio.timeout(timeout_s):
             wanted = {tp for tp in tps if ends[tp] > starts[tp]}
@@ -383,7 +412,10 @@ async def last_records(
                     consumer, {tp: (ends[tp] - window[tp], ends[tp]) for tp in wanted}, starts
                 )
                 for tp in list(wanted):
-                    found[tp.partition] = read[tp][-count:]
+                    last = read[tp][-count:]
+                    found[tp.partition] = CommittedTail(
+                        [value for _, value in last], last[0][0] if last else ends[tp]
+                    )
                     if len(read[tp]) >= count or ends[tp] - window[tp] <= starts[tp]:
                         wanted.discard(tp)
                     else:
@@ -393,14 +425,56 @@ async def last_records(
         await consumer.stop()
 
 
+async def committed_records_since(
+    connect: Connect,
+    topic: str,
+    partition: int,
+    since: datetime,
+    until: int,
+    most: int,
+    timeout_s: float = 30.0,
+) -> RecordsRead:
+    """The committed records of ``partition`` of ``topic`` from the first whose record
+    time is ``since`` or later (the broker's time index, ``offsets_for_times``) up to
+    offset ``until`` (excluded), oldest first; at most the ``most`` offsets just before
+    ``until`` (then ``complete`` is False): whoever can write the topic decides how many
+    records lie there."""
+    consumer = _committed_reader(connect)
+    try:
+        await consumer.start()
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        async with asyncio.timeout(timeout_s):
+            starts = await consumer.beginning_offsets([tp])
+            at_ms = max(0, math.floor(since.timestamp() * 1000))
+            found = (await consumer.offsets_for_times({tp: at_ms})).get(tp)
+            # None: no record that recent, so none before ``until`` either.
+            first = max(starts[tp], until if found is None else found.offset)
+            complete = until - first <= most
+            first = max(first, until - most)
+            if first >= until:
+                return RecordsRead([], complete)
+            read = await _read_back(consumer, {tp: (first, until)}, starts)
+        return RecordsRead([value for _, value in read[tp]], complete)
+    finally:
+        await consumer.stop()
+
+
+def _committed_reader(connect: Connect) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        **consumer_options(connect), enable_auto_commit=False, isolation_level="read_committed"
+    )
+
+
 async def _read_back(
     consumer: AIOKafkaConsumer,
     ranges: dict[TopicPartition, tuple[int, int]],
     starts: dict[TopicPartition, int],
-) -> dict[TopicPartition, list[bytes]]:
-    """The values read in each partition's ``[from, to)`` offsets (from no earlier than its
-    start); a partition is done once its position reaches ``to`` (markers skipped too)."""
-    read: dict[TopicPartition, list[bytes]] = {tp: [] for tp in ranges}
+) -> dict[TopicPartition, list[tuple[int, bytes]]]:
+    """The offsets and values read in each partition's ``[from, to)`` offsets (from no
+    earlier than its start); a partition is done once its position reaches ``to``
+    (markers skipped too)."""
+    read: dict[TopicPartition, list[tuple[int, bytes]]] = {tp: [] for tp in ranges}
     for tp, (first, _) in ranges.items():
         consumer.seek(tp, max(starts[tp], first))
         consumer.resume(tp)
@@ -409,7 +483,7 @@ async def _read_back(
         for tp, records in (await consumer.getmany(*reading, timeout_ms=500)).items():
             for record in records:
                 if tp in reading and record.offset < reading[tp][1]:
-                    read[tp].append(record.value or b"")
+                    read[tp].append((record.offset, record.value or b""))
         for tp in list(reading):
             if await consumer.position(tp) >= reading[tp][1]:
                 del reading[tp]

@@ -26,7 +26,13 @@ from mode import Service
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_contract.effects import Effects, Headers, OutgoingRecord
 from gun_contract.envelope import LOG_APPEND_TIME
-from gun_contract.kafka.admin import last_records
+from gun_contract.kafka.admin import (
+    CommittedTail,
+    RecordsRead,
+    committed_records_since,
+    committed_tails,
+    last_records,
+)
 from gun_contract.kafka.client import SCRAM, from_settings
 from gun_contract.kafka.log_reader import LogReader
 from gun_contract.private_files import make_private_folder
@@ -86,6 +92,8 @@ from gun_hub.runtime import clock_check, gc_pauses, table_store, table_writes
 from gun_hub.runtime.aged_out import InputsAgedOut
 from gun_hub.runtime.audit_lanes import AuditLanes, AuditLinkProducer
 from gun_hub.runtime.audit_resync import (
+    LOOK_BACK_RECORDS,
+    LOOK_BACK_TIMEOUT_S,
     TAIL_RECORDS,
     resync_audit_heads,
     retaker,
@@ -676,6 +684,25 @@ def build_hub(settings: Settings) -> Hub:
     def audit_tails(partitions: list[int]) -> Awaitable[dict[int, list[bytes]]]:
         return last_records(from_settings(settings.kafka), topics.audit, partitions, TAIL_RECORDS)
 
+    def placed_audit_tails(partitions: list[int]) -> Awaitable[dict[int, CommittedTail]]:
+        return committed_tails(
+            from_settings(settings.kafka), topics.audit, partitions, TAIL_RECORDS
+        )
+
+    def audit_records_since(partition: int, since: datetime, until: int) -> Awaitable[RecordsRead]:
+        # Further back than a tail, when its highest link of the hub's is below the head
+        # table's (security/audit.py ``look_back_from``), bounded: anyone able to write
+        # the topic decides how many records lie there.
+        return committed_records_since(
+            from_settings(settings.kafka),
+            topics.audit,
+            partition,
+            since,
+            until,
+            LOOK_BACK_RECORDS,
+            timeout_s=LOOK_BACK_TIMEOUT_S,
+        )
+
     audit_links = AuditLanes(
         topics.audit,
         link_producer.send_batch,
@@ -1029,7 +1056,9 @@ def build_hub(settings: Settings) -> Hub:
             return  # nothing new (a rebalance since: take_over_chains sees it)
 
         async def resync(wanted: Sequence[int]) -> None:
-            await resync_audit_heads(audit_tails, context.audit, wanted)
+            await resync_audit_heads(
+                placed_audit_tails, context.audit, wanted, read_earlier=audit_records_since
+            )
 
         if await take_over_chains(
             partitions,

@@ -11,17 +11,27 @@ opens their lanes (audit_lanes.py). While the broker cannot be asked
 that still cannot read them stops (an error here crashes the worker, and it starts
 again) rather than go on from the table's head. Found by the full chaos run of stop 31,
 which went on from the table's.
+
+Where the highest of the hub's links in a tail is below the table's head, the records
+before the tail are read too, from the time that link names (security/audit.py
+``look_back_from``): copies of an old link appended by anyone able to write the topic
+push the real head out of the tail, and the chain must not go back to that link. The
+read is bounded (``LOOK_BACK_RECORDS``, ``LOOK_BACK_TIMEOUT_S``): whoever writes the topic
+decides how much lies there; past the bound the chain goes on from what was read, and a
+warning names the partition.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol, TypeVar
 
 from aiokafka.errors import KafkaError
 
+from gun_contract.kafka.admin import CommittedTail, RecordsRead
 from gun_hub.runtime.audit_lanes import BATCH, AuditLaneLost, AuditTakingGivenUp, Retake
 from gun_hub.security.audit import held_links_landed
 
@@ -39,13 +49,26 @@ READ_TIMEOUT_S = 10.0  # one read of the tails (a broker that answers does in mi
 # links that follow it.
 TAIL_RECORDS = 4 * BATCH
 
+# A look back reads at most this many offsets before a tail (some tens of MB of audit
+# records), within this time; either way the chain then goes on from what was read.
+LOOK_BACK_RECORDS = 100_000
+LOOK_BACK_TIMEOUT_S = 30.0
+
 Tails = Callable[[list[int]], Awaitable[dict[int, list[bytes]]]]
+# Each partition's tail with the offset where it starts (where a look back ends).
+PlacedTails = Callable[[list[int]], Awaitable[Mapping[int, CommittedTail]]]
+# A partition's committed records from a time up to an offset (at most
+# LOOK_BACK_RECORDS of them: gun_contract/kafka/admin.py ``committed_records_since``).
+Earlier = Callable[[int, datetime, int], Awaitable[RecordsRead]]
+_Read = TypeVar("_Read")
 # How many of a lane's held links a partition's committed tail holds; None: the chain
 # went on without them (security/audit.py ``held_links_landed``).
 Landed = Callable[[int, Sequence[bytes], Sequence[bytes]], int | None]
 
 
 class Chains(Protocol):
+    def look_back_from(self, partition: int, tail: Sequence[bytes]) -> datetime | None: ...
+
     def resync(self, partition: int, tail: Sequence[bytes]) -> None: ...
 
 
@@ -54,26 +77,67 @@ class AuditHeadsUnknown(RuntimeError):
 
 
 async def resync_audit_heads(
-    read_tails: Tails,
+    read_tails: PlacedTails,
     chains: Chains,
     partitions: Sequence[int],
     *,
+    read_earlier: Earlier,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Take each of ``partitions``' chain heads from the audit topic's last records
-    (``read_tails``: at most ``TAIL_RECORDS`` of each)."""
+    (``read_tails``: at most ``TAIL_RECORDS`` of each), with the records before them
+    where the chain asks for them (``read_earlier``)."""
     wanted = sorted(partitions)
     tails = await read_tails_patiently(read_tails, wanted, sleep=sleep)
     for partition in wanted:
-        chains.resync(partition, tails.get(partition, []))
+        tail = tails.get(partition, CommittedTail([], 0))
+        since = chains.look_back_from(partition, tail.values)
+        earlier = [] if since is None else await look_back(read_earlier, partition, since, tail)
+        chains.resync(partition, [*earlier, *tail.values])
+
+
+async def look_back(
+    read_earlier: Earlier, partition: int, since: datetime, tail: CommittedTail
+) -> list[bytes]:
+    """The committed records of ``partition`` from ``since`` up to where ``tail`` starts;
+    what could be read when the bound stops the read (or the broker fails it: the tail
+    was read a moment ago, and a worker that stopped here would stop again at each
+    restart), with a warning: the chain then goes on as the tail alone says."""
+    try:
+        async with asyncio.timeout(LOOK_BACK_TIMEOUT_S):
+            read = await read_earlier(partition, since, tail.start)
+    except (KafkaError, OSError, TimeoutError) as error:
+        log.warning(
+            "audit partition %d: the records before its last %d (from %s) could not be read "
+            "(%s): its chain goes on from the hub's highest link among the last ones, "
+            "which copies of an older link may have pushed the real head out of",
+            partition,
+            len(tail.values),
+            since.isoformat(),
+            type(error).__name__,
+        )
+        return []
+    if not read.complete:
+        log.warning(
+            "audit partition %d: more than %d records lie between %s and its last %d; only "
+            "the latest %d were read: if the head its table holds is among those left, its "
+            "chain goes on from a lower link (copies of an older link may have been "
+            "appended to push the real head out: compare with gun-hub audit verify)",
+            partition,
+            LOOK_BACK_RECORDS,
+            since.isoformat(),
+            len(tail.values),
+            LOOK_BACK_RECORDS,
+        )
+    return read.values
 
 
 async def read_tails_patiently(
-    read_tails: Tails,
+    read_tails: Callable[[list[int]], Awaitable[_Read]],
     wanted: list[int],
     *,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> dict[int, list[bytes]]:
+) -> _Read:
     """``read_tails(wanted)``, read again while the broker cannot be asked
     (``ATTEMPTS`` times); :class:`AuditHeadsUnknown` when it never could."""
     failure: BaseException | None = None

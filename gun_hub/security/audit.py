@@ -87,6 +87,13 @@ DEFAULT_CHECKPOINT_WITHIN_S = 60.0
 REMEMBERED_ENTRIES = 5_000
 # What verification allows beyond that: restarts, rebalances, clocks a little apart.
 UNSIGNED_GRACE_S = 300.0
+# A resync that reads further back (``AuditTrail.look_back_from``) starts this long before
+# the time a link of the hub's says it was made: the broker's index finds records by the
+# time their producer stamped, the worker's clock a moment after it built the link; the
+# margin covers a clock stepped back meanwhile.
+LOOK_BACK_MARGIN_S = 60.0
+# Where a look back starts when the time a link names cannot be trusted.
+FROM_THE_START = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # One encoder for every record: json.dumps builds a new one per call when given options
@@ -339,9 +346,35 @@ class AuditTrail:
         self._entries.pop(partition, None)
         self._foreign.pop(partition, None)
 
+    def look_back_from(self, partition: int, tail: Sequence[bytes]) -> datetime | None:
+        """From when the records before ``tail`` (``partition``'s last records, oldest
+        first) must be read too, and given to :meth:`resync` with it; None: the tail is
+        enough.
+
+        The tail is not enough when the highest of the hub's links in it is below the head
+        the worker's table holds. Either the links above it never landed (a worker killed
+        before its lane's transaction committed: the chain goes on from that link), or
+        someone able to write the topic pushed the real head out of the tail with copies
+        of an older link of the hub's (MAC and all): going on from it would fork the chain,
+        and the auditor would call the genuine links above it orphans (found by review).
+        The real head lies after the original of that link, so the read starts
+        from the original's time (``at``, which its MAC covers), ``LOOK_BACK_MARGIN_S``
+        earlier; as far back as the runtime's read goes (``FROM_THE_START``) when the link
+        has no MAC holding (a former version's, whose time anybody could have written)."""
+        if not tail:
+            return None
+        found = self._hubs_links(partition, _links(tail, partition))
+        if found.highest is None or int(found.highest["seq"]) >= found.table.seq:
+            return None
+        at = _time(found.highest.get("at"))
+        if at is None or not self._mac_holds(found.highest):
+            return FROM_THE_START
+        return max(FROM_THE_START, at - timedelta(seconds=LOOK_BACK_MARGIN_S))
+
     def resync(self, partition: int, tail: Sequence[bytes]) -> None:
         """Take ``partition``'s head from the last records actually on the audit topic
-        (``tail``, oldest first; empty: the partition holds none).
+        (``tail``, oldest first; empty: the partition holds none; with the records before
+        it that :meth:`look_back_from` asked for).
 
         The head table and the records reach the broker separately: a worker killed in
         between leaves a head with no record (the next link would leave a hole: "record
@@ -360,13 +393,39 @@ class AuditTrail:
         version's links before it. A tail and a table that know no MAC (the chain of the
         version before, until the first link of this one) are taken as they are.
         """
-        chained: OrderedDict[bytes, None] = OrderedDict()  # the tail is what the chain holds
-        self._entries[partition] = chained
+        self._entries[partition] = OrderedDict()
         self._foreign.pop(partition, None)
         if not tail:
             self._resynced[partition] = ChainHead(0, GENESIS)
             return
-        links = [r for r in (_parsed_link(value, partition) for value in tail) if r is not None]
+        links = _links(tail, partition)
+        found = self._hubs_links(partition, links)
+        # The chain holds what it read (the entries of its last ``remembered`` links).
+        ordered = sorted(found.ours, key=lambda r: int(r["seq"]))
+        self._entries[partition] = OrderedDict(
+            (entry_identity(_entry_of(record)), None)
+            for record in ordered[-self._remembered :]
+            if record.get("kind") != CHECKPOINT
+        )
+        highest = found.highest
+        # Strangers are what lies above where the chain goes on: the highest of the hub's
+        # links, else the table's head.
+        top = found.table.seq if highest is None else int(highest["seq"])
+        strangers = sorted((r for r in links if int(r["seq"]) > top), key=lambda r: int(r["seq"]))
+        if strangers:
+            self._leave_behind(partition, strangers, highest)
+        if highest is not None:  # else keep the table's head
+            self._resynced[partition] = ChainHead(
+                top,
+                str(highest["hash"]),
+                0 if highest.get("kind") == CHECKPOINT else -1,
+                0.0,
+                found.macs_from,
+            )
+
+    def _hubs_links(self, partition: int, links: list[dict[str, Any]]) -> _HubsLinks:
+        """Which of ``links`` (``partition``'s, read from the topic) are the hub's own
+        (see :meth:`resync`), and where the worker's table says the chain stands."""
         table = ChainHead.from_bytes(self._heads.get(_head_key(partition)))
         macked = [r for r in links if self._mac_holds(r)]
         macs_from = table.macs_from
@@ -379,34 +438,24 @@ class AuditTrail:
         elif all(int(r["seq"]) < macs_from for r in links):
             # None of the links with a MAC reached the topic (the first worker of this
             # version killed before its first batch landed): the former version's links.
+            # (Or copies of such a link pushed the others out of the tail:
+            # ``look_back_from`` then reads further back, where the links with a MAC are.)
             ours = [r for r in links if LINK_MAC not in r]
         else:
             ours = []  # none of the hub's in the tail: the table's head
         # The link the worker's own table names is the hub's whatever its MAC (made with
         # a key retired since: an idle partition's tail after a rotation, stop 34).
-        ours += [
-            r
-            for r in links
-            if int(r["seq"]) == table.seq and r["hash"] == table.hash and r not in ours
-        ]
-        for record in ours:
-            if record.get("kind") != CHECKPOINT:
-                chained[entry_identity(_entry_of(record))] = None
+        taken = {str(r["hash"]) for r in ours}
+        ours = (
+            ours
+            + [
+                r
+                for r in links
+                if int(r["seq"]) == table.seq and r["hash"] == table.hash and r["hash"] not in taken
+            ][:1]
+        )
         highest = max(ours, key=lambda r: int(r["seq"]), default=None)
-        # Strangers are what lies above where the chain goes on: the highest of the hub's
-        # links, else the table's head.
-        top = table.seq if highest is None else int(highest["seq"])
-        strangers = sorted((r for r in links if int(r["seq"]) > top), key=lambda r: int(r["seq"]))
-        if strangers:
-            self._leave_behind(partition, strangers, highest)
-        if highest is not None:  # else keep the table's head
-            self._resynced[partition] = ChainHead(
-                top,
-                str(highest["hash"]),
-                0 if highest.get("kind") == CHECKPOINT else -1,
-                0.0,
-                macs_from,
-            )
+        return _HubsLinks(table, ours, highest, macs_from)
 
     def _leave_behind(
         self, partition: int, strangers: list[dict[str, Any]], highest: dict[str, Any] | None
@@ -532,6 +581,18 @@ def _parsed_link(value: bytes, partition: int) -> dict[str, Any] | None:
     (found by review in stop 34)."""
     record = _readable(LoggedRecord(partition, -1, value))
     return record if record is not None and _is_intact(record) else None
+
+
+def _links(tail: Sequence[bytes], partition: int) -> list[dict[str, Any]]:
+    return [r for r in (_parsed_link(value, partition) for value in tail) if r is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class _HubsLinks:
+    table: ChainHead  # the head the worker's table holds
+    ours: list[dict[str, Any]]  # the hub's own links among those read
+    highest: dict[str, Any] | None  # the highest of them
+    macs_from: int | None
 
 
 def held_links_landed(partition: int, tail: Sequence[bytes], held: Sequence[bytes]) -> int | None:
@@ -670,13 +731,13 @@ def verify_chain(
             )
             continue
         by_partition[entry.partition].append((entry, record))
-    unreadable = {b.partition for b in report.broken}
     context = _Context(
         keys, audit_keys, policy or TailPolicy(), now or datetime.now(UTC), report, witness or {}
     )
+    # A partition with a record it cannot read is still verified, the rest of its records
+    # as they stand: one junk record written there switched its verification off, and any
+    # forged branch after it went unreported (found by review).
     for partition in sorted(set(by_partition) | set(witness or {})):
-        if partition in unreadable:
-            continue
         problem = _Partition(partition, by_partition.get(partition, []), context).verify()
         if problem is not None:
             report.broken.append(problem)
@@ -1033,7 +1094,11 @@ def _checkpoint_problem(record: dict[str, Any], ctx: _Context) -> str | None:
     try:
         verified = jws.deserialize_compact(signature, public.key, algorithms=[public.alg])
         signed = parse_untrusted(verified.payload)
-    except (JoseError, ValueError, RecursionError):
+    except (JoseError, ValueError, RecursionError, TypeError, LookupError, AttributeError):
+        # joserfc checks a header it parsed as it would its own: a ``crit`` that is no list
+        # of names raises a TypeError (found by review), and a header anybody wrote may
+        # trip its other checks the same way. A record the verifier cannot read is a break,
+        # never a traceback.
         return f"checkpoint signature does not verify with {kid!r}"
     at = _time(record.get("at"))
     if at is None or not {"partition", "seq", "prev"} <= record.keys():

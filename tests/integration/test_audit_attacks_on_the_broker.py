@@ -24,10 +24,16 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from gun_contract.kafka.admin import last_records
+from gun_contract.kafka.admin import (
+    CommittedTail,
+    RecordsRead,
+    committed_records_since,
+    committed_tails,
+    last_records,
+)
 from gun_contract.kafka.client import ClientConfig
 from gun_contract.security.keystore import PUBLIC_JWKS, AuditSigner
-from gun_hub.runtime.audit_resync import TAIL_RECORDS
+from gun_hub.runtime.audit_resync import LOOK_BACK_RECORDS, TAIL_RECORDS, resync_audit_heads
 from gun_hub.security.audit import AuditTrail, record_hash
 from tests.conftest import PARTITIONS, KafkaEnv
 
@@ -240,13 +246,7 @@ async def test_attack_d_forged_records_appended_then_the_partition_changes_hands
         forged.append(encoded(previous))
     await publish(kafka_env.bootstrap, topic, forged)
 
-    successor = AuditTrail(
-        hub.heads,
-        AuditSigner.load(hub_keys),
-        checkpoint_every=EVERY,
-        checkpoint_within_s=60,
-        checkpoint_on_start=True,
-    )
+    successor = next_owner(hub, hub_keys)
     tails = await last_records(ClientConfig(kafka_env.bootstrap), topic, [0], TAIL_RECORDS)
     successor.resync(0, tails[0])
     links = successor.append(0, {"kind": "DECISION", "reference": "26FR000690I0000006"})
@@ -261,3 +261,62 @@ async def test_attack_d_forged_records_appended_then_the_partition_changes_hands
     # The auditor learns of them from the hub's signed entry, not only as orphans.
     first, last = genuine["seq"] + 1, genuine["seq"] + 3
     assert f"partition 0: 3 record(s) from seq {first} to {last}" in verified.stdout
+
+
+def next_owner(hub: HubTrail, hub_keys: Path) -> AuditTrail:
+    """The worker that takes the partition over, with the hub's head table and keys."""
+    return AuditTrail(
+        hub.heads,
+        AuditSigner.load(hub_keys),
+        checkpoint_every=EVERY,
+        checkpoint_within_s=60,
+        checkpoint_on_start=True,
+    )
+
+
+async def publish_many(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    """``values`` on partition 0, in order, sent together (one acknowledgement wait)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, value, partition=0) for value in values]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def test_attack_e_copies_of_an_old_link_push_the_head_out_of_the_tail(
+    kafka_env: KafkaEnv, hub_keys: Path, auditor_env: dict[str, str]
+) -> None:
+    """Exact copies of a genuine link from the past (MAC and all), as many as a resync
+    reads, appended after the real head: the next owner read only them, went on from that
+    old link and forked the chain; once its branch passed the real head, the auditor
+    called the genuine links above the copied one orphans (found by review). Now the
+    worker reads further back (security/audit.py ``look_back_from``) and finds the head."""
+    topic = kafka_env.topics.audit
+    hub = HubTrail(hub_keys, datetime.now(UTC) - timedelta(seconds=30))
+    hub.decide(20)
+    await publish(kafka_env.bootstrap, topic, hub.records)
+    real_head = hub.parsed()[-1]
+    await publish_many(kafka_env.bootstrap, topic, [hub.records[2]] * TAIL_RECORDS)
+
+    successor = next_owner(hub, hub_keys)
+    connect = ClientConfig(kafka_env.bootstrap)
+
+    async def tails(partitions: list[int]) -> dict[int, CommittedTail]:
+        return await committed_tails(connect, topic, partitions, TAIL_RECORDS)
+
+    async def earlier(partition: int, since: datetime, until: int) -> RecordsRead:
+        return await committed_records_since(
+            connect, topic, partition, since, until, LOOK_BACK_RECORDS
+        )
+
+    await resync_audit_heads(tails, successor, [0], read_earlier=earlier)
+    links = successor.append(0, {"kind": "DECISION", "reference": "26FR000690I0000021"})
+    await publish(kafka_env.bootstrap, topic, links)
+
+    chained = [json.loads(link) for link in links]
+    assert (chained[0]["seq"], chained[0]["prev"]) == (real_head["seq"] + 1, real_head["hash"])
+    verified = audit_verify(auditor_env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "off the signed chain" not in verified.stdout

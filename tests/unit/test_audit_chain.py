@@ -632,6 +632,15 @@ def test_a_genuine_signature_copied_onto_a_forged_checkpoint_is_refused(
 # -- found by review in stop 34 ------------------------------------------------------------
 
 
+def with_header(checkpoint: dict[str, Any], **header: Any) -> str:
+    """``checkpoint``'s signature under a protected header that also holds ``header``:
+    the hub's algorithm and audit kid, so the verifier goes as far as the JWS library."""
+    protected, payload, signature = str(checkpoint["signature"]).split(".")
+    fields = json.loads(base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4)))
+    encoded = json.dumps(fields | header).encode()
+    return ".".join([base64.urlsafe_b64encode(encoded).rstrip(b"=").decode(), payload, signature])
+
+
 @pytest.mark.parametrize(
     "hostile",
     [
@@ -643,6 +652,10 @@ def test_a_genuine_signature_copied_onto_a_forged_checkpoint_is_refused(
         pytest.param(
             lambda genuine: genuine | {"x": json.loads("[" * 900 + "]" * 900)},
             id="nested 900 deep",
+        ),
+        pytest.param(
+            lambda genuine: genuine | {"signature": with_header(genuine, crit=5)},
+            id="a signature whose crit is no list",
         ),
     ],
 )
@@ -666,3 +679,22 @@ def test_no_record_makes_the_verification_crash(
     )
     report = verify(topic, public, clock.now)
     assert not report.intact
+
+
+def test_a_junk_record_does_not_hide_a_forged_branch_after_it(
+    signer: AuditSigner, public: dict[str, PublicKey]
+) -> None:
+    """One record that is no audit record switched the verification of its whole
+    partition off: a writer appended junk, and every forged branch after it went
+    unreported (found by review)."""
+    clock, topic = Clock(), Topic()
+    run_hub(hub_trail(signer, clock), topic, clock, 12)
+    fork = seq_of(topic, 5)
+    topic.publish(0, [b"not json"])
+    topic.publish(0, [canonical(forge(fork, decision(700), clock.now))])
+
+    report = verify(topic, public, clock.now)
+
+    reasons = [b.reason for b in report.broken if b.partition == 0]
+    assert "not a readable audit record" in reasons
+    assert any("forged branch" in reason for reason in reasons), reasons

@@ -14,16 +14,21 @@ that cannot read them stops rather than break the chain.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
+from gun_contract.kafka.admin import CommittedTail, RecordsRead
 from gun_hub.runtime.audit_resync import AuditHeadsUnknown, resync_audit_heads, take_over_chains
 
 
 class Chains:
     def __init__(self) -> None:
         self.resynced: dict[int, list[bytes]] = {}
+
+    def look_back_from(self, partition: int, tail: Sequence[bytes]) -> datetime | None:
+        return None  # each tail holds its chain's head
 
     def resync(self, partition: int, tail: Sequence[bytes]) -> None:
         self.resynced[partition] = list(tail)
@@ -36,11 +41,14 @@ class Broker:
         self.down_for = down_for
         self.reads = 0
 
-    async def tails(self, partitions: list[int]) -> dict[int, list[bytes]]:
+    async def tails(self, partitions: list[int]) -> dict[int, CommittedTail]:
         self.reads += 1
         if self.reads <= self.down_for:
             raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
-        return {p: [f"link {p}".encode()] for p in partitions}
+        return {p: CommittedTail([f"link {p}".encode()], 0) for p in partitions}
+
+    async def earlier(self, partition: int, since: datetime, until: int) -> RecordsRead:
+        raise AssertionError("no chain asked to read further back")
 
 
 async def no_wait(_seconds: float) -> None:
@@ -49,7 +57,9 @@ async def no_wait(_seconds: float) -> None:
 
 async def test_tails_unreadable_while_the_broker_restarts_are_read_again() -> None:
     chains, broker = Chains(), Broker(down_for=3)
-    await resync_audit_heads(broker.tails, chains, [0, 2], sleep=no_wait)
+    await resync_audit_heads(
+        broker.tails, chains, [0, 2], read_earlier=broker.earlier, sleep=no_wait
+    )
     assert chains.resynced == {0: [b"link 0"], 2: [b"link 2"]}
     assert broker.reads == 4
 
@@ -57,7 +67,9 @@ async def test_tails_unreadable_while_the_broker_restarts_are_read_again() -> No
 async def test_a_worker_that_cannot_read_the_tails_stops_rather_than_break_the_chain() -> None:
     chains, broker = Chains(), Broker(down_for=1000)
     with pytest.raises(AuditHeadsUnknown, match="partitions 0, 1"):
-        await resync_audit_heads(broker.tails, chains, [0, 1], sleep=no_wait)
+        await resync_audit_heads(
+            broker.tails, chains, [0, 1], read_earlier=broker.earlier, sleep=no_wait
+        )
     assert chains.resynced == {}  # never the table's head: the worker stops
     assert 1 < broker.reads < 1000  # tried for a while, not for ever
 

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from gun_hub.web.listeners import CONNECTIONS_TURNED_AWAY, ConnectionBounds, Listener
+from gun_hub.web.listeners import CONNECTIONS_TURNED_AWAY, ConnectionBounds, Listener, tls_context
 from gun_tools.processes import free_port
+from tests.unit.test_web_listeners import self_signed
 
 # A request's head that never ends (no blank line): what a slow client sends.
 UNFINISHED = b"GET /declarations/26FR000690I0000401 HTTP/1.1\r\nHost: hub\r\nX-Pad: 1\r\n"
@@ -109,3 +111,30 @@ async def test_a_client_between_two_requests_is_closed_after_the_idle_limit_too(
         await asyncio.wait_for(reader.read(), timeout=BOUNDS.idle_s + 10)
     finally:
         writer.close()
+
+
+async def test_a_tls_connection_that_never_finishes_its_handshake_is_closed_after_the_limit(
+    tmp_path: Path,
+) -> None:
+    """Over HTTPS aiohttp sees a connection only once its TLS handshake is done: one that
+    sends no ClientHello held its 256 KiB of TLS buffers for asyncio's 60 s, counted by no
+    bound (found by review of this change, stop 46). The handshake gets the idle limit."""
+
+    async def hello(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    serving = Listener(
+        "trader", app, "127.0.0.1", free_port(), tls_context(*self_signed(tmp_path)), bounds=BOUNDS
+    )
+    await serving.start()
+    try:
+        reader, writer = await asyncio.open_connection(serving.host, serving.port)
+        try:  # no ClientHello: the end of the stream, awaited
+            left = await asyncio.wait_for(reader.read(), timeout=BOUNDS.idle_s + 10)
+        finally:
+            writer.close()
+    finally:
+        await serving.stop()
+    assert left == b""

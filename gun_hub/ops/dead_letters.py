@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -295,18 +295,27 @@ def select_rows(
     )
 
 
-def select_rows_about(
-    db: sqlite3.Connection, topic: str, partition: int, offset: int, *, limit: int = 100
-) -> list[DeadLetterRow]:
-    """The dead letters that say they are about the record at ``topic/partition/offset``
-    (each one's headers say so: their writer's word), in the order the view read them."""
-    return _rows(
-        db.execute(
-            f"SELECT {_COLUMNS} FROM dead_letters WHERE source_topic = ? AND "
-            "source_partition = ? AND source_offset = ? ORDER BY seq LIMIT ?",
-            (topic, partition, offset, limit),
-        ).fetchall()
+def first_row_about(
+    db: sqlite3.Connection,
+    topic: str,
+    partition: int,
+    offset: int,
+    chosen: Callable[[DeadLetterRow], bool],
+) -> DeadLetterRow | None:
+    """The first dead letter that says it is about the record at
+    ``topic/partition/offset`` (each one's headers say so: their writer's word) and that
+    ``chosen`` keeps; every one is looked at, however many, in the order the view read
+    them (a page of 100 let forgeries hide the one that mattered: review stop 46)."""
+    cursor = db.execute(
+        f"SELECT {_COLUMNS} FROM dead_letters WHERE source_topic = ? AND "
+        "source_partition = ? AND source_offset = ? ORDER BY seq",
+        (topic, partition, offset),
     )
+    while rows := cursor.fetchmany(500):
+        for row in _rows(rows):
+            if chosen(row):
+                return row
+    return None
 
 
 def _rows(rows: list[Any]) -> list[DeadLetterRow]:

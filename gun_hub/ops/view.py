@@ -31,7 +31,7 @@ import re
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -583,9 +583,12 @@ class ViewQueries:
         """The dead letters ``chosen`` keeps, oldest first (one page): ``gun-hub dlq list``."""
         return dead_letters.select_rows(self._db, chosen, limit=limit, offset=offset)
 
-    def dead_letters_about(self, topic: str, partition: int, offset: int) -> list[DeadLetterRow]:
-        """The dead letters about the record at ``topic/partition/offset``."""
-        return dead_letters.select_rows_about(self._db, topic, partition, offset)
+    def first_dead_letter_about(
+        self, topic: str, partition: int, offset: int, chosen: Callable[[DeadLetterRow], bool]
+    ) -> DeadLetterRow | None:
+        """The first dead letter about the record at ``topic/partition/offset`` that
+        ``chosen`` keeps."""
+        return dead_letters.first_row_about(self._db, topic, partition, offset, chosen)
 
     def decisions_since(self, timestamp: float) -> int:
         [(count,)] = self._db.execute(

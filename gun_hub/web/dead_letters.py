@@ -350,20 +350,24 @@ async def _others_about(
             "the operations view is off on this worker: the other dead letters about this "
             "original cannot be checked, so nothing is redriven here",
         )
+
+    def forbids(other: DeadLetterRow) -> str | None:
+        return not_redrivable(
+            other.component, other.source_topic, desk.topics, other.kind, other.reason
+        )
+
     found = await from_view(
         view,
-        lambda q: q.dead_letters_about(row.source_topic, partition, offset),
+        lambda q: q.first_dead_letter_about(
+            row.source_topic, partition, offset, lambda other: forbids(other) is not None
+        ),
         "dead_letters_about",
     )
     if isinstance(found, web.Response):
         return found
-    for other in found:
-        why = not_redrivable(
-            other.component, other.source_topic, desk.topics, other.kind, other.reason
-        )
-        if other.id != row.id and why is not None:
-            return f"dead letter {other.id}, about the same original, says so: {why}"
-    return None
+    if found is None:
+        return None
+    return f"dead letter {found.id}, about the same original, says so: {forbids(found)}"
 
 
 def _reference_of(key: bytes | None) -> str:

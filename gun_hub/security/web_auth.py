@@ -187,7 +187,10 @@ class _WatchedFile:
 
 def _parse_portal_jwks(data: bytes, path: Path) -> dict[str, ECKey]:
     """Public ES256 (P-256) keys by ``kid``. A private key in the file is refused: the hub
-    only ever holds the portal's public keys."""
+    only ever holds the portal's public keys. A file with nothing in it withdraws every
+    key, as one with an empty key set does (truncating it is how an operator empties it)."""
+    if not data.strip():
+        raise AccessWithdrawn(f"{path} is empty")
     try:
         document = parse_untrusted(data)
         # A JWK Set, or a single JWK (checked the same way).

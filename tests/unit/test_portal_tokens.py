@@ -246,7 +246,7 @@ def test_a_rotated_portal_key_works_and_a_removed_one_stops_without_a_restart(
     assert tokens.verify(new) == EORI
 
 
-@pytest.mark.parametrize("withdrawal", ["emptied", "deleted"])
+@pytest.mark.parametrize("withdrawal", ["emptied", "truncated", "deleted"])
 def test_a_portal_key_file_emptied_or_deleted_refuses_every_token_at_once(
     tmp_path: Path, withdrawal: str
 ) -> None:
@@ -262,6 +262,8 @@ def test_a_portal_key_file_emptied_or_deleted_refuses_every_token_at_once(
     published = public.read_text()
     if withdrawal == "emptied":
         public.write_text('{"keys": []}')
+    elif withdrawal == "truncated":  # `: > portal-jwks.json` (found by review of the fix)
+        public.write_text(" \n")
     else:
         public.unlink()
     assert refused(tokens, leaked) == "unknown_key"

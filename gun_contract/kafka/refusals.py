@@ -202,7 +202,7 @@ async def check_coordinators(
 
 
 _JOIN_CHECKS = 3
-"""Heartbeats the Read check sends at most, another broker each time (stop 46)."""
+"""Heartbeats the Read check sends at most, to a broker picked at random each (stop 46)."""
 
 
 async def _check_joining(client: AIOKafkaClient, group: str, *, backoff_s: float = 0.5) -> None:
@@ -216,8 +216,9 @@ async def _check_joining(client: AIOKafkaClient, group: str, *, backoff_s: float
     has none until its offsets topic is created: the check was skipped there).
 
     A heartbeat that cannot be sent (a broker restarting as the worker starts) is sent
-    again, to another broker, ``backoff_s`` later and twice that the next time; given up
-    on the first, the check let such a principal wait as before (stop 46)."""
+    again, to a broker picked at random each time (on a cluster of one, the same one),
+    ``backoff_s`` later and twice that the next time; given up on the first, the check
+    let such a principal wait as before (stop 46)."""
     failure = ""
     for attempt in range(_JOIN_CHECKS):
         if attempt:

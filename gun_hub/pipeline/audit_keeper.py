@@ -31,7 +31,12 @@ dated by the broker) are chained one by one on each partition; the first left ou
 chained as the start of a flood (``SECURITY_REPORTS_LEFT_OUT``, from that dead letter),
 and how many were left out, to which dead letter, with the next report of a later minute;
 ``gun_hub_security_reports_left_out_total`` counts them at once. A worker restarted
-within a flood's minute counts that minute again (at most twice the bound).
+within a flood's minute counts that minute again (at most twice the bound), and a count
+not yet chained when it stops is lost (the flood's start is chained). The price, known:
+nothing tells the hub's own dead letters from forged ones, so a flood also leaves the
+hub's own rejections of that minute out of the audit, one by one (their dead letters stay
+in ``gun.dlq`` for 30 days, the flood's start and count are chained); chaining the hub's
+own rejections where they are made, as the hub's, is the way to keep them.
 
 Auditing them still matters: an adapter that refuses forged requests is evidence of an
 attack on that authority. Not auditing partner-written dead letters at all would also lose

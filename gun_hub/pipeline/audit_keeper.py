@@ -32,11 +32,10 @@ chained as the start of a flood (``SECURITY_REPORTS_LEFT_OUT``, from that dead l
 and how many were left out, to which dead letter, with the next report of a later minute;
 ``gun_hub_security_reports_left_out_total`` counts them at once. A worker restarted
 within a flood's minute counts that minute again (at most twice the bound), and a count
-not yet chained when it stops is lost (the flood's start is chained). The price, known:
-nothing tells the hub's own dead letters from forged ones, so a flood also leaves the
-hub's own rejections of that minute out of the audit, one by one (their dead letters stay
-in ``gun.dlq`` for 30 days, the flood's start and count are chained); chaining the hub's
-own rejections where they are made, as the hub's, is the way to keep them.
+not yet chained when it stops is lost (the flood's start is chained). The hub's own
+security dead letters are not bounded: the hub vouches for those it writes
+(security/own_dead_letters.py), and each is chained, its reason saying so (bounded alike,
+a flood left the hub's own rejections of its minute out: found by review of the bound).
 
 Auditing them still matters: an adapter that refuses forged requests is evidence of an
 attack on that authority. Not auditing partner-written dead letters at all would also lose
@@ -91,6 +90,7 @@ from gun_hub.pipeline.hub_context import HubContext
 from gun_hub.pipeline.intake import NOT_SEALED, NOT_XML, RECORD_KEY_NOT_REFERENCE
 from gun_hub.pipeline.redrive import REDRIVE_UNVERIFIED
 from gun_hub.security.operator_actions import open_action
+from gun_hub.security.own_dead_letters import OwnDeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ COMPONENT = "hub.audit-keeper"
 OPERATOR_ACTION_UNVERIFIED = "OPERATOR_ACTION_UNVERIFIED"
 REPORTED_BY = "unauthenticated report: from a dead letter's headers, which any party may write"
 UNLISTED = "UNLISTED"
+WRITTEN_BY_THE_HUB = "the hub's own rejection: a dead letter it vouched for (its state key)"
 # Every kind a component dead-letters with the security class.
 SECURITY_REJECTION_KINDS = frozenset(
     {
@@ -163,6 +164,7 @@ def is_audit_tick(key: object) -> bool:
 class AuditKeeper:
     def __init__(self, context: HubContext) -> None:
         self._ctx = context
+        self._own = OwnDeadLetters(context.outbox_cipher)
         topics = context.topics
         self._components = _HUB_COMPONENTS | _OTHER_COMPONENTS
         self._components |= {f"adapter.{a}" for a in topics.authorities}
@@ -172,15 +174,21 @@ class AuditKeeper:
     # -- dead letters ------------------------------------------------------------------
 
     def handle(
-        self, headers: Headers | Any, source: SourcePosition, at: float | None = None
+        self,
+        headers: Headers | Any,
+        source: SourcePosition,
+        at: float | None = None,
+        value: bytes = b"",
     ) -> Effects:
-        """The audit entry of the dead letter at ``source`` if it reports a security
-        rejection; ``at``: its broker time (None: unknown, chained whatever the flood)."""
+        """The audit entry of the dead letter at ``source`` (``value``) if it reports a
+        security rejection; ``at``: its broker time (None: unknown, chained whatever the
+        flood)."""
         outbox = Effects()
         pairs = _pairs(headers)
         if header_value(pairs, HEADER_ERROR_CLASS) != ErrorClass.SECURITY.value:
             return outbox
-        if not self._within_the_bound(outbox, source, at):
+        the_hubs = self._own.the_hubs(value, pairs, at, source.describe())
+        if not the_hubs and not self._within_the_bound(outbox, source, at):
             return outbox
 
         def field(name: str) -> str | None:
@@ -195,7 +203,7 @@ class AuditKeeper:
             {
                 "kind": "SECURITY_REJECTION",
                 "rejection": kind if kind in SECURITY_REJECTION_KINDS else UNLISTED,
-                "reason": REPORTED_BY,
+                "reason": WRITTEN_BY_THE_HUB if the_hubs else REPORTED_BY,
                 "component": component if component in self._components else UNLISTED,
                 "origin": self._origin(field),
                 "reference": reference if reference and _REFERENCE.fullmatch(reference) else None,

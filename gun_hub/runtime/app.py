@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -130,6 +131,7 @@ from gun_hub.security.factory import (
     checkpoint_within_s,
     policy_from,
 )
+from gun_hub.security.own_dead_letters import vouched
 from gun_hub.web import register_web_views
 from gun_hub.web.dead_letters import DeadLetterDesk
 from gun_hub.web.probes import register_probes
@@ -652,6 +654,10 @@ def build_hub(settings: Settings) -> Hub:
     )
 
     async def send_record(record: OutgoingRecord) -> Any:
+        if record.topic == topics.dlq:
+            # The hub's own security dead letters, vouched for: the audit keeper chains
+            # them whatever a flood of anybody's (security/own_dead_letters.py).
+            record = vouched(context.outbox_cipher, record, time.time())
         return await app.producer.send(
             record.topic,
             record.key,
@@ -1007,7 +1013,9 @@ def build_hub(settings: Settings) -> Hub:
     agent(
         dead_letters,
         "audit-keeper",
-        lambda event, source, at: audit_keeper.handle(_header_list(event.headers), source, at),
+        lambda event, source, at: audit_keeper.handle(
+            _header_list(event.headers), source, at, _value(event)
+        ),
     )
     agent(
         deadline_ticks,

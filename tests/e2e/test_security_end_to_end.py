@@ -16,7 +16,10 @@ from jwcrypto import jws as jwcrypto_jws
 from gun_contract.dead_letter import HEADER_ERROR_KIND, header_value
 from gun_contract.envelope import ContentType
 from gun_contract.kafka.admin import ensure_topics
+from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.topics import topic_registry
+from gun_hub.pipeline.audit_keeper import WRITTEN_BY_THE_HUB
+from gun_hub.security.own_dead_letters import HEADER_VOUCHED
 from gun_hub.xml.decision_codec import DecisionCodec
 from gun_tools.clearance_stand_in import DecisionReader
 from tests.builders import declaration_xml, document, goods_item
@@ -171,3 +174,24 @@ async def test_a_forged_decision_is_refused_and_dead_lettered_by_the_clearance_r
     audited = [json.loads(r.value or b"") for r in await hub_only.records(topics.audit, 1)]
     [entry] = [e for e in audited if e["kind"] == "SECURITY_REJECTION"]
     assert (entry["kind"], entry["component"]) == ("SECURITY_REJECTION", "clearance.reader")
+
+
+async def test_the_hubs_own_security_dead_letter_is_vouched_for_and_chained_as_its(
+    hub_only: Pipeline,
+) -> None:
+    """A declaration sealed by a party not entitled to send one: the hub dead-letters it
+    with a seal of its own (security/own_dead_letters.py), and the audit keeper chains it
+    as the hub's rejection, which no flood of anybody's reports leaves out."""
+    topics = hub_only.kafka.topics
+    forged = hub_only.kafka.envelope("dgal").seal(
+        declaration_xml(),
+        recipient=HUB_PARTY,
+        topic=topics.declarations,
+        content_type=ContentType.XML,
+    )
+    await hub_only.send_sealed([(b"26FR000690I0000012", forged)])
+    [dead] = await hub_only.records(topics.dlq, expected=1)
+    assert dict(dead.headers).get(HEADER_VOUCHED), "the hub's dead letter carries its seal"
+    audited = [json.loads(r.value or b"") for r in await hub_only.records(topics.audit, 1)]
+    [entry] = [e for e in audited if e["kind"] == "SECURITY_REJECTION"]
+    assert (entry["component"], entry["reason"]) == ("hub.intake", WRITTEN_BY_THE_HUB)

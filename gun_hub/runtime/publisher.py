@@ -113,6 +113,7 @@ from gun_hub.runtime.transactions import (
     producer_is_broken,
     retaken_after_a_fence,
 )
+from gun_hub.security.own_dead_letters import vouched
 
 log = logging.getLogger(__name__)
 
@@ -894,6 +895,9 @@ class DecisionPublisher:
             source=SourcePosition(record.topic, record.partition, record.offset, record.key),
             component="decision-publisher",
         )
+        # Vouched for as the hub's own (a DECLARANT_CHANGED is evidence no flood of
+        # anybody's reports may leave out of the audit: security/own_dead_letters.py).
+        letter = vouched(self._outbox_cipher, letter, time.time())
         delivery: asyncio.Future[object] = await producer.send(
             letter.topic, letter.value, key=letter.key, headers=letter.headers
         )

@@ -24,6 +24,8 @@ from prometheus_client import REGISTRY
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects, OutgoingRecord
 from gun_contract.model.verdicts import Outcome, Verdict
+from gun_contract.security.entitlements import HUB_PARTY
+from gun_contract.security.state_cipher import StateCipher
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.decision_outbox import (
     HEADER_DECLARANT,
@@ -173,7 +175,7 @@ def _not_published(reason: str) -> float:
 
 @pytest.mark.asyncio
 async def test_the_lane_dead_letters_another_declarants_decision_in_its_transaction(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, keys_dir: Path
 ) -> None:
     publisher = DecisionPublisher(
         connect=None,  # type: ignore[arg-type]
@@ -181,7 +183,8 @@ async def test_the_lane_dead_letters_another_declarants_decision_in_its_transact
         decisions_topic="gun.decisions",
         app_id="gun-hub",
         envelope=None,  # type: ignore[arg-type]
-        outbox_cipher=None,  # type: ignore[arg-type]
+        # It vouches for its dead letters with the hub's state key (own_dead_letters.py).
+        outbox_cipher=StateCipher.load(keys_dir, HUB_PARTY),
         status="gun.status",
         dead_letters="gun.dlq",
     )

@@ -170,7 +170,9 @@ class HubSettings(BaseModel):
         20_000,
         description="Decisions the decision publisher remembers per outbox partition (the "
         "latest published), to skip one announced again after a crash; a repeat follows "
-        "its original within the records a crash left uncommitted (publisher.py).",
+        "its original within the records a crash left uncommitted (publisher.py). Each "
+        "declaration partition's latest decisions, a quarter of this at most, are kept "
+        "besides (published_memory.py).",
     )
     producer_linger_ms: NonNegativeInt = Field(
         0,

@@ -13,6 +13,11 @@ HEADER_VERSION = "gun.decision.version"
 # ``gun.decisions`` with the other headers, where the lane reads it back at a takeover:
 # the clearance system sees it there, a hash, never the EORI.
 HEADER_DECLARANT = "gun.decision.declarant"
+# The declaration partition whose case decided it (its origin), in decimal: the lane keeps
+# each origin's latest decisions apart from its count of all of them, so that a repeat
+# from a partition stuck for long is still known when it comes (ADR 0025's addendum of
+# stop 47). Copied to ``gun.decisions`` and read back at a takeover like the declarant.
+HEADER_ORIGIN = "gun.decision.origin"
 # What the outbox's records are sealed as (the hub's state key, AES-GCM).
 OUTBOX_STATE = "decision-outbox"
 
@@ -35,3 +40,13 @@ def declarant_of(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
     declaration refused unread names none: judged by its version only)."""
     value = next((value for key, value in headers if key == HEADER_DECLARANT), b"")
     return value if isinstance(value, bytes) else b""
+
+
+def origin_of(headers: Sequence[tuple[str, bytes | None]]) -> int | None:
+    """The origin header as a partition number; None when absent, null or not a
+    partition number (a decision published before the header existed: remembered by the
+    lane's count only)."""
+    value = next((value for key, value in headers if key == HEADER_ORIGIN), None)
+    if not isinstance(value, bytes) or not value.isdigit() or len(value) > 6:
+        return None
+    return int(value)

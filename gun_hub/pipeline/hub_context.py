@@ -40,6 +40,7 @@ from gun_hub.ops.facts import (
 )
 from gun_hub.pipeline.decision_outbox import (
     HEADER_DECLARANT,
+    HEADER_ORIGIN,
     HEADER_VERSION,
     OUTBOX_STATE,
     declarant_tag,
@@ -489,7 +490,13 @@ class HubContext:
         # decisions all go to the outbox partition of the reference, so one publisher lane
         # sees them all, in the order they were announced (ADR 0005's addendum of stop 38).
         # The publisher copies the headers to gun.decisions: the trace goes on.
-        headers = [(HEADER_VERSION, version), trace_header(decision.reference, decision.version)]
+        headers = [
+            (HEADER_VERSION, version),
+            # The lane keeps each partition's latest decisions apart from its count: a
+            # repeat from a partition stuck for long is still known (ADR 0025, stop 47).
+            (HEADER_ORIGIN, str(partition).encode()),
+            trace_header(decision.reference, decision.version),
+        ]
         if declarant_eori:
             # The lane publishes no decision of a reference for another declarant than its
             # first one published (review stop 38-s, S3). A declaration refused unread

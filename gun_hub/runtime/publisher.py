@@ -48,7 +48,12 @@ a dropped record, the declarations held for their claims): a few thousand at mos
 the default 20,000. A bound in time would be wrong both ways: a hub down for a day adds no record in
 between yet a day passes, and a day at the target rate is millions of decisions to read
 again at every start. Taking a partition over reads back twice ``memory`` offsets (a
-transaction's commit marker takes an offset too), not a time range.
+transaction's commit marker takes an offset too), not a time range. The argument holds
+for one declaration partition's records; a partition stuck for long while the others'
+decisions go on through the lane breaks the count, so the memory also keeps each
+declaration partition's latest decisions apart (its window, runtime/published_memory.py),
+and each transaction's commit says where the windows lie, for the lane's next owner to
+read them back (ADR 0025's addendum of stop 47).
 
 The agents seal each decision with the hub's state key (AES-GCM, bound to its reference
 and version: the outbox is the hub's own, an envelope there cost a signature, an ECDH
@@ -68,10 +73,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Literal
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -80,12 +84,14 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
+from aiokafka.structs import RecordMetadata
 
 from gun_contract.consume import Batch, consume
 from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_record
 from gun_contract.envelope import ContentType, Envelope
-from gun_contract.kafka.client import Connect, consumer_options, producer_options
+from gun_contract.kafka.client import Connect, client_options, consumer_options, producer_options
 from gun_contract.kafka.refusals import NOT_AUTHORISED
 from gun_contract.security.entitlements import CLEARANCE_PARTY
 from gun_contract.security.state_cipher import (
@@ -101,9 +107,21 @@ from gun_hub.pipeline.decision_outbox import (
     HEADER_VERSION,
     OUTBOX_STATE,
     declarant_of,
+    origin_of,
     outbox_record_key,
 )
 from gun_hub.pipeline.intake import DECLARANT_CHANGED
+from gun_hub.runtime.published_memory import (
+    OTHER_DECLARANT,
+    SUPERSEDED,
+    Identity,
+    Published,
+    PublishedMemory,
+    Refusal,
+    spans_of_windows_before,
+    window_metadata,
+    windows_in,
+)
 from gun_hub.runtime.transactions import (
     RETAKE_FENCED_AFTER_S,
     TRANSACTION_RETRY_BACKOFF_MS,
@@ -133,18 +151,6 @@ FULL_ENOUGH_NOT_TO_WAIT = 500
 # The kind of the dead letter of an outbox record that does not open.
 OUTBOX_UNREADABLE = "OUTBOX_UNREADABLE"
 
-_Identity = tuple[bytes, bytes]
-
-# Why a decision of the outbox was not published: the same (reference, version) was (a
-# worker announced it again after a crash, or a case on another partition decided it too),
-# a higher version of the reference was, or it was decided for another declarant than the
-# reference's decisions published (a version lodged in another's name, decided on another
-# partition than the reference's case: review stop 38-s, S3).
-Refusal = Literal["duplicate", "superseded", "declarant_changed"]
-DUPLICATE: Refusal = "duplicate"
-SUPERSEDED: Refusal = "superseded"
-OTHER_DECLARANT: Refusal = "declarant_changed"
-
 
 def publisher_group(app_id: str) -> str:
     """The consumer group of the decision publishers of the hub ``app_id``."""
@@ -154,102 +160,6 @@ def publisher_group(app_id: str) -> str:
 def publisher_transactional_id(app_id: str, partition: int) -> str:
     """The transactional id of the publisher of an outbox ``partition``."""
     return f"{app_id}-publisher-{partition}"
-
-
-def _number(version: bytes) -> int | None:
-    """The version header as a number; None when it is none (such a record does not
-    open: its seal is bound to the version, and it is dead-lettered as unreadable)."""
-    return int(version) if version.isdigit() else None
-
-
-class PublishedMemory:
-    """The decisions last published on one partition, by reference: each remembered
-    reference's published versions and the highest of them, ``capacity`` decisions in
-    all at most. The reference published least recently is forgotten first, all its
-    versions at once: a version of a remembered reference is published exactly when it
-    is in the memory, so a lower version announced again after a crash (it was published
-    before the higher one) is a duplicate, never taken for a version decided too late
-    (review stop 38-g, G1: a memory of pairs forgot a reference's version 1 while it
-    still knew its version 2 as the highest).
-
-    It keeps with each reference the declarant of its first decision published that
-    names one (``declarant_tag``), forgotten with the reference: a decision naming
-    another is not published (review stop 38-s, S3). A decision naming none (of a
-    declaration refused unread) is judged by its version only, and so is every decision
-    of a reference whose published decisions named none."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        # Each reference's published versions, in the order published (a dict as an
-        # ordered set), the reference published last at the end.
-        self._versions: OrderedDict[bytes, dict[bytes, None]] = OrderedDict()
-        self._highest: dict[bytes, int] = {}  # of the remembered references
-        self._declarants: dict[bytes, bytes] = {}  # of the remembered references that name one
-        self._count = 0  # decisions remembered, all references together
-
-    def add(self, identity: _Identity, declarant: bytes = b"") -> None:
-        """``identity`` published, decided for ``declarant`` (empty: it names none)."""
-        reference, version = identity
-        if declarant:
-            self._declarants.setdefault(reference, declarant)
-        versions = self._versions.setdefault(reference, {})
-        self._versions.move_to_end(reference)
-        if version not in versions:
-            versions[version] = None
-            self._count += 1
-        number = _number(version)
-        if number is not None:
-            self._highest[reference] = max(number, self._highest.get(reference, number))
-        while self._count > self._capacity and len(self._versions) > 1:
-            oldest, forgotten = self._versions.popitem(last=False)
-            self._highest.pop(oldest, None)
-            self._declarants.pop(oldest, None)
-            self._count -= len(forgotten)
-        if self._count > self._capacity:
-            # One reference with more versions than the capacity (never in practice:
-            # 20,000 amendments): its earliest published go, its highest is kept.
-            for version in list(versions)[: self._count - self._capacity]:
-                del versions[version]
-            self._count = self._capacity
-
-    def refusal(self, identity: _Identity, declarant: bytes = b"") -> Refusal | None:
-        """Why the decision ``identity``, decided for ``declarant``, must not be
-        published; None: it may be. Another declarant than the reference's first one
-        published is refused first, whatever its version (a security matter, not a
-        repeat). A version published is a duplicate even below a higher one published
-        since; only a version never published below one published is superseded."""
-        reference, version = identity
-        owner = self._declarants.get(reference)
-        if declarant and owner is not None and declarant != owner:
-            return OTHER_DECLARANT
-        if version in self._versions.get(reference, ()):
-            return DUPLICATE
-        number = _number(version)
-        highest = self._highest.get(reference)
-        if number is None or highest is None:
-            return None
-        if number < highest:
-            return SUPERSEDED
-        return DUPLICATE if number == highest else None
-
-    def highest(self, reference: bytes) -> int | None:
-        return self._highest.get(reference)
-
-    def declarant(self, reference: bytes) -> bytes:
-        """The declarant of ``reference``'s decisions published; empty: none known."""
-        return self._declarants.get(reference, b"")
-
-    def identities(self) -> list[_Identity]:
-        return [(r, v) for r, versions in self._versions.items() for v in versions]
-
-    def __contains__(self, identity: object) -> bool:
-        if not isinstance(identity, tuple) or len(identity) != 2:
-            return False
-        reference, version = identity
-        return version in self._versions.get(reference, ())
-
-    def __len__(self) -> int:
-        return self._count
 
 
 def restore_from(*, beginning: int, end: int, capacity: int) -> int:
@@ -577,46 +487,113 @@ class DecisionPublisher:
         )
         await reader.start()
         found = PublishedMemory(self._memory)
-        # The spans read, latest first: each a list of (identity, declarant) in order.
-        spans: list[list[tuple[_Identity, bytes]]] = []
+        # The spans read, each with its first offset: the latest first, then the origins'
+        # windows lying before them.
+        spans: list[tuple[int, list[Published]]] = []
         try:
             async with asyncio.timeout(MEMORY_READ_TIMEOUT_S):
+                # After the producer's start: the previous owner's last commit is final.
+                windows = await self._committed_windows(partition)
                 reader.assign([tp])
                 beginning = (await reader.beginning_offsets([tp]))[tp]
                 end = (await reader.end_offsets([tp]))[tp]
                 while len(spans) < MOST_SPANS_READ_BACK and end > beginning:
                     start = restore_from(beginning=beginning, end=end, capacity=self._memory)
-                    spans.append(await self._read_span(reader, tp, start, end))
-                    if sum(len(span) for span in spans) >= self._memory:
+                    spans.append((start, []))
+                    await self._read_span(reader, tp, start, end, spans[-1][1])
+                    if sum(len(span) for _, span in spans) >= self._memory:
                         break
                     end = start
+            earliest = min(start for start, _ in spans) if spans else end
+            await self._read_windows(reader, tp, windows, earliest, beginning, spans)
         except TimeoutError:
             raise KafkaTimeoutError(f"decisions partition {partition} not read back") from None
         finally:
             await reader.stop()
-        for span in reversed(spans):  # in the order published: the memory keeps the last
-            for identity, declarant in span:
-                found.add(identity, declarant)
+        for _, span in sorted(spans, key=lambda span: span[0]):  # in the order published
+            for decision in span:
+                found.remember(decision)
         return found
+
+    async def _read_windows(
+        self,
+        reader: AIOKafkaConsumer,
+        tp: TopicPartition,
+        windows: dict[int, tuple[int, int]],
+        earliest: int,
+        beginning: int,
+        spans: list[tuple[int, list[Published]]],
+    ) -> None:
+        """Read into ``spans`` the part of each origin's window lying before the offset
+        ``earliest`` (the latest offsets, read already). With a time budget of its own:
+        what it could not read in it is said and left out, never the lane's taking
+        failed (a taking that times out is tried again, reading the same spans, for
+        ever; review of stop 47)."""
+        wanted = spans_of_windows_before(
+            windows, earliest, beginning=beginning, most=2 * self._memory
+        )
+        try:
+            async with asyncio.timeout(MEMORY_READ_TIMEOUT_S):
+                for start, stop in wanted:
+                    spans.append((start, []))
+                    await self._read_span(reader, tp, start, stop, spans[-1][1])
+        except TimeoutError:
+            log.warning(
+                "publisher: decisions partition %d: the windows of its declaration "
+                "partitions were not all read back within %.0f s (%d offsets in %d spans); "
+                "a repeat of what was left out may be published again",
+                tp.partition,
+                MEMORY_READ_TIMEOUT_S,
+                sum(stop - start for start, stop in wanted),
+                len(wanted),
+            )
+
+    async def _committed_windows(self, partition: int) -> dict[int, tuple[int, int]]:
+        """Where the origins' windows lay on the decisions partition when the lane's last
+        transaction committed (its outbox offset's metadata); none before any commit.
+        Raised when the coordinator did not answer for the partition: aiokafka reads no
+        group-level error of the answer (a coordinator loading, moved) and returns
+        nothing, which would be taken for "no windows" (review of stop 47)."""
+        outbox = TopicPartition(self._outbox, partition)
+        admin = AIOKafkaAdminClient(**client_options(self._connect))
+        try:
+            await admin.start()
+            committed = await admin.list_consumer_group_offsets(self._group, partitions=[outbox])
+        finally:
+            await admin.close()
+        entry = committed.get(outbox)
+        if entry is None:  # a partition never committed is answered, with offset -1
+            raise KafkaError(f"the commit of outbox partition {partition} was not answered")
+        return windows_in(entry.metadata or "")
 
     @staticmethod
     async def _read_span(
-        reader: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int
-    ) -> list[tuple[_Identity, bytes]]:
-        """The decisions committed between offsets ``start`` and ``end``, in order."""
-        span: list[tuple[_Identity, bytes]] = []
+        reader: AIOKafkaConsumer,
+        tp: TopicPartition,
+        start: int,
+        end: int,
+        span: list[Published],
+    ) -> None:
+        """Append to ``span`` the decisions committed between offsets ``start`` and
+        ``end``, in order."""
         reader.seek(tp, start)
         while await reader.position(tp) < end:
             for records in (await reader.getmany(tp, timeout_ms=200)).values():
                 for record in records:
                     if record.offset >= end:
-                        return span  # read on into the span after: already read
+                        return  # read on into the span after: already read
                     headers = list(record.headers)
-                    # Published decisions carry their declarant as the outbox record did
-                    # (its headers are copied); those published before the header existed
-                    # name none: judged by version only.
-                    span.append(((record.key or b"", _version_of(headers)), declarant_of(headers)))
-        return span
+                    # Published decisions carry their declarant and origin as the outbox
+                    # record did (its headers are copied); those published before the
+                    # headers existed name none: judged by version, counted by the lane.
+                    span.append(
+                        Published(
+                            (record.key or b"", _version_of(headers)),
+                            declarant_of(headers),
+                            origin_of(headers),
+                            record.offset,
+                        )
+                    )
 
     async def _publish_partition(
         self,
@@ -669,8 +646,12 @@ class DecisionPublisher:
         False when it was aborted or fenced. The caller holds the partition's handover
         lock."""
         sent = PublishedMemory(len(records))  # this batch's, until it is committed
-        skipped: list[tuple[_Identity, Refusal, int | None]] = []
+        skipped: list[tuple[Identity, Refusal, int | None]] = []
         deliveries: list[asyncio.Future[object]] = []
+        # Each decision sent: what it is, where it came from, and its delivery (its
+        # offset on the decisions partition once delivered).
+        sending: list[tuple[Identity, bytes, int | None, asyncio.Future[RecordMetadata]]] = []
+        remembered: list[Published] = []  # what the memory adds once committed
         opening = records[0].offset  # the record being opened: named if its key is missing
         try:
             async with publisher.producer.transaction():
@@ -733,14 +714,22 @@ class DecisionPublisher:
                     )
                     deliveries.append(delivery)
                     sent.add(identity, declarant)
-                await publisher.producer.send_offsets_to_transaction(
-                    {tp: records[-1].offset + 1}, self._group
-                )
+                    sending.append((identity, declarant, origin_of(headers), delivery))
                 # aiokafka commits a transaction whose produce the broker refused (a record
                 # too large, a corrupt batch, any error it does not retry): its commit waits
                 # for the sends, it does not check them, and the offsets committed with it
                 # would skip the refused decisions. Checked here, a refusal aborts instead.
                 await asyncio.gather(*deliveries)
+                # Delivered: their offsets are known, and the commit says where each
+                # origin's window lies now, this transaction's decisions in it (a lane
+                # taken over reads the windows from there: published_memory.py).
+                for identity, declarant, origin, delivery in sending:
+                    offset = delivery.result().offset
+                    remembered.append(Published(identity, declarant, origin, offset))
+                said = window_metadata(publisher.published.windows_with(remembered))
+                await publisher.producer.send_offsets_to_transaction(
+                    {tp: (records[-1].offset + 1, said)}, self._group
+                )
         except ProducerFenced:
             # Another worker owns this partition now (we missed a rebalance): it
             # publishes from the committed offsets. Or the coordinator aborted a
@@ -782,8 +771,8 @@ class DecisionPublisher:
             await self._drop(tp.partition)
             return False
         self._key_missing_since.pop(tp.partition, None)  # a key missing later: waited anew
-        for identity in sent.identities():  # only once the transaction is committed
-            publisher.published.add(identity, sent.declarant(identity[0]))
+        for decision in remembered:  # only once the transaction is committed
+            publisher.published.remember(decision)
         self.published_count += len(sent)
         for (reference, version), refusal, highest in skipped:
             metrics.DECISIONS_NOT_PUBLISHED.labels(reason=refusal).inc()
@@ -846,7 +835,7 @@ class DecisionPublisher:
         self,
         producer: AIOKafkaProducer,
         partition: int,
-        identity: _Identity,
+        identity: Identity,
         highest: int | None,
     ) -> asyncio.Future[object] | None:
         """The status event of a version not published for being below one published

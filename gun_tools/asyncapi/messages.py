@@ -26,7 +26,7 @@ from gun_contract.dead_letter import (
 )
 from gun_contract.topics import Payload, TopicRegistry
 from gun_contract.trace import TRACE_HEADER
-from gun_hub.pipeline.decision_outbox import HEADER_DECLARANT, HEADER_VERSION
+from gun_hub.pipeline.decision_outbox import HEADER_DECLARANT, HEADER_ORIGIN, HEADER_VERSION
 from gun_hub.pipeline.redrive import HEADER_REDRIVE_DEAD_LETTER, HEADER_REDRIVE_OF
 from gun_tools.asyncapi import examples
 from gun_tools.asyncapi.examples import example
@@ -180,6 +180,13 @@ _DECISION_HEADERS: JsonObject = {
             "declarant than the first one published). Absent on the decision of a "
             "declaration refused unread.",
             pattern=r"^[0-9a-f]{16}$",
+        ),
+        HEADER_ORIGIN: text(
+            "The partition of gun.declarations whose case decided it, in decimal: the hub "
+            "keeps each partition's latest decisions published apart, so that one announced "
+            "again after a partition was stuck for long is not published twice (ADR 0025). "
+            "Absent on decisions published before stop 47.",
+            pattern=r"^[0-9]{1,6}$",
         ),
         TRACE_HEADER: _TRACE,
     },

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -36,10 +37,10 @@ from gun_contract.security.state_cipher import (
 )
 from gun_hub.cli.hub_worker import ExpectedEndsWithoutTraceback
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION, OUTBOX_STATE, outbox_record_key
+from gun_hub.runtime.published_memory import PublishedMemory
 from gun_hub.runtime.publisher import (
     OUTBOX_UNREADABLE,
     DecisionPublisher,
-    PublishedMemory,
     _PartitionPublisher,
 )
 
@@ -70,6 +71,7 @@ class _Producer:
         self.aborted = 0
         self._open: list[tuple[str, bytes, list[tuple[str, bytes]]]] = []
         self._open_offsets: list[dict[TopicPartition, int]] = []
+        self.said: list[str] = []  # each commit's metadata, committed or not
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -87,13 +89,16 @@ class _Producer:
     ) -> asyncio.Future[object]:
         self._open.append((topic, value, list(headers or [])))
         delivered: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        delivered.set_result(None)
+        delivered.set_result(SimpleNamespace(offset=len(self.committed) + len(self._open) - 1))
         return delivered
 
     async def send_offsets_to_transaction(
-        self, offsets: dict[TopicPartition, int], _group: str
+        self, offsets: dict[TopicPartition, tuple[int, str]], _group: str
     ) -> None:
-        self._open_offsets.append(offsets)
+        # The offsets here; what the commit says of the origins' windows in ``said``
+        # (tests/unit/test_each_origins_latest_decisions_are_remembered_apart.py).
+        self._open_offsets.append({tp: offset for tp, (offset, _) in offsets.items()})
+        self.said.extend(said for _, said in offsets.values())
 
     def topics(self) -> list[str]:
         return [topic for topic, _, _ in self.committed]

@@ -33,7 +33,8 @@ from gun_hub.pipeline.decision_outbox import (
     declarant_of,
     declarant_tag,
 )
-from gun_hub.runtime.publisher import DecisionPublisher, PublishedMemory, _PartitionPublisher
+from gun_hub.runtime.published_memory import PublishedMemory
+from gun_hub.runtime.publisher import DecisionPublisher, _PartitionPublisher
 from tests.builders import declaration_xml
 from tests.unit.test_pipeline import Hub
 from tests.unit.test_publisher_memory_is_bounded import _Producer

@@ -45,7 +45,7 @@ from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.audit_keeper import SECURITY_REJECTION_KINDS
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION
 from gun_hub.pipeline.intake import RECORD_KEY_NOT_REFERENCE
-from gun_hub.runtime.publisher import SUPERSEDED, PublishedMemory
+from gun_hub.runtime.published_memory import SUPERSEDED, PublishedMemory
 from tests.builders import EORI, answer_to, declaration_xml
 from tests.conftest import envelope_of
 from tests.unit.test_a_sealed_message_is_read_only_as_the_type_it_was_sealed_as import (

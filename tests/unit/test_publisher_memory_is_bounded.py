@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,9 +17,9 @@ from prometheus_client import REGISTRY
 
 from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.pipeline.decision_outbox import HEADER_VERSION
+from gun_hub.runtime.published_memory import PublishedMemory
 from gun_hub.runtime.publisher import (
     DecisionPublisher,
-    PublishedMemory,
     _PartitionPublisher,
     _version_of,
     restore_from,
@@ -139,7 +140,7 @@ class _Producer:
     async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[object]:
         self.sent.append((topic, value))
         delivered: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        delivered.set_result(None)
+        delivered.set_result(SimpleNamespace(offset=len(self.sent) - 1))  # where it went
         return delivered
 
     async def send_offsets_to_transaction(self, *_: Any) -> None:

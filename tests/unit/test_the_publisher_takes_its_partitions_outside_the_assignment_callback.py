@@ -26,7 +26,8 @@ from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.state_cipher import StateCipher
 from gun_contract.topics import topic_registry
 from gun_hub.runtime import publisher as publisher_module
-from gun_hub.runtime.publisher import DecisionPublisher, PublishedMemory, _Handover
+from gun_hub.runtime.published_memory import PublishedMemory
+from gun_hub.runtime.publisher import DecisionPublisher, _Handover
 from tests.conftest import envelope_of
 
 OUTBOX = "gun.hub.decision-outbox"

@@ -258,7 +258,11 @@ class TableReplayGuard:
                 clocks[source] = max(clocks.get(source, 0.0), readable_from)
         first = self._table.get(key)
         if first is not None:
-            return _position_in(bytes(first)) == position.encode()
+            held_at = _position_in(bytes(first))
+            if held_at != position.encode():
+                self._keep_while_copy_readable(key, held_at, seen_at, partition)
+                return False
+            return True
         self._table[key] = f"{position}|{expires_at}".encode()
         if partition is not None:
             heapq.heappush(self._expiring[partition], (expires_at, key))
@@ -266,6 +270,28 @@ class TableReplayGuard:
         if self._sightings % self._PRUNE_EVERY == 0 and partition is not None:
             self._forget_expired(partition)
         return True
+
+    def _keep_while_copy_readable(
+        self, key: bytes, held_at: bytes, seen_at: float | None, partition: int | None
+    ) -> None:
+        """A copy of ``key`` refused (read at another position than its first): with
+        ``readable_s``, the id is kept until that copy can no longer be in the log
+        (``readable_s`` past its broker time ``seen_at``), not only until its expiry. The
+        copy stays in the log for the topic's retention, and a redrive claiming it as an
+        original read again is judged at its position: the id forgotten, it was a first
+        sighting, and the version decided a second time (stop 46's open item; the
+        dead-letter desk refused such redrives, the gate did not know). Bounded: the ids
+        of the copies refused in that span."""
+        if self._readable_s is None or seen_at is None or not math.isfinite(seen_at):
+            return
+        keep_until = int(seen_at) + self._readable_s
+        _, _, expiry = bytes(self._table.get(key) or b"").rpartition(b"|")
+        if expiry.isdigit() and int(expiry) >= keep_until:
+            return
+        # The table says it too: a worker seeding the partition from it keeps it as long.
+        self._table[key] = held_at + b"|" + str(keep_until).encode()
+        if partition is not None:
+            heapq.heappush(self._expiring[partition], (keep_until, key))
 
     def release(self, partitions: Iterable[int]) -> None:
         """Partitions taken from this worker: forget their expiry order. Their next owner
@@ -335,9 +361,14 @@ class TableReplayGuard:
         heap = self._expiring[partition]
         while heap and heap[0][0] < horizon:
             _, key = heapq.heappop(heap)
-            if self._table.get(key) is not None:
-                del self._table[key]
-                self.forgotten += 1
+            value = self._table.get(key)
+            if value is None:
+                continue
+            _, _, expiry = bytes(value).rpartition(b"|")
+            if expiry.isdigit() and int(expiry) >= horizon:
+                continue  # kept longer since (a copy refused): its later entry is queued
+            del self._table[key]
+            self.forgotten += 1
 
 
 def _position_in(value: bytes) -> bytes:

@@ -534,16 +534,20 @@ def test_a_copy_judged_a_replay_stays_one_when_read_again_from_its_partitions_co
     ]
 
 
-def test_an_id_is_forgotten_once_every_partition_is_committed_past_its_copies(
+def test_an_id_whose_copy_was_refused_is_kept_past_every_commit_while_the_copy_can_be_redriven(
     routing_table: RoutingTable, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The memory stays bounded (docs/bounded-state.md): once partition 1's commit point
-    is confirmed past the copy (at the record read at 10,000, read at the present), no
-    copy accepted before the id's expiry can be read again, and the id is forgotten."""
+    """Partition 1's commit point confirmed past the copy (at the record read at 10,000,
+    read at the present): the copy is never read again by the hub, but it stays in the
+    log, and a redrive claim naming it is judged at its position (ADR 0008's addendum of
+    stop 47). Until stop 47 the id was forgotten here. Still bounded: kept until the copy
+    can no longer be in the log, 14 days past its broker time
+    (tests/unit/test_hub_replay_memory_is_bounded.py)."""
     hub = _a_copy_judged_a_replay_then_everything_read_on(
         routing_table, keys_dir, monkeypatch, committed_on_1=lambda _partition: 10_000
     )
-    assert hub.message_id not in hub.on_0.claimed_ids
+    kept = hub.on_0.claimed_ids[hub.message_id]
+    assert kept.rpartition(b"|")[2] == str(int(hub.sealed_at + 60) + 14 * 24 * 3600).encode()
 
 
 def test_a_replay_verdict_is_not_overturned_by_a_later_first_sighting_for_a_held_declaration() -> (

@@ -275,3 +275,42 @@ def test_a_claim_from_an_older_worker_does_not_move_its_partitions_clock() -> No
     assert b"copied" in table
     _read_on(guard, range(PARTITIONS), expires_at + READABLE_S + 1.0, readable_from=None)
     assert b"copied" not in table
+
+
+def test_an_id_whose_copy_was_refused_is_kept_while_that_copy_can_be_redriven() -> None:
+    """A copy refused as a replay stays in the log for the declarations' retention, and
+    anyone who writes gun.declarations can claim it, with a redrive header, as an
+    original read again: the gate reads it back, finds it, and the claim is judged at
+    the copy's position. Once the id was forgotten (every partition read past its
+    expiry), that claim was a first sighting and the version was decided a second time
+    (a second case on the copy's partition): the dead-letter desk refuses such a redrive,
+    the gate did not know (stop 46's open item). The id is now kept, from the refusal,
+    as long as a record can stay in the log."""
+    table: dict[bytes, bytes] = {}
+    guard = _claims_memory(table)
+    expires_at = int(THREE_HOURS_AGO) + 600 + KEEP_S
+    assert guard.first_sighting("copied", expires_at, "gun.declarations/0/3", THREE_HOURS_AGO)
+    copy = "gun.declarations/1/7"
+    assert not guard.first_sighting("copied", expires_at, copy, THREE_HOURS_AGO + 60)
+
+    _read_on(guard, range(PARTITIONS), NOW)  # every partition read past its expiry
+    # The redrive: the copy read again, at its position and broker time.
+    redriven = guard.first_sighting("copied", expires_at, copy, THREE_HOURS_AGO + 60)
+    assert not redriven, "a redrive laundered the replay"
+    # Still bounded: forgotten once the copy can no longer be in the log.
+    _read_on(guard, range(PARTITIONS), THREE_HOURS_AGO + 60 + READABLE_S + KEEP_S + 1.0)
+    assert b"copied" not in table
+
+
+def test_an_id_whose_copy_was_refused_is_kept_after_a_worker_takes_the_partition_over() -> None:
+    """The later forgetting is in the table itself, not only this worker's expiry order:
+    a worker seeding the partition from the table keeps the id as long."""
+    table: dict[bytes, bytes] = {}
+    guard = _claims_memory(table)
+    expires_at = int(THREE_HOURS_AGO) + 600 + KEEP_S
+    guard.first_sighting("copied", expires_at, "gun.declarations/0/3", THREE_HOURS_AGO)
+    guard.first_sighting("copied", expires_at, "gun.declarations/1/7", THREE_HOURS_AGO + 60)
+
+    successor = _claims_memory(table)
+    _read_on(successor, range(PARTITIONS), NOW)
+    assert b"copied" in table

@@ -22,6 +22,7 @@ then count as read while it never was).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from gun_contract.topics import TopicRegistry
@@ -29,11 +30,19 @@ from gun_contract.topics import TopicRegistry
 _Partition = tuple[str, int]
 
 
-def inputs_of(topics: TopicRegistry, partition: int) -> list[_Partition]:
+def inputs_of(
+    topics: TopicRegistry, partition: int, authorities: Iterable[str] | None = None
+) -> list[_Partition]:
     """What a case on ``partition`` is decided from: its declarations partition and the
-    same partition of every authority's responses (ADR 0005: carried, never re-hashed)."""
+    same partition of the responses (ADR 0005: carried, never re-hashed) of
+    ``authorities``, the ones it waits for (None: not known, every authority's). Only
+    those: an answer on another authority's partition cannot be the case's, and one
+    adapter flooding its own answers topic held back the deadlines of every authority's
+    cases on that partition (stop 46's open item)."""
+    known = topics.authorities
+    waited = known if authorities is None else [a for a in known if a in set(authorities)]
     return [(topics.declarations, partition)] + [
-        (topics.responses(authority), partition) for authority in topics.authorities
+        (topics.responses(authority), partition) for authority in waited
     ]
 
 

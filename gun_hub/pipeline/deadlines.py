@@ -193,7 +193,7 @@ class Deadlines:
             self._report_overdue_control(outbox, case, source.partition)
             return outbox
         now = self._ctx.clock()
-        if now < case.deadline or not self._ctx.answers_read(source.partition):
+        if now < case.deadline or not self._ctx.answers_read(source.partition, case.awaiting):
             return outbox  # early, or answers may wait unread: a later sweep ticks again
         silent = sorted(case.awaiting)
         case.time_out()
@@ -302,7 +302,9 @@ class Deadlines:
         if not kept_for_control(case) or case.decision is None:
             return None
         due = case.decision.decided_at.timestamp() + self._ctx.control_report_after_s
-        return OpenCaseEntry(case.version, due, partition, waits_for_control=True).to_bytes()
+        return OpenCaseEntry(
+            case.version, due, partition, waits_for_control=True, awaiting=()
+        ).to_bytes()
 
     def _drop_entry(self, key: bytes, why: str) -> None:
         """Remove an open-cases entry nothing waits for (said once: it is gone after)."""
@@ -319,7 +321,7 @@ class Deadlines:
             return
         if self._ctx.clock().timestamp() < waiting.due:
             return
-        if not self._ctx.answers_read(partition):
+        if not self._ctx.answers_read(partition, ()):
             # The control's result (RELEASED_AFTER_CONTROL, CANCELLED) may wait unread in
             # the declarations backlog of a worker back from a long stop: reported only
             # once it is read through; the entry stays, a later sweep ticks again.

@@ -92,31 +92,44 @@ class OpenCaseEntry:
     (contract section 2), so the tick is sent there, never to a partition re-derived
     from the key. ``due`` is a POSIX time: the request deadline of an undecided case, or
     when a reservation kept for a control becomes overdue (``waits_for_control``).
+    ``awaiting``: the authorities whose answers the tick waits to have read through (as
+    the case was opened: a superset of those still awaited); a control's report waits
+    for its declarations partition only (its result comes as a declaration). None: not
+    said (an entry written before stop 47), every authority's.
     """
 
     version: int
     due: float
     partition: int | None
     waits_for_control: bool = False
+    awaiting: tuple[str, ...] | None = None
 
     def to_bytes(self) -> bytes:
         partition = "" if self.partition is None else str(self.partition)
         kind = "control" if self.waits_for_control else "answers"
-        return f"{self.version}|{self.due}|{partition}|{kind}".encode()
+        said = f"{self.version}|{self.due}|{partition}|{kind}"
+        if self.awaiting is not None:
+            said += "|" + ",".join(self.awaiting)
+        return said.encode()
 
     @classmethod
     def from_bytes(cls, value: bytes) -> OpenCaseEntry:
-        """Also reads the ``version|due`` entries written before partitions were kept."""
+        """Also reads the ``version|due`` entries written before partitions were kept,
+        and those written before the authorities awaited were."""
         version, due, *rest = value.decode().split("|")
         partition = int(rest[0]) if rest and rest[0] else None
-        return cls(int(version), due_time(due), partition, len(rest) > 1 and rest[1] == "control")
+        control = len(rest) > 1 and rest[1] == "control"
+        awaiting = tuple(a for a in rest[2].split(",") if a) if len(rest) > 2 else None
+        return cls(int(version), due_time(due), partition, control, awaiting)
 
 
 def open_case_entry(case: Case, partition: int | None) -> bytes:
-    return OpenCaseEntry(case.version, case.deadline.timestamp(), partition).to_bytes()
+    return OpenCaseEntry(
+        case.version, case.deadline.timestamp(), partition, awaiting=tuple(sorted(case.awaiting))
+    ).to_bytes()
 
 
-def _all_read(partition: int) -> bool:
+def _all_read(partition: int, authorities: Collection[str] | None = None) -> bool:
     return True
 
 
@@ -159,9 +172,10 @@ class HubContext:
     # The decision outbox's partition count (kafka.partitions): a decision goes to the
     # partition of its reference's hash, whichever partition its case lives on.
     outbox_partitions: int
-    # Whether every answer in the log on ``partition`` has been read (answer_progress.py);
-    # a deadline waits until it is (defect 10).
-    answers_read: Callable[[int], bool] = _all_read
+    # Whether every record in the log on ``partition`` of the declarations and of the
+    # responses of the authorities given (None: every one) has been read
+    # (answer_progress.py); a deadline waits until it is (defect 10).
+    answers_read: Callable[[int, Collection[str] | None], bool] = _all_read
     control_report_after_s: float = 7 * 24 * 3600.0
     # Decided cases leave the cases table after a retention (retention.py); None: kept.
     retention: Retirement | None = None
@@ -280,7 +294,7 @@ class HubContext:
             # The entry is replaced in one write (each write is a changelog record).
             due = decision.decided_at.timestamp() + self.control_report_after_s
             self.open_cases[case.reference.encode()] = OpenCaseEntry(
-                case.version, due, partition, waits_for_control=True
+                case.version, due, partition, waits_for_control=True, awaiting=()
             ).to_bytes()
         else:
             self.open_cases.pop(case.reference.encode(), None)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from faust.types import TP
@@ -59,10 +59,11 @@ class DeadlineSweep:
         self._progress = progress
         self._index = index
 
-    def answers_read(self, partition: int) -> bool:
+    def answers_read(self, partition: int, authorities: Collection[str] | None = None) -> bool:
         """Nothing that was in the log of the inputs of ``partition`` at the last sweep
-        waits unread (asked again as the tick is handled: the worker read on since)."""
-        inputs = inputs_of(self._topics, partition)
+        (its declarations, the responses of ``authorities``, None: of every one) waits
+        unread (asked again as the tick is handled: the worker read on since)."""
+        inputs = inputs_of(self._topics, partition, authorities)
         self._refresh_read_positions(inputs)
         return self._progress.all_read(inputs)
 
@@ -105,12 +106,15 @@ class DeadlineSweep:
         if not due:
             return
         # A control's result comes as a declaration: its report waits for the inputs
-        # to be read through, as an answer's deadline does.
-        partitions = {partition for _, partition, _ in due}
-        await self._refresh_progress(partitions)
-        await self._catch_up(partitions)
+        # to be read through, as an answer's deadline does. Each entry's inputs are its
+        # partition's declarations and the answers of the authorities it waits for.
+        inputs = {
+            key: inputs_of(self._topics, partition, entry.awaiting) for key, partition, entry in due
+        }
+        await self._refresh_progress(inputs.values())
+        await self._catch_up(inputs.values())
         for key, partition, entry in due:
-            if not self._progress.all_read(inputs_of(self._topics, partition)):
+            if not self._progress.all_read(inputs[key]):
                 self._index.push(key, now)  # answers or results may wait unread: next sweep
                 continue
             # Looked at again in a while: a tick lost, or not acted on, is sent again.
@@ -166,27 +170,22 @@ class DeadlineSweep:
                     [trace_header(key.decode("utf-8", "replace"), 0)],
                 )
 
-    async def _refresh_progress(self, partitions: set[int]) -> None:
+    async def _refresh_progress(self, each: Iterable[list[tuple[str, int]]]) -> None:
         """Ask the broker where each input partition ends, and the consumer how far
         each was handled without a hole."""
-        if not partitions:
+        inputs = sorted({tp for entry_inputs in each for tp in entry_inputs})
+        if not inputs:
             return
-        inputs = [
-            tp for partition in sorted(partitions) for tp in inputs_of(self._topics, partition)
-        ]
         ends = await self._app.consumer.highwaters(*(TP(topic, p) for topic, p in inputs))
         for tp, end in ends.items():
             if end is not None:
                 self._progress.set_end(tp.topic, tp.partition, int(end))
         self._refresh_read_positions(inputs)
 
-    async def _catch_up(self, partitions: set[int]) -> None:
+    async def _catch_up(self, each: Iterable[list[tuple[str, int]]]) -> None:
         """Wait, briefly, until the records on their way at the sweep have been read."""
-        waiting = [
-            inputs_of(self._topics, partition)
-            for partition in partitions
-            if not self._progress.all_read(inputs_of(self._topics, partition))
-        ]
+        distinct = {tuple(inputs): inputs for inputs in each}.values()  # entries share them
+        waiting = [inputs for inputs in distinct if not self._progress.all_read(inputs)]
         deadline = time.monotonic() + _CATCH_UP_S
         while waiting and time.monotonic() < deadline:
             await asyncio.sleep(_CATCH_UP_LOOK_S)  # no event marks a partition read through

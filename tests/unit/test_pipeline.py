@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,8 +78,11 @@ class Hub:
         self.open_cases: dict[bytes, bytes] = {} if open_cases is None else open_cases
         self.now = NOW
         self.control_report_after_s = 3 * 24 * 3600.0
-        # Whether the answers on the response partitions are all read (defect 10).
+        # Whether the answers on the response partitions are all read (defect 10), and
+        # the authorities whose responses partition has answers unread meanwhile (one
+        # adapter flooding its own topic).
         self.answers_read = True
+        self.unread_answers_of: set[str] = set()
         # What seals the decision outbox (the hub's state key), as the publisher opens it.
         self.outbox_cipher = StateCipher.load(keys_dir, HUB_PARTY)
         # The rollout modes in force (none set: every authority enforced).
@@ -96,7 +99,7 @@ class Hub:
             clock=lambda: self.now,
             outbox_cipher=self.outbox_cipher,
             outbox_partitions=4,
-            answers_read=lambda partition: self.answers_read,
+            answers_read=self._answers_read,
             control_report_after_s=self.control_report_after_s,
             rollout=self.rollout,
         )
@@ -118,6 +121,12 @@ class Hub:
         self.intake.handle = keyed_by_reference(self.intake_as_keyed)  # type: ignore[method-assign]
         self.correlation.handle = self._delivered(self.correlation.handle)  # type: ignore[method-assign]
         self.deadlines.handle = self._delivered(self.deadlines.handle)  # type: ignore[method-assign]
+
+    def _answers_read(self, partition: int, authorities: Collection[str] | None = None) -> bool:
+        """As the deadline sweep answers (runtime/deadline_sweep.py): the declarations and
+        the responses of ``authorities`` (None: every one) read through."""
+        waited = set(self.topics.authorities if authorities is None else authorities)
+        return self.answers_read and not waited & self.unread_answers_of
 
     def _delivered(self, handle: Callable[..., Effects]) -> Callable[..., Effects]:
         def handled(*args: object) -> Effects:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from gun_contract.model.declaration import Stage
 from gun_contract.model.verdicts import Verdict
 from gun_hub.domain.case import Case
-from gun_hub.domain.decide import decide, document_reasons
+from gun_hub.domain.decide import counted, decide, document_reasons
 from gun_hub.domain.override import OverridePolicy, review_override
 from gun_hub.domain.rollout import RolloutMode
 from gun_hub.ops.facts import RolloutUse
@@ -40,7 +40,12 @@ def rollout_uses(case: Case, policy: OverridePolicy) -> list[RolloutUse]:
             results=results,
             decided_at=case.decision.decided_at,
             risk=[finding.hit() for finding in case.risk],
-            override=review_override(case.stage, results, case.override_items, policy),
+            # Advice stays out of the override's review, as in the decision taken
+            # (HubContext.override_of): an advisory refusal through it was a control
+            # the report said enforcing would keep (review of stop 47).
+            override=review_override(
+                case.stage, counted(results, modes), case.override_items, policy
+            ),
             rollout=modes,
         )
         uses.append(

@@ -336,3 +336,35 @@ def test_the_report_counts_declarations_agreements_and_reasons(hub: Hub, tmp_pat
     assert row["would_decide"] == {"RELEASE": 1, "REFUSE": 2}
     assert (row["agreements"], row["disagreements"]) == (0, 3)
     assert row["reasons"] == {"NOT_FOUND": 2}
+
+
+def test_what_a_shadow_authority_would_decide_is_what_enforcing_it_decides_under_an_override(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """The pilot's evidence (review of stop 47): with the declarant's override (mention
+    73000) on the item, the shadow re-decision let another authority's *advisory*
+    refusal through the override, where the real decision leaves advice out of it: the
+    report said CONTROL_DOCUMENTARY, agreeing with the decision taken, where enforcing
+    the authority releases (a control the connection would save, hidden)."""
+    xml = declaration_xml(
+        items=(
+            goods_item(
+                1, (document("N853", "CHEDP-1"), document("C638", "CITES-1")), mentions=("73000",)
+            ),
+        )
+    )
+
+    def decided_by(hub: Hub) -> Effects:
+        hub.rollout.apply(setting("cites", RolloutMode.ADVICE, OFFICE))
+        sent = hub.intake.handle(xml, source())
+        hub.answer(sent, "dgal", Verdict.VALID)
+        return hub.answer(sent, "cites", Verdict.NOT_FOUND)  # advisory only
+
+    enforced = Hub(routing_table, keys_dir)
+    [really] = enforced.decision_objects(decided_by(enforced))
+
+    piloted = Hub(routing_table, keys_dir)
+    piloted.rollout.apply(setting("dgal", RolloutMode.SHADOW, OFFICE))
+    [fact] = facts(piloted, decided_by(piloted))
+    [dgal] = [use for use in fact.rollout if use.authority == "dgal"]
+    assert dgal.would_decide == really.outcome.value

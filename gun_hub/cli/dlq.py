@@ -76,7 +76,8 @@ def _query(
     query = {name: str(value) for name, value in paging.items()}
     if since is not None:
         try:
-            query["since"] = parse_since(since, datetime.now().astimezone()).isoformat()
+            now = datetime.now().astimezone()
+            query["since"] = parse_since(since, now, local=True).isoformat()
         except NotAFilter as err:
             typer.echo(str(err), err=True)
             raise typer.Exit(2) from None

@@ -134,10 +134,13 @@ class DeadLetterFilter:
         return ("WHERE " + " AND ".join(clauses) if clauses else "", tuple(args))
 
 
-def parse_since(text: str, now: datetime, zone: tzinfo | None = None) -> datetime:
+def parse_since(
+    text: str, now: datetime, zone: tzinfo | None = None, *, local: bool = False
+) -> datetime:
     """When a ``--since`` starts: a duration back from ``now`` (``90m``, ``6h``, ``7d``),
     a day (``2026-11-22``: its midnight), or a date and time (ISO 8601). Without a UTC
-    offset, in ``zone`` (default: UTC)."""
+    offset, in ``zone`` (default: UTC), or with ``local`` in this machine's own time
+    zone, its summer time included (the command line's: an officer's own time)."""
     cleaned = text.strip()
     relative = _RELATIVE.fullmatch(cleaned)
     if relative is not None:
@@ -146,18 +149,24 @@ def parse_since(text: str, now: datetime, zone: tzinfo | None = None) -> datetim
             return now - timedelta(**{unit: amount})
         except OverflowError:
             raise NotAFilter(f"since: {cleaned} goes back before the year 1") from None
-    zone = zone or UTC
     try:
         if len(cleaned) == 10:
-            day = date.fromisoformat(cleaned)
-            return datetime.combine(day, time(0), zone)
-        moment = datetime.fromisoformat(cleaned)
+            moment = datetime.combine(date.fromisoformat(cleaned), time(0))
+        else:
+            moment = datetime.fromisoformat(cleaned)
     except ValueError:
         raise NotAFilter(
             f"since: {text[:40]!r} is neither a duration (90m, 6h, 7d), a day (YYYY-MM-DD) "
             "nor an ISO date and time"
         ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+    if moment.tzinfo is not None:
+        return moment
+    if not local:
+        return moment.replace(tzinfo=zone or UTC)
+    try:
+        return moment.astimezone()  # a naive time is read as the machine's local time
+    except (ValueError, OverflowError):  # the years 1 and 9999 shifted out of range
+        raise NotAFilter(f"since: {cleaned} is out of the range of dates") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ and the row the operations view keeps of each dead letter (issue 13, item 5)."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from gun_contract.dead_letter import (
     SourcePosition,
     dead_letter_record,
 )
+from gun_hub.cli import dlq as dlq_cli
 from gun_hub.ops.dead_letters import (
     DeadLetterFilter,
     DeadLetterId,
@@ -95,6 +97,38 @@ def test_since_a_time_keeps_its_offset_or_takes_the_zone() -> None:
 def test_since_that_is_neither_is_refused(text: str) -> None:
     with pytest.raises(NotAFilter, match="since"):
         parse_since(text, NOON)
+
+
+def test_the_command_line_reads_a_time_without_an_offset_in_the_officers_own_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As its help says ("local time unless it has an offset"): an officer in Paris asking
+    since 10:00 missed the dead letters of 10:00 to 11:00 (read as 10:00 UTC; review of
+    stop 47)."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        asked = dlq_cli._query("2026-11-22T10:00", None, None)
+        day = dlq_cli._query("2026-11-22", None, None)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert datetime.fromisoformat(asked["since"]) == datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+    assert datetime.fromisoformat(day["since"]) == datetime(2026, 11, 21, 23, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", ["0001-01-01", "9999-12-31T23:59"])
+def test_a_local_time_at_the_end_of_the_calendar_is_refused_not_a_traceback(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        with pytest.raises(NotAFilter):
+            parse_since(text, datetime.now().astimezone(), local=True)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_a_filter_refuses_what_no_dead_letter_could_match() -> None:

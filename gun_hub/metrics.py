@@ -60,7 +60,8 @@ DEGRADED_DECISIONS = Counter(
     "gun_hub_degraded_decisions_total",
     "Decisions made in degraded mode, once for each authority whose answer they lack "
     "(UNAVAILABLE): its adapter answered UNAVAILABLE (its circuit to a partner that is down "
-    "is open, the partner failed every attempt) or its deadline passed (review stop 40-PR).",
+    "is open, the partner failed every attempt) or its deadline passed (review stop 40-PR); "
+    "once per decision, authorities in advice mode left out.",
     ["authority"],
 )
 OVERRIDES = Counter(

@@ -26,7 +26,7 @@ from gun_hub.domain.decide import DEGRADED_MODE, counted, decide
 from gun_hub.domain.lifecycle import follow_up_requests, kept_for_control
 from gun_hub.domain.override import OverrideReview, audit_body, review_override
 from gun_hub.domain.risk import RiskRules
-from gun_hub.domain.rollout import RolloutBoard
+from gun_hub.domain.rollout import RolloutBoard, RolloutMode
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.shadow import rollout_uses
 from gun_hub.domain.status_events import StatusEvent, StatusKind, bounded_detail
@@ -313,10 +313,17 @@ class HubContext:
         return decision
 
     def announce(
-        self, outbox: Effects, case: Case, partition: int, stored: Case | None = None
+        self,
+        outbox: Effects,
+        case: Case,
+        partition: int,
+        stored: Case | None = None,
+        *,
+        again: bool = False,
     ) -> None:
         """Emit a decided case's decision and follow-ups; once the broker has them, mark
-        the case announced. Called again for a case found decided but unannounced.
+        the case announced. Called again for a case found decided but unannounced
+        (``again``: the decision is counted in the metrics once, when first announced).
         ``stored``: the case as it is stored, when ``case`` is an earlier version it
         carries (the follow-ups' answers are solicited on it)."""
         assert case.decision is not None  # noqa: S101 - only decided cases are announced
@@ -331,10 +338,12 @@ class HubContext:
             override=override,
             office=case.office,
             rollout=rollout_uses(case, self.routing),
+            counted=not again,
         )
         if override.covered or override.declined:
             # Audited and watched (domain notes): beside the decision's own audit record.
-            metrics.OVERRIDES.labels(outcome=case.decision.outcome.value).inc()
+            if not again:
+                metrics.OVERRIDES.labels(outcome=case.decision.outcome.value).inc()
             self.record_audit(
                 outbox,
                 partition,
@@ -394,7 +403,7 @@ class HubContext:
         lost = [c for c in case.unconfirmed() if (c.reference, c.version) not in self.announcing]
         for unconfirmed in lost:
             metrics.DECISIONS_ANNOUNCED_AGAIN.inc()
-            self.announce(outbox, unconfirmed, partition, stored=case)
+            self.announce(outbox, unconfirmed, partition, stored=case, again=True)
         if lost:
             self.store_case(self.cases, case)
         return bool(lost)
@@ -457,19 +466,23 @@ class HubContext:
             )
 
     @staticmethod
-    def _count_degraded(decision: Decision) -> None:
+    def _count_degraded(decision: Decision, rollout: Sequence[RolloutUse]) -> None:
         """A decision in degraded mode counts once for each authority whose answer it
         lacks, whatever made it missing: an UNAVAILABLE answer (a partner that is down
         answers so at once, its circuit open: no deadline passes) or a passed deadline
         (review stop 40-PR, PR1). Only a degraded decision: an UNAVAILABLE result of an
-        authority in shadow mode does not make one."""
+        authority in shadow mode does not make one, nor one in advice mode, which does
+        not make the decision (review of stop 47)."""
         if all(reason.code != DEGRADED_MODE for reason in decision.reasons):
             return
+        advisory = {use.authority for use in rollout if use.mode == RolloutMode.ADVICE.value}
         for authority in sorted(
             {
                 result.authority
                 for result in decision.documents
-                if result.verdict is Verdict.UNAVAILABLE and result.authority
+                if result.verdict is Verdict.UNAVAILABLE
+                and result.authority
+                and result.authority not in advisory
             }
         ):
             metrics.DEGRADED_DECISIONS.labels(authority=authority).inc()
@@ -485,10 +498,12 @@ class HubContext:
         override: OverrideReview | None = None,
         office: str = "",
         rollout: Sequence[RolloutUse] = (),
+        counted: bool = True,
     ) -> None:
         """The decision sealed to the clearance system, its audit record, its status, and
         the fact the statistics count it from (with what the override did, and each
-        authority's rollout mode and shadow comparison)."""
+        authority's rollout mode and shadow comparison). ``counted``: in the metrics (not
+        when announced again: counted when first announced)."""
         document = encode_decision(decision)
         version = str(decision.version).encode()
         # The outbox is the hub's own: sealed with its state key (AES-GCM, bound to the
@@ -537,8 +552,9 @@ class HubContext:
             },
             about=(decision.reference, decision.version),
         )
-        metrics.DECISIONS.labels(outcome=decision.outcome.value).inc()
-        self._count_degraded(decision)
+        if counted:
+            metrics.DECISIONS.labels(outcome=decision.outcome.value).inc()
+            self._count_degraded(decision, rollout)
         self.emit_status(
             outbox,
             decision.reference,

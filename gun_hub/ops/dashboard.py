@@ -68,6 +68,6 @@ def live_figures(state: OpsState, now: float) -> dict[str, Any]:
                 "heartbeat_age_s": round(max(0.0, now - health.at.timestamp()), 1),
                 "stale": now - health.at.timestamp() > 3 * health.every_s,
             }
-            for authority, health in sorted(state.partners.items())
+            for authority, health in sorted(state.routed_partners().items())
         ],
     }

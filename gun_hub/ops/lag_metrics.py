@@ -45,6 +45,16 @@ class OpsState:
     """When this process began to listen for heartbeats: a routed authority never heard
     from is as silent as one last heard then (found by review, stop 37)."""
 
+    def routed_partners(self) -> dict[str, PartnerHealth]:
+        """The health last heard of each routed authority (of every one heard when the
+        routed ones are not known). An authority taken out of the routing table has its
+        heartbeats refused since: its last one, kept by the view, aged for ever, and
+        ``GunHubAdapterSilent`` (and its circuit's alert) paged for an authority removed
+        on purpose (review of stop 47)."""
+        if not self.expected_partners:
+            return dict(self.partners)
+        return {a: h for a, h in self.partners.items() if a in self.expected_partners}
+
 
 class OpsCollector(Collector):
     def __init__(
@@ -173,7 +183,7 @@ class OpsCollector(Collector):
             HEARTBEAT_AGE, "Seconds since an adapter's last heartbeat.", labels=["authority"]
         )
         now = self._clock()
-        heard = self._state.partners
+        heard = self._state.routed_partners()
         for authority, health in sorted(heard.items()):
             for state in CircuitStatus:
                 circuit.add_metric([authority, state.value], 1 if health.circuit is state else 0)

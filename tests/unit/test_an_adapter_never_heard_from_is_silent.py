@@ -58,3 +58,22 @@ def test_an_adapter_heard_that_is_no_longer_routed_keeps_its_series() -> None:
         every_s=5.0,
     )
     assert heartbeat_ages(state, now=15.0) == {"cites": 5.0}
+
+
+def test_an_authority_taken_out_of_the_routing_table_has_no_series_any_more() -> None:
+    """Its heartbeats are refused since, and the view keeps its last one: exported, it
+    aged for ever and paged ``GunHubAdapterSilent`` (its circuit's alert too, if it was
+    open) for an authority removed on purpose (review of stop 47). Without the routed
+    authorities known (above), every one heard keeps its series."""
+    state = OpsState(expected_partners=frozenset({"dgal"}), listening_since=0.0)
+    for authority in ("dgal", "cites"):
+        state.partners[authority] = PartnerHealth(
+            authority=authority,
+            adapter=f"adapter-{authority}-1",
+            circuit=CircuitStatus.OPEN,
+            pending_operations=0,
+            at=datetime.fromtimestamp(10.0, tz=UTC),
+            every_s=5.0,
+        )
+    assert heartbeat_ages(state, now=3 * 86_400.0) == {"dgal": 3 * 86_400.0 - 10.0}
+    assert list(state.routed_partners()) == ["dgal"]  # what the dashboard shows

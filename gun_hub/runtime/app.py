@@ -1226,6 +1226,7 @@ def build_hub(settings: Settings) -> Hub:
             send_acknowledged,
             state_cipher,
             settings.web.rollout_operator_names(),
+            settings_read=rollout.caught_up.is_set,
         ),
     )
     return Hub(app=app, topics=topics, routing=routing)

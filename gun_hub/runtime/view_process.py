@@ -182,6 +182,7 @@ def build_view_process(settings: Settings) -> ViewProcess:
             send_acknowledged,
             cipher,
             settings.web.rollout_operator_names(),
+            settings_read=rollout.caught_up.is_set,
         ),
     )
     if web is None:

@@ -55,6 +55,9 @@ class RolloutDesk:
     send: Callable[[OutgoingRecord], Awaitable[int]]
     cipher: StateCipher
     operators: frozenset[str]
+    # Whether the worker's follower has read hub.rollout through since it started
+    # (``RolloutFollower.caught_up``): until then the board is not the modes in force.
+    settings_read: Callable[[], bool]
     clock: Callable[[], datetime] = field(default=_utc_now)
 
     def modes(self) -> dict[str, Any]:
@@ -88,11 +91,17 @@ def add_rollout_routes(
     async def show(request: web.Request) -> web.StreamResponse:
         if desk is None:
             return _no_desk()
+        if not desk.settings_read():
+            return _still_reading()
         return answer({"authorities": desk.modes()})
 
     async def set_mode(request: web.Request) -> web.StreamResponse:
         if desk is None:
             return _no_desk()
+        if not desk.settings_read():
+            # Dated after the setting in force and audited with what it replaces: both
+            # read from the board, empty until then (review of stop 47).
+            return _still_reading()
         if request.content_type != "application/json":
             return refuse(415, "send Content-Type: application/json")
         officer = str(request.get(OFFICER, ""))
@@ -217,3 +226,9 @@ def _dated_after_the_one_it_replaces(
 
 def _no_desk() -> web.Response:
     return refuse(503, "the rollout desk is not available on this listener")
+
+
+def _still_reading() -> web.Response:
+    return refuse(
+        503, "this worker is still reading the modes in force (hub.rollout): ask again shortly"
+    )

@@ -35,6 +35,8 @@ class Listener:
     broker: Broker
     cipher: StateCipher
     board: RolloutBoard
+    # Whether the worker's follower has read hub.rollout to its end since it started.
+    settings_read: list[bool]
 
     async def call(
         self, method: str, path: str, officer: str = "alice", body: Any = None
@@ -69,12 +71,23 @@ async def listener(tmp_path: Path, keys_dir: Path) -> AsyncIterator[Listener]:
             board.apply(published)
         return setting in board.settings()
 
-    desk = RolloutDesk(TOPICS, board, applied, broker.send, cipher, frozenset({"alice"}))
+    settings_read = [True]
+    desk = RolloutDesk(
+        TOPICS,
+        board,
+        applied,
+        broker.send,
+        cipher,
+        frozenset({"alice"}),
+        settings_read=lambda: settings_read[0],
+    )
     web = build_web(settings, None, OpsState(), set(), rollout=desk)
     assert web is not None
     await web.start()
     try:
-        yield Listener(f"http://127.0.0.1:{settings.officer_port}", broker, cipher, board)
+        yield Listener(
+            f"http://127.0.0.1:{settings.officer_port}", broker, cipher, board, settings_read
+        )
     finally:
         await web.stop()
 
@@ -187,3 +200,23 @@ async def test_a_setting_is_dated_after_the_one_it_replaces_whatever_this_worker
     [published] = listener.settings_published()
     assert published.at > ahead.at
     assert listener.board.mode_for("dga", "FR000690") is RolloutMode.SHADOW
+
+
+async def test_a_desk_that_has_not_read_the_settings_in_force_sets_and_shows_nothing(
+    listener: Listener,
+) -> None:
+    """Just started, the worker's board is empty until its follower has read hub.rollout
+    through: a setting made then was dated by this worker's clock alone (refused by every
+    worker as older than the one in force if that was set through a clock ahead, while
+    the command said it was set), audited as replacing ``enforce``, and ``rollout show``
+    said every authority was enforced (review of stop 47)."""
+    listener.settings_read[0] = False
+    status, body = await listener.call("POST", "/rollout", body=DGA_SHADOW)
+    assert status == 503
+    assert "still reading" in body["error"]
+    assert listener.broker.sent == []  # neither audited nor published
+    status, _ = await listener.call("GET", "/rollout", "bob")
+    assert status == 503
+    listener.settings_read[0] = True
+    status, _ = await listener.call("POST", "/rollout", body=DGA_SHADOW)
+    assert status == 200

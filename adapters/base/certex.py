@@ -231,6 +231,19 @@ def _outage_answer(status: int, payload: dict[str, Any]) -> bool:
     return not (status == 404 and payload.get("result") == "NOT_FOUND")
 
 
+# The results a 200 of the contract carries.
+_CONTRACT_RESULTS = frozenset({"DONE", "ACCEPTED", "REFUSED"})
+
+
+def _of_the_contract(status: int, payload: dict[str, Any]) -> bool:
+    """Whether a 200 has the contract's shape (a known result, a code that is text or
+    none); an answer of another status is judged by :func:`_outage_answer`."""
+    if status != 200:
+        return True
+    code = payload.get("code")
+    return payload.get("result") in _CONTRACT_RESULTS and (code is None or isinstance(code, str))
+
+
 class CertexHttpPartner:
     """HTTP client for one partner system; a single pooled session per adapter."""
 
@@ -625,9 +638,12 @@ class CertexHttpPartner:
         if not isinstance(payload, dict):
             answer_unusable()
             raise PartnerUnavailable("partner answer is not a JSON object")
-        if _outage_answer(response.status, payload):
+        if _outage_answer(response.status, payload) or not _of_the_contract(
+            response.status, payload
+        ):
             # Expired credentials or a wrong URL answer every call so: the circuit
-            # opens and the heartbeat says so, not "closed" (stop 37, J6).
+            # opens and the heartbeat says so, not "closed" (stop 37, J6). So does a
+            # 200 outside the contract (a maintenance page in JSON: review of stop 47).
             answer_unusable()
         else:
             self.circuit.record_success()
@@ -695,7 +711,10 @@ def _map_answer(
 ) -> tuple[Verdict, str | None, str | None]:
     result = payload.get("result")
     message = payload.get("message")
-    detail = str(message) if message is not None else None
+    # Cut as a rejection's words are: copied into every document's answer, a partner's
+    # long message made an answer too large for the response topic, and the producer's
+    # refusal stopped every replica in turn (review of stop 47).
+    detail = str(message)[:_REJECTION_TEXT_CHARS] if message is not None else None
     if status == 404 and result == "NOT_FOUND":
         return Verdict.NOT_FOUND, None, "unknown to the partner system"
     if _rejected(status):
@@ -718,16 +737,25 @@ def _map_answer(
     if operation in CLEARANCE_VERDICTS:
         verdict = CLEARANCE_VERDICTS[operation].get(code or "")
         if result != "DONE" or verdict is None:
-            raise PartnerUnavailable(f"unknown {operation.value} outcome {code!r}")
+            raise PartnerUnavailable(f"unknown {operation.value} outcome {_said(code)}")
         return verdict, code, detail
     if result == "ACCEPTED":
         return Verdict.VALID, None, None
     if result == "REFUSED":
         verdict = REFUSAL_VERDICTS.get(code or "")
         if verdict is None:
-            raise PartnerUnavailable(f"unknown refusal code {code!r}")
+            raise PartnerUnavailable(f"unknown refusal code {_said(code)}")
         return verdict, code, detail
-    raise PartnerUnavailable(f"unknown answer {result!r}")
+    raise PartnerUnavailable(f"unknown answer {_said(result)}")
+
+
+def _said(value: object) -> str:
+    """A partner's own word in a message of ours, cut: it goes into every document's
+    answer."""
+    return repr(value)[:_SAID_CHARS]
+
+
+_SAID_CHARS = 60
 
 
 def _partner_code(payload: dict[str, Any]) -> str | None:

@@ -170,7 +170,7 @@ def retry_after_s(value: str | None, now: datetime | None = None) -> float | Non
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year no date holds
         return None
     if when.tzinfo is None:
         return None  # not an HTTP-date (always GMT)

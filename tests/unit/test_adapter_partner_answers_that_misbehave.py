@@ -314,6 +314,32 @@ async def test_a_partner_refusing_every_call_opens_the_circuit(status: int) -> N
 
 
 @pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "maintenance"},  # a gateway's maintenance page, in JSON
+        {"result": "PENDING"},  # no result of the contract
+        {"result": "DONE", "code": {"v": "01"}},  # J2's code object
+    ],
+)
+async def test_a_partner_answering_200_outside_the_contract_opens_the_circuit(
+    body: dict[str, Any],
+) -> None:
+    """Every call was answered UNAVAILABLE, but each counted as a success: the circuit
+    stayed closed, the heartbeat said so, GunHubPartnerCircuitOpen never fired and the
+    queued follow-ups went on being sent every round (review of stop 47); the same page
+    in HTML opened it."""
+    async with serving(answering_json(body, 200)) as url:
+        partner = client(url, circuit_failure_threshold=5, circuit_reset_s=60)
+        try:
+            for _ in range(10):
+                [answer] = await partner.answer(write_off())
+                assert answer.verdict is Verdict.UNAVAILABLE
+        finally:
+            await partner.close()
+    assert partner.circuit_state is CircuitStatus.OPEN
+
+
+@pytest.mark.parametrize(
     ("status", "body"),
     [
         (404, {"result": "NOT_FOUND"}),  # an answer about the document

@@ -40,6 +40,15 @@ class StatusKind(StrEnum):
     # A reservation kept for a control has had no result (RELEASED_AFTER_CONTROL or
     # CANCELLED) within the configured period: reported once to operations.
     CONTROL_RESULT_OVERDUE = "CONTROL_RESULT_OVERDUE"
+    # Decided for another declarant than the reference's decisions published, and never
+    # published (runtime/publisher.py, DECLARANT_CHANGED): the version is nobody's.
+    NOT_PUBLISHED_OTHER_DECLARANT = "NOT_PUBLISHED_OTHER_DECLARANT"
+
+
+# How the publisher's status of a version it decided and withheld begins (its
+# IGNORED_STALE_VERSION of a superseded version too): the intake's IGNORED_STALE_VERSION
+# of a copy of a version, which may well have been published, says otherwise (ops/view.py).
+NOT_PUBLISHED = "decided but not published"
 
 
 class StatusEvent(BaseModel):

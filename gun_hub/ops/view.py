@@ -45,7 +45,7 @@ from gun_contract.limits import DATABLE_TIMESTAMPS_MS, MAX_RECORD_BYTES, MAX_STA
 from gun_contract.sqlite import open_database, transaction
 from gun_hub import metrics
 from gun_hub.domain.reasons import explain_codes
-from gun_hub.domain.status_events import StatusEvent, StatusKind
+from gun_hub.domain.status_events import NOT_PUBLISHED, StatusEvent, StatusKind
 from gun_hub.ops import dead_letters
 from gun_hub.ops.dead_letters import DeadLetterFilter, DeadLetterRow
 from gun_hub.ops.facts import (
@@ -123,6 +123,14 @@ CREATE TABLE IF NOT EXISTS rollout_uses (
     would_decide TEXT NOT NULL, agrees INTEGER, reasons TEXT NOT NULL,
     PRIMARY KEY (reference, version, authority));
 CREATE INDEX IF NOT EXISTS rollout_uses_by_day ON rollout_uses (day);
+-- Versions the publisher decided and withheld, from its status of them (at: that event's
+-- time, compared as the events' are): their decision counts for nothing, whether its fact
+-- is read before or after. other_declarant 1: decided for another declarant than the
+-- reference's, a version nobody owns; 0: below a version published.
+CREATE TABLE IF NOT EXISTS unpublished (
+    reference TEXT NOT NULL, version INTEGER NOT NULL, other_declarant INTEGER NOT NULL,
+    at TEXT NOT NULL, PRIMARY KEY (reference, version));
+CREATE INDEX IF NOT EXISTS unpublished_by_time ON unpublished (at);
 """
 # What the counts are answered from, kept as the view is fed (issue 12): the dashboard asks
 # every second, and a GROUP BY over every decision grows with them.
@@ -303,7 +311,9 @@ class ViewQueries:
         The intake names the declarant of each version it accepts (``ReceivedFact``), so
         a version belongs to its declarant from its receipt; a decision fact names it too
         (and is what a view fed before the intake's facts existed has). A version refused
-        unread names nobody (an empty declarant): nobody's. Stale versions are never named.
+        unread names nobody (an empty declarant): nobody's. Stale versions are never named,
+        nor is a version the publisher withheld for being another declarant's
+        (``_not_published``): the decisions published say whose the declaration is.
         """
         row = self._db.execute(
             "SELECT declarant FROM ("
@@ -330,6 +340,15 @@ class ViewQueries:
             named[int(version)].add(str(declarant))
         mine = {version for version, who in named.items() if eori in who}
         first = min(mine)
+        # A version withheld for being another declarant's names nobody
+        # (``_not_published``), and is nobody's to see either.
+        withheld = {
+            int(version)
+            for (version,) in self._db.execute(
+                "SELECT version FROM unpublished WHERE reference = ? AND other_declarant",
+                (reference,),
+            )
+        }
         # Its versions, and those named by nobody after its first (a version of its own
         # refused unread, a stale copy): never the versions of another declarant before it
         # (a reference taken over after its case was retired, whose marker names nobody).
@@ -337,7 +356,11 @@ class ViewQueries:
             event
             for event in self.history(reference)
             if event["version"] in mine
-            or (event["version"] not in named and event["version"] > first)
+            or (
+                event["version"] not in named
+                and event["version"] not in withheld
+                and event["version"] > first
+            )
         ] or None
 
     # -- statistics ---------------------------------------------------------------------
@@ -711,8 +734,9 @@ class OpsView(ViewQueries):
         """Forget what is older than ``before``: decisions (with their documents, override
         and rollout uses), status events, write-offs, give-backs and dead letters older
         than it, the declarant of a declaration none of whose events is left (and a
-        receipt older than it that no kept event needs), and the daily counts of the days
-        before its own, with the memory of the decisions that left during them
+        receipt older than it that no kept event needs), the versions the publisher
+        withheld older than it whose events have left (``unpublished``), the daily counts
+        of the days before its own, with the memory of the decisions that left during them
         (``decisions_left``), and that memory of decisions made before
         ``forget_left_before``. The topics keep as long (30 days): a view rebuilt from them
         holds the same. Times are compared as the hub writes them (UTC, ISO 8601).
@@ -779,6 +803,15 @@ class OpsView(ViewQueries):
                     "(SELECT 1 FROM events WHERE reference = ?)",
                     (reference, reference),
                 )
+            # What the publisher withheld leaves once the version's events have left too:
+            # until then a receipt or a decision of it read late is not counted, and the
+            # version shows in no trader's history.
+            deleted += self._db.execute(
+                "DELETE FROM unpublished WHERE rowid IN (SELECT rowid FROM unpublished u "
+                "WHERE at < ? AND NOT EXISTS (SELECT 1 FROM events e "
+                "WHERE e.reference = u.reference AND e.version = u.version) LIMIT ?)",
+                (at, batch),
+            ).rowcount
             # A receipt read after its declaration's events had left (the facts topic
             # read behind the status topic) leaves by its own time.
             deleted += self._db.execute(
@@ -819,9 +852,10 @@ class OpsView(ViewQueries):
             where = " AND ".join(f"{column} = ?" for column in columns)
             self._db.execute(f"DELETE FROM {table} WHERE {where} AND n <= 0", key)
 
-    def _count_decision(self, reference: str, version: int) -> None:
+    def _count_decision(self, reference: str, version: int, n: int = 1) -> None:
         """Count the decision stored for (reference, version), its documents, override and
-        rollout uses (once: a decision made again is not counted, the first stands)."""
+        rollout uses (once: a decision made again is not counted, the first stands); ``n``
+        -1 takes them out of the counts again (a decision the publisher withheld)."""
         row = self._db.execute(
             "SELECT day, outcome FROM decisions WHERE reference = ? AND version = ?",
             (reference, version),
@@ -829,26 +863,26 @@ class OpsView(ViewQueries):
         if row is None:
             return
         day, outcome = row
-        self._add("decision_counts", (day, outcome), 1)
+        self._add("decision_counts", (day, outcome), n)
         for (authority,) in self._db.execute(
             "SELECT DISTINCT authority FROM decision_documents "
             "WHERE reference = ? AND version = ? AND authority != ''",
             (reference, version),
         ).fetchall():
-            self._add("authority_counts", (day, authority, outcome), 1)
+            self._add("authority_counts", (day, authority, outcome), n)
         for code, verdict, count in self._db.execute(
             "SELECT code, verdict, COUNT(*) FROM decision_documents "
             "WHERE reference = ? AND version = ? GROUP BY code, verdict",
             (reference, version),
         ).fetchall():
-            self._add("code_counts", (day, code, verdict), count)
+            self._add("code_counts", (day, code, verdict), n * count)
         for measure, condition in _OVERRIDE_MEASURES.items():
             for declarant, override_day in self._db.execute(
                 f"SELECT declarant, day FROM overrides WHERE reference = ? AND version = ? "
                 f"AND {condition}",
                 (reference, version),
             ).fetchall():
-                self._add("override_counts", (override_day, declarant, measure), 1)
+                self._add("override_counts", (override_day, declarant, measure), n)
         for use_day, authority, office, mode, outcome, would, agrees, reasons in self._db.execute(
             "SELECT day, authority, office, mode, outcome, would_decide, agrees, reasons "
             "FROM rollout_uses WHERE reference = ? AND version = ?",
@@ -856,9 +890,9 @@ class OpsView(ViewQueries):
         ).fetchall():
             where = (use_day, authority, office, mode)
             verdict = _NO_VERDICT if agrees is None else agrees
-            self._add("rollout_counts", (*where, outcome, would, verdict), 1)
+            self._add("rollout_counts", (*where, outcome, would, verdict), n)
             for code in filter(None, reasons.split(",")):
-                self._add("rollout_reason_counts", (*where, code), 1)
+                self._add("rollout_reason_counts", (*where, code), n)
 
     def _date_the_receipts(self) -> None:
         """A view made before receipts were dated: its receipts count as older than any
@@ -1130,12 +1164,48 @@ class OpsView(ViewQueries):
                 event.outcome or "",
             ),
         )
+        # The intake's IGNORED_STALE_VERSION of a copy of a version (a file lodged again)
+        # says otherwise: that version's decision may well have been published.
+        other_declarant = event.kind == StatusKind.NOT_PUBLISHED_OTHER_DECLARANT
+        if other_declarant or (
+            event.kind == StatusKind.IGNORED_STALE_VERSION
+            and event.detail.startswith(NOT_PUBLISHED)
+        ):
+            self._not_published(event, other_declarant=other_declarant)
+
+    def _not_published(self, event: StatusEvent, *, other_declarant: bool) -> None:
+        """The publisher withheld the decision of this version (runtime/publisher.py): it
+        is taken out of all the view counted, if its fact was read, and remembered so that
+        one read later is not counted (``_decision``). Withheld for being another
+        declarant's, the version's receipt names nobody either (``_received``): the
+        reference stays the declarant's whose decisions were published, and the version
+        shows in no trader's history (``history_of_declarant``).
+
+        No write here fails for the record (its values were stored in ``events`` just
+        before): status events are applied without a savepoint. The view keeps one
+        decision per (reference, version): two declarants' decisions of one version, one
+        of them withheld, leave that version counted by neither."""
+        key = (event.reference, event.version)
+        self._db.execute(
+            "INSERT INTO unpublished VALUES (?, ?, ?, ?) ON CONFLICT (reference, version) "
+            "DO UPDATE SET other_declarant = MAX(other_declarant, excluded.other_declarant)",
+            (*key, int(other_declarant), event.at.isoformat()),
+        )
+        self._count_decision(*key, -1)  # what its fact added, if it was read
+        for table in ("decision_documents", "overrides", "rollout_uses", "decisions"):
+            self._db.execute(f"DELETE FROM {table} WHERE reference = ? AND version = ?", key)
+        if other_declarant:
+            self._db.execute("DELETE FROM declarants WHERE reference = ? AND version = ?", key)
 
     def _received(self, fact: ReceivedFact) -> None:
+        """Who lodged a version; nobody, for a version whose decision the publisher
+        withheld for being another declarant's (``_not_published``)."""
+        key = (fact.reference, fact.version)
         self._db.execute(
             "INSERT OR REPLACE INTO declarants (reference, version, declarant, received_at) "
-            "VALUES (?, ?, ?, ?)",
-            (fact.reference, fact.version, fact.declarant_eori, fact.received_at.timestamp()),
+            "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM unpublished "
+            "WHERE reference = ? AND version = ? AND other_declarant)",
+            (*key, fact.declarant_eori, fact.received_at.timestamp(), *key),
         )
 
     def _decision(self, fact: DecisionFact) -> None:
@@ -1148,13 +1218,15 @@ class OpsView(ViewQueries):
         record of a (reference, version) and skips the repeat (runtime/publisher.py), and
         the first fact precedes the repeat's on its partition (one key, written by one
         worker after the other), so the first fact is the published decision. The same
-        fact announced again (``announce_again_if_lost``) changes nothing either way."""
+        fact announced again (``announce_again_if_lost``) changes nothing either way. A
+        version the publisher withheld is not counted at all (``_not_published``)."""
         if self._db.execute(
             "SELECT 1 FROM decisions WHERE reference = ? AND version = ? UNION ALL "
-            "SELECT 1 FROM decisions_left WHERE reference = ? AND version = ?",
-            (fact.reference, fact.version, fact.reference, fact.version),
+            "SELECT 1 FROM decisions_left WHERE reference = ? AND version = ? UNION ALL "
+            "SELECT 1 FROM unpublished WHERE reference = ? AND version = ?",
+            (fact.reference, fact.version) * 3,
         ).fetchone():
-            return  # counted when first read (and kept, or left by its time)
+            return  # counted when first read (and kept, or left by its time), or never
         self._db.execute(
             "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
             (

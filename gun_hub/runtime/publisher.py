@@ -102,7 +102,7 @@ from gun_contract.security.state_cipher import (
 )
 from gun_contract.trace import trace_header
 from gun_hub import metrics
-from gun_hub.domain.status_events import StatusEvent, StatusKind
+from gun_hub.domain.status_events import NOT_PUBLISHED, StatusEvent, StatusKind
 from gun_hub.pipeline.decision_outbox import (
     HEADER_VERSION,
     OUTBOX_STATE,
@@ -679,6 +679,13 @@ class DecisionPublisher:
                         )
                         if letter is not None:
                             deliveries.append(letter)
+                        # And a status of the version: without it the operations view
+                        # counts its decision and takes its declarant for the reference's.
+                        recorded = await self._record_other_declarant(
+                            publisher.producer, tp.partition, identity
+                        )
+                        if recorded is not None:
+                            deliveries.append(recorded)
                         continue
                     if refusal is not None:
                         # A duplicate: announced again after a crash, or decided by the
@@ -851,6 +858,35 @@ class DecisionPublisher:
             at=self._wall_clock(),
             detail=f"decided but not published: version {highest} of this declaration "
             "was published already",
+        )
+        delivery: asyncio.Future[object] = await producer.send(
+            self._status,
+            event.to_bytes(),
+            key=identity[0],
+            partition=partition,
+            headers=[trace_header(reference, version)],
+        )
+        return delivery
+
+    async def _record_other_declarant(
+        self, producer: AIOKafkaProducer, partition: int, identity: Identity
+    ) -> asyncio.Future[object] | None:
+        """The status event of a version not published for being decided for another
+        declarant, in the lane's transaction beside its dead letter, where
+        :meth:`_record_superseded` writes its own: the operations view reads no dead
+        letter's version, and anybody may write dead letters. It names neither declarant
+        (nothing on the status topic does), and no trader is shown it (web/redaction.py).
+        None for a version that is no number (its record does not open either)."""
+        if self._status is None or not identity[1].isdigit():
+            return None
+        reference, version = identity[0].decode(errors="replace"), int(identity[1])
+        event = StatusEvent(
+            reference=reference,
+            version=version,
+            kind=StatusKind.NOT_PUBLISHED_OTHER_DECLARANT,
+            at=self._wall_clock(),
+            detail=f"{NOT_PUBLISHED}: decided for another declarant than the decisions of "
+            "this declaration published before it",
         )
         delivery: asyncio.Future[object] = await producer.send(
             self._status,

@@ -20,6 +20,9 @@ nothing more. For the trader's eyes, then:
 * any other text that names a confidential authority is emptied (the hub writes none);
 * a version's decision made again after a crash (``decided_again``) is left out: the
   clearance system received the first;
+* a version the publisher withheld for being decided for another declarant
+  (``NOT_PUBLISHED_OTHER_DECLARANT``) is left out whole: nobody's (the view shows it to no
+  trader either), and what it says would tell one declarant of the other;
 * the state (``answered_by``, ``quantities``, ``post_release_alert``, ``updated_at``,
   ``last_event``) is computed again from what is left.
 
@@ -98,10 +101,17 @@ def trader_history(
         if hidden
         else None
     )
+    withheld = {
+        event.get("version")
+        for event in history
+        if event.get("kind") == StatusKind.NOT_PUBLISHED_OTHER_DECLARANT.value
+    }
     shown: list[dict[str, Any]] = []
     for event in history:
         if event.get(DECIDED_AGAIN):
             continue  # a decision made again after a crash: the trader has the published one
+        if event.get("version") in withheld:
+            continue
         authority = str(event.get("authority") or "")
         if authority.lower() in hidden:
             continue

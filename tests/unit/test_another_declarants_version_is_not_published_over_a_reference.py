@@ -204,7 +204,8 @@ async def test_the_lane_dead_letters_another_declarants_decision_in_its_transact
     )
 
     assert published
-    assert [topic for topic, _ in producer.sent] == ["gun.dlq"]  # nothing to gun.decisions
+    # Nothing to gun.decisions: the dead letter, and the version's status for the view.
+    assert [topic for topic, _ in producer.sent] == ["gun.dlq", "gun.status"]
     assert _not_published("declarant_changed") == changed + 1
     assert memory.highest(REF.encode()) == 1
     assert memory.refusal((REF.encode(), b"2"), owner) is None

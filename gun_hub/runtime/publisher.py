@@ -681,8 +681,13 @@ class DecisionPublisher:
                             deliveries.append(letter)
                         # And a status of the version: without it the operations view
                         # counts its decision and takes its declarant for the reference's.
-                        recorded = await self._record_other_declarant(
-                            publisher.producer, tp.partition, identity
+                        recorded = await self._record_not_published(
+                            publisher.producer,
+                            tp.partition,
+                            identity,
+                            StatusKind.NOT_PUBLISHED_OTHER_DECLARANT,
+                            "decided for another declarant than the decisions of this "
+                            "declaration published before it",
                         )
                         if recorded is not None:
                             deliveries.append(recorded)
@@ -698,8 +703,12 @@ class DecisionPublisher:
                         )
                         skipped.append((identity, refusal, highest))
                         if refusal == SUPERSEDED:
-                            recorded = await self._record_superseded(
-                                publisher.producer, tp.partition, identity, highest
+                            recorded = await self._record_not_published(
+                                publisher.producer,
+                                tp.partition,
+                                identity,
+                                StatusKind.IGNORED_STALE_VERSION,
+                                f"version {highest} of this declaration was published already",
                             )
                             if recorded is not None:
                                 deliveries.append(recorded)
@@ -838,55 +847,33 @@ class DecisionPublisher:
         )
         raise missing
 
-    async def _record_superseded(
+    async def _record_not_published(
         self,
         producer: AIOKafkaProducer,
         partition: int,
         identity: Identity,
-        highest: int | None,
+        kind: StatusKind,
+        why: str,
     ) -> asyncio.Future[object] | None:
-        """The status event of a version not published for being below one published
-        (contract section 4: ignored and recorded), in the lane's transaction: on the
-        lane's partition of the status topic, the case's partition being unknown here."""
-        if self._status is None:
-            return None
-        reference, version = identity[0].decode(errors="replace"), int(identity[1])
-        event = StatusEvent(
-            reference=reference,
-            version=version,
-            kind=StatusKind.IGNORED_STALE_VERSION,
-            at=self._wall_clock(),
-            detail=f"decided but not published: version {highest} of this declaration "
-            "was published already",
-        )
-        delivery: asyncio.Future[object] = await producer.send(
-            self._status,
-            event.to_bytes(),
-            key=identity[0],
-            partition=partition,
-            headers=[trace_header(reference, version)],
-        )
-        return delivery
-
-    async def _record_other_declarant(
-        self, producer: AIOKafkaProducer, partition: int, identity: Identity
-    ) -> asyncio.Future[object] | None:
-        """The status event of a version not published for being decided for another
-        declarant, in the lane's transaction beside its dead letter, where
-        :meth:`_record_superseded` writes its own: the operations view reads no dead
-        letter's version, and anybody may write dead letters. It names neither declarant
-        (nothing on the status topic does), and no trader is shown it (web/redaction.py).
-        None for a version that is no number (its record does not open either)."""
+        """The status event of a version decided and not published, in the lane's
+        transaction: on the lane's partition of the status topic (the case's partition is
+        unknown here). For a version below one published, IGNORED_STALE_VERSION (contract
+        section 4: ignored and recorded); for one decided for another declarant,
+        NOT_PUBLISHED_OTHER_DECLARANT beside its dead letter (the operations view reads no
+        dead letter's version, and anybody may write dead letters: without it the view
+        counted the decision and took its declarant for the reference's). It names no
+        declarant (nothing on the status topic does), and ``why`` begins with
+        :data:`NOT_PUBLISHED`, which the view reads. None for a version that is no number
+        (its record does not open either)."""
         if self._status is None or not identity[1].isdigit():
             return None
         reference, version = identity[0].decode(errors="replace"), int(identity[1])
         event = StatusEvent(
             reference=reference,
             version=version,
-            kind=StatusKind.NOT_PUBLISHED_OTHER_DECLARANT,
+            kind=kind,
             at=self._wall_clock(),
-            detail=f"{NOT_PUBLISHED}: decided for another declarant than the decisions of "
-            "this declaration published before it",
+            detail=f"{NOT_PUBLISHED}: {why}",
         )
         delivery: asyncio.Future[object] = await producer.send(
             self._status,

@@ -231,17 +231,32 @@ def _outage_answer(status: int, payload: dict[str, Any]) -> bool:
     return not (status == 404 and payload.get("result") == "NOT_FOUND")
 
 
-# The results a 200 of the contract carries.
-_CONTRACT_RESULTS = frozenset({"DONE", "ACCEPTED", "REFUSED"})
+Understood = Callable[[int, dict[str, Any]], bool]
+"""Whether an answer (status, payload) says something of the call: one that does not
+counts against the circuit, as an outage's does."""
 
 
-def _of_the_contract(status: int, payload: dict[str, Any]) -> bool:
-    """Whether a 200 has the contract's shape (a known result, a code that is text or
-    none); an answer of another status is judged by :func:`_outage_answer`."""
-    if status != 200:
+def _any_answer(_status: int, _payload: dict[str, Any]) -> bool:
+    return True
+
+
+def _understood_for(operation: Operation) -> Understood:
+    """A 200 is understood when it maps to a verdict for ``operation``: a maintenance page
+    in JSON, an unknown result or code, DONE to a check, each answered UNAVAILABLE, had
+    counted as a success, and the circuit of a partner answering only those never opened
+    (review of stop 47, twice: a first check of the shape alone missed most of them). An
+    answer of another status is judged by :func:`_outage_answer`."""
+
+    def understood(status: int, payload: dict[str, Any]) -> bool:
+        if status != 200:
+            return True
+        try:
+            _map_answer(operation, status, payload)
+        except PartnerUnavailable:
+            return False
         return True
-    code = payload.get("code")
-    return payload.get("result") in _CONTRACT_RESULTS and (code is None or isinstance(code, str))
+
+    return understood
 
 
 class CertexHttpPartner:
@@ -406,7 +421,9 @@ class CertexHttpPartner:
         if trace_id is not None:
             # The declaration version's trace, for the partner's own logs (W3C format).
             headers[TRACEPARENT] = traceparent(trace_id)
-        status, payload = await self._call(method, url, body, headers, turns)
+        status, payload = await self._call(
+            method, url, body, headers, turns, _understood_for(request.operation)
+        )
         if status == HTTP_CONFLICT and self._still_processing(request, key):
             # A repeat of a key the partner is still processing (IETF idempotency-key
             # draft), not a rejection: queued and replayed, the replay gets its answer.
@@ -479,8 +496,10 @@ class CertexHttpPartner:
         body: dict[str, Any],
         headers: dict[str, str],
         turns: RequestTurns,
+        understood: Understood = _any_answer,
     ) -> tuple[int, dict[str, Any]]:
         """One idempotent call, retried with exponential backoff and full jitter.
+        ``understood``: whether an answer says something of the call (the circuit).
 
         Every attempt carries the same idempotency key, so the partner applies the call
         once even when an earlier attempt went through and only its answer was lost. Each
@@ -501,7 +520,9 @@ class CertexHttpPartner:
                 async with turns.turn():
                     if not self.circuit.allow():
                         raise PartnerUnavailable(self._not_calling(last_error))
-                    answered = await self._attempt(method, url, body, headers)
+                    answered = await self._attempt(
+                        method, url, body, headers, understood=understood
+                    )
             except NoTurnInTime:
                 raise CallNotSent(self._not_sent(attempt, last_error)) from None
             if isinstance(answered, str):
@@ -561,6 +582,7 @@ class CertexHttpPartner:
         headers: dict[str, str],
         *,
         answer_unusable: Callable[[], None] | None = None,
+        understood: Understood = _any_answer,
     ) -> tuple[int, dict[str, Any]] | str:
         """One attempt of a call the circuit allowed: the partner's status and answer, or
         why it is to be tried again. ``answer_unusable`` tells the circuit of an answer
@@ -569,7 +591,12 @@ class CertexHttpPartner:
         none (circuit_probe.py)."""
         try:
             return await self._attempt_once(
-                method, url, body, headers, answer_unusable or self._failed_with_an_answer
+                method,
+                url,
+                body,
+                headers,
+                answer_unusable or self._failed_with_an_answer,
+                understood,
             )
         finally:
             self._probe.watch()
@@ -581,6 +608,7 @@ class CertexHttpPartner:
         body: dict[str, Any] | None,
         headers: dict[str, str],
         answer_unusable: Callable[[], None],
+        understood: Understood,
     ) -> tuple[int, dict[str, Any]] | str:
         # A declaration's calls carry their key; the adapter's own trial none.
         key = headers.get(IDEMPOTENCY_HEADER)
@@ -638,9 +666,7 @@ class CertexHttpPartner:
         if not isinstance(payload, dict):
             answer_unusable()
             raise PartnerUnavailable("partner answer is not a JSON object")
-        if _outage_answer(response.status, payload) or not _of_the_contract(
-            response.status, payload
-        ):
+        if _outage_answer(response.status, payload) or not understood(response.status, payload):
             # Expired credentials or a wrong URL answer every call so: the circuit
             # opens and the heartbeat says so, not "closed" (stop 37, J6). So does a
             # 200 outside the contract (a maintenance page in JSON: review of stop 47).

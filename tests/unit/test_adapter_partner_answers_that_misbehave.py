@@ -319,6 +319,11 @@ async def test_a_partner_refusing_every_call_opens_the_circuit(status: int) -> N
         {"status": "maintenance"},  # a gateway's maintenance page, in JSON
         {"result": "PENDING"},  # no result of the contract
         {"result": "DONE", "code": {"v": "01"}},  # J2's code object
+        # Of the contract's shape, but no answer to a write-off (the review of the first
+        # fix, which looked at the shape only):
+        {"result": "DONE", "code": "99"},  # no write-off outcome
+        {"result": "ACCEPTED"},  # a check's answer
+        {"result": "REFUSED", "code": "01"},  # no refusal the contract knows
     ],
 )
 async def test_a_partner_answering_200_outside_the_contract_opens_the_circuit(

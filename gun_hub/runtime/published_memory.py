@@ -14,9 +14,12 @@ stop 47):
   lane. A repeat comes from the uncommitted records of *its own* partition: when that
   partition is stuck for long (every worker stopping on it) while the others' decisions
   go on through the lane, the lane's count forgets its last decisions, its window does
-  not (it moves only as that partition publishes again: a window is counted, never timed,
-  or the first answer or deadline of the partition brought back would push out the very
-  decisions whose repeats follow it; review of stop 47).
+  not (it moves as that partition publishes again: a window is counted, never timed, or
+  the first answer or deadline of the partition brought back would push out the very
+  decisions whose repeats follow it; review of stop 47). All windows together hold
+  ``capacity`` decisions at most, the largest giving way first: a stuck partition keeps
+  at least its share (the count over the partitions feeding the lane), and the memory is
+  twice the count at most, whatever their number.
 
 A lane taken over reads back its latest offsets (the count) and each origin's window,
 wherever it lies: the publisher commits, with each transaction's outbox offsets, where
@@ -49,7 +52,8 @@ OTHER_DECLARANT: Refusal = "declarant_changed"
 def per_origin_share(capacity: int) -> int:
     """How many decisions each origin's window holds at most, for a lane count of
     ``capacity``: a quarter of it (5,000 by default), which is already more than one
-    partition announces in its uncommitted records at the target rate."""
+    partition announces in its uncommitted records at the target rate (all windows
+    together hold ``capacity`` at most besides)."""
     return max(1, capacity // 4)
 
 
@@ -98,6 +102,7 @@ class PublishedMemory:
         self._count = 0  # decisions the count remembers, all references together
         self._per_origin = per_origin_share(capacity) if per_origin is None else per_origin
         self._windows: dict[int, deque[Published]] = {}
+        self._in_all_windows = 0  # their decisions, all origins together
         # The references the windows hold: how many window entries each, and every
         # version of it the windows saw while they held it. A reference is held whole, as
         # by the count: a version one window let go while another still holds a higher
@@ -140,6 +145,7 @@ class PublishedMemory:
     def _into_window(self, origin: int, decision: Published) -> None:
         window = self._windows.setdefault(origin, deque())
         window.append(decision)
+        self._in_all_windows += 1
         reference, version = decision.identity
         self._window_entries[reference] += 1
         versions = self._in_windows.setdefault(reference, {})
@@ -147,13 +153,24 @@ class PublishedMemory:
         if len(versions) > self._per_origin:  # a reference amended for ever: its earliest go
             del versions[next(iter(versions))]
         while len(window) > self._per_origin:
-            gone = window.popleft()
-            reference = gone.identity[0]
-            self._window_entries[reference] -= 1
-            if self._window_entries[reference] <= 0:
-                del self._window_entries[reference]
-                del self._in_windows[reference]
-                self._forget_if_unheld(reference)
+            self._let_go(window)
+        # All windows together hold no more than the count: the largest gives way (the
+        # busy partitions', a stuck one's only once it is the largest), so the memory is
+        # twice the count at most whatever the partitions feeding the lane (review of stop
+        # 47: a window each of a quarter of the count grew with the partitions).
+        while self._in_all_windows > self._capacity:
+            self._let_go(max(self._windows.values(), key=len))
+
+    def _let_go(self, window: deque[Published]) -> None:
+        """The oldest decision of ``window`` leaves it (its reference with the last)."""
+        gone = window.popleft()
+        self._in_all_windows -= 1
+        reference = gone.identity[0]
+        self._window_entries[reference] -= 1
+        if self._window_entries[reference] <= 0:
+            del self._window_entries[reference]
+            del self._in_windows[reference]
+            self._forget_if_unheld(reference)
 
     def _forget_if_unheld(self, reference: bytes) -> None:
         if reference not in self._versions and reference not in self._in_windows:

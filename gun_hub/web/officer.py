@@ -213,7 +213,9 @@ def officer_app(
                     return found
                 cached.update(at=now, figures=found)
             figures.update(cached["figures"])
-        if rollout is not None:
+        if rollout is not None and rollout.settings_read():
+            # Not before the worker read the modes in force: every authority would show
+            # enforced (review of stop 47). The page shows none meanwhile.
             figures["rollout"] = rollout.modes()
         return answer(figures)
 

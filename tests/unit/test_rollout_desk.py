@@ -217,6 +217,9 @@ async def test_a_desk_that_has_not_read_the_settings_in_force_sets_and_shows_not
     assert listener.broker.sent == []  # neither audited nor published
     status, _ = await listener.call("GET", "/rollout", "bob")
     assert status == 503
+    status, figures = await listener.call("GET", "/api/dashboard", "bob")
+    assert status == 200
+    assert "rollout" not in figures  # not every authority shown enforced meanwhile
     listener.settings_read[0] = True
     status, _ = await listener.call("POST", "/rollout", body=DGA_SHADOW)
     assert status == 200

@@ -22,9 +22,14 @@ round for ever). Not to a reservation: taken for a rejection, its follow-ups wen
 of a call the partner then applied (held for ever; review stop 39-SF, SF1). Its 409 stays
 "still processing" past the window, which only makes the client say so once, at WARNING
 (:meth:`KeysInFlight.newly_overdue`); the replayer's stuck-operation gauge and its alert
-follow it from there. And at most :data:`KEYS_KEPT` keys are remembered, the oldest dropped
-first. The memory is the process's: after a restart a key's next attempt counts as its
-first, unless the caller says it was sent before (:meth:`KeysInFlight.sent_earlier`).
+follow it from there. And at most :data:`KEYS_KEPT` keys are remembered that the partner is
+not known to be applying (sent, no answer yet), the oldest dropped first, and ten times as
+many that it may be applying (:meth:`KeysInFlight.unsettled`): counted together, a large
+declaration's calls (a key per document, up to 5,994 a request) pushed out the keys of a
+deletion that had timed out and waited queued, and the partner's 409 "still processing"
+to its replay read as a rejection (review of stop 47). The memory is the process's:
+after a restart a key's next attempt counts as its first, unless the caller says it was
+sent before (:meth:`KeysInFlight.sent_earlier`).
 
 Narrower, per key: whether the partner may be applying a call still
 (:meth:`KeysInFlight.unsettled`): an attempt went out and got no answer at all (it timed
@@ -52,7 +57,10 @@ from dataclasses import dataclass
 IN_PROGRESS_AT_MOST_S = 600.0
 """How long after a key's first attempt a 409 to it is taken for "still processing"."""
 KEYS_KEPT = 10_000
-"""Unsettled keys remembered at most (the pending queue's default bound)."""
+"""Keys sent and not answered yet remembered at most (the pending queue's default bound)."""
+APPLYING_KEPT_FACTOR = 10
+"""Keys the partner may be applying are remembered up to this many times ``KEYS_KEPT``
+(100,000 keys, some 25 MB): the calls of queued operations that timed out."""
 
 
 @dataclass(slots=True)
@@ -79,18 +87,28 @@ class KeysInFlight:
         self._window_s = in_progress_at_most_s
         self._kept = kept
         self._clock = clock
-        # In the order of their first attempt: the oldest are dropped first.
-        self._sent: OrderedDict[str, _Sent] = OrderedDict()
+        self._sent: dict[str, _Sent] = {}
+        # The keys not known to be applying, in the order of their first attempt, and
+        # those the partner may be applying, in the order they became so: each bounded
+        # apart, the oldest dropped first.
+        self._quiet: OrderedDict[str, None] = OrderedDict()
+        self._applying: OrderedDict[str, None] = OrderedDict()
 
     def sending(self, key: str) -> None:
         """An attempt carrying ``key`` goes to the partner."""
         sent = self._sent.get(key)
         if sent is None:
             self._sent[key] = _Sent(self._clock(), 1)
-            while len(self._sent) > self._kept:
-                self._sent.popitem(last=False)
+            self._quiet[key] = None
+            while len(self._quiet) > self._kept:
+                self._drop(next(iter(self._quiet)))
         else:
             sent.attempts += 1
+
+    def _drop(self, key: str) -> None:
+        self._sent.pop(key, None)
+        self._quiet.pop(key, None)
+        self._applying.pop(key, None)
 
     def still_in_progress(self, key: str) -> bool:
         """Whether a 409 just answered to ``key`` means "an earlier attempt is still being
@@ -125,8 +143,12 @@ class KeysInFlight:
         """The attempt carrying ``key`` went out and got no answer (timed out, connection
         lost), or a repeat met 409 "being processed": the partner may be applying it."""
         sent = self._sent.get(key)
-        if sent is not None:
+        if sent is not None and not sent.maybe_applying:
             sent.maybe_applying = True
+            self._quiet.pop(key, None)
+            self._applying[key] = None
+            while len(self._applying) > self._kept * APPLYING_KEPT_FACTOR:
+                self._drop(next(iter(self._applying)))
 
     def sent_earlier(self, key: str) -> None:
         """``key`` was sent before, by an earlier process or replica, and the partner may
@@ -151,11 +173,11 @@ class KeysInFlight:
         if sent is not None:
             sent.attempts -= 1
             if sent.attempts <= 0:
-                del self._sent[key]
+                self._drop(key)
 
     def settled(self, key: str) -> None:
         """The partner answered ``key`` for good: its next attempt is a first one again."""
-        self._sent.pop(key, None)
+        self._drop(key)
 
     def __len__(self) -> int:
         return len(self._sent)

@@ -285,3 +285,27 @@ def test_a_settled_key_starts_again_and_the_memory_is_bounded() -> None:
     assert len(keys) == 3  # the oldest dropped first
     keys.sending("a")
     assert not keys.still_in_progress("a")  # dropped: counted from its next attempt
+
+
+def test_a_key_the_partner_may_be_applying_outlives_the_keys_sent_after_it() -> None:
+    """The memory counts keys while one request holds up to 5,994 (a key per document):
+    a large declaration's calls pushed out the keys of a deletion that had timed out and
+    waited queued, and the partner's 409 "still processing" to its replay read as a
+    rejection, FOLLOW_UP_FAILED while the partner applied it (review of stop 47). A key
+    the partner may be applying is dropped only past a bound ten times larger."""
+    keys = KeysInFlight(kept=3)
+    keys.sending("timed-out")
+    keys.unanswered("timed-out")  # the partner may be applying it
+    for key in ("b", "c", "d", "e", "f"):
+        keys.sending(key)
+    assert len(keys) == 4  # the three latest, and the one the partner may be applying
+    keys.sending("timed-out")  # its replay
+    assert keys.still_in_progress("timed-out")
+
+
+def test_keys_the_partner_may_be_applying_stay_bounded_all_the_same() -> None:
+    keys = KeysInFlight(kept=3)
+    for n in range(100):
+        keys.sending(f"k{n}")
+        keys.unanswered(f"k{n}")
+    assert len(keys) == 30  # ten times the bound, the oldest dropped first

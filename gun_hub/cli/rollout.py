@@ -6,7 +6,8 @@ listener, audited (gun_hub/web/rollout.py). The command presents the officer's
 credentials (``--credentials-file``, as ``gun-hub stats``) and prints what the hub answers.
 
 Exit codes: 0 done; 2 refused (a bad parameter); 3 hub unreachable; 4 not authenticated;
-5 not a rollout operator (``set``).
+5 not a rollout operator (``set``); 6 published but not applied by the worker that took it
+within its wait (``set``: see ``rollout show``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 _WHAT = "rollout modes"
+NOT_APPLIED = 6
 
 
 @app.command()
@@ -92,7 +94,15 @@ def set_mode(
     where = f" at {body['office']}" if body.get("office") else " everywhere"
     typer.echo(shown(f"{body['authority']}{where}: {body['previous']} -> {body['mode']}"))
     if not body.get("applied"):
-        typer.echo("(published; this hub worker has not applied it yet)", err=True)
+        # Not a success: a setting every worker refuses (dated before the one in force)
+        # was taken for a mode in force by scripts reading the exit status (review of
+        # stop 47).
+        typer.echo(
+            "published, but not applied by the hub worker that took it within its wait: "
+            "check with `gun-hub rollout show` before relying on it",
+            err=True,
+        )
+        raise typer.Exit(NOT_APPLIED)
 
 
 @app.command()

@@ -65,18 +65,23 @@ key ids only, never the JSON or JOSE library's own message.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
+import functools
 import json
 import logging
 import os
 import re
 import secrets
+import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
@@ -310,18 +315,36 @@ def _public_entry(
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
     """Write a private key file readable by its owner only, atomically."""
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(data, handle, indent=2)
-    temporary.replace(path)
+    _write_durably(path, json.dumps(data, indent=2), 0o600)
 
 
 def _write_public(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    temporary.replace(path)
+    _write_durably(path, json.dumps(data, indent=2) + "\n", 0o644)
+
+
+def _write_durably(path: Path, text: str, mode: int) -> None:
+    """``text`` in ``path``, whole or not at all, on the disk before the call returns: a
+    temporary file of its own (a name shared by two writers let one truncate the other's),
+    synced before it replaces the old file, and the folder synced after (a power loss
+    just after a rotation could leave the key file empty, every key in it lost: review
+    of stop 47)."""
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = Path(name)
+    try:
+        os.fchmod(descriptor, mode)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 # -- reading files, with errors that name them ------------------------------------------
@@ -635,15 +658,27 @@ T = TypeVar("T")
 K = TypeVar("K")
 
 
-def _stamp(paths: Iterable[Path]) -> tuple[tuple[int, int, int] | None, ...]:
-    stamps: list[tuple[int, int, int] | None] = []
+def _stamp(paths: Iterable[Path]) -> tuple[tuple[int, ...] | None, ...]:
+    """What tells a file changed: its inode, times, size, and its mode and owner (a file
+    refused as readable by others, then narrowed by ``chmod``, changed none of the first
+    three and was never read again: review of stop 47)."""
+    stamps: list[tuple[int, ...] | None] = []
     for path in paths:
         try:
             stat = path.stat()
         except OSError:
             stamps.append(None)
         else:
-            stamps.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+            stamps.append(
+                (
+                    stat.st_ino,
+                    stat.st_mtime_ns,
+                    stat.st_ctime_ns,
+                    stat.st_size,
+                    stat.st_mode,
+                    stat.st_uid,
+                )
+            )
     return tuple(stamps)
 
 
@@ -1204,11 +1239,66 @@ def _use_time(use_from: datetime | None) -> datetime:
     return max(use_from, now) if use_from is not None else now + ROTATION_GRACE
 
 
+# Held (``flock``, exclusive) by every command that changes a keystore folder, for the
+# whole of its reading and writing: two at once each wrote back what it had read, and the
+# other's new keys were lost (``keys prune --apply`` from cron during a rotation lost the
+# new private keys ``jwks.json`` published: review of stop 47).
+LOCK_FILE = ".keystore.lock"
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _one_at_a_time(
+    change: Callable[Concatenate[KeystoreFolder, _P], _R],
+) -> Callable[Concatenate[KeystoreFolder, _P], _R]:
+    """``change`` runs holding the folder's lock (:meth:`KeystoreFolder._holding`)."""
+
+    @functools.wraps(change)
+    def held(self: KeystoreFolder, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._holding():
+            return change(self, *args, **kwargs)
+
+    return held
+
+
 class KeystoreFolder:
     """Create, rotate, retire, prune, export and import the keys of a keystore folder."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._held = threading.local()  # how deep this thread holds the lock
+
+    @contextlib.contextmanager
+    def _holding(self) -> Iterator[None]:
+        """The folder's lock, held by this thread until the outermost change ends (a
+        change calling another takes it once). A folder not made yet is made first."""
+        depth = getattr(self._held, "depth", 0)
+        if depth:
+            self._held.depth = depth + 1
+            try:
+                yield
+            finally:
+                self._held.depth = depth
+            return
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            lock = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            # A folder this user cannot write (a read-only mount): nothing here can be
+            # changed either, and what only reads (a prune without --apply) goes on.
+            log.debug("keystore %s not locked: %s", self.folder, err)
+            yield
+            return
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
+            self._held.depth = 1
+            try:
+                yield
+            finally:
+                self._held.depth = 0
+        finally:
+            os.close(lock)
 
     def private_file(self, party: str) -> Path:
         return self.folder / f"{check_party_name(party)}.jwk"
@@ -1247,13 +1337,21 @@ class KeystoreFolder:
             ]
         return keys, audit, public
 
-    def _write_party(self, party: str, keys: list[ECKey], audit: list[ECKey]) -> None:
+    def _write_party(
+        self,
+        party: str,
+        keys: list[ECKey],
+        audit: list[ECKey],
+        state_kept: Sequence[object] = (),
+    ) -> None:
+        """``state_kept``: the state keys of the file replaced, kept before the new one
+        (what they sealed still opens)."""
         _write_private(
             self.private_file(party),
             {
                 "party": party,
                 "keys": [k.as_dict(private=True) for k in keys],
-                STATE_MEMBER: [_new_state_key(party)],
+                STATE_MEMBER: [*state_kept, _new_state_key(party)],
             },
         )
         if audit:
@@ -1266,6 +1364,7 @@ class KeystoreFolder:
                 },
             )
 
+    @_one_at_a_time
     def init(
         self,
         parties: Iterable[str],
@@ -1285,12 +1384,15 @@ class KeystoreFolder:
         self._prepare()
         public: list[dict[str, Any]] = []
         for party in parties:
+            private = self.private_file(party)
+            state_kept = self._state_keys_of(private) if private.exists() else []
             keys, audit, entries = self._generate_party(party, audit_valid_days)
-            self._write_party(party, keys, audit)
+            self._write_party(party, keys, audit, state_kept)
             public += entries
         _write_public(self.public_file, {"keys": public})
         return parties
 
+    @_one_at_a_time
     def init_party(
         self, party: str, *, force: bool = False, audit_valid_days: int = AUDIT_VALIDITY_DAYS
     ) -> list[str]:
@@ -1309,13 +1411,29 @@ class KeystoreFolder:
                 f"{self.public_file} already holds public keys of {party}, imported from its "
                 f"own machine; {party}'s private keys are made there, not here"
             )
+        state_kept = self._state_keys_of(private) if private.exists() else []
         self._prepare()
         keys, audit, entries = self._generate_party(party, audit_valid_days)
-        self._write_party(party, keys, audit)
+        self._write_party(party, keys, audit, state_kept)
         others = [e for e in jwks["keys"] if not (isinstance(e, dict) and e.get("party") == party)]
         _write_public(self.public_file, {**jwks, "keys": others + entries})
         return [str(k.kid) for k in keys + audit]
 
+    @staticmethod
+    def _state_keys_of(private: Path) -> list[object]:
+        """The state keys of a private file replaced by force (``init_party``): dropped,
+        whatever they sealed (cases, the outbox, operator actions, rollout settings) never
+        opened again, every worker stopping on them (review of stop 47). A file that does
+        not read keeps none: said."""
+        try:
+            data = _read_json_value(private)
+        except KeystoreError as err:
+            log.warning("%s; its state keys, if any, are not kept", err)
+            return []
+        kept = data.get(STATE_MEMBER) if isinstance(data, dict) else None
+        return list(kept) if isinstance(kept, list) else []
+
+    @_one_at_a_time
     def rotate(
         self,
         party: str,
@@ -1401,12 +1519,18 @@ class KeystoreFolder:
         _write_private(path, data)
         return str(new["kid"])
 
-    def retire(self, kid: str, *, since: datetime | None = None) -> str:
+    @_one_at_a_time
+    def retire(self, kid: str, *, since: datetime | None = None, last: bool = False) -> str:
         """Mark a key retired as of ``since`` (default now): it is no longer encrypted to,
         nor signs, and serves only records the broker accepted before that time; returns
         its party. ``since`` earlier than now is for a leaked key: everything accepted
         since the leak is refused too. A key already retired keeps the earlier time: a
-        second retirement never lets through what the first refused."""
+        second retirement never lets through what the first refused.
+
+        The last active signing key of a party whose private keys are in this folder is
+        retired only with ``last``: its running processes could no longer load their keys
+        and keep those loaded before, every later retirement ignored, another party's
+        leaked key among them (review of stop 47). Rotate first."""
         now = _now()
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
@@ -1416,6 +1540,8 @@ class KeystoreFolder:
         jwks = self._read_public()
         for entry in jwks["keys"]:
             if entry.get("kid") == kid:
+                if not last:
+                    self._refuse_a_last_signing_key(jwks, entry)
                 if entry.get("status") == KeyStatus.RETIRED.value:
                     before = entry.get("retired")
                     if not before:  # retired with no time: it serves nothing already
@@ -1427,6 +1553,30 @@ class KeystoreFolder:
                 return str(entry["party"])
         raise KeystoreError(f"no key {kid!r} in {self.public_file}")
 
+    def _refuse_a_last_signing_key(self, jwks: dict[str, Any], entry: dict[str, Any]) -> None:
+        party = str(entry.get("party", ""))
+
+        def signs(key: dict[str, Any]) -> bool:
+            return (
+                key.get("party") == party
+                and key.get("use") == KeyUse.SIG.value
+                and key.get("purpose", "") != AUDIT_PURPOSE
+                and key.get("status") == KeyStatus.ACTIVE.value
+            )
+
+        if not signs(entry) or party not in self.local_parties():
+            return
+        if any(signs(other) and other.get("kid") != entry.get("kid") for other in jwks["keys"]):
+            return
+        raise KeystoreError(
+            f"{entry.get('kid')} is {party}'s last active signing key: retired, {party}'s "
+            "running processes could no longer load their keys and would keep those loaded "
+            "before, every later retirement ignored; rotate first "
+            f"(gun-hub keys rotate {party}), then retire it, or retire it all the same "
+            "with --last"
+        )
+
+    @_one_at_a_time
     def prune(
         self,
         party: str,
@@ -1484,9 +1634,11 @@ class KeystoreFolder:
             raise KeystoreError(f"no public key of {party!r} in {self.public_file}")
         return {"keys": [{k: v for k, v in e.items() if k not in PRIVATE_MEMBERS} for e in keys]}
 
+    @_one_at_a_time
     def import_public_file(self, path: Path, *, party: str) -> ImportReport:
         return self.import_public(_read_json_value(path), party=party, source=str(path))
 
+    @_one_at_a_time
     def import_public(self, data: object, *, party: str, source: str) -> ImportReport:
         """Add ``party``'s public keys, as it exported them, to this folder's JWKS.
 

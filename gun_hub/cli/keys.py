@@ -126,7 +126,11 @@ def init(
         help="Make only this party's keys, on its own machine; its public keys go out with "
         "export-public. Without it: every party's keys in one folder (demo, tests).",
     ),
-    force: bool = typer.Option(False, help="Replace existing keys (they stop working)."),
+    force: bool = typer.Option(
+        False,
+        help="Replace existing keys (the envelope keys stop working; the state keys are "
+        "kept, a new one added: what they sealed still opens).",
+    ),
     audit_valid_days: int = ValidOption,
 ) -> None:
     """Make keys: one signing and one encryption key per party, the hub's audit key, the
@@ -235,6 +239,13 @@ def retire(
         help="Date the retirement back to this time (UTC unless it names a zone): for a "
         "leaked key, whatever the broker accepted since the leak is refused too.",
     ),
+    last: bool = typer.Option(
+        False,
+        "--last",
+        help="Retire it even if it is its party's last active signing key here (rotate "
+        "first: that party's running processes would keep the keys loaded before, later "
+        "retirements ignored, until restarted, and would not start).",
+    ),
     directory: Path | None = DirOption,
 ) -> None:
     """Retire a key: what the broker accepts from now on (from --since) signed with it, or
@@ -242,7 +253,7 @@ def retire(
     accepted before still opens, and checkpoints it signed before stay valid."""
     try:
         folder = _folder(directory)
-        party = folder.retire(kid, since=since)
+        party = folder.retire(kid, since=since, last=last)
         keys = folder.public_keys()
     except KeystoreError as err:
         raise _fail(err) from None

@@ -22,6 +22,7 @@ from gun_contract.envelope import ContentType
 from gun_contract.security.entitlements import Entitlements
 from gun_contract.security.jose_envelope import JoseEnvelope
 from gun_contract.security.keystore import (
+    LOCK_FILE,
     PUBLIC_JWKS,
     KeystoreError,
     KeystoreFolder,
@@ -82,7 +83,10 @@ def envelope(folder: Path, party: str) -> JoseEnvelope:
 def test_init_for_one_party_writes_only_that_partys_private_keys(tmp_path: Path) -> None:
     folder = tmp_path / "dgal"
     ok("init", "--party", "dgal", "--dir", folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["dgal.jwk", PUBLIC_JWKS]
+    assert sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE) == [
+        "dgal.jwk",
+        PUBLIC_JWKS,
+    ]
     assert (folder / "dgal.jwk").stat().st_mode & 0o777 == 0o600
     assert {k["party"] for k in jwks(folder)["keys"]} == {"dgal"}
     assert {k["use"] for k in jwks(folder)["keys"]} == {"sig", "enc"}
@@ -91,7 +95,11 @@ def test_init_for_one_party_writes_only_that_partys_private_keys(tmp_path: Path)
 def test_the_hub_also_gets_an_audit_key_of_its_own(tmp_path: Path) -> None:
     folder = tmp_path / "hub"
     ok("init", "--party", "hub", "--dir", folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["hub.audit.jwk", "hub.jwk", PUBLIC_JWKS]
+    assert sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE) == [
+        "hub.audit.jwk",
+        "hub.jwk",
+        PUBLIC_JWKS,
+    ]
     assert (folder / "hub.audit.jwk").stat().st_mode & 0o777 == 0o600
     [audit] = [k for k in jwks(folder)["keys"] if k.get("purpose") == "audit"]
     assert (audit["use"], audit["alg"]) == ("sig", "ES256")

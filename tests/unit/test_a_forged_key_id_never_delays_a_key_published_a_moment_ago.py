@@ -16,11 +16,11 @@ The keystore's clocks are moved, never slept on (``keystore._monotonic``, ``keys
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import shutil
+import stat
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -166,27 +166,19 @@ def test_a_key_file_being_written_is_never_read_half_written(
         looks.append(set(adapter.public))
         assert PartyKeys.load(own_keys_dir, "dgal").public  # a start-up meanwhile reads it whole
 
-    def halfway(write_rest: Callable[[str], object], text: str, flush: Callable[[], None]) -> None:
-        write_rest(text[: len(text) // 2])
-        flush()
-        look_midway()
-        write_rest(text[len(text) // 2 :])
+    real_fsync = os.fsync
 
-    real_write_text = Path.write_text
+    def fsync_looking(descriptor: int) -> None:
+        # The new file written whole beside the old one, not renamed into place yet (the
+        # key store syncs it first; stop 47): a look then reads the old file.
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):
+            look_midway()
+        real_fsync(descriptor)
 
-    def write_text_halfway(path: Path, text: str, *args: Any, **kwargs: Any) -> int:
-        with path.open("w") as handle:
-            halfway(handle.write, text, handle.flush)
-        return len(text)
-
-    def dump_halfway(data: Any, handle: Any, **kwargs: Any) -> None:
-        halfway(handle.write, json.dumps(data, **kwargs), handle.flush)
-
-    monkeypatch.setattr(Path, "write_text", write_text_halfway)
-    monkeypatch.setattr(json, "dump", dump_halfway)  # the module the key store writes with
+    monkeypatch.setattr(os, "fsync", fsync_looking)
     with caplog.at_level(logging.ERROR, logger=keystore.__name__):
         kids = KeystoreFolder(own_keys_dir).rotate("dgal", use_from=keystore_clocks.wall())
-    monkeypatch.setattr(Path, "write_text", real_write_text)
+    monkeypatch.setattr(os, "fsync", real_fsync)
 
     assert len(looks) == 2  # one in the middle of each of the two files' writes
     assert all(seen == before for seen in looks)  # the new jwks.json not in place yet

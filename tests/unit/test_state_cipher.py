@@ -21,6 +21,7 @@ from typer.testing import CliRunner, Result
 
 from gun_contract.security import keystore
 from gun_contract.security.keystore import (
+    LOCK_FILE,
     PUBLIC_JWKS,
     KeystoreError,
     KeystoreFolder,
@@ -63,7 +64,10 @@ def test_keys_init_gives_each_party_a_state_key_that_never_leaves_its_private_fi
     folder = tmp_path / "keys"
     if form == "--party":
         keys("init", "--party", "dga", "--dir", folder)
-        assert sorted(p.name for p in folder.iterdir()) == ["dga.jwk", PUBLIC_JWKS]
+        assert sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE) == [
+            "dga.jwk",
+            PUBLIC_JWKS,
+        ]
     else:
         keys("init", "--dir", folder)
         assert (folder / "hub.jwk").exists()

@@ -688,12 +688,19 @@ class _Reloading(Generic[T]):
     changed stat makes it read the files, so a look costs two ``stat`` calls and reading
     happens no more often than the files change. Every writer of these files writes a file
     beside them and renames it into place, so a read never meets one half-written. A
-    failed reading is logged and leaves the previous value in place."""
+    failed reading is logged and leaves the previous value in place, narrowed by
+    ``from_public`` when given (what the public key set alone can still tell)."""
 
     def __init__(
-        self, load: Callable[[], T], paths: list[Path], recheck_s: float, what: str
+        self,
+        load: Callable[[], T],
+        paths: list[Path],
+        recheck_s: float,
+        what: str,
+        from_public: Callable[[T], T] | None = None,
     ) -> None:
         self._load = load
+        self._from_public = from_public
         self._paths = paths
         self._recheck_s = recheck_s
         self._what = what
@@ -724,12 +731,44 @@ class _Reloading(Generic[T]):
         else:
             problem = None
         if problem is not None:
-            log.error("%s: %s; keeping the keys loaded before", self._what, problem)
-            return False
+            return self._keep_what_was_loaded(problem)
         self._value = value
         self.read_at = _now()
         log.info("%s: read again after a change", self._what)
         return True
+
+    def _keep_what_was_loaded(self, problem: KeystoreError) -> bool:
+        """The files read badly: keep the keys loaded before, applying what the public key
+        set still says when it reads well. A private file refused (a rotation run as
+        another user) kept the whole previous view: another party's key retired because
+        it leaked was accepted until someone mended the private file (review of stop 47)."""
+        if self._from_public is None:
+            log.error("%s: %s; keeping the keys loaded before", self._what, problem)
+            return False
+        try:
+            value = self._from_public(self._value)
+        except KeystoreError as err:
+            public_problem: KeystoreError | None = err  # logged below, as in check_now
+        else:
+            public_problem = None
+        if public_problem is not None:
+            log.error(
+                "%s: %s; and %s; keeping the keys loaded before",
+                self._what,
+                problem,
+                public_problem,
+            )
+            return False
+        log.error(
+            "%s: %s; applying what %s says of the other parties' keys and of the "
+            "retirement of our own, keeping our own private keys loaded before",
+            self._what,
+            problem,
+            PUBLIC_JWKS,
+        )
+        changed = value != self._value
+        self._value = value
+        return changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -846,6 +885,50 @@ def _load_party(folder: Path, party: str) -> _PartyView:
     )
 
 
+def _narrowed(known: PublicKey, read: PublicKey | None) -> PublicKey:
+    """Our own key ``known`` as a public key set read without our private file may change
+    it: retired, or retired earlier, and nothing else (a retirement only narrows what is
+    accepted; anything else about our keys waits for a complete reading)."""
+    if read is None or not _same_key(read, known) or read.status is not KeyStatus.RETIRED:
+        return known
+    if known.status is KeyStatus.RETIRED and not _retired_earlier(read, known):
+        return known
+    return read
+
+
+def _party_view_from_public(folder: Path, party: str, before: _PartyView) -> _PartyView:
+    """``before`` updated by the public key set alone: every other party's keys as a
+    complete reading gives them, our own keys' retirements, our private keys unchanged."""
+    everything = read_public_keys(folder / PUBLIC_JWKS)
+    public = {
+        kid: k for kid, k in everything.items() if k.purpose != AUDIT_PURPOSE and k.party != party
+    }
+    for kid, known in before.public.items():
+        if known.party == party:
+            public[kid] = _narrowed(known, everything.get(kid))
+    decryption: dict[str, ECKey] = {}
+    retired = {
+        kid: RetiredDecryptionKey(old.key, public.get(kid, old.public))
+        for kid, old in before.retired_decryption_keys.items()
+    }
+    for kid, key in before.decryption_keys.items():
+        if kid in public and public[kid].status is KeyStatus.RETIRED:
+            retired[kid] = RetiredDecryptionKey(key, public[kid])
+        else:
+            decryption[kid] = key
+    signing = tuple(
+        k for k in before.signing_keys if _status(public, str(k.kid)) is KeyStatus.ACTIVE
+    )
+    return _PartyView(
+        signing_keys=signing or before.signing_keys,  # none left: the newest, as a last resort
+        decryption_keys=decryption,
+        public=public,
+        audit_keys={kid: k for kid, k in everything.items() if k.purpose == AUDIT_PURPOSE},
+        retired_decryption_keys=retired,
+        pruned_decryption_keys=before.pruned_decryption_keys,
+    )
+
+
 def _pruned_members(data: dict[str, Any], path: Path) -> dict[str, str]:
     """Key id -> when its private part was pruned, from the ``pruned_keys`` member."""
     entries = data.get(PRUNED_MEMBER, [])
@@ -900,6 +983,7 @@ class PartyKeys:
             [folder / f"{party}.jwk", folder / PUBLIC_JWKS],
             recheck_s,
             f"keys of {party} in {folder}",
+            lambda before: _party_view_from_public(folder, party, before),
         )
         first = view.get()
         keys = cls(party, first.signing_key_at(_now()), first.decryption_keys, first.public)
@@ -993,6 +1077,16 @@ def _load_audit(folder: Path, party: str) -> _AuditView:
     return _AuditView(listed, public)
 
 
+def _audit_view_from_public(folder: Path, before: _AuditView) -> _AuditView:
+    """``before`` with its keys' retirements read from the public key set alone."""
+    everything = read_public_keys(folder / PUBLIC_JWKS)
+    public = dict(before.public)
+    for key in before.keys:
+        kid = str(key.kid)
+        public[kid] = _narrowed(before.public[kid], everything.get(kid))
+    return _AuditView(before.keys, public)
+
+
 class AuditSigner:
     """The hub's audit keys: which one signs a checkpoint made at a given time.
 
@@ -1020,6 +1114,7 @@ class AuditSigner:
             [path, folder / PUBLIC_JWKS],
             recheck_s,
             f"audit keys of {party} in {folder}",
+            lambda before: _audit_view_from_public(folder, before),
         )
         return cls(view.get, party)
 

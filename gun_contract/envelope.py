@@ -69,6 +69,14 @@ class OpenedMessage:
     # the allowed skew): how long its id must be remembered (security/replay.py).
     accept_until: int = 0
 
+    @property
+    def replay_id(self) -> str:
+        """What the replay memories remember it by: its ``jti`` with its sender. A
+        ``jti`` is unique for its issuer only (RFC 7519 section 4.1.7); kept alone, one
+        partner's id made another's message with the same id a replay (JOSE review of
+        stop 48). A party name holds no ``/``, so the pair reads one way only."""
+        return f"{self.sender}/{self.message_id}"
+
 
 class Envelope(Protocol):
     """Seals messages from one party and opens those addressed to it."""

@@ -116,7 +116,19 @@ def _is_str(value: Any) -> bool:
 def _is_numeric_date(value: Any) -> bool:
     """RFC 7519 section 2: seconds since the epoch, "can be non-integer"; never a boolean,
     never NaN or an infinity (which Python's JSON reader would otherwise let through)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer no float holds (JSON allows 4,300 digits)
+        return False
+
+
+def _is_envelope_type(value: Any) -> bool:
+    """RFC 7515 section 4.1.9: ``JOSE``, a media type compared without case, with or
+    without its ``application/`` prefix; another type (a signed-only message, a JWT) is
+    not an envelope (RFC 8725 section 3.11)."""
+    return isinstance(value, str) and value.lower() in ("jose", "application/jose")
 
 
 def _is_object(value: Any) -> bool:
@@ -183,6 +195,7 @@ _COMMON: dict[str, Check] = {
     "x5t#S256": _is_str,
 }
 _CLAIM_CHECKS: dict[str, Check] = {
+    "envelope type": _is_envelope_type,
     "str": _is_str,
     "date": _is_numeric_date,
     "audience": _is_audience,
@@ -242,6 +255,7 @@ class _HeaderRule:
 
 MESSAGE_ID_MAX_CHARS = 128  # a jti: a UUID's 36 characters, with room to spare
 _CLAIMS = {
+    "typ": "envelope type",
     "cty": "content",
     "iss": "str",
     "aud": "audience",
@@ -370,6 +384,9 @@ def _verify_parts(
     retired = retired_for(key, accepted_at)
     if retired is not None:
         raise EnvelopeRejected(Kind.RETIRED_KEY, f"signing key {kid!r} {retired}")
+    outside = _outside_validity(key, accepted_at)
+    if outside is not None:
+        raise EnvelopeRejected(Kind.RETIRED_KEY, f"signed by {kid!r} {outside}")
     payload = _signed_payload(parts, canonical, key)
     if payload is None:
         raise EnvelopeRejected(Kind.BAD_SIGNATURE, f"signature by {kid!r} does not verify")
@@ -408,6 +425,18 @@ def retired_for(key: PublicKey, accepted_at: float | None) -> str | None:
         accepted = datetime.fromtimestamp(accepted_at, UTC).isoformat(timespec="seconds")
         return f"was retired on {since}, before the broker accepted the record ({accepted})"
     return None
+
+
+def _outside_validity(key: PublicKey, accepted_at: float | None) -> str | None:
+    """Why ``key``'s stated validity (``not_before``, ``not_after``: a partner's JWKS may
+    carry them, ``keys import`` keeps them) does not cover the record the broker accepted
+    at ``accepted_at`` (the reader's clock without one); None if it does or none is
+    stated. They were read and then ignored for every key but the audit keys: a partner
+    who limited a key's life believed it expired (JOSE review of stop 48)."""
+    if key.not_before is None and key.not_after is None:
+        return None
+    when = accepted_at if accepted_at is not None else time.time()
+    return key.invalid_at(datetime.fromtimestamp(when, UTC))
 
 
 def _signed_payload(parts: list[bytes], canonical: bool, key: PublicKey) -> bytes | None:
@@ -694,7 +723,7 @@ class JoseEnvelope:
         # Without a position every second sighting is a replay.
         where = position or uuid.uuid4().hex
         if not self._replay.first_sighting(
-            message.message_id, message.accept_until, where, accepted_at
+            message.replay_id, message.accept_until, where, accepted_at
         ):
             raise EnvelopeRejected(
                 Kind.REPLAY, f"message {message.message_id} was already received"

@@ -192,7 +192,7 @@ class Intake:
                 return None
         return Unsealed(
             document=opened.payload,
-            message_id=opened.message_id,
+            message_id=opened.replay_id,  # claimed with its sender (OpenedMessage.replay_id)
             accept_until=opened.accept_until,
             sender=opened.sender,
         )

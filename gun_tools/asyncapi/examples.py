@@ -206,7 +206,8 @@ def decision_fact() -> JsonObject:
     return _json(fact_bytes(fact))
 
 
-_JTI = "5f0c6f2e9b1d4a7c8e3f2a1b0c9d8e7f"
+# Claimed with its sender (OpenedMessage.replay_id).
+_JTI = "clearance/5f0c6f2e9b1d4a7c8e3f2a1b0c9d8e7f"
 
 
 def _claimed(declarations_topic: str) -> Claim:

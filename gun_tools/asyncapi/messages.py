@@ -82,7 +82,8 @@ _NO_KEY: JsonObject = {
 
 _MESSAGE_ID_KEY: JsonObject = {
     "type": "string",
-    "description": "The envelope's message id (`jti`) the record is about.",
+    "description": "The envelope's message id (`jti`) the record is about, after its "
+    "sender and a `/` (`clearance/5f0c...`): an id is unique for its issuer only.",
 }
 
 _AUDIT_KEY: JsonObject = {

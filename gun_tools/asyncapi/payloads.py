@@ -315,7 +315,10 @@ def payload_schemas() -> dict[str, JsonObject]:
                     "required": ["kind", "jti", "accept_until", "topic", "partition", "offset"],
                     "properties": {
                         "kind": {"const": "claim"},
-                        "jti": {"type": "string"},
+                        "jti": {
+                            "type": "string",
+                            "description": "The envelope's sender, `/`, its `jti`.",
+                        },
                         "accept_until": {
                             "type": "integer",
                             "minimum": 0,

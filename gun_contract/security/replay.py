@@ -201,6 +201,17 @@ class TableReplayGuard:
     says which partition recorded an id: by default the partition of the position it was
     read at (the event's own); the hub's claims table gives the id's claim partition
     (pipeline/admission.py).
+
+    With ``source_clock`` (the hub's memory of answer ids) each id waits for its own
+    source, the topic and partition it was read from, to be committed past its expiry:
+    ``source_clock(topic, partition)`` is the broker time below which that partition can
+    no longer be read again (None: not known). A message opens only on the topic it was
+    sealed for, and a copy on another partition meets neither this partition's memory
+    nor its cases, so no other source's progress tells anything about its copies: one
+    clock for all (the latest broker time read anywhere) forgot the ids of an
+    authority's backlog while another authority's partition was read to the present, and
+    a copy waiting in that backlog was taken (JOSE review of stop 48). Each source keeps
+    its own expiry order, so a source behind holds back none of the others.
     """
 
     _PRUNE_EVERY = 200
@@ -213,8 +224,10 @@ class TableReplayGuard:
         table_partition: Callable[[str, str], int | None] | None = None,
         sources: int | None = None,
         readable_s: int | None = None,
+        source_clock: Callable[[str, int], float | None] | None = None,
     ) -> None:
         self._table = table
+        self._source_clock = source_clock
         self._keep_s = keep_after_expiry_s
         self._table_partition = table_partition or _partition_of_position
         self._sources = sources
@@ -222,10 +235,11 @@ class TableReplayGuard:
         self._log_clock = 0.0
         # Table partition -> source partition -> the latest broker time read from it there.
         self._source_clocks: dict[int | None, dict[int, float]] = {}
-        self._expiring: dict[int, list[tuple[int, bytes]]] = {}  # partition -> heap
+        # Table partition -> source topic ('' without ``source_clock``) -> expiry heap.
+        self._expiring: dict[int, dict[str, list[tuple[int, bytes]]]] = {}
         # The table's ids by the partition that recorded them, read once for every
         # partition not seeded yet (``_seed``); None: not read since the last revocation.
-        self._read: dict[int | None, list[tuple[int, bytes]]] | None = None
+        self._read: dict[int | None, dict[str, list[tuple[int, bytes]]]] | None = None
         self._sightings = 0
         self.forgotten = 0
 
@@ -265,7 +279,7 @@ class TableReplayGuard:
             return True
         self._table[key] = f"{position}|{expires_at}".encode()
         if partition is not None:
-            heapq.heappush(self._expiring[partition], (expires_at, key))
+            heapq.heappush(self._heap(partition, position), (expires_at, key))
         self._sightings += 1
         if self._sightings % self._PRUNE_EVERY == 0 and partition is not None:
             self._forget_expired(partition)
@@ -291,7 +305,19 @@ class TableReplayGuard:
         # The table says it too: a worker seeding the partition from it keeps it as long.
         self._table[key] = held_at + b"|" + str(keep_until).encode()
         if partition is not None:
-            heapq.heappush(self._expiring[partition], (keep_until, key))
+            heapq.heappush(
+                self._heap(partition, held_at.decode(errors="replace")), (keep_until, key)
+            )
+
+    def _lane(self, position: str) -> str:
+        """Which expiry order of its partition an id read at ``position`` joins: its
+        source topic's with ``source_clock``, the partition's only one otherwise."""
+        if self._source_clock is None:
+            return ""
+        return position.rsplit("/", 2)[0]
+
+    def _heap(self, partition: int, position: str) -> list[tuple[int, bytes]]:
+        return self._expiring[partition].setdefault(self._lane(position), [])
 
     def release(self, partitions: Iterable[int]) -> None:
         """Partitions taken from this worker: forget their expiry order. Their next owner
@@ -318,12 +344,13 @@ class TableReplayGuard:
             return
         if self._read is None:
             self._read = self._read_expiry_orders()
-        heap = self._read.pop(partition, [])
-        heapq.heapify(heap)
-        self._expiring[partition] = heap
+        lanes = self._read.pop(partition, {})
+        for heap in lanes.values():
+            heapq.heapify(heap)
+        self._expiring[partition] = lanes
 
-    def _read_expiry_orders(self) -> dict[int | None, list[tuple[int, bytes]]]:
-        orders: dict[int | None, list[tuple[int, bytes]]] = {}
+    def _read_expiry_orders(self) -> dict[int | None, dict[str, list[tuple[int, bytes]]]]:
+        orders: dict[int | None, dict[str, list[tuple[int, bytes]]]] = {}
         for key, value in list(self._table.items()):
             # The expiry after the last separator: a position never holds one (claims
             # records are checked), but one that did stalled the partition (stop 34).
@@ -332,10 +359,13 @@ class TableReplayGuard:
                 bytes(key).decode(errors="replace"), position.decode(errors="replace")
             )
             if expiry.isdigit():
-                orders.setdefault(recorded_by, []).append((int(expiry), bytes(key)))
+                lane = self._lane(position.decode(errors="replace"))
+                orders.setdefault(recorded_by, {}).setdefault(lane, []).append(
+                    (int(expiry), bytes(key))
+                )
         return orders
 
-    def _horizon(self, partition: int) -> float | None:
+    def _horizon(self, partition: int, lane: str) -> float | None:
         """Ids ``partition`` recorded that expired before this are forgotten; None: none
         yet. With ``sources``, by what this table partition has read from each source:
         the records of one source reach each table partition in order, but the table
@@ -343,6 +373,12 @@ class TableReplayGuard:
         found by the review of stop 35's diff)."""
         if not self._log_clock:
             return None  # no broker time yet: the wall clock would forget a backlog's ids
+        if self._source_clock is not None:
+            committed = self._source_clock(lane, partition)
+            horizons = [] if committed is None else [committed - self._keep_s]
+            if self._readable_s is not None:
+                horizons.append(self._log_clock - self._readable_s)
+            return max(horizons, default=None)
         if self._sources is None:
             return self._log_clock - self._keep_s
         horizons = []
@@ -355,10 +391,12 @@ class TableReplayGuard:
         return max(horizons, default=None)
 
     def _forget_expired(self, partition: int) -> None:
-        horizon = self._horizon(partition)
-        if horizon is None:
-            return
-        heap = self._expiring[partition]
+        for lane, heap in self._expiring[partition].items():
+            horizon = self._horizon(partition, lane)
+            if horizon is not None:
+                self._forget_in(heap, horizon)
+
+    def _forget_in(self, heap: list[tuple[int, bytes]], horizon: float) -> None:
         while heap and heap[0][0] < horizon:
             _, key = heapq.heappop(heap)
             value = self._table.get(key)

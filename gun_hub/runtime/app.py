@@ -24,6 +24,7 @@ from faust.exceptions import FaustError
 from faust.types import TP
 from mode import Service
 
+from gun_contract.commit_clock import CommitClock
 from gun_contract.dead_letter import ErrorClass, SourcePosition, add_dead_letter
 from gun_contract.effects import Effects, Headers, OutgoingRecord
 from gun_contract.envelope import LOG_APPEND_TIME
@@ -600,8 +601,25 @@ def build_hub(settings: Settings) -> Hub:
     # A case (or marker) that does not open is forgotten by the event that meets it, which
     # is dead-lettered: never retried, never a stop (ADR 0022).
     unreadable_cases = UnreadableCases(store, open_case_store)
+    # The answers' ids are each forgotten once their own response partition is committed
+    # past them (replay.py, JOSE review of stop 48): the broker times of what was read
+    # since each partition's commit point, told the broker's confirmed commit.
+    answers_read = {topic: CommitClock() for topic in topics.all_responses()}
+
+    def answers_readable_from(topic: str, partition: int) -> float | None:
+        fetcher = consumer()
+        clock = answers_read.get(topic)
+        if fetcher is None or clock is None:
+            return None
+        committed = fetcher.confirmed_commit(TP(topic, partition))
+        return None if committed is None else clock.readable_from(partition, committed)
+
     answer_ids = TableReplayGuard(
-        seen_messages, keep_after_expiry_s=settings.security.max_clock_skew_s
+        seen_messages,
+        keep_after_expiry_s=settings.security.max_clock_skew_s,
+        source_clock=answers_readable_from,
+        # While a partition's commit is not known: no longer than a copy stays readable.
+        readable_s=int(settings.hub.decided_marker_s),
     )
     # The rollout modes in force (rollout.py), read by every worker from hub.rollout.
     rollout = RolloutFollower(
@@ -986,6 +1004,9 @@ def build_hub(settings: Settings) -> Hub:
         answer_ids.release(
             {tp.partition for tp in revoked if tp.topic in set(topics.all_responses())}
         )
+        for tp in revoked:
+            if tp.topic in answers_read:
+                answers_read[tp.topic].forget([tp.partition])
 
     app.on_partitions_revoked.connect(forget_admissions)
 
@@ -999,12 +1020,14 @@ def build_hub(settings: Settings) -> Hub:
     every(app, settings.hub.admission_recheck_s, "admission recheck", admit_what_no_longer_waits)
     handled_agent(app, declarations, "intake", receive_declaration, settling)
     handled_agent(app, app.topic(topics.claims, **_RAW), "claims", on_claims_record, settling)
-    agent(
-        responses,
-        "correlation",
-        lambda event, source, at: correlation.handle(_value(event), source, at),
-        redrives,
-    )
+
+    def correlate(event: Any, source: SourcePosition, at: float | None) -> Effects:
+        clock = answers_read.get(source.topic)
+        if clock is not None:
+            clock.saw(source.partition, source.offset, at)
+        return correlation.handle(_value(event), source, at)
+
+    agent(responses, "correlation", correlate, redrives)
     agent(
         operator_actions,
         "operator-actions",

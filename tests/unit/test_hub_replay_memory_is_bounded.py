@@ -314,3 +314,84 @@ def test_an_id_whose_copy_was_refused_is_kept_after_a_worker_takes_the_partition
     successor = _claims_memory(table)
     _read_on(successor, range(PARTITIONS), NOW)
     assert b"copied" in table
+
+
+# -- the answers' memory: each id by its own partition's commit (JOSE review of stop 48) ----
+#
+# The hub's memory of answer ids forgot by one clock for all, the latest broker time read
+# on any response partition: after a stop, an authority whose partition was read up to
+# the present made the ids of another's backlog forgotten while a copy of one of them
+# still waited there, and the copy, fresh by its own broker time, was taken (a second
+# write-off reported, a fact written twice). An answer is refused on any topic but the
+# one it was sealed for, and a copy on another partition meets neither the memory nor
+# the case of this one: so an id waits for its own partition to be committed past it.
+
+DGA_0, DGAL_0 = "gun.responses.dga/0", "gun.responses.dgal/0"
+
+
+class Commits:
+    """Where each response partition can no longer be read again, in broker time (what
+    the hub's commit clocks say: gun_contract/commit_clock.py)."""
+
+    def __init__(self) -> None:
+        self.readable_from: dict[tuple[str, int], float] = {}
+
+    def of(self, topic: str, partition: int) -> float | None:
+        return self.readable_from.get((topic, partition))
+
+
+def _answers_memory(table: dict[bytes, bytes], commits: Commits) -> TableReplayGuard:
+    return TableReplayGuard(
+        table, keep_after_expiry_s=KEEP_S, source_clock=commits.of, readable_s=READABLE_S
+    )
+
+
+def _answers_read_on(guard: TableReplayGuard, where: str, at: float, count: int = 400) -> None:
+    for n in range(count):
+        assert guard.first_sighting(f"{where}-{at}-{n}", int(at) + 600, f"{where}/{n + 1000}", at)
+
+
+def test_an_answers_id_is_kept_while_its_own_partition_is_not_committed_past_it() -> None:
+    table: dict[bytes, bytes] = {}
+    commits = Commits()
+    guard = _answers_memory(table, commits)
+    expires_at = int(THREE_HOURS_AGO) + 3600 + KEEP_S
+    assert guard.first_sighting("answer", expires_at, f"{DGA_0}/100", THREE_HOURS_AGO)
+    # DGAL's partition 0 is read and committed to the present; DGA's is three hours behind.
+    commits.readable_from[("gun.responses.dgal", 0)] = NOW
+    commits.readable_from[("gun.responses.dga", 0)] = THREE_HOURS_AGO
+    _answers_read_on(guard, DGAL_0, NOW)
+    _answers_read_on(guard, DGA_0, THREE_HOURS_AGO + 30, count=200)
+    assert b"answer" in table
+    assert not guard.first_sighting("answer", expires_at, f"{DGA_0}/102", THREE_HOURS_AGO + 60)
+
+
+def test_an_answers_id_read_past_but_not_committed_past_is_kept() -> None:
+    table: dict[bytes, bytes] = {}
+    commits = Commits()
+    guard = _answers_memory(table, commits)
+    expires_at = int(THREE_HOURS_AGO) + 3600 + KEEP_S
+    guard.first_sighting("answer", expires_at, f"{DGA_0}/100", THREE_HOURS_AGO)
+    commits.readable_from[("gun.responses.dga", 0)] = THREE_HOURS_AGO  # the commit held back
+    _answers_read_on(guard, DGA_0, NOW)
+    assert b"answer" in table
+
+
+def test_an_answers_id_is_forgotten_once_its_partition_is_committed_past_its_expiry() -> None:
+    table: dict[bytes, bytes] = {}
+    commits = Commits()
+    guard = _answers_memory(table, commits)
+    expires_at = int(THREE_HOURS_AGO) + 3600 + KEEP_S
+    guard.first_sighting("answer", expires_at, f"{DGA_0}/100", THREE_HOURS_AGO)
+    commits.readable_from[("gun.responses.dga", 0)] = NOW  # DGAL's not known: no matter
+    _answers_read_on(guard, DGA_0, NOW)
+    assert b"answer" not in table
+
+
+def test_an_answers_id_is_forgotten_no_later_than_a_copy_could_stay_in_the_log() -> None:
+    table: dict[bytes, bytes] = {}
+    guard = _answers_memory(table, Commits())  # no commit ever confirmed
+    expires_at = int(THREE_HOURS_AGO) + 3600 + KEEP_S
+    guard.first_sighting("answer", expires_at, f"{DGA_0}/100", THREE_HOURS_AGO)
+    _answers_read_on(guard, DGA_0, expires_at + READABLE_S + 1.0)
+    assert b"answer" not in table

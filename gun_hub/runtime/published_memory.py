@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -176,10 +176,6 @@ class PublishedMemory:
         if reference not in self._versions and reference not in self._in_windows:
             self._declarants.pop(reference, None)
 
-    def _remembered_versions(self, reference: bytes) -> Iterator[bytes]:
-        yield from self._versions.get(reference, ())
-        yield from self._in_windows.get(reference, ())
-
     def refusal(self, identity: Identity, declarant: bytes = b"") -> Refusal | None:
         """Why the decision ``identity``, decided for ``declarant``, must not be
         published; None: it may be. Another declarant than the reference's first one
@@ -242,7 +238,9 @@ class PublishedMemory:
         if not isinstance(identity, tuple) or len(identity) != 2:
             return False
         reference, version = identity
-        return any(version == v for v in self._remembered_versions(reference))
+        return version in self._versions.get(reference, ()) or version in self._in_windows.get(
+            reference, ()
+        )
 
     def __len__(self) -> int:
         """The decisions remembered: the lane's count and the windows' beyond it."""

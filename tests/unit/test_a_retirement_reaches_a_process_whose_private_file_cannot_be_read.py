@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from gun_contract.envelope import ContentType, EnvelopeRejected
 from gun_contract.envelope import EnvelopeRejectionKind as Kind
-from gun_contract.security.jose_envelope import JoseEnvelope
 from gun_contract.security.keystore import (
     KEY_RECHECK_S,
     PUBLIC_JWKS,
@@ -30,26 +28,8 @@ from gun_contract.security.keystore import (
     KeyUse,
     PartyKeys,
 )
-from gun_contract.topics import topic_registry
-from tests.conftest import envelope_of
 from tests.keystore_fixtures import KeystoreClocks, active_kid, new_kid
-
-TOPICS = topic_registry("gun", ("dgal", "cites", "dga"))
-REQUEST = TOPICS.requests("dgal")
-
-
-def running(folder: Path, party: str) -> JoseEnvelope:
-    return envelope_of(party, TOPICS, folder)
-
-
-def seal(sender: JoseEnvelope) -> bytes:
-    return sender.seal(b"{}", recipient="dgal", topic=REQUEST, content_type=ContentType.JSON)
-
-
-def refused(envelope: JoseEnvelope, sealed: bytes) -> Kind:
-    with pytest.raises(EnvelopeRejected) as rejection:
-        envelope.open(sealed, topic=REQUEST)
-    return rejection.value.kind
+from tests.unit.test_keys_reload_and_corrupt_files import REQUEST, refused, running, seal
 
 
 def make_private_file_unusable(folder: Path, party: str) -> None:

@@ -12,6 +12,7 @@ counted events in it long before (tests/unit/test_alert_counters_exist_before_th
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _settings(folder: Path, *, view_enabled: bool = True) -> Settings:
     keys = folder / "keys"
     public = generate_portal_key(folder / "portal")[1]
     officers = folder / "officers"
-    add_officer(officers, "alice", "alice-password-made-at-test-time")
+    add_officer(officers, "alice", secrets.token_urlsafe(16))
     settings = Settings(
         security=SecuritySettings(keys_dir=keys, state_dir=folder / "state"),
         hub=HubSettings(data_dir=folder / "data"),

@@ -15,7 +15,6 @@ import signal
 import pytest
 
 from gun_contract.model.verdicts import Outcome
-from gun_tools.processes import wait_http_ok
 from tests.builders import declaration_xml
 from tests.e2e.conftest import Pipeline
 from tests.e2e.test_several_hub_workers import start_second_worker
@@ -30,8 +29,7 @@ async def test_the_cases_of_a_worker_that_left_are_decided_at_their_deadline(
     silent_hub: Pipeline,
 ) -> None:
     pipeline = silent_hub
-    second_port = start_second_worker(pipeline)
-    wait_http_ok(f"http://127.0.0.1:{second_port}/readyz", 60, pipeline.group)
+    start_second_worker(pipeline)  # once ready
     references = [f"26FRMOVE{n:010d}" for n in range(COUNT)]
     await pipeline.submit([declaration_xml(reference=reference) for reference in references])
     await pipeline.records(pipeline.kafka.topics.requests("dgal"), expected=COUNT)

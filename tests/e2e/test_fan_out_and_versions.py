@@ -69,16 +69,30 @@ async def test_equal_or_lower_versions_are_ignored_and_recorded(hub_only: Pipeli
 
 
 async def test_a_cancellation_asks_each_authority_to_delete(hub_only: Pipeline) -> None:
-    lodged = declaration_xml(reference="26FRCAN00000000001", version=1)
-    cancelled = declaration_xml(reference="26FRCAN00000000001", version=2, stage=Stage.CANCELLED)
+    """Each authority the version reserved at, not only the first (tests' review of stop
+    48: the test quoted one DGAL document, so a cancellation deleting at one authority
+    only passed)."""
+    items = (
+        goods_item(
+            1,
+            (
+                document("N853", "CHEDP.FR.2026.0009001", 1, "40"),
+                document("C400", "FR26CITES009001", 1, "2", "NAR"),
+            ),
+        ),
+    )
+    reference = "26FRCAN00000000001"
+    lodged = declaration_xml(reference=reference, version=1, items=items)
+    cancelled = declaration_xml(reference=reference, version=2, stage=Stage.CANCELLED, items=items)
     await hub_only.submit([lodged, cancelled])
-    records = await hub_only.records(hub_only.kafka.topics.requests("dgal"), expected=2)
-    operations = [
-        AuthorityRequest.model_validate_json(
-            hub_only.kafka.envelope("dgal").open(r.value or b"", topic=r.topic).payload
-        ).operation
-        for r in records
-    ]
-    assert operations == [Operation.RESERVE, Operation.DELETE]
+    for authority in ("dgal", "cites"):
+        records = await hub_only.records(hub_only.kafka.topics.requests(authority), expected=2)
+        operations = [
+            AuthorityRequest.model_validate_json(
+                hub_only.kafka.envelope(authority).open(r.value or b"", topic=r.topic).payload
+            ).operation
+            for r in records
+        ]
+        assert operations == [Operation.RESERVE, Operation.DELETE], authority
     kinds = [s.kind for s in await hub_only.statuses() if s.version == 1]
     assert StatusKind.SUPERSEDED in kinds

@@ -44,6 +44,9 @@ def start_second_worker(pipeline: Pipeline) -> int:
     }
     pipeline.group.start("hub-2", ["hub"], env)
     wait_http_ok(f"http://127.0.0.1:{port}/livez", 60, pipeline.group)
+    # Joined: partitions assigned, tables recovered, producers up (web.py). Without it the
+    # test passed as a plain failover had the join never completed (tests' review, stop 48).
+    wait_http_ok(f"http://127.0.0.1:{port}/readyz", 60, pipeline.group)
     return port
 
 

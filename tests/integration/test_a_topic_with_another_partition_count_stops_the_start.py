@@ -39,6 +39,8 @@ from gun_hub.xml.declaration_codec import sniff_identity
 from gun_tools.processes import ProcessGroup, free_port, wait_http_ok
 from tests.conftest import PARTITIONS, REPO, KafkaEnv
 
+pytestmark = pytest.mark.broker
+
 
 async def _create(bootstrap: str, name: str, partitions: int) -> None:
     """``name`` with ``partitions``, as the clearance side would create it, once the

@@ -18,18 +18,21 @@ from pathlib import Path
 
 import pytest
 
+from gun_contract.envelope import EnvelopeRejected
 from gun_contract.envelope import EnvelopeRejectionKind as Kind
+from gun_contract.security.entitlements import Entitlements
+from gun_contract.security.jose_envelope import JoseEnvelope
 from gun_contract.security.keystore import (
     KEY_RECHECK_S,
     PUBLIC_JWKS,
     AuditSigner,
-    KeyStatus,
     KeystoreFolder,
     KeyUse,
     PartyKeys,
 )
+from gun_contract.security.replay import MemoryReplayGuard
 from tests.keystore_fixtures import KeystoreClocks, active_kid, new_kid
-from tests.unit.test_keys_reload_and_corrupt_files import REQUEST, refused, running, seal
+from tests.unit.test_keys_reload_and_corrupt_files import REQUEST, TOPICS, refused, running, seal
 
 
 def make_private_file_unusable(folder: Path, party: str) -> None:
@@ -96,16 +99,25 @@ def test_its_own_encryption_key_retired_meanwhile_decrypts_only_what_came_before
     own_keys_dir: Path, keystore_clocks: KeystoreClocks
 ) -> None:
     old = active_kid(own_keys_dir, "dgal", KeyUse.ENC)
-    KeystoreFolder(own_keys_dir).rotate("dgal")
+    KeystoreFolder(own_keys_dir).rotate("dgal")  # the new key comes into use later
     dgal_keys = PartyKeys.load(own_keys_dir, "dgal")
-    assert old in dgal_keys.decryption_keys
+    dgal = JoseEnvelope(dgal_keys, Entitlements.from_registry(TOPICS), MemoryReplayGuard())
+    hub = running(own_keys_dir, "hub")
+    accepted_before, accepted_after = seal(hub), seal(hub)  # both encrypted to the old key
 
     make_private_file_unusable(own_keys_dir, "dgal")
     keystore_clocks.advance(1)
     KeystoreFolder(own_keys_dir).retire(old)
     keystore_clocks.advance(KEY_RECHECK_S + 1)
+    retired = KeystoreFolder(own_keys_dir).public_keys()[old].retired_at
+    assert retired is not None
     assert old not in dgal_keys.decryption_keys
-    assert dgal_keys.retired_decryption_keys[old].public.status is KeyStatus.RETIRED
+
+    opened = dgal.open(accepted_before, topic=REQUEST, accepted_at=retired.timestamp() - 1)
+    assert opened.sender == "hub"
+    with pytest.raises(EnvelopeRejected) as refusal:
+        dgal.open(accepted_after, topic=REQUEST, accepted_at=retired.timestamp() + 1)
+    assert refusal.value.kind is Kind.RETIRED_KEY
 
 
 def test_an_audit_key_retired_while_the_audit_file_is_broken_signs_no_more(

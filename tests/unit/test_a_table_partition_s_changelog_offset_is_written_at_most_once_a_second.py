@@ -15,8 +15,9 @@ written first.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -70,23 +71,42 @@ class _CountedWrites:
         monkeypatch.setattr(faust_rocksdb.Store, "set_persisted_offset", counted)
 
 
-async def test_the_acknowledgements_of_an_interval_write_each_partition_s_offset_once(
+class _Timers:
+    """The event loop's ``call_later`` as the store uses it, run when the test says: what
+    is written within the interval is told apart without racing a real timer (tests'
+    review of stop 48: sleeps of 10 and 60 ms around a 50-ms timer)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.due: list[tuple[float, Callable[[], None]]] = []
+        loop = SimpleNamespace(
+            call_later=lambda delay, callback: self.due.append((delay, callback))
+        )
+        monkeypatch.setattr(asyncio, "get_running_loop", lambda: loop)
+
+    def run_due(self) -> list[float]:
+        """Run every timer set so far; their delays."""
+        due, self.due = self.due, []
+        for _, callback in due:
+            callback()
+        return [delay for delay, _ in due]
+
+
+def test_the_acknowledgements_of_an_interval_write_each_partition_s_offset_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = _store(tmp_path)
-    monkeypatch.setattr(store, "OFFSET_WRITTEN_EVERY_S", 0.05)
+    timers = _Timers(monkeypatch)
     counted = _CountedWrites(monkeypatch)
     for offset in (10, 11, 12):
         store.set_persisted_offset(TP(CHANGELOG, 2), offset)
-        await asyncio.sleep(0)  # acknowledged in turns of their own
     store.set_persisted_offset(TP(CHANGELOG, 3), 40)
-    await asyncio.sleep(0.01)
     assert counted.writes == []  # within the interval
-    await asyncio.sleep(0.06)
+    assert timers.run_due() == [store.OFFSET_WRITTEN_EVERY_S]  # one timer for them all
     assert sorted(counted.writes) == [(2, 12), (3, 40)]
     assert (_written(store, 2), _written(store, 3)) == (12, 40)
     store.set_persisted_offset(TP(CHANGELOG, 2), 13)  # a later interval writes again
-    await asyncio.sleep(0.08)
+    assert _written(store, 2) == 12
+    assert timers.run_due() == [store.OFFSET_WRITTEN_EVERY_S]
     assert _written(store, 2) == 13
 
 
@@ -99,17 +119,17 @@ async def test_the_offset_read_back_is_the_latest_even_before_the_turn_ends(
     assert _written(store, 1) == 5
 
 
-async def test_a_partition_given_up_has_its_offset_written_before_its_database_is_let_go(
-    tmp_path: Path,
+def test_a_partition_given_up_has_its_offset_written_before_its_database_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = _store(tmp_path)
+    timers = _Timers(monkeypatch)
     store.set_persisted_offset(TP(CHANGELOG, 0), 7)
-    store.OFFSET_WRITTEN_EVERY_S = 0.01
     database = store._db_for_partition(0)
     store.revoke_partitions(store.table, {TP(CHANGELOG, 0)})
     assert 0 not in store._dbs
     assert int(database.get(store.offset_key)) == 7
-    await asyncio.sleep(0.03)
+    timers.run_due()  # the interval's timer, set before the revocation, runs later
     assert 0 not in store._dbs  # nothing left to write opens it again
 
 

@@ -96,9 +96,26 @@ HOSTILE: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize("headers", HOSTILE.values(), ids=HOSTILE.keys())
-def test_no_header_content_makes_the_keeper_raise(hub: Hub, headers: Any) -> None:
-    for entry in audited(hub, headers):
+# Which of them report a security rejection, and so become one audit entry: a class
+# header that reads "security" first (bytes or text, whatever else is broken). Counted,
+# not looped over: a keeper that audited nothing passed a loop over its entries (tests'
+# review of stop 48).
+AUDITED = {
+    "null values",
+    "megabyte values",
+    "not utf-8",
+    "hostile corpus",
+    "repeated",
+    "text values",
+    "a mapping",
+}
+
+
+@pytest.mark.parametrize(("name", "headers"), HOSTILE.items(), ids=HOSTILE.keys())
+def test_no_header_content_makes_the_keeper_raise(hub: Hub, name: str, headers: Any) -> None:
+    entries = audited(hub, headers)
+    assert len(entries) == (1 if name in AUDITED else 0)
+    for entry in entries:
         assert entry["dead_letter"] == "gun.dlq/2/17"
         for field in ("rejection", "reason", "component", "origin", "reference"):
             assert entry[field] is None or len(entry[field].encode()) <= 2048, field

@@ -216,3 +216,24 @@ def test_a_follow_up_refused_as_stale_is_recorded_as_superseded(hub: Hub) -> Non
     )
     out = hub.respond(stale)
     assert hub.status_kinds(out) == [StatusKind.FOLLOW_UP_SUPERSEDED]
+
+
+def test_a_cancellation_asks_every_authority_the_version_reserved_at_to_delete(hub: Hub) -> None:
+    """Not only the first of them (tests' review of stop 48: no test cancelled a version
+    that had reserved at two authorities)."""
+    quoted = (document("N853", CHED, 1, "40"), document("C400", PERMIT, 1, "2", "NAR"))
+    items = (goods_item(1, quoted),)
+    sent = hub.intake.handle(declaration_xml(version=1, items=items), at(0))
+    assert followed_up(hub, sent) == [
+        ("cites", Operation.RESERVE, 1, [PERMIT]),
+        ("dgal", Operation.RESERVE, 1, [CHED]),
+    ]
+    hub.answer(sent, "dgal", Verdict.VALID)
+    hub.answer(sent, "cites", Verdict.VALID)  # both reserved
+    cancelled = hub.intake.handle(
+        declaration_xml(version=2, stage=Stage.CANCELLED, items=items), at(1)
+    )
+    assert followed_up(hub, cancelled) == [
+        ("cites", Operation.DELETE, 2, [PERMIT]),
+        ("dgal", Operation.DELETE, 2, [CHED]),
+    ]

@@ -35,7 +35,7 @@ from gun_hub.security.web_auth import add_officer, basic_authorization
 from gun_hub.web import HubWeb, build_web
 from gun_hub.web.dead_letters import DeadLetterDesk
 from tests.conftest import envelope_of
-from tests.unit.test_web_listeners import settings_for
+from tests.unit.test_web_listeners import ALICE_PASSWORD, settings_for
 
 TOPICS = topic_registry("gun", ("cites", "dga", "dgal"))
 FEED = FeedTopics(
@@ -45,7 +45,7 @@ REFERENCE = "26FRDSK00000000001"
 PARTITIONS = frozenset(range(4))
 PLAIN = b"<declaration>not sealed</declaration>"
 # alice's is the one settings_for gives her; bob's is made now.
-SECRETS = {"alice": "alice-password-made-at-test-time", "bob": secrets.token_urlsafe(16)}
+SECRETS = {"alice": ALICE_PASSWORD, "bob": secrets.token_urlsafe(16)}
 
 
 @dataclass

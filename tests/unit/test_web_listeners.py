@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import secrets
 import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -46,6 +47,7 @@ TRADER = "FR12345678901234"
 OTHER = "DE987654321"
 MINE = "26FRWEB00000000001"  # lodged by TRADER, with a war-material licence
 THEIRS = "26FRWEB00000000002"  # lodged by OTHER
+ALICE_PASSWORD = secrets.token_urlsafe(16)  # made at test time, never committed
 NOW = dt.datetime.now(dt.UTC)
 
 
@@ -134,7 +136,7 @@ def view(tmp_path: Path) -> Iterator[OpsView]:
 def settings_for(tmp_path: Path, **changes: Any) -> tuple[WebSettings, Any]:
     private, public = generate_portal_key(tmp_path / "portal")
     officers = tmp_path / "officers"
-    add_officer(officers, "alice", "alice-password-made-at-test-time")
+    add_officer(officers, "alice", ALICE_PASSWORD)
     settings = WebSettings(
         trader_port=free_port(),
         officer_port=free_port(),
@@ -160,7 +162,7 @@ async def hub(tmp_path: Path, view: OpsView) -> AsyncIterator[Hub]:
             f"http://127.0.0.1:{settings.trader_port}",
             f"http://127.0.0.1:{settings.officer_port}",
             key,
-            basic_authorization("alice", "alice-password-made-at-test-time"),
+            basic_authorization("alice", ALICE_PASSWORD),
             settings,
         )
     finally:
@@ -305,7 +307,7 @@ async def test_every_officer_page_needs_officer_credentials(hub: Hub) -> None:
         for authorization in (
             None,
             basic_authorization("alice", "wrong"),
-            basic_authorization("mallory", "alice-password-made-at-test-time"),
+            basic_authorization("mallory", ALICE_PASSWORD),
             hub.token(),  # a trader's token is not an officer's
         ):
             code, body, headers = await get(f"{hub.officer_url}{path}", authorization)
@@ -349,7 +351,7 @@ async def test_behind_a_trusted_proxy_each_client_waits_for_its_own_failures(
         guess = basic_authorization("alice", "a-guess-at-test-time")
         assert (await get(url, guess, "198.51.100.7"))[0] == 401
         assert (await get(url, guess, "198.51.100.7"))[0] == 429
-        officer = basic_authorization("alice", "alice-password-made-at-test-time")
+        officer = basic_authorization("alice", ALICE_PASSWORD)
         assert (await get(url, officer, "198.51.100.8"))[0] == 200  # not held by another's
     finally:
         await web.stop()

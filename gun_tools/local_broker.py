@@ -68,16 +68,30 @@ class BrokerError(RuntimeError):
     """The broker could not be fetched, started or stopped; the message says why."""
 
 
+class PortTaken(BrokerError):
+    """A port the broker would listen on is taken (by another Kafka, often)."""
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerStatus:
     running: bool
     pid: int | None
     bootstrap_servers: str
     log_file: Path
+    # The pid of a broker that stopped without ``kafka stop`` (its pid file left behind),
+    # found by this look; None: none. Said once: the stale pid file is then removed.
+    lost_pid: int | None = None
 
     def describe(self) -> str:
         if self.running:
             return f"running (pid {self.pid}) on {self.bootstrap_servers}; log {self.log_file}"
+        if self.lost_pid is not None:
+            # It said only "not running" after a crash (operator review of stop 48).
+            return (
+                f"not running: the broker (pid {self.lost_pid}) stopped without "
+                f"`kafka stop`; see its log {self.log_file} "
+                f"(would listen on {self.bootstrap_servers})"
+            )
         return f"not running (would listen on {self.bootstrap_servers})"
 
 
@@ -131,6 +145,8 @@ class LocalBroker:
         # request and record counters, benchmarks/census.py). None: no JMX agent.
         self.jmx_port = jmx_port
         self.home = settings.home.resolve()
+        # A broker found gone while its pid file said it ran (``running_pid``).
+        self.lost_pid: int | None = None
         # Kept so that the child is reaped by whoever started it (no zombie, no warning).
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -245,12 +261,16 @@ class LocalBroker:
         arguments = cmdline.split(b"\0")
         if b"kafka.Kafka" not in arguments or str(self.properties_file).encode() not in arguments:
             self.pid_file.unlink(missing_ok=True)
+            self.lost_pid = pid
             return None
         return pid
 
     def status(self) -> BrokerStatus:
+        self.lost_pid = None
         pid = self.running_pid()
-        return BrokerStatus(pid is not None, pid, self.bootstrap_servers, self.log_file)
+        return BrokerStatus(
+            pid is not None, pid, self.bootstrap_servers, self.log_file, self.lost_pid
+        )
 
     # -- start --------------------------------------------------------------------------
 
@@ -334,7 +354,7 @@ class LocalBroker:
                 try:
                     probe.bind((self._settings.host, port))
                 except OSError as err:
-                    raise BrokerError(
+                    raise PortTaken(
                         f"port {port} on {self._settings.host} is taken ({err.strerror}); "
                         f"stop what uses it or choose other ports with {self._PORT_SETTINGS}"
                     ) from None

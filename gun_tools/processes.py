@@ -91,6 +91,15 @@ def stopping_what_it_started_on_termination() -> Iterator[None]:
         raise Terminated(128 + ended_by[0])
 
 
+_REASON_LINES = 3
+
+
+def _logged_at(line: str, level: str) -> bool:
+    """Whether ``line`` was logged at ``level``: the components' JSON lines, or the plain
+    format of a library writing to the terminal."""
+    return f'"level": "{level}"' in line or f"[{level}]" in line or f" {level} " in line
+
+
 class ChildExited(RuntimeError):
     """A child process ended while it should have been running; the message holds the
     end of its log."""
@@ -103,11 +112,23 @@ class Child:
     log_file: Path
 
     def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` of the child's log, after the first lines that say why it
+        stopped (logged CRITICAL, else ERROR) when they came before them: a worker's
+        shutdown logs a screenful of "Stopping..." after the reason, which the tail alone
+        left out (operator review of stop 48: "hub exited with code 1" and no reason)."""
         try:
             text = self.log_file.read_text(errors="replace")
         except OSError:
             return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        every = text.splitlines()
+        tail = every[-lines:]
+        before = every[: len(every) - len(tail)]
+        why = [line for line in before if _logged_at(line, "CRITICAL")][:_REASON_LINES] or [
+            line for line in before if _logged_at(line, "ERROR")
+        ][:_REASON_LINES]
+        if not why:
+            return "\n".join(tail)
+        return "\n".join([*why, "...", *tail])
 
 
 @dataclass
@@ -163,22 +184,52 @@ class ProcessGroup:
         return _reap(child, timeout_s)
 
     def stop_all(self) -> None:
+        """Stop every child (SIGTERM, then SIGKILL after 20 s). A Ctrl-C or an ending
+        signal meanwhile is ignored: one that cut the stopping short left the children
+        not reaped yet running, while the broker was stopped under them (operator review
+        of stop 48: a second Ctrl-C during the demo's "stopping"). Whatever still runs
+        if the stopping fails all the same is killed."""
         stopping = [self.children.pop(name) for name in reversed(list(self.children))]
-        if self.stop_together:
-            for child in stopping:
-                _signal(child, signal.SIGTERM)
-            for child in stopping:
-                _reap(child, 20.0)
-            return
-        for child in stopping:
-            _signal(child, signal.SIGTERM)
-            _reap(child, 20.0)
+        with _signals_held():
+            try:
+                if self.stop_together:
+                    for child in stopping:
+                        _signal(child, signal.SIGTERM)
+                    for child in stopping:
+                        _reap(child, 20.0)
+                    return
+                for child in stopping:
+                    _signal(child, signal.SIGTERM)
+                    _reap(child, 20.0)
+            finally:
+                for child in stopping:
+                    if child.process.poll() is None:
+                        _signal(child, signal.SIGKILL)
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            child.process.wait(5.0)
 
     def __enter__(self) -> ProcessGroup:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and the ending signals ignored meanwhile, in the main thread (the
+    only one where Python lets handlers be set); elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGINT, *ENDING_SIGNALS)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: not set from Python, nothing to put back
+                signal.signal(signum, handler)
 
 
 def _signal(child: Child, sig: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +15,7 @@ from gun_contract.security.replay import MemoryReplayGuard, ReplayGuard
 from gun_contract.settings import Settings
 from gun_contract.topics import TopicRegistry
 from gun_hub.cli.kafka import registry_for
-from gun_hub.cli.startup import cannot_start, settings_or_exit
+from gun_hub.cli.startup import cannot_start, run_on_the_cluster, settings_or_exit
 from gun_hub.cli.terminal import shown
 from gun_hub.cli.tooling import require_tooling
 from gun_hub.domain.decision_text import decision_lines
@@ -62,13 +61,16 @@ def submit(
     settings = settings_or_exit()
     topics = registry_for(settings)
     envelope = None if plain else clearance_envelope(settings, topics, MemoryReplayGuard())
-    sent = asyncio.run(
+    # A broker that cannot be reached is one sentence, exit 2, as for every command (a
+    # traceback until the operator review of stop 48).
+    sent = run_on_the_cluster(
+        settings,
         submit_declarations(
             from_settings(settings.kafka),
             topics.declarations,
             [path.read_bytes() for path in files],
             envelope,
-        )
+        ),
     )
     typer.echo(f"submitted {len(sent)} declaration(s): {', '.join(sent)}")
 
@@ -108,14 +110,14 @@ def decisions(
             dlq_topic=topics.dlq,
             replay_memory=replay,
         )
-        await reader.start()
         try:
+            await reader.start()
             # ``unreadable``: every record skipped, failed verifications included.
             return await reader.collect(expected=count, timeout_s=timeout), len(reader.unreadable)
         finally:
             await reader.stop()
 
-    received, rejected = asyncio.run(read())
+    received, rejected = run_on_the_cluster(settings, read())
     for decision in received:
         typer.echo(shown(format_decision(decision), multiline=True))  # a declaration's texts
     if rejected:
@@ -124,6 +126,8 @@ def decisions(
             "dead-lettered",
             err=True,
         )
+        # A script or a CI step notices (it exited 0: operator review of stop 48).
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -94,6 +94,18 @@ def start(
 
     settings = settings_or_exit()
     count = settings.broker.nodes if nodes is None else nodes
+    if nodes is None:
+        # A cluster of the home with a node down is started again, its dead nodes only:
+        # ``start`` alone ran a single broker beside it, while ``status`` and ``stop``
+        # looked at the cluster (operator review of stop 48).
+        count = next(
+            (
+                n
+                for n in clusters_under_home(settings)
+                if local_cluster(settings, n).status().running_nodes
+            ),
+            count,
+        )
     if count > 1:
         start_cluster(settings, count)
         return

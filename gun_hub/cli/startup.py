@@ -7,15 +7,18 @@ a traceback (review stop 37, H5).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, get_origin
 
 import typer
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import SettingsError
 
 from gun_contract.kafka.admin import PartitionCountMismatch
 from gun_contract.kafka.refusals import NOT_AUTHORISED, ClusterRefused, refused_resource
@@ -52,8 +55,47 @@ def settings_or_exit() -> Settings:
         return load_settings()
     except ValidationError as err:
         cannot_start(settings_fault(err))
+    except SettingsError as err:  # a JSON value that does not read (pydantic-settings)
+        cannot_start(json_settings_fault(os.environ) or str(err))
     except ValueError as err:  # a refusal of the settings' own (names what it refuses)
         cannot_start(str(err))
+
+
+def json_settings_fault(environ: Mapping[str, str]) -> str:
+    """Each variable of a setting read as JSON (a list, a mapping) whose value is not JSON,
+    named with where it stops reading: pydantic-settings says only 'error parsing value for
+    field "hub"' (operator review of stop 48); '' when none is found."""
+    config = Settings.model_config
+    prefix = str(config.get("env_prefix") or "").upper()
+    nested = str(config.get("env_nested_delimiter") or "__")
+    faults = []
+    for section_name, section in Settings.model_fields.items():
+        model = section.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for name, field in model.model_fields.items():
+            kind = _JSON_KIND.get(get_origin(field.annotation))
+            if kind is None:
+                continue
+            variable = f"{prefix}{section_name.upper()}{nested}{name.upper()}"
+            value = environ.get(variable)
+            if value is None:
+                continue
+            try:
+                json.loads(value)
+            except json.JSONDecodeError as err:
+                faults.append(
+                    f"{variable}: not valid JSON ({err.msg} at column {err.colno}); it holds {kind}"
+                )
+    return "; ".join(faults)
+
+
+_JSON_KIND: dict[object, str] = {
+    list: "a JSON list ([...])",
+    set: "a JSON list ([...])",
+    tuple: "a JSON list ([...])",
+    dict: "a JSON object ({...})",
+}
 
 
 def settings_fault(err: ValidationError) -> str:

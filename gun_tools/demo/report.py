@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Sequence
+from itertools import pairwise
 
 from gun_contract.model.decision import Decision
 from gun_contract.model.verdicts import Outcome
@@ -80,11 +81,24 @@ def problems(result: DemoResult) -> list[str]:
     """What makes the run a failure: samples without a decision, decisions received
     twice; nothing when it went right."""
     lines = []
-    if result.missing:
+    missing = result.missing
+    # A later version leaves only once the one before it is decided: one whose
+    # predecessor has no decision was never sent (operator review of stop 48).
+    undecided = {sample.key for sample in missing}
+    waiting = {
+        later.key
+        for chain in result.samples.chains
+        for earlier, later in pairwise(chain)
+        if earlier.key in undecided
+    }
+    unsent = [s for s in missing if s.key in waiting]
+    sent = [s for s in missing if s.key not in waiting]
+    if sent:
         lines.append(f"no decision within {DECISIONS_WITHIN_S:.0f}s for:")
-        lines += [
-            f"    {sample.name} ({sample.reference} v{sample.version})" for sample in result.missing
-        ]
+        lines += [f"    {sample.name} ({sample.reference} v{sample.version})" for sample in sent]
+    if unsent:
+        lines.append("not sent, each waiting for the decision on the version before it:")
+        lines += [f"    {sample.name} ({sample.reference} v{sample.version})" for sample in unsent]
     for received in result.duplicates:
         decision = received.decision
         lines.append(

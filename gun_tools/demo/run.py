@@ -36,7 +36,7 @@ from gun_tools.demo.samples import (
     load_samples,
     samples_dir,
 )
-from gun_tools.local_broker import BrokerError, LocalBroker
+from gun_tools.local_broker import BrokerError, LocalBroker, PortTaken
 from gun_tools.processes import (
     ChildExited,
     ProcessGroup,
@@ -115,6 +115,23 @@ def demo_names(settings: Settings, *, on_a_running_kafka: bool) -> DemoNames:
     return DemoNames(prefix, f"{prefix}-hub", f"{prefix}-clearance")
 
 
+def broker_for_the_run(settings: Settings, work_dir: Path) -> tuple[LocalBroker | None, str]:
+    """The broker the demo starts, and where it listens; None: one runs there already
+    (``gun-hub kafka start``), which the demo uses under names of its own.
+
+    The demo's broker keeps its data in the run's work folder: with the broker's usual
+    folder (``.gun-hub/kafka``) a demo cut short left records sealed with keys thrown away
+    at its end, and every later demo, and any hub started on that broker, stopped on them
+    ("sealed with state key ..., which is not among the state keys") while its audit trail
+    read as broken (operator review of stop 48)."""
+    usual = LocalBroker(settings.broker, settings.kafka.partitions)
+    if usual.running_pid() is not None:
+        return None, usual.bootstrap_servers
+    own = settings.broker.model_copy(update={"home": work_dir / "kafka"})
+    broker = LocalBroker(own, settings.kafka.partitions)
+    return broker, broker.bootstrap_servers
+
+
 def documents_file(authority: str) -> Path:
     return samples_dir() / "partners" / f"{authority}-documents.json"
 
@@ -130,15 +147,13 @@ def run_demo(
     """The whole job; ``bootstrap``: use that running broker instead of the embedded one."""
     began = time.monotonic()
     routing, samples = _prepare(settings)
-    names = demo_names(settings, on_a_running_kafka=bootstrap is not None)
-    topics = topic_registry(names.topic_prefix, routing.authorities)
     broker = None
     if bootstrap is None:
-        broker = LocalBroker(settings.broker, settings.kafka.partitions)
-        bootstrap = broker.bootstrap_servers
+        broker, bootstrap = broker_for_the_run(settings, work_dir)
     else:  # running already: nothing is started on a Kafka that does not answer
         _reach(bootstrap, CLUSTER_WITHIN_S)
-    started_broker = broker is not None and broker.running_pid() is None
+    names = demo_names(settings, on_a_running_kafka=broker is None)
+    topics = topic_registry(names.topic_prefix, routing.authorities)
     say(
         f"Kafka at {bootstrap}: topics {names.topic_prefix}.*, the hub's app id {names.app_id}"
         + (" (no deployment's names are touched)" if broker is None else "")
@@ -179,8 +194,13 @@ def run_demo(
         raise DemoFailed(f"{err}\n(component logs in {log_dir})") from err
     finally:
         # After the components (the group's exit) have left the broker.
-        if broker is not None and started_broker and not keep_broker:
+        if broker is not None and not keep_broker:
             broker.stop()
+        elif broker is not None and broker.running_pid() is not None:
+            say(
+                f"the broker keeps running (its data in {broker.home}); stop it with: "
+                f"GUN_HUB_BROKER__HOME={broker.home} ./tasks kafka stop"
+            )
     return DemoResult(samples, routing, decisions, time.monotonic() - began, log_dir, duplicates)
 
 
@@ -226,12 +246,16 @@ def _create_topics(bootstrap: str, topics: TopicRegistry, settings: Settings) ->
 
 
 def _start_broker(broker: LocalBroker, say: Callable[[str], None]) -> None:
-    if broker.running_pid() is not None:
-        say("Kafka is running")
-        return
     say("starting the local Kafka broker...")
     try:
         broker.start()
+    except PortTaken as err:
+        # Another Kafka (Compose, another checkout, a demo kept with --keep-broker): the
+        # demo can use it (operator review of stop 48: demo.md promised it, it refused).
+        raise DemoFailed(
+            f"the local Kafka broker did not start: {err}. If a Kafka runs there, the "
+            f"demo can use it: ./tasks demo --bootstrap {broker.bootstrap_servers}"
+        ) from err
     except BrokerError as err:
         raise DemoFailed(f"the local Kafka broker did not start: {err}") from err
 

@@ -30,6 +30,8 @@ from gun_hub.cli import app
 from gun_hub.cli.components import prepare_cluster
 from gun_hub.cli.startup import reach_cluster
 from gun_hub.web.listeners import Listener
+from gun_tools.processes import free_port
+from tests.conftest import REPO
 
 COMMANDS = [
     ["lag"],
@@ -61,6 +63,26 @@ def test_a_setting_of_the_wrong_type_stops_with_one_line(
         "cannot start: GUN_HUB_HUB__WEB_PORT: Input should be a valid integer, unable to "
         "parse string as an integer"
     ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "holds"),
+    [
+        ("GUN_HUB_HUB__EXTRA_ROUTES", "{bad", "a JSON object"),
+        ("GUN_HUB_BROKER__CLUSTER_PORTS", "29092,29093,29094", "a JSON list"),
+    ],
+)
+def test_a_setting_read_as_json_that_is_not_names_its_variable(
+    variable: str, value: str, holds: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pydantic-settings said only 'error parsing value for field "hub" from source
+    "EnvSettingsSource"' (operator review of stop 48)."""
+    monkeypatch.setenv(variable, value)
+    result = CliRunner().invoke(app, ["topics", "list"])
+    assert result.exit_code == 2, repr(result.exception)
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"cannot start: {variable}: not valid JSON ("), line
+    assert f"it holds {holds}" in line
 
 
 def test_a_setting_that_does_not_match_its_pattern_is_named_with_the_pattern(
@@ -161,6 +183,14 @@ async def test_a_listener_whose_port_is_taken_names_the_port_and_its_setting(
     )
 
 
+PORT_SETTINGS = (
+    "GUN_HUB_WEB__OFFICER_PORT",
+    "GUN_HUB_OPS__VIEW_WEB_PORT",
+    "GUN_HUB_HUB__WEB_PORT",
+    "GUN_HUB_WEB__TRADER_PORT",
+)
+
+
 @pytest.mark.parametrize(
     ("command", "setting", "what"),
     [
@@ -178,6 +208,10 @@ def test_a_port_already_in_use_stops_the_start_before_the_cluster_is_waited_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("GUN_HUB_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    # Every other port the command opens is free, whatever runs on this machine (a hub
+    # on its default 6066 made the trader case fail: tests' review of stop 48).
+    for port_setting in PORT_SETTINGS:
+        monkeypatch.setenv(port_setting, str(free_port()))
     monkeypatch.setenv(setting, str(taken_port))
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 2, repr(result.exception)
@@ -226,6 +260,26 @@ def test_the_clearance_commands_without_the_clearance_key_name_the_file_and_the_
     [line] = result.output.strip().splitlines()
     assert line.startswith(f"cannot start: {tmp_path / 'clearance.jwk'} does not exist")
     assert "GUN_HUB_SECURITY__KEYS_DIR" in line
+
+
+SAMPLE = str(REPO / "samples" / "declarations" / "01-release-salmon.xml")
+
+
+@pytest.mark.parametrize(
+    "command", [["submit", SAMPLE], ["decisions", "--timeout", "5"]], ids=lambda c: c[0]
+)
+def test_the_clearance_commands_on_a_broker_that_cannot_be_reached_exit_2_naming_it(
+    command: list[str], keys_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As every other command: a traceback ending in aiokafka's KafkaConnectionError and
+    an "Unclosed AIOKafkaConsumer" was what an operator got (operator review of stop 48)."""
+    monkeypatch.setenv("GUN_HUB_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("GUN_HUB_SECURITY__KEYS_DIR", str(keys_dir))
+    monkeypatch.setenv("GUN_HUB_SECURITY__STATE_DIR", str(tmp_path / "state"))
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, repr(result.exception)
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("cannot start: Kafka at 127.0.0.1:1: KafkaConnectionError"), line
 
 
 def test_lag_on_a_cluster_that_cannot_be_reached_says_one_sentence_without_aiokafkas_noise(

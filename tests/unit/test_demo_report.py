@@ -119,6 +119,27 @@ def test_every_sample_without_a_decision_is_named(
     ]
 
 
+def test_a_version_never_sent_for_want_of_its_predecessors_decision_is_said_apart(
+    run: SampleRun, routing_table: RoutingTable, tmp_path: Path
+) -> None:
+    """13b leaves only once 13a is decided: listed as without a decision, it read as a
+    version the hub had and lost (operator review of stop 48)."""
+    result = result_without(
+        run,
+        routing_table,
+        tmp_path,
+        "13a-refuse-fillets-beyond-ched.xml",
+        "13b-release-fillets-amended.xml",
+    )
+    [first, second] = [s for s in run.declarations if s.name.startswith(("13a", "13b"))]
+    assert problems(result) == [
+        "no decision within 120s for:",
+        f"    13a-refuse-fillets-beyond-ched.xml ({first.reference} v1)",
+        "not sent, each waiting for the decision on the version before it:",
+        f"    13b-release-fillets-amended.xml ({second.reference} v2)",
+    ]
+
+
 def test_a_second_decision_for_one_version_is_a_problem(
     run: SampleRun, routing_table: RoutingTable, tmp_path: Path
 ) -> None:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +16,14 @@ from typer.testing import CliRunner
 from gun_contract.kafka.admin import _raise_topic_errors
 from gun_contract.settings import BrokerSettings
 from gun_hub.cli import app
-from gun_tools.local_broker import BrokerError, LocalBroker, LocalCluster, _new_cluster_id
+from gun_tools.local_broker import (
+    BrokerError,
+    BrokerStatus,
+    ClusterStatus,
+    LocalBroker,
+    LocalCluster,
+    _new_cluster_id,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -164,3 +173,53 @@ def test_nodes_formatted_with_another_id_stop_the_start_naming_both(tmp_path: Pa
     assert "FirstIdOfTheCluster12" in str(refused.value)
     assert "OtherIdOfTheCluster34" in str(refused.value)
     assert "node 3" in str(refused.value)
+
+
+def test_start_alone_starts_again_a_cluster_of_the_home_with_a_node_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kafka start`` without ``--nodes`` ran a single broker beside a cluster whose node
+    2 had died, while ``status`` and ``stop`` looked at the cluster (operator review of
+    stop 48): it starts the cluster's dead nodes instead."""
+    (tmp_path / "cluster-3").mkdir()
+
+    def node(running: bool) -> BrokerStatus:
+        return BrokerStatus(running, 7 if running else None, "127.0.0.1:29092", tmp_path / "log")
+
+    partly = ClusterStatus((node(True), node(False), node(True)), "127.0.0.1:29092")
+    started: list[int] = []
+    monkeypatch.setattr(LocalCluster, "status", lambda _cluster: partly)
+
+    def start(cluster: LocalCluster) -> ClusterStatus:
+        started.append(len(cluster.nodes))
+        return ClusterStatus((node(True),) * 3, "127.0.0.1:29092")
+
+    monkeypatch.setattr(LocalCluster, "start", start)
+    monkeypatch.setattr(LocalBroker, "start", lambda _broker: pytest.fail("a single broker"))
+    result = CliRunner().invoke(
+        app, ["kafka", "start"], env={"GUN_HUB_BROKER__HOME": str(tmp_path)}
+    )
+    assert result.exit_code == 0, result.output
+    assert started == [3]
+    assert "cluster started" in result.output
+
+
+def test_status_after_a_crash_says_the_broker_stopped_without_kafka_stop(tmp_path: Path) -> None:
+    """A broker killed (or crashed) leaves its pid file: ``status`` said only "not
+    running" and removed it silently (operator review of stop 48). It says once that the
+    broker stopped without ``kafka stop``, and where its log is."""
+    broker = LocalBroker(BrokerSettings(home=tmp_path))
+    broker.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    broker.pid_file.write_text(f"{gone.pid}\n")
+    result = CliRunner().invoke(
+        app, ["kafka", "status"], env={"GUN_HUB_BROKER__HOME": str(tmp_path)}
+    )
+    assert result.exit_code == 3, result.output
+    assert f"the broker (pid {gone.pid}) stopped without `kafka stop`" in result.output
+    assert str(broker.log_file) in result.output
+    again = CliRunner().invoke(
+        app, ["kafka", "status"], env={"GUN_HUB_BROKER__HOME": str(tmp_path)}
+    )
+    assert "stopped without" not in again.output  # said once

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 import gun_tools.demo.run as demo_run
-from gun_contract.settings import KafkaSettings, Settings
+from gun_contract.settings import BrokerSettings, KafkaSettings, Settings
 from gun_hub.cli import app
-from gun_tools.demo.run import demo_names
+from gun_tools.demo import DemoFailed
+from gun_tools.demo.run import broker_for_the_run, demo_names
+from gun_tools.local_broker import LocalBroker, PortTaken
 
 
 @pytest.fixture(autouse=True)
@@ -57,3 +60,45 @@ def test_on_its_embedded_broker_the_demo_uses_the_contracts_names() -> None:
         settings.hub.app_id,
         settings.ops.clearance_group,
     )
+
+
+def test_the_broker_the_demo_starts_keeps_its_data_in_the_runs_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A demo cut short left records sealed with keys thrown away at its end in the broker's
+    usual folder: every later demo, and a hub started on that broker, stopped on them
+    (operator review of stop 48). Each run's broker starts empty."""
+    monkeypatch.setattr(LocalBroker, "running_pid", lambda _broker: None)
+    settings = Settings(broker=BrokerSettings(home=tmp_path / "usual"))
+    broker, bootstrap = broker_for_the_run(settings, tmp_path / "run")
+    assert broker is not None
+    assert broker.home == (tmp_path / "run" / "kafka").resolve()
+    assert bootstrap == "127.0.0.1:9092"  # where the contract's main job is read
+    assert demo_names(settings, on_a_running_kafka=False).topic_prefix == "gun"
+
+
+def test_a_broker_already_running_is_used_under_the_demos_own_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(LocalBroker, "running_pid", lambda _broker: 4242)
+    settings = Settings(broker=BrokerSettings(home=tmp_path / "usual", port=19092))
+    broker, bootstrap = broker_for_the_run(settings, tmp_path / "run")
+    assert (broker, bootstrap) == (None, "127.0.0.1:19092")
+
+
+def test_a_port_taken_by_another_kafka_says_how_to_use_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """demo.md promises a demo on a Kafka already running; one not started from this
+    folder (Compose, another checkout) got "port 9092 is taken" alone (operator review of
+    stop 48)."""
+
+    def taken(_broker: LocalBroker) -> None:
+        raise PortTaken("port 9092 on 127.0.0.1 is taken (Address already in use)")
+
+    monkeypatch.setattr(LocalBroker, "start", taken)
+    broker = LocalBroker(BrokerSettings(home=tmp_path))
+    with pytest.raises(DemoFailed) as failed:
+        demo_run._start_broker(broker, lambda _line: None)
+    assert "is taken" in str(failed.value)
+    assert str(failed.value).endswith("./tasks demo --bootstrap 127.0.0.1:9092")

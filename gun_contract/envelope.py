@@ -78,6 +78,15 @@ class OpenedMessage:
         return f"{self.sender}/{self.message_id}"
 
 
+def bare_message_id(replay_id: str) -> str:
+    """The ``jti`` of a replay id (``sender/jti``); an id kept before stop 48 (a bare
+    ``jti``) is itself. What a memory written by a worker of the previous version knows
+    an id by, looked up beside the new one while such ids may live (their expiry, and
+    for a refused copy the span it may be redriven in)."""
+    sender, separator, jti = replay_id.partition("/")
+    return jti if separator and sender else replay_id
+
+
 class Envelope(Protocol):
     """Seals messages from one party and opens those addressed to it."""
 

@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _HANDED_OUT: set[int] = set()
 
@@ -112,7 +113,7 @@ class Child:
     log_file: Path
 
     def log_tail(self, lines: int = 30) -> str:
-        """The last ``lines`` of the child's log, after the first lines that say why it
+        """The last ``lines`` of the child's log, after the last lines that say why it
         stopped (logged CRITICAL, else ERROR) when they came before them: a worker's
         shutdown logs a screenful of "Stopping..." after the reason, which the tail alone
         left out (operator review of stop 48: "hub exited with code 1" and no reason)."""
@@ -123,9 +124,11 @@ class Child:
         every = text.splitlines()
         tail = every[-lines:]
         before = every[: len(every) - len(tail)]
-        why = [line for line in before if _logged_at(line, "CRITICAL")][:_REASON_LINES] or [
-            line for line in before if _logged_at(line, "ERROR")
-        ][:_REASON_LINES]
+        # The last of them: a start's passing errors (the broker not up yet) came first
+        # and would hide the one that ended it (review of stop 48's own commits).
+        why = [line for line in before if _logged_at(line, "CRITICAL")][-_REASON_LINES:]
+        if not why and not any(_logged_at(line, "CRITICAL") for line in tail):
+            why = [line for line in before if _logged_at(line, "ERROR")][-_REASON_LINES:]
         if not why:
             return "\n".join(tail)
         return "\n".join([*why, "...", *tail])
@@ -189,8 +192,10 @@ class ProcessGroup:
         not reaped yet running, while the broker was stopped under them (operator review
         of stop 48: a second Ctrl-C during the demo's "stopping"). Whatever still runs
         if the stopping fails all the same is killed."""
-        stopping = [self.children.pop(name) for name in reversed(list(self.children))]
         with _signals_held():
+            # Taken from the group only once the signals are held: one landing between
+            # left them stopped by nobody (review of stop 48's own commits).
+            stopping = [self.children.pop(name) for name in reversed(list(self.children))]
             try:
                 if self.stop_together:
                     for child in stopping:
@@ -203,8 +208,9 @@ class ProcessGroup:
                     _reap(child, 20.0)
             finally:
                 for child in stopping:
+                    # Its whole session: what it started lives on when it exits first.
+                    _signal(child, signal.SIGKILL)
                     if child.process.poll() is None:
-                        _signal(child, signal.SIGKILL)
                         with contextlib.suppress(subprocess.TimeoutExpired):
                             child.process.wait(5.0)
 
@@ -222,14 +228,15 @@ def _signals_held() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = (signal.SIGINT, *ENDING_SIGNALS)
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in held}
+    previous: dict[signal.Signals, Any] = {}
     try:
+        for held in (signal.SIGINT, *ENDING_SIGNALS):
+            previous[held] = signal.signal(held, signal.SIG_IGN)
         yield
     finally:
-        for signum, handler in previous.items():
+        for held, handler in previous.items():
             if handler is not None:  # None: not set from Python, nothing to put back
-                signal.signal(signum, handler)
+                signal.signal(held, handler)
 
 
 def _signal(child: Child, sig: int) -> None:

@@ -723,7 +723,11 @@ class JoseEnvelope:
         # Without a position every second sighting is a replay.
         where = position or uuid.uuid4().hex
         if not self._replay.first_sighting(
-            message.replay_id, message.accept_until, where, accepted_at
+            message.replay_id,
+            message.accept_until,
+            where,
+            accepted_at,
+            known_before_as=message.message_id,  # as a memory kept it before stop 48
         ):
             raise EnvelopeRejected(
                 Kind.REPLAY, f"message {message.message_id} was already received"

@@ -768,6 +768,7 @@ class _Reloading(Generic[T]):
         )
         changed = value != self._value
         self._value = value
+        self.read_at = _now()  # of jwks.json, what a refusal of an unknown key id names
         return changed
 
 
@@ -898,8 +899,28 @@ def _narrowed(known: PublicKey, read: PublicKey | None) -> PublicKey:
 
 def _party_view_from_public(folder: Path, party: str, before: _PartyView) -> _PartyView:
     """``before`` updated by the public key set alone: every other party's keys as a
-    complete reading gives them, our own keys' retirements, our private keys unchanged."""
+    complete reading gives them, our own keys' retirements, our private keys unchanged.
+
+    Only when it is our private file that does not read, and the public key set still
+    lists our keys as we hold them, one of our signing keys active: another keystore's
+    ``jwks.json`` restored by mistake failed the complete reading too ("no active
+    signing key"), and its keys were taken (review of stop 48's own commits)."""
+    path = folder / f"{party}.jwk"
+    try:
+        _private_keys(_private_json(path, party), path)
+    except KeystoreError:
+        pass  # the private file is what failed: the public key set may still be read
+    else:
+        raise KeystoreError(f"{path} reads, so {PUBLIC_JWKS} is what does not fit it")
     everything = read_public_keys(folder / PUBLIC_JWKS)
+    held = [
+        *before.signing_keys,
+        *before.decryption_keys.values(),
+        *(retired.key for retired in before.retired_decryption_keys.values()),
+    ]
+    _check_matches(held, everything, path)
+    if not any(_status(everything, str(k.kid)) is KeyStatus.ACTIVE for k in before.signing_keys):
+        raise KeystoreError(f"{folder / PUBLIC_JWKS} lists none of our signing keys as active")
     public = {
         kid: k for kid, k in everything.items() if k.purpose != AUDIT_PURPOSE and k.party != party
     }
@@ -974,6 +995,7 @@ class PartyKeys:
         )
         self._view: Callable[[], _PartyView] = lambda: fixed
         self._files: _Reloading[_PartyView] | None = None
+        self._warned_invalid: set[str] = set()  # parties with no encryption key valid now
 
     @classmethod
     def load(cls, folder: Path, party: str, *, recheck_s: float = KEY_RECHECK_S) -> PartyKeys:
@@ -1042,7 +1064,23 @@ class PartyKeys:
         candidates = self._view().encryption_keys.get(party)
         if not candidates:
             raise KeystoreError(f"no active encryption key for {party!r} in the JWKS")
-        return _current(candidates, lambda k: k, _now())
+        now = _now()
+        # A validity its entry states is kept to, as for signatures (review of stop 48's
+        # own commits: a key past its not_after was still encrypted to). With none valid,
+        # the newest is used and the error logged once: the partner decides what it opens.
+        valid = [k for k in candidates if k.invalid_at(now) is None]
+        if not valid and party not in self._warned_invalid:
+            self._warned_invalid.add(party)
+            log.error(
+                "no encryption key of %s is valid at %s (its not_before/not_after in %s): "
+                "encrypting to %s; ask %s for a new one",
+                party,
+                _iso(now),
+                PUBLIC_JWKS,
+                candidates[-1].kid,
+                party,
+            )
+        return _current(valid or candidates, lambda k: k, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1077,9 +1115,18 @@ def _load_audit(folder: Path, party: str) -> _AuditView:
     return _AuditView(listed, public)
 
 
-def _audit_view_from_public(folder: Path, before: _AuditView) -> _AuditView:
-    """``before`` with its keys' retirements read from the public key set alone."""
+def _audit_view_from_public(folder: Path, party: str, before: _AuditView) -> _AuditView:
+    """``before`` with its keys' retirements read from the public key set alone, when it
+    is the audit key file that does not read (as :func:`_party_view_from_public`)."""
+    path = folder / f"{party}.audit.jwk"
+    try:
+        _read_private(path, party)
+    except KeystoreError:
+        pass
+    else:
+        raise KeystoreError(f"{path} reads, so {PUBLIC_JWKS} is what does not fit it")
     everything = read_public_keys(folder / PUBLIC_JWKS)
+    _check_matches(before.keys, everything, path)
     public = dict(before.public)
     for key in before.keys:
         kid = str(key.kid)
@@ -1114,7 +1161,7 @@ class AuditSigner:
             [path, folder / PUBLIC_JWKS],
             recheck_s,
             f"audit keys of {party} in {folder}",
-            lambda before: _audit_view_from_public(folder, before),
+            lambda before: _audit_view_from_public(folder, party, before),
         )
         return cls(view.get, party)
 

@@ -29,11 +29,20 @@ READABLE_S = 14 * 24 * 3600
 
 class ReplayGuard(Protocol):
     def first_sighting(
-        self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
+        self,
+        message_id: str,
+        expires_at: int,
+        position: str,
+        seen_at: float | None = None,
+        *,
+        known_before_as: str | None = None,
     ) -> bool:
         """Record ``message_id`` read at ``position``; False if it was already read
         elsewhere (a replay). The same position again is a redelivery: True.
-        ``seen_at``: the broker's log-append time of the record (the log's clock)."""
+        ``seen_at``: the broker's log-append time of the record (the log's clock).
+        ``known_before_as``: what a previous version of the memory kept the same id as
+        (the bare ``jti``, before ids were kept with their sender): held at another
+        position, it is a replay too."""
         ...
 
 
@@ -53,7 +62,13 @@ class MemoryReplayGuard:
         self._seen: dict[str, str] = {}
 
     def first_sighting(
-        self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
+        self,
+        message_id: str,
+        expires_at: int,
+        position: str,
+        seen_at: float | None = None,
+        *,
+        known_before_as: str | None = None,
     ) -> bool:
         return self._seen.setdefault(message_id, position) == position
 
@@ -63,7 +78,13 @@ class NoReplayMemory:
     content downstream (the hub's decision outbox: publisher.py). Accepts every sighting."""
 
     def first_sighting(
-        self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
+        self,
+        message_id: str,
+        expires_at: int,
+        position: str,
+        seen_at: float | None = None,
+        *,
+        known_before_as: str | None = None,
     ) -> bool:
         return True
 
@@ -115,8 +136,20 @@ class SqliteReplayGuard:
         self._clocks: dict[str, dict[int, float]] = {}
 
     def first_sighting(
-        self, message_id: str, expires_at: int, position: str, seen_at: float | None = None
+        self,
+        message_id: str,
+        expires_at: int,
+        position: str,
+        seen_at: float | None = None,
+        *,
+        known_before_as: str | None = None,
     ) -> bool:
+        if known_before_as is not None and known_before_as != message_id:
+            kept = self._db.execute(
+                "SELECT position FROM seen WHERE jti = ?", (known_before_as,)
+            ).fetchone()
+            if kept is not None and kept[0] != position:
+                return False  # read elsewhere, as a previous version kept it
         self._db.execute(
             "INSERT OR IGNORE INTO seen (jti, expires_at, position) VALUES (?, ?, ?)",
             (message_id, expires_at, position),
@@ -251,6 +284,7 @@ class TableReplayGuard:
         seen_at: float | None = None,
         *,
         readable_from: float | None = None,
+        known_before_as: str | None = None,
     ) -> bool:
         """As ``ReplayGuard.first_sighting``. With ``sources``, ``readable_from`` is the
         broker time below which the source partition of ``position`` can no longer be
@@ -271,12 +305,18 @@ class TableReplayGuard:
                 clocks = self._source_clocks.setdefault(partition, {})
                 clocks[source] = max(clocks.get(source, 0.0), readable_from)
         first = self._table.get(key)
+        if first is None and known_before_as is not None and known_before_as != message_id:
+            # Kept by a worker of the previous version under the bare jti, in this same
+            # partition (the claim partition is the bare jti's): its position stands.
+            key = known_before_as.encode()
+            first = self._table.get(key)
         if first is not None:
             held_at = _position_in(bytes(first))
             if held_at != position.encode():
                 self._keep_while_copy_readable(key, held_at, seen_at, partition)
                 return False
             return True
+        key = message_id.encode()
         self._table[key] = f"{position}|{expires_at}".encode()
         if partition is not None:
             heapq.heappush(self._heap(partition, position), (expires_at, key))
@@ -328,9 +368,12 @@ class TableReplayGuard:
             self._expiring.pop(partition, None)
             self._source_clocks.pop(partition, None)
 
-    def position_of(self, message_id: str) -> str:
-        """Where ``message_id`` was first read ('' if it is not remembered)."""
+    def position_of(self, message_id: str, *, known_before_as: str | None = None) -> str:
+        """Where ``message_id`` (kept before as ``known_before_as``) was first read (''
+        if it is not remembered)."""
         first = self._table.get(message_id.encode())
+        if first is None and known_before_as is not None:
+            first = self._table.get(known_before_as.encode())
         return _position_in(bytes(first)).decode(errors="replace") if first else ""
 
     def _seed(self, partition: int | None) -> None:

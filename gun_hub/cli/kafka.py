@@ -95,17 +95,7 @@ def start(
     settings = settings_or_exit()
     count = settings.broker.nodes if nodes is None else nodes
     if nodes is None:
-        # A cluster of the home with a node down is started again, its dead nodes only:
-        # ``start`` alone ran a single broker beside it, while ``status`` and ``stop``
-        # looked at the cluster (operator review of stop 48).
-        count = next(
-            (
-                n
-                for n in clusters_under_home(settings)
-                if local_cluster(settings, n).status().running_nodes
-            ),
-            count,
-        )
+        count = _partly_running_cluster(settings) or count
     if count > 1:
         start_cluster(settings, count)
         return
@@ -113,6 +103,11 @@ def start(
     if (pid := broker.running_pid()) is not None:
         typer.echo(f"Kafka is already running (pid {pid}) on {broker.bootstrap_servers}")
         return
+    if broker.lost_pid is not None:  # said here, as status would have said it
+        typer.echo(
+            f"the broker (pid {broker.lost_pid}) had stopped without `kafka stop`; "
+            f"its log: {broker.log_file}"
+        )
     began = time.monotonic()
     try:
         status = broker.start()
@@ -123,6 +118,27 @@ def start(
         f"Kafka {settings.broker.kafka_version} started in {time.monotonic() - began:.1f}s: "
         f"{status.describe()}"
     )
+
+
+def _partly_running_cluster(settings: Settings) -> int | None:
+    """The node count of a cluster under the home with a node running: ``start`` alone
+    starts its dead nodes again (it ran a single broker beside it, while ``status`` and
+    ``stop`` looked at the cluster: operator review of stop 48). A node found stopped
+    without ``kafka stop`` is said, as ``status`` would have."""
+    from gun_tools.local_broker import BrokerError, LocalCluster
+
+    for count in clusters_under_home(settings):
+        try:
+            cluster = LocalCluster(settings.broker, settings.kafka.partitions, count)
+        except BrokerError:
+            continue  # a folder of a cluster these settings cannot run: not this one
+        state = cluster.status()
+        for node_id, node in enumerate(state.nodes, start=1):
+            if node.lost_pid is not None:
+                typer.echo(f"node {node_id}: {node.describe()}")
+        if state.running_nodes:
+            return count
+    return None
 
 
 def start_cluster(settings: Settings, count: int) -> None:

@@ -39,6 +39,7 @@ from typing import Any
 
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
+from gun_contract.envelope import bare_message_id
 from gun_contract.security.replay import TableReplayGuard
 from gun_contract.untrusted_json import parse_untrusted
 from gun_hub.pipeline.intake import Intake
@@ -49,9 +50,11 @@ VERDICT = "verdict"
 
 
 def claim_partition(message_id: str, partitions: int) -> int:
-    """The claims partition that owns ``message_id``: any stable hash will do, since
-    only the hub writes and reads the claims topic."""
-    return zlib.crc32(message_id.encode()) % partitions
+    """The claims partition that owns ``message_id`` (``sender/jti``): a stable hash of
+    its ``jti``, which is where a worker of the previous version claimed the bare ``jti``,
+    so that both are looked up in one partition's memory during an upgrade (review of
+    stop 48's own commits). Only the hub writes and reads the claims topic."""
+    return zlib.crc32(bare_message_id(message_id).encode()) % partitions
 
 
 def claims_memory(
@@ -220,12 +223,17 @@ class ClaimJudge:
             # A redrive is claimed at its original's position, on another partition
             # maybe: what it says of its own partition is no clock of the original's.
             readable_from=claim.readable_from if claim.read_as is None else None,
+            known_before_as=bare_message_id(claim.message_id),
+        )
+        held_at = (
+            position
+            if first
+            else self._memory.position_of(
+                claim.message_id, known_before_as=bare_message_id(claim.message_id)
+            )
         )
         verdict = ClaimVerdict(
-            message_id=claim.message_id,
-            source=claim.source,
-            first=first,
-            held_at=position if first else self._memory.position_of(claim.message_id),
+            message_id=claim.message_id, source=claim.source, first=first, held_at=held_at
         )
         outbox = Effects()
         outbox.add(

@@ -103,16 +103,25 @@ class DemoNames:
         }
 
 
-def demo_names(settings: Settings, *, on_a_running_kafka: bool) -> DemoNames:
-    """On a Kafka someone runs already (``--bootstrap``), names of the demo's own; on the
-    embedded broker, the contract's own names (``gun.declarations``, ``gun.decisions``...):
-    the main job is what a newcomer, or another system, reads the contract's topics on."""
+def demo_names(settings: Settings, *, on_a_running_kafka: bool, run: str = "") -> DemoNames:
+    """On a Kafka someone runs already (``--bootstrap``, ``kafka start``), names of the
+    demo's own, of this run (``run``) alone: a run cut short leaves records sealed with
+    keys thrown away at its end, on which the next run under the same names stopped
+    (review of stop 48's own commits). On the demo's own broker, the contract's names
+    (``gun.declarations``, ``gun.decisions``...): the main job is what a newcomer, or
+    another system, reads the contract's topics on."""
     if not on_a_running_kafka:
         return DemoNames(
             settings.kafka.topic_prefix, settings.hub.app_id, settings.ops.clearance_group
         )
-    prefix = f"{settings.kafka.topic_prefix}-demo"
+    prefix = f"{settings.kafka.topic_prefix}-demo" + (f"-{run}" if run else "")
     return DemoNames(prefix, f"{prefix}-hub", f"{prefix}-clearance")
+
+
+def run_name(work_dir: Path) -> str:
+    """This run's own part of its names: its work folder's (``gun-hub-demo-XXXXXXXX``)."""
+    name = work_dir.name.removeprefix("gun-hub-demo-").lower()
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-") or "run"
 
 
 def broker_for_the_run(settings: Settings, work_dir: Path) -> tuple[LocalBroker | None, str]:
@@ -152,7 +161,7 @@ def run_demo(
         broker, bootstrap = broker_for_the_run(settings, work_dir)
     else:  # running already: nothing is started on a Kafka that does not answer
         _reach(bootstrap, CLUSTER_WITHIN_S)
-    names = demo_names(settings, on_a_running_kafka=broker is None)
+    names = demo_names(settings, on_a_running_kafka=broker is None, run=run_name(work_dir))
     topics = topic_registry(names.topic_prefix, routing.authorities)
     say(
         f"Kafka at {bootstrap}: topics {names.topic_prefix}.*, the hub's app id {names.app_id}"

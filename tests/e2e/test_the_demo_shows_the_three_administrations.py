@@ -189,9 +189,13 @@ def deployment_env(
 
 
 @pytest.fixture(scope="module")
-def demo_env(deployment_env: KafkaEnv) -> KafkaEnv:
-    """The names the demo takes beside that deployment's: ``<prefix>-demo``."""
-    prefix = f"{deployment_env.prefix}-demo"
+def demo_env(deployment_env: KafkaEnv, demo_run: DemoRun) -> KafkaEnv:
+    """The names the demo took beside that deployment's, as it said them: its run's own,
+    ``<prefix>-demo-<run>``."""
+    said = re.search(r"topics (\S+)\.\*", demo_run.stdout)
+    assert said, demo_run.stdout
+    prefix = said[1]
+    assert prefix.startswith(f"{deployment_env.prefix}-demo-"), prefix
     routing = deployment_env.routing
     return KafkaEnv(
         deployment_env.bootstrap,

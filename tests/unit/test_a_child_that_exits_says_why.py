@@ -51,3 +51,17 @@ def test_a_short_log_is_reported_whole_once(tmp_path: Path) -> None:
     with pytest.raises(ChildExited) as exited:
         group.check_alive()
     assert str(exited.value).count("cannot bind") == 1
+
+
+def test_the_error_that_ended_it_is_shown_not_the_passing_ones_of_its_start(
+    tmp_path: Path,
+) -> None:
+    passing = [logged("ERROR", f"Unable connect to 127.0.0.1:9092 ({n})") for n in range(5)]
+    reason = logged("ERROR", "cannot bind 127.0.0.1:6066")
+    stopping = [logged("INFO", f"[^--Agent {n}]: Stopping...") for n in range(40)]
+    lines = [*passing, *(logged("INFO", f"working {n}") for n in range(100)), reason, *stopping]
+    group = a_child_that_logged(tmp_path, lines)
+    with pytest.raises(ChildExited) as exited:
+        group.check_alive()
+    assert reason in str(exited.value)
+    assert passing[0] not in str(exited.value)

@@ -14,6 +14,7 @@ as read: every other party's keys as a complete reading would, its own keys' ret
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from gun_contract.security.keystore import (
     PartyKeys,
 )
 from gun_contract.security.replay import MemoryReplayGuard
+from tests.conftest import PARTIES
 from tests.keystore_fixtures import KeystoreClocks, active_kid, new_kid
 from tests.unit.test_keys_reload_and_corrupt_files import REQUEST, TOPICS, refused, running, seal
 
@@ -134,3 +136,26 @@ def test_an_audit_key_retired_while_the_audit_file_is_broken_signs_no_more(
     KeystoreFolder(own_keys_dir).retire(str(older))
     keystore_clocks.advance(KEY_RECHECK_S + 1)
     assert [key.kid for key in signer.every_key()] == [newer]
+
+
+@pytest.mark.parametrize("private_file", ["reads", "refused"])
+def test_another_keystores_jwks_restored_by_mistake_is_not_applied(
+    private_file: str, own_keys_dir: Path, tmp_path: Path, keystore_clocks: KeystoreClocks
+) -> None:
+    """Review of stop 48's own commits: a staging folder's jwks.json copied over this
+    one failed the complete reading ("dgal has no active signing key") and its keys were
+    taken: the genuine hub refused, the staging hub's key accepted. Unless our private
+    file is what fails, and the public key set lists our keys as we hold them, the keys
+    loaded before are kept whole."""
+    staging = tmp_path / "staging"
+    KeystoreFolder(staging).init(list(PARTIES), force=True)
+    staging_hub = str(PartyKeys.load(staging, "hub").signing_key.kid)
+    dgal_keys = PartyKeys.load(own_keys_dir, "dgal")
+    dgal = JoseEnvelope(dgal_keys, Entitlements.from_registry(TOPICS), MemoryReplayGuard())
+    genuine = seal(running(own_keys_dir, "hub"))
+    if private_file == "refused":
+        make_private_file_unusable(own_keys_dir, "dgal")
+    shutil.copy(staging / PUBLIC_JWKS, own_keys_dir / PUBLIC_JWKS)
+    keystore_clocks.advance(KEY_RECHECK_S + 1)
+    assert dgal.open(genuine, topic=REQUEST).sender == "hub"
+    assert staging_hub not in dgal_keys.public

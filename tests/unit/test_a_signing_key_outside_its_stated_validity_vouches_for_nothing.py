@@ -15,10 +15,10 @@ import pytest
 
 from gun_contract.envelope import ContentType, EnvelopeRejected
 from gun_contract.envelope import EnvelopeRejectionKind as Kind
-from gun_contract.security.keystore import PUBLIC_JWKS, KeyUse
+from gun_contract.security.keystore import PUBLIC_JWKS, KeystoreFolder, KeyUse, PartyKeys
 from gun_contract.topics import topic_registry
 from tests.conftest import envelope_of
-from tests.keystore_fixtures import active_kid
+from tests.keystore_fixtures import active_kid, new_kid
 
 TOPICS = topic_registry("gun", ("dgal", "cites", "dga"))
 ANSWERS = TOPICS.responses("dgal")
@@ -74,3 +74,19 @@ def test_a_record_accepted_within_the_keys_validity_opens(own_keys_dir: Path) ->
         not_after=now + timedelta(days=1),
     )
     assert opened_by_the_hub(own_keys_dir, sealed, accepted_at=now) == "dgal"
+
+
+def test_a_partners_encryption_key_past_its_validity_is_not_encrypted_to(
+    own_keys_dir: Path,
+) -> None:
+    """Review of stop 48's own commits: only signatures kept to a stated validity; the hub
+    went on encrypting to a partner's key whose not_after had passed."""
+    expired = active_kid(own_keys_dir, "dgal", KeyUse.ENC)
+    rotated = KeystoreFolder(own_keys_dir).rotate(
+        "dgal", use_from=datetime.now(UTC) + timedelta(days=30)
+    )
+    newer = new_kid(rotated, KeyUse.ENC)
+    hub = PartyKeys.load(own_keys_dir, "hub")
+    assert hub.encryption_key_for("dgal").kid == expired  # the newer one not in use yet
+    state_validity(own_keys_dir, expired, not_after=datetime.now(UTC) - timedelta(hours=1))
+    assert PartyKeys.load(own_keys_dir, "hub").encryption_key_for("dgal").kid == newer

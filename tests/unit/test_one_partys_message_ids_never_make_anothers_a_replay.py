@@ -11,6 +11,7 @@ deadlines. A copy of one party's own message stays a replay.
 from __future__ import annotations
 
 import uuid
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,9 +21,25 @@ from gun_contract.dead_letter import SourcePosition
 from gun_contract.envelope import ContentType, EnvelopeRejected
 from gun_contract.envelope import EnvelopeRejectionKind as Kind
 from gun_contract.security import jose_envelope
-from gun_contract.security.entitlements import CLEARANCE_PARTY, GATEWAY_PARTY, HUB_PARTY
+from gun_contract.security.entitlements import (
+    CLEARANCE_PARTY,
+    GATEWAY_PARTY,
+    HUB_PARTY,
+    Entitlements,
+)
+from gun_contract.security.jose_envelope import JoseEnvelope
+from gun_contract.security.keystore import PartyKeys
+from gun_contract.security.replay import SqliteReplayGuard
 from gun_contract.topics import topic_registry
 from gun_hub.domain.routing import RoutingTable
+from gun_hub.pipeline.admission import (
+    Claim,
+    ClaimJudge,
+    ClaimVerdict,
+    claim_partition,
+    claims_memory,
+    read_claims_record,
+)
 from tests.builders import declaration_xml
 from tests.conftest import envelope_of
 from tests.unit.test_declarations_admitted_once_claimed import Admission
@@ -84,3 +101,55 @@ def test_a_declaration_lodged_through_the_gateway_with_the_clearance_systems_id_
         [admitted] = admission.through(sealed, SourcePosition(topic, 0, offset, reference.encode()))
         assert admitted.to(admission.topics.dlq) == []
         assert len(admitted.to(admission.topics.requests("dgal"))) == 1
+
+
+# -- during an upgrade: what a worker of the previous version kept under the bare jti ------
+#
+# Review of stop 48's own commits: nothing looked the bare jti up any more, so during a
+# rolling upgrade a copy of a message first read by a worker of the previous version was
+# a first sighting for a new one, and for 14 days after it a redrive of a copy refused
+# then (whose id is kept that long) was too: the stop-47 redrive hole reopened.
+
+
+def test_a_copy_of_an_answer_a_previous_version_remembered_is_still_a_replay(
+    keys_dir: Path, tmp_path: Path
+) -> None:
+    hub = envelope_of("hub", TOPICS, keys_dir)
+    answer = envelope_of("dgal", TOPICS, keys_dir).seal(
+        b"{}", recipient="hub", topic=TOPICS.responses("dgal"), content_type=ContentType.JSON
+    )
+    opened = hub.open(answer, topic=TOPICS.responses("dgal"), check_replay=False)
+    previous_version = SqliteReplayGuard(tmp_path / "replay.sqlite", keep_after_expiry_s=300)
+    assert previous_version.first_sighting(opened.message_id, 2**40, "gun.responses.dgal/0/1")
+    upgraded = JoseEnvelope(
+        PartyKeys.load(keys_dir, "hub"), Entitlements.from_registry(TOPICS), previous_version
+    )
+    with pytest.raises(EnvelopeRejected) as copy:
+        upgraded.open(answer, topic=TOPICS.responses("dgal"), position="gun.responses.dgal/0/2")
+    assert copy.value.kind is Kind.REPLAY
+    read_again = upgraded.open(
+        answer, topic=TOPICS.responses("dgal"), position="gun.responses.dgal/0/1"
+    )
+    assert read_again.sender == "dgal"  # the original read again: a redelivery
+
+
+def test_a_declaration_claimed_by_a_previous_version_is_a_replay_for_the_new_one() -> None:
+    claims: dict[bytes, bytes] = {}
+    judge = ClaimJudge(
+        claims_memory(claims, 4, keep_after_expiry_s=300, readable_s=14 * 24 * 3600),
+        "gun.hub.claims",
+    )
+    jti = "5f0c6f2e9b1d4a7c8e3f2a1b0c9d8e7f"
+    # The previous version claimed the bare jti, at the bare jti's claim partition.
+    claims[jti.encode()] = b"gun.declarations/0/7|9999999999"
+    assert claim_partition(f"clearance/{jti}", 4) == zlib.crc32(jti.encode()) % 4
+    copy = Claim(
+        message_id=f"clearance/{jti}",
+        accept_until=9_999_999_999,
+        source=SourcePosition("gun.declarations", 1, 3),
+        accepted_at=None,
+    )
+    [record] = judge.judge(copy).records
+    verdict = read_claims_record(record.value)
+    assert isinstance(verdict, ClaimVerdict)
+    assert (verdict.first, verdict.held_at) == (False, "gun.declarations/0/7")

@@ -17,7 +17,7 @@ import gun_tools.demo.run as demo_run
 from gun_contract.settings import BrokerSettings, KafkaSettings, Settings
 from gun_hub.cli import app
 from gun_tools.demo import DemoFailed
-from gun_tools.demo.run import broker_for_the_run, demo_names
+from gun_tools.demo.run import broker_for_the_run, demo_names, run_name
 from gun_tools.local_broker import LocalBroker, PortTaken
 
 
@@ -40,15 +40,23 @@ def test_a_kafka_that_does_not_answer_fails_the_demo_in_one_line_before_anything
     assert [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")] == []
 
 
-def test_the_demos_names_are_its_own_on_a_kafka_someone_runs() -> None:
-    names = demo_names(Settings(kafka=KafkaSettings(topic_prefix="gun")), on_a_running_kafka=True)
+def test_the_demos_names_are_its_own_and_this_runs_on_a_kafka_someone_runs() -> None:
+    """Of this run alone: under names a later run takes again, a run cut short left
+    records sealed with keys thrown away, on which the later run stopped (review of stop
+    48's own commits)."""
+    run = run_name(Path("work/gun-hub-demo-k3x_9q2z"))
+    assert run == "k3x-9q2z"
+    gun = Settings(kafka=KafkaSettings(topic_prefix="gun"))
+    names = demo_names(gun, on_a_running_kafka=True, run=run)
     assert (names.topic_prefix, names.app_id, names.clearance_group) == (
-        "gun-demo",
-        "gun-demo-hub",
-        "gun-demo-clearance",
+        "gun-demo-k3x-9q2z",
+        "gun-demo-k3x-9q2z-hub",
+        "gun-demo-k3x-9q2z-clearance",
     )
-    staging = demo_names(Settings(kafka=KafkaSettings(topic_prefix="ro")), on_a_running_kafka=True)
-    assert staging.topic_prefix == "ro-demo"
+    staging = Settings(kafka=KafkaSettings(topic_prefix="ro"))
+    assert demo_names(staging, on_a_running_kafka=True, run=run).topic_prefix == "ro-demo-k3x-9q2z"
+    other_run = demo_names(gun, on_a_running_kafka=True, run=run_name(Path("work/gun-hub-demo-a")))
+    assert other_run.topic_prefix != names.topic_prefix
 
 
 def test_on_its_embedded_broker_the_demo_uses_the_contracts_names() -> None:

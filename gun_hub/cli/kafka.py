@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -220,11 +221,28 @@ def status(
         partly |= up and not cluster_state.running
     running = any(up for _, up, _ in reports)
     shown = [line for line, up, _ in reports if up] or [line for line, _, mine in reports if mine]
+    if not running and _answers(settings.broker.host, settings.broker.port):
+        # "not running" while a Kafka of another folder (Compose, another checkout, a demo
+        # kept with --keep-broker) answers there read as a free port (operator review of
+        # stop 48): the broker of this folder does not run, something else listens.
+        shown.append(
+            f"but something listens on {settings.broker.host}:{settings.broker.port}: a "
+            "Kafka not started from this folder? (its clients can use it as it is)"
+        )
     typer.echo("\n".join(shown))
     if not running:
         raise typer.Exit(3)
     if partly:
         raise typer.Exit(4)
+
+
+def _answers(host: str, port: int) -> bool:
+    """Whether something accepts a connection on ``host:port`` (within half a second)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 @app.command("secure-setup")

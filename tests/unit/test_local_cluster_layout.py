@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +224,19 @@ def test_status_after_a_crash_says_the_broker_stopped_without_kafka_stop(tmp_pat
         app, ["kafka", "status"], env={"GUN_HUB_BROKER__HOME": str(tmp_path)}
     )
     assert "stopped without" not in again.output  # said once
+
+
+def test_status_says_when_another_kafka_listens_where_this_folders_would(tmp_path: Path) -> None:
+    """ "Kafka is not running" while a Kafka of another folder answered on 9092 (Compose,
+    another checkout) read as a free port, and the demo then failed on it (operator
+    review of stop 48)."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        env = {"GUN_HUB_BROKER__HOME": str(tmp_path), "GUN_HUB_BROKER__PORT": str(port)}
+        result = CliRunner().invoke(app, ["kafka", "status"], env=env)
+    assert result.exit_code == 3, result.output
+    assert f"but something listens on 127.0.0.1:{port}" in result.output
+    free = CliRunner().invoke(app, ["kafka", "status"], env=env)
+    assert "something listens" not in free.output

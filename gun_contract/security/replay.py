@@ -294,7 +294,6 @@ class TableReplayGuard:
         rebalance or a watchdog seek, and a copy judged a replay there would be a first
         sighting once its id was forgotten (found by review, stop 36). None (a claim
         from a worker that did not say): the clock stays where it is."""
-        key = message_id.encode()
         partition = self._table_partition(message_id, position)
         self._seed(partition)
         if seen_at is not None and math.isfinite(seen_at):
@@ -304,16 +303,12 @@ class TableReplayGuard:
             if source is not None:
                 clocks = self._source_clocks.setdefault(partition, {})
                 clocks[source] = max(clocks.get(source, 0.0), readable_from)
-        first = self._table.get(key)
-        if first is None and known_before_as is not None and known_before_as != message_id:
-            # Kept by a worker of the previous version under the bare jti, in this same
-            # partition (the claim partition is the bare jti's): its position stands.
-            key = known_before_as.encode()
-            first = self._table.get(key)
-        if first is not None:
-            held_at = _position_in(bytes(first))
+        kept = self._kept(message_id, known_before_as)
+        if kept is not None:
+            kept_key, first = kept
+            held_at = _position_in(first)
             if held_at != position.encode():
-                self._keep_while_copy_readable(key, held_at, seen_at, partition)
+                self._keep_while_copy_readable(kept_key, held_at, seen_at, partition)
                 return False
             return True
         key = message_id.encode()
@@ -371,10 +366,21 @@ class TableReplayGuard:
     def position_of(self, message_id: str, *, known_before_as: str | None = None) -> str:
         """Where ``message_id`` (kept before as ``known_before_as``) was first read (''
         if it is not remembered)."""
-        first = self._table.get(message_id.encode())
-        if first is None and known_before_as is not None:
-            first = self._table.get(known_before_as.encode())
-        return _position_in(bytes(first)).decode(errors="replace") if first else ""
+        kept = self._kept(message_id, known_before_as)
+        return _position_in(kept[1]).decode(errors="replace") if kept else ""
+
+    def _kept(self, message_id: str, known_before_as: str | None) -> tuple[bytes, bytes] | None:
+        """The table's key and entry for ``message_id``, else for ``known_before_as``: what
+        a worker of the previous version kept under the bare jti, in this same partition
+        (the claim partition is the bare jti's); None if neither is remembered."""
+        for name in (message_id, known_before_as):
+            if name is None:
+                continue
+            key = name.encode()
+            value = self._table.get(key)
+            if value is not None:
+                return key, bytes(value)
+        return None
 
     def _seed(self, partition: int | None) -> None:
         """After a start: the ids this partition recorded, from the table. One reading

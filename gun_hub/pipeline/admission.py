@@ -215,6 +215,7 @@ class ClaimJudge:
 
     def judge(self, claim: Claim) -> Effects:
         position = claim.position
+        bare = bare_message_id(claim.message_id)  # as a worker of the previous version kept it
         first = self._memory.first_sighting(
             claim.message_id,
             claim.accept_until,
@@ -223,14 +224,10 @@ class ClaimJudge:
             # A redrive is claimed at its original's position, on another partition
             # maybe: what it says of its own partition is no clock of the original's.
             readable_from=claim.readable_from if claim.read_as is None else None,
-            known_before_as=bare_message_id(claim.message_id),
+            known_before_as=bare,
         )
         held_at = (
-            position
-            if first
-            else self._memory.position_of(
-                claim.message_id, known_before_as=bare_message_id(claim.message_id)
-            )
+            position if first else self._memory.position_of(claim.message_id, known_before_as=bare)
         )
         verdict = ClaimVerdict(
             message_id=claim.message_id, source=claim.source, first=first, held_at=held_at

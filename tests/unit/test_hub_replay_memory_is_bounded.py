@@ -346,6 +346,13 @@ def _answers_memory(table: dict[bytes, bytes], commits: Commits) -> TableReplayG
     )
 
 
+def _an_answer_read_three_hours_ago(guard: TableReplayGuard) -> int:
+    """DGA's answer ``answer``, read at ``DGA_0/100`` three hours ago; its expiry."""
+    expires_at = int(THREE_HOURS_AGO) + 3600 + KEEP_S
+    assert guard.first_sighting("answer", expires_at, f"{DGA_0}/100", THREE_HOURS_AGO)
+    return expires_at
+
+
 def _answers_read_on(guard: TableReplayGuard, where: str, at: float, count: int = 400) -> None:
     for n in range(count):
         assert guard.first_sighting(f"{where}-{at}-{n}", int(at) + 600, f"{where}/{n + 1000}", at)
@@ -355,8 +362,7 @@ def test_an_answers_id_is_kept_while_its_own_partition_is_not_committed_past_it(
     table: dict[bytes, bytes] = {}
     commits = Commits()
     guard = _answers_memory(table, commits)
-    expires_at = int(THREE_HOURS_AGO) + 3600 + KEEP_S
-    assert guard.first_sighting("answer", expires_at, f"{DGA_0}/100", THREE_HOURS_AGO)
+    expires_at = _an_answer_read_three_hours_ago(guard)
     # DGAL's partition 0 is read and committed to the present; DGA's is three hours behind.
     commits.readable_from[("gun.responses.dgal", 0)] = NOW
     commits.readable_from[("gun.responses.dga", 0)] = THREE_HOURS_AGO
@@ -370,8 +376,7 @@ def test_an_answers_id_read_past_but_not_committed_past_is_kept() -> None:
     table: dict[bytes, bytes] = {}
     commits = Commits()
     guard = _answers_memory(table, commits)
-    expires_at = int(THREE_HOURS_AGO) + 3600 + KEEP_S
-    guard.first_sighting("answer", expires_at, f"{DGA_0}/100", THREE_HOURS_AGO)
+    _an_answer_read_three_hours_ago(guard)
     commits.readable_from[("gun.responses.dga", 0)] = THREE_HOURS_AGO  # the commit held back
     _answers_read_on(guard, DGA_0, NOW)
     assert b"answer" in table
@@ -381,8 +386,7 @@ def test_an_answers_id_is_forgotten_once_its_partition_is_committed_past_its_exp
     table: dict[bytes, bytes] = {}
     commits = Commits()
     guard = _answers_memory(table, commits)
-    expires_at = int(THREE_HOURS_AGO) + 3600 + KEEP_S
-    guard.first_sighting("answer", expires_at, f"{DGA_0}/100", THREE_HOURS_AGO)
+    _an_answer_read_three_hours_ago(guard)
     commits.readable_from[("gun.responses.dga", 0)] = NOW  # DGAL's not known: no matter
     _answers_read_on(guard, DGA_0, NOW)
     assert b"answer" not in table
@@ -391,7 +395,6 @@ def test_an_answers_id_is_forgotten_once_its_partition_is_committed_past_its_exp
 def test_an_answers_id_is_forgotten_no_later_than_a_copy_could_stay_in_the_log() -> None:
     table: dict[bytes, bytes] = {}
     guard = _answers_memory(table, Commits())  # no commit ever confirmed
-    expires_at = int(THREE_HOURS_AGO) + 3600 + KEEP_S
-    guard.first_sighting("answer", expires_at, f"{DGA_0}/100", THREE_HOURS_AGO)
+    expires_at = _an_answer_read_three_hours_ago(guard)
     _answers_read_on(guard, DGA_0, expires_at + READABLE_S + 1.0)
     assert b"answer" not in table

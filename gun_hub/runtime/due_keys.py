@@ -30,7 +30,7 @@ import rocksdict
 
 from gun_contract.private_files import make_private_folder
 from gun_hub.pipeline.retention import takes, window_end
-from gun_hub.runtime.table_store import INFO_LOG_BYTES, INFO_LOGS_KEPT
+from gun_hub.runtime.table_store import INFO_LOG_BYTES, INFO_LOGS_KEPT, info_log_vanished
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,12 @@ def _open_waiting_for_the_lock(
         try:
             return rocksdict.Rdict(str(path), options)
         except Exception as err:  # rocksdict raises its own errors as Exception
-            if not _locked(err) or time.monotonic() >= deadline:
+            if not (_locked(err) or info_log_vanished(err)) or time.monotonic() >= deadline:
                 raise
-            log.info("the retention index at %s is held by another process: waiting", path)
+            if _locked(err):
+                log.info("the retention index at %s is held by another process: waiting", path)
+            else:
+                log.info("the retention index at %s: an info log went meanwhile: again", path)
             time.sleep(_LOCK_RETRY_S)  # at start-up, before the worker runs anything
 
 

@@ -19,6 +19,7 @@ per database. ``rocksdb://`` names this store in the hub's process (``use``).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -31,6 +32,8 @@ from faust.types import TP
 
 from gun_hub import metrics
 
+log = logging.getLogger(__name__)
+
 # The write buffers' share of the budget (the rest is the read cache's).
 _WRITE_BUFFER_SHARE = 0.5
 
@@ -41,6 +44,16 @@ _WRITE_BUFFER_SHARE = 0.5
 # last few hundred events, enough to read what RocksDB did lately.
 INFO_LOG_BYTES = 64 * 1024
 INFO_LOGS_KEPT = 2
+
+
+def info_log_vanished(err: Exception) -> bool:
+    """RocksDB's refusal to open a database because an old info log it had listed to
+    delete was gone when it did: every opening rolls ``LOG`` and deletes the oldest
+    ``LOG.old.*`` beyond ``INFO_LOGS_KEPT``, and the process still holding the database
+    (the worker being replaced, closing) deletes the same files. Momentary: the next try
+    opens (clean-clone CI, stop 48: a worker's start refused)."""
+    message = str(err)
+    return "No such file or directory" in message and "/LOG.old." in message
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +132,17 @@ class Store(faust_rocksdb.Store):  # type: ignore[misc]
         self.rocksdb_options = BudgetedOptions(**self.options, use_rocksdict=self.use_rocksdict)
         # Offsets acknowledged and not written yet, by partition (the last one).
         self._offsets_to_write: dict[int, tuple[TP, int]] = {}
+
+    def _open_for_partition(self, partition: int) -> Any:
+        """faust's opening, tried again once when another opener removed an info log
+        meanwhile (faust tries again only on a message naming a lock)."""
+        try:
+            return super()._open_for_partition(partition)
+        except Exception as err:  # rocksdict raises its own errors as Exception
+            if not info_log_vanished(err):
+                raise
+            log.info("table partition %d: an info log went meanwhile (%s): again", partition, err)
+            return super()._open_for_partition(partition)
 
     def set_persisted_offset(self, tp: TP, offset: int) -> None:
         """faust calls this for every changelog write the broker acknowledges (about

@@ -192,10 +192,9 @@ class HubSettings(BaseModel):
     admission_limit: PositiveInt = Field(
         2000,
         description="Declarations a worker may hold opened while their message ids are "
-        "claimed (pipeline/admission.py); beyond it the worker stops fetching declarations "
-        "until half have been admitted, so a backlog is not all held in memory (what the "
-        "fetches under way already brought, up to about 1 MiB a declarations partition, is "
-        "taken too).",
+        "claimed (pipeline/admission.py); beyond it the worker takes no more of what it "
+        "fetched (left for later, in order) and stops fetching declarations until half "
+        "have been admitted, so a backlog is not all held in memory.",
     )
     admission_recheck_s: PositiveFloat = Field(
         1.0,

@@ -106,6 +106,7 @@ from gun_hub.runtime.delivery import StateFirst, send_outbox
 from gun_hub.runtime.due_keys import RocksDueKeys
 from gun_hub.runtime.faust_app import (
     HubApp,
+    InHand,
     as_if_handling,
     every,
     handled_agent,
@@ -869,6 +870,28 @@ def build_hub(settings: Settings) -> Hub:
         elif fetcher.throttled and len(admissions) <= settings.hub.admission_limit // 2:
             await fetcher.unthrottle()
 
+    intake_in_hand = InHand()
+
+    def may_take_declaration(tp: TP) -> bool:
+        """Whether a fetched declaration may be handed to the intake: only while what the
+        worker holds, what waits in the intake's queue and the one in its hands stay
+        under the limit, so that holding it keeps within the limit. Otherwise it is left,
+        with its partition's records after it, until ``hold_no_more_than_the_limit``
+        fetches again from it. A partition whose held declarations wait for a record not
+        yet read is never left: that record is what would release them."""
+        if tp.topic != topics.declarations:
+            return True
+        fetcher = consumer()
+        queued = fetcher.queued(topics.declarations) if fetcher is not None else 0
+        taken = len(admissions) + queued + intake_in_hand.count
+        if taken < settings.hub.admission_limit or tp.partition in admissions.blocked():
+            return True
+        if fetcher is not None and not fetcher.throttled:
+            metrics.DECLARATION_FETCH_THROTTLED.inc()
+        return False
+
+    app.may_hand_over = may_take_declaration
+
     # Marked once its own effects and its decision are delivered; its decision not
     # delivered for good, let go of, so that the watchdog reads it again (held for ever,
     # its partition's commit stopped there; stop 30, found by review).
@@ -1018,7 +1041,7 @@ def build_hub(settings: Settings) -> Hub:
         await hold_no_more_than_the_limit()
 
     every(app, settings.hub.admission_recheck_s, "admission recheck", admit_what_no_longer_waits)
-    handled_agent(app, declarations, "intake", receive_declaration, settling)
+    handled_agent(app, declarations, "intake", receive_declaration, settling, intake_in_hand)
     handled_agent(app, app.topic(topics.claims, **_RAW), "claims", on_claims_record, settling)
 
     def correlate(event: Any, source: SourcePosition, at: float | None) -> Effects:

@@ -65,6 +65,10 @@ class HubApp(faust.App):  # type: ignore[misc]
         # must read the broker before records flow again runs at ``on_rebalance_complete``,
         # which faust's recovery awaits before it resumes the partitions.
         self.before_assigning: list[Callable[[set[TP]], Awaitable[None]]] = []
+        # Asked by the consumer before it hands a fetched record to the agents' queues:
+        # False leaves the record, and its partition's records after it, for the fetch
+        # after the partition is unthrottled (the admission limit, app.py).
+        self.may_hand_over: Callable[[TP], bool] | None = None
 
     async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
         if self.should_stop:  # faust returns at once too
@@ -217,14 +221,24 @@ def every(app: Any, interval_s: float, name: str, work: Callable[[], Awaitable[N
     app.timer(interval=interval_s, name=name)(survivably)
 
 
+class InHand:
+    """How many events an agent has taken from its queue and not finished handling: with
+    what its queue holds, what it has been handed and not yet taken in."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 def handled_agent(
     app: Any,
     topic: Any,
     name: str,
     handle: Callable[[EventT], Awaitable[Handled]],
     settling: Settling | None = None,
+    in_hand: InHand | None = None,
 ) -> None:
-    """One event at a time per partition, in order. ``handle`` returns:
+    """One event at a time per partition, in order (``in_hand`` counts the one taken from
+    the agent's queue and not yet handled). ``handle`` returns:
 
     * an awaitable (its effects, on their way): the record is held (on its way, for the
       watchdog) and marked handled once it completes, while the agent goes on
@@ -240,43 +254,49 @@ def handled_agent(
     moved (review stop 40-F, F3). Restarted with the key, the worker reads it again.
     """
 
+    in_hand = InHand() if in_hand is None else in_hand
+
     async def process(stream: Any) -> None:
         async for event in stream.events():
-            if settling is not None:
-                await settling.room()
+            in_hand.count += 1
             try:
-                result = await handle(event)
-            except StateKeyMissing as missing:
-                log.critical(
-                    "agent %s: %s; this worker stops: deploy the state key %r to it (the "
-                    "key file every worker of the hub shares) and start it again",
-                    name,
-                    missing,
-                    missing.kid,
-                )
-                await app.crash(missing)
-                return
-            if result is False:
-                continue
-            if result is None or result is True:
-                if not table_writes.pending(event):
+                if settling is not None:
+                    await settling.room()
+                try:
+                    result = await handle(event)
+                except StateKeyMissing as missing:
+                    log.critical(
+                        "agent %s: %s; this worker stops: deploy the state key %r to it (the "
+                        "key file every worker of the hub shares) and start it again",
+                        name,
+                        missing,
+                        missing.kid,
+                    )
+                    await app.crash(missing)
+                    return
+                if result is False:
+                    continue
+                if result is None or result is True:
+                    if not table_writes.pending(event):
+                        mark_handled(app, event.message)
+                        continue
+                    result = table_writes.written(event)  # its table writes still on their way
+                if settling is None:
+                    await result
                     mark_handled(app, event.message)
                     continue
-                result = table_writes.written(event)  # its table writes still on their way
-            if settling is None:
-                await result
-                mark_handled(app, event.message)
-                continue
-            # On its way until the broker has its effects: a delivery can take longer
-            # than the watchdog's patience under load, and a record neither handled nor
-            # on its way is one the watchdog reads again, with all fetched after it.
-            message = event.message
-            hold(app, message.topic, message.partition, message.offset)
-            settling.track(
-                result,
-                functools.partial(mark_handled, app, message),
-                otherwise=functools.partial(let_go, app, message),
-            )
+                # On its way until the broker has its effects: a delivery can take longer
+                # than the watchdog's patience under load, and a record neither handled nor
+                # on its way is one the watchdog reads again, with all fetched after it.
+                message = event.message
+                hold(app, message.topic, message.partition, message.offset)
+                settling.track(
+                    result,
+                    functools.partial(mark_handled, app, message),
+                    otherwise=functools.partial(let_go, app, message),
+                )
+            finally:
+                in_hand.count -= 1
 
     app.agent(topic, name=name, concurrency=1)(process)
 

@@ -316,6 +316,15 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 # position past the record sought, which faust would then drop again.
                 self._passed_over[tp].skipped_while_sought += 1
                 continue
+            if tp in self.throttled or not self._may_hand_over(tp):
+                # Left, with every record of its partition after it, for the fetch after
+                # ``unthrottle``: that one starts from the record after the last handed
+                # over, this one. Handed over, it would be taken by its agent however
+                # much the agent holds (a backlog was all held, beyond the admission
+                # limit, out of the fetches under way when it was reached: stop 49).
+                self.throttle([TP(tp.topic, tp.partition)])  # faust's own type
+                self._passed_over[tp].left_for_later += 1
+                continue
             if message.offset > self._fetched.get(tp, -1):
                 self._fetched[tp] = message.offset
             read = self._read_offset.get(tp)
@@ -334,6 +343,19 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 elif not (message.refcount or message.tracked or message.acked):
                     # faust's conductor found no channel to hand it to.
                     self._passed_over[tp].to_no_agent(message.offset)
+
+    def _may_hand_over(self, tp: TP) -> bool:
+        ask = getattr(self.app, "may_hand_over", None)
+        return ask is None or bool(ask(tp))
+
+    def queued(self, topic: str) -> int:
+        """Records of ``topic`` handed over and waiting in its agents' queues."""
+        channels = self.app.topics._topic_name_index.get(topic, ())
+        return sum(
+            queue.qsize()
+            for queue in (getattr(channel, "_queue", None) for channel in list(channels))
+            if queue is not None
+        )
 
     async def _seek(self, partition: TP, offset: int) -> None:
         """On the consumer's own thread, where aiokafka's fetcher runs: faust seeks from
@@ -522,6 +544,7 @@ class PassedOver:
 
     def __init__(self) -> None:
         self.skipped_while_sought = 0
+        self.left_for_later = 0
         self._below_read_offset = _Tally("below faust's read offset")
         self._abandoned = _Tally("in hand at a flow suspension")
         self._to_no_agent = _Tally("handed to no agent")
@@ -538,6 +561,7 @@ class PassedOver:
     def __str__(self) -> str:
         return (
             f"so far {self.skipped_while_sought} skipped while sought, "
+            f"{self.left_for_later} left for the fetch after a throttle, "
             f"{self._below_read_offset}, {self._abandoned}, {self._to_no_agent}"
         )
 

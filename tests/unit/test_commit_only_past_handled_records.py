@@ -185,7 +185,7 @@ def test_a_repair_says_where_its_record_stood() -> None:
     assert consumer.describe(TOPIC_PARTITION, 10) == (
         "no longer referenced; faust's read offset 15, fetched up to 20, its queue full; "
         "2 handled after it; unacknowledged by faust 2 (14-15), held 1 (11-11); "
-        "so far 0 skipped while sought, "
+        "so far 0 skipped while sought, 0 left for the fetch after a throttle, "
         "1 below faust's read offset, the last 9 (read offset 15), 0 in hand at a flow "
         "suspension, 0 handed to no agent"
     )
@@ -247,6 +247,7 @@ class _Fetches:
         consumer._sought, consumer._gaps, consumer._positions_moved = {}, FetchGaps(), 0
         consumer._read_offset, consumer.suspend_flow = {}, asyncio.Event()
         consumer._passed_over, consumer._handed = defaultdict(PassedOver), {}
+        consumer.throttled, consumer.app = set(), _AppWithoutQueues()
 
     async def handed_over(self, consumer: Any, seek_at: int | None = None) -> list[int]:
         handed: list[int] = []
@@ -314,6 +315,48 @@ async def test_a_throttled_partition_is_read_on_from_the_record_after_the_last_h
     assert resumed == [TOPIC_PARTITION]
     assert sought == [(TOPIC_PARTITION, 15)]
     assert consumer.throttled == set()
+
+
+class _AppTakingUpTo(_AppWithoutQueues):
+    """An app whose agents may take records up to ``last`` (the admission limit's
+    question, runtime/app.py ``may_take_declaration``)."""
+
+    def __init__(self, last: int) -> None:
+        super().__init__()
+        self.last = last
+        self.asked: list[int] = []
+
+    def may_hand_over(self, tp: TP) -> bool:
+        self.asked.append(len(self.asked))
+        return len(self.asked) <= self.last
+
+
+async def test_a_record_its_agent_may_not_take_is_left_with_those_after_it_and_read_on_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Handed to the agent's queue, it would be taken however much the agent holds: a
+    200-declaration backlog already fetched was held whole with an admission limit of 5
+    (stop 49). Left instead, its partition paused, and fetched again from it."""
+    consumer = _strict(committed=10, handled=[])
+    fetches = _Fetches(monkeypatch, consumer)
+    consumer.app = _AppTakingUpTo(last=2)
+    paused: list[Any] = []
+    consumer.pause_partitions = paused.extend
+    fetches.batches = [list(range(10, 15))]
+    assert await fetches.handed_over(consumer) == [10, 11]
+    assert consumer.throttled == {TOPIC_PARTITION}
+    assert paused == [TOPIC_PARTITION]
+    assert isinstance(paused[0], TP)  # faust asserts it
+    assert len(consumer.app.asked) == 3, "not asked again once its partition is left"
+
+    resumed: list[Any] = []
+    consumer.assignment = lambda: {TOPIC_PARTITION}
+    consumer.resume_partitions = resumed.extend
+    await consumer.unthrottle()
+    assert fetches.sought == [(TOPIC_PARTITION, 12)], "from the first record left"
+    consumer.app.last = 10
+    fetches.batches = [list(range(12, 15))]
+    assert await fetches.handed_over(consumer) == [12, 13, 14]
 
 
 def test_offsets_the_broker_stepped_over_between_returned_records_hold_nothing() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,19 +25,58 @@ from typing import Any
 _HANDED_OUT: set[int] = set()
 
 
+# Where listeners' ports are looked for: below the range the OS takes the local ports of
+# outgoing connections from (``ip_local_port_range``, 32768 on Linux by default), above
+# the usual registered services.
+_LISTENERS_FROM = 20000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; IANA's (49152) is higher still
+
+
+def _listenable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it), and not one this process
-    handed out before: two ports asked for in a row, before either is listened on, could
-    otherwise be the same (a hub refused to start with its trader and officer ports equal)."""
-    while True:
+    """A TCP port nobody listens on right now, below the range the OS takes outgoing
+    connections' local ports from, and not one this process handed out before.
+
+    Picked by the OS, from that range, a port could be taken as the local port of any
+    outgoing connection (a Kafka client of a component starting meanwhile) before the
+    child bound it: "the hub's web server cannot bind 127.0.0.1:45439: Address already
+    in use" (clean-clone CI, stop 49). Two ports asked for in a row, before either is
+    listened on, could otherwise be the same (a hub refused to start with its trader and
+    officer ports equal)."""
+    below = _ephemeral_start()
+    if below - _LISTENERS_FROM >= 1000:
+        for _ in range(200):
+            port = random.randrange(_LISTENERS_FROM, below)  # noqa: S311 - not a secret
+            if port not in _HANDED_OUT and _listenable(port):
+                return _hand_out(port)
+    while True:  # no room below the range: the OS picks, as a last resort
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if port not in _HANDED_OUT:
-            if len(_HANDED_OUT) >= 10_000:  # far more than a run keeps open; never all
-                _HANDED_OUT.clear()
-            _HANDED_OUT.add(port)
-            return port
+            picked: int = probe.getsockname()[1]
+        if picked not in _HANDED_OUT:
+            return _hand_out(picked)
+
+
+def _hand_out(port: int) -> int:
+    if len(_HANDED_OUT) >= 10_000:  # far more than a run keeps open; never all
+        _HANDED_OUT.clear()
+    _HANDED_OUT.add(port)
+    return port
 
 
 # The signals that end a command from outside: a supervisor or ``timeout`` (SIGTERM), the

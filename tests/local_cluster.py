@@ -9,9 +9,7 @@ share these. A cluster that cannot start fails the test that asked for it: never
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from gun_contract.settings import BrokerSettings
 from gun_tools.local_broker import BrokerError, LocalCluster
+from gun_tools.processes import free_port
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +29,9 @@ NODES = 3
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports nobody listens on (held together while the OS picks)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in sockets:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in sockets]
+    """``count`` distinct ports nobody listens on, none an outgoing connection may take
+    (``free_port``)."""
+    return [free_port() for _ in range(count)]
 
 
 def running_cluster(home: Path, jars_cache: Path, partitions: int) -> Iterator[LocalCluster]:

@@ -845,6 +845,12 @@ def build_hub(settings: Settings) -> Hub:
     )
     judge = ClaimJudge(claimed_ids, topics.claims)
 
+    intake_in_hand = InHand()
+
+    def taken_in(fetcher: StrictOffsetsConsumer) -> int:
+        """Declarations held, waiting in the intake's queue, and in its hands."""
+        return len(admissions) + fetcher.queued(topics.declarations) + intake_in_hand.count
+
     async def hold_no_more_than_the_limit() -> None:
         """Beyond the limit, stop fetching declarations (the intake never waits: the
         verdicts it would wait for come through the same fetcher)."""
@@ -867,10 +873,11 @@ def build_hub(settings: Settings) -> Hub:
                 for tp in fetcher.assignment()
                 if tp.topic == topics.declarations and tp not in blocked
             )
-        elif fetcher.throttled and len(admissions) <= settings.hub.admission_limit // 2:
+        elif fetcher.throttled and taken_in(fetcher) <= settings.hub.admission_limit // 2:
+            # What ``may_take_declaration`` counts: judged on the held alone, a partition
+            # was resumed and left again at its first record, one seek a declaration
+            # (review of stop 49's change).
             await fetcher.unthrottle()
-
-    intake_in_hand = InHand()
 
     def may_take_declaration(tp: TP) -> bool:
         """Whether a fetched declaration may be handed to the intake: only while what the
@@ -882,11 +889,13 @@ def build_hub(settings: Settings) -> Hub:
         if tp.topic != topics.declarations:
             return True
         fetcher = consumer()
-        queued = fetcher.queued(topics.declarations) if fetcher is not None else 0
-        taken = len(admissions) + queued + intake_in_hand.count
-        if taken < settings.hub.admission_limit or tp.partition in admissions.blocked():
+        if fetcher is None:
             return True
-        if fetcher is not None and not fetcher.throttled:
+        if taken_in(fetcher) < settings.hub.admission_limit:
+            return True
+        if tp.partition in admissions.blocked():
+            return True
+        if not fetcher.throttled:
             metrics.DECLARATION_FETCH_THROTTLED.inc()
         return False
 

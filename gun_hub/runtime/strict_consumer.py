@@ -93,6 +93,9 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._held: set[tuple[TP, int]] = set()
         # Partitions an agent asked not to fetch for a while (too much held): not stalled.
         self.throttled: set[TP] = set()
+        # Where each partition left for later is fetched again from: its first record left.
+        self._resume_at: dict[TP, int] = {}
+        self._unthrottling: set[TP] = set()
         # Offsets the broker stepped over between the records it returned (no record
         # there), valid between two moves of the read positions.
         self._gaps = FetchGaps()
@@ -238,21 +241,35 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self.pause_partitions(chosen)
 
     async def unthrottle(self, only: Iterable[TP] | None = None) -> None:
-        """Fetch the throttled partitions (or those of ``only``) again, from the record
-        after the last one handed over: faust filters each fetched batch by the live set
-        of active partitions, so the rest of a batch fetched before the pause was skipped
-        (seen: a throttled partition resumed only when the watchdog found it stalled).
-        A partition the watchdog sought back meanwhile starts from its first unsettled
-        record."""
-        chosen = self.throttled if only is None else self.throttled & set(only)
-        self.throttled = self.throttled - chosen
-        resumed = chosen & set(self.assignment())
-        self.resume_partitions(resumed)
-        for tp in resumed:
-            fetched = self.fetched_up_to(tp)
-            restart = fetched + 1 if fetched is not None else self.first_unsettled(tp)
-            if restart is not None:
-                await self.seek(tp, restart)
+        """Fetch the throttled partitions (or those of ``only``) again, from the first
+        record left for later, else from the record after the last one handed over:
+        faust filters each fetched batch by the live set of active partitions, so the
+        rest of a batch fetched before the pause was skipped (seen: a throttled partition
+        resumed only when the watchdog found it stalled). A partition the watchdog sought
+        back meanwhile starts from its first unsettled record.
+
+        Each is sought while still throttled, and resumed once sought: resumed first, the
+        rest of the batch under way was handed over during the seek, then what the seek
+        fetched again, out of order and twice (review of stop 49's change)."""
+        chosen = set(self.throttled if only is None else self.throttled & set(only))
+        # Another unthrottle under way (the intake's and the claims agent's both call it)
+        # has them: sought twice, the second would start from their first unsettled.
+        chosen -= self._unthrottling
+        self._unthrottling |= chosen
+        try:
+            resumed = chosen & set(self.assignment())
+            for tp in resumed:
+                restart = self._resume_at.pop(tp, None)
+                if restart is None:
+                    fetched = self.fetched_up_to(tp)
+                    restart = fetched + 1 if fetched is not None else self.first_unsettled(tp)
+                if restart is not None:
+                    await self.seek(tp, restart)
+            self.throttled -= chosen
+            self._resume_at = {tp: at for tp, at in self._resume_at.items() if tp not in chosen}
+            self.resume_partitions(resumed)
+        finally:
+            self._unthrottling -= chosen
 
     def fetching(self, tp: TP) -> bool:
         """faust asks the broker for this partition's records (not paused, not held back
@@ -317,6 +334,10 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 self._passed_over[tp].skipped_while_sought += 1
                 continue
             if tp in self.throttled or not self._may_hand_over(tp):
+                if tp not in self.throttled:
+                    # The first record left: a seek forgets how far its partition was
+                    # fetched, and the one unthrottle makes is one (review of stop 49).
+                    self._resume_at[TP(tp.topic, tp.partition)] = message.offset
                 # Left, with every record of its partition after it, for the fetch after
                 # ``unthrottle``: that one starts from the record after the last handed
                 # over, this one. Handed over, it would be taken by its agent however
@@ -502,6 +523,8 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             self._reseeking.discard(tp)
         self._held = {(tp, offset) for tp, offset in self._held if tp not in revoked}
         self.throttled -= set(revoked)
+        for tp in revoked:
+            self._resume_at.pop(tp, None)
 
 
 class _ReadOffsets(defaultdict[TP, int | None]):

@@ -61,6 +61,7 @@ def _strict(committed: int, handled: list[int], acked: list[int] | None = None) 
     _faust_state(consumer, committed, acked if acked is not None else handled)
     consumer._handled = defaultdict(set, {TOPIC_PARTITION: set(handled)})
     consumer._empty = defaultdict(EmptyOffsets)
+    consumer._resume_at, consumer._unthrottling = {}, set()
     consumer._start = {}
     consumer._committing = {}
     consumer._confirmed = {}
@@ -222,6 +223,7 @@ class _Fetches:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, consumer: Any) -> None:
         self.batches: list[list[int]] = []
         self.during: Any = None
+        self.while_seeking: Any = None  # run inside the next seek, before it returns
         self.sought: list[tuple[TP, int]] = []
         fetches = self
 
@@ -239,6 +241,9 @@ class _Fetches:
 
         async def sought(self: Any, partition: TP, offset: int) -> None:
             fetches.sought.append((partition, offset))
+            if fetches.while_seeking is not None:
+                during, fetches.while_seeking = fetches.while_seeking, None
+                await during()
 
         monkeypatch.setattr(faust_aiokafka.Consumer, "_getmany", fetch)
         monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetched)
@@ -357,6 +362,86 @@ async def test_a_record_its_agent_may_not_take_is_left_with_those_after_it_and_r
     consumer.app.last = 10
     fetches.batches = [list(range(12, 15))]
     assert await fetches.handed_over(consumer) == [12, 13, 14]
+
+
+def _unthrottled_by_hand(consumer: Any) -> list[Any]:
+    """What ``unthrottle`` resumes, recorded; every partition assigned."""
+    resumed: list[Any] = []
+    consumer.assignment = lambda: {TOPIC_PARTITION}
+    consumer.resume_partitions = resumed.extend
+    consumer.pause_partitions = lambda tps: None
+    return resumed
+
+
+async def test_a_partition_left_again_at_once_reads_on_from_the_same_record_not_its_first_unsettled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A seek forgets how far its partition was fetched: when the first record fetched
+    after an unthrottle's seek was left at once, the next unthrottle sought the first
+    record not yet handled (10, held by the intake), and 10 and 11 were handed over a
+    second time (review of stop 49's change, seen on the real broker)."""
+    consumer = _strict(committed=10, handled=[])
+    fetches = _Fetches(monkeypatch, consumer)
+    consumer.app = _AppTakingUpTo(last=2)
+    _unthrottled_by_hand(consumer)
+    fetches.batches = [list(range(10, 15)), list(range(12, 15)), list(range(12, 15))]
+    assert await fetches.handed_over(consumer) == [10, 11]
+    await consumer.unthrottle()
+    assert await fetches.handed_over(consumer) == [], "left again at once"
+    await consumer.unthrottle()
+    assert fetches.sought == [(TOPIC_PARTITION, 12), (TOPIC_PARTITION, 12)]
+    consumer.app.last = 10
+    assert await fetches.handed_over(consumer) == [12, 13, 14]
+
+
+async def test_nothing_of_a_partition_is_handed_over_while_its_unthrottle_seeks_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Resumed before its seek was done, the rest of the batch under way was handed over
+    (13, 14), then what the seek fetched again (12, 13, 14): out of order and twice, and
+    with several partitions some never (review of stop 49's change, in a simulation over
+    faust's own fetch loop). It is sought while still paused, then resumed."""
+    consumer = _strict(committed=10, handled=[])
+    fetches = _Fetches(monkeypatch, consumer)
+    consumer.app = _AppTakingUpTo(last=2)
+    resumed = _unthrottled_by_hand(consumer)
+    fetches.batches = [list(range(10, 15)), [13, 14], list(range(12, 15))]
+    assert await fetches.handed_over(consumer) == [10, 11]
+    consumer.app.last = 10
+    during_the_seek: list[int] = []
+
+    async def the_batch_under_way() -> None:
+        assert resumed == [], "resumed only once sought"
+        during_the_seek.extend(await fetches.handed_over(consumer))
+
+    fetches.while_seeking = the_batch_under_way
+    await consumer.unthrottle()
+    assert during_the_seek == []
+    assert resumed == [TOPIC_PARTITION]
+    assert await fetches.handed_over(consumer) == [12, 13, 14]
+
+
+async def test_an_unthrottle_while_another_seeks_the_partition_leaves_it_to_that_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The intake and the claims agent both unthrottle: the second, arriving while the
+    first's seek was under way, would seek the partition again from its first unsettled
+    record (its fetched position forgotten by the seek)."""
+    consumer = _strict(committed=10, handled=[])
+    fetches = _Fetches(monkeypatch, consumer)
+    consumer.app = _AppTakingUpTo(last=2)
+    resumed = _unthrottled_by_hand(consumer)
+    fetches.batches = [list(range(10, 15))]
+    assert await fetches.handed_over(consumer) == [10, 11]
+
+    async def the_other_agents_unthrottle() -> None:
+        await consumer.unthrottle()
+
+    fetches.while_seeking = the_other_agents_unthrottle
+    await consumer.unthrottle()
+    assert fetches.sought == [(TOPIC_PARTITION, 12)]
+    assert resumed == [TOPIC_PARTITION]
+    assert consumer.throttled == set()
 
 
 def test_offsets_the_broker_stepped_over_between_returned_records_hold_nothing() -> None:

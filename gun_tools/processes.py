@@ -27,8 +27,10 @@ _HANDED_OUT: set[int] = set()
 
 # Where listeners' ports are looked for: below the range the OS takes the local ports of
 # outgoing connections from (``ip_local_port_range``, 32768 on Linux by default), above
-# the usual registered services.
+# the usual registered services, below the local cluster's fixed ports (29092 up:
+# local_broker.py, the Compose profile).
 _LISTENERS_FROM = 20000
+_LISTENERS_BELOW = 29000
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
@@ -58,7 +60,7 @@ def free_port() -> int:
     in use" (clean-clone CI, stop 49). Two ports asked for in a row, before either is
     listened on, could otherwise be the same (a hub refused to start with its trader and
     officer ports equal)."""
-    below = _ephemeral_start()
+    below = min(_ephemeral_start(), _LISTENERS_BELOW)
     if below - _LISTENERS_FROM >= 1000:
         for _ in range(200):
             port = random.randrange(_LISTENERS_FROM, below)  # noqa: S311 - not a secret

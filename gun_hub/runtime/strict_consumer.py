@@ -96,6 +96,9 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         # Where each partition left for later is fetched again from: its first record left.
         self._resume_at: dict[TP, int] = {}
         self._unthrottling: set[TP] = set()
+        # Assignments changed (revoked or assigned) so far: what ``unthrottle`` was about
+        # may no longer be this worker's.
+        self._rebalances = 0
         # Offsets the broker stepped over between the records it returned (no record
         # there), valid between two moves of the read positions.
         self._gaps = FetchGaps()
@@ -256,6 +259,8 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         # has them: sought twice, the second would start from their first unsettled.
         chosen -= self._unthrottling
         self._unthrottling |= chosen
+        rebalances = self._rebalances
+        restarts: dict[TP, int] = {}
         try:
             resumed = chosen & set(self.assignment())
             for tp in resumed:
@@ -264,10 +269,22 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     fetched = self.fetched_up_to(tp)
                     restart = fetched + 1 if fetched is not None else self.first_unsettled(tp)
                 if restart is not None:
+                    restarts[tp] = restart
                     await self.seek(tp, restart)
+                if self._rebalances != rebalances:
+                    # The rebalance forgot these partitions; what it assigned is faust's
+                    # to resume (paused for its tables' recovery) and the gate's to leave.
+                    return
             self.throttled -= chosen
             self._resume_at = {tp: at for tp, at in self._resume_at.items() if tp not in chosen}
             self.resume_partitions(resumed)
+        except BaseException:
+            if self._rebalances == rebalances:
+                # Still throttled: sought from there next time, not from the first
+                # unsettled record (the seeks done forgot how far each was fetched).
+                for tp, restart in restarts.items():
+                    self._resume_at.setdefault(tp, restart)
+            raise
         finally:
             self._unthrottling -= chosen
 
@@ -279,7 +296,10 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     def fetch_again(self, tp: TP) -> None:
         """A partition faust stopped fetching and never took up again (seen at start-up,
-        with records arriving during the first assignment): fetched again."""
+        with records arriving during the first assignment): fetched again. Not one
+        throttled meanwhile (the watchdog decided before its broker round trips)."""
+        if tp in self.throttled:
+            return
         self._paused_partitions.discard(tp)
         self._buffered_partitions.discard(tp)
         self._get_active_partitions().add(tp)
@@ -343,7 +363,10 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 # over, this one. Handed over, it would be taken by its agent however
                 # much the agent holds (a backlog was all held, beyond the admission
                 # limit, out of the fetches under way when it was reached: stop 49).
-                self.throttle([TP(tp.topic, tp.partition)])  # faust's own type
+                # Paused again if something fetched it meanwhile (faust's buffer drop).
+                left = TP(tp.topic, tp.partition)  # faust's own type
+                self.throttle([left])
+                self.pause_partitions([left])
                 self._passed_over[tp].left_for_later += 1
                 continue
             if message.offset > self._fetched.get(tp, -1):
@@ -387,6 +410,9 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         await self._thread.call_thread(_seek_now, self._thread, partition, offset)
 
     async def seek(self, partition: TP, offset: int) -> None:
+        # Sought elsewhere (the watchdog's), a throttled partition goes on from there, not
+        # from its first record left (``unthrottle`` takes that before it seeks).
+        self._resume_at.pop(partition, None)
         self._reseeking.discard(partition)  # faust's own read offset for the seek is set
         await super().seek(partition, offset)
         self._fetched.pop(partition, None)
@@ -478,6 +504,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TP], *args: Any, **kwargs: Any) -> None:
         self._positions_move()
+        self._rebalances += 1
         await super().on_partitions_assigned(assigned, *args, **kwargs)
 
     def _new_offset(self, tp: TP) -> int | None:
@@ -505,6 +532,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self._positions_move()
+        self._rebalances += 1
         await super().on_partitions_revoked(revoked)
         self._forget_partitions(revoked)
 

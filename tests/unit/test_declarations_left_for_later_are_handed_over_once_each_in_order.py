@@ -79,6 +79,7 @@ def _consumer(broker: _Broker, may_hand_over: Any, turns: random.Random) -> Any:
     consumer._read_offset = _ReadOffsets(consumer._reseeking)
     consumer._passed_over, consumer._handed, consumer._held = defaultdict(PassedOver), {}, set()
     consumer.throttled, consumer._resume_at, consumer._unthrottling = set(), {}, set()
+    consumer._rebalances = 0
     consumer._gaps, consumer._positions_moved = FetchGaps(), 0
     consumer._committed_offset = defaultdict(lambda: None)
     consumer._active_partitions = None

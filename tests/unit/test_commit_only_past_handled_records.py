@@ -373,6 +373,20 @@ def _unthrottled_by_hand(consumer: Any) -> list[Any]:
     return resumed
 
 
+async def _ten_and_eleven_handed_twelve_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Any, _Fetches, list[Any]]:
+    """A partition committed at 10 whose agent may take two records: 10 and 11 handed
+    over, 12 left (what ``unthrottle`` resumes recorded in the list returned)."""
+    consumer = _strict(committed=10, handled=[])
+    fetches = _Fetches(monkeypatch, consumer)
+    consumer.app = _AppTakingUpTo(last=2)
+    resumed = _unthrottled_by_hand(consumer)
+    fetches.batches = [list(range(10, 15))]
+    assert await fetches.handed_over(consumer) == [10, 11]
+    return consumer, fetches, resumed
+
+
 async def test_a_partition_left_again_at_once_reads_on_from_the_same_record_not_its_first_unsettled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -427,12 +441,7 @@ async def test_an_unthrottle_while_another_seeks_the_partition_leaves_it_to_that
     """The intake and the claims agent both unthrottle: the second, arriving while the
     first's seek was under way, would seek the partition again from its first unsettled
     record (its fetched position forgotten by the seek)."""
-    consumer = _strict(committed=10, handled=[])
-    fetches = _Fetches(monkeypatch, consumer)
-    consumer.app = _AppTakingUpTo(last=2)
-    resumed = _unthrottled_by_hand(consumer)
-    fetches.batches = [list(range(10, 15))]
-    assert await fetches.handed_over(consumer) == [10, 11]
+    consumer, fetches, resumed = await _ten_and_eleven_handed_twelve_left(monkeypatch)
 
     async def the_other_agents_unthrottle() -> None:
         await consumer.unthrottle()
@@ -450,12 +459,7 @@ async def test_a_throttled_partition_the_watchdog_sought_back_is_read_on_from_th
     """The watchdog reads a record again whatever the partition's throttle: the first
     record left (12) is no longer where the partition goes on from, 11 is (review of
     stop 49's commits: unthrottle sought 12, and 11 waited for the watchdog's next look)."""
-    consumer = _strict(committed=10, handled=[])
-    fetches = _Fetches(monkeypatch, consumer)
-    consumer.app = _AppTakingUpTo(last=2)
-    _unthrottled_by_hand(consumer)
-    fetches.batches = [list(range(10, 15))]
-    assert await fetches.handed_over(consumer) == [10, 11]
+    consumer, fetches, _ = await _ten_and_eleven_handed_twelve_left(monkeypatch)
     consumer.mark_handled_at(TOPIC_PARTITION, 10)
     await consumer.seek(TOPIC_PARTITION, 11)  # the watchdog's
     await consumer.unthrottle()
@@ -502,12 +506,7 @@ async def test_a_rebalance_during_an_unthrottle_leaves_the_new_assignment_to_fau
     """Resumed after a rebalance, a partition faust had paused for its tables' recovery
     would flow before they are recovered, and a throttle the new assignment made would be
     undone (review of stop 49's commits)."""
-    consumer = _strict(committed=10, handled=[])
-    fetches = _Fetches(monkeypatch, consumer)
-    consumer.app = _AppTakingUpTo(last=2)
-    resumed = _unthrottled_by_hand(consumer)
-    fetches.batches = [list(range(10, 15))]
-    assert await fetches.handed_over(consumer) == [10, 11]
+    consumer, fetches, resumed = await _ten_and_eleven_handed_twelve_left(monkeypatch)
 
     async def a_rebalance() -> None:
         await consumer.on_partitions_revoked({TOPIC_PARTITION})

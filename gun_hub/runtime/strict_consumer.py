@@ -239,8 +239,9 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     def throttle(self, tps: Iterable[TP]) -> None:
         """Stop fetching ``tps`` until ``unthrottle``: the watchdog leaves them alone."""
-        chosen = set(tps) - self.throttled
+        chosen = set(tps)
         self.throttled |= chosen
+        # Paused again if already throttled: faust's buffer drop may have resumed it.
         self.pause_partitions(chosen)
 
     async def unthrottle(self, only: Iterable[TP] | None = None) -> None:
@@ -276,7 +277,6 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     # to resume (paused for its tables' recovery) and the gate's to leave.
                     return
             self.throttled -= chosen
-            self._resume_at = {tp: at for tp, at in self._resume_at.items() if tp not in chosen}
             self.resume_partitions(resumed)
         except BaseException:
             if self._rebalances == rebalances:
@@ -363,10 +363,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 # over, this one. Handed over, it would be taken by its agent however
                 # much the agent holds (a backlog was all held, beyond the admission
                 # limit, out of the fetches under way when it was reached: stop 49).
-                # Paused again if something fetched it meanwhile (faust's buffer drop).
-                left = TP(tp.topic, tp.partition)  # faust's own type
-                self.throttle([left])
-                self.pause_partitions([left])
+                self.throttle([TP(tp.topic, tp.partition)])  # faust's own type
                 self._passed_over[tp].left_for_later += 1
                 continue
             if message.offset > self._fetched.get(tp, -1):

@@ -91,6 +91,7 @@ from gun_hub.pipeline.retention import (
 )
 from gun_hub.pipeline.unreadable_state import UnreadableCases, dead_letter_unreadable
 from gun_hub.runtime import clock_check, gc_pauses, table_store, table_writes
+from gun_hub.runtime.admission_limit import AdmissionLimit
 from gun_hub.runtime.aged_out import InputsAgedOut
 from gun_hub.runtime.audit_lanes import AuditLanes, AuditLinkProducer
 from gun_hub.runtime.audit_resync import (
@@ -846,60 +847,10 @@ def build_hub(settings: Settings) -> Hub:
     judge = ClaimJudge(claimed_ids, topics.claims)
 
     intake_in_hand = InHand()
-
-    def taken_in(fetcher: StrictOffsetsConsumer) -> int:
-        """Declarations held, waiting in the intake's queue, and in its hands."""
-        return len(admissions) + fetcher.queued(topics.declarations) + intake_in_hand.count
-
-    async def hold_no_more_than_the_limit() -> None:
-        """Beyond the limit, stop fetching declarations (the intake never waits: the
-        verdicts it would wait for come through the same fetcher)."""
-        fetcher = consumer()
-        if fetcher is None:
-            return
-        metrics.DECLARATIONS_HELD.set(len(admissions))
-        if not fetcher.throttled and len(admissions) < settings.hub.admission_limit:
-            return  # the usual case, per record: nothing to pause or resume
-        # A partition waiting for a record faust skipped is never paused: paused, it
-        # would never fetch that record again, and what it holds would wait for good.
-        blocked = {TP(topics.declarations, p) for p in admissions.blocked()}
-        if blocked & fetcher.throttled:
-            await fetcher.unthrottle(only=blocked)
-        if len(admissions) >= settings.hub.admission_limit:
-            if not fetcher.throttled:
-                metrics.DECLARATION_FETCH_THROTTLED.inc()
-            fetcher.throttle(
-                tp
-                for tp in fetcher.assignment()
-                if tp.topic == topics.declarations and tp not in blocked
-            )
-        elif fetcher.throttled and taken_in(fetcher) <= settings.hub.admission_limit // 2:
-            # What ``may_take_declaration`` counts: judged on the held alone, a partition
-            # was resumed and left again at its first record, one seek a declaration
-            # (review of stop 49's change).
-            await fetcher.unthrottle()
-
-    def may_take_declaration(tp: TP) -> bool:
-        """Whether a fetched declaration may be handed to the intake: only while what the
-        worker holds, what waits in the intake's queue and the one in its hands stay
-        under the limit, so that holding it keeps within the limit. Otherwise it is left,
-        with its partition's records after it, until ``hold_no_more_than_the_limit``
-        fetches again from it. A partition whose held declarations wait for a record not
-        yet read is never left: that record is what would release them."""
-        if tp.topic != topics.declarations:
-            return True
-        fetcher = consumer()
-        if fetcher is None:
-            return True
-        if taken_in(fetcher) < settings.hub.admission_limit:
-            return True
-        if tp.partition in admissions.blocked():
-            return True
-        if not fetcher.throttled:
-            metrics.DECLARATION_FETCH_THROTTLED.inc()
-        return False
-
-    app.may_hand_over = may_take_declaration
+    admission_limit = AdmissionLimit(
+        admissions, consumer, topics.declarations, settings.hub.admission_limit, intake_in_hand
+    )
+    app.may_hand_over = admission_limit.may_take
 
     # Marked once its own effects and its decision are delivered; its decision not
     # delivered for good, let go of, so that the watchdog reads it again (held for ever,
@@ -989,7 +940,7 @@ def build_hub(settings: Settings) -> Hub:
         settled = then if first is None else _every(first, then)
         if held:  # before anything yields: its verdict's settling waits for these
             held_declarations.own_effects(source.partition, source.offset, settled)
-        await hold_no_more_than_the_limit()
+        await admission_limit.keep()
         await admit(released)
         return False if held else settled
 
@@ -1020,7 +971,7 @@ def build_hub(settings: Settings) -> Hub:
         # The verdict's effects are the admitted declarations': each of their records is
         # settled by its own delivery (admit).
         await admit(gate.settle(record))
-        await hold_no_more_than_the_limit()
+        await admission_limit.keep()
         return None
 
     async def forget_admissions(_sender: Any, revoked: Any = (), **_: Any) -> None:
@@ -1047,7 +998,7 @@ def build_hub(settings: Settings) -> Hub:
         (no record arrives to release them); a partition waiting for a skipped record
         fetches again even when no record or verdict arrives."""
         await admit(gate.release_ready())
-        await hold_no_more_than_the_limit()
+        await admission_limit.keep()
 
     every(app, settings.hub.admission_recheck_s, "admission recheck", admit_what_no_longer_waits)
     handled_agent(app, declarations, "intake", receive_declaration, settling, intake_in_hand)

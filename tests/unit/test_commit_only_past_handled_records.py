@@ -324,7 +324,7 @@ async def test_a_throttled_partition_is_read_on_from_the_record_after_the_last_h
 
 class _AppTakingUpTo(_AppWithoutQueues):
     """An app whose agents may take records up to ``last`` (the admission limit's
-    question, runtime/app.py ``may_take_declaration``)."""
+    question, runtime/admission_limit.py ``AdmissionLimit.may_take``)."""
 
     def __init__(self, last: int) -> None:
         super().__init__()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -44,6 +45,10 @@ _WRITE_BUFFER_SHARE = 0.5
 # last few hundred events, enough to read what RocksDB did lately.
 INFO_LOG_BYTES = 64 * 1024
 INFO_LOGS_KEPT = 2
+# How often a table partition's opening is tried when an info log vanished under it, and
+# the pause between tries (blocking: faust opens partitions synchronously).
+INFO_LOG_TRIES = 5
+INFO_LOG_PAUSE_S = 0.01
 
 
 def info_log_vanished(err: Exception) -> bool:
@@ -134,15 +139,22 @@ class Store(faust_rocksdb.Store):  # type: ignore[misc]
         self._offsets_to_write: dict[int, tuple[TP, int]] = {}
 
     def _open_for_partition(self, partition: int) -> Any:
-        """faust's opening, tried again once when another opener removed an info log
-        meanwhile (faust tries again only on a message naming a lock)."""
-        try:
-            return super()._open_for_partition(partition)
-        except Exception as err:  # rocksdict raises its own errors as Exception
-            if not info_log_vanished(err):
-                raise
-            log.info("table partition %d: an info log went meanwhile (%s): again", partition, err)
-            return super()._open_for_partition(partition)
+        """faust's opening, tried again when another opener removed an info log meanwhile
+        (faust tries again only on a message naming a lock): up to ``INFO_LOG_TRIES``
+        times, for each process closing or opening the partition's folder in a rebalance
+        may remove one."""
+        tries = 1
+        while True:
+            try:
+                return super()._open_for_partition(partition)
+            except Exception as err:  # rocksdict raises its own errors as Exception
+                if tries == INFO_LOG_TRIES or not info_log_vanished(err):
+                    raise
+                log.info(
+                    "table partition %d: an info log went meanwhile (%s): again", partition, err
+                )
+                tries += 1
+                time.sleep(INFO_LOG_PAUSE_S)  # the other opener's deletions are done by then
 
     def set_persisted_offset(self, tp: TP, offset: int) -> None:
         """faust calls this for every changelog write the broker acknowledges (about

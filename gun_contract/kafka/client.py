@@ -17,13 +17,15 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.helpers import create_ssl_context
 
-from gun_contract.kafka import lenient_headers
+from gun_contract.kafka import decompression_limit, lenient_headers
 from gun_contract.settings import KafkaSettings
 from gun_contract.topics import TOPIC_MAX_MESSAGE_BYTES
 
 # Every process that talks to Kafka imports this module: from here on, none of its
-# consumers stops at a header name that is not UTF-8 (lenient_headers.py).
+# consumers stops at a header name that is not UTF-8 (lenient_headers.py), nor inflates
+# a compressed batch beyond a bounded size (decompression_limit.py).
 lenient_headers.install()
+decompression_limit.install()
 
 SCRAM = "SCRAM-SHA-512"
 

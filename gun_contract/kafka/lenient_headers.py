@@ -30,6 +30,8 @@ from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import _DefaultRecordBatchPy
 from aiokafka.record.memory_records import _MemoryRecordsPy
 
+from gun_contract.kafka import decompression_limit
+
 log = logging.getLogger(__name__)
 
 _installed = False
@@ -83,8 +85,8 @@ class LenientMemoryRecords(_MemoryRecordsPy):  # type: ignore[misc]
             and next_slice[self.MAGIC_OFFSET] >= 2
         ):
             self._cache_next()
-            return _LenientBatch(next_slice)
-        return super().next_batch(*args)
+            return decompression_limit.bounded(_LenientBatch(next_slice))
+        return decompression_limit.bounded(super().next_batch(*args))
 
 
 class _KeptRecords:
@@ -103,7 +105,7 @@ class _KeptRecords:
         return bool(self._records.has_next())
 
     def next_batch(self) -> Any:
-        return self._records.next_batch()
+        return decompression_limit.bounded(self._records.next_batch())
 
 
 _FAST_RECORDS = fetcher.MemoryRecords

@@ -5,7 +5,8 @@ processes, it throws seeded random and mutated records at every topic a party ma
 genuine sealed records with bytes flipped, truncated or duplicated, their compact parts
 spliced, their protected header swapped for a bomb; the named bombs (3,000 nested
 brackets, a compact JWE whose header decodes to them, random bytes, invalid UTF-8, an
-empty value, a 5 MB value); null, random and huge keys; hostile and null headers. Then it
+empty value, a 5 MB value, 40 MiB of zeros compressed to a few kB); null, random and
+huge keys; hostile and null headers. Then it
 submits genuine declarations and checks that:
 
 - every component process is still the one started (no exit, no restart) and no faust
@@ -67,6 +68,9 @@ SEED = 20_261_122
 MUTANTS_PER_TOPIC = 30
 GENUINE_BEFORE = 3
 GENUINE_AFTER = 6
+# A value of zeros beyond what a consumer inflates of one batch: a few kB gzip-compressed.
+COMPRESSION_BOMB = "compression bomb"
+COMPRESSION_BOMB_BYTES = 40 * 1024 * 1024
 Headers = list[tuple[str, bytes | None]]
 
 
@@ -196,16 +200,19 @@ async def test_every_consumer_survives_every_record(
     # 2. Poison on every topic a party may write.
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap,
-        compression_type="gzip",  # the 5 MB bomb compresses to a few kB: the broker takes it
-        max_request_size=16 * 1024 * 1024,
+        # The 5 MB bomb and the compression bomb shrink to a few kB: the broker takes them.
+        compression_type="gzip",
+        max_request_size=2 * COMPRESSION_BOMB_BYTES,
         acks="all",
     )
     await producer.start()
     poisoner = Poisoner(producer, rng)
+    zeros = bytes(COMPRESSION_BOMB_BYTES)  # one object, sent on every topic
     try:
         for topic, originals in sorted(genuine.items()):
             for name, value in named_bombs(SEED).items():
                 await poisoner.send(topic, name, value)
+            await poisoner.send(topic, COMPRESSION_BOMB, zeros)
             for how, value in mutants(rng, originals, MUTANTS_PER_TOPIC):
                 await poisoner.send(topic, f"mutant ({how})", value)
         dlq_headers = [(name, bytes(v)) for name, v in genuine_letter.headers]
@@ -250,6 +257,7 @@ async def test_every_consumer_survives_every_record(
     # 4. Every poison on a consumer's input has its dead letter.
     must_dead_letter = _must_be_dead_lettered(poisoner, pipeline)
     letters: dict[tuple[str, int, int], Headers] = {}
+    letter_values: dict[tuple[str, int, int], bytes] = {}
 
     async def every_poison_dead_lettered() -> bool:
         for record in await pipeline.records(topics.dlq):
@@ -261,6 +269,7 @@ async def test_every_consumer_survives_every_record(
             offset = header_value(headers, HEADER_SOURCE_OFFSET)
             if topic and partition and offset and partition.isdigit() and offset.isdigit():
                 letters[(topic, int(partition), int(offset))] = headers
+                letter_values[(topic, int(partition), int(offset))] = record.value or b""
         return all(s.position in letters for s in must_dead_letter)
 
     try:
@@ -277,6 +286,12 @@ async def test_every_consumer_survives_every_record(
         headers = letters[sent.position]
         assert header_value(headers, HEADER_ERROR_KIND), sent
         assert header_value(headers, HEADER_ERROR_REASON), sent
+    # A compression bomb is withheld by the consumer's reader, not inflated: what its
+    # dead letter keeps says so (gun_contract/kafka/decompression_limit.py).
+    bombs = [s for s in must_dead_letter if s.name == COMPRESSION_BOMB]
+    assert {s.topic for s in bombs} >= {topics.declarations, topics.requests("dgal")}
+    for sent in bombs:
+        assert b"withheld unread" in letter_values[sent.position], sent
     decisions_poison = poisoner.on(topics.decisions)
     assert {header_value(letters[s.position], HEADER_COMPONENT) for s in decisions_poison} == {
         "clearance.reader"

@@ -1,0 +1,211 @@
+"""A compressed record batch is read only up to a bounded size, never inflated whole.
+
+The broker bounds a batch by its size *as sent* (``max.message.bytes``): a producer may
+compress it with any codec Kafka knows, and a value of zeros shrinks a thousandfold
+(zstd: 350 MiB in a few kilobytes). aiokafka inflates a whole batch in memory before
+anyone sees a record, so one such record, written by any party allowed on a topic, drove
+the hub to 1.2 GiB and an adapter to 387 MiB (outside audit, stop 50), over the memory
+limits the deployment sets (``deploy/k8s``): killed before it commits, a worker restarted
+reads the same batch again, for ever.
+
+:func:`install` gives aiokafka's parsers (the fast one and its Python fallback, record
+formats 0 to 2) decoders that stop at ``MAX_DECOMPRESSED_BATCH_BYTES`` (four of the
+largest records any hub topic takes: the hub's producers send uncompressed, and a sealed
+record compresses by a third at most). A batch that would inflate beyond it is *withheld*:
+the consumer is handed one record in its place, at the batch's last offset, with no key,
+the ``gun.withheld`` header and a value saying which offsets were withheld and why; every
+consumer dead-letters it as it does any unreadable record and reads on after it
+(``bounded`` wraps each batch the fetcher reads, ``lenient_headers.py``). Written against
+aiokafka 0.14 and its codecs (cramjam, pinned in the lock files);
+``tests/unit/test_a_compressed_batch_is_inflated_only_so_far.py`` fails if a new version
+moves what this relies on.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import cramjam
+from aiokafka import codec
+from aiokafka.record import default_records, legacy_records
+from aiokafka.record._crecords import default_records as fast_default_records
+from aiokafka.record._crecords import legacy_records as fast_legacy_records
+
+from gun_contract.limits import MAX_RECORD_BYTES
+
+log = logging.getLogger(__name__)
+
+MAX_DECOMPRESSED_BATCH_BYTES = 4 * MAX_RECORD_BYTES
+"""The most one record batch is inflated to; beyond it the batch is withheld."""
+
+WITHHELD_HEADER = "gun.withheld"
+"""Header of the record handed over in place of a withheld batch (why, in words)."""
+
+# cramjam's message when the output buffer it was given is too small for the whole.
+_BUFFER_TOO_SMALL = "failed to write whole buffer"
+_FIRST_GUESS_BYTES = 64 * 1024
+
+
+class DecompressedTooLarge(Exception):
+    """A batch whose records would inflate beyond the limit."""
+
+    def __init__(self, codec: str, limit: int) -> None:
+        super().__init__(f"its {codec} records inflate beyond {limit} bytes")
+        self.codec = codec
+        self.limit = limit
+
+
+_limit = MAX_DECOMPRESSED_BATCH_BYTES
+_installed = False
+
+
+def _into_growing_buffer(
+    decompress_into: Callable[[Any, Any], int], codec: str, payload: Any
+) -> bytearray:
+    """Inflate into a buffer grown fourfold at each try, up to the limit: a batch that
+    needs more fails at the limit without a larger buffer ever being allocated."""
+    data = bytes(payload)
+    size = min(_limit, max(_FIRST_GUESS_BYTES, 4 * len(data)))
+    while True:
+        out = bytearray(size)
+        try:
+            written = decompress_into(data, out)
+        except cramjam.DecompressionError as error:
+            if _BUFFER_TOO_SMALL not in str(error):
+                raise
+            if size >= _limit:
+                raise DecompressedTooLarge(codec, _limit) from None
+            size = min(_limit, size * 4)
+            continue
+        del out[written:]
+        return out
+
+
+def zstd_decode(payload: Any) -> bytearray:
+    return _into_growing_buffer(cramjam.zstd.decompress_into, "zstd", payload)
+
+
+def lz4_decode(payload: Any) -> bytearray:
+    return _into_growing_buffer(cramjam.lz4.decompress_into, "lz4", payload)
+
+
+def gzip_decode(payload: Any) -> bytes:
+    """Every gzip member in turn (as ``gzip.GzipFile`` reads them), the whole bounded."""
+    remaining = bytes(payload)
+    parts: list[bytes] = []
+    total = 0
+    while remaining:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        part = inflater.decompress(remaining, _limit - total + 1)
+        total += len(part)
+        if total > _limit or inflater.unconsumed_tail:
+            raise DecompressedTooLarge("gzip", _limit)
+        if not inflater.eof:
+            raise zlib.error("a gzip member ends before its end")
+        parts.append(part)
+        remaining = inflater.unused_data
+    return b"".join(parts)
+
+
+_XERIAL_HEADER_BYTES = 16
+
+
+def snappy_decode(payload: Any) -> bytes:
+    """Snappy states each block's inflated length up front: the total is checked before
+    anything is inflated (the raw form, or the blocks of xerial's framing)."""
+    data = bytes(payload)
+    if codec._detect_xerial_stream(data):
+        total, cursor = 0, _XERIAL_HEADER_BYTES
+        while cursor < len(data):
+            block_size = int.from_bytes(data[cursor : cursor + 4], "big", signed=True)
+            cursor += 4
+            total += cramjam.snappy.decompress_raw_len(data[cursor : cursor + block_size])
+            cursor += block_size
+    else:
+        total = cramjam.snappy.decompress_raw_len(data)
+    if total > _limit:
+        raise DecompressedTooLarge("snappy", _limit)
+    return bytes(codec.snappy_decode(data))
+
+
+_DECODERS = {
+    "gzip_decode": gzip_decode,
+    "snappy_decode": snappy_decode,
+    "lz4_decode": lz4_decode,
+    "zstd_decode": zstd_decode,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WithheldRecord:
+    """What the consumer is handed in place of a withheld batch (aiokafka reads these
+    attributes of a record)."""
+
+    offset: int
+    timestamp: int
+    timestamp_type: int
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    key: None = None
+    checksum: None = None
+
+
+class _BoundedBatch:
+    """One batch as the fetcher reads it; inflating it beyond the limit gives one
+    :class:`WithheldRecord` instead of its records."""
+
+    __slots__ = ("_batch",)
+
+    def __init__(self, batch: Any) -> None:
+        self._batch = batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batch, name)
+
+    def __next__(self) -> Any:
+        return next(self._batch)  # a control batch's marker, read without ``iter``
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            return iter(self._batch)
+        except DecompressedTooLarge as too_large:
+            return iter((self._withheld(too_large),))
+
+    def _withheld(self, too_large: DecompressedTooLarge) -> WithheldRecord:
+        batch = self._batch
+        first, last = batch.base_offset, batch.next_offset - 1
+        reason = (
+            f"offsets {first} to {last} withheld unread: {too_large} "
+            f"(gun_contract/kafka/decompression_limit.py)"
+        )
+        log.warning("a record batch at offsets %d to %d is withheld: %s", first, last, too_large)
+        return WithheldRecord(
+            offset=last,
+            timestamp=batch.max_timestamp,
+            timestamp_type=batch.timestamp_type,
+            value=reason.encode(),
+            headers=[(WITHHELD_HEADER, reason.encode())],
+        )
+
+
+def bounded(batch: Any) -> Any:
+    """``batch`` as the fetcher should read it (format 2; older ones carry no headers and
+    are read as they are, their decoders bounded all the same)."""
+    return _BoundedBatch(batch) if getattr(batch, "magic", 2) >= 2 else batch
+
+
+def install(limit: int = MAX_DECOMPRESSED_BATCH_BYTES) -> None:
+    """Bound the inflating of every aiokafka consumer of this process (``limit``: tests)."""
+    global _installed, _limit
+    _limit = limit
+    if _installed:
+        return
+    for module in (default_records, legacy_records, fast_default_records, fast_legacy_records):
+        for name, decoder in _DECODERS.items():
+            if hasattr(module, name):
+                setattr(module, name, decoder)
+    _installed = True

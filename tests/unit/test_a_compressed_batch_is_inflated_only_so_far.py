@@ -1,0 +1,184 @@
+"""A compressed record batch is inflated only up to a bounded size; beyond it the batch is
+withheld: its consumer is handed one record in its place, which it dead-letters, and reads
+on (gun_contract/kafka/decompression_limit.py).
+
+The broker bounds a batch by its size as sent: a value of zeros compressed by the
+producer is a few kilobytes on the wire and hundreds of megabytes once inflated. aiokafka
+inflated it whole before any size check of ours: 350 MiB on ``gun.declarations`` took the
+hub to 1.2 GiB and 150 MiB on a request topic an adapter to 387 MiB, over the memory
+limits of the deployment (outside audit, stop 50). The batches here are aiokafka's own
+format read by aiokafka's own parsers; on the real broker:
+tests/e2e/test_every_consumer_survives_every_record.py (40 MiB of zeros, gzip, on every
+topic a party may write: each withheld and dead-lettered, saying so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import cramjam
+import pytest
+from aiokafka.consumer import fetcher
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.util import calc_crc32c, encode_varint
+from aiokafka.structs import TopicPartition
+
+from gun_contract.kafka import client, decompression_limit
+
+CODECS = {"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+SMALL_LIMIT = 1024 * 1024
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def small_limit() -> Iterator[int]:
+    decompression_limit.install(SMALL_LIMIT)
+    try:
+        yield SMALL_LIMIT
+    finally:
+        decompression_limit.install()
+
+
+def test_every_consumer_of_a_process_that_talks_to_kafka_is_bounded() -> None:
+    """Every component builds its clients with gun_contract/kafka/client.py, which
+    installs the bounded decoders in aiokafka's parsers when imported."""
+    from aiokafka.record import default_records
+    from aiokafka.record._crecords import default_records as fast_default_records
+
+    assert client.__name__ in sys.modules
+    for module in (default_records, fast_default_records):
+        for name in ("gzip_decode", "snappy_decode", "lz4_decode", "zstd_decode"):
+            assert getattr(module, name) is getattr(decompression_limit, name), name
+
+
+def _batch(codec: int, base_offset: int, values: list[bytes]) -> bytes:
+    builder = DefaultRecordBatchBuilder(2, codec, 0, -1, -1, -1, 1 << 30)
+    for delta, value in enumerate(values):
+        builder.append(delta, 1_700_000_000_000 + delta, None, value, [])
+    raw = bytearray(builder.build())
+    raw[0:8] = struct.pack(">q", base_offset)
+    return bytes(raw)
+
+
+def _read(raw: bytes) -> list[tuple[int, bytes | None, list[tuple[str, bytes]]]]:
+    records = fetcher.PartitionRecords(
+        TopicPartition("gun.declarations", 0),
+        fetcher.MemoryRecords(raw),
+        [],
+        0,
+        None,
+        None,
+        True,
+        0,
+    )
+    return [(r.offset, r.value, list(r.headers)) for r in records]
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_a_batch_inflating_beyond_the_limit_is_one_withheld_record_and_the_next_is_read(
+    name: str, small_limit: int
+) -> None:
+    bomb = _batch(CODECS[name], 0, [b"first", bytes(small_limit + 1), b"third"])
+    after = _batch(CODECS[name], 3, [b"the next declaration"])
+    assert len(bomb) < small_limit // 4, "compressed, it is small"
+    read = _read(bomb + after)
+    assert [offset for offset, _, _ in read] == [2, 3]
+    _, value, headers = read[0]
+    reason = dict(headers)[decompression_limit.WITHHELD_HEADER].decode()
+    assert "offsets 0 to 2 withheld unread" in reason
+    assert f"{name} records inflate beyond {small_limit} bytes" in reason
+    assert value == reason.encode(), "what a dead letter keeps says why"
+    assert read[1][1] == b"the next declaration"
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_a_batch_within_the_limit_is_read_whole(name: str, small_limit: int) -> None:
+    values = [b"first", bytes(small_limit - 1024), b"third"]
+    assert [value for _, value, _ in _read(_batch(CODECS[name], 0, values))] == values
+
+
+def test_the_limit_is_four_of_the_largest_records_a_hub_topic_takes() -> None:
+    from gun_contract.limits import MAX_RECORD_BYTES
+
+    assert decompression_limit.MAX_DECOMPRESSED_BATCH_BYTES == 4 * MAX_RECORD_BYTES
+
+
+def _zstd_bomb(value_bytes: int) -> bytes:
+    """One record of ``value_bytes`` zeros in a zstd batch, compressed as it streams (the
+    value is never held whole)."""
+    head = bytearray()
+    for number in (0, 0, 0):  # attributes (a byte), timestamp delta, offset delta
+        encode_varint(number, head.append)
+    head[0:1] = b"\x00"
+    encode_varint(-1, head.append)  # no key
+    encode_varint(value_bytes, head.append)
+    tail = bytearray()
+    encode_varint(0, tail.append)  # no headers
+    length = bytearray()
+    encode_varint(len(head) + value_bytes + len(tail), length.append)
+    compressor = cramjam.zstd.Compressor(level=3)
+    compressor.compress(bytes(length) + bytes(head))
+    chunk = bytes(1 << 20)
+    for _ in range(value_bytes >> 20):
+        compressor.compress(chunk)
+    compressor.compress(bytes(value_bytes & ((1 << 20) - 1)))
+    compressor.compress(bytes(tail))
+    records = bytes(compressor.finish())
+    after_crc = (
+        struct.pack(">hiqqqhii", 4, 0, 1_700_000_000_000, 1_700_000_000_000, -1, -1, -1, 1)
+        + records
+    )
+    crc = calc_crc32c(after_crc)
+    after_length = struct.pack(">ibI", -1, 2, crc) + after_crc
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    from aiokafka.consumer import fetcher
+    from aiokafka.structs import TopicPartition
+    import gun_contract.kafka.client  # every process that talks to Kafka imports it
+    raw = open(sys.argv[1], "rb").read()
+    records = fetcher.PartitionRecords(
+        TopicPartition("gun.declarations", 0), fetcher.MemoryRecords(raw), [], 0,
+        None, None, True, 0,
+    )
+    read = [(r.offset, len(r.value), dict(r.headers).get("gun.withheld") is not None)
+            for r in records]
+    status = open("/proc/self/status").read().split("\\n")
+    peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    print(json.dumps({"read": read, "peak_mib": peak_kib // 1024}))
+    """
+)
+
+
+def test_a_gigabyte_of_zeros_in_a_few_kilobytes_takes_no_more_memory_than_the_limit(
+    tmp_path: Path,
+) -> None:
+    """In a process of its own, as a consumer meets it: its peak memory stays within the
+    limit and what the interpreter and aiokafka take, not the gigabyte."""
+    bomb = tmp_path / "bomb.batch"
+    bomb.write_bytes(_zstd_bomb(1 << 30))
+    assert bomb.stat().st_size < 1 << 20
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(bomb)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcome = json.loads(done.stdout)
+    [(offset, _, withheld)] = outcome["read"]
+    assert (offset, withheld) == (0, True), outcome
+    limit_mib = decompression_limit.MAX_DECOMPRESSED_BATCH_BYTES >> 20
+    assert outcome["peak_mib"] < 100 + 2 * limit_mib, outcome  # 2 GiB before

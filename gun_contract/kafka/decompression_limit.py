@@ -171,13 +171,23 @@ class _BoundedBatch:
 
     def __iter__(self) -> Iterator[Any]:
         try:
-            return iter(self._batch)
+            records: Iterator[Any] = iter(self._batch)  # format 2 inflates here, at once
         except DecompressedTooLarge as too_large:
             return iter((self._withheld(too_large),))
+        inflated = records is self._batch  # format 2 (its ``__iter__`` returns itself)
+        return records if inflated else self._lazily(records)
+
+    def _lazily(self, records: Iterator[Any]) -> Iterator[Any]:
+        """Formats 0 and 1 inflate a wrapper message when its first record is read."""
+        try:
+            yield from records
+        except DecompressedTooLarge as too_large:
+            yield self._withheld(too_large)
 
     def _withheld(self, too_large: DecompressedTooLarge) -> WithheldRecord:
         batch = self._batch
-        first, last = batch.base_offset, batch.next_offset - 1
+        last = batch.next_offset - 1
+        first = getattr(batch, "base_offset", last)  # formats 0 and 1 state only the last
         reason = (
             f"offsets {first} to {last} withheld unread: {too_large} "
             f"(gun_contract/kafka/decompression_limit.py)"
@@ -185,17 +195,16 @@ class _BoundedBatch:
         log.warning("a record batch at offsets %d to %d is withheld: %s", first, last, too_large)
         return WithheldRecord(
             offset=last,
-            timestamp=batch.max_timestamp,
-            timestamp_type=batch.timestamp_type,
+            timestamp=getattr(batch, "max_timestamp", -1),
+            timestamp_type=getattr(batch, "timestamp_type", 0),
             value=reason.encode(),
             headers=[(WITHHELD_HEADER, reason.encode())],
         )
 
 
 def bounded(batch: Any) -> Any:
-    """``batch`` as the fetcher should read it (format 2; older ones carry no headers and
-    are read as they are, their decoders bounded all the same)."""
-    return _BoundedBatch(batch) if getattr(batch, "magic", 2) >= 2 else batch
+    """``batch`` as the fetcher should read it: withheld if it would inflate too far."""
+    return None if batch is None else _BoundedBatch(batch)
 
 
 def install(limit: int = MAX_DECOMPRESSED_BATCH_BYTES) -> None:

@@ -27,6 +27,7 @@ import cramjam
 import pytest
 from aiokafka.consumer import fetcher
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c, encode_varint
 from aiokafka.structs import TopicPartition
 
@@ -102,6 +103,27 @@ def test_a_batch_inflating_beyond_the_limit_is_one_withheld_record_and_the_next_
 def test_a_batch_within_the_limit_is_read_whole(name: str, small_limit: int) -> None:
     values = [b"first", bytes(small_limit - 1024), b"third"]
     assert [value for _, value, _ in _read(_batch(CODECS[name], 0, values))] == values
+
+
+@pytest.mark.parametrize("magic", [0, 1])
+def test_a_batch_of_an_older_format_is_withheld_too(magic: int, small_limit: int) -> None:
+    """Formats 0 and 1 (a broker before 3.0 may hold them) inflate a wrapper message
+    lazily, when its first record is read."""
+
+    def legacy(codec: int, first_offset: int, values: list[bytes]) -> bytes:
+        builder = LegacyRecordBatchBuilder(magic, codec, 1 << 30)
+        for delta, value in enumerate(values):
+            timestamp = None if magic == 0 else 1_700_000_000_000
+            builder.append(first_offset + delta, timestamp, None, value)
+        return bytes(builder.build())
+
+    read = _read(legacy(1, 0, [b"first", bytes(small_limit + 1)]) + legacy(0, 2, [b"after"]))
+    assert len(read) == 2
+    (withheld_at, _, headers), (after_at, value, _) = read
+    reason = dict(headers)[decompression_limit.WITHHELD_HEADER].decode()
+    assert "withheld unread: its gzip records inflate beyond" in reason
+    assert (value, after_at) == (b"after", 2)
+    assert withheld_at < after_at
 
 
 def test_the_limit_is_four_of_the_largest_records_a_hub_topic_takes() -> None:

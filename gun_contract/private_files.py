@@ -35,6 +35,15 @@ def make_private_folder(folder: Path) -> None:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
+def make_own_folder_private(folder: Path) -> None:
+    """``folder``, which only this program writes in (a broker's data and logs), made
+    0700, and narrowed to it if it exists and is ours (made before this rule held)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found = folder.stat()
+    if found.st_uid == os.getuid() and stat.S_IMODE(found.st_mode) & SHARED_BITS:
+        folder.chmod(0o700)
+
+
 def make_private_file(path: Path, *beside: str) -> None:
     """``path`` made empty with mode 0600 if missing; if it exists and is ours, it and the
     files named ``path`` + each of ``beside`` that exist are narrowed to 0600 (a file

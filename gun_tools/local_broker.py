@@ -40,6 +40,7 @@ from gun_contract.kafka.client import ClientConfig, client_options
 from gun_contract.kafka.quotas import Quota
 from gun_contract.kafka.refusals import ClusterRefused
 from gun_contract.kafka.tls import BrokerTls, make_broker_tls
+from gun_contract.private_files import make_own_folder_private
 from gun_contract.settings import BrokerSettings
 
 _LOG_TAIL_LINES = 25
@@ -292,7 +293,11 @@ class LocalBroker:
     def _launch(self, java: str) -> subprocess.Popen[bytes]:
         """Write the configuration, format storage (once) and spawn the JVM; no waiting."""
         self.home.mkdir(parents=True, exist_ok=True)
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        # Kafka makes its partition folders and segments as the umask has them (0755,
+        # 0644): these two shut every other local account out of the topics, the SCRAM
+        # credential records included (security probe, stop 50).
+        make_own_folder_private(self.data_dir)
+        make_own_folder_private(self.logs_dir)
         properties = self._write_configuration()
         self._format_storage(java, properties)
         process = self._spawn(java, properties)

@@ -84,6 +84,7 @@ LOCK_NAME = ".gun-hub-watch.lock"
 _SEPARATOR = "--"
 UNREADABLE = "FILE_UNREADABLE"
 NOT_REGULAR = "FILE_NOT_REGULAR"
+NAME_TOO_LONG = "FILE_NAME_TOO_LONG"
 # processing/ is the watcher's alone; the depositors read their receipts in done/ and
 # rejected/ through the folder's group, and nobody but the watcher writes any of them.
 _PART_MODES = {"processing": 0o700, "done": 0o750, "rejected": 0o750}
@@ -114,6 +115,27 @@ class NotARegularFile(Exception):
 
 def _claim_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
+
+
+# The longest name a folder's file may have (Linux's filesystems), and the longest the
+# watcher's own names can carry: the claim adds an id and a separator in processing/, the
+# receipt its suffix, the receipt's atomic writing a dot and ".tmp" around that.
+_NAME_MAX_BYTES = 255
+_CLAIM_PREFIX_BYTES = len(_claim_id()) + len(_SEPARATOR)
+_LONGEST_NAME_BYTES = (
+    _NAME_MAX_BYTES - _CLAIM_PREFIX_BYTES - len(RECEIPT_SUFFIX) - len(".") - len(".tmp")
+)
+# What a name too long keeps of itself once set aside in rejected/.
+_SET_ASIDE_KEEPS_BYTES = 64
+
+
+def _set_aside_name(name: str) -> str:
+    """A short name for a file whose own is too long, the same at every try (a crash
+    between its receipt and its move leaves one receipt, rewritten): a digest of the
+    whole name and its first bytes."""
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    kept = name.encode()[:_SET_ASIDE_KEEPS_BYTES].decode(errors="ignore")
+    return f"{digest}{_SEPARATOR}{kept}{READY_SUFFIX}"
 
 
 def _why_not_a_folder(root: int, name: str) -> str:
@@ -169,6 +191,9 @@ class DropFolder:
     """The folder's layout and the moves between its parts (no Kafka here)."""
 
     root: Path
+
+    LONGEST_NAME_BYTES = _LONGEST_NAME_BYTES
+    """The longest file name taken (longer ones are set aside in rejected/)."""
 
     @property
     def processing(self) -> Path:
@@ -345,6 +370,16 @@ class OpenDropFolder:
         os.rename(claimed.name, claimed.name, src_dir_fd=self.processing, dst_dir_fd=place)
         return where / name
 
+    def set_aside(self, name: str, receipt: dict[str, Any]) -> Path:
+        """A file of the folder itself moved to rejected/ under :func:`_set_aside_name`,
+        unread, its receipt written first: its receipt path."""
+        short = _set_aside_name(name)
+        receipt_name = f"{short}{RECEIPT_SUFFIX}"
+        data = json.dumps(receipt, indent=2, ensure_ascii=False).encode()
+        _write_atomically(self.rejected, receipt_name, data)
+        os.rename(name, short, src_dir_fd=self.root, dst_dir_fd=self.rejected)
+        return self.folder.rejected / receipt_name
+
     def move_on(self, claimed: Path, receipt: Path) -> None:
         """A claimed file whose receipt exists joins it."""
         place, _ = self._place(receipt.parent == self.folder.done)
@@ -445,8 +480,53 @@ class DropWatcher:
         for start in range(0, len(left), self._batch):
             handled += await self._lodge_all(folder, left[start : start + self._batch])
         settled = self._settling.settled(self.folder.waiting())[: self._batch]
-        claimed = [path for path in map(folder.claim, settled) if path is not None]
+        claimed = []
+        for name in settled:
+            if len(name.encode()) > _LONGEST_NAME_BYTES:
+                handled += await self._set_aside_long_name(folder, name)
+            elif (path := self._claim(folder, name)) is not None:
+                claimed.append(path)
         return handled + await self._lodge_all(folder, claimed)
+
+    def _claim(self, folder: OpenDropFolder, name: str) -> Path | None:
+        """``name`` claimed; None if it is gone, or cannot be moved (said, and left where
+        it is: one file's trouble never ends the watcher)."""
+        try:
+            return folder.claim(name)
+        except OSError as err:
+            log.warning("%s cannot be taken, left where it is: %s", name, err)
+            return None
+
+    async def _set_aside_long_name(self, folder: OpenDropFolder, name: str) -> int:
+        """A file whose name the watcher's own names cannot carry (a claim, a receipt):
+        set aside in rejected/ unread, under a short name, its receipt naming it whole
+        (security probe, stop 50: it ended the watcher at every start, or was taken
+        again at every look with no receipt)."""
+        short = _set_aside_name(name)
+        try:
+            size = os.stat(name, dir_fd=folder.root, follow_symlinks=False).st_size
+            receipt = {
+                "file": name,
+                "lodgement": short.partition(_SEPARATOR)[0],
+                "channel": CHANNEL,
+                "bytes": size,
+                "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "result": "rejected",
+                "kind": NAME_TOO_LONG,
+                "reason": (
+                    f"its name is {len(name.encode())} bytes, the drop folder takes names of "
+                    f"at most {_LONGEST_NAME_BYTES}: never read; drop it again under a "
+                    f"shorter name (set aside as {short})"
+                ),
+            }
+            await asyncio.to_thread(folder.set_aside, name, receipt)
+        except FileNotFoundError:
+            return 0
+        except OSError as err:
+            log.warning("%s cannot be set aside, left where it is: %s", name, err)
+            return 0
+        log.info("%s rejected: %s", short, NAME_TOO_LONG)
+        return 1
 
     async def _lodge_all(self, folder: OpenDropFolder, claimed: list[Path]) -> int:
         results = await asyncio.gather(*(self._lodge_one(folder, path) for path in claimed))

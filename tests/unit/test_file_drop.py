@@ -489,3 +489,65 @@ async def test_the_gateway_s_readiness_says_the_folder_is_refused_while_it_is(
                 assert (answer.status, await answer.json()) == (200, {"status": "ready"})
     finally:
         await listener.stop()
+
+
+@pytest.mark.parametrize("name_bytes", [215, 240, 255])
+async def test_a_file_whose_name_is_too_long_to_follow_is_rejected_and_the_next_lodged(
+    folder: DropFolder, gateway: Gateway, sender: RecordingSender, name_bytes: int
+) -> None:
+    """A name the filesystem takes (up to 255 bytes) but the watcher's own names cannot
+    carry (its claim adds a prefix, its receipt a suffix): it crashed the watcher at every
+    start (240 bytes) or was tried again at every look, with no receipt (215) (security
+    probe, stop 50). Rejected at the door under a short name, with a receipt naming it
+    whole; the watcher goes on."""
+    long_name = "é" * ((name_bytes - 4) // 2) + "x" * ((name_bytes - 4) % 2) + ".xml"
+    assert len(long_name.encode()) == name_bytes
+    data = declaration_xml(reference="FR12345678901234-FILE-0000000009")
+    (folder.root / long_name).write_bytes(data)  # no room for a .part name
+    drop(folder, "next.xml", declaration_xml(reference="FR12345678901234-FILE-0000000010"))
+    assert await watcher(folder, gateway).pass_once() == 2
+    assert sender.references() == ["FR12345678901234-FILE-0000000010"], "only the next one"
+    [receipt] = receipts(folder.rejected)
+    assert receipt["file"] == long_name
+    assert receipt["kind"] == "FILE_NAME_TOO_LONG"
+    assert f"{name_bytes} bytes" in receipt["reason"]
+    assert (receipt["result"], receipt["bytes"]) == ("rejected", len(data))
+    [kept] = files(folder.rejected)
+    assert (folder.rejected / kept).read_bytes() == data, "set aside whole, unread"
+    assert kept in receipt["reason"]
+    assert files(folder.processing) == []
+    assert sorted(p.name for p in folder.root.iterdir() if p.is_file()) == []
+    assert await watcher(folder, gateway).pass_once() == 0, "not taken again"
+
+
+async def test_the_longest_name_the_watcher_carries_is_lodged(
+    folder: DropFolder, gateway: Gateway, sender: RecordingSender
+) -> None:
+    longest = "a" * (DropFolder.LONGEST_NAME_BYTES - 4) + ".xml"
+    drop(folder, longest, declaration_xml(reference="FR12345678901234-FILE-0000000011"))
+    assert await watcher(folder, gateway).pass_once() == 1
+    [receipt] = receipts(folder.done)
+    assert (receipt["file"], receipt["result"]) == (longest, "lodged")
+
+
+async def test_a_file_the_watcher_cannot_claim_is_left_and_the_watcher_goes_on(
+    folder: DropFolder,
+    gateway: Gateway,
+    sender: RecordingSender,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any other error moving one file (not the folder's own) leaves that file where it
+    is, said once, and the others are lodged: before, it ended the watcher."""
+    drop(folder, "stuck.xml", declaration_xml(reference="FR12345678901234-FILE-0000000012"))
+    drop(folder, "fine.xml", declaration_xml(reference="FR12345678901234-FILE-0000000013"))
+    claim = OpenDropFolder.claim
+
+    def refusing(opened: OpenDropFolder, name: str) -> Path | None:
+        if name == "stuck.xml":
+            raise OSError(errno.EPERM, "Operation not permitted")
+        return claim(opened, name)
+
+    monkeypatch.setattr(OpenDropFolder, "claim", refusing)
+    assert await watcher(folder, gateway).pass_once() == 1
+    assert sender.references() == ["FR12345678901234-FILE-0000000013"]
+    assert (folder.root / "stuck.xml").exists()

@@ -11,7 +11,10 @@ reads the same batch again, for ever.
 :func:`install` gives aiokafka's parsers (the fast one and its Python fallback, record
 formats 0 to 2) decoders that stop at ``MAX_DECOMPRESSED_BATCH_BYTES`` (four of the
 largest records any hub topic takes: the hub's producers send uncompressed, and a sealed
-record compresses by a third at most). A batch that would inflate beyond it is *withheld*:
+record compresses by a third at most), and at ``MAX_INFLATION_RATIO`` times the batch's
+own size (thousands of tiny batches, each under the limit, are bounded by what the broker
+took, as its quotas count it). A batch that would inflate beyond, or whose records do not
+inflate at all (aiokafka raised at the same offset at every fetch), is *withheld*:
 the consumer is handed one record in its place, at the batch's last offset, with no key,
 the ``gun.withheld`` header and a value saying which offsets were withheld and why; every
 consumer dead-letters it as it does any unreadable record and reads on after it
@@ -23,6 +26,8 @@ moves what this relies on.
 
 from __future__ import annotations
 
+import gzip
+import io
 import logging
 import zlib
 from collections.abc import Callable, Iterator
@@ -31,6 +36,7 @@ from typing import Any
 
 import cramjam
 from aiokafka import codec
+from aiokafka.errors import UnsupportedCodecError
 from aiokafka.record import default_records, legacy_records
 from aiokafka.record._crecords import default_records as fast_default_records
 from aiokafka.record._crecords import legacy_records as fast_legacy_records
@@ -62,14 +68,29 @@ class DecompressedTooLarge(Exception):
 _limit = MAX_DECOMPRESSED_BATCH_BYTES
 _installed = False
 
+MAX_INFLATION_RATIO = 16
+"""A batch inflates to at most this many times its compressed size (and at least
+``SMALLEST_BOUND_BYTES``): records sealed as the contract asks compress by a third at
+most, plain XML (local development) some tenfold. Without it, thousands of batches of a
+few bytes, each under the limit, inflated a fetch of a few kB to gigabytes (review of
+this change)."""
+
+SMALLEST_BOUND_BYTES = 4096
+"""The bound of a batch whose compressed size times the ratio is less (a small record)."""
+
+
+def _bound(compressed_bytes: int) -> int:
+    return min(_limit, max(SMALLEST_BOUND_BYTES, MAX_INFLATION_RATIO * compressed_bytes))
+
 
 def _into_growing_buffer(
     decompress_into: Callable[[Any, Any], int], codec: str, payload: Any
 ) -> bytearray:
-    """Inflate into a buffer grown fourfold at each try, up to the limit: a batch that
-    needs more fails at the limit without a larger buffer ever being allocated."""
+    """Inflate into a buffer grown fourfold at each try, up to the bound: a batch that
+    needs more fails at the bound without a larger buffer ever being allocated."""
     data = bytes(payload)
-    size = min(_limit, max(_FIRST_GUESS_BYTES, 4 * len(data)))
+    bound = _bound(len(data))
+    size = min(bound, max(_FIRST_GUESS_BYTES, 4 * len(data)))
     while True:
         out = bytearray(size)
         try:
@@ -77,9 +98,9 @@ def _into_growing_buffer(
         except cramjam.DecompressionError as error:
             if _BUFFER_TOO_SMALL not in str(error):
                 raise
-            if size >= _limit:
-                raise DecompressedTooLarge(codec, _limit) from None
-            size = min(_limit, size * 4)
+            if size >= bound:
+                raise DecompressedTooLarge(codec, bound) from None
+            size = min(bound, size * 4)
             continue
         del out[written:]
         return out
@@ -94,21 +115,15 @@ def lz4_decode(payload: Any) -> bytearray:
 
 
 def gzip_decode(payload: Any) -> bytes:
-    """Every gzip member in turn (as ``gzip.GzipFile`` reads them), the whole bounded."""
-    remaining = bytes(payload)
-    parts: list[bytes] = []
-    total = 0
-    while remaining:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        part = inflater.decompress(remaining, _limit - total + 1)
-        total += len(part)
-        if total > _limit or inflater.unconsumed_tail:
-            raise DecompressedTooLarge("gzip", _limit)
-        if not inflater.eof:
-            raise zlib.error("a gzip member ends before its end")
-        parts.append(part)
-        remaining = inflater.unused_data
-    return b"".join(parts)
+    """As aiokafka reads gzip (``gzip.GzipFile``: every member, zero padding after one
+    skipped), read in pieces up to one byte past the bound."""
+    data = bytes(payload)
+    bound = _bound(len(data))
+    with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as inflating:
+        out = inflating.read(bound + 1)
+    if len(out) > bound:
+        raise DecompressedTooLarge("gzip", bound)
+    return out
 
 
 _XERIAL_HEADER_BYTES = 16
@@ -118,17 +133,20 @@ def snappy_decode(payload: Any) -> bytes:
     """Snappy states each block's inflated length up front: the total is checked before
     anything is inflated (the raw form, or the blocks of xerial's framing)."""
     data = bytes(payload)
+    bound = _bound(len(data))
     if codec._detect_xerial_stream(data):
         total, cursor = 0, _XERIAL_HEADER_BYTES
         while cursor < len(data):
             block_size = int.from_bytes(data[cursor : cursor + 4], "big", signed=True)
             cursor += 4
+            if block_size < 0 or cursor + block_size > len(data):
+                raise cramjam.DecompressionError(f"a snappy block of {block_size} bytes")
             total += cramjam.snappy.decompress_raw_len(data[cursor : cursor + block_size])
             cursor += block_size
     else:
         total = cramjam.snappy.decompress_raw_len(data)
-    if total > _limit:
-        raise DecompressedTooLarge("snappy", _limit)
+    if total > bound:
+        raise DecompressedTooLarge("snappy", bound)
     return bytes(codec.snappy_decode(data))
 
 
@@ -154,6 +172,20 @@ class WithheldRecord:
     checksum: None = None
 
 
+# What inflating a batch raises when its records cannot be read (beyond the bound, or a
+# compressed stream that is not one): withheld too, or aiokafka raised it at the same
+# offset at every fetch and the consumer stopped there for ever.
+_NOT_INFLATING = (
+    DecompressedTooLarge,
+    cramjam.DecompressionError,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    UnsupportedCodecError,
+)
+
+
 class _BoundedBatch:
     """One batch as the fetcher reads it; inflating it beyond the limit gives one
     :class:`WithheldRecord` instead of its records."""
@@ -172,8 +204,10 @@ class _BoundedBatch:
     def __iter__(self) -> Iterator[Any]:
         try:
             records: Iterator[Any] = iter(self._batch)  # format 2 inflates here, at once
-        except DecompressedTooLarge as too_large:
-            return iter((self._withheld(too_large),))
+        except UnicodeDecodeError:
+            raise  # a header name: lenient_headers.py reads the batch again
+        except _NOT_INFLATING as error:
+            return iter((self._withheld(error),))
         inflated = records is self._batch  # format 2 (its ``__iter__`` returns itself)
         return records if inflated else self._lazily(records)
 
@@ -181,18 +215,21 @@ class _BoundedBatch:
         """Formats 0 and 1 inflate a wrapper message when its first record is read."""
         try:
             yield from records
-        except DecompressedTooLarge as too_large:
-            yield self._withheld(too_large)
+        except UnicodeDecodeError:
+            raise
+        except _NOT_INFLATING as error:
+            yield self._withheld(error)
 
-    def _withheld(self, too_large: DecompressedTooLarge) -> WithheldRecord:
+    def _withheld(self, error: Exception) -> WithheldRecord:
         batch = self._batch
         last = batch.next_offset - 1
         first = getattr(batch, "base_offset", last)  # formats 0 and 1 state only the last
+        why = error if isinstance(error, DecompressedTooLarge) else f"they do not inflate: {error}"
         reason = (
-            f"offsets {first} to {last} withheld unread: {too_large} "
+            f"offsets {first} to {last} withheld unread: {why} "
             f"(gun_contract/kafka/decompression_limit.py)"
         )
-        log.warning("a record batch at offsets %d to %d is withheld: %s", first, last, too_large)
+        log.warning("a record batch at offsets %d to %d is withheld: %s", first, last, why)
         return WithheldRecord(
             offset=last,
             timestamp=getattr(batch, "max_timestamp", -1),

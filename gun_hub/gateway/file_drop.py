@@ -85,6 +85,7 @@ _SEPARATOR = "--"
 UNREADABLE = "FILE_UNREADABLE"
 NOT_REGULAR = "FILE_NOT_REGULAR"
 NAME_TOO_LONG = "FILE_NAME_TOO_LONG"
+NAME_NOT_UTF8 = "FILE_NAME_NOT_UTF8"
 # processing/ is the watcher's alone; the depositors read their receipts in done/ and
 # rejected/ through the folder's group, and nobody but the watcher writes any of them.
 _PART_MODES = {"processing": 0o700, "done": 0o750, "rejected": 0o750}
@@ -129,13 +130,36 @@ _LONGEST_NAME_BYTES = (
 _SET_ASIDE_KEEPS_BYTES = 64
 
 
-def _set_aside_name(name: str) -> str:
-    """A short name for a file whose own is too long, the same at every try (a crash
-    between its receipt and its move leaves one receipt, rewritten): a digest of the
-    whole name and its first bytes."""
-    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-    kept = name.encode()[:_SET_ASIDE_KEEPS_BYTES].decode(errors="ignore")
+def _set_aside_name(name: str, identity: tuple[int, int, int]) -> str:
+    """A short name for a file whose own cannot be used, the same at every try of the
+    same file (a crash between its receipt and its move leaves one receipt, rewritten),
+    another for a file dropped again under the same name: a digest of the name and of
+    the file's device, inode and modification time, then the name's first bytes."""
+    raw = os.fsencode(name)
+    digest = hashlib.sha256(raw + repr(identity).encode()).hexdigest()[:16]
+    kept = raw[:_SET_ASIDE_KEEPS_BYTES].decode(errors="ignore")
     return f"{digest}{_SEPARATOR}{kept}{READY_SUFFIX}"
+
+
+def _shown(name: str) -> str:
+    """A file name as a receipt and a log show it: bytes that are not UTF-8 escaped."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _why_unusable(name: str, longest: int) -> str | None:
+    """Why a file's name cannot be carried through the watcher's own names: too long
+    for them, or not UTF-8 (its receipt could not name it); None if it can."""
+    raw = os.fsencode(name)
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return f"{NAME_NOT_UTF8}: its name is not UTF-8"
+    if len(raw) > longest:
+        return (
+            f"{NAME_TOO_LONG}: its name is {len(raw)} bytes, the drop folder takes names of "
+            f"at most {_LONGEST_NAME_BYTES}"
+        )
+    return None
 
 
 def _why_not_a_folder(root: int, name: str) -> str:
@@ -370,15 +394,23 @@ class OpenDropFolder:
         os.rename(claimed.name, claimed.name, src_dir_fd=self.processing, dst_dir_fd=place)
         return where / name
 
-    def set_aside(self, name: str, receipt: dict[str, Any]) -> Path:
-        """A file of the folder itself moved to rejected/ under :func:`_set_aside_name`,
-        unread, its receipt written first: its receipt path."""
-        short = _set_aside_name(name)
+    def set_aside(self, name: str, short: str, receipt: dict[str, Any], *, claimed: bool) -> Path:
+        """A file of the folder itself (or of processing/, ``claimed``) moved to
+        rejected/ as ``short``, unread, its receipt written first: its receipt path."""
         receipt_name = f"{short}{RECEIPT_SUFFIX}"
         data = json.dumps(receipt, indent=2, ensure_ascii=False).encode()
         _write_atomically(self.rejected, receipt_name, data)
-        os.rename(name, short, src_dir_fd=self.root, dst_dir_fd=self.rejected)
+        source = self.processing if claimed else self.root
+        os.rename(name, short, src_dir_fd=source, dst_dir_fd=self.rejected)
         return self.folder.rejected / receipt_name
+
+    def identity(self, name: str, *, claimed: bool) -> tuple[int, int, int, int]:
+        """(size, device, inode, modification time) of a file of the folder, or of
+        processing/; FileNotFoundError if it is gone."""
+        found = os.stat(
+            name, dir_fd=self.processing if claimed else self.root, follow_symlinks=False
+        )
+        return found.st_size, found.st_dev, found.st_ino, found.st_mtime_ns
 
     def move_on(self, claimed: Path, receipt: Path) -> None:
         """A claimed file whose receipt exists joins it."""
@@ -435,6 +467,7 @@ class DropWatcher:
         self._settling = Settling(settle_s)
         self._batch = batch
         self.refused: str | None = None  # why the folder is refused, while it is
+        self._cannot_take: set[str] = set()  # files a claim failed on, said once
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set: what a crash left in processing/ first, then new files.
@@ -482,50 +515,55 @@ class DropWatcher:
         settled = self._settling.settled(self.folder.waiting())[: self._batch]
         claimed = []
         for name in settled:
-            if len(name.encode()) > _LONGEST_NAME_BYTES:
-                handled += await self._set_aside_long_name(folder, name)
+            if (why := _why_unusable(name, _LONGEST_NAME_BYTES)) is not None:
+                handled += await self._set_aside(folder, name, why, claimed=False)
             elif (path := self._claim(folder, name)) is not None:
                 claimed.append(path)
         return handled + await self._lodge_all(folder, claimed)
 
     def _claim(self, folder: OpenDropFolder, name: str) -> Path | None:
-        """``name`` claimed; None if it is gone, or cannot be moved (said, and left where
-        it is: one file's trouble never ends the watcher)."""
+        """``name`` claimed; None if it is gone, or cannot be moved (said once, and left
+        where it is: one file's trouble never ends the watcher)."""
         try:
-            return folder.claim(name)
+            path = folder.claim(name)
         except OSError as err:
-            log.warning("%s cannot be taken, left where it is: %s", name, err)
+            if name not in self._cannot_take:
+                log.warning("%s cannot be taken, left where it is: %s", _shown(name), err)
+            self._cannot_take.add(name)
             return None
+        self._cannot_take.discard(name)
+        return path
 
-    async def _set_aside_long_name(self, folder: OpenDropFolder, name: str) -> int:
-        """A file whose name the watcher's own names cannot carry (a claim, a receipt):
+    async def _set_aside(
+        self, folder: OpenDropFolder, name: str, why: str, *, claimed: bool
+    ) -> int:
+        """A file whose name the watcher's own names cannot carry (a claim, a receipt),
         set aside in rejected/ unread, under a short name, its receipt naming it whole
-        (security probe, stop 50: it ended the watcher at every start, or was taken
-        again at every look with no receipt)."""
-        short = _set_aside_name(name)
+        (security probe and review, stop 50: a long name ended the watcher at every
+        start, or was taken again at every look with no receipt; one not UTF-8 ended
+        it). ``claimed``: found in processing/, claimed by an earlier version."""
+        kind, _, reason = why.partition(": ")
         try:
-            size = os.stat(name, dir_fd=folder.root, follow_symlinks=False).st_size
+            size, *identity = folder.identity(name, claimed=claimed)
+            short = _set_aside_name(name, (identity[0], identity[1], identity[2]))
             receipt = {
-                "file": name,
+                "file": _shown(original_name(Path(name)) if claimed else name),
                 "lodgement": short.partition(_SEPARATOR)[0],
                 "channel": CHANNEL,
                 "bytes": size,
                 "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
                 "result": "rejected",
-                "kind": NAME_TOO_LONG,
-                "reason": (
-                    f"its name is {len(name.encode())} bytes, the drop folder takes names of "
-                    f"at most {_LONGEST_NAME_BYTES}: never read; drop it again under a "
-                    f"shorter name (set aside as {short})"
-                ),
+                "kind": kind,
+                "reason": f"{reason}: never read; drop it again under another name (set "
+                f"aside as {short})",
             }
-            await asyncio.to_thread(folder.set_aside, name, receipt)
+            await asyncio.to_thread(folder.set_aside, name, short, receipt, claimed=claimed)
         except FileNotFoundError:
             return 0
         except OSError as err:
-            log.warning("%s cannot be set aside, left where it is: %s", name, err)
+            log.warning("%s cannot be set aside, left where it is: %s", _shown(name), err)
             return 0
-        log.info("%s rejected: %s", short, NAME_TOO_LONG)
+        log.info("%s rejected: %s", short, kind)
         return 1
 
     async def _lodge_all(self, folder: OpenDropFolder, claimed: list[Path]) -> int:
@@ -534,6 +572,10 @@ class DropWatcher:
 
     async def _lodge_one(self, folder: OpenDropFolder, claimed: Path) -> int:
         """1 once the file has left processing/; 0 when it stays to be tried again."""
+        # Claimed by an earlier version under a name its receipt cannot carry.
+        longest_claimed = _NAME_MAX_BYTES - len(RECEIPT_SUFFIX) - len(".") - len(".tmp")
+        if (why := _why_unusable(claimed.name, longest_claimed)) is not None:
+            return await self._set_aside(folder, claimed.name, why, claimed=True)
         try:
             receipt = folder.receipt_of(claimed)
             if receipt is not None:

@@ -551,3 +551,49 @@ async def test_a_file_the_watcher_cannot_claim_is_left_and_the_watcher_goes_on(
     assert await watcher(folder, gateway).pass_once() == 1
     assert sender.references() == ["FR12345678901234-FILE-0000000013"]
     assert (folder.root / "stuck.xml").exists()
+
+
+async def test_a_file_whose_name_is_not_utf8_is_rejected_and_the_next_lodged(
+    folder: DropFolder, gateway: Gateway, sender: RecordingSender
+) -> None:
+    """Its receipt could not name it: it ended the watcher at every pass (review, stop
+    50; before, after its claim, and it was lodged again at every restart)."""
+    data = declaration_xml(reference="FR12345678901234-FILE-0000000014")
+    (folder.root / os.fsdecode(b"d\xe9claration-\xff.xml")).write_bytes(data)
+    drop(folder, "next.xml", declaration_xml(reference="FR12345678901234-FILE-0000000015"))
+    assert await watcher(folder, gateway).pass_once() == 2
+    assert sender.references() == ["FR12345678901234-FILE-0000000015"]
+    [receipt] = receipts(folder.rejected)
+    assert (receipt["kind"], receipt["file"]) == ("FILE_NAME_NOT_UTF8", "d\\xe9claration-\\xff.xml")
+    [kept] = files(folder.rejected)
+    assert (folder.rejected / kept).read_bytes() == data
+
+
+async def test_a_long_name_dropped_again_is_set_aside_again_beside_the_first(
+    folder: DropFolder, gateway: Gateway
+) -> None:
+    """Each drop keeps its file and its receipt (the short name was the name's alone:
+    the second overwrote the first, review stop 50)."""
+    long_name = "l" * 230 + ".xml"
+    for content in (b"first deposit", b"second deposit, same name"):
+        (folder.root / long_name).write_bytes(content)
+        assert await watcher(folder, gateway).pass_once() == 1
+    assert sorted((folder.rejected / f).read_bytes() for f in files(folder.rejected)) == [
+        b"first deposit",
+        b"second deposit, same name",
+    ]
+    assert len(receipts(folder.rejected)) == 2
+
+
+async def test_a_file_an_earlier_version_claimed_under_a_name_too_long_is_set_aside(
+    folder: DropFolder, gateway: Gateway, sender: RecordingSender
+) -> None:
+    """Claimed before names were checked: its receipt cannot be written, so it was
+    lodged again at every look (review stop 50)."""
+    claimed = "20261206T000000000000Z-abcdef--" + "c" * 205 + ".xml"
+    (folder.processing / claimed).write_bytes(declaration_xml())
+    assert await watcher(folder, gateway).pass_once() == 1
+    assert sender.published == []
+    [receipt] = receipts(folder.rejected)
+    assert (receipt["kind"], receipt["file"]) == ("FILE_NAME_TOO_LONG", "c" * 205 + ".xml")
+    assert files(folder.processing) == []

@@ -11,10 +11,10 @@ reads the same batch again, for ever.
 :func:`install` gives aiokafka's parsers (the fast one and its Python fallback, record
 formats 0 to 2) decoders that stop at ``MAX_DECOMPRESSED_BATCH_BYTES`` (four of the
 largest records any hub topic takes: the hub's producers send uncompressed, and a sealed
-record compresses by a third at most), and at ``MAX_INFLATION_RATIO`` times the batch's
-own size (thousands of tiny batches, each under the limit, are bounded by what the broker
-took, as its quotas count it). A batch that would inflate beyond, or whose records do not
-inflate at all (aiokafka raised at the same offset at every fetch), is *withheld*:
+record compresses by a third at most), and each fetched partition hands over batches only
+until they have inflated to twice that (:class:`InflationBudget`). A batch that would
+inflate beyond the limit, or whose records do not inflate at all (aiokafka raised at the
+same offset at every fetch), is *withheld*:
 the consumer is handed one record in its place, at the batch's last offset, with no key,
 the ``gun.withheld`` header and a value saying which offsets were withheld and why; every
 consumer dead-letters it as it does any unreadable record and reads on after it
@@ -29,6 +29,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -68,19 +69,31 @@ class DecompressedTooLarge(Exception):
 _limit = MAX_DECOMPRESSED_BATCH_BYTES
 _installed = False
 
-MAX_INFLATION_RATIO = 16
-"""A batch inflates to at most this many times its compressed size (and at least
-``SMALLEST_BOUND_BYTES``): records sealed as the contract asks compress by a third at
-most, plain XML (local development) some tenfold. Without it, thousands of batches of a
-few bytes, each under the limit, inflated a fetch of a few kB to gigabytes (review of
-this change)."""
 
-SMALLEST_BOUND_BYTES = 4096
-"""The bound of a batch whose compressed size times the ratio is less (a small record)."""
+class InflationBudget:
+    """What the batches of one fetched partition have inflated to: once it reaches twice
+    the limit, the fetch hands over no more batches, and the consumer fetches the rest
+    from there when it asks again. Without it, thousands of batches of a few bytes, each
+    under the limit, inflated one fetch to gigabytes (review of this change); with it, a
+    fetch holds at most three limits' worth, whatever its batches compress to (records
+    that compress a thousandfold, a long repetitive key, are read, not withheld)."""
+
+    __slots__ = ("inflated",)
+
+    def __init__(self) -> None:
+        self.inflated = 0
+
+    def spent(self) -> bool:
+        return self.inflated >= 2 * _limit
 
 
-def _bound(compressed_bytes: int) -> int:
-    return min(_limit, max(SMALLEST_BOUND_BYTES, MAX_INFLATION_RATIO * compressed_bytes))
+_charged = threading.local()  # the budget of the batch being inflated on this thread
+
+
+def _charge(inflated: int) -> None:
+    budget: InflationBudget | None = getattr(_charged, "budget", None)
+    if budget is not None:
+        budget.inflated += inflated
 
 
 def _into_growing_buffer(
@@ -89,7 +102,7 @@ def _into_growing_buffer(
     """Inflate into a buffer grown fourfold at each try, up to the bound: a batch that
     needs more fails at the bound without a larger buffer ever being allocated."""
     data = bytes(payload)
-    bound = _bound(len(data))
+    bound = _limit
     size = min(bound, max(_FIRST_GUESS_BYTES, 4 * len(data)))
     while True:
         out = bytearray(size)
@@ -103,6 +116,7 @@ def _into_growing_buffer(
             size = min(bound, size * 4)
             continue
         del out[written:]
+        _charge(written)
         return out
 
 
@@ -118,11 +132,12 @@ def gzip_decode(payload: Any) -> bytes:
     """As aiokafka reads gzip (``gzip.GzipFile``: every member, zero padding after one
     skipped), read in pieces up to one byte past the bound."""
     data = bytes(payload)
-    bound = _bound(len(data))
+    bound = _limit
     with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as inflating:
         out = inflating.read(bound + 1)
     if len(out) > bound:
         raise DecompressedTooLarge("gzip", bound)
+    _charge(len(out))
     return out
 
 
@@ -133,7 +148,7 @@ def snappy_decode(payload: Any) -> bytes:
     """Snappy states each block's inflated length up front: the total is checked before
     anything is inflated (the raw form, or the blocks of xerial's framing)."""
     data = bytes(payload)
-    bound = _bound(len(data))
+    bound = _limit
     if codec._detect_xerial_stream(data):
         total, cursor = 0, _XERIAL_HEADER_BYTES
         while cursor < len(data):
@@ -147,6 +162,7 @@ def snappy_decode(payload: Any) -> bytes:
         total = cramjam.snappy.decompress_raw_len(data)
     if total > bound:
         raise DecompressedTooLarge("snappy", bound)
+    _charge(total)
     return bytes(codec.snappy_decode(data))
 
 
@@ -190,10 +206,11 @@ class _BoundedBatch:
     """One batch as the fetcher reads it; inflating it beyond the limit gives one
     :class:`WithheldRecord` instead of its records."""
 
-    __slots__ = ("_batch",)
+    __slots__ = ("_batch", "_budget")
 
-    def __init__(self, batch: Any) -> None:
+    def __init__(self, batch: Any, budget: InflationBudget | None) -> None:
         self._batch = batch
+        self._budget = budget
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._batch, name)
@@ -202,23 +219,33 @@ class _BoundedBatch:
         return next(self._batch)  # a control batch's marker, read without ``iter``
 
     def __iter__(self) -> Iterator[Any]:
+        _charged.budget = self._budget
         try:
             records: Iterator[Any] = iter(self._batch)  # format 2 inflates here, at once
         except UnicodeDecodeError:
             raise  # a header name: lenient_headers.py reads the batch again
         except _NOT_INFLATING as error:
             return iter((self._withheld(error),))
+        finally:
+            _charged.budget = None
         inflated = records is self._batch  # format 2 (its ``__iter__`` returns itself)
         return records if inflated else self._lazily(records)
 
     def _lazily(self, records: Iterator[Any]) -> Iterator[Any]:
         """Formats 0 and 1 inflate a wrapper message when its first record is read."""
         try:
-            yield from records
+            _charged.budget = self._budget
+            first = next(records, None)  # inflates the wrapper message
         except UnicodeDecodeError:
             raise
         except _NOT_INFLATING as error:
             yield self._withheld(error)
+            return
+        finally:
+            _charged.budget = None
+        if first is not None:
+            yield first
+            yield from records
 
     def _withheld(self, error: Exception) -> WithheldRecord:
         batch = self._batch
@@ -239,9 +266,10 @@ class _BoundedBatch:
         )
 
 
-def bounded(batch: Any) -> Any:
-    """``batch`` as the fetcher should read it: withheld if it would inflate too far."""
-    return None if batch is None else _BoundedBatch(batch)
+def bounded(batch: Any, budget: InflationBudget | None = None) -> Any:
+    """``batch`` as the fetcher should read it: withheld if it would inflate too far,
+    what it inflates to charged to its fetch's ``budget``."""
+    return None if batch is None else _BoundedBatch(batch, budget)
 
 
 def install(limit: int = MAX_DECOMPRESSED_BATCH_BYTES) -> None:

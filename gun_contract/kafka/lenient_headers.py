@@ -77,6 +77,13 @@ class LenientMemoryRecords(_MemoryRecordsPy):  # type: ignore[misc]
     """aiokafka's Python record set whose batches of format 2 (the only ones with
     headers) are :class:`_LenientBatch`."""
 
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(raw)
+        self.budget = decompression_limit.InflationBudget()
+
+    def has_next(self) -> bool:
+        return bool(super().has_next()) and not self.budget.spent()
+
     def next_batch(self, *args: Any) -> Any:
         next_slice = self._next_slice
         if (
@@ -85,27 +92,29 @@ class LenientMemoryRecords(_MemoryRecordsPy):  # type: ignore[misc]
             and next_slice[self.MAGIC_OFFSET] >= 2
         ):
             self._cache_next()
-            return decompression_limit.bounded(_LenientBatch(next_slice))
-        return decompression_limit.bounded(super().next_batch(*args))
+            return decompression_limit.bounded(_LenientBatch(next_slice), self.budget)
+        return decompression_limit.bounded(super().next_batch(*args), self.budget)
 
 
 class _KeptRecords:
     """aiokafka's (fast) record set, and the bytes it was made from."""
 
-    __slots__ = ("_records", "raw")
+    __slots__ = ("_records", "budget", "raw")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self._records = _FAST_RECORDS(raw)
+        # What its batches inflate to: past it, the rest is fetched again from there.
+        self.budget = decompression_limit.InflationBudget()
 
     def size_in_bytes(self) -> int:
         return int(self._records.size_in_bytes())
 
     def has_next(self) -> bool:
-        return bool(self._records.has_next())
+        return bool(self._records.has_next()) and not self.budget.spent()
 
     def next_batch(self) -> Any:
-        return decompression_limit.bounded(self._records.next_batch())
+        return decompression_limit.bounded(self._records.next_batch(), self.budget)
 
 
 _FAST_RECORDS = fetcher.MemoryRecords

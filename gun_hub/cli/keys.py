@@ -191,7 +191,8 @@ def rotate(
     if use_now and use_from is not None:
         typer.echo("--use-now or --use-from, not both", err=True)
         raise typer.Exit(2)
-    when = datetime.now(UTC) if use_now else use_from
+    # The key store's clock: the one that judges use times (and names the key).
+    when = keys_now() if use_now else use_from
     try:
         kids = _folder(directory).rotate(
             party, audit=audit, state=state, audit_valid_days=audit_valid_days, use_from=when

@@ -176,6 +176,9 @@ def test_keys_rotate_state_says_when_the_new_key_seals_from(
     rotate_state(folder, "--use-from", later.strftime("%Y-%m-%dT%H:%M:%S%z"))
     assert read_state_keys(folder, HUB_PARTY)[-1].use_from == later
 
+    # "Now" is the key store's clock, the one that judges use times: the real clock
+    # read by the command once ticked a second past it (CI, stop 50), and here an hour.
+    keystore_clocks.offset -= timedelta(hours=1)
     said = rotate_state(folder, "--use-now")
     newest = read_state_keys(folder, HUB_PARTY)[-1]
     assert newest.use_from is not None

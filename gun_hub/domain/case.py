@@ -132,6 +132,11 @@ class Case(BaseModel):
     # such a version is REFUSE, SUPERSEDED (``superseded``), carried by the newer case
     # until the broker has it, with nothing to follow up (review stop 40, W4).
     superseded_by: int | None = None
+    # A higher version read on another partition of the declarations (the clearance
+    # system's producers split the reference): its case follows up what this one held, so
+    # this one holds nothing, waits for no control and follows nothing up
+    # (pipeline/takeover.py; outside audit of stop 50, F1).
+    taken_over_by: int | None = None
 
     @classmethod
     def open(

@@ -46,6 +46,7 @@ def follow_up_requests(case: Case, now: datetime) -> list[AuthorityRequest]:
         case.stage is not Stage.LODGED
         or case.outcome not in FOLLOW_UP
         or case.superseded_by is not None
+        or case.taken_over_by is not None
     ):
         return []
     documents = _followed_up(case)
@@ -116,16 +117,20 @@ def held_reservations(case: Case) -> list[ExpectedAnswer]:
     """What ``case`` holds reserved at its partners (undecided, or kept for a control)."""
     if case.stage is not Stage.LODGED or case.outcome not in _HOLDING:
         return []  # nothing reserved (advice, cancellation...), written off or deleted
+    if case.taken_over_by is not None:
+        return []  # a later version's case, on another partition, follows them up
     return case.reserving()
 
 
 def kept_for_control(case: Case) -> bool:
     """A lodged declaration decided for a control, holding reservations: they wait for
     the control's result (a control of documents no partner was asked to reserve, in a
-    rollout, waits for nothing)."""
+    rollout, waits for nothing; nor one a later version read on another partition took
+    over: pipeline/takeover.py)."""
     return (
         case.stage is Stage.LODGED
         and case.outcome in (Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL)
+        and case.taken_over_by is None
         and bool(case.reserving())
     )
 

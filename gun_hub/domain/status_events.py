@@ -40,6 +40,9 @@ class StatusKind(StrEnum):
     # A reservation kept for a control has had no result (RELEASED_AFTER_CONTROL or
     # CANCELLED) within the configured period: reported once to operations.
     CONTROL_RESULT_OVERDUE = "CONTROL_RESULT_OVERDUE"
+    # What a decided version kept for a control is followed up by a later version read on
+    # another partition (pipeline/takeover.py): no control waited for here any more.
+    TAKEN_OVER_BY_LATER_VERSION = "TAKEN_OVER_BY_LATER_VERSION"
     # Decided for another declarant than the reference's decisions published, and never
     # published (runtime/publisher.py, DECLARANT_CHANGED): the version is nobody's.
     NOT_PUBLISHED_OTHER_DECLARANT = "NOT_PUBLISHED_OTHER_DECLARANT"

@@ -47,6 +47,7 @@ from gun_hub.domain.routing import (
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.facts import ReceivedFact
 from gun_hub.pipeline.hub_context import CaseStore, HubContext, open_case_entry
+from gun_hub.pipeline.takeover import notices, tells_other_partitions
 from gun_hub.pipeline.unreadable_state import (
     REFUSAL,
     STATE_UNREADABLE,
@@ -389,6 +390,15 @@ class Intake:
         self._ignore_stale(outbox, known.reference, version)
         return _Arrival.STALE
 
+    def _tell_other_partitions(
+        self, outbox: Effects, reference: str, version: int, source: SourcePosition
+    ) -> None:
+        """Every other partition is told of ``version``: a case of a lower version there
+        is taken over by it (takeover.py). In any order with this version's own records:
+        a notice acts on lower versions only."""
+        for topic, key, value, partition in notices(self._ctx, reference, version, source):
+            outbox.add(topic, key, value, partition=partition)
+
     def _supersede(
         self, outbox: Effects, known: Case | None, version: int, partition: int
     ) -> list[Case]:
@@ -648,6 +658,10 @@ class Intake:
             return
         if arrival is _Arrival.REDELIVERED:
             assert known is not None  # noqa: S101 - a redelivery has a known case
+            if known.version > 1:
+                # Whether its first reading told the other partitions is not kept: told
+                # again (idempotent; a crash is what has a record read again).
+                self._tell_other_partitions(outbox, known.reference, known.version, source)
             # Before its own requests, as the first reading sent them: whether the
             # deletions reached the broker is not known (found by review in stop 36).
             self._delete_dropped(outbox, known, again=True)
@@ -664,6 +678,8 @@ class Intake:
                 self._cases[key] = known.to_bytes()
             return
         now = ctx.clock()
+        if tells_other_partitions(declaration.version, known):
+            self._tell_other_partitions(outbox, declaration.reference, declaration.version, source)
         carried = self._supersede(outbox, known, declaration.version, source.partition)
         self._name_declarant(outbox, declaration, now)
         ctx.emit_status(outbox, declaration.reference, declaration.version, StatusKind.RECEIVED)

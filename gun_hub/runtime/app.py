@@ -89,6 +89,7 @@ from gun_hub.pipeline.retention import (
     RetainedCases,
     RetentionIndex,
 )
+from gun_hub.pipeline.takeover import Takeover, is_notice
 from gun_hub.pipeline.unreadable_state import UnreadableCases, dead_letter_unreadable
 from gun_hub.runtime import clock_check, gc_pauses, table_store, table_writes
 from gun_hub.runtime.admission_limit import AdmissionLimit
@@ -657,6 +658,7 @@ def build_hub(settings: Settings) -> Hub:
     correlation = Correlation(context, store)
     audit_keeper = AuditKeeper(context)
     deadlines = Deadlines(context, store)
+    takeover = Takeover(context, store)
 
     # Records whose effects are on their way: marked handled once acknowledged, while the
     # agents go on (runtime/settling.py), for as long as their partitions are this worker's.
@@ -1023,26 +1025,25 @@ def build_hub(settings: Settings) -> Hub:
             _header_list(event.headers), source, at, _value(event)
         ),
     )
-    agent(
-        deadline_ticks,
-        "deadlines",
-        # The same topic carries the ticks that sign an idle partition's audit tail.
-        audit_keeper.ticks_or(
-            lambda event, source, _at: (
-                retention.handle(
-                    bytes(event.key or b"").decode(),
-                    source.partition,
-                    lambda outbox, case: context.announce_again_if_lost(
-                        outbox, case, source.partition
-                    ),
-                )
-                if _value(event) == RETENTION_TICK
-                else deadlines.handle(
-                    bytes(event.key or b"").decode(), int(_value(event) or b"0"), source
-                )
+
+    def on_deadlines_record(event: Any, source: SourcePosition, _at: float | None) -> Effects:
+        """A deadline tick (its value the version), a retention tick, or a takeover
+        notice (a JSON object): each handled for the case of its key on ``source``'s
+        partition."""
+        reference = bytes(event.key or b"").decode()
+        value = _value(event)
+        if value == RETENTION_TICK:
+            return retention.handle(
+                reference,
+                source.partition,
+                lambda outbox, case: context.announce_again_if_lost(outbox, case, source.partition),
             )
-        ),
-    )
+        if is_notice(value):
+            return takeover.handle(reference, value, source)
+        return deadlines.handle(reference, int(value or b"0"), source)
+
+    # The same topic carries the ticks that sign an idle partition's audit tail.
+    agent(deadline_ticks, "deadlines", audit_keeper.ticks_or(on_deadlines_record))
     audit_keeper.schedule_checkpoints(app, checkpoint_within_s(settings) / 4)
 
     # The chains of an assignment go on from the last records actually on the audit

@@ -401,12 +401,21 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             Payload.JSON,
             "Deadline tick",
             "A case's deadline has passed: the deadlines agent decides it in degraded mode "
-            "(a stale or early tick is ignored).",
+            "(a stale or early tick is ignored). Or a later version of the reference was read "
+            "on another partition: a lower version's case here is taken over by it.",
             JSON,
             ref("DeadlineTick"),
             REFERENCE_KEY,
             _TRACE_HEADERS,
-            examples=(example("version-1", "Version 1's deadline has passed.", payload=1),),
+            examples=(
+                example("version-1", "Version 1's deadline has passed.", payload=1),
+                example(
+                    "taken-over-by-version-2",
+                    "Version 2 was read on partition 1: a lower version's case here is taken "
+                    "over by it.",
+                    payload={"superseded_by": 2, "read_at": "gun.declarations/1/57"},
+                ),
+            ),
         ),
         registry.ops_lag: Message(
             "LagSnapshot",

@@ -299,10 +299,31 @@ def payload_schemas() -> dict[str, JsonObject]:
         ),
         "DeadlineTick": {
             "title": "DeadlineTick",
-            "type": "integer",
-            "minimum": 0,
-            "description": "The version of the declaration whose case is due, as decimal "
-            "text (a JSON number).",
+            "description": "What the deadlines agent does for the case of the record's key "
+            "on the record's partition (the same partition number as its declaration's). A "
+            "retention tick is the bare text `retention` (gun_hub/pipeline/retention.py).",
+            "oneOf": [
+                {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "A deadline tick: the version of the declaration whose "
+                    "case is due, as decimal text (a JSON number).",
+                },
+                {
+                    "type": "object",
+                    "description": "A takeover notice (gun_hub/pipeline/takeover.py): a "
+                    "version of the reference read on another partition, whose case takes "
+                    "over what a lower version's case on this partition holds.",
+                    "required": ["superseded_by"],
+                    "properties": {
+                        "superseded_by": {"type": "integer", "minimum": 1},
+                        "read_at": {
+                            "type": "string",
+                            "description": "Where that version was read (topic/partition/offset).",
+                        },
+                    },
+                },
+            ],
         },
         "ClaimsRecord": {
             "title": "ClaimsRecord",

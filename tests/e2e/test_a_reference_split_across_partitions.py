@@ -11,13 +11,18 @@ the partitions named as a clearance system may name them."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from gun_contract.model.declaration import Stage
+from gun_contract.model.verdicts import Outcome
 from gun_hub.domain.status_events import StatusEvent, StatusKind
 from tests.builders import declaration_xml, document, goods_item
-from tests.e2e.conftest import Pipeline
+from tests.conftest import KafkaEnv
+from tests.e2e.conftest import Pipeline, start_pipeline
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
@@ -93,3 +98,88 @@ async def test_versions_of_one_reference_on_two_partitions_get_one_decision_each
     metrics = hub_only.metrics()
     assert 'gun_hub_decisions_not_published_total{reason="superseded"} 1.0' in metrics
     assert 'gun_hub_decisions_not_published_total{reason="duplicate"} 1.0' in metrics
+
+
+RELEASED_ELSEWHERE = "26FRXPART00000013"  # controlled on one partition, released on another
+STILL_CONTROLLED = "26FRXPART00000014"  # controlled, no result: its report is the witness
+REPORT_AFTER_S = 20  # long enough for the release to be read before the first report
+
+
+@pytest.fixture
+def controlling_hub(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    """The hub alone (nobody answers: every lodged declaration ends in a documentary
+    control at its 2-second deadline), reporting a control without result after 20 s."""
+    yield from start_pipeline(
+        kafka_env,
+        tmp_path,
+        samples,
+        partners=(),
+        hub_env={
+            "GUN_HUB_HUB__REQUEST_DEADLINE_S": "2",
+            "GUN_HUB_HUB__DEADLINE_SWEEP_S": "0.5",
+            "GUN_HUB_HUB__CONTROL_REPORT_AFTER_S": str(REPORT_AFTER_S),
+        },
+    )
+
+
+def _quoting_a_certificate(reference: str, version: int, stage: Stage = Stage.LODGED) -> bytes:
+    return declaration_xml(reference=reference, version=version, stage=stage)
+
+
+async def test_a_control_released_on_another_partition_is_not_reported_overdue(
+    controlling_hub: Pipeline,
+) -> None:
+    """Outside audit of stop 50, F1: version 1 decided CONTROL_DOCUMENTARY on partition 0,
+    its RELEASED_AFTER_CONTROL read on partition 1. Partition 0's case kept its
+    reservations for a control that had ended, was reported CONTROL_RESULT_OVERDUE (to
+    operations, falsely), and never retired. Now version 2 tells the other partitions,
+    and partition 0's case is taken over by it. A control of the same partition with no
+    result, decided after the first, is reported: by then the first would have been."""
+    hub = controlling_hub
+    topics = hub.kafka.topics
+    producer = AIOKafkaProducer(bootstrap_servers=hub.kafka.bootstrap)
+    await producer.start()
+    try:
+
+        async def send(xml: bytes, reference: str, partition: int) -> None:
+            await producer.send_and_wait(
+                topics.declarations, hub.seal(xml), key=reference.encode(), partition=partition
+            )
+
+        await send(_quoting_a_certificate(RELEASED_ELSEWHERE, 1), RELEASED_ELSEWHERE, 0)
+        [controlled] = await hub.decisions(1, settle_s=0.0)
+        assert controlled.decision.outcome is Outcome.CONTROL_DOCUMENTARY
+        await send(_quoting_a_certificate(STILL_CONTROLLED, 1), STILL_CONTROLLED, 0)
+        released = _quoting_a_certificate(RELEASED_ELSEWHERE, 2, Stage.RELEASED_AFTER_CONTROL)
+        await send(released, RELEASED_ELSEWHERE, 1)
+    finally:
+        await producer.stop()
+
+    # The release is decided (its write-off unanswered: released at its deadline), and
+    # the control still waiting reported...
+    statuses = await _statuses_of(
+        hub,
+        {
+            (RELEASED_ELSEWHERE, 2, StatusKind.DECIDED, 1),
+            (STILL_CONTROLLED, 1, StatusKind.CONTROL_RESULT_OVERDUE, None),
+        },
+    )
+    decided = {
+        (d.decision.reference, d.decision.version): d.decision.outcome
+        for d in await hub.decisions(3, settle_s=0.0)
+    }
+    assert decided == {
+        (RELEASED_ELSEWHERE, 1): Outcome.CONTROL_DOCUMENTARY,
+        (STILL_CONTROLLED, 1): Outcome.CONTROL_DOCUMENTARY,
+        (RELEASED_ELSEWHERE, 2): Outcome.RELEASE,
+    }
+    # ...and not the control the release ended: the release took it over.
+    overdue = sorted(
+        (e.reference, e.version) for e, _ in statuses if e.kind is StatusKind.CONTROL_RESULT_OVERDUE
+    )
+    assert overdue == [(STILL_CONTROLLED, 1)]
+    taken_over = [e for e, _ in statuses if e.kind is StatusKind.TAKEN_OVER_BY_LATER_VERSION]
+    assert [(e.reference, e.version) for e in taken_over] == [(RELEASED_ELSEWHERE, 1)]
+    assert f"followed up by version 2, read at {topics.declarations}/1/" in taken_over[0].detail
+    metrics = hub.metrics()
+    assert "gun_hub_controls_overdue_total 1.0" in metrics

@@ -381,7 +381,8 @@ def test_a_wrong_example_is_caught(document: dict[str, Any]) -> None:
 @pytest.fixture
 def written(routing_table: RoutingTable, keys_dir: Path) -> tuple[TopicRegistry, list[Any]]:
     """Every record of a few declarations' lives: released (with write-offs), refused as
-    unreadable, decided in degraded mode, plus a forged answer and its audit record."""
+    unreadable, decided in degraded mode, a later version's takeover notices, plus a
+    forged answer and its audit record."""
     topics = topic_registry("gun", routing_table.authorities)
     cases: dict[bytes, bytes] = {}
     clock = [NOW]
@@ -462,6 +463,12 @@ def written(routing_table: RoutingTable, keys_dir: Path) -> tuple[TopicRegistry,
             "26FR000690I0000014", 1, SourcePosition(topics.deadlines, 0, 0)
         )
     )
+    # A version 2 whose version 1 this partition never read: takeover notices to the others.
+    declare(
+        declaration_xml(reference="26FR000690I0000015", version=2, items=both),
+        "26FR000690I0000015",
+    )
+    assert any(r.topic == topics.deadlines for r in records)
     forged = SourcePosition(topics.responses("dgal"), 1, 7, b"26FR000690I0000012")
     [dead_letter] = delivered(correlation.handle(b"not.an.envelope", forged))
     delivered(AuditKeeper(context).handle(dead_letter.headers, SourcePosition(topics.dlq, 1, 3)))

@@ -34,6 +34,7 @@ from gun_hub.pipeline.retention import (
     RetentionEntry,
     RetentionIndex,
 )
+from gun_hub.pipeline.takeover import Takeover, superseded_notice
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import declaration_xml
 from tests.unit.test_pipeline import SOURCE, Hub, keyed_by_reference
@@ -211,6 +212,22 @@ def test_a_case_kept_for_a_control_stays_until_the_control_ends(hub: RetainingHu
     entry = RetentionEntry.from_bytes(hub.retained[KEY])
     assert entry.marker is None
     assert entry.due > hub.now.timestamp()  # looked at again
+
+
+def test_a_control_a_later_version_on_another_partition_took_over_is_retired(
+    hub: RetainingHub,
+) -> None:
+    """Its result came elsewhere (pipeline/takeover.py; outside audit of stop 50, F1):
+    kept for ever before, the control's reservations waiting for a result read on
+    another partition."""
+    hub.intake.handle(declaration_xml(), SOURCE)
+    hub.now += timedelta(seconds=31)
+    hub.deadlines.handle(REF, 1, TICKS)  # silent partner: documentary control
+    notice = superseded_notice(2, "gun.declarations/1/0")
+    taken_over = hub._delivered(lambda: Takeover(hub.context, hub.store).handle(REF, notice, TICKS))
+    assert [s.kind for s in hub.statuses(taken_over())] == [StatusKind.TAKEN_OVER_BY_LATER_VERSION]
+    hub.retire()
+    assert RetentionEntry.from_bytes(hub.retained[KEY]).marker is not None
 
 
 def test_an_unconfirmed_decision_is_announced_again_not_retired(hub: RetainingHub) -> None:

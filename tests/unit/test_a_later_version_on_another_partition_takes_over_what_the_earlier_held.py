@@ -1,0 +1,184 @@
+"""A later version of a reference read on another partition takes over what the earlier
+version's case holds (outside audit of stop 50, F1).
+
+The clearance system's producers choose partitions (contract section 2), so a control's
+result may arrive on another partition than the control: version 1 decided
+CONTROL_DOCUMENTARY on partition 0, its RELEASED_AFTER_CONTROL on partition 1. Cases are
+kept per partition (ADR 0005), so partition 1 wrote off what it was quoted and released,
+and partition 0's case went on keeping its reservations for a control that had ended:
+reported CONTROL_RESULT_OVERDUE to operations a week later (false), and never retired.
+A version whose earlier versions its partition did not see (its first there, above 1, or
+a gap in its numbers) now tells the other partitions on the hub's deadlines topic, and
+each partition holding a lower version of the reference hands it over to that version.
+
+Here two hubs stand for two partitions' workers: each has its own case table, as two
+partitions do; the notices go from one to the other as the deadlines topic carries them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.model.declaration import Stage
+from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.case import Case
+from gun_hub.domain.lifecycle import held_reservations, kept_for_control
+from gun_hub.domain.routing import RoutingTable
+from gun_hub.domain.status_events import StatusKind
+from gun_hub.pipeline.takeover import Takeover, superseded_notice
+from tests.builders import declaration_xml
+from tests.unit.test_pipeline import Hub
+from tests.unit.test_versions_and_recovery import REF, at, requests
+
+PARTITIONS = 4  # the unit hub's outbox_partitions: every hub topic has as many
+
+
+@pytest.fixture
+def first(routing_table: RoutingTable, keys_dir: Path) -> Hub:
+    """The worker of partition 0, where version 1 was read."""
+    return Hub(routing_table, keys_dir)
+
+
+@pytest.fixture
+def other(routing_table: RoutingTable, keys_dir: Path) -> Hub:
+    """The worker of partition 1, where a later version is read."""
+    return Hub(routing_table, keys_dir)
+
+
+def held_for_control(hub: Hub) -> None:
+    """Version 1 lodged on partition 0; DGAL silent: a documentary control keeps it."""
+    hub.intake.handle(declaration_xml(version=1), at(0, partition=0))
+    hub.now += timedelta(seconds=31)
+    ticked = hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 0))
+    assert hub.decisions(ticked) == [(REF, 1, Outcome.CONTROL_DOCUMENTARY)]
+
+
+def notices_to(hub: Hub, outbox: Effects, partition: int) -> list[bytes]:
+    return [
+        r.value
+        for r in outbox.to(hub.topics.deadlines)
+        if r.partition == partition and r.key == REF.encode()
+    ]
+
+
+def told(to: Hub, notices: list[bytes], partition: int = 0) -> Effects:
+    """``notices`` handled by the worker of ``partition``, as its deadlines agent does."""
+    outbox = Effects()
+    takeover = Takeover(to.context, to.cases)
+    for offset, value in enumerate(notices):
+        handled = takeover.handle(
+            REF, value, SourcePosition("gun.hub.deadlines", partition, offset)
+        )
+        outbox.records.extend(handled.records)
+    return outbox
+
+
+def case_of(hub: Hub) -> Case:
+    return Case.from_bytes(hub.cases[REF.encode()])
+
+
+def test_a_release_after_control_on_another_partition_ends_the_control_kept_on_the_first(
+    first: Hub, other: Hub
+) -> None:
+    held_for_control(first)
+    released = other.intake.handle(
+        declaration_xml(version=2, stage=Stage.RELEASED_AFTER_CONTROL), at(0, partition=1)
+    )
+    # Every other partition is told, none twice, its own not at all.
+    notified = {r.partition for r in released.to(other.topics.deadlines) if r.key == REF.encode()}
+    assert notified == set(range(PARTITIONS)) - {1}
+    handed_over = told(first, notices_to(other, released, 0))
+
+    case = case_of(first)
+    assert not kept_for_control(case)
+    assert held_reservations(case) == []  # the later version's case follows them up
+    assert first.open_cases.get(REF.encode()) is None  # no control waited for
+    assert [(s.version, s.kind) for s in first.statuses(handed_over)] == [
+        (1, StatusKind.TAKEN_OVER_BY_LATER_VERSION)
+    ]
+    assert requests(first, handed_over) == []  # nothing deleted nor written off here
+    assert first.decisions(handed_over) == []
+
+    # A week on, the control is not reported overdue: its result came, elsewhere.
+    first.now += timedelta(seconds=first.control_report_after_s + 60)
+    ticked = first.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 1))
+    assert StatusKind.CONTROL_RESULT_OVERDUE not in first.status_kinds(ticked)
+
+
+def test_an_undecided_earlier_version_is_decided_superseded_as_on_its_own_partition(
+    first: Hub, other: Hub
+) -> None:
+    """As when the later version arrives on the case's own partition (intake.py
+    ``_supersede``): REFUSE, SUPERSEDED, announced now, nothing followed up."""
+    first.intake.handle(declaration_xml(version=1), at(0, partition=0))
+    lodged_again = other.intake.handle(declaration_xml(version=2), at(0, partition=1))
+    handed_over = told(first, notices_to(other, lodged_again, 0))
+
+    assert first.decisions(handed_over) == [(REF, 1, Outcome.REFUSE)]
+    assert StatusKind.SUPERSEDED in first.status_kinds(handed_over)
+    assert requests(first, handed_over) == []
+    assert first.open_cases.get(REF.encode()) is None  # its deadline is no longer due
+    assert held_reservations(case_of(first)) == []
+
+
+@pytest.mark.parametrize("kept", [2, 3], ids=["the-same", "higher"])
+def test_a_notice_changes_nothing_on_a_partition_holding_the_same_or_a_higher_version(
+    first: Hub, kept: int
+) -> None:
+    first.intake.handle(declaration_xml(version=kept), at(0, partition=0))
+    before = first.cases[REF.encode()]
+    handed_over = told(first, [superseded_notice(2, "gun.declarations:1:0")])
+    assert handed_over.records == []
+    assert first.cases[REF.encode()] == before
+
+
+def test_a_notice_for_a_reference_the_partition_does_not_hold_changes_nothing(
+    first: Hub,
+) -> None:
+    assert told(first, [superseded_notice(2, "gun.declarations:1:0")]).records == []
+    assert REF.encode() not in first.cases
+
+
+def test_a_decided_release_is_left_as_it_is(first: Hub) -> None:
+    """A case that keeps nothing (released, its write-offs sent) has nothing to hand over."""
+    sent = first.intake.handle(declaration_xml(version=1), at(0, partition=0))
+    assert first.decisions(first.answer(sent, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
+    before = first.cases[REF.encode()]
+    assert told(first, [superseded_notice(2, "gun.declarations:1:0")]).records == []
+    assert first.cases[REF.encode()] == before
+
+
+def test_only_a_version_whose_earlier_versions_its_partition_did_not_see_tells_the_others(
+    other: Hub,
+) -> None:
+    """A first version, or the next version on the partition that read the previous
+    one, tells nobody: the common case costs nothing. A first version above 1, or a gap
+    in the numbers (versions read elsewhere meanwhile), tells every other partition."""
+    first_version = other.intake.handle(declaration_xml(version=1), at(0, partition=1))
+    assert first_version.to(other.topics.deadlines) == []
+    next_version = other.intake.handle(declaration_xml(version=2), at(1, partition=1))
+    assert next_version.to(other.topics.deadlines) == []
+    after_a_gap = other.intake.handle(declaration_xml(version=4), at(2, partition=1))
+    assert {r.partition for r in after_a_gap.to(other.topics.deadlines)} == {0, 2, 3}
+
+
+def test_a_version_read_again_tells_the_others_again(other: Hub) -> None:
+    """Its notices may have been lost with the crash that has it read again."""
+    other.intake.handle(declaration_xml(version=2), at(0, partition=1))
+    again = other.intake.handle(declaration_xml(version=2), at(0, partition=1))
+    assert {r.partition for r in again.to(other.topics.deadlines)} == {0, 2, 3}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"", b"superseded-by", b'{"superseded_by": "two"}', b'{"superseded_by": 0}', b"\xff", b"[]"],
+)
+def test_a_notice_that_does_not_read_is_refused_naming_it(first: Hub, value: bytes) -> None:
+    """Dead-lettered by the agent that reads it (a ValueError), never a stop."""
+    with pytest.raises(ValueError, match="notice"):
+        told(first, [value])

@@ -154,7 +154,8 @@ class TopicRegistry:
 
     @property
     def deadlines(self) -> str:
-        """Internal to the hub: ticks of cases whose deadline has passed."""
+        """Internal to the hub: ticks of cases whose deadline (or retention) is due,
+        and notices of a later version read on another partition (pipeline/takeover.py)."""
         return f"{self.prefix}.hub.deadlines"
 
     def requests(self, authority: str) -> str:
@@ -259,10 +260,11 @@ class TopicRegistry:
             ),
             TopicSpec(
                 self.deadlines,
-                "hub (deadline timer)",
+                "hub (deadline and retention timers, intake)",
                 "hub",
                 Payload.JSON,
-                "Internal: a case's deadline has passed; decided in degraded mode.",
+                "Internal: a case's deadline has passed (decided in degraded mode) or its "
+                "retention is due; or a later version was read on another partition.",
                 retention_ms=24 * 3600 * 1000,
             ),
             TopicSpec(

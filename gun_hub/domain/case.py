@@ -137,6 +137,13 @@ class Case(BaseModel):
     # this one holds nothing, waits for no control and follows nothing up
     # (pipeline/takeover.py; outside audit of stop 50, F1).
     taken_over_by: int | None = None
+    # What this version reserved that the version taking it over does not quote: written
+    # off or deleted from here under that version (pipeline/takeover.py), sent again if
+    # the notice is read again.
+    handed_over: list[ExpectedAnswer] = []
+    # Whether this version, read where earlier versions were not, told the other
+    # partitions (takeover.py): told again only then when its record is read again.
+    told_others: bool = False
 
     @classmethod
     def open(

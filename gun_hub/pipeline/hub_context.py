@@ -22,7 +22,7 @@ from gun_contract.topics import TopicRegistry, reference_partition
 from gun_contract.trace import trace_header, trace_id_for
 from gun_hub import metrics
 from gun_hub.domain.case import Case
-from gun_hub.domain.decide import DEGRADED_MODE, counted, decide
+from gun_hub.domain.decide import DEGRADED_MODE, counted, decide, refuse_superseded
 from gun_hub.domain.lifecycle import follow_up_requests, kept_for_control
 from gun_hub.domain.override import OverrideReview, audit_body, review_override
 from gun_hub.domain.risk import RiskRules
@@ -264,6 +264,28 @@ class HubContext:
             event.to_bytes(),
             [trace_header(reference, version)],
         )
+
+    def superseded_undecided(
+        self, outbox: Effects, case: Case, by_version: int, *, read_elsewhere: str = ""
+    ) -> Case:
+        """``case``, undecided, decided REFUSE, SUPERSEDED because ``by_version`` replaced
+        it (``read_elsewhere``: where, when on another partition: takeover.py), its
+        SUPERSEDED status said: the decided case, to announce (``Case.superseded``)."""
+        where = f" (read at {read_elsewhere})" if read_elsewhere else ""
+        self.emit_status(
+            outbox,
+            case.reference,
+            case.version,
+            StatusKind.SUPERSEDED,
+            f"superseded by version {by_version} before a decision{where}",
+        )
+        decision = refuse_superseded(
+            reference=case.reference,
+            version=case.version,
+            by_version=by_version,
+            decided_at=self.clock(),
+        )
+        return case.superseded(by_version, decision)
 
     def decide_case(
         self,

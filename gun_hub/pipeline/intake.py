@@ -31,7 +31,7 @@ from gun_contract.security.entitlements import GATEWAY_PARTY
 from gun_contract.security.state_cipher import StateUnreadable
 from gun_hub import metrics
 from gun_hub.domain.case import Case, ExpectedAnswer, RiskFinding
-from gun_hub.domain.decide import refuse_superseded, refuse_unreadable
+from gun_hub.domain.decide import refuse_unreadable
 from gun_hub.domain.lifecycle import dropped_documents, held_reservations, written_off
 from gun_hub.domain.override import OVERRIDE_MENTION
 from gun_hub.domain.reference_namespace import is_declarants_reference, the_declarants_references
@@ -46,8 +46,9 @@ from gun_hub.domain.routing import (
 )
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.facts import ReceivedFact
+from gun_hub.pipeline.decision_outbox import declarant_tag
 from gun_hub.pipeline.hub_context import CaseStore, HubContext, open_case_entry
-from gun_hub.pipeline.takeover import notices, tells_other_partitions
+from gun_hub.pipeline.takeover import Notice, notices, tells_other_partitions
 from gun_hub.pipeline.unreadable_state import (
     REFUSAL,
     STATE_UNREADABLE,
@@ -391,12 +392,22 @@ class Intake:
         return _Arrival.STALE
 
     def _tell_other_partitions(
-        self, outbox: Effects, reference: str, version: int, source: SourcePosition
+        self, outbox: Effects, declaration: Declaration, case: Case, source: SourcePosition
     ) -> None:
-        """Every other partition is told of ``version``: a case of a lower version there
-        is taken over by it (takeover.py). In any order with this version's own records:
-        a notice acts on lower versions only."""
-        for topic, key, value, partition in notices(self._ctx, reference, version, source):
+        """Every other partition is told of this version (``case``, opened from
+        ``declaration``): a case of a lower version there is taken over by it
+        (takeover.py). In any order with this version's own records: a notice acts on
+        lower versions only."""
+        notice = Notice(
+            version=case.version,
+            read_at=source.describe(),
+            stage=case.stage,
+            declarant=declarant_tag(declaration.declarant.eori).decode(),
+            quotes=frozenset(restated(route_documents(declaration, self._ctx.routing), case)),
+        )
+        for topic, key, value, partition in notices(
+            self._ctx, notice, case.reference, source.partition
+        ):
             outbox.add(topic, key, value, partition=partition)
 
     def _supersede(
@@ -417,22 +428,8 @@ class Intake:
             return []
         carried = known.superseding_state()
         if not known.decided:
-            ctx = self._ctx
-            ctx.emit_status(
-                outbox,
-                known.reference,
-                known.version,
-                StatusKind.SUPERSEDED,
-                f"superseded by version {version} before a decision",
-            )
-            decision = refuse_superseded(
-                reference=known.reference,
-                version=known.version,
-                by_version=version,
-                decided_at=ctx.clock(),
-            )
-            superseded = known.superseded(version, decision)
-            ctx.announce(outbox, superseded, partition)
+            superseded = self._ctx.superseded_undecided(outbox, known, version)
+            self._ctx.announce(outbox, superseded, partition)
             carried.append(superseded)
         self._ctx.open_cases.pop(known.reference.encode(), None)
         return carried
@@ -658,10 +655,8 @@ class Intake:
             return
         if arrival is _Arrival.REDELIVERED:
             assert known is not None  # noqa: S101 - a redelivery has a known case
-            if known.version > 1:
-                # Whether its first reading told the other partitions is not kept: told
-                # again (idempotent; a crash is what has a record read again).
-                self._tell_other_partitions(outbox, known.reference, known.version, source)
+            if known.told_others:  # the crash may have lost its notices
+                self._tell_other_partitions(outbox, declaration, known, source)
             # Before its own requests, as the first reading sent them: whether the
             # deletions reached the broker is not known (found by review in stop 36).
             self._delete_dropped(outbox, known, again=True)
@@ -678,8 +673,6 @@ class Intake:
                 self._cases[key] = known.to_bytes()
             return
         now = ctx.clock()
-        if tells_other_partitions(declaration.version, known):
-            self._tell_other_partitions(outbox, declaration.reference, declaration.version, source)
         carried = self._supersede(outbox, known, declaration.version, source.partition)
         self._name_declarant(outbox, declaration, now)
         ctx.emit_status(outbox, declaration.reference, declaration.version, StatusKind.RECEIVED)
@@ -709,6 +702,9 @@ class Intake:
             modes=self._modes(declaration, asked, known, give_back=give_back),
         )
         case.opened_from = source.describe()
+        if tells_other_partitions(declaration.version, known):
+            case.told_others = True
+            self._tell_other_partitions(outbox, declaration, case, source)
         case.pending_announcements = carried
         case.requested = list(known.requested) if known is not None else []
         # And about the documents they quoted (review stop 37, i3).
@@ -838,15 +834,7 @@ class Intake:
         # A pre-lodged version asks a CHECK whatever the mode: it reserves nothing, so
         # what the lodged version before it held is deleted (read as the mode's
         # "reserves", it was kept at the partners for ever; review stop 46).
-        restates = OPERATION_FOR_STAGE[case.stage] is not Operation.CHECK
-        kept = {
-            (d.authority, d.reference)
-            for d in routed.documents
-            if restates
-            and d.authority
-            and case.rollout.get(d.authority, RolloutMode.ENFORCE).reserves
-        }
-        case.dropped = dropped_documents(previous, kept)
+        case.dropped = dropped_documents(previous, restated(routed, case))
 
     def _delete_dropped(self, outbox: Effects, case: Case, *, again: bool) -> None:
         if not case.dropped:
@@ -865,6 +853,20 @@ class Intake:
             f"DELETE of {len(case.dropped)} document(s) no longer reserved "
             f"{'sent again' if again else 'sent'} to " + ", ".join(r.authority for r in requests),
         )
+
+
+def restated(routed: RoutedDeclaration, case: Case) -> set[tuple[str, str]]:
+    """The (authority, document reference) pairs ``case``'s version restates or follows
+    up itself: what it quotes at the authorities where its operation reserves. A
+    pre-lodged version asks a CHECK whatever the mode: it restates nothing (review stop
+    46)."""
+    if OPERATION_FOR_STAGE[case.stage] is Operation.CHECK:
+        return set()
+    return {
+        (d.authority, d.reference)
+        for d in routed.documents
+        if d.authority and case.rollout.get(d.authority, RolloutMode.ENFORCE).reserves
+    }
 
 
 # The longest a document's result and reasons can be (decision.xsd and decide.py): a

@@ -10,45 +10,62 @@ was reported CONTROL_RESULT_OVERDUE to operations a week later although the offi
 released the goods, and never retired (outside audit of stop 50, F1).
 
 So a version whose earlier versions its partition did not see (its first there above 1,
-or a gap in the numbers: versions read elsewhere meanwhile) sends a **notice** to every
-other partition of the hub's deadlines topic, keyed by reference (``notices``). Each
-partition's deadlines agent hands it here, in event context (only an event may write the
-tables), and the case of a lower version of that reference, if the partition holds one,
+or a gap in the numbers: versions read elsewhere meanwhile) sends a :class:`Notice` to
+every other partition of the hub's deadlines topic, keyed by reference: its version, its
+stage, a tag of its declarant, and the documents it restates or follows up itself (what
+it quotes at the authorities where its operation reserves). Each partition's deadlines
+agent hands it here, in event context (only an event may write the tables), and the case
+of a lower version of that reference, if the partition holds one for the same declarant,
 is taken over as if the version had arrived there:
 
-* undecided, it is decided REFUSE, SUPERSEDED and announced, as ``_supersede`` does;
-* decided and kept for a control (``lifecycle.kept_for_control``), it is marked
-  ``taken_over_by``: it holds nothing any more (the later version's case wrote off,
-  deleted or restated what it was quoted), waits for no control's result, and retires
-  like any finalised case; a status ``TAKEN_OVER_BY_LATER_VERSION`` says where;
-* anything else (a release or refusal whose follow-ups are sent, a retention marker, the
-  same or a higher version, no case) is left as it is.
+* what it held that the later version does not quote is followed up from here, under the
+  later version (the partner refuses an operation older than the newest version it saw):
+  written off after a RELEASED_AFTER_CONTROL (contract section 4: whatever the release
+  quotes), deleted otherwise, as ``_supersede`` deletes a dropped document; its answers
+  come back to this case, which keeps the requests it sent;
+* undecided, it is decided REFUSE, SUPERSEDED and announced, with the earlier decisions it
+  carries unconfirmed;
+* decided and kept for a control (``lifecycle.kept_for_control``), it holds nothing any
+  more, waits for no control's result, and retires like any finalised case; a status
+  TAKEN_OVER_BY_LATER_VERSION says where;
+* a release or refusal already followed up, a retention marker, the same or a higher
+  version, another declarant's case, or no case: left as it is.
 
-What the later version's partition does not know it cannot follow up: it is quoted what
-the declaration quotes now, so a document the earlier version reserved and the later one
-no longer quotes is left to the partner's version guard (``docs/decisions.md``, "One
-reference on several partitions"). A notice costs one record per other partition, sent
-only for such a version (every version of a declaration sent to one partition: none),
-and again when its record is read again (the crash may have lost them; a notice is
-idempotent).
+Both kinds are marked ``taken_over_by``; the same notice read again (a crash before its
+offset was committed) sends the follow-ups and lost announcements again. A version read
+again tells the others again only if its first reading did (``Case.told_others``). A
+notice costs one record per other partition, for such a version only: a clearance system
+sending every version of a reference to one partition pays nothing.
+
+What is left (docs/decisions.md, "One reference on several partitions"): a notice read on
+a partition before the lower version's record (that partition behind on its
+declarations) finds no case and changes nothing, and the lower version is then decided
+there as before this module (the publisher withholds it if the higher one was
+published); an invalidation read on the later version's partition gives back what that
+partition wrote off, not what this one did.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
+from gun_contract.model.declaration import Stage
+from gun_contract.model.exchange import Operation
 from gun_contract.untrusted_json import parse_untrusted
-from gun_hub.domain.case import Case
-from gun_hub.domain.decide import refuse_superseded
-from gun_hub.domain.lifecycle import kept_for_control
+from gun_hub.domain.case import Case, ExpectedAnswer
+from gun_hub.domain.lifecycle import kept_for_control, written_off
+from gun_hub.domain.requests import requests_for
 from gun_hub.domain.status_events import StatusKind
+from gun_hub.pipeline.decision_outbox import declarant_tag
 from gun_hub.pipeline.hub_context import CaseStore, HubContext
 
-_FIELD = "superseded_by"
+log = logging.getLogger(__name__)
 
 
 def is_notice(value: bytes) -> bool:
@@ -56,24 +73,61 @@ def is_notice(value: bytes) -> bool:
     return value.startswith(b"{")
 
 
-def superseded_notice(version: int, read_at: str) -> bytes:
-    """The notice of ``version`` read at ``read_at`` (a record's position)."""
-    return json.dumps({_FIELD: version, "read_at": read_at}, separators=(",", ":")).encode()
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A version of a reference read on another partition."""
 
+    version: int
+    read_at: str  # the record's position (topic/partition/offset)
+    stage: Stage
+    declarant: str  # decision_outbox.declarant_tag of its declarant's EORI
+    # (authority, document reference) pairs it restates or follows up itself.
+    quotes: frozenset[tuple[str, str]]
 
-def read_notice(value: bytes) -> tuple[int, str]:
-    """(version, where it was read) of a notice; ``ValueError`` naming it otherwise."""
-    try:
-        fields: Any = parse_untrusted(value)
-    except ValueError as err:
-        raise ValueError(f"a takeover notice that is not JSON: {err}") from None
-    version = fields.get(_FIELD) if isinstance(fields, dict) else None
-    read_at = fields.get("read_at", "") if isinstance(fields, dict) else ""
-    if type(version) is not int or version < 1 or not isinstance(read_at, str):
-        raise ValueError(
-            f"a takeover notice must be {{{_FIELD!r}: a version >= 1, 'read_at': a position}}"
-        )
-    return version, read_at
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "superseded_by": self.version,
+                "read_at": self.read_at,
+                "stage": self.stage.value,
+                "declarant": self.declarant,
+                "quotes": sorted(self.quotes),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> Notice:
+        """``ValueError`` naming the notice for anything that does not read as one."""
+        try:
+            fields: Any = parse_untrusted(value)
+        except ValueError as err:
+            raise ValueError(f"a takeover notice that is not JSON: {err}") from None
+        if not isinstance(fields, dict):
+            fields = {}  # refused below, naming what a notice is
+        version, read_at = fields.get("superseded_by"), fields.get("read_at", "")
+        declarant, quotes = fields.get("declarant", ""), fields.get("quotes", [])
+        try:
+            stage = Stage(fields.get("stage"))
+        except ValueError:
+            raise ValueError(f"a takeover notice names no stage: {fields.get('stage')!r}") from None
+        if (
+            type(version) is not int
+            or version < 1
+            or not isinstance(read_at, str)
+            or not isinstance(declarant, str)
+            or not isinstance(quotes, list)
+            or not all(
+                isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+                for pair in quotes
+            )
+        ):
+            raise ValueError(
+                "a takeover notice must name a version >= 1 (superseded_by), the position "
+                "it was read at, its stage, its declarant's tag and [authority, document] "
+                "pairs (quotes)"
+            )
+        return cls(version, read_at, stage, declarant, frozenset((a, d) for a, d in quotes))
 
 
 def tells_other_partitions(version: int, known: Case | None) -> bool:
@@ -84,14 +138,14 @@ def tells_other_partitions(version: int, known: Case | None) -> bool:
 
 
 def notices(
-    context: HubContext, reference: str, version: int, source: SourcePosition
+    context: HubContext, notice: Notice, reference: str, partition: int
 ) -> Iterator[tuple[str, bytes, bytes, int]]:
-    """(topic, key, value, partition) of the notice to each other partition: every hub
-    topic has the declarations' partition count (ADR 0005)."""
-    value = superseded_notice(version, source.describe())
-    for partition in range(context.outbox_partitions):
-        if partition != source.partition:
-            yield context.topics.deadlines, reference.encode(), value, partition
+    """(topic, key, value, partition) of ``notice`` to each partition but ``partition``:
+    every hub topic has the declarations' partition count (ADR 0005)."""
+    value = notice.to_bytes()
+    for other in range(context.outbox_partitions):
+        if other != partition:
+            yield context.topics.deadlines, reference.encode(), value, other
 
 
 class Takeover:
@@ -102,48 +156,108 @@ class Takeover:
         self._cases = cases
 
     def handle(self, reference: str, value: bytes, source: SourcePosition) -> Effects:
-        by_version, read_at = read_notice(value)
+        notice = Notice.from_bytes(value)
         outbox = Effects()
-        key = reference.encode()
-        stored = self._cases.get(key)
+        stored = self._cases.get(reference.encode())
         if stored is None:
             return outbox
         case = Case.from_bytes(stored)
-        if case.version >= by_version or case.taken_over_by is not None:
+        if case.version >= notice.version:
             return outbox
-        ctx = self._ctx
-        if not case.decided:
-            ctx.emit_status(
-                outbox,
+        if case.taken_over_by is not None:
+            if case.taken_over_by == notice.version:  # read again: what may be lost
+                self._ctx.announce_again_if_lost(outbox, case, source.partition)
+                self._follow_up(outbox, case, notice, again=True)
+                self._ctx.store_case(self._cases, case)
+            return outbox
+        if (
+            notice.declarant
+            and case.declarant_eori
+            and declarant_tag(case.declarant_eori).decode() != notice.declarant
+        ):
+            # Another trader's version (refused as DECLARANT_CHANGED where it is read
+            # with this case): it takes nothing over; the publisher's lane gates it.
+            log.warning(
+                "%s version %d, read at %s, is another declarant's than version %d here: "
+                "nothing taken over",
                 reference,
+                notice.version,
+                notice.read_at,
                 case.version,
-                StatusKind.SUPERSEDED,
-                f"superseded by version {by_version} before a decision (read at {read_at})",
             )
-            decision = refuse_superseded(
-                reference=reference,
-                version=case.version,
-                by_version=by_version,
-                decided_at=ctx.clock(),
-            )
-            superseded = case.superseded(by_version, decision)
-            superseded.taken_over_by = by_version
-            ctx.open_cases.pop(key, None)  # its deadline: nothing waits any more
-            ctx.announce(outbox, superseded, source.partition)
-            ctx.store_case(self._cases, superseded)
             return outbox
-        if not kept_for_control(case):
-            return outbox
-        case.taken_over_by = by_version
-        ctx.open_cases.pop(key, None)  # the control's report date: its result came
+        if not case.decided:
+            self._supersede(outbox, case, notice, source.partition)
+        elif kept_for_control(case):
+            self._end_control(outbox, case, notice)
+        return outbox
+
+    def _supersede(self, outbox: Effects, case: Case, notice: Notice, partition: int) -> None:
+        """As ``intake._supersede`` with the newer version's case here: REFUSE,
+        SUPERSEDED, announced, with the earlier decisions ``case`` carries unconfirmed.
+        The case stored keeps what it asked (its late answers are solicited) and what was
+        written off (an invalidation gives it back), which the newer case carries on one
+        partition."""
+        ctx = self._ctx
+        taken = ctx.superseded_undecided(
+            outbox, case, notice.version, read_elsewhere=notice.read_at
+        )
+        taken.taken_over_by = notice.version
+        taken.pending_announcements = case.superseding_state()
+        taken.requested = list(case.requested)
+        taken.asked = case.asked_by_authority()
+        taken.written_off = written_off(case)
+        taken.handed_over = _not_quoted(case, notice)
+        ctx.open_cases.pop(case.reference.encode(), None)  # its deadline: nothing waits
+        for earlier in taken.pending_announcements:
+            if (earlier.reference, earlier.version) not in ctx.announcing:
+                ctx.announce(outbox, earlier, partition, stored=taken, again=True)
+        ctx.announce(outbox, taken, partition)
+        self._follow_up(outbox, taken, notice, again=False)
+        ctx.store_case(self._cases, taken)
+
+    def _end_control(self, outbox: Effects, case: Case, notice: Notice) -> None:
+        """The control's reservations are the later version's now, but for what it does
+        not quote, followed up from here; no control's result is waited for."""
         assert case.decision is not None  # noqa: S101 - kept for a control: decided
-        ctx.emit_status(
+        case.taken_over_by = notice.version
+        case.handed_over = _not_quoted(case, notice)
+        self._ctx.open_cases.pop(case.reference.encode(), None)  # its report date
+        self._ctx.emit_status(
             outbox,
-            reference,
+            case.reference,
             case.version,
             StatusKind.TAKEN_OVER_BY_LATER_VERSION,
             f"what the {case.decision.outcome.value} kept is followed up by version "
-            f"{by_version}, read at {read_at}",
+            f"{notice.version}, read at {notice.read_at}",
         )
-        ctx.store_case(self._cases, case)
-        return outbox
+        self._follow_up(outbox, case, notice, again=False)
+        self._ctx.store_case(self._cases, case)
+
+    def _follow_up(self, outbox: Effects, case: Case, notice: Notice, *, again: bool) -> None:
+        """``case.handed_over`` written off or deleted under the later version."""
+        if not case.handed_over:
+            return
+        operation = (
+            Operation.WRITE_OFF
+            if notice.stage is Stage.RELEASED_AFTER_CONTROL
+            else Operation.DELETE
+        )
+        requests = requests_for(
+            case, case.handed_over, operation, notice.version, self._ctx.clock()
+        )
+        self._ctx.send_requests(outbox, requests, case)
+        self._ctx.emit_status(
+            outbox,
+            case.reference,
+            case.version,
+            StatusKind.FOLLOW_UP_SENT,
+            f"{operation.value} of {len(case.handed_over)} document(s) version "
+            f"{notice.version} does not quote {'sent again' if again else 'sent'} to "
+            + ", ".join(r.authority for r in requests),
+        )
+
+
+def _not_quoted(case: Case, notice: Notice) -> list[ExpectedAnswer]:
+    """What ``case`` reserves that the later version does not restate or follow up."""
+    return [e for e in case.reserving() if (e.authority, e.reference) not in notice.quotes]

@@ -413,7 +413,13 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
                     "taken-over-by-version-2",
                     "Version 2 was read on partition 1: a lower version's case here is taken "
                     "over by it.",
-                    payload={"superseded_by": 2, "read_at": "gun.declarations/1/57"},
+                    payload={
+                        "superseded_by": 2,
+                        "read_at": "gun.declarations/1/57",
+                        "stage": "RELEASED_AFTER_CONTROL",
+                        "declarant": "5f0c2e1d9a7b3c44",
+                        "quotes": [["dgal", "CHEDP.FR.2026.0001234"]],
+                    },
                 ),
             ),
         ),

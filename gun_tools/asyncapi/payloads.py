@@ -314,12 +314,30 @@ def payload_schemas() -> dict[str, JsonObject]:
                     "description": "A takeover notice (gun_hub/pipeline/takeover.py): a "
                     "version of the reference read on another partition, whose case takes "
                     "over what a lower version's case on this partition holds.",
-                    "required": ["superseded_by"],
+                    "required": ["superseded_by", "stage"],
                     "properties": {
                         "superseded_by": {"type": "integer", "minimum": 1},
                         "read_at": {
                             "type": "string",
                             "description": "Where that version was read (topic/partition/offset).",
+                        },
+                        "stage": {"type": "string", "description": "That version's stage."},
+                        "declarant": {
+                            "type": "string",
+                            "description": "16 hex digits of a SHA-256 of its declarant's "
+                            "EORI: a case of another declarant is not taken over.",
+                        },
+                        "quotes": {
+                            "type": "array",
+                            "description": "The [authority, document reference] pairs it "
+                            "restates or follows up itself; what the case taken over holds "
+                            "beyond them is written off or deleted from its partition.",
+                            "items": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "minItems": 2,
+                                "maxItems": 2,
+                            },
                         },
                     },
                 },

@@ -22,16 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from gun_contract.dead_letter import SourcePosition
+from gun_contract.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
 from gun_contract.effects import Effects
 from gun_contract.model.declaration import Stage
+from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.case import Case
 from gun_hub.domain.lifecycle import held_reservations, kept_for_control
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
-from gun_hub.pipeline.takeover import Takeover, superseded_notice
-from tests.builders import declaration_xml
+from gun_hub.pipeline.takeover import Notice, Takeover
+from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_pipeline import Hub
 from tests.unit.test_versions_and_recovery import REF, at, requests
 
@@ -67,15 +68,19 @@ def notices_to(hub: Hub, outbox: Effects, partition: int) -> list[bytes]:
 
 
 def told(to: Hub, notices: list[bytes], partition: int = 0) -> Effects:
-    """``notices`` handled by the worker of ``partition``, as its deadlines agent does."""
+    """``notices`` handled by the worker of ``partition``, as its deadlines agent does,
+    delivered as the harness's broker delivers (confirmed, or lost with a crash)."""
+    handle = to._delivered(Takeover(to.context, to.cases).handle)
     outbox = Effects()
-    takeover = Takeover(to.context, to.cases)
     for offset, value in enumerate(notices):
-        handled = takeover.handle(
-            REF, value, SourcePosition("gun.hub.deadlines", partition, offset)
-        )
+        handled = handle(REF, value, SourcePosition("gun.hub.deadlines", partition, offset))
         outbox.records.extend(handled.records)
     return outbox
+
+
+def notice(version: int) -> bytes:
+    """A notice as a worker sends it, of a lodged version read on partition 1."""
+    return Notice(version, "gun.declarations/1/0", Stage.LODGED, "", frozenset()).to_bytes()
 
 
 def case_of(hub: Hub) -> Case:
@@ -132,7 +137,7 @@ def test_a_notice_changes_nothing_on_a_partition_holding_the_same_or_a_higher_ve
 ) -> None:
     first.intake.handle(declaration_xml(version=kept), at(0, partition=0))
     before = first.cases[REF.encode()]
-    handed_over = told(first, [superseded_notice(2, "gun.declarations:1:0")])
+    handed_over = told(first, [notice(2)])
     assert handed_over.records == []
     assert first.cases[REF.encode()] == before
 
@@ -140,7 +145,7 @@ def test_a_notice_changes_nothing_on_a_partition_holding_the_same_or_a_higher_ve
 def test_a_notice_for_a_reference_the_partition_does_not_hold_changes_nothing(
     first: Hub,
 ) -> None:
-    assert told(first, [superseded_notice(2, "gun.declarations:1:0")]).records == []
+    assert told(first, [notice(2)]).records == []
     assert REF.encode() not in first.cases
 
 
@@ -149,7 +154,7 @@ def test_a_decided_release_is_left_as_it_is(first: Hub) -> None:
     sent = first.intake.handle(declaration_xml(version=1), at(0, partition=0))
     assert first.decisions(first.answer(sent, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
     before = first.cases[REF.encode()]
-    assert told(first, [superseded_notice(2, "gun.declarations:1:0")]).records == []
+    assert told(first, [notice(2)]).records == []
     assert first.cases[REF.encode()] == before
 
 
@@ -176,9 +181,163 @@ def test_a_version_read_again_tells_the_others_again(other: Hub) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [b"", b"superseded-by", b'{"superseded_by": "two"}', b'{"superseded_by": 0}', b"\xff", b"[]"],
+    [
+        b"",
+        b"superseded-by",
+        b'{"superseded_by": "two"}',
+        b'{"superseded_by": 0}',
+        b'{"superseded_by": 2, "stage": "SHIPPED"}',
+        b'{"superseded_by": 2, "stage": "LODGED", "quotes": [["dgal"]]}',
+        b"\xff",
+        b"[]",
+    ],
 )
 def test_a_notice_that_does_not_read_is_refused_naming_it(first: Hub, value: bytes) -> None:
     """Dead-lettered by the agent that reads it (a ValueError), never a stop."""
     with pytest.raises(ValueError, match="notice"):
-        told(first, [value])
+        Takeover(first.context, first.cases).handle(
+            REF, value, SourcePosition("gun.hub.deadlines", 0, 0)
+        )
+
+
+# -- found by review of the first version of this change (helper, stop 51) -------------
+
+
+def dead_letter_kinds(hub: Hub, outbox: Effects) -> list[str | None]:
+    return [header_value(r.headers, HEADER_ERROR_KIND) for r in outbox.to(hub.topics.dlq)]
+
+
+def test_a_late_answer_to_a_version_taken_over_undecided_is_a_late_answer(
+    first: Hub, other: Hub
+) -> None:
+    """As on one partition: LATE_ANSWER_IGNORED. The taken-over case forgot the requests
+    it sent (``Case.superseded`` strips them: on one partition the newer case carries
+    them), and the partner's genuine answer was a RESPONSE_UNSOLICITED security dead
+    letter."""
+    sent = first.intake.handle(declaration_xml(version=1), at(0, partition=0))
+    lodged = other.intake.handle(declaration_xml(version=2), at(0, partition=1))
+    told(first, notices_to(other, lodged, 0))
+
+    late = first.answer(sent, "dgal", Verdict.VALID)
+    assert dead_letter_kinds(first, late) == []
+    assert StatusKind.LATE_ANSWER_IGNORED in first.status_kinds(late)
+
+
+def test_a_takeover_announces_the_unconfirmed_decision_of_an_earlier_version(
+    first: Hub, other: Hub
+) -> None:
+    """Version 1 released, the worker dead before the broker had it; version 2 read on
+    the same partition carries it, unconfirmed (dead again); version 3 read on another
+    partition takes version 2 over. The takeover dropped what version 2 carried: version
+    1 never decided, its write-off never sent."""
+    sent = first.intake.handle(declaration_xml(version=1), at(0, partition=0))
+    first.broker_up = False
+    first.answer(sent, "dgal", Verdict.VALID)  # version 1 RELEASE, unconfirmed
+    first.intake.handle(declaration_xml(version=2), at(1, partition=0))  # dead again
+    first.broker_up = True
+
+    lodged = other.intake.handle(declaration_xml(version=3), at(0, partition=1))
+    handed_over = told(first, notices_to(other, lodged, 0))
+    assert sorted(first.decisions(handed_over)) == [
+        (REF, 1, Outcome.RELEASE),
+        (REF, 2, Outcome.REFUSE),
+    ]
+    write_offs = [(r.version, r.operation) for r in requests(first, handed_over)]
+    assert (1, Operation.WRITE_OFF) in write_offs
+
+
+def test_a_version_read_again_tells_the_others_only_if_its_first_reading_did(
+    other: Hub,
+) -> None:
+    """Read again after a crash, a version above 1 told every other partition, each
+    time, for references never split."""
+    other.intake.handle(declaration_xml(version=1), at(0, partition=1))
+    read = other.intake.handle(declaration_xml(version=2), at(1, partition=1))
+    assert read.to(other.topics.deadlines) == []
+    again = other.intake.handle(declaration_xml(version=2), at(1, partition=1))
+    assert again.to(other.topics.deadlines) == []
+
+
+def test_another_declarants_version_on_another_partition_takes_nothing_over(
+    first: Hub, other: Hub
+) -> None:
+    """On the case's own partition a version in another trader's name is refused
+    (DECLARANT_CHANGED) and changes nothing; read on another partition, its notice had
+    the trader's own undecided version refused as superseded."""
+    first.intake.handle(declaration_xml(version=1), at(0, partition=0))
+    before = first.cases[REF.encode()]
+    forged = other.intake.handle(
+        declaration_xml(version=99, declarant="DE999999999999999"), at(0, partition=1)
+    )
+    handed_over = told(first, notices_to(other, forged, 0))
+    assert handed_over.records == []
+    assert first.cases[REF.encode()] == before
+
+
+CERT_A = "CHEDP.FR.2026.0001234"
+CERT_B = "CHEDP.FR.2026.0009999"
+BOTH = (goods_item(1, (document(reference=CERT_A),)), goods_item(2, (document(reference=CERT_B),)))
+ONLY_A = (goods_item(1, (document(reference=CERT_A),)),)
+
+
+def controlled_quoting_both(hub: Hub) -> None:
+    hub.intake.handle(declaration_xml(version=1, items=BOTH), at(0, partition=0))
+    hub.now += timedelta(seconds=31)
+    ticked = hub.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 0))
+    assert hub.decisions(ticked) == [(REF, 1, Outcome.CONTROL_DOCUMENTARY)]
+
+
+def followed_up(hub: Hub, outbox: Effects) -> set[tuple[str, Operation, int]]:
+    return {
+        (d.reference, r.operation, r.version)
+        for r in requests(hub, outbox)
+        for item in r.items
+        for d in item.documents
+        if r.operation in (Operation.WRITE_OFF, Operation.DELETE)
+    }
+
+
+@pytest.mark.parametrize(
+    ("stage", "operation"),
+    [
+        (Stage.RELEASED_AFTER_CONTROL, Operation.WRITE_OFF),
+        (Stage.CANCELLED, Operation.DELETE),
+        (Stage.LODGED, Operation.DELETE),
+    ],
+)
+def test_what_the_control_kept_and_the_later_version_does_not_quote_is_followed_up_here(
+    first: Hub, other: Hub, stage: Stage, operation: Operation
+) -> None:
+    """The later version's partition follows up what it is quoted (a release writes off,
+    a cancellation deletes, a new lodged version restates); what the earlier version
+    held beyond it only this partition knows: written off after a release (contract
+    section 4: whatever the release quotes), deleted otherwise, under the later version.
+    Before, it was neither, nor reported any more."""
+    controlled_quoting_both(first)
+    later = other.intake.handle(
+        declaration_xml(version=2, stage=stage, items=ONLY_A), at(0, partition=1)
+    )
+    handed_over = told(first, notices_to(other, later, 0))
+    assert followed_up(first, handed_over) == {(CERT_B, operation, 2)}
+    assert StatusKind.FOLLOW_UP_SENT in first.status_kinds(handed_over)
+    # Its answer is the taken-over case's: solicited, and recorded.
+    answered = first.answer(handed_over, "dgal", Verdict.VALID)
+    assert dead_letter_kinds(first, answered) == []
+    # The same notice read again (a crash before its offset was committed): sent again.
+    again = told(first, notices_to(other, later, 0))
+    assert followed_up(first, again) == {(CERT_B, operation, 2)}
+
+
+def test_a_pre_lodged_later_version_restates_nothing_so_everything_kept_is_deleted(
+    first: Hub, other: Hub
+) -> None:
+    """A pre-lodged version asks a CHECK: it reserves nothing (intake.py, review stop 46)."""
+    controlled_quoting_both(first)
+    later = other.intake.handle(
+        declaration_xml(version=2, stage=Stage.PRELODGED, items=BOTH), at(0, partition=1)
+    )
+    handed_over = told(first, notices_to(other, later, 0))
+    assert followed_up(first, handed_over) == {
+        (CERT_A, Operation.DELETE, 2),
+        (CERT_B, Operation.DELETE, 2),
+    }

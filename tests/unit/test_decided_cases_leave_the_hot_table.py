@@ -13,6 +13,7 @@ import pytest
 
 from gun_contract.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
 from gun_contract.effects import Effects
+from gun_contract.model.declaration import Stage
 from gun_contract.model.exchange import (
     AuthorityResponse,
     DocumentAnswer,
@@ -34,7 +35,7 @@ from gun_hub.pipeline.retention import (
     RetentionEntry,
     RetentionIndex,
 )
-from gun_hub.pipeline.takeover import Takeover, superseded_notice
+from gun_hub.pipeline.takeover import Notice, Takeover
 from gun_hub.xml.declaration_codec import DeclarationCodec
 from tests.builders import declaration_xml
 from tests.unit.test_pipeline import SOURCE, Hub, keyed_by_reference
@@ -223,7 +224,8 @@ def test_a_control_a_later_version_on_another_partition_took_over_is_retired(
     hub.intake.handle(declaration_xml(), SOURCE)
     hub.now += timedelta(seconds=31)
     hub.deadlines.handle(REF, 1, TICKS)  # silent partner: documentary control
-    notice = superseded_notice(2, "gun.declarations/1/0")
+    quotes = frozenset({("dgal", "CHEDP.FR.2026.0001234")})  # what it held: nothing left
+    notice = Notice(2, "gun.declarations/1/0", Stage.LODGED, "", quotes).to_bytes()
     taken_over = hub._delivered(lambda: Takeover(hub.context, hub.store).handle(REF, notice, TICKS))
     assert [s.kind for s in hub.statuses(taken_over())] == [StatusKind.TAKEN_OVER_BY_LATER_VERSION]
     hub.retire()

@@ -62,8 +62,6 @@ class DecompressedTooLarge(Exception):
 
     def __init__(self, codec: str, limit: int) -> None:
         super().__init__(f"its {codec} records inflate beyond {limit} bytes")
-        self.codec = codec
-        self.limit = limit
 
 
 _limit = MAX_DECOMPRESSED_BATCH_BYTES

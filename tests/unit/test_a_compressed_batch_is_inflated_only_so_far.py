@@ -34,7 +34,7 @@ from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c, encode_varint
 from aiokafka.structs import TopicPartition
 
-from gun_contract.kafka import client, decompression_limit
+from gun_contract.kafka import decompression_limit
 
 CODECS = {"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 SMALL_LIMIT = 1024 * 1024
@@ -52,14 +52,27 @@ def small_limit() -> Iterator[int]:
 
 def test_every_consumer_of_a_process_that_talks_to_kafka_is_bounded() -> None:
     """Every component builds its clients with gun_contract/kafka/client.py, which
-    installs the bounded decoders in aiokafka's parsers when imported."""
-    from aiokafka.record import default_records
-    from aiokafka.record._crecords import default_records as fast_default_records
-
-    assert client.__name__ in sys.modules
-    for module in (default_records, fast_default_records):
-        for name in ("gzip_decode", "snappy_decode", "lz4_decode", "zstd_decode"):
-            assert getattr(module, name) is getattr(decompression_limit, name), name
+    installs the bounded decoders in aiokafka's parsers when imported: in a process of
+    its own, importing that module and nothing else of ours (this test's process has
+    imported the decompression module itself)."""
+    checked = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import gun_contract.kafka.client\n"
+            "from aiokafka.record import default_records\n"
+            "from aiokafka.record._crecords import default_records as fast\n"
+            "from gun_contract.kafka import decompression_limit as bounded\n"
+            "for module in (default_records, fast):\n"
+            "    for name in ('gzip_decode', 'snappy_decode', 'lz4_decode', 'zstd_decode'):\n"
+            "        assert getattr(module, name) is getattr(bounded, name), name\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
 
 
 def _batch(codec: int, base_offset: int, values: list[bytes]) -> bytes:

@@ -138,6 +138,8 @@ class Retirement(Protocol):
 
     def decided(self, reference: str, partition: int) -> None: ...
 
+    def remember(self, marker: Case, partition: int) -> None: ...
+
 
 @dataclass(eq=False, slots=True)
 class OnItsWay:

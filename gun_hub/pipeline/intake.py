@@ -702,7 +702,7 @@ class Intake:
             modes=self._modes(declaration, asked, known, give_back=give_back),
         )
         case.opened_from = source.describe()
-        if tells_other_partitions(declaration.version, known):
+        if tells_other_partitions(declaration.version, known, source.partition):
             case.told_others = True
             self._tell_other_partitions(outbox, declaration, case, source)
         case.pending_announcements = carried

@@ -436,6 +436,19 @@ class CaseRetention:
         retention (from now: an announcement made again only delays it)."""
         self._schedule(reference.encode(), self._clock().timestamp() + self._retention_s, partition)
 
+    def remember(self, marker: Case, partition: int) -> None:
+        """``marker`` kept as a retired case's is, for as long (``marker_s``): a version
+        read on another partition, where this partition holds no case of its reference
+        (pipeline/takeover.py): a lower version read here after it is stale."""
+        key = marker.reference.encode()
+        forget_at = self._clock().timestamp() + self._marker_s
+        self._entries[key] = RetentionEntry(
+            forget_at,
+            partition,
+            seal_marker(self._cipher, key, marker.model_dump_json(exclude_defaults=True).encode()),
+        ).to_bytes()
+        self.index.push(partition, forget_at, key)
+
     def _schedule(self, key: bytes, due: float, partition: int) -> None:
         self._entries[key] = RetentionEntry(due, partition).to_bytes()
         self.index.push(partition, due, key)

@@ -29,7 +29,7 @@ is taken over as if the version had arrived there:
   more, waits for no control's result, and retires like any finalised case; a status
   TAKEN_OVER_BY_LATER_VERSION says where;
 * a release or refusal already followed up, a retention marker, the same or a higher
-  version, another declarant's case, or no case: left as it is.
+  version, another declarant's case: left as it is.
 
 Both kinds are marked ``taken_over_by``; the same notice read again (a crash before its
 offset was committed) sends the follow-ups and lost announcements again. A version read
@@ -37,12 +37,14 @@ again tells the others again only if its first reading did (``Case.told_others``
 notice costs one record per other partition, for such a version only: a clearance system
 sending every version of a reference to one partition pays nothing.
 
-What is left (docs/decisions.md, "One reference on several partitions"): a notice read on
-a partition before the lower version's record (that partition behind on its
-declarations) finds no case and changes nothing, and the lower version is then decided
-there as before this module (the publisher withholds it if the higher one was
-published); an invalidation read on the later version's partition gives back what that
-partition wrote off, not what this one did.
+A notice that finds no case (the partition behind on its declarations: the lower
+version's record not read yet) leaves a marker of the later version, as a retired case
+does (retention.py, forgotten with the markers): a lower version read after it is stale,
+ignored and recorded (contract section 4), and a higher one read there tells the others.
+
+What is left (docs/decisions.md, "One reference on several partitions"): a notice not read
+within the deadlines topic's retention is lost; an invalidation read on the later
+version's partition gives back what that partition wrote off, not what this one did.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
 from gun_contract.model.declaration import Stage
 from gun_contract.model.exchange import Operation
+from gun_contract.model.verdicts import Outcome
 from gun_contract.untrusted_json import parse_untrusted
 from gun_hub.domain.case import Case, ExpectedAnswer
 from gun_hub.domain.lifecycle import kept_for_control, written_off
@@ -130,11 +133,22 @@ class Notice:
         return cls(version, read_at, stage, declarant, frozenset((a, d) for a, d in quotes))
 
 
-def tells_other_partitions(version: int, known: Case | None) -> bool:
-    """Whether a new ``version`` may supersede a case on another partition: versions
-    below it were read elsewhere (or forgotten) if this partition knows none of them, or
-    not the one just below."""
-    return version > (1 if known is None else known.version + 1)
+def tells_other_partitions(version: int, known: Case | None, partition: int) -> bool:
+    """Whether a new ``version``, read on ``partition``, may supersede a case on another
+    partition: versions below it were read elsewhere (or forgotten) if this partition
+    knows none of them, or not the one just below, or knows it as read elsewhere (a
+    notice's marker, ``Takeover._remember``)."""
+    if known is None:
+        return version > 1
+    return version > known.version + 1 or _read_elsewhere(known, partition)
+
+
+def _read_elsewhere(known: Case, partition: int) -> bool:
+    """Whether ``known`` was opened from a record of another partition than ``partition``
+    (its ``opened_from``, ``topic/partition/offset``; empty for a case stored before it
+    was kept: not known, so not told)."""
+    parts = known.opened_from.rsplit("/", 2)
+    return len(parts) == 3 and parts[1] != str(partition)
 
 
 def notices(
@@ -160,6 +174,7 @@ class Takeover:
         outbox = Effects()
         stored = self._cases.get(reference.encode())
         if stored is None:
+            self._remember(reference, notice, source.partition)
             return outbox
         case = Case.from_bytes(stored)
         if case.version >= notice.version:
@@ -191,6 +206,31 @@ class Takeover:
         elif kept_for_control(case):
             self._end_control(outbox, case, notice)
         return outbox
+
+    def _remember(self, reference: str, notice: Notice, partition: int) -> None:
+        """No case here yet: the lower version's record may still come (this partition
+        behind on its declarations). A marker of the later version, as a retired case
+        leaves: a lower version read here then is stale (ignored and recorded, contract
+        section 4), and one above it tells the others again (``tells_other_partitions``:
+        the marker was read elsewhere)."""
+        if self._ctx.retention is None:
+            return
+        now = self._ctx.clock()
+        marker = Case(
+            reference=reference,
+            version=notice.version,
+            stage=notice.stage,
+            opened_at=now,
+            deadline=now,
+            awaiting=[],
+            expected=[],
+            results=[],
+            # Decided, holding nothing, announced: a marker's outcome is never published
+            # nor followed up (any that holds nothing: lifecycle.held_reservations).
+            outcome=Outcome.RELEASE,
+            opened_from=notice.read_at,
+        )
+        self._ctx.retention.remember(marker, partition)
 
     def _supersede(self, outbox: Effects, case: Case, notice: Notice, partition: int) -> None:
         """As ``intake._supersede`` with the newer version's case here: REFUSE,

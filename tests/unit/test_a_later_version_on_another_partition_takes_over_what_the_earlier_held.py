@@ -33,6 +33,7 @@ from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.takeover import Notice, Takeover
 from tests.builders import declaration_xml, document, goods_item
+from tests.unit.test_decided_cases_leave_the_hot_table import RetainingHub
 from tests.unit.test_pipeline import Hub
 from tests.unit.test_versions_and_recovery import REF, at, requests
 
@@ -341,3 +342,26 @@ def test_a_pre_lodged_later_version_restates_nothing_so_everything_kept_is_delet
         (CERT_A, Operation.DELETE, 2),
         (CERT_B, Operation.DELETE, 2),
     }
+
+
+def test_a_lower_version_read_after_the_notice_is_ignored_as_a_stale_version(
+    routing_table: RoutingTable, keys_dir: Path, other: Hub
+) -> None:
+    """The notice reaches partition 0 before version 1's record does (its worker behind
+    on its declarations): it found no case and was forgotten, and version 1 was then
+    decided as if no later version existed, its control reported overdue again. It is
+    remembered now (a marker, forgotten with the markers: retention.py), and version 1
+    arriving after version 2 is ignored and recorded (contract section 4), asking nobody."""
+    first = RetainingHub(routing_table, keys_dir)
+    lodged = other.intake.handle(declaration_xml(version=2), at(0, partition=1))
+    assert told(first, notices_to(other, lodged, 0)).records == []  # no case yet
+
+    late = first.intake.handle(declaration_xml(version=1), at(0, partition=0))
+    assert first.status_kinds(late) == [StatusKind.IGNORED_STALE_VERSION]
+    assert requests(first, late) == []
+    assert first.decisions(late) == []
+    assert first.open_cases.get(REF.encode()) is None  # no deadline, no control
+
+    # A version 3 read here afterwards tells the others: version 2 was read elsewhere.
+    third = first.intake.handle(declaration_xml(version=3), at(1, partition=0))
+    assert {r.partition for r in third.to(first.topics.deadlines)} == {1, 2, 3}

@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gun_contract.limits import MAX_DECLARATION_BYTES
 from gun_contract.logs import LogFormat
 from gun_contract.resources import config_path
+from gun_contract.stop_deadline import DEFAULT_STOP_WITHIN_S
 
 DEFAULT_STATE_DIR = Path(".gun-hub")
 ENV_PREFIX = "GUN_HUB_"
@@ -646,6 +647,12 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     log_level: str = Field("INFO", description="Log level of every component.")
+    stop_within_s: PositiveFloat = Field(
+        DEFAULT_STOP_WITHIN_S,
+        description="A component asked to stop (or ending after a crash) ends within this "
+        "long: past it, it logs where it waited and exits 1 (gun_contract/stop_deadline.py). "
+        "Keep it below the supervisor's grace period (deploy/k8s: 60 s).",
+    )
     log_format: LogFormat = Field(
         "auto",
         description="Log lines: json (one object per line, for log shippers; production), "

@@ -45,7 +45,13 @@ def local_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrok
     if os.environ.get("GUN_HUB_TEST_BOOTSTRAP"):
         yield None
         return
-    home = tmp_path_factory.mktemp("kafka")
+    broker = started_test_broker(tmp_path_factory.mktemp("kafka"))
+    yield broker
+    broker.stop()
+
+
+def started_test_broker(home: Path) -> LocalBroker:
+    """A broker of the tests' own, on free ports, started (a test that fails otherwise)."""
     broker = LocalBroker(
         BrokerSettings(
             home=home,
@@ -61,8 +67,7 @@ def local_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrok
         broker.start()
     except BrokerError as err:
         pytest.fail(f"the test Kafka broker did not start: {err}", pytrace=False)
-    yield broker
-    broker.stop()
+    return broker
 
 
 @pytest.fixture(scope="session")

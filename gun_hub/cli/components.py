@@ -25,9 +25,11 @@ from gun_contract.logs import configure_logging
 from gun_contract.private_files import make_private_folder
 from gun_contract.security.keystore import KeystoreError
 from gun_contract.settings import Settings
+from gun_contract.stop_deadline import STOPPED_SHORT, StopDeadline, stopping
 from gun_contract.topics import TopicSpec
 from gun_hub.cli.kafka import registry_for, routing_for
 from gun_hub.cli.startup import (
+    CANNOT_START,
     cannot_start,
     not_authorised,
     ports_free,
@@ -127,6 +129,15 @@ def hub() -> None:
     except (KeystoreError, WebConfigError, AccessConfigError, DueKeysInUse) as err:  # names it
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
+
+    def last_words() -> tuple[int, str | None]:
+        """A refusal of rights is still said in its sentence (exit 2), however the stop
+        ended."""
+        refused = worker.refusal()
+        if refused is None:
+            return STOPPED_SHORT, None
+        return CANNOT_START, f"cannot start: {not_authorised(settings, refused)}"
+
     worker = HubWorker(
         built.app,
         loop=loop,
@@ -134,6 +145,7 @@ def hub() -> None:
         quiet=True,
         redirect_stdouts=False,
         override_logging=False,
+        deadline=StopDeadline("the hub worker", settings.stop_within_s, last_words),
     )
     log_expected_ends_without_traceback()
     try:
@@ -174,9 +186,13 @@ def view() -> None:
         process = build_view_process(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        deadline = StopDeadline("the operations view", settings.stop_within_s)
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await process.run(stop)
+            loop.add_signal_handler(signum, stopping(deadline, stop.set))
+        try:
+            await process.run(stop)
+        finally:
+            deadline.start()  # what is left to end (asyncio.run's own teardown) is bounded
 
     try:
         with refused_rights_stop_the_start(settings):
@@ -226,9 +242,13 @@ def adapter(
             replay_memory=replay,
         )
         loop = asyncio.get_running_loop()
+        deadline = StopDeadline(f"the {authority} adapter", settings.stop_within_s)
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, runner.stop)
-        await runner.run()
+            loop.add_signal_handler(signum, stopping(deadline, runner.stop))
+        try:
+            await runner.run()
+        finally:
+            deadline.start()  # its final commit and its clients' stop wait on the broker
 
     try:
         with refused_rights_stop_the_start(settings):

@@ -26,14 +26,9 @@ from faust.worker import Worker
 
 from gun_contract.kafka.refusals import rights_refusal
 from gun_contract.security.state_cipher import StateKeyMissing
+from gun_contract.stop_deadline import StopDeadline, waiting_in
 
 log = logging.getLogger(__name__)
-
-
-# How long a worker's stop may take before it is cut short: below the grace period its
-# supervisor gives it (deploy/k8s/hub.yaml: 60 s), so that the worker ends on its own
-# terms, saying where it waited, rather than by a SIGKILL saying nothing.
-STOP_WITHIN_S = 45.0
 
 
 class HubWorker(Worker):  # type: ignore[misc]
@@ -42,38 +37,44 @@ class HubWorker(Worker):  # type: ignore[misc]
 
     refused: KafkaError | None = None
 
-    def __init__(self, *args: Any, stop_within_s: float = STOP_WITHIN_S, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, deadline: StopDeadline | None = None, **kwargs: Any) -> None:
+        """``deadline``: started as the stop begins (a signal, or the run ending)."""
         super().__init__(*args, **kwargs)
-        self._stop_within_s = stop_within_s
+        self._deadline = deadline or StopDeadline("the hub worker")
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        self._deadline.start()
+        super()._schedule_shutdown(signal)
 
     def stop_and_shutdown(self) -> None:
-        """mode's, the stop bounded by ``stop_within_s``: a stop that waits on what never
-        comes (after a crash, faust waited for acknowledgements its cancelled agents would
-        never make: CI, stop 50) left the process running for ever, its supervisor none
-        the wiser. Past the bound, what it waited on is logged and the loop shut down:
-        every task cancelled, the crash's reason raised as before."""
+        """mode's, the stop bounded: a stop that waits on what never comes (after a
+        crash, a commit through the consumer thread the crash had stopped: CI, stop 50;
+        with the broker gone, faust's flush of its producer: the stop audit of stop 51)
+        left the process running for ever. Two thirds of the deadline on, what it waits
+        on is logged and the loop shut down (every task cancelled, the crash's reason
+        raised as before: a refusal is said in its sentence); at the deadline the process
+        ends whatever still runs (faust's consumer thread, a non-daemon thread that kept a
+        worker whose loop was closed alive)."""
+        self._deadline.start()
+        self._deadline.watching(self.loop)
         stopping: asyncio.Future[Any] | None = None
         if self._signal_stop_future and not self._signal_stop_future.done():
             stopping = self._signal_stop_future
         elif not self._stopped.is_set():
             stopping = asyncio.ensure_future(self.stop(), loop=self.loop)
         if stopping is not None:
-            done, _ = self.loop.run_until_complete(
-                asyncio.wait({stopping}, timeout=self._stop_within_s)
-            )
+            within_s = self._deadline.within_s * 2 / 3
+            done, _ = self.loop.run_until_complete(asyncio.wait({stopping}, timeout=within_s))
             if done:
                 stopping.result()  # what the stop raised, raised as mode did
             else:
                 log.error(
-                    "the worker did not stop within %g s; shut down where it waited: %s",
-                    self._stop_within_s,
-                    _where(stopping),
+                    "the worker did not stop within %g s; its loop is shut down where it "
+                    "waited: %s",
+                    within_s,
+                    waiting_in(self.loop),
                 )
         self._shutdown_loop()
-
-    async def _gather_futures(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 - mode's signature
-        # The shutdown's wait for the service's own futures, bounded as the stop is.
-        await super()._gather_futures(timeout=self._stop_within_s if timeout is None else timeout)
 
     async def start(self) -> None:
         # mode logs what ends the start with its traceback ("Error: ..."), then exits 1.
@@ -87,18 +88,15 @@ class HubWorker(Worker):  # type: ignore[misc]
             _EXPECTED_ENDS.ended = True  # its teardown's tracebacks are not logged either
 
     def refusal(self) -> KafkaError | None:
-        """The refusal of rights that ended this worker (its start, or a crash), if any."""
-        return self.refused or rights_refusal(self.crash_reason)
-
-
-def _where(task: asyncio.Future[Any]) -> str:
-    """The frames ``task`` waits in, innermost first, each ``<-`` what awaited it."""
-    stack = task.get_stack() if isinstance(task, asyncio.Task) else []
-    frames = [
-        f"{f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno} {f.f_code.co_qualname}"
-        for f in reversed(stack)
-    ]
-    return " <- ".join(frames) or "(no frame)"
+        """The refusal of rights that ended this worker (its start, or a crash), if any:
+        its own crash's, or its app's (the worker's may be what failed after, stopping
+        the crashed app: faust's fetcher flushing a producer the crash had stopped; the
+        stop audit of stop 51, 200 declarations waiting: exit 1, no sentence)."""
+        return (
+            self.refused
+            or rights_refusal(self.crash_reason)
+            or rights_refusal(getattr(self.app, "crash_reason", None))
+        )
 
 
 def _state_key_missing(err: BaseException | None) -> StateKeyMissing | None:

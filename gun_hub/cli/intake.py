@@ -14,6 +14,7 @@ from gun_contract.kafka.acls import gateway_topics
 from gun_contract.listening import PortNotBound
 from gun_contract.logs import configure_logging
 from gun_contract.security.keystore import KeystoreError
+from gun_contract.stop_deadline import StopDeadline, stopping
 from gun_hub.cli.components import prepare_cluster
 from gun_hub.cli.kafka import registry_for
 from gun_hub.cli.startup import cannot_start, settings_or_exit
@@ -29,16 +30,23 @@ app = typer.Typer(
 )
 
 
-def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``main`` until SIGTERM or SIGINT sets its stop event; a configuration fault
-    (names the file or setting) exits 2."""
+def _run_until_signalled(
+    main: Callable[[asyncio.Event], Awaitable[None]], stop_within_s: float
+) -> None:
+    """Run ``main`` until SIGTERM or SIGINT sets its stop event, then end within
+    ``stop_within_s`` (stop_deadline.py); a configuration fault (names the file or
+    setting) exits 2."""
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        deadline = StopDeadline("the intake gateway", stop_within_s)
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await main(stop)
+            loop.add_signal_handler(signum, stopping(deadline, stop.set))
+        try:
+            await main(stop)
+        finally:
+            deadline.start()  # its producer's flush waits on the broker for what is unsent
 
     try:
         asyncio.run(run())
@@ -68,7 +76,9 @@ def serve() -> None:
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
     prepare_cluster(settings, own=gateway_topics(topics))
-    _run_until_signalled(lambda stop: serve_http(settings, gateway, tokens, stop))
+    _run_until_signalled(
+        lambda stop: serve_http(settings, gateway, tokens, stop), settings.stop_within_s
+    )
 
 
 @app.command()
@@ -113,5 +123,6 @@ def watch(
     lodger = lodger_for(declarant, "this drop folder")
     prepare_cluster(settings, own=gateway_topics(topics))
     _run_until_signalled(
-        lambda stop: watch_folder(settings, gateway, folder, lodger, topics.declarations, stop)
+        lambda stop: watch_folder(settings, gateway, folder, lodger, topics.declarations, stop),
+        settings.stop_within_s,
     )

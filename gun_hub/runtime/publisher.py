@@ -92,7 +92,7 @@ from gun_contract.consume import Batch, consume
 from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_record
 from gun_contract.envelope import ContentType, Envelope
 from gun_contract.kafka.client import Connect, client_options, consumer_options, producer_options
-from gun_contract.kafka.refusals import NOT_AUTHORISED
+from gun_contract.kafka.refusals import NOT_AUTHORISED, rights_refusal
 from gun_contract.security.entitlements import CLEARANCE_PARTY
 from gun_contract.security.state_cipher import (
     KEY_MISSING_PATIENCE_S,
@@ -381,10 +381,17 @@ class DecisionPublisher:
         """A lane that raised (not a broker's refusal, which is retried: a bug, a refusal
         of the principal's rights, a state key this worker still lacks after waiting for
         it) stops the publisher, and :meth:`run` raises it, as the poll loop did before
-        lanes: the worker ends with it."""
-        if task.cancelled() or task.exception() is None or self._failure is not None:
+        lanes: the worker ends with it. A refusal of rights is kept over any other
+        failure: a lane refused leaves its neighbours' producers out of their transaction
+        too (aiokafka's assertion), and the worker ended 1 saying neither (the stop audit
+        of stop 51); ``gun-hub hub`` says a refusal in its sentence."""
+        if task.cancelled() or task.exception() is None:
             return
-        self._failure = task.exception()
+        failure = task.exception()
+        if self._failure is None or (
+            rights_refusal(failure) is not None and rights_refusal(self._failure) is None
+        ):
+            self._failure = failure
         self._stopping.set()
 
     def _begin_taking(self, partitions: Iterable[int]) -> None:

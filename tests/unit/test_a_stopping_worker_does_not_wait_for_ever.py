@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
+import textwrap
+import threading
 from typing import Any
 
 import pytest
 
+from gun_contract.stop_deadline import STOPPED_SHORT, StopDeadline
 from gun_hub.cli.hub_worker import HubWorker
 from gun_hub.runtime.faust_app import HubApp
 
@@ -69,30 +74,94 @@ class StuckWorker(HubWorker):
 
 
 @pytest.mark.timeout(60)
-def test_a_worker_whose_stop_never_ends_is_shut_down_past_its_bound(
+def test_a_worker_whose_stop_never_ends_is_shut_down_and_then_ended(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Two thirds of its deadline on, its loop is shut down where it waited (named in
+    the log); at the deadline the process is ended, whatever still runs (here the test's
+    stand-in for ``os._exit`` records it)."""
     loop = asyncio.new_event_loop()
     app: Any = HubApp("stuck-test", broker="kafka://127.0.0.1:9", store="memory://")
-    worker = StuckWorker(app, loop=loop, quiet=True, redirect_stdouts=False, stop_within_s=0.5)
+    ended: list[int] = []
+    exited = threading.Event()
+
+    def exit_now(code: int) -> None:
+        ended.append(code)
+        exited.set()
+
+    deadline = StopDeadline("the test worker", 1.5, exit_now=exit_now)
+    worker = StuckWorker(app, loop=loop, quiet=True, redirect_stdouts=False, deadline=deadline)
     with caplog.at_level(logging.ERROR):
         worker.stop_and_shutdown()
-    assert loop.is_closed()
-    [said] = [r for r in caplog.records if "did not stop within" in r.getMessage()]
-    # Where it waited, for whoever reads the log.
-    assert "StuckWorker.stop" in said.getMessage()
-
-
-async def test_a_revocations_wait_for_the_records_in_hand_is_left_unbounded() -> None:
-    """Those records must be done before another worker takes their partitions: the
-    bound is a stop's only."""
-    app = HubApp("revoke-test", broker="kafka://127.0.0.1:9", store="memory://", stop_wait_s=0.1)
-    consumer = NeverEmpty()
-    waiting = asyncio.ensure_future(
-        app._consumer_wait_empty(consumer, logging.getLogger("faust.app.base"))
+        assert loop.is_closed()
+        [said] = [r for r in caplog.records if "did not stop within 1 s" in r.getMessage()]
+        # Where it waited, for whoever reads the log.
+        assert "StuckWorker.stop" in said.getMessage()
+        assert exited.wait(30)
+    assert ended == [STOPPED_SHORT]
+    assert any(
+        "the test worker did not stop within 1.5 s" in r.getMessage() for r in caplog.records
     )
-    await consumer.waited.wait()
-    # Ten times the stop's bound: still waiting.
-    done, _ = await asyncio.wait({waiting}, timeout=1.0)
-    assert not done
-    waiting.cancel()
+
+
+# -- the deadline itself, in processes of their own (it ends them) ----------------------
+
+_STUCK = textwrap.dedent(
+    """
+    import asyncio, logging, sys, threading
+    from gun_contract.stop_deadline import StopDeadline
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    CODE = int(sys.argv[1])
+    SENTENCE = sys.argv[2] or None
+
+    async def waits_on_the_broker():
+        await asyncio.Event().wait()
+
+    async def main():
+        deadline = StopDeadline("the stuck component", 1.0, lambda: (CODE, SENTENCE))
+        asyncio.get_running_loop().create_task(waits_on_the_broker())
+        await asyncio.sleep(0)
+        deadline.start()
+        # A non-daemon thread that never ends: the interpreter would wait for it at exit.
+        threading.Thread(target=threading.Event().wait).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "sentence"),
+    [(STOPPED_SHORT, ""), (2, "cannot start: Kafka did not authorise user 'hub' on topic x")],
+    ids=["cut-short", "a-refusal-still-said"],
+)
+def test_a_process_past_its_deadline_ends_saying_where_it_waited(code: int, sentence: str) -> None:
+    ended = subprocess.run(
+        [sys.executable, "-c", _STUCK, str(code), sentence],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ended.returncode == code
+    assert "the stuck component did not stop within 1 s" in ended.stderr
+    assert "waits_on_the_broker" in ended.stderr  # the innermost frame of its await
+    if sentence:
+        assert ended.stderr.strip().splitlines()[-1] == sentence
+
+
+def test_a_deadline_started_twice_counts_from_the_first_start() -> None:
+    ended: list[int] = []
+    exited = threading.Event()
+
+    def exit_now(code: int) -> None:
+        ended.append(code)
+        exited.set()
+
+    deadline = StopDeadline("twice", 0.2, exit_now=exit_now)
+    deadline.start()
+    deadline.start()
+    assert exited.wait(30)
+    assert ended == [STOPPED_SHORT]  # once

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import sys
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_STOP_WITHIN_S = 45.0
 STOPPED_SHORT = 1  # the exit code of a stop cut short: not a clean one
 _MOST_TASKS_SAID = 20
+_BACKSTOP_AFTER_S = 5.0
 
 
 def _no_last_words() -> tuple[int, str | None]:
@@ -75,6 +77,19 @@ class StopDeadline:
             self._timer = threading.Timer(self._within_s, self._expire)
             self._timer.daemon = True  # never what keeps the process up
             self._timer.start()
+            if self._exit_now is os._exit:
+                # The backstop of the backstop: a C thread that needs neither the GIL nor
+                # a logging lock (the loop's thread may hold either, stuck), dumping
+                # every thread's frames (no variable) and exiting 1.
+                faulthandler.dump_traceback_later(self._within_s + _BACKSTOP_AFTER_S, exit=True)
+
+    def cancel(self) -> None:
+        """The process is not ending after all (an in-process use: the tests')."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                if self._exit_now is os._exit:
+                    faulthandler.cancel_dump_traceback_later()
 
     @property
     def within_s(self) -> float:
@@ -126,7 +141,7 @@ def waiting_in(loop: asyncio.AbstractEventLoop | None) -> str:
     (``file:line function``), the same place counted once. Read from another thread
     while the loop may run: a best effort, for the log."""
     if loop is None:
-        return "(no event loop)"
+        return "(no event loop)" + _threads_left()
     for _ in range(3):
         try:
             tasks = list(asyncio.all_tasks(loop))
@@ -134,7 +149,7 @@ def waiting_in(loop: asyncio.AbstractEventLoop | None) -> str:
         except RuntimeError:  # the set of tasks changed meanwhile: look again
             continue
     else:
-        return "(the tasks could not be listed)"
+        return "(the tasks could not be listed)" + _threads_left()
     places: dict[str, int] = {}
     for task in tasks:
         place = _innermost(task.get_coro())
@@ -144,7 +159,27 @@ def waiting_in(loop: asyncio.AbstractEventLoop | None) -> str:
         for place, count in sorted(places.items(), key=lambda item: -item[1])
     ]
     more = len(said) - _MOST_TASKS_SAID
-    return "; ".join(said[:_MOST_TASKS_SAID]) + (f"; and {more} more" if more > 0 else "")
+    tasks_said = "; ".join(said[:_MOST_TASKS_SAID]) + (f"; and {more} more" if more > 0 else "")
+    return tasks_said + _threads_left()
+
+
+def _threads_left() -> str:
+    """The non-daemon threads besides the main one, each where it is: one of them keeps
+    the process up once its loop is closed (faust's consumer thread did)."""
+    frames = sys._current_frames()
+    left = [
+        f"thread {thread.name}: {_frame_place(frames.get(thread.ident or -1))}"
+        for thread in threading.enumerate()
+        if not thread.daemon and thread is not threading.main_thread()
+    ]
+    return ("; " + "; ".join(left)) if left else ""
+
+
+def _frame_place(frame: Any) -> str:
+    if frame is None:
+        return "(no frame)"
+    code = frame.f_code
+    return f"{code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno} {code.co_qualname}"
 
 
 def _innermost(coro: Any, frames: int = 3) -> str:

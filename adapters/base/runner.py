@@ -231,7 +231,12 @@ class AdapterRunner:
         """The broker times of what was read since each partition's commit point."""
         return self._read_times
 
-    async def run(self, ready: asyncio.Event | None = None) -> None:
+    async def run(
+        self, ready: asyncio.Event | None = None, ending: Callable[[], None] = lambda: None
+    ) -> None:
+        """The replica until :meth:`stop`; ``ending`` is called as it ends, before its
+        final commit and its clients' stop, which wait on the broker (the process's stop
+        deadline: gun_contract/stop_deadline.py)."""
         connect = from_settings(self._settings.kafka)
         consumer = AIOKafkaConsumer(
             **consumer_options(connect),
@@ -295,6 +300,7 @@ class AdapterRunner:
             # thing, and its next owner takes what the log held for maybe sent.
             await self.ownership.leaving(self.ownership.partitions)
         finally:
+            ending()
             for task in background:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

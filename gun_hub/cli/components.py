@@ -190,9 +190,9 @@ def view() -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping(deadline, stop.set))
         try:
-            await process.run(stop)
+            await process.run(stop, deadline.start)
         finally:
-            deadline.start()  # what is left to end (asyncio.run's own teardown) is bounded
+            deadline.start()
 
     try:
         with refused_rights_stop_the_start(settings):
@@ -246,9 +246,9 @@ def adapter(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping(deadline, runner.stop))
         try:
-            await runner.run()
+            await runner.run(ending=deadline.start)
         finally:
-            deadline.start()  # its final commit and its clients' stop wait on the broker
+            deadline.start()
 
     try:
         with refused_rights_stop_the_start(settings):

@@ -26,7 +26,7 @@ from faust.worker import Worker
 
 from gun_contract.kafka.refusals import rights_refusal
 from gun_contract.security.state_cipher import StateKeyMissing
-from gun_contract.stop_deadline import StopDeadline, waiting_in
+from gun_contract.stop_deadline import STOPPED_SHORT, StopDeadline, waiting_in
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class HubWorker(Worker):  # type: ignore[misc]
         self._deadline.start()
         self._deadline.watching(self.loop)
         stopping: asyncio.Future[Any] | None = None
+        cut_short = False
         if self._signal_stop_future and not self._signal_stop_future.done():
             stopping = self._signal_stop_future
         elif not self._stopped.is_set():
@@ -68,13 +69,17 @@ class HubWorker(Worker):  # type: ignore[misc]
             if done:
                 stopping.result()  # what the stop raised, raised as mode did
             else:
+                cut_short = True
                 log.error(
                     "the worker did not stop within %g s; its loop is shut down where it "
                     "waited: %s",
                     within_s,
                     waiting_in(self.loop),
                 )
-        self._shutdown_loop()
+        self._shutdown_loop()  # raises a crash's reason, as mode does
+        if cut_short:
+            # Not a clean stop (mode would exit 0): what the loop held was cut.
+            raise SystemExit(STOPPED_SHORT)
 
     async def start(self) -> None:
         # mode logs what ends the start with its traceback ("Error: ..."), then exits 1.

@@ -31,7 +31,7 @@ app = typer.Typer(
 
 
 def _run_until_signalled(
-    main: Callable[[asyncio.Event], Awaitable[None]], stop_within_s: float
+    main: Callable[[asyncio.Event, Callable[[], None]], Awaitable[None]], stop_within_s: float
 ) -> None:
     """Run ``main`` until SIGTERM or SIGINT sets its stop event, then end within
     ``stop_within_s`` (stop_deadline.py); a configuration fault (names the file or
@@ -44,9 +44,9 @@ def _run_until_signalled(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping(deadline, stop.set))
         try:
-            await main(stop)
+            await main(stop, deadline.start)  # started as it ends, whatever ends it
         finally:
-            deadline.start()  # its producer's flush waits on the broker for what is unsent
+            deadline.start()
 
     try:
         asyncio.run(run())
@@ -77,7 +77,8 @@ def serve() -> None:
         raise typer.Exit(2) from None
     prepare_cluster(settings, own=gateway_topics(topics))
     _run_until_signalled(
-        lambda stop: serve_http(settings, gateway, tokens, stop), settings.stop_within_s
+        lambda stop, ending: serve_http(settings, gateway, tokens, stop, ending),
+        settings.stop_within_s,
     )
 
 
@@ -123,6 +124,8 @@ def watch(
     lodger = lodger_for(declarant, "this drop folder")
     prepare_cluster(settings, own=gateway_topics(topics))
     _run_until_signalled(
-        lambda stop: watch_folder(settings, gateway, folder, lodger, topics.declarations, stop),
+        lambda stop, ending: watch_folder(
+            settings, gateway, folder, lodger, topics.declarations, stop, ending
+        ),
         settings.stop_within_s,
     )

@@ -81,9 +81,14 @@ def required_lodging_scope(settings: GatewaySettings) -> str | None:
 
 
 async def serve_http(
-    settings: Settings, gateway: Gateway, tokens: TraderTokens, stop: asyncio.Event
+    settings: Settings,
+    gateway: Gateway,
+    tokens: TraderTokens,
+    stop: asyncio.Event,
+    ending: Callable[[], None] = lambda: None,
 ) -> None:
-    """The HTTP channel until ``stop`` is set."""
+    """The HTTP channel until ``stop`` is set; ``ending`` is called as it ends, before
+    what waits on the broker (the process's stop deadline: stop_deadline.py)."""
     probes = _probes(settings, gateway)
     lodging = Listener(
         "lodging",
@@ -107,6 +112,7 @@ async def serve_http(
         finally:
             await lodging.stop()
     finally:
+        ending()
         await gateway.stop()
         await stop_all(probes)
 
@@ -118,8 +124,10 @@ async def watch_folder(
     lodger: Lodger,
     topic: str,
     stop: asyncio.Event,
+    ending: Callable[[], None] = lambda: None,
 ) -> None:
-    """The file-drop channel on ``root`` until ``stop`` is set."""
+    """The file-drop channel on ``root`` until ``stop`` is set; ``ending`` as in
+    :func:`serve_http`."""
     folder = DropFolder(root)
     folder.prepare()
     watcher = DropWatcher(
@@ -137,5 +145,6 @@ async def watch_folder(
         try:
             await watcher.run(stop)
         finally:
+            ending()
             await gateway.stop()
             await stop_all(probes)

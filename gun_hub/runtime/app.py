@@ -107,6 +107,7 @@ from gun_hub.runtime.deadline_sweep import DeadlineSweep
 from gun_hub.runtime.delivery import StateFirst, send_outbox
 from gun_hub.runtime.due_keys import RocksDueKeys
 from gun_hub.runtime.faust_app import (
+    STOP_WAIT_S,
     HubApp,
     InHand,
     as_if_handling,
@@ -527,6 +528,9 @@ def build_hub(settings: Settings) -> Hub:
         broker_heartbeat_interval=settings.hub.session_timeout_s / 5,
         logging_config=None,
         broker_credentials=_credentials(settings),
+        # faust's wait for the records in hand at a clean stop, within the whole stop's
+        # deadline (its in-loop cut comes at two thirds of it: hub_worker.py).
+        stop_wait_s=min(STOP_WAIT_S, settings.stop_within_s / 3),
     )
     # First at every assignment: a keyed topic grown while the worker runs stops it
     # before any partition is taken in (runtime/partition_counts.py; review stop 37, K3).

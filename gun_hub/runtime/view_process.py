@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -71,7 +72,7 @@ class ViewProcess:
     probes: Listener
     producing: asyncio.Event
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, ending: Callable[[], None] = lambda: None) -> None:
         """Serve until ``stop`` is set; a reader that ends (the broker lost for good, the
         view's database gone) ends the process with its error, for its supervisor to
         restart it (the view resumes from the offsets it recorded)."""
@@ -95,6 +96,7 @@ class ViewProcess:
                     task.result()  # its error, if it failed
                     raise RuntimeError(f"{task.get_name()} ended")
         finally:
+            ending()  # the process's stop deadline (stop_deadline.py), before what waits
             for task in readers:
                 task.cancel()
             for task in readers:

@@ -26,6 +26,7 @@ import pytest
 from gun_contract.stop_deadline import STOPPED_SHORT, StopDeadline
 from gun_hub.cli.hub_worker import HubWorker
 from gun_hub.runtime.faust_app import HubApp
+from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 
 
 class NeverEmpty:
@@ -92,7 +93,9 @@ def test_a_worker_whose_stop_never_ends_is_shut_down_and_then_ended(
     deadline = StopDeadline("the test worker", 1.5, exit_now=exit_now)
     worker = StuckWorker(app, loop=loop, quiet=True, redirect_stdouts=False, deadline=deadline)
     with caplog.at_level(logging.ERROR):
-        worker.stop_and_shutdown()
+        with pytest.raises(SystemExit) as cut:
+            worker.stop_and_shutdown()
+        assert cut.value.code == STOPPED_SHORT  # not a clean stop's 0 (mode's)
         assert loop.is_closed()
         [said] = [r for r in caplog.records if "did not stop within 1 s" in r.getMessage()]
         # Where it waited, for whoever reads the log.
@@ -124,7 +127,7 @@ _STUCK = textwrap.dedent(
         await asyncio.sleep(0)
         deadline.start()
         # A non-daemon thread that never ends: the interpreter would wait for it at exit.
-        threading.Thread(target=threading.Event().wait).start()
+        threading.Thread(target=threading.Event().wait, name="consumer-thread").start()
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -148,6 +151,7 @@ def test_a_process_past_its_deadline_ends_saying_where_it_waited(code: int, sent
     assert ended.returncode == code
     assert "the stuck component did not stop within 1 s" in ended.stderr
     assert "waits_on_the_broker" in ended.stderr  # the innermost frame of its await
+    assert "thread consumer-thread" in ended.stderr  # what would have kept it up
     if sentence:
         assert ended.stderr.strip().splitlines()[-1] == sentence
 
@@ -165,3 +169,32 @@ def test_a_deadline_started_twice_counts_from_the_first_start() -> None:
     deadline.start()
     assert exited.wait(30)
     assert ended == [STOPPED_SHORT]  # once
+
+
+async def test_a_crashed_consumer_does_not_commit_through_the_thread_the_crash_stopped() -> None:
+    """faust's consumer waits for its records in hand and commits them at its own stop
+    too, through its thread: after a crash, never answered (the review of this fix)."""
+    consumer: Any = object.__new__(StrictOffsetsConsumer)  # its stop only, no broker
+    app = HubApp("consumer-stop-test", broker="kafka://127.0.0.1:9", store="memory://")
+    await app.crash(RuntimeError("the publisher was refused its topic"))
+    consumer.app = app
+    never = NeverEmpty()
+    consumer.wait_empty = never.wait_empty
+    async with asyncio.timeout(30):
+        await consumer.on_stop()
+    assert not never.waited.is_set()
+
+
+async def test_a_revocations_wait_for_the_records_in_hand_is_left_unbounded() -> None:
+    """Those records must be done before another worker takes their partitions: the
+    bound is a stop's only."""
+    app = HubApp("revoke-test", broker="kafka://127.0.0.1:9", store="memory://", stop_wait_s=0.1)
+    consumer = NeverEmpty()
+    waiting = asyncio.ensure_future(
+        app._consumer_wait_empty(consumer, logging.getLogger("faust.app.base"))
+    )
+    await consumer.waited.wait()
+    # Ten times the stop's bound: still waiting.
+    done, _ = await asyncio.wait({waiting}, timeout=1.0)
+    assert not done
+    waiting.cancel()

@@ -11,6 +11,7 @@ again at the next start (ADR 0001).
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,5 +63,6 @@ async def test_the_hub_and_an_adapter_end_within_their_bound_when_the_broker_is_
         code = pipeline.group.stop(name, sig=signal.SIGTERM, timeout_s=PATIENCE_S)
         log = (pipeline.group.log_dir / f"{name}.log").read_text(errors="replace")
         assert code in (0, STOPPED_SHORT), f"{name} ended {code}:\n{log[-3000:]}"
-        if code == STOPPED_SHORT:  # cut short: it says so, and where it waited
-            assert f"did not stop within {STOP_WITHIN_S:g} s; ended where it waited" in log
+        if code == STOPPED_SHORT:  # cut short: it says so, and where it waited (a hub
+            # worker shuts its loop down at two thirds of the deadline: hub_worker.py)
+            assert re.search(r"did not stop within [0-9.]+ s; (ended|its loop is shut down)", log)

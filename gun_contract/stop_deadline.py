@@ -83,14 +83,6 @@ class StopDeadline:
                 # every thread's frames (no variable) and exiting 1.
                 faulthandler.dump_traceback_later(self._within_s + _BACKSTOP_AFTER_S, exit=True)
 
-    def cancel(self) -> None:
-        """The process is not ending after all (an in-process use: the tests')."""
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                if self._exit_now is os._exit:
-                    faulthandler.cancel_dump_traceback_later()
-
     @property
     def within_s(self) -> float:
         return self._within_s

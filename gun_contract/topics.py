@@ -44,6 +44,9 @@ class TopicSpec:
     # Writers besides ``producer``, each entitled to it with keys of its own.
     other_producers: tuple[str, ...] = ()
     retention_ms: int | None = None
+    # The hub relies on each record being readable for the whole retention (a shorter
+    # one on an existing topic is lengthened at start-up: kafka/topic_settings.py).
+    retention_relied_on: bool = False
     config: dict[str, str] = field(default_factory=dict)
 
     def broker_config(self) -> dict[str, str]:
@@ -265,7 +268,12 @@ class TopicRegistry:
                 Payload.JSON,
                 "Internal: a case's deadline has passed (decided in degraded mode) or its "
                 "retention is due; or a later version was read on another partition.",
-                retention_ms=24 * 3600 * 1000,
+                # As long as a declaration: a takeover notice (pipeline/takeover.py) is
+                # read once by the partition it tells; deleted before a partition behind
+                # read it, the earlier version's control was kept and reported overdue
+                # for ever (24 hours until stop 52). Ticks and notices are small and few.
+                retention_ms=_SEVEN_DAYS_MS,
+                retention_relied_on=True,
             ),
             TopicSpec(
                 self.operator_actions,

@@ -32,6 +32,8 @@ from gun_contract.kafka.topic_settings import (
     aligned_overrides,
     deleted_after_ms,
     deviations,
+    lengthening_apart,
+    refusal_line,
 )
 from gun_contract.topics import TopicRegistry, TopicSpec
 
@@ -277,7 +279,8 @@ async def check_topic_configs(connect: Connect, specs: Sequence[TopicSpec]) -> N
 
     The secured start-up's check (the admin made the topics, review stop 37, K1): it needs
     the DescribeConfigs ACL on the topics only. A principal without it is not stopped for
-    that: one warning names the ACL, and the start goes on unchecked."""
+    that: one warning names the ACL, and the start goes on unchecked. A retention shorter
+    than the hub relies on is a warning too, with the command that lengthens it."""
     admin = AIOKafkaAdminClient(**client_options(connect))
     await admin.start()
     try:
@@ -288,9 +291,17 @@ async def check_topic_configs(connect: Connect, specs: Sequence[TopicSpec]) -> N
         await admin.close()
     config = client_config(connect)
     _warn_unchecked(config.username, described.unauthorised)
-    found = _deviations(present, described)
-    if found:
-        raise TopicSettingsRefused(found, config.bootstrap_servers)
+    refused, to_lengthen = lengthening_apart(_deviations(present, described))
+    for topic, found in sorted(to_lengthen.items()):
+        # Not a refusal: the hub runs on it, and loses only what is read later than the
+        # topic keeps it (an upgrade from a release that made it shorter must not stop).
+        log.warning(
+            "topic %s keeps its records less long than the hub relies on; %s",
+            topic,
+            refusal_line(topic, found, config.bootstrap_servers),
+        )
+    if refused:
+        raise TopicSettingsRefused(refused, config.bootstrap_servers)
 
 
 def _warn_unchecked(principal: str | None, unauthorised: Sequence[str]) -> None:
@@ -324,7 +335,8 @@ async def _align_configs(
 
     Every other topic-level override is kept, and nothing is shortened: only the two
     aligned keys change (review stop 37, K2: a lengthened retention was put back to 7
-    days, a min.insync.replicas dropped)."""
+    days, a min.insync.replicas dropped), and a retention shorter than the hub relies on
+    is lengthened (the deadlines topic made with 24 hours before stop 52)."""
     described = await _describe_configs(admin, [spec.name for spec in specs])
     config = client_config(connect)
     _warn_unchecked(config.username, described.unauthorised)

@@ -29,7 +29,9 @@ RETENTION_BYTES = "retention.bytes"
 # What the plaintext start-up may set itself: both only widen what a topic accepts and
 # how its records are stamped. A cleanup policy or a retention is the operator's to
 # change: compaction may already have removed records, and retention is lengthened on
-# purpose during a partner's outage (docs/operations.md).
+# purpose during a partner's outage (docs/operations.md). The one exception is a
+# retention shorter than the hub relies on (``TopicSpec.retention_relied_on``):
+# lengthening it only keeps records longer (``Deviation.lengthens``).
 ALIGNABLE = frozenset({MAX_MESSAGE_BYTES, TIMESTAMP_TYPE})
 
 _WHY_TIMESTAMP = (
@@ -44,6 +46,10 @@ _WHY_DELETE = (
     "without a key"
 )
 _WHY_COMPACT = "each key's latest record must be kept however old it is"
+_WHY_READ_LATE = (
+    "the hub reads each record of it up to that age (a partition's worker down for a while "
+    "reads its takeover notices late); deleted sooner, a later version's notice is lost"
+)
 _WHY_KEPT = (
     "its records are never deleted (the audit trail is evidence; a rollout setting is in "
     "force until a newer one)"
@@ -59,10 +65,11 @@ class Deviation:
     wanted: str  # what the contract needs, as said to an operator
     fix: str  # the value to set
     why: str
+    lengthens: bool = False  # a retention made longer: nothing is lost by setting it
 
     @property
     def alignable(self) -> bool:
-        return self.setting in ALIGNABLE
+        return self.setting in ALIGNABLE or self.lengthens
 
 
 def deviations(spec: TopicSpec, config: Mapping[str, str | None]) -> list[Deviation]:
@@ -96,6 +103,19 @@ def deviations(spec: TopicSpec, config: Mapping[str, str | None]) -> list[Deviat
     if _policies(config.get(CLEANUP_POLICY)) != {policy}:
         why = _WHY_COMPACT if spec.compacted else _WHY_DELETE
         found.append(Deviation(CLEANUP_POLICY, config.get(CLEANUP_POLICY), policy, policy, why))
+    if spec.retention_relied_on and spec.retention_ms is not None and spec.retention_ms > 0:
+        kept_ms = deleted_after_ms(config)
+        if kept_ms is not None and kept_ms < spec.retention_ms:
+            found.append(
+                Deviation(
+                    RETENTION_MS,
+                    config.get(RETENTION_MS),
+                    f"at least {spec.retention_ms}",
+                    str(spec.retention_ms),
+                    _WHY_READ_LATE,
+                    lengthens=True,
+                )
+            )
     if spec.retention_ms == -1 and not spec.compacted:
         # Kept for ever: neither age nor size may delete a segment.
         for setting in (RETENTION_MS, RETENTION_BYTES):
@@ -116,6 +136,22 @@ def deleted_after_ms(config: Mapping[str, str | None]) -> int | None:
     except ValueError:
         return None
     return retention if retention >= 0 else None
+
+
+def lengthening_apart(
+    found: Mapping[str, Sequence[Deviation]],
+) -> tuple[dict[str, list[Deviation]], dict[str, list[Deviation]]]:
+    """``found`` split into the topics whose settings break the contract and those whose
+    only fault is a retention shorter than the hub relies on: the secured start-up, which
+    sets nothing itself, refuses the first and warns of the second."""
+    refused: dict[str, list[Deviation]] = {}
+    to_lengthen: dict[str, list[Deviation]] = {}
+    for topic, deviations_of_topic in found.items():
+        if all(d.lengthens for d in deviations_of_topic):
+            to_lengthen[topic] = list(deviations_of_topic)
+        else:
+            refused[topic] = list(deviations_of_topic)
+    return refused, to_lengthen
 
 
 def _at_least(value: str | None, minimum: int) -> bool:

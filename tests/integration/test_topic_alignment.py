@@ -7,6 +7,7 @@ an operator lengthened for a partner's outage (docs/operations.md) went back to 
 ``min.insync.replicas`` and a compression were dropped. A compacted log topic or an audit
 topic that deletes were left as they were, in silence. Now the operator's overrides are
 sent back with the two aligned keys, and those two faults stop the start, changed by no one.
+A retention shorter than the hub relies on (the deadlines topic's, stop 52) is lengthened.
 """
 
 from __future__ import annotations
@@ -117,6 +118,28 @@ async def test_a_larger_size_limit_is_left_alone(kafka_bootstrap: str) -> None:
     )
     await ensure_topics(kafka_bootstrap, topics, PARTITIONS, 1)
     assert (await described(kafka_bootstrap, topics.decisions))["max.message.bytes"] == larger
+
+
+async def test_a_deadlines_topic_made_by_an_earlier_release_keeps_its_notices_a_week(
+    kafka_bootstrap: str,
+) -> None:
+    """Made with 24 hours before stop 52: a takeover notice read later than that was
+    lost. The start-up lengthens it to the declarations' 7 days, keeping the rest."""
+    topics = fresh_registry()
+    spec = next(s for s in topics.specs() if s.name == topics.deadlines)
+    await made_by_hand(
+        kafka_bootstrap,
+        {
+            topics.deadlines: {
+                **spec.broker_config(),
+                "retention.ms": str(86_400_000),
+                "min.insync.replicas": "1",
+            }
+        },
+    )
+    await ensure_topics(kafka_bootstrap, topics, PARTITIONS, 1)
+    after = await described(kafka_bootstrap, topics.deadlines)
+    assert (after["retention.ms"], after["min.insync.replicas"]) == (SEVEN_DAYS_MS, "1")
 
 
 async def test_a_compacted_log_topic_or_a_deleting_audit_topic_stops_the_start(

@@ -17,6 +17,7 @@ from gun_contract.kafka.topic_settings import (
     TopicSettingsRefused,
     aligned_overrides,
     deviations,
+    lengthening_apart,
     refusal_line,
 )
 from gun_contract.topics import TOPIC_MAX_MESSAGE_BYTES, Payload, TopicSpec, topic_registry
@@ -236,3 +237,56 @@ def test_the_rollout_topic_keeps_every_setting_for_ever() -> None:
     assert settings_of(deviations(spec, as_created(spec, **{"retention.bytes": "1048576"}))) == [
         "retention.bytes"
     ]
+
+
+SEVEN_DAYS_MS = 7 * 86_400_000
+
+
+def test_the_deadlines_topic_keeps_a_takeover_notice_as_long_as_a_declaration() -> None:
+    """A later version read on another partition sends a notice through the deadlines
+    topic (pipeline/takeover.py); with 24 hours a partition unread for longer lost it, and
+    the earlier version's control was reported overdue for ever (stop 51's open item). The
+    declarations themselves are kept 7 days: the notice is kept as long."""
+    deadlines, declarations = BY_NAME["gun.hub.deadlines"], BY_NAME["gun.declarations"]
+    assert deadlines.retention_ms == declarations.retention_ms == SEVEN_DAYS_MS
+
+
+def test_a_deadlines_topic_made_with_a_shorter_retention_is_lengthened() -> None:
+    """A topic made by an earlier release (24 hours) or by hand: lengthening only keeps
+    records longer, so the start-up aligns it as it does the size limit."""
+    spec = BY_NAME["gun.hub.deadlines"]
+    [found] = deviations(spec, as_created(spec, **{"retention.ms": "86400000"}))
+    assert (found.setting, found.value, found.fix) == ("retention.ms", "86400000", "604800000")
+    assert found.wanted == "at least 604800000"
+    assert found.alignable
+    overrides = {"retention.ms": "86400000", "min.insync.replicas": "2"}
+    assert aligned_overrides(overrides, [found]) == {
+        "retention.ms": str(SEVEN_DAYS_MS),
+        "min.insync.replicas": "2",
+    }
+    longer = as_created(spec, **{"retention.ms": str(30 * 86_400_000)})
+    assert deviations(spec, longer) == []
+    assert deviations(spec, as_created(spec, **{"retention.ms": "-1"})) == []
+
+
+def test_the_secured_start_up_refuses_a_broken_topic_and_only_warns_of_a_short_retention() -> None:
+    """The secured start-up sets nothing itself: a deadlines topic made by an earlier
+    release must not stop the upgraded hub (it runs, and loses only a notice read later
+    than the topic keeps it); one that also breaks the contract is refused whole."""
+    deadlines, declarations = BY_NAME["gun.hub.deadlines"], BY_NAME["gun.declarations"]
+    short = deviations(deadlines, as_created(deadlines, **{"retention.ms": "86400000"}))
+    short_and_compacted = deviations(
+        deadlines,
+        as_created(deadlines, **{"retention.ms": "86400000", "cleanup.policy": "compact"}),
+    )
+    on_create_time = deviations(
+        declarations, as_created(declarations, **{"message.timestamp.type": "CreateTime"})
+    )
+    refused, to_lengthen = lengthening_apart(
+        {"gun.hub.deadlines": short, "gun.declarations": on_create_time}
+    )
+    assert (set(refused), set(to_lengthen)) == ({"gun.declarations"}, {"gun.hub.deadlines"})
+    refused, to_lengthen = lengthening_apart({"gun.hub.deadlines": short_and_compacted})
+    assert (set(refused), to_lengthen) == ({"gun.hub.deadlines"}, {})
+    # Compacted, nothing is deleted by age: the policy is the one fault named.
+    assert settings_of(refused["gun.hub.deadlines"]) == ["cleanup.policy"]

@@ -170,6 +170,25 @@ def _why_not_a_folder(root: int, name: str) -> str:
     return "is a symlink" if stat.S_ISLNK(found.st_mode) else "is not a folder"
 
 
+def _unlistable(where: Path, err: OSError) -> DropFolderUnsafe:
+    return DropFolderUnsafe(
+        f"{where} cannot be read ({err.strerror}): no file is taken until it can; the "
+        "watcher looks again at each pass"
+    )
+
+
+@contextlib.contextmanager
+def _listing(where: Path, descriptor: int | None = None) -> Iterator[Iterator[os.DirEntry[str]]]:
+    """The entries of a folder of the drop (through ``descriptor`` when given): an error
+    reading it (a share gone, a failing disk) refuses the folder for this pass, and
+    never ends the watcher (stop 50's open item)."""
+    try:
+        with os.scandir(where) if descriptor is None else os.scandir(descriptor) as entries:
+            yield entries
+    except OSError as err:
+        raise _unlistable(where, err) from None
+
+
 def _open_part(root: int, name: str, where: Path) -> int:
     """``name`` in ``root`` opened as a folder without following a link, once checked to be
     the watcher's alone: its descriptor, or :class:`DropFolderUnsafe`."""
@@ -272,7 +291,10 @@ class DropFolder:
     @contextlib.contextmanager
     def _root(self) -> Iterator[int]:
         # The folder itself is the operator's choice: a link to it is followed.
-        root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as err:
+            raise _unlistable(self.root, err) from None
         try:
             yield root
         finally:
@@ -312,7 +334,7 @@ class DropFolder:
         """Files ready to be looked at: regular ``*.xml`` files (no symlink, no dot file)
         of the folder itself, with (size, modification time, inode)."""
         found: dict[str, tuple[int, int, int]] = {}
-        with os.scandir(self.root) as entries:
+        with _listing(self.root) as entries:
             for entry in entries:
                 name = entry.name
                 if name.startswith(".") or not name.endswith(READY_SUFFIX):
@@ -349,7 +371,7 @@ class OpenDropFolder:
 
     def claimed(self) -> list[Path]:
         """The regular files in processing/, oldest claim first."""
-        with os.scandir(self.processing) as entries:
+        with _listing(self.folder.processing, self.processing) as entries:
             names = sorted(
                 entry.name
                 for entry in entries
@@ -487,7 +509,6 @@ class DropWatcher:
         stops this pass, not the watcher: it looks again at the next."""
         try:
             with self.folder.opened() as folder:
-                self._accepted()
                 return await self._pass(folder)
         except DropFolderUnsafe as unsafe:
             self._refuse(str(unsafe))
@@ -508,11 +529,13 @@ class DropWatcher:
     async def _pass(self, folder: OpenDropFolder) -> int:
         handled = 0
         left = folder.claimed()
+        found = self.folder.waiting()
+        self._accepted()  # once both listings are read: a refusal they raise is not flapped
         if left:
             log.info("%d file(s) left in %s: lodged again", len(left), self.folder.processing)
         for start in range(0, len(left), self._batch):
             handled += await self._lodge_all(folder, left[start : start + self._batch])
-        settled = self._settling.settled(self.folder.waiting())[: self._batch]
+        settled = self._settling.settled(found)[: self._batch]
         claimed = []
         for name in settled:
             if (why := _why_unusable(name, _LONGEST_NAME_BYTES)) is not None:

@@ -597,3 +597,57 @@ async def test_a_file_an_earlier_version_claimed_under_a_name_too_long_is_set_as
     [receipt] = receipts(folder.rejected)
     assert (receipt["kind"], receipt["file"]) == ("FILE_NAME_TOO_LONG", "c" * 205 + ".xml")
     assert files(folder.processing) == []
+
+
+async def test_a_drop_folder_gone_for_a_while_stops_nothing_and_is_watched_again(
+    folder: DropFolder, gateway: Gateway, sender: RecordingSender
+) -> None:
+    """The folder itself moved away (an unmounted share, an operator's rename): opening
+    it raised, and the error ended the watcher, and the gateway with it (stop 50's open
+    item). Now the folder is refused while it is gone (``/readyz``, the metric, the log
+    once) and taken again once back."""
+    running = watcher(folder, gateway)
+    away = folder.root.with_name("drop-moved-away")
+    folder.root.rename(away)
+    assert await running.pass_once() == 0
+    assert await running.pass_once() == 0, "looked again, still refused, not ended"
+    [why] = running.not_ready()
+    assert str(folder.root) in why
+    assert "No such file or directory" in why
+    assert refused_metric() == 1
+    away.rename(folder.root)
+    drop(folder, "back.xml", declaration_xml(reference="FR12345678901234-FILE-0000000021"))
+    assert await running.pass_once() == 1
+    assert (running.not_ready(), refused_metric()) == ([], 0)
+    assert sender.references() == ["FR12345678901234-FILE-0000000021"]
+
+
+@pytest.mark.parametrize("listed", ["the folder", "processing/"])
+async def test_a_folder_that_cannot_be_listed_is_refused_until_it_can(
+    folder: DropFolder,
+    gateway: Gateway,
+    sender: RecordingSender,
+    monkeypatch: pytest.MonkeyPatch,
+    listed: str,
+) -> None:
+    """An I/O error listing the folder or processing/ (a failing disk, a share's
+    timeout; as root on this machine, no permission can make one): the pass is given up,
+    the folder refused with the error, the watcher goes on."""
+    scandir = os.scandir
+
+    def failing(where: Any) -> Any:
+        # processing/ is listed through its descriptor, the folder by its path.
+        if (listed == "the folder") == (where == folder.root):
+            raise OSError(errno.EIO, "Input/output error")
+        return scandir(where)
+
+    monkeypatch.setattr(os, "scandir", failing)
+    drop(folder, "later.xml", declaration_xml(reference="FR12345678901234-FILE-0000000022"))
+    running = watcher(folder, gateway)
+    assert await running.pass_once() == 0
+    [why] = running.not_ready()
+    assert "Input/output error" in why
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert await running.pass_once() == 1
+    assert running.not_ready() == []
+    assert sender.references() == ["FR12345678901234-FILE-0000000022"]

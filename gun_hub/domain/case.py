@@ -141,6 +141,15 @@ class Case(BaseModel):
     # off or deleted from here under that version (pipeline/takeover.py), sent again if
     # the notice is read again.
     handed_over: list[ExpectedAnswer] = []
+    # How ``handed_over`` is followed up: WRITE_OFF after a release after control, DELETE
+    # otherwise; a write-off sent from here counts as this version's (what an
+    # invalidation gives back: lifecycle.own_write_offs; stop 52).
+    handed_over_as: Operation | None = None
+    # What this case had written off that an INVALIDATED later version, read on another
+    # partition, gives back from here under that version (pipeline/takeover.py): no
+    # longer written off (lifecycle.written_off), sent again if the notice is read
+    # again (stop 52: before, it stayed written off at the partner).
+    given_back: list[ExpectedAnswer] = []
     # Whether this version, read where earlier versions were not, told the other
     # partitions (takeover.py): told again only then when its record is read again.
     told_others: bool = False

@@ -72,12 +72,15 @@ def _followed_up(case: Case) -> list[ExpectedAnswer]:
 
 def own_write_offs(case: Case) -> list[ExpectedAnswer]:
     """What this version asked its partners to write off: a lodged version's follow-up
-    after a release, a release after a control's own requests."""
+    after a release, a release after a control's own requests, and what it held that a
+    release after control read on another partition did not quote (written off from
+    here under that version: pipeline/takeover.py)."""
+    handed_over = case.handed_over if case.handed_over_as is Operation.WRITE_OFF else []
     if case.stage is Stage.RELEASED_AFTER_CONTROL:
-        return case.reserving()
+        return [*case.reserving(), *handed_over]
     if case.stage is Stage.LODGED and case.outcome is Outcome.RELEASE:
-        return _followed_up(case)
-    return []
+        return [*_followed_up(case), *handed_over]
+    return handed_over
 
 
 def written_off(case: Case) -> list[ExpectedAnswer] | None:
@@ -93,20 +96,34 @@ def written_off(case: Case) -> list[ExpectedAnswer] | None:
         case.version > 1 or (case.decided and case.decision is None)  # such a marker
     ):
         return None
+    return write_offs_known(case)
+
+
+def write_offs_known(case: Case) -> list[ExpectedAnswer]:
+    """What ``case`` knows the declaration wrote off and nothing gave back since: its
+    versions' write-offs it carries and its own, less what an invalidation read on
+    another partition gave back from here (``Case.given_back``). All an invalidation
+    can give back from this partition, even where earlier versions are not known here
+    (:func:`written_off` is then None: read elsewhere, they are given back there)."""
+    given_back = {_line_of(document) for document in case.given_back}
     # By line too: one certificate quoted on two lines of one goods item is two
     # write-offs at the partner (found by review of stop 37's change, G1: keyed by
     # document, the second line was lost, and an invalidation gave back one of two).
     latest: dict[tuple[str, int, str, str, int | None], ExpectedAnswer] = {}
     for document in [*(case.written_off or []), *own_write_offs(case)]:
-        key = (
-            document.authority,
-            document.goods_item,
-            document.code,
-            document.reference,
-            document.line,
-        )
-        latest[key] = document.model_copy(update={"mode": RolloutMode.ENFORCE})
+        if (key := _line_of(document)) not in given_back:
+            latest[key] = document.model_copy(update={"mode": RolloutMode.ENFORCE})
     return list(latest.values())
+
+
+def _line_of(document: ExpectedAnswer) -> tuple[str, int, str, str, int | None]:
+    return (
+        document.authority,
+        document.goods_item,
+        document.code,
+        document.reference,
+        document.line,
+    )
 
 
 # Outcomes of a lodged declaration after which its reservations are still held.

@@ -438,13 +438,18 @@ def _quoted(
     what the case remembers written off (a retention marker, or a newer version, keeps
     ``Case.written_off``: found by review, stop 37-s, F6), and an invalidation's own
     documents, which are what was written off. Unknown (None) only when the hub does not
-    know: a case or marker stored before cases kept their write-offs."""
+    know: a case or marker stored before cases kept their write-offs. A case a later
+    version on another partition took over follows up under that version what it held
+    and gives back what it wrote off (takeover.py): those are its documents too (stop 52:
+    their facts said no quantity)."""
     if case is None:
         return {}
     own = case.expected if case.version == response.version else []
     remembered = [
         *(case.written_off or []),
         *(case.expected if case.stage is Stage.INVALIDATED else []),
+        *case.handed_over,
+        *case.given_back,
     ]
     quoted: dict[DocumentKey, list[ExpectedAnswer]] = {}
     for source in (own, remembered):

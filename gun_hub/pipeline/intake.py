@@ -859,8 +859,10 @@ def restated(routed: RoutedDeclaration, case: Case) -> set[tuple[str, str]]:
     """The (authority, document reference) pairs ``case``'s version restates or follows
     up itself: what it quotes at the authorities where its operation reserves. A
     pre-lodged version asks a CHECK whatever the mode: it restates nothing (review stop
-    46)."""
-    if OPERATION_FOR_STAGE[case.stage] is Operation.CHECK:
+    46); nor does an invalidation, which gives back what was written off: a reservation
+    it quotes is deleted (its notice named it restated, and the control's partition kept
+    it for ever: stop 52)."""
+    if OPERATION_FOR_STAGE[case.stage] in (Operation.CHECK, Operation.GIVE_BACK):
         return set()
     return {
         (d.authority, d.reference)

@@ -29,7 +29,8 @@ is taken over as if the version had arrived there:
   more, waits for no control's result, and retires like any finalised case; a status
   TAKEN_OVER_BY_LATER_VERSION says where;
 * a release or refusal already followed up, a retention marker, the same or a higher
-  version, another declarant's case: left as it is.
+  version, another declarant's case: left as it is, but for an invalidation, which has
+  it give back what it wrote off.
 
 Both kinds are marked ``taken_over_by``; the same notice read again (a crash before its
 offset was committed) sends the follow-ups and lost announcements again. A version read
@@ -42,9 +43,15 @@ version's record not read yet) leaves a marker of the later version, as a retire
 does (retention.py, forgotten with the markers): a lower version read after it is stale,
 ignored and recorded (contract section 4), and a higher one read there tells the others.
 
+An INVALIDATED later version has each partition give back what it wrote off (stop 52):
+its own partition gives back what it knows, and every other one, told, what it wrote off
+itself (``Case.given_back``), including what it wrote off for an earlier release after
+control read elsewhere (``Case.handed_over_as``). Once a reference is split, every later
+version tells the others (``tells_other_partitions``), so an invalidation read after the
+release it follows still reaches them.
+
 What is left (docs/decisions.md, "One reference on several partitions"): a notice not read
-within the deadlines topic's retention is lost; an invalidation read on the later
-version's partition gives back what that partition wrote off, not what this one did.
+within the deadlines topic's retention (7 days, as the declarations) is lost.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome
 from gun_contract.untrusted_json import parse_untrusted
 from gun_hub.domain.case import Case, ExpectedAnswer
-from gun_hub.domain.lifecycle import kept_for_control, written_off
+from gun_hub.domain.lifecycle import kept_for_control, write_offs_known, written_off
 from gun_hub.domain.requests import requests_for
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.decision_outbox import declarant_tag
@@ -137,10 +144,13 @@ def tells_other_partitions(version: int, known: Case | None, partition: int) -> 
     """Whether a new ``version``, read on ``partition``, may supersede a case on another
     partition: versions below it were read elsewhere (or forgotten) if this partition
     knows none of them, or not the one just below, or knows it as read elsewhere (a
-    notice's marker, ``Takeover._remember``)."""
+    notice's marker, ``Takeover._remember``). Once a reference is split, every later
+    version tells the others (the one below told them, ``Case.told_others``): an
+    invalidation read here must have the others give back what they wrote off (stop 52:
+    read after the release it followed, it told no one)."""
     if known is None:
         return version > 1
-    return version > known.version + 1 or _read_elsewhere(known, partition)
+    return version > known.version + 1 or known.told_others or _read_elsewhere(known, partition)
 
 
 def _read_elsewhere(known: Case, partition: int) -> bool:
@@ -183,7 +193,10 @@ class Takeover:
             if case.taken_over_by == notice.version:  # read again: what may be lost
                 self._ctx.announce_again_if_lost(outbox, case, source.partition)
                 self._follow_up(outbox, case, notice, again=True)
+                self._give_back(outbox, case, notice, again=True)
                 self._ctx.store_case(self._cases, case)
+            elif case.taken_over_by < notice.version and notice.stage is Stage.INVALIDATED:
+                self._invalidated(outbox, case, notice)
             return outbox
         if (
             notice.declarant
@@ -205,6 +218,8 @@ class Takeover:
             self._supersede(outbox, case, notice, source.partition)
         elif kept_for_control(case):
             self._end_control(outbox, case, notice)
+        elif notice.stage is Stage.INVALIDATED:
+            self._invalidated(outbox, case, notice)
         return outbox
 
     def _remember(self, reference: str, notice: Notice, partition: int) -> None:
@@ -248,12 +263,15 @@ class Takeover:
         taken.asked = case.asked_by_authority()
         taken.written_off = written_off(case)
         taken.handed_over = _not_quoted(case, notice)
+        taken.handed_over_as = _handed_over_as(notice)
+        taken.given_back = _to_give_back(case, notice)  # its write-offs: before it was stripped
         ctx.open_cases.pop(case.reference.encode(), None)  # its deadline: nothing waits
         for earlier in taken.pending_announcements:
             if (earlier.reference, earlier.version) not in ctx.announcing:
                 ctx.announce(outbox, earlier, partition, stored=taken, again=True)
         ctx.announce(outbox, taken, partition)
         self._follow_up(outbox, taken, notice, again=False)
+        self._give_back(outbox, taken, notice, again=False)
         ctx.store_case(self._cases, taken)
 
     def _end_control(self, outbox: Effects, case: Case, notice: Notice) -> None:
@@ -262,6 +280,8 @@ class Takeover:
         assert case.decision is not None  # noqa: S101 - kept for a control: decided
         case.taken_over_by = notice.version
         case.handed_over = _not_quoted(case, notice)
+        case.handed_over_as = _handed_over_as(notice)
+        case.given_back = _to_give_back(case, notice)
         self._ctx.open_cases.pop(case.reference.encode(), None)  # its report date
         self._ctx.emit_status(
             outbox,
@@ -272,17 +292,61 @@ class Takeover:
             f"{notice.version}, read at {notice.read_at}",
         )
         self._follow_up(outbox, case, notice, again=False)
+        self._give_back(outbox, case, notice, again=False)
         self._ctx.store_case(self._cases, case)
+
+    def _invalidated(self, outbox: Effects, case: Case, notice: Notice) -> None:
+        """A decided case holding nothing (released, refused, or already taken over by a
+        lower version) whose declaration an INVALIDATED later version ends: what it
+        wrote off is given back from here, under that version. Its partition gives back
+        what it knows was written off, not this one's (stop 52: it stayed written off)."""
+        to_give_back = _to_give_back(case, notice)
+        if not to_give_back:
+            return
+        case.taken_over_by = notice.version
+        case.given_back = to_give_back
+        case.handed_over = []  # the version before took over what was held, if any
+        case.handed_over_as = None
+        self._ctx.emit_status(
+            outbox,
+            case.reference,
+            case.version,
+            StatusKind.TAKEN_OVER_BY_LATER_VERSION,
+            f"what was written off is given back by version {notice.version} "
+            f"(invalidated), read at {notice.read_at}",
+        )
+        self._give_back(outbox, case, notice, again=False)
+        self._ctx.store_case(self._cases, case)
+
+    def _give_back(self, outbox: Effects, case: Case, notice: Notice, *, again: bool) -> None:
+        """``case.given_back`` given back under the later version, each document with the
+        line and quantity written off (what the partner returns to its balance)."""
+        if not case.given_back:
+            return
+        requests = requests_for(
+            case,
+            case.given_back,
+            Operation.GIVE_BACK,
+            notice.version,
+            self._ctx.clock(),
+            quantities=True,
+        )
+        self._ctx.send_requests(outbox, requests, case)
+        self._ctx.emit_status(
+            outbox,
+            case.reference,
+            case.version,
+            StatusKind.FOLLOW_UP_SENT,
+            f"GIVE_BACK of {len(case.given_back)} document(s) written off, for version "
+            f"{notice.version} (invalidated), {'sent again' if again else 'sent'} to "
+            + ", ".join(r.authority for r in requests),
+        )
 
     def _follow_up(self, outbox: Effects, case: Case, notice: Notice, *, again: bool) -> None:
         """``case.handed_over`` written off or deleted under the later version."""
         if not case.handed_over:
             return
-        operation = (
-            Operation.WRITE_OFF
-            if notice.stage is Stage.RELEASED_AFTER_CONTROL
-            else Operation.DELETE
-        )
+        operation = case.handed_over_as or _handed_over_as(notice)
         requests = requests_for(
             case, case.handed_over, operation, notice.version, self._ctx.clock()
         )
@@ -296,6 +360,20 @@ class Takeover:
             f"{notice.version} does not quote {'sent again' if again else 'sent'} to "
             + ", ".join(r.authority for r in requests),
         )
+
+
+def _handed_over_as(notice: Notice) -> Operation:
+    """What becomes of a reservation the later version does not quote: written off after
+    a release after control (contract section 4: whatever it quotes), deleted otherwise."""
+    if notice.stage is Stage.RELEASED_AFTER_CONTROL:
+        return Operation.WRITE_OFF
+    return Operation.DELETE
+
+
+def _to_give_back(case: Case, notice: Notice) -> list[ExpectedAnswer]:
+    """What an INVALIDATED later version has this partition give back: all it knows was
+    written off here and not given back (the write-offs of the versions read here)."""
+    return write_offs_known(case) if notice.stage is Stage.INVALIDATED else []
 
 
 def _not_quoted(case: Case, notice: Notice) -> list[ExpectedAnswer]:

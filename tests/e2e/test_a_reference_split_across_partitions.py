@@ -14,8 +14,12 @@ them."""
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -23,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 from gun_contract.model.declaration import Stage
 from gun_contract.model.verdicts import Outcome
 from gun_hub.domain.status_events import StatusEvent, StatusKind
+from gun_tools.clearance_stand_in import ReceivedDecision
 from tests.builders import declaration_xml, document, goods_item
 from tests.conftest import KafkaEnv
 from tests.e2e.conftest import Pipeline, start_pipeline
@@ -191,3 +196,135 @@ async def test_a_control_released_on_another_partition_is_not_reported_overdue(
     assert f"followed up by version 2, read at {topics.declarations}/1/" in taken_over[0].detail
     metrics = hub.metrics()
     assert "gun_hub_controls_overdue_total 1.0" in metrics
+
+
+INVALIDATED_ACROSS = "26FRXPART00000015"  # controlled, released elsewhere, invalidated there
+CERTIFICATE_A = "CHEDP.FR.2026.SPLIT0A"
+CERTIFICATE_B = "CHEDP.FR.2026.SPLIT0B"
+HOLDER = "FR12345678901234"  # the builders' declarant
+
+
+@pytest.fixture
+def controlling_partner(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    """Hub, DGAL adapter and simulated TRACES; every lodged salmon (commodity 0302) is
+    sent to a documentary control by a risk rule, whatever TRACES answers."""
+    rules = tmp_path / "salmon-controlled.toml"
+    rules.write_text(
+        '[[rules]]\nid = "SALMON"\ndescription = "every salmon controlled"\n'
+        'commodity_prefix = ["0302"]\naction = "CONTROL_DOCUMENTARY"\n'
+    )
+    yield from start_pipeline(
+        kafka_env,
+        tmp_path,
+        samples,
+        partners=("dgal",),
+        hub_env={"GUN_HUB_HUB__RISK_RULES": str(rules)},
+    )
+
+
+def _partner(pipeline: Pipeline, path: str, body: object | None = None) -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{pipeline.partner_port}/admin/{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method="GET" if body is None else "PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.load(response)
+
+
+def _held(pipeline: Pipeline) -> dict[str, tuple[Decimal, Decimal]]:
+    """(reserved, written off) the partner holds for the declaration on each certificate."""
+    held = {}
+    for certificate in (CERTIFICATE_A, CERTIFICATE_B):
+        reserved = written = Decimal(0)
+        for balance in _partner(pipeline, f"documents/{certificate}")["balances"]:
+            for position in balance.get("positions", ()):
+                if position["declaration"] == INVALIDATED_ACROSS:
+                    reserved += Decimal(position["reserved"])
+                    written += Decimal(position["written_off"])
+        held[certificate] = (reserved, written)
+    return held
+
+
+async def _partner_holds(pipeline: Pipeline, expected: dict[str, tuple[Decimal, Decimal]]) -> None:
+    try:
+        async with asyncio.timeout(60):
+            while _held(pipeline) != expected:  # noqa: ASYNC110 - HTTP polling
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        raise AssertionError(f"the partner holds {_held(pipeline)}, not {expected}") from None
+
+
+def _quoting(version: int, stage: Stage, *certificates: str) -> bytes:
+    return declaration_xml(
+        reference=INVALIDATED_ACROSS,
+        version=version,
+        stage=stage,
+        items=tuple(
+            goods_item(number, (document("N853", certificate, 1, "100"),))
+            for number, certificate in enumerate(certificates, start=1)
+        ),
+    )
+
+
+async def test_an_invalidation_of_a_reference_split_across_partitions_gives_everything_back(
+    controlling_partner: Pipeline,
+) -> None:
+    """Stop 51's open item, on the real partner's ledger: version 1 quoting certificates A
+    and B controlled on partition 0; its release after control quoting only A on
+    partition 1 (A written off from there, B from partition 0, told); then version 3
+    INVALIDATED on partition 1. It gave back A only: B's 100 kg stayed written off at
+    TRACES, lost to the certificate's holder. Now each partition gives back what it
+    wrote off, and the ledger is as before the declaration."""
+    hub = controlling_partner
+    documents = [
+        {
+            "reference": certificate,
+            "type": "N853",
+            "status": "VALIDATED",
+            "holder": HOLDER,
+            "country_of_destination": "FR",
+            "lines": [{"line": 1, "commodity_code": "0302", "quantity": "1000", "unit": "KGM"}],
+        }
+        for certificate in (CERTIFICATE_A, CERTIFICATE_B)
+    ]
+    _partner(hub, "documents", {"documents": documents})
+    nothing, hundred = Decimal(0), Decimal(100)
+
+    async def send(xml: bytes, partition: int) -> None:
+        topics = hub.kafka.topics
+        producer = AIOKafkaProducer(bootstrap_servers=hub.kafka.bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                topics.declarations,
+                hub.seal(xml),
+                key=INVALIDATED_ACROSS.encode(),
+                partition=partition,
+            )
+        finally:
+            await producer.stop()
+
+    def outcomes(received: list[ReceivedDecision]) -> dict[int, Outcome]:
+        return {r.decision.version: r.decision.outcome for r in received}
+
+    await send(_quoting(1, Stage.LODGED, CERTIFICATE_A, CERTIFICATE_B), 0)
+    assert outcomes(await hub.decisions(1, settle_s=0.0)) == {1: Outcome.CONTROL_DOCUMENTARY}
+    await _partner_holds(
+        hub, {CERTIFICATE_A: (hundred, nothing), CERTIFICATE_B: (hundred, nothing)}
+    )
+
+    await send(_quoting(2, Stage.RELEASED_AFTER_CONTROL, CERTIFICATE_A), 1)
+    assert outcomes(await hub.decisions(2, settle_s=0.0))[2] is Outcome.RELEASE
+    await _partner_holds(
+        hub, {CERTIFICATE_A: (nothing, hundred), CERTIFICATE_B: (nothing, hundred)}
+    )
+
+    await send(_quoting(3, Stage.INVALIDATED, CERTIFICATE_A), 1)
+    assert outcomes(await hub.decisions(3, settle_s=0.0))[3] is Outcome.CANCELLED
+    await _partner_holds(
+        hub, {CERTIFICATE_A: (nothing, nothing), CERTIFICATE_B: (nothing, nothing)}
+    )
+    decided = await hub.decisions(3)
+    assert sorted(r.decision.version for r in decided) == [1, 2, 3]  # one each, none twice

@@ -18,6 +18,7 @@ partitions do; the notices go from one to the other as the deadlines topic carri
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,15 @@ from gun_contract.model.declaration import Stage
 from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.case import Case
-from gun_hub.domain.lifecycle import held_reservations, kept_for_control
+from gun_hub.domain.lifecycle import (
+    held_reservations,
+    kept_for_control,
+    write_offs_known,
+    written_off,
+)
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
+from gun_hub.ops.facts import FACT, GivenBackFact, WriteOffFact
 from gun_hub.pipeline.takeover import Notice, Takeover
 from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_decided_cases_leave_the_hot_table import RetainingHub
@@ -279,6 +286,7 @@ CERT_A = "CHEDP.FR.2026.0001234"
 CERT_B = "CHEDP.FR.2026.0009999"
 BOTH = (goods_item(1, (document(reference=CERT_A),)), goods_item(2, (document(reference=CERT_B),)))
 ONLY_A = (goods_item(1, (document(reference=CERT_A),)),)
+QUANTITY = Decimal("1200.5")  # each document's, as the builders quote it
 
 
 def controlled_quoting_both(hub: Hub) -> None:
@@ -365,3 +373,137 @@ def test_a_lower_version_read_after_the_notice_is_ignored_as_a_stale_version(
     # A version 3 read here afterwards tells the others: version 2 was read elsewhere.
     third = first.intake.handle(declaration_xml(version=3), at(1, partition=0))
     assert {r.partition for r in third.to(first.topics.deadlines)} == {1, 2, 3}
+
+
+# ---- an invalidation of a reference split across partitions (stop 51's open item) ---------
+
+
+def gives_back(hub: Hub, outbox: Effects) -> set[tuple[str, int, bool]]:
+    """(document, version, with its quantity) of each GIVE_BACK in ``outbox``."""
+    return {
+        (d.reference, r.version, d.quantity is not None)
+        for r in requests(hub, outbox)
+        if r.operation is Operation.GIVE_BACK
+        for item in r.items
+        for d in item.documents
+    }
+
+
+def released_across(first: Hub, other: Hub) -> Effects:
+    """Version 1 quoting A and B kept for a control on partition 0; its release after
+    control quoting only A read on partition 1: partition 1 wrote A off, partition 0
+    (told) wrote B off, each under version 2."""
+    controlled_quoting_both(first)
+    released = other.intake.handle(
+        declaration_xml(version=2, stage=Stage.RELEASED_AFTER_CONTROL, items=ONLY_A),
+        at(0, partition=1),
+    )
+    assert followed_up(other, released) == {(CERT_A, Operation.WRITE_OFF, 2)}
+    handed_over = told(first, notices_to(other, released, 0))
+    assert followed_up(first, handed_over) == {(CERT_B, Operation.WRITE_OFF, 2)}
+    return handed_over
+
+
+def test_an_invalidation_read_where_the_release_was_has_the_other_partition_give_back_too(
+    first: Hub, other: Hub
+) -> None:
+    """Version 3 INVALIDATED read on partition 1, after the release it knows: it gave
+    back what partition 1 wrote off (A) and told nobody (no gap in its versions), so B,
+    written off from partition 0, stayed written off at the partner: quantity lost on the
+    certificate. A reference once split tells the others at every version now, and
+    partition 0 gives back what it wrote off, under version 3, with its quantity."""
+    released_across(first, other)
+    invalidated = other.intake.handle(
+        declaration_xml(version=3, stage=Stage.INVALIDATED, items=ONLY_A), at(1, partition=1)
+    )
+    assert gives_back(other, invalidated) == {(CERT_A, 3, True)}
+    given = told(first, notices_to(other, invalidated, 0))
+    assert gives_back(first, given) == {(CERT_B, 3, True)}
+    assert StatusKind.FOLLOW_UP_SENT in first.status_kinds(given)
+    answered = first.answer(given, "dgal", Verdict.VALID)
+    assert dead_letter_kinds(first, answered) == []  # its answer is solicited
+    assert written_off(case_of(first)) == []  # given back: nothing left to give
+    again = told(first, notices_to(other, invalidated, 0))  # read again after a crash
+    assert gives_back(first, again) == {(CERT_B, 3, True)}
+
+
+def test_an_invalidation_read_where_the_control_was_has_the_release_partition_give_back(
+    first: Hub, other: Hub
+) -> None:
+    """Version 3 INVALIDATED read on partition 0, where version 1's control was taken
+    over: it gave back nothing (the write-off of B sent from there under version 2 was
+    not counted as written off) and partition 1, told, left its release as it was (A
+    stayed written off). Each partition gives back what it wrote off now."""
+    released_across(first, other)
+    invalidated = first.intake.handle(
+        declaration_xml(version=3, stage=Stage.INVALIDATED, items=ONLY_A), at(1, partition=0)
+    )
+    assert gives_back(first, invalidated) == {(CERT_B, 3, True)}
+    given = told(other, notices_to(first, invalidated, 1), partition=1)
+    assert gives_back(other, given) == {(CERT_A, 3, True)}
+    answered = other.answer(given, "dgal", Verdict.VALID)
+    assert dead_letter_kinds(other, answered) == []
+    # Version 1 is not known there: what it knows it wrote off is given back.
+    assert write_offs_known(case_of(other)) == []
+
+
+def test_a_later_version_of_a_split_reference_tells_the_others_but_changes_nothing_else(
+    first: Hub, other: Hub
+) -> None:
+    """Telling at every version of a split reference costs one record per other
+    partition; a notice that is not an invalidation, read where the control was taken
+    over, changes nothing there."""
+    released_across(first, other)
+    before = first.cases[REF.encode()]
+    lodged = other.intake.handle(declaration_xml(version=3, items=ONLY_A), at(1, partition=1))
+    assert {r.partition for r in lodged.to(other.topics.deadlines)} == {0, 2, 3}
+    assert told(first, notices_to(other, lodged, 0)).records == []
+    assert first.cases[REF.encode()] == before
+
+
+def test_an_invalidation_of_a_control_read_elsewhere_deletes_every_reservation_it_kept(
+    first: Hub, other: Hub
+) -> None:
+    """An invalidation restates no reservation: it gives back what was written off. Its
+    notice named the documents it quotes as restated, so the control's reservation of a
+    quoted one was kept for ever (its own partition, knowing nothing written off, gives
+    it back as quoted, which no partner reads as a deletion). On one partition every
+    reservation held is deleted (intake.py); across two, now too."""
+    controlled_quoting_both(first)
+    invalidated = other.intake.handle(
+        declaration_xml(version=2, stage=Stage.INVALIDATED, items=ONLY_A), at(0, partition=1)
+    )
+    handed_over = told(first, notices_to(other, invalidated, 0))
+    assert followed_up(first, handed_over) == {
+        (CERT_A, Operation.DELETE, 2),
+        (CERT_B, Operation.DELETE, 2),
+    }
+    assert gives_back(first, handed_over) == set()  # nothing was written off
+    assert not kept_for_control(case_of(first))
+
+
+def quantities_in_facts(hub: Hub, outbox: Effects) -> list[tuple[str, str, Decimal | None]]:
+    """(kind of fact, document, quantity) of the write-off and give-back facts."""
+    found = [FACT.validate_json(r.value) for r in outbox.to(hub.topics.facts)]
+    return [
+        (type(f).__name__, d.reference, d.quantity)
+        for f in found
+        if isinstance(f, WriteOffFact | GivenBackFact)
+        for d in f.documents
+    ]
+
+
+def test_what_is_written_off_and_given_back_from_the_taken_over_case_says_its_quantity(
+    first: Hub, other: Hub
+) -> None:
+    """The statistics net write-offs against give-backs by line and quantity (ops/facts.py):
+    the answers to a follow-up sent under a later version were read against the taken-over
+    case's own version, found no line, and their facts said no quantity."""
+    handed_over = released_across(first, other)
+    written = first.answer(handed_over, "dgal", Verdict.VALID)
+    assert quantities_in_facts(first, written) == [("WriteOffFact", CERT_B, QUANTITY)]
+    invalidated = other.intake.handle(
+        declaration_xml(version=3, stage=Stage.INVALIDATED, items=ONLY_A), at(1, partition=1)
+    )
+    given = first.answer(told(first, notices_to(other, invalidated, 0)), "dgal", Verdict.VALID)
+    assert quantities_in_facts(first, given) == [("GivenBackFact", CERT_B, QUANTITY)]

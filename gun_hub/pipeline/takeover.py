@@ -321,34 +321,47 @@ class Takeover:
     def _give_back(self, outbox: Effects, case: Case, notice: Notice, *, again: bool) -> None:
         """``case.given_back`` given back under the later version, each document with the
         line and quantity written off (what the partner returns to its balance)."""
-        if not case.given_back:
-            return
-        requests = requests_for(
+        self._send(
+            outbox,
             case,
             case.given_back,
             Operation.GIVE_BACK,
             notice.version,
-            self._ctx.clock(),
-            quantities=True,
-        )
-        self._ctx.send_requests(outbox, requests, case)
-        self._ctx.emit_status(
-            outbox,
-            case.reference,
-            case.version,
-            StatusKind.FOLLOW_UP_SENT,
-            f"GIVE_BACK of {len(case.given_back)} document(s) written off, for version "
-            f"{notice.version} (invalidated), {'sent again' if again else 'sent'} to "
-            + ", ".join(r.authority for r in requests),
+            f"written off, for version {notice.version} (invalidated),",
+            again=again,
         )
 
     def _follow_up(self, outbox: Effects, case: Case, notice: Notice, *, again: bool) -> None:
         """``case.handed_over`` written off or deleted under the later version."""
-        if not case.handed_over:
+        self._send(
+            outbox,
+            case,
+            case.handed_over,
+            case.handed_over_as or _handed_over_as(notice),
+            notice.version,
+            f"version {notice.version} does not quote",
+            again=again,
+        )
+
+    def _send(
+        self,
+        outbox: Effects,
+        case: Case,
+        documents: list[ExpectedAnswer],
+        operation: Operation,
+        version: int,
+        which: str,
+        *,
+        again: bool,
+    ) -> None:
+        """``operation`` of ``documents`` under ``version`` (the partner refuses an
+        operation older than the newest version it saw), from ``case``: their answers
+        come back to it. A give-back says what it gives back, line and quantity."""
+        if not documents:
             return
-        operation = case.handed_over_as or _handed_over_as(notice)
+        quantities = operation is Operation.GIVE_BACK
         requests = requests_for(
-            case, case.handed_over, operation, notice.version, self._ctx.clock()
+            case, documents, operation, version, self._ctx.clock(), quantities=quantities
         )
         self._ctx.send_requests(outbox, requests, case)
         self._ctx.emit_status(
@@ -356,9 +369,8 @@ class Takeover:
             case.reference,
             case.version,
             StatusKind.FOLLOW_UP_SENT,
-            f"{operation.value} of {len(case.handed_over)} document(s) version "
-            f"{notice.version} does not quote {'sent again' if again else 'sent'} to "
-            + ", ".join(r.authority for r in requests),
+            f"{operation.value} of {len(documents)} document(s) {which} "
+            f"{'sent again' if again else 'sent'} to " + ", ".join(r.authority for r in requests),
         )
 
 

@@ -48,6 +48,17 @@ class Pipeline:
         """The DGAL partner system's port, when it runs."""
         return self.partner_ports.get("dgal")
 
+    def partner_admin(self, path: str, body: object | None = None) -> Any:
+        """The DGAL partner system's admin API: GET ``path``, or PUT ``body`` to it."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.partner_port}/admin/{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method="GET" if body is None else "PUT",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return json.load(response)
+
     def start_hub(self) -> None:
         self.group.start("hub", ["hub"], self.hub_env)
         wait_http_ok(f"http://127.0.0.1:{self.hub_port}/livez", 60, self.group)

@@ -14,12 +14,9 @@ them."""
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -222,23 +219,12 @@ def controlling_partner(kafka_env: KafkaEnv, samples: Path, tmp_path: Path) -> I
     )
 
 
-def _partner(pipeline: Pipeline, path: str, body: object | None = None) -> Any:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{pipeline.partner_port}/admin/{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        method="GET" if body is None else "PUT",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        return json.load(response)
-
-
 def _held(pipeline: Pipeline) -> dict[str, tuple[Decimal, Decimal]]:
     """(reserved, written off) the partner holds for the declaration on each certificate."""
     held = {}
     for certificate in (CERTIFICATE_A, CERTIFICATE_B):
         reserved = written = Decimal(0)
-        for balance in _partner(pipeline, f"documents/{certificate}")["balances"]:
+        for balance in pipeline.partner_admin(f"documents/{certificate}")["balances"]:
             for position in balance.get("positions", ()):
                 if position["declaration"] == INVALIDATED_ACROSS:
                     reserved += Decimal(position["reserved"])
@@ -289,7 +275,7 @@ async def test_an_invalidation_of_a_reference_split_across_partitions_gives_ever
         }
         for certificate in (CERTIFICATE_A, CERTIFICATE_B)
     ]
-    _partner(hub, "documents", {"documents": documents})
+    hub.partner_admin("documents", {"documents": documents})
     nothing, hundred = Decimal(0), Decimal(100)
 
     async def send(xml: bytes, partition: int) -> None:

@@ -13,8 +13,6 @@ is answered: the race the reviewer ran, made certain.
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -62,20 +60,9 @@ def version(reference: str, number: int, quantity: int, stage: Stage = Stage.LOD
     )
 
 
-def admin(pipeline: Pipeline, path: str, body: object | None = None) -> object:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{pipeline.partner_port}/admin/{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        method="GET" if body is None else "PUT",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        return json.load(response)
-
-
 def held_by(pipeline: Pipeline, declaration: str) -> tuple[Decimal, Decimal]:
     """(reserved, written off) the partner holds for ``declaration`` on the document."""
-    view = admin(pipeline, f"documents/{DOCUMENT}")
+    view = pipeline.partner_admin(f"documents/{DOCUMENT}")
     assert isinstance(view, dict)
     reserved = written = Decimal(0)
     for balance in view["balances"]:
@@ -125,7 +112,7 @@ async def test_each_version_sent_back_to_back_gets_its_own_decision_in_order(
 ) -> None:
     pipeline = slow_partner
     await seed_document(pipeline)
-    admin(pipeline, "faults", {"latency_ms": ANSWER_AFTER_MS})
+    pipeline.partner_admin("faults", {"latency_ms": ANSWER_AFTER_MS})
     await pipeline.submit(
         [
             version(AMENDED, 1, 10),

@@ -398,13 +398,32 @@ class Intake:
         ``declaration``): a case of a lower version there is taken over by it
         (takeover.py). In any order with this version's own records: a notice acts on
         lower versions only."""
-        notice = Notice(
-            version=case.version,
-            read_at=source.describe(),
-            stage=case.stage,
+        self._tell(
+            outbox,
+            case,
+            source,
             declarant=declarant_tag(declaration.declarant.eori).decode(),
             quotes=frozenset(restated(route_documents(declaration, self._ctx.routing), case)),
         )
+
+    def _tell_refused_unread(self, outbox: Effects, case: Case, source: SourcePosition) -> None:
+        """Every other partition is told of this version refused unread (``case``): it
+        restates nothing, so what a lower version holds there is deleted, as it is with
+        the refusal on one partition (defect 6; stop 52: the control was kept and
+        reported overdue). Its declarant is the one the refusal carries, if known."""
+        declarant = declarant_tag(case.declarant_eori).decode() if case.declarant_eori else ""
+        self._tell(outbox, case, source, declarant=declarant, quotes=frozenset())
+
+    def _tell(
+        self,
+        outbox: Effects,
+        case: Case,
+        source: SourcePosition,
+        *,
+        declarant: str,
+        quotes: frozenset[tuple[str, str]],
+    ) -> None:
+        notice = Notice(case.version, source.describe(), case.stage, declarant, quotes)
         for topic, key, value, partition in notices(
             self._ctx, notice, case.reference, source.partition
         ):
@@ -504,7 +523,10 @@ class Intake:
         known = None if isinstance(found, StateUnreadable) else found
         if isinstance(found, StateUnreadable):
             self._ctx.open_cases.pop(identity.reference.encode(), None)  # its deadline
-        if self._arrival(outbox, known, identity.version, source) is not _Arrival.NEW:
+        arrival = self._arrival(outbox, known, identity.version, source)
+        if arrival is _Arrival.REDELIVERED and known is not None and known.told_others:
+            self._tell_refused_unread(outbox, known, source)  # the crash may have lost them
+        if arrival is not _Arrival.NEW:
             return  # a redelivery was announced again above if it needed to be
         now = self._ctx.clock()
         carried = self._supersede(outbox, known, identity.version, source.partition)
@@ -541,6 +563,9 @@ class Intake:
         )
         case.outcome = decision.outcome
         case.decision = decision
+        if tells_other_partitions(identity.version, known, source.partition):
+            case.told_others = True
+            self._tell_refused_unread(outbox, case, source)
         self._ctx.emit_status(
             outbox, identity.reference, identity.version, StatusKind.REJECTED, kind
         )

@@ -48,7 +48,8 @@ its own partition gives back what it knows, and every other one, told, what it w
 itself (``Case.given_back``), including what it wrote off for an earlier release after
 control read elsewhere (``Case.handed_over_as``). Once a reference is split, every later
 version tells the others (``tells_other_partitions``), so an invalidation read after the
-release it follows still reaches them.
+release it follows still reaches them. A version refused unread tells them as any other,
+restating nothing: what a lower version holds there is deleted, as on one partition.
 
 What is left (docs/decisions.md, "One reference on several partitions"): a notice not read
 within the deadlines topic's retention (7 days, as the declarations) is lost.

@@ -42,7 +42,7 @@ from gun_hub.pipeline.takeover import Notice, Takeover
 from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_decided_cases_leave_the_hot_table import RetainingHub
 from tests.unit.test_pipeline import Hub
-from tests.unit.test_versions_and_recovery import REF, at, requests
+from tests.unit.test_versions_and_recovery import REF, at, requests, unreadable
 
 PARTITIONS = 4  # the unit hub's outbox_partitions: every hub topic has as many
 
@@ -507,3 +507,39 @@ def test_what_is_written_off_and_given_back_from_the_taken_over_case_says_its_qu
     )
     given = first.answer(told(first, notices_to(other, invalidated, 0)), "dgal", Verdict.VALID)
     assert quantities_in_facts(first, given) == [("GivenBackFact", CERT_B, QUANTITY)]
+
+
+# ---- a later version refused unread on another partition (stop 51's open item) ---------
+
+
+def test_a_later_version_refused_unread_elsewhere_ends_the_control_as_on_its_own_partition(
+    first: Hub, other: Hub
+) -> None:
+    """On the control's own partition a version that cannot be read is refused and what
+    the previous version held is deleted with it (intake.py, defect 6). Read on another
+    partition it told no one: the control kept its reservations, reported overdue a week
+    later. It tells the others now, naming nothing restated: everything is deleted."""
+    controlled_quoting_both(first)
+    refused = other.intake.handle(unreadable(2), at(0, partition=1))
+    assert other.decisions(refused) == [(REF, 2, Outcome.REFUSE)]
+    handed_over = told(first, notices_to(other, refused, 0))
+    assert followed_up(first, handed_over) == {
+        (CERT_A, Operation.DELETE, 2),
+        (CERT_B, Operation.DELETE, 2),
+    }
+    assert not kept_for_control(case_of(first))
+    first.now += timedelta(seconds=first.control_report_after_s + 60)
+    ticked = first.deadlines.handle(REF, 1, SourcePosition("gun.hub.deadlines", 0, 1))
+    assert StatusKind.CONTROL_RESULT_OVERDUE not in first.status_kinds(ticked)
+    # Read again (a crash before its offset was committed): its notices are sent again.
+    again = other.intake.handle(unreadable(2), at(0, partition=1))
+    assert notices_to(other, again, 0) == notices_to(other, refused, 0)
+
+
+def test_a_version_refused_unread_after_its_predecessor_on_its_partition_tells_nobody(
+    other: Hub,
+) -> None:
+    """As any version: only where earlier versions were read elsewhere."""
+    other.intake.handle(declaration_xml(version=1), at(0, partition=1))
+    refused = other.intake.handle(unreadable(2), at(1, partition=1))
+    assert refused.to(other.topics.deadlines) == []

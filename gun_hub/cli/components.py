@@ -30,6 +30,7 @@ from gun_contract.topics import TopicSpec
 from gun_hub.cli.kafka import registry_for, routing_for
 from gun_hub.cli.startup import (
     CANNOT_START,
+    RefusalOnRecord,
     cannot_start,
     not_authorised,
     ports_free,
@@ -180,17 +181,19 @@ def view() -> None:
         *_listeners(settings),
     )
     prepare_cluster(settings)
+    refusal = RefusalOnRecord(settings)
 
     async def run() -> None:
         # Built in the running loop: aiokafka's clients bind to it.
         process = build_view_process(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        deadline = StopDeadline("the operations view", settings.stop_within_s)
+        deadline = StopDeadline("the operations view", settings.stop_within_s, refusal.last_words)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping(deadline, stop.set))
         try:
-            await process.run(stop, deadline.start)
+            with refusal.recording():
+                await process.run(stop, deadline.start)
         finally:
             deadline.start()
 
@@ -232,6 +235,8 @@ def adapter(
         typer.echo(f"cannot start: {err}", err=True)
         raise typer.Exit(2) from None
 
+    refusal = RefusalOnRecord(settings)
+
     async def run() -> None:
         runner = AdapterRunner(
             spec,
@@ -242,11 +247,14 @@ def adapter(
             replay_memory=replay,
         )
         loop = asyncio.get_running_loop()
-        deadline = StopDeadline(f"the {authority} adapter", settings.stop_within_s)
+        deadline = StopDeadline(
+            f"the {authority} adapter", settings.stop_within_s, refusal.last_words
+        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping(deadline, runner.stop))
         try:
-            await runner.run(ending=deadline.start)
+            with refusal.recording():
+                await runner.run(ending=deadline.start)
         finally:
             deadline.start()
 

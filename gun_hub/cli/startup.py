@@ -25,6 +25,7 @@ from gun_contract.kafka.refusals import NOT_AUTHORISED, ClusterRefused, refused_
 from gun_contract.kafka.topic_settings import TopicSettingsError
 from gun_contract.listening import PortNotBound
 from gun_contract.settings import Settings, load_settings
+from gun_contract.stop_deadline import STOPPED_SHORT
 
 CANNOT_START = 2
 _MOST_FAULTS = 5
@@ -168,6 +169,32 @@ def not_authorised(settings: Settings, err: KafkaError) -> str:
         "check GUN_HUB_KAFKA__SASL_USERNAME and GUN_HUB_KAFKA__SASL_PASSWORD (another "
         "party's?) and that principal's ACLs (gun-hub kafka secure-setup)"
     )
+
+
+class RefusalOnRecord:
+    """The refusal of its principal's rights a component's run ended with, for its stop
+    deadline's last words: a run that a refusal ended, and whose clients' cleanup then
+    waits on the broker past the deadline, still says its sentence, exit 2, as the hub
+    worker's does (stop 51's open item: it ended 1, saying nothing)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.refused: KafkaError | None = None
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Around the run: a refusal raised out of it is recorded, and goes on."""
+        try:
+            yield
+        except NOT_AUTHORISED as err:
+            self.refused = err
+            raise
+
+    def last_words(self) -> tuple[int, str | None]:
+        """(exit code, sentence) for :class:`StopDeadline`."""
+        if self.refused is None:
+            return STOPPED_SHORT, None
+        return CANNOT_START, f"cannot start: {not_authorised(self._settings, self.refused)}"
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,8 +24,10 @@ from typing import Any
 
 import pytest
 
+from gun_contract.settings import load_settings
 from gun_contract.stop_deadline import STOPPED_SHORT, StopDeadline
 from gun_hub.cli.hub_worker import HubWorker
+from gun_hub.cli.startup import RefusalOnRecord
 from gun_hub.runtime.faust_app import HubApp
 from gun_hub.runtime.strict_consumer import StrictOffsetsConsumer
 
@@ -198,3 +201,58 @@ async def test_a_revocations_wait_for_the_records_in_hand_is_left_unbounded() ->
     done, _ = await asyncio.wait({waiting}, timeout=1.0)
     assert not done
     waiting.cancel()
+
+
+# -- a view or an adapter refused its rights, its cleanup then stuck (stop 51) ----------
+
+_REFUSED_THEN_STUCK = textwrap.dedent(
+    """
+    import asyncio, sys, threading
+    from aiokafka.errors import TopicAuthorizationFailedError
+    from gun_contract.settings import load_settings
+    from gun_contract.stop_deadline import StopDeadline
+    from gun_hub.cli.startup import RefusalOnRecord, refused_rights_stop_the_start
+
+    settings = load_settings()
+    refusal = RefusalOnRecord(settings)
+
+    async def run():
+        deadline = StopDeadline("the dgal adapter", 1.0, refusal.last_words)
+        try:
+            with refusal.recording():
+                raise TopicAuthorizationFailedError({"gun.requests.dgal"})
+        finally:
+            deadline.start()
+            # The clients' cleanup, waiting on a broker that does not answer:
+            threading.Thread(target=threading.Event().wait, name="producer-flush").start()
+            await asyncio.Event().wait()
+
+    with refused_rights_stop_the_start(settings):
+        asyncio.run(run())
+    """
+)
+
+
+def test_a_refused_component_cut_by_its_deadline_still_says_its_refusal() -> None:
+    """The adapter's and the view's deadline had no last words: a refusal of their
+    rights followed by a cleanup stuck on the broker ended 1, the refusal unsaid (the hub
+    worker said it). As the components wire it (cli/components.py)."""
+    ended = subprocess.run(
+        [sys.executable, "-c", _REFUSED_THEN_STUCK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "GUN_HUB_KAFKA__SASL_USERNAME": "dgal"},
+    )
+    assert ended.returncode == 2
+    last = ended.stderr.strip().splitlines()[-1]
+    assert last.startswith("cannot start: Kafka at ")
+    assert "did not authorise user 'dgal' on topic gun.requests.dgal" in last
+
+
+def test_a_component_cut_short_without_a_refusal_says_nothing_more() -> None:
+    refusal = RefusalOnRecord(load_settings())
+    with pytest.raises(RuntimeError), refusal.recording():
+        raise RuntimeError("not a refusal")
+    assert refusal.last_words() == (STOPPED_SHORT, None)

@@ -92,11 +92,24 @@ class HubWorker(Worker):  # type: ignore[misc]
             self.refused = refused
             _EXPECTED_ENDS.ended = True  # its teardown's tracebacks are not logged either
 
+    def _crash(self, reason: BaseException) -> None:
+        """mode's, the first refusal of rights kept. A crash marks the service that
+        crashed and every one above it, up to the worker, with its reason, the one before
+        replaced: the app crashed refused marks its producer crashed, and faust's fetcher,
+        still handing a backlog to the agents, found that producer's buffer over its size
+        and not running ("Cannot flush: Producer not Running"), crashed in turn, and
+        replaced the app's reason and the worker's (CI, 200 declarations waiting: exit 1,
+        no sentence). The refusal is the cause; what failed after it, its consequence."""
+        if self.refused is None:
+            self.refused = rights_refusal(reason)
+        super()._crash(reason)
+
     def refusal(self) -> KafkaError | None:
         """The refusal of rights that ended this worker (its start, or a crash), if any:
-        its own crash's, or its app's (the worker's may be what failed after, stopping
-        the crashed app: faust's fetcher flushing a producer the crash had stopped; the
-        stop audit of stop 51, 200 declarations waiting: exit 1, no sentence)."""
+        the first a crash reached it with (``_crash``), its own crash's, or its app's
+        (the worker's may be what failed after, stopping the crashed app: faust's fetcher
+        flushing a producer the crash had stopped; the stop audit of stop 51, 200
+        declarations waiting: exit 1, no sentence)."""
         return (
             self.refused
             or rights_refusal(self.crash_reason)

@@ -130,6 +130,7 @@ from gun_hub.runtime.transactions import (
     paced,
     producer_is_broken,
     retaken_after_a_fence,
+    transaction,
 )
 from gun_hub.security.own_dead_letters import vouched
 
@@ -661,7 +662,8 @@ class DecisionPublisher:
         remembered: list[Published] = []  # what the memory adds once committed
         opening = records[0].offset  # the record being opened: named if its key is missing
         try:
-            async with publisher.producer.transaction():
+            # What aiokafka ended the transaction with, not what a send failed after it.
+            async with transaction(publisher.producer):
                 for record in records:
                     headers = list(record.headers)
                     identity = (record.key or b"", _version_of(headers))

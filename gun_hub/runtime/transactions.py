@@ -7,7 +7,8 @@ another worker's takeover.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 
@@ -86,6 +87,38 @@ def retrieve_fatal_error(producer: AIOKafkaProducer) -> None:
     waiter = getattr(manager, "_transaction_waiter", None)
     if waiter is not None and waiter.done() and not waiter.cancelled():
         waiter.exception()
+
+
+def transaction_error(producer: AIOKafkaProducer) -> BaseException | None:
+    """The error aiokafka ended the producer's transaction with (its abortable or fatal
+    state), kept in its transaction waiter, which only a commit would raise; None while
+    the transaction stands."""
+    manager = getattr(producer, "_txn_manager", None)  # aiokafka has no public reading of it
+    waiter = getattr(manager, "_transaction_waiter", None)
+    if waiter is None or not waiter.done() or waiter.cancelled():
+        return None
+    ended: BaseException | None = waiter.exception()
+    return ended
+
+
+@contextlib.asynccontextmanager
+async def transaction(producer: AIOKafkaProducer) -> AsyncIterator[None]:
+    """``producer.transaction()``, a failure inside it raised as the error aiokafka had
+    ended the transaction with, when it had. A request of the transaction the broker
+    refuses (the partition a send adds to it: no Write on the topic) moves aiokafka's
+    transaction to its abortable error, kept where only the commit reads it; a send
+    after it fails aiokafka's own assertion (``assert self.is_in_transaction()``) or
+    IllegalOperation, and the abort drops the error unread ("Future exception was never
+    retrieved"). A publisher refused the decisions with 200 declarations waiting raised
+    the assertion on every lane, and the worker ended 1 without naming the refusal."""
+    async with producer.transaction():
+        try:
+            yield
+        except Exception as failure:
+            ended = transaction_error(producer)
+            if ended is None or ended is failure:
+                raise
+            raise ended from failure
 
 
 async def paced(began: float, interval_s: float, *, full: bool) -> float:

@@ -150,6 +150,12 @@ class Case(BaseModel):
     # longer written off (lifecycle.written_off), sent again if the notice is read
     # again (stop 52: before, it stayed written off at the partner).
     given_back: list[ExpectedAnswer] = []
+    # The INVALIDATED version whose notice had this case give back (``given_back``): its
+    # notice read again sends the give-backs again; a lower version read here after it
+    # is stale. Apart from ``taken_over_by``: a case taken over by a release, then told
+    # of its invalidation, still sends what the release had it write off if that notice
+    # is read again (review of stop 52).
+    given_back_by: int | None = None
     # Whether this version, read where earlier versions were not, told the other
     # partitions (takeover.py): told again only then when its record is read again.
     told_others: bool = False

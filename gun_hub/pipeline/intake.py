@@ -384,6 +384,13 @@ class Intake:
         if known is None:
             return _Arrival.NEW
         self._ctx.announce_again_if_lost(outbox, known, source.partition)
+        later = max(v for v in (known.taken_over_by, known.given_back_by, 0) if v is not None)
+        if known.version < version <= later:
+            # A later version read on another partition took this case over (takeover.py):
+            # this one comes after it, as a lower version after a higher one does on one
+            # partition (contract section 4; review of stop 52).
+            self._ignore_stale(outbox, known.reference, version)
+            return _Arrival.STALE
         if version > known.version:
             return _Arrival.NEW
         if _opened_by(known, version, source):
@@ -551,9 +558,11 @@ class Intake:
             declarant_eori=known.declarant_eori if known is not None else "",
             # Still written off: an invalidation may come (found by review, stop 36).
             # Unknown (None) where what was stored did not open.
+            # Unknown stays unknown: made nothing, what the version before wrote off was
+            # never given back (review of stop 52).
             written_off=None
             if isinstance(found, StateUnreadable)
-            else (written_off(known) if known is not None else []) or [],
+            else (written_off(known) if known is not None else []),
         )
         decision = refuse_unreadable(
             reference=identity.reference,
@@ -735,8 +744,17 @@ class Intake:
         # And about the documents they quoted (review stop 37, i3).
         case.asked = known.asked_by_authority() if known is not None else {}
         # Carried from version to version until an invalidation gives it back; a past the
-        # hub does not know stays unknown (None), never made up as nothing.
-        case.written_off = [] if declaration.stage is Stage.INVALIDATED else earlier_write_offs
+        # hub does not know stays unknown (None), never made up as nothing. But for a
+        # version whose earlier ones were read elsewhere (it told the others): this
+        # partition wrote nothing off before it, and the partitions that did give it back
+        # themselves; unknown, its own write-offs were not kept either, and a retired
+        # release's marker gave back nothing when an invalidation was read elsewhere
+        # (review of stop 52).
+        case.written_off = (
+            []
+            if declaration.stage is Stage.INVALIDATED or (known is None and case.told_others)
+            else earlier_write_offs
+        )
         case.risk = [
             RiskFinding(code=hit.code, action=hit.action, text=hit.text)
             for hit in assess_risk(declaration, routed.authorities, ctx.risk_rules)

@@ -190,22 +190,14 @@ class Takeover:
         case = Case.from_bytes(stored)
         if case.version >= notice.version:
             return outbox
-        if case.taken_over_by is not None:
-            if case.taken_over_by == notice.version:  # read again: what may be lost
-                self._ctx.announce_again_if_lost(outbox, case, source.partition)
-                self._follow_up(outbox, case, notice, again=True)
-                self._give_back(outbox, case, notice, again=True)
-                self._ctx.store_case(self._cases, case)
-            elif case.taken_over_by < notice.version and notice.stage is Stage.INVALIDATED:
-                self._invalidated(outbox, case, notice)
-            return outbox
         if (
             notice.declarant
             and case.declarant_eori
             and declarant_tag(case.declarant_eori).decode() != notice.declarant
         ):
             # Another trader's version (refused as DECLARANT_CHANGED where it is read
-            # with this case): it takes nothing over; the publisher's lane gates it.
+            # with this case): it takes nothing over, even of a case another version
+            # took over (review of stop 52); the publisher's lane gates it.
             log.warning(
                 "%s version %d, read at %s, is another declarant's than version %d here: "
                 "nothing taken over",
@@ -215,13 +207,37 @@ class Takeover:
                 case.version,
             )
             return outbox
-        if not case.decided:
-            self._supersede(outbox, case, notice, source.partition)
+        partition = source.partition
+        if notice.version in (case.taken_over_by, case.given_back_by):
+            # Read again (a crash before its offset was committed): what may be lost,
+            # the decisions first, as their follow-ups go before the later version's.
+            self._ctx.announce_again_if_lost(outbox, case, partition)
+            if case.taken_over_by == notice.version:
+                self._follow_up(outbox, case, notice, again=True)
+            if case.given_back_by == notice.version:
+                self._give_back(outbox, case, notice, again=True)
+            self._store(case, partition)
+        elif case.taken_over_by is not None or case.given_back_by is not None:
+            # Taken over by a lower version than this one: only an invalidation (the first)
+            # has more to do, give back what was written off.
+            if notice.stage is Stage.INVALIDATED and case.given_back_by is None:
+                self._invalidated(outbox, case, notice, partition)
+        elif not case.decided:
+            self._supersede(outbox, case, notice, partition)
         elif kept_for_control(case):
             self._end_control(outbox, case, notice)
         elif notice.stage is Stage.INVALIDATED:
-            self._invalidated(outbox, case, notice)
+            self._invalidated(outbox, case, notice, partition)
         return outbox
+
+    def _store(self, case: Case, partition: int) -> None:
+        """``case`` stored where it was read: a retired case's marker stays a marker (its
+        entry, sealed, forgotten in time), never a live case again, which nothing would
+        retire (review of stop 52)."""
+        if case.decided and case.decision is None and self._ctx.retention is not None:
+            self._ctx.retention.remember(case, partition)
+        else:
+            self._ctx.store_case(self._cases, case)
 
     def _remember(self, reference: str, notice: Notice, partition: int) -> None:
         """No case here yet: the lower version's record may still come (this partition
@@ -266,6 +282,7 @@ class Takeover:
         taken.handed_over = _not_quoted(case, notice)
         taken.handed_over_as = _handed_over_as(notice)
         taken.given_back = _to_give_back(case, notice)  # its write-offs: before it was stripped
+        taken.given_back_by = _given_back_by(notice)
         ctx.open_cases.pop(case.reference.encode(), None)  # its deadline: nothing waits
         for earlier in taken.pending_announcements:
             if (earlier.reference, earlier.version) not in ctx.announcing:
@@ -283,6 +300,7 @@ class Takeover:
         case.handed_over = _not_quoted(case, notice)
         case.handed_over_as = _handed_over_as(notice)
         case.given_back = _to_give_back(case, notice)
+        case.given_back_by = _given_back_by(notice)
         self._ctx.open_cases.pop(case.reference.encode(), None)  # its report date
         self._ctx.emit_status(
             outbox,
@@ -296,18 +314,20 @@ class Takeover:
         self._give_back(outbox, case, notice, again=False)
         self._ctx.store_case(self._cases, case)
 
-    def _invalidated(self, outbox: Effects, case: Case, notice: Notice) -> None:
-        """A decided case holding nothing (released, refused, or already taken over by a
-        lower version) whose declaration an INVALIDATED later version ends: what it
-        wrote off is given back from here, under that version. Its partition gives back
-        what it knows was written off, not this one's (stop 52: it stayed written off)."""
+    def _invalidated(self, outbox: Effects, case: Case, notice: Notice, partition: int) -> None:
+        """A decided case holding nothing (released, refused, taken over by a lower
+        version, or a retired case's marker) whose declaration an INVALIDATED later
+        version ends: what it wrote off is given back from here, under that version. Its
+        own partition gives back what it knows was written off, not this one's (stop 52:
+        it stayed written off). A decision the broker may not have goes first, with its
+        write-off: given back before it, the write-off would be refused as older than
+        the invalidation, the reservation kept (review of stop 52)."""
+        self._ctx.announce_again_if_lost(outbox, case, partition)
         to_give_back = _to_give_back(case, notice)
         if not to_give_back:
             return
-        case.taken_over_by = notice.version
         case.given_back = to_give_back
-        case.handed_over = []  # the version before took over what was held, if any
-        case.handed_over_as = None
+        case.given_back_by = notice.version
         self._ctx.emit_status(
             outbox,
             case.reference,
@@ -317,7 +337,7 @@ class Takeover:
             f"(invalidated), read at {notice.read_at}",
         )
         self._give_back(outbox, case, notice, again=False)
-        self._ctx.store_case(self._cases, case)
+        self._store(case, partition)
 
     def _give_back(self, outbox: Effects, case: Case, notice: Notice, *, again: bool) -> None:
         """``case.given_back`` given back under the later version, each document with the
@@ -381,6 +401,10 @@ def _handed_over_as(notice: Notice) -> Operation:
     if notice.stage is Stage.RELEASED_AFTER_CONTROL:
         return Operation.WRITE_OFF
     return Operation.DELETE
+
+
+def _given_back_by(notice: Notice) -> int | None:
+    return notice.version if notice.stage is Stage.INVALIDATED else None
 
 
 def _to_give_back(case: Case, notice: Notice) -> list[ExpectedAnswer]:

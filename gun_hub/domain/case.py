@@ -78,6 +78,10 @@ class Case(BaseModel):
     direction: Direction = Direction.IMPORT
     procedure: str = ""
     declarant_eori: str = ""
+    # A retired case's marker keeps no EORI, only its tag (decision_outbox.declarant_tag):
+    # the declarant checks of a later version, read here or elsewhere, are made on it
+    # (stop 52: without it, another trader's version was taken after the retention).
+    declarant_tag: str = ""
     opened_at: datetime
     deadline: datetime
     awaiting: list[str]

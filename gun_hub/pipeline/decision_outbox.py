@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from gun_hub.domain.case import Case
+
 HEADER_VERSION = "gun.decision.version"
 # Who the decided version was lodged by, as ``declarant_tag``: the publisher lane, the one
 # place that sees every version of a reference, publishes no decision of a reference for
@@ -33,6 +35,14 @@ def declarant_tag(eori: str) -> bytes:
     (64 bits: two declarants of one reference never meet by chance). Not a secret (an
     EORI guessed is confirmed by it); it keeps the EORI out of readable headers."""
     return hashlib.sha256(b"gun.decision.declarant|" + eori.encode()).hexdigest()[:16].encode()
+
+
+def declarant_tag_of(case: Case) -> str:
+    """``case``'s declarant's tag: of its EORI, else the one a retired case's marker kept;
+    empty when it names none (a case refused unread, a marker of before stop 52)."""
+    return (
+        declarant_tag(case.declarant_eori).decode() if case.declarant_eori else case.declarant_tag
+    )
 
 
 def declarant_of(headers: Sequence[tuple[str, bytes | None]]) -> bytes:

@@ -46,7 +46,7 @@ from gun_hub.domain.routing import (
 )
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.facts import ReceivedFact
-from gun_hub.pipeline.decision_outbox import declarant_tag
+from gun_hub.pipeline.decision_outbox import declarant_tag, declarant_tag_of
 from gun_hub.pipeline.hub_context import CaseStore, HubContext, open_case_entry
 from gun_hub.pipeline.takeover import Notice, notices, tells_other_partitions
 from gun_hub.pipeline.unreadable_state import (
@@ -418,8 +418,7 @@ class Intake:
         restates nothing, so what a lower version holds there is deleted, as it is with
         the refusal on one partition (defect 6; stop 52: the control was kept and
         reported overdue). Its declarant is the one the refusal carries, if known."""
-        declarant = declarant_tag(case.declarant_eori).decode() if case.declarant_eori else ""
-        self._tell(outbox, case, source, declarant=declarant, quotes=frozenset())
+        self._tell(outbox, case, source, declarant=declarant_tag_of(case), quotes=frozenset())
 
     def _tell(
         self,
@@ -556,6 +555,7 @@ class Intake:
             # Still its declarant's: a case naming nobody took the next version of anyone
             # (found by review in stop 35).
             declarant_eori=known.declarant_eori if known is not None else "",
+            declarant_tag=known.declarant_tag if known is not None else "",
             # Still written off: an invalidation may come (found by review, stop 36).
             # Unknown (None) where what was stored did not open.
             # Unknown stays unknown: made nothing, what the version before wrote off was
@@ -1045,10 +1045,12 @@ def _opened_by(known: Case | None, version: int, source: SourcePosition) -> bool
 
 
 def _declarant_changed(known: Case | None, declaration: Declaration) -> bool:
-    """A later version names another declarant than the known case. A case refused unread,
-    or the marker of a retired one, names none: nothing to compare with."""
-    return (
-        known is not None
-        and bool(known.declarant_eori)
-        and known.declarant_eori != declaration.declarant.eori
-    )
+    """A later version names another declarant than the known case, or than the one a
+    retired case's marker keeps the tag of (stop 52). A case refused unread, or a marker
+    of before, names none: nothing to compare with."""
+    if known is None:
+        return False
+    if known.declarant_eori:
+        return known.declarant_eori != declaration.declarant.eori
+    tag = known.declarant_tag
+    return bool(tag) and tag != declarant_tag(declaration.declarant.eori).decode()

@@ -61,6 +61,7 @@ from gun_contract.effects import Effects
 from gun_hub import metrics
 from gun_hub.domain.case import Case
 from gun_hub.domain.lifecycle import held_reservations, kept_for_control, written_off
+from gun_hub.pipeline.decision_outbox import declarant_tag_of
 from gun_hub.pipeline.hub_context import due_time
 
 log = logging.getLogger(__name__)
@@ -157,16 +158,18 @@ class RetentionEntry:
 
 def marker_of(case: Case) -> Case:
     """``case`` stripped to what the versions rule, a late answer and an invalidation
-    need: no quoted documents, results, risk findings or declarant; only the documents
-    written off and not given back (:func:`lifecycle.written_off`: what an invalidation
-    gives back), and those its requests asked each authority (``Case.asked``: what a late
-    answer may speak of, review stop 37, i3), which is why the worker seals the marker."""
+    need: no quoted documents, results, risk findings or declarant (its tag only); only
+    the documents written off and not given back (:func:`lifecycle.written_off`: what an
+    invalidation gives back), and those its requests asked each authority (``Case.asked``:
+    what a late answer may speak of, review stop 37, i3), which is why the worker seals
+    the marker."""
     return case.model_copy(
         update={
             # None (a past the hub does not know) stays unknown: read as "nothing", an
             # invalidation would give nothing back (found by the review of stop 36's change).
             "written_off": written_off(case),
             "declarant_eori": "",
+            "declarant_tag": declarant_tag_of(case),  # the checks of later versions
             "procedure": "",
             "awaiting": [],
             "expected": [],

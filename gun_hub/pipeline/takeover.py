@@ -73,7 +73,7 @@ from gun_hub.domain.case import Case, ExpectedAnswer
 from gun_hub.domain.lifecycle import kept_for_control, write_offs_known, written_off
 from gun_hub.domain.requests import requests_for
 from gun_hub.domain.status_events import StatusKind
-from gun_hub.pipeline.decision_outbox import declarant_tag
+from gun_hub.pipeline.decision_outbox import declarant_tag_of
 from gun_hub.pipeline.hub_context import CaseStore, HubContext
 
 log = logging.getLogger(__name__)
@@ -190,11 +190,7 @@ class Takeover:
         case = Case.from_bytes(stored)
         if case.version >= notice.version:
             return outbox
-        if (
-            notice.declarant
-            and case.declarant_eori
-            and declarant_tag(case.declarant_eori).decode() != notice.declarant
-        ):
+        if notice.declarant and (tag := declarant_tag_of(case)) and tag != notice.declarant:
             # Another trader's version (refused as DECLARANT_CHANGED where it is read
             # with this case): it takes nothing over, even of a case another version
             # took over (review of stop 52); the publisher's lane gates it.
@@ -257,6 +253,7 @@ class Takeover:
             awaiting=[],
             expected=[],
             results=[],
+            declarant_tag=notice.declarant,  # a version above it is checked against it
             # Decided, holding nothing, announced: a marker's outcome is never published
             # nor followed up (any that holds nothing: lifecycle.held_reservations).
             outcome=Outcome.RELEASE,

@@ -25,14 +25,18 @@ from gun_contract.dead_letter import (
     SourcePosition,
     header_value,
 )
+from gun_contract.model.declaration import Stage
+from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.case import Case
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.view import OpsView
 from tests.builders import EORI, declaration_xml, document, goods_item
+from tests.unit.test_decided_cases_leave_the_hot_table import RetainingHub
 from tests.unit.test_operations_view import TOPICS, Feed
 from tests.unit.test_pipeline import SOURCE, Hub
+from tests.unit.test_versions_and_recovery import at, requests
 
 REF = "26FR000690I0000012"
 OTHER = "DE999999999999999"
@@ -75,9 +79,9 @@ def test_a_later_version_naming_another_declarant_is_refused_and_changes_nothing
 
 
 def test_a_trader_reads_only_the_versions_it_lodged(view: OpsView) -> None:
-    """What a retired case left (a marker names no declarant) cannot tell who lodged it,
-    so a later version by another declarant is taken: its declarant still reads only its
-    own version, not the history of the one before it."""
+    """Should a later version by another declarant be taken (a marker of before stop 52
+    names no declarant), its declarant still reads only its own version, not the history
+    of the one before it."""
     feed = Feed()
     view.apply(
         [
@@ -145,3 +149,26 @@ def test_a_refusal_for_another_declarant_is_audited_under_its_own_name(hub: Hub)
     ]
     assert entry["rejection"] == "DECLARANT_CHANGED"
     assert entry["reference"] == REF
+
+
+def test_a_later_version_naming_another_declarant_is_refused_after_the_case_retired(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """The marker a retired case leaves named no declarant, so another trader's later
+    version was taken as the next one days after the release: an invalidation in its
+    name gave back what the real declarant's release wrote off. The marker keeps the
+    declarant's tag (decision_outbox.declarant_tag, not the EORI) since stop 52."""
+    hub = RetainingHub(routing_table, keys_dir)
+    sent = hub.intake.handle(declaration_xml(version=1), at(0))
+    assert hub.decisions(hub.answer(sent, "dgal", Verdict.VALID)) == [(REF, 1, Outcome.RELEASE)]
+    hub.retire()
+    forged = hub.intake.handle(
+        declaration_xml(version=2, stage=Stage.INVALIDATED, declarant=OTHER), at(1)
+    )
+    assert forged.to(hub.topics.requests("dgal")) == [], "gave back for another trader"
+    assert hub.decisions(forged) == []
+    [letter] = forged.to(hub.topics.dlq)
+    assert header_value(letter.headers, HEADER_ERROR_KIND) == "DECLARANT_CHANGED"
+    # Its own declarant's invalidation is taken, and gives back what was written off.
+    own = hub.intake.handle(declaration_xml(version=2, stage=Stage.INVALIDATED), at(2))
+    assert [r.operation for r in requests(hub, own)] == [Operation.GIVE_BACK]

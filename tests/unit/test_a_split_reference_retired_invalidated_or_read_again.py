@@ -238,3 +238,28 @@ def test_a_control_taken_over_by_a_release_before_the_upgrade_gives_its_write_of
     )
     given = told(first, notices_to(other, invalidated, 0))
     assert gives_back(first, given) == {(CERT_B, 3, True)}
+
+
+def test_another_declarants_invalidation_has_no_retired_release_give_back(
+    routing_table: RoutingTable, keys_dir: Path, first: RetainingHub, other: RetainingHub
+) -> None:
+    """A retired case's marker named no declarant, so the declarant check could not be
+    made on it: another trader's invalidation read on a third partition had the retired
+    release give back what it wrote off. The marker keeps the declarant's tag now."""
+    controlled_quoting_both(first)
+    released = other.intake.handle(
+        declaration_xml(version=2, stage=Stage.RELEASED_AFTER_CONTROL, items=ONLY_A),
+        at(0, partition=1),
+    )
+    assert other.decisions(other.answer(released, "dgal", Verdict.VALID)) == [
+        (REF, 2, Outcome.RELEASE)
+    ]
+    told_store(first, notices_to(other, released, 0))
+    retire(other)
+    third = Hub(routing_table, keys_dir)
+    forged = third.intake.handle(
+        declaration_xml(version=99, stage=Stage.INVALIDATED, declarant="DE999999999999999"),
+        at(0, partition=2),
+    )
+    given = told_store(other, notices_to(third, forged, 1), partition=1)
+    assert gives_back(other, given) == set()

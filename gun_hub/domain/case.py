@@ -132,6 +132,12 @@ class Case(BaseModel):
     # the whole of it, its own version's write-offs included. None: stored before the hub
     # kept it (a marker of then does not know what was written off).
     written_off: list[ExpectedAnswer] | None = None
+    # A retired case's marker whose earlier versions' write-offs are not known
+    # (``written_off`` None): what its own versions wrote off, which its documents, gone
+    # with the marker, no longer tell. Given back when an invalidation read on another
+    # partition tells it; the past before stays unknown (an invalidation read here gives
+    # back what it quotes). Review of stop 52.
+    own_written_off: list[ExpectedAnswer] = []
     # The higher version that replaced this one before it was decided: the decision of
     # such a version is REFUSE, SUPERSEDED (``superseded``), carried by the newer case
     # until the broker has it, with nothing to follow up (review stop 40, W4).

@@ -113,7 +113,7 @@ def write_offs_known(case: Case) -> list[ExpectedAnswer]:
     # write-offs at the partner (found by review of stop 37's change, G1: keyed by
     # document, the second line was lost, and an invalidation gave back one of two).
     latest: dict[tuple[str, int, str, str, int | None], ExpectedAnswer] = {}
-    for document in [*(case.written_off or []), *own_write_offs(case)]:
+    for document in [*(case.written_off or []), *case.own_written_off, *own_write_offs(case)]:
         if (key := _line_of(document)) not in given_back:
             latest[key] = document.model_copy(update={"mode": RolloutMode.ENFORCE})
     return list(latest.values())

@@ -558,11 +558,13 @@ class Intake:
             declarant_tag=known.declarant_tag if known is not None else "",
             # Still written off: an invalidation may come (found by review, stop 36).
             # Unknown (None) where what was stored did not open.
-            # Unknown stays unknown: made nothing, what the version before wrote off was
-            # never given back (review of stop 52).
+            # Unknown stays unknown: made nothing, what the versions before wrote off was
+            # never given back (reviews of stop 52). Known as nothing: a first version.
             written_off=None
             if isinstance(found, StateUnreadable)
-            else (written_off(known) if known is not None else []),
+            else written_off(known)
+            if known is not None
+            else (None if identity.version > 1 else []),
         )
         decision = refuse_unreadable(
             reference=identity.reference,
@@ -744,17 +746,11 @@ class Intake:
         # And about the documents they quoted (review stop 37, i3).
         case.asked = known.asked_by_authority() if known is not None else {}
         # Carried from version to version until an invalidation gives it back; a past the
-        # hub does not know stays unknown (None), never made up as nothing. But for a
-        # version whose earlier ones were read elsewhere (it told the others): this
-        # partition wrote nothing off before it, and the partitions that did give it back
-        # themselves; unknown, its own write-offs were not kept either, and a retired
-        # release's marker gave back nothing when an invalidation was read elsewhere
-        # (review of stop 52).
-        case.written_off = (
-            []
-            if declaration.stage is Stage.INVALIDATED or (known is None and case.told_others)
-            else earlier_write_offs
-        )
+        # hub does not know stays unknown (None), never made up as nothing: an
+        # invalidation read after it gives back what it quotes (a second review of stop
+        # 52: made "nothing", the quantity was lost). A retired case's marker keeps its
+        # own write-offs apart (retention.marker_of).
+        case.written_off = [] if declaration.stage is Stage.INVALIDATED else earlier_write_offs
         case.risk = [
             RiskFinding(code=hit.code, action=hit.action, text=hit.text)
             for hit in assess_risk(declaration, routed.authorities, ctx.risk_rules)

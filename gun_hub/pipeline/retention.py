@@ -60,7 +60,12 @@ from typing import Any, Protocol
 from gun_contract.effects import Effects
 from gun_hub import metrics
 from gun_hub.domain.case import Case
-from gun_hub.domain.lifecycle import held_reservations, kept_for_control, written_off
+from gun_hub.domain.lifecycle import (
+    held_reservations,
+    kept_for_control,
+    write_offs_known,
+    written_off,
+)
 from gun_hub.pipeline.decision_outbox import declarant_tag_of
 from gun_hub.pipeline.hub_context import due_time
 
@@ -163,11 +168,15 @@ def marker_of(case: Case) -> Case:
     invalidation gives back), and those its requests asked each authority (``Case.asked``:
     what a late answer may speak of, review stop 37, i3), which is why the worker seals
     the marker."""
+    known = written_off(case)
     return case.model_copy(
         update={
             # None (a past the hub does not know) stays unknown: read as "nothing", an
             # invalidation would give nothing back (found by the review of stop 36's change).
-            "written_off": written_off(case),
+            "written_off": known,
+            # Then its own write-offs apart, which its documents no longer tell (a
+            # takeover notice's give-back: review of stop 52).
+            "own_written_off": write_offs_known(case) if known is None else [],
             "declarant_eori": "",
             "declarant_tag": declarant_tag_of(case),  # the checks of later versions
             "procedure": "",

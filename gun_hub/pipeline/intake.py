@@ -384,7 +384,7 @@ class Intake:
         if known is None:
             return _Arrival.NEW
         self._ctx.announce_again_if_lost(outbox, known, source.partition)
-        later = max(v for v in (known.taken_over_by, known.given_back_by, 0) if v is not None)
+        later = max(known.taken_over_by or 0, known.given_back_by or 0)
         if known.version < version <= later:
             # A later version read on another partition took this case over (takeover.py):
             # this one comes after it, as a lower version after a higher one does on one
@@ -557,9 +557,9 @@ class Intake:
             declarant_eori=known.declarant_eori if known is not None else "",
             declarant_tag=known.declarant_tag if known is not None else "",
             # Still written off: an invalidation may come (found by review, stop 36).
-            # Unknown (None) where what was stored did not open.
-            # Unknown stays unknown: made nothing, what the versions before wrote off was
-            # never given back (reviews of stop 52). Known as nothing: a first version.
+            # Unknown (None) where what was stored did not open, or no case of a version
+            # above 1 is here: made nothing, what the versions before wrote off was never
+            # given back (reviews of stop 52).
             written_off=None
             if isinstance(found, StateUnreadable)
             else written_off(known)

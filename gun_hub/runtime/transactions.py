@@ -83,10 +83,7 @@ def retrieve_fatal_error(producer: AIOKafkaProducer) -> None:
     """Take the error aiokafka keeps in its transaction waiter once fatal, which only a
     next transaction would await: a producer dropped with it unread has asyncio log
     "Future exception was never retrieved" when it is collected."""
-    manager = producer._txn_manager
-    waiter = getattr(manager, "_transaction_waiter", None)
-    if waiter is not None and waiter.done() and not waiter.cancelled():
-        waiter.exception()
+    transaction_error(producer)  # reading it is taking it
 
 
 def transaction_error(producer: AIOKafkaProducer) -> BaseException | None:
@@ -97,8 +94,7 @@ def transaction_error(producer: AIOKafkaProducer) -> BaseException | None:
     waiter = getattr(manager, "_transaction_waiter", None)
     if waiter is None or not waiter.done() or waiter.cancelled():
         return None
-    ended: BaseException | None = waiter.exception()
-    return ended
+    return waiter.exception()  # type: ignore[no-any-return]
 
 
 @contextlib.asynccontextmanager

@@ -719,6 +719,19 @@ class Intake:
         # hub does not know (a case it never saw, or forgot) it gives back as quoted.
         give_back = declaration.stage is Stage.INVALIDATED and earlier_write_offs is not None
         asked = _following_up(routed, earlier_write_offs or []) if give_back else routed
+        # Where the past is unknown, a retired case's marker still knows what its own
+        # versions wrote off: given back beside what is quoted, which need not name it
+        # (stop 52's open item: a release's write-off the invalidation did not quote
+        # stayed written off at the partner).
+        own_past = (
+            known.own_written_off
+            if known is not None
+            and earlier_write_offs is None
+            and declaration.stage is Stage.INVALIDATED
+            else []
+        )
+        if own_past:
+            asked = _quoted_and_given_back(routed, own_past)
         # A release after a control writes off what the control kept, whatever it quotes
         # (contract, section 4): read as a new version quoting fewer documents, the others
         # were deleted (the goods gone, their quantity back on the certificate; review
@@ -735,7 +748,10 @@ class Intake:
             routed=asked,
             opened_at=now,
             deadline=now + timedelta(seconds=ctx.request_deadline_s),
-            modes=self._modes(declaration, asked, known, give_back=give_back),
+            modes={
+                **self._modes(declaration, asked, known, give_back=give_back),
+                **dict.fromkeys((e.authority for e in own_past), RolloutMode.ENFORCE),
+            },
         )
         case.opened_from = source.describe()
         if tells_other_partitions(declaration.version, known, source.partition):
@@ -1000,21 +1016,42 @@ def _following_up(routed: RoutedDeclaration, held: list[ExpectedAnswer]) -> Rout
     return RoutedDeclaration(
         documents=(
             *(d for d in routed.documents if d.authority is None),
-            *(
-                ExpectedDocument(
-                    e.goods_item,
-                    e.code,
-                    e.reference,
-                    e.authority,
-                    commodity_code=e.commodity_code,
-                    line=e.line,
-                    quantity=e.quantity,
-                    unit=e.unit,
-                )
-                for e in held
-            ),
+            *(_held(e) for e in held),
         ),
         authorities=tuple(sorted({e.authority for e in held})),
+    )
+
+
+def _quoted_and_given_back(
+    routed: RoutedDeclaration, written_off: list[ExpectedAnswer]
+) -> RoutedDeclaration:
+    """What an invalidation whose past the hub does not know gives back: what it quotes,
+    and what ``written_off`` says was written off (with the quantities written off, for a
+    line both name)."""
+    known = {(e.authority, e.goods_item, e.code, e.reference, e.line) for e in written_off}
+    return RoutedDeclaration(
+        documents=(
+            *(
+                d
+                for d in routed.documents
+                if (d.authority, d.goods_item, d.code, d.reference, d.line) not in known
+            ),
+            *(_held(e) for e in written_off),
+        ),
+        authorities=tuple(sorted({*routed.authorities, *(e.authority for e in written_off)})),
+    )
+
+
+def _held(e: ExpectedAnswer) -> ExpectedDocument:
+    return ExpectedDocument(
+        e.goods_item,
+        e.code,
+        e.reference,
+        e.authority,
+        commodity_code=e.commodity_code,
+        line=e.line,
+        quantity=e.quantity,
+        unit=e.unit,
     )
 
 

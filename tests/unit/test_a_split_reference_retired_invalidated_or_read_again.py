@@ -263,3 +263,31 @@ def test_another_declarants_invalidation_has_no_retired_release_give_back(
     )
     given = told_store(other, notices_to(third, forged, 1), partition=1)
     assert gives_back(other, given) == set()
+
+
+def test_an_invalidation_read_where_a_retired_release_kept_its_own_write_offs_gives_them_back(
+    first: RetainingHub, other: RetainingHub
+) -> None:
+    """Partition 1's release after control (v2, its past read on partition 0, so unknown
+    here) wrote A off and was retired: its marker keeps A apart (``own_written_off``).
+    v3 INVALIDATED read on partition 1 quoting only B (the clearance system's
+    invalidation need not quote what the release did): it gave back B as quoted and
+    nothing of A, which stayed written off at the partner (stop 52's open item). It gives
+    back what it quotes and what the marker knows its own versions wrote off."""
+    controlled_quoting_both(first)
+    released = other.intake.handle(
+        declaration_xml(version=2, stage=Stage.RELEASED_AFTER_CONTROL, items=ONLY_A),
+        at(0, partition=1),
+    )
+    assert other.decisions(other.answer(released, "dgal", Verdict.VALID)) == [
+        (REF, 2, Outcome.RELEASE)
+    ]
+    told_store(first, notices_to(other, released, 0))  # partition 0 writes B off
+    retire(other)
+    only_b = (BOTH[1],)
+    invalidated = other.intake.handle(
+        declaration_xml(version=3, stage=Stage.INVALIDATED, items=only_b), at(1, partition=1)
+    )
+    assert gives_back(other, invalidated) == {(CERT_A, 3, True), (CERT_B, 3, True)}
+    given = told_store(first, notices_to(other, invalidated, 0))
+    assert gives_back(first, given) == {(CERT_B, 3, True)}

@@ -70,14 +70,10 @@ def retire(hub: RetainingHub) -> None:
     assert KEY not in hub.cases, "not retired"
 
 
-def test_a_release_retired_on_its_partition_gives_back_what_it_wrote_off_when_told(
-    first: RetainingHub, other: RetainingHub
-) -> None:
-    """v1 kept for a control on partition 0; v2 RELEASED_AFTER_CONTROL quoting A read on
-    partition 1 wrote A off there; days later (post-clearance) v3 INVALIDATED is read on
-    partition 0. Partition 1's release was retired meanwhile: its marker has
-    ``written_off`` None (version 2 first read there) and no ``expected``, so
-    ``write_offs_known`` finds nothing and A stays written off at the partner."""
+def released_on_the_other_partition_and_retired(first: RetainingHub, other: RetainingHub) -> None:
+    """v1 quoting A and B kept for a control on partition 0; v2 RELEASED_AFTER_CONTROL
+    quoting only A read on partition 1 (its past unknown there) wrote A off there and,
+    told, partition 0 wrote B off; partition 1's release then retired (a marker)."""
     controlled_quoting_both(first)
     released = other.intake.handle(
         declaration_xml(version=2, stage=Stage.RELEASED_AFTER_CONTROL, items=ONLY_A),
@@ -89,6 +85,17 @@ def test_a_release_retired_on_its_partition_gives_back_what_it_wrote_off_when_to
     ]
     told_store(first, notices_to(other, released, 0))  # partition 0 writes B off
     retire(other)
+
+
+def test_a_release_retired_on_its_partition_gives_back_what_it_wrote_off_when_told(
+    first: RetainingHub, other: RetainingHub
+) -> None:
+    """v1 kept for a control on partition 0; v2 RELEASED_AFTER_CONTROL quoting A read on
+    partition 1 wrote A off there; days later (post-clearance) v3 INVALIDATED is read on
+    partition 0. Partition 1's release was retired meanwhile: its marker has
+    ``written_off`` None (version 2 first read there) and no ``expected``, so
+    ``write_offs_known`` finds nothing and A stays written off at the partner."""
+    released_on_the_other_partition_and_retired(first, other)
 
     invalidated = first.intake.handle(
         declaration_xml(version=3, stage=Stage.INVALIDATED, items=ONLY_A), at(1, partition=0)
@@ -246,16 +253,7 @@ def test_another_declarants_invalidation_has_no_retired_release_give_back(
     """A retired case's marker named no declarant, so the declarant check could not be
     made on it: another trader's invalidation read on a third partition had the retired
     release give back what it wrote off. The marker keeps the declarant's tag now."""
-    controlled_quoting_both(first)
-    released = other.intake.handle(
-        declaration_xml(version=2, stage=Stage.RELEASED_AFTER_CONTROL, items=ONLY_A),
-        at(0, partition=1),
-    )
-    assert other.decisions(other.answer(released, "dgal", Verdict.VALID)) == [
-        (REF, 2, Outcome.RELEASE)
-    ]
-    told_store(first, notices_to(other, released, 0))
-    retire(other)
+    released_on_the_other_partition_and_retired(first, other)
     third = Hub(routing_table, keys_dir)
     forged = third.intake.handle(
         declaration_xml(version=99, stage=Stage.INVALIDATED, declarant="DE999999999999999"),
@@ -274,16 +272,7 @@ def test_an_invalidation_read_where_a_retired_release_kept_its_own_write_offs_gi
     invalidation need not quote what the release did): it gave back B as quoted and
     nothing of A, which stayed written off at the partner (stop 52's open item). It gives
     back what it quotes and what the marker knows its own versions wrote off."""
-    controlled_quoting_both(first)
-    released = other.intake.handle(
-        declaration_xml(version=2, stage=Stage.RELEASED_AFTER_CONTROL, items=ONLY_A),
-        at(0, partition=1),
-    )
-    assert other.decisions(other.answer(released, "dgal", Verdict.VALID)) == [
-        (REF, 2, Outcome.RELEASE)
-    ]
-    told_store(first, notices_to(other, released, 0))  # partition 0 writes B off
-    retire(other)
+    released_on_the_other_partition_and_retired(first, other)
     only_b = (BOTH[1],)
     invalidated = other.intake.handle(
         declaration_xml(version=3, stage=Stage.INVALIDATED, items=only_b), at(1, partition=1)

@@ -168,6 +168,12 @@ ANSWER_LIMIT_BYTES = 64 * 1024
 # Answers asking for a pause (Retry-After honoured): retried like a 5xx, not mapped.
 HTTP_TOO_MANY_REQUESTS = 429
 HTTP_NOT_IMPLEMENTED = 501
+# Accepted for processing, not yet applied: asked again with its key for the outcome.
+HTTP_ACCEPTED = 202
+ACCEPTED_FOR_PROCESSING = (
+    "partner accepted the call for processing (HTTP 202), not yet applied: asked again "
+    "with the same idempotency key for its outcome"
+)
 # A call that timed out while the adapter's own event loop was held for at least this
 # share of its deadline is no verdict on the partner: it had three quarters of its time
 # at most (adapters/base/loop_stalls.py).
@@ -632,6 +638,16 @@ class CertexHttpPartner:
                     self._pause_if_asked(response)
                     return f"partner answered HTTP {response.status}"
                 self._refuse_a_redirect(response)
+                if response.status == HTTP_ACCEPTED:
+                    # Taken, to be applied later (RFC 9110 15.3.3): like a call that
+                    # timed out, one the partner may be applying, so its reservation is
+                    # kept and its follow-ups wait behind it (review of stop 52: a
+                    # deletion answered 02 overtook it, and the partner then reserved for
+                    # a refused declaration for ever). The partner is there.
+                    if key is not None:
+                        self._keys_in_flight.unanswered(key)
+                    self.circuit.record_success()
+                    return ACCEPTED_FOR_PROCESSING
                 payload = await _read_json(response)
         except PartnerUnavailable:
             answer_unusable()  # an answer unusable as sent

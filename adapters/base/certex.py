@@ -120,6 +120,12 @@ CONTRACT_REFUSALS: dict[str, tuple[Verdict, str]] = {
     "STALE_VERSION": (Verdict.MISMATCH, STALE_VERSION)
 }
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# A write-off's "no reservation for this declaration": what a release finds when the
+# reservation never reached the partner (degraded mode), reserved then written off.
+WRITE_OFF_NO_RECORD = "02"
+NEVER_RESERVED = "nothing was reserved for the declaration at the partner"
+_RESERVED_KEY = "/reserved-for-release"
+_WRITTEN_KEY = "/written-off-once-reserved"
 # A ledger conflict to a key's first attempt; to a repeat, "still being processed" (J3).
 HTTP_CONFLICT = 409
 # Operations that change the partner's ledger without a body of their own.
@@ -388,7 +394,50 @@ class CertexHttpPartner:
         ]
 
     async def _ask(
+        self,
+        request: AuthorityRequest,
+        quoted: list[_Quoted],
+        turns: RequestTurns,
+        *,
+        key_suffix: str = "",
+    ) -> tuple[Verdict, str | None, str | None]:
+        answer = await self._call_for(request, quoted, turns, key_suffix)
+        if (
+            request.operation is Operation.WRITE_OFF
+            and not key_suffix
+            and answer[1] == WRITE_OFF_NO_RECORD
+            and all(q.document.quantity is not None for q in quoted)
+        ):
+            return await self._write_off_what_was_never_reserved(request, quoted, turns)
+        return answer
+
+    async def _write_off_what_was_never_reserved(
         self, request: AuthorityRequest, quoted: list[_Quoted], turns: RequestTurns
+    ) -> tuple[Verdict, str | None, str | None]:
+        """Goods released with nothing reserved for them at the partner: reserved, then
+        written off, under the release's version. A declaration decided in degraded mode
+        (its partner down, or its call never sent) had its reservation answered
+        UNAVAILABLE and never made; the office released the goods after checking the
+        document by hand, and the partner, asked to write off, has nothing to consume
+        (``02``): the certificate kept the quantity that left (review of stop 52; the
+        contract: "the write-off is replayed when it is back"). A reservation that
+        expired at the partner is the same case. Each call has a key of its own, derived
+        from the write-off's, so a replay finds each answer again. A refused reservation
+        (``05``: another declaration took the balance since) is the write-off's answer:
+        the goods left without cover, which the hub reports (FOLLOW_UP_FAILED, or a
+        post-release alert for war material)."""
+        reserve = request.model_copy(update={"operation": Operation.RESERVE})
+        verdict, code, detail = await self._ask(reserve, quoted, turns, key_suffix=_RESERVED_KEY)
+        if verdict is not Verdict.VALID:
+            said = f": {detail}" if detail else ""
+            return verdict, code, f"{NEVER_RESERVED}; reserving what was released was refused{said}"
+        verdict, code, detail = await self._ask(request, quoted, turns, key_suffix=_WRITTEN_KEY)
+        if verdict is Verdict.VALID:
+            return verdict, code, f"{NEVER_RESERVED}: reserved, then written off"
+        return verdict, code, detail
+
+    async def _call_for(
+        self, request: AuthorityRequest, quoted: list[_Quoted], turns: RequestTurns, key_suffix: str
     ) -> tuple[Verdict, str | None, str | None]:
         document = quoted[0].document
         # References may hold "/" (the contract allows it): each is one path segment.
@@ -421,7 +470,7 @@ class CertexHttpPartner:
             else:
                 method, url = "PUT", f"{url}/reservations/{declaration}"
         # One key per call, not per request: a partner may keep keys per client (J1).
-        key = request.idempotency_key_for(document.code, document.reference)
+        key = request.idempotency_key_for(document.code, document.reference) + key_suffix
         headers = {IDEMPOTENCY_HEADER: key}
         trace_id = current_trace.get()
         if trace_id is not None:

@@ -170,11 +170,28 @@ async def write_off_consumes(h: Harness) -> None:
 
 
 async def write_off_without_reservation(h: Harness) -> None:
+    """Goods released with nothing reserved for them at the partner (the reservation
+    never reached it: decided in degraded mode, then released after the office's own
+    check): reserved, then written off, under the release's version (review of stop 52:
+    answered 02 and nothing written off, the certificate kept the quantity that left)."""
     doc = await h.seed("nowriteoff")
+    write_off = h.request(Operation.WRITE_OFF, [Quote(doc, "5")])
+    expect(await h.ask(write_off), Verdict.VALID, codes=("01",))
+    await expect_ledger(h, doc, "0", "5")
+    # Redelivered: each of its calls carries its own key, so nothing is written twice.
+    expect(await h.ask(write_off), Verdict.VALID, codes=("01",))
+    await expect_ledger(h, doc, "0", "5")
+
+
+async def write_off_without_reservation_beyond_the_balance(h: Harness) -> None:
+    """The same, the balance taken by others meanwhile: the reservation's refusal is the
+    write-off's answer (the goods left without cover: the hub reports it), nothing
+    written off."""
+    doc = await h.seed("nocover")
     expect(
-        await h.ask(h.request(Operation.WRITE_OFF, [Quote(doc, "5")])),
-        Verdict.MISMATCH,
-        codes=("02",),
+        await h.ask(h.request(Operation.WRITE_OFF, [Quote(doc, "150")])),
+        Verdict.QUANTITY_INSUFFICIENT,
+        codes=("05",),
     )
     await expect_ledger(h, doc, "0")
 
@@ -469,6 +486,10 @@ def scenarios() -> list[Scenario]:
         Scenario("cancellation gives the quantity back", cancellation_gives_back),
         Scenario("write-off consumes the reservation, once", write_off_consumes),
         Scenario("write-off without reservation", write_off_without_reservation),
+        Scenario(
+            "write-off without reservation beyond the balance",
+            write_off_without_reservation_beyond_the_balance,
+        ),
         Scenario("redelivered request reserves once", redelivery_reserves_once),
         Scenario("each document of a request answered", two_documents_answered_each),
         Scenario("goods items on one line are summed", goods_items_summed_on_one_line),

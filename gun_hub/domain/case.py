@@ -27,6 +27,7 @@ from gun_hub.domain.override import overriding_items
 from gun_hub.domain.risk import RiskHit
 from gun_hub.domain.rollout import RolloutMode
 from gun_hub.domain.routing import OPERATION_FOR_STAGE, RoutedDeclaration
+from gun_hub.domain.status_events import lodging
 
 # A document as a request quotes it to an authority: (goods item, code, reference).
 DocumentKey = tuple[int, str, str]
@@ -233,6 +234,10 @@ class Case(BaseModel):
     @property
     def decided(self) -> bool:
         return self.outcome is not None
+
+    def lodging(self) -> str | None:
+        """The receipt of this version its status events name (status_events.lodging)."""
+        return lodging(self.reference, self.version, self.opened_from)
 
     def reserving(self) -> list[ExpectedAnswer]:
         """The documents asked with the stage's own operation (a lodged version's

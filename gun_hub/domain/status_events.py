@@ -5,6 +5,7 @@ They carry no confidential content: verdicts and outcomes, never a licence's det
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from enum import StrEnum
 
@@ -64,9 +65,30 @@ class StatusEvent(BaseModel):
     detail: str = ""
     authority: str | None = None
     outcome: str | None = None
+    # The receipt of the version the event is about (:func:`lodging`): an opaque id that
+    # the intake's ReceivedFact ties to the declarant on the hub-internal facts topic.
+    # None where the hub read no declarant (a declaration refused unread, a stale copy).
+    lodging: str | None = None
 
     def to_bytes(self) -> bytes:
         return json_bytes(self, exclude_none=True)
+
+
+def lodging(reference: str, version: int, opened_from: str) -> str | None:
+    """Which receipt of a declaration version a status event is about: 16 hex digits of
+    a SHA-256 of the version and the record it was read from (``Case.opened_from``).
+
+    Two declarants may lodge one reference: a reference reused once the hub forgot the
+    first one's case, or the same version of one read on two partitions at once. The
+    view keyed each history by (reference, version) alone, so each trader read the
+    other's events (security review of stop 52). Nothing on ``gun.status`` names a
+    declarant (not even a hash of the EORI, which a guessed EORI would confirm): this id
+    says only which receipt, and the ReceivedFact of that receipt, on the facts topic,
+    whose. None when the record is not known (a case stored before it was kept)."""
+    if not opened_from:
+        return None
+    digest = hashlib.sha256(f"gun.status.lodging|{reference}|{version}|{opened_from}".encode())
+    return digest.hexdigest()[:16]
 
 
 def bounded_detail(detail: str, limit: int = MAX_STATUS_DETAIL_CHARS) -> str:

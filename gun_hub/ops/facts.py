@@ -46,6 +46,9 @@ class ReceivedFact(BaseModel):
     version: int
     declarant_eori: str
     received_at: datetime
+    # The receipt's id its status events carry (status_events.lodging); None from a hub of
+    # before stop 53.
+    lodging: str | None = None
 
 
 class OverrideUse(BaseModel):

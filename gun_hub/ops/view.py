@@ -65,8 +65,16 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     reference TEXT NOT NULL, version INTEGER NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL,
     detail TEXT NOT NULL, authority TEXT NOT NULL, outcome TEXT NOT NULL,
-    UNIQUE (reference, version, kind, authority, outcome, detail));
+    lodging TEXT NOT NULL DEFAULT '',
+    UNIQUE (reference, version, kind, authority, outcome, detail, lodging));
 CREATE INDEX IF NOT EXISTS events_by_reference ON events (reference, seq);
+-- Whose each receipt of a version is (the intake's ReceivedFact): the status events name
+-- the receipt (status_events.lodging), never the declarant (history_of_declarant).
+CREATE TABLE IF NOT EXISTS lodgings (
+    lodging TEXT PRIMARY KEY, reference TEXT NOT NULL, declarant TEXT NOT NULL,
+    received_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS lodgings_by_reference ON lodgings (reference);
+CREATE INDEX IF NOT EXISTS lodgings_by_time ON lodgings (received_at);
 CREATE TABLE IF NOT EXISTS decisions (
     reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
     stage TEXT NOT NULL, outcome TEXT NOT NULL, day TEXT NOT NULL, decided_at REAL NOT NULL,
@@ -197,6 +205,9 @@ _REKEYED = {
         "ROW_NUMBER() OVER (PARTITION BY reference, version ORDER BY rowid) - 1",
     ),
     "write_offs": ("goods_item", "0"),
+    # Before stop 53 an event named no receipt (two declarants' events of one version
+    # were one, the second's dropped as a duplicate): kept as nobody's receipt.
+    "events": ("lodging", "''"),
 }
 _KEYED_BEFORE = "{}_keyed_before"
 
@@ -281,16 +292,21 @@ class ViewQueries:
         system received the first; a repeat saying the same was never kept (``events``
         is unique without the time)."""
         rows = self._db.execute(
-            "SELECT version, kind, at, detail, authority, outcome FROM events "
+            "SELECT version, kind, at, detail, authority, outcome, lodging FROM events "
             "WHERE reference = ? ORDER BY seq",
             (reference,),
         ).fetchall()
-        decided: set[int] = set()
+        return self._dated(rows)
+
+    @staticmethod
+    def _dated(rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        decided: set[tuple[int, str]] = set()
         history = []
-        for version, kind, at, detail, authority, outcome in rows:
-            again = kind in _DECIDED and version in decided
+        for version, kind, at, detail, authority, outcome, lodging in rows:
+            # Each receipt of a version decided once: two declarants' versions 1 are two.
+            again = kind in _DECIDED and (version, lodging) in decided
             if kind in _DECIDED:
-                decided.add(version)
+                decided.add((version, lodging))
             history.append(
                 {
                     "version": version,
@@ -327,8 +343,26 @@ class ViewQueries:
 
     def history_of_declarant(self, reference: str, eori: str) -> list[dict[str, Any]] | None:
         """The history of a declaration lodged by ``eori``; None for one it did not lodge
-        and for an unknown one alike (a trader cannot tell them apart)."""
-        if not eori or self.declarant_of(reference) != eori:
+        and for an unknown one alike (a trader cannot tell them apart).
+
+        An event names the receipt of the version it is about (``lodging``), which the
+        intake's fact ties to its declarant: shown to that declarant only, and to nobody
+        while the fact is unread. Two declarants may lodge one reference (reused once the
+        hub forgot the first one's case, or one version read on two partitions at once):
+        keyed by (reference, version) alone, each read the other's events (security
+        review of stop 52). An event naming no receipt (a declaration refused unread, a
+        stale copy, the publisher's, or written before stop 53) is shown by the versions
+        its declarant alone named, as before."""
+        if not eori:
+            return None
+        own = {
+            str(lodging)
+            for (lodging,) in self._db.execute(
+                "SELECT lodging FROM lodgings WHERE reference = ? AND declarant = ?",
+                (reference, eori),
+            )
+        }
+        if not own and self.declarant_of(reference) != eori:
             return None
         named: dict[int, set[str]] = defaultdict(set)
         for version, declarant in self._db.execute(
@@ -338,8 +372,8 @@ class ViewQueries:
             (reference, reference),
         ):
             named[int(version)].add(str(declarant))
-        mine = {version for version, who in named.items() if eori in who}
-        first = min(mine)
+        mine = {version for version, who in named.items() if who == {eori}}
+        first = min(mine, default=None)
         # A version withheld for being another declarant's names nobody
         # (``_not_published``), and is nobody's to see either.
         withheld = {
@@ -352,15 +386,26 @@ class ViewQueries:
         # Its versions, and those named by nobody after its first (a version of its own
         # refused unread, a stale copy): never the versions of another declarant before it
         # (a reference taken over after its case was retired, whose marker names nobody).
+        rows = self._db.execute(
+            "SELECT version, kind, at, detail, authority, outcome, lodging FROM events "
+            "WHERE reference = ? ORDER BY seq",
+            (reference,),
+        ).fetchall()
+
+        def theirs(version: int, lodging: str) -> bool:
+            if lodging:
+                return lodging in own
+            return version in mine or (
+                first is not None
+                and version not in named
+                and version not in withheld
+                and version > first
+            )
+
         return [
             event
-            for event in self.history(reference)
-            if event["version"] in mine
-            or (
-                event["version"] not in named
-                and event["version"] not in withheld
-                and event["version"] > first
-            )
+            for event, row in zip(self._dated(rows), rows, strict=True)
+            if theirs(event["version"], row[6])
         ] or None
 
     # -- statistics ---------------------------------------------------------------------
@@ -798,11 +843,12 @@ class OpsView(ViewQueries):
             self._db.executemany("DELETE FROM events WHERE seq = ?", [(e[0],) for e in events])
             deleted += len(events)
             for reference in {e[1] for e in events}:
-                self._db.execute(
-                    "DELETE FROM declarants WHERE reference = ? AND NOT EXISTS "
-                    "(SELECT 1 FROM events WHERE reference = ?)",
-                    (reference, reference),
-                )
+                for receipts in ("declarants", "lodgings"):
+                    self._db.execute(
+                        f"DELETE FROM {receipts} WHERE reference = ? AND NOT EXISTS "
+                        "(SELECT 1 FROM events WHERE reference = ?)",
+                        (reference, reference),
+                    )
             # What the publisher withheld leaves once the version's events have left too:
             # until then a receipt or a decision of it read late is not counted, and the
             # version shows in no trader's history.
@@ -814,12 +860,13 @@ class OpsView(ViewQueries):
             ).rowcount
             # A receipt read after its declaration's events had left (the facts topic
             # read behind the status topic) leaves by its own time.
-            deleted += self._db.execute(
-                "DELETE FROM declarants WHERE rowid IN (SELECT rowid FROM declarants d "
-                "WHERE received_at < ? AND NOT EXISTS "
-                "(SELECT 1 FROM events e WHERE e.reference = d.reference) LIMIT ?)",
-                (at_s, batch),
-            ).rowcount
+            for receipts in ("declarants", "lodgings"):
+                deleted += self._db.execute(
+                    f"DELETE FROM {receipts} WHERE rowid IN (SELECT rowid FROM {receipts} d "
+                    "WHERE received_at < ? AND NOT EXISTS "
+                    "(SELECT 1 FROM events e WHERE e.reference = d.reference) LIMIT ?)",
+                    (at_s, batch),
+                ).rowcount
             for table in ("write_offs", "give_backs"):
                 deleted += self._db.execute(
                     f"DELETE FROM {table} WHERE rowid IN "
@@ -1152,8 +1199,8 @@ class OpsView(ViewQueries):
     def _status(self, event: StatusEvent) -> None:
         self._db.execute(
             "INSERT OR IGNORE INTO events "
-            "(reference, version, kind, at, detail, authority, outcome) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "(reference, version, kind, at, detail, authority, outcome, lodging) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 event.reference,
                 event.version,
@@ -1162,6 +1209,7 @@ class OpsView(ViewQueries):
                 event.detail,
                 event.authority or "",
                 event.outcome or "",
+                event.lodging or "",
             ),
         )
         # The intake's IGNORED_STALE_VERSION of a copy of a version (a file lodged again)
@@ -1201,6 +1249,11 @@ class OpsView(ViewQueries):
         """Who lodged a version; nobody, for a version whose decision the publisher
         withheld for being another declarant's (``_not_published``)."""
         key = (fact.reference, fact.version)
+        if fact.lodging:  # whose the receipt's events are, withheld or not
+            self._db.execute(
+                "INSERT OR IGNORE INTO lodgings VALUES (?, ?, ?, ?)",
+                (fact.lodging, fact.reference, fact.declarant_eori, fact.received_at.timestamp()),
+            )
         self._db.execute(
             "INSERT OR REPLACE INTO declarants (reference, version, declarant, received_at) "
             "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM unpublished "

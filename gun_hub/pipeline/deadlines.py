@@ -200,7 +200,9 @@ class Deadlines:
         metrics.DEADLINES.labels(authority=",".join(silent)).inc()
         waited = int((case.deadline - case.opened_at).total_seconds())
         text = f"no answer from {', '.join(silent)} within {waited}s"
-        self._ctx.emit_status(outbox, reference, version, StatusKind.DEADLINE_PASSED, text)
+        self._ctx.emit_status(
+            outbox, reference, version, StatusKind.DEADLINE_PASSED, text, lodging=case.lodging()
+        )
         self._ctx.decide_case(
             outbox, case, source.partition, extra_reasons=[Reason(code="DEADLINE", text=text)]
         )
@@ -336,4 +338,5 @@ class Deadlines:
             StatusKind.CONTROL_RESULT_OVERDUE,
             f"reservations kept for a {case.decision.outcome.value} have had no result for "
             f"{days:g} days: the office should send RELEASED_AFTER_CONTROL or CANCELLED",
+            lodging=case.lodging(),
         )

@@ -250,7 +250,10 @@ class HubContext:
         *,
         authority: str | None = None,
         outcome: str | None = None,
+        lodging: str | None,
     ) -> None:
+        """``lodging``: the receipt the event is about (``Case.lodging``), which the
+        operations view ties to its declarant; None where no declarant was read."""
         event = StatusEvent(
             reference=reference,
             version=version,
@@ -259,6 +262,7 @@ class HubContext:
             detail=bounded_detail(detail),
             authority=authority,
             outcome=outcome,
+            lodging=lodging,
         )
         outbox.add(
             self.topics.status,
@@ -280,6 +284,7 @@ class HubContext:
             case.version,
             StatusKind.SUPERSEDED,
             f"superseded by version {by_version} before a decision{where}",
+            lodging=case.lodging(),
         )
         decision = refuse_superseded(
             reference=case.reference,
@@ -358,6 +363,7 @@ class HubContext:
             case.decision,
             partition,
             declarant_eori=case.declarant_eori,
+            lodging=case.lodging(),
             stage=case.stage,
             override=override,
             office=case.office,
@@ -384,6 +390,7 @@ class HubContext:
                 StatusKind.FOLLOW_UP_SENT,
                 f"{follow_ups[0].operation.value} sent to "
                 + ", ".join(r.authority for r in follow_ups),
+                lodging=case.lodging(),
             )
         reference, version = case.reference, case.version
         on_its_way = self.announcing[(reference, version)] = OnItsWay(partition)
@@ -518,6 +525,7 @@ class HubContext:
         partition: int,
         *,
         declarant_eori: str = "",
+        lodging: str | None = None,
         stage: Stage = Stage.LODGED,
         override: OverrideReview | None = None,
         office: str = "",
@@ -586,6 +594,7 @@ class HubContext:
             StatusKind.DECIDED,
             "; ".join(reason.code for reason in decision.reasons),
             outcome=decision.outcome.value,
+            lodging=lodging,
         )
         self.emit_fact(
             outbox,

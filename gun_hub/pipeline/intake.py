@@ -44,7 +44,7 @@ from gun_hub.domain.routing import (
     RoutedDeclaration,
     route_documents,
 )
-from gun_hub.domain.status_events import StatusKind
+from gun_hub.domain.status_events import StatusKind, lodging
 from gun_hub.ops.facts import ReceivedFact
 from gun_hub.pipeline.decision_outbox import declarant_tag, declarant_tag_of
 from gun_hub.pipeline.hub_context import CaseStore, HubContext, open_case_entry
@@ -578,7 +578,7 @@ class Intake:
             case.told_others = True
             self._tell_refused_unread(outbox, case, source)
         self._ctx.emit_status(
-            outbox, identity.reference, identity.version, StatusKind.REJECTED, kind
+            outbox, identity.reference, identity.version, StatusKind.REJECTED, kind, lodging=None
         )
         # Announced like any decision: marked confirmed only once the broker has it, so a
         # crash in between announces it again on redelivery (defect 5).
@@ -657,7 +657,9 @@ class Intake:
             reference=reference, version=version, reason=REFUSAL, decided_at=now
         )
         case.outcome = case.decision.outcome
-        ctx.emit_status(outbox, reference, version, StatusKind.REJECTED, STATE_UNREADABLE)
+        ctx.emit_status(
+            outbox, reference, version, StatusKind.REJECTED, STATE_UNREADABLE, lodging=None
+        )
         ctx.announce(outbox, case, source.partition)
         ctx.store_case(self._cases, case)
 
@@ -669,6 +671,7 @@ class Intake:
             version,
             StatusKind.IGNORED_STALE_VERSION,
             "an equal or higher version of this declaration was already received",
+            lodging=None,  # a copy: nobody's receipt
         )
 
     # -- a readable declaration --------------------------------------------------------
@@ -698,7 +701,7 @@ class Intake:
             self._delete_dropped(outbox, known, again=True)
             if not known.decided:
                 # Named again: what the crash may have lost before the broker had it.
-                self._name_declarant(outbox, declaration, known.opened_at)
+                self._name_declarant(outbox, declaration, known.opened_at, known.lodging())
                 # Asked again, a partner has a whole deadline again: a hub back after its
                 # deadlines passed would otherwise time out the very requests it just
                 # sent (seen in the short chaos run).
@@ -710,8 +713,15 @@ class Intake:
             return
         now = ctx.clock()
         carried = self._supersede(outbox, known, declaration.version, source.partition)
-        self._name_declarant(outbox, declaration, now)
-        ctx.emit_status(outbox, declaration.reference, declaration.version, StatusKind.RECEIVED)
+        received = lodging(declaration.reference, declaration.version, source.describe())
+        self._name_declarant(outbox, declaration, now, received)
+        ctx.emit_status(
+            outbox,
+            declaration.reference,
+            declaration.version,
+            StatusKind.RECEIVED,
+            lodging=received,
+        )
         routed = route_documents(declaration, ctx.routing)
         # None: the hub does not know (a declaration it never saw, or forgot).
         earlier_write_offs = written_off(known) if known is not None else None
@@ -818,10 +828,14 @@ class Intake:
             a: RolloutMode.ENFORCE if a in reserved else RolloutMode.OFF for a in routed.authorities
         }
 
-    def _name_declarant(self, outbox: Effects, declaration: Declaration, at: datetime) -> None:
+    def _name_declarant(
+        self, outbox: Effects, declaration: Declaration, at: datetime, received: str | None
+    ) -> None:
         """Say who lodged this version, on the hub-internal facts topic and before its
         first status event: the trader lookup shows a declaration to its declarant from
-        its receipt, not only from its decision (ADR 0007). ``gun.status`` names nobody."""
+        its receipt, not only from its decision (ADR 0007). ``gun.status`` names nobody:
+        its events name the receipt (``received``, status_events.lodging), which this
+        fact ties to the declarant."""
         self._ctx.emit_fact(
             outbox,
             ReceivedFact(
@@ -829,6 +843,7 @@ class Intake:
                 version=declaration.version,
                 declarant_eori=declaration.declarant.eori,
                 received_at=at,
+                lodging=received,
             ),
         )
 
@@ -877,6 +892,7 @@ class Intake:
             declaration.version,
             StatusKind.REQUESTS_SENT,
             "; ".join(sent),
+            lodging=case.lodging(),
         )
 
     @staticmethod
@@ -907,6 +923,7 @@ class Intake:
             StatusKind.FOLLOW_UP_SENT,
             f"DELETE of {len(case.dropped)} document(s) no longer reserved "
             f"{'sent again' if again else 'sent'} to " + ", ".join(r.authority for r in requests),
+            lodging=case.lodging(),
         )
 
 

@@ -306,6 +306,7 @@ class Takeover:
             StatusKind.TAKEN_OVER_BY_LATER_VERSION,
             f"what the {case.decision.outcome.value} kept is followed up by version "
             f"{notice.version}, read at {notice.read_at}",
+            lodging=case.lodging(),
         )
         self._follow_up(outbox, case, notice, again=False)
         self._give_back(outbox, case, notice, again=False)
@@ -332,6 +333,7 @@ class Takeover:
             StatusKind.TAKEN_OVER_BY_LATER_VERSION,
             f"what was written off is given back by version {notice.version} "
             f"(invalidated), read at {notice.read_at}",
+            lodging=case.lodging(),
         )
         self._give_back(outbox, case, notice, again=False)
         self._store(case, partition)
@@ -389,6 +391,7 @@ class Takeover:
             StatusKind.FOLLOW_UP_SENT,
             f"{operation.value} of {len(documents)} document(s) {which} "
             f"{'sent again' if again else 'sent'} to " + ", ".join(r.authority for r in requests),
+            lodging=case.lodging(),
         )
 
 

@@ -52,6 +52,7 @@ class OlderStatusEvent(BaseModel):
     detail: str = ""
     authority: str | None = None
     outcome: str | None = None
+    lodging: str | None = None  # the view's own code reads it (stop 53)
 
 
 OLDER_FACT: TypeAdapter[ReceivedFact | DecisionFact] = TypeAdapter(

@@ -76,10 +76,20 @@ class Feed:
         return self.record(TOPICS.facts, fact_bytes(fact))
 
     def received(
-        self, reference: str, *, declarant: str = EORI, version: int = 1, at: datetime = NOON
+        self,
+        reference: str,
+        *,
+        declarant: str = EORI,
+        version: int = 1,
+        at: datetime = NOON,
+        lodging: str | None = None,
     ) -> FeedRecord:
         fact = ReceivedFact(
-            reference=reference, version=version, declarant_eori=declarant, received_at=at
+            reference=reference,
+            version=version,
+            declarant_eori=declarant,
+            received_at=at,
+            lodging=lodging,
         )
         return self.record(TOPICS.facts, fact_bytes(fact))
 

@@ -27,7 +27,7 @@ from gun_contract.effects import Effects
 from gun_contract.model.declaration import DocumentRef
 from gun_contract.model.verdicts import Verdict
 from gun_hub.domain.routing import RoutingTable
-from gun_hub.domain.status_events import StatusKind
+from gun_hub.domain.status_events import StatusKind, lodging
 from gun_hub.ops.facts import FACT, ReceivedFact
 from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
@@ -196,8 +196,15 @@ def test_the_intake_names_the_declarant_on_the_facts_topic_never_on_the_status_t
     hub = Hub(routing_table, keys_dir)
     sent = hub.intake.handle(lodged(WITH_LICENCE, CHED, LICENCE), SOURCE)
     facts = [FACT.validate_json(r.value) for r in sent.to(hub.topics.facts)]
+    receipt = lodging(WITH_LICENCE, 1, SOURCE.describe())
     assert facts == [
-        ReceivedFact(reference=WITH_LICENCE, version=1, declarant_eori=EORI, received_at=NOW)
+        ReceivedFact(
+            reference=WITH_LICENCE,
+            version=1,
+            declarant_eori=EORI,
+            received_at=NOW,
+            lodging=receipt,
+        )
     ]
     # Emitted before the first status record, so the view hears of the owner first.
     topics = [r.topic for r in sent.records]
@@ -206,6 +213,8 @@ def test_the_intake_names_the_declarant_on_the_facts_topic_never_on_the_status_t
     for record in sent.to(hub.topics.status):
         assert EORI not in record.value.decode()
         assert "declarant" not in json.loads(record.value)
+        # Each names the receipt, which only the fact ties to its declarant.
+        assert json.loads(record.value)["lodging"] == receipt
         assert LICENCE_REFERENCE not in record.value.decode()
     # Nothing about the documents on the fact either.
     assert LICENCE_REFERENCE not in sent.to(hub.topics.facts)[0].value.decode()

@@ -487,7 +487,10 @@ class CertexHttpPartner:
                 "partner still processing an earlier attempt with this key (HTTP 409)"
             )
         try:
-            answer = _map_answer(request.operation, status, payload)
+            # The reservation a release's write-off makes (key_suffix) is a follow-up: a
+            # rejection of it ends the write-off, replayed it would be rejected for ever
+            # (review of stop 53's change).
+            answer = _map_answer(request.operation, status, payload, follow_up=bool(key_suffix))
         except PartnerUnavailable:
             if _rejected(status):
                 # Read and refused (a reservation's too): the partner will not apply it,
@@ -523,11 +526,19 @@ class CertexHttpPartner:
         return True
 
     def _keys(self, request: AuthorityRequest) -> set[str]:
-        """The idempotency keys of ``request``'s calls (one per quoted document)."""
+        """The idempotency keys of ``request``'s calls (one per quoted document), and for
+        a write-off those of the reservation and write-off it makes of what was never
+        reserved (``_write_off_what_was_never_reserved``): one of them timed out is a
+        call the partner may still apply too, and a 409 to its repeat "still processing"
+        (review of stop 53's change: the base key alone was known)."""
+        suffixes = (
+            ("", _RESERVED_KEY, _WRITTEN_KEY) if request.operation is Operation.WRITE_OFF else ("",)
+        )
         return {
-            request.idempotency_key_for(document.code, document.reference)
+            request.idempotency_key_for(document.code, document.reference) + suffix
             for item in request.items
             for document in item.documents
+            for suffix in suffixes
         }
 
     def may_still_apply(self, request: AuthorityRequest) -> bool:
@@ -798,8 +809,10 @@ class CertexHttpPartner:
 
 
 def _map_answer(
-    operation: Operation, status: int, payload: dict[str, Any]
+    operation: Operation, status: int, payload: dict[str, Any], *, follow_up: bool = False
 ) -> tuple[Verdict, str | None, str | None]:
+    """The verdict, partner code and detail of an answer. ``follow_up``: the call is part
+    of a write-off, deletion or give-back whatever its operation (a rejection ends it)."""
     result = payload.get("result")
     message = payload.get("message")
     # Cut as a rejection's words are: copied into every document's answer, a partner's
@@ -813,7 +826,7 @@ def _map_answer(
         why = f"partner rejected the call (HTTP {status})" + (
             f": {str(said)[:_REJECTION_TEXT_CHARS]}" if said is not None else ""
         )
-        if operation in _CLEARANCE_PATHS:
+        if operation in _CLEARANCE_PATHS or follow_up:
             # Sent again it is rejected again: replayed as an outage it was asked every
             # round for ever, said FOLLOW_UP_PENDING and held its partition's commit (stop
             # 30, found by review). A refusal naming the rejection: FOLLOW_UP_FAILED.

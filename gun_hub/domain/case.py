@@ -83,6 +83,11 @@ class Case(BaseModel):
     # the declarant checks of a later version, read here or elsewhere, are made on it
     # (stop 52: without it, another trader's version was taken after the retention).
     declarant_tag: str = ""
+    # Where the goods go and come from, as the version declared them: a write-off asks a
+    # partner holding nothing to reserve first (adapters/base/certex.py), and the
+    # reservation checks the destination (08). None: stored before stop 53.
+    country_of_dispatch: str | None = None
+    country_of_destination: str | None = None
     opened_at: datetime
     deadline: datetime
     awaiting: list[str]
@@ -192,6 +197,8 @@ class Case(BaseModel):
             direction=declaration.direction,
             procedure=declaration.procedure,
             declarant_eori=declaration.declarant.eori,
+            country_of_dispatch=declaration.country_of_dispatch,
+            country_of_destination=declaration.country_of_destination,
             opened_at=opened_at,
             deadline=deadline,
             awaiting=[a for a in routed.authorities if modes[a].asked],

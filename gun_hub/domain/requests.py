@@ -134,6 +134,8 @@ def requests_for(
             declarant_eori=case.declarant_eori,
             authority=authority,
             operation=operation,
+            country_of_dispatch=case.country_of_dispatch,
+            country_of_destination=case.country_of_destination,
             items=tuple(
                 RequestedItem(
                     number=number,

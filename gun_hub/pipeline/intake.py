@@ -32,7 +32,12 @@ from gun_contract.security.state_cipher import StateUnreadable
 from gun_hub import metrics
 from gun_hub.domain.case import Case, ExpectedAnswer, RiskFinding
 from gun_hub.domain.decide import refuse_unreadable
-from gun_hub.domain.lifecycle import dropped_documents, held_reservations, written_off
+from gun_hub.domain.lifecycle import (
+    dropped_documents,
+    held_reservations,
+    write_offs_known,
+    written_off,
+)
 from gun_hub.domain.override import OVERRIDE_MENTION
 from gun_hub.domain.reference_namespace import is_declarants_reference, the_declarants_references
 from gun_hub.domain.requests import build_requests, requests_for
@@ -734,7 +739,7 @@ class Intake:
         # (stop 52's open item: a release's write-off the invalidation did not quote
         # stayed written off at the partner).
         own_past = (
-            known.own_written_off
+            write_offs_known(known)  # less what it gave back since (a notice told it)
             if known is not None
             and earlier_write_offs is None
             and declaration.stage is Stage.INVALIDATED

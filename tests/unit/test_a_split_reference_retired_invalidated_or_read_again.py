@@ -280,3 +280,25 @@ def test_an_invalidation_read_where_a_retired_release_kept_its_own_write_offs_gi
     assert gives_back(other, invalidated) == {(CERT_A, 3, True), (CERT_B, 3, True)}
     given = told_store(first, notices_to(other, invalidated, 0))
     assert gives_back(first, given) == {(CERT_B, 3, True)}
+
+
+def test_a_marker_that_gave_its_write_offs_back_does_not_give_them_back_again(
+    first: RetainingHub, other: RetainingHub
+) -> None:
+    """A marker told of an invalidation read on the other partition gave its write-offs
+    back (and recorded them given back); a later INVALIDATED version read on its own
+    partition gave them back again, under the new version: ``own_past`` was the marker's
+    ``own_written_off``, not less what it gave back since (review of stop 53's change;
+    the partner answers 03, a redundant call and a misleading status)."""
+    released_on_the_other_partition_and_retired(first, other)
+    invalidated = first.intake.handle(
+        declaration_xml(version=3, stage=Stage.INVALIDATED, items=ONLY_A), at(1, partition=0)
+    )
+    assert gives_back(first, invalidated) == {(CERT_B, 3, True)}
+    given = told_store(other, notices_to(first, invalidated, 1), partition=1)
+    assert gives_back(other, given) == {(CERT_A, 3, True)}  # the marker gave A back
+    again = other.intake.handle(
+        declaration_xml(version=4, stage=Stage.INVALIDATED, items=(BOTH[1],)),
+        at(2, partition=1),
+    )
+    assert gives_back(other, again) == {(CERT_B, 4, True)}

@@ -132,11 +132,11 @@ async def test_an_unexpected_error_on_one_document_keeps_the_others_answers(
     mapped = certex._map_answer
 
     def breaks_on_the_second(
-        operation: Operation, status: int, payload: dict[str, Any]
+        operation: Operation, status: int, payload: dict[str, Any], *, follow_up: bool = False
     ) -> tuple[Verdict, str | None, str | None]:
         if payload.get("document") == "CHEDP.FR.2026.0000002":
             raise LookupError("a case nobody foresaw")
-        return mapped(operation, status, payload)
+        return mapped(operation, status, payload, follow_up=follow_up)
 
     monkeypatch.setattr(certex, "_map_answer", breaks_on_the_second)
 

@@ -45,28 +45,30 @@ def _xml(version: int, stage: Stage) -> bytes:
     )
 
 
-def _requests(hub: Hub, outbox: Effects) -> list[AuthorityRequest]:
-    envelope = hub.envelope("dgal")
-    topic = hub.topics.requests("dgal")
+def _requests(hub: Hub, outbox: Effects, authority: str = "dgal") -> list[AuthorityRequest]:
+    envelope = hub.envelope(authority)
+    topic = hub.topics.requests(authority)
     return [
         AuthorityRequest.model_validate_json(envelope.open(r.value, topic=topic).payload)
         for r in outbox.to(topic)
     ]
 
 
-async def _through_the_adapter(hub: Hub, url: str, outbox: Effects) -> list[Effects]:
-    """Each dgal request of ``outbox`` asked of the partner by the adapter's client, in
-    order, and its answer handled by the hub."""
+async def through_the_adapter(
+    hub: Hub, url: str, outbox: Effects, authority: str = "dgal"
+) -> list[Effects]:
+    """Each ``authority`` request of ``outbox`` asked of the partner by the adapter's
+    client, in order, and its answer handled by the hub."""
     client = partner_client(url, retry_attempts=1)
     handled = []
     try:
-        for request in _requests(hub, outbox):
+        for request in _requests(hub, outbox, authority):
             answers = await client.answer(request)
             handled.append(
                 hub.respond(
                     AuthorityResponse(
                         request_id=request.request_id,
-                        authority="dgal",
+                        authority=authority,
                         operation=request.operation,
                         reference=request.reference,
                         version=request.version,
@@ -90,7 +92,7 @@ async def test_a_release_after_a_degraded_control_writes_the_goods_off_at_the_pa
         # Lodged while DGAL is down: degraded mode, documentary control.
         await set_faults(sim.url, outage=True)
         sent = hub.intake.handle(_xml(1, Stage.LODGED), SOURCE)
-        [lodged] = await _through_the_adapter(hub, sim.url, sent)
+        [lodged] = await through_the_adapter(hub, sim.url, sent)
         [(_, _, outcome)] = hub.decisions(lodged)
         assert outcome is Outcome.CONTROL_DOCUMENTARY
         assert hub.decision_objects(lodged)[0].reasons[0].code == "DEGRADED_MODE"
@@ -100,7 +102,7 @@ async def test_a_release_after_a_degraded_control_writes_the_goods_off_at_the_pa
         release = hub.intake.handle(
             _xml(2, Stage.RELEASED_AFTER_CONTROL), dataclasses.replace(SOURCE, offset=1)
         )
-        handled = await _through_the_adapter(hub, sim.url, release)
+        handled = await through_the_adapter(hub, sim.url, release)
         kinds = [k for out in [release, *handled] for k in hub.status_kinds(out)]
         operations = [r.operation for r in _requests(hub, release)]
         [balance] = [b for b in sim.store.balances(DOC) if b.line == 1]
@@ -123,7 +125,7 @@ async def test_goods_released_beyond_what_is_left_are_reported_as_left_without_c
         samples / "partners" / "dgal-documents.json", tmp_path / "ledger.db"
     ) as sim:
         await set_faults(sim.url, outage=True)
-        [lodged] = await _through_the_adapter(
+        [lodged] = await through_the_adapter(
             hub, sim.url, hub.intake.handle(_xml(1, Stage.LODGED), SOURCE)
         )
         assert [o for _, _, o in hub.decisions(lodged)] == [Outcome.CONTROL_DOCUMENTARY]
@@ -133,7 +135,7 @@ async def test_goods_released_beyond_what_is_left_are_reported_as_left_without_c
         release = hub.intake.handle(
             _xml(2, Stage.RELEASED_AFTER_CONTROL), dataclasses.replace(SOURCE, offset=1)
         )
-        handled = await _through_the_adapter(hub, sim.url, release)
+        handled = await through_the_adapter(hub, sim.url, release)
         [after] = [b for b in sim.store.balances(DOC) if b.line == 1]
     failed = [
         e for out in handled for e in hub.statuses(out) if e.kind is StatusKind.FOLLOW_UP_FAILED

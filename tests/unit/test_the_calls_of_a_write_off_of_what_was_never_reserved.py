@@ -32,9 +32,8 @@ import pytest
 from aiohttp import web
 
 from adapters.base.pending import PendingOperations
-from gun_contract.effects import Effects
 from gun_contract.model.declaration import Direction, Stage
-from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse, Operation
+from gun_contract.model.exchange import AuthorityRequest, Operation
 from gun_contract.model.verdicts import Verdict
 from gun_hub.domain.routing import RoutingTable
 from tests.adapter_fixtures import Published, partner_request, replayer_publishing_to
@@ -44,6 +43,9 @@ from tests.partner_fixtures import (
     running_partner,
     set_faults,
     slow_partner_client,
+)
+from tests.unit.test_a_release_after_a_degraded_control_writes_the_goods_off import (
+    through_the_adapter,
 )
 from tests.unit.test_pipeline import SOURCE, Hub
 
@@ -219,35 +221,6 @@ def _licence_xml(version: int, stage: Stage, destination: str) -> bytes:
     return encode_declaration(declared)
 
 
-async def _dga_through_the_adapter(hub: Hub, url: str, outbox: Effects) -> list[Effects]:
-    envelope = hub.envelope("dga")
-    topic = hub.topics.requests("dga")
-    client = partner_client(url, retry_attempts=1)
-    handled = []
-    try:
-        for record in outbox.to(topic):
-            request = AuthorityRequest.model_validate_json(
-                envelope.open(record.value, topic=topic).payload
-            )
-            answers = await client.answer(request)
-            handled.append(
-                hub.respond(
-                    AuthorityResponse(
-                        request_id=request.request_id,
-                        authority="dga",
-                        operation=request.operation,
-                        reference=request.reference,
-                        version=request.version,
-                        answers=answers,
-                        answered_at=hub.now,
-                    )
-                )
-            )
-    finally:
-        await client.close()
-    return handled
-
-
 async def test_a_licence_written_off_for_a_release_is_checked_for_its_destination(
     routing_table: RoutingTable, keys_dir: Path, samples: Path, tmp_path: Path
 ) -> None:
@@ -279,13 +252,13 @@ async def test_a_licence_written_off_for_a_release_is_checked_for_its_destinatio
 
         await set_faults(sim.url, outage=True)
         sent = hub.intake.handle(_licence_xml(1, Stage.LODGED, "US"), SOURCE)
-        await _dga_through_the_adapter(hub, sim.url, sent)
+        await through_the_adapter(hub, sim.url, sent, "dga")
         await set_faults(sim.url, outage=False)
         release = hub.intake.handle(
             _licence_xml(2, Stage.RELEASED_AFTER_CONTROL, "US"),
             dataclasses.replace(SOURCE, offset=1),
         )
-        handled = await _dga_through_the_adapter(hub, sim.url, release)
+        handled = await through_the_adapter(hub, sim.url, release, "dga")
         [balance] = [b for b in sim.store.balances(LICENCE) if b.line == 1]
     answers = [(e.kind.value, e.detail) for out in handled for e in hub.statuses(out)]
     assert balance.written_off == 0, (

@@ -27,7 +27,6 @@ from gun_hub.domain.override import overriding_items
 from gun_hub.domain.risk import RiskHit
 from gun_hub.domain.rollout import RolloutMode
 from gun_hub.domain.routing import OPERATION_FOR_STAGE, RoutedDeclaration
-from gun_hub.domain.status_events import lodging
 
 # A document as a request quotes it to an authority: (goods item, code, reference).
 DocumentKey = tuple[int, str, str]
@@ -88,6 +87,8 @@ class Case(BaseModel):
     # reservation checks the destination (08). None: stored before stop 53.
     country_of_dispatch: str | None = None
     country_of_destination: str | None = None
+    # The receipt of this version its ReceivedFact named (status_events.lodging).
+    receipt: str | None = None
     opened_at: datetime
     deadline: datetime
     awaiting: list[str]
@@ -243,8 +244,13 @@ class Case(BaseModel):
         return self.outcome is not None
 
     def lodging(self) -> str | None:
-        """The receipt of this version its status events name (status_events.lodging)."""
-        return lodging(self.reference, self.version, self.opened_from)
+        """The receipt of this version its status events name (status_events.lodging):
+        the one its ReceivedFact named; None for a case no fact names a receipt of (one
+        refused unread, or opened before stop 53), whose events the view shows by the
+        versions its declarant named (review of stop 53's change: derived from
+        ``opened_from`` alone, such events named a receipt nobody's, and the trader lost
+        its own decision)."""
+        return self.receipt
 
     def reserving(self) -> list[ExpectedAnswer]:
         """The documents asked with the stage's own operation (a lodged version's

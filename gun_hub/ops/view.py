@@ -394,7 +394,9 @@ class ViewQueries:
 
         def theirs(version: int, lodging: str) -> bool:
             if lodging:
-                return lodging in own
+                # Withheld: nobody's, its receipt's declarant's neither (a decision the
+                # clearance system never received; review of stop 53's change).
+                return lodging in own and version not in withheld
             return version in mine or (
                 first is not None
                 and version not in named

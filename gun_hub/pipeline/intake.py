@@ -704,9 +704,13 @@ class Intake:
             # Before its own requests, as the first reading sent them: whether the
             # deletions reached the broker is not known (found by review in stop 36).
             self._delete_dropped(outbox, known, again=True)
-            if not known.decided:
-                # Named again: what the crash may have lost before the broker had it.
+            if not (known.decided and known.announced):
+                # Named again: what the crash may have lost before the broker had it (a
+                # declaration decided within its own reading too, whose decision the
+                # broker did not confirm: without its receipt's fact, its trader read
+                # nobody's events; review of stop 53).
                 self._name_declarant(outbox, declaration, known.opened_at, known.lodging())
+            if not known.decided:
                 # Asked again, a partner has a whole deadline again: a hub back after its
                 # deadlines passed would otherwise time out the very requests it just
                 # sent (seen in the short chaos run).
@@ -769,6 +773,7 @@ class Intake:
             },
         )
         case.opened_from = source.describe()
+        case.receipt = received
         if tells_other_partitions(declaration.version, known, source.partition):
             case.told_others = True
             self._tell_other_partitions(outbox, declaration, case, source)

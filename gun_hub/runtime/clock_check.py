@@ -16,8 +16,12 @@ over the records read recently is the worker's offset plus the shortest delay (a
 well under a second): negative, the worker runs behind the broker; a large positive
 least, ahead. Only records found at the end of their partition count (at most
 ``END_SLACK`` records before it, a transaction's marker): a backlog read an hour late says
-nothing of the clock, and would read as a clock an hour ahead. With several brokers the
-offset is from the one whose clock runs furthest ahead.
+nothing of the clock, and would read as a clock an hour ahead. Nor does the tail of one:
+a record counts only if it was appended after this worker's previous fetch of its
+partition found that partition's end (a worker back from lunch reads each partition's
+backlog to its end, and when nothing was written since, its last record is at the end
+but an hour old: an ERROR and a page for a clock that was right; found by review, stop
+53). With several brokers the offset is from the one whose clock runs furthest ahead.
 
 The worker's consumer gives every fetch to :data:`CLOCK` (runtime/strict_consumer.py),
 which sets the gauge every ``REPORT_EVERY_S`` and logs a warning beyond ``WARN_S``, an
@@ -45,6 +49,7 @@ SLICE_S = 10.0  # the estimate keeps the least reading of each slice of its wind
 MIN_READINGS = 5  # fewer in the window: no estimate (the gauge keeps the last)
 END_SLACK = 2  # records between one read and its partition's end for it to count as fresh
 REPORT_EVERY_S = 30.0
+LOOK_KEPT_S = 30.0  # a partition's last look at its end tells what arrived since
 LOG_EVERY_S = 600.0  # an offset that lasts is logged again this often
 
 
@@ -115,6 +120,11 @@ class ClockCheck:
         self._reported = -math.inf
         self._logged = -math.inf
         self._level = logging.NOTSET  # of the last offset logged
+        # Each partition's end (high watermark) as its last fetch with records found it,
+        # and when: a record at or past it was appended since, while this worker was
+        # reading, if that look is recent (a partition revoked, or throttled, and read
+        # again later has a backlog past an old look).
+        self._ends: dict[Any, tuple[int, float]] = {}
 
     def configure(self, *, envelope_skew_s: float) -> None:
         """The envelope skew in force (``security.max_clock_skew_s``)."""
@@ -139,8 +149,17 @@ class ClockCheck:
             except Exception as error:  # noqa: BLE001 - a clock check never fails a fetch
                 log.debug("clock check: the end of %s is unknown (%r)", tp, error)
                 continue
-            if ends_at is None or ends_at - newest.offset - 1 > END_SLACK:
+            if ends_at is None:
+                continue
+            looked, self._ends[tp] = self._ends.get(tp), (ends_at, self._monotonic())
+            if ends_at - newest.offset - 1 > END_SLACK:
                 continue  # not at the end of its partition: a backlog
+            if (
+                looked is None
+                or newest.offset < looked[0]
+                or self._monotonic() - looked[1] > LOOK_KEPT_S
+            ):
+                continue  # there before the last look at the end: a backlog's tail
             self._offset.saw(now - at)
         if self._monotonic() - self._reported >= self._report_every_s:
             self.report()

@@ -83,12 +83,14 @@ def check(clocks: Clocks, envelope_skew_s: float = ENVELOPE_SKEW_S) -> ClockChec
 
 def fetch(check: ClockCheck, clocks: Clocks, *, delay_s: float = 0.05, behind_end: int = 0) -> None:
     """One fetch of each partition's newest record, appended ``delay_s`` ago by the
-    broker's clock; ``behind_end``: that many records after it in the partition."""
+    broker's clock; ``behind_end``: that many records after it in the partition. Each
+    fetch reads records appended since the last (a second later: one more per second)."""
+    n = 2 * int(clocks.ticks)
     records = {
-        DECLARATIONS: [appended(41, delay_s + 0.2, clocks), appended(42, delay_s, clocks)],
-        RESPONSES: [appended(7, delay_s, clocks)],
+        DECLARATIONS: [appended(41 + n, delay_s + 0.2, clocks), appended(42 + n, delay_s, clocks)],
+        RESPONSES: [appended(7 + n, delay_s, clocks)],
     }
-    ends = {DECLARATIONS: 43 + behind_end, RESPONSES: 8 + behind_end}
+    ends = {DECLARATIONS: 43 + n + behind_end, RESPONSES: 8 + n + behind_end}
     check.fetched(records, ends.get)
 
 
@@ -178,9 +180,9 @@ def test_records_without_a_log_append_time_are_not_used() -> None:
     """A producer chooses a CreateTime freely: it says nothing of the broker's clock."""
     clocks = Clocks(200.0)
     hub = check(clocks)
-    create_time = Record(42, round((clocks.broker - 1000) * 1000), timestamp_type=0)
-    for _ in range(10):
-        hub.fetched({DECLARATIONS: [create_time]}, {DECLARATIONS: 43}.get)
+    for n in range(10):
+        create_time = Record(42 + n, round((clocks.broker - 1000) * 1000), timestamp_type=0)
+        hub.fetched({DECLARATIONS: [create_time]}, {DECLARATIONS: 43 + n}.get)
         clocks.pass_s(1)
     assert hub.report() is None
 
@@ -237,25 +239,29 @@ async def test_the_workers_consumer_feeds_the_clock_check_at_each_fetch(
     clocks = Clocks(offset_s=60.0)
     hub = check(clocks)
     monkeypatch.setattr(clock_check, "CLOCK", hub)
-    records = {
-        DECLARATIONS: [appended(42, 0.05, clocks)],
-        RESPONSES: [appended(7, 0.05, clocks)],
-    }
+    records: dict[TP, list[Record]] = {}
 
     async def fetch(_self: object, _active: object, _timeout: float) -> object:
+        n = int(clocks.ticks)  # one record appended since the last fetch
+        records.update(
+            {
+                DECLARATIONS: [appended(42 + n, 0.05, clocks)],
+                RESPONSES: [appended(7 + n, 0.05, clocks)],
+            }
+        )
         return records
 
     def end(_self: object, tp: TP) -> int:
         if tp == RESPONSES:
             raise AssertionError("partition not assigned")  # aiokafka's, once revoked
-        return 43
+        return 43 + int(clocks.ticks)
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "_getmany", fetch)
     monkeypatch.setattr(faust_aiokafka.Consumer, "highwater", end)
     consumer = object.__new__(StrictOffsetsConsumer)  # its state only, no broker
     consumer._positions_moved, consumer._gaps, consumer._reseeking = 0, FetchGaps(), set()
     consumer._empty = defaultdict(EmptyOffsets)
-    for _ in range(5):
+    for _ in range(6):  # the first finds each end: five readings after it
         assert await consumer._getmany(None, 1.0) is records
         clocks.pass_s(1)
     assert hub.report() == pytest.approx(60.0, abs=0.1)

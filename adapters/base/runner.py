@@ -497,13 +497,31 @@ class AdapterRunner:
                 ]
 
             deliveries = await send(await self._aged_out(batches, consumer))
-            for sent in await asyncio.gather(
-                *(self._handle_in_order(r, send) for r in by_key.values())
-            ):
-                deliveries += sent
+            left: dict[int, int] = {}  # per partition, the first record not handled
+            stopped = asyncio.Event()
+            keys = [
+                asyncio.ensure_future(self._handle_in_order(r, send, left, stopped))
+                for r in by_key.values()
+            ]
+            try:
+                for sent in await asyncio.gather(*keys):
+                    deliveries += sent
+            except BaseException:
+                # One key failed (a send refused, a log unread): the others handle no
+                # further record and send nothing more, and the batch fails only once
+                # they stopped, inside its handling (a revocation waits for them). They
+                # went on asking the partner and sending during the replica's stop, past
+                # its last commit (review of stop 53's change).
+                stopped.set()
+                await asyncio.gather(*keys, return_exceptions=True)
+                raise
             await asyncio.gather(*deliveries)  # then committed past
         self.ownership.handled(
-            {tp.partition: offset for tp, offset in next_offsets(batches).items()}, generation
+            {
+                tp.partition: min(offset, left.get(tp.partition, offset))
+                for tp, offset in next_offsets(batches).items()
+            },
+            generation,
         )
 
     async def _aged_out(self, batches: Batch, consumer: AIOKafkaConsumer) -> Effects:
@@ -596,21 +614,38 @@ class AdapterRunner:
         self,
         records: Sequence[ConsumerRecord[bytes, bytes]],
         send: Callable[[Effects], Awaitable[list[asyncio.Future[object]]]],
+        left: dict[int, int],
+        stopped: asyncio.Event,
     ) -> list[asyncio.Future[object]]:
         """Handle one key's records in order, each one's answers and dead letters sent as
         soon as it is handled (their deliveries returned, awaited before the commit). Sent
         when the whole batch was, an answer sealed at the start of a long batch (a slow
         partner, 500 requests at 64 at a time) reached the broker minutes after its
         ``iat``, and the hub refused it beyond the envelope skew (IAT_SKEW: review of late
-        readers, stop 53)."""
+        readers, stop 53). A record not handled (its partition revoked meanwhile, or
+        the batch failed) and those after it are noted in ``left``: the batch is handled
+        up to the first of them on each partition, never committed past (review of stop
+        53: a revocation that waited for the batch committed past them, and its next
+        owner started after requests nobody asked)."""
         deliveries: list[asyncio.Future[object]] = []
         async with self._in_flight:
-            for record in records:
-                if not self.ownership.owns(record.partition):
-                    break  # revoked while the batch was handled (or before it began)
+            for n, record in enumerate(records):
+                if stopped.is_set() or not self.ownership.owns(record.partition):
+                    # Revoked while the batch was handled (or before it began), or the
+                    # batch failed: the rest is read again by whoever owns it next.
+                    for unhandled in records[n:]:
+                        at = left.get(unhandled.partition, unhandled.offset)
+                        left[unhandled.partition] = min(at, unhandled.offset)
+                    break
                 outbox = Effects()
-                await self._handle_survivably(record, outbox)
-                deliveries += await send(outbox)
+                try:
+                    await self._handle_survivably(record, outbox)
+                    if stopped.is_set():
+                        continue  # answered, not sent: asked again, its answer kept
+                    deliveries += await send(outbox)
+                except BaseException:
+                    stopped.set()  # at once: the other keys send nothing more
+                    raise
         return deliveries
 
     async def _handle_survivably(

@@ -34,7 +34,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gun_contract.envelope import broker_accepted_at
@@ -131,12 +131,21 @@ class ClockCheck:
         self.envelope_skew_s = envelope_skew_s
 
     def fetched(
-        self, records: Mapping[Any, Sequence[Any]], end: Callable[[Any], int | None]
+        self,
+        records: Mapping[Any, Sequence[Any]],
+        end: Callable[[Any], int | None],
+        looked: Iterable[Any] = (),
     ) -> None:
         """A fetch's records (aiokafka's, by partition, oldest first); ``end``: the
         partition's end offset (its high watermark) as the fetch found it, None or an
-        error when unknown (the partition revoked meanwhile)."""
+        error when unknown (the partition revoked meanwhile); ``looked``: the partitions
+        the fetch asked for, their ends looked at though it brought nothing of them (a
+        partition written once a minute had no recent look, and no record of it
+        counted: the check went blind at low traffic; review of stop 53's change)."""
         now = self._wall()
+        for tp in looked:
+            if tp not in records:
+                self._look(tp, end)
         for tp, batch in records.items():
             if not batch:
                 continue
@@ -144,25 +153,32 @@ class ClockCheck:
             at = broker_accepted_at(newest.timestamp, newest.timestamp_type)
             if at is None:
                 continue  # a CreateTime: the producer's choice, not the broker's clock
-            try:
-                ends_at = end(tp)
-            except Exception as error:  # noqa: BLE001 - a clock check never fails a fetch
-                log.debug("clock check: the end of %s is unknown (%r)", tp, error)
-                continue
+            before = self._ends.get(tp)
+            ends_at = self._look(tp, end)
             if ends_at is None:
                 continue
-            looked, self._ends[tp] = self._ends.get(tp), (ends_at, self._monotonic())
             if ends_at - newest.offset - 1 > END_SLACK:
                 continue  # not at the end of its partition: a backlog
             if (
-                looked is None
-                or newest.offset < looked[0]
-                or self._monotonic() - looked[1] > LOOK_KEPT_S
+                before is None
+                or newest.offset < before[0]
+                or self._monotonic() - before[1] > LOOK_KEPT_S
             ):
                 continue  # there before the last look at the end: a backlog's tail
             self._offset.saw(now - at)
         if self._monotonic() - self._reported >= self._report_every_s:
             self.report()
+
+    def _look(self, tp: Any, end: Callable[[Any], int | None]) -> int | None:
+        """``tp``'s end as this fetch found it, remembered with when; None if unknown."""
+        try:
+            ends_at = end(tp)
+        except Exception as error:  # noqa: BLE001 - a clock check never fails a fetch
+            log.debug("clock check: the end of %s is unknown (%r)", tp, error)
+            return None
+        if ends_at is not None:
+            self._ends[tp] = (ends_at, self._monotonic())
+        return ends_at
 
     def estimate(self) -> float | None:
         """The offset in seconds (positive: this worker's clock is ahead of the broker's),

@@ -337,7 +337,7 @@ class StrictOffsetsConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         moved = self._positions_moved
         records = await super()._getmany(active_partitions, timeout)
         # This worker's clock against the broker's log-append times (clock_check.py).
-        clock_check.CLOCK.fetched(records, self.highwater)
+        clock_check.CLOCK.fetched(records, self.highwater, active_partitions or ())
         if moved != self._positions_moved:
             self._gaps.forget()  # a seek during the fetch: these may predate it
             # A partition being sought may have records from before the seek or from

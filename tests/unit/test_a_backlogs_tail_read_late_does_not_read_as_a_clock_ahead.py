@@ -17,7 +17,13 @@ import pytest
 from faust.types import TP
 
 from gun_hub import metrics
-from tests.unit.test_the_hub_checks_its_clock_against_the_brokers import Clocks, appended, check
+from tests.unit.test_the_hub_checks_its_clock_against_the_brokers import (
+    DECLARATIONS,
+    RESPONSES,
+    Clocks,
+    appended,
+    check,
+)
 
 PARTITIONS = [TP("gun.declarations", p) for p in range(4)] + [
     TP("gun.responses.dgal", p) for p in range(4)
@@ -64,3 +70,27 @@ def test_the_first_record_appended_after_the_catch_up_reads_the_clock() -> None:
             dict.fromkeys(PARTITIONS, n + 1).get,
         )
     assert hub.report() == pytest.approx(20.0, abs=0.1)
+
+
+def test_a_worker_ten_minutes_ahead_is_seen_when_each_partition_gets_a_record_a_minute() -> None:
+    """A partition is looked at by every fetch that asks for it, records or none (found by
+    the review of stop 53's change: looked at only when a fetch brought records of it, a
+    partition written once a minute never had a recent look, and the check went blind)."""
+    clocks = Clocks(offset_s=600.0)
+    hub = check(clocks)
+    for n in range(10):  # ten minutes, one record a minute on each partition, read at once
+        hub.fetched(
+            {
+                DECLARATIONS: [appended(100 + n, 0.05, clocks)],
+                RESPONSES: [appended(7 + n, 0.05, clocks)],
+            },
+            {DECLARATIONS: 101 + n, RESPONSES: 8 + n}.get,
+        )
+        for _ in range(60):  # polled every second meanwhile: nothing new (no records)
+            clocks.pass_s(1)
+            hub.fetched(
+                {}, {DECLARATIONS: 101 + n, RESPONSES: 8 + n}.get, {DECLARATIONS, RESPONSES}
+            )
+    offset = hub.report()
+    assert offset is not None, "20 fresh records read 50 ms after their append: no estimate"
+    assert offset == pytest.approx(600.0, abs=1.0)

@@ -116,6 +116,26 @@ def slow_partner_client(partner: RunningPartner, **settings: Any) -> CertexHttpP
     return partner_client(partner.url, partner_timeout_s=0.3, retry_attempts=3, **settings)
 
 
+def forwarder(
+    upstream: aiohttp.ClientSession, url: str
+) -> Callable[[web.Request, bytes], Awaitable[web.Response]]:
+    """What a proxy in front of the partner at ``url`` does with a call read as ``body``:
+    sends it on as it came, and answers with the partner's answer."""
+
+    async def forward(request: web.Request, body: bytes) -> web.Response:
+        async with upstream.request(
+            request.method,
+            f"{url}{request.path_qs}",
+            data=body,
+            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+        ) as answer:
+            return web.Response(
+                status=answer.status, body=await answer.read(), content_type="application/json"
+            )
+
+    return forward
+
+
 @asynccontextmanager
 async def serving(handler: Handler, *, cancelled_with_client: bool = False) -> AsyncIterator[str]:
     """A stand-in partner: ``handler`` answers every method and path; it goes on when its

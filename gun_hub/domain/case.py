@@ -87,7 +87,11 @@ class Case(BaseModel):
     # reservation checks the destination (08). None: stored before stop 53.
     country_of_dispatch: str | None = None
     country_of_destination: str | None = None
-    # The receipt of this version its ReceivedFact named (status_events.lodging).
+    # The receipt of this version its ReceivedFact named (status_events.lodging), which its
+    # status events name; None for a case no fact names a receipt of (one refused unread,
+    # or opened before stop 53), whose events the view shows by the versions its
+    # declarant named (review of stop 53's change: derived from ``opened_from`` alone,
+    # such events named a receipt nobody's, and the trader lost its own decision).
     receipt: str | None = None
     opened_at: datetime
     deadline: datetime
@@ -242,15 +246,6 @@ class Case(BaseModel):
     @property
     def decided(self) -> bool:
         return self.outcome is not None
-
-    def lodging(self) -> str | None:
-        """The receipt of this version its status events name (status_events.lodging):
-        the one its ReceivedFact named; None for a case no fact names a receipt of (one
-        refused unread, or opened before stop 53), whose events the view shows by the
-        versions its declarant named (review of stop 53's change: derived from
-        ``opened_from`` alone, such events named a receipt nobody's, and the trader lost
-        its own decision)."""
-        return self.receipt
 
     def reserving(self) -> list[ExpectedAnswer]:
         """The documents asked with the stage's own operation (a lodged version's

@@ -232,7 +232,7 @@ class Correlation:
                 "the answer concerns a version that is decided, superseded or unknown; "
                 f"verdicts: {', '.join(sorted({a.verdict.value for a in response.answers}))}",
                 authority=response.authority,
-                lodging=case.lodging(),
+                lodging=case.receipt,
             )
             return
         if not case.record(response):
@@ -245,7 +245,7 @@ class Correlation:
             ", ".join(sorted({a.verdict.value for a in response.answers}))
             + self._withheld_codes(response),
             authority=response.authority,
-            lodging=case.lodging(),
+            lodging=case.receipt,
         )
         if response.operation in FOLLOW_UP_OPERATIONS:
             # The stage's own operation is a follow-up (the write-off of what a control
@@ -332,7 +332,7 @@ class Correlation:
             kind,
             f"{response.operation.value}: {detail}",
             authority=response.authority,
-            lodging=case.lodging(),
+            lodging=case.receipt,
         )
         if ctx.routing.is_confidential(response.authority):
             return  # a licence's quantities are never written on the facts topic

@@ -201,7 +201,7 @@ class Deadlines:
         waited = int((case.deadline - case.opened_at).total_seconds())
         text = f"no answer from {', '.join(silent)} within {waited}s"
         self._ctx.emit_status(
-            outbox, reference, version, StatusKind.DEADLINE_PASSED, text, lodging=case.lodging()
+            outbox, reference, version, StatusKind.DEADLINE_PASSED, text, lodging=case.receipt
         )
         self._ctx.decide_case(
             outbox, case, source.partition, extra_reasons=[Reason(code="DEADLINE", text=text)]
@@ -338,5 +338,5 @@ class Deadlines:
             StatusKind.CONTROL_RESULT_OVERDUE,
             f"reservations kept for a {case.decision.outcome.value} have had no result for "
             f"{days:g} days: the office should send RELEASED_AFTER_CONTROL or CANCELLED",
-            lodging=case.lodging(),
+            lodging=case.receipt,
         )

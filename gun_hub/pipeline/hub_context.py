@@ -252,7 +252,7 @@ class HubContext:
         outcome: str | None = None,
         lodging: str | None,
     ) -> None:
-        """``lodging``: the receipt the event is about (``Case.lodging``), which the
+        """``lodging``: the receipt the event is about (``Case.receipt``), which the
         operations view ties to its declarant; None where no declarant was read."""
         event = StatusEvent(
             reference=reference,
@@ -284,7 +284,7 @@ class HubContext:
             case.version,
             StatusKind.SUPERSEDED,
             f"superseded by version {by_version} before a decision{where}",
-            lodging=case.lodging(),
+            lodging=case.receipt,
         )
         decision = refuse_superseded(
             reference=case.reference,
@@ -363,7 +363,7 @@ class HubContext:
             case.decision,
             partition,
             declarant_eori=case.declarant_eori,
-            lodging=case.lodging(),
+            lodging=case.receipt,
             stage=case.stage,
             override=override,
             office=case.office,
@@ -390,7 +390,7 @@ class HubContext:
                 StatusKind.FOLLOW_UP_SENT,
                 f"{follow_ups[0].operation.value} sent to "
                 + ", ".join(r.authority for r in follow_ups),
-                lodging=case.lodging(),
+                lodging=case.receipt,
             )
         reference, version = case.reference, case.version
         on_its_way = self.announcing[(reference, version)] = OnItsWay(partition)

@@ -709,7 +709,7 @@ class Intake:
                 # declaration decided within its own reading too, whose decision the
                 # broker did not confirm: without its receipt's fact, its trader read
                 # nobody's events; review of stop 53).
-                self._name_declarant(outbox, declaration, known.opened_at, known.lodging())
+                self._name_declarant(outbox, declaration, known.opened_at, known.receipt)
             if not known.decided:
                 # Asked again, a partner has a whole deadline again: a hub back after its
                 # deadlines passed would otherwise time out the very requests it just
@@ -902,7 +902,7 @@ class Intake:
             declaration.version,
             StatusKind.REQUESTS_SENT,
             "; ".join(sent),
-            lodging=case.lodging(),
+            lodging=case.receipt,
         )
 
     @staticmethod
@@ -933,7 +933,7 @@ class Intake:
             StatusKind.FOLLOW_UP_SENT,
             f"DELETE of {len(case.dropped)} document(s) no longer reserved "
             f"{'sent again' if again else 'sent'} to " + ", ".join(r.authority for r in requests),
-            lodging=case.lodging(),
+            lodging=case.receipt,
         )
 
 

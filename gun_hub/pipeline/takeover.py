@@ -306,7 +306,7 @@ class Takeover:
             StatusKind.TAKEN_OVER_BY_LATER_VERSION,
             f"what the {case.decision.outcome.value} kept is followed up by version "
             f"{notice.version}, read at {notice.read_at}",
-            lodging=case.lodging(),
+            lodging=case.receipt,
         )
         self._follow_up(outbox, case, notice, again=False)
         self._give_back(outbox, case, notice, again=False)
@@ -333,7 +333,7 @@ class Takeover:
             StatusKind.TAKEN_OVER_BY_LATER_VERSION,
             f"what was written off is given back by version {notice.version} "
             f"(invalidated), read at {notice.read_at}",
-            lodging=case.lodging(),
+            lodging=case.receipt,
         )
         self._give_back(outbox, case, notice, again=False)
         self._store(case, partition)
@@ -391,7 +391,7 @@ class Takeover:
             StatusKind.FOLLOW_UP_SENT,
             f"{operation.value} of {len(documents)} document(s) {which} "
             f"{'sent again' if again else 'sent'} to " + ", ".join(r.authority for r in requests),
-            lodging=case.lodging(),
+            lodging=case.receipt,
         )
 
 

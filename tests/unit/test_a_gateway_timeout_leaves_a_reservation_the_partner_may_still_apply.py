@@ -25,7 +25,7 @@ from adapters.base.replay import Replayer
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.model.verdicts import Verdict
 from tests.adapter_fixtures import partner_request
-from tests.partner_fixtures import partner_client, running_partner, serving
+from tests.partner_fixtures import forwarder, partner_client, running_partner, serving
 
 DOC = "CHEDP.FR.2026.0001234"
 DECL = "26FR000690I0000701"
@@ -46,17 +46,7 @@ async def test_a_reservation_answered_by_a_gateway_timeout_is_not_overtaken_by_i
         running_partner(samples / "partners" / "dgal-documents.json", tmp_path / "l.db") as sim,
         aiohttp.ClientSession() as upstream,
     ):
-
-        async def forward(request: web.Request, body: bytes) -> web.Response:
-            async with upstream.request(
-                request.method,
-                f"{sim.url}{request.path_qs}",
-                data=body,
-                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-            ) as answer:
-                return web.Response(
-                    status=answer.status, body=await answer.read(), content_type="application/json"
-                )
+        forward = forwarder(upstream, sim.url)
 
         async def late(request: web.Request, body: bytes) -> None:
             await asyncio.sleep(0.5)  # the partner is slow: applies it after the gateway gave up

@@ -25,7 +25,7 @@ from adapters.base.resilience import CircuitState
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.model.verdicts import Verdict
 from tests.adapter_fixtures import partner_request
-from tests.partner_fixtures import partner_client, running_partner, serving
+from tests.partner_fixtures import forwarder, partner_client, running_partner, serving
 
 DOC = "CHEDP.FR.2026.0001234"
 DECL = "26FR000690I0000702"
@@ -39,26 +39,17 @@ async def test_a_reservation_answered_202_accepted_is_not_overtaken_by_its_delet
     samples: Path, tmp_path: Path
 ) -> None:
     applied_later: list[asyncio.Task[None]] = []
+    apply_now = asyncio.Event()  # set: the partner applies what it accepted
     asynchronous = asyncio.Event()  # set: the partner takes calls and applies them later
     asynchronous.set()
     async with (
         running_partner(samples / "partners" / "dgal-documents.json", tmp_path / "l.db") as sim,
         aiohttp.ClientSession() as upstream,
     ):
-
-        async def forward(request: web.Request, body: bytes) -> web.Response:
-            async with upstream.request(
-                request.method,
-                f"{sim.url}{request.path_qs}",
-                data=body,
-                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-            ) as answer:
-                return web.Response(
-                    status=answer.status, body=await answer.read(), content_type="application/json"
-                )
+        forward = forwarder(upstream, sim.url)
 
         async def later(request: web.Request, body: bytes) -> None:
-            await asyncio.sleep(0.5)
+            await apply_now.wait()
             await forward(request, body)
 
         async def partner(request: web.Request) -> web.Response:
@@ -83,6 +74,7 @@ async def test_a_reservation_answered_202_accepted_is_not_overtaken_by_its_delet
                 [reserve] = await replayer.ask(op(Operation.RESERVE, "10"), 0, 10)
                 assert reserve.verdict is Verdict.UNAVAILABLE, reserve.detail
                 [delete] = await replayer.ask(op(Operation.DELETE), 0, 11)
+                apply_now.set()  # only now, once the deletion was asked
                 await asyncio.gather(*applied_later)  # the partner applied the reservation
                 asynchronous.clear()
                 await replayer.replay_all()

@@ -703,10 +703,8 @@ class CertexHttpPartner:
                     # timed out, one the partner may be applying, so its reservation is
                     # kept and its follow-ups wait behind it (review of stop 52: a
                     # deletion answered 02 overtook it, and the partner then reserved for
-                    # a refused declaration for ever). The partner is there.
-                    if key is not None:
-                        self._keys_in_flight.unanswered(key)
-                    self.circuit.record_success()
+                    # a refused declaration for ever).
+                    self._accepted(key, answer_unusable)
                     return ACCEPTED_FOR_PROCESSING
                 payload = await _read_json(response)
         except PartnerUnavailable:
@@ -760,6 +758,34 @@ class CertexHttpPartner:
                 "collection, a loaded machine?): their timeouts are retried and not counted "
                 "against the partner",
                 held_s,
+            )
+
+    def _accepted(self, key: str | None, answer_unusable: Callable[[], None]) -> None:
+        """What a 202 to the call keyed ``key`` (none: the adapter's own trial) tells the
+        circuit. The partner took the call: it answers, so the circuit counts a success;
+        not once the key has waited past ``partner_in_progress_window_s`` since its first
+        attempt: a partner that accepts every call and applies none (a queue behind it
+        stopped) kept its circuit closed for ever, the health page and the circuit's alert
+        saying all was well (stop 53's open item). A lookup accepted for later says nothing
+        of the partner applying calls, so the trial decides nothing."""
+        if key is None:
+            answer_unusable()
+            return
+        keys = self._keys_in_flight
+        keys.unanswered(key)
+        if not (keys.repeated(key) and keys.overdue(key)):
+            self.circuit.record_success()
+            return
+        self.circuit.record_failure(answered=True)
+        if keys.newly_overdue(key):
+            log.warning(
+                "partner %s accepted the call keyed %s for processing %d s ago and has not "
+                "applied it yet (it still answers HTTP 202): counted against its circuit; "
+                "kept queued and asked again. Ask the partner's administration whether its "
+                "processing is stopped",
+                _origin(self._base),
+                key,
+                keys.since_first_s(key),
             )
 
     def _failed_with_an_answer(self) -> None:

@@ -255,6 +255,9 @@ async def test_no_trial_is_sent_while_the_circuit_is_closed() -> None:
         (404, {"message": "no such route"}),  # a wrong URL, or no lookup served
         (405, {"message": "method not allowed"}),
         (501, {"message": "not implemented"}),
+        # Accepted for processing: a lookup the partner takes to answer later says
+        # nothing of it applying calls (stop 53's open item: it closed the circuit).
+        (202, {"result": "PROCESSING"}),
     ],
 )
 async def test_a_trial_the_partner_does_not_answer_keeps_the_circuit_open(

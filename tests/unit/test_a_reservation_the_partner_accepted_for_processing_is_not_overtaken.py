@@ -13,12 +13,15 @@ refused declaration for ever. The shape of stop 39-SF's SF3 (a gateway's 502/504
 from __future__ import annotations
 
 import asyncio
+import logging
 from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
+from adapters.base.certex import CertexHttpPartner
 from adapters.base.pending import PendingOperations
 from adapters.base.replay import Replayer
 from adapters.base.resilience import CircuitState
@@ -29,6 +32,11 @@ from tests.partner_fixtures import forwarder, partner_client, running_partner, s
 
 DOC = "CHEDP.FR.2026.0001234"
 DECL = "26FR000690I0000702"
+
+
+def circuit_state(client: CertexHttpPartner) -> CircuitState:
+    """Read afresh (mypy would narrow ``client.circuit.state`` across calls)."""
+    return client.circuit.state
 
 
 def op(operation: Operation, quantity: str | None = None) -> AuthorityRequest:
@@ -117,3 +125,45 @@ async def test_a_partner_answering_202_is_answering_and_its_circuit_stays_closed
         finally:
             await client.close()
     assert calls == 4
+
+
+async def test_a_partner_still_not_applying_what_it_accepted_past_the_window_opens_its_circuit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A partner that accepts every call and applies none (a queue behind it stopped) had
+    its circuit closed for ever: the health page, the circuit gauge and its alert said the
+    partner answered while nothing it accepted was applied (stop 53's open item). A key it
+    still answers 202 past ``partner_in_progress_window_s`` since its first attempt counts
+    against the circuit, as a call it does not answer would; a key within the window does
+    not (the test above)."""
+    caplog.set_level(logging.WARNING, logger="adapters.base.certex")
+
+    async def accepting_for_ever(_request: web.Request) -> web.Response:
+        return web.json_response({"result": "PROCESSING"}, status=202)
+
+    requests = [
+        partner_request(Operation.RESERVE, reference=f"{DECL[:-1]}{n}", version=1, document=DOC)
+        for n in range(2)
+    ]
+    async with serving(accepting_for_ever) as url:
+        client = partner_client(
+            url,
+            retry_attempts=1,
+            circuit_failure_threshold=2,
+            partner_in_progress_window_s=0,
+        )
+        try:
+            for request in requests:  # first attempts: the partner took them
+                [answer] = await client.answer(request)
+                assert answer.verdict is Verdict.UNAVAILABLE
+            assert client.circuit.state is CircuitState.CLOSED
+            for request in requests:  # asked again past the window: still not applied
+                [answer] = await client.answer(request)
+                assert answer.verdict is Verdict.UNAVAILABLE
+                assert client.may_still_apply(request)  # still kept: it may apply it yet
+        finally:
+            await client.close()
+    assert circuit_state(client) is CircuitState.OPEN
+    assert any(
+        "accepted" in r.getMessage() and "not applied" in r.getMessage() for r in caplog.records
+    )

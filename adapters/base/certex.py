@@ -144,6 +144,10 @@ _CLEARANCE_PATHS = {
 # wrong partner URL, 421): taken for rejections, every follow-up of a credentials
 # rotation would have ended unapplied for good (found by review in stop 31).
 _REJECTIONS = frozenset({400, 409, 410, 413, 422})
+# The answers the circuit judges by the verdict they map to (_understood_for): a 200, and
+# the rejections saying the partner could not read the call as sent (to a check or a
+# reservation, answered UNAVAILABLE: counted against the circuit).
+_JUDGED_BY_THEIR_VERDICT = frozenset({200, 400, 422})
 # The document the adapter's own trial call looks up: "~" (unreserved in a URL, sent as
 # is) is outside the contract's references (DOCUMENT_REFERENCE_PATTERN), so no declaration
 # quotes it and the lookup reads no trader's document; the partner answers NOT_FOUND (or,
@@ -252,23 +256,39 @@ def _any_answer(_status: int, _payload: dict[str, Any]) -> bool:
     return True
 
 
-def _understood_for(operation: Operation) -> Understood:
-    """A 200 is understood when it maps to a verdict for ``operation``: a maintenance page
-    in JSON, an unknown result or code, DONE to a check, each answered UNAVAILABLE, had
-    counted as a success, and the circuit of a partner answering only those never opened
-    (review of stop 47, twice: a first check of the shape alone missed most of them). An
-    answer of another status is judged by :func:`_outage_answer`."""
+def _understood_for(operation: Operation, *, follow_up: bool = False) -> Understood:
+    """A 200 or a rejection is understood when it maps to a verdict for ``operation``
+    (``follow_up``: as :func:`_map_answer`'s): a maintenance page in JSON, an unknown
+    result or code, DONE to a check, each answered UNAVAILABLE, had counted as a success,
+    and the circuit of a partner answering only those never opened (review of stop 47,
+    twice: a first check of the shape alone missed most of them). So had a check or a
+    reservation the partner could not read (400, 422: its API changed the body it reads,
+    a validation layer in front of it): every declaration decided without the partner,
+    and the circuit read closed (review of stop 54). A 409, 410 or 413 is about the call
+    itself (a conflict with the ledger or a call still processing, a document gone, a
+    body too large): understood. An answer of another status is judged by
+    :func:`_outage_answer`."""
 
     def understood(status: int, payload: dict[str, Any]) -> bool:
-        if status != 200:
+        if status not in _JUDGED_BY_THEIR_VERDICT:
             return True
         try:
-            _map_answer(operation, status, payload)
+            _map_answer(operation, status, payload, follow_up=follow_up)
         except PartnerUnavailable:
             return False
         return True
 
     return understood
+
+
+def _answers_the_lookup(status: int, payload: dict[str, Any]) -> bool:
+    """Whether an answer to the adapter's own trial (``GET`` of :data:`TRIAL_REFERENCE`)
+    is the partner's: its ``NOT_FOUND``, or a document. Any other 200 decided it too, so a
+    maintenance front answering every path 200 in JSON closed a circuit that every real
+    call's answer kept open (review of stop 54)."""
+    if status == 404:
+        return payload.get("result") == "NOT_FOUND"
+    return status == 200 and isinstance(payload.get("reference"), str) and "status" in payload
 
 
 class CertexHttpPartner:
@@ -476,9 +496,16 @@ class CertexHttpPartner:
         if trace_id is not None:
             # The declaration version's trace, for the partner's own logs (W3C format).
             headers[TRACEPARENT] = traceparent(trace_id)
-        status, payload = await self._call(
-            method, url, body, headers, turns, _understood_for(request.operation)
-        )
+        understood = _understood_for(request.operation, follow_up=bool(key_suffix))
+        try:
+            status, payload = await self._call(method, url, body, headers, turns, understood)
+        finally:
+            if request.operation is Operation.CHECK:
+                # A check changes nothing at the partner: nothing of it is left to apply,
+                # whatever became of it. Kept, its key took a place among those the
+                # partner may still apply, and checks answered 202 or timing out pushed
+                # out a queued deletion's (review of stop 54; the shape of stop 47's).
+                self._keys_in_flight.settled(key)
         if status == HTTP_CONFLICT and self._still_processing(request, key):
             # A repeat of a key the partner is still processing (IETF idempotency-key
             # draft), not a rejection: queued and replayed, the replay gets its answer.
@@ -507,7 +534,11 @@ class CertexHttpPartner:
         applied it later, held for ever (review stop 39-SF, SF1). The window then only
         makes a warning name it, once; the stuck-operation gauge follows it."""
         keys = self._keys_in_flight
-        if request.operation is not Operation.RESERVE:
+        if request.operation is not Operation.RESERVE and not keys.accepted(key):
+            # A follow-up the partner answered 202 never was refused: its 409 is the
+            # call still processing however late (review of stop 54: taken for a
+            # rejection past the window, the write-off ended FOLLOW_UP_FAILED, the
+            # give-back behind it went ahead, and the partner then wrote the goods off).
             return keys.still_in_progress(key)
         if not keys.repeated(key):
             return False
@@ -622,7 +653,12 @@ class CertexHttpPartner:
         url = f"{self._base}/api/v1/documents/{quote(TRIAL_REFERENCE, safe='')}"
         with contextlib.suppress(PartnerUnavailable):  # recorded on the circuit
             answered = await self._attempt(
-                "GET", url, None, {}, answer_unusable=self.circuit.release
+                "GET",
+                url,
+                None,
+                {},
+                answer_unusable=self.circuit.release,
+                understood=_answers_the_lookup,
             )
             if not isinstance(answered, str) and self.circuit.state is CircuitState.CLOSED:
                 log.info(
@@ -772,7 +808,7 @@ class CertexHttpPartner:
             answer_unusable()
             return
         keys = self._keys_in_flight
-        keys.unanswered(key)
+        keys.taken_for_later(key)
         if not (keys.repeated(key) and keys.overdue(key)):
             self.circuit.record_success()
             return

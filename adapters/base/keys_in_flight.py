@@ -72,6 +72,8 @@ class _Sent:
     maybe_applying: bool = False
     # A warning said the partner still processes it past the window (reservations).
     said_overdue: bool = False
+    # The partner answered an attempt 202: it took the call to apply it later.
+    accepted: bool = False
 
 
 class KeysInFlight:
@@ -150,6 +152,20 @@ class KeysInFlight:
             self._applying[key] = None
             while len(self._applying) > self._kept * APPLYING_KEPT_FACTOR:
                 self._drop(next(iter(self._applying)))
+
+    def taken_for_later(self, key: str) -> None:
+        """The partner answered the attempt carrying ``key`` 202, accepted for
+        processing: it may be applying it, and never refused it, so a 409 to a repeat is
+        "still processing" however long after (:meth:`accepted`)."""
+        self.unanswered(key)
+        sent = self._sent.get(key)
+        if sent is not None:
+            sent.accepted = True
+
+    def accepted(self, key: str) -> bool:
+        """Whether the partner answered an attempt of ``key`` 202 since it last settled it."""
+        sent = self._sent.get(key)
+        return sent is not None and sent.accepted
 
     def sent_earlier(self, key: str) -> None:
         """``key`` was sent before, by an earlier process or replica, and the partner may

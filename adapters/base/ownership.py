@@ -30,7 +30,10 @@ file (ADR 0014):
   the others answered from the partner's idempotency memory), but neither the
   reservations nor the checks: a reservation answered UNAVAILABLE in an outage and applied
   now would hold quantities that its declaration's follow-up, already answered, never
-  frees. So a rebalance changes nothing of what one replica alone would have done.
+  frees. So a rebalance changes nothing of what one replica alone would have done. A
+  batch that left a record (a revocation during it) answered others after it, each key's
+  records being handled side by side: the commit goes back to the left one and names
+  those by distance from the mark (``answered-also:<d>,<d>``; review of stop 54).
 
 * **Name the reservations the partner may still apply.** A reservation whose call timed
   out or met 409 "being processed" is queued until the partner answers it for good, its
@@ -89,6 +92,12 @@ log = logging.getLogger(__name__)
 
 _ANSWERED = "answered:"
 _UNSETTLED = "unsettled:"
+# The records answered past the first one a batch left (a revocation during it: each key's
+# records are handled side by side, so another declaration's further on the partition
+# were answered), by distance from the ``answered:`` mark: the next owner reads them again
+# from the commit, and asked again, a reservation answered UNAVAILABLE would be applied
+# after its deletion was answered (review of stop 54; the shape of stop 45's).
+_ANSWERED_ALSO = "answered-also:"
 # Said last by a commit made as its replica hands the partition over (revoked, or
 # stopping), with the group generation it owned the partition in: every call it may have
 # left under way at the partner is named. Believed by an owner of the next generation
@@ -102,6 +111,8 @@ _PARTS = ";"
 # default): the whole commit would fail. Reservations left unsettled at a partner are a
 # few calls in flight; past this many characters the rest are left out (logged).
 _UNSETTLED_CHARS = 3500
+# All the metadata's parts together: the answered-also part gets what the others leave.
+_METADATA_CHARS = 4000
 
 
 def _answered_mark(metadata: str) -> int | None:
@@ -121,12 +132,27 @@ def _unsettled_offsets(metadata: str, committed: int | None) -> frozenset[int]:
     if committed is None or committed < 0:
         return frozenset()
     for part in metadata.split(_PARTS)[1:]:
-        if part.startswith(_HANDED_OVER):
+        if part.startswith((_HANDED_OVER, _ANSWERED_ALSO)):
             continue
         distances = part.removeprefix(_UNSETTLED).split(",")
         if part.startswith(_UNSETTLED) and all(d.isdigit() for d in distances):
             return frozenset(committed + int(d) for d in distances)
         log.error("commit metadata part %r not understood: ignored", part)
+    return frozenset()
+
+
+def _answered_also(metadata: str) -> frozenset[int]:
+    """The offsets past its ``answered:`` mark a commit's metadata names as answered
+    (none: no such part, or no mark)."""
+    mark = _answered_mark(metadata)
+    if mark is None:
+        return frozenset()
+    for part in metadata.split(_PARTS)[1:]:
+        if part.startswith(_ANSWERED_ALSO):
+            distances = part.removeprefix(_ANSWERED_ALSO).split(",")
+            if all(d.isdigit() for d in distances):
+                return frozenset(mark + int(d) for d in distances)
+            log.error("commit metadata part %r not understood: ignored", part)
     return frozenset()
 
 
@@ -175,6 +201,9 @@ class PartitionOwnership:
         self._asking: dict[int, set[int]] = {}
         # Per partition: records before this offset were answered by whoever committed it.
         self._answered_before: dict[int, int] = {}
+        # Per partition: records answered past where it is handled (a batch that left a
+        # record answered others after it), by this replica or the last committer.
+        self._answered_past: dict[int, set[int]] = {}
         # Per partition: offsets of reservations the partition's last committer left
         # unsettled at the partner (asked again as they are read, replay.py).
         self._unsettled: dict[int, frozenset[int]] = {}
@@ -276,6 +305,11 @@ class PartitionOwnership:
         self._answered_before = {
             p: mark for p, mark in marks.items() if mark is not None and p in self._owned
         }
+        self._answered_past = {
+            p: set(also)
+            for p, text in (metadata or {}).items()
+            if p in self._owned and (also := _answered_also(text))
+        }
         self._assigned_at = {
             p: c for p, c in (committed or {}).items() if c >= 0 and p in self._owned
         }
@@ -358,8 +392,11 @@ class PartitionOwnership:
 
     def answered_before(self, partition: int, offset: int) -> bool:
         """Whether the record at ``offset`` was answered by the replica that committed
-        ``partition`` last (this one included, before a rebalance)."""
-        return offset < self._answered_before.get(partition, -1)
+        ``partition`` last (this one included, before a rebalance): before its mark, or
+        past a record its batch left (:data:`_ANSWERED_ALSO`)."""
+        return offset < self._answered_before.get(
+            partition, -1
+        ) or offset in self._answered_past.get(partition, ())
 
     def unsettled_at(self, partition: int, offset: int) -> bool:
         """Whether the record at ``offset`` is a reservation the partition's last
@@ -423,14 +460,15 @@ class PartitionOwnership:
         handed = (
             f"{_PARTS}{_HANDED_OVER}{self._group_generation}" if self._hands_over(partition) else ""
         )
+        also = self._answered_also_part(partition, answered)
         at = self._commit_offset(partition, oldest)
         if at is None:
-            return mark + handed
+            return mark + also + handed
         inherited = {o for o in self._unsettled.get(partition, ()) if o >= handled}
         unsettled = inherited.union(queued.get(partition, ()), self._asking.get(partition, ()))
         distances = [str(o - at) for o in sorted(unsettled) if o >= at]
         if not distances:
-            return mark + handed  # as before stop 39 when not handed over
+            return mark + also + handed  # as before stop 39 when neither is said
         named = ""
         for count, distance in enumerate(distances):
             if len(named) + len(distance) + 1 > _UNSETTLED_CHARS:
@@ -445,7 +483,32 @@ class PartitionOwnership:
             named += ("," if named else "") + distance
         # The hand-over last: a replica of the previous release reads the unsettled part
         # first and stops there.
-        return f"{mark}{_PARTS}{_UNSETTLED}{named}{handed}"
+        unsettled_part = f"{_PARTS}{_UNSETTLED}{named}"
+        also = self._answered_also_part(partition, answered, len(mark + unsettled_part + handed))
+        return f"{mark}{unsettled_part}{also}{handed}"
+
+    def _answered_also_part(self, partition: int, answered: int, said: int = 0) -> str:
+        """The ``answered-also:`` part of a commit whose ``answered:`` mark is
+        ``answered`` and whose other parts take ``said`` characters: the records answered
+        past the mark, as many as fit (the others are logged: their next owner asks them
+        again)."""
+        past = sorted(o - answered for o in self._answered_past.get(partition, ()) if o >= answered)
+        if not past:
+            return ""
+        room = _METADATA_CHARS - said - len(_PARTS + _ANSWERED_ALSO)
+        named = ""
+        for count, distance in enumerate(past):
+            if len(named) + len(str(distance)) + 1 > room:
+                log.error(
+                    "partition %d: %d records answered past the first its last batch left "
+                    "are not named in its commit (too many): its next owner asks their "
+                    "reservations again",
+                    partition,
+                    len(past) - count,
+                )
+                break
+            named += ("," if named else "") + str(distance)
+        return f"{_PARTS}{_ANSWERED_ALSO}{named}" if named else ""
 
     async def leaving(self, partitions: Collection[int], within_s: float | None = None) -> bool:
         """The group takes ``partitions`` back: no further record of them is handled,
@@ -531,9 +594,15 @@ class PartitionOwnership:
             if partition in self._owned and self.next_offset(partition) is None:
                 self._handled[partition] = first
 
-    def handled(self, offsets: Mapping[int, int], generation: int) -> None:
+    def handled(
+        self,
+        offsets: Mapping[int, int],
+        generation: int,
+        answered: Mapping[int, Collection[int]] | None = None,
+    ) -> None:
         """A batch begun in ``generation`` was handled: each partition up to (before)
-        its offset in ``offsets``."""
+        its offset in ``offsets``; ``answered``: per partition, the offsets of the
+        records it answered (those past a record it left are said in the commits)."""
         for partition, offset in offsets.items():
             # A batch begun before a revocation that waits for it (its partitions leaving,
             # not yet revoked) ended within the wait, its answers sent and acknowledged:
@@ -546,6 +615,13 @@ class PartitionOwnership:
             waited_for = partition in self._leaving and generation < self.generation
             if ours or waited_for:
                 self._handled[partition] = max(offset, self._handled.get(partition, 0))
+                at = self._handled[partition]
+                past = self._answered_past.get(partition, set())
+                past.update((answered or {}).get(partition, ()))
+                if kept := {o for o in past if o >= at}:
+                    self._answered_past[partition] = kept
+                else:
+                    self._answered_past.pop(partition, None)
 
     def to_commit(self) -> dict[int, int]:
         """What to commit now, per partition owned (or being revoked): up to the last

@@ -498,9 +498,10 @@ class AdapterRunner:
 
             deliveries = await send(await self._aged_out(batches, consumer))
             left: dict[int, int] = {}  # per partition, the first record not handled
+            answered: dict[int, set[int]] = defaultdict(set)  # per partition, those sent
             stopped = asyncio.Event()
             keys = [
-                asyncio.ensure_future(self._handle_in_order(r, send, left, stopped))
+                asyncio.ensure_future(self._handle_in_order(r, send, left, answered, stopped))
                 for r in by_key.values()
             ]
             try:
@@ -522,6 +523,7 @@ class AdapterRunner:
                 for tp, offset in next_offsets(batches).items()
             },
             generation,
+            answered,
         )
 
     async def _aged_out(self, batches: Batch, consumer: AIOKafkaConsumer) -> Effects:
@@ -615,6 +617,7 @@ class AdapterRunner:
         records: Sequence[ConsumerRecord[bytes, bytes]],
         send: Callable[[Effects], Awaitable[list[asyncio.Future[object]]]],
         left: dict[int, int],
+        answered: dict[int, set[int]],
         stopped: asyncio.Event,
     ) -> list[asyncio.Future[object]]:
         """Handle one key's records in order, each one's answers and dead letters sent as
@@ -626,7 +629,9 @@ class AdapterRunner:
         the batch failed) and those after it are noted in ``left``: the batch is handled
         up to the first of them on each partition, never committed past (review of stop
         53: a revocation that waited for the batch committed past them, and its next
-        owner started after requests nobody asked)."""
+        owner started after requests nobody asked); those answered are noted in
+        ``answered``: past the first left, the commit names them, and the next owner does
+        not ask their reservations again (review of stop 54)."""
         deliveries: list[asyncio.Future[object]] = []
         async with self._in_flight:
             for n, record in enumerate(records):
@@ -643,6 +648,7 @@ class AdapterRunner:
                     if stopped.is_set():
                         continue  # answered, not sent: asked again, its answer kept
                     deliveries += await send(outbox)
+                    answered[record.partition].add(record.offset)
                 except BaseException:
                     stopped.set()  # at once: the other keys send nothing more
                     raise

@@ -18,18 +18,27 @@ class CircuitStatus(StrEnum):
 
 
 class PartnerHealth(BaseModel):
-    """One adapter's heartbeat, keyed by authority."""
+    """One adapter replica's heartbeat, keyed by authority and replica."""
 
     model_config = ConfigDict(frozen=True)
 
     authority: str
     adapter: str  # the adapter process's client id
+    # The replica that beats (``adapter.replica_id``): each has a circuit and a pending
+    # queue of its own. Empty: the only replica, or an adapter from before stop 54 that
+    # did not say (its heartbeats still read).
+    replica: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$", max_length=64)] = ""
     circuit: CircuitStatus
     # Write-offs and deletions waiting for the partner; at most what a float (a gauge on
     # /metrics) holds exactly: 10**400 made every scrape fail (stop 34).
     pending_operations: Annotated[int, Field(ge=0, le=2**53)]
     at: datetime
     every_s: float  # heartbeat period: older than a few periods means the adapter is gone
+
+    @property
+    def replica_key(self) -> tuple[str, str]:
+        """Whose heartbeat this is: each replica of an authority's adapter beats its own."""
+        return (self.authority, self.replica)
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()

@@ -13,8 +13,10 @@ party that emits it, and operations believe one only if (:class:`HeartbeatGate`)
    (``Entitlements.heartbeats``: an adapter beats in its authority's name, signed with
    that authority's key): the DGA adapter cannot speak for DGAL, nor anyone for the hub;
 5. it is not dated ahead of the reader's clock beyond the allowed skew, and is newer than
-   the last heartbeat believed for its component: an old heartbeat written again (one that
-   said "closed" before the partner went down) hides no outage.
+   the last heartbeat believed for its component, the replica of the authority's adapter
+   it names (``PartnerHealth.replica_key``): an old heartbeat written again (one that
+   said "closed" before the partner went down) hides no outage, and replicas whose clocks
+   differ by a second do not refuse each other's beats.
 
 Why a JWS and not the sealed envelope: a heartbeat is not confidential (a circuit state, a
 count) and has no single recipient (every hub worker's operations view reads it, and any
@@ -133,10 +135,15 @@ class HeartbeatGate:
         return cls(_NoKeys(), Entitlements({}, {}), broken=why)
 
     def check(
-        self, value: bytes, *, topic: str, latest: Mapping[str, datetime] | None = None
+        self,
+        value: bytes,
+        *,
+        topic: str,
+        latest: Mapping[tuple[str, str], datetime] | None = None,
     ) -> PartnerHealth:
         """The heartbeat ``value`` read from ``topic`` carries, if it is to be believed;
-        ``latest``: the time of the last heartbeat believed per component.
+        ``latest``: the time of the last heartbeat believed per component, (authority,
+        replica).
 
         Raises :class:`HeartbeatRefused`, and nothing else, whatever the bytes.
         """
@@ -162,7 +169,9 @@ class HeartbeatGate:
         except UnknownKeyId as unknown:
             raise unknown.dated(self._keys.read_at) from None
 
-    def _check(self, value: bytes, topic: str, latest: Mapping[str, datetime]) -> PartnerHealth:
+    def _check(
+        self, value: bytes, topic: str, latest: Mapping[tuple[str, str], datetime]
+    ) -> PartnerHealth:
         if self._broken is not None:
             raise HeartbeatRefused(HeartbeatFault.NO_KEYS, self._broken)
         if len(value) > MAX_HEARTBEAT_BYTES:
@@ -214,7 +223,7 @@ class HeartbeatGate:
                 f"{signer}, dated beyond {self._skew.total_seconds():.0f}s ahead of this "
                 "reader's clock",
             )
-        previous = latest.get(health.authority)
+        previous = latest.get(health.replica_key)
         if previous is not None:
             previous = previous if previous.tzinfo else previous.replace(tzinfo=UTC)
             # A belief from the future (kept from before heartbeats were signed) blocks

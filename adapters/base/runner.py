@@ -329,10 +329,12 @@ class AdapterRunner:
         return await serve_health(self._settings.adapter.metrics_host, port, waiting)
 
     def health(self) -> PartnerHealth:
-        """This adapter's heartbeat: its partner's circuit and what waits for it."""
+        """This replica's heartbeat: its partner's circuit and what waits for it here (each
+        replica has its own; operations add them up per authority, lag_metrics.py)."""
         return PartnerHealth(
             authority=self._spec.authority,
             adapter=self.component,
+            replica=self._settings.adapter.replica_id,
             circuit=self._partner.circuit_state,
             pending_operations=len(self.pending),
             at=datetime.now(UTC),

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gun_hub.ops.lag_metrics import OpsState
+from gun_contract.health import PartnerHealth
+from gun_hub.ops.lag_metrics import OpsState, is_stale
 from gun_hub.ops.view import ViewQueries
 
 _ASSETS = Path(__file__).resolve().parent / "dashboard_assets"
@@ -60,14 +61,31 @@ def live_figures(state: OpsState, now: float) -> dict[str, Any]:
             if lag is not None
             else None
         ),
+        # Per authority: the worst circuit and the pending sum of its replicas with a
+        # fresh heartbeat (lag_metrics.AuthorityHealth), then each replica's own.
         "partners": [
             {
                 "authority": authority,
                 "circuit": health.circuit.value,
                 "pending_operations": health.pending_operations,
-                "heartbeat_age_s": round(max(0.0, now - health.at.timestamp()), 1),
-                "stale": now - health.at.timestamp() > 3 * health.every_s,
+                "heartbeat_age_s": _age(health.at.timestamp(), now),
+                "stale": health.stale,
+                "replicas": [_replica(beat, now) for beat in health.replicas],
             }
-            for authority, health in sorted(state.routed_partners().items())
+            for authority, health in sorted(state.routed_partners(now).items())
         ],
+    }
+
+
+def _age(at: float, now: float) -> float:
+    return round(max(0.0, now - at), 1)
+
+
+def _replica(beat: PartnerHealth, now: float) -> dict[str, Any]:
+    return {
+        "replica": beat.replica,
+        "circuit": beat.circuit.value,
+        "pending_operations": beat.pending_operations,
+        "heartbeat_age_s": _age(beat.at.timestamp(), now),
+        "stale": is_stale(beat, now),
     }

@@ -162,7 +162,7 @@ class OpsFeed:
             return records
         gate = self._gate()
         # What the view believes now (the last batch it applied), then this batch in order.
-        latest: dict[str, datetime] = {a: h.at for a, h in self._state.partners.items()}
+        latest = {replica: h.at for replica, h in self._state.partners.items()}
         kept = []
         checked = 0
         for record in records:
@@ -178,7 +178,7 @@ class OpsFeed:
                 HEARTBEATS_REFUSED.labels(refused.fault.value).inc()
                 self._refusals.note(record, refused)
                 continue
-            latest[beat.authority] = beat.at
+            latest[beat.replica_key] = beat.at
             kept.append(replace(record, value=beat.to_bytes()))
         return kept
 

@@ -9,8 +9,10 @@ reference.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
@@ -32,28 +34,87 @@ CIRCUIT = "gun_hub_partner_circuit_state"
 PENDING = "gun_hub_partner_pending_operations"
 HEARTBEAT_AGE = "gun_hub_partner_heartbeat_age_seconds"
 
+STALE_PERIODS = 3
+"""A heartbeat older than this many of its periods (``every_s``) is stale: its replica
+stopped, or cannot reach the broker."""
+
+# The worst circuit among an authority's replicas is the authority's.
+_SEVERITY = {CircuitStatus.CLOSED: 0, CircuitStatus.HALF_OPEN: 1, CircuitStatus.OPEN: 2}
+
+
+def is_stale(health: PartnerHealth, now: float) -> bool:
+    """Whether ``health`` is too old at ``now`` to say anything of its replica."""
+    return now - health.at.timestamp() > STALE_PERIODS * health.every_s
+
+
+@dataclass(frozen=True)
+class AuthorityHealth:
+    """An authority's adapter as its replicas' heartbeats tell it at one moment.
+
+    Each replica has a circuit and a pending queue of its own (its partitions' traffic):
+    the authority's circuit is the worst among the replicas with a fresh heartbeat, its
+    pending operations their sum. A stale replica counts no more (stopped, or scaled
+    away); when none is fresh, the last heartbeat heard says what is known, as it did
+    before replicas named themselves (the review of stop 54: with one row per authority
+    an idle replica's "closed" replaced a failing one's "open" every other beat, and
+    ``GunHubPartnerCircuitOpen`` never fired)."""
+
+    authority: str
+    circuit: CircuitStatus
+    pending_operations: int
+    at: datetime
+    """The freshest heartbeat of any replica."""
+    stale: bool
+    """No replica's heartbeat is fresh."""
+    replicas: tuple[PartnerHealth, ...]
+    """Every replica's last heartbeat kept, by replica name (stale ones included)."""
+
+
+def authority_health(beats: Iterable[PartnerHealth], now: float) -> dict[str, AuthorityHealth]:
+    """Each authority's health at ``now`` from its replicas' last heartbeats."""
+    by_authority: dict[str, list[PartnerHealth]] = defaultdict(list)
+    for beat in beats:
+        by_authority[beat.authority].append(beat)
+    told: dict[str, AuthorityHealth] = {}
+    for authority, replicas in sorted(by_authority.items()):
+        replicas.sort(key=lambda beat: beat.replica)
+        fresh = [beat for beat in replicas if not is_stale(beat, now)]
+        latest = max(replicas, key=lambda beat: beat.at)
+        counted = fresh or [latest]
+        told[authority] = AuthorityHealth(
+            authority=authority,
+            circuit=max((beat.circuit for beat in counted), key=_SEVERITY.__getitem__),
+            pending_operations=sum(beat.pending_operations for beat in counted),
+            at=latest.at,
+            stale=not fresh,
+            replicas=tuple(replicas),
+        )
+    return told
+
 
 @dataclass
 class OpsState:
     """What the lag monitor and the health reader last saw (one per hub process)."""
 
     lag: LagSnapshot | None = None
-    partners: dict[str, PartnerHealth] = field(default_factory=dict)
+    partners: dict[tuple[str, str], PartnerHealth] = field(default_factory=dict)
+    """The last heartbeat believed of each adapter replica, by (authority, replica)."""
     expected_partners: frozenset[str] = frozenset()
     """The routed authorities: each has a heartbeat age, heard from or not."""
     listening_since: float = field(default_factory=time.time)
     """When this process began to listen for heartbeats: a routed authority never heard
     from is as silent as one last heard then (found by review, stop 37)."""
 
-    def routed_partners(self) -> dict[str, PartnerHealth]:
-        """The health last heard of each routed authority (of every one heard when the
-        routed ones are not known). An authority taken out of the routing table has its
-        heartbeats refused since: its last one, kept by the view, aged for ever, and
-        ``GunHubAdapterSilent`` (and its circuit's alert) paged for an authority removed
-        on purpose (review of stop 47)."""
+    def routed_partners(self, now: float) -> dict[str, AuthorityHealth]:
+        """The health of each routed authority at ``now`` (of every one heard when the
+        routed ones are not known), its replicas' heartbeats together. An authority taken
+        out of the routing table has its heartbeats refused since: its last one, kept by
+        the view, aged for ever, and ``GunHubAdapterSilent`` (and its circuit's alert)
+        paged for an authority removed on purpose (review of stop 47)."""
+        told = authority_health(self.partners.values(), now)
         if not self.expected_partners:
-            return dict(self.partners)
-        return {a: h for a, h in self.partners.items() if a in self.expected_partners}
+            return told
+        return {a: h for a, h in told.items() if a in self.expected_partners}
 
 
 class OpsCollector(Collector):
@@ -171,19 +232,23 @@ class OpsCollector(Collector):
     def _partners(self) -> Iterator[GaugeMetricFamily]:
         circuit = GaugeMetricFamily(
             CIRCUIT,
-            "1 for the current state of an adapter's circuit towards its partner system.",
+            "1 for the current state of an adapter's circuit towards its partner system: "
+            "the worst among its replicas with a fresh heartbeat.",
             labels=["authority", "state"],
         )
         pending = GaugeMetricFamily(
             PENDING,
-            "Write-offs and deletions an adapter holds for a partner that was down.",
+            "Write-offs and deletions an adapter holds for a partner that was down: the "
+            "sum over its replicas with a fresh heartbeat.",
             labels=["authority"],
         )
         age = GaugeMetricFamily(
-            HEARTBEAT_AGE, "Seconds since an adapter's last heartbeat.", labels=["authority"]
+            HEARTBEAT_AGE,
+            "Seconds since an adapter's last heartbeat (of its freshest replica).",
+            labels=["authority"],
         )
         now = self._clock()
-        heard = self._state.routed_partners()
+        heard = self._state.routed_partners(now)
         for authority, health in sorted(heard.items()):
             for state in CircuitStatus:
                 circuit.add_metric([authority, state.value], 1 if health.circuit is state else 0)

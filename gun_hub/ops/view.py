@@ -116,7 +116,10 @@ CREATE INDEX IF NOT EXISTS decisions_left_by_day ON decisions_left (day);
 CREATE INDEX IF NOT EXISTS declarants_by_time ON declarants (received_at);
 -- No query reads the decisions by day any more (the counts are counters): not kept.
 DROP INDEX IF EXISTS decisions_by_day;
-CREATE TABLE IF NOT EXISTS partners (authority TEXT PRIMARY KEY, health TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS partners (
+    authority TEXT NOT NULL, replica TEXT NOT NULL DEFAULT '', health TEXT NOT NULL,
+    PRIMARY KEY (authority, replica)
+);
 CREATE TABLE IF NOT EXISTS overrides (
     reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
     outcome TEXT NOT NULL, day TEXT NOT NULL, goods_items INTEGER NOT NULL,
@@ -208,6 +211,10 @@ _REKEYED = {
     # Before stop 53 an event named no receipt (two declarants' events of one version
     # were one, the second's dropped as a duplicate): kept as nobody's receipt.
     "events": ("lodging", "''"),
+    # Before stop 54 one heartbeat per authority, whichever replica beat (the review of
+    # stop 54): the one kept is the nameless replica's, stale once the replicas name
+    # themselves (lag_metrics.authority_health leaves it out).
+    "partners": ("replica", "''"),
 }
 _KEYED_BEFORE = "{}_keyed_before"
 
@@ -675,15 +682,23 @@ class ViewQueries:
             kept[role][kind] = count
         return dict(kept)
 
-    def partners(self) -> dict[str, PartnerHealth]:
-        """The latest heartbeat kept of each partner; one that no longer reads (kept before
-        stop 34 held heartbeats to their bounds) is left out, logged, until the next."""
-        kept: dict[str, PartnerHealth] = {}
-        for authority, health in self._db.execute("SELECT authority, health FROM partners"):
+    def partners(self) -> dict[tuple[str, str], PartnerHealth]:
+        """The latest heartbeat kept of each replica of each partner's adapter, by
+        (authority, replica); one that no longer reads (kept before stop 34 held
+        heartbeats to their bounds) is left out, logged, until the next."""
+        kept: dict[tuple[str, str], PartnerHealth] = {}
+        for authority, replica, health in self._db.execute(
+            "SELECT authority, replica, health FROM partners ORDER BY authority, replica"
+        ):
             try:
-                kept[authority] = PartnerHealth.model_validate_json(health)
+                kept[(authority, replica)] = PartnerHealth.model_validate_json(health)
             except ValidationError as error:
-                log.warning("the heartbeat kept for %s no longer reads: %s", authority, error)
+                log.warning(
+                    "the heartbeat kept for %s replica %r no longer reads: %s",
+                    authority,
+                    replica,
+                    error,
+                )
         return kept
 
 
@@ -1194,8 +1209,8 @@ class OpsView(ViewQueries):
             if not _AUTHORITY.fullmatch(health.authority):
                 raise Unusable("a heartbeat names no authority id")
             self._db.execute(
-                "INSERT OR REPLACE INTO partners VALUES (?, ?)",
-                (health.authority, health.model_dump_json()),
+                "INSERT OR REPLACE INTO partners (authority, replica, health) VALUES (?, ?, ?)",
+                (health.authority, health.replica, health.model_dump_json()),
             )
 
     def _status(self, event: StatusEvent) -> None:

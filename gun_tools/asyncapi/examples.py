@@ -170,6 +170,7 @@ def partner_health() -> JsonObject:
     health = PartnerHealth(
         authority=_AUTHORITY,
         adapter=f"adapter.{_AUTHORITY}",
+        replica="1",
         circuit=CircuitStatus.CLOSED,
         pending_operations=0,
         at=AT,

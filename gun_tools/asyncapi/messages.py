@@ -443,8 +443,10 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             "PartnerHealth",
             Payload.SIGNED,
             "Partner health",
-            "An adapter's heartbeat: its partner's circuit state and pending operations, "
-            "signed with its authority's key; believed only in that authority's name.",
+            "An adapter replica's heartbeat: its partner's circuit state and the operations "
+            "it holds, signed with its authority's key; believed only in that authority's "
+            "name. Operations take the worst circuit and the sum of pending operations of "
+            "an authority's replicas with a fresh heartbeat.",
             JOSE,
             ref("SignedPartnerHealth"),
             _authority_key(registry.authorities),

@@ -30,7 +30,7 @@ def heartbeat_ages(state: OpsState, now: float) -> dict[str, float]:
 def test_every_routed_authority_has_a_heartbeat_age_heard_or_not() -> None:
     state = OpsState(expected_partners=frozenset({"dgal", "cites", "dga"}), listening_since=1000.0)
     heard_at = datetime.fromtimestamp(1090.0, tz=UTC)
-    state.partners["dgal"] = PartnerHealth(
+    state.partners[("dgal", "")] = PartnerHealth(
         authority="dgal",
         adapter="adapter-dgal-1",
         circuit=CircuitStatus.CLOSED,
@@ -49,7 +49,7 @@ def test_an_adapter_never_heard_from_ages_from_when_the_process_began_to_listen(
 
 def test_an_adapter_heard_that_is_no_longer_routed_keeps_its_series() -> None:
     state = OpsState(expected_partners=frozenset(), listening_since=0.0)
-    state.partners["cites"] = PartnerHealth(
+    state.partners[("cites", "")] = PartnerHealth(
         authority="cites",
         adapter="adapter-cites-1",
         circuit=CircuitStatus.OPEN,
@@ -67,7 +67,7 @@ def test_an_authority_taken_out_of_the_routing_table_has_no_series_any_more() ->
     authorities known (above), every one heard keeps its series."""
     state = OpsState(expected_partners=frozenset({"dgal"}), listening_since=0.0)
     for authority in ("dgal", "cites"):
-        state.partners[authority] = PartnerHealth(
+        state.partners[(authority, "")] = PartnerHealth(
             authority=authority,
             adapter=f"adapter-{authority}-1",
             circuit=CircuitStatus.OPEN,
@@ -76,4 +76,4 @@ def test_an_authority_taken_out_of_the_routing_table_has_no_series_any_more() ->
             every_s=5.0,
         )
     assert heartbeat_ages(state, now=3 * 86_400.0) == {"dgal": 3 * 86_400.0 - 10.0}
-    assert list(state.routed_partners()) == ["dgal"]  # what the dashboard shows
+    assert list(state.routed_partners(3 * 86_400.0)) == ["dgal"]  # what the dashboard shows

@@ -109,7 +109,7 @@ def test_partner_health_is_exposed_as_one_state_set_per_authority() -> None:
         at=datetime.now(UTC) - timedelta(seconds=3),
         every_s=5,
     )
-    text = exposition(OpsState(partners={"cites": beat}))
+    text = exposition(OpsState(partners={("cites", ""): beat}))
     assert 'gun_hub_partner_circuit_state{authority="cites",state="open"} 1.0' in text
     assert 'gun_hub_partner_circuit_state{authority="cites",state="closed"} 0.0' in text
     assert 'gun_hub_partner_pending_operations{authority="cites"} 4.0' in text

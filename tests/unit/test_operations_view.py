@@ -359,7 +359,7 @@ def test_the_latest_heartbeat_of_each_partner_is_kept(view: OpsView) -> None:
 
     view.apply([beat(CircuitStatus.CLOSED, 0), beat(CircuitStatus.OPEN, 3)])
     partners = view.partners()
-    assert (partners["dgal"].circuit, partners["dgal"].pending_operations) == (
+    assert (partners["dgal", ""].circuit, partners["dgal", ""].pending_operations) == (
         CircuitStatus.OPEN,
         3,
     )
@@ -384,7 +384,7 @@ def test_a_heartbeat_kept_before_its_bounds_were_checked_is_left_out_not_a_crash
     view._db.execute(
         "INSERT INTO partners (authority, health) VALUES (?, ?)", ("cites", json.dumps(old))
     )
-    assert sorted(view.partners()) == ["dgal"]
+    assert sorted(view.partners()) == [("dgal", "")]
 
 
 def test_a_record_of_the_wrong_shape_is_skipped_and_counted(view: OpsView) -> None:

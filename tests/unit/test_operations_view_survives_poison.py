@@ -176,7 +176,7 @@ def test_poison_on_any_topic_is_skipped_counted_and_the_batch_applied(
         assert view.statistics()["decisions"]["total"] == 2
         assert view.written_off() == []  # the first line of the failing write-off undone
     if topic == TOPICS.health:
-        assert sorted(view.partners()) == ["auth0", "auth1"]
+        assert sorted(view.partners()) == [("auth0", ""), ("auth1", "")]
     # Every question still has an answer.
     view.statistics()
     view.written_off()
@@ -341,8 +341,8 @@ async def test_the_feed_survives_a_poisoned_health_record(tmp_path: Path, keys_d
     partitions = [TopicPartition(TOPICS.health, 0)]
     follow = asyncio.create_task(feed.follow(HealthConsumer(log), partitions))
     try:
-        await until(lambda: "dgal" in state.partners)
+        await until(lambda: ("dgal", "") in state.partners)
     finally:
         follow.cancel()
     assert view.skipped == 0  # the poison is refused before the view: it is no heartbeat
-    assert state.partners["dgal"].circuit is CircuitStatus.OPEN
+    assert state.partners["dgal", ""].circuit is CircuitStatus.OPEN

@@ -82,7 +82,7 @@ def gate_of(keys_dir: Path) -> HeartbeatGate:
 
 def refusal(gate: HeartbeatGate, value: bytes, **latest: datetime) -> HeartbeatFault:
     with pytest.raises(HeartbeatRefused) as refused:
-        gate.check(value, topic=HEALTH, latest=latest)
+        gate.check(value, topic=HEALTH, latest={(a, ""): at for a, at in latest.items()})
     return refused.value.fault
 
 
@@ -142,7 +142,7 @@ def test_a_heartbeat_from_the_future_is_refused_and_blocks_nothing(keys_dir: Pat
     genuine = beat("dgal")
     value = signed_by(keys_dir, "dgal", genuine)
     far = datetime.now(UTC) + timedelta(days=365)
-    assert gate.check(value, topic=HEALTH, latest={"dgal": far}) == genuine
+    assert gate.check(value, topic=HEALTH, latest={("dgal", ""): far}) == genuine
 
 
 def _forgeries(keys_dir: Path) -> dict[str, tuple[bytes, HeartbeatFault]]:
@@ -253,7 +253,7 @@ def test_bombs_and_mutants_of_a_genuine_heartbeat_are_refused(keys_dir: Path) ->
     poison = list(named_bombs().items()) + mutants(random.Random(11), [genuine], 400)
     for name, value in poison:
         try:
-            believed = gate.check(value, topic=HEALTH, latest={"dgal": health.at})
+            believed = gate.check(value, topic=HEALTH, latest={("dgal", ""): health.at})
         except HeartbeatRefused:
             continue
         raise AssertionError(f"{name} believed: {believed}")
@@ -337,7 +337,7 @@ async def test_the_feed_believes_the_genuine_heartbeats_only(
     with caplog.at_level(logging.WARNING, logger="gun_hub.ops.feed"):
         view, state = await follow_to_the_end(tmp_path, keys_dir, values)
 
-    assert state.partners == {"dga": dga_up, "dgal": dgal_down}
+    assert state.partners == {("dga", ""): dga_up, ("dgal", ""): dgal_down}
     assert view.partners() == state.partners
     assert view.skipped == 0  # refused before the view: nothing unusable reached it
     for fault, times in faults.items():
@@ -366,8 +366,8 @@ async def test_the_feed_survives_any_bytes_on_the_health_topic(
     view, state = await follow_to_the_end(
         tmp_path, keys_dir, [genuine, *poison, signed_by(keys_dir, "dgal", last)]
     )
-    assert state.partners == {"dgal": last}
-    assert view.partners() == {"dgal": last}
+    assert state.partners == {("dgal", ""): last}
+    assert view.partners() == {("dgal", ""): last}
 
 
 # -- the adapter: what it writes -----------------------------------------------------------

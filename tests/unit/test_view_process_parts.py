@@ -91,7 +91,7 @@ def test_without_lag_the_metrics_carry_the_partners_health_only() -> None:
         at=NOW,
         every_s=5.0,
     )
-    state = OpsState(lag=measured(NOW, "gun-hub"), partners={"dgal": beat})
+    state = OpsState(lag=measured(NOW, "gun-hub"), partners={("dgal", ""): beat})
     registry = CollectorRegistry()
     registry.register(OpsCollector(state, lag=False))
     text = generate_latest(registry).decode()

@@ -30,6 +30,13 @@ function fill(tableId, rows, draw) {
   }
 }
 
+// One adapter replica: "2: open, 40 pending", "1: closed, 0 pending, no heartbeat for 20 s".
+function replica(r) {
+  const name = r.replica || "(unnamed)";
+  const stale = r.stale ? ", no heartbeat for " + r.heartbeat_age_s + " s" : "";
+  return name + ": " + r.circuit + ", " + r.pending_operations + " pending" + stale;
+}
+
 // Times as the hub gives them and counts its days: UTC, and labelled so (an officer's
 // browser may be elsewhere).
 function utcTime(iso) {
@@ -94,6 +101,9 @@ function render(data) {
     badge(cell(tr, ""), p.stale ? "no heartbeat" : p.circuit, kind);
     cell(tr, String(p.pending_operations), "num");
     cell(tr, p.heartbeat_age_s + " s ago");
+    // Each replica's own circuit and queue; the columns before: the worst circuit and
+    // the sum over the replicas with a fresh heartbeat.
+    cell(tr, (p.replicas || []).map(replica).join(" · ") || "–");
   });
   const modeKind = { enforce: "ok", advice: "warn", shadow: "wait", off: "bad" };
   fill("rollout", Object.entries(data.rollout || {}), (tr, [authority, r]) => {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -24,9 +26,9 @@ class PartnerHealth(BaseModel):
 
     authority: str
     adapter: str  # the adapter process's client id
-    # The replica that beats (``adapter.replica_id``): each has a circuit and a pending
-    # queue of its own. Empty: the only replica, or an adapter from before stop 54 that
-    # did not say (its heartbeats still read).
+    # The replica that beats (:func:`replica_name`): each has a circuit and a pending
+    # queue of its own. Empty: an adapter from before stop 54 that did not say (its
+    # heartbeats still read).
     replica: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$", max_length=64)] = ""
     circuit: CircuitStatus
     # Write-offs and deletions waiting for the partner; at most what a float (a gauge on
@@ -42,3 +44,12 @@ class PartnerHealth(BaseModel):
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+def replica_name(replica_id: str) -> str:
+    """How an adapter replica names itself in its heartbeats: its ``adapter.replica_id``,
+    or without one its host name (a pod's name), as replicas with a volume each (a
+    StatefulSet) need no replica id and would otherwise all be the nameless one."""
+    if replica_id:
+        return replica_id
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64]

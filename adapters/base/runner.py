@@ -74,7 +74,7 @@ from gun_contract.envelope import (
     EnvelopeRejectionKind,
     broker_accepted_at,
 )
-from gun_contract.health import PartnerHealth
+from gun_contract.health import PartnerHealth, replica_name
 from gun_contract.heartbeats import signed_heartbeat
 from gun_contract.kafka.acls import adapter_group
 from gun_contract.kafka.client import consumer_options, from_settings, producer_options
@@ -334,7 +334,7 @@ class AdapterRunner:
         return PartnerHealth(
             authority=self._spec.authority,
             adapter=self.component,
-            replica=self._settings.adapter.replica_id,
+            replica=replica_name(self._settings.adapter.replica_id),
             circuit=self._partner.circuit_state,
             pending_operations=len(self.pending),
             at=datetime.now(UTC),

@@ -44,6 +44,9 @@ from gun_hub.ops.view import FeedRecord, OpsView
 log = logging.getLogger(__name__)
 
 _PRUNE_EVERY_S = 3600.0
+# An adapter replica silent this long is gone (scaled away, its pod replaced): the
+# dashboard stops listing it (OpsView.forget_silent_replicas).
+_REPLICA_GONE_S = 86_400.0
 _BATCH = 2000  # records per SQLite transaction: a few milliseconds of work
 _CHECKS_PER_TURN = 20  # heartbeat signatures verified between two turns of the event loop
 
@@ -80,7 +83,8 @@ class OpsFeed:
     async def prune_if_due(self, now: float) -> bool:
         """Prune the view past its retention, if an hour (or a quarter of a shorter
         retention) has passed since it last was,
-        step by step (``OpsView.prune``), letting the event loop run between steps."""
+        step by step (``OpsView.prune``), letting the event loop run between steps; and
+        forget the adapter replicas silent for a day (or the retention, if shorter)."""
         if self._retention_s is None:
             return False
         # An hour apart, or a quarter of a retention shorter than four hours.
@@ -92,8 +96,12 @@ class OpsFeed:
         forget_left_before = datetime.fromtimestamp(now - 2 * self._retention_s, UTC)
         while True:
             if not self._view.prune(before, forget_left_before=forget_left_before):
-                return True
+                break
             await asyncio.sleep(0)  # the agents run between two steps
+        silent = min(self._retention_s, _REPLICA_GONE_S)
+        if self._view.forget_silent_replicas(datetime.fromtimestamp(now - silent, UTC)):
+            self._state.partners = self._view.partners()
+        return True
 
     async def run(self) -> None:
         await read_without_group(

@@ -904,6 +904,20 @@ class OpsView(ViewQueries):
             ).rowcount
         return deleted
 
+    def forget_silent_replicas(self, before: datetime) -> int:
+        """Forget the heartbeat of each adapter replica last heard before ``before``
+        (scaled away, or a pod replaced under another name), but each authority's latest:
+        a silent adapter stays silent (``GunHubAdapterSilent``) rather than unknown."""
+        by_authority: dict[str, list[tuple[datetime, tuple[str, str]]]] = defaultdict(list)
+        for key, beat in self.partners().items():
+            by_authority[key[0]].append((beat.at, key))
+        gone = [
+            key for beats in by_authority.values() for at, key in sorted(beats)[:-1] if at < before
+        ]
+        with self._transaction():
+            self._db.executemany("DELETE FROM partners WHERE authority = ? AND replica = ?", gone)
+        return len(gone)
+
     def _add(self, table: str, key: tuple[str | int, ...], n: int) -> None:
         """Add ``n`` to a counter; a counter down to nothing is removed."""
         columns = _COUNTER_KEYS[table]

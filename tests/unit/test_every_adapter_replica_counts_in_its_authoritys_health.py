@@ -21,6 +21,7 @@ periods, as the dashboard has always judged it) counts no more.
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gun_contract.health import CircuitStatus, PartnerHealth
+from gun_contract.health import CircuitStatus, PartnerHealth, replica_name
 from gun_contract.heartbeats import (
     HeartbeatFault,
     HeartbeatGate,
@@ -41,6 +42,7 @@ from gun_contract.security.keystore import PartyKeys
 from gun_contract.settings import AdapterSettings, SecuritySettings, Settings
 from gun_contract.topics import topic_registry
 from gun_hub.ops.dashboard import live_figures
+from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.lag_metrics import CIRCUIT, HEARTBEAT_AGE, PENDING, OpsCollector, OpsState
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
 from tests.adapter_fixtures import adapter_runner
@@ -227,3 +229,43 @@ def test_an_adapter_replica_names_itself_in_its_heartbeat(tmp_path: Path, keys_d
     finally:
         runner.pending.close()
     assert (believed.adapter, believed.replica_key) == ("adapter.dgal", ("dgal", "2"))
+
+
+def test_a_replica_without_a_replica_id_is_named_by_its_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Replicas with a volume each (a StatefulSet) need no ``replica_id``: without one,
+    the pod's name tells them apart, held to what a replica name may be."""
+    assert replica_name("2") == "2"
+    monkeypatch.setattr(socket, "gethostname", lambda: "adapter-dgal-1")
+    assert replica_name("") == "adapter-dgal-1"
+    monkeypatch.setattr(socket, "gethostname", lambda: "h\u00f4te/" + "x" * 80)
+    named = replica_name("")
+    assert named == ("h_te_" + "x" * 80)[:64]
+    assert health(named, CircuitStatus.CLOSED, 0).replica == named  # a valid heartbeat
+
+
+async def test_a_replica_silent_for_a_day_is_forgotten_but_each_authoritys_latest_stays(
+    tmp_path: Path,
+) -> None:
+    """A replica scaled away, or a pod replaced under another name, is listed (stale) for
+    a day, then forgotten; an authority whose every replica is silent keeps its last
+    heartbeat, so it stays silent rather than unknown."""
+    view = OpsView(tmp_path / "view.sqlite3", TOPICS)
+    day = 86_400
+    old_cites = health("x", CircuitStatus.OPEN, 1, age_s=3 * day).model_copy(
+        update={"authority": "cites"}
+    )
+    view.apply(
+        [
+            record(0, health("a", CircuitStatus.OPEN, 40, age_s=2 * day)),
+            record(1, health("b", CircuitStatus.CLOSED, 0, age_s=day - 60)),
+            record(2, health("c", CircuitStatus.CLOSED, 0)),
+            record(3, old_cites),
+        ]
+    )
+    state = state_of(view)
+    feed = OpsFeed(None, view, state, retention_s=30 * day)  # type: ignore[arg-type]
+    assert await feed.prune_if_due(NOON.timestamp())
+    assert sorted(view.partners()) == [("cites", "x"), ("dgal", "b"), ("dgal", "c")]
+    assert state.partners == view.partners()

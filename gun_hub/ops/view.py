@@ -217,6 +217,18 @@ _REKEYED = {
     "partners": ("replica", "''"),
 }
 _KEYED_BEFORE = "{}_keyed_before"
+REPLICAS_KEPT = 64
+"""Adapter replicas whose heartbeats the view keeps per authority (OpsView._keep_replicas_of)."""
+
+
+def _heard_at(health: str) -> str:
+    """When a kept heartbeat was dated, as ISO text (ordered as the times are; one that
+    no longer reads sorts first: forgotten first)."""
+    try:
+        return PartnerHealth.model_validate_json(health).at.astimezone(UTC).isoformat()
+    except ValidationError:
+        return ""
+
 
 log = logging.getLogger(__name__)
 
@@ -918,6 +930,23 @@ class OpsView(ViewQueries):
             self._db.executemany("DELETE FROM partners WHERE authority = ? AND replica = ?", gone)
         return len(gone)
 
+    def _keep_replicas_of(self, authority: str) -> None:
+        """At most :data:`REPLICAS_KEPT` replicas' heartbeats per authority, the least
+        recently heard forgotten first: a replica names itself, and without a replica id
+        by its host name, so a crash-looping Deployment's pods (a new name each) or an
+        adapter key misused to sign ever new names would otherwise grow the table, and
+        what every scrape reads, without bound (review of the per-replica health)."""
+        beats = self._db.execute(
+            "SELECT replica, health FROM partners WHERE authority = ?", (authority,)
+        ).fetchall()
+        if len(beats) <= REPLICAS_KEPT:
+            return
+        heard = sorted((_heard_at(health), replica) for replica, health in beats)
+        self._db.executemany(
+            "DELETE FROM partners WHERE authority = ? AND replica = ?",
+            [(authority, replica) for _, replica in heard[: len(beats) - REPLICAS_KEPT]],
+        )
+
     def _add(self, table: str, key: tuple[str | int, ...], n: int) -> None:
         """Add ``n`` to a counter; a counter down to nothing is removed."""
         columns = _COUNTER_KEYS[table]
@@ -1226,6 +1255,7 @@ class OpsView(ViewQueries):
                 "INSERT OR REPLACE INTO partners (authority, replica, health) VALUES (?, ?, ?)",
                 (health.authority, health.replica, health.model_dump_json()),
             )
+            self._keep_replicas_of(health.authority)
 
     def _status(self, event: StatusEvent) -> None:
         self._db.execute(

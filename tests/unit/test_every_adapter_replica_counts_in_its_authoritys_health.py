@@ -44,7 +44,7 @@ from gun_contract.topics import topic_registry
 from gun_hub.ops.dashboard import live_figures
 from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.lag_metrics import CIRCUIT, HEARTBEAT_AGE, PENDING, OpsCollector, OpsState
-from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
+from gun_hub.ops.view import REPLICAS_KEPT, FeedRecord, FeedTopics, OpsView
 from tests.adapter_fixtures import adapter_runner
 from tests.conftest import envelope_of
 
@@ -269,3 +269,24 @@ async def test_a_replica_silent_for_a_day_is_forgotten_but_each_authoritys_lates
     assert await feed.prune_if_due(NOON.timestamp())
     assert sorted(view.partners()) == [("cites", "x"), ("dgal", "b"), ("dgal", "c")]
     assert state.partners == view.partners()
+
+
+def test_an_authoritys_replicas_kept_are_bounded_the_least_recently_heard_forgotten(
+    tmp_path: Path,
+) -> None:
+    """A replica names itself by its host name without a replica id: a crash-looping
+    Deployment's pods (a new name each), or an adapter key misused to sign ever new
+    names, would grow the view's table, and every scrape's reading of it, without bound.
+    The least recently heard go first; the freshest, failing one stays."""
+    view = OpsView(tmp_path / "view.sqlite3", TOPICS)
+    names = [f"pod-{n}" for n in range(REPLICAS_KEPT + 10)]
+    beats = [
+        health(name, CircuitStatus.CLOSED, 0, age_s=len(names) - n) for n, name in enumerate(names)
+    ]
+    failing = health("pod-now", CircuitStatus.OPEN, 7)
+    view.apply([record(n, beat) for n, beat in enumerate([*beats, failing])])
+    kept = view.partners()
+    assert len(kept) == REPLICAS_KEPT
+    assert ("dgal", "pod-now") in kept
+    assert ("dgal", "pod-0") not in kept  # heard longest ago
+    assert scraped(view)[(CIRCUIT, "open")] == 1

@@ -20,6 +20,7 @@ holds every call (live and replayed) until it ends, at most ``RETRY_AFTER_CAP_S`
 
 from __future__ import annotations
 
+import contextvars
 import random
 import time
 from collections.abc import Callable
@@ -33,6 +34,14 @@ RETRY_BACKOFF_CAP_S = 4.0
 """No retry waits longer than this. With the default 5 s deadline and 3 attempts, one
 request takes at most about 16 s, well inside the hub's 30 s answer deadline."""
 TRIAL_TIMEOUT_S = 30.0
+# The trial slot the current task holds (CircuitBreaker.allow): only the task whose call
+# took it gives it back or fails it. A call let through while the circuit was closed and
+# ending after it opened (cancelled by a rebalance, excused by a stall, failing late) freed
+# the slot of the trial under way, and a second trial went at once (review of stop 54).
+# Each adapter call, and the probe's trial, runs in a task of its own.
+_TRIAL_HELD: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "circuit_trial_held", default=None
+)
 """A half-open trial that has not reported after this long is presumed lost."""
 RETRY_AFTER_CAP_S = 60.0
 """The longest pause a partner's ``Retry-After`` holds calls for: a partner asking for an
@@ -64,6 +73,7 @@ class CircuitBreaker:
         self._last_failure_answered: bool | None = None
         self._opened_at: float | None = None
         self._trial_started_at: float | None = None
+        self._trial: object | None = None  # the slot's token, held by one task's context
         self._paused_until: float | None = None
 
     @property
@@ -90,6 +100,8 @@ class CircuitBreaker:
             return True
         if state is CircuitState.HALF_OPEN and not self._trial_in_flight():
             self._trial_started_at = self._clock()
+            self._trial = object()
+            _TRIAL_HELD.set(self._trial)
             return True
         return False
 
@@ -108,15 +120,18 @@ class CircuitBreaker:
         self._last_failure_answered = None
         self._opened_at = None
         self._trial_started_at = None
+        self._trial = None
 
     def record_failure(self, *, answered: bool) -> None:
         """A call failed: ``answered`` when the partner (or a gateway in front of it) gave
         an answer, a failing one, rather than none (see :attr:`a_lookup_may_close`)."""
         self._failures += 1
         self._last_failure_answered = answered
-        if self._trial_started_at is not None or self._failures >= self._threshold:
+        holds_trial = self._holds_trial()
+        if holds_trial or self._failures >= self._threshold:
             self._opened_at = self._clock()
-        self._trial_started_at = None
+        if holds_trial:
+            self._free_trial()
 
     def pause(self, seconds: float) -> None:
         """The partner asked for no call for ``seconds`` (``Retry-After``), bounded by
@@ -151,8 +166,17 @@ class CircuitBreaker:
 
     def release(self) -> None:
         """An allowed call ended with no verdict on the partner (cancelled): free the
-        trial slot, so the next call may try."""
+        trial slot if this call holds it, so the next call may try."""
+        if self._holds_trial():
+            self._free_trial()
+
+    def _holds_trial(self) -> bool:
+        """Whether the current task's call is the trial under way."""
+        return self._trial is not None and _TRIAL_HELD.get() is self._trial
+
+    def _free_trial(self) -> None:
         self._trial_started_at = None
+        self._trial = None
 
     def _trial_in_flight(self) -> bool:
         if self._trial_started_at is None:

@@ -142,6 +142,14 @@ CREATE TABLE IF NOT EXISTS unpublished (
     reference TEXT NOT NULL, version INTEGER NOT NULL, other_declarant INTEGER NOT NULL,
     at TEXT NOT NULL, PRIMARY KEY (reference, version));
 CREATE INDEX IF NOT EXISTS unpublished_by_time ON unpublished (at);
+-- Receipts whose decision the publisher withheld for being another declarant's, from its
+-- NOT_PUBLISHED_OTHER_DECLARANT naming the receipt: their events are nobody's, while the
+-- version's other receipts stay their declarants' (review of stop 54). A status naming no
+-- receipt (of before stop 54) withholds the whole version (``unpublished``).
+CREATE TABLE IF NOT EXISTS withheld_lodgings (
+    lodging TEXT PRIMARY KEY, reference TEXT NOT NULL, version INTEGER NOT NULL,
+    at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS withheld_lodgings_by_time ON withheld_lodgings (at);
 """
 # What the counts are answered from, kept as the view is fed (issue 12): the dashboard asks
 # every second, and a GROUP BY over every decision grows with them.
@@ -393,8 +401,15 @@ class ViewQueries:
             named[int(version)].add(str(declarant))
         mine = {version for version, who in named.items() if who == {eori}}
         first = min(mine, default=None)
-        # A version withheld for being another declarant's names nobody
-        # (``_not_published``), and is nobody's to see either.
+        # A version withheld for being another declarant's by a status naming no receipt
+        # names nobody (``_not_published``), and is nobody's to see either; one naming its
+        # receipt withholds that receipt alone (``_withhold_receipt``).
+        withheld_receipts = {
+            str(lodging)
+            for (lodging,) in self._db.execute(
+                "SELECT lodging FROM withheld_lodgings WHERE reference = ?", (reference,)
+            )
+        }
         withheld = {
             int(version)
             for (version,) in self._db.execute(
@@ -415,7 +430,11 @@ class ViewQueries:
             if lodging:
                 # Withheld: nobody's, its receipt's declarant's neither (a decision the
                 # clearance system never received; review of stop 53's change).
-                return lodging in own and version not in withheld
+                return (
+                    lodging in own
+                    and lodging not in withheld_receipts
+                    and (version not in withheld)
+                )
             return version in mine or (
                 first is not None
                 and version not in named
@@ -887,6 +906,12 @@ class OpsView(ViewQueries):
                 "WHERE e.reference = u.reference AND e.version = u.version) LIMIT ?)",
                 (at, batch),
             ).rowcount
+            deleted += self._db.execute(
+                "DELETE FROM withheld_lodgings WHERE rowid IN (SELECT rowid FROM "
+                "withheld_lodgings w WHERE at < ? AND NOT EXISTS (SELECT 1 FROM events e "
+                "WHERE e.reference = w.reference AND e.version = w.version) LIMIT ?)",
+                (at, batch),
+            ).rowcount
             # A receipt read after its declaration's events had left (the facts topic
             # read behind the status topic) leaves by its own time.
             for receipts in ("declarants", "lodgings"):
@@ -1293,7 +1318,11 @@ class OpsView(ViewQueries):
         No write here fails for the record (its values were stored in ``events`` just
         before): status events are applied without a savepoint. The view keeps one
         decision per (reference, version): two declarants' decisions of one version, one
-        of them withheld, leave that version counted by neither."""
+        of them withheld, leave that version counted by neither, unless the status names
+        the withheld receipt (``_withhold_receipt``)."""
+        if other_declarant and event.lodging:
+            self._withhold_receipt(event, event.lodging)
+            return
         key = (event.reference, event.version)
         self._db.execute(
             "INSERT INTO unpublished VALUES (?, ?, ?, ?) ON CONFLICT (reference, version) "
@@ -1305,6 +1334,41 @@ class OpsView(ViewQueries):
             self._db.execute(f"DELETE FROM {table} WHERE reference = ? AND version = ?", key)
         if other_declarant:
             self._db.execute("DELETE FROM declarants WHERE reference = ? AND version = ?", key)
+
+    def _withhold_receipt(self, event: StatusEvent, lodging: str) -> None:
+        """The publisher withheld the decision of the receipt ``lodging`` for being
+        another declarant's: that receipt's events are nobody's and its declarant does not
+        name the version (``history_of_declarant``, ``declarant_of``), while the version's
+        other receipt, whose decision was published, stays its declarant's (review of stop
+        54: the whole version was withheld, and the published declarant read a 404).
+
+        The view keeps one decision per (reference, version): the one kept is taken out of
+        the counts when it is the withheld receipt's declarant's, or when that receipt's
+        declarant is not known (its fact unread, or named by two declarants); the
+        published one's, when read first, stays counted. When the withheld one's fact was
+        read first, the published one's was ignored then, and the version is counted by
+        neither (as before)."""
+        key = (event.reference, event.version)
+        self._db.execute(
+            "INSERT OR IGNORE INTO withheld_lodgings VALUES (?, ?, ?, ?)",
+            (lodging, *key, event.at.isoformat()),
+        )
+        row = self._db.execute(
+            "SELECT declarant FROM lodgings WHERE lodging = ? AND declarant != ''", (lodging,)
+        ).fetchone()
+        withheld_declarant = str(row[0]) if row is not None else None
+        decided = self._db.execute(
+            "SELECT declarant FROM decisions WHERE reference = ? AND version = ?", key
+        ).fetchone()
+        if decided is not None and withheld_declarant in (None, decided[0]):
+            self._count_decision(*key, -1)
+            for table in ("decision_documents", "overrides", "rollout_uses", "decisions"):
+                self._db.execute(f"DELETE FROM {table} WHERE reference = ? AND version = ?", key)
+        if withheld_declarant is not None:
+            self._db.execute(
+                "DELETE FROM declarants WHERE reference = ? AND version = ? AND declarant = ?",
+                (*key, withheld_declarant),
+            )
 
     def _received(self, fact: ReceivedFact) -> None:
         """Who lodged a version; nobody, for a version whose decision the publisher
@@ -1318,8 +1382,9 @@ class OpsView(ViewQueries):
         self._db.execute(
             "INSERT OR REPLACE INTO declarants (reference, version, declarant, received_at) "
             "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM unpublished "
-            "WHERE reference = ? AND version = ? AND other_declarant)",
-            (*key, fact.declarant_eori, fact.received_at.timestamp(), *key),
+            "WHERE reference = ? AND version = ? AND other_declarant) AND NOT EXISTS "
+            "(SELECT 1 FROM withheld_lodgings WHERE lodging = ?)",
+            (*key, fact.declarant_eori, fact.received_at.timestamp(), *key, fact.lodging),
         )
 
     def _decision(self, fact: DecisionFact) -> None:
@@ -1337,8 +1402,13 @@ class OpsView(ViewQueries):
         if self._db.execute(
             "SELECT 1 FROM decisions WHERE reference = ? AND version = ? UNION ALL "
             "SELECT 1 FROM decisions_left WHERE reference = ? AND version = ? UNION ALL "
-            "SELECT 1 FROM unpublished WHERE reference = ? AND version = ?",
-            (fact.reference, fact.version) * 3,
+            "SELECT 1 FROM unpublished WHERE reference = ? AND version = ? UNION ALL "
+            # A receipt withheld: its declarant's decision, or anybody's while its
+            # declarant is not known (``_withhold_receipt``).
+            "SELECT 1 FROM withheld_lodgings w LEFT JOIN lodgings l USING (lodging) "
+            "WHERE w.reference = ? AND w.version = ? "
+            "AND (l.declarant IS NULL OR l.declarant IN ('', ?))",
+            (*(fact.reference, fact.version) * 4, fact.declarant_eori),
         ).fetchone():
             return  # counted when first read (and kept, or left by its time), or never
         self._db.execute(

@@ -4,6 +4,7 @@ pipeline writes there and the decision publisher (:mod:`gun_hub.runtime.publishe
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 
 from gun_hub.domain.case import Case
@@ -20,6 +21,13 @@ HEADER_DECLARANT = "gun.decision.declarant"
 # from a partition stuck for long is still known when it comes (ADR 0025's addendum of
 # stop 47). Copied to ``gun.decisions`` and read back at a takeover like the declarant.
 HEADER_ORIGIN = "gun.decision.origin"
+# The receipt the decided version was read as (``Case.receipt``, 16 hex digits of
+# ``status_events.lodging``): the lane names it in the status event of a decision it
+# withholds, so that the operations view withholds that receipt's events alone, not the
+# version's other declarant's (review of stop 54). Absent for a version refused unread and
+# a case opened before stop 53. Not copied to ``gun.decisions``.
+HEADER_LODGING = "gun.decision.lodging"
+_LODGING = re.compile(rb"[0-9a-f]{16}")
 # What the outbox's records are sealed as (the hub's state key, AES-GCM).
 OUTBOX_STATE = "decision-outbox"
 
@@ -60,3 +68,12 @@ def origin_of(headers: Sequence[tuple[str, bytes | None]]) -> int | None:
     if not isinstance(value, bytes) or not value.isdigit() or len(value) > 6:
         return None
     return int(value)
+
+
+def lodging_of(headers: Sequence[tuple[str, bytes | None]]) -> str | None:
+    """The receipt header as ``status_events.lodging`` writes it; None when absent, null
+    or not such an id (a decision of before the header, of a version refused unread)."""
+    value = next((value for key, value in headers if key == HEADER_LODGING), None)
+    if not isinstance(value, bytes) or not _LODGING.fullmatch(value):
+        return None
+    return value.decode()

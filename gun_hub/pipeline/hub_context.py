@@ -40,6 +40,7 @@ from gun_hub.ops.facts import (
 )
 from gun_hub.pipeline.decision_outbox import (
     HEADER_DECLARANT,
+    HEADER_LODGING,
     HEADER_ORIGIN,
     HEADER_VERSION,
     OUTBOX_STATE,
@@ -563,6 +564,10 @@ class HubContext:
             # first one published (review stop 38-s, S3). A declaration refused unread
             # names none: its decision is judged by its version only.
             headers.append((HEADER_DECLARANT, declarant_tag(declarant_eori)))
+        if lodging:
+            # Named by the lane's status of a decision it withholds: the view then
+            # withholds this receipt alone (review of stop 54).
+            headers.append((HEADER_LODGING, lodging.encode()))
         outbox.add(
             self.topics.decision_outbox,
             decision.reference.encode(),

@@ -104,9 +104,11 @@ from gun_contract.trace import trace_header
 from gun_hub import metrics
 from gun_hub.domain.status_events import NOT_PUBLISHED, StatusEvent, StatusKind
 from gun_hub.pipeline.decision_outbox import (
+    HEADER_LODGING,
     HEADER_VERSION,
     OUTBOX_STATE,
     declarant_of,
+    lodging_of,
     origin_of,
     outbox_record_key,
 )
@@ -697,6 +699,7 @@ class DecisionPublisher:
                             StatusKind.NOT_PUBLISHED_OTHER_DECLARANT,
                             "decided for another declarant than the decisions of this "
                             "declaration published before it",
+                            lodging_of(headers),
                         )
                         if recorded is not None:
                             deliveries.append(recorded)
@@ -718,6 +721,7 @@ class DecisionPublisher:
                                 identity,
                                 StatusKind.IGNORED_STALE_VERSION,
                                 f"version {highest} of this declaration was published already",
+                                lodging_of(headers),
                             )
                             if recorded is not None:
                                 deliveries.append(recorded)
@@ -735,7 +739,8 @@ class DecisionPublisher:
                         sealed,
                         key=record.key,
                         partition=tp.partition,
-                        headers=headers,
+                        # The receipt is the hub's own: gun.decisions stays as it was.
+                        headers=[h for h in headers if h[0] != HEADER_LODGING],
                     )
                     deliveries.append(delivery)
                     sent.add(identity, declarant)
@@ -863,6 +868,7 @@ class DecisionPublisher:
         identity: Identity,
         kind: StatusKind,
         why: str,
+        lodging: str | None,
     ) -> asyncio.Future[object] | None:
         """The status event of a version decided and not published, in the lane's
         transaction: on the lane's partition of the status topic (the case's partition is
@@ -872,8 +878,11 @@ class DecisionPublisher:
         dead letter's version, and anybody may write dead letters: without it the view
         counted the decision and took its declarant for the reference's). It names no
         declarant (nothing on the status topic does), and ``why`` begins with
-        :data:`NOT_PUBLISHED`, which the view reads. None for a version that is no number
-        (its record does not open either)."""
+        :data:`NOT_PUBLISHED`, which the view reads. ``lodging``: the receipt the
+        decision's outbox record names (``HEADER_LODGING``), which the view then withholds
+        alone; without it the view withholds the whole version (review of stop 54: the
+        declarant whose decision of that version was published read a 404). None for a
+        version that is no number (its record does not open either)."""
         if self._status is None or not identity[1].isdigit():
             return None
         reference, version = identity[0].decode(errors="replace"), int(identity[1])
@@ -883,6 +892,7 @@ class DecisionPublisher:
             kind=kind,
             at=self._wall_clock(),
             detail=f"{NOT_PUBLISHED}: {why}",
+            lodging=lodging,
         )
         delivery: asyncio.Future[object] = await producer.send(
             self._status,

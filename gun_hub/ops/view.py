@@ -57,6 +57,15 @@ from gun_hub.ops.facts import (
     WrittenOff,
 )
 
+# Who lodged each version, from the intake's receipts and the decisions: every declarant
+# that named it (two declarants of one reference: reused, or read on two partitions), so
+# that the events naming no receipt of a version two named stay nobody's, after either's
+# decision has left too (review of stop 54; keyed by (reference, version) before,
+# ``_key_declarants_by_declarant``).
+_DECLARANTS = """CREATE TABLE IF NOT EXISTS declarants (
+    reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
+    received_at REAL NOT NULL DEFAULT 0, PRIMARY KEY (reference, version, declarant));
+"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS offsets (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, next INTEGER NOT NULL,
@@ -103,9 +112,7 @@ CREATE TABLE IF NOT EXISTS give_backs (
     PRIMARY KEY (reference, version, authority, goods_item, code, document, line));
 CREATE INDEX IF NOT EXISTS give_backs_by_document ON give_backs (document);
 CREATE INDEX IF NOT EXISTS give_backs_by_time ON give_backs (at);
-CREATE TABLE IF NOT EXISTS declarants (
-    reference TEXT NOT NULL, version INTEGER NOT NULL, declarant TEXT NOT NULL,
-    received_at REAL NOT NULL DEFAULT 0, PRIMARY KEY (reference, version));
+{_DECLARANTS}
 -- Decisions that left by their time while their day's counts stay: a fact of one emitted
 -- again (after a crash of the hub) is then not counted twice. decided_at: NULL in a view
 -- made before stop 42 (_date_the_decisions_left).
@@ -150,7 +157,7 @@ CREATE TABLE IF NOT EXISTS withheld_lodgings (
     lodging TEXT PRIMARY KEY, reference TEXT NOT NULL, version INTEGER NOT NULL,
     at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS withheld_lodgings_by_time ON withheld_lodgings (at);
-"""
+""".replace("{_DECLARANTS}", _DECLARANTS)
 # What the counts are answered from, kept as the view is fed (issue 12): the dashboard asks
 # every second, and a GROUP BY over every decision grows with them.
 _COUNTERS = """
@@ -358,15 +365,21 @@ class ViewQueries:
         nor is a version the publisher withheld for being another declarant's
         (``_not_published``): the decisions published say whose the declaration is.
         """
-        row = self._db.execute(
-            "SELECT declarant FROM ("
-            " SELECT version, declarant, 1 AS decided FROM decisions WHERE reference = ?"
-            " UNION ALL"
+        rows = self._db.execute(
+            "SELECT version, declarant, 1 AS decided FROM decisions WHERE reference = ?"
+            " UNION"
             " SELECT version, declarant, 0 AS decided FROM declarants WHERE reference = ?"
-            ") ORDER BY version DESC, decided DESC LIMIT 1",
+            " ORDER BY version DESC, decided DESC",
             (reference, reference),
-        ).fetchone()
-        return str(row[0]) if row is not None else None
+        ).fetchall()
+        if not rows:
+            return None
+        version, declarant, decided = rows[0]
+        if decided:
+            return str(declarant)
+        # The latest version's receipts, no decision of it: named by two, it is nobody's.
+        named = {str(row[1]) for row in rows if row[0] == version}
+        return named.pop() if len(named) == 1 else None
 
     def history_of_declarant(self, reference: str, eori: str) -> list[dict[str, Any]] | None:
         """The history of a declaration lodged by ``eori``; None for one it did not lodge
@@ -742,6 +755,7 @@ class OpsView(ViewQueries):
         self.topics = topics
         self._reread_dead_letters_kept_the_old_way()
         self._date_the_receipts()
+        self._key_declarants_by_declarant()
         self._date_the_decisions_left()
         self._rekey_tables_made_before()
         missing = set(_COUNTER_TABLES) - self._tables()
@@ -1035,6 +1049,27 @@ class OpsView(ViewQueries):
                 self._db.execute(
                     "ALTER TABLE declarants ADD COLUMN received_at REAL NOT NULL DEFAULT 0"
                 )
+
+    def _key_declarants_by_declarant(self) -> None:
+        """A view made before stop 54 kept one declarant per (reference, version), the
+        latest receipt's (``_DECLARANTS``): its rows are kept, keyed anew."""
+        columns = self._db.execute("PRAGMA table_info(declarants)").fetchall()
+        if not columns or any(row[1] == "declarant" and row[5] for row in columns):
+            return
+        log.info("operations view: declarants keyed again by declarant, its rows kept")
+        with self._transaction():
+            for (index,) in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name = 'declarants' AND sql IS NOT NULL"
+            ).fetchall():
+                self._db.execute(f"DROP INDEX {index}")
+            self._db.execute("ALTER TABLE declarants RENAME TO declarants_keyed_before")
+            self._db.execute(_DECLARANTS)
+            self._db.execute(
+                "INSERT OR REPLACE INTO declarants (reference, version, declarant, received_at) "
+                "SELECT reference, version, declarant, received_at FROM declarants_keyed_before"
+            )
+            self._db.execute("DROP TABLE declarants_keyed_before")
 
     def _date_the_decisions_left(self) -> None:
         """A view made before stop 42 remembered the decisions that left without their

@@ -79,9 +79,11 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_reference ON events (reference, seq);
 -- Whose each receipt of a version is (the intake's ReceivedFact): the status events name
 -- the receipt (status_events.lodging), never the declarant (history_of_declarant).
+-- version: the receipt's (NULL: a receipt kept before stop 54 none of whose events is
+-- read yet, ``_version_the_receipts``).
 CREATE TABLE IF NOT EXISTS lodgings (
     lodging TEXT PRIMARY KEY, reference TEXT NOT NULL, declarant TEXT NOT NULL,
-    received_at REAL NOT NULL);
+    received_at REAL NOT NULL, version INTEGER);
 CREATE INDEX IF NOT EXISTS lodgings_by_reference ON lodgings (reference);
 CREATE INDEX IF NOT EXISTS lodgings_by_time ON lodgings (received_at);
 CREATE TABLE IF NOT EXISTS decisions (
@@ -392,16 +394,27 @@ class ViewQueries:
         keyed by (reference, version) alone, each read the other's events (security
         review of stop 52). An event naming no receipt (a declaration refused unread, a
         stale copy, the publisher's, or written before stop 53) is shown by the versions
-        its declarant alone named, as before."""
+        its declarant alone named, as before, and of which no receipt is known: of such a
+        version it proves no declarant (another's version refused unread under a reused
+        reference; review of stop 54)."""
         if not eori:
             return None
-        own = {
-            str(lodging)
-            for (lodging,) in self._db.execute(
-                "SELECT lodging FROM lodgings WHERE reference = ? AND declarant = ?",
-                (reference, eori),
+        receipts = self._db.execute(
+            "SELECT lodging, declarant, version FROM lodgings WHERE reference = ?", (reference,)
+        ).fetchall()
+        own = {str(lodging) for lodging, declarant, _version in receipts if declarant == eori}
+        # The versions a receipt is known of: an event naming none of such a version is no
+        # proof of any declarant (another's version refused unread, a copy: review of stop
+        # 54), and nobody's. A receipt whose version is not known yet: every version.
+        tagged = {version for _lodging, _declarant, version in receipts}
+        tagged |= {
+            version
+            for (version,) in self._db.execute(
+                "SELECT DISTINCT version FROM events WHERE reference = ? AND lodging != ''",
+                (reference,),
             )
         }
+        every_version_tagged = None in tagged
         if not own and self.declarant_of(reference) != eori:
             return None
         named: dict[int, set[str]] = defaultdict(set)
@@ -448,6 +461,8 @@ class ViewQueries:
                     and lodging not in withheld_receipts
                     and (version not in withheld)
                 )
+            if every_version_tagged or version in tagged:
+                return False
             return version in mine or (
                 first is not None
                 and version not in named
@@ -756,6 +771,7 @@ class OpsView(ViewQueries):
         self._reread_dead_letters_kept_the_old_way()
         self._date_the_receipts()
         self._key_declarants_by_declarant()
+        self._version_the_receipts()
         self._date_the_decisions_left()
         self._rekey_tables_made_before()
         missing = set(_COUNTER_TABLES) - self._tables()
@@ -1071,6 +1087,20 @@ class OpsView(ViewQueries):
             )
             self._db.execute("DROP TABLE declarants_keyed_before")
 
+    def _version_the_receipts(self) -> None:
+        """A view made before stop 54 kept a receipt without its version: read from its
+        events; a receipt none of whose events is read yet learns it from its first
+        (``_status``), and until then hides every untagged event of its reference
+        (``history_of_declarant``: fail closed)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(lodgings)")}
+        if columns and "version" not in columns:
+            with self._transaction():
+                self._db.execute("ALTER TABLE lodgings ADD COLUMN version INTEGER")
+                self._db.execute(
+                    "UPDATE lodgings SET version = (SELECT MIN(e.version) FROM events e "
+                    "WHERE e.reference = lodgings.reference AND e.lodging = lodgings.lodging)"
+                )
+
     def _date_the_decisions_left(self) -> None:
         """A view made before stop 42 remembered the decisions that left without their
         time: those rows leave with their day, as they did (``prune``)."""
@@ -1333,6 +1363,11 @@ class OpsView(ViewQueries):
                 event.lodging or "",
             ),
         )
+        if event.lodging:  # a receipt kept before its version was (_version_the_receipts)
+            self._db.execute(
+                "UPDATE lodgings SET version = ? WHERE lodging = ? AND version IS NULL",
+                (event.version, event.lodging),
+            )
         # The intake's IGNORED_STALE_VERSION of a copy of a version (a file lodged again)
         # says otherwise: that version's decision may well have been published.
         other_declarant = event.kind == StatusKind.NOT_PUBLISHED_OTHER_DECLARANT
@@ -1411,8 +1446,15 @@ class OpsView(ViewQueries):
         key = (fact.reference, fact.version)
         if fact.lodging:  # whose the receipt's events are, withheld or not
             self._db.execute(
-                "INSERT OR IGNORE INTO lodgings VALUES (?, ?, ?, ?)",
-                (fact.lodging, fact.reference, fact.declarant_eori, fact.received_at.timestamp()),
+                "INSERT OR IGNORE INTO lodgings "
+                "(lodging, reference, declarant, received_at, version) VALUES (?, ?, ?, ?, ?)",
+                (
+                    fact.lodging,
+                    fact.reference,
+                    fact.declarant_eori,
+                    fact.received_at.timestamp(),
+                    fact.version,
+                ),
             )
         self._db.execute(
             "INSERT OR REPLACE INTO declarants (reference, version, declarant, received_at) "

@@ -1442,12 +1442,20 @@ class OpsView(ViewQueries):
 
     def _received(self, fact: ReceivedFact) -> None:
         """Who lodged a version; nobody, for a version whose decision the publisher
-        withheld for being another declarant's (``_not_published``)."""
+        withheld for being another declarant's (``_not_published``), and for a receipt
+        another declarant named before (an empty declarant)."""
         key = (fact.reference, fact.version)
         if fact.lodging:  # whose the receipt's events are, withheld or not
+            # A receipt two declarants name (a declarations topic whose offsets started
+            # again: the id is of the record's position) is no proof of either: nobody's
+            # for good, its events shown to neither (review of stop 54).
             self._db.execute(
-                "INSERT OR IGNORE INTO lodgings "
-                "(lodging, reference, declarant, received_at, version) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO lodgings "
+                "(lodging, reference, declarant, received_at, version) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (lodging) DO UPDATE SET declarant = CASE "
+                "WHEN declarant = excluded.declarant THEN declarant ELSE '' END, "
+                "received_at = MAX(received_at, excluded.received_at), "
+                "version = COALESCE(version, excluded.version)",
                 (
                     fact.lodging,
                     fact.reference,

@@ -440,10 +440,11 @@ def test_a_view_made_before_decisions_left_were_dated_forgets_them_with_their_da
 def test_a_receipt_read_after_its_declarations_events_left_leaves_with_the_next_prune(
     view: OpsView, tmp_path: Path
 ) -> None:
-    """A receipt older than the retention, read once the declaration's events have left
+    """A receipt older than two retentions, read once the declaration's events have left
     (the facts topic read behind the status topic), leaves no declarant behind once the
-    view is pruned again, in a view made before receipts were dated too; one within the
-    retention is kept, its events perhaps not read yet."""
+    view is pruned again, in a view made before receipts were dated too; one younger is
+    kept, its events perhaps not read yet (they may be read after it: the review of stop
+    54, test_a_receipt_read_ahead_of_its_events_is_kept_until_they_are_read.py)."""
     feed = Feed()
     early, recent = "26FRRCP00000000001", "26FRRCP00000000002"
     view.apply([feed.status(early, StatusKind.RECEIVED, minutes=-60)])
@@ -452,7 +453,7 @@ def test_a_receipt_read_after_its_declarations_events_left_leaves_with_the_next_
     view.apply(
         [feed.received(early, at=NOON - 60 * _MINUTE), feed.received(recent, at=NOON + _MINUTE)]
     )
-    while view.prune(NOON):
+    while view.prune(NOON + RETENTION, forget_left_before=NOON):
         pass
     assert view.declarant_of(early) is None
     assert view.declarant_of(recent) == EORI
@@ -471,7 +472,7 @@ def test_a_view_made_before_receipts_were_dated_lets_their_undated_rows_leave(
         old.execute("INSERT INTO declarants VALUES ('26FRRCP00000000009', 1, ?)", (EORI,))
     view = OpsView(path, TOPICS)
     assert view.declarant_of("26FRRCP00000000009") == EORI
-    while view.prune(NOON):
+    while view.prune(NOON, forget_left_before=NOON - RETENTION):
         pass
     assert view.declarant_of("26FRRCP00000000009") is None
 

@@ -31,7 +31,7 @@ import re
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -332,17 +332,31 @@ class ViewQueries:
             "WHERE reference = ? ORDER BY seq",
             (reference,),
         ).fetchall()
-        return self._dated(rows)
+        return self._dated(rows, self._owners(reference))
+
+    def _owners(self, reference: str) -> dict[str, str]:
+        """The declarant of each receipt of ``reference`` one declarant alone named."""
+        return {
+            str(lodging): str(declarant)
+            for lodging, declarant in self._db.execute(
+                "SELECT lodging, declarant FROM lodgings WHERE reference = ? AND declarant != ''",
+                (reference,),
+            )
+        }
 
     @staticmethod
-    def _dated(rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    def _dated(rows: Iterable[tuple[Any, ...]], owners: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The events as the history lists them. A version is decided once per declarant:
+        two declarants' versions 1 are two, one declarant's version read on two
+        partitions (two receipts) is one, its second decision a duplicate the publisher
+        dropped (review of stop 54)."""
         decided: set[tuple[int, str]] = set()
         history = []
         for version, kind, at, detail, authority, outcome, lodging in rows:
-            # Each receipt of a version decided once: two declarants' versions 1 are two.
-            again = kind in _DECIDED and (version, lodging) in decided
+            whose = owners.get(lodging) or lodging
+            again = kind in _DECIDED and (version, whose) in decided
             if kind in _DECIDED:
-                decided.add((version, lodging))
+                decided.add((version, whose))
             history.append(
                 {
                     "version": version,
@@ -472,7 +486,7 @@ class ViewQueries:
 
         return [
             event
-            for event, row in zip(self._dated(rows), rows, strict=True)
+            for event, row in zip(self._dated(rows, self._owners(reference)), rows, strict=True)
             if theirs(event["version"], row[6])
         ] or None
 

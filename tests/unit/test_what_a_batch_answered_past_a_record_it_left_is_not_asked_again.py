@@ -18,22 +18,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aiokafka.structs import ConsumerRecord
-
 from adapters.base import load_adapter
 from adapters.base.ownership import PartitionOwnership, _unsettled_offsets
 from adapters.base.pending import PendingOperations
 from adapters.base.runner import AdapterRunner, _Rebalance
-from gun_contract.envelope import LOG_APPEND_TIME, ContentType
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.model.verdicts import Verdict
 from gun_contract.security.keystore import KeystoreFolder
 from gun_contract.settings import SecuritySettings, Settings
 from tests.adapter_fixtures import PartnerAnsweringByRule
 from tests.conftest import envelope_of
-from tests.unit.test_a_sealed_message_is_read_only_as_the_type_it_was_sealed_as import (
-    sealed_by_the_hub,
-)
+from tests.unit.test_a_record_left_by_a_revocation_is_not_committed_past import request_read
 from tests.unit.test_adapter_pending_operations_outlive_the_request_log import FakeCoordinator
 from tests.unit.test_an_answer_leaves_as_soon_as_it_is_sealed import (
     P0,
@@ -46,23 +41,6 @@ from tests.unit.test_state_pending_queue import TOPICS, dga
 
 A = "26FRREVIEWR1000002"
 B = "26FRREVIEWR1000001"
-
-
-def read_at(keys: Path, request: AuthorityRequest, offset: int) -> ConsumerRecord[bytes, bytes]:
-    sealed = sealed_by_the_hub(request, keys, ContentType.JSON)
-    return ConsumerRecord(
-        REQUESTS,
-        0,
-        offset,
-        int(Clock().now * 1000),
-        LOG_APPEND_TIME,
-        request.reference.encode(),
-        sealed,
-        None,
-        0,
-        0,
-        [],
-    )
 
 
 class FirstOwnerPartner(PartnerAnsweringByRule):
@@ -108,10 +86,10 @@ async def test_a_hand_over_commit_back_at_a_left_record_does_not_reask_answered_
     keys = tmp_path / "keys"
     KeystoreFolder(keys).init(["hub", "dga"])
     records = [
-        read_at(keys, dga(Operation.RESERVE, reference=B, version=1), 0),
-        read_at(keys, dga(Operation.DELETE, reference=B, version=1), 1),
-        read_at(keys, dga(Operation.RESERVE, reference=A, version=1), 2),
-        read_at(keys, dga(Operation.DELETE, reference=A, version=1), 3),
+        request_read(keys, dga(Operation.RESERVE, reference=B, version=1), 0),
+        request_read(keys, dga(Operation.DELETE, reference=B, version=1), 1),
+        request_read(keys, dga(Operation.RESERVE, reference=A, version=1), 2),
+        request_read(keys, dga(Operation.DELETE, reference=A, version=1), 3),
     ]
     first_partner = FirstOwnerPartner()
     first = runner_for(tmp_path, keys, "first", first_partner)

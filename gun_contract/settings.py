@@ -301,9 +301,8 @@ class AdapterSettings(BaseModel):
         description="How long after a call's first attempt a 409 to a repeat of its key is "
         "taken for the partner still processing it. Past it, a write-off, deletion or "
         "give-back so answered is a rejection; a reservation stays queued (its follow-ups "
-        "behind it) and a warning names it (adapters/base/keys_in_flight.py). A key the "
-        "partner still answers 202 (accepted for processing) past it counts against the "
-        "circuit.",
+        "behind it) and a warning names it (adapters/base/keys_in_flight.py), as it does a "
+        "key the partner still answers 202 (accepted for processing) past it.",
     )
     circuit_failure_threshold: PositiveInt = Field(
         5, description="Consecutive partner failures that open the circuit breaker."

@@ -40,6 +40,9 @@ class RequestTurns:
         self.not_sent = 0
         # When it last got a slot (CallTurns' count of slots given; -1: never).
         self.last_served = -1
+        # Whether a call of the request the partner could not read (400, 422) counted
+        # against the circuit already: once per request (certex._understood_for).
+        self.rejection_counted = False
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:

@@ -247,16 +247,19 @@ def _outage_answer(status: int, payload: dict[str, Any]) -> bool:
     return not (status == 404 and payload.get("result") == "NOT_FOUND")
 
 
-Understood = Callable[[int, dict[str, Any]], bool]
+Understood = Callable[[int, dict[str, Any]], bool | None]
 """Whether an answer (status, payload) says something of the call: one that does not
-counts against the circuit, as an outage's does."""
+(False) counts against the circuit, as an outage's does; None: it says nothing of the
+partner (the circuit neither counts it nor is closed by it)."""
 
 
 def _any_answer(_status: int, _payload: dict[str, Any]) -> bool:
     return True
 
 
-def _understood_for(operation: Operation, *, follow_up: bool = False) -> Understood:
+def _understood_for(
+    operation: Operation, turns: RequestTurns | None = None, *, follow_up: bool = False
+) -> Understood:
     """A 200 or a rejection is understood when it maps to a verdict for ``operation``
     (``follow_up``: as :func:`_map_answer`'s): a maintenance page in JSON, an unknown
     result or code, DONE to a check, each answered UNAVAILABLE, had counted as a success,
@@ -266,15 +269,23 @@ def _understood_for(operation: Operation, *, follow_up: bool = False) -> Underst
     a validation layer in front of it): every declaration decided without the partner,
     and the circuit read closed (review of stop 54). A 409, 410 or 413 is about the call
     itself (a conflict with the ledger or a call still processing, a document gone, a
-    body too large): understood. An answer of another status is judged by
-    :func:`_outage_answer`."""
+    body too large): understood. A rejection counts once per request (``turns``, its
+    calls'): a declaration whose documents the partner cannot read counts as one failure,
+    not one per document: five such documents opened the circuit of a partner that
+    answers every other declaration, and the next ones were decided without it (review of
+    this change). An answer of another status is judged by :func:`_outage_answer`."""
 
-    def understood(status: int, payload: dict[str, Any]) -> bool:
+    def understood(status: int, payload: dict[str, Any]) -> bool | None:
         if status not in _JUDGED_BY_THEIR_VERDICT:
             return True
         try:
             _map_answer(operation, status, payload, follow_up=follow_up)
         except PartnerUnavailable:
+            if status == 200 or turns is None:
+                return False
+            if turns.rejection_counted:
+                return None
+            turns.rejection_counted = True
             return False
         return True
 
@@ -288,6 +299,8 @@ def _answers_the_lookup(status: int, payload: dict[str, Any]) -> bool:
     call's answer kept open (review of stop 54)."""
     if status == 404:
         return payload.get("result") == "NOT_FOUND"
+    if _rejected(status):
+        return True  # the lookup refused for its reference's format: the partner answers
     return status == 200 and isinstance(payload.get("reference"), str) and "status" in payload
 
 
@@ -496,7 +509,7 @@ class CertexHttpPartner:
         if trace_id is not None:
             # The declaration version's trace, for the partner's own logs (W3C format).
             headers[TRACEPARENT] = traceparent(trace_id)
-        understood = _understood_for(request.operation, follow_up=bool(key_suffix))
+        understood = _understood_for(request.operation, turns, follow_up=bool(key_suffix))
         try:
             status, payload = await self._call(method, url, body, headers, turns, understood)
         finally:
@@ -776,11 +789,14 @@ class CertexHttpPartner:
         if not isinstance(payload, dict):
             answer_unusable()
             raise PartnerUnavailable("partner answer is not a JSON object")
-        if _outage_answer(response.status, payload) or not understood(response.status, payload):
+        judged = understood(response.status, payload)
+        if _outage_answer(response.status, payload) or judged is False:
             # Expired credentials or a wrong URL answer every call so: the circuit
             # opens and the heartbeat says so, not "closed" (stop 37, J6). So does a
             # 200 outside the contract (a maintenance page in JSON: review of stop 47).
             answer_unusable()
+        elif judged is None:
+            self.circuit.release()
         else:
             self.circuit.record_success()
         return response.status, payload
@@ -798,27 +814,27 @@ class CertexHttpPartner:
 
     def _accepted(self, key: str | None, answer_unusable: Callable[[], None]) -> None:
         """What a 202 to the call keyed ``key`` (none: the adapter's own trial) tells the
-        circuit. The partner took the call: it answers, so the circuit counts a success;
-        not once the key has waited past ``partner_in_progress_window_s`` since its first
-        attempt: a partner that accepts every call and applies none (a queue behind it
-        stopped) kept its circuit closed for ever, the health page and the circuit's alert
-        saying all was well (stop 53's open item). A lookup accepted for later says nothing
-        of the partner applying calls, so the trial decides nothing."""
+        circuit. The partner took the call: it answers, so the circuit counts a success.
+        A key still accepted past ``partner_in_progress_window_s`` since its first attempt
+        is warned about once; it stays queued and asked again, and the replayer counts it
+        failing, so ``GunHubAdapterOperationStuck`` pages for a partner that accepts calls
+        and applies none (stop 53's open item). Counted against the circuit instead, one
+        such key opened it, by its attempts in one replay round, for every declaration of
+        a partner answering all others (review of this session's change). A lookup
+        accepted for later says nothing of the partner applying calls: the trial decides
+        nothing."""
         if key is None:
             answer_unusable()
             return
         keys = self._keys_in_flight
         keys.taken_for_later(key)
-        if not (keys.repeated(key) and keys.overdue(key)):
-            self.circuit.record_success()
-            return
-        self.circuit.record_failure(answered=True)
-        if keys.newly_overdue(key):
+        self.circuit.record_success()
+        if keys.repeated(key) and keys.newly_overdue(key):
             log.warning(
                 "partner %s accepted the call keyed %s for processing %d s ago and has not "
-                "applied it yet (it still answers HTTP 202): counted against its circuit; "
-                "kept queued and asked again. Ask the partner's administration whether its "
-                "processing is stopped",
+                "applied it yet (it still answers HTTP 202): kept queued and asked again; "
+                "if it lasts, ask the partner's administration whether its processing is "
+                "stopped",
                 _origin(self._base),
                 key,
                 keys.since_first_s(key),

@@ -115,6 +115,11 @@ from gun_contract.validation import invalid_fields, unhandled_reason
 
 log = logging.getLogger(__name__)
 
+Answered = dict[int, dict[int, list[asyncio.Future[object]]]]
+"""Per partition, the offsets of a batch's records handled and sent, each with its
+answers' deliveries."""
+_FAILED_BATCH_DELIVERY_WAIT_S = 5.0
+
 __all__ = [
     "REPLAYED_OPERATIONS",
     "REQUEST_AGED_OUT",
@@ -500,7 +505,8 @@ class AdapterRunner:
 
             deliveries = await send(await self._aged_out(batches, consumer))
             left: dict[int, int] = {}  # per partition, the first record not handled
-            answered: dict[int, set[int]] = defaultdict(set)  # per partition, those sent
+            # Per partition, the records handled and sent: their answers' deliveries.
+            answered: Answered = defaultdict(dict)
             stopped = asyncio.Event()
             keys = [
                 asyncio.ensure_future(self._handle_in_order(r, send, left, answered, stopped))
@@ -509,7 +515,7 @@ class AdapterRunner:
             try:
                 for sent in await asyncio.gather(*keys):
                     deliveries += sent
-            except BaseException:
+            except BaseException as failure:
                 # One key failed (a send refused, a log unread): the others handle no
                 # further record and send nothing more, and the batch fails only once
                 # they stopped, inside its handling (a revocation waits for them). They
@@ -517,6 +523,8 @@ class AdapterRunner:
                 # its last commit (review of stop 53's change).
                 stopped.set()
                 await asyncio.gather(*keys, return_exceptions=True)
+                if isinstance(failure, Exception):
+                    await self._handled_before_failing(batches, answered, generation)
                 raise
             await asyncio.gather(*deliveries)  # then committed past
         self.ownership.handled(
@@ -527,6 +535,35 @@ class AdapterRunner:
             generation,
             answered,
         )
+
+    async def _handled_before_failing(
+        self, batches: Batch, answered: Answered, generation: int
+    ) -> None:
+        """A failed batch is handled up to its first record whose answers did not reach
+        the broker, on each partition, and the records answered past it are named: its
+        stop commit went back to the batch's start, and the next owner asked a
+        reservation answered UNAVAILABLE again after its deletion was answered (held for
+        ever; review of stop 54's change). A delivery still unknown after
+        :data:`_FAILED_BATCH_DELIVERY_WAIT_S` counts as not made."""
+        awaited = {
+            (partition, offset): [asyncio.ensure_future(f) for f in futures]
+            for partition, offsets in answered.items()
+            for offset, futures in offsets.items()
+        }
+        if sent := [f for futures in awaited.values() for f in futures]:
+            await asyncio.wait(sent, timeout=_FAILED_BATCH_DELIVERY_WAIT_S)
+        delivered: dict[int, set[int]] = defaultdict(set)
+        for (partition, offset), futures in awaited.items():
+            if all(f.done() and not f.cancelled() and f.exception() is None for f in futures):
+                delivered[partition].add(offset)
+        marks = {}
+        for tp, records in batches.items():
+            if records:
+                made = delivered.get(tp.partition, set())
+                marks[tp.partition] = next(
+                    (r.offset for r in records if r.offset not in made), records[-1].offset + 1
+                )
+        self.ownership.handled(marks, generation, delivered)
 
     async def _aged_out(self, batches: Batch, consumer: AIOKafkaConsumer) -> Effects:
         """Dead letters of the requests retention deleted before any replica read them.
@@ -619,7 +656,7 @@ class AdapterRunner:
         records: Sequence[ConsumerRecord[bytes, bytes]],
         send: Callable[[Effects], Awaitable[list[asyncio.Future[object]]]],
         left: dict[int, int],
-        answered: dict[int, set[int]],
+        answered: Answered,
         stopped: asyncio.Event,
     ) -> list[asyncio.Future[object]]:
         """Handle one key's records in order, each one's answers and dead letters sent as
@@ -646,11 +683,19 @@ class AdapterRunner:
                     break
                 outbox = Effects()
                 try:
-                    await self._handle_survivably(record, outbox)
+                    handled = await self._handle_survivably(record, outbox)
                     if stopped.is_set():
                         continue  # answered, not sent: asked again, its answer kept
-                    deliveries += await send(outbox)
-                    answered[record.partition].add(record.offset)
+                    sent = await send(outbox)
+                    deliveries += sent
+                    if handled:
+                        answered[record.partition][record.offset] = sent
+                    else:
+                        # A redrive revoked while its log was read: the next owner reads
+                        # it again, so the commit does not pass it, nor names it answered
+                        # (review of stop 54's change).
+                        at = left.get(record.partition, record.offset)
+                        left[record.partition] = min(at, record.offset)
                 except BaseException:
                     stopped.set()  # at once: the other keys send nothing more
                     raise
@@ -658,19 +703,23 @@ class AdapterRunner:
 
     async def _handle_survivably(
         self, record: ConsumerRecord[bytes, bytes], outbox: Effects
-    ) -> None:
+    ) -> bool:
         """Handle one record; whatever it raises dead-letters it, and the batch goes on.
         A redrive is handled as its original (dead-lettered again, it is about the
         original); a broker that cannot give the original back, or the records between
         the two, stops the replica rather than dead-letter the redrive
-        (gun_contract/redrive.py, adapters/base/supersession.py)."""
+        (gun_contract/redrive.py, adapters/base/supersession.py). False: left to the
+        partition's next owner, not handled."""
         began_in = self.ownership.generation  # bumped by a revocation during the reads
         read_as = await self._read_as(record, outbox)
         if read_as is None:
-            return
+            return True
         answered = len(outbox.records)
         try:
             await self._handle(record, outbox, read_as, began_in)
+        except _LeftToTheNextOwner:
+            del outbox.records[answered:]
+            return False
         except LogUnread:
             del outbox.records[answered:]
             raise
@@ -689,6 +738,7 @@ class AdapterRunner:
                 err,
                 reason=unhandled_reason(err),
             )
+        return True
 
     async def _read_as(
         self, record: ConsumerRecord[bytes, bytes], outbox: Effects
@@ -799,7 +849,7 @@ class AdapterRunner:
                     record.offset,
                     record.partition,
                 )
-                return
+                raise _LeftToTheNextOwner
         if request.operation is Operation.RESERVE and self.ownership.unsettled_at(
             record.partition, record.offset
         ):
@@ -1053,6 +1103,11 @@ async def _tried(read: Callable[[], Awaitable[T]], what: str) -> T:
             log.warning("%s not read; tried again", what, exc_info=True)
             await asyncio.sleep(0.5 * 2**attempt)
     return await read()
+
+
+class _LeftToTheNextOwner(Exception):
+    """A record not handled: its partition was revoked while it was read, and its next
+    owner reads it again (``AdapterRunner._handle``)."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -21,22 +21,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from adapters.base.certex import CertexHttpPartner
 from adapters.base.pending import PendingOperations
 from adapters.base.replay import Replayer
 from adapters.base.resilience import CircuitState
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.model.verdicts import Verdict
-from tests.adapter_fixtures import partner_request
+from tests.adapter_fixtures import partner_request, replayer_publishing_to
 from tests.partner_fixtures import forwarder, partner_client, running_partner, serving
 
 DOC = "CHEDP.FR.2026.0001234"
 DECL = "26FR000690I0000702"
-
-
-def circuit_state(client: CertexHttpPartner) -> CircuitState:
-    """Read afresh (mypy would narrow ``client.circuit.state`` across calls)."""
-    return client.circuit.state
 
 
 def op(operation: Operation, quantity: str | None = None) -> AuthorityRequest:
@@ -127,43 +121,35 @@ async def test_a_partner_answering_202_is_answering_and_its_circuit_stays_closed
     assert calls == 4
 
 
-async def test_a_partner_still_not_applying_what_it_accepted_past_the_window_opens_its_circuit(
-    caplog: pytest.LogCaptureFixture,
+async def test_a_partner_not_applying_what_it_accepted_pages_as_a_stuck_operation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A partner that accepts every call and applies none (a queue behind it stopped) had
-    its circuit closed for ever: the health page, the circuit gauge and its alert said the
-    partner answered while nothing it accepted was applied (stop 53's open item). A key it
-    still answers 202 past ``partner_in_progress_window_s`` since its first attempt counts
-    against the circuit, as a call it does not answer would; a key within the window does
-    not (the test above)."""
+    """A partner that accepts every call and applies none (a queue behind it stopped) is
+    told by what it leaves undone (stop 53's open item): the reservation stays queued and
+    asked again, the replayer counts it failing (``gun_adapter_longest_failing_operation_
+    seconds``, whence ``GunHubAdapterOperationStuck``), and past the window a warning names
+    its key, once. Not by the circuit: one key stuck so opened it for every declaration of
+    a partner answering all others (`test_one_key_stuck_accepted_does_not_open_the_circuit`)."""
     caplog.set_level(logging.WARNING, logger="adapters.base.certex")
 
     async def accepting_for_ever(_request: web.Request) -> web.Response:
         return web.json_response({"result": "PROCESSING"}, status=202)
 
-    requests = [
-        partner_request(Operation.RESERVE, reference=f"{DECL[:-1]}{n}", version=1, document=DOC)
-        for n in range(2)
-    ]
     async with serving(accepting_for_ever) as url:
-        client = partner_client(
-            url,
-            retry_attempts=1,
-            circuit_failure_threshold=2,
-            partner_in_progress_window_s=0,
-        )
+        client = partner_client(url, retry_attempts=1, partner_in_progress_window_s=0)
+        pending = PendingOperations(tmp_path / "pending.sqlite")
+        replayer = replayer_publishing_to(pending, client, [])
         try:
-            for request in requests:  # first attempts: the partner took them
-                [answer] = await client.answer(request)
-                assert answer.verdict is Verdict.UNAVAILABLE
-            assert client.circuit.state is CircuitState.CLOSED
-            for request in requests:  # asked again past the window: still not applied
-                [answer] = await client.answer(request)
-                assert answer.verdict is Verdict.UNAVAILABLE
-                assert client.may_still_apply(request)  # still kept: it may apply it yet
+            [answer] = await replayer.ask(op(Operation.RESERVE, "10"), 0, 10)
+            assert answer.verdict is Verdict.UNAVAILABLE
+            await replayer.replay_all()
+            await replayer.replay_all()
+            failing_s = replayer.longest_failing_s()
+            kept = len(pending)
         finally:
             await client.close()
-    assert circuit_state(client) is CircuitState.OPEN
-    assert any(
-        "accepted" in r.getMessage() and "not applied" in r.getMessage() for r in caplog.records
-    )
+            pending.close()
+    assert kept == 1, "the reservation the partner accepted is kept, asked again"
+    assert failing_s > 0, "the stuck-operation gauge says nothing of it"
+    warned = [r.getMessage() for r in caplog.records if "has not applied it yet" in r.getMessage()]
+    assert len(warned) == 1, warned

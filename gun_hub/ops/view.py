@@ -159,6 +159,7 @@ CREATE TABLE IF NOT EXISTS withheld_lodgings (
     lodging TEXT PRIMARY KEY, reference TEXT NOT NULL, version INTEGER NOT NULL,
     at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS withheld_lodgings_by_time ON withheld_lodgings (at);
+CREATE INDEX IF NOT EXISTS withheld_lodgings_by_version ON withheld_lodgings (reference, version);
 """.replace("{_DECLARANTS}", _DECLARANTS)
 # What the counts are answered from, kept as the view is fed (issue 12): the dashboard asks
 # every second, and a GROUP BY over every decision grows with them.
@@ -935,15 +936,17 @@ class OpsView(ViewQueries):
             ).fetchall()
             self._db.executemany("DELETE FROM events WHERE seq = ?", [(e[0],) for e in events])
             deleted += len(events)
-            # A declaration whose last events leave: its receipts leave with them. (One
-            # read ahead of its events under a reference whose older declaration's last
-            # events leave just then goes too: its events are then nobody's, a 404.)
+            # A declaration whose last events leave: its receipts older than the
+            # retention leave with them. A younger one is a later version's read ahead of
+            # its events (the facts topic ahead of the status topic): it leaves by its
+            # own time, below (review of stop 54's changes: pruned with the reference's
+            # older events, its declarant read a 404 for its new version for good).
             for reference in {e[1] for e in events}:
                 for receipts in ("declarants", "lodgings"):
                     self._db.execute(
-                        f"DELETE FROM {receipts} WHERE reference = ? AND NOT EXISTS "
-                        "(SELECT 1 FROM events WHERE reference = ?)",
-                        (reference, reference),
+                        f"DELETE FROM {receipts} WHERE reference = ? AND received_at < ? "
+                        "AND NOT EXISTS (SELECT 1 FROM events WHERE reference = ?)",
+                        (reference, at_s, reference),
                     )
             # What the publisher withheld leaves once the version's events have left too:
             # until then a receipt or a decision of it read late is not counted, and the
@@ -1122,6 +1125,16 @@ class OpsView(ViewQueries):
                 self._db.execute(
                     "UPDATE lodgings SET version = (SELECT MIN(e.version) FROM events e "
                     "WHERE e.reference = lodgings.reference AND e.lodging = lodgings.lodging)"
+                )
+                # A receipt none of whose events is left, older than every event its
+                # reference keeps: its events were pruned, none will come. Kept without a
+                # version, it hid every untagged event of the reference for good, its
+                # declarant's next version refused unread included (review of stop 54's
+                # changes). One read ahead of its events is younger, and kept.
+                self._db.execute(
+                    "DELETE FROM lodgings WHERE version IS NULL AND received_at < "
+                    "(SELECT MIN((julianday(e.at) - 2440587.5) * 86400.0) FROM events e "
+                    "WHERE e.reference = lodgings.reference)"
                 )
 
     def _date_the_decisions_left(self) -> None:

@@ -35,7 +35,7 @@ from tests.unit.test_a_reference_two_declarants_use_is_read_by_each_alone import
 )
 from tests.unit.test_decided_cases_leave_the_hot_table import MARKER_S, RetainingHub
 from tests.unit.test_decided_cases_leave_the_hot_table import REF as RETAINED
-from tests.unit.test_operations_view import EORI, TOPICS, Feed
+from tests.unit.test_operations_view import EORI, NOON, TOPICS, Feed
 from tests.unit.test_versions_and_recovery import at
 
 
@@ -92,9 +92,14 @@ def test_a_view_of_before_learns_its_receipts_versions(tmp_path: Path) -> None:
             "CREATE TABLE lodgings (lodging TEXT PRIMARY KEY, reference TEXT NOT NULL, "
             "declarant TEXT NOT NULL, received_at REAL NOT NULL)"
         )
+        # The first received with its event, the second a day later, read ahead of its
+        # events (a receipt older than every event left is one whose events were pruned).
         old.executemany(
-            "INSERT INTO lodgings VALUES (?, ?, ?, 0)",
-            [(FIRST_RECEIPT, REF, EORI), (SECOND_RECEIPT, REF, EORI)],
+            "INSERT INTO lodgings VALUES (?, ?, ?, ?)",
+            [
+                (FIRST_RECEIPT, REF, EORI, NOON.timestamp()),
+                (SECOND_RECEIPT, REF, EORI, (NOON + timedelta(days=1)).timestamp()),
+            ],
         )
         old.execute("INSERT INTO declarants VALUES (?, 1, ?, 0)", (REF, EORI))
     view = OpsView(path, TOPICS)

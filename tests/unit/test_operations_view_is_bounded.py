@@ -49,7 +49,7 @@ def fill(view: OpsView) -> None:
     dgal = [use("N853", "CHEDP.1", "dgal")]
     view.apply(
         [
-            feed.received("26FROLD00000000001"),
+            feed.received("26FROLD00000000001", at=OLD),
             feed.status("26FROLD00000000001", StatusKind.RECEIVED, minutes=-40 * 24 * 60),
             feed.decided("26FROLD00000000001", "RELEASE", dgal, day=OLD_DAY),
             feed.received("26FRNEW00000000001"),

@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,13 @@ import pytest
 
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
-from gun_contract.model.declaration import DocumentRef
+from gun_contract.model.declaration import DocumentRef, Stage
 from gun_contract.model.verdicts import Verdict
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind, lodging
 from gun_hub.ops.facts import FACT, ReceivedFact
 from gun_hub.ops.lag_metrics import OpsState
-from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
+from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView, current_state
 from gun_hub.security.web_auth import issue_trader_token
 from gun_hub.web import HubWeb, build_web, confidential_authorities
 from tests.builders import EORI, declaration_xml, document, goods_item
@@ -228,3 +229,99 @@ def test_the_intake_names_the_declarant_on_the_facts_topic_never_on_the_status_t
     )
     assert stale.to(hub.topics.facts) == []
     assert [s.kind for s in hub.statuses(stale)] == [StatusKind.IGNORED_STALE_VERSION]
+
+
+# A plain declaration one declarant lodges is read whole by it, whatever becomes of it
+# (the review of stop 54's changes checked the receipt rules against the real intake).
+PLAIN = "26FRRECEIPT0000004"  # a CHED-P alone, lodged by one declarant
+
+
+def plain_xml(version: int = 1, stage: Stage = Stage.LODGED) -> bytes:
+    return declaration_xml(
+        reference=PLAIN,
+        version=version,
+        stage=stage,
+        items=(goods_item(1, (CHED,), commodity_code="9301100000"),),
+    )
+
+
+def read_at(offset: int) -> SourcePosition:
+    return SourcePosition("gun.declarations", 0, offset)
+
+
+def kinds_read_by(lookup: Lookup, eori: str = EORI) -> list[tuple[int, str]] | None:
+    h = lookup.view.history_of_declarant(PLAIN, eori)
+    return None if h is None else [(e["version"], e["kind"]) for e in h]
+
+
+def state_read_by(lookup: Lookup, eori: str = EORI) -> dict[str, Any]:
+    history = lookup.view.history_of_declarant(PLAIN, eori)
+    assert history is not None, "its own declarant reads nothing"
+    return current_state(history)
+
+
+def every_kind(lookup: Lookup) -> list[tuple[int, str]]:
+    return [(e["version"], e["kind"]) for e in lookup.view.history(PLAIN)]
+
+
+async def test_released_then_written_off(lookup: Lookup) -> None:
+    sent = lookup.receive(plain_xml(), read_at(0))
+    decided = lookup.hub.answer(sent, "dgal", Verdict.VALID)
+    lookup.apply(decided.records)
+    wo = lookup.hub.answer(decided, "dgal", Verdict.VALID)
+    lookup.apply(wo.records)
+    assert kinds_read_by(lookup) == every_kind(lookup)
+    assert state_read_by(lookup)["state"] == "DECIDED"
+    assert kinds_read_by(lookup, ANOTHER_TRADER) is None
+
+
+async def test_refused(lookup: Lookup) -> None:
+    sent = lookup.receive(plain_xml(), read_at(0))
+    lookup.apply(lookup.hub.answer(sent, "dgal", Verdict.NOT_FOUND).records)
+    assert kinds_read_by(lookup) == every_kind(lookup)
+
+
+async def test_new_version_and_copy(lookup: Lookup) -> None:
+    lookup.receive(plain_xml(1), read_at(0))
+    sent = lookup.receive(plain_xml(2), read_at(1))
+    lookup.apply(lookup.hub.answer(sent, "dgal", Verdict.VALID).records)
+    assert kinds_read_by(lookup) == every_kind(lookup)
+
+
+async def test_invalidated(lookup: Lookup) -> None:
+    sent = lookup.receive(plain_xml(1), read_at(0))
+    decided = lookup.hub.answer(sent, "dgal", Verdict.VALID)
+    lookup.apply(decided.records)
+    lookup.apply(lookup.hub.answer(decided, "dgal", Verdict.VALID).records)
+    inv = lookup.receive(plain_xml(2, Stage.INVALIDATED), read_at(1))
+    lookup.apply(lookup.hub.answer(inv, "dgal", Verdict.VALID).records)
+    assert kinds_read_by(lookup) == every_kind(lookup), every_kind(lookup)
+    assert state_read_by(lookup)["state"] == "DECIDED"
+
+
+async def test_refused_unread_later_version(lookup: Lookup) -> None:
+    sent = lookup.receive(plain_xml(1), read_at(0))
+    lookup.apply(lookup.hub.answer(sent, "dgal", Verdict.VALID).records)
+    bad = plain_xml(2).replace(b"<Procedure>4000</Procedure>", b"<Procedure>x</Procedure>")
+    lookup.receive(bad, read_at(1))
+    assert (2, "REJECTED") in every_kind(lookup), every_kind(lookup)
+    assert kinds_read_by(lookup) == every_kind(lookup), every_kind(lookup)
+
+
+async def test_controlled_then_released_after_control(lookup: Lookup) -> None:
+
+    lookup.receive(plain_xml(1), read_at(0))
+    lookup.hub.now += timedelta(seconds=31)
+    lookup.apply(
+        lookup.hub.deadlines.handle(PLAIN, 1, SourcePosition("gun.hub.deadlines", 0, 0)).records
+    )
+    lookup.hub.now += timedelta(seconds=lookup.hub.control_report_after_s + 1)
+    lookup.apply(
+        lookup.hub.deadlines.handle(PLAIN, 1, SourcePosition("gun.hub.deadlines", 0, 1)).records
+    )
+    assert kinds_read_by(lookup) == every_kind(lookup), every_kind(lookup)
+    after = lookup.receive(plain_xml(2, Stage.RELEASED_AFTER_CONTROL), read_at(1))
+    lookup.apply(lookup.hub.answer(after, "dgal", Verdict.VALID).records)
+    assert kinds_read_by(lookup) == every_kind(lookup), every_kind(lookup)
+    st = state_read_by(lookup)
+    assert (st["version"], st["state"], st["outcome"]) == (2, "DECIDED", "RELEASE")

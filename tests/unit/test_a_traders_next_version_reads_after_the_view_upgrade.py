@@ -1,0 +1,117 @@
+"""Found by the review of stop 54's changes:
+a view file from stop 53 whose older receipt's events had already left
+learns no version for it (``_version_the_receipts``), and that NULL hides every untagged
+event of the reference from its own declarant for as long as the reference has events."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date, timedelta
+from pathlib import Path
+
+from gun_hub.domain.status_events import StatusKind
+from gun_hub.ops.view import OpsView
+from tests.unit.test_a_reference_two_declarants_use_is_read_by_each_alone import (
+    FIRST_RECEIPT,
+    REF,
+    SECOND_RECEIPT,
+    kinds,
+    lookup,
+)
+from tests.unit.test_operations_view import EORI, NOON, TOPICS, Feed
+
+DAYS = 24 * 60
+
+
+def test_a_refusal_of_the_traders_next_version_reads_after_the_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "v.sqlite3"
+    view, feed = OpsView(path, TOPICS), Feed()
+    view.apply(
+        [
+            feed.received(REF, lodging=FIRST_RECEIPT),
+            feed.status(REF, StatusKind.RECEIVED, 0, lodging=FIRST_RECEIPT),
+            feed.status(REF, StatusKind.DECIDED, 5, outcome="RELEASE", lodging=FIRST_RECEIPT),
+            feed.received(REF, version=2, lodging=SECOND_RECEIPT),
+            feed.status(REF, StatusKind.RECEIVED, 20 * DAYS, version=2, lodging=SECOND_RECEIPT),
+            feed.status(
+                REF,
+                StatusKind.DECIDED,
+                20 * DAYS,
+                version=2,
+                outcome="RELEASE",
+                lodging=SECOND_RECEIPT,
+            ),
+        ]
+    )
+    view.close()
+    # As a stop-53 view held it: version 1's events pruned by time (its receipt kept, the
+    # reference still has events), and lodgings without their version.
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM events WHERE version = 1")
+    db.execute("ALTER TABLE lodgings DROP COLUMN version")
+    db.commit()
+    db.close()
+    view = OpsView(path, TOPICS)  # the upgrade
+    try:
+        assert lookup(view, REF, EORI)["version"] == 2  # type: ignore[index]
+        # Version 3 refused unread (its own, the case names its declarant): no receipt.
+        view.apply(
+            [
+                feed.status(REF, StatusKind.REJECTED, 21 * DAYS, version=3, detail="x"),
+                feed.status(
+                    REF, StatusKind.DECIDED, 21 * DAYS, version=3, outcome="REFUSE", detail="x"
+                ),
+                feed.decided(REF, "REFUSE", [], day=date(2026, 12, 13), version=3),
+            ]
+        )
+        mine = lookup(view, REF, EORI)
+        assert mine is not None
+        assert (mine["version"], mine.get("outcome")) == (3, "REFUSE"), (
+            f"the trader reads version {mine['version']} {mine.get('outcome')} and "
+            f"{kinds(mine)}: its own refusal of version 3 is hidden by a receipt whose "
+            "version the migration could not learn"
+        )
+    finally:
+        view.close()
+
+
+def test_a_receipt_read_ahead_of_its_events_at_the_upgrade_is_kept(tmp_path: Path) -> None:
+    """The migration forgets only a receipt older than every event its reference keeps
+    (its own events pruned): one read ahead of its events (the facts topic ahead of the
+    status topic as the view stopped) is younger, and its events, read after the upgrade,
+    are its declarant's."""
+    path = tmp_path / "v.sqlite3"
+    view, feed = OpsView(path, TOPICS), Feed()
+    view.apply(
+        [
+            feed.received(REF, lodging=FIRST_RECEIPT),
+            feed.status(REF, StatusKind.RECEIVED, 0, lodging=FIRST_RECEIPT),
+            feed.status(REF, StatusKind.DECIDED, 5, outcome="RELEASE", lodging=FIRST_RECEIPT),
+            feed.received(REF, version=2, at=NOON + timedelta(days=1), lodging=SECOND_RECEIPT),
+        ]
+    )
+    view.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE lodgings DROP COLUMN version")  # as a stop-53 view held it
+    db.commit()
+    db.close()
+    view = OpsView(path, TOPICS)  # the upgrade
+    try:
+        view.apply(
+            [
+                feed.status(REF, StatusKind.RECEIVED, DAYS, version=2, lodging=SECOND_RECEIPT),
+                feed.status(
+                    REF,
+                    StatusKind.DECIDED,
+                    DAYS,
+                    version=2,
+                    outcome="RELEASE",
+                    lodging=SECOND_RECEIPT,
+                ),
+            ]
+        )
+        mine = lookup(view, REF, EORI)
+    finally:
+        view.close()
+    assert mine is not None, "the new version's receipt was forgotten at the upgrade"
+    assert mine["version"] == 2

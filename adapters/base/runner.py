@@ -504,6 +504,7 @@ class AdapterRunner:
                 ]
 
             deliveries = await send(await self._aged_out(batches, consumer))
+            aged_out = list(deliveries)  # dead letters of what retention deleted unread
             left: dict[int, int] = {}  # per partition, the first record not handled
             # Per partition, the records handled and sent: their answers' deliveries.
             answered: Answered = defaultdict(dict)
@@ -524,7 +525,7 @@ class AdapterRunner:
                 stopped.set()
                 await asyncio.gather(*keys, return_exceptions=True)
                 if isinstance(failure, Exception):
-                    await self._handled_before_failing(batches, answered, generation)
+                    await self._handled_before_failing(batches, answered, generation, aged_out)
                 raise
             await asyncio.gather(*deliveries)  # then committed past
         self.ownership.handled(
@@ -537,14 +538,25 @@ class AdapterRunner:
         )
 
     async def _handled_before_failing(
-        self, batches: Batch, answered: Answered, generation: int
+        self,
+        batches: Batch,
+        answered: Answered,
+        generation: int,
+        aged_out: list[asyncio.Future[object]],
     ) -> None:
         """A failed batch is handled up to its first record whose answers did not reach
         the broker, on each partition, and the records answered past it are named: its
         stop commit went back to the batch's start, and the next owner asked a
         reservation answered UNAVAILABLE again after its deletion was answered (held for
         ever; review of stop 54's change). A delivery still unknown after
-        :data:`_FAILED_BATCH_DELIVERY_WAIT_S` counts as not made."""
+        :data:`_FAILED_BATCH_DELIVERY_WAIT_S` counts as not made. Nothing is marked if a
+        dead letter of requests retention deleted unread (``aged_out``) was not made:
+        committed past the gap, its next owner would never say it (review of that)."""
+        waited = [asyncio.ensure_future(f) for f in aged_out]
+        if waited:
+            await asyncio.wait(waited, timeout=_FAILED_BATCH_DELIVERY_WAIT_S)
+        if not all(f.done() and not f.cancelled() and f.exception() is None for f in waited):
+            return
         awaited = {
             (partition, offset): [asyncio.ensure_future(f) for f in futures]
             for partition, offsets in answered.items()

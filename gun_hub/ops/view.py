@@ -1126,15 +1126,17 @@ class OpsView(ViewQueries):
                     "UPDATE lodgings SET version = (SELECT MIN(e.version) FROM events e "
                     "WHERE e.reference = lodgings.reference AND e.lodging = lodgings.lodging)"
                 )
-                # A receipt none of whose events is left, older than every event its
-                # reference keeps: its events were pruned, none will come. Kept without a
-                # version, it hid every untagged event of the reference for good, its
-                # declarant's next version refused unread included (review of stop 54's
-                # changes). One read ahead of its events is younger, and kept.
+                # A receipt none of whose events is left: its version is the one its
+                # declarant's receipt of the same moment names (the ReceivedFact wrote
+                # both). Kept without one, a receipt whose events were pruned hid every
+                # untagged event of its reference for good, its declarant's next version
+                # refused unread included (review of stop 54's changes); judged by time
+                # instead, one read ahead of its events was forgotten (review of that).
                 self._db.execute(
-                    "DELETE FROM lodgings WHERE version IS NULL AND received_at < "
-                    "(SELECT MIN((julianday(e.at) - 2440587.5) * 86400.0) FROM events e "
-                    "WHERE e.reference = lodgings.reference)"
+                    "UPDATE lodgings SET version = (SELECT MIN(d.version) FROM declarants d "
+                    "WHERE d.reference = lodgings.reference "
+                    "AND d.declarant = lodgings.declarant "
+                    "AND d.received_at = lodgings.received_at) WHERE version IS NULL"
                 )
 
     def _date_the_decisions_left(self) -> None:

@@ -115,3 +115,68 @@ def test_a_receipt_read_ahead_of_its_events_at_the_upgrade_is_kept(tmp_path: Pat
         view.close()
     assert mine is not None, "the new version's receipt was forgotten at the upgrade"
     assert mine["version"] == 2
+
+
+def test_a_receipt_read_ahead_of_its_events_is_kept_when_only_later_events_are_left(
+    tmp_path: Path,
+) -> None:
+    """Found by the review of stop 54's last changes: a receipt read ahead of its
+    events is older than every event its reference keeps when what is left is an event of
+    the previous version made after it (its control taken over by the new version): the
+    migration judged by time forgot it, and its declarant never read version 2. The
+    receipt's version is read from the declarants kept with it instead."""
+    path = tmp_path / "v.sqlite3"
+    view, feed = OpsView(path, TOPICS), Feed()
+    view.apply(
+        [
+            feed.received(REF, lodging=FIRST_RECEIPT),
+            feed.status(REF, StatusKind.RECEIVED, 0, lodging=FIRST_RECEIPT),
+            feed.status(REF, StatusKind.DECIDED, 5, outcome="RELEASE", lodging=FIRST_RECEIPT),
+            # Version 2 lodged 20 days on: its receipt read, its events not yet.
+            feed.received(REF, version=2, at=NOON + timedelta(days=20), lodging=SECOND_RECEIPT),
+            # Version 1's control taken over by version 2, ten minutes after its receipt.
+            feed.status(
+                REF,
+                StatusKind.TAKEN_OVER_BY_LATER_VERSION,
+                20 * DAYS + 10,
+                lodging=FIRST_RECEIPT,
+            ),
+        ]
+    )
+    view.close()
+    # As a stop-53 view held it: version 1's old events pruned by time (the reference
+    # still has one), and lodgings without their version.
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM events WHERE at < ?", ((NOON + timedelta(days=1)).isoformat(),))
+    db.execute("ALTER TABLE lodgings DROP COLUMN version")
+    db.commit()
+    db.close()
+    view = OpsView(path, TOPICS)  # the upgrade
+    try:
+        kept = view._db.execute(
+            "SELECT lodging FROM lodgings WHERE lodging = ?", (SECOND_RECEIPT,)
+        ).fetchall()
+        view.apply(
+            [
+                feed.status(
+                    REF, StatusKind.RECEIVED, 20 * DAYS + 15, version=2, lodging=SECOND_RECEIPT
+                ),
+                feed.status(
+                    REF,
+                    StatusKind.DECIDED,
+                    20 * DAYS + 20,
+                    version=2,
+                    outcome="RELEASE",
+                    lodging=SECOND_RECEIPT,
+                ),
+            ]
+        )
+        mine = lookup(view, REF, EORI)
+    finally:
+        view.close()
+    assert kept, "the upgrade forgot version 2's receipt, read ahead of its events"
+    assert mine is not None, "its declarant reads nothing"
+    assert mine["version"] == 2, (
+        f"its declarant reads version {mine['version']}: version 2's events name a "
+        "receipt the upgrade forgot"
+    )

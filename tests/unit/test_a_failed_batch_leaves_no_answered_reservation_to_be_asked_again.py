@@ -17,24 +17,22 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaError
 
-from adapters.base.ownership import PartitionOwnership
-from adapters.base.pending import PendingOperations
 from adapters.base.runner import _Rebalance
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
 from gun_contract.model.verdicts import Verdict
 from gun_contract.security.keystore import KeystoreFolder
 from tests.adapter_fixtures import PartnerAnsweringByRule
-from tests.unit.test_a_record_left_by_a_revocation_is_not_committed_past import request_read
 from tests.unit.test_an_answer_leaves_as_soon_as_it_is_sealed import (
     P0,
     Clock,
     GroupConsumer,
     StampingProducer,
 )
-from tests.unit.test_state_pending_queue import dga
 from tests.unit.test_what_a_batch_answered_past_a_record_it_left_is_not_asked_again import (
     A,
     B,
+    b_then_a,
+    next_owner,
     runner_for,
 )
 
@@ -76,12 +74,7 @@ async def test_a_failed_batch_does_not_leave_answered_reservations_to_be_asked_a
 ) -> None:
     keys = tmp_path / "keys"
     KeystoreFolder(keys).init(["hub", "dga"])
-    records = [
-        request_read(keys, dga(Operation.RESERVE, reference=B, version=1), 0),
-        request_read(keys, dga(Operation.DELETE, reference=B, version=1), 1),
-        request_read(keys, dga(Operation.RESERVE, reference=A, version=1), 2),
-        request_read(keys, dga(Operation.DELETE, reference=A, version=1), 3),
-    ]
+    records = b_then_a(keys)
     partner = DownForA()
     first = runner_for(tmp_path, keys, "first", partner)
     try:
@@ -99,15 +92,7 @@ async def test_a_failed_batch_does_not_leave_answered_reservations_to_be_asked_a
         metadata = first.ownership.commit_metadata(0)
     finally:
         first.pending.close()
-    owner = PartitionOwnership(PendingOperations(tmp_path / "next.sqlite"))
-    owner.assigned(
-        {0},
-        {0: metadata},
-        committed={0: at},
-        log_starts={0: 0},
-        log_ends={0: 4},
-        group_generation=2,
-    )
+    owner = next_owner(tmp_path, at, metadata)
     assert owner.answered_before(0, 2), (
         f"the stop commit at {at} ({metadata!r}) leaves A's reservation (offset 2), answered "
         "UNAVAILABLE with its deletion answered too, to be asked again by the next owner: "

@@ -14,8 +14,6 @@ from pathlib import Path
 from aiokafka.structs import ConsumerRecord
 
 from adapters.base import load_adapter
-from adapters.base.ownership import PartitionOwnership
-from adapters.base.pending import PendingOperations
 from adapters.base.runner import AdapterRunner, _Rebalance
 from gun_contract.envelope import LOG_APPEND_TIME, ContentType
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
@@ -34,6 +32,9 @@ from tests.unit.test_a_sealed_message_is_read_only_as_the_type_it_was_sealed_as 
 )
 from tests.unit.test_adapter_pending_operations_outlive_the_request_log import FakeProducer
 from tests.unit.test_state_pending_queue import TOPICS, dga
+from tests.unit.test_what_a_batch_answered_past_a_record_it_left_is_not_asked_again import (
+    next_owner,
+)
 
 A = "26FRREVIEWR4000002"  # the redriven reservation's declaration
 B = "26FRREVIEWR4000001"  # a slow reservation, then its deletion (left)
@@ -122,15 +123,7 @@ async def test_a_redrive_left_to_the_next_owner_is_not_named_answered(tmp_path: 
         metadata = runner.ownership.commit_metadata(0)
         assert at <= 1  # B's deletion was left
 
-        owner = PartitionOwnership(PendingOperations(tmp_path / "next.sqlite"))
-        owner.assigned(
-            {0},
-            {0: metadata},
-            committed={0: at},
-            log_starts={0: 0},
-            log_ends={0: 4},
-            group_generation=2,
-        )
+        owner = next_owner(tmp_path, at, metadata)
         assert not owner.answered_before(0, 3), (
             f"the hand-over commit at {at} ({metadata!r}) names the redrive at offset 3 as "
             "answered, though its replica never asked nor answered it (revoked during its "

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from aiokafka.structs import ConsumerRecord
+
 from adapters.base import load_adapter
 from adapters.base.ownership import PartitionOwnership, _unsettled_offsets
 from adapters.base.pending import PendingOperations
@@ -41,6 +43,34 @@ from tests.unit.test_state_pending_queue import TOPICS, dga
 
 A = "26FRREVIEWR1000002"
 B = "26FRREVIEWR1000001"
+
+
+def b_then_a(keys: Path) -> list[ConsumerRecord[bytes, bytes]]:
+    """B's reservation and deletion, then A's, at offsets 0 to 3 of partition 0."""
+    return [
+        request_read(keys, dga(Operation.RESERVE, reference=B, version=1), 0),
+        request_read(keys, dga(Operation.DELETE, reference=B, version=1), 1),
+        request_read(keys, dga(Operation.RESERVE, reference=A, version=1), 2),
+        request_read(keys, dga(Operation.DELETE, reference=A, version=1), 3),
+    ]
+
+
+def next_owner(tmp_path: Path, at: int, metadata: str, log_end: int = 4) -> PartitionOwnership:
+    """Partition 0's owner of the next generation, assigned from the commit at ``at``."""
+    pending = PendingOperations(tmp_path / "next.sqlite")
+    try:
+        owner = PartitionOwnership(pending)
+        owner.assigned(
+            {0},
+            {0: metadata},
+            committed={0: at},
+            log_starts={0: 0},
+            log_ends={0: log_end},
+            group_generation=2,
+        )
+    finally:
+        pending.close()
+    return owner
 
 
 class FirstOwnerPartner(PartnerAnsweringByRule):
@@ -85,12 +115,7 @@ async def test_a_hand_over_commit_back_at_a_left_record_does_not_reask_answered_
 ) -> None:
     keys = tmp_path / "keys"
     KeystoreFolder(keys).init(["hub", "dga"])
-    records = [
-        request_read(keys, dga(Operation.RESERVE, reference=B, version=1), 0),
-        request_read(keys, dga(Operation.DELETE, reference=B, version=1), 1),
-        request_read(keys, dga(Operation.RESERVE, reference=A, version=1), 2),
-        request_read(keys, dga(Operation.DELETE, reference=A, version=1), 3),
-    ]
+    records = b_then_a(keys)
     first_partner = FirstOwnerPartner()
     first = runner_for(tmp_path, keys, "first", first_partner)
     first_partner.runner = first

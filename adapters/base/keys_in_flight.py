@@ -115,7 +115,7 @@ class KeysInFlight:
     def still_in_progress(self, key: str) -> bool:
         """Whether a 409 just answered to ``key`` means "an earlier attempt is still being
         processed": the key was sent before the attempt answered, not too long ago."""
-        return self.repeated(key) and not self.overdue(key)
+        return self.repeated(key) and not self._overdue(key)
 
     def repeated(self, key: str) -> bool:
         """Whether the attempt just answered is not ``key``'s first: a 409 to it may be
@@ -127,7 +127,7 @@ class KeysInFlight:
         """Whether ``key`` has just passed the window since its first attempt: true once
         per key (a caller that keeps waiting on it says so once)."""
         sent = self._sent.get(key)
-        if sent is None or sent.said_overdue or not self.overdue(key):
+        if sent is None or sent.said_overdue or not self._overdue(key):
             return False
         sent.said_overdue = True
         return True
@@ -137,8 +137,7 @@ class KeysInFlight:
         sent = self._sent.get(key)
         return 0.0 if sent is None else self._clock() - sent.first_at
 
-    def overdue(self, key: str) -> bool:
-        """Whether ``key``'s first attempt went out longer ago than the window."""
+    def _overdue(self, key: str) -> bool:
         sent = self._sent.get(key)
         return sent is not None and self._clock() - sent.first_at > self._window_s
 

@@ -82,7 +82,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 
 from adapters.base.pending import PendingOperations
@@ -139,6 +139,17 @@ def _unsettled_offsets(metadata: str, committed: int | None) -> frozenset[int]:
             return frozenset(committed + int(d) for d in distances)
         log.error("commit metadata part %r not understood: ignored", part)
     return frozenset()
+
+
+def _joined_within(distances: Sequence[str], room: int) -> tuple[str, int]:
+    """``distances`` joined by commas, as many as fit in ``room`` characters, and how
+    many were left out."""
+    named = ""
+    for count, distance in enumerate(distances):
+        if len(named) + len(distance) + 1 > room:
+            return named, len(distances) - count
+        named += ("," if named else "") + distance
+    return named, 0
 
 
 def _answered_also(metadata: str) -> frozenset[int]:
@@ -469,18 +480,15 @@ class PartitionOwnership:
         distances = [str(o - at) for o in sorted(unsettled) if o >= at]
         if not distances:
             return mark + also + handed  # as before stop 39 when neither is said
-        named = ""
-        for count, distance in enumerate(distances):
-            if len(named) + len(distance) + 1 > _UNSETTLED_CHARS:
-                log.error(
-                    "partition %d: %d reservations the partner may still apply are not "
-                    "named in its commit (too many): its next owner takes them for "
-                    "answered, and their declarations' follow-ups may overtake them",
-                    partition,
-                    len(distances) - count,
-                )
-                break
-            named += ("," if named else "") + distance
+        named, left_out = _joined_within(distances, _UNSETTLED_CHARS)
+        if left_out:
+            log.error(
+                "partition %d: %d reservations the partner may still apply are not "
+                "named in its commit (too many): its next owner takes them for "
+                "answered, and their declarations' follow-ups may overtake them",
+                partition,
+                left_out,
+            )
         # The hand-over last: a replica of the previous release reads the unsettled part
         # first and stops there.
         unsettled_part = f"{_PARTS}{_UNSETTLED}{named}"
@@ -493,21 +501,16 @@ class PartitionOwnership:
         past the mark, as many as fit (the others are logged: their next owner asks them
         again)."""
         past = sorted(o - answered for o in self._answered_past.get(partition, ()) if o >= answered)
-        if not past:
-            return ""
         room = _METADATA_CHARS - said - len(_PARTS + _ANSWERED_ALSO)
-        named = ""
-        for count, distance in enumerate(past):
-            if len(named) + len(str(distance)) + 1 > room:
-                log.error(
-                    "partition %d: %d records answered past the first its last batch left "
-                    "are not named in its commit (too many): its next owner asks their "
-                    "reservations again",
-                    partition,
-                    len(past) - count,
-                )
-                break
-            named += ("," if named else "") + str(distance)
+        named, left_out = _joined_within([str(d) for d in past], room)
+        if left_out:
+            log.error(
+                "partition %d: %d records answered past the first its last batch left "
+                "are not named in its commit (too many): its next owner asks their "
+                "reservations again",
+                partition,
+                left_out,
+            )
         return f"{_PARTS}{_ANSWERED_ALSO}{named}" if named else ""
 
     async def leaving(self, partitions: Collection[int], within_s: float | None = None) -> bool:

@@ -552,21 +552,19 @@ class AdapterRunner:
         :data:`_FAILED_BATCH_DELIVERY_WAIT_S` counts as not made. Nothing is marked if a
         dead letter of requests retention deleted unread (``aged_out``) was not made:
         committed past the gap, its next owner would never say it (review of that)."""
-        waited = [asyncio.ensure_future(f) for f in aged_out]
-        if waited:
-            await asyncio.wait(waited, timeout=_FAILED_BATCH_DELIVERY_WAIT_S)
-        if not all(f.done() and not f.cancelled() and f.exception() is None for f in waited):
-            return
+        dead_letters = [asyncio.ensure_future(f) for f in aged_out]
         awaited = {
             (partition, offset): [asyncio.ensure_future(f) for f in futures]
             for partition, offsets in answered.items()
             for offset, futures in offsets.items()
         }
-        if sent := [f for futures in awaited.values() for f in futures]:
-            await asyncio.wait(sent, timeout=_FAILED_BATCH_DELIVERY_WAIT_S)
+        if every := dead_letters + [f for futures in awaited.values() for f in futures]:
+            await asyncio.wait(every, timeout=_FAILED_BATCH_DELIVERY_WAIT_S)
+        if not _made(dead_letters):
+            return
         delivered: dict[int, set[int]] = defaultdict(set)
         for (partition, offset), futures in awaited.items():
-            if all(f.done() and not f.cancelled() and f.exception() is None for f in futures):
+            if _made(futures):
                 delivered[partition].add(offset)
         marks = {}
         for tp, records in batches.items():
@@ -1115,6 +1113,11 @@ async def _tried(read: Callable[[], Awaitable[T]], what: str) -> T:
             log.warning("%s not read; tried again", what, exc_info=True)
             await asyncio.sleep(0.5 * 2**attempt)
     return await read()
+
+
+def _made(deliveries: Sequence[asyncio.Future[object]]) -> bool:
+    """Whether every one of ``deliveries`` reached the broker."""
+    return all(f.done() and not f.cancelled() and f.exception() is None for f in deliveries)
 
 
 class _LeftToTheNextOwner(Exception):

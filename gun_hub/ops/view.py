@@ -418,6 +418,8 @@ class ViewQueries:
             "SELECT lodging, declarant, version FROM lodgings WHERE reference = ?", (reference,)
         ).fetchall()
         own = {str(lodging) for lodging, declarant, _version in receipts if declarant == eori}
+        # The declarant of each receipt one declarant alone named (``_owners``).
+        owners = {str(lodging): str(declarant) for lodging, declarant, _ in receipts if declarant}
         # The versions a receipt is known of: an event naming none of such a version is no
         # proof of any declarant (another's version refused unread, a copy: review of stop
         # 54), and nobody's. A receipt whose version is not known yet: every version.
@@ -487,7 +489,7 @@ class ViewQueries:
 
         return [
             event
-            for event, row in zip(self._dated(rows, self._owners(reference)), rows, strict=True)
+            for event, row in zip(self._dated(rows, owners), rows, strict=True)
             if theirs(event["version"], row[6])
         ] or None
 

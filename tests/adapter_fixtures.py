@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -194,8 +194,11 @@ class PartnerAnsweringByRule:
     def may_still_apply(self, request: AuthorityRequest) -> bool:
         return False  # its calls never outlive their answer
 
-    def sent_before(self, request: AuthorityRequest) -> None:
+    def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
         return None
+
+    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
+        return frozenset()
 
     async def close(self) -> None:
         return None

@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -575,15 +575,34 @@ class CertexHttpPartner:
         reserved (``_write_off_what_was_never_reserved``): one of them timed out is a
         call the partner may still apply too, and a 409 to its repeat "still processing"
         (review of stop 53's change: the base key alone was known)."""
+        return {key for keys in self._keys_by_document(request) for key in keys}
+
+    def _keys_by_document(self, request: AuthorityRequest) -> list[tuple[str, ...]]:
+        """:meth:`_keys`, per quoted document, in the request's order (its items', then
+        each item's documents'): the position a commit's metadata names a document by."""
         suffixes = (
             ("", _RESERVED_KEY, _WRITTEN_KEY) if request.operation is Operation.WRITE_OFF else ("",)
         )
-        return {
-            request.idempotency_key_for(document.code, document.reference) + suffix
+        return [
+            tuple(
+                request.idempotency_key_for(document.code, document.reference) + suffix
+                for suffix in suffixes
+            )
             for item in request.items
             for document in item.documents
-            for suffix in suffixes
-        }
+        ]
+
+    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
+        """The positions (:meth:`_keys_by_document`) of ``request``'s documents whose
+        call the partner answered 202 and has not settled since: a commit names them, so
+        that the next owner takes a 409 to them for "still processing" however late
+        (:meth:`KeysInFlight.accepted`)."""
+        accepted = self._keys_in_flight.accepted
+        return frozenset(
+            position
+            for position, keys in enumerate(self._keys_by_document(request))
+            if any(accepted(key) for key in keys)
+        )
 
     def may_still_apply(self, request: AuthorityRequest) -> bool:
         """Whether the partner may still apply one of ``request``'s calls: an attempt got
@@ -593,11 +612,14 @@ class CertexHttpPartner:
         declaration's follow-up does not overtake it at the partner (stop 39, P1)."""
         return any(self._keys_in_flight.unsettled(key) for key in self._keys(request))
 
-    def sent_before(self, request: AuthorityRequest) -> None:
+    def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
         """``request``'s calls were sent by an earlier process or replica and not settled:
-        a 409 to the next attempt is the partner still processing one of those."""
-        for key in self._keys(request):
-            self._keys_in_flight.sent_earlier(key)
+        a 409 to the next attempt is the partner still processing one of those; of the
+        documents at the positions ``accepted``, however late (the partner answered them
+        202: :meth:`accepted_documents`)."""
+        for position, keys in enumerate(self._keys_by_document(request)):
+            for key in keys:
+                self._keys_in_flight.sent_earlier(key, accepted=position in accepted)
 
     async def _call(
         self,

@@ -29,7 +29,8 @@ declaration's calls (a key per document, up to 5,994 a request) pushed out the k
 deletion that had timed out and waited queued, and the partner's 409 "still processing"
 to its replay read as a rejection (review of stop 47). The memory is the process's:
 after a restart a key's next attempt counts as its first, unless the caller says it was
-sent before (:meth:`KeysInFlight.sent_earlier`).
+sent before, and whether the partner accepted it (:meth:`KeysInFlight.sent_earlier`: the
+commit's metadata carries both across a rebalance or a restart, ``ownership.py``).
 
 Narrower, per key: whether the partner may be applying a call still
 (:meth:`KeysInFlight.unsettled`): an attempt went out and got no answer at all (it timed
@@ -166,14 +167,18 @@ class KeysInFlight:
         sent = self._sent.get(key)
         return sent is not None and sent.accepted
 
-    def sent_earlier(self, key: str) -> None:
+    def sent_earlier(self, key: str, *, accepted: bool = False) -> None:
         """``key`` was sent before, by an earlier process or replica, and the partner may
         be applying it still (the pending queue or the commit's metadata says so): its
-        next attempt is a repeat, and a 409 to it "still in progress". Nothing changes
-        for a key already remembered."""
+        next attempt is a repeat, and a 409 to it "still in progress". ``accepted``: the
+        partner answered it 202 (the commit's metadata says so, :meth:`accepted`), and its
+        409 is "still in progress" however late. Nothing else changes for a key already
+        remembered."""
         if key not in self._sent:
             self.sending(key)
             self.unanswered(key)
+        if accepted:
+            self.taken_for_later(key)
 
     def unsettled(self, key: str) -> bool:
         """Whether the partner may be applying a call carrying ``key`` still: an attempt

@@ -46,7 +46,12 @@ file (ADR 0014):
   follow-ups behind them (review stop 39, P1). A write-off, deletion or give-back the
   partner may still be applying (queued after a timeout or a 409 "being processed", or
   under way) is named too: the next owner asks it as a repeat, so a 409 is "still in
-  progress", not a rejection (review stop 39-SF, SF2).
+  progress", not a rejection (review stop 39-SF, SF2). Of those, the documents whose call
+  the partner answered 202 are named as well (``accepted:<d>=<i>.<i>``, each document by
+  its position in the request): the next owner takes a 409 to them for "still in
+  progress" however late, as the replica the partner answered did (review of stop 54:
+  past the window, the next owner took one for a rejection, and the write-off's give-back
+  went ahead of it).
 
 * **A hand-over says so; after a crash, what the log held may have been sent.** A
   replica killed with a call under way names nothing: its last commit is a periodic one,
@@ -92,6 +97,10 @@ log = logging.getLogger(__name__)
 
 _ANSWERED = "answered:"
 _UNSETTLED = "unsettled:"
+# Of the follow-ups named unsettled, the documents whose call the partner answered 202 (by
+# distance, as those, then their positions in the request): ``accepted:4=0.2,9=0``. Said
+# after the unsettled part, where the previous release stops reading.
+_ACCEPTED = "accepted:"
 # The records answered past the first one a batch left (a revocation during it: each key's
 # records are handled side by side, so another declaration's further on the partition
 # were answered), by distance from the ``answered:`` mark: the next owner reads them again
@@ -132,13 +141,33 @@ def _unsettled_offsets(metadata: str, committed: int | None) -> frozenset[int]:
     if committed is None or committed < 0:
         return frozenset()
     for part in metadata.split(_PARTS)[1:]:
-        if part.startswith((_HANDED_OVER, _ANSWERED_ALSO)):
+        if part.startswith((_HANDED_OVER, _ANSWERED_ALSO, _ACCEPTED)):
             continue
         distances = part.removeprefix(_UNSETTLED).split(",")
         if part.startswith(_UNSETTLED) and all(d.isdigit() for d in distances):
             return frozenset(committed + int(d) for d in distances)
         log.error("commit metadata part %r not understood: ignored", part)
     return frozenset()
+
+
+def _accepted_documents(metadata: str, committed: int | None) -> dict[int, frozenset[int]]:
+    """Per offset, the positions of the documents a commit at ``committed`` names as
+    accepted (202) by the partner (none: no such part, or no committed offset)."""
+    if committed is None or committed < 0:
+        return {}
+    for part in metadata.split(_PARTS)[1:]:
+        if not part.startswith(_ACCEPTED):
+            continue
+        accepted: dict[int, frozenset[int]] = {}
+        for entry in part.removeprefix(_ACCEPTED).split(","):
+            distance, _, positions = entry.partition("=")
+            named = positions.split(".")
+            if not (distance.isdigit() and all(p.isdigit() for p in named)):
+                log.error("commit metadata part %r not understood: ignored", part)
+                return {}
+            accepted[committed + int(distance)] = frozenset(int(p) for p in named)
+        return accepted
+    return {}
 
 
 def _joined_within(distances: Sequence[str], room: int) -> tuple[str, int]:
@@ -193,11 +222,16 @@ class PartitionOwnership:
         self,
         pending: PendingOperations,
         follow_ups_unsettled: Callable[[], Collection[AuthorityRequest]] = list,
+        follow_ups_accepted: Callable[
+            [], Collection[tuple[AuthorityRequest, frozenset[int]]]
+        ] = list,
     ) -> None:
         self._pending = pending
         # The queued follow-ups the partner may still be applying (Replayer): named in
         # the commits beside the reservations (review stop 39-SF, SF2).
         self._follow_ups_unsettled = follow_ups_unsettled
+        # Of those, the documents the partner answered 202 (named ``accepted:``).
+        self._follow_ups_accepted = follow_ups_accepted
         self._owned: set[int] = set()
         # Bumped by every revocation: a batch begun under an earlier generation says
         # nothing of what the partitions hold now.
@@ -218,6 +252,8 @@ class PartitionOwnership:
         # Per partition: offsets of reservations the partition's last committer left
         # unsettled at the partner (asked again as they are read, replay.py).
         self._unsettled: dict[int, frozenset[int]] = {}
+        # Per partition and offset among those: the documents the partner answered 202.
+        self._accepted: dict[int, dict[int, frozenset[int]]] = {}
         # The consumer group generation this replica's partitions were assigned in (its
         # hand-over commits say it; None: not known, none is said).
         self._group_generation: int | None = None
@@ -329,6 +365,12 @@ class PartitionOwnership:
             for p, text in (metadata or {}).items()
             if p in self._owned and (offsets := _unsettled_offsets(text, self._assigned_at.get(p)))
         }
+        self._accepted = {
+            p: documents
+            for p, text in (metadata or {}).items()
+            if p in self._owned
+            and (documents := _accepted_documents(text, self._assigned_at.get(p)))
+        }
         self._group_generation = group_generation
         self._maybe_sent = {
             p: range(max(0, (committed or {}).get(p, -1), starts.get(p, 0)), end)
@@ -338,11 +380,14 @@ class PartitionOwnership:
         self._say_what_the_log_lost(self._assigned_at, starts)
         oldest = self._pending.oldest_offsets()
         queued = self._queued_unsettled()
+        accepted = self._queued_accepted()
         for partition, commit in self._assigned_at.items():
             # What the group holds now, as this replica would say it: committed again
             # only once something changes (a record handled, a reservation queued).
             self._committed[partition] = commit
-            self._committed_metadata[partition] = self._metadata(partition, oldest, queued)
+            self._committed_metadata[partition] = self._metadata(
+                partition, oldest, queued, accepted
+            )
             start = starts.get(partition, commit)
             if start > commit:
                 # What the log lost before the commit was said by the runner as the
@@ -423,6 +468,12 @@ class PartitionOwnership:
             partition, range(0)
         )
 
+    def accepted_at(self, partition: int, offset: int) -> frozenset[int]:
+        """The positions of the documents of the follow-up at ``offset`` whose call the
+        partner answered 202, as the partition's last committer named them: asked as
+        repeats, a 409 to them is the partner still processing however late."""
+        return self._accepted.get(partition, {}).get(offset, frozenset())
+
     def _hands_over(self, partition: int) -> bool:
         """Whether a commit of ``partition`` now is a hand-over: it is being revoked (no
         further record of it is sent, what its calls under way left is named), and
@@ -450,7 +501,12 @@ class PartitionOwnership:
         answered, and asking them again would apply what was answered UNAVAILABLE); and
         which of those are reservations the partner may still apply: queued here, asked
         right now, or named by the commit this replica inherited and not read again yet."""
-        return self._metadata(partition, self._pending.oldest_offsets(), self._queued_unsettled())
+        return self._metadata(
+            partition,
+            self._pending.oldest_offsets(),
+            self._queued_unsettled(),
+            self._queued_accepted(),
+        )
 
     def _queued_unsettled(self) -> dict[int, list[int]]:
         """Per partition, the offsets of the queued operations the partner may still
@@ -460,11 +516,26 @@ class PartitionOwnership:
             queued[p] = sorted({*queued.get(p, ()), *offsets})
         return queued
 
+    def _queued_accepted(self) -> dict[int, dict[int, frozenset[int]]]:
+        """Per partition and offset, the documents of the queued follow-ups whose call
+        the partner answered 202 (the replayer's :meth:`Replayer.follow_ups_accepted`)."""
+        accepted: dict[int, dict[int, frozenset[int]]] = {}
+        for request, documents in self._follow_ups_accepted():
+            for p, offsets in self._pending.offsets_of([request]).items():
+                for offset in offsets:
+                    accepted.setdefault(p, {})[offset] = documents
+        return accepted
+
     def _metadata(
-        self, partition: int, oldest: Mapping[int, int], queued: Mapping[int, list[int]]
+        self,
+        partition: int,
+        oldest: Mapping[int, int],
+        queued: Mapping[int, list[int]],
+        accepted: Mapping[int, Mapping[int, frozenset[int]]],
     ) -> str:
-        """:meth:`commit_metadata`, given the queue's oldest offsets and what of it the
-        partner may still apply (:meth:`_queued_unsettled`)."""
+        """:meth:`commit_metadata`, given the queue's oldest offsets, what of it the
+        partner may still apply (:meth:`_queued_unsettled`) and what of that it accepted
+        (:meth:`_queued_accepted`)."""
         handled = self.next_offset(partition) or 0
         answered = max(handled, self._answered_before.get(partition, 0))
         mark = f"{_ANSWERED}{answered}"
@@ -492,8 +563,51 @@ class PartitionOwnership:
         # The hand-over last: a replica of the previous release reads the unsettled part
         # first and stops there.
         unsettled_part = f"{_PARTS}{_UNSETTLED}{named}"
-        also = self._answered_also_part(partition, answered, len(mark + unsettled_part + handed))
-        return f"{mark}{unsettled_part}{also}{handed}"
+        said = {at + int(d) for d in named.split(",")}
+        inherited_accepted = {
+            o: documents
+            for o, documents in self._accepted.get(partition, {}).items()
+            if o in inherited
+        }
+        accepted_part = self._accepted_part(
+            partition,
+            at,
+            {**inherited_accepted, **accepted.get(partition, {})},
+            said,
+            _METADATA_CHARS - len(mark + unsettled_part + handed),
+        )
+        also = self._answered_also_part(
+            partition, answered, len(mark + unsettled_part + accepted_part + handed)
+        )
+        return f"{mark}{unsettled_part}{accepted_part}{also}{handed}"
+
+    def _accepted_part(
+        self,
+        partition: int,
+        at: int,
+        accepted: Mapping[int, frozenset[int]],
+        named: Collection[int],
+        room: int,
+    ) -> str:
+        """The ``accepted:`` part of a commit at ``at`` naming the unsettled offsets
+        ``named``: of those, the documents the partner answered 202, in ``room``
+        characters (the others are logged: their next owner takes a 409 to them for a
+        rejection once past the window)."""
+        entries = [
+            f"{o - at}=" + ".".join(str(p) for p in sorted(accepted[o]))
+            for o in sorted(accepted)
+            if o in named
+        ]
+        joined, left_out = _joined_within(entries, room - len(_PARTS + _ACCEPTED))
+        if left_out:
+            log.error(
+                "partition %d: %d follow-ups the partner accepted (202) are not named as "
+                "such in its commit (too many): past the in-progress window, their next "
+                "owner takes the partner's 409 to them for a refusal",
+                partition,
+                left_out,
+            )
+        return f"{_PARTS}{_ACCEPTED}{joined}" if joined else ""
 
     def _answered_also_part(self, partition: int, answered: int, said: int = 0) -> str:
         """The ``answered-also:`` part of a commit whose ``answered:`` mark is
@@ -553,6 +667,7 @@ class PartitionOwnership:
             self._committed_metadata.pop(partition, None)
             self._answered_before.pop(partition, None)
             self._unsettled.pop(partition, None)
+            self._accepted.pop(partition, None)
             self._maybe_sent.pop(partition, None)
             self._assigned_at.pop(partition, None)
             self._asking.pop(partition, None)
@@ -636,12 +751,13 @@ class PartitionOwnership:
         # alone, an idle partition with such a follow-up was committed again at every
         # interval (ledger review, stop 45).
         queued = self._queued_unsettled()
+        accepted = self._queued_accepted()
         marks: dict[int, int] = {}
         for partition in sorted(self._owned | self._leaving):
             at = self._commit_offset(partition, oldest)
             if at is None:
                 continue
-            said = self._metadata(partition, oldest, queued)
+            said = self._metadata(partition, oldest, queued, accepted)
             if at > self._committed.get(partition, -1) or said != self._committed_metadata.get(
                 partition
             ):

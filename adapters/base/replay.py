@@ -51,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Set
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Set
 from contextlib import asynccontextmanager
 
 from adapters.base.pending import PendingOperations, operation_key
@@ -292,16 +292,18 @@ class Replayer:
         logged_at: float | None = None,
         *,
         sent_before: bool = False,
+        accepted: Collection[int] = (),
     ) -> tuple[DocumentAnswer, ...]:
         """The partner's answers to a request read from the log (the live path), at
         ``partition`` and ``offset``, its record's timestamp ``logged_at`` (kept with the
         operation if it is queued). ``sent_before``: the commit names it as a follow-up
         the partition's previous owner left unsettled at the partner: its next attempt
-        is a repeat, a 409 to it "still in progress" (SF2)."""
+        is a repeat, a 409 to it "still in progress" (SF2); ``accepted``: the positions of
+        its documents the partner answered 202, whose 409 is so however late."""
         async with self._locks.hold(request.reference):
             if sent_before:
                 # Before anything: queued behind another here, its replay is a repeat too.
-                self._partner.sent_before(request)
+                self._partner.sent_before(request, accepted)
             waiting: _Waiting = (
                 await self._replayed_before(request.reference)
                 if self._pending.has(request.reference)
@@ -511,6 +513,18 @@ class Replayer:
         """The queued follow-ups the partner may still be applying (a commit names those
         still queued: :meth:`PendingOperations.offsets_of`)."""
         return list(self._follow_ups_unsettled.values())
+
+    def follow_ups_accepted(self) -> list[tuple[AuthorityRequest, frozenset[int]]]:
+        """Of :meth:`follow_ups_unsettled`, those the partner answered 202 for some of
+        their documents, with those documents' positions: a commit names them, and the
+        partition's next owner takes a 409 to them for "still processing" however late
+        (review of stop 54: past the window from its own first attempt, it took one for a
+        rejection, and the give-back behind the write-off went ahead of it)."""
+        return [
+            (request, documents)
+            for request in self._follow_ups_unsettled.values()
+            if (documents := self._partner.accepted_documents(request))
+        ]
 
     def _answered_for_good(
         self, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]

@@ -202,7 +202,9 @@ class AdapterRunner:
             self._publish_replayed,
             sends_for=lambda partition: partition is None or not self.ownership.leaves(partition),
         )
-        self.ownership = PartitionOwnership(self.pending, self._replayer.follow_ups_unsettled)
+        self.ownership = PartitionOwnership(
+            self.pending, self._replayer.follow_ups_unsettled, self._replayer.follow_ups_accepted
+        )
         self.replay_rounds = Rounds()
         self._pending_limit = PendingLimit(spec.authority, settings.adapter.pending_limit)
         # Commits go one at a time (never racing each other backwards), at most every
@@ -1003,7 +1005,12 @@ class AdapterRunner:
         ) and self.ownership.sent_before(partition, offset)
         with asking:
             answers = await self._replayer.ask(
-                request, partition, offset, _logged_at(record), sent_before=sent_before
+                request,
+                partition,
+                offset,
+                _logged_at(record),
+                sent_before=sent_before,
+                accepted=self.ownership.accepted_at(partition, offset),
             )
         if not self.ownership.keeps(partition):
             # Rows of a partition this replica no longer has, that the log holds (this

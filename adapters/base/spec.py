@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,9 +30,18 @@ class PartnerPort(Protocol):
         answer."""
         ...
 
-    def sent_before(self, request: AuthorityRequest) -> None:
+    def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
         """``request``'s calls were sent by an earlier process or replica and may still be
-        applied (the commit's metadata says so): the next attempt is a repeat."""
+        applied (the commit's metadata says so): the next attempt is a repeat.
+        ``accepted``: the positions of its documents (its items' order, then each item's
+        documents') whose call the partner answered 202, accepted for processing: a 409
+        to those is the call still processing however late."""
+        ...
+
+    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
+        """The positions (as ``sent_before`` takes them) of ``request``'s documents whose
+        call the partner answered 202 and has not settled since: a commit names them for
+        the partition's next owner. Empty for a system that never answers so."""
         ...
 
     async def close(self) -> None: ...

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AsyncExitStack, asynccontextmanager
 from decimal import Decimal
 
@@ -71,8 +71,11 @@ class Unreachable:
     def may_still_apply(self, request: AuthorityRequest) -> bool:
         return self._inner.may_still_apply(request)
 
-    def sent_before(self, request: AuthorityRequest) -> None:
-        self._inner.sent_before(request)
+    def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
+        self._inner.sent_before(request, accepted)
+
+    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
+        return self._inner.accepted_documents(request)
 
     async def close(self) -> None:
         await self._inner.close()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -90,8 +90,11 @@ class FixableClient:
     def may_still_apply(self, request: AuthorityRequest) -> bool:
         return self._client.may_still_apply(request)
 
-    def sent_before(self, request: AuthorityRequest) -> None:
-        self._client.sent_before(request)
+    def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
+        self._client.sent_before(request, accepted)
+
+    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
+        return self._client.accepted_documents(request)
 
     async def close(self) -> None:
         await self._client.close()

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -256,8 +256,11 @@ class BuggyPartner:
     def may_still_apply(self, request: AuthorityRequest) -> bool:
         return self._inner.may_still_apply(request)
 
-    def sent_before(self, request: AuthorityRequest) -> None:
-        self._inner.sent_before(request)
+    def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
+        self._inner.sent_before(request, accepted)
+
+    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
+        return self._inner.accepted_documents(request)
 
     async def close(self) -> None:
         await self._inner.close()

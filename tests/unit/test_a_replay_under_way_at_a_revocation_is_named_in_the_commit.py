@@ -15,7 +15,7 @@ attempt that ended in a timeout or a 409 was named; a call under way was not.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 import pytest
@@ -64,8 +64,11 @@ class UnreachableThenHeld:
     def may_still_apply(self, request: AuthorityRequest) -> bool:
         return False  # never reached, then answered
 
-    def sent_before(self, request: AuthorityRequest) -> None:
+    def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
         return None
+
+    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
+        return frozenset()
 
     async def close(self) -> None:
         return None

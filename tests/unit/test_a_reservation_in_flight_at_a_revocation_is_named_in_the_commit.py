@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -88,8 +88,11 @@ class HeldPartner:
     def may_still_apply(self, request: AuthorityRequest) -> bool:
         return request.request_id in self.timed_out
 
-    def sent_before(self, request: AuthorityRequest) -> None:
+    def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
         self.sent_before_asked.append(request.request_id)
+
+    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
+        return frozenset()
 
     async def close(self) -> None:
         return None

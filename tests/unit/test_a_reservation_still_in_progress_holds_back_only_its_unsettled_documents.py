@@ -11,6 +11,7 @@ keeps a declaration's position per document): nothing was in progress on C2."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from decimal import Decimal
 from pathlib import Path
 
@@ -76,8 +77,11 @@ class HoldingPartner:
     def may_still_apply(self, request: AuthorityRequest) -> bool:
         return any(self._held(request, d.reference) for i in request.items for d in i.documents)
 
-    def sent_before(self, request: AuthorityRequest) -> None:
+    def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
         return None
+
+    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
+        return frozenset()
 
     async def close(self) -> None:
         return None

@@ -424,11 +424,14 @@ class ViewQueries:
         # proof of any declarant (another's version refused unread, a copy: review of stop
         # 54), and nobody's. A receipt whose version is not known yet: every version.
         tagged = {version for _lodging, _declarant, version in receipts}
+        # Not by a copy's event: it names the case's receipt, maybe a later version's
+        # (the intake's _ignore_stale), never one of its own version.
         tagged |= {
             version
             for (version,) in self._db.execute(
-                "SELECT DISTINCT version FROM events WHERE reference = ? AND lodging != ''",
-                (reference,),
+                "SELECT DISTINCT version FROM events WHERE reference = ? AND lodging != ''"
+                " AND kind != ?",
+                (reference, StatusKind.IGNORED_STALE_VERSION.value),
             )
         }
         every_version_tagged = None in tagged
@@ -1403,7 +1406,9 @@ class OpsView(ViewQueries):
                 event.lodging or "",
             ),
         )
-        if event.lodging:  # a receipt kept before its version was (_version_the_receipts)
+        if event.lodging and event.kind != StatusKind.IGNORED_STALE_VERSION:
+            # A receipt kept before its version was (_version_the_receipts); not from a
+            # copy's event, which names the case's receipt, maybe a later version's.
             self._db.execute(
                 "UPDATE lodgings SET version = ? WHERE lodging = ? AND version IS NULL",
                 (event.version, event.lodging),

@@ -382,10 +382,16 @@ class Intake:
         return None if isinstance(found, StateUnreadable) else found
 
     def _arrival(
-        self, outbox: Effects, known: Case | None, version: int, source: SourcePosition
+        self,
+        outbox: Effects,
+        known: Case | None,
+        version: int,
+        source: SourcePosition,
+        declarant: str | None = None,
     ) -> _Arrival:
         """Classify the arriving version; announce again any decision the broker may
-        not have, whatever the arrival turns out to be."""
+        not have, whatever the arrival turns out to be. ``declarant``: the EORI the
+        arriving version names (None: not read)."""
         if known is None:
             return _Arrival.NEW
         self._ctx.announce_again_if_lost(outbox, known, source.partition)
@@ -394,13 +400,13 @@ class Intake:
             # A later version read on another partition took this case over (takeover.py):
             # this one comes after it, as a lower version after a higher one does on one
             # partition (contract section 4; review of stop 52).
-            self._ignore_stale(outbox, known.reference, version)
+            self._ignore_stale(outbox, known, version, declarant)
             return _Arrival.STALE
         if version > known.version:
             return _Arrival.NEW
         if _opened_by(known, version, source):
             return _Arrival.REDELIVERED
-        self._ignore_stale(outbox, known.reference, version)
+        self._ignore_stale(outbox, known, version, declarant)
         return _Arrival.STALE
 
     def _tell_other_partitions(
@@ -668,15 +674,24 @@ class Intake:
         ctx.announce(outbox, case, source.partition)
         ctx.store_case(self._cases, case)
 
-    def _ignore_stale(self, outbox: Effects, reference: str, version: int) -> None:
+    def _ignore_stale(
+        self, outbox: Effects, known: Case, version: int, declarant: str | None
+    ) -> None:
+        """Say that ``version`` of ``known``'s declaration was ignored: a copy, or an
+        older version read after a newer one. It has no receipt of its own (a copy), so
+        it names the case's when it names the case's declarant: that declarant reads
+        that its second submission was ignored (stop 54's open item: naming none, the
+        view showed it to nobody once the version's receipt was known). A copy naming
+        another declarant, or read unread, names none: nobody's."""
         metrics.STALE_VERSIONS.inc()
+        theirs = bool(declarant) and declarant == known.declarant_eori
         self._ctx.emit_status(
             outbox,
-            reference,
+            known.reference,
             version,
             StatusKind.IGNORED_STALE_VERSION,
             "an equal or higher version of this declaration was already received",
-            lodging=None,  # a copy: nobody's receipt
+            lodging=known.receipt if theirs else None,
         )
 
     # -- a readable declaration --------------------------------------------------------
@@ -691,7 +706,9 @@ class Intake:
             self._refuse_over_unreadable(outbox, data, declaration, source, found)
             return
         known = found
-        arrival = self._arrival(outbox, known, declaration.version, source)
+        arrival = self._arrival(
+            outbox, known, declaration.version, source, declaration.declarant.eori
+        )
         if arrival is _Arrival.STALE:
             return
         if arrival is _Arrival.NEW and _declarant_changed(known, declaration):

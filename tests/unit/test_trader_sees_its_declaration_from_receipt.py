@@ -325,3 +325,58 @@ async def test_controlled_then_released_after_control(lookup: Lookup) -> None:
     assert kinds_read_by(lookup) == every_kind(lookup), every_kind(lookup)
     st = state_read_by(lookup)
     assert (st["version"], st["state"], st["outcome"]) == (2, "DECIDED", "RELEASE")
+
+
+# A copy of a version the hub already has is ignored (IGNORED_STALE_VERSION). Since stop
+# 54 an event naming no receipt of a version whose receipt is known is nobody's, and the
+# copy's event named none: its declarant no longer read that its second submission was
+# ignored (stop 54's open item). The copy's event now names the case's receipt when the
+# copy names the case's declarant, and still none when it names another.
+
+
+async def test_the_declarant_reads_that_its_copy_of_a_version_was_ignored(lookup: Lookup) -> None:
+    lookup.receive(plain_xml(1), read_at(0))
+    lookup.receive(plain_xml(1), read_at(1))  # the same version lodged again
+    assert (1, "IGNORED_STALE_VERSION") in every_kind(lookup), every_kind(lookup)
+    assert kinds_read_by(lookup) == every_kind(lookup), every_kind(lookup)
+
+
+async def test_the_declarant_reads_that_its_older_version_read_late_was_ignored(
+    lookup: Lookup,
+) -> None:
+    lookup.receive(plain_xml(2), read_at(0))
+    lookup.receive(plain_xml(1), read_at(1))  # an older version after a newer one
+    assert (1, "IGNORED_STALE_VERSION") in every_kind(lookup), every_kind(lookup)
+    assert kinds_read_by(lookup) == every_kind(lookup), every_kind(lookup)
+
+
+async def test_a_copy_naming_another_declarant_is_shown_to_neither(lookup: Lookup) -> None:
+    lookup.receive(plain_xml(1), read_at(0))
+    copy = declaration_xml(
+        reference=PLAIN,
+        version=1,
+        declarant=ANOTHER_TRADER,
+        items=(goods_item(1, (CHED,), commodity_code="9301100000"),),
+    )
+    lookup.receive(copy, read_at(1))
+    assert (1, "IGNORED_STALE_VERSION") in every_kind(lookup), every_kind(lookup)
+    first = kinds_read_by(lookup)
+    assert first is not None
+    assert (1, "IGNORED_STALE_VERSION") not in first, first
+    assert kinds_read_by(lookup, ANOTHER_TRADER) is None
+
+
+async def test_a_copy_naming_a_later_versions_receipt_hides_none_of_the_declarants_events(
+    lookup: Lookup,
+) -> None:
+    """The copy's event names the case's receipt, a later version's: the view does not
+    take it for a receipt of the copy's version (which would make that version's events
+    naming none, its refusal unread, nobody's)."""
+    lookup.receive(plain_xml(1), read_at(0))
+    bad = plain_xml(2).replace(b"<Procedure>4000</Procedure>", b"<Procedure>x</Procedure>")
+    lookup.receive(bad, read_at(1))  # version 2 refused unread: its events name no receipt
+    lookup.receive(plain_xml(3), read_at(2))
+    lookup.receive(plain_xml(2), read_at(3))  # version 2 read after 3: ignored
+    assert (2, "REJECTED") in every_kind(lookup), every_kind(lookup)
+    assert (2, "IGNORED_STALE_VERSION") in every_kind(lookup), every_kind(lookup)
+    assert kinds_read_by(lookup) == every_kind(lookup), every_kind(lookup)

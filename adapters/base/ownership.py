@@ -204,15 +204,31 @@ def _handed_over(metadata: str, group_generation: int | None) -> bool:
     return f"{_HANDED_OVER}{group_generation - 1}" in metadata.split(_PARTS)[1:]
 
 
-def deleted_unanswered(commit: int, metadata: str, log_start: int) -> range:
+def deleted_unanswered(commit: int, metadata: str, log_start: int) -> list[range]:
     """The offsets of a partition committed at ``commit`` (-1: never) with ``metadata``
     that retention deleted before any replica answered them, now that its log starts at
-    ``log_start``: from past what its committer answered to the log start."""
+    ``log_start``, in gaps: from past what its committer answered to the log start,
+    without the records it named answered past its mark."""
     if commit < 0 or log_start <= commit:
-        return range(0)
+        return []
     mark = _answered_mark(metadata)
     begin = commit if mark is None else max(commit, mark)
-    return range(begin, max(begin, log_start))
+    return _gaps(range(begin, max(begin, log_start)), _answered_also(metadata))
+
+
+def _gaps(offsets: range, answered: Collection[int]) -> list[range]:
+    """``offsets`` without ``answered``, as runs of consecutive offsets (the records
+    answered past a left one had their answers sent: lost, they were not; stop 54's
+    open item, the aged-out dead letter counted them)."""
+    gaps: list[range] = []
+    start = offsets.start
+    for offset in sorted(o for o in set(answered) if o in offsets):
+        if offset > start:
+            gaps.append(range(start, offset))
+        start = offset + 1
+    if start < offsets.stop:
+        gaps.append(range(start, offsets.stop))
+    return gaps
 
 
 class PartitionOwnership:
@@ -691,17 +707,21 @@ class PartitionOwnership:
         expected = self.next_offset(partition)
         return expected is not None and first > expected
 
-    def unread(self, partition: int, first: int, log_start: int) -> range:
+    def unread(self, partition: int, first: int, log_start: int) -> list[range]:
         """The offsets of ``partition`` that retention deleted before any replica
         answered them, when a batch of it begins at ``first`` and its log at
-        ``log_start``: from where this replica expected to go on (past what the
-        partition's last committer answered) to the first record the log still holds.
-        Empty when nothing was skipped, or the log start does not explain the gap."""
+        ``log_start``, in gaps: from where this replica expected to go on (past what the
+        partition's last committer answered) to the first record the log still holds,
+        without those answered past a record a batch left. Empty when nothing was
+        skipped, or the log start does not explain the gap."""
         expected = self.next_offset(partition)
         if expected is None or not self.skipped(partition, first) or log_start <= expected:
-            return range(0)
+            return []
         begin = max(expected, self._answered_before.get(partition, expected))
-        return range(begin, max(begin, min(first, log_start)))
+        return _gaps(
+            range(begin, max(begin, min(first, log_start))),
+            self._answered_past.get(partition, ()),
+        )
 
     def reading(self, firsts: Mapping[int, int]) -> None:
         """A batch begins at ``firsts`` (per partition, its first record's offset). A

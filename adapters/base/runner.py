@@ -600,7 +600,8 @@ class AdapterRunner:
         starts = await consumer.beginning_offsets(skipped)
         for tp in skipped:
             unread = self.ownership.unread(tp.partition, batches[tp][0].offset, starts[tp])
-            self._dead_letter_unread(outbox, tp.partition, unread)
+            for gap in unread:
+                self._dead_letter_unread(outbox, tp.partition, gap)
         return outbox
 
     def _dead_letter_unread(self, outbox: Effects, partition: int, unread: range) -> None:
@@ -635,12 +636,14 @@ class AdapterRunner:
             ),
         )
 
-    async def dead_letter_unread(self, lost: Mapping[int, range]) -> None:
+    async def dead_letter_unread(self, lost: Mapping[int, Sequence[range]]) -> None:
         """Dead-letter what retention deleted before any replica answered it, found as
-        partitions are assigned, and wait for the broker to have it."""
+        partitions are assigned (per partition, its gaps), and wait for the broker to
+        have it."""
         outbox = Effects()
-        for partition, unread in sorted(lost.items()):
-            self._dead_letter_unread(outbox, partition, unread)
+        for partition, gaps in sorted(lost.items()):
+            for gap in gaps:
+                self._dead_letter_unread(outbox, partition, gap)
         if not outbox.records:
             return
         assert self._producer is not None  # noqa: S101 - partitions come after its start

@@ -301,11 +301,11 @@ def test_the_requests_deleted_before_any_replica_answered_them_are_found(
     # Committed at 5 (an operation pending there), answered up to 7, the log starts at 10:
     # 5 and 6 were answered (the operation at 5 is its queuing replica's to keep), 7 to 9
     # were never read by anyone.
-    assert deleted_unanswered(5, "answered:7", 10) == range(7, 10)
-    assert deleted_unanswered(5, "", 10) == range(5, 10)  # no mark: nothing known answered
-    assert deleted_unanswered(3, "answered:3", 0) == range(0)  # nothing deleted
-    assert deleted_unanswered(8, "answered:12", 10) == range(0)  # all of it answered
-    assert deleted_unanswered(-1, "", 40) == range(0)  # never committed: nothing expected
+    assert deleted_unanswered(5, "answered:7", 10) == [range(7, 10)]
+    assert deleted_unanswered(5, "", 10) == [range(5, 10)]  # no mark: nothing known answered
+    assert deleted_unanswered(3, "answered:3", 0) == []  # nothing deleted
+    assert deleted_unanswered(8, "answered:12", 10) == []  # all of it answered
+    assert deleted_unanswered(-1, "", 40) == []  # never committed: nothing expected
 
     ownership = PartitionOwnership(pending)
     ownership.assigned(
@@ -317,17 +317,36 @@ def test_the_requests_deleted_before_any_replica_answered_them_are_found(
     # What the log lost before the commits is said as the partitions are assigned: the
     # batch that begins at the log start skips nothing more.
     assert ownership.next_offset(0) == 10
-    assert ownership.unread(0, first=10, log_start=10) == range(0)
-    assert ownership.unread(1, first=3, log_start=0) == range(0)  # no gap
-    assert ownership.unread(2, first=40, log_start=40) == range(0)  # nothing known before
+    assert ownership.unread(0, first=10, log_start=10) == []
+    assert ownership.unread(1, first=3, log_start=0) == []  # no gap
+    assert ownership.unread(2, first=40, log_start=40) == []  # nothing known before
 
     # Fetching paused at the pending limit: partition 1 was handled up to 4, and records
     # 4 to 8 left the log before they were fetched.
     ownership.handled({1: 4}, ownership.generation)
-    assert ownership.unread(1, first=9, log_start=9) == range(4, 9)
+    assert ownership.unread(1, first=9, log_start=9) == [range(4, 9)]
     # A gap the log start does not explain (none expected on a request topic) is not
     # taken for retention.
-    assert ownership.unread(1, first=9, log_start=4) == range(0)
+    assert ownership.unread(1, first=9, log_start=4) == []
+
+
+def test_the_records_a_commit_names_answered_past_its_mark_are_not_counted_lost(
+    pending: PendingOperations,
+) -> None:
+    """Stop 54's open item: a commit that went back to a record its batch left names
+    the records answered past it (``answered-also:``); their answers were sent. When
+    retention deletes them unread by the next owner, they are not among the requests
+    "no replica answered": the dead letters and their count said more was lost than
+    was."""
+    # Committed at 5, answered up to 7, and 9 and 10 answered past the left record 7:
+    # the log starts at 14 now.
+    metadata = "answered:7;answered-also:2,3"
+    assert deleted_unanswered(5, metadata, 14) == [range(7, 9), range(11, 14)]
+    assert deleted_unanswered(5, metadata, 10) == [range(7, 9)]  # 9 answered too
+
+    ownership = PartitionOwnership(pending)
+    ownership.assigned({0}, {0: metadata}, committed={0: 5}, log_starts={0: 5})
+    assert ownership.unread(0, first=14, log_start=14) == [range(7, 9), range(11, 14)]
 
 
 @pytest.fixture
@@ -384,6 +403,33 @@ async def test_requests_deleted_before_a_restart_are_dead_lettered_as_it_begins(
         consumer,
     )
     assert len(aged_out(producer)) == 1
+
+
+async def test_requests_answered_past_a_left_record_are_not_dead_lettered_as_lost(
+    runner: AdapterRunner,
+) -> None:
+    """The last commit went back to a record its batch left (7) and named 9 and 10
+    answered past it: of the requests retention deleted before the restart (5 to 13),
+    5 and 6 were answered before the mark, 9 and 10 past it; two gaps are lost (7 to 8,
+    11 to 13), five requests."""
+    consumer = FakeConsumer({0: 14}, {0: (5, "answered:7;answered-also:2,3")})
+    runner._producer = producer = FakeProducer()
+    before = aged_out_count()
+
+    await _Rebalance(runner, consumer).on_partitions_assigned(tps(0))
+
+    letters = aged_out(producer)
+    said = [
+        (
+            header_value(letter["headers"], HEADER_SOURCE_OFFSET),
+            str(header_value(letter["headers"], HEADER_ERROR_REASON)),
+        )
+        for letter in letters
+    ]
+    assert [offset for offset, _ in said] == ["7", "11"], said
+    assert "7 to 8" in said[0][1]
+    assert "11 to 13" in said[1][1]
+    assert aged_out_count() - before == 5
 
 
 async def test_requests_deleted_while_fetching_was_paused_are_dead_lettered(

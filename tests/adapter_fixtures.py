@@ -197,7 +197,7 @@ class PartnerAnsweringByRule:
     def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
         return None
 
-    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
+    def accepted_calls(self, request: AuthorityRequest) -> frozenset[int]:
         return frozenset()
 
     async def close(self) -> None:

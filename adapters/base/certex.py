@@ -575,33 +575,33 @@ class CertexHttpPartner:
         reserved (``_write_off_what_was_never_reserved``): one of them timed out is a
         call the partner may still apply too, and a 409 to its repeat "still processing"
         (review of stop 53's change: the base key alone was known)."""
-        return {key for keys in self._keys_by_document(request) for key in keys}
+        return set(self._calls(request))
 
-    def _keys_by_document(self, request: AuthorityRequest) -> list[tuple[str, ...]]:
-        """:meth:`_keys`, per quoted document, in the request's order (its items', then
-        each item's documents'): the position a commit's metadata names a document by."""
+    def _calls(self, request: AuthorityRequest) -> list[str]:
+        """:meth:`_keys` in the order a commit's metadata names them by (their
+        positions): the calls of the quoted documents (its items' order, then each
+        item's documents'), then for a write-off the reservations of what was never
+        reserved, then their write-offs. So the common case, every document's own call
+        accepted, is one span of positions (``0-1999``)."""
         suffixes = (
             ("", _RESERVED_KEY, _WRITTEN_KEY) if request.operation is Operation.WRITE_OFF else ("",)
         )
-        return [
-            tuple(
-                request.idempotency_key_for(document.code, document.reference) + suffix
-                for suffix in suffixes
-            )
+        documents = [
+            request.idempotency_key_for(document.code, document.reference)
             for item in request.items
             for document in item.documents
         ]
+        return [key + suffix for suffix in suffixes for key in documents]
 
-    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
-        """The positions (:meth:`_keys_by_document`) of ``request``'s documents whose
-        call the partner answered 202 and has not settled since: a commit names them, so
-        that the next owner takes a 409 to them for "still processing" however late
-        (:meth:`KeysInFlight.accepted`)."""
+    def accepted_calls(self, request: AuthorityRequest) -> frozenset[int]:
+        """The positions (:meth:`_calls`) of ``request``'s calls the partner answered
+        202 and has not settled since: a commit names them, so that the next owner takes
+        a 409 to them for "still processing" however late (:meth:`KeysInFlight.accepted`),
+        and a 409 to any other call of the request as before (review of this change: by
+        document, the next owner took a derived write-off nobody sent for accepted)."""
         accepted = self._keys_in_flight.accepted
         return frozenset(
-            position
-            for position, keys in enumerate(self._keys_by_document(request))
-            if any(accepted(key) for key in keys)
+            position for position, key in enumerate(self._calls(request)) if accepted(key)
         )
 
     def may_still_apply(self, request: AuthorityRequest) -> bool:
@@ -614,12 +614,11 @@ class CertexHttpPartner:
 
     def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
         """``request``'s calls were sent by an earlier process or replica and not settled:
-        a 409 to the next attempt is the partner still processing one of those; of the
-        documents at the positions ``accepted``, however late (the partner answered them
-        202: :meth:`accepted_documents`)."""
-        for position, keys in enumerate(self._keys_by_document(request)):
-            for key in keys:
-                self._keys_in_flight.sent_earlier(key, accepted=position in accepted)
+        a 409 to the next attempt is the partner still processing one of those; to the
+        calls at the positions ``accepted``, however late (the partner answered them 202:
+        :meth:`accepted_calls`)."""
+        for position, key in enumerate(self._calls(request)):
+            self._keys_in_flight.sent_earlier(key, accepted=position in accepted)
 
     async def _call(
         self,

@@ -46,12 +46,13 @@ file (ADR 0014):
   follow-ups behind them (review stop 39, P1). A write-off, deletion or give-back the
   partner may still be applying (queued after a timeout or a 409 "being processed", or
   under way) is named too: the next owner asks it as a repeat, so a 409 is "still in
-  progress", not a rejection (review stop 39-SF, SF2). Of those, the documents whose call
-  the partner answered 202 are named as well (``accepted:<d>=<i>.<i>``, each document by
-  its position in the request): the next owner takes a 409 to them for "still in
-  progress" however late, as the replica the partner answered did (review of stop 54:
-  past the window, the next owner took one for a rejection, and the write-off's give-back
-  went ahead of it).
+  progress", not a rejection (review stop 39-SF, SF2). Of those, the calls the partner
+  answered 202 are named as well (``accepted:<d>=<i>-<j>.<k>``, each call by its position
+  in the request, :meth:`PartnerPort.accepted_calls`, in spans): the next owner takes a
+  409 to them for "still in progress" however late, as the replica the partner answered
+  did (review of stop 54: past the window, the next owner took one for a rejection, and
+  the write-off's give-back went ahead of it). The part gets the room the others leave
+  (the records answered past a left one first: losing those holds a quantity for ever).
 
 * **A hand-over says so; after a crash, what the log held may have been sent.** A
   replica killed with a call under way names nothing: its last commit is a periodic one,
@@ -97,10 +98,13 @@ log = logging.getLogger(__name__)
 
 _ANSWERED = "answered:"
 _UNSETTLED = "unsettled:"
-# Of the follow-ups named unsettled, the documents whose call the partner answered 202 (by
-# distance, as those, then their positions in the request): ``accepted:4=0.2,9=0``. Said
+# Of the follow-ups named unsettled, the calls the partner answered 202 (by distance, as
+# those, then their positions in the request, in spans): ``accepted:4=0-2.7,9=0``. Said
 # after the unsettled part, where the previous release stops reading.
 _ACCEPTED = "accepted:"
+# No request makes more calls (5,994 documents at most, three calls each for a write-off):
+# a span beyond it is not understood (a commit's metadata is anyone's in the group).
+_CALLS_AT_MOST = 100_000
 # The records answered past the first one a batch left (a revocation during it: each key's
 # records are handled side by side, so another declaration's further on the partition
 # were answered), by distance from the ``answered:`` mark: the next owner reads them again
@@ -150,8 +154,8 @@ def _unsettled_offsets(metadata: str, committed: int | None) -> frozenset[int]:
     return frozenset()
 
 
-def _accepted_documents(metadata: str, committed: int | None) -> dict[int, frozenset[int]]:
-    """Per offset, the positions of the documents a commit at ``committed`` names as
+def _accepted_calls(metadata: str, committed: int | None) -> dict[int, frozenset[int]]:
+    """Per offset, the positions of the calls a commit at ``committed`` names as
     accepted (202) by the partner (none: no such part, or no committed offset)."""
     if committed is None or committed < 0:
         return {}
@@ -160,14 +164,41 @@ def _accepted_documents(metadata: str, committed: int | None) -> dict[int, froze
             continue
         accepted: dict[int, frozenset[int]] = {}
         for entry in part.removeprefix(_ACCEPTED).split(","):
-            distance, _, positions = entry.partition("=")
-            named = positions.split(".")
-            if not (distance.isdigit() and all(p.isdigit() for p in named)):
-                log.error("commit metadata part %r not understood: ignored", part)
+            distance, _, spans = entry.partition("=")
+            positions = _positions(spans)
+            if not distance.isdigit() or positions is None:
+                log.error("commit metadata part %r not understood: ignored", part[:200])
                 return {}
-            accepted[committed + int(distance)] = frozenset(int(p) for p in named)
+            accepted[committed + int(distance)] = positions
         return accepted
     return {}
+
+
+def _spans(positions: Collection[int]) -> str:
+    """``positions`` as dot-separated spans of consecutive ones: ``0-1999.2005``."""
+    spans: list[str] = []
+    ordered = sorted(positions)
+    start = 0
+    for n in range(1, len(ordered) + 1):
+        if n == len(ordered) or ordered[n] != ordered[n - 1] + 1:
+            first, last = ordered[start], ordered[n - 1]
+            spans.append(str(first) if first == last else f"{first}-{last}")
+            start = n
+    return ".".join(spans)
+
+
+def _positions(spans: str) -> frozenset[int] | None:
+    """The positions :func:`_spans` wrote (None: not understood, or beyond any request)."""
+    positions: set[int] = set()
+    for span in spans.split("."):
+        first, dash, last = span.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            return None
+        begin, end = int(first), int(last if dash else first)
+        if not begin <= end < _CALLS_AT_MOST:
+            return None
+        positions.update(range(begin, end + 1))
+    return frozenset(positions)
 
 
 def _joined_within(distances: Sequence[str], room: int) -> tuple[str, int]:
@@ -384,8 +415,7 @@ class PartitionOwnership:
         self._accepted = {
             p: documents
             for p, text in (metadata or {}).items()
-            if p in self._owned
-            and (documents := _accepted_documents(text, self._assigned_at.get(p)))
+            if p in self._owned and (documents := _accepted_calls(text, self._assigned_at.get(p)))
         }
         self._group_generation = group_generation
         self._maybe_sent = {
@@ -579,21 +609,20 @@ class PartitionOwnership:
         # The hand-over last: a replica of the previous release reads the unsettled part
         # first and stops there.
         unsettled_part = f"{_PARTS}{_UNSETTLED}{named}"
+        # The records answered past a left one before the accepted calls: one of those
+        # left out is a reservation asked again after its deletion (held for ever), an
+        # accepted call left out a 409 read as a refusal past the window.
+        also = self._answered_also_part(partition, answered, len(mark + unsettled_part + handed))
         said = {at + int(d) for d in named.split(",")}
         inherited_accepted = {
-            o: documents
-            for o, documents in self._accepted.get(partition, {}).items()
-            if o in inherited
+            o: calls for o, calls in self._accepted.get(partition, {}).items() if o in inherited
         }
         accepted_part = self._accepted_part(
             partition,
             at,
             {**inherited_accepted, **accepted.get(partition, {})},
             said,
-            _METADATA_CHARS - len(mark + unsettled_part + handed),
-        )
-        also = self._answered_also_part(
-            partition, answered, len(mark + unsettled_part + accepted_part + handed)
+            _METADATA_CHARS - len(mark + unsettled_part + also + handed),
         )
         return f"{mark}{unsettled_part}{accepted_part}{also}{handed}"
 
@@ -606,15 +635,18 @@ class PartitionOwnership:
         room: int,
     ) -> str:
         """The ``accepted:`` part of a commit at ``at`` naming the unsettled offsets
-        ``named``: of those, the documents the partner answered 202, in ``room``
-        characters (the others are logged: their next owner takes a 409 to them for a
-        rejection once past the window)."""
-        entries = [
-            f"{o - at}=" + ".".join(str(p) for p in sorted(accepted[o]))
-            for o in sorted(accepted)
-            if o in named
-        ]
-        joined, left_out = _joined_within(entries, room - len(_PARTS + _ACCEPTED))
+        ``named``: of those, the calls the partner answered 202, in ``room`` characters;
+        an entry that does not fit is left out, those after it still named if they fit
+        (logged: their next owner takes a 409 to them for a rejection once past the
+        window)."""
+        entries = [f"{o - at}={_spans(accepted[o])}" for o in sorted(accepted) if o in named]
+        room -= len(_PARTS + _ACCEPTED)
+        kept: list[str] = []
+        for entry in entries:
+            if len(entry) + (1 if kept else 0) <= room:
+                room -= len(entry) + (1 if kept else 0)
+                kept.append(entry)
+        joined, left_out = ",".join(kept), len(entries) - len(kept)
         if left_out:
             log.error(
                 "partition %d: %d follow-ups the partner accepted (202) are not named as "

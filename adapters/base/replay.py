@@ -313,6 +313,12 @@ class Replayer:
             held_back = any(not supersedes(request, older) for older, _ in ahead)
             if held_back and request.operation in REPLAYED_OPERATIONS:
                 self._pending.add(request, partition, offset, logged_at)
+                if sent_before:
+                    # Not sent here, but its earlier owner's call may still be applied
+                    # (and accepted): named in this replica's commits as that one named
+                    # it, or its next owner would take it for never sent (review of
+                    # stop 55's change).
+                    self._follow_ups_unsettled[operation_key(request)] = request
                 return _answered_unavailable(
                     request,
                     "queued behind an earlier operation of this declaration that the "
@@ -516,14 +522,14 @@ class Replayer:
 
     def follow_ups_accepted(self) -> list[tuple[AuthorityRequest, frozenset[int]]]:
         """Of :meth:`follow_ups_unsettled`, those the partner answered 202 for some of
-        their documents, with those documents' positions: a commit names them, and the
+        their calls, with those calls' positions: a commit names them, and the
         partition's next owner takes a 409 to them for "still processing" however late
         (review of stop 54: past the window from its own first attempt, it took one for a
         rejection, and the give-back behind the write-off went ahead of it)."""
         return [
-            (request, documents)
+            (request, calls)
             for request in self._follow_ups_unsettled.values()
-            if (documents := self._partner.accepted_documents(request))
+            if (calls := self._partner.accepted_calls(request))
         ]
 
     def _answered_for_good(

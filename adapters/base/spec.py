@@ -33,15 +33,16 @@ class PartnerPort(Protocol):
     def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
         """``request``'s calls were sent by an earlier process or replica and may still be
         applied (the commit's metadata says so): the next attempt is a repeat.
-        ``accepted``: the positions of its documents (its items' order, then each item's
-        documents') whose call the partner answered 202, accepted for processing: a 409
-        to those is the call still processing however late."""
+        ``accepted``: the positions of its calls (as :meth:`accepted_calls` gives them)
+        the partner answered 202, accepted for processing: a 409 to those is the call
+        still processing however late."""
         ...
 
-    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
-        """The positions (as ``sent_before`` takes them) of ``request``'s documents whose
-        call the partner answered 202 and has not settled since: a commit names them for
-        the partition's next owner. Empty for a system that never answers so."""
+    def accepted_calls(self, request: AuthorityRequest) -> frozenset[int]:
+        """The positions of ``request``'s calls (the system's own order, the same in
+        every replica) the partner answered 202 and has not settled since: a commit
+        names them for the partition's next owner. Empty for a system that never
+        answers so."""
         ...
 
     async def close(self) -> None: ...

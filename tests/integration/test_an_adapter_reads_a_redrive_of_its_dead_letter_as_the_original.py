@@ -93,8 +93,8 @@ class FixableClient:
     def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
         self._client.sent_before(request, accepted)
 
-    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
-        return self._client.accepted_documents(request)
+    def accepted_calls(self, request: AuthorityRequest) -> frozenset[int]:
+        return self._client.accepted_calls(request)
 
     async def close(self) -> None:
         await self._client.close()

@@ -259,8 +259,8 @@ class BuggyPartner:
     def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
         self._inner.sent_before(request, accepted)
 
-    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
-        return self._inner.accepted_documents(request)
+    def accepted_calls(self, request: AuthorityRequest) -> frozenset[int]:
+        return self._inner.accepted_calls(request)
 
     async def close(self) -> None:
         await self._inner.close()

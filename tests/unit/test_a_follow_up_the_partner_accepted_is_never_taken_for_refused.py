@@ -269,3 +269,40 @@ def test_an_accepted_part_not_understood_names_nothing_and_the_rest_stands(
         assert ownership.unsettled_at(0, 10)
     finally:
         pending.close()
+
+
+async def test_an_accepted_follow_up_held_back_by_the_next_owner_stays_named(
+    tmp_path: Path,
+) -> None:
+    """Found by the review of this change: the next owner reads the accepted write-off
+    again behind its declaration's reservation, which the commit named unsettled too, and
+    queues it without a call. Revoked before it replays it, its commit named neither
+    the write-off nor its accepted call: the owner after it took the write-off for one
+    never sent, and a 409 to it for a refusal."""
+    reservation = op(Operation.RESERVE, "10")
+    write_off = op(Operation.WRITE_OFF, "10")
+    pending = PendingOperations(tmp_path / "p.sqlite")
+    published: Published = []
+    # A partner nobody reaches: the queued reservation's replay fails to connect.
+    client, replayer, ownership = replica("http://127.0.0.1:9", pending, published)
+    try:
+        ownership.assigned(
+            {0},
+            {0: "answered:11;unsettled:0,2;accepted:2=0"},
+            committed={0: 8},
+            log_starts={0: 0},
+            group_generation=8,
+        )
+        await replayer.settle_later(reservation, 0, 8, None)  # runner: unsettled_at(0, 8)
+        [held] = await replayer.ask(
+            write_off, 0, 10, sent_before=True, accepted=ownership.accepted_at(0, 10)
+        )
+        assert held.verdict is Verdict.UNAVAILABLE, held.detail
+        assert pending.holds(write_off)
+        ownership.handled({0: 11}, ownership.generation)
+        await ownership.leaving({0})
+        handed_over = ownership.commit_metadata(0)
+    finally:
+        await client.close()
+        pending.close()
+    assert handed_over == "answered:11;unsettled:0,2;accepted:2=0;handed-over:8", handed_over

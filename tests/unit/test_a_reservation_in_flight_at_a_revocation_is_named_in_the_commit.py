@@ -91,7 +91,7 @@ class HeldPartner:
     def sent_before(self, request: AuthorityRequest, accepted: Collection[int] = ()) -> None:
         self.sent_before_asked.append(request.request_id)
 
-    def accepted_documents(self, request: AuthorityRequest) -> frozenset[int]:
+    def accepted_calls(self, request: AuthorityRequest) -> frozenset[int]:
         return frozenset()
 
     async def close(self) -> None:

@@ -1129,7 +1129,10 @@ class OpsView(ViewQueries):
                 self._db.execute("ALTER TABLE lodgings ADD COLUMN version INTEGER")
                 self._db.execute(
                     "UPDATE lodgings SET version = (SELECT MIN(e.version) FROM events e "
-                    "WHERE e.reference = lodgings.reference AND e.lodging = lodgings.lodging)"
+                    "WHERE e.reference = lodgings.reference AND e.lodging = lodgings.lodging "
+                    # A copy's event names the case's receipt, maybe a later version's.
+                    "AND e.kind != ?)",
+                    (StatusKind.IGNORED_STALE_VERSION.value,),
                 )
                 # A receipt none of whose events is left: its version is the one its
                 # declarant's receipt of the same moment names (the ReceivedFact wrote

@@ -461,6 +461,13 @@ class WebSettings(BaseModel):
         "at once; past it a new one is answered 503 and closed "
         "(gun_hub_web_connections_turned_away_total).",
     )
+    max_connections_per_address: PositiveInt = Field(
+        32,
+        description="Connections one client address (an IPv6 client by its /64) holds at "
+        "once on each of the trader, officer and lodging listeners; past it its new one is "
+        "answered 503 and closed (gun_hub_web_connections_turned_away_total, reason "
+        "address). Not the trusted_proxies: behind one, every connection is the proxy's.",
+    )
     trusted_proxies: str = Field(
         "",
         description="Reverse proxies (addresses or networks, comma-separated) believed "

@@ -59,6 +59,11 @@ class ClientAddresses:
         parsed = _address(address)
         return parsed is not None and any(parsed in network for network in self.trusted)
 
+    def is_trusted(self, address: str) -> bool:
+        """Whether ``address`` is a trusted proxy's: a listener does not hold it to one
+        client's share of connections (listeners.py)."""
+        return self._trusted(address)
+
     @staticmethod
     def held_as(address: str) -> str:
         """What ``address`` is held as after a wrong password: its /64 network for IPv6."""

@@ -30,6 +30,7 @@ from prometheus_client import Counter
 from gun_contract.listening import PortNotBound
 from gun_contract.private_files import refuse_if_shared
 from gun_contract.settings import WebSettings
+from gun_hub.security.client_address import ClientAddresses
 from gun_hub.security.web_auth import AccessConfigError
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,10 @@ log = logging.getLogger(__name__)
 CONNECTIONS_TURNED_AWAY = Counter(
     "gun_hub_web_connections_turned_away_total",
     "Connections a listener answered 503 and closed at once: it held its limit of "
-    "connections (web.max_connections). Clients holding connections idle, or a load "
-    "beyond what the listener was sized for.",
-    ["listener"],
+    "connections (reason full: web.max_connections), or of one client address's "
+    "(reason address: web.max_connections_per_address). Clients holding connections "
+    "idle, or a load beyond what the listener was sized for.",
+    ["listener", "reason"],
 )
 # What a turned-away connection is told before it is closed.
 _FULL = (
@@ -62,6 +64,13 @@ class ConnectionBounds:
     # 64: a browser's twenty behind an ingress's and a service mesh's forwarding headers.
     max_headers: int = 64
     max_field_size: int = 8190
+    # Connections one client address holds at once (an IPv6 client by its /64, as
+    # client_address.py holds it): past it, its new one is answered 503 and closed, so
+    # one client holding connections idle does not turn the others away (stop 54's open
+    # item). Not the reverse proxies named here (web.trusted_proxies: every connection
+    # behind one is the proxy's; its own bounds are per client).
+    max_per_address: int = 32
+    unbounded: tuple[str, ...] = ()
 
 
 @dataclass
@@ -89,7 +98,7 @@ class Listener:
         )
         await runner.setup()
         if runner.server is not None:  # set up just now
-            _turn_away_past(runner.server, self.bounds.max_connections, self.name)
+            _turn_away_past(runner.server, self.bounds, self.name)
         try:
             await _BoundedSite(
                 runner, self.host, self.port, ssl_context=self.tls, bounds=self.bounds
@@ -117,7 +126,10 @@ class Listener:
 def connection_bounds(settings: WebSettings) -> ConnectionBounds:
     """The bounds the listeners clients reach (trader, officer, lodging) are given."""
     return ConnectionBounds(
-        idle_s=settings.connection_idle_s, max_connections=settings.max_connections
+        idle_s=settings.connection_idle_s,
+        max_connections=settings.max_connections,
+        max_per_address=settings.max_connections_per_address,
+        unbounded=tuple(p.strip() for p in settings.trusted_proxies.split(",") if p.strip()),
     )
 
 
@@ -155,22 +167,62 @@ class _BoundedSite(web.TCPSite):
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
 
 
-def _turn_away_past(server: web.Server, most: int, name: str) -> None:
-    """Make ``server`` answer 503 and close a connection made while it holds ``most``.
+def _turn_away_past(server: web.Server, bounds: ConnectionBounds, name: str) -> None:
+    """Make ``server`` answer 503 and close a connection made while it holds
+    ``bounds.max_connections``, or while its client address holds its share
+    (``bounds.max_per_address``).
 
     aiohttp offers no such limit: the server's own ``connection_made``, which every new
     connection's handler calls as it opens (a TLS one once its handshake is done), is
-    wrapped here (its public API since aiohttp 3.0)."""
+    wrapped here (its public API since aiohttp 3.0). The address's connections are
+    counted among the server's (at most ``max_connections``) as each one opens."""
     registered = server.connection_made
+    proxies = ClientAddresses.parse(",".join(bounds.unbounded))
 
     def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
         registered(handler, transport)
-        if len(server.connections) > most:
-            CONNECTIONS_TURNED_AWAY.labels(name).inc()
-            transport.write(_FULL)
-            transport.close()  # after what was written; the handler then ends
+        if len(server.connections) > bounds.max_connections:
+            reason = "full"
+        elif _past_its_share(server, transport, bounds.max_per_address, proxies):
+            reason = "address"
+        else:
+            return
+        CONNECTIONS_TURNED_AWAY.labels(name, reason).inc()
+        transport.write(_FULL)
+        transport.close()  # after what was written; the handler then ends
 
     server.connection_made = connection_made  # type: ignore[method-assign]
+
+
+def _past_its_share(
+    server: web.Server, transport: asyncio.Transport, most: int, proxies: ClientAddresses
+) -> bool:
+    """Whether the client address of the connection on ``transport`` now holds more
+    than ``most`` of ``server``'s connections (never a trusted proxy's)."""
+    peer = _peer(transport)
+    if peer is None or proxies.is_trusted(peer):
+        return False
+    address = ClientAddresses.held_as(peer)
+    held = sum(
+        1
+        for handler in server.connections
+        if handler.transport is not None and _held_as(handler.transport) == address
+    )
+    return held > most
+
+
+def _peer(transport: asyncio.BaseTransport) -> str | None:
+    """The address a connection comes from (None: not an IP connection)."""
+    peer = transport.get_extra_info("peername")
+    if not isinstance(peer, tuple) or not peer:
+        return None
+    return str(peer[0])
+
+
+def _held_as(transport: asyncio.BaseTransport) -> str | None:
+    """The client address a connection counts under (an IPv6 one by its /64)."""
+    peer = _peer(transport)
+    return None if peer is None else ClientAddresses.held_as(peer)
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:

@@ -27,7 +27,7 @@ from tests.unit.test_web_listeners import self_signed
 
 # A request's head that never ends (no blank line): what a slow client sends.
 UNFINISHED = b"GET /declarations/26FR000690I0000401 HTTP/1.1\r\nHost: hub\r\nX-Pad: 1\r\n"
-BOUNDS = ConnectionBounds(idle_s=1.0, max_connections=3)
+BOUNDS = ConnectionBounds(idle_s=1.0, max_connections=3, max_per_address=3)
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ async def test_a_request_head_that_never_ends_is_closed_after_the_idle_limit(
 async def test_past_its_connections_a_listener_answers_503_and_still_serves_later(
     listener: Listener,
 ) -> None:
-    turned_away = CONNECTIONS_TURNED_AWAY.labels("trader")
+    turned_away = CONNECTIONS_TURNED_AWAY.labels("trader", "full")
     before = turned_away._value.get()
     held = [await unfinished_request(listener) for _ in range(BOUNDS.max_connections)]
     try:
@@ -138,3 +138,72 @@ async def test_a_tls_connection_that_never_finishes_its_handshake_is_closed_afte
     finally:
         await serving.stop()
     assert left == b""
+
+
+# One address's share (stop 54's open item "slowloris per address"): with the global
+# bound alone, one client holding the listener's connections idle (each within the idle
+# limit, opened again as they close) turned every other client away.
+SHARED = ConnectionBounds(idle_s=5.0, max_connections=8, max_per_address=2)
+
+
+async def serving_with(bounds: ConnectionBounds) -> Listener:
+    async def hello(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    serving = Listener("trader", app, "127.0.0.1", free_port(), bounds=bounds)
+    await serving.start()
+    return serving
+
+
+async def first_answer_from(listener: Listener, local_address: str) -> bytes:
+    """What a connection from ``local_address`` (any 127/8 address is this machine's)
+    is answered to a complete request."""
+    reader, writer = await asyncio.open_connection(
+        listener.host, listener.port, local_addr=(local_address, 0)
+    )
+    try:
+        writer.write(b"GET /hello HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+
+
+async def test_one_address_holds_at_most_its_share_of_a_listeners_connections() -> None:
+    listener = await serving_with(SHARED)
+    turned_away = CONNECTIONS_TURNED_AWAY.labels("trader", "address")
+    before = turned_away._value.get()
+    held = [await unfinished_request(listener) for _ in range(SHARED.max_per_address)]
+    try:
+        again = await first_answer_from(listener, "127.0.0.1")
+        other = await first_answer_from(listener, "127.0.0.2")
+    finally:
+        for _, writer in held:
+            writer.close()
+        await listener.stop()
+    assert again.startswith(b"HTTP/1.1 503"), again[:80]
+    assert turned_away._value.get() == before + 1
+    assert other.startswith(b"HTTP/1.1 200"), (
+        f"another client turned away while one address held {SHARED.max_per_address} "
+        f"connections of {SHARED.max_connections}: {other[:80]!r}"
+    )
+
+
+async def test_a_trusted_proxy_is_not_held_to_one_addresss_share() -> None:
+    """Behind a reverse proxy every connection is the proxy's: held to one address's
+    share, it would turn its clients away; the proxy's own bounds are per client."""
+    listener = await serving_with(
+        ConnectionBounds(
+            idle_s=5.0, max_connections=8, max_per_address=2, unbounded=("127.0.0.1/32",)
+        )
+    )
+    held = [await unfinished_request(listener) for _ in range(SHARED.max_per_address)]
+    try:
+        answer = await first_answer_from(listener, "127.0.0.1")
+    finally:
+        for _, writer in held:
+            writer.close()
+        await listener.stop()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:80]

@@ -91,7 +91,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 
-from adapters.base.pending import PendingOperations
+from adapters.base.pending import PendingOperations, operation_key
 from gun_contract.model.exchange import AuthorityRequest
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,7 @@ def _answered_mark(metadata: str) -> int | None:
     first = metadata.split(_PARTS, 1)[0]
     if not first.startswith(_ANSWERED):
         return None
-    try:
-        return int(first.removeprefix(_ANSWERED))
-    except ValueError:
-        return None
+    return _number(first.removeprefix(_ANSWERED))
 
 
 def _unsettled_offsets(metadata: str, committed: int | None) -> frozenset[int]:
@@ -147,11 +144,21 @@ def _unsettled_offsets(metadata: str, committed: int | None) -> frozenset[int]:
     for part in metadata.split(_PARTS)[1:]:
         if part.startswith((_HANDED_OVER, _ANSWERED_ALSO, _ACCEPTED)):
             continue
-        distances = part.removeprefix(_UNSETTLED).split(",")
-        if part.startswith(_UNSETTLED) and all(d.isdigit() for d in distances):
-            return frozenset(committed + int(d) for d in distances)
-        log.error("commit metadata part %r not understood: ignored", part)
+        distances = [_number(d) for d in part.removeprefix(_UNSETTLED).split(",")]
+        if part.startswith(_UNSETTLED) and None not in distances:
+            return frozenset(committed + d for d in distances if d is not None)
+        log.error("commit metadata part %r not understood: ignored", part[:200])
     return frozenset()
+
+
+def _number(text: str) -> int | None:
+    """``text`` as a number a commit's metadata names (a distance, an offset, a
+    position): ASCII digits only (``"²".isdigit()`` is true, and ``int`` refuses it: one
+    such part in a commit stopped every replica the partition went to; review of stop
+    55's change), at most 18 of them. None: not one."""
+    if not (0 < len(text) <= 18 and text.isascii() and text.isdigit()):
+        return None
+    return int(text)
 
 
 def _accepted_calls(metadata: str, committed: int | None) -> dict[int, frozenset[int]]:
@@ -163,13 +170,21 @@ def _accepted_calls(metadata: str, committed: int | None) -> dict[int, frozenset
         if not part.startswith(_ACCEPTED):
             continue
         accepted: dict[int, frozenset[int]] = {}
+        # All the entries' spans together name no more calls than one request makes:
+        # each span expanded, a part of overlapping or repeated spans within Kafka's
+        # 4,096 characters took 2.5 GB and seconds of the rebalance callback (review of
+        # stop 55's change; the metadata is anyone's in the group).
+        budget = _CALLS_AT_MOST
         for entry in part.removeprefix(_ACCEPTED).split(","):
-            distance, _, spans = entry.partition("=")
-            positions = _positions(spans)
-            if not distance.isdigit() or positions is None:
+            text, _, spans = entry.partition("=")
+            distance = _number(text)
+            named = _spans_named(spans)
+            calls = sum(len(span) for span in named or ())
+            if distance is None or named is None or calls > budget:
                 log.error("commit metadata part %r not understood: ignored", part[:200])
                 return {}
-            accepted[committed + int(distance)] = positions
+            budget -= calls
+            accepted[committed + distance] = frozenset(p for span in named for p in span)
         return accepted
     return {}
 
@@ -187,18 +202,17 @@ def _spans(positions: Collection[int]) -> str:
     return ".".join(spans)
 
 
-def _positions(spans: str) -> frozenset[int] | None:
-    """The positions :func:`_spans` wrote (None: not understood, or beyond any request)."""
-    positions: set[int] = set()
+def _spans_named(spans: str) -> list[range] | None:
+    """The spans of positions :func:`_spans` wrote, not yet expanded (None: not
+    understood, or beyond any request)."""
+    named: list[range] = []
     for span in spans.split("."):
         first, dash, last = span.partition("-")
-        if not first.isdigit() or (dash and not last.isdigit()):
+        begin, end = _number(first), _number(last) if dash else _number(first)
+        if begin is None or end is None or not begin <= end < _CALLS_AT_MOST:
             return None
-        begin, end = int(first), int(last if dash else first)
-        if not begin <= end < _CALLS_AT_MOST:
-            return None
-        positions.update(range(begin, end + 1))
-    return frozenset(positions)
+        named.append(range(begin, end + 1))
+    return named
 
 
 def _joined_within(distances: Sequence[str], room: int) -> tuple[str, int]:
@@ -220,9 +234,9 @@ def _answered_also(metadata: str) -> frozenset[int]:
         return frozenset()
     for part in metadata.split(_PARTS)[1:]:
         if part.startswith(_ANSWERED_ALSO):
-            distances = part.removeprefix(_ANSWERED_ALSO).split(",")
-            if all(d.isdigit() for d in distances):
-                return frozenset(mark + int(d) for d in distances)
+            distances = [_number(d) for d in part.removeprefix(_ANSWERED_ALSO).split(",")]
+            if None not in distances:
+                return frozenset(mark + d for d in distances if d is not None)
             log.error("commit metadata part %r not understood: ignored", part)
     return frozenset()
 
@@ -291,6 +305,9 @@ class PartitionOwnership:
         self._committed_metadata: dict[int, str] = {}  # what that commit said
         # Per partition: offsets of the reservations whose partner call is under way.
         self._asking: dict[int, set[int]] = {}
+        # Per operation key (pending.operation_key) of a follow-up whose call is under
+        # way: where it was read, to name its calls the partner accepted meanwhile.
+        self._asking_at: dict[str, tuple[int, int]] = {}
         # Per partition: records before this offset were answered by whoever committed it.
         self._answered_before: dict[int, int] = {}
         # Per partition: records answered past where it is handled (a batch that left a
@@ -359,15 +376,23 @@ class PartitionOwnership:
                 self._idle.set()
 
     @contextmanager
-    def asking(self, partition: int, offset: int) -> Iterator[None]:
-        """Around the partner call of the reservation read at ``offset``: a commit made
-        while it runs (a revocation that could not wait for it) names it as one the
-        partner may still apply."""
+    def asking(
+        self, partition: int, offset: int, request: AuthorityRequest | None = None
+    ) -> Iterator[None]:
+        """Around the partner call of the reservation (or follow-up, ``request``) read at
+        ``offset``: a commit made while it runs (a revocation that could not wait for it)
+        names it as one the partner may still apply, and a follow-up's calls the partner
+        accepted meanwhile (the replayer's :meth:`Replayer.follow_ups_accepted`)."""
         self._asking.setdefault(partition, set()).add(offset)
+        key = None if request is None else operation_key(request)
+        if key is not None:
+            self._asking_at[key] = (partition, offset)
         try:
             yield
         finally:
             self._asking.get(partition, set()).discard(offset)
+            if key is not None and self._asking_at.get(key) == (partition, offset):
+                del self._asking_at[key]
 
     def assigned(
         self,
@@ -566,10 +591,13 @@ class PartitionOwnership:
         """Per partition and offset, the documents of the queued follow-ups whose call
         the partner answered 202 (the replayer's :meth:`Replayer.follow_ups_accepted`)."""
         accepted: dict[int, dict[int, frozenset[int]]] = {}
-        for request, documents in self._follow_ups_accepted():
+        for request, calls in self._follow_ups_accepted():
             for p, offsets in self._pending.offsets_of([request]).items():
                 for offset in offsets:
-                    accepted.setdefault(p, {})[offset] = documents
+                    accepted.setdefault(p, {})[offset] = calls
+            # One whose live call is under way is not queued (yet): where it was read.
+            if (at := self._asking_at.get(operation_key(request))) is not None:
+                accepted.setdefault(at[0], {})[at[1]] = calls
         return accepted
 
     def _metadata(

@@ -51,8 +51,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Set
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Set
+from contextlib import asynccontextmanager, contextmanager
 
 from adapters.base.pending import PendingOperations, operation_key
 from adapters.base.spec import PartnerPort
@@ -275,6 +275,11 @@ class Replayer:
         # way is (a revocation's commit is made meanwhile, or the replica stops and cuts
         # the call: the partner may be applying it).
         self._follow_ups_unsettled: dict[str, AuthorityRequest] = {}
+        # Per write-off, deletion or give-back whose live call is under way (its operation
+        # key): the partner may answer some of its calls 202 meanwhile, and a commit made
+        # then (a revocation that stops waiting) names those accepted (review of stop 55's
+        # change: named unsettled only, its next owner read their 409 as a refusal).
+        self._follow_ups_under_way: dict[str, AuthorityRequest] = {}
         # Per queued operation (its operation key) that the partner answered in part: the
         # request and the answers of its documents answered for good (not UNAVAILABLE) by
         # its last attempt in this process. A replay asks the rest only: the partner's
@@ -354,7 +359,8 @@ class Replayer:
             # this one restates: sent now (the lock holds the queue so). Review stop 36,
             # G7: one deletion the partner kept failing held every later version of its
             # declaration in degraded mode.
-            answers = await self._partner.answer(request)
+            with self._under_way(request):
+                answers = await self._partner.answer(request)
             # Sent whole: what an earlier attempt answered is superseded by this one's.
             self._answered_before.pop(operation_key(request), None)
             if unavailable(answers) and request.operation in REPLAYED_OPERATIONS:
@@ -526,11 +532,26 @@ class Replayer:
         partition's next owner takes a 409 to them for "still processing" however late
         (review of stop 54: past the window from its own first attempt, it took one for a
         rejection, and the give-back behind the write-off went ahead of it)."""
+        named = {**self._follow_ups_under_way, **self._follow_ups_unsettled}
         return [
             (request, calls)
-            for request in self._follow_ups_unsettled.values()
+            for request in named.values()
             if (calls := self._partner.accepted_calls(request))
         ]
+
+    @contextmanager
+    def _under_way(self, request: AuthorityRequest) -> Iterator[None]:
+        """Around a live call of ``request``: a follow-up's accepted calls are named
+        meanwhile (:meth:`follow_ups_accepted`)."""
+        if request.operation not in REPLAYED_OPERATIONS:
+            yield
+            return
+        key = operation_key(request)
+        self._follow_ups_under_way[key] = request
+        try:
+            yield
+        finally:
+            self._follow_ups_under_way.pop(key, None)
 
     def _answered_for_good(
         self, request: AuthorityRequest, answers: tuple[DocumentAnswer, ...]

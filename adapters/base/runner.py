@@ -995,7 +995,7 @@ class AdapterRunner:
         # A write-off, deletion or give-back under way is named too: the next owner asks
         # it as a repeat, and a 409 is the partner still at it (review stop 39-SF, SF2).
         asking = (
-            self.ownership.asking(partition, offset)
+            self.ownership.asking(partition, offset, request)
             if request.operation is Operation.RESERVE or request.operation in REPLAYED_OPERATIONS
             else contextlib.nullcontext()
         )

@@ -286,7 +286,10 @@ def windows_in(metadata: str) -> dict[int, tuple[int, int]]:
     for entry in metadata[len(_METADATA_PREFIX) :].split():
         origin, _, span = entry.partition(":")
         first, _, last = span.partition("-")
-        if origin.isdigit() and first.isdigit() and last.isdigit() and int(first) <= int(last):
+        # ASCII digits: "²" is a digit to str.isdigit, and int refuses it (the metadata
+        # is anyone's in the group; review of stop 55).
+        numbers = (origin, first, last)
+        if all(n.isascii() and n.isdigit() for n in numbers) and int(first) <= int(last):
             windows[int(origin)] = (int(first), int(last))
     return windows
 

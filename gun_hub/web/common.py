@@ -155,7 +155,8 @@ def page(query: Any, bounds: Bounds) -> tuple[int, int]:
         text = query.get(name)
         if text is None:
             return default
-        if not text.isdigit() or len(text) > 9:
+        # ASCII digits: "²" is a digit to str.isdigit, and int refuses it (a 500).
+        if not (text.isascii() and text.isdigit()) or len(text) > 9:
             raise BadRequest(f"{name}: a whole number from 0 to {most}")
         value = int(text)
         if value > most:

@@ -144,6 +144,11 @@ def test_a_commit_that_says_no_windows_or_something_else_names_none() -> None:
     assert windows_in("") == {}
     assert windows_in("committed by hand") == {}
     assert windows_in("windows/1 x:1-2 4:9-3 5:1-2") == {5: (1, 2)}
+    # A digit that is no ASCII digit ("²".isdigit() is true, int refuses it): the
+    # commit's metadata is anyone's in the group, and the publisher reads it as its
+    # partitions are assigned (review of stop 55).
+    assert windows_in("windows/1 ²:1-2 5:1-2") == {5: (1, 2)}
+    assert windows_in("windows/1 4:1-²") == {}
 
 
 def test_too_many_windows_for_a_commit_leave_the_latest_out() -> None:

@@ -383,6 +383,10 @@ async def test_answers_are_bounded_and_paged(hub: Hub) -> None:
     documents = f"{url}/stats/declarants/{OTHER}/documents"
     assert (await get(f"{documents}?limit=100000", officer))[0] == 400
     assert (await get(f"{documents}?limit=-1", officer))[0] == 400
+    # A digit that is no ASCII digit ("²" is one to str.isdigit, not to int): a 400
+    # saying why, not a 500 (review of stop 55).
+    assert (await get(f"{documents}?limit=%C2%B2", officer))[0] == 400
+    assert (await get(f"{documents}?offset=%D9%A3", officer))[0] == 400  # Arabic-Indic 3
     seen: list[str] = []
     offset: int | None = 0
     while offset is not None:

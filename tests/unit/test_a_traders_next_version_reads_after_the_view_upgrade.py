@@ -180,3 +180,37 @@ def test_a_receipt_read_ahead_of_its_events_is_kept_when_only_later_events_are_l
         f"its declarant reads version {mine['version']}: version 2's events name a "
         "receipt the upgrade forgot"
     )
+
+
+def test_a_copys_event_gives_no_receipt_its_version_at_the_upgrade(tmp_path: Path) -> None:
+    """Found by the review of stop 55's change: a copy's IGNORED_STALE_VERSION names the
+    case's receipt, maybe a later version's (the hub's ``_ignore_stale``). A view file
+    from before stop 54 that a stop-55 hub wrote to (the hub upgraded first) gave that
+    receipt the copy's lower version at its upgrade (the lowest version of the events
+    naming it)."""
+    path = tmp_path / "v.sqlite3"
+    view, feed = OpsView(path, TOPICS), Feed()
+    view.apply(
+        [
+            feed.received(REF, version=2, lodging=SECOND_RECEIPT),
+            feed.status(REF, StatusKind.RECEIVED, 0, version=2, lodging=SECOND_RECEIPT),
+            # Version 1 read after version 2: ignored, named with the case's receipt.
+            feed.status(
+                REF, StatusKind.IGNORED_STALE_VERSION, 1, version=1, lodging=SECOND_RECEIPT
+            ),
+        ]
+    )
+    view.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE lodgings DROP COLUMN version")  # as a stop-53 view held it
+    db.commit()
+    db.close()
+    OpsView(path, TOPICS).close()  # the upgrade
+    db = sqlite3.connect(path)
+    try:
+        [(version,)] = db.execute(
+            "SELECT version FROM lodgings WHERE lodging = ?", (SECOND_RECEIPT,)
+        ).fetchall()
+    finally:
+        db.close()
+    assert version == 2, f"the receipt of version 2 was given version {version} by a copy"

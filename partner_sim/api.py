@@ -50,7 +50,9 @@ class _LineBody(BaseModel):
 
     goods_item: int
     line: int | None = None
-    quantity: Decimal | None = None
+    # A quantity a ledger can sum: "1e999999999" passed as a Decimal and overflowed the
+    # ledger's sum (a 500; review of stop 55). No goods line holds more than 30 digits.
+    quantity: Decimal | None = Field(None, max_digits=30, decimal_places=12)
     unit: str | None = None
     commodity_code: str
 

@@ -59,8 +59,11 @@ def per_origin_share(capacity: int) -> int:
 
 def _number(version: bytes) -> int | None:
     """The version header as a number; None when it is none (such a record does not
-    open: its seal is bound to the version, and it is dead-lettered as unreadable)."""
-    return int(version) if version.isdigit() else None
+    open: its seal is bound to the version, and it is dead-lettered as unreadable). At
+    most 18 digits: anyone writing the outbox chooses the header, and 5,000 digits passed
+    ``isdigit`` and made ``int`` raise (Python's 4,300-digit limit), which stopped the
+    publisher on every replica (review of stop 55)."""
+    return int(version) if 0 < len(version) <= 18 and version.isdigit() else None
 
 
 @dataclass(frozen=True, slots=True)

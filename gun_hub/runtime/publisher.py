@@ -883,8 +883,8 @@ class DecisionPublisher:
         alone; without it the view withholds the whole version (review of stop 54: the
         declarant whose decision of that version was published read a 404). None for a
         version that is no number (its record does not open either)."""
-        if self._status is None or not identity[1].isdigit():
-            return None
+        if self._status is None or not (0 < len(identity[1]) <= 18 and identity[1].isdigit()):
+            return None  # no number (at most 18 digits: published_memory._number)
         reference, version = identity[0].decode(errors="replace"), int(identity[1])
         event = StatusEvent(
             reference=reference,

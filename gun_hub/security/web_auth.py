@@ -292,6 +292,10 @@ class TraderTokens:
                 "malformed", f"not a compact JWS ({type(err).__name__})"
             ) from None
         header = compact.headers()
+        if not isinstance(header, dict):
+            # joserfc checks only that "alg" is in it: a JSON list or string holding
+            # "alg" passed, and header.get raised (a 500; review of stop 55).
+            raise Unauthenticated("malformed", "its protected header is no JSON object")
         if header.get("alg") != TOKEN_ALG:
             raise Unauthenticated("algorithm", f"algorithm {str(header.get('alg'))[:20]!r}")
         if "crit" in header:

@@ -149,9 +149,12 @@ def officer_app(
 
     async def stats(request: web.Request) -> web.StreamResponse:
         until = day(request.query.get("to"), "to") or today()
-        since = day(request.query.get("from"), "from") or until - timedelta(
-            days=bounds.stats_default_days - 1
-        )
+        try:
+            since = day(request.query.get("from"), "from") or until - timedelta(
+                days=bounds.stats_default_days - 1
+            )
+        except OverflowError:  # a "to" in year 1: the default range begins before it
+            raise BadRequest("to: too early for the default range; give from") from None
         if since > until:
             raise BadRequest("from: after to")
         if (until - since).days + 1 > bounds.stats_max_days:

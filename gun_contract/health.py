@@ -22,7 +22,8 @@ class CircuitStatus(StrEnum):
 class PartnerHealth(BaseModel):
     """One adapter replica's heartbeat, keyed by authority and replica."""
 
-    model_config = ConfigDict(frozen=True)
+    # No NaN or Infinity: the dashboard answers what it holds as JSON (review of stop 55).
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     authority: str
     adapter: str  # the adapter process's client id

@@ -22,9 +22,14 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
+# Any party may write gun.ops.lag on an unsecured cluster: NaN and Infinity are refused
+# as the record is read, or the dashboard's answer carried them, which is no JSON, and
+# the page stopped updating (review of stop 55).
+_READ_AS_JSON = ConfigDict(frozen=True, allow_inf_nan=False)
+
 
 class PartitionLag(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = _READ_AS_JSON
 
     group: str
     topic: str
@@ -38,7 +43,7 @@ class UnreadAge(BaseModel):
     """How old a group's oldest unread record on one partition is, and how long the topic's
     retention leaves it before it may be deleted unread."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _READ_AS_JSON
 
     group: str
     topic: str
@@ -56,7 +61,7 @@ class UnreadAge(BaseModel):
 
 
 class GroupLag(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = _READ_AS_JSON
 
     group: str
     lag: int
@@ -70,7 +75,7 @@ class TransactionHold(BaseModel):
     """Records a committed reader cannot read yet on one partition: those from an open
     transaction's first record (the stable end) to the end, whoever wrote them."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _READ_AS_JSON
 
     topic: str
     partition: int
@@ -82,7 +87,7 @@ class TransactionHold(BaseModel):
 class LagSnapshot(BaseModel):
     """One measurement of every watched group, published on ``gun.ops.lag``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _READ_AS_JSON
 
     # With its time zone: a naive time compared with a kept one raised TypeError, and the
     # view process stopped at it (stop 34).

@@ -14,6 +14,8 @@ way (its first request's head not complete, or idle between two) is closed after
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -207,3 +209,26 @@ async def test_a_trusted_proxy_is_not_held_to_one_addresss_share() -> None:
             writer.close()
         await listener.stop()
     assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+
+
+async def test_a_connection_turned_away_logs_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Found by the review of stop 55's change: closed at once inside aiohttp's
+    ``connection_made``, a turned-away connection was lost before aiohttp's handler
+    task began, which then failed an assertion, and asyncio logged "Task exception was
+    never retrieved" with a traceback at ERROR for every connection turned away: anyone
+    hammering the bound flooded the logs with false errors."""
+    listener = await serving_with(SHARED)
+    held = [await unfinished_request(listener) for _ in range(SHARED.max_per_address)]
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            for _ in range(3):
+                answer = await first_answer_from(listener, "127.0.0.1")
+                assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
+            await asyncio.sleep(0)  # the handlers' tasks end
+            gc.collect()  # a task whose exception nobody retrieved says so as it goes
+    finally:
+        for _, writer in held:
+            writer.close()
+        await listener.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors

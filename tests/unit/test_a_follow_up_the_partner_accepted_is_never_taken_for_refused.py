@@ -50,60 +50,27 @@ def op(operation: Operation, quantity: str | None = None) -> AuthorityRequest:
 async def test_a_write_off_the_partner_accepted_is_not_overtaken_by_its_give_back_past_the_window(
     samples: Path, tmp_path: Path
 ) -> None:
-    apply_now = asyncio.Event()
-    applied_later: list[asyncio.Task[None]] = []
-    accepted: set[str] = set()  # keys the partner took for processing, not applied yet
-    applied: set[str] = set()  # keys it applied: a repeat gets their remembered answer
+    partner = AsynchronousPartner()
     async with (
         running_partner(samples / "partners" / "dgal-documents.json", tmp_path / "l.db") as sim,
-        aiohttp.ClientSession() as upstream,
+        partner.in_front_of(sim.url) as url,
     ):
-        forward = forwarder(upstream, sim.url)
-
-        async def later(request: web.Request, body: bytes, key: str) -> None:
-            await apply_now.wait()
-            await forward(request, body)
-            accepted.discard(key)
-            applied.add(key)
-
-        async def partner(request: web.Request) -> web.Response:
-            body = await request.read()
-            key = request.headers.get("Idempotency-Key", "")
-            if key in accepted:
-                return web.json_response(
-                    {"error": "a request with this Idempotency-Key is being processed"},
-                    status=409,
-                )
-            if request.path.endswith("/write-off") and key not in applied:
-                accepted.add(key)
-                applied_later.append(asyncio.create_task(later(request, body, key)))
-                return web.json_response({"result": "PROCESSING"}, status=202)
-            return await forward(request, body)
-
-        async with serving(partner) as url:
-            client = partner_client(
-                url,
-                retry_attempts=2,
-                retry_backoff_base_s=0.01,
-                partner_in_progress_window_s=WINDOW_S,
-            )
-            pending = PendingOperations(tmp_path / "pending.sqlite")
-            published: Published = []
-            replayer = replayer_publishing_to(pending, client, published)
-            try:
-                [reserved] = await client.answer(op(Operation.RESERVE, "10"))
-                assert reserved.verdict is Verdict.VALID, reserved.detail
-                [write_off] = await replayer.ask(op(Operation.WRITE_OFF, "10"), 0, 10)
-                assert write_off.verdict is Verdict.UNAVAILABLE, write_off.detail
-                await asyncio.sleep(WINDOW_S + 0.2)  # the partner takes its time
-                [give_back] = await replayer.ask(op(Operation.GIVE_BACK), 0, 11)
-                await replayer.replay_all()
-                apply_now.set()  # the partner applies the write-off it accepted
-                await asyncio.gather(*applied_later)
-                await replayer.replay_all()
-            finally:
-                await client.close()
-                pending.close()
+        pending = PendingOperations(tmp_path / "pending.sqlite")
+        published: Published = []
+        client, replayer, _ = replica(url, pending, published)
+        try:
+            [reserved] = await client.answer(op(Operation.RESERVE, "10"))
+            assert reserved.verdict is Verdict.VALID, reserved.detail
+            [write_off] = await replayer.ask(op(Operation.WRITE_OFF, "10"), 0, 10)
+            assert write_off.verdict is Verdict.UNAVAILABLE, write_off.detail
+            await asyncio.sleep(WINDOW_S + 0.2)  # the partner takes its time
+            [give_back] = await replayer.ask(op(Operation.GIVE_BACK), 0, 11)
+            await replayer.replay_all()
+            await partner.applies_what_it_accepted()
+            await replayer.replay_all()
+        finally:
+            await client.close()
+            pending.close()
         [line] = [b for b in sim.store.balances(DOC) if b.line == 1]
     assert (line.written_off, line.given_back) == (Decimal(0), Decimal(10)), (
         f"written off {line.written_off}, given back {line.given_back}: the write-off the "

@@ -34,13 +34,7 @@ BOUNDS = ConnectionBounds(idle_s=1.0, max_connections=3, max_per_address=3)
 
 @pytest.fixture
 async def listener() -> AsyncIterator[Listener]:
-    async def hello(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_get("/hello", hello)
-    serving = Listener("trader", app, "127.0.0.1", free_port(), bounds=BOUNDS)
-    await serving.start()
+    serving = await serving_with(BOUNDS)
     try:
         yield serving
     finally:

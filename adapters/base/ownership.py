@@ -89,9 +89,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager, contextmanager
+from typing import TypeVar
 
 from adapters.base.pending import PendingOperations, operation_key
 from gun_contract.model.exchange import AuthorityRequest
@@ -163,6 +172,7 @@ def _number(text: str) -> int | None:
     return int(text)
 
 
+_Item = TypeVar("_Item")
 Spans = tuple[range, ...]
 """Positions of calls as sorted runs that neither overlap nor touch: what a commit names,
 kept so (a few runs for thousands of calls), never expanded (:class:`SpannedPositions`)."""
@@ -194,6 +204,13 @@ class SpannedPositions(AbstractSet[int]):
 
     def __repr__(self) -> str:
         return f"SpannedPositions({_spans(self._spans)!r})"
+
+    @classmethod
+    def _from_iterable(cls, positions: Iterable[_Item]) -> frozenset[_Item]:
+        """What the set operations (``&``, ``|``, ``-``, ``^``) build their result with:
+        a frozenset of the positions (the mixin's default called this class's own
+        constructor with ints, which takes spans)."""
+        return frozenset(positions)
 
 
 def _accepted_calls(metadata: str, committed: int | None) -> dict[int, Spans]:

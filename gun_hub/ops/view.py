@@ -253,6 +253,10 @@ def _heard_at(health: str) -> str:
 
 log = logging.getLogger(__name__)
 
+# Kinds of records the view logged once (a fault, or a kind it does not know) it
+# remembers at most: a release knows a few dozen kinds.
+_LOGGED_AT_MOST = 1024
+
 # A confidential authority's document is stored under this reference (facts.py).
 CONFIDENTIAL = "(confidential)"
 # Dead-letter kinds beyond those a bounded answer lists are summed under this one.
@@ -806,7 +810,9 @@ class OpsView(ViewQueries):
             self._count_what_is_kept(missing)
         self.skipped = 0  # records that could not be applied (skipped, counted, logged once)
         self.skipped_by_topic: dict[str, int] = defaultdict(int)
-        self._logged: set[tuple[str, str]] = set()  # (topic, fault) already logged
+        # (topic, fault or kind) already logged: at most _LOGGED_AT_MOST (_first_said).
+        self._logged: set[tuple[str, str]] = set()
+        self._logged_enough = False  # said that no more is logged
         self.parked = 0  # records of a kind this view does not know, kept (logged once)
         self._apply_parked()
 
@@ -1301,9 +1307,8 @@ class OpsView(ViewQueries):
         )
         self.parked += 1
         metrics.VIEW_RECORDS_PARKED.labels(topic=role).inc()
-        if (record.topic, kind) in self._logged:
+        if not self._first_said(record.topic, kind):
             return
-        self._logged.add((record.topic, kind))
         log.warning(
             "operations view: the record at %s/%d/%d is of a kind this view does not know "
             "(%s: a newer hub's?); kept, applied by a view that knows it when it starts "
@@ -1353,13 +1358,32 @@ class OpsView(ViewQueries):
                 self.parked_records(),
             )
 
+    def _first_said(self, topic: str, kind: str) -> bool:
+        """Whether ``kind`` (a fault, or a record kind this view does not know) on
+        ``topic`` is to be logged now: the first time only, and never once
+        :data:`_LOGGED_AT_MOST` are remembered (said once). A record's kind is whatever
+        its writer chose: each new one added to this set for the process's life (review
+        of stop 55), and a line to the log."""
+        if (topic, kind) in self._logged:
+            return False
+        if len(self._logged) >= _LOGGED_AT_MOST:
+            if not self._logged_enough:
+                self._logged_enough = True
+                log.warning(
+                    "operations view: %d kinds of records skipped or kept unread already "
+                    "logged; further ones are counted, not logged (gun_hub_view_records_*)",
+                    _LOGGED_AT_MOST,
+                )
+            return False
+        self._logged.add((topic, kind))
+        return True
+
     def _skip(self, record: FeedRecord, fault: Exception) -> None:
         self.skipped += 1
         self.skipped_by_topic[record.topic] += 1
         kind = type(fault).__name__
-        if (record.topic, kind) in self._logged:
+        if not self._first_said(record.topic, kind):
             return
-        self._logged.add((record.topic, kind))
         log.warning(
             "operations view: skipped the record at %s/%d/%d (%s: %s); further records of "
             "this topic skipped for the same fault are counted, not logged",

@@ -352,7 +352,8 @@ class PartitionOwnership:
         # The queued follow-ups the partner may still be applying (Replayer): named in
         # the commits beside the reservations (review stop 39-SF, SF2).
         self._follow_ups_unsettled = follow_ups_unsettled
-        # Of those, the documents the partner answered 202 (named ``accepted:``).
+        # Of those and of those under way, the calls the partner answered 202 (named
+        # ``accepted:``).
         self._follow_ups_accepted = follow_ups_accepted
         self._owned: set[int] = set()
         # Bumped by every revocation: a batch begun under an earlier generation says
@@ -377,7 +378,7 @@ class PartitionOwnership:
         # Per partition: offsets of reservations the partition's last committer left
         # unsettled at the partner (asked again as they are read, replay.py).
         self._unsettled: dict[int, frozenset[int]] = {}
-        # Per partition and offset among those: the documents the partner answered 202.
+        # Per partition and offset among those: the calls the partner answered 202.
         self._accepted: dict[int, dict[int, Spans]] = {}
         # The consumer group generation this replica's partitions were assigned in (its
         # hand-over commits say it; None: not known, none is said).
@@ -602,9 +603,9 @@ class PartitionOwnership:
         )
 
     def accepted_at(self, partition: int, offset: int) -> SpannedPositions:
-        """The positions of the documents of the follow-up at ``offset`` whose call the
-        partner answered 202, as the partition's last committer named them: asked as
-        repeats, a 409 to them is the partner still processing however late."""
+        """The positions of the calls of the follow-up at ``offset`` the partner answered
+        202, as the partition's last committer named them: asked as repeats, a 409 to
+        them is the partner still processing however late."""
         return SpannedPositions(self._accepted.get(partition, {}).get(offset, ()))
 
     def _hands_over(self, partition: int) -> bool:
@@ -650,8 +651,9 @@ class PartitionOwnership:
         return queued
 
     def _queued_accepted(self) -> dict[int, dict[int, Spans]]:
-        """Per partition and offset, the documents of the queued follow-ups whose call
-        the partner answered 202 (the replayer's :meth:`Replayer.follow_ups_accepted`)."""
+        """Per partition and offset, the calls of the queued follow-ups (and of those
+        under way) the partner answered 202 (the replayer's
+        :meth:`Replayer.follow_ups_accepted`)."""
         accepted: dict[int, dict[int, Spans]] = {}
         for request, positions in self._follow_ups_accepted():
             calls = _as_spans(positions)

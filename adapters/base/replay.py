@@ -304,7 +304,8 @@ class Replayer:
         operation if it is queued). ``sent_before``: the commit names it as a follow-up
         the partition's previous owner left unsettled at the partner: its next attempt
         is a repeat, a 409 to it "still in progress" (SF2); ``accepted``: the positions of
-        its documents the partner answered 202, whose 409 is so however late."""
+        its calls the partner answered 202 (the commit's ``accepted:``), whose 409 is so
+        however late."""
         async with self._locks.hold(request.reference):
             if sent_before:
                 # Before anything: queued behind another here, its replay is a repeat too.
@@ -527,8 +528,9 @@ class Replayer:
         return list(self._follow_ups_unsettled.values())
 
     def follow_ups_accepted(self) -> list[tuple[AuthorityRequest, frozenset[int]]]:
-        """Of :meth:`follow_ups_unsettled`, those the partner answered 202 for some of
-        their calls, with those calls' positions: a commit names them, and the
+        """Of :meth:`follow_ups_unsettled` and the follow-ups whose live call is under
+        way, those the partner answered 202 for some of their calls, with those calls'
+        positions: a commit names them, and the
         partition's next owner takes a 409 to them for "still processing" however late
         (review of stop 54: past the window from its own first attempt, it took one for a
         rejection, and the give-back behind the write-off went ahead of it)."""

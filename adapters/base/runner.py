@@ -993,10 +993,13 @@ class AdapterRunner:
         from that commit (review stop 39-G, G2)."""
         partition, offset = record.partition, record.offset
         # A write-off, deletion or give-back under way is named too: the next owner asks
-        # it as a repeat, and a 409 is the partner still at it (review stop 39-SF, SF2).
+        # it as a repeat, and a 409 is the partner still at it (review stop 39-SF, SF2);
+        # so are its calls the partner accepted meanwhile (its request: a reservation's
+        # are never named accepted, and its operation key is a digest of its documents).
+        follow_up = request.operation in REPLAYED_OPERATIONS
         asking = (
-            self.ownership.asking(partition, offset, request)
-            if request.operation is Operation.RESERVE or request.operation in REPLAYED_OPERATIONS
+            self.ownership.asking(partition, offset, request if follow_up else None)
+            if follow_up or request.operation is Operation.RESERVE
             else contextlib.nullcontext()
         )
         # Named by the commit the partition was taken from (SF2), or read below the log's

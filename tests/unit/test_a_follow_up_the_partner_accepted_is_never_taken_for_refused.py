@@ -21,8 +21,8 @@ as one the partner accepted: past the window from its own first attempt, the par
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -196,46 +196,38 @@ async def test_the_next_owner_of_a_write_off_the_partner_accepted_does_not_take_
     )
 
 
+@contextmanager
+def told(tmp_path: Path, metadata: str) -> Iterator[PartitionOwnership]:
+    """A replica given partition 0 with a commit at 10 that says ``metadata``."""
+    pending = PendingOperations(tmp_path / "p.sqlite")
+    try:
+        ownership = PartitionOwnership(pending)
+        ownership.assigned(
+            {0}, {0: metadata}, committed={0: 10}, log_starts={0: 0}, group_generation=8
+        )
+        yield ownership
+    finally:
+        pending.close()
+
+
 def test_an_owner_that_has_not_read_an_accepted_follow_up_again_names_it_in_its_commits(
     tmp_path: Path,
 ) -> None:
     """A replica that inherits such a commit and is revoked (or dies) before it reads the
     follow-up again says what it was told: the owner after it must know it too."""
-    pending = PendingOperations(tmp_path / "p.sqlite")
-    try:
-        ownership = PartitionOwnership(pending)
-        ownership.assigned(
-            {0},
-            {0: "answered:12;unsettled:0,1;accepted:1=0.2"},
-            committed={0: 10},
-            log_starts={0: 0},
-            group_generation=8,
-        )
+    with told(tmp_path, "answered:12;unsettled:0,1;accepted:1=0.2") as ownership:
         assert set(ownership.accepted_at(0, 11)) == frozenset({0, 2})
         assert set(ownership.accepted_at(0, 10)) == frozenset()  # unsettled, never accepted
         assert ownership.commit_metadata(0) == "answered:12;unsettled:0,1;accepted:1=0.2"
-    finally:
-        pending.close()
 
 
 def test_an_accepted_part_not_understood_names_nothing_and_the_rest_stands(
     tmp_path: Path,
 ) -> None:
-    pending = PendingOperations(tmp_path / "p.sqlite")
-    try:
-        ownership = PartitionOwnership(pending)
-        ownership.assigned(
-            {0},
-            {0: "answered:12;unsettled:0;accepted:0=x"},
-            committed={0: 10},
-            log_starts={0: 0},
-            group_generation=8,
-        )
+    with told(tmp_path, "answered:12;unsettled:0;accepted:0=x") as ownership:
         assert set(ownership.accepted_at(0, 10)) == frozenset()
         assert ownership.sent_before(0, 10)  # still asked as a repeat
         assert ownership.unsettled_at(0, 10)
-    finally:
-        pending.close()
 
 
 async def test_an_accepted_follow_up_held_back_by_the_next_owner_stays_named(

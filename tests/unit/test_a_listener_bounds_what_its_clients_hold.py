@@ -17,6 +17,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -167,18 +168,26 @@ async def first_answer_from(listener: Listener, local_address: str) -> bytes:
         writer.close()
 
 
-async def test_one_address_holds_at_most_its_share_of_a_listeners_connections() -> None:
-    listener = await serving_with(SHARED)
-    turned_away = CONNECTIONS_TURNED_AWAY.labels("trader", "address")
-    before = turned_away._value.get()
-    held = [await unfinished_request(listener) for _ in range(SHARED.max_per_address)]
+@asynccontextmanager
+async def one_address_holding_its_share(bounds: ConnectionBounds) -> AsyncIterator[Listener]:
+    """A listener with ``bounds`` of which 127.0.0.1 holds ``max_per_address``
+    connections, their requests' heads unfinished."""
+    listener = await serving_with(bounds)
+    held = [await unfinished_request(listener) for _ in range(bounds.max_per_address)]
     try:
-        again = await first_answer_from(listener, "127.0.0.1")
-        other = await first_answer_from(listener, "127.0.0.2")
+        yield listener
     finally:
         for _, writer in held:
             writer.close()
         await listener.stop()
+
+
+async def test_one_address_holds_at_most_its_share_of_a_listeners_connections() -> None:
+    turned_away = CONNECTIONS_TURNED_AWAY.labels("trader", "address")
+    before = turned_away._value.get()
+    async with one_address_holding_its_share(SHARED) as listener:
+        again = await first_answer_from(listener, "127.0.0.1")
+        other = await first_answer_from(listener, "127.0.0.2")
     assert again.startswith(b"HTTP/1.1 503"), again[:80]
     assert turned_away._value.get() == before + 1
     assert other.startswith(b"HTTP/1.1 200"), (
@@ -190,18 +199,11 @@ async def test_one_address_holds_at_most_its_share_of_a_listeners_connections() 
 async def test_a_trusted_proxy_is_not_held_to_one_addresss_share() -> None:
     """Behind a reverse proxy every connection is the proxy's: held to one address's
     share, it would turn its clients away; the proxy's own bounds are per client."""
-    listener = await serving_with(
-        ConnectionBounds(
-            idle_s=5.0, max_connections=8, max_per_address=2, unbounded=("127.0.0.1/32",)
-        )
+    behind_a_proxy = ConnectionBounds(
+        idle_s=5.0, max_connections=8, max_per_address=2, unbounded=("127.0.0.1/32",)
     )
-    held = [await unfinished_request(listener) for _ in range(SHARED.max_per_address)]
-    try:
+    async with one_address_holding_its_share(behind_a_proxy) as listener:
         answer = await first_answer_from(listener, "127.0.0.1")
-    finally:
-        for _, writer in held:
-            writer.close()
-        await listener.stop()
     assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
 
 
@@ -211,18 +213,12 @@ async def test_a_connection_turned_away_logs_no_error(caplog: pytest.LogCaptureF
     task began, which then failed an assertion, and asyncio logged "Task exception was
     never retrieved" with a traceback at ERROR for every connection turned away: anyone
     hammering the bound flooded the logs with false errors."""
-    listener = await serving_with(SHARED)
-    held = [await unfinished_request(listener) for _ in range(SHARED.max_per_address)]
-    try:
+    async with one_address_holding_its_share(SHARED) as listener:
         with caplog.at_level(logging.ERROR, logger="asyncio"):
             for _ in range(3):
                 answer = await first_answer_from(listener, "127.0.0.1")
                 assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
-            await asyncio.sleep(0)  # the handlers' tasks end
+            await asyncio.sleep(0)  # a loop turn: the handlers' ended tasks are let go
             gc.collect()  # a task whose exception nobody retrieved says so as it goes
-    finally:
-        for _, writer in held:
-            writer.close()
-        await listener.stop()
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors

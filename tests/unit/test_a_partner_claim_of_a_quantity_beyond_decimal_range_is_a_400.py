@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from partner_sim.documents import DocumentLine, DocumentStatus, PartnerDocument
 from partner_sim.server import build_app
 from partner_sim.store import LedgerStore
+from tests.unit.test_partner_http_api import position
 
 REF = "CHEDP.FR.2026.0001234"
 HOLDER = "FR12345678901234"
@@ -45,20 +46,7 @@ async def test_a_quantity_past_the_decimal_range_is_refused_as_a_bad_request(
 ) -> None:
     store = LedgerStore(tmp_path / "ledger.sqlite")
     store.load([_document()])
-    body = {
-        "document_type": "N853",
-        "declarant_eori": HOLDER,
-        "country_of_destination": "FR",
-        "lines": [
-            {
-                "goods_item": 1,
-                "line": 1,
-                "quantity": quantity,
-                "unit": "KGM",
-                "commodity_code": "0302130000",
-            }
-        ],
-    }
+    body = position(quantity, None)
     async with TestClient(TestServer(build_app(store))) as client:
         response = await client.post(f"/api/v1/documents/{REF}/checks/DECL-1", json=body)
         assert response.status == 400

@@ -33,8 +33,10 @@ from gun_hub.domain.reference_namespace import (
     is_declarants_reference,
     the_declarants_references,
 )
+from gun_hub.domain.trader_stages import not_the_traders_stage, set_by_customs
 from gun_hub.pipeline.intake import (
     REFERENCE_NOT_THE_DECLARANTS,
+    STAGE_NOT_THE_DECLARANTS,
     TOO_LARGE_TO_DECIDE,
     too_large_to_decide,
 )
@@ -50,8 +52,8 @@ LODGEMENTS = Counter(
     "gun_hub_gateway_lodgements_total",
     "Declarations offered to the intake gateway, by channel (http, file) and result "
     "(lodged, unpublished, or the refusal kind: XML_*, DECLARATION_TOO_LARGE_TO_DECIDE, "
-    "DECLARANT_MISMATCH, REFERENCE_NOT_THE_DECLARANTS; over HTTP also busy: every "
-    "lodgement in flight taken, 503; trader_busy: the trader's share taken, 429; "
+    "DECLARANT_MISMATCH, REFERENCE_NOT_THE_DECLARANTS, STAGE_NOT_THE_DECLARANTS; over HTTP "
+    "also busy: every lodgement in flight taken, 503; trader_busy: the trader's share taken, 429; "
     "body_timeout: the body too slow, 408).",
     ["channel", "result"],
 )
@@ -155,6 +157,10 @@ class DeclarationCheck:
                 f"reference {declaration.reference} is not {eori}'s: a declaration lodged "
                 f"here takes {the_declarants_references(eori)}",
                 403,
+            )
+        if set_by_customs(declaration.stage):
+            raise LodgementRefused(
+                STAGE_NOT_THE_DECLARANTS, not_the_traders_stage(declaration.stage), 403
             )
         return declaration
 

@@ -116,9 +116,11 @@ SECURITY_REJECTION_KINDS = frozenset(
         "REQUEST_MISADDRESSED",
         REDRIVE_UNVERIFIED,
         OPERATOR_ACTION_UNVERIFIED,
-        # A trader lodging in another's name (pipeline/intake.py): named, not UNLISTED.
+        # A trader lodging in another's name, or a stage only customs sets
+        # (pipeline/intake.py): named, not UNLISTED.
         "DECLARANT_CHANGED",
         "REFERENCE_NOT_THE_DECLARANTS",
+        "STAGE_NOT_THE_DECLARANTS",
     }
 )
 _HUB_COMPONENTS = frozenset(

@@ -50,6 +50,7 @@ from gun_hub.domain.routing import (
     route_documents,
 )
 from gun_hub.domain.status_events import StatusKind, lodging
+from gun_hub.domain.trader_stages import not_the_traders_stage, set_by_customs
 from gun_hub.ops.facts import ReceivedFact
 from gun_hub.pipeline.decision_outbox import declarant_tag, declarant_tag_of
 from gun_hub.pipeline.hub_context import CaseStore, HubContext, open_case_entry
@@ -80,6 +81,7 @@ DECLARANT_CHANGED = "DECLARANT_CHANGED"
 # A declaration lodged through the gateway under a reference that is not its declarant's
 # (domain/reference_namespace.py).
 REFERENCE_NOT_THE_DECLARANTS = "REFERENCE_NOT_THE_DECLARANTS"
+STAGE_NOT_THE_DECLARANTS = "STAGE_NOT_THE_DECLARANTS"
 # The head of the reason of a declaration the gateway lodged that the hub cannot read: the
 # two disagree, and the dead letter waits to be redriven once they agree (redrive.py). At
 # the head, so that the view's cut reason keeps it.
@@ -293,6 +295,11 @@ class Intake:
             # no dead letter (review stop 38-g, S4).
             self._refuse_record_key(outbox, data, source, declaration.reference)
             return
+        if through_the_gateway and set_by_customs(declaration.stage):
+            # Before the size: refused as too large it would be decided, and supersede
+            # the case, as a version of the trader's (domain/trader_stages.py).
+            self._refuse_customs_stage(outbox, data, declaration, source)
+            return
         too_large = too_large_to_decide(
             declaration,
             authority_chars=max(map(len, self._ctx.routing.authorities), default=1),
@@ -488,6 +495,25 @@ class Intake:
             f"lodged through the gateway for {eori} under a reference that is not its own; "
             f"{the_declarants_references(eori)}",
             None,
+        )
+
+    def _refuse_customs_stage(
+        self, outbox: Effects, data: bytes, declaration: Declaration, source: SourcePosition
+    ) -> None:
+        """A trader lodging a stage only the customs office sets: a security dead letter,
+        and nothing else. No decision (a REFUSE would take the version number the
+        office's own release or invalidation is to use), the case untouched, nothing
+        written off or given back at any partner."""
+        metrics.DECLARATIONS_REJECTED.labels(kind=STAGE_NOT_THE_DECLARANTS).inc()
+        self._dead_letter(
+            outbox,
+            data,
+            source,
+            ErrorClass.SECURITY,
+            STAGE_NOT_THE_DECLARANTS,
+            f"lodged through the gateway for {declaration.declarant.eori}: "
+            + not_the_traders_stage(declaration.stage),
+            declaration.reference,
         )
 
     def _reject(

@@ -28,6 +28,8 @@ class Payload(StrEnum):
     JSON = "JSON"
     ORIGINAL_BYTES = "original bytes, error in headers"
     STATE_SEALED = "sealed with the writer's state key (AES-GCM, internal)"
+    # The hub's deadlines topic: ticks as text, takeover notices sealed (pipeline/takeover.py).
+    TICKS = "ticks as text, notices sealed with the writer's state key (internal)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,9 +267,10 @@ class TopicRegistry:
                 self.deadlines,
                 "hub (deadline and retention timers, intake)",
                 "hub",
-                Payload.JSON,
+                Payload.TICKS,
                 "Internal: a case's deadline has passed (decided in degraded mode) or its "
-                "retention is due; or a later version was read on another partition.",
+                "retention is due; or a later version was read on another partition (a "
+                "notice sealed with the hub's state key).",
                 # As long as a declaration: a takeover notice (pipeline/takeover.py) is
                 # read once by the partition it tells; deleted before a partition behind
                 # read it, the earlier version's control was kept and reported overdue

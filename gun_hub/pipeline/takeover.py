@@ -13,7 +13,8 @@ So a version whose earlier versions its partition did not see (its first there a
 or a gap in the numbers: versions read elsewhere meanwhile) sends a :class:`Notice` to
 every other partition of the hub's deadlines topic, keyed by reference: its version, its
 stage, a tag of its declarant, and the documents it restates or follows up itself (what
-it quotes at the authorities where its operation reserves). Each partition's deadlines
+it quotes at the authorities where its operation reserves), sealed with the hub's state
+key (``NOTICE_STATE``). Each partition's deadlines
 agent hands it here, in event context (only an event may write the tables), and the case
 of a lower version of that reference, if the partition holds one for the same declarant,
 is taken over as if the version had arrived there:
@@ -68,6 +69,7 @@ from gun_contract.effects import Effects
 from gun_contract.model.declaration import Stage
 from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome
+from gun_contract.security.state_cipher import MAGIC as SEALED
 from gun_contract.untrusted_json import parse_untrusted
 from gun_hub.domain.case import Case, ExpectedAnswer
 from gun_hub.domain.lifecycle import kept_for_control, write_offs_known, written_off
@@ -79,9 +81,18 @@ from gun_hub.pipeline.hub_context import CaseStore, HubContext
 log = logging.getLogger(__name__)
 
 
+# The notices' values are sealed with the hub's state key under this table name (bound
+# to the reference): they name the documents a version quotes, a war-material licence
+# among them, and the deadlines topic is kept for days on the brokers and their backups
+# (a confidentiality sweep of stop 56 found them in clear there, and on the dead-letter
+# desk when one failed).
+NOTICE_STATE = "takeover-notice"
+
+
 def is_notice(value: bytes) -> bool:
-    """Whether a deadlines-topic value is a notice (a tick's is a number or a word)."""
-    return value.startswith(b"{")
+    """Whether a deadlines-topic value is a notice (a tick's is a number or a word):
+    sealed, or a JSON object in clear as workers before stop 56 wrote them."""
+    return value.startswith((SEALED, b"{"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +178,7 @@ def notices(
 ) -> Iterator[tuple[str, bytes, bytes, int]]:
     """(topic, key, value, partition) of ``notice`` to each partition but ``partition``:
     every hub topic has the declarations' partition count (ADR 0005)."""
-    value = notice.to_bytes()
+    value = context.outbox_cipher.seal(NOTICE_STATE, reference, notice.to_bytes())
     for other in range(context.outbox_partitions):
         if other != partition:
             yield context.topics.deadlines, reference.encode(), value, other
@@ -181,6 +192,11 @@ class Takeover:
         self._cases = cases
 
     def handle(self, reference: str, value: bytes, source: SourcePosition) -> Effects:
+        """``StateUnreadable`` for a sealed notice that does not open (dead-lettered as
+        such by the agent), ``ValueError`` for one that does not read as a notice."""
+        if value.startswith(SEALED):
+            value = self._ctx.outbox_cipher.open(NOTICE_STATE, reference, value)
+        # else in clear: written by a worker from before stop 56, read through an upgrade.
         notice = Notice.from_bytes(value)
         outbox = Effects()
         stored = self._cases.get(reference.encode())

@@ -398,29 +398,20 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
         ),
         registry.deadlines: Message(
             "DeadlineTick",
-            Payload.JSON,
+            Payload.TICKS,
             "Deadline tick",
             "A case's deadline has passed: the deadlines agent decides it in degraded mode "
             "(a stale or early tick is ignored). Or a later version of the reference was read "
-            "on another partition: a lower version's case here is taken over by it.",
-            JSON,
+            "on another partition: a lower version's case here is taken over by it (the "
+            "notice sealed with the hub's state key, a TakeoverNotice inside). Internal to "
+            "the hub.",
+            BYTES,
             ref("DeadlineTick"),
             REFERENCE_KEY,
             _TRACE_HEADERS,
             examples=(
-                example("version-1", "Version 1's deadline has passed.", payload=1),
-                example(
-                    "taken-over-by-version-2",
-                    "Version 2 was read on partition 1: a lower version's case here is taken "
-                    "over by it.",
-                    payload={
-                        "superseded_by": 2,
-                        "read_at": "gun.declarations/1/57",
-                        "stage": "RELEASED_AFTER_CONTROL",
-                        "declarant": "5f0c2e1d9a7b3c44",
-                        "quotes": [["dgal", "CHEDP.FR.2026.0001234"]],
-                    },
-                ),
+                example("version-1", "Version 1's deadline has passed.", payload="1"),
+                example("retention", "The case's retention is due.", payload="retention"),
             ),
         ),
         registry.ops_lag: Message(

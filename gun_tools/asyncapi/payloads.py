@@ -300,48 +300,46 @@ def payload_schemas() -> dict[str, JsonObject]:
         "DeadlineTick": {
             "title": "DeadlineTick",
             "description": "What the deadlines agent does for the case of the record's key "
-            "on the record's partition (the same partition number as its declaration's). A "
-            "retention tick is the bare text `retention` (gun_hub/pipeline/retention.py).",
-            "oneOf": [
-                {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "A deadline tick: the version of the declaration whose "
-                    "case is due, as decimal text (a JSON number).",
+            "on the record's partition (the same partition number as its declaration's). "
+            "One of: a deadline tick, the version of the declaration whose case is due as "
+            "decimal text; a retention tick, the bare text `retention` "
+            "(gun_hub/pipeline/retention.py); a takeover notice, sealed with the hub's "
+            "state key (StateSealedBytes, bound to the reference: it names the documents a "
+            "version quotes), whose plaintext is a TakeoverNotice. Workers before stop 56 "
+            "wrote the notice's JSON in clear; it is still read.",
+        },
+        "TakeoverNotice": {
+            "title": "TakeoverNotice",
+            "type": "object",
+            "description": "A takeover notice's plaintext (gun_hub/pipeline/takeover.py): a "
+            "version of the reference read on another partition, whose case takes over what "
+            "a lower version's case on this partition holds.",
+            "required": ["superseded_by", "stage"],
+            "properties": {
+                "superseded_by": {"type": "integer", "minimum": 1},
+                "read_at": {
+                    "type": "string",
+                    "description": "Where that version was read (topic/partition/offset).",
                 },
-                {
-                    "type": "object",
-                    "description": "A takeover notice (gun_hub/pipeline/takeover.py): a "
-                    "version of the reference read on another partition, whose case takes "
-                    "over what a lower version's case on this partition holds.",
-                    "required": ["superseded_by", "stage"],
-                    "properties": {
-                        "superseded_by": {"type": "integer", "minimum": 1},
-                        "read_at": {
-                            "type": "string",
-                            "description": "Where that version was read (topic/partition/offset).",
-                        },
-                        "stage": {"type": "string", "description": "That version's stage."},
-                        "declarant": {
-                            "type": "string",
-                            "description": "16 hex digits of a SHA-256 of its declarant's "
-                            "EORI: a case of another declarant is not taken over.",
-                        },
-                        "quotes": {
-                            "type": "array",
-                            "description": "The [authority, document reference] pairs it "
-                            "restates or follows up itself; what the case taken over holds "
-                            "beyond them is written off or deleted from its partition.",
-                            "items": {
-                                "type": "array",
-                                "items": {"type": "string"},
-                                "minItems": 2,
-                                "maxItems": 2,
-                            },
-                        },
+                "stage": {"type": "string", "description": "That version's stage."},
+                "declarant": {
+                    "type": "string",
+                    "description": "16 hex digits of a SHA-256 of its declarant's EORI: a "
+                    "case of another declarant is not taken over.",
+                },
+                "quotes": {
+                    "type": "array",
+                    "description": "The [authority, document reference] pairs it restates or "
+                    "follows up itself; what the case taken over holds beyond them is written "
+                    "off or deleted from its partition.",
+                    "items": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "minItems": 2,
+                        "maxItems": 2,
                     },
                 },
-            ],
+            },
         },
         "ClaimsRecord": {
             "title": "ClaimsRecord",

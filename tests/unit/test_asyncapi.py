@@ -271,6 +271,7 @@ def test_payloads_follow_the_registry_kind(
         Payload.SIGNED: JOSE,
         Payload.ORIGINAL_BYTES: "application/octet-stream",
         Payload.STATE_SEALED: "application/octet-stream",
+        Payload.TICKS: "application/octet-stream",
     }
     for spec in registry.specs():
         message = _message_of(document, spec.name)

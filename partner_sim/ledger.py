@@ -8,14 +8,37 @@ by what the other declarations leave of each line.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from enum import StrEnum
+from typing import ParamSpec, TypeVar
 
 from partner_sim.documents import DocumentStatus, PartnerDocument
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+# A claim's quantity has up to 30 digits (the API's bound, api.py), and Python's default
+# context keeps 28: a 30-digit claim was reserved rounded, two claims on one line summed
+# short, and a claim just above what a line authorises accepted as equal to it (review
+# of stop 56). Every sum and difference of quantities is made in this context, exact for
+# any count of such quantities a ledger can hold.
+EXACT = Context(prec=80)
+
+
+def exact(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``function`` run with the ledger's exact decimal context."""
+
+    @functools.wraps(function)
+    def in_exact_context(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with localcontext(EXACT):
+            return function(*args, **kwargs)
+
+    return in_exact_context
 
 
 class RefusalCode(StrEnum):
@@ -82,7 +105,7 @@ class Holding:
 
     @property
     def total(self) -> Decimal:
-        return self.reserved + self.written_off
+        return EXACT.add(self.reserved, self.written_off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +114,7 @@ class Refusal:
     message: str
 
 
+@exact
 def requested_per_line(lines: Sequence[RequestedLine]) -> dict[int, Decimal]:
     """The declaration's position: quantity per document line, summed over goods items
     (:func:`evaluate` has refused a claim that states no line or no quantity)."""
@@ -101,6 +125,7 @@ def requested_per_line(lines: Sequence[RequestedLine]) -> dict[int, Decimal]:
     return dict(totals)
 
 
+@exact
 def evaluate(
     document: PartnerDocument,
     request: PositionRequest,
@@ -185,6 +210,15 @@ def _check_claim(document: PartnerDocument, claim: RequestedLine) -> Refusal | N
         return Refusal(
             RefusalCode.QUANTITY_NOT_VALIDATABLE,
             f"goods item {claim.goods_item} states no quantity on line {claim.line}",
+        )
+    if claim.quantity <= 0:
+        # A claim draws something: a negative one freed quantity for other declarations
+        # beyond what the line authorises, and a zero one went out on a line fully used,
+        # its write-off consuming nothing (stop 36's D7 through a zero; review stop 56).
+        return Refusal(
+            RefusalCode.QUANTITY_NOT_VALIDATABLE,
+            f"goods item {claim.goods_item} claims {claim.quantity} on line {claim.line}: "
+            "a claim draws more than nothing",
         )
     if claim.unit is not None and claim.unit != line.unit:
         return Refusal(

@@ -31,7 +31,15 @@ from typing import Any
 
 from gun_contract.sqlite import open_database, transaction
 from partner_sim.documents import DocumentStatus, PartnerDocument
-from partner_sim.ledger import ClearanceCode, PositionRequest, Refusal, evaluate, requested_per_line
+from partner_sim.ledger import (
+    EXACT,
+    ClearanceCode,
+    PositionRequest,
+    Refusal,
+    evaluate,
+    exact,
+    requested_per_line,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -118,7 +126,7 @@ class LineBalance:
 
     @property
     def remaining(self) -> Decimal:
-        return self.authorised - self.reserved - self.written_off
+        return EXACT.subtract(EXACT.subtract(self.authorised, self.reserved), self.written_off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +278,7 @@ class LedgerStore:
             self._drop(reference, declaration)
         return ClearanceCode.EXECUTED
 
+    @exact
     def give_back(
         self, reference: str, declaration: str, version: int | None = None
     ) -> ClearanceCode:
@@ -358,6 +367,7 @@ class LedgerStore:
             self._drop(reference, declaration)
         return ClearanceCode.EXECUTED
 
+    @exact
     def balances(self, reference: str) -> list[LineBalance]:
         """Per line: authorised, reserved, written off, given back (the exactness check)."""
         document = self.document(reference)
@@ -380,6 +390,7 @@ class LedgerStore:
             for line in document.lines
         ]
 
+    @exact
     def positions(self, reference: str) -> list[Position]:
         """Per declaration and line: its version and state, reserved, written off and
         given back (what an independent checker reconciles with the decisions)."""
@@ -449,6 +460,7 @@ class LedgerStore:
                 (reference, declaration),
             )
 
+    @exact
     def _held_by_others(self, reference: str, declaration: str) -> dict[int, Decimal]:
         held: dict[int, Decimal] = defaultdict(Decimal)
         for line, line_reserved, line_written_off in self._db.execute(

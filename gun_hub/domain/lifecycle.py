@@ -50,7 +50,14 @@ def follow_up_requests(case: Case, now: datetime) -> list[AuthorityRequest]:
     ):
         return []
     documents = _followed_up(case)
-    return requests_for(case, documents, FOLLOW_UP[case.outcome], case.version, now)
+    operation = FOLLOW_UP[case.outcome]
+    # A write-off says what its version declared, line and quantity: goods released with
+    # nothing reserved at the partner (silent in advice mode, or down meanwhile) are
+    # reserved, then written off, by the adapter, which needs them (certex.py; the
+    # partner's own write-off reads only the version). Without them such goods were
+    # written off nowhere (review of stop 56).
+    quantities = operation is Operation.WRITE_OFF
+    return requests_for(case, documents, operation, case.version, now, quantities=quantities)
 
 
 def _followed_up(case: Case) -> list[ExpectedAnswer]:

@@ -392,10 +392,14 @@ class Takeover:
     ) -> None:
         """``operation`` of ``documents`` under ``version`` (the partner refuses an
         operation older than the newest version it saw), from ``case``: their answers
-        come back to it. A give-back says what it gives back, line and quantity."""
+        come back to it. A give-back or a write-off says what it concerns, line and
+        quantity."""
         if not documents:
             return
-        quantities = operation is Operation.GIVE_BACK
+        # A give-back says what it gives back; a write-off what it writes off, for the
+        # adapter's reservation of what was never reserved (a degraded control's
+        # documents; lifecycle.follow_up_requests, review of stop 56).
+        quantities = operation in (Operation.GIVE_BACK, Operation.WRITE_OFF)
         requests = requests_for(
             case, documents, operation, version, self._ctx.clock(), quantities=quantities
         )

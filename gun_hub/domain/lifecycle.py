@@ -57,7 +57,32 @@ def follow_up_requests(case: Case, now: datetime) -> list[AuthorityRequest]:
     # partner's own write-off reads only the version). Without them such goods were
     # written off nowhere (review of stop 56).
     quantities = operation is Operation.WRITE_OFF
-    return requests_for(case, documents, operation, case.version, now, quantities=quantities)
+    follow_ups = requests_for(case, documents, operation, case.version, now, quantities=quantities)
+    return follow_ups + requests_for(
+        case, refused_over_an_earlier_position(case), Operation.DELETE, case.version, now
+    )
+
+
+def refused_over_an_earlier_position(case: Case) -> list[ExpectedAnswer]:
+    """The documents a later version, released over an advisory refusal, restated and had
+    refused: the partner refused the restatement and kept the position of the version
+    before, which nothing else would end (the release writes off only what was not
+    refused). Deleted: the decision says the document was refused, nothing drawn on it
+    (review of stop 56). A first version held nothing before: none."""
+    if case.outcome is not Outcome.RELEASE or case.version == 1:
+        return []
+    refused = _refused(case)
+    return [
+        d for d in case.reserving() if (d.goods_item, d.code, d.reference, d.authority) in refused
+    ]
+
+
+def _refused(case: Case) -> set[tuple[int, str, str, str]]:
+    return {
+        (r.goods_item, r.code, r.reference, r.authority)
+        for r in case.results
+        if r.verdict.is_refusal
+    }
 
 
 def _followed_up(case: Case) -> list[ExpectedAnswer]:
@@ -65,12 +90,9 @@ def _followed_up(case: Case) -> list[ExpectedAnswer]:
     documents = case.reserving()
     if case.outcome is Outcome.RELEASE:
         # Released over an advisory refusal (rollout.py): the partner reserved nothing
-        # for the refused document, so there is nothing of it to write off.
-        refused = {
-            (r.goods_item, r.code, r.reference, r.authority)
-            for r in case.results
-            if r.verdict.is_refusal
-        }
+        # for the refused document under this version, so there is nothing of it to write
+        # off (what an earlier version held is deleted: refused_over_an_earlier_position).
+        refused = _refused(case)
         documents = [
             d for d in documents if (d.goods_item, d.code, d.reference, d.authority) not in refused
         ]

@@ -383,14 +383,14 @@ class HubContext:
             )
         follow_ups = follow_up_requests(case, self.clock())
         self.send_requests(outbox, follow_ups, stored or case)
-        if follow_ups:
+        for operation in dict.fromkeys(r.operation for r in follow_ups):
             self.emit_status(
                 outbox,
                 case.reference,
                 case.version,
                 StatusKind.FOLLOW_UP_SENT,
-                f"{follow_ups[0].operation.value} sent to "
-                + ", ".join(r.authority for r in follow_ups),
+                f"{operation.value} sent to "
+                + ", ".join(r.authority for r in follow_ups if r.operation is operation),
                 lodging=case.receipt,
             )
         reference, version = case.reference, case.version

@@ -696,12 +696,24 @@ class ViewQueries:
         here as decimals (SQLite would sum them as floats)."""
         where = "WHERE document = ?" if document is not None else ""
         args: tuple[Any, ...] = (document,) if document is not None else ()
+        # A declaration's position on a document is written off once: a later version's
+        # write-off of it (a second release notice of one control) is answered "already
+        # written off" (03) and reported as a write-off too. Only the first version that
+        # wrote a line off counts (counted once per version, the hub said 200 where the
+        # partner wrote off 100; review of stop 56).
         rows = self._db.execute(
             "WITH page AS (SELECT DISTINCT authority, code, document, line, unit "
             f"FROM write_offs {where} ORDER BY authority, code, document, line, unit "
-            "LIMIT ? OFFSET ?) "
+            "LIMIT ? OFFSET ?), "
+            "first AS (SELECT w.reference, w.authority, w.code, w.document, w.line, w.unit, "
+            "MIN(w.version) AS version FROM page p "
+            "JOIN write_offs w USING (authority, code, document, line, unit) "
+            "GROUP BY w.reference, w.authority, w.code, w.document, w.line, w.unit) "
             "SELECT p.authority, p.code, p.document, p.line, p.unit, 1, w.reference, w.quantity "
             "FROM page p JOIN write_offs w USING (authority, code, document, line, unit) "
+            "JOIN first f ON f.reference = w.reference AND f.authority = w.authority "
+            "AND f.code = w.code AND f.document = w.document AND f.line = w.line "
+            "AND f.unit = w.unit AND f.version = w.version "
             "UNION ALL "
             "SELECT p.authority, p.code, p.document, p.line, p.unit, 0, g.reference, g.quantity "
             "FROM page p JOIN give_backs g USING (authority, code, document, line, unit)",
@@ -1666,6 +1678,20 @@ class OpsView(ViewQueries):
                 for d, line in lines
             },
         )
+        # One row per goods item, document and line: a line quoted twice on one goods
+        # item is drawn on twice by the partner (it sums a declaration's claims per line),
+        # so its quantities are summed here (one row replaced the other: counted once;
+        # review of stop 56). One whose quantity is not known leaves the row's unknown.
+        rows: dict[tuple[int, str, str, int], tuple[Decimal | None, str]] = {}
+        for position, (d, line) in enumerate(lines):
+            item = d.goods_item if d.goods_item is not None else -1 - position
+            key = (item, d.code, d.reference, line)
+            if key in rows:
+                before, unit = rows[key]
+                both = None if before is None or d.quantity is None else before + d.quantity
+                rows[key] = (both, unit)
+            else:
+                rows[key] = (d.quantity, d.unit or "")
         self._db.executemany(
             f"INSERT OR REPLACE INTO {table} (reference, version, authority, code, document, "
             "line, quantity, unit, at, goods_item) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1674,15 +1700,15 @@ class OpsView(ViewQueries):
                     fact.reference,
                     fact.version,
                     fact.authority,
-                    d.code,
-                    d.reference,
+                    code,
+                    document,
                     line,
-                    str(d.quantity) if d.quantity is not None else "",
-                    d.unit or "",
+                    str(quantity) if quantity is not None else "",
+                    unit,
                     fact.at.isoformat(),
-                    d.goods_item if d.goods_item is not None else -1 - position,
+                    item,
                 )
-                for position, (d, line) in enumerate(lines)
+                for (item, code, document, line), (quantity, unit) in rows.items()
             ],
         )
 

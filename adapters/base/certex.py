@@ -36,7 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -126,6 +129,24 @@ WRITE_OFF_NO_RECORD = "02"
 NEVER_RESERVED = "nothing was reserved for the declaration at the partner"
 _RESERVED_KEY = "/reserved-for-release"
 _WRITTEN_KEY = "/written-off-once-reserved"
+
+# A call's key names its document by an unsalted digest (``idempotency_key_for``): a
+# war-material licence number, short and structured, is found again by hashing the few
+# thousand of a year (a confidentiality sweep of stop 56). Logs name a call by its
+# request id and a tag keyed by this process's own secret: one call's lines still match
+# within the log, and the partner's administration is asked about the request's call.
+_LOG_TAG_SECRET = os.urandom(32)
+
+
+def as_logged(key: str) -> str:
+    """``key`` as a log line names it: the request id, then a tag no digest of a
+    document's reference finds again."""
+    call = key.removesuffix(_RESERVED_KEY).removesuffix(_WRITTEN_KEY)
+    request_id = call.rpartition("/")[0] or "?"
+    tag = hmac.new(_LOG_TAG_SECRET, key.encode(), hashlib.sha256).hexdigest()[:12]
+    return f"{request_id}/call-{tag}"
+
+
 # A ledger conflict to a key's first attempt; to a repeat, "still being processed" (J3).
 HTTP_CONFLICT = 409
 # Operations that change the partner's ledger without a body of their own.
@@ -557,14 +578,14 @@ class CertexHttpPartner:
             return False
         if keys.newly_overdue(key):
             log.warning(
-                # The key, not the document: a licence reference stays out of logs.
-                "the partner is still processing %s of %s version %d (key %s) %d s after "
+                # Not the document nor its key's digest: a licence stays out of logs.
+                "the partner is still processing %s of %s version %d (call %s) %d s after "
                 "its first attempt: kept queued, its follow-ups wait behind it; if it "
                 "lasts, ask the partner's administration about this call",
                 request.operation.value,
                 request.reference,
                 request.version,
-                key,
+                as_logged(key),
                 keys.since_first_s(key),
             )
         return True
@@ -852,12 +873,12 @@ class CertexHttpPartner:
         self.circuit.record_success()
         if keys.repeated(key) and keys.newly_overdue(key):
             log.warning(
-                "partner %s accepted the call keyed %s for processing %d s ago and has not "
+                "partner %s accepted the call %s for processing %d s ago and has not "
                 "applied it yet (it still answers HTTP 202): kept queued and asked again; "
                 "if it lasts, ask the partner's administration whether its processing is "
                 "stopped",
                 _origin(self._base),
-                key,
+                as_logged(key),
                 keys.since_first_s(key),
             )
 

@@ -57,7 +57,7 @@ from gun_contract.model.decision import Reason
 from gun_contract.security.state_cipher import StateUnreadable
 from gun_hub import metrics
 from gun_hub.domain.case import Case
-from gun_hub.domain.lifecycle import kept_for_control
+from gun_hub.domain.lifecycle import held_reservations, kept_for_control, only_authority
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.hub_context import (
     CaseStore,
@@ -338,5 +338,6 @@ class Deadlines:
             StatusKind.CONTROL_RESULT_OVERDUE,
             f"reservations kept for a {case.decision.outcome.value} have had no result for "
             f"{days:g} days: the office should send RELEASED_AFTER_CONTROL or CANCELLED",
+            authority=only_authority(held_reservations(case)),
             lodging=case.receipt,
         )

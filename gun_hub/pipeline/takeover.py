@@ -72,7 +72,12 @@ from gun_contract.model.verdicts import Outcome
 from gun_contract.security.state_cipher import MAGIC as SEALED
 from gun_contract.untrusted_json import parse_untrusted
 from gun_hub.domain.case import Case, ExpectedAnswer
-from gun_hub.domain.lifecycle import kept_for_control, write_offs_known, written_off
+from gun_hub.domain.lifecycle import (
+    kept_for_control,
+    only_authority,
+    write_offs_known,
+    written_off,
+)
 from gun_hub.domain.requests import requests_for
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.decision_outbox import declarant_tag_of
@@ -349,6 +354,7 @@ class Takeover:
             StatusKind.TAKEN_OVER_BY_LATER_VERSION,
             f"what was written off is given back by version {notice.version} "
             f"(invalidated), read at {notice.read_at}",
+            authority=only_authority(to_give_back),
             lodging=case.receipt,
         )
         self._give_back(outbox, case, notice, again=False)
@@ -411,6 +417,7 @@ class Takeover:
             StatusKind.FOLLOW_UP_SENT,
             f"{operation.value} of {len(documents)} document(s) {which} "
             f"{'sent again' if again else 'sent'} to " + ", ".join(r.authority for r in requests),
+            authority=only_authority(documents),
             lodging=case.receipt,
         )
 

@@ -47,8 +47,12 @@ _NAME = r"[a-z0-9_]+"
 _NAMES = rf"{_NAME}(?:, {_NAME})*"
 _SENT = re.compile(
     # "no longer quoted" before stop 36, "no longer reserved" since (a version that
-    # quotes a document at an authority it no longer asks to reserve deletes it too).
-    rf"(?P<operation>[A-Z_]+)(?P<dropped> of \d+ document\(s\) no longer (?:quoted|reserved))?"
+    # quotes a document at an authority it no longer asks to reserve deletes it too);
+    # a takeover's follow-ups (takeover.py: what a later version read on another
+    # partition does not quote, or gives back; unknown here until stop 56, and shown as
+    # "follow-up requests sent" when they went to a confidential authority alone).
+    rf"(?P<operation>[A-Z_]+)(?: of \d+ document\(s\) (?P<which>no longer (?:quoted|reserved)"
+    rf"|version \d+ does not quote|written off, for version \d+ \(invalidated\),))?"
     rf" (?P<sent>sent(?: again)?) to (?P<who>{_NAMES})"
 )
 _ROLLOUT = re.compile(rf"rollout: (?P<who>{_NAME} [a-z]+(?:, {_NAME} [a-z]+)*)")
@@ -155,8 +159,11 @@ def _clause(clause: str, hidden: set[str]) -> str | None:
     if found := _SENT.fullmatch(clause):
         left = _left(found.group("who").split(", "), hidden)
         # How many documents were dropped would count the confidential authority's.
-        dropped = " of documents no longer reserved" if found.group("dropped") else ""
-        what = f"{found.group('operation')}{dropped} {found.group('sent')} to"
+        which = found.group("which")
+        if which is not None and which.startswith("no longer"):
+            which = "no longer reserved"
+        of = f" of documents {which}" if which else ""
+        what = f"{found.group('operation')}{of} {found.group('sent')} to"
         return f"{what} {', '.join(left)}" if left else ""
     if found := _ROLLOUT.fullmatch(clause):
         modes = found.group("who").split(", ")

@@ -252,6 +252,14 @@ class HubSettings(BaseModel):
         "version or the same record read again decides nothing): twice the declarations "
         "topic's retention, the longest a record can stay readable (pipeline/retention.py).",
     )
+    seal_takeover_notices: bool = Field(
+        True,
+        description="Seal the takeover notices on the deadlines topic with the state key "
+        "(pipeline/takeover.py; they name the documents a version quotes, licences "
+        "included). A worker of before stop 56 cannot read a sealed one: during a rolling "
+        "upgrade from such a version set it to false, then to true once every worker runs "
+        "this one (docs/deployment.md). Either way this version reads both.",
+    )
     case_sweep_s: PositiveFloat = Field(
         60.0,
         description="How often the hub looks for cases and markers due to leave; a look "

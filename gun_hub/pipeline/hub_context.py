@@ -180,6 +180,9 @@ class HubContext:
     # (answer_progress.py); a deadline waits until it is (defect 10).
     answers_read: Callable[[int, Collection[str] | None], bool] = _all_read
     control_report_after_s: float = 7 * 24 * 3600.0
+    # Takeover notices sealed (hub.seal_takeover_notices): false only while workers of
+    # before stop 56, which read none, share the group (a rolling upgrade).
+    seal_takeover_notices: bool = True
     # Decided cases leave the cases table after a retention (retention.py); None: kept.
     retention: Retirement | None = None
     # The rollout modes in force (rollout.py), kept current by the worker's follower.

@@ -653,6 +653,7 @@ def build_hub(settings: Settings) -> Hub:
         outbox_partitions=settings.kafka.partitions,
         answers_read=sweep.answers_read,
         control_report_after_s=settings.hub.control_report_after_s,
+        seal_takeover_notices=settings.hub.seal_takeover_notices,
         retention=retention,
         rollout=rollout.board,
         writes=writes,

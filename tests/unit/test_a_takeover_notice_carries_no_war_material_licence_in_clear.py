@@ -21,7 +21,6 @@ import pytest
 
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.model.declaration import Stage
-from gun_contract.security.state_cipher import StateUnreadable
 from gun_hub.domain.case import Case
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.takeover import NOTICE_STATE, Notice, Takeover, is_notice
@@ -101,17 +100,18 @@ async def test_a_notice_dead_lettered_does_not_show_the_licence_to_the_dead_lett
     )
 
 
-def test_a_sealed_notice_that_does_not_open_is_state_unreadable(
+def test_a_sealed_notice_that_does_not_open_is_refused_as_the_notice_not_the_case(
     routing_table: RoutingTable, keys_dir: Path
 ) -> None:
-    """A notice sealed for another reference (moved under this key) does not open: the
-    deadlines agent dead-letters it STATE_UNREADABLE, naming the table, never the value."""
+    """A notice sealed for another reference (moved under this key) does not open: a
+    ValueError naming the notice (the agent dead-letters it), never StateUnreadable,
+    which the agent takes for the reference's case not opening."""
     hub = Hub(routing_table, keys_dir)
     told = hub.intake.handle(
         declaration_xml(version=2, stage=Stage.LODGED, items=ITEMS), at(0, partition=1)
     )
     [notice, *_] = [r.value for r in told.to(hub.topics.deadlines) if r.key == REF.encode()]
-    with pytest.raises(StateUnreadable, match=NOTICE_STATE):
+    with pytest.raises(ValueError, match=f"takeover notice that does not open.*{NOTICE_STATE}"):
         Takeover(hub.context, hub.cases).handle("another-reference", notice, at(0))
 
 

@@ -68,6 +68,8 @@ class Hub:
         open_cases: dict[bytes, bytes] | None = None,
         risk_rules: RiskRules | None = None,
         cases: Any = None,
+        *,
+        seal_takeover_notices: bool = True,
     ) -> None:
         """``cases``: the case store, a dict unless given (the worker's sealed store in
         the tests of values that do not open)."""
@@ -101,6 +103,7 @@ class Hub:
             outbox_partitions=4,
             answers_read=self._answers_read,
             control_report_after_s=self.control_report_after_s,
+            seal_takeover_notices=seal_takeover_notices,
             rollout=self.rollout,
         )
         # Plain XML, as in local development; sealing is tested on its own

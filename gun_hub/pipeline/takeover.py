@@ -74,6 +74,7 @@ from gun_contract.security.state_cipher import StateKeyMissing, StateUnreadable
 from gun_contract.untrusted_json import parse_untrusted
 from gun_hub.domain.case import Case, ExpectedAnswer
 from gun_hub.domain.lifecycle import (
+    held_reservations,
     kept_for_control,
     only_authority,
     write_offs_known,
@@ -325,6 +326,7 @@ class Takeover:
         """The control's reservations are the later version's now, but for what it does
         not quote, followed up from here; no control's result is waited for."""
         assert case.decision is not None  # noqa: S101 - kept for a control: decided
+        holder = only_authority(held_reservations(case))  # before it holds nothing
         case.taken_over_by = notice.version
         case.handed_over = _not_quoted(case, notice)
         case.handed_over_as = _handed_over_as(notice)
@@ -338,6 +340,7 @@ class Takeover:
             StatusKind.TAKEN_OVER_BY_LATER_VERSION,
             f"what the {case.decision.outcome.value} kept is followed up by version "
             f"{notice.version}, read at {notice.read_at}",
+            authority=holder,
             lodging=case.receipt,
         )
         self._follow_up(outbox, case, notice, again=False)

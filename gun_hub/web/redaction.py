@@ -65,6 +65,17 @@ _UNREAD_LIST = {
     StatusKind.FOLLOW_UP_SENT.value: "follow-up requests sent",
     StatusKind.DEADLINE_PASSED.value: "no answer within the deadline",
 }
+# Events about what authorities hold name one only when it alone holds it (the hub:
+# ``lifecycle.only_authority``), so that one of a confidential authority alone is left
+# out above. The trader reads the name of none: "dgal" against none would tell that a
+# second authority held something too (review of stop 56).
+_HOLDERS_UNNAMED = frozenset(
+    {
+        StatusKind.CONTROL_RESULT_OVERDUE.value,
+        StatusKind.TAKEN_OVER_BY_LATER_VERSION.value,
+        StatusKind.FOLLOW_UP_SENT.value,
+    }
+)
 _CODE = re.compile(r"[A-Z][A-Z0-9_]*")
 _FIELDS = ("version", "kind", "at", "detail", "authority", "outcome")
 
@@ -127,6 +138,8 @@ def trader_history(
             detail = _UNREAD_LIST.get(kind, "")
         kept = {name: event[name] for name in _FIELDS if name in event}
         kept["detail"] = detail
+        if kind in _HOLDERS_UNNAMED and "authority" in kept:
+            kept["authority"] = None
         shown.append(kept)
     return shown
 

@@ -65,6 +65,7 @@ key ids only, never the JSON or JOSE library's own message.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import fcntl
 import functools
@@ -181,6 +182,12 @@ class KeyStatus(StrEnum):
 
 class KeystoreError(RuntimeError):
     """The keystore is missing, unreadable or inconsistent; the message says which file."""
+
+
+class NoEncryptionKey(KeystoreError):
+    """No active encryption key of a party: nothing can be sealed to it. The keys'
+    fault, never a record's: a worker meeting it handles the record again, then stops
+    naming it (runtime/app.py), rather than dead-letter sound records as bugs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +439,16 @@ def _parse_public(entry: object, where: str) -> PublicKey:
     if entry.get("kty") != "EC" or entry.get("crv") != CURVE:
         raise KeystoreError(f"{where} is not an EC key on {CURVE}")
     material = {name: entry[name] for name in ("kty", "crv", "x", "y") if name in entry}
+    for name in ("x", "y"):
+        if not _full_size_coordinate(material.get(name)):
+            # RFC 7518 6.2.1.2: the full size, 32 bytes on P-256. A coordinate padded with
+            # a leading zero is the same key under another RFC 7638 thumbprint, which the
+            # one-key-one-party check compares: the hub's signing key was imported as the
+            # clearance system's (review stop 56).
+            raise KeystoreError(
+                f"{where} is not a valid {CURVE} public key ({name!r} must be "
+                f"{_COORDINATE_BYTES} bytes, base64url without padding)"
+            )
     try:
         key = ECKey.import_key(
             material, parameters={"kid": kid, "use": use.value, "alg": ALG_FOR_USE[use]}
@@ -571,6 +588,18 @@ def sealing_state_key(keys: Sequence[StateKey], at: datetime) -> tuple[StateKey,
     return sealing, min(ahead, default=None)
 
 
+_COORDINATE_BYTES = 32  # P-256
+
+
+def _full_size_coordinate(value: object) -> bool:
+    """Whether ``value`` is a P-256 coordinate as RFC 7518 writes it: 32 bytes, base64url
+    without padding, in its one encoding."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]{43}", value):
+        return False
+    decoded = base64.urlsafe_b64decode(value + "=")
+    return base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() == value
+
+
 def _parse_state_key(entry: object, where: str) -> StateKey:
     if not isinstance(entry, dict):
         raise KeystoreError(f"{where} is not a JSON object")
@@ -589,7 +618,13 @@ def _parse_state_key(entry: object, where: str) -> StateKey:
     encoded = entry.get("k")
     if not isinstance(encoded, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", encoded):
         raise KeystoreError(f"{where} has no key material ('k', base64url)")
-    secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    try:
+        secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except binascii.Error:
+        # 4n+1 characters of the alphabet decode to no bytes: a key copied a character
+        # short or long (review stop 56: a traceback naming no file, and at a reload the
+        # record in hand dead-lettered as a bug).
+        raise KeystoreError(f"{where} has key material ('k') that is not base64url") from None
     if len(secret) != STATE_KEY_BYTES:
         raise KeystoreError(f"{where} is not a {STATE_KEY_BYTES * 8}-bit key")
     use_from = entry.get("use_from")
@@ -644,6 +679,14 @@ def _check_matches(own: Iterable[ECKey], public: Mapping[str, PublicKey], path: 
             raise KeystoreError(
                 f"{path}: key {key.kid!r} does not match the public key of that id in "
                 f"{path.parent / PUBLIC_JWKS}"
+            )
+        if entry is not None and key.get("use") != entry.use.value:
+            # Each key one use, as published: swapped in a private file edited by hand,
+            # one key both signed and decrypted (no key separation) and every message was
+            # refused as signed by a key "not registered" (review stop 56).
+            raise KeystoreError(
+                f"{path}: key {key.kid!r} is for {key.get('use')!r} here and for "
+                f"{entry.use.value!r} in {path.parent / PUBLIC_JWKS}"
             )
 
 
@@ -1063,7 +1106,7 @@ class PartyKeys:
         last one is the newest; a rotated one is used from its ``use_from`` on)."""
         candidates = self._view().encryption_keys.get(party)
         if not candidates:
-            raise KeystoreError(f"no active encryption key for {party!r} in the JWKS")
+            raise NoEncryptionKey(f"no active encryption key for {party!r} in the JWKS")
         now = _now()
         # A validity its entry states is kept to, as for signatures (review of stop 48's
         # own commits: a key past its not_after was still encrypted to). With none valid,
@@ -1684,6 +1727,7 @@ class KeystoreFolder:
             if entry.get("kid") == kid:
                 if not last:
                     self._refuse_a_last_signing_key(jwks, entry)
+                    self._refuse_a_last_encryption_key(jwks, entry)
                 if entry.get("status") == KeyStatus.RETIRED.value:
                     before = entry.get("retired")
                     if not before:  # retired with no time: it serves nothing already
@@ -1716,6 +1760,30 @@ class KeystoreFolder:
             "before, every later retirement ignored; rotate first "
             f"(gun-hub keys rotate {party}), then retire it, or retire it all the same "
             "with --last"
+        )
+
+    def _refuse_a_last_encryption_key(self, jwks: dict[str, Any], entry: dict[str, Any]) -> None:
+        """Any party's: retired, nothing could be encrypted to it any more, and every
+        message for it stops its sender (review stop 56: dead-lettered as a bug before)."""
+        party = str(entry.get("party", ""))
+
+        def encrypted_to(key: dict[str, Any]) -> bool:
+            return (
+                key.get("party") == party
+                and key.get("use") == KeyUse.ENC.value
+                and key.get("purpose", "") != AUDIT_PURPOSE
+                and key.get("status") == KeyStatus.ACTIVE.value
+            )
+
+        if not encrypted_to(entry):
+            return
+        if any(encrypted_to(o) and o.get("kid") != entry.get("kid") for o in jwks["keys"]):
+            return
+        raise KeystoreError(
+            f"{entry.get('kid')} is {party}'s last active encryption key: retired, nothing "
+            f"could be encrypted to {party} any more; rotate first (gun-hub keys rotate "
+            f"{party}, or import {party}'s new key), then retire it, or retire it all the "
+            "same with --last"
         )
 
     @_one_at_a_time

@@ -40,7 +40,7 @@ from gun_contract.kafka.log_reader import LogReader
 from gun_contract.private_files import make_private_folder
 from gun_contract.security.entitlements import HUB_PARTY, Entitlements
 from gun_contract.security.jose_envelope import JoseEnvelope
-from gun_contract.security.keystore import PartyKeys
+from gun_contract.security.keystore import NoEncryptionKey, PartyKeys
 from gun_contract.security.replay import NoReplayMemory, TableReplayGuard
 from gun_contract.security.state_cipher import (
     SealedStore,
@@ -358,10 +358,12 @@ async def _handled(
                 rollback.undo(mark)
             log.info("agent %s: %s given up with its partition", agent, source.describe())
             return Effects()
-        except (KafkaError, FaustError, StateKeyMissing) as error:
+        except (KafkaError, FaustError, StateKeyMissing, NoEncryptionKey) as error:
             # StateKeyMissing: this worker lacks a state key another one sealed with
             # (rotated, not deployed here yet): never the record's fault, never a dead
-            # letter, and never a reason to forget the value.
+            # letter, and never a reason to forget the value. NoEncryptionKey: a party's
+            # last encryption key retired (or a partner's retirement imported before its
+            # new key): every record for it would have been dead-lettered as a bug.
             if rollback is not None:
                 rollback.undo(mark)
             if attempt == _CLUSTER_RETRIES - 1:

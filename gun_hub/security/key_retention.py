@@ -68,6 +68,10 @@ def _as_registered(topics: TopicRegistry, entitlements: Entitlements, party: str
     return 2 * timedelta(milliseconds=max(kept))
 
 
+# A retention beyond a thousand years is kept for ever (Kafka's Long.MAX_VALUE included).
+_AS_GOOD_AS_EVER_MS = 1000 * 366 * 24 * 3600 * 1000
+
+
 def needed_after_retirement(
     topics: TopicRegistry,
     entitlements: Entitlements,
@@ -83,7 +87,10 @@ def needed_after_retirement(
         if spec.name not in on_broker:
             continue
         retention_ms = on_broker[spec.name]
-        if retention_ms is None:
+        if retention_ms is None or retention_ms > _AS_GOOD_AS_EVER_MS:
+            # Long.MAX_VALUE says "for ever" as -1 does; twice it is no time a date can
+            # be added to (an OverflowError stopped the prune before any key was judged:
+            # review stop 56).
             return NeededFor(None, f"{spec.name} keeps its records for ever on the broker")
         if longest is None or retention_ms > longest[0]:
             longest = (retention_ms, spec.name)

@@ -130,7 +130,7 @@ def test_a_running_sender_encrypts_to_the_newest_active_key_as_the_jwks_lists_it
     keystore_clocks.monotonic += KEY_RECHECK_S + 1
     assert _encrypted_to(seal(hub)) == first == _newest_by_scanning(hub_keys, "dgal")
 
-    KeystoreFolder(own_keys_dir).retire(first)  # none left: nothing is sealed to dgal
+    KeystoreFolder(own_keys_dir).retire(first, last=True)  # none left: nothing sealed to dgal
     keystore_clocks.monotonic += KEY_RECHECK_S + 1
     assert _newest_by_scanning(hub_keys, "dgal") is None
     with pytest.raises(KeystoreError, match="no active encryption key for 'dgal'"):

@@ -141,11 +141,37 @@ def write_offs_known(case: Case) -> list[ExpectedAnswer]:
     # By line too: one certificate quoted on two lines of one goods item is two
     # write-offs at the partner (found by review of stop 37's change, G1: keyed by
     # document, the second line was lost, and an invalidation gave back one of two).
+    # A later source replaces an earlier one's line (a version restates); within one, a
+    # line quoted twice on a goods item is drawn on twice by the partner: summed (one
+    # replaced the other, and the hub's account kept half of what was given back: review
+    # of stop 56).
     latest: dict[tuple[str, int, str, str, int | None], ExpectedAnswer] = {}
-    for document in [*(case.written_off or []), *case.own_written_off, *own_write_offs(case)]:
-        if (key := _line_of(document)) not in given_back:
-            latest[key] = document.model_copy(update={"mode": RolloutMode.ENFORCE})
+    for source in (case.written_off or [], case.own_written_off, own_write_offs(case)):
+        for key, document in _summed_by_line(source).items():
+            if key not in given_back:
+                latest[key] = document.model_copy(update={"mode": RolloutMode.ENFORCE})
     return list(latest.values())
+
+
+def _summed_by_line(
+    documents: list[ExpectedAnswer],
+) -> dict[tuple[str, int, str, str, int | None], ExpectedAnswer]:
+    """``documents`` by line, the quantities of a line quoted twice summed (unknown if
+    either is)."""
+    by_line: dict[tuple[str, int, str, str, int | None], ExpectedAnswer] = {}
+    for document in documents:
+        key = _line_of(document)
+        before = by_line.get(key)
+        if before is None:
+            by_line[key] = document
+            continue
+        both = (
+            None
+            if before.quantity is None or document.quantity is None
+            else before.quantity + document.quantity
+        )
+        by_line[key] = before.model_copy(update={"quantity": both})
+    return by_line
 
 
 def _line_of(document: ExpectedAnswer) -> tuple[str, int, str, str, int | None]:

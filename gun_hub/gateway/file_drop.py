@@ -89,10 +89,21 @@ NAME_NOT_UTF8 = "FILE_NAME_NOT_UTF8"
 # processing/ is the watcher's alone; the depositors read their receipts in done/ and
 # rejected/ through the folder's group, and nobody but the watcher writes any of them.
 _PART_MODES = {"processing": 0o700, "done": 0o750, "rejected": 0o750}
+# A receipt is the depositors' only answer: the folder's group reads it, as it reads done/
+# and rejected/, whose 0750 keeps everybody else out.
+_RECEIPT_MODE = 0o640
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a pipe a depositor slipped in returns at once instead of waiting for
-# a writer; fstat then tells it is no regular file. No effect on a regular file.
+# a writer; fstat then tells it is no regular file. On a regular file it matters only under
+# a lease, whose breaking the open then does not wait for (EAGAIN, in _PASSING).
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Why a claimed file may fail to open that says nothing of the file: the watcher's own
+# want of descriptors or memory (EMFILE, ENFILE: a table any local account can fill;
+# ENOMEM, ENOBUFS), or a lease its file server holds for the depositor (EAGAIN: what
+# O_NONBLOCK makes of waiting for it; knfsd's delegations, Samba's oplocks). Such a file
+# stays in processing/ to be read at a later pass; before the review of the intake
+# gateway it was rejected for good as FILE_UNREADABLE.
+_PASSING = frozenset({errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 REFUSED = Gauge(
@@ -144,6 +155,17 @@ def _set_aside_name(name: str, identity: tuple[int, int, int]) -> str:
 def _shown(name: str) -> str:
     """A file name as a receipt and a log show it: bytes that are not UTF-8 escaped."""
     return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _logged(name: str | Path) -> str:
+    """A file name (or a path ending in one) as the log shows it: as a receipt does, and on
+    one line, its control characters escaped. A depositor chooses it, line feeds and
+    terminal escapes included, and the text log writes messages raw (review of the intake
+    gateway: a name wrote forged lines into the watcher's log, or escape sequences into
+    the terminal of an operator running it by hand)."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode() for c in _shown(str(name))
+    )
 
 
 def _why_unusable(name: str, longest: int) -> str | None:
@@ -220,9 +242,12 @@ def _open_part(root: int, name: str, where: Path) -> int:
 
 def _write_atomically(directory: int, name: str, data: bytes) -> None:
     """``name`` in ``directory`` holds ``data`` whole, or is absent: written aside, synced,
-    renamed."""
+    renamed; readable by the folder's group whatever the umask."""
     aside = f".{name}.tmp"
-    with os.fdopen(os.open(aside, _WRITE, 0o644, dir_fd=directory), "wb") as out:
+    with os.fdopen(os.open(aside, _WRITE, _RECEIPT_MODE, dir_fd=directory), "wb") as out:
+        # The mode given to open is narrowed by the umask: under a hardened one (077) no
+        # depositor could read its receipt (review of the intake gateway).
+        os.fchmod(out.fileno(), _RECEIPT_MODE)
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
@@ -315,14 +340,36 @@ class DropFolder:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Held while a watcher runs; the kernel lets go of it when the process dies."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        """Held while a watcher runs; the kernel lets go of it when the process dies.
+
+        The lock file lies in the folder the depositors write: one that is not the
+        watcher's own regular file is refused (:class:`DropFolderUnsafe`, naming it) before
+        it is locked (review of the intake gateway: a pipe there hung every start for
+        ever, a folder ended it on a traceback, and a depositor's own file, locked by a
+        process of its own, was taken for another watcher's)."""
+        where = self.root / LOCK_NAME
+        # O_NONBLOCK: a pipe opened for writing without a reader fails at once (ENXIO)
+        # instead of waiting for one. No effect on a regular file.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            opened = os.open(self.root / LOCK_NAME, flags, 0o600)
+            opened = os.open(where, flags, 0o600)
         except OSError as err:
-            if err.errno != errno.ELOOP:
-                raise
-            raise DropFolderUnsafe(f"{self.root / LOCK_NAME} is a symlink: remove it") from None
+            if err.errno == errno.ELOOP:
+                raise DropFolderUnsafe(f"{where} is a symlink: remove it") from None
+            if err.errno in (errno.ENXIO, errno.EISDIR):
+                raise DropFolderUnsafe(f"{where} is not a regular file: remove it") from None
+            raise DropFolderUnsafe(f"{where} cannot be opened ({err.strerror})") from None
+        found = os.fstat(opened)
+        why = ""
+        if not stat.S_ISREG(found.st_mode):
+            why = "is not a regular file"
+        elif found.st_uid != (watcher := os.geteuid()):
+            why = f"belongs to uid {found.st_uid}, not to the watcher's (uid {watcher})"
+        if why:
+            os.close(opened)
+            raise DropFolderUnsafe(
+                f"{where} {why}: a depositor may have put it there, look before removing it"
+            )
         with os.fdopen(opened, "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -393,6 +440,11 @@ class OpenDropFolder:
                 raise NotARegularFile("not a regular file")
             return opened.read(limit + 1)
 
+    def size(self, claimed: Path) -> int:
+        """The size of a claimed file, which :meth:`read` reads only in part when it is
+        over the limit."""
+        return os.stat(claimed.name, dir_fd=self.processing, follow_symlinks=False).st_size
+
     def _place(self, lodged: bool) -> tuple[int, Path]:
         if lodged:
             return self.done, self.folder.done
@@ -424,7 +476,21 @@ class OpenDropFolder:
         _write_atomically(self.rejected, receipt_name, data)
         source = self.processing if claimed else self.root
         os.rename(name, short, src_dir_fd=source, dst_dir_fd=self.rejected)
+        self._unlink_if_already_aside(name, source, short)
         return self.folder.rejected / receipt_name
+
+    def _unlink_if_already_aside(self, name: str, source: int, short: str) -> None:
+        """rename(2) of a link onto another link of the same file does nothing, and says
+        it succeeded: a depositor who hard-links a file set aside back into the folder
+        under its name (same name, same inode: the same short name) had it set aside again
+        at every pass, for ever, and enough such links kept every other file waiting
+        (review of the intake gateway). The file is in rejected/ already: the name left
+        behind is only another way to it, and goes."""
+        with contextlib.suppress(FileNotFoundError):
+            left = os.stat(name, dir_fd=source, follow_symlinks=False)
+            aside = os.stat(short, dir_fd=self.rejected, follow_symlinks=False)
+            if os.path.samestat(left, aside):
+                os.unlink(name, dir_fd=source)
 
     def identity(self, name: str, *, claimed: bool) -> tuple[int, int, int, int]:
         """(size, device, inode, modification time) of a file of the folder, or of
@@ -490,6 +556,12 @@ class DropWatcher:
         self._batch = batch
         self.refused: str | None = None  # why the folder is refused, while it is
         self._cannot_take: set[str] = set()  # files a claim failed on, said once
+        # The receipts of claimed files the broker confirmed but that could not be written
+        # (done/ full or read-only), by claimed name: written at the next pass instead of
+        # publishing the file again. Lost with the process: a restart publishes it again,
+        # the one record more a crash may cost.
+        self._unwritten: dict[str, dict[str, Any]] = {}
+        self._not_opened: set[str] = set()  # claimed files not read for a passing reason
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set: what a crash left in processing/ first, then new files.
@@ -531,6 +603,10 @@ class DropWatcher:
         left = folder.claimed()
         found = self.folder.waiting()
         self._accepted()  # once both listings are read: a refusal they raise is not flapped
+        still_claimed = {path.name for path in left}
+        for gone in self._unwritten.keys() - still_claimed:  # taken away by hand
+            del self._unwritten[gone]
+        self._not_opened &= still_claimed
         if left:
             log.info("%d file(s) left in %s: lodged again", len(left), self.folder.processing)
         for start in range(0, len(left), self._batch):
@@ -551,7 +627,7 @@ class DropWatcher:
             path = folder.claim(name)
         except OSError as err:
             if name not in self._cannot_take:
-                log.warning("%s cannot be taken, left where it is: %s", _shown(name), err)
+                log.warning("%s cannot be taken, left where it is: %s", _logged(name), err)
             self._cannot_take.add(name)
             return None
         self._cannot_take.discard(name)
@@ -584,9 +660,9 @@ class DropWatcher:
         except FileNotFoundError:
             return 0
         except OSError as err:
-            log.warning("%s cannot be set aside, left where it is: %s", _shown(name), err)
+            log.warning("%s cannot be set aside, left where it is: %s", _logged(name), err)
             return 0
-        log.info("%s rejected: %s", short, kind)
+        log.info("%s rejected: %s", _logged(short), kind)
         return 1
 
     async def _lodge_all(self, folder: OpenDropFolder, claimed: list[Path]) -> int:
@@ -603,6 +679,11 @@ class DropWatcher:
             receipt = folder.receipt_of(claimed)
             if receipt is not None:
                 folder.move_on(claimed, receipt)
+                self._unwritten.pop(claimed.name, None)
+                return 1
+            if (unwritten := self._unwritten.get(claimed.name)) is not None:
+                await asyncio.to_thread(folder.finish, claimed, unwritten, lodged=True)
+                del self._unwritten[claimed.name]
                 return 1
             try:
                 data = await asyncio.to_thread(folder.read, claimed, self._gateway.max_bytes)
@@ -613,7 +694,19 @@ class DropWatcher:
                 await self._reject(folder, claimed, b"", NOT_REGULAR, reason)
                 return 1
             except OSError as err:
+                if err.errno in _PASSING:
+                    self._not_read_yet(claimed, err)
+                    return 0
                 await self._reject(folder, claimed, b"", UNREADABLE, f"cannot read: {err.strerror}")
+                return 1
+            self._not_opened.discard(claimed.name)
+            if len(data) > self._gateway.max_bytes:
+                # Read up to the limit and one byte only: said of the file, by its size, and
+                # with no digest, which of a prefix matches no file anyone has (review of
+                # the intake gateway: the receipt gave the prefix's size and digest).
+                size = max(len(data), await asyncio.to_thread(folder.size, claimed))
+                refusal = self._gateway.too_large(CHANNEL, size)
+                await self._reject(folder, claimed, data, refusal.kind, refusal.reason, size)
                 return 1
             try:
                 lodged = await self._gateway.lodge(data, self._lodger, channel=CHANNEL)
@@ -621,26 +714,49 @@ class DropWatcher:
                 await self._reject(folder, claimed, data, refusal.kind, refusal.reason)
                 return 1
             except PublishFailed as failure:
-                log.warning("%s stays in processing/ to be lodged again: %s", claimed, failure)
+                log.warning(
+                    "%s stays in processing/ to be lodged again: %s", _logged(claimed), failure
+                )
                 return 0
+            # Lodged: from here on only its receipt is owed. Remembered until written, so
+            # that a full done/ does not have it published again at every pass (review of
+            # the intake gateway: one record per file per second while the disk was full).
+            self._unwritten[claimed.name] = self._lodged_receipt(claimed, data, lodged)
             await asyncio.to_thread(
-                folder.finish,
-                claimed,
-                self._lodged_receipt(claimed, data, lodged),
-                lodged=True,
+                folder.finish, claimed, self._unwritten[claimed.name], lodged=True
             )
+            del self._unwritten[claimed.name]
         except OSError as err:  # the folder itself (full disk, permissions): try again
-            log.warning("%s stays in processing/ to be tried again: %s", claimed, err)
+            if claimed.name in self._unwritten:
+                log.warning(
+                    "%s lodged, its receipt not written: it stays in processing/ until its "
+                    "receipt can be written, not published again: %s",
+                    _logged(claimed),
+                    err,
+                )
+            else:
+                log.warning("%s stays in processing/ to be tried again: %s", _logged(claimed), err)
             return 0
         return 1
 
-    def _receipt(self, claimed: Path, data: bytes) -> dict[str, Any]:
+    def _not_read_yet(self, claimed: Path, err: OSError) -> None:
+        """A claimed file left in processing/ for the next pass: said once."""
+        if claimed.name not in self._not_opened:
+            log.warning(
+                "%s stays in processing/ to be read at a later pass: %s",
+                _logged(claimed),
+                err.strerror,
+            )
+        self._not_opened.add(claimed.name)
+
+    def _receipt(self, claimed: Path, data: bytes, size: int | None = None) -> dict[str, Any]:
+        """``size``: the file's, when ``data`` is only its first bytes (no digest then)."""
         return {
             "file": original_name(claimed),
             "lodgement": claimed.name.partition(_SEPARATOR)[0],
             "channel": CHANNEL,
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data) if size is None else size,
+            **({"sha256": hashlib.sha256(data).hexdigest()} if size is None else {}),
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
 
@@ -658,10 +774,16 @@ class DropWatcher:
         }
 
     async def _reject(
-        self, folder: OpenDropFolder, claimed: Path, data: bytes, kind: str, reason: str
+        self,
+        folder: OpenDropFolder,
+        claimed: Path,
+        data: bytes,
+        kind: str,
+        reason: str,
+        size: int | None = None,
     ) -> None:
         receipt: dict[str, Any] = {
-            **self._receipt(claimed, data),
+            **self._receipt(claimed, data, size),
             "result": "rejected",
             "kind": kind,
             "reason": reason,
@@ -669,5 +791,5 @@ class DropWatcher:
         identity = sniff_identity(data)
         if identity is not None:  # to tell the declarant which declaration it was
             receipt.update(reference=identity.reference, version=identity.version)
-        log.info("%s rejected: %s", claimed.name, kind)
+        log.info("%s rejected: %s", _logged(claimed.name), kind)
         await asyncio.to_thread(folder.finish, claimed, receipt, lodged=False)

@@ -16,9 +16,11 @@ checked as the status lookup checks it (ADR 0007), and the body is the declarati
 * a body over the hub's size limit: 413, before it is read (``Content-Length``) or as
   soon as it passes the limit (chunked);
 * a body not received whole within 30 s, or of which nothing arrives for 10 s: 408;
+* a body badly framed (chunked): 400; one whose client went away: no answer;
 * a declaration the hub would refuse: 400 with the hub's kind and precise reason
   (413 for ``DECLARATION_TOO_LARGE_TO_DECIDE``);
 * a declarant other than the token's EORI: 403 ``DECLARANT_MISMATCH``;
+* sealed, more than one record carries: 413 ``DECLARATION_TOO_LARGE_TO_TRAVEL``;
 * the broker does not confirm in time: 503 (lodging the same version again is safe);
 * lodged: 202 with the reference, version and where to follow it: the trader lookup's
   ``/declarations/{reference}`` (``Location`` when ``GUN_HUB_GATEWAY__STATUS_URL`` is set).
@@ -31,15 +33,18 @@ import asyncio
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from gun_contract.counters import export_at_zero
 from gun_hub.gateway.lodging import (
+    DECLARANT_MISMATCH,
     LODGEMENTS,
     Gateway,
     LodgementRefused,
     Lodger,
     PublishFailed,
 )
+from gun_hub.pipeline.intake import REFERENCE_NOT_THE_DECLARANTS, STAGE_NOT_THE_DECLARANTS
 from gun_hub.security.web_auth import TraderTokens, Unauthenticated, bearer_token, token_refusal
 from gun_hub.web.common import OncePerSecond, RefusalLog, answer, refuse
 
@@ -58,6 +63,12 @@ BODY_TIMEOUT_S = 30.0
 BODY_IDLE_TIMEOUT_S = 10.0
 TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT"
 INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
+# What a 403 of the check says of the trader, for the log (the answer has the reason).
+_FORBIDDEN = {
+    DECLARANT_MISMATCH: "it tried to lodge a declaration for another declarant",
+    REFERENCE_NOT_THE_DECLARANTS: "its declaration's reference is outside its namespace",
+    STAGE_NOT_THE_DECLARANTS: "it tried to lodge a stage only the customs office sets",
+}
 
 
 class _BodyIdle(Exception):
@@ -101,11 +112,28 @@ def lodging_app(
     refusals = RefusalLog(log, "lodging")
     # ``gun_hub_gateway_lodgements_total`` counts every refusal; the log, one a second.
     over_share = OncePerSecond(log, "such")
+    # A body its client cut short or framed badly is the client's doing, not a server
+    # error: said at INFO, at most once a second, and counted.
+    ended_badly = OncePerSecond(log, "such")
+    # A 403 after the check, one log line a second for each kind of them: a trader with a
+    # valid token posts small declarations faster than anyone reads a log.
+    forbidden_lines: dict[str, OncePerSecond] = {}
+
+    def forbidden(kind: str) -> OncePerSecond:
+        return forbidden_lines.setdefault(kind, OncePerSecond(log, "such"))
 
     export_at_zero(
         LODGEMENTS,
         channel=[CHANNEL],
-        result=["lodged", "unpublished", "busy", "trader_busy", "body_timeout"],
+        result=[
+            "lodged",
+            "unpublished",
+            "busy",
+            "trader_busy",
+            "body_timeout",
+            "body_cut_short",
+            "body_malformed",
+        ],
     )
 
     def turned_away(result: str) -> None:
@@ -151,7 +179,7 @@ def lodging_app(
             return refuse(415, f"charset {charset[:20]!r}: the contract is UTF-8")
         declared = request.content_length
         if declared is not None and declared > gateway.max_bytes:
-            return _refused(gateway.too_large(declared))
+            return _refused(gateway.too_large(CHANNEL, declared))
         # Counted from the body's first byte: a body being received holds memory (stop
         # 30, found by review: counted once read, slow uploads were unbounded), and
         # toward the trader's share (stop 37, found by review: one trader's slow uploads
@@ -166,8 +194,21 @@ def lodging_app(
             except _BodyIdle:
                 turned_away("body_timeout")
                 return refuse(408, f"no part of the body arrived for {body_idle_timeout_s:g} s")
+            # Before the review of the intake gateway both escaped the handler: aiohttp
+            # logged each at ERROR with a traceback, and the lodgement was counted nowhere.
+            except BadHttpMessage as bad:  # its chunked framing, say
+                turned_away("body_malformed")
+                why = " ".join(bad.message.split())  # aiohttp's spans lines
+                ended_badly.log(logging.INFO, "trader %s sent a badly framed body: %s", eori, why)
+                return refuse(400, f"the body is not framed as HTTP/1.1 says: {why}")
+            except ConnectionResetError:  # the client went away mid-body: nobody to answer
+                turned_away("body_cut_short")
+                ended_badly.log(
+                    logging.INFO, "trader %s went away before its body arrived whole", eori
+                )
+                return web.Response(status=400)
             if body is None:
-                return _refused(gateway.too_large())
+                return _refused(gateway.too_large(CHANNEL))
             return await lodged_answer(body, eori)
 
     async def lodged_answer(body: bytes, eori: str) -> web.StreamResponse:
@@ -180,7 +221,13 @@ def lodging_app(
             )
         except LodgementRefused as refusal:
             if refusal.status == 403:
-                log.warning("trader %s tried to lodge a declaration for another declarant", eori)
+                forbidden(refusal.kind).log(
+                    logging.WARNING,
+                    "trader %s answered 403 %s: %s (at most one such line a second)",
+                    eori,
+                    refusal.kind,
+                    _FORBIDDEN.get(refusal.kind, "not the trader's to lodge"),
+                )
             return _refused(refusal)
         except PublishFailed as failure:
             log.warning("lodgement not confirmed: %s", failure)

@@ -25,9 +25,10 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from prometheus_client import Counter
 
+from gun_contract.limits import max_sealed_payload_bytes
 from gun_contract.model.declaration import Declaration
 from gun_hub.domain.reference_namespace import (
     is_declarants_reference,
@@ -46,15 +47,21 @@ from gun_hub.xml.safe_parse import XmlLimits, XmlRejected, XmlRejectionKind
 log = logging.getLogger(__name__)
 
 DECLARANT_MISMATCH = "DECLARANT_MISMATCH"
+# Sealed, the declaration is more than the producer sends in one record: with
+# GUN_HUB_HUB__MAX_DECLARATION_BYTES raised past what travels sealed, a declaration can
+# pass every check and still never be published.
+TOO_LARGE_TO_TRAVEL = "DECLARATION_TOO_LARGE_TO_TRAVEL"
 OVERSIZED = f"XML_{XmlRejectionKind.OVERSIZED.value}"
 
 LODGEMENTS = Counter(
     "gun_hub_gateway_lodgements_total",
     "Declarations offered to the intake gateway, by channel (http, file) and result "
     "(lodged, unpublished, or the refusal kind: XML_*, DECLARATION_TOO_LARGE_TO_DECIDE, "
+    "DECLARATION_TOO_LARGE_TO_TRAVEL, "
     "DECLARANT_MISMATCH, REFERENCE_NOT_THE_DECLARANTS, STAGE_NOT_THE_DECLARANTS; over HTTP "
     "also busy: every lodgement in flight taken, 503; trader_busy: the trader's share taken, 429; "
-    "body_timeout: the body too slow, 408).",
+    "body_timeout: the body too slow, 408; body_malformed: its chunked framing wrong, 400; "
+    "body_cut_short: its client gone mid-body).",
     ["channel", "result"],
 )
 
@@ -213,8 +220,13 @@ class Gateway:
         """Whether ``trader`` (an EORI) has ``trader_share`` lodgements under way."""
         return self._in_flight_of.get(trader, 0) >= self.trader_share
 
-    def too_large(self, size: int | None = None) -> LodgementRefused:
-        return self._check.too_large(size)
+    def too_large(self, channel: str, size: int | None = None) -> LodgementRefused:
+        """The refusal of a body over the limit that the check never sees, refused before
+        it is read whole (``size``: its length, when known), counted under ``channel`` as
+        the check's refusals are (review of the intake gateway: HTTP's 413s were not)."""
+        refusal = self._check.too_large(size)
+        LODGEMENTS.labels(channel=channel, result=refusal.kind).inc()
+        return refusal
 
     async def start(self) -> None:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-check")
@@ -258,7 +270,8 @@ class Gateway:
         """Check ``data``, seal it and publish it; where the broker put it. ``counted``:
         the caller holds :meth:`in_flight` for it already.
 
-        Raises :class:`LodgementRefused` (nothing was published) or
+        Raises :class:`LodgementRefused` (nothing was published; also when the producer
+        refuses the sealed declaration as too large for a record) or
         :class:`PublishFailed` (the broker did not confirm in time)."""
         if self._worker is None:
             raise RuntimeError("Gateway.start() was not called")
@@ -278,6 +291,19 @@ class Gateway:
             async with asyncio.timeout(self._publish_timeout_s):
                 delivery = await self._sender.publish(value, declaration.reference)
                 metadata = await delivery
+        except MessageSizeTooLargeError:
+            # The producer's refusal before sending: the same at every try, so a refusal
+            # to say, not a broker to wait for (review of the intake gateway: the file
+            # drop sealed it again at every pass, for ever; HTTP answered 503 for ever).
+            LODGEMENTS.labels(channel=channel, result=TOO_LARGE_TO_TRAVEL).inc()
+            raise LodgementRefused(
+                TOO_LARGE_TO_TRAVEL,
+                f"sealed, the declaration is {len(value)} bytes, more than one record on the "
+                f"declarations topic carries: a declaration of at most "
+                f"{max_sealed_payload_bytes()} bytes travels sealed (the hub's "
+                "GUN_HUB_HUB__MAX_DECLARATION_BYTES is set above that)",
+                413,
+            ) from None
         except (KafkaError, TimeoutError) as err:
             LODGEMENTS.labels(channel=channel, result="unpublished").inc()
             raise PublishFailed(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import Counter
 
@@ -33,6 +34,7 @@ from gun_contract.private_files import refuse_if_shared
 from gun_contract.settings import WebSettings
 from gun_hub.security.client_address import ClientAddresses
 from gun_hub.security.web_auth import AccessConfigError
+from gun_hub.web.common import OncePerSecond
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,33 @@ class ConnectionBounds:
     unbounded: tuple[str, ...] = ()
 
 
+class _ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log for one listener: what a client did wrong (a request it
+    framed badly, answered 400 by aiohttp before any handler sees it; a connection it
+    dropped) is said at INFO on one line, at most once a second; anything else as aiohttp
+    says it. aiohttp logged each at ERROR with a traceback, so any client with a
+    connection filled the log with server errors that were not the server's (review of
+    the intake gateway)."""
+
+    def __init__(self, listener: str) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"))
+        self._listener = listener
+        self._client_faults = OncePerSecond(log, "such")
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        fault = kwargs.get("exc_info")
+        if isinstance(fault, BadHttpMessage | ConnectionResetError):
+            said = fault.message if isinstance(fault, BadHttpMessage) else "connection lost"
+            self._client_faults.log(
+                logging.INFO,
+                "%s listener: a request its client ended badly: %s",
+                self._listener,
+                " ".join(str(said).split()),
+            )
+            return
+        super().exception(msg, *args, **kwargs)
+
+
 @dataclass
 class Listener:
     name: str
@@ -96,6 +125,7 @@ class Listener:
             keepalive_timeout=self.bounds.idle_s,
             max_headers=self.bounds.max_headers,
             max_field_size=self.bounds.max_field_size,
+            logger=_ServerLog(self.name),
         )
         await runner.setup()
         if runner.server is not None:  # set up just now

@@ -14,8 +14,17 @@ use it again (found by the authorization sweep of stop 56).
 from __future__ import annotations
 
 from gun_contract.model.declaration import Stage
+from gun_contract.model.verdicts import Outcome
+from gun_hub.domain.case import Case
 
 SET_BY_CUSTOMS = frozenset({Stage.RELEASED_AFTER_CONTROL, Stage.INVALIDATED})
+# Once customs has told the declarant it will examine the goods, or has released them, the
+# declaration is no longer the declarant's to amend (UCC article 173) nor to withdraw
+# (article 174): a trader's later version was decided from scratch, a random draw
+# included, and a documentary control drawn for version 1 was escaped by lodging the same
+# goods again as version 2 (review of stop 56). The office's own act comes through the
+# clearance system, which may send any version.
+ACTED_ON = frozenset({Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL, Outcome.RELEASE})
 TRADERS_STAGES = tuple(stage for stage in Stage if stage not in SET_BY_CUSTOMS)
 
 
@@ -29,4 +38,20 @@ def not_the_traders_stage(stage: Stage) -> str:
     return (
         f"stage {stage.value} is the customs office's act, sent by the clearance system; "
         f"a trader lodges {', '.join(s.value for s in TRADERS_STAGES)}"
+    )
+
+
+def customs_acted_on(known: Case | None) -> bool:
+    """Whether ``known``'s version was decided for a control or released: a later version
+    is the office's to send. A retired case's marker keeps no decision: not known."""
+    return known is not None and known.decision is not None and known.decision.outcome in ACTED_ON
+
+
+def not_the_traders_to_amend(version: int, outcome: Outcome) -> str:
+    """How to say, in a refusal, that a declaration is no longer its declarant's to amend."""
+    acted = "released" if outcome is Outcome.RELEASE else f"decided {outcome.value}"
+    return (
+        f"version {version} was {acted}: a declaration under a control or released is not "
+        "the declarant's to amend or withdraw (UCC articles 173, 174); the office's "
+        "release, refusal or invalidation comes through the clearance system"
     )

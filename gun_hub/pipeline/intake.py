@@ -50,7 +50,12 @@ from gun_hub.domain.routing import (
     route_documents,
 )
 from gun_hub.domain.status_events import StatusKind, lodging
-from gun_hub.domain.trader_stages import not_the_traders_stage, set_by_customs
+from gun_hub.domain.trader_stages import (
+    customs_acted_on,
+    not_the_traders_stage,
+    not_the_traders_to_amend,
+    set_by_customs,
+)
 from gun_hub.ops.facts import ReceivedFact
 from gun_hub.pipeline.decision_outbox import declarant_tag, declarant_tag_of
 from gun_hub.pipeline.hub_context import CaseStore, HubContext, open_case_entry
@@ -82,6 +87,7 @@ DECLARANT_CHANGED = "DECLARANT_CHANGED"
 # (domain/reference_namespace.py).
 REFERENCE_NOT_THE_DECLARANTS = "REFERENCE_NOT_THE_DECLARANTS"
 STAGE_NOT_THE_DECLARANTS = "STAGE_NOT_THE_DECLARANTS"
+AMENDMENT_NOT_PERMITTED = "AMENDMENT_NOT_PERMITTED"
 # The head of the reason of a declaration the gateway lodged that the hub cannot read: the
 # two disagree, and the dead letter waits to be redriven once they agree (redrive.py). At
 # the head, so that the view's cut reason keeps it.
@@ -335,7 +341,7 @@ class Intake:
         ):
             self._refuse_anothers_reference(outbox, data, declaration, source)
             return
-        self._accept(outbox, data, declaration, source)
+        self._accept(outbox, data, declaration, source, through_the_gateway=through_the_gateway)
 
     def _security_dead_letter(
         self, outbox: Effects, data: bytes, source: SourcePosition, kind: str, reason: str
@@ -495,6 +501,40 @@ class Intake:
             f"lodged through the gateway for {eori} under a reference that is not its own; "
             f"{the_declarants_references(eori)}",
             None,
+        )
+
+    def _refuse_amendment(
+        self,
+        outbox: Effects,
+        data: bytes,
+        declaration: Declaration,
+        known: Case,
+        source: SourcePosition,
+    ) -> None:
+        """A trader's later version of a declaration customs decided to control, or
+        released: not taken (domain/trader_stages.py). A dead letter, and the version
+        said ignored to its declarant (the case's receipt), which is what it reads; no
+        decision (a REFUSE would supersede the control's case, ending the control), the
+        case untouched."""
+        metrics.DECLARATIONS_REJECTED.labels(kind=AMENDMENT_NOT_PERMITTED).inc()
+        assert known.decision is not None  # noqa: S101 - customs_acted_on: decided
+        reason = not_the_traders_to_amend(known.version, known.decision.outcome)
+        self._dead_letter(
+            outbox,
+            data,
+            source,
+            ErrorClass.PERMANENT,
+            AMENDMENT_NOT_PERMITTED,
+            f"version {declaration.version} lodged through the gateway: {reason}",
+            declaration.reference,
+        )
+        self._ctx.emit_status(
+            outbox,
+            known.reference,
+            declaration.version,
+            StatusKind.IGNORED_STALE_VERSION,
+            f"{AMENDMENT_NOT_PERMITTED}: {reason}",
+            lodging=known.receipt,
         )
 
     def _refuse_customs_stage(
@@ -723,7 +763,13 @@ class Intake:
     # -- a readable declaration --------------------------------------------------------
 
     def _accept(
-        self, outbox: Effects, data: bytes, declaration: Declaration, source: SourcePosition
+        self,
+        outbox: Effects,
+        data: bytes,
+        declaration: Declaration,
+        source: SourcePosition,
+        *,
+        through_the_gateway: bool = False,
     ) -> None:
         ctx = self._ctx
         key = declaration.reference.encode()
@@ -739,6 +785,10 @@ class Intake:
             return
         if arrival is _Arrival.NEW and _declarant_changed(known, declaration):
             self._refuse_other_declarant(outbox, data, declaration, source)
+            return
+        if arrival is _Arrival.NEW and through_the_gateway and customs_acted_on(known):
+            assert known is not None  # noqa: S101 - customs acted on a known case
+            self._refuse_amendment(outbox, data, declaration, known, source)
             return
         if arrival is _Arrival.REDELIVERED:
             assert known is not None  # noqa: S101 - a redelivery has a known case

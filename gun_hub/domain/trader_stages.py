@@ -24,7 +24,15 @@ SET_BY_CUSTOMS = frozenset({Stage.RELEASED_AFTER_CONTROL, Stage.INVALIDATED})
 # included, and a documentary control drawn for version 1 was escaped by lodging the same
 # goods again as version 2 (review of stop 56). The office's own act comes through the
 # clearance system, which may send any version.
-ACTED_ON = frozenset({Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL, Outcome.RELEASE})
+ACTED_ON = frozenset(
+    {Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL, Outcome.RELEASE, Outcome.CANCELLED}
+)
+# A version of these stages, decided or not, is the office's act or ends the declaration:
+# a later version of the trader's neither supersedes it (the office's release after a
+# control, still being written off, was refused SUPERSEDED) nor revives the declaration
+# after it (the office's refusal of the goods after a control, sent as CANCELLED, was
+# followed by the trader's next version, released; review of stop 56).
+ENDED_OR_THE_OFFICES = frozenset({Stage.RELEASED_AFTER_CONTROL, Stage.INVALIDATED, Stage.CANCELLED})
 TRADERS_STAGES = tuple(stage for stage in Stage if stage not in SET_BY_CUSTOMS)
 
 
@@ -42,16 +50,30 @@ def not_the_traders_stage(stage: Stage) -> str:
 
 
 def customs_acted_on(known: Case | None) -> bool:
-    """Whether ``known``'s version was decided for a control or released: a later version
-    is the office's to send. A retired case's marker keeps no decision: not known."""
-    return known is not None and known.decision is not None and known.decision.outcome in ACTED_ON
+    """Whether ``known``'s version was decided for a control, released or cancelled, or is
+    of a stage that ends the declaration or is the office's act: a later version is the
+    office's to send. A retired case's marker keeps no decision: not known."""
+    if known is None:
+        return False
+    if known.stage in ENDED_OR_THE_OFFICES:
+        return True
+    return known.decision is not None and known.decision.outcome in ACTED_ON
 
 
-def not_the_traders_to_amend(version: int, outcome: Outcome) -> str:
-    """How to say, in a refusal, that a declaration is no longer its declarant's to amend."""
-    acted = "released" if outcome is Outcome.RELEASE else f"decided {outcome.value}"
+def not_the_traders_to_amend(known: Case) -> str:
+    """How to say, in a refusal, that ``known``'s declaration is no longer its declarant's
+    to amend."""
+    version = known.version
+    outcome = known.decision.outcome if known.decision is not None else None
+    if known.stage in ENDED_OR_THE_OFFICES:
+        acted = f"lodged {known.stage.value}"
+    elif outcome is Outcome.RELEASE:
+        acted = "released"
+    else:
+        acted = f"decided {outcome.value if outcome else 'by customs'}"
     return (
-        f"version {version} was {acted}: a declaration under a control or released is not "
-        "the declarant's to amend or withdraw (UCC articles 173, 174); the office's "
+        f"version {version} was {acted}: a declaration withdrawn, under a control, released "
+        "or in the office's hands is not the declarant's to amend or withdraw (UCC "
+        "articles 173, 174); a new declaration takes a new reference, and the office's "
         "release, refusal or invalidation comes through the clearance system"
     )

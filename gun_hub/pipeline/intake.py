@@ -517,8 +517,7 @@ class Intake:
         decision (a REFUSE would supersede the control's case, ending the control), the
         case untouched."""
         metrics.DECLARATIONS_REJECTED.labels(kind=AMENDMENT_NOT_PERMITTED).inc()
-        assert known.decision is not None  # noqa: S101 - customs_acted_on: decided
-        reason = not_the_traders_to_amend(known.version, known.decision.outcome)
+        reason = not_the_traders_to_amend(known)
         self._dead_letter(
             outbox,
             data,

@@ -138,8 +138,10 @@ def trader_history(
             detail = _UNREAD_LIST.get(kind, "")
         kept = {name: event[name] for name in _FIELDS if name in event}
         kept["detail"] = detail
-        if kind in _HOLDERS_UNNAMED and "authority" in kept:
-            kept["authority"] = None
+        if kind in _HOLDERS_UNNAMED:
+            # Left out, not null: the view leaves out the member of an event naming
+            # none, so null against absent would tell the same (review of stop 56).
+            kept.pop("authority", None)
         shown.append(kept)
     return shown
 

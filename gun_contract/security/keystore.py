@@ -440,15 +440,18 @@ def _parse_public(entry: object, where: str) -> PublicKey:
         raise KeystoreError(f"{where} is not an EC key on {CURVE}")
     material = {name: entry[name] for name in ("kty", "crv", "x", "y") if name in entry}
     for name in ("x", "y"):
-        if not _full_size_coordinate(material.get(name)):
-            # RFC 7518 6.2.1.2: the full size, 32 bytes on P-256. A coordinate padded with
-            # a leading zero is the same key under another RFC 7638 thumbprint, which the
-            # one-key-one-party check compares: the hub's signing key was imported as the
-            # clearance system's (review stop 56).
+        # RFC 7518 6.2.1.2: the full size, 32 bytes on P-256. The same point written
+        # shorter or padded with zeros is the same key under another RFC 7638 thumbprint,
+        # which the one-key-one-party check compares: the hub's signing key was imported
+        # as the clearance system's (review stop 56). Read in the full size, so a key an
+        # earlier import kept in a minimal length still loads, under its one thumbprint.
+        full = _full_size_coordinate(material.get(name))
+        if full is None:
             raise KeystoreError(
-                f"{where} is not a valid {CURVE} public key ({name!r} must be "
-                f"{_COORDINATE_BYTES} bytes, base64url without padding)"
+                f"{where} is not a valid {CURVE} public key ({name!r} is not a "
+                f"{_COORDINATE_BYTES}-byte coordinate in base64url)"
             )
+        material[name] = full
     try:
         key = ECKey.import_key(
             material, parameters={"kid": kid, "use": use.value, "alg": ALG_FOR_USE[use]}
@@ -591,13 +594,21 @@ def sealing_state_key(keys: Sequence[StateKey], at: datetime) -> tuple[StateKey,
 _COORDINATE_BYTES = 32  # P-256
 
 
-def _full_size_coordinate(value: object) -> bool:
-    """Whether ``value`` is a P-256 coordinate as RFC 7518 writes it: 32 bytes, base64url
-    without padding, in its one encoding."""
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]{43}", value):
-        return False
-    decoded = base64.urlsafe_b64decode(value + "=")
-    return base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() == value
+def _full_size_coordinate(value: object) -> str | None:
+    """The P-256 coordinate ``value`` as RFC 7518 writes it (32 bytes, base64url without
+    padding): a shorter one zero-filled, leading zero bytes past 32 dropped; None if it
+    is no coordinate (not base64url, or more than 32 bytes of value)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", value):
+        return None
+    try:
+        decoded = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except binascii.Error:
+        return None
+    stripped = decoded.lstrip(b"\0")
+    if len(stripped) > _COORDINATE_BYTES:
+        return None
+    full = stripped.rjust(_COORDINATE_BYTES, b"\0")
+    return base64.urlsafe_b64encode(full).rstrip(b"=").decode()
 
 
 def _parse_state_key(entry: object, where: str) -> StateKey:
@@ -1747,7 +1758,7 @@ class KeystoreFolder:
                 key.get("party") == party
                 and key.get("use") == KeyUse.SIG.value
                 and key.get("purpose", "") != AUDIT_PURPOSE
-                and key.get("status") == KeyStatus.ACTIVE.value
+                and key.get("status", KeyStatus.ACTIVE.value) == KeyStatus.ACTIVE.value
             )
 
         if not signs(entry) or party not in self.local_parties():
@@ -1772,7 +1783,7 @@ class KeystoreFolder:
                 key.get("party") == party
                 and key.get("use") == KeyUse.ENC.value
                 and key.get("purpose", "") != AUDIT_PURPOSE
-                and key.get("status") == KeyStatus.ACTIVE.value
+                and key.get("status", KeyStatus.ACTIVE.value) == KeyStatus.ACTIVE.value
             )
 
         if not encrypted_to(entry):

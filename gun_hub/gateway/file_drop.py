@@ -89,9 +89,11 @@ NAME_NOT_UTF8 = "FILE_NAME_NOT_UTF8"
 # processing/ is the watcher's alone; the depositors read their receipts in done/ and
 # rejected/ through the folder's group, and nobody but the watcher writes any of them.
 _PART_MODES = {"processing": 0o700, "done": 0o750, "rejected": 0o750}
-# A receipt is the depositors' only answer: the folder's group reads it, as it reads done/
-# and rejected/, whose 0750 keeps everybody else out.
-_RECEIPT_MODE = 0o640
+# A receipt is the depositors' only answer: readable by whoever may enter done/ and
+# rejected/, whose 0750 (the folder's group) keeps everybody else out. Not 0640: a receipt
+# takes the watcher's group, not the depositors' (done/ and rejected/ keep no setgid bit),
+# and the depositors could not read it (a review of stop 56).
+_RECEIPT_MODE = 0o644
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a pipe a depositor slipped in returns at once instead of waiting for
 # a writer; fstat then tells it is no regular file. On a regular file it matters only under

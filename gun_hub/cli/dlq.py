@@ -236,8 +236,11 @@ def _redrive_kind(
     officer: OfficerClient, kind: str, since: str | None, reference: str | None
 ) -> None:
     """Each original once (a dead letter redriven before and dead-lettered again has the
-    same original): the dead letters that can be redriven, in the order they came."""
-    chosen: dict[str, str] = {}  # source -> the first dead letter about it
+    same original): the dead letters that can be redriven, in the order they came. Of
+    the dead letters about one original, the next is tried when the hub refuses one: any
+    party can write a dead letter about any position, and a forged one listed first kept
+    the genuine one from its redrive (review of stop 56)."""
+    chosen: dict[str, list[str]] = {}  # source -> the dead letters about it, in order
     skipped = 0
     offset: int | None = 0
     while offset is not None:
@@ -250,33 +253,21 @@ def _redrive_kind(
                 skipped += 1
                 typer.echo(f"{row['id']}: not redriven: {shown(row['not_redrivable'])}", err=True)
             else:
-                chosen.setdefault(row["source"], row["id"])
+                chosen.setdefault(row["source"], []).append(row["id"])
         offset = body.get("next_offset")
     if not chosen and not skipped:
         typer.echo(f"no dead letter of kind {kind} matches", err=True)
         raise typer.Exit(NOT_FOUND)
     failed = unanswered = 0
-    for named in chosen.values():
-        # Each dead letter on its own: one the hub refuses, or does not answer for in time,
-        # is said, and the others are still redriven; the summary ends the run.
-        try:
-            code, body = officer.try_post(f"/dead-letters/{named}/redrive")
-        except HubUnanswered as err:
+    for candidates in chosen.values():
+        # Each original on its own: one the hub refuses every dead letter of, or does not
+        # answer for in time, is said, and the others are still redriven; the summary
+        # ends the run.
+        outcome = _redrive_one_of(officer, candidates)
+        if outcome == "unanswered":
             unanswered += 1
-            typer.echo(
-                f"{named}: not redriven: the hub did not answer ({err.reason}); redriving it "
-                "again is safe (the hub decides a redrive once)",
-                err=True,
-            )
-            continue
-        if code in (401, 403):
-            _fail(code, body, named)
-        if code != 200:
+        elif outcome == "refused":
             failed += 1
-            error = body.get("error", code) if isinstance(body, dict) else code
-            typer.echo(f"{named}: not redriven: {shown(error)}", err=True)
-            continue
-        _print_redriven(body)
     typer.echo(
         f"{len(chosen) - failed - unanswered} redriven, {skipped} cannot be redriven, "
         f"{failed} refused, {unanswered} not answered",
@@ -286,6 +277,29 @@ def _redrive_kind(
         raise typer.Exit(UNREACHABLE)
     if failed:
         raise typer.Exit(2)
+
+
+def _redrive_one_of(officer: OfficerClient, candidates: list[str]) -> str:
+    """The first of ``candidates`` (dead letters about one original) the hub redrives:
+    "redriven", "refused" (every one) or "unanswered"."""
+    for named in candidates:
+        try:
+            code, body = officer.try_post(f"/dead-letters/{named}/redrive")
+        except HubUnanswered as err:
+            typer.echo(
+                f"{named}: not redriven: the hub did not answer ({err.reason}); redriving it "
+                "again is safe (the hub decides a redrive once)",
+                err=True,
+            )
+            return "unanswered"
+        if code in (401, 403):
+            _fail(code, body, named)
+        if code == 200:
+            _print_redriven(body)
+            return "redriven"
+        error = body.get("error", code) if isinstance(body, dict) else code
+        typer.echo(f"{named}: not redriven: {shown(error)}", err=True)
+    return "refused"
 
 
 def _print_redriven(body: dict[str, Any]) -> None:

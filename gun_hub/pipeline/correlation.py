@@ -33,6 +33,7 @@ KEY_MISMATCH = "RESPONSE_KEY_MISMATCH"
 # Sealed and verified, but its content type is not the JSON an answer is (contract
 # section 5), whatever the payload looks like (review stop 38, D4).
 NOT_JSON = "RESPONSE_NOT_JSON"
+WRONG_SENDER = "RESPONSE_WRONG_SENDER"
 FOLLOW_UP_OPERATIONS = frozenset({Operation.WRITE_OFF, Operation.DELETE, Operation.GIVE_BACK})
 # A withheld partner code is shown this long at most, and so many of them.
 _WITHHELD_CODE_CHARS = 32
@@ -125,7 +126,7 @@ class Correlation:
                 data,
                 source,
                 ErrorClass.SECURITY,
-                "RESPONSE_WRONG_SENDER",
+                WRONG_SENDER,
                 ValueError(
                     f"{opened.sender!r} answered for {response.authority!r} on {source.topic}"
                 ),

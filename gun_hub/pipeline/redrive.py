@@ -48,9 +48,22 @@ from gun_contract.request_refusals import REFUSED_AS_IT_IS as REQUEST_REFUSED_AS
 from gun_contract.topics import TopicRegistry
 from gun_hub import metrics
 from gun_hub.ops.dead_letters import DeadLetterId, NotAnId
-from gun_hub.pipeline.correlation import UNASKED_DOCUMENT
+from gun_hub.pipeline.correlation import (
+    KEY_MISMATCH,
+    NOT_JSON,
+    UNASKED_DOCUMENT,
+    UNSOLICITED,
+    WRONG_SENDER,
+)
 from gun_hub.pipeline.hub_context import HubContext
-from gun_hub.pipeline.intake import GATEWAY_DISAGREES
+from gun_hub.pipeline.intake import (
+    AMENDMENT_NOT_PERMITTED,
+    GATEWAY_DISAGREES,
+    NOT_XML,
+    RECORD_KEY_NOT_REFERENCE,
+    REFERENCE_NOT_THE_DECLARANTS,
+    STAGE_NOT_THE_DECLARANTS,
+)
 from gun_hub.xml.safe_parse import XmlRejectionKind
 
 log = logging.getLogger(__name__)
@@ -92,14 +105,42 @@ def redrive_readers(topics: TopicRegistry) -> dict[str, frozenset[str]]:
     }
 
 
-# A declaration refused for what it holds, whatever the hub's settings: the clearance
-# system had its REFUSE decision (where the reference could be read), and the same bytes
-# read again are refused again (no second decision, only a new dead letter). Not
-# XML_OVERSIZED: a limit of the settings (GUN_HUB_HUB__MAX_DECLARATION_BYTES) the operator
-# may raise.
-REFUSED_AS_IT_IS = frozenset(
-    f"XML_{kind.value}" for kind in XmlRejectionKind if kind is not XmlRejectionKind.OVERSIZED
-)
+# A declaration refused for what it holds: the clearance system had its REFUSE decision
+# (where the reference could be read), and the same bytes read again are refused again
+# (no second decision, only a new dead letter). XML_OVERSIZED too: a limit of the settings
+# the operator may raise, but the REFUSE stands, and the redrive, read as a redelivery of
+# a decided case, did nothing while the desk said "redriven" (review of stop 56): the
+# clearance system sends the declaration again as a new version.
+REFUSED_AS_IT_IS = frozenset(f"XML_{kind.value}" for kind in XmlRejectionKind)
+
+# What the hub refused for what a record is, judged on its bytes, its key or its sender:
+# read again it is refused again, one more hub-vouched security dead letter chained into
+# the audit (the adapters' twins were refused a redrive already: request_refusals.py).
+# And what it refused for the state of things when it was read, which a redrive would
+# judge again later: an answer never asked (asked since, it was acted on as if trusted),
+# a trader's version after customs acted (the case retired since, it was decided).
+# Review of stop 56.
+HUB_REFUSED = {
+    "hub.intake": {
+        NOT_XML: "the record is no declaration XML, and is refused again",
+        RECORD_KEY_NOT_REFERENCE: "its record key is not its reference, refused again",
+        REFERENCE_NOT_THE_DECLARANTS: "the gateway lodged a reference not the declarant's",
+        STAGE_NOT_THE_DECLARANTS: "the gateway lodged a stage only the office sets",
+        AMENDMENT_NOT_PERMITTED: (
+            "a trader's version after customs acted: refused when it was read; redriven "
+            "after the case retired, it would be decided"
+        ),
+    },
+    "hub.correlation": {
+        KEY_MISMATCH: "the answer's record key is not its reference, refused again",
+        NOT_JSON: "the answer is no JSON, refused again",
+        WRONG_SENDER: "the answer came from another party than its topic's, refused again",
+        UNSOLICITED: (
+            "an answer the hub never asked when it was read: redriven once it is asked, it "
+            "would be acted on as if the hub had asked it"
+        ),
+    },
+}
 
 
 def not_redrivable(
@@ -156,6 +197,9 @@ def not_redrivable(
             "could be read); read again it decides nothing and only writes another dead "
             "letter: its declarant sends a corrected version"
         )
+    refused_by_the_hub = HUB_REFUSED.get(component, {}).get(kind or "")
+    if refused_by_the_hub is not None:
+        return f"not redriven ({kind}): {refused_by_the_hub}"
     envelope_at_fault = ENVELOPES_REFUSED_AS_THEY_ARE.get(kind or "")
     if envelope_at_fault is not None:
         return f"as it is, the envelope is refused again ({kind}): {envelope_at_fault}"

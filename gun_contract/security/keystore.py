@@ -558,8 +558,17 @@ def _private_keys(data: dict[str, Any], path: Path) -> list[ECKey]:
             raise KeystoreError(f"{where} is no private key (no 'd')")
         if not isinstance(entry.get("kid"), str) or entry.get("use") not in ("sig", "enc"):
             raise KeystoreError(f"{where} has no key id or no use")
+        material = dict(entry)
+        for name in ("x", "y"):
+            # In the full size, as the public keys (_parse_public): a pair an exporter
+            # wrote shorter matches its public key's thumbprint (review of stop 56).
+            if name in material:
+                full = _full_size_coordinate(material[name])
+                if full is None:
+                    raise KeystoreError(f"{where} is not a valid {CURVE} private key")
+                material[name] = full
         try:
-            key = ECKey.import_key(dict(entry))
+            key = ECKey.import_key(material)
         except (JoseError, ValueError, TypeError, KeyError):
             raise KeystoreError(f"{where} is not a valid {CURVE} private key") from None
         keys.append(key)

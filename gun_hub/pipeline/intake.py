@@ -95,6 +95,10 @@ GATEWAY_DISAGREES = (
     "lodged through the gateway, whose checks should have refused it (are the gateway and "
     "the hub on the same version and limits?)"
 )
+# The head of the reason of a declaration refused before its reference could be read:
+# nothing was decided, so one refused for a limit of the settings (XML_OVERSIZED) is
+# decided when redriven once the limit is raised (redrive.py; review of stop 56).
+NOTHING_DECIDED = "its reference could not be read, so nothing was decided"
 # A compact JOSE serialization starts with a base64url part and a dot (its protected
 # header, which need not be compact JSON: '{ "alg"' is not 'eyJ'; found by review, stop 36).
 _SEALED_START = re.compile(rb"[A-Za-z0-9_-]+\.")
@@ -581,6 +585,8 @@ class Intake:
         identity = sniff_identity(document)
         if through_the_gateway:
             reason = f"{GATEWAY_DISAGREES}: {reason}"
+        elif identity is None:
+            reason = f"{NOTHING_DECIDED}: {reason}"
         found = (
             read_case(self._cases, identity.reference)
             if identity is not None and not through_the_gateway

@@ -60,6 +60,7 @@ from gun_hub.pipeline.intake import (
     AMENDMENT_NOT_PERMITTED,
     GATEWAY_DISAGREES,
     NOT_XML,
+    NOTHING_DECIDED,
     RECORD_KEY_NOT_REFERENCE,
     REFERENCE_NOT_THE_DECLARANTS,
     STAGE_NOT_THE_DECLARANTS,
@@ -107,11 +108,14 @@ def redrive_readers(topics: TopicRegistry) -> dict[str, frozenset[str]]:
 
 # A declaration refused for what it holds: the clearance system had its REFUSE decision
 # (where the reference could be read), and the same bytes read again are refused again
-# (no second decision, only a new dead letter). XML_OVERSIZED too: a limit of the settings
-# the operator may raise, but the REFUSE stands, and the redrive, read as a redelivery of
-# a decided case, did nothing while the desk said "redriven" (review of stop 56): the
-# clearance system sends the declaration again as a new version.
+# (no second decision, only a new dead letter). XML_OVERSIZED too, a limit of the settings
+# the operator may raise, once decided: its REFUSE stands, and the redrive, read as a
+# redelivery of a decided case, did nothing while the desk said "redriven" (review of
+# stop 56); the clearance system sends it again as a new version. One refused before its
+# reference could be read (NOTHING_DECIDED) stays redrivable: decided once the limit is
+# raised.
 REFUSED_AS_IT_IS = frozenset(f"XML_{kind.value}" for kind in XmlRejectionKind)
+OVERSIZED = f"XML_{XmlRejectionKind.OVERSIZED.value}"
 
 # What the hub refused for what a record is, judged on its bytes, its key or its sender:
 # read again it is refused again, one more hub-vouched security dead letter chained into
@@ -190,6 +194,7 @@ def not_redrivable(
         and kind in REFUSED_AS_IT_IS
         and GATEWAY_DISAGREES not in reason
         and _GATEWAY_DISAGREED_BEFORE not in reason
+        and not (kind == OVERSIZED and reason.startswith(NOTHING_DECIDED))
     ):
         return (
             f"as it is, the declaration is refused again ({kind}): what it holds is at "

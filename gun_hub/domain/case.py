@@ -180,6 +180,13 @@ class Case(BaseModel):
     # Whether this version, read where earlier versions were not, told the other
     # partitions (takeover.py): told again only then when its record is read again.
     told_others: bool = False
+    # Whether customs acted on an earlier version of the declaration read here (decided
+    # it for a control, released or cancelled it, or one of the office's stages came):
+    # carried from version to version and into the retired case's marker, so that a
+    # trader's later version through the gateway is never taken once it did, whatever
+    # came between (trader_stages.py; a review of stop 56: a later version refused unread
+    # made the control forgotten).
+    customs_acted: bool = False
 
     @classmethod
     def open(

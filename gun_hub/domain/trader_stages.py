@@ -50,14 +50,19 @@ def not_the_traders_stage(stage: Stage) -> str:
 
 
 def customs_acted_on(known: Case | None) -> bool:
-    """Whether ``known``'s version was decided for a control, released or cancelled, or is
-    of a stage that ends the declaration or is the office's act: a later version is the
-    office's to send. A retired case's marker keeps no decision: not known."""
+    """Whether customs acted on ``known``'s declaration: this version decided for a
+    control, released or cancelled, or, undecided, of a stage that ends the declaration
+    or is the office's act; or an earlier version so (``Case.customs_acted``, carried). A
+    later version is then the office's to send. A version refused (unread, or its case
+    not opening) is no act of customs: its declaration stays its declarant's unless an
+    earlier one was acted on."""
     if known is None:
         return False
-    if known.stage in ENDED_OR_THE_OFFICES:
+    if known.customs_acted:
         return True
-    return known.decision is not None and known.decision.outcome in ACTED_ON
+    if known.decision is not None:
+        return known.decision.outcome in ACTED_ON
+    return not known.decided and known.stage in ENDED_OR_THE_OFFICES
 
 
 def not_the_traders_to_amend(known: Case) -> str:

@@ -323,10 +323,13 @@ class ViewQueries:
 
     def declaration(self, reference: str) -> dict[str, Any] | None:
         """Current state and dated history of one declaration; None if never seen."""
-        history = self.history(reference)
-        if not history:
+        rows = self._event_rows(reference)
+        if not rows:
             return None
-        return {"reference": reference, **current_state(history), "history": history}
+        owners = self._owners(reference)
+        history = self._dated(rows, owners)
+        published = self._dated(_without_withheld(rows, owners), owners) or history
+        return {"reference": reference, **current_state(published), "history": history}
 
     def history(self, reference: str) -> list[dict[str, Any]]:
         """The dated status events of one declaration, in the order they were applied.
@@ -335,12 +338,14 @@ class ViewQueries:
         version was decided again after a crash (see ``_decision``) and the clearance
         system received the first; a repeat saying the same was never kept (``events``
         is unique without the time)."""
-        rows = self._db.execute(
+        return self._dated(self._event_rows(reference), self._owners(reference))
+
+    def _event_rows(self, reference: str) -> list[tuple[Any, ...]]:
+        return self._db.execute(
             "SELECT version, kind, at, detail, authority, outcome, lodging FROM events "
             "WHERE reference = ? ORDER BY seq",
             (reference,),
         ).fetchall()
-        return self._dated(rows, self._owners(reference))
 
     def _owners(self, reference: str) -> dict[str, str]:
         """The declarant of each receipt of ``reference`` one declarant alone named."""
@@ -1824,6 +1829,27 @@ _DECIDED = {StatusKind.DECIDED.value}
 # Marks a DECIDED event of a version decided before (``ViewQueries.history``).
 DECIDED_AGAIN = "decided_again"
 _FINISHED_FOLLOW_UPS = {StatusKind.WRITTEN_OFF.value, StatusKind.RESERVATION_DELETED.value}
+
+
+def _without_withheld(
+    rows: Sequence[tuple[Any, ...]], owners: Mapping[str, str]
+) -> list[tuple[Any, ...]]:
+    """The event ``rows`` (version, kind, at, detail, authority, outcome, lodging) but
+    those of a version whose decision the publisher withheld (NOT_PUBLISHED_OTHER_DECLARANT),
+    of that declarant when it names a receipt: the officer reads them in the history, but
+    the state is what the clearance system received (review of stop 56: a decision it
+    never received was the officer's state)."""
+    withheld = {
+        (row[0], owners.get(row[6]) or row[6])
+        for row in rows
+        if row[1] == StatusKind.NOT_PUBLISHED_OTHER_DECLARANT.value
+    }
+    whole = {version for version, whose in withheld if not whose}
+    return [
+        row
+        for row in rows
+        if row[0] not in whole and (row[0], owners.get(row[6]) or row[6]) not in withheld
+    ]
 
 
 def current_state(history: Sequence[dict[str, Any]]) -> dict[str, Any]:

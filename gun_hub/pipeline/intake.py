@@ -637,6 +637,7 @@ class Intake:
             # Still its declarant's: a case naming nobody took the next version of anyone
             # (found by review in stop 35).
             declarant_eori=known.declarant_eori if known is not None else "",
+            customs_acted=customs_acted_on(known),
             declarant_tag=known.declarant_tag if known is not None else "",
             # Still written off: an invalidation may come (found by review, stop 36).
             # Unknown (None) where what was stored did not open, or no case of a version
@@ -872,6 +873,7 @@ class Intake:
         )
         case.opened_from = source.describe()
         case.receipt = received
+        case.customs_acted = customs_acted_on(known)
         if tells_other_partitions(declaration.version, known, source.partition):
             case.told_others = True
             self._tell_other_partitions(outbox, declaration, case, source)

@@ -66,6 +66,7 @@ from gun_hub.domain.lifecycle import (
     write_offs_known,
     written_off,
 )
+from gun_hub.domain.trader_stages import customs_acted_on
 from gun_hub.pipeline.decision_outbox import declarant_tag_of
 from gun_hub.pipeline.hub_context import due_time
 
@@ -179,6 +180,8 @@ def marker_of(case: Case) -> Case:
             "own_written_off": write_offs_known(case) if known is None else [],
             "declarant_eori": "",
             "declarant_tag": declarant_tag_of(case),  # the checks of later versions
+            # Before the decision goes: a trader's later version is still not taken.
+            "customs_acted": customs_acted_on(case),
             "procedure": "",
             "awaiting": [],
             "expected": [],

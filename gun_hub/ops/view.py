@@ -564,7 +564,7 @@ class ViewQueries:
                 "by_document_code_left_off": len(by_code) - len(kept_codes),
             },
             "overrides": self.override_counts(since, until, max_declarants=max_codes),
-            "dead_letters": self.dead_letter_counts(max_dead_letter_kinds),
+            "dead_letters": self.dead_letter_counts(max_dead_letter_kinds, since, until),
         }
 
     def override_counts(
@@ -731,10 +731,25 @@ class ViewQueries:
             (drawn.written if is_write_off else drawn.given).append(quantity)
         return [_line_written_off(key, lines[key]) for key in sorted(lines)]
 
-    def dead_letter_counts(self, max_kinds: int | None = None) -> dict[str, Any]:
+    def dead_letter_counts(
+        self, max_kinds: int | None = None, since: date | None = None, until: date | None = None
+    ) -> dict[str, Any]:
         """Dead letters by kind; with ``max_kinds``, the most frequent kinds only and the
-        rest summed under ``(other)`` (any party may write a dead letter's kind)."""
-        by_kind = dict(self._db.execute("SELECT kind, n FROM dead_letter_counts").fetchall())
+        rest summed under ``(other)`` (any party may write a dead letter's kind). With a
+        period (``since``, ``until``: days in UTC), those of the period, counted from the
+        dead letters kept (the retention's: none older), where the statistics of a day
+        listed every dead letter kept (review of stop 56)."""
+        if since is None and until is None:
+            counted = "SELECT kind, n FROM dead_letter_counts"
+            args: tuple[float, ...] = ()
+        else:
+            start = _utc_midnight(since) if since else float("-inf")
+            end = _utc_midnight(until + timedelta(days=1)) if until else float("inf")
+            counted = (
+                "SELECT kind, COUNT(*) FROM dead_letters WHERE at >= ? AND at < ? GROUP BY kind"
+            )
+            args = (start, end)
+        by_kind = dict(self._db.execute(counted, args).fetchall())
         total = sum(by_kind.values())
         if max_kinds is not None and len(by_kind) > max_kinds:
             kept = sorted(by_kind, key=lambda k: (-by_kind[k], k))[:max_kinds]
@@ -1808,6 +1823,10 @@ def _sized(record: FeedRecord, limit: int) -> bytes:
     if len(record.value) > limit:
         raise Unusable(f"a value of {len(record.value)} bytes (at most {limit})")
     return record.value
+
+
+def _utc_midnight(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
 def _day_range(

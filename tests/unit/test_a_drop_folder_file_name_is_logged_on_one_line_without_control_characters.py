@@ -11,19 +11,18 @@ operator's terminal. A name must be shown on one line, its control characters es
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gun_contract.security.entitlements import GATEWAY_PARTY
-from gun_contract.topics import topic_registry
 from gun_hub.gateway.file_drop import DropFolder, DropWatcher
-from gun_hub.gateway.lodging import Lodger
-from tests.conftest import envelope_of
-from tests.gateway_fixtures import RecordingSender, gateway_with
+from gun_hub.gateway.lodging import Gateway, Lodger
+from tests.drop_fixtures import TOPICS, folder, recording_sender, started_gateway
 
-TOPICS = topic_registry("gun", ("dgal",))
+__all__ = ["folder"]  # fixtures, used by name below
+
 FORGED = (
     "a.xml rejected: XML_EMPTY\n"
     "2026-12-07 16:00:00,000 ERROR   gateway.file gun_hub.gateway.file_drop: drop folder "
@@ -32,20 +31,10 @@ FORGED = (
 
 
 @pytest.fixture
-def folder(tmp_path: Path) -> DropFolder:
-    folder = DropFolder(tmp_path / "drop")
-    folder.root.mkdir()
-    folder.prepare()
-    return folder
-
-
-@pytest.fixture
-async def gateway(keys_dir: Path) -> Any:
-    sender = RecordingSender(envelope_of(GATEWAY_PARTY, TOPICS, keys_dir), TOPICS.declarations)
-    gateway = gateway_with(sender)
-    await gateway.start()
-    yield gateway
-    await gateway.stop()
+async def gateway(keys_dir: Path) -> AsyncIterator[Gateway]:
+    started = await started_gateway(recording_sender(keys_dir))
+    yield started
+    await started.stop()
 
 
 async def test_a_depositor_s_file_name_cannot_write_lines_or_escapes_into_the_log(

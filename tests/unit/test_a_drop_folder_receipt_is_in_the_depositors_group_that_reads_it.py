@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gun_contract.security.entitlements import GATEWAY_PARTY
-from gun_contract.topics import topic_registry
 from gun_hub.gateway.file_drop import RECEIPT_SUFFIX, DropFolder, DropWatcher
 from gun_hub.gateway.lodging import Gateway, Lodger
 from tests.builders import declaration_xml
-from tests.conftest import envelope_of
-from tests.gateway_fixtures import RecordingSender, gateway_with
+from tests.drop_fixtures import TOPICS, gateway, sender
+from tests.gateway_fixtures import RecordingSender
 
-TOPICS = topic_registry("gun", ("dgal",))
+__all__ = ["gateway", "sender"]  # fixtures, used by name below
 
 
 def depositors_group() -> int:
@@ -39,19 +37,6 @@ def depositors_group() -> int:
     if not others:
         pytest.skip("needs root or a second group to give the folder the depositors' group")
     return others[0]
-
-
-@pytest.fixture
-def sender(keys_dir: Path) -> RecordingSender:
-    return RecordingSender(envelope_of(GATEWAY_PARTY, TOPICS, keys_dir), TOPICS.declarations)
-
-
-@pytest.fixture
-async def gateway(sender: RecordingSender) -> AsyncIterator[Gateway]:
-    gateway = gateway_with(sender)
-    await gateway.start()
-    yield gateway
-    await gateway.stop()
 
 
 @pytest.fixture

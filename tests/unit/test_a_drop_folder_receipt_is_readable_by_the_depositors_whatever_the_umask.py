@@ -14,19 +14,16 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gun_contract.security.entitlements import GATEWAY_PARTY
-from gun_contract.topics import topic_registry
 from gun_hub.gateway.file_drop import RECEIPT_SUFFIX, DropFolder, DropWatcher
 from gun_hub.gateway.lodging import Gateway, Lodger
 from tests.builders import declaration_xml
-from tests.conftest import envelope_of
-from tests.gateway_fixtures import RecordingSender, gateway_with
+from tests.drop_fixtures import TOPICS, gateway, sender
+from tests.gateway_fixtures import RecordingSender
 
-TOPICS = topic_registry("gun", ("dgal",))
+__all__ = ["gateway", "sender"]  # fixtures, used by name below
 
 
 @pytest.fixture
@@ -45,19 +42,6 @@ def folder(tmp_path: Path, hardened_umask: None) -> DropFolder:
     folder.root.chmod(0o3770)
     folder.prepare()
     return folder
-
-
-@pytest.fixture
-def sender(keys_dir: Path) -> RecordingSender:
-    return RecordingSender(envelope_of(GATEWAY_PARTY, TOPICS, keys_dir), TOPICS.declarations)
-
-
-@pytest.fixture
-async def gateway(sender: RecordingSender) -> Any:
-    gateway = gateway_with(sender)
-    await gateway.start()
-    yield gateway
-    await gateway.stop()
 
 
 async def test_a_receipt_is_readable_by_the_folder_s_group_under_a_umask_of_077(

@@ -18,41 +18,18 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gun_contract.security.entitlements import GATEWAY_PARTY
-from gun_contract.topics import topic_registry
 from gun_hub.gateway.file_drop import RECEIPT_SUFFIX, DropFolder, DropWatcher, OpenDropFolder
 from gun_hub.gateway.lodging import Gateway, Lodger
 from tests.builders import declaration_xml
-from tests.conftest import envelope_of
-from tests.gateway_fixtures import RecordingSender, gateway_with
+from tests.drop_fixtures import TOPICS, folder, gateway, sender
+from tests.gateway_fixtures import RecordingSender
 
-TOPICS = topic_registry("gun", ("dgal",))
+__all__ = ["folder", "gateway", "sender"]  # fixtures, used by name below
+
 REFERENCE = "FR12345678901234-FILE-0000000701"
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> DropFolder:
-    folder = DropFolder(tmp_path / "drop")
-    folder.root.mkdir()
-    folder.prepare()
-    return folder
-
-
-@pytest.fixture
-def sender(keys_dir: Path) -> RecordingSender:
-    return RecordingSender(envelope_of(GATEWAY_PARTY, TOPICS, keys_dir), TOPICS.declarations)
-
-
-@pytest.fixture
-async def gateway(sender: RecordingSender) -> Any:
-    gateway = gateway_with(sender)
-    await gateway.start()
-    yield gateway
-    await gateway.stop()
 
 
 @pytest.mark.parametrize(

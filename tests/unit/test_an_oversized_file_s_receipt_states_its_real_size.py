@@ -12,38 +12,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gun_contract.security.entitlements import GATEWAY_PARTY
-from gun_contract.topics import topic_registry
 from gun_hub.gateway.file_drop import RECEIPT_SUFFIX, DropFolder, DropWatcher
 from gun_hub.gateway.lodging import Gateway, Lodger
 from tests.builders import declaration_xml
-from tests.conftest import envelope_of
-from tests.gateway_fixtures import RecordingSender, gateway_with
+from tests.drop_fixtures import TOPICS, folder, recording_sender, started_gateway
 
-TOPICS = topic_registry("gun", ("dgal",))
+__all__ = ["folder"]  # fixtures, used by name below
+
 LIMIT = 64 * 1024
 
 
 @pytest.fixture
-def folder(tmp_path: Path) -> DropFolder:
-    folder = DropFolder(tmp_path / "drop")
-    folder.root.mkdir()
-    folder.prepare()
-    return folder
-
-
-@pytest.fixture
-async def gateway(keys_dir: Path) -> Any:
-    sender = RecordingSender(envelope_of(GATEWAY_PARTY, TOPICS, keys_dir), TOPICS.declarations)
-    gateway = gateway_with(sender, max_bytes=LIMIT)
-    await gateway.start()
-    yield gateway
-    await gateway.stop()
+async def gateway(keys_dir: Path) -> AsyncIterator[Gateway]:
+    started = await started_gateway(recording_sender(keys_dir), max_bytes=LIMIT)
+    yield started
+    await started.stop()
 
 
 async def test_an_oversized_file_is_refused_under_its_own_size_and_digest(

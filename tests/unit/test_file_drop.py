@@ -19,8 +19,6 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
-from gun_contract.security.entitlements import GATEWAY_PARTY
-from gun_contract.topics import topic_registry
 from gun_hub.gateway.file_drop import (
     RECEIPT_SUFFIX,
     DropFolder,
@@ -35,31 +33,10 @@ from gun_hub.gateway.probes import probes_app
 from gun_hub.web.listeners import Listener
 from gun_tools.processes import free_port
 from tests.builders import EORI, declaration_xml
-from tests.conftest import envelope_of
-from tests.gateway_fixtures import RecordingSender, gateway_with
+from tests.drop_fixtures import TOPICS, folder, gateway, sender
+from tests.gateway_fixtures import RecordingSender
 
-TOPICS = topic_registry("gun", ("dgal",))
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> DropFolder:
-    folder = DropFolder(tmp_path / "drop")
-    folder.root.mkdir()
-    folder.prepare()
-    return folder
-
-
-@pytest.fixture
-def sender(keys_dir: Path) -> RecordingSender:
-    return RecordingSender(envelope_of(GATEWAY_PARTY, TOPICS, keys_dir), TOPICS.declarations)
-
-
-@pytest.fixture
-async def gateway(sender: RecordingSender) -> Any:
-    gateway = gateway_with(sender)
-    await gateway.start()
-    yield gateway
-    await gateway.stop()
+__all__ = ["folder", "gateway", "sender"]  # fixtures, used by name below
 
 
 def watcher(folder: DropFolder, gateway: Gateway, lodger: Lodger | None = None) -> DropWatcher:

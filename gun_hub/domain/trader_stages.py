@@ -33,6 +33,10 @@ ACTED_ON = frozenset(
 # after it (the office's refusal of the goods after a control, sent as CANCELLED, was
 # followed by the trader's next version, released; review of stop 56).
 ENDED_OR_THE_OFFICES = frozenset({Stage.RELEASED_AFTER_CONTROL, Stage.INVALIDATED, Stage.CANCELLED})
+# The office's own stages, sent only by the clearance system (a trader's are refused before
+# any case is made): the office acted, whatever the hub could make of the version (refused
+# over a case that did not open, told to a partition behind: reviews of stop 56).
+OFFICES_OWN = SET_BY_CUSTOMS
 TRADERS_STAGES = tuple(stage for stage in Stage if stage not in SET_BY_CUSTOMS)
 
 
@@ -50,19 +54,21 @@ def not_the_traders_stage(stage: Stage) -> str:
 
 
 def customs_acted_on(known: Case | None) -> bool:
-    """Whether customs acted on ``known``'s declaration: this version decided for a
-    control, released or cancelled, or, undecided, of a stage that ends the declaration
-    or is the office's act; or an earlier version so (``Case.customs_acted``, carried). A
-    later version is then the office's to send. A version refused (unread, or its case
+    """Whether customs acted on ``known``'s declaration: this version of one of the
+    office's own stages, decided for a control, released or cancelled, or, undecided, a
+    cancellation; or an earlier version so (``Case.customs_acted``, carried). A later
+    version is then the office's to send. A trader's version refused (unread, or its case
     not opening) is no act of customs: its declaration stays its declarant's unless an
     earlier one was acted on."""
     if known is None:
         return False
-    if known.customs_acted:
-        return True
+    if known.customs_acted or known.stage in OFFICES_OWN:
+        return True  # a release after control, an invalidation: the office acted, read or not
     if known.decision is not None:
         return known.decision.outcome in ACTED_ON
-    return not known.decided and known.stage in ENDED_OR_THE_OFFICES
+    # Undecided, a withdrawal under way; or a retired case's marker (its decision gone),
+    # whose stage is all a marker of before stop 56 keeps of what was done.
+    return known.stage is Stage.CANCELLED
 
 
 def not_the_traders_to_amend(known: Case) -> str:

@@ -68,7 +68,7 @@ from gun_hub.pipeline.unreadable_state import (
 )
 from gun_hub.xml.decision_codec import encode_decision
 from gun_hub.xml.declaration_codec import DeclarationCodec, sniff_identity
-from gun_hub.xml.safe_parse import XmlRejected
+from gun_hub.xml.safe_parse import XmlRejected, XmlRejectionKind
 
 COMPONENT = "hub.intake"
 TOO_LARGE_TO_DECIDE = "DECLARATION_TOO_LARGE_TO_DECIDE"
@@ -95,10 +95,11 @@ GATEWAY_DISAGREES = (
     "lodged through the gateway, whose checks should have refused it (are the gateway and "
     "the hub on the same version and limits?)"
 )
-# The head of the reason of a declaration refused before its reference could be read:
-# nothing was decided, so one refused for a limit of the settings (XML_OVERSIZED) is
-# decided when redriven once the limit is raised (redrive.py; review of stop 56).
-NOTHING_DECIDED = "its reference could not be read, so nothing was decided"
+# The tail of the reason of a declaration refused over the size limit before its reference
+# could be read: nothing was decided, so it is decided when redriven once the limit is
+# raised (redrive.py; review of stop 56). A tail, and of that kind only: the reason's head
+# is the fault, as the gateway says it, and what `gun-hub dlq list` shows.
+NOTHING_DECIDED = "(its reference could not be read: nothing was decided)"
 # A compact JOSE serialization starts with a base64url part and a dot (its protected
 # header, which need not be compact JSON: '{ "alg"' is not 'eyJ'; found by review, stop 36).
 _SEALED_START = re.compile(rb"[A-Za-z0-9_-]+\.")
@@ -585,8 +586,8 @@ class Intake:
         identity = sniff_identity(document)
         if through_the_gateway:
             reason = f"{GATEWAY_DISAGREES}: {reason}"
-        elif identity is None:
-            reason = f"{NOTHING_DECIDED}: {reason}"
+        elif identity is None and kind == f"XML_{XmlRejectionKind.OVERSIZED.value}":
+            reason = f"{reason} {NOTHING_DECIDED}"
         found = (
             read_case(self._cases, identity.reference)
             if identity is not None and not through_the_gateway

@@ -194,7 +194,7 @@ def not_redrivable(
         and kind in REFUSED_AS_IT_IS
         and GATEWAY_DISAGREES not in reason
         and _GATEWAY_DISAGREED_BEFORE not in reason
-        and not (kind == OVERSIZED and reason.startswith(NOTHING_DECIDED))
+        and not (kind == OVERSIZED and reason.endswith(NOTHING_DECIDED))
     ):
         return (
             f"as it is, the declaration is refused again ({kind}): what it holds is at "

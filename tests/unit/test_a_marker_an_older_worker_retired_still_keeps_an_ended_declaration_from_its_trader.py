@@ -33,7 +33,6 @@ from tests.unit.test_a_trader_does_not_release_goods_held_for_a_control_by_lodgi
     REFERENCE,
     TRADER,
     at,
-    sampled_on_version_1_only,
 )
 from tests.unit.test_decided_cases_leave_the_hot_table import RETENTION_S, RetainingHub
 
@@ -44,7 +43,6 @@ def test_an_older_workers_marker_of_the_offices_cancellation_refuses_the_traders
     routing_table: RoutingTable, keys_dir: Path
 ) -> None:
     hub = RetainingHub(routing_table, keys_dir)
-    hub.risk_rules = sampled_on_version_1_only()
 
     def lodged_by_the_trader(version: int, offset: int) -> Effects:
         xml = declaration_xml(reference=REFERENCE, version=version, declarant=TRADER)

@@ -29,7 +29,7 @@ PARTNER = "dgal"
 def exported_encryption_key() -> dict[str, str]:
     """A partner's encryption key as jwcrypto exports it (a thumbprint for its id)."""
     key = jwk.JWK.generate(kty="EC", crv="P-256")
-    entry = json.loads(key.export_public())
+    entry: dict[str, str] = json.loads(key.export_public())
     entry.update(kid=key.thumbprint(), use="enc", alg="ECDH-ES+A256KW")
     return entry
 

@@ -61,7 +61,8 @@ async def test_the_goods_released_over_an_advisory_silence_are_written_off(
 
         await set_faults(sim.url, outage=False)  # the write-off, replayed once it is back
         handled = await settle(hub, sim.url, decided)
-        [position] = [p for p in sim.store.positions(DOC) if p.declaration == REF] or [None]
+        positions = [p for p in sim.store.positions(DOC) if p.declaration == REF]
+        position = positions[0] if positions else None
 
     failed = [
         s.detail

@@ -66,9 +66,11 @@ def customs_acted_on(known: Case | None) -> bool:
         return True  # a release after control, an invalidation: the office acted, read or not
     if known.decision is not None:
         return known.decision.outcome in ACTED_ON
-    # Undecided, a withdrawal under way; or a retired case's marker (its decision gone),
-    # whose stage is all a marker of before stop 56 keeps of what was done.
-    return known.stage is Stage.CANCELLED
+    # Undecided, a withdrawal under way; or a retired case's marker (its decision gone,
+    # its outcome kept), whose stage and outcome are all a marker of before stop 56 keeps
+    # of what was done: a cancellation decided CANCELLED, not a withdrawal refused
+    # (REFUSE), which was no act (a review of stop 56).
+    return known.stage is Stage.CANCELLED and known.outcome in (None, Outcome.CANCELLED)
 
 
 def not_the_traders_to_amend(known: Case) -> str:

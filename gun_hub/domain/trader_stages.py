@@ -27,16 +27,6 @@ SET_BY_CUSTOMS = frozenset({Stage.RELEASED_AFTER_CONTROL, Stage.INVALIDATED})
 ACTED_ON = frozenset(
     {Outcome.CONTROL_DOCUMENTARY, Outcome.CONTROL_PHYSICAL, Outcome.RELEASE, Outcome.CANCELLED}
 )
-# A version of these stages, decided or not, is the office's act or ends the declaration:
-# a later version of the trader's neither supersedes it (the office's release after a
-# control, still being written off, was refused SUPERSEDED) nor revives the declaration
-# after it (the office's refusal of the goods after a control, sent as CANCELLED, was
-# followed by the trader's next version, released; review of stop 56).
-ENDED_OR_THE_OFFICES = frozenset({Stage.RELEASED_AFTER_CONTROL, Stage.INVALIDATED, Stage.CANCELLED})
-# The office's own stages, sent only by the clearance system (a trader's are refused before
-# any case is made): the office acted, whatever the hub could make of the version (refused
-# over a case that did not open, told to a partition behind: reviews of stop 56).
-OFFICES_OWN = SET_BY_CUSTOMS
 TRADERS_STAGES = tuple(stage for stage in Stage if stage not in SET_BY_CUSTOMS)
 
 
@@ -62,8 +52,13 @@ def customs_acted_on(known: Case | None) -> bool:
     earlier one was acted on."""
     if known is None:
         return False
-    if known.customs_acted or known.stage in OFFICES_OWN:
-        return True  # a release after control, an invalidation: the office acted, read or not
+    if known.customs_acted or known.stage in SET_BY_CUSTOMS:
+        # The office's own stages come only from the clearance system (a trader's are
+        # refused before any case is made): the office acted, whatever the hub made of
+        # the version (refused over a case that did not open, told to a partition behind;
+        # a trader's version superseded the office's release still being written off:
+        # reviews of stop 56).
+        return True
     if known.decision is not None:
         return known.decision.outcome in ACTED_ON
     # Undecided, a withdrawal under way; or a retired case's marker (its decision gone,
@@ -78,7 +73,7 @@ def not_the_traders_to_amend(known: Case) -> str:
     to amend."""
     version = known.version
     outcome = known.decision.outcome if known.decision is not None else None
-    if known.stage in ENDED_OR_THE_OFFICES:
+    if known.stage in SET_BY_CUSTOMS or known.stage is Stage.CANCELLED:
         acted = f"lodged {known.stage.value}"
     elif outcome is Outcome.RELEASE:
         acted = "released"

@@ -216,6 +216,11 @@ class Gateway:
     def busy(self) -> bool:
         return self._in_flight >= self._max_in_flight
 
+    @property
+    def under_way(self) -> int:
+        """How many lodgements are under way (counted from a body's first byte)."""
+        return self._in_flight
+
     def holds_its_share(self, trader: str) -> bool:
         """Whether ``trader`` (an EORI) has ``trader_share`` lodgements under way."""
         return self._in_flight_of.get(trader, 0) >= self.trader_share

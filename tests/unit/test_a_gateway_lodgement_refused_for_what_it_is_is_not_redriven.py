@@ -34,7 +34,6 @@ from tests.builders import declaration_xml
 from tests.unit.test_a_trader_lodges_no_stage_only_the_customs_office_sets import (
     REFERENCE,
     TRADER,
-    _through_the_gateway,
 )
 from tests.unit.test_pipeline import Hub
 
@@ -53,8 +52,8 @@ def test_a_gateway_lodgement_refused_for_what_it_is_is_not_offered_for_a_redrive
     routing_table: RoutingTable, keys_dir: Path, kind: str, reference: str, stage: Stage
 ) -> None:
     hub = Hub(routing_table, keys_dir)
-    sealed = _through_the_gateway(
-        hub, declaration_xml(reference=reference, version=1, stage=stage, declarant=TRADER)
+    sealed = hub.sealed_by_gateway(
+        declaration_xml(reference=reference, version=1, stage=stage, declarant=TRADER)
     )
 
     def read(offset_of_the_original: int) -> Effects:

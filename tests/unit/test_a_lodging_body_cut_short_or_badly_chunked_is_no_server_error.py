@@ -21,8 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from gun_hub.gateway.http_channel import CHANNEL
+from gun_hub.gateway.lodging import LODGEMENTS
 from gun_hub.security.web_auth import LocalAccess
 from tests.builders import EORI, declaration_xml
+from tests.unit.test_a_circuit_opened_by_an_outage_closes_once_the_partner_is_back import until
 from tests.unit.test_http_lodging import Lodging, lodging_listener
 
 
@@ -46,6 +49,8 @@ def head(lodging: Lodging, framing: str) -> bytes:
 
 
 async def sent_raw(lodging: Lodging, data: bytes, *, wait_answer: bool) -> bytes:
+    """``data`` sent on a connection of its own; the answer read whole, or (``wait_answer``
+    false) the connection closed once the handler is reading the body."""
     host, port = lodging.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
@@ -53,11 +58,15 @@ async def sent_raw(lodging: Lodging, data: bytes, *, wait_answer: bool) -> bytes
         await writer.drain()
         if wait_answer:
             return await asyncio.wait_for(reader.read(), 5)
-        await asyncio.sleep(0.2)  # the handler is reading the body
+        await until(lambda: lodging.gateway.under_way == 1, 5, "reading the body")
         return b""
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+def cut_short() -> float:
+    return LODGEMENTS.labels(channel=CHANNEL, result="body_cut_short")._value.get()  # type: ignore[no-any-return]
 
 
 def server_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -72,13 +81,14 @@ async def test_a_client_that_goes_away_mid_body_is_no_server_error(
     lodging: Lodging, caplog: pytest.LogCaptureFixture
 ) -> None:
     body = declaration_xml(reference=f"{EORI}-HTTP-0000000801")
+    before = cut_short()
     with caplog.at_level(logging.INFO):
         await sent_raw(
             lodging,
             head(lodging, f"Content-Length: {len(body)}") + body[:100],
             wait_answer=False,
         )
-        await asyncio.sleep(0.5)  # the listener notices the connection is gone
+        await until(lambda: cut_short() == before + 1, 5, "counted as cut short")
     assert lodging.gateway.busy is False
     assert lodging.sender.published == []
     assert server_errors(caplog) == [], "a client gone away is logged as the server's error"

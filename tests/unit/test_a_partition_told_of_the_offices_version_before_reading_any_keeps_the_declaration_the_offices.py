@@ -22,10 +22,8 @@ from pathlib import Path
 
 from gun_contract.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
 from gun_contract.effects import Effects
-from gun_contract.envelope import ContentType
 from gun_contract.model.declaration import Stage
 from gun_contract.model.verdicts import Outcome, Verdict
-from gun_contract.security.entitlements import GATEWAY_PARTY, HUB_PARTY
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.intake import AMENDMENT_NOT_PERMITTED
 from gun_hub.pipeline.takeover import Takeover
@@ -44,9 +42,7 @@ def at(offset: int, partition: int) -> SourcePosition:
 
 def through_the_gateway(hub: RetainingHub, version: int, offset: int, partition: int) -> Effects:
     xml = declaration_xml(reference=REFERENCE, version=version, declarant=TRADER)
-    sealed = hub.envelope(GATEWAY_PARTY).seal(
-        xml, recipient=HUB_PARTY, topic=hub.topics.declarations, content_type=ContentType.XML
-    )
+    sealed = hub.sealed_by_gateway(xml)
     return hub.intake.handle(sealed, at(offset, partition))
 
 

@@ -39,6 +39,11 @@ def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
 
 @pytest.fixture
 def view(hub: Hub, tmp_path: Path) -> OpsView:
+    return view_for(hub, tmp_path)
+
+
+def view_for(hub: Hub, tmp_path: Path) -> OpsView:
+    """An operations view in ``tmp_path`` reading ``hub``'s topics."""
     return OpsView(
         tmp_path / "view.sqlite3",
         FeedTopics(

@@ -28,10 +28,8 @@ from gun_contract.dead_letter import (
     header_value,
 )
 from gun_contract.effects import Effects
-from gun_contract.envelope import ContentType
 from gun_contract.model.declaration import Stage
 from gun_contract.model.verdicts import Outcome, Verdict
-from gun_contract.security.entitlements import GATEWAY_PARTY, HUB_PARTY
 from gun_hub.domain.case import Case
 from gun_hub.domain.risk import RiskRules, Sampling, sampling_draw
 from gun_hub.domain.routing import RoutingTable
@@ -46,6 +44,14 @@ REFERENCE = f"{TRADER}-INV-0001"  # the trader's own namespace: the gateway lodg
 
 def at(offset: int) -> SourcePosition:
     return replace(SOURCE, key=REFERENCE.encode(), offset=SOURCE.offset + offset)
+
+
+def lodged_by_the_trader(
+    hub: Hub, version: int, offset: int, stage: Stage = Stage.LODGED
+) -> Effects:
+    """The trader's ``version`` of REFERENCE, sealed by the gateway, read at ``offset``."""
+    xml = declaration_xml(reference=REFERENCE, version=version, stage=stage, declarant=TRADER)
+    return hub.intake.handle(hub.sealed_by_gateway(xml), at(offset))
 
 
 def sampled_on_version_1_only() -> RiskRules:
@@ -65,19 +71,12 @@ def test_a_sampled_control_is_not_escaped_by_an_amendment_through_the_gateway(
 ) -> None:
     hub = Hub(routing_table, keys_dir, risk_rules=sampled_on_version_1_only())
 
-    def lodged_by_the_trader(version: int, offset: int) -> Effects:
-        xml = declaration_xml(reference=REFERENCE, version=version, declarant=TRADER)
-        sealed = hub.envelope(GATEWAY_PARTY).seal(
-            xml, recipient=HUB_PARTY, topic=hub.topics.declarations, content_type=ContentType.XML
-        )
-        return hub.intake.handle(sealed, at(offset))
-
-    first = lodged_by_the_trader(1, 0)
+    first = lodged_by_the_trader(hub, 1, 0)
     held = hub.answer(first, "dgal", Verdict.VALID)
     assert hub.decisions(held) == [(REFERENCE, 1, Outcome.CONTROL_DOCUMENTARY)]
 
     # The same goods, lodged again by the trader as version 2 (nothing else changed).
-    again = lodged_by_the_trader(2, 1)
+    again = lodged_by_the_trader(hub, 2, 1)
     assert again.to(hub.topics.requests("dgal")) == [], "version 2 was asked of DGAL"
     assert hub.decisions(again) == []
     [dead] = again.to(hub.topics.dlq)
@@ -93,19 +92,9 @@ def test_a_released_declaration_is_not_the_traders_to_amend_or_withdraw(
     routing_table: RoutingTable, keys_dir: Path, stage: Stage
 ) -> None:
     hub = Hub(routing_table, keys_dir)
-    xml = declaration_xml(reference=REFERENCE, version=1, declarant=TRADER)
-    sealed = hub.envelope(GATEWAY_PARTY).seal(
-        xml, recipient=HUB_PARTY, topic=hub.topics.declarations, content_type=ContentType.XML
-    )
-    released = hub.answer(hub.intake.handle(sealed, at(0)), "dgal", Verdict.VALID)
+    released = hub.answer(lodged_by_the_trader(hub, 1, 0), "dgal", Verdict.VALID)
     assert hub.decisions(released) == [(REFERENCE, 1, Outcome.RELEASE)]
-    later = declaration_xml(reference=REFERENCE, version=2, stage=stage, declarant=TRADER)
-    refused = hub.intake.handle(
-        hub.envelope(GATEWAY_PARTY).seal(
-            later, recipient=HUB_PARTY, topic=hub.topics.declarations, content_type=ContentType.XML
-        ),
-        at(1),
-    )
+    refused = lodged_by_the_trader(hub, 2, 1, stage)
     [dead] = refused.to(hub.topics.dlq)
     assert header_value(dead.headers, HEADER_ERROR_KIND) == AMENDMENT_NOT_PERMITTED
     assert "version 1 was released" in (header_value(dead.headers, HEADER_ERROR_REASON) or "")
@@ -119,15 +108,8 @@ def test_an_undecided_declaration_is_the_traders_to_amend(
     """Before customs acted, a trader's amendment supersedes its version as ever."""
     hub = Hub(routing_table, keys_dir)
 
-    def lodged(version: int, offset: int) -> Effects:
-        xml = declaration_xml(reference=REFERENCE, version=version, declarant=TRADER)
-        sealed = hub.envelope(GATEWAY_PARTY).seal(
-            xml, recipient=HUB_PARTY, topic=hub.topics.declarations, content_type=ContentType.XML
-        )
-        return hub.intake.handle(sealed, at(offset))
-
-    lodged(1, 0)
-    second = lodged(2, 1)
+    lodged_by_the_trader(hub, 1, 0)
+    second = lodged_by_the_trader(hub, 2, 1)
     assert second.to(hub.topics.dlq) == []
     assert hub.decisions(hub.answer(second, "dgal", Verdict.VALID)) == [
         (REFERENCE, 2, Outcome.RELEASE)

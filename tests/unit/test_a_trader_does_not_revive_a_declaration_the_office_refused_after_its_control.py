@@ -19,11 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gun_contract.dead_letter import HEADER_ERROR_KIND, header_value
-from gun_contract.effects import Effects
-from gun_contract.envelope import ContentType
 from gun_contract.model.declaration import Stage
 from gun_contract.model.verdicts import Outcome, Verdict
-from gun_contract.security.entitlements import GATEWAY_PARTY, HUB_PARTY
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.intake import AMENDMENT_NOT_PERMITTED
 from tests.builders import declaration_xml
@@ -31,6 +28,7 @@ from tests.unit.test_a_trader_does_not_release_goods_held_for_a_control_by_lodgi
     REFERENCE,
     TRADER,
     at,
+    lodged_by_the_trader,
     sampled_on_version_1_only,
 )
 from tests.unit.test_pipeline import Hub
@@ -41,14 +39,7 @@ def test_the_offices_cancellation_after_a_control_is_not_undone_by_a_traders_nex
 ) -> None:
     hub = Hub(routing_table, keys_dir, risk_rules=sampled_on_version_1_only())
 
-    def lodged_by_the_trader(version: int, offset: int) -> Effects:
-        xml = declaration_xml(reference=REFERENCE, version=version, declarant=TRADER)
-        sealed = hub.envelope(GATEWAY_PARTY).seal(
-            xml, recipient=HUB_PARTY, topic=hub.topics.declarations, content_type=ContentType.XML
-        )
-        return hub.intake.handle(sealed, at(offset))
-
-    first = lodged_by_the_trader(1, 0)
+    first = lodged_by_the_trader(hub, 1, 0)
     held = hub.answer(first, "dgal", Verdict.VALID)
     assert hub.decisions(held) == [(REFERENCE, 1, Outcome.CONTROL_DOCUMENTARY)]
 
@@ -63,7 +54,7 @@ def test_the_offices_cancellation_after_a_control_is_not_undone_by_a_traders_nex
     ]
 
     # The same goods lodged again by the trader, through the gateway.
-    again = lodged_by_the_trader(3, 2)
+    again = lodged_by_the_trader(hub, 3, 2)
     kinds = [header_value(d.headers, HEADER_ERROR_KIND) for d in again.to(hub.topics.dlq)]
     assert kinds == [AMENDMENT_NOT_PERMITTED]
     assert again.to(hub.topics.requests("dgal")) == [], (

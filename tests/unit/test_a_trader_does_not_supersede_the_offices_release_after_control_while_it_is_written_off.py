@@ -16,11 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gun_contract.dead_letter import HEADER_ERROR_KIND, header_value
-from gun_contract.effects import Effects
-from gun_contract.envelope import ContentType
 from gun_contract.model.declaration import Stage
 from gun_contract.model.verdicts import Outcome, Verdict
-from gun_contract.security.entitlements import GATEWAY_PARTY, HUB_PARTY
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.intake import AMENDMENT_NOT_PERMITTED
 from tests.builders import declaration_xml
@@ -28,6 +25,7 @@ from tests.unit.test_a_trader_does_not_release_goods_held_for_a_control_by_lodgi
     REFERENCE,
     TRADER,
     at,
+    lodged_by_the_trader,
     sampled_on_version_1_only,
 )
 from tests.unit.test_pipeline import Hub
@@ -38,14 +36,7 @@ def test_the_offices_release_after_control_is_not_superseded_by_the_traders_next
 ) -> None:
     hub = Hub(routing_table, keys_dir, risk_rules=sampled_on_version_1_only())
 
-    def lodged_by_the_trader(version: int, offset: int) -> Effects:
-        xml = declaration_xml(reference=REFERENCE, version=version, declarant=TRADER)
-        sealed = hub.envelope(GATEWAY_PARTY).seal(
-            xml, recipient=HUB_PARTY, topic=hub.topics.declarations, content_type=ContentType.XML
-        )
-        return hub.intake.handle(sealed, at(offset))
-
-    held = hub.answer(lodged_by_the_trader(1, 0), "dgal", Verdict.VALID)
+    held = hub.answer(lodged_by_the_trader(hub, 1, 0), "dgal", Verdict.VALID)
     assert hub.decisions(held) == [(REFERENCE, 1, Outcome.CONTROL_DOCUMENTARY)]
 
     # The office releases the goods after its control: its write-offs sent, not answered.
@@ -58,7 +49,7 @@ def test_the_offices_release_after_control_is_not_superseded_by_the_traders_next
     assert released.to(hub.topics.requests("dgal")), "no write-off asked"
     assert hub.decisions(released) == []  # waits for the partner's answer
 
-    again = lodged_by_the_trader(3, 2)
+    again = lodged_by_the_trader(hub, 3, 2)
     kinds = [header_value(d.headers, HEADER_ERROR_KIND) for d in again.to(hub.topics.dlq)]
     assert kinds == [AMENDMENT_NOT_PERMITTED]
     assert hub.decisions(again) == [], (

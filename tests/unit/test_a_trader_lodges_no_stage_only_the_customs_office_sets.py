@@ -32,11 +32,9 @@ from gun_contract.dead_letter import (
     header_value,
 )
 from gun_contract.effects import Effects
-from gun_contract.envelope import ContentType
 from gun_contract.model.declaration import Stage
 from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome, Verdict
-from gun_contract.security.entitlements import GATEWAY_PARTY, HUB_PARTY
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.gateway.lodging import DeclarationCheck, LodgementRefused, Lodger
 from gun_hub.pipeline.intake import STAGE_NOT_THE_DECLARANTS
@@ -57,17 +55,11 @@ def at(offset: int) -> SourcePosition:
     return replace(SOURCE, key=REFERENCE.encode(), offset=SOURCE.offset + offset)
 
 
-def _through_the_gateway(hub: Hub, xml: bytes) -> bytes:
-    return hub.envelope(GATEWAY_PARTY).seal(
-        xml, recipient=HUB_PARTY, topic=hub.topics.declarations, content_type=ContentType.XML
-    )
-
-
 def _lodged_by_the_trader(hub: Hub, version: int, stage: Stage, offset: int) -> Effects:
     """Sealed by the gateway party, as the gateway seals what a trader lodges: the hub
     refuses what the gateway should have (as it does REFERENCE_NOT_THE_DECLARANTS)."""
     xml = declaration_xml(reference=REFERENCE, version=version, stage=stage, declarant=TRADER)
-    return hub.intake.handle(_through_the_gateway(hub, xml), at(offset))
+    return hub.intake.handle(hub.sealed_by_gateway(xml), at(offset))
 
 
 def _refused_as_a_customs_stage(hub: Hub, refused: Effects) -> None:
@@ -107,9 +99,7 @@ def test_a_trader_cannot_release_its_own_goods_held_for_a_control(hub: Hub) -> N
     Only the office releases goods held for a control; the trader's RELEASED_AFTER_CONTROL
     sealed by the gateway must write nothing off and be decided nothing."""
     first = hub.intake.handle(
-        _through_the_gateway(
-            hub, declaration_xml(reference=REFERENCE, version=1, declarant=TRADER)
-        ),
+        hub.sealed_by_gateway(declaration_xml(reference=REFERENCE, version=1, declarant=TRADER)),
         at(0),
     )
     assert first.to(hub.topics.dlq) == []
@@ -150,9 +140,7 @@ def test_a_trader_cannot_invalidate_its_released_declaration_to_get_quantities_b
     Invalidation after release is customs' act; the trader's INVALIDATED sealed by the
     gateway must give nothing back at the partner."""
     first = hub.intake.handle(
-        _through_the_gateway(
-            hub, declaration_xml(reference=REFERENCE, version=1, declarant=TRADER)
-        ),
+        hub.sealed_by_gateway(declaration_xml(reference=REFERENCE, version=1, declarant=TRADER)),
         at(0),
     )
     released = hub.answer(first, "dgal", Verdict.VALID)

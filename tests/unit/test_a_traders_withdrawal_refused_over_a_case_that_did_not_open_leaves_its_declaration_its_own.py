@@ -3,13 +3,13 @@
 ``Intake._refuse_over_unreadable`` refuses a readable version whose stored case does not
 open, and stores the refused case in its place "so the next version is decided as ever";
 that case keeps the refused version's stage. 5030031 refuses a trader's gateway version
-over a case of stage CANCELLED "decided or not" (domain/trader_stages.py
-``ENDED_OR_THE_OFFICES``), without looking at what was decided. So a trader's
-CANCELLED, refused STATE_UNREADABLE (nothing deleted, nothing withdrawn: the hub did
-not act on it), ends the declaration all the same: the trader's next version, a
-withdrawal lodged again or a correction, is refused AMENDMENT_NOT_PERMITTED, "version 2
-was lodged CANCELLED". The declaration stays refused, its earlier reservations unknown to
-the hub, and its declarant can neither withdraw nor amend it through the gateway.
+over a case of stage CANCELLED "decided or not" (domain/trader_stages.py), without
+looking at what was decided. So a trader's CANCELLED, refused STATE_UNREADABLE (nothing
+deleted, nothing withdrawn: the hub did not act on it), ends the declaration all the
+same: the trader's next version, a withdrawal lodged again or a correction, is refused
+AMENDMENT_NOT_PERMITTED, "version 2 was lodged CANCELLED". The declaration stays
+refused, its earlier reservations unknown to the hub, and its declarant can neither
+withdraw nor amend it through the gateway.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 
 from gun_contract.dead_letter import HEADER_ERROR_KIND, SourcePosition, header_value
-from gun_contract.envelope import ContentType
 from gun_contract.model.declaration import Stage
 from gun_contract.model.verdicts import Outcome
-from gun_contract.security.entitlements import GATEWAY_PARTY, HUB_PARTY
+from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.state_cipher import SealedStore, StateCipher
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.retention import RetainedCases
@@ -52,9 +51,7 @@ def sealed(routing_table: RoutingTable, keys_dir: Path) -> SealedHub:
 async def lodged(sealed: SealedHub, version: int, stage: Stage, offset: int) -> Any:
     hub = sealed.hub
     xml = declaration_xml(reference=REFERENCE, version=version, stage=stage, declarant=TRADER)
-    data = hub.envelope(GATEWAY_PARTY).seal(
-        xml, recipient=HUB_PARTY, topic=hub.topics.declarations, content_type=ContentType.XML
-    )
+    data = hub.sealed_by_gateway(xml)
     return await sealed.handled(
         lambda: hub.intake.handle(data, at(offset)), data, at(offset), "intake"
     )

@@ -26,10 +26,8 @@ from pathlib import Path
 import pytest
 
 from gun_contract.dead_letter import HEADER_ERROR_KIND, HEADER_ERROR_REASON, header_value
-from gun_contract.envelope import ContentType
 from gun_contract.model.declaration import Stage
 from gun_contract.model.verdicts import Outcome, Verdict
-from gun_contract.security.entitlements import GATEWAY_PARTY, HUB_PARTY
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.pipeline.intake import AMENDMENT_NOT_PERMITTED
 from gun_hub.pipeline.redrive import not_redrivable
@@ -50,9 +48,7 @@ def test_a_version_customs_no_longer_lets_its_trader_lodge_is_not_offered_for_a_
 
     def through_the_gateway(version: int, stage: Stage) -> bytes:
         xml = declaration_xml(reference=REFERENCE, version=version, stage=stage, declarant=TRADER)
-        return hub.envelope(GATEWAY_PARTY).seal(
-            xml, recipient=HUB_PARTY, topic=hub.topics.declarations, content_type=ContentType.XML
-        )
+        return hub.sealed_by_gateway(xml)
 
     lodged = hub.intake.handle(through_the_gateway(1, Stage.LODGED), at(0))
     released = hub.answer(lodged, "dgal", Verdict.VALID)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from gun_contract.model.declaration import Stage
 from gun_hub.domain.routing import RoutingTable
-from gun_hub.ops.view import FeedTopics, OpsView
 from tests.builders import declaration_xml, document, goods_item
 from tests.partner_fixtures import running_partner
 from tests.unit.test_a_document_refused_on_restatement_in_advice_mode_keeps_no_reservation import (
@@ -28,7 +27,7 @@ from tests.unit.test_a_document_refused_on_restatement_in_advice_mode_keeps_no_r
     REF,
     settle,
 )
-from tests.unit.test_a_stage_whose_own_operation_is_a_follow_up_reports_it import Feeder
+from tests.unit.test_a_stage_whose_own_operation_is_a_follow_up_reports_it import Feeder, view_for
 from tests.unit.test_pipeline import SOURCE, Hub
 from tests.unit.test_versions_and_recovery import at
 
@@ -47,15 +46,7 @@ async def test_an_invalidation_leaves_nothing_written_off_of_a_line_quoted_twice
     routing_table: RoutingTable, keys_dir: Path, samples: Path, tmp_path: Path
 ) -> None:
     hub = Hub(routing_table, keys_dir)
-    view = OpsView(
-        tmp_path / "view.sqlite3",
-        FeedTopics(
-            status=hub.topics.status,
-            facts=hub.topics.facts,
-            dlq=hub.topics.dlq,
-            health=hub.topics.ops_health,
-        ),
-    )
+    view = view_for(hub, tmp_path)
     feed = Feeder(hub, view)
     async with running_partner(
         samples / "partners" / "dgal-documents.json", tmp_path / "ledger.db"

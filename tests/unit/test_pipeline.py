@@ -19,7 +19,7 @@ from gun_contract.model.decision import Decision
 from gun_contract.model.declaration import Stage
 from gun_contract.model.exchange import AuthorityRequest, AuthorityResponse
 from gun_contract.model.verdicts import Outcome, Verdict
-from gun_contract.security.entitlements import CLEARANCE_PARTY, HUB_PARTY
+from gun_contract.security.entitlements import CLEARANCE_PARTY, GATEWAY_PARTY, HUB_PARTY
 from gun_contract.security.jose_envelope import JoseEnvelope
 from gun_contract.security.keystore import PartyKeys
 from gun_contract.security.state_cipher import StateCipher
@@ -210,7 +210,14 @@ class Hub:
 
     def sealed_by_clearance(self, xml: bytes) -> bytes:
         """``xml`` as the clearance system seals a declaration to the hub."""
-        return self.envelope(CLEARANCE_PARTY).seal(
+        return self._declaration_sealed_by(CLEARANCE_PARTY, xml)
+
+    def sealed_by_gateway(self, xml: bytes) -> bytes:
+        """``xml`` as the intake gateway seals what a trader lodges."""
+        return self._declaration_sealed_by(GATEWAY_PARTY, xml)
+
+    def _declaration_sealed_by(self, party: str, xml: bytes) -> bytes:
+        return self.envelope(party).seal(
             xml, recipient=HUB_PARTY, topic=self.topics.declarations, content_type=ContentType.XML
         )
 

@@ -31,7 +31,6 @@ from gun_contract.dead_letter import SourcePosition
 from gun_contract.model.declaration import Stage
 from gun_contract.model.verdicts import Outcome
 from gun_hub.domain.routing import RoutingTable
-from gun_hub.ops.view import FeedTopics, OpsView
 from tests.partner_fixtures import partner_client, running_partner
 from tests.unit.test_a_document_refused_on_restatement_in_advice_mode_keeps_no_reservation import (
     DOC,
@@ -40,7 +39,7 @@ from tests.unit.test_a_document_refused_on_restatement_in_advice_mode_keeps_no_r
     requests_of,
     settle,
 )
-from tests.unit.test_a_stage_whose_own_operation_is_a_follow_up_reports_it import Feeder
+from tests.unit.test_a_stage_whose_own_operation_is_a_follow_up_reports_it import Feeder, view_for
 from tests.unit.test_pipeline import SOURCE, Hub
 
 
@@ -48,15 +47,7 @@ async def test_a_second_release_notice_of_one_control_counts_the_write_off_once(
     routing_table: RoutingTable, keys_dir: Path, samples: Path, tmp_path: Path
 ) -> None:
     hub = Hub(routing_table, keys_dir)
-    view = OpsView(
-        tmp_path / "view.sqlite3",
-        FeedTopics(
-            status=hub.topics.status,
-            facts=hub.topics.facts,
-            dlq=hub.topics.dlq,
-            health=hub.topics.ops_health,
-        ),
-    )
+    view = view_for(hub, tmp_path)
     feed = Feeder(hub, view)
     async with running_partner(
         samples / "partners" / "dgal-documents.json", tmp_path / "ledger.db"

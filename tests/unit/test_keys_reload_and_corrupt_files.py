@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -80,8 +80,10 @@ def test_a_rotation_reaches_running_senders_and_receivers(
     own_keys_dir: Path, keystore_clocks: KeystoreClocks
 ) -> None:
     hub, dgal = running(own_keys_dir, "hub"), running(own_keys_dir, "dgal")
-    # In use at once (the keys' use time is test_a_rotated_key_is_published_before_it_signs').
-    now = datetime.now(UTC)
+    # In use at once (the keys' use time is test_a_rotated_key_is_published_before_it_signs'),
+    # at the key store's own clock: the real one may have ticked into the next second since
+    # the test's wall clock stood still, putting the keys' use a second ahead (CI, stop 56).
+    now = keystore_clocks.wall()
     new_hub_kids = KeystoreFolder(own_keys_dir).rotate("hub", use_from=now)
     new_dgal_kids = KeystoreFolder(own_keys_dir).rotate("dgal", use_from=now)
     keystore_clocks.monotonic += KEY_RECHECK_S + 1
@@ -118,7 +120,7 @@ def test_a_running_sender_encrypts_to_the_newest_active_key_as_the_jwks_lists_it
     first = _encrypted_to(seal(hub))
     [newer] = [
         kid
-        for kid in KeystoreFolder(own_keys_dir).rotate("dgal", use_from=datetime.now(UTC))
+        for kid in KeystoreFolder(own_keys_dir).rotate("dgal", use_from=keystore_clocks.wall())
         if read_public_keys(own_keys_dir / PUBLIC_JWKS)[kid].use is KeyUse.ENC
     ]
     keystore_clocks.monotonic += KEY_RECHECK_S + 1
@@ -141,7 +143,7 @@ def test_the_audit_signer_picks_up_a_new_audit_key(
     own_keys_dir: Path, keystore_clocks: KeystoreClocks
 ) -> None:
     signer = AuditSigner.load(own_keys_dir)
-    now = datetime.now(UTC)
+    now = keystore_clocks.wall()
     before = signer.key_for(now).kid
     [new] = KeystoreFolder(own_keys_dir).rotate("hub", audit=True)
     keystore_clocks.monotonic += KEY_RECHECK_S + 1

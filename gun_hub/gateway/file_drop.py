@@ -609,6 +609,7 @@ class DropWatcher:
         for gone in self._unwritten.keys() - still_claimed:  # taken away by hand
             del self._unwritten[gone]
         self._not_opened &= still_claimed
+        self._cannot_take &= found.keys()  # taken away: a new file of that name is new
         if left:
             log.info("%d file(s) left in %s: lodged again", len(left), self.folder.processing)
         for start in range(0, len(left), self._batch):

@@ -290,6 +290,7 @@ def prune(
         None,
         "--older-than",
         min=0,
+        max=365_000,  # a thousand years: beyond, no date can say when (for ever: keep them)
         help="Days since an encryption key's retirement after which it is pruned, instead of "
         "twice the longest retention of the topics addressed to the party, the registry's or "
         "the broker's (shorter: only with --force). Needed when the broker cannot be asked.",

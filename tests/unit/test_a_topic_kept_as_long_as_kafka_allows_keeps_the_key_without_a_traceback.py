@@ -66,3 +66,24 @@ def test_prune_keeps_the_key_of_a_topic_kept_as_long_as_kafka_allows(
     assert f"keep dgal enc {old_enc}" in out
     assert old_enc in private_kids(own_keys_dir, "dgal")
     assert f"pruned dgal sig {old_sig}" in out  # the other keys are judged all the same
+
+
+@pytest.mark.parametrize("days", ["1e12", "inf", "nan", "-0.5"])
+def test_an_older_than_no_date_can_say_is_refused_with_its_reason_before_any_key_is_judged(
+    own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch, days: str
+) -> None:
+    """``--older-than`` is the operator's span (stop 56's note: a huge one overflowed
+    ``timedelta`` with a traceback, and NaN passed the range check, which compares)."""
+    [old_enc, _] = retired_after_a_rotation(
+        own_keys_dir, "dgal", NOW - timedelta(days=400), use_from=NOW
+    )
+    BrokerRetentions(monkeypatch, {REQUESTS: 7 * 86_400_000})
+
+    ran = CliRunner().invoke(
+        app, ["keys", "prune", "--party", "dgal", "--apply", "--force", "--older-than", days]
+    )
+
+    assert ran.exit_code == 2, f"{ran.exception!r}: {ran.stdout}{ran.stderr}"
+    assert ran.exception is None or isinstance(ran.exception, SystemExit)
+    assert "--older-than" in ran.stderr
+    assert old_enc in private_kids(own_keys_dir, "dgal")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -174,3 +175,57 @@ def paged(rows: list[Any], limit: int, offset: int) -> tuple[list[Any], int | No
     if len(rows) > limit:
         return rows[:limit], offset + limit
     return rows, None
+
+
+# A cursor names the last row of a page by its key in the list's order, so that the next
+# page starts after it whatever arrived before it meanwhile (offsets shift then). It is
+# the key as JSON in base64url: opaque to the officer, checked as any input when it comes
+# back (it may have been written by hand).
+_CURSOR_MAX = 1024
+NOT_A_CURSOR = "after: not a cursor of this list"
+
+
+def cursor(key: tuple[str | int, ...]) -> str:
+    """The ``next_after`` of a page whose last row has ``key``."""
+    text = json.dumps(list(key), separators=(",", ":"), ensure_ascii=False)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def next_page(
+    rows: list[Any],
+    following: int | None,
+    start: tuple[Any, ...] | None,
+    key_of: Callable[[Any], tuple[str | int, ...]],
+) -> dict[str, Any]:
+    """Where the page after ``rows`` (of :func:`paged`) starts: ``next_after``, the
+    cursor of its last row, and ``next_offset`` for a page asked by offset (none after a
+    cursor: an offset from there would name another row); both None on the last page."""
+    return {
+        "next_offset": following if start is None else None,
+        "next_after": cursor(key_of(rows[-1])) if following is not None else None,
+    }
+
+
+def after(query: Any, shape: tuple[type, ...]) -> tuple[Any, ...] | None:
+    """The key of ``?after=``, whose items are of the types ``shape`` lists; None without
+    one. Refused with ``?offset=`` (two starts), or when it is no cursor of this list."""
+    text = query.get("after")
+    if text is None:
+        return None
+    if "offset" in query:
+        raise BadRequest("after and offset: one or the other")
+    if len(text) > _CURSOR_MAX or not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        raise BadRequest(NOT_A_CURSOR)
+    try:
+        key = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError are
+        raise BadRequest(NOT_A_CURSOR) from None
+    if not (
+        isinstance(key, list)
+        and len(key) == len(shape)
+        and all(type(item) is kind for item, kind in zip(key, shape, strict=True))
+    ):  # type() is: a JSON true is no line number
+        raise BadRequest(NOT_A_CURSOR)
+    if any(isinstance(item, int) and not -(2**63) <= item < 2**63 for item in key):
+        raise BadRequest(NOT_A_CURSOR)  # beyond what SQLite binds
+    return tuple(key)

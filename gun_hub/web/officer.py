@@ -6,8 +6,10 @@ Every path needs officer credentials (HTTP basic, checked against the officers f
 * ``/declarations/{reference}``: a declaration's state and history as recorded;
 * ``/stats[?from=&to=]``: decisions by outcome, day, authority and document code, and
   dead letters, over at most ``stats_max_days`` (default: the last ``stats_default_days``);
-* ``/stats/declarants/{eori}/documents[?limit=&offset=]``: a declarant's documents, paged;
-* ``/stats/written-off[?document=&limit=&offset=]``: quantities written off, paged;
+* ``/stats/declarants/{eori}/documents[?limit=&offset=|after=]``: a declarant's documents,
+  paged by offset or by cursor;
+* ``/stats/written-off[?document=&limit=&offset=|after=]``: quantities written off, paged
+  by offset or by cursor;
 * ``/dashboard`` (and its script, styles and icon) and ``/api/dashboard``;
 * ``/dead-letters`` and below: the dead-letter desk (:mod:`gun_hub.web.dead_letters`);
 * ``/rollout`` and below: the authorities' rollout modes and the pilot report
@@ -30,6 +32,7 @@ from aiohttp import web
 
 from gun_hub.ops.dashboard import DASHBOARD_ASSETS, live_figures, view_figures
 from gun_hub.ops.lag_metrics import OpsState
+from gun_hub.ops.view import documents_key, written_off_key
 from gun_hub.security.client_address import PEERS_ONLY, ClientAddresses
 from gun_hub.security.web_auth import OfficerGate, Unauthenticated
 from gun_hub.web.common import (
@@ -39,9 +42,11 @@ from gun_hub.web.common import (
     BadRequest,
     Bounds,
     RefusalLog,
+    after,
     answer,
     day,
     from_view,
+    next_page,
     page,
     paged,
     refuse,
@@ -179,30 +184,35 @@ def officer_app(
         if not EORI.fullmatch(eori):
             return refuse(400, "not an EORI number", eori=eori[:20])
         limit, offset = page(request.query, bounds)
+        start = after(request.query, (str, str, str))
         found = await from_view(
             reader,
-            lambda q: q.documents_of_declarant(eori, limit=limit + 1, offset=offset),
+            lambda q: q.documents_of_declarant(eori, limit=limit + 1, offset=offset, after=start),
             "declarant_documents",
         )
         if isinstance(found, web.Response):
             return found
         rows, following = paged(found, limit, offset)
-        return answer({"declarant": eori, "documents": rows, "next_offset": following})
+        return answer(
+            {"declarant": eori, "documents": rows}
+            | next_page(rows, following, start, documents_key)
+        )
 
     async def written_off(request: web.Request) -> web.StreamResponse:
         document = request.query.get("document")
         if document is not None and not DOCUMENT.fullmatch(document):
             return refuse(400, "not a document reference", document=document[:40])
         limit, offset = page(request.query, bounds)
+        start = after(request.query, (str, str, str, int, str))
         found = await from_view(
             reader,
-            lambda q: q.written_off(document, limit=limit + 1, offset=offset),
+            lambda q: q.written_off(document, limit=limit + 1, offset=offset, after=start),
             "written_off",
         )
         if isinstance(found, web.Response):
             return found
         rows, following = paged(found, limit, offset)
-        return answer({"written_off": rows, "next_offset": following})
+        return answer({"written_off": rows} | next_page(rows, following, start, written_off_key))
 
     cached: dict[str, Any] = {"at": -_DASHBOARD_CACHE_S, "figures": {}}
 

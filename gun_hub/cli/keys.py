@@ -439,7 +439,7 @@ class _Spans:
             typer.echo(
                 f"{party}: encryption keys kept {days:g} days after retirement: {needed.because}"
             )
-        return explicit or needed.span
+        return explicit if explicit is not None else needed.span  # 0 days is a span
 
 
 @app.command("export-public")

@@ -122,7 +122,9 @@ def stats(
     written_off: bool = typer.Option(False, help="Quantity written off per document."),
     document: str | None = typer.Option(None, help="With --written-off: this document only."),
     limit: int | None = typer.Option(None, help="With --declarant or --written-off: rows."),
-    offset: int = typer.Option(0, help="With --declarant or --written-off: rows to skip."),
+    offset: int | None = typer.Option(
+        None, help="With --declarant or --written-off: rows to skip (0: none)."
+    ),
     after: str | None = typer.Option(
         None,
         help="With --declarant or --written-off: the page after this cursor (the '--after' "
@@ -139,7 +141,10 @@ def stats(
         raise typer.Exit(2)
     authorization = officer_authorization(credentials_file)
     base = hub_url_of(hub_url, "officer")
-    paging = {"after": after} if after is not None else {"offset": str(offset)}
+    if after is not None and offset is not None:
+        typer.echo("--offset and --after: one or the other (two places to start)", err=True)
+        raise typer.Exit(2)
+    paging = {"after": after} if after is not None else {"offset": str(offset or 0)}
     paging |= {"limit": str(limit)} if limit is not None else {}
     if declarant is not None:
         query = urllib.parse.urlencode(paging)
@@ -159,7 +164,7 @@ def stats(
     if as_json:
         typer.echo(json_text(body))
     elif declarant is not None and not body["documents"]:
-        typer.echo(f"no document used by declarant {declarant}" + _past(offset, after))
+        typer.echo(f"no document used by declarant {declarant}" + _past(offset or 0, after))
     elif declarant is not None:
         print_table(
             ["code", "document", "authority", "declarations", "last used (UTC)"],
@@ -170,7 +175,7 @@ def stats(
         )
     elif written_off and not body["written_off"]:
         on = f"document {document}" if document else "any document"
-        typer.echo(f"nothing written off on {on}" + _past(offset, after))
+        typer.echo(f"nothing written off on {on}" + _past(offset or 0, after))
     elif written_off:
         print_table(
             [

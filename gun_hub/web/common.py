@@ -228,4 +228,10 @@ def after(query: Any, shape: tuple[type, ...]) -> tuple[Any, ...] | None:
         raise BadRequest(NOT_A_CURSOR)
     if any(isinstance(item, int) and not -(2**63) <= item < 2**63 for item in key):
         raise BadRequest(NOT_A_CURSOR)  # beyond what SQLite binds
+    try:
+        for item in key:
+            if isinstance(item, str):
+                item.encode()  # a lone surrogate ("\ud800" in JSON): no text SQLite binds
+    except UnicodeEncodeError:
+        raise BadRequest(NOT_A_CURSOR) from None
     return tuple(key)

@@ -87,3 +87,21 @@ def test_an_older_than_no_date_can_say_is_refused_with_its_reason_before_any_key
     assert ran.exception is None or isinstance(ran.exception, SystemExit)
     assert "--older-than" in ran.stderr
     assert old_enc in private_kids(own_keys_dir, "dgal")
+
+
+def test_an_older_than_of_zero_days_forced_prunes_a_key_retired_a_day_ago(
+    own_keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zero days is a span, not none (``keep_for`` read ``explicit or needed.span``;
+    ``--force`` made that harmless, the key is pruned either way: kept as the spec)."""
+    [old_enc, _] = retired_after_a_rotation(
+        own_keys_dir, "dgal", NOW - timedelta(days=1), use_from=NOW
+    )
+    BrokerRetentions(monkeypatch, {REQUESTS: 7 * 86_400_000})
+
+    ran = CliRunner().invoke(
+        app, ["keys", "prune", "--party", "dgal", "--apply", "--force", "--older-than", "0"]
+    )
+
+    assert ran.exit_code == 0, f"{ran.exception!r}: {ran.stdout}{ran.stderr}"
+    assert old_enc not in private_kids(own_keys_dir, "dgal")

@@ -9,6 +9,7 @@ against a broker you already have, set ``GUN_HUB_TEST_BOOTSTRAP=host:port``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import uuid
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _pytest.logging import LogCaptureHandler
 
 from gun_contract.kafka.admin import ensure_topics
 from gun_contract.security.entitlements import Entitlements
@@ -37,6 +39,34 @@ from gun_tools.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
+
+
+# What gun_contract.logs.configure_logging sets besides the root logger's handlers and level.
+_LEVELS_SET_AT_START_UP = ("aiokafka", "kafka")
+
+
+@pytest.fixture(autouse=True)
+def logging_left_as_it_was() -> Iterator[None]:
+    """The root logger's handlers and level, and the loggers a command's start-up quiets,
+    as before the test. A command run in the test's process (``CliRunner().invoke(app,
+    ["hub"])``, ``configure_logging`` itself) configures logging as a process does once:
+    its handler wrote to the runner's stderr, closed once the command returned, and every
+    later test's log records ended in "ValueError: I/O operation on closed file" tracebacks
+    on that test's stderr (the keystore's in stop 56's CI), with the root at INFO. A test
+    reading its stderr line by line failed when anything logged meanwhile (a start-up's
+    "waiting for Kafka"). pytest's own capture handlers of the test's phase are left to
+    pytest; those of an earlier phase put back by a test's own restoring are dropped."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    level = root.level
+    levels = {name: logging.getLogger(name).level for name in _LEVELS_SET_AT_START_UP}
+    yield
+    root.handlers[:] = [h for h in before if not isinstance(h, LogCaptureHandler)] + [
+        h for h in root.handlers if isinstance(h, LogCaptureHandler) and h not in before
+    ]
+    root.setLevel(level)
+    for name, was in levels.items():
+        logging.getLogger(name).setLevel(was)
 
 
 @pytest.fixture(scope="session")

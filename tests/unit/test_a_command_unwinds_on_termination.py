@@ -159,10 +159,14 @@ def test_outside_the_main_thread_it_changes_nothing() -> None:
 # (operator review of stop 48).
 STOPPING_TWO_CHILDREN = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     from pathlib import Path
     from gun_tools.processes import ProcessGroup, stopping_what_it_started_on_termination
 
+    # Ctrl-C unwinds as from a terminal, whatever the test run inherited: a run started in
+    # the background of a script (CI's end-to-end half, `pytest ... &`) has SIGINT ignored,
+    # and so had this command, which the first Ctrl-C then never reached.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     folder = Path(sys.argv[1])
     with stopping_what_it_started_on_termination():
         with ProcessGroup(folder / "logs") as group:

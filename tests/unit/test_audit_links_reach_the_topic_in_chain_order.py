@@ -315,17 +315,24 @@ async def test_a_lane_whose_partition_another_worker_took_stops_and_says_so(
 async def test_a_busy_lane_begins_one_transaction_per_interval_with_all_it_was_given(
     signer: AuditSigner,
     public: dict[str, PublicKey],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A transaction per batch costs the broker five requests and a marker; one per link
     (stop 33's first measure: a batch of one link almost always, 13.6 to 17.2 Kafka
     requests per declaration). An idle lane sends at once; a busy one waits for its
     interval since its last transaction began, and sends what it was given meanwhile in
-    one. Only the settling of the events waits (their decisions are on their way)."""
+    one. Only the settling of the events waits (their decisions are on their way).
+
+    The loop's clock stands still until the four are given, then moves on by the interval:
+    on the real one, a loaded machine holding this process for the interval while they
+    were given split them (a 0.25-s stall: transactions [1, 2, 2])."""
     clock, topic = Clock(), Topic()
     trail = hub_trail(signer, clock)
     broker = Broker()
     lanes = broker.lanes(interval_s=0.2)
     loop = asyncio.get_running_loop()
+    loop_clock = [0.0]
+    monkeypatch.setattr(loop, "time", lambda: loop_clock[0])
     began = loop.time()
     await (await settle(broker, lanes, event(trail, 1)))
     assert broker.transactions == [1]  # sent at once
@@ -334,6 +341,8 @@ async def test_a_busy_lane_begins_one_transaction_per_interval_with_all_it_was_g
         others.append(await settle(broker, lanes, event(trail, n)))
         for _ in range(5):  # turns enough for a lane free to send to send
             await asyncio.sleep(0)
+    assert broker.transactions == [1]  # the lane waits for its interval
+    loop_clock[0] += 0.2
     await asyncio.gather(*others)
     assert broker.transactions == [1, 4]  # the others together, the interval after
     assert loop.time() - began >= 0.2

@@ -50,6 +50,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from pydantic import ValidationError
 
 from adapters.base import metrics
+from adapters.base.batch_pipeline import BatchPipeline, Turn, after
 from adapters.base.health_server import serve_health
 from adapters.base.ownership import PartitionOwnership, deleted_unanswered
 from adapters.base.pending import PendingLimit, PendingOperations, pending_path
@@ -116,6 +117,14 @@ from gun_contract.validation import invalid_fields, unhandled_reason
 log = logging.getLogger(__name__)
 
 Answered = dict[int, dict[int, list[asyncio.Future[object]]]]
+# A key's records in a batch, and its place among the batches (batch_pipeline.KeyChains):
+# (key, records, the end of its records in the batches before, the end of these).
+_Keyed = tuple[
+    bytes | None,
+    list["ConsumerRecord[bytes, bytes]"],
+    asyncio.Future[None] | None,
+    asyncio.Future[None],
+]
 """Per partition, the offsets of a batch's records handled and sent, each with its
 answers' deliveries."""
 _FAILED_BATCH_DELIVERY_WAIT_S = 5.0
@@ -164,6 +173,7 @@ class AdapterRunner:
         self._request_topic = topics.requests(spec.authority)
         self._response_topic = topics.responses(spec.authority)
         self._in_flight = asyncio.Semaphore(settings.adapter.max_in_flight)
+        self._batches = BatchPipeline()  # polled on while earlier batches are handled
         self._stopping = asyncio.Event()
         self.component = f"adapter.{spec.authority}"
         # The counters its alerts read, at 0 from the start (gun_contract/counters.py).
@@ -292,14 +302,15 @@ class AdapterRunner:
             # ``adapter.commit_interval_s`` (``_commit``).
             await consume(
                 consumer,
-                lambda batch: self._process(batch, producer, consumer),
+                lambda batch: self._admitted(batch, producer, consumer),
                 commit=False,
                 stopping=self._stopping,
                 timeout_ms=250,
                 max_records=500,
                 before_poll=lambda: self._pending_limit.hold(consumer, len(self.pending)),
-                after_poll=lambda: self._commit(consumer),
+                after_poll=lambda: self._after_poll(consumer),
             )
+            await self._batches.drain()  # the batches under way end; a failure is raised
             # Stopped between batches: no record is under way. The partitions are left
             # as on a revocation, so the last commit says they are handed over (no
             # replay starts, and one cut under way is named): their next owner reads
@@ -307,6 +318,11 @@ class AdapterRunner:
             # thing, and its next owner takes what the log held for maybe sent.
             await self.ownership.leaving(self.ownership.partitions)
         finally:
+            # A batch failed (raised above), or the replica is cancelled: the batches
+            # still under way handle no further record; their end is waited for, as the
+            # keys of one failed batch were, before the commit says how far they went.
+            self._batches.stopping.set()
+            await self._batches.drain_quietly()
             ending()
             for task in background:
                 task.cancel()
@@ -467,76 +483,162 @@ class AdapterRunner:
         except Exception:
             log.warning("commit as %s failed: the records since are read again", why, exc_info=True)
 
+    async def _after_poll(self, consumer: AIOKafkaConsumer) -> None:
+        self._batches.check()  # a batch failed: the loop ends, the replica stops
+        await self._commit(consumer)
+
     async def _process(
         self, batches: Batch, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer
     ) -> None:
-        """Handle a batch, and send what it makes (answers, dead letters) until the
-        broker acknowledged all of it; the loop commits past it then. A partition revoked
-        meanwhile gets no further record handled: its next owner reads them. Requests
-        retention deleted before they were read are dead-lettered with it."""
+        """One batch handled to its end (its failure raised), as each batch of the poll
+        loop is, in its turn after those under way."""
+        handling = await self._admit(batches, producer, consumer)
+        if handling is not None:
+            await handling
+
+    async def _admitted(
+        self, batches: Batch, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer
+    ) -> None:
+        await self._admit(batches, producer, consumer)
+
+    async def _admit(
+        self, batches: Batch, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer
+    ) -> asyncio.Future[None] | None:
+        """Start handling a batch, once fewer than the most are under way, and return
+        (batch_pipeline.py): the poll goes on while it is handled. Its handling, or None
+        when it is not handled (stopping before an assignment was taken in, or fetched
+        before a rebalance: read again from the commits)."""
         fetched_in = self.ownership.generation
         if not await self._settled():
-            return  # stopping before an assignment was taken in: nothing is handled
+            return None
+        await self._batches.room()
         if self.ownership.generation != fetched_in:
-            return  # fetched before a rebalance: read again from the commits
-        async with self.ownership.handling() as generation:
-            self.ownership.reading(
-                {tp.partition: records[0].offset for tp, records in batches.items() if records}
+            return None
+        # Everything that orders this batch after those admitted before is taken here,
+        # at once, before any of them can move on: its keys' places and its turn.
+        by_key: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
+        for records in batches.values():
+            for record in records:
+                by_key[record.key].append(record)
+        keyed = [(key, records, *self._batches.keys.link(key)) for key, records in by_key.items()]
+        firsts = {tp.partition: records[0].offset for tp, records in batches.items() if records}
+        follows = self._batches.follows(firsts, fetched_in)
+        self._batches.fetched(
+            {tp.partition: end for tp, end in next_offsets(batches).items()}, fetched_in
+        )
+        return self._batches.start(
+            lambda turn: self._handle_batch(
+                batches, keyed, follows, fetched_in, turn, producer, consumer
             )
-            by_key: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
-            for records in batches.values():
-                for record in records:
-                    by_key[record.key].append(record)
-                    self._read_times.saw(
-                        record.partition,
-                        record.offset,
-                        broker_accepted_at(record.timestamp, record.timestamp_type),
-                    )
+        )
 
-            async def send(outbox: Effects) -> list[asyncio.Future[object]]:
-                return [
-                    await producer.send(
-                        record.topic,
-                        record.value,
-                        key=record.key,
-                        headers=record.headers,
-                        partition=record.partition,
+    async def _handle_batch(
+        self,
+        batches: Batch,
+        keyed: Sequence[_Keyed],
+        follows: set[int],
+        fetched_in: int,
+        turn: Turn,
+        producer: AIOKafkaProducer,
+        consumer: AIOKafkaConsumer,
+    ) -> None:
+        """Handle a batch, and send what it makes (answers, dead letters) until the
+        broker acknowledged all of it; it is marked handled in its turn then, and the
+        loop commits past it. A partition revoked meanwhile gets no further record
+        handled: its next owner reads them. Requests retention deleted before they were
+        read are dead-lettered with it."""
+        firsts = {tp.partition: records[0].offset for tp, records in batches.items() if records}
+        ends = {tp.partition: end for tp, end in next_offsets(batches).items()}
+        try:
+            if self.ownership.generation != fetched_in:
+                return  # fetched before a rebalance: read again from the commits
+            async with self.ownership.handling() as generation:
+                try:
+                    await self._handle_marked(
+                        batches, keyed, follows, turn, generation, firsts, ends, producer, consumer
                     )
-                    for record in outbox.records
-                ]
+                finally:
+                    if not turn.settled:  # failed unmarked: later batches stop at its start
+                        await turn.wait()
+                        self._batches.left(firsts, generation, turn)
+        finally:
+            for key, _, _, mine in keyed:
+                self._batches.keys.unlink(key, mine)
 
-            deliveries = await send(await self._aged_out(batches, consumer))
-            aged_out = list(deliveries)  # dead letters of what retention deleted unread
-            left: dict[int, int] = {}  # per partition, the first record not handled
-            # Per partition, the records handled and sent: their answers' deliveries.
-            answered: Answered = defaultdict(dict)
-            stopped = asyncio.Event()
-            keys = [
-                asyncio.ensure_future(self._handle_in_order(r, send, left, answered, stopped))
-                for r in by_key.values()
+    async def _handle_marked(
+        self,
+        batches: Batch,
+        keyed: Sequence[_Keyed],
+        follows: set[int],
+        turn: Turn,
+        generation: int,
+        firsts: Mapping[int, int],
+        ends: Mapping[int, int],
+        producer: AIOKafkaProducer,
+        consumer: AIOKafkaConsumer,
+    ) -> None:
+        self.ownership.reading(firsts)
+        for records in batches.values():
+            for record in records:
+                self._read_times.saw(
+                    record.partition,
+                    record.offset,
+                    broker_accepted_at(record.timestamp, record.timestamp_type),
+                )
+
+        async def send(outbox: Effects) -> list[asyncio.Future[object]]:
+            return [
+                await producer.send(
+                    record.topic,
+                    record.value,
+                    key=record.key,
+                    headers=record.headers,
+                    partition=record.partition,
+                )
+                for record in outbox.records
             ]
-            try:
-                for sent in await asyncio.gather(*keys):
-                    deliveries += sent
-            except BaseException as failure:
-                # One key failed (a send refused, a log unread): the others handle no
-                # further record and send nothing more, and the batch fails only once
-                # they stopped, inside its handling (a revocation waits for them). They
-                # went on asking the partner and sending during the replica's stop, past
-                # its last commit (review of stop 53's change).
-                stopped.set()
-                await asyncio.gather(*keys, return_exceptions=True)
-                if isinstance(failure, Exception):
-                    await self._handled_before_failing(batches, answered, generation, aged_out)
-                raise
-            await asyncio.gather(*deliveries)  # then committed past
+
+        # A batch that does not follow the one before on a partition (the first after an
+        # assignment, or a fetch reset to the log's start) is checked for requests
+        # retention deleted unread, once every batch before it is marked.
+        unfollowed = {tp: records for tp, records in batches.items() if tp.partition not in follows}
+        if unfollowed:
+            await turn.wait()
+        deliveries = await send(await self._aged_out(unfollowed, consumer))
+        aged_out = list(deliveries)  # dead letters of what retention deleted unread
+        left: dict[int, int] = {}  # per partition, the first record not handled
+        # Per partition, the records handled and sent: their answers' deliveries.
+        answered: Answered = defaultdict(dict)
+        stopped = self._batches.stopping
+        keys = [
+            asyncio.ensure_future(
+                self._handle_in_order(records, (key, before, mine), send, left, answered, stopped)
+            )
+            for key, records, before, mine in keyed
+        ]
+        try:
+            for sent in await asyncio.gather(*keys):
+                deliveries += sent
+        except BaseException as failure:
+            # One key failed (a send refused, a log unread): the others, of this batch
+            # and of every batch under way, handle no further record and send nothing
+            # more, and the batch fails only once they stopped, inside its handling (a
+            # revocation waits for them). They went on asking the partner and sending
+            # during the replica's stop, past its last commit (review of stop 53's
+            # change).
+            stopped.set()
+            await asyncio.gather(*keys, return_exceptions=True)
+            if isinstance(failure, Exception):
+                await turn.wait()
+                await self._handled_before_failing(
+                    batches, answered, generation, aged_out, ends, turn
+                )
+            raise
+        await asyncio.gather(*deliveries)  # then committed past
+        await turn.wait()
+        marks = {p: min(end, left.get(p, end)) for p, end in ends.items()}
         self.ownership.handled(
-            {
-                tp.partition: min(offset, left.get(tp.partition, offset))
-                for tp, offset in next_offsets(batches).items()
-            },
-            generation,
-            answered,
+            self._batches.capped(marks, ends, generation, turn), generation, answered
         )
 
     async def _handled_before_failing(
@@ -545,6 +647,8 @@ class AdapterRunner:
         answered: Answered,
         generation: int,
         aged_out: list[asyncio.Future[object]],
+        ends: Mapping[int, int],
+        turn: Turn,
     ) -> None:
         """A failed batch is handled up to its first record whose answers did not reach
         the broker, on each partition, and the records answered past it are named: its
@@ -575,7 +679,9 @@ class AdapterRunner:
                 marks[tp.partition] = next(
                     (r.offset for r in records if r.offset not in made), records[-1].offset + 1
                 )
-        self.ownership.handled(marks, generation, delivered)
+        self.ownership.handled(
+            self._batches.capped(marks, ends, generation, turn), generation, delivered
+        )
 
     async def _aged_out(self, batches: Batch, consumer: AIOKafkaConsumer) -> Effects:
         """Dead letters of the requests retention deleted before any replica read them.
@@ -669,6 +775,7 @@ class AdapterRunner:
     async def _handle_in_order(
         self,
         records: Sequence[ConsumerRecord[bytes, bytes]],
+        chain: tuple[bytes | None, asyncio.Future[None] | None, asyncio.Future[None]],
         send: Callable[[Effects], Awaitable[list[asyncio.Future[object]]]],
         left: dict[int, int],
         answered: Answered,
@@ -686,6 +793,23 @@ class AdapterRunner:
         owner started after requests nobody asked); those answered are noted in
         ``answered``: past the first left, the commit names them, and the next owner does
         not ask their reservations again (review of stop 54)."""
+        key, before, mine = chain
+        try:
+            # After the key's records of the batches before (outside the slots: waiting
+            # there, later batches' keys could hold every slot their earlier ones need).
+            await after(before)
+            return await self._handle_keys_records(records, send, left, answered, stopped)
+        finally:
+            self._batches.keys.unlink(key, mine)
+
+    async def _handle_keys_records(
+        self,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        send: Callable[[Effects], Awaitable[list[asyncio.Future[object]]]],
+        left: dict[int, int],
+        answered: Answered,
+        stopped: asyncio.Event,
+    ) -> list[asyncio.Future[object]]:
         deliveries: list[asyncio.Future[object]] = []
         async with self._in_flight:
             for n, record in enumerate(records):

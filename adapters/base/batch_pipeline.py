@@ -142,16 +142,18 @@ class BatchPipeline:
         self._running.append(task)
         return task
 
+    def failed(self, failure: BaseException) -> None:
+        """A batch failed: every batch under way handles no further record, and the poll
+        loop ends at its next call (the first failure is the one raised)."""
+        self.stopping.set()
+        if self._failure is None and not isinstance(failure, asyncio.CancelledError):
+            self._failure = failure  # cancelled with the replica: nothing to raise
+
     async def _run(self, handle: Callable[[Turn], Awaitable[None]], turn: Turn) -> None:
         try:
             await handle(turn)
-        except asyncio.CancelledError:
-            self.stopping.set()  # cancelled with the replica: nothing more is sent
-            raise
         except BaseException as failure:
-            self.stopping.set()
-            if self._failure is None:
-                self._failure = failure
+            self.failed(failure)
             raise
         finally:
             turn.done()
@@ -192,6 +194,9 @@ class BatchPipeline:
             await self.drain()
 
     def _forget_ended(self) -> None:
+        for task in self._running:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: raised once, by check(), not logged again
         self._running = deque(task for task in self._running if not task.done())
 
     @property

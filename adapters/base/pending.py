@@ -395,8 +395,8 @@ class PendingLimit:
     """The bound of the pending queue: at ``limit`` operations the adapter stops fetching
     requests (the queue only grows while its partner is down, and every operation in it
     must reach the partner: backpressure, never a drop), and fetches again once replays
-    brought it down to half. The queue holds at most ``limit`` and what the batch being
-    handled adds (one fetch, ``max_records``)."""
+    brought it down to half. The queue holds at most ``limit`` and what the batches under
+    way add (batch_pipeline.BATCHES_IN_FLIGHT fetches of ``max_records``)."""
 
     def __init__(self, authority: str, limit: int) -> None:
         self._authority = authority

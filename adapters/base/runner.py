@@ -557,10 +557,15 @@ class AdapterRunner:
                     await self._handle_marked(
                         batches, keyed, follows, turn, generation, firsts, ends, producer, consumer
                     )
-                finally:
-                    if not turn.settled:  # failed unmarked: later batches stop at its start
+                except BaseException as failure:
+                    # Every batch under way stops at once, and the loop at its next
+                    # call: not once the batches before this one ended (a slow partner
+                    # call; review of the change).
+                    self._batches.failed(failure)
+                    if not turn.settled:  # later batches go no further than its start
                         await turn.wait()
                         self._batches.left(firsts, generation, turn)
+                    raise
         finally:
             for key, _, _, mine in keyed:
                 self._batches.keys.unlink(key, mine)
@@ -626,7 +631,7 @@ class AdapterRunner:
             # revocation waits for them). They went on asking the partner and sending
             # during the replica's stop, past its last commit (review of stop 53's
             # change).
-            stopped.set()
+            self._batches.failed(failure)
             await asyncio.gather(*keys, return_exceptions=True)
             if isinstance(failure, Exception):
                 await turn.wait()
@@ -634,7 +639,11 @@ class AdapterRunner:
                     batches, answered, generation, aged_out, ends, turn
                 )
             raise
-        await asyncio.gather(*deliveries)  # then committed past
+        try:
+            await asyncio.gather(*deliveries)  # then committed past
+        except BaseException as failure:
+            self._batches.failed(failure)  # at once, not in its turn
+            raise
         await turn.wait()
         marks = {p: min(end, left.get(p, end)) for p, end in ends.items()}
         self.ownership.handled(
@@ -824,7 +833,14 @@ class AdapterRunner:
                 try:
                     handled = await self._handle_survivably(record, outbox)
                     if stopped.is_set():
-                        continue  # answered, not sent: asked again, its answer kept
+                        # Answered, not sent: asked again by the next owner (its answer
+                        # kept at the partner), so never committed past. A batch that did
+                        # not fail itself marks up to its ``left``: without it, stopped by
+                        # another batch's failure, it was committed past, unanswered for
+                        # good (review of stop 57's batches under way).
+                        at = left.get(record.partition, record.offset)
+                        left[record.partition] = min(at, record.offset)
+                        continue
                     sent = await send(outbox)
                     deliveries += sent
                     if handled:

@@ -49,11 +49,19 @@ class HeldForA(PartnerAnsweringByRule):
     def __init__(self) -> None:
         super().__init__()
         self.events: list[tuple[str, str, int]] = []
+        self._asking = asyncio.Event()
         self.a_reserving = asyncio.Event()
         self.let_a_go = asyncio.Event()
 
+    async def until_asked(self, reference: str) -> None:
+        """Until ``reference`` was asked (any version)."""
+        while not any(what == "begins" and ref == reference for what, ref, _ in self.events):
+            self._asking.clear()
+            await self._asking.wait()
+
     async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
         self.events.append(("begins", request.reference, request.version))
+        self._asking.set()
         if request.reference == A and request.version == 1:
             self.a_reserving.set()
             await self.let_a_go.wait()

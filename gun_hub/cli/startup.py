@@ -140,6 +140,7 @@ async def reach_cluster(
     refused this client (``ClusterRefused``) at once, naming why and the setting to check."""
     servers = settings.kafka.bootstrap_servers
     waited = 0.0
+    last = "no answer"
     with aiokafka_quiet():
         while True:
             step = min(say_every_s, timeout_s - waited)
@@ -149,7 +150,9 @@ async def reach_cluster(
                 cannot_start(str(err))
             except TimeoutError as err:
                 waited += step
-                last = str(err).removeprefix(f"Kafka at {servers} did not answer: ")
+                cause = str(err).removeprefix(f"Kafka at {servers} did not answer: ")
+                if cause not in ("", "None"):  # a step that ended before its first try
+                    last = cause  # knows none: the cause an earlier step saw stands
                 if waited >= timeout_s:
                     cannot_start(
                         f"Kafka at {servers} did not answer within {timeout_s:g} s "

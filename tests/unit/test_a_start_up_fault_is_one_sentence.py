@@ -296,3 +296,21 @@ def test_lag_on_a_cluster_that_cannot_be_reached_says_one_sentence_without_aioka
     assert line.startswith("cannot measure the lag at ")
     assert [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")] == []
     assert [r.getMessage() for r in caplog.records if "Unclosed" in r.getMessage()] == []
+
+
+async def test_a_wait_step_that_ended_before_any_answer_keeps_the_cause_seen_before(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A step of the wait can end before its first try does (a TLS check slower than the
+    step, on a loaded machine): it knows no cause, and the start's last sentence said
+    ``...: None`` where an earlier step had named it (a helper's flake hunt, stop 57)."""
+    causes = iter(["SSL handshake: wrong version number (GUN_HUB_KAFKA__SECURITY_PROTOCOL)"])
+
+    async def wait(seconds: float) -> None:
+        raise TimeoutError(f"Kafka at 127.0.0.1:1 did not answer: {next(causes, None)}")
+
+    with pytest.raises(typer.Exit):
+        await reach_cluster(settings_at("127.0.0.1:1"), wait, timeout_s=1.0, say_every_s=0.5)
+    said = capsys.readouterr().err
+    assert "wrong version number (GUN_HUB_KAFKA__SECURITY_PROTOCOL)" in said.splitlines()[-1]
+    assert not said.rstrip().endswith(": None")

@@ -117,16 +117,16 @@ from gun_contract.validation import invalid_fields, unhandled_reason
 log = logging.getLogger(__name__)
 
 Answered = dict[int, dict[int, list[asyncio.Future[object]]]]
-# A key's records in a batch, and its place among the batches (batch_pipeline.KeyChains):
-# (key, records, the end of its records in the batches before, the end of these).
+"""Per partition, the offsets of a batch's records handled and sent, each with its
+answers' deliveries."""
 _Keyed = tuple[
     bytes | None,
     list["ConsumerRecord[bytes, bytes]"],
     asyncio.Future[None] | None,
     asyncio.Future[None],
 ]
-"""Per partition, the offsets of a batch's records handled and sent, each with its
-answers' deliveries."""
+"""A key's records in a batch and its place among the batches (batch_pipeline.KeyChains):
+the key, its records, the end of its records in the batches before, the end of these."""
 _FAILED_BATCH_DELIVERY_WAIT_S = 5.0
 
 __all__ = [

@@ -339,12 +339,18 @@ class Correlation:
             return  # a licence's quantities are never written on the facts topic
         if kind is StatusKind.WRITTEN_OFF:
             ctx.emit_fact(outbox, written_off(response, case, ctx.clock(), answers))
-        elif response.operation is Operation.GIVE_BACK and kind is not StatusKind.FOLLOW_UP_PENDING:
-            # What the partner gave back, document by document (a partner gives back each
-            # on its own): the others (02, nothing written off; stale) gave nothing back.
-            back = tuple(a for a in answers if a.verdict is Verdict.VALID and not a.stale_version)
-            if back:
-                ctx.emit_fact(outbox, given_back(response, case, ctx.clock(), back))
+        elif kind is not StatusKind.FOLLOW_UP_PENDING:
+            # What the partner did, document by document (it writes off and gives back
+            # each on its own): the others (refused, 02 nothing written off, stale) did
+            # nothing. A write-off refused for one document counted none of the others,
+            # which the partner wrote off (a review of degraded mode, stop 57). A pending
+            # answer counts when its replay gives the final one (its documents answered
+            # for good are kept in it: adapters/base/replay.py).
+            done = tuple(a for a in answers if a.verdict is Verdict.VALID and not a.stale_version)
+            if done and response.operation is Operation.WRITE_OFF:
+                ctx.emit_fact(outbox, written_off(response, case, ctx.clock(), done))
+            elif done and response.operation is Operation.GIVE_BACK:
+                ctx.emit_fact(outbox, given_back(response, case, ctx.clock(), done))
 
     def _refuse_envelope(
         self, outbox: Effects, data: bytes, source: SourcePosition, rejection: EnvelopeRejected

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
 
 BATCHES_IN_FLIGHT = 4
 """Batches handled at once (each up to the poll's 500 records; the declarations they hold
@@ -39,16 +39,36 @@ run up to ``adapter.max_in_flight`` at a time). More only holds records in memor
 
 class Turn:
     """A batch's place in the fetch order: :meth:`wait` until the batch before it has
-    marked; :meth:`done` once this one has (or never will), never before the one before."""
+    marked; :meth:`done` once this one has (or never will), never before the one before.
+    ``before_on``: per partition of the batch, the turn of the last batch admitted before
+    it that held that partition (:meth:`wait_on`)."""
 
-    def __init__(self, before: asyncio.Future[None] | None) -> None:
+    def __init__(
+        self,
+        before: asyncio.Future[None] | None,
+        before_on: Mapping[int, asyncio.Future[None]] | None = None,
+    ) -> None:
         self._before = before
+        self._before_on = dict(before_on or {})
         self.marked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.settled = False  # its marks (or the records it left) were taken
 
     async def wait(self) -> None:
         if self._before is not None and not self._before.done():
             await asyncio.wait({self._before})
+
+    async def wait_on(self, partitions: Collection[int]) -> None:
+        """Until every batch before this one that held one of ``partitions`` has marked
+        (what is known of those partitions is then up to date): not the batches of
+        other partitions, which may be slow (a partition's first records waited for
+        another partition's slow partner call; a review of stop 57's change)."""
+        waiting = {
+            turn
+            for partition in partitions
+            if (turn := self._before_on.get(partition)) is not None and not turn.done()
+        }
+        if waiting:
+            await asyncio.wait(waiting)
 
     def done(self) -> None:
         def mark(_: object = None) -> None:
@@ -102,8 +122,10 @@ class BatchPipeline:
         # Per partition, the first record a batch left, and the generation it was
         # handled in (a mark of a later generation reads from the commit: not held).
         self._floors: dict[int, tuple[int, int]] = {}
-        # Per partition, the offset after the last batch admitted (its generation).
+        # Per partition, the offset after the last batch admitted (its generation), and
+        # that batch's turn.
         self._fetched_to: dict[int, tuple[int, int]] = {}
+        self._last_on: dict[int, asyncio.Future[None]] = {}
         self.keys = KeyChains()
         self.stopping = asyncio.Event()
 
@@ -134,10 +156,17 @@ class BatchPipeline:
         for partition, end in ends.items():
             self._fetched_to[partition] = (generation, end)
 
-    def start(self, handle: Callable[[Turn], Awaitable[None]]) -> asyncio.Future[None]:
-        """Handle a batch in a task of its own, in its turn after those started before."""
-        turn = Turn(self._last)
+    def start(
+        self, handle: Callable[[Turn], Awaitable[None]], partitions: Collection[int] = ()
+    ) -> asyncio.Future[None]:
+        """Handle a batch (of ``partitions``) in a task of its own, in its turn after
+        those started before."""
+        turn = Turn(
+            self._last, {p: t for p in partitions if (t := self._last_on.get(p)) is not None}
+        )
         self._last = turn.marked
+        for partition in partitions:
+            self._last_on[partition] = turn.marked
         task = asyncio.ensure_future(self._run(handle, turn))
         self._running.append(task)
         return task

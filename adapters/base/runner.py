@@ -318,12 +318,14 @@ class AdapterRunner:
             # thing, and its next owner takes what the log held for maybe sent.
             await self.ownership.leaving(self.ownership.partitions)
         finally:
-            # A batch failed (raised above), or the replica is cancelled: the batches
-            # still under way handle no further record; their end is waited for, as the
-            # keys of one failed batch were, before the commit says how far they went.
+            # The stop deadline first: the batches' end may wait on a broker that is
+            # gone (a review of stop 57's batches under way). A batch failed (raised
+            # above), or the replica is cancelled: the batches still under way handle no
+            # further record; their end is waited for, as the keys of one failed batch
+            # were, before the commit says how far they went.
+            ending()
             self._batches.stopping.set()
             await self._batches.drain_quietly()
-            ending()
             for task in background:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -529,7 +531,8 @@ class AdapterRunner:
         return self._batches.start(
             lambda turn: self._handle_batch(
                 batches, keyed, follows, fetched_in, turn, producer, consumer
-            )
+            ),
+            firsts,
         )
 
     async def _handle_batch(
@@ -605,10 +608,10 @@ class AdapterRunner:
 
         # A batch that does not follow the one before on a partition (the first after an
         # assignment, or a fetch reset to the log's start) is checked for requests
-        # retention deleted unread, once every batch before it is marked.
+        # retention deleted unread, once every batch before it on that partition is
+        # marked.
         unfollowed = {tp: records for tp, records in batches.items() if tp.partition not in follows}
-        if unfollowed:
-            await turn.wait()
+        await turn.wait_on([tp.partition for tp in unfollowed])
         deliveries = await send(await self._aged_out(unfollowed, consumer))
         aged_out = list(deliveries)  # dead letters of what retention deleted unread
         left: dict[int, int] = {}  # per partition, the first record not handled
@@ -643,7 +646,15 @@ class AdapterRunner:
             await asyncio.gather(*deliveries)  # then committed past
         except BaseException as failure:
             self._batches.failed(failure)  # at once, not in its turn
+            if isinstance(failure, Exception):
+                # Marked up to its first answer not acknowledged, those past it named, as
+                # a batch whose key failed is (it marked nothing, and named none).
+                await turn.wait()
+                await self._handled_before_failing(
+                    batches, answered, generation, aged_out, ends, turn
+                )
             raise
+        self.ownership.answered_ahead(answered, generation)  # before its turn comes
         await turn.wait()
         marks = {p: min(end, left.get(p, end)) for p, end in ends.items()}
         self.ownership.handled(

@@ -37,6 +37,7 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from gun_contract.model.verdicts import Verdict
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.view import DECIDED_AGAIN, current_state
 
@@ -121,6 +122,7 @@ def trader_history(
         for event in history
         if event.get("kind") == StatusKind.NOT_PUBLISHED_OTHER_DECLARANT.value
     }
+    hidden_codes = _degraded_codes_of_hidden(history, hidden)
     shown: list[dict[str, Any]] = []
     for event in history:
         if event.get(DECIDED_AGAIN):
@@ -134,6 +136,8 @@ def trader_history(
         detail = _detail(kind, str(event.get("detail") or ""), hidden)
         if detail is None:
             continue
+        if kind == StatusKind.DECIDED.value and (left := hidden_codes.get(event.get("version"))):
+            detail = "; ".join(c for c in detail.split("; ") if c not in left)
         if mentions is not None and mentions.search(detail):
             detail = _UNREAD_LIST.get(kind, "")
         kept = {name: event[name] for name in _FIELDS if name in event}
@@ -144,6 +148,49 @@ def trader_history(
             kept.pop("authority", None)
         shown.append(kept)
     return shown
+
+
+def _degraded_codes_of_hidden(
+    history: Sequence[dict[str, Any]], hidden: set[str]
+) -> dict[Any, set[str]]:
+    """Per version, the degraded-mode codes of its decision that only a hidden authority
+    gave: ``DEADLINE`` when every authority its deadline found silent is hidden, and
+    ``UNAVAILABLE`` when a hidden one was silent or unavailable and none the trader sees
+    was. A refusal decided at the deadline while DGA alone stayed silent read "DEADLINE;
+    QUANTITY_INSUFFICIENT; UNAVAILABLE" where the same declaration without the licence
+    reads "QUANTITY_INSUFFICIENT" (a review of degraded mode, stop 57). Kept when in
+    doubt of the hidden one: only what a hidden authority's events show is left out."""
+    if not hidden:
+        return {}
+    seen_silent: dict[Any, bool] = {}  # version: a visible authority silent at its deadline
+    hidden_silent: dict[Any, bool] = {}
+    seen_unavailable: dict[Any, bool] = {}
+    hidden_unavailable: dict[Any, bool] = {}
+    for event in history:
+        version, kind = event.get("version"), event.get("kind")
+        detail = str(event.get("detail") or "")
+        if kind == StatusKind.DEADLINE_PASSED.value:
+            for clause in detail.split(_CLAUSES):
+                if found := _NO_ANSWER.fullmatch(clause):
+                    names = {n.lower() for n in found.group("who").split(", ")}
+                    seen_silent[version] = seen_silent.get(version, False) or bool(names - hidden)
+                    hidden_silent[version] = hidden_silent.get(version, False) or bool(
+                        names & hidden
+                    )
+        elif kind == StatusKind.ANSWER_RECEIVED.value and Verdict.UNAVAILABLE.value in detail:
+            if str(event.get("authority") or "").lower() in hidden:
+                hidden_unavailable[version] = True
+            else:
+                seen_unavailable[version] = True
+    codes: dict[Any, set[str]] = {}
+    for version in hidden_silent.keys() | hidden_unavailable.keys():
+        left = set()
+        if hidden_silent.get(version) and not seen_silent.get(version):
+            left.add("DEADLINE")
+        if not (seen_silent.get(version) or seen_unavailable.get(version)):
+            left.add(Verdict.UNAVAILABLE.value)
+        codes[version] = left
+    return codes
 
 
 def _detail(kind: str, detail: str, hidden: set[str]) -> str | None:

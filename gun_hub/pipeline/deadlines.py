@@ -49,6 +49,7 @@ import asyncio
 import heapq
 import logging
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
 from gun_contract.dead_letter import SourcePosition
@@ -198,7 +199,11 @@ class Deadlines:
         silent = sorted(case.awaiting)
         case.time_out()
         metrics.DEADLINES.labels(authority=",".join(silent)).inc()
-        waited = int((case.deadline - case.opened_at).total_seconds())
+        # The time the partners were given: a version asked again when read again after
+        # a restart is given a whole deadline from then, not from its first reading (it
+        # said "within 3630s" of a partner asked 30 s before; a review of degraded mode).
+        given = min(case.deadline - case.opened_at, timedelta(seconds=self._ctx.request_deadline_s))
+        waited = int(given.total_seconds())
         text = f"no answer from {', '.join(silent)} within {waited}s"
         self._ctx.emit_status(
             outbox, reference, version, StatusKind.DEADLINE_PASSED, text, lodging=case.receipt

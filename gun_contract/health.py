@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 
 class CircuitStatus(StrEnum):
@@ -37,6 +38,20 @@ class PartnerHealth(BaseModel):
     pending_operations: Annotated[int, Field(ge=0, le=2**53)]
     at: datetime
     every_s: float  # heartbeat period: older than a few periods means the adapter is gone
+    # When the reader believed it (its own clock, set by the heartbeat gate, whatever a
+    # sender writes here): the heartbeat is as fresh as the earlier of the two. The
+    # reader's, not the contract's: left out of the heartbeat's published schema.
+    heard_at: SkipJsonSchema[datetime | None] = None
+
+    @property
+    def fresh_at(self) -> datetime:
+        """How fresh the heartbeat is: when it was sent, but no later than it was heard.
+        Judged by ``at`` alone, a replica whose clock ran minutes ahead read fresh, its
+        circuit "closed", for minutes after it stopped (a review of degraded mode, stop
+        57: the gate believes a heartbeat dated up to the envelope skew ahead)."""
+        if self.heard_at is None or self.heard_at >= self.at:
+            return self.at
+        return self.heard_at
 
     @property
     def replica_key(self) -> tuple[str, str]:
@@ -44,7 +59,9 @@ class PartnerHealth(BaseModel):
         return (self.authority, self.replica)
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        # A sender's heartbeat as the contract has it: without the reader's field.
+        unheard = {"heard_at"} if self.heard_at is None else None
+        return self.model_dump_json(exclude=unheard).encode()
 
 
 def replica_name(replica_id: str) -> str:

@@ -234,6 +234,11 @@ class HeartbeatGate:
                     f"{signer}, not newer than the last heartbeat believed for its component "
                     "(written again, or out of order)",
                 )
+        if health.at > now or health.heard_at is not None:
+            # Dated ahead of this reader (a clock ahead, within the skew): as fresh as it is
+            # heard, no fresher (PartnerHealth.fresh_at). What a sender wrote there is not
+            # the reader's.
+            return health.model_copy(update={"heard_at": now if health.at > now else None})
         return health
 
 

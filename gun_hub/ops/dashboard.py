@@ -86,6 +86,6 @@ def _replica(beat: PartnerHealth, now: float) -> dict[str, Any]:
         "replica": beat.replica,
         "circuit": beat.circuit.value,
         "pending_operations": beat.pending_operations,
-        "heartbeat_age_s": _age(beat.at.timestamp(), now),
+        "heartbeat_age_s": _age(beat.fresh_at.timestamp(), now),
         "stale": is_stale(beat, now),
     }

@@ -44,7 +44,7 @@ _SEVERITY = {CircuitStatus.CLOSED: 0, CircuitStatus.HALF_OPEN: 1, CircuitStatus.
 
 def is_stale(health: PartnerHealth, now: float) -> bool:
     """Whether ``health`` is too old at ``now`` to say anything of its replica."""
-    return now - health.at.timestamp() > STALE_PERIODS * health.every_s
+    return now - health.fresh_at.timestamp() > STALE_PERIODS * health.every_s
 
 
 @dataclass(frozen=True)
@@ -79,13 +79,13 @@ def authority_health(beats: Iterable[PartnerHealth], now: float) -> dict[str, Au
     for authority, replicas in sorted(by_authority.items()):
         replicas.sort(key=lambda beat: beat.replica)
         fresh = [beat for beat in replicas if not is_stale(beat, now)]
-        latest = max(replicas, key=lambda beat: beat.at)
+        latest = max(replicas, key=lambda beat: beat.fresh_at)
         counted = fresh or [latest]
         told[authority] = AuthorityHealth(
             authority=authority,
             circuit=max((beat.circuit for beat in counted), key=_SEVERITY.__getitem__),
             pending_operations=sum(beat.pending_operations for beat in counted),
-            at=latest.at,
+            at=latest.fresh_at,
             stale=not fresh,
             replicas=tuple(replicas),
         )

@@ -1089,7 +1089,7 @@ class OpsView(ViewQueries):
         a silent adapter stays silent (``GunHubAdapterSilent``) rather than unknown."""
         by_authority: dict[str, list[tuple[datetime, tuple[str, str]]]] = defaultdict(list)
         for key, beat in self.partners().items():
-            by_authority[key[0]].append((beat.at, key))
+            by_authority[key[0]].append((beat.fresh_at, key))
         gone = [
             key for beats in by_authority.values() for at, key in sorted(beats)[:-1] if at < before
         ]

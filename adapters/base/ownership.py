@@ -33,7 +33,8 @@ file (ADR 0014):
   frees. So a rebalance changes nothing of what one replica alone would have done. A
   batch that left a record (a revocation during it) answered others after it, each key's
   records being handled side by side: the commit goes back to the left one and names
-  those by distance from the mark (``answered-also:<d>,<d>``; review of stop 54).
+  those by distance from the mark (``answered-also:<d>,<d>``; review of stop 54), runs of
+  three or more as ``<d>-<e>`` (the batches answered ahead of a slow one: stop 57).
 
 * **Name the reservations the partner may still apply.** A reservation whose call timed
   out or met 409 "being processed" is queued until the partner answers it for good, its
@@ -122,6 +123,9 @@ _CALLS_AT_MOST = 100_000
 # from the commit, and asked again, a reservation answered UNAVAILABLE would be applied
 # after its deletion was answered (review of stop 54; the shape of stop 45's).
 _ANSWERED_ALSO = "answered-also:"
+# At most this many records read from one: four polls of 500 answered ahead of a slow
+# batch, and more for the runs a replica of a later release may write.
+_ANSWERED_ALSO_AT_MOST = 100_000
 # Said last by a commit made as its replica hands the partition over (revoked, or
 # stopping), with the group generation it owned the partition in: every call it may have
 # left under way at the partner is named. Believed by an owner of the next generation
@@ -289,17 +293,52 @@ def _joined_within(distances: Sequence[str], room: int) -> tuple[str, int]:
 
 def _answered_also(metadata: str) -> frozenset[int]:
     """The offsets past its ``answered:`` mark a commit's metadata names as answered
-    (none: no such part, or no mark)."""
+    (none: no such part, or no mark): distances, or runs of them (``d-e``)."""
     mark = _answered_mark(metadata)
     if mark is None:
         return frozenset()
     for part in metadata.split(_PARTS)[1:]:
         if part.startswith(_ANSWERED_ALSO):
-            distances = [_number(d) for d in part.removeprefix(_ANSWERED_ALSO).split(",")]
-            if None not in distances:
-                return frozenset(mark + d for d in distances if d is not None)
-            log.error("commit metadata part %r not understood: ignored", part)
+            distances = _distances_named(part.removeprefix(_ANSWERED_ALSO))
+            if distances is not None:
+                return frozenset(mark + d for d in distances)
+            log.error("commit metadata part %r not understood: ignored", part[:200])
     return frozenset()
+
+
+def _distances_named(text: str) -> set[int] | None:
+    """The distances ``d,d-e,...`` name (None: not understood, or more than a commit of
+    this release names: a forged run of billions is no set to build)."""
+    named: set[int] = set()
+    for item in text.split(","):
+        first, dash, last = item.partition("-")
+        begin, end = _number(first), _number(last) if dash else _number(first)
+        if begin is None or end is None or end < begin:
+            return None
+        if len(named) + end - begin + 1 > _ANSWERED_ALSO_AT_MOST:
+            return None
+        named.update(range(begin, end + 1))
+    return named
+
+
+def _runs(distances: Sequence[int]) -> list[str]:
+    """Sorted ``distances`` as runs, ``d`` alone or ``d-e``: a batch answered ahead of a
+    slow one is a run of hundreds, named in a few characters (one by one, four polls'
+    records overflowed the metadata and a third of them were asked again; a review of
+    stop 57's batches under way)."""
+    runs: list[str] = []
+    start = previous = None
+    for d in [*distances, None]:
+        if d is not None and previous is not None and d == previous + 1:
+            previous = d
+            continue
+        if start is not None and previous is not None:
+            if previous - start >= 2:
+                runs.append(f"{start}-{previous}")
+            else:  # one or two: as a replica of before names (and reads) them
+                runs += [str(d) for d in range(start, previous + 1)]
+        start = previous = d
+    return runs
 
 
 def _handed_over(metadata: str, group_generation: int | None) -> bool:
@@ -757,11 +796,11 @@ class PartitionOwnership:
         again)."""
         past = sorted(o - answered for o in self._answered_past.get(partition, ()) if o >= answered)
         room = _METADATA_CHARS - said - len(_PARTS + _ANSWERED_ALSO)
-        named, left_out = _joined_within([str(d) for d in past], room)
+        named, left_out = _joined_within(_runs(past), room)
         if left_out:
             log.error(
-                "partition %d: %d records answered past the first its last batch left "
-                "are not named in its commit (too many): its next owner asks their "
+                "partition %d: %d runs of records answered past the first its last batch "
+                "left are not named in its commit (too many): its next owner asks their "
                 "reservations again",
                 partition,
                 left_out,

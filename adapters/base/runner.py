@@ -242,6 +242,7 @@ class AdapterRunner:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._batches.winding_down.set()
 
     @property
     def read_times(self) -> CommitClock:
@@ -533,6 +534,7 @@ class AdapterRunner:
                 batches, keyed, follows, fetched_in, turn, producer, consumer
             ),
             firsts,
+            fetched_in,
         )
 
     async def _handle_batch(
@@ -833,9 +835,14 @@ class AdapterRunner:
         deliveries: list[asyncio.Future[object]] = []
         async with self._in_flight:
             for n, record in enumerate(records):
-                if stopped.is_set() or not self.ownership.owns(record.partition):
-                    # Revoked while the batch was handled (or before it began), or the
-                    # batch failed: the rest is read again by whoever owns it next.
+                if (
+                    stopped.is_set()
+                    or self._batches.winding_down.is_set()
+                    or not self.ownership.owns(record.partition)
+                ):
+                    # Revoked while the batch was handled (or before it began), a batch
+                    # failed, or the replica stops: the rest is read again by whoever
+                    # owns it next.
                     for unhandled in records[n:]:
                         at = left.get(unhandled.partition, unhandled.offset)
                         left[unhandled.partition] = min(at, unhandled.offset)

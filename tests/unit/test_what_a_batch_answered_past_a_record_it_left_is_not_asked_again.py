@@ -21,7 +21,7 @@ from pathlib import Path
 from aiokafka.structs import ConsumerRecord
 
 from adapters.base import load_adapter
-from adapters.base.ownership import PartitionOwnership, _unsettled_offsets
+from adapters.base.ownership import PartitionOwnership, _answered_also, _unsettled_offsets
 from adapters.base.pending import PendingOperations
 from adapters.base.runner import AdapterRunner, _Rebalance
 from gun_contract.model.exchange import AuthorityRequest, DocumentAnswer, Operation
@@ -186,14 +186,36 @@ def test_the_records_answered_past_a_left_one_are_named_and_read_back(tmp_path: 
 
 def test_the_records_answered_past_a_left_one_fit_a_commits_metadata(tmp_path: Path) -> None:
     """Kafka refuses a commit whose metadata passes offset.metadata.max.bytes (4096): past
-    what fits, the rest are left out (logged), never the commit."""
+    what fits, the rest are left out (logged), never the commit. Every other record, so
+    that no run of them (``d-e``, stop 57) names many at once."""
     pending = PendingOperations(tmp_path / "p.sqlite")
     try:
         ownership = PartitionOwnership(pending)
         ownership.assigned({0}, {0: "answered:0"}, committed={0: 0}, group_generation=1)
-        ownership.handled({0: 0}, ownership.generation, {0: set(range(1, 20_000))})
+        ownership.handled({0: 0}, ownership.generation, {0: set(range(1, 40_000, 2))})
         said = ownership.commit_metadata(0)
     finally:
         pending.close()
     assert 3000 < len(said) <= 4096
-    assert said.startswith("answered:0;answered-also:1,2,3,")
+    assert said.startswith("answered:0;answered-also:1,3,5,")
+
+
+def test_a_run_of_records_answered_past_a_left_one_is_named_in_a_few_characters(
+    tmp_path: Path,
+) -> None:
+    """Four polls answered ahead of a slow batch are 2,000 records in a row: one by one
+    they overflowed the metadata, a third of them asked again (stop 57). Runs of three or
+    more are named ``d-e``; shorter ones one by one, as a replica of before reads them."""
+    pending = PendingOperations(tmp_path / "p.sqlite")
+    try:
+        ownership = PartitionOwnership(pending)
+        ownership.assigned({0}, {0: "answered:0"}, committed={0: 0}, group_generation=1)
+        ownership.handled({0: 0}, ownership.generation, {0: {1, 2, 5, *range(7, 2007)}})
+        said = ownership.commit_metadata(0)
+    finally:
+        pending.close()
+    assert said == "answered:0;answered-also:1,2,5,7-2006"
+    # Read back by the next owner as every one of them.
+    assert _answered_also(said) == {1, 2, 5, *range(7, 2007)}
+    # A forged run of billions is no set to build: not understood, ignored.
+    assert _answered_also("answered:0;answered-also:0-9999999999") == frozenset()

@@ -33,8 +33,9 @@ file (ADR 0014):
   frees. So a rebalance changes nothing of what one replica alone would have done. A
   batch that left a record (a revocation during it) answered others after it, each key's
   records being handled side by side: the commit goes back to the left one and names
-  those by distance from the mark (``answered-also:<d>,<d>``; review of stop 54), runs of
-  three or more as ``<d>-<e>`` (the batches answered ahead of a slow one: stop 57).
+  those by distance from the mark (``answered-also:<d>,<d>``; review of stop 54); when
+  one by one they do not fit (the batches answered ahead of a slow one: stop 57), in runs
+  too (``answered-runs:<d>-<e>,<d>``, a part the previous release skips).
 
 * **Name the reservations the partner may still apply.** A reservation whose call timed
   out or met 409 "being processed" is queued until the partner answers it for good, its
@@ -123,6 +124,10 @@ _CALLS_AT_MOST = 100_000
 # from the commit, and asked again, a reservation answered UNAVAILABLE would be applied
 # after its deletion was answered (review of stop 54; the shape of stop 45's).
 _ANSWERED_ALSO = "answered-also:"
+# The same in runs (``d-e``), when one by one they do not fit (stop 57): a part of its own,
+# which a replica of the previous release skips (it read none of the answered-also part
+# once a run was in it).
+_ANSWERED_RUNS = "answered-runs:"
 # At most this many records read from one: four polls of 500 answered ahead of a slow
 # batch, and more for the runs a replica of a later release may write.
 _ANSWERED_ALSO_AT_MOST = 100_000
@@ -297,27 +302,31 @@ def _answered_also(metadata: str) -> frozenset[int]:
     mark = _answered_mark(metadata)
     if mark is None:
         return frozenset()
+    named: set[int] = set()
     for part in metadata.split(_PARTS)[1:]:
-        if part.startswith(_ANSWERED_ALSO):
-            distances = _distances_named(part.removeprefix(_ANSWERED_ALSO))
-            if distances is not None:
-                return frozenset(mark + d for d in distances)
-            log.error("commit metadata part %r not understood: ignored", part[:200])
-    return frozenset()
+        for prefix in (_ANSWERED_ALSO, _ANSWERED_RUNS):
+            if part.startswith(prefix):
+                distances = _distances_named(part.removeprefix(prefix), len(named))
+                if distances is None:
+                    log.error("commit metadata part %r not understood: ignored", part[:200])
+                else:
+                    named |= distances
+    return frozenset(mark + d for d in named)
 
 
-def _distances_named(text: str) -> set[int] | None:
-    """The distances ``d,d-e,...`` name (None: not understood, or more than a commit of
-    this release names: a forged run of billions is no set to build)."""
+def _distances_named(text: str, already: int = 0) -> set[int] | None:
+    """The distances ``d,d-e,...`` name (None: not understood), no more than
+    :data:`_ANSWERED_ALSO_AT_MOST` with the ``already`` read (the first of them: a forged
+    run of billions is no set to build, and a commit naming more than that is read in
+    part, not refused whole)."""
     named: set[int] = set()
     for item in text.split(","):
         first, dash, last = item.partition("-")
         begin, end = _number(first), _number(last) if dash else _number(first)
         if begin is None or end is None or end < begin:
             return None
-        if len(named) + end - begin + 1 > _ANSWERED_ALSO_AT_MOST:
-            return None
-        named.update(range(begin, end + 1))
+        room = _ANSWERED_ALSO_AT_MOST - already - len(named)
+        named.update(range(begin, min(end + 1, begin + max(room, 0))))
     return named
 
 
@@ -790,22 +799,39 @@ class PartitionOwnership:
         return f"{_PARTS}{_ACCEPTED}{joined}" if joined else ""
 
     def _answered_also_part(self, partition: int, answered: int, said: int = 0) -> str:
-        """The ``answered-also:`` part of a commit whose ``answered:`` mark is
-        ``answered`` and whose other parts take ``said`` characters: the records answered
-        past the mark, as many as fit (the others are logged: their next owner asks them
-        again)."""
-        past = sorted(o - answered for o in self._answered_past.get(partition, ()) if o >= answered)
+        """The parts of a commit whose ``answered:`` mark is ``answered`` and whose other
+        parts take ``said`` characters naming the records answered past the mark, as many
+        as fit (the others are logged: their next owner asks them again).
+
+        One by one in ``answered-also:`` when they fit, as before. When they do not (the
+        batches answered ahead of a slow one: four polls overflowed the metadata and a
+        third were asked again, stop 57), every one in runs in ``answered-runs:``, which
+        the previous release does not read, then in ``answered-also:`` as many one by one
+        as still fit, which it reads (a run there made it ignore the whole part)."""
+        past_mark = self._answered_past.get(partition, ())
+        every = sorted(o - answered for o in past_mark if o >= answered)
+        past = every[:_ANSWERED_ALSO_AT_MOST]  # no more than a reader takes
         room = _METADATA_CHARS - said - len(_PARTS + _ANSWERED_ALSO)
-        named, left_out = _joined_within(_runs(past), room)
+        one_by_one, left_out = _joined_within([str(d) for d in past], room)
+        parts = f"{_PARTS}{_ANSWERED_ALSO}{one_by_one}" if one_by_one else ""
+        named = len(past) - left_out  # a prefix of them
         if left_out:
+            runs, _ = _joined_within(_runs(past), room - len(_PARTS + _ANSWERED_RUNS))
+            in_runs = len(_distances_named(runs) or ())  # a prefix of them too
+            if in_runs > named:
+                runs_part = f"{_PARTS}{_ANSWERED_RUNS}{runs}"
+                one_by_one, _ = _joined_within([str(d) for d in past], room - len(runs_part))
+                also = f"{_PARTS}{_ANSWERED_ALSO}{one_by_one}" if one_by_one else ""
+                parts, named = runs_part + also, in_runs
+        if unnamed := len(every) - named:
             log.error(
-                "partition %d: %d runs of records answered past the first its last batch "
-                "left are not named in its commit (too many): its next owner asks their "
+                "partition %d: %d records answered past the first its last batch left are "
+                "not named in its commit (too many): its next owner asks their "
                 "reservations again",
                 partition,
-                left_out,
+                unnamed,
             )
-        return f"{_PARTS}{_ANSWERED_ALSO}{named}" if named else ""
+        return parts
 
     async def leaving(self, partitions: Collection[int], within_s: float | None = None) -> bool:
         """The group takes ``partitions`` back: no further record of them is handled,

@@ -162,7 +162,7 @@ def _unsettled_offsets(metadata: str, committed: int | None) -> frozenset[int]:
     if committed is None or committed < 0:
         return frozenset()
     for part in metadata.split(_PARTS)[1:]:
-        if part.startswith((_HANDED_OVER, _ANSWERED_ALSO, _ACCEPTED)):
+        if part.startswith((_HANDED_OVER, _ANSWERED_ALSO, _ANSWERED_RUNS, _ACCEPTED)):
             continue
         distances = [_number(d) for d in part.removeprefix(_UNSETTLED).split(",")]
         if part.startswith(_UNSETTLED) and None not in distances:
@@ -283,6 +283,42 @@ def _spans_named(text: str) -> Spans | None:
         else:
             merged.append(run)
     return tuple(merged)
+
+
+def _one_by_one_then_runs(past: Sequence[int], fit: int, room: int) -> tuple[str, int]:
+    """The ``answered-also:`` and ``answered-runs:`` parts naming the sorted distances
+    ``past`` in ``room`` characters, of which ``fit`` fit one by one alone; and how many
+    they name (a prefix of them). The first ``k`` one by one, which a replica of the
+    previous release reads, the rest in runs, which it skips: ``k`` the most for which
+    the runs of the rest still fit whole (the one-by-one part grows with ``k`` by more
+    than the runs part shrinks, so the cost rises with it). When even the runs of all do
+    not fit whole, whichever names more: as many one by one as fit, or runs of all as
+    far as they fit."""
+
+    def parts(k: int, runs_room: int | None = None) -> str:
+        also = f"{_PARTS}{_ANSWERED_ALSO}{','.join(str(d) for d in past[:k])}" if k else ""
+        rest = _runs(past[k:])
+        if runs_room is not None:
+            rest_text, _ = _joined_within(rest, runs_room)
+        else:
+            rest_text = ",".join(rest)
+        return also + (f"{_PARTS}{_ANSWERED_RUNS}{rest_text}" if rest_text else "")
+
+    if len(parts(0)) > room:  # the runs of all do not fit whole
+        runs = parts(0, room - len(_PARTS + _ANSWERED_RUNS))
+        in_runs = len(_distances_named(runs.removeprefix(_PARTS + _ANSWERED_RUNS)) or ())
+        if in_runs > fit:
+            return runs, in_runs
+        also, _ = _joined_within([str(d) for d in past], room - len(_PARTS + _ANSWERED_ALSO))
+        return f"{_PARTS}{_ANSWERED_ALSO}{also}", fit
+    low, high = 0, fit  # parts(low) fits; the most k that does
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(parts(middle)) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return parts(low), len(past)
 
 
 def _joined_within(distances: Sequence[str], room: int) -> tuple[str, int]:
@@ -805,9 +841,10 @@ class PartitionOwnership:
 
         One by one in ``answered-also:`` when they fit, as before. When they do not (the
         batches answered ahead of a slow one: four polls overflowed the metadata and a
-        third were asked again, stop 57), every one in runs in ``answered-runs:``, which
-        the previous release does not read, then in ``answered-also:`` as many one by one
-        as still fit, which it reads (a run there made it ignore the whole part)."""
+        third were asked again, stop 57), the first one by one there, which a replica of
+        the previous release reads (a run in that part made it ignore the whole part), and
+        the rest in runs in ``answered-runs:``, which it skips
+        (:func:`_one_by_one_then_runs`)."""
         past_mark = self._answered_past.get(partition, ())
         every = sorted(o - answered for o in past_mark if o >= answered)
         past = every[:_ANSWERED_ALSO_AT_MOST]  # no more than a reader takes
@@ -816,13 +853,8 @@ class PartitionOwnership:
         parts = f"{_PARTS}{_ANSWERED_ALSO}{one_by_one}" if one_by_one else ""
         named = len(past) - left_out  # a prefix of them
         if left_out:
-            runs, _ = _joined_within(_runs(past), room - len(_PARTS + _ANSWERED_RUNS))
-            in_runs = len(_distances_named(runs) or ())  # a prefix of them too
-            if in_runs > named:
-                runs_part = f"{_PARTS}{_ANSWERED_RUNS}{runs}"
-                one_by_one, _ = _joined_within([str(d) for d in past], room - len(runs_part))
-                also = f"{_PARTS}{_ANSWERED_ALSO}{one_by_one}" if one_by_one else ""
-                parts, named = runs_part + also, in_runs
+            whole_room = room + len(_PARTS + _ANSWERED_ALSO)
+            parts, named = _one_by_one_then_runs(past, named, whole_room)
         if unnamed := len(every) - named:
             log.error(
                 "partition %d: %d records answered past the first its last batch left are "

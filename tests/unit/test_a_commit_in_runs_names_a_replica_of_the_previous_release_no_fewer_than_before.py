@@ -24,32 +24,13 @@ from pathlib import Path
 
 from adapters.base.ownership import PartitionOwnership, _answered_also
 from adapters.base.pending import PendingOperations
+from tests.unit.test_a_commit_of_this_release_names_its_answered_records_to_a_replica_of_the_previous_one import (  # noqa: E501
+    _previous_release_answered_also,
+)
 
 METADATA_CHARS = 4000  # what every part together may take (``_METADATA_CHARS``)
 SCATTERED = range(1, 1600, 2)  # records answered one in two
 RUN = range(2000, 3000)  # then a batch answered whole
-
-
-def _number(text: str) -> int | None:
-    if not (0 < len(text) <= 18 and text.isascii() and text.isdigit()):
-        return None
-    return int(text)
-
-
-def _previous_release_answered_also(metadata: str) -> frozenset[int]:
-    """``_answered_also`` as the release before 8470612 reads it (e06a055)."""
-    first = metadata.split(";", 1)[0]
-    if not first.startswith("answered:"):
-        return frozenset()
-    mark = _number(first.removeprefix("answered:"))
-    if mark is None:
-        return frozenset()
-    for part in metadata.split(";")[1:]:
-        if part.startswith("answered-also:"):
-            distances = [_number(d) for d in part.removeprefix("answered-also:").split(",")]
-            if None not in distances:
-                return frozenset(mark + d for d in distances if d is not None)
-    return frozenset()
 
 
 def _one_by_one_fit(distances: list[int], room: int) -> int:

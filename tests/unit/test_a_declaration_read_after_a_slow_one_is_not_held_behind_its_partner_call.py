@@ -26,7 +26,7 @@ from typing import Any, cast
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from adapters.base import load_adapter
+from adapters.base import PartnerPort, load_adapter
 from adapters.base.runner import AdapterRunner, _Rebalance
 from gun_contract.consume import consume
 from gun_contract.envelope import LOG_APPEND_TIME, ContentType
@@ -60,6 +60,16 @@ class SlowForA(PartnerAnsweringByRule):
         if request.reference == A:
             await asyncio.sleep(A_AT_THE_PARTNER_S)
         return await super().answer(request)
+
+
+def dga_runner(tmp_path: Path, partner: PartnerPort) -> tuple[AdapterRunner, Path]:
+    """DGA's adapter runner over ``partner``, with keys made for the test (and their
+    folder), as the tests of the batches under way build it."""
+    keys = tmp_path / "keys"
+    KeystoreFolder(keys).init(["hub", "dga"])
+    settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
+    envelope = envelope_of("dga", TOPICS, keys)
+    return AdapterRunner(load_adapter("dga"), settings, TOPICS, envelope, partner), keys
 
 
 def request_record(
@@ -171,12 +181,7 @@ class Noting(StampingProducer):
 async def test_a_declaration_read_after_a_slow_one_is_answered_without_waiting_for_it(
     tmp_path: Path,
 ) -> None:
-    keys = tmp_path / "keys"
-    KeystoreFolder(keys).init(["hub", "dga"])
-    settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
-    runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), SlowForA()
-    )
+    runner, keys = dga_runner(tmp_path, SlowForA())
     consumer = Appending([request_record(0, A, keys)], [request_record(1, B, keys)])
     producer = Noting()
     runner._producer = producer

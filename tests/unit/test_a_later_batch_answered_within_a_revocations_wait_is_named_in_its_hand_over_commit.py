@@ -23,16 +23,13 @@ import asyncio
 from pathlib import Path
 from typing import Any, cast
 
-from adapters.base import load_adapter
 from adapters.base.ownership import PartitionOwnership
 from adapters.base.pending import PendingOperations
-from adapters.base.runner import AdapterRunner, _Rebalance
+from adapters.base.runner import _Rebalance
 from gun_contract.model.exchange import AuthorityRequest, Operation
 from gun_contract.model.verdicts import Verdict
-from gun_contract.security.keystore import KeystoreFolder
-from gun_contract.settings import SecuritySettings, Settings
-from tests.conftest import envelope_of
 from tests.unit.test_a_declaration_read_after_a_slow_one_is_not_held_behind_its_partner_call import (  # noqa: E501
+    dga_runner,
     request_record,
 )
 from tests.unit.test_a_reservation_in_flight_at_a_revocation_is_named_in_the_commit import (
@@ -45,7 +42,6 @@ from tests.unit.test_batches_handled_side_by_side_keep_each_declarations_order_a
     HeldForA,
     NotingB,
 )
-from tests.unit.test_state_pending_queue import TOPICS
 
 REVOCATION_WAIT_S = 0.3
 
@@ -61,14 +57,9 @@ def b_reservation_unavailable(request: AuthorityRequest) -> Verdict:
 async def test_a_later_batch_answered_within_the_wait_is_named_though_an_earlier_one_outlasts_it(
     tmp_path: Path,
 ) -> None:
-    keys = tmp_path / "keys"
-    KeystoreFolder(keys).init(["hub", "dga"])
-    settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
     partner = HeldForA()
     partner.rule = b_reservation_unavailable
-    runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), partner
-    )
+    runner, keys = dga_runner(tmp_path, partner)
     runner.revocation_wait_s = REVOCATION_WAIT_S
     consumer = GroupConsumer({0: (0, "answered:0")})
     producer = NotingB()

@@ -31,12 +31,9 @@ from typing import Any, cast
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from adapters.base import load_adapter
-from adapters.base.runner import AdapterRunner, _Rebalance
-from gun_contract.security.keystore import KeystoreFolder
-from gun_contract.settings import SecuritySettings, Settings
-from tests.conftest import envelope_of
+from adapters.base.runner import _Rebalance
 from tests.unit.test_a_declaration_read_after_a_slow_one_is_not_held_behind_its_partner_call import (  # noqa: E501
+    dga_runner,
     request_record,
 )
 from tests.unit.test_a_partitions_first_records_do_not_wait_for_another_partitions_slow_batch import (  # noqa: E501
@@ -53,7 +50,6 @@ from tests.unit.test_batches_handled_side_by_side_keep_each_declarations_order_a
     B,
     HeldForA,
 )
-from tests.unit.test_state_pending_queue import TOPICS
 
 C = "26FRSIDEBY0000003"
 REVOCATION_WAIT_S = 0.3
@@ -78,13 +74,8 @@ class TwoPartitionsCommitted(FakeConsumer):
 async def test_a_partitions_first_records_after_a_rebalance_are_answered_while_an_old_call_runs(
     tmp_path: Path,
 ) -> None:
-    keys = tmp_path / "keys"
-    KeystoreFolder(keys).init(["hub", "dga"])
-    settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
     partner = HeldForA()
-    runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), partner
-    )
+    runner, keys = dga_runner(tmp_path, partner)
     runner.revocation_wait_s = REVOCATION_WAIT_S
     consumer = TwoPartitionsCommitted()
     producer = FakeProducer()

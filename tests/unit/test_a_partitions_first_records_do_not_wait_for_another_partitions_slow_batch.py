@@ -27,12 +27,9 @@ from typing import Any, cast
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from adapters.base import load_adapter
-from adapters.base.runner import AdapterRunner, _Rebalance
-from gun_contract.security.keystore import KeystoreFolder
-from gun_contract.settings import SecuritySettings, Settings
-from tests.conftest import envelope_of
+from adapters.base.runner import _Rebalance
 from tests.unit.test_a_declaration_read_after_a_slow_one_is_not_held_behind_its_partner_call import (  # noqa: E501
+    dga_runner,
     request_record,
 )
 from tests.unit.test_adapter_pending_operations_outlive_the_request_log import (
@@ -44,7 +41,6 @@ from tests.unit.test_batches_handled_side_by_side_keep_each_declarations_order_a
     A,
     HeldForA,
 )
-from tests.unit.test_state_pending_queue import TOPICS
 
 P1 = TopicPartition(REQUESTS, 1)
 C = "26FRSIDEBY0000003"
@@ -83,13 +79,8 @@ def on_p1(record: ConsumerRecord[bytes, bytes]) -> ConsumerRecord[bytes, bytes]:
 async def test_a_partitions_first_records_are_answered_while_another_partitions_call_is_held(
     tmp_path: Path,
 ) -> None:
-    keys = tmp_path / "keys"
-    KeystoreFolder(keys).init(["hub", "dga"])
-    settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
     partner = HeldForA()
-    runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), partner
-    )
+    runner, keys = dga_runner(tmp_path, partner)
     consumer = TwoPartitions()
     producer = FakeProducer()
     runner._producer = producer

@@ -22,21 +22,17 @@ from typing import Any, cast
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from adapters.base import load_adapter
-from adapters.base.runner import AdapterRunner, _Rebalance
-from gun_contract.security.keystore import KeystoreFolder
-from gun_contract.settings import SecuritySettings, Settings
-from tests.conftest import envelope_of
+from adapters.base.runner import _Rebalance
 from tests.unit.test_a_declaration_read_after_a_slow_one_is_not_held_behind_its_partner_call import (  # noqa: E501
     Appending,
     Noting,
+    dga_runner,
     request_record,
 )
 from tests.unit.test_an_answer_leaves_as_soon_as_it_is_sealed import P0, RESPONSES
 from tests.unit.test_batches_handled_side_by_side_keep_each_declarations_order_and_commit_behind_the_slowest import (  # noqa: E501
     HeldForA,
 )
-from tests.unit.test_state_pending_queue import TOPICS
 
 B = "26FRSIDEBY0000002"
 C = "26FRSIDEBY0000003"
@@ -67,13 +63,8 @@ class BsAnswerLost(Noting):
 async def test_a_lost_answer_stops_the_batches_under_way_while_an_earlier_one_is_handled(
     tmp_path: Path,
 ) -> None:
-    keys = tmp_path / "keys"
-    KeystoreFolder(keys).init(["hub", "dga"])
-    settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
     partner = HeldForA()
-    runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), partner
-    )
+    runner, keys = dga_runner(tmp_path, partner)
     consumer = Appending([], [])
     producer = BsAnswerLost()
     runner._producer = producer

@@ -18,21 +18,19 @@ import asyncio
 from pathlib import Path
 from typing import Any, cast
 
-from adapters.base import load_adapter
-from adapters.base.runner import AdapterRunner, _Rebalance
+from adapters.base.runner import _Rebalance
 from gun_contract.consume import consume
 from gun_contract.model.exchange import (
     AuthorityRequest,
     AuthorityResponse,
     DocumentAnswer,
 )
-from gun_contract.security.keystore import KeystoreFolder
-from gun_contract.settings import SecuritySettings, Settings
 from tests.adapter_fixtures import PartnerAnsweringByRule
 from tests.conftest import envelope_of
 from tests.unit.test_a_declaration_read_after_a_slow_one_is_not_held_behind_its_partner_call import (  # noqa: E501
     Appending,
     Noting,
+    dga_runner,
     request_record,
 )
 from tests.unit.test_an_answer_leaves_as_soon_as_it_is_sealed import P0, RESPONSES
@@ -97,13 +95,8 @@ class NotingB(Noting):
 async def test_a_later_batch_keeps_the_declarations_order_and_the_commit_waits_for_the_earlier(
     tmp_path: Path,
 ) -> None:
-    keys = tmp_path / "keys"
-    KeystoreFolder(keys).init(["hub", "dga"])
-    settings = Settings(security=SecuritySettings(keys_dir=keys, state_dir=tmp_path / "state"))
     partner = HeldForA()
-    runner = AdapterRunner(
-        load_adapter("dga"), settings, TOPICS, envelope_of("dga", TOPICS, keys), partner
-    )
+    runner, keys = dga_runner(tmp_path, partner)
     consumer = Appending([request_record(0, A, keys)], [request_record(1, B, keys)])
     producer = NotingB()
     runner._producer = producer

@@ -101,9 +101,6 @@ class KeyChains:
         if self._tails.get(key) is mine:
             del self._tails[key]
 
-    def __len__(self) -> int:
-        return len(self._tails)
-
 
 async def after(link: asyncio.Future[None] | None) -> None:
     """Once ``link`` (of :meth:`KeyChains.link`) is done, however it ended."""

@@ -102,11 +102,7 @@ async def test_a_partitions_first_records_after_a_rebalance_are_answered_while_a
             ],
         }
         await runner._admit(third, cast(Any, producer), cast(Any, consumer))
-        asked = True
-        try:
-            await asyncio.wait_for(partner.until_asked(C), 3)
-        except TimeoutError:
-            asked = False
+        asked = await partner.asked_within(C, 3)
         assert asked, (
             "C's reservation, partition 1's first record after the rebalance, is not even "
             "asked while A's call of the previous generation, on partition 0, is held: "

@@ -92,11 +92,7 @@ async def test_a_partitions_first_records_are_answered_while_another_partitions_
         # Partition 1's first record since the assignment, in the next poll's batch.
         second = {P1: [on_p1(request_record(0, C, keys, licence="FR-LEMG-2026-C-ONLY"))]}
         await runner._admit(second, cast(Any, producer), cast(Any, consumer))
-        asked = True
-        try:
-            await asyncio.wait_for(partner.until_asked(C), 3)
-        except TimeoutError:
-            asked = False
+        asked = await partner.asked_within(C, 3)
         assert asked, (
             "C's reservation, partition 1's first record, is not even asked while A's call "
             "on partition 0 is held: its batch does not follow on partition 1 and waits for "

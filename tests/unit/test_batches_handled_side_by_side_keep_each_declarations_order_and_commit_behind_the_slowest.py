@@ -57,6 +57,14 @@ class HeldForA(PartnerAnsweringByRule):
             self._asking.clear()
             await self._asking.wait()
 
+    async def asked_within(self, reference: str, seconds: float) -> bool:
+        """Whether ``reference`` was asked within ``seconds``."""
+        try:
+            await asyncio.wait_for(self.until_asked(reference), seconds)
+        except TimeoutError:
+            return False
+        return True
+
     async def answer(self, request: AuthorityRequest) -> tuple[DocumentAnswer, ...]:
         self.events.append(("begins", request.reference, request.version))
         self._asking.set()

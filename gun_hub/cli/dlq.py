@@ -71,7 +71,7 @@ def _dead_letter_id(text: str) -> DeadLetterId:
 
 
 def _query(
-    since: str | None, kind: str | None, reference: str | None, **paging: int
+    since: str | None, kind: str | None, reference: str | None, **paging: int | str
 ) -> dict[str, str]:
     query = {name: str(value) for name, value in paging.items()}
     if since is not None:
@@ -96,16 +96,27 @@ def list_dead_letters(
     limit: int | None = typer.Option(
         None, help="Rows (default and most: the hub's page sizes, 100 and 1000)."
     ),
-    offset: int = typer.Option(0, help="Rows to skip."),
+    offset: int | None = typer.Option(None, help="Rows to skip (0: none)."),
+    after: str | None = typer.Option(
+        None,
+        help="The page after this cursor (the '--after' the previous page ends with; dead "
+        "letters the retention removes meanwhile shift no row, as offsets do).",
+    ),
     credentials_file: Path | None = CREDENTIALS_FILE,
     hub_url: str | None = HUB_URL,
     cafile: Path | None = CAFILE,
     as_json: bool = AS_JSON,
 ) -> None:
-    """Dead letters, oldest first: id, time, kind, where the original was, and whether it
-    can be redriven."""
+    """Dead letters, in the order the hub's view read them: id, time, kind, where the
+    original was, and whether it can be redriven."""
+    if after is not None and offset is not None:
+        typer.echo("--offset and --after: one or the other (two places to start)", err=True)
+        raise typer.Exit(2)
     officer = OfficerClient(credentials_file, hub_url, cafile, "dead letters")
-    paging = {"offset": offset, **({"limit": limit} if limit is not None else {})}
+    paging: dict[str, int | str] = {"offset": offset or 0}
+    if after is not None:
+        paging = {"after": after}
+    paging |= {"limit": limit} if limit is not None else {}
     query = _query(since, kind, reference, **paging)
     code, body = officer.get(f"/dead-letters?{urllib.parse.urlencode(query)}")
     if code != 200:
@@ -115,7 +126,7 @@ def list_dead_letters(
         return
     rows = body["dead_letters"]
     if not rows:
-        typer.echo("no dead letter matches", err=True)
+        typer.echo("no dead letter matches" + _past(offset or 0, after), err=True)
     else:
         print_table(
             ["id", "at", "kind", "component", "reference", "source", "redrive", "reason"],
@@ -133,8 +144,17 @@ def list_dead_letters(
                 for row in rows
             ],
         )
-    if body.get("next_offset") is not None:
+    if body.get("next_after") is not None:  # none from a hub paging them by offset only
+        typer.echo(f"(more: --after {body['next_after']})", err=True)
+    elif body.get("next_offset") is not None:
         typer.echo(f"(more: --offset {body['next_offset']})", err=True)
+
+
+def _past(offset: int, after: str | None) -> str:
+    """What an empty page past the first means: the rows skipped were all there is."""
+    if after is not None:
+        return " after that cursor"
+    return f" past the first {offset}" if offset else ""
 
 
 @app.command()
@@ -242,9 +262,11 @@ def _redrive_kind(
     the genuine one from its redrive (review of stop 56)."""
     chosen: dict[str, list[str]] = {}  # source -> the dead letters about it, in order
     skipped = 0
-    offset: int | None = 0
-    while offset is not None:
-        query = _query(since, kind, reference, offset=offset)  # the hub's page size
+    # By cursor: dead letters the retention removes while the pages are read shift none
+    # (by offset, as many were skipped unsaid).
+    paging: dict[str, int | str] | None = {"offset": 0}
+    while paging is not None:
+        query = _query(since, kind, reference, **paging)  # the hub's page size
         code, body = officer.get(f"/dead-letters?{urllib.parse.urlencode(query)}")
         if code != 200:
             _fail(code, body, "the hub refused")
@@ -254,7 +276,7 @@ def _redrive_kind(
                 typer.echo(f"{row['id']}: not redriven: {shown(row['not_redrivable'])}", err=True)
             else:
                 chosen.setdefault(row["source"], []).append(row["id"])
-        offset = body.get("next_offset")
+        paging = _next_page(body)
     if not chosen and not skipped:
         typer.echo(f"no dead letter of kind {kind} matches", err=True)
         raise typer.Exit(NOT_FOUND)
@@ -277,6 +299,16 @@ def _redrive_kind(
         raise typer.Exit(UNREACHABLE)
     if failed:
         raise typer.Exit(2)
+
+
+def _next_page(body: dict[str, Any]) -> dict[str, int | str] | None:
+    """Where the page after ``body`` starts (None: it was the last): after its cursor, or
+    at its offset from a hub that gives offsets only."""
+    if body.get("next_after") is not None:
+        return {"after": body["next_after"]}
+    if body.get("next_offset") is not None:
+        return {"offset": body["next_offset"]}
+    return None
 
 
 def _redrive_one_of(officer: OfficerClient, candidates: list[str]) -> str:

@@ -184,6 +184,9 @@ class DeadLetterRow:
     source_partition: int | None
     source_offset: int | None
     truncated: bool
+    # Its place in the order the view read them (the list's order, and its cursor's key);
+    # None for a row read back from the broker.
+    seq: int | None = None
 
     @property
     def source(self) -> str:
@@ -291,14 +294,38 @@ def store_row(db: sqlite3.Connection, row: DeadLetterRow) -> bool:
     return cursor.rowcount == 1
 
 
+# Where a page of the list starts (``after``): the last row read's place in the order the
+# view read them. SQLite seeks to it (the table's key, or the kind's and the reference's
+# indexes, which end with it), so that rows the retention removes from earlier pages
+# shift no later one. The place is this view's: a view rebuilt reads in an order of its own.
+DeadLetterKey = tuple[int]
+
+
+def dead_letter_key(row: DeadLetterRow) -> DeadLetterKey:
+    """The key of a row :func:`select_rows` gave."""
+    if row.seq is None:
+        raise ValueError(f"dead letter {row.id} was not read from the view: it has no place")
+    return (row.seq,)
+
+
 def select_rows(
-    db: sqlite3.Connection, chosen: DeadLetterFilter, *, limit: int, offset: int = 0
+    db: sqlite3.Connection,
+    chosen: DeadLetterFilter,
+    *,
+    limit: int,
+    offset: int = 0,
+    after: DeadLetterKey | None = None,
 ) -> list[DeadLetterRow]:
-    """The dead letters ``chosen`` keeps, in the order the view read them (a page)."""
+    """The dead letters ``chosen`` keeps, in the order the view read them (a page:
+    ``limit`` and ``offset``, or ``after`` the key of the last row read,
+    :func:`dead_letter_key`)."""
     where, args = chosen.where()
+    if after is not None:
+        where = f"{where} AND seq > ?" if where else "WHERE seq > ?"
+        args = (*args, *after)
     return _rows(
         db.execute(
-            f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY seq LIMIT ? OFFSET ?",
+            f"SELECT seq, {_COLUMNS} FROM dead_letters {where} ORDER BY seq LIMIT ? OFFSET ?",
             (*args, limit, offset),
         ).fetchall()
     )
@@ -316,7 +343,7 @@ def first_row_about(
     ``chosen`` keeps; every one is looked at, however many, in the order the view read
     them (a page of 100 let forgeries hide the one that mattered: review stop 46)."""
     cursor = db.execute(
-        f"SELECT {_COLUMNS} FROM dead_letters WHERE source_topic = ? AND "
+        f"SELECT seq, {_COLUMNS} FROM dead_letters WHERE source_topic = ? AND "
         "source_partition = ? AND source_offset = ? ORDER BY seq",
         (topic, partition, offset),
     )
@@ -328,6 +355,7 @@ def first_row_about(
 
 
 def _rows(rows: list[Any]) -> list[DeadLetterRow]:
+    """Rows of ``SELECT seq, {_COLUMNS}``."""
     return [
         DeadLetterRow(
             id=DeadLetterId(partition, dlq_offset),
@@ -341,8 +369,10 @@ def _rows(rows: list[Any]) -> list[DeadLetterRow]:
             source_partition=source_partition,
             source_offset=source_offset,
             truncated=bool(truncated),
+            seq=seq,
         )
         for (
+            seq,
             partition,
             dlq_offset,
             at,

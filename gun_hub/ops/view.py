@@ -47,7 +47,7 @@ from gun_hub import metrics
 from gun_hub.domain.reasons import explain_codes
 from gun_hub.domain.status_events import NOT_PUBLISHED, StatusEvent, StatusKind
 from gun_hub.ops import dead_letters
-from gun_hub.ops.dead_letters import DeadLetterFilter, DeadLetterRow
+from gun_hub.ops.dead_letters import DeadLetterFilter, DeadLetterKey, DeadLetterRow
 from gun_hub.ops.facts import (
     FACT,
     DecisionFact,
@@ -813,10 +813,17 @@ class ViewQueries:
         ]
 
     def dead_letters(
-        self, chosen: DeadLetterFilter, *, limit: int, offset: int = 0
+        self,
+        chosen: DeadLetterFilter,
+        *,
+        limit: int,
+        offset: int = 0,
+        after: DeadLetterKey | None = None,
     ) -> list[DeadLetterRow]:
-        """The dead letters ``chosen`` keeps, oldest first (one page): ``gun-hub dlq list``."""
-        return dead_letters.select_rows(self._db, chosen, limit=limit, offset=offset)
+        """The dead letters ``chosen`` keeps, in the order the view read them (one page, by
+        ``offset`` or ``after`` a row's :func:`~gun_hub.ops.dead_letters.dead_letter_key`):
+        ``gun-hub dlq list``."""
+        return dead_letters.select_rows(self._db, chosen, limit=limit, offset=offset, after=after)
 
     def first_dead_letter_about(
         self, topic: str, partition: int, offset: int, chosen: Callable[[DeadLetterRow], bool]

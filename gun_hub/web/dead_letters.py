@@ -1,7 +1,8 @@
 """The dead-letter desk, on the officer listener: ``gun-hub dlq`` (ADR 0010).
 
-* ``GET /dead-letters[?since=&kind=&reference=&limit=&offset=]``: the dead letters the
-  operations view keeps, oldest first, each saying whether it can be redriven;
+* ``GET /dead-letters[?since=&kind=&reference=&limit=&offset=|after=]``: the dead letters
+  the operations view keeps, in the order it read them, each saying whether it can be
+  redriven; paged by offset or by cursor (``next_after``, as the other officer lists);
 * ``GET /dead-letters/{id}``: one dead letter's metadata and whole reason, read from the
   broker, and what its value is (size, digest, sealed or not), never the value itself;
 * ``POST /dead-letters/{id}/payload``: the value, for a dead-letter operator only, and
@@ -54,6 +55,7 @@ from gun_hub.ops.dead_letters import (
     DeadLetterRow,
     NotAFilter,
     NotAnId,
+    dead_letter_key,
     parse_since,
     row_of,
 )
@@ -63,8 +65,10 @@ from gun_hub.web.common import (
     REFERENCE,
     BadRequest,
     Bounds,
+    after,
     answer,
     from_view,
+    next_page,
     page,
     paged,
     refuse,
@@ -180,9 +184,10 @@ def add_dead_letter_routes(
             return _no_desk()
         chosen = _filter(request.query, desk.clock())
         limit, offset = page(request.query, bounds)
+        start = after(request.query, (int,))
         found = await from_view(
             reader,
-            lambda q: q.dead_letters(chosen, limit=limit + 1, offset=offset),
+            lambda q: q.dead_letters(chosen, limit=limit + 1, offset=offset, after=start),
             "dead_letters",
         )
         if isinstance(found, web.Response):
@@ -190,10 +195,8 @@ def add_dead_letter_routes(
         rows, following = paged(found, limit, offset)
         existing = await _partitions_if_said(desk, rows)
         return answer(
-            {
-                "dead_letters": [_listed(row, desk.topics, existing) for row in rows],
-                "next_offset": following,
-            }
+            {"dead_letters": [_listed(row, desk.topics, existing) for row in rows]}
+            | next_page(rows, following, start, dead_letter_key)
         )
 
     async def show(request: web.Request) -> web.StreamResponse:

@@ -347,8 +347,10 @@ def _print_lag(measured: LagSnapshot) -> None:
     for group in measured.groups:
         parts = [p for p in measured.partitions if p.group == group.group]
         by_topic: dict[str, int] = {}
+        lost: dict[str, int] = {}  # deleted by retention before the group read them
         for p in parts:
             by_topic[p.topic] = by_topic.get(p.topic, 0) + p.lag
+            lost[p.topic] = lost.get(p.topic, 0) + p.lost
         flag = "GROWING" if group.growing else ""
         for topic, total in sorted(by_topic.items()):
             # The oldest record the group has not read on the topic, and what the topic's
@@ -357,8 +359,12 @@ def _print_lag(measured: LagSnapshot) -> None:
             headrooms = [u.headroom_s for u in unread if u.headroom_s is not None]
             oldest = max((u.age_s for u in unread), default=None)
             left = min(headrooms, default=None)
-            rows.append([group.group, topic, total, _duration(oldest), _duration(left), flag])
-    print_table(["group", "topic", "lag", "oldest unread", "retention left", ""], rows)
+            gone = lost[topic] or "-"
+            rows.append([group.group, topic, total, gone, _duration(oldest), _duration(left), flag])
+    print_table(
+        ["group", "topic", "lag", "lost to retention", "oldest unread", "retention left", ""],
+        rows,
+    )
 
 
 def _duration(seconds: float | None) -> str:

@@ -1,9 +1,14 @@
 """Consumer lag: how far each consumer group is behind the end of each partition.
 
 Pure functions over offsets; :mod:`gun_hub.ops.lag_monitor` fetches the offsets from the
-cluster. Lag is measured as kafka_exporter measures it: end offset (high watermark) minus
-the group's committed offset; a partition the group never committed counts its whole
-content as lag (the group has read none of it).
+cluster. Lag is what the group can still read: the end offset (high watermark) minus
+where its next read begins, its committed offset, or the log start where it never
+committed. A commit below the log start (retention deleted records the group never read:
+a consumer back after a long stop) lags by what the log still holds, end minus log start,
+and the records between the commit and the log start are counted apart as ``lost``:
+kafka_exporter counts them as lag, a backlog nobody can read any more, and nothing says
+they are gone (carried defect "lag below the log's start"). A partition never committed
+has no point to count a loss from: nothing is known lost there.
 
 A lag in records does not say whether anything is about to be lost: retention deletes a
 record by its age, read or not. So each lagging partition also has the age of the
@@ -36,7 +41,13 @@ class PartitionLag(BaseModel):
     partition: int
     committed: int | None  # None: the group never committed on this partition
     end: int
-    lag: int
+    lag: int  # what the group can still read: end minus max(committed, log start)
+    # The partition's log start (None: not measured: a snapshot of an earlier release).
+    log_start: int | None = None
+    # Records retention deleted before the group read them: log start minus committed,
+    # where the group committed below the log start; 0 otherwise (never committed: none
+    # is known lost).
+    lost: int = 0
 
 
 class UnreadAge(BaseModel):
@@ -66,6 +77,9 @@ class GroupLag(BaseModel):
     group: str
     lag: int
     growing: bool
+    # Over the group's partitions: records retention deleted before the group read them
+    # (``PartitionLag.lost``; absent from earlier releases' snapshots).
+    lost: int = 0
     # Over the group's partitions (None: nothing unread dated; absent before stop 39).
     oldest_unread_age_s: float | None = None
     retention_headroom_s: float | None = None
@@ -113,15 +127,21 @@ def partition_lags(
     ends: Mapping[TopicPartition, int],
     starts: Mapping[TopicPartition, int] | None = None,
 ) -> list[PartitionLag]:
-    """Lag of ``group`` on every partition of the topics it reads (``ends``).
-
-    Without a commit the lag is what the partition still holds (end minus log start).
+    """Lag of ``group`` on every partition of the topics it reads (``ends``), from where
+    its next read begins: its commit, or the log start (``starts``) where it never
+    committed or committed below it; what retention deleted between its commit and the
+    log start is ``lost``, never lag (see the module docstring).
     """
     starts = starts or {}
     lags = []
     for (topic, partition), end in sorted(ends.items()):
         done = committed.get((topic, partition))
-        floor = done if done is not None else starts.get((topic, partition), 0)
+        start = starts.get((topic, partition))
+        floor = start or 0
+        lost = 0
+        if done is not None:
+            lost = max(0, floor - done)
+            floor = max(floor, done)
         lags.append(
             PartitionLag(
                 group=group,
@@ -130,6 +150,8 @@ def partition_lags(
                 committed=done,
                 end=end,
                 lag=max(0, end - floor),
+                log_start=start,
+                lost=lost,
             )
         )
     return lags
@@ -257,8 +279,10 @@ def snapshot(
     partitions = list(lags)
     unread = list(unread)
     totals: dict[str, int] = {}
+    lost: dict[str, int] = {}
     for lag in partitions:
         totals[lag.group] = totals.get(lag.group, 0) + lag.lag
+        lost[lag.group] = lost.get(lag.group, 0) + lag.lost
     groups = []
     for group, total in sorted(totals.items()):
         ages = [u for u in unread if u.group == group]
@@ -268,6 +292,7 @@ def snapshot(
                 group=group,
                 lag=total,
                 growing=growth.observe(group, total),
+                lost=lost[group],
                 oldest_unread_age_s=max((u.age_s for u in ages), default=None),
                 retention_headroom_s=min(headrooms, default=None),
             )

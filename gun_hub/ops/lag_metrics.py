@@ -25,6 +25,7 @@ LAG_SUM = "kafka_consumergroup_lag_sum"
 GROUP_OFFSET = "kafka_consumergroup_current_offset"
 TOPIC_OFFSET = "kafka_topic_partition_current_offset"
 LAG_GROWING = "gun_hub_consumergroup_lag_growing"
+LOST = "gun_hub_consumergroup_lost_to_retention_records"
 HELD_RECORDS = "gun_hub_partition_open_transaction_records"
 HELD_AGE = "gun_hub_partition_open_transaction_age_seconds"
 UNREAD_AGE = "gun_hub_consumergroup_oldest_unread_age_seconds"
@@ -152,12 +153,22 @@ class OpsCollector(Collector):
             "1 when a group's lag rose at each of its last measurements.",
             labels=["consumergroup"],
         )
+        lost = GaugeMetricFamily(
+            LOST,
+            "Records retention deleted before the group read them: the partition's log "
+            "start minus the group's commit, where it committed below it (not in the lag, "
+            "which counts what the group can still read). Only where some were lost; gone "
+            "once the group commits again.",
+            labels=["consumergroup", "topic", "partition"],
+        )
         snapshot = self._state.lag
         if snapshot is not None:
             sums: dict[tuple[str, str], int] = {}
             ends: dict[tuple[str, str], int] = {}
             for p in snapshot.partitions:
                 lag.add_metric([p.group, p.topic, str(p.partition)], p.lag)
+                if p.lost > 0:
+                    lost.add_metric([p.group, p.topic, str(p.partition)], p.lost)
                 if p.committed is not None:
                     offset.add_metric([p.group, p.topic, str(p.partition)], p.committed)
                 sums[(p.group, p.topic)] = sums.get((p.group, p.topic), 0) + p.lag
@@ -168,7 +179,7 @@ class OpsCollector(Collector):
                 end.add_metric([topic, partition], value)
             for g in snapshot.groups:
                 growing.add_metric([g.group], 1 if g.growing else 0)
-        yield from (lag, lag_sum, offset, end, growing)
+        yield from (lag, lag_sum, offset, end, growing, lost)
         yield from self._held(snapshot.held if snapshot is not None else [])
         yield from self._unread(snapshot.unread if snapshot is not None else [])
 

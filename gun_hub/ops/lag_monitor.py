@@ -4,7 +4,10 @@ Watches the groups the topology defines (the hub, its decision publisher, each a
 the clearance system), each on the topics it reads, plus whatever else those groups have
 committed on, but its own topics (faust's changelogs of the hub, named after its group).
 A group that never committed counts its whole backlog as lag: an adapter
-that has not started yet is behind, not "unknown".
+that has not started yet is behind, not "unknown". A group whose commit is below the
+partition's log start (read with the ends: ListOffsets, earliest) lags by what the log
+still holds; what retention deleted before it read it is counted apart (``lost``) and
+logged once as a warning (carried defect "lag below the log's start").
 
 Where a group lags, the monitor dates its oldest unread record on each partition (the
 broker timestamp of the first record from its commit point: ``first_records.py``) and
@@ -131,6 +134,8 @@ class LagMonitor:
         )
         self._held: list[TransactionHold] = []  # the last measurement's
         self._warned: set[tuple[str, int, int]] = set()  # holds logged as hanging
+        # (group, topic, partition, commit) logged as below the log start
+        self._lost_warned: set[tuple[str, str, int, int]] = set()
         self._failing: set[str] = set()  # what is logged as not describable, until it is
 
     @classmethod
@@ -204,6 +209,7 @@ class LagMonitor:
                 _by_name({tp: ends[tp] for tp in wanted}),
                 _by_name({tp: starts[tp] for tp in wanted}),
             )
+        self._warn_of_lost(lags, measured=set(committed_by_group))
         at = self._clock()
         self._held = transaction_holds(_by_name(ends), _by_name(stable_ends), self._held, at)
         self._warn_of_hanging(at)
@@ -269,6 +275,31 @@ class LagMonitor:
                     hold.since.isoformat(timespec="seconds"),
                 )
         self._warned = set(hanging)
+
+    def _warn_of_lost(self, lags: list[PartitionLag], measured: set[str]) -> None:
+        """Once per commit found below its partition's log start: retention deleted what
+        the group had not read (the metric and the snapshot say it all along). A group not
+        measured this time keeps what was said of it."""
+        below: dict[tuple[str, str, int, int], PartitionLag] = {}
+        for lag in lags:
+            if lag.lost > 0 and lag.committed is not None:
+                below[(lag.group, lag.topic, lag.partition, lag.committed)] = lag
+        for key, lag in below.items():
+            if key not in self._lost_warned:
+                log.warning(
+                    "group %s: %s[%d] committed at %d, below the log start %s: %d record(s) "
+                    "deleted by retention before the group read them, lost to it (its lag "
+                    "counts the %d still there)",
+                    lag.group,
+                    lag.topic,
+                    lag.partition,
+                    lag.committed,
+                    lag.log_start,
+                    lag.lost,
+                    lag.lag,
+                )
+        kept = {key for key in self._lost_warned if key[0] not in measured}
+        self._lost_warned = kept | set(below)
 
     async def _partitions(self, topics: set[str]) -> dict[str, list[int]]:
         """Partitions of the existing topics; one that cannot be described is left out."""

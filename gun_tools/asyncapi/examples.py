@@ -162,6 +162,7 @@ def lag_snapshot(declarations_topic: str) -> JsonObject:
         "gun-hub",
         committed={(declarations_topic, 0): 120},
         ends={(declarations_topic, 0): 125, (declarations_topic, 1): 40},
+        starts={(declarations_topic, 0): 100, (declarations_topic, 1): 0},
     )
     return _json(snapshot(AT, lags, GrowthWatch()).to_bytes())
 

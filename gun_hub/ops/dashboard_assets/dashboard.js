@@ -90,8 +90,16 @@ function render(data) {
     tr.dataset.group = g.group;
     cell(tr, g.group);
     cell(tr, String(g.lag), "num");
-    badge(cell(tr, ""), g.growing ? "growing" : g.lag > 0 ? "behind" : "ok",
+    const trend = cell(tr, "");
+    badge(trend, g.growing ? "growing" : g.lag > 0 ? "behind" : "ok",
           g.growing ? "bad" : g.lag > 0 ? "warn" : "ok");
+    if (g.lost > 0) {
+      // Deleted by retention before the group read them: not in its lag, gone for it.
+      const lost = document.createElement("span");
+      lost.className = "badge badge-bad";
+      lost.textContent = g.lost + " lost to retention";
+      trend.append(" ", lost);
+    }
     cell(tr, unread(g), "num");
   });
   fill("partners", data.partners || [], (tr, p) => {

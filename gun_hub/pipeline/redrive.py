@@ -65,6 +65,8 @@ from gun_hub.pipeline.intake import (
     REFERENCE_NOT_THE_DECLARANTS,
     STAGE_NOT_THE_DECLARANTS,
 )
+from gun_hub.pipeline.takeover import COMPONENT as TAKEOVER
+from gun_hub.pipeline.takeover import is_notice
 from gun_hub.xml.safe_parse import XmlRejectionKind
 
 log = logging.getLogger(__name__)
@@ -98,12 +100,29 @@ _GATEWAY_DISAGREED_BEFORE = "(lodged through the gateway, whose checks should ha
 
 def redrive_readers(topics: TopicRegistry) -> dict[str, frozenset[str]]:
     """The components that honour a redrive, and the topics each reads: the hub's intake
-    and correlation, and each authority's adapter its request topic (adapters/base/runner.py)."""
+    and correlation, its takeover of what a later version read on another partition
+    supersedes (the notices of its deadlines topic: takeover.py), and each authority's
+    adapter its request topic (adapters/base/runner.py)."""
     return {
         "hub.intake": frozenset({topics.declarations}),
         "hub.correlation": frozenset(topics.all_responses()),
+        TAKEOVER: frozenset({topics.deadlines}),
         **{f"adapter.{a}": frozenset({topics.requests(a)}) for a in topics.authorities},
     }
+
+
+# The deadlines agent reads takeover notices and ticks; it names its dead letters after
+# what it was handling (takeover.py ``agent_name``), and named them all ``hub.deadlines``
+# before notices could be redriven.
+DEADLINES_AGENT = "hub.deadlines"
+A_TICK = (
+    "a deadline, retention or audit tick is not redriven: the hub ticks again for as long "
+    "as a case waits for one"
+)
+MAYBE_AN_EARLIER_NOTICE = (
+    "; a takeover notice an earlier release dead-lettered is listed under hub.deadlines "
+    "too: `gun-hub dlq show ID` tells whether this one is, and a notice is redriven by its id"
+)
 
 
 # A declaration refused for what it holds: the clearance system had its REFUSE decision
@@ -153,26 +172,31 @@ def not_redrivable(
     topics: TopicRegistry,
     kind: str | None = None,
     reason: str = "",
+    original: bytes | None = None,
 ) -> str | None:
     """Why a dead letter of ``kind`` written by ``component`` about a record of
-    ``source_topic`` cannot be redriven; None when it can.
+    ``source_topic`` cannot be redriven; None when it can. ``original``: the bytes the
+    dead letter holds of its original, where known (``dlq show`` and a redrive read the
+    dead letter; the list has its headers only), which tell a takeover notice from a tick.
 
     Only what a reader that honours a redrive refused while reading its own inputs
-    (:func:`redrive_readers`): the hub's intake and correlation, an adapter's requests.
+    (:func:`redrive_readers`): the hub's intake and correlation, its takeover of a notice
+    (the hub reads a notice again as after a crash: the case taken over once, its follow-ups
+    asked again under the same request ids, which partners apply once), an adapter's
+    requests. Not a tick of the deadlines topic: ticked again for as long as a case waits.
     There the dead letter's source is the record that failed, which the reader reads again
     as itself. The clearance reader's dead letters are no input of anyone who honours one,
-    and the delivery's hold a record the hub produced and the broker refused, not the
-    record being read. Nor a redrive refused (``REDRIVE_UNVERIFIED``): its source is the
-    refused copy, which a redrive would have read as itself, at its own broker time. Nor
-    a replay: a copy of a message acted on at another position. Redriven while its id is
-    remembered it is refused again; once the memory has forgotten the id (ADR 0008), it
-    would be a first sighting on its own partition, and acted on a second time (found by
-    review in stop 35). Nor a declaration the intake refused for what it holds (``reason``:
-    the dead letter's, which says whether the gateway lodged it; review stop 39-O, O9),
-    nor a request an adapter refused for what it holds, nor, for every reader, an envelope
-    refused for what it is rather than for what the reader lacked: forged, damaged, another
-    party's (gun_contract/request_refusals.py; the hub's own inputs offered those until
-    stop 40).
+    and the delivery's hold a record the hub produced and the broker refused, not the record
+    being read. Nor a redrive refused (``REDRIVE_UNVERIFIED``): its source is the refused
+    copy, which a redrive would have read as itself, at its own broker time. Nor a replay: a
+    copy of a message acted on at another position. Redriven while its id is remembered it
+    is refused again; once the memory has forgotten the id (ADR 0008), it would be a first
+    sighting on its own partition, and acted on a second time (found by review in stop 35).
+    Nor a declaration the intake refused for what it holds (``reason``: the dead letter's,
+    which says whether the gateway lodged it; review stop 39-O, O9), nor a request an
+    adapter refused for what it holds, nor, for every reader, an envelope refused for what
+    it is rather than for what the reader lacked: forged, damaged, another party's
+    (gun_contract/request_refusals.py; the hub's own inputs offered those until stop 40).
     """
     if kind == EnvelopeRejectionKind.REPLAY.value:
         return (
@@ -211,6 +235,12 @@ def not_redrivable(
     refused_request = REQUEST_REFUSED_AS_IT_IS.get(kind or "")
     if component.startswith("adapter.") and refused_request is not None:
         return f"as it is, the request is refused again ({kind}): {refused_request}"
+    if source_topic == topics.deadlines and component in (DEADLINES_AGENT, TAKEOVER):
+        if original is not None and not is_notice(original):
+            return A_TICK
+        if original is None and component == DEADLINES_AGENT:
+            return A_TICK + MAYBE_AN_EARLIER_NOTICE
+        component = TAKEOVER  # a notice: by its bytes, or named so by the hub
     topics_read = redrive_readers(topics).get(component)
     if topics_read is None:
         return (

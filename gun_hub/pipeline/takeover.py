@@ -52,8 +52,10 @@ version tells the others (``tells_other_partitions``), so an invalidation read a
 release it follows still reaches them. A version refused unread tells them as any other,
 restating nothing: what a lower version holds there is deleted, as on one partition.
 
-What is left (docs/decisions.md, "One reference on several partitions"): a notice not read
-within the deadlines topic's retention (7 days, as the declarations) is lost.
+A notice whose handling fails is dead-lettered by ``hub.takeover`` (``agent_name``) and
+can be redriven once the cause is fixed (redrive.py): read again as the original, as after
+a crash. What is left (docs/decisions.md, "One reference on several partitions"): a notice
+not read within the deadlines topic's retention (7 days, as the declarations) is lost.
 """
 
 from __future__ import annotations
@@ -100,6 +102,21 @@ def is_notice(value: bytes) -> bool:
     """Whether a deadlines-topic value is a notice (a tick's is a number or a word):
     sealed, or a JSON object in clear as workers before stop 56 wrote them."""
     return value.startswith((SEALED, b"{"))
+
+
+# What the dead letters of a notice's handling name as their component: the deadlines
+# agent reads notices and ticks, and a tick is not redriven (the hub ticks again for as
+# long as a case waits) while a notice is (redrive.py). Under the agent's name,
+# hub.deadlines, a notice a handling bug dead-lettered could not be redriven, and
+# nothing else brought it back (carried defect "takeover notices dead-lettered by a bug
+# cannot be redriven").
+COMPONENT = "hub.takeover"
+
+
+def agent_name(value: bytes) -> str:
+    """The name the deadlines agent handles the record ``value`` under, which its dead
+    letters carry (``hub.<name>``): ``takeover`` for a notice, ``deadlines`` otherwise."""
+    return COMPONENT.removeprefix("hub.") if is_notice(value) else "deadlines"
 
 
 @dataclass(frozen=True, slots=True)

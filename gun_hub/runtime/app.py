@@ -90,6 +90,7 @@ from gun_hub.pipeline.retention import (
     RetentionIndex,
 )
 from gun_hub.pipeline.takeover import Takeover, is_notice
+from gun_hub.pipeline.takeover import agent_name as takeover_agent_name
 from gun_hub.pipeline.unreadable_state import UnreadableCases, dead_letter_unreadable
 from gun_hub.runtime import clock_check, gc_pauses, table_store, table_writes
 from gun_hub.runtime.admission_limit import AdmissionLimit
@@ -767,12 +768,20 @@ def build_hub(settings: Settings) -> Hub:
     app.before_stopping.append(audit_links.stop)
     app.service(_closing("StoppingAuditLinkProducer", link_producer.stop))
 
-    def agent(topic: Any, name: str, handle: Handler, redrives: RedriveGate | None = None) -> None:
+    def agent(
+        topic: Any,
+        name: str,
+        handle: Handler,
+        redrives: RedriveGate | None = None,
+        named: Callable[[bytes], str] | None = None,
+    ) -> None:
         """One event at a time per partition (order), handled, then its records sent on
         the event's partition and acknowledged (delivery.py). Any record is survivable:
         whatever a handler cannot deal with is dead-lettered with its reason (defect 3).
         ``redrives``: a redrive is handled as the original it was checked to be, at the
-        original's position and broker time (redrive.py, ADR 0010)."""
+        original's position and broker time (redrive.py, ADR 0010). ``named``: the name
+        a record's value is handled under, which its dead letters carry as their
+        component (``hub.<name>``), where an agent reads records of several kinds."""
 
         async def handled(event: Any) -> Awaitable[None]:
             message = event.message
@@ -803,7 +812,7 @@ def build_hub(settings: Settings) -> Hub:
                     _value(event),
                     source,
                     topics.dlq,
-                    name,
+                    name if named is None else named(_value(event)),
                     rollback=context,
                     unreadable=unreadable_cases.forget,
                 )
@@ -1049,8 +1058,16 @@ def build_hub(settings: Settings) -> Hub:
             return takeover.handle(reference, value, source)
         return deadlines.handle(reference, int(value or b"0"), source)
 
-    # The same topic carries the ticks that sign an idle partition's audit tail.
-    agent(deadline_ticks, "deadlines", audit_keeper.ticks_or(on_deadlines_record))
+    # The same topic carries the ticks that sign an idle partition's audit tail. A notice
+    # is redriven as the intake's declarations are, read as the original: its dead letters
+    # name hub.takeover, and the ticks', not redriven, hub.deadlines (takeover.py).
+    agent(
+        deadline_ticks,
+        "deadlines",
+        audit_keeper.ticks_or(on_deadlines_record),
+        redrives,
+        named=takeover_agent_name,
+    )
     audit_keeper.schedule_checkpoints(app, checkpoint_within_s(settings) / 4)
 
     # The chains of an assignment go on from the last records actually on the audit

@@ -214,7 +214,8 @@ def add_dead_letter_routes(
         existing = await _partitions_if_said(desk, [row])
         return answer(
             {
-                **_listed(row, desk.topics, existing),
+                # Its value read: a takeover notice is told from a tick (redrive.py).
+                **_listed(row, desk.topics, existing, record.value),
                 "dead_letter": desk.position(dead_letter),
                 "reason": (header_value(record.headers, HEADER_ERROR_REASON) or "")[
                     :_MAX_HEADER_CHARS
@@ -341,12 +342,19 @@ async def _audited(
 
 
 async def _others_about(
-    desk: DeadLetterDesk, row: DeadLetterRow, view: ViewReader | None, partition: int, offset: int
+    desk: DeadLetterDesk,
+    row: DeadLetterRow,
+    view: ViewReader | None,
+    partition: int,
+    offset: int,
+    original: bytes,
 ) -> str | web.Response | None:
     """Why another dead letter about the same original forbids its redrive (None: none
     does). Every party may write ``gun.dlq``: a dead letter's kind is its writer's word,
     and one forged beside a refused replay, claiming a kind that may be redriven, got the
-    replay redriven (review stop 46). The view is asked; without it, nothing is redriven."""
+    replay redriven (review stop 46). The view is asked; without it, nothing is redriven.
+    ``original``: the bytes of the original they are all about, as the dead letter being
+    redriven holds them (checked against the log before anything is sent)."""
     if view is None:
         return refuse(
             503,
@@ -356,7 +364,7 @@ async def _others_about(
 
     def forbids(other: DeadLetterRow) -> str | None:
         return not_redrivable(
-            other.component, other.source_topic, desk.topics, other.kind, other.reason
+            other.component, other.source_topic, desk.topics, other.kind, other.reason, original
         )
 
     found = await from_view(
@@ -492,13 +500,17 @@ async def _original(
     """The record the dead letter is about, as the broker still holds it, once it is known
     to be the one the dead letter kept (its bytes, or their digest when they did not fit)
     and no dead letter about it says it may not be redriven."""
-    why_not = not_redrivable(row.component, row.source_topic, desk.topics, row.kind, row.reason)
+    why_not = not_redrivable(
+        row.component, row.source_topic, desk.topics, row.kind, row.reason, dead_letter.value
+    )
     if why_not is None and (row.source_partition is None or row.source_offset is None):
         why_not = "its headers do not say where the original is"
     if why_not is None:
         assert row.source_partition is not None  # noqa: S101 - checked just above
         assert row.source_offset is not None  # noqa: S101
-        others = await _others_about(desk, row, view, row.source_partition, row.source_offset)
+        others = await _others_about(
+            desk, row, view, row.source_partition, row.source_offset, dead_letter.value
+        )
         if isinstance(others, web.Response):
             return others
         why_not = others
@@ -507,7 +519,7 @@ async def _original(
             existing = await desk.reader.partitions(row.source_topic)
         except (KafkaError, TimeoutError):
             return refuse(503, "the broker did not answer in time: ask again", {"Retry-After": "1"})
-        why_not = _why_not(row, desk.topics, existing)
+        why_not = _why_not(row, desk.topics, existing, dead_letter.value)
     if why_not is not None:
         return refuse(409, f"this dead letter cannot be redriven: {why_not}", id=str(row.id))
     assert row.source_partition is not None  # noqa: S101 - checked just above
@@ -542,20 +554,29 @@ async def _original(
 
 
 def _listed(
-    row: DeadLetterRow, topics: TopicRegistry, existing: Mapping[str, frozenset[int]]
+    row: DeadLetterRow,
+    topics: TopicRegistry,
+    existing: Mapping[str, frozenset[int]],
+    original: bytes | None = None,
 ) -> dict[str, Any]:
-    why_not = _why_not(row, topics, existing)
+    why_not = _why_not(row, topics, existing, original)
     return {**row.to_json(), "redrivable": why_not is None, "not_redrivable": why_not}
 
 
 def _why_not(
-    row: DeadLetterRow, topics: TopicRegistry, existing: Mapping[str, frozenset[int]]
+    row: DeadLetterRow,
+    topics: TopicRegistry,
+    existing: Mapping[str, frozenset[int]],
+    original: bytes | None = None,
 ) -> str | None:
     """Why ``row`` cannot be redriven (None: it can, as far as is known): the rules of
-    redrive.py, then the partitions ``existing`` says its original's topic has (a foreign
-    producer's header, a topic recreated with fewer partitions): a redrive there would
-    wait on a partition that will never answer."""
-    why_not = not_redrivable(row.component, row.source_topic, topics, row.kind, row.reason)
+    redrive.py (``original``: the dead letter's value, where it was read), then the
+    partitions ``existing`` says its original's topic has (a foreign producer's header, a
+    topic recreated with fewer partitions): a redrive there would wait on a partition
+    that will never answer."""
+    why_not = not_redrivable(
+        row.component, row.source_topic, topics, row.kind, row.reason, original
+    )
     partitions = existing.get(row.source_topic)
     if why_not is not None or partitions is None or row.source_partition is None:
         return why_not

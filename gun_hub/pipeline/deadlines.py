@@ -4,8 +4,9 @@ A timer in the hub looks at the open cases of its partitions and publishes a tic
 by reference, on the hub's internal deadlines topic (on the partition the declaration
 arrived on) when one is due; this step handles the tick like any other event (so the case
 is written from an event, with its changelog). Missing answers become UNAVAILABLE, the
-decision says which partner was silent, and the outcome is CONTROL_DOCUMENTARY (or REFUSE
-when another authority refused: a refusal is certain, silence is not).
+decision says which partner was silent (not a partner in shadow mode, whose answers decide
+nothing: its documents read as not connected), and the outcome is CONTROL_DOCUMENTARY (or
+REFUSE when another authority refused: a refusal is certain, silence is not).
 
 A deadline never fires while answers, or a declaration read again, may still wait unread
 in the log (a worker back from a long stop reads its backlog first: answer_progress.py);
@@ -59,6 +60,7 @@ from gun_contract.security.state_cipher import StateUnreadable
 from gun_hub import metrics
 from gun_hub.domain.case import Case
 from gun_hub.domain.lifecycle import held_reservations, kept_for_control, only_authority
+from gun_hub.domain.rollout import RolloutMode
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.hub_context import (
     CaseStore,
@@ -199,18 +201,28 @@ class Deadlines:
         silent = sorted(case.awaiting)
         case.time_out()
         metrics.DEADLINES.labels(authority=",".join(silent)).inc()
-        # The time the partners were given: a version asked again when read again after
-        # a restart is given a whole deadline from then, not from its first reading (it
-        # said "within 3630s" of a partner asked 30 s before; a review of degraded mode).
-        given = min(case.deadline - case.opened_at, timedelta(seconds=self._ctx.request_deadline_s))
-        waited = int(given.total_seconds())
-        text = f"no answer from {', '.join(silent)} within {waited}s"
-        self._ctx.emit_status(
-            outbox, reference, version, StatusKind.DEADLINE_PASSED, text, lodging=case.receipt
-        )
-        self._ctx.decide_case(
-            outbox, case, source.partition, extra_reasons=[Reason(code="DEADLINE", text=text)]
-        )
+        # A shadow authority's silence decides nothing (its documents are decided as if
+        # it were off: rollout.py), so it is no reason for the decision and no deadline
+        # passed in the declaration's history; what it would have decided keeps it
+        # (shadow.py). Named, it read to the clearance system and the trader as a control
+        # for want of its answer (a review of degraded mode, shadow).
+        named = [a for a in silent if case.rollout.get(a) is not RolloutMode.SHADOW]
+        reasons = []
+        if named:
+            # The time the partners were given: a version asked again when read again
+            # after a restart is given a whole deadline from then, not from its first
+            # reading (it said "within 3630s" of a partner asked 30 s before; a review of
+            # degraded mode).
+            given = min(
+                case.deadline - case.opened_at, timedelta(seconds=self._ctx.request_deadline_s)
+            )
+            waited = int(given.total_seconds())
+            text = f"no answer from {', '.join(named)} within {waited}s"
+            self._ctx.emit_status(
+                outbox, reference, version, StatusKind.DEADLINE_PASSED, text, lodging=case.receipt
+            )
+            reasons.append(Reason(code="DEADLINE", text=text))
+        self._ctx.decide_case(outbox, case, source.partition, extra_reasons=reasons)
         self._ctx.store_case(self._cases, case)
         return outbox
 

@@ -17,7 +17,9 @@ log then is still unread. An answer written after that is late.
 Fed with the log ends the broker reports and with how far each partition has been handled
 without a hole (the consumer's first unsettled offset, runtime/strict_consumer.py): not
 the highest offset handled, since faust can drop a record and go on (its answer would
-then count as read while it never was).
+then count as read while it never was). Both are forgotten when a partition is revoked
+(``forget``): the ends a worker saw in an earlier tenure say nothing of a log another
+worker read on meanwhile.
 """
 
 from __future__ import annotations
@@ -71,3 +73,14 @@ class AnswerProgress:
 
     def all_read(self, inputs: list[_Partition]) -> bool:
         return all(self.read_to_end(topic, partition) for topic, partition in inputs)
+
+    def forget(self, partitions: Iterable[_Partition]) -> None:
+        """``partitions`` revoked: what was read of them, and where they ended, is no
+        longer known. Given back, a partition's consumer starts again from the offset
+        committed, and its log has moved on while another worker held it: judged by the
+        end reported before, a tick read again there decided while an answer written
+        since waited to be read again (a review of degraded mode: two owners of a
+        deadline). Unknown, it waits for the sweep to ask its end again."""
+        for where in partitions:
+            self._next.pop(where, None)
+            self._end.pop(where, None)

@@ -1008,6 +1008,9 @@ def build_hub(settings: Settings) -> Hub:
         for tp in revoked:
             if tp.topic in answers_read:
                 answers_read[tp.topic].forget([tp.partition])
+        # Where their logs ended and how far they were read: a deadline read on one given
+        # back waits until it is read through again (deadline_sweep.py).
+        sweep.partitions_revoked(revoked)
 
     app.on_partitions_revoked.connect(forget_admissions)
 

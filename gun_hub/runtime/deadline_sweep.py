@@ -58,6 +58,7 @@ class DeadlineSweep:
         self._open_cases = open_cases
         self._progress = progress
         self._index = index
+        self._revocations = 0  # partitions_revoked calls so far
 
     def answers_read(self, partition: int, authorities: Collection[str] | None = None) -> bool:
         """Nothing that was in the log of the inputs of ``partition`` at the last sweep
@@ -66,6 +67,14 @@ class DeadlineSweep:
         inputs = inputs_of(self._topics, partition, authorities)
         self._refresh_read_positions(inputs)
         return self._progress.all_read(inputs)
+
+    def partitions_revoked(self, revoked: Iterable[TP]) -> None:
+        """What was read of the partitions revoked, and where they ended, is forgotten: a
+        tick read on one given back (another worker's sweep sent it, or this one's before
+        the rebalance) waits until this worker has asked its end again and read through
+        it (pipeline/answer_progress.py ``forget``)."""
+        self._revocations += 1
+        self._progress.forget((tp.topic, tp.partition) for tp in revoked)
 
     async def run(self) -> None:
         if self._app.rebalancing or self._app.in_recovery:
@@ -111,7 +120,10 @@ class DeadlineSweep:
         inputs = {
             key: inputs_of(self._topics, partition, entry.awaiting) for key, partition, entry in due
         }
-        await self._refresh_progress(inputs.values())
+        if not await self._refresh_progress(inputs.values()):
+            for key, _, _ in due:
+                self._index.push(key, now)  # the partitions changed hands: next sweep
+            return
         await self._catch_up(inputs.values())
         for key, partition, entry in due:
             if not self._progress.all_read(inputs[key]):
@@ -170,17 +182,23 @@ class DeadlineSweep:
                     [trace_header(key.decode("utf-8", "replace"), 0)],
                 )
 
-    async def _refresh_progress(self, each: Iterable[list[tuple[str, int]]]) -> None:
+    async def _refresh_progress(self, each: Iterable[list[tuple[str, int]]]) -> bool:
         """Ask the broker where each input partition ends, and the consumer how far
-        each was handled without a hole."""
+        each was handled without a hole. False, nothing kept, when partitions were
+        revoked while the broker answered: its ends may be of partitions given away,
+        and kept they would outlive the forgetting (``partitions_revoked``)."""
         inputs = sorted({tp for entry_inputs in each for tp in entry_inputs})
         if not inputs:
-            return
+            return True
+        revocations = self._revocations
         ends = await self._app.consumer.highwaters(*(TP(topic, p) for topic, p in inputs))
+        if self._revocations != revocations:
+            return False
         for tp, end in ends.items():
             if end is not None:
                 self._progress.set_end(tp.topic, tp.partition, int(end))
         self._refresh_read_positions(inputs)
+        return True
 
     async def _catch_up(self, each: Iterable[list[tuple[str, int]]]) -> None:
         """Wait, briefly, until the records on their way at the sweep have been read."""

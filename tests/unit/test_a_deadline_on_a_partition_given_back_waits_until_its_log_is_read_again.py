@@ -20,6 +20,7 @@ the answer's.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -122,3 +123,51 @@ async def test_a_deadline_on_a_partition_given_back_waits_until_its_log_is_read_
     answered = hub.answer(sent, "cites", Verdict.VALID)
     assert hub.decisions(answered) == [(REF, 1, Outcome.RELEASE)]
     assert hub.deadlines.handle(REF, 1, tick).records == []
+
+
+def test_what_a_worker_saw_of_a_partition_it_lost_is_known_no_more() -> None:
+    progress = AnswerProgress()
+    cites = "gun.responses.cites"
+    progress.set_end(cites, 0, 0)  # empty when it looked: read through, whatever it holds
+    progress.set_end(cites, 1, 4)
+    progress.set_read_up_to(cites, 1, 4)
+    progress.set_end(cites, 2, 4)
+    progress.set_read_up_to(cites, 2, 4)
+    progress.forget([(cites, 0), (cites, 1)])
+    assert not progress.read_to_end(cites, 0)
+    assert not progress.read_to_end(cites, 1)
+    assert progress.read_to_end(cites, 2)  # still held
+
+
+@dataclass
+class HeldLog(Log):
+    """A log whose ends come back only when the test lets them (a broker slow to answer
+    while the group rebalances)."""
+
+    asked: asyncio.Event = field(default_factory=asyncio.Event)
+    answer: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def highwaters(self, *tps: TP) -> dict[TP, int]:
+        self.asked.set()
+        await self.answer.wait()
+        return await super().highwaters(*tps)
+
+
+async def test_ends_asked_before_a_revocation_and_answered_after_it_are_not_kept(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """A sweep under way asks the broker where the logs end; the group revokes the
+    partitions before the answer comes: what the broker said is not kept (it would
+    outlive the forgetting), and nothing is ticked on it."""
+    hub = SweptHub(routing_table, keys_dir)
+    log = hub.worker.consumer = HeldLog()
+    hub.intake.handle(TWO_AUTHORITIES, SOURCE)
+    hub.now = Case.from_bytes(hub.cases[REF.encode()]).deadline + timedelta(seconds=1)
+    sweeping = asyncio.ensure_future(hub.sweep.run())
+    await log.asked.wait()
+    declarations = TP(hub.topics.declarations, 0)
+    hub.sweep.partitions_revoked({declarations})  # the group rebalances meanwhile
+    log.answer.set()
+    await sweeping
+    assert hub.worker.producer.sent == []
+    assert not hub.sweep.answers_read(0, ["dgal", "cites"])

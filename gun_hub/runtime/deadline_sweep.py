@@ -77,6 +77,10 @@ class DeadlineSweep:
         self._progress.forget((tp.topic, tp.partition) for tp in revoked)
 
     async def run(self) -> None:
+        # Counted from the start: a revocation while the table is read (it yields) or an
+        # unreadable entry ticked, before the broker is asked, forgets nothing the ends
+        # asked after it would bring back (a review of stop 58).
+        revocations = self._revocations
         if self._app.rebalancing or self._app.in_recovery:
             return  # the partitions are changing hands: look once they have
         now = self._clock()
@@ -85,14 +89,14 @@ class DeadlineSweep:
             await self._index.read(self._open_cases.items, now)
         keys = self._index.due(now)
         try:
-            await self._look_at(keys, now)
+            await self._look_at(keys, now, revocations)
         except BaseException:
             # Taken off the index but maybe not ticked (the broker unreachable): next sweep.
             for key in keys:
                 self._index.push(key, now)
             raise
 
-    async def _look_at(self, keys: list[bytes], now: float) -> None:
+    async def _look_at(self, keys: list[bytes], now: float, revocations: int) -> None:
         """Tick what is due of ``keys``' entries, on each partition holding one: a
         reference may be on several (ADR 0005 addendum), and an entry found on one
         partition says nothing of another's (looked up outside any event, faust's store
@@ -120,7 +124,7 @@ class DeadlineSweep:
         inputs = {
             key: inputs_of(self._topics, partition, entry.awaiting) for key, partition, entry in due
         }
-        if not await self._refresh_progress(inputs.values()):
+        if not await self._refresh_progress(inputs.values(), revocations):
             for key, _, _ in due:
                 self._index.push(key, now)  # the partitions changed hands: next sweep
             return
@@ -182,15 +186,17 @@ class DeadlineSweep:
                     [trace_header(key.decode("utf-8", "replace"), 0)],
                 )
 
-    async def _refresh_progress(self, each: Iterable[list[tuple[str, int]]]) -> bool:
+    async def _refresh_progress(
+        self, each: Iterable[list[tuple[str, int]]], revocations: int
+    ) -> bool:
         """Ask the broker where each input partition ends, and the consumer how far
         each was handled without a hole. False, nothing kept, when partitions were
-        revoked while the broker answered: its ends may be of partitions given away,
-        and kept they would outlive the forgetting (``partitions_revoked``)."""
+        revoked since the sweep began (``revocations``: the count then) or while the
+        broker answered: its ends may be of partitions given away, and kept they would
+        outlive the forgetting (``partitions_revoked``)."""
         inputs = sorted({tp for entry_inputs in each for tp in entry_inputs})
         if not inputs:
             return True
-        revocations = self._revocations
         ends = await self._app.consumer.highwaters(*(TP(topic, p) for topic, p in inputs))
         if self._revocations != revocations:
             return False

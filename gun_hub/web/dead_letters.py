@@ -550,6 +550,14 @@ async def _original(
     chained = chained_from(original)
     if chained is not None:  # every reader would refuse it (REDRIVE_UNVERIFIED)
         return refuse(409, f"this dead letter cannot be redriven: {chained}", id=str(row.id))
+    # Judged again by the original's own bytes: a dead letter that kept only their head
+    # was checked by their digest, never by that head, which told a notice from a tick
+    # (any party may write gun.dlq: a review of stop 58).
+    why_not = not_redrivable(
+        row.component, row.source_topic, desk.topics, row.kind, row.reason, original.value
+    )
+    if why_not is not None:
+        return refuse(409, f"this dead letter cannot be redriven: {why_not}", id=str(row.id))
     return original
 
 

@@ -264,9 +264,12 @@ def _redrive_kind(
     skipped = 0
     # By cursor: dead letters the retention removes while the pages are read shift none
     # (by offset, as many were skipped unsaid).
+    # "6h back" taken once: taken for each page, the window's start moved on between
+    # pages, and a dead letter at its edge fell out of it (a review of stop 58).
+    chosen_by = _query(since, kind, reference)
     paging: dict[str, int | str] | None = {"offset": 0}
     while paging is not None:
-        query = _query(since, kind, reference, **paging)  # the hub's page size
+        query = chosen_by | {name: str(value) for name, value in paging.items()}
         code, body = officer.get(f"/dead-letters?{urllib.parse.urlencode(query)}")
         if code != 200:
             _fail(code, body, "the hub refused")

@@ -129,6 +129,7 @@ _HUB_COMPONENTS = frozenset(
         "hub.correlation",
         "hub.delivery",
         "hub.deadlines",
+        "hub.takeover",  # the deadlines agent's notices (pipeline/takeover.py)
         "hub.audit-keeper",
         "hub.redrive",
     }

@@ -24,8 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from gun_contract.envelope import EnvelopeRejectionKind
+from gun_contract.settings import HubSettings, OpsSettings
 from gun_contract.topics import topic_registry
 from gun_hub.domain.routing import load_routing_table
+from gun_hub.ops.lag_monitor import watched_groups
 from gun_hub.runtime.aged_out import INPUT_AGED_OUT
 from tests.conftest import REPO
 from tests.started_components import COMPONENTS
@@ -142,6 +144,14 @@ def test_each_label_value_known_in_advance_is_there_at_zero(
     assert label_values(at_start["gun_adapter_requests_aged_out_total"], "authority") == (
         authorities
     )
+    # the groups of the topology and the topics each reads, from the worker measuring lag
+    # (another topic a group commits on is made at its first loss: the alert counts a
+    # new series whole)
+    groups = watched_groups(TOPICS, HubSettings().app_id, OpsSettings().clearance_group)
+    assert {
+        (s.labels["consumergroup"], s.labels["topic"])
+        for s in at_start["gun_hub_consumergroup_lost_to_retention_total"]
+    } == {(w.group, topic) for w in groups for topic in w.topics}
     assert label_values(at_start["gun_hub_timer_failures_total"], "timer") >= {
         "deadline sweep",
         "retention sweep",

@@ -1,0 +1,222 @@
+"""What retention deleted before a consumer group read it is counted, once, by the lag
+monitor: ``gun_hub_consumergroup_lost_to_retention_total{consumergroup,topic}``, which
+``GunHubRecordsLostToRetention`` pages on (docs/operations.md, "Records lost to
+retention").
+
+``gun_hub_consumergroup_lost_to_retention_records`` says how far a group's commit lies
+below a partition's log start, and only while it does: a group back after a long stop
+(the clearance system's reader of ``gun.decisions``) reads from the log start and commits
+within seconds, and the series is gone before an alert could hold on to it; no alert
+read it anyway, and only the hub's inputs and the adapters' requests paged once lost.
+The counter keeps the loss: a commit first found below the log start counts what lies
+between them, whole; the log start moving on while the commit stays counts what it moved
+by, once; the same measured again counts nothing, nor a group measured again after a
+measurement that could not describe it. A group that committed past the log start counts
+no more, and counts only what is newly lost should it fall behind again. Once per
+process: a monitor started again (the measuring worker restarted) counts what is still
+lost again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import GroupAuthorizationFailedError
+from prometheus_client import REGISTRY
+
+from gun_hub.ops.lag_monitor import LagMonitor, WatchedGroup
+
+DECISIONS = "gun.decisions"
+LOST = "gun_hub_consumergroup_lost_to_retention_total"
+
+
+def counted(group: str, topic: str = DECISIONS) -> float:
+    """What the process counted lost to retention for ``group`` on ``topic`` (every test
+    has a group of its own: the registry is the process's)."""
+    return REGISTRY.get_sample_value(LOST, {"consumergroup": group, "topic": topic}) or 0.0
+
+
+@dataclass
+class OffsetMeta:
+    offset: int
+
+
+class Cluster:
+    """One group's commits and each partition's log start and end, as a test sets them;
+    both the admin client and the offsets consumers the monitor asks."""
+
+    def __init__(self, group: str, *, partitions: int = 2, topic: str = DECISIONS) -> None:
+        self.group = group
+        self.commits: dict[tuple[str, int], int] = {}
+        self.starts = {(topic, p): 0 for p in range(partitions)}
+        self.ends = {(topic, p): 1000 for p in range(partitions)}
+        self.denied = False  # the group cannot be described (an ACL, a broker refusing)
+
+    def monitor(self, topics: tuple[str, ...] = (DECISIONS,)) -> LagMonitor:
+        return LagMonitor(
+            None,  # type: ignore[arg-type]
+            [WatchedGroup(self.group, topics)],
+            admin=self,  # type: ignore[arg-type]
+            offsets=self,  # type: ignore[arg-type]
+            stable_offsets=self,  # type: ignore[arg-type]
+        )
+
+    async def list_consumer_group_offsets(self, group: str) -> dict[TopicPartition, Any]:
+        if self.denied:
+            raise GroupAuthorizationFailedError
+        if group != self.group:
+            return {}
+        return {TopicPartition(t, p): OffsetMeta(o) for (t, p), o in self.commits.items()}
+
+    async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        return [
+            {"topic": t, "partitions": [{"partition": p} for tt, p in self.ends if tt == t]}
+            for t in topics
+            if any(tt == t for tt, _ in self.ends)
+        ]
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.ends[(tp.topic, tp.partition)] for tp in tps}
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.starts[(tp.topic, tp.partition)] for tp in tps}
+
+
+async def test_a_commit_first_found_below_the_log_start_counts_what_lies_between_whole() -> None:
+    cluster = Cluster("clearance-first-sighting")
+    cluster.commits = {(DECISIONS, 0): 10, (DECISIONS, 1): 70}
+    cluster.starts = {(DECISIONS, 0): 60, (DECISIONS, 1): 60}
+    await cluster.monitor().measure()
+    # partition 0 lost 50; partition 1 committed above the log start, lost nothing
+    assert counted(cluster.group) == 50
+
+
+async def test_the_same_commit_measured_again_counts_nothing_more() -> None:
+    cluster = Cluster("clearance-measured-again")
+    cluster.commits = {(DECISIONS, 0): 10}
+    cluster.starts[(DECISIONS, 0)] = 60
+    monitor = cluster.monitor()
+    for _ in range(3):
+        await monitor.measure()
+    assert counted(cluster.group) == 50  # not 50 at every measurement
+
+
+async def test_the_log_start_moving_on_while_the_commit_stays_counts_what_it_moved_by_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster = Cluster("clearance-log-start-moves")
+    cluster.commits = {(DECISIONS, 0): 10}
+    cluster.starts[(DECISIONS, 0)] = 60
+    monitor = cluster.monitor()
+    with caplog.at_level(logging.WARNING, logger="gun_hub.ops.lag_monitor"):
+        await monitor.measure()
+        cluster.starts[(DECISIONS, 0)] = 80  # retention deleted 20 more unread
+        await monitor.measure()
+        await monitor.measure()
+    assert counted(cluster.group) == 50 + 20
+    warned = [r for r in caplog.records if "below the log start" in r.getMessage()]
+    assert len(warned) == 1, "the warning is once per commit, as before"
+
+
+async def test_a_group_that_committed_past_the_log_start_counts_no_more() -> None:
+    cluster = Cluster("clearance-back")
+    cluster.commits = {(DECISIONS, 0): 10}
+    cluster.starts[(DECISIONS, 0)] = 60
+    monitor = cluster.monitor()
+    await monitor.measure()
+    cluster.commits[(DECISIONS, 0)] = 75  # back: read from the log start, committed
+    await monitor.measure()
+    cluster.starts[(DECISIONS, 0)] = 70  # retention goes on, behind the commit
+    await monitor.measure()
+    assert counted(cluster.group) == 50
+    # stopped again, and retention passes its commit: only what is newly lost counts
+    cluster.starts[(DECISIONS, 0)] = 90
+    await monitor.measure()
+    assert counted(cluster.group) == 50 + 15
+
+
+async def test_a_commit_moved_back_below_the_log_start_counts_no_record_twice() -> None:
+    """An operator resetting the group's offsets to an earlier point (or the group
+    committing where it cannot read) while its commit stays below the log start: the
+    records between the old commit and the log start were counted already."""
+    cluster = Cluster("clearance-reset")
+    cluster.commits = {(DECISIONS, 0): 10}
+    cluster.starts[(DECISIONS, 0)] = 60
+    monitor = cluster.monitor()
+    await monitor.measure()
+    cluster.commits[(DECISIONS, 0)] = 5
+    await monitor.measure()
+    cluster.commits[(DECISIONS, 0)] = 30
+    await monitor.measure()
+    assert counted(cluster.group) == 50
+    cluster.starts[(DECISIONS, 0)] = 100
+    await monitor.measure()
+    assert counted(cluster.group) == 50 + 40
+
+
+async def test_a_group_not_described_for_a_measurement_keeps_what_was_counted() -> None:
+    cluster = Cluster("clearance-not-described")
+    cluster.commits = {(DECISIONS, 0): 10}
+    cluster.starts[(DECISIONS, 0)] = 60
+    monitor = cluster.monitor()
+    await monitor.measure()
+    cluster.denied = True
+    await monitor.measure()
+    cluster.denied = False
+    await monitor.measure()
+    assert counted(cluster.group) == 50
+
+
+async def test_a_topic_whose_log_start_was_not_read_keeps_what_was_counted() -> None:
+    """The group described, its topic's offsets not (a broker refusing one question):
+    not a group that committed past the log start."""
+    cluster = Cluster("clearance-topic-not-read")
+    cluster.commits = {(DECISIONS, 0): 10}
+    cluster.starts[(DECISIONS, 0)] = 60
+    monitor = cluster.monitor()
+    await monitor.measure()
+    starts = cluster.starts
+    cluster.starts = {}  # beginning_offsets raises KeyError: the topic is left out
+    await monitor.measure()
+    cluster.starts = starts
+    await monitor.measure()
+    assert counted(cluster.group) == 50
+
+
+async def test_a_monitor_started_again_counts_what_is_still_lost_again() -> None:
+    """Once per process, not once for ever: the measuring worker restarted while the
+    group's commit is still below the log start counts (and pages) it again."""
+    cluster = Cluster("clearance-restart")
+    cluster.commits = {(DECISIONS, 0): 10}
+    cluster.starts[(DECISIONS, 0)] = 60
+    await cluster.monitor().measure()
+    cluster.starts[(DECISIONS, 0)] = 80
+    await cluster.monitor().measure()
+    assert counted(cluster.group) == 50 + 70
+
+
+async def test_a_topic_the_group_was_not_known_to_read_counts_under_its_own_name() -> None:
+    """A group is measured on every topic it committed on: one nobody listed has its
+    series made at its first loss (the alert counts a new series whole)."""
+    cluster = Cluster("clearance-other-topic", topic="their.own")
+    cluster.commits = {("their.own", 0): 3}
+    cluster.starts[("their.own", 0)] = 8
+    await cluster.monitor(topics=()).measure()
+    assert counted(cluster.group, "their.own") == 5
+
+
+def test_the_watched_groups_and_their_topics_are_counted_at_zero_from_the_start() -> None:
+    """``GunHubRecordsLostToRetention`` reads the counter's increase: a series made at
+    its first loss would have no sample before it (the alert's new-series part covers it,
+    but only while Prometheus watched before: a series known in advance is made at 0)."""
+    cluster = Cluster("clearance-at-zero")
+    cluster.monitor(topics=(DECISIONS, "gun.other"))
+    assert REGISTRY.get_sample_value(LOST, {"consumergroup": cluster.group, "topic": DECISIONS}) == 0
+    assert (
+        REGISTRY.get_sample_value(LOST, {"consumergroup": cluster.group, "topic": "gun.other"})
+        == 0
+    )

@@ -102,6 +102,18 @@ INPUTS_AGED_OUT = Counter(
     "never decided, never correlated; runtime/aged_out.py).",
     ["topic"],
 )
+RECORDS_LOST_TO_RETENTION = Counter(
+    "gun_hub_consumergroup_lost_to_retention_total",
+    "Records the topic's retention deleted before the consumer group read them, counted "
+    "by the lag monitor as it finds them (ops/lag_monitor.py): a commit first found below "
+    "a partition's log start counts log start minus commit, the log start moving on while "
+    "the commit stays what it moved by; once per process (a monitor started again counts "
+    "what is still lost again). Every group of the topology: the clearance system's "
+    "reader of decisions, the publisher's outbox, the adapters, the hub. At 0 from the "
+    "monitor's start for each group and the topics it reads; another topic a group "
+    "committed on at its first loss.",
+    ["consumergroup", "topic"],
+)
 GC_PAUSE_SECONDS = Histogram(
     "gun_hub_gc_pause_seconds",
     "Time the cyclic garbage collector stopped the process, per generation collected "

@@ -158,7 +158,8 @@ class OpsCollector(Collector):
             "Records retention deleted before the group read them: the partition's log "
             "start minus the group's commit, where it committed below it (not in the lag, "
             "which counts what the group can still read). Only where some were lost; gone "
-            "once the group commits again.",
+            "once the group commits again (gun_hub_consumergroup_lost_to_retention_total "
+            "keeps the count).",
             labels=["consumergroup", "topic", "partition"],
         )
         snapshot = self._state.lag

@@ -7,7 +7,10 @@ A group that never committed counts its whole backlog as lag: an adapter
 that has not started yet is behind, not "unknown". A group whose commit is below the
 partition's log start (read with the ends: ListOffsets, earliest) lags by what the log
 still holds; what retention deleted before it read it is counted apart (``lost``) and
-logged once as a warning (carried defect "lag below the log's start").
+logged once as a warning (carried defect "lag below the log's start"). The gauge of it is
+gone once the group commits again, seconds after it is back; so the monitor also counts
+what is newly lost in ``gun_hub_consumergroup_lost_to_retention_total`` (each record once
+in a process), which ``GunHubRecordsLostToRetention`` pages on.
 
 Where a group lags, the monitor dates its oldest unread record on each partition (the
 broker timestamp of the first record from its commit point: ``first_records.py``) and
@@ -32,6 +35,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from gun_contract.counters import export_at_zero
 from gun_contract.kafka.acls import adapter_group
 from gun_contract.kafka.admin import partitions_of, topic_retentions
 from gun_contract.kafka.client import ClientConfig, from_settings
@@ -62,6 +66,25 @@ _T = TypeVar("_T")
 class WatchedGroup:
     group: str
     topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _BelowLogStart:
+    """A partition where the group's commit was found below the log start."""
+
+    commit: int  # warned of once
+    counted_to: int  # the log start up to which what it lost is counted
+
+
+def count_lost_from_start(groups: Iterable[WatchedGroup]) -> None:
+    """``gun_hub_consumergroup_lost_to_retention_total`` at 0 for each group and each topic
+    it is meant to read, so that the alert sees its first increment (gun_contract/counters.py).
+    Another topic a group committed on is made at its first loss: the alert counts a
+    series new to Prometheus whole (deploy/prometheus/gun-hub-alerts.yml)."""
+    for watched in groups:
+        export_at_zero(
+            metrics.RECORDS_LOST_TO_RETENTION, consumergroup=[watched.group], topic=watched.topics
+        )
 
 
 def watched_groups(
@@ -102,6 +125,7 @@ class LagMonitor:
     ) -> None:
         self._connect = connect
         self._groups = groups
+        count_lost_from_start(groups)
         self._growth = GrowthWatch(growing_after)
         self._clock = clock
         self._hanging_after_s = hanging_after_s
@@ -134,8 +158,9 @@ class LagMonitor:
         )
         self._held: list[TransactionHold] = []  # the last measurement's
         self._warned: set[tuple[str, int, int]] = set()  # holds logged as hanging
-        # (group, topic, partition, commit) logged as below the log start
-        self._lost_warned: set[tuple[str, str, int, int]] = set()
+        # By (group, topic, partition): a commit logged as below the log start, and how far
+        # what it lost is counted (kept while the commit is below, whatever it becomes)
+        self._below: dict[tuple[str, str, int], _BelowLogStart] = {}
         self._failing: set[str] = set()  # what is logged as not describable, until it is
 
     @classmethod
@@ -209,7 +234,7 @@ class LagMonitor:
                 _by_name({tp: ends[tp] for tp in wanted}),
                 _by_name({tp: starts[tp] for tp in wanted}),
             )
-        self._warn_of_lost(lags, measured=set(committed_by_group))
+        self._count_lost(lags)
         at = self._clock()
         self._held = transaction_holds(_by_name(ends), _by_name(stable_ends), self._held, at)
         self._warn_of_hanging(at)
@@ -276,30 +301,45 @@ class LagMonitor:
                 )
         self._warned = set(hanging)
 
-    def _warn_of_lost(self, lags: list[PartitionLag], measured: set[str]) -> None:
-        """Once per commit found below its partition's log start: retention deleted what
-        the group had not read (the metric and the snapshot say it all along). A group not
-        measured this time keeps what was said of it."""
-        below: dict[tuple[str, str, int, int], PartitionLag] = {}
+    def _count_lost(self, lags: list[PartitionLag]) -> None:
+        """Each commit found below its partition's log start (retention deleted what the
+        group had not read: the gauge and the snapshot say it all along) is logged once, and
+        what it lost counted once (``gun_hub_consumergroup_lost_to_retention_total``): when
+        first found, log start minus commit; then what the log start moves on by. A commit
+        that moves while it stays below (an operator's reset) is logged again, and counts
+        only records not counted yet. Forgotten once the group, measured on that topic,
+        committed past the log start: what it loses later is new. A group or a topic not
+        measured this time keeps what was said and counted of it; a monitor started again
+        counts what is still lost again (once per process)."""
+        measured = {(lag.group, lag.topic) for lag in lags}
+        kept = {where: was for where, was in self._below.items() if where[:2] not in measured}
         for lag in lags:
-            if lag.lost > 0 and lag.committed is not None:
-                below[(lag.group, lag.topic, lag.partition, lag.committed)] = lag
-        for key, lag in below.items():
-            if key not in self._lost_warned:
+            committed = lag.committed
+            if lag.lost <= 0 or committed is None:
+                continue
+            where = (lag.group, lag.topic, lag.partition)
+            log_start = committed + lag.lost
+            was = self._below.get(where)
+            if was is None or was.commit != committed:
                 log.warning(
-                    "group %s: %s[%d] committed at %d, below the log start %s: %d record(s) "
+                    "group %s: %s[%d] committed at %d, below the log start %d: %d record(s) "
                     "deleted by retention before the group read them, lost to it (its lag "
                     "counts the %d still there)",
                     lag.group,
                     lag.topic,
                     lag.partition,
-                    lag.committed,
-                    lag.log_start,
+                    committed,
+                    log_start,
                     lag.lost,
                     lag.lag,
                 )
-        kept = {key for key in self._lost_warned if key[0] not in measured}
-        self._lost_warned = kept | set(below)
+            counted_to = committed if was is None else max(committed, was.counted_to)
+            if log_start > counted_to:
+                metrics.RECORDS_LOST_TO_RETENTION.labels(
+                    consumergroup=lag.group, topic=lag.topic
+                ).inc(log_start - counted_to)
+            kept[where] = _BelowLogStart(committed, max(counted_to, log_start))
+        self._below = kept
 
     async def _partitions(self, topics: set[str]) -> dict[str, list[int]]:
         """Partitions of the existing topics; one that cannot be described is left out."""

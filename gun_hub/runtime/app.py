@@ -63,7 +63,12 @@ from gun_hub.domain.rollout import RolloutBoard
 from gun_hub.domain.routing import RoutingTable, load_routing_table
 from gun_hub.ops.feed import OpsFeed
 from gun_hub.ops.lag_metrics import OpsState, register_ops_metrics
-from gun_hub.ops.lag_monitor import LagMonitor, snapshot_publisher
+from gun_hub.ops.lag_monitor import (
+    LagMonitor,
+    count_lost_from_start,
+    snapshot_publisher,
+    watched_groups,
+)
 from gun_hub.ops.view import FeedTopics, OpsView
 from gun_hub.pipeline.admission import (
     AdmissionGate,
@@ -1196,6 +1201,11 @@ def build_hub(settings: Settings) -> Hub:
     register_ops_metrics(ops_state)
     view = _operations_view(app, settings, topics, ops_state)
     if settings.ops.lag_monitor_enabled:
+        # Its counter of records lost to retention at 0 from the worker's start, not from
+        # the monitor's first measurement: an alert reads it (gun_contract/counters.py).
+        count_lost_from_start(
+            watched_groups(topics, settings.hub.app_id, settings.ops.clearance_group)
+        )
 
         async def monitor_lag() -> None:
             monitor = LagMonitor.for_settings(settings, topics)

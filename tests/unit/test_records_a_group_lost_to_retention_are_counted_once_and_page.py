@@ -60,9 +60,9 @@ class Cluster:
         return LagMonitor(
             None,  # type: ignore[arg-type]
             [WatchedGroup(self.group, topics)],
-            admin=self,  # type: ignore[arg-type]
-            offsets=self,  # type: ignore[arg-type]
-            stable_offsets=self,  # type: ignore[arg-type]
+            admin=self,
+            offsets=self,
+            stable_offsets=self,
         )
 
     async def list_consumer_group_offsets(self, group: str) -> dict[TopicPartition, Any]:
@@ -215,8 +215,6 @@ def test_the_watched_groups_and_their_topics_are_counted_at_zero_from_the_start(
     but only while Prometheus watched before: a series known in advance is made at 0)."""
     cluster = Cluster("clearance-at-zero")
     cluster.monitor(topics=(DECISIONS, "gun.other"))
-    assert REGISTRY.get_sample_value(LOST, {"consumergroup": cluster.group, "topic": DECISIONS}) == 0
-    assert (
-        REGISTRY.get_sample_value(LOST, {"consumergroup": cluster.group, "topic": "gun.other"})
-        == 0
-    )
+    for topic in (DECISIONS, "gun.other"):
+        labels = {"consumergroup": cluster.group, "topic": topic}
+        assert REGISTRY.get_sample_value(LOST, labels) == 0, topic

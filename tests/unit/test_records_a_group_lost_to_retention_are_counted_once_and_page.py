@@ -218,3 +218,25 @@ def test_the_watched_groups_and_their_topics_are_counted_at_zero_from_the_start(
     for topic in (DECISIONS, "gun.other"):
         labels = {"consumergroup": cluster.group, "topic": topic}
         assert REGISTRY.get_sample_value(LOST, labels) == 0, topic
+
+
+async def test_claims_the_hub_makes_again_are_not_counted_lost_nor_paged() -> None:
+    """A hub away longer than the claims topic keeps records (24 hours) finds its claims
+    deleted unread: it makes each again when it reads its declaration again
+    (runtime/aged_out.py steps over them in silence), so nobody is paged for them. The
+    lag and its gauge still say how far the commit lay below the log start."""
+    claims = "gun.hub.claims"
+    cluster = Cluster("gun-hub-back-after-two-days", topic=claims)
+    cluster.commits = {(claims, 0): 10}
+    cluster.starts[(claims, 0)] = 60
+    monitor = LagMonitor(
+        None,  # type: ignore[arg-type]
+        [WatchedGroup(cluster.group, (claims,))],
+        admin=cluster,
+        offsets=cluster,
+        stable_offsets=cluster,
+        made_again=frozenset({claims}),
+    )
+    snapshot = await monitor.measure()
+    assert [(p.lost, p.lag) for p in snapshot.partitions] == [(50, 940), (0, 1000)]
+    assert counted(cluster.group, claims) == 0

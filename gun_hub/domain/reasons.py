@@ -214,11 +214,16 @@ _ENTRIES = (
     ),
     ReasonEntry(
         Verdict.UNAVAILABLE.value,
-        "The issuing administration did not answer in time: the goods go to documentary "
-        "control; have the document ready for the customs office.",
-        "L'administration qui délivre le document n'a pas répondu à temps : les "
-        "marchandises passent en contrôle documentaire ; tenez le document à la "
-        "disposition du bureau de douane.",
+        # Said of every outcome it is on: a control (DEGRADED_MODE says so), a refusal
+        # for another document, a release over an advisory silence (ADVISORY_ONLY). It
+        # said "the goods go to documentary control" on all three (a review of degraded
+        # mode, advice).
+        "The issuing administration did not answer in time: this document was not "
+        "checked automatically. Keep it ready for the customs office; the other reasons "
+        "say whether the goods are held for it.",
+        "L'administration qui délivre le document n'a pas répondu à temps : ce document "
+        "n'a pas été contrôlé automatiquement. Tenez-le à la disposition du bureau de "
+        "douane ; les autres motifs indiquent si les marchandises sont retenues pour lui.",
     ),
     ReasonEntry(
         Verdict.UNROUTED.value,
@@ -263,11 +268,12 @@ _ENTRIES = (
     ReasonEntry(
         ADVISORY_ONLY,
         "The administration's check is advisory at this customs office for now: this "
-        "result does not stop the goods, but correct the document data before it is "
-        "enforced.",
+        "result, a refusal or no answer in time, does not stop the goods. If it is a "
+        "refusal, correct the document data before the check is enforced.",
         "Le contrôle de l'administration n'est pour l'instant qu'indicatif dans ce bureau de "
-        "douane : ce résultat n'arrête pas les marchandises, mais corrigez les données du "
-        "document avant qu'il ne devienne bloquant.",
+        "douane : ce résultat, un refus ou une absence de réponse dans le délai, n'arrête "
+        "pas les marchandises. S'il s'agit d'un refus, corrigez les données du document "
+        "avant que le contrôle ne devienne bloquant.",
     ),
     ReasonEntry(
         OVERRIDE_NOT_ACCEPTED,

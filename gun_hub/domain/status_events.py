@@ -27,7 +27,9 @@ class StatusKind(StrEnum):
     ANSWER_RECEIVED = "ANSWER_RECEIVED"
     LATE_ANSWER_IGNORED = "LATE_ANSWER_IGNORED"
     DECIDED = "DECIDED"
-    DEADLINE_PASSED = "DEADLINE_PASSED"  # an authority stayed silent: degraded mode
+    # An authority stayed silent: degraded mode, or only a warning for one in advice
+    # mode (deadlines.py; a shadow authority's silence is not one).
+    DEADLINE_PASSED = "DEADLINE_PASSED"
     FOLLOW_UP_SENT = "FOLLOW_UP_SENT"  # write-offs after release, deletions after refusal
     WRITTEN_OFF = "WRITTEN_OFF"
     RESERVATION_DELETED = "RESERVATION_DELETED"

@@ -5,8 +5,10 @@ by reference, on the hub's internal deadlines topic (on the partition the declar
 arrived on) when one is due; this step handles the tick like any other event (so the case
 is written from an event, with its changelog). Missing answers become UNAVAILABLE, the
 decision says which partner was silent (not a partner in shadow mode, whose answers decide
-nothing: its documents read as not connected), and the outcome is CONTROL_DOCUMENTARY (or
-REFUSE when another authority refused: a refusal is certain, silence is not).
+nothing: its documents read as not connected; nor one in advice mode, whose silence only
+warns: its documents read UNAVAILABLE then ADVISORY_ONLY, and the history still names it),
+and the outcome is CONTROL_DOCUMENTARY (or REFUSE when another authority refused: a refusal
+is certain, silence is not).
 
 A deadline never fires while answers, or a declaration read again, may still wait unread
 in the log (a worker back from a long stop reads its backlog first: answer_progress.py);
@@ -206,9 +208,16 @@ class Deadlines:
         # passed in the declaration's history; what it would have decided keeps it
         # (shadow.py). Named, it read to the clearance system and the trader as a control
         # for want of its answer (a review of degraded mode, shadow).
-        named = [a for a in silent if case.rollout.get(a) is not RolloutMode.SHADOW]
+        passed = [a for a in silent if self._mode(case, a) is not RolloutMode.SHADOW]
+        # An advisory one's silence is in the history (advice mode is there for what the
+        # partner says, or does not) and its document's reasons (UNAVAILABLE, then
+        # ADVISORY_ONLY, as an advisory refusal), but it holds nothing, so it is no
+        # DEADLINE of the decision: that reason tells the trader the documents are
+        # checked at the office instead, and it read so on a release (a review of
+        # degraded mode, advice).
+        named = [a for a in passed if self._mode(case, a).counts]
         reasons = []
-        if named:
+        if passed:
             # The time the partners were given: a version asked again when read again
             # after a restart is given a whole deadline from then, not from its first
             # reading (it said "within 3630s" of a partner asked 30 s before; a review of
@@ -217,14 +226,24 @@ class Deadlines:
                 case.deadline - case.opened_at, timedelta(seconds=self._ctx.request_deadline_s)
             )
             waited = int(given.total_seconds())
-            text = f"no answer from {', '.join(named)} within {waited}s"
             self._ctx.emit_status(
-                outbox, reference, version, StatusKind.DEADLINE_PASSED, text, lodging=case.receipt
+                outbox,
+                reference,
+                version,
+                StatusKind.DEADLINE_PASSED,
+                f"no answer from {', '.join(passed)} within {waited}s",
+                lodging=case.receipt,
             )
-            reasons.append(Reason(code="DEADLINE", text=text))
+            if named:
+                text = f"no answer from {', '.join(named)} within {waited}s"
+                reasons.append(Reason(code="DEADLINE", text=text))
         self._ctx.decide_case(outbox, case, source.partition, extra_reasons=reasons)
         self._ctx.store_case(self._cases, case)
         return outbox
+
+    @staticmethod
+    def _mode(case: Case, authority: str) -> RolloutMode:
+        return case.rollout.get(authority, RolloutMode.ENFORCE)
 
     def _keep_entry_to_what_waits(
         self,

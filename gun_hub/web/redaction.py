@@ -38,6 +38,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from gun_contract.model.verdicts import Verdict
+from gun_hub.domain.rollout import RolloutMode
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.view import DECIDED_AGAIN, current_state
 
@@ -154,16 +155,21 @@ def _degraded_codes_of_hidden(
     history: Sequence[dict[str, Any]], hidden: set[str]
 ) -> dict[Any, set[str]]:
     """Per version, the degraded-mode codes of its decision that only a hidden authority
-    gave: ``DEADLINE`` when every authority its deadline found silent is hidden, and
-    ``UNAVAILABLE`` when a hidden one was silent or unavailable and none the trader sees
-    was. A refusal decided at the deadline while DGA alone stayed silent read "DEADLINE;
-    QUANTITY_INSUFFICIENT; UNAVAILABLE" where the same declaration without the licence
-    reads "QUANTITY_INSUFFICIENT" (a review of degraded mode, stop 57). Kept when in
-    doubt of the hidden one: only what a hidden authority's events show is left out."""
+    gave: ``DEADLINE`` when every authority its deadline found silent whose answers count
+    (not one in advice mode: deadlines.py names those in the history, not in the reason)
+    is hidden, and ``UNAVAILABLE`` when a hidden one was silent or unavailable and none
+    the trader sees was. A refusal decided at the deadline while DGA alone stayed silent
+    read "DEADLINE; QUANTITY_INSUFFICIENT; UNAVAILABLE" where the same declaration without
+    the licence reads "QUANTITY_INSUFFICIENT" (a review of degraded mode, stop 57). Kept
+    when in doubt of the hidden one: only what a hidden authority's events show is left
+    out."""
     if not hidden:
         return {}
+    advisory = _advisory(history)
     seen_silent: dict[Any, bool] = {}  # version: a visible authority silent at its deadline
     hidden_silent: dict[Any, bool] = {}
+    seen_named: dict[Any, bool] = {}  # ... one its DEADLINE reason names (not advisory)
+    hidden_named: dict[Any, bool] = {}
     seen_unavailable: dict[Any, bool] = {}
     hidden_unavailable: dict[Any, bool] = {}
     for event in history:
@@ -173,10 +179,13 @@ def _degraded_codes_of_hidden(
             for clause in detail.split(_CLAUSES):
                 if found := _NO_ANSWER.fullmatch(clause):
                     names = {n.lower() for n in found.group("who").split(", ")}
+                    named = names - advisory.get(version, set())
                     seen_silent[version] = seen_silent.get(version, False) or bool(names - hidden)
                     hidden_silent[version] = hidden_silent.get(version, False) or bool(
                         names & hidden
                     )
+                    seen_named[version] = seen_named.get(version, False) or bool(named - hidden)
+                    hidden_named[version] = hidden_named.get(version, False) or bool(named & hidden)
         elif kind == StatusKind.ANSWER_RECEIVED.value and Verdict.UNAVAILABLE.value in detail:
             if str(event.get("authority") or "").lower() in hidden:
                 hidden_unavailable[version] = True
@@ -185,12 +194,29 @@ def _degraded_codes_of_hidden(
     codes: dict[Any, set[str]] = {}
     for version in hidden_silent.keys() | hidden_unavailable.keys():
         left = set()
-        if hidden_silent.get(version) and not seen_silent.get(version):
+        if hidden_named.get(version) and not seen_named.get(version):
             left.add("DEADLINE")
         if not (seen_silent.get(version) or seen_unavailable.get(version)):
             left.add(Verdict.UNAVAILABLE.value)
         codes[version] = left
     return codes
+
+
+def _advisory(history: Sequence[dict[str, Any]]) -> dict[Any, set[str]]:
+    """Per version, the authorities in advice mode for it, as its REQUESTS_SENT says
+    (``rollout: cites advice``: the modes are fixed on the version)."""
+    advisory: dict[Any, set[str]] = {}
+    for event in history:
+        if event.get("kind") != StatusKind.REQUESTS_SENT.value:
+            continue
+        for clause in str(event.get("detail") or "").split(_CLAUSES):
+            if found := _ROLLOUT.fullmatch(clause):
+                advisory.setdefault(event.get("version"), set()).update(
+                    name.lower()
+                    for name, mode in (m.split(" ") for m in found.group("who").split(", "))
+                    if mode == RolloutMode.ADVICE.value
+                )
+    return advisory
 
 
 def _detail(kind: str, detail: str, hidden: set[str]) -> str | None:

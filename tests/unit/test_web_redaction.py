@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
 from gun_contract.model.declaration import DocumentRef
+from gun_contract.model.verdicts import Verdict
 from gun_hub.domain.rollout import RolloutMode, RolloutSetting
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusEvent, StatusKind
@@ -305,19 +307,67 @@ def test_a_wording_the_redaction_does_not_know_reads_the_same_with_or_without_dg
 
 CHED = document("N853", "CHEDP.FR.2026.0001234", 1, "10")
 SECOND_CHED = document("N853", "CHEDP.FR.2026.0001235", 1, "10")
+CITES_PERMIT = document("C638", "CITES.FR.2026.0007")
 LICENCE = document("LEMG", "LEMG.FR.2026.0042", 1, "5", "NAR")
 LISTS = (StatusKind.REQUESTS_SENT, StatusKind.FOLLOW_UP_SENT, StatusKind.DEADLINE_PASSED)
 
 
+@dataclass(frozen=True)
+class Pilot:
+    """One case of the comparison: the rollout modes set (everywhere), and how the
+    authorities answer a declaration decided on the licence (an authority not named stays
+    silent until the deadline). No answers: the lists of authorities of a declaration
+    whose version 2 drops the licence, nobody answering."""
+
+    modes: tuple[tuple[str, RolloutMode], ...] = ()
+    answers: tuple[tuple[str, Verdict], ...] | None = None
+
+
+ADVICE, SHADOW = RolloutMode.ADVICE, RolloutMode.SHADOW
+VALID, REFUSED = Verdict.VALID, Verdict.QUANTITY_INSUFFICIENT
+PILOTS = {
+    "enforced": Pilot(),
+    "dga-shadow": Pilot(modes=(("dga", SHADOW),)),
+    "dgal-shadow": Pilot(modes=(("dgal", SHADOW),)),
+    # DGA in advice mode while the others release (a review of degraded mode, advice: the
+    # release read ADVISORY_ONLY, and the refusal's code, to the trader alone of the two).
+    "dga-advice-silent": Pilot(modes=(("dga", ADVICE),), answers=(("dgal", VALID),)),
+    "dga-advice-refusing": Pilot(
+        modes=(("dga", ADVICE),), answers=(("dgal", VALID), ("dga", REFUSED))
+    ),
+    # An enforced DGAL refusing beside it: the refusal read UNAVAILABLE and ADVISORY_ONLY.
+    "dgal-refusing-beside-dga-advice-silent": Pilot(
+        modes=(("dga", ADVICE),), answers=(("dgal", REFUSED),)
+    ),
+    "dgal-refusing-beside-dga-advice-refusing": Pilot(
+        modes=(("dga", ADVICE),), answers=(("dgal", REFUSED), ("dga", REFUSED))
+    ),
+    # A visible authority's ADVISORY_ONLY stays (once: a second would count DGA's) ...
+    "cites-advice-refusing-beside-dga-advice-silent": Pilot(
+        modes=(("dga", ADVICE), ("cites", ADVICE)),
+        answers=(("dgal", VALID), ("cites", Verdict.NOT_FOUND)),
+    ),
+    # ... and an advisory authority that found everything valid gave none.
+    "cites-advice-valid-beside-dga-advice-silent": Pilot(
+        modes=(("dga", ADVICE), ("cites", ADVICE)), answers=(("dgal", VALID), ("cites", VALID))
+    ),
+}
+
+
+def piloted(routing_table: RoutingTable, keys_dir: Path, pilot: Pilot) -> Hub:
+    hub = Hub(routing_table, keys_dir)
+    for authority, mode in pilot.modes:
+        setting = {"officer": "amelie", "reason": "pilot", "at": NOW}
+        hub.rollout.apply(RolloutSetting(authority=authority, mode=mode, **setting))
+    return hub
+
+
 def lists_of_authorities(
-    routing_table: RoutingTable, keys_dir: Path, licence: tuple[DocumentRef, ...], shadow: str
+    routing_table: RoutingTable, keys_dir: Path, licence: tuple[DocumentRef, ...], pilot: Pilot
 ) -> list[dict[str, Any]]:
     """What the real hub writes in lists of authorities for a declaration: sent, sent again
     (a redelivery), a version dropping documents, then silence until the deadline."""
-    hub = Hub(routing_table, keys_dir)
-    if shadow:
-        pilot = {"officer": "amelie", "reason": "pilot", "at": NOW}
-        hub.rollout.apply(RolloutSetting(authority=shadow, mode=RolloutMode.SHADOW, **pilot))
+    hub = piloted(routing_table, keys_dir, pilot)
 
     def lodged(version: int, *documents: DocumentRef) -> bytes:
         item = goods_item(1, documents, commodity_code="9301100000")
@@ -340,22 +390,97 @@ def lists_of_authorities(
     ]
 
 
-@pytest.mark.parametrize(
-    "shadow", ["", "dga", "dgal"], ids=["enforced", "dga-shadow", "dgal-shadow"]
-)
+def decided_on_the_licence(
+    routing_table: RoutingTable, keys_dir: Path, licence: tuple[DocumentRef, ...], pilot: Pilot
+) -> list[dict[str, Any]]:
+    """Everything the real hub writes of a declaration quoting a CHED (dgal), a CITES
+    permit when the pilot names CITES, and ``licence``: each authority answers as the pilot
+    says; one silent is decided at the deadline."""
+    hub = piloted(routing_table, keys_dir, pilot)
+    answers = dict(pilot.answers or ())
+    cites = "cites" in answers or "cites" in dict(pilot.modes)
+    documents = (CHED, *((CITES_PERMIT,) if cites else ()), *licence)
+    item = goods_item(1, documents, commodity_code="9301100000")
+    outboxes: list[Effects] = [hub.intake.handle(declaration_xml(items=(item,)), SOURCE)]
+    for authority, verdict in answers.items():
+        if authority != "dga" or licence:
+            outboxes.append(hub.answer(outboxes[0], authority, verdict))
+    if not [d for outbox in outboxes for d in hub.decisions(outbox)]:
+        hub.now += timedelta(seconds=31)
+        [sent] = [s for s in hub.statuses(outboxes[0]) if s.kind is StatusKind.REQUESTS_SENT]
+        tick = SourcePosition(hub.topics.deadlines, SOURCE.partition, 1)
+        outboxes.append(hub.deadlines.handle(sent.reference, 1, tick))
+    [_] = [d for outbox in outboxes for d in hub.decisions(outbox)]
+    return [
+        status.model_dump(mode="json") for outbox in outboxes for status in hub.statuses(outbox)
+    ]
+
+
+def decided_codes(history: list[dict[str, Any]]) -> list[str]:
+    return [e["detail"] for e in history if e["kind"] == StatusKind.DECIDED.value]
+
+
+def unclocked(status: dict[str, Any]) -> dict[str, Any]:
+    """``status`` without its times: the decision waits for DGA's answer, or its deadline,
+    in every mode (when it came is not what the comparison is about)."""
+    history = [{k: v for k, v in e.items() if k != "at"} for e in status["history"]]
+    return {**{k: v for k, v in status.items() if k != "updated_at"}, "history": history}
+
+
+@pytest.mark.parametrize("pilot", PILOTS.values(), ids=PILOTS)
 def test_what_the_hub_writes_reads_the_same_to_the_trader_with_or_without_a_licence(
-    routing_table: RoutingTable, keys_dir: Path, shadow: str
+    routing_table: RoutingTable, keys_dir: Path, pilot: Pilot
 ) -> None:
-    with_licence = lists_of_authorities(routing_table, keys_dir, (LICENCE,), shadow)
-    without = lists_of_authorities(routing_table, keys_dir, (), shadow)
+    if pilot.answers is not None:
+        written = decided_on_the_licence(routing_table, keys_dir, (LICENCE,), pilot)
+        assert any(re.search(r"\bdga\b", e["detail"]) for e in written)  # DGA is in them
+        seen = unclocked(trader_status(REFERENCE, written, CONFIDENTIAL))
+        without = decided_on_the_licence(routing_table, keys_dir, (), pilot)
+        # The hub writes DGA's codes in the decision's event; the trader reads none of them.
+        assert decided_codes(written) != decided_codes(without)
+        assert seen == unclocked(trader_status(REFERENCE, without, CONFIDENTIAL))
+        assert leaks(seen) == []
+        return
+    with_licence = lists_of_authorities(routing_table, keys_dir, (LICENCE,), pilot)
+    without_lists = lists_of_authorities(routing_table, keys_dir, (), pilot)
     assert any(re.search(r"\bdga\b", e["detail"]) for e in with_licence)  # DGA is in them
-    seen = trader_history(with_licence, CONFIDENTIAL)
-    assert seen == trader_history(without, CONFIDENTIAL)
+    shown = trader_history(with_licence, CONFIDENTIAL)
+    assert shown == trader_history(without_lists, CONFIDENTIAL)
     # Version 2 asks dgal alone: in shadow, its silence is no deadline passed
     # (test_a_silent_shadow_authority_reads_as_one_not_connected.py).
-    deadline_passed = StatusKind.DEADLINE_PASSED.value in {e["kind"] for e in seen}
-    assert deadline_passed is (shadow != "dgal")
-    assert all(e["detail"] for e in seen)
+    deadline_passed = StatusKind.DEADLINE_PASSED.value in {e["kind"] for e in shown}
+    assert deadline_passed is (pilot.modes != (("dgal", SHADOW),))
+    assert all(e["detail"] for e in shown)
+
+
+@pytest.mark.parametrize(
+    ("dgal", "decided", "outcome", "seen"),
+    [
+        ("VALID", "COMMODITY_CODE_MISMATCH; ADVISORY_ONLY", "RELEASE", ""),
+        (
+            "MISMATCH",
+            "COMMODITY_CODE_MISMATCH; COMMODITY_CODE_MISMATCH; ADVISORY_ONLY",
+            "REFUSE",
+            "COMMODITY_CODE_MISMATCH",
+        ),
+    ],
+    ids=["dgal-valid", "dgal-refusing-the-same"],
+)
+def test_an_advisory_licence_refusal_is_left_out_under_the_code_its_partner_made_precise(
+    dgal: str, decided: str, outcome: str, seen: str
+) -> None:
+    """DGA in advice mode answering MISMATCH with the partner's code 03 reads
+    COMMODITY_CODE_MISMATCH in the decision (reasons.py): left out as MISMATCH would be,
+    and kept, once, where DGAL's refusal reads it too."""
+    history = [
+        event(0, StatusKind.RECEIVED),
+        event(0, StatusKind.REQUESTS_SENT, "RESERVE sent to dga, dgal; rollout: dga advice"),
+        event(1, StatusKind.ANSWER_RECEIVED, dgal, "dgal"),
+        event(2, StatusKind.ANSWER_RECEIVED, "MISMATCH", "dga"),
+        event(2, StatusKind.DECIDED, decided, outcome=outcome),
+    ]
+    [shown] = [e for e in trader_history(history, CONFIDENTIAL) if e["kind"] == "DECIDED"]
+    assert (shown["detail"], shown["outcome"]) == (seen, outcome)
 
 
 def test_a_long_history_shows_its_latest_events_and_says_how_many_it_left_off() -> None:

@@ -89,6 +89,13 @@ def document_reason_code(result: DocumentResult) -> str:
     return result.verdict.value
 
 
+def document_reason_codes(verdict: Verdict) -> frozenset[str]:
+    """Every code a document's result of ``verdict`` may read
+    (:func:`document_reason_code`): the verdict's own, and each one a partner's code
+    makes precise."""
+    return frozenset({verdict.value, *(c for (v, _), c in _REFINED.items() if v is verdict)})
+
+
 # -- the catalogue ---------------------------------------------------------------------
 
 _ENTRIES = (

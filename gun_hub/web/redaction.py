@@ -15,8 +15,12 @@ nothing more. For the trader's eyes, then:
   count DGA's), and a detail with a clause this module does not know is replaced as a
   whole by a fixed text, whether or not it names a confidential authority: emptied only
   when it did, the emptiness itself would tell;
-* a decision's reasons keep the document verdicts and degraded-mode codes; risk-targeting
-  codes (``RISK.*``, ``SAMPLING.*``) are targeting criteria and are never shown;
+* a decision's reasons keep the document verdicts and degraded-mode codes, each once (how
+  many documents gave a code would count DGA's); risk-targeting codes (``RISK.*``,
+  ``SAMPLING.*``) are targeting criteria and are never shown; a code only a confidential
+  authority gave is left out (``DEADLINE`` and ``UNAVAILABLE`` of its silence; in advice
+  mode, ``ADVISORY_ONLY`` and its refusal's code, on an outcome it does not make), kept
+  where one the trader sees gave it too (:func:`_codes_only_hidden_gave`);
 * any other text that names a confidential authority is emptied (the hub writes none);
 * a version's decision made again after a crash (``decided_again``) is left out: the
   clearance system received the first;
@@ -38,7 +42,8 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from gun_contract.model.verdicts import Verdict
-from gun_hub.domain.rollout import RolloutMode
+from gun_hub.domain.reasons import document_reason_codes
+from gun_hub.domain.rollout import ADVISORY_ONLY, RolloutMode
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.ops.view import DECIDED_AGAIN, current_state
 
@@ -79,6 +84,8 @@ _HOLDERS_UNNAMED = frozenset(
     }
 )
 _CODE = re.compile(r"[A-Z][A-Z0-9_]*")
+# An advisory authority's answers that give its document no reason (decide.py).
+_ACCEPTED = frozenset({Verdict.VALID, Verdict.EXEMPT})
 _FIELDS = ("version", "kind", "at", "detail", "authority", "outcome")
 
 
@@ -123,7 +130,7 @@ def trader_history(
         for event in history
         if event.get("kind") == StatusKind.NOT_PUBLISHED_OTHER_DECLARANT.value
     }
-    hidden_codes = _degraded_codes_of_hidden(history, hidden)
+    hidden_codes = _codes_only_hidden_gave(history, hidden)
     shown: list[dict[str, Any]] = []
     for event in history:
         if event.get(DECIDED_AGAIN):
@@ -151,27 +158,34 @@ def trader_history(
     return shown
 
 
-def _degraded_codes_of_hidden(
+def _codes_only_hidden_gave(
     history: Sequence[dict[str, Any]], hidden: set[str]
 ) -> dict[Any, set[str]]:
-    """Per version, the degraded-mode codes of its decision that only a hidden authority
-    gave: ``DEADLINE`` when every authority its deadline found silent whose answers count
-    (not one in advice mode: deadlines.py names those in the history, not in the reason)
-    is hidden, and ``UNAVAILABLE`` when a hidden one was silent or unavailable and none
-    the trader sees was. A refusal decided at the deadline while DGA alone stayed silent
-    read "DEADLINE; QUANTITY_INSUFFICIENT; UNAVAILABLE" where the same declaration without
-    the licence reads "QUANTITY_INSUFFICIENT" (a review of degraded mode, stop 57). Kept
-    when in doubt of the hidden one: only what a hidden authority's events show is left
-    out."""
+    """Per version, the codes of its decision that only a hidden authority gave, as its
+    events show them (a refusal decided at the deadline while DGA alone stayed silent read
+    "DEADLINE; QUANTITY_INSUFFICIENT; UNAVAILABLE" where the same declaration without the
+    licence reads "QUANTITY_INSUFFICIENT": a review of degraded mode, stop 57):
+
+    * ``DEADLINE`` when every authority its deadline found silent whose answers count
+      (not one in advice mode: deadlines.py names those in the history, not in the
+      reason) is hidden;
+    * ``UNAVAILABLE`` when a hidden one was silent or answered it, and none the trader
+      sees was or did;
+    * ``ADVISORY_ONLY`` when a hidden one in advice mode was silent or answered anything
+      but VALID or EXEMPT, and no one the trader sees in advice mode can have given it;
+    * the codes of a hidden one's refusal in advice mode (a warning on the outcome the
+      others make) that no answer the trader sees can read.
+
+    DGA in advice mode silent or refusing beside releases read ``ADVISORY_ONLY`` (and its
+    refusal's code) on a release that reads nothing without the licence (a review of
+    degraded mode, advice). A hidden authority's enforced refusal is kept: it refuses the
+    goods. Kept when in doubt of the hidden one: only what a hidden authority's events
+    show is left out."""
     if not hidden:
         return {}
     advisory = _advisory(history)
-    seen_silent: dict[Any, bool] = {}  # version: a visible authority silent at its deadline
-    hidden_silent: dict[Any, bool] = {}
-    seen_named: dict[Any, bool] = {}  # ... one its DEADLINE reason names (not advisory)
-    hidden_named: dict[Any, bool] = {}
-    seen_unavailable: dict[Any, bool] = {}
-    hidden_unavailable: dict[Any, bool] = {}
+    silent: dict[Any, set[str]] = {}  # version: the authorities its deadline named
+    answered: dict[Any, dict[str, set[Verdict]]] = {}  # version: authority: verdicts
     for event in history:
         version, kind = event.get("version"), event.get("kind")
         detail = str(event.get("detail") or "")
@@ -179,26 +193,48 @@ def _degraded_codes_of_hidden(
             for clause in detail.split(_CLAUSES):
                 if found := _NO_ANSWER.fullmatch(clause):
                     names = {n.lower() for n in found.group("who").split(", ")}
-                    named = names - advisory.get(version, set())
-                    seen_silent[version] = seen_silent.get(version, False) or bool(names - hidden)
-                    hidden_silent[version] = hidden_silent.get(version, False) or bool(
-                        names & hidden
-                    )
-                    seen_named[version] = seen_named.get(version, False) or bool(named - hidden)
-                    hidden_named[version] = hidden_named.get(version, False) or bool(named & hidden)
-        elif kind == StatusKind.ANSWER_RECEIVED.value and Verdict.UNAVAILABLE.value in detail:
-            if str(event.get("authority") or "").lower() in hidden:
-                hidden_unavailable[version] = True
-            else:
-                seen_unavailable[version] = True
+                    silent.setdefault(version, set()).update(names)
+        elif kind == StatusKind.ANSWER_RECEIVED.value:
+            authority = str(event.get("authority") or "").lower()
+            # "VALID, NOT_FOUND", then perhaps "; partner codes ..." (correlation.py).
+            said = {word.strip() for word in detail.split(_CLAUSES)[0].split(",")}
+            verdicts = answered.setdefault(version, {}).setdefault(authority, set())
+            verdicts.update(v for v in Verdict if v.value in said)
     codes: dict[Any, set[str]] = {}
-    for version in hidden_silent.keys() | hidden_unavailable.keys():
-        left = set()
-        if hidden_named.get(version) and not seen_named.get(version):
+    for version in silent.keys() | answered.keys():
+        quiet = silent.get(version, set())
+        answers = answered.get(version, {})
+        advice = advisory.get(version, set())
+        named = quiet - advice
+        left: set[str] = set()
+        if named & hidden and not named - hidden:
             left.add("DEADLINE")
-        if not (seen_silent.get(version) or seen_unavailable.get(version)):
+        unavailable = quiet | {a for a, said in answers.items() if Verdict.UNAVAILABLE in said}
+        if unavailable & hidden and not unavailable - hidden:
             left.add(Verdict.UNAVAILABLE.value)
-        codes[version] = left
+        warned = {a for a in advice & hidden if a in quiet or answers.get(a, set()) - _ACCEPTED}
+        # One the trader sees in advice mode gave it unless it is seen to accept all.
+        seen_warned = {
+            a for a in advice - hidden if a in quiet or a not in answers or answers[a] - _ACCEPTED
+        }
+        if warned and not seen_warned:
+            left.add(ADVISORY_ONLY)
+        seen_codes = {
+            code
+            for authority, said in answers.items()
+            if authority not in hidden
+            for verdict in said
+            for code in document_reason_codes(verdict)
+        }
+        left.update(
+            code
+            for authority in advice & hidden
+            for verdict in answers.get(authority, set())
+            if verdict.is_refusal
+            for code in document_reason_codes(verdict) - seen_codes
+        )
+        if left:
+            codes[version] = left
     return codes
 
 
@@ -223,7 +259,9 @@ def _detail(kind: str, detail: str, hidden: set[str]) -> str | None:
     """The detail a trader may read; None when the whole event must go."""
     if kind == StatusKind.DECIDED.value:
         codes = [code.strip() for code in detail.split(";")]
-        return "; ".join(c for c in codes if _CODE.fullmatch(c) and c.lower() not in hidden)
+        # Each code once: how many documents gave one would count DGA's beside the others'.
+        shown = (c for c in codes if _CODE.fullmatch(c) and c.lower() not in hidden)
+        return "; ".join(dict.fromkeys(shown))
     if kind not in _UNREAD_LIST:
         return detail
     kept: list[str] = []

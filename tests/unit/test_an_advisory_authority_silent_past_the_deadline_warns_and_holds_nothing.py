@@ -169,8 +169,7 @@ def refused_beside_silences(
     history = [s.model_dump(mode="json") for o in outboxes for s in hub.statuses(o)]
     seen = trader_history(history, CONFIDENTIAL)
     # Each code once: the DECIDED event lists one a document, and DGA's UNAVAILABLE
-    # beside CITES's is one more (a count of documents the redaction does not hide yet,
-    # whatever the modes: not what this test is about).
+    # beside CITES's was one more (the redaction now lists each code once to the trader).
     [codes] = [e["detail"].split("; ") for e in seen if e["kind"] == StatusKind.DECIDED.value]
     explained = [r["code"] for r in trader_status(REF, history, CONFIDENTIAL)["reasons"]]
     assert list(dict.fromkeys(codes)) == explained

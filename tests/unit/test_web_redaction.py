@@ -483,6 +483,30 @@ def test_an_advisory_licence_refusal_is_left_out_under_the_code_its_partner_made
     assert (shown["detail"], shown["outcome"]) == (seen, outcome)
 
 
+def test_an_advisory_only_of_a_visible_authority_whose_answer_does_not_read_is_kept() -> None:
+    """CITES in advice mode answered with a verdict this redaction does not know (a later
+    release's): it may have given the ADVISORY_ONLY beside DGA's silence, which stays
+    (only what the events show is DGA's alone is left out)."""
+    history = [
+        event(0, StatusKind.RECEIVED),
+        event(
+            0,
+            StatusKind.REQUESTS_SENT,
+            "RESERVE sent to cites, dga; rollout: cites advice, dga advice",
+        ),
+        event(1, StatusKind.ANSWER_RECEIVED, "SOMETHING_NEW", "cites"),
+        event(2, StatusKind.DEADLINE_PASSED, "no answer from dga within 30s"),
+        event(
+            2,
+            StatusKind.DECIDED,
+            "SOMETHING_NEW; ADVISORY_ONLY; UNAVAILABLE; ADVISORY_ONLY",
+            outcome="RELEASE",
+        ),
+    ]
+    [shown] = [e for e in trader_history(history, CONFIDENTIAL) if e["kind"] == "DECIDED"]
+    assert shown["detail"] == "SOMETHING_NEW; ADVISORY_ONLY"
+
+
 def test_a_long_history_shows_its_latest_events_and_says_how_many_it_left_off() -> None:
     """A trader lodging thousands of versions of its own declaration (the schema allows
     999,999) got them all in one answer, redacted on the listener's event loop: 150,000

@@ -213,9 +213,10 @@ def _codes_only_hidden_gave(
         if unavailable & hidden and not unavailable - hidden:
             left.add(Verdict.UNAVAILABLE.value)
         warned = {a for a in advice & hidden if a in quiet or answers.get(a, set()) - _ACCEPTED}
-        # One the trader sees in advice mode gave it unless it is seen to accept all.
+        # One the trader sees in advice mode gave it unless it is seen to accept all (an
+        # answer whose verdicts do not read, or none, may have given it).
         seen_warned = {
-            a for a in advice - hidden if a in quiet or a not in answers or answers[a] - _ACCEPTED
+            a for a in advice - hidden if a in quiet or not answers.get(a) or answers[a] - _ACCEPTED
         }
         if warned and not seen_warned:
             left.add(ADVISORY_ONLY)

@@ -249,10 +249,18 @@ _ENTRIES = (
     ),
     ReasonEntry(
         "DEADLINE",
-        "An administration did not answer within the time allowed: the documents are "
-        "checked at the customs office instead.",
-        "Une administration n'a pas répondu dans le délai : les documents sont contrôlés "
-        "au bureau de douane.",
+        # Said of every outcome it is on: a control (DEGRADED_MODE says so), a refusal
+        # for another document, advice on a pre-lodged version, a cancellation or a
+        # release after a control whose deletion or write-off went unanswered. It said
+        # "the documents are checked at the customs office instead" on all of them (a
+        # review of degraded mode, advice).
+        "An administration did not answer within the time allowed: the documents it was "
+        "asked about were not checked automatically (each is listed with its own reason). "
+        "The outcome of the decision and its other reasons say what follows for the goods.",
+        "Une administration n'a pas répondu dans le délai : les documents qui lui ont été "
+        "soumis n'ont pas été contrôlés automatiquement (chacun est signalé par son propre "
+        "motif). Le résultat de la décision et ses autres motifs indiquent ce qu'il advient "
+        "des marchandises.",
     ),
     ReasonEntry(
         OVERRIDE_APPLIED,

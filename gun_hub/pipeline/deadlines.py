@@ -212,9 +212,9 @@ class Deadlines:
         # An advisory one's silence is in the history (advice mode is there for what the
         # partner says, or does not) and its document's reasons (UNAVAILABLE, then
         # ADVISORY_ONLY, as an advisory refusal), but it holds nothing, so it is no
-        # DEADLINE of the decision: that reason tells the trader the documents are
-        # checked at the office instead, and it read so on a release (a review of
-        # degraded mode, advice).
+        # DEADLINE of the decision: that reason is an authority whose silence counts (it
+        # then told the trader the documents are checked at the office instead, and it
+        # read so on a release: a review of degraded mode, advice).
         named = [a for a in passed if self._mode(case, a).counts]
         reasons = []
         if passed:

@@ -7,9 +7,9 @@ It is awaited like any other up to the deadline (a slow pilot delays the decisio
 it stays silent, the deadline (pipeline/deadlines.py) named it all the same: the decision
 said ``DEADLINE: no answer from cites within 30s`` beside AUTHORITY_NOT_CONNECTED, and the
 trader's history read ``DEADLINE_PASSED: no answer from cites within 30s``, then a
-control decided ``DEADLINE; AUTHORITY_NOT_CONNECTED`` (reasons.py: DEADLINE tells the
+control decided ``DEADLINE; AUTHORITY_NOT_CONNECTED`` (reasons.py: DEADLINE told the
 trader "an administration did not answer within the time allowed: the documents are
-checked at the customs office instead"). The control comes from the authority not being
+checked at the customs office instead" then). The control comes from the authority not being
 connected, whatever it answers: the same declaration with the authority off reads
 AUTHORITY_NOT_CONNECTED alone. An enforced authority silent beside it is named alone.
 """

@@ -6,7 +6,7 @@ the office.
 docs/rollout.md: in advice mode "refusals and silence only warn" and "never refuse or
 hold the goods". The deadline (pipeline/deadlines.py) named the advisory authority all
 the same in a ``DEADLINE`` reason of the RELEASE (``DEADLINE: no answer from cites within
-30s``), whose text tells the trader "the documents are checked at the customs office
+30s``), whose text told the trader "the documents are checked at the customs office
 instead" (reasons.py), and the document's ``UNAVAILABLE`` told it "the goods go to
 documentary control": neither is true of a release, where nothing is checked. The
 silence stays visible (advice mode is there so that the operator and the trader see what
@@ -92,7 +92,7 @@ def test_an_advisory_authority_silent_past_the_deadline_warns_and_holds_nothing(
     decision, outboxes = decided(hub, Verdict.VALID, None)
     assert decision.outcome is Outcome.RELEASE
     # Listed as an advisory refusal is: the document's code, then ADVISORY_ONLY; no
-    # DEADLINE (a reason of the outcome: the documents checked at the office instead),
+    # DEADLINE (a reason of the outcome: an enforced authority's silence),
     # no DEGRADED_MODE.
     assert [r.code for r in decision.reasons] == [Verdict.UNAVAILABLE.value, ADVISORY_ONLY]
     assert [d.verdict for d in decision.documents if d.authority == "cites"] == [

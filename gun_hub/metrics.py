@@ -53,7 +53,10 @@ CONTROLS_OVERDUE = Counter(
 )
 DEADLINES = Counter(
     "gun_hub_deadlines_passed_total",
-    "Cases decided in degraded mode because an authority did not answer in time.",
+    "Cases whose deadline passed with an authority silent (several joined by commas): "
+    "decided in degraded mode for an enforced one; a shadow or advisory one's silence is "
+    "counted too and holds nothing (gun_hub_degraded_decisions_total counts degraded "
+    "decisions).",
     ["authority"],
 )
 DEGRADED_DECISIONS = Counter(

@@ -188,3 +188,24 @@ def test_a_silent_licence_beside_an_advisory_silence_reads_to_the_trader_as_with
     assert with_licence == without == [Outcome.REFUSE]
     assert seen_without == ["QUANTITY_INSUFFICIENT", Verdict.UNAVAILABLE.value, ADVISORY_ONLY]
     assert seen_with == seen_without
+
+
+def test_the_deadlines_counter_counts_an_advisory_silence_and_says_it_decides_nothing(
+    hub: Hub,
+) -> None:
+    """``gun_hub_deadlines_passed_total`` counts every silent authority's deadline, a
+    shadow or advisory one's too (a pilot partner that does not answer is for operations
+    to see: docs/decisions.md), so its help must not say each case it counts was decided
+    in degraded mode: a release over an advisory silence is not (a review of stop 58,
+    second round)."""
+
+    def passed(authority: str) -> float:
+        labels = {"authority": authority}
+        return REGISTRY.get_sample_value("gun_hub_deadlines_passed_total", labels) or 0.0
+
+    before = passed("cites")
+    decision, _ = decided(hub, Verdict.VALID, None)
+    assert decision.outcome is Outcome.RELEASE
+    assert passed("cites") == before + 1
+    [family] = [m for m in REGISTRY.collect() if m.name == "gun_hub_deadlines_passed"]
+    assert "decided in degraded mode because" not in family.documentation

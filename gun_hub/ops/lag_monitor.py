@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -76,15 +76,42 @@ class _BelowLogStart:
     counted_to: int  # the log start up to which what it lost is counted
 
 
-def count_lost_from_start(groups: Iterable[WatchedGroup]) -> None:
+def count_lost_from_start(
+    groups: Iterable[WatchedGroup], not_counted: Mapping[tuple[str, str], str]
+) -> None:
     """``gun_hub_consumergroup_lost_to_retention_total`` at 0 for each group and each topic
-    it is meant to read, so that the alert sees its first increment (gun_contract/counters.py).
-    Another topic a group committed on is made at its first loss: the alert counts a
-    series new to Prometheus whole (deploy/prometheus/gun-hub-alerts.yml)."""
+    it is meant to read (but those ``not_counted``), so that the alert sees its first
+    increment (gun_contract/counters.py). Another topic a group committed on is made at
+    its first loss: the alert counts a series new to Prometheus whole
+    (deploy/prometheus/gun-hub-alerts.yml)."""
     for watched in groups:
+        counted = [t for t in watched.topics if (watched.group, t) not in not_counted]
         export_at_zero(
-            metrics.RECORDS_LOST_TO_RETENTION, consumergroup=[watched.group], topic=watched.topics
+            metrics.RECORDS_LOST_TO_RETENTION, consumergroup=[watched.group], topic=counted
         )
+
+
+def not_counted_here(topics: TopicRegistry, hub_app_id: str) -> dict[tuple[str, str], str]:
+    """The (group, topic) pairs whose records lost to retention the monitor does not count,
+    and why: what the hub makes again (its claims: a hub away longer than their 24 hours
+    makes each again when it reads its declaration again), and what the group's own
+    reader names, leaving out what it had fetched (the hub's inputs, an adapter's
+    requests: INPUT_AGED_OUT_OF_THE_LOG and REQUEST_AGED_OUT_OF_THE_LOG, paged by
+    GunHubInputsAgedOut and GunHubRequestsAgedOut). Counted here too, a group catching up
+    at the edge of retention was paged for records it had fetched before its commit
+    moved, and every loss of those paged twice (a review of stop 58)."""
+    named_by_hub = "named by the hub's reader (INPUT_AGED_OUT_OF_THE_LOG)"
+    return {
+        (hub_app_id, topics.claims): "made again by the hub",
+        (hub_app_id, topics.declarations): named_by_hub,
+        **{(hub_app_id, t): named_by_hub for t in topics.all_responses()},
+        **{
+            (adapter_group(topics, a), topics.requests(a)): (
+                "named by the adapter (REQUEST_AGED_OUT_OF_THE_LOG)"
+            )
+            for a in topics.authorities
+        },
+    }
 
 
 def watched_groups(
@@ -122,14 +149,14 @@ class LagMonitor:
         hanging_after_s: float = 120.0,
         dating_timeout_s: float = 2.0,
         dating_interval_s: float = 60.0,
-        made_again: Collection[str] = frozenset(),
+        not_counted: Mapping[tuple[str, str], str] | None = None,
     ) -> None:
         self._connect = connect
-        # Topics whose records the hub makes again when they are lost: their loss is in
-        # the lag and its gauge, not counted for a page (runtime/aged_out.py).
-        self._made_again = frozenset(made_again)
+        # (group, topic): why its loss is in the lag and its gauge but not counted for a
+        # page (``not_counted_here``).
+        self._not_counted = dict(not_counted or {})
         self._groups = groups
-        count_lost_from_start(groups)
+        count_lost_from_start(groups, self._not_counted)
         self._growth = GrowthWatch(growing_after)
         self._clock = clock
         self._hanging_after_s = hanging_after_s
@@ -176,7 +203,7 @@ class LagMonitor:
             growing_after=settings.ops.lag_growing_samples,
             hanging_after_s=settings.ops.hanging_transaction_s,
             dating_interval_s=settings.ops.lag_dating_interval_s,
-            made_again=(topics.claims,),
+            not_counted=not_counted_here(topics, settings.hub.app_id),
         )
 
     async def start(self) -> None:
@@ -325,33 +352,25 @@ class LagMonitor:
             where = (lag.group, lag.topic, lag.partition)
             log_start = committed + lag.lost
             was = self._below.get(where)
-            if lag.topic in self._made_again:
-                if was is None or was.commit != committed:
-                    log.info(
-                        "group %s: %s[%d] committed at %d, below the log start %d: %d "
-                        "record(s) deleted unread, which the hub makes again",
-                        lag.group,
-                        lag.topic,
-                        lag.partition,
-                        committed,
-                        log_start,
-                        lag.lost,
-                    )
-                kept[where] = _BelowLogStart(committed, log_start)
-                continue
+            elsewhere = self._not_counted.get((lag.group, lag.topic))
             if was is None or was.commit != committed:
-                log.warning(
+                log.log(
+                    logging.WARNING if elsewhere is None else logging.INFO,
                     "group %s: %s[%d] committed at %d, below the log start %d: %d record(s) "
-                    "deleted by retention before the group read them, lost to it (its lag "
-                    "counts the %d still there)",
+                    "deleted by retention before the group read them%s (its lag counts the "
+                    "%d still there)",
                     lag.group,
                     lag.topic,
                     lag.partition,
                     committed,
                     log_start,
                     lag.lost,
+                    ", lost to it" if elsewhere is None else f", not counted here: {elsewhere}",
                     lag.lag,
                 )
+            if elsewhere is not None:
+                kept[where] = _BelowLogStart(committed, log_start)
+                continue
             counted_to = committed if was is None else max(committed, was.counted_to)
             if log_start > counted_to:
                 metrics.RECORDS_LOST_TO_RETENTION.labels(

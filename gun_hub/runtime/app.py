@@ -66,6 +66,7 @@ from gun_hub.ops.lag_metrics import OpsState, register_ops_metrics
 from gun_hub.ops.lag_monitor import (
     LagMonitor,
     count_lost_from_start,
+    not_counted_here,
     snapshot_publisher,
     watched_groups,
 )
@@ -1204,7 +1205,8 @@ def build_hub(settings: Settings) -> Hub:
         # Its counter of records lost to retention at 0 from the worker's start, not from
         # the monitor's first measurement: an alert reads it (gun_contract/counters.py).
         count_lost_from_start(
-            watched_groups(topics, settings.hub.app_id, settings.ops.clearance_group)
+            watched_groups(topics, settings.hub.app_id, settings.ops.clearance_group),
+            not_counted_here(topics, settings.hub.app_id),
         )
 
         async def monitor_lag() -> None:

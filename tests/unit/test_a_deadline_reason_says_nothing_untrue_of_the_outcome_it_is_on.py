@@ -15,7 +15,6 @@ stop 58, second round).
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,13 @@ from gun_hub.domain.routing import RoutingTable
 from gun_hub.web.redaction import trader_status
 from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_pipeline import SOURCE, Hub
+from tests.unit.test_the_deadline_reasons_text_is_true_of_every_outcome_it_is_given_on import tick
 
 REF = "26FR000690I0000012"
 ITEM = goods_item(1, (document("N853", "CHEDP-1"), document("C638", "CITES-1")))
 # What only a documentary control makes true, in either language.
 HELD = ("checked at the customs office", "documentary control", "go to")
 HELD_FR = ("contrôlés au bureau", "contrôle documentaire", "passent en")
-
-
-def tick(hub: Hub, version: int) -> Effects:
-    hub.now += timedelta(seconds=31)
-    return hub.deadlines.handle(REF, version, SourcePosition(hub.topics.deadlines, 0, version))
 
 
 def read_by_the_trader(hub: Hub, outboxes: list[Effects]) -> dict[str, Any]:

@@ -16,14 +16,11 @@ AUTHORITY_NOT_CONNECTED alone. An enforced authority silent beside it is named a
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 
-from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
 from gun_contract.model.decision import Decision
 from gun_contract.model.verdicts import Outcome, Verdict
@@ -32,8 +29,10 @@ from gun_hub.domain.rollout import AUTHORITY_NOT_CONNECTED, RolloutMode
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.web.redaction import trader_history
+from tests.unit.test_a_decision_without_a_partner_answer_is_counted_degraded import degraded
 from tests.unit.test_pipeline import SOURCE, Hub
-from tests.unit.test_rollout_modes import OFFICE, REF, facts, setting, two_authorities
+from tests.unit.test_rollout_modes import OFFICE, facts, setting, two_authorities
+from tests.unit.test_the_deadline_reasons_text_is_true_of_every_outcome_it_is_given_on import tick
 
 CONFIDENTIAL = frozenset({"dga"})
 
@@ -41,16 +40,6 @@ CONFIDENTIAL = frozenset({"dga"})
 @pytest.fixture
 def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
     return Hub(routing_table, keys_dir)
-
-
-def degraded(authority: str) -> float:
-    value = REGISTRY.get_sample_value("gun_hub_degraded_decisions_total", {"authority": authority})
-    return value or 0.0
-
-
-def tick(hub: Hub) -> Effects:
-    hub.now += timedelta(seconds=31)
-    return hub.deadlines.handle(REF, 1, SourcePosition(hub.topics.deadlines, 0, 1))
 
 
 def trader_reads(hub: Hub, outboxes: list[Effects]) -> list[dict[str, Any]]:
@@ -73,7 +62,7 @@ def decided_with_cites(
     outboxes.append(hub.answer(outboxes[0], "dgal", Verdict.VALID))
     if mode is RolloutMode.SHADOW:
         assert hub.decisions(outboxes[-1]) == []  # a shadow authority is awaited
-        outboxes.append(tick(hub))
+        outboxes.append(tick(hub, 1))
     [decision] = [d for o in outboxes for d in hub.decision_objects(o)]
     return decision, trader_reads(hub, outboxes)
 
@@ -101,7 +90,7 @@ def test_what_a_silent_shadow_authority_would_have_decided_is_still_kept(hub: Hu
     hub.rollout.apply(setting("cites", RolloutMode.SHADOW, OFFICE))
     sent = hub.intake.handle(two_authorities(), SOURCE)
     hub.answer(sent, "dgal", Verdict.VALID)
-    ticked = tick(hub)
+    ticked = tick(hub, 1)
     [fact] = facts(hub, ticked)
     [use] = [u for u in fact.rollout if u.authority == "cites"]
     assert (use.mode, use.would_decide, use.reasons) == (
@@ -117,7 +106,7 @@ def test_an_enforced_authority_silent_beside_a_silent_shadow_one_is_named_alone(
     hub.rollout.apply(setting("cites", RolloutMode.SHADOW, OFFICE))
     before_cites, before_dgal = degraded("cites"), degraded("dgal")
     hub.intake.handle(two_authorities(), SOURCE)
-    ticked = tick(hub)
+    ticked = tick(hub, 1)
     [decision] = hub.decision_objects(ticked)
     assert decision.outcome is Outcome.CONTROL_DOCUMENTARY
     assert [r.code for r in decision.reasons] == [

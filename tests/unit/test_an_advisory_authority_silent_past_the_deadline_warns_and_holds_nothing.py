@@ -18,14 +18,12 @@ control, and is the one the DEADLINE reason names.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
-from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
 from gun_contract.model.decision import Decision
 from gun_contract.model.verdicts import Outcome, Verdict
@@ -35,8 +33,10 @@ from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.web.redaction import trader_history, trader_status
 from tests.builders import declaration_xml, document, goods_item
+from tests.unit.test_a_decision_without_a_partner_answer_is_counted_degraded import degraded
 from tests.unit.test_pipeline import SOURCE, Hub
 from tests.unit.test_rollout_modes import OFFICE, REF, setting, two_authorities
+from tests.unit.test_the_deadline_reasons_text_is_true_of_every_outcome_it_is_given_on import tick
 
 CONFIDENTIAL = frozenset({"dga"})
 # What a release must not tell the trader, in either language: that the goods, or the
@@ -56,16 +56,6 @@ def hub(routing_table: RoutingTable, keys_dir: Path) -> Hub:
     return advised_by_cites(routing_table, keys_dir)
 
 
-def degraded(authority: str) -> float:
-    value = REGISTRY.get_sample_value("gun_hub_degraded_decisions_total", {"authority": authority})
-    return value or 0.0
-
-
-def tick(hub: Hub) -> Effects:
-    hub.now += timedelta(seconds=31)
-    return hub.deadlines.handle(REF, 1, SourcePosition(hub.topics.deadlines, 0, 1))
-
-
 def read_by_the_trader(hub: Hub, outboxes: list[Effects]) -> dict[str, Any]:
     history = [s.model_dump(mode="json") for o in outboxes for s in hub.statuses(o)]
     return trader_status(REF, history, CONFIDENTIAL)
@@ -82,7 +72,7 @@ def decided(
             outboxes.append(hub.answer(outboxes[0], authority, verdict))
     if dgal is None or cites is None:
         assert [d for o in outboxes for d in hub.decision_objects(o)] == []  # both awaited
-        outboxes.append(tick(hub))
+        outboxes.append(tick(hub, 1))
     [decision] = [d for o in outboxes for d in hub.decision_objects(o)]
     return decision, outboxes
 
@@ -164,7 +154,7 @@ def refused_beside_silences(
     item = goods_item(1, documents, commodity_code="9301100000")
     outboxes = [hub.intake.handle(declaration_xml(items=(item,)), SOURCE)]
     outboxes.append(hub.answer(outboxes[0], "dgal", Verdict.QUANTITY_INSUFFICIENT))
-    outboxes.append(tick(hub))
+    outboxes.append(tick(hub, 1))
     outcomes = [outcome for o in outboxes for *_, outcome in hub.decisions(o)]
     history = [s.model_dump(mode="json") for o in outboxes for s in hub.statuses(o)]
     seen = trader_history(history, CONFIDENTIAL)

@@ -9,6 +9,7 @@ broker is a dict of records by position and a list of what was sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -169,11 +170,18 @@ class Desk:
 
 @pytest.fixture
 async def desk(tmp_path: Path, keys_dir: Path) -> AsyncIterator[Desk]:
+    async with serving_desk(tmp_path, keys_dir, Broker()) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def serving_desk(tmp_path: Path, keys_dir: Path, broker: Broker) -> AsyncIterator[Desk]:
+    """The desk on the officer listener, over ``broker`` and a view of its own (pages of
+    10: settings_for); alice is a dead-letter operator, bob an officer only."""
     view = OpsView(tmp_path / "view.sqlite3", FEED)
     settings, _ = settings_for(tmp_path)
     assert settings.officers_file is not None  # settings_for names one
     add_officer(settings.officers_file, "bob", SECRETS["bob"])  # an officer, not an operator
-    broker = Broker()
     cipher = StateCipher.load(keys_dir, HUB_PARTY)
     web: HubWeb | None = build_web(
         settings,

@@ -24,17 +24,20 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_record
-from gun_contract.security.entitlements import HUB_PARTY
-from gun_contract.security.state_cipher import StateCipher
 from gun_hub.cli import app
 from gun_hub.ops.dead_letters import DeadLetterFilter
-from gun_hub.ops.lag_metrics import OpsState
 from gun_hub.ops.view import FeedRecord, OpsView
-from gun_hub.security.web_auth import add_officer, write_officer_credentials
-from gun_hub.web import build_web
-from gun_hub.web.dead_letters import DeadLetterDesk
-from tests.unit.test_dead_letter_desk import FEED, PLAIN, REFERENCE, SECRETS, TOPICS, Broker, Desk
-from tests.unit.test_web_listeners import settings_for
+from gun_hub.security.web_auth import write_officer_credentials
+from tests.unit.test_dead_letter_desk import (
+    FEED,
+    PLAIN,
+    REFERENCE,
+    SECRETS,
+    TOPICS,
+    Broker,
+    Desk,
+    serving_desk,
+)
 
 KIND = "ENVELOPE_UNKNOWN_KID"  # a hub.intake dead letter of it can be redriven
 OLD = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)  # what the retention removes
@@ -106,26 +109,8 @@ class Letters:
 async def desk(tmp_path: Path, keys_dir: Path) -> AsyncIterator[Desk]:
     """The desk of tests/unit/test_dead_letter_desk.py (pages of 10: settings_for), on a
     broker whose first question about partitions runs the view's retention."""
-    view = OpsView(tmp_path / "view.sqlite3", FEED)
-    settings, _ = settings_for(tmp_path)
-    assert settings.officers_file is not None  # settings_for names one
-    add_officer(settings.officers_file, "bob", SECRETS["bob"])
-    broker = RetentionBetweenPages()
-    cipher = StateCipher.load(keys_dir, HUB_PARTY)
-    web = build_web(
-        settings,
-        view.path,
-        OpsState(),
-        set(),
-        DeadLetterDesk(TOPICS, broker, broker.send, cipher, frozenset({"alice"})),
-    )
-    assert web is not None
-    await web.start()
-    try:
-        yield Desk(f"http://127.0.0.1:{settings.officer_port}", broker, cipher, view)
-    finally:
-        await web.stop()
-        view.close()
+    async with serving_desk(tmp_path, keys_dir, RetentionBetweenPages()) as served:
+        yield served
 
 
 @pytest.fixture

@@ -351,6 +351,14 @@ PILOTS = {
     "cites-advice-valid-beside-dga-advice-silent": Pilot(
         modes=(("dga", ADVICE), ("cites", ADVICE)), answers=(("dgal", VALID), ("cites", VALID))
     ),
+    # DGA in advice mode answering first the code a visible authority answers later (a
+    # review of stop 58, third round): each code once, it read where DGA's copy stood,
+    # "QUANTITY_INSUFFICIENT; NOT_FOUND" where the same declaration without the licence
+    # reads "NOT_FOUND; QUANTITY_INSUFFICIENT" (the order the answers came in).
+    "dga-advice-refusing-first-beside-cites-and-dgal-refusing": Pilot(
+        modes=(("dga", ADVICE),),
+        answers=(("dga", REFUSED), ("cites", Verdict.NOT_FOUND), ("dgal", REFUSED)),
+    ),
 }
 
 
@@ -438,7 +446,10 @@ def test_what_the_hub_writes_reads_the_same_to_the_trader_with_or_without_a_lice
         without = decided_on_the_licence(routing_table, keys_dir, (), pilot)
         # The hub writes DGA's codes in the decision's event; the trader reads none of them.
         assert decided_codes(written) != decided_codes(without)
-        assert seen == unclocked(trader_status(REFERENCE, without, CONFIDENTIAL))
+        expected = unclocked(trader_status(REFERENCE, without, CONFIDENTIAL))
+        # The decision's codes first, as the trader reads them (the whole answer below).
+        assert decided_codes(seen["history"]) == decided_codes(expected["history"])
+        assert seen == expected
         assert leaks(seen) == []
         return
     with_licence = lists_of_authorities(routing_table, keys_dir, (LICENCE,), pilot)

@@ -359,6 +359,17 @@ PILOTS = {
         modes=(("dga", ADVICE),),
         answers=(("dga", REFUSED), ("cites", Verdict.NOT_FOUND), ("dgal", REFUSED)),
     ),
+    # DGAL in shadow mode answers, but gives the decision no code of its own (its documents
+    # read AUTHORITY_NOT_CONNECTED): what it answered does not make DGA's code one the
+    # trader may read (a review of stop 58, third round: DGA's QUANTITY_INSUFFICIENT, and
+    # UNAVAILABLE of its silence, were kept on a control reading AUTHORITY_NOT_CONNECTED
+    # alone without the licence).
+    "dgal-shadow-refusing-beside-dga-advice-refusing": Pilot(
+        modes=(("dga", ADVICE), ("dgal", SHADOW)), answers=(("dgal", REFUSED), ("dga", REFUSED))
+    ),
+    "dgal-shadow-unavailable-beside-dga-advice-silent": Pilot(
+        modes=(("dga", ADVICE), ("dgal", SHADOW)), answers=(("dgal", Verdict.UNAVAILABLE),)
+    ),
 }
 
 

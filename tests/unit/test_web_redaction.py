@@ -21,13 +21,14 @@ import pytest
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects
 from gun_contract.model.declaration import DocumentRef
+from gun_contract.model.exchange import AuthorityRequest
 from gun_contract.model.verdicts import Verdict
 from gun_hub.domain.rollout import RolloutMode, RolloutSetting
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
 from gun_hub.web.redaction import HISTORY_SHOWN_AT_MOST, trader_history, trader_status
-from tests.builders import declaration_xml, document, goods_item
+from tests.builders import answer_to, declaration_xml, document, goods_item
 from tests.unit.test_pipeline import NOW, SOURCE, Hub
 
 CONFIDENTIAL = frozenset({"dga"})
@@ -309,6 +310,7 @@ CHED = document("N853", "CHEDP.FR.2026.0001234", 1, "10")
 SECOND_CHED = document("N853", "CHEDP.FR.2026.0001235", 1, "10")
 CITES_PERMIT = document("C638", "CITES.FR.2026.0007")
 LICENCE = document("LEMG", "LEMG.FR.2026.0042", 1, "5", "NAR")
+SECOND_LICENCE = document("LEMG", "LEMG.FR.2026.0043", 1, "5", "NAR")
 LISTS = (StatusKind.REQUESTS_SENT, StatusKind.FOLLOW_UP_SENT, StatusKind.DEADLINE_PASSED)
 
 
@@ -321,6 +323,10 @@ class Pilot:
 
     modes: tuple[tuple[str, RolloutMode], ...] = ()
     answers: tuple[tuple[str, Verdict], ...] | None = None
+    # Authorities whose answer leaves their last document out (dgal and dga are then
+    # quoted for a second one): the hub takes it as UNAVAILABLE (case.py: an adapter that
+    # skips a document has not vouched for it).
+    skipping: tuple[str, ...] = ()
 
 
 ADVICE, SHADOW = RolloutMode.ADVICE, RolloutMode.SHADOW
@@ -370,6 +376,22 @@ PILOTS = {
     "dgal-shadow-unavailable-beside-dga-advice-silent": Pilot(
         modes=(("dga", ADVICE), ("dgal", SHADOW)), answers=(("dgal", Verdict.UNAVAILABLE),)
     ),
+    # An answer that leaves a document out: the hub takes that document as UNAVAILABLE,
+    # but the answer's event lists the verdicts given (a review of stop 58, third round).
+    # DGA's in advice mode read "UNAVAILABLE; ADVISORY_ONLY" on the release, as given by
+    # an authority answering all VALID ...
+    "dga-advice-skipping-a-licence": Pilot(
+        modes=(("dga", ADVICE),), answers=(("dgal", VALID), ("dga", VALID)), skipping=("dga",)
+    ),
+    # ... and one the trader sees lost its UNAVAILABLE beside DGA's silence: it is why the
+    # goods are held ("DEGRADED_MODE" alone), or a warning of CITES's in advice mode (an
+    # answer about none of its documents: "ADVISORY_ONLY" alone).
+    "dgal-skipping-a-ched-beside-dga-silent": Pilot(answers=(("dgal", VALID),), skipping=("dgal",)),
+    "cites-advice-answering-about-none-beside-dga-advice-silent": Pilot(
+        modes=(("dga", ADVICE), ("cites", ADVICE)),
+        answers=(("dgal", VALID), ("cites", VALID)),
+        skipping=("cites",),
+    ),
 }
 
 
@@ -418,12 +440,18 @@ def decided_on_the_licence(
     hub = piloted(routing_table, keys_dir, pilot)
     answers = dict(pilot.answers or ())
     cites = "cites" in answers or "cites" in dict(pilot.modes)
-    documents = (CHED, *((CITES_PERMIT,) if cites else ()), *licence)
+    documents = (
+        CHED,
+        *((SECOND_CHED,) if "dgal" in pilot.skipping else ()),
+        *((CITES_PERMIT,) if cites else ()),
+        *licence,
+        *((SECOND_LICENCE,) if licence and "dga" in pilot.skipping else ()),
+    )
     item = goods_item(1, documents, commodity_code="9301100000")
     outboxes: list[Effects] = [hub.intake.handle(declaration_xml(items=(item,)), SOURCE)]
     for authority, verdict in answers.items():
         if authority != "dga" or licence:
-            outboxes.append(hub.answer(outboxes[0], authority, verdict))
+            outboxes.append(answered(hub, outboxes[0], authority, verdict, pilot))
     if not [d for outbox in outboxes for d in hub.decisions(outbox)]:
         hub.now += timedelta(seconds=31)
         [sent] = [s for s in hub.statuses(outboxes[0]) if s.kind is StatusKind.REQUESTS_SENT]
@@ -433,6 +461,17 @@ def decided_on_the_licence(
     return [
         status.model_dump(mode="json") for outbox in outboxes for status in hub.statuses(outbox)
     ]
+
+
+def answered(hub: Hub, outbox: Effects, authority: str, verdict: Verdict, pilot: Pilot) -> Effects:
+    """``authority``'s adapter answering its request in ``outbox``: ``verdict`` for each
+    document, the last one left out where the pilot says it skips one."""
+    if authority not in pilot.skipping:
+        return hub.answer(outbox, authority, verdict)
+    record = outbox.to(hub.topics.requests(authority))[-1]
+    opened = hub.envelope(authority).open(record.value, topic=hub.topics.requests(authority))
+    response = answer_to(AuthorityRequest.model_validate_json(opened.payload), verdict)
+    return hub.respond(response.model_copy(update={"answers": response.answers[:-1]}))
 
 
 def decided_codes(history: list[dict[str, Any]]) -> list[str]:

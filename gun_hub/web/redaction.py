@@ -86,6 +86,7 @@ _HOLDERS_UNNAMED = frozenset(
 _CODE = re.compile(r"[A-Z][A-Z0-9_]*")
 # An advisory authority's answers that give its document no reason (decide.py).
 _ACCEPTED = frozenset({Verdict.VALID, Verdict.EXEMPT})
+_ADVICE, _SHADOW = RolloutMode.ADVICE.value, RolloutMode.SHADOW.value
 _FIELDS = ("version", "kind", "at", "detail", "authority", "outcome")
 
 
@@ -176,6 +177,9 @@ def _codes_only_hidden_gave(
     * the codes of a hidden one's refusal in advice mode (a warning on the outcome the
       others make) that no answer the trader sees can read.
 
+    An authority the trader sees in shadow mode gives none of them: its documents read
+    AUTHORITY_NOT_CONNECTED whatever it answers.
+
     DGA in advice mode silent or refusing beside releases read ``ADVISORY_ONLY`` (and its
     refusal's code) on a release that reads nothing without the licence (a review of
     degraded mode, advice). A hidden authority's enforced refusal is kept: it refuses the
@@ -183,7 +187,7 @@ def _codes_only_hidden_gave(
     show is left out."""
     if not hidden:
         return {}
-    advisory = _advisory(history)
+    modes = _modes(history)
     silent: dict[Any, set[str]] = {}  # version: the authorities its deadline named
     answered: dict[Any, dict[str, set[Verdict]]] = {}  # version: authority: verdicts
     for event in history:
@@ -203,8 +207,15 @@ def _codes_only_hidden_gave(
     codes: dict[Any, set[str]] = {}
     for version in silent.keys() | answered.keys():
         quiet = silent.get(version, set())
-        answers = answered.get(version, {})
-        advice = advisory.get(version, set())
+        advice = {a for a, mode in modes.get(version, {}).items() if mode == _ADVICE}
+        # One in shadow mode answers, but its documents read AUTHORITY_NOT_CONNECTED
+        # whatever it says: its answers give the decision no code (a review of stop 58,
+        # third round: DGAL's in shadow kept DGA's advisory refusal and UNAVAILABLE).
+        answers = {
+            a: said
+            for a, said in answered.get(version, {}).items()
+            if modes.get(version, {}).get(a) != _SHADOW
+        }
         named = quiet - advice
         left: set[str] = set()
         if named & hidden and not named - hidden:
@@ -239,21 +250,21 @@ def _codes_only_hidden_gave(
     return codes
 
 
-def _advisory(history: Sequence[dict[str, Any]]) -> dict[Any, set[str]]:
-    """Per version, the authorities in advice mode for it, as its REQUESTS_SENT says
-    (``rollout: cites advice``: the modes are fixed on the version)."""
-    advisory: dict[Any, set[str]] = {}
+def _modes(history: Sequence[dict[str, Any]]) -> dict[Any, dict[str, str]]:
+    """Per version, the authorities not enforced for it and their modes, as its
+    REQUESTS_SENT says (``rollout: cites advice, dgal shadow``: the modes are fixed on the
+    version)."""
+    modes: dict[Any, dict[str, str]] = {}
     for event in history:
         if event.get("kind") != StatusKind.REQUESTS_SENT.value:
             continue
         for clause in str(event.get("detail") or "").split(_CLAUSES):
             if found := _ROLLOUT.fullmatch(clause):
-                advisory.setdefault(event.get("version"), set()).update(
-                    name.lower()
+                modes.setdefault(event.get("version"), {}).update(
+                    (name.lower(), mode)
                     for name, mode in (m.split(" ") for m in found.group("who").split(", "))
-                    if mode == RolloutMode.ADVICE.value
                 )
-    return advisory
+    return modes
 
 
 def _detail(kind: str, detail: str, hidden: set[str]) -> str | None:

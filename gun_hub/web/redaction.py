@@ -19,8 +19,9 @@ nothing more. For the trader's eyes, then:
   many documents gave a code would count DGA's); risk-targeting codes (``RISK.*``,
   ``SAMPLING.*``) are targeting criteria and are never shown; a code only a confidential
   authority gave is left out (``DEADLINE`` and ``UNAVAILABLE`` of its silence; in advice
-  mode, ``ADVISORY_ONLY`` and its refusal's code, on an outcome it does not make), kept
-  where one the trader sees gave it too (:func:`_codes_only_hidden_gave`);
+  mode, ``ADVISORY_ONLY`` and its refusal's code, on an outcome it does not make; its
+  refusal of a cancellation's deletion or a release's write-off), kept where one the
+  trader sees gave it too (:func:`_codes_only_hidden_gave`);
 * any other text that names a confidential authority is emptied (the hub writes none);
 * a version's decision made again after a crash (``decided_again``) is left out: the
   clearance system received the first;
@@ -41,7 +42,7 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from gun_contract.model.verdicts import Verdict
+from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.reasons import document_reason_codes
 from gun_hub.domain.rollout import ADVISORY_ONLY, RolloutMode
 from gun_hub.domain.status_events import StatusKind
@@ -87,6 +88,9 @@ _CODE = re.compile(r"[A-Z][A-Z0-9_]*")
 # An advisory authority's answers that give its document no reason (decide.py).
 _ACCEPTED = frozenset({Verdict.VALID, Verdict.EXEMPT})
 _ADVICE, _SHADOW = RolloutMode.ADVICE.value, RolloutMode.SHADOW.value
+# The outcomes no refusal verdict makes: a release (after the office's control: its
+# write-off's answer) and a cancellation (its deletion's or give-back's).
+_REFUSING_NO_GOODS = frozenset({Outcome.RELEASE.value, Outcome.CANCELLED.value})
 _FIELDS = ("version", "kind", "at", "detail", "authority", "outcome")
 
 
@@ -175,25 +179,31 @@ def _codes_only_hidden_gave(
     * ``ADVISORY_ONLY`` when a hidden one in advice mode was silent or answered anything
       but VALID or EXEMPT, and no one the trader sees in advice mode can have given it;
     * the codes of a hidden one's refusal in advice mode (a warning on the outcome the
-      others make) that no answer the trader sees can read.
+      others make), or on a release or a cancellation (what it answered a follow-up
+      stage's write-off or deletion refuses no goods), that no answer the trader sees can
+      read.
 
     An authority the trader sees in shadow mode gives none of them: its documents read
     AUTHORITY_NOT_CONNECTED whatever it answers.
 
     DGA in advice mode silent or refusing beside releases read ``ADVISORY_ONLY`` (and its
     refusal's code) on a release that reads nothing without the licence (a review of
-    degraded mode, advice). A hidden authority's enforced refusal is kept: it refuses the
-    goods. Kept when in doubt of the hidden one: only what a hidden authority's events
-    show is left out."""
+    degraded mode, advice). A hidden authority's enforced refusal is kept where it refuses
+    the goods (or holds them, under the override; or warns a pre-lodged version). Kept
+    when in doubt of the hidden one: only what a hidden authority's events show is left
+    out."""
     if not hidden:
         return {}
     modes = _modes(history)
     silent: dict[Any, set[str]] = {}  # version: the authorities its deadline named
     answered: dict[Any, dict[str, set[Verdict]]] = {}  # version: authority: verdicts
+    outcomes: dict[Any, Any] = {}  # version: its decision's outcome
     for event in history:
         version, kind = event.get("version"), event.get("kind")
         detail = str(event.get("detail") or "")
-        if kind == StatusKind.DEADLINE_PASSED.value:
+        if kind == StatusKind.DECIDED.value and not event.get(DECIDED_AGAIN):
+            outcomes.setdefault(version, event.get("outcome"))
+        elif kind == StatusKind.DEADLINE_PASSED.value:
             for clause in detail.split(_CLAUSES):
                 if found := _NO_ANSWER.fullmatch(clause):
                     names = {n.lower() for n in found.group("who").split(", ")}
@@ -238,9 +248,15 @@ def _codes_only_hidden_gave(
             for verdict in said
             for code in document_reason_codes(verdict)
         }
+        # Its refusals in advice mode warn; enforced, on a release or a cancellation, they
+        # refuse no goods: a deletion or a write-off refused at a follow-up stage (a
+        # review of stop 58, third round: they read to the trader on the decision).
+        refusing = advice & hidden
+        if outcomes.get(version) in _REFUSING_NO_GOODS:
+            refusing = hidden
         left.update(
             code
-            for authority in advice & hidden
+            for authority in refusing
             for verdict in answers.get(authority, set())
             if verdict.is_refusal
             for code in document_reason_codes(verdict) - seen_codes

@@ -243,8 +243,7 @@ class Correlation:
             response.reference,
             response.version,
             StatusKind.ANSWER_RECEIVED,
-            ", ".join(sorted({a.verdict.value for a in response.answers}))
-            + self._withheld_codes(response),
+            ", ".join(verdicts_taken(case, response)) + self._withheld_codes(response),
             authority=response.authority,
             lodging=case.receipt,
         )
@@ -378,6 +377,24 @@ class Correlation:
             source=source,
             component=COMPONENT,
         )
+
+
+def verdicts_taken(case: Case, response: AuthorityResponse) -> list[str]:
+    """The verdicts ``case`` took from ``response`` (``Case.record``): its answers', and
+    UNAVAILABLE where it left a document of its authority out (an adapter that skips a
+    document has not vouched for it). The answer's event listed the answers' alone, and
+    the trader's redaction read an authority answering VALID about one document of two as
+    giving no UNAVAILABLE: DGA's in advice mode was kept on a release, DGAL's left out
+    beside DGA's silence (a review of stop 58, third round)."""
+    answered = {(a.goods_item, a.code, a.reference) for a in response.answers}
+    verdicts = {a.verdict.value for a in response.answers}
+    if any(
+        (e.goods_item, e.code, e.reference) not in answered
+        for e in case.expected
+        if e.authority == response.authority
+    ):
+        verdicts.add(Verdict.UNAVAILABLE.value)
+    return sorted(verdicts)
 
 
 def written_off(

@@ -16,12 +16,13 @@ nothing more. For the trader's eyes, then:
   whole by a fixed text, whether or not it names a confidential authority: emptied only
   when it did, the emptiness itself would tell;
 * a decision's reasons keep the document verdicts and degraded-mode codes, each once (how
-  many documents gave a code would count DGA's); risk-targeting codes (``RISK.*``,
-  ``SAMPLING.*``) are targeting criteria and are never shown; a code only a confidential
-  authority gave is left out (``DEADLINE`` and ``UNAVAILABLE`` of its silence; in advice
-  mode, ``ADVISORY_ONLY`` and its refusal's code, on an outcome it does not make; its
-  refusal of a cancellation's deletion or a release's write-off), kept where one the
-  trader sees gave it too (:func:`_codes_only_hidden_gave`);
+  many documents gave a code would count DGA's) and in one order (:func:`_in_order`: the
+  order the answers came in would tell where DGA's copy of a code stood); risk-targeting
+  codes (``RISK.*``, ``SAMPLING.*``) are targeting criteria and are never shown; a code
+  only a confidential authority gave is left out (``DEADLINE`` and ``UNAVAILABLE`` of its
+  silence; in advice mode, ``ADVISORY_ONLY`` and its refusal's code, on an outcome it does
+  not make; its refusal of a cancellation's deletion or a release's write-off), kept where
+  one the trader sees gave it too (:func:`_codes_only_hidden_gave`);
 * any other text that names a confidential authority is emptied (the hub writes none);
 * a version's decision made again after a crash (``decided_again``) is left out: the
   clearance system received the first;
@@ -43,6 +44,8 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from gun_contract.model.verdicts import Outcome, Verdict
+from gun_hub.domain.decide import DEGRADED_MODE
+from gun_hub.domain.override import OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED
 from gun_hub.domain.reasons import document_reason_codes
 from gun_hub.domain.rollout import ADVISORY_ONLY, RolloutMode
 from gun_hub.domain.status_events import StatusKind
@@ -91,6 +94,10 @@ _ADVICE, _SHADOW = RolloutMode.ADVICE.value, RolloutMode.SHADOW.value
 # The outcomes no refusal verdict makes: a release (after the office's control: its
 # write-off's answer) and a cancellation (its deletion's or give-back's).
 _REFUSING_NO_GOODS = frozenset({Outcome.RELEASE.value, Outcome.CANCELLED.value})
+# A decision's codes about the whole declaration, and those noting what was made of a
+# document's (decide.py: first, and after the document's code).
+_DECISION_CODES = (DEGRADED_MODE, "DEADLINE")
+_NOTE_CODES = frozenset({ADVISORY_ONLY, OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED})
 _FIELDS = ("version", "kind", "at", "detail", "authority", "outcome")
 
 
@@ -288,8 +295,11 @@ def _detail(kind: str, detail: str, hidden: set[str]) -> str | None:
     if kind == StatusKind.DECIDED.value:
         codes = [code.strip() for code in detail.split(";")]
         # Each code once: how many documents gave one would count DGA's beside the others'.
-        shown = (c for c in codes if _CODE.fullmatch(c) and c.lower() not in hidden)
-        return "; ".join(dict.fromkeys(shown))
+        # In one order: the hub lists them as the answers came, and the one copy kept of
+        # a code DGA gave too stood where DGA's first did (a review of stop 58, third
+        # round: "QUANTITY_INSUFFICIENT; NOT_FOUND" against "NOT_FOUND; ...").
+        shown = {c for c in codes if _CODE.fullmatch(c) and c.lower() not in hidden}
+        return "; ".join(sorted(shown, key=_in_order))
     if kind not in _UNREAD_LIST:
         return detail
     kept: list[str] = []
@@ -305,6 +315,16 @@ def _detail(kind: str, detail: str, hidden: set[str]) -> str | None:
     # before another: one order whoever took part (rollout modes last, as written).
     kept.sort(key=lambda clause: (clause.startswith("rollout: "), clause))
     return _CLAUSES.join(kept)
+
+
+def _in_order(code: str) -> tuple[int, str]:
+    """Where a decision's code stands for the trader: the decision's own first (degraded
+    mode, then a deadline), then the documents', then what was made of them (advice only,
+    the override), these alphabetically: the hub's order, but for the order the answers
+    came in."""
+    if code in _DECISION_CODES:
+        return (0, str(_DECISION_CODES.index(code)))
+    return (2 if code in _NOTE_CODES else 1, code)
 
 
 def _clause(clause: str, hidden: set[str]) -> str | None:

@@ -328,8 +328,6 @@ class Pilot:
     # quoted for a second one): the hub takes it as UNAVAILABLE (case.py: an adapter that
     # skips a document has not vouched for it).
     skipping: tuple[str, ...] = ()
-    # The partner's own code an authority gives with each of its answers.
-    partner_codes: tuple[tuple[str, str], ...] = ()
 
 
 ADVICE, SHADOW = RolloutMode.ADVICE, RolloutMode.SHADOW
@@ -394,15 +392,6 @@ PILOTS = {
         modes=(("dga", ADVICE), ("cites", ADVICE)),
         answers=(("dgal", VALID), ("cites", VALID)),
         skipping=("cites",),
-    ),
-    # DGA in advice mode refusing MISMATCH on the commodity code (partner code 03) beside
-    # DGAL refusing MISMATCH on the unit (10): the trader reads DGAL's UNIT_MISMATCH, not
-    # DGA's COMMODITY_CODE_MISMATCH (a review of stop 58, third round: kept, as a code
-    # DGAL's MISMATCH "may read", though it read another).
-    "dgal-unit-mismatch-beside-dga-advice-commodity-mismatch": Pilot(
-        modes=(("dga", ADVICE),),
-        answers=(("dgal", Verdict.MISMATCH), ("dga", Verdict.MISMATCH)),
-        partner_codes=(("dgal", "10"), ("dga", "03")),
     ),
 }
 
@@ -477,18 +466,13 @@ def decided_on_the_licence(
 
 def answered(hub: Hub, outbox: Effects, authority: str, verdict: Verdict, pilot: Pilot) -> Effects:
     """``authority``'s adapter answering its request in ``outbox``: ``verdict`` for each
-    document, with the partner's code the pilot gives it, the last one left out where the
-    pilot says it skips one."""
-    partner_code = dict(pilot.partner_codes).get(authority)
-    if authority not in pilot.skipping and partner_code is None:
+    document, the last one left out where the pilot says it skips one."""
+    if authority not in pilot.skipping:
         return hub.answer(outbox, authority, verdict)
     record = outbox.to(hub.topics.requests(authority))[-1]
     opened = hub.envelope(authority).open(record.value, topic=hub.topics.requests(authority))
     response = answer_to(AuthorityRequest.model_validate_json(opened.payload), verdict)
-    answers = [a.model_copy(update={"partner_code": partner_code}) for a in response.answers]
-    if authority in pilot.skipping:
-        answers = answers[:-1]
-    return hub.respond(response.model_copy(update={"answers": tuple(answers)}))
+    return hub.respond(response.model_copy(update={"answers": response.answers[:-1]}))
 
 
 def decided_codes(history: list[dict[str, Any]]) -> list[str]:

@@ -357,15 +357,18 @@ class LagMonitor:
                 log.log(
                     logging.WARNING if elsewhere is None else logging.INFO,
                     "group %s: %s[%d] committed at %d, below the log start %d: %d record(s) "
-                    "deleted by retention before the group read them%s (its lag counts the "
-                    "%d still there)",
+                    "past its commit deleted by retention%s (its lag counts the %d still "
+                    "there)",
                     lag.group,
                     lag.topic,
                     lag.partition,
                     committed,
                     log_start,
                     lag.lost,
-                    ", lost to it" if elsewhere is None else f", not counted here: {elsewhere}",
+                    # Those a reader names itself it may have fetched before its commit moved.
+                    ", unread, lost to it"
+                    if elsewhere is None
+                    else f", not counted here: {elsewhere}",
                     lag.lag,
                 )
             if elsewhere is not None:

@@ -590,3 +590,30 @@ def test_a_long_history_shows_its_latest_events_and_says_how_many_it_left_off() 
     assert (status["version"], status["state"]) == (versions, "DECIDED")
     short = trader_status(REFERENCE, history[:4], CONFIDENTIAL)
     assert "history_left_off" not in short
+
+
+@pytest.mark.parametrize(
+    ("operation", "dgal", "decided", "outcome"),
+    [
+        ("DELETE", "NOT_FOUND", "NOT_FOUND", "CANCELLED"),
+        ("WRITE_OFF", "QUANTITY_INSUFFICIENT", "QUANTITY_INSUFFICIENT", "RELEASE"),
+        ("DELETE", "UNAVAILABLE", "UNAVAILABLE", "CANCELLED"),
+    ],
+    ids=["deletion-refused", "write-off-refused", "deletion-unavailable"],
+)
+def test_at_a_follow_up_stage_a_visible_advisory_answer_keeps_no_code_dga_alone_gave(
+    operation: str, dgal: str, decided: str, outcome: str
+) -> None:
+    """At a cancellation or a release after control the decision explains the enforced
+    authorities' documents alone (decide.py): DGAL in advice mode refusing a deletion or a
+    write-off gives the decision no code, so it cannot keep the code of DGA's refusal (or
+    of its UNAVAILABLE). Without the licence the same declaration reads no code."""
+    history = [
+        event(0, StatusKind.RECEIVED),
+        event(0, StatusKind.REQUESTS_SENT, f"{operation} sent to dga, dgal; rollout: dgal advice"),
+        event(1, StatusKind.ANSWER_RECEIVED, dgal, "dgal"),
+        event(2, StatusKind.ANSWER_RECEIVED, dgal, "dga"),
+        event(2, StatusKind.DECIDED, decided, outcome=outcome),
+    ]
+    [shown] = [e for e in trader_history(history, CONFIDENTIAL) if e["kind"] == "DECIDED"]
+    assert (shown["detail"], shown["outcome"]) == ("", outcome)

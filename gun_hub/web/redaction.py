@@ -43,6 +43,7 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_hub.domain.decide import DEGRADED_MODE
 from gun_hub.domain.override import OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED
@@ -205,9 +206,17 @@ def _codes_only_hidden_gave(
     silent: dict[Any, set[str]] = {}  # version: the authorities its deadline named
     answered: dict[Any, dict[str, set[Verdict]]] = {}  # version: authority: verdicts
     outcomes: dict[Any, Any] = {}  # version: its decision's outcome
+    written_off: set[Any] = set()  # versions whose own operation is a write-off
     for event in history:
         version, kind = event.get("version"), event.get("kind")
         detail = str(event.get("detail") or "")
+        if kind == StatusKind.REQUESTS_SENT.value and any(
+            (found := _SENT.fullmatch(clause))
+            and found.group("operation") == Operation.WRITE_OFF.value
+            and not found.group("which")
+            for clause in detail.split(_CLAUSES)
+        ):
+            written_off.add(version)
         if kind == StatusKind.DECIDED.value and not event.get(DECIDED_AGAIN):
             outcomes.setdefault(version, event.get("outcome"))
         elif kind == StatusKind.DEADLINE_PASSED.value:
@@ -228,16 +237,28 @@ def _codes_only_hidden_gave(
         # One in shadow mode answers, but its documents read AUTHORITY_NOT_CONNECTED
         # whatever it says: its answers give the decision no code (a review of stop 58,
         # third round: DGAL's in shadow kept DGA's advisory refusal and UNAVAILABLE).
+        # At a follow-up stage (a cancellation, a release after control) the decision
+        # explains the enforced documents alone (decide.py): one in advice mode gives it
+        # no code either (a review of stop 58, fourth round: DGAL's advisory refusal of a
+        # deletion kept DGA's enforced one).
+        outcome = outcomes.get(version)
+        follow_up = outcome == Outcome.CANCELLED.value or (
+            outcome == Outcome.RELEASE.value and version in written_off
+        )
+        uncounted = {_SHADOW, _ADVICE} if follow_up else {_SHADOW}
         answers = {
             a: said
             for a, said in answered.get(version, {}).items()
-            if modes.get(version, {}).get(a) != _SHADOW
+            if modes.get(version, {}).get(a) not in uncounted
         }
         named = quiet - advice
         left: set[str] = set()
         if named & hidden and not named - hidden:
             left.add("DEADLINE")
-        unavailable = quiet | {a for a, said in answers.items() if Verdict.UNAVAILABLE in said}
+        counted_quiet = quiet - advice if _ADVICE in uncounted else quiet
+        unavailable = counted_quiet | {
+            a for a, said in answers.items() if Verdict.UNAVAILABLE in said
+        }
         if unavailable & hidden and not unavailable - hidden:
             left.add(Verdict.UNAVAILABLE.value)
         warned = {a for a in advice & hidden if a in quiet or answers.get(a, set()) - _ACCEPTED}

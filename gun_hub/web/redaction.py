@@ -255,7 +255,7 @@ def _codes_only_hidden_gave(
         left: set[str] = set()
         if named & hidden and not named - hidden:
             left.add("DEADLINE")
-        counted_quiet = quiet - advice if _ADVICE in uncounted else quiet
+        counted_quiet = quiet - advice if follow_up else quiet
         unavailable = counted_quiet | {
             a for a, said in answers.items() if Verdict.UNAVAILABLE in said
         }
@@ -280,7 +280,7 @@ def _codes_only_hidden_gave(
         # refuse no goods: a deletion or a write-off refused at a follow-up stage (a
         # review of stop 58, third round: they read to the trader on the decision).
         refusing = advice & hidden
-        if outcomes.get(version) in _REFUSING_NO_GOODS:
+        if outcome in _REFUSING_NO_GOODS:
             refusing = hidden
         left.update(
             code

@@ -49,6 +49,11 @@ class StatusKind(StrEnum):
     # Decided for another declarant than the reference's decisions published, and never
     # published (runtime/publisher.py, DECLARANT_CHANGED): the version is nobody's.
     NOT_PUBLISHED_OTHER_DECLARANT = "NOT_PUBLISHED_OTHER_DECLARANT"
+    # Decided by this reference's case on one partition while the case on another decided
+    # the same version first, whose decision the publisher published (its ``outcome`` is
+    # the one not published; runtime/publisher.py, "One reference on several partitions"
+    # in docs/decisions.md): the view and the lookups read the decision published.
+    NOT_PUBLISHED_DECIDED_ELSEWHERE = "NOT_PUBLISHED_DECIDED_ELSEWHERE"
 
 
 # How the publisher's status of a version it decided and withheld begins (its

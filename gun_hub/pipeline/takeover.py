@@ -86,6 +86,8 @@ from gun_hub.domain.requests import requests_for
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.decision_outbox import declarant_tag_of
 from gun_hub.pipeline.hub_context import CaseStore, HubContext
+from gun_hub.pipeline.published_elsewhere import KEY as NOT_PUBLISHED
+from gun_hub.pipeline.published_elsewhere import NotPublished, follow_the_published
 
 log = logging.getLogger(__name__)
 
@@ -145,18 +147,18 @@ class Notice:
     @classmethod
     def from_bytes(cls, value: bytes) -> Notice:
         """``ValueError`` naming the notice for anything that does not read as one."""
-        try:
-            fields: Any = parse_untrusted(value)
-        except ValueError as err:
-            raise ValueError(f"a takeover notice that is not JSON: {err}") from None
-        if not isinstance(fields, dict):
-            fields = {}  # refused below, naming what a notice is
+        return cls.from_fields(_fields_of(value))
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Notice:
+        """``ValueError`` naming the notice for fields that do not read as one."""
         version, read_at = fields.get("superseded_by"), fields.get("read_at", "")
         declarant, quotes = fields.get("declarant", ""), fields.get("quotes", [])
+        named: Any = fields.get("stage")
         try:
-            stage = Stage(fields.get("stage"))
+            stage = Stage(named)
         except ValueError:
-            raise ValueError(f"a takeover notice names no stage: {fields.get('stage')!r}") from None
+            raise ValueError(f"a takeover notice names no stage: {named!r}") from None
         if (
             type(version) is not int
             or version < 1
@@ -176,6 +178,16 @@ class Notice:
         return cls(version, read_at, stage, declarant, frozenset((a, d) for a, d in quotes))
 
 
+def _fields_of(value: bytes) -> dict[str, Any]:
+    """A notice's fields (empty for JSON that is no object: refused as naming nothing);
+    ``ValueError`` for a value that is not JSON."""
+    try:
+        fields: Any = parse_untrusted(value)
+    except ValueError as err:
+        raise ValueError(f"a takeover notice that is not JSON: {err}") from None
+    return fields if isinstance(fields, dict) else {}
+
+
 def tells_other_partitions(version: int, known: Case | None, partition: int) -> bool:
     """Whether a new ``version``, read on ``partition``, may supersede a case on another
     partition: versions below it were read elsewhere (or forgotten) if this partition
@@ -186,7 +198,14 @@ def tells_other_partitions(version: int, known: Case | None, partition: int) -> 
     read after the release it followed, it told no one)."""
     if known is None:
         return version > 1
-    return version > known.version + 1 or known.told_others or _read_elsewhere(known, partition)
+    return (
+        version > known.version + 1
+        or known.told_others
+        or _read_elsewhere(known, partition)
+        # Its decision was not published, another partition's was (published_elsewhere.py):
+        # that case may hold for a control whose result is this version.
+        or known.taken_over_by == known.version
+    )
 
 
 def _read_elsewhere(known: Case, partition: int) -> bool:
@@ -231,7 +250,14 @@ class Takeover:
                 # is whole; only the message is bad (review of stop 56).
                 raise ValueError(f"a takeover notice that does not open: {unreadable}") from None
         # else in clear: written by a worker from before stop 56, read through an upgrade.
-        notice = Notice.from_bytes(value)
+        fields = _fields_of(value)
+        if NOT_PUBLISHED in fields:
+            # From the publisher's lane: this partition's decision of a version was not
+            # published, another partition's was (published_elsewhere.py).
+            return follow_the_published(
+                self._ctx, self._cases, reference, NotPublished.from_fields(fields)
+            )
+        notice = Notice.from_fields(fields)
         outbox = Effects()
         stored = self._cases.get(reference.encode())
         if stored is None:

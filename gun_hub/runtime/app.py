@@ -1186,6 +1186,8 @@ def build_hub(settings: Settings) -> Hub:
         state_cipher,
         memory=settings.hub.publisher_memory_decisions,
         dead_letters=topics.dlq,
+        # A case whose decision another partition's case made first is told (ADR 0005).
+        deadlines=topics.deadlines,
         transaction_interval_s=settings.hub.publisher_transaction_interval_ms / 1000,
         status=topics.status,
     )

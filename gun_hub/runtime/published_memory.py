@@ -97,9 +97,10 @@ class PublishedMemory:
 
     def __init__(self, capacity: int, *, per_origin: int | None = None) -> None:
         self._capacity = capacity
-        # Each reference's published versions, in the order published (a dict as an
-        # ordered set), the reference published last at the end.
-        self._versions: OrderedDict[bytes, dict[bytes, None]] = OrderedDict()
+        # Each reference's published versions, in the order published, with the
+        # declaration partition whose case decided each (None: not said), the reference
+        # published last at the end.
+        self._versions: OrderedDict[bytes, dict[bytes, int | None]] = OrderedDict()
         self._highest: dict[bytes, int] = {}  # of the references the count remembers
         self._declarants: dict[bytes, bytes] = {}  # of the remembered references that name one
         self._count = 0  # decisions the count remembers, all references together
@@ -111,7 +112,7 @@ class PublishedMemory:
         # by the count: a version one window let go while another still holds a higher
         # one would be judged superseded when announced again (review stop 38-g, G1).
         self._window_entries: Counter[bytes] = Counter()
-        self._in_windows: dict[bytes, dict[bytes, None]] = {}
+        self._in_windows: dict[bytes, dict[bytes, int | None]] = {}
 
     def add(self, identity: Identity, declarant: bytes = b"") -> None:
         """``identity`` published, decided for ``declarant`` (empty: it names none)."""
@@ -126,7 +127,7 @@ class PublishedMemory:
         versions = self._versions.setdefault(reference, {})
         self._versions.move_to_end(reference)
         if version not in versions:
-            versions[version] = None
+            versions[version] = decision.origin
             self._count += 1
         number = _number(version)
         if number is not None:
@@ -152,7 +153,7 @@ class PublishedMemory:
         reference, version = decision.identity
         self._window_entries[reference] += 1
         versions = self._in_windows.setdefault(reference, {})
-        versions[version] = None
+        versions.setdefault(version, origin)
         if len(versions) > self._per_origin:  # a reference amended for ever: its earliest go
             del versions[next(iter(versions))]
         while len(window) > self._per_origin:
@@ -205,6 +206,19 @@ class PublishedMemory:
         if counted is not None:
             numbers.append(counted)
         return max(numbers, default=None)
+
+    def origin(self, identity: Identity) -> int | None:
+        """The declaration partition whose case decided the published decision
+        ``identity`` (its outbox record's ``gun.decision.origin``); None when it is not
+        remembered or its origin was not said. The lane tells a case on another partition
+        that decided the same version that its decision was not published
+        (runtime/publisher.py)."""
+        reference, version = identity
+        for held in (self._versions.get(reference, {}), self._in_windows.get(reference, {})):
+            origin = held.get(version)
+            if origin is not None:
+                return origin
+        return None
 
     def declarant(self, reference: bytes) -> bytes:
         """The declarant of ``reference``'s decisions published; empty: none known."""

@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -93,6 +94,7 @@ from gun_contract.dead_letter import ErrorClass, SourcePosition, dead_letter_rec
 from gun_contract.envelope import ContentType, Envelope
 from gun_contract.kafka.client import Connect, client_options, consumer_options, producer_options
 from gun_contract.kafka.refusals import NOT_AUTHORISED, rights_refusal
+from gun_contract.model.verdicts import Outcome
 from gun_contract.security.entitlements import CLEARANCE_PARTY
 from gun_contract.security.state_cipher import (
     KEY_MISSING_PATIENCE_S,
@@ -113,7 +115,10 @@ from gun_hub.pipeline.decision_outbox import (
     outbox_record_key,
 )
 from gun_hub.pipeline.intake import DECLARANT_CHANGED
+from gun_hub.pipeline.published_elsewhere import NotPublished
+from gun_hub.pipeline.takeover import NOTICE_STATE
 from gun_hub.runtime.published_memory import (
+    DUPLICATE,
     OTHER_DECLARANT,
     SUPERSEDED,
     Identity,
@@ -137,6 +142,9 @@ from gun_hub.runtime.transactions import (
 from gun_hub.security.own_dead_letters import vouched
 
 log = logging.getLogger(__name__)
+
+# The outcome in the hub's own decision XML (xml/decision_codec.py renders it so).
+_OUTCOME = re.compile(rb"<Outcome>([A-Z_]{1,40})</Outcome>")
 
 DEFAULT_MEMORY = 20_000
 
@@ -229,14 +237,18 @@ class DecisionPublisher:
         status: str | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         key_missing_patience_s: float = KEY_MISSING_PATIENCE_S,
+        deadlines: str | None = None,
     ) -> None:
         """``transaction_interval_s``: a partition begins a transaction at most this
         often; what is fetched meanwhile goes into its next one. ``status``: the status
         topic, where a version not published for being superseded is recorded (None:
         logged and counted only). ``key_missing_patience_s``: how long a partition whose
         decisions are sealed with a state key this worker lacks is read again before the
-        publisher stops (:data:`KEY_MISSING_PATIENCE_S`)."""
+        publisher stops (:data:`KEY_MISSING_PATIENCE_S`). ``deadlines``: the hub's deadlines
+        topic, where a case whose decision of a version another partition's case decided
+        first is told so (None: not told; :meth:`_tell_decided_elsewhere`)."""
         self._connect = connect
+        self._deadlines = deadlines
         self._status = status
         self._wall_clock = wall_clock
         self._transaction_interval_s = transaction_interval_s
@@ -714,6 +726,12 @@ class DecisionPublisher:
                             default=None,
                         )
                         skipped.append((identity, refusal, highest))
+                        if refusal == DUPLICATE:
+                            deliveries.extend(
+                                await self._tell_decided_elsewhere(
+                                    publisher, sent, tp.partition, record, identity
+                                )
+                            )
                         if refusal == SUPERSEDED:
                             recorded = await self._record_not_published(
                                 publisher.producer,
@@ -743,7 +761,7 @@ class DecisionPublisher:
                         headers=[h for h in headers if h[0] != HEADER_LODGING],
                     )
                     deliveries.append(delivery)
-                    sent.add(identity, declarant)
+                    sent.remember(Published(identity, declarant, origin_of(headers)))
                     sending.append((identity, declarant, origin_of(headers), delivery))
                 # aiokafka commits a transaction whose produce the broker refused (a record
                 # too large, a corrupt batch, any error it does not retry): its commit waits
@@ -861,6 +879,83 @@ class DecisionPublisher:
         )
         raise missing
 
+    async def _tell_decided_elsewhere(
+        self,
+        publisher: _PartitionPublisher,
+        sent: PublishedMemory,
+        lane_partition: int,
+        record: ConsumerRecord[bytes, bytes],
+        identity: Identity,
+    ) -> list[asyncio.Future[object]]:
+        """A duplicate the reference's case on another partition decided than the one
+        published (a version read on two partitions, each case deciding it: docs/
+        decisions.md, "One reference on several partitions"): that case is told, a
+        :class:`NotPublished` notice on the hub's deadlines topic at its partition
+        (pipeline/published_elsewhere.py: a control not published holds nothing), and the
+        view is, a NOT_PUBLISHED_DECIDED_ELSEWHERE status naming the outcome not
+        published and its receipt, on the lane's partition of the status topic. Both in
+        the lane's transaction. Nothing for a repeat from the partition whose decision was
+        published (a crash's announcement again), nor when either partition is not said
+        (a decision of a worker from before stop 38's origins)."""
+        headers = list(record.headers)
+        decided_on = origin_of(headers)
+        published_from = publisher.published.origin(identity)
+        if published_from is None:
+            published_from = sent.origin(identity)
+        if decided_on is None or published_from is None or decided_on == published_from:
+            return []
+        if not (0 < len(identity[1]) <= 18 and identity[1].isdigit()):
+            return []  # no number (published_memory._number): its record does not open
+        reference, version = identity[0].decode(errors="replace"), int(identity[1])
+        outcome = self._outcome_of(record)
+        log.warning(
+            "publisher: decision of %s version %d decided on partition %d not published: "
+            "the one decided on partition %d was (its versions arrived on several partitions)",
+            reference,
+            version,
+            decided_on,
+            published_from,
+        )
+        told: list[asyncio.Future[object]] = []
+        if self._deadlines is not None:
+            notice = NotPublished(version, published_from).to_bytes()
+            told.append(
+                await publisher.producer.send(
+                    self._deadlines,
+                    self._outbox_cipher.seal(NOTICE_STATE, reference, notice),
+                    key=identity[0],
+                    partition=decided_on,
+                    headers=[trace_header(reference, version)],
+                )
+            )
+        recorded = await self._record_not_published(
+            publisher.producer,
+            lane_partition,
+            identity,
+            StatusKind.NOT_PUBLISHED_DECIDED_ELSEWHERE,
+            f"decided {outcome or 'a decision'} on partition {decided_on}; the decision the "
+            f"case on partition {published_from} made of this version was published",
+            lodging_of(headers),
+            outcome=outcome,
+        )
+        if recorded is not None:
+            told.append(recorded)
+        return told
+
+    def _outcome_of(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
+        """The outcome of the decision in the outbox ``record`` (the hub's own rendering,
+        xml/decision_codec.py); None when it does not open or names none."""
+        key = outbox_record_key(record.key or b"", _version_of(list(record.headers)))
+        try:
+            document = self._outbox_cipher.open(OUTBOX_STATE, key, record.value or b"")
+        except (StateKeyMissing, StateUnreadable):
+            return None
+        found = _OUTCOME.search(document)
+        if found is None:
+            return None
+        outcome = found.group(1).decode()
+        return outcome if outcome in Outcome.__members__ else None
+
     async def _record_not_published(
         self,
         producer: AIOKafkaProducer,
@@ -869,6 +964,8 @@ class DecisionPublisher:
         kind: StatusKind,
         why: str,
         lodging: str | None,
+        *,
+        outcome: str | None = None,
     ) -> asyncio.Future[object] | None:
         """The status event of a version decided and not published, in the lane's
         transaction: on the lane's partition of the status topic (the case's partition is
@@ -893,6 +990,7 @@ class DecisionPublisher:
             at=self._wall_clock(),
             detail=f"{NOT_PUBLISHED}: {why}",
             lodging=lodging,
+            outcome=outcome,
         )
         delivery: asyncio.Future[object] = await producer.send(
             self._status,

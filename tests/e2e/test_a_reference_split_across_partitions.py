@@ -195,6 +195,82 @@ async def test_a_control_released_on_another_partition_is_not_reported_overdue(
     assert "gun_hub_controls_overdue_total 1.0" in metrics
 
 
+DECIDED_TWICE = "26FRXPART00000016"  # version 1 released on one partition, controlled on another
+WITNESS = "26FRXPART00000017"  # controlled after it, no result: reported, the witness
+
+
+async def test_a_control_the_publisher_did_not_publish_holds_nothing_and_is_not_reported(
+    controlling_hub: Pipeline,
+) -> None:
+    """A review of stop 58: version 1 read on partition 0 and released at once, then read
+    again on partition 1 (sealed anew: another producer), where its case, asking a partner
+    that does not answer, sends it to a documentary control at its deadline (the copy
+    quotes a certificate where the first quoted an exempt document: it stands for a copy
+    whose partner answer did not come in time). The lane publishes the release and drops
+    the control; its case was never told, kept its reservations for a control nobody
+    ordered and was reported CONTROL_RESULT_OVERDUE. Now the lane tells it (a notice on
+    the hub's deadlines topic at partition 1) and the view (a status)."""
+    hub = controlling_hub
+    topics = hub.kafka.topics
+    producer = AIOKafkaProducer(bootstrap_servers=hub.kafka.bootstrap)
+    await producer.start()
+    try:
+
+        async def send(xml: bytes, reference: str, partition: int) -> None:
+            await producer.send_and_wait(
+                topics.declarations, hub.seal(xml), key=reference.encode(), partition=partition
+            )
+
+        await send(_exempt(DECIDED_TWICE, 1), DECIDED_TWICE, 0)
+        [released] = await hub.decisions(1, settle_s=0.0)
+        assert released.decision.outcome is Outcome.RELEASE
+        await send(_quoting_a_certificate(DECIDED_TWICE, 1), DECIDED_TWICE, 1)
+        await send(_quoting_a_certificate(WITNESS, 1), WITNESS, 1)
+    finally:
+        await producer.stop()
+
+    statuses = await _statuses_of(
+        hub,
+        {
+            (DECIDED_TWICE, 1, StatusKind.DECIDED, 1),
+            (DECIDED_TWICE, 1, StatusKind.NOT_PUBLISHED_DECIDED_ELSEWHERE, None),
+            (WITNESS, 1, StatusKind.CONTROL_RESULT_OVERDUE, None),
+        },
+    )
+    # The clearance system received the release alone for version 1...
+    decided = {
+        (d.decision.reference, d.decision.version): d.decision.outcome
+        for d in await hub.decisions(2, settle_s=0.0)
+    }
+    assert decided == {
+        (DECIDED_TWICE, 1): Outcome.RELEASE,
+        (WITNESS, 1): Outcome.CONTROL_DOCUMENTARY,
+    }
+    # ...partition 1's case decided a control, which the view is told was not published...
+    [control] = [
+        e
+        for e, partition in statuses
+        if (e.reference, e.kind, partition) == (DECIDED_TWICE, StatusKind.DECIDED, 1)
+    ]
+    assert control.outcome == Outcome.CONTROL_DOCUMENTARY.value
+    [told] = [e for e, _ in statuses if e.kind is StatusKind.NOT_PUBLISHED_DECIDED_ELSEWHERE]
+    assert (told.reference, told.version, told.outcome) == (
+        DECIDED_TWICE,
+        1,
+        Outcome.CONTROL_DOCUMENTARY.value,
+    )
+    assert told.lodging == control.lodging
+    # ...and the control the clearance system never ordered is not reported overdue
+    # (the witness, controlled after it, was: by then it would have been).
+    overdue = sorted(
+        (e.reference, e.version) for e, _ in statuses if e.kind is StatusKind.CONTROL_RESULT_OVERDUE
+    )
+    assert overdue == [(WITNESS, 1)]
+    metrics = hub.metrics()
+    assert 'gun_hub_decisions_not_published_total{reason="duplicate"} 1.0' in metrics
+    assert "gun_hub_controls_overdue_total 1.0" in metrics
+
+
 INVALIDATED_ACROSS = "26FRXPART00000015"  # controlled, released elsewhere, invalidated there
 CERTIFICATE_A = "CHEDP.FR.2026.SPLIT0A"
 CERTIFICATE_B = "CHEDP.FR.2026.SPLIT0B"

@@ -403,8 +403,10 @@ def messages_by_topic(registry: TopicRegistry) -> dict[str, Message]:
             "A case's deadline has passed: the deadlines agent decides it in degraded mode "
             "(a stale or early tick is ignored). Or a later version of the reference was read "
             "on another partition: a lower version's case here is taken over by it (the "
-            "notice sealed with the hub's state key, a TakeoverNotice inside). Internal to "
-            "the hub.",
+            "notice sealed with the hub's state key, a TakeoverNotice inside). Or the "
+            "decision publisher did not publish this partition's decision of a version, "
+            "another partition's case having decided it first (a DecisionNotPublishedNotice "
+            "inside, sealed likewise). Internal to the hub.",
             BYTES,
             ref("DeadlineTick"),
             REFERENCE_KEY,

@@ -305,8 +305,9 @@ def payload_schemas() -> dict[str, JsonObject]:
             "decimal text; a retention tick, the bare text `retention` "
             "(gun_hub/pipeline/retention.py); a takeover notice, sealed with the hub's "
             "state key (StateSealedBytes, bound to the reference: it names the documents a "
-            "version quotes), whose plaintext is a TakeoverNotice. Workers before stop 56 "
-            "wrote the notice's JSON in clear; it is still read.",
+            "version quotes), whose plaintext is a TakeoverNotice, or a "
+            "DecisionNotPublishedNotice written by the decision publisher. Workers before "
+            "stop 56 wrote the takeover notice's JSON in clear; it is still read.",
         },
         "TakeoverNotice": {
             "title": "TakeoverNotice",
@@ -338,6 +339,24 @@ def payload_schemas() -> dict[str, JsonObject]:
                         "minItems": 2,
                         "maxItems": 2,
                     },
+                },
+            },
+        },
+        "DecisionNotPublishedNotice": {
+            "title": "DecisionNotPublishedNotice",
+            "type": "object",
+            "description": "Written by the decision publisher's lane on the partition of a "
+            "case whose decision of a version it did not publish, the case of the reference "
+            "on another partition having decided it first (gun_hub/pipeline/"
+            "published_elsewhere.py, ADR 0028): a control of that version held here holds "
+            "nothing any more.",
+            "required": ["not_published", "published_from"],
+            "properties": {
+                "not_published": {"type": "integer", "minimum": 1},
+                "published_from": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "The partition whose case's decision was published.",
                 },
             },
         },

@@ -1,0 +1,226 @@
+"""Review of stop 59's change (ADR 0028): the notice of a decision not published reaches
+its case's partition after a later version of the reference was read there.
+
+The lane writes the :class:`NotPublished` notice when it reads the duplicate, and the
+deadlines agent of that partition handles it whenever it comes to it; the later versions
+of the reference are read by another agent, on the declarations topic. Nothing orders
+the two: the notice waits behind a lagging deadlines agent (a worker back from a stop
+reads both backlogs at once), or the partition reads its versions late (behind on its
+declarations: version 1 still undecided when version 2 comes, decided REFUSE,
+SUPERSEDED, which the lane drops as a duplicate of the version published). Either way
+the later version is read where the case is not marked ``taken_over_by`` its own version,
+so ``tells_other_partitions`` says nothing, and ``follow_the_published`` then finds the
+later version and does nothing: the case on the other partition, whose decision was
+published, is never told of the control's result or of the invalidation.
+
+Driven without Kafka as tests/unit/test_a_version_decided_on_two_partitions_follows_the_
+decision_published.py drives it: the same lane, the same handling of the deadlines topic.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gun_contract.dead_letter import SourcePosition
+from gun_contract.effects import Effects
+from gun_contract.model.declaration import Stage
+from gun_contract.model.exchange import Operation
+from gun_contract.model.verdicts import Outcome
+from gun_contract.security.state_cipher import StateUnreadable
+from gun_hub.domain.case import Case
+from gun_hub.domain.lifecycle import kept_for_control
+from gun_hub.domain.routing import RoutingTable
+from gun_hub.domain.status_events import StatusKind
+from gun_hub.pipeline.takeover import Takeover
+from tests.builders import declaration_xml
+from tests.unit.test_a_version_decided_on_two_partitions_follows_the_decision_published import (
+    Split,
+)
+from tests.unit.test_deadlines_and_lifecycle import REF
+from tests.unit.test_pipeline import Hub
+from tests.unit.test_versions_and_recovery import at, requests
+
+
+class BothControlled(Split):
+    """Version 1 read on partitions 0 and 1, DGAL silent on both: each case decides a
+    documentary control at its deadline; the lane publishes partition 0's (``release``
+    names the decision published, as in :class:`Split`)."""
+
+    def __init__(self, routing_table: RoutingTable, keys_dir: Path) -> None:
+        self.keys_dir = keys_dir
+        self.released_on, self.controlled_on = (
+            Hub(routing_table, keys_dir),
+            Hub(routing_table, keys_dir),
+        )
+        decided = []
+        for partition, hub in enumerate((self.released_on, self.controlled_on)):
+            hub.intake.handle(declaration_xml(), at(0, partition=partition))
+            hub.now += timedelta(seconds=31)
+            ticked = hub.deadlines.handle(
+                REF, 1, SourcePosition(hub.topics.deadlines, partition, 0)
+            )
+            assert hub.decisions(ticked) == [(REF, 1, Outcome.CONTROL_DOCUMENTARY)]
+            [record] = ticked.to(hub.topics.decision_outbox)
+            decided.append(record)
+        self.release, self.control = decided
+
+
+@pytest.fixture
+def split(routing_table: RoutingTable, keys_dir: Path) -> Split:
+    """Version 1 released on partition 0 (published), controlled on partition 1."""
+    return Split(routing_table, keys_dir)
+
+
+def _notices_to(hub: Hub, outbox: Effects, to: Hub, partition: int) -> Effects:
+    """The takeover notices ``hub`` wrote at ``partition`` of the deadlines topic,
+    handled by ``to``, the worker of that partition, as its deadlines agent does."""
+    handle = to._delivered(Takeover(to.context, to.cases).handle)
+    handled = Effects()
+    for offset, record in enumerate(outbox.to(hub.topics.deadlines)):
+        if record.partition == partition and record.key == REF.encode():
+            source = SourcePosition(hub.topics.deadlines, partition, 100 + offset)
+            handled.records.extend(handle(REF, record.value, source).records)
+    return handled
+
+
+class _DoesNotOpen(dict[bytes, bytes]):
+    """A case table whose value of the reference does not open until it is written
+    again (the worker's sealed store raises so: pipeline/unreadable_state.py)."""
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        if key == REF.encode() and key not in self:
+            raise StateUnreadable("does not open", table="cases", key=key)
+        return super().get(key, default)
+
+
+def _case(hub: Hub) -> Case:
+    return Case.from_bytes(hub.cases[REF.encode()])
+
+
+@pytest.mark.asyncio
+async def test_the_offices_release_read_before_the_notice_still_ends_the_control_published(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """Both cases controlled, partition 0's published. The office's RELEASED_AFTER_CONTROL
+    comes on partition 1 before partition 1's deadlines agent reads the lane's notice:
+    partition 1 writes off and releases, and tells nobody (its control is not marked
+    yet). The notice, read then, finds version 2 and does nothing. Partition 0's control,
+    the one the clearance system received and whose result this is, stays kept: reported
+    CONTROL_RESULT_OVERDUE after the report period, never retired (the defect ADR 0028
+    set out to close, in the other order of two topics nothing orders)."""
+    split = BothControlled(routing_table, keys_dir)
+    published_on, other = split.released_on, split.controlled_on
+    written = await split.lane(published_from=0)
+    result = other.intake.handle(
+        declaration_xml(version=2, stage=Stage.RELEASED_AFTER_CONTROL), at(1, partition=1)
+    )
+    told = _notices_to(other, result, published_on, 0)
+    told.records.extend(_notices_to(other, split.told(written), published_on, 0).records)
+
+    assert not kept_for_control(_case(published_on)), (
+        "partition 0's published control is kept for a result read on partition 1"
+    )
+    published_on.now += timedelta(seconds=published_on.control_report_after_s + 60)
+    ticked = published_on.deadlines.handle(
+        REF, 1, SourcePosition(published_on.topics.deadlines, 0, 99)
+    )
+    assert StatusKind.CONTROL_RESULT_OVERDUE not in published_on.status_kinds(ticked)
+
+
+@pytest.mark.asyncio
+async def test_a_partition_behind_on_its_declarations_still_ends_the_control_published(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """Partition 0 read version 1, decided a control, published. Partition 1 is behind:
+    it reads version 1 and the office's RELEASED_AFTER_CONTROL (version 2) one after the
+    other, version 1 undecided (REFUSE, SUPERSEDED: a duplicate at the lane, which tells
+    partition 1, now at version 2). Nothing tells partition 0 its control ended."""
+    split = BothControlled(routing_table, keys_dir)
+    published_on = split.released_on
+    behind = Hub(routing_table, keys_dir)
+    behind.intake.handle(declaration_xml(), at(0, partition=1))
+    result = behind.intake.handle(
+        declaration_xml(version=2, stage=Stage.RELEASED_AFTER_CONTROL), at(1, partition=1)
+    )
+    assert behind.decisions(result)[:1] == [(REF, 1, Outcome.REFUSE)]
+    [superseded, *_] = result.to(behind.topics.decision_outbox)
+    split.controlled_on, split.control = behind, superseded
+    written = await split.lane(published_from=0)
+    _notices_to(behind, result, published_on, 0)
+    _notices_to(behind, split.told(written), published_on, 0)
+
+    assert not kept_for_control(_case(published_on)), (
+        "partition 0's published control is kept for a result read on partition 1"
+    )
+
+
+@pytest.mark.asyncio
+async def test_an_invalidation_read_before_the_notice_gives_back_what_the_release_wrote_off(
+    split: Split,
+) -> None:
+    """Partition 0's release published (its write-off sent), partition 1's control not.
+    The office invalidates the declaration; version 2 INVALIDATED is read on partition 1
+    before its deadlines agent reads the lane's notice: partition 1 gives back nothing
+    (it wrote nothing off) and tells nobody; the notice then finds version 2. The
+    release's write-off stays at the partner, the quantity lost to the certificate's
+    holder. Read after the notice, partition 1 tells partition 0, which gives it back."""
+    published_on, other = split.released_on, split.controlled_on
+    written_off = [
+        r for r in requests(published_on, split.released) if r.operation is Operation.WRITE_OFF
+    ]
+    assert written_off, "the release wrote off its licence"
+    written = await split.lane(published_from=0)
+    invalidated = other.intake.handle(
+        declaration_xml(version=2, stage=Stage.INVALIDATED), at(1, partition=1)
+    )
+    handled = _notices_to(other, invalidated, published_on, 0)
+    handled.records.extend(_notices_to(other, split.told(written), published_on, 0).records)
+
+    given_back = [r for r in requests(published_on, handled) if r.operation is Operation.GIVE_BACK]
+    assert given_back, "what the published release wrote off is never given back"
+
+
+@pytest.mark.asyncio
+async def test_a_control_not_published_beside_a_refusal_reserving_nothing_is_not_dropped_silently(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """``follow_the_published`` takes for granted that the decision published followed up
+    the documents the control not published reserved. A decision that reserved nothing
+    breaks it: partition 0's stored case of the reference does not open, so version 1 is
+    refused there over it (intake ``_refuse_over_unreadable``: nothing asked, nothing
+    deleted), and the lane publishes that refusal first. Partition 1 reserved the licence
+    and decided a control; told, it holds nothing any more, so nothing ever deletes its
+    reservation at the partner and no CONTROL_RESULT_OVERDUE says so (before the notice,
+    the report at least told operations)."""
+    refused_on = Hub(routing_table, keys_dir, cases=_DoesNotOpen())
+    controlled_on = Hub(routing_table, keys_dir)
+    refused = refused_on.intake.handle(declaration_xml(), at(0, partition=0))
+    assert refused_on.decisions(refused) == [(REF, 1, Outcome.REFUSE)]
+    assert requests(refused_on, refused) == []  # nothing reserved, nothing deleted
+    received = controlled_on.intake.handle(declaration_xml(), at(0, partition=1))
+    assert [r.operation for r in requests(controlled_on, received)] == [Operation.RESERVE]
+    controlled_on.now += timedelta(seconds=31)
+    controlled = controlled_on.deadlines.handle(
+        REF, 1, SourcePosition(controlled_on.topics.deadlines, 1, 0)
+    )
+    assert controlled_on.decisions(controlled) == [(REF, 1, Outcome.CONTROL_DOCUMENTARY)]
+
+    split = BothControlled.__new__(BothControlled)
+    split.keys_dir = keys_dir
+    split.released_on, split.controlled_on = refused_on, controlled_on
+    [split.release] = refused.to(refused_on.topics.decision_outbox)
+    [split.control] = controlled.to(controlled_on.topics.decision_outbox)
+    followed = split.told(await split.lane(published_from=0))
+
+    deleted = [r for r in requests(controlled_on, followed) if r.operation is Operation.DELETE]
+    controlled_on.now += timedelta(seconds=controlled_on.control_report_after_s + 60)
+    ticked = controlled_on.deadlines.handle(
+        REF, 1, SourcePosition(controlled_on.topics.deadlines, 1, 99)
+    )
+    assert deleted or StatusKind.CONTROL_RESULT_OVERDUE in controlled_on.status_kinds(ticked), (
+        "the licence partition 1 reserved is held at the partner, and nothing says so"
+    )

@@ -36,7 +36,7 @@ from gun_hub.domain.lifecycle import kept_for_control
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.takeover import Takeover
-from tests.builders import declaration_xml
+from tests.builders import declaration_xml, document, goods_item
 from tests.unit.test_a_version_decided_on_two_partitions_follows_the_decision_published import (
     Split,
 )
@@ -223,4 +223,44 @@ async def test_a_control_not_published_beside_a_refusal_reserving_nothing_is_not
     )
     assert deleted or StatusKind.CONTROL_RESULT_OVERDUE in controlled_on.status_kinds(ticked), (
         "the licence partition 1 reserved is held at the partner, and nothing says so"
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_control_not_published_beside_a_copy_quoting_other_documents_is_not_dropped(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """The e2e test of ADR 0028 stages it so (tests/e2e/test_a_reference_split_across_
+    partitions.py ``test_a_control_the_publisher_did_not_publish_holds_nothing_and_is_not_
+    reported``): version 1 released at once on partition 0 (an exempt document, nothing
+    reserved), its copy on partition 1 quoting a certificate, reserved there and
+    controlled at the deadline. The lane publishes the release; partition 1, told, holds
+    nothing: the certificate stays reserved at DGAL for good, neither deleted nor
+    reported overdue."""
+    released_on, controlled_on = Hub(routing_table, keys_dir), Hub(routing_table, keys_dir)
+    exempt = (goods_item(1, (document("Y900", "EX-1", None, None),)),)
+    released = released_on.intake.handle(declaration_xml(items=exempt), at(0, partition=0))
+    assert released_on.decisions(released) == [(REF, 1, Outcome.RELEASE)]
+    received = controlled_on.intake.handle(declaration_xml(), at(0, partition=1))
+    assert [r.operation for r in requests(controlled_on, received)] == [Operation.RESERVE]
+    controlled_on.now += timedelta(seconds=31)
+    controlled = controlled_on.deadlines.handle(
+        REF, 1, SourcePosition(controlled_on.topics.deadlines, 1, 0)
+    )
+    assert controlled_on.decisions(controlled) == [(REF, 1, Outcome.CONTROL_DOCUMENTARY)]
+
+    split = BothControlled.__new__(BothControlled)
+    split.keys_dir = keys_dir
+    split.released_on, split.controlled_on = released_on, controlled_on
+    [split.release] = released.to(released_on.topics.decision_outbox)
+    [split.control] = controlled.to(controlled_on.topics.decision_outbox)
+    followed = split.told(await split.lane(published_from=0))
+
+    ended = [r for r in requests(controlled_on, followed) if r.operation is not Operation.RESERVE]
+    controlled_on.now += timedelta(seconds=controlled_on.control_report_after_s + 60)
+    ticked = controlled_on.deadlines.handle(
+        REF, 1, SourcePosition(controlled_on.topics.deadlines, 1, 99)
+    )
+    assert ended or StatusKind.CONTROL_RESULT_OVERDUE in controlled_on.status_kinds(ticked), (
+        "the certificate partition 1 reserved is held at DGAL, and nothing says so"
     )

@@ -76,6 +76,7 @@ from gun_contract.security.state_cipher import StateKeyMissing, StateUnreadable
 from gun_contract.untrusted_json import parse_untrusted
 from gun_hub.domain.case import Case, ExpectedAnswer
 from gun_hub.domain.lifecycle import (
+    FOLLOW_UP,
     held_reservations,
     kept_for_control,
     only_authority,
@@ -83,11 +84,12 @@ from gun_hub.domain.lifecycle import (
     written_off,
 )
 from gun_hub.domain.requests import requests_for
+from gun_hub.domain.routing import OPERATION_FOR_STAGE
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.decision_outbox import declarant_tag_of
 from gun_hub.pipeline.hub_context import CaseStore, HubContext
 from gun_hub.pipeline.published_elsewhere import KEY as NOT_PUBLISHED
-from gun_hub.pipeline.published_elsewhere import NotPublished, follow_the_published
+from gun_hub.pipeline.published_elsewhere import NotPublished
 
 log = logging.getLogger(__name__)
 
@@ -252,10 +254,10 @@ class Takeover:
         # else in clear: written by a worker from before stop 56, read through an upgrade.
         fields = _fields_of(value)
         if NOT_PUBLISHED in fields:
-            # From the publisher's lane: this partition's decision of a version was not
-            # published, another partition's was (published_elsewhere.py).
-            return follow_the_published(
-                self._ctx, self._cases, reference, NotPublished.from_fields(fields)
+            # From the publisher's lane: a version two partitions' cases decided, this
+            # one's decision published or not (published_elsewhere.py).
+            return self._follow_the_published(
+                reference, NotPublished.from_fields(fields), source.partition
             )
         notice = Notice.from_fields(fields)
         outbox = Effects()
@@ -301,6 +303,91 @@ class Takeover:
         elif notice.stage is Stage.INVALIDATED:
             self._invalidated(outbox, case, notice, partition)
         return outbox
+
+    def _follow_the_published(
+        self, reference: str, notice: NotPublished, partition: int
+    ) -> Effects:
+        """``notice`` of a version two partitions' cases decided, read on ``partition``
+        (published_elsewhere.py): the reference is split, so a later version read here
+        tells the others (``told_others``), and the case whose control was not published
+        follows the outcome that was."""
+        outbox = Effects()
+        stored = self._cases.get(reference.encode())
+        if stored is None:
+            return outbox  # retired and forgotten: nothing held here
+        case = Case.from_bytes(stored)
+        if case.version > notice.version:
+            # Read here before the notice: it told the others nothing if it did not know
+            # of the split (the case published elsewhere may hold for a control it ends).
+            if not case.told_others:
+                self._tell_others_of(outbox, case, partition)
+                case.told_others = True
+                self._store(case, partition)
+            return outbox
+        if case.version < notice.version or not case.decided:
+            return outbox  # a marker of a lower version; never undecided, as announced
+        changed = not case.told_others
+        case.told_others = True
+        operation = FOLLOW_UP.get(notice.published_outcome) if notice.published_outcome else None
+        published_here = notice.published_from == partition
+        if not published_here and kept_for_control(case) and operation is not None:
+            held = held_reservations(case)
+            case.taken_over_by = case.version
+            case.handed_over = held
+            case.handed_over_as = operation
+            self._ctx.open_cases.pop(reference.encode(), None)  # its report date
+            self._send_as_published(outbox, case, notice, again=False)
+            changed = True
+        elif not published_here and case.taken_over_by == case.version and case.handed_over:
+            # Read again (a crash before its offset was committed): what may be lost.
+            self._send_as_published(outbox, case, notice, again=True)
+            changed = True  # the requests it expects answers to
+        elif not published_here and kept_for_control(case):
+            log.warning(
+                "%s version %d: the control decided on partition %d was not published (the "
+                "decision of partition %d's case was, %s): it keeps holding, and is reported "
+                "if no result comes",
+                reference,
+                case.version,
+                partition,
+                notice.published_from,
+                "a control" if notice.published_outcome else "its outcome not known here",
+            )
+        if changed:
+            self._store(case, partition)
+        return outbox
+
+    def _send_as_published(
+        self, outbox: Effects, case: Case, notice: NotPublished, *, again: bool
+    ) -> None:
+        """``case.handed_over`` followed up as the outcome published for its version
+        elsewhere has its own case follow them up: under this version, so the same
+        documents make the same idempotent calls."""
+        assert notice.published_outcome is not None  # noqa: S101 - followed up: known
+        self._send(
+            outbox,
+            case,
+            case.handed_over,
+            case.handed_over_as or FOLLOW_UP[notice.published_outcome],
+            case.version,
+            f"as the {notice.published_outcome.value} published for this version (decided "
+            f"on partition {notice.published_from}) has them,",
+            again=again,
+        )
+
+    def _tell_others_of(self, outbox: Effects, case: Case, partition: int) -> None:
+        """Every other partition told of ``case``'s version, as the intake tells them of
+        a version read where earlier ones were not (intake.py ``_tell_other_partitions``):
+        what it quotes is what it reserves with its own operation (none for a pre-lodged
+        version or an invalidation: ``intake.restated``)."""
+        quotes = (
+            frozenset()
+            if OPERATION_FOR_STAGE[case.stage] in (Operation.CHECK, Operation.GIVE_BACK)
+            else frozenset((e.authority, e.reference) for e in case.reserving())
+        )
+        notice = Notice(case.version, case.opened_from, case.stage, declarant_tag_of(case), quotes)
+        for topic, key, value, other in notices(self._ctx, notice, case.reference, partition):
+            outbox.add(topic, key, value, partition=other)
 
     def _store(self, case: Case, partition: int) -> None:
         """``case`` stored where it was read: a retired case's marker stays a marker (its

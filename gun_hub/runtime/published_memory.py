@@ -32,7 +32,7 @@ import logging
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,19 @@ class Published:
     declarant: bytes = b""
     origin: int | None = None
     offset: int = -1
+    # Its outcome, known to the lane that published it (the decision opened as it was
+    # sealed to the clearance system); None when read back from gun.decisions, which the
+    # hub cannot open (sealed to the clearance system).
+    outcome: str | None = None
+
+
+class Origin(NamedTuple):
+    """Where a published decision came from: the declaration partition whose case
+    decided it (its outbox record's ``gun.decision.origin``), and its outcome; each None
+    when not known."""
+
+    partition: int | None
+    outcome: str | None
 
 
 class PublishedMemory:
@@ -97,10 +110,10 @@ class PublishedMemory:
 
     def __init__(self, capacity: int, *, per_origin: int | None = None) -> None:
         self._capacity = capacity
-        # Each reference's published versions, in the order published, with the
-        # declaration partition whose case decided each (None: not said), the reference
-        # published last at the end.
-        self._versions: OrderedDict[bytes, dict[bytes, int | None]] = OrderedDict()
+        # Each reference's published versions, in the order published, with where each
+        # came from and its outcome (:class:`Origin`), the reference published last at
+        # the end.
+        self._versions: OrderedDict[bytes, dict[bytes, Origin]] = OrderedDict()
         self._highest: dict[bytes, int] = {}  # of the references the count remembers
         self._declarants: dict[bytes, bytes] = {}  # of the remembered references that name one
         self._count = 0  # decisions the count remembers, all references together
@@ -112,7 +125,7 @@ class PublishedMemory:
         # by the count: a version one window let go while another still holds a higher
         # one would be judged superseded when announced again (review stop 38-g, G1).
         self._window_entries: Counter[bytes] = Counter()
-        self._in_windows: dict[bytes, dict[bytes, int | None]] = {}
+        self._in_windows: dict[bytes, dict[bytes, Origin]] = {}
 
     def add(self, identity: Identity, declarant: bytes = b"") -> None:
         """``identity`` published, decided for ``declarant`` (empty: it names none)."""
@@ -127,7 +140,7 @@ class PublishedMemory:
         versions = self._versions.setdefault(reference, {})
         self._versions.move_to_end(reference)
         if version not in versions:
-            versions[version] = decision.origin
+            versions[version] = Origin(decision.origin, decision.outcome)
             self._count += 1
         number = _number(version)
         if number is not None:
@@ -153,7 +166,7 @@ class PublishedMemory:
         reference, version = decision.identity
         self._window_entries[reference] += 1
         versions = self._in_windows.setdefault(reference, {})
-        versions.setdefault(version, origin)
+        versions.setdefault(version, Origin(origin, decision.outcome))
         if len(versions) > self._per_origin:  # a reference amended for ever: its earliest go
             del versions[next(iter(versions))]
         while len(window) > self._per_origin:
@@ -207,18 +220,19 @@ class PublishedMemory:
             numbers.append(counted)
         return max(numbers, default=None)
 
-    def origin(self, identity: Identity) -> int | None:
-        """The declaration partition whose case decided the published decision
-        ``identity`` (its outbox record's ``gun.decision.origin``); None when it is not
-        remembered or its origin was not said. The lane tells a case on another partition
-        that decided the same version that its decision was not published
-        (runtime/publisher.py)."""
+    def origin(self, identity: Identity) -> Origin:
+        """Where the published decision ``identity`` came from and its outcome, as far as
+        known (each None when not). The lane tells a case on another partition that
+        decided the same version that its decision was not published, and which outcome
+        was (runtime/publisher.py)."""
         reference, version = identity
+        partition, outcome = None, None
         for held in (self._versions.get(reference, {}), self._in_windows.get(reference, {})):
-            origin = held.get(version)
-            if origin is not None:
-                return origin
-        return None
+            known = held.get(version)
+            if known is not None:
+                partition = known.partition if partition is None else partition
+                outcome = known.outcome if outcome is None else outcome
+        return Origin(partition, outcome)
 
     def declarant(self, reference: bytes) -> bytes:
         """The declarant of ``reference``'s decisions published; empty: none known."""

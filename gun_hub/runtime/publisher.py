@@ -672,7 +672,9 @@ class DecisionPublisher:
         deliveries: list[asyncio.Future[object]] = []
         # Each decision sent: what it is, where it came from, and its delivery (its
         # offset on the decisions partition once delivered).
-        sending: list[tuple[Identity, bytes, int | None, asyncio.Future[RecordMetadata]]] = []
+        sending: list[
+            tuple[Identity, bytes, int | None, str | None, asyncio.Future[RecordMetadata]]
+        ] = []
         remembered: list[Published] = []  # what the memory adds once committed
         opening = records[0].offset  # the record being opened: named if its key is missing
         try:
@@ -745,13 +747,14 @@ class DecisionPublisher:
                                 deliveries.append(recorded)
                         continue
                     opening = record.offset
-                    sealed = self._seal_for_clearance(record)
-                    if sealed is None:
+                    opened = self._seal_for_clearance(record)
+                    if opened is None:
                         # In the same transaction: dead-lettered once, with its offset.
                         letter = await self._dead_letter(publisher.producer, record)
                         if letter is not None:
                             deliveries.append(letter)
                         continue
+                    sealed, outcome = opened
                     delivery = await publisher.producer.send(
                         self._decisions,
                         sealed,
@@ -761,8 +764,9 @@ class DecisionPublisher:
                         headers=[h for h in headers if h[0] != HEADER_LODGING],
                     )
                     deliveries.append(delivery)
-                    sent.remember(Published(identity, declarant, origin_of(headers)))
-                    sending.append((identity, declarant, origin_of(headers), delivery))
+                    origin = origin_of(headers)
+                    sent.remember(Published(identity, declarant, origin, outcome=outcome))
+                    sending.append((identity, declarant, origin, outcome, delivery))
                 # aiokafka commits a transaction whose produce the broker refused (a record
                 # too large, a corrupt batch, any error it does not retry): its commit waits
                 # for the sends, it does not check them, and the offsets committed with it
@@ -771,9 +775,9 @@ class DecisionPublisher:
                 # Delivered: their offsets are known, and the commit says where each
                 # origin's window lies now, this transaction's decisions in it (a lane
                 # taken over reads the windows from there: published_memory.py).
-                for identity, declarant, origin, delivery in sending:
+                for identity, declarant, origin, outcome, delivery in sending:
                     offset = delivery.result().offset
-                    remembered.append(Published(identity, declarant, origin, offset))
+                    remembered.append(Published(identity, declarant, origin, offset, outcome))
                 said = window_metadata(publisher.published.windows_with(remembered))
                 await publisher.producer.send_offsets_to_transaction(
                     {tp: (records[-1].offset + 1, said)}, self._group
@@ -889,19 +893,21 @@ class DecisionPublisher:
     ) -> list[asyncio.Future[object]]:
         """A duplicate the reference's case on another partition decided than the one
         published (a version read on two partitions, each case deciding it: docs/
-        decisions.md, "One reference on several partitions"): that case is told, a
-        :class:`NotPublished` notice on the hub's deadlines topic at its partition
-        (pipeline/published_elsewhere.py: a control not published holds nothing), and the
-        view is, a NOT_PUBLISHED_DECIDED_ELSEWHERE status naming the outcome not
-        published and its receipt, on the lane's partition of the status topic. Both in
+        decisions.md, "One reference on several partitions", ADR 0028): both cases are
+        told, a :class:`NotPublished` notice on the hub's deadlines topic at each one's
+        partition (pipeline/published_elsewhere.py: the one not published follows the
+        outcome published, and either tells the other partitions of a later version), and
+        the view is, a NOT_PUBLISHED_DECIDED_ELSEWHERE status naming the outcome not
+        published and its receipt, on the lane's partition of the status topic. All in
         the lane's transaction. Nothing for a repeat from the partition whose decision was
         published (a crash's announcement again), nor when either partition is not said
         (a decision of a worker from before stop 38's origins)."""
         headers = list(record.headers)
         decided_on = origin_of(headers)
-        published_from = publisher.published.origin(identity)
-        if published_from is None:
-            published_from = sent.origin(identity)
+        published = publisher.published.origin(identity)
+        if published.partition is None:
+            published = sent.origin(identity)
+        published_from = published.partition
         if decided_on is None or published_from is None or decided_on == published_from:
             return []
         if not (0 < len(identity[1]) <= 18 and identity[1].isdigit()):
@@ -918,16 +924,32 @@ class DecisionPublisher:
         )
         told: list[asyncio.Future[object]] = []
         if self._deadlines is not None:
-            notice = NotPublished(version, published_from).to_bytes()
-            told.append(
-                await publisher.producer.send(
-                    self._deadlines,
-                    self._outbox_cipher.seal(NOTICE_STATE, reference, notice),
-                    key=identity[0],
-                    partition=decided_on,
-                    headers=[trace_header(reference, version)],
+            outcome_published = None if published.outcome is None else Outcome(published.outcome)
+            notice = NotPublished(version, published_from, outcome_published).to_bytes()
+            sealed = self._outbox_cipher.seal(NOTICE_STATE, reference, notice)
+            # Every hub topic has the declarations' partitions (ADR 0005, checked at the
+            # start); an origin beyond them (an outbox record not the agents') is no
+            # reason to stop the lane: aiokafka refuses an unknown partition with an
+            # AssertionError, not a KafkaError.
+            partitions = await publisher.producer.partitions_for(self._deadlines)
+            for partition in sorted({decided_on, published_from}):
+                if partition not in partitions:
+                    log.warning(
+                        "publisher: %s names partition %d, which %s does not have: not told",
+                        reference,
+                        partition,
+                        self._deadlines,
+                    )
+                    continue
+                told.append(
+                    await publisher.producer.send(
+                        self._deadlines,
+                        sealed,
+                        key=identity[0],
+                        partition=partition,
+                        headers=[trace_header(reference, version)],
+                    )
                 )
-            )
         recorded = await self._record_not_published(
             publisher.producer,
             lane_partition,
@@ -943,18 +965,14 @@ class DecisionPublisher:
         return told
 
     def _outcome_of(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
-        """The outcome of the decision in the outbox ``record`` (the hub's own rendering,
-        xml/decision_codec.py); None when it does not open or names none."""
+        """The outcome of the decision in the outbox ``record``; None when it does not
+        open or names none."""
         key = outbox_record_key(record.key or b"", _version_of(list(record.headers)))
         try:
             document = self._outbox_cipher.open(OUTBOX_STATE, key, record.value or b"")
         except (StateKeyMissing, StateUnreadable):
             return None
-        found = _OUTCOME.search(document)
-        if found is None:
-            return None
-        outcome = found.group(1).decode()
-        return outcome if outcome in Outcome.__members__ else None
+        return _outcome_in(document)
 
     async def _record_not_published(
         self,
@@ -1048,9 +1066,12 @@ class DecisionPublisher:
             self._fenced.discard(tp.partition)
             consumer.resume(tp)
 
-    def _seal_for_clearance(self, record: ConsumerRecord[bytes, bytes]) -> bytes | None:
+    def _seal_for_clearance(
+        self, record: ConsumerRecord[bytes, bytes]
+    ) -> tuple[bytes, str | None] | None:
         """The decision the agents sealed with the hub's state key, sealed now to the
-        clearance system; None when it does not open.
+        clearance system, and its outcome (remembered: :meth:`_tell_decided_elsewhere`);
+        None when it does not open.
 
         The outbox is written by the hub's agents alone; a record that does not open is a
         bug or a state key changed wrongly, not data: logged, dead-lettered, skipped.
@@ -1071,12 +1092,23 @@ class DecisionPublisher:
                 record.offset,
             )
             return None
-        return self._envelope.seal(
+        sealed = self._envelope.seal(
             document,
             recipient=CLEARANCE_PARTY,
             topic=self._decisions,
             content_type=ContentType.XML,
         )
+        return sealed, _outcome_in(document)
+
+
+def _outcome_in(document: bytes) -> str | None:
+    """The outcome of a decision the hub rendered (xml/decision_codec.py: its
+    ``<Outcome>`` near the start); None when it names none."""
+    found = _OUTCOME.search(document, 0, 1024)
+    if found is None:
+        return None
+    outcome = found.group(1).decode()
+    return outcome if outcome in Outcome.__members__ else None
 
 
 class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]

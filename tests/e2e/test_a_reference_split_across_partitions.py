@@ -209,7 +209,8 @@ async def test_a_control_the_publisher_did_not_publish_holds_nothing_and_is_not_
     whose partner answer did not come in time). The lane publishes the release and drops
     the control; its case was never told, kept its reservations for a control nobody
     ordered and was reported CONTROL_RESULT_OVERDUE. Now the lane tells it (a notice on
-    the hub's deadlines topic at partition 1) and the view (a status)."""
+    the hub's deadlines topic at partition 1, naming the release published) and the view
+    (a status): it writes off what it reserved, as a release does, and holds nothing."""
     hub = controlling_hub
     topics = hub.kafka.topics
     producer = AIOKafkaProducer(bootstrap_servers=hub.kafka.bootstrap)
@@ -234,6 +235,7 @@ async def test_a_control_the_publisher_did_not_publish_holds_nothing_and_is_not_
         {
             (DECIDED_TWICE, 1, StatusKind.DECIDED, 1),
             (DECIDED_TWICE, 1, StatusKind.NOT_PUBLISHED_DECIDED_ELSEWHERE, None),
+            (DECIDED_TWICE, 1, StatusKind.FOLLOW_UP_SENT, 1),
             (WITNESS, 1, StatusKind.CONTROL_RESULT_OVERDUE, None),
         },
     )
@@ -260,6 +262,13 @@ async def test_a_control_the_publisher_did_not_publish_holds_nothing_and_is_not_
         Outcome.CONTROL_DOCUMENTARY.value,
     )
     assert told.lodging == control.lodging
+    # ...which writes off the certificate it reserved, as the release published has it...
+    [followed] = [
+        e
+        for e, partition in statuses
+        if (e.reference, e.kind, partition) == (DECIDED_TWICE, StatusKind.FOLLOW_UP_SENT, 1)
+    ]
+    assert followed.detail.startswith("WRITE_OFF of 1 document(s) as the RELEASE published")
     # ...and the control the clearance system never ordered is not reported overdue
     # (the witness, controlled after it, was: by then it would have been).
     overdue = sorted(

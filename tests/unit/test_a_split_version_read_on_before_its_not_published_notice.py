@@ -132,6 +132,31 @@ async def test_the_offices_release_read_before_the_notice_still_ends_the_control
 
 
 @pytest.mark.asyncio
+async def test_the_offices_release_read_where_the_control_was_published_ends_the_other(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """Both cases controlled, partition 0's published: partition 1's keeps holding (a
+    control was ordered), and the office's RELEASED_AFTER_CONTROL read on partition 0
+    after the notices tells partition 1 (the lane told partition 0 too that the reference
+    is split), whose control then ends: not reported overdue either."""
+    split = BothControlled(routing_table, keys_dir)
+    published_on, other = split.released_on, split.controlled_on
+    written = await split.lane(published_from=0)
+    split.told(written, partition=0)
+    assert split.told(written, partition=1).records == []
+    assert kept_for_control(_case(other)), "a control was ordered: it holds until its result"
+    result = published_on.intake.handle(
+        declaration_xml(version=2, stage=Stage.RELEASED_AFTER_CONTROL), at(1, partition=0)
+    )
+    _notices_to(published_on, result, other, 1)
+
+    assert not kept_for_control(_case(other))
+    other.now += timedelta(seconds=other.control_report_after_s + 60)
+    ticked = other.deadlines.handle(REF, 1, SourcePosition(other.topics.deadlines, 1, 99))
+    assert StatusKind.CONTROL_RESULT_OVERDUE not in other.status_kinds(ticked)
+
+
+@pytest.mark.asyncio
 async def test_a_partition_behind_on_its_declarations_still_ends_the_control_published(
     routing_table: RoutingTable, keys_dir: Path
 ) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -45,6 +46,7 @@ from aiokafka import TopicPartition
 
 from gun_contract.dead_letter import SourcePosition
 from gun_contract.effects import Effects, OutgoingRecord
+from gun_contract.model.exchange import Operation
 from gun_contract.model.verdicts import Outcome, Verdict
 from gun_contract.security.entitlements import HUB_PARTY
 from gun_contract.security.state_cipher import StateCipher
@@ -53,15 +55,16 @@ from gun_hub.domain.lifecycle import kept_for_control
 from gun_hub.domain.routing import RoutingTable
 from gun_hub.domain.status_events import StatusEvent, StatusKind
 from gun_hub.ops.view import FeedRecord, FeedTopics, OpsView
-from gun_hub.pipeline.decision_outbox import declarant_of, lodging_of
+from gun_hub.pipeline.decision_outbox import lodging_of
+from gun_hub.pipeline.published_elsewhere import NotPublished
 from gun_hub.pipeline.takeover import NOTICE_STATE, Takeover, is_notice, tells_other_partitions
-from gun_hub.runtime.published_memory import Published, PublishedMemory
+from gun_hub.runtime.published_memory import PublishedMemory
 from gun_hub.runtime.publisher import DecisionPublisher, _PartitionPublisher
 from gun_hub.web.redaction import trader_status
 from tests.builders import declaration_xml
 from tests.unit.test_deadlines_and_lifecycle import REF
 from tests.unit.test_pipeline import Hub
-from tests.unit.test_versions_and_recovery import at
+from tests.unit.test_versions_and_recovery import at, requests
 
 
 class _Producer:
@@ -91,6 +94,9 @@ class _Producer:
 
     async def send_offsets_to_transaction(self, *_: Any) -> None:
         pass
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
 
 
 class Split:
@@ -123,45 +129,40 @@ class Split:
         assert self.release.partition == self.control.partition  # the reference's lane
 
     async def lane(self, *, published_from: int = 0) -> list[OutgoingRecord]:
-        """The lane, which published the decision of partition ``published_from``'s case,
-        reads the other: what it writes."""
+        """The lane publishes the decision of partition ``published_from``'s case, then
+        reads the other's: what it writes then."""
         hub = self.controlled_on
         lane_partition = self.control.partition
         assert lane_partition is not None
-        first, read = (self.release, self.control)[:: 1 if published_from == 0 else -1]
-        memory = PublishedMemory(100)
-        memory.remember(
-            Published((REF.encode(), b"1"), declarant_of(first.headers), published_from)
-        )
+        first, then = (self.release, self.control)[:: 1 if published_from == 0 else -1]
         producer = _Producer()
         publisher = DecisionPublisher(
             connect=None,  # type: ignore[arg-type]
             outbox_topic=hub.topics.decision_outbox,
             decisions_topic=hub.topics.decisions,
             app_id="gun-hub",
-            envelope=None,  # type: ignore[arg-type]
+            envelope=hub.envelope(HUB_PARTY),
             outbox_cipher=StateCipher.load(self.keys_dir, HUB_PARTY),
             status=hub.topics.status,
             dead_letters=hub.topics.dlq,
             deadlines=hub.topics.deadlines,
         )
-        record = SimpleNamespace(
-            topic=hub.topics.decision_outbox,
-            partition=lane_partition,
-            offset=1,
-            key=read.key,
-            value=read.value,
-            headers=read.headers,
-        )
-        published = await publisher._publish_batch(
-            _PartitionPublisher(lane_partition, producer, memory),
-            None,
-            TopicPartition(hub.topics.decision_outbox, lane_partition),
-            [record],
-        )
-        assert published
-        assert [r for r in producer.sent if r.topic == hub.topics.decisions] == []
-        return producer.sent
+        lane = _PartitionPublisher(lane_partition, producer, PublishedMemory(100))
+        tp = TopicPartition(hub.topics.decision_outbox, lane_partition)
+        written = 0
+        for offset, record in enumerate((first, then)):
+            written = len(producer.sent)
+            read = SimpleNamespace(
+                topic=hub.topics.decision_outbox,
+                partition=lane_partition,
+                offset=offset,
+                key=record.key,
+                value=record.value,
+                headers=record.headers,
+            )
+            assert await publisher._publish_batch(lane, None, tp, [read])
+        assert len([r for r in producer.sent if r.topic == hub.topics.decisions]) == 1
+        return producer.sent[written:]
 
     def told(self, written: list[OutgoingRecord], partition: int = 1) -> Effects:
         """What the lane wrote on the hub's deadlines topic at ``partition``, handled by
@@ -205,13 +206,16 @@ async def test_a_control_the_lane_did_not_publish_waits_for_no_control(split: Sp
 async def test_the_lane_tells_the_partition_whose_decision_it_did_not_publish(
     split: Split,
 ) -> None:
-    """One notice, on the hub's deadlines topic at partition 1 (the control's origin),
-    and one status for the view naming the outcome not published and its receipt."""
+    """One notice on the hub's deadlines topic at each partition (the control's, the
+    release's), naming the partition whose decision was published and its outcome, and
+    one status for the view naming the outcome not published and its receipt."""
     hub = split.controlled_on
     written = await split.lane()
-    assert [(r.topic, r.partition) for r in written if r.topic == hub.topics.deadlines] == [
-        (hub.topics.deadlines, 1)
-    ]
+    notices = [r for r in written if r.topic == hub.topics.deadlines]
+    assert [r.partition for r in notices] == [0, 1]
+    for notice in notices:
+        opened = hub.context.outbox_cipher.open(NOTICE_STATE, REF, notice.value)
+        assert NotPublished.from_fields(json.loads(opened)) == NotPublished(1, 0, Outcome.RELEASE)
     [status] = [
         StatusEvent.model_validate_json(r.value) for r in written if r.topic == hub.topics.status
     ]
@@ -223,13 +227,37 @@ async def test_the_lane_tells_the_partition_whose_decision_it_did_not_publish(
 
 
 @pytest.mark.asyncio
-async def test_the_notice_read_again_changes_nothing(split: Split) -> None:
-    written = await split.lane()
-    split.told(written)
+async def test_the_control_not_published_writes_off_what_it_held_as_the_release_did(
+    split: Split,
+) -> None:
+    """Under version 1 and the same request id as partition 0's release: the partner
+    takes the write-off once, whichever partition's call comes first."""
     hub = split.controlled_on
-    once = hub.cases[REF.encode()]
-    assert split.told(written).records == []
-    assert hub.cases[REF.encode()] == once
+    [released_write_off] = requests(split.released_on, split.released)
+    assert released_write_off.operation is Operation.WRITE_OFF
+    [write_off] = requests(hub, split.told(await split.lane()))
+    assert (write_off.operation, write_off.version, write_off.request_id) == (
+        Operation.WRITE_OFF,
+        1,
+        released_write_off.request_id,
+    )
+    assert write_off.items == released_write_off.items
+
+
+@pytest.mark.asyncio
+async def test_the_notice_read_again_sends_the_same_write_offs_again(split: Split) -> None:
+    """A crash before its offset was committed: the write-offs may be lost, sent again
+    under the same request id; the case is as it was."""
+    written = await split.lane()
+    hub = split.controlled_on
+    first = requests(hub, split.told(written))
+    once = Case.from_bytes(hub.cases[REF.encode()])
+    again = requests(hub, split.told(written))
+    assert [(r.request_id, r.operation, r.items) for r in again] == [
+        (r.request_id, r.operation, r.items) for r in first
+    ]
+    assert not kept_for_control(Case.from_bytes(hub.cases[REF.encode()]))
+    assert Case.from_bytes(hub.cases[REF.encode()]).handed_over == once.handed_over
 
 
 @pytest.mark.asyncio
@@ -249,13 +277,17 @@ async def test_a_release_not_published_beside_a_control_published_is_left_as_it_
     split: Split,
 ) -> None:
     """The other order: the control published, the release dropped. The release's case is
-    told (partition 0) and, holding nothing, stays as it was; the control published keeps
-    its reservations for its result (what the release wrote off stays written off: the
-    publisher does not hold a case's follow-ups, docs/decisions.md)."""
+    told (partition 0) and, holding nothing, sends nothing: it only learns that the
+    reference is split; the control published keeps its reservations for its result (what
+    the release wrote off stays written off: the publisher does not hold a case's
+    follow-ups, docs/decisions.md)."""
     written = await split.lane(published_from=1)
-    released_before = split.released_on.cases[REF.encode()]
+    released_before = Case.from_bytes(split.released_on.cases[REF.encode()])
     assert split.told(written, partition=0).records == []
-    assert split.released_on.cases[REF.encode()] == released_before
+    released_after = Case.from_bytes(split.released_on.cases[REF.encode()])
+    assert released_after.told_others
+    assert released_after.model_copy(update={"told_others": False}) == released_before
+    assert split.told(written, partition=1).records == []
     assert kept_for_control(Case.from_bytes(split.controlled_on.cases[REF.encode()]))
 
 

@@ -241,7 +241,8 @@ class Takeover:
     def handle(self, reference: str, value: bytes, source: SourcePosition) -> Effects:
         """``ValueError`` (dead-lettered by the agent, nothing else done) for a notice
         that does not open or does not read as one."""
-        if value.startswith(SEALED):
+        sealed = value.startswith(SEALED)
+        if sealed:
             try:
                 value = self._ctx.outbox_cipher.open(NOTICE_STATE, reference, value)
             except StateKeyMissing:
@@ -255,7 +256,10 @@ class Takeover:
         fields = _fields_of(value)
         if NOT_PUBLISHED in fields:
             # From the publisher's lane: a version two partitions' cases decided, this
-            # one's decision published or not (published_elsewhere.py).
+            # one's decision published or not (published_elsewhere.py). Sealed by every
+            # lane that writes one: one in clear is nobody's the hub wrote.
+            if not sealed:
+                raise ValueError("a notice of a decision not published that is not sealed")
             return self._follow_the_published(
                 reference, NotPublished.from_fields(fields), source.partition
             )

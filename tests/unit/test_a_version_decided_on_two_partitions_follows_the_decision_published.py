@@ -369,3 +369,17 @@ async def test_the_view_reads_the_decision_the_lane_published(split: Split, tmp_
     seen = trader_status(REF, history, confidential=())
     assert seen["outcome"] == Outcome.RELEASE.value, "the trader reads the control"
     assert view.statistics()["decisions"]["by_outcome"] == {Outcome.RELEASE.value: 1}
+
+
+def test_a_notice_of_a_decision_not_published_in_clear_is_refused(split: Split) -> None:
+    """Every lane seals it (no worker ever wrote one in clear, unlike the takeover
+    notices of before stop 56): one in clear is refused with the reason, the case
+    untouched."""
+    hub = split.controlled_on
+    before = hub.cases[REF.encode()]
+    clear = NotPublished(1, 0, Outcome.RELEASE).to_bytes()
+    with pytest.raises(ValueError, match="not published that is not sealed"):
+        Takeover(hub.context, hub.cases).handle(
+            REF, clear, SourcePosition(hub.topics.deadlines, 1, 7)
+        )
+    assert hub.cases[REF.encode()] == before

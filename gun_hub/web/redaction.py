@@ -22,7 +22,8 @@ nothing more. For the trader's eyes, then:
   only a confidential authority gave is left out (``DEADLINE`` and ``UNAVAILABLE`` of its
   silence; in advice mode, ``ADVISORY_ONLY`` and its refusal's code, on an outcome it does
   not make; its refusal of a cancellation's deletion or a release's write-off), kept where
-  one the trader sees gave it too (:func:`_codes_only_hidden_gave`);
+  one the trader sees gave it too, the same precise code (``UNIT_MISMATCH`` beside DGA's
+  ``COMMODITY_CODE_MISMATCH`` is not: :func:`_codes_only_hidden_gave`);
 * any other text that names a confidential authority is emptied (the hub writes none);
 * a version's decision made again after a crash (``decided_again``) is left out: the
   clearance system received the first;
@@ -188,8 +189,11 @@ def _codes_only_hidden_gave(
       but VALID or EXEMPT, and no one the trader sees in advice mode can have given it;
     * the codes of a hidden one's refusal in advice mode (a warning on the outcome the
       others make), or on a release or a cancellation (what it answered a follow-up
-      stage's write-off or deletion refuses no goods), that no answer the trader sees can
-      read.
+      stage's write-off or deletion refuses no goods), that no answer the trader sees
+      gave: per answer, the precise code its partner's made of its verdict
+      (``MISMATCH`` read as ``UNIT_MISMATCH``), as the decision's documents of its mode
+      show it where no hidden one answered in that mode (:func:`_document_codes`), else
+      every code its verdict may read.
 
     An authority the trader sees in shadow mode gives none of them: its documents read
     AUTHORITY_NOT_CONNECTED whatever it answers.
@@ -206,6 +210,8 @@ def _codes_only_hidden_gave(
     silent: dict[Any, set[str]] = {}  # version: the authorities its deadline named
     answered: dict[Any, dict[str, set[Verdict]]] = {}  # version: authority: verdicts
     outcomes: dict[Any, Any] = {}  # version: its decision's outcome
+    # version: its decision's document codes, those noted ADVISORY_ONLY and the others
+    explained: dict[Any, tuple[set[str], set[str]]] = {}
     written_off: set[Any] = set()  # versions whose own operation is a write-off
     for event in history:
         version, kind = event.get("version"), event.get("kind")
@@ -219,6 +225,10 @@ def _codes_only_hidden_gave(
             written_off.add(version)
         if kind == StatusKind.DECIDED.value and not event.get(DECIDED_AGAIN):
             outcomes.setdefault(version, event.get("outcome"))
+            for kept, read in zip(
+                explained.setdefault(version, (set(), set())), _document_codes(detail), strict=True
+            ):
+                kept.update(read)
         elif kind == StatusKind.DEADLINE_PASSED.value:
             for clause in detail.split(_CLAUSES):
                 if found := _NO_ANSWER.fullmatch(clause):
@@ -269,12 +279,33 @@ def _codes_only_hidden_gave(
         }
         if warned and not seen_warned:
             left.add(ADVISORY_ONLY)
+        # The codes the answers the trader sees read: each verdict's own, or one its
+        # partner's code made precise (reasons.py), as the decision shows them where it
+        # can. Its documents' codes are noted ADVISORY_ONLY in advice mode, not enforced:
+        # where no hidden authority answered in the same mode, those codes are the
+        # visible answers' own (a review of stop 58: DGA's COMMODITY_CODE_MISMATCH was
+        # kept beside DGAL's MISMATCH read as UNIT_MISMATCH, as a code it "may read").
+        # Otherwise every code the verdict may read (kept when in doubt of the hidden one).
+        advised: set[str] | None = None  # no decision read: every code a verdict may read
+        enforced: set[str] | None = None
+        if version in explained:
+            advised, enforced = explained[version]
+        # In shadow mode its documents read AUTHORITY_NOT_CONNECTED, no verdict's code.
+        hidden_answered = {
+            a in advice
+            for a in answered.get(version, {})
+            if a in hidden and modes.get(version, {}).get(a) != _SHADOW
+        }
         seen_codes = {
             code
             for authority, said in answers.items()
             if authority not in hidden
             for verdict in said
-            for code in document_reason_codes(verdict)
+            for code in _read_codes(
+                verdict,
+                advised if authority in advice else enforced,
+                in_doubt=(authority in advice) in hidden_answered,
+            )
         }
         # Its refusals in advice mode warn; enforced, on a release or a cancellation, they
         # refuse no goods: a deletion or a write-off refused at a follow-up stage (a
@@ -292,6 +323,31 @@ def _codes_only_hidden_gave(
         if left:
             codes[version] = left
     return codes
+
+
+def _document_codes(detail: str) -> tuple[set[str], set[str]]:
+    """The documents' codes of a decision's detail as the hub writes it (decide.py: its
+    own codes first, then each document's code, followed by ``ADVISORY_ONLY`` where its
+    authority is in advice mode, then the targeting codes): those noted advisory, and the
+    others."""
+    codes = [code.strip() for code in detail.split(";")]
+    advised: set[str] = set()
+    enforced: set[str] = set()
+    for code, after in zip(codes, [*codes[1:], ""], strict=True):
+        if not _CODE.fullmatch(code) or code in _DECISION_CODES or code in _NOTE_CODES:
+            continue  # RISK.*, SAMPLING.* and a cut detail's last words do not match
+        (advised if after == ADVISORY_ONLY else enforced).add(code)
+    return advised, enforced
+
+
+def _read_codes(verdict: Verdict, shown: set[str] | None, *, in_doubt: bool) -> frozenset[str]:
+    """The codes an answer of ``verdict`` the trader sees gave the decision: those it may
+    read that its mode's documents show there (``shown``), or all it may read when the
+    decision is not read or a hidden authority answered in the same mode (``in_doubt``)."""
+    codes = document_reason_codes(verdict)
+    if shown is None or in_doubt:
+        return codes
+    return codes & shown
 
 
 def _modes(history: Sequence[dict[str, Any]]) -> dict[Any, dict[str, str]]:

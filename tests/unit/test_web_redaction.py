@@ -328,6 +328,8 @@ class Pilot:
     # quoted for a second one): the hub takes it as UNAVAILABLE (case.py: an adapter that
     # skips a document has not vouched for it).
     skipping: tuple[str, ...] = ()
+    # The partner's own code an authority gives with each of its answers.
+    partner_codes: tuple[tuple[str, str], ...] = ()
 
 
 ADVICE, SHADOW = RolloutMode.ADVICE, RolloutMode.SHADOW
@@ -392,6 +394,36 @@ PILOTS = {
         modes=(("dga", ADVICE), ("cites", ADVICE)),
         answers=(("dgal", VALID), ("cites", VALID)),
         skipping=("cites",),
+    ),
+    # DGA in advice mode refusing MISMATCH on the commodity code (partner code 03) beside
+    # DGAL refusing MISMATCH on the unit (10): the trader reads DGAL's UNIT_MISMATCH, not
+    # DGA's COMMODITY_CODE_MISMATCH (a review of stop 58, third round: kept, as a code
+    # DGAL's MISMATCH "may read", though it read another).
+    "dgal-unit-mismatch-beside-dga-advice-commodity-mismatch": Pilot(
+        modes=(("dga", ADVICE),),
+        answers=(("dgal", Verdict.MISMATCH), ("dga", Verdict.MISMATCH)),
+        partner_codes=(("dgal", "10"), ("dga", "03")),
+    ),
+    # ... kept, once, where DGAL's MISMATCH read the same precise code (not over-removed
+    # now that each answer's code is compared) ...
+    "dgal-commodity-mismatch-beside-dga-advice-commodity-mismatch": Pilot(
+        modes=(("dga", ADVICE),),
+        answers=(("dgal", Verdict.MISMATCH), ("dga", Verdict.MISMATCH)),
+        partner_codes=(("dgal", "03"), ("dga", "03")),
+    ),
+    # ... and left out where DGAL's MISMATCH came with no partner code: it read MISMATCH,
+    # the verdict's own code, and none of those a partner's code makes precise.
+    "dgal-plain-mismatch-beside-dga-advice-commodity-mismatch": Pilot(
+        modes=(("dga", ADVICE),),
+        answers=(("dgal", Verdict.MISMATCH), ("dga", Verdict.MISMATCH)),
+        partner_codes=(("dga", "03"),),
+    ),
+    # DGA answering first: its code, noted ADVISORY_ONLY, stands before DGAL's in the
+    # decision, and is still told from DGAL's by the note after it, not by where it stands.
+    "dga-advice-commodity-mismatch-first-beside-dgal-unit-mismatch": Pilot(
+        modes=(("dga", ADVICE),),
+        answers=(("dga", Verdict.MISMATCH), ("dgal", Verdict.MISMATCH)),
+        partner_codes=(("dgal", "10"), ("dga", "03")),
     ),
 }
 
@@ -466,13 +498,18 @@ def decided_on_the_licence(
 
 def answered(hub: Hub, outbox: Effects, authority: str, verdict: Verdict, pilot: Pilot) -> Effects:
     """``authority``'s adapter answering its request in ``outbox``: ``verdict`` for each
-    document, the last one left out where the pilot says it skips one."""
-    if authority not in pilot.skipping:
+    document, with the partner's code the pilot gives it, the last one left out where the
+    pilot says it skips one."""
+    partner_code = dict(pilot.partner_codes).get(authority)
+    if authority not in pilot.skipping and partner_code is None:
         return hub.answer(outbox, authority, verdict)
     record = outbox.to(hub.topics.requests(authority))[-1]
     opened = hub.envelope(authority).open(record.value, topic=hub.topics.requests(authority))
     response = answer_to(AuthorityRequest.model_validate_json(opened.payload), verdict)
-    return hub.respond(response.model_copy(update={"answers": response.answers[:-1]}))
+    answers = [a.model_copy(update={"partner_code": partner_code}) for a in response.answers]
+    if authority in pilot.skipping:
+        answers = answers[:-1]
+    return hub.respond(response.model_copy(update={"answers": tuple(answers)}))
 
 
 def decided_codes(history: list[dict[str, Any]]) -> list[str]:

@@ -163,6 +163,14 @@ CREATE TABLE IF NOT EXISTS withheld_lodgings (
     at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS withheld_lodgings_by_time ON withheld_lodgings (at);
 CREATE INDEX IF NOT EXISTS withheld_lodgings_by_version ON withheld_lodgings (reference, version);
+-- A later decision fact of a version whose outcome differs from the decision kept, set
+-- aside as read (fact: its JSON): a version two partitions' cases decided, the one kept
+-- may be the decision the publisher did not publish, which its NOT_PUBLISHED_DECIDED_ELSEWHERE
+-- says, read before or after either fact (``_settle``). Left by its time, as the decisions.
+CREATE TABLE IF NOT EXISTS decisions_aside (
+    reference TEXT NOT NULL, version INTEGER NOT NULL, outcome TEXT NOT NULL,
+    decided_at REAL NOT NULL, fact TEXT NOT NULL, PRIMARY KEY (reference, version, outcome));
+CREATE INDEX IF NOT EXISTS decisions_aside_by_time ON decisions_aside (decided_at);
 """.replace("{_DECLARANTS}", _DECLARANTS)
 # What the counts are answered from, kept as the view is fed (issue 12): the dashboard asks
 # every second, and a GROUP BY over every decision grows with them.
@@ -358,7 +366,10 @@ class ViewQueries:
         A DECIDED event of a version that already has one is marked ``decided_again``: the
         version was decided again after a crash (see ``_decision``) and the clearance
         system received the first; a repeat saying the same was never kept (``events``
-        is unique without the time)."""
+        is unique without the time). One the publisher did not publish, another
+        partition's case's decision of the version having been published (its
+        NOT_PUBLISHED_DECIDED_ELSEWHERE names it: :func:`_decided_elsewhere`), is marked
+        ``not_published``, read before or after the one published."""
         return self._dated(self._event_rows(reference), self._owners(reference))
 
     def _event_rows(self, reference: str) -> list[tuple[Any, ...]]:
@@ -383,13 +394,19 @@ class ViewQueries:
         """The events as the history lists them. A version is decided once per declarant:
         two declarants' versions 1 are two, one declarant's version read on two
         partitions (two receipts) is one, its second decision a duplicate the publisher
-        dropped (review of stop 54)."""
+        dropped (review of stop 54). That one's, when the publisher's status names it
+        (:func:`_decided_elsewhere`), is marked ``not_published`` instead, and is not
+        the version's first decision even when read first: the clearance system received
+        the other (the two cases' events are on their partitions, read in any order)."""
+        rows = list(rows)
+        elsewhere = _decided_elsewhere(rows)
         decided: set[tuple[int, str]] = set()
         history = []
-        for version, kind, at, detail, authority, outcome, lodging in rows:
+        for place, (version, kind, at, detail, authority, outcome, lodging) in enumerate(rows):
             whose = owners.get(lodging) or lodging
-            again = kind in _DECIDED and (version, whose) in decided
-            if kind in _DECIDED:
+            not_published = place in elsewhere
+            again = kind in _DECIDED and not not_published and (version, whose) in decided
+            if kind in _DECIDED and not not_published:
                 decided.add((version, whose))
             history.append(
                 {
@@ -400,6 +417,7 @@ class ViewQueries:
                     **({"authority": authority} if authority else {}),
                     **({"outcome": outcome} if outcome else {}),
                     **({DECIDED_AGAIN: True} if again else {}),
+                    **({NOT_PUBLISHED_HERE: True} if not_published else {}),
                 }
             )
         return history
@@ -1010,6 +1028,14 @@ class OpsView(ViewQueries):
                     [(reference, version) for reference, version, _day, _at in old],
                 )
             deleted += len(old)
+            # A decision set aside leaves by its time too: the lane's status that would
+            # put it in the place of the one kept comes within seconds of the two facts
+            # (and one read after the decision kept left changes nothing: ``_settle``).
+            deleted += self._db.execute(
+                "DELETE FROM decisions_aside WHERE rowid IN "
+                "(SELECT rowid FROM decisions_aside WHERE decided_at < ? LIMIT ?)",
+                (at_s, batch),
+            ).rowcount
             if forget_left_before is not None:
                 deleted += self._db.execute(
                     "DELETE FROM decisions_left WHERE rowid IN "
@@ -1530,6 +1556,18 @@ class OpsView(ViewQueries):
             and event.detail.startswith(NOT_PUBLISHED)
         ):
             self._not_published(event, other_declarant=other_declarant)
+        elif event.kind == StatusKind.NOT_PUBLISHED_DECIDED_ELSEWHERE:
+            # Stored above (``events``): ``_settle`` reads the outcomes it names there.
+            # A savepoint of its own: a status record is applied without one, and the
+            # decision kept is taken out of the counts before the one set aside is put in.
+            self._db.execute("SAVEPOINT settle")
+            try:
+                self._settle(event.reference, event.version)
+            except BaseException:
+                self._db.execute("ROLLBACK TO SAVEPOINT settle")
+                raise
+            finally:
+                self._db.execute("RELEASE SAVEPOINT settle")
 
     def _not_published(self, event: StatusEvent, *, other_declarant: bool) -> None:
         """The publisher withheld the decision of this version (runtime/publisher.py): it
@@ -1554,7 +1592,7 @@ class OpsView(ViewQueries):
             (*key, int(other_declarant), event.at.isoformat()),
         )
         self._count_decision(*key, -1)  # what its fact added, if it was read
-        for table in ("decision_documents", "overrides", "rollout_uses", "decisions"):
+        for table in (*_DECISION_ROWS, "decisions_aside"):
             self._db.execute(f"DELETE FROM {table} WHERE reference = ? AND version = ?", key)
         if other_declarant:
             self._db.execute("DELETE FROM declarants WHERE reference = ? AND version = ?", key)
@@ -1628,7 +1666,8 @@ class OpsView(ViewQueries):
 
     def _decision(self, fact: DecisionFact) -> None:
         """Keep and count the first decision of a (reference, version); a later one is
-        ignored.
+        not counted, but set aside when its outcome differs, until the publisher's
+        status says which of them it published.
 
         A version is decided again when its worker died after the broker took the
         decision and before it took the case (review stop 37-s, F4): the repeat has its
@@ -1637,9 +1676,15 @@ class OpsView(ViewQueries):
         the first fact precedes the repeat's on its partition (one key, written by one
         worker after the other), so the first fact is the published decision. The same
         fact announced again (``announce_again_if_lost``) changes nothing either way. A
-        version the publisher withheld is not counted at all (``_not_published``)."""
+        version the publisher withheld is not counted at all (``_not_published``).
+
+        A version read on two partitions is decided by each partition's case, whose facts
+        are on their own partitions, read in any order: the first read may be the one the
+        publisher dropped as a duplicate. Its NOT_PUBLISHED_DECIDED_ELSEWHERE names the
+        outcome not published (``_settle``); a later fact of another outcome is kept in
+        ``decisions_aside`` until then (a repeat of the same outcome counts the same)."""
+        key = (fact.reference, fact.version)
         if self._db.execute(
-            "SELECT 1 FROM decisions WHERE reference = ? AND version = ? UNION ALL "
             "SELECT 1 FROM decisions_left WHERE reference = ? AND version = ? UNION ALL "
             "SELECT 1 FROM unpublished WHERE reference = ? AND version = ? UNION ALL "
             # A receipt withheld: its declarant's decision, or anybody's while its
@@ -1647,9 +1692,75 @@ class OpsView(ViewQueries):
             "SELECT 1 FROM withheld_lodgings w LEFT JOIN lodgings l USING (lodging) "
             "WHERE w.reference = ? AND w.version = ? "
             "AND (l.declarant IS NULL OR l.declarant IN ('', ?))",
-            (*(fact.reference, fact.version) * 4, fact.declarant_eori),
+            (*key * 3, fact.declarant_eori),
         ).fetchone():
-            return  # counted when first read (and kept, or left by its time), or never
+            return  # counted when first read (and left by its time), or never
+        kept = self._db.execute(
+            "SELECT outcome FROM decisions WHERE reference = ? AND version = ?", key
+        ).fetchone()
+        if kept is None:
+            self._keep_decision(fact)
+            # The lane's status may have been read first, naming this outcome: kept all
+            # the same, as the other case may have decided the same (then nothing tells
+            # the two apart, and one of them is counted); one of another outcome read
+            # later takes its place.
+            return
+        if kept[0] != fact.outcome:
+            self._db.execute(
+                "INSERT OR IGNORE INTO decisions_aside VALUES (?, ?, ?, ?, ?)",
+                (*key, fact.outcome, fact.decided_at.timestamp(), fact.model_dump_json()),
+            )
+            self._settle(*key)
+
+    def _settle(self, reference: str, version: int) -> None:
+        """Count the decision the publisher published of a version two partitions' cases
+        decided: the one kept, unless a NOT_PUBLISHED_DECIDED_ELSEWHERE of the version
+        names its outcome and a decision set aside has one it does not name, which then
+        takes its place (its documents, override and rollout uses, counted instead). The
+        decisions the status names are not kept aside any longer.
+
+        By outcome alone: a decision fact names no receipt. When both cases decided the
+        same outcome nothing is set aside and the one kept stands (either says the same).
+        A decision kept that left by its time stays counted in its day (``decisions_left``):
+        the status read that late (a retention shorter than the lag between the topics)
+        puts nothing in its place."""
+        key = (reference, version)
+        named = [
+            str(outcome)
+            for (outcome,) in self._db.execute(
+                "SELECT DISTINCT outcome FROM events WHERE reference = ? AND version = ? "
+                "AND kind = ? AND outcome != ''",
+                (*key, StatusKind.NOT_PUBLISHED_DECIDED_ELSEWHERE.value),
+            )
+        ]
+        if not named:
+            return
+        among = f"({', '.join('?' * len(named))})"
+        kept = self._db.execute(
+            "SELECT outcome FROM decisions WHERE reference = ? AND version = ?", key
+        ).fetchone()
+        if kept is not None and kept[0] in named:
+            published = self._db.execute(
+                "SELECT rowid, fact FROM decisions_aside WHERE reference = ? AND version = ? "
+                f"AND outcome NOT IN {among} ORDER BY rowid LIMIT 1",
+                (*key, *named),
+            ).fetchone()
+            if published is not None:
+                self._count_decision(*key, -1)
+                for table in _DECISION_ROWS:
+                    self._db.execute(
+                        f"DELETE FROM {table} WHERE reference = ? AND version = ?", key
+                    )
+                self._db.execute("DELETE FROM decisions_aside WHERE rowid = ?", (published[0],))
+                self._keep_decision(DecisionFact.model_validate_json(published[1]))
+        self._db.execute(
+            "DELETE FROM decisions_aside WHERE reference = ? AND version = ? "
+            f"AND outcome IN {among}",
+            (*key, *named),
+        )
+
+    def _keep_decision(self, fact: DecisionFact) -> None:
+        """Store a decision, its documents, rollout uses and override, and count them."""
         self._db.execute(
             "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -1795,6 +1906,8 @@ class OpsView(ViewQueries):
 
 
 _SAME_DECISION = "ON dd.reference = d.reference AND dd.version = d.version"
+# The rows of one decision kept (``_count_decision`` counts them), by (reference, version).
+_DECISION_ROWS = ("decision_documents", "overrides", "rollout_uses", "decisions")
 # The override counts and the rows of ``overrides`` each counts.
 _OVERRIDE_MEASURES = {"declared": "1", "applied": "covered > 0", "declined": "declined > 0"}
 
@@ -1894,6 +2007,10 @@ def _day_range(
 _DECIDED = {StatusKind.DECIDED.value}
 # Marks a DECIDED event of a version decided before (``ViewQueries.history``).
 DECIDED_AGAIN = "decided_again"
+# Marks a DECIDED event the publisher did not publish, another partition's case's decision
+# of the version being published (``ViewQueries.history``, :func:`_decided_elsewhere`).
+NOT_PUBLISHED_HERE = "not_published"
+_ELSEWHERE = StatusKind.NOT_PUBLISHED_DECIDED_ELSEWHERE.value
 _FINISHED_FOLLOW_UPS = {StatusKind.WRITTEN_OFF.value, StatusKind.RESERVATION_DELETED.value}
 
 
@@ -1918,6 +2035,39 @@ def _without_withheld(
     ]
 
 
+def _decided_elsewhere(rows: Sequence[tuple[Any, ...]]) -> set[int]:
+    """The places in ``rows`` (version, kind, at, detail, authority, outcome, lodging) of
+    the DECIDED events whose decision the publisher did not publish, as a
+    NOT_PUBLISHED_DECIDED_ELSEWHERE of their version says (the lane's, on its own
+    partition: before or after either case's DECIDED).
+
+    Named by its receipt when the status and the event both carry one (each partition's
+    case has its own receipt of the version: the published one's is never the one named);
+    else by its outcome, and then only when another DECIDED of the version has another
+    outcome: that one is the decision published. Two cases that decided the same outcome,
+    told apart by nothing, stay two decisions of one outcome (``decided_again`` marks the
+    second), and neither is ever left out for the other (a status naming the outcome of
+    both would name the published one too)."""
+    statuses = [(row[0], row[5], row[6]) for row in rows if row[1] == _ELSEWHERE]
+    if not statuses:
+        return set()
+    decided = [(place, row) for place, row in enumerate(rows) if row[1] in _DECIDED]
+    named: set[int] = set()
+    for version, outcome, lodging in statuses:
+        of_version = [(place, row[5], row[6]) for place, row in decided if row[0] == version]
+        for place, decided_outcome, decided_lodging in of_version:
+            if lodging and decided_lodging:
+                if decided_lodging == lodging:
+                    named.add(place)
+            elif (
+                outcome
+                and decided_outcome == outcome
+                and any(other != outcome for _, other, _ in of_version)
+            ):
+                named.add(place)
+    return named
+
+
 def current_state(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Summarise a declaration's history for the trader.
 
@@ -1926,9 +2076,11 @@ def current_state(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     what to do, in French and English) and, for a release, whether the quantities are
     written off yet. Post-release alerts are flagged, never detailed. The decision is the
     version's first: a version decided again after a crash was published as first decided
-    (``ViewQueries.history``), and the repeat counts for nothing here.
+    (``ViewQueries.history``), and the repeat counts for nothing here; nor does a decision
+    the publisher did not publish because another partition's case decided the version
+    (``not_published``: the clearance system received the other, read before or after it).
     """
-    history = [e for e in history if not e.get(DECIDED_AGAIN)]
+    history = [e for e in history if not (e.get(DECIDED_AGAIN) or e.get(NOT_PUBLISHED_HERE))]
     live = [e for e in history if e["kind"] != StatusKind.IGNORED_STALE_VERSION.value]
     version = max(e["version"] for e in (live or history))
     events = [e for e in history if e["version"] == version]

@@ -27,6 +27,11 @@ nothing more. For the trader's eyes, then:
 * any other text that names a confidential authority is emptied (the hub writes none);
 * a version's decision made again after a crash (``decided_again``) is left out: the
   clearance system received the first;
+* a version's decision the publisher did not publish because the reference's case on
+  another partition decided it too (``not_published``) is left out, and so is the
+  publisher's status saying so (``NOT_PUBLISHED_DECIDED_ELSEWHERE``, which speaks of the
+  hub's partitions): the clearance system received the other decision, the one the
+  trader reads;
 * a version the publisher withheld for being decided for another declarant
   (``NOT_PUBLISHED_OTHER_DECLARANT``) is left out whole: nobody's (the view shows it to no
   trader either), and what it says would tell one declarant of the other;
@@ -51,7 +56,7 @@ from gun_hub.domain.override import OVERRIDE_APPLIED, OVERRIDE_NOT_ACCEPTED
 from gun_hub.domain.reasons import document_reason_codes
 from gun_hub.domain.rollout import ADVISORY_ONLY, RolloutMode
 from gun_hub.domain.status_events import StatusKind
-from gun_hub.ops.view import DECIDED_AGAIN, current_state
+from gun_hub.ops.view import DECIDED_AGAIN, NOT_PUBLISHED_HERE, current_state
 
 # The clauses the hub writes in a list of authorities, joined by "; " (intake.py: sent,
 # sent again on a redelivery, documents no longer reserved, rollout modes; hub_context.py:
@@ -147,8 +152,12 @@ def trader_history(
     hidden_codes = _codes_only_hidden_gave(history, hidden)
     shown: list[dict[str, Any]] = []
     for event in history:
-        if event.get(DECIDED_AGAIN):
-            continue  # a decision made again after a crash: the trader has the published one
+        if event.get(DECIDED_AGAIN) or event.get(NOT_PUBLISHED_HERE):
+            # A decision made again after a crash, or another partition's case's decision
+            # of the version not published: the trader has the published one.
+            continue
+        if event.get("kind") == StatusKind.NOT_PUBLISHED_DECIDED_ELSEWHERE.value:
+            continue  # the hub's partitions are none of the trader's business
         if event.get("version") in withheld:
             continue
         authority = str(event.get("authority") or "")
@@ -223,7 +232,11 @@ def _codes_only_hidden_gave(
             for clause in detail.split(_CLAUSES)
         ):
             written_off.add(version)
-        if kind == StatusKind.DECIDED.value and not event.get(DECIDED_AGAIN):
+        if (
+            kind == StatusKind.DECIDED.value
+            and not event.get(DECIDED_AGAIN)
+            and not event.get(NOT_PUBLISHED_HERE)
+        ):
             outcomes.setdefault(version, event.get("outcome"))
             for kept, read in zip(
                 explained.setdefault(version, (set(), set())), _document_codes(detail), strict=True

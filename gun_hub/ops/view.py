@@ -399,7 +399,7 @@ class ViewQueries:
         the version's first decision even when read first: the clearance system received
         the other (the two cases' events are on their partitions, read in any order)."""
         rows = list(rows)
-        elsewhere = _decided_elsewhere(rows)
+        elsewhere = _decided_elsewhere(rows) | _of_receipts_not_published(rows)
         decided: set[tuple[int, str]] = set()
         history = []
         for place, (version, kind, at, detail, authority, outcome, lodging) in enumerate(rows):
@@ -2066,6 +2066,22 @@ def _decided_elsewhere(rows: Sequence[tuple[Any, ...]]) -> set[int]:
             ):
                 named.add(place)
     return named
+
+
+def _of_receipts_not_published(rows: Sequence[tuple[Any, ...]]) -> set[int]:
+    """The places in ``rows`` of every event of a receipt whose decision the publisher
+    did not publish, as a NOT_PUBLISHED_DECIDED_ELSEWHERE naming that receipt says: its
+    case's requests, deadline, follow-ups are the case's whose decision the clearance
+    system did not receive, and read beside the published case's they told the trader a
+    deadline passed on a version released on its answers (a review of stop 59)."""
+    receipts = {(row[0], row[6]) for row in rows if row[1] == _ELSEWHERE and row[6]}
+    if not receipts:
+        return set()
+    return {
+        place
+        for place, row in enumerate(rows)
+        if row[1] != _ELSEWHERE and (row[0], row[6]) in receipts
+    }
 
 
 def current_state(history: Sequence[dict[str, Any]]) -> dict[str, Any]:

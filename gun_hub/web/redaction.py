@@ -149,7 +149,11 @@ def trader_history(
         for event in history
         if event.get("kind") == StatusKind.NOT_PUBLISHED_OTHER_DECLARANT.value
     }
-    hidden_codes = _codes_only_hidden_gave(history, hidden)
+    # The events of a case whose decision was not published are not the trader's: what
+    # only a hidden authority gave is judged on the published case's alone.
+    hidden_codes = _codes_only_hidden_gave(
+        [e for e in history if not e.get(NOT_PUBLISHED_HERE)], hidden
+    )
     shown: list[dict[str, Any]] = []
     for event in history:
         if event.get(DECIDED_AGAIN) or event.get(NOT_PUBLISHED_HERE):

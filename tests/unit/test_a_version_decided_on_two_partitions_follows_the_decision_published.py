@@ -60,7 +60,7 @@ from gun_hub.pipeline.published_elsewhere import NotPublished
 from gun_hub.pipeline.takeover import NOTICE_STATE, Takeover, is_notice, tells_other_partitions
 from gun_hub.runtime.published_memory import PublishedMemory
 from gun_hub.runtime.publisher import DecisionPublisher, _PartitionPublisher
-from gun_hub.web.redaction import trader_status
+from gun_hub.web.redaction import trader_history, trader_status
 from tests.builders import declaration_xml
 from tests.unit.test_deadlines_and_lifecycle import REF
 from tests.unit.test_pipeline import Hub
@@ -368,6 +368,11 @@ async def test_the_view_reads_the_decision_the_lane_published(split: Split, tmp_
     assert history is not None
     seen = trader_status(REF, history, confidential=())
     assert seen["outcome"] == Outcome.RELEASE.value, "the trader reads the control"
+    # Nor any event of the case whose decision was not published: a deadline passed on a
+    # version released on its answer (a review of stop 59).
+    kinds = [e["kind"] for e in trader_history(history, confidential=())]
+    assert StatusKind.DEADLINE_PASSED.value not in kinds
+    assert kinds.count(StatusKind.RECEIVED.value) == 1
     assert view.statistics()["decisions"]["by_outcome"] == {Outcome.RELEASE.value: 1}
 
 

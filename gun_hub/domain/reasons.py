@@ -420,7 +420,45 @@ def explain(code: str) -> ReasonEntry:
     return ReasonEntry(code, chosen.en, chosen.fr, chosen.csw, chosen.alignment)
 
 
-def explain_codes(codes: Iterable[str]) -> list[dict[str, str]]:
-    """Each distinct code, in order, with what to do (what the status lookup shows)."""
+# On a cancellation (a cancelled version: its reservations deleted; an invalidated one:
+# its write-offs given back), a silent partner leaves that unconfirmed, not a document
+# unchecked: the texts of a
+# check ("not checked automatically", "keep it ready for the customs office") had no use
+# for a cancelled declaration (stop 58's open item).
+_ON_CANCELLATION: Mapping[str, tuple[str, str]] = {
+    Verdict.UNAVAILABLE.value: (
+        "The issuing administration did not answer in time: it has not confirmed yet that "
+        "this document holds nothing more for this declaration (its reservation lifted, "
+        "or what was written off given back). The cancellation stands; if the document still "
+        "shows the quantity taken, ask the administration.",
+        "L'administration qui délivre le document n'a pas répondu à temps : elle n'a pas "
+        "encore confirmé que ce document ne porte plus rien de cette déclaration (sa "
+        "réservation levée, ou l'imputation restituée). L'annulation est acquise ; si le document "
+        "affiche encore la quantité prise, adressez-vous à l'administration.",
+    ),
+    "DEADLINE": (
+        "An administration did not answer within the time allowed: it has not confirmed "
+        "yet that the documents it was asked about hold nothing more for this declaration "
+        "(a reservation lifted, a write-off given back; each document is listed with its "
+        "own reason). The cancellation stands.",
+        "Une administration n'a pas répondu dans le délai : elle n'a pas encore confirmé "
+        "que les documents qui lui ont été soumis ne portent plus rien de cette "
+        "déclaration (réservation levée, imputation restituée ; chaque document est signalé par son "
+        "propre motif). L'annulation est acquise.",
+    ),
+}
+
+
+def explain_codes(codes: Iterable[str], outcome: str | None = None) -> list[dict[str, str]]:
+    """Each distinct code, in order, with what to do (what the status lookup shows), as
+    it reads on ``outcome`` (the decision's; a few codes read otherwise on a
+    cancellation: :data:`_ON_CANCELLATION`)."""
     seen: dict[str, None] = dict.fromkeys(code for code in codes if code)
-    return [explain(code).as_json() for code in seen]
+    explained = []
+    for code in seen:
+        entry = explain(code)
+        if outcome == "CANCELLED" and code in _ON_CANCELLATION:
+            en, fr = _ON_CANCELLATION[code]
+            entry = ReasonEntry(entry.code, en, fr, entry.csw, entry.alignment)
+        explained.append(entry.as_json())
+    return explained

@@ -2116,7 +2116,9 @@ def current_state(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
         # What each reason means and what to do, in French and English (reasons.py): the
         # decision's codes are in its status event, the texts in the catalogue.
         codes = str(decided[0].get("detail") or "").split(";")
-        state["reasons"] = explain_codes(code.strip() for code in codes)
+        state["reasons"] = explain_codes(
+            (code.strip() for code in codes), decided[0].get("outcome")
+        )
         follow_ups = {e["kind"] for e in events} & _FINISHED_FOLLOW_UPS
         if follow_ups:
             state["quantities"] = sorted(follow_ups)

@@ -443,8 +443,8 @@ _ON_CANCELLATION: Mapping[str, tuple[str, str]] = {
         "own reason). The cancellation stands.",
         "Une administration n'a pas répondu dans le délai : elle n'a pas encore confirmé "
         "que les documents qui lui ont été soumis ne portent plus rien de cette "
-        "déclaration (réservation levée, imputation restituée ; chaque document est signalé par son "
-        "propre motif). L'annulation est acquise.",
+        "déclaration (réservation levée, imputation restituée ; chaque document est "
+        "signalé par son propre motif). L'annulation est acquise.",
     ),
 }
 

@@ -901,7 +901,8 @@ class DecisionPublisher:
         published and its receipt, on the lane's partition of the status topic. All in
         the lane's transaction. Nothing for a repeat from the partition whose decision was
         published (a crash's announcement again), nor when either partition is not said
-        (a decision of a worker from before stop 38's origins)."""
+        (a decision of a worker from before stop 38's origins); no status when both
+        outcomes are known and the same."""
         headers = list(record.headers)
         decided_on = origin_of(headers)
         published = publisher.published.origin(identity)
@@ -950,6 +951,11 @@ class DecisionPublisher:
                         headers=[trace_header(reference, version)],
                     )
                 )
+        if outcome is not None and outcome == published.outcome:
+            # The same outcome as the one published: nothing for the view to put right,
+            # and a status naming the outcome published would have it drop the published
+            # decision (three partitions, two of them alike: a review of stop 59).
+            return told
         recorded = await self._record_not_published(
             publisher.producer,
             lane_partition,

@@ -289,3 +289,17 @@ async def test_a_control_not_published_beside_a_copy_quoting_other_documents_is_
     assert ended or StatusKind.CONTROL_RESULT_OVERDUE in controlled_on.status_kinds(ticked), (
         "the certificate partition 1 reserved is held at DGAL, and nothing says so"
     )
+
+
+@pytest.mark.asyncio
+async def test_a_duplicate_of_the_outcome_published_is_told_to_the_cases_not_to_the_view(
+    routing_table: RoutingTable, keys_dir: Path
+) -> None:
+    """Both cases controlled: the lane tells both partitions (the reference is split) but
+    writes no NOT_PUBLISHED_DECIDED_ELSEWHERE, which the view would read as the outcome
+    published not being so (a review of stop 59: three partitions, two alike)."""
+    split = BothControlled(routing_table, keys_dir)
+    written = await split.lane(published_from=0)
+    hub = split.controlled_on
+    assert sorted(r.partition for r in written if r.topic == hub.topics.deadlines) == [0, 1]
+    assert [r for r in written if r.topic == hub.topics.status] == []

@@ -1,13 +1,16 @@
 """Review of stop 59's change (ADR 0028, the view's ``_settle``): a version read on three
 partitions, decided by each one's case.
 
-The lane writes a NOT_PUBLISHED_DECIDED_ELSEWHERE for every duplicate from another
-partition than the one published, naming that duplicate's outcome, even when it is the
-outcome published (publisher.py ``_tell_decided_elsewhere``: a duplicate of the same
-outcome is told too). ``_settle`` reads the outcomes the statuses name as "not published"
+The lane wrote a NOT_PUBLISHED_DECIDED_ELSEWHERE for every duplicate from another
+partition than the one published, naming that duplicate's outcome, even when it was the
+outcome published. ``_settle`` reads the outcomes the statuses name as "not published"
 and drops every decision set aside with one of them: on three partitions, a status naming
-the published outcome (its twin's on a second partition) drops the published decision
-set aside, and the control kept (third partition) stands in the counts for good.
+the published outcome (its twin's on a second partition) dropped the published decision
+set aside, and the control kept (third partition) stood in the counts for good. The lane
+now writes no status for a duplicate of the outcome published (publisher.py
+``_tell_decided_elsewhere``; its test in
+tests/unit/test_a_split_version_read_on_before_its_not_published_notice.py): the view
+reads the control's status alone.
 """
 
 from __future__ import annotations
@@ -52,14 +55,6 @@ TWIN_RELEASE_FACT = _fact(
         ],
     ),
 )
-TWIN_MARKER = _status(
-    "marker of the twin release",
-    StatusKind.NOT_PUBLISHED_DECIDED_ELSEWHERE,
-    32,
-    outcome=RELEASE,
-    detail="decided RELEASE on partition 1; the decision of the case on partition 0 was published",
-    lodging=SECOND_RECEIPT,
-)
 # Partition 2's case decided a control at its deadline (not published).
 CONTROL_FACT = UNPUBLISHED_FACT
 CONTROL_MARKER = _status(
@@ -86,14 +81,11 @@ def test_three_partitions_one_released_like_the_published_the_release_is_counted
     tmp_path: Path,
 ) -> None:
     """Partition 0 released (published), partition 1 released too, partition 2 decided a
-    control. Read: the control's fact, the release published, the twin's status (RELEASE),
-    then the control's status: ``_settle`` dropped the release published from
-    ``decisions_aside`` on the twin's status (its outcome is "named"), so nothing takes
-    the control's place when its own status comes: the statistics count a control the
-    clearance system never received."""
+    control: the lane's status names the control alone, and the release is counted
+    whatever the order the three facts and it are read in."""
     records: list[Written] = [PUBLISHED_FACT, TWIN_RELEASE_FACT, CONTROL_FACT]
     wrong: list[str] = []
-    for n, order in enumerate(itertools.permutations([*records, TWIN_MARKER, CONTROL_MARKER])):
+    for n, order in enumerate(itertools.permutations([*records, CONTROL_MARKER])):
         view = OpsView(tmp_path / f"view{n}.sqlite3", TOPICS)
         try:
             _read(view, *RECEIPTS, *THIRD_RECEIPTS, *order)

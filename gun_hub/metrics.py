@@ -110,11 +110,12 @@ RECORDS_LOST_TO_RETENTION = Counter(
     "Records the topic's retention deleted before the consumer group read them, counted "
     "by the lag monitor as it finds them (ops/lag_monitor.py): a commit first found below "
     "a partition's log start counts log start minus commit, the log start moving on while "
-    "the commit stays what it moved by; once per process (a monitor started again counts "
-    "what is still lost again). Every group of the topology: the clearance system's "
-    "reader of decisions, the publisher's outbox, the adapters, the hub. At 0 from the "
-    "monitor's start for each group and the topics it reads; another topic a group "
-    "committed on at its first loss.",
+    "the commit stays what it moved by; once (a monitor started again reads back what the "
+    "snapshots on gun.ops.lag show counted). Each measuring worker counts every loss: "
+    "take the max over instances, never the sum. Every group of the topology: the "
+    "clearance system's reader of decisions, the publisher's outbox, the adapters, the "
+    "hub. At 0 from the monitor's start for each group and the topics it reads; another "
+    "topic a group committed on at its first loss.",
     ["consumergroup", "topic"],
 )
 GC_PAUSE_SECONDS = Histogram(

@@ -116,7 +116,8 @@ def acl_plan(topics: TopicRegistry, hub_app_id: str, clearance_group: str) -> li
                 # Each audit chain goes on from the audit topic's last records, read
                 # without a group at each assignment (runtime/audit_resync.py).
                 topics.audit,
-                # The operations views (ops/view.py) read these without a group.
+                # The operations views (ops/view.py) read these without a group; the lag
+                # monitor reads gun.ops.lag back at its start (what was counted lost).
                 topics.status,
                 topics.facts,
                 topics.ops_health,

@@ -298,3 +298,32 @@ def snapshot(
             )
         )
     return LagSnapshot(at=at, groups=groups, partitions=partitions, held=list(held), unread=unread)
+
+
+def counted_before(
+    snapshots: Iterable[LagSnapshot], seen_for_s: float
+) -> dict[tuple[str, str, int], int]:
+    """By (group, topic, partition): the log start up to which what the group lost there
+    was counted, as snapshots read back from ``gun.ops.lag`` show it (a monitor started
+    again: ``LagMonitor.recall``). Every measuring worker counts a loss before it
+    publishes the snapshot that shows it, so a loss shown was counted; only those shown in
+    snapshots at least ``seen_for_s`` older than the newest are taken, so that the worker
+    that counted one was scraped since (one that died at once may never have been: its
+    loss is counted again, a second page rather than none). Several workers publish, each
+    measuring every group: the highest log start shown wins (the earlier ones were
+    counted on the way to it)."""
+    every = list(snapshots)
+    if not every:
+        return {}
+    newest = max(s.at for s in every)
+    counted: dict[tuple[str, str, int], int] = {}
+    for shot in every:
+        if (newest - shot.at).total_seconds() < seen_for_s:
+            continue
+        for p in shot.partitions:
+            if p.lost <= 0 or p.committed is None:
+                continue
+            where = (p.group, p.topic, p.partition)
+            log_start = p.committed + p.lost
+            counted[where] = max(counted.get(where, log_start), log_start)
+    return counted

@@ -10,6 +10,7 @@ partition, and keeps the newest snapshot. A record that is not a snapshot is ski
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,11 +20,22 @@ from pydantic import ValidationError
 
 from gun_contract.consume import Batch, consume
 from gun_contract.kafka.admin import topic_partitions
-from gun_contract.kafka.client import ClientConfig, read_without_group
+from gun_contract.kafka.client import (
+    ClientConfig,
+    reached,
+    read_without_group,
+    reader_without_group,
+    start_or_close,
+)
 from gun_hub.ops.lag import LagSnapshot
 from gun_hub.ops.lag_metrics import OpsState
 
 log = logging.getLogger(__name__)
+
+# Read back from before the newest snapshot's time by this much beyond what is asked:
+# the snapshots of the seconds before the cut are there to be read (records are dated by
+# their producer, snapshots by their monitor).
+READ_BACK_SLACK_S = 30.0
 
 # A snapshot dated further ahead of this process's clock is skipped: kept as the newest,
 # one dated in the year 9999 hid every real one until a restart (review stop 46). The
@@ -33,6 +45,95 @@ AHEAD_AT_MOST = timedelta(seconds=300)
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _snapshot_of(record: ConsumerRecord[bytes, bytes], now: datetime) -> LagSnapshot | None:
+    """The snapshot ``record`` carries, or None (logged) if it is none or is dated too far
+    ahead of ``now``."""
+    try:
+        snapshot = LagSnapshot.model_validate_json(record.value or b"")
+    except ValidationError as err:
+        log.warning(
+            "lag record at %s/%d/%d skipped: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            err.errors()[0]["msg"] if err.errors() else err,
+        )
+        return None
+    if snapshot.at > now + AHEAD_AT_MOST:
+        log.warning(
+            "lag record at %s/%d/%d skipped: dated %s, ahead of this process's clock "
+            "by more than %d s",
+            record.topic,
+            record.partition,
+            record.offset,
+            snapshot.at.isoformat(),
+            AHEAD_AT_MOST.total_seconds(),
+        )
+        return None
+    return snapshot
+
+
+async def recent_snapshots(
+    connect: ClientConfig,
+    topic: str,
+    back_s: float,
+    *,
+    clock: Callable[[], datetime] = _utc_now,
+    timeout_s: float = 10.0,
+) -> list[LagSnapshot]:
+    """The snapshots on ``topic`` published from ``back_s`` (and ``READ_BACK_SLACK_S``)
+    before its newest record to its end, however old that is: what a lag monitor started
+    again reads back of what was counted (``counted_before``). Nothing when the topic does
+    not exist or holds nothing; ``TimeoutError`` when it cannot be read to its end within
+    ``timeout_s``."""
+    try:
+        existing = await topic_partitions(connect, topic)
+    except LookupError:
+        return []
+    consumer = reader_without_group(connect, "gun-hub-lag-monitor")
+    await start_or_close(consumer)
+    try:
+        partitions = [TopicPartition(topic, p) for p in existing]
+        consumer.assign(partitions)
+        ends = {tp: end for tp, end in (await consumer.end_offsets(partitions)).items() if end}
+        if not ends:
+            return []
+        # The newest record of each partition dates where to read back from.
+        for tp, end in ends.items():
+            consumer.seek(tp, end - 1)
+        last = await _read_to(consumer, ends, timeout_s)
+        if not last:
+            return []
+        newest = max(r.timestamp for r in last)
+        since = newest - int((back_s + READ_BACK_SLACK_S) * 1000)
+        found = await consumer.offsets_for_times(dict.fromkeys(ends, max(0, since)))
+        for tp, end in ends.items():
+            at = found.get(tp)
+            consumer.seek(tp, at.offset if at is not None else end - 1)
+        now = clock()
+        return [
+            snapshot
+            for record in await _read_to(consumer, ends, timeout_s)
+            if (snapshot := _snapshot_of(record, now)) is not None
+        ]
+    finally:
+        await consumer.stop()
+
+
+async def _read_to(
+    consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], timeout_s: float
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record from where ``consumer`` stands to ``ends``."""
+    read: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    while not await reached(consumer, ends):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"could not read {sorted(ends)} to their end in {timeout_s} s")
+        for records in (await consumer.getmany(*ends, timeout_ms=200)).values():
+            read += [r for r in records if r.offset < ends[TopicPartition(r.topic, r.partition)]]
+    return read
 
 
 class LagFollower:
@@ -63,27 +164,8 @@ class LagFollower:
     def apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Keep the snapshot ``record`` carries if it is newer than the one kept (partitions
         are read side by side: the newest measurement wins, not the last record read)."""
-        try:
-            snapshot = LagSnapshot.model_validate_json(record.value or b"")
-        except ValidationError as err:
-            log.warning(
-                "lag record at %s/%d/%d skipped: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                err.errors()[0]["msg"] if err.errors() else err,
-            )
-            return
-        if snapshot.at > self._clock() + AHEAD_AT_MOST:
-            log.warning(
-                "lag record at %s/%d/%d skipped: dated %s, ahead of this process's clock "
-                "by more than %d s",
-                record.topic,
-                record.partition,
-                record.offset,
-                snapshot.at.isoformat(),
-                AHEAD_AT_MOST.total_seconds(),
-            )
+        snapshot = _snapshot_of(record, self._clock())
+        if snapshot is None:
             return
         kept = self._state.lag
         if kept is None or snapshot.at >= kept.at:

@@ -9,8 +9,11 @@ partition's log start (read with the ends: ListOffsets, earliest) lags by what t
 still holds; what retention deleted before it read it is counted apart (``lost``) and
 logged once as a warning (carried defect "lag below the log's start"). The gauge of it is
 gone once the group commits again, seconds after it is back; so the monitor also counts
-what is newly lost in ``gun_hub_consumergroup_lost_to_retention_total`` (each record once
-in a process), which ``GunHubRecordsLostToRetention`` pages on.
+what is newly lost in ``gun_hub_consumergroup_lost_to_retention_total`` (each record once:
+a monitor started again reads back what the snapshots it and the other measuring workers
+published on ``gun.ops.lag`` show counted; each measuring worker counts every loss, and
+the alert takes the max over them), which ``GunHubRecordsLostToRetention`` pages on
+(docs/adr/0028).
 
 Where a group lags, the monitor dates its oldest unread record on each partition (the
 broker timestamp of the first record from its commit point: ``first_records.py``) and
@@ -50,12 +53,14 @@ from gun_hub.ops.lag import (
     PartitionLag,
     TransactionHold,
     UnreadAge,
+    counted_before,
     partition_lags,
     snapshot,
     transaction_holds,
     unread_ages,
     unread_positions,
 )
+from gun_hub.ops.lag_follower import recent_snapshots
 from gun_hub.ops.lag_metrics import OpsState
 
 log = logging.getLogger(__name__)
@@ -72,7 +77,7 @@ class WatchedGroup:
 class _BelowLogStart:
     """A partition where the group's commit was found below the log start."""
 
-    commit: int  # warned of once
+    commit: int | None  # warned of once (None: read back, not warned of in this process)
     counted_to: int  # the log start up to which what it lost is counted
 
 
@@ -150,8 +155,14 @@ class LagMonitor:
         dating_timeout_s: float = 2.0,
         dating_interval_s: float = 60.0,
         not_counted: Mapping[tuple[str, str], str] | None = None,
+        snapshots_topic: str | None = None,
+        seen_for_s: float = 60.0,
     ) -> None:
         self._connect = connect
+        # Where the monitors publish their snapshots: read back at the start, what they
+        # show lost at least ``seen_for_s`` before the newest is not counted again.
+        self._snapshots_topic = snapshots_topic
+        self._seen_for_s = seen_for_s
         # (group, topic): why its loss is in the lag and its gauge but not counted for a
         # page (``not_counted_here``).
         self._not_counted = dict(not_counted or {})
@@ -204,6 +215,7 @@ class LagMonitor:
             hanging_after_s=settings.ops.hanging_transaction_s,
             dating_interval_s=settings.ops.lag_dating_interval_s,
             not_counted=not_counted_here(topics, settings.hub.app_id),
+            snapshots_topic=topics.ops_lag,
         )
 
     async def start(self) -> None:
@@ -212,6 +224,40 @@ class LagMonitor:
         await self._stable_offsets.start()
         if self._records is not None:
             await self._records.start()
+        if self._snapshots_topic is not None:
+            await self._read_back(self._snapshots_topic)
+
+    async def _read_back(self, topic: str) -> None:
+        """What the snapshots on ``topic`` show counted (by this worker before its restart,
+        or by another measuring worker) is not counted again (``recall``). Unread, what is
+        still lost is counted again: a second page rather than none."""
+        try:
+            snapshots = await recent_snapshots(
+                self._connect, topic, self._seen_for_s, clock=self._clock
+            )
+        except Exception as err:  # noqa: BLE001 - the monitor starts all the same
+            log.warning(
+                "lag monitor: cannot read back the snapshots on %s (%s: %s); what a group "
+                "has still lost to retention is counted again",
+                topic,
+                type(err).__name__,
+                err,
+            )
+            return
+        self.recall(counted_before(snapshots, self._seen_for_s))
+
+    def recall(self, counted: Mapping[tuple[str, str, int], int]) -> None:
+        """Take what ``counted`` (``counted_before``) says counted of each partition's loss
+        as counted here: a worker restarted while a group's commit is still below the log
+        start counts only what retention deleted since. Counted again, the page fired a
+        second time for the same records, and the counter's total held them twice (stop
+        58). Its warning is still logged once in this process."""
+        for where, log_start in counted.items():
+            was = self._below.get(where)
+            self._below[where] = _BelowLogStart(
+                None if was is None else was.commit,
+                log_start if was is None else max(log_start, was.counted_to),
+            )
 
     async def stop(self) -> None:
         if self._records is not None:
@@ -341,8 +387,8 @@ class LagMonitor:
         that moves while it stays below (an operator's reset) is logged again, and counts
         only records not counted yet. Forgotten once the group, measured on that topic,
         committed past the log start: what it loses later is new. A group or a topic not
-        measured this time keeps what was said and counted of it; a monitor started again
-        counts what is still lost again (once per process)."""
+        measured this time keeps what was said and counted of it. A monitor started again
+        counts from what the snapshots it read back show counted (``recall``)."""
         measured = {(lag.group, lag.topic) for lag in lags}
         kept = {where: was for where, was in self._below.items() if where[:2] not in measured}
         for lag in lags:

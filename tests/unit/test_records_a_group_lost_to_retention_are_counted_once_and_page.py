@@ -12,15 +12,17 @@ The counter keeps the loss: a commit first found below the log start counts what
 between them, whole; the log start moving on while the commit stays counts what it moved
 by, once; the same measured again counts nothing, nor a group measured again after a
 measurement that could not describe it. A group that committed past the log start counts
-no more, and counts only what is newly lost should it fall behind again. Once per
-process: a monitor started again (the measuring worker restarted) counts what is still
-lost again.
+no more, and counts only what is newly lost should it fall behind again. A monitor
+started again (the measuring worker restarted) reads back what the snapshots on
+``gun.ops.lag`` show counted, and counts only what was lost since (docs/adr/0028).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -29,10 +31,13 @@ from aiokafka.errors import GroupAuthorizationFailedError
 from prometheus_client import REGISTRY
 
 from gun_contract.topics import topic_registry
+from gun_hub.ops.lag import LagSnapshot, PartitionLag, counted_before
 from gun_hub.ops.lag_monitor import LagMonitor, WatchedGroup, not_counted_here, watched_groups
 
 DECISIONS = "gun.decisions"
 LOST = "gun_hub_consumergroup_lost_to_retention_total"
+T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+SEEN_FOR_S = 60.0  # LagMonitor's default: a scrape of the worker that counted it since
 
 
 def counted(group: str, topic: str = DECISIONS) -> float:
@@ -57,13 +62,18 @@ class Cluster:
         self.ends = {(topic, p): 1000 for p in range(partitions)}
         self.denied = False  # the group cannot be described (an ACL, a broker refusing)
 
-    def monitor(self, topics: tuple[str, ...] = (DECISIONS,)) -> LagMonitor:
+    def monitor(
+        self,
+        topics: tuple[str, ...] = (DECISIONS,),
+        clock: Callable[[], datetime] = lambda: T0,
+    ) -> LagMonitor:
         return LagMonitor(
             None,  # type: ignore[arg-type]
             [WatchedGroup(self.group, topics)],
             admin=self,
             offsets=self,
             stable_offsets=self,
+            clock=clock,
         )
 
     async def list_consumer_group_offsets(self, group: str) -> dict[TopicPartition, Any]:
@@ -188,16 +198,114 @@ async def test_a_topic_whose_log_start_was_not_read_keeps_what_was_counted() -> 
     assert counted(cluster.group) == 50
 
 
-async def test_a_monitor_started_again_counts_what_is_still_lost_again() -> None:
-    """Once per process, not once for ever: the measuring worker restarted while the
-    group's commit is still below the log start counts (and pages) it again."""
+async def published(cluster: Cluster, *, every_s: float, times: int) -> list[LagSnapshot]:
+    """The snapshots one monitor (a measuring worker) published over ``times``
+    measurements ``every_s`` seconds apart, counting what it found lost."""
+    at = iter([T0 + timedelta(seconds=every_s * n) for n in range(times)])
+    monitor = cluster.monitor(clock=lambda: next(at))
+    return [await monitor.measure() for _ in range(times)]
+
+
+async def test_a_monitor_started_again_counts_only_what_was_lost_since_the_snapshots() -> None:
+    """The measuring worker restarted while the group's commit is still below the log
+    start: the new monitor reads back what the snapshots on gun.ops.lag show counted
+    (``recall``), and counts only what retention deleted since; counted again, the
+    counter's total held the loss twice and the page fired a second time (stop 58)."""
     cluster = Cluster("clearance-restart")
     cluster.commits = {(DECISIONS, 0): 10}
     cluster.starts[(DECISIONS, 0)] = 60
-    await cluster.monitor().measure()
-    cluster.starts[(DECISIONS, 0)] = 80
-    await cluster.monitor().measure()
-    assert counted(cluster.group) == 50 + 70
+    before = await published(cluster, every_s=30, times=4)  # 90 s showing the loss
+    cluster.starts[(DECISIONS, 0)] = 80  # 20 more deleted while it was away
+    again = cluster.monitor()
+    again.recall(counted_before(before, seen_for_s=SEEN_FOR_S))
+    await again.measure()
+    await again.measure()
+    assert counted(cluster.group) == 50 + 20  # not 50 + 70
+
+
+async def test_a_monitor_started_again_still_says_what_it_finds_below_the_log_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Read back, a loss is not counted again, but the new process logs it as its own
+    warning (its logs are read on their own)."""
+    cluster = Cluster("clearance-restart-logged")
+    cluster.commits = {(DECISIONS, 0): 10}
+    cluster.starts[(DECISIONS, 0)] = 60
+    before = await published(cluster, every_s=30, times=4)
+    again = cluster.monitor()
+    again.recall(counted_before(before, seen_for_s=SEEN_FOR_S))
+    with caplog.at_level(logging.WARNING, logger="gun_hub.ops.lag_monitor"):
+        await again.measure()
+    assert "below the log start" in caplog.text
+    assert counted(cluster.group) == 50
+
+
+async def test_a_loss_the_snapshots_showed_only_for_moments_is_counted_again() -> None:
+    """A worker that died within ``seen_for_s`` of first counting a loss may never have
+    been scraped since: its successor counts it again (a second page rather than none)."""
+    cluster = Cluster("clearance-restart-unseen")
+    cluster.commits = {(DECISIONS, 0): 10}
+    cluster.starts[(DECISIONS, 0)] = 60
+    before = await published(cluster, every_s=5, times=3)  # shown for 10 s, then gone
+    again = cluster.monitor()
+    again.recall(counted_before(before, seen_for_s=SEEN_FOR_S))
+    await again.measure()
+    assert counted(cluster.group) == 50 + 50
+
+
+async def test_a_group_back_since_the_snapshots_and_behind_again_counts_its_new_loss() -> None:
+    """What was read back is what was counted up to then; a loss found since, past it,
+    is new, whatever commit the group holds now."""
+    cluster = Cluster("clearance-restart-new-loss")
+    cluster.commits = {(DECISIONS, 0): 10}
+    cluster.starts[(DECISIONS, 0)] = 60
+    before = await published(cluster, every_s=30, times=4)
+    cluster.commits[(DECISIONS, 0)] = 75  # back, read on, stopped again
+    cluster.starts[(DECISIONS, 0)] = 90  # and retention passed its commit
+    again = cluster.monitor()
+    again.recall(counted_before(before, seen_for_s=SEEN_FOR_S))
+    await again.measure()
+    assert counted(cluster.group) == 50 + 15
+
+
+def test_what_was_counted_is_the_highest_log_start_shown_a_minute_before_the_newest() -> None:
+    """``counted_before``: over every snapshot read back (several workers publish, each
+    measuring all), the highest log start a partition's loss was shown at, in snapshots
+    at least ``seen_for_s`` older than the newest; partitions that lost nothing, or
+    never committed, have nothing counted."""
+
+    def shown(at_s: float, *partitions: tuple[str, int, int | None, int, int]) -> LagSnapshot:
+        return LagSnapshot(
+            at=T0 + timedelta(seconds=at_s),
+            groups=[],
+            partitions=[
+                PartitionLag(
+                    group=group,
+                    topic=DECISIONS,
+                    partition=partition,
+                    committed=committed,
+                    end=1000,
+                    lag=0,
+                    log_start=log_start,
+                    lost=max(0, log_start - (committed or log_start)),
+                )
+                for group, partition, committed, log_start, _ in partitions
+            ],
+        )
+
+    snapshots = [
+        shown(0, ("a", 0, 10, 60, 0), ("b", 0, 5, 5, 0)),
+        shown(30, ("a", 0, 10, 80, 0), ("a", 1, None, 40, 0)),
+        shown(50, ("a", 0, 10, 70, 0)),  # another worker, measured before the log start moved
+        shown(100, ("a", 0, 10, 95, 0), ("c", 0, 1, 9, 0)),  # the newest: not a minute old
+    ]
+    assert counted_before(snapshots, seen_for_s=60) == {("a", DECISIONS, 0): 80}
+    assert counted_before(list(reversed(snapshots)), seen_for_s=60) == {("a", DECISIONS, 0): 80}
+    assert counted_before(snapshots, seen_for_s=0) == {
+        ("a", DECISIONS, 0): 95,
+        ("c", DECISIONS, 0): 9,
+    }
+    assert counted_before([], seen_for_s=60) == {}
 
 
 async def test_a_topic_the_group_was_not_known_to_read_counts_under_its_own_name() -> None:

@@ -13,7 +13,7 @@ what is newly lost in ``gun_hub_consumergroup_lost_to_retention_total`` (each re
 a monitor started again reads back what the snapshots it and the other measuring workers
 published on ``gun.ops.lag`` show counted; each measuring worker counts every loss, and
 the alert takes the max over them), which ``GunHubRecordsLostToRetention`` pages on
-(docs/adr/0028).
+(docs/adr/0029).
 
 Where a group lags, the monitor dates its oldest unread record on each partition (the
 broker timestamp of the first record from its commit point: ``first_records.py``) and

@@ -14,7 +14,8 @@ them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -136,6 +137,27 @@ def _quoting_a_certificate(reference: str, version: int, stage: Stage = Stage.LO
     return declaration_xml(reference=reference, version=version, stage=stage)
 
 
+@contextlib.asynccontextmanager
+async def _sender(hub: Pipeline) -> AsyncIterator[Callable[[bytes, str, int], Awaitable[None]]]:
+    """Sends a declaration, sealed anew (another producer's resend, not a replay), on a
+    partition it names, as a clearance system's producer may."""
+    producer = AIOKafkaProducer(bootstrap_servers=hub.kafka.bootstrap)
+    await producer.start()
+
+    async def send(xml: bytes, reference: str, partition: int) -> None:
+        await producer.send_and_wait(
+            hub.kafka.topics.declarations,
+            hub.seal(xml),
+            key=reference.encode(),
+            partition=partition,
+        )
+
+    try:
+        yield send
+    finally:
+        await producer.stop()
+
+
 async def test_a_control_released_on_another_partition_is_not_reported_overdue(
     controlling_hub: Pipeline,
 ) -> None:
@@ -147,23 +169,13 @@ async def test_a_control_released_on_another_partition_is_not_reported_overdue(
     result, decided after the first, is reported: by then the first would have been."""
     hub = controlling_hub
     topics = hub.kafka.topics
-    producer = AIOKafkaProducer(bootstrap_servers=hub.kafka.bootstrap)
-    await producer.start()
-    try:
-
-        async def send(xml: bytes, reference: str, partition: int) -> None:
-            await producer.send_and_wait(
-                topics.declarations, hub.seal(xml), key=reference.encode(), partition=partition
-            )
-
+    async with _sender(hub) as send:
         await send(_quoting_a_certificate(RELEASED_ELSEWHERE, 1), RELEASED_ELSEWHERE, 0)
         [controlled] = await hub.decisions(1, settle_s=0.0)
         assert controlled.decision.outcome is Outcome.CONTROL_DOCUMENTARY
         await send(_quoting_a_certificate(STILL_CONTROLLED, 1), STILL_CONTROLLED, 0)
         released = _quoting_a_certificate(RELEASED_ELSEWHERE, 2, Stage.RELEASED_AFTER_CONTROL)
         await send(released, RELEASED_ELSEWHERE, 1)
-    finally:
-        await producer.stop()
 
     # The release is decided (its write-off unanswered: released at its deadline), and
     # the control still waiting reported...
@@ -212,23 +224,12 @@ async def test_a_control_the_publisher_did_not_publish_holds_nothing_and_is_not_
     the hub's deadlines topic at partition 1, naming the release published) and the view
     (a status): it writes off what it reserved, as a release does, and holds nothing."""
     hub = controlling_hub
-    topics = hub.kafka.topics
-    producer = AIOKafkaProducer(bootstrap_servers=hub.kafka.bootstrap)
-    await producer.start()
-    try:
-
-        async def send(xml: bytes, reference: str, partition: int) -> None:
-            await producer.send_and_wait(
-                topics.declarations, hub.seal(xml), key=reference.encode(), partition=partition
-            )
-
+    async with _sender(hub) as send:
         await send(_exempt(DECIDED_TWICE, 1), DECIDED_TWICE, 0)
         [released] = await hub.decisions(1, settle_s=0.0)
         assert released.decision.outcome is Outcome.RELEASE
         await send(_quoting_a_certificate(DECIDED_TWICE, 1), DECIDED_TWICE, 1)
         await send(_quoting_a_certificate(WITNESS, 1), WITNESS, 1)
-    finally:
-        await producer.stop()
 
     statuses = await _statuses_of(
         hub,

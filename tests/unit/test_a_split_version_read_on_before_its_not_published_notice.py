@@ -8,10 +8,13 @@ the two: the notice waits behind a lagging deadlines agent (a worker back from a
 reads both backlogs at once), or the partition reads its versions late (behind on its
 declarations: version 1 still undecided when version 2 comes, decided REFUSE,
 SUPERSEDED, which the lane drops as a duplicate of the version published). Either way
-the later version is read where the case is not marked ``taken_over_by`` its own version,
-so ``tells_other_partitions`` says nothing, and ``follow_the_published`` then finds the
-later version and does nothing: the case on the other partition, whose decision was
-published, is never told of the control's result or of the invalidation.
+the later version is read where the reference is not known split yet, so it tells
+nobody; in the review's first version the notice then found the later version and did
+nothing: the case on the other partition, whose decision was published, was never told
+of the control's result or of the invalidation. Now the notice has the later version
+tell the other partitions then (takeover.py ``_follow_the_published``), and the control
+not published follows the outcome published (or keeps holding, reported, beside one it
+does not know).
 
 Driven without Kafka as tests/unit/test_a_version_decided_on_two_partitions_follows_the_
 decision_published.py drives it: the same lane, the same handling of the deadlines topic.
@@ -97,6 +100,27 @@ class _DoesNotOpen(dict[bytes, bytes]):
         return super().get(key, default)
 
 
+async def _controlled_and_told(
+    keys_dir: Path, published_on: Hub, published: Effects, controlled_on: Hub
+) -> Effects:
+    """Version 1 read on partition 1 too, its certificate reserved and controlled at the
+    deadline; the lane publishes ``published`` (partition 0's decision) and reads the
+    control: what partition 1 does with the lane's notice."""
+    received = controlled_on.intake.handle(declaration_xml(), at(0, partition=1))
+    assert [r.operation for r in requests(controlled_on, received)] == [Operation.RESERVE]
+    controlled_on.now += timedelta(seconds=31)
+    controlled = controlled_on.deadlines.handle(
+        REF, 1, SourcePosition(controlled_on.topics.deadlines, 1, 0)
+    )
+    assert controlled_on.decisions(controlled) == [(REF, 1, Outcome.CONTROL_DOCUMENTARY)]
+    split = BothControlled.__new__(BothControlled)
+    split.keys_dir = keys_dir
+    split.released_on, split.controlled_on = published_on, controlled_on
+    [split.release] = published.to(published_on.topics.decision_outbox)
+    [split.control] = controlled.to(controlled_on.topics.decision_outbox)
+    return split.told(await split.lane(published_from=0))
+
+
 def _case(hub: Hub) -> Case:
     return Case.from_bytes(hub.cases[REF.encode()])
 
@@ -108,10 +132,9 @@ async def test_the_offices_release_read_before_the_notice_still_ends_the_control
     """Both cases controlled, partition 0's published. The office's RELEASED_AFTER_CONTROL
     comes on partition 1 before partition 1's deadlines agent reads the lane's notice:
     partition 1 writes off and releases, and tells nobody (its control is not marked
-    yet). The notice, read then, finds version 2 and does nothing. Partition 0's control,
-    the one the clearance system received and whose result this is, stays kept: reported
-    CONTROL_RESULT_OVERDUE after the report period, never retired (the defect ADR 0028
-    set out to close, in the other order of two topics nothing orders)."""
+    yet). The notice, read then, finds version 2, which tells partition 0 then: its
+    control, the one the clearance system received and whose result this is, ends; not
+    reported CONTROL_RESULT_OVERDUE (it was, in the review's first version)."""
     split = BothControlled(routing_table, keys_dir)
     published_on, other = split.released_on, split.controlled_on
     written = await split.lane(published_from=0)
@@ -163,7 +186,7 @@ async def test_a_partition_behind_on_its_declarations_still_ends_the_control_pub
     """Partition 0 read version 1, decided a control, published. Partition 1 is behind:
     it reads version 1 and the office's RELEASED_AFTER_CONTROL (version 2) one after the
     other, version 1 undecided (REFUSE, SUPERSEDED: a duplicate at the lane, which tells
-    partition 1, now at version 2). Nothing tells partition 0 its control ended."""
+    partition 1, now at version 2), which tells partition 0 its control ended."""
     split = BothControlled(routing_table, keys_dir)
     published_on = split.released_on
     behind = Hub(routing_table, keys_dir)
@@ -190,9 +213,9 @@ async def test_an_invalidation_read_before_the_notice_gives_back_what_the_releas
     """Partition 0's release published (its write-off sent), partition 1's control not.
     The office invalidates the declaration; version 2 INVALIDATED is read on partition 1
     before its deadlines agent reads the lane's notice: partition 1 gives back nothing
-    (it wrote nothing off) and tells nobody; the notice then finds version 2. The
-    release's write-off stays at the partner, the quantity lost to the certificate's
-    holder. Read after the notice, partition 1 tells partition 0, which gives it back."""
+    (it wrote nothing off) and tells nobody; the notice then finds version 2, which tells
+    partition 0 then: it gives back what the release wrote off (the quantity was lost to
+    the certificate's holder in the review's first version)."""
     published_on, other = split.released_on, split.controlled_on
     written_off = [
         r for r in requests(published_on, split.released) if r.operation is Operation.WRITE_OFF
@@ -213,33 +236,20 @@ async def test_an_invalidation_read_before_the_notice_gives_back_what_the_releas
 async def test_a_control_not_published_beside_a_refusal_reserving_nothing_is_not_dropped_silently(
     routing_table: RoutingTable, keys_dir: Path
 ) -> None:
-    """``follow_the_published`` takes for granted that the decision published followed up
-    the documents the control not published reserved. A decision that reserved nothing
-    breaks it: partition 0's stored case of the reference does not open, so version 1 is
-    refused there over it (intake ``_refuse_over_unreadable``: nothing asked, nothing
-    deleted), and the lane publishes that refusal first. Partition 1 reserved the licence
-    and decided a control; told, it holds nothing any more, so nothing ever deletes its
-    reservation at the partner and no CONTROL_RESULT_OVERDUE says so (before the notice,
-    the report at least told operations)."""
+    """The review's first version took for granted that the decision published followed
+    up the documents the control not published reserved. A decision that reserved
+    nothing broke it: partition 0's stored case of the reference does not open, so
+    version 1 is refused there over it (intake ``_refuse_over_unreadable``: nothing asked,
+    nothing deleted), and the lane publishes that refusal first. Partition 1 reserved the
+    licence and decided a control; told, it held nothing any more and nothing deleted its
+    reservation. Now it follows the refusal published: it deletes what it holds (or, an
+    outcome it does not know, keeps holding and is reported overdue)."""
     refused_on = Hub(routing_table, keys_dir, cases=_DoesNotOpen())
     controlled_on = Hub(routing_table, keys_dir)
     refused = refused_on.intake.handle(declaration_xml(), at(0, partition=0))
     assert refused_on.decisions(refused) == [(REF, 1, Outcome.REFUSE)]
     assert requests(refused_on, refused) == []  # nothing reserved, nothing deleted
-    received = controlled_on.intake.handle(declaration_xml(), at(0, partition=1))
-    assert [r.operation for r in requests(controlled_on, received)] == [Operation.RESERVE]
-    controlled_on.now += timedelta(seconds=31)
-    controlled = controlled_on.deadlines.handle(
-        REF, 1, SourcePosition(controlled_on.topics.deadlines, 1, 0)
-    )
-    assert controlled_on.decisions(controlled) == [(REF, 1, Outcome.CONTROL_DOCUMENTARY)]
-
-    split = BothControlled.__new__(BothControlled)
-    split.keys_dir = keys_dir
-    split.released_on, split.controlled_on = refused_on, controlled_on
-    [split.release] = refused.to(refused_on.topics.decision_outbox)
-    [split.control] = controlled.to(controlled_on.topics.decision_outbox)
-    followed = split.told(await split.lane(published_from=0))
+    followed = await _controlled_and_told(keys_dir, refused_on, refused, controlled_on)
 
     deleted = [r for r in requests(controlled_on, followed) if r.operation is Operation.DELETE]
     controlled_on.now += timedelta(seconds=controlled_on.control_report_after_s + 60)
@@ -259,27 +269,15 @@ async def test_a_control_not_published_beside_a_copy_quoting_other_documents_is_
     partitions.py ``test_a_control_the_publisher_did_not_publish_holds_nothing_and_is_not_
     reported``): version 1 released at once on partition 0 (an exempt document, nothing
     reserved), its copy on partition 1 quoting a certificate, reserved there and
-    controlled at the deadline. The lane publishes the release; partition 1, told, holds
-    nothing: the certificate stays reserved at DGAL for good, neither deleted nor
-    reported overdue."""
+    controlled at the deadline. The lane publishes the release; partition 1, told, held
+    nothing in the review's first version: the certificate stayed reserved at DGAL for
+    good, neither ended nor reported. Now it writes it off as the release published has
+    it (or keeps holding, reported, beside an outcome it does not know)."""
     released_on, controlled_on = Hub(routing_table, keys_dir), Hub(routing_table, keys_dir)
     exempt = (goods_item(1, (document("Y900", "EX-1", None, None),)),)
     released = released_on.intake.handle(declaration_xml(items=exempt), at(0, partition=0))
     assert released_on.decisions(released) == [(REF, 1, Outcome.RELEASE)]
-    received = controlled_on.intake.handle(declaration_xml(), at(0, partition=1))
-    assert [r.operation for r in requests(controlled_on, received)] == [Operation.RESERVE]
-    controlled_on.now += timedelta(seconds=31)
-    controlled = controlled_on.deadlines.handle(
-        REF, 1, SourcePosition(controlled_on.topics.deadlines, 1, 0)
-    )
-    assert controlled_on.decisions(controlled) == [(REF, 1, Outcome.CONTROL_DOCUMENTARY)]
-
-    split = BothControlled.__new__(BothControlled)
-    split.keys_dir = keys_dir
-    split.released_on, split.controlled_on = released_on, controlled_on
-    [split.release] = released.to(released_on.topics.decision_outbox)
-    [split.control] = controlled.to(controlled_on.topics.decision_outbox)
-    followed = split.told(await split.lane(published_from=0))
+    followed = await _controlled_and_told(keys_dir, released_on, released, controlled_on)
 
     ended = [r for r in requests(controlled_on, followed) if r.operation is not Operation.RESERVE]
     controlled_on.now += timedelta(seconds=controlled_on.control_report_after_s + 60)

@@ -110,6 +110,10 @@ class LagSnapshot(BaseModel):
     partitions: list[PartitionLag]
     held: list[TransactionHold] = []  # absent from snapshots before stop 32
     unread: list[UnreadAge] = []  # absent from snapshots before stop 39
+    # The measuring process that published it (``LagMonitor``: host, pid and a random
+    # tag); empty in snapshots before stop 59. ``counted_before`` compares a process's
+    # snapshots with its own only: two processes' clocks may differ.
+    by: str = ""
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -273,6 +277,7 @@ def snapshot(
     growth: GrowthWatch,
     held: Iterable[TransactionHold] = (),
     unread: Iterable[UnreadAge] = (),
+    by: str = "",
 ) -> LagSnapshot:
     """Aggregate partition lags per group and flag growing ones; each group's oldest
     unread record and least retention headroom over its partitions."""
@@ -297,7 +302,9 @@ def snapshot(
                 retention_headroom_s=min(headrooms, default=None),
             )
         )
-    return LagSnapshot(at=at, groups=groups, partitions=partitions, held=list(held), unread=unread)
+    return LagSnapshot(
+        at=at, groups=groups, partitions=partitions, held=list(held), unread=unread, by=by
+    )
 
 
 def counted_before(
@@ -307,18 +314,24 @@ def counted_before(
     was counted, as snapshots read back from ``gun.ops.lag`` show it (a monitor started
     again: ``LagMonitor.recall``). Every measuring worker counts a loss before it
     publishes the snapshot that shows it, so a loss shown was counted; only those shown in
-    snapshots at least ``seen_for_s`` older than the newest are taken, so that the worker
-    that counted one was scraped since (one that died at once may never have been: its
-    loss is counted again, a second page rather than none). Several workers publish, each
+    snapshots at least ``seen_for_s`` older than the newest *of the same process* (its
+    ``by``) are taken, so that the process that counted one lived a while after, and was
+    scraped since (one that died at once may never have been: its loss is counted again,
+    a second page rather than none). Each process's snapshots are dated by its own clock,
+    compared with each other only: an earlier process's clock running ahead made a dying
+    one's only snapshot look a minute old (a review of stop 59). Snapshots naming no
+    process (before stop 59) are taken as one process's. Several workers publish, each
     measuring every group: the highest log start shown wins (the earlier ones were
     counted on the way to it)."""
     every = list(snapshots)
     if not every:
         return {}
-    newest = max(s.at for s in every)
+    newest: dict[str, datetime] = {}
+    for shot in every:
+        newest[shot.by] = max(newest.get(shot.by, shot.at), shot.at)
     counted: dict[tuple[str, str, int], int] = {}
     for shot in every:
-        if (newest - shot.at).total_seconds() < seen_for_s:
+        if (newest[shot.by] - shot.at).total_seconds() < seen_for_s:
             continue
         for p in shot.partitions:
             if p.lost <= 0 or p.committed is None:

@@ -9,6 +9,7 @@ partition, and keeps the newest snapshot. A record that is not a snapshot is ski
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -84,10 +85,24 @@ async def recent_snapshots(
     timeout_s: float = 10.0,
 ) -> list[LagSnapshot]:
     """The snapshots on ``topic`` published from ``back_s`` (and ``READ_BACK_SLACK_S``)
-    before its newest record to its end, however old that is: what a lag monitor started
-    again reads back of what was counted (``counted_before``). Nothing when the topic does
-    not exist or holds nothing; ``TimeoutError`` when it cannot be read to its end within
-    ``timeout_s``."""
+    before its newest record to its end, however old that is, and the one before that on
+    each partition (at a measuring interval longer than the slack, none lay in the window
+    ``back_s`` before the newest: a review of stop 59): what a lag monitor started again
+    reads back of what was counted (``counted_before``). Nothing when the topic does not
+    exist or holds nothing; ``TimeoutError`` when it cannot be read within ``timeout_s``,
+    every request to the broker included (a broker silent after the reader started held
+    the monitor's start for its requests' own timeouts)."""
+    async with asyncio.timeout(timeout_s):
+        return await _recent_snapshots(connect, topic, back_s, clock, timeout_s)
+
+
+async def _recent_snapshots(
+    connect: ClientConfig,
+    topic: str,
+    back_s: float,
+    clock: Callable[[], datetime],
+    timeout_s: float,
+) -> list[LagSnapshot]:
     try:
         existing = await topic_partitions(connect, topic)
     except LookupError:
@@ -111,7 +126,8 @@ async def recent_snapshots(
         found = await consumer.offsets_for_times(dict.fromkeys(ends, max(0, since)))
         for tp, end in ends.items():
             at = found.get(tp)
-            consumer.seek(tp, at.offset if at is not None else end - 1)
+            first = at.offset if at is not None else end - 1
+            consumer.seek(tp, max(0, first - 1))  # and the snapshot before the window
         now = clock()
         return [
             snapshot

@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -163,6 +166,9 @@ class LagMonitor:
         # show lost at least ``seen_for_s`` before the newest is not counted again.
         self._snapshots_topic = snapshots_topic
         self._seen_for_s = seen_for_s
+        # Names this process in its snapshots: a restarted monitor compares a process's
+        # snapshots with its own (``counted_before``), never two clocks.
+        self._by = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
         # (group, topic): why its loss is in the lag and its gauge but not counted for a
         # page (``not_counted_here``).
         self._not_counted = dict(not_counted or {})
@@ -319,7 +325,7 @@ class LagMonitor:
         unread = await self._unread(
             unread_positions(lags, _by_name(starts)), _by_name(stable_ends), at
         )
-        return snapshot(at, lags, self._growth, self._held, unread)
+        return snapshot(at, lags, self._growth, self._held, unread, by=self._by)
 
     async def _unread(
         self,

@@ -449,16 +449,55 @@ _ON_CANCELLATION: Mapping[str, tuple[str, str]] = {
 }
 
 
+# Any other document's code on a cancellation is the partner's answer to the request to
+# free the document of the declaration (a deletion, a give-back), refused: the texts of a
+# lodging ("lodge an amended declaration", "quote a document that still has a balance",
+# "correct the declaration") advised a trader whose declaration is cancelled to lodge it
+# again (a review of stop 59). One text for them all, true of each; the code says which.
+_REFUSED_ON_CANCELLATION = (
+    "The issuing administration answered the cancellation's request on this document with "
+    "this code instead of confirming it: check with it, quoting the code, that the document "
+    "holds nothing more for this declaration. The cancellation stands.",
+    "L'administration qui délivre le document a répondu à la demande d'annulation sur ce "
+    "document par ce code au lieu de la confirmer : vérifiez auprès d'elle, en citant le "
+    "code, que le document ne porte plus rien de cette déclaration. L'annulation est "
+    "acquise.",
+)
+_NOT_ROUTED_ON_CANCELLATION = (
+    "No administration checks this document code through the single window: nothing was "
+    "reserved on it here, nothing is to be lifted. The cancellation stands.",
+    "Aucune administration ne contrôle ce code document par le guichet unique : rien n'y "
+    "a été réservé ici, rien n'est à lever. L'annulation est acquise.",
+)
+_DOCUMENT_CODES = frozenset(
+    code
+    for verdict in Verdict
+    if verdict not in (Verdict.VALID, Verdict.EXEMPT, Verdict.UNAVAILABLE, Verdict.UNROUTED)
+    for code in document_reason_codes(verdict)
+)
+
+
+def _on_cancellation(code: str) -> tuple[str, str] | None:
+    """The texts ``code`` reads on a CANCELLED decision, where they differ."""
+    if code in _ON_CANCELLATION:
+        return _ON_CANCELLATION[code]
+    if code == Verdict.UNROUTED.value:
+        return _NOT_ROUTED_ON_CANCELLATION
+    if code in _DOCUMENT_CODES:
+        return _REFUSED_ON_CANCELLATION
+    return None
+
+
 def explain_codes(codes: Iterable[str], outcome: str | None = None) -> list[dict[str, str]]:
     """Each distinct code, in order, with what to do (what the status lookup shows), as
-    it reads on ``outcome`` (the decision's; a few codes read otherwise on a
-    cancellation: :data:`_ON_CANCELLATION`)."""
+    it reads on ``outcome`` (the decision's; on a cancellation the codes of the documents
+    read as what the partners answered its deletions or give-backs: :func:`_on_cancellation`)."""
     seen: dict[str, None] = dict.fromkeys(code for code in codes if code)
     explained = []
     for code in seen:
         entry = explain(code)
-        if outcome == "CANCELLED" and code in _ON_CANCELLATION:
-            en, fr = _ON_CANCELLATION[code]
-            entry = ReasonEntry(entry.code, en, fr, entry.csw, entry.alignment)
+        texts = _on_cancellation(code) if outcome == "CANCELLED" else None
+        if texts is not None:
+            entry = ReasonEntry(entry.code, *texts, entry.csw, entry.alignment)
         explained.append(entry.as_json())
     return explained

@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 # their producer, snapshots by their monitor).
 READ_BACK_SLACK_S = 30.0
 
+# How many times ``back_s`` (the time a process must have shown a loss for it to be taken
+# as counted: ``counted_before``) the read-back covers: a loss a process showed that long
+# is read back although short-lived processes came after it (a crash loop), or although
+# several workers measure at long intervals (a review of stop 59: with a window of
+# ``back_s`` alone, neither was, and a restart paged again).
+READ_BACK_SPANS = 5
+
 # A snapshot dated further ahead of this process's clock is skipped: kept as the newest,
 # one dated in the year 9999 hid every real one until a restart (review stop 46). The
 # contract's clock skew, as the heartbeat gate allows.
@@ -84,10 +91,10 @@ async def recent_snapshots(
     clock: Callable[[], datetime] = _utc_now,
     timeout_s: float = 10.0,
 ) -> list[LagSnapshot]:
-    """The snapshots on ``topic`` published from ``back_s`` (and ``READ_BACK_SLACK_S``)
-    before its newest record to its end, however old that is, and the one before that on
-    each partition (at a measuring interval longer than the slack, none lay in the window
-    ``back_s`` before the newest: a review of stop 59): what a lag monitor started again
+    """The snapshots on ``topic`` published from ``READ_BACK_SPANS`` times ``back_s`` (and
+    ``READ_BACK_SLACK_S``) before its newest record to its end, however old that is, and
+    the one before that on each partition (at a long measuring interval, none may lie in
+    the window: a review of stop 59): what a lag monitor started again
     reads back of what was counted (``counted_before``). Nothing when the topic does not
     exist or holds nothing; ``TimeoutError`` when it cannot be read within ``timeout_s``,
     every request to the broker included (a broker silent after the reader started held
@@ -122,7 +129,7 @@ async def _recent_snapshots(
         if not last:
             return []
         newest = max(r.timestamp for r in last)
-        since = newest - int((back_s + READ_BACK_SLACK_S) * 1000)
+        since = newest - int((READ_BACK_SPANS * back_s + READ_BACK_SLACK_S) * 1000)
         found = await consumer.offsets_for_times(dict.fromkeys(ends, max(0, since)))
         for tp, end in ends.items():
             at = found.get(tp)

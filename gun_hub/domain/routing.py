@@ -216,3 +216,11 @@ OPERATION_FOR_STAGE = {
     Stage.RELEASED_AFTER_CONTROL: Operation.WRITE_OFF,
     Stage.INVALIDATED: Operation.GIVE_BACK,
 }
+
+
+def restates_reservations(stage: Stage) -> bool:
+    """Whether a version at ``stage`` restates or follows up itself the reservations it
+    quotes (a lodging, a cancellation, a release after control): a pre-lodged version
+    asks a CHECK whatever the mode, and an invalidation gives back what was written off,
+    neither restating anything (review stop 46; stop 52)."""
+    return OPERATION_FOR_STAGE[stage] not in (Operation.CHECK, Operation.GIVE_BACK)

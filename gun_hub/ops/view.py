@@ -368,7 +368,7 @@ class ViewQueries:
         system received the first; a repeat saying the same was never kept (``events``
         is unique without the time). One the publisher did not publish, another
         partition's case's decision of the version having been published (its
-        NOT_PUBLISHED_DECIDED_ELSEWHERE names it: :func:`_decided_elsewhere`), is marked
+        NOT_PUBLISHED_DECIDED_ELSEWHERE names it: :func:`_not_published_places`), is marked
         ``not_published``, read before or after the one published."""
         return self._dated(self._event_rows(reference), self._owners(reference))
 
@@ -395,11 +395,11 @@ class ViewQueries:
         two declarants' versions 1 are two, one declarant's version read on two
         partitions (two receipts) is one, its second decision a duplicate the publisher
         dropped (review of stop 54). That one's, when the publisher's status names it
-        (:func:`_decided_elsewhere`), is marked ``not_published`` instead, and is not
+        (:func:`_not_published_places`), is marked ``not_published`` instead, and is not
         the version's first decision even when read first: the clearance system received
         the other (the two cases' events are on their partitions, read in any order)."""
         rows = list(rows)
-        elsewhere = _decided_elsewhere(rows) | _of_receipts_not_published(rows)
+        elsewhere = _not_published_places(rows)
         decided: set[tuple[int, str]] = set()
         history = []
         for place, (version, kind, at, detail, authority, outcome, lodging) in enumerate(rows):
@@ -2008,7 +2008,7 @@ _DECIDED = {StatusKind.DECIDED.value}
 # Marks a DECIDED event of a version decided before (``ViewQueries.history``).
 DECIDED_AGAIN = "decided_again"
 # Marks a DECIDED event the publisher did not publish, another partition's case's decision
-# of the version being published (``ViewQueries.history``, :func:`_decided_elsewhere`).
+# of the version being published (``ViewQueries.history``, :func:`_not_published_places`).
 NOT_PUBLISHED_HERE = "not_published"
 _ELSEWHERE = StatusKind.NOT_PUBLISHED_DECIDED_ELSEWHERE.value
 _FINISHED_FOLLOW_UPS = {StatusKind.WRITTEN_OFF.value, StatusKind.RESERVATION_DELETED.value}
@@ -2035,53 +2035,44 @@ def _without_withheld(
     ]
 
 
-def _decided_elsewhere(rows: Sequence[tuple[Any, ...]]) -> set[int]:
+def _not_published_places(rows: Sequence[tuple[Any, ...]]) -> set[int]:
     """The places in ``rows`` (version, kind, at, detail, authority, outcome, lodging) of
-    the DECIDED events whose decision the publisher did not publish, as a
+    the events of a case whose decision the publisher did not publish, as a
     NOT_PUBLISHED_DECIDED_ELSEWHERE of their version says (the lane's, on its own
-    partition: before or after either case's DECIDED).
+    partition: read before or after either case's events).
 
-    Named by its receipt when the status and the event both carry one (each partition's
-    case has its own receipt of the version: the published one's is never the one named);
-    else by its outcome, and then only when another DECIDED of the version has another
-    outcome: that one is the decision published. Two cases that decided the same outcome,
-    told apart by nothing, stay two decisions of one outcome (``decided_again`` marks the
-    second), and neither is ever left out for the other (a status naming the outcome of
-    both would name the published one too)."""
+    Named by its receipt (each partition's case has its own receipt of the version: the
+    published one's is never the one named): every event of it, its DECIDED and its
+    requests, deadline and follow-ups, which read beside the published case's told the
+    trader a deadline passed on a version released on its answers (a review of stop 59).
+    Where the status or a DECIDED names no receipt, that DECIDED by its outcome, and then
+    only when another DECIDED of the version has another outcome: that one is the
+    decision published. Two cases that decided the same outcome, told apart by nothing,
+    stay two decisions of one outcome (``decided_again`` marks the second), and neither
+    is ever left out for the other (a status naming the outcome of both would name the
+    published one too)."""
     statuses = [(row[0], row[5], row[6]) for row in rows if row[1] == _ELSEWHERE]
     if not statuses:
         return set()
-    decided = [(place, row) for place, row in enumerate(rows) if row[1] in _DECIDED]
-    named: set[int] = set()
-    for version, outcome, lodging in statuses:
-        of_version = [(place, row[5], row[6]) for place, row in decided if row[0] == version]
-        for place, decided_outcome, decided_lodging in of_version:
-            if lodging and decided_lodging:
-                if decided_lodging == lodging:
-                    named.add(place)
-            elif (
-                outcome
-                and decided_outcome == outcome
-                and any(other != outcome for _, other, _ in of_version)
-            ):
-                named.add(place)
-    return named
-
-
-def _of_receipts_not_published(rows: Sequence[tuple[Any, ...]]) -> set[int]:
-    """The places in ``rows`` of every event of a receipt whose decision the publisher
-    did not publish, as a NOT_PUBLISHED_DECIDED_ELSEWHERE naming that receipt says: its
-    case's requests, deadline, follow-ups are the case's whose decision the clearance
-    system did not receive, and read beside the published case's they told the trader a
-    deadline passed on a version released on its answers (a review of stop 59)."""
-    receipts = {(row[0], row[6]) for row in rows if row[1] == _ELSEWHERE and row[6]}
-    if not receipts:
-        return set()
-    return {
+    receipts = {(version, lodging) for version, _, lodging in statuses if lodging}
+    places = {
         place
         for place, row in enumerate(rows)
         if row[1] != _ELSEWHERE and (row[0], row[6]) in receipts
     }
+    decided = [(place, row) for place, row in enumerate(rows) if row[1] in _DECIDED]
+    for version, outcome, lodging in statuses:
+        of_version = [(place, row[5], row[6]) for place, row in decided if row[0] == version]
+        for place, decided_outcome, decided_lodging in of_version:
+            if lodging and decided_lodging:
+                continue  # by its receipt, above
+            if (
+                outcome
+                and decided_outcome == outcome
+                and any(other != outcome for _, other, _ in of_version)
+            ):
+                places.add(place)
+    return places
 
 
 def current_state(history: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from gun_hub.domain.routing import (
     OPERATION_FOR_STAGE,
     ExpectedDocument,
     RoutedDeclaration,
+    restates_reservations,
     route_documents,
 )
 from gun_hub.domain.status_events import StatusKind, lodging
@@ -1045,7 +1046,7 @@ def restated(routed: RoutedDeclaration, case: Case) -> set[tuple[str, str]]:
     46); nor does an invalidation, which gives back what was written off: a reservation
     it quotes is deleted (its notice named it restated, and the control's partition kept
     it for ever: stop 52)."""
-    if OPERATION_FOR_STAGE[case.stage] in (Operation.CHECK, Operation.GIVE_BACK):
+    if not restates_reservations(case.stage):
         return set()
     return {
         (d.authority, d.reference)

@@ -84,7 +84,7 @@ from gun_hub.domain.lifecycle import (
     written_off,
 )
 from gun_hub.domain.requests import requests_for
-from gun_hub.domain.routing import OPERATION_FOR_STAGE
+from gun_hub.domain.routing import restates_reservations
 from gun_hub.domain.status_events import StatusKind
 from gun_hub.pipeline.decision_outbox import declarant_tag_of
 from gun_hub.pipeline.hub_context import CaseStore, HubContext
@@ -200,14 +200,7 @@ def tells_other_partitions(version: int, known: Case | None, partition: int) -> 
     read after the release it followed, it told no one)."""
     if known is None:
         return version > 1
-    return (
-        version > known.version + 1
-        or known.told_others
-        or _read_elsewhere(known, partition)
-        # Its decision was not published, another partition's was (published_elsewhere.py):
-        # that case may hold for a control whose result is this version.
-        or known.taken_over_by == known.version
-    )
+    return version > known.version + 1 or known.told_others or _read_elsewhere(known, partition)
 
 
 def _read_elsewhere(known: Case, partition: int) -> bool:
@@ -385,9 +378,9 @@ class Takeover:
         what it quotes is what it reserves with its own operation (none for a pre-lodged
         version or an invalidation: ``intake.restated``)."""
         quotes = (
-            frozenset()
-            if OPERATION_FOR_STAGE[case.stage] in (Operation.CHECK, Operation.GIVE_BACK)
-            else frozenset((e.authority, e.reference) for e in case.reserving())
+            frozenset((e.authority, e.reference) for e in case.reserving())
+            if restates_reservations(case.stage)
+            else frozenset()
         )
         notice = Notice(case.version, case.opened_from, case.stage, declarant_tag_of(case), quotes)
         for topic, key, value, other in notices(self._ctx, notice, case.reference, partition):

@@ -34,6 +34,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+from gun_contract.model.verdicts import Outcome
+
 log = logging.getLogger(__name__)
 
 Identity = tuple[bytes, bytes]
@@ -57,7 +59,7 @@ def per_origin_share(capacity: int) -> int:
     return max(1, capacity // 4)
 
 
-def _number(version: bytes) -> int | None:
+def version_number(version: bytes) -> int | None:
     """The version header as a number; None when it is none (such a record does not
     open: its seal is bound to the version, and it is dead-lettered as unreadable). At
     most 18 digits: anyone writing the outbox chooses the header, and 5,000 digits passed
@@ -78,7 +80,7 @@ class Published:
     # Its outcome, known to the lane that published it (the decision opened as it was
     # sealed to the clearance system); None when read back from gun.decisions, which the
     # hub cannot open (sealed to the clearance system).
-    outcome: str | None = None
+    outcome: Outcome | None = None
 
 
 class Origin(NamedTuple):
@@ -87,7 +89,7 @@ class Origin(NamedTuple):
     when not known."""
 
     partition: int | None
-    outcome: str | None
+    outcome: Outcome | None
 
 
 class PublishedMemory:
@@ -142,7 +144,7 @@ class PublishedMemory:
         if version not in versions:
             versions[version] = Origin(decision.origin, decision.outcome)
             self._count += 1
-        number = _number(version)
+        number = version_number(version)
         if number is not None:
             self._highest[reference] = max(number, self._highest.get(reference, number))
         if decision.origin is not None:
@@ -205,7 +207,7 @@ class PublishedMemory:
             return OTHER_DECLARANT
         if identity in self:
             return DUPLICATE
-        number = _number(version)
+        number = version_number(version)
         highest = self.highest(reference)
         if number is None or highest is None:
             return None
@@ -214,7 +216,9 @@ class PublishedMemory:
         return DUPLICATE if number == highest else None
 
     def highest(self, reference: bytes) -> int | None:
-        numbers = [n for v in self._in_windows.get(reference, ()) if (n := _number(v)) is not None]
+        numbers = [
+            n for v in self._in_windows.get(reference, ()) if (n := version_number(v)) is not None
+        ]
         counted = self._highest.get(reference)
         if counted is not None:
             numbers.append(counted)

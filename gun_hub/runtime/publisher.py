@@ -126,6 +126,7 @@ from gun_hub.runtime.published_memory import (
     PublishedMemory,
     Refusal,
     spans_of_windows_before,
+    version_number,
     window_metadata,
     windows_in,
 )
@@ -673,7 +674,7 @@ class DecisionPublisher:
         # Each decision sent: what it is, where it came from, and its delivery (its
         # offset on the decisions partition once delivered).
         sending: list[
-            tuple[Identity, bytes, int | None, str | None, asyncio.Future[RecordMetadata]]
+            tuple[Identity, bytes, int | None, Outcome | None, asyncio.Future[RecordMetadata]]
         ] = []
         remembered: list[Published] = []  # what the memory adds once committed
         opening = records[0].offset  # the record being opened: named if its key is missing
@@ -911,9 +912,10 @@ class DecisionPublisher:
         published_from = published.partition
         if decided_on is None or published_from is None or decided_on == published_from:
             return []
-        if not (0 < len(identity[1]) <= 18 and identity[1].isdigit()):
-            return []  # no number (published_memory._number): its record does not open
-        reference, version = identity[0].decode(errors="replace"), int(identity[1])
+        version = version_number(identity[1])
+        if version is None:
+            return []  # its record does not open (its seal is bound to its version)
+        reference = identity[0].decode(errors="replace")
         outcome = self._outcome_of(record)
         log.warning(
             "publisher: decision of %s version %d decided on partition %d not published: "
@@ -925,8 +927,7 @@ class DecisionPublisher:
         )
         told: list[asyncio.Future[object]] = []
         if self._deadlines is not None:
-            outcome_published = None if published.outcome is None else Outcome(published.outcome)
-            notice = NotPublished(version, published_from, outcome_published).to_bytes()
+            notice = NotPublished(version, published_from, published.outcome).to_bytes()
             sealed = self._outbox_cipher.seal(NOTICE_STATE, reference, notice)
             # Every hub topic has the declarations' partitions (ADR 0005, checked at the
             # start); an origin beyond them (an outbox record not the agents') is no
@@ -970,7 +971,7 @@ class DecisionPublisher:
             told.append(recorded)
         return told
 
-    def _outcome_of(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
+    def _outcome_of(self, record: ConsumerRecord[bytes, bytes]) -> Outcome | None:
         """The outcome of the decision in the outbox ``record``; None when it does not
         open or names none."""
         key = outbox_record_key(record.key or b"", _version_of(list(record.headers)))
@@ -989,7 +990,7 @@ class DecisionPublisher:
         why: str,
         lodging: str | None,
         *,
-        outcome: str | None = None,
+        outcome: Outcome | None = None,
     ) -> asyncio.Future[object] | None:
         """The status event of a version decided and not published, in the lane's
         transaction: on the lane's partition of the status topic (the case's partition is
@@ -1004,9 +1005,10 @@ class DecisionPublisher:
         alone; without it the view withholds the whole version (review of stop 54: the
         declarant whose decision of that version was published read a 404). None for a
         version that is no number (its record does not open either)."""
-        if self._status is None or not (0 < len(identity[1]) <= 18 and identity[1].isdigit()):
-            return None  # no number (at most 18 digits: published_memory._number)
-        reference, version = identity[0].decode(errors="replace"), int(identity[1])
+        version = version_number(identity[1])
+        if self._status is None or version is None:
+            return None  # no number: its record does not open (published_memory.py)
+        reference = identity[0].decode(errors="replace")
         event = StatusEvent(
             reference=reference,
             version=version,
@@ -1014,7 +1016,7 @@ class DecisionPublisher:
             at=self._wall_clock(),
             detail=f"{NOT_PUBLISHED}: {why}",
             lodging=lodging,
-            outcome=outcome,
+            outcome=None if outcome is None else outcome.value,
         )
         delivery: asyncio.Future[object] = await producer.send(
             self._status,
@@ -1074,7 +1076,7 @@ class DecisionPublisher:
 
     def _seal_for_clearance(
         self, record: ConsumerRecord[bytes, bytes]
-    ) -> tuple[bytes, str | None] | None:
+    ) -> tuple[bytes, Outcome | None] | None:
         """The decision the agents sealed with the hub's state key, sealed now to the
         clearance system, and its outcome (remembered: :meth:`_tell_decided_elsewhere`);
         None when it does not open.
@@ -1107,14 +1109,14 @@ class DecisionPublisher:
         return sealed, _outcome_in(document)
 
 
-def _outcome_in(document: bytes) -> str | None:
+def _outcome_in(document: bytes) -> Outcome | None:
     """The outcome of a decision the hub rendered (xml/decision_codec.py: its
     ``<Outcome>`` near the start); None when it names none."""
     found = _OUTCOME.search(document, 0, 1024)
     if found is None:
         return None
-    outcome = found.group(1).decode()
-    return outcome if outcome in Outcome.__members__ else None
+    name = found.group(1).decode()
+    return Outcome(name) if name in Outcome.__members__ else None
 
 
 class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]

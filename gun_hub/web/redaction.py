@@ -189,9 +189,11 @@ def _codes_only_hidden_gave(
     history: Sequence[dict[str, Any]], hidden: set[str]
 ) -> dict[Any, set[str]]:
     """Per version, the codes of its decision that only a hidden authority gave, as its
-    events show them (a refusal decided at the deadline while DGA alone stayed silent read
-    "DEADLINE; QUANTITY_INSUFFICIENT; UNAVAILABLE" where the same declaration without the
-    licence reads "QUANTITY_INSUFFICIENT": a review of degraded mode, stop 57):
+    events show them (``history`` without the events of a case whose decision was not
+    published: ``trader_history``). A refusal decided at the deadline while DGA alone
+    stayed silent read "DEADLINE; QUANTITY_INSUFFICIENT; UNAVAILABLE" where the same
+    declaration without the licence reads "QUANTITY_INSUFFICIENT" (a review of degraded
+    mode, stop 57):
 
     * ``DEADLINE`` when every authority its deadline found silent whose answers count
       (not one in advice mode: deadlines.py names those in the history, not in the
@@ -236,11 +238,7 @@ def _codes_only_hidden_gave(
             for clause in detail.split(_CLAUSES)
         ):
             written_off.add(version)
-        if (
-            kind == StatusKind.DECIDED.value
-            and not event.get(DECIDED_AGAIN)
-            and not event.get(NOT_PUBLISHED_HERE)
-        ):
+        if kind == StatusKind.DECIDED.value and not event.get(DECIDED_AGAIN):
             outcomes.setdefault(version, event.get("outcome"))
             for kept, read in zip(
                 explained.setdefault(version, (set(), set())), _document_codes(detail), strict=True

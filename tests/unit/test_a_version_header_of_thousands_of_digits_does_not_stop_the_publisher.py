@@ -1,5 +1,5 @@
 """A decision's version header is bytes anyone writing the outbox (or gun.decisions,
-read back when a lane is taken) chooses. ``published_memory._number`` guards ``int`` with
+read back when a lane is taken) chooses. ``published_memory.version_number`` guards ``int`` with
 ``bytes.isdigit`` only: a header of 5,000 ASCII digits passes it, and ``int`` refuses it
 (Python's 4,300-digit limit for a string conversion) with a ValueError. In
 ``_publish_batch`` it escapes the lane (no KafkaError), ``_note_failure`` stops the

@@ -76,10 +76,11 @@ class OnePartition:
         return None
 
 
-def showing_the_loss(n: int) -> Record:
-    at = T0 + timedelta(seconds=LAG_INTERVAL_S * n)
-    shot = LagSnapshot(
-        at=at,
+def showing_the_loss(second: float, by: str = "") -> LagSnapshot:
+    """A snapshot ``second`` s after T0, by the process ``by``: the clearance system's
+    reader of gun.decisions committed at 10, below the log start 60 (50 lost)."""
+    return LagSnapshot(
+        at=T0 + timedelta(seconds=second),
         groups=[],
         partitions=[
             PartitionLag(
@@ -93,14 +94,26 @@ def showing_the_loss(n: int) -> Record:
                 lost=50,
             )
         ],
+        by=by,
     )
-    return Record(TOPIC, 0, n, int(at.timestamp() * 1000) + 200, shot.to_bytes())
 
 
-async def test_a_loss_shown_for_ten_minutes_is_read_back_at_a_two_minute_interval(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    reader = OnePartition([showing_the_loss(n) for n in range(6)])
+def on_the_topic(shots: list[LagSnapshot]) -> OnePartition:
+    """``shots`` published in the order of their dates on the one partition of
+    ``gun.ops.lag``, each record dated by its producer a moment after the snapshot."""
+    ordered = sorted(shots, key=lambda s: s.at)
+    return OnePartition(
+        [
+            Record(TOPIC, 0, n, int(s.at.timestamp() * 1000) + 200, s.to_bytes())
+            for n, s in enumerate(ordered)
+        ]
+    )
+
+
+async def read_back(
+    monkeypatch: pytest.MonkeyPatch, reader: OnePartition, now_s: float
+) -> list[LagSnapshot]:
+    """What ``recent_snapshots`` reads back of ``reader``'s topic at ``now_s``."""
 
     async def one_partition(connect: Any, topic: str) -> list[int]:
         return [0]
@@ -111,12 +124,19 @@ async def test_a_loss_shown_for_ten_minutes_is_read_back_at_a_two_minute_interva
     monkeypatch.setattr(lag_follower, "topic_partitions", one_partition)
     monkeypatch.setattr(lag_follower, "reader_without_group", lambda *a, **k: reader)
     monkeypatch.setattr(lag_follower, "start_or_close", started)
-    snapshots = await lag_follower.recent_snapshots(
+    return await lag_follower.recent_snapshots(
         ClientConfig(bootstrap_servers="kafka:9092"),
         TOPIC,
         SEEN_FOR_S,
-        clock=lambda: T0 + timedelta(seconds=LAG_INTERVAL_S * 6),
+        clock=lambda: T0 + timedelta(seconds=now_s),
     )
+
+
+async def test_a_loss_shown_for_ten_minutes_is_read_back_at_a_two_minute_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shots = [showing_the_loss(LAG_INTERVAL_S * n) for n in range(6)]
+    snapshots = await read_back(monkeypatch, on_the_topic(shots), now_s=LAG_INTERVAL_S * 6)
     assert counted_before(snapshots, seen_for_s=SEEN_FOR_S) == {
         ("gun-clearance", DECISIONS, 0): 60
     }, (

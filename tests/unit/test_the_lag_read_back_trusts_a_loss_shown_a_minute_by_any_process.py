@@ -20,80 +20,22 @@ time for the same records, the defect of stop 58), where before the change it wa
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
-
 import pytest
 
-from gun_contract.kafka.client import ClientConfig
-from gun_hub.ops import lag_follower
-from gun_hub.ops.lag import LagSnapshot, PartitionLag, counted_before
+from gun_hub.ops.lag import counted_before
 from tests.unit.test_records_a_group_lost_to_retention_are_counted_once_and_page import (
     DECISIONS,
     SEEN_FOR_S,
-    T0,
 )
 from tests.unit.test_the_lag_read_back_holds_a_snapshot_a_minute_old_at_any_interval import (
-    TOPIC,
-    OnePartition,
-    Record,
+    on_the_topic,
+    read_back,
+    showing_the_loss,
 )
 
 # What every snapshot shows: the clearance system's reader of gun.decisions committed at
 # 10, below the log start 60 (50 lost to retention, counted when first shown).
 SHOWN_COUNTED = {("gun-clearance", DECISIONS, 0): 60}
-
-
-def showing_the_loss(second: float, by: str) -> LagSnapshot:
-    return LagSnapshot(
-        at=T0 + timedelta(seconds=second),
-        groups=[],
-        partitions=[
-            PartitionLag(
-                group="gun-clearance",
-                topic=DECISIONS,
-                partition=0,
-                committed=10,
-                end=1000,
-                lag=940,
-                log_start=60,
-                lost=50,
-            )
-        ],
-        by=by,
-    )
-
-
-def on_the_topic(shots: list[LagSnapshot]) -> OnePartition:
-    """``shots`` published in the order of their dates on the one partition of
-    ``gun.ops.lag``, each record dated by its producer a moment after the snapshot."""
-    ordered = sorted(shots, key=lambda s: s.at)
-    return OnePartition(
-        [
-            Record(TOPIC, 0, n, int(s.at.timestamp() * 1000) + 200, s.to_bytes())
-            for n, s in enumerate(ordered)
-        ]
-    )
-
-
-async def read_back(
-    monkeypatch: pytest.MonkeyPatch, reader: OnePartition, now_s: float
-) -> list[LagSnapshot]:
-    async def one_partition(connect: Any, topic: str) -> list[int]:
-        return [0]
-
-    async def started(consumer: Any) -> None:
-        return None
-
-    monkeypatch.setattr(lag_follower, "topic_partitions", one_partition)
-    monkeypatch.setattr(lag_follower, "reader_without_group", lambda *a, **k: reader)
-    monkeypatch.setattr(lag_follower, "start_or_close", started)
-    return await lag_follower.recent_snapshots(
-        ClientConfig(bootstrap_servers="kafka:9092"),
-        TOPIC,
-        SEEN_FOR_S,
-        clock=lambda: T0 + timedelta(seconds=now_s),
-    )
 
 
 @pytest.mark.parametrize("first_by", ["node-a/7/0a1b2c3d", ""], ids=["named", "legacy"])
